@@ -1,0 +1,231 @@
+"""Typed configuration: ModelConfig, TrainConfig, SampleConfig, presets, JSON I/O.
+
+Every fact a model needs at run time (vocabulary size, special token ids, attention
+mode, RoPE theta, ...) lives in ``ModelConfig`` and is stored with the checkpoint in
+``config.json``; call sites never hard-code token ids.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from unmask.errors import UserError
+
+ATTENTION_MODES = ("bidirectional", "causal", "block-causal")
+
+T = TypeVar("T")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Shape and facts of the one transformer (``unmask.model.Transformer``)."""
+
+    vocab_size: int = 512
+    """Number of token ids, special tokens included (embedding rows)."""
+    d_model: int = 64
+    """Width of the residual stream."""
+    n_layers: int = 2
+    """Number of transformer blocks."""
+    n_heads: int = 4
+    """Number of query heads; ``d_model`` must be divisible by it."""
+    n_kv_heads: int | None = None
+    """Number of key/value heads (grouped-query attention); None = ``n_heads``."""
+    ffn_hidden: int | None = None
+    """Hidden width of the SwiGLU MLP; None = 8/3·d_model rounded up to a multiple of 64."""
+    max_seq_len: int = 256
+    """Longest sequence (prompt + generation) the model is trained and used for."""
+    rope_theta: float = 10000.0
+    """Base of the rotary position embedding frequencies."""
+    norm_eps: float = 1e-5
+    """Epsilon of RMSNorm."""
+    tie_embeddings: bool = True
+    """Share the input embedding and the output projection."""
+    qkv_bias: bool = False
+    """Add a bias to the query/key/value projections (Qwen2/Dream style)."""
+    attention: str = "bidirectional"
+    """``bidirectional`` (diffusion), ``causal`` (autoregressive) or ``block-causal``."""
+    block_size: int | None = None
+    """Block length for ``block-causal`` attention."""
+    logit_shift: bool = False
+    """Logits at position i predict token i+1 (Dream); False for LLaDA/MDLM-style models."""
+    init_std: float = 0.02
+    """Standard deviation of the normal weight init; output projections are scaled by 1/sqrt(2·n_layers)."""
+    mask_id: int = 0
+    """Id of the ``[MASK]`` token."""
+    pad_id: int = 1
+    """Id of the ``[PAD]`` token (never predicted, never masked)."""
+    eos_id: int = 2
+    """Id of the end-of-sequence token; it separates documents in training data."""
+    bos_id: int | None = 3
+    """Id of the beginning-of-sequence token, if the tokenizer has one."""
+
+    def __post_init__(self) -> None:
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.ffn_hidden is None:
+            self.ffn_hidden = 64 * -(-(8 * self.d_model // 3) // 64)
+        if self.d_model % self.n_heads:
+            raise UserError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if self.n_heads % self.n_kv_heads:
+            raise UserError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+        if (self.d_model // self.n_heads) % 2:
+            raise UserError("head dimension d_model/n_heads must be even for rotary embeddings")
+        if self.attention not in ATTENTION_MODES:
+            raise UserError(f"attention={self.attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
+        if self.attention == "block-causal" and not self.block_size:
+            raise UserError("attention='block-causal' needs block_size")
+        for name in ("mask_id", "pad_id", "eos_id", "bos_id"):
+            v = getattr(self, name)
+            if v is not None and not 0 <= v < self.vocab_size:
+                raise UserError(f"{name}={v} is outside the vocabulary (size {self.vocab_size})")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    def num_params(self) -> int:
+        """Parameter count of the transformer this config describes (embedding counted once if tied)."""
+        d, f, hd = self.d_model, self.ffn_hidden, self.head_dim
+        kv = self.n_kv_heads * hd
+        attn = d * d + 2 * d * kv + d * d + (d + 2 * kv if self.qkv_bias else 0)
+        mlp = 3 * d * f
+        per_layer = attn + mlp + 2 * d
+        emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
+        return self.n_layers * per_layer + emb + d
+
+
+# Presets: shapes only; vocabulary and special ids come from the tokenizer.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64),
+    "demo": dict(d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, max_seq_len=256),
+    "small": dict(d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, max_seq_len=512),
+    "base": dict(d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, max_seq_len=1024),
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """A ``ModelConfig`` from a named preset (tiny, demo, small, base) with field overrides."""
+    if name not in MODEL_PRESETS:
+        raise UserError(f"unknown model preset {name!r}; choose one of {', '.join(MODEL_PRESETS)}")
+    return ModelConfig(**{**MODEL_PRESETS[name], **overrides})
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Everything ``unmask train`` needs besides the model shape."""
+
+    data: str = ""
+    """Directory written by ``unmask prepare`` (shards + index.json + tokenizer.json)."""
+    out: str = ""
+    """Run directory: checkpoints, metrics.jsonl, train_config.json."""
+    preset: str = "tiny"
+    """Model preset (tiny, demo, small, base)."""
+    objective: str = "mdlm"
+    """Training objective by registry name (``mdlm``, ``ar``)."""
+    seq_len: int = 128
+    """Tokens per training row (≤ the model's max_seq_len)."""
+    batch_size: int = 32
+    """Global rows per optimizer step (split across processes and accumulation steps)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    steps: int = 1000
+    """Optimizer steps in total."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of ``lr`` (cosine decay)."""
+    warmup: int = 100
+    """Linear warmup steps."""
+    weight_decay: float = 0.1
+    """AdamW weight decay (not applied to norms)."""
+    beta1: float = 0.9
+    """AdamW beta1."""
+    beta2: float = 0.95
+    """AdamW beta2."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value (0 = off)."""
+    ema: float = 0.0
+    """EMA decay of the weights kept for inference (0 = off, e.g. 0.999)."""
+    eps: float = 1e-3
+    """Minimum mask probability: p_mask = (1 - eps)·t + eps."""
+    antithetic: bool = True
+    """Low-discrepancy time sampling across the batch (MDLM)."""
+    random_length_frac: float = 0.01
+    """Fraction of batches cut to a random length (LLaDA)."""
+    eval_every: int = 100
+    """Validate every N steps (0 = only at the end)."""
+    eval_batches: int = 8
+    """Validation batches per evaluation (fixed seed, so numbers are comparable)."""
+    save_every: int = 500
+    """Checkpoint every N steps (also on SIGINT/SIGTERM and at the end)."""
+    log_every: int = 10
+    """Append a training line to metrics.jsonl every N steps."""
+    seed: int = 0
+    """Seed for init, data order and noise."""
+    device: str = "auto"
+    """``auto`` (cuda if available), ``cpu`` or ``cuda[:i]``."""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """ModelConfig fields that override the preset (e.g. {"d_model": 384})."""
+
+
+@dataclass(kw_only=True)
+class SampleConfig:
+    """Options of the sampler loop (see docs/sampling.md)."""
+
+    gen_length: int = 64
+    """Number of tokens to generate after the prompt."""
+    steps: int = 64
+    """Total denoising steps (split evenly across blocks)."""
+    block_length: int | None = None
+    """Semi-autoregressive block length; None = gen_length (pure diffusion)."""
+    policy: str = "llada"
+    """Commit policy by registry name."""
+    remasking: str = "low_confidence"
+    """``low_confidence`` or ``random`` (LLaDA)."""
+    temperature: float = 0.0
+    """Gumbel-max temperature (0 = argmax)."""
+    cfg_scale: float = 0.0
+    """Classifier-free guidance scale (0 = off)."""
+    forbid_eos: bool = False
+    """Never propose EOS (LLaDA's ``logits_eos_inf``)."""
+    seed: int | None = None
+    """Seed for temperature / random remasking; None = nondeterministic."""
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
+    """Build a dataclass from a dict, rejecting unknown keys with a clear message."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{source}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**data)
+
+
+def save_json(obj: Any, path: str | os.PathLike[str]) -> None:
+    """Write a dataclass or dict as JSON, atomically."""
+    from unmask.checkpoint import atomic_write_text
+
+    data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
+    atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    try:
+        data = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return from_dict(cls, data, source=str(p))
