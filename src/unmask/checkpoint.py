@@ -1,0 +1,226 @@
+"""Native checkpoints: save/load, atomic writes, resume state. Never unpickles.
+
+A checkpoint is a folder:
+
+    config.json          ModelConfig (vocabulary, special ids, shape, attention mode)
+    model.safetensors    the weights used for inference (the EMA weights when EMA is on)
+    tokenizer.json       the HF ``tokenizers`` file
+    trainer.json         (training runs only) step, optimizer hyper-parameters, EMA flag
+    trainer.safetensors  (training runs only) optimizer moments, raw weights under EMA
+
+A run directory keeps its latest checkpoint in ``RUN/checkpoint/``. Saving writes a
+fresh folder beside it and swaps it in with renames, so a kill at any moment leaves
+the last good checkpoint intact (``RUN/.checkpoint.old`` is picked up if the kill
+landed between the two renames).
+
+Inside: ``atomic_write_text``, ``save_checkpoint``, ``load_train_state``,
+``checkpoint_dir``, ``load`` and ``Loaded``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from unmask.errors import UserError
+
+CKPT = "checkpoint"
+OLD = ".checkpoint.old"
+TMP_PREFIX = ".checkpoint.tmp"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Weights as contiguous CPU tensors; tied weights stored once (under the embedding)."""
+    out = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    cfg = getattr(model, "config", None)
+    if cfg is not None and getattr(cfg, "tie_embeddings", False):
+        out.pop("lm_head.weight", None)
+    return out
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"optim.{pid}.{k}"] = torch.as_tensor(v).detach().to("cpu").contiguous()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def save_checkpoint(
+    run_dir: str | os.PathLike[str],
+    *,
+    model: nn.Module,
+    tokenizer: Any,
+    inference_model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    trainer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``run_dir/checkpoint`` atomically and return its path.
+
+    ``inference_model`` (e.g. the EMA copy) goes to model.safetensors when given; the raw
+    ``model`` weights are then kept in trainer.safetensors for resuming.
+    """
+    from unmask.config import to_dict
+
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=run, prefix=TMP_PREFIX))
+    try:
+        infer = inference_model if inference_model is not None else model
+        save_file(_state_for_save(infer), str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(to_dict(model.config), indent=2, sort_keys=True) + "\n")
+        tokenizer.save(tmp)
+        if optimizer is not None or trainer_state is not None:
+            tensors: dict[str, torch.Tensor] = {}
+            meta: dict[str, Any] = dict(trainer_state or {})
+            if optimizer is not None:
+                opt_tensors, opt_meta = _optimizer_tensors(optimizer)
+                tensors.update(opt_tensors)
+                meta["optimizer"] = opt_meta
+            if inference_model is not None:
+                tensors.update({f"model.{k}": v for k, v in _state_for_save(model).items()})
+            meta["has_raw_model"] = inference_model is not None
+            save_file(tensors, str(tmp / "trainer.safetensors"))
+            (tmp / "trainer.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        final, old = run / CKPT, run / OLD
+        if old.exists():
+            shutil.rmtree(old)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
+    """Resolve a run directory or a checkpoint folder to the folder holding config.json."""
+    p = Path(path)
+    if not p.exists():
+        if "/" in str(path) and not str(path).startswith((".", "/", "~")) and str(path).count("/") == 1:
+            raise UserError(
+                f"{path}: no such folder (unmask never downloads: fetch the checkpoint folder first)"
+            )
+        raise UserError(f"{path}: no such folder")
+    if not p.is_dir():
+        raise UserError(f"{path}: not a folder (expected a run directory or checkpoint folder)")
+    for cand in (p, p / CKPT, p / OLD):
+        if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
+            return cand
+    raise UserError(f"{path}: not a checkpoint (no config.json + model.safetensors, nor a checkpoint/ folder)")
+
+
+@dataclass
+class Loaded:
+    """A model ready for inference, with its tokenizer and config."""
+
+    model: nn.Module
+    tokenizer: Any
+    config: Any
+    path: Path
+
+
+def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    if getattr(model.config, "tie_embeddings", False):
+        tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
+    expected = {k for k in model.state_dict() if not (model.config.tie_embeddings and k == "lm_head.weight")}
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise UserError(
+            f"{source}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for k, v in tensors.items():
+        want = model.state_dict()[k].shape
+        if v.shape != want:
+            raise UserError(f"{source}: tensor {k} has shape {tuple(v.shape)}, config says {tuple(want)}")
+    model.load_state_dict(tensors, strict=False)
+
+
+def load(path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtype | None = None) -> Loaded:
+    """Load a checkpoint (run directory or checkpoint folder) for inference, in eval mode."""
+    from unmask.config import ModelConfig, load_json
+    from unmask.model import Transformer
+    from unmask.tokenizer import load_tokenizer
+
+    ckpt = checkpoint_dir(path)
+    config = load_json(ModelConfig, ckpt / "config.json")
+    if not (ckpt / "tokenizer.json").is_file():
+        raise UserError(f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with")
+    tokenizer = load_tokenizer(ckpt / "tokenizer.json")
+    if tokenizer.vocab_size > config.vocab_size:
+        raise UserError(
+            f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, model only {config.vocab_size}"
+        )
+    with torch.device("meta"):
+        model = Transformer(config)
+    model = model.to_empty(device="cpu")
+    try:
+        tensors = load_file(str(ckpt / "model.safetensors"))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise UserError(f"{ckpt / 'model.safetensors'}: cannot read ({e})") from None
+    _load_weights(model, tensors, ckpt / "model.safetensors")
+    if config.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    model._rope = None
+    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    model.eval()
+    return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt)
+
+
+def load_train_state(
+    ckpt: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, ema_model: nn.Module | None
+) -> dict[str, Any]:
+    """Restore raw weights, optimizer moments and EMA weights from a run checkpoint; returns trainer.json."""
+    meta_path = ckpt / "trainer.json"
+    if not meta_path.is_file():
+        raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
+    meta = json.loads(meta_path.read_text())
+    tensors = load_file(str(ckpt / "trainer.safetensors"))
+    inference = load_file(str(ckpt / "model.safetensors"))
+    device = next(model.parameters()).device
+    if meta.get("has_raw_model"):
+        raw = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+        _load_weights(model, raw, ckpt / "trainer.safetensors")
+        if ema_model is not None:
+            _load_weights(ema_model, inference, ckpt / "model.safetensors")
+    else:
+        _load_weights(model, inference, ckpt / "model.safetensors")
+        if ema_model is not None:
+            _load_weights(ema_model, inference, ckpt / "model.safetensors")
+    sd = {"state": {}, "param_groups": meta["optimizer"]["param_groups"]}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            sd["state"].setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
+    optimizer.load_state_dict(sd)
+    return meta

@@ -1,0 +1,129 @@
+"""Noise schedules α(t) and the forward (masking) process of masked diffusion.
+
+One schedule object serves training and sampling (MDLM, Sahoo et al. 2024; LLaDA,
+Nie et al. 2025):
+
+- ``p_mask(t)``: probability that a token is ``[MASK]`` at time t, floored at ``eps``
+  as LLaDA trains it: ``p_mask = (1 - eps)·(1 - α(t)) + eps``;
+- ``weight(t)``: the ELBO weight ``-α'(t) / (1 - α(t))`` of the cross-entropy at a
+  masked token (``1/p_mask`` for the linear schedule, LLaDA's form);
+- ``sample_t``: t ~ U(0, 1) per row, optionally low-discrepancy ("antithetic") so a
+  batch covers [0, 1) evenly (MDLM);
+- ``mask``: the forward process q(x_t | x_0);
+- ``transfer_counts``: how many of n masked tokens to reveal at each of s reverse
+  steps, i.e. the expected share ``(α(s) - α(t)) / (1 - α(t))`` per step, rounded so
+  the linear schedule gives LLaDA's counts exactly (n // s per step, the remainder to
+  the earliest steps: 10 over 4 → 3, 3, 2, 2).
+
+Inside: ``Schedule`` (base), ``LinearSchedule``, ``CosineSchedule``, ``SCHEDULES``,
+``get_schedule``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from unmask.errors import UserError
+
+
+class Schedule:
+    """α(t): the probability that a token is still clean at time t ∈ [0, 1]."""
+
+    name = "base"
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        if not 0.0 <= eps < 1.0:
+            raise UserError(f"eps={eps} must be in [0, 1)")
+        self.eps = eps
+
+    def alpha(self, t: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        """dα/dt."""
+        raise NotImplementedError
+
+    def p_mask(self, t: Tensor) -> Tensor:
+        return (1.0 - self.eps) * (1.0 - self.alpha(t)) + self.eps
+
+    def weight(self, t: Tensor) -> Tensor:
+        """ELBO weight of the masked-token cross-entropy at time t."""
+        return -(1.0 - self.eps) * self.dalpha(t) / self.p_mask(t)
+
+    def sample_t(self, batch: int, generator: torch.Generator, *, antithetic: bool = True) -> Tensor:
+        """(batch,) times in [0, 1); antithetic = one uniform offset plus an even grid (MDLM)."""
+        if antithetic:
+            u = torch.rand(1, generator=generator)
+            return (u + torch.arange(batch) / batch) % 1.0
+        return torch.rand(batch, generator=generator)
+
+    @staticmethod
+    def mask(
+        x0: Tensor, p_mask: Tensor, *, mask_id: int, generator: torch.Generator, maskable: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Forward process: each maskable token of x0 (B, L) becomes ``mask_id`` with prob p_mask (B,).
+
+        Returns (xt, masked) with masked (B, L) bool.
+        """
+        u = torch.rand(x0.shape, generator=generator).to(x0.device)
+        masked = u < p_mask.to(x0.device)[:, None]  # (B, L)
+        if maskable is not None:
+            masked &= maskable
+        return torch.where(masked, torch.full_like(x0, mask_id), x0), masked
+
+    def transfer_counts(self, n: int, steps: int) -> list[int]:
+        """Tokens to reveal at each of ``steps`` reverse steps from t=1 to t=0, summing to n."""
+        if steps <= 0:
+            raise UserError(f"steps={steps} must be positive")
+        grid = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
+        a = self.alpha(grid).clamp(0.0, 1.0)
+        frac = (1.0 - a) / (1.0 - a[0]).clamp_min(1e-12)  # share still masked, 1 → 0
+        cum = [round(n * (1.0 - float(f))) for f in frac[1:]]
+        cum[-1] = n
+        return [c - p for c, p in zip(cum, [0] + cum[:-1], strict=True)]
+
+
+class LinearSchedule(Schedule):
+    """α(t) = 1 - t (LLaDA, MDLM's default); weight 1/p_mask."""
+
+    name = "linear"
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1.0 - t
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return -torch.ones_like(t)
+
+    def weight(self, t: Tensor) -> Tensor:
+        return 1.0 / self.p_mask(t)
+
+    def transfer_counts(self, n: int, steps: int) -> list[int]:
+        if steps <= 0:
+            raise UserError(f"steps={steps} must be positive")
+        base, rem = divmod(n, steps)
+        return [base + 1 if i < rem else base for i in range(steps)]
+
+
+class CosineSchedule(Schedule):
+    """α(t) = 1 - sin(π t / 2): MDLM's cosine schedule; as MaskGIT's, it reveals few tokens
+    in the first reverse steps and many in the last."""
+
+    name = "cosine"
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return 1.0 - torch.sin(0.5 * math.pi * t)
+
+    def dalpha(self, t: Tensor) -> Tensor:
+        return -0.5 * math.pi * torch.cos(0.5 * math.pi * t)
+
+
+SCHEDULES: dict[str, type[Schedule]] = {"linear": LinearSchedule, "cosine": CosineSchedule}
+
+
+def get_schedule(name: str = "linear", *, eps: float = 1e-3) -> Schedule:
+    if name not in SCHEDULES:
+        raise UserError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
+    return SCHEDULES[name](eps)

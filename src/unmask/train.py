@@ -1,0 +1,329 @@
+"""The training loop: single process or ``torchrun`` data parallel (DDP).
+
+AdamW, linear warmup + cosine decay, gradient clipping, gradient accumulation,
+bf16 autocast on CUDA (fp32 on CPU), optional EMA of the weights, periodic
+validation (ELBO perplexity bound, bits per byte), ``metrics.jsonl``, a live
+progress bar, atomic checkpoints (every N steps, on SIGINT/SIGTERM, at the end) and
+exact resume.
+
+Determinism: every optimizer step draws its batch and noise from generators seeded
+by (seed, step, micro-batch), never from global RNG state. A global batch is cut
+into ``world_size × grad_accum`` micro-batches; the result depends only on that
+count, not on how the micro-batches are spread over processes, and a resumed run
+repeats the uninterrupted one exactly.
+
+Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from unmask.checkpoint import CKPT, checkpoint_dir, load_train_state, save_checkpoint
+from unmask.config import (
+    MODEL_PRESETS,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    load_json,
+    model_preset,
+    save_json,
+    to_dict,
+)
+from unmask.errors import UserError
+from unmask.evaluate import evaluate_loss
+from unmask.model import Transformer
+from unmask.objectives import OBJECTIVE_ATTENTION, ObjectiveOptions, get_objective
+from unmask.schedules import get_schedule
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine to min_lr_ratio·lr."""
+    if cfg.warmup > 0 and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(1, cfg.steps - cfg.warmup)
+    progress = min(1.0, (step - cfg.warmup) / span)
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_model_config(cfg: TrainConfig, vocab_size: int, special_ids: dict[str, int | None]) -> ModelConfig:
+    """ModelConfig from the preset, the tokenizer's facts, the objective's attention and overrides."""
+    if cfg.preset not in MODEL_PRESETS:
+        raise UserError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
+    attention = OBJECTIVE_ATTENTION.get(cfg.objective, "bidirectional")
+    base = dict(MODEL_PRESETS[cfg.preset])
+    base["max_seq_len"] = max(base.get("max_seq_len", 0), cfg.seq_len)
+    fields = {**base, "vocab_size": vocab_size, "attention": attention, **special_ids, **cfg.model_overrides}
+    return model_preset(cfg.preset, **{k: v for k, v in fields.items()})
+
+
+def _seed_for(seed: int, step: int, micro: int) -> int:
+    # Distinct, well-spread seeds per (seed, step, micro-batch); fits in int64.
+    return (seed * 1_000_003 + step * 10_007 + micro * 101 + 17) % (2**62)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but torch sees no CUDA device")
+    return dev
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop:  # second signal: give up at once
+            raise KeyboardInterrupt
+        self.stop = True
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
+    if not cfg.out:
+        raise UserError("no run directory given (--out)")
+    run = Path(cfg.out)
+    if resume:
+        if not (run / CKPT).exists() and not (run / ".checkpoint.old").exists():
+            raise UserError(f"{run}: nothing to resume (no checkpoint/ in it)")
+        return run
+    if run.exists() and any(run.iterdir()):
+        raise UserError(
+            f"{run} already exists and is not empty; pass --resume to continue it or choose another --out"
+        )
+    if is_main:
+        run.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train a model as ``config`` says and return the run directory.
+
+    With ``resume=True`` the run in ``config.out`` continues from its checkpoint
+    (its saved train_config.json is used; ``config.steps`` may extend it).
+    """
+    from unmask.data import TokenDataset
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    distributed = world > 1
+    device = _resolve_device(config.device)
+    if distributed and not dist.is_initialized():
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    is_main = rank == 0
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+
+    run = _prepare_run_dir(config, resume, is_main)
+    if resume:
+        saved = load_json(TrainConfig, run / "train_config.json")
+        config = replace(saved, steps=max(config.steps, saved.steps), device=config.device, threads=config.threads)
+    if config.batch_size % (world * config.grad_accum):
+        raise UserError(
+            f"batch_size={config.batch_size} is not divisible by processes×grad_accum={world * config.grad_accum}"
+        )
+    for name in ("steps", "batch_size", "seq_len", "grad_accum"):
+        if getattr(config, name) <= 0:
+            raise UserError(f"{name}={getattr(config, name)} must be positive")
+    objective = get_objective(config.objective)
+
+    train_ds = TokenDataset(config.data, "train")
+    val_ds = TokenDataset(config.data, "val")
+    tokenizer = train_ds.tokenizer()
+    if resume:
+        model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
+    else:
+        model_cfg = build_model_config(config, tokenizer.vocab_size, tokenizer.special_ids())
+    if config.seq_len > model_cfg.max_seq_len:
+        raise UserError(f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
+
+    torch.manual_seed(config.seed)
+    model = Transformer(model_cfg).to(device)
+    ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema > 0 else None
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2),
+        fused=device.type == "cuda",
+    )
+    start_step = 0
+    if resume:
+        meta = load_train_state(checkpoint_dir(run), model=model, optimizer=optimizer, ema_model=ema_model)
+        start_step = int(meta["step"])
+    elif is_main:
+        save_json(config, run / "train_config.json")
+
+    ddp_model: nn.Module = model
+    if distributed:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    options = ObjectiveOptions(
+        schedule=get_schedule("linear", eps=config.eps),
+        antithetic=config.antithetic,
+        random_length_frac=config.random_length_frac if config.objective == "mdlm" else 0.0,
+    )
+    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
+    n_micro = world * config.grad_accum
+    rows = config.batch_size // n_micro
+    nominal = float(config.batch_size * config.seq_len)
+    metrics_path = run / "metrics.jsonl"
+
+    def log(record: dict[str, Any]) -> None:
+        if is_main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def evaluate(step: int) -> dict[str, float]:
+        target = ema_model if ema_model is not None else model
+        res = evaluate_loss(
+            target, val_ds, objective=config.objective, seq_len=config.seq_len,
+            batch_size=max(1, min(config.batch_size, 32)), max_batches=config.eval_batches,
+            eps=config.eps, device=device, autocast_dtype=autocast_dtype,
+        )
+        rec = {"step": step, **res.as_dict()}
+        log(rec)
+        return rec
+
+    def checkpoint(step: int) -> None:
+        if is_main:
+            save_checkpoint(
+                run, model=model, tokenizer=tokenizer, inference_model=ema_model, optimizer=optimizer,
+                trainer_state={"step": step, "objective": config.objective, "train_config": to_dict(config)},
+            )
+        if distributed:
+            dist.barrier()
+
+    if is_main and not resume:
+        n_params = sum(p.numel() for p in model.parameters())
+        log({"event": "start", "params": n_params, "model": to_dict(model_cfg), "world_size": world})
+
+    bar = None
+    if is_main and progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
+                   file=sys.stderr, disable=None)
+    last_val: dict[str, float] = {}
+    tokens_seen = 0
+    t0 = time.perf_counter()
+    step = start_step
+    with _StopFlag() as flag:
+        model.train()
+        while step < config.steps and not flag.stop:
+            lr = lr_at(step, config)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            n_tok = torch.zeros((), device=device)
+            gen_batch = torch.Generator().manual_seed(_seed_for(config.seed, step, 10**6))
+            x_global = train_ds.sample(config.batch_size, config.seq_len, gen_batch)  # (B, L)
+            for a in range(config.grad_accum):
+                micro = rank * config.grad_accum + a
+                x0 = x_global[micro * rows : (micro + 1) * rows].to(device)
+                gen = torch.Generator().manual_seed(_seed_for(config.seed, step, micro))
+                sync = not distributed or a == config.grad_accum - 1
+                ctx = ddp_model.no_sync() if (distributed and not sync) else contextlib.nullcontext()
+                with ctx:
+                    with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                        parts = objective(ddp_model, model_cfg, x0, attention_mask=None, generator=gen, options=options)
+                    (parts.loss_sum / nominal).backward()
+                loss_sum += parts.loss_sum.detach()
+                n_tok += parts.n_tokens
+            totals = torch.stack([loss_sum, n_tok.float()])
+            if distributed:
+                dist.all_reduce(totals)
+            # Gradients hold sum-of-losses / nominal (averaged over processes by DDP);
+            # rescale to the mean over the real token count of the global batch.
+            scale = nominal * world / float(totals[1])
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+            gnorm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema_model is not None:
+                with torch.no_grad():
+                    for pe, pm in zip(ema_model.parameters(), model.parameters(), strict=True):
+                        pe.lerp_(pm, 1.0 - config.ema)
+            step += 1
+            loss = float(totals[0] / totals[1])
+            tokens_seen += config.batch_size * config.seq_len
+            elapsed = time.perf_counter() - t0
+            tps = tokens_seen / max(elapsed, 1e-9)
+            if step % config.log_every == 0 or step == config.steps:
+                log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps, "elapsed_s": elapsed})
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                last_val = evaluate(step)
+            if bar is not None:
+                post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
+                if last_val:
+                    post["val_bpb"] = f"{last_val['val_bpb']:.3f}"
+                bar.set_postfix(post, refresh=False)
+                bar.update(1)
+            if config.save_every and step % config.save_every == 0 and step < config.steps:
+                checkpoint(step)
+        if bar is not None:
+            bar.close()
+        if step >= config.steps:
+            final = evaluate(step)
+            if is_main and progress:
+                print(f"step {step}: val bpb {final['val_bpb']:.4f}, ppl bound {final['val_ppl']:.2f}", file=sys.stderr)
+        elif is_main:
+            print(f"stopped at step {step}; resume with: unmask train --resume --out {run}", file=sys.stderr)
+        checkpoint(step)
+    if distributed:
+        dist.destroy_process_group()
+    return run
+
+
+def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a train_config.json (for ``--config``)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{p}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return from_dict(TrainConfig, data, source=str(p))
