@@ -1,7 +1,37 @@
-"""unmask: train, run, infill with and serve masked diffusion language models."""
+"""unmask: train, run, infill with and serve masked diffusion language models.
 
+The Python API mirrors the CLI::
+
+    import unmask
+    unmask.prepare(["corpus.txt"], "data/corpus")                 # unmask prepare
+    run = unmask.train(unmask.TrainConfig(data="data/corpus", out="runs/x", preset="demo"))
+    m = unmask.load(run)                                           # model, tokenizer, config
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
 
 __version__ = "0.1.0"
 
-__all__ = ["UserError", "__version__"]
+if TYPE_CHECKING:
+    from unmask.checkpoint import load
+    from unmask.data import prepare
+    from unmask.train import train
+
+_LAZY = {"load": "unmask.checkpoint", "prepare": "unmask.data", "train": "unmask.train"}
+
+
+def __getattr__(name: str) -> Any:
+    # Keep `import unmask` light: torch-heavy modules load on first use.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'unmask' has no attribute {name!r}")
+
+
+__all__ = ["ModelConfig", "SampleConfig", "TrainConfig", "UserError", "__version__", "load", "prepare", "train"]
