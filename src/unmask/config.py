@@ -167,6 +167,8 @@ class TrainConfig:
     """Append a training line to metrics.jsonl every N steps."""
     seed: int = 0
     """Seed for init, data order and noise."""
+    time_limit: float = 0.0
+    """Stop (with a checkpoint) after this many minutes of training (0 = no limit)."""
     device: str = "auto"
     """``auto`` (cuda if available), ``cpu`` or ``cuda[:i]``."""
     threads: int = 0

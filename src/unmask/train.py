@@ -250,7 +250,16 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     step = start_step
     with _StopFlag() as flag:
         model.train()
-        while step < config.steps and not flag.stop:
+        timed_out = False
+        while step < config.steps:
+            timed_out = bool(config.time_limit) and time.perf_counter() - t0 > 60 * config.time_limit
+            stop = torch.tensor([float(flag.stop or timed_out)], device=device)
+            if distributed:  # every process stops at the same step, or collectives would hang
+                dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+            if float(stop) > 0:
+                if timed_out and is_main:
+                    print(f"time limit of {config.time_limit:g} min reached at step {step}", file=sys.stderr)
+                break
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -295,6 +304,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                 log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps, "elapsed_s": elapsed})
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 last_val = evaluate(step)
+                if is_main and progress and (bar is None or bar.disable):
+                    eta = (config.steps - step) * elapsed / max(1, step - start_step)
+                    print(f"step {step}/{config.steps} loss {loss:.3f} val_bpb {last_val['val_bpb']:.3f} "
+                          f"{tps:,.0f} tok/s ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
             if bar is not None:
                 post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
                 if last_val:
@@ -305,7 +318,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                 checkpoint(step)
         if bar is not None:
             bar.close()
-        if step >= config.steps:
+        if step >= config.steps or timed_out:
             final = evaluate(step)
             if is_main and progress:
                 print(f"step {step}: val bpb {final['val_bpb']:.4f}, ppl bound {final['val_ppl']:.2f}", file=sys.stderr)

@@ -1,0 +1,76 @@
+"""``unmask prepare``: tokenize a corpus into train/validation token shards (see docs/data.md)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``prepare`` subcommand to the ``unmask`` parser."""
+    p = subparsers.add_parser(
+        "prepare",
+        help="tokenize text / JSONL files into token shards for training",
+        description=(
+            "Tokenize text files (one file = one document), gzip'd text, JSONL files "
+            "(one line = one document) and directories into train/validation token "
+            "shards plus index.json and tokenizer.json."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
+    p.add_argument("-o", "--out", required=True, help="dataset directory to create")
+    p.add_argument(
+        "--tokenizer",
+        default="bpe",
+        metavar="bpe|byte|PATH",
+        help="train byte-level BPE on the corpus (bpe), use bytes (byte), or load a "
+        "tokenizer.json / directory (default: bpe)",
+    )
+    p.add_argument(
+        "--vocab-size", type=int, default=4096, help="BPE vocabulary size (default: 4096)"
+    )
+    p.add_argument(
+        "--text-field", default="text", help="JSONL field holding the text (default: text)"
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.01,
+        help="fraction of 4096-token blocks held out for validation (default: 0.01)",
+    )
+    p.add_argument(
+        "--errors",
+        choices=("strict", "replace"),
+        default="strict",
+        help="undecodable bytes: fail (strict) or replace with U+FFFD (default: strict)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``prepare`` and print a short summary."""
+    from unmask.data import prepare
+
+    info = prepare(
+        args.inputs,
+        args.out,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        text_field=args.text_field,
+        val_fraction=args.val_fraction,
+        errors=args.errors,
+        seed=args.seed,
+        progress=not args.no_progress,
+        overwrite=args.overwrite,
+    )
+    train, val = info.n_tokens.get("train", 0), info.n_tokens.get("val", 0)
+    print(f"prepared {info.out}")
+    print(f"  documents        {info.n_documents:,}")
+    print(f"  train tokens     {train:,}")
+    print(f"  val tokens       {val:,}")
+    print(f"  bytes per token  {info.bytes_per_token:.3f}")
+    print(f"  vocab size       {info.vocab_size:,} ({info.dtype})")
+    return 0

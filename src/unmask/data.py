@@ -1,0 +1,753 @@
+"""Corpus → token shards, and reading them back.
+
+Inside:
+
+- ``prepare(inputs, out, ...)``: text / gzip / JSONL files and directories → a directory of
+  ``uint16``/``uint32`` token shards split into train and validation, plus ``index.json``
+  and ``tokenizer.json`` (see docs/data.md). Streams: neither the corpus nor the token
+  stream is ever held in memory.
+- ``PreparedInfo``: what ``prepare`` wrote (counts, paths).
+- ``TokenDataset(directory, split)``: memory-mapped shards of one split as one token
+  stream; random training windows (``sample``) and sequential validation windows
+  (``windows``).
+- ``resolve_inputs(inputs)``: the files a list of input paths stands for.
+
+Documents are separated by EOS in the token stream. The split is deterministic: the
+stream is cut into blocks of ``SPLIT_BLOCK`` tokens and block ``i`` goes to validation
+iff ``blake2b(seed, i)`` falls below ``val_fraction``; this works for a corpus that is
+one huge document as well as for millions of small ones.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+
+from unmask.errors import UserError
+from unmask.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, train_bpe
+
+INDEX_VERSION = 1
+SPLIT_BLOCK = 4096
+"""Tokens per split block: the unit that goes to train or validation as a whole."""
+SPLITS = ("train", "val")
+
+_CHUNK_CHARS = 1 << 16  # longest piece of a document fed to the tokenizer at once
+_READ_BYTES = 1 << 16  # longest read from a plain-text file (a line or part of one)
+_BATCH_CHARS = 1 << 20  # characters per encode_batch call
+_NOT_DATASET = "is not a prepared dataset; run `unmask prepare` first"
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedInfo:
+    """Summary of a directory written by ``prepare``."""
+
+    out: Path
+    """The dataset directory."""
+    vocab_size: int
+    """Token ids are in ``[0, vocab_size)``."""
+    dtype: str
+    """Shard element type, little-endian: ``uint16`` or ``uint32``."""
+    special_ids: dict[str, int]
+    """``mask_id``, ``pad_id``, ``eos_id``, ``bos_id``."""
+    n_documents: int
+    """Non-empty documents read (each followed by one EOS)."""
+    n_tokens: dict[str, int] = field(default_factory=dict)
+    """Tokens per split (``train``, ``val``), EOS included."""
+    n_bytes: dict[str, int] = field(default_factory=dict)
+    """UTF-8 bytes of text per split (special tokens count 0)."""
+
+    @property
+    def bytes_per_token(self) -> float:
+        """Text bytes per token over both splits (for bits-per-byte)."""
+        t = sum(self.n_tokens.values())
+        return sum(self.n_bytes.values()) / t if t else 0.0
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _hidden(parts: Sequence[str]) -> bool:
+    return any(p.startswith(".") for p in parts)
+
+
+def resolve_inputs(
+    inputs: Sequence[str | os.PathLike[str]], *, exclude: Sequence[Path] = ()
+) -> list[Path]:
+    """The files that ``inputs`` stand for, in order.
+
+    Files are taken as given; directories are searched recursively in sorted order,
+    skipping hidden files and folders (names starting with ``.``) and anything under
+    ``exclude``. A missing path raises ``UserError``.
+    """
+    if not inputs:
+        raise UserError("no input files given")
+    excluded = [e.resolve() for e in exclude]
+
+    def is_excluded(p: Path) -> bool:
+        r = p.resolve()
+        return any(r == e or e in r.parents for e in excluded)
+
+    files: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = [
+                q
+                for q in p.rglob("*")
+                if q.is_file() and not _hidden(q.relative_to(p).parts) and not is_excluded(q)
+            ]
+            files.extend(sorted(found, key=lambda q: q.relative_to(p).parts))
+        elif p.is_file():
+            files.append(p)
+        elif p.exists():
+            raise UserError(f"{p}: not a regular file or directory")
+        else:
+            raise UserError(f"{p}: no such file or directory")
+    return files
+
+
+def _is_jsonl(p: Path) -> bool:
+    name = p.name.lower()
+    return name.endswith(".jsonl") or name.endswith(".jsonl.gz")
+
+
+class _Source:
+    """One input file opened for binary reading (gunzipped if ``.gz``), with progress."""
+
+    def __init__(self, path: Path, on_progress: Callable[[int], None]) -> None:
+        self.path = path
+        try:
+            self._raw: BinaryIO = open(path, "rb")  # closed in close()
+        except OSError as e:
+            raise UserError(f"{path}: cannot read ({e.strerror})") from None
+        self._stream: Any = self._raw
+        if path.name.lower().endswith(".gz"):
+            self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
+        self._on_progress = on_progress
+        self._pos = 0
+
+    def readline(self, limit: int = -1) -> bytes:
+        try:
+            line = self._stream.readline(limit)
+        except (OSError, EOFError, zlib.error) as e:
+            raise UserError(f"{self.path}: not a valid gzip file ({e})") from None
+        pos = self._raw.tell()
+        if pos != self._pos:
+            self._on_progress(pos - self._pos)
+            self._pos = pos
+        return line
+
+    def close(self) -> None:
+        if self._stream is not self._raw:
+            self._stream.close()
+        self._raw.close()
+
+
+def _decode_error(path: Path, lineno: int, e: UnicodeDecodeError) -> UserError:
+    bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
+    return UserError(
+        f"{path}:{lineno}: invalid UTF-8 (byte 0x{bad}); "
+        "pass --errors replace (errors='replace') to replace undecodable bytes"
+    )
+
+
+def _cut(text: str, size: int) -> int:
+    """Where to cut ``text`` (longer than ``size``): after a newline, else before a space."""
+    c = text.rfind("\n", 0, size) + 1
+    if c <= 0:
+        c = text.rfind(" ", 1, size)
+    return c if c > 0 else size
+
+
+def _split_text(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:
+    """``text`` in pieces of at most ``size`` characters, cut at line ends or spaces."""
+    while len(text) > size:
+        c = _cut(text, size)
+        yield text[:c]
+        text = text[c:]
+    yield text
+
+
+def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
+    """One document (the whole file) in pieces; nothing for an empty file."""
+    dec = codecs.getincrementaldecoder("utf-8")(errors)
+    lineno = 1
+    buf: list[str] = []
+    n = 0
+    first = True
+    emitted = False
+    while True:
+        line = src.readline(_READ_BYTES)
+        final = not line
+        try:
+            text = dec.decode(line, final=final)
+        except UnicodeDecodeError as e:
+            raise _decode_error(src.path, lineno, e) from None
+        if first and text:
+            text = text.removeprefix("\ufeff")  # a BOM is an encoding mark, not text
+            first = False
+        if line.endswith(b"\n"):
+            lineno += 1
+        if text:
+            buf.append(text)
+            n += len(text)
+        if n > _CHUNK_CHARS and not final:
+            pending = "".join(buf)
+            while len(pending) > _CHUNK_CHARS:
+                c = _cut(pending, _CHUNK_CHARS)
+                yield pending[:c], False
+                emitted = True
+                pending = pending[c:]
+            buf, n = [pending], len(pending)
+        if final:
+            break
+    rest = "".join(buf)
+    if rest or emitted:
+        pieces = list(_split_text(rest))
+        for i, p in enumerate(pieces):
+            yield p, i == len(pieces) - 1
+
+
+def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[str, bool]]:
+    """One document per JSON line (``obj[text_field]``) in pieces; blank lines are skipped."""
+    lineno = 0
+    while True:
+        raw = src.readline()
+        if not raw:
+            return
+        lineno += 1
+        where = f"{src.path}:{lineno}"
+        try:
+            line = raw.decode("utf-8", errors)
+        except UnicodeDecodeError as e:
+            raise _decode_error(src.path, lineno, e) from None
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")  # json.loads rejects a BOM
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        if text_field not in obj:
+            keys = ", ".join(map(str, list(obj)[:8])) or "none"
+            raise UserError(
+                f"{where}: no field {text_field!r} (fields: {keys}); choose one with --text-field"
+            )
+        text = obj[text_field]
+        if not isinstance(text, str):
+            raise UserError(f"{where}: field {text_field!r} is {type(text).__name__}, not a string")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates from \ud800-style escapes
+            if errors == "strict":
+                raise UserError(
+                    f"{where}: field {text_field!r} holds unpaired surrogates (not valid UTF-8); "
+                    "pass --errors replace (errors='replace') to replace them"
+                ) from None
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        if not text:
+            continue
+        pieces = list(_split_text(text))
+        for i, p in enumerate(pieces):
+            yield p, i == len(pieces) - 1
+
+
+def _iter_pieces(
+    files: Sequence[Path], *, text_field: str, errors: str, on_progress: Callable[[int], None]
+) -> Iterator[tuple[str, bool]]:
+    """``(piece, end_of_document)`` over all files; pieces are at most ~64K characters."""
+    for path in files:
+        src = _Source(path, on_progress)
+        try:
+            if _is_jsonl(path):
+                yield from _jsonl_pieces(src, text_field, errors)
+            else:
+                yield from _plain_pieces(src, errors)
+        finally:
+            src.close()
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+class _ShardWriter:
+    """Appends tokens of one split to ``{split}-NNNNN.bin`` files of ``shard_tokens`` each."""
+
+    def __init__(
+        self, directory: Path, split: str, dtype: np.dtype, shard_tokens: int, byte_len: np.ndarray
+    ) -> None:
+        self.directory = directory
+        self.split = split
+        self.dtype = dtype
+        self.shard_tokens = shard_tokens
+        self.byte_len = byte_len
+        self.shards: list[str] = []
+        self.n_tokens = 0
+        self.n_bytes = 0
+        self._f: BinaryIO | None = None
+        self._in_shard = 0
+
+    def write(self, tokens: np.ndarray) -> None:
+        self.n_tokens += len(tokens)
+        self.n_bytes += int(self.byte_len[tokens].sum())
+        data = tokens.astype(self.dtype)
+        pos = 0
+        while pos < len(data):
+            if self._f is None or self._in_shard >= self.shard_tokens:
+                self._open_next()
+            assert self._f is not None
+            take = min(self.shard_tokens - self._in_shard, len(data) - pos)
+            self._f.write(data[pos : pos + take].tobytes())
+            self._in_shard += take
+            pos += take
+
+    def _open_next(self) -> None:
+        self.close()
+        name = f"{self.split}-{len(self.shards):05d}.bin"
+        self.shards.append(name)
+        self._f = open(self.directory / name, "wb", buffering=1 << 20)
+        self._in_shard = 0
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def _is_val_block(seed: int, i: int, val_fraction: float) -> bool:
+    """Block ``i`` goes to validation iff blake2b(seed, i), read as a number in [0, 1), < val_fraction."""
+    h = hashlib.blake2b(f"unmask-split:{seed}:{i}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big") / 2.0**64 < val_fraction
+
+
+class _Splitter:
+    """Cuts the token stream into ``SPLIT_BLOCK`` blocks and routes each to train or val.
+
+    The last full block is held back until the stream ends, so a trailing partial block
+    can join it (no block is shorter than ``SPLIT_BLOCK`` unless the corpus is) and so it
+    can be moved to the split that would otherwise be empty.
+    """
+
+    def __init__(self, writers: dict[str, _ShardWriter], *, val_fraction: float, seed: int) -> None:
+        self.writers = writers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.pending = np.empty(0, dtype=np.int64)
+        self.n_blocks = 0  # blocks written so far
+
+    def add(self, tokens: np.ndarray) -> None:
+        self.pending = np.concatenate([self.pending, tokens])
+        k = len(self.pending) // SPLIT_BLOCK - 1  # keep at least one full block pending
+        for j in range(max(k, 0)):
+            block = self.pending[j * SPLIT_BLOCK : (j + 1) * SPLIT_BLOCK]
+            self.writers[self._split_of(self.n_blocks)].write(block)
+            self.n_blocks += 1
+        if k > 0:
+            self.pending = self.pending[k * SPLIT_BLOCK :].copy()
+
+    def _split_of(self, i: int) -> str:
+        return "val" if _is_val_block(self.seed, i, self.val_fraction) else "train"
+
+    def finish(self) -> None:
+        if not len(self.pending):
+            return
+        total_blocks = self.n_blocks + 1
+        split = self._split_of(self.n_blocks)
+        if self.val_fraction > 0:
+            if total_blocks < 2:
+                n = len(self.pending)
+                raise UserError(
+                    f"corpus too small to split: {n} tokens, fewer than 2 blocks of "
+                    f"{SPLIT_BLOCK}; add text or pass --val-fraction 0"
+                )
+            # Guarantee a non-empty train and val split.
+            if self.writers["val"].n_tokens == 0:
+                split = "val"
+            elif self.writers["train"].n_tokens == 0:
+                split = "train"
+        self.writers[split].write(self.pending)
+        self.n_blocks = total_blocks
+        self.pending = np.empty(0, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"{out} already exists and is not empty; pass --overwrite to replace it")
+    if not (out / "index.json").is_file():
+        raise UserError(
+            f"{out} is not empty and is not a prepared dataset; refusing to overwrite it"
+        )
+
+
+def _install(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Move the finished temp directory to ``out``, replacing an old dataset if allowed."""
+    _check_out(out, overwrite)
+    old: Path | None = None
+    if out.exists():
+        if any(out.iterdir()):
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        else:
+            out.rmdir()
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress(desc: str, total: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+        disable=not enabled, leave=False,
+    )  # fmt: skip
+
+
+def _make_tokenizer(
+    spec: str, vocab_size: int, pieces: Callable[[str], Iterator[tuple[str, bool]]]
+) -> Tokenizer:
+    if spec == "byte":
+        return byte_tokenizer()
+    if spec == "bpe":
+        n_docs = 0
+        texts: Iterator[str]
+
+        def count(it: Iterator[tuple[str, bool]]) -> Iterator[str]:
+            nonlocal n_docs
+            for piece, end in it:
+                n_docs += end
+                if piece:
+                    yield piece
+
+        texts = count(pieces("training tokenizer"))
+        tok = train_bpe(texts, vocab_size)
+        if n_docs == 0:
+            raise UserError("the inputs hold no text (empty corpus)")
+        return tok
+    return load_tokenizer(spec)
+
+
+def prepare(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    tokenizer: str = "bpe",
+    vocab_size: int = 4096,
+    text_field: str = "text",
+    val_fraction: float = 0.01,
+    shard_tokens: int = 2**24,
+    errors: str = "strict",
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> PreparedInfo:
+    """Tokenize a corpus into train/validation token shards under ``out``.
+
+    Args:
+        inputs: text files (one file = one document), gzip'd text (``.gz``), JSONL files
+            (``.jsonl``/``.jsonl.gz``; one line = one document, text in ``text_field``)
+            and directories (searched recursively, sorted, hidden entries skipped).
+        out: dataset directory to create. It is built in a hidden temp directory next to
+            it and renamed at the end, so an interrupted run leaves nothing half-written.
+        tokenizer: ``"bpe"`` (train byte-level BPE of ``vocab_size`` on the corpus),
+            ``"byte"`` (bytes + 4 specials), or a path to a ``tokenizer.json`` / directory.
+        vocab_size: BPE vocabulary size, specials included (``"bpe"`` only).
+        text_field: JSONL field holding the text.
+        val_fraction: expected fraction of ``SPLIT_BLOCK``-token blocks that go to
+            validation, in [0, 1). When > 0 both splits get at least one block.
+        shard_tokens: tokens per shard file.
+        errors: ``"strict"`` (undecodable bytes are an error naming file:line) or
+            ``"replace"`` (replace them with U+FFFD).
+        seed: seed of the train/validation assignment.
+        progress: show tqdm progress bars (bytes read) on stderr.
+        overwrite: replace an existing dataset at ``out``.
+
+    Returns:
+        ``PreparedInfo`` with token and byte counts per split.
+    """
+    out = Path(out)
+    if errors not in ("strict", "replace"):
+        raise UserError(f"errors={errors!r}; choose strict or replace")
+    if not 0.0 <= val_fraction < 1.0:
+        raise UserError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if shard_tokens < 1:
+        raise UserError(f"shard_tokens={shard_tokens} must be positive")
+    if tokenizer == "bpe" and vocab_size < 260:
+        raise UserError(f"vocab_size={vocab_size} is too small for byte-level BPE (minimum 260)")
+    _check_out(out, overwrite)
+    files = resolve_inputs(inputs, exclude=[out])
+    total_bytes = sum(f.stat().st_size for f in files)
+
+    def pieces(desc: str) -> Iterator[tuple[str, bool]]:
+        with _progress(desc, total_bytes, progress) as bar:
+            yield from _iter_pieces(
+                files, text_field=text_field, errors=errors, on_progress=bar.update
+            )
+
+    tok = _make_tokenizer(tokenizer, vocab_size, pieces)
+    V = tok.vocab_size
+    dtype = np.dtype("<u2") if V <= 2**16 else np.dtype("<u4")
+    dtype_name = "uint16" if dtype.itemsize == 2 else "uint32"
+    byte_len = tok.token_byte_lengths()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir (not mkdtemp, which is 0700) so the dataset gets the usual umask permissions.
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    writers = {s: _ShardWriter(tmp, s, dtype, shard_tokens, byte_len) for s in SPLITS}
+    try:
+        splitter = _Splitter(writers, val_fraction=val_fraction, seed=seed)
+        eos = np.array([tok.eos_id], dtype=np.int64)
+        n_docs = 0
+        batch: list[str] = []
+        ends: list[bool] = []
+        n_chars = 0
+
+        def flush() -> None:
+            nonlocal n_chars
+            if not batch:
+                return
+            parts: list[np.ndarray] = []
+            for ids, end in zip(tok.encode_batch(batch), ends, strict=True):
+                parts.append(np.asarray(ids, dtype=np.int64))
+                if end:
+                    parts.append(eos)
+            splitter.add(np.concatenate(parts))
+            batch.clear()
+            ends.clear()
+            n_chars = 0
+
+        for piece, end in pieces("tokenizing"):
+            batch.append(piece)
+            ends.append(end)
+            n_docs += end
+            n_chars += len(piece)
+            if n_chars >= _BATCH_CHARS:
+                flush()
+        flush()
+        if n_docs == 0:
+            raise UserError("the inputs hold no text (empty corpus)")
+        splitter.finish()
+        for w in writers.values():
+            w.close()
+
+        tok.save(tmp)
+        index = {
+            "version": INDEX_VERSION,
+            "dtype": dtype_name,
+            "vocab_size": V,
+            "special_ids": tok.special_ids(),
+            "tokenizer": "tokenizer.json",
+            "splits": {
+                s: {"shards": w.shards, "n_tokens": w.n_tokens, "n_bytes": w.n_bytes}
+                for s, w in writers.items()
+            },
+            "n_documents": n_docs,
+            "split_block": SPLIT_BLOCK,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "sources": [str(f) for f in files],
+            "created_by": "unmask prepare",
+        }
+        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        _install(tmp, out, overwrite)
+    except BaseException:
+        for w in writers.values():
+            w.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedInfo(
+        out=out,
+        vocab_size=V,
+        dtype=dtype_name,
+        special_ids=tok.special_ids(),
+        n_documents=n_docs,
+        n_tokens={s: w.n_tokens for s, w in writers.items()},
+        n_bytes={s: w.n_bytes for s, w in writers.items()},
+    )
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``index.json`` of a prepared dataset directory."""
+    d = Path(directory)
+    path = d / "index.json"
+    if not d.is_dir() or not path.is_file():
+        raise UserError(f"{d} {_NOT_DATASET}")
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
+        raise UserError(f"{path}: unsupported index version (expected {INDEX_VERSION})")
+    return index
+
+
+class TokenDataset:
+    """One split of a prepared dataset as a single memory-mapped token stream.
+
+    Shards are concatenated logically (a list of memmaps + cumulative offsets); windows
+    may cross shard boundaries. Nothing is read until a window is asked for.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], split: str) -> None:
+        self.directory = Path(directory)
+        self.index = read_index(self.directory)
+        splits = self.index.get("splits", {})
+        if split not in splits:
+            raise UserError(f"{self.directory}: no split {split!r} (have: {', '.join(splits)})")
+        self.split = split
+        info = splits[split]
+        self._dtype = np.dtype(self.index["dtype"]).newbyteorder("<")
+        self._shards: list[np.memmap] = []
+        for name in info["shards"]:
+            p = self.directory / name
+            if not p.is_file():
+                raise UserError(f"{p}: shard listed in index.json is missing")
+            self._shards.append(np.memmap(p, dtype=self._dtype, mode="r"))
+        sizes = [len(s) for s in self._shards]
+        self._offsets = np.cumsum([0, *sizes])
+        if int(self._offsets[-1]) != int(info["n_tokens"]):
+            raise UserError(
+                f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split {split!r}, "
+                f"index.json says {info['n_tokens']} (incomplete copy?)"
+            )
+        self._n_tokens = int(info["n_tokens"])
+        self._n_bytes = int(info["n_bytes"])
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens in this split, EOS separators included."""
+        return self._n_tokens
+
+    @property
+    def n_bytes(self) -> int:
+        """UTF-8 bytes of text in this split (special tokens count 0)."""
+        return self._n_bytes
+
+    @property
+    def bytes_per_token(self) -> float:
+        """``n_bytes / n_tokens``: converts nats per token to bits per byte."""
+        return self._n_bytes / self._n_tokens if self._n_tokens else 0.0
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.index["vocab_size"])
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return dict(self.index["special_ids"])
+
+    def __len__(self) -> int:
+        return self._n_tokens
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickle paths, not memmap contents (e.g. for DataLoader workers); reopen on load.
+        state = dict(self.__dict__)
+        state["_shards"] = [str(Path(m.filename)) for m in self._shards]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state["_shards"] = [np.memmap(p, dtype=state["_dtype"], mode="r") for p in state["_shards"]]
+        self.__dict__.update(state)
+
+    def tokenizer(self) -> Tokenizer:
+        """The dataset's tokenizer (``tokenizer.json`` next to the shards)."""
+        tok = load_tokenizer(self.directory / self.index.get("tokenizer", "tokenizer.json"))
+        if tok.special_ids() != self.special_ids or tok.vocab_size != self.vocab_size:
+            raise UserError(f"{self.directory}: tokenizer.json does not match index.json")
+        return tok
+
+    def read(self, start: int, length: int) -> np.ndarray:
+        """Tokens ``[start, start + length)`` of the split as an int64 array."""
+        if start < 0 or length < 0 or start + length > self._n_tokens:
+            raise IndexError(f"window [{start}, {start + length}) outside 0..{self._n_tokens}")
+        out = np.empty(length, dtype=np.int64)
+        k = int(np.searchsorted(self._offsets, start, side="right")) - 1
+        pos = 0
+        while pos < length:
+            lo = start + pos - int(self._offsets[k])
+            take = min(length - pos, len(self._shards[k]) - lo)
+            out[pos : pos + take] = self._shards[k][lo : lo + take]
+            pos += take
+            k += 1
+        return out
+
+    def _check_len(self, seq_len: int) -> None:
+        if seq_len < 1:
+            raise UserError(f"seq_len={seq_len} must be positive")
+        if self._n_tokens < seq_len:
+            raise UserError(
+                f"{self.directory}: split {self.split!r} has {self._n_tokens} tokens, "
+                f"fewer than seq_len={seq_len}"
+            )
+
+    def sample(self, batch_size: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
+        """``(batch_size, seq_len)`` int64 windows at uniformly random offsets.
+
+        Offsets come from ``torch.randint(..., generator=generator)``: the same generator
+        state gives the same batch.
+        """
+        self._check_len(seq_len)
+        starts = torch.randint(
+            0, self._n_tokens - seq_len + 1, (batch_size,), generator=generator
+        ).tolist()
+        x = np.stack([self.read(s, seq_len) for s in starts]) if starts else np.empty((0, seq_len))
+        return torch.from_numpy(x.astype(np.int64, copy=False))  # (B, L)
+
+    def num_windows(self, seq_len: int) -> int:
+        """Number of non-overlapping ``seq_len`` windows ``windows`` yields (tail dropped)."""
+        if seq_len < 1:
+            raise UserError(f"seq_len={seq_len} must be positive")
+        return self._n_tokens // seq_len
+
+    def windows(self, seq_len: int, *, batch_size: int | None = None) -> Iterator[torch.Tensor]:
+        """Consecutive non-overlapping windows from the start of the split (for validation).
+
+        Yields ``(seq_len,)`` int64 tensors, or with ``batch_size`` ``(b, seq_len)``
+        tensors of ``b <= batch_size`` windows. The partial tail window is dropped.
+        """
+        self._check_len(seq_len)
+        n = self.num_windows(seq_len)
+        if batch_size is None:
+            for i in range(n):
+                yield torch.from_numpy(self.read(i * seq_len, seq_len))
+            return
+        if batch_size < 1:
+            raise UserError(f"batch_size={batch_size} must be positive")
+        for i in range(0, n, batch_size):
+            b = min(batch_size, n - i)
+            yield torch.from_numpy(self.read(i * seq_len, b * seq_len).reshape(b, seq_len))
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenDataset({str(self.directory)!r}, split={self.split!r}, "
+            f"n_tokens={self._n_tokens}, vocab_size={self.vocab_size})"
+        )

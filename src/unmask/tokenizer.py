@@ -1,0 +1,385 @@
+"""Tokenizers: one class over HF ``tokenizers``, one file format (``tokenizer.json``).
+
+Inside:
+
+- ``Tokenizer``: wraps a ``tokenizers.Tokenizer`` and knows its special ids
+  (mask, pad, EOS, BOS), the raw bytes of every token, and how to save itself atomically.
+- ``byte_tokenizer()``: 4 specials + 256 bytes, no merges (ids 0-3 specials, id 4+b = byte b).
+- ``train_bpe(texts, vocab_size)``: byte-level BPE trained on an iterator of strings.
+- ``load_tokenizer(path)``: ours or any foreign ``tokenizer.json`` (GPT-2, LLaDA, ...);
+  special tokens are found by name, and ``[MASK]`` / ``[PAD]`` / ``[EOS]`` are appended
+  when the tokenizer has none.
+
+Tokenizers we build put ``[MASK]``, ``[PAD]``, ``[EOS]``, ``[BOS]`` at ids 0, 1, 2, 3,
+matching the ``ModelConfig`` defaults, so ``ModelConfig(vocab_size=tok.vocab_size,
+**tok.special_ids())`` is always right.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+from unmask.errors import UserError
+
+MASK_TOKEN = "[MASK]"
+PAD_TOKEN = "[PAD]"
+EOS_TOKEN = "[EOS]"
+BOS_TOKEN = "[BOS]"
+SPECIAL_TOKENS = (MASK_TOKEN, PAD_TOKEN, EOS_TOKEN, BOS_TOKEN)
+"""Our special tokens in id order: mask=0, pad=1, eos=2, bos=3."""
+
+# Names under which foreign tokenizers store their special tokens, most specific first.
+MASK_CANDIDATES = ("[MASK]", "<|mdm_mask|>", "<|mask|>", "<mask>", "<MASK>")
+PAD_CANDIDATES = ("[PAD]", "<pad>", "<|pad|>", "<|padding|>", "<|endoftext|>")
+EOS_CANDIDATES = (
+    "[EOS]", "</s>", "<eos>", "<|endoftext|>", "<|end_of_text|>", "<|eot_id|>", "<|im_end|>",
+)  # fmt: skip
+BOS_CANDIDATES = (
+    "[BOS]", "<s>", "<bos>", "<|startoftext|>", "<|begin_of_text|>", "<|beginoftext|>",
+)  # fmt: skip
+
+_BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+@lru_cache(maxsize=1)
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible map from the 256 byte values to printable unicode characters.
+
+    Follows ``bytes_to_unicode`` in openai/gpt-2 ``encoder.py``; HF's ``ByteLevel``
+    pre-tokenizer and decoder use the same table.
+    """
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    bs += list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs, strict=True)}
+
+
+@lru_cache(maxsize=1)
+def _unicode_to_bytes() -> dict[str, int]:
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def _decoder_types(hf: HFTokenizer) -> set[str]:
+    """Types of the decoder and of any decoders nested in a ``Sequence`` decoder."""
+    if hf.decoder is None:
+        return set()
+    state = json.loads(hf.decoder.__getstate__())
+    found: set[str] = set()
+
+    def walk(d: Any) -> None:
+        if isinstance(d, dict):
+            if "type" in d:
+                found.add(str(d["type"]))
+            if d.get("type") == "Replace" and "▁" in json.dumps(d, ensure_ascii=False):
+                found.add("Metaspace")
+            for v in d.get("decoders", []) or []:
+                walk(v)
+
+    walk(state)
+    return found
+
+
+class Tokenizer:
+    """A ``tokenizers.Tokenizer`` plus the facts the rest of unmask needs.
+
+    ``encode`` treats its input as plain text: a literal ``"[MASK]"`` in a document is
+    encoded as the characters ``[``, ``M``, ... (never as the mask id), so corpora cannot
+    smuggle special tokens into training data. Pass ``allow_special=True`` to map the
+    strings of special tokens to their ids (chat templates).
+    """
+
+    def __init__(
+        self, hf: HFTokenizer, *, mask_id: int, pad_id: int, eos_id: int, bos_id: int
+    ) -> None:
+        self._hf_special = hf  # parses special-token strings (allow_special=True)
+        self._hf_plain = HFTokenizer.from_str(hf.to_str())
+        self._hf_plain.encode_special_tokens = True  # specials are plain text here
+        self.mask_id = int(mask_id)
+        self.pad_id = int(pad_id)
+        self.eos_id = int(eos_id)
+        self.bos_id = int(bos_id)
+        added = hf.get_added_tokens_decoder()
+        ids = list(hf.get_vocab(with_added_tokens=True).values()) + list(added)
+        self._vocab_size = max(hf.get_vocab_size(with_added_tokens=True), max(ids) + 1)
+        self._special = {i for i, t in added.items() if t.special}
+        self._special |= {self.mask_id, self.pad_id, self.eos_id, self.bos_id}
+        self._token_bytes: list[bytes] | None = None
+
+    # -- facts ------------------------------------------------------------------------
+
+    @property
+    def hf(self) -> HFTokenizer:
+        """The wrapped HF tokenizer (special-token strings are parsed by it)."""
+        return self._hf_special
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of token ids, special and added tokens included (embedding rows)."""
+        return self._vocab_size
+
+    def special_ids(self) -> dict[str, int]:
+        """``{"mask_id", "pad_id", "eos_id", "bos_id"}``, named like the ``ModelConfig`` fields."""
+        return {
+            "mask_id": self.mask_id,
+            "pad_id": self.pad_id,
+            "eos_id": self.eos_id,
+            "bos_id": self.bos_id,
+        }
+
+    def is_special(self, token_id: int) -> bool:
+        """True for the four special ids and any other token registered as special."""
+        return int(token_id) in self._special
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of a token string as stored in the vocabulary, or None."""
+        return self._hf_special.token_to_id(token)
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """Token string of an id as stored in the vocabulary (byte-level symbols, not text)."""
+        return self._hf_special.id_to_token(int(token_id))
+
+    # -- text <-> ids -----------------------------------------------------------------
+
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Token ids of ``text``; no BOS/EOS is added.
+
+        With ``allow_special=False`` (default) special-token strings in ``text`` are plain
+        text; with True they become their ids.
+        """
+        hf = self._hf_special if allow_special else self._hf_plain
+        return hf.encode(text, add_special_tokens=False).ids
+
+    def encode_batch(self, texts: Sequence[str], *, allow_special: bool = False) -> list[list[int]]:
+        """``encode`` for many texts at once (parallel in HF tokenizers)."""
+        hf = self._hf_special if allow_special else self._hf_plain
+        return [e.ids for e in hf.encode_batch(list(texts), add_special_tokens=False)]
+
+    def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
+        """Text of ``ids``.
+
+        ``skip_special=True`` drops every special token (mask, pad, EOS, BOS, ...);
+        False renders them as their strings, e.g. ``"[MASK]"`` for the mask id, which
+        is what a live view of a partly denoised canvas wants. Incomplete UTF-8 (a
+        multi-byte character cut between tokens) decodes to U+FFFD.
+        """
+        ids = [int(i) for i in ids]
+        if skip_special:
+            ids = [i for i in ids if i not in self._special]
+        return self._hf_special.decode(ids, skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The raw UTF-8 bytes one token stands for; ``b""`` for special tokens.
+
+        For byte-level tokenizers this is exact (a token may hold part of a multi-byte
+        character). For SentencePiece-style tokenizers ``▁`` counts as a space and
+        ``<0xNN>`` as one byte; other kinds use the decoded text of the single token.
+        """
+        return self._bytes_table()[int(token_id)]
+
+    def token_byte_lengths(self) -> np.ndarray:
+        """``len(token_bytes(i))`` for every id, as an int64 array of length ``vocab_size``."""
+        return np.array([len(b) for b in self._bytes_table()], dtype=np.int64)
+
+    def _bytes_table(self) -> list[bytes]:
+        if self._token_bytes is None:
+            self._token_bytes = self._build_bytes_table()
+        return self._token_bytes
+
+    def _build_bytes_table(self) -> list[bytes]:
+        hf = self._hf_special
+        kinds = _decoder_types(hf)
+        byte_level = "ByteLevel" in kinds
+        metaspace = "Metaspace" in kinds
+        inv = _unicode_to_bytes()
+        added = hf.get_added_tokens_decoder()
+        table: list[bytes] = []
+        for i in range(self._vocab_size):
+            if i in self._special:
+                table.append(b"")
+                continue
+            if i in added:  # added tokens are stored as raw text, not byte-level symbols
+                table.append(added[i].content.encode("utf-8"))
+                continue
+            tok = hf.id_to_token(i)
+            if tok is None:
+                table.append(b"")
+            elif byte_level and all(c in inv for c in tok):
+                table.append(bytes(inv[c] for c in tok))
+            elif (m := _BYTE_FALLBACK.match(tok)) is not None:
+                table.append(bytes([int(m.group(1), 16)]))
+            elif metaspace:
+                table.append(tok.replace("▁", " ").encode("utf-8"))
+            else:
+                table.append(hf.decode([i], skip_special_tokens=False).encode("utf-8"))
+        return table
+
+    # -- files ------------------------------------------------------------------------
+
+    def to_str(self) -> str:
+        """The ``tokenizer.json`` text."""
+        return self._hf_special.to_str(pretty=True)
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``directory/tokenizer.json`` atomically (temp file + rename); returns its path."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / "tokenizer.json"
+        # A unique temp name opened with "x" (not mkstemp, which is 0600): normal permissions.
+        tmp = d / f".tokenizer.json.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            with open(tmp, "x", encoding="utf-8") as f:
+                f.write(self.to_str())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return path
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(vocab_size={self.vocab_size}, mask_id={self.mask_id}, "
+            f"pad_id={self.pad_id}, eos_id={self.eos_id}, bos_id={self.bos_id})"
+        )
+
+
+def _ours(hf: HFTokenizer) -> Tokenizer:
+    """Wrap a tokenizer we built (specials at ids 0-3)."""
+    ids = [hf.token_to_id(t) for t in SPECIAL_TOKENS]
+    assert ids == [0, 1, 2, 3], ids
+    return Tokenizer(hf, mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+
+
+def _byte_level_parts(hf: HFTokenizer, *, use_regex: bool) -> None:
+    # No normalizer and no prefix space: decode(encode(s)) == s for every string.
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=use_regex)
+    hf.decoder = decoders.ByteLevel()
+
+
+def byte_tokenizer() -> Tokenizer:
+    """Byte-level tokenizer: ``[MASK] [PAD] [EOS] [BOS]`` at ids 0-3, then byte b at id 4 + b.
+
+    Stored as an HF BPE model without merges, so it shares ``Tokenizer`` and the
+    ``tokenizer.json`` format with trained BPE tokenizers.
+    """
+    b2u = bytes_to_unicode()
+    vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    vocab.update({b2u[b]: len(SPECIAL_TOKENS) + b for b in range(256)})
+    hf = HFTokenizer(models.BPE(vocab=vocab, merges=[]))
+    _byte_level_parts(hf, use_regex=False)
+    hf.add_special_tokens(list(SPECIAL_TOKENS))
+    return _ours(hf)
+
+
+def train_bpe(
+    texts: Iterable[str],
+    vocab_size: int,
+    *,
+    min_frequency: int = 2,
+    show_progress: bool = False,
+) -> Tokenizer:
+    """Train a byte-level BPE tokenizer (GPT-2 pre-tokenization) on an iterator of strings.
+
+    Ids 0-3 are the specials, then the 256 byte symbols, then merges up to
+    ``vocab_size`` (fewer when the corpus has too few pairs seen ``min_frequency``
+    times). Every string round-trips exactly: ``decode(encode(s)) == s``. Feed long
+    documents in pieces (e.g. a few KB of lines each); the trainer only keeps counts.
+    """
+    n_base = len(SPECIAL_TOKENS) + 256
+    if vocab_size < n_base:
+        raise UserError(
+            f"vocab_size={vocab_size} is too small for byte-level BPE (minimum {n_base})"
+        )
+    hf = HFTokenizer(models.BPE())
+    _byte_level_parts(hf, use_regex=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    hf.train_from_iterator(texts, trainer=trainer)
+    hf.add_special_tokens(list(SPECIAL_TOKENS))
+    return _ours(hf)
+
+
+def _find(
+    hf: HFTokenizer, role: str, override: str | None, candidates: Sequence[str]
+) -> int | None:
+    if override is not None:
+        i = hf.token_to_id(override)
+        if i is None:
+            raise UserError(f"{role} token {override!r} is not in the tokenizer's vocabulary")
+        return i
+    for name in candidates:
+        i = hf.token_to_id(name)
+        if i is not None:
+            return i
+    return None
+
+
+def load_tokenizer(
+    path: str | os.PathLike[str],
+    *,
+    mask_token: str | None = None,
+    pad_token: str | None = None,
+    eos_token: str | None = None,
+    bos_token: str | None = None,
+) -> Tokenizer:
+    """Load ``path`` (a ``tokenizer.json`` or a directory holding one): ours or a foreign one.
+
+    Special tokens are found by name (``MASK_CANDIDATES``, ``PAD_CANDIDATES``,
+    ``EOS_CANDIDATES``, ``BOS_CANDIDATES``, first match wins) unless given explicitly by
+    ``mask_token`` etc., which must then be in the vocabulary. Tokenizers without a mask,
+    pad or EOS token get ``[MASK]`` / ``[PAD]`` / ``[EOS]`` appended as new special tokens
+    at the end of the vocabulary (so ``vocab_size`` grows; ``save`` keeps them). A
+    tokenizer without a BOS token uses its EOS token as BOS (GPT-2's convention).
+    Tokens found are registered as special, so ``decode`` skips them.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / "tokenizer.json"
+    if not p.is_file():
+        raise UserError(f"{p}: no such tokenizer file")
+    try:
+        hf = HFTokenizer.from_file(str(p))
+    except Exception as e:  # HF raises plain Exception for bad JSON / unknown schema
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{p}: not a valid tokenizer.json ({msg})") from None
+
+    mask = _find(hf, "mask", mask_token, MASK_CANDIDATES)
+    pad = _find(hf, "pad", pad_token, PAD_CANDIDATES)
+    eos = _find(hf, "eos", eos_token, EOS_CANDIDATES)
+    bos = _find(hf, "bos", bos_token, BOS_CANDIDATES)
+    found = [i for i in (mask, pad, eos, bos) if i is not None]
+    # Register found tokens as special (no-op for tokens that already are).
+    hf.add_special_tokens([hf.id_to_token(i) for i in found])
+    if mask is None:
+        hf.add_special_tokens([MASK_TOKEN])
+        mask = hf.token_to_id(MASK_TOKEN)
+    if pad is None:
+        hf.add_special_tokens([PAD_TOKEN])
+        pad = hf.token_to_id(PAD_TOKEN)
+    if eos is None:
+        hf.add_special_tokens([EOS_TOKEN])
+        eos = hf.token_to_id(EOS_TOKEN)
+    if bos is None:
+        bos = eos
+    return Tokenizer(hf, mask_id=mask, pad_id=pad, eos_id=eos, bos_id=bos)

@@ -1,0 +1,332 @@
+"""Corpus → shards: inputs, document boundaries, the split, byte counts, reading back, errors."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from unmask.cli import main
+from unmask.data import SPLIT_BLOCK, TokenDataset, prepare, resolve_inputs
+from unmask.errors import UserError
+from unmask.tokenizer import byte_tokenizer
+
+WORDS = "the a of and mask token model café 日本語 God’s noise 🎉 text denoise step".split()
+
+
+def sentences(n: int, seed: int = 0) -> str:
+    """``n`` short random sentences, one paragraph per 5, with non-ASCII words."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        out.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 12))) + ".")
+        out.append("\n\n" if i % 5 == 4 else " ")
+    return "".join(out)
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> list[Path]:
+    """Two text documents, ~24 KB in all (≥ 5 split blocks with the byte tokenizer)."""
+    paths = []
+    for i, n in enumerate((250, 120)):
+        p = tmp_path / "corpus" / f"doc{i}.txt"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(sentences(n, seed=i), encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
+def split_tokens(out: Path, split: str) -> np.ndarray:
+    ds = TokenDataset(out, split)
+    return ds.read(0, ds.n_tokens)
+
+
+def byte_stream(texts: list[str]) -> np.ndarray:
+    """The token stream the byte tokenizer must produce: bytes + 4, EOS (2) after each doc."""
+    parts = []
+    for t in texts:
+        parts.extend(b + 4 for b in t.encode("utf-8"))
+        parts.append(2)
+    return np.array(parts, dtype=np.int64)
+
+
+def assert_block_partition(stream: np.ndarray, train: np.ndarray, val: np.ndarray) -> None:
+    """train and val are the stream's SPLIT_BLOCK blocks (last one merged with the tail), in order."""
+    n_blocks = len(stream) // SPLIT_BLOCK
+    ti = vi = 0
+    for i in range(n_blocks):
+        lo = i * SPLIT_BLOCK
+        hi = len(stream) if i == n_blocks - 1 else lo + SPLIT_BLOCK
+        block = stream[lo:hi]
+        if np.array_equal(train[ti : ti + len(block)], block):
+            ti += len(block)
+        else:
+            assert np.array_equal(val[vi : vi + len(block)], block), f"block {i} lost"
+            vi += len(block)
+    assert (ti, vi) == (len(train), len(val))
+
+
+def test_prepare_byte_text_files(tmp_path: Path, docs: list[Path]) -> None:
+    texts = [p.read_text(encoding="utf-8") for p in docs]
+    out = tmp_path / "data"
+    info = prepare(docs, out, tokenizer="byte", val_fraction=0.2, progress=False)
+    index = json.loads((out / "index.json").read_text())
+    assert index["version"] == 1 and index["dtype"] == "uint16" and index["vocab_size"] == 260
+    assert index["special_ids"] == {"mask_id": 0, "pad_id": 1, "eos_id": 2, "bos_id": 3}
+    assert index["n_documents"] == info.n_documents == 2
+    assert index["created_by"] == "unmask prepare" and index["tokenizer"] == "tokenizer.json"
+    assert index["sources"] == [str(p) for p in docs]
+    assert (out / "tokenizer.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "data"]  # no temp dir left
+
+    stream = byte_stream(texts)
+    train, val = split_tokens(out, "train"), split_tokens(out, "val")
+    assert len(train) >= SPLIT_BLOCK and len(val) >= SPLIT_BLOCK
+    assert_block_partition(stream, train, val)
+    # Bits-per-byte denominators: text bytes only, EOS counts 0.
+    splits = index["splits"]
+    assert splits["train"]["n_bytes"] + splits["val"]["n_bytes"] == sum(
+        len(t.encode("utf-8")) for t in texts
+    )
+    for s, toks in (("train", train), ("val", val)):
+        assert splits[s]["n_tokens"] == info.n_tokens[s] == len(toks)
+        assert splits[s]["n_bytes"] == info.n_bytes[s] == int((toks != 2).sum())
+    assert info.bytes_per_token == pytest.approx(len(stream[stream != 2]) / len(stream))
+
+
+def test_prepare_is_deterministic_and_seeded(tmp_path: Path, docs: list[Path]) -> None:
+    kw = dict(tokenizer="bpe", vocab_size=270, val_fraction=0.3, progress=False)
+    a = prepare(docs, tmp_path / "a", **kw).out
+    b = prepare(docs, tmp_path / "b", **kw).out
+    c = prepare(docs, tmp_path / "c", seed=5, **kw).out
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+    for p in a.iterdir():
+        assert p.read_bytes() == (b / p.name).read_bytes(), p.name
+    assert not np.array_equal(split_tokens(a, "val"), split_tokens(c, "val"))
+    # A different seed moves blocks between splits but loses nothing.
+    assert len(split_tokens(a, "train")) + len(split_tokens(a, "val")) == len(
+        split_tokens(c, "train")
+    ) + len(split_tokens(c, "val"))
+
+
+def test_bpe_documents_decode_back(tmp_path: Path, docs: list[Path]) -> None:
+    texts = [p.read_text(encoding="utf-8") for p in docs]
+    info = prepare(docs, tmp_path / "d", vocab_size=300, val_fraction=0.0, progress=False)
+    assert info.n_tokens["val"] == 0 and info.vocab_size <= 300
+    ds = TokenDataset(tmp_path / "d", "train")
+    tok = ds.tokenizer()
+    ids = ds.read(0, ds.n_tokens).tolist()
+    assert tok.decode(ids, skip_special=False).split("[EOS]") == [*texts, ""]
+    assert ds.n_bytes == sum(len(t.encode("utf-8")) for t in texts)
+    assert ds.bytes_per_token > 1.0
+
+
+def test_jsonl_gz_and_directory_inputs(tmp_path: Path) -> None:
+    rows = [{"body": sentences(8, seed=i), "id": i} for i in range(60)]
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / ".hidden").mkdir()
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    (src / "a.jsonl").write_text("\n".join(lines[:30]) + "\n\n", encoding="utf-8")  # blank line ok
+    with gzip.open(src / "sub" / "b.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write("\n".join(lines[30:]) + "\n")
+    (src / ".secret.txt").write_text("hidden")
+    (src / ".hidden" / "x.txt").write_text("hidden too")
+    assert resolve_inputs([src]) == [src / "a.jsonl", src / "sub" / "b.jsonl.gz"]
+
+    out = tmp_path / "data"
+    info = prepare([src], out, tokenizer="byte", text_field="body", progress=False)
+    assert info.n_documents == 60
+    texts = [r["body"] for r in rows]
+    stream = byte_stream(texts)
+    assert_block_partition(stream, split_tokens(out, "train"), split_tokens(out, "val"))
+    assert sum(info.n_bytes.values()) == sum(len(t.encode("utf-8")) for t in texts)
+
+
+def test_gzip_text_equals_plain(tmp_path: Path, docs: list[Path]) -> None:
+    gz = tmp_path / "doc0.txt.gz"
+    gz.write_bytes(gzip.compress(docs[0].read_bytes()))
+    a = prepare([docs[0]], tmp_path / "plain", tokenizer="byte", val_fraction=0, progress=False)
+    b = prepare([gz], tmp_path / "gz", tokenizer="byte", val_fraction=0, progress=False)
+    assert a.n_documents == b.n_documents == 1
+    assert np.array_equal(split_tokens(a.out, "train"), split_tokens(b.out, "train"))
+
+
+def test_long_single_line_document_is_chunked_exactly(tmp_path: Path) -> None:
+    # 150K characters without a newline, multi-byte characters straddling read boundaries.
+    text = ("é日" * 25_000) + " " + ("word " * 15_000)
+    p = tmp_path / "one.txt"
+    p.write_text(text, encoding="utf-8")
+    info = prepare([p], tmp_path / "d", tokenizer="byte", progress=False)
+    stream = byte_stream([text])
+    assert_block_partition(stream, split_tokens(info.out, "train"), split_tokens(info.out, "val"))
+    assert info.n_tokens["val"] >= SPLIT_BLOCK  # one huge document still gets a validation split
+
+
+def test_existing_tokenizer_path(tmp_path: Path, docs: list[Path]) -> None:
+    byte_tokenizer().save(tmp_path / "tok")
+    info = prepare(docs, tmp_path / "d", tokenizer=str(tmp_path / "tok"), progress=False)
+    assert info.vocab_size == 260 and info.n_documents == 2
+
+
+def test_dataset_sample_windows_and_shards(tmp_path: Path, docs: list[Path]) -> None:
+    out = prepare(
+        docs, tmp_path / "d", tokenizer="byte", val_fraction=0.2, shard_tokens=1000, progress=False
+    ).out
+    ds = TokenDataset(out, "train")
+    assert len(ds.index["splits"]["train"]["shards"]) > 2  # windows cross shard boundaries
+    raw = np.concatenate(
+        [
+            np.fromfile(out / name, dtype="<u2").astype(np.int64)
+            for name in ds.index["splits"]["train"]["shards"]
+        ]
+    )
+    assert np.array_equal(ds.read(0, ds.n_tokens), raw)
+    assert ds.vocab_size == 260 and ds.special_ids["eos_id"] == 2
+
+    x = ds.sample(8, 64, torch.Generator().manual_seed(3))
+    y = ds.sample(8, 64, torch.Generator().manual_seed(3))
+    z = ds.sample(8, 64, torch.Generator().manual_seed(4))
+    assert x.shape == (8, 64) and x.dtype == torch.int64
+    assert torch.equal(x, y) and not torch.equal(x, z)
+    starts = torch.randint(
+        0, ds.n_tokens - 64 + 1, (8,), generator=torch.Generator().manual_seed(3)
+    )
+    for row, s in zip(x, starts.tolist(), strict=True):
+        assert np.array_equal(row.numpy(), raw[s : s + 64])
+
+    n = ds.num_windows(100)
+    assert n == ds.n_tokens // 100
+    wins = list(ds.windows(100))
+    assert len(wins) == n and all(w.shape == (100,) for w in wins)
+    assert np.array_equal(torch.cat(wins).numpy(), raw[: n * 100])
+    batched = list(ds.windows(100, batch_size=7))
+    assert [b.shape[0] for b in batched] == [7] * (n // 7) + ([n % 7] if n % 7 else [])
+    assert torch.equal(torch.cat(batched).reshape(-1), torch.cat(wins))
+
+    with pytest.raises(UserError, match="fewer than seq_len"):
+        ds.sample(1, ds.n_tokens + 1, torch.Generator())
+    with pytest.raises(UserError, match="no split 'test'"):
+        TokenDataset(out, "test")
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="nope.txt: no such file or directory"):
+        prepare([tmp_path / "nope.txt"], tmp_path / "d", progress=False)
+
+
+def test_empty_corpus(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "empty.txt").write_text("")
+    (tmp_path / "in" / "empty.jsonl").write_text('{"text": ""}\n\n')
+    for tok in ("byte", "bpe"):
+        with pytest.raises(UserError, match="empty corpus"):
+            prepare([tmp_path / "in"], tmp_path / "d", tokenizer=tok, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_undecodable_bytes(tmp_path: Path, docs: list[Path]) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine line\nsecond line\nthird \xff\xfe line\n" + b"more text " * 1000)
+    with pytest.raises(UserError, match=r"bad\.txt:3: invalid UTF-8.*--errors replace"):
+        prepare([*docs, bad], tmp_path / "d", tokenizer="byte", progress=False)
+    assert not (tmp_path / "d").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dir left
+    info = prepare([bad], tmp_path / "d", tokenizer="byte", errors="replace", progress=False)
+    text = bad.read_bytes().decode("utf-8", "replace")
+    assert sum(info.n_bytes.values()) == len(text.encode("utf-8"))
+
+
+def test_jsonl_errors(tmp_path: Path) -> None:
+    p = tmp_path / "x.jsonl"
+    for body, pattern in [
+        ('{"text": "ok"}\n{"text": "bad\n', r"x\.jsonl:2: not valid JSON"),
+        (
+            '{"text": "ok"}\n\n{"body": "no text"}\n',
+            r"x\.jsonl:3: no field 'text' \(fields: body\)",
+        ),
+        ('{"text": 5}\n', r"x\.jsonl:1: field 'text' is int, not a string"),
+        ("[1, 2]\n", r"x\.jsonl:1: expected a JSON object"),
+        ('{"text": "lone \\ud800 surrogate"}\n', r"x\.jsonl:1: .*surrogates"),
+    ]:
+        p.write_text(body)
+        with pytest.raises(UserError, match=pattern):
+            prepare([p], tmp_path / "d", tokenizer="byte", progress=False)
+    p.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
+    with pytest.raises(UserError, match=r"x\.jsonl:2: invalid UTF-8"):
+        prepare([p], tmp_path / "d", tokenizer="byte", progress=False)
+
+
+def test_out_dir_rules(tmp_path: Path, docs: list[Path]) -> None:
+    out = tmp_path / "d"
+    prepare(docs, out, tokenizer="byte", progress=False)
+    before = (out / "index.json").read_bytes()
+    with pytest.raises(UserError, match="--overwrite"):
+        prepare(docs, out, tokenizer="byte", progress=False)
+    assert (out / "index.json").read_bytes() == before
+    prepare(docs, out, tokenizer="byte", seed=1, overwrite=True, progress=False)
+    assert json.loads((out / "index.json").read_text())["seed"] == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("precious")
+    with pytest.raises(UserError, match="not a prepared dataset; refusing"):
+        prepare(docs, other, tokenizer="byte", overwrite=True, progress=False)
+    assert (other / "keep.txt").read_text() == "precious"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare(docs, empty, tokenizer="byte", progress=False)  # an empty directory is fine
+
+
+def test_too_small_to_split(tmp_path: Path) -> None:
+    p = tmp_path / "small.txt"
+    p.write_text("hello world\n" * 100)
+    with pytest.raises(UserError, match="too small to split.*--val-fraction 0"):
+        prepare([p], tmp_path / "d", tokenizer="byte", progress=False)
+    info = prepare([p], tmp_path / "d", tokenizer="byte", val_fraction=0, progress=False)
+    assert info.n_tokens == {"train": 1201, "val": 0}
+
+
+def test_bad_options(tmp_path: Path, docs: list[Path]) -> None:
+    with pytest.raises(UserError, match="val_fraction"):
+        prepare(docs, tmp_path / "d", val_fraction=1.0, progress=False)
+    with pytest.raises(UserError, match="errors="):
+        prepare(docs, tmp_path / "d", errors="ignore", progress=False)
+    with pytest.raises(UserError, match="too small"):
+        prepare(docs, tmp_path / "d", vocab_size=100, progress=False)
+
+
+def test_not_a_dataset(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="run `unmask prepare` first"):
+        TokenDataset(tmp_path / "missing", "train")
+    with pytest.raises(UserError, match="run `unmask prepare` first"):
+        TokenDataset(tmp_path, "train")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def test_cli_prepare(tmp_path: Path, docs: list[Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "d"
+    args = ["prepare", str(docs[0].parent), "-o", str(out), "--tokenizer", "byte"]
+    rc = main([*args, "--val-fraction", "0.2", "--seed", "1", "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and "documents" in printed and "bytes per token" in printed
+    assert TokenDataset(out, "val").n_tokens > 0
+
+    assert main([*args, "--no-progress"]) == 2  # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--no-progress", "--overwrite"]) == 0
+
+    rc = main(["prepare", str(tmp_path / "nope"), "-o", str(tmp_path / "e"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("unmask prepare: error:") and "nope" in err and err.count("\n") == 1
