@@ -1,0 +1,234 @@
+"""The canvas the sampler denoises: token ids, locks, padding and per-position constraints.
+
+Inside:
+
+- ``Canvas``: a (B, L) grid of token ids in which ``mask_id`` marks the positions still to
+  be decided, with ``locked`` positions (never changed), an optional padding mask, the
+  ``prompt_index`` that classifier-free guidance blanks out, the ``region`` of columns
+  that semi-autoregressive blocks are laid over, and logit ``constraints``.
+- ``Canvas.from_prompts``: plain generation = prompts (left-padded) followed by masks.
+- ``Canvas.from_tokens``: any canvas with masks anywhere (infilling, editing).
+- ``LogitsProcessor`` and ``TokenMask``: per-position constraints on what a masked
+  position may hold, applied to the logits before proposals and confidences.
+
+Plain generation is infilling with the masks appended at the end, so both go through
+the same sampler loop (``unmask.sampling.sample``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from unmask.errors import UserError
+
+LogitsProcessor = Callable[[Tensor], Tensor]
+"""A constraint on the logits: takes (B, L, V) logits and returns (B, L, V) logits.
+
+It may modify its input in place. Set logits to ``-inf`` to forbid a token."""
+
+
+@dataclass(kw_only=True)
+class Canvas:
+    """Token ids being denoised, with what may change and where blocks are laid."""
+
+    tokens: Tensor
+    """(B, L) int64 token ids; ``mask_id`` marks positions still to decide."""
+    mask_id: int
+    """Id of the ``[MASK]`` token."""
+    locked: Tensor
+    """(B, L) bool; True = never changed (given tokens and padding), even if it holds a mask."""
+    prompt_index: Tensor
+    """(B, L) bool; the given (conditioning) tokens that classifier-free guidance replaces by
+    masks in its unconditional pass (LLaDA: ``x != mask_id`` at the start, padding excluded)."""
+    attention_mask: Tensor | None = None
+    """(B, L) bool, True = real token; None when no row is padded."""
+    region: tuple[int, int] = (0, 0)
+    """[start, end) columns split into semi-autoregressive blocks (the generation region)."""
+    constraints: list[LogitsProcessor] = field(default_factory=list)
+    """Applied in order to the (B, L, V) logits of every step, before proposals."""
+
+    def __post_init__(self) -> None:
+        if self.tokens.dim() != 2:
+            raise UserError(f"canvas tokens must be (B, L), got shape {tuple(self.tokens.shape)}")
+        shape = self.tokens.shape
+        for name in ("locked", "prompt_index", "attention_mask"):
+            t = getattr(self, name)
+            if t is not None and t.shape != shape:
+                raise UserError(f"canvas {name} has shape {tuple(t.shape)}, tokens {tuple(shape)}")
+        start, end = self.region
+        if not 0 <= start <= end <= shape[1]:
+            raise UserError(f"canvas region {self.region} is outside the canvas (length {shape[1]})")
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.tokens.device
+
+    @property
+    def masked(self) -> Tensor:
+        """(B, L) bool: positions the sampler may still fill (mask token and not locked)."""
+        return (self.tokens == self.mask_id) & ~self.locked
+
+    def num_masked(self) -> Tensor:
+        """(B,) int64: masked positions left per row."""
+        return self.masked.sum(dim=1)
+
+    def to(self, device: torch.device | str) -> Canvas:
+        """The same canvas on another device (constraints are kept as they are)."""
+        return Canvas(
+            tokens=self.tokens.to(device),
+            mask_id=self.mask_id,
+            locked=self.locked.to(device),
+            prompt_index=self.prompt_index.to(device),
+            attention_mask=None if self.attention_mask is None else self.attention_mask.to(device),
+            region=self.region,
+            constraints=list(self.constraints),
+        )
+
+    def clone(self) -> Canvas:
+        return Canvas(
+            tokens=self.tokens.clone(),
+            mask_id=self.mask_id,
+            locked=self.locked.clone(),
+            prompt_index=self.prompt_index.clone(),
+            attention_mask=None if self.attention_mask is None else self.attention_mask.clone(),
+            region=self.region,
+            constraints=list(self.constraints),
+        )
+
+    def commit(self, transfer: Tensor, x0: Tensor) -> None:
+        """Write proposals ``x0`` (B, L) at ``transfer`` (B, L) bool; locked positions stay."""
+        transfer = transfer & ~self.locked
+        self.tokens[transfer] = x0[transfer]
+
+    def apply_constraints(self, logits: Tensor) -> Tensor:
+        """Run every constraint over the (B, L, V) logits."""
+        for proc in self.constraints:
+            logits = proc(logits)
+        return logits
+
+    @classmethod
+    def from_tokens(
+        cls,
+        tokens: Tensor,
+        *,
+        mask_id: int,
+        attention_mask: Tensor | None = None,
+        locked: Tensor | None = None,
+        region: tuple[int, int] | None = None,
+        constraints: Sequence[LogitsProcessor] = (),
+    ) -> Canvas:
+        """A canvas from (B, L) ids with masks anywhere (infilling).
+
+        By default every non-mask real token is locked and counts as prompt for guidance,
+        padding (``attention_mask`` False) is locked, and the block region is the whole row.
+        """
+        tokens = torch.as_tensor(tokens, dtype=torch.long)
+        if tokens.dim() == 1:
+            tokens = tokens[None]
+        real = (
+            torch.ones_like(tokens, dtype=torch.bool)
+            if attention_mask is None
+            else attention_mask.to(device=tokens.device, dtype=torch.bool)
+        )
+        given = (tokens != mask_id) & real
+        if locked is None:
+            locked = given | ~real
+        else:
+            locked = locked.to(device=tokens.device, dtype=torch.bool) | ~real
+        if attention_mask is not None and bool(real.all()):
+            attention_mask = None
+        return cls(
+            tokens=tokens,
+            mask_id=mask_id,
+            locked=locked,
+            prompt_index=given,
+            attention_mask=None if attention_mask is None else real,
+            region=(0, tokens.shape[1]) if region is None else region,
+            constraints=list(constraints),
+        )
+
+    @classmethod
+    def from_prompts(
+        cls,
+        prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor,
+        gen_length: int,
+        *,
+        mask_id: int,
+        pad_id: int,
+        device: torch.device | str | None = None,
+    ) -> Canvas:
+        """Prompts followed by ``gen_length`` masks: plain generation (LLaDA's canvas).
+
+        ``prompts`` is one prompt (a list of ids or a 1-D tensor), a batch of prompts (a list
+        of lists, left-padded with ``pad_id`` to the longest, with an attention mask), or a
+        2-D tensor of equal-length prompts (no padding). ``[]`` is one empty prompt.
+        Mask ids inside a prompt are filled by the sampler too, as in LLaDA.
+        """
+        rows = _as_rows(prompts)
+        if not rows:
+            raise UserError("no prompts given")
+        P = max(len(r) for r in rows)
+        B, L = len(rows), P + gen_length
+        tokens = torch.full((B, L), mask_id, dtype=torch.long)
+        real = torch.ones(B, L, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            pad = P - len(r)
+            tokens[i, :pad] = pad_id
+            real[i, :pad] = False
+            if r:
+                tokens[i, pad:P] = torch.tensor(r, dtype=torch.long)
+        canvas = cls.from_tokens(tokens, mask_id=mask_id, attention_mask=real, region=(P, L))
+        return canvas if device is None else canvas.to(device)
+
+
+def _as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[list[int]]:
+    if isinstance(prompts, Tensor):
+        if prompts.dim() == 1:
+            return [prompts.tolist()]
+        if prompts.dim() == 2:
+            return prompts.tolist()
+        raise UserError(f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompts.shape)}")
+    prompts = list(prompts)
+    if not prompts:
+        return [[]]
+    if all(isinstance(p, int) or (isinstance(p, Tensor) and p.dim() == 0) for p in prompts):
+        return [[int(t) for t in prompts]]
+    rows: list[list[int]] = []
+    for p in prompts:
+        if isinstance(p, int):
+            raise UserError("prompts mix token ids and lists of token ids")
+        rows.append([int(t) for t in p])
+    return rows
+
+
+@dataclass
+class TokenMask:
+    """Constraint: only ``allowed`` tokens may be proposed where the mask is given.
+
+    ``allowed`` is (B, L, V) or (L, V) bool (True = allowed). Positions whose row is all
+    True are unconstrained. A position with nothing allowed is a user error.
+    """
+
+    allowed: Tensor
+
+    def __post_init__(self) -> None:
+        if self.allowed.dim() not in (2, 3):
+            raise UserError(f"allowed-token mask must be (L, V) or (B, L, V), got {tuple(self.allowed.shape)}")
+        if not bool(self.allowed.any(dim=-1).all()):
+            raise UserError("allowed-token mask leaves some position with no allowed token")
+
+    def __call__(self, logits: Tensor) -> Tensor:  # (B, L, V)
+        allowed = self.allowed.to(logits.device)
+        return logits.masked_fill(~allowed, float("-inf"))

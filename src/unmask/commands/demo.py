@@ -1,0 +1,154 @@
+"""``unmask demo``: the shipped demo model, generating and filling blanks, live.
+
+``unmask demo`` loads the checkpoint packaged in ``unmask/assets/demo`` (no network).
+``unmask demo --train`` first prepares the packaged corpus and trains the same model
+from scratch with a progress bar, then shows the same showcase on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from unmask.errors import UserError
+
+PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is my shepherd;")
+# Fill-in-the-blank: (text before, blank length in tokens, text after).
+BLANKS = (
+    ("Blessed are the", 2, ", for they shall inherit the earth."),
+    ("In the beginning, God created the", 3, " and the earth."),
+)
+OWN_TEXT = (
+    "Train on your own text: unmask prepare my.txt --out data/mine && "
+    "unmask train --data data/mine --out runs/mine --preset demo && "
+    'unmask generate --model runs/mine "Once upon a time"'
+)
+
+
+def asset_path(name: str) -> Path:
+    return Path(str(resources.files("unmask") / "assets" / name))
+
+
+@dataclass(kw_only=True)
+class DemoTrainPlan:
+    """How ``unmask demo --train`` trains: sized to finish within ~15 minutes on 2 CPU cores."""
+
+    steps: int = 600
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 3e-3
+    warmup: int = 60
+    vocab_size: int = 4096
+    time_limit: float = 13.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="show the shipped demo model generating and filling blanks",
+        description="Generate and fill in blanks with the demo model shipped with unmask (no network).",
+    )
+    p.add_argument("--train", action="store_true",
+                   help="first train the demo model from scratch on the packaged corpus (~15 min on 2 CPU cores)")
+    p.add_argument("--out", default="runs/demo-train", help="run directory for --train (default: runs/demo-train)")
+    p.add_argument("--model", help="use this checkpoint instead of the shipped one")
+    p.add_argument("--gen-length", type=int, default=48, help="tokens to generate per prompt (default: 48)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: = gen-length)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--temperature", type=float, default=0.0, help="Gumbel-max temperature (default: 0)")
+    p.add_argument("--no-live", action="store_true", help="do not draw the canvas while it is denoised")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.set_defaults(func=run)
+
+
+def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = True) -> Path:
+    """Prepare the packaged corpus into ``out/data`` and train the demo preset into ``out``."""
+    from unmask.config import TrainConfig
+    from unmask.data import prepare
+    from unmask.train import train
+
+    plan = plan or DemoTrainPlan()
+    run = Path(out)
+    if run.exists() and any(run.iterdir()):
+        raise UserError(f"{run} already exists; choose another --out or remove it")
+    data = run.parent / f"{run.name}-data"
+    if not (data / "index.json").is_file():
+        print(f"preparing the demo corpus into {data} ...", file=sys.stderr)
+        prepare([asset_path("web-bible.txt.gz")], data, vocab_size=plan.vocab_size, val_fraction=0.02,
+                progress=progress)
+    cfg = TrainConfig(
+        data=str(data), out=str(run), preset="demo", seq_len=plan.seq_len, batch_size=plan.batch_size,
+        steps=plan.steps, lr=plan.lr, warmup=plan.warmup, ema=0.99, eval_every=100, eval_batches=4,
+        save_every=100, time_limit=plan.time_limit, seed=0,
+    )
+    print(f"training the demo model: {plan.steps} steps of {plan.batch_size}×{plan.seq_len} tokens "
+          f"(stops after {plan.time_limit:g} min at the latest; Ctrl-C saves and stops)", file=sys.stderr)
+    return train(cfg, progress=progress)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from unmask.canvas import Canvas
+    from unmask.checkpoint import load
+    from unmask.config import SampleConfig
+    from unmask.sampling import LiveView, sample
+
+    if args.gen_length <= 0:
+        raise UserError(f"--gen-length must be positive, got {args.gen_length}")
+    if args.train:
+        path: Path | str = train_demo(args.out)
+    elif args.model:
+        path = args.model
+    else:
+        path = asset_path("demo")
+        if not (path / "model.safetensors").is_file():
+            raise UserError("the demo checkpoint is not in this install; run `unmask demo --train` to train it")
+    m = load(path, device=args.device)
+    tok, cfg = m.tokenizer, m.config
+    n_params = sum(p.numel() for p in m.model.parameters())
+    print(f"unmask demo: a {n_params / 1e6:.1f}M-parameter masked diffusion LM "
+          f"({cfg.n_layers} layers, d={cfg.d_model}) trained on the World English Bible\n")
+    live_ok = not args.no_live and sys.stdout.isatty()
+    steps = args.steps or args.gen_length
+
+    def show(title: str, canvas: Canvas, config: SampleConfig, prefix: str, suffix: str = "") -> None:
+        print(title)
+        view = LiveView(tok, start=canvas.region[0], total_steps=config.steps, enabled=live_ok)
+        t0 = time.perf_counter()
+        res = sample(m.model, canvas, config, eos_id=cfg.eos_id, step_callback=view)
+        dt = time.perf_counter() - t0
+        view.close(clear=True)
+        n = canvas.region[1] - canvas.region[0]
+        text = res.texts(tok)[0]
+        print(f"  {prefix}\x1b[1m{text}\x1b[0m{suffix}" if _color() else f"  {prefix}[{text}]{suffix}")
+        print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, {n / dt:,.0f} tokens/s\n")
+
+    for i, prompt in enumerate(PROMPTS, 1):
+        ids = tok.encode(prompt)
+        config = SampleConfig(gen_length=args.gen_length, steps=steps, block_length=min(16, args.gen_length)
+                              if args.gen_length % 16 == 0 else None, temperature=args.temperature,
+                              seed=args.seed + i)
+        if config.block_length and steps % (args.gen_length // config.block_length):
+            config.block_length = None
+        canvas = Canvas.from_prompts(ids, args.gen_length, mask_id=cfg.mask_id, pad_id=cfg.pad_id)
+        show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", canvas, config, prompt)
+    for j, (before, n, after) in enumerate(BLANKS, len(PROMPTS) + 1):
+        left, right = tok.encode(before), tok.encode(after)
+        ids = torch.tensor(left + [cfg.mask_id] * n + right)
+        canvas = Canvas.from_tokens(ids, mask_id=cfg.mask_id, region=(len(left), len(left) + n))
+        config = SampleConfig(gen_length=n, steps=n, seed=args.seed)
+        show(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {before} {'_' * 6}{after}",
+             canvas, config, before, after)
+    print(OWN_TEXT)
+    return 0
+
+
+def _color() -> bool:
+    import os
+
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")

@@ -1,0 +1,169 @@
+"""``unmask generate``: sample from a checkpoint, one or many prompts, with a live view.
+
+Sampling flags are generated from ``SampleConfig`` (see docs/sampling.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from unmask.config import SampleConfig, field_docs
+from unmask.errors import UserError
+
+
+def _sample_choices() -> dict[str, list[str]]:
+    from unmask.sampling.policies import POLICIES, REMASKING
+
+    return {"policy": sorted(POLICIES), "remasking": sorted(REMASKING)}
+
+
+def add_sample_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per ``SampleConfig`` field; unset flags keep the dataclass defaults."""
+    docs, choices = field_docs(SampleConfig), _sample_choices()
+    defaults = SampleConfig()
+    for f in dataclasses.fields(SampleConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        help_ = f"{docs.get(f.name, '')} (default: {default})"
+        kind = str(f.type)
+        if kind == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif kind.startswith("int"):
+            parser.add_argument(flag, type=int, default=None, metavar="N", help=help_)
+        elif kind.startswith("float"):
+            parser.add_argument(flag, type=float, default=None, metavar="X", help=help_)
+        else:
+            parser.add_argument(flag, default=None, choices=choices.get(f.name), help=help_)
+
+
+def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
+    """A ``SampleConfig`` from the flags that were given (others keep their defaults)."""
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(SampleConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    return SampleConfig(**given)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate text from a checkpoint",
+        description=(
+            "Generate text with a masked diffusion model (LLaDA sampling: scheduled "
+            "low-confidence remasking, optional semi-autoregressive blocks and guidance). "
+            "Several prompts are sampled as one left-padded batch."
+        ),
+    )
+    p.add_argument("prompt", nargs="*", help="prompt text; several prompts form a batch ('' = unconditional)")
+    p.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory or checkpoint folder")
+    p.add_argument("--prompt-file", metavar="FILE", help="one prompt per line ('-' = stdin), added after the positional prompts")
+    add_sample_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object: per prompt text and tokens, plus nfe, seconds, tokens_per_s")
+    p.add_argument("--no-live", action="store_true", help="do not draw the canvas while it is denoised")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+    p.set_defaults(func=run)
+
+
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompt_file:
+        if args.prompt_file == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(args.prompt_file)
+            if not path.is_file():
+                raise UserError(f"{path}: no such file")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise UserError(f"{path}: not UTF-8 text") from None
+        prompts += [line for line in text.splitlines() if line.strip()]
+    if not prompts:
+        raise UserError("no prompt: give one or more prompts, or --prompt-file FILE ('' for unconditional)")
+    return prompts
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine")
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from unmask.checkpoint import load
+    from unmask.sampling import LiveView, generate, validate
+
+    config = sample_config_from_args(args)
+    validate(config)  # fail on impossible lengths before loading anything
+    prompts = _read_prompts(args)
+    device = _device(args.device)
+    loaded = load(args.model, device=device)
+    model, tok, mcfg = loaded.model, loaded.tokenizer, loaded.model.config
+    model.eval()
+    prompt_ids = [tok.encode(p) for p in prompts]
+
+    live: LiveView | None = None
+    if not args.no_live and not args.json:
+        live = LiveView(tok, start=max(len(ids) for ids in prompt_ids), total_steps=config.steps)
+        if not live.enabled:
+            live = None
+
+    t0 = time.perf_counter()
+    try:
+        result = generate(
+            model,
+            prompt_ids,
+            config,
+            mask_id=mcfg.mask_id,
+            pad_id=mcfg.pad_id,
+            eos_id=mcfg.eos_id,
+            step_callback=live,
+        )
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    finally:
+        if live is not None:
+            live.close(clear=True)
+    seconds = time.perf_counter() - t0
+    texts = result.texts(tok)
+    n_tokens = len(prompts) * config.gen_length
+    tokens_per_s = n_tokens / seconds if seconds > 0 else float("inf")
+
+    if args.json:
+        out: dict[str, Any] = {
+            "results": [
+                {"prompt": p, "text": t, "tokens": ids}
+                for p, t, ids in zip(prompts, texts, result.gen_ids, strict=True)
+            ],
+            "nfe": result.nfe,
+            "steps": result.steps,
+            "seconds": round(seconds, 4),
+            "tokens_per_s": round(tokens_per_s, 2),
+            "config": dataclasses.asdict(config),
+        }
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    for i, text in enumerate(texts):
+        if len(texts) > 1:
+            print(f"--- [{i}] {prompts[i][:60]!r}")
+        print(text)
+    print(
+        f"{n_tokens} tokens, {result.steps} steps, {result.nfe} NFE in {seconds:.2f} s "
+        f"({tokens_per_s:.1f} tokens/s)",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,229 @@
+"""Live view: draw the canvas in the terminal after every denoising step.
+
+Inside: ``LiveView``, a ``step_callback`` for ``unmask.sampling.generate`` that redraws
+the generation region in place: masked positions as a dim placeholder (``░``), committed
+tokens as text, tokens committed in this step highlighted. Runs of committed tokens
+between masks are decoded together (byte-exact with ``tokenizer.token_bytes``) so
+multi-byte characters render. Colour follows the NO_COLOR convention (https://no-color.org);
+the view draws nothing unless its stream is a terminal (or it is forced on).
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import os
+import shutil
+import sys
+import unicodedata
+from typing import Any, TextIO
+
+from torch import Tensor
+
+# SGR styles; "old" (text committed in an earlier step) is drawn plain.
+_STYLES = {"mask": "\x1b[2m", "special": "\x1b[2m", "new": "\x1b[1;32m", "status": "\x1b[2m"}
+_RESET = "\x1b[0m"
+
+Segment = tuple[str, str]  # (text, style): style in mask | special | new | old | status
+
+
+def _sanitize(text: str) -> str:
+    """Keep newlines; make tabs spaces and other control characters visible, so generated
+    text can never move the cursor or change the terminal."""
+    out = []
+    for ch in text:
+        if ch == "\n":
+            out.append(ch)
+        elif ch == "\t":
+            out.append("    ")
+        elif unicodedata.category(ch) in ("Cc", "Cf") and ch != "\u200d":
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _cell_width(text: str) -> int:
+    """Terminal columns ``text`` (one line) takes: wide East Asian characters count 2."""
+    w = 0
+    for ch in text:
+        if unicodedata.combining(ch):
+            continue
+        w += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return w
+
+
+def _merge(line: list[Segment]) -> list[Segment]:
+    """Join neighbouring segments of the same style (fewer escape codes)."""
+    out: list[Segment] = []
+    for text, style in line:
+        if out and out[-1][1] == style:
+            out[-1] = (out[-1][0] + text, style)
+        else:
+            out.append((text, style))
+    return out
+
+
+class LiveView:
+    """A ``step_callback`` that redraws the generation region after each step.
+
+    ``start``: first column of the generation region (the padded prompt length); columns
+    before it are not drawn. ``enabled=None`` draws only when ``stream`` is a terminal and
+    ``TERM`` is not ``dumb``; ``color=None`` uses colour unless ``NO_COLOR`` is set
+    (cursor movement for the in-place redraw is still used without colour).
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        start: int = 0,
+        total_steps: int | None = None,
+        stream: TextIO | None = None,
+        enabled: bool | None = None,
+        color: bool | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        mask_glyph: str = "░",
+        special_glyph: str = "·",
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.start = start
+        self.total_steps = total_steps
+        self.stream = stream if stream is not None else sys.stdout
+        if enabled is None:
+            isatty = getattr(self.stream, "isatty", None)
+            enabled = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+        self.enabled = enabled
+        self.color = (not os.environ.get("NO_COLOR")) if color is None else color
+        self._width, self._height = width, height
+        self.mask_glyph, self.special_glyph = mask_glyph, special_glyph
+        self.mask_id = getattr(tokenizer, "mask_id", None)
+        self.specials = {
+            i for i in (getattr(tokenizer, n, None) for n in ("eos_id", "pad_id", "bos_id")) if i is not None
+        }
+        self._token_bytes = getattr(tokenizer, "token_bytes", None)
+        self._prev: list[list[int]] | None = None
+        self._rows_drawn = 0
+
+    # -- rendering (pure) ---------------------------------------------------------------
+
+    def _decode_run(self, ids: list[int], new: list[bool]) -> list[Segment]:
+        """Text of consecutive committed tokens, split by new/old for highlighting."""
+        chars: list[tuple[str, bool]] = []
+        if self._token_bytes is not None:
+            dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for t, fresh in zip(ids, new, strict=True):
+                for byte in self._token_bytes(t):
+                    chars.extend((c, fresh) for c in dec.decode(bytes([byte])))
+            chars.extend((c, new[-1]) for c in dec.decode(b"", final=True))
+        else:
+            i = 0
+            while i < len(ids):  # decode each same-flag stretch in one go
+                j = i
+                while j < len(ids) and new[j] == new[i]:
+                    j += 1
+                chars.extend((c, new[i]) for c in self.tokenizer.decode(ids[i:j]))
+                i = j
+        segs: list[Segment] = []
+        for c, fresh in chars:
+            style = "new" if fresh else "old"
+            if segs and segs[-1][1] == style:
+                segs[-1] = (segs[-1][0] + c, style)
+            else:
+                segs.append((c, style))
+        return [(_sanitize(text), style) for text, style in segs]
+
+    def render_row(self, row: list[int], prev: list[int] | None) -> list[Segment]:
+        """Segments of one row's region; ``prev`` is the row one step earlier (None = all masked)."""
+        segs: list[Segment] = []
+        run: list[int] = []
+        run_new: list[bool] = []
+
+        def flush() -> None:
+            if run:
+                segs.extend(self._decode_run(run, run_new))
+                run.clear()
+                run_new.clear()
+
+        for i, t in enumerate(row):
+            fresh = prev is None or prev[i] == self.mask_id
+            if t == self.mask_id:
+                flush()
+                segs.append((self.mask_glyph, "mask"))
+            elif t in self.specials:
+                flush()
+                segs.append((self.special_glyph, "new" if fresh else "special"))
+            else:
+                run.append(t)
+                run_new.append(fresh)
+        flush()
+        return segs
+
+    def render(self, step: int, tokens: Tensor) -> list[list[Segment]]:
+        """The frame as lines of segments (rows, then a status line)."""
+        rows = tokens[:, self.start :].tolist()
+        prev = self._prev
+        lines: list[list[Segment]] = []
+        for b, row in enumerate(rows):
+            segs = self.render_row(row, None if prev is None else prev[b])
+            if len(rows) > 1:
+                segs = [(f"[{b}] ", "status"), *segs]
+            # Split segments at newlines into terminal lines.
+            line: list[Segment] = []
+            for text, style in segs:
+                parts = text.split("\n")
+                for k, part in enumerate(parts):
+                    if k:
+                        lines.append(line)
+                        line = []
+                    if part:
+                        line.append((part, style))
+            lines.append(line)
+        lines = [_merge(ln) for ln in lines]
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        masked = sum(r.count(self.mask_id) for r in rows) if self.mask_id is not None else 0
+        lines.append([(f"step {step}{total} · {masked} masked", "status")])
+        return lines
+
+    def _paint(self, line: list[Segment]) -> str:
+        if not self.color:
+            return "".join(text for text, _ in line)
+        out = []
+        for text, style in line:
+            code = _STYLES.get(style)
+            out.append(f"{code}{text}{_RESET}" if code else text)
+        return "".join(out)
+
+    # -- drawing ------------------------------------------------------------------------
+
+    def __call__(self, step: int, tokens: Tensor) -> None:
+        if not self.enabled:
+            return
+        lines = self.render(step, tokens)
+        self._prev = tokens[:, self.start :].tolist()
+        size = shutil.get_terminal_size()
+        cols = max(self._width or size.columns, 1)
+        max_rows = max((self._height or size.lines) - 1, 1)
+        heights = [max(1, math.ceil(_cell_width("".join(t for t, _ in ln)) / cols)) for ln in lines]
+        # Keep the frame within the screen (cursor-up cannot pass the top): drop lines from the top.
+        while len(lines) > 1 and sum(heights) > max_rows:
+            lines, heights = lines[1:], heights[1:]
+        out = [self._erase()] if self._rows_drawn else []
+        out.append("\n".join(self._paint(ln) for ln in lines))
+        self.stream.write("".join(out))
+        self.stream.flush()
+        self._rows_drawn = sum(heights)
+
+    def close(self, *, clear: bool = False) -> None:
+        """End the live region: keep the last frame (and move below it), or erase it."""
+        if self.enabled and self._rows_drawn:
+            self.stream.write(self._erase() if clear else "\n")
+            self.stream.flush()
+        self._rows_drawn = 0
+        self._prev = None
+
+    def _erase(self) -> str:
+        """Cursor back to the start of the frame, everything below cleared."""
+        up = f"\x1b[{self._rows_drawn - 1}A" if self._rows_drawn > 1 else ""
+        return f"\r{up}\x1b[J"

@@ -1,0 +1,341 @@
+"""The sampler loop: model(canvas) → logits → proposals → commit policy, until done.
+
+Inside:
+
+- ``sample``: the one loop over a ``Canvas`` (generation, infilling, editing).
+- ``generate``: prompts → canvas with masks appended → ``sample`` (LLaDA's ``generate``).
+- ``GenerateResult``: final canvas, generated ids, NFE, optional history.
+- ``add_gumbel_noise``, ``shift_logits``, ``forbid_tokens``, ``validate``,
+  ``cut_at_eos``, ``decode_generations``: the pieces, usable alone.
+
+The semantics follow LLaDA (Nie et al. 2025, arXiv:2502.09992) and its reference
+``generate.py`` (ML-GSAI/LLaDA) token for token at temperature 0; random draws happen in
+the same order and shapes, so with ``generator=None`` and ``torch.manual_seed(s)`` the
+reference and this loop agree at any temperature too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.canvas import Canvas
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.sampling.policies import StepState, _rand, confidence_fn, make_policy
+
+MaskPredictor = Callable[..., Any]
+"""Any callable ``model(tokens (B, L), attention_mask=(B, L) bool | None) -> logits (B, L, V)``
+(or an object with ``.logits``, as Hugging Face models return)."""
+
+StepCallback = Callable[[int, Tensor], None]
+"""``callback(step, tokens)``: after each step, ``step`` = steps done so far (1-based) and
+``tokens`` the (B, L) canvas. Do not modify ``tokens``."""
+
+
+@dataclass
+class GenerateResult:
+    """What ``sample`` / ``generate`` return."""
+
+    tokens: Tensor
+    """(B, L) final canvas (prompt, padding and generation region)."""
+    region: tuple[int, int]
+    """[start, end) columns of the generation region."""
+    nfe: int
+    """Number of function (model) evaluations; with guidance one doubled batch counts as 1."""
+    steps: int
+    """Denoising steps run."""
+    eos_id: int | None = None
+    """EOS id used to cut the texts (``texts``)."""
+    history: list[Tensor] | None = None
+    """(B, L) canvases after every step, when asked for (``return_history=True``)."""
+    attention_mask: Tensor | None = field(default=None, repr=False)
+    """(B, L) bool padding mask of the canvas (True = real token), None if unpadded."""
+
+    @property
+    def gen_ids(self) -> list[list[int]]:
+        """Ids of the generation region, one list per row (EOS and anything after included)."""
+        start, end = self.region
+        return self.tokens[:, start:end].tolist()
+
+    def texts(self, tokenizer: Any) -> list[str]:
+        """Generated text per row, cut at the first EOS (``decode_generations``)."""
+        return decode_generations(self.gen_ids, tokenizer, self.eos_id)
+
+
+def cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
+    """``ids`` up to (not including) the first ``eos_id``."""
+    ids = list(ids)
+    if eos_id is not None and eos_id in ids:
+        return ids[: ids.index(eos_id)]
+    return ids
+
+
+def decode_generations(gen_ids: Sequence[Sequence[int]], tokenizer: Any, eos_id: int | None) -> list[str]:
+    """Text of each row of generated ids, cut at the first EOS (special tokens skipped)."""
+    return [tokenizer.decode(cut_at_eos(ids, eos_id)) for ids in gen_ids]
+
+
+def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
+    """Gumbel-max perturbation whose argmax samples ``softmax(logits / temperature)``.
+
+    LLaDA's ``add_gumbel_noise``: in float64 (low precision Gumbel-max hurts quality,
+    arXiv:2409.02908), ``exp(logits) / (-log u) ** temperature``; temperature 0 returns the
+    logits unchanged (argmax decoding).
+    """
+    if temperature == 0:
+        return logits
+    logits = logits.to(torch.float64)
+    noise = _rand(logits.shape, torch.float64, logits.device, generator)  # (B, L, V)
+    gumbel_noise = (-torch.log(noise)) ** temperature
+    return logits.exp() / gumbel_noise
+
+
+def shift_logits(logits: Tensor) -> Tensor:
+    """Dream's logit shift: position i uses the logits the model produced at i - 1.
+
+    ``logits[:, 1:] = logits[:, :-1]``; position 0 keeps its own.
+    """
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+
+def model_logit_shift(model: Any) -> bool:
+    """Whether ``model.config.logit_shift`` is set (default False)."""
+    return bool(getattr(getattr(model, "config", None), "logit_shift", False))
+
+
+def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
+    """A logits processor that sets the given tokens' logits to ``-inf`` (LLaDA ``logits_eos_inf``)."""
+    ids = list(token_ids)
+
+    def proc(logits: Tensor) -> Tensor:  # (B, L, V)
+        index = torch.tensor(ids, dtype=torch.long, device=logits.device)
+        return logits.index_fill(-1, index, float("-inf"))
+
+    return proc
+
+
+def _model_device(model: Any) -> torch.device | None:
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return None
+
+
+def _call_model(model: MaskPredictor, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
+    out = model(tokens, attention_mask=attention_mask)
+    logits = getattr(out, "logits", out)
+    if not isinstance(logits, Tensor) or logits.dim() != 3 or logits.shape[:2] != tokens.shape:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise UserError(f"the model returned {got}; expected logits of shape (B, L, V) for tokens {tuple(tokens.shape)}")
+    return logits  # (B, L, V)
+
+
+def _nearest_multiples(value: int, of: int) -> str:
+    lo, hi = (value // of) * of, -(-value // of) * of
+    options = [m for m in (lo, hi) if m > 0 and m != value]
+    return " or ".join(str(m) for m in dict.fromkeys(options)) or str(of)
+
+
+def _divisors_near(n: int, target: int) -> str:
+    divs = [d for d in range(1, n + 1) if n % d == 0]
+    below = [d for d in divs if d <= target]
+    above = [d for d in divs if d >= target]
+    options = ([below[-1]] if below else []) + ([above[0]] if above else [])
+    return " or ".join(str(d) for d in dict.fromkeys(options))
+
+
+def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None) -> tuple[int, int]:
+    """Check lengths and options; return (num_blocks, steps_per_block). Raises ``UserError``."""
+    if config.gen_length <= 0:
+        raise UserError(f"gen_length must be positive, got {config.gen_length}")
+    if config.steps <= 0:
+        raise UserError(f"steps must be positive, got {config.steps}")
+    block_length = config.gen_length if config.block_length is None else config.block_length
+    if block_length <= 0:
+        raise UserError(f"block_length must be positive, got {block_length}")
+    if config.gen_length % block_length:
+        raise UserError(
+            f"gen_length ({config.gen_length}) must be a multiple of block_length ({block_length}); "
+            f"try block_length {_divisors_near(config.gen_length, block_length)} "
+            f"or gen_length {_nearest_multiples(config.gen_length, block_length)}"
+        )
+    num_blocks = config.gen_length // block_length
+    if config.steps % num_blocks:
+        raise UserError(
+            f"steps ({config.steps}) must be a multiple of the number of blocks ({num_blocks} = "
+            f"gen_length {config.gen_length} / block_length {block_length}); "
+            f"try {_nearest_multiples(config.steps, num_blocks)}"
+        )
+    if not (config.temperature >= 0 and math.isfinite(config.temperature)):
+        raise UserError(f"temperature must be a finite number >= 0, got {config.temperature}")
+    if not (config.cfg_scale >= 0 and math.isfinite(config.cfg_scale)):
+        raise UserError(f"cfg_scale must be a finite number >= 0, got {config.cfg_scale}")
+    confidence_fn(config.remasking)  # raises for an unknown name
+    if max_seq_len is not None and prompt_length + config.gen_length > max_seq_len:
+        raise UserError(
+            f"prompt ({prompt_length} tokens) + gen_length ({config.gen_length}) = "
+            f"{prompt_length + config.gen_length} exceeds the model's max_seq_len ({max_seq_len}); "
+            f"use gen_length <= {max(max_seq_len - prompt_length, 0)} or a shorter prompt"
+        )
+    return num_blocks, config.steps // num_blocks
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator | None:
+    """A generator seeded with ``seed`` on ``device``; None (global RNG) when seed is None."""
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def sample(
+    model: MaskPredictor,
+    canvas: Canvas,
+    config: SampleConfig,
+    *,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    return_history: bool = False,
+    step_callback: StepCallback | None = None,
+) -> GenerateResult:
+    """Denoise ``canvas`` with ``model`` (LLaDA's reverse process, arXiv:2502.09992).
+
+    The canvas region ``[start, end)`` is split into ``region_len / block_length`` blocks,
+    denoised left to right with ``steps / num_blocks`` steps each. Every step:
+
+    1. logits = model(x) (B, L, V); with ``cfg_scale`` > 0 also the unconditional pass
+       (prompt positions masked), in one doubled batch: ``un + (cfg_scale + 1)·(cond - un)``;
+       Dream-style ``logit_shift`` and the canvas constraints (``forbid_eos`` among them)
+       are applied to the logits;
+    2. proposals x0 = argmax of the Gumbel-perturbed logits (``add_gumbel_noise``);
+    3. confidence of each proposal (``remasking``), ``-inf`` for positions that are not
+       masked or lie at/after the block end (masks inside the prompt are candidates);
+    4. the commit policy picks which candidates to write (LLaDA: the top-k per row with
+       k from the count schedule fixed at block start).
+
+    The caller's ``canvas`` is not modified. ``generator`` (or ``config.seed`` when it is
+    None) drives the Gumbel noise and random remasking; both None = the global RNG.
+    """
+    region_len = canvas.region[1] - canvas.region[0]
+    max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
+    check = dataclasses.replace(config, gen_length=region_len)
+    num_blocks, steps_per_block = validate(
+        check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len
+    )
+    block_length = region_len // num_blocks
+    score = confidence_fn(config.remasking)
+    policy = make_policy(config)
+
+    device = _model_device(model) or canvas.device
+    canvas = canvas.to(device).clone()
+    if config.forbid_eos:
+        if eos_id is None:
+            raise UserError("forbid_eos needs the EOS id (eos_id is None)")
+        canvas.constraints.append(forbid_tokens([eos_id]))
+    if generator is None:
+        generator = make_generator(config.seed, device)
+    shift = model_logit_shift(model)
+
+    x = canvas.tokens  # (B, L), updated in place
+    attn = canvas.attention_mask
+    attn2 = None if attn is None else torch.cat([attn, attn], dim=0)  # (2B, L) for guidance
+
+    history: list[Tensor] | None = [] if return_history else None
+    nfe = step = 0
+    start = canvas.region[0]
+    with torch.no_grad():
+        for b in range(num_blocks):
+            block_start, block_end = start + b * block_length, start + (b + 1) * block_length
+            policy.start_block(canvas.masked[:, block_start:block_end], steps_per_block)
+            block_step = 0
+            while not policy.block_done(block_step, steps_per_block, canvas.masked[:, block_start:block_end]):
+                masked = canvas.masked  # (B, L)
+                if config.cfg_scale > 0:
+                    un_x = x.clone()
+                    un_x[canvas.prompt_index] = canvas.mask_id  # unconditional: prompt masked out
+                    both = _call_model(model, torch.cat([x, un_x], dim=0), attn2)  # (2B, L, V)
+                    if shift:
+                        both = shift_logits(both)
+                    cond, un = torch.chunk(both, 2, dim=0)
+                    logits = un + (config.cfg_scale + 1) * (cond - un)  # (B, L, V)
+                else:
+                    logits = _call_model(model, x, attn)  # (B, L, V)
+                    if shift:
+                        logits = shift_logits(logits)
+                nfe += 1
+                logits = canvas.apply_constraints(logits)
+
+                x0 = torch.argmax(add_gumbel_noise(logits, config.temperature, generator), dim=-1)  # (B, L)
+                x0_p = score(logits, x0, generator)  # (B, L)
+                candidates = masked.clone()
+                candidates[:, block_end:] = False
+                x0 = torch.where(masked, x0, x)
+                confidence = torch.where(candidates, x0_p, torch.full_like(x0_p, float("-inf")))
+                state = StepState(
+                    step=step,
+                    block=b,
+                    block_step=block_step,
+                    steps_per_block=steps_per_block,
+                    block_start=block_start,
+                    block_end=block_end,
+                    x0=x0,
+                    confidence=confidence,
+                    candidates=candidates,
+                    logits=logits,
+                )
+                transfer = policy.select(state) & candidates  # (B, L)
+                canvas.commit(transfer, x0)
+                step += 1
+                block_step += 1
+                if history is not None:
+                    history.append(x.clone())
+                if step_callback is not None:
+                    step_callback(step, x)
+    return GenerateResult(
+        tokens=x,
+        region=canvas.region,
+        nfe=nfe,
+        steps=step,
+        eos_id=eos_id,
+        history=history,
+        attention_mask=attn,
+    )
+
+
+def generate(
+    model: MaskPredictor,
+    prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
+    config: SampleConfig,
+    *,
+    mask_id: int,
+    pad_id: int,
+    eos_id: int | None,
+    generator: torch.Generator | None = None,
+    return_history: bool = False,
+    step_callback: StepCallback | None = None,
+) -> GenerateResult:
+    """Generate ``config.gen_length`` tokens after each prompt (LLaDA's ``generate``).
+
+    ``prompt_ids``: one prompt (list of ids or 1-D tensor), a batch as a list of lists
+    (left-padded with ``pad_id``, with an attention mask passed to the model), or a 2-D
+    tensor of equal-length prompts. Special ids come from the model's config; nothing is
+    hard-coded. See ``sample`` for the loop and docs/sampling.md for the options.
+    """
+    validate(config)  # clear messages before any tensor is built
+    canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
+    return sample(
+        model,
+        canvas,
+        config,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    )

@@ -1,0 +1,97 @@
+"""Canvas: prompt forms, left padding, locks, guidance index, constraints, infilling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unmask.canvas import Canvas, TokenMask
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.sampling import sample
+
+MASK, PAD = 0, 1
+
+
+def test_from_prompts_left_pads_and_appends_masks():
+    c = Canvas.from_prompts([[5, 6, 7], [8]], 4, mask_id=MASK, pad_id=PAD)
+    assert c.tokens.tolist() == [[5, 6, 7, 0, 0, 0, 0], [1, 1, 8, 0, 0, 0, 0]]
+    assert c.attention_mask.tolist() == [[True] * 7, [False, False] + [True] * 5]
+    assert c.region == (3, 7)
+    assert c.locked.tolist() == [[True] * 3 + [False] * 4, [True] * 3 + [False] * 4]
+    assert c.prompt_index.tolist() == [[True] * 3 + [False] * 4, [False, False, True] + [False] * 4]
+    assert c.num_masked().tolist() == [4, 4]
+
+
+@pytest.mark.parametrize(
+    "prompts",
+    [[5, 6], torch.tensor([5, 6]), [[5, 6]], torch.tensor([[5, 6]]), [torch.tensor([5, 6])]],
+)
+def test_prompt_forms(prompts):
+    c = Canvas.from_prompts(prompts, 2, mask_id=MASK, pad_id=PAD)
+    assert c.tokens.tolist() == [[5, 6, 0, 0]]
+    assert c.attention_mask is None  # nothing padded
+
+
+def test_empty_prompt_and_bad_input():
+    c = Canvas.from_prompts([], 3, mask_id=MASK, pad_id=PAD)
+    assert c.tokens.tolist() == [[0, 0, 0]] and c.region == (0, 3)
+    with pytest.raises(UserError, match="mix"):
+        Canvas.from_prompts([[5], 6], 2, mask_id=MASK, pad_id=PAD)
+    with pytest.raises(UserError, match="1-D or 2-D"):
+        Canvas.from_prompts(torch.zeros(1, 2, 3, dtype=torch.long), 2, mask_id=MASK, pad_id=PAD)
+
+
+def test_masks_in_prompt_are_open_and_pad_equal_to_mask_stays_locked():
+    c = Canvas.from_prompts([[5, MASK, 6], [7]], 2, mask_id=MASK, pad_id=MASK)
+    assert c.masked.tolist() == [
+        [False, True, False, True, True],
+        [False, False, False, True, True],  # padding holds the mask id but is locked
+    ]
+
+
+def test_commit_respects_locks():
+    c = Canvas.from_tokens(torch.tensor([[5, MASK, 6, MASK]]), mask_id=MASK)
+    c.commit(torch.ones(1, 4, dtype=torch.bool), torch.tensor([[9, 9, 9, 9]]))
+    assert c.tokens.tolist() == [[5, 9, 6, 9]]
+
+
+def test_token_mask_constraint():
+    allowed = torch.zeros(3, 5, dtype=torch.bool)
+    allowed[:, 2] = True
+    allowed[1] = True
+    logits = TokenMask(allowed)(torch.zeros(1, 3, 5))
+    assert torch.isinf(logits[0, 0, [0, 1, 3, 4]]).all() and logits[0, 0, 2] == 0
+    assert torch.isfinite(logits[0, 1]).all()
+    with pytest.raises(UserError, match="no allowed token"):
+        TokenMask(torch.zeros(2, 5, dtype=torch.bool))
+
+
+class Prefers:
+    """Every position prefers token 7, then 8, then 9."""
+
+    def __call__(self, tokens, attention_mask=None):
+        logits = torch.zeros(*tokens.shape, 12)
+        logits[..., 7], logits[..., 8], logits[..., 9] = 3.0, 2.0, 1.0
+        return logits
+
+
+def test_infill_template_with_constraints_through_the_same_loop():
+    # Masks in the middle of given text; position 3 may only hold 8 or 9.
+    tokens = torch.tensor([[5, MASK, 6, MASK, MASK, 4]])
+    allowed = torch.ones(6, 12, dtype=torch.bool)
+    allowed[3] = False
+    allowed[3, [8, 9]] = True
+    canvas = Canvas.from_tokens(tokens, mask_id=MASK, constraints=[TokenMask(allowed)])
+    r = sample(Prefers(), canvas, SampleConfig(gen_length=6, steps=3), eos_id=None)
+    assert r.tokens.tolist() == [[5, 7, 6, 8, 7, 4]]
+    assert canvas.tokens.tolist() == tokens.tolist()  # the caller's canvas is untouched
+    assert r.nfe == 3
+
+
+def test_region_and_shape_checks():
+    with pytest.raises(UserError, match="region"):
+        Canvas.from_tokens(torch.tensor([[5, MASK]]), mask_id=MASK, region=(1, 3))
+    with pytest.raises(UserError, match="locked has shape"):
+        Canvas(tokens=torch.zeros(1, 3, dtype=torch.long), mask_id=0, locked=torch.zeros(1, 2, dtype=torch.bool),
+               prompt_index=torch.zeros(1, 3, dtype=torch.bool))
