@@ -620,6 +620,7 @@ def test_cli_generate_text_and_errors(monkeypatch, capsys, tmp_path):
     assert main(["generate", "--model", "run", "--gen-length", "8", "--steps", "8", "--prompt-file", str(prompts)]) == 0
     captured = capsys.readouterr()
     assert captured.out.count("ok!") == 2 and "NFE" in captured.err
+    assert "one" in captured.out and "two" in captured.out  # prompt shown before its continuation
     assert main(["generate", "--model", "run", "--gen-length", "10", "--block-length", "4", "x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("unmask generate: error: gen_length (10) must be a multiple") and err.count("\n") == 1

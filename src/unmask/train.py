@@ -41,6 +41,7 @@ from unmask.config import (
     from_dict,
     load_json,
     model_preset,
+    resolve_device,
     save_json,
     to_dict,
 )
@@ -84,15 +85,6 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
             continue
         (decay if p.ndim >= 2 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but torch sees no CUDA device")
-    return dev
 
 
 class _StopFlag:
@@ -148,7 +140,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     distributed = world > 1
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     if distributed and not dist.is_initialized():
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

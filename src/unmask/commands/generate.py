@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from unmask.config import SampleConfig, field_docs
+from unmask.commands import add_dataclass_flags, dataclass_from_args
+from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 
 
@@ -25,31 +26,12 @@ def _sample_choices() -> dict[str, list[str]]:
 
 def add_sample_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per ``SampleConfig`` field; unset flags keep the dataclass defaults."""
-    docs, choices = field_docs(SampleConfig), _sample_choices()
-    defaults = SampleConfig()
-    for f in dataclasses.fields(SampleConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_ = f"{docs.get(f.name, '')} (default: {default})"
-        kind = str(f.type)
-        if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        elif kind.startswith("int"):
-            parser.add_argument(flag, type=int, default=None, metavar="N", help=help_)
-        elif kind.startswith("float"):
-            parser.add_argument(flag, type=float, default=None, metavar="X", help=help_)
-        else:
-            parser.add_argument(flag, default=None, choices=choices.get(f.name), help=help_)
+    add_dataclass_flags(parser, SampleConfig, choices=_sample_choices())
 
 
 def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
     """A ``SampleConfig`` from the flags that were given (others keep their defaults)."""
-    given = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(SampleConfig)
-        if getattr(args, f.name, None) is not None
-    }
-    return SampleConfig(**given)
+    return dataclass_from_args(SampleConfig, args)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,16 +73,6 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return name
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -110,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     config = sample_config_from_args(args)
     validate(config)  # fail on impossible lengths before loading anything
     prompts = _read_prompts(args)
-    device = _device(args.device)
+    device = str(resolve_device(args.device))
     loaded = load(args.model, device=device)
     model, tok, mcfg = loaded.model, loaded.tokenizer, loaded.model.config
     model.eval()
@@ -159,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for i, text in enumerate(texts):
         if len(texts) > 1:
-            print(f"--- [{i}] {prompts[i][:60]!r}")
-        print(text)
+            print(f"--- [{i}]")
+        print(prompts[i] + text)  # the prompt, then its continuation
     print(
         f"{n_tokens} tokens, {result.steps} steps, {result.nfe} NFE in {seconds:.2f} s "
         f"({tokens_per_s:.1f} tokens/s)",

@@ -7,31 +7,11 @@ import dataclasses
 import json
 from typing import Any
 
-from unmask.config import MODEL_PRESETS, ModelConfig, TrainConfig, field_docs
+from unmask.commands import add_dataclass_flags, dataclass_from_args
+from unmask.config import MODEL_PRESETS, ModelConfig, TrainConfig
 from unmask.errors import UserError
 
 _SKIP = {"model_overrides"}
-_CHOICES = {"preset": list(MODEL_PRESETS), "objective": None}
-
-
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, *, skip: set[str] = frozenset()) -> None:
-    """One ``--flag`` per dataclass field, typed, with the field's docstring as help."""
-    docs = field_docs(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        help_ = f"{docs.get(f.name, '')} (default: {default})"
-        kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        elif kind.startswith("int"):
-            parser.add_argument(flag, type=int, default=None, help=help_, metavar="N")
-        elif kind.startswith("float"):
-            parser.add_argument(flag, type=float, default=None, help=help_, metavar="X")
-        else:
-            parser.add_argument(flag, default=None, help=help_, choices=_CHOICES.get(f.name))
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -59,7 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a ModelConfig field of the preset, e.g. --model-set d_model=384")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_dataclass_flags(p, TrainConfig, skip=_SKIP)
+    from unmask.objectives import OBJECTIVES
+
+    add_dataclass_flags(p, TrainConfig, skip=_SKIP, choices={"preset": list(MODEL_PRESETS), "objective": list(OBJECTIVES)})
     p.set_defaults(func=run)
 
 
@@ -67,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.train import load_train_config, train
 
     base = load_train_config(args.config) if args.config else TrainConfig()
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name not in _SKIP}
-    cfg = dataclasses.replace(base, **{k: v for k, v in values.items() if v is not None})
+    cfg = dataclass_from_args(TrainConfig, args, base=base)
     if args.model_set:
         cfg = dataclasses.replace(cfg, model_overrides={**cfg.model_overrides, **_parse_overrides(args.model_set)})
     if not args.resume and not cfg.data:
