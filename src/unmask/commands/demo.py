@@ -37,6 +37,7 @@ def asset_path(name: str) -> Path:
 class DemoTrainPlan:
     """How ``unmask demo --train`` trains: sized to finish within ~15 minutes on 2 CPU cores."""
 
+    preset: str = "demo"
     steps: int = 600
     batch_size: int = 16
     seq_len: int = 128
@@ -81,7 +82,7 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
         prepare([asset_path("web-bible.txt.gz")], data, vocab_size=plan.vocab_size, val_fraction=0.02,
                 progress=progress)
     cfg = TrainConfig(
-        data=str(data), out=str(run), preset="demo", seq_len=plan.seq_len, batch_size=plan.batch_size,
+        data=str(data), out=str(run), preset=plan.preset, seq_len=plan.seq_len, batch_size=plan.batch_size,
         steps=plan.steps, lr=plan.lr, warmup=plan.warmup, ema=0.99, eval_every=100, eval_batches=4,
         save_every=100, time_limit=plan.time_limit, seed=0,
     )

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from unmask.checkpoint import load, save_checkpoint
+from unmask.cli import main
+from unmask.commands.demo import BLANKS, PROMPTS, DemoTrainPlan, asset_path, train_demo
+from unmask.config import model_preset
+from unmask.model import Transformer
+from unmask.tokenizer import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_bible_checkpoint(tmp_path_factory):
+    """A random tiny model with the shipped demo tokenizer (so BPE text paths are exercised)."""
+    shipped = asset_path("demo") / "tokenizer.json"
+    if not shipped.is_file():
+        pytest.skip("demo checkpoint not bundled")
+    tok = load_tokenizer(shipped)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=96, **tok.special_ids())
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("ck")
+    save_checkpoint(out, model=Transformer(cfg), tokenizer=tok)
+    return out
+
+
+def test_demo_with_given_model_shows_every_example(tiny_bible_checkpoint, capsys):
+    assert main(["demo", "--model", str(tiny_bible_checkpoint), "--gen-length", "16", "--no-live"]) == 0
+    out = capsys.readouterr().out
+    for prompt in PROMPTS:
+        assert prompt in out
+    for before, _, after in BLANKS:
+        assert before in out and after in out
+    assert out.count("NFE") == len(PROMPTS) + len(BLANKS)
+    assert "unmask prepare" in out  # how to train on your own text
+
+
+def test_shipped_demo_model_loads_and_generates(capsys):
+    if not (asset_path("demo") / "model.safetensors").is_file():
+        pytest.skip("demo checkpoint not bundled")
+    m = load(asset_path("demo"))
+    assert m.model.embed.weight.dtype == torch.float32  # shipped in fp16, cast on load
+    assert main(["demo", "--gen-length", "16", "--no-live"]) == 0
+    out = capsys.readouterr().out
+    assert "trained on the World English Bible" in out
+
+
+def test_demo_bad_input(capsys, tmp_path):
+    assert main(["demo", "--gen-length", "0"]) == 2
+    assert "gen-length" in capsys.readouterr().err
+    assert main(["demo", "--model", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_demo_train_small_plan(tmp_path):
+    plan = DemoTrainPlan(preset="tiny", steps=3, batch_size=4, seq_len=32, warmup=1, vocab_size=300, time_limit=2)
+    run = train_demo(str(tmp_path / "run"), plan=plan, progress=False)
+    m = load(run)
+    assert m.config.vocab_size == m.tokenizer.vocab_size == 300
+    assert (tmp_path / "run-data" / "index.json").is_file()
+    with pytest.raises(Exception, match="already exists"):
+        train_demo(str(tmp_path / "run"), plan=plan, progress=False)
