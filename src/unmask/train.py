@@ -284,9 +284,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema_model is not None:
+                # Warm the decay up so early weights (the random init) fade out fast.
+                decay = min(config.ema, (1 + step) / (10 + step))
                 with torch.no_grad():
                     for pe, pm in zip(ema_model.parameters(), model.parameters(), strict=True):
-                        pe.lerp_(pm, 1.0 - config.ema)
+                        pe.lerp_(pm, 1.0 - decay)
             step += 1
             loss = float(totals[0] / totals[1])
             tokens_seen += config.batch_size * config.seq_len
