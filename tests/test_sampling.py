@@ -90,7 +90,9 @@ class MixModel:
         h = self.emb[tokens] + self.pos[_real_positions(tokens, attention_mask)]  # (B, L, d)
         m = real.unsqueeze(-1).to(h.dtype)
         ctx = (torch.tanh(h @ self.W) * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)  # (B, 1, d)
-        return (h + ctx) @ self.out  # (B, L, V)
+        logits = (h + ctx) @ self.out  # (B, L, V)
+        logits[..., MASK] = -1e4  # like a trained model: [MASK] is never a target
+        return logits
 
 
 def commit_steps(result: GenerateResult, row: int = 0) -> list[int]:
@@ -220,12 +222,15 @@ def test_masks_inside_prompt_are_filled():
     assert r2.tokens.tolist() == [[5, MASK, 5, 6, 7]]
 
 
-def test_mask_id_proposal_keeps_position_open():
-    # A model that proposes the mask id itself: the position stays masked, as in the reference.
+def test_mask_id_is_never_proposed():
+    # A model that ranks the mask id first: the reference would leave the position (and, by
+    # the count schedule, others) masked; unmask proposes the best real token instead.
     model = FixedModel.gen(1, [MASK, 7], [0.9, 0.8])
     r = generate(model, [5], SampleConfig(gen_length=2, steps=2), **IDS)
     ref = llada_reference(model, torch.tensor([[5]]), steps=2, gen_length=2, block_length=2)
-    assert torch.equal(r.tokens, ref)
+    assert (ref == MASK).any()
+    assert not (r.tokens == MASK).any()
+    assert r.tokens[0, 2] == 7
 
 
 # -- equality with the reference ----------------------------------------------------------------

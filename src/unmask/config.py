@@ -150,7 +150,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 = off)."""
     ema: float = 0.0
-    """EMA decay of the weights kept for inference (0 = off, e.g. 0.999)."""
+    """EMA decay of the weights kept for inference (0 = off, e.g. 0.999); warmed up as min(ema, (1+step)/(10+step))."""
     eps: float = 1e-3
     """Minimum mask probability: p_mask = (1 - eps)·t + eps."""
     antithetic: bool = True
@@ -184,13 +184,29 @@ class SampleConfig:
     gen_length: int = 64
     """Number of tokens to generate after the prompt."""
     steps: int = 64
-    """Total denoising steps (split evenly across blocks)."""
+    """Total denoising steps (split evenly across blocks); unused by the dynamic policies
+    (threshold, factor, entropy), whose blocks run until no mask is left."""
     block_length: int | None = None
     """Semi-autoregressive block length; None = gen_length (pure diffusion)."""
     policy: str = "llada"
-    """Commit policy by registry name."""
+    """Commit policy by registry name: ``llada`` (scheduled count per step) or the parallel
+    ``threshold``, ``factor``, ``entropy``."""
     remasking: str = "low_confidence"
-    """``low_confidence`` or ``random`` (LLaDA)."""
+    """``low_confidence`` (rank by the ``confidence`` measure) or ``random`` (LLaDA)."""
+    confidence: str = "prob"
+    """Confidence measure by registry name: ``prob`` (p of the proposal; LLaDA's
+    low_confidence), ``margin`` (top-1 minus top-2 probability), ``neg_entropy`` (exp(-H))."""
+    threshold: float = 0.9
+    """Policy ``threshold``: commit every candidate with confidence >= this, in (0, 1] (Fast-dLLM)."""
+    factor: float = 1.0
+    """Policy ``factor``: the rank-r candidate commits if confidence >= 1 - factor/(r+2), > 0 (Fast-dLLM)."""
+    entropy_bound: float = 0.1
+    """Policy ``entropy``: commit while sum(H) - max(H) over the committed set <= this, >= 0 (EB-sampler)."""
+    cache: str = "none"
+    """KV cache: ``none``, ``prefix`` (reuse prompt + finished blocks) or ``dual`` (also the
+    suffix after the block); approximate for bidirectional models (docs/sampling.md)."""
+    skip_empty_steps: bool = False
+    """Skip the model call of a step that commits nothing (llada with steps > tokens)."""
     temperature: float = 0.0
     """Gumbel-max temperature (0 = argmax)."""
     cfg_scale: float = 0.0
@@ -199,6 +215,10 @@ class SampleConfig:
     """Never propose EOS (LLaDA's ``logits_eos_inf``)."""
     seed: int | None = None
     """Seed for temperature / random remasking; None = nondeterministic."""
+    top_k: int | None = None
+    """Autoregressive (causal) models only: sample among the k most likely tokens."""
+    top_p: float | None = None
+    """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

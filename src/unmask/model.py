@@ -8,12 +8,18 @@ a block of ``block_size`` tokens, causal across blocks; BD3-LM). A key-padding m
 (``attention_mask``, True = real token) keeps padded positions out of attention, so a
 padded row gives the same logits at its real positions as the row alone.
 
+Optional KV cache (``KVCache``): ``forward(tokens, cache=kv, start=s)`` runs only the
+positions ``[s, s + l)``, writes their keys/values into ``kv`` and attends to every
+position the cache holds. When to refresh a cache is the sampler's business
+(``unmask.sampling.cache``, ``unmask.sampling.ar``), not the model's.
+
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +58,44 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x.float() * cos + rotated.float() * sin).type_as(x)
 
 
+@dataclass
+class KVCache:
+    """Keys and values of cached positions, one ``(k, v)`` pair per layer.
+
+    Each tensor is (B, H_kv, capacity, hd), already rotated by RoPE; positions
+    ``[0, length)`` are valid. ``Transformer.forward(..., cache=kv, start=s)`` overwrites the
+    positions it runs and attends to all valid ones. An empty ``KVCache()`` is filled by the
+    first forward (which must start at position 0).
+    """
+
+    layers: list[tuple[Tensor, Tensor]] = field(default_factory=list)
+    """Per layer (k, v), each (B, H_kv, capacity, hd)."""
+    length: int = 0
+    """Number of valid positions: the key length attention sees."""
+
+    def update(self, layer: int, start: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k/v (B, H_kv, l, hd) at positions [start, start + l) of ``layer``; return the
+        keys/values of the valid positions [0, length), (B, H_kv, length, hd) each."""
+        end = start + k.shape[2]
+        if layer == len(self.layers):
+            if start != 0:
+                raise ValueError(f"KV cache layer {layer} is empty; the first write must start at 0")
+            self.layers.append((k, v))
+        else:
+            ck, cv = self.layers[layer]
+            if end > ck.shape[2]:  # grow by doubling: token-by-token decoding stays linear
+                extra = max(end, 2 * ck.shape[2]) - ck.shape[2]
+                ck = torch.cat([ck, ck.new_zeros(*ck.shape[:2], extra, ck.shape[3])], dim=2)
+                cv = torch.cat([cv, cv.new_zeros(*cv.shape[:2], extra, cv.shape[3])], dim=2)
+                self.layers[layer] = (ck, cv)
+            ck[:, :, start:end] = k
+            cv[:, :, start:end] = v
+        ck, cv = self.layers[layer]
+        if ck.shape[2] == self.length:
+            return ck, cv
+        return ck[:, :, : self.length], cv[:, :, : self.length]
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -61,12 +105,24 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        start: int = 0,
+    ) -> Tensor:
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
         k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
         v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(layer, start, k, v)  # (B, Hkv, Lk, hd): cached + new positions
         if self.n_kv_heads != self.n_heads:
             rep = self.n_heads // self.n_kv_heads
             k = k.repeat_interleave(rep, dim=1)  # (B, H, L, hd)
@@ -96,13 +152,26 @@ class Block(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, is_causal: bool) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal)
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        start: int = 0,
+    ) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer, start)
         return x + self.mlp(self.mlp_norm(x))
 
 
 class Transformer(nn.Module):
     """Pre-norm transformer mapping token ids (B, L) to logits (B, L, V)."""
+
+    supports_kv_cache = True
+    """``forward`` takes ``cache=KVCache`` and ``start`` (see there)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -155,15 +224,72 @@ class Transformer(nn.Module):
             allowed = allowed | eye
         return allowed
 
-    def forward(self, tokens: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        """tokens (B, L) int64; attention_mask (B, L) bool/int, True/1 = real token. -> logits (B, L, V)."""
+    def cached_attention_bias(
+        self, start: int, L: int, kv_len: int, attention_mask: Tensor | None, device: torch.device
+    ) -> Tensor | None:
+        """Boolean SDPA mask (B|1, 1, L, kv_len) for queries at positions [start, start + L)
+        over keys at [0, kv_len); ``attention_mask`` (B, kv_len) marks real key positions."""
+        q = torch.arange(start, start + L, device=device)[:, None]  # (L, 1)
+        k = torch.arange(kv_len, device=device)[None, :]  # (1, Lk)
+        mode = self.config.attention
+        allowed: Tensor | None = None
+        if mode == "block-causal":
+            allowed = (k // self.config.block_size <= q // self.config.block_size)[None, None]
+        elif mode == "causal":
+            allowed = (k <= q)[None, None]  # (1, 1, L, Lk)
+        if attention_mask is not None:
+            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
+            allowed = keys if allowed is None else allowed & keys
+            allowed = allowed | (k == q)[None, None]  # a padded query sees itself (no NaN)
+        return allowed
+
+    def forward(
+        self,
+        tokens: Tensor,
+        attention_mask: Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        start: int = 0,
+    ) -> Tensor:
+        """tokens (B, L) int64; attention_mask (B, L) bool/int, True/1 = real token. -> logits (B, L, V).
+
+        With ``cache``, ``tokens`` are the positions ``[start, start + L)`` of a longer sequence:
+        their keys/values are written into the cache (an empty cache needs ``start == 0``) and
+        they attend to every valid cached position ``[0, Lk)``, ``Lk = max(cache.length,
+        start + L)``; ``attention_mask`` is then (B, Lk) over those key positions. A cached
+        forward of a whole sequence from an empty cache gives the same logits as no cache.
+        """
         B, L = tokens.shape
-        if L > self.config.max_seq_len:
-            raise ValueError(f"sequence length {L} exceeds max_seq_len={self.config.max_seq_len}")
-        cos, sin = self._rope_tables(L, tokens.device)
-        mask = self.attention_bias(L, attention_mask, tokens.device)
-        is_causal = self.config.attention == "causal"
+        if cache is None:
+            if start:
+                raise ValueError("start > 0 needs a cache holding the positions before it")
+            if L > self.config.max_seq_len:
+                raise ValueError(f"sequence length {L} exceeds max_seq_len={self.config.max_seq_len}")
+            cos, sin = self._rope_tables(L, tokens.device)
+            mask = self.attention_bias(L, attention_mask, tokens.device)
+            is_causal = self.config.attention == "causal"
+            x = self.embed(tokens)  # (B, L, D)
+            for layer in self.layers:
+                x = layer(x, cos, sin, mask, is_causal)
+            return self.lm_head(self.norm(x))  # (B, L, V)
+
+        if not 0 <= start <= cache.length:
+            raise ValueError(f"start={start} leaves a gap after the {cache.length} cached positions")
+        kv_len = max(cache.length, start + L)
+        if kv_len > self.config.max_seq_len:
+            raise ValueError(f"sequence length {kv_len} exceeds max_seq_len={self.config.max_seq_len}")
+        if attention_mask is not None and attention_mask.shape[-1] != kv_len:
+            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions; the keys are {kv_len}")
+        cache.length = kv_len
+        cos, sin = self._rope_tables(start + L, tokens.device)
+        cos, sin = cos[start:], sin[start:]  # (L, hd): the rotations of positions start..start+L-1
+        if start == 0 and kv_len == L:  # the whole sequence: exactly the uncached computation
+            mask = self.attention_bias(L, attention_mask, tokens.device)
+            is_causal = self.config.attention == "causal"
+        else:
+            mask = self.cached_attention_bias(start, L, kv_len, attention_mask, tokens.device)
+            is_causal = False
         x = self.embed(tokens)  # (B, L, D)
-        for layer in self.layers:
-            x = layer(x, cos, sin, mask, is_causal)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, is_causal, cache, i, start)
         return self.lm_head(self.norm(x))  # (B, L, V)

@@ -1,6 +1,9 @@
 """``unmask generate``: sample from a checkpoint, one or many prompts, with a live view.
 
-Sampling flags are generated from ``SampleConfig`` (see docs/sampling.md).
+Sampling flags are generated from ``SampleConfig`` (see docs/sampling.md). A checkpoint
+whose ``config.attention`` is ``causal`` (the autoregressive baseline) is decoded token by
+token with a KV cache (``unmask.sampling.ar.generate_ar``); ``--gen-length``,
+``--temperature``, ``--top-k``, ``--top-p`` and ``--seed`` apply to it.
 """
 
 from __future__ import annotations
@@ -19,9 +22,15 @@ from unmask.errors import UserError
 
 
 def _sample_choices() -> dict[str, list[str]]:
-    from unmask.sampling.policies import POLICIES, REMASKING
+    from unmask.sampling.cache import CACHES
+    from unmask.sampling.policies import CONFIDENCES, POLICIES, REMASKING
 
-    return {"policy": sorted(POLICIES), "remasking": sorted(REMASKING)}
+    return {
+        "policy": sorted(POLICIES),
+        "remasking": sorted(REMASKING),
+        "confidence": sorted(CONFIDENCES),
+        "cache": sorted(CACHES),
+    }
 
 
 def add_sample_flags(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="generate text from a checkpoint",
         description=(
             "Generate text with a masked diffusion model (LLaDA sampling: scheduled "
-            "low-confidence remasking, optional semi-autoregressive blocks and guidance). "
+            "low-confidence remasking, optional semi-autoregressive blocks and guidance; "
+            "parallel threshold/factor/entropy policies and KV caches for speed). "
+            "Causal (autoregressive) checkpoints are decoded token by token with a KV cache. "
             "Several prompts are sampled as one left-padded batch."
         ),
     )
@@ -73,11 +84,23 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
+def _fixed_width(live: Any, gen_length: int, mask_id: int) -> Any:
+    """Adapt the live view to autoregressive decoding: the tokens not decoded yet are drawn
+    as masks, so every frame has the full width."""
+    import torch
+
+    def callback(step: int, tokens: Any) -> None:
+        rest = torch.full((tokens.shape[0], gen_length - step), mask_id, dtype=tokens.dtype, device=tokens.device)
+        live(step, torch.cat([tokens, rest], dim=1))
+
+    return callback
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from unmask.checkpoint import load
-    from unmask.sampling import LiveView, generate, validate
+    from unmask.sampling import LiveView, generate, generate_ar, make_generator, validate
 
     config = sample_config_from_args(args)
     validate(config)  # fail on impossible lengths before loading anything
@@ -87,24 +110,42 @@ def run(args: argparse.Namespace) -> int:
     model, tok, mcfg = loaded.model, loaded.tokenizer, loaded.model.config
     model.eval()
     prompt_ids = [tok.encode(p) for p in prompts]
+    autoregressive = getattr(mcfg, "attention", None) == "causal"
+    if autoregressive and config.cfg_scale > 0:
+        raise UserError("cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)")
 
     live: LiveView | None = None
     if not args.no_live and not args.json:
-        live = LiveView(tok, start=max(len(ids) for ids in prompt_ids), total_steps=config.steps)
+        total = None if autoregressive or config.policy != "llada" else config.steps
+        live = LiveView(tok, start=max(len(ids) for ids in prompt_ids), total_steps=total)
         if not live.enabled:
             live = None
 
     t0 = time.perf_counter()
     try:
-        result = generate(
-            model,
-            prompt_ids,
-            config,
-            mask_id=mcfg.mask_id,
-            pad_id=mcfg.pad_id,
-            eos_id=mcfg.eos_id,
-            step_callback=live,
-        )
+        if autoregressive:
+            result = generate_ar(
+                model,
+                prompt_ids,
+                max_new_tokens=config.gen_length,
+                temperature=config.temperature,
+                top_k=config.top_k,
+                top_p=config.top_p,
+                eos_id=mcfg.eos_id,
+                pad_id=mcfg.pad_id,
+                generator=make_generator(config.seed, device),
+                step_callback=None if live is None else _fixed_width(live, config.gen_length, mcfg.mask_id),
+            )
+        else:
+            result = generate(
+                model,
+                prompt_ids,
+                config,
+                mask_id=mcfg.mask_id,
+                pad_id=mcfg.pad_id,
+                eos_id=mcfg.eos_id,
+                step_callback=live,
+            )
         if device.startswith("cuda"):
             torch.cuda.synchronize()
     finally:

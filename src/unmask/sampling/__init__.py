@@ -1,13 +1,21 @@
-"""Sampling from masked diffusion language models: the loop, commit policies, live view.
+"""Sampling from masked diffusion language models: the loop, commit policies, caches, live view.
 
 - ``generate`` / ``sample`` and ``GenerateResult`` (``loop``): LLaDA's reverse process.
-- ``CommitPolicy``, ``POLICIES``, ``register_policy``, ``REMASKING``,
-  ``register_remasking`` (``policies``): which proposals to keep, by name.
+- ``CommitPolicy``, ``POLICIES``, ``register_policy`` (``policies``): which proposals to
+  keep, by name: ``llada`` (scheduled), ``threshold`` / ``factor`` (Fast-dLLM), ``entropy``
+  (EB-sampler).
+- ``CONFIDENCES``, ``register_confidence``, ``REMASKING``, ``register_remasking``
+  (``policies``): how proposals are scored.
+- ``CACHES``, ``register_cache``, ``CachePolicy`` (``cache``): KV-cache reuse (none,
+  prefix, dual).
+- ``generate_ar`` (``ar``): autoregressive decoding with a KV cache for causal models.
 - ``LiveView`` (``live``): draws the canvas in the terminal after every step.
 """
 
 from __future__ import annotations
 
+from unmask.sampling.ar import filter_logits, generate_ar, sample_token
+from unmask.sampling.cache import CACHES, CachePolicy, make_cache, register_cache, shift_logits
 from unmask.sampling.live import LiveView
 from unmask.sampling.loop import (
     GenerateResult,
@@ -19,41 +27,57 @@ from unmask.sampling.loop import (
     make_generator,
     model_logit_shift,
     sample,
-    shift_logits,
     validate,
 )
 from unmask.sampling.policies import (
+    CONFIDENCES,
     POLICIES,
     REMASKING,
     CommitPolicy,
+    EntropyBoundPolicy,
+    FactorPolicy,
     LLaDAPolicy,
     StepState,
+    ThresholdPolicy,
     make_policy,
     num_transfer_tokens,
+    register_confidence,
     register_policy,
     register_remasking,
 )
 
 __all__ = [
+    "CACHES",
+    "CONFIDENCES",
     "POLICIES",
     "REMASKING",
+    "CachePolicy",
     "CommitPolicy",
+    "EntropyBoundPolicy",
+    "FactorPolicy",
     "GenerateResult",
     "LLaDAPolicy",
     "LiveView",
     "StepState",
+    "ThresholdPolicy",
     "add_gumbel_noise",
     "cut_at_eos",
     "decode_generations",
+    "filter_logits",
     "forbid_tokens",
     "generate",
+    "generate_ar",
+    "make_cache",
     "make_generator",
     "make_policy",
     "model_logit_shift",
     "num_transfer_tokens",
+    "register_cache",
+    "register_confidence",
     "register_policy",
     "register_remasking",
     "sample",
+    "sample_token",
     "shift_logits",
     "validate",
 ]

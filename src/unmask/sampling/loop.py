@@ -5,8 +5,11 @@ Inside:
 - ``sample``: the one loop over a ``Canvas`` (generation, infilling, editing).
 - ``generate``: prompts → canvas with masks appended → ``sample`` (LLaDA's ``generate``).
 - ``GenerateResult``: final canvas, generated ids, NFE, optional history.
-- ``add_gumbel_noise``, ``shift_logits``, ``forbid_tokens``, ``validate``,
+- ``add_gumbel_noise``, ``forbid_tokens``, ``validate``, ``shift_logits`` (from ``cache``),
   ``cut_at_eos``, ``decode_generations``: the pieces, usable alone.
+
+Commit policies (``policies``: scheduled LLaDA counts or the parallel threshold / factor /
+entropy rules) and cache policies (``cache``: none / prefix / dual) plug into the one loop.
 
 The semantics follow LLaDA (Nie et al. 2025, arXiv:2502.09992) and its reference
 ``generate.py`` (ML-GSAI/LLaDA) token for token at temperature 0; random draws happen in
@@ -28,11 +31,14 @@ from torch import Tensor
 from unmask.canvas import Canvas
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling.policies import StepState, _rand, confidence_fn, make_policy
+from unmask.sampling.cache import check_cache_name, make_cache
+from unmask.sampling.cache import shift_logits as shift_logits  # re-exported: it used to live here
+from unmask.sampling.policies import StepState, _rand, make_policy, scorer
 
 MaskPredictor = Callable[..., Any]
 """Any callable ``model(tokens (B, L), attention_mask=(B, L) bool | None) -> logits (B, L, V)``
-(or an object with ``.logits``, as Hugging Face models return)."""
+(or an object with ``.logits``, as Hugging Face models return). The ``prefix``/``dual``
+caches also need ``cache=`` and ``start=`` keywords (``unmask.model.Transformer``)."""
 
 StepCallback = Callable[[int, Tensor], None]
 """``callback(step, tokens)``: after each step, ``step`` = steps done so far (1-based) and
@@ -48,9 +54,10 @@ class GenerateResult:
     region: tuple[int, int]
     """[start, end) columns of the generation region."""
     nfe: int
-    """Number of function (model) evaluations; with guidance one doubled batch counts as 1."""
+    """Number of function (model) evaluations; with guidance one doubled batch counts as 1,
+    and a cached call over a few positions counts as 1 too."""
     steps: int
-    """Denoising steps run."""
+    """Denoising steps run (skipped empty steps included)."""
     eos_id: int | None = None
     """EOS id used to cut the texts (``texts``)."""
     history: list[Tensor] | None = None
@@ -97,14 +104,6 @@ def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Genera
     return logits.exp() / gumbel_noise
 
 
-def shift_logits(logits: Tensor) -> Tensor:
-    """Dream's logit shift: position i uses the logits the model produced at i - 1.
-
-    ``logits[:, 1:] = logits[:, :-1]``; position 0 keeps its own.
-    """
-    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-
-
 def model_logit_shift(model: Any) -> bool:
     """Whether ``model.config.logit_shift`` is set (default False)."""
     return bool(getattr(getattr(model, "config", None), "logit_shift", False))
@@ -129,15 +128,6 @@ def _model_device(model: Any) -> torch.device | None:
     return None
 
 
-def _call_model(model: MaskPredictor, tokens: Tensor, attention_mask: Tensor | None) -> Tensor:
-    out = model(tokens, attention_mask=attention_mask)
-    logits = getattr(out, "logits", out)
-    if not isinstance(logits, Tensor) or logits.dim() != 3 or logits.shape[:2] != tokens.shape:
-        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise UserError(f"the model returned {got}; expected logits of shape (B, L, V) for tokens {tuple(tokens.shape)}")
-    return logits  # (B, L, V)
-
-
 def _nearest_multiples(value: int, of: int) -> str:
     lo, hi = (value // of) * of, -(-value // of) * of
     options = [m for m in (lo, hi) if m > 0 and m != value]
@@ -153,7 +143,11 @@ def _divisors_near(n: int, target: int) -> str:
 
 
 def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None) -> tuple[int, int]:
-    """Check lengths and options; return (num_blocks, steps_per_block). Raises ``UserError``."""
+    """Check lengths and options; return (num_blocks, steps_per_block). Raises ``UserError``.
+
+    Dynamic policies (threshold, factor, entropy) do not use ``steps``: it need not be a
+    multiple of the number of blocks, and the returned steps_per_block is meaningless then.
+    """
     if config.gen_length <= 0:
         raise UserError(f"gen_length must be positive, got {config.gen_length}")
     if config.steps <= 0:
@@ -168,7 +162,8 @@ def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int |
             f"or gen_length {_nearest_multiples(config.gen_length, block_length)}"
         )
     num_blocks = config.gen_length // block_length
-    if config.steps % num_blocks:
+    dynamic = make_policy(config).dynamic  # also checks the policy name and its parameters
+    if config.steps % num_blocks and not dynamic:
         raise UserError(
             f"steps ({config.steps}) must be a multiple of the number of blocks ({num_blocks} = "
             f"gen_length {config.gen_length} / block_length {block_length}); "
@@ -178,7 +173,8 @@ def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int |
         raise UserError(f"temperature must be a finite number >= 0, got {config.temperature}")
     if not (config.cfg_scale >= 0 and math.isfinite(config.cfg_scale)):
         raise UserError(f"cfg_scale must be a finite number >= 0, got {config.cfg_scale}")
-    confidence_fn(config.remasking)  # raises for an unknown name
+    scorer(config)  # raises for an unknown remasking or confidence name
+    check_cache_name(config.cache)
     if max_seq_len is not None and prompt_length + config.gen_length > max_seq_len:
         raise UserError(
             f"prompt ({prompt_length} tokens) + gen_length ({config.gen_length}) = "
@@ -208,17 +204,24 @@ def sample(
     """Denoise ``canvas`` with ``model`` (LLaDA's reverse process, arXiv:2502.09992).
 
     The canvas region ``[start, end)`` is split into ``region_len / block_length`` blocks,
-    denoised left to right with ``steps / num_blocks`` steps each. Every step:
+    denoised left to right with ``steps / num_blocks`` steps each (dynamic policies: until
+    the block has no masks left). Every step:
 
-    1. logits = model(x) (B, L, V); with ``cfg_scale`` > 0 also the unconditional pass
+    1. logits = model(x) (B, L, V), through the ``cache`` policy (which may recompute only
+       part of the canvas); with ``cfg_scale`` > 0 also the unconditional pass
        (prompt positions masked), in one doubled batch: ``un + (cfg_scale + 1)·(cond - un)``;
        Dream-style ``logit_shift`` and the canvas constraints (``forbid_eos`` among them)
        are applied to the logits;
     2. proposals x0 = argmax of the Gumbel-perturbed logits (``add_gumbel_noise``);
-    3. confidence of each proposal (``remasking``), ``-inf`` for positions that are not
-       masked or lie at/after the block end (masks inside the prompt are candidates);
+    3. confidence of each proposal (``remasking`` / ``confidence``), ``-inf`` for positions
+       that are not masked or lie at/after the block end (masks inside the prompt are
+       candidates);
     4. the commit policy picks which candidates to write (LLaDA: the top-k per row with
-       k from the count schedule fixed at block start).
+       k from the count schedule fixed at block start; threshold/factor/entropy: as many
+       as the confidences allow, at least one per row).
+
+    With ``skip_empty_steps`` a step the policy knows will commit nothing (a zero count of
+    the LLaDA schedule) does not call the model; it still counts as a step, not as an NFE.
 
     The caller's ``canvas`` is not modified. ``generator`` (or ``config.seed`` when it is
     None) drives the Gumbel noise and random remasking; both None = the global RNG.
@@ -230,8 +233,11 @@ def sample(
         check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len
     )
     block_length = region_len // num_blocks
-    score = confidence_fn(config.remasking)
+    if config.top_k is not None or config.top_p is not None:
+        raise UserError("top_k and top_p apply to autoregressive (causal) models only")
+    score = scorer(config)
     policy = make_policy(config)
+    cache = make_cache(config, model)
 
     device = _model_device(model) or canvas.device
     canvas = canvas.to(device).clone()
@@ -239,6 +245,10 @@ def sample(
         if eos_id is None:
             raise UserError("forbid_eos needs the EOS id (eos_id is None)")
         canvas.constraints.append(forbid_tokens([eos_id]))
+    # Never propose [MASK]: a committed mask would leave its position open (and stall a
+    # dynamic block). Trained models never rank it first anyway (it is never a target),
+    # so this keeps LLaDA's reference output; it only matters for untrained models.
+    canvas.constraints.append(forbid_tokens([canvas.mask_id]))
     if generator is None:
         generator = make_generator(config.seed, device)
     shift = model_logit_shift(model)
@@ -253,22 +263,30 @@ def sample(
     with torch.no_grad():
         for b in range(num_blocks):
             block_start, block_end = start + b * block_length, start + (b + 1) * block_length
-            policy.start_block(canvas.masked[:, block_start:block_end], steps_per_block)
+            masked = canvas.masked  # (B, L)
+            if policy.dynamic:  # safety bound: every step commits >= 1 candidate per row
+                steps_per_block = max(1, int(masked[:, :block_end].sum(dim=1).max()))
+            policy.start_block(masked[:, block_start:block_end], steps_per_block)
+            cache.start_block(masked, block_start, block_end)
             block_step = 0
             while not policy.block_done(block_step, steps_per_block, canvas.masked[:, block_start:block_end]):
+                if config.skip_empty_steps and policy.step_is_empty(block_step):
+                    step += 1  # nothing would be committed: the canvas, and so the logits, stay
+                    block_step += 1
+                    if history is not None:
+                        history.append(x.clone())
+                    if step_callback is not None:
+                        step_callback(step, x)
+                    continue
                 masked = canvas.masked  # (B, L)
                 if config.cfg_scale > 0:
                     un_x = x.clone()
                     un_x[canvas.prompt_index] = canvas.mask_id  # unconditional: prompt masked out
-                    both = _call_model(model, torch.cat([x, un_x], dim=0), attn2)  # (2B, L, V)
-                    if shift:
-                        both = shift_logits(both)
+                    both = cache.logits(model, torch.cat([x, un_x], dim=0), attn2, shift=shift)  # (2B, L, V)
                     cond, un = torch.chunk(both, 2, dim=0)
                     logits = un + (config.cfg_scale + 1) * (cond - un)  # (B, L, V)
                 else:
-                    logits = _call_model(model, x, attn)  # (B, L, V)
-                    if shift:
-                        logits = shift_logits(logits)
+                    logits = cache.logits(model, x, attn, shift=shift)  # (B, L, V)
                 nfe += 1
                 logits = canvas.apply_constraints(logits)
 

@@ -3,18 +3,27 @@
 Inside:
 
 - ``StepState``: what a policy sees at one step (proposals, confidences, candidates).
-- ``CommitPolicy``: the policy protocol (``start_block``, ``select``, ``block_done``).
+- ``CommitPolicy``: the policy protocol (``start_block``, ``select``, ``block_done``,
+  ``step_is_empty``).
 - ``LLaDAPolicy`` (``"llada"``): commit a scheduled number of the most confident
   proposals per step (Nie et al. 2025, arXiv:2502.09992, Alg. 4/5; ML-GSAI/LLaDA
   ``generate.py``).
+- ``ThresholdPolicy`` (``"threshold"``), ``FactorPolicy`` (``"factor"``): Fast-dLLM's
+  parallel decoding (Wu et al. 2025, arXiv:2505.22618); ``EntropyBoundPolicy``
+  (``"entropy"``): the EB-sampler (Ben-Hamu et al. 2025, arXiv:2505.24857). These are
+  *dynamic*: each row commits as many tokens per step as its confidences allow, and a
+  block ends when it has no masks left.
 - ``num_transfer_tokens``: LLaDA's per-step count schedule.
 - ``POLICIES`` / ``register_policy`` / ``make_policy``: the policy registry.
-- ``REMASKING`` / ``register_remasking`` / ``confidence_fn``: confidence scores by name
-  (``low_confidence``, ``random``), LLaDA's remasking strategies.
+- ``CONFIDENCES`` / ``register_confidence``: confidence measures (``prob``, ``margin``,
+  ``neg_entropy``).
+- ``REMASKING`` / ``register_remasking`` / ``confidence_fn`` / ``scorer``: LLaDA's
+  remasking strategies (``low_confidence`` = rank by the confidence measure, ``random``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,9 +76,19 @@ class CommitPolicy:
     def select(self, state: StepState) -> Tensor:
         raise NotImplementedError
 
+    dynamic: bool = False
+    """True = the number of steps is not scheduled: the loop ignores ``SampleConfig.steps``,
+    passes as ``steps`` a safety bound (one step per masked position) and asks
+    ``block_done`` after every step."""
+
     def block_done(self, block_steps_done: int, steps_per_block: int, block_masked: Tensor) -> bool:
         """Whether the block is finished; by default after exactly ``steps_per_block`` steps."""
         return block_steps_done >= steps_per_block
+
+    def step_is_empty(self, block_step: int) -> bool:
+        """Whether step ``block_step`` of the block will commit nothing in any row, known before
+        the model runs (then ``SampleConfig.skip_empty_steps`` skips the model call)."""
+        return False
 
 
 def num_transfer_tokens(block_masked: Tensor, steps: int, schedule: Schedule | None = None) -> Tensor:
@@ -118,6 +137,95 @@ class LLaDAPolicy(CommitPolicy):
         k = torch.minimum(k, state.candidates.sum(dim=1))
         return topk_per_row(state.confidence, k) & state.candidates
 
+    def step_is_empty(self, block_step: int) -> bool:
+        assert self._counts is not None, "start_block was not called"
+        return not bool(self._counts[:, block_step].any())
+
+
+def _ranked(confidence: Tensor) -> tuple[Tensor, Tensor]:
+    """Confidences (B, L) sorted descending per row, and the sorting indices."""
+    return torch.sort(confidence, dim=1, descending=True, stable=True)
+
+
+def _commit_sorted_prefix(state: StepState, keep_sorted: Tensor, order: Tensor) -> Tensor:
+    """(B, L) bool from ``keep_sorted`` (B, L) given in confidence order: the top-1 candidate of
+    every row is always kept, and nothing outside ``state.candidates`` is."""
+    keep_sorted = keep_sorted.clone()
+    keep_sorted[:, 0] = True
+    transfer = torch.zeros_like(state.candidates)
+    transfer.scatter_(1, order, keep_sorted)
+    return transfer & state.candidates
+
+
+class DynamicPolicy(CommitPolicy):
+    """Base of the parallel policies: the number of commits per step comes from the confidences.
+
+    A block is done when it has no masks left. Each step commits at least the most
+    confident candidate of every row that has one, so a block takes at most one step per
+    masked position; the loop passes that bound as ``steps_per_block`` and it is reached only
+    when the model proposes the mask id itself (such a position stays masked).
+    """
+
+    dynamic = True
+
+    def block_done(self, block_steps_done: int, steps_per_block: int, block_masked: Tensor) -> bool:
+        return not bool(block_masked.any()) or block_steps_done >= steps_per_block
+
+
+class ThresholdPolicy(DynamicPolicy):
+    """Fast-dLLM's threshold rule (Wu et al. 2025, arXiv:2505.22618, Sec. 3.3): commit every
+    candidate with confidence >= ``threshold``, and the most confident one of each row always."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def select(self, state: StepState) -> Tensor:
+        conf, order = _ranked(state.confidence)  # (B, L) each
+        return _commit_sorted_prefix(state, conf >= self.threshold, order)
+
+
+class FactorPolicy(DynamicPolicy):
+    """Fast-dLLM's factor rule (arXiv:2505.22618): with confidences sorted descending, the
+    candidate of rank r (0-based) commits if its confidence >= 1 - factor / (r + 2); top-1
+    always. Confidences fall and the bar rises with r, so the commits are a prefix."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def select(self, state: StepState) -> Tensor:
+        conf, order = _ranked(state.confidence)  # (B, L)
+        rank = torch.arange(conf.shape[1], device=conf.device, dtype=torch.float64)
+        bar = 1.0 - self.factor / (rank + 2.0)  # (L,)
+        ok = conf.to(torch.float64) >= bar
+        keep = ok.long().cumprod(dim=1).bool()  # stop at the first rank that misses its bar
+        return _commit_sorted_prefix(state, keep, order)
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Shannon entropy (nats) of ``softmax(logits)`` over the last dim, in float64."""
+    logp = F.log_softmax(logits.to(torch.float64), dim=-1)
+    return -(logp.exp() * logp).nan_to_num(0.0).sum(dim=-1)  # -inf logits contribute 0
+
+
+class EntropyBoundPolicy(DynamicPolicy):
+    """EB-sampler (Ben-Hamu et al. 2025, arXiv:2505.24857, Alg. 1): take candidates most
+    confident first and commit the largest prefix U with ``sum_{U} H - max_{U} H <= gamma``
+    (H = entropy of each position's predicted distribution). The left side bounds the
+    mutual information among the committed tokens, so they are nearly independent given the
+    canvas; the top-1 candidate always passes (its bound is 0)."""
+
+    def __init__(self, gamma: float) -> None:
+        self.gamma = gamma
+
+    def select(self, state: StepState) -> Tensor:
+        conf, order = _ranked(state.confidence)  # (B, L)
+        H = torch.zeros(state.candidates.shape, dtype=torch.float64, device=conf.device)
+        H[state.candidates] = entropy(state.logits[state.candidates])  # only candidates: (N, V) -> (N,)
+        H_sorted = torch.gather(H, 1, order)  # (B, L) in confidence order
+        bound = H_sorted.cumsum(dim=1) - H_sorted.cummax(dim=1).values
+        keep = (bound <= self.gamma).long().cumprod(dim=1).bool()
+        return _commit_sorted_prefix(state, keep, order)
+
 
 PolicyFactory = Callable[[SampleConfig], CommitPolicy]
 POLICIES: dict[str, PolicyFactory] = {}
@@ -138,6 +246,37 @@ def _llada(config: SampleConfig) -> CommitPolicy:
     return LLaDAPolicy()
 
 
+def _needs_ranked_scores(config: SampleConfig) -> None:
+    if config.remasking != "low_confidence":
+        raise UserError(
+            f"policy {config.policy!r} compares confidences with a bar; it needs remasking "
+            f"low_confidence (got {config.remasking!r}); choose the measure with confidence"
+        )
+
+
+@register_policy("threshold")
+def _threshold(config: SampleConfig) -> CommitPolicy:
+    if not 0.0 < config.threshold <= 1.0:
+        raise UserError(f"threshold must be in (0, 1], got {config.threshold}")
+    _needs_ranked_scores(config)
+    return ThresholdPolicy(config.threshold)
+
+
+@register_policy("factor")
+def _factor(config: SampleConfig) -> CommitPolicy:
+    if not (config.factor > 0 and math.isfinite(config.factor)):
+        raise UserError(f"factor must be a finite number > 0, got {config.factor}")
+    _needs_ranked_scores(config)
+    return FactorPolicy(config.factor)
+
+
+@register_policy("entropy")
+def _entropy(config: SampleConfig) -> CommitPolicy:
+    if not config.entropy_bound >= 0:
+        raise UserError(f"entropy_bound must be >= 0, got {config.entropy_bound}")
+    return EntropyBoundPolicy(config.entropy_bound)
+
+
 def make_policy(config: SampleConfig) -> CommitPolicy:
     """A fresh policy for one sampling run (policies may keep per-block state)."""
     if config.policy not in POLICIES:
@@ -147,6 +286,21 @@ def make_policy(config: SampleConfig) -> CommitPolicy:
 
 ConfidenceFn = Callable[[Tensor, Tensor, "torch.Generator | None"], Tensor]
 """(logits (B, L, V), x0 (B, L), generator) -> confidence (B, L)."""
+
+CONFIDENCES: dict[str, ConfidenceFn] = {}
+"""Confidence measures by name (``SampleConfig.confidence``); all lie in [0, 1], 1 = certain,
+so one ``threshold`` means the same kind of thing for each."""
+
+
+def register_confidence(name: str) -> Callable[[ConfidenceFn], ConfidenceFn]:
+    """Decorator: register a confidence measure under ``name`` (``SampleConfig.confidence``)."""
+
+    def deco(fn: ConfidenceFn) -> ConfidenceFn:
+        CONFIDENCES[name] = fn
+        return fn
+
+    return deco
+
 
 REMASKING: dict[str, ConfidenceFn] = {}
 
@@ -168,6 +322,28 @@ def low_confidence(logits: Tensor, x0: Tensor, generator: torch.Generator | None
     return torch.gather(p, dim=-1, index=x0.unsqueeze(-1)).squeeze(-1)  # (B, L)
 
 
+@register_confidence("prob")
+def prob_confidence(logits: Tensor, x0: Tensor, generator: torch.Generator | None) -> Tensor:
+    """p(x0): the probability of the proposal (LLaDA's ``low_confidence``; Fast-dLLM)."""
+    return low_confidence(logits, x0, generator)
+
+
+@register_confidence("margin")
+def margin_confidence(logits: Tensor, x0: Tensor, generator: torch.Generator | None) -> Tensor:
+    """p(top-1) - p(top-2) of the predicted distribution (margin confidence, Kim et al. 2025,
+    arXiv:2502.06768); independent of which token was proposed."""
+    p = F.softmax(logits.to(torch.float64), dim=-1)  # (B, L, V)
+    top2 = torch.topk(p, k=2, dim=-1).values  # (B, L, 2)
+    return top2[..., 0] - top2[..., 1]
+
+
+@register_confidence("neg_entropy")
+def neg_entropy_confidence(logits: Tensor, x0: Tensor, generator: torch.Generator | None) -> Tensor:
+    """exp(-H(p)): negative entropy, mapped monotonically into (0, 1] (1 = a point mass,
+    1/V = uniform), so it ranks exactly as -H and a threshold in (0, 1] applies to it."""
+    return torch.exp(-entropy(logits))  # (B, L)
+
+
 @register_remasking("random")
 def random_confidence(logits: Tensor, x0: Tensor, generator: torch.Generator | None) -> Tensor:
     """Uniform random scores: commit a random subset (LLaDA's ``random`` remasking)."""
@@ -175,9 +351,24 @@ def random_confidence(logits: Tensor, x0: Tensor, generator: torch.Generator | N
 
 
 def confidence_fn(name: str) -> ConfidenceFn:
+    """The remasking score registered as ``name``."""
     if name not in REMASKING:
         raise UserError(f"unknown remasking {name!r}; choose one of {', '.join(sorted(REMASKING))}")
     return REMASKING[name]
+
+
+def scorer(config: SampleConfig) -> ConfidenceFn:
+    """The score that ranks proposals: ``remasking='low_confidence'`` ranks by the
+    ``confidence`` measure (``prob`` = LLaDA's low_confidence, bit for bit); any other
+    remasking (``random``, or one registered) replaces the measure."""
+    if config.confidence not in CONFIDENCES:
+        raise UserError(
+            f"unknown confidence {config.confidence!r}; choose one of {', '.join(sorted(CONFIDENCES))}"
+        )
+    fn = confidence_fn(config.remasking)
+    if config.remasking == "low_confidence":
+        return CONFIDENCES[config.confidence]
+    return fn
 
 
 def _rand(

@@ -1,0 +1,181 @@
+"""KV-cache policies of the sampler loop: which positions each step recomputes.
+
+The model only offers the mechanism (``unmask.model.KVCache`` and
+``forward(tokens, cache=kv, start=s)``); the policies of when to refresh live here.
+
+Inside:
+
+- ``CachePolicy``: the protocol (``start_block``, ``logits``).
+- ``NoCache`` (``"none"``): the whole canvas every step (LLaDA).
+- ``PrefixCache`` (``"prefix"``): Fast-dLLM's prefix cache (Wu et al. 2025,
+  arXiv:2505.22618, Sec. 3.2): K/V of everything before the current block are computed
+  once when the block starts and reused; each step recomputes the block and the suffix.
+- ``DualCache`` (``"dual"``): Fast-dLLM's DualCache: the suffix after the block is reused
+  too, so each step recomputes only the current block.
+- ``CACHES`` / ``register_cache`` / ``make_cache`` / ``supports_kv_cache``: the registry.
+- ``call_model``, ``shift_logits``: one model call, Dream's logit shift.
+
+For bidirectional attention the reused K/V are stale (they were computed when the block
+started, before its tokens were committed), so the cached logits approximate the uncached
+ones; for causal attention, and for block-causal attention whose blocks coincide with the
+sampler's blocks, nothing cached can see the positions that change, and the caches are
+exact. docs/sampling.md has the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+
+
+def shift_logits(logits: Tensor) -> Tensor:
+    """Dream's logit shift: position i uses the logits the model produced at i - 1.
+
+    ``logits[:, 1:] = logits[:, :-1]``; position 0 keeps its own.
+    """
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+
+
+def call_model(
+    model: Any, tokens: Tensor, attention_mask: Tensor | None, *, cache: Any = None, start: int = 0
+) -> Tensor:
+    """logits (B, L, V) of ``model(tokens (B, L), attention_mask=...)``; accepts an object with
+    ``.logits`` (Hugging Face). ``cache``/``start`` are passed only when a cache is given."""
+    if cache is None:
+        out = model(tokens, attention_mask=attention_mask)
+    else:
+        out = model(tokens, attention_mask=attention_mask, cache=cache, start=start)
+    logits = getattr(out, "logits", out)
+    if not isinstance(logits, Tensor) or logits.dim() != 3 or logits.shape[:2] != tokens.shape:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise UserError(f"the model returned {got}; expected logits of shape (B, L, V) for tokens {tuple(tokens.shape)}")
+    return logits  # (B, L, V)
+
+
+def supports_kv_cache(model: Any) -> bool:
+    """Whether ``model`` has the ``forward(tokens, attention_mask, *, cache, start)`` interface
+    (``unmask.model.Transformer`` declares it with ``supports_kv_cache = True``)."""
+    return bool(getattr(model, "supports_kv_cache", False))
+
+
+class CachePolicy:
+    """Computes the (B, L, V) logits of a step, reusing what it may.
+
+    The loop calls ``start_block`` when a block begins and ``logits`` at every step that
+    runs the model. Positions a policy does not recompute get zero logits; they are never
+    candidates of the step.
+    """
+
+    needs_kv: bool = False
+    """Whether the model must support the KV-cache interface (``supports_kv_cache``)."""
+
+    def start_block(self, masked: Tensor, block_start: int, block_end: int) -> None:
+        """A block begins; ``masked`` (B, L) bool = positions still to fill on the canvas."""
+
+    def logits(self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool) -> Tensor:
+        raise NotImplementedError
+
+
+class NoCache(CachePolicy):
+    """The whole canvas, every step: LLaDA's loop (and the only choice for plain callables)."""
+
+    def logits(self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool) -> Tensor:
+        logits = call_model(model, tokens, attention_mask)  # (B, L, V)
+        return shift_logits(logits) if shift else logits
+
+
+class WindowCache(CachePolicy):
+    """Full forward (storing K/V of all positions) at the first call of a block; later calls
+    recompute only the window ``[lo, hi)`` and attend to the cached K/V elsewhere.
+
+    ``lo`` is the block start, or the first still-masked column before it (a mask inside
+    the prompt), fixed when the block starts; ``hi`` is chosen by the subclass. The
+    recomputed K/V overwrite the cached ones; those outside the window stay as they were at
+    the block's first call.
+    """
+
+    needs_kv = True
+
+    def __init__(self) -> None:
+        self.kv: Any = None
+        self.lo = self.hi = 0
+
+    def window_end(self, block_end: int, length: int) -> int:
+        raise NotImplementedError
+
+    def start_block(self, masked: Tensor, block_start: int, block_end: int) -> None:
+        self.kv = None  # refresh at the block's first model call
+        earlier = masked[:, :block_start].any(dim=0).nonzero()
+        self.lo = int(earlier[0]) if len(earlier) else block_start
+        self.hi = self.window_end(block_end, masked.shape[1])
+
+    def logits(self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool) -> Tensor:
+        from unmask.model import KVCache
+
+        if self.kv is None:
+            self.kv = KVCache()
+            logits = call_model(model, tokens, attention_mask, cache=self.kv, start=0)  # (B, L, V)
+            return shift_logits(logits) if shift else logits
+        # With a logit shift position lo needs the logits of lo - 1: run one more position.
+        q0 = max(self.lo - 1, 0) if shift else self.lo
+        part = call_model(model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0)  # (B, W, V)
+        if shift:
+            part = shift_logits(part)[:, self.lo - q0 :]
+        B, L = tokens.shape
+        logits = part.new_zeros(B, L, part.shape[-1])  # (B, L, V)
+        logits[:, self.lo : self.hi] = part
+        return logits
+
+
+class PrefixCache(WindowCache):
+    """Fast-dLLM prefix cache (arXiv:2505.22618): reuse K/V of the prompt and the finished
+    blocks; recompute the current block and everything after it."""
+
+    def window_end(self, block_end: int, length: int) -> int:
+        return length
+
+
+class DualCache(WindowCache):
+    """Fast-dLLM DualCache (arXiv:2505.22618): reuse K/V of the prefix and of the (masked)
+    suffix after the block; recompute only the current block."""
+
+    def window_end(self, block_end: int, length: int) -> int:
+        return block_end
+
+
+CacheFactory = Callable[[], CachePolicy]
+CACHES: dict[str, CacheFactory] = {"none": NoCache, "prefix": PrefixCache, "dual": DualCache}
+
+
+def register_cache(name: str) -> Callable[[CacheFactory], CacheFactory]:
+    """Decorator: register a ``() -> CachePolicy`` factory under ``name`` (``SampleConfig.cache``)."""
+
+    def deco(factory: CacheFactory) -> CacheFactory:
+        CACHES[name] = factory
+        return factory
+
+    return deco
+
+
+def check_cache_name(name: str) -> None:
+    if name not in CACHES:
+        raise UserError(f"unknown cache {name!r}; choose one of {', '.join(sorted(CACHES))}")
+
+
+def make_cache(config: SampleConfig, model: Any) -> CachePolicy:
+    """A fresh cache policy for one sampling run; ``UserError`` if ``model`` cannot run it."""
+    check_cache_name(config.cache)
+    policy = CACHES[config.cache]()
+    if policy.needs_kv and not supports_kv_cache(model):
+        valid = sorted(n for n, f in CACHES.items() if not f().needs_kv)
+        raise UserError(
+            f"cache {config.cache!r} needs a model with a KV cache (unmask.model.Transformer); "
+            f"this model supports: {', '.join(valid)}"
+        )
+    return policy
