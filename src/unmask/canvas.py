@@ -10,6 +10,10 @@ Inside:
 - ``Canvas.from_tokens``: any canvas with masks anywhere (infilling, editing).
 - ``LogitsProcessor`` and ``TokenMask``: per-position constraints on what a masked
   position may hold, applied to the logits before proposals and confidences.
+- ``CanvasConstraint``: a constraint that also reads the current canvas tokens, for
+  token-sequence-aware rules (a regex or a list of choices over a gap; see
+  ``unmask.infill``); ``Canvas.violations`` lists the spans that break one.
+- ``Canvas.from_template``: a text template with gaps (``unmask.infill``) as a canvas.
 
 Plain generation is infilling with the masks appended at the end, so both go through
 the same sampler loop (``unmask.sampling.sample``).
@@ -19,16 +23,43 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from unmask.errors import UserError
 
+if TYPE_CHECKING:
+    from unmask.infill import Gap
+
 LogitsProcessor = Callable[[Tensor], Tensor]
 """A constraint on the logits: takes (B, L, V) logits and returns (B, L, V) logits.
 
 It may modify its input in place. Set logits to ``-inf`` to forbid a token."""
+
+
+class CanvasConstraint:
+    """A constraint that sees the canvas: ``apply(logits, tokens)`` instead of ``proc(logits)``.
+
+    For rules over a sequence of positions (a regex or a set of choices over a gap) the
+    tokens allowed at one masked position depend on what has been committed elsewhere, so
+    the constraint reads the current (B, L) tokens. ``Canvas.apply_constraints`` passes
+    them; a sampler loop must call it (not the processors one by one).
+    """
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> Tensor:
+        """(B, L, V) logits restricted given the (B, L) canvas ``tokens``; may not modify ``tokens``."""
+        raise NotImplementedError
+
+    def violations(self, tokens: Tensor) -> list[tuple[int, int, int]]:
+        """``(row, start, end)`` spans of ``tokens`` (B, L) that break the constraint (a span
+        still holding a mask counts as broken)."""
+        return []
+
+
+Constraint = LogitsProcessor | CanvasConstraint
+"""What ``Canvas.constraints`` holds."""
 
 
 @dataclass(kw_only=True)
@@ -48,7 +79,7 @@ class Canvas:
     """(B, L) bool, True = real token; None when no row is padded."""
     region: tuple[int, int] = (0, 0)
     """[start, end) columns split into semi-autoregressive blocks (the generation region)."""
-    constraints: list[LogitsProcessor] = field(default_factory=list)
+    constraints: list[Constraint] = field(default_factory=list)
     """Applied in order to the (B, L, V) logits of every step, before proposals."""
 
     def __post_init__(self) -> None:
@@ -113,10 +144,24 @@ class Canvas:
         self.tokens[transfer] = x0[transfer]
 
     def apply_constraints(self, logits: Tensor) -> Tensor:
-        """Run every constraint over the (B, L, V) logits."""
+        """Run every constraint over the (B, L, V) logits (``CanvasConstraint`` s also see
+        the current tokens)."""
         for proc in self.constraints:
-            logits = proc(logits)
+            if isinstance(proc, CanvasConstraint):
+                logits = proc.apply(logits, self.tokens)
+            else:
+                logits = proc(logits)
         return logits
+
+    def violations(self, tokens: Tensor | None = None) -> list[tuple[int, int, int]]:
+        """``(row, start, end)`` spans that break a ``CanvasConstraint`` in ``tokens``
+        (default: this canvas' tokens), in constraint order."""
+        tokens = self.tokens if tokens is None else tokens
+        out: list[tuple[int, int, int]] = []
+        for proc in self.constraints:
+            if isinstance(proc, CanvasConstraint):
+                out.extend(proc.violations(tokens))
+        return out
 
     @classmethod
     def from_tokens(
@@ -127,7 +172,7 @@ class Canvas:
         attention_mask: Tensor | None = None,
         locked: Tensor | None = None,
         region: tuple[int, int] | None = None,
-        constraints: Sequence[LogitsProcessor] = (),
+        constraints: Sequence[Constraint] = (),
     ) -> Canvas:
         """A canvas from (B, L) ids with masks anywhere (infilling).
 
@@ -158,6 +203,26 @@ class Canvas:
             region=(0, tokens.shape[1]) if region is None else region,
             constraints=list(constraints),
         )
+
+    @classmethod
+    def from_template(
+        cls,
+        template: str | Sequence[str | Gap],
+        tokenizer: Any,
+        *,
+        lengths: Sequence[int] | None = None,
+    ) -> Canvas:
+        """A one-row canvas from a template with gaps (``"The [MASK:6] sat."`` or a list of
+        text segments and ``unmask.infill.Gap`` s): given text locked, each gap masked with a
+        constraint, the block region spanning the gaps.
+
+        ``lengths`` gives each gap's length in tokens; by default a gap's fixed length (a
+        variable-length gap then needs ``lengths``, or use ``unmask.infill.infill``, which
+        chooses lengths by likelihood). See ``unmask.infill.template_canvas``.
+        """
+        from unmask.infill import template_canvas
+
+        return template_canvas(template, tokenizer, lengths=lengths)
 
     @classmethod
     def from_prompts(

@@ -6,17 +6,19 @@ the perplexity; for an ``ar`` model the loss is the exact NLL. Bits per byte div
 the nats per token by ln 2 and by the corpus' UTF-8 bytes per token, so numbers are
 comparable across tokenizers.
 
-Inside: ``EvalResult``, ``evaluate_loss``.
+Inside: ``EvalResult``, ``evaluate_loss``, ``sequence_elbo`` (the same bound per sequence,
+for scoring candidate texts, e.g. gap lengths in ``unmask.infill``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from unmask.objectives import ObjectiveOptions, get_objective
 from unmask.schedules import get_schedule
@@ -94,3 +96,51 @@ def evaluate_loss(
         bpb=loss / math.log(2) / dataset.bytes_per_token,
         n_tokens=count,
     )
+
+
+@torch.no_grad()
+def sequence_elbo(
+    model: Any,
+    tokens: Tensor,
+    *,
+    mask_id: int,
+    n_samples: int,
+    generator: torch.Generator,
+    attention_mask: Tensor | None = None,
+) -> Tensor:
+    """(B,) the masked-diffusion bound on -log p(x) per token, in nats, for each row of ``tokens``.
+
+    The ``mdlm`` objective (Sahoo et al. 2024, eq. 10; Nie et al. 2025, eq. 3) evaluated on
+    ``n_samples`` noisy copies of each row (antithetic times): a Monte-Carlo estimate of the
+    bound, lower = more likely. Only real tokens (``attention_mask`` True) are kept, masked
+    and counted. ``generator`` (CPU) is rewound for every row, so rows see the same noise
+    (common random numbers: differences between candidates are not noise differences).
+    ``model`` is any mask predictor (``(B, L)`` ids → ``(B, L, V)`` logits or ``.logits``).
+    """
+    from unmask.objectives import mdlm
+    from unmask.sampling import model_logit_shift, shift_logits
+
+    if n_samples <= 0:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    config = getattr(model, "config", None)
+    cfg = SimpleNamespace(attention=getattr(config, "attention", "bidirectional"), mask_id=mask_id)
+    shift = model_logit_shift(model)
+
+    def predictor(x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        out = model(x, attention_mask=attention_mask)
+        logits = getattr(out, "logits", out)
+        return shift_logits(logits) if shift else logits  # (n, L, V)
+
+    options = ObjectiveOptions(schedule=get_schedule("linear"), antithetic=True)
+    state = generator.get_state()
+    out = torch.empty(tokens.shape[0], dtype=torch.float64)
+    for b in range(tokens.shape[0]):
+        row = tokens[b] if attention_mask is None else tokens[b][attention_mask[b].bool()]
+        if row.numel() == 0:
+            out[b] = float("nan")
+            continue
+        generator.set_state(state)
+        x0 = row[None].expand(n_samples, -1)  # (n, L_b)
+        parts = mdlm(predictor, cfg, x0, attention_mask=None, generator=generator, options=options)
+        out[b] = float(parts.loss_sum) / float(parts.n_tokens)
+    return out

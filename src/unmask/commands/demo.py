@@ -38,7 +38,7 @@ class DemoTrainPlan:
     """How ``unmask demo --train`` trains: sized to finish within ~15 minutes on 2 CPU cores."""
 
     preset: str = "demo"
-    steps: int = 600
+    steps: int = 900
     batch_size: int = 16
     seq_len: int = 128
     lr: float = 3e-3

@@ -1,0 +1,87 @@
+"""``unmask edit``: re-mask spans of a text and regenerate them (see docs/infill.md)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+
+from unmask.commands.infill import add_common_flags, live_view, load_model
+from unmask.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "edit",
+        help="rewrite spans of a text",
+        description=(
+            "Re-mask parts of a text and regenerate them given everything else: character spans "
+            "(--span START:END, repeatable), every match of --regex, or the --lowest K tokens by the "
+            "model's confidence (--rounds N repeats that, reporting what changed). Text outside "
+            "the spans is kept exactly."
+        ),
+    )
+    p.add_argument("--text", required=True, help="the text to edit ('-' = read stdin)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--span", action="append", metavar="START:END",
+                      help="character range to rewrite (0-based, end exclusive); repeatable")
+    what.add_argument("--regex", metavar="R", help="rewrite every match of this (Python) regex")
+    what.add_argument("--lowest", type=int, metavar="K", help="rewrite the K least confident tokens")
+    p.add_argument("--rounds", type=int, default=1, metavar="N",
+                   help="with --lowest: repeat re-mask → refill N times (default: 1)")
+    p.add_argument("--confidence-mode", choices=("masked", "visible"), default="masked",
+                   help="token confidence for --lowest: p(token) with its position masked (default) or visible")
+    add_common_flags(p)
+    p.set_defaults(func=run)
+
+
+def _spans(raw: list[str]) -> list[tuple[int, int]]:
+    out = []
+    for s in raw:
+        start, sep, end = s.partition(":")
+        if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+            raise UserError(f"--span {s!r}: expected START:END (character offsets, e.g. 6:15)")
+        out.append((int(start), int(end)))
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from unmask.commands.generate import sample_config_from_args
+    from unmask.infill import edit, revise
+
+    config = sample_config_from_args(args)
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if args.rounds < 1:
+        raise UserError(f"--rounds must be at least 1, got {args.rounds}")
+    if args.rounds > 1 and args.lowest is None:
+        raise UserError("--rounds needs --lowest (spans and regex matches are rewritten once)")
+    spans = _spans(args.span) if args.span else []
+    if args.lowest is not None and args.lowest < 1:
+        raise UserError(f"--lowest must be at least 1, got {args.lowest}")
+    loaded = load_model(args)
+    live = live_view(args, loaded.tokenizer)
+    t0 = time.perf_counter()
+    try:
+        if args.lowest is not None:
+            result = revise(loaded.model, loaded.tokenizer, text, rounds=args.rounds, lowest=args.lowest,
+                            config=config, confidence_mode=args.confidence_mode, step_callback=live)
+        else:
+            result = edit(loaded.model, loaded.tokenizer, text, spans=spans, regex=args.regex, config=config,
+                          step_callback=live)
+    finally:
+        if live is not None:
+            live.close(clear=True)
+    seconds = time.perf_counter() - t0
+    if args.json:
+        out = dataclasses.asdict(result)
+        out["seconds"] = round(seconds, 4)
+        print(json.dumps(out, ensure_ascii=False))
+        return 0
+    print(result.text)
+    for c in result.changes:
+        print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
+    print(f"{len(result.changes)} changes in {result.rounds} round(s), {result.nfe} NFE in {seconds:.2f} s",
+          file=sys.stderr)
+    return 0

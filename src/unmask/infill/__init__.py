@@ -1,0 +1,73 @@
+"""Gap filling, span rewriting, form filling and constrained generation.
+
+Everything here builds a ``Canvas`` (given text locked, masks where text is wanted,
+constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.sample``.
+
+- ``template``: ``Gap``, ``parse_template`` (``"The [MASK:6] sat on the [MASK]."``),
+  ``template_canvas``, gap constraints (``gap_automaton``).
+- ``fill``: ``infill`` (templates; variable-length gaps chosen by ELBO per token),
+  ``fill_canvas`` (sample + constraint repair), ``InfillOptions``, ``InfillResult``.
+- ``edit``: ``edit`` (re-mask character spans, regex matches or the least confident
+  tokens and refill), ``revise`` (repeat on the least confident tokens), ``token_confidence``.
+- ``forms``: ``fill_form`` (a JSON template with typed holes, filled in one pass; the
+  result always parses), ``parse_form``.
+- ``regex`` / ``dfa`` / ``automaton``: the regex subset, byte DFAs and their lift to token ids.
+
+See docs/infill.md.
+"""
+
+from __future__ import annotations
+
+from unmask.infill.automaton import GapConstraint, TokenAutomaton, Vocab, vocab_of
+from unmask.infill.dfa import DFA
+from unmask.infill.edit import Change, EditResult, edit, revise, token_confidence
+from unmask.infill.fill import (
+    Candidate,
+    Filled,
+    FilledGap,
+    InfillOptions,
+    InfillResult,
+    fill_canvas,
+    infill,
+    infill_config,
+)
+from unmask.infill.forms import FormHole, FormResult, fill_form, parse_form
+from unmask.infill.regex import compile_regex
+from unmask.infill.template import (
+    Gap,
+    gap_automaton,
+    parse_template,
+    plan_template,
+    template_canvas,
+)
+
+__all__ = [
+    "DFA",
+    "Candidate",
+    "Change",
+    "EditResult",
+    "Filled",
+    "FilledGap",
+    "FormHole",
+    "FormResult",
+    "Gap",
+    "GapConstraint",
+    "InfillOptions",
+    "InfillResult",
+    "TokenAutomaton",
+    "Vocab",
+    "compile_regex",
+    "edit",
+    "fill_canvas",
+    "fill_form",
+    "gap_automaton",
+    "infill",
+    "infill_config",
+    "parse_form",
+    "parse_template",
+    "plan_template",
+    "revise",
+    "template_canvas",
+    "token_confidence",
+    "vocab_of",
+]

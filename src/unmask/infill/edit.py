@@ -1,0 +1,283 @@
+"""Span rewriting: re-mask parts of a text and regenerate them given everything else.
+
+Inside:
+
+- ``token_confidence``: the model's probability of each current token.
+- ``edit``: re-mask character spans, regex matches, or the k least confident tokens, and
+  refill them (same number of tokens) with the one sampler loop; text outside the spans is
+  never changed. Returns an ``EditResult`` with one ``Change`` per rewritten span.
+- ``revise``: ``rounds`` times: re-mask the least confident tokens, refill, report what
+  changed; stops early when a round changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.infill.automaton import vocab_of
+from unmask.infill.fill import InfillOptions, _device, _max_seq_len, fill_plan
+from unmask.infill.template import Gap, Hole, Plan, check_context, gap_automaton, plan_template
+from unmask.sampling import model_logit_shift, shift_logits
+from unmask.sampling.loop import MaskPredictor, StepCallback
+
+CONFIDENCE_MODES = ("masked", "visible")
+
+
+@dataclass
+class Change:
+    """One rewritten span."""
+
+    round: int
+    """Round (1-based) in which it changed."""
+    start: int
+    """Character offset of the new text in the text after that round."""
+    end: int
+    old: str
+    """Text before."""
+    new: str
+    """Text after."""
+
+
+@dataclass
+class EditResult:
+    """What ``edit`` / ``revise`` return."""
+
+    text: str
+    """The edited text."""
+    changes: list[Change] = field(default_factory=list)
+    """Spans whose text changed, in order (re-masked spans refilled with the same text are left out)."""
+    rounds: int = 1
+    """Rounds run."""
+    nfe: int = 0
+    """Model evaluations (confidence scoring included)."""
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    """Character spans of the input that were re-masked (first round)."""
+
+
+@torch.no_grad()
+def token_confidence(
+    model: MaskPredictor,
+    tokens: Sequence[int] | Tensor,
+    *,
+    mask_id: int,
+    mode: str = "masked",
+    batch_size: int = 32,
+) -> Tensor:
+    """(L,) float64: the model's probability of each token of ``tokens`` where it stands.
+
+    ``mode="masked"`` (default): p(x_i | x with position i masked), one masked copy per
+    position (batched) — what a masked-diffusion model is trained to predict, so low values
+    mark tokens the model would not have written. ``mode="visible"``: p(x_i | x) from one
+    pass over the unmasked text (cheap, but such models are not trained on visible tokens).
+    """
+    if mode not in CONFIDENCE_MODES:
+        raise UserError(f"unknown confidence mode {mode!r}; choose one of {', '.join(CONFIDENCE_MODES)}")
+    x = torch.as_tensor(tokens, dtype=torch.long).reshape(-1).to(_device(model))
+    L = x.shape[0]
+    shift = model_logit_shift(model)
+
+    def logits_of(batch: Tensor) -> Tensor:
+        out = model(batch, attention_mask=None)
+        lg = getattr(out, "logits", out)
+        return (shift_logits(lg) if shift else lg).to(torch.float64)  # (b, L, V)
+
+    if mode == "visible":
+        p = F.softmax(logits_of(x[None])[0], dim=-1)  # (L, V)
+        return p.gather(-1, x[:, None])[:, 0].cpu()
+    out = torch.empty(L, dtype=torch.float64)
+    for lo in range(0, L, batch_size):
+        pos = torch.arange(lo, min(lo + batch_size, L), device=x.device)
+        batch = x[None].repeat(len(pos), 1)  # (b, L)
+        batch[torch.arange(len(pos)), pos] = mask_id
+        lg = logits_of(batch)[torch.arange(len(pos)), pos]  # (b, V)
+        out[lo : lo + len(pos)] = F.softmax(lg, dim=-1).gather(-1, x[pos][:, None])[:, 0].cpu()
+    return out
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], e))
+        else:
+            out.append((s, e))
+    return out
+
+
+def _char_spans(text: str, spans: Sequence[tuple[int, int]], regex: str | None) -> list[tuple[int, int]]:
+    found: list[tuple[int, int]] = []
+    for span in spans:
+        try:
+            s, e = (int(v) for v in span)
+        except (TypeError, ValueError):
+            raise UserError(f"span {span!r} is not a (start, end) pair of character offsets") from None
+        if not 0 <= s < e <= len(text):
+            raise UserError(f"span {s}:{e} is empty or outside the text (0:{len(text)})")
+        found.append((s, e))
+    if regex is not None:
+        try:
+            pattern = re.compile(regex)
+        except re.error as err:
+            raise UserError(f"bad --regex {regex!r}: {err}") from None
+        matches = [(m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
+        if not matches:
+            raise UserError(f"regex {regex!r} matches nothing in the text")
+        found.extend(matches)
+    return _merge(found)
+
+
+def _lowest_plan(
+    model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str
+) -> tuple[Plan, list[str], int]:
+    """A plan with the ``k`` least confident tokens (widened to whole characters) as holes.
+
+    Returns the plan, the old text of each hole, and the model evaluations spent.
+    """
+    if k <= 0:
+        raise UserError(f"--lowest must be at least 1, got {k}")
+    ids = list(tokenizer.encode(text))
+    if not ids:
+        raise UserError("the text is empty")
+    conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode)
+    nfe = 1 if mode == "visible" else -(-len(ids) // 32)
+    chosen = sorted(torch.argsort(conf, stable=True)[: min(k, len(ids))].tolist())
+    vocab = vocab_of(tokenizer)
+    offsets = [0]
+    for t in ids:
+        offsets.append(offsets[-1] + len(vocab.token_bytes(t)))
+    raw = b"".join(vocab.token_bytes(t) for t in ids)
+
+    def boundary(i: int) -> bool:  # token boundary i is a character boundary
+        o = offsets[i]
+        return o >= len(raw) or not 0x80 <= raw[o] <= 0xBF
+
+    runs: list[tuple[int, int]] = []
+    for i in chosen:
+        s, e = i, i + 1
+        while s > 0 and not boundary(s):
+            s -= 1
+        while e < len(ids) and not boundary(e):
+            e += 1
+        runs.append((s, e))
+    runs = _merge(runs)
+    automaton = gap_automaton(Gap(), tokenizer)
+    items: list[tuple[str, Any]] = []
+    holes: list[Hole] = []
+    olds: list[str] = []
+    pos = 0
+    for s, e in runs:
+        if s > pos:
+            items.append(("text", (ids[pos:s], vocab.decode(ids[pos:s]))))
+        holes.append(Hole(label=f"span {len(holes) + 1}", automaton=automaton, candidates=[e - s],
+                          feasible=[e - s]))
+        items.append(("hole", len(holes) - 1))
+        olds.append(vocab.decode(ids[s:e]))
+        pos = e
+    if pos < len(ids):
+        items.append(("text", (ids[pos:], vocab.decode(ids[pos:]))))
+    return Plan(items=items, holes=holes), olds, nfe
+
+
+def edit(
+    model: MaskPredictor,
+    tokenizer: Any,
+    text: str,
+    *,
+    spans: Sequence[tuple[int, int]] = (),
+    regex: str | None = None,
+    lowest: int | None = None,
+    config: SampleConfig | None = None,
+    confidence_mode: str = "masked",
+    generator: torch.Generator | None = None,
+    step_callback: StepCallback | None = None,
+) -> EditResult:
+    """Re-mask parts of ``text`` and regenerate them conditioned on everything else.
+
+    What to re-mask: character ``spans`` (``[(start, end), ...]``) and/or every match of the
+    Python ``regex``, each refilled with as many tokens as it had (the span's text encoded
+    on its own); or the ``lowest`` k tokens by ``token_confidence`` (``confidence_mode``),
+    widened to whole characters. Text outside the re-masked spans is kept exactly.
+    """
+    config = config or SampleConfig()
+    if lowest is not None and (spans or regex is not None):
+        raise UserError("choose spans/regex or lowest, not both")
+    if lowest is None and not spans and regex is None:
+        raise UserError("nothing to edit: give spans, a regex or lowest")
+    if lowest is not None:
+        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode)
+        check_context(plan, _max_seq_len(model))
+        char_spans: list[tuple[int, int]] = []
+        cursor = 0
+        for kind, v in plan.items:  # character spans of the holes in the input
+            if kind == "text":
+                cursor += len(v[1])
+            else:
+                old = olds[v]
+                char_spans.append((cursor, cursor + len(old)))
+                cursor += len(old)
+    else:
+        char_spans = _char_spans(text, spans, regex)
+        segments: list[str | Gap] = []
+        olds, pos = [], 0
+        for s, e in char_spans:
+            segments.append(text[pos:s])
+            n = len(tokenizer.encode(text[s:e]))
+            segments.append(Gap(n, name=f"span {s}:{e}"))
+            olds.append(text[s:e])
+            pos = e
+        segments.append(text[pos:])
+        plan = plan_template(segments, tokenizer, max_seq_len=_max_seq_len(model))
+        nfe = 0
+    res = fill_plan(model, tokenizer, plan, config, options=InfillOptions(), generator=generator,
+                    step_callback=step_callback)
+    changes = [
+        Change(round=1, start=g.start, end=g.end, old=old, new=g.text)
+        for g, old in zip(res.gaps, olds, strict=True)
+        if g.text != old
+    ]
+    return EditResult(text=res.text, changes=changes, rounds=1, nfe=nfe + res.nfe, spans=char_spans)
+
+
+def revise(
+    model: MaskPredictor,
+    tokenizer: Any,
+    text: str,
+    *,
+    rounds: int,
+    lowest: int,
+    config: SampleConfig | None = None,
+    confidence_mode: str = "masked",
+    generator: torch.Generator | None = None,
+    step_callback: StepCallback | None = None,
+) -> EditResult:
+    """Repeat ``rounds`` times: re-mask the ``lowest`` least confident tokens and refill.
+
+    ``changes`` lists ``(round, old span, new span)`` for every span that changed; a round
+    that changes nothing ends the revision early (the next would be the same).
+    """
+    if rounds < 1:
+        raise UserError(f"rounds must be at least 1, got {rounds}")
+    out = EditResult(text=text, rounds=0)
+    for r in range(1, rounds + 1):
+        res = edit(model, tokenizer, out.text, lowest=lowest, config=config, confidence_mode=confidence_mode,
+                   generator=generator, step_callback=step_callback)
+        for c in res.changes:
+            c.round = r
+        out.nfe += res.nfe
+        out.rounds = r
+        if r == 1:
+            out.spans = res.spans
+        out.changes.extend(res.changes)
+        out.text = res.text
+        if not res.changes:
+            break
+    return out

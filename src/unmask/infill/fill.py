@@ -1,0 +1,392 @@
+"""Filling canvases and templates: the sampler loop plus constraint repair, and gap lengths.
+
+Inside:
+
+- ``fill_canvas``: ``unmask.sampling.sample`` on any canvas, then every span that breaks a
+  ``CanvasConstraint`` is re-masked and refilled one token per step, so the result always
+  satisfies the canvas' constraints (``Filled``).
+- ``InfillOptions``: how variable-length gaps are searched and scored.
+- ``infill``: a template (text or segments and ``Gap`` s) → ``InfillResult``. Gaps with a
+  length range are filled at several candidate lengths (in one batch) and the completion
+  with the lowest ELBO per token (``unmask.evaluate.sequence_elbo``) wins: training-free,
+  for any mask predictor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.canvas import Canvas
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.evaluate import sequence_elbo
+from unmask.infill.automaton import GapConstraint, vocab_of
+from unmask.infill.template import DEFAULT_MAX_LEN, Gap, Plan, Spans, layouts_canvas, plan_template
+from unmask.sampling import make_generator, sample
+from unmask.sampling.loop import MaskPredictor, StepCallback
+
+
+@dataclass
+class Filled:
+    """What ``fill_canvas`` returns."""
+
+    tokens: Tensor
+    """(B, L) the filled canvas."""
+    nfe: int
+    """Model evaluations of the sampler (repairs included)."""
+    steps: int
+    """Denoising steps (repairs included)."""
+    repaired: int
+    """Spans that broke a constraint after the first pass and were refilled."""
+
+
+def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, Canvas]:
+    """The sampler settings for a canvas with masks anywhere.
+
+    The block region is the canvas region (widened to a multiple of ``block_length`` when
+    blocks are asked for); ``steps`` is capped at the most masked positions of a row (one
+    token per step at most) and rounded up to a multiple of the number of blocks.
+    """
+    start, end = canvas.region
+    L = canvas.length
+    n_blocks = 1
+    if config.block_length is not None:
+        bl = config.block_length
+        if bl <= 0:
+            raise UserError(f"block_length must be positive, got {bl}")
+        need = -(-(end - start) // bl) * bl
+        if need > L:
+            raise UserError(f"block_length {bl} does not fit a canvas of {L} tokens; use a smaller one")
+        end = min(L, start + need)
+        start = end - need
+        n_blocks = need // bl
+        canvas = dataclasses.replace(canvas, region=(start, end))
+    masked = canvas.masked[:, start:end].sum(dim=1)
+    most = int(masked.max()) if masked.numel() else 0
+    steps = max(1, min(config.steps, most))
+    steps = -(-steps // n_blocks) * n_blocks
+    return dataclasses.replace(config, steps=steps, gen_length=end - start), canvas
+
+
+def _one_per_step(config: SampleConfig, steps: int) -> SampleConfig:
+    """LLaDA's count schedule with as many steps as masks: at most one commit per row and step."""
+    changes: dict[str, Any] = {"steps": max(1, steps), "block_length": None, "policy": "llada"}
+    names = {f.name for f in dataclasses.fields(config)}
+    for name, value in (("cache", "none"), ("skip_empty_steps", False)):
+        if name in names:
+            changes[name] = value
+    return dataclasses.replace(config, **changes)
+
+
+def fill_canvas(
+    model: MaskPredictor,
+    canvas: Canvas,
+    config: SampleConfig,
+    *,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    step_callback: StepCallback | None = None,
+) -> Filled:
+    """Fill every masked position of ``canvas``; the result satisfies all its constraints.
+
+    1. ``sample`` with ``config`` (``infill_config``: steps capped at the masks per row).
+    2. Spans that break a ``CanvasConstraint`` (possible only when several of their
+       positions were committed in the same step, or a mask was left) are re-masked and
+       refilled with the LLaDA schedule at one token per step: each commit then sees all
+       earlier ones, so the gap automata never let a span break again.
+    3. As a last resort (never reached with the built-in policies) a ``GapConstraint`` span
+       is completed left to right from its automaton, keeping allowed sampled tokens.
+    """
+    if not bool(canvas.masked.any()):
+        return Filled(tokens=canvas.tokens.clone(), nfe=0, steps=0, repaired=0)
+    cfg, run_canvas = infill_config(config, canvas)
+    if generator is None:
+        generator = make_generator(config.seed)
+    res = sample(model, run_canvas, cfg, eos_id=eos_id, generator=generator, step_callback=step_callback)
+    tokens, nfe, steps = res.tokens, res.nfe, res.steps
+    broken = _broken(canvas, tokens)
+    repaired = len(broken)
+    if broken:
+        tokens, n1, s1 = _refill(model, canvas, tokens, broken, config, eos_id, generator, step_callback)
+        nfe, steps = nfe + n1, steps + s1
+        for proc in canvas.constraints:
+            if isinstance(proc, GapConstraint):
+                for r, s, e in proc.violations(tokens):
+                    seq = [None] * (e - s)
+                    done = proc.automaton.complete(seq, prefer=tokens[r, s:e].tolist())
+                    if done is None:  # pragma: no cover - plan_template checked feasibility
+                        raise UserError(f"{proc.name}: no token sequence satisfies its constraint")
+                    tokens[r, s:e] = torch.tensor(done, dtype=torch.long, device=tokens.device)
+        if canvas.violations(tokens):  # pragma: no cover - only a custom CanvasConstraint can get here
+            raise UserError("the canvas constraints could not be satisfied")
+    return Filled(tokens=tokens, nfe=nfe, steps=steps, repaired=repaired)
+
+
+def _broken(canvas: Canvas, tokens: Tensor) -> list[tuple[int, int, int]]:
+    spans = set(canvas.violations(tokens))
+    # Masks left outside any constrained span (a model that proposes the mask id).
+    left = ((tokens == canvas.mask_id) & ~canvas.locked.to(tokens.device)).nonzero().tolist()
+    for r, c in left:
+        if not any(r == sr and s <= c < e for sr, s, e in spans):
+            spans.add((r, c, c + 1))
+    return sorted(spans)
+
+
+def _refill(
+    model: MaskPredictor,
+    canvas: Canvas,
+    tokens: Tensor,
+    broken: list[tuple[int, int, int]],
+    config: SampleConfig,
+    eos_id: int | None,
+    generator: torch.Generator | None,
+    step_callback: StepCallback | None,
+) -> tuple[Tensor, int, int]:
+    tokens = tokens.clone()
+    open_ = torch.zeros_like(canvas.locked, device=tokens.device)
+    for r, s, e in broken:
+        open_[r, s:e] = True
+    open_ &= ~canvas.locked.to(tokens.device)
+    tokens[open_] = canvas.mask_id
+    cols = open_.any(dim=0).nonzero().flatten()
+    region = (int(cols.min()), int(cols.max()) + 1)
+    repair = Canvas(
+        tokens=tokens,
+        mask_id=canvas.mask_id,
+        locked=~open_,
+        prompt_index=canvas.prompt_index.to(tokens.device),
+        attention_mask=canvas.attention_mask,
+        region=region,
+        constraints=list(canvas.constraints),
+    )
+    most = int(open_.sum(dim=1).max())
+    res = sample(model, repair, _one_per_step(config, most), eos_id=eos_id, generator=generator,
+                 step_callback=step_callback)
+    return res.tokens, res.nfe, res.steps
+
+
+# -- templates --------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class InfillOptions:
+    """How ``infill`` chooses the lengths of variable-length gaps."""
+
+    max_candidates: int = 6
+    """Lengths tried per variable gap: all if its range is this small, else this many evenly spaced (both ends kept)."""
+    max_joint: int = 24
+    """Try every combination of candidate lengths when there are at most this many; else one gap at a time."""
+    elbo_samples: int = 16
+    """Noisy copies per candidate in the ELBO estimate (the budget of masks)."""
+    elbo_seed: int = 0
+    """Seed of the ELBO noise (fixed, so candidates are compared on the same noise)."""
+    default_max_len: int = DEFAULT_MAX_LEN
+    """Longest length tried for a gap whose constraint allows unbounded text and no max_len is given."""
+
+
+@dataclass
+class FilledGap:
+    """One gap of an ``InfillResult``."""
+
+    name: str
+    text: str
+    tokens: list[int]
+    start: int
+    """Character offset of the gap's text in ``InfillResult.text``."""
+    end: int
+
+
+@dataclass
+class Candidate:
+    """One combination of gap lengths that was filled and scored."""
+
+    lengths: tuple[int, ...]
+    elbo: float
+    """ELBO bound per token (nats, lower = more likely); NaN when nothing was scored."""
+    text: str
+
+
+@dataclass
+class InfillResult:
+    """What ``infill`` returns."""
+
+    text: str
+    """The template with its gaps filled."""
+    gaps: list[FilledGap]
+    tokens: list[int]
+    """Token ids of the whole filled template."""
+    nfe: int
+    """Model evaluations: sampling, repairs and likelihood scoring."""
+    candidates: list[Candidate] = field(default_factory=list)
+    """Every length combination scored (empty when all gaps have a fixed length)."""
+    repaired: int = 0
+    """Gaps refilled because a first pass broke their constraint."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Spans, r: int,
+            tokenizer: Any) -> tuple[str, list[FilledGap]]:
+    vocab = vocab_of(tokenizer)
+    parts: list[str] = []
+    gaps: list[FilledGap] = []
+    pos = 0
+    for kind, v in layout:
+        if kind == "text":
+            parts.append(v[1])
+            pos += len(v[1])
+        else:
+            k, _ = v
+            s, e = spans.holes[r][k]
+            ids = row[s:e]
+            text = vocab.decode(ids)
+            gaps.append(FilledGap(name=plan.holes[k].label, text=text, tokens=ids, start=pos, end=pos + len(text)))
+            parts.append(text)
+            pos += len(text)
+    return "".join(parts), gaps
+
+
+def _max_seq_len(model: Any) -> int | None:
+    return getattr(getattr(model, "config", None), "max_seq_len", None)
+
+
+def fill_plan(
+    model: MaskPredictor,
+    tokenizer: Any,
+    plan: Plan,
+    config: SampleConfig,
+    *,
+    options: InfillOptions,
+    generator: torch.Generator | None = None,
+    step_callback: StepCallback | None = None,
+) -> InfillResult:
+    """Fill a planned template; variable-length gaps are chosen by ELBO per token."""
+    automata = [h.automaton for h in plan.holes]
+    labels = [h.label for h in plan.holes]
+    ids = dict(mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
+    eos_id = getattr(tokenizer, "eos_id", None)
+    if generator is None:
+        generator = make_generator(config.seed)
+    nfe = repaired = 0
+    candidates: list[Candidate] = []
+
+    def run(combos: list[tuple[int, ...]]) -> tuple[list[list[int]], Spans, list[list[tuple[str, Any]]]]:
+        nonlocal nfe, repaired
+        layouts = [plan.layout(c) for c in combos]
+        canvas, spans = layouts_canvas(layouts, automata, labels, **ids)
+        filled = fill_canvas(model, canvas, config, eos_id=eos_id, generator=generator, step_callback=step_callback)
+        if step_callback is not None and hasattr(step_callback, "close"):
+            step_callback.close(clear=True)
+        nfe += filled.nfe
+        repaired += filled.repaired
+        return filled.tokens.tolist(), spans, layouts
+
+    def score(rows: list[list[int]], spans: Spans) -> list[float]:
+        nonlocal nfe
+        lengths = [_row_end(spans, r) for r in range(len(rows))]
+        L = max(lengths)
+        tok = torch.full((len(rows), L), tokenizer.pad_id, dtype=torch.long)
+        real = torch.zeros(len(rows), L, dtype=torch.bool)
+        for r, row in enumerate(rows):
+            tok[r, : lengths[r]] = torch.tensor(row[: lengths[r]], dtype=torch.long)
+            real[r, : lengths[r]] = True
+        device = _device(model)
+        gen = torch.Generator().manual_seed(options.elbo_seed)
+        elbo = sequence_elbo(model, tok.to(device), mask_id=tokenizer.mask_id, n_samples=options.elbo_samples,
+                             generator=gen, attention_mask=real.to(device))
+        nfe += len(rows)  # one batched call of elbo_samples copies per row
+        return elbo.tolist()
+
+    def record(combos: list[tuple[int, ...]], rows: list[list[int]], spans: Spans,
+               layouts: list[list[tuple[str, Any]]], elbos: list[float]) -> None:
+        for r, c in enumerate(combos):
+            text, _ = _render(plan, layouts[r], rows[r], spans, r, tokenizer)
+            candidates.append(Candidate(lengths=c, elbo=elbos[r], text=text))
+
+    choices = [h.candidates for h in plan.holes]
+    n_combos = 1
+    for c in choices:
+        n_combos *= len(c)
+    if n_combos == 1:
+        combo = tuple(c[0] for c in choices)
+        rows, spans, layouts = run([combo])
+        best = 0
+    elif n_combos <= options.max_joint:
+        combos = list(itertools.product(*choices))
+        rows, spans, layouts = run(combos)
+        elbos = score(rows, spans)
+        record(combos, rows, spans, layouts, elbos)
+        best = min(range(len(combos)), key=lambda r: (_nan_last(elbos[r]), r))
+    else:  # one variable gap at a time, the undecided ones at their middle candidate
+        current = [c[len(c) // 2] for c in choices]
+        rows, spans, layouts, best = [], Spans(holes=[]), [], 0
+        for k, cands in enumerate(choices):
+            if len(cands) == 1:
+                continue
+            combos = [tuple(current[:k]) + (n,) + tuple(current[k + 1 :]) for n in cands]
+            rows, spans, layouts = run(combos)
+            elbos = score(rows, spans)
+            record(combos, rows, spans, layouts, elbos)
+            best = min(range(len(combos)), key=lambda r: (_nan_last(elbos[r]), r))
+            current[k] = cands[best]
+    text, gaps = _render(plan, layouts[best], rows[best], spans, best, tokenizer)
+    return InfillResult(text=text, gaps=gaps, tokens=rows[best][: _row_end(spans, best)], nfe=nfe, candidates=candidates,
+                        repaired=repaired)
+
+
+def _row_end(spans: Spans, r: int) -> int:
+    """Real (unpadded) length of row r."""
+    return max([e for (_, e) in spans.holes[r]] + [e for (_, e) in spans.texts[r]])
+
+
+def _device(model: Any) -> torch.device:
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return torch.device("cpu")
+
+
+def _nan_last(x: float) -> float:
+    return float("inf") if x != x else x
+
+
+def infill(
+    model: MaskPredictor,
+    tokenizer: Any,
+    template: str | Sequence[str | Gap],
+    config: SampleConfig | None = None,
+    *,
+    options: InfillOptions | None = None,
+    generator: torch.Generator | None = None,
+    step_callback: StepCallback | None = None,
+) -> InfillResult:
+    """Fill the gaps of ``template`` with ``model`` (any mask predictor).
+
+    ``template``: text such as ``"The [MASK:6] sat on the [MASK]."`` (``parse_template``) or
+    a list of text segments and ``Gap`` s. Given text is locked; every gap is masked and
+    constrained (``Gap``); all gaps are denoised together in one canvas by
+    ``unmask.sampling.sample`` with ``config`` (``steps`` is capped at the number of masks;
+    ``gen_length`` is ignored). Gaps with a length range are filled at each candidate
+    length (``InfillOptions``) and the completion with the lowest ELBO per token wins.
+    Every gap of the result satisfies its constraints, whatever the model.
+    Special ids come from ``tokenizer`` (``mask_id``, ``pad_id``, ``eos_id``).
+    ``step_callback`` sees every sampling run; one with a ``close`` method (``LiveView``)
+    is closed (``close(clear=True)``) after each run.
+    """
+    config = config or SampleConfig()
+    options = options or InfillOptions()
+    if options.max_candidates < 1 or options.max_joint < 1 or options.elbo_samples < 1:
+        raise UserError("max_candidates, max_joint and elbo_samples must be at least 1")
+    plan = plan_template(template, tokenizer, max_seq_len=_max_seq_len(model),
+                         max_candidates=options.max_candidates, default_max_len=options.default_max_len)
+    return fill_plan(model, tokenizer, plan, config, options=options, generator=generator,
+                     step_callback=step_callback)

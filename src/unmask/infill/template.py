@@ -1,0 +1,482 @@
+"""Templates with gaps: parsing, gap constraints, and the canvas a template becomes.
+
+Inside:
+
+- ``Gap``: a run of masked tokens: fixed length or a [min, max] range, with optional
+  constraints (named character class or token ids, banned tokens, regex, choices).
+- ``parse_template(text)``: ``"The [MASK:6] sat on the [MASK]."`` → text segments and gaps;
+  ``[MASK]`` = one token, ``[MASK:n]`` = n tokens, ``[MASK:a-b]`` = a to b tokens;
+  ``\\[`` is a literal ``[`` and ``\\\\`` a literal backslash.
+- ``gap_automaton(gap, tokenizer)``: the ``TokenAutomaton`` a gap's text must be accepted by.
+- ``Plan`` / ``plan_template``: encoded text, compiled gaps, candidate lengths and checks.
+- ``template_canvas``: a template (with chosen lengths) as a one-row ``Canvas``.
+
+Text segments are encoded separately and their ids concatenated. With a BPE tokenizer the
+ids at a segment boundary may differ from how the whole text would be encoded (``" cat"``
+is one token, ``" "`` + ``"cat"`` two); the model then sees a slightly unusual split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from unmask.canvas import Canvas
+from unmask.errors import UserError
+from unmask.infill.automaton import GapConstraint, TokenAutomaton, cached_automaton, vocab_of
+from unmask.infill.dfa import (
+    ANY,
+    DFA,
+    NAMED_CLASSES,
+    alt,
+    any_char,
+    lit,
+    rep,
+    to_dfa,
+)
+from unmask.infill.regex import compile_regex
+
+DEFAULT_MAX_LEN = 16
+"""Upper length bound (tokens) of a gap whose constraint allows unbounded text (``\\d+``)."""
+
+
+@dataclass
+class Gap:
+    """A gap of masked tokens in a template, and what it may hold.
+
+    ``Gap(6)`` is six tokens, ``Gap(min_len=2, max_len=12)`` two to twelve (chosen by the
+    model's likelihood, see ``unmask.infill.infill``), ``Gap()`` one token, unless a
+    ``regex`` or ``choices`` sets the possible lengths. Constraints combine (all must hold):
+
+    - ``allowed``: a character class name (``digits``, ``lowercase``, ``uppercase``,
+      ``alpha``, ``alnum``, ``word``: every character of the gap is in it) or token ids;
+    - ``banned``: token ids, or strings (every token whose bytes contain the string);
+    - ``regex``: the gap's text matches it in full (subset in ``unmask.infill.regex``);
+    - ``choices``: the gap's text is one of these strings.
+
+    Special tokens (mask, pad, EOS, BOS) never fill a gap, and a gap's text is always
+    well-formed UTF-8.
+    """
+
+    length: int | None = None
+    """Exact length in tokens; None = ``min_len``..``max_len`` (or one token)."""
+    _: KW_ONLY
+    min_len: int | None = None
+    """Shortest length in tokens of a variable gap (default 1, or the constraint's shortest)."""
+    max_len: int | None = None
+    """Longest length in tokens of a variable gap (default ``min_len`` + what the constraint allows, at most 16)."""
+    name: str | None = None
+    """Name used in results and error messages (default ``gap N``)."""
+    allowed: str | Sequence[int] | None = None
+    """Character class name or token ids the gap may hold."""
+    banned: Sequence[int | str] = ()
+    """Token ids, or strings whose tokens are banned (any token containing the string)."""
+    regex: str | None = None
+    """The gap's text must match this regex in full."""
+    choices: Sequence[str] | None = None
+    """The gap's text must be one of these strings."""
+    source: str | None = field(default=None, repr=False, compare=False)
+    """The template text this gap came from (``[MASK:2-12]``), for messages."""
+
+    @property
+    def constrained(self) -> bool:
+        """Whether the gap's language bounds its own length (regex or choices)."""
+        return self.regex is not None or self.choices is not None
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+
+def _where(text: str, pos: int) -> str:
+    line = text.count("\n", 0, pos) + 1
+    col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+    return f"template column {col}" if "\n" not in text else f"template line {line} column {col}"
+
+
+def parse_template(text: str) -> list[str | Gap]:
+    """Split a template into text segments and ``Gap`` s.
+
+    ``[MASK]`` is one token, ``[MASK:n]`` exactly n, ``[MASK:a-b]`` a to b tokens (the
+    length is chosen when filling). A backslash before ``[`` or ``\\`` makes it literal;
+    any other backslash is kept as is. Malformed gaps raise ``UserError`` with the column.
+    """
+    out: list[str | Gap] = []
+    buf: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\" and i + 1 < n and text[i + 1] in "[\\":
+            buf.append(text[i + 1])
+            i += 2
+            continue
+        if c == "[" and text.startswith("[MASK", i):
+            gap, i = _parse_gap(text, i)
+            if buf:
+                out.append("".join(buf))
+                buf = []
+            out.append(gap)
+            continue
+        buf.append(c)
+        i += 1
+    if buf:
+        out.append("".join(buf))
+    if not any(isinstance(p, Gap) for p in out):
+        raise UserError("template has no gaps: mark them with [MASK], [MASK:n] or [MASK:min-max]")
+    return out
+
+
+def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
+    """Parse the ``[MASK...]`` starting at ``i``; returns the gap and the index after it."""
+    j = i + len("[MASK")
+    close = text.find("]", j)
+    nxt_open = text.find("[", j)
+    if close < 0 or (0 <= nxt_open < close):
+        raise UserError(f"{_where(text, i)}: unclosed '[MASK' (write \\[ for a literal '[')")
+    body = text[j:close]
+    source = text[i : close + 1]
+    if body == "":
+        return Gap(1, source=source), close + 1
+    if not body.startswith(":"):
+        raise UserError(
+            f"{_where(text, i)}: expected ']' or ':' after '[MASK', got {body[0]!r} "
+            f"(write \\[ for a literal '[')"
+        )
+    spec = body[1:].strip()
+    lo_s, dash, hi_s = spec.partition("-")
+    if not lo_s.strip().isdigit() or (dash and not hi_s.strip().isdigit()):
+        raise UserError(
+            f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n] or [MASK:min-max]"
+        )
+    lo = int(lo_s)
+    if not dash:
+        if lo <= 0:
+            raise UserError(f"{_where(text, i)}: gap length must be at least 1, got {lo} in {source!r}")
+        return Gap(lo, source=source), close + 1
+    hi = int(hi_s)
+    if hi < lo:
+        raise UserError(f"{_where(text, i)}: gap bounds inverted in {source!r} (min {lo} > max {hi})")
+    if hi == 0:
+        raise UserError(f"{_where(text, i)}: gap {source!r} can hold no token (max 0)")
+    return Gap(min_len=lo, max_len=hi, source=source), close + 1
+
+
+# -- gap languages ---------------------------------------------------------------------------
+
+
+def _named(gap: Gap, k: int) -> str:
+    label = repr(gap.name) if gap.name else f"gap {k}"
+    return f"{label} {gap.source}" if gap.source else label
+
+
+def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
+    """(V,) bool of the token ids the gap may use at all (None = every non-special id)."""
+    vocab = vocab_of(tokenizer)
+    V = vocab.size
+    allowed: np.ndarray | None = None
+    if gap.allowed is not None and not isinstance(gap.allowed, str):
+        allowed = np.zeros(V, dtype=bool)
+        for t in gap.allowed:
+            if not 0 <= int(t) < V:
+                raise UserError(f"{label}: allowed token id {t} is outside the vocabulary (size {V})")
+            allowed[int(t)] = True
+    if gap.banned:
+        allowed = np.ones(V, dtype=bool) if allowed is None else allowed
+        for b in gap.banned:
+            if isinstance(b, str):
+                needle = b.encode("utf-8")
+                if not needle:
+                    raise UserError(f"{label}: banned string is empty")
+                for t in range(V):
+                    if needle in vocab.token_bytes(t):
+                        allowed[t] = False
+            else:
+                if 0 <= int(b) < V:
+                    allowed[int(b)] = False
+    return allowed
+
+
+def gap_dfa(gap: Gap, label: str = "gap") -> DFA:
+    """The byte-level language of a gap's text: every constraint intersected."""
+    parts: list[DFA] = []
+    if gap.regex is not None:
+        parts.append(compile_regex(gap.regex))
+    if gap.choices is not None:
+        choices = list(gap.choices)
+        if not choices:
+            raise UserError(f"{label}: choices is empty")
+        parts.append(to_dfa(alt(*(lit(c) for c in choices))))
+    if isinstance(gap.allowed, str):
+        if gap.allowed not in NAMED_CLASSES:
+            raise UserError(
+                f"{label}: unknown character class {gap.allowed!r}; choose one of {', '.join(NAMED_CLASSES)}"
+            )
+        parts.append(to_dfa(rep(any_char(NAMED_CLASSES[gap.allowed]), 0, None)))
+    if not parts:
+        parts.append(to_dfa(rep(any_char(ANY), 0, None)))  # any well-formed UTF-8
+    dfa = parts[0]
+    for other in parts[1:]:
+        dfa = dfa.intersect(other)
+    return dfa
+
+
+def gap_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomaton:
+    """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer)."""
+    allowed = gap.allowed if isinstance(gap.allowed, str) or gap.allowed is None else tuple(gap.allowed)
+    key = ("gap", gap.regex, None if gap.choices is None else tuple(gap.choices), allowed, tuple(gap.banned))
+
+    def build() -> TokenAutomaton:
+        return TokenAutomaton.from_dfa(gap_dfa(gap, label), vocab_of(tokenizer), _token_mask(gap, tokenizer, label))
+
+    return cached_automaton(tokenizer, key, build)
+
+
+# -- planning ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Hole:
+    """A gap ready to fill: its automaton and the lengths (tokens) it may take."""
+
+    label: str
+    """Name for results and messages (``gap 2``, or the gap's own name)."""
+    automaton: TokenAutomaton
+    candidates: list[int]
+    """Lengths to try, ascending (one for a fixed-length gap)."""
+    feasible: list[int]
+    """Every length in the gap's bounds some token sequence can take."""
+    gap: Gap | None = None
+
+
+@dataclass
+class Plan:
+    """A template ready to fill: encoded text pieces and holes, in order."""
+
+    items: list[tuple[str, Any]]
+    """``("text", (ids, text))`` or ``("hole", hole_index)`` in template order."""
+    holes: list[Hole]
+
+    def layout(self, lengths: Sequence[int]) -> list[tuple[str, Any]]:
+        """Items with each hole's length: ``("text", (ids, text))`` or ``("hole", (k, n))``."""
+        return [(kind, (v, lengths[v]) if kind == "hole" else v) for kind, v in self.items]
+
+    @property
+    def fixed_tokens(self) -> int:
+        return sum(len(v[0]) for kind, v in self.items if kind == "text")
+
+
+def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -> tuple[int, int]:
+    for name in ("length", "min_len", "max_len"):
+        v = getattr(gap, name)
+        if v is not None and (not isinstance(v, int) or v < 0):
+            raise UserError(f"{label}: {name} must be a non-negative integer, got {v!r}")
+    if gap.length is not None:
+        if gap.min_len is not None or gap.max_len is not None:
+            raise UserError(f"{label}: give either length or min_len/max_len, not both")
+        if gap.length == 0:
+            raise UserError(f"{label}: length must be at least 1")
+        return gap.length, gap.length
+    if gap.min_len is None and gap.max_len is None and not gap.constrained:
+        return 1, 1
+    lo = gap.min_len if gap.min_len is not None else (0 if gap.constrained else 1)
+    if gap.max_len is not None:
+        hi = gap.max_len
+    else:
+        hi = max(lo, default_max)
+        if gap.constrained:  # the longest length the constraint allows, up to the default
+            feas = np.nonzero(automaton.feasible_lengths(hi))[0]
+            feas = feas[feas >= lo]
+            if len(feas):
+                hi = int(feas.max())
+    if hi < lo:
+        raise UserError(f"{label}: gap bounds inverted (min_len {lo} > max_len {hi})")
+    if hi == 0:
+        if gap.max_len is None:
+            raise UserError(f"{label}: its constraint allows only empty text")
+        raise UserError(f"{label}: max_len must be at least 1")
+    return lo, hi
+
+
+def _subset(lengths: list[int], k: int) -> list[int]:
+    """At most ``k`` of ``lengths``, evenly spaced, both ends kept."""
+    if len(lengths) <= k:
+        return lengths
+    if k <= 1:
+        return [lengths[len(lengths) // 2]]
+    idx = np.unique(np.round(np.linspace(0, len(lengths) - 1, k)).astype(int))
+    return [lengths[i] for i in idx]
+
+
+def plan_template(
+    template: str | Sequence[str | Gap],
+    tokenizer: Any,
+    *,
+    max_seq_len: int | None = None,
+    max_candidates: int = 6,
+    default_max_len: int = DEFAULT_MAX_LEN,
+) -> Plan:
+    """Parse (if text), encode the text segments, compile every gap and check it can be filled.
+
+    Raises ``UserError`` for a malformed template, inverted bounds, a constraint no token
+    sequence of an allowed length satisfies (naming the gap), or a template that cannot fit
+    the model's context (``max_seq_len``).
+    """
+    segments = parse_template(template) if isinstance(template, str) else list(template)
+    if not any(isinstance(p, Gap) for p in segments):
+        raise UserError("template has no gaps")
+    items: list[tuple[str, Any]] = []
+    holes: list[Hole] = []
+    for p in segments:
+        if isinstance(p, Gap):
+            label = _named(p, len(holes) + 1)
+            automaton = gap_automaton(p, tokenizer, label)
+            lo, hi = _bounds(p, label, automaton, default_max_len)
+            feas = automaton.feasible_lengths(hi)
+            feasible = [n for n in range(lo, hi + 1) if feas[n]]
+            if not feasible:
+                what = f"{lo} tokens" if lo == hi else f"{lo}-{hi} tokens"
+                raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
+            holes.append(Hole(label=label, automaton=automaton, candidates=_subset(feasible, max_candidates),
+                              feasible=feasible, gap=p))
+            items.append(("hole", len(holes) - 1))
+        elif isinstance(p, str):
+            if p:
+                items.append(("text", (list(tokenizer.encode(p)), p)))
+        else:
+            raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
+    plan = Plan(items=items, holes=holes)
+    check_context(plan, max_seq_len)
+    return plan
+
+
+def check_context(plan: Plan, max_seq_len: int | None) -> None:
+    """``UserError`` when the template cannot fit ``max_seq_len`` tokens, naming the gap."""
+    if max_seq_len is None:
+        return
+    fixed = plan.fixed_tokens
+    mins = [h.candidates[0] for h in plan.holes]
+    if fixed + sum(mins) > max_seq_len:
+        raise UserError(
+            f"the template needs at least {fixed + sum(mins)} tokens ({fixed} of text), more than the "
+            f"model's context (max_seq_len {max_seq_len})"
+        )
+    for k, h in enumerate(plan.holes):
+        room = max_seq_len - fixed - (sum(mins) - mins[k])
+        if h.candidates[-1] > room:
+            raise UserError(
+                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in the model's context "
+                f"(max_seq_len {max_seq_len}, {fixed} tokens of text); lower its maximum"
+            )
+
+
+# -- canvases ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Spans:
+    """Where each hole sits in each row of a canvas built from layouts."""
+
+    holes: list[list[tuple[int, int]]]
+    """holes[row][k] = (start, end) columns of hole k in that row."""
+    texts: list[list[tuple[int, int]]] = field(default_factory=list)
+    """texts[row] = (start, end) columns of each text item, in order."""
+
+
+def layouts_canvas(
+    layouts: Sequence[Sequence[tuple[str, Any]]],
+    automata: Sequence[TokenAutomaton],
+    labels: Sequence[str],
+    *,
+    mask_id: int,
+    pad_id: int,
+    fill: Sequence[Sequence[Sequence[int] | None]] | None = None,
+) -> tuple[Canvas, Spans]:
+    """One canvas row per layout (right-padded with ``pad_id``), holes masked, text locked,
+    one ``GapConstraint`` per hole over its span in every row, the region spanning the holes.
+
+    ``fill[row][k]``, when given and not None, puts those tokens in hole k instead of masks
+    (still constrained: used to rescore or to keep a hole fixed).
+    """
+    rows: list[list[int]] = []
+    spans = Spans(holes=[], texts=[])
+    for r, layout in enumerate(layouts):
+        ids: list[int] = []
+        hole_spans: list[tuple[int, int]] = [(0, 0)] * len(automata)
+        text_spans: list[tuple[int, int]] = []
+        for kind, v in layout:
+            if kind == "text":
+                text_spans.append((len(ids), len(ids) + len(v[0])))
+                ids.extend(v[0])
+            else:
+                k, n = v
+                given = None if fill is None else fill[r][k]
+                hole_spans[k] = (len(ids), len(ids) + n)
+                ids.extend(list(given) if given is not None else [mask_id] * n)
+        rows.append(ids)
+        spans.holes.append(hole_spans)
+        spans.texts.append(text_spans)
+    L = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), L), pad_id, dtype=torch.long)
+    real = torch.zeros(len(rows), L, dtype=torch.bool)
+    for r, ids in enumerate(rows):
+        tokens[r, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        real[r, : len(ids)] = True
+    starts = [s for row in spans.holes for (s, e) in row if e > s]
+    ends = [e for row in spans.holes for (s, e) in row if e > s]
+    region = (min(starts), max(ends)) if starts else (0, 0)
+    constraints = [
+        GapConstraint(a, [(r, *spans.holes[r][k]) for r in range(len(rows))], mask_id=mask_id, name=labels[k])
+        for k, a in enumerate(automata)
+    ]
+    canvas = Canvas.from_tokens(tokens, mask_id=mask_id, attention_mask=real, region=region, constraints=constraints)
+    return canvas, spans
+
+
+def template_canvas(
+    template: str | Sequence[str | Gap],
+    tokenizer: Any,
+    *,
+    lengths: Sequence[int] | None = None,
+) -> Canvas:
+    """A template as a one-row ``Canvas`` (see ``Canvas.from_template``).
+
+    ``lengths`` gives each gap's length in tokens; by default each gap's fixed length, and
+    ``UserError`` for a variable-length gap.
+    """
+    plan = plan_template(template, tokenizer)
+    if lengths is None:
+        variable = [h.label for h in plan.holes if len(h.feasible) != 1]
+        if variable:
+            raise UserError(f"{variable[0]} has a variable length: pass lengths=[...] or use unmask.infill.infill")
+        lengths = [h.feasible[0] for h in plan.holes]
+    lengths = list(lengths)
+    if len(lengths) != len(plan.holes):
+        raise UserError(f"lengths has {len(lengths)} entries for {len(plan.holes)} gaps")
+    for h, n in zip(plan.holes, lengths, strict=True):
+        if n not in h.feasible:
+            raise UserError(f"{h.label}: length {n} is outside its bounds or unsatisfiable")
+    canvas, _ = layouts_canvas(
+        [plan.layout(lengths)], [h.automaton for h in plan.holes], [h.label for h in plan.holes],
+        mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
+    )
+    return canvas
+
+
+__all__ = [
+    "DEFAULT_MAX_LEN",
+    "Gap",
+    "Hole",
+    "Plan",
+    "Spans",
+    "check_context",
+    "gap_automaton",
+    "gap_dfa",
+    "layouts_canvas",
+    "parse_template",
+    "plan_template",
+    "template_canvas",
+]
+

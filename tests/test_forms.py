@@ -1,0 +1,231 @@
+"""Form filling: typed holes in a JSON template; the result always parses (any model)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
+from unmask.infill import fill_form, parse_form
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+V = TOK.vocab_size
+DANGEROUS = ['"', "\\", "\n", "\t", "}", "]", ",", "\x00", "<", " "]
+
+
+class Adversary:
+    """Random logits plus a big bonus for tokens that would break JSON, and for specials."""
+
+    def __init__(self, seed: int, scale: float = 4.0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.table = scale * torch.randn(256, V, generator=g)
+        bonus = torch.zeros(V)
+        for k, c in enumerate(DANGEROUS):
+            bonus[TOK.encode(c)[0]] = 12.0 - k
+        bonus[[TOK.mask_id, TOK.eos_id, TOK.pad_id, 4 + 0xC3, 4 + 0xFF, 4 + 0x80]] = 15.0
+        self.table += bonus
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.table[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)  # (B, L, V)
+
+
+def split_choices(args: str) -> list[str]:
+    """``a|b\\|c`` → ["a", "b|c"]: backslash escapes ``|`` and itself."""
+    out, cur, escaped = [], "", False
+    for ch in args:
+        if escaped:
+            cur += ch if ch in "|\\" else "\\" + ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "|":
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur + ("\\" if escaped else "")]
+
+
+def check_hole(spec: str, text: str, value) -> None:
+    """The filled value satisfies its hole's type."""
+    kind, _, args = spec[1:-1].partition(":")
+    lo_hi = [int(x) for x in args.split("-")] if args and kind in ("text", "int", "float") else None
+    if lo_hi and len(lo_hi) == 1:
+        lo_hi = lo_hi * 2
+    if kind == "text":
+        lo, hi = lo_hi or (1, 16)
+        assert isinstance(value, str) and lo <= len(value) <= hi
+        assert not any(c in value for c in '"\\') and all(ord(c) >= 0x20 for c in value)
+    elif kind == "int":
+        lo, hi = lo_hi or (1, 6)
+        assert isinstance(value, int) and not isinstance(value, bool)
+        assert re.fullmatch(r"-?(0|[1-9]\d*)", text) and lo <= len(text.lstrip("-")) <= hi
+    elif kind == "float":
+        lo, hi = lo_hi or (2, 8)
+        assert isinstance(value, float) and re.fullmatch(r"-?(0|[1-9]\d*)\.\d+", text)
+        assert lo <= sum(c.isdigit() for c in text) <= hi
+    elif kind == "bool":
+        assert isinstance(value, bool)
+    elif kind == "choice":
+        assert value in split_choices(args)
+    elif kind == "regex":
+        assert isinstance(value, str) and re.fullmatch(args, value), (args, value)
+    else:  # pragma: no cover
+        raise AssertionError(spec)
+
+
+def substitute(template, values):
+    """The template with every hole replaced by the next value (document order)."""
+    if isinstance(template, dict):
+        return {k: substitute(v, values) for k, v in template.items()}
+    if isinstance(template, list):
+        return [substitute(v, values) for v in template]
+    if isinstance(template, str) and re.fullmatch(r"<\w+(:.*)?>", template, re.DOTALL):
+        return next(values)
+    if isinstance(template, str) and template.startswith("\\<"):
+        return template[1:]
+    return template
+
+
+# -- hypothesis: random templates, random adversarial predictors ------------------------------------
+
+CHOICE_CHARS = st.sampled_from(list('ab|"\\é ,}x') + ["日"])
+REGEXES = [r"[A-Z]{2}\d{2}", r"(yes|no)", r"\w{1,4}", r'[^"]{1,3}', r"a+b?", r"[0-9a-f]{3}"]
+
+
+@st.composite
+def hole(draw):
+    kind = draw(st.sampled_from(["text", "int", "float", "bool", "choice", "regex"]))
+    if kind == "text":
+        lo = draw(st.integers(0, 4))
+        return draw(st.sampled_from(["<text>", f"<text:{lo}-{lo + draw(st.integers(0, 4))}>", f"<text:{max(lo, 1)}>"]))
+    if kind == "int":
+        lo = draw(st.integers(1, 3))
+        return f"<int:{lo}-{lo + draw(st.integers(0, 2))}>"
+    if kind == "float":
+        lo = draw(st.integers(2, 4))
+        return draw(st.sampled_from(["<float>", f"<float:{lo}-{lo + draw(st.integers(0, 2))}>"]))
+    if kind == "bool":
+        return "<bool>"
+    if kind == "choice":
+        choices = draw(st.lists(st.text(CHOICE_CHARS, min_size=0, max_size=4), min_size=1, max_size=3))
+        return "<choice:" + "|".join(c.replace("\\", "\\\\").replace("|", "\\|") for c in choices) + ">"
+    return "<regex:" + draw(st.sampled_from(REGEXES)) + ">"
+
+
+LITERALS = st.one_of(st.integers(-99, 99), st.booleans(), st.none(), st.text("ab<>\"\\é", max_size=4),
+                     st.just("\\<int>"))
+KEYS = st.text("abcxyz_é\"", min_size=1, max_size=4)
+
+
+def template_strategy():
+    """A random JSON template with at least one hole."""
+    leaf = st.one_of(hole(), hole(), LITERALS)
+    nested = st.recursive(leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.dictionaries(KEYS, inner, max_size=3)), max_leaves=5)
+    return st.tuples(hole(), nested).map(lambda t: {"first": t[0], "rest": t[1]})
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(template=template_strategy(), seed=st.integers(0, 2**16), steps=st.integers(1, 64),
+       temperature=st.sampled_from([0.0, 1.0]))
+def test_forms_always_parse_and_satisfy_their_holes(template, seed, steps, temperature):
+    cfg = SampleConfig(steps=steps, temperature=temperature, seed=seed)
+    result = fill_form(Adversary(seed), TOK, json.dumps(template), cfg)
+    assert json.loads(result.text) == result.value
+    for h in result.holes:
+        check_hole(h.spec, h.text, h.value)
+    assert result.value == substitute(template, iter(h.value for h in result.holes))
+
+
+# -- examples and errors -------------------------------------------------------------------------------
+
+
+EXAMPLE = {"name": "<text:2-8>", "age": "<int:1-3>", "city": "<choice:Paris|London|Rome>",
+           "ok": "<bool>", "score": "<float>", "code": "<regex:[A-Z]{2}\\d{3}>", "tags": ["<text:1-4>", "fixed"]}
+
+
+def test_example_form_with_a_random_transformer():
+    cfg = model_preset("tiny", vocab_size=V, max_seq_len=160, **TOK.special_ids())
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    for steps, temperature in [(64, 0.0), (4, 1.0)]:
+        r = fill_form(model, TOK, json.dumps(EXAMPLE), SampleConfig(steps=steps, temperature=temperature, seed=1))
+        assert set(r.value) == set(EXAMPLE) and r.value["tags"][1] == "fixed"
+        for h in r.holes:
+            check_hole(h.spec, h.text, h.value)
+        assert [h.path for h in r.holes] == ["$.name", "$.age", "$.city", "$.ok", "$.score", "$.code", "$.tags[0]"]
+        assert json.loads(r.pretty()) == r.value
+
+
+def test_one_pass_all_holes_masked_at_once():
+    calls = []
+
+    class Spy(Adversary):
+        def __call__(self, tokens, attention_mask=None):
+            calls.append(tokens.clone())
+            return super().__call__(tokens, attention_mask)
+
+    r = fill_form(Spy(0), TOK, {"a": "<int:2>", "b": "<bool>"}, SampleConfig(steps=64))
+    first = calls[0][0]
+    assert int((first == TOK.mask_id).sum()) == (2 + 1) + 5  # both holes, at their widest
+    assert TOK.decode(first.tolist()).startswith('{"a": ') and r.repaired == 0
+
+
+@pytest.mark.parametrize(
+    "template,message",
+    [
+        ('{"a": "<int>",\n "b": }', "line 2 column 7"),
+        ('{"a": "<integer>"}', "unknown hole type 'integer'"),
+        ('{"a": "<int:3-1>"}', "bounds inverted"),
+        ('{"a": "<regex:(?=x)>"}', "group extension '(?...)' is not supported"),
+        ('{"a": "<regex:\\\\d+\\"+>"}', "no text matching the regex can stand in a JSON string"),
+        ('{"a": "<choice:>"}', "needs choices"),
+        ('{"a": 1}', "no holes"),
+    ],
+)
+def test_form_errors(template, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_form(template, TOK)
+
+
+def test_escaped_hole_is_a_literal_and_context_is_checked():
+    r = fill_form(Adversary(1), TOK, {"lit": "\\<int>", "n": "<int:1>"})
+    assert r.value["lit"] == "<int>" and isinstance(r.value["n"], int)
+
+    class Small(Adversary):
+        config = model_preset("tiny", vocab_size=V, max_seq_len=16)
+
+    with pytest.raises(UserError, match=r"needs \d+ tokens .*max_seq_len 16"):
+        fill_form(Small(0), TOK, {"name": "<text:1-20>"})
+
+
+def test_cli_fill_form(tmp_path, capsys):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+
+    cfg = model_preset("tiny", vocab_size=V, max_seq_len=160, **TOK.special_ids())
+    torch.manual_seed(0)
+    ckpt = str(save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=TOK))
+    path = tmp_path / "form.json"
+    path.write_text(json.dumps(EXAMPLE))
+    assert main(["fill-form", "--model", ckpt, str(path), "--steps", "8"]) == 0
+    value = json.loads(capsys.readouterr().out)
+    assert set(value) == set(EXAMPLE)
+    assert main(["fill-form", "--model", ckpt, '{"n": "<int:1-2>"}', "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert json.loads(data["text"]) == data["value"] and data["holes"][0]["path"] == "$.n"
+    path.write_text('{"a": "<int>"\n "b": 1}')
+    assert main(["fill-form", "--model", ckpt, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"unmask fill-form: error: {path}: invalid JSON at line 2 column 2") and err.count("\n") == 1
+    assert main(["fill-form", "--model", ckpt, str(tmp_path / "missing.json")]) == 2
+    assert "no such file" in capsys.readouterr().err

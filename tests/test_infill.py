@@ -1,0 +1,441 @@
+"""Templates, gap constraints, variable-length gaps, editing, the infill CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import re
+
+import pytest
+import torch
+
+from unmask.canvas import Canvas, CanvasConstraint, TokenMask
+from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
+from unmask.evaluate import sequence_elbo
+from unmask.infill import (
+    Gap,
+    InfillOptions,
+    compile_regex,
+    edit,
+    fill_canvas,
+    gap_automaton,
+    infill,
+    parse_template,
+    revise,
+    template_canvas,
+    token_confidence,
+)
+from unmask.model import Transformer
+from unmask.sampling import LiveView
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+V = TOK.vocab_size
+
+
+def ids(text: str) -> list[int]:
+    return TOK.encode(text)
+
+
+# -- test doubles -------------------------------------------------------------------------------
+
+
+class Oracle:
+    """Knows the answer: position i strongly predicts ``truth[i]`` (canvas-independent)."""
+
+    def __init__(self, truth: str, margin: float = 8.0) -> None:
+        self.truth = torch.tensor(ids(truth))
+        self.margin = margin
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, V)
+        n = min(L, len(self.truth))
+        logits[:, torch.arange(n), self.truth[:n]] = self.margin
+        return logits
+
+
+class Prefers:
+    """Every position's logits favour the given characters, in order (then specials)."""
+
+    def __init__(self, chars: str, noise_seed: int | None = None) -> None:
+        self.bias = torch.zeros(V)
+        for k, c in enumerate(chars):
+            self.bias[ids(c)[0]] = 10.0 - k
+        self.bias[[TOK.mask_id, TOK.eos_id, TOK.pad_id]] = 20.0  # specials are never allowed in gaps
+        self.noise_seed = noise_seed
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.bias.expand(*tokens.shape, V).clone()
+        if self.noise_seed is not None:
+            g = torch.Generator().manual_seed(self.noise_seed)
+            logits += 3 * torch.randn(tokens.shape[1], V, generator=g)
+        return logits
+
+
+@pytest.fixture(scope="module")
+def model() -> Transformer:
+    cfg = model_preset("tiny", vocab_size=V, max_seq_len=64, **TOK.special_ids())
+    torch.manual_seed(0)
+    return Transformer(cfg).eval()
+
+
+# -- template parsing ------------------------------------------------------------------------------
+
+
+def test_parse_template_gaps_and_escapes():
+    parts = parse_template(r"The [MASK:6] sat on the [MASK]. \[MASK] [1] a\\b [MASK:2-12]")
+    assert parts[0] == "The "
+    assert parts[1].length == 6 and parts[3].length == 1
+    assert parts[2] == " sat on the "
+    assert parts[4] == ". [MASK] [1] a\\b "
+    assert (parts[5].length, parts[5].min_len, parts[5].max_len) == (None, 2, 12)
+    assert parse_template(r"C:\path [MASK]")[0] == r"C:\path "  # other backslashes stay
+
+
+@pytest.mark.parametrize(
+    "template,message",
+    [
+        ("The cat sat on the [MASK", "template column 20: unclosed '[MASK'"),
+        ("a [MASK:3 b [MASK]", "template column 3: unclosed '[MASK'"),
+        ("xx [MASK:x]", "template column 4: bad gap length 'x'"),
+        ("[MASK:0]", "template column 1: gap length must be at least 1"),
+        ("ab [MASK:5-2]", "template column 4: gap bounds inverted"),
+        ("[MASKED]", "template column 1: expected ']' or ':'"),
+        ("line one\nand [MASK:2-", "template line 2 column 5: unclosed"),
+        ("no gaps here", "no gaps"),
+    ],
+)
+def test_parse_template_errors(template, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        parse_template(template)
+
+
+def test_template_canvas_locks_text_and_spans_gaps():
+    c = Canvas.from_template("ab[MASK:2]c[MASK]d", TOK)
+    M = TOK.mask_id
+    assert c.tokens.tolist() == [ids("ab") + [M, M] + ids("c") + [M] + ids("d")]
+    assert c.masked.tolist() == [[False, False, True, True, False, True, False]]
+    assert c.region == (2, 6)
+    assert len(c.constraints) == 2 and all(isinstance(p, CanvasConstraint) for p in c.constraints)
+    with pytest.raises(UserError, match="variable length"):
+        template_canvas("a[MASK:1-3]", TOK)
+    assert template_canvas("a[MASK:1-3]", TOK, lengths=[2]).tokens.shape == (1, 3)
+
+
+# -- regex subset ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [r"\d{3}-\d{4}", r"(cat|dog)s?", r"[a-z0-9_]+", r"[^\"\\]*", r"colou?r", r"(ab|c)*d", r"x{2,4}",
+     r"\w+@\w+\.com", r"^a.b$", r"[éa-c]{1,2}", r"\S\s\D"],
+)
+def test_regex_subset_agrees_with_python(pattern):
+    dfa = compile_regex(pattern)
+    py = re.compile(pattern, re.ASCII if "é" not in pattern and "." not in pattern else 0)
+    rng = random.Random(pattern)
+    alphabet = ["a", "b", "c", "d", "x", "0", "7", "-", "@", ".", "com", "é", '"', "\\", " ", "cat", "dog", "s",
+                "_", "ou", "r", "\n"]
+    for _ in range(400):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        assert dfa.matches(s) == (py.fullmatch(s) is not None), s
+
+
+@pytest.mark.parametrize(
+    "pattern,construct",
+    [("(?=a)b", "group extension"), (r"(a)\1", "backreference"), (r"\bword", r"anchor '\b'"),
+     ("a*?", "lazy quantifier"), ("[[:digit:]]", "POSIX class"), ("a^b", "anchor '^'"), (r"\p{L}", r"escape '\p'"),
+     ("[^é]", "negated class with non-ASCII")],
+)
+def test_regex_unsupported_constructs_are_named(pattern, construct):
+    with pytest.raises(UserError, match=re.escape(construct) + ".* not supported"):
+        compile_regex(pattern)
+
+
+def test_regex_syntax_errors_have_columns():
+    for pattern, msg in [("ab(c", "column 3: unclosed '('"), ("a)", "column 2: unbalanced ')'"),
+                         ("[ab", "column 1: unclosed '['"), ("+a", "column 1: nothing to repeat"),
+                         ("a{3,1}", "column 2: bad repeat bounds")]:
+        with pytest.raises(UserError, match=re.escape(msg)):
+            compile_regex(pattern)
+
+
+# -- token automata --------------------------------------------------------------------------------
+
+
+def test_automaton_respects_tokens_committed_out_of_order():
+    a = gap_automaton(Gap(choices=["ab", "ba", "cc"]), TOK)
+    b_, a_, c_ = ids("b")[0], ids("a")[0], ids("c")[0]
+    allowed = a.allowed([None, b_])  # position 1 committed first
+    assert set(allowed[0].nonzero()[0].tolist()) == {a_}
+    assert set(a.allowed([None, None])[0].nonzero()[0].tolist()) == {a_, b_, c_}
+    assert a.allowed([c_, b_]) is None  # broken: no completion
+    assert a.feasible_lengths(3).tolist() == [False, False, True, False]
+
+
+def test_automaton_over_multibyte_bpe_tokens():
+    from unmask.tokenizer import train_bpe
+
+    bpe = train_bpe(["12 34 56 1234 3456 ab cd abcd"] * 20, vocab_size=300)
+    a = gap_automaton(Gap(regex=r"\d{4}"), bpe)
+    vocab = [bpe.token_bytes(i) for i in range(bpe.vocab_size)]
+    feas = a.feasible_lengths(4)
+    assert feas[1] == any(b == b"1234" or b == b"3456" for b in vocab) and feas[4] and not feas[0]
+    for n in (1, 2, 3, 4):
+        if not feas[n]:
+            continue
+        seq = a.complete([None] * n)
+        assert re.fullmatch(r"\d{4}", b"".join(vocab[t] for t in seq).decode())
+
+
+# -- filling ---------------------------------------------------------------------------------------
+
+
+TRUTH = "The cat sat on the mat, naïve café."
+
+
+@pytest.mark.parametrize("steps", [1, 3, 64])
+def test_perfect_predictor_reconstructs_masked_text(steps):
+    oracle = Oracle(TRUTH)
+    template = ["The ", Gap(3), " sat on the ", Gap(3), ", na", Gap(2), "ve caf", Gap(2), "."]
+    r = infill(oracle, TOK, template, SampleConfig(steps=steps))
+    assert r.text == TRUTH
+    assert [g.text for g in r.gaps] == ["cat", "mat", "ï", "é"]
+    assert all(r.text[g.start : g.end] == g.text for g in r.gaps)
+    assert TOK.decode(r.tokens) == TRUTH
+
+
+def test_perfect_predictor_through_fill_canvas_and_blocks():
+    canvas = template_canvas("The [MASK:3] sat on the [MASK:3], naïve café.", TOK)
+    out = fill_canvas(Oracle(TRUTH), canvas, SampleConfig(steps=4, block_length=4))
+    assert TOK.decode(out.tokens[0].tolist()) == TRUTH
+    assert canvas.masked.sum() == 6  # the caller's canvas is untouched
+
+
+def test_variable_length_picks_the_true_length():
+    oracle = Oracle(TRUTH)
+    r = infill(oracle, TOK, "The [MASK:1-6] sat on the mat, naïve café.", options=InfillOptions(elbo_samples=8))
+    assert r.text == TRUTH and len(r.gaps[0].tokens) == 3
+    assert sorted(c.lengths[0] for c in r.candidates) == [1, 2, 3, 4, 5, 6]
+    best = min(r.candidates, key=lambda c: c.elbo)
+    assert best.lengths == (3,) and best.text == TRUTH
+    # A large range is searched on an evenly spaced subset (both ends kept).
+    r2 = infill(oracle, TOK, "The [MASK:1-11] sat on the mat, naïve café.",
+                options=InfillOptions(max_candidates=6, elbo_samples=4))
+    assert sorted(c.lengths[0] for c in r2.candidates) == [1, 3, 5, 7, 9, 11] and r2.text == TRUTH
+
+
+def test_two_variable_gaps_jointly_and_one_at_a_time():
+    oracle = Oracle(TRUTH)
+    template = "The [MASK:2-4] sat on the [MASK:2-4], naïve café."
+    joint = infill(oracle, TOK, template, options=InfillOptions(elbo_samples=4))
+    assert joint.text == TRUTH and len(joint.candidates) == 9
+    greedy = infill(oracle, TOK, template, options=InfillOptions(elbo_samples=4, max_joint=4))
+    assert greedy.text == TRUTH and len(greedy.candidates) == 6
+
+
+CONSTRAINED = [
+    Gap(regex=r"\d{3}-\d{4}", name="phone"),
+    Gap(choices=["Paris", "London", "Rome"], name="city"),
+    Gap(4, allowed="lowercase"),
+    Gap(min_len=1, max_len=3, allowed="digits"),
+    Gap(3, banned=["e", "a", " "]),
+    Gap(regex=r"(yes|no)!?"),
+]
+
+
+def _check(gap: Gap, text: str) -> None:
+    if gap.regex:
+        assert re.fullmatch(gap.regex, text), (gap, text)
+    if gap.choices:
+        assert text in gap.choices
+    if gap.allowed == "lowercase":
+        assert re.fullmatch("[a-z]+", text)
+    if gap.allowed == "digits":
+        assert re.fullmatch("[0-9]+", text)
+    for b in gap.banned:
+        assert b not in text
+
+
+@pytest.mark.parametrize("temperature,steps,seed", [(0.0, 64, 0), (1.0, 2, 1), (1.0, 1, 2)])
+def test_constraints_hold_with_a_random_model(model, temperature, steps, seed):
+    template: list = ["Tel ", CONSTRAINED[0], " in ", CONSTRAINED[1], ": "]
+    for g in CONSTRAINED[2:]:
+        template += [g, " / "]
+    cfg = SampleConfig(steps=steps, temperature=temperature, seed=seed)
+    r = infill(model, TOK, template, cfg, options=InfillOptions(elbo_samples=2, max_joint=4, max_candidates=2))
+    for gap, filled in zip(CONSTRAINED, r.gaps, strict=True):
+        _check(gap, filled.text)
+    assert r.text.startswith("Tel ") and r.text.endswith(" / ")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_constraints_hold_against_an_adversarial_predictor(seed):
+    pred = Prefers('"\\xe9Q 1', noise_seed=seed)  # loves specials and forbidden characters
+    template = ["<", Gap(regex=r"[a-c]{2}\d"), "|", Gap(choices=["ab", "ba", "abc"]), "|",
+                Gap(3, allowed="digits"), "|", Gap(2, banned=["Q", '"'])]
+    r = infill(pred, TOK, template, SampleConfig(steps=1 + seed % 2, temperature=float(seed % 2)))
+    g = r.gaps
+    assert re.fullmatch(r"[a-c]{2}\d", g[0].text) and g[1].text in ("ab", "ba", "abc")
+    assert g[2].text.isdigit() and len(g[2].tokens) == 3
+    assert "Q" not in g[3].text and '"' not in g[3].text
+    assert all(TOK.mask_id not in x.tokens and TOK.eos_id not in x.tokens for x in g)
+
+
+def test_joint_commits_that_break_a_choice_are_repaired():
+    # Both positions prefer 'a'; committed in one step they would give "aa".
+    r = infill(Prefers("ab"), TOK, ["<", Gap(choices=["ab", "ba"]), ">"], SampleConfig(steps=1))
+    assert r.text == "<ab>" and r.repaired == 1
+    r2 = infill(Prefers("ab"), TOK, ["<", Gap(choices=["ab", "ba"]), ">"], SampleConfig(steps=2))
+    assert r2.text == "<ab>" and r2.repaired == 0  # one commit per step never breaks
+
+
+def test_gap_errors_name_the_gap(model):
+    with pytest.raises(UserError, match=r"'code': no sequence of 3 tokens satisfies its constraint"):
+        infill(model, TOK, ["a", Gap(3, regex=r"\d{5}", name="code")])
+    with pytest.raises(UserError, match=r"gap 2: no sequence of 2 tokens"):
+        infill(model, TOK, ["a", Gap(1), Gap(2, allowed="digits", banned=list("0123456789"))])
+    with pytest.raises(UserError, match=r"gap 1: gap bounds inverted \(min_len 5 > max_len 2\)"):
+        infill(model, TOK, [Gap(min_len=5, max_len=2)])
+    with pytest.raises(UserError, match=r"unknown character class 'hex'"):
+        infill(model, TOK, [Gap(2, allowed="hex")])
+    with pytest.raises(UserError, match=r"gap 1 \[MASK:10-90\]: up to 90 tokens, but only 61 fit"):
+        infill(model, TOK, "abc[MASK:10-90]")
+    with pytest.raises(UserError, match=r"regex '\(\?i\)x' column 1: group extension"):
+        infill(model, TOK, [Gap(regex="(?i)x")])
+
+
+def test_canvas_constraints_compose_with_plain_processors():
+    canvas = template_canvas("<[MASK:2]>", TOK)
+    allowed = torch.ones(4, V, dtype=torch.bool)
+    allowed[1:3] = False
+    allowed[1:3, ids("x")[0]] = True  # a TokenMask: only 'x' in the gap
+    canvas.constraints.append(TokenMask(allowed))
+    out = fill_canvas(Prefers("ab"), canvas, SampleConfig(steps=2))
+    assert TOK.decode(out.tokens[0].tolist()) == "<xx>"
+
+
+# -- likelihood ------------------------------------------------------------------------------------
+
+
+def test_sequence_elbo_of_a_uniform_predictor_is_log_v():
+    uniform = lambda x, attention_mask=None: torch.zeros(*x.shape, V)  # noqa: E731
+    tokens = torch.tensor([ids("hello world, hello"), ids("another row of text")[:18]])
+    g = torch.Generator().manual_seed(0)
+    elbo = sequence_elbo(uniform, tokens, mask_id=TOK.mask_id, n_samples=256, generator=g)
+    assert elbo.shape == (2,)
+    assert torch.allclose(elbo, torch.full((2,), math.log(V), dtype=torch.float64), rtol=0.05)
+
+
+def test_sequence_elbo_padding_and_common_noise(model):
+    row = ids("some text")
+    tokens = torch.tensor([row + [TOK.pad_id] * 3, row + ids("abc")])
+    real = torch.tensor([[True] * len(row) + [False] * 3, [True] * (len(row) + 3)])
+    g = torch.Generator().manual_seed(1)
+    padded = sequence_elbo(model, tokens, mask_id=TOK.mask_id, n_samples=4, generator=g, attention_mask=real)
+    alone = sequence_elbo(model, torch.tensor([row]), mask_id=TOK.mask_id, n_samples=4,
+                          generator=torch.Generator().manual_seed(1))
+    assert padded[0] == alone[0]  # padding dropped, same noise for every row
+
+
+# -- editing ---------------------------------------------------------------------------------------
+
+
+def test_edit_spans_and_regex_leave_the_rest_unchanged(model):
+    text = "Alice met Bob in Zürich on 2024-05-01."
+    r = edit(model, TOK, text, spans=[(10, 13)], regex=r"\d+", config=SampleConfig(temperature=1.0, seed=0))
+    assert r.spans == [(10, 13), (27, 31), (32, 34), (35, 37)]
+    outside = [text[a:b] for a, b in zip([0] + [e for _, e in r.spans], [s for s, _ in r.spans] + [len(text)], strict=True)]
+    m = re.fullmatch("(.*?)".join(map(re.escape, outside)), r.text, re.DOTALL)
+    assert m is not None  # everything outside the spans is kept, in order
+    assert all(r.text[c.start : c.end] == c.new and c.old != c.new and c.round == 1 for c in r.changes)
+    assert len(r.changes) >= 1
+
+
+def test_edit_lowest_fixes_the_typo_and_revise_reports_rounds():
+    oracle = Oracle("the cat sat on the mat")
+    conf = token_confidence(oracle, ids("the cXt sat on the mat"), mask_id=TOK.mask_id)
+    assert int(conf.argmin()) == 5
+    r = edit(oracle, TOK, "the cXt sat on the mat", lowest=1)
+    assert r.text == "the cat sat on the mat" and r.spans == [(5, 6)]
+    assert [(c.round, c.old, c.new, c.start, c.end) for c in r.changes] == [(1, "X", "a", 5, 6)]
+    rv = revise(oracle, TOK, "the cXt sXt on the mat", rounds=5, lowest=2)
+    assert rv.text == "the cat sat on the mat"
+    assert [(c.round, c.old, c.new) for c in rv.changes] == [(1, "X", "a"), (1, "X", "a")]
+    assert rv.rounds == 2  # round 2 changed nothing: stop
+    visible = token_confidence(oracle, ids("the cXt"), mask_id=TOK.mask_id, mode="visible")
+    assert visible.shape == (7,) and int(visible.argmin()) == 5
+
+
+def test_edit_lowest_keeps_multibyte_characters_whole():
+    oracle = Oracle("a café b")
+    r = edit(oracle, TOK, "a cafè b", lowest=1)  # è and é differ in their last byte only
+    assert r.text == "a café b" and [(c.old, c.new) for c in r.changes] == [("è", "é")]
+
+
+def test_edit_errors(model):
+    with pytest.raises(UserError, match="outside the text"):
+        edit(model, TOK, "short", spans=[(2, 9)])
+    with pytest.raises(UserError, match="matches nothing"):
+        edit(model, TOK, "short", regex=r"\d")
+    with pytest.raises(UserError, match="not both"):
+        edit(model, TOK, "short", spans=[(0, 1)], lowest=1)
+    with pytest.raises(UserError, match="nothing to edit"):
+        edit(model, TOK, "short")
+
+
+# -- live view and CLI -------------------------------------------------------------------------------
+
+
+def test_live_view_draws_every_run():
+    stream = io.StringIO()
+    view = LiveView(TOK, stream=stream, enabled=True, color=False, width=80, height=20)
+    r = infill(Oracle(TRUTH), TOK, "The [MASK:2-4] sat", step_callback=view)
+    assert "░" in stream.getvalue() and "cat" in stream.getvalue() and r.text == "The cat sat"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, model):
+    from unmask.checkpoint import save_checkpoint
+
+    return str(save_checkpoint(tmp_path_factory.mktemp("run"), model=model, tokenizer=TOK))
+
+
+def test_cli_infill(ckpt, capsys):
+    from unmask.cli import main
+
+    assert main(["infill", "--model", ckpt, "--json", "--elbo-samples", "2", "--seed", "3",
+                 "Hi [MASK:3], you are [MASK:1-3]!"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["text"].startswith("Hi ") and data["text"].endswith("!")
+    assert [len(g["tokens"]) for g in data["gaps"]][0] == 3 and len(data["candidates"]) == 3
+    assert main(["infill", "--model", ckpt, "--no-live", "a[MASK:2]b"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("a") and "NFE" in out.err
+    for template, msg in [("The [MASK:6", "template column 5: unclosed '[MASK'"),
+                          ("x [MASK:4-2]", "gap bounds inverted"),
+                          ("x [MASK:2-500]", "but only 62 fit in the model's context")]:
+        assert main(["infill", "--model", ckpt, template]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("unmask infill: error: ") and msg in err and err.count("\n") == 1
+
+
+def test_cli_edit(ckpt, capsys):
+    from unmask.cli import main
+
+    assert main(["edit", "--model", ckpt, "--text", "Hello big world", "--span", "6:9", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["text"].startswith("Hello ") and data["text"].endswith(" world") and data["spans"] == [[6, 9]]
+    assert main(["edit", "--model", ckpt, "--text", "Hello world", "--lowest", "2", "--rounds", "2", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert 1 <= data["rounds"] <= 2 and all(c["round"] in (1, 2) for c in data["changes"])
+    assert main(["edit", "--model", ckpt, "--text", "Hello", "--regex", "x+"]) == 2
+    assert "matches nothing" in capsys.readouterr().err
+    assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", "3-4"]) == 2
+    assert "expected START:END" in capsys.readouterr().err
+    assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", "0:2", "--rounds", "2"]) == 2
+    assert "--rounds needs --lowest" in capsys.readouterr().err
