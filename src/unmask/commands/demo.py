@@ -17,10 +17,11 @@ from pathlib import Path
 from unmask.errors import UserError
 
 PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is my shepherd;")
-# Fill-in-the-blank: (text before, blank length in tokens, text after).
+# Fill-in-the-blank templates: [MASK:a-b] is a gap of a to b tokens; the length is chosen
+# by the model's own likelihood (unmask.infill).
 BLANKS = (
-    ("Blessed are the", 2, ", for they shall inherit the earth."),
-    ("In the beginning, God created the", 3, " and the earth."),
+    "Blessed are the [MASK:1-3], for they shall inherit the earth.",
+    "In the beginning, God created the [MASK:1-4] and the earth.",
 )
 OWN_TEXT = (
     "Train on your own text: unmask prepare my.txt --out data/mine && "
@@ -92,11 +93,11 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from unmask.canvas import Canvas
     from unmask.checkpoint import load
     from unmask.config import SampleConfig
+    from unmask.infill import infill
     from unmask.sampling import LiveView, sample
 
     if args.gen_length <= 0:
@@ -138,13 +139,23 @@ def run(args: argparse.Namespace) -> int:
             config.block_length = None
         canvas = Canvas.from_prompts(ids, args.gen_length, mask_id=cfg.mask_id, pad_id=cfg.pad_id)
         show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", canvas, config, prompt)
-    for j, (before, n, after) in enumerate(BLANKS, len(PROMPTS) + 1):
-        left, right = tok.encode(before), tok.encode(after)
-        ids = torch.tensor(left + [cfg.mask_id] * n + right)
-        canvas = Canvas.from_tokens(ids, mask_id=cfg.mask_id, region=(len(left), len(left) + n))
-        config = SampleConfig(gen_length=n, steps=n, seed=args.seed)
-        show(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {before} {'_' * 6}{after}",
-             canvas, config, before, after)
+    for j, template in enumerate(BLANKS, len(PROMPTS) + 1):
+        print(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {template}")
+        view = LiveView(tok, start=0, enabled=live_ok)
+        t0 = time.perf_counter()
+        res = infill(m.model, tok, template, SampleConfig(steps=8, seed=args.seed), step_callback=view)
+        dt = time.perf_counter() - t0
+        view.close(clear=True)
+        text, n = res.text, sum(len(g.tokens) for g in res.gaps)
+        if _color():  # the filled gaps in bold
+            for g in sorted(res.gaps, key=lambda g: -g.start):
+                text = f"{text[: g.start]}\x1b[1m{text[g.start : g.end]}\x1b[0m{text[g.end :]}"
+        else:
+            for g in sorted(res.gaps, key=lambda g: -g.start):
+                text = f"{text[: g.start]}[{text[g.start : g.end]}]{text[g.end :]}"
+        tried = len(res.candidates) if res.candidates else 1
+        print(f"  {text}")
+        print(f"  {n} token(s) chosen among {tried} candidate length(s), NFE {res.nfe}, {dt:.2f} s\n")
     print(OWN_TEXT)
     return 0
 
