@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from unmask.errors import UserError
 
 ATTENTION_MODES = ("bidirectional", "causal", "block-causal")
+FIM_FIELDS = ("fim_prefix_id", "fim_suffix_id", "fim_middle_id")
+"""``ModelConfig`` fields of the fill-in-the-middle sentinel ids, in PSM order."""
 
 T = TypeVar("T")
 
@@ -63,6 +65,12 @@ class ModelConfig:
     """Id of the end-of-sequence token; it separates documents in training data."""
     bos_id: int | None = 3
     """Id of the beginning-of-sequence token, if the tokenizer has one."""
+    fim_prefix_id: int | None = None
+    """Id of ``[FIM_PREFIX]`` for fill-in-the-middle models (objective ``ar`` with ``fim_rate`` > 0)."""
+    fim_suffix_id: int | None = None
+    """Id of ``[FIM_SUFFIX]`` (fill-in-the-middle models only)."""
+    fim_middle_id: int | None = None
+    """Id of ``[FIM_MIDDLE]`` (fill-in-the-middle models only)."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -79,10 +87,17 @@ class ModelConfig:
             raise UserError(f"attention={self.attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
         if self.attention == "block-causal" and not self.block_size:
             raise UserError("attention='block-causal' needs block_size")
-        for name in ("mask_id", "pad_id", "eos_id", "bos_id"):
+        for name in ("mask_id", "pad_id", "eos_id", "bos_id", *FIM_FIELDS):
             v = getattr(self, name)
             if v is not None and not 0 <= v < self.vocab_size:
                 raise UserError(f"{name}={v} is outside the vocabulary (size {self.vocab_size})")
+        if len({getattr(self, name) is None for name in FIM_FIELDS}) > 1:
+            raise UserError(f"give all of {', '.join(FIM_FIELDS)} or none")
+
+    @property
+    def has_fim(self) -> bool:
+        """Whether the model knows the fill-in-the-middle sentinels (trained with ``fim_rate`` > 0)."""
+        return self.fim_prefix_id is not None
 
     @property
     def head_dim(self) -> int:
@@ -157,6 +172,10 @@ class TrainConfig:
     """Low-discrepancy time sampling across the batch (MDLM)."""
     random_length_frac: float = 0.01
     """Fraction of batches cut to a random length (LLaDA)."""
+    fim_rate: float = 0.0
+    """Objective ``ar`` only: fraction of rows rearranged for fill-in-the-middle (PSM with
+    [FIM_PREFIX]/[FIM_SUFFIX]/[FIM_MIDDLE] sentinels appended to the tokenizer; Bavarian et al.
+    2022), e.g. 0.5; 0 = plain next-token prediction."""
     eval_every: int = 100
     """Validate every N steps (0 = only at the end)."""
     eval_batches: int = 8

@@ -8,20 +8,29 @@ comparable across tokenizers.
 
 Inside: ``EvalResult``, ``evaluate_loss``, ``sequence_elbo`` (the same bound per sequence,
 for scoring candidate texts, e.g. gap lengths in ``unmask.infill``).
+
+Sample quality (of generated text rather than of the model): ``generative_perplexity``
+(under an external autoregressive reference model, ``unmask.scoring``) and the diversity
+metrics ``distinct_n`` and ``unigram_entropy``, which need no model. See docs/evaluation.md.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from unmask.objectives import ObjectiveOptions, get_objective
 from unmask.schedules import get_schedule
+
+if TYPE_CHECKING:
+    from unmask.scoring import ReferenceScorer
 
 
 @dataclass
@@ -144,3 +153,74 @@ def sequence_elbo(
         parts = mdlm(predictor, cfg, x0, attention_mask=None, generator=generator, options=options)
         out[b] = float(parts.loss_sum) / float(parts.n_tokens)
     return out
+
+
+def generative_perplexity(
+    texts: Sequence[str],
+    *,
+    prompts: Sequence[str] | None = None,
+    scorer: ReferenceScorer | None = None,
+    batch_size: int = 8,
+) -> float:
+    """Perplexity of generated ``texts`` under an autoregressive reference model (MDLM,
+    Sahoo et al. 2024, arXiv:2406.07524, Sec. 4): exp(total NLL / total tokens), in the
+    reference model's tokens. Lower = more fluent, but degenerate repetition scores low
+    too: report ``unigram_entropy`` beside it.
+
+    ``prompts`` (one per text): score each text as the continuation of its prompt.
+    ``scorer`` defaults to ``ReferenceScorer.from_smollm2()`` (offline, cached; the
+    optional ``score`` extra, docs/evaluation.md); ``UserError`` when it is not installed.
+    """
+    if scorer is None:
+        from unmask.scoring import ReferenceScorer
+
+        scorer = ReferenceScorer.from_smollm2()
+    return scorer.perplexity(texts, prompts=prompts, batch_size=batch_size)
+
+
+def _items(sample: str | Sequence[int] | Tensor) -> list[Any]:
+    if isinstance(sample, str):
+        return sample.split()
+    if isinstance(sample, Tensor):
+        return sample.reshape(-1).tolist()
+    return [int(t) for t in sample]
+
+
+def distinct_n(texts: Sequence[str] | Sequence[Sequence[int]] | Tensor, n: int) -> float:
+    """Distinct-n (Li et al. 2016, arXiv:1510.03055): unique n-grams / all n-grams, pooled over
+    ``texts``, in [0, 1]; 1 = no n-gram repeats anywhere in the set.
+
+    Each item is a string, split on whitespace (words), or a sequence of token ids (a 2-D
+    tensor = one sample per row). N-grams never cross from one sample to the next. Pooled,
+    so N copies of one text score at most 1/N: it also catches samples that repeat each
+    other. Returns 0.0 when no sample has ``n`` items (nothing generated = no diversity).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams: Counter[tuple[Any, ...]] = Counter()
+    for sample in texts:
+        items = _items(sample)
+        grams.update(tuple(items[i : i + n]) for i in range(len(items) - n + 1))
+    total = sum(grams.values())
+    return len(grams) / total if total else 0.0
+
+
+def unigram_entropy(token_ids: Sequence[Sequence[int]] | Tensor) -> float:
+    """Mean over samples of the entropy (nats) of each sample's empirical token distribution:
+    ``H = -sum_v (c_v / n) log(c_v / n)`` over the ``n`` ids of one sample.
+
+    The sample-entropy metric of Zheng et al. 2024 (arXiv:2409.02908) and ReMDM (Wang et al.
+    2025, arXiv:2503.00307): a sample that repeats one token has H = 0, one of n distinct
+    tokens has H = log n, so a drop flags degenerate, repetitive generations that a low
+    generative perplexity would hide. ``token_ids``: one sequence per sample (a 2-D tensor =
+    one row per sample); cut them at EOS first if the padding after it should not count.
+    An empty sample has H = 0; no samples give 0.0.
+    """
+    rows = [_items(s) for s in token_ids]
+    if not rows:
+        return 0.0
+    total = 0.0
+    for items in rows:
+        n = len(items)
+        total += -sum(c / n * math.log(c / n) for c in Counter(items).values()) if n else 0.0
+    return total / len(rows)

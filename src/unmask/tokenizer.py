@@ -9,6 +9,9 @@ Inside:
 - ``load_tokenizer(path)``: ours or any foreign ``tokenizer.json`` (GPT-2, LLaDA, ...);
   special tokens are found by name, and ``[MASK]`` / ``[PAD]`` / ``[EOS]`` are appended
   when the tokenizer has none.
+- ``with_fim_tokens(tok)``: the fill-in-the-middle sentinels ``[FIM_PREFIX]``,
+  ``[FIM_SUFFIX]``, ``[FIM_MIDDLE]`` appended at the end of the vocabulary (AR-FIM
+  training); ``Tokenizer.fim_ids()`` finds them.
 
 Tokenizers we build put ``[MASK]``, ``[PAD]``, ``[EOS]``, ``[BOS]`` at ids 0, 1, 2, 3,
 matching the ``ModelConfig`` defaults, so ``ModelConfig(vocab_size=tok.vocab_size,
@@ -38,6 +41,12 @@ EOS_TOKEN = "[EOS]"
 BOS_TOKEN = "[BOS]"
 SPECIAL_TOKENS = (MASK_TOKEN, PAD_TOKEN, EOS_TOKEN, BOS_TOKEN)
 """Our special tokens in id order: mask=0, pad=1, eos=2, bos=3."""
+
+FIM_PREFIX_TOKEN = "[FIM_PREFIX]"
+FIM_SUFFIX_TOKEN = "[FIM_SUFFIX]"
+FIM_MIDDLE_TOKEN = "[FIM_MIDDLE]"
+FIM_TOKENS = {"fim_prefix_id": FIM_PREFIX_TOKEN, "fim_suffix_id": FIM_SUFFIX_TOKEN, "fim_middle_id": FIM_MIDDLE_TOKEN}
+"""Fill-in-the-middle sentinels (Bavarian et al. 2022), keyed by their ``ModelConfig`` field."""
 
 # Names under which foreign tokenizers store their special tokens, most specific first.
 MASK_CANDIDATES = ("[MASK]", "<|mdm_mask|>", "<|mask|>", "<mask>", "<MASK>")
@@ -142,6 +151,16 @@ class Tokenizer:
             "eos_id": self.eos_id,
             "bos_id": self.bos_id,
         }
+
+    def fim_ids(self) -> dict[str, int]:
+        """``{"fim_prefix_id", "fim_suffix_id", "fim_middle_id"}`` (``ModelConfig`` field names)
+        when the vocabulary has the three FIM sentinels, ``{}`` when it has none of them."""
+        ids = {name: self._hf_special.token_to_id(tok) for name, tok in FIM_TOKENS.items()}
+        found = {k: int(v) for k, v in ids.items() if v is not None}
+        if found and len(found) != len(FIM_TOKENS):
+            missing = [FIM_TOKENS[k] for k in FIM_TOKENS if k not in found]
+            raise UserError(f"tokenizer has only some FIM sentinels (missing {', '.join(missing)})")
+        return found
 
     def is_special(self, token_id: int) -> bool:
         """True for the four special ids and any other token registered as special."""
@@ -383,3 +402,24 @@ def load_tokenizer(
     if bos is None:
         bos = eos
     return Tokenizer(hf, mask_id=mask, pad_id=pad, eos_id=eos, bos_id=bos)
+
+
+def with_fim_tokens(tokenizer: Tokenizer) -> Tokenizer:
+    """``tokenizer`` with the FIM sentinels ``[FIM_PREFIX]``, ``[FIM_SUFFIX]``, ``[FIM_MIDDLE]``.
+
+    Returns ``tokenizer`` itself when it already has them; otherwise a new ``Tokenizer``
+    with the three appended as special tokens at ids ``vocab_size``, ``vocab_size + 1``,
+    ``vocab_size + 2``. Existing ids never change, so data prepared with the original
+    tokenizer stays valid. Like other special tokens, ``encode`` never produces them from
+    text and ``decode`` skips them.
+    """
+    if tokenizer.fim_ids():
+        return tokenizer
+    hf = HFTokenizer.from_str(tokenizer.hf.to_str())
+    hf.add_special_tokens(list(FIM_TOKENS.values()))
+    out = Tokenizer(hf, **tokenizer.special_ids())
+    got = list(out.fim_ids().values())
+    want = list(range(tokenizer.vocab_size, tokenizer.vocab_size + len(FIM_TOKENS)))
+    if got != want:  # a foreign tokenizer with holes in its id range
+        raise UserError(f"could not append the FIM sentinels at ids {want} (got {got})")
+    return out

@@ -50,6 +50,7 @@ from unmask.evaluate import evaluate_loss
 from unmask.model import Transformer
 from unmask.objectives import OBJECTIVE_ATTENTION, ObjectiveOptions, get_objective
 from unmask.schedules import get_schedule
+from unmask.tokenizer import with_fim_tokens
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -162,14 +163,20 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         if getattr(config, name) <= 0:
             raise UserError(f"{name}={getattr(config, name)} must be positive")
     objective = get_objective(config.objective)
+    if not 0.0 <= config.fim_rate <= 1.0:
+        raise UserError(f"fim_rate={config.fim_rate} must be in [0, 1]")
+    if config.fim_rate > 0 and config.objective != "ar":
+        raise UserError(f"fim_rate applies to objective 'ar' (fill-in-the-middle), not {config.objective!r}")
 
     train_ds = TokenDataset(config.data, "train")
     val_ds = TokenDataset(config.data, "val")
     tokenizer = train_ds.tokenizer()
+    if config.fim_rate > 0:  # sentinels appended to the vocabulary; saved with every checkpoint
+        tokenizer = with_fim_tokens(tokenizer)
     if resume:
         model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
     else:
-        model_cfg = build_model_config(config, tokenizer.vocab_size, tokenizer.special_ids())
+        model_cfg = build_model_config(config, tokenizer.vocab_size, {**tokenizer.special_ids(), **tokenizer.fim_ids()})
     if config.seq_len > model_cfg.max_seq_len:
         raise UserError(f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
 
@@ -194,6 +201,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         schedule=get_schedule("linear", eps=config.eps),
         antithetic=config.antithetic,
         random_length_frac=config.random_length_frac if config.objective == "mdlm" else 0.0,
+        fim_rate=config.fim_rate,
     )
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     n_micro = world * config.grad_accum

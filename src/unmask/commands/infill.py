@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Fill the gaps of a template: [MASK] = one token, [MASK:n] = n tokens, [MASK:min-max] = a "
             "length chosen by the model's likelihood (ELBO). Write \\[ for a literal '['. Given text is "
             "kept; all gaps are denoised together. --gen-length is ignored; --steps is capped at the "
-            "number of masked tokens."
+            "number of masked tokens. A causal checkpoint trained with --fim-rate fills a one-gap "
+            "template by fill-in-the-middle instead."
         ),
     )
     p.add_argument("template", help='template text, e.g. "The [MASK:6] sat on the [MASK]."')
@@ -66,16 +67,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unmask.infill import InfillOptions, infill, parse_template
+    from unmask.infill import InfillOptions, infill, infill_causal, parse_template
 
     config = sample_config_from_args(args)
     options = dataclass_from_args(InfillOptions, args)
     parse_template(args.template)  # template errors before loading anything
     loaded = load_model(args)
-    live = live_view(args, loaded.tokenizer)
+    causal = getattr(loaded.config, "attention", None) == "causal"
+    live = None if causal else live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:
-        result = infill(loaded.model, loaded.tokenizer, args.template, config, options=options, step_callback=live)
+        if causal:  # the autoregressive baseline: one gap, filled by fill-in-the-middle
+            result = infill_causal(loaded.model, loaded.tokenizer, args.template, config)
+        else:
+            result = infill(loaded.model, loaded.tokenizer, args.template, config, options=options, step_callback=live)
     finally:
         if live is not None:
             live.close(clear=True)

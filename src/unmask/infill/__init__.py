@@ -9,6 +9,8 @@ constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.s
   ``fill_canvas`` (sample + constraint repair), ``InfillOptions``, ``InfillResult``.
 - ``edit``: ``edit`` (re-mask character spans, regex matches or the least confident
   tokens and refill), ``revise`` (repeat on the least confident tokens), ``token_confidence``.
+- ``fim``: the autoregressive baseline: ``fill_middle`` (PSM fill-in-the-middle with a causal
+  model trained with ``fim_rate`` > 0), ``infill_causal`` (a one-gap template).
 - ``forms``: ``fill_form`` (a JSON template with typed holes, filled in one pass; the
   result always parses), ``parse_form``.
 - ``regex`` / ``dfa`` / ``automaton``: the regex subset, byte DFAs and their lift to token ids.
@@ -31,6 +33,7 @@ from unmask.infill.fill import (
     infill,
     infill_config,
 )
+from unmask.infill.fim import FimResult, fill_middle, fill_middle_ids, infill_causal
 from unmask.infill.forms import FormHole, FormResult, fill_form, parse_form
 from unmask.infill.regex import compile_regex
 from unmask.infill.template import (
@@ -48,6 +51,7 @@ __all__ = [
     "EditResult",
     "Filled",
     "FilledGap",
+    "FimResult",
     "FormHole",
     "FormResult",
     "Gap",
@@ -60,8 +64,11 @@ __all__ = [
     "edit",
     "fill_canvas",
     "fill_form",
+    "fill_middle",
+    "fill_middle_ids",
     "gap_automaton",
     "infill",
+    "infill_causal",
     "infill_config",
     "parse_form",
     "parse_template",

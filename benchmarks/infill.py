@@ -1,0 +1,370 @@
+"""Infilling on held-out text: the diffusion model's commit policies vs an AR fill-in-the-middle model.
+
+The held-out text is the validation split of the packaged corpus, prepared with the
+diffusion model's tokenizer exactly as the demo model was trained (``val_fraction`` 0.02,
+seed 0), so no window was seen in training. For each span size (1, 4, 16, 32 tokens) it
+draws ``--n`` windows of the model's context (inside one split block) and one span per
+window, at least one token from either edge and holding well-formed UTF-8; the span is
+masked and refilled from the text on both sides:
+
+- fixed length (the gap has the true length): token accuracy, exact match and seconds per
+  fill for the diffusion model with each policy, through ``unmask.infill.fill_plan``
+  (``llada`` one token per step, ``llada`` two per step (steps = n/2), ``threshold`` 0.9),
+  and for the ``--ar-model`` AR-FIM model (``unmask.infill.fill_middle_ids`` with exactly n
+  tokens), "n/a" without one;
+- variable length: the gap is ``[MASK:a-b]`` with ``b - a = 4`` and the true length at a
+  random place inside; the diffusion model picks the length by ELBO (``InfillOptions``, all
+  5 lengths tried, llada one token per step), the AR model by where it writes EOS. Reported:
+  how often the chosen length is the true one, the mean length error, exact match, seconds.
+
+Every method sees the same windows and spans; times are means over the fills of one run
+(batch 1), with the ratio to the diffusion model's one-token-per-step fill.
+
+    python benchmarks/infill.py [--model PATH] [--ar-model PATH] [--n 50] [--json out.json]
+    python benchmarks/infill.py --quick              # a seconds-long check (spans 1 and 4, n=2)
+
+``--data DIR`` uses a dataset already prepared with the model's tokenizer instead of
+preparing the corpus again; ``--quick`` prepares only the start of the corpus (the same
+split rule, so fewer validation blocks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unmask.checkpoint import load
+from unmask.commands.demo import asset_path
+from unmask.config import SampleConfig
+from unmask.data import SPLIT_BLOCK, TokenDataset, prepare
+from unmask.errors import UserError
+from unmask.infill import Gap, InfillOptions, InfillResult, fill_middle_ids, plan_template
+from unmask.infill.fill import fill_plan
+from unmask.infill.template import Plan, check_context
+
+SPANS = (1, 4, 16, 32)
+QUICK_SPANS = (1, 4)
+QUICK_CHARS = 400_000
+"""Characters of the corpus that ``--quick`` prepares."""
+SLACK = 5
+"""Lengths a variable gap allows: [MASK:a-b] with b - a + 1 = SLACK, the true length inside."""
+MARGIN = 8
+QUICK_WINDOW = 96
+"""Longest window of ``--quick``."""
+"""Window = the model's context minus this (room for a longer variable gap and the AR sentinels)."""
+
+POLICIES: dict[str, Callable[[int], SampleConfig]] = {
+    "llada 1/step": lambda n: SampleConfig(steps=n),
+    "llada 2/step": lambda n: SampleConfig(steps=max(1, n // 2)),
+    "threshold 0.9": lambda n: SampleConfig(policy="threshold", threshold=0.9),
+}
+POLICY_NOTES = {
+    "llada 1/step": "policy llada, steps = n (one token per step)",
+    "llada 2/step": "policy llada, steps = n // 2 (two tokens per step)",
+    "threshold 0.9": "policy threshold, threshold 0.9 (Fast-dLLM)",
+}
+AR = "AR-FIM"
+
+
+@dataclass
+class Sample:
+    """One masked span: a window of held-out tokens, the span, and the variable gap's bounds."""
+
+    window: list[int]
+    start: int
+    length: int
+    lo: int
+    """Shortest length of the variable gap (``[MASK:lo-hi]``)."""
+    hi: int
+
+    @property
+    def prefix(self) -> list[int]:
+        return self.window[: self.start]
+
+    @property
+    def truth(self) -> list[int]:
+        return self.window[self.start : self.start + self.length]
+
+    @property
+    def suffix(self) -> list[int]:
+        return self.window[self.start + self.length :]
+
+
+def held_out(tokenizer_path: Path, tmp: Path, *, quick: bool) -> TokenDataset:
+    """The validation split of the packaged corpus, prepared with ``tokenizer_path``."""
+    corpus: Path = asset_path("web-bible.txt.gz")
+    if quick:
+        with gzip.open(corpus, "rt", encoding="utf-8") as f:
+            text = f.read(QUICK_CHARS)
+        corpus = tmp / "corpus-start.txt"
+        corpus.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    data = tmp / "bible"
+    prepare([corpus], data, tokenizer=str(tokenizer_path), val_fraction=0.02, seed=0, progress=False)
+    return TokenDataset(data, "val")
+
+
+def check_vocab(data_tok: Any, model_tok: Any, what: str) -> None:
+    """``UserError`` unless every token of ``data_tok`` has the same id in ``model_tok``."""
+    vocab = data_tok.hf.get_vocab(with_added_tokens=True)
+    bad = [t for t, i in vocab.items() if model_tok.token_to_id(t) != i]
+    if bad:
+        raise UserError(f"{what}'s tokenizer does not match the data ({len(bad)} tokens differ, e.g. {bad[0]!r}); "
+                        "both models must use the tokenizer the data was prepared with")
+
+
+def make_samples(val: TokenDataset, tok: Any, *, window: int, spans: Sequence[int], n: int,
+                 seed: int) -> dict[int, list[Sample]]:
+    """``n`` samples per span size; windows lie inside one split block when the split has whole blocks."""
+    if val.n_tokens < window:
+        raise UserError(f"the validation split has {val.n_tokens} tokens, fewer than a window of {window}")
+    n_blocks = val.n_tokens // SPLIT_BLOCK if window <= SPLIT_BLOCK else 0
+    out: dict[int, list[Sample]] = {}
+    for s in spans:
+        if window < s + 2:
+            raise UserError(f"a window of {window} tokens is too short for spans of {s}")
+        g = torch.Generator().manual_seed(seed * 1_000 + s)
+        rows: list[Sample] = []
+        tries = 0
+        while len(rows) < n:
+            tries += 1
+            if tries > 100 * n:
+                raise UserError(f"could not find {n} spans of {s} tokens with well-formed text")
+            if n_blocks:
+                blk = int(torch.randint(0, n_blocks, (1,), generator=g))
+                w0 = blk * SPLIT_BLOCK + int(torch.randint(0, SPLIT_BLOCK - window + 1, (1,), generator=g))
+            else:
+                w0 = int(torch.randint(0, val.n_tokens - window + 1, (1,), generator=g))
+            ids = val.read(w0, window).tolist()
+            start = int(torch.randint(1, window - s, (1,), generator=g))  # >= 1 token either side
+            shift = int(torch.randint(0, SLACK, (1,), generator=g))
+            truth = ids[start : start + s]
+            if any(tok.is_special(t) for t in truth):
+                continue
+            try:
+                b"".join(tok.token_bytes(t) for t in truth).decode("utf-8")
+            except UnicodeDecodeError:  # the span cuts a character: no gap may hold it
+                continue
+            lo = max(1, s - shift)
+            rows.append(Sample(window=ids, start=start, length=s, lo=lo, hi=lo + SLACK - 1))
+        out[s] = rows
+    return out
+
+
+class DiffusionFiller:
+    """Fills one gap between exact prefix/suffix ids with ``unmask.infill.fill_plan``."""
+
+    def __init__(self, model: Any, tok: Any, options: InfillOptions) -> None:
+        self.model, self.tok, self.options = model, tok, options
+        self._gaps: dict[tuple[int, int], Plan] = {}
+
+    def __call__(self, sample: Sample, lo: int, hi: int, config: SampleConfig) -> InfillResult:
+        key = (lo, hi)
+        if key not in self._gaps:  # compile each gap once
+            gap = Gap(lo) if lo == hi else Gap(min_len=lo, max_len=hi)
+            self._gaps[key] = plan_template([gap], self.tok, max_candidates=self.options.max_candidates)
+        hole = self._gaps[key]
+        # Exact window ids (re-encoding decoded text could split tokens differently).
+        plan = Plan(items=[("text", (sample.prefix, "")), *hole.items, ("text", (sample.suffix, ""))],
+                    holes=hole.holes)
+        check_context(plan, self.model.config.max_seq_len)
+        return fill_plan(self.model, self.tok, plan, config, options=self.options,
+                         generator=torch.Generator().manual_seed(0))
+
+
+Method = Callable[[Sample], tuple[list[int], int]]
+"""A filler: sample -> (the gap's tokens, model evaluations)."""
+
+
+def measure(fn: Method, batch: list[Sample]) -> list[tuple[list[int], int, float]]:
+    """(tokens, nfe, seconds) per sample; one untimed warm-up fill first (compiles gap automata)."""
+    fn(batch[0])
+    out = []
+    for x in batch:
+        t0 = time.perf_counter()
+        got, nfe = fn(x)
+        out.append((got, nfe, time.perf_counter() - t0))
+    return out
+
+
+def fixed_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
+    def diffusion(make: Callable[[int], SampleConfig]) -> Method:
+        def fill(x: Sample) -> tuple[list[int], int]:
+            r = diff(x, x.length, x.length, make(x.length))
+            return r.gaps[0].tokens, r.nfe
+
+        return fill
+
+    methods = {name: diffusion(make) for name, make in POLICIES.items()}
+    if ar_model is not None:
+        def fim(x: Sample) -> tuple[list[int], int]:
+            r = fill_middle_ids(ar_model, x.prefix, x.suffix, max_new_tokens=x.length, min_new_tokens=x.length)
+            return r.tokens, r.nfe
+
+        methods[AR] = fim
+    return methods
+
+
+def variable_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
+    def diffusion(x: Sample) -> tuple[list[int], int]:
+        r = diff(x, x.lo, x.hi, SampleConfig(steps=x.hi))
+        return r.gaps[0].tokens, r.nfe
+
+    methods: dict[str, Method] = {"diffusion (ELBO)": diffusion}
+    if ar_model is not None:
+        def fim(x: Sample) -> tuple[list[int], int]:
+            r = fill_middle_ids(ar_model, x.prefix, x.suffix, max_new_tokens=x.hi, min_new_tokens=x.lo)
+            return r.tokens, r.nfe
+
+        methods[AR + " (EOS)"] = fim
+    return methods
+
+
+def run_fixed(samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any) -> list[dict[str, Any]]:
+    rows = []
+    for s, batch in samples.items():
+        base = None
+        for name, fn in fixed_methods(diff, ar_model).items():
+            res = measure(fn, batch)
+            correct = sum(sum(a == b for a, b in zip(got, x.truth, strict=False)) for (got, _, _), x in zip(res, batch, strict=True))
+            exact = sum(got == x.truth for (got, _, _), x in zip(res, batch, strict=True))
+            sec = statistics.fmean(r[2] for r in res)
+            base = sec if base is None else base
+            rows.append({"method": name, "span": s, "n": len(batch), "token_acc": correct / (s * len(batch)),
+                         "exact": exact / len(batch), "nfe": statistics.fmean(r[1] for r in res),
+                         "s_per_fill": sec, "time_ratio": sec / base})
+        if ar_model is None:
+            rows.append({"method": AR, "span": s, "n": 0, "token_acc": None, "exact": None, "nfe": None,
+                         "s_per_fill": None, "time_ratio": None})
+    return rows
+
+
+def run_variable(samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any) -> list[dict[str, Any]]:
+    rows = []
+    for s, batch in samples.items():
+        for name, fn in variable_methods(diff, ar_model).items():
+            res = measure(fn, batch)
+            pairs = list(zip(res, batch, strict=True))
+            rows.append({
+                "method": name, "span": s, "n": len(batch),
+                "length_match": sum(len(got) == x.length for (got, _, _), x in pairs) / len(batch),
+                "mean_abs_len_err": statistics.fmean(abs(len(got) - x.length) for (got, _, _), x in pairs),
+                "exact": sum(got == x.truth for (got, _, _), x in pairs) / len(batch),
+                "nfe": statistics.fmean(r[1] for r in res),
+                "s_per_fill": statistics.fmean(r[2] for r in res),
+            })
+        if ar_model is None:
+            rows.append({"method": AR + " (EOS)", "span": s, "n": 0, "length_match": None,
+                         "mean_abs_len_err": None, "exact": None, "nfe": None, "s_per_fill": None})
+    return rows
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def print_tables(fixed: list[dict[str, Any]], variable: list[dict[str, Any]]) -> None:
+    print("\nfixed-length gaps (the gap has the true length)")
+    print(f"{'method':<16} {'span':>4} {'n':>4} {'tok acc':>8} {'exact':>6} {'NFE':>6} {'s/fill':>8} {'× time':>7}")
+    for r in fixed:
+        print(f"{r['method']:<16} {r['span']:>4} {r['n']:>4} {_f(r['token_acc'], '.3f'):>8} "
+              f"{_f(r['exact'], '.2f'):>6} {_f(r['nfe'], '.1f'):>6} {_f(r['s_per_fill'], '.4f'):>8} "
+              f"{_f(r['time_ratio'], '.2f'):>7}")
+    print(f"\nvariable-length gaps [MASK:a-b], b - a = {SLACK - 1}, true length inside")
+    print(f"{'method':<18} {'span':>4} {'n':>4} {'len match':>9} {'|Δlen|':>7} {'exact':>6} {'NFE':>6} {'s/fill':>8}")
+    for r in variable:
+        print(f"{r['method']:<18} {r['span']:>4} {r['n']:>4} {_f(r['length_match'], '.2f'):>9} "
+              f"{_f(r['mean_abs_len_err'], '.2f'):>7} {_f(r['exact'], '.2f'):>6} {_f(r['nfe'], '.1f'):>6} "
+              f"{_f(r['s_per_fill'], '.4f'):>8}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(asset_path("demo")), help="diffusion checkpoint (default: the demo)")
+    ap.add_argument("--ar-model", help="AR-FIM checkpoint (objective ar, --fim-rate > 0); n/a without one")
+    ap.add_argument("--n", type=int, default=None, help="samples per span size (default 50, 2 with --quick)")
+    ap.add_argument("--spans", type=int, nargs="+", default=None, help=f"span sizes (default {list(SPANS)})")
+    ap.add_argument("--window", type=int, default=None, help=f"window tokens (default: context - {MARGIN})")
+    ap.add_argument("--data", help="dataset already prepared with the model's tokenizer (skips preparing)")
+    ap.add_argument("--quick", action="store_true", help="a seconds-long check: spans 1 and 4, n=2, windows <= 96, corpus start")
+    ap.add_argument("--elbo-samples", type=int, default=None,
+                    help="noisy copies per candidate length (default: InfillOptions' 16; 4 with --quick)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--json", help="write results here")
+    args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    n = args.n if args.n is not None else (2 if args.quick else 50)
+    spans = tuple(args.spans) if args.spans else (QUICK_SPANS if args.quick else SPANS)
+    if n < 1 or min(spans) < 1:
+        raise UserError("--n and --spans must be positive")
+    t_start = time.perf_counter()
+
+    m = load(args.model, device=args.device)
+    if m.config.attention == "causal":
+        raise UserError(f"{args.model} is a causal model; pass it as --ar-model and a diffusion model as --model")
+    ar = load(args.ar_model, device=args.device) if args.ar_model else None
+    if ar is not None and not ar.config.has_fim:
+        raise UserError(f"{args.ar_model} was not trained for fill-in-the-middle (no fim ids in config.json)")
+    ctx = m.config.max_seq_len if ar is None else min(m.config.max_seq_len, ar.config.max_seq_len)
+    window = args.window or (min(ctx - MARGIN, QUICK_WINDOW) if args.quick else ctx - MARGIN)
+    if window + SLACK - 1 > m.config.max_seq_len or (
+        ar is not None and window + 3 + SLACK - 1 > ar.config.max_seq_len
+    ):
+        raise UserError(f"--window {window} leaves no room for a variable gap (and the AR sentinels)")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.data:
+            val = TokenDataset(args.data, "val")
+        else:
+            val = held_out(m.path / "tokenizer.json", Path(tmp), quick=args.quick)
+        check_vocab(val.tokenizer(), m.tokenizer, args.model)
+        if ar is not None:
+            check_vocab(val.tokenizer(), ar.tokenizer, args.ar_model)
+        samples = make_samples(val, m.tokenizer, window=window, spans=spans, n=n, seed=args.seed)
+        n_val = val.n_tokens
+    params = sum(p.numel() for p in m.model.parameters()) / 1e6
+    print(f"diffusion {args.model}: {params:.2f}M params, context {m.config.max_seq_len}; AR-FIM: "
+          f"{args.ar_model or 'n/a'}; {n_val:,} held-out tokens, windows of {window}, n={n} per span, "
+          f"threads {torch.get_num_threads()}")
+    elbo_samples = args.elbo_samples or (4 if args.quick else InfillOptions().elbo_samples)
+    print(f"variable gaps: diffusion scores all {SLACK} lengths by ELBO with {elbo_samples} noisy copies each")
+    options = InfillOptions(max_candidates=SLACK, elbo_samples=elbo_samples)
+    diff = DiffusionFiller(m.model, m.tokenizer, options)
+    ar_model = ar.model if ar is not None else None
+    with torch.no_grad():
+        fixed = run_fixed(samples, diff, ar_model)
+        variable = run_variable(samples, diff, ar_model)
+    print_tables(fixed, variable)
+    total = time.perf_counter() - t_start
+    print(f"\n{total:.1f} s in all")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "model": args.model, "ar_model": args.ar_model, "window": window, "n": n, "spans": list(spans),
+            "seed": args.seed, "quick": args.quick, "elbo_samples": elbo_samples, "held_out_tokens": n_val,
+            "slack": SLACK,
+            "policies": POLICY_NOTES,
+            "fixed": fixed, "variable": variable, "seconds": total,
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as e:
+        print(f"benchmarks/infill.py: error: {e}", file=sys.stderr)
+        sys.exit(2)

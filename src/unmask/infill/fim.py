@@ -1,0 +1,247 @@
+"""Fill-in-the-middle with an autoregressive model: the AR-FIM baseline of infilling.
+
+A causal model trained with ``--objective ar --fim-rate R`` (``unmask.objectives.fim_rearrange``)
+has seen rows ``[FIM_PREFIX] prefix [FIM_SUFFIX] suffix [FIM_MIDDLE] middle [EOS]`` (PSM;
+Bavarian et al. 2022, arXiv:2207.14255). Given a prefix and a suffix it writes the middle
+left to right and ends it with EOS. The sentinel ids are facts of ``ModelConfig``
+(``fim_prefix_id``, ``fim_suffix_id``, ``fim_middle_id``), stored with the checkpoint.
+
+Inside:
+
+- ``fim_prompt(config, prefix_ids, suffix_ids)``: the PSM prompt.
+- ``fill_middle_ids``: decode a middle of ``min_new_tokens`` to ``max_new_tokens`` tokens with
+  the KV cache of ``unmask.sampling.ar.generate_ar`` (greedy by default). EOS is banned
+  before ``min_new_tokens``, so ``min_new_tokens = max_new_tokens = n`` gives exactly n
+  tokens; special tokens other than EOS are never proposed.
+- ``fill_middle``: the same on text; ``FimResult``.
+- ``infill_causal``: a one-gap template (``"The [MASK:2-6] sat."``) filled by ``fill_middle``,
+  returned as an ``InfillResult`` (what ``unmask infill`` does with a causal checkpoint).
+
+Unlike the diffusion path, the middle is not constrained: it need not be well-formed UTF-8
+when the tokenizer splits characters, and gaps cannot carry regex/choices/classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.infill.fill import FilledGap, InfillResult
+from unmask.infill.template import DEFAULT_MAX_LEN, Gap, _named, parse_template
+from unmask.sampling.ar import generate_ar
+from unmask.sampling.cache import call_model
+from unmask.sampling.loop import make_generator
+
+_NO_FIM = (
+    "this model was not trained for fill-in-the-middle (its config.json has no fim_prefix_id); "
+    "train a causal model with --objective ar --fim-rate 0.5"
+)
+
+
+@dataclass
+class FimResult:
+    """What ``fill_middle`` / ``fill_middle_ids`` return."""
+
+    tokens: list[int]
+    """Token ids of the middle (the EOS that ended it is not included)."""
+    ended: bool
+    """True when the model ended the middle with EOS; False when it reached ``max_new_tokens``."""
+    nfe: int
+    """Model evaluations: one for the prompt, one per further token."""
+    middle: str = ""
+    """The middle as text (``fill_middle`` only)."""
+    text: str = ""
+    """prefix + middle + suffix (``fill_middle`` only)."""
+
+
+def _config(model: Any) -> Any:
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "fim_prefix_id", None) is None:
+        raise UserError(_NO_FIM)
+    if getattr(cfg, "attention", "causal") != "causal":
+        raise UserError(f"fill-in-the-middle needs a causal model, not attention={cfg.attention!r}")
+    return cfg
+
+
+def fim_prompt(config: Any, prefix_ids: Sequence[int], suffix_ids: Sequence[int]) -> list[int]:
+    """``[FIM_PREFIX] prefix [FIM_SUFFIX] suffix [FIM_MIDDLE]`` with the ids of ``config``."""
+    if getattr(config, "fim_prefix_id", None) is None:
+        raise UserError(_NO_FIM)
+    return [config.fim_prefix_id, *map(int, prefix_ids), config.fim_suffix_id, *map(int, suffix_ids),
+            config.fim_middle_id]
+
+
+def _params(model: Any) -> Iterator[Any]:
+    params = getattr(model, "parameters", None)
+    return iter(params()) if callable(params) else iter(())
+
+
+class _Banned:
+    """A causal model whose logits never propose ``banned`` ids, nor EOS before the middle
+    has ``min_new`` tokens. Keeps the KV-cache interface, so ``generate_ar`` drives it."""
+
+    supports_kv_cache = True
+
+    def __init__(self, model: Any, *, banned: list[int], eos_id: int, prompt_len: int, min_new: int) -> None:
+        self.model = model
+        self.config = model.config
+        self.banned = banned
+        self.eos_id = eos_id
+        self.prompt_len = prompt_len
+        self.min_new = min_new
+
+    def parameters(self) -> Iterator[Any]:
+        return _params(self.model)
+
+    def __call__(self, tokens: Tensor, attention_mask: Tensor | None = None, *, cache: Any = None,
+                 start: int = 0) -> Tensor:
+        logits = call_model(self.model, tokens, attention_mask, cache=cache, start=start)  # (B, L, V)
+        ban = list(self.banned)
+        # The last position predicts middle token number start + L - prompt_len (0-based).
+        if start + tokens.shape[1] - self.prompt_len < self.min_new:
+            ban.append(self.eos_id)
+        return logits.index_fill(-1, torch.tensor(ban, dtype=torch.long, device=logits.device), float("-inf"))
+
+
+def fill_middle_ids(
+    model: Any,
+    prefix_ids: Sequence[int],
+    suffix_ids: Sequence[int],
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> FimResult:
+    """Decode the middle between ``prefix_ids`` and ``suffix_ids`` with an AR-FIM model.
+
+    ``model``: a causal model with the KV-cache interface (``unmask.model.Transformer`` or a
+    double with ``supports_kv_cache``) whose ``config`` has the FIM sentinel ids. The prompt
+    ``fim_prompt`` runs once, then one position per token (``generate_ar``); decoding stops at
+    EOS or after ``max_new_tokens`` tokens. EOS is banned until the middle has
+    ``min_new_tokens`` tokens; mask, pad, BOS and the sentinels are always banned. Greedy at
+    ``temperature`` 0, else sampled with ``top_k`` / ``top_p`` from ``generator``.
+    """
+    cfg = _config(model)
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise UserError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+    prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
+    max_seq_len = getattr(cfg, "max_seq_len", None)
+    if max_seq_len is not None and len(prompt) + max_new_tokens > max_seq_len:
+        raise UserError(
+            f"prefix ({len(prefix_ids)} tokens) + suffix ({len(suffix_ids)} tokens) + 3 sentinels + up to "
+            f"{max_new_tokens} middle tokens exceed the model's max_seq_len ({max_seq_len}); shorten the text"
+        )
+    specials = (cfg.mask_id, cfg.pad_id, cfg.bos_id, cfg.fim_prefix_id, cfg.fim_suffix_id, cfg.fim_middle_id)
+    banned = sorted({int(i) for i in specials if i is not None and i != cfg.eos_id})
+    wrapped = _Banned(model, banned=banned, eos_id=cfg.eos_id, prompt_len=len(prompt), min_new=min_new_tokens)
+    res = generate_ar(wrapped, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                      top_p=top_p, eos_id=cfg.eos_id, pad_id=cfg.pad_id, generator=generator)
+    gen = res.gen_ids[0][: res.steps]
+    ended = cfg.eos_id in gen
+    middle = gen[: gen.index(cfg.eos_id)] if ended else gen
+    return FimResult(tokens=middle, ended=ended, nfe=res.nfe)
+
+
+def fill_middle(
+    model: Any,
+    tokenizer: Any,
+    prefix: str,
+    suffix: str,
+    *,
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> FimResult:
+    """The text between ``prefix`` and ``suffix``, written by an AR-FIM model (``fill_middle_ids``).
+
+    Stops at EOS or after ``max_new_tokens`` tokens; ``min_new_tokens = max_new_tokens = n``
+    gives exactly n tokens. ``prefix`` and ``suffix`` are encoded separately (see the
+    tokenization caveat in docs/infill.md). ``tokenizer`` must be the model's own: its FIM
+    sentinels must have the ids of ``model.config``.
+    """
+    cfg = _config(model)
+    fim = tokenizer.fim_ids() if hasattr(tokenizer, "fim_ids") else {}
+    want = {"fim_prefix_id": cfg.fim_prefix_id, "fim_suffix_id": cfg.fim_suffix_id, "fim_middle_id": cfg.fim_middle_id}
+    if fim and fim != want:
+        raise UserError(f"the tokenizer's FIM sentinels {fim} differ from the model's {want}; use the model's tokenizer")
+    res = fill_middle_ids(model, tokenizer.encode(prefix), tokenizer.encode(suffix), max_new_tokens=max_new_tokens,
+                          min_new_tokens=min_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                          generator=generator)
+    res.middle = tokenizer.decode(res.tokens)
+    res.text = prefix + res.middle + suffix
+    return res
+
+
+def _gap_bounds(gap: Gap, label: str) -> tuple[int, int]:
+    if gap.allowed is not None or gap.banned or gap.regex is not None or gap.choices is not None:
+        raise UserError(f"{label}: a causal (AR-FIM) model cannot enforce gap constraints; use a diffusion model")
+    if gap.length is not None:
+        if gap.length < 1:
+            raise UserError(f"{label}: length must be at least 1")
+        return gap.length, gap.length
+    if gap.min_len is None and gap.max_len is None:
+        return 1, 1
+    lo = gap.min_len if gap.min_len is not None else 1
+    hi = gap.max_len if gap.max_len is not None else max(lo, DEFAULT_MAX_LEN)
+    if not 1 <= lo <= hi:
+        raise UserError(f"{label}: gap bounds must satisfy 1 <= min_len <= max_len, got {lo}-{hi}")
+    return lo, hi
+
+
+def infill_causal(
+    model: Any,
+    tokenizer: Any,
+    template: str | Sequence[str | Gap],
+    config: SampleConfig | None = None,
+) -> InfillResult:
+    """Fill a one-gap template with an AR-FIM model (``fill_middle``), as an ``InfillResult``.
+
+    ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
+    middle with EOS after a to b tokens (the model chooses the length, not an ELBO search).
+    ``config`` supplies ``temperature``, ``top_k``, ``top_p`` and ``seed``. Templates with
+    several gaps or constrained gaps raise ``UserError``: PSM conditions on one prefix and
+    one suffix.
+    """
+    config = config or SampleConfig()
+    segments = parse_template(template) if isinstance(template, str) else list(template)
+    for p in segments:
+        if not isinstance(p, (str, Gap)):
+            raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
+    gaps = [k for k, p in enumerate(segments) if isinstance(p, Gap)]
+    if len(gaps) != 1:
+        raise UserError(
+            f"a causal (AR-FIM) model fills templates with exactly one gap, this one has {len(gaps)}; "
+            "use a diffusion model for several gaps"
+        )
+    k = gaps[0]
+    gap = segments[k]
+    assert isinstance(gap, Gap)
+    label = _named(gap, 1)
+    lo, hi = _gap_bounds(gap, label)
+    prefix = "".join(str(p) for p in segments[:k])
+    suffix = "".join(str(p) for p in segments[k + 1 :])
+    device = next(iter(_params(model)), torch.empty(0)).device
+    res = fill_middle(model, tokenizer, prefix, suffix, max_new_tokens=hi, min_new_tokens=lo,
+                      temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+                      generator=make_generator(config.seed, device))
+    gap_out = FilledGap(name=label, text=res.middle, tokens=res.tokens, start=len(prefix),
+                        end=len(prefix) + len(res.middle))
+    ids = tokenizer.encode(prefix) + res.tokens + tokenizer.encode(suffix)
+    return InfillResult(text=res.text, gaps=[gap_out], tokens=ids, nfe=res.nfe)
+
+
+__all__ = ["FimResult", "fill_middle", "fill_middle_ids", "fim_prompt", "infill_causal"]

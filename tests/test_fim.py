@@ -1,0 +1,238 @@
+"""Autoregressive fill-in-the-middle: PSM rearrangement, sentinels, training wiring, decoding."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unmask.checkpoint import load
+from unmask.cli import main
+from unmask.config import ModelConfig, TrainConfig, model_preset
+from unmask.errors import UserError
+from unmask.infill import fill_middle, fill_middle_ids, infill_causal
+from unmask.objectives import FIM_EXTRA, ObjectiveOptions, ar, fim_rearrange
+from unmask.schedules import LinearSchedule
+from unmask.tokenizer import byte_tokenizer, with_fim_tokens
+from unmask.train import train
+
+PRE, SUF, MID, EOS = 260, 261, 262, 2
+V = 263
+
+
+def fim_cfg(**kw):
+    return model_preset("tiny", vocab_size=V, attention="causal", fim_prefix_id=PRE, fim_suffix_id=SUF,
+                        fim_middle_id=MID, **kw)
+
+
+def opts(rate=0.0):
+    return ObjectiveOptions(schedule=LinearSchedule(1e-3), fim_rate=rate)
+
+
+def rearrange(x0, seed, rate=1.0):
+    return fim_rearrange(x0, torch.Generator().manual_seed(seed), rate=rate, prefix_id=PRE, suffix_id=SUF,
+                         middle_id=MID, eos_id=EOS)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rearrangement_is_psm_permutation_plus_sentinels(seed):
+    B, L = 16, 24
+    x0 = torch.arange(10, 10 + L).repeat(B, 1)  # distinct tokens: positions are recoverable
+    out = rearrange(x0, seed)
+    n = L - FIM_EXTRA
+    assert out.shape == (B, L)
+    for row in out.tolist():
+        # [PRE] x[:i] [SUF] x[j:n] [MID] x[i:j] [EOS]
+        assert row[0] == PRE and row[-1] == EOS
+        s, m = row.index(SUF), row.index(MID)
+        assert 0 < s < m < L - 1
+        prefix, suffix, middle = row[1:s], row[s + 1 : m], row[m + 1 : -1]
+        i, j = len(prefix), len(prefix) + len(middle)
+        assert prefix == list(range(10, 10 + i))
+        assert middle == list(range(10 + i, 10 + j))
+        assert suffix == list(range(10 + j, 10 + n))
+        assert sorted(prefix + middle + suffix) == x0[0, :n].tolist()
+
+
+def test_rate_selects_rows_and_is_deterministic():
+    x0 = torch.randint(4, 200, (400, 16))
+    out = rearrange(x0, 3, rate=0.5)
+    changed = (out != x0).any(dim=1)
+    assert torch.equal(changed, out[:, 0] == PRE)
+    assert 0.4 < changed.float().mean() < 0.6
+    assert torch.equal(out, rearrange(x0, 3, rate=0.5))
+    assert not torch.equal(out, rearrange(x0, 4, rate=0.5))
+    assert torch.equal(rearrange(x0, 3, rate=0.0), x0)
+    with pytest.raises(UserError, match="at least 5"):
+        rearrange(x0[:, :4], 0)
+    with pytest.raises(UserError, match=r"\[0, 1\]"):
+        rearrange(x0, 0, rate=1.5)
+
+
+class Spy(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, attention_mask=None):
+        self.seen.append(x.clone())
+        return torch.randn(*x.shape, V, generator=torch.Generator().manual_seed(0), requires_grad=True)
+
+
+def test_fim_rate_zero_leaves_ar_unchanged():
+    x0 = torch.randint(4, 200, (4, 12))
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    a, b = Spy(), Spy()
+    pa = ar(a, fim_cfg(), x0, attention_mask=None, generator=gen, options=opts(0.0))
+    pb = ar(b, fim_cfg(), x0, attention_mask=None, generator=torch.Generator(),
+            options=ObjectiveOptions(schedule=LinearSchedule(1e-3)))
+    assert torch.equal(a.seen[0], x0) and torch.equal(gen.get_state(), state)  # no draws at all
+    assert torch.equal(pa.loss_sum, pb.loss_sum) and torch.equal(pa.n_tokens, pb.n_tokens)
+    # With FIM the model sees rearranged rows and the same number of targets.
+    c = Spy()
+    pc = ar(c, fim_cfg(), x0, attention_mask=None, generator=torch.Generator().manual_seed(5), options=opts(1.0))
+    assert torch.equal(c.seen[0][:, 0], torch.full((4,), PRE)) and int(pc.n_tokens) == int(pa.n_tokens)
+    with pytest.raises(UserError, match="fim_prefix_id"):
+        ar(Spy(), model_preset("tiny", vocab_size=V, attention="causal"), x0, attention_mask=None,
+           generator=torch.Generator(), options=opts(0.5))
+
+
+def test_sentinels_appended_to_tokenizer():
+    tok = byte_tokenizer()
+    assert tok.fim_ids() == {}
+    fim = with_fim_tokens(tok)
+    assert fim.fim_ids() == {"fim_prefix_id": PRE, "fim_suffix_id": SUF, "fim_middle_id": MID}
+    assert fim.vocab_size == V and fim.special_ids() == tok.special_ids()
+    assert fim.encode("[FIM_PREFIX]é") == tok.encode("[FIM_PREFIX]é")  # text never becomes a sentinel
+    assert fim.decode([PRE, 4 + ord("a"), MID]) == "a"
+    assert with_fim_tokens(fim) is fim
+    with pytest.raises(UserError, match="all of"):
+        ModelConfig(vocab_size=V, fim_prefix_id=PRE)
+
+
+class FimOracle:
+    """A causal test double that knows one document: after a well-formed PSM prompt whose
+    prefix and suffix frame the document, it predicts the true middle, then EOS."""
+
+    supports_kv_cache = True
+
+    def __init__(self, doc, max_seq_len=64):
+        self.doc = list(doc)
+        self.config = SimpleNamespace(
+            attention="causal", max_seq_len=max_seq_len, mask_id=0, pad_id=1, eos_id=EOS, bos_id=3,
+            fim_prefix_id=PRE, fim_suffix_id=SUF, fim_middle_id=MID,
+        )
+        self.buf: list[int] = []
+
+    def _next(self, seq):
+        if seq[0] != PRE or SUF not in seq or MID not in seq:
+            return 4
+        s, m = seq.index(SUF), seq.index(MID)
+        prefix, suffix, written = seq[1:s], seq[s + 1 : m], seq[m + 1 :]
+        if self.doc[: len(prefix)] != prefix or (suffix and self.doc[-len(suffix) :] != suffix):
+            return 4
+        middle = self.doc[len(prefix) : len(self.doc) - len(suffix)] + [EOS]
+        k = len(written)
+        return middle[k] if k < len(middle) else 4
+
+    def __call__(self, tokens, attention_mask=None, *, cache=None, start=0):
+        del self.buf[start:]
+        self.buf.extend(tokens[0].tolist())
+        logits = torch.zeros(1, tokens.shape[1], V)
+        for p in range(tokens.shape[1]):
+            logits[0, p, self._next(self.buf[: start + p + 1])] = 10.0
+        return logits
+
+
+def test_fill_middle_with_oracle_returns_true_middle():
+    tok = with_fim_tokens(byte_tokenizer())
+    doc = "In the beginning God created the heavens."
+    model = FimOracle(tok.encode(doc))
+    r = fill_middle(model, tok, "In the beginning ", " the heavens.", max_new_tokens=20)
+    assert (r.middle, r.ended, r.text) == ("God created", True, doc)
+    assert r.nfe == len("God created") + 1  # prompt + one position per token, the last gives EOS
+    short = fill_middle(model, tok, "In the beginning ", " the heavens.", max_new_tokens=5)
+    assert (short.middle, short.ended) == ("God c", False)
+    # Exactly n tokens: EOS is banned before min_new_tokens.
+    exact = fill_middle(model, tok, "In the beginning ", " the heavens.", max_new_tokens=13, min_new_tokens=13)
+    assert len(exact.tokens) == 13 and exact.middle.startswith("God created") and not exact.ended
+    ids = fill_middle_ids(model, tok.encode("In the "), tok.encode("."), max_new_tokens=40)
+    assert tok.decode(ids.tokens) == "beginning God created the heavens"
+    with pytest.raises(UserError, match="max_seq_len"):
+        fill_middle(model, tok, "x" * 50, "y" * 10, max_new_tokens=8)
+    with pytest.raises(UserError, match="min_new_tokens"):
+        fill_middle(model, tok, "a", "b", max_new_tokens=2, min_new_tokens=3)
+    model.config.fim_prefix_id = None
+    with pytest.raises(UserError, match="fim-rate"):
+        fill_middle(model, tok, "a", "b", max_new_tokens=2)
+
+
+def test_infill_causal_templates():
+    tok = with_fim_tokens(byte_tokenizer())
+    model = FimOracle(tok.encode("The cat sat on the mat."))
+    r = infill_causal(model, tok, "The [MASK:1-8] sat on the mat.")
+    assert r.text == "The cat sat on the mat." and r.gaps[0].text == "cat" and r.gaps[0].start == 4
+    fixed = infill_causal(model, tok, "The cat sat on the [MASK:5].").gaps[0]
+    assert len(fixed.tokens) == 5 and fixed.text.startswith("mat")
+    with pytest.raises(UserError, match="exactly one gap"):
+        infill_causal(model, tok, "The [MASK] sat on the [MASK].")
+
+
+@pytest.fixture(scope="module")
+def fim_run(tmp_path_factory):
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("fim")
+    (root / "a.txt").write_text("the lord said unto moses go down and speak to the people.\n" * 300)
+    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
+    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), preset="tiny", objective="ar", fim_rate=0.5,
+                      seq_len=32, batch_size=4, steps=4, warmup=1, eval_every=0, eval_batches=1, save_every=0,
+                      log_every=1, seed=3)
+    return cfg, train(cfg, progress=False)
+
+
+def test_fim_training_saves_sentinels_and_fill_middle_runs(fim_run):
+    cfg, run = fim_run
+    m = load(run)
+    assert m.config.attention == "causal" and m.config.vocab_size == V
+    assert m.tokenizer.fim_ids() == {"fim_prefix_id": PRE, "fim_suffix_id": SUF, "fim_middle_id": MID}
+    assert (m.config.fim_prefix_id, m.config.fim_suffix_id, m.config.fim_middle_id) == (PRE, SUF, MID)
+    r = fill_middle(m.model, m.tokenizer, "the lord said ", " moses", max_new_tokens=6)
+    assert len(r.tokens) <= 6 and all(t < 260 and t not in (0, 1, 3) for t in r.tokens)
+    assert r.text.startswith("the lord said ") and r.text.endswith(" moses")
+
+
+def test_fim_resume_equals_uninterrupted(fim_run, tmp_path):
+    from dataclasses import replace
+
+    cfg, full = fim_run
+    part = replace(cfg, out=str(tmp_path / "part"), steps=2)
+    train(part, progress=False)
+    train(replace(part, steps=4), resume=True, progress=False)
+    wa = load_file(str(full / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "part" / "checkpoint" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_train_rejects_fim_without_ar(fim_run, tmp_path):
+    from dataclasses import replace
+
+    cfg, _ = fim_run
+    with pytest.raises(UserError, match="objective 'ar'"):
+        train(replace(cfg, out=str(tmp_path / "x"), objective="mdlm"), progress=False)
+    with pytest.raises(UserError, match=r"\[0, 1\]"):
+        train(replace(cfg, out=str(tmp_path / "y"), fim_rate=2.0), progress=False)
+
+
+def test_cli_infill_on_causal_checkpoints(fim_run, tmp_path, capsys):
+    _, run = fim_run
+    assert main(["infill", "--model", str(run), "--json", "the lord [MASK:4] unto moses"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["gaps"]) == 1 and len(out["gaps"][0]["tokens"]) == 4 and out["text"].startswith("the lord ")
+    assert main(["infill", "--model", str(run), "the [MASK] said [MASK]"]) == 2
+    assert "exactly one gap" in capsys.readouterr().err
