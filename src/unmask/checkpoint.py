@@ -14,7 +14,8 @@ the last good checkpoint intact (``RUN/.checkpoint.old`` is picked up if the kil
 landed between the two renames).
 
 Inside: ``atomic_write_text``, ``save_checkpoint``, ``load_train_state``,
-``checkpoint_dir``, ``load`` and ``Loaded``.
+``checkpoint_dir``, ``load`` and ``Loaded``. ``load`` also accepts a publisher's folder
+(LLaDA, Dream), imported by ``unmask.convert``.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     if not p.exists():
         if "/" in str(path) and not str(path).startswith((".", "/", "~")) and str(path).count("/") == 1:
             raise UserError(
-                f"{path}: no such folder (unmask never downloads: fetch the checkpoint folder first)"
+                f"{path}: no such folder; unmask never downloads: fetch it first "
+                f"(e.g. `huggingface-cli download {path} --local-dir DIR`) and pass DIR"
             )
         raise UserError(f"{path}: no such folder")
     if not p.is_dir():
@@ -148,6 +150,8 @@ class Loaded:
     tokenizer: Any
     config: Any
     path: Path
+    family: str = "unmask"
+    """Where the weights came from: ``unmask`` (native) or the importer's name (``llada``, ``dream``)."""
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -167,11 +171,20 @@ def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pa
 
 
 def load(path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtype | None = None) -> Loaded:
-    """Load a checkpoint (run directory or checkpoint folder) for inference, in eval mode."""
+    """Load a checkpoint for inference, in eval mode.
+
+    ``path`` is a run directory, a native checkpoint folder, or a local folder in a
+    publisher's format (LLaDA, Dream: ``config.json`` with ``model_type``, safetensors
+    shards, ``tokenizer.json``), which is imported by ``unmask.convert.import_folder``
+    straight into ``dtype`` (default: the folder's ``torch_dtype``).
+    """
     from unmask.config import ModelConfig, load_json
+    from unmask.convert import import_folder, is_publisher_folder
     from unmask.model import Transformer
     from unmask.tokenizer import load_tokenizer
 
+    if is_publisher_folder(path):
+        return import_folder(path, device=device, dtype=dtype)
     ckpt = checkpoint_dir(path)
     config = load_json(ModelConfig, ckpt / "config.json")
     if not (ckpt / "tokenizer.json").is_file():

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from unmask.config import field_docs
 
-COMMANDS = ("prepare", "train", "generate", "demo", "infill", "edit", "fill_form")
+COMMANDS = ("prepare", "train", "generate", "demo", "infill", "edit", "fill_form", "convert", "serve")
 
 T = TypeVar("T")
 

@@ -1,0 +1,60 @@
+"""``unmask convert SRC DST``: a publisher's folder (LLaDA, Dream) -> a native unmask checkpoint;
+with ``--to FAMILY``, a native checkpoint -> that family's publisher layout.
+
+The source is a local Hugging Face folder (config.json, *.safetensors shards,
+tokenizer.json); unmask never downloads. The result loads with ``unmask.load`` and
+``--model DST`` like any checkpoint trained here. See docs/models.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from unmask.convert import IMPORTERS
+
+    p = sub.add_parser(
+        "convert",
+        help="convert a published checkpoint folder (LLaDA, Dream) to a native one",
+        description=(
+            "Import a local folder in the publisher's format (config.json with model_type, "
+            "model.safetensors or shards with model.safetensors.index.json, tokenizer.json) "
+            "and write a native unmask checkpoint folder (config.json, model.safetensors, "
+            "tokenizer.json). Supported families: see docs/models.md."
+        ),
+    )
+    p.add_argument(
+        "src", metavar="SRC", help="publisher folder (download it first; unmask never downloads)"
+    )
+    p.add_argument("dst", metavar="DST", help="output folder (must not exist or be empty)")
+    p.add_argument(
+        "--dtype",
+        choices=("bf16", "fp16", "fp32"),
+        default=None,
+        help="dtype of the written weights (default: the folder's torch_dtype)",
+    )
+    p.add_argument(
+        "--to",
+        choices=sorted(IMPORTERS),
+        default=None,
+        metavar="FAMILY",
+        help=(
+            "export instead: SRC is a native checkpoint, DST is written in this family's "
+            f"publisher layout ({', '.join(sorted(IMPORTERS))})"
+        ),
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unmask.convert import convert, export, parse_dtype
+
+    dtype = parse_dtype(args.dtype)
+    if args.to is not None:
+        out = export(args.src, args.dst, family=args.to, dtype=dtype)
+    else:
+        out = convert(args.src, args.dst, dtype=dtype)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0

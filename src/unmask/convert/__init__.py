@@ -1,0 +1,58 @@
+"""Importers for published checkpoints: local Hugging Face folders in the publisher's format.
+
+A publisher folder holds ``config.json`` (with ``model_type``), the weights as
+``model.safetensors`` or shards listed in ``model.safetensors.index.json``, and
+``tokenizer.json``. Nothing here touches the network or unpickles anything.
+
+Inside:
+
+- ``Importer``: one family, declared as data: how to recognise its ``config.json``, which
+  ``config.json`` keys become which ``ModelConfig`` fields (``facts``), which options it must
+  have for unmask's one Transformer to reproduce it (``requires``), and a weight-name map
+  (source-name pattern -> unmask parameter name, ``{i}`` = layer index). Litgpt-style.
+- ``IMPORTERS`` (registry: ``llada``, ``dream``) and ``UNSUPPORTED`` (families we recognise
+  but cannot run, with the reason: ``mdlm``, ``sedd``).
+- ``is_publisher_folder``, ``detect``, ``import_folder`` (-> ``checkpoint.Loaded``),
+  ``parse_dtype`` (``load``); ``convert`` (publisher folder -> native unmask checkpoint),
+  ``export`` (native -> a family's layout), ``write_safetensors`` (``write``).
+
+Modules: ``families`` (the declarations), ``load`` (reading), ``write`` (writing).
+
+Weights are read shard by shard, tensor by tensor, with ``safetensors.safe_open`` straight
+into a model built on the meta device and materialised in the requested dtype, so RAM
+never holds a second full copy.
+"""
+
+from __future__ import annotations
+
+from unmask.convert.families import IMPORTERS, UNSUPPORTED, Importer, register
+from unmask.convert.load import (
+    detect,
+    import_folder,
+    is_publisher_folder,
+    load_weights,
+    model_config,
+    parse_dtype,
+    shard_files,
+    weight_map,
+)
+from unmask.convert.write import convert, export, export_config, write_safetensors
+
+__all__ = [
+    "IMPORTERS",
+    "UNSUPPORTED",
+    "Importer",
+    "convert",
+    "detect",
+    "export",
+    "export_config",
+    "import_folder",
+    "is_publisher_folder",
+    "load_weights",
+    "model_config",
+    "parse_dtype",
+    "register",
+    "shard_files",
+    "weight_map",
+    "write_safetensors",
+]

@@ -1,0 +1,325 @@
+"""Reading a publisher folder: family detection, ``config.json`` -> ``ModelConfig``, the
+tokenizer with the folder's special ids, and weights streamed shard by shard into a model
+built on the meta device (``import_folder``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unmask.convert.families import (
+    DTYPES,
+    IMPORTERS,
+    INDEX,
+    REQUIRED,
+    SINGLE,
+    SPECIAL_KEYS,
+    UNSUPPORTED,
+    Importer,
+)
+from unmask.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from unmask.checkpoint import Loaded
+    from unmask.config import ModelConfig
+    from unmask.tokenizer import Tokenizer
+
+
+# -- detection --------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def _native_fields() -> set[str]:
+    from dataclasses import fields
+
+    from unmask.config import ModelConfig
+
+    return {f.name for f in fields(ModelConfig)}
+
+
+def is_publisher_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder whose ``config.json`` is not a native unmask ``ModelConfig``
+    (it has ``model_type`` / ``architectures``, or keys ``ModelConfig`` does not know)."""
+    p = Path(path)
+    cfg = p / "config.json"
+    if not (p.is_dir() and cfg.is_file()):
+        return False
+    try:
+        data = json.loads(cfg.read_text())
+    except (json.JSONDecodeError, OSError):
+        return False  # the native loader reports it
+    if not isinstance(data, dict):
+        return False
+    return "model_type" in data or "architectures" in data or bool(set(data) - _native_fields())
+
+
+def detect(hf: dict[str, Any], source: Path) -> Importer:
+    """The importer for a publisher ``config.json`` (``hf``), or a one-line ``UserError``."""
+    model_type = str(hf.get("model_type", "")).lower()
+    if not model_type:
+        archs = [str(a).lower() for a in hf.get("architectures") or []]
+        for imp in IMPORTERS.values():
+            if any(a.startswith(imp.name) for a in archs):
+                return imp
+    for imp in IMPORTERS.values():
+        if model_type in imp.model_types:
+            return imp
+    supported = ", ".join(IMPORTERS)
+    if not model_type and {"graph", "noise"} <= set(hf):
+        model_type = "sedd"  # SEDD's released config.json is its Hydra training config
+    if model_type in UNSUPPORTED:
+        raise UserError(
+            f"{source}: {model_type} is not supported: {UNSUPPORTED[model_type]} (supported: {supported})"
+        )
+    if not model_type:
+        unknown = ", ".join(sorted(set(hf) - _native_fields())[:3])
+        raise UserError(
+            f"{source}: neither an unmask ModelConfig (unknown fields {unknown}) nor a published "
+            f"model's config (no model_type); supported families: {supported}"
+        )
+    raise UserError(
+        f"{source}: model_type {hf.get('model_type')!r} is not supported (supported families: {supported})"
+    )
+
+
+# -- config.json -> ModelConfig -----------------------------------------------------------
+
+
+def _first_id(value: Any) -> int | None:
+    """A token id from config.json, where some publishers store a list of EOS ids."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return None if value is None else int(value)
+
+
+def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, Any]:
+    """``ModelConfig`` fields other than the special ids, from ``config.json``."""
+    for key, allowed in imp.requires.items():
+        if hf.get(key) not in allowed:
+            want = " or ".join(repr(v) for v in allowed if v is not None) or "absent"
+            raise UserError(
+                f"{source}: {key}={hf.get(key)!r} is not supported for {imp.name} (needs {want})"
+            )
+    out: dict[str, Any] = {}
+    for name, (keys, default) in imp.facts.items():
+        value = next((hf[k] for k in keys if hf.get(k) is not None), default)
+        if value is REQUIRED:
+            raise UserError(f"{source}: missing {' or '.join(keys)} (needed for {imp.name})")
+        out[name] = value
+    out.update(imp.constants)
+    if imp.derive is not None:
+        imp.derive(hf, out)
+    return out
+
+
+def _tokenizer(folder: Path, hf: dict[str, Any]) -> Tokenizer:
+    """The folder's tokenizer with its special tokens taken from ``config.json`` ids (falling
+    back to ``tokenizer_config.json`` strings, then to the loader's search by name)."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    from unmask.tokenizer import load_tokenizer
+
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(
+            f"{path}: missing (the publisher's tokenizer.json is needed next to config.json)"
+        )
+    try:
+        raw = HFTokenizer.from_file(str(path))
+    except Exception as e:  # HF raises plain Exception for bad files
+        raise UserError(
+            f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0] if str(e) else e})"
+        ) from None
+    tok_cfg_path = folder / "tokenizer_config.json"
+    tok_cfg = _read_json(tok_cfg_path) if tok_cfg_path.is_file() else {}
+    names: dict[str, str | None] = {}
+    for fld, key in SPECIAL_KEYS.items():
+        tid = _first_id(hf.get(key))
+        if tid is not None:
+            token = raw.id_to_token(tid)
+            if token is None:
+                raise UserError(f"{path}: no token with id {tid} (config.json {key})")
+            names[fld] = token
+            continue
+        token = tok_cfg.get(key.replace("_id", ""))  # e.g. "pad_token": "<|endoftext|>"
+        if isinstance(token, dict):
+            token = token.get("content")
+        names[fld] = (
+            token if isinstance(token, str) and raw.token_to_id(token) is not None else None
+        )
+    return load_tokenizer(
+        path,
+        mask_token=names["mask_id"],
+        pad_token=names["pad_id"],
+        eos_token=names["eos_id"],
+        bos_token=names["bos_id"],
+    )
+
+
+def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig, Tokenizer]:
+    """Detect the family of a publisher folder and read its facts into a ``ModelConfig``."""
+    from unmask.config import ModelConfig
+
+    p = Path(folder)
+    source = p / "config.json"
+    hf = _read_json(source)
+    imp = detect(hf, source)
+    shape = _shape_fields(imp, hf, source)
+    tok = _tokenizer(p, hf)
+    if tok.vocab_size > int(shape["vocab_size"]):
+        raise UserError(
+            f"{p / 'tokenizer.json'}: tokenizer has {tok.vocab_size} tokens, the model only {shape['vocab_size']}"
+        )
+    try:
+        config = ModelConfig(**shape, **tok.special_ids())
+    except TypeError as e:  # a fact of the wrong type in config.json
+        raise UserError(f"{source}: {e}") from None
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
+    return imp, config, tok
+
+
+# -- weights ------------------------------------------------------------------------------
+
+
+def parse_dtype(name: str | None) -> torch.dtype | None:
+    """``bf16`` / ``fp16`` / ``fp32`` (or the torch names) -> ``torch.dtype``; None stays None."""
+    import torch
+
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise UserError(f"unknown dtype {name!r}; choose bf16, fp16 or fp32")
+    return getattr(torch, DTYPES[name])
+
+
+def shard_files(folder: Path) -> list[Path]:
+    """The folder's safetensors files: those named in the index, or ``model.safetensors``."""
+    index = folder / INDEX
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise UserError(f"{index}: no weight_map")
+        files = [folder / f for f in sorted(set(weight_map.values()))]
+        for f in files:
+            if not f.is_file():
+                raise UserError(f"{f}: shard listed in {INDEX} is missing")
+        return files
+    if (folder / SINGLE).is_file():
+        return [folder / SINGLE]
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
+        raise UserError(
+            f"{folder}: only pickled weights (*.bin/*.pt); unmask never unpickles: get the *.safetensors files"
+        )
+    raise UserError(f"{folder}: no {SINGLE} nor {INDEX}")
+
+
+def weight_map(imp: Importer, config: ModelConfig, targets: set[str]) -> dict[str, str]:
+    """Source tensor name -> unmask parameter name for this config, layers expanded; only
+    entries whose target exists in the model (``targets``)."""
+    out: dict[str, str] = {}
+    for src, dst in imp.weights.items():
+        pairs = (
+            [(src.format(i=i), dst.format(i=i)) for i in range(config.n_layers)]
+            if "{i}" in src
+            else [(src, dst)]
+        )
+        out.update({s: d for s, d in pairs if d in targets})
+    return out
+
+
+def load_weights(model: Any, imp: Importer, folder: Path) -> None:
+    """Fill every parameter of ``model`` (already materialised) from the folder's shards,
+    one tensor at a time, casting to each parameter's dtype and device.
+
+    Raises a one-line ``UserError`` naming the file on an unexpected tensor, a shape that
+    disagrees with config.json, a tensor found twice, or a parameter left unfilled.
+    """
+    import torch
+    from safetensors import safe_open
+
+    params = dict(model.named_parameters())  # tied weights appear once
+    names = weight_map(imp, model.config, set(params))
+    unmapped = sorted(set(params) - set(names.values()))
+    if unmapped:  # an importer bug, not a user error: the map must cover the model
+        raise RuntimeError(f"{imp.name} weight map has no source for {unmapped[:3]}")
+    filled: dict[str, Path] = {}
+    for shard in shard_files(folder):
+        try:
+            handle = safe_open(str(shard), framework="pt", device="cpu")
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise UserError(f"{shard}: cannot read ({e})") from None
+        with handle as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
+                target = names.get(key)
+                if target is None:
+                    raise UserError(
+                        f"{shard}: unexpected tensor {key} (not in the {imp.name} weight map for this config)"
+                    )
+                if key in filled:
+                    raise UserError(f"{shard}: tensor {key} also in {filled[key].name}")
+                param = params[target]
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != tuple(param.shape):
+                    raise UserError(
+                        f"{shard}: tensor {key} has shape {shape}, config.json implies {tuple(param.shape)}"
+                    )
+                with torch.no_grad():
+                    param.copy_(f.get_tensor(key))  # one tensor in RAM at a time; copy_ casts
+                filled[key] = shard
+    missing = sorted(set(names) - set(filled))
+    if missing:
+        raise UserError(
+            f"{folder}: missing tensor(s) {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+        )
+
+
+def _default_dtype(hf: dict[str, Any]) -> torch.dtype:
+    """The dtype the publisher stored (``torch_dtype`` / ``dtype``), float32 if unknown."""
+    import torch
+
+    name = hf.get("torch_dtype") or hf.get("dtype")
+    return getattr(torch, DTYPES.get(str(name), "float32"))
+
+
+def import_folder(
+    path: str | os.PathLike[str],
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+) -> Loaded:
+    """Load a publisher folder (LLaDA, Dream) as an unmask ``Transformer`` in eval mode.
+
+    The model is built on the meta device, materialised on ``device`` in ``dtype`` (default:
+    the folder's ``torch_dtype``), and filled tensor by tensor from the shards.
+    """
+    import torch
+
+    from unmask.checkpoint import Loaded
+    from unmask.model import Transformer
+
+    folder = Path(path)
+    imp, config, tok = model_config(folder)
+    dtype = dtype if dtype is not None else _default_dtype(_read_json(folder / "config.json"))
+    with torch.device("meta"):
+        model = Transformer(config)
+    model = model.to(dtype=dtype).to_empty(device=device)
+    if config.tie_embeddings:
+        model.lm_head.weight = model.embed.weight
+    model._rope = None
+    load_weights(model, imp, folder)
+    model.eval()
+    return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name)

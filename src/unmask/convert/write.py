@@ -1,0 +1,184 @@
+"""Writing: ``write_safetensors`` (streamed, no second copy), ``convert`` (publisher folder
+-> native checkpoint) and ``export`` (native checkpoint -> a family's publisher layout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
+from unmask.convert.load import import_folder, is_publisher_folder, weight_map
+from unmask.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from unmask.config import ModelConfig
+
+
+SAFETENSORS_DTYPES = {
+    "float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64",
+    "int64": "I64", "int32": "I32", "bool": "BOOL", "uint8": "U8",
+}  # fmt: skip
+"""torch dtype name -> safetensors dtype tag."""
+
+
+def write_safetensors(
+    tensors: Mapping[str, torch.Tensor], path: Path, *, metadata: Mapping[str, str] | None = None
+) -> None:
+    """Write ``tensors`` to ``path`` in the safetensors format, streaming one tensor at a time.
+
+    ``safetensors.torch.save_file`` first turns every tensor into ``bytes`` (a second full
+    copy of the model in RAM); this writes each tensor's memory directly instead. The format
+    (github.com/huggingface/safetensors): an 8-byte little-endian header length, a JSON header
+    of ``{name: {dtype, shape, data_offsets}}`` padded with spaces to a multiple of 8, then
+    the tensors' bytes back to back.
+    """
+    import torch
+
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    names = sorted(tensors)
+    for name in names:
+        t = tensors[name]
+        tag = SAFETENSORS_DTYPES.get(str(t.dtype).removeprefix("torch."))
+        if tag is None:
+            raise ValueError(f"cannot write {name}: dtype {t.dtype} has no safetensors tag here")
+        size = t.numel() * t.element_size()
+        header[name] = {
+            "dtype": tag,
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name in names:
+            t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+            f.write(memoryview(t.view(torch.uint8).numpy()))  # the tensor's own memory, no copy
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def convert(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dtype: torch.dtype | None = None
+) -> Path:
+    """Write a native unmask checkpoint folder (config.json, model.safetensors, tokenizer.json)
+    at ``dst`` from the publisher folder ``src``; returns ``dst``.
+
+    ``dst`` must not exist or be empty. Files are written into a temporary folder beside
+    ``dst`` and renamed into place, so a failed conversion leaves nothing half-written.
+    """
+    from unmask.checkpoint import _state_for_save
+    from unmask.config import to_dict
+
+    if not is_publisher_folder(src):
+        raise UserError(f"{src}: not a publisher folder (config.json with model_type)")
+    out = Path(dst)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: already exists and is not empty")
+    loaded = import_folder(src, device="cpu", dtype=dtype)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    try:
+        write_safetensors(
+            _state_for_save(loaded.model), tmp / SINGLE, metadata={"source": loaded.family}
+        )
+        (tmp / "config.json").write_text(
+            json.dumps(to_dict(loaded.config), indent=2, sort_keys=True) + "\n"
+        )
+        loaded.tokenizer.save(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+# -- export: native -> publisher layout ------------------------------------------------------
+
+
+def export_config(imp: Importer, config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
+    """The family's ``config.json`` for a native ``ModelConfig``: the inverse of ``facts``,
+    ``constants``, ``requires`` and the special ids; a ``UserError`` if the family cannot
+    hold this model (e.g. a causal model as LLaDA, or no logit shift as Dream)."""
+    for name, value in imp.constants.items():
+        if getattr(config, name) != value:
+            raise UserError(
+                f"cannot export as {imp.name}: it needs {name}={value!r}, the checkpoint has "
+                f"{getattr(config, name)!r}"
+            )
+    out: dict[str, Any] = dict(imp.header)
+    for key, allowed in imp.requires.items():
+        out[key] = allowed[0]
+    for name, (keys, _default) in imp.facts.items():
+        for key in keys:
+            out[key] = getattr(config, name)
+    if imp.underive is not None:
+        out.update(imp.underive(config))
+    for name, key in SPECIAL_KEYS.items():
+        out[key] = getattr(config, name)
+    out["torch_dtype"] = str(dtype).removeprefix("torch.")
+    return out
+
+
+def export(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    family: str,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write a native checkpoint ``src`` as a folder in ``family``'s publisher layout at ``dst``
+    (``config.json``, ``model.safetensors``, ``tokenizer.json``); returns ``dst``.
+
+    Tensor names are the inverse of the family's weight map, so ``unmask.load(dst)`` imports
+    it back exactly. Loading it with ``transformers`` (``trust_remote_code=True``) needs the
+    publisher's ``configuration_*.py`` / ``modeling_*.py`` copied into ``dst``; unmask does
+    not ship third-party code.
+    """
+    from unmask.checkpoint import _state_for_save, load
+
+    if family not in IMPORTERS:
+        raise UserError(f"unknown family {family!r}; choose one of {', '.join(IMPORTERS)}")
+    imp = IMPORTERS[family]
+    out = Path(dst)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: already exists and is not empty")
+    loaded = load(src, device="cpu", dtype=dtype)
+    if loaded.family != "unmask":
+        raise UserError(
+            f"{src}: already a publisher folder ({loaded.family}); export takes a native checkpoint"
+        )
+    state = _state_for_save(loaded.model)  # tied output head dropped, as the publishers do
+    header = export_config(imp, loaded.config, next(iter(state.values())).dtype)
+    names = {v: k for k, v in weight_map(imp, loaded.config, set(state)).items()}
+    unmapped = sorted(set(state) - set(names))
+    if unmapped:
+        raise UserError(
+            f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    try:
+        tensors = {names[k]: v for k, v in state.items()}
+        write_safetensors(tensors, tmp / SINGLE, metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
+        loaded.tokenizer.save(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

@@ -1,0 +1,461 @@
+"""Importers of published checkpoints (unmask.convert): tiny random checkpoints written in
+each family's exact format load, generate, and match an independent forward pass written
+here from the family's formulas (not by calling unmask.model)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, pre_tokenizers
+
+import unmask
+from unmask.cli import main
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.sampling import generate
+
+D, LAYERS, HEADS, KV_HEADS, FFN, VOCAB = 32, 2, 4, 2, 48, 56
+WORDS = [f"w{i}" for i in range(40)]
+
+
+def _tokenizer_json(path: Path, specials: list[str]) -> dict[str, int]:
+    """A word-level tokenizer.json: words first, then the family's special tokens (like the
+    real ones, whose specials sit at the end of the vocabulary). Returns token -> id."""
+    vocab = {w: i for i, w in enumerate(["<unk>", *WORDS, *specials])}
+    hf = HFTokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf.add_special_tokens(specials)
+    hf.save(str(path))
+    return vocab
+
+
+def _rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
+    return torch.randn(*shape) * scale
+
+
+def _layer_tensors(qkv_bias: bool) -> dict[str, torch.Tensor]:
+    """Generic per-layer weights under neutral names; each family renames them."""
+    hd = D // HEADS
+    t = {
+        "attn_norm": 1 + _rand(D, scale=0.1),
+        "q": _rand(HEADS * hd, D),
+        "k": _rand(KV_HEADS * hd, D),
+        "v": _rand(KV_HEADS * hd, D),
+        "o": _rand(D, HEADS * hd),
+        "mlp_norm": 1 + _rand(D, scale=0.1),
+        "gate": _rand(FFN, D),
+        "up": _rand(FFN, D),
+        "down": _rand(D, FFN),
+    }
+    if qkv_bias:
+        t |= {"bq": _rand(HEADS * hd), "bk": _rand(KV_HEADS * hd), "bv": _rand(KV_HEADS * hd)}
+    return t
+
+
+def _write_shards(folder: Path, tensors: dict[str, torch.Tensor], n_shards: int) -> None:
+    """model.safetensors, or n shards named like HF's with model.safetensors.index.json."""
+    if n_shards == 1:
+        save_file(tensors, str(folder / "model.safetensors"))
+        return
+    keys = list(tensors)
+    weight_map = {}
+    for s in range(n_shards):
+        name = f"model-{s + 1:05d}-of-{n_shards:05d}.safetensors"
+        part = {k: tensors[k].contiguous() for k in keys[s::n_shards]}
+        save_file(part, str(folder / name))
+        weight_map |= {k: name for k in part}
+    index = {
+        "metadata": {"total_size": sum(t.numel() * 4 for t in tensors.values())},
+        "weight_map": weight_map,
+    }
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+def make_llada(folder: Path, *, n_shards: int = 2, tie: bool = False) -> dict:
+    """A tiny LLaDA folder (names, config keys as GSAI-ML/LLaDA-8B-*); returns the generic weights."""
+    folder.mkdir(parents=True)
+    vocab = _tokenizer_json(
+        folder / "tokenizer.json", ["<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>"]
+    )
+    config = {
+        "architectures": ["LLaDAModelLM"],
+        "model_type": "llada",
+        "activation_type": "silu",
+        "alibi": False,
+        "attention_layer_norm": False,
+        "block_group_size": 1,
+        "block_type": "llama",
+        "clip_qkv": None,
+        "d_model": D,
+        "embedding_size": VOCAB,
+        "eos_token_id": vocab["<|endoftext|>"],
+        "pad_token_id": vocab["<|endoftext|>"],
+        "mask_token_id": vocab["<|mdm_mask|>"],
+        "include_bias": False,
+        "include_qkv_bias": False,
+        "input_emb_norm": False,
+        "layer_norm_type": "rms",
+        "max_sequence_length": 64,
+        "mlp_hidden_size": FFN,
+        "n_heads": HEADS,
+        "n_kv_heads": KV_HEADS,
+        "n_layers": LAYERS,
+        "rms_norm_eps": 1e-5,
+        "rope": True,
+        "rope_theta": 500000.0,
+        "scale_logits": False,
+        "vocab_size": VOCAB,
+        "weight_tying": tie,
+        "torch_dtype": "float32",
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    w = {"embed": _rand(VOCAB, D), "norm": 1 + _rand(D, scale=0.1), "out": _rand(VOCAB, D)}
+    w["layers"] = [_layer_tensors(qkv_bias=False) for _ in range(LAYERS)]
+    t = {"model.transformer.wte.weight": w["embed"], "model.transformer.ln_f.weight": w["norm"]}
+    if tie:
+        w["out"] = w["embed"]
+    else:
+        t["model.transformer.ff_out.weight"] = w["out"]
+    for i, lw in enumerate(w["layers"]):
+        b = f"model.transformer.blocks.{i}."
+        t |= {
+            b + "attn_norm.weight": lw["attn_norm"],
+            b + "q_proj.weight": lw["q"],
+            b + "k_proj.weight": lw["k"],
+            b + "v_proj.weight": lw["v"],
+            b + "attn_out.weight": lw["o"],
+            b + "ff_norm.weight": lw["mlp_norm"],
+            b + "ff_proj.weight": lw["gate"],  # LLaDA: ff_out(silu(ff_proj(x)) * up_proj(x))
+            b + "up_proj.weight": lw["up"],
+            b + "ff_out.weight": lw["down"],
+        }
+    _write_shards(folder, t, n_shards)
+    return {"weights": w, "eps": 1e-5, "theta": 500000.0, "bias": False, "vocab": vocab}
+
+
+def make_dream(folder: Path, *, n_shards: int = 1, tie: bool = False) -> dict:
+    """A tiny Dream folder (Qwen2 names and config keys as Dream-org/Dream-v0-Base-7B)."""
+    folder.mkdir(parents=True)
+    vocab = _tokenizer_json(
+        folder / "tokenizer.json", ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|mask|>"]
+    )
+    config = {
+        "architectures": ["DreamModel"],
+        "auto_map": {
+            "AutoConfig": "configuration_dream.DreamConfig",
+            "AutoModel": "modeling_dream.DreamModel",
+        },
+        "model_type": "Dream",
+        "attention_dropout": 0.0,
+        "bos_token_id": vocab["<|endoftext|>"],
+        "eos_token_id": vocab["<|endoftext|>"],
+        "pad_token_id": vocab["<|endoftext|>"],
+        "mask_token_id": vocab["<|mask|>"],
+        "hidden_act": "silu",
+        "hidden_size": D,
+        "intermediate_size": FFN,
+        "max_position_embeddings": 64,
+        "max_window_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "num_hidden_layers": LAYERS,
+        "num_key_value_heads": KV_HEADS,
+        "rms_norm_eps": 1e-6,
+        "rope_scaling": None,
+        "rope_theta": 1000000.0,
+        "sliding_window": None,
+        "tie_word_embeddings": tie,
+        "torch_dtype": "float32",
+        "use_cache": False,
+        "use_sliding_window": False,
+        "vocab_size": VOCAB,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    w = {"embed": _rand(VOCAB, D), "norm": 1 + _rand(D, scale=0.1), "out": _rand(VOCAB, D)}
+    w["layers"] = [_layer_tensors(qkv_bias=True) for _ in range(LAYERS)]
+    t = {"model.embed_tokens.weight": w["embed"], "model.norm.weight": w["norm"]}
+    if tie:
+        w["out"] = w["embed"]
+    else:
+        t["lm_head.weight"] = w["out"]
+    for i, lw in enumerate(w["layers"]):
+        b = f"model.layers.{i}."
+        t |= {
+            b + "input_layernorm.weight": lw["attn_norm"],
+            b + "self_attn.q_proj.weight": lw["q"],
+            b + "self_attn.q_proj.bias": lw["bq"],
+            b + "self_attn.k_proj.weight": lw["k"],
+            b + "self_attn.k_proj.bias": lw["bk"],
+            b + "self_attn.v_proj.weight": lw["v"],
+            b + "self_attn.v_proj.bias": lw["bv"],
+            b + "self_attn.o_proj.weight": lw["o"],
+            b + "post_attention_layernorm.weight": lw["mlp_norm"],
+            b + "mlp.gate_proj.weight": lw["gate"],
+            b + "mlp.up_proj.weight": lw["up"],
+            b + "mlp.down_proj.weight": lw["down"],
+        }
+    _write_shards(folder, t, n_shards)
+    return {"weights": w, "eps": 1e-6, "theta": 1000000.0, "bias": True, "vocab": vocab}
+
+
+def reference_logits(ref: dict, tokens: list[int]) -> torch.Tensor:
+    """Straight from the formulas, in float64, one unbatched sequence -> (L, V) logits.
+
+    Pre-norm blocks: x += Wo·softmax(q·kᵀ/√hd)·v over all positions (bidirectional), with
+    RoPE rotating the pairs (j, j + hd/2) of each head by angle p·θ^(-2j/hd); GQA query head
+    h reads key/value head h // (H/H_kv); x += W_down·(silu(W_gate·h) ⊙ W_up·h); RMSNorm
+    x / sqrt(mean(x²) + eps) · w; logits = W_out·norm(x).
+    """
+    w, eps, theta = ref["weights"], ref["eps"], ref["theta"]
+    f64 = {}
+
+    def g(t: torch.Tensor) -> torch.Tensor:
+        return f64.setdefault(id(t), t.double())
+
+    def rms(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + eps) * g(weight)
+
+    L, hd, half = len(tokens), D // HEADS, D // HEADS // 2
+    pos = torch.arange(L, dtype=torch.float64)[:, None]
+    freq = theta ** (-2 * torch.arange(half, dtype=torch.float64) / hd)
+    cos, sin = torch.cos(pos * freq), torch.sin(pos * freq)  # (L, hd/2)
+
+    def rope(x: torch.Tensor) -> torch.Tensor:  # (L, n, hd)
+        a, b = x[..., :half], x[..., half:]
+        c, s = cos[:, None, :], sin[:, None, :]
+        return torch.cat([a * c - b * s, b * c + a * s], dim=-1)
+
+    x = g(w["embed"])[torch.tensor(tokens)]  # (L, D)
+    for lw in w["layers"]:
+        h = rms(x, lw["attn_norm"])
+        q, k, v = h @ g(lw["q"]).T, h @ g(lw["k"]).T, h @ g(lw["v"]).T
+        if ref["bias"]:
+            q, k, v = q + g(lw["bq"]), k + g(lw["bk"]), v + g(lw["bv"])
+        q = rope(q.view(L, HEADS, hd))
+        k = rope(k.view(L, KV_HEADS, hd))
+        v = v.view(L, KV_HEADS, hd)
+        heads = []
+        for head in range(HEADS):
+            kv = head // (HEADS // KV_HEADS)
+            scores = q[:, head] @ k[:, kv].T / math.sqrt(hd)  # (L, L)
+            heads.append(torch.softmax(scores, dim=-1) @ v[:, kv])
+        x = x + torch.cat(heads, dim=-1) @ g(lw["o"]).T
+        h = rms(x, lw["mlp_norm"])
+        gate = h @ g(lw["gate"]).T
+        x = x + (gate * torch.sigmoid(gate) * (h @ g(lw["up"]).T)) @ g(lw["down"]).T
+    return rms(x, w["norm"]) @ g(w["out"]).T
+
+
+FAMILIES = {
+    "llada": (make_llada, {"n_shards": 2}),
+    "llada-tied": (make_llada, {"n_shards": 1, "tie": True}),
+    "dream": (make_dream, {"n_shards": 1}),
+    "dream-sharded-tied": (make_dream, {"n_shards": 3, "tie": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(FAMILIES))
+def test_import_matches_reference_and_generates(tmp_path: Path, case: str) -> None:
+    torch.manual_seed(0)
+    make, kwargs = FAMILIES[case]
+    ref = make(tmp_path / case, **kwargs)
+    loaded = unmask.load(tmp_path / case)
+    cfg = loaded.config
+    family = case.split("-")[0]
+    assert loaded.family == family
+    # Facts read from config.json (and the tokenizer), not hard-coded at call sites.
+    vocab = ref["vocab"]
+    assert cfg.mask_id == vocab["<|mdm_mask|>" if family == "llada" else "<|mask|>"]
+    assert cfg.eos_id == cfg.pad_id == vocab["<|endoftext|>"]
+    assert cfg.logit_shift is (family == "dream")
+    assert cfg.qkv_bias is (family == "dream")
+    assert cfg.rope_theta == ref["theta"] and cfg.norm_eps == ref["eps"]
+    assert cfg.tie_embeddings is kwargs.get("tie", False)
+    assert (cfg.vocab_size, cfg.n_kv_heads, cfg.ffn_hidden) == (VOCAB, KV_HEADS, FFN)
+
+    tokens = [
+        vocab["w3"],
+        vocab["w17"],
+        cfg.mask_id,
+        vocab["w5"],
+        cfg.mask_id,
+        vocab["w0"],
+        vocab["w39"],
+    ]
+    with torch.no_grad():
+        got = loaded.model(torch.tensor([tokens]))[0].double()  # (L, V)
+    want = reference_logits(ref, tokens)
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+
+    prompt = loaded.tokenizer.encode("w1 w2 w3")
+    assert prompt == [vocab["w1"], vocab["w2"], vocab["w3"]]
+    res = generate(
+        loaded.model,
+        [prompt],
+        SampleConfig(gen_length=6, steps=3),
+        mask_id=cfg.mask_id,
+        pad_id=cfg.pad_id,
+        eos_id=cfg.eos_id,
+    )
+    out = res.tokens[0].tolist()
+    assert out[:3] == prompt and len(out) == 9 and cfg.mask_id not in out
+
+
+def test_dtype_and_convert_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(1)
+    make_dream(tmp_path / "dream", n_shards=2)
+    bf = unmask.load(tmp_path / "dream", dtype=torch.bfloat16)
+    assert {p.dtype for p in bf.model.parameters()} == {torch.bfloat16}
+
+    assert main(["convert", str(tmp_path / "dream"), str(tmp_path / "native")]) == 0
+    native = unmask.load(tmp_path / "native")
+    assert native.family == "unmask" and native.config.logit_shift and native.config.qkv_bias
+    imported = unmask.load(tmp_path / "dream")
+    tokens = torch.tensor([[1, 2, 3, imported.config.mask_id]])
+    with torch.no_grad():
+        assert torch.equal(native.model(tokens), imported.model(tokens))
+    assert native.tokenizer.special_ids() == imported.tokenizer.special_ids()
+    # ... and back to Dream's layout: the inverse of the weight map.
+    assert (
+        main(["convert", str(tmp_path / "native"), str(tmp_path / "again"), "--to", "dream"]) == 0
+    )
+    again = unmask.load(tmp_path / "again")
+    assert again.family == "dream" and again.config == imported.config
+    with torch.no_grad():
+        assert torch.equal(again.model(tokens), imported.model(tokens))
+
+    assert (
+        main(["convert", str(tmp_path / "dream"), str(tmp_path / "half"), "--dtype", "bf16"]) == 0
+    )
+    assert {p.dtype for p in unmask.load(tmp_path / "half").model.parameters()} == {
+        torch.float32
+    }  # load casts back
+    assert main(["convert", str(tmp_path / "dream"), str(tmp_path / "native")]) == 2  # not empty
+
+    # The CLI takes the publisher folder directly.
+    args = ["generate", "w1 w2", "--model", str(tmp_path / "dream"), "--json", "--gen-length", "3"]
+    assert main([*args, "--steps", "3", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["results"][0]["tokens"]) == 3 and out["nfe"] == 3
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(UserError) as e:
+        unmask.load(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_bad_folders_give_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(2)
+    # Unsupported family: names the supported ones.
+    make_llada(tmp_path / "mdlm", n_shards=1)
+    cfg = json.loads((tmp_path / "mdlm" / "config.json").read_text())
+    (tmp_path / "mdlm" / "config.json").write_text(json.dumps({**cfg, "model_type": "mdlm"}))
+    msg = _error(tmp_path / "mdlm")
+    assert "config.json" in msg and "llada" in msg and "dream" in msg and "time conditioning" in msg
+    (tmp_path / "mdlm" / "config.json").write_text(json.dumps({**cfg, "model_type": "gpt_neox"}))
+    assert "gpt_neox" in _error(tmp_path / "mdlm") and "llada, dream" in _error(tmp_path / "mdlm")
+    # SEDD's released config.json is a Hydra training config without model_type.
+    (tmp_path / "mdlm" / "config.json").write_text(
+        json.dumps({"model": {}, "graph": {}, "noise": {}, "tokens": 9})
+    )
+    assert "sedd is not supported" in _error(tmp_path / "mdlm")
+    (tmp_path / "mdlm" / "config.json").write_text(json.dumps({"d_model": 32, "n_layerz": 2}))
+    assert "n_layerz" in _error(tmp_path / "mdlm")
+    # An option unmask cannot reproduce.
+    (tmp_path / "mdlm" / "config.json").write_text(json.dumps({**cfg, "block_type": "sequential"}))
+    assert "block_type" in _error(tmp_path / "mdlm")
+
+    # Missing shard.
+    make_llada(tmp_path / "shards", n_shards=2)
+    (tmp_path / "shards" / "model-00002-of-00002.safetensors").unlink()
+    assert "model-00002-of-00002.safetensors" in _error(tmp_path / "shards")
+
+    # Shapes that disagree with config.json.
+    make_dream(tmp_path / "shape")
+    cfg = json.loads((tmp_path / "shape" / "config.json").read_text())
+    (tmp_path / "shape" / "config.json").write_text(
+        json.dumps({**cfg, "intermediate_size": FFN + 8})
+    )
+    msg = _error(tmp_path / "shape")
+    assert "model.safetensors" in msg and "mlp" in msg and "shape" in msg
+
+    # A tensor the map does not know (e.g. a bias unmask has no place for) is not dropped silently.
+    make_dream(tmp_path / "extra")
+    cfg = json.loads((tmp_path / "extra" / "config.json").read_text())
+    (tmp_path / "extra" / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 1}))
+    assert "unexpected tensor model.layers.1." in _error(tmp_path / "extra")
+
+    # Tokenizer vocabulary larger than the model's.
+    make_llada(tmp_path / "vocab", n_shards=1)
+    cfg = json.loads((tmp_path / "vocab" / "config.json").read_text())
+    (tmp_path / "vocab" / "config.json").write_text(
+        json.dumps({**cfg, "embedding_size": 40, "vocab_size": 40})
+    )
+    msg = _error(tmp_path / "vocab")
+    assert "tokenizer.json" in msg and "40" in msg
+
+    # A hub id that is not a local folder: no network, a hint to download first.
+    assert "download" in _error(Path("GSAI-ML/LLaDA-8B-Instruct"))
+    # The CLI prints the same one line with exit code 2.
+    assert main(["generate", "w1", "--model", str(tmp_path / "shards"), "--no-live"]) == 2
+    assert "model-00002-of-00002.safetensors" in capsys.readouterr().err
+
+
+def test_write_safetensors_streams_a_file_safetensors_reads(tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from unmask.convert import write_safetensors
+
+    tensors = {
+        "w": torch.randn(5, 3).T,  # not contiguous
+        "b.half": torch.randn(4).half(),
+        "a.bf16": torch.randn(2, 2, 2).to(torch.bfloat16),
+        "ids": torch.arange(3),
+        "empty": torch.zeros(0),
+    }
+    write_safetensors(tensors, tmp_path / "x.safetensors", metadata={"source": "test"})
+    back = load_file(str(tmp_path / "x.safetensors"))
+    assert set(back) == set(tensors)
+    for k, v in tensors.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k], v)
+    with safe_open(str(tmp_path / "x.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"source": "test"}
+
+
+def test_export_native_to_family_layout_and_back(tmp_path: Path) -> None:
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    torch.manual_seed(3)
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "llada"), "--to", "llada"]) == 0
+    hf = json.loads((tmp_path / "llada" / "config.json").read_text())
+    assert (
+        hf["model_type"] == "llada"
+        and hf["weight_tying"] is True
+        and hf["mask_token_id"] == cfg.mask_id
+    )
+    assert hf["auto_map"]["AutoModel"] == "modeling_llada.LLaDAModelLM"
+    back, native = unmask.load(tmp_path / "llada"), unmask.load(tmp_path / "run")
+    assert back.family == "llada" and back.config == native.config
+    tokens = torch.tensor([tok.encode("hello") + [cfg.mask_id]])
+    with torch.no_grad():
+        assert torch.equal(back.model(tokens), native.model(tokens))
+    # Dream needs logit_shift and QKV biases, which this model does not have.
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "dream"), "--to", "dream"]) == 2
+    assert not (tmp_path / "dream").exists()
