@@ -1,0 +1,138 @@
+"""HTTP plumbing of the server: OpenAI-shaped errors, ASGI middlewares, SSE, chat prompts.
+
+Inside: ``APIError`` (an error answered as ``{"error": {"message", "type", "param",
+"code"}}``), ``BodyLimit`` (413 for oversize bodies, before the app parses anything),
+``RecordMetrics`` (requests and latency per endpoint), ``sse`` (one server-sent event)
+and ``render_chat`` (messages → prompt).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.responses import JSONResponse
+
+from unmask.server.metrics import Metrics
+from unmask.server.schemas import ChatMessage
+
+ENDPOINTS = (
+    "/", "/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/infill", "/v1/edit",
+)
+"""Paths with their own metrics label (anything else counts as ``other``)."""
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse(body, status_code=self.status, headers=headers)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "tuple", "none"}
+
+_STATUS_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
+                 413: "invalid_request_error", 429: "rate_limit_error", 504: "timeout_error"}
+
+
+# -- ASGI middlewares -------------------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Reads the whole body (up to ``limit`` bytes) before the app sees it; 413 beyond."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_big = APIError(413, f"request body is larger than {self.limit} bytes", code="body_too_large")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            return await too_big.response()(scope, receive, send)
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client gone before sending its body
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                return await too_big.response()(scope, receive, send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # then: disconnect notices
+
+        await self.app(scope, replay, send)
+
+
+class RecordMetrics:
+    """Counts responses by endpoint and status and times them to their last byte."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
+        t0, status = time.perf_counter(), 500
+
+        async def send_(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_)
+        finally:
+            self.metrics.inc("requests", endpoint=endpoint, status=str(status))
+            self.metrics.observe_latency(time.perf_counter() - t0, endpoint=endpoint)
+
+
+# -- chat rendering ---------------------------------------------------------------------------------
+
+_ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
+
+
+def render_chat(messages: list[ChatMessage], template: str | None = None, *,
+                special: dict[str, str] | None = None) -> str:
+    """The prompt for ``messages``.
+
+    With ``template`` (a Hugging Face style Jinja chat template, from the checkpoint
+    config's ``chat_template``): rendered in a sandbox with ``messages``,
+    ``add_generation_prompt=True`` and the special tokens' text. Without: one line per
+    message, ``"System: ..."``, ``"User: ..."``, ``"Assistant: ..."``, then ``"Assistant:"``.
+    """
+    if template:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        msgs = [{"role": m.role, "content": m.text()} for m in messages]
+        return env.from_string(template).render(messages=msgs, add_generation_prompt=True, **(special or {}))
+    lines = [f"{_ROLES[m.role]}: {m.text()}\n" for m in messages]
+    return "".join(lines) + "Assistant:"
+
+
+def sse(data: dict[str, Any], *, event: str | None = None) -> str:
+    """One server-sent event carrying ``data`` as JSON."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"

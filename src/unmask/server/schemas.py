@@ -1,0 +1,127 @@
+"""Request bodies of the HTTP API (pydantic v2), in OpenAI's shapes plus diffusion options.
+
+Inside: ``DiffusionOptions`` (``steps``, ``block_length``, ``policy``, ``threshold``,
+``cache``, ``stream_denoising``), ``CompletionRequest``, ``ChatMessage``, ``ChatRequest``,
+``InfillRequest``, ``EditRequest``. Every model forbids unknown fields, so a misspelled
+option is a 400, never silently ignored. Limits that depend on the served model or the
+server's ``ServerLimits`` (context length, most steps, most choices) are checked by the
+app, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+MAX_STOP = 4
+"""Most stop sequences per request (as OpenAI)."""
+
+StopText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=1_000_000)
+
+
+class DiffusionOptions(_Strict):
+    """Sampler options shared by every generating endpoint (mapped onto ``SampleConfig``)."""
+
+    model: str | None = None
+    """Model id (``GET /v1/models``); None = the served model."""
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    """Gumbel-max temperature; 0 (the default, unlike OpenAI's 1) = argmax decoding."""
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    """Seed for temperature / random remasking: same seed, same output (a seeded sampled
+    request is never batched with others, so its output does not depend on them)."""
+    steps: int | None = Field(None, ge=1)
+    """Denoising steps; None = one per generated token."""
+    block_length: int | None = Field(None, ge=1)
+    """Semi-autoregressive block length; must divide the generation length."""
+    policy: str = Field("llada", max_length=32)
+    """Commit policy: llada, threshold, factor, entropy (docs/sampling.md)."""
+    threshold: float = Field(0.9, gt=0.0, le=1.0)
+    """Policy ``threshold``: commit every proposal at least this confident."""
+    cache: str = Field("none", max_length=32)
+    """KV cache: none, prefix, dual (approximate for bidirectional models)."""
+
+
+class _Generation(DiffusionOptions):
+    max_tokens: int = Field(16, ge=1)
+    """Tokens to generate (the canvas length; text stops earlier at EOS or a stop sequence)."""
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    """Nucleus sampling; autoregressive checkpoints only (1 or absent for diffusion models)."""
+    n: int = Field(1, ge=1)
+    """Choices per prompt."""
+    stop: StopText | list[StopText] | None = None
+    """Up to 4 strings; the text is cut before the first one found."""
+    stream: bool = False
+    """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``."""
+    stream_denoising: bool = False
+    """Extension (with ``stream``): also send one ``denoising.step`` event per sampler step."""
+    stream_options: dict[Literal["include_usage"], bool] | None = None
+    """``{"include_usage": true}``: a last chunk with ``usage`` (as OpenAI)."""
+    user: str | None = Field(None, max_length=256)
+    """Accepted for compatibility; ignored."""
+    presence_penalty: float | None = Field(None, ge=0.0, le=0.0)
+    """Accepted for compatibility at its neutral value 0 only (clients send it by default)."""
+    frequency_penalty: float | None = Field(None, ge=0.0, le=0.0)
+    """Accepted for compatibility at its neutral value 0 only."""
+
+    def stops(self) -> list[str]:
+        """``stop`` as a list."""
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class CompletionRequest(_Generation):
+    """``POST /v1/completions``."""
+
+    prompt: str | Annotated[list[str], Field(min_length=1)] = ""
+    """One prompt or a list (each gets ``n`` choices)."""
+
+
+class TextPart(_Strict):
+    """A text part of a chat message's content."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    """One chat message."""
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart]
+    name: str | None = Field(None, max_length=64)
+
+    def text(self) -> str:
+        """The content as one string (text parts joined)."""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class ChatRequest(_Generation):
+    """``POST /v1/chat/completions``."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+
+
+class InfillRequest(DiffusionOptions):
+    """``POST /v1/infill``: a template such as ``"The [MASK:6] sat on the [MASK]."`` (docs/infill.md)."""
+
+    template: str = Field(min_length=1)
+
+
+class EditRequest(DiffusionOptions):
+    """``POST /v1/edit``: re-mask character spans, regex matches or the least confident tokens."""
+
+    text: str = Field(min_length=1)
+    spans: list[tuple[int, int]] | None = Field(None, max_length=64)
+    """Character spans ``[start, end)`` to rewrite."""
+    regex: str | None = Field(None, min_length=1, max_length=256)
+    """Python regex; every match is rewritten."""
+    lowest: int | None = Field(None, ge=1)
+    """Rewrite the k least confident tokens instead."""
+    confidence_mode: Literal["masked", "visible"] = "masked"
+    """How ``lowest`` scores tokens (docs/infill.md)."""

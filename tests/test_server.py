@@ -1,0 +1,363 @@
+"""The HTTP API in-process (FastAPI TestClient / httpx over ASGI): shapes, streaming,
+infill/edit, batching, queue limits, timeouts, errors, auth and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import httpx  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import Broken, Echo, Gated, echo_text, loaded, random_transformer, tiny_config  # noqa: E402
+
+from unmask.config import SampleConfig  # noqa: E402
+from unmask.sampling import generate  # noqa: E402
+from unmask.server import ServerLimits, create_app, render_chat  # noqa: E402
+from unmask.server.batching import Cancelled, Engine, Job  # noqa: E402
+from unmask.server.schemas import ChatMessage  # noqa: E402
+from unmask.tokenizer import byte_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def echo_client():
+    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(max_steps=64, max_n=4))
+    with TestClient(app) as c:
+        yield c
+
+
+def sse_events(text: str) -> list[tuple[str | None, str]]:
+    """(event name, data) of every server-sent event."""
+    out = []
+    for block in text.strip().split("\n\n"):
+        event, data = None, None
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: "):
+                data = line[len("data: "):]
+        out.append((event, data))
+    return out
+
+
+def test_completion_shape_text_and_usage(echo_client):
+    r = echo_client.post("/v1/completions", json={"model": "tiny", "prompt": "Hi", "max_tokens": 6})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["object"] == "text_completion" and body["model"] == "tiny"
+    assert body["choices"] == [{"index": 0, "text": echo_text(2, 6), "finish_reason": "length", "logprobs": None}]
+    assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 6, "total_tokens": 8}
+    assert body["nfe"] == 6  # one step per token by default
+
+
+def test_prompt_list_n_and_stop(echo_client):
+    r = echo_client.post("/v1/completions", json={"prompt": ["Hi", "Hey"], "n": 2, "max_tokens": 8, "stop": ["f"]})
+    choices = r.json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2, 3]
+    # left-padded to 3 columns: both prompts see the same columns
+    assert [c["text"] for c in choices] == ["de"] * 4
+    assert all(c["finish_reason"] == "stop" for c in choices)
+
+
+def test_stream_matches_plain_and_ends_with_done(echo_client):
+    plain = echo_client.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 12, "stop": "mn"}).json()
+    r = echo_client.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 12, "stop": "mn", "stream": True,
+                                                  "stream_options": {"include_usage": True}})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    assert events[-1] == (None, "[DONE]")
+    chunks = [json.loads(d) for _, d in events[:-1]]
+    assert all(c["object"] == "text_completion" for c in chunks)
+    text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+    assert text == plain["choices"][0]["text"] == "fghijkl"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
+    assert chunks[-1]["usage"]["completion_tokens"] == 7
+
+
+def test_stream_denoising_events(echo_client):
+    r = echo_client.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8, "steps": 4, "stream": True,
+                                                  "stream_denoising": True})
+    events = sse_events(r.text)
+    steps = [json.loads(d) for e, d in events if e == "denoising.step"]
+    assert [s["step"] for s in steps] == [1, 2, 3, 4]
+    masked = [s["choices"][0]["masked"] for s in steps]
+    assert masked == [6, 4, 2, 0]
+    assert sum(len(s["choices"][0]["committed"]) for s in steps) == 8
+    assert "".join(steps[-1]["choices"][0]["tokens"]) == echo_text(2, 8)
+    assert events[-1] == (None, "[DONE]")
+
+
+def test_chat_plain_and_stream(echo_client):
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    prompt = "System: Be brief.\nUser: Hi\nAssistant:"
+    r = echo_client.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 5})
+    body = r.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": echo_text(len(prompt), 5)}
+    r = echo_client.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 5, "stream": True})
+    chunks = [json.loads(d) for _, d in sse_events(r.text)[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == echo_text(len(prompt), 5)
+
+
+def test_render_chat_default_and_template():
+    msgs = [ChatMessage(role="user", content="Hi"), ChatMessage(role="assistant", content="Yo")]
+    assert render_chat(msgs) == "User: Hi\nAssistant: Yo\nAssistant:"
+    template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    assert render_chat(msgs, template) == "<user>Hi<assistant>Yo<assistant>"
+
+
+def test_seed_gives_same_output(echo_client):
+    # Echo is certain, so temperature changes nothing; the point is the request is accepted
+    # and runs alone (seeded sampling is never batched).
+    body = {"prompt": "x", "max_tokens": 4, "temperature": 1.0, "seed": 7}
+    a = echo_client.post("/v1/completions", json=body).json()
+    b = echo_client.post("/v1/completions", json=body).json()
+    assert a["choices"][0]["text"] == b["choices"][0]["text"] and a["batch_rows"] == 1
+
+
+def test_infill_and_edit(echo_client):
+    r = echo_client.post("/v1/infill", json={"template": "The [MASK:3] sat."})
+    body = r.json()
+    assert r.status_code == 200 and body["object"] == "infill"
+    assert body["text"].startswith("The ") and body["text"].endswith(" sat.") and len(body["text"]) == 12
+    assert body["gaps"][0]["text"] == body["text"][4:7] == echo_text(4, 3)
+    r = echo_client.post("/v1/edit", json={"text": "The cat sat.", "spans": [[4, 7]]})
+    body = r.json()
+    assert body["text"] == "The " + echo_text(4, 3) + " sat."
+    assert body["changes"] == [{"start": 4, "end": 7, "old": "cat", "new": echo_text(4, 3)}]
+    r = echo_client.post("/v1/edit", json={"text": "The cat sat.", "regex": "c.t"})
+    assert r.json()["spans"] == [[4, 7]]
+    r = echo_client.post("/v1/edit", json={"text": "The cat sat.", "spans": [[4, 70]]})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    r = echo_client.post("/v1/infill", json={"template": "no gaps [MASK:0"})
+    assert r.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param", "code"),
+    [
+        ('{"prompt": ', 400, None, "invalid_json"),
+        ('{"prompt": "x", "bogus": 1}', 400, "bogus", "unknown_field"),
+        ('{"messages": [{"role": "user", "content": "x", "extra": 1}]}', 400, "messages.0.extra", "unknown_field"),
+        ('{"prompt": "x", "max_tokens": 0}', 400, "max_tokens", "invalid_value"),
+        ('{"prompt": "x", "max_tokens": 64}', 400, "max_tokens", "context_length_exceeded"),
+        ('{"prompt": "x", "temperature": 5}', 400, "temperature", "invalid_value"),
+        ('{"prompt": "x", "n": 5}', 400, "n", "invalid_value"),
+        ('{"prompt": "x", "steps": 65}', 400, "steps", "invalid_value"),
+        ('{"prompt": "x", "max_tokens": 6, "block_length": 4}', 400, None, "invalid_value"),
+        ('{"prompt": "x", "policy": "nope"}', 400, None, "invalid_value"),
+        ('{"prompt": "x", "top_p": 0.5}', 400, "top_p", "invalid_value"),
+        ('{"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}', 400, "stop", "invalid_value"),
+        ('{"prompt": "x", "stream_denoising": true}', 400, "stream_denoising", "invalid_value"),
+        ('{"prompt": "x", "model": "gpt-4"}', 404, "model", "model_not_found"),
+        ('[1, 2]', 400, None, "invalid_value"),
+        ('', 400, None, "missing_field"),
+    ],
+)
+def test_bad_requests_get_openai_errors(echo_client, body, status, param, code):
+    path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+    r = echo_client.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["param"] == param and err["code"] == code
+    assert "Traceback" not in err["message"]
+
+
+def test_oversize_body_wrong_method_unknown_path(echo_client):
+    r = echo_client.post("/v1/completions", content=b"x" * (2 << 20), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    assert echo_client.get("/v1/completions").status_code == 405
+    r = echo_client.get("/etc/passwd")
+    assert r.status_code == 404 and "error" in r.json()
+    assert echo_client.get("/healthz").json()["status"] == "ok"
+    assert echo_client.get("/v1/models").json()["data"][0]["id"] == "tiny"
+    assert "<html" in echo_client.get("/").text.lower()
+
+
+def test_metrics_text(echo_client):
+    echo_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 4})
+    text = echo_client.get("/metrics").text
+    assert 'unmask_requests_total{endpoint="/v1/completions",status="200"}' in text
+    assert "unmask_queue_depth 0" in text
+    assert 'unmask_request_latency_seconds_bucket{endpoint="/v1/completions",le="+Inf"}' in text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+    assert values["unmask_nfe_total"] >= 4 and values["unmask_completion_tokens_total"] >= 4
+
+
+def test_api_key():
+    app = create_app(loaded(Echo(tiny_config())), api_key="s3cret")
+    with TestClient(app) as c:
+        body = {"prompt": "x", "max_tokens": 2}
+        r = c.post("/v1/completions", json=body)
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+        assert c.post("/v1/completions", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert c.get("/metrics").status_code == 401
+        assert c.post("/v1/completions", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200
+
+
+def test_model_error_is_a_500_and_the_server_lives_on():
+    app = create_app(loaded(Broken(tiny_config())))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for _ in range(2):
+            r = c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
+            assert r.status_code == 500
+            assert r.json()["error"]["code"] == "model_error" and "secret" not in r.text
+        assert c.get("/healthz").status_code == 200
+
+
+async def _until(cond, timeout: float = 5.0) -> None:
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out waiting"
+        await asyncio.sleep(0.005)
+
+
+def test_concurrent_requests_share_a_batch_and_match_alone():
+    """Three requests queued behind a running one are run as one batch of three; at
+    temperature 0 each gets exactly what it gets alone."""
+    inner = random_transformer()
+    gated = Gated(inner)
+    app = create_app(loaded(gated), limits=ServerLimits(max_batch=8, batch_wait_s=0.0))
+    engine = app.state.engine
+    prompts = ["x", "hello", "abc"]
+
+    async def main() -> list[dict]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            first = asyncio.create_task(c.post("/v1/completions", json={"prompt": "zz", "max_tokens": 4}))
+            await _until(lambda: engine.in_flight == 1)
+            rest = [asyncio.create_task(c.post("/v1/completions", json={"prompt": p, "max_tokens": 8}))
+                    for p in prompts]
+            await _until(lambda: engine.queue_depth == 3)
+            gated.gate.set()
+            out = await asyncio.gather(first, *rest)
+            return [r.json() for r in out]
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        gated.gate.set()
+        engine.close()
+    assert results[0]["batch_rows"] == 1
+    assert [r["batch_rows"] for r in results[1:]] == [3, 3, 3]
+    tok = byte_tokenizer()
+    cfg = inner.config
+    for p, r in zip(prompts, results[1:], strict=True):
+        alone = generate(inner, tok.encode(p), SampleConfig(gen_length=8, steps=8),
+                         mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+        assert r["choices"][0]["text"] == alone.texts(tok)[0]
+
+
+def test_full_queue_answers_429_and_timeout_504():
+    gated = Gated(Echo(tiny_config()))
+    app = create_app(loaded(gated), limits=ServerLimits(max_batch=1, max_queue=1, batch_wait_s=0.0))
+    engine = app.state.engine
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            body = {"prompt": "x", "max_tokens": 2}
+            a = asyncio.create_task(c.post("/v1/completions", json=body))
+            await _until(lambda: engine.in_flight == 1)
+            b = asyncio.create_task(c.post("/v1/completions", json=body))
+            await _until(lambda: engine.queue_depth == 1)
+            rejected = await c.post("/v1/completions", json=body)
+            gated.gate.set()
+            return [rejected, *(await asyncio.gather(a, b))]
+
+    try:
+        rejected, a, b = asyncio.run(main())
+    finally:
+        gated.gate.set()
+        engine.close()
+    assert rejected.status_code == 429
+    assert rejected.json()["error"]["type"] == "rate_limit_error"
+    assert a.status_code == b.status_code == 200
+    assert app.state.metrics.get("rejected") == 1
+
+    gated = Gated(Echo(tiny_config()))
+    app = create_app(loaded(gated), limits=ServerLimits(request_timeout_s=0.1))
+    try:
+        with TestClient(app) as c:
+            r = c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
+            assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+            gated.gate.set()
+            assert c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200
+    finally:
+        gated.gate.set()
+
+
+def test_engine_cancel_drops_queued_job_and_stops_batch():
+    seen: list[list[list[int]]] = []
+
+    def run(rows, config, on_step):
+        seen.append(rows)
+        import torch
+
+        tokens = torch.zeros(len(rows), 4, dtype=torch.long)
+        for step in range(1, 1000):
+            on_step(step, tokens, (0, 4))  # raises Cancelled once every job is cancelled
+            time.sleep(0.001)
+        return tokens, (0, 4), 999, 999
+
+    engine = Engine(run, max_batch=1, max_queue=4, batch_wait_s=0.0)
+    try:
+        running = Job(rows=[[1]], config=SampleConfig())
+        queued = Job(rows=[[2]], config=SampleConfig())
+        engine.submit(running)
+        t0 = time.monotonic()
+        while engine.in_flight == 0 and time.monotonic() - t0 < 5:
+            time.sleep(0.001)
+        engine.submit(queued)
+        engine.cancel(queued)
+        with pytest.raises(Cancelled):
+            queued.future.result(timeout=5)
+        engine.cancel(running)
+        with pytest.raises(Cancelled):
+            running.future.result(timeout=5)
+        assert seen == [[[1]]]  # the queued job never ran
+    finally:
+        engine.close()
+
+
+def test_openapi_and_neutral_penalties(echo_client):
+    assert "/v1/completions" in echo_client.get("/openapi.json").json()["paths"]
+    ok = {"prompt": "x", "max_tokens": 2, "presence_penalty": 0, "frequency_penalty": 0.0}
+    assert echo_client.post("/v1/completions", json=ok).status_code == 200
+    r = echo_client.post("/v1/completions", json={**ok, "presence_penalty": 0.5})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "presence_penalty"
+
+
+def test_serve_command_user_errors(capsys):
+    from unmask.cli import main
+
+    assert main(["serve", "--model", "/no/such/run"]) == 2
+    assert main(["serve", "--model", "/no/such/run", "--port", "0"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_causal_checkpoint_decodes_token_by_token():
+    import torch
+
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, attention="causal",
+                                     **tok.special_ids())).eval()
+    with TestClient(create_app(loaded(model))) as c:
+        body = {"prompt": ["hi", ""], "max_tokens": 5, "top_p": 0.9, "temperature": 1.0, "seed": 3}
+        a, b = (c.post("/v1/completions", json=body).json() for _ in range(2))
+        assert len(a["choices"]) == 2 and a["choices"] == b["choices"]  # seeded: reproducible
+        r = c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4, "stream": True})
+        assert sse_events(r.text)[-1] == (None, "[DONE]")
+        r = c.post("/v1/infill", json={"template": "a [MASK:2] b"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported"
