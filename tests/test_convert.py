@@ -459,3 +459,27 @@ def test_export_native_to_family_layout_and_back(tmp_path: Path) -> None:
     # Dream needs logit_shift and QKV biases, which this model does not have.
     assert main(["convert", str(tmp_path / "run"), str(tmp_path / "dream"), "--to", "dream"]) == 2
     assert not (tmp_path / "dream").exists()
+
+
+def test_convert_native_checkpoint_to_fp16(tmp_path):
+    """A native checkpoint re-saved in fp16 (how the demo model ships) loads back in fp32."""
+    from safetensors.torch import load_file
+
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.cli import main
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids()))
+    save_checkpoint(tmp_path / "run", model=model, tokenizer=tok)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "half"), "--dtype", "fp16"]) == 0
+    stored = load_file(str(tmp_path / "half" / "model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in stored.values())
+    back = load(tmp_path / "half")
+    assert back.model.embed.weight.dtype == torch.float32
+    x = torch.randint(4, tok.vocab_size, (1, 12))
+    torch.testing.assert_close(back.model(x), model.eval()(x), atol=2e-3, rtol=1e-2)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "half")]) == 2  # never overwrites

@@ -237,23 +237,3 @@ def load_train_state(
             sd["state"].setdefault(int(pid), {})[name] = v if name == "step" else v.to(device)
     optimizer.load_state_dict(sd)
     return meta
-
-
-def export_inference(
-    src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32
-) -> Path:
-    """Copy a checkpoint's inference files (config, weights in ``dtype``, tokenizer) to ``dst``.
-
-    Used to ship the demo model in half precision; ``load`` casts weights back to the
-    model's dtype (float32 unless asked otherwise).
-    """
-    ckpt = checkpoint_dir(src)
-    out = Path(dst)
-    out.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.to(dtype).contiguous() for k, v in load_file(str(ckpt / "model.safetensors")).items()}
-    tmp = out / ".model.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, out / "model.safetensors")
-    for name in ("config.json", "tokenizer.json"):
-        atomic_write_text(out / name, (ckpt / name).read_text())
-    return out

@@ -22,11 +22,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Import a local folder in the publisher's format (config.json with model_type, "
             "model.safetensors or shards with model.safetensors.index.json, tokenizer.json) "
             "and write a native unmask checkpoint folder (config.json, model.safetensors, "
-            "tokenizer.json). Supported families: see docs/models.md."
+            "tokenizer.json). SRC may also be a native checkpoint, to store it in another "
+            "--dtype. Supported families: see docs/models.md."
         ),
     )
     p.add_argument(
-        "src", metavar="SRC", help="publisher folder (download it first; unmask never downloads)"
+        "src", metavar="SRC", help="publisher folder (download it first; unmask never downloads) or native checkpoint"
     )
     p.add_argument("dst", metavar="DST", help="output folder (must not exist or be empty)")
     p.add_argument(

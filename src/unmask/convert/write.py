@@ -72,20 +72,22 @@ def convert(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], *, dtype: torch.dtype | None = None
 ) -> Path:
     """Write a native unmask checkpoint folder (config.json, model.safetensors, tokenizer.json)
-    at ``dst`` from the publisher folder ``src``; returns ``dst``.
+    at ``dst`` from the publisher folder ``src`` (or from a native checkpoint, e.g. to store
+    it in another dtype: the demo model ships in fp16); returns ``dst``.
 
     ``dst`` must not exist or be empty. Files are written into a temporary folder beside
     ``dst`` and renamed into place, so a failed conversion leaves nothing half-written.
     """
-    from unmask.checkpoint import _state_for_save
+    from unmask.checkpoint import _state_for_save, load
     from unmask.config import to_dict
 
-    if not is_publisher_folder(src):
-        raise UserError(f"{src}: not a publisher folder (config.json with model_type)")
     out = Path(dst)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: already exists and is not empty")
-    loaded = import_folder(src, device="cpu", dtype=dtype)
+    if is_publisher_folder(src):
+        loaded = import_folder(src, device="cpu", dtype=dtype)
+    else:  # a native checkpoint or run directory (load names what is wrong otherwise)
+        loaded = load(src, device="cpu", dtype=dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
     try:
