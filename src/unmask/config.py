@@ -71,6 +71,9 @@ class ModelConfig:
     """Id of ``[FIM_SUFFIX]`` (fill-in-the-middle models only)."""
     fim_middle_id: int | None = None
     """Id of ``[FIM_MIDDLE]`` (fill-in-the-middle models only)."""
+    chat_template: str | None = None
+    """Jinja chat template (``messages``, ``add_generation_prompt``) the model was fine-tuned
+    with (objective ``sft``; ``unmask.sft``); None = not a chat model."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -135,13 +138,14 @@ class TrainConfig:
     """Everything ``unmask train`` needs besides the model shape."""
 
     data: str = ""
-    """Directory written by ``unmask prepare`` (shards + index.json + tokenizer.json)."""
+    """Directory written by ``unmask prepare`` (shards + index.json + tokenizer.json); for
+    objective ``sft`` a JSONL file of prompt/response pairs or chat ``messages``."""
     out: str = ""
     """Run directory: checkpoints, metrics.jsonl, train_config.json."""
     preset: str = "tiny"
     """Model preset (tiny, demo, small, base)."""
     objective: str = "mdlm"
-    """Training objective by registry name (``mdlm``, ``ar``)."""
+    """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``)."""
     seq_len: int = 128
     """Tokens per training row (≤ the model's max_seq_len)."""
     batch_size: int = 32
@@ -176,6 +180,16 @@ class TrainConfig:
     """Objective ``ar`` only: fraction of rows rearranged for fill-in-the-middle (PSM with
     [FIM_PREFIX]/[FIM_SUFFIX]/[FIM_MIDDLE] sentinels appended to the tokenizer; Bavarian et al.
     2022), e.g. 0.5; 0 = plain next-token prediction."""
+    block_size: int | None = None
+    """Objective ``bd3lm`` only: tokens per diffusion block (BD3-LM, Arriola et al. 2025); must
+    divide ``seq_len``; saved as the model's ``block_size`` (block-causal attention). 1 = an
+    autoregressive model, ``seq_len`` = plain masked diffusion."""
+    init: str = ""
+    """Checkpoint (run directory or checkpoint folder) whose weights, config and tokenizer start
+    the run (objective ``sft`` needs it); empty = a fresh model from ``preset``."""
+    chat_template: str | None = None
+    """Objective ``sft``: Jinja chat template to train with and store in the checkpoint; None =
+    the ``--init`` model's template, else ``unmask.sft.DEFAULT_CHAT_TEMPLATE``."""
     eval_every: int = 100
     """Validate every N steps (0 = only at the end)."""
     eval_batches: int = 8

@@ -13,6 +13,10 @@ positions ``[s, s + l)``, writes their keys/values into ``kv`` and attends to ev
 position the cache holds. When to refresh a cache is the sampler's business
 (``unmask.sampling.cache``, ``unmask.sampling.ar``), not the model's.
 
+Explicit layouts: ``forward(tokens, positions=p, attn_bias=m)`` gives columns their own
+RoPE positions and an explicit boolean attention mask, for objectives that run a sequence
+twice in one pass (BD3-LM's ``[x_t ; x_0]``, ``unmask.objectives.bd3lm``).
+
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
 
@@ -243,6 +247,37 @@ class Transformer(nn.Module):
             allowed = allowed | (k == q)[None, None]  # a padded query sees itself (no NaN)
         return allowed
 
+    def _explicit_layout(
+        self,
+        L: int,
+        positions: Tensor | None,
+        attn_bias: Tensor | None,
+        attention_mask: Tensor | None,
+        device: torch.device,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """RoPE tables (L, hd) at ``positions`` and the SDPA mask for an explicit ``attn_bias``."""
+        if positions is None:
+            positions = torch.arange(L, device=device)
+        if positions.shape != (L,):
+            raise ValueError(f"positions must have shape ({L},), got {tuple(positions.shape)}")
+        n = int(positions.max()) + 1 if L else 0
+        if n > self.config.max_seq_len:
+            raise ValueError(f"position {n - 1} exceeds max_seq_len={self.config.max_seq_len}")
+        cos, sin = self._rope_tables(n, device)
+        cos, sin = cos[positions.to(device)], sin[positions.to(device)]  # (L, hd)
+        if attn_bias is None:
+            mask = self.attention_bias(L, attention_mask, device)
+            if mask is None and self.config.attention == "causal":  # is_causal is off on this path
+                mask = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
+            return cos, sin, mask
+        if attn_bias.dtype != torch.bool or attn_bias.shape[-2:] != (L, L) or attn_bias.dim() != 4:
+            raise ValueError(f"attn_bias must be a bool tensor (B|1, 1, {L}, {L}), got {attn_bias.dtype} {tuple(attn_bias.shape)}")
+        mask = attn_bias.to(device)
+        if attention_mask is not None:
+            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
+            mask = (mask & keys) | torch.eye(L, dtype=torch.bool, device=device)[None, None]
+        return cos, sin, mask
+
     def forward(
         self,
         tokens: Tensor,
@@ -250,8 +285,16 @@ class Transformer(nn.Module):
         *,
         cache: KVCache | None = None,
         start: int = 0,
+        positions: Tensor | None = None,
+        attn_bias: Tensor | None = None,
     ) -> Tensor:
         """tokens (B, L) int64; attention_mask (B, L) bool/int, True/1 = real token. -> logits (B, L, V).
+
+        ``positions`` (L,) int64 gives each column its RoPE position (default ``0..L-1``) and
+        ``attn_bias`` (B|1, 1, L, L) bool, True = may attend, replaces the attention mode's
+        pattern (``attention_mask`` still removes padded keys). Both serve objectives that run
+        one sequence twice in a pass, as BD3-LM's ``[x_t ; x_0]`` (``unmask.objectives.bd3lm``);
+        they are not supported with ``cache``.
 
         With ``cache``, ``tokens`` are the positions ``[start, start + L)`` of a longer sequence:
         their keys/values are written into the cache (an empty cache needs ``start == 0``) and
@@ -263,16 +306,22 @@ class Transformer(nn.Module):
         if cache is None:
             if start:
                 raise ValueError("start > 0 needs a cache holding the positions before it")
-            if L > self.config.max_seq_len:
-                raise ValueError(f"sequence length {L} exceeds max_seq_len={self.config.max_seq_len}")
-            cos, sin = self._rope_tables(L, tokens.device)
-            mask = self.attention_bias(L, attention_mask, tokens.device)
-            is_causal = self.config.attention == "causal"
+            if positions is not None or attn_bias is not None:
+                cos, sin, mask = self._explicit_layout(L, positions, attn_bias, attention_mask, tokens.device)
+                is_causal = False
+            else:
+                if L > self.config.max_seq_len:
+                    raise ValueError(f"sequence length {L} exceeds max_seq_len={self.config.max_seq_len}")
+                cos, sin = self._rope_tables(L, tokens.device)
+                mask = self.attention_bias(L, attention_mask, tokens.device)
+                is_causal = self.config.attention == "causal"
             x = self.embed(tokens)  # (B, L, D)
             for layer in self.layers:
                 x = layer(x, cos, sin, mask, is_causal)
             return self.lm_head(self.norm(x))  # (B, L, V)
 
+        if positions is not None or attn_bias is not None:
+            raise ValueError("positions/attn_bias are not supported together with a KV cache")
         if not 0 <= start <= cache.length:
             raise ValueError(f"start={start} leaves a gap after the {cache.length} cached positions")
         kv_len = max(cache.length, start + L)

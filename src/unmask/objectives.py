@@ -9,6 +9,11 @@ accumulation and data parallelism give exactly the loss of one big batch.
 - ``ar``: next-token cross-entropy with the same transformer in causal mode; with
   ``fim_rate`` > 0 a fraction of rows is first rearranged for fill-in-the-middle
   (``fim_rearrange``, PSM; Bavarian et al. 2022).
+- ``bd3lm``: block diffusion (Arriola et al. 2025): masked diffusion inside blocks,
+  autoregressive across them, trained in one pass over ``[x_t ; x_0]``
+  (``bd3lm_attention_bias``, ``bd3lm_logits``).
+- ``sft``: LLaDA's supervised fine-tuning loss: prompt never masked, per-row loss divided by
+  the answer length (data: ``unmask.sft``).
 """
 
 from __future__ import annotations
@@ -169,12 +174,133 @@ def ar(
     return LossParts(loss_sum=ce.sum(), n_tokens=valid.sum())
 
 
+def bd3lm_attention_bias(L: int, block_size: int, device: torch.device | str = "cpu") -> Tensor:
+    """Boolean attention mask (1, 1, 2L, 2L) of BD3-LM's vectorised pass over ``[x_t ; x_0]``.
+
+    Arriola et al. 2025 (arXiv:2503.09573, §3.2 and Fig. 2), with b(i) = i // block_size:
+
+    - noisy query i → noisy key j iff b(j) == b(i) (block-diagonal: bidirectional in its block),
+    - noisy query i → clean key j iff b(j) < b(i) (the clean blocks before it; offset block-causal),
+    - clean query i → clean key j iff b(j) <= b(i) (block-causal, as at sampling time),
+    - clean queries never see noisy keys.
+
+    So the x_t half sees exactly what block b sees when it is denoised after blocks < b are
+    finished, and the x_0 half computes the keys/values of those finished blocks.
+    """
+    blk = torch.arange(L, device=device) // block_size  # (L,)
+    q, k = blk[:, None], blk[None, :]  # (L, 1), (1, L)
+    top = torch.cat([k == q, k < q], dim=1)  # (L, 2L): noisy queries
+    bottom = torch.cat([torch.zeros(L, L, dtype=torch.bool, device=device), k <= q], dim=1)  # clean queries
+    return torch.cat([top, bottom], dim=0)[None, None]  # (1, 1, 2L, 2L)
+
+
+def bd3lm_logits(model: MaskPredictor, xt: Tensor, x0: Tensor, *, block_size: int) -> Tensor:
+    """Logits (B, L, V) of the noisy half of one BD3-LM pass over ``[x_t ; x_0]`` (B, 2L).
+
+    The x_0 half reuses the RoPE positions 0..L-1 of the x_t half, so a noisy block and the
+    clean copy of the same block sit at the same positions; ``bd3lm_attention_bias`` gives
+    each half its view. Equal to running every block b alone on ``x0[:, :b·bs] ++ xt-block``
+    with block-causal attention (tested), in one pass.
+    """
+    L = xt.shape[1]
+    positions = torch.arange(L, device=xt.device).repeat(2)  # (2L,)
+    bias = bd3lm_attention_bias(L, block_size, xt.device)
+    logits = model(torch.cat([xt, x0], dim=1), positions=positions, attn_bias=bias)  # (B, 2L, V)
+    return logits[:, :L]
+
+
+def bd3lm(
+    model: MaskPredictor,
+    config: ModelConfig,
+    x0: Tensor,
+    *,
+    attention_mask: Tensor | None,
+    generator: torch.Generator,
+    options: ObjectiveOptions,
+    t: Tensor | None = None,
+) -> LossParts:
+    """Block diffusion NELBO (BD3-LM; Arriola et al. 2025, arXiv:2503.09573, eq. 8).
+
+    The sequence is cut into blocks of ``config.block_size``; each block b is a masked
+    diffusion conditioned on the clean blocks before it. Every block draws its own time
+    t_b ~ U(0, 1) (as BD3-LM does; antithetic over all B·n_blocks draws), tokens are masked
+    with p_mask(t_b), and the ``mdlm`` cross-entropy on masked tokens, weighted by the
+    schedule, is summed and normalised by the number of tokens. All blocks are trained in
+    one vectorised pass over ``[x_t ; x_0]`` (``bd3lm_logits``). ``t`` (B, n_blocks) may be
+    given. The model must be ``block-causal`` (how it samples); with one block spanning the
+    sequence this is exactly ``mdlm``, with ``block_size`` 1 every masked token is predicted
+    from the clean tokens before it (next-token prediction). Padded batches are not supported.
+    BD3-LM's clipped "data-driven" noise schedules are not implemented.
+    """
+    if config.attention != "block-causal" or not config.block_size:
+        raise UserError(f"objective 'bd3lm' needs attention='block-causal' with block_size, not {config.attention!r}")
+    if attention_mask is not None:
+        raise UserError("objective 'bd3lm' does not support padded batches (attention_mask)")
+    B, L = x0.shape
+    bs = config.block_size
+    if L % bs:
+        raise UserError(f"block_size={bs} must divide the sequence length {L}")
+    n_blocks = L // bs
+    if t is None:
+        t = options.schedule.sample_t(B * n_blocks, generator, antithetic=options.antithetic).view(B, n_blocks)
+    t_pos = t.repeat_interleave(bs, dim=1)  # (B, L): each token carries its block's time
+    p_mask = options.schedule.p_mask(t_pos).to(x0.device)  # (B, L)
+    u = torch.rand(x0.shape, generator=generator).to(x0.device)  # same draw as Schedule.mask
+    masked = u < p_mask  # (B, L)
+    xt = torch.where(masked, torch.full_like(x0, config.mask_id), x0)
+    logits = bd3lm_logits(model, xt, x0, block_size=bs)  # (B, L, V)
+    w = options.schedule.weight(t_pos).to(x0.device)[masked]  # (M,)
+    ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
+    return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B * L, device=x0.device))
+
+
+def sft(
+    model: MaskPredictor,
+    config: ModelConfig,
+    x0: Tensor,
+    *,
+    attention_mask: Tensor | None,
+    generator: torch.Generator,
+    options: ObjectiveOptions,
+    prompt_mask: Tensor | None = None,
+    t: Tensor | None = None,
+) -> LossParts:
+    """Masked-diffusion SFT loss (LLaDA, Nie et al. 2025, arXiv:2502.09992, §2.4, eq. 5; App. B.1).
+
+    ``x0`` (B, L) = prompt, response, EOS padding (``unmask.sft.SFTData``); ``prompt_mask``
+    (B, L) marks the prompt, which is never masked. t ~ U(0, 1) per row, response tokens (the
+    EOS padding included) masked with p_mask(t), cross-entropy on masked tokens weighted by the
+    schedule (1/p_mask) and divided by the row's answer length (response + EOS padding), as in
+    LLaDA's SFT guidelines. ``loss_sum`` is the sum over rows and ``n_tokens`` the number of
+    rows, so the training loop reports the mean per-row answer loss (nats per answer token).
+    """
+    if config.attention != "bidirectional":
+        raise UserError(f"objective 'sft' needs attention='bidirectional', not {config.attention!r}")
+    if prompt_mask is None:
+        raise UserError("objective 'sft' needs prompt_mask (SFT data from unmask.sft.SFTData)")
+    B = x0.shape[0]
+    answer = ~prompt_mask.bool()  # (B, L)
+    if attention_mask is not None:
+        answer &= attention_mask.bool()
+    answer_len = answer.sum(dim=1).clamp_min(1)  # (B,)
+    if t is None:
+        t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
+    p_mask = options.schedule.p_mask(t)  # (B,)
+    xt, masked = options.schedule.mask(x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=answer)
+    logits = model(xt, attention_mask=attention_mask)  # (B, L, V)
+    w = (options.schedule.weight(t).to(x0.device)[:, None] / answer_len[:, None]).expand_as(masked)[masked]  # (M,)
+    ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
+    return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B, device=x0.device))
+
+
 Objective = Callable[..., LossParts]
 
-OBJECTIVES: dict[str, Objective] = {"mdlm": mdlm, "ar": ar}
+OBJECTIVES: dict[str, Objective] = {"mdlm": mdlm, "ar": ar, "bd3lm": bd3lm, "sft": sft}
 
 # The attention mode each objective trains.
-OBJECTIVE_ATTENTION: dict[str, str] = {"mdlm": "bidirectional", "ar": "causal"}
+OBJECTIVE_ATTENTION: dict[str, str] = {
+    "mdlm": "bidirectional", "ar": "causal", "bd3lm": "block-causal", "sft": "bidirectional",
+}
 
 
 def get_objective(name: str) -> Objective:
@@ -191,7 +317,11 @@ __all__ = [
     "LossParts",
     "ObjectiveOptions",
     "ar",
+    "bd3lm",
+    "bd3lm_attention_bias",
+    "bd3lm_logits",
     "fim_rearrange",
     "get_objective",
     "mdlm",
+    "sft",
 ]

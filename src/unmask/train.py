@@ -12,6 +12,10 @@ into ``world_size × grad_accum`` micro-batches; the result depends only on that
 count, not on how the micro-batches are spread over processes, and a resumed run
 repeats the uninterrupted one exactly.
 
+``--init`` starts from a checkpoint's weights, config and tokenizer; objective ``sft``
+(which needs it) reads prompt/response JSONL through ``unmask.sft.SFTData`` instead of
+token shards, and has no validation split.
+
 Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
 """
 
@@ -70,6 +74,8 @@ def build_model_config(cfg: TrainConfig, vocab_size: int, special_ids: dict[str,
     attention = OBJECTIVE_ATTENTION.get(cfg.objective, "bidirectional")
     base = dict(MODEL_PRESETS[cfg.preset])
     base["max_seq_len"] = max(base.get("max_seq_len", 0), cfg.seq_len)
+    if attention == "block-causal":
+        base["block_size"] = cfg.block_size
     fields = {**base, "vocab_size": vocab_size, "attention": attention, **special_ids, **cfg.model_overrides}
     return model_preset(cfg.preset, **{k: v for k, v in fields.items()})
 
@@ -168,20 +174,67 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     if config.fim_rate > 0 and config.objective != "ar":
         raise UserError(f"fim_rate applies to objective 'ar' (fill-in-the-middle), not {config.objective!r}")
 
-    train_ds = TokenDataset(config.data, "train")
-    val_ds = TokenDataset(config.data, "val")
-    tokenizer = train_ds.tokenizer()
-    if config.fim_rate > 0:  # sentinels appended to the vocabulary; saved with every checkpoint
-        tokenizer = with_fim_tokens(tokenizer)
-    if resume:
-        model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
+    if config.objective == "bd3lm":
+        if not config.block_size or config.block_size < 1:
+            raise UserError("objective 'bd3lm' needs --block-size (tokens per diffusion block, dividing seq_len)")
+        if config.seq_len % config.block_size:
+            raise UserError(f"block_size={config.block_size} must divide seq_len={config.seq_len}")
+    elif config.block_size is not None:
+        raise UserError(f"block_size applies to objective 'bd3lm' (block diffusion), not {config.objective!r}")
+    sft = config.objective == "sft"
+    if sft and not config.init and not resume:
+        raise UserError("objective 'sft' fine-tunes a pretrained model: give --init RUN_DIR")
+
+    init = None
+    if config.init and not resume:
+        from unmask.checkpoint import load
+
+        init = load(config.init, device="cpu")
+    train_ds: Any
+    val_ds: Any = None
+    if sft:  # SFT pairs are text; the tokenizer and template come with the model
+        from unmask.sft import SFTData, read_sft_jsonl
+
+        tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
+        if resume:
+            model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
+        else:
+            template = config.chat_template or init.config.chat_template or _default_template()
+            model_cfg = replace(init.config, chat_template=template)
+        train_ds = SFTData(read_sft_jsonl(config.data), tokenizer, eos_id=model_cfg.eos_id,
+                           chat_template=model_cfg.chat_template)
     else:
-        model_cfg = build_model_config(config, tokenizer.vocab_size, {**tokenizer.special_ids(), **tokenizer.fim_ids()})
+        train_ds = TokenDataset(config.data, "train")
+        val_ds = TokenDataset(config.data, "val")
+        tokenizer = train_ds.tokenizer()
+        if config.fim_rate > 0:  # sentinels appended to the vocabulary; saved with every checkpoint
+            tokenizer = with_fim_tokens(tokenizer)
+        if resume:
+            model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
+        elif init is not None:
+            model_cfg = init.config
+            if init.tokenizer.vocab_size != tokenizer.vocab_size or init.tokenizer.special_ids() != tokenizer.special_ids():
+                raise UserError(f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})")
+        else:
+            model_cfg = build_model_config(config, tokenizer.vocab_size, {**tokenizer.special_ids(), **tokenizer.fim_ids()})
+    if init is not None:  # a wrong pairing would only fail at the first step
+        want = OBJECTIVE_ATTENTION.get(config.objective, model_cfg.attention)
+        if model_cfg.attention != want:
+            raise UserError(
+                f"--init {config.init}: the model has attention={model_cfg.attention!r}; "
+                f"objective {config.objective!r} trains {want!r}"
+            )
+        if config.objective == "bd3lm" and model_cfg.block_size != config.block_size:
+            raise UserError(f"--init {config.init}: the model has block_size={model_cfg.block_size}, "
+                            f"not --block-size {config.block_size}")
     if config.seq_len > model_cfg.max_seq_len:
         raise UserError(f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
 
     torch.manual_seed(config.seed)
-    model = Transformer(model_cfg).to(device)
+    model = Transformer(model_cfg)
+    if init is not None:
+        model.load_state_dict(init.model.state_dict())
+    model = model.to(device)
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema > 0 else None
     optimizer = torch.optim.AdamW(
         _param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2),
@@ -215,6 +268,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                 f.write(json.dumps(record) + "\n")
 
     def evaluate(step: int) -> dict[str, float]:
+        if val_ds is None:  # SFT pairs have no validation split
+            return {}
         target = ema_model if ema_model is not None else model
         res = evaluate_loss(
             target, val_ds, objective=config.objective, seq_len=config.seq_len,
@@ -267,15 +322,20 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             n_tok = torch.zeros((), device=device)
             gen_batch = torch.Generator().manual_seed(_seed_for(config.seed, step, 10**6))
             x_global = train_ds.sample(config.batch_size, config.seq_len, gen_batch)  # (B, L)
+            extra_global: dict[str, torch.Tensor] = {}
+            if sft:  # (x0, prompt_mask): the prompt is never masked
+                x_global, extra_global["prompt_mask"] = x_global
             for a in range(config.grad_accum):
                 micro = rank * config.grad_accum + a
                 x0 = x_global[micro * rows : (micro + 1) * rows].to(device)
+                extra = {k: v[micro * rows : (micro + 1) * rows].to(device) for k, v in extra_global.items()}
                 gen = torch.Generator().manual_seed(_seed_for(config.seed, step, micro))
                 sync = not distributed or a == config.grad_accum - 1
                 ctx = ddp_model.no_sync() if (distributed and not sync) else contextlib.nullcontext()
                 with ctx:
                     with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                        parts = objective(ddp_model, model_cfg, x0, attention_mask=None, generator=gen, options=options)
+                        parts = objective(ddp_model, model_cfg, x0, attention_mask=None, generator=gen, options=options,
+                                          **extra)
                     (parts.loss_sum / nominal).backward()
                 loss_sum += parts.loss_sum.detach()
                 n_tok += parts.n_tokens
@@ -306,7 +366,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                 log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps, "elapsed_s": elapsed})
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 last_val = evaluate(step)
-                if is_main and progress and (bar is None or bar.disable):
+                if is_main and progress and last_val and (bar is None or bar.disable):
                     eta = (config.steps - step) * elapsed / max(1, step - start_step)
                     print(f"step {step}/{config.steps} loss {loss:.3f} val_bpb {last_val['val_bpb']:.3f} "
                           f"{tps:,.0f} tok/s ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
@@ -322,7 +382,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             bar.close()
         if step >= config.steps or timed_out:
             final = evaluate(step)
-            if is_main and progress:
+            if is_main and progress and final:
                 print(f"step {step}: val bpb {final['val_bpb']:.4f}, ppl bound {final['val_ppl']:.2f}", file=sys.stderr)
         elif is_main:
             print(f"stopped at step {step}; resume with: unmask train --resume --out {run}", file=sys.stderr)
@@ -330,6 +390,19 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     if distributed:
         dist.destroy_process_group()
     return run
+
+
+def _default_template() -> str:
+    from unmask.sft import DEFAULT_CHAT_TEMPLATE
+
+    return DEFAULT_CHAT_TEMPLATE
+
+
+def load_checkpoint_tokenizer(run: Path) -> Any:
+    """The tokenizer saved in ``run``'s checkpoint (resuming a run without a dataset tokenizer)."""
+    from unmask.tokenizer import load_tokenizer
+
+    return load_tokenizer(checkpoint_dir(run) / "tokenizer.json")
 
 
 def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:

@@ -100,7 +100,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from unmask.checkpoint import load
-    from unmask.sampling import LiveView, generate, generate_ar, make_generator, validate
+    from unmask.sampling import (
+        LiveView,
+        generate,
+        generate_ar,
+        make_generator,
+        sample_blocks,
+        validate,
+    )
 
     config = sample_config_from_args(args)
     validate(config)  # fail on impossible lengths before loading anything
@@ -114,8 +121,9 @@ def run(args: argparse.Namespace) -> int:
     if autoregressive and config.cfg_scale > 0:
         raise UserError("cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)")
 
+    blockwise = getattr(mcfg, "attention", None) == "block-causal"
     live: LiveView | None = None
-    if not args.no_live and not args.json:
+    if not args.no_live and not args.json and not blockwise:  # block models grow their canvas
         total = None if autoregressive or config.policy != "llada" else config.steps
         live = LiveView(tok, start=max(len(ids) for ids in prompt_ids), total_steps=total)
         if not live.enabled:
@@ -135,6 +143,10 @@ def run(args: argparse.Namespace) -> int:
                 pad_id=mcfg.pad_id,
                 generator=make_generator(config.seed, device),
                 step_callback=None if live is None else _fixed_width(live, config.gen_length, mcfg.mask_id),
+            )
+        elif blockwise:  # BD3-LM: block by block, stopping after the block with EOS
+            result = sample_blocks(
+                model, prompt_ids, config, mask_id=mcfg.mask_id, pad_id=mcfg.pad_id, eos_id=mcfg.eos_id
             )
         else:
             result = generate(

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from unmask.sampling.ar import filter_logits, generate_ar, sample_token
+from unmask.sampling.blocks import sample_blocks
 from unmask.sampling.cache import CACHES, CachePolicy, make_cache, register_cache, shift_logits
 from unmask.sampling.live import LiveView
 from unmask.sampling.loop import (
@@ -77,6 +78,7 @@ __all__ = [
     "register_policy",
     "register_remasking",
     "sample",
+    "sample_blocks",
     "sample_token",
     "shift_logits",
     "validate",

@@ -1,0 +1,197 @@
+"""Supervised fine-tuning (SFT) data: prompt/response pairs and chat messages → token batches.
+
+LLaDA's SFT recipe (Nie et al. 2025, arXiv:2502.09992, §2.4 and App. B.1): the prompt is
+never masked, only the response is; responses are padded with EOS to the batch length and
+the EOS padding is part of the response (the model learns to end, and so to choose its
+length); each sample's loss is divided by its answer length. The loss is
+``unmask.objectives.sft``; this module reads, validates, renders and batches the data.
+
+Input: a JSONL file, one example per line, either
+
+    {"prompt": "...", "response": "..."}
+    {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
+
+A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
+everything before it (system prompt, earlier turns) the prompt. Text is laid out by a chat
+template (a Jinja string, ``ModelConfig.chat_template``, stored with the checkpoint):
+``render(messages[:-1], add_generation_prompt=True)`` is the prompt text and the rest of
+``render(messages)`` the response text, so sampling can build the same prompt.
+
+Inside: ``DEFAULT_CHAT_TEMPLATE``, ``render_chat``, ``chat_prompt``, ``SFTExample``,
+``read_sft_jsonl``, ``SFTData``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.errors import UserError
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
+    "{% if not (loop.last and m.role == 'assistant') %}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+"""``<|role|>`` line, content, newline per turn; a final assistant turn has no trailing newline
+(the EOS ends it). The markers are plain text, so any tokenizer can encode them."""
+
+ROLES = ("system", "user", "assistant")
+
+
+def render_chat(template: str, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str:
+    """Render ``messages`` with the Jinja ``template`` (sandboxed, as HF chat templates are).
+
+    The template sees ``messages`` and ``add_generation_prompt``; a template that does not
+    parse or fails while rendering raises a one-line ``UserError``.
+    """
+    try:
+        from jinja2 import StrictUndefined, TemplateError
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:  # pragma: no cover - jinja2 ships with torch
+        raise UserError("chat templates need the jinja2 package (pip install jinja2)") from None
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+    try:
+        return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt)
+    except TemplateError as e:
+        msg = " ".join(str(e).split())
+        raise UserError(f"chat template failed to render: {type(e).__name__}: {msg}") from None
+    except Exception as e:  # a template may raise anything (e.g. TypeError on bad filters)
+        raise UserError(f"chat template failed to render: {type(e).__name__}: {e}") from None
+
+
+def chat_prompt(template: str | None, messages: list[dict[str, str]]) -> str:
+    """The prompt text a chat model continues: ``messages`` rendered with the generation prompt."""
+    return render_chat(template or DEFAULT_CHAT_TEMPLATE, messages, add_generation_prompt=True)
+
+
+@dataclass
+class SFTExample:
+    """One conversation whose last turn (an assistant turn) is the response."""
+
+    messages: list[dict[str, str]]
+    """Turns as ``{"role", "content"}``; the last one is the response."""
+    source: str
+    """``file:line`` it came from (for error messages)."""
+
+
+def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'")
+        if m["role"] not in ROLES or not isinstance(m["content"], str):
+            raise UserError(f"{where}: messages[{i}] has role {m['role']!r} (one of {', '.join(ROLES)}) "
+                            f"and content of type {type(m['content']).__name__} (a string)")
+        out.append({"role": m["role"], "content": m["content"]})
+    if out[-1]["role"] != "assistant":
+        raise UserError(f"{where}: the last message must be the assistant's response, not {out[-1]['role']!r}")
+    if not out[-1]["content"].strip():
+        raise UserError(f"{where}: empty response")
+    return out
+
+
+def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
+    """Examples of a JSONL file (see the module docstring); ``UserError`` with ``file:line`` for
+    invalid JSON, missing fields, a bad ``messages`` list or an empty response. Blank lines are
+    skipped."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    examples: list[SFTExample] = []
+    with open(p, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{p}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{where}: expected a JSON object with prompt/response or messages")
+            if "messages" in obj:
+                messages = _check_messages(obj["messages"], where)
+            elif "prompt" in obj and "response" in obj:
+                if not isinstance(obj["prompt"], str) or not isinstance(obj["response"], str):
+                    raise UserError(f"{where}: 'prompt' and 'response' must be strings")
+                messages = _check_messages(
+                    [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["response"]}],
+                    where,
+                )
+            else:
+                missing = [k for k in ("prompt", "response") if k not in obj]
+                raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give 'messages')")
+            examples.append(SFTExample(messages=messages, source=where))
+    if not examples:
+        raise UserError(f"{p}: no examples")
+    return examples
+
+
+class SFTData:
+    """Tokenized SFT examples and their batches.
+
+    ``sample`` returns ``(x0, prompt_mask)``: x0 (B, L) = prompt ids then response ids then EOS,
+    padded with EOS to the longest row of the batch (at most ``seq_len``; longer responses are
+    cut, a prompt that leaves no room for one response token is an error); prompt_mask (B, L)
+    bool marks the prompt columns, which are never masked.
+    """
+
+    def __init__(self, examples: list[SFTExample], tokenizer: Any, *, eos_id: int, chat_template: str | None) -> None:
+        self.template = chat_template or DEFAULT_CHAT_TEMPLATE
+        self.eos_id = eos_id
+        self.rows: list[tuple[list[int], list[int]]] = []
+        self.sources = [ex.source for ex in examples]
+        for ex in examples:
+            prompt = render_chat(self.template, ex.messages[:-1], add_generation_prompt=True)
+            full = render_chat(self.template, ex.messages, add_generation_prompt=False)
+            if not full.startswith(prompt):
+                raise UserError(
+                    f"{ex.source}: the chat template renders the conversation without its generation "
+                    "prompt as a prefix; the prompt/response split needs it"
+                )
+            response = full[len(prompt) :]
+            self.rows.append((tokenizer.encode(prompt), tokenizer.encode(response) + [eos_id]))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, indices: list[int], seq_len: int) -> tuple[Tensor, Tensor]:
+        """x0 (B, L) and prompt_mask (B, L) of the examples ``indices`` (see the class docstring)."""
+        for i in indices:
+            if len(self.rows[i][0]) >= seq_len:
+                raise UserError(
+                    f"{self.sources[i]}: the prompt has {len(self.rows[i][0])} tokens; seq_len={seq_len} "
+                    "leaves no room for the response"
+                )
+        L = min(seq_len, max(len(p) + len(r) for p, r in (self.rows[i] for i in indices)))
+        x0 = torch.full((len(indices), L), self.eos_id, dtype=torch.long)  # (B, L) EOS padding
+        prompt_mask = torch.zeros(len(indices), L, dtype=torch.bool)
+        for b, i in enumerate(indices):
+            ids = (self.rows[i][0] + self.rows[i][1])[:L]
+            x0[b, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            prompt_mask[b, : len(self.rows[i][0])] = True
+        return x0, prompt_mask
+
+    def sample(self, batch_size: int, seq_len: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """A batch of ``batch_size`` examples drawn uniformly (with replacement) by ``generator``."""
+        idx = torch.randint(0, len(self.rows), (batch_size,), generator=generator).tolist()
+        return self.batch(idx, seq_len)
+
+
+__all__ = [
+    "DEFAULT_CHAT_TEMPLATE",
+    "SFTData",
+    "SFTExample",
+    "chat_prompt",
+    "read_sft_jsonl",
+    "render_chat",
+]

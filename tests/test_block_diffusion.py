@@ -1,0 +1,188 @@
+"""Block diffusion (BD3-LM): the objective's vectorised pass, its limits, and block sampling."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from unmask.config import SampleConfig, TrainConfig, model_preset
+from unmask.errors import UserError
+from unmask.model import Transformer
+from unmask.objectives import (
+    ObjectiveOptions,
+    bd3lm,
+    bd3lm_attention_bias,
+    bd3lm_logits,
+    get_objective,
+    mdlm,
+)
+from unmask.sampling.blocks import sample_blocks
+from unmask.schedules import LinearSchedule
+
+V, L = 40, 16
+
+
+def tiny(attention="block-causal", block_size=4, max_seq_len=32):
+    cfg = model_preset("tiny", vocab_size=V, attention=attention, block_size=block_size, max_seq_len=max_seq_len)
+    torch.manual_seed(0)
+    return Transformer(cfg).double().eval()
+
+
+def opts():
+    return ObjectiveOptions(schedule=LinearSchedule(1e-3))
+
+
+def test_registered_by_name():
+    assert get_objective("bd3lm") is bd3lm
+
+
+def test_attention_mask_structure():
+    bias = bd3lm_attention_bias(4, 2)[0, 0].int()
+    expected = torch.tensor([
+        # noisy 0..3          clean 0..3
+        [1, 1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0, 0],
+        [0, 0, 1, 1, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 1, 0, 0],
+        [0, 0, 0, 0, 1, 1, 0, 0],
+        [0, 0, 0, 0, 1, 1, 0, 0],
+        [0, 0, 0, 0, 1, 1, 1, 1],
+        [0, 0, 0, 0, 1, 1, 1, 1],
+    ])
+    assert torch.equal(bias, expected)
+
+
+def test_block_size_one_is_next_token_prediction():
+    # Noisy token i sees only itself and the clean tokens before it (strictly causal) ...
+    bias = bd3lm_attention_bias(L, 1)[0, 0]
+    assert torch.equal(bias[:L, :L], torch.eye(L, dtype=torch.bool))
+    assert torch.equal(bias[:L, L:], torch.ones(L, L, dtype=torch.bool).tril(-1))
+    assert torch.equal(bias[L:, L:], torch.ones(L, L, dtype=torch.bool).tril())
+    # ... so with a real model the logits at a masked position depend only on x0[:i].
+    model = tiny(block_size=1)
+    x0 = torch.randint(4, V, (1, L))
+    xt = torch.full_like(x0, model.config.mask_id)
+    i = 9
+    x0b = x0.clone()
+    x0b[:, i:] = torch.randint(4, V, (1, L - i))
+    a = bd3lm_logits(model, xt, x0, block_size=1)[:, : i + 1]
+    b = bd3lm_logits(model, xt, x0b, block_size=1)[:, : i + 1]
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_one_block_equals_mdlm():
+    x0 = torch.randint(4, V, (6, L))
+    bd = tiny(block_size=L)
+    bi = Transformer(dataclasses.replace(bd.config, attention="bidirectional", block_size=None)).double().eval()
+    bi.load_state_dict(bd.state_dict())
+    a = bd3lm(bd, bd.config, x0, attention_mask=None, generator=torch.Generator().manual_seed(3), options=opts())
+    b = mdlm(bi, bi.config, x0, attention_mask=None, generator=torch.Generator().manual_seed(3), options=opts())
+    torch.testing.assert_close(a.loss_sum, b.loss_sum)
+    assert int(a.n_tokens) == int(b.n_tokens) == x0.numel()
+
+
+def test_vectorised_pass_equals_block_by_block():
+    model = tiny(block_size=4)
+    bs = 4
+    x0 = torch.randint(4, V, (3, L))
+    xt = torch.where(torch.rand(3, L) < 0.5, torch.full_like(x0, model.config.mask_id), x0)
+    fast = bd3lm_logits(model, xt, x0, block_size=bs)  # (B, L, V)
+    for b in range(L // bs):
+        seq = torch.cat([x0[:, : b * bs], xt[:, b * bs : (b + 1) * bs]], dim=1)
+        slow = model(seq)[:, b * bs :]  # block-causal attention: the block sees itself and x0 before it
+        torch.testing.assert_close(fast[:, b * bs : (b + 1) * bs], slow, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional", "block-causal"])
+def test_default_positions_equal_plain_forward(attention):
+    model = tiny(attention=attention, block_size=4 if attention == "block-causal" else None)
+    x = torch.randint(4, V, (2, L))
+    torch.testing.assert_close(model(x, positions=torch.arange(L)), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_per_block_times_and_gradient():
+    model = tiny(block_size=4).float().train()
+    x0 = torch.randint(4, V, (2, L))
+    t = torch.tensor([[0.999, 0.0, 0.999, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    parts = bd3lm(model, model.config, x0, attention_mask=None, generator=torch.Generator().manual_seed(0),
+                  options=opts(), t=t)
+    assert parts.loss_sum.item() > 0
+    parts.loss_sum.backward()
+    assert model.embed.weight.grad is not None
+
+
+def test_clear_errors():
+    x0 = torch.randint(4, V, (2, L))
+    gen = torch.Generator().manual_seed(0)
+    bi = tiny(attention="bidirectional", block_size=None)
+    with pytest.raises(UserError, match="block-causal"):
+        bd3lm(bi, bi.config, x0, attention_mask=None, generator=gen, options=opts())
+    with pytest.raises(UserError, match="divide"):
+        bd3lm(tiny(block_size=5), tiny(block_size=5).config, x0, attention_mask=None, generator=gen, options=opts())
+
+
+def test_train_config_block_size_must_divide_seq_len(tmp_path):
+    from unmask.train import train
+
+    cfg = TrainConfig(data=str(tmp_path / "nope"), out=str(tmp_path / "run"), objective="bd3lm", seq_len=16, block_size=5)
+    with pytest.raises(UserError, match="must divide seq_len"):
+        train(cfg, progress=False)
+    with pytest.raises(UserError, match="needs --block-size"):
+        train(dataclasses.replace(cfg, out=str(tmp_path / "run2"), block_size=None), progress=False)
+
+
+class EosAfter(torch.nn.Module):
+    """Test double of a block-causal model: predicts token 7 everywhere, EOS from column ``k`` on."""
+
+    supports_kv_cache = False
+
+    def __init__(self, k, eos_id=2):
+        super().__init__()
+        self.k, self.eos_id = k, eos_id
+        self.config = model_preset("tiny", vocab_size=V, attention="block-causal", block_size=4)
+
+    def forward(self, x, attention_mask=None):
+        logits = torch.zeros(*x.shape, V)
+        logits[..., 7] = 1.0
+        logits[:, self.k :, 7] = 0.0
+        logits[:, self.k :, self.eos_id] = 1.0
+        return logits
+
+
+def test_stops_after_the_block_with_eos():
+    model = EosAfter(k=9)
+    cfg = SampleConfig(gen_length=24, steps=24)
+    res = sample_blocks(model, [5, 6, 7], cfg, mask_id=0, pad_id=1, eos_id=2)
+    # prompt padded to 4 columns; EOS first appears in the block of columns 8..11 -> 2 blocks
+    assert res.region == (4, 12)
+    assert res.tokens.shape == (1, 12)
+    assert res.texts(type("T", (), {"decode": staticmethod(lambda ids: ids)})()) == [[7, 7, 7, 7, 7]]
+    full = sample_blocks(model, [5, 6, 7], cfg, mask_id=0, pad_id=1, eos_id=None)
+    assert full.tokens.shape == (1, 4 + 24)
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+def test_cache_on_equals_cache_off(cache):
+    model = tiny(block_size=4).float()
+    prompts = [[5, 6, 7, 8, 9], [10, 11]]
+    cfg = SampleConfig(gen_length=12, steps=12, policy="llada")
+    off = sample_blocks(model, prompts, cfg, mask_id=0, pad_id=1, eos_id=None)
+    on = sample_blocks(model, prompts, dataclasses.replace(cfg, cache=cache), mask_id=0, pad_id=1, eos_id=None)
+    assert torch.equal(off.tokens, on.tokens)
+    assert on.nfe == off.nfe == 12
+    thr = dataclasses.replace(cfg, policy="threshold", threshold=0.05)
+    assert torch.equal(
+        sample_blocks(model, prompts, thr, mask_id=0, pad_id=1, eos_id=None).tokens,
+        sample_blocks(model, prompts, dataclasses.replace(thr, cache=cache), mask_id=0, pad_id=1, eos_id=None).tokens,
+    )
+
+
+def test_sampling_errors():
+    model = tiny(block_size=4).float()
+    with pytest.raises(UserError, match="block_length"):
+        sample_blocks(model, [5], SampleConfig(gen_length=8, steps=8, block_length=2), mask_id=0, pad_id=1, eos_id=2)
+    with pytest.raises(UserError, match="multiple of block_length"):
+        sample_blocks(model, [5], SampleConfig(gen_length=6, steps=6), mask_id=0, pad_id=1, eos_id=2)
+    with pytest.raises(UserError, match="block-causal"):
+        sample_blocks(tiny(attention="bidirectional", block_size=None), [5], SampleConfig(gen_length=8, steps=8),
+                      mask_id=0, pad_id=1, eos_id=2)

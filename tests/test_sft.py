@@ -1,0 +1,137 @@
+"""Supervised fine-tuning: data reading and errors, chat template, the loss, and `train --objective sft`."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unmask.checkpoint import load, save_checkpoint
+from unmask.config import TrainConfig, model_preset
+from unmask.errors import UserError
+from unmask.model import Transformer
+from unmask.objectives import ObjectiveOptions, get_objective, sft
+from unmask.schedules import LinearSchedule
+from unmask.sft import DEFAULT_CHAT_TEMPLATE, SFTData, chat_prompt, read_sft_jsonl, render_chat
+from unmask.tokenizer import byte_tokenizer
+
+PAIRS = [
+    {"prompt": "2+2?", "response": "4"},
+    {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                  {"role": "assistant", "content": "hello there"}]},
+    {"prompt": "capital of France?", "response": "Paris"},
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_reads_pairs_and_messages(tmp_path):
+    ex = read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", PAIRS))
+    assert len(ex) == 3
+    assert ex[0].messages == [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    assert ex[1].messages[0]["role"] == "system"
+    assert ex[2].source.endswith("d.jsonl:3")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"prompt": "x"}), "missing field(s) response"),
+        (json.dumps({"prompt": "x", "response": "  "}), "empty response"),
+        (json.dumps({"messages": [{"role": "user", "content": "x"}]}), "last message must be the assistant"),
+        (json.dumps({"messages": [{"role": "user"}]}), "needs 'role' and 'content'"),
+        (json.dumps([1, 2]), "expected a JSON object"),
+    ],
+)
+def test_bad_data_names_file_and_line(tmp_path, line, message):
+    p = write_jsonl(tmp_path / "bad.jsonl", [PAIRS[0], line])
+    with pytest.raises(UserError) as e:
+        read_sft_jsonl(p)
+    assert "bad.jsonl:2: " in str(e.value) and message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_default_template_splits_prompt_and_response():
+    msgs = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    prompt = chat_prompt(None, msgs[:1])
+    assert prompt == "<|user|>\nhi\n<|assistant|>\n"
+    assert render_chat(DEFAULT_CHAT_TEMPLATE, msgs, add_generation_prompt=False) == prompt + "yo"
+
+
+@pytest.mark.parametrize("template", ["{% for m in messages %}", "{{ messages[0].nope }}", "{{ 1 / 0 }}"])
+def test_template_failure_is_one_line(template):
+    with pytest.raises(UserError, match="chat template failed") as e:
+        render_chat(template, [{"role": "user", "content": "x"}], add_generation_prompt=True)
+    assert "\n" not in str(e.value)
+
+
+def test_batch_prompt_mask_and_eos_padding(tmp_path):
+    tok = byte_tokenizer()
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", PAIRS)), tok, eos_id=tok.eos_id, chat_template=None)
+    x0, pm = data.batch([0, 2], seq_len=64)
+    p0 = tok.encode("<|user|>\n2+2?\n<|assistant|>\n")
+    assert pm[0].sum() == len(p0) and torch.equal(x0[0, : len(p0)], torch.tensor(p0))
+    r0 = x0[0, len(p0) :]
+    assert r0[0] == tok.encode("4")[0] and bool((r0[1:] == tok.eos_id).all())  # EOS-padded to the batch length
+    assert x0.shape[1] == max(len(p) + len(r) for p, r in (data.rows[0], data.rows[2]))
+    with pytest.raises(UserError, match="no room for the response"):
+        data.batch([2], seq_len=10)
+
+
+class Uniform(torch.nn.Module):
+    def __init__(self, V):
+        super().__init__()
+        self.V = V
+        self.seen = None
+
+    def forward(self, x, attention_mask=None):
+        self.seen = x.clone()
+        return torch.zeros(*x.shape, self.V, requires_grad=True)
+
+
+def test_loss_never_masks_prompt_and_is_normalised_by_answer_length():
+    V = 40
+    cfg = model_preset("tiny", vocab_size=V)
+    x0 = torch.randint(4, V, (3, 12))
+    pm = torch.zeros(3, 12, dtype=torch.bool)
+    pm[0, :2], pm[1, :7], pm[2, :10] = True, True, True  # answers of 10, 5, 2 tokens
+    model = Uniform(V)
+    opts = ObjectiveOptions(schedule=LinearSchedule(0.0))
+    parts = sft(model, cfg, x0, attention_mask=None, generator=torch.Generator().manual_seed(0), options=opts,
+                prompt_mask=pm, t=torch.ones(3))
+    assert torch.equal(model.seen[pm], x0[pm])  # the prompt is never masked
+    assert bool((model.seen[~pm] == cfg.mask_id).all())  # t = 1: the whole answer is
+    # every row contributes log V whatever its answer length; n_tokens counts rows
+    assert int(parts.n_tokens) == 3
+    assert float(parts.loss_sum.detach()) / 3 == pytest.approx(math.log(V), rel=1e-6)
+    assert get_objective("sft") is sft
+    with pytest.raises(UserError, match="prompt_mask"):
+        sft(model, cfg, x0, attention_mask=None, generator=torch.Generator(), options=opts)
+
+
+def test_train_sft_from_init(tmp_path):
+    from unmask.train import train
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    torch.manual_seed(0)
+    base = Transformer(cfg)
+    save_checkpoint(tmp_path / "base", model=base, tokenizer=tok)
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    tc = TrainConfig(data=str(data), out=str(tmp_path / "sft"), objective="sft", init=str(tmp_path / "base"),
+                     seq_len=64, batch_size=4, steps=2, warmup=0, lr=0.0, weight_decay=0.0, eval_every=0,
+                     save_every=0, log_every=1, ema=0.0)
+    run = train(tc, progress=False)
+    loaded = load(run)
+    assert loaded.config.chat_template == DEFAULT_CHAT_TEMPLATE  # stored with the checkpoint
+    w = load_file(str(run / "checkpoint" / "model.safetensors"))
+    torch.testing.assert_close(w["embed.weight"], base.embed.weight.detach())  # lr 0: still the init weights
+    losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    with pytest.raises(UserError, match="--init"):
+        train(TrainConfig(data=str(data), out=str(tmp_path / "x"), objective="sft"), progress=False)
