@@ -186,3 +186,22 @@ def test_sampling_errors():
     with pytest.raises(UserError, match="block-causal"):
         sample_blocks(tiny(attention="bidirectional", block_size=None), [5], SampleConfig(gen_length=8, steps=8),
                       mask_id=0, pad_id=1, eos_id=2)
+
+
+def test_cli_generate_uses_block_sampler(tmp_path, capsys):
+    """`unmask generate` on a block-causal checkpoint goes block by block (BD3-LM)."""
+    import json
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, attention="block-causal", block_size=4,
+                       max_seq_len=32, **tok.special_ids())
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "bd", model=Transformer(cfg), tokenizer=tok)
+    args = ["generate", "--model", str(tmp_path / "bd"), "abc", "--gen-length", "8", "--steps", "8", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["nfe"] > 0 and len(out["results"][0]["tokens"]) <= 8
