@@ -8,6 +8,7 @@ from scratch with a progress bar, then shows the same showcase on it.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -18,10 +19,11 @@ from unmask.errors import UserError
 
 PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is my shepherd;")
 # Fill-in-the-blank templates: [MASK:a-b] is a gap of a to b tokens; the length is chosen
-# by the model's own likelihood (unmask.infill).
+# by the model's own likelihood (unmask.infill). The space before a gap goes inside it:
+# BPE tokens carry their leading space (docs/infill.md).
 BLANKS = (
-    "Blessed are the [MASK:1-3], for they shall inherit the earth.",
-    "In the beginning, God created the [MASK:1-4] and the earth.",
+    "Yahweh is my[MASK:1-3]; I shall lack nothing.",
+    "For God so loved the[MASK:1-3], that he gave his one and only Son.",
 )
 OWN_TEXT = (
     "Train on your own text: unmask prepare my.txt --out data/mine && "
@@ -61,7 +63,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gen-length", type=int, default=48, help="tokens to generate per prompt (default: 48)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default: = gen-length)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    p.add_argument("--temperature", type=float, default=0.0, help="Gumbel-max temperature (default: 0)")
+    # Chosen by generative perplexity vs diversity on the shipped model (TRAINING.md): argmax
+    # decoding of a small model repeats itself; temperature 0.8 in blocks of 4 reads best.
+    p.add_argument("--temperature", type=float, default=0.8, help="Gumbel-max temperature (default: 0.8)")
+    p.add_argument("--block-length", type=int, default=4, help="semi-autoregressive block length (default: 4)")
     p.add_argument("--no-live", action="store_true", help="do not draw the canvas while it is denoised")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.set_defaults(func=run)
@@ -102,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.gen_length <= 0:
         raise UserError(f"--gen-length must be positive, got {args.gen_length}")
+    if args.block_length <= 0:
+        raise UserError(f"--block-length must be positive, got {args.block_length}")
     if args.train:
         path: Path | str = train_demo(args.out)
     elif args.model:
@@ -132,15 +139,16 @@ def run(args: argparse.Namespace) -> int:
 
     for i, prompt in enumerate(PROMPTS, 1):
         ids = tok.encode(prompt)
-        config = SampleConfig(gen_length=args.gen_length, steps=steps, block_length=min(16, args.gen_length)
-                              if args.gen_length % 16 == 0 else None, temperature=args.temperature,
-                              seed=args.seed + i)
-        if config.block_length and steps % (args.gen_length // config.block_length):
-            config.block_length = None
+        block = args.block_length if args.gen_length % args.block_length == 0 else None
+        if block and steps % (args.gen_length // block):
+            block = None
+        config = SampleConfig(gen_length=args.gen_length, steps=steps, block_length=block,
+                              temperature=args.temperature, seed=args.seed + i)
         canvas = Canvas.from_prompts(ids, args.gen_length, mask_id=cfg.mask_id, pad_id=cfg.pad_id)
         show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", canvas, config, prompt)
     for j, template in enumerate(BLANKS, len(PROMPTS) + 1):
-        print(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {template}")
+        shown = re.sub(r"\[MASK:[0-9-]+\]", " ____", template)
+        print(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {shown}")
         view = LiveView(tok, start=0, enabled=live_ok)
         t0 = time.perf_counter()
         res = infill(m.model, tok, template, SampleConfig(steps=8, seed=args.seed), step_callback=view)
