@@ -73,9 +73,9 @@ def main() -> None:
     print(f"\nvalidation ({q.n_tokens:,} tokens): ELBO bound {q.loss:.4f} nats/token, "
           f"perplexity bound {q.ppl:.2f}, {q.bpb:.4f} bits/byte")
     samples = []
-    print("\nsamples (gen_length 64, steps 64, block 16, temperature 0):")
+    print("\nsamples at the demo's settings (gen_length 64, steps 64, block 4, temperature 0.8):")
     for i, p in enumerate(["In the beginning, God", "Jesus answered them,", ""]):
-        sc = SampleConfig(gen_length=64, steps=64, block_length=16, seed=i)
+        sc = SampleConfig(gen_length=64, steps=64, block_length=4, temperature=0.8, seed=i)
         res = generate(m.model, tok.encode(p), sc, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
         text = p + res.texts(tok)[0]
         samples.append(text)
