@@ -170,3 +170,12 @@ def test_ddp_two_processes_match_one(dataset, tmp_path):
     wb = load_file(str(tmp_path / "one" / "checkpoint" / "model.safetensors"))
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_folder_has_ordinary_permissions(dataset, tmp_path):
+    import stat
+
+    run = train(cfg(dataset, tmp_path / "run", steps=1, eval_every=0), progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((run / "checkpoint").stat().st_mode) == 0o777 & ~umask

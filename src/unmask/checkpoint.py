@@ -54,6 +54,16 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A fresh folder in ``parent`` to write into before a rename; unlike ``mkdtemp``'s 0700
+    it gets the permissions of an ordinary ``mkdir`` (the umask's), since it becomes the result."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
+
+
 def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
     """Weights as contiguous CPU tensors; tied weights stored once (under the embedding)."""
     out = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
@@ -90,7 +100,7 @@ def save_checkpoint(
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=run, prefix=TMP_PREFIX))
+    tmp = staging_dir(run, TMP_PREFIX)
     try:
         infer = inference_model if inference_model is not None else model
         save_file(_state_for_save(infer), str(tmp / "model.safetensors"))

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unmask.checkpoint import staging_dir
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import import_folder, is_publisher_folder, weight_map
 from unmask.errors import UserError
@@ -89,7 +89,7 @@ def convert(
     else:  # a native checkpoint or run directory (load names what is wrong otherwise)
         loaded = load(src, device="cpu", dtype=dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    tmp = staging_dir(out.parent, f".{out.name}.tmp")
     try:
         write_safetensors(
             _state_for_save(loaded.model), tmp / SINGLE, metadata={"source": loaded.family}
@@ -171,7 +171,7 @@ def export(
             f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
+    tmp = staging_dir(out.parent, f".{out.name}.tmp")
     try:
         tensors = {names[k]: v for k, v in state.items()}
         write_safetensors(tensors, tmp / SINGLE, metadata={"format": "pt"})
