@@ -41,11 +41,11 @@ class DemoTrainPlan:
     """How ``unmask demo --train`` trains: sized to finish within ~15 minutes on 2 CPU cores."""
 
     preset: str = "demo"
-    steps: int = 900
+    steps: int = 500
     batch_size: int = 16
-    seq_len: int = 128
-    lr: float = 3e-3
-    warmup: int = 60
+    seq_len: int = 256
+    lr: float = 2e-3
+    warmup: int = 100
     vocab_size: int = 4096
     time_limit: float = 13.0
 
