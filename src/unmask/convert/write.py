@@ -89,15 +89,21 @@ def convert(
     else:  # a native checkpoint or run directory (load names what is wrong otherwise)
         loaded = load(src, device="cpu", dtype=dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
+    return _write_folder(
+        out, _state_for_save(loaded.model), {"source": loaded.family}, to_dict(loaded.config), loaded.tokenizer
+    )
+
+
+def _write_folder(
+    out: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str], config: dict[str, Any], tokenizer: Any
+) -> Path:
+    """Write model.safetensors + config.json + tokenizer.json into a staging folder beside
+    ``out`` and rename it into place, so a failure leaves nothing half-written."""
     tmp = staging_dir(out.parent, f".{out.name}.tmp")
     try:
-        write_safetensors(
-            _state_for_save(loaded.model), tmp / SINGLE, metadata={"source": loaded.family}
-        )
-        (tmp / "config.json").write_text(
-            json.dumps(to_dict(loaded.config), indent=2, sort_keys=True) + "\n"
-        )
-        loaded.tokenizer.save(tmp)
+        write_safetensors(tensors, tmp / SINGLE, metadata=metadata)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        tokenizer.save(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -171,16 +177,5 @@ def export(
             f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = staging_dir(out.parent, f".{out.name}.tmp")
-    try:
-        tensors = {names[k]: v for k, v in state.items()}
-        write_safetensors(tensors, tmp / SINGLE, metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
-        loaded.tokenizer.save(tmp)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    tensors = {names[k]: v for k, v in state.items()}
+    return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer)
