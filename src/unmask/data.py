@@ -221,8 +221,9 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             yield p, i == len(pieces) - 1
 
 
-def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[str, bool]]:
-    """One document per JSON line (``obj[text_field]``) in pieces; blank lines are skipped."""
+def _jsonl_objects(src: _Source, errors: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``file:line``, object) for every non-blank line of a JSONL source; one-line errors
+    naming file and line for undecodable bytes, invalid JSON and non-object lines."""
     lineno = 0
     while True:
         raw = src.readline()
@@ -244,6 +245,24 @@ def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[
             raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        yield where, obj
+
+
+def read_jsonl(path: str | os.PathLike[str], *, errors: str = "strict") -> Iterator[tuple[str, dict[str, Any]]]:
+    """(``file:line``, object) for every non-blank line of a JSONL file (``.gz`` too)."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such file")
+    src = _Source(p, lambda n: None)
+    try:
+        yield from _jsonl_objects(src, errors)
+    finally:
+        src.close()
+
+
+def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[str, bool]]:
+    """One document per JSON line (``obj[text_field]``) in pieces; blank lines are skipped."""
+    for where, obj in _jsonl_objects(src, errors):
         if text_field not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) or "none"
             raise UserError(

@@ -23,10 +23,8 @@ Inside: ``DEFAULT_CHAT_TEMPLATE``, ``render_chat``, ``chat_prompt``, ``SFTExampl
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -103,36 +101,25 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
     """Examples of a JSONL file (see the module docstring); ``UserError`` with ``file:line`` for
     invalid JSON, missing fields, a bad ``messages`` list or an empty response. Blank lines are
     skipped."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
+    from unmask.data import read_jsonl
+
     examples: list[SFTExample] = []
-    with open(p, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            where = f"{p}:{lineno}"
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{where}: expected a JSON object with prompt/response or messages")
-            if "messages" in obj:
-                messages = _check_messages(obj["messages"], where)
-            elif "prompt" in obj and "response" in obj:
-                if not isinstance(obj["prompt"], str) or not isinstance(obj["response"], str):
-                    raise UserError(f"{where}: 'prompt' and 'response' must be strings")
-                messages = _check_messages(
-                    [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["response"]}],
-                    where,
-                )
-            else:
-                missing = [k for k in ("prompt", "response") if k not in obj]
-                raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give 'messages')")
-            examples.append(SFTExample(messages=messages, source=where))
+    for where, obj in read_jsonl(path):
+        if "messages" in obj:
+            messages = _check_messages(obj["messages"], where)
+        elif "prompt" in obj and "response" in obj:
+            if not isinstance(obj["prompt"], str) or not isinstance(obj["response"], str):
+                raise UserError(f"{where}: 'prompt' and 'response' must be strings")
+            messages = _check_messages(
+                [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["response"]}],
+                where,
+            )
+        else:
+            missing = [k for k in ("prompt", "response") if k not in obj]
+            raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give 'messages')")
+        examples.append(SFTExample(messages=messages, source=where))
     if not examples:
-        raise UserError(f"{p}: no examples")
+        raise UserError(f"{path}: no examples")
     return examples
 
 
