@@ -315,11 +315,25 @@ class Transformer(nn.Module):
                 cos, sin = self._rope_tables(L, tokens.device)
                 mask = self.attention_bias(L, attention_mask, tokens.device)
                 is_causal = self.config.attention == "causal"
-            x = self.embed(tokens)  # (B, L, D)
-            for layer in self.layers:
-                x = layer(x, cos, sin, mask, is_causal)
-            return self.lm_head(self.norm(x))  # (B, L, V)
+        else:
+            cos, sin, mask, is_causal = self._cached_layout(tokens, attention_mask, cache, start, positions, attn_bias)
+        x = self.embed(tokens)  # (B, L, D)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, mask, is_causal, cache, i, start)
+        return self.lm_head(self.norm(x))  # (B, L, V)
 
+    def _cached_layout(
+        self,
+        tokens: Tensor,
+        attention_mask: Tensor | None,
+        cache: KVCache,
+        start: int,
+        positions: Tensor | None,
+        attn_bias: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+        """RoPE tables and attention mask for positions [start, start + L) over the cached keys;
+        advances ``cache.length``."""
+        L = tokens.shape[1]
         if positions is not None or attn_bias is not None:
             raise ValueError("positions/attn_bias are not supported together with a KV cache")
         if not 0 <= start <= cache.length:
@@ -333,12 +347,5 @@ class Transformer(nn.Module):
         cos, sin = self._rope_tables(start + L, tokens.device)
         cos, sin = cos[start:], sin[start:]  # (L, hd): the rotations of positions start..start+L-1
         if start == 0 and kv_len == L:  # the whole sequence: exactly the uncached computation
-            mask = self.attention_bias(L, attention_mask, tokens.device)
-            is_causal = self.config.attention == "causal"
-        else:
-            mask = self.cached_attention_bias(start, L, kv_len, attention_mask, tokens.device)
-            is_causal = False
-        x = self.embed(tokens)  # (B, L, D)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, is_causal, cache, i, start)
-        return self.lm_head(self.norm(x))  # (B, L, V)
+            return cos, sin, self.attention_bias(L, attention_mask, tokens.device), self.config.attention == "causal"
+        return cos, sin, self.cached_attention_bias(start, L, kv_len, attention_mask, tokens.device), False
