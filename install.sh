@@ -5,7 +5,9 @@
 # - Keeps a PyTorch that is already installed (a CUDA build, say); otherwise installs
 #   torch==2.13.0, the CPU build that pip finds on this kind of machine, instead of
 #   letting a plain `torch` requirement pull a multi-GB CUDA build.
-# - --test also installs the test tools (pytest, ruff).
+# - --test also installs the test tools (pytest, ruff, playwright) and, as root with apt-get,
+#   the Debian `chromium` package that the browser test drives (never `playwright install`,
+#   which downloads a browser from outside PyPI and Debian).
 set -euo pipefail
 cd "$(dirname "$0")"
 extras=""
@@ -22,4 +24,13 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   pipq "torch==${UNMASK_TORCH_VERSION:-2.13.0}"
 fi
 pipq -e ".${extras}"
+if [[ -n "$extras" ]] && ! command -v chromium >/dev/null; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||
+      echo "note: apt-get could not install chromium; tests/test_playground.py will be skipped"
+  else
+    echo "note: no chromium and no root apt-get to install it; tests/test_playground.py will be skipped"
+  fi
+fi
 "$py" -c "import torch, unmask; print(f'unmask {unmask.__version__} ready (torch {torch.__version__}, python: $py)')"

@@ -1,0 +1,280 @@
+"""The browser playground (``GET /``) in headless Debian chromium, driven by Playwright, against
+a live server with a tiny random model: the streamed canvas, click-to-mask infill, a screenshot.
+
+Skipped when the ``playwright`` package or a ``chromium`` executable is missing (``bash
+install.sh --test`` installs both where it can, so CI runs it); with
+``UNMASK_REQUIRE_BROWSER=1`` a missing one is a failure instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+try:
+    from playwright.sync_api import Page, sync_playwright
+except ImportError:
+    MISSING: str | None = "the playwright package is not installed (bash install.sh --test)"
+else:
+    CHROMIUM = shutil.which("chromium")
+    MISSING = None if CHROMIUM else "no chromium executable on PATH (bash install.sh --test, as root, installs Debian's)"
+REQUIRED = os.environ.get("UNMASK_REQUIRE_BROWSER") == "1"
+if MISSING and not REQUIRED:
+    pytest.skip(MISSING, allow_module_level=True)
+
+import httpx  # noqa: E402
+import torch  # noqa: E402
+from server_helpers import loaded, random_transformer  # noqa: E402
+from test_server_openai import live_server  # noqa: E402
+from torch import nn  # noqa: E402
+
+from unmask.server import create_app  # noqa: E402
+
+NEW_TOKEN_RGB = (0xC8, 0xF7, 0xC5)  # .new { background: #c8f7c5 }
+
+
+class Paced(nn.Module):
+    """A model that takes ``seconds`` per forward, so each denoising step reaches the page on
+    its own (otherwise several steps can arrive in one network read and be drawn as one)."""
+
+    def __init__(self, inner: nn.Module, seconds: float) -> None:
+        super().__init__()
+        self.inner, self.config, self.seconds = inner, inner.config, seconds
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return self.inner(tokens, attention_mask=attention_mask)
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    with live_server(create_app(loaded(Paced(random_transformer(), 0.08)))) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if MISSING:
+        pytest.fail(f"{MISSING}; UNMASK_REQUIRE_BROWSER=1 asks for the browser test to run", pytrace=False)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, base_url):
+    """The playground, loaded; fails the test on any script error or console error that the
+    test did not take out of ``page.errors``."""
+    pg = browser.new_page(viewport={"width": 800, "height": 600})
+    pg.errors = []
+    pg.on("pageerror", lambda e: pg.errors.append(f"page error: {e}"))
+    pg.on("console", lambda m: pg.errors.append(f"console: {m.text}") if m.type == "error" else None)
+    pg.goto(base_url + "/")
+    yield pg
+    pg.close()
+    assert not pg.errors, pg.errors
+
+
+def png_rgb(data: bytes) -> np.ndarray:
+    """The (pixels, 3) uint8 colours of an 8-bit, non-interlaced RGB or RGBA PNG (what
+    Chromium writes), row-major."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    assert header is not None, "PNG without IHDR"
+    w, h, depth, colour, _, _, interlace = header
+    assert depth == 8 and colour in (2, 6) and interlace == 0, f"unexpected PNG format {header}"
+    bpp = 3 if colour == 2 else 4
+    rows = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, 1 + w * bpp)
+    out = np.zeros((h, w * bpp), dtype=np.uint8)
+    prev = out[0] * 0
+    for y in range(h):  # undo each row's filter (PNG spec, section 9)
+        f, line = rows[y, 0], rows[y, 1:]
+        if f == 0:
+            out[y] = line
+        elif f == 1:  # Sub: a running sum along each channel
+            out[y] = (line.reshape(w, bpp).cumsum(axis=0, dtype=np.uint64) % 256).reshape(-1)
+        elif f == 2:  # Up
+            out[y] = line + prev
+        else:  # Average, Paeth: sequential along the row
+            r, up = bytearray(line.tobytes()), prev.tobytes()
+            for i in range(len(r)):
+                a, b, c = (r[i - bpp] if i >= bpp else 0), up[i], (up[i - bpp] if i >= bpp else 0)
+                if f == 3:
+                    r[i] = (r[i] + (a + b) // 2) & 255
+                else:
+                    pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                    r[i] = (r[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+            out[y] = np.frombuffer(bytes(r), dtype=np.uint8)
+        prev = out[y]
+    return out.reshape(h * w, bpp)[:, :3]
+
+
+def test_png_reader_round_trip():
+    # a 3x2 RGB image written with filters None, Sub, Up, Average and Paeth on its rows
+    rows = [bytes([10, 20, 30, 40, 50, 60, 250, 5, 128]), bytes([1, 2, 3, 200, 100, 0, 9, 9, 9])]
+
+    def encode(filters: list[int]) -> bytes:
+        out, prev = b"", bytes(9)
+        for f, row in zip(filters, rows, strict=True):
+            enc = bytearray()
+            for i, x in enumerate(row):
+                a, b, c = (row[i - 3] if i >= 3 else 0), prev[i], (prev[i - 3] if i >= 3 else 0)
+                p = a + b - c
+                paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c
+                pred = [0, a, b, (a + b) // 2, paeth][f]
+                enc.append((x - pred) & 255)
+            out += bytes([f]) + enc
+            prev = row
+
+        def chunk(kind: bytes, body: bytes) -> bytes:
+            return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 8, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(out)) + chunk(b"IEND", b""))
+
+    want = [list(r[i:i + 3]) for r in rows for i in range(0, 9, 3)]
+    for filters in ([0, 2], [1, 3], [4, 4], [3, 1]):
+        assert png_rgb(encode(filters)).tolist() == want
+
+
+def assert_not_blank(page: Page) -> np.ndarray:
+    """A screenshot of the 800x400 page area that ends below the canvas: many colours, no
+    single one covering (nearly) everything. Returns its pixels."""
+    box = page.locator("#canvas").bounding_box()
+    top = max(0, box["y"] + box["height"] + 40 - 400)
+    shot = page.screenshot(full_page=True, clip={"x": 0, "y": top, "width": 800, "height": 400})
+    if os.environ.get("UNMASK_SCREENSHOTS"):  # a folder to keep them in, to look at
+        Path(os.environ["UNMASK_SCREENSHOTS"], f"{page.evaluate('mode()')}.png").write_bytes(shot)
+    pixels = png_rgb(shot)
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    assert len(pixels) == 800 * 400
+    assert len(colours) >= 16, f"only {len(colours)} colours: a blank page?"
+    assert counts.max() < 0.98 * len(pixels)
+    return pixels
+
+
+def has_colour(pixels: np.ndarray, rgb: tuple[int, int, int], tol: int = 3) -> bool:
+    return bool((np.abs(pixels.astype(int) - rgb) <= tol).all(axis=1).any())
+
+
+def last_denoising_step(base_url: str, body: dict) -> list[str | None]:
+    """The canvas tokens of the last ``denoising.step`` event the server streams for ``body``."""
+    last = None
+    with httpx.stream("POST", base_url + "/v1/completions", json=body, timeout=30) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                ev = json.loads(line[len("data: "):])
+                if ev.get("object") == "denoising.step":
+                    last = ev["choices"][0]["tokens"]
+    assert last is not None
+    return last
+
+
+def test_generation_streams_denoising_steps_into_the_canvas(page, base_url):
+    page.fill("#prompt", "Hi")
+    page.fill("#max_tokens", "8")
+    page.fill("#steps", "8")
+    # record the canvas after every redraw (one observer call per task: one per drawn step)
+    page.evaluate("""() => {
+        window.snapshots = [];
+        const c = document.getElementById("canvas");
+        new MutationObserver(() => window.snapshots.push(c.querySelectorAll(".mask").length))
+            .observe(c, {childList: true});
+    }""")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status').textContent.includes(' steps in ')", timeout=30_000)
+    masks = page.evaluate("window.snapshots")
+    assert page.text_content("#status").startswith("8 steps in ")
+    # llada, 8 tokens in 8 steps: one commit per step, drawn as it arrives
+    assert masks[-1] == 0 and all(a > b for a, b in zip(masks, masks[1:], strict=False)), masks
+    assert len([m for m in masks if 0 < m < 8]) >= 3, f"too few intermediate canvases drawn: {masks}"
+    # the last drawn canvas is the server's last step, after the prompt
+    tokens = last_denoising_step(base_url, {"prompt": "Hi", "max_tokens": 8, "steps": 8, "stream": True,
+                                            "stream_denoising": True, "policy": "llada", "temperature": 0})
+    assert page.text_content("#canvas .prompt") == "Hi"
+    assert page.text_content("#canvas") == "Hi" + "".join(t for t in tokens if t is not None)
+    assert page.locator("#canvas .new").count() >= 1
+    assert has_colour(assert_not_blank(page), NEW_TOKEN_RGB), "the committed-token highlight is not drawn"
+
+
+def word(page: Page, text: str):
+    return page.locator("#words .word").filter(has_text=re.compile(f"^{re.escape(text)}$"))
+
+
+def test_infill_click_to_mask(page, base_url):
+    page.fill("#prompt", "The cat sat [here] on the [MASK:2] mat.")
+    page.check("input[name=mode][value=infill]")
+    assert page.is_visible("#words") and not page.is_visible("#max_tokens")
+    assert page.text_content("#words") == "The cat sat [here] on the [MASK:2] mat."
+    assert page.locator("#words .gap").all_text_contents() == ["[MASK:2]"]  # typed: kept, not clickable
+    template = lambda: page.text_content("#template")  # noqa: E731
+    assert template() == r"The cat sat \[here] on the [MASK:2] mat."
+
+    word(page, "cat").click()
+    assert word(page, "cat").get_attribute("class") == "word masked"
+    assert word(page, "cat").get_attribute("aria-pressed") == "true"
+    assert template() == r"The [MASK:3] sat \[here] on the [MASK:2] mat."
+    word(page, "cat").click()  # toggles back
+    assert page.locator("#words .masked").count() == 0
+    assert template() == r"The cat sat \[here] on the [MASK:2] mat."
+    word(page, "on").focus()  # the keyboard toggles too, and the redrawn word keeps the focus
+    page.keyboard.press("Enter")
+    assert word(page, "on").get_attribute("aria-pressed") == "true"
+    page.keyboard.press(" ")
+    assert word(page, "on").get_attribute("aria-pressed") == "false"
+    for w in ("cat", "sat", "mat"):
+        word(page, w).click()
+    # neighbours merge into one gap; its default length is the masked text's bytes
+    assert template() == r"The [MASK:7] \[here] on the [MASK:2] [MASK:3]."
+    assert page.locator("#words .masked").all_text_contents() == ["cat", "sat", "mat"]
+    page.fill("#prompt", "The cat sat [here] on the [MASK:2] mat. More")  # masks survive edits after them
+    assert template() == r"The [MASK:7] \[here] on the [MASK:2] [MASK:3]. More"
+    page.fill("#prompt", "The cat sat [here] on the [MASK:2] mat.")
+    page.fill("#gap_length", "x")
+    assert "gap length must be" in template()
+    page.fill("#gap_length", "2")
+    assert template() == r"The [MASK:2] \[here] on the [MASK:2] [MASK:2]."
+
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status').textContent.includes('model evaluations')",
+                           timeout=30_000)
+    assert page.text_content("#status").startswith("3 gaps, ")
+    # the page shows exactly what the endpoint returns for that template and these options
+    res = httpx.post(base_url + "/v1/infill", timeout=30, json={
+        "template": template(), "policy": "llada", "temperature": 0, "steps": 32, "threshold": 0.9}).json()
+    assert page.text_content("#canvas") == res["text"]
+    assert page.locator("#canvas .new").all_text_contents() == [g["text"] for g in res["gaps"]]
+    assert res["text"].startswith("The ") and " [here] on the " in res["text"] and res["text"].endswith(".")
+    assert has_colour(assert_not_blank(page), NEW_TOKEN_RGB)
+
+
+def test_infill_errors_are_shown(page):
+    page.check("input[name=mode][value=infill]")
+    page.fill("#prompt", "nothing masked here")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status').className === 'err'")
+    assert "click words" in page.text_content("#status")
+    page.fill("#prompt", "a [MASK:0] gap")  # a typed gap the server rejects: its message is shown
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('400: ')")
+    assert "[MASK:0]" in page.text_content("#status")
+    assert page.errors == ["console: Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    page.errors.clear()
