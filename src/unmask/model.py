@@ -17,6 +17,13 @@ Explicit layouts: ``forward(tokens, positions=p, attn_bias=m)`` gives columns th
 RoPE positions and an explicit boolean attention mask, for objectives that run a sequence
 twice in one pass (BD3-LM's ``[x_t ; x_0]``, ``unmask.objectives.bd3lm``).
 
+DiT options (MDLM/SEDD; ``ModelConfig.norm``, ``mlp``, ``head_bias``, ``time_conditioning``):
+bias-free LayerNorm, a GELU(tanh) MLP with biases, and adaLN-Zero modulation of every block
+and of the final norm by an embedding of the noise level ``forward(..., sigma=s)`` (Peebles &
+Xie 2023). ``output='sedd_log_score'`` makes the head SEDD's log-score (``sedd_log_score``);
+``denoiser_logits`` maps it back to logits, and ``masked_fraction_sigma`` reads a noise level
+off a canvas for callers that pass none.
+
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
 
@@ -29,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unmask.config import ModelConfig
+from unmask.config import SIGMA_FREQ_DIM, ModelConfig
+from unmask.errors import UserError
 
 
 class RMSNorm(nn.Module):
@@ -44,6 +52,24 @@ class RMSNorm(nn.Module):
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return (xf * self.weight.float()).type_as(x)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with a weight and no bias (the DiT of MDLM/SEDD), computed in float32."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = F.layer_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return (xf * self.weight.float()).type_as(x)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    """The norm ``cfg.norm`` names: ``RMSNorm`` or bias-free ``LayerNorm``."""
+    return LayerNorm(cfg.d_model, cfg.norm_eps) if cfg.norm == "layer" else RMSNorm(cfg.d_model, cfg.norm_eps)
 
 
 def rope_cache(seq_len: int, head_dim: int, theta: float, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -148,13 +174,50 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
+class GeluMLP(nn.Module):
+    """down(gelu_tanh(up(x))) with biases (the DiT of MDLM/SEDD, GPT-2)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=True)
+        self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+
+
+class SigmaEmbedding(nn.Module):
+    """Noise level sigma (B,) -> conditioning vector (B, cond_dim): sinusoidal features of
+    sigma (GLIDE/DiT timestep embedding, max period 10000, [cos, sin]) through Linear, SiLU,
+    Linear, then SiLU (MDLM/SEDD apply it to the embedder's output)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.proj_in = nn.Linear(SIGMA_FREQ_DIM, cfg.cond_dim, bias=True)
+        self.proj_out = nn.Linear(cfg.cond_dim, cfg.cond_dim, bias=True)
+
+    def forward(self, sigma: Tensor) -> Tensor:
+        half = SIGMA_FREQ_DIM // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+        args = sigma.float()[:, None] * freqs[None]  # (B, half)
+        feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.proj_in.weight.dtype)
+        return F.silu(self.proj_out(F.silu(self.proj_in(feats))))  # (B, cond_dim)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN: x·(1 + scale) + shift, with shift/scale (B, 1, D) per row."""
+    return x * (1 + scale) + shift
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn_norm = make_norm(cfg)
         self.attn = Attention(cfg)
-        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = SwiGLU(cfg)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = GeluMLP(cfg) if cfg.mlp == "gelu" else SwiGLU(cfg)
+        if cfg.time_conditioning:  # adaLN-Zero: shift, scale, gate of both sublayers
+            self.modulation = nn.Linear(cfg.cond_dim, 6 * cfg.d_model, bias=True)
 
     def forward(
         self,
@@ -166,9 +229,15 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         start: int = 0,
+        cond: Tensor | None = None,
     ) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer, start)
-        return x + self.mlp(self.mlp_norm(x))
+        if cond is None:
+            x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer, start)
+            return x + self.mlp(self.mlp_norm(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(6, dim=-1)  # (B, 1, D) each
+        h = modulate(self.attn_norm(x), shift1, scale1)
+        x = x + gate1 * self.attn(h, cos, sin, mask, is_causal, cache, layer, start)
+        return x + gate2 * self.mlp(modulate(self.mlp_norm(x), shift2, scale2))
 
 
 class Transformer(nn.Module):
@@ -182,22 +251,26 @@ class Transformer(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
         self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
-        self.norm = RMSNorm(config.d_model, config.norm_eps)
-        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.norm = make_norm(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.head_bias)
         if config.tie_embeddings:
             self.lm_head.weight = self.embed.weight
+        if config.time_conditioning:
+            self.sigma_embed = SigmaEmbedding(config)
+            self.final_modulation = nn.Linear(config.cond_dim, 2 * config.d_model, bias=True)  # shift, scale
         self._rope: tuple[Tensor, Tensor] | None = None
         self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Explicit init: N(0, init_std) for matrices, residual outputs scaled by 1/sqrt(2·n_layers)
-        (GPT-2), zeros for biases, ones for norms."""
+        (GPT-2), zeros for biases, ones for norms, zeros for the adaLN modulation (adaLN-Zero:
+        a fresh time-conditioned block starts as the identity)."""
         std = self.config.init_std
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
-            elif name.endswith(".bias"):
+            elif name.endswith(".bias") or "modulation." in name:
                 p.zero_()
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 p.normal_(0.0, std / math.sqrt(2 * self.config.n_layers))
@@ -283,12 +356,20 @@ class Transformer(nn.Module):
         tokens: Tensor,
         attention_mask: Tensor | None = None,
         *,
+        sigma: Tensor | None = None,
         cache: KVCache | None = None,
         start: int = 0,
         positions: Tensor | None = None,
         attn_bias: Tensor | None = None,
     ) -> Tensor:
         """tokens (B, L) int64; attention_mask (B, L) bool/int, True/1 = real token. -> logits (B, L, V).
+
+        ``sigma`` (B,) is the noise level of each row, read only by ``time_conditioning`` models
+        (how they get it without one: ``config.sigma_input``). With ``sigma`` given the output is
+        what ``config.output`` says (logits, or SEDD's log-score); without it (samplers and
+        evaluators, which know no noise level) it is always denoiser logits (``denoiser_logits``).
+        The modulation is per row, so ``cache`` works with a given (or zero) noise level; reading
+        it off the canvas (``masked_fraction``) needs the whole canvas and refuses a cache.
 
         ``positions`` (L,) int64 gives each column its RoPE position (default ``0..L-1``) and
         ``attn_bias`` (B|1, 1, L, L) bool, True = may attend, replaces the attention mode's
@@ -317,10 +398,46 @@ class Transformer(nn.Module):
                 is_causal = self.config.attention == "causal"
         else:
             cos, sin, mask, is_causal = self._cached_layout(tokens, attention_mask, cache, start, positions, attn_bias)
+        level = self._noise_level(tokens, attention_mask, sigma, cache)  # (B,) or None
+        cond = None if level is None else self.sigma_embed(level)  # (B, cond_dim)
         x = self.embed(tokens)  # (B, L, D)
         for i, layer in enumerate(self.layers):
-            x = layer(x, cos, sin, mask, is_causal, cache, i, start)
-        return self.lm_head(self.norm(x))  # (B, L, V)
+            x = layer(x, cos, sin, mask, is_causal, cache, i, start, cond)
+        if cond is None:
+            return self.lm_head(self.norm(x))  # (B, L, V)
+        shift, scale = self.final_modulation(cond)[:, None].chunk(2, dim=-1)  # (B, 1, D) each
+        out = self.lm_head(modulate(self.norm(x), shift, scale))  # (B, L, V)
+        if self.config.output == "sedd_log_score":
+            out = sedd_log_score(out, tokens, level)
+            if sigma is None:
+                out = denoiser_logits(out, self.config)
+        return out
+
+    def _noise_level(
+        self, tokens: Tensor, attention_mask: Tensor | None, sigma: Tensor | None, cache: KVCache | None
+    ) -> Tensor | None:
+        """The (B,) noise level the modulation reads, per ``config.sigma_input``; None when the
+        model has no time conditioning."""
+        cfg = self.config
+        if not cfg.time_conditioning:
+            return None
+        B = tokens.shape[0]
+        if sigma is not None:
+            if sigma.shape != (B,):
+                raise ValueError(f"sigma must have shape ({B},), got {tuple(sigma.shape)}")
+            sigma = sigma.to(tokens.device)
+        if cfg.sigma_input == "zero":  # MDLM's released checkpoints: time conditioning was off
+            return torch.zeros(B, device=tokens.device)
+        if sigma is not None:
+            return sigma
+        if cfg.sigma_input == "given":
+            raise UserError("this model is conditioned on the noise level: pass sigma (B,) to forward")
+        if cache is not None:
+            raise UserError(
+                "this model reads its noise level off the whole canvas, which a KV-cached call does "
+                "not see; use no cache (--cache none)"
+            )
+        return masked_fraction_sigma(tokens, cfg.mask_id, attention_mask)
 
     def _cached_layout(
         self,
@@ -349,3 +466,48 @@ class Transformer(nn.Module):
         if start == 0 and kv_len == L:  # the whole sequence: exactly the uncached computation
             return cos, sin, self.attention_bias(L, attention_mask, tokens.device), self.config.attention == "causal"
         return cos, sin, self.cached_attention_bias(start, L, kv_len, attention_mask, tokens.device), False
+
+
+MASKED_FRACTION_EPS = 1e-3
+"""The masked fraction is clamped to [eps, 1 - eps] before it becomes a noise level (sigma in
+[0.001, 6.9]: SEDD's log-linear schedule with eps = 1e-3 spans the same range)."""
+
+
+def masked_fraction_sigma(tokens: Tensor, mask_id: int, attention_mask: Tensor | None = None) -> Tensor:
+    """(B,) total noise sigma = -log(1 - m) of an absorbing process whose rows have a fraction m of
+    [MASK] among their real tokens (P(masked) = 1 - e^-sigma, as in SEDD's and MDLM's forward
+    process); the noise level a sampler that passes none most likely means."""
+    masked = tokens == mask_id  # (B, L)
+    if attention_mask is None:
+        frac = masked.float().mean(dim=1)
+    else:
+        real = attention_mask.bool()
+        frac = (masked & real).sum(dim=1).float() / real.sum(dim=1).clamp(min=1).float()
+    frac = frac.clamp(MASKED_FRACTION_EPS, 1 - MASKED_FRACTION_EPS)
+    return -torch.log1p(-frac)  # (B,)
+
+
+def sedd_log_score(head: Tensor, tokens: Tensor, sigma: Tensor) -> Tensor:
+    """SEDD's log concrete score from the head output (B, L, V) for the absorbing graph (Lou et al.
+    2024, ``scale_by_sigma``): head - log(e^sigma - 1) - log(V - 1), then 0 at each position's own
+    token (the ratio p(x)/p(x) = 1). At a masked position the entry of token y is
+    log p(x0 = y | xt) - log(e^sigma - 1) up to the network's error, so it is the denoiser's logits
+    up to a per-row constant."""
+    V = head.shape[-1]
+    esigm1_log = torch.log(torch.expm1(sigma.float())).to(head.dtype)[:, None, None]  # (B, 1, 1)
+    score = head - esigm1_log - math.log(V - 1)
+    return score.scatter(-1, tokens[..., None], torch.zeros_like(score[..., :1]))  # (B, L, V)
+
+
+def denoiser_logits(output: Tensor, config: ModelConfig) -> Tensor:
+    """Denoiser logits (B, L, V) from a model's output (B, L, V) with ``sigma`` given.
+
+    ``logits``: unchanged. ``sedd_log_score``: the log-score with the [MASK] column at -inf
+    (there it holds the ratio of a masked position to itself, 0, not a prediction); at a masked
+    position its softmax is p(x0 | xt), because SEDD's score of unmasking to y is
+    p(x0 = y | xt) / (e^sigma - 1) (Ou et al. 2024, Thm. 1). Unmasked positions carry no
+    prediction in either case.
+    """
+    if config.output == "logits":
+        return output
+    return output.index_fill(-1, torch.tensor([config.mask_id], device=output.device), float("-inf"))
