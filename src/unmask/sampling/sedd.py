@@ -1,0 +1,338 @@
+"""SEDD samplers: Euler and analytic (Tweedie τ-leaping) reverse steps over a canvas.
+
+Lou, Meng & Ermon 2024 (arXiv:2310.16834, §4; reference ``sampling.py``): the reverse process
+of a SEDD graph is simulated from t = 1 to t = 0 on the grid t_k = 1 - k/steps, each step
+updating every position independently from the concrete score at the current time:
+
+- ``euler``: one Euler step of the reverse rates, P(x → y) = Δt·σ'(t)·Q(y → x)·s_y;
+- ``analytic``: the Tweedie τ-leaping step, P(x → y) ∝ [exp(-Δσ Q) s]_y · exp(Δσ Q)(y → x),
+  exact per position for the absorbing graph (MDLM's ancestral step);
+- the last step is always the denoiser: the analytic step to σ = 0, with the mask removed
+  from the choices under the absorbing graph (every position ends unmasked).
+
+One step = one model call, so NFE = ``steps``, as for the commit policies.
+
+Inside: ``ScoreFn``; ``euler_step``, ``analytic_step``, ``denoise_step`` (transition
+probabilities), ``STEPPERS``; ``sample_categorical``; ``sample_sedd`` (any score function over a
+``Canvas``); ``model_score_fn`` (a checkpoint as a score function: SEDD models by their
+parameterisation, masked-diffusion checkpoints by the exact correspondence); ``sample_model``
+and ``generate_sedd`` (what ``unmask generate --policy sedd-analytic`` runs); ``SEDD_POLICIES``
+and ``uses_sedd_sampler``. The names ``sedd-euler`` and ``sedd-analytic`` are registered in the
+commit-policy registry so that ``SampleConfig.policy`` and the CLI accept them; the commit
+loop itself cannot run them (it commits tokens, SEDD moves them) and says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unmask.canvas import Canvas
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.sampling.cache import shift_logits
+from unmask.sampling.loop import (
+    GenerateResult,
+    StepCallback,
+    _model_device,
+    forbid_tokens,
+    make_generator,
+    model_logit_shift,
+    validate,
+)
+from unmask.sampling.policies import CommitPolicy, StepState, _rand, register_policy
+from unmask.sedd import (
+    SEDD_OUTPUT,
+    AbsorbingGraph,
+    Graph,
+    LogLinearNoise,
+    as_log_score,
+    call_network,
+    graph_of,
+)
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+"""``score_fn(tokens (B, L), sigma (B,)) -> log-score (B, L, V)``: the log of the concrete score
+p_t(x with position i set to y) / p_t(x) at every position i and token y."""
+
+Stepper = Callable[[Graph, Tensor, Tensor, float, float, LogLinearNoise], Tensor]
+"""``step(graph, score (N, V), x (N,), t, s, noise) -> probs (N, V)`` of x_s given x_t = x."""
+
+
+def euler_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+    """Euler step of the reverse CTMC from t to s: I + (t - s)·σ'(t)·R, R(x → y) = Q(y → x)·s_y
+    (SEDD's ``EulerPredictor``); negative probabilities (too large a step) are clipped to 0."""
+    rate = float(noise.dsigma(torch.tensor(t, dtype=torch.float64)))
+    rev = (graph.rate_into(x).to(score.dtype) * score).scatter(-1, x[:, None], 0.0)  # (N, V)
+    rev = rev.scatter(-1, x[:, None], -rev.sum(dim=-1, keepdim=True))
+    probs = F.one_hot(x, graph.vocab_size).to(score.dtype) + (t - s) * rate * rev
+    return probs.clamp_min(0.0)
+
+
+def _dsigma(noise: LogLinearNoise, t: float, s: float, n: int, like: Tensor) -> Tensor:
+    grid = noise.sigma(torch.tensor([t, s], dtype=torch.float64))
+    return torch.full((n,), float(grid[0] - grid[1]), dtype=like.dtype, device=like.device)
+
+
+def analytic_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+    """Analytic (Tweedie τ-leaping) step from t to s: the staggered score times the forward
+    transition into x over Δσ = σ(t) - σ(s) (SEDD's ``AnalyticPredictor``)."""
+    dsigma = _dsigma(noise, t, s, x.shape[0], score)
+    probs = graph.staggered_score(score, dsigma) * graph.transition_into(x, dsigma).to(score.dtype)
+    return probs.clamp_min(0.0)
+
+
+def denoise_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+    """The final step, to σ = 0 (``s`` is ignored): analytic, and under an absorbing graph the
+    mask is no choice (SEDD's ``Denoiser``), so every position ends as a token."""
+    probs = analytic_step(graph, score, x, t, 0.0, noise)
+    if isinstance(graph, AbsorbingGraph):
+        probs[:, graph.mask_id] = 0.0
+    return probs
+
+
+STEPPERS: dict[str, Stepper] = {"euler": euler_step, "analytic": analytic_step}
+"""Reverse steps by name; every run ends with ``denoise_step``."""
+
+SEDD_POLICIES: dict[str, str] = {"sedd-euler": "euler", "sedd-analytic": "analytic"}
+"""``SampleConfig.policy`` names that select a SEDD sampler, and their stepper."""
+
+
+def sample_categorical(probs: Tensor, generator: torch.Generator | None, fallback: Tensor) -> Tensor:
+    """(N,) draws from unnormalised ``probs`` (N, V) by inverse CDF, one uniform per row from
+    ``generator``; a row with no mass keeps its ``fallback`` (N,) token."""
+    cdf = probs.to(torch.float64).cumsum(dim=-1)  # (N, V)
+    total = cdf[:, -1:]
+    u = _rand((probs.shape[0], 1), torch.float64, probs.device, generator) * total
+    idx = torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp_max(probs.shape[1] - 1)
+    return torch.where(total.squeeze(-1) > 0, idx, fallback)
+
+
+def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
+    if config.policy not in SEDD_POLICIES:
+        raise UserError(f"policy {config.policy!r} is not a SEDD sampler; choose one of {', '.join(SEDD_POLICIES)}")
+    unused = {
+        "temperature": config.temperature != 0,
+        "cfg_scale": config.cfg_scale != 0,
+        "cache": config.cache != "none",
+        "top_k": config.top_k is not None,
+        "top_p": config.top_p is not None,
+    }
+    bad = [name for name, given in unused.items() if given]
+    if bad:
+        raise UserError(f"{', '.join(bad)} do(es) not apply to the SEDD samplers ({config.policy}), "
+                        "which draw from the model's reverse process")
+    if num_blocks > 1 and not graph.absorbing:
+        raise UserError("semi-autoregressive blocks (block_length) need the absorbing graph; "
+                        "a uniform-graph model denoises the whole region at once")
+    return SEDD_POLICIES[config.policy]
+
+
+def sample_sedd(
+    score_fn: ScoreFn,
+    canvas: Canvas,
+    config: SampleConfig,
+    *,
+    graph: Graph,
+    noise: LogLinearNoise | None = None,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    return_history: bool = False,
+    step_callback: StepCallback | None = None,
+) -> GenerateResult:
+    """Fill the masked positions of ``canvas`` by SEDD's reverse process under ``score_fn``.
+
+    ``config.policy`` picks the stepper (``sedd-euler`` / ``sedd-analytic``); ``config.steps``
+    steps per canvas, split evenly over the ``block_length`` blocks of the region (absorbing
+    graph only), each block running its own grid from t = 1 to 0 with the positions after it
+    still masked; the last step of a block is ``denoise_step``. Under the uniform graph the
+    masked positions first get a draw from the prior (uniform tokens) and every one of them
+    may change at every step; given tokens (locked, prompt, padding) never change.
+
+    The log-score goes through the canvas constraints (``forbid_eos`` among them), then the
+    entry of each position's current token is set to 0 (ratio 1: "stay" is always possible).
+    ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
+    canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, as training).
+    """
+    region_len = canvas.region[1] - canvas.region[0]
+    num_blocks, steps_per_block = validate(
+        dataclasses.replace(config, gen_length=region_len), prompt_length=canvas.length - region_len
+    )
+    step_fn = STEPPERS[_check(config, graph, num_blocks)]
+    noise = noise or LogLinearNoise()
+    canvas = canvas.clone()
+    if config.forbid_eos:
+        if eos_id is None:
+            raise UserError("forbid_eos needs the EOS id (eos_id is None)")
+        canvas.constraints.append(forbid_tokens([eos_id]))
+    device = canvas.device
+    if generator is None:
+        generator = make_generator(config.seed, device)
+    x = canvas.tokens  # (B, L), updated in place
+    todo = canvas.masked  # (B, L): the positions this run decides
+    if not graph.absorbing:
+        x[todo] = graph.sample_limit(tuple(x.shape), generator, device)[todo]
+    B = x.shape[0]
+    block_length = region_len // num_blocks
+    grid = torch.linspace(1.0, 0.0, steps_per_block + 1, dtype=torch.float64).tolist()
+    history: list[Tensor] | None = [] if return_history else None
+    nfe = 0
+    with torch.no_grad():
+        for b in range(num_blocks):
+            start = canvas.region[0] + b * block_length
+            in_block = torch.zeros_like(todo)
+            in_block[:, : start + block_length] = True  # as the commit loop: masks in the prompt too
+            for k in range(steps_per_block):
+                t, s = grid[k], grid[k + 1]
+                sigma = noise.sigma(torch.full((B,), t, dtype=torch.float64)).float().to(device)  # (B,)
+                log_score = score_fn(x, sigma).float()  # (B, L, V)
+                nfe += 1
+                log_score = canvas.apply_constraints(log_score).scatter(-1, x[..., None], 0.0)
+                moving = todo & in_block
+                if graph.absorbing:
+                    moving &= x == canvas.mask_id
+                if bool(moving.any()):
+                    xm = x[moving]  # (N,)
+                    score = log_score[moving].to(torch.float64).exp()  # (N, V)
+                    last = k == steps_per_block - 1
+                    probs = (denoise_step if last else step_fn)(graph, score, xm, t, s, noise)
+                    x[moving] = sample_categorical(probs, generator, xm)
+                if history is not None:
+                    history.append(x.clone())
+                if step_callback is not None:
+                    step_callback(nfe, x)
+    return GenerateResult(
+        tokens=x, region=canvas.region, nfe=nfe, steps=nfe, eos_id=eos_id, history=history,
+        attention_mask=canvas.attention_mask,
+    )
+
+
+def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = None) -> ScoreFn:
+    """``model`` as a ``ScoreFn``: a SEDD checkpoint (``sedd_graph`` set, or ``output ==
+    'sedd_log_score'``) by ``unmask.sedd.as_log_score``, exactly as it was trained; a
+    masked-diffusion checkpoint (logits) by ``AbsorbingGraph.log_score_from_logits``.
+    ``sigma=`` is passed only to time-conditioned models; Dream-style ``logit_shift`` is applied."""
+    cfg = getattr(model, "config", None)
+    is_sedd = getattr(cfg, "output", None) == SEDD_OUTPUT or getattr(cfg, "sedd_graph", None) is not None
+    if not is_sedd and not isinstance(graph, AbsorbingGraph):
+        raise UserError("a masked-diffusion checkpoint (logits) gives a score only under the absorbing graph")
+    shift = model_logit_shift(model)
+
+    def score_fn(tokens: Tensor, sigma: Tensor) -> Tensor:
+        out = call_network(model, cfg, tokens, sigma, attention_mask)  # (B, L, V)
+        if shift:
+            out = shift_logits(out)
+        if is_sedd:
+            return as_log_score(out, cfg, graph, tokens, sigma)
+        assert isinstance(graph, AbsorbingGraph)
+        return graph.log_score_from_logits(out, tokens, sigma)
+
+    return score_fn
+
+
+def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
+    """Whether ``config`` asks for a SEDD sampler (``policy`` sedd-euler / sedd-analytic); raises
+    ``UserError`` for a pairing that cannot work (a SEDD sampler on a causal or block-causal model,
+    a commit policy on a uniform-graph SEDD model)."""
+    wanted = config.policy in SEDD_POLICIES
+    attention = getattr(model_config, "attention", "bidirectional")
+    if wanted and attention != "bidirectional":
+        raise UserError(f"policy {config.policy!r} needs a bidirectional diffusion model, not attention={attention!r}")
+    if not wanted and getattr(model_config, "sedd_graph", None) == "uniform":
+        raise UserError(f"this is a uniform-graph SEDD model; sample it with policy {' or '.join(SEDD_POLICIES)}, "
+                        f"not {config.policy!r}")
+    return wanted
+
+
+def sample_model(
+    model: Any,
+    canvas: Canvas,
+    config: SampleConfig,
+    *,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    return_history: bool = False,
+    step_callback: StepCallback | None = None,
+) -> GenerateResult:
+    """``sample_sedd`` with a checkpoint (``model.config`` gives the graph and the max length)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        raise UserError("sample_model needs a model with a config; pass a score function to sample_sedd")
+    uses_sedd_sampler(config, cfg)
+    max_len = getattr(cfg, "max_seq_len", None)
+    if max_len is not None and canvas.length > max_len:
+        raise UserError(f"the canvas ({canvas.length} tokens) exceeds the model's max_seq_len ({max_len})")
+    graph = graph_of(cfg)
+    canvas = canvas.to(_model_device(model) or canvas.device)
+    score_fn = model_score_fn(model, graph=graph, attention_mask=canvas.attention_mask)
+    return sample_sedd(score_fn, canvas, config, graph=graph, eos_id=eos_id, generator=generator,
+                       return_history=return_history, step_callback=step_callback)
+
+
+def generate_sedd(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
+    config: SampleConfig,
+    *,
+    mask_id: int,
+    pad_id: int,
+    eos_id: int | None,
+    generator: torch.Generator | None = None,
+    return_history: bool = False,
+    step_callback: StepCallback | None = None,
+) -> GenerateResult:
+    """``config.gen_length`` tokens after each prompt by a SEDD sampler (as ``generate`` for the
+    commit policies): prompts left-padded, masks appended, ``sample_model``."""
+    validate(config)
+    canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
+    return sample_model(model, canvas, config, eos_id=eos_id, generator=generator,
+                        return_history=return_history, step_callback=step_callback)
+
+
+class SEDDPolicy(CommitPolicy):
+    """The registry entry of a SEDD sampler name: it validates like a scheduled policy (steps
+    split over blocks), but the commit loop cannot run it and stops when its first block starts,
+    before any model call: use ``sample_sedd`` / ``generate_sedd``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def start_block(self, block_masked: Tensor, steps: int) -> None:
+        raise UserError(f"policy {self.name!r} is a SEDD sampler with its own loop "
+                        "(unmask.sampling.sedd.generate_sedd; `unmask generate` runs it)")
+
+    def select(self, state: StepState) -> Tensor:
+        self.start_block(state.candidates, state.steps_per_block)
+        raise AssertionError("unreachable")
+
+
+def _register(name: str) -> None:
+    @register_policy(name)
+    def factory(config: SampleConfig) -> CommitPolicy:
+        return SEDDPolicy(name)
+
+
+for _name in SEDD_POLICIES:
+    _register(_name)
+
+
+__all__ = [
+    "SEDD_POLICIES",
+    "STEPPERS",
+    "SEDDPolicy",
+    "ScoreFn",
+    "analytic_step",
+    "denoise_step",
+    "euler_step",
+    "generate_sedd",
+    "model_score_fn",
+    "sample_categorical",
+    "sample_model",
+    "sample_sedd",
+    "uses_sedd_sampler",
+]

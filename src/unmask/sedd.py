@@ -1,0 +1,454 @@
+"""Score entropy discrete diffusion (SEDD; Lou, Meng & Ermon 2024, arXiv:2310.16834).
+
+SEDD learns the *concrete score* ``s(x)_y ≈ p_t(y) / p_t(x)`` of a continuous-time Markov
+forward process for every single-token change ``x_i → y`` of a sequence, and trains it with
+the diffusion-weighted denoising score entropy (DWDSE), an upper bound on ``-log p(x0)``.
+The one transformer (``unmask.model``) is the score network: its output is read as a
+log-score (``ModelConfig.output = 'sedd_log_score'``).
+
+Inside:
+
+- ``LogLinearNoise``: σ(t) = -log(1 - (1 - eps)·t) and its rate dσ/dt (SEDD's ``loglinear``);
+  under the absorbing graph the masked fraction is (1 - eps)·t, MDLM's linear schedule.
+- ``Graph``, ``AbsorbingGraph``, ``UniformGraph``: the forward rate matrices Q (SEDD's
+  ``absorb`` and ``uniform``, rates normalised as in the reference): forward samples
+  x_t ~ q(·|x0, σ), rates and transitions into a state, the staggered score of the analytic
+  sampler, the per-position denoising score entropy with its constant (0 at the true
+  score, ≥ 0 everywhere), the network parameterisation and the KL of the prior.
+- ``GRAPHS``, ``get_graph``, ``graph_of``: graphs by name; the graph of a model config.
+- ``call_network``, ``as_log_score``, ``model_log_score``: one call of the score network (with
+  ``sigma=`` for time-conditioned models), and that output as a log-score (parameterised here,
+  or by the model itself when ``ModelConfig.output`` is ``sedd_log_score``).
+- ``sedd``: the objective, registered as ``'sedd'`` in ``unmask.objectives.OBJECTIVES``;
+  ``sedd_model_config``: the model facts ``unmask train`` stores for it.
+
+Facts follow the reference (louaaron/Score-Entropy-Discrete-Diffusion: ``graph_lib``,
+``noise_lib``, ``losses``, ``sampling``); the samplers are in ``unmask.sampling.sedd``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.config import ModelConfig, TrainConfig
+from unmask.errors import UserError
+from unmask.model import sedd_log_score
+from unmask.objectives import (
+    OBJECTIVE_ATTENTION,
+    OBJECTIVES,
+    LossParts,
+    MaskPredictor,
+    ObjectiveOptions,
+)
+
+SEDD_OUTPUT = "sedd_log_score"
+"""``ModelConfig.output`` of a model trained with objective ``sedd``: its output is a log-score."""
+
+
+def phi(z: Tensor) -> Tensor:
+    """e^z - 1 - z ≥ 0, computed without cancellation near 0 (the score-entropy kernel)."""
+    return torch.expm1(z) - z
+
+
+def log_expm1(x: Tensor) -> Tensor:
+    """log(e^x - 1) for x > 0, accurate for small and large x."""
+    return torch.where(x < 20.0, torch.log(torch.expm1(x.clamp(max=20.0))), x)
+
+
+def _rows(sigma: Tensor, like: Tensor) -> Tensor:
+    """``sigma`` (B,) broadcast against ``like`` (B, ...) by trailing singleton dims."""
+    return sigma.reshape(sigma.shape + (1,) * (like.dim() - sigma.dim()))
+
+
+@dataclass(frozen=True)
+class LogLinearNoise:
+    """σ(t) = -log(1 - (1 - eps)·t), t ∈ [0, 1] (SEDD's ``LogLinearNoise``).
+
+    e^{-σ(t)} = 1 - (1 - eps)·t: under the absorbing graph a token is masked with probability
+    (1 - eps)·t, so σ(1) = -log(eps) leaves a fraction eps unmasked (accounted for by
+    ``Graph.prior_kl``).
+    """
+
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.eps < 1.0:
+            raise UserError(f"SEDD noise eps={self.eps} must be in (0, 1)")
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """Total noise σ(t)."""
+        return -torch.log1p(-(1.0 - self.eps) * t)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        """Noise rate dσ/dt = (1 - eps) / (1 - (1 - eps)·t)."""
+        return (1.0 - self.eps) / (1.0 - (1.0 - self.eps) * t)
+
+    @property
+    def sigma_max(self) -> float:
+        """σ(1) = -log(eps)."""
+        return -math.log(self.eps)
+
+
+class Graph:
+    """A forward rate matrix Q over the ``vocab_size`` token ids, applied to each position
+    independently: x_t ~ exp(σ(t)·Q) from x_0. Subclasses give the closed forms."""
+
+    name = "base"
+
+    def __init__(self, vocab_size: int) -> None:
+        if vocab_size < 2:
+            raise UserError(f"a SEDD graph needs at least 2 tokens, got vocab_size={vocab_size}")
+        self.vocab_size = vocab_size
+
+    absorbing: bool = False
+    """Whether one state (``mask_id``) absorbs all others (the sampler must leave it at the end)."""
+
+    def sample_transition(
+        self, x0: Tensor, sigma: Tensor, generator: torch.Generator, *, maskable: Tensor | None = None
+    ) -> Tensor:
+        """x_t (B, L) ~ q(x_t | x0, σ) per position; σ (B,); positions outside ``maskable`` stay."""
+        raise NotImplementedError
+
+    def rate_into(self, x: Tensor) -> Tensor:
+        """(..., V) forward rates Q(y → x) into each state of ``x`` (...), 0 at y = x."""
+        raise NotImplementedError
+
+    def transition_into(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """(..., V) P(x_{t} = x | x_{s} = y) for a noise increment σ = σ(t) - σ(s) (σ (B,), x (B, ...))."""
+        raise NotImplementedError
+
+    def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
+        """exp(-dσ·Q)ᵀ applied to ``score`` (..., V): the score moved back by dσ (SEDD's analytic
+        sampler, Tweedie τ-leaping); dσ (B,)."""
+        raise NotImplementedError
+
+    def score_entropy(self, log_score: Tensor, sigma: Tensor, xt: Tensor, x0: Tensor) -> Tensor:
+        """(N,) denoising score entropy of log-scores (N, V) at states ``xt`` (N,) drawn from ``x0``
+        (N,) at noise σ (N,):
+
+            Σ_{y≠x_t} Q(y → x_t) · [s_y - r_y·log s_y + r_y·(log r_y - 1)],  r_y = q(y|x0) / q(x_t|x0)
+
+        The constant makes it 0 exactly at s = r (the true conditional score) and ≥ 0 elsewhere.
+        """
+        raise NotImplementedError
+
+    def loss_positions(self, xt: Tensor) -> Tensor:
+        """(B, L) bool: positions whose score entropy can be non-zero."""
+        return torch.ones_like(xt, dtype=torch.bool)
+
+    def parameterize(self, out: Tensor, xt: Tensor, sigma: Tensor) -> Tensor:
+        """Network output (B, L, V) → log-score (B, L, V); the entry of the current token is 0."""
+        raise NotImplementedError
+
+    def sample_limit(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+        """A draw from the prior the reverse process starts from."""
+        raise NotImplementedError
+
+    def prior_kl(self, sigma_max: float) -> float:
+        """KL(q(x_T | x0) ‖ prior) per token at σ(T) = ``sigma_max`` (nats, the same for every x0):
+        the term that completes the DWDSE into a bound on -log p(x0)."""
+        raise NotImplementedError
+
+
+def _zero_current(log_score: Tensor, x: Tensor) -> Tensor:
+    """The log-score with the entry of the current token set to 0 (ratio p(x)/p(x) = 1)."""
+    return log_score.scatter(-1, x[..., None], 0.0)
+
+
+class AbsorbingGraph(Graph):
+    """Every token jumps to ``mask_id`` at rate 1 (SEDD's ``Absorbing``; masked diffusion).
+
+    Only a masked position has a score (the ratios of unmasking it); the loss at a masked
+    position with clean token x0 and r = 1/(e^σ - 1) is
+
+        Σ_{y∉{mask, x0}} s_y + r·φ(log s_{x0} - log r),   φ(z) = e^z - 1 - z,
+
+    the DWDSE term of SEDD's ``score_entropy`` rearranged so nothing cancels.
+    """
+
+    name = "absorbing"
+    absorbing = True
+
+    def __init__(self, vocab_size: int, mask_id: int) -> None:
+        super().__init__(vocab_size)
+        if not 0 <= mask_id < vocab_size:
+            raise UserError(f"mask_id={mask_id} is outside the vocabulary (size {vocab_size})")
+        self.mask_id = mask_id
+
+    def sample_transition(
+        self, x0: Tensor, sigma: Tensor, generator: torch.Generator, *, maskable: Tensor | None = None
+    ) -> Tensor:
+        u = torch.rand(x0.shape, generator=generator).to(x0.device)  # (B, L), drawn on CPU
+        move = u < _rows(-torch.expm1(-sigma), x0).to(x0.device)  # P(masked) = 1 - e^{-σ}
+        if maskable is not None:
+            move &= maskable
+        return torch.where(move, torch.full_like(x0, self.mask_id), x0)
+
+    def rate_into(self, x: Tensor) -> Tensor:
+        rate = (x == self.mask_id)[..., None].float().expand(*x.shape, self.vocab_size).clone()
+        rate[..., self.mask_id] = 0.0
+        return rate
+
+    def transition_into(self, x: Tensor, sigma: Tensor) -> Tensor:
+        stay = torch.exp(-_rows(sigma, x))  # (B, ...)
+        out = torch.zeros(*x.shape, self.vocab_size, dtype=stay.dtype, device=x.device)
+        out.scatter_(-1, x[..., None], stay[..., None].expand_as(x[..., None]).to(out.dtype))
+        is_mask = x == self.mask_id
+        # into the mask: from the mask with prob 1, from any token with prob 1 - e^{-σ}
+        into_mask = torch.where(is_mask, 1.0 - stay, torch.zeros_like(stay))[..., None]
+        return out + into_mask  # the mask's own entry: e^{-σ} + 1 - e^{-σ} = 1
+
+    def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
+        e = torch.exp(_rows(dsigma, score[..., 0]))[..., None]  # (B, ..., 1)
+        total = score.sum(dim=-1, keepdim=True)
+        out = score * e
+        out[..., self.mask_id : self.mask_id + 1] += (1.0 - e) * total
+        return out
+
+    def score_entropy(self, log_score: Tensor, sigma: Tensor, xt: Tensor, x0: Tensor) -> Tensor:
+        is_mask = xt == self.mask_id  # (N,)
+        log_r = -log_expm1(sigma)  # (N,) r = 1/(e^σ - 1)
+        ls_x0 = log_score.gather(-1, x0[:, None]).squeeze(-1)  # (N,)
+        others = torch.zeros_like(log_score, dtype=torch.bool)
+        others[:, self.mask_id] = True
+        others.scatter_(-1, x0[:, None], True)
+        rest = torch.logsumexp(log_score.masked_fill(others, float("-inf")), dim=-1).exp()  # Σ_{y∉{m,x0}} s_y
+        dse = rest + log_r.exp() * phi(ls_x0 - log_r)
+        return torch.where(is_mask, dse, torch.zeros_like(dse))
+
+    def loss_positions(self, xt: Tensor) -> Tensor:
+        return xt == self.mask_id
+
+    def parameterize(self, out: Tensor, xt: Tensor, sigma: Tensor) -> Tensor:
+        """SEDD's ``scale_by_sigma`` (``unmask.model.sedd_log_score``): out - log(e^σ - 1) - log(V - 1),
+        current entry 0; ``out`` (B, L, V) with σ (B,), or rows (N, V) with σ (N,). At a masked
+        position the optimum is out_y = log p(x0 = y | x_t) + log(V - 1), a time-independent
+        target, so the network needs no time input."""
+        if out.dim() == 2:  # rows, each with its own σ
+            return sedd_log_score(out[:, None], xt[:, None], sigma)[:, 0]
+        return sedd_log_score(out, xt, sigma)
+
+    def log_score_from_logits(self, logits: Tensor, xt: Tensor, sigma: Tensor) -> Tensor:
+        """The log-score of a mask predictor (MDLM/LLaDA logits (B, L, V) of p(x0 | x_t)): at a
+        masked position the true score is s_y = p(x0 = y | x_t) / (e^σ - 1), so SEDD samplers
+        run on masked-diffusion checkpoints too."""
+        logits = logits.float().index_fill(-1, torch.tensor([self.mask_id], device=logits.device), float("-inf"))
+        shift = log_expm1(_rows(sigma, logits[..., 0]).float())[..., None]
+        return _zero_current(torch.log_softmax(logits, dim=-1) - shift, xt)
+
+    def sample_limit(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+        return torch.full(shape, self.mask_id, dtype=torch.long, device=device)
+
+    def prior_kl(self, sigma_max: float) -> float:
+        """The prior: the mask with prob 1 - e^{-σ_max}, else a uniform non-mask token; q(x_T|x0)
+        keeps x0 with prob e^{-σ_max} (= eps of ``LogLinearNoise``): KL = e^{-σ_max}·log(V - 1)."""
+        return math.exp(-sigma_max) * math.log(self.vocab_size - 1)
+
+
+class UniformGraph(Graph):
+    """Every token jumps to a uniformly drawn token at rate 1: Q = 11ᵀ/V - I (SEDD's ``Uniform``).
+
+    Every position has a score. With x = x_t and r_y = q(y|x0)/q(x|x0) the loss is
+    (1/V)·Σ_{y≠x} r_y·φ(log s_y - log r_y), where r_y = ρ = (e^σ-1)/(e^σ-1+V) for all y when
+    x = x0, and otherwise r_{x0} = V/(e^σ-1) + 1 and r_y = 1 for the rest.
+    """
+
+    name = "uniform"
+
+    def sample_transition(
+        self, x0: Tensor, sigma: Tensor, generator: torch.Generator, *, maskable: Tensor | None = None
+    ) -> Tensor:
+        u = torch.rand(x0.shape, generator=generator).to(x0.device)
+        new = torch.randint(0, self.vocab_size, x0.shape, generator=generator).to(x0.device)
+        move = u < _rows(-torch.expm1(-sigma), x0).to(x0.device)  # resampled (possibly to itself)
+        if maskable is not None:
+            move &= maskable
+        return torch.where(move, new, x0)
+
+    def rate_into(self, x: Tensor) -> Tensor:
+        rate = torch.full((*x.shape, self.vocab_size), 1.0 / self.vocab_size, device=x.device)
+        return rate.scatter(-1, x[..., None], 0.0)
+
+    def transition_into(self, x: Tensor, sigma: Tensor) -> Tensor:
+        move = -torch.expm1(-_rows(sigma, x))[..., None]  # (B, ..., 1)
+        out = (move / self.vocab_size).expand(*x.shape, self.vocab_size).clone()
+        return out.scatter(-1, x[..., None], 1.0 - move + move / self.vocab_size)
+
+    def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
+        e = torch.exp(_rows(dsigma, score[..., 0]))[..., None]
+        return e * score + (1.0 - e) * score.mean(dim=-1, keepdim=True)
+
+    def score_entropy(self, log_score: Tensor, sigma: Tensor, xt: Tensor, x0: Tensor) -> Tensor:
+        V = self.vocab_size
+        lem1 = log_expm1(sigma)  # (N,) log(e^σ - 1)
+        log_rho = lem1 - torch.logaddexp(lem1, torch.full_like(lem1, math.log(V)))  # x = x0: every ratio
+        log_a = torch.logaddexp(math.log(V) - lem1, torch.zeros_like(lem1))  # x ≠ x0: ratio toward x0
+        same = xt == x0
+        log_r = torch.where(same, log_rho, torch.zeros_like(log_rho))[:, None].expand_as(log_score).clone()
+        log_r.scatter_(-1, x0[:, None], torch.where(same, log_rho, log_a)[:, None])
+        terms = log_r.exp() * phi(log_score - log_r)  # (N, V)
+        terms = terms.scatter(-1, xt[:, None], 0.0)  # y = x_t is not a jump
+        return terms.sum(dim=-1) / V
+
+    def parameterize(self, out: Tensor, xt: Tensor, sigma: Tensor) -> Tensor:
+        """The output is the log-score itself (current entry 0); the score depends on σ, so a
+        uniform-graph model should be time-conditioned."""
+        return _zero_current(out, xt)
+
+    def sample_limit(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+        gen_device = generator.device if generator is not None else device
+        return torch.randint(0, self.vocab_size, shape, generator=generator, device=gen_device).to(device)
+
+    def prior_kl(self, sigma_max: float) -> float:
+        """KL(q(x_T|x0) ‖ uniform): x0 kept with prob e^{-σ} + (1 - e^{-σ})/V, each other token (1 - e^{-σ})/V."""
+        V, keep = self.vocab_size, math.exp(-sigma_max)
+        stay = keep + (1.0 - keep) / V
+        other = (1.0 - keep) / V
+        return stay * math.log(stay * V) + (V - 1) * (other * math.log(other * V) if other > 0 else 0.0)
+
+
+GRAPHS = ("absorbing", "uniform")
+"""Names of the SEDD graphs (``TrainConfig.sedd_graph``, ``ModelConfig.sedd_graph``)."""
+
+
+def get_graph(name: str, *, vocab_size: int, mask_id: int) -> Graph:
+    """The graph ``name`` over ``vocab_size`` tokens (``mask_id`` absorbs, for ``absorbing``)."""
+    if name == "absorbing":
+        return AbsorbingGraph(vocab_size, mask_id)
+    if name == "uniform":
+        return UniformGraph(vocab_size)
+    raise UserError(f"unknown SEDD graph {name!r}; choose one of {', '.join(GRAPHS)}")
+
+
+def graph_of(config: Any) -> Graph:
+    """The graph of a model config: ``config.sedd_graph``; absorbing when None (masked-diffusion
+    models) and for ``output='sedd_log_score'`` (the model computes the absorbing log-score)."""
+    name = getattr(config, "sedd_graph", None) or "absorbing"
+    if getattr(config, "output", None) == SEDD_OUTPUT:
+        name = "absorbing"
+    return get_graph(name, vocab_size=config.vocab_size, mask_id=config.mask_id)
+
+
+def call_network(model: MaskPredictor, config: Any, xt: Tensor, sigma: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Raw output (B, L, V) of ``model`` at ``xt`` (B, L); ``sigma=`` (B,) is passed only to
+    time-conditioned models (``config.time_conditioning``), so unconditioned ones work as they are."""
+    if getattr(config, "time_conditioning", False):
+        out = model(xt, attention_mask=attention_mask, sigma=sigma)
+    else:
+        out = model(xt, attention_mask=attention_mask)
+    return getattr(out, "logits", out)
+
+
+def as_log_score(out: Tensor, config: Any, graph: Graph, xt: Tensor, sigma: Tensor) -> Tensor:
+    """A SEDD network's output (``call_network``; (B, L, V), or rows (N, V) with their own σ) as a
+    log-score: as it is when the model computes it (``config.output == 'sedd_log_score'``, a
+    time-conditioned absorbing model), else through ``graph.parameterize``."""
+    if getattr(config, "output", None) == SEDD_OUTPUT:
+        return out.float()
+    return graph.parameterize(out.float(), xt, sigma.to(out.device).float())
+
+
+def model_log_score(
+    model: MaskPredictor, config: Any, xt: Tensor, sigma: Tensor, *, graph: Graph, attention_mask: Tensor | None = None
+) -> Tensor:
+    """Log-score (B, L, V) of a SEDD score network at ``xt`` (B, L), noise σ (B,): ``call_network``
+    then ``as_log_score``."""
+    return as_log_score(call_network(model, config, xt, sigma, attention_mask), config, graph, xt, sigma)
+
+
+def sedd(
+    model: MaskPredictor,
+    config: ModelConfig,
+    x0: Tensor,
+    *,
+    attention_mask: Tensor | None,
+    generator: torch.Generator,
+    options: ObjectiveOptions,
+    t: Tensor | None = None,
+) -> LossParts:
+    """SEDD's DWDSE bound on -log p(x0) (Lou et al. 2024, arXiv:2310.16834, §3), in nats per token.
+
+    t ~ U(0, 1) per row (antithetic as ``mdlm``), σ = σ(t) of ``LogLinearNoise`` with the
+    schedule's ``eps``, x_t ~ q(·|x0, σ) by the model's graph (``config.sedd_graph``, default
+    absorbing), and the loss ``dσ/dt · score_entropy`` summed over positions, plus the prior
+    term ``prior_kl(σ(1))`` per token, so the whole is a bound on the NLL, not only a training
+    loss. Normalised by the number of non-pad tokens; padding is never noised. Under the
+    absorbing graph, with a normalised output (``out = log_softmax + log(V - 1)``) this is
+    the ``mdlm`` cross-entropy weighted by 1/t (tested).
+    """
+    if config.attention != "bidirectional":
+        raise UserError(f"objective 'sedd' needs attention='bidirectional', not {config.attention!r}")
+    graph = graph_of(config)
+    noise = LogLinearNoise(options.schedule.eps)
+    if attention_mask is not None:
+        attention_mask = attention_mask.bool()
+    valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    if graph.absorbing:
+        valid = valid & (x0 != config.mask_id)
+    B = x0.shape[0]
+    if t is None:
+        t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
+    t = t.double()  # σ(t) near t = 0 and 1 wants the precision
+    sigma, dsigma = noise.sigma(t), noise.dsigma(t)  # (B,) each
+    xt = graph.sample_transition(x0, sigma, generator, maskable=valid)
+    sigma_f = sigma.float().to(x0.device)
+    out = call_network(model, config, xt, sigma_f, attention_mask)  # (B, L, V)
+    active = graph.loss_positions(xt) & valid  # (B, L)
+    rows = torch.arange(B, device=x0.device)[:, None].expand_as(xt)[active]  # (M,)
+    log_score = as_log_score(out[active], config, graph, xt[active], sigma_f[rows])  # (M, V)
+    dse = graph.score_entropy(log_score, sigma_f[rows], xt[active], x0[active])  # (M,)
+    n = valid.sum()
+    loss_sum = (dsigma.to(x0.device)[rows].float() * dse).sum() + graph.prior_kl(noise.sigma_max) * n
+    return LossParts(loss_sum=loss_sum, n_tokens=n)
+
+
+def sedd_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelConfig:
+    """``model_cfg`` with the facts objective ``sedd`` gives the model; unchanged for other objectives.
+
+    ``sedd_graph`` is stored. A time-conditioned absorbing model (``time_conditioning`` with a
+    noise level) gets ``output='sedd_log_score'``: its forward with ``sigma`` applies the
+    parameterisation itself and returns the log-score. Any other SEDD model keeps ``output=
+    'logits'``: its head output is parameterised outside (``as_log_score``), and under the
+    absorbing graph it is a denoiser's logits up to a per-row constant, so the commit policies
+    sample it as they are.
+    """
+    graph = getattr(train_cfg, "sedd_graph", "absorbing") or "absorbing"
+    if train_cfg.objective != "sedd":
+        if graph != "absorbing":
+            raise UserError(f"sedd_graph applies to objective 'sedd', not {train_cfg.objective!r}")
+        return model_cfg
+    get_graph(graph, vocab_size=model_cfg.vocab_size, mask_id=model_cfg.mask_id)  # checks the name
+    have = {f.name for f in fields(model_cfg)}
+    if graph != "absorbing" and "sedd_graph" not in have:
+        raise UserError(f"sedd_graph={graph!r} needs a ModelConfig with a sedd_graph field to store it")
+    scored = (graph == "absorbing" and getattr(model_cfg, "time_conditioning", False)
+              and getattr(model_cfg, "sigma_input", "given") != "zero")
+    updates = {"sedd_graph": graph, "output": SEDD_OUTPUT if scored else "logits"}
+    return replace(model_cfg, **{k: v for k, v in updates.items() if k in have})
+
+
+OBJECTIVES["sedd"] = sedd
+OBJECTIVE_ATTENTION["sedd"] = "bidirectional"
+
+__all__ = [
+    "GRAPHS",
+    "SEDD_OUTPUT",
+    "AbsorbingGraph",
+    "Graph",
+    "LogLinearNoise",
+    "UniformGraph",
+    "as_log_score",
+    "call_network",
+    "get_graph",
+    "graph_of",
+    "log_expm1",
+    "model_log_score",
+    "phi",
+    "sedd",
+    "sedd_model_config",
+]
