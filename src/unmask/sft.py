@@ -13,12 +13,13 @@ Input: a JSONL file, one example per line, either
 
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns) the prompt. Text is laid out by a chat
-template (a Jinja string, ``ModelConfig.chat_template``, stored with the checkpoint):
+template (a Jinja string, ``ModelConfig.chat_template``, stored with the checkpoint; rendered
+and encoded by ``unmask.chat``, as ``unmask chat`` and the server do):
 ``render(messages[:-1], add_generation_prompt=True)`` is the prompt text and the rest of
 ``render(messages)`` the response text, so sampling can build the same prompt.
 
-Inside: ``DEFAULT_CHAT_TEMPLATE``, ``render_chat``, ``chat_prompt``, ``SFTExample``,
-``read_sft_jsonl``, ``SFTData``.
+Inside: ``chat_prompt``, ``SFTExample``, ``read_sft_jsonl``, ``SFTData``; ``DEFAULT_CHAT_TEMPLATE``,
+``ROLES`` and ``render_chat`` come from ``unmask.chat``.
 """
 
 from __future__ import annotations
@@ -30,38 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from unmask.chat import DEFAULT_CHAT_TEMPLATE, ROLES, ChatTemplate, check_messages, render_chat
 from unmask.errors import UserError
-
-DEFAULT_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
-    "{% if not (loop.last and m.role == 'assistant') %}\n{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-"""``<|role|>`` line, content, newline per turn; a final assistant turn has no trailing newline
-(the EOS ends it). The markers are plain text, so any tokenizer can encode them."""
-
-ROLES = ("system", "user", "assistant")
-
-
-def render_chat(template: str, messages: list[dict[str, str]], *, add_generation_prompt: bool) -> str:
-    """Render ``messages`` with the Jinja ``template`` (sandboxed, as HF chat templates are).
-
-    The template sees ``messages`` and ``add_generation_prompt``; a template that does not
-    parse or fails while rendering raises a one-line ``UserError``.
-    """
-    try:
-        from jinja2 import StrictUndefined, TemplateError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-    except ImportError:  # pragma: no cover - jinja2 ships with torch
-        raise UserError("chat templates need the jinja2 package (pip install jinja2)") from None
-    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
-    try:
-        return env.from_string(template).render(messages=messages, add_generation_prompt=add_generation_prompt)
-    except TemplateError as e:
-        msg = " ".join(str(e).split())
-        raise UserError(f"chat template failed to render: {type(e).__name__}: {msg}") from None
-    except Exception as e:  # a template may raise anything (e.g. TypeError on bad filters)
-        raise UserError(f"chat template failed to render: {type(e).__name__}: {e}") from None
 
 
 def chat_prompt(template: str | None, messages: list[dict[str, str]]) -> str:
@@ -80,16 +51,7 @@ class SFTExample:
 
 
 def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
-    if not isinstance(messages, list) or not messages:
-        raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
-            raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'")
-        if m["role"] not in ROLES or not isinstance(m["content"], str):
-            raise UserError(f"{where}: messages[{i}] has role {m['role']!r} (one of {', '.join(ROLES)}) "
-                            f"and content of type {type(m['content']).__name__} (a string)")
-        out.append({"role": m["role"], "content": m["content"]})
+    out = check_messages(messages, where=where)
     if out[-1]["role"] != "assistant":
         raise UserError(f"{where}: the last message must be the assistant's response, not {out[-1]['role']!r}")
     if not out[-1]["content"].strip():
@@ -137,16 +99,17 @@ class SFTData:
         self.eos_id = eos_id
         self.rows: list[tuple[list[int], list[int]]] = []
         self.sources = [ex.source for ex in examples]
+        template = ChatTemplate.with_tokens(self.template, tokenizer, bos_id=tokenizer.bos_id, eos_id=eos_id)
         for ex in examples:
-            prompt = render_chat(self.template, ex.messages[:-1], add_generation_prompt=True)
-            full = render_chat(self.template, ex.messages, add_generation_prompt=False)
+            prompt = template.render(ex.messages[:-1], add_generation_prompt=True)
+            full = template.render(ex.messages, add_generation_prompt=False)
             if not full.startswith(prompt):
                 raise UserError(
                     f"{ex.source}: the chat template renders the conversation without its generation "
                     "prompt as a prefix; the prompt/response split needs it"
                 )
             response = full[len(prompt) :]
-            self.rows.append((tokenizer.encode(prompt), tokenizer.encode(response) + [eos_id]))
+            self.rows.append((template.encode(tokenizer, prompt), template.encode(tokenizer, response) + [eos_id]))
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -176,6 +139,7 @@ class SFTData:
 
 __all__ = [
     "DEFAULT_CHAT_TEMPLATE",
+    "ROLES",
     "SFTData",
     "SFTExample",
     "chat_prompt",

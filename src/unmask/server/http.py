@@ -110,26 +110,24 @@ class RecordMetrics:
 
 # -- chat rendering ---------------------------------------------------------------------------------
 
-_ROLES = {"system": "System", "developer": "System", "user": "User", "assistant": "Assistant"}
-
-
 def render_chat(messages: list[ChatMessage], template: str | None = None, *,
                 special: dict[str, str] | None = None) -> str:
-    """The prompt for ``messages``.
+    """The prompt for ``messages``, rendered by ``unmask.chat`` with ``add_generation_prompt``.
 
     With ``template`` (a Hugging Face style Jinja chat template, from the checkpoint
-    config's ``chat_template``): rendered in a sandbox with ``messages``,
-    ``add_generation_prompt=True`` and the special tokens' text. Without: one line per
-    message, ``"System: ..."``, ``"User: ..."``, ``"Assistant: ..."``, then ``"Assistant:"``.
+    config's ``chat_template``): the template sees ``messages`` and the special tokens'
+    text (``special``: ``bos_token``, ``eos_token``); a ``developer`` message is a
+    ``system`` one. Without: ``PLAIN_CHAT_TEMPLATE``, one line per message, ``"System: ..."``,
+    ``"User: ..."``, ``"Assistant: ..."``, then ``"Assistant:"``. A template that fails
+    raises a one-line ``UserError``.
     """
-    if template:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from unmask.chat import PLAIN_CHAT_TEMPLATE, ChatTemplate
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        msgs = [{"role": m.role, "content": m.text()} for m in messages]
-        return env.from_string(template).render(messages=msgs, add_generation_prompt=True, **(special or {}))
-    lines = [f"{_ROLES[m.role]}: {m.text()}\n" for m in messages]
-    return "".join(lines) + "Assistant:"
+    special = special or {}
+    msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
+    chat = ChatTemplate(template or PLAIN_CHAT_TEMPLATE, bos_token=special.get("bos_token", ""),
+                        eos_token=special.get("eos_token", ""))
+    return chat.render(msgs, add_generation_prompt=True)
 
 
 def sse(data: dict[str, Any], *, event: str | None = None) -> str:

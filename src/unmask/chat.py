@@ -1,0 +1,292 @@
+"""Chat templates: the one renderer behind SFT data, the server's chat endpoint and ``unmask chat``.
+
+A chat template is a Hugging Face style Jinja string (``ModelConfig.chat_template``; read
+from a publisher's ``tokenizer_config.json`` / ``chat_template.jinja`` by the importers).
+It is rendered as ``transformers`` renders it (``apply_chat_template``): in an
+``ImmutableSandboxedEnvironment`` with ``trim_blocks``, ``lstrip_blocks`` and loop controls,
+seeing ``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token``, ``tools`` and
+``documents`` (None), ``raise_exception(msg)``, ``strftime_now(fmt)`` and a ``tojson`` filter
+that keeps non-ASCII text. An undefined name is falsy in a test (``{% if tools %}``,
+``{% if not message.tool_calls %}``) but printing, iterating or computing with it fails, so
+a misspelt variable is an error that names it instead of silently rendering nothing. Every
+failure is a one-line ``UserError``.
+
+Special tokens: the rendered text is encoded with the special tokens the template writes
+itself (``<|eot_id|>``, ``<|im_start|>``, ``bos_token`` ...) mapped to their ids, and every
+other string, message contents included, as plain text (``ChatTemplate.encode``). A reply
+ends at EOS or at the first of those tokens (the end-of-turn marker, ``ChatTemplate.reply``).
+
+Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
+``check_messages``, ``select_template``, ``ChatTemplate``, ``render_chat``, ``template_arg``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unmask.errors import UserError
+
+ROLES = ("system", "user", "assistant")
+"""Message roles a conversation may hold."""
+
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
+    "{% if not (loop.last and m.role == 'assistant') %}{{ '\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+"""unmask's SFT format: a ``<|role|>`` line, the content and a newline per turn; a final
+assistant turn has no trailing newline (the EOS ends it). The markers are plain text, so any
+tokenizer can encode them."""
+
+# The default template as stored by checkpoints fine-tuned before rendering followed
+# transformers' whitespace rules: its newline right after a block tag would now be trimmed,
+# so it is read as DEFAULT_CHAT_TEMPLATE, which renders what those models were trained on.
+_DEFAULT_BEFORE_TRIM_BLOCKS = (
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}"
+    "{% if not (loop.last and m.role == 'assistant') %}\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+PLAIN_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ {'system': 'System', 'user': 'User', 'assistant': 'Assistant'}[m.role] }}: "
+    "{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+"""A transcript, one ``System: ...`` / ``User: ...`` / ``Assistant: ...`` line per message, then
+``Assistant:``: what the server uses for a model without a template, and ``--template plain``."""
+
+BUILTIN_TEMPLATES = {"default": DEFAULT_CHAT_TEMPLATE, "plain": PLAIN_CHAT_TEMPLATE}
+"""Templates ``--template`` accepts by name."""
+
+
+class _Raised(Exception):
+    """``raise_exception(message)`` called by a template."""
+
+
+def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, str]]:
+    """``messages`` as a new list of ``{"role", "content"}`` dicts, or a one-line ``UserError``
+    naming ``where`` unless it is a non-empty list of objects whose role is one of ``ROLES``
+    and whose content is a string."""
+    if not isinstance(messages, list) or not messages:
+        raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+            raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'")
+        if m["role"] not in ROLES or not isinstance(m["content"], str):
+            raise UserError(f"{where}: messages[{i}] has role {m['role']!r} (one of {', '.join(ROLES)}) "
+                            f"and content of type {type(m['content']).__name__} (a string)")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def select_template(value: Any, *, source: str) -> str | None:
+    """The template in a ``chat_template`` value as publishers store it: a string, or a list
+    of ``{"name", "template"}`` objects (named templates) from which ``default`` is taken (the
+    first one when none is called so). None or a blank string: no template."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if value is None:
+        return None
+    if isinstance(value, list) and value and all(
+        isinstance(t, dict) and isinstance(t.get("template"), str) for t in value
+    ):
+        named = {t.get("name"): t["template"] for t in value}
+        return select_template(named.get("default", value[0]["template"]), source=source)
+    raise UserError(f"{source}: chat_template must be a string or a list of {{name, template}} objects")
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> Any:
+    try:
+        import jinja2
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError:  # pragma: no cover - jinja2 ships with torch
+        raise UserError("chat templates need the jinja2 package (pip install jinja2)") from None
+
+    class Undefined(jinja2.StrictUndefined):
+        # Falsy and comparable (HF templates test optional variables); strict otherwise.
+        __bool__ = jinja2.Undefined.__bool__
+        __eq__ = jinja2.Undefined.__eq__
+        __ne__ = jinja2.Undefined.__ne__
+        __hash__ = jinja2.Undefined.__hash__
+
+    def raise_exception(message: str) -> None:
+        raise _Raised(message)
+
+    def strftime_now(fmt: str) -> str:
+        from datetime import datetime
+
+        return datetime.now().strftime(fmt)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
+               separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols],
+                                        undefined=Undefined)
+    env.filters["tojson"] = tojson
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    return env
+
+
+@functools.lru_cache(maxsize=32)
+def _compile(source: str) -> Any:
+    return _environment().from_string(source)
+
+
+def _token_text(tokenizer: Any, token_id: int | None) -> str:
+    if token_id is None:
+        return ""
+    return tokenizer.id_to_token(int(token_id)) or ""
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A chat template with the special-token strings it may use."""
+
+    source: str
+    """The Jinja text."""
+    bos_token: str = ""
+    """What ``{{ bos_token }}`` renders as."""
+    eos_token: str = ""
+    """What ``{{ eos_token }}`` renders as."""
+    origin: str = "chat template"
+    """How error messages name the template (e.g. its file)."""
+
+    def __post_init__(self) -> None:
+        if self.source == _DEFAULT_BEFORE_TRIM_BLOCKS:
+            object.__setattr__(self, "source", DEFAULT_CHAT_TEMPLATE)
+
+    @classmethod
+    def with_tokens(cls, source: str, tokenizer: Any, *, bos_id: int | None, eos_id: int | None,
+                    origin: str = "chat template") -> ChatTemplate:
+        """``source`` with ``bos_token`` / ``eos_token`` the text of ``bos_id`` / ``eos_id`` in
+        ``tokenizer`` (a model's ``config.bos_id`` / ``eos_id``)."""
+        return cls(source, bos_token=_token_text(tokenizer, bos_id), eos_token=_token_text(tokenizer, eos_id),
+                   origin=origin)
+
+    def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+        """The text of ``messages`` (checked by ``check_messages``); ``add_generation_prompt``
+        appends the header of an assistant turn. Any failure is a one-line ``UserError``."""
+        msgs = check_messages(list(messages))
+        _environment()  # a missing jinja2 is a UserError
+        import jinja2
+
+        try:
+            return _compile(self.source).render(
+                messages=msgs, add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
+                eos_token=self.eos_token, tools=None, documents=None,
+            )
+        except _Raised as e:
+            detail = f"the template rejected these messages: {e}"
+        except jinja2.TemplateSyntaxError as e:
+            detail = f"syntax error at line {e.lineno}: {e.message}"
+        except jinja2.UndefinedError as e:
+            detail = str(e.message)
+        except jinja2.exceptions.SecurityError as e:
+            detail = f"the sandbox blocked an unsafe operation ({e})"
+        except Exception as e:  # a template may raise anything (TypeError on bad filters, ZeroDivisionError ...)
+            detail = f"{type(e).__name__}: {e}"
+        raise UserError(f"{self.origin} failed to render: {' '.join(detail.split())}")
+
+    def specials(self, tokenizer: Any) -> dict[str, int]:
+        """Special tokens the template writes itself (those of ``tokenizer`` whose text occurs
+        in the source, plus ``bos_token`` / ``eos_token`` when it uses them): text -> id."""
+        out: dict[str, int] = {}
+        hf = getattr(tokenizer, "hf", None)
+        if hf is not None:
+            for tid, added in hf.get_added_tokens_decoder().items():
+                if added.special and added.content and added.content in self.source:
+                    out[added.content] = int(tid)
+        for name, text in (("bos_token", self.bos_token), ("eos_token", self.eos_token)):
+            tid = tokenizer.token_to_id(text) if text and name in self.source else None
+            if tid is not None:
+                out[text] = int(tid)
+        return out
+
+    def encode(self, tokenizer: Any, text: str) -> list[int]:
+        """Ids of rendered ``text``: the template's special tokens (``specials``) as their ids,
+        everything between them as plain text (``tokenizer.encode``), as ``transformers`` splits
+        special tokens out before tokenizing the rest."""
+        specials = self.specials(tokenizer)
+        if not specials:
+            return tokenizer.encode(text)
+        pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+        ids: list[int] = []
+        pos = 0
+        for m in pattern.finditer(text):
+            ids += tokenizer.encode(text[pos : m.start()]) if m.start() > pos else []
+            ids.append(specials[m.group()])
+            pos = m.end()
+        return ids + (tokenizer.encode(text[pos:]) if pos < len(text) else [])
+
+    def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
+        """Text and ids of the prompt a chat model continues: ``messages`` and the generation prompt."""
+        text = self.render(messages, add_generation_prompt=True)
+        return text, self.encode(tokenizer, text)
+
+    def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None) -> str:
+        """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
+        template writes (its end-of-turn marker), decoded and stripped."""
+        stop = set(self.specials(tokenizer).values()) | ({int(eos_id)} if eos_id is not None else set())
+        ids = [int(i) for i in gen_ids]
+        end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
+        return tokenizer.decode(ids[:end]).strip()
+
+
+def render_chat(template: str, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool,
+                bos_token: str = "", eos_token: str = "") -> str:
+    """Render ``messages`` with the Jinja ``template`` (``ChatTemplate.render``)."""
+    return ChatTemplate(template, bos_token=bos_token, eos_token=eos_token).render(
+        messages, add_generation_prompt=add_generation_prompt
+    )
+
+
+def template_arg(value: str) -> ChatTemplate:
+    """A ``--template`` value: a built-in name (``BUILTIN_TEMPLATES``), a Jinja file, a JSON
+    file with a ``chat_template`` key (``tokenizer_config.json``, ``chat_template.json``), or
+    a Jinja string. BOS/EOS strings are left empty (``ChatTemplate.with_tokens`` adds them)."""
+    if value in BUILTIN_TEMPLATES:
+        return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
+    path = Path(value)
+    if path.is_file():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text") from None
+        if path.suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+            source = select_template(data.get("chat_template") if isinstance(data, dict) else None, source=str(path))
+            if source is None:
+                raise UserError(f"{path}: no chat_template in this file")
+            text = source
+        return ChatTemplate(text, origin=f"chat template {path}")
+    if "{{" in value or "{%" in value:
+        return ChatTemplate(value, origin="chat template (--template)")
+    raise UserError(
+        f"--template {value!r}: no such file, not a built-in template ({', '.join(BUILTIN_TEMPLATES)}) "
+        "and not a Jinja string"
+    )
+
+
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "DEFAULT_CHAT_TEMPLATE",
+    "PLAIN_CHAT_TEMPLATE",
+    "ROLES",
+    "ChatTemplate",
+    "check_messages",
+    "render_chat",
+    "select_template",
+    "template_arg",
+]

@@ -1,0 +1,253 @@
+"""``unmask chat``: a conversation with a chat model in the terminal.
+
+Each turn re-renders the whole conversation (the ``--system`` message, every earlier turn,
+the new message) through the model's chat template (``unmask.chat``; ``--template`` to use
+another) and samples the reply with the options of ``unmask generate`` (``make_live``,
+``run_sampler``). When the conversation outgrows the model's ``max_seq_len`` the oldest
+turns are dropped, one exchange at a time, and a note says so. A model without a chat
+template is refused with a one-line error naming ``--template`` and SFT: a base model
+continues text, and silently chatting with it through an invented format misleads.
+
+In a terminal: ``/reset`` starts over, ``/exit`` (or Ctrl-D) quits, Ctrl-C stops a reply and
+returns to the prompt. With standard input not a terminal each line is one user message
+(``/reset`` and ``/exit`` work there too) and each reply is printed as it comes (one JSON
+object per turn with ``--json``); any error ends the run with exit code 2.
+
+Inside: ``model_template``, ``ChatSession``, ``converse``, ``register``, ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from unmask.chat import ChatTemplate, template_arg
+from unmask.commands.generate import (
+    add_sample_flags,
+    make_live,
+    run_sampler,
+    sample_config_from_args,
+)
+from unmask.config import SampleConfig, resolve_device
+from unmask.errors import UserError
+
+COMMANDS = {"/reset": "start a new conversation", "/exit": "quit (also Ctrl-D)", "/help": "this list"}
+
+
+def model_template(loaded: Any, template: str | None) -> ChatTemplate:
+    """The chat template of ``loaded`` (``config.chat_template``), or ``template`` (a
+    ``--template`` value, ``unmask.chat.template_arg``) when given, with the model's BOS/EOS
+    strings. A model without one is a one-line ``UserError`` that names the ways out."""
+    cfg, tok = loaded.model.config, loaded.tokenizer
+    if template is not None:
+        chosen = template_arg(template)
+        source, origin = chosen.source, chosen.origin
+    elif getattr(cfg, "chat_template", None):
+        source, origin = cfg.chat_template, f"chat template of {loaded.path}"
+    else:
+        raise UserError(
+            f"{loaded.path} has no chat template (it was not fine-tuned for chat): fine-tune it with "
+            "`unmask train --objective sft`, or pass --template plain (a User:/Assistant: transcript), "
+            "--template default or --template FILE"
+        )
+    return ChatTemplate.with_tokens(source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id, origin=origin)
+
+
+@dataclass
+class Prepared:
+    """The prompt of the next turn."""
+
+    text: str
+    """The rendered conversation, generation prompt included."""
+    ids: list[int]
+    """Its token ids."""
+    turns: list[dict[str, str]]
+    """The turns it holds (oldest ones dropped to fit), the new user message last."""
+    dropped: int
+    """Exchanges (user + assistant turn) dropped to fit ``max_seq_len``."""
+
+
+@dataclass
+class Turn:
+    """One answered message."""
+
+    reply: str
+    prompt: Prepared
+    nfe: int
+    seconds: float
+
+
+@dataclass
+class ChatSession:
+    """A conversation with one model: system message, turns so far, template and sampler options."""
+
+    loaded: Any
+    template: ChatTemplate
+    config: SampleConfig
+    system: str | None = None
+    device: str = "cpu"
+    turns: list[dict[str, str]] = field(default_factory=list)
+    """Alternating user and assistant messages."""
+
+    def messages(self, turns: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
+        """The system message (if any) and ``turns`` (default: the conversation so far)."""
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + (self.turns if turns is None else turns)
+
+    def reset(self) -> None:
+        """Forget every turn (the system message stays)."""
+        self.turns = []
+
+    def prepare(self, user: str) -> Prepared:
+        """The prompt for ``user`` after the conversation so far, dropping the oldest exchanges
+        while prompt + ``gen_length`` exceeds the model's ``max_seq_len``."""
+        tok, mcfg = self.loaded.tokenizer, self.loaded.model.config
+        limit = getattr(mcfg, "max_seq_len", None)
+        turns = [*self.turns, {"role": "user", "content": user}]
+        dropped = 0
+        while True:
+            text, ids = self.template.prompt(tok, self.messages(turns))
+            if limit is None or len(ids) + self.config.gen_length <= limit:
+                return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)
+            if len(turns) == 1:
+                raise UserError(
+                    f"this message makes a prompt of {len(ids)} tokens; with gen_length={self.config.gen_length} "
+                    f"that exceeds the model's max_seq_len ({limit}): send a shorter message or lower --gen-length"
+                )
+            turns, dropped = turns[2:], dropped + 1
+
+    def complete(self, prepared: Prepared, *, live: Any = None) -> Turn:
+        """Sample the reply to ``prepared`` and add the exchange to the conversation; if
+        sampling fails or is interrupted the conversation is left as it was."""
+        mcfg = self.loaded.model.config
+        t0 = time.perf_counter()
+        result = run_sampler(self.loaded.model, [prepared.ids], self.config, device=self.device, live=live)
+        reply = self.template.reply(self.loaded.tokenizer, result.gen_ids[0], mcfg.eos_id)
+        self.turns = [*prepared.turns, {"role": "assistant", "content": reply}]
+        return Turn(reply=reply, prompt=prepared, nfe=result.nfe, seconds=time.perf_counter() - t0)
+
+
+def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool, json_lines: bool = False,
+             show_prompt: bool = False, live: bool = False) -> int:
+    """The chat loop: ``read()`` gives the next line and raises ``EOFError`` at the end.
+
+    ``interactive``: errors and Ctrl-C during a reply are reported and the loop goes on;
+    otherwise they end it (``UserError`` -> exit code 2). Replies go to stdout (one JSON
+    object per turn with ``json_lines``), notes to stderr; returns the exit code.
+    """
+    tok, mcfg = session.loaded.tokenizer, session.loaded.model.config
+    while True:
+        try:
+            line = read()
+        except EOFError:
+            if interactive:
+                print()
+            return 0
+        except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
+            print("\n(/exit or Ctrl-D quits)", file=sys.stderr)
+            continue
+        message = line.rstrip("\r\n")
+        command = message.strip()
+        if not command:
+            continue
+        if command in ("/exit", "/quit"):
+            return 0
+        if command == "/reset":
+            session.reset()
+            print("(new conversation)", file=sys.stderr)
+            continue
+        if command == "/help":
+            print("\n".join(f"{k:8} {v}" for k, v in COMMANDS.items()), file=sys.stderr)
+            continue
+        view = None
+        try:
+            prepared = session.prepare(message)
+            if prepared.dropped:
+                print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the model's context)", file=sys.stderr)
+            if show_prompt:
+                print(prepared.text, file=sys.stderr)
+            view = make_live(tok, mcfg, session.config, start=len(prepared.ids)) if live else None
+            try:
+                turn = session.complete(prepared, live=view)
+            finally:
+                if view is not None:
+                    view.close(clear=True)
+        except KeyboardInterrupt:
+            if not interactive:
+                raise
+            print("(interrupted; the message was not added)", file=sys.stderr)
+            continue
+        except UserError as e:
+            if not interactive:
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            continue
+        if json_lines:
+            print(json.dumps({"user": message, "reply": turn.reply, "prompt": prepared.text,
+                              "prompt_tokens": len(prepared.ids), "dropped": prepared.dropped, "nfe": turn.nfe,
+                              "seconds": round(turn.seconds, 4)}, ensure_ascii=False), flush=True)
+        else:
+            print(turn.reply, flush=True)
+        if interactive:
+            print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)", file=sys.stderr)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "chat",
+        help="chat with a model in the terminal",
+        description=(
+            "A conversation with a chat model (an SFT checkpoint or an imported instruct model): each turn "
+            "renders the whole conversation through the model's chat template and samples the reply with "
+            "the options of `unmask generate`. In a terminal: /reset, /exit (or Ctrl-D); Ctrl-C stops a reply. "
+            "With standard input not a terminal, each line is one user message and each reply is printed."
+        ),
+    )
+    p.add_argument("--model", required=True, metavar="PATH", help="run directory, checkpoint or publisher folder")
+    p.add_argument("--system", metavar="TEXT", help="system message at the start of the conversation")
+    p.add_argument("--template", metavar="FILE|NAME",
+                   help="chat template instead of the model's: a Jinja file, a JSON file with chat_template "
+                        "(tokenizer_config.json), a Jinja string, or a built-in: default (unmask's SFT format), "
+                        "plain (User:/Assistant: transcript)")
+    add_sample_flags(p)
+    p.add_argument("--show-prompt", action="store_true", help="print each rendered prompt to stderr before sampling")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per turn (user, reply, prompt, prompt_tokens, dropped, nfe, seconds)")
+    p.add_argument("--no-live", action="store_true", help="do not draw the canvas while a reply is denoised")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+    p.set_defaults(func=run)
+
+
+def _read_stdin() -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
+
+
+def run(args: argparse.Namespace) -> int:
+    from unmask.checkpoint import load
+    from unmask.sampling import validate
+
+    config = sample_config_from_args(args)
+    validate(config)  # fail on impossible lengths before loading anything
+    device = str(resolve_device(args.device))
+    loaded = load(args.model, device=device)
+    template = model_template(loaded, args.template)
+    session = ChatSession(loaded, template, config, system=args.system, device=device)
+    session.template.render(session.messages([{"role": "user", "content": "hi"}]))  # a broken template fails now
+    interactive = sys.stdin.isatty()
+    if not interactive:
+        return converse(session, _read_stdin, interactive=False, json_lines=args.json, show_prompt=args.show_prompt)
+    try:
+        import readline  # noqa: F401 (line editing and history for input())
+    except ImportError:  # pragma: no cover - not on every platform
+        pass
+    print(f"unmask chat: {loaded.path} ({template.origin}); /help lists commands, Ctrl-D quits", file=sys.stderr)
+    return converse(session, lambda: input("> "), interactive=True, json_lines=args.json,
+                    show_prompt=args.show_prompt, live=not args.no_live and not args.json)
