@@ -1,5 +1,7 @@
 """``unmask convert SRC DST``: a publisher's folder (LLaDA, Dream) -> a native unmask checkpoint;
-with ``--to FAMILY``, a native checkpoint -> that family's publisher layout.
+with ``--to FAMILY``, a native checkpoint -> that family's publisher layout, and with
+``--to transformers`` a folder that Hugging Face ``transformers`` loads
+(``trust_remote_code=True``; the modeling code is written into it).
 
 The source is a local Hugging Face folder (config.json, *.safetensors shards,
 tokenizer.json); unmask never downloads. The result loads with ``unmask.load`` and
@@ -17,13 +19,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "convert",
-        help="convert a published checkpoint folder (LLaDA, Dream) to a native one",
+        help="convert a published checkpoint folder (LLaDA, Dream) to a native one, or export (--to)",
         description=(
             "Import a local folder in the publisher's format (config.json with model_type, "
             "model.safetensors or shards with model.safetensors.index.json, tokenizer.json) "
             "and write a native unmask checkpoint folder (config.json, model.safetensors, "
             "tokenizer.json). SRC may also be a native checkpoint, to store it in another "
-            "--dtype. Supported families: see docs/models.md."
+            "--dtype. With --to, export a native checkpoint instead (to a publisher's layout, "
+            "or --to transformers for Hugging Face transformers). Supported families: see "
+            "docs/models.md."
         ),
     )
     p.add_argument(
@@ -43,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FAMILY",
         help=(
             "export instead: SRC is a native checkpoint, DST is written in this family's "
-            f"publisher layout ({', '.join(sorted(IMPORTERS))})"
+            f"layout ({', '.join(sorted(IMPORTERS))}); 'transformers' writes a folder that "
+            "transformers' AutoModelForMaskedLM / AutoModel / AutoTokenizer load with "
+            "trust_remote_code=True (its modeling code included)"
         ),
     )
     p.set_defaults(func=run)
