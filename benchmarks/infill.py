@@ -13,15 +13,21 @@ masked and refilled from the text on both sides:
   and for the ``--ar-model`` AR-FIM model (``unmask.infill.fill_middle_ids`` with exactly n
   tokens), "n/a" without one;
 - variable length: the gap is ``[MASK:a-b]`` with ``b - a = 4`` and the true length at a
-  random place inside; the diffusion model picks the length by ELBO (``InfillOptions``, all
-  5 lengths tried, llada one token per step), the AR model by where it writes EOS. Reported:
-  how often the chosen length is the true one, the mean length error, exact match, seconds.
+  random place inside; the diffusion model picks the length by ELBO (length mode ``elbo``:
+  all 5 lengths tried, llada one token per step) and, when it was trained with
+  ``--empty-rate`` (``config.empty_id``), also in one pass of b slots whose unused trailing
+  slots hold ``[EMPTY]`` (length mode ``empty``; "n/a" otherwise); the AR model by where it
+  writes EOS. Reported: how often the chosen length is the true one, the mean length error,
+  exact match, seconds.
 
 Every method sees the same windows and spans; times are means over the fills of one run
 (batch 1), with the ratio to the diffusion model's one-token-per-step fill.
 
     python benchmarks/infill.py [--model PATH] [--ar-model PATH] [--n 50] [--json out.json]
     python benchmarks/infill.py --quick              # a seconds-long check (spans 1 and 4, n=2)
+
+A full run writes ``benchmarks/results/infill.json`` unless ``--json`` says otherwise; a
+``--quick`` run writes only where ``--json`` says.
 
 ``--data DIR`` uses a dataset already prepared with the model's tokenizer instead of
 preparing the corpus again; ``--quick`` prepares only the start of the corpus (the same
@@ -38,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +59,8 @@ from unmask.infill import Gap, InfillOptions, InfillResult, fill_middle_ids, pla
 from unmask.infill.fill import fill_plan
 from unmask.infill.template import Plan, check_context
 
+RESULTS = Path(__file__).resolve().parent / "results" / "infill.json"
+"""Where a full run writes its results by default."""
 SPANS = (1, 4, 16, 32)
 QUICK_SPANS = (1, 4)
 QUICK_CHARS = 400_000
@@ -168,7 +176,12 @@ class DiffusionFiller:
         self.model, self.tok, self.options = model, tok, options
         self._gaps: dict[tuple[int, int], Plan] = {}
 
-    def __call__(self, sample: Sample, lo: int, hi: int, config: SampleConfig) -> InfillResult:
+    @property
+    def has_empty(self) -> bool:
+        """Whether the model was trained with ``[EMPTY]`` (length mode ``empty`` is possible)."""
+        return getattr(self.model.config, "empty_id", None) is not None
+
+    def __call__(self, sample: Sample, lo: int, hi: int, config: SampleConfig, mode: str = "elbo") -> InfillResult:
         key = (lo, hi)
         if key not in self._gaps:  # compile each gap once
             gap = Gap(lo) if lo == hi else Gap(min_len=lo, max_len=hi)
@@ -178,7 +191,7 @@ class DiffusionFiller:
         plan = Plan(items=[("text", (sample.prefix, "")), *hole.items, ("text", (sample.suffix, ""))],
                     holes=hole.holes)
         check_context(plan, self.model.config.max_seq_len)
-        return fill_plan(self.model, self.tok, plan, config, options=self.options,
+        return fill_plan(self.model, self.tok, plan, config, options=replace(self.options, length_mode=mode),
                          generator=torch.Generator().manual_seed(0))
 
 
@@ -215,12 +228,20 @@ def fixed_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
     return methods
 
 
-def variable_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
-    def diffusion(x: Sample) -> tuple[list[int], int]:
-        r = diff(x, x.lo, x.hi, SampleConfig(steps=x.hi))
-        return r.gaps[0].tokens, r.nfe
+ELBO, EMPTY = "diffusion (ELBO)", "diffusion (EMPTY)"
 
-    methods: dict[str, Method] = {"diffusion (ELBO)": diffusion}
+
+def variable_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
+    def diffusion(mode: str) -> Method:
+        def fill(x: Sample) -> tuple[list[int], int]:
+            r = diff(x, x.lo, x.hi, SampleConfig(steps=x.hi), mode)
+            return r.gaps[0].tokens, r.nfe
+
+        return fill
+
+    methods: dict[str, Method] = {ELBO: diffusion("elbo")}
+    if diff.has_empty:
+        methods[EMPTY] = diffusion("empty")
     if ar_model is not None:
         def fim(x: Sample) -> tuple[list[int], int]:
             r = fill_middle_ids(ar_model, x.prefix, x.suffix, max_new_tokens=x.hi, min_new_tokens=x.lo)
@@ -251,9 +272,14 @@ def run_fixed(samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model:
 
 def run_variable(samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any) -> list[dict[str, Any]]:
     rows = []
+    methods = variable_methods(diff, ar_model)
     for s, batch in samples.items():
-        for name, fn in variable_methods(diff, ar_model).items():
-            res = measure(fn, batch)
+        for name in (ELBO, EMPTY, AR + " (EOS)"):
+            if name not in methods:  # no [EMPTY] token / no AR model
+                rows.append({"method": name, "span": s, "n": 0, "length_match": None,
+                             "mean_abs_len_err": None, "exact": None, "nfe": None, "s_per_fill": None})
+                continue
+            res = measure(methods[name], batch)
             pairs = list(zip(res, batch, strict=True))
             rows.append({
                 "method": name, "span": s, "n": len(batch),
@@ -263,9 +289,6 @@ def run_variable(samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_mod
                 "nfe": statistics.fmean(r[1] for r in res),
                 "s_per_fill": statistics.fmean(r[2] for r in res),
             })
-        if ar_model is None:
-            rows.append({"method": AR + " (EOS)", "span": s, "n": 0, "length_match": None,
-                         "mean_abs_len_err": None, "exact": None, "nfe": None, "s_per_fill": None})
     return rows
 
 
@@ -302,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    ap.add_argument("--json", help="write results here")
+    ap.add_argument("--json", help=f"write results here (default: {RESULTS.relative_to(RESULTS.parents[2])} "
+                                   "for a full run, nowhere for --quick)")
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -340,9 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.ar_model or 'n/a'}; {n_val:,} held-out tokens, windows of {window}, n={n} per span, "
           f"threads {torch.get_num_threads()}")
     elbo_samples = args.elbo_samples or (4 if args.quick else InfillOptions().elbo_samples)
-    print(f"variable gaps: diffusion scores all {SLACK} lengths by ELBO with {elbo_samples} noisy copies each")
     options = InfillOptions(max_candidates=SLACK, elbo_samples=elbo_samples)
     diff = DiffusionFiller(m.model, m.tokenizer, options)
+    print(f"variable gaps: diffusion scores all {SLACK} lengths by ELBO with {elbo_samples} noisy copies each"
+          + ("; and fills b slots in one pass with [EMPTY]" if diff.has_empty else "; no [EMPTY] token (n/a)"))
     ar_model = ar.model if ar is not None else None
     with torch.no_grad():
         fixed = run_fixed(samples, diff, ar_model)
@@ -350,15 +375,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_tables(fixed, variable)
     total = time.perf_counter() - t_start
     print(f"\n{total:.1f} s in all")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
+    out = Path(args.json) if args.json else (None if args.quick else RESULTS)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
             "model": args.model, "ar_model": args.ar_model, "window": window, "n": n, "spans": list(spans),
             "seed": args.seed, "quick": args.quick, "elbo_samples": elbo_samples, "held_out_tokens": n_val,
-            "slack": SLACK,
+            "slack": SLACK, "empty_mode": diff.has_empty, "threads": torch.get_num_threads(),
             "policies": POLICY_NOTES,
             "fixed": fixed, "variable": variable, "seconds": total,
         }, indent=2) + "\n")
+        print(f"results: {out}")
     return 0
 
 

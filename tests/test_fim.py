@@ -120,18 +120,19 @@ class FimOracle:
 
     supports_kv_cache = True
 
-    def __init__(self, doc, max_seq_len=64):
+    def __init__(self, doc, max_seq_len=64, tok=None):
         self.doc = list(doc)
+        fim = tok.fim_ids() if tok is not None else dict(fim_prefix_id=PRE, fim_suffix_id=SUF, fim_middle_id=MID)
+        self.pre, self.suf, self.mid = fim["fim_prefix_id"], fim["fim_suffix_id"], fim["fim_middle_id"]
+        self.vocab = tok.vocab_size if tok is not None else V
         self.config = SimpleNamespace(
-            attention="causal", max_seq_len=max_seq_len, mask_id=0, pad_id=1, eos_id=EOS, bos_id=3,
-            fim_prefix_id=PRE, fim_suffix_id=SUF, fim_middle_id=MID,
-        )
+            attention="causal", max_seq_len=max_seq_len, mask_id=0, pad_id=1, eos_id=EOS, bos_id=3, **fim)
         self.buf: list[int] = []
 
     def _next(self, seq):
-        if seq[0] != PRE or SUF not in seq or MID not in seq:
+        if seq[0] != self.pre or self.suf not in seq or self.mid not in seq:
             return 4
-        s, m = seq.index(SUF), seq.index(MID)
+        s, m = seq.index(self.suf), seq.index(self.mid)
         prefix, suffix, written = seq[1:s], seq[s + 1 : m], seq[m + 1 :]
         if self.doc[: len(prefix)] != prefix or (suffix and self.doc[-len(suffix) :] != suffix):
             return 4
@@ -142,7 +143,7 @@ class FimOracle:
     def __call__(self, tokens, attention_mask=None, *, cache=None, start=0):
         del self.buf[start:]
         self.buf.extend(tokens[0].tolist())
-        logits = torch.zeros(1, tokens.shape[1], V)
+        logits = torch.zeros(1, tokens.shape[1], self.vocab)
         for p in range(tokens.shape[1]):
             logits[0, p, self._next(self.buf[: start + p + 1])] = 10.0
         return logits
@@ -180,6 +181,18 @@ def test_infill_causal_templates():
     assert len(fixed.tokens) == 5 and fixed.text.startswith("mat")
     with pytest.raises(UserError, match="exactly one gap"):
         infill_causal(model, tok, "The [MASK] sat on the [MASK].")
+
+
+def test_infill_causal_moves_the_space_before_the_gap_with_bpe():
+    from unmask.tokenizer import train_bpe
+
+    tok = with_fim_tokens(train_bpe(["cat sat. The cat sat on the mat. The dog sat."] * 20, vocab_size=300))
+    model = FimOracle(tok.encode("The cat sat on the mat."), tok=tok)
+    r = infill_causal(model, tok, "The [MASK:1-3] sat on the mat.")  # the middle is the one token " cat"
+    assert r.text == "The cat sat on the mat." and r.gaps[0].text == "cat" and r.gaps[0].start == 4
+    assert len(r.gaps[0].tokens) == 1 and tok.decode(r.tokens) == r.text
+    locked = infill_causal(model, tok, r"The\ [MASK:1-3] sat on the mat.")  # "The " is not how the doc starts
+    assert locked.gaps[0].text != "cat" and locked.text.startswith("The ")
 
 
 @pytest.fixture(scope="module")

@@ -89,7 +89,7 @@ def model() -> Transformer:
 def test_parse_template_gaps_and_escapes():
     parts = parse_template(r"The [MASK:6] sat on the [MASK]. \[MASK] [1] a\\b [MASK:2-12]")
     assert parts[0] == "The "
-    assert parts[1].length == 6 and parts[3].length == 1
+    assert parts[1].length == 6 and parts[3] == Gap()  # one token, or what a constraint allows
     assert parts[2] == " sat on the "
     assert parts[4] == ". [MASK] [1] a\\b "
     assert (parts[5].length, parts[5].min_len, parts[5].max_len) == (None, 2, 12)
@@ -101,7 +101,9 @@ def test_parse_template_gaps_and_escapes():
     [
         ("The cat sat on the [MASK", "template column 20: unclosed '[MASK'"),
         ("a [MASK:3 b [MASK]", "template column 3: unclosed '[MASK'"),
-        ("xx [MASK:x]", "template column 4: bad gap length 'x'"),
+        ("xx [MASK:1x]", "template column 4: bad gap length '1x'"),
+        ("xx [MASK:city:x]", "template column 4: bad gap length 'x'"),
+        ("xx [MASK:city:]", "template column 4: bad gap length ''"),
         ("[MASK:0]", "template column 1: gap length must be at least 1"),
         ("ab [MASK:5-2]", "template column 4: gap bounds inverted"),
         ("[MASKED]", "template column 1: expected ']' or ':'"),

@@ -1,4 +1,5 @@
-"""``unmask infill``: fill the gaps of a template (``"The [MASK:6] sat on the [MASK]."``).
+"""``unmask infill``: fill the gaps of a template (``"The [MASK:6] sat on the [MASK]."``), with
+gap constraints from flags (``--choices``, ``--regex``, ``--charset``, ``--ban``).
 
 Also the pieces ``unmask edit`` and ``unmask fill-form`` share: loading the model, the
 live view, and the common flags. See docs/infill.md.
@@ -16,6 +17,7 @@ from typing import Any
 from unmask.commands import add_dataclass_flags, dataclass_from_args
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
 from unmask.config import resolve_device
+from unmask.errors import UserError
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -47,40 +49,87 @@ def live_view(args: argparse.Namespace, tokenizer: Any) -> Any:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from unmask.infill import InfillOptions
+    from unmask.infill import LENGTH_MODES, InfillOptions
+    from unmask.infill.dfa import NAMED_CLASSES
 
     p = sub.add_parser(
         "infill",
         help="fill the gaps of a text template",
         description=(
             "Fill the gaps of a template: [MASK] = one token, [MASK:n] = n tokens, [MASK:min-max] = a "
-            "length chosen by the model's likelihood (ELBO). Write \\[ for a literal '['. Given text is "
-            "kept; all gaps are denoised together. --gen-length is ignored; --steps is capped at the "
-            "number of masked tokens. A causal checkpoint trained with --fim-rate fills a one-gap "
-            "template by fill-in-the-middle instead."
+            "length chosen by the model (ELBO search, or [EMPTY] fillers on a model trained with "
+            "--empty-rate); [MASK:name:n] names a gap. Write \\[ for a literal '[' and '\\ ' for a space "
+            "the next gap must not take in. Given text is kept; all gaps are denoised together. "
+            "--gen-length is ignored; --steps is capped at the number of masked tokens. A causal "
+            "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle instead."
         ),
     )
-    p.add_argument("template", help='template text, e.g. "The [MASK:6] sat on the [MASK]."')
+    p.add_argument("template", help='template text, e.g. "The [MASK:6] sat on the [MASK:thing]."')
+    gaps = p.add_argument_group("gap constraints (GAP = a gap's number, 1-based, or its name)")
+    gaps.add_argument("--choices", action="append", default=[], metavar="GAP=A|B|C",
+                      help="the gap's text is one of these (\\| for a literal bar); repeatable")
+    gaps.add_argument("--regex", action="append", default=[], metavar="GAP=PATTERN",
+                      help="the gap's text matches PATTERN in full (the subset in docs/infill.md); repeatable")
+    gaps.add_argument("--charset", action="append", default=[], metavar="GAP=CLASS",
+                      help=f"every character of the gap is in CLASS: {', '.join(NAMED_CLASSES)}; repeatable")
+    gaps.add_argument("--ban", action="append", default=[], metavar="WORD",
+                      help="no gap holds a token containing WORD; repeatable")
     add_common_flags(p)
-    add_dataclass_flags(p, InfillOptions)
+    add_dataclass_flags(p, InfillOptions, choices={"length_mode": LENGTH_MODES})
     p.set_defaults(func=run)
 
 
+def constrained_template(args: argparse.Namespace) -> list[Any]:
+    """The template's segments with the gap constraints of ``--choices``, ``--regex``,
+    ``--charset`` and ``--ban`` set on its ``Gap`` s; ``UserError`` naming the flag and gap
+    for an unknown gap, a gap constrained twice by one flag, or a bad regex or class."""
+    from unmask.infill import find_gap, parse_template, split_choices
+    from unmask.infill.template import _named, gap_dfa
+
+    segments: list[Any] = parse_template(args.template)
+    numbers = {k: n for n, k in enumerate((k for k, p in enumerate(segments) if not isinstance(p, str)), 1)}
+    flags = (("--choices", "choices", args.choices, split_choices), ("--regex", "regex", args.regex, str),
+             ("--charset", "allowed", args.charset, str))
+    for flag, field, specs, convert in flags:
+        seen: set[int] = set()
+        for spec in specs:
+            key, eq, value = spec.partition("=")
+            if not eq or not key.strip():
+                raise UserError(f"{flag} {spec!r}: expected GAP=VALUE (GAP a gap's number or name)")
+            try:
+                k = find_gap(segments, key)
+            except UserError as e:
+                raise UserError(f"{flag} {spec!r}: {e}") from None
+            if k in seen:
+                raise UserError(f"{flag}: {_named(segments[k], numbers[k])} is given twice")
+            seen.add(k)
+            segments[k] = dataclasses.replace(segments[k], **{field: convert(value)})
+    for word in args.ban:
+        if not word:
+            raise UserError("--ban: the word is empty")
+    for k, n in numbers.items():
+        if args.ban:
+            segments[k] = dataclasses.replace(segments[k], banned=list(args.ban))
+        if segments[k].shapes_text:
+            gap_dfa(segments[k], _named(segments[k], n))  # regex and class errors before loading anything
+    return segments
+
+
 def run(args: argparse.Namespace) -> int:
-    from unmask.infill import InfillOptions, infill, infill_causal, parse_template
+    from unmask.infill import InfillOptions, infill, infill_causal
 
     config = sample_config_from_args(args)
     options = dataclass_from_args(InfillOptions, args)
-    parse_template(args.template)  # template errors before loading anything
+    template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
     causal = getattr(loaded.config, "attention", None) == "causal"
     live = None if causal else live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:
         if causal:  # the autoregressive baseline: one gap, filled by fill-in-the-middle
-            result = infill_causal(loaded.model, loaded.tokenizer, args.template, config)
+            result = infill_causal(loaded.model, loaded.tokenizer, template, config)
         else:
-            result = infill(loaded.model, loaded.tokenizer, args.template, config, options=options, step_callback=live)
+            result = infill(loaded.model, loaded.tokenizer, template, config, options=options, step_callback=live)
     finally:
         if live is not None:
             live.close(clear=True)
@@ -93,5 +142,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(result.text)
     lengths = ", ".join(f"{g.name}: {len(g.tokens)}" for g in result.gaps)
-    print(f"{len(result.gaps)} gaps ({lengths}), {result.nfe} NFE in {seconds:.2f} s", file=sys.stderr)
+    how = f", lengths by {result.length_mode}" if result.length_mode else ""
+    print(f"{len(result.gaps)} gaps ({lengths}{how}), {result.nfe} NFE in {seconds:.2f} s", file=sys.stderr)
     return 0

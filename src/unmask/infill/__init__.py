@@ -3,10 +3,12 @@
 Everything here builds a ``Canvas`` (given text locked, masks where text is wanted,
 constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.sample``.
 
-- ``template``: ``Gap``, ``parse_template`` (``"The [MASK:6] sat on the [MASK]."``),
-  ``template_canvas``, gap constraints (``gap_automaton``).
-- ``fill``: ``infill`` (templates; variable-length gaps chosen by ELBO per token),
-  ``fill_canvas`` (sample + constraint repair), ``InfillOptions``, ``InfillResult``.
+- ``template``: ``Gap``, ``parse_template`` (``"The [MASK:6] sat on the [MASK:city]."``),
+  ``find_gap``, ``split_choices``, ``template_canvas``, gap constraints (``gap_automaton``),
+  the BPE spacing rule (``takes_space``).
+- ``fill``: ``infill`` (templates; variable-length gaps chosen by ELBO per token, or in one
+  pass with ``[EMPTY]`` fillers), ``fill_canvas`` (sample + constraint repair),
+  ``InfillOptions``, ``InfillResult``, ``LENGTH_MODES``.
 - ``edit``: ``edit`` (re-mask character spans, regex matches or the least confident
   tokens and refill), ``revise`` (repeat on the least confident tokens), ``token_confidence``.
 - ``fim``: the autoregressive baseline: ``fill_middle`` (PSM fill-in-the-middle with a causal
@@ -24,6 +26,7 @@ from unmask.infill.automaton import GapConstraint, TokenAutomaton, Vocab, vocab_
 from unmask.infill.dfa import DFA
 from unmask.infill.edit import Change, EditResult, edit, revise, token_confidence
 from unmask.infill.fill import (
+    LENGTH_MODES,
     Candidate,
     Filled,
     FilledGap,
@@ -38,14 +41,18 @@ from unmask.infill.forms import FormHole, FormResult, fill_form, parse_form
 from unmask.infill.regex import compile_regex
 from unmask.infill.template import (
     Gap,
+    find_gap,
     gap_automaton,
     parse_template,
     plan_template,
+    split_choices,
+    takes_space,
     template_canvas,
 )
 
 __all__ = [
     "DFA",
+    "LENGTH_MODES",
     "Candidate",
     "Change",
     "EditResult",
@@ -66,6 +73,7 @@ __all__ = [
     "fill_form",
     "fill_middle",
     "fill_middle_ids",
+    "find_gap",
     "gap_automaton",
     "infill",
     "infill_causal",
@@ -74,6 +82,8 @@ __all__ = [
     "parse_template",
     "plan_template",
     "revise",
+    "split_choices",
+    "takes_space",
     "template_canvas",
     "token_confidence",
     "vocab_of",

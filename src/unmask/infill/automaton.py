@@ -7,6 +7,8 @@ Inside:
   the next state for each of K token classes (tokens that act alike share a class; the
   last state is dead). ``allowed`` computes, for a partly committed gap, which tokens each
   open position may hold so that *some* completion of the gap is accepted.
+- ``TokenAutomaton.with_empty_tail``: the same language with at least n tokens, then any
+  number of ``[EMPTY]`` fillers (variable-length gaps filled in one pass).
 - ``GapConstraint``: a ``CanvasConstraint`` holding one automaton over spans of the canvas.
 
 Why an automaton over the whole gap: diffusion commits positions in any order, so whether
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor
 
 from unmask.canvas import CanvasConstraint
+from unmask.errors import UserError
 from unmask.infill.dfa import DFA
 
 
@@ -153,6 +156,35 @@ class TokenAutomaton:
         accept = np.concatenate([dfa.accept, [False]])
         return cls(table=table, token_class=token_class.reshape(-1).astype(np.int32), accept=accept,
                    dead_class=dead_class, start=dfa.start)
+
+    def with_empty_tail(self, empty_id: int, min_len: int) -> TokenAutomaton:
+        """Sequences of at least ``min_len`` tokens this automaton accepts, then any number of
+        ``empty_id`` (and nothing else once one ``empty_id`` stands).
+
+        The product of this automaton with a counter 0..``min_len`` (saturating) plus one
+        "tail" state: from an accepting state whose count reached ``min_len``, ``empty_id``
+        (a class of its own) leads to the tail, which only loops on ``empty_id``. So a gap
+        of b slots holds its text contiguously from the start and the fillers at the end.
+        """
+        if not 0 <= empty_id < self.vocab_size:
+            raise UserError(f"empty_id {empty_id} is outside the tokenizer's vocabulary (size {self.vocab_size})")
+        S, K, C = self.dead, self.table.shape[1], min_len + 1  # live states, classes, counter values
+        tail, dead = S * C, S * C + 1
+        table = np.full((S * C + 2, K + 1), dead, dtype=np.int32)
+        live = self.table[:S]  # (S, K)
+        for c in range(C):
+            rows = np.arange(S) * C + c
+            table[rows, :K] = np.where(live == self.dead, dead, live * C + min(c + 1, min_len))
+            if c == min_len:
+                table[rows[self.accept[:S]], K] = tail
+        table[tail, K] = tail
+        accept = np.zeros(S * C + 2, dtype=bool)
+        accept[np.arange(S) * C + min_len] = self.accept[:S]
+        accept[tail] = True
+        token_class = self.token_class.copy()
+        token_class[empty_id] = K
+        return TokenAutomaton(table=table, token_class=token_class, accept=accept, dead_class=self.dead_class,
+                              start=self.start * C)
 
     # -- queries --------------------------------------------------------------------------
 

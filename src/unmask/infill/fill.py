@@ -7,9 +7,15 @@ Inside:
   satisfies the canvas' constraints (``Filled``).
 - ``InfillOptions``: how variable-length gaps are searched and scored.
 - ``infill``: a template (text or segments and ``Gap`` s) → ``InfillResult``. Gaps with a
-  length range are filled at several candidate lengths (in one batch) and the completion
-  with the lowest ELBO per token (``unmask.evaluate.sequence_elbo``) wins: training-free,
-  for any mask predictor.
+  length range get their length in one of two ways (``InfillOptions.length_mode``):
+  ``elbo``: filled at several candidate lengths (in one batch), the completion with the
+  lowest ELBO per token (``unmask.evaluate.sequence_elbo``) wins: training-free, for any
+  mask predictor; ``empty``: one pass at the longest length on a model trained with
+  ``[EMPTY]`` (``ModelConfig.empty_id``), whose trailing unused slots hold ``[EMPTY]`` and
+  are dropped.
+
+A gap that took in the space before it (``unmask.infill.template.takes_space``) gets it back
+in the output unless its fill starts with a space.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from unmask.canvas import Canvas
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.evaluate import sequence_elbo
-from unmask.infill.automaton import GapConstraint, vocab_of
+from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
 from unmask.infill.template import DEFAULT_MAX_LEN, Gap, Plan, Spans, layouts_canvas, plan_template
 from unmask.sampling import make_generator, sample
 from unmask.sampling.loop import MaskPredictor, StepCallback
@@ -189,6 +195,14 @@ class InfillOptions:
     """Seed of the ELBO noise (fixed, so candidates are compared on the same noise)."""
     default_max_len: int = DEFAULT_MAX_LEN
     """Longest length tried for a gap whose constraint allows unbounded text and no max_len is given."""
+    length_mode: str = "auto"
+    """How variable-length gaps get their length: ``elbo`` (fill each candidate length, keep the
+    lowest ELBO per token; any model), ``empty`` (one pass at the longest length, unused trailing
+    slots filled with [EMPTY] and dropped; models trained with --empty-rate), ``auto`` (empty
+    when the model has an [EMPTY] token, else elbo)."""
+
+
+LENGTH_MODES = ("auto", "elbo", "empty")
 
 
 @dataclass
@@ -228,30 +242,45 @@ class InfillResult:
     """Every length combination scored (empty when all gaps have a fixed length)."""
     repaired: int = 0
     """Gaps refilled because a first pass broke their constraint."""
+    length_mode: str | None = None
+    """``elbo`` or ``empty``: how the variable-length gaps got their length (None: none had to)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Spans, r: int,
-            tokenizer: Any) -> tuple[str, list[FilledGap]]:
+            tokenizer: Any, empty_id: int | None = None) -> tuple[str, list[FilledGap], list[int]]:
+    """Text, gaps and token ids of row ``r``: ``[EMPTY]`` fillers dropped, taken spaces put back."""
     vocab = vocab_of(tokenizer)
     parts: list[str] = []
     gaps: list[FilledGap] = []
+    tokens: list[int] = []
     pos = 0
+    space_ids: list[int] | None = None
     for kind, v in layout:
         if kind == "text":
             parts.append(v[1])
+            tokens.extend(v[0])
             pos += len(v[1])
-        else:
-            k, _ = v
-            s, e = spans.holes[r][k]
-            ids = row[s:e]
-            text = vocab.decode(ids)
-            gaps.append(FilledGap(name=plan.holes[k].label, text=text, tokens=ids, start=pos, end=pos + len(text)))
-            parts.append(text)
-            pos += len(text)
-    return "".join(parts), gaps
+            continue
+        k, _ = v
+        s, e = spans.holes[r][k]
+        ids = [t for t in row[s:e] if t != empty_id]
+        text = vocab.decode(ids)
+        if plan.holes[k].space:  # the space before the gap: the fill's own, or put back
+            if not text.startswith(" "):
+                space_ids = list(tokenizer.encode(" ")) if space_ids is None else space_ids
+                tokens.extend(space_ids)
+                text = " " + text
+            parts.append(" ")
+            pos += 1
+            text = text[1:]
+        tokens.extend(ids)
+        gaps.append(FilledGap(name=plan.holes[k].label, text=text, tokens=ids, start=pos, end=pos + len(text)))
+        parts.append(text)
+        pos += len(text)
+    return "".join(parts), gaps, tokens
 
 
 def _max_seq_len(model: Any) -> int | None:
@@ -268,7 +297,10 @@ def fill_plan(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
 ) -> InfillResult:
-    """Fill a planned template; variable-length gaps are chosen by ELBO per token."""
+    """Fill a planned template; variable-length gaps get their length by ``options.length_mode``."""
+    mode, empty_id = _length_mode(model, plan, options.length_mode)
+    if mode == "empty":
+        plan = _empty_plan(plan, tokenizer, empty_id)  # type: ignore[arg-type]
     automata = [h.automaton for h in plan.holes]
     labels = [h.label for h in plan.holes]
     ids = dict(mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
@@ -308,7 +340,7 @@ def fill_plan(
     def record(combos: list[tuple[int, ...]], rows: list[list[int]], spans: Spans,
                layouts: list[list[tuple[str, Any]]], elbos: list[float]) -> None:
         for r, c in enumerate(combos):
-            text, _ = _render(plan, layouts[r], rows[r], spans, r, tokenizer)
+            text, _, _ = _render(plan, layouts[r], rows[r], spans, r, tokenizer)
             candidates.append(Candidate(lengths=c, elbo=elbos[r], text=text))
 
     choices = [h.candidates for h in plan.holes]
@@ -337,9 +369,38 @@ def fill_plan(
             record(combos, rows, spans, layouts, elbos)
             best = min(range(len(combos)), key=lambda r: (_nan_last(elbos[r]), r))
             current[k] = cands[best]
-    text, gaps = _render(plan, layouts[best], rows[best], spans, best, tokenizer)
-    return InfillResult(text=text, gaps=gaps, tokens=rows[best][: _row_end(spans, best)], nfe=nfe, candidates=candidates,
-                        repaired=repaired)
+    text, gaps, tokens = _render(plan, layouts[best], rows[best], spans, best, tokenizer, empty_id)
+    return InfillResult(text=text, gaps=gaps, tokens=tokens, nfe=nfe, candidates=candidates, repaired=repaired,
+                        length_mode=mode)
+
+
+def _length_mode(model: Any, plan: Plan, asked: str) -> tuple[str | None, int | None]:
+    """(``elbo`` | ``empty`` | None when no gap has a variable length, the model's empty id)."""
+    if asked not in LENGTH_MODES:
+        raise UserError(f"unknown length mode {asked!r}; choose one of {', '.join(LENGTH_MODES)}")
+    empty_id = getattr(getattr(model, "config", None), "empty_id", None)
+    if asked == "empty" and empty_id is None:
+        raise UserError("length mode 'empty' needs a model trained with --empty-rate (its config.json has no "
+                        "empty_id); use --length-mode elbo")
+    if all(len(h.feasible) == 1 for h in plan.holes):
+        return None, None
+    if asked == "auto":
+        asked = "empty" if empty_id is not None else "elbo"
+    return asked, (empty_id if asked == "empty" else None)
+
+
+def _empty_plan(plan: Plan, tokenizer: Any, empty_id: int) -> Plan:
+    """Each variable-length hole at its longest length, its automaton allowing trailing ``[EMPTY]``
+    after at least its shortest length of text (``TokenAutomaton.with_empty_tail``)."""
+    holes = []
+    for h in plan.holes:
+        if len(h.feasible) > 1:
+            lo, hi = h.feasible[0], h.feasible[-1]
+            tail = cached_automaton(tokenizer, ("empty", h.automaton, empty_id, lo),
+                                    lambda h=h, lo=lo: h.automaton.with_empty_tail(empty_id, lo))
+            h = dataclasses.replace(h, automaton=tail, candidates=[hi], feasible=[hi])
+        holes.append(h)
+    return Plan(items=plan.items, holes=holes)
 
 
 def _row_end(spans: Spans, r: int) -> int:
@@ -376,8 +437,11 @@ def infill(
     constrained (``Gap``); all gaps are denoised together in one canvas by
     ``unmask.sampling.sample`` with ``config`` (``steps`` is capped at the number of masks;
     ``gen_length`` is ignored). Gaps with a length range are filled at each candidate
-    length (``InfillOptions``) and the completion with the lowest ELBO per token wins.
-    Every gap of the result satisfies its constraints, whatever the model.
+    length and the completion with the lowest ELBO per token wins, or, on a model trained
+    with ``[EMPTY]``, in one pass at the longest length with the unused trailing slots
+    dropped (``InfillOptions.length_mode``). Every gap of the result satisfies its
+    constraints, whatever the model. An unconstrained gap right after a space may take the
+    space in (``unmask.infill.template.takes_space``); the text keeps it either way.
     Special ids come from ``tokenizer`` (``mask_id``, ``pad_id``, ``eos_id``).
     ``step_callback`` sees every sampling run; one with a ``close`` method (``LiveView``)
     is closed (``close(clear=True)``) after each run.
@@ -386,6 +450,7 @@ def infill(
     options = options or InfillOptions()
     if options.max_candidates < 1 or options.max_joint < 1 or options.elbo_samples < 1:
         raise UserError("max_candidates, max_joint and elbo_samples must be at least 1")
+    _length_mode(model, Plan(items=[], holes=[]), options.length_mode)  # a bad mode before any work
     plan = plan_template(template, tokenizer, max_seq_len=_max_seq_len(model),
                          max_candidates=options.max_candidates, default_max_len=options.default_max_len)
     return fill_plan(model, tokenizer, plan, config, options=options, generator=generator,

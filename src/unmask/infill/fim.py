@@ -33,7 +33,7 @@ from torch import Tensor
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.fill import FilledGap, InfillResult
-from unmask.infill.template import DEFAULT_MAX_LEN, Gap, _named, parse_template
+from unmask.infill.template import DEFAULT_MAX_LEN, Gap, _named, parse_template, takes_space
 from unmask.sampling.ar import generate_ar
 from unmask.sampling.cache import call_model
 from unmask.sampling.loop import make_generator
@@ -212,9 +212,10 @@ def infill_causal(
 
     ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
     middle with EOS after a to b tokens (the model chooses the length, not an ELBO search).
-    ``config`` supplies ``temperature``, ``top_k``, ``top_p`` and ``seed``. Templates with
-    several gaps or constrained gaps raise ``UserError``: PSM conditions on one prefix and
-    one suffix.
+    ``config`` supplies ``temperature``, ``top_k``, ``top_p`` and ``seed``. A space right before
+    the gap moves into the middle by the rule of the diffusion path (``takes_space``). Templates
+    with several gaps or constrained gaps raise ``UserError``: PSM conditions on one prefix
+    and one suffix.
     """
     config = config or SampleConfig()
     segments = parse_template(template) if isinstance(template, str) else list(template)
@@ -234,14 +235,20 @@ def infill_causal(
     lo, hi = _gap_bounds(gap, label)
     prefix = "".join(str(p) for p in segments[:k])
     suffix = "".join(str(p) for p in segments[k + 1 :])
+    space = takes_space(gap, prefix, tokenizer)  # as on the diffusion path (docs/infill.md, BPE spacing)
     device = next(iter(_params(model)), torch.empty(0)).device
-    res = fill_middle(model, tokenizer, prefix, suffix, max_new_tokens=hi, min_new_tokens=lo,
-                      temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
+    res = fill_middle(model, tokenizer, prefix[:-1] if space else prefix, suffix, max_new_tokens=hi,
+                      min_new_tokens=lo, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
                       generator=make_generator(config.seed, device))
-    gap_out = FilledGap(name=label, text=res.middle, tokens=res.tokens, start=len(prefix),
-                        end=len(prefix) + len(res.middle))
-    ids = tokenizer.encode(prefix) + res.tokens + tokenizer.encode(suffix)
-    return InfillResult(text=res.text, gaps=[gap_out], tokens=ids, nfe=res.nfe)
+    middle, ids = res.middle, tokenizer.encode(prefix[:-1] if space else prefix)
+    if space:
+        if not middle.startswith(" "):  # put the space back
+            middle = " " + middle
+            ids += tokenizer.encode(" ")
+        middle = middle[1:]
+    gap_out = FilledGap(name=label, text=middle, tokens=res.tokens, start=len(prefix), end=len(prefix) + len(middle))
+    ids += res.tokens + tokenizer.encode(suffix)
+    return InfillResult(text=prefix + middle + suffix, gaps=[gap_out], tokens=ids, nfe=res.nfe)
 
 
 __all__ = ["FimResult", "fill_middle", "fill_middle_ids", "fim_prompt", "infill_causal"]

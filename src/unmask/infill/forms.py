@@ -54,7 +54,7 @@ from unmask.infill.dfa import (
 )
 from unmask.infill.fill import _max_seq_len, fill_canvas
 from unmask.infill.regex import compile_regex
-from unmask.infill.template import layouts_canvas
+from unmask.infill.template import layouts_canvas, split_choices
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
 HOLE_TYPES = ("text", "int", "float", "bool", "choice", "regex")
@@ -138,23 +138,6 @@ def _int_node(lo: int, hi: int) -> Node:
     return alt(*branches)
 
 
-def _split_choices(args: str) -> list[str]:
-    out, buf, i = [], [], 0
-    while i < len(args):
-        if args[i] == "\\" and i + 1 < len(args) and args[i + 1] in "|\\":
-            buf.append(args[i + 1])
-            i += 2
-        elif args[i] == "|":
-            out.append("".join(buf))
-            buf = []
-            i += 1
-        else:
-            buf.append(args[i])
-            i += 1
-    out.append("".join(buf))
-    return out
-
-
 def _hole_dfa(kind: str, args: str | None, where: str) -> tuple[DFA, int, bool]:
     """(DFA of the value text, longest value in bytes, whether the skeleton opens a quote)."""
     if kind == "text":
@@ -175,7 +158,7 @@ def _hole_dfa(kind: str, args: str | None, where: str) -> tuple[DFA, int, bool]:
     if kind == "choice":
         if not args:
             raise UserError(f"{where}: <choice:...> needs choices, e.g. <choice:red|green|blue>")
-        encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in _split_choices(args)]  # content + '"'
+        encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in split_choices(args)]  # content + '"'
         return to_dfa(alt(*(lit(e) for e in encoded))), max(len(e.encode("utf-8")) for e in encoded), True
     if kind == "regex":
         if not args:

@@ -5,19 +5,25 @@ Inside:
 - ``Gap``: a run of masked tokens: fixed length or a [min, max] range, with optional
   constraints (named character class or token ids, banned tokens, regex, choices).
 - ``parse_template(text)``: ``"The [MASK:6] sat on the [MASK]."`` → text segments and gaps;
-  ``[MASK]`` = one token, ``[MASK:n]`` = n tokens, ``[MASK:a-b]`` = a to b tokens;
-  ``\\[`` is a literal ``[`` and ``\\\\`` a literal backslash.
+  ``[MASK]`` = one token, ``[MASK:n]`` = n tokens, ``[MASK:a-b]`` = a to b tokens, and a
+  name first (``[MASK:city]``, ``[MASK:city:2-5]``) names the gap; ``\\[`` is a literal
+  ``[``, ``\\\\`` a literal backslash and ``\\ `` a space the next gap must not take in.
+- ``find_gap(segments, key)`` / ``split_choices``: a gap by number or name, ``a|b|c`` lists.
 - ``gap_automaton(gap, tokenizer)``: the ``TokenAutomaton`` a gap's text must be accepted by.
 - ``Plan`` / ``plan_template``: encoded text, compiled gaps, candidate lengths and checks.
 - ``template_canvas``: a template (with chosen lengths) as a one-row ``Canvas``.
 
 Text segments are encoded separately and their ids concatenated. With a BPE tokenizer the
 ids at a segment boundary may differ from how the whole text would be encoded (``" cat"``
-is one token, ``" "`` + ``"cat"`` two); the model then sees a slightly unusual split.
+is one token, ``" "`` + ``"cat"`` two). The worst case, a space locked right before a gap
+that a byte-level BPE would have merged into the gap's first word, is avoided:
+``plan_template`` moves that space into the gap (``takes_space``; docs/infill.md).
 """
 
 from __future__ import annotations
 
+import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
@@ -79,6 +85,10 @@ class Gap:
     """The gap's text must match this regex in full."""
     choices: Sequence[str] | None = None
     """The gap's text must be one of these strings."""
+    take_space: bool = True
+    """With a tokenizer that joins a space to the next word (byte-level BPE), an unconstrained
+    gap takes in the one space right before it (``plan_template``); False keeps that space in
+    the given text (template: ``\\ [MASK]``)."""
     source: str | None = field(default=None, repr=False, compare=False)
     """The template text this gap came from (``[MASK:2-12]``), for messages."""
 
@@ -86,6 +96,11 @@ class Gap:
     def constrained(self) -> bool:
         """Whether the gap's language bounds its own length (regex or choices)."""
         return self.regex is not None or self.choices is not None
+
+    @property
+    def shapes_text(self) -> bool:
+        """Whether a constraint shapes the gap's text (regex, choices, ``allowed``); ``banned`` does not."""
+        return self.constrained or self.allowed is not None
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -100,27 +115,36 @@ def _where(text: str, pos: int) -> str:
 def parse_template(text: str) -> list[str | Gap]:
     """Split a template into text segments and ``Gap`` s.
 
-    ``[MASK]`` is one token, ``[MASK:n]`` exactly n, ``[MASK:a-b]`` a to b tokens (the
-    length is chosen when filling). A backslash before ``[`` or ``\\`` makes it literal;
-    any other backslash is kept as is. Malformed gaps raise ``UserError`` with the column.
+    ``[MASK]`` is one token (or, once constrained, the lengths its regex or choices allow),
+    ``[MASK:n]`` exactly n, ``[MASK:a-b]`` a to b tokens (the length is chosen when filling).
+    A name may come first: ``[MASK:city]``, ``[MASK:city:3]``, ``[MASK:city:2-5]`` (letters,
+    digits and ``_``, not starting with a digit). A backslash before ``[`` or ``\\`` makes it
+    literal; ``\\ `` is a space that the next gap does not take in (``Gap.take_space``); any
+    other backslash is kept as is. Malformed gaps raise ``UserError`` with the column.
     """
     out: list[str | Gap] = []
     buf: list[str] = []
+    locked_space = False  # the last character of buf is an escaped space
     i, n = 0, len(text)
     while i < n:
         c = text[i]
-        if c == "\\" and i + 1 < n and text[i + 1] in "[\\":
+        if c == "\\" and i + 1 < n and text[i + 1] in "[\\ ":
             buf.append(text[i + 1])
+            locked_space = text[i + 1] == " "
             i += 2
             continue
         if c == "[" and text.startswith("[MASK", i):
             gap, i = _parse_gap(text, i)
+            if locked_space:
+                gap.take_space = False
             if buf:
                 out.append("".join(buf))
                 buf = []
             out.append(gap)
+            locked_space = False
             continue
         buf.append(c)
+        locked_space = False
         i += 1
     if buf:
         out.append("".join(buf))
@@ -139,29 +163,73 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
     body = text[j:close]
     source = text[i : close + 1]
     if body == "":
-        return Gap(1, source=source), close + 1
+        return Gap(source=source), close + 1
     if not body.startswith(":"):
         raise UserError(
             f"{_where(text, i)}: expected ']' or ':' after '[MASK', got {body[0]!r} "
             f"(write \\[ for a literal '[')"
         )
     spec = body[1:].strip()
+    head, colon, rest = spec.partition(":")
+    name = None
+    if _NAME.fullmatch(head.strip()):
+        name = head.strip()
+        if not colon:
+            return Gap(name=name, source=source), close + 1
+        spec = rest.strip()
     lo_s, dash, hi_s = spec.partition("-")
     if not lo_s.strip().isdigit() or (dash and not hi_s.strip().isdigit()):
         raise UserError(
-            f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n] or [MASK:min-max]"
+            f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n], [MASK:min-max] "
+            f"or a name first ([MASK:name:n])"
         )
     lo = int(lo_s)
     if not dash:
         if lo <= 0:
             raise UserError(f"{_where(text, i)}: gap length must be at least 1, got {lo} in {source!r}")
-        return Gap(lo, source=source), close + 1
+        return Gap(lo, name=name, source=source), close + 1
     hi = int(hi_s)
     if hi < lo:
         raise UserError(f"{_where(text, i)}: gap bounds inverted in {source!r} (min {lo} > max {hi})")
     if hi == 0:
         raise UserError(f"{_where(text, i)}: gap {source!r} can hold no token (max 0)")
-    return Gap(min_len=lo, max_len=hi, source=source), close + 1
+    return Gap(min_len=lo, max_len=hi, name=name, source=source), close + 1
+
+
+_NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
+
+
+def split_choices(spec: str) -> list[str]:
+    """``"a|b|c"`` → ``["a", "b", "c"]``; ``\\|`` is a literal bar and ``\\\\`` a backslash."""
+    out, buf, i = [], [], 0
+    while i < len(spec):
+        if spec[i] == "\\" and i + 1 < len(spec) and spec[i + 1] in "|\\":
+            buf.append(spec[i + 1])
+            i += 2
+        elif spec[i] == "|":
+            out.append("".join(buf))
+            buf = []
+            i += 1
+        else:
+            buf.append(spec[i])
+            i += 1
+    out.append("".join(buf))
+    return out
+
+
+def find_gap(segments: Sequence[str | Gap], key: str) -> int:
+    """Index in ``segments`` of the gap ``key`` names: its number (1-based, in template order)
+    or its name. ``UserError`` listing the gaps when there is no such gap."""
+    gaps = [k for k, p in enumerate(segments) if isinstance(p, Gap)]
+    key = key.strip()
+    if key.isdigit() and 1 <= int(key) <= len(gaps):
+        return gaps[int(key) - 1]
+    for k in gaps:
+        if segments[k].name == key:  # type: ignore[union-attr]
+            return k
+    known = ", ".join(str(n) + (f" ({segments[k].name})" if segments[k].name else "")  # type: ignore[union-attr]
+                      for n, k in enumerate(gaps, 1))
+    raise UserError(f"no gap {key!r} in the template (its gaps: {known}); name a gap by number or [MASK:name]")
 
 
 # -- gap languages ---------------------------------------------------------------------------
@@ -203,7 +271,10 @@ def gap_dfa(gap: Gap, label: str = "gap") -> DFA:
     """The byte-level language of a gap's text: every constraint intersected."""
     parts: list[DFA] = []
     if gap.regex is not None:
-        parts.append(compile_regex(gap.regex))
+        try:
+            parts.append(compile_regex(gap.regex))
+        except UserError as e:
+            raise UserError(f"{label}: {e}") from None
     if gap.choices is not None:
         choices = list(gap.choices)
         if not choices:
@@ -249,6 +320,9 @@ class Hole:
     feasible: list[int]
     """Every length in the gap's bounds some token sequence can take."""
     gap: Gap | None = None
+    space: bool = False
+    """The hole took in the space before it (``takes_space``): the text before it lost its last
+    space, which the filled text gets back unless the fill starts with a space itself."""
 
 
 @dataclass
@@ -310,6 +384,41 @@ def _subset(lengths: list[int], k: int) -> list[int]:
     return [lengths[i] for i in idx]
 
 
+_SPACE_JOINERS: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def joins_spaces(tokenizer: Any) -> bool:
+    """Whether the tokenizer has tokens made of a space and then a word character (``" cat"``),
+    as byte-level BPE and SentencePiece vocabularies do (cached per tokenizer)."""
+    try:
+        return _SPACE_JOINERS[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    vocab = vocab_of(tokenizer)
+    second = vocab.matrix[:, 1] if vocab.matrix.shape[1] > 1 else np.zeros(vocab.size, dtype=np.uint8)
+    wordish = np.isin(second, np.frombuffer(b"0123456789_" + bytes(range(65, 91)) + bytes(range(97, 123)),
+                                            dtype=np.uint8)) | (second >= 0x80)
+    found = bool(((vocab.lengths >= 2) & (vocab.matrix[:, 0] == 32) & wordish).any())
+    try:
+        _SPACE_JOINERS[tokenizer] = found
+    except TypeError:
+        pass
+    return found
+
+
+def takes_space(gap: Gap, before: str, tokenizer: Any) -> bool:
+    """Whether ``gap`` takes in the last character of the text ``before`` it.
+
+    The rule: the text right before the gap ends with a space (U+0020; only that one space
+    moves), the gap allows it (``Gap.take_space``, False after ``\\ `` in a template), no
+    constraint shapes its text (regex, choices, ``allowed``; see ``Gap.shapes_text``), and
+    the tokenizer joins spaces to the next word (``joins_spaces``). Then the fill may start
+    with a space-led token such as ``" cat"``, as the model saw in training, where the
+    locked space would have forced space-less tokens.
+    """
+    return before.endswith(" ") and gap.take_space and not gap.shapes_text and joins_spaces(tokenizer)
+
+
 def plan_template(
     template: str | Sequence[str | Gap],
     tokenizer: Any,
@@ -317,8 +426,14 @@ def plan_template(
     max_seq_len: int | None = None,
     max_candidates: int = 6,
     default_max_len: int = DEFAULT_MAX_LEN,
+    move_spaces: bool = True,
 ) -> Plan:
     """Parse (if text), encode the text segments, compile every gap and check it can be filled.
+
+    With ``move_spaces`` a gap that ``takes_space`` gets the space before it: the text is
+    encoded without it and the hole is marked (``Hole.space``); ``fill_plan`` puts the space
+    back in the output when the fill does not start with one, so the output text is always
+    the template with each gap replaced by its text.
 
     Raises ``UserError`` for a malformed template, inverted bounds, a constraint no token
     sequence of an allowed length satisfies (naming the gap), or a template that cannot fit
@@ -327,9 +442,12 @@ def plan_template(
     segments = parse_template(template) if isinstance(template, str) else list(template)
     if not any(isinstance(p, Gap) for p in segments):
         raise UserError("template has no gaps")
+    for p in segments:
+        if not isinstance(p, (str, Gap)):
+            raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
     items: list[tuple[str, Any]] = []
     holes: list[Hole] = []
-    for p in segments:
+    for k, p in enumerate(segments):
         if isinstance(p, Gap):
             label = _named(p, len(holes) + 1)
             automaton = gap_automaton(p, tokenizer, label)
@@ -339,14 +457,17 @@ def plan_template(
             if not feasible:
                 what = f"{lo} tokens" if lo == hi else f"{lo}-{hi} tokens"
                 raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
+            before = segments[k - 1] if k and isinstance(segments[k - 1], str) else ""
+            space = move_spaces and takes_space(p, before, tokenizer)  # type: ignore[arg-type]
             holes.append(Hole(label=label, automaton=automaton, candidates=_subset(feasible, max_candidates),
-                              feasible=feasible, gap=p))
+                              feasible=feasible, gap=p, space=space))
             items.append(("hole", len(holes) - 1))
-        elif isinstance(p, str):
+        elif p:
+            nxt = segments[k + 1] if k + 1 < len(segments) else None
+            if move_spaces and isinstance(nxt, Gap) and takes_space(nxt, p, tokenizer):
+                p = p[:-1]
             if p:
                 items.append(("text", (list(tokenizer.encode(p)), p)))
-        else:
-            raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
     plan = Plan(items=items, holes=holes)
     check_context(plan, max_seq_len)
     return plan
@@ -444,9 +565,10 @@ def template_canvas(
     """A template as a one-row ``Canvas`` (see ``Canvas.from_template``).
 
     ``lengths`` gives each gap's length in tokens; by default each gap's fixed length, and
-    ``UserError`` for a variable-length gap.
+    ``UserError`` for a variable-length gap. The text is kept as written (no space moves into
+    a gap: ``infill`` does that, and puts the space back when the fill lacks one).
     """
-    plan = plan_template(template, tokenizer)
+    plan = plan_template(template, tokenizer, move_spaces=False)
     if lengths is None:
         variable = [h.label for h in plan.holes if len(h.feasible) != 1]
         if variable:
@@ -472,11 +594,15 @@ __all__ = [
     "Plan",
     "Spans",
     "check_context",
+    "find_gap",
     "gap_automaton",
     "gap_dfa",
+    "joins_spaces",
     "layouts_canvas",
     "parse_template",
     "plan_template",
+    "split_choices",
+    "takes_space",
     "template_canvas",
 ]
 
