@@ -1,14 +1,19 @@
-"""Load test of ``unmask serve``: throughput, latency and the speed-up from batching.
+"""Load test of ``unmask serve``: throughput, latency and the speed-up from continuous batching.
 
-Starts the server twice as a subprocess on 127.0.0.1 (a free port): once with batching
-(``--max-batch``) and once with ``--max-batch 1`` (requests one after another). Against
-each, 1, 4, 16 and 64 concurrent clients send ``/v1/completions`` requests for
-``--seconds`` each. Reports requests/s, generated tokens/s, p50/p95 latency, errors, the
-server's RSS before and after, and per concurrency level the batched/sequential
-throughput ratio. Prints a table and writes JSON.
+Starts the server twice as a subprocess on 127.0.0.1 (a free port), serving the packaged
+demo model (``unmask/assets/demo``, loaded by ``unmask serve`` with ``unmask.load``): once
+with continuous batching (``--max-batch``) and once with ``--max-batch 1`` (the same
+requests served one at a time). Against each, 1, 4, 16 and 64 concurrent clients send
+``/v1/completions`` requests for ``--seconds`` each (a client finishes the request it has
+in flight at the deadline). Reports per level requests/s, generated tokens/s, p50/p95
+latency, errors (must be 0), rows per forward pass on the server (``/metrics``:
+``forward_rows / nfe``), the server's RSS before and after, and the batched/sequential
+throughput ratio. Prints a table and writes JSON (default
+``benchmarks/results/serve_load.json``); exits 1 if any request failed.
 
-    python benchmarks/serve_load.py [--model PATH] [--seconds 20] [--json out.json]
-    python benchmarks/serve_load.py --quick     # a few seconds against a random tiny model
+    python benchmarks/serve_load.py [--model PATH] [--seconds 20] [--max-tokens 32] [--json out.json]
+    python benchmarks/serve_load.py --max-tokens 16,32   # mixed lengths: short requests leave early
+    python benchmarks/serve_load.py --quick    # smoke run: 1 and 4 clients, 1 s each, no JSON unless --json
 """
 
 from __future__ import annotations
@@ -17,11 +22,11 @@ import argparse
 import asyncio
 import json
 import os
+import platform
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from typing import Any
 import httpx
 
 PROMPTS = ["And God said,", "In the beginning", "The LORD is my shepherd;", "Blessed are the meek:"]
+RESULTS = Path(__file__).parent / "results" / "serve_load.json"
 
 
 def free_port() -> int:
@@ -48,10 +54,10 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(model: str, port: int, max_batch: int, threads: int) -> subprocess.Popen:
+def start_server(model: str, port: int, max_batch: int, threads: int, device: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "unmask.cli", "serve", "--model", model, "--port", str(port),
-           "--max-batch", str(max_batch), "--max-queue", "1024", "--device", "cpu"]
+           "--max-batch", str(max_batch), "--max-queue", "1024", "--device", device]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120:
@@ -62,7 +68,7 @@ def start_server(model: str, port: int, max_batch: int, threads: int) -> subproc
                 return proc
         except httpx.HTTPError:
             time.sleep(0.1)
-    proc.kill()
+    stop_server(proc)
     raise SystemExit("server did not start in 120 s")
 
 
@@ -75,98 +81,110 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-async def load(url: str, clients: int, seconds: float, body: dict[str, Any]) -> dict[str, Any]:
+def server_counters(base: str) -> dict[str, float]:
+    """``unmask_nfe_total`` and ``unmask_forward_rows_total`` from ``/metrics``."""
+    out = {}
+    for line in httpx.get(f"{base}/metrics", timeout=10).text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("unmask_nfe_total", "unmask_forward_rows_total"):
+            out[name] = float(value)
+    return out
+
+
+async def load(base: str, clients: int, seconds: float, lengths: list[int], steps: int | None) -> dict[str, Any]:
     """``clients`` loops sending requests until ``seconds`` pass; latency per request."""
     latencies: list[float] = []
     tokens = errors = 0
+    messages: list[str] = []
     deadline = time.perf_counter() + seconds
 
     async def client(i: int, http: httpx.AsyncClient) -> None:
         nonlocal tokens, errors
         k = i
         while time.perf_counter() < deadline:
+            n = lengths[k % len(lengths)]
+            body = {"prompt": PROMPTS[k % len(PROMPTS)], "max_tokens": n, "steps": steps or n}
             t0 = time.perf_counter()
             try:
-                r = await http.post(url, json={**body, "prompt": PROMPTS[k % len(PROMPTS)]})
+                r = await http.post(f"{base}/v1/completions", json=body)
                 if r.status_code == 200:
                     latencies.append(time.perf_counter() - t0)
                     tokens += r.json()["usage"]["completion_tokens"]
                 else:
                     errors += 1
-            except httpx.HTTPError:
+                    messages.append(f"{r.status_code} {r.text[:200]}")
+            except httpx.HTTPError as e:
                 errors += 1
+                messages.append(repr(e))
             k += 1
 
+    before = server_counters(base)
     limits = httpx.Limits(max_connections=clients + 4)
     t0 = time.perf_counter()
     async with httpx.AsyncClient(timeout=600, limits=limits) as http:
         await asyncio.gather(*(client(i, http) for i in range(clients)))
     wall = time.perf_counter() - t0
+    after = server_counters(base)
+    nfe = after["unmask_nfe_total"] - before["unmask_nfe_total"]
+    rows = after["unmask_forward_rows_total"] - before["unmask_forward_rows_total"]
     lat = sorted(latencies)
 
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
 
-    return {"clients": clients, "requests": len(lat), "errors": errors, "seconds": round(wall, 3),
-            "requests_per_s": len(lat) / wall, "tokens_per_s": tokens / wall,
-            "p50_s": pct(0.50), "p95_s": pct(0.95), "mean_s": statistics.fmean(lat) if lat else float("nan")}
+    return {"clients": clients, "requests": len(lat), "errors": errors, "error_samples": messages[:3],
+            "seconds": round(wall, 3), "requests_per_s": len(lat) / wall, "tokens_per_s": tokens / wall,
+            "p50_s": pct(0.50), "p95_s": pct(0.95), "mean_s": statistics.fmean(lat) if lat else float("nan"),
+            "forwards": nfe, "rows_per_forward": rows / nfe if nfe else float("nan")}
 
 
-def tiny_checkpoint(folder: Path) -> str:
-    import torch
-
-    from unmask.checkpoint import save_checkpoint
-    from unmask.config import model_preset
-    from unmask.model import Transformer
-    from unmask.tokenizer import byte_tokenizer
-
-    tok = byte_tokenizer()
-    torch.manual_seed(0)
-    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **tok.special_ids()))
-    return str(save_checkpoint(folder / "tiny", model=model, tokenizer=tok))
-
-
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", help="checkpoint (default: the demo model; --quick: a random tiny model)")
+    ap.add_argument("--model", help="checkpoint (default: the packaged demo model)")
     ap.add_argument("--clients", default="1,4,16,64", help="concurrency levels (default: 1,4,16,64)")
     ap.add_argument("--seconds", type=float, default=20.0, help="duration of each level (default: 20)")
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: max-tokens)")
+    ap.add_argument("--max-tokens", default="32", help="tokens per request; a comma list is cycled over requests "
+                                                       "(default: 32)")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: one per token)")
     ap.add_argument("--max-batch", type=int, default=16, help="server --max-batch of the batched run (default: 16)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server (default: 1)")
-    ap.add_argument("--quick", action="store_true", help="1 and 4 clients, 2 s each, tiny model, 8 tokens")
-    ap.add_argument("--json", help="write results here")
+    ap.add_argument("--device", default="cpu", help="server --device (default: cpu)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 1 and 4 clients, 1 s each, 8 tokens")
+    ap.add_argument("--json", help="write results here (default: benchmarks/results/serve_load.json; "
+                                   "with --quick only when given)")
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.quick:
-            levels, args.seconds, args.max_tokens = [1, 4], 2.0, 8
-            model = args.model or tiny_checkpoint(Path(tmp))
-        else:
-            from unmask.commands.demo import asset_path
+    lengths = [int(n) for n in args.max_tokens.split(",")]
+    if args.quick:
+        levels, args.seconds, lengths = [1, 4], 1.0, [8]
+    if args.model:
+        model = args.model
+    else:
+        from unmask.commands.demo import asset_path
 
-            model = args.model or str(asset_path("demo"))
-        body = {"max_tokens": args.max_tokens, "steps": args.steps or args.max_tokens}
-        runs: dict[str, list[dict[str, Any]]] = {}
-        rss: dict[str, tuple[float, float]] = {}
-        for mode, max_batch in (("batched", args.max_batch), ("sequential", 1)):
-            port = free_port()
-            proc = start_server(model, port, max_batch, args.threads)
-            try:
-                before = rss_mb(proc.pid)
-                url = f"http://127.0.0.1:{port}/v1/completions"
-                runs[mode] = [asyncio.run(load(url, c, args.seconds, body)) for c in levels]
-                rss[mode] = (before, rss_mb(proc.pid))
-            finally:
-                stop_server(proc)
-    print(f"model {model}, {args.max_tokens} tokens/request, steps {body['steps']}, "
-          f"{args.seconds:g} s per level, batched run --max-batch {args.max_batch}")
-    print(f"{'mode':>10} {'clients':>7} {'req/s':>8} {'tok/s':>9} {'p50 s':>7} {'p95 s':>7} {'errors':>6}")
+        model = str(asset_path("demo"))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    rss: dict[str, tuple[float, float]] = {}
+    for mode, max_batch in (("batched", args.max_batch), ("sequential", 1)):
+        port = free_port()
+        proc = start_server(model, port, max_batch, args.threads, args.device)
+        try:
+            before = rss_mb(proc.pid)
+            base = f"http://127.0.0.1:{port}"
+            runs[mode] = [asyncio.run(load(base, c, args.seconds, lengths, args.steps)) for c in levels]
+            rss[mode] = (before, rss_mb(proc.pid))
+        finally:
+            stop_server(proc)
+
+    print(f"model {model}, max_tokens {args.max_tokens if not args.quick else lengths[0]}, "
+          f"steps {args.steps or 'one per token'}, {args.seconds:g} s per level, batched run --max-batch "
+          f"{args.max_batch}, server threads {args.threads}, {args.device}")
+    print(f"{'mode':>10} {'clients':>7} {'req/s':>8} {'tok/s':>9} {'p50 s':>7} {'p95 s':>7} {'rows/fwd':>8} "
+          f"{'errors':>6}")
     for mode, rows in runs.items():
         for r in rows:
             print(f"{mode:>10} {r['clients']:>7} {r['requests_per_s']:>8.2f} {r['tokens_per_s']:>9.1f} "
-                  f"{r['p50_s']:>7.3f} {r['p95_s']:>7.3f} {r['errors']:>6}")
+                  f"{r['p50_s']:>7.3f} {r['p95_s']:>7.3f} {r['rows_per_forward']:>8.2f} {r['errors']:>6}")
     speedup = {}
     for b, s in zip(runs["batched"], runs["sequential"], strict=True):
         speedup[b["clients"]] = b["tokens_per_s"] / s["tokens_per_s"] if s["tokens_per_s"] else float("nan")
@@ -174,14 +192,26 @@ def main() -> None:
           + ", ".join(f"{c} clients {x:.2f}x" for c, x in speedup.items()))
     for mode, (before, after) in rss.items():
         print(f"server RSS ({mode}): {before:.0f} MiB before, {after:.0f} MiB after")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "model": model, "max_tokens": args.max_tokens, "steps": body["steps"], "seconds": args.seconds,
-            "max_batch": args.max_batch, "runs": runs, "speedup": speedup,
+    errors = sum(r["errors"] for rows in runs.values() for r in rows)
+    out = args.json or (None if args.quick else str(RESULTS))
+    if out:
+        import torch
+
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps({
+            "meta": {"model": model, "max_tokens": lengths, "steps": args.steps, "seconds": args.seconds,
+                     "max_batch": args.max_batch, "threads": args.threads, "device": args.device,
+                     "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+                     "quick": args.quick},
+            "runs": runs, "speedup": speedup,
             "rss_mb": {m: {"before": b, "after": a} for m, (b, a) in rss.items()},
         }, indent=2) + "\n")
+        print(f"wrote {out}")
+    if errors:
+        print(f"error: {errors} requests failed (see error_samples in the JSON)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -76,3 +78,61 @@ def loaded(model: nn.Module) -> Loaded:
 def random_transformer(seed: int = 0) -> Transformer:
     torch.manual_seed(seed)
     return Transformer(tiny_config()).eval()
+
+
+class Mixer(nn.Module):
+    """A deterministic mask predictor for exact batching tests: the logits of a real column
+    depend on its position among the row's real columns and on every committed real token
+    of the row (so the commit order matters), and on nothing else (so left padding and the
+    other rows of a batch change nothing, bit for bit)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        real = torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        rel = real.long().cumsum(dim=1) - 1  # (B, L) position among the real columns
+        visible = real & (tokens != self.config.mask_id)
+        ctx = (tokens * visible * (rel + 1)).sum(dim=1) % 97  # (B,)
+        v = torch.arange(self.config.vocab_size)
+        phase = (rel[:, :, None] * 7 + ctx[:, None, None] * 13 + v * 3) % 101  # (B, L, V)
+        return (torch.sin(phase.double()) * 4.0 + v * 1e-3).float()  # (B, L, V); v breaks ties
+
+
+class Stepped(nn.Module):
+    """Wraps a model; every forward waits for a permit (``allow``) and records its batch size,
+    so a test can hold the worker at a step boundary of its choosing."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+        self.permits = threading.Semaphore(0)
+        self.entered = 0
+        """Forwards started (the last may be waiting for its permit)."""
+        self.sizes: list[int] = []
+        """Rows of every forward that ran."""
+
+    def allow(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.permits.release()
+
+    @property
+    def supports_kv_cache(self) -> bool:
+        return bool(getattr(self.inner, "supports_kv_cache", False))
+
+    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, **cache: object) -> torch.Tensor:
+        self.entered += 1
+        if not self.permits.acquire(timeout=10):
+            raise RuntimeError("Stepped: no permit within 10 s")
+        self.sizes.append(tokens.shape[0])
+        return self.inner(tokens, attention_mask=attention_mask, **cache)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``cond`` until it holds; fail after ``timeout`` seconds."""
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out waiting"
+        time.sleep(0.002)

@@ -220,9 +220,9 @@ async def _until(cond, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.005)
 
 
-def test_concurrent_requests_share_a_batch_and_match_alone():
-    """Three requests queued behind a running one are run as one batch of three; at
-    temperature 0 each gets exactly what it gets alone."""
+def test_concurrent_requests_join_the_running_batch_and_match_alone():
+    """Three requests sent while another runs join its batch at the next step (four rows
+    share each forward from then on); at temperature 0 each gets exactly what it gets alone."""
     inner = random_transformer()
     gated = Gated(inner)
     app = create_app(loaded(gated), limits=ServerLimits(max_batch=8, batch_wait_s=0.0))
@@ -246,8 +246,11 @@ def test_concurrent_requests_share_a_batch_and_match_alone():
     finally:
         gated.gate.set()
         engine.close()
-    assert results[0]["batch_rows"] == 1
-    assert [r["batch_rows"] for r in results[1:]] == [3, 3, 3]
+    assert [r["batch_rows"] for r in results] == [4, 4, 4, 4]
+    assert app.state.metrics.get("joined") == 3
+    assert [r["nfe"] for r in results] == [4, 8, 8, 8]  # each request's own steps
+    # the first alone for one step, then three forwards of all four, then five of the three
+    assert gated.calls == 1 + 3 + 5
     tok = byte_tokenizer()
     cfg = inner.config
     for p, r in zip(prompts, results[1:], strict=True):

@@ -2,8 +2,12 @@
 
 Inside:
 
-- ``sample``: the one loop over a ``Canvas`` (generation, infilling, editing).
+- ``Denoiser``: the one loop over a ``Canvas`` (generation, infilling, editing) as a state
+  object stepped one denoising step at a time (``step(logits)``).
+- ``sample``: ``Denoiser(...).run()``, the whole loop in one call.
 - ``generate``: prompts → canvas with masks appended → ``sample`` (LLaDA's ``generate``).
+- ``step_together``: one step of several denoisers (different lengths, settings, seeds)
+  sharing one forward pass: the server's continuous batching.
 - ``GenerateResult``: final canvas, generated ids, NFE, optional history.
 - ``add_gumbel_noise``, ``forbid_tokens``, ``validate``, ``shift_logits`` (from ``cache``),
   ``cut_at_eos``, ``decode_generations``: the pieces, usable alone.
@@ -31,7 +35,7 @@ from torch import Tensor
 from unmask.canvas import Canvas
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling.cache import check_cache_name, make_cache
+from unmask.sampling.cache import NoCache, call_model, check_cache_name, make_cache
 from unmask.sampling.cache import shift_logits as shift_logits  # re-exported: it used to live here
 from unmask.sampling.policies import StepState, _rand, make_policy, scorer
 
@@ -191,6 +195,299 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     return torch.Generator(device=device).manual_seed(seed)
 
 
+class Denoiser:
+    """One sampling run as a state object: the loop of ``sample``, one step at a time.
+
+    ``sample`` is ``Denoiser(...).run()``; a server that shares forward passes between
+    requests drives many denoisers with ``step_together``. The run is the same either way:
+
+    - ``needs_model``: whether the next step calls the model (False for a step the policy
+      knows is empty under ``skip_empty_steps``; ``skip()`` takes it);
+    - ``model_inputs()``: the (B, L) tokens and padding mask of the next forward (2B rows
+      with classifier-free guidance: the conditional rows, then the unconditional ones);
+    - ``step(logits)``: given the logits of those inputs (after the logit shift), one
+      denoising step: guidance, constraints, proposals, confidences, commit;
+    - ``advance()``: one step through the ``cache`` policy (which calls the model itself);
+    - ``done``, ``result()``.
+
+    Blocks start and end inside ``step``/``skip``, in the order of LLaDA's loop. See
+    ``sample`` for the semantics; construction validates and raises ``UserError``.
+    """
+
+    def __init__(
+        self,
+        model: MaskPredictor,
+        canvas: Canvas,
+        config: SampleConfig,
+        *,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+        return_history: bool = False,
+        step_callback: StepCallback | None = None,
+    ) -> None:
+        region_len = canvas.region[1] - canvas.region[0]
+        max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
+        check = dataclasses.replace(config, gen_length=region_len)
+        self.num_blocks, self.steps_per_block = validate(
+            check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len
+        )
+        self.block_length = region_len // self.num_blocks
+        if config.top_k is not None or config.top_p is not None:
+            raise UserError("top_k and top_p apply to autoregressive (causal) models only")
+        self.model, self.config, self.eos_id = model, config, eos_id
+        self.score = scorer(config)
+        self.policy = make_policy(config)
+        self.cache = make_cache(config, model)
+
+        device = _model_device(model) or canvas.device
+        canvas = canvas.to(device).clone()
+        if config.forbid_eos:
+            if eos_id is None:
+                raise UserError("forbid_eos needs the EOS id (eos_id is None)")
+            canvas.constraints.append(forbid_tokens([eos_id]))
+        # Never propose [MASK]: a committed mask would leave its position open (and stall a
+        # dynamic block). Trained models never rank it first anyway (it is never a target),
+        # so this keeps LLaDA's reference output; it only matters for untrained models.
+        canvas.constraints.append(forbid_tokens([canvas.mask_id]))
+        self.canvas = canvas
+        self.generator = make_generator(config.seed, device) if generator is None else generator
+        self.shift = model_logit_shift(model)
+
+        self.x = canvas.tokens  # (B, L), updated in place
+        self.attn = canvas.attention_mask
+        self._attn2 = None if self.attn is None else torch.cat([self.attn, self.attn], dim=0)  # (2B, L)
+        self.history: list[Tensor] | None = [] if return_history else None
+        self.step_callback = step_callback
+        self.nfe = 0
+        self.steps = 0  # steps done, skipped empty steps included
+        self.block = 0
+        self.block_step = 0
+        self._enter_block()
+        self._settle()
+
+    # -- state -------------------------------------------------------------------------------------
+
+    @property
+    def batch_size(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def done(self) -> bool:
+        """Whether every block is finished."""
+        return self.block >= self.num_blocks
+
+    @property
+    def block_bounds(self) -> tuple[int, int]:
+        """[start, end) columns of the current block."""
+        start = self.canvas.region[0] + self.block * self.block_length
+        return start, start + self.block_length
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether the next step calls the model (False when done or when it may be skipped)."""
+        return not self.done and not (self.config.skip_empty_steps and self.policy.step_is_empty(self.block_step))
+
+    def _enter_block(self) -> None:
+        block_start, block_end = self.block_bounds
+        masked = self.canvas.masked  # (B, L)
+        if self.policy.dynamic:  # safety bound: every step commits >= 1 candidate per row
+            self.steps_per_block = max(1, int(masked[:, :block_end].sum(dim=1).max()))
+        self.policy.start_block(masked[:, block_start:block_end], self.steps_per_block)
+        self.cache.start_block(masked, block_start, block_end)
+        self.block_step = 0
+
+    def _settle(self) -> None:
+        """Move on past finished blocks (starting the next one) until one has work or none is left."""
+        while not self.done:
+            block_start, block_end = self.block_bounds
+            if not self.policy.block_done(
+                self.block_step, self.steps_per_block, self.canvas.masked[:, block_start:block_end]
+            ):
+                return
+            self.block += 1
+            if not self.done:
+                self._enter_block()
+
+    def _after_step(self) -> None:
+        self.steps += 1
+        self.block_step += 1
+        if self.history is not None:
+            self.history.append(self.x.clone())
+        if self.step_callback is not None:
+            self.step_callback(self.steps, self.x)
+        self._settle()
+
+    # -- stepping ----------------------------------------------------------------------------------
+
+    def model_inputs(self) -> tuple[Tensor, Tensor | None]:
+        """(tokens (B, L) or (2B, L) with guidance, padding mask or None) of the next forward."""
+        if self.config.cfg_scale > 0:
+            un_x = self.x.clone()
+            un_x[self.canvas.prompt_index] = self.canvas.mask_id  # unconditional: prompt masked out
+            return torch.cat([self.x, un_x], dim=0), self._attn2  # (2B, L)
+        return self.x, self.attn
+
+    def skip(self) -> None:
+        """Take a step that commits nothing without calling the model (``skip_empty_steps``):
+        the canvas, and so the logits, stay as they are."""
+        assert not self.done and not self.needs_model, "skip() needs a skippable step"
+        self._after_step()
+
+    def step(self, logits: Tensor) -> None:
+        """One denoising step from the logits (B', L, V) of ``model_inputs()`` (logit shift applied)."""
+        assert not self.done, "the run is finished"
+        config, canvas, x = self.config, self.canvas, self.x
+        if config.cfg_scale > 0:
+            cond, un = torch.chunk(logits, 2, dim=0)
+            logits = un + (config.cfg_scale + 1) * (cond - un)  # (B, L, V)
+        self.nfe += 1
+        logits = canvas.apply_constraints(logits)
+        masked = canvas.masked  # (B, L)
+        block_start, block_end = self.block_bounds
+
+        x0 = torch.argmax(add_gumbel_noise(logits, config.temperature, self.generator), dim=-1)  # (B, L)
+        x0_p = self.score(logits, x0, self.generator)  # (B, L)
+        candidates = masked.clone()
+        candidates[:, block_end:] = False
+        x0 = torch.where(masked, x0, x)
+        confidence = torch.where(candidates, x0_p, torch.full_like(x0_p, float("-inf")))
+        state = StepState(
+            step=self.steps,
+            block=self.block,
+            block_step=self.block_step,
+            steps_per_block=self.steps_per_block,
+            block_start=block_start,
+            block_end=block_end,
+            x0=x0,
+            confidence=confidence,
+            candidates=candidates,
+            logits=logits,
+        )
+        transfer = self.policy.select(state) & candidates  # (B, L)
+        canvas.commit(transfer, x0)
+        self._after_step()
+
+    def advance(self) -> None:
+        """One step on its own: skip it, or run the model through the cache policy and ``step``."""
+        if not self.needs_model:
+            self.skip()
+            return
+        tokens, attn = self.model_inputs()
+        with torch.no_grad():
+            logits = self.cache.logits(self.model, tokens, attn, shift=self.shift)  # (B', L, V)
+        self.step(logits)
+
+    def run(self) -> GenerateResult:
+        """Step until done; the result."""
+        with torch.no_grad():
+            while not self.done:
+                self.advance()
+        return self.result()
+
+    def result(self) -> GenerateResult:
+        return GenerateResult(
+            tokens=self.x,
+            region=self.canvas.region,
+            nfe=self.nfe,
+            steps=self.steps,
+            eos_id=self.eos_id,
+            history=self.history,
+            attention_mask=self.attn,
+        )
+
+    @classmethod
+    def for_prompts(
+        cls,
+        model: MaskPredictor,
+        prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
+        config: SampleConfig,
+        *,
+        mask_id: int,
+        pad_id: int,
+        eos_id: int | None,
+        generator: torch.Generator | None = None,
+        return_history: bool = False,
+        step_callback: StepCallback | None = None,
+    ) -> Denoiser:
+        """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length`` masks."""
+        validate(config)  # clear messages before any tensor is built
+        canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
+        return cls(model, canvas, config, eos_id=eos_id, generator=generator,
+                   return_history=return_history, step_callback=step_callback)
+
+
+StepError = Callable[["Denoiser", BaseException], None]
+"""``on_error(denoiser, exc)``: a denoiser's own step failed (see ``step_together``)."""
+
+
+def step_together(denoisers: Sequence[Denoiser], *, on_error: StepError | None = None) -> int:
+    """One step of every denoiser, sharing one forward pass among those that need the model.
+
+    The denoisers may differ in canvas length, generation length, steps, policy,
+    temperature and generator; they must share one model and use no KV cache
+    (``cache='none'``). Inputs shorter than the longest are left-padded (padding masked
+    out), so each row's logits at its own columns are those of the row alone; a row's
+    logits are cut back to its own columns (and shifted, for ``logit_shift`` models) before
+    its ``step``. Denoisers whose next step is empty (``skip_empty_steps``) skip it instead.
+    Finished denoisers are left alone. Returns the number of rows in the forward (0 = none).
+
+    A failure of the shared forward raises. With ``on_error``, a failure of one denoiser's
+    own step (its policy, constraints or step callback) is passed to ``on_error`` instead
+    and the others step on; the failed denoiser is left mid-step and must not be stepped
+    again.
+    """
+
+    def guarded(d: Denoiser, fn: Callable[[], Any]) -> bool:
+        if on_error is None:
+            fn()
+            return True
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 -- handed to the caller, the others go on
+            on_error(d, e)
+            return False
+        return True
+
+    todo = []
+    for d in denoisers:
+        if d.done or (not d.needs_model and not guarded(d, d.skip)):
+            continue
+        if d.needs_model:
+            todo.append(d)
+    if not todo:
+        return 0
+    model = todo[0].model
+    if any(d.model is not model for d in todo):
+        raise ValueError("step_together needs denoisers of one model")
+    for d in todo:
+        if not isinstance(d.cache, NoCache):
+            raise UserError(f"cache {d.config.cache!r} cannot share forward passes; use cache 'none' (or run it alone)")
+    inputs = [d.model_inputs() for d in todo]
+    if len(inputs) == 1:
+        tokens, attn = inputs[0]
+    else:
+        L = max(t.shape[1] for t, _ in inputs)
+        padded = any(t.shape[1] < L or a is not None for t, a in inputs)
+        parts, masks = [], []
+        for d, (t, a) in zip(todo, inputs, strict=True):
+            pad = L - t.shape[1]
+            parts.append(torch.nn.functional.pad(t, (pad, 0), value=d.canvas.mask_id))  # any id: masked out
+            if padded:
+                real = torch.ones_like(t, dtype=torch.bool) if a is None else a.bool()
+                masks.append(torch.nn.functional.pad(real, (pad, 0), value=False))
+        tokens = torch.cat(parts, dim=0)  # (N, L)
+        attn = torch.cat(masks, dim=0) if padded else None  # (N, L)
+    with torch.no_grad():
+        logits = call_model(model, tokens, attn)  # (N, L, V)
+    row = 0
+    for d, (t, _) in zip(todo, inputs, strict=True):
+        n, length = t.shape
+        own = logits[row : row + n, logits.shape[1] - length :]  # (n, length, V)
+        row += n
+        guarded(d, lambda d=d, own=own: d.step(shift_logits(own) if d.shift else own))
+    return tokens.shape[0]
+
+
 def sample(
     model: MaskPredictor,
     canvas: Canvas,
@@ -225,106 +522,17 @@ def sample(
 
     The caller's ``canvas`` is not modified. ``generator`` (or ``config.seed`` when it is
     None) drives the Gumbel noise and random remasking; both None = the global RNG.
+    The loop itself is ``Denoiser`` (one step at a time).
     """
-    region_len = canvas.region[1] - canvas.region[0]
-    max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
-    check = dataclasses.replace(config, gen_length=region_len)
-    num_blocks, steps_per_block = validate(
-        check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len
-    )
-    block_length = region_len // num_blocks
-    if config.top_k is not None or config.top_p is not None:
-        raise UserError("top_k and top_p apply to autoregressive (causal) models only")
-    score = scorer(config)
-    policy = make_policy(config)
-    cache = make_cache(config, model)
-
-    device = _model_device(model) or canvas.device
-    canvas = canvas.to(device).clone()
-    if config.forbid_eos:
-        if eos_id is None:
-            raise UserError("forbid_eos needs the EOS id (eos_id is None)")
-        canvas.constraints.append(forbid_tokens([eos_id]))
-    # Never propose [MASK]: a committed mask would leave its position open (and stall a
-    # dynamic block). Trained models never rank it first anyway (it is never a target),
-    # so this keeps LLaDA's reference output; it only matters for untrained models.
-    canvas.constraints.append(forbid_tokens([canvas.mask_id]))
-    if generator is None:
-        generator = make_generator(config.seed, device)
-    shift = model_logit_shift(model)
-
-    x = canvas.tokens  # (B, L), updated in place
-    attn = canvas.attention_mask
-    attn2 = None if attn is None else torch.cat([attn, attn], dim=0)  # (2B, L) for guidance
-
-    history: list[Tensor] | None = [] if return_history else None
-    nfe = step = 0
-    start = canvas.region[0]
-    with torch.no_grad():
-        for b in range(num_blocks):
-            block_start, block_end = start + b * block_length, start + (b + 1) * block_length
-            masked = canvas.masked  # (B, L)
-            if policy.dynamic:  # safety bound: every step commits >= 1 candidate per row
-                steps_per_block = max(1, int(masked[:, :block_end].sum(dim=1).max()))
-            policy.start_block(masked[:, block_start:block_end], steps_per_block)
-            cache.start_block(masked, block_start, block_end)
-            block_step = 0
-            while not policy.block_done(block_step, steps_per_block, canvas.masked[:, block_start:block_end]):
-                if config.skip_empty_steps and policy.step_is_empty(block_step):
-                    step += 1  # nothing would be committed: the canvas, and so the logits, stay
-                    block_step += 1
-                    if history is not None:
-                        history.append(x.clone())
-                    if step_callback is not None:
-                        step_callback(step, x)
-                    continue
-                masked = canvas.masked  # (B, L)
-                if config.cfg_scale > 0:
-                    un_x = x.clone()
-                    un_x[canvas.prompt_index] = canvas.mask_id  # unconditional: prompt masked out
-                    both = cache.logits(model, torch.cat([x, un_x], dim=0), attn2, shift=shift)  # (2B, L, V)
-                    cond, un = torch.chunk(both, 2, dim=0)
-                    logits = un + (config.cfg_scale + 1) * (cond - un)  # (B, L, V)
-                else:
-                    logits = cache.logits(model, x, attn, shift=shift)  # (B, L, V)
-                nfe += 1
-                logits = canvas.apply_constraints(logits)
-
-                x0 = torch.argmax(add_gumbel_noise(logits, config.temperature, generator), dim=-1)  # (B, L)
-                x0_p = score(logits, x0, generator)  # (B, L)
-                candidates = masked.clone()
-                candidates[:, block_end:] = False
-                x0 = torch.where(masked, x0, x)
-                confidence = torch.where(candidates, x0_p, torch.full_like(x0_p, float("-inf")))
-                state = StepState(
-                    step=step,
-                    block=b,
-                    block_step=block_step,
-                    steps_per_block=steps_per_block,
-                    block_start=block_start,
-                    block_end=block_end,
-                    x0=x0,
-                    confidence=confidence,
-                    candidates=candidates,
-                    logits=logits,
-                )
-                transfer = policy.select(state) & candidates  # (B, L)
-                canvas.commit(transfer, x0)
-                step += 1
-                block_step += 1
-                if history is not None:
-                    history.append(x.clone())
-                if step_callback is not None:
-                    step_callback(step, x)
-    return GenerateResult(
-        tokens=x,
-        region=canvas.region,
-        nfe=nfe,
-        steps=step,
+    return Denoiser(
+        model,
+        canvas,
+        config,
         eos_id=eos_id,
-        history=history,
-        attention_mask=attn,
-    )
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    ).run()
 
 
 def generate(
@@ -346,14 +554,14 @@ def generate(
     tensor of equal-length prompts. Special ids come from the model's config; nothing is
     hard-coded. See ``sample`` for the loop and docs/sampling.md for the options.
     """
-    validate(config)  # clear messages before any tensor is built
-    canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
-    return sample(
+    return Denoiser.for_prompts(
         model,
-        canvas,
+        prompt_ids,
         config,
+        mask_id=mask_id,
+        pad_id=pad_id,
         eos_id=eos_id,
         generator=generator,
         return_history=return_history,
         step_callback=step_callback,
-    )
+    ).run()

@@ -8,8 +8,9 @@ Endpoints (docs/serving.md): ``POST /v1/completions``, ``POST /v1/chat/completio
 adds one ``denoising.step`` event per sampler step), ``POST /v1/infill``, ``POST
 /v1/edit``, ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` and the playground at
 ``/``. Every error is a JSON body ``{"error": {"message", "type", "param", "code"}}``.
-The model runs on one worker thread (``unmask.server.batching.Engine``) that batches
-compatible requests; handlers only tokenize, validate and wait.
+The model runs on one worker thread (``unmask.server.batching.Engine``) with continuous
+batching (requests join and leave a running batch at step boundaries); handlers only
+tokenize, validate and wait.
 """
 
 from __future__ import annotations
@@ -45,7 +46,15 @@ from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import cut_at_eos, make_generator, validate
-from unmask.server.batching import Cancelled, Engine, GenOutput, Job, OnStep, QueueFull
+from unmask.server.batching import (
+    Cancelled,
+    DiffusionStepper,
+    Engine,
+    GenOutput,
+    Job,
+    OnStep,
+    QueueFull,
+)
 from unmask.server.http import (
     _STATUS_TYPES,
     _TYPE_TAGS,
@@ -74,13 +83,12 @@ class ServerLimits:
     """What one request may ask for, and how the queue behaves."""
 
     max_batch: int = 8
-    """Most rows (prompts × n) in one forward batch."""
+    """Most rows (prompts × n) in the running batch (a single larger request runs alone)."""
     max_queue: int = 64
     """Most requests waiting for the worker; beyond that, 429."""
     batch_wait_s: float = 0.0
-    """How long the worker waits for company before running a batch. 0 (greedy): a batch
-    takes whatever compatible requests queued while the previous one ran, which under load
-    fills batches without delaying a lone request."""
+    """How long the idle worker waits for company before starting a batch. 0 (greedy): a
+    lone request starts at once; requests arriving later join it at the next step."""
     request_timeout_s: float = 300.0
     """Wall-time limit per request (queueing included); then 504 and the work is cancelled."""
     max_n: int = 8
@@ -102,7 +110,8 @@ class ServerLimits:
 
 
 def _runner(loaded: Loaded) -> Callable[[list[list[int]], SampleConfig, OnStep], tuple[Any, ...]]:
-    """``run_generate`` for the engine: diffusion sampling, or token-by-token for causal checkpoints."""
+    """``run_generate`` for the engine's whole-batch runs: diffusion sampling with a KV cache,
+    or token-by-token for causal checkpoints (the rest is continuously batched, ``_stepper``)."""
     from unmask.sampling import generate, generate_ar
 
     model, cfg = loaded.model, loaded.config
@@ -129,6 +138,14 @@ def _runner(loaded: Loaded) -> Callable[[list[list[int]], SampleConfig, OnStep],
         return r.tokens, r.region, r.nfe, r.steps
 
     return run
+
+
+def _stepper(loaded: Loaded) -> DiffusionStepper | None:
+    """Continuous batching for masked diffusion checkpoints (None for causal ones)."""
+    cfg = loaded.config
+    if getattr(cfg, "attention", None) == "causal":
+        return None
+    return DiffusionStepper(loaded.model, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
 
 
 # -- the app -------------------------------------------------------------------------------------------
@@ -167,10 +184,12 @@ def create_app(
     max_seq_len: int = int(getattr(cfg, "max_seq_len", 0) or 1 << 30)
     chat_template: str | None = getattr(cfg, "chat_template", None)
     metrics = Metrics()
-    engine = Engine(_runner(loaded), max_batch=limits.max_batch, max_queue=limits.max_queue,
-                    batch_wait_s=limits.batch_wait_s, metrics=metrics)
+    engine = Engine(_runner(loaded), stepper=_stepper(loaded), max_batch=limits.max_batch,
+                    max_queue=limits.max_queue, batch_wait_s=limits.batch_wait_s, metrics=metrics)
     metrics.add_gauge("queue_depth", "Requests waiting for the model worker.", lambda: engine.queue_depth)
     metrics.add_gauge("in_flight", "Requests the model worker is running now.", lambda: engine.in_flight)
+    metrics.add_gauge("active_rows", "Rows (prompts x n) of the requests the worker is running now.",
+                      lambda: engine.active_rows)
     key = api_key.encode() if api_key else None
 
     @contextlib.asynccontextmanager

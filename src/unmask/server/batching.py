@@ -1,21 +1,31 @@
-"""The worker that runs the model: a bounded queue, request batching, cancellation.
+"""The worker that runs the model: a bounded queue, continuous batching, cancellation.
 
-Inside: ``Job`` (one request's work), ``GenOutput`` (its result), ``QueueFull``,
-``Cancelled`` and ``Engine``.
+Inside: ``Job`` (one request's work), ``GenOutput`` (its result), ``DiffusionStepper``
+(one ``unmask.sampling.Denoiser`` per request, forward passes shared with
+``unmask.sampling.step_together``), ``QueueFull``, ``Cancelled`` and ``Engine``.
 
 One worker thread owns the model, so the event loop never blocks on it and requests
 never race on the device. Requests wait in a bounded queue (``QueueFull`` when it is
-full; the app answers 429). When the worker picks a generation job it (optionally)
-waits ``batch_wait_s`` for company, then takes every queued job with the same ``batch_key``
-(same canvas length and sampler settings) up to ``max_batch`` rows, and runs them as
-*one* left-padded ``unmask.sampling.generate`` call: every denoising step is one forward
-pass over the whole batch. Rows are independent given the attention mask, so at
-temperature 0 a request gets the same tokens batched or alone (tests check this).
-Infill and edit jobs (``fn``) run alone.
+full; the app answers 429).
 
-Cancellation: ``Job.cancel()`` (client gone, timeout) drops a queued job; a running batch
-checks after every step and stops when all of its jobs are cancelled (a batch with a live
-job runs on; continuous batching, joining and leaving at step boundaries, is not done).
+Continuous batching (diffusion models, ``cache='none'``): the worker keeps a running
+batch of requests, each with its own denoiser (own canvas, length, steps, policy,
+temperature and generator). Every iteration is one step boundary: cancelled requests
+leave, queued requests join (first come, first served, while the batch holds at most
+``max_batch`` rows), then one forward pass over every request that needs the model
+(left-padded to the longest canvas, padding masked out) and each request's own commit
+step; a request whose canvas is finished leaves at once and its future resolves. A row's
+logits do not depend on the other rows, so at temperature 0 a request gets the same
+tokens alone, batched, or joining mid-way, and a seeded request the same tokens for the
+same seed (tests check both).
+
+Whole-batch runs (``run_generate``): requests that cannot share steps — KV-cache modes
+``prefix``/``dual`` (their caches hold per-block state of one canvas), causal checkpoints
+(token-by-token decoding) and infill/edit (``fn``) — run as before: the worker waits for
+the running batch to drain, takes the request with every queued request of the same
+``batch_key`` (up to ``max_batch`` rows) and runs them to the end as one call; it stops
+early only when all of them are cancelled. A queued whole-batch request stops later
+requests from joining until it has run, so nothing waits forever.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from typing import Any
 import torch
 
 from unmask.config import SampleConfig
+from unmask.sampling.loop import Denoiser, MaskPredictor, StepCallback, StepError, step_together
 from unmask.server.metrics import Metrics
 
 StepSink = Callable[[int, list[list[int]]], None]
@@ -41,6 +52,9 @@ StepSink = Callable[[int, list[list[int]]], None]
 
 OnStep = Callable[[int, torch.Tensor, tuple[int, int]], None]
 """``on_step(step, tokens (B, L), region)``, given to ``Engine.run_generate``."""
+
+RunGenerate = Callable[[list[list[int]], SampleConfig, OnStep], tuple[Any, ...]]
+"""``run_generate(rows, config, on_step) -> (tokens (B, L), region, nfe, steps)``."""
 
 _ids = itertools.count()
 
@@ -60,9 +74,10 @@ class GenOutput:
     gen_ids: list[list[int]]
     """Generation region per row (EOS and after included; ``pad_id`` after EOS for causal models)."""
     nfe: int
+    """Forward passes this job took part in."""
     steps: int
     batch_rows: int
-    """Rows in the forward batch this job ran in (its own included)."""
+    """Most rows (its own included) in a forward pass this job took part in."""
 
 
 @dataclass(eq=False)
@@ -76,6 +91,7 @@ class Job:
     """Run alone on the worker instead of generating (infill, edit)."""
     sink: StepSink | None = None
     batchable: bool = True
+    """Whether a whole-batch run may include other jobs (False for seeded sampling there)."""
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
     _cancelled: threading.Event = field(default_factory=threading.Event)
@@ -85,14 +101,36 @@ class Job:
         return self._cancelled.is_set()
 
     def batch_key(self) -> Hashable:
-        """Jobs with equal keys may share one forward batch."""
+        """Jobs with equal keys may share one whole-batch run."""
         if self.fn is not None or not self.batchable or self.config is None:
             return ("alone", self.id)
         return ("generate", dataclasses.astuple(dataclasses.replace(self.config, seed=None)))
 
     def cancel(self) -> None:
-        """Stop this job: it is skipped if queued; its batch stops if all its jobs are cancelled."""
+        """Stop this job: skipped if queued, dropped from a continuous batch at the next step."""
         self._cancelled.set()
+
+
+class DiffusionStepper:
+    """Continuous batching for a masked diffusion model: one ``Denoiser`` per job (the
+    ``generate`` run of its rows), stepped together with ``step_together``."""
+
+    def __init__(self, model: MaskPredictor, *, mask_id: int, pad_id: int, eos_id: int | None) -> None:
+        self.model, self.mask_id, self.pad_id, self.eos_id = model, mask_id, pad_id, eos_id
+
+    def joins(self, config: SampleConfig) -> bool:
+        """Whether jobs with ``config`` can share steps (no KV cache: caches hold one canvas' state)."""
+        return config.cache == "none"
+
+    def start(self, rows: list[list[int]], config: SampleConfig, callback: StepCallback | None) -> Denoiser:
+        """The job's denoiser; raises ``UserError`` for bad settings."""
+        return Denoiser.for_prompts(self.model, rows, config, mask_id=self.mask_id, pad_id=self.pad_id,
+                                    eos_id=self.eos_id, step_callback=callback)
+
+    def step(self, denoisers: list[Denoiser], on_error: StepError) -> int:
+        """One step of each denoiser, one shared forward; the rows of that forward. A failure
+        of one denoiser's own step goes to ``on_error``; a failed forward raises."""
+        return step_together(denoisers, on_error=on_error)
 
 
 def _resolve(fut: concurrent.futures.Future, result: Any = None, exc: BaseException | None = None) -> None:
@@ -105,18 +143,30 @@ def _resolve(fut: concurrent.futures.Future, result: Any = None, exc: BaseExcept
         pass
 
 
+@dataclass(eq=False)
+class _Running:
+    """A job in the continuous batch."""
+
+    job: Job
+    denoiser: Denoiser
+    batch_rows: int = 0
+
+
 class Engine:
     """The model worker: ``submit`` jobs, get ``concurrent.futures.Future`` s back.
 
-    ``run_generate(rows, config, on_step) -> (tokens (B, L), region, nfe, steps)`` does the
-    sampling (``unmask.sampling.generate`` or ``generate_ar``); it must call
-    ``on_step(step, tokens (B, L), region)`` after every step, which may raise ``Cancelled``.
+    ``stepper`` (a ``DiffusionStepper``) turns on continuous batching for the jobs it
+    ``joins``; every other generation job goes to ``run_generate(rows, config, on_step) ->
+    (tokens (B, L), region, nfe, steps)`` (``unmask.sampling.generate`` or ``generate_ar``),
+    which must call ``on_step(step, tokens (B, L), region)`` after every step; ``on_step``
+    may raise ``Cancelled``.
     """
 
     def __init__(
         self,
-        run_generate: Callable[[list[list[int]], SampleConfig, OnStep], tuple[Any, ...]],
+        run_generate: RunGenerate,
         *,
+        stepper: DiffusionStepper | None = None,
         max_batch: int = 8,
         max_queue: int = 64,
         batch_wait_s: float = 0.0,
@@ -125,6 +175,7 @@ class Engine:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
         self.run_generate = run_generate
+        self.stepper = stepper
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
@@ -134,6 +185,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._stop = False
         self._running = 0
+        self._rows = 0
 
     # -- the caller's side -------------------------------------------------------------------
 
@@ -146,6 +198,11 @@ class Engine:
     def in_flight(self) -> int:
         """Jobs the worker is running now."""
         return self._running
+
+    @property
+    def active_rows(self) -> int:
+        """Rows of the jobs the worker is running now."""
+        return self._rows
 
     def submit(self, job: Job) -> concurrent.futures.Future:
         """Queue ``job``; raises ``QueueFull`` when ``max_queue`` jobs wait already."""
@@ -162,7 +219,7 @@ class Engine:
         return job.future
 
     def cancel(self, job: Job) -> None:
-        """Cancel ``job`` and drop it from the queue if it is still there."""
+        """Cancel ``job``: dropped from the queue now, or from the running batch at its next step."""
         job.cancel()
         with self._cond:
             try:
@@ -172,7 +229,8 @@ class Engine:
         _resolve(job.future, exc=Cancelled())
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the worker after its current batch; queued jobs fail with ``Cancelled``."""
+        """Stop the worker at its next step boundary (after a whole-batch run); queued and
+        running jobs fail with ``Cancelled``."""
         with self._cond:
             self._stop = True
             pending = list(self._queue)
@@ -186,49 +244,153 @@ class Engine:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _take(self) -> list[Job] | None:
-        with self._cond:
-            while not self._queue and not self._stop:
-                self._cond.wait()
-            if self._stop:
-                return None
-            first = self._queue.popleft()
-        key = first.batch_key()
-        if key[0] == "alone" or self.max_batch <= len(first.rows):
-            return [first]
-        if self.batch_wait_s > 0:
-            time.sleep(self.batch_wait_s)  # let requests that arrive together share the batch
-        batch, rows = [first], len(first.rows)
-        with self._cond:
-            for job in list(self._queue):
-                if rows + len(job.rows) > self.max_batch:
-                    continue
-                if not job.cancelled and job.batch_key() == key:
-                    self._queue.remove(job)
-                    batch.append(job)
-                    rows += len(job.rows)
-        return batch
+    def _joins(self, job: Job) -> bool:
+        return (self.stepper is not None and job.fn is None and job.config is not None
+                and self.stepper.joins(job.config))
 
     def _work(self) -> None:
+        active: list[_Running] = []
         while True:
-            batch = self._take()
-            if batch is None:
-                return
-            live = [j for j in batch if not j.cancelled and j.future.set_running_or_notify_cancel()]
-            for j in batch:
-                if j not in live:
-                    _resolve(j.future, exc=Cancelled())
-            if not live:
+            with self._cond:
+                while not self._queue and not active and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    break
+                fresh = not active and self._queue and self._queue[0].batch_key()[0] != "alone"
+            if fresh and self.batch_wait_s > 0:
+                time.sleep(self.batch_wait_s)  # let requests that arrive together start together
+            joined, whole = self._take(active)
+            if whole:
+                self._run_whole(whole)
                 continue
-            self._running = len(live)
-            try:
-                self._run(live)
-            finally:
-                self._running = 0
+            for job in joined:
+                self._start(job, active, joining=bool(active))
+            self._step(active)
+        for r in active:
+            r.job.cancel()
+            _resolve(r.job.future, exc=Cancelled())
+        self._running = self._rows = 0
+
+    def _take(self, active: list[_Running]) -> tuple[list[Job], list[Job]]:
+        """(jobs that join the continuous batch, a whole-batch run) from the head of the queue."""
+        rows = sum(len(r.job.rows) for r in active)
+        joined: list[Job] = []
+        dropped: list[Job] = []
+        whole: list[Job] = []
+        with self._cond:
+            while self._queue:
+                job = self._queue[0]
+                if job.cancelled:
+                    dropped.append(self._queue.popleft())
+                elif self._joins(job):
+                    if (active or joined) and rows + len(job.rows) > self.max_batch:
+                        break  # first come, first served: later jobs wait too
+                    joined.append(self._queue.popleft())
+                    rows += len(job.rows)
+                else:
+                    if not active and not joined:  # whole-batch runs wait for the batch to drain
+                        whole = self._take_whole()
+                    break
+        for job in dropped:
+            _resolve(job.future, exc=Cancelled())
+        return joined, whole
+
+    def _take_whole(self) -> list[Job]:
+        """The head job and its queued peers of the same ``batch_key`` (caller holds the lock)."""
+        first = self._queue.popleft()
+        key = first.batch_key()
+        batch, rows = [first], len(first.rows)
+        if key[0] == "alone":
+            return batch
+        for job in list(self._queue):
+            if rows + len(job.rows) > self.max_batch:
+                continue
+            if not job.cancelled and not self._joins(job) and job.batch_key() == key:
+                self._queue.remove(job)
+                batch.append(job)
+                rows += len(job.rows)
+        return batch
+
+    def _start(self, job: Job, active: list[_Running], *, joining: bool) -> None:
+        if job.cancelled or not job.future.set_running_or_notify_cancel():
+            _resolve(job.future, exc=Cancelled())
+            return
+        made: list[Denoiser] = []  # the callback runs only once the denoiser exists
+        callback = None
+        if job.sink is not None:
+            sink = job.sink
+
+            def callback(step: int, tokens: torch.Tensor) -> None:
+                start, end = made[0].canvas.region
+                try:
+                    sink(step, tokens[:, start:end].tolist())
+                except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
+                    job.cancel()
+
+        try:
+            assert self.stepper is not None and job.config is not None
+            made.append(self.stepper.start(job.rows, job.config, callback))
+        except BaseException as e:  # noqa: BLE001 -- bad settings fail this job only
+            _resolve(job.future, exc=e)
+            return
+        running = _Running(job, made[0])
+        active.append(running)
+        if joining:
+            self.metrics.inc("joined")
+        self._count(active)
+
+    def _count(self, active: list[_Running]) -> None:
+        self._running = len(active)
+        self._rows = sum(len(r.job.rows) for r in active)
+
+    def _step(self, active: list[_Running]) -> None:
+        """One step boundary of the continuous batch: drop the cancelled, step, release the done."""
+        for r in [r for r in active if r.job.cancelled]:
+            active.remove(r)
+            _resolve(r.job.future, exc=Cancelled())
+        self._count(active)
+        if not active:
+            return
+        rows = self._rows
+        failed: dict[Denoiser, BaseException] = {}  # a denoiser's own error fails its job only
+        try:
+            forward = self.stepper.step([r.denoiser for r in active], failed.__setitem__)  # type: ignore[union-attr]
+        except BaseException as e:  # noqa: BLE001 -- every job of the forward gets the error
+            for r in active:
+                _resolve(r.job.future, exc=Cancelled() if r.job.cancelled else e)
+            active.clear()
+            self._count(active)
+            return
+        if forward:
+            self.metrics.inc("nfe")
+            self.metrics.inc("forward_rows", forward)
+        for r in list(active):
+            r.batch_rows = max(r.batch_rows, rows)
+            d = r.denoiser
+            if d in failed:
+                active.remove(r)
+                _resolve(r.job.future, exc=failed[d])
+            elif d.done:
+                active.remove(r)
+                start, end = d.canvas.region
+                _resolve(r.job.future, GenOutput(gen_ids=d.x[:, start:end].tolist(), nfe=d.nfe, steps=d.steps,
+                                                 batch_rows=r.batch_rows))
+        self._count(active)
+
+    def _run_whole(self, batch: list[Job]) -> None:
+        live = [j for j in batch if not j.cancelled and j.future.set_running_or_notify_cancel()]
+        for j in batch:
+            if j not in live:
+                _resolve(j.future, exc=Cancelled())
+        if not live:
+            return
+        self._running, self._rows = len(live), sum(len(j.rows) for j in live)
+        try:
+            self._run(live)
+        finally:
+            self._running = self._rows = 0
 
     def _run(self, batch: list[Job]) -> None:
-        self.metrics.inc("batches")
-        self.metrics.inc("batched_requests", len(batch))
         if batch[0].fn is not None:
             job = batch[0]
             try:
@@ -259,6 +421,7 @@ class Engine:
                 _resolve(j.future, exc=Cancelled() if j.cancelled else e)
             return
         self.metrics.inc("nfe", nfe)
+        self.metrics.inc("forward_rows", nfe * len(rows))
         gen = tokens[:, region[0] : region[1]].tolist()
         for j, o in zip(batch, offsets, strict=False):
             _resolve(j.future, GenOutput(gen_ids=gen[o : o + len(j.rows)], nfe=nfe, steps=steps, batch_rows=len(rows)))

@@ -33,19 +33,19 @@ def _num(x: float) -> str:
 class Metrics:
     """Thread-safe counters, gauges and a latency histogram for ``/metrics``.
 
-    Counters: ``requests`` (by endpoint and status), ``prompt_tokens``, ``completion_tokens``,
-    ``nfe`` (model evaluations), ``batches`` and ``batched_rows`` (forward batches run and
-    the rows they held), ``rejected`` (429s). Gauges come from callables given at
-    construction (``queue_depth``, ``in_flight``), read at render time.
+    Counters: ``COUNTERS`` (requests by endpoint and status, tokens, forward passes and
+    their rows, joins, 429s, timeouts, cancellations). Gauges come from callables given at
+    construction or ``add_gauge`` (the app adds ``queue_depth``, ``in_flight``,
+    ``active_rows``), read at render time.
     """
 
     COUNTERS = {
         "requests": "HTTP requests answered, by endpoint and status code.",
         "prompt_tokens": "Prompt tokens of finished generation requests.",
         "completion_tokens": "Tokens generated (up to EOS or a stop sequence).",
-        "nfe": "Model evaluations (forward passes over a batch) run by the worker.",
-        "batches": "Sampler runs (one per batch of compatible requests, or per infill/edit).",
-        "batched_requests": "Requests served by those runs (batched_requests / batches = mean batch size).",
+        "nfe": "Model evaluations (forward passes) run by the worker; a step shared by many requests counts once.",
+        "forward_rows": "Canvas rows in those forward passes (forward_rows / nfe = mean rows per forward).",
+        "joined": "Generation requests that joined a running batch at a step boundary.",
         "rejected": "Requests refused with 429 because the queue was full.",
         "timeouts": "Requests that ran past the per-request timeout.",
         "cancelled": "Requests whose client went away or timed out before they finished.",

@@ -32,8 +32,9 @@ class DiffusionOptions(_Strict):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     """Gumbel-max temperature; 0 (the default, unlike OpenAI's 1) = argmax decoding."""
     seed: int | None = Field(None, ge=0, le=2**63 - 1)
-    """Seed for temperature / random remasking: same seed, same output (a seeded sampled
-    request is never batched with others, so its output does not depend on them)."""
+    """Seed for temperature / random remasking: same seed, same output. Each request has its
+    own generator, so sharing forward passes does not change its output (in whole-batch
+    runs, KV-cache modes and causal checkpoints, a seeded sampled request runs alone)."""
     steps: int | None = Field(None, ge=1)
     """Denoising steps; None = one per generated token."""
     block_length: int | None = Field(None, ge=1)
