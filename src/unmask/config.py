@@ -19,6 +19,12 @@ from unmask.errors import UserError
 ATTENTION_MODES = ("bidirectional", "causal", "block-causal")
 FIM_FIELDS = ("fim_prefix_id", "fim_suffix_id", "fim_middle_id")
 """``ModelConfig`` fields of the fill-in-the-middle sentinel ids, in PSM order."""
+NORMS = ("rms", "layer")
+MLPS = ("swiglu", "gelu")
+SIGMA_INPUTS = ("given", "zero", "masked_fraction")
+OUTPUTS = ("logits", "sedd_log_score")
+SIGMA_FREQ_DIM = 256
+"""Sinusoidal features of the noise level that feed the sigma-embedding MLP (DiT's timestep embedder)."""
 
 T = TypeVar("T")
 
@@ -49,6 +55,33 @@ class ModelConfig:
     """Share the input embedding and the output projection."""
     qkv_bias: bool = False
     """Add a bias to the query/key/value projections (Qwen2/Dream style)."""
+    norm: str = "rms"
+    """``rms`` (RMSNorm) or ``layer`` (LayerNorm with a weight and no bias, as the DiT of MDLM/SEDD)."""
+    mlp: str = "swiglu"
+    """``swiglu`` (gated, no biases) or ``gelu`` (up, GELU(tanh), down, both with biases; DiT/GPT-2)."""
+    head_bias: bool = False
+    """Add a bias to the output projection (the DiT's final linear layer)."""
+    time_conditioning: bool = False
+    """DiT adaLN-Zero conditioning on the noise level (Peebles & Xie 2023; MDLM, SEDD): an embedding
+    of ``sigma`` shifts, scales and gates every block's two sublayers and shifts/scales the final
+    norm (modulation layers start at zero). ``forward`` then takes ``sigma`` (see ``sigma_input``)."""
+    cond_dim: int = 128
+    """Width of the noise-level embedding that drives the modulation (``time_conditioning`` only)."""
+    sigma_input: str = "given"
+    """Where the noise level comes from (``time_conditioning`` only): ``given`` (``forward`` needs
+    ``sigma``), ``zero`` (always sigma = 0: MDLM's released checkpoints, trained with time
+    conditioning off), ``masked_fraction`` (``sigma`` when given, else the absorbing process's total
+    noise read off the input, sigma = -log(1 - fraction of [MASK] tokens), so samplers that pass
+    no noise level work; SEDD)."""
+    output: str = "logits"
+    """What ``forward(..., sigma=s)`` returns: ``logits`` (the denoiser) or ``sedd_log_score``
+    (SEDD's absorbing-graph log concrete score, Lou et al. 2024: head output - log(e^sigma - 1) -
+    log(V - 1), 0 at each position's own token). Called without ``sigma`` (samplers, evaluators),
+    a model returns denoiser logits either way (``unmask.model.denoiser_logits``)."""
+    sedd_graph: str | None = None
+    """Forward graph of a model trained with objective ``sedd`` (``absorbing`` or ``uniform``;
+    ``unmask.sedd``); None = not a SEDD model. A ``uniform`` model's head output is its log-score
+    and is sampled only by the SEDD samplers (policy ``sedd-euler`` / ``sedd-analytic``)."""
     attention: str = "bidirectional"
     """``bidirectional`` (diffusion), ``causal`` (autoregressive) or ``block-causal``."""
     block_size: int | None = None
@@ -71,6 +104,9 @@ class ModelConfig:
     """Id of ``[FIM_SUFFIX]`` (fill-in-the-middle models only)."""
     fim_middle_id: int | None = None
     """Id of ``[FIM_MIDDLE]`` (fill-in-the-middle models only)."""
+    empty_id: int | None = None
+    """Id of ``[EMPTY]``, the filler of unused variable-length gap slots, for models trained with
+    ``empty_rate`` > 0 (objective ``mdlm``; ``unmask.objectives.insert_empty``); None = no such token."""
     chat_template: str | None = None
     """Jinja chat template (``messages``, ``add_generation_prompt``) the model was fine-tuned
     with (objective ``sft``; ``unmask.sft``); None = not a chat model."""
@@ -79,7 +115,8 @@ class ModelConfig:
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.ffn_hidden is None:
-            self.ffn_hidden = 64 * -(-(8 * self.d_model // 3) // 64)
+            gelu = self.mlp == "gelu"
+            self.ffn_hidden = 4 * self.d_model if gelu else 64 * -(-(8 * self.d_model // 3) // 64)
         if self.d_model % self.n_heads:
             raise UserError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
@@ -90,7 +127,14 @@ class ModelConfig:
             raise UserError(f"attention={self.attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
         if self.attention == "block-causal" and not self.block_size:
             raise UserError("attention='block-causal' needs block_size")
-        for name in ("mask_id", "pad_id", "eos_id", "bos_id", *FIM_FIELDS):
+        for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("sigma_input", SIGMA_INPUTS), ("output", OUTPUTS)):
+            if getattr(self, name) not in allowed:
+                raise UserError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if self.time_conditioning and self.cond_dim <= 0:
+            raise UserError(f"cond_dim must be positive, got {self.cond_dim}")
+        if self.output == "sedd_log_score" and (not self.time_conditioning or self.sigma_input == "zero"):
+            raise UserError("output='sedd_log_score' needs time_conditioning with a noise level (sigma_input given or masked_fraction)")
+        for name in ("mask_id", "pad_id", "eos_id", "bos_id", *FIM_FIELDS, "empty_id"):
             v = getattr(self, name)
             if v is not None and not 0 <= v < self.vocab_size:
                 raise UserError(f"{name}={v} is outside the vocabulary (size {self.vocab_size})")
@@ -111,10 +155,14 @@ class ModelConfig:
         d, f, hd = self.d_model, self.ffn_hidden, self.head_dim
         kv = self.n_kv_heads * hd
         attn = d * d + 2 * d * kv + d * d + (d + 2 * kv if self.qkv_bias else 0)
-        mlp = 3 * d * f
+        mlp = 2 * d * f + f + d if self.mlp == "gelu" else 3 * d * f
         per_layer = attn + mlp + 2 * d
         emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
-        return self.n_layers * per_layer + emb + d
+        total = self.n_layers * per_layer + emb + d + (self.vocab_size if self.head_bias else 0)
+        if self.time_conditioning:  # sigma embedding MLP, 6·d modulation per block, 2·d final
+            c = self.cond_dim
+            total += SIGMA_FREQ_DIM * c + c + c * c + c + self.n_layers * (c + 1) * 6 * d + (c + 1) * 2 * d
+        return total
 
 
 # Presets: shapes only; vocabulary and special ids come from the tokenizer.
@@ -145,7 +193,7 @@ class TrainConfig:
     preset: str = "tiny"
     """Model preset (tiny, demo, small, base)."""
     objective: str = "mdlm"
-    """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``)."""
+    """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``)."""
     seq_len: int = 128
     """Tokens per training row (≤ the model's max_seq_len)."""
     batch_size: int = 32
@@ -180,10 +228,19 @@ class TrainConfig:
     """Objective ``ar`` only: fraction of rows rearranged for fill-in-the-middle (PSM with
     [FIM_PREFIX]/[FIM_SUFFIX]/[FIM_MIDDLE] sentinels appended to the tokenizer; Bavarian et al.
     2022), e.g. 0.5; 0 = plain next-token prediction."""
+    empty_rate: float = 0.0
+    """Objective ``mdlm`` only: fraction of rows that get a run of ``[EMPTY]`` tokens inserted at a
+    random position (the row keeps its length; ``unmask.objectives.insert_empty``), so the model
+    learns to fill unused slots of a variable-length gap with ``[EMPTY]`` (appended to the
+    tokenizer); in [0, 1), e.g. 0.3; 0 = off."""
     block_size: int | None = None
     """Objective ``bd3lm`` only: tokens per diffusion block (BD3-LM, Arriola et al. 2025); must
     divide ``seq_len``; saved as the model's ``block_size`` (block-causal attention). 1 = an
     autoregressive model, ``seq_len`` = plain masked diffusion."""
+    sedd_graph: str = "absorbing"
+    """Objective ``sedd`` only: the forward graph, ``absorbing`` (tokens jump to [MASK]) or
+    ``uniform`` (tokens jump to random tokens; wants a time-conditioned model); the noise schedule
+    is SEDD's log-linear one with ``eps`` (Lou et al. 2024; docs/training.md)."""
     init: str = ""
     """Checkpoint (run directory or checkpoint folder) whose weights, config and tokenizer start
     the run (objective ``sft`` needs it); empty = a fresh model from ``preset``."""
@@ -223,7 +280,8 @@ class SampleConfig:
     """Semi-autoregressive block length; None = gen_length (pure diffusion)."""
     policy: str = "llada"
     """Commit policy by registry name: ``llada`` (scheduled count per step) or the parallel
-    ``threshold``, ``factor``, ``entropy``."""
+    ``threshold``, ``factor``, ``entropy``; or a SEDD sampler, ``sedd-euler`` / ``sedd-analytic``
+    (``unmask.sampling.sedd``)."""
     remasking: str = "low_confidence"
     """``low_confidence`` (rank by the ``confidence`` measure) or ``random`` (LLaDA)."""
     confidence: str = "prob"

@@ -5,7 +5,9 @@ per-token losses and the number of tokens it is normalised by. The training loop
 divides by the token count summed over micro-batches and processes, so gradient
 accumulation and data parallelism give exactly the loss of one big batch.
 
-- ``mdlm``: continuous-time masked-diffusion ELBO as LLaDA and MDLM train it.
+- ``mdlm``: continuous-time masked-diffusion ELBO as LLaDA and MDLM train it; with
+  ``empty_rate`` > 0 rows first get runs of ``[EMPTY]`` inserted (``insert_empty``), which
+  teaches the filler of unused variable-length gap slots.
 - ``ar``: next-token cross-entropy with the same transformer in causal mode; with
   ``fim_rate`` > 0 a fraction of rows is first rearranged for fill-in-the-middle
   (``fim_rearrange``, PSM; Bavarian et al. 2022).
@@ -49,6 +51,8 @@ class ObjectiveOptions:
     random_length_frac: float = 0.0
     fim_rate: float = 0.0
     """``ar`` only: fraction of rows rearranged by ``fim_rearrange`` (0 = plain AR)."""
+    empty_rate: float = 0.0
+    """``mdlm`` only: fraction of rows given a run of ``[EMPTY]`` by ``insert_empty`` (0 = off)."""
 
 
 def random_length_cut(x0: Tensor, generator: torch.Generator, frac: float) -> Tensor:
@@ -57,6 +61,52 @@ def random_length_cut(x0: Tensor, generator: torch.Generator, frac: float) -> Te
         n = int(torch.randint(1, x0.shape[1] + 1, (1,), generator=generator))
         return x0[:, :n]
     return x0
+
+
+EMPTY_MAX_RUN = 32
+"""Longest run of ``[EMPTY]`` tokens ``insert_empty`` inserts."""
+
+
+def insert_empty(
+    x0: Tensor,
+    generator: torch.Generator,
+    *,
+    rate: float,
+    empty_id: int,
+    attention_mask: Tensor | None = None,
+) -> Tensor:
+    """Rows with a run of ``[EMPTY]`` tokens inserted, for variable-length gaps (same shape as ``x0``).
+
+    Each row of ``x0`` (B, L) is changed with probability ``rate``: with n real tokens
+    (``attention_mask`` True; all when None), a run length k ~ U{1..min(EMPTY_MAX_RUN, n - 2)}
+    and a position p ~ U{1..n - k - 1} are drawn, k ``empty_id`` are inserted before real
+    token p, and the last k real tokens fall off the end, so the row keeps its length and at
+    least one real token stays on either side of the run. Padding positions are never
+    touched (real tokens are shifted along the real positions only). The text reads on
+    across the run, which is what an infilled gap looks like when its unused trailing slots
+    hold ``[EMPTY]`` (``unmask.infill``, length mode ``empty``); masked like any token, the
+    run teaches the model to predict ``[EMPTY]`` exactly where the text needs no more
+    tokens. DreamOn (Wu et al. 2025, arXiv:2602.01326) inserts its ``[delete]`` state the
+    same way. Rows with n < 3 are left alone. All draws come from ``generator`` on CPU (one
+    coin, run and position per row, drawn for every row), so a step is reproducible.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise UserError(f"empty_rate must be in [0, 1), got {rate}")
+    B, L = x0.shape
+    u = torch.rand(B, 3, generator=generator)  # (B, 3): coin, run, position
+    out = x0.clone()
+    valid = torch.ones_like(x0, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    for b in (u[:, 0] < rate).nonzero().flatten().tolist():
+        pos = valid[b].nonzero().flatten()  # real positions, in order
+        n = len(pos)
+        if n < 3:
+            continue
+        k = 1 + int(u[b, 1] * min(EMPTY_MAX_RUN, n - 2))
+        p = 1 + int(u[b, 2] * (n - k - 1))
+        real = x0[b, pos]
+        run = torch.full((k,), empty_id, dtype=x0.dtype, device=x0.device)
+        out[b, pos] = torch.cat([real[:p], run, real[p : n - k]])
+    return out
 
 
 def mdlm(
@@ -75,13 +125,20 @@ def mdlm(
     prob p_mask, cross-entropy on masked positions weighted by the schedule (1/p_mask),
     summed and normalised by the number of non-pad tokens. Padding (``attention_mask``
     False) is never masked and never counted. Random draws happen on CPU from
-    ``generator`` so a batch's noise is the same on every device.
+    ``generator`` so a batch's noise is the same on every device. With
+    ``options.empty_rate`` > 0 rows first get ``[EMPTY]`` runs (``insert_empty``, with
+    ``config.empty_id``), which are then masked and predicted like any token.
     """
     if config.attention != "bidirectional":
         raise UserError(f"objective 'mdlm' needs attention='bidirectional', not {config.attention!r}")
     x0 = random_length_cut(x0, generator, options.random_length_frac)
     if attention_mask is not None:
         attention_mask = attention_mask[:, : x0.shape[1]].bool()
+    if options.empty_rate > 0:
+        if getattr(config, "empty_id", None) is None:
+            raise UserError("empty_rate > 0 needs a model config with empty_id (the [EMPTY] token)")
+        x0 = insert_empty(x0, generator, rate=options.empty_rate, empty_id=config.empty_id,
+                          attention_mask=attention_mask)
     B = x0.shape[0]
     if t is None:
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
@@ -310,6 +367,7 @@ def get_objective(name: str) -> Objective:
 
 
 __all__ = [
+    "EMPTY_MAX_RUN",
     "FIM_EXTRA",
     "OBJECTIVES",
     "OBJECTIVE_ATTENTION",
@@ -322,6 +380,9 @@ __all__ = [
     "bd3lm_logits",
     "fim_rearrange",
     "get_objective",
+    "insert_empty",
     "mdlm",
     "sft",
 ]
+
+import unmask.sedd  # noqa: E402,F401  (registers objective "sedd"; at the end: it imports this module)

@@ -12,6 +12,8 @@ Inside:
 - ``with_fim_tokens(tok)``: the fill-in-the-middle sentinels ``[FIM_PREFIX]``,
   ``[FIM_SUFFIX]``, ``[FIM_MIDDLE]`` appended at the end of the vocabulary (AR-FIM
   training); ``Tokenizer.fim_ids()`` finds them.
+- ``with_empty_token(tok)``: the ``[EMPTY]`` filler of variable-length gaps appended the
+  same way (mdlm training with ``empty_rate``); ``Tokenizer.empty_ids()`` finds it.
 
 Tokenizers we build put ``[MASK]``, ``[PAD]``, ``[EOS]``, ``[BOS]`` at ids 0, 1, 2, 3,
 matching the ``ModelConfig`` defaults, so ``ModelConfig(vocab_size=tok.vocab_size,
@@ -47,6 +49,10 @@ FIM_SUFFIX_TOKEN = "[FIM_SUFFIX]"
 FIM_MIDDLE_TOKEN = "[FIM_MIDDLE]"
 FIM_TOKENS = {"fim_prefix_id": FIM_PREFIX_TOKEN, "fim_suffix_id": FIM_SUFFIX_TOKEN, "fim_middle_id": FIM_MIDDLE_TOKEN}
 """Fill-in-the-middle sentinels (Bavarian et al. 2022), keyed by their ``ModelConfig`` field."""
+EMPTY_TOKEN = "[EMPTY]"
+EMPTY_TOKENS = {"empty_id": EMPTY_TOKEN}
+"""The filler of unused variable-length gap slots (``unmask.objectives.insert_empty``), keyed by its
+``ModelConfig`` field."""
 
 # Names under which foreign tokenizers store their special tokens, most specific first.
 MASK_CANDIDATES = ("[MASK]", "<|mdm_mask|>", "<|mask|>", "<mask>", "<MASK>")
@@ -155,11 +161,20 @@ class Tokenizer:
     def fim_ids(self) -> dict[str, int]:
         """``{"fim_prefix_id", "fim_suffix_id", "fim_middle_id"}`` (``ModelConfig`` field names)
         when the vocabulary has the three FIM sentinels, ``{}`` when it has none of them."""
-        ids = {name: self._hf_special.token_to_id(tok) for name, tok in FIM_TOKENS.items()}
+        return self.appended_ids(FIM_TOKENS, "FIM sentinels")
+
+    def empty_ids(self) -> dict[str, int]:
+        """``{"empty_id": id}`` (the ``ModelConfig`` field) when the vocabulary has ``[EMPTY]``, else ``{}``."""
+        return self.appended_ids(EMPTY_TOKENS, "[EMPTY] tokens")
+
+    def appended_ids(self, tokens: dict[str, str], what: str) -> dict[str, int]:
+        """Ids of a group of appended special tokens (``FIM_TOKENS``, ``EMPTY_TOKENS``) keyed like
+        ``tokens``: all of them, or ``{}`` when the vocabulary has none (``UserError`` for some)."""
+        ids = {name: self._hf_special.token_to_id(tok) for name, tok in tokens.items()}
         found = {k: int(v) for k, v in ids.items() if v is not None}
-        if found and len(found) != len(FIM_TOKENS):
-            missing = [FIM_TOKENS[k] for k in FIM_TOKENS if k not in found]
-            raise UserError(f"tokenizer has only some FIM sentinels (missing {', '.join(missing)})")
+        if found and len(found) != len(tokens):
+            missing = [tokens[k] for k in tokens if k not in found]
+            raise UserError(f"tokenizer has only some {what} (missing {', '.join(missing)})")
         return found
 
     def is_special(self, token_id: int) -> bool:
@@ -409,17 +424,32 @@ def with_fim_tokens(tokenizer: Tokenizer) -> Tokenizer:
 
     Returns ``tokenizer`` itself when it already has them; otherwise a new ``Tokenizer``
     with the three appended as special tokens at ids ``vocab_size``, ``vocab_size + 1``,
-    ``vocab_size + 2``. Existing ids never change, so data prepared with the original
-    tokenizer stays valid. Like other special tokens, ``encode`` never produces them from
-    text and ``decode`` skips them.
+    ``vocab_size + 2`` (``with_appended_tokens``).
     """
-    if tokenizer.fim_ids():
+    return with_appended_tokens(tokenizer, FIM_TOKENS, "the FIM sentinels")
+
+
+def with_empty_token(tokenizer: Tokenizer) -> Tokenizer:
+    """``tokenizer`` with the ``[EMPTY]`` filler of variable-length gaps appended at id ``vocab_size``
+    (itself when it already has it; ``with_appended_tokens``)."""
+    return with_appended_tokens(tokenizer, EMPTY_TOKENS, "the [EMPTY] token")
+
+
+def with_appended_tokens(tokenizer: Tokenizer, tokens: dict[str, str], what: str) -> Tokenizer:
+    """``tokenizer`` with ``tokens`` (``ModelConfig`` field -> token string) appended as special tokens.
+
+    Returns ``tokenizer`` itself when it already has them; otherwise a new ``Tokenizer`` with
+    them at ids ``vocab_size``, ``vocab_size + 1``, ... in order. Existing ids never change,
+    so data prepared with the original tokenizer stays valid. Like other special tokens,
+    ``encode`` never produces them from text and ``decode`` skips them.
+    """
+    if tokenizer.appended_ids(tokens, what):
         return tokenizer
     hf = HFTokenizer.from_str(tokenizer.hf.to_str())
-    hf.add_special_tokens(list(FIM_TOKENS.values()))
+    hf.add_special_tokens(list(tokens.values()))
     out = Tokenizer(hf, **tokenizer.special_ids())
-    got = list(out.fim_ids().values())
-    want = list(range(tokenizer.vocab_size, tokenizer.vocab_size + len(FIM_TOKENS)))
+    got = list(out.appended_ids(tokens, what).values())
+    want = list(range(tokenizer.vocab_size, tokenizer.vocab_size + len(tokens)))
     if got != want:  # a foreign tokenizer with holes in its id range
-        raise UserError(f"could not append the FIM sentinels at ids {want} (got {got})")
+        raise UserError(f"could not append {what} at ids {want} (got {got})")
     return out

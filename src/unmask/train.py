@@ -54,7 +54,8 @@ from unmask.evaluate import evaluate_loss
 from unmask.model import Transformer
 from unmask.objectives import OBJECTIVE_ATTENTION, ObjectiveOptions, get_objective
 from unmask.schedules import get_schedule
-from unmask.tokenizer import with_fim_tokens
+from unmask.sedd import sedd_model_config
+from unmask.tokenizer import with_empty_token, with_fim_tokens
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -173,6 +174,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         raise UserError(f"fim_rate={config.fim_rate} must be in [0, 1]")
     if config.fim_rate > 0 and config.objective != "ar":
         raise UserError(f"fim_rate applies to objective 'ar' (fill-in-the-middle), not {config.objective!r}")
+    if not 0.0 <= config.empty_rate < 1.0:
+        raise UserError(f"empty_rate={config.empty_rate} must be in [0, 1)")
+    if config.empty_rate > 0 and config.objective != "mdlm":
+        raise UserError(f"empty_rate applies to objective 'mdlm' ([EMPTY] gap filler), not {config.objective!r}")
 
     if config.objective == "bd3lm":
         if not config.block_size or config.block_size < 1:
@@ -209,14 +214,21 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         tokenizer = train_ds.tokenizer()
         if config.fim_rate > 0:  # sentinels appended to the vocabulary; saved with every checkpoint
             tokenizer = with_fim_tokens(tokenizer)
+        if config.empty_rate > 0:  # [EMPTY] appended the same way
+            tokenizer = with_empty_token(tokenizer)
         if resume:
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
         elif init is not None:
             model_cfg = init.config
+            if config.empty_rate > 0 and getattr(model_cfg, "empty_id", None) is None:
+                raise UserError(f"--init {config.init}: the model has no [EMPTY] token, so --empty-rate cannot "
+                                "continue it; train a fresh model with --empty-rate")
             if init.tokenizer.vocab_size != tokenizer.vocab_size or init.tokenizer.special_ids() != tokenizer.special_ids():
                 raise UserError(f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})")
         else:
-            model_cfg = build_model_config(config, tokenizer.vocab_size, {**tokenizer.special_ids(), **tokenizer.fim_ids()})
+            model_cfg = build_model_config(config, tokenizer.vocab_size,
+                                           {**tokenizer.special_ids(), **tokenizer.fim_ids(), **tokenizer.empty_ids()})
+    model_cfg = sedd_model_config(model_cfg, config)  # objective sedd: its graph and output kind
     if init is not None:  # a wrong pairing would only fail at the first step
         want = OBJECTIVE_ATTENTION.get(config.objective, model_cfg.attention)
         if model_cfg.attention != want:
@@ -255,6 +267,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         antithetic=config.antithetic,
         random_length_frac=config.random_length_frac if config.objective == "mdlm" else 0.0,
         fim_rate=config.fim_rate,
+        empty_rate=config.empty_rate,
     )
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     n_micro = world * config.grad_accum

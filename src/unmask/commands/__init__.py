@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from unmask.config import field_docs
 
-COMMANDS = ("prepare", "train", "generate", "demo", "infill", "edit", "fill_form", "convert", "serve")
+COMMANDS = ("prepare", "train", "generate", "chat", "demo", "infill", "edit", "fill_form", "convert", "serve")
 
 T = TypeVar("T")
 

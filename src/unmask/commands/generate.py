@@ -3,7 +3,12 @@
 Sampling flags are generated from ``SampleConfig`` (see docs/sampling.md). A checkpoint
 whose ``config.attention`` is ``causal`` (the autoregressive baseline) is decoded token by
 token with a KV cache (``unmask.sampling.ar.generate_ar``); ``--gen-length``,
-``--temperature``, ``--top-k``, ``--top-p`` and ``--seed`` apply to it.
+``--temperature``, ``--top-k``, ``--top-p`` and ``--seed`` apply to it. With ``--chat`` each
+prompt is one user message rendered through the model's chat template (``unmask.chat``) and
+only the reply is printed.
+
+``make_live`` and ``run_sampler`` (the right sampler for the checkpoint's attention) are
+shared with ``unmask chat``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", nargs="*", help="prompt text; several prompts form a batch ('' = unconditional)")
     p.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory or checkpoint folder")
     p.add_argument("--prompt-file", metavar="FILE", help="one prompt per line ('-' = stdin), added after the positional prompts")
+    p.add_argument("--chat", action="store_true",
+                   help="render each prompt as one user message through the model's chat template (see unmask chat) "
+                        "and print only the reply")
+    p.add_argument("--system", metavar="TEXT", help="with --chat: a system message before each prompt")
+    p.add_argument("--template", metavar="FILE|NAME",
+                   help="with --chat: the chat template to use instead of the model's (as in unmask chat)")
     add_sample_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object: per prompt text and tokens, plus nfe, seconds, tokens_per_s")
     p.add_argument("--no-live", action="store_true", help="do not draw the canvas while it is denoised")
@@ -96,75 +107,104 @@ def _fixed_width(live: Any, gen_length: int, mask_id: int) -> Any:
     return callback
 
 
-def run(args: argparse.Namespace) -> int:
+def make_live(tok: Any, mcfg: Any, config: SampleConfig, *, start: int) -> Any:
+    """A ``LiveView`` drawing the generation region (from column ``start``) when stdout is a
+    terminal, else None; block models grow their canvas and are never drawn."""
+    from unmask.sampling import LiveView
+
+    if getattr(mcfg, "attention", None) == "block-causal":
+        return None
+    causal = getattr(mcfg, "attention", None) == "causal"
+    live = LiveView(tok, start=start, total_steps=None if causal or config.policy != "llada" else config.steps)
+    return live if live.enabled else None
+
+
+def run_sampler(model: Any, prompt_ids: list[list[int]], config: SampleConfig, *, device: str,
+                live: Any = None) -> Any:
+    """Sample ``config.gen_length`` tokens after each prompt the way the checkpoint needs:
+    token by token with a KV cache for causal models, block by block for block-causal ones,
+    a SEDD sampler for policy ``sedd-euler`` / ``sedd-analytic`` (``unmask.sampling.sedd``),
+    else LLaDA's reverse process (``unmask.sampling.generate``). ``live`` is a step callback
+    (``make_live``). Returns the ``GenerateResult``."""
     import torch
 
-    from unmask.checkpoint import load
     from unmask.sampling import (
-        LiveView,
         generate,
         generate_ar,
+        generate_sedd,
         make_generator,
         sample_blocks,
-        validate,
+        uses_sedd_sampler,
     )
+
+    mcfg = model.config
+    attention = getattr(mcfg, "attention", None)
+    sedd = uses_sedd_sampler(config, mcfg)  # raises for a pairing that cannot work
+    if attention == "causal" and config.cfg_scale > 0:
+        raise UserError("cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)")
+    if attention == "causal":
+        result = generate_ar(
+            model,
+            prompt_ids,
+            max_new_tokens=config.gen_length,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            eos_id=mcfg.eos_id,
+            pad_id=mcfg.pad_id,
+            generator=make_generator(config.seed, device),
+            step_callback=None if live is None else _fixed_width(live, config.gen_length, mcfg.mask_id),
+        )
+    elif attention == "block-causal":  # BD3-LM: block by block, stopping after the block with EOS
+        result = sample_blocks(model, prompt_ids, config, mask_id=mcfg.mask_id, pad_id=mcfg.pad_id, eos_id=mcfg.eos_id)
+    elif sedd:
+        result = generate_sedd(
+            model, prompt_ids, config, mask_id=mcfg.mask_id, pad_id=mcfg.pad_id, eos_id=mcfg.eos_id, step_callback=live
+        )
+    else:
+        result = generate(
+            model, prompt_ids, config, mask_id=mcfg.mask_id, pad_id=mcfg.pad_id, eos_id=mcfg.eos_id, step_callback=live
+        )
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    from unmask.checkpoint import load
+    from unmask.sampling import validate
 
     config = sample_config_from_args(args)
     validate(config)  # fail on impossible lengths before loading anything
+    if (args.system is not None or args.template is not None) and not args.chat:
+        raise UserError("--system and --template apply to --chat")
     prompts = _read_prompts(args)
     device = str(resolve_device(args.device))
     loaded = load(args.model, device=device)
     model, tok, mcfg = loaded.model, loaded.tokenizer, loaded.model.config
     model.eval()
-    prompt_ids = [tok.encode(p) for p in prompts]
-    autoregressive = getattr(mcfg, "attention", None) == "causal"
-    if autoregressive and config.cfg_scale > 0:
-        raise UserError("cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)")
+    template = None
+    if args.chat:
+        from unmask.commands.chat import model_template
 
-    blockwise = getattr(mcfg, "attention", None) == "block-causal"
-    live: LiveView | None = None
-    if not args.no_live and not args.json and not blockwise:  # block models grow their canvas
-        total = None if autoregressive or config.policy != "llada" else config.steps
-        live = LiveView(tok, start=max(len(ids) for ids in prompt_ids), total_steps=total)
-        if not live.enabled:
-            live = None
+        template = model_template(loaded, args.template)
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        prompt_ids = [template.prompt(tok, [*system, {"role": "user", "content": p}])[1] for p in prompts]
+    else:
+        prompt_ids = [tok.encode(p) for p in prompts]
 
+    live = None if args.no_live or args.json else make_live(tok, mcfg, config, start=max(len(ids) for ids in prompt_ids))
     t0 = time.perf_counter()
     try:
-        if autoregressive:
-            result = generate_ar(
-                model,
-                prompt_ids,
-                max_new_tokens=config.gen_length,
-                temperature=config.temperature,
-                top_k=config.top_k,
-                top_p=config.top_p,
-                eos_id=mcfg.eos_id,
-                pad_id=mcfg.pad_id,
-                generator=make_generator(config.seed, device),
-                step_callback=None if live is None else _fixed_width(live, config.gen_length, mcfg.mask_id),
-            )
-        elif blockwise:  # BD3-LM: block by block, stopping after the block with EOS
-            result = sample_blocks(
-                model, prompt_ids, config, mask_id=mcfg.mask_id, pad_id=mcfg.pad_id, eos_id=mcfg.eos_id
-            )
-        else:
-            result = generate(
-                model,
-                prompt_ids,
-                config,
-                mask_id=mcfg.mask_id,
-                pad_id=mcfg.pad_id,
-                eos_id=mcfg.eos_id,
-                step_callback=live,
-            )
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        result = run_sampler(model, prompt_ids, config, device=device, live=live)
     finally:
         if live is not None:
             live.close(clear=True)
     seconds = time.perf_counter() - t0
-    texts = result.texts(tok)
+    if template is not None:  # the reply ends at EOS or the template's end-of-turn token
+        texts = [template.reply(tok, ids, mcfg.eos_id) for ids in result.gen_ids]
+    else:
+        texts = result.texts(tok)
     n_tokens = len(prompts) * config.gen_length
     tokens_per_s = n_tokens / seconds if seconds > 0 else float("inf")
 
@@ -185,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     for i, text in enumerate(texts):
         if len(texts) > 1:
             print(f"--- [{i}]")
-        print(prompts[i] + text)  # the prompt, then its continuation
+        print(text if template is not None else prompts[i] + text)  # a reply, or the prompt and its continuation
     print(
         f"{n_tokens} tokens, {result.steps} steps, {result.nfe} NFE in {seconds:.2f} s "
         f"({tokens_per_s:.1f} tokens/s)",

@@ -10,13 +10,15 @@ Inside:
   ``config.json`` keys become which ``ModelConfig`` fields (``facts``), which options it must
   have for unmask's one Transformer to reproduce it (``requires``), and a weight-name map
   (source-name pattern -> unmask parameter name, ``{i}`` = layer index). Litgpt-style.
-- ``IMPORTERS`` (registry: ``llada``, ``dream``) and ``UNSUPPORTED`` (families we recognise
-  but cannot run, with the reason: ``mdlm``, ``sedd``).
+- ``IMPORTERS`` (registry: ``llada``, ``dream``, ``transformers``) and ``UNSUPPORTED``
+  (families we recognise but cannot run, with the reason: ``mdlm``, ``sedd``).
 - ``is_publisher_folder``, ``detect``, ``import_folder`` (-> ``checkpoint.Loaded``),
   ``parse_dtype`` (``load``); ``convert`` (publisher folder -> native unmask checkpoint),
   ``export`` (native -> a family's layout), ``write_safetensors`` (``write``).
 
-Modules: ``families`` (the declarations), ``load`` (reading), ``write`` (writing).
+Modules: ``families`` (the declarations), ``load`` (reading), ``write`` (writing),
+``hf_export`` (family ``transformers``: unmask's own model as a ``transformers`` folder with
+its modeling code, from ``hf_template/``).
 
 Weights are read shard by shard, tensor by tensor, with ``safetensors.safe_open`` straight
 into a model built on the meta device and materialised in the requested dtype, so RAM
@@ -26,6 +28,7 @@ never holds a second full copy.
 from __future__ import annotations
 
 from unmask.convert.families import IMPORTERS, UNSUPPORTED, Importer, register
+from unmask.convert.hf_export import TRANSFORMERS
 from unmask.convert.load import (
     detect,
     import_folder,
@@ -40,6 +43,7 @@ from unmask.convert.write import convert, export, export_config, write_safetenso
 
 __all__ = [
     "IMPORTERS",
+    "TRANSFORMERS",
     "UNSUPPORTED",
     "Importer",
     "convert",

@@ -1,5 +1,6 @@
-"""Published families as data: ``Importer``, the ``llada`` and ``dream`` declarations,
-the ``IMPORTERS`` registry and the ``UNSUPPORTED`` families (``mdlm``, ``sedd``) with why."""
+"""Published families as data: ``Importer``, the ``llada`` and ``dream`` declarations (the DiT
+families ``mdlm`` and ``sedd`` are declared in ``unmask.convert.dit``), the ``IMPORTERS``
+registry and the ``UNSUPPORTED`` families (recognised but not runnable) with why."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import TYPE_CHECKING, Any
 from unmask.errors import UserError
 
 if TYPE_CHECKING:
+    import torch
+
     from unmask.config import ModelConfig
+    from unmask.tokenizer import Tokenizer
 
 REQUIRED = object()
 """Marker for a ``facts`` entry whose key must be in ``config.json`` (no default)."""
@@ -44,10 +48,12 @@ class Importer:
     """``ModelConfig`` fields fixed for the whole family (e.g. Dream's ``logit_shift``)."""
     requires: Mapping[str, tuple[Any, ...]]
     """``config.json`` key -> values unmask can reproduce (None in the tuple = absent is fine)."""
-    weights: Mapping[str, str]
+    weights: Mapping[str, str | tuple[str, ...]]
     """Source tensor-name pattern -> unmask parameter name; ``{i}`` is the layer index. Entries
     whose target the model lacks (a QKV bias when ``qkv_bias`` is False, the output head when
-    embeddings are tied) are dropped, so such a tensor in the folder is reported as unexpected."""
+    embeddings are tied) are dropped, so such a tensor in the folder is reported as unexpected.
+    A tuple of names splits a fused source tensor along dim 0 into those parameters, in order
+    (a fused QKV projection)."""
     derive: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
     """Optional hook filling fields that need more than one key (hf config, fields so far)."""
     reference: str = ""
@@ -56,6 +62,14 @@ class Importer:
     """Keys an exported ``config.json`` starts with (``model_type``, ``architectures``, ``auto_map``)."""
     underive: Callable[[ModelConfig], dict[str, Any]] | None = None
     """Inverse of ``derive`` for export: ``config.json`` keys from a ``ModelConfig``."""
+    files: Callable[[ModelConfig, Tokenizer], dict[str, str]] | None = None
+    """Extra text files an exported folder gets (name -> text), e.g. the modeling code that
+    ``transformers`` loads with ``trust_remote_code=True`` (``unmask.convert.hf_export``)."""
+    buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor]] = field(default_factory=dict)
+    """Source tensors that hold no weights but values the config implies (a saved RoPE
+    ``inv_freq`` buffer) -> that value: optional in the folder, checked when present, not loaded."""
+    tokenizer_note: str = ""
+    """Added to the error when the folder has no ``tokenizer.json`` (where to get it)."""
 
 
 def _llada_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
@@ -197,12 +211,7 @@ DREAM = Importer(
 IMPORTERS: dict[str, Importer] = {}
 """Supported families by registry name."""
 
-UNSUPPORTED: dict[str, str] = {
-    "mdlm": "MDLM's DiT conditions every block on the noise level (adaLN time conditioning), "
-    "which unmask's Transformer does not have",
-    "sedd": "SEDD's DiT conditions every block on the noise level (adaLN time conditioning) and "
-    "outputs scores, not logits; unmask's Transformer has neither",
-}
+UNSUPPORTED: dict[str, str] = {}
 """Families recognised by ``model_type`` but not runnable, with the reason (see docs/models.md)."""
 
 
@@ -214,3 +223,9 @@ def register(importer: Importer) -> Importer:
 
 register(LLADA)
 register(DREAM)
+
+# The DiT families (MDLM, SEDD) are declared in their own module, which imports Importer from here.
+from unmask.convert.dit import MDLM, SEDD  # noqa: E402
+
+register(MDLM)
+register(SEDD)

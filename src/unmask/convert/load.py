@@ -69,6 +69,8 @@ def is_publisher_folder(path: str | os.PathLike[str]) -> bool:
 def detect(hf: dict[str, Any], source: Path) -> Importer:
     """The importer for a publisher ``config.json`` (``hf``), or a one-line ``UserError``."""
     model_type = str(hf.get("model_type", "")).lower()
+    if not model_type and {"graph", "noise"} <= set(hf):
+        model_type = "sedd"  # SEDD's released config.json is its Hydra training config
     if not model_type:
         archs = [str(a).lower() for a in hf.get("architectures") or []]
         for imp in IMPORTERS.values():
@@ -78,8 +80,6 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
         if model_type in imp.model_types:
             return imp
     supported = ", ".join(IMPORTERS)
-    if not model_type and {"graph", "noise"} <= set(hf):
-        model_type = "sedd"  # SEDD's released config.json is its Hydra training config
     if model_type in UNSUPPORTED:
         raise UserError(
             f"{source}: {model_type} is not supported: {UNSUPPORTED[model_type]} (supported: {supported})"
@@ -125,18 +125,18 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
     return out
 
 
-def _tokenizer(folder: Path, hf: dict[str, Any]) -> Tokenizer:
+def _tokenizer(folder: Path, hf: dict[str, Any], note: str = "") -> Tokenizer:
     """The folder's tokenizer with its special tokens taken from ``config.json`` ids (falling
-    back to ``tokenizer_config.json`` strings, then to the loader's search by name)."""
+    back to ``tokenizer_config.json`` strings, then to the loader's search by name); ``note``
+    is added to the error when the folder has none."""
     from tokenizers import Tokenizer as HFTokenizer
 
     from unmask.tokenizer import load_tokenizer
 
     path = folder / "tokenizer.json"
     if not path.is_file():
-        raise UserError(
-            f"{path}: missing (the publisher's tokenizer.json is needed next to config.json)"
-        )
+        note = note or "the publisher's tokenizer.json is needed next to config.json"
+        raise UserError(f"{path}: missing ({note})")
     try:
         raw = HFTokenizer.from_file(str(path))
     except Exception as e:  # HF raises plain Exception for bad files
@@ -169,6 +169,26 @@ def _tokenizer(folder: Path, hf: dict[str, Any]) -> Tokenizer:
     )
 
 
+def chat_template(folder: Path) -> str | None:
+    """The folder's chat template, as ``transformers`` finds it: ``chat_template.jinja``, else
+    ``chat_template`` in ``chat_template.json``, else in ``tokenizer_config.json`` (a list of
+    named templates gives its ``default``, ``unmask.chat.select_template``); None if none."""
+    from unmask.chat import select_template
+
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        try:
+            return select_template(jinja.read_text(encoding="utf-8"), source=str(jinja))
+        except UnicodeDecodeError:
+            raise UserError(f"{jinja}: not UTF-8 text") from None
+    for path in (folder / "chat_template.json", folder / "tokenizer_config.json"):
+        if path.is_file():
+            template = select_template(_read_json(path).get("chat_template"), source=str(path))
+            if template is not None:
+                return template
+    return None
+
+
 def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig, Tokenizer]:
     """Detect the family of a publisher folder and read its facts into a ``ModelConfig``."""
     from unmask.config import ModelConfig
@@ -178,13 +198,20 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
     hf = _read_json(source)
     imp = detect(hf, source)
     shape = _shape_fields(imp, hf, source)
-    tok = _tokenizer(p, hf)
+    tok = _tokenizer(p, hf, imp.tokenizer_note)
     if tok.vocab_size > int(shape["vocab_size"]):
         raise UserError(
             f"{p / 'tokenizer.json'}: tokenizer has {tok.vocab_size} tokens, the model only {shape['vocab_size']}"
         )
+    ids = tok.special_ids()
+    for name, value in ids.items():  # ids the family fixes (MDLM/SEDD: [MASK] is the last row)
+        if name in shape and shape[name] != value:
+            raise UserError(
+                f"{p / 'tokenizer.json'}: its {name.removesuffix('_id')} token has id {value}, "
+                f"but {imp.name} puts it at id {shape[name]}"
+            )
     try:
-        config = ModelConfig(**shape, **tok.special_ids())
+        config = ModelConfig(**{**ids, **shape}, chat_template=chat_template(p))
     except TypeError as e:  # a fact of the wrong type in config.json
         raise UserError(f"{source}: {e}") from None
     except UserError as e:
@@ -227,18 +254,29 @@ def shard_files(folder: Path) -> list[Path]:
     raise UserError(f"{folder}: no {SINGLE} nor {INDEX}")
 
 
-def weight_map(imp: Importer, config: ModelConfig, targets: set[str]) -> dict[str, str]:
-    """Source tensor name -> unmask parameter name for this config, layers expanded; only
-    entries whose target exists in the model (``targets``)."""
-    out: dict[str, str] = {}
+def weight_map(
+    imp: Importer, config: ModelConfig, targets: set[str]
+) -> dict[str, str | tuple[str, ...]]:
+    """Source tensor name -> unmask parameter name (a tuple for a fused tensor split along dim 0)
+    for this config, layers expanded; only entries whose targets all exist in the model
+    (``targets``)."""
+
+    def fmt(dst: str | tuple[str, ...], i: int) -> str | tuple[str, ...]:
+        return dst.format(i=i) if isinstance(dst, str) else tuple(d.format(i=i) for d in dst)
+
+    out: dict[str, str | tuple[str, ...]] = {}
     for src, dst in imp.weights.items():
         pairs = (
-            [(src.format(i=i), dst.format(i=i)) for i in range(config.n_layers)]
+            [(src.format(i=i), fmt(dst, i)) for i in range(config.n_layers)]
             if "{i}" in src
             else [(src, dst)]
         )
-        out.update({s: d for s, d in pairs if d in targets})
+        out.update({s: d for s, d in pairs if set(_targets(d)) <= targets})
     return out
+
+
+def _targets(dst: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (dst,) if isinstance(dst, str) else dst
 
 
 def load_weights(model: Any, imp: Importer, folder: Path) -> None:
@@ -253,7 +291,7 @@ def load_weights(model: Any, imp: Importer, folder: Path) -> None:
 
     params = dict(model.named_parameters())  # tied weights appear once
     names = weight_map(imp, model.config, set(params))
-    unmapped = sorted(set(params) - set(names.values()))
+    unmapped = sorted(set(params) - {t for d in names.values() for t in _targets(d)})
     if unmapped:  # an importer bug, not a user error: the map must cover the model
         raise RuntimeError(f"{imp.name} weight map has no source for {unmapped[:3]}")
     filled: dict[str, Path] = {}
@@ -265,25 +303,43 @@ def load_weights(model: Any, imp: Importer, folder: Path) -> None:
         with handle as f:
             for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
                 target = names.get(key)
+                if target is None and key in imp.buffers:
+                    _check_buffer(f.get_tensor(key), imp.buffers[key](model.config), key, shard)
+                    continue
                 if target is None:
                     raise UserError(
                         f"{shard}: unexpected tensor {key} (not in the {imp.name} weight map for this config)"
                     )
                 if key in filled:
                     raise UserError(f"{shard}: tensor {key} also in {filled[key].name}")
-                param = params[target]
+                parts = [params[t] for t in _targets(target)]
+                sizes = [p.shape[0] for p in parts]
+                want = (sum(sizes), *parts[0].shape[1:])  # a fused tensor stacks its parts on dim 0
                 shape = tuple(f.get_slice(key).get_shape())
-                if shape != tuple(param.shape):
+                if shape != want:
                     raise UserError(
-                        f"{shard}: tensor {key} has shape {shape}, config.json implies {tuple(param.shape)}"
+                        f"{shard}: tensor {key} has shape {shape}, config.json implies {want}"
                     )
-                with torch.no_grad():
-                    param.copy_(f.get_tensor(key))  # one tensor in RAM at a time; copy_ casts
+                with torch.no_grad():  # one tensor in RAM at a time; copy_ casts
+                    for param, value in zip(parts, f.get_tensor(key).split(sizes), strict=True):
+                        param.copy_(value)
                 filled[key] = shard
     missing = sorted(set(names) - set(filled))
     if missing:
         raise UserError(
             f"{folder}: missing tensor(s) {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+        )
+
+
+def _check_buffer(got: torch.Tensor, want: torch.Tensor, key: str, shard: Path) -> None:
+    """A stored buffer (not a weight) must hold what the config implies; it is not loaded."""
+    import torch
+
+    if got.shape != want.shape or not torch.allclose(
+        got.float(), want.float(), rtol=1e-2, atol=1e-6
+    ):
+        raise UserError(
+            f"{shard}: tensor {key} differs from what config.json implies (not this family's model?)"
         )
 
 
@@ -301,7 +357,7 @@ def import_folder(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
 ) -> Loaded:
-    """Load a publisher folder (LLaDA, Dream) as an unmask ``Transformer`` in eval mode.
+    """Load a publisher folder (LLaDA, Dream, MDLM, SEDD) as an unmask ``Transformer`` in eval mode.
 
     The model is built on the meta device, materialised on ``device`` in ``dtype`` (default:
     the folder's ``torch_dtype``), and filled tensor by tensor from the shards.

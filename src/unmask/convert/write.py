@@ -95,15 +95,23 @@ def convert(
 
 
 def _write_folder(
-    out: Path, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str], config: dict[str, Any], tokenizer: Any
+    out: Path,
+    tensors: Mapping[str, torch.Tensor],
+    metadata: dict[str, str],
+    config: dict[str, Any],
+    tokenizer: Any,
+    files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write model.safetensors + config.json + tokenizer.json into a staging folder beside
-    ``out`` and rename it into place, so a failure leaves nothing half-written."""
+    """Write model.safetensors + config.json + tokenizer.json (+ ``files``: name -> text) into a
+    staging folder beside ``out`` and rename it into place, so a failure leaves nothing
+    half-written."""
     tmp = staging_dir(out.parent, f".{out.name}.tmp")
     try:
         write_safetensors(tensors, tmp / SINGLE, metadata=metadata)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         tokenizer.save(tmp)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -151,9 +159,11 @@ def export(
     (``config.json``, ``model.safetensors``, ``tokenizer.json``); returns ``dst``.
 
     Tensor names are the inverse of the family's weight map, so ``unmask.load(dst)`` imports
-    it back exactly. Loading it with ``transformers`` (``trust_remote_code=True``) needs the
-    publisher's ``configuration_*.py`` / ``modeling_*.py`` copied into ``dst``; unmask does
-    not ship third-party code.
+    it back exactly. Family ``transformers`` also writes its own modeling code and
+    ``tokenizer_config.json`` (the importer's ``files``), so ``transformers`` loads the folder
+    with ``trust_remote_code=True``; for ``llada`` / ``dream`` that needs the publisher's
+    ``configuration_*.py`` / ``modeling_*.py`` copied into ``dst`` (unmask does not ship
+    third-party code).
     """
     from unmask.checkpoint import _state_for_save, load
 
@@ -178,4 +188,5 @@ def export(
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {names[k]: v for k, v in state.items()}
-    return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer)
+    files = imp.files(loaded.config, loaded.tokenizer) if imp.files is not None else None
+    return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer, files)

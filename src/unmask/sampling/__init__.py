@@ -10,6 +10,8 @@
   prefix, dual).
 - ``generate_ar`` (``ar``): autoregressive decoding with a KV cache for causal models.
 - ``LiveView`` (``live``): draws the canvas in the terminal after every step.
+- ``sample_sedd`` / ``generate_sedd`` (``sedd``): SEDD's Euler and analytic samplers (policy
+  names ``sedd-euler``, ``sedd-analytic``; registered on import).
 """
 
 from __future__ import annotations
@@ -46,12 +48,14 @@ from unmask.sampling.policies import (
     register_policy,
     register_remasking,
 )
+from unmask.sampling.sedd import SEDD_POLICIES, generate_sedd, sample_sedd, uses_sedd_sampler
 
 __all__ = [
     "CACHES",
     "CONFIDENCES",
     "POLICIES",
     "REMASKING",
+    "SEDD_POLICIES",
     "CachePolicy",
     "CommitPolicy",
     "EntropyBoundPolicy",
@@ -68,6 +72,7 @@ __all__ = [
     "forbid_tokens",
     "generate",
     "generate_ar",
+    "generate_sedd",
     "make_cache",
     "make_generator",
     "make_policy",
@@ -79,7 +84,9 @@ __all__ = [
     "register_remasking",
     "sample",
     "sample_blocks",
+    "sample_sedd",
     "sample_token",
     "shift_logits",
+    "uses_sedd_sampler",
     "validate",
 ]
