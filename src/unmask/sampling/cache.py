@@ -104,6 +104,7 @@ class WindowCache(CachePolicy):
 
     def __init__(self) -> None:
         self.kv: Any = None
+        self.buf: Tensor | None = None  # (B, L, V) logits of the current block
         self.lo = self.hi = 0
 
     def window_end(self, block_end: int, length: int) -> int:
@@ -121,16 +122,18 @@ class WindowCache(CachePolicy):
         if self.kv is None:
             self.kv = KVCache()
             logits = call_model(model, tokens, attention_mask, cache=self.kv, start=0)  # (B, L, V)
-            return shift_logits(logits) if shift else logits
+            self.buf = shift_logits(logits) if shift else logits
+            return self.buf
         # With a logit shift position lo needs the logits of lo - 1: run one more position.
         q0 = max(self.lo - 1, 0) if shift else self.lo
         part = call_model(model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0)  # (B, W, V)
         if shift:
             part = shift_logits(part)[:, self.lo - q0 :]
-        B, L = tokens.shape
-        logits = part.new_zeros(B, L, part.shape[-1])  # (B, L, V)
-        logits[:, self.lo : self.hi] = part
-        return logits
+        # Outside [lo, hi) the block's first logits stay: no candidate lies there (lo is the
+        # first masked column, hi >= the block end), and one buffer per block saves a
+        # (B, L, V) allocation per step.
+        self.buf[:, self.lo : self.hi] = part
+        return self.buf
 
 
 class PrefixCache(WindowCache):

@@ -117,9 +117,9 @@ def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
     """A logits processor that sets the given tokens' logits to ``-inf`` (LLaDA ``logits_eos_inf``)."""
     ids = list(token_ids)
 
-    def proc(logits: Tensor) -> Tensor:  # (B, L, V)
+    def proc(logits: Tensor) -> Tensor:  # (B, L, V), filled in place (no copy per step)
         index = torch.tensor(ids, dtype=torch.long, device=logits.device)
-        return logits.index_fill(-1, index, float("-inf"))
+        return logits.index_fill_(-1, index, float("-inf"))
 
     return proc
 
@@ -345,10 +345,25 @@ class Denoiser:
         masked = canvas.masked  # (B, L)
         block_start, block_end = self.block_bounds
 
-        x0 = torch.argmax(add_gumbel_noise(logits, config.temperature, self.generator), dim=-1)  # (B, L)
-        x0_p = self.score(logits, x0, self.generator)  # (B, L)
         candidates = masked.clone()
         candidates[:, block_end:] = False
+        # Proposals and scores are needed only for the candidates, which lie in the window
+        # [first candidate column, block end). Draw-free work (argmax at temperature 0,
+        # deterministic confidences: a float64 softmax over V per position) is done there
+        # alone; random draws keep the full (B, L[, V]) shape so a seed gives the same
+        # stream as LLaDA's reference loop.
+        cols = candidates.any(dim=0).nonzero()
+        w0 = int(cols[0]) if len(cols) else block_start
+        if config.temperature == 0:
+            x0 = x.clone()
+            x0[:, w0:block_end] = torch.argmax(logits[:, w0:block_end], dim=-1)
+        else:
+            x0 = torch.argmax(add_gumbel_noise(logits, config.temperature, self.generator), dim=-1)  # (B, L)
+        if config.remasking == "low_confidence":  # a registered confidence measure: no draws
+            x0_p = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
+            x0_p[:, w0:block_end] = self.score(logits[:, w0:block_end], x0[:, w0:block_end], self.generator)
+        else:
+            x0_p = self.score(logits, x0, self.generator)  # (B, L)
         x0 = torch.where(masked, x0, x)
         confidence = torch.where(candidates, x0_p, torch.full_like(x0_p, float("-inf")))
         state = StepState(
