@@ -78,9 +78,12 @@ class Policy:
 
 POLICY_SET = (
     Policy("llada 1/step", "llada"),  # the reference baseline (with cache none)
+    Policy("llada 2/step", "llada", tokens_per_step=2),
     Policy("llada 4/step", "llada", tokens_per_step=4),
+    Policy("llada 8/step", "llada", tokens_per_step=8),
     Policy("threshold .9", "threshold", threshold=0.9),
     Policy("threshold .7", "threshold", threshold=0.7),
+    Policy("threshold .5", "threshold", threshold=0.5),
     Policy("factor 1", "factor", factor=1.0),
     Policy("entropy .1", "entropy", entropy_bound=0.1),
 )

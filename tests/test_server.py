@@ -364,3 +364,23 @@ def test_causal_checkpoint_decodes_token_by_token():
         assert sse_events(r.text)[-1] == (None, "[DONE]")
         r = c.post("/v1/infill", json={"template": "a [MASK:2] b"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported"
+
+
+def test_chat_template_special_tokens_are_encoded_as_their_ids():
+    """A template's special tokens (here ``eos_token``) reach the model as one id each, as
+    transformers encodes them, not as the characters of their text; a failing template is a 400
+    with its one-line reason."""
+    import dataclasses
+
+    template = "{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"
+    model = Echo(dataclasses.replace(tiny_config(), chat_template=template))
+    with TestClient(create_app(loaded(model))) as c:
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+        body = r.json()
+        assert body["usage"]["prompt_tokens"] == len("Hi") + 1
+        assert body["choices"][0]["message"]["content"] == echo_text(len("Hi") + 1, 4)
+    bad = Echo(dataclasses.replace(tiny_config(), chat_template="{{ raise_exception('no system turns') }}"))
+    with TestClient(create_app(loaded(bad))) as c:
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+        assert r.status_code == 400
+        assert "no system turns" in r.json()["error"]["message"]

@@ -42,6 +42,7 @@ from fastapi.responses import (
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from unmask.chat import PLAIN_CHAT_TEMPLATE, ChatTemplate
 from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
 from unmask.errors import UserError
@@ -183,6 +184,10 @@ def create_app(
     causal = getattr(cfg, "attention", None) == "causal"
     max_seq_len: int = int(getattr(cfg, "max_seq_len", 0) or 1 << 30)
     chat_template: str | None = getattr(cfg, "chat_template", None)
+    # Chat prompts are encoded with the template's own special tokens as their ids (as
+    # transformers does), not as their characters.
+    chat_tokens = ChatTemplate.with_tokens(chat_template or PLAIN_CHAT_TEMPLATE, tok, bos_id=cfg.bos_id,
+                                           eos_id=cfg.eos_id)
     metrics = Metrics()
     engine = Engine(_runner(loaded), stepper=_stepper(loaded), max_batch=limits.max_batch,
                     max_queue=limits.max_queue, batch_wait_s=limits.batch_wait_s, metrics=metrics)
@@ -330,7 +335,7 @@ def create_app(
             n_tokens = len(tok.encode(text))
         return text, reason, n_tokens
 
-    def prepare(req: _Generation, prompts: list[str]) -> tuple[Job, list[list[int]]]:
+    def prepare(req: _Generation, prompts: list[str], *, chat: bool = False) -> tuple[Job, list[list[int]]]:
         check_model(req.model)
         check_steps(req)
         if req.n > limits.max_n:
@@ -347,7 +352,7 @@ def create_app(
                            param="top_p", code="invalid_value")
         for p in prompts:
             check_text(p, "prompt")
-        ids = [tok.encode(p) for p in prompts]
+        ids = [chat_tokens.encode(tok, p) if chat else tok.encode(p) for p in prompts]
         longest = max((len(i) or (1 if causal else 0)) for i in ids)
         if longest + req.max_tokens > max_seq_len:
             raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds the model's "
@@ -368,7 +373,7 @@ def create_app(
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     async def run_generation(request: Request, req: _Generation, prompts: list[str], *, chat: bool) -> Response:
-        job, ids = prepare(req, prompts)
+        job, ids = prepare(req, prompts, chat=chat)
         rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         stops = req.stops()
@@ -526,9 +531,8 @@ def create_app(
                    "eos_token": tok.decode([cfg.eos_id], skip_special=False) if cfg.eos_id is not None else ""}
         try:
             prompt = render_chat(req.messages, chat_template, special=special)
-        except Exception as e:  # noqa: BLE001 -- a template that fails on these messages
-            raise APIError(400, f"the chat template failed on these messages ({type(e).__name__})",
-                           param="messages", code="invalid_value") from None
+        except UserError as e:  # unmask.chat turns every template failure into one line
+            raise APIError(400, str(e), param="messages", code="invalid_value") from None
         return await run_generation(request, req, [prompt], chat=True)
 
     def diffusion_only(what: str) -> None:
