@@ -15,7 +15,7 @@ landed between the two renames).
 
 Inside: ``atomic_write_text``, ``save_checkpoint``, ``load_train_state``,
 ``checkpoint_dir``, ``load`` and ``Loaded``. ``load`` also accepts a publisher's folder
-(LLaDA, Dream), imported by ``unmask.convert``.
+(LLaDA, Dream, MDLM, SEDD, our own transformers export), imported by ``unmask.convert``.
 """
 
 from __future__ import annotations
@@ -184,7 +184,7 @@ def load(path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtyp
     """Load a checkpoint for inference, in eval mode.
 
     ``path`` is a run directory, a native checkpoint folder, or a local folder in a
-    publisher's format (LLaDA, Dream: ``config.json`` with ``model_type``, safetensors
+    publisher's format (LLaDA, Dream, MDLM, SEDD: ``config.json`` with ``model_type``, safetensors
     shards, ``tokenizer.json``), which is imported by ``unmask.convert.import_folder``
     straight into ``dtype`` (default: the folder's ``torch_dtype``).
     """

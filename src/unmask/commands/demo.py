@@ -19,11 +19,11 @@ from unmask.errors import UserError
 
 PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is my shepherd;")
 # Fill-in-the-blank templates: [MASK:a-b] is a gap of a to b tokens; the length is chosen
-# by the model's own likelihood (unmask.infill). The space before a gap goes inside it:
-# BPE tokens carry their leading space (docs/infill.md).
+# by the model's own likelihood (unmask.infill). The space before an unconstrained gap
+# moves inside it, since BPE tokens carry their leading space (docs/infill.md).
 BLANKS = (
-    "Yahweh is my[MASK:1-3]; I shall lack nothing.",
-    "For God so loved the[MASK:1-3], that he gave his one and only Son.",
+    "Yahweh is my [MASK:1-3]; I shall lack nothing.",
+    "For God so loved the [MASK:1-3], that he gave his one and only Son.",
 )
 OWN_TEXT = (
     "Train on your own text: unmask prepare my.txt --out data/mine && "

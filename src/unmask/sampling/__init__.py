@@ -1,6 +1,8 @@
 """Sampling from masked diffusion language models: the loop, commit policies, caches, live view.
 
-- ``generate`` / ``sample`` and ``GenerateResult`` (``loop``): LLaDA's reverse process.
+- ``generate`` / ``sample`` and ``GenerateResult`` (``loop``): LLaDA's reverse process;
+  ``Denoiser`` (one run as a state object stepped by ``step(logits)``) and
+  ``step_together`` (one shared forward pass for many runs: continuous batching).
 - ``CommitPolicy``, ``POLICIES``, ``register_policy`` (``policies``): which proposals to
   keep, by name: ``llada`` (scheduled), ``threshold`` / ``factor`` (Fast-dLLM), ``entropy``
   (EB-sampler).
@@ -21,6 +23,7 @@ from unmask.sampling.blocks import sample_blocks
 from unmask.sampling.cache import CACHES, CachePolicy, make_cache, register_cache, shift_logits
 from unmask.sampling.live import LiveView
 from unmask.sampling.loop import (
+    Denoiser,
     GenerateResult,
     add_gumbel_noise,
     cut_at_eos,
@@ -30,6 +33,7 @@ from unmask.sampling.loop import (
     make_generator,
     model_logit_shift,
     sample,
+    step_together,
     validate,
 )
 from unmask.sampling.policies import (
@@ -52,6 +56,8 @@ from unmask.sampling.sedd import SEDD_POLICIES, generate_sedd, sample_sedd, uses
 
 __all__ = [
     "CACHES",
+    "Denoiser",
+    "step_together",
     "CONFIDENCES",
     "POLICIES",
     "REMASKING",
