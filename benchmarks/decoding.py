@@ -66,13 +66,14 @@ class Policy:
     factor: float = 1.0
     entropy_bound: float = 0.1
 
-    def sample_config(self, gen_length: int, block_length: int, cache: str) -> SampleConfig:
+    def sample_config(self, gen_length: int, block_length: int, cache: str, temperature: float = 0.0,
+                      seed: int = 0) -> SampleConfig:
         num_blocks = gen_length // block_length
         steps = max(num_blocks, gen_length // self.tokens_per_step // num_blocks * num_blocks)
         return SampleConfig(
             gen_length=gen_length, steps=steps, block_length=block_length, policy=self.policy,
             threshold=self.threshold, factor=self.factor, entropy_bound=self.entropy_bound,
-            cache=cache, temperature=0.0,
+            cache=cache, temperature=temperature, seed=seed if temperature > 0 else None,
         )
 
 
@@ -176,7 +177,7 @@ def run_section(
         base_tokens: torch.Tensor | None = None
         combos = [(policies[0], "none")] + [(p, c) for p in policies for c in caches if (p, c) != (policies[0], "none")]
         for pol, cache in combos:
-            sc = pol.sample_config(gen_length, args.block_length, cache)
+            sc = pol.sample_config(gen_length, args.block_length, cache, args.temperature, args.seed)
 
             def run(sc: SampleConfig = sc) -> Any:
                 return generate(sec.model, ids, sc, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
@@ -209,7 +210,9 @@ def run_ar(sec: Section, prompts: list[str], args: argparse.Namespace, baselines
     generate_ar(sec.model, ids, max_new_tokens=4, eos_id=cfg.eos_id)  # warm-up
     for gen_length in sec.lengths:
         def run(n: int = gen_length) -> Any:
-            return generate_ar(sec.model, ids, max_new_tokens=n, eos_id=cfg.eos_id)
+            gen = torch.Generator(device).manual_seed(args.seed) if args.temperature > 0 else None
+            return generate_ar(sec.model, ids, max_new_tokens=n, eos_id=cfg.eos_id, temperature=args.temperature,
+                               generator=gen)
 
         res, sec_s = timed(run, args.repeats, device)
         gen = res.tokens[:, res.region[0] : res.region[1]].cpu()
@@ -272,7 +275,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="generative perplexity with SmolLM2 (default: on when installed, off with --quick)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    ap.add_argument("--seed", type=int, default=0, help="init seed of the speed model")
+    ap.add_argument("--seed", type=int, default=0, help="init seed of the speed model and the sampling seed")
+    ap.add_argument("--temperature", type=float, default=0.0,
+                    help="sampling temperature of every row (0 = greedy; agreement is then exact-match)")
     ap.add_argument("--json", help="write all rows (and the generated texts) here")
     ap.add_argument("--quick", action="store_true",
                     help="tiny subset (gen 32, blocks of 16, 2 policies, caches none/dual, tiny speed model)")
@@ -313,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     prompts = prompt_texts(args.batch, args.prompt_words)
     print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, batch {len(prompts)}, "
-          f"block_length {args.block_length}, temperature 0; baseline = {policies[0].label!r}, cache none")
+          f"block_length {args.block_length}, temperature {args.temperature:g}; baseline = {policies[0].label!r}, cache none")
     print(f"prompts: {prompts}")
     sections = [Section(f"demo ({demo.path})", demo.model, demo.tokenizer, demo.config, trained=True)]
     if args.speed_preset != "none":
@@ -351,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "meta": {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
                      "python": platform.python_version(), "prompts": prompts, "block_length": args.block_length,
                      "gen_lengths": args.gen_lengths, "baseline": policies[0].label,
+                     "temperature": args.temperature, "seed": args.seed,
                      "scorer": repr(scorer) if scorer else None, "quick": args.quick},
             "sections": [{"name": s.name, "notes": s.notes, "rows": s.rows} for s in sections],
         }

@@ -13,7 +13,7 @@ from torch import nn
 from unmask.checkpoint import Loaded
 from unmask.config import ModelConfig, model_preset
 from unmask.model import Transformer
-from unmask.tokenizer import byte_tokenizer
+from unmask.tokenizer import Tokenizer, byte_tokenizer, train_bpe
 
 ECHO_TEXT = "abcdefghijklmnopqrstuvwxyz"
 
@@ -71,13 +71,27 @@ class Broken(nn.Module):
         raise RuntimeError("boom: secret internals")
 
 
-def loaded(model: nn.Module) -> Loaded:
-    return Loaded(model=model, tokenizer=byte_tokenizer(), config=model.config, path=Path("runs/tiny/checkpoint"))
+def loaded(model: nn.Module, tokenizer: Tokenizer | None = None) -> Loaded:
+    return Loaded(model=model, tokenizer=tokenizer or byte_tokenizer(), config=model.config,
+                  path=Path("runs/tiny/checkpoint"))
 
 
-def random_transformer(seed: int = 0) -> Transformer:
+def random_transformer(seed: int = 0, tokenizer: Tokenizer | None = None) -> Transformer:
+    """A tiny random model for ``tokenizer`` (default: the byte tokenizer)."""
     torch.manual_seed(seed)
-    return Transformer(tiny_config()).eval()
+    if tokenizer is None:
+        return Transformer(tiny_config()).eval()
+    return Transformer(model_preset("tiny", vocab_size=tokenizer.vocab_size, max_seq_len=64,
+                                    **tokenizer.special_ids())).eval()
+
+
+BPE_TEXT = "The cat sat on the mat. Once upon a time the cat sat here."
+
+
+def bpe_tokenizer() -> Tokenizer:
+    """A tiny byte-level BPE (milliseconds to train) in which words of BPE_TEXT are one
+    token each with their leading space (``" cat"``), as in GPT-2's vocabulary."""
+    return train_bpe([BPE_TEXT] * 8, vocab_size=300)
 
 
 class Mixer(nn.Module):

@@ -1,5 +1,6 @@
 """The browser playground (``GET /``) in headless Debian chromium, driven by Playwright, against
-a live server with a tiny random model: the streamed canvas, click-to-mask infill, a screenshot.
+a live server with a tiny random model and a tiny BPE tokenizer: the streamed canvas, click-to-mask
+infill with gap lengths counted in the server's tokens and streamed steps, a screenshot.
 
 Skipped when the ``playwright`` package or a ``chromium`` executable is missing (``bash
 install.sh --test`` installs both where it can, so CI runs it); with
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 try:
-    from playwright.sync_api import Page, sync_playwright
+    from playwright.sync_api import Page, expect, sync_playwright
 except ImportError:
     MISSING: str | None = "the playwright package is not installed (bash install.sh --test)"
 else:
@@ -33,7 +34,7 @@ if MISSING and not REQUIRED:
 
 import httpx  # noqa: E402
 import torch  # noqa: E402
-from server_helpers import loaded, random_transformer  # noqa: E402
+from server_helpers import bpe_tokenizer, loaded, random_transformer  # noqa: E402
 from test_server_openai import live_server  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -55,9 +56,12 @@ class Paced(nn.Module):
         return self.inner(tokens, attention_mask=attention_mask)
 
 
+TOK = bpe_tokenizer()
+
+
 @pytest.fixture(scope="module")
 def base_url():
-    with live_server(create_app(loaded(Paced(random_transformer(), 0.08)))) as port:
+    with live_server(create_app(loaded(Paced(random_transformer(tokenizer=TOK), 0.08), TOK))) as port:
         yield f"http://127.0.0.1:{port}"
 
 
@@ -219,7 +223,13 @@ def word(page: Page, text: str):
     return page.locator("#words .word").filter(has_text=re.compile(f"^{re.escape(text)}$"))
 
 
+def n_tokens(text: str) -> int:
+    return len(TOK.encode(text))
+
+
 def test_infill_click_to_mask(page, base_url):
+    # the BPE has " cat", " sat", " mat" as single tokens: token counts differ from byte counts
+    assert (n_tokens(" cat"), n_tokens(" cat sat"), n_tokens(" mat")) == (1, 2, 1)
     page.fill("#prompt", "The cat sat [here] on the [MASK:2] mat.")
     page.check("input[name=mode][value=infill]")
     assert page.is_visible("#words") and not page.is_visible("#max_tokens")
@@ -231,7 +241,9 @@ def test_infill_click_to_mask(page, base_url):
     word(page, "cat").click()
     assert word(page, "cat").get_attribute("class") == "word masked"
     assert word(page, "cat").get_attribute("aria-pressed") == "true"
-    assert template() == r"The [MASK:3] sat \[here] on the [MASK:2] mat."
+    # a blank gap length is the server's token count of " cat" (POST /v1/tokenize), not its 3 bytes
+    expect(page.locator("#template")).to_have_text(r"The [MASK:1] sat \[here] on the [MASK:2] mat.")
+    expect(page.locator("#count_note")).to_have_text("")
     word(page, "cat").click()  # toggles back
     assert page.locator("#words .masked").count() == 0
     assert template() == r"The cat sat \[here] on the [MASK:2] mat."
@@ -242,24 +254,43 @@ def test_infill_click_to_mask(page, base_url):
     assert word(page, "on").get_attribute("aria-pressed") == "false"
     for w in ("cat", "sat", "mat"):
         word(page, w).click()
-    # neighbours merge into one gap; its default length is the masked text's bytes
-    assert template() == r"The [MASK:7] \[here] on the [MASK:2] [MASK:3]."
+    # neighbours merge into one gap; its default length is the masked text's tokens
+    want = r"The [MASK:2] \[here] on the [MASK:2] [MASK:1]."
+    expect(page.locator("#template")).to_have_text(want)
     assert page.locator("#words .masked").all_text_contents() == ["cat", "sat", "mat"]
     page.fill("#prompt", "The cat sat [here] on the [MASK:2] mat. More")  # masks survive edits after them
-    assert template() == r"The [MASK:7] \[here] on the [MASK:2] [MASK:3]. More"
+    assert template() == want[:-1] + ". More"  # counts already known: no wait
     page.fill("#prompt", "The cat sat [here] on the [MASK:2] mat.")
     page.fill("#gap_length", "x")
     assert "gap length must be" in template()
     page.fill("#gap_length", "2")
     assert template() == r"The [MASK:2] \[here] on the [MASK:2] [MASK:2]."
+    page.fill("#gap_length", "")
+    assert template() == want
 
-    page.click("#go")
+    # record the canvas after every redraw: (masked positions, highlighted tokens)
+    page.evaluate("""() => {
+        window.snapshots = [];
+        const c = document.getElementById("canvas");
+        new MutationObserver(() => window.snapshots.push(
+            [c.querySelectorAll(".mask").length, c.querySelectorAll(".new").length])).observe(c, {childList: true});
+    }""")
+    with page.expect_request("**/v1/infill") as sent:
+        page.click("#go")
+    assert json.loads(sent.value.post_data) == {
+        "template": want, "stream": True, "policy": "llada", "temperature": 0, "steps": 32, "threshold": 0.9}
     page.wait_for_function("document.getElementById('status').textContent.includes('model evaluations')",
                            timeout=30_000)
-    assert page.text_content("#status").startswith("3 gaps, ")
-    # the page shows exactly what the endpoint returns for that template and these options
+    # 5 masks, llada: one commit per step, each step drawn as it arrives, then the result
+    assert page.text_content("#status").startswith("3 gaps, 5 steps, ")
+    snapshots = page.evaluate("window.snapshots")
+    masks = [m for m, _ in snapshots]
+    assert masks[0] == 4 and masks[-1] == 0 and all(a >= b for a, b in zip(masks, masks[1:], strict=False)), masks
+    assert len({m for m in masks if 0 < m < 4}) >= 2, f"too few intermediate canvases drawn: {snapshots}"
+    assert any(m > 0 and new == 1 for m, new in snapshots), f"no step drawn with its new token: {snapshots}"
+    # the page ends with exactly what the endpoint returns for that template and these options
     res = httpx.post(base_url + "/v1/infill", timeout=30, json={
-        "template": template(), "policy": "llada", "temperature": 0, "steps": 32, "threshold": 0.9}).json()
+        "template": want, "policy": "llada", "temperature": 0, "steps": 32, "threshold": 0.9}).json()
     assert page.text_content("#canvas") == res["text"]
     assert page.locator("#canvas .new").all_text_contents() == [g["text"] for g in res["gaps"]]
     assert res["text"].startswith("The ") and " [here] on the " in res["text"] and res["text"].endswith(".")
@@ -277,4 +308,12 @@ def test_infill_errors_are_shown(page):
     page.wait_for_function("document.getElementById('status').textContent.startsWith('400: ')")
     assert "[MASK:0]" in page.text_content("#status")
     assert page.errors == ["console: Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    page.errors.clear()
+    # no token count from the server: the gap keeps the byte count, and a note says so
+    page.route("**/v1/tokenize", lambda route: route.abort())
+    page.fill("#prompt", "The cat sat")
+    word(page, "cat").click()
+    expect(page.locator("#count_note")).to_contain_text("could not count tokens")
+    assert page.text_content("#template") == "The [MASK:3] sat"
+    assert page.errors and all("net::ERR_FAILED" in e for e in page.errors), page.errors
     page.errors.clear()

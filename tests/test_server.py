@@ -1,5 +1,6 @@
 """The HTTP API in-process (FastAPI TestClient / httpx over ASGI): shapes, streaming,
-infill/edit, batching, queue limits, timeouts, errors, auth and metrics."""
+infill/edit (plain and streamed), tokenize, batching, queue limits, timeouts, errors, auth
+and metrics."""
 
 from __future__ import annotations
 
@@ -14,7 +15,18 @@ pytest.importorskip("httpx")
 
 import httpx  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from server_helpers import Broken, Echo, Gated, echo_text, loaded, random_transformer, tiny_config  # noqa: E402
+from server_helpers import (  # noqa: E402
+    Broken,
+    Echo,
+    Gated,
+    Stepped,
+    bpe_tokenizer,
+    echo_text,
+    loaded,
+    random_transformer,
+    tiny_config,
+    wait_until,
+)
 
 from unmask.config import SampleConfig  # noqa: E402
 from unmask.sampling import generate  # noqa: E402
@@ -384,3 +396,108 @@ def test_chat_template_special_tokens_are_encoded_as_their_ids():
         r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
         assert r.status_code == 400
         assert "no system turns" in r.json()["error"]["message"]
+
+
+def test_tokenize_matches_the_tokenizer():
+    tok = bpe_tokenizer()
+    app = create_app(loaded(random_transformer(tokenizer=tok), tok), limits=ServerLimits(max_prompt_chars=100))
+    with TestClient(app) as c:
+        text = "The cat sat on the mat. Xylophones?"
+        r = c.post("/v1/tokenize", json={"model": "tiny", "text": text})
+        assert r.status_code == 200
+        body = r.json()
+        assert body["tokens"] == tok.encode(text) and body["count"] == len(body["tokens"]) < len(text)
+        assert body["pieces"] == [tok.decode([i]) for i in body["tokens"]] and "".join(body["pieces"]) == text
+        assert " cat" in body["pieces"]  # merged with its space, as BPE does
+        assert c.post("/v1/tokenize", json={"text": ""}).json()["count"] == 0
+        for bad, status, code, param in [
+            ({"text": "x", "bogus": 1}, 400, "unknown_field", "bogus"),
+            ({}, 400, "missing_field", "text"),
+            ({"text": 5}, 400, "invalid_value", "text"),
+            ({"text": "x" * 101}, 400, "too_long", "text"),
+            ({"text": "x", "model": "gpt-4"}, 404, "model_not_found", "model"),
+        ]:
+            r = c.post("/v1/tokenize", json=bad)
+            assert r.status_code == status, (bad, r.text)
+            assert r.json()["error"]["code"] == code and r.json()["error"]["param"] == param
+        assert 'endpoint="/v1/tokenize",status="200"' in c.get("/metrics").text
+    with TestClient(create_app(loaded(Echo(tiny_config())), api_key="k")) as c:
+        assert c.post("/v1/tokenize", json={"text": "hi"}).status_code == 401
+        r = c.post("/v1/tokenize", json={"text": "hé"}, headers={"Authorization": "Bearer k"})
+        assert r.json()["tokens"] == [4 + b for b in "hé".encode()]  # the byte tokenizer: 4 specials, then bytes
+
+
+def infill_stream(client: TestClient, body: dict) -> tuple[list[dict], dict]:
+    """(denoising.step events, the final body) of a streamed infill; checks the framing."""
+    r = client.post("/v1/infill", json={**body, "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(r.text)
+    assert events[-1] == (None, "[DONE]")
+    steps = [json.loads(d) for e, d in events[:-2]]
+    assert [e for e, _ in events[:-2]] == ["denoising.step"] * len(steps)
+    final = events[-2]
+    assert final[0] is None
+    return steps, json.loads(final[1])
+
+
+def test_streamed_infill_sends_each_step_then_the_plain_result():
+    with TestClient(create_app(loaded(random_transformer()))) as c:
+        # fixed lengths: one sampling run over the whole canvas, one event per step
+        body = {"template": "The [MASK:3] sat on [MASK:2].", "temperature": 0}
+        plain = c.post("/v1/infill", json=body).json()
+        steps, final = infill_stream(c, body)
+        assert final == plain
+        assert [s["step"] for s in steps] == [1, 2, 3, 4, 5] and plain["nfe"] == 5
+        rows = [s["choices"][0] for s in steps]
+        assert all(s["object"] == "denoising.step" and len(s["choices"]) == 1 for s in steps)
+        assert [r["masked"] for r in rows] == [4, 3, 2, 1, 0]
+        assert [len(r["committed"]) for r in rows[1:]] == [1, 1, 1, 1]  # one commit per step after the first
+        assert [r["tokens"][:4] for r in rows] == [["T", "h", "e", " "]] * 5  # the template text is on the canvas
+        assert "".join(rows[-1]["tokens"]) == plain["text"]  # the last step is the filled template
+        # variable lengths (several canvas rows, one per candidate length) and seeded sampling
+        for extra in ({"temperature": 0}, {"temperature": 1.0, "seed": 3}):
+            body = {"template": "a [MASK:1-3] b [MASK:2]", "steps": 2, **extra}
+            plain = c.post("/v1/infill", json=body).json()
+            steps, final = infill_stream(c, body)
+            assert final == plain
+            assert len(steps[0]["choices"]) == 3 and steps[-1]["choices"][0]["masked"] == 0
+        # a template the worker rejects is a plain 400 before any event; so is an unknown field
+        r = c.post("/v1/infill", json={"template": "a [MASK:0] b", "stream": True})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_value"
+        r = c.post("/v1/infill", json={"template": "a [MASK:2] b", "stream": "yes please"})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
+
+
+def test_streamed_infill_stops_when_the_client_goes():
+    from test_server_openai import live_server
+
+    stepped = Stepped(random_transformer())
+    app = create_app(loaded(stepped))
+    engine, metrics = app.state.engine, app.state.metrics
+    body = {"template": "x [MASK:30] y", "stream": True}
+    with live_server(app) as port:
+        url = f"http://127.0.0.1:{port}/v1/infill"
+        # gone mid-stream: after the first event
+        stepped.allow(1)
+        with httpx.stream("POST", url, json=body, timeout=10) as r:
+            assert r.status_code == 200
+            first = next(line for line in r.iter_lines() if line.startswith("data: "))
+            assert json.loads(first[len("data: "):])["step"] == 1
+        for _ in range(30):  # one forward at a time, so the stream sees the disconnect before the end
+            if metrics.get("cancelled"):
+                break
+            stepped.allow(1)
+            time.sleep(0.02)
+        stepped.allow(2)
+        wait_until(lambda: engine.in_flight == 0 and metrics.get("cancelled") == 1)
+        assert len(stepped.sizes) < 30, stepped.sizes
+        # gone before the first step (the response starts with it): the handler notices too
+        while stepped.permits.acquire(blocking=False):  # permits left over from above
+            pass
+        entered = stepped.entered
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(url, json=body, timeout=0.3)
+        wait_until(lambda: metrics.get("cancelled") == 2)
+        stepped.allow(3)
+        wait_until(lambda: engine.in_flight == 0)
+        assert stepped.entered - entered == 1  # the step under way ends the work

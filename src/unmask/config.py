@@ -61,6 +61,24 @@ class ModelConfig:
     """``swiglu`` (gated, no biases) or ``gelu`` (up, GELU(tanh), down, both with biases; DiT/GPT-2)."""
     head_bias: bool = False
     """Add a bias to the output projection (the DiT's final linear layer)."""
+    qk_norm: bool = False
+    """RMSNorm (weight per head dimension, epsilon ``norm_eps``) over each head's query and key
+    before RoPE (OLMoE, LLaDA-MoE ``qk_layernorm``)."""
+    n_experts: int = 0
+    """Routed experts of every block's MLP (mixture of experts, ``unmask.model.MoE``): a
+    bias-free router, softmax over the experts, the ``experts_top_k`` most probable experts
+    (SwiGLU, width ``expert_hidden``) summed with their probabilities as weights; 0 = the dense
+    MLP of width ``ffn_hidden``."""
+    experts_top_k: int = 1
+    """Experts each token is routed to, 1..``n_experts`` (``n_experts`` > 0 only)."""
+    expert_hidden: int | None = None
+    """Hidden width of each routed expert's SwiGLU; None = ``ffn_hidden`` (``n_experts`` > 0 only)."""
+    norm_topk_prob: bool = False
+    """Renormalise the top-k routing probabilities to sum to 1 (Mixtral, Qwen-MoE); False keeps
+    the softmax probabilities as they are (OLMoE, LLaDA-MoE) (``n_experts`` > 0 only)."""
+    shared_expert_hidden: int = 0
+    """Width of an always-on shared SwiGLU expert whose output is added to the routed experts'
+    (LLaDA-MoE ``shared_expert_intermediate_size``); 0 = none (``n_experts`` > 0 only)."""
     time_conditioning: bool = False
     """DiT adaLN-Zero conditioning on the noise level (Peebles & Xie 2023; MDLM, SEDD): an embedding
     of ``sigma`` shifts, scales and gates every block's two sublayers and shifts/scales the final
@@ -130,6 +148,18 @@ class ModelConfig:
         for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("sigma_input", SIGMA_INPUTS), ("output", OUTPUTS)):
             if getattr(self, name) not in allowed:
                 raise UserError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):
+            raise UserError(
+                f"n_experts={self.n_experts}, experts_top_k={self.experts_top_k}: need n_experts >= 0 "
+                "and 1 <= experts_top_k <= n_experts"
+            )
+        if self.n_experts and self.mlp != "swiglu":
+            raise UserError(f"n_experts > 0 needs mlp='swiglu' (experts are SwiGLU), got mlp={self.mlp!r}")
+        if (self.expert_hidden is not None and self.expert_hidden <= 0) or self.shared_expert_hidden < 0:
+            raise UserError(
+                f"expert_hidden={self.expert_hidden}, shared_expert_hidden={self.shared_expert_hidden}: "
+                "widths must be positive (shared_expert_hidden 0 = no shared expert)"
+            )
         if self.time_conditioning and self.cond_dim <= 0:
             raise UserError(f"cond_dim must be positive, got {self.cond_dim}")
         if self.output == "sedd_log_score" and (not self.time_conditioning or self.sigma_input == "zero"):
@@ -150,13 +180,20 @@ class ModelConfig:
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
 
+    @property
+    def moe_expert_hidden(self) -> int:
+        """Hidden width of each routed expert: ``expert_hidden``, else ``ffn_hidden``."""
+        return self.expert_hidden if self.expert_hidden is not None else self.ffn_hidden
+
     def num_params(self) -> int:
         """Parameter count of the transformer this config describes (embedding counted once if tied)."""
         d, f, hd = self.d_model, self.ffn_hidden, self.head_dim
         kv = self.n_kv_heads * hd
         attn = d * d + 2 * d * kv + d * d + (d + 2 * kv if self.qkv_bias else 0)
         mlp = 2 * d * f + f + d if self.mlp == "gelu" else 3 * d * f
-        per_layer = attn + mlp + 2 * d
+        if self.n_experts:  # router + routed experts + shared expert
+            mlp = d * self.n_experts + 3 * d * (self.n_experts * self.moe_expert_hidden + self.shared_expert_hidden)
+        per_layer = attn + mlp + 2 * d + (2 * hd if self.qk_norm else 0)
         emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         total = self.n_layers * per_layer + emb + d + (self.vocab_size if self.head_bias else 0)
         if self.time_conditioning:  # sigma embedding MLP, 6·d modulation per block, 2·d final

@@ -24,6 +24,10 @@ Xie 2023). ``output='sedd_log_score'`` makes the head SEDD's log-score (``sedd_l
 ``denoiser_logits`` maps it back to logits, and ``masked_fraction_sigma`` reads a noise level
 off a canvas for callers that pass none.
 
+Mixture of experts (``ModelConfig.n_experts``; OLMoE, LLaDA-MoE): every block's MLP is a
+``MoE`` of SwiGLU experts behind a softmax router (top-k, optionally renormalised, optional
+shared expert); ``qk_norm`` adds a per-head RMSNorm on queries and keys before RoPE.
+
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
 
@@ -134,6 +138,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.v_proj = nn.Linear(cfg.d_model, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.norm_eps)
 
     def forward(
         self,
@@ -150,6 +157,8 @@ class Attention(nn.Module):
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
         k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
         v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):  # per head, before the rotation (OLMoE / LLaDA-MoE)
+            q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.update(layer, start, k, v)  # (B, Hkv, Lk, hd): cached + new positions
@@ -162,16 +171,61 @@ class Attention(nn.Module):
 
 
 class SwiGLU(nn.Module):
-    """Gated MLP of Shazeer (2020): down(silu(gate(x)) * up(x))."""
+    """Gated MLP of Shazeer (2020): down(silu(gate(x)) * up(x)); width ``hidden`` (default
+    ``cfg.ffn_hidden``)."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, hidden: int | None = None) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
-        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_hidden, bias=False)
-        self.down_proj = nn.Linear(cfg.ffn_hidden, cfg.d_model, bias=False)
+        hidden = cfg.ffn_hidden if hidden is None else hidden
+        self.gate_proj = nn.Linear(cfg.d_model, hidden, bias=False)
+        self.up_proj = nn.Linear(cfg.d_model, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, cfg.d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoE(nn.Module):
+    """Sparse mixture of SwiGLU experts (Shazeer et al. 2017; OLMoE, Muennighoff et al. 2024;
+    LLaDA-MoE, Zhu et al. 2025).
+
+    p = softmax(router(x)) over ``n_experts`` (float32); the ``experts_top_k`` largest p_e are
+    the token's experts, with weights p_e (renormalised to sum 1 if ``norm_topk_prob``);
+    y = sum_e w_e * expert_e(x) (+ shared_expert(x)). Tokens are grouped by expert (a sort of
+    the N·k assignments), so each expert runs once on the rows routed to it.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.top_k, self.norm_topk_prob = cfg.experts_top_k, cfg.norm_topk_prob
+        self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
+        self.experts = nn.ModuleList(SwiGLU(cfg, cfg.moe_expert_hidden) for _ in range(cfg.n_experts))
+        if cfg.shared_expert_hidden:
+            self.shared_expert = SwiGLU(cfg, cfg.shared_expert_hidden)
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Routing of tokens x (N, D): weights (N, k) in x's dtype and expert ids (N, k)."""
+        probs = F.softmax(self.router(x), dim=-1, dtype=torch.float32)  # (N, E)
+        weights, chosen = probs.topk(self.top_k, dim=-1)  # (N, k) each
+        if self.norm_topk_prob:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return weights.to(x.dtype), chosen
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])  # (N, D)
+        weights, chosen = self.route(x)
+        flat = chosen.reshape(-1)  # (N·k,) assignment a = token·k + slot
+        order = flat.argsort(stable=True)  # assignments grouped by expert
+        counts = torch.bincount(flat, minlength=len(self.experts)).tolist()
+        out = torch.zeros_like(x)
+        for expert, part in zip(self.experts, order.split(counts), strict=True):
+            if part.numel():
+                rows = part // self.top_k  # (n,) token of each assignment
+                out.index_add_(0, rows, expert(x[rows]) * weights.reshape(-1)[part, None])
+        if hasattr(self, "shared_expert"):
+            out = out + self.shared_expert(x)
+        return out.reshape(shape)
 
 
 class GeluMLP(nn.Module):
@@ -215,7 +269,7 @@ class Block(nn.Module):
         self.attn_norm = make_norm(cfg)
         self.attn = Attention(cfg)
         self.mlp_norm = make_norm(cfg)
-        self.mlp = GeluMLP(cfg) if cfg.mlp == "gelu" else SwiGLU(cfg)
+        self.mlp = MoE(cfg) if cfg.n_experts else GeluMLP(cfg) if cfg.mlp == "gelu" else SwiGLU(cfg)
         if cfg.time_conditioning:  # adaLN-Zero: shift, scale, gate of both sublayers
             self.modulation = nn.Linear(cfg.cond_dim, 6 * cfg.d_model, bias=True)
 

@@ -10,7 +10,7 @@ Inside:
   ``config.json`` keys become which ``ModelConfig`` fields (``facts``), which options it must
   have for unmask's one Transformer to reproduce it (``requires``), and a weight-name map
   (source-name pattern -> unmask parameter name, ``{i}`` = layer index). Litgpt-style.
-- ``IMPORTERS`` (registry: ``llada``, ``dream``, ``mdlm``, ``sedd``, ``transformers``) and
+- ``IMPORTERS`` (registry: ``llada``, ``dream``, ``mdlm``, ``sedd``, ``llada-moe``, ``transformers``) and
   ``UNSUPPORTED`` (families we recognise but cannot run, with the reason; empty today).
 - ``is_publisher_folder``, ``detect``, ``import_folder`` (-> ``checkpoint.Loaded``),
   ``parse_dtype`` (``load``); ``convert`` (publisher folder -> native unmask checkpoint),

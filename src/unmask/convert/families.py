@@ -1,6 +1,7 @@
 """Published families as data: ``Importer``, the ``llada`` and ``dream`` declarations (the DiT
-families ``mdlm`` and ``sedd`` are declared in ``unmask.convert.dit``), the ``IMPORTERS``
-registry and the ``UNSUPPORTED`` families (recognised but not runnable) with why."""
+families ``mdlm`` and ``sedd`` are declared in ``unmask.convert.dit``, ``llada-moe`` in
+``unmask.convert.moe``), the ``IMPORTERS`` registry and the ``UNSUPPORTED`` families
+(recognised but not runnable) with why."""
 
 from __future__ import annotations
 
@@ -49,9 +50,10 @@ class Importer:
     requires: Mapping[str, tuple[Any, ...]]
     """``config.json`` key -> values unmask can reproduce (None in the tuple = absent is fine)."""
     weights: Mapping[str, str | tuple[str, ...]]
-    """Source tensor-name pattern -> unmask parameter name; ``{i}`` is the layer index. Entries
-    whose target the model lacks (a QKV bias when ``qkv_bias`` is False, the output head when
-    embeddings are tied) are dropped, so such a tensor in the folder is reported as unexpected.
+    """Source tensor-name pattern -> unmask parameter name; ``{i}`` is the layer index, ``{e}``
+    the expert index (``n_experts``). Entries whose target the model lacks (a QKV bias when
+    ``qkv_bias`` is False, the output head when embeddings are tied) are dropped, so such a
+    tensor in the folder is reported as unexpected.
     A tuple of names splits a fused source tensor along dim 0 into those parameters, in order
     (a fused QKV projection)."""
     derive: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
@@ -226,6 +228,8 @@ register(DREAM)
 
 # The DiT families (MDLM, SEDD) are declared in their own module, which imports Importer from here.
 from unmask.convert.dit import MDLM, SEDD  # noqa: E402
+from unmask.convert.moe import LLADA_MOE  # noqa: E402
 
 register(MDLM)
 register(SEDD)
+register(LLADA_MOE)

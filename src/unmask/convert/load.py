@@ -71,14 +71,20 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
     model_type = str(hf.get("model_type", "")).lower()
     if not model_type and {"graph", "noise"} <= set(hf):
         model_type = "sedd"  # SEDD's released config.json is its Hydra training config
+    archs = {str(a).lower() for a in hf.get("architectures") or []}
+
+    def writes_archs(imp: Importer) -> bool:
+        return bool(archs & {str(a).lower() for a in imp.header.get("architectures", ())})
+
     if not model_type:
-        archs = [str(a).lower() for a in hf.get("architectures") or []]
-        for imp in IMPORTERS.values():
-            if any(a.startswith(imp.name) for a in archs):
+        for imp in sorted(IMPORTERS.values(), key=lambda imp: not writes_archs(imp)):
+            if writes_archs(imp) or any(a.startswith(imp.name) for a in archs):
                 return imp
-    for imp in IMPORTERS.values():
-        if model_type in imp.model_types:
-            return imp
+    # Families sharing a model_type (LLaDA and LLaDA-MoE both say "llada") are told apart by
+    # the architectures they write; otherwise the first registered one.
+    candidates = [imp for imp in IMPORTERS.values() if model_type in imp.model_types]
+    if candidates:
+        return next((imp for imp in candidates if writes_archs(imp)), candidates[0])
     supported = ", ".join(IMPORTERS)
     if model_type in UNSUPPORTED:
         raise UserError(
@@ -258,19 +264,20 @@ def weight_map(
     imp: Importer, config: ModelConfig, targets: set[str]
 ) -> dict[str, str | tuple[str, ...]]:
     """Source tensor name -> unmask parameter name (a tuple for a fused tensor split along dim 0)
-    for this config, layers expanded; only entries whose targets all exist in the model
-    (``targets``)."""
+    for this config, ``{i}`` expanded over layers and ``{e}`` over experts; only entries whose
+    targets all exist in the model (``targets``)."""
 
-    def fmt(dst: str | tuple[str, ...], i: int) -> str | tuple[str, ...]:
-        return dst.format(i=i) if isinstance(dst, str) else tuple(d.format(i=i) for d in dst)
+    def fmt(dst: str | tuple[str, ...], key: str, j: int) -> str | tuple[str, ...]:
+        if isinstance(dst, str):
+            return dst.replace(key, str(j))
+        return tuple(d.replace(key, str(j)) for d in dst)
 
     out: dict[str, str | tuple[str, ...]] = {}
     for src, dst in imp.weights.items():
-        pairs = (
-            [(src.format(i=i), fmt(dst, i)) for i in range(config.n_layers)]
-            if "{i}" in src
-            else [(src, dst)]
-        )
+        pairs = [(src, dst)]
+        for key, n in (("{i}", config.n_layers), ("{e}", config.n_experts)):
+            if key in src:
+                pairs = [(s.replace(key, str(j)), fmt(d, key, j)) for s, d in pairs for j in range(n)]
         out.update({s: d for s, d in pairs if set(_targets(d)) <= targets})
     return out
 

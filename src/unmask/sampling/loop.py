@@ -93,13 +93,24 @@ def decode_generations(gen_ids: Sequence[Sequence[int]], tokenizer: Any, eos_id:
     return [tokenizer.decode(cut_at_eos(ids, eos_id)) for ids in gen_ids]
 
 
-def add_gumbel_noise(logits: Tensor, temperature: float, generator: torch.Generator | None = None) -> Tensor:
+def add_gumbel_noise(
+    logits: Tensor, temperature: float, generator: torch.Generator | None = None,
+    window: tuple[int, int] | None = None,
+) -> Tensor:
     """Gumbel-max perturbation whose argmax samples ``softmax(logits / temperature)``.
 
     LLaDA's ``add_gumbel_noise``: in float64 (low precision Gumbel-max hurts quality,
     arXiv:2409.02908), ``exp(logits) / (-log u) ** temperature``; temperature 0 returns the
-    logits unchanged (argmax decoding).
+    logits unchanged (argmax decoding). With ``window = (lo, hi)`` only columns ``[lo, hi)``
+    are perturbed and returned, (B, hi - lo, V), while the uniform draws still cover the
+    whole (B, L, V) shape, so the generator's stream, and the samples, are the same.
     """
+    if window is not None:
+        lo, hi = window
+        if temperature == 0:
+            return logits[:, lo:hi]
+        noise = _rand(logits.shape, torch.float64, logits.device, generator)[:, lo:hi]  # (B, W, V)
+        return logits[:, lo:hi].to(torch.float64).exp() / (-torch.log(noise)) ** temperature
     if temperature == 0:
         return logits
     logits = logits.to(torch.float64)
@@ -348,17 +359,16 @@ class Denoiser:
         candidates = masked.clone()
         candidates[:, block_end:] = False
         # Proposals and scores are needed only for the candidates, which lie in the window
-        # [first candidate column, block end). Draw-free work (argmax at temperature 0,
-        # deterministic confidences: a float64 softmax over V per position) is done there
-        # alone; random draws keep the full (B, L[, V]) shape so a seed gives the same
-        # stream as LLaDA's reference loop.
+        # [first candidate column, block end): the Gumbel perturbation and the deterministic
+        # confidences (a float64 softmax over V per position) are computed there alone;
+        # random draws keep the full (B, L[, V]) shape so a seed gives the same stream as
+        # LLaDA's reference loop.
         cols = candidates.any(dim=0).nonzero()
         w0 = int(cols[0]) if len(cols) else block_start
-        if config.temperature == 0:
-            x0 = x.clone()
-            x0[:, w0:block_end] = torch.argmax(logits[:, w0:block_end], dim=-1)
-        else:
-            x0 = torch.argmax(add_gumbel_noise(logits, config.temperature, self.generator), dim=-1)  # (B, L)
+        x0 = x.clone()
+        x0[:, w0:block_end] = torch.argmax(
+            add_gumbel_noise(logits, config.temperature, self.generator, window=(w0, block_end)), dim=-1
+        )
         if config.remasking == "low_confidence":  # a registered confidence measure: no draws
             x0_p = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
             x0_p[:, w0:block_end] = self.score(logits[:, w0:block_end], x0[:, w0:block_end], self.generator)

@@ -5,9 +5,10 @@ and chat rendering live in ``unmask.server.http``).
 
 Endpoints (docs/serving.md): ``POST /v1/completions``, ``POST /v1/chat/completions``
 (``stream: true`` = server-sent events in OpenAI's chunk format; ``stream_denoising``
-adds one ``denoising.step`` event per sampler step), ``POST /v1/infill``, ``POST
-/v1/edit``, ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` and the playground at
-``/``. Every error is a JSON body ``{"error": {"message", "type", "param", "code"}}``.
+adds one ``denoising.step`` event per sampler step), ``POST /v1/infill`` (``stream: true``:
+``denoising.step`` events, then the response body), ``POST /v1/edit``, ``POST
+/v1/tokenize``, ``GET /v1/models``, ``GET /healthz``, ``GET /metrics`` and the playground
+at ``/``. Every error is a JSON body ``{"error": {"message", "type", "param", "code"}}``.
 The model runs on one worker thread (``unmask.server.batching.Engine``) with continuous
 batching (requests join and leave a running batch at step boundaries); handlers only
 tokenize, validate and wait.
@@ -24,7 +25,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -73,6 +74,7 @@ from unmask.server.schemas import (
     DiffusionOptions,
     EditRequest,
     InfillRequest,
+    TokenizeRequest,
     _Generation,
 )
 
@@ -321,6 +323,57 @@ def create_app(
 
     decode_one = functools.lru_cache(maxsize=65536)(lambda i: tok.decode([i]))
 
+    # -- streams -----------------------------------------------------------------------------------
+
+    def open_stream(job: Job) -> Callable[[Request | None], Awaitable[tuple[str, Any]]]:
+        """Submit ``job`` with a sink that queues its steps (429 before anything is sent);
+        returns ``next_event(request=None)``: the next ``("step", (step, rows))``, then
+        ``("done", None)`` once the job's future resolves, or ``("timeout", None)`` past the
+        request timeout. With ``request`` it also answers ``("gone", None)`` when the client
+        has gone away (poll it only before a response starts: a ``StreamingResponse`` watches
+        for the disconnect itself and cancels its body)."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def sink(step: int, rows: list[list[int]]) -> None:  # worker thread
+            loop.call_soon_threadsafe(events.put_nowait, ("step", (step, rows)))
+
+        job.sink = sink
+        submit(job)
+        job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, ("done", None)))
+        deadline = loop.time() + limits.request_timeout_s
+
+        async def next_event(request: Request | None = None) -> tuple[str, Any]:
+            while True:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    metrics.inc("timeouts")
+                    return "timeout", None
+                try:
+                    return await asyncio.wait_for(events.get(), timeout=min(0.25, remaining) if request else remaining)
+                except asyncio.TimeoutError:
+                    if request is not None and await request.is_disconnected():
+                        return "gone", None
+
+        return next_event
+
+    def sse_error(err: APIError) -> str:
+        return sse({"error": {"message": err.message, "type": err.type, "param": None, "code": err.code}})
+
+    def job_failure(e: BaseException) -> APIError:
+        return APIError(499, "request cancelled", code="cancelled") if isinstance(e, Cancelled) else job_error(e)
+
+    def drop(job: Job) -> None:
+        """Give up on a streamed job whose client went away (or timed out)."""
+        metrics.inc("cancelled")
+        engine.cancel(job)
+
+    def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
+        return StreamingResponse(body, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    TIMED_OUT = APIError(504, "request timed out", type="timeout_error", code="timeout")
+
     # -- generation ------------------------------------------------------------------------------------
 
     def finish(ids: list[int], stops: list[str]) -> tuple[str, str, int]:
@@ -402,18 +455,10 @@ def create_app(
 
     def stream_generation(request: Request, req: _Generation, job: Job, ids: list[list[int]], *,
                           rid: str, created: int, chat: bool) -> StreamingResponse:
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stops = req.stops()
         hold = max((len(s) for s in stops), default=1) - 1  # a stop may start in the last chars
         obj = "chat.completion.chunk" if chat else "text_completion"
-
-        def sink(step: int, rows: list[list[int]]) -> None:  # worker thread
-            loop.call_soon_threadsafe(events.put_nowait, ("step", (step, rows)))
-
-        job.sink = sink
-        submit(job)  # 429 before the stream starts
-        job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(events.put_nowait, ("done", None)))
+        next_event = open_stream(job)  # 429 before the stream starts
 
         def chunk(i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
             if chat:
@@ -430,23 +475,16 @@ def create_app(
             sent = [""] * n_rows
             closed = [False] * n_rows
             last: list[list[int]] | None = None
-            deadline = loop.time() + limits.request_timeout_s
             finished = False
             try:
                 if chat:
                     for i in range(n_rows):
                         yield chunk(i, "", None, role=True)
                 while True:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        metrics.inc("timeouts")
-                        yield sse({"error": {"message": "request timed out", "type": "timeout_error",
-                                             "param": None, "code": "timeout"}})
+                    kind, payload = await next_event()
+                    if kind == "timeout":
+                        yield sse_error(TIMED_OUT)
                         return
-                    try:
-                        kind, payload = await asyncio.wait_for(events.get(), timeout=remaining)
-                    except asyncio.TimeoutError:
-                        continue
                     if kind == "step":
                         step, rows = payload
                         if req.stream_denoising:
@@ -471,8 +509,7 @@ def create_app(
                     try:
                         out: GenOutput = job.future.result()
                     except BaseException as e:  # noqa: BLE001
-                        err = job_error(e) if not isinstance(e, Cancelled) else APIError(499, "cancelled")
-                        yield sse({"error": {"message": err.message, "type": err.type, "param": None, "code": err.code}})
+                        yield sse_error(job_failure(e))
                         return
                     completion = 0
                     for i, row in enumerate(out.gen_ids):
@@ -488,11 +525,9 @@ def create_app(
                     return
             finally:
                 if not finished or not job.future.done():
-                    metrics.inc("cancelled")
-                    engine.cancel(job)
+                    drop(job)
 
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return event_stream(body())
 
     def prefix_text(row: list[int], stops: list[str]) -> tuple[str, bool]:
         """Text of the committed prefix of a generation row; True when the row cannot grow."""
@@ -508,11 +543,14 @@ def create_app(
         return text, done
 
     def denoising_event(rid: str, step: int, rows: list[list[int]], last: list[list[int]] | None) -> str:
+        """One ``denoising.step`` event (completions and infill): per row, each position's token
+        text (None = masked), the positions committed since ``last`` (the rows one event
+        earlier; None or another shape = unknown, so every unmasked position) and the masks left."""
         choices = []
         for i, row in enumerate(rows):
-            prev = last[i] if last is not None else None
+            prev = last[i] if last is not None and i < len(last) and len(last[i]) == len(row) else None
             tokens = [None if t == cfg.mask_id else decode_one(t) for t in row]
-            new = [p for p, t in enumerate(row) if t != cfg.mask_id and (prev is None or prev[p] == cfg.mask_id)]
+            new = [p for p, t in enumerate(row) if t != cfg.mask_id and (prev is None or prev[p] != t)]
             choices.append({"index": i, "tokens": tokens, "committed": new,
                             "masked": sum(t == cfg.mask_id for t in row)})
         return sse({"id": rid, "object": "denoising.step", "step": step, "choices": choices},
@@ -540,10 +578,30 @@ def create_app(
             raise APIError(400, f"{what} needs a masked diffusion checkpoint; this one is autoregressive (causal)",
                            code="unsupported")
 
-    async def run_alone(request: Request, fn: Callable[[], Any]) -> Any:
-        job = Job(fn=fn)
+    def alone(fn: Callable[[Callable[[int, torch.Tensor], None]], Any]) -> Job:
+        """A job that runs ``fn(step_callback)`` alone on the worker. The callback (called after
+        every sampler step with the canvas (B, L)) stops the work with ``Cancelled`` once the
+        job is cancelled, and hands the canvas rows to ``job.sink`` when it has one."""
+        job = Job()
+
+        def on_step(step: int, tokens: torch.Tensor) -> None:  # worker thread
+            if job.cancelled:
+                raise Cancelled
+            if job.sink is not None:
+                job.sink(step, tokens.tolist())
+
+        job.fn = lambda: fn(on_step)
+        return job
+
+    async def run_alone(request: Request, fn: Callable[[Callable[[int, torch.Tensor], None]], Any]) -> Any:
+        job = alone(fn)
         submit(job)
         return await wait(job, request)
+
+    def infill_body(res: Any) -> dict[str, Any]:
+        return {"object": "infill", "model": name, "text": res.text,
+                "gaps": [{"name": g.name, "text": g.text, "start": g.start, "end": g.end} for g in res.gaps],
+                "nfe": res.nfe, "repaired": res.repaired}
 
     @app.post("/v1/infill", dependencies=secured)
     async def infill_(req: InfillRequest, request: Request) -> Response:
@@ -554,11 +612,70 @@ def create_app(
         check_text(req.template, "template")
         diffusion_only("infill")
         config = sample_config(req, 1, max_seq_len)  # infill caps steps at the masks
-        res = await run_alone(request, lambda: infill(model, tok, req.template, config))
+
+        def run(on_step: Callable[[int, torch.Tensor], None]) -> Any:
+            return infill(model, tok, req.template, config, step_callback=on_step)
+
+        if req.stream:
+            return await stream_infill(request, alone(run))
+        res = await run_alone(request, run)
         metrics.inc("nfe", res.nfe)
-        return JSONResponse({"object": "infill", "model": name, "text": res.text,
-                             "gaps": [{"name": g.name, "text": g.text, "start": g.start, "end": g.end} for g in res.gaps],
-                             "nfe": res.nfe, "repaired": res.repaired})
+        return JSONResponse(infill_body(res))
+
+    async def stream_infill(request: Request, job: Job) -> Response:
+        """``denoising.step`` events of every sampling run (the whole canvas: template text
+        and gaps), then the infill body, then ``[DONE]``. The response starts with the first
+        step, so a template the worker rejects is still a plain 400."""
+        rid = "infill-" + uuid.uuid4().hex[:24]
+        next_event = open_stream(job)
+        try:
+            first = await next_event(request)
+        except BaseException:
+            drop(job)
+            raise
+        if first[0] != "step":
+            if first[0] == "gone":
+                drop(job)
+                raise APIError(499, "request cancelled", code="cancelled")
+            if first[0] == "timeout":
+                drop(job)
+                raise APIError(504, f"request took longer than {limits.request_timeout_s:g} s",
+                               type="timeout_error", code="timeout")
+            try:
+                job.future.result()
+            except BaseException as e:  # noqa: BLE001
+                raise job_failure(e) from None
+
+        async def body() -> AsyncIterator[str]:
+            kind, payload = first
+            last: list[list[int]] | None = None
+            last_step = 0
+            finished = False
+            try:
+                while kind == "step":
+                    step, rows = payload
+                    if step <= last_step:  # a new sampling run (another length, a repair)
+                        last = last if last is not None and len(last) == len(rows) else None
+                    yield denoising_event(rid, step, rows, last)
+                    last, last_step = rows, step
+                    kind, payload = await next_event()
+                if kind == "timeout":
+                    yield sse_error(TIMED_OUT)
+                    return
+                finished = True
+                try:
+                    res = job.future.result()
+                except BaseException as e:  # noqa: BLE001
+                    yield sse_error(job_failure(e))
+                    return
+                metrics.inc("nfe", res.nfe)
+                yield sse(infill_body(res))
+                yield "data: [DONE]\n\n"
+            finally:
+                if not finished or not job.future.done():
+                    drop(job)
+
+        return event_stream(body())
 
     @app.post("/v1/edit", dependencies=secured)
     async def edit_(req: EditRequest, request: Request) -> Response:
@@ -576,13 +693,22 @@ def create_app(
                            param="text", code="context_length_exceeded")
         config = sample_config(req, 1, max_seq_len)
         spans = [tuple(s) for s in req.spans or ()]
-        res = await run_alone(request, lambda: edit(model, tok, req.text, spans=spans, regex=req.regex,
-                                                    lowest=req.lowest, config=config,
-                                                    confidence_mode=req.confidence_mode))
+        res = await run_alone(request, lambda on_step: edit(model, tok, req.text, spans=spans, regex=req.regex,
+                                                            lowest=req.lowest, config=config,
+                                                            confidence_mode=req.confidence_mode,
+                                                            step_callback=on_step))
         metrics.inc("nfe", res.nfe)
         return JSONResponse({"object": "edit", "model": name, "text": res.text,
                              "changes": [{"start": c.start, "end": c.end, "old": c.old, "new": c.new} for c in res.changes],
                              "spans": [list(s) for s in res.spans], "nfe": res.nfe})
+
+    @app.post("/v1/tokenize", dependencies=secured)
+    async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
+        check_model(req.model)
+        check_text(req.text, "text")
+        ids = tok.encode(req.text)
+        return {"object": "tokens", "model": name, "tokens": ids, "count": len(ids),
+                "pieces": [decode_one(i) for i in ids]}
 
     @app.get("/v1/models", dependencies=secured)
     async def models() -> dict[str, Any]:

@@ -20,6 +20,7 @@ from unmask.server.schemas import ChatMessage
 
 ENDPOINTS = (
     "/", "/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/infill", "/v1/edit",
+    "/v1/tokenize",
 )
 """Paths with their own metrics label (anything else counts as ``other``)."""
 

@@ -2,7 +2,7 @@
 
 Inside: ``DiffusionOptions`` (``steps``, ``block_length``, ``policy``, ``threshold``,
 ``cache``, ``stream_denoising``), ``CompletionRequest``, ``ChatMessage``, ``ChatRequest``,
-``InfillRequest``, ``EditRequest``. Every model forbids unknown fields, so a misspelled
+``InfillRequest``, ``EditRequest``, ``TokenizeRequest``. Every model forbids unknown fields, so a misspelled
 option is a 400, never silently ignored. Limits that depend on the served model or the
 server's ``ServerLimits`` (context length, most steps, most choices) are checked by the
 app, not here.
@@ -112,6 +112,8 @@ class InfillRequest(DiffusionOptions):
     """``POST /v1/infill``: a template such as ``"The [MASK:6] sat on the [MASK]."`` (docs/infill.md)."""
 
     template: str = Field(min_length=1)
+    stream: bool = False
+    """Server-sent events: one ``denoising.step`` event per sampler step, then the response body."""
 
 
 class EditRequest(DiffusionOptions):
@@ -126,3 +128,11 @@ class EditRequest(DiffusionOptions):
     """Rewrite the k least confident tokens instead."""
     confidence_mode: Literal["masked", "visible"] = "masked"
     """How ``lowest`` scores tokens (docs/infill.md)."""
+
+
+class TokenizeRequest(_Strict):
+    """``POST /v1/tokenize``: the served tokenizer's ids for a text (as a completions prompt is encoded)."""
+
+    model: str | None = None
+    """Model id (``GET /v1/models``); None = the served model."""
+    text: str
