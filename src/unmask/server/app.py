@@ -48,6 +48,7 @@ from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import cut_at_eos, make_generator, validate
+from unmask.sampling.loop import StepCallback
 from unmask.server.batching import (
     Cancelled,
     DiffusionStepper,
@@ -293,6 +294,13 @@ def create_app(
         log.error("model execution failed: %r", e)
         return APIError(500, f"model execution failed ({type(e).__name__})", type="server_error", code="model_error")
 
+    def job_failure(e: BaseException) -> APIError:
+        return APIError(499, "request cancelled", code="cancelled") if isinstance(e, Cancelled) else job_error(e)
+
+    def timed_out() -> APIError:
+        return APIError(504, f"request took longer than {limits.request_timeout_s:g} s", type="timeout_error",
+                        code="timeout")
+
     async def wait(job: Job, request: Request) -> Any:
         """The job's result; cancels it when the client goes away or the timeout passes."""
         fut = asyncio.wrap_future(job.future)
@@ -303,8 +311,7 @@ def create_app(
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     metrics.inc("timeouts")
-                    raise APIError(504, f"request took longer than {limits.request_timeout_s:g} s",
-                                   type="timeout_error", code="timeout")
+                    raise timed_out()
                 done, _ = await asyncio.wait({fut}, timeout=min(0.25, remaining))
                 if done:
                     break
@@ -312,10 +319,8 @@ def create_app(
                     raise Cancelled
             try:
                 return fut.result()
-            except Cancelled:
-                raise APIError(499, "request cancelled", code="cancelled") from None
             except BaseException as e:  # noqa: BLE001
-                raise job_error(e) from None
+                raise job_failure(e) from None
         finally:
             if not fut.done():
                 metrics.inc("cancelled")
@@ -360,9 +365,6 @@ def create_app(
     def sse_error(err: APIError) -> str:
         return sse({"error": {"message": err.message, "type": err.type, "param": None, "code": err.code}})
 
-    def job_failure(e: BaseException) -> APIError:
-        return APIError(499, "request cancelled", code="cancelled") if isinstance(e, Cancelled) else job_error(e)
-
     def drop(job: Job) -> None:
         """Give up on a streamed job whose client went away (or timed out)."""
         metrics.inc("cancelled")
@@ -371,8 +373,6 @@ def create_app(
     def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
         return StreamingResponse(body, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    TIMED_OUT = APIError(504, "request timed out", type="timeout_error", code="timeout")
 
     # -- generation ------------------------------------------------------------------------------------
 
@@ -483,7 +483,7 @@ def create_app(
                 while True:
                     kind, payload = await next_event()
                     if kind == "timeout":
-                        yield sse_error(TIMED_OUT)
+                        yield sse_error(timed_out())
                         return
                     if kind == "step":
                         step, rows = payload
@@ -578,7 +578,7 @@ def create_app(
             raise APIError(400, f"{what} needs a masked diffusion checkpoint; this one is autoregressive (causal)",
                            code="unsupported")
 
-    def alone(fn: Callable[[Callable[[int, torch.Tensor], None]], Any]) -> Job:
+    def alone(fn: Callable[[StepCallback], Any]) -> Job:
         """A job that runs ``fn(step_callback)`` alone on the worker. The callback (called after
         every sampler step with the canvas (B, L)) stops the work with ``Cancelled`` once the
         job is cancelled, and hands the canvas rows to ``job.sink`` when it has one."""
@@ -593,7 +593,7 @@ def create_app(
         job.fn = lambda: fn(on_step)
         return job
 
-    async def run_alone(request: Request, fn: Callable[[Callable[[int, torch.Tensor], None]], Any]) -> Any:
+    async def run_alone(request: Request, fn: Callable[[StepCallback], Any]) -> Any:
         job = alone(fn)
         submit(job)
         return await wait(job, request)
@@ -613,7 +613,7 @@ def create_app(
         diffusion_only("infill")
         config = sample_config(req, 1, max_seq_len)  # infill caps steps at the masks
 
-        def run(on_step: Callable[[int, torch.Tensor], None]) -> Any:
+        def run(on_step: StepCallback) -> Any:
             return infill(model, tok, req.template, config, step_callback=on_step)
 
         if req.stream:
@@ -639,8 +639,7 @@ def create_app(
                 raise APIError(499, "request cancelled", code="cancelled")
             if first[0] == "timeout":
                 drop(job)
-                raise APIError(504, f"request took longer than {limits.request_timeout_s:g} s",
-                               type="timeout_error", code="timeout")
+                raise timed_out()
             try:
                 job.future.result()
             except BaseException as e:  # noqa: BLE001
@@ -660,7 +659,7 @@ def create_app(
                     last, last_step = rows, step
                     kind, payload = await next_event()
                 if kind == "timeout":
-                    yield sse_error(TIMED_OUT)
+                    yield sse_error(timed_out())
                     return
                 finished = True
                 try:
