@@ -10,35 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from convert_helpers import load_error as _error
+from convert_helpers import rand as _rand
+from convert_helpers import word_tokenizer_json as _tokenizer_json
 from safetensors.torch import save_file
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import models, pre_tokenizers
 
 import unmask
 from unmask.cli import main
 from unmask.config import SampleConfig
-from unmask.errors import UserError
 from unmask.sampling import generate
 
 D, LAYERS, HEADS, KV_HEADS, FFN, VOCAB = 32, 2, 4, 2, 48, 56
-WORDS = [f"w{i}" for i in range(40)]
-
-
-def _tokenizer_json(path: Path, specials: list[str]) -> dict[str, int]:
-    """A word-level tokenizer.json: words first, then the family's special tokens (like the
-    real ones, whose specials sit at the end of the vocabulary). Returns token -> id."""
-    vocab = {w: i for i, w in enumerate(["<unk>", *WORDS, *specials])}
-    hf = HFTokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    hf.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf.add_special_tokens(specials)
-    hf.save(str(path))
-    return vocab
-
-
-def _rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-    return torch.randn(*shape) * scale
-
-
 def _layer_tensors(qkv_bias: bool) -> dict[str, torch.Tensor]:
     """Generic per-layer weights under neutral names; each family renames them."""
     hd = D // HEADS
@@ -342,14 +324,6 @@ def test_dtype_and_convert_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main([*args, "--steps", "3", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert len(out["results"][0]["tokens"]) == 3 and out["nfe"] == 3
-
-
-def _error(path: Path) -> str:
-    with pytest.raises(UserError) as e:
-        unmask.load(path)
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
 
 
 def test_bad_folders_give_one_line_errors(

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from convert_helpers import WORDS, word_tokenizer_json
+from convert_helpers import load_error as _error
+from convert_helpers import rand as _rand
 from safetensors.torch import save_file
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import models, pre_tokenizers
 
 import unmask
 from unmask.cli import main
@@ -23,7 +24,6 @@ from unmask.model import KVCache, Transformer, denoiser_logits, masked_fraction_
 from unmask.sampling import generate
 
 D, LAYERS, HEADS, COND = 32, 2, 4, 16
-WORDS = [f"w{i}" for i in range(40)]
 N_TOKENS = len(WORDS) + 2  # <unk>, words, <|endoftext|>: a GPT-2-like tokenizer without a mask
 VOCAB = N_TOKENS + 1  # MDLM / SEDD append the absorbing [MASK] as the last row
 MASK = VOCAB - 1
@@ -31,16 +31,7 @@ MASK = VOCAB - 1
 
 def _tokenizer_json(path: Path) -> dict[str, int]:
     """GPT-2's shape in miniature: plain tokens, <|endoftext|> last, no [MASK]."""
-    vocab = {w: i for i, w in enumerate(["<unk>", *WORDS, "<|endoftext|>"])}
-    hf = HFTokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    hf.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf.add_special_tokens(["<|endoftext|>"])
-    hf.save(str(path))
-    return vocab
-
-
-def _rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-    return torch.randn(*shape) * scale
+    return word_tokenizer_json(path, ["<|endoftext|>"])
 
 
 def _dit_tensors(prefix: str) -> dict[str, torch.Tensor]:
@@ -338,14 +329,6 @@ def test_convert_dit_to_native_round_trip(tmp_path: Path) -> None:
             native.model(x, sigma=torch.tensor(SIGMAS)),
             imported.model(x, sigma=torch.tensor(SIGMAS)),
         )
-
-
-def _error(path: Path) -> str:
-    with pytest.raises(UserError) as e:
-        unmask.load(path)
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
 
 
 def test_bad_dit_folders_give_one_line_errors(tmp_path: Path) -> None:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from convert_helpers import load_error as _error
+from convert_helpers import rand as _rand
+from convert_helpers import word_tokenizer_json
 from safetensors.torch import save_file
-from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import models, pre_tokenizers
 
 import unmask
 from unmask.cli import main
@@ -27,22 +28,12 @@ from unmask.sampling import generate
 
 D, LAYERS, HEADS, KV_HEADS, EXPERTS, TOP_K, EXPERT_HIDDEN, VOCAB = 32, 2, 4, 2, 4, 2, 24, 48
 THETA, EPS = 50000.0, 1e-6
-WORDS = [f"w{i}" for i in range(40)]
 SPECIALS = ["<|endoftext|>", "<|role_end|>", "<|mask|>"]
 
 
 def _tokenizer_json(path: Path) -> dict[str, int]:
     """Words, then the Ling tokenizer's specials (the mask is found by its name, <|mask|>)."""
-    vocab = {w: i for i, w in enumerate(["<unk>", *WORDS, *SPECIALS])}
-    hf = HFTokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    hf.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf.add_special_tokens(SPECIALS)
-    hf.save(str(path))
-    return vocab
-
-
-def _rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
-    return torch.randn(*shape) * scale
+    return word_tokenizer_json(path, SPECIALS)
 
 
 def make_llada_moe(
@@ -258,14 +249,6 @@ def test_detection_by_architecture_and_renamed_model_type(tmp_path: Path) -> Non
     # Without the MoE architecture, model_type "llada" is the dense LLaDA, which needs its own keys.
     make_llada_moe(tmp_path / "dense", architectures=["LLaDAModelLM"])
     assert "not supported for llada " in _error(tmp_path / "dense")
-
-
-def _error(path: Path) -> str:
-    with pytest.raises(UserError) as e:
-        unmask.load(path)
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
 
 
 def test_bad_folders_give_one_line_errors(tmp_path: Path) -> None:
