@@ -13,8 +13,8 @@ fresh folder beside it and swaps it in with renames, so a kill at any moment lea
 the last good checkpoint intact (``RUN/.checkpoint.old`` is picked up if the kill
 landed between the two renames).
 
-Inside: ``atomic_write_text``, ``save_checkpoint``, ``load_train_state``,
-``checkpoint_dir``, ``load`` and ``Loaded``. ``load`` also accepts a publisher's folder
+Inside: ``save_checkpoint``, ``load_train_state``, ``checkpoint_dir``, ``load`` (returning
+``unmask.loaded.Loaded``); atomic writes come from ``unmask.files``. ``load`` also accepts a publisher's folder
 (LLaDA, Dream, MDLM, SEDD, our own transformers export), imported by ``unmask.convert``.
 """
 
@@ -23,8 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,35 +31,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unmask.errors import UserError
+from unmask.files import atomic_write_text, staging_dir  # noqa: F401  (moved there; kept importable)
+from unmask.loaded import Loaded
 
 CKPT = "checkpoint"
 OLD = ".checkpoint.old"
 TMP_PREFIX = ".checkpoint.tmp"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def staging_dir(parent: Path, prefix: str) -> Path:
-    """A fresh folder in ``parent`` to write into before a rename; unlike ``mkdtemp``'s 0700
-    it gets the permissions of an ordinary ``mkdir`` (the umask's), since it becomes the result."""
-    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)
-    return tmp
 
 
 def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -152,18 +127,6 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     raise UserError(f"{path}: not a checkpoint (no config.json + model.safetensors, nor a checkpoint/ folder)")
 
 
-@dataclass
-class Loaded:
-    """A model ready for inference, with its tokenizer and config."""
-
-    model: nn.Module
-    tokenizer: Any
-    config: Any
-    path: Path
-    family: str = "unmask"
-    """Where the weights came from: ``unmask`` (native) or the importer's name (``llada``, ``dream``)."""
-
-
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     if getattr(model.config, "tie_embeddings", False):
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
@@ -189,7 +152,7 @@ def load(path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtyp
     straight into ``dtype`` (default: the folder's ``torch_dtype``).
     """
     from unmask.config import ModelConfig, load_json
-    from unmask.convert import import_folder, is_publisher_folder
+    from unmask.convert.load import import_folder, is_publisher_folder
     from unmask.model import Transformer
     from unmask.tokenizer import load_tokenizer
 

@@ -12,19 +12,51 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from unmask.errors import UserError
+from unmask.files import atomic_write_text
 
-ATTENTION_MODES = ("bidirectional", "causal", "block-causal")
+AttentionMode = Literal["bidirectional", "causal", "block-causal"]
+Norm = Literal["rms", "layer"]
+Mlp = Literal["swiglu", "gelu"]
+SigmaInput = Literal["given", "zero", "masked_fraction"]
+Output = Literal["logits", "sedd_log_score"]
+SeddGraph = Literal["absorbing", "uniform"]
+ScheduleName = Literal["linear", "cosine"]
+"""Noise schedules by name; ``unmask.schedules.SCHEDULES`` implements exactly these (tested)."""
+
+ATTENTION_MODES: tuple[str, ...] = get_args(AttentionMode)
+NORMS: tuple[str, ...] = get_args(Norm)
+MLPS: tuple[str, ...] = get_args(Mlp)
+SIGMA_INPUTS: tuple[str, ...] = get_args(SigmaInput)
+OUTPUTS: tuple[str, ...] = get_args(Output)
+SEDD_GRAPHS: tuple[str, ...] = get_args(SeddGraph)
+SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
 FIM_FIELDS = ("fim_prefix_id", "fim_suffix_id", "fim_middle_id")
 """``ModelConfig`` fields of the fill-in-the-middle sentinel ids, in PSM order."""
-NORMS = ("rms", "layer")
-MLPS = ("swiglu", "gelu")
-SIGMA_INPUTS = ("given", "zero", "masked_fraction")
-OUTPUTS = ("logits", "sedd_log_score")
 SIGMA_FREQ_DIM = 256
-"""Sinusoidal features of the noise level that feed the sigma-embedding MLP (DiT's timestep embedder)."""
+"""Sinusoidal features of the noise level that feed the sigma-embedding MLP (DiT's timestep
+embedder)."""
+
+MODEL_MODES: dict[str, tuple[str, ...]] = {
+    "attention": ATTENTION_MODES,
+    "norm": NORMS,
+    "mlp": MLPS,
+    "sigma_input": SIGMA_INPUTS,
+    "output": OUTPUTS,
+    "sedd_graph": SEDD_GRAPHS,
+    "schedule": SCHEDULE_NAMES,
+}
+"""``ModelConfig`` fields whose value is one of a fixed set of names (None allowed where the
+field is optional), checked when a config is built or loaded."""
+
+
+def check_mode(name: str, value: Any, allowed: tuple[str, ...], *, optional: bool = False) -> None:
+    """A one-line ``UserError`` naming the field and the allowed values unless ``value`` is one."""
+    if (value is None and optional) or value in allowed:
+        return
+    raise UserError(f"{name}={value!r}; choose one of {', '.join(allowed)}")
 
 T = TypeVar("T")
 
@@ -55,9 +87,9 @@ class ModelConfig:
     """Share the input embedding and the output projection."""
     qkv_bias: bool = False
     """Add a bias to the query/key/value projections (Qwen2/Dream style)."""
-    norm: str = "rms"
+    norm: Norm = "rms"
     """``rms`` (RMSNorm) or ``layer`` (LayerNorm with a weight and no bias, as the DiT of MDLM/SEDD)."""
-    mlp: str = "swiglu"
+    mlp: Mlp = "swiglu"
     """``swiglu`` (gated, no biases) or ``gelu`` (up, GELU(tanh), down, both with biases; DiT/GPT-2)."""
     head_bias: bool = False
     """Add a bias to the output projection (the DiT's final linear layer)."""
@@ -85,22 +117,22 @@ class ModelConfig:
     norm (modulation layers start at zero). ``forward`` then takes ``sigma`` (see ``sigma_input``)."""
     cond_dim: int = 128
     """Width of the noise-level embedding that drives the modulation (``time_conditioning`` only)."""
-    sigma_input: str = "given"
+    sigma_input: SigmaInput = "given"
     """Where the noise level comes from (``time_conditioning`` only): ``given`` (``forward`` needs
     ``sigma``), ``zero`` (always sigma = 0: MDLM's released checkpoints, trained with time
     conditioning off), ``masked_fraction`` (``sigma`` when given, else the absorbing process's total
     noise read off the input, sigma = -log(1 - fraction of [MASK] tokens), so samplers that pass
     no noise level work; SEDD)."""
-    output: str = "logits"
+    output: Output = "logits"
     """What ``forward(..., sigma=s)`` returns: ``logits`` (the denoiser) or ``sedd_log_score``
     (SEDD's absorbing-graph log concrete score, Lou et al. 2024: head output - log(e^sigma - 1) -
     log(V - 1), 0 at each position's own token). Called without ``sigma`` (samplers, evaluators),
     a model returns denoiser logits either way (``unmask.model.denoiser_logits``)."""
-    sedd_graph: str | None = None
+    sedd_graph: SeddGraph | None = None
     """Forward graph of a model trained with objective ``sedd`` (``absorbing`` or ``uniform``;
     ``unmask.sedd``); None = not a SEDD model. A ``uniform`` model's head output is its log-score
     and is sampled only by the SEDD samplers (policy ``sedd-euler`` / ``sedd-analytic``)."""
-    attention: str = "bidirectional"
+    attention: AttentionMode = "bidirectional"
     """``bidirectional`` (diffusion), ``causal`` (autoregressive) or ``block-causal``."""
     block_size: int | None = None
     """Block length for ``block-causal`` attention."""
@@ -128,6 +160,17 @@ class ModelConfig:
     chat_template: str | None = None
     """Jinja chat template (``messages``, ``add_generation_prompt``) the model was fine-tuned
     with (objective ``sft``; ``unmask.sft``); None = not a chat model."""
+    objective: str | None = None
+    """The objective that trained the model (``unmask.objectives.OBJECTIVES``: ``mdlm``, ``ar``,
+    ``bd3lm``, ``sft``, ``sedd``), written by ``unmask train``; it says which decoder samples
+    the model. None = not recorded (imported checkpoints, runs older than this field)."""
+    schedule: ScheduleName = "linear"
+    """Noise schedule α(t) the model was trained with (``unmask.schedules``): ``linear``
+    (LLaDA, MDLM) or ``cosine``; samplers take the number of tokens to reveal per step from it.
+    Checkpoints without the field were trained with ``linear``."""
+    schedule_eps: float = 1e-3
+    """The schedule's floor on the mask probability, p_mask = (1 - eps)·(1 - α(t)) + eps
+    (``TrainConfig.eps``)."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -141,13 +184,14 @@ class ModelConfig:
             raise UserError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
         if (self.d_model // self.n_heads) % 2:
             raise UserError("head dimension d_model/n_heads must be even for rotary embeddings")
-        if self.attention not in ATTENTION_MODES:
-            raise UserError(f"attention={self.attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
+        for name, allowed in MODEL_MODES.items():
+            check_mode(name, getattr(self, name), allowed, optional=name == "sedd_graph")
         if self.attention == "block-causal" and not self.block_size:
             raise UserError("attention='block-causal' needs block_size")
-        for name, allowed in (("norm", NORMS), ("mlp", MLPS), ("sigma_input", SIGMA_INPUTS), ("output", OUTPUTS)):
-            if getattr(self, name) not in allowed:
-                raise UserError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(allowed)}")
+        if self.block_size is not None and self.block_size < 1:
+            raise UserError(f"block_size={self.block_size} must be positive")
+        if not 0.0 <= self.schedule_eps < 1.0:
+            raise UserError(f"schedule_eps={self.schedule_eps} must be in [0, 1)")
         if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):
             raise UserError(
                 f"n_experts={self.n_experts}, experts_top_k={self.experts_top_k}: need n_experts >= 0 "
@@ -256,7 +300,12 @@ class TrainConfig:
     ema: float = 0.0
     """EMA decay of the weights kept for inference (0 = off, e.g. 0.999); warmed up as min(ema, (1+step)/(10+step))."""
     eps: float = 1e-3
-    """Minimum mask probability: p_mask = (1 - eps)·t + eps."""
+    """Minimum mask probability: p_mask = (1 - eps)·(1 - α(t)) + eps; saved as the model's
+    ``schedule_eps``."""
+    schedule: ScheduleName = "linear"
+    """Objectives ``mdlm``, ``bd3lm`` and ``sft``: the noise schedule α(t), ``linear`` (α = 1 - t;
+    LLaDA, MDLM) or ``cosine`` (α = 1 - sin(πt/2)); saved as the model's ``schedule``, which
+    the samplers follow."""
     antithetic: bool = True
     """Low-discrepancy time sampling across the batch (MDLM)."""
     random_length_frac: float = 0.01
@@ -274,7 +323,7 @@ class TrainConfig:
     """Objective ``bd3lm`` only: tokens per diffusion block (BD3-LM, Arriola et al. 2025); must
     divide ``seq_len``; saved as the model's ``block_size`` (block-causal attention). 1 = an
     autoregressive model, ``seq_len`` = plain masked diffusion."""
-    sedd_graph: str = "absorbing"
+    sedd_graph: SeddGraph = "absorbing"
     """Objective ``sedd`` only: the forward graph, ``absorbing`` (tokens jump to [MASK]) or
     ``uniform`` (tokens jump to random tokens; wants a time-conditioned model); the noise schedule
     is SEDD's log-linear one with ``eps`` (Lou et al. 2024; docs/training.md)."""
@@ -302,6 +351,10 @@ class TrainConfig:
     """CPU threads for torch (0 = torch's default)."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """ModelConfig fields that override the preset (e.g. {"d_model": 384})."""
+
+    def __post_init__(self) -> None:
+        check_mode("schedule", self.schedule, SCHEDULE_NAMES)
+        check_mode("sedd_graph", self.sedd_graph, SEDD_GRAPHS)
 
 
 @dataclass(kw_only=True)
@@ -353,19 +406,57 @@ def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "None": (type(None),),
+}  # fmt: skip
+"""Python types a JSON value may have for a field annotated with each simple type name."""
+
+
+def _type_error(name: str, annotation: str, value: Any) -> str | None:
+    """Why ``value`` (read from JSON) cannot be field ``name`` of type ``annotation``, or None.
+
+    Only simple annotations are checked (``int``, ``float | None``, a ``Literal`` alias as
+    ``str``); the values of modes are checked by the dataclass itself.
+    """
+    accepted: list[type] = []
+    for part in (a.strip() for a in annotation.split("|")):
+        if part in _JSON_TYPES:
+            accepted.extend(_JSON_TYPES[part])
+        elif part in _MODE_ALIASES:
+            accepted.append(str)
+        else:
+            return None  # a container or an unknown alias: left to the dataclass
+    ok = isinstance(value, tuple(accepted)) and not (
+        isinstance(value, bool) and bool not in accepted  # True is an int to Python, not to us
+    )
+    return None if ok else f"{name}={value!r} should be {annotation}"
+
+
+_MODE_ALIASES = ("AttentionMode", "Norm", "Mlp", "SigmaInput", "Output", "SeddGraph", "ScheduleName")
+
+
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:
-    """Build a dataclass from a dict, rejecting unknown keys with a clear message."""
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - known)
+    """Build a dataclass from a dict (a parsed JSON file), with one-line ``UserError``s that
+    start with ``source``: unknown keys, values of the wrong type, and whatever the dataclass
+    itself refuses (e.g. a mode that is not one of its allowed names)."""
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a JSON object, not {type(data).__name__}")
+    types = {f.name: str(f.type) for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(types))
     if unknown:
         raise UserError(f"{source}: unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    return cls(**data)
+    for name, value in data.items():
+        problem = _type_error(name, types[name], value)
+        if problem:
+            raise UserError(f"{source}: {problem}")
+    try:
+        return cls(**data)
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
 
 
 def save_json(obj: Any, path: str | os.PathLike[str]) -> None:
     """Write a dataclass or dict as JSON, atomically."""
-    from unmask.checkpoint import atomic_write_text
-
     data = to_dict(obj) if dataclasses.is_dataclass(obj) else obj
     atomic_write_text(Path(path), json.dumps(data, indent=2, sort_keys=True) + "\n")
 

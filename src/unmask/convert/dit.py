@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from unmask.convert.families import REQUIRED, Importer
+from unmask.convert.importer import REQUIRED, Importer
 from unmask.errors import UserError
 
 if TYPE_CHECKING:

@@ -1,77 +1,26 @@
-"""Published families as data: ``Importer``, the ``llada`` and ``dream`` declarations (the DiT
-families ``mdlm`` and ``sedd`` are declared in ``unmask.convert.dit``, ``llada-moe`` in
-``unmask.convert.moe``), the ``IMPORTERS`` registry and the ``UNSUPPORTED`` families
-(recognised but not runnable) with why."""
+"""Published families as data: the ``llada`` and ``dream`` declarations here, the DiT families
+``mdlm`` and ``sedd`` from ``unmask.convert.dit``, ``llada-moe`` from ``unmask.convert.moe``, all
+registered in ``IMPORTERS``. ``Importer``, the registry and the shared constants are defined in
+``unmask.convert.importer`` (below every declaration module) and re-exported here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from unmask.convert.dit import MDLM, SEDD
+from unmask.convert.importer import (
+    DTYPES,
+    IMPORTERS,
+    INDEX,
+    REQUIRED,
+    SINGLE,
+    SPECIAL_KEYS,
+    UNSUPPORTED,
+    Importer,
+    register,
+)
+from unmask.convert.moe import LLADA_MOE
 from unmask.errors import UserError
-
-if TYPE_CHECKING:
-    import torch
-
-    from unmask.config import ModelConfig
-    from unmask.tokenizer import Tokenizer
-
-REQUIRED = object()
-"""Marker for a ``facts`` entry whose key must be in ``config.json`` (no default)."""
-
-INDEX = "model.safetensors.index.json"
-SINGLE = "model.safetensors"
-DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-          "fp16": "float16", "float16": "float16"}  # fmt: skip
-"""Accepted dtype names (``--dtype``) -> torch dtype attribute."""
-
-SPECIAL_KEYS = {
-    "mask_id": "mask_token_id",
-    "pad_id": "pad_token_id",
-    "eos_id": "eos_token_id",
-    "bos_id": "bos_token_id",
-}
-"""``ModelConfig`` special-id field -> the ``config.json`` key publishers store it under."""
-
-
-@dataclass(frozen=True)
-class Importer:
-    """One published family, as data: recognition, facts, requirements and a weight-name map."""
-
-    name: str
-    """Registry name (``llada``, ``dream``)."""
-    model_types: tuple[str, ...]
-    """``config.json`` ``model_type`` values (compared lower-case) that select this importer."""
-    facts: Mapping[str, tuple[tuple[str, ...], Any]]
-    """``ModelConfig`` field -> (``config.json`` keys tried in order, default or ``REQUIRED``)."""
-    constants: Mapping[str, Any]
-    """``ModelConfig`` fields fixed for the whole family (e.g. Dream's ``logit_shift``)."""
-    requires: Mapping[str, tuple[Any, ...]]
-    """``config.json`` key -> values unmask can reproduce (None in the tuple = absent is fine)."""
-    weights: Mapping[str, str | tuple[str, ...]]
-    """Source tensor-name pattern -> unmask parameter name; ``{i}`` is the layer index, ``{e}``
-    the expert index (``n_experts``). Entries whose target the model lacks (a QKV bias when
-    ``qkv_bias`` is False, the output head when embeddings are tied) are dropped, so such a
-    tensor in the folder is reported as unexpected.
-    A tuple of names splits a fused source tensor along dim 0 into those parameters, in order
-    (a fused QKV projection)."""
-    derive: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
-    """Optional hook filling fields that need more than one key (hf config, fields so far)."""
-    reference: str = ""
-    """Where the formulas come from."""
-    header: Mapping[str, Any] = field(default_factory=dict)
-    """Keys an exported ``config.json`` starts with (``model_type``, ``architectures``, ``auto_map``)."""
-    underive: Callable[[ModelConfig], dict[str, Any]] | None = None
-    """Inverse of ``derive`` for export: ``config.json`` keys from a ``ModelConfig``."""
-    files: Callable[[ModelConfig, Tokenizer], dict[str, str]] | None = None
-    """Extra text files an exported folder gets (name -> text), e.g. the modeling code that
-    ``transformers`` loads with ``trust_remote_code=True`` (``unmask.convert.hf_export``)."""
-    buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor]] = field(default_factory=dict)
-    """Source tensors that hold no weights but values the config implies (a saved RoPE
-    ``inv_freq`` buffer) -> that value: optional in the folder, checked when present, not loaded."""
-    tokenizer_note: str = ""
-    """Added to the error when the folder has no ``tokenizer.json`` (where to get it)."""
 
 
 def _llada_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
@@ -210,26 +159,22 @@ DREAM = Importer(
     },
 )
 
-IMPORTERS: dict[str, Importer] = {}
-"""Supported families by registry name."""
-
-UNSUPPORTED: dict[str, str] = {}
-"""Families recognised by ``model_type`` but not runnable, with the reason (see docs/models.md)."""
-
-
-def register(importer: Importer) -> Importer:
-    """Add ``importer`` to ``IMPORTERS`` under its name."""
-    IMPORTERS[importer.name] = importer
-    return importer
-
-
 register(LLADA)
 register(DREAM)
-
-# The DiT families (MDLM, SEDD) are declared in their own module, which imports Importer from here.
-from unmask.convert.dit import MDLM, SEDD  # noqa: E402
-from unmask.convert.moe import LLADA_MOE  # noqa: E402
-
 register(MDLM)
 register(SEDD)
 register(LLADA_MOE)
+
+__all__ = [
+    "DREAM",
+    "DTYPES",
+    "IMPORTERS",
+    "INDEX",
+    "LLADA",
+    "REQUIRED",
+    "SINGLE",
+    "SPECIAL_KEYS",
+    "UNSUPPORTED",
+    "Importer",
+    "register",
+]

@@ -24,7 +24,7 @@ from dataclasses import MISSING, fields
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from unmask.convert.families import REQUIRED, SPECIAL_KEYS, Importer, register
+from unmask.convert.importer import REQUIRED, SPECIAL_KEYS, Importer, register
 from unmask.errors import UserError
 
 if TYPE_CHECKING:

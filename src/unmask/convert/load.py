@@ -24,7 +24,7 @@ from unmask.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from unmask.checkpoint import Loaded
+    from unmask.loaded import Loaded
     from unmask.config import ModelConfig
     from unmask.tokenizer import Tokenizer
 
@@ -371,7 +371,7 @@ def import_folder(
     """
     import torch
 
-    from unmask.checkpoint import Loaded
+    from unmask.loaded import Loaded
     from unmask.model import Transformer
 
     folder = Path(path)

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unmask.checkpoint import staging_dir
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import import_folder, is_publisher_folder, weight_map
 from unmask.errors import UserError
+from unmask.files import staging_dir
 
 if TYPE_CHECKING:
     import torch

@@ -1,0 +1,43 @@
+"""Atomic file writes, shared by every layer that writes a result (configs, checkpoints,
+converted folders): a reader never sees a half-written file or folder.
+
+Inside: ``atomic_write_text`` (temporary file + rename), ``staging_dir`` (a folder to fill
+before renaming it into place).
+
+It sits at the bottom of the import graph (standard library only), so ``config``,
+``checkpoint`` and ``convert`` all use it without importing each other.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A fresh folder in ``parent`` to write into before a rename; unlike ``mkdtemp``'s 0700
+    it gets the permissions of an ordinary ``mkdir`` (the umask's), since it becomes the result."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp
+
+
+__all__ = ["atomic_write_text", "staging_dir"]
