@@ -17,11 +17,11 @@ from unmask.canvas import Canvas
 from unmask.config import ModelConfig, SampleConfig, TrainConfig, model_preset
 from unmask.errors import UserError
 from unmask.model import Transformer
-from unmask.objectives import ObjectiveOptions, get_objective
+from unmask.objectives import ObjectiveOptions, get_objective, objective_spec, sedd
 from unmask.sampling import generate
 from unmask.sampling.sedd import generate_sedd, sample_model, sample_sedd, uses_sedd_sampler
 from unmask.schedules import get_schedule
-from unmask.sedd import AbsorbingGraph, LogLinearNoise, UniformGraph, get_graph, sedd
+from unmask.sedd import AbsorbingGraph, LogLinearNoise, UniformGraph, get_graph
 
 MASK = 3  # absorbing tests: tokens 0, 1, 2 and the mask
 
@@ -414,9 +414,7 @@ def test_short_training_lowers_the_loss_and_generate_samples_it(corpus, tmp_path
     assert out["nfe"] == 4 and len(out["results"][0]["tokens"]) == 8
     assert _generate(run, capsys)["nfe"] == 4  # and the commit policies sample it as it is
     with pytest.raises(UserError, match="sedd_graph applies"):
-        from unmask.sedd import sedd_model_config
-
-        sedd_model_config(cfg, TrainConfig(objective="mdlm", sedd_graph="uniform"))
+        objective_spec("mdlm").validate(TrainConfig(objective="mdlm", sedd_graph="uniform"))
 
 
 def test_time_conditioned_model_computes_the_same_log_score(corpus, tmp_path, capsys):

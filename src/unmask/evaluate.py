@@ -127,18 +127,19 @@ def sequence_elbo(
     ``model`` is any mask predictor (``(B, L)`` ids → ``(B, L, V)`` logits or ``.logits``).
     """
     from unmask.objectives import mdlm
-    from unmask.sampling import model_logit_shift, shift_logits
 
     if n_samples <= 0:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
     config = getattr(model, "config", None)
     cfg = SimpleNamespace(attention=getattr(config, "attention", "bidirectional"), mask_id=mask_id)
-    shift = model_logit_shift(model)
+    shift = bool(getattr(config, "logit_shift", False))  # Dream: logits at i predict token i+1
 
     def predictor(x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         out = model(x, attention_mask=attention_mask)
-        logits = getattr(out, "logits", out)
-        return shift_logits(logits) if shift else logits  # (n, L, V)
+        logits = getattr(out, "logits", out)  # (n, L, V)
+        if shift:  # position i reads the logits produced at i - 1 (position 0 keeps its own)
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
 
     options = ObjectiveOptions(schedule=get_schedule("linear"), antithetic=True)
     state = generator.get_state()

@@ -19,8 +19,8 @@ Inside:
 - ``call_network``, ``as_log_score``, ``model_log_score``: one call of the score network (with
   ``sigma=`` for time-conditioned models), and that output as a log-score (parameterised here,
   or by the model itself when ``ModelConfig.output`` is ``sedd_log_score``).
-- ``sedd``: the objective, registered as ``'sedd'`` in ``unmask.objectives.OBJECTIVES``;
-  ``sedd_model_config``: the model facts ``unmask train`` stores for it.
+The objective (``sedd``, its DWDSE loss, and ``sedd_model_config``) is registered in
+``unmask.objectives.score_entropy``, which imports this module; nothing here imports back.
 
 Facts follow the reference (louaaron/Score-Entropy-Discrete-Diffusion: ``graph_lib``,
 ``noise_lib``, ``losses``, ``sampling``); the samplers are in ``unmask.sampling.sedd``.
@@ -29,22 +29,19 @@ Facts follow the reference (louaaron/Score-Entropy-Discrete-Diffusion: ``graph_l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from unmask.config import ModelConfig, TrainConfig
+from unmask.config import SEDD_GRAPHS
 from unmask.errors import UserError
 from unmask.model import sedd_log_score
-from unmask.objectives import (
-    OBJECTIVE_ATTENTION,
-    OBJECTIVES,
-    LossParts,
-    MaskPredictor,
-    ObjectiveOptions,
-)
+
+MaskPredictor = Callable[..., Tensor]
+"""Any callable ``(B, L)`` token ids (+ keyword options) -> ``(B, L, V)`` output."""
 
 SEDD_OUTPUT = "sedd_log_score"
 """``ModelConfig.output`` of a model trained with objective ``sedd``: its output is a log-score."""
@@ -312,7 +309,7 @@ class UniformGraph(Graph):
         return stay * math.log(stay * V) + (V - 1) * (other * math.log(other * V) if other > 0 else 0.0)
 
 
-GRAPHS = ("absorbing", "uniform")
+GRAPHS = SEDD_GRAPHS
 """Names of the SEDD graphs (``TrainConfig.sedd_graph``, ``ModelConfig.sedd_graph``)."""
 
 
@@ -361,80 +358,6 @@ def model_log_score(
     return as_log_score(call_network(model, config, xt, sigma, attention_mask), config, graph, xt, sigma)
 
 
-def sedd(
-    model: MaskPredictor,
-    config: ModelConfig,
-    x0: Tensor,
-    *,
-    attention_mask: Tensor | None,
-    generator: torch.Generator,
-    options: ObjectiveOptions,
-    t: Tensor | None = None,
-) -> LossParts:
-    """SEDD's DWDSE bound on -log p(x0) (Lou et al. 2024, arXiv:2310.16834, §3), in nats per token.
-
-    t ~ U(0, 1) per row (antithetic as ``mdlm``), σ = σ(t) of ``LogLinearNoise`` with the
-    schedule's ``eps``, x_t ~ q(·|x0, σ) by the model's graph (``config.sedd_graph``, default
-    absorbing), and the loss ``dσ/dt · score_entropy`` summed over positions, plus the prior
-    term ``prior_kl(σ(1))`` per token, so the whole is a bound on the NLL, not only a training
-    loss. Normalised by the number of non-pad tokens; padding is never noised. Under the
-    absorbing graph, with a normalised output (``out = log_softmax + log(V - 1)``) this is
-    the ``mdlm`` cross-entropy weighted by 1/t (tested).
-    """
-    if config.attention != "bidirectional":
-        raise UserError(f"objective 'sedd' needs attention='bidirectional', not {config.attention!r}")
-    graph = graph_of(config)
-    noise = LogLinearNoise(options.schedule.eps)
-    if attention_mask is not None:
-        attention_mask = attention_mask.bool()
-    valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
-    if graph.absorbing:
-        valid = valid & (x0 != config.mask_id)
-    B = x0.shape[0]
-    if t is None:
-        t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
-    t = t.double()  # σ(t) near t = 0 and 1 wants the precision
-    sigma, dsigma = noise.sigma(t), noise.dsigma(t)  # (B,) each
-    xt = graph.sample_transition(x0, sigma, generator, maskable=valid)
-    sigma_f = sigma.float().to(x0.device)
-    out = call_network(model, config, xt, sigma_f, attention_mask)  # (B, L, V)
-    active = graph.loss_positions(xt) & valid  # (B, L)
-    rows = torch.arange(B, device=x0.device)[:, None].expand_as(xt)[active]  # (M,)
-    log_score = as_log_score(out[active], config, graph, xt[active], sigma_f[rows])  # (M, V)
-    dse = graph.score_entropy(log_score, sigma_f[rows], xt[active], x0[active])  # (M,)
-    n = valid.sum()
-    loss_sum = (dsigma.to(x0.device)[rows].float() * dse).sum() + graph.prior_kl(noise.sigma_max) * n
-    return LossParts(loss_sum=loss_sum, n_tokens=n)
-
-
-def sedd_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelConfig:
-    """``model_cfg`` with the facts objective ``sedd`` gives the model; unchanged for other objectives.
-
-    ``sedd_graph`` is stored. A time-conditioned absorbing model (``time_conditioning`` with a
-    noise level) gets ``output='sedd_log_score'``: its forward with ``sigma`` applies the
-    parameterisation itself and returns the log-score. Any other SEDD model keeps ``output=
-    'logits'``: its head output is parameterised outside (``as_log_score``), and under the
-    absorbing graph it is a denoiser's logits up to a per-row constant, so the commit policies
-    sample it as they are.
-    """
-    graph = getattr(train_cfg, "sedd_graph", "absorbing") or "absorbing"
-    if train_cfg.objective != "sedd":
-        if graph != "absorbing":
-            raise UserError(f"sedd_graph applies to objective 'sedd', not {train_cfg.objective!r}")
-        return model_cfg
-    get_graph(graph, vocab_size=model_cfg.vocab_size, mask_id=model_cfg.mask_id)  # checks the name
-    have = {f.name for f in fields(model_cfg)}
-    if graph != "absorbing" and "sedd_graph" not in have:
-        raise UserError(f"sedd_graph={graph!r} needs a ModelConfig with a sedd_graph field to store it")
-    scored = (graph == "absorbing" and getattr(model_cfg, "time_conditioning", False)
-              and getattr(model_cfg, "sigma_input", "given") != "zero")
-    updates = {"sedd_graph": graph, "output": SEDD_OUTPUT if scored else "logits"}
-    return replace(model_cfg, **{k: v for k, v in updates.items() if k in have})
-
-
-OBJECTIVES["sedd"] = sedd
-OBJECTIVE_ATTENTION["sedd"] = "bidirectional"
-
 __all__ = [
     "GRAPHS",
     "SEDD_OUTPUT",
@@ -449,6 +372,4 @@ __all__ = [
     "log_expm1",
     "model_log_score",
     "phi",
-    "sedd",
-    "sedd_model_config",
 ]

@@ -12,9 +12,13 @@ into ``world_size × grad_accum`` micro-batches; the result depends only on that
 count, not on how the micro-batches are spread over processes, and a resumed run
 repeats the uninterrupted one exactly.
 
-``--init`` starts from a checkpoint's weights, config and tokenizer; objective ``sft``
-(which needs it) reads prompt/response JSONL through ``unmask.sft.SFTData`` instead of
-token shards, and has no validation split.
+The objective is a spec (``unmask.objectives``): it says the attention and block size the
+model needs, which options apply, the tokens it adds to the tokenizer, what it stores in the
+model config, and its batch kind. ``--init`` starts from a checkpoint's weights, config and
+tokenizer; a ``prompt_response`` objective (SFT, which needs it) reads prompt/response JSONL
+through ``unmask.sft.SFTData`` instead of token shards, and has no validation split. The
+noise schedule is ``TrainConfig.schedule``, stored in the model config with the objective's
+name, so samplers read both from the checkpoint.
 
 Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
 """
@@ -52,10 +56,8 @@ from unmask.config import (
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
 from unmask.model import Transformer
-from unmask.objectives import OBJECTIVE_ATTENTION, ObjectiveOptions, get_objective
+from unmask.objectives import ObjectiveSpec, objective_spec
 from unmask.schedules import get_schedule
-from unmask.sedd import sedd_model_config
-from unmask.tokenizer import with_empty_token, with_fim_tokens
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -68,17 +70,18 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def build_model_config(cfg: TrainConfig, vocab_size: int, special_ids: dict[str, int | None]) -> ModelConfig:
-    """ModelConfig from the preset, the tokenizer's facts, the objective's attention and overrides."""
+def build_model_config(
+    cfg: TrainConfig, vocab_size: int, special_ids: dict[str, int | None]
+) -> ModelConfig:
+    """ModelConfig from the preset, the tokenizer's facts, the objective's facts (attention,
+    block size) and the overrides, in that order."""
     if cfg.preset not in MODEL_PRESETS:
         raise UserError(f"unknown preset {cfg.preset!r}; choose one of {', '.join(MODEL_PRESETS)}")
-    attention = OBJECTIVE_ATTENTION.get(cfg.objective, "bidirectional")
     base = dict(MODEL_PRESETS[cfg.preset])
     base["max_seq_len"] = max(base.get("max_seq_len", 0), cfg.seq_len)
-    if attention == "block-causal":
-        base["block_size"] = cfg.block_size
-    fields = {**base, "vocab_size": vocab_size, "attention": attention, **special_ids, **cfg.model_overrides}
-    return model_preset(cfg.preset, **{k: v for k, v in fields.items()})
+    facts = objective_spec(cfg.objective).facts(cfg)
+    fields = {**base, "vocab_size": vocab_size, **facts, **special_ids, **cfg.model_overrides}
+    return model_preset(cfg.preset, **fields)
 
 
 def _seed_for(seed: int, step: int, micro: int) -> int:
@@ -169,26 +172,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     for name in ("steps", "batch_size", "seq_len", "grad_accum"):
         if getattr(config, name) <= 0:
             raise UserError(f"{name}={getattr(config, name)} must be positive")
-    objective = get_objective(config.objective)
-    if not 0.0 <= config.fim_rate <= 1.0:
-        raise UserError(f"fim_rate={config.fim_rate} must be in [0, 1]")
-    if config.fim_rate > 0 and config.objective != "ar":
-        raise UserError(f"fim_rate applies to objective 'ar' (fill-in-the-middle), not {config.objective!r}")
-    if not 0.0 <= config.empty_rate < 1.0:
-        raise UserError(f"empty_rate={config.empty_rate} must be in [0, 1)")
-    if config.empty_rate > 0 and config.objective != "mdlm":
-        raise UserError(f"empty_rate applies to objective 'mdlm' ([EMPTY] gap filler), not {config.objective!r}")
-
-    if config.objective == "bd3lm":
-        if not config.block_size or config.block_size < 1:
-            raise UserError("objective 'bd3lm' needs --block-size (tokens per diffusion block, dividing seq_len)")
-        if config.seq_len % config.block_size:
-            raise UserError(f"block_size={config.block_size} must divide seq_len={config.seq_len}")
-    elif config.block_size is not None:
-        raise UserError(f"block_size applies to objective 'bd3lm' (block diffusion), not {config.objective!r}")
-    sft = config.objective == "sft"
-    if sft and not config.init and not resume:
-        raise UserError("objective 'sft' fine-tunes a pretrained model: give --init RUN_DIR")
+    spec = objective_spec(config.objective)
+    spec.validate(config)  # options that do not apply to it, block size, rates
+    objective = spec.loss
+    pairs = spec.batch == "prompt_response"
+    if pairs and not config.init and not resume:
+        raise UserError(f"objective {spec.name!r} fine-tunes a pretrained model: give --init RUN_DIR")
 
     init = None
     if config.init and not resume:
@@ -197,7 +186,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         init = load(config.init, device="cpu")
     train_ds: Any
     val_ds: Any = None
-    if sft:  # SFT pairs are text; the tokenizer and template come with the model
+    if pairs:  # SFT pairs are text; the tokenizer and template come with the model
         from unmask.sft import SFTData, read_sft_jsonl
 
         tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
@@ -211,34 +200,23 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     else:
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
-        tokenizer = train_ds.tokenizer()
-        if config.fim_rate > 0:  # sentinels appended to the vocabulary; saved with every checkpoint
-            tokenizer = with_fim_tokens(tokenizer)
-        if config.empty_rate > 0:  # [EMPTY] appended the same way
-            tokenizer = with_empty_token(tokenizer)
+        # tokens the objective adds (FIM sentinels, [EMPTY]) are saved with every checkpoint
+        tokenizer = spec.prepare_tokenizer(train_ds.tokenizer(), config)
         if resume:
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
         elif init is not None:
             model_cfg = init.config
-            if config.empty_rate > 0 and getattr(model_cfg, "empty_id", None) is None:
-                raise UserError(f"--init {config.init}: the model has no [EMPTY] token, so --empty-rate cannot "
-                                "continue it; train a fresh model with --empty-rate")
-            if init.tokenizer.vocab_size != tokenizer.vocab_size or init.tokenizer.special_ids() != tokenizer.special_ids():
+            _check_init(spec, model_cfg, config)
+            if (init.tokenizer.vocab_size != tokenizer.vocab_size
+                    or init.tokenizer.special_ids() != tokenizer.special_ids()):
                 raise UserError(f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})")
         else:
-            model_cfg = build_model_config(config, tokenizer.vocab_size,
-                                           {**tokenizer.special_ids(), **tokenizer.fim_ids(), **tokenizer.empty_ids()})
-    model_cfg = sedd_model_config(model_cfg, config)  # objective sedd: its graph and output kind
-    if init is not None:  # a wrong pairing would only fail at the first step
-        want = OBJECTIVE_ATTENTION.get(config.objective, model_cfg.attention)
-        if model_cfg.attention != want:
-            raise UserError(
-                f"--init {config.init}: the model has attention={model_cfg.attention!r}; "
-                f"objective {config.objective!r} trains {want!r}"
-            )
-        if config.objective == "bd3lm" and model_cfg.block_size != config.block_size:
-            raise UserError(f"--init {config.init}: the model has block_size={model_cfg.block_size}, "
-                            f"not --block-size {config.block_size}")
+            ids = {**tokenizer.special_ids(), **tokenizer.fim_ids(), **tokenizer.empty_ids()}
+            model_cfg = build_model_config(config, tokenizer.vocab_size, ids)
+    if init is not None and pairs:
+        _check_init(spec, model_cfg, config)
+    # the objective's facts (SEDD's graph), its name and the schedule go into every checkpoint
+    model_cfg = spec.configure(model_cfg, config)
     if config.seq_len > model_cfg.max_seq_len:
         raise UserError(f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
 
@@ -262,13 +240,8 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     ddp_model: nn.Module = model
     if distributed:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    options = ObjectiveOptions(
-        schedule=get_schedule("linear", eps=config.eps),
-        antithetic=config.antithetic,
-        random_length_frac=config.random_length_frac if config.objective == "mdlm" else 0.0,
-        fim_rate=config.fim_rate,
-        empty_rate=config.empty_rate,
-    )
+    schedule = get_schedule(model_cfg.schedule, eps=model_cfg.schedule_eps)
+    options = spec.options_for(config, schedule)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     n_micro = world * config.grad_accum
     rows = config.batch_size // n_micro
@@ -336,7 +309,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             gen_batch = torch.Generator().manual_seed(_seed_for(config.seed, step, 10**6))
             x_global = train_ds.sample(config.batch_size, config.seq_len, gen_batch)  # (B, L)
             extra_global: dict[str, torch.Tensor] = {}
-            if sft:  # (x0, prompt_mask): the prompt is never masked
+            if pairs:  # (x0, prompt_mask): the prompt is never masked
                 x_global, extra_global["prompt_mask"] = x_global
             for a in range(config.grad_accum):
                 micro = rank * config.grad_accum + a
@@ -403,6 +376,13 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     if distributed:
         dist.destroy_process_group()
     return run
+
+
+def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig) -> None:
+    """Refuse an ``init`` model the objective cannot continue (it would fail at the first step)."""
+    why = spec.mismatch(model_cfg, config)
+    if why is not None:
+        raise UserError(f"--init {config.init}: {why}")
 
 
 def _default_template() -> str:

@@ -1,0 +1,96 @@
+"""SEDD's objective (Lou, Meng & Ermon 2024, arXiv:2310.16834): the diffusion-weighted
+denoising score entropy, a bound on -log p(x0), over the graphs and noise of ``unmask.sedd``.
+
+Inside: ``sedd`` (the loss), ``sedd_model_config`` (the facts a SEDD run stores in the model
+config: its graph, and for a time-conditioned absorbing model the log-score output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from unmask.config import ModelConfig, TrainConfig
+from unmask.errors import UserError
+from unmask.objectives.spec import (
+    LossParts,
+    MaskPredictor,
+    ObjectiveOptions,
+    ObjectiveSpec,
+    register_objective,
+)
+from unmask.sedd import SEDD_OUTPUT, LogLinearNoise, as_log_score, call_network, graph_of
+
+
+def sedd(
+    model: MaskPredictor,
+    config: ModelConfig,
+    x0: Tensor,
+    *,
+    attention_mask: Tensor | None,
+    generator: torch.Generator,
+    options: ObjectiveOptions,
+    t: Tensor | None = None,
+) -> LossParts:
+    """SEDD's DWDSE bound on -log p(x0) (Lou et al. 2024, arXiv:2310.16834, §3), in nats per token.
+
+    t ~ U(0, 1) per row (antithetic as ``mdlm``), σ = σ(t) of ``LogLinearNoise`` with the
+    schedule's ``eps``, x_t ~ q(·|x0, σ) by the model's graph (``config.sedd_graph``, default
+    absorbing), and the loss ``dσ/dt · score_entropy`` summed over positions, plus the prior
+    term ``prior_kl(σ(1))`` per token, so the whole is a bound on the NLL, not only a training
+    loss. Normalised by the number of non-pad tokens; padding is never noised. Under the
+    absorbing graph, with a normalised output (``out = log_softmax + log(V - 1)``) this is
+    the ``mdlm`` cross-entropy weighted by 1/t (tested).
+    """
+    if config.attention != "bidirectional":
+        raise UserError(f"objective 'sedd' needs attention='bidirectional', not {config.attention!r}")
+    graph = graph_of(config)
+    noise = LogLinearNoise(options.schedule.eps)
+    if attention_mask is not None:
+        attention_mask = attention_mask.bool()
+    valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    if graph.absorbing:
+        valid = valid & (x0 != config.mask_id)
+    B = x0.shape[0]
+    if t is None:
+        t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
+    t = t.double()  # σ(t) near t = 0 and 1 wants the precision
+    sigma, dsigma = noise.sigma(t), noise.dsigma(t)  # (B,) each
+    xt = graph.sample_transition(x0, sigma, generator, maskable=valid)
+    sigma_f = sigma.float().to(x0.device)
+    out = call_network(model, config, xt, sigma_f, attention_mask)  # (B, L, V)
+    active = graph.loss_positions(xt) & valid  # (B, L)
+    rows = torch.arange(B, device=x0.device)[:, None].expand_as(xt)[active]  # (M,)
+    log_score = as_log_score(out[active], config, graph, xt[active], sigma_f[rows])  # (M, V)
+    dse = graph.score_entropy(log_score, sigma_f[rows], xt[active], x0[active])  # (M,)
+    n = valid.sum()
+    loss_sum = (dsigma.to(x0.device)[rows].float() * dse).sum() + graph.prior_kl(noise.sigma_max) * n
+    return LossParts(loss_sum=loss_sum, n_tokens=n)
+
+
+def sedd_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelConfig:
+    """``model_cfg`` with the facts objective ``sedd`` gives the model.
+
+    ``sedd_graph`` is stored. A time-conditioned absorbing model (``time_conditioning`` with a
+    noise level) gets ``output='sedd_log_score'``: its forward with ``sigma`` applies the
+    parameterisation itself and returns the log-score. Any other SEDD model keeps ``output=
+    'logits'``: its head output is parameterised outside (``as_log_score``), and under the
+    absorbing graph it is a denoiser's logits up to a per-row constant, so the commit policies
+    sample it as they are.
+    """
+    graph = train_cfg.sedd_graph
+    scored = (
+        graph == "absorbing" and model_cfg.time_conditioning and model_cfg.sigma_input != "zero"
+    )
+    return replace(model_cfg, sedd_graph=graph, output=SEDD_OUTPUT if scored else "logits")
+
+
+register_objective(ObjectiveSpec(
+    name="sedd", loss=sedd, attention="bidirectional", decoder="sedd", options=("sedd_graph",),
+    model_config=sedd_model_config,
+    summary="score entropy (SEDD): DWDSE bound with the prior term",
+))
+
+__all__ = ["sedd", "sedd_model_config"]

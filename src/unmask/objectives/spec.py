@@ -1,0 +1,225 @@
+"""Objective specs and their registry: everything the training loop needs to know about an
+objective, so that ``unmask.train`` never branches on an objective's name.
+
+An ``ObjectiveSpec`` says:
+
+- ``loss``: the function ``(model, config, x0, *, attention_mask, generator, options, ...) ->
+  LossParts`` (the *sum* of per-token losses and the count it is normalised by);
+- ``attention`` (and ``blocks``): the attention the model must have, and whether the model's
+  ``block_size`` is the run's ``TrainConfig.block_size``;
+- ``batch``: ``tokens`` (windows of a prepared token corpus) or ``prompt_response`` (SFT pairs,
+  ``unmask.sft.SFTData``, whose ``prompt_mask`` goes to the loss; fine-tunes an ``init`` model);
+- ``options``: the ``TrainConfig`` fields that apply only to some objectives and apply to this
+  one; any other such field left at a non-default value is refused (``check``);
+- ``tokenizer`` and ``model_config``: how the objective extends the tokenizer (FIM sentinels,
+  ``[EMPTY]``) and adjusts the model config (SEDD's graph and output) it trains;
+- ``decoder``: the registry name of the decoder that samples a model trained with it
+  (``unmask.sampling``).
+
+Adding an objective = one module with its loss and one ``register_objective`` call.
+
+Inside: ``LossParts``, ``ObjectiveOptions``, ``ObjectiveSpec``, ``OBJECTIVES``,
+``register_objective``, ``objective_spec``, ``get_objective``, ``objective_of``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+from torch import Tensor
+
+from unmask.config import AttentionMode, ModelConfig, TrainConfig
+from unmask.errors import UserError
+
+if TYPE_CHECKING:
+    from unmask.schedules import Schedule
+
+MaskPredictor = Callable[..., Tensor]
+"""Any callable ``(B, L)`` token ids (+ keyword options) -> ``(B, L, V)`` logits."""
+
+BatchKind = Literal["tokens", "prompt_response"]
+
+
+@dataclass
+class LossParts:
+    loss_sum: Tensor
+    """Sum of per-token losses (scalar, differentiable)."""
+    n_tokens: Tensor
+    """Number of (non-pad) tokens the sum is normalised by (scalar)."""
+
+
+@dataclass(kw_only=True)
+class ObjectiveOptions:
+    """Knobs shared by the objectives (from TrainConfig)."""
+
+    schedule: Schedule
+    antithetic: bool = True
+    random_length_frac: float = 0.0
+    fim_rate: float = 0.0
+    """``ar`` only: fraction of rows rearranged by ``fim_rearrange`` (0 = plain AR)."""
+    empty_rate: float = 0.0
+    """``mdlm`` only: fraction of rows given a run of ``[EMPTY]`` by ``insert_empty`` (0 = off)."""
+
+
+Objective = Callable[..., LossParts]
+"""``loss(model, config, x0, *, attention_mask, generator, options, **batch) -> LossParts``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectiveSpec:
+    """One registered objective (see the module docstring)."""
+
+    name: str
+    """Registry name (``TrainConfig.objective``, ``ModelConfig.objective``)."""
+    loss: Objective
+    """The loss function."""
+    attention: AttentionMode
+    """Attention the model must have while training and sampling."""
+    decoder: str
+    """Registry name of the decoder that samples a model trained with this objective."""
+    batch: BatchKind = "tokens"
+    """``tokens``: rows of a prepared corpus (``unmask.data.TokenDataset``) with a validation
+    split; ``prompt_response``: SFT pairs (``unmask.sft``), no validation split, and the model
+    must come from ``TrainConfig.init``."""
+    blocks: bool = False
+    """The model is cut into blocks of ``TrainConfig.block_size`` tokens (required, dividing
+    ``seq_len``), stored as ``ModelConfig.block_size``."""
+    options: tuple[str, ...] = ()
+    """``TrainConfig`` fields in ``OBJECTIVE_OPTIONS`` that apply to this objective."""
+    random_length: bool = False
+    """LLaDA's random-length cut (``TrainConfig.random_length_frac``) applies; ignored otherwise."""
+    check: Callable[[TrainConfig], None] | None = None
+    """Validates the values of this objective's options (one-line ``UserError``)."""
+    tokenizer: Callable[[Any, TrainConfig], Any] | None = None
+    """The tokenizer the objective trains with, from the corpus' tokenizer (tokens appended)."""
+    model_config: Callable[[ModelConfig, TrainConfig], ModelConfig] | None = None
+    """Facts the objective stores in the model config beyond attention and blocks."""
+    needs: Callable[[ModelConfig, TrainConfig], str | None] | None = None
+    """Why a given (e.g. ``init``) model cannot be trained with these options, or None."""
+    summary: str = ""
+    """One line for listings."""
+
+    def validate(self, cfg: TrainConfig) -> None:
+        """Refuse options that do not apply to this objective, and bad values of those that do."""
+        defaults = TrainConfig()
+        for name in OBJECTIVE_OPTIONS:
+            if name in self.options or getattr(cfg, name) == getattr(defaults, name):
+                continue
+            owners = [s.name for s in OBJECTIVES.values() if name in s.options]
+            which = "objective" if len(owners) == 1 else "objectives"
+            raise UserError(
+                f"{name} applies to {which} {', '.join(map(repr, owners))}, not {self.name!r}"
+            )
+        if self.blocks:
+            if not cfg.block_size or cfg.block_size < 1:
+                raise UserError(
+                    f"objective {self.name!r} needs --block-size (tokens per diffusion block, "
+                    "dividing seq_len)"
+                )
+            if cfg.seq_len % cfg.block_size:
+                raise UserError(f"block_size={cfg.block_size} must divide seq_len={cfg.seq_len}")
+        if self.check is not None:
+            self.check(cfg)
+
+    def facts(self, cfg: TrainConfig) -> dict[str, Any]:
+        """The ``ModelConfig`` fields this objective fixes: attention, and block_size if blocks."""
+        out: dict[str, Any] = {"attention": self.attention}
+        if self.blocks:
+            out["block_size"] = cfg.block_size
+        return out
+
+    def mismatch(self, model: ModelConfig, cfg: TrainConfig) -> str | None:
+        """Why ``model`` (a config to continue from) cannot be trained by this objective with
+        ``cfg``'s options, or None: a wrong attention or block size, a missing token."""
+        for name, want in self.facts(cfg).items():
+            have = getattr(model, name)
+            if have != want:
+                return f"the model has {name}={have!r}; objective {self.name!r} trains {want!r}"
+        return self.needs(model, cfg) if self.needs is not None else None
+
+    def prepare_tokenizer(self, tokenizer: Any, cfg: TrainConfig) -> Any:
+        """The corpus tokenizer with the tokens this objective adds (FIM sentinels, [EMPTY])."""
+        return self.tokenizer(tokenizer, cfg) if self.tokenizer is not None else tokenizer
+
+    def configure(self, model: ModelConfig, cfg: TrainConfig) -> ModelConfig:
+        """``model`` with the facts a run of this objective stores with its checkpoints: the
+        objective's own (``model_config``), its name and the run's noise schedule."""
+        if self.model_config is not None:
+            model = self.model_config(model, cfg)
+        return replace(model, objective=self.name, schedule=cfg.schedule, schedule_eps=cfg.eps)
+
+    def options_for(self, cfg: TrainConfig, schedule: Schedule) -> ObjectiveOptions:
+        """The loss options of a run: its schedule and the options that apply here."""
+        return ObjectiveOptions(
+            schedule=schedule,
+            antithetic=cfg.antithetic,
+            random_length_frac=cfg.random_length_frac if self.random_length else 0.0,
+            fim_rate=cfg.fim_rate,
+            empty_rate=cfg.empty_rate,
+        )
+
+
+OBJECTIVES: dict[str, ObjectiveSpec] = {}
+"""Registered objectives by name, in registration order."""
+
+OBJECTIVE_OPTIONS = ("fim_rate", "empty_rate", "block_size", "sedd_graph", "schedule")
+"""``TrainConfig`` fields that apply only to the objectives that list them in ``options``."""
+
+
+def register_objective(spec: ObjectiveSpec) -> ObjectiveSpec:
+    """Add ``spec`` to ``OBJECTIVES``; its ``options`` must be known objective options."""
+    unknown = sorted(set(spec.options) - set(OBJECTIVE_OPTIONS))
+    if unknown:
+        raise ValueError(f"objective {spec.name!r}: unknown options {unknown}")
+    have = {f.name for f in fields(TrainConfig)}
+    if not set(OBJECTIVE_OPTIONS) <= have:
+        raise ValueError(f"OBJECTIVE_OPTIONS names fields TrainConfig lacks: {OBJECTIVE_OPTIONS}")
+    OBJECTIVES[spec.name] = spec
+    return spec
+
+
+def objective_spec(name: str) -> ObjectiveSpec:
+    """The spec registered as ``name``; a one-line ``UserError`` naming the choices otherwise."""
+    if name not in OBJECTIVES:
+        raise UserError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def get_objective(name: str) -> Objective:
+    """The loss function of objective ``name``."""
+    return objective_spec(name).loss
+
+
+def objective_of(config: ModelConfig) -> ObjectiveSpec:
+    """The spec of the objective that trained a model: ``config.objective`` when recorded, else
+    read off the older facts (SEDD graph, attention, chat template) for checkpoints written
+    before the field existed and imported ones."""
+    if config.objective is not None:
+        return objective_spec(config.objective)
+    if config.sedd_graph is not None:  # only SEDD runs store a graph
+        return objective_spec("sedd")
+    kind = "prompt_response" if config.chat_template is not None else "tokens"
+    plain = [  # objectives that store no facts of their own (SEDD's graph is checked above)
+        s for s in OBJECTIVES.values() if s.attention == config.attention and s.model_config is None
+    ]
+    if not plain:
+        raise UserError(f"no objective trains attention={config.attention!r}")
+    return next((s for s in plain if s.batch == kind), plain[0])
+
+
+__all__ = [
+    "OBJECTIVES",
+    "OBJECTIVE_OPTIONS",
+    "BatchKind",
+    "LossParts",
+    "MaskPredictor",
+    "Objective",
+    "ObjectiveOptions",
+    "ObjectiveSpec",
+    "get_objective",
+    "objective_of",
+    "objective_spec",
+    "register_objective",
+]
