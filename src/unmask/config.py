@@ -88,9 +88,11 @@ class ModelConfig:
     qkv_bias: bool = False
     """Add a bias to the query/key/value projections (Qwen2/Dream style)."""
     norm: Norm = "rms"
-    """``rms`` (RMSNorm) or ``layer`` (LayerNorm with a weight and no bias, as the DiT of MDLM/SEDD)."""
+    """``rms`` (RMSNorm) or ``layer`` (LayerNorm with a weight and no bias, as the DiT of
+    MDLM/SEDD)."""
     mlp: Mlp = "swiglu"
-    """``swiglu`` (gated, no biases) or ``gelu`` (up, GELU(tanh), down, both with biases; DiT/GPT-2)."""
+    """``swiglu`` (gated, no biases) or ``gelu`` (up, GELU(tanh), down, both with biases;
+    DiT/GPT-2)."""
     head_bias: bool = False
     """Add a bias to the output projection (the DiT's final linear layer)."""
     qk_norm: bool = False
@@ -104,7 +106,8 @@ class ModelConfig:
     experts_top_k: int = 1
     """Experts each token is routed to, 1..``n_experts`` (``n_experts`` > 0 only)."""
     expert_hidden: int | None = None
-    """Hidden width of each routed expert's SwiGLU; None = ``ffn_hidden`` (``n_experts`` > 0 only)."""
+    """Hidden width of each routed expert's SwiGLU; None = ``ffn_hidden`` (``n_experts`` > 0
+    only)."""
     norm_topk_prob: bool = False
     """Renormalise the top-k routing probabilities to sum to 1 (Mixtral, Qwen-MoE); False keeps
     the softmax probabilities as they are (OLMoE, LLaDA-MoE) (``n_experts`` > 0 only)."""
@@ -114,9 +117,11 @@ class ModelConfig:
     time_conditioning: bool = False
     """DiT adaLN-Zero conditioning on the noise level (Peebles & Xie 2023; MDLM, SEDD): an embedding
     of ``sigma`` shifts, scales and gates every block's two sublayers and shifts/scales the final
-    norm (modulation layers start at zero). ``forward`` then takes ``sigma`` (see ``sigma_input``)."""
+    norm (modulation layers start at zero). ``forward`` then takes ``sigma`` (see
+    ``sigma_input``)."""
     cond_dim: int = 128
-    """Width of the noise-level embedding that drives the modulation (``time_conditioning`` only)."""
+    """Width of the noise-level embedding that drives the modulation (``time_conditioning``
+    only)."""
     sigma_input: SigmaInput = "given"
     """Where the noise level comes from (``time_conditioning`` only): ``given`` (``forward`` needs
     ``sigma``), ``zero`` (always sigma = 0: MDLM's released checkpoints, trained with time
@@ -139,7 +144,8 @@ class ModelConfig:
     logit_shift: bool = False
     """Logits at position i predict token i+1 (Dream); False for LLaDA/MDLM-style models."""
     init_std: float = 0.02
-    """Standard deviation of the normal weight init; output projections are scaled by 1/sqrt(2·n_layers)."""
+    """Standard deviation of the normal weight init; output projections are scaled by
+    1/sqrt(2·n_layers)."""
     mask_id: int = 0
     """Id of the ``[MASK]`` token."""
     pad_id: int = 1
@@ -149,14 +155,16 @@ class ModelConfig:
     bos_id: int | None = 3
     """Id of the beginning-of-sequence token, if the tokenizer has one."""
     fim_prefix_id: int | None = None
-    """Id of ``[FIM_PREFIX]`` for fill-in-the-middle models (objective ``ar`` with ``fim_rate`` > 0)."""
+    """Id of ``[FIM_PREFIX]`` for fill-in-the-middle models (objective ``ar`` with
+    ``fim_rate`` > 0)."""
     fim_suffix_id: int | None = None
     """Id of ``[FIM_SUFFIX]`` (fill-in-the-middle models only)."""
     fim_middle_id: int | None = None
     """Id of ``[FIM_MIDDLE]`` (fill-in-the-middle models only)."""
     empty_id: int | None = None
     """Id of ``[EMPTY]``, the filler of unused variable-length gap slots, for models trained with
-    ``empty_rate`` > 0 (objective ``mdlm``; ``unmask.objectives.insert_empty``); None = no such token."""
+    ``empty_rate`` > 0 (objective ``mdlm``; ``unmask.objectives.insert_empty``); None = no such
+    token."""
     chat_template: str | None = None
     """Jinja chat template (``messages``, ``add_generation_prompt``) the model was fine-tuned
     with (objective ``sft``; ``unmask.sft``); None = not a chat model."""
@@ -181,7 +189,9 @@ class ModelConfig:
         if self.d_model % self.n_heads:
             raise UserError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:
-            raise UserError(f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}")
+            raise UserError(
+                f"n_heads={self.n_heads} is not divisible by n_kv_heads={self.n_kv_heads}"
+            )
         if (self.d_model // self.n_heads) % 2:
             raise UserError("head dimension d_model/n_heads must be even for rotary embeddings")
         for name, allowed in MODEL_MODES.items():
@@ -194,20 +204,28 @@ class ModelConfig:
             raise UserError(f"schedule_eps={self.schedule_eps} must be in [0, 1)")
         if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):
             raise UserError(
-                f"n_experts={self.n_experts}, experts_top_k={self.experts_top_k}: need n_experts >= 0 "
-                "and 1 <= experts_top_k <= n_experts"
+                f"n_experts={self.n_experts}, experts_top_k={self.experts_top_k}: "
+                "need n_experts >= 0 and 1 <= experts_top_k <= n_experts"
             )
         if self.n_experts and self.mlp != "swiglu":
-            raise UserError(f"n_experts > 0 needs mlp='swiglu' (experts are SwiGLU), got mlp={self.mlp!r}")
-        if (self.expert_hidden is not None and self.expert_hidden <= 0) or self.shared_expert_hidden < 0:
             raise UserError(
-                f"expert_hidden={self.expert_hidden}, shared_expert_hidden={self.shared_expert_hidden}: "
-                "widths must be positive (shared_expert_hidden 0 = no shared expert)"
+                f"n_experts > 0 needs mlp='swiglu' (experts are SwiGLU), got mlp={self.mlp!r}"
+            )
+        bad_expert = self.expert_hidden is not None and self.expert_hidden <= 0
+        if bad_expert or self.shared_expert_hidden < 0:
+            raise UserError(
+                f"expert_hidden={self.expert_hidden}, "
+                f"shared_expert_hidden={self.shared_expert_hidden}: widths must be positive "
+                "(shared_expert_hidden 0 = no shared expert)"
             )
         if self.time_conditioning and self.cond_dim <= 0:
             raise UserError(f"cond_dim must be positive, got {self.cond_dim}")
-        if self.output == "sedd_log_score" and (not self.time_conditioning or self.sigma_input == "zero"):
-            raise UserError("output='sedd_log_score' needs time_conditioning with a noise level (sigma_input given or masked_fraction)")
+        no_level = not self.time_conditioning or self.sigma_input == "zero"
+        if self.output == "sedd_log_score" and no_level:
+            raise UserError(
+                "output='sedd_log_score' needs time_conditioning with a noise level "
+                "(sigma_input given or masked_fraction)"
+            )
         for name in ("mask_id", "pad_id", "eos_id", "bos_id", *FIM_FIELDS, "empty_id"):
             v = getattr(self, name)
             if v is not None and not 0 <= v < self.vocab_size:
@@ -217,7 +235,8 @@ class ModelConfig:
 
     @property
     def has_fim(self) -> bool:
-        """Whether the model knows the fill-in-the-middle sentinels (trained with ``fim_rate`` > 0)."""
+        """Whether the model knows the fill-in-the-middle sentinels (trained with
+        ``fim_rate`` > 0)."""
         return self.fim_prefix_id is not None
 
     @property
@@ -230,19 +249,22 @@ class ModelConfig:
         return self.expert_hidden if self.expert_hidden is not None else self.ffn_hidden
 
     def num_params(self) -> int:
-        """Parameter count of the transformer this config describes (embedding counted once if tied)."""
+        """Parameter count of the transformer this config describes (embedding counted once if
+        tied)."""
         d, f, hd = self.d_model, self.ffn_hidden, self.head_dim
         kv = self.n_kv_heads * hd
         attn = d * d + 2 * d * kv + d * d + (d + 2 * kv if self.qkv_bias else 0)
         mlp = 2 * d * f + f + d if self.mlp == "gelu" else 3 * d * f
         if self.n_experts:  # router + routed experts + shared expert
-            mlp = d * self.n_experts + 3 * d * (self.n_experts * self.moe_expert_hidden + self.shared_expert_hidden)
+            widths = self.n_experts * self.moe_expert_hidden + self.shared_expert_hidden
+            mlp = d * self.n_experts + 3 * d * widths
         per_layer = attn + mlp + 2 * d + (2 * hd if self.qk_norm else 0)
         emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         total = self.n_layers * per_layer + emb + d + (self.vocab_size if self.head_bias else 0)
         if self.time_conditioning:  # sigma embedding MLP, 6·d modulation per block, 2·d final
             c = self.cond_dim
-            total += SIGMA_FREQ_DIM * c + c + c * c + c + self.n_layers * (c + 1) * 6 * d + (c + 1) * 2 * d
+            total += SIGMA_FREQ_DIM * c + c + c * c + c
+            total += self.n_layers * (c + 1) * 6 * d + (c + 1) * 2 * d
         return total
 
 
@@ -298,7 +320,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value (0 = off)."""
     ema: float = 0.0
-    """EMA decay of the weights kept for inference (0 = off, e.g. 0.999); warmed up as min(ema, (1+step)/(10+step))."""
+    """EMA decay of the weights kept for inference (0 = off, e.g. 0.999); warmed up as
+    min(ema, (1+step)/(10+step))."""
     eps: float = 1e-3
     """Minimum mask probability: p_mask = (1 - eps)·(1 - α(t)) + eps; saved as the model's
     ``schedule_eps``."""
@@ -432,7 +455,9 @@ def _type_error(name: str, annotation: str, value: Any) -> str | None:
     return None if ok else f"{name}={value!r} should be {annotation}"
 
 
-_MODE_ALIASES = ("AttentionMode", "Norm", "Mlp", "SigmaInput", "Output", "SeddGraph", "ScheduleName")
+_MODE_ALIASES = (
+    "AttentionMode", "Norm", "Mlp", "SigmaInput", "Output", "SeddGraph", "ScheduleName",
+)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config") -> T:

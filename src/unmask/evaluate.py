@@ -79,7 +79,11 @@ def evaluate_loss(
     def flush() -> None:
         nonlocal total, count, n_batches
         x0 = torch.stack(batch).to(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        with torch.autocast(
+            device_type=torch.device(device).type,
+            dtype=autocast_dtype,
+            enabled=autocast_dtype is not None,
+        ):
             parts = fn(model, model.config, x0, attention_mask=None, generator=gen, options=options)
         total += float(parts.loss_sum)
         count += int(parts.n_tokens)

@@ -19,7 +19,8 @@ class Loaded:
     config: Any
     path: Path
     family: str = "unmask"
-    """Where the weights came from: ``unmask`` (native) or the importer's name (``llada``, ``dream``)."""
+    """Where the weights came from: ``unmask`` (native) or the importer's name (``llada``,
+    ``dream``)."""
 
 
 __all__ = ["Loaded"]

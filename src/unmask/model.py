@@ -73,12 +73,20 @@ class LayerNorm(nn.Module):
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
     """The norm ``cfg.norm`` names: ``RMSNorm`` or bias-free ``LayerNorm``."""
-    return LayerNorm(cfg.d_model, cfg.norm_eps) if cfg.norm == "layer" else RMSNorm(cfg.d_model, cfg.norm_eps)
+    return (
+        LayerNorm(cfg.d_model, cfg.norm_eps)
+        if cfg.norm == "layer"
+        else RMSNorm(cfg.d_model, cfg.norm_eps)
+    )
 
 
-def rope_cache(seq_len: int, head_dim: int, theta: float, device: torch.device) -> tuple[Tensor, Tensor]:
+def rope_cache(
+    seq_len: int, head_dim: int, theta: float, device: torch.device
+) -> tuple[Tensor, Tensor]:
     """cos/sin tables of rotary embeddings (Su et al. 2021), half-split layout as in Llama/HF."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    )
     t = torch.arange(seq_len, device=device, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)  # (L, hd/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (L, hd)
@@ -113,7 +121,9 @@ class KVCache:
         end = start + k.shape[2]
         if layer == len(self.layers):
             if start != 0:
-                raise ValueError(f"KV cache layer {layer} is empty; the first write must start at 0")
+                raise ValueError(
+                    f"KV cache layer {layer} is empty; the first write must start at 0"
+                )
             self.layers.append((k, v))
         else:
             ck, cv = self.layers[layer]
@@ -155,7 +165,9 @@ class Attention(nn.Module):
     ) -> Tensor:
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
-        k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
+        k = (
+            self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, Hkv, L, hd)
         v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if hasattr(self, "q_norm"):  # per head, before the rotation (OLMoE / LLaDA-MoE)
             q, k = self.q_norm(q), self.k_norm(k)
@@ -166,7 +178,9 @@ class Attention(nn.Module):
             rep = self.n_heads // self.n_kv_heads
             k = k.repeat_interleave(rep, dim=1)  # (B, H, L, hd)
             v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None
+        )
         return self.o_proj(y.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -199,7 +213,9 @@ class MoE(nn.Module):
         super().__init__()
         self.top_k, self.norm_topk_prob = cfg.experts_top_k, cfg.norm_topk_prob
         self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
-        self.experts = nn.ModuleList(SwiGLU(cfg, cfg.moe_expert_hidden) for _ in range(cfg.n_experts))
+        self.experts = nn.ModuleList(
+            SwiGLU(cfg, cfg.moe_expert_hidden) for _ in range(cfg.n_experts)
+        )
         if cfg.shared_expert_hidden:
             self.shared_expert = SwiGLU(cfg, cfg.shared_expert_hidden)
 
@@ -252,7 +268,9 @@ class SigmaEmbedding(nn.Module):
 
     def forward(self, sigma: Tensor) -> Tensor:
         half = SIGMA_FREQ_DIM // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half
+        )
         args = sigma.float()[:, None] * freqs[None]  # (B, half)
         feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.proj_in.weight.dtype)
         return F.silu(self.proj_out(F.silu(self.proj_in(feats))))  # (B, cond_dim)
@@ -288,7 +306,9 @@ class Block(nn.Module):
         if cond is None:
             x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer, start)
             return x + self.mlp(self.mlp_norm(x))
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(6, dim=-1)  # (B, 1, D) each
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(
+            6, dim=-1
+        )  # (B, 1, D) each
         h = modulate(self.attn_norm(x), shift1, scale1)
         x = x + gate1 * self.attn(h, cos, sin, mask, is_causal, cache, layer, start)
         return x + gate2 * self.mlp(modulate(self.mlp_norm(x), shift2, scale2))
@@ -311,7 +331,9 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.embed.weight
         if config.time_conditioning:
             self.sigma_embed = SigmaEmbedding(config)
-            self.final_modulation = nn.Linear(config.cond_dim, 2 * config.d_model, bias=True)  # shift, scale
+            self.final_modulation = nn.Linear(
+                config.cond_dim, 2 * config.d_model, bias=True
+            )  # shift, scale
         self._rope: tuple[Tensor, Tensor] | None = None
         self.reset_parameters()
 
@@ -338,8 +360,11 @@ class Transformer(nn.Module):
         cos, sin = self._rope
         return cos[:L], sin[:L]
 
-    def attention_bias(self, L: int, attention_mask: Tensor | None, device: torch.device) -> Tensor | None:
-        """Boolean SDPA mask (B|1, 1, L, L), True = may attend; None when plain full/causal suffices."""
+    def attention_bias(
+        self, L: int, attention_mask: Tensor | None, device: torch.device
+    ) -> Tensor | None:
+        """Boolean SDPA mask (B|1, 1, L, L), True = may attend; None when plain full/causal
+        suffices."""
         mode = self.config.attention
         allowed: Tensor | None = None
         if mode == "block-causal":
@@ -398,7 +423,10 @@ class Transformer(nn.Module):
                 mask = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
             return cos, sin, mask
         if attn_bias.dtype != torch.bool or attn_bias.shape[-2:] != (L, L) or attn_bias.dim() != 4:
-            raise ValueError(f"attn_bias must be a bool tensor (B|1, 1, {L}, {L}), got {attn_bias.dtype} {tuple(attn_bias.shape)}")
+            raise ValueError(
+                f"attn_bias must be a bool tensor (B|1, 1, {L}, {L}), "
+                f"got {attn_bias.dtype} {tuple(attn_bias.shape)}"
+            )
         mask = attn_bias.to(device)
         if attention_mask is not None:
             keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, L)
@@ -416,7 +444,8 @@ class Transformer(nn.Module):
         positions: Tensor | None = None,
         attn_bias: Tensor | None = None,
     ) -> Tensor:
-        """tokens (B, L) int64; attention_mask (B, L) bool/int, True/1 = real token. -> logits (B, L, V).
+        """tokens (B, L) int64; attention_mask (B, L) bool/int, True/1 = real token.
+        -> logits (B, L, V).
 
         ``sigma`` (B,) is the noise level of each row, read only by ``time_conditioning`` models
         (how they get it without one: ``config.sigma_input``). With ``sigma`` given the output is
@@ -442,16 +471,22 @@ class Transformer(nn.Module):
             if start:
                 raise ValueError("start > 0 needs a cache holding the positions before it")
             if positions is not None or attn_bias is not None:
-                cos, sin, mask = self._explicit_layout(L, positions, attn_bias, attention_mask, tokens.device)
+                cos, sin, mask = self._explicit_layout(
+                    L, positions, attn_bias, attention_mask, tokens.device
+                )
                 is_causal = False
             else:
                 if L > self.config.max_seq_len:
-                    raise ValueError(f"sequence length {L} exceeds max_seq_len={self.config.max_seq_len}")
+                    raise ValueError(
+                        f"sequence length {L} exceeds max_seq_len={self.config.max_seq_len}"
+                    )
                 cos, sin = self._rope_tables(L, tokens.device)
                 mask = self.attention_bias(L, attention_mask, tokens.device)
                 is_causal = self.config.attention == "causal"
         else:
-            cos, sin, mask, is_causal = self._cached_layout(tokens, attention_mask, cache, start, positions, attn_bias)
+            cos, sin, mask, is_causal = self._cached_layout(
+                tokens, attention_mask, cache, start, positions, attn_bias
+            )
         level = self._noise_level(tokens, attention_mask, sigma, cache)  # (B,) or None
         cond = None if level is None else self.sigma_embed(level)  # (B, cond_dim)
         x = self.embed(tokens)  # (B, L, D)
@@ -468,7 +503,11 @@ class Transformer(nn.Module):
         return out
 
     def _noise_level(
-        self, tokens: Tensor, attention_mask: Tensor | None, sigma: Tensor | None, cache: KVCache | None
+        self,
+        tokens: Tensor,
+        attention_mask: Tensor | None,
+        sigma: Tensor | None,
+        cache: KVCache | None,
     ) -> Tensor | None:
         """The (B,) noise level the modulation reads, per ``config.sigma_input``; None when the
         model has no time conditioning."""
@@ -485,11 +524,13 @@ class Transformer(nn.Module):
         if sigma is not None:
             return sigma
         if cfg.sigma_input == "given":
-            raise UserError("this model is conditioned on the noise level: pass sigma (B,) to forward")
+            raise UserError(
+                "this model is conditioned on the noise level: pass sigma (B,) to forward"
+            )
         if cache is not None:
             raise UserError(
-                "this model reads its noise level off the whole canvas, which a KV-cached call does "
-                "not see; use no cache (--cache none)"
+                "this model reads its noise level off the whole canvas, which a KV-cached call "
+                "does not see; call it without a KV cache (the sampler's cache 'none')"
             )
         return masked_fraction_sigma(tokens, cfg.mask_id, attention_mask)
 
@@ -508,18 +549,34 @@ class Transformer(nn.Module):
         if positions is not None or attn_bias is not None:
             raise ValueError("positions/attn_bias are not supported together with a KV cache")
         if not 0 <= start <= cache.length:
-            raise ValueError(f"start={start} leaves a gap after the {cache.length} cached positions")
+            raise ValueError(
+                f"start={start} leaves a gap after the {cache.length} cached positions"
+            )
         kv_len = max(cache.length, start + L)
         if kv_len > self.config.max_seq_len:
-            raise ValueError(f"sequence length {kv_len} exceeds max_seq_len={self.config.max_seq_len}")
+            raise ValueError(
+                f"sequence length {kv_len} exceeds max_seq_len={self.config.max_seq_len}"
+            )
         if attention_mask is not None and attention_mask.shape[-1] != kv_len:
-            raise ValueError(f"attention_mask covers {attention_mask.shape[-1]} positions; the keys are {kv_len}")
+            raise ValueError(
+                f"attention_mask covers {attention_mask.shape[-1]} positions; the keys are {kv_len}"
+            )
         cache.length = kv_len
         cos, sin = self._rope_tables(start + L, tokens.device)
         cos, sin = cos[start:], sin[start:]  # (L, hd): the rotations of positions start..start+L-1
         if start == 0 and kv_len == L:  # the whole sequence: exactly the uncached computation
-            return cos, sin, self.attention_bias(L, attention_mask, tokens.device), self.config.attention == "causal"
-        return cos, sin, self.cached_attention_bias(start, L, kv_len, attention_mask, tokens.device), False
+            return (
+                cos,
+                sin,
+                self.attention_bias(L, attention_mask, tokens.device),
+                self.config.attention == "causal",
+            )
+        return (
+            cos,
+            sin,
+            self.cached_attention_bias(start, L, kv_len, attention_mask, tokens.device),
+            False,
+        )
 
 
 MASKED_FRACTION_EPS = 1e-3
@@ -527,7 +584,9 @@ MASKED_FRACTION_EPS = 1e-3
 [0.001, 6.9]: SEDD's log-linear schedule with eps = 1e-3 spans the same range)."""
 
 
-def masked_fraction_sigma(tokens: Tensor, mask_id: int, attention_mask: Tensor | None = None) -> Tensor:
+def masked_fraction_sigma(
+    tokens: Tensor, mask_id: int, attention_mask: Tensor | None = None
+) -> Tensor:
     """(B,) total noise sigma = -log(1 - m) of an absorbing process whose rows have a fraction m of
     [MASK] among their real tokens (P(masked) = 1 - e^-sigma, as in SEDD's and MDLM's forward
     process); the noise level a sampler that passes none most likely means."""
@@ -564,4 +623,6 @@ def denoiser_logits(output: Tensor, config: ModelConfig) -> Tensor:
     """
     if config.output == "logits":
         return output
-    return output.index_fill(-1, torch.tensor([config.mask_id], device=output.device), float("-inf"))
+    return output.index_fill(
+        -1, torch.tensor([config.mask_id], device=output.device), float("-inf")
+    )

@@ -53,7 +53,9 @@ class Schedule:
         """ELBO weight of the masked-token cross-entropy at time t."""
         return -(1.0 - self.eps) * self.dalpha(t) / self.p_mask(t)
 
-    def sample_t(self, batch: int, generator: torch.Generator, *, antithetic: bool = True) -> Tensor:
+    def sample_t(
+        self, batch: int, generator: torch.Generator, *, antithetic: bool = True
+    ) -> Tensor:
         """(batch,) times in [0, 1); antithetic = one uniform offset plus an even grid (MDLM)."""
         if antithetic:
             u = torch.rand(1, generator=generator)
@@ -62,9 +64,15 @@ class Schedule:
 
     @staticmethod
     def mask(
-        x0: Tensor, p_mask: Tensor, *, mask_id: int, generator: torch.Generator, maskable: Tensor | None = None
+        x0: Tensor,
+        p_mask: Tensor,
+        *,
+        mask_id: int,
+        generator: torch.Generator,
+        maskable: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Forward process: each maskable token of x0 (B, L) becomes ``mask_id`` with prob p_mask (B,).
+        """Forward process: each maskable token of x0 (B, L) becomes ``mask_id`` with probability
+        p_mask (B,).
 
         Returns (xt, masked) with masked (B, L) bool.
         """

@@ -106,7 +106,12 @@ class Graph:
     """Whether one state (``mask_id``) absorbs all others (the sampler must leave it at the end)."""
 
     def sample_transition(
-        self, x0: Tensor, sigma: Tensor, generator: torch.Generator, *, maskable: Tensor | None = None
+        self,
+        x0: Tensor,
+        sigma: Tensor,
+        generator: torch.Generator,
+        *,
+        maskable: Tensor | None = None,
     ) -> Tensor:
         """x_t (B, L) ~ q(x_t | x0, σ) per position; σ (B,); positions outside ``maskable`` stay."""
         raise NotImplementedError
@@ -116,7 +121,8 @@ class Graph:
         raise NotImplementedError
 
     def transition_into(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """(..., V) P(x_{t} = x | x_{s} = y) for a noise increment σ = σ(t) - σ(s) (σ (B,), x (B, ...))."""
+        """(..., V) P(x_{t} = x | x_{s} = y) for a noise increment σ = σ(t) - σ(s)
+        (σ (B,), x (B, ...))."""
         raise NotImplementedError
 
     def staggered_score(self, score: Tensor, dsigma: Tensor) -> Tensor:
@@ -128,7 +134,8 @@ class Graph:
         """(N,) denoising score entropy of log-scores (N, V) at states ``xt`` (N,) drawn from ``x0``
         (N,) at noise σ (N,):
 
-            Σ_{y≠x_t} Q(y → x_t) · [s_y - r_y·log s_y + r_y·(log r_y - 1)],  r_y = q(y|x0) / q(x_t|x0)
+            Σ_{y≠x_t} Q(y → x_t) · [s_y - r_y·log s_y + r_y·(log r_y - 1)],
+            r_y = q(y|x0) / q(x_t|x0)
 
         The constant makes it 0 exactly at s = r (the true conditional score) and ≥ 0 elsewhere.
         """
@@ -142,7 +149,9 @@ class Graph:
         """Network output (B, L, V) → log-score (B, L, V); the entry of the current token is 0."""
         raise NotImplementedError
 
-    def sample_limit(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    def sample_limit(
+        self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+    ) -> Tensor:
         """A draw from the prior the reverse process starts from."""
         raise NotImplementedError
 
@@ -178,7 +187,12 @@ class AbsorbingGraph(Graph):
         self.mask_id = mask_id
 
     def sample_transition(
-        self, x0: Tensor, sigma: Tensor, generator: torch.Generator, *, maskable: Tensor | None = None
+        self,
+        x0: Tensor,
+        sigma: Tensor,
+        generator: torch.Generator,
+        *,
+        maskable: Tensor | None = None,
     ) -> Tensor:
         u = torch.rand(x0.shape, generator=generator).to(x0.device)  # (B, L), drawn on CPU
         move = u < _rows(-torch.expm1(-sigma), x0).to(x0.device)  # P(masked) = 1 - e^{-σ}
@@ -214,7 +228,9 @@ class AbsorbingGraph(Graph):
         others = torch.zeros_like(log_score, dtype=torch.bool)
         others[:, self.mask_id] = True
         others.scatter_(-1, x0[:, None], True)
-        rest = torch.logsumexp(log_score.masked_fill(others, float("-inf")), dim=-1).exp()  # Σ_{y∉{m,x0}} s_y
+        rest = torch.logsumexp(
+            log_score.masked_fill(others, float("-inf")), dim=-1
+        ).exp()  # Σ_{y∉{m,x0}} s_y
         dse = rest + log_r.exp() * phi(ls_x0 - log_r)
         return torch.where(is_mask, dse, torch.zeros_like(dse))
 
@@ -222,10 +238,11 @@ class AbsorbingGraph(Graph):
         return xt == self.mask_id
 
     def parameterize(self, out: Tensor, xt: Tensor, sigma: Tensor) -> Tensor:
-        """SEDD's ``scale_by_sigma`` (``unmask.model.sedd_log_score``): out - log(e^σ - 1) - log(V - 1),
-        current entry 0; ``out`` (B, L, V) with σ (B,), or rows (N, V) with σ (N,). At a masked
-        position the optimum is out_y = log p(x0 = y | x_t) + log(V - 1), a time-independent
-        target, so the network needs no time input."""
+        """SEDD's ``scale_by_sigma`` (``unmask.model.sedd_log_score``):
+        out - log(e^σ - 1) - log(V - 1), current entry 0; ``out`` (B, L, V) with σ (B,), or rows
+        (N, V) with σ (N,). At a masked position the optimum is
+        out_y = log p(x0 = y | x_t) + log(V - 1), a time-independent target, so the network needs
+        no time input."""
         if out.dim() == 2:  # rows, each with its own σ
             return sedd_log_score(out[:, None], xt[:, None], sigma)[:, 0]
         return sedd_log_score(out, xt, sigma)
@@ -234,11 +251,15 @@ class AbsorbingGraph(Graph):
         """The log-score of a mask predictor (MDLM/LLaDA logits (B, L, V) of p(x0 | x_t)): at a
         masked position the true score is s_y = p(x0 = y | x_t) / (e^σ - 1), so SEDD samplers
         run on masked-diffusion checkpoints too."""
-        logits = logits.float().index_fill(-1, torch.tensor([self.mask_id], device=logits.device), float("-inf"))
+        logits = logits.float().index_fill(
+            -1, torch.tensor([self.mask_id], device=logits.device), float("-inf")
+        )
         shift = log_expm1(_rows(sigma, logits[..., 0]).float())[..., None]
         return _zero_current(torch.log_softmax(logits, dim=-1) - shift, xt)
 
-    def sample_limit(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    def sample_limit(
+        self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+    ) -> Tensor:
         return torch.full(shape, self.mask_id, dtype=torch.long, device=device)
 
     def prior_kl(self, sigma_max: float) -> float:
@@ -258,7 +279,12 @@ class UniformGraph(Graph):
     name = "uniform"
 
     def sample_transition(
-        self, x0: Tensor, sigma: Tensor, generator: torch.Generator, *, maskable: Tensor | None = None
+        self,
+        x0: Tensor,
+        sigma: Tensor,
+        generator: torch.Generator,
+        *,
+        maskable: Tensor | None = None,
     ) -> Tensor:
         u = torch.rand(x0.shape, generator=generator).to(x0.device)
         new = torch.randint(0, self.vocab_size, x0.shape, generator=generator).to(x0.device)
@@ -283,10 +309,18 @@ class UniformGraph(Graph):
     def score_entropy(self, log_score: Tensor, sigma: Tensor, xt: Tensor, x0: Tensor) -> Tensor:
         V = self.vocab_size
         lem1 = log_expm1(sigma)  # (N,) log(e^σ - 1)
-        log_rho = lem1 - torch.logaddexp(lem1, torch.full_like(lem1, math.log(V)))  # x = x0: every ratio
-        log_a = torch.logaddexp(math.log(V) - lem1, torch.zeros_like(lem1))  # x ≠ x0: ratio toward x0
+        log_rho = lem1 - torch.logaddexp(
+            lem1, torch.full_like(lem1, math.log(V))
+        )  # x = x0: every ratio
+        log_a = torch.logaddexp(
+            math.log(V) - lem1, torch.zeros_like(lem1)
+        )  # x ≠ x0: ratio toward x0
         same = xt == x0
-        log_r = torch.where(same, log_rho, torch.zeros_like(log_rho))[:, None].expand_as(log_score).clone()
+        log_r = (
+            torch.where(same, log_rho, torch.zeros_like(log_rho))[:, None]
+            .expand_as(log_score)
+            .clone()
+        )
         log_r.scatter_(-1, x0[:, None], torch.where(same, log_rho, log_a)[:, None])
         terms = log_r.exp() * phi(log_score - log_r)  # (N, V)
         terms = terms.scatter(-1, xt[:, None], 0.0)  # y = x_t is not a jump
@@ -297,16 +331,23 @@ class UniformGraph(Graph):
         uniform-graph model should be time-conditioned."""
         return _zero_current(out, xt)
 
-    def sample_limit(self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> Tensor:
+    def sample_limit(
+        self, shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device
+    ) -> Tensor:
         gen_device = generator.device if generator is not None else device
-        return torch.randint(0, self.vocab_size, shape, generator=generator, device=gen_device).to(device)
+        return torch.randint(0, self.vocab_size, shape, generator=generator, device=gen_device).to(
+            device
+        )
 
     def prior_kl(self, sigma_max: float) -> float:
-        """KL(q(x_T|x0) ‖ uniform): x0 kept with prob e^{-σ} + (1 - e^{-σ})/V, each other token (1 - e^{-σ})/V."""
+        """KL(q(x_T|x0) ‖ uniform): x0 kept with prob e^{-σ} + (1 - e^{-σ})/V, each other token
+        (1 - e^{-σ})/V."""
         V, keep = self.vocab_size, math.exp(-sigma_max)
         stay = keep + (1.0 - keep) / V
         other = (1.0 - keep) / V
-        return stay * math.log(stay * V) + (V - 1) * (other * math.log(other * V) if other > 0 else 0.0)
+        return stay * math.log(stay * V) + (V - 1) * (
+            other * math.log(other * V) if other > 0 else 0.0
+        )
 
 
 GRAPHS = SEDD_GRAPHS
@@ -331,9 +372,12 @@ def graph_of(config: Any) -> Graph:
     return get_graph(name, vocab_size=config.vocab_size, mask_id=config.mask_id)
 
 
-def call_network(model: MaskPredictor, config: Any, xt: Tensor, sigma: Tensor, attention_mask: Tensor | None) -> Tensor:
+def call_network(
+    model: MaskPredictor, config: Any, xt: Tensor, sigma: Tensor, attention_mask: Tensor | None
+) -> Tensor:
     """Raw output (B, L, V) of ``model`` at ``xt`` (B, L); ``sigma=`` (B,) is passed only to
-    time-conditioned models (``config.time_conditioning``), so unconditioned ones work as they are."""
+    time-conditioned models (``config.time_conditioning``), so unconditioned ones work as they
+    are."""
     if getattr(config, "time_conditioning", False):
         out = model(xt, attention_mask=attention_mask, sigma=sigma)
     else:
@@ -351,11 +395,19 @@ def as_log_score(out: Tensor, config: Any, graph: Graph, xt: Tensor, sigma: Tens
 
 
 def model_log_score(
-    model: MaskPredictor, config: Any, xt: Tensor, sigma: Tensor, *, graph: Graph, attention_mask: Tensor | None = None
+    model: MaskPredictor,
+    config: Any,
+    xt: Tensor,
+    sigma: Tensor,
+    *,
+    graph: Graph,
+    attention_mask: Tensor | None = None,
 ) -> Tensor:
     """Log-score (B, L, V) of a SEDD score network at ``xt`` (B, L), noise σ (B,): ``call_network``
     then ``as_log_score``."""
-    return as_log_score(call_network(model, config, xt, sigma, attention_mask), config, graph, xt, sigma)
+    return as_log_score(
+        call_network(model, config, xt, sigma, attention_mask), config, graph, xt, sigma
+    )
 
 
 __all__ = [

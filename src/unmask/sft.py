@@ -53,7 +53,9 @@ class SFTExample:
 def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
     out = check_messages(messages, where=where)
     if out[-1]["role"] != "assistant":
-        raise UserError(f"{where}: the last message must be the assistant's response, not {out[-1]['role']!r}")
+        raise UserError(
+            f"{where}: the last message must be the assistant's response, not {out[-1]['role']!r}"
+        )
     if not out[-1]["content"].strip():
         raise UserError(f"{where}: empty response")
     return out
@@ -73,7 +75,10 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
             if not isinstance(obj["prompt"], str) or not isinstance(obj["response"], str):
                 raise UserError(f"{where}: 'prompt' and 'response' must be strings")
             messages = _check_messages(
-                [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["response"]}],
+                [
+                    {"role": "user", "content": obj["prompt"]},
+                    {"role": "assistant", "content": obj["response"]},
+                ],
                 where,
             )
         else:
@@ -94,33 +99,43 @@ class SFTData:
     bool marks the prompt columns, which are never masked.
     """
 
-    def __init__(self, examples: list[SFTExample], tokenizer: Any, *, eos_id: int, chat_template: str | None) -> None:
+    def __init__(
+        self, examples: list[SFTExample], tokenizer: Any, *, eos_id: int, chat_template: str | None
+    ) -> None:
         self.template = chat_template or DEFAULT_CHAT_TEMPLATE
         self.eos_id = eos_id
         self.rows: list[tuple[list[int], list[int]]] = []
         self.sources = [ex.source for ex in examples]
-        template = ChatTemplate.with_tokens(self.template, tokenizer, bos_id=tokenizer.bos_id, eos_id=eos_id)
+        template = ChatTemplate.with_tokens(
+            self.template, tokenizer, bos_id=tokenizer.bos_id, eos_id=eos_id
+        )
         for ex in examples:
             prompt = template.render(ex.messages[:-1], add_generation_prompt=True)
             full = template.render(ex.messages, add_generation_prompt=False)
             if not full.startswith(prompt):
                 raise UserError(
-                    f"{ex.source}: the chat template renders the conversation without its generation "
-                    "prompt as a prefix; the prompt/response split needs it"
+                    f"{ex.source}: the chat template renders the conversation without its "
+                    "generation prompt as a prefix; the prompt/response split needs it"
                 )
             response = full[len(prompt) :]
-            self.rows.append((template.encode(tokenizer, prompt), template.encode(tokenizer, response) + [eos_id]))
+            self.rows.append(
+                (
+                    template.encode(tokenizer, prompt),
+                    template.encode(tokenizer, response) + [eos_id],
+                )
+            )
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def batch(self, indices: list[int], seq_len: int) -> tuple[Tensor, Tensor]:
-        """x0 (B, L) and prompt_mask (B, L) of the examples ``indices`` (see the class docstring)."""
+        """x0 (B, L) and prompt_mask (B, L) of the examples ``indices`` (see the class
+        docstring)."""
         for i in indices:
             if len(self.rows[i][0]) >= seq_len:
                 raise UserError(
-                    f"{self.sources[i]}: the prompt has {len(self.rows[i][0])} tokens; seq_len={seq_len} "
-                    "leaves no room for the response"
+                    f"{self.sources[i]}: the prompt has {len(self.rows[i][0])} tokens; "
+                    f"seq_len={seq_len} leaves no room for the response"
                 )
         L = min(seq_len, max(len(p) + len(r) for p, r in (self.rows[i] for i in indices)))
         x0 = torch.full((len(indices), L), self.eos_id, dtype=torch.long)  # (B, L) EOS padding
@@ -131,8 +146,11 @@ class SFTData:
             prompt_mask[b, : len(self.rows[i][0])] = True
         return x0, prompt_mask
 
-    def sample(self, batch_size: int, seq_len: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """A batch of ``batch_size`` examples drawn uniformly (with replacement) by ``generator``."""
+    def sample(
+        self, batch_size: int, seq_len: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """A batch of ``batch_size`` examples drawn uniformly (with replacement) by
+        ``generator``."""
         idx = torch.randint(0, len(self.rows), (batch_size,), generator=generator).tolist()
         return self.batch(idx, seq_len)
 

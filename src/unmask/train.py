@@ -177,7 +177,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     objective = spec.loss
     pairs = spec.batch == "prompt_response"
     if pairs and not config.init and not resume:
-        raise UserError(f"objective {spec.name!r} fine-tunes a pretrained model: give --init RUN_DIR")
+        raise UserError(
+            f"objective {spec.name!r} fine-tunes a pretrained model: give --init RUN_DIR"
+        )
 
     init = None
     if config.init and not resume:

@@ -10,15 +10,16 @@ Inside:
   ``config.json`` keys become which ``ModelConfig`` fields (``facts``), which options it must
   have for unmask's one Transformer to reproduce it (``requires``), and a weight-name map
   (source-name pattern -> unmask parameter name, ``{i}`` = layer index). Litgpt-style.
-- ``IMPORTERS`` (registry: ``llada``, ``dream``, ``mdlm``, ``sedd``, ``llada-moe``, ``transformers``) and
-  ``UNSUPPORTED`` (families we recognise but cannot run, with the reason; empty today).
-- ``is_publisher_folder``, ``detect``, ``import_folder`` (-> ``checkpoint.Loaded``),
+- ``IMPORTERS`` (registry: ``llada``, ``dream``, ``mdlm``, ``sedd``, ``llada-moe``,
+  ``transformers``) and ``UNSUPPORTED`` (families we recognise but cannot run, with the
+  reason; empty today).
+- ``is_publisher_folder``, ``detect``, ``import_folder`` (-> ``unmask.loaded.Loaded``),
   ``parse_dtype`` (``load``); ``convert`` (publisher folder -> native unmask checkpoint),
   ``export`` (native -> a family's layout), ``write_safetensors`` (``write``).
 
-Modules: ``families`` (the declarations), ``load`` (reading), ``write`` (writing),
-``hf_export`` (family ``transformers``: unmask's own model as a ``transformers`` folder with
-its modeling code, from ``hf_template/``).
+Modules: ``importer`` (``Importer`` and the registry), ``families`` (the declarations),
+``load`` (reading), ``write`` (writing), ``hf_export`` (family ``transformers``: unmask's own
+model as a ``transformers`` folder with its modeling code, from ``hf_template/``).
 
 Weights are read shard by shard, tensor by tensor, with ``safetensors.safe_open`` straight
 into a model built on the meta device and materialised in the requested dtype, so RAM

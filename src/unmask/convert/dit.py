@@ -120,11 +120,13 @@ def _sedd_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
         )
     if model.get("scale_by_sigma") is not True:
         raise UserError(
-            f"config.json: model.scale_by_sigma={model.get('scale_by_sigma')!r} is not supported for sedd (needs true)"
+            f"config.json: model.scale_by_sigma={model.get('scale_by_sigma')!r} is not supported "
+            "for sedd (needs true)"
         )
     if model.get("type", "ddit") != "ddit":
         raise UserError(
-            f"config.json: model.type={model.get('type')!r} is not supported for sedd (needs 'ddit')"
+            f"config.json: model.type={model.get('type')!r} is not supported for sedd "
+            "(needs 'ddit')"
         )
     keys = {
         "d_model": "hidden_size",
@@ -162,7 +164,9 @@ MDLM = Importer(
     requires={},
     weights=dit_weights("backbone."),
     derive=_mdlm_derive,
-    reference="kuleshov-group/mdlm models/dit.py; kuleshov-group/mdlm-owt config.json, modeling_mdlm.py",
+    reference=(
+        "kuleshov-group/mdlm models/dit.py; kuleshov-group/mdlm-owt config.json, modeling_mdlm.py"
+    ),
     buffers={"backbone.rotary_emb.inv_freq": rope_inv_freq},
     tokenizer_note=TOKENIZER_NOTE,
 )
@@ -175,7 +179,10 @@ SEDD = Importer(
     requires={},
     weights=dit_weights(""),
     derive=_sedd_derive,
-    reference="louaaron/Score-Entropy-Discrete-Diffusion model/transformer.py; louaaron/sedd-small config.json",
+    reference=(
+        "louaaron/Score-Entropy-Discrete-Diffusion model/transformer.py; "
+        "louaaron/sedd-small config.json"
+    ),
     buffers={"rotary_emb.inv_freq": rope_inv_freq},
     tokenizer_note=TOKENIZER_NOTE,
 )

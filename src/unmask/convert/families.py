@@ -35,7 +35,8 @@ def _dream_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
     head_dim = hf.get("head_dim")
     if head_dim is not None and int(head_dim) * int(out["n_heads"]) != int(out["d_model"]):
         raise UserError(
-            f"config.json: head_dim={head_dim} differs from hidden_size/num_attention_heads; unmask cannot represent it"
+            f"config.json: head_dim={head_dim} differs from hidden_size/num_attention_heads; "
+            "unmask cannot represent it"
         )
 
 
@@ -90,7 +91,9 @@ LLADA = Importer(
         "model.transformer.ff_out.weight": "lm_head.weight",
     },
     derive=_llada_derive,
-    reference="ML-GSAI/LLaDA modeling_llada.py (LLaDALlamaBlock), GSAI-ML/LLaDA-8B-Base config.json",
+    reference=(
+        "ML-GSAI/LLaDA modeling_llada.py (LLaDALlamaBlock), GSAI-ML/LLaDA-8B-Base config.json"
+    ),
     header={
         "model_type": "llada",
         "architectures": ["LLaDAModelLM"],

@@ -87,7 +87,9 @@ def _underive(config: ModelConfig) -> dict[str, Any]:
 
 def template_text(name: str) -> str:
     """The text of one ``hf_template/`` file shipped with the package."""
-    return resources.files("unmask.convert").joinpath("hf_template", name).read_text(encoding="utf-8")
+    return (
+        resources.files("unmask.convert").joinpath("hf_template", name).read_text(encoding="utf-8")
+    )
 
 
 def tokenizer_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any]:
@@ -110,7 +112,9 @@ def tokenizer_config(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, Any
 
 def _files(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, str]:
     files = {name: template_text(name) for name in TEMPLATE_FILES}
-    files["tokenizer_config.json"] = json.dumps(tokenizer_config(config, tokenizer), indent=2) + "\n"
+    files["tokenizer_config.json"] = (
+        json.dumps(tokenizer_config(config, tokenizer), indent=2) + "\n"
+    )
     return files
 
 
@@ -119,11 +123,13 @@ def _files(config: ModelConfig, tokenizer: Tokenizer) -> dict[str, str]:
 _PARAMS = (
     "embed.weight",
     "layers.{i}.attn_norm.weight",
-    "layers.{i}.attn.q_proj.weight", "layers.{i}.attn.k_proj.weight", "layers.{i}.attn.v_proj.weight",
+    "layers.{i}.attn.q_proj.weight", "layers.{i}.attn.k_proj.weight",
+    "layers.{i}.attn.v_proj.weight",
     "layers.{i}.attn.q_proj.bias", "layers.{i}.attn.k_proj.bias", "layers.{i}.attn.v_proj.bias",
     "layers.{i}.attn.o_proj.weight",
     "layers.{i}.mlp_norm.weight",
-    "layers.{i}.mlp.gate_proj.weight", "layers.{i}.mlp.up_proj.weight", "layers.{i}.mlp.down_proj.weight",
+    "layers.{i}.mlp.gate_proj.weight", "layers.{i}.mlp.up_proj.weight",
+    "layers.{i}.mlp.down_proj.weight",
     "layers.{i}.mlp.up_proj.bias", "layers.{i}.mlp.down_proj.bias",  # mlp="gelu"
     "layers.{i}.modulation.weight", "layers.{i}.modulation.bias",  # time_conditioning
     "sigma_embed.proj_in.weight", "sigma_embed.proj_in.bias",
@@ -139,7 +145,8 @@ TRANSFORMERS = register(
         name="transformers",
         model_types=("unmask",),
         facts={
-            name: ((name,), REQUIRED if name in _REQUIRED_FIELDS else _DEFAULTS[name]) for name in FACTS
+            name: ((name,), REQUIRED if name in _REQUIRED_FIELDS else _DEFAULTS[name])
+            for name in FACTS
         },
         constants={},
         requires={},

@@ -62,7 +62,8 @@ class Importer:
     reference: str = ""
     """Where the formulas come from."""
     header: Mapping[str, Any] = field(default_factory=dict)
-    """Keys an exported ``config.json`` starts with (``model_type``, ``architectures``, ``auto_map``)."""
+    """Keys an exported ``config.json`` starts with (``model_type``, ``architectures``,
+    ``auto_map``)."""
     underive: Callable[[ModelConfig], dict[str, Any]] | None = None
     """Inverse of ``derive`` for export: ``config.json`` keys from a ``ModelConfig``."""
     files: Callable[[ModelConfig, Tokenizer], dict[str, str]] | None = None

@@ -24,8 +24,8 @@ from unmask.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from unmask.loaded import Loaded
     from unmask.config import ModelConfig
+    from unmask.loaded import Loaded
     from unmask.tokenizer import Tokenizer
 
 
@@ -88,7 +88,8 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
     supported = ", ".join(IMPORTERS)
     if model_type in UNSUPPORTED:
         raise UserError(
-            f"{source}: {model_type} is not supported: {UNSUPPORTED[model_type]} (supported: {supported})"
+            f"{source}: {model_type} is not supported: {UNSUPPORTED[model_type]} "
+            f"(supported: {supported})"
         )
     if not model_type:
         unknown = ", ".join(sorted(set(hf) - _native_fields())[:3])
@@ -97,7 +98,8 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
             f"model's config (no model_type); supported families: {supported}"
         )
     raise UserError(
-        f"{source}: model_type {hf.get('model_type')!r} is not supported (supported families: {supported})"
+        f"{source}: model_type {hf.get('model_type')!r} is not supported "
+        f"(supported families: {supported})"
     )
 
 
@@ -207,7 +209,8 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
     tok = _tokenizer(p, hf, imp.tokenizer_note)
     if tok.vocab_size > int(shape["vocab_size"]):
         raise UserError(
-            f"{p / 'tokenizer.json'}: tokenizer has {tok.vocab_size} tokens, the model only {shape['vocab_size']}"
+            f"{p / 'tokenizer.json'}: tokenizer has {tok.vocab_size} tokens, "
+            f"the model only {shape['vocab_size']}"
         )
     ids = tok.special_ids()
     for name, value in ids.items():  # ids the family fixes (MDLM/SEDD: [MASK] is the last row)
@@ -255,7 +258,8 @@ def shard_files(folder: Path) -> list[Path]:
         return [folder / SINGLE]
     if any(folder.glob("*.bin")) or any(folder.glob("*.pt")) or any(folder.glob("*.pth")):
         raise UserError(
-            f"{folder}: only pickled weights (*.bin/*.pt); unmask never unpickles: get the *.safetensors files"
+            f"{folder}: only pickled weights (*.bin/*.pt); unmask never unpickles: "
+            "get the *.safetensors files"
         )
     raise UserError(f"{folder}: no {SINGLE} nor {INDEX}")
 
@@ -277,7 +281,9 @@ def weight_map(
         pairs = [(src, dst)]
         for key, n in (("{i}", config.n_layers), ("{e}", config.n_experts)):
             if key in src:
-                pairs = [(s.replace(key, str(j)), fmt(d, key, j)) for s, d in pairs for j in range(n)]
+                pairs = [
+                    (s.replace(key, str(j)), fmt(d, key, j)) for s, d in pairs for j in range(n)
+                ]
         out.update({s: d for s, d in pairs if set(_targets(d)) <= targets})
     return out
 
@@ -315,7 +321,8 @@ def load_weights(model: Any, imp: Importer, folder: Path) -> None:
                     continue
                 if target is None:
                     raise UserError(
-                        f"{shard}: unexpected tensor {key} (not in the {imp.name} weight map for this config)"
+                        f"{shard}: unexpected tensor {key} "
+                        f"(not in the {imp.name} weight map for this config)"
                     )
                 if key in filled:
                     raise UserError(f"{shard}: tensor {key} also in {filled[key].name}")
@@ -334,7 +341,8 @@ def load_weights(model: Any, imp: Importer, folder: Path) -> None:
     missing = sorted(set(names) - set(filled))
     if missing:
         raise UserError(
-            f"{folder}: missing tensor(s) {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+            f"{folder}: missing tensor(s) "
+            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
         )
 
 
@@ -346,7 +354,8 @@ def _check_buffer(got: torch.Tensor, want: torch.Tensor, key: str, shard: Path) 
         got.float(), want.float(), rtol=1e-2, atol=1e-6
     ):
         raise UserError(
-            f"{shard}: tensor {key} differs from what config.json implies (not this family's model?)"
+            f"{shard}: tensor {key} differs from what config.json implies "
+            "(not this family's model?)"
         )
 
 

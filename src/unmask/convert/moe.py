@@ -35,7 +35,9 @@ def _derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
     freq = hf.get("moe_layer_freq")
     if freq is not None:  # per layer: 0 = a dense MLP, else MoE
         if not isinstance(freq, list) or len(freq) < n_layers:
-            raise UserError(f"config.json: moe_layer_freq={freq!r} needs one entry per layer ({n_layers})")
+            raise UserError(
+                f"config.json: moe_layer_freq={freq!r} needs one entry per layer ({n_layers})"
+            )
         if 0 in freq[:n_layers]:
             raise UserError(
                 f"config.json: moe_layer_freq={freq!r} has dense layers (0); unmask's llada-moe "
@@ -43,7 +45,8 @@ def _derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
             )
     if int(out["shared_expert_hidden"]) < 0:
         raise UserError(
-            f"config.json: shared_expert_intermediate_size={out['shared_expert_hidden']} (null = no shared expert)"
+            f"config.json: shared_expert_intermediate_size={out['shared_expert_hidden']} "
+            "(null = no shared expert)"
         )
     out["qk_norm"] = bool(out["qk_norm"])
 

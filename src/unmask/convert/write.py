@@ -90,7 +90,11 @@ def convert(
         loaded = load(src, device="cpu", dtype=dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     return _write_folder(
-        out, _state_for_save(loaded.model), {"source": loaded.family}, to_dict(loaded.config), loaded.tokenizer
+        out,
+        _state_for_save(loaded.model),
+        {"source": loaded.family},
+        to_dict(loaded.config),
+        loaded.tokenizer,
     )
 
 

@@ -53,15 +53,29 @@ def fim_rearrange(
     B, L = x0.shape
     n = L - FIM_EXTRA
     if n < 1:
-        raise UserError(f"fill-in-the-middle needs rows of at least {FIM_EXTRA + 1} tokens, got {L}")
+        raise UserError(
+            f"fill-in-the-middle needs rows of at least {FIM_EXTRA + 1} tokens, got {L}"
+        )
     coin = torch.rand(B, generator=generator) < rate  # (B,)
     cuts = torch.randint(0, n + 1, (B, 2), generator=generator).sort(dim=1).values  # (B, 2)
     out = x0.clone()
-    sentinels = torch.tensor([prefix_id, suffix_id, middle_id, eos_id], dtype=x0.dtype, device=x0.device)
+    sentinels = torch.tensor(
+        [prefix_id, suffix_id, middle_id, eos_id], dtype=x0.dtype, device=x0.device
+    )
     for b in coin.nonzero().flatten().tolist():
         i, j = cuts[b].tolist()
         row = x0[b]
-        out[b] = torch.cat([sentinels[0:1], row[:i], sentinels[1:2], row[j:n], sentinels[2:3], row[i:j], sentinels[3:4]])
+        out[b] = torch.cat(
+            [
+                sentinels[0:1],
+                row[:i],
+                sentinels[1:2],
+                row[j:n],
+                sentinels[2:3],
+                row[i:j],
+                sentinels[3:4],
+            ]
+        )
     return out
 
 
@@ -84,12 +98,19 @@ def ar(
         raise UserError(f"objective 'ar' needs attention='causal', not {config.attention!r}")
     if options.fim_rate > 0:
         if not getattr(config, "has_fim", False):
-            raise UserError("fim_rate > 0 needs a model config with fim_prefix_id/fim_suffix_id/fim_middle_id")
+            raise UserError(
+                "fim_rate > 0 needs a model config with fim_prefix_id/fim_suffix_id/fim_middle_id"
+            )
         if attention_mask is not None:
             raise UserError("fim_rate > 0 does not support padded batches (attention_mask)")
         x0 = fim_rearrange(
-            x0, generator, rate=options.fim_rate, prefix_id=config.fim_prefix_id,
-            suffix_id=config.fim_suffix_id, middle_id=config.fim_middle_id, eos_id=config.eos_id,
+            x0,
+            generator,
+            rate=options.fim_rate,
+            prefix_id=config.fim_prefix_id,
+            suffix_id=config.fim_suffix_id,
+            middle_id=config.fim_middle_id,
+            eos_id=config.eos_id,
         )
     logits = model(x0, attention_mask=attention_mask)  # (B, L, V)
     targets = x0[:, 1:]
@@ -98,7 +119,6 @@ def ar(
         valid = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
     ce = F.cross_entropy(logits[:, :-1][valid].float(), targets[valid], reduction="none")
     return LossParts(loss_sum=ce.sum(), n_tokens=valid.sum())
-
 
 
 def _check_fim_rate(cfg: TrainConfig) -> None:
@@ -118,10 +138,18 @@ def _needs_fim(model: ModelConfig, cfg: TrainConfig) -> str | None:
     return None
 
 
-register_objective(ObjectiveSpec(
-    name="ar", loss=ar, attention="causal", decoder="ar", options=("fim_rate",),
-    check=_check_fim_rate, tokenizer=_with_fim, needs=_needs_fim,
-    summary="next-token cross-entropy (autoregressive baseline, optional FIM)",
-))
+register_objective(
+    ObjectiveSpec(
+        name="ar",
+        loss=ar,
+        attention="causal",
+        decoder="ar",
+        options=("fim_rate",),
+        check=_check_fim_rate,
+        tokenizer=_with_fim,
+        needs=_needs_fim,
+        summary="next-token cross-entropy (autoregressive baseline, optional FIM)",
+    )
+)
 
 __all__ = ["FIM_EXTRA", "ar", "fim_rearrange"]

@@ -37,7 +37,9 @@ def bd3lm_attention_bias(L: int, block_size: int, device: torch.device | str = "
     blk = torch.arange(L, device=device) // block_size  # (L,)
     q, k = blk[:, None], blk[None, :]  # (L, 1), (1, L)
     top = torch.cat([k == q, k < q], dim=1)  # (L, 2L): noisy queries
-    bottom = torch.cat([torch.zeros(L, L, dtype=torch.bool, device=device), k <= q], dim=1)  # clean queries
+    bottom = torch.cat(
+        [torch.zeros(L, L, dtype=torch.bool, device=device), k <= q], dim=1
+    )  # clean queries
     return torch.cat([top, bottom], dim=0)[None, None]  # (1, 1, 2L, 2L)
 
 
@@ -80,7 +82,10 @@ def bd3lm(
     BD3-LM's clipped "data-driven" noise schedules are not implemented.
     """
     if config.attention != "block-causal" or not config.block_size:
-        raise UserError(f"objective 'bd3lm' needs attention='block-causal' with block_size, not {config.attention!r}")
+        raise UserError(
+            "objective 'bd3lm' needs attention='block-causal' with block_size, "
+            f"not {config.attention!r}"
+        )
     if attention_mask is not None:
         raise UserError("objective 'bd3lm' does not support padded batches (attention_mask)")
     B, L = x0.shape
@@ -89,7 +94,9 @@ def bd3lm(
         raise UserError(f"block_size={bs} must divide the sequence length {L}")
     n_blocks = L // bs
     if t is None:
-        t = options.schedule.sample_t(B * n_blocks, generator, antithetic=options.antithetic).view(B, n_blocks)
+        t = options.schedule.sample_t(B * n_blocks, generator, antithetic=options.antithetic).view(
+            B, n_blocks
+        )
     t_pos = t.repeat_interleave(bs, dim=1)  # (B, L): each token carries its block's time
     p_mask = options.schedule.p_mask(t_pos).to(x0.device)  # (B, L)
     u = torch.rand(x0.shape, generator=generator).to(x0.device)  # same draw as Schedule.mask
@@ -101,10 +108,16 @@ def bd3lm(
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B * L, device=x0.device))
 
 
-register_objective(ObjectiveSpec(
-    name="bd3lm", loss=bd3lm, attention="block-causal", decoder="bd3lm", blocks=True,
-    options=("block_size", "schedule"),
-    summary="block diffusion NELBO (BD3-LM)",
-))
+register_objective(
+    ObjectiveSpec(
+        name="bd3lm",
+        loss=bd3lm,
+        attention="block-causal",
+        decoder="bd3lm",
+        blocks=True,
+        options=("block_size", "schedule"),
+        summary="block diffusion NELBO (BD3-LM)",
+    )
+)
 
 __all__ = ["bd3lm", "bd3lm_attention_bias", "bd3lm_logits"]

@@ -42,7 +42,7 @@ def insert_empty(
     empty_id: int,
     attention_mask: Tensor | None = None,
 ) -> Tensor:
-    """Rows with a run of ``[EMPTY]`` tokens inserted, for variable-length gaps (same shape as ``x0``).
+    """Rows with a run of ``[EMPTY]`` tokens inserted, for variable-length gaps (shape of ``x0``).
 
     Each row of ``x0`` (B, L) is changed with probability ``rate``: with n real tokens
     (``attention_mask`` True; all when None), a run length k ~ U{1..min(EMPTY_MAX_RUN, n - 2)}
@@ -62,7 +62,9 @@ def insert_empty(
     B, L = x0.shape
     u = torch.rand(B, 3, generator=generator)  # (B, 3): coin, run, position
     out = x0.clone()
-    valid = torch.ones_like(x0, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    valid = (
+        torch.ones_like(x0, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    )
     for b in (u[:, 0] < rate).nonzero().flatten().tolist():
         pos = valid[b].nonzero().flatten()  # real positions, in order
         n = len(pos)
@@ -97,25 +99,35 @@ def mdlm(
     ``config.empty_id``), which are then masked and predicted like any token.
     """
     if config.attention != "bidirectional":
-        raise UserError(f"objective 'mdlm' needs attention='bidirectional', not {config.attention!r}")
+        raise UserError(
+            f"objective 'mdlm' needs attention='bidirectional', not {config.attention!r}"
+        )
     x0 = random_length_cut(x0, generator, options.random_length_frac)
     if attention_mask is not None:
         attention_mask = attention_mask[:, : x0.shape[1]].bool()
     if options.empty_rate > 0:
         if getattr(config, "empty_id", None) is None:
             raise UserError("empty_rate > 0 needs a model config with empty_id (the [EMPTY] token)")
-        x0 = insert_empty(x0, generator, rate=options.empty_rate, empty_id=config.empty_id,
-                          attention_mask=attention_mask)
+        x0 = insert_empty(
+            x0,
+            generator,
+            rate=options.empty_rate,
+            empty_id=config.empty_id,
+            attention_mask=attention_mask,
+        )
     B = x0.shape[0]
     if t is None:
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
     p_mask = options.schedule.p_mask(t)  # (B,)
     valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
-    xt, masked = options.schedule.mask(x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=valid)
+    xt, masked = options.schedule.mask(
+        x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=valid
+    )
     logits = model(xt, attention_mask=attention_mask)  # (B, L, V)
     w = options.schedule.weight(t).to(x0.device)[:, None].expand_as(masked)[masked]  # (M,)
     ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=valid.sum())
+
 
 def sft(
     model: MaskPredictor,
@@ -138,7 +150,9 @@ def sft(
     rows, so the training loop reports the mean per-row answer loss (nats per answer token).
     """
     if config.attention != "bidirectional":
-        raise UserError(f"objective 'sft' needs attention='bidirectional', not {config.attention!r}")
+        raise UserError(
+            f"objective 'sft' needs attention='bidirectional', not {config.attention!r}"
+        )
     if prompt_mask is None:
         raise UserError("objective 'sft' needs prompt_mask (SFT data from unmask.sft.SFTData)")
     B = x0.shape[0]
@@ -149,12 +163,15 @@ def sft(
     if t is None:
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
     p_mask = options.schedule.p_mask(t)  # (B,)
-    xt, masked = options.schedule.mask(x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=answer)
+    xt, masked = options.schedule.mask(
+        x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=answer
+    )
     logits = model(xt, attention_mask=attention_mask)  # (B, L, V)
-    w = (options.schedule.weight(t).to(x0.device)[:, None] / answer_len[:, None]).expand_as(masked)[masked]  # (M,)
+    w = (options.schedule.weight(t).to(x0.device)[:, None] / answer_len[:, None]).expand_as(masked)[
+        masked
+    ]  # (M,)
     ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B, device=x0.device))
-
 
 
 def _check_empty_rate(cfg: TrainConfig) -> None:
@@ -170,21 +187,37 @@ def _with_empty(tokenizer: object, cfg: TrainConfig) -> object:
 
 def _needs_empty(model: ModelConfig, cfg: TrainConfig) -> str | None:
     if cfg.empty_rate > 0 and model.empty_id is None:
-        return ("the model has no [EMPTY] token, so empty_rate > 0 cannot continue it; "
-                "train a fresh model with empty_rate")
+        return (
+            "the model has no [EMPTY] token, so empty_rate > 0 cannot continue it; "
+            "train a fresh model with empty_rate"
+        )
     return None
 
 
-register_objective(ObjectiveSpec(
-    name="mdlm", loss=mdlm, attention="bidirectional", decoder="llada",
-    options=("empty_rate", "schedule"), random_length=True, check=_check_empty_rate,
-    tokenizer=_with_empty, needs=_needs_empty,
-    summary="masked diffusion ELBO (MDLM / LLaDA pretraining)",
-))
-register_objective(ObjectiveSpec(
-    name="sft", loss=sft, attention="bidirectional", decoder="llada", batch="prompt_response",
-    options=("schedule",),
-    summary="LLaDA supervised fine-tuning: prompt kept, response masked",
-))
+register_objective(
+    ObjectiveSpec(
+        name="mdlm",
+        loss=mdlm,
+        attention="bidirectional",
+        decoder="llada",
+        options=("empty_rate", "schedule"),
+        random_length=True,
+        check=_check_empty_rate,
+        tokenizer=_with_empty,
+        needs=_needs_empty,
+        summary="masked diffusion ELBO (MDLM / LLaDA pretraining)",
+    )
+)
+register_objective(
+    ObjectiveSpec(
+        name="sft",
+        loss=sft,
+        attention="bidirectional",
+        decoder="llada",
+        batch="prompt_response",
+        options=("schedule",),
+        summary="LLaDA supervised fine-tuning: prompt kept, response masked",
+    )
+)
 
 __all__ = ["EMPTY_MAX_RUN", "insert_empty", "mdlm", "random_length_cut", "sft"]

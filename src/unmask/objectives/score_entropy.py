@@ -45,7 +45,9 @@ def sedd(
     the ``mdlm`` cross-entropy weighted by 1/t (tested).
     """
     if config.attention != "bidirectional":
-        raise UserError(f"objective 'sedd' needs attention='bidirectional', not {config.attention!r}")
+        raise UserError(
+            f"objective 'sedd' needs attention='bidirectional', not {config.attention!r}"
+        )
     graph = graph_of(config)
     noise = LogLinearNoise(options.schedule.eps)
     if attention_mask is not None:
@@ -66,7 +68,9 @@ def sedd(
     log_score = as_log_score(out[active], config, graph, xt[active], sigma_f[rows])  # (M, V)
     dse = graph.score_entropy(log_score, sigma_f[rows], xt[active], x0[active])  # (M,)
     n = valid.sum()
-    loss_sum = (dsigma.to(x0.device)[rows].float() * dse).sum() + graph.prior_kl(noise.sigma_max) * n
+    loss_sum = (dsigma.to(x0.device)[rows].float() * dse).sum() + graph.prior_kl(
+        noise.sigma_max
+    ) * n
     return LossParts(loss_sum=loss_sum, n_tokens=n)
 
 
@@ -87,10 +91,16 @@ def sedd_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelCo
     return replace(model_cfg, sedd_graph=graph, output=SEDD_OUTPUT if scored else "logits")
 
 
-register_objective(ObjectiveSpec(
-    name="sedd", loss=sedd, attention="bidirectional", decoder="sedd", options=("sedd_graph",),
-    model_config=sedd_model_config,
-    summary="score entropy (SEDD): DWDSE bound with the prior term",
-))
+register_objective(
+    ObjectiveSpec(
+        name="sedd",
+        loss=sedd,
+        attention="bidirectional",
+        decoder="sedd",
+        options=("sedd_graph",),
+        model_config=sedd_model_config,
+        summary="score entropy (SEDD): DWDSE bound with the prior term",
+    )
+)
 
 __all__ = ["sedd", "sedd_model_config"]

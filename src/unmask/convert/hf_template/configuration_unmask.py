@@ -85,10 +85,17 @@ class UnmaskConfig(PretrainedConfig):
             ffn_hidden = 4 * d_model if mlp == "gelu" else 64 * -(-(8 * d_model // 3) // 64)
         if d_model % n_heads or n_heads % n_kv_heads or (d_model // n_heads) % 2:
             raise ValueError(
-                f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}: need n_heads | d_model, "
+                f"d_model={d_model}, n_heads={n_heads}, n_kv_heads={n_kv_heads}: "
+                "need n_heads | d_model, "
                 "n_kv_heads | n_heads and an even head dimension"
             )
-        for name, value in (("attention", attention), ("norm", norm), ("mlp", mlp), ("sigma_input", sigma_input), ("output", output)):
+        for name, value in (
+            ("attention", attention),
+            ("norm", norm),
+            ("mlp", mlp),
+            ("sigma_input", sigma_input),
+            ("output", output),
+        ):
             if value not in CHOICES[name]:
                 raise ValueError(f"{name}={value!r}; choose one of {', '.join(CHOICES[name])}")
         if attention == "block-causal" and not block_size:

@@ -67,9 +67,13 @@ def make_norm(config: UnmaskConfig) -> nn.Module:
     return cls(config.d_model, config.norm_eps)
 
 
-def rope_tables(seq_len: int, head_dim: int, theta: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_tables(
+    seq_len: int, head_dim: int, theta: float, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin (L, hd) of rotary embeddings (Su et al. 2021), half-split layout as in Llama."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
+    inv_freq = 1.0 / (
+        theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    )
     t = torch.arange(seq_len, device=device, dtype=torch.float32)
     freqs = torch.outer(t, inv_freq)  # (L, hd/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (L, hd)
@@ -83,7 +87,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x.float() * cos + rotated.float() * sin).type_as(x)
 
 
-def attention_bias(config: UnmaskConfig, L: int, attention_mask: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+def attention_bias(
+    config: UnmaskConfig, L: int, attention_mask: torch.Tensor | None, device: torch.device
+) -> torch.Tensor | None:
     """Boolean SDPA mask (B|1, 1, L, L), True = may attend; None when plain full/causal suffices."""
     allowed = None
     if config.attention == "block-causal":
@@ -99,7 +105,9 @@ def attention_bias(config: UnmaskConfig, L: int, attention_mask: torch.Tensor | 
     return allowed
 
 
-def masked_fraction_sigma(tokens: torch.Tensor, mask_id: int, attention_mask: torch.Tensor | None) -> torch.Tensor:
+def masked_fraction_sigma(
+    tokens: torch.Tensor, mask_id: int, attention_mask: torch.Tensor | None
+) -> torch.Tensor:
     """(B,) total noise sigma = -log(1 - m) of an absorbing process whose rows have a fraction m
     of [MASK] among their real tokens."""
     masked = tokens == mask_id  # (B, L)
@@ -113,7 +121,10 @@ def masked_fraction_sigma(tokens: torch.Tensor, mask_id: int, attention_mask: to
 
 
 def noise_level(
-    config: UnmaskConfig, tokens: torch.Tensor, attention_mask: torch.Tensor | None, sigma: torch.Tensor | None
+    config: UnmaskConfig,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    sigma: torch.Tensor | None,
 ) -> torch.Tensor | None:
     """The (B,) noise level the modulation reads, per ``config.sigma_input``; None without time
     conditioning."""
@@ -160,18 +171,27 @@ class UnmaskAttention(nn.Module):
         self.o_proj.residual_out = True  # scaled init (_init_weights)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None, is_causal: bool
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
     ) -> torch.Tensor:
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
-        k = self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, L, hd)
+        k = (
+            self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, Hkv, L, hd)
         v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.n_kv_heads != self.n_heads:
             rep = self.n_heads // self.n_kv_heads
             k = k.repeat_interleave(rep, dim=1)  # (B, H, L, hd)
             v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal and mask is None)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None
+        )
         return self.o_proj(y.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -213,7 +233,9 @@ class UnmaskSigmaEmbedding(nn.Module):
 
     def forward(self, sigma: torch.Tensor) -> torch.Tensor:
         half = SIGMA_FREQ_DIM // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+        freqs = torch.exp(
+            -math.log(10000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half
+        )
         args = sigma.float()[:, None] * freqs[None]  # (B, half)
         feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.proj_in.weight.dtype)
         return F.silu(self.proj_out(F.silu(self.proj_in(feats))))  # (B, cond_dim)
@@ -245,8 +267,12 @@ class UnmaskBlock(nn.Module):
         if cond is None:
             x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal)
             return x + self.mlp(self.mlp_norm(x))
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(6, dim=-1)  # (B, 1, D)
-        x = x + gate1 * self.attn(modulate(self.attn_norm(x), shift1, scale1), cos, sin, mask, is_causal)
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(
+            6, dim=-1
+        )  # (B, 1, D)
+        x = x + gate1 * self.attn(
+            modulate(self.attn_norm(x), shift1, scale1), cos, sin, mask, is_causal
+        )
         return x + gate2 * self.mlp(modulate(self.mlp_norm(x), shift2, scale2))
 
 
@@ -266,7 +292,11 @@ class UnmaskPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.Embedding):
             module.weight.normal_(0.0, std)
         elif isinstance(module, nn.Linear):
-            scale = math.sqrt(2 * self.config.n_layers) if getattr(module, "residual_out", False) else 1.0
+            scale = (
+                math.sqrt(2 * self.config.n_layers)
+                if getattr(module, "residual_out", False)
+                else 1.0
+            )
             module.weight.normal_(0.0, std / scale)
             if getattr(module, "zero_init", False):
                 module.weight.zero_()
@@ -286,7 +316,9 @@ class UnmaskModel(UnmaskPreTrainedModel):
         self.norm = make_norm(config)
         if config.time_conditioning:
             self.sigma_embed = UnmaskSigmaEmbedding(config)
-            self.final_modulation = nn.Linear(config.cond_dim, 2 * config.d_model, bias=True)  # shift, scale
+            self.final_modulation = nn.Linear(
+                config.cond_dim, 2 * config.d_model, bias=True
+            )  # shift, scale
             self.final_modulation.zero_init = True
         self.post_init()
 
@@ -307,12 +339,16 @@ class UnmaskModel(UnmaskPreTrainedModel):
         """input_ids (B, L); attention_mask (B, L), 1 = real token; sigma (B,) the noise level
         (time-conditioned models) -> last_hidden_state (B, L, D), the input of the output head."""
         config = self.config
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states = (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         return_dict = config.return_dict if return_dict is None else return_dict
         B, L = input_ids.shape
         if L > config.max_seq_len:
             raise ValueError(f"sequence length {L} exceeds max_seq_len={config.max_seq_len}")
-        cos, sin = rope_tables(L, config.d_model // config.n_heads, config.rope_theta, input_ids.device)
+        cos, sin = rope_tables(
+            L, config.d_model // config.n_heads, config.rope_theta, input_ids.device
+        )
         mask = attention_bias(config, L, attention_mask, input_ids.device)
         is_causal = config.attention == "causal"
         level = noise_level(config, input_ids, attention_mask, sigma)  # (B,) or None
@@ -329,7 +365,9 @@ class UnmaskModel(UnmaskPreTrainedModel):
             x = modulate(x, shift, scale)
         if not return_dict:
             return (x, tuple(states)) if states is not None else (x,)
-        return BaseModelOutput(last_hidden_state=x, hidden_states=tuple(states) if states is not None else None)
+        return BaseModelOutput(
+            last_hidden_state=x, hidden_states=tuple(states) if states is not None else None
+        )
 
 
 class UnmaskForMaskedLM(UnmaskPreTrainedModel):
@@ -370,16 +408,30 @@ class UnmaskForMaskedLM(UnmaskPreTrainedModel):
         log-score); without it, denoiser logits."""
         config = self.config
         return_dict = config.return_dict if return_dict is None else return_dict
-        out = self.model(input_ids, attention_mask, sigma, output_hidden_states=output_hidden_states, return_dict=True)
+        out = self.model(
+            input_ids,
+            attention_mask,
+            sigma,
+            output_hidden_states=output_hidden_states,
+            return_dict=True,
+        )
         logits = self.lm_head(out.last_hidden_state)  # (B, L, V)
         if config.time_conditioning and config.output == "sedd_log_score":
-            logits = sedd_log_score(logits, input_ids, noise_level(config, input_ids, attention_mask, sigma))
+            logits = sedd_log_score(
+                logits, input_ids, noise_level(config, input_ids, attention_mask, sigma)
+            )
             if sigma is None:  # denoiser logits: the [MASK] column holds no prediction
-                logits = logits.index_fill(-1, torch.tensor([config.mask_token_id], device=logits.device), float("-inf"))
+                logits = logits.index_fill(
+                    -1, torch.tensor([config.mask_token_id], device=logits.device), float("-inf")
+                )
         loss = None
         if labels is not None:
-            pred, target = (logits[:, :-1], labels[:, 1:]) if config.logit_shift else (logits, labels)
-            loss = F.cross_entropy(pred.float().reshape(-1, pred.shape[-1]), target.reshape(-1), ignore_index=-100)
+            pred, target = (
+                (logits[:, :-1], labels[:, 1:]) if config.logit_shift else (logits, labels)
+            )
+            loss = F.cross_entropy(
+                pred.float().reshape(-1, pred.shape[-1]), target.reshape(-1), ignore_index=-100
+            )
         if not return_dict:
             rest = (logits, out.hidden_states) if out.hidden_states is not None else (logits,)
             return (loss, *rest) if loss is not None else rest
