@@ -60,7 +60,8 @@ def _write_shards(folder: Path, tensors: dict[str, torch.Tensor], n_shards: int)
 
 
 def make_llada(folder: Path, *, n_shards: int = 2, tie: bool = False) -> dict:
-    """A tiny LLaDA folder (names, config keys as GSAI-ML/LLaDA-8B-*); returns the generic weights."""
+    """A tiny LLaDA folder (names, config keys as GSAI-ML/LLaDA-8B-*); returns the generic
+    weights."""
     folder.mkdir(parents=True)
     vocab = _tokenizer_json(
         folder / "tokenizer.json", ["<|startoftext|>", "<|endoftext|>", "<|mdm_mask|>"]

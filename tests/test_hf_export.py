@@ -23,7 +23,8 @@ from unmask.model import Transformer
 from unmask.sampling import generate
 from unmask.tokenizer import byte_tokenizer
 
-# No network: set before transformers (huggingface_hub) reads it; every load is also local_files_only.
+# No network: set before transformers (huggingface_hub) reads it; every load is also
+# local_files_only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
 
@@ -36,13 +37,20 @@ MODES = {
 }
 
 
-def _run(tmp_path: Path, mode: str, seed: int = 0, chat_template: str | None = None) -> tuple[Path, Transformer, object]:
+def _run(
+    tmp_path: Path, mode: str, seed: int = 0, chat_template: str | None = None
+) -> tuple[Path, Transformer, object]:
     """A tiny random checkpoint in ``mode``; every weight perturbed (norms too, biases too),
     so a wrongly mapped tensor cannot hide behind a default value."""
     torch.manual_seed(seed)
     tok = byte_tokenizer()
     cfg = model_preset(
-        "tiny", vocab_size=tok.vocab_size, attention=mode, chat_template=chat_template, **MODES[mode], **tok.special_ids()
+        "tiny",
+        vocab_size=tok.vocab_size,
+        attention=mode,
+        chat_template=chat_template,
+        **MODES[mode],
+        **tok.special_ids(),
     )
     model = Transformer(cfg)
     with torch.no_grad():
@@ -84,7 +92,10 @@ def test_transformers_loads_the_export_with_unmask_logits(tmp_path: Path, mode: 
     pad[0, :3] = False
     with torch.no_grad():
         want, got = model(x), mlm(input_ids=x).logits
-        want_pad, got_pad = model(x, attention_mask=pad), mlm(input_ids=x, attention_mask=pad.long()).logits
+        want_pad, got_pad = (
+            model(x, attention_mask=pad),
+            mlm(input_ids=x, attention_mask=pad.long()).logits,
+        )
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     torch.testing.assert_close(got_pad, want_pad, atol=1e-5, rtol=0)
     assert not torch.allclose(got_pad[0], got[0], atol=1e-3)  # the mask did change something
@@ -104,7 +115,9 @@ def test_transformers_loads_the_export_with_unmask_logits(tmp_path: Path, mode: 
     labels[:, 3:5] = x[:, 3:5].flip(0)
     with torch.no_grad():
         loss = mlm(input_ids=x, labels=labels).loss
-    torch.testing.assert_close(loss, F.cross_entropy(want[:, 3:5].reshape(-1, want.shape[-1]), labels[:, 3:5].reshape(-1)))
+    torch.testing.assert_close(
+        loss, F.cross_entropy(want[:, 3:5].reshape(-1, want.shape[-1]), labels[:, 3:5].reshape(-1))
+    )
 
     # ... and the folder imports back into unmask with identical logits.
     back = unmask.load(out)
@@ -128,27 +141,45 @@ def test_transformers_model_drives_unmasks_sampler(tmp_path: Path) -> None:
 
 
 def test_autotokenizer_round_trip(tmp_path: Path) -> None:
-    template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    template = (
+        "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}"
+    )
     run, model, tok = _run(tmp_path, "bidirectional", chat_template=template)
     out = export(run, tmp_path / "hf", family="transformers")
-    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out), trust_remote_code=True, local_files_only=True)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(
+        str(out), trust_remote_code=True, local_files_only=True
+    )
     text = "Grüße, world — 1 + 1 = 2\n\tdone."
     ids = hf_tok(text, add_special_tokens=False)["input_ids"]
     assert ids == tok.encode(text)
     assert hf_tok.decode(ids) == text
-    special = {"mask": model.config.mask_id, "pad": model.config.pad_id, "eos": model.config.eos_id, "bos": model.config.bos_id}
+    special = {
+        "mask": model.config.mask_id,
+        "pad": model.config.pad_id,
+        "eos": model.config.eos_id,
+        "bos": model.config.bos_id,
+    }
     assert {k: getattr(hf_tok, f"{k}_token_id") for k in special} == special
     assert hf_tok.mask_token == "[MASK]"
     assert hf_tok.model_max_length == model.config.max_seq_len
     # The chat template travels in tokenizer_config.json, where both sides read it.
     chat = [{"role": "user", "content": "hi"}]
-    assert hf_tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == "<user>hi<assistant>"
+    assert (
+        hf_tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        == "<user>hi<assistant>"
+    )
     assert unmask.load(out).config.chat_template == template
 
 
-def test_cli_export_and_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_export_and_clear_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     run, model, _tok = _run(tmp_path, "block-causal")
-    assert main(["convert", str(run), str(tmp_path / "hf"), "--to", "transformers", "--dtype", "bf16"]) == 0
+    assert (
+        main(["convert", str(run), str(tmp_path / "hf"), "--to", "transformers", "--dtype", "bf16"])
+        == 0
+    )
     from safetensors.torch import load_file
 
     stored = load_file(str(tmp_path / "hf" / "model.safetensors"))
@@ -157,13 +188,18 @@ def test_cli_export_and_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["torch_dtype"] == "bfloat16"
     # Never overwrites; a publisher folder is not a native checkpoint to export.
     assert main(["convert", str(run), str(tmp_path / "hf"), "--to", "transformers"]) == 2
-    assert main(["convert", str(tmp_path / "hf"), str(tmp_path / "again"), "--to", "transformers"]) == 2
+    assert (
+        main(["convert", str(tmp_path / "hf"), str(tmp_path / "again"), "--to", "transformers"])
+        == 2
+    )
     assert "already a publisher folder" in capsys.readouterr().err
 
     # An option the modeling file does not implement is refused by name, nothing written.
     from unmask.convert import hf_export
 
-    monkeypatch.setattr(hf_export, "SUPPORTED", tuple(f for f in hf_export.SUPPORTED if f != "block_size"))
+    monkeypatch.setattr(
+        hf_export, "SUPPORTED", tuple(f for f in hf_export.SUPPORTED if f != "block_size")
+    )
     with pytest.raises(UserError) as e:
         export(run, tmp_path / "refused", family="transformers")
     assert "block_size=4" in str(e.value) and "\n" not in str(e.value)
@@ -185,7 +221,8 @@ def test_dit_options_export_with_unmask_outputs(tmp_path: Path, kind: str) -> No
     torch.manual_seed(4)
     tok = byte_tokenizer()
     cfg = model_preset(
-        "tiny", vocab_size=tok.vocab_size, norm="layer", mlp="gelu", head_bias=True, tie_embeddings=False,
+        "tiny", vocab_size=tok.vocab_size, norm="layer", mlp="gelu", head_bias=True,
+        tie_embeddings=False,
         time_conditioning=True, cond_dim=16, **DIT[kind], **tok.special_ids(),
     )  # fmt: skip
     model = Transformer(cfg)
@@ -200,7 +237,9 @@ def test_dit_options_export_with_unmask_outputs(tmp_path: Path, kind: str) -> No
     x = torch.tensor([tok.encode("abcdefgh") + [m] * 4, [m] * 6 + tok.encode("ijklmn")])  # (2, 12)
     sigma = torch.tensor([0.3, 2.0])
     with torch.no_grad():
-        torch.testing.assert_close(mlm(input_ids=x, sigma=sigma).logits, model(x, sigma=sigma), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            mlm(input_ids=x, sigma=sigma).logits, model(x, sigma=sigma), atol=1e-5, rtol=0
+        )
         if cfg.sigma_input == "given":
             with pytest.raises(ValueError, match="sigma"):
                 mlm(input_ids=x)

@@ -37,7 +37,13 @@ def _tokenizer_json(path: Path) -> dict[str, int]:
 
 
 def make_llada_moe(
-    folder: Path, *, shared: int = 0, tie: bool = False, qk_norm: bool = True, n_shards: int = 1, **extra: object
+    folder: Path,
+    *,
+    shared: int = 0,
+    tie: bool = False,
+    qk_norm: bool = True,
+    n_shards: int = 1,
+    **extra: object,
 ) -> dict[str, torch.Tensor]:
     """A tiny folder as inclusionAI/LLaDA-MoE-7B-A1B-Base: model_type "llada" with architectures
     LLaDAMoEModelLM, no mask_token_id in config.json, OLMoE tensor names. ``extra`` overrides
@@ -89,7 +95,10 @@ def make_llada_moe(
         **extra,
     }
     (folder / "config.json").write_text(json.dumps(config))
-    t = {"model.embed_tokens.weight": _rand(VOCAB, D, scale=1.0), "model.norm.weight": 1 + _rand(D, scale=0.1)}
+    t = {
+        "model.embed_tokens.weight": _rand(VOCAB, D, scale=1.0),
+        "model.norm.weight": 1 + _rand(D, scale=0.1),
+    }
     if not tie:
         t["lm_head.weight"] = _rand(VOCAB, D)
     for i in range(LAYERS):
@@ -134,16 +143,21 @@ def _save(folder: Path, tensors: dict[str, torch.Tensor], n_shards: int) -> None
         part = {k: tensors[k] for k in keys[s::n_shards]}
         save_file(part, str(folder / name))
         weight_map |= dict.fromkeys(part, name)
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
 
 
-def reference_logits(t: dict[str, torch.Tensor], tokens: list[int], *, shared: bool, qk_norm: bool) -> torch.Tensor:
+def reference_logits(
+    t: dict[str, torch.Tensor], tokens: list[int], *, shared: bool, qk_norm: bool
+) -> torch.Tensor:
     """LLaDA-MoE's forward in float64 for one sequence -> (L, V), from modeling_lladamoe.py.
 
     Blocks: x += o(attn(rope(qn(q)), rope(kn(k)), v)) over all positions, qn/kn an RMSNorm over each
     head's dims, RoPE rotating (j, j + hd/2) by p·θ^(-2j/hd), query head h on kv head h // (H/Hkv);
-    then h = RMSNorm(x), p = softmax(W_gate·h), x += Σ over the top-k p_e of p_e·down_e(silu(gate_e·h)
-    ⊙ up_e·h) (not renormalised) + the shared expert; logits = W_out·RMSNorm(x).
+    then h = RMSNorm(x), p = softmax(W_gate·h), x += Σ over the top-k p_e of
+    p_e·down_e(silu(gate_e·h) ⊙ up_e·h) (not renormalised) + the shared expert;
+    logits = W_out·RMSNorm(x).
     """
 
     def g(name: str) -> torch.Tensor:
@@ -154,7 +168,9 @@ def reference_logits(t: dict[str, torch.Tensor], tokens: list[int], *, shared: b
 
     def swiglu(h: torch.Tensor, prefix: str) -> torch.Tensor:
         gate = h @ g(prefix + "gate_proj.weight").T
-        return (gate * torch.sigmoid(gate) * (h @ g(prefix + "up_proj.weight").T)) @ g(prefix + "down_proj.weight").T
+        return (gate * torch.sigmoid(gate) * (h @ g(prefix + "up_proj.weight").T)) @ g(
+            prefix + "down_proj.weight"
+        ).T
 
     L, hd, half = len(tokens), D // HEADS, D // HEADS // 2
     freq = THETA ** (-2 * torch.arange(half, dtype=torch.float64) / hd)
@@ -173,7 +189,10 @@ def reference_logits(t: dict[str, torch.Tensor], tokens: list[int], *, shared: b
         k = (h @ g(p + "self_attn.k_proj.weight").T).view(L, KV_HEADS, hd)
         v = (h @ g(p + "self_attn.v_proj.weight").T).view(L, KV_HEADS, hd)
         if qk_norm:
-            q, k = rms(q, g(p + "self_attn.q_norm.weight")), rms(k, g(p + "self_attn.k_norm.weight"))
+            q, k = (
+                rms(q, g(p + "self_attn.q_norm.weight")),
+                rms(k, g(p + "self_attn.k_norm.weight")),
+            )
         q, k = rope(q), rope(k)
         heads = []
         for head in range(HEADS):
@@ -209,19 +228,37 @@ def test_import_matches_reference_and_generates(tmp_path: Path, case: str) -> No
     cfg, vocab = loaded.config, _tokenizer_json(tmp_path / "tok.json")
     assert loaded.family == "llada-moe"
     # Facts read from config.json (and the tokenizer), none fixed at a call site.
-    assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size) == (D, LAYERS, HEADS, KV_HEADS, VOCAB)
+    assert (cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size) == (
+        D,
+        LAYERS,
+        HEADS,
+        KV_HEADS,
+        VOCAB,
+    )
     assert (cfg.n_experts, cfg.experts_top_k, cfg.expert_hidden) == (EXPERTS, TOP_K, EXPERT_HIDDEN)
     assert cfg.shared_expert_hidden == kwargs.get("shared", 0)
-    assert cfg.qk_norm is kwargs.get("qk_norm", True) and cfg.tie_embeddings is kwargs.get("tie", False)
+    assert cfg.qk_norm is kwargs.get("qk_norm", True) and cfg.tie_embeddings is kwargs.get(
+        "tie", False
+    )
     assert cfg.norm_topk_prob is False  # config.json says true; the modeling code ignores it
-    assert (cfg.rope_theta, cfg.norm_eps, cfg.max_seq_len, cfg.attention) == (THETA, EPS, 64, "bidirectional")
+    assert (cfg.rope_theta, cfg.norm_eps, cfg.max_seq_len, cfg.attention) == (
+        THETA,
+        EPS,
+        64,
+        "bidirectional",
+    )
     assert cfg.mask_id == vocab["<|mask|>"] and cfg.eos_id == cfg.pad_id == vocab["<|endoftext|>"]
 
-    rows = [[3, 17, cfg.mask_id, 5, cfg.mask_id, 1, 39, cfg.mask_id], [cfg.mask_id] * 3 + [8, 9, 10, 11, cfg.mask_id]]
+    rows = [
+        [3, 17, cfg.mask_id, 5, cfg.mask_id, 1, 39, cfg.mask_id],
+        [cfg.mask_id] * 3 + [8, 9, 10, 11, cfg.mask_id],
+    ]
     with torch.no_grad():
         got = loaded.model(torch.tensor(rows)).double()  # (B, L, V)
     for b, row in enumerate(rows):
-        want = reference_logits(t, row, shared="shared" in kwargs, qk_norm=kwargs.get("qk_norm", True))
+        want = reference_logits(
+            t, row, shared="shared" in kwargs, qk_norm=kwargs.get("qk_norm", True)
+        )
         assert torch.allclose(got[b], want, atol=1e-4, rtol=1e-4), (got[b] - want).abs().max()
 
     prompt = loaded.tokenizer.encode("w1 w2 w3")
@@ -264,7 +301,10 @@ def test_bad_folders_give_one_line_errors(tmp_path: Path) -> None:
     t["model.layers.0.mlp.experts.4.up_proj.weight"] = _rand(EXPERT_HIDDEN, D)
     save_file(t, str(tmp_path / "missing" / "model.safetensors"))
     msg = _error(tmp_path / "missing")
-    assert "model.safetensors" in msg and "unexpected tensor model.layers.0.mlp.experts.4.up_proj.weight" in msg
+    assert (
+        "model.safetensors" in msg
+        and "unexpected tensor model.layers.0.mlp.experts.4.up_proj.weight" in msg
+    )
     # A router of the wrong shape (config.json's num_experts disagrees with the weights).
     make_llada_moe(tmp_path / "router", num_experts=EXPERTS + 2)
     msg = _error(tmp_path / "router")

@@ -1,11 +1,24 @@
+import json
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
-from unmask.config import model_preset
+from unmask.config import TrainConfig, model_preset
 from unmask.errors import UserError
-from unmask.objectives import ObjectiveOptions, ar, get_objective, mdlm
+from unmask.objectives import (
+    OBJECTIVE_OPTIONS,
+    OBJECTIVES,
+    ObjectiveOptions,
+    ObjectiveSpec,
+    ar,
+    get_objective,
+    mdlm,
+    objective_of,
+    objective_spec,
+)
 from unmask.schedules import CosineSchedule, LinearSchedule, get_schedule
 
 V = 40
@@ -50,7 +63,14 @@ def test_uniform_predictor_gives_log_v():
 
 def test_oracle_gives_zero():
     x0 = torch.randint(4, V, (8, 16))
-    parts = mdlm(Oracle(x0), cfg(), x0, attention_mask=None, generator=torch.Generator().manual_seed(1), options=opts())
+    parts = mdlm(
+        Oracle(x0),
+        cfg(),
+        x0,
+        attention_mask=None,
+        generator=torch.Generator().manual_seed(1),
+        options=opts(),
+    )
     assert float(parts.loss_sum) < 1e-6
 
 
@@ -60,7 +80,9 @@ def test_gradient_only_at_masked_positions():
 
     class Spy(torch.nn.Module):
         def forward(self, x, attention_mask=None):
-            logits = torch.randn(*x.shape, V, generator=torch.Generator().manual_seed(3), requires_grad=True)
+            logits = torch.randn(
+                *x.shape, V, generator=torch.Generator().manual_seed(3), requires_grad=True
+            )
             logits_holder["logits"], logits_holder["xt"] = logits, x
             return logits
 
@@ -133,13 +155,27 @@ def test_transfer_counts_match_llada():
 
 def test_ar_loss_and_wrong_mode():
     x0 = torch.randint(4, V, (2, 8))
-    parts = ar(Uniform(), cfg("causal"), x0, attention_mask=None, generator=torch.Generator(), options=opts())
+    parts = ar(
+        Uniform(),
+        cfg("causal"),
+        x0,
+        attention_mask=None,
+        generator=torch.Generator(),
+        options=opts(),
+    )
     assert float(parts.loss_sum.detach() / parts.n_tokens) == pytest.approx(math.log(V))
     assert int(parts.n_tokens) == 14
     with pytest.raises(UserError, match="causal"):
         ar(Uniform(), cfg(), x0, attention_mask=None, generator=torch.Generator(), options=opts())
     with pytest.raises(UserError, match="bidirectional"):
-        mdlm(Uniform(), cfg("causal"), x0, attention_mask=None, generator=torch.Generator(), options=opts())
+        mdlm(
+            Uniform(),
+            cfg("causal"),
+            x0,
+            attention_mask=None,
+            generator=torch.Generator(),
+            options=opts(),
+        )
 
 
 def test_registry():
@@ -148,3 +184,190 @@ def test_registry():
         get_objective("nope")
     with pytest.raises(UserError, match="unknown schedule"):
         get_schedule("nope")
+
+
+# -- specs -------------------------------------------------------------------------------------
+
+SPECS = {  # name: (attention, decoder, batch, options)
+    "mdlm": ("bidirectional", "llada", "tokens", {"empty_rate", "schedule"}),
+    "sft": ("bidirectional", "llada", "prompt_response", {"schedule"}),
+    "ar": ("causal", "ar", "tokens", {"fim_rate"}),
+    "bd3lm": ("block-causal", "bd3lm", "tokens", {"block_size", "schedule"}),
+    "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph"}),
+}
+NON_DEFAULT = {"fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4, "sedd_graph": "uniform",
+               "schedule": "cosine"}  # fmt: skip
+
+
+def test_each_objective_is_a_spec():
+    assert set(OBJECTIVES) == set(SPECS)
+    for name, (attention, decoder, batch, options) in SPECS.items():
+        spec = objective_spec(name)
+        assert (spec.name, spec.attention, spec.decoder, spec.batch) == (
+            name, attention, decoder, batch,
+        )  # fmt: skip
+        assert set(spec.options) == options
+        assert get_objective(name) is spec.loss
+    assert set(NON_DEFAULT) == set(OBJECTIVE_OPTIONS)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_an_option_of_another_objective_is_a_one_line_error_naming_it(name):
+    spec = objective_spec(name)
+    base = TrainConfig(objective=name, seq_len=16, block_size=4 if spec.blocks else None)
+    spec.validate(base)  # the defaults are fine
+    for option, value in NON_DEFAULT.items():
+        cfg = replace(base, **{option: value})
+        if option in spec.options:
+            spec.validate(cfg)
+            continue
+        with pytest.raises(UserError, match=f"^{option} applies to objective") as e:
+            spec.validate(cfg)
+        assert "\n" not in str(e.value) and repr(name) in str(e.value)
+
+
+def test_option_values_and_blocks_are_checked():
+    with pytest.raises(UserError, match=r"fim_rate=2.0 must be in \[0, 1\]"):
+        objective_spec("ar").validate(TrainConfig(objective="ar", fim_rate=2.0))
+    with pytest.raises(UserError, match=r"empty_rate=1.0 must be in \[0, 1\)"):
+        objective_spec("mdlm").validate(TrainConfig(empty_rate=1.0))
+    bd3lm_spec = objective_spec("bd3lm")
+    with pytest.raises(UserError, match="needs --block-size"):
+        bd3lm_spec.validate(TrainConfig(objective="bd3lm", seq_len=16))
+    with pytest.raises(UserError, match="block_size=5 must divide seq_len=16"):
+        bd3lm_spec.validate(TrainConfig(objective="bd3lm", seq_len=16, block_size=5))
+    cfg = TrainConfig(objective="bd3lm", seq_len=16, block_size=4)
+    assert bd3lm_spec.facts(cfg) == {"attention": "block-causal", "block_size": 4}
+    with pytest.raises(UserError, match="schedule='nope'; choose one of linear, cosine"):
+        TrainConfig(schedule="nope")
+
+
+def test_mismatch_says_why_a_model_cannot_continue():
+    cfg = TrainConfig()
+    causal = model_preset("tiny", vocab_size=V, attention="causal")
+    assert objective_spec("mdlm").mismatch(causal, cfg) == (
+        "the model has attention='causal'; objective 'mdlm' trains 'bidirectional'"
+    )
+    assert objective_spec("ar").mismatch(causal, cfg) is None
+    assert "fill-in-the-middle" in objective_spec("ar").mismatch(causal, replace(cfg, fim_rate=0.5))
+    assert "[EMPTY]" in objective_spec("mdlm").mismatch(cfg_model(), replace(cfg, empty_rate=0.3))
+    blocks = model_preset("tiny", vocab_size=V, attention="block-causal", block_size=8)
+    bd = TrainConfig(objective="bd3lm", block_size=4)
+    assert "block_size=8" in objective_spec("bd3lm").mismatch(blocks, bd)
+
+
+def cfg_model():
+    return model_preset("tiny", vocab_size=V)
+
+
+def test_configure_records_objective_and_schedule():
+    spec = objective_spec("sedd")
+    out = spec.configure(cfg_model(), TrainConfig(objective="sedd", eps=0.01))
+    assert (out.objective, out.schedule, out.schedule_eps) == ("sedd", "linear", 0.01)
+    assert (out.sedd_graph, out.output) == ("absorbing", "logits")
+    out = objective_spec("mdlm").configure(cfg_model(), TrainConfig(schedule="cosine"))
+    assert (out.objective, out.schedule, out.sedd_graph) == ("mdlm", "cosine", None)
+
+
+def test_objective_of_reads_old_checkpoints_too():
+    assert objective_of(replace(cfg_model(), objective="sft")).name == "sft"
+    assert objective_of(cfg_model()).name == "mdlm"  # no field: read off the other facts
+    assert objective_of(model_preset("tiny", vocab_size=V, attention="causal")).name == "ar"
+    blocks = model_preset("tiny", vocab_size=V, attention="block-causal", block_size=4)
+    assert objective_of(blocks).decoder == "bd3lm"
+    assert objective_of(replace(cfg_model(), sedd_graph="uniform")).decoder == "sedd"
+    assert objective_of(replace(cfg_model(), chat_template="{{ x }}")).name == "sft"
+    with pytest.raises(UserError, match="unknown objective 'nope'"):
+        objective_of(replace(cfg_model(), objective="nope"))
+
+
+def test_train_and_sft_name_no_objective():
+    import unmask.sft
+    import unmask.train
+
+    for module in (unmask.train, unmask.sft):
+        source = Path(module.__file__).read_text()
+        for name in OBJECTIVES:
+            assert f'"{name}"' not in source and f"'{name}'" not in source, (module, name)
+
+
+# -- training with each objective (tiny, a few steps) -------------------------------------------
+
+WORDS = "the lord said unto moses go down and speak to the people of israel".split()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("objectives")
+    g = torch.Generator().manual_seed(0)
+    lines = [
+        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
+        for _ in range(300)
+    ]
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
+    return root / "data"
+
+
+def _train(corpus, out, **kw):
+    from unmask.train import train
+
+    cfg = TrainConfig(
+        data=str(corpus), out=str(out), preset="tiny", seq_len=16, batch_size=4, steps=2, warmup=1,
+        eval_every=0, eval_batches=1, save_every=0, log_every=1, seed=0, **kw,
+    )  # fmt: skip
+    return train(cfg, progress=False)
+
+
+@pytest.mark.parametrize(
+    "objective, kw",
+    [("mdlm", {}), ("ar", {}), ("bd3lm", {"block_size": 4}), ("sedd", {})],
+)
+def test_training_records_the_objective_and_its_facts(corpus, tmp_path, objective, kw):
+    from unmask.checkpoint import load
+
+    run = _train(corpus, tmp_path / objective, objective=objective, **kw)
+    config = load(run).config
+    spec = objective_spec(objective)
+    assert (config.objective, config.attention, config.schedule) == (
+        objective, spec.attention, "linear",
+    )  # fmt: skip
+    assert objective_of(config) is spec
+
+
+def test_a_new_objective_is_one_registration(corpus, tmp_path, monkeypatch):
+    from unmask.checkpoint import load
+
+    calls = []
+
+    def toy(model, config, x0, *, attention_mask, generator, options):
+        calls.append(x0.shape)
+        return mdlm(model, config, x0, attention_mask=attention_mask, generator=generator,
+                    options=options)  # fmt: skip
+
+    spec = ObjectiveSpec(name="toy", loss=toy, attention="bidirectional", decoder="llada")
+    monkeypatch.setitem(OBJECTIVES, "toy", spec)
+    run = _train(corpus, tmp_path / "toy", objective="toy")
+    assert calls == [(4, 16)] * 3  # two training steps, then the final validation
+    assert load(run).config.objective == "toy"
+
+
+def test_cosine_schedule_is_saved_and_loaded_through_the_cli(corpus, tmp_path):
+    from unmask.checkpoint import load
+    from unmask.cli import main
+
+    out = tmp_path / "cos"
+    args = ["train", "--data", str(corpus), "--out", str(out), "--preset", "tiny", "--seq-len",
+            "16", "--batch-size", "4", "--steps", "2", "--warmup", "1", "--eval-every", "0",
+            "--save-every", "0", "--no-progress", "--schedule", "cosine",
+            "--eps", "0.01"]  # fmt: skip
+    assert main(args) == 0
+    config = load(out).config
+    assert (config.schedule, config.schedule_eps, config.objective) == ("cosine", 0.01, "mdlm")
+    saved = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert (saved["schedule"], saved["objective"]) == ("cosine", "mdlm")
+    bad = ["train", "--data", str(corpus), "--out", str(tmp_path / "ar"), "--objective", "ar",
+           "--schedule", "cosine"]  # fmt: skip
+    assert main(bad) == 2  # schedule applies to the diffusion objectives only

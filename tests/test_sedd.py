@@ -40,7 +40,8 @@ def rate_matrix(graph) -> torch.Tensor:
 
 
 def brute_dse(graph, log_score, sigma, x, x0) -> float:
-    """Σ_{y≠x} Q(y→x)·[s_y - r_y log s_y + r_y (log r_y - 1)], r_y = q(y|x0)/q(x|x0), term by term."""
+    """Σ_{y≠x} Q(y→x)·[s_y - r_y log s_y + r_y (log r_y - 1)], r_y = q(y|x0)/q(x|x0), term by
+    term."""
     Q = rate_matrix(graph)
     P = torch.linalg.matrix_exp(sigma * Q)  # P[a, b] = q(x_t = b | x_0 = a)
     total = 0.0
@@ -73,8 +74,10 @@ def test_score_entropy_matches_brute_force(graph):
         x = torch.tensor([p[1] for p in pairs])
         ls = torch.randn(len(pairs), graph.vocab_size, generator=g, dtype=torch.float64)
         got = graph.score_entropy(ls, torch.full((len(pairs),), sigma, dtype=torch.float64), x, x0)
-        want = torch.tensor([brute_dse(graph, ls[i], sigma, int(x[i]), int(x0[i])) for i in range(len(pairs))],
-                            dtype=torch.float64)
+        want = torch.tensor(
+            [brute_dse(graph, ls[i], sigma, int(x[i]), int(x0[i])) for i in range(len(pairs))],
+            dtype=torch.float64,
+        )
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 
@@ -84,13 +87,15 @@ def test_score_entropy_is_zero_at_the_true_score_and_positive_elsewhere(graph):
     for sigma in (0.1, 1.0, 4.0):
         P = torch.linalg.matrix_exp(sigma * rate_matrix(graph))
         for x0, x in reachable(graph, sigma):
-            true = torch.log(P[x0] / P[x0, x])[None]  # the conditional ratios; -inf where unreachable
+            # the conditional ratios; -inf where unreachable
+            true = torch.log(P[x0] / P[x0, x])[None]
             s = torch.tensor([sigma], dtype=torch.float64)
             args = (s, torch.tensor([x]), torch.tensor([x0]))
             assert abs(float(graph.score_entropy(true, *args))) < 1e-12
             bumped = true + 0.3 * torch.randn(true.shape, generator=g, dtype=torch.float64)
             bumped[0, x] = 0.0
-            bumped = torch.where(torch.isinf(true), torch.full_like(true, -1.0), bumped)  # mass where none is due
+            # mass where none is due
+            bumped = torch.where(torch.isinf(true), torch.full_like(true, -1.0), bumped)
             dse = float(graph.score_entropy(bumped, *args))
             has_score = bool((rate_matrix(graph)[:, x] > 0).any())
             assert (dse > 1e-6) if has_score else dse == 0.0
@@ -104,16 +109,22 @@ def test_denoising_score_entropy_is_score_entropy_plus_a_constant(graph):
     V, sigma = graph.vocab_size, 0.8
     Q = rate_matrix(graph)
     P = torch.linalg.matrix_exp(sigma * Q)
-    p0 = torch.tensor([0.5, 0.3, 0.2, 0.0] if isinstance(graph, AbsorbingGraph) else [0.4, 0.3, 0.2, 0.1],
-                      dtype=torch.float64)
+    p0 = torch.tensor(
+        [0.5, 0.3, 0.2, 0.0] if isinstance(graph, AbsorbingGraph) else [0.4, 0.3, 0.2, 0.1],
+        dtype=torch.float64,
+    )
     pt = p0 @ P  # marginal at σ
     true = torch.log(pt[None, :] / pt[:, None])  # true[x, y] = log p_t(y)/p_t(x)
     s = torch.tensor([sigma], dtype=torch.float64)
 
     def expected_dse(table):
         return sum(
-            float(p0[a] * P[a, x]) * float(graph.score_entropy(table[x][None], s, torch.tensor([x]), torch.tensor([a])))
-            for a in range(V) if p0[a] > 0 for x in range(V) if P[a, x] > 0
+            float(p0[a] * P[a, x])
+            * float(graph.score_entropy(table[x][None], s, torch.tensor([x]), torch.tensor([a])))
+            for a in range(V)
+            if p0[a] > 0
+            for x in range(V)
+            if P[a, x] > 0
         )
 
     def score_entropy(table):  # against the marginal ratios, term by term
@@ -132,7 +143,9 @@ def test_denoising_score_entropy_is_score_entropy_plus_a_constant(graph):
     for _ in range(3):
         other = true + 0.5 * torch.randn(V, V, generator=g, dtype=torch.float64)
         assert score_entropy(other) > 1e-4
-        assert expected_dse(other) - base == pytest.approx(score_entropy(other), rel=1e-9, abs=1e-12)
+        assert expected_dse(other) - base == pytest.approx(
+            score_entropy(other), rel=1e-9, abs=1e-12
+        )
 
 
 def test_loglinear_noise():
@@ -188,12 +201,21 @@ def _options(eps=1e-3):
 
 def test_gradient_flows_only_where_it_should():
     V, B, L = 6, 4, 12
-    cfg = ModelConfig(vocab_size=V, d_model=8, n_layers=1, n_heads=2, mask_id=5, pad_id=4, eos_id=3, bos_id=None)
+    cfg = ModelConfig(
+        vocab_size=V, d_model=8, n_layers=1, n_heads=2, mask_id=5, pad_id=4, eos_id=3, bos_id=None
+    )
     x0 = torch.randint(0, 4, (B, L), generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0.3, 0.5, 0.7, 0.9])
     net = Leaf(B, L, V)
-    sedd(net, cfg, x0, attention_mask=None, generator=torch.Generator().manual_seed(1), options=_options(), t=t
-         ).loss_sum.backward()
+    sedd(
+        net,
+        cfg,
+        x0,
+        attention_mask=None,
+        generator=torch.Generator().manual_seed(1),
+        options=_options(),
+        t=t,
+    ).loss_sum.backward()
     grad, masked = net.out.grad, net.seen == 5
     assert masked.any() and (~masked).any()
     assert torch.all(grad[~masked] == 0)  # unmasked positions carry no loss
@@ -204,8 +226,15 @@ def test_gradient_flows_only_where_it_should():
     net = Leaf(B, L, V)
     attn = torch.ones(B, L, dtype=torch.bool)
     attn[:, :3] = False  # left padding: no loss, no noise
-    sedd(net, uni, x0, attention_mask=attn, generator=torch.Generator().manual_seed(1), options=_options(), t=t
-         ).loss_sum.backward()
+    sedd(
+        net,
+        uni,
+        x0,
+        attention_mask=attn,
+        generator=torch.Generator().manual_seed(1),
+        options=_options(),
+        t=t,
+    ).loss_sum.backward()
     grad, xt = net.out.grad, net.seen
     assert torch.equal(xt[:, :3], x0[:, :3])
     assert torch.all(grad[:, :3] == 0)
@@ -216,7 +245,16 @@ def test_gradient_flows_only_where_it_should():
 
 def test_absorbing_loss_with_a_normalised_output_is_cross_entropy_weighted_by_one_over_t():
     V, B, L, mask = 7, 4, 10, 6
-    cfg = ModelConfig(vocab_size=V, d_model=8, n_layers=1, n_heads=2, mask_id=mask, pad_id=5, eos_id=4, bos_id=None)
+    cfg = ModelConfig(
+        vocab_size=V,
+        d_model=8,
+        n_layers=1,
+        n_heads=2,
+        mask_id=mask,
+        pad_id=5,
+        eos_id=4,
+        bos_id=None,
+    )
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(B, L, V, generator=g)
     logits[..., mask] = float("-inf")
@@ -244,7 +282,14 @@ def test_objective_registry_and_errors(tiny_config):
     causal = model_preset("tiny", vocab_size=48, max_seq_len=32, attention="causal")
     x0 = torch.randint(4, 48, (2, 8))
     with pytest.raises(UserError, match="bidirectional"):
-        sedd(Transformer(causal), causal, x0, attention_mask=None, generator=torch.Generator(), options=_options())
+        sedd(
+            Transformer(causal),
+            causal,
+            x0,
+            attention_mask=None,
+            generator=torch.Generator(),
+            options=_options(),
+        )
     with pytest.raises(UserError, match="unknown SEDD graph"):
         get_graph("circle", vocab_size=8, mask_id=0)
 
@@ -305,17 +350,25 @@ def _data(V, support, seed=0):
 
 # chi-square, 8 degrees of freedom: 26.1 is its 0.999 quantile
 @pytest.mark.parametrize("policy", ["sedd-analytic", "sedd-euler"])
-@pytest.mark.parametrize("graph", [AbsorbingGraph(4, MASK), UniformGraph(3)], ids=["absorbing", "uniform"])
+@pytest.mark.parametrize(
+    "graph", [AbsorbingGraph(4, MASK), UniformGraph(3)], ids=["absorbing", "uniform"]
+)
 def test_sampler_with_an_oracle_score_draws_the_data_distribution(graph, policy):
     V, L, N = graph.vocab_size, 2, 4000
     p0 = _data(V, 3)  # a joint (not factorised) distribution over two tokens
     score_fn = joint_oracle(graph, p0, L)
-    canvas = Canvas.from_tokens(torch.full((N, L), MASK if graph.absorbing else 0), mask_id=MASK if graph.absorbing else 0)
-    res = sample_sedd(score_fn, canvas, SampleConfig(gen_length=L, steps=64, policy=policy, seed=1), graph=graph)
+    canvas = Canvas.from_tokens(
+        torch.full((N, L), MASK if graph.absorbing else 0), mask_id=MASK if graph.absorbing else 0
+    )
+    res = sample_sedd(
+        score_fn, canvas, SampleConfig(gen_length=L, steps=64, policy=policy, seed=1), graph=graph
+    )
     assert res.nfe == 64
     assert _chi2(res.tokens, p0, V) < 26.1
     # one step draws the two tokens independently: the test can tell
-    one = sample_sedd(score_fn, canvas, SampleConfig(gen_length=L, steps=1, policy=policy, seed=1), graph=graph)
+    one = sample_sedd(
+        score_fn, canvas, SampleConfig(gen_length=L, steps=1, policy=policy, seed=1), graph=graph
+    )
     assert _chi2(one.tokens, p0, V) > 100
 
 
@@ -326,9 +379,15 @@ def test_sampler_is_deterministic_given_a_seed_and_keeps_given_tokens():
     tokens[:32, 0] = 1  # a prompt in half the rows
     canvas = Canvas.from_tokens(tokens, mask_id=MASK)
     cfg = SampleConfig(gen_length=2, steps=8, policy="sedd-analytic")
-    a = sample_sedd(score_fn, canvas, cfg, graph=graph, generator=torch.Generator().manual_seed(5)).tokens
-    b = sample_sedd(score_fn, canvas, cfg, graph=graph, generator=torch.Generator().manual_seed(5)).tokens
-    c = sample_sedd(score_fn, canvas, cfg, graph=graph, generator=torch.Generator().manual_seed(6)).tokens
+    a = sample_sedd(
+        score_fn, canvas, cfg, graph=graph, generator=torch.Generator().manual_seed(5)
+    ).tokens
+    b = sample_sedd(
+        score_fn, canvas, cfg, graph=graph, generator=torch.Generator().manual_seed(5)
+    ).tokens
+    c = sample_sedd(
+        score_fn, canvas, cfg, graph=graph, generator=torch.Generator().manual_seed(6)
+    ).tokens
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.all(a[:32, 0] == 1) and torch.all(a != MASK)
     assert torch.equal(canvas.tokens, tokens)  # the caller's canvas is untouched
@@ -340,7 +399,9 @@ def test_model_sampling_blocks_options_and_errors(tiny_config):
     torch.manual_seed(0)
     model = Transformer(tiny_config).eval()  # a masked-diffusion model (logits)
     mask = tiny_config.mask_id
-    cfg = SampleConfig(gen_length=8, steps=8, block_length=4, policy="sedd-analytic", seed=0, forbid_eos=True)
+    cfg = SampleConfig(
+        gen_length=8, steps=8, block_length=4, policy="sedd-analytic", seed=0, forbid_eos=True
+    )
     res = generate_sedd(model, [[5, 6, 7], [8]], cfg, mask_id=mask, pad_id=tiny_config.pad_id,
                         eos_id=tiny_config.eos_id)
     gen = res.tokens[:, res.region[0]:]
@@ -348,17 +409,33 @@ def test_model_sampling_blocks_options_and_errors(tiny_config):
     assert not (gen == mask).any() and not (gen == tiny_config.eos_id).any()
     assert res.tokens[0, :3].tolist() == [5, 6, 7]
     with pytest.raises(UserError, match="temperature"):
-        generate_sedd(model, [5], SampleConfig(gen_length=4, steps=4, policy="sedd-euler", temperature=0.5),
-                      mask_id=mask, pad_id=1, eos_id=2)
+        generate_sedd(
+            model,
+            [5],
+            SampleConfig(gen_length=4, steps=4, policy="sedd-euler", temperature=0.5),
+            mask_id=mask,
+            pad_id=1,
+            eos_id=2,
+        )
     with pytest.raises(UserError, match="own loop"):  # the commit loop cannot run a SEDD sampler
-        generate(model, [5], SampleConfig(gen_length=4, steps=4, policy="sedd-analytic"), mask_id=mask, pad_id=1, eos_id=2)
+        generate(
+            model,
+            [5],
+            SampleConfig(gen_length=4, steps=4, policy="sedd-analytic"),
+            mask_id=mask,
+            pad_id=1,
+            eos_id=2,
+        )
     causal = model_preset("tiny", vocab_size=48, max_seq_len=32, attention="causal")
     with pytest.raises(UserError, match="bidirectional"):
         uses_sedd_sampler(SampleConfig(policy="sedd-analytic"), causal)
     assert not uses_sedd_sampler(SampleConfig(), tiny_config)
     with pytest.raises(UserError, match="max_seq_len"):
-        sample_model(model, Canvas.from_prompts([5], 40, mask_id=mask, pad_id=1), SampleConfig(gen_length=40, steps=4,
-                     policy="sedd-analytic"))
+        sample_model(
+            model,
+            Canvas.from_prompts([5], 40, mask_id=mask, pad_id=1),
+            SampleConfig(gen_length=40, steps=4, policy="sedd-analytic"),
+        )
 
 
 # -- training ------------------------------------------------------------------------------------
@@ -372,8 +449,10 @@ def corpus(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sedd-corpus")
     g = torch.Generator().manual_seed(0)
-    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist()) + "."
-             for _ in range(600)]
+    lines = [
+        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist()) + "."
+        for _ in range(600)
+    ]
     (root / "a.txt").write_text("\n".join(lines) + "\n")
     prepare([root / "a.txt"], root / "prepared", tokenizer="byte", val_fraction=0.1, progress=False)
     return root / "prepared"
@@ -382,8 +461,22 @@ def corpus(tmp_path_factory):
 def _train(corpus, out, **kw):
     from unmask.train import train
 
-    base = dict(data=str(corpus), out=str(out), preset="tiny", objective="sedd", seq_len=32, batch_size=16, steps=6,
-                warmup=2, lr=5e-3, eval_every=0, eval_batches=2, save_every=0, log_every=1, seed=0)
+    base = dict(
+        data=str(corpus),
+        out=str(out),
+        preset="tiny",
+        objective="sedd",
+        seq_len=32,
+        batch_size=16,
+        steps=6,
+        warmup=2,
+        lr=5e-3,
+        eval_every=0,
+        eval_batches=2,
+        save_every=0,
+        log_every=1,
+        seed=0,
+    )
     return train(TrainConfig(**{**base, **kw}), progress=False)
 
 
@@ -394,8 +487,23 @@ def _metrics(run):
 def _generate(run, capsys, *flags):
     from unmask.cli import main
 
-    code = main(["generate", "--model", str(run), "--gen-length", "8", "--steps", "4", "--seed", "0", "--json",
-                 "--no-live", *flags, "the"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(run),
+            "--gen-length",
+            "8",
+            "--steps",
+            "4",
+            "--seed",
+            "0",
+            "--json",
+            "--no-live",
+            *flags,
+            "the",
+        ]
+    )
     assert code == 0
     return json.loads(capsys.readouterr().out)
 
@@ -409,7 +517,8 @@ def test_short_training_lowers_the_loss_and_generate_samples_it(corpus, tmp_path
     assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
     assert [r["val_loss"] > 0 for r in recs if "val_loss" in r] == [True]
     cfg = load(run).config
-    assert (cfg.sedd_graph, cfg.output) == ("absorbing", "logits")  # a time-free absorbing model: denoiser logits
+    # a time-free absorbing model: denoiser logits
+    assert (cfg.sedd_graph, cfg.output) == ("absorbing", "logits")
     out = _generate(run, capsys, "--policy", "sedd-analytic")
     assert out["nfe"] == 4 and len(out["results"][0]["tokens"]) == 8
     assert _generate(run, capsys)["nfe"] == 4  # and the commit policies sample it as it is
@@ -420,18 +529,25 @@ def test_short_training_lowers_the_loss_and_generate_samples_it(corpus, tmp_path
 def test_time_conditioned_model_computes_the_same_log_score(corpus, tmp_path, capsys):
     from unmask.checkpoint import load
 
-    run = _train(corpus, tmp_path / "tc", model_overrides={"time_conditioning": True, "sigma_input": "masked_fraction"})
+    run = _train(
+        corpus,
+        tmp_path / "tc",
+        model_overrides={"time_conditioning": True, "sigma_input": "masked_fraction"},
+    )
     loaded = load(run)
     cfg = loaded.config
     assert cfg.output == "sedd_log_score"
-    # the model's own parameterisation is the objective's: same weights with output='logits', parameterised here
+    # the model's own parameterisation is the objective's: same weights with output='logits',
+    # parameterised here
     raw = Transformer(replace(cfg, output="logits"))
     raw.load_state_dict(loaded.model.state_dict())
     x = torch.randint(4, cfg.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
     x[:, ::3] = cfg.mask_id
     sigma = torch.tensor([0.3, 2.0])
     with torch.no_grad():
-        want = AbsorbingGraph(cfg.vocab_size, cfg.mask_id).parameterize(raw(x, sigma=sigma), x, sigma)
+        want = AbsorbingGraph(cfg.vocab_size, cfg.mask_id).parameterize(
+            raw(x, sigma=sigma), x, sigma
+        )
         torch.testing.assert_close(loaded.model(x, sigma=sigma), want)
     assert _generate(run, capsys, "--policy", "sedd-euler")["nfe"] == 4
 
@@ -445,5 +561,21 @@ def test_uniform_graph_trains_and_samples_only_with_sedd_samplers(corpus, tmp_pa
     assert len(_generate(run, capsys, "--policy", "sedd-analytic")["results"][0]["tokens"]) == 8
     from unmask.cli import main
 
-    assert main(["generate", "--model", str(run), "--gen-length", "8", "--steps", "4", "--json", "--no-live", "x"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(run),
+                "--gen-length",
+                "8",
+                "--steps",
+                "4",
+                "--json",
+                "--no-live",
+                "x",
+            ]
+        )
+        == 2
+    )
     assert "uniform-graph SEDD model" in capsys.readouterr().err

@@ -165,10 +165,9 @@ class Attention(nn.Module):
     ) -> Tensor:
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
-        k = (
-            self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, Hkv, L, hd)
-        v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        kv_shape = (B, L, self.n_kv_heads, self.head_dim)
+        k = self.k_proj(x).view(kv_shape).transpose(1, 2)  # (B, Hkv, L, hd)
+        v = self.v_proj(x).view(kv_shape).transpose(1, 2)
         if hasattr(self, "q_norm"):  # per head, before the rotation (OLMoE / LLaDA-MoE)
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -306,9 +305,8 @@ class Block(nn.Module):
         if cond is None:
             x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal, cache, layer, start)
             return x + self.mlp(self.mlp_norm(x))
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(
-            6, dim=-1
-        )  # (B, 1, D) each
+        mod = self.modulation(cond)[:, None]  # (B, 1, 6·D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B, 1, D) each
         h = modulate(self.attn_norm(x), shift1, scale1)
         x = x + gate1 * self.attn(h, cos, sin, mask, is_causal, cache, layer, start)
         return x + gate2 * self.mlp(modulate(self.mlp_norm(x), shift2, scale2))
@@ -331,9 +329,8 @@ class Transformer(nn.Module):
             self.lm_head.weight = self.embed.weight
         if config.time_conditioning:
             self.sigma_embed = SigmaEmbedding(config)
-            self.final_modulation = nn.Linear(
-                config.cond_dim, 2 * config.d_model, bias=True
-            )  # shift, scale
+            # shift, scale
+            self.final_modulation = nn.Linear(config.cond_dim, 2 * config.d_model, bias=True)
         self._rope: tuple[Tensor, Tensor] | None = None
         self.reset_parameters()
 

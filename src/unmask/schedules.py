@@ -16,12 +16,13 @@ Nie et al. 2025):
   the earliest steps: 10 over 4 → 3, 3, 2, 2).
 
 Inside: ``Schedule`` (base), ``LinearSchedule``, ``CosineSchedule``, ``SCHEDULES``,
-``get_schedule``.
+``get_schedule``, ``schedule_of`` (the schedule a checkpoint's config names).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -129,9 +130,18 @@ class CosineSchedule(Schedule):
 
 
 SCHEDULES: dict[str, type[Schedule]] = {"linear": LinearSchedule, "cosine": CosineSchedule}
+"""Schedules by name: exactly ``unmask.config.SCHEDULE_NAMES`` (tested)."""
 
 
 def get_schedule(name: str = "linear", *, eps: float = 1e-3) -> Schedule:
+    """The schedule ``name`` with the mask-probability floor ``eps``."""
     if name not in SCHEDULES:
         raise UserError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
     return SCHEDULES[name](eps)
+
+
+def schedule_of(config: Any) -> Schedule:
+    """The schedule a model was trained with, from its config (``ModelConfig.schedule`` and
+    ``schedule_eps``; linear for configs without them), so a sampler follows the checkpoint."""
+    name = getattr(config, "schedule", None) or "linear"
+    return get_schedule(name, eps=getattr(config, "schedule_eps", 1e-3))

@@ -228,9 +228,8 @@ class AbsorbingGraph(Graph):
         others = torch.zeros_like(log_score, dtype=torch.bool)
         others[:, self.mask_id] = True
         others.scatter_(-1, x0[:, None], True)
-        rest = torch.logsumexp(
-            log_score.masked_fill(others, float("-inf")), dim=-1
-        ).exp()  # Σ_{y∉{m,x0}} s_y
+        others_ls = log_score.masked_fill(others, float("-inf"))  # (N, V)
+        rest = torch.logsumexp(others_ls, dim=-1).exp()  # Σ_{y∉{m,x0}} s_y
         dse = rest + log_r.exp() * phi(ls_x0 - log_r)
         return torch.where(is_mask, dse, torch.zeros_like(dse))
 
@@ -309,9 +308,8 @@ class UniformGraph(Graph):
     def score_entropy(self, log_score: Tensor, sigma: Tensor, xt: Tensor, x0: Tensor) -> Tensor:
         V = self.vocab_size
         lem1 = log_expm1(sigma)  # (N,) log(e^σ - 1)
-        log_rho = lem1 - torch.logaddexp(
-            lem1, torch.full_like(lem1, math.log(V))
-        )  # x = x0: every ratio
+        log_V = torch.full_like(lem1, math.log(V))
+        log_rho = lem1 - torch.logaddexp(lem1, log_V)  # x = x0: every ratio
         log_a = torch.logaddexp(
             math.log(V) - lem1, torch.zeros_like(lem1)
         )  # x ≠ x0: ratio toward x0

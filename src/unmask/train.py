@@ -57,7 +57,7 @@ from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
 from unmask.model import Transformer
 from unmask.objectives import ObjectiveSpec, objective_spec
-from unmask.schedules import get_schedule
+from unmask.schedules import schedule_of
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -242,7 +242,7 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     ddp_model: nn.Module = model
     if distributed:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    schedule = get_schedule(model_cfg.schedule, eps=model_cfg.schedule_eps)
+    schedule = schedule_of(model_cfg)  # the checkpoint says which schedule it was trained with
     options = spec.options_for(config, schedule)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
     n_micro = world * config.grad_accum

@@ -37,9 +37,8 @@ def bd3lm_attention_bias(L: int, block_size: int, device: torch.device | str = "
     blk = torch.arange(L, device=device) // block_size  # (L,)
     q, k = blk[:, None], blk[None, :]  # (L, 1), (1, L)
     top = torch.cat([k == q, k < q], dim=1)  # (L, 2L): noisy queries
-    bottom = torch.cat(
-        [torch.zeros(L, L, dtype=torch.bool, device=device), k <= q], dim=1
-    )  # clean queries
+    none = torch.zeros(L, L, dtype=torch.bool, device=device)
+    bottom = torch.cat([none, k <= q], dim=1)  # (L, 2L): clean queries
     return torch.cat([top, bottom], dim=0)[None, None]  # (1, 1, 2L, 2L)
 
 

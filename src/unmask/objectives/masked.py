@@ -167,9 +167,8 @@ def sft(
         x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=answer
     )
     logits = model(xt, attention_mask=attention_mask)  # (B, L, V)
-    w = (options.schedule.weight(t).to(x0.device)[:, None] / answer_len[:, None]).expand_as(masked)[
-        masked
-    ]  # (M,)
+    w_row = options.schedule.weight(t).to(x0.device)[:, None] / answer_len[:, None]  # (B, 1)
+    w = w_row.expand_as(masked)[masked]  # (M,)
     ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B, device=x0.device))
 

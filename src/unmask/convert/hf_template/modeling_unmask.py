@@ -180,10 +180,9 @@ class UnmaskAttention(nn.Module):
     ) -> torch.Tensor:
         B, L, _ = x.shape
         q = self.q_proj(x).view(B, L, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
-        k = (
-            self.k_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, Hkv, L, hd)
-        v = self.v_proj(x).view(B, L, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        kv_shape = (B, L, self.n_kv_heads, self.head_dim)
+        k = self.k_proj(x).view(kv_shape).transpose(1, 2)  # (B, Hkv, L, hd)
+        v = self.v_proj(x).view(kv_shape).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.n_kv_heads != self.n_heads:
             rep = self.n_heads // self.n_kv_heads
@@ -267,9 +266,8 @@ class UnmaskBlock(nn.Module):
         if cond is None:
             x = x + self.attn(self.attn_norm(x), cos, sin, mask, is_causal)
             return x + self.mlp(self.mlp_norm(x))
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond)[:, None].chunk(
-            6, dim=-1
-        )  # (B, 1, D)
+        mod = self.modulation(cond)[:, None]  # (B, 1, 6·D)
+        shift1, scale1, gate1, shift2, scale2, gate2 = mod.chunk(6, dim=-1)  # (B, 1, D)
         x = x + gate1 * self.attn(
             modulate(self.attn_norm(x), shift1, scale1), cos, sin, mask, is_causal
         )
@@ -316,9 +314,8 @@ class UnmaskModel(UnmaskPreTrainedModel):
         self.norm = make_norm(config)
         if config.time_conditioning:
             self.sigma_embed = UnmaskSigmaEmbedding(config)
-            self.final_modulation = nn.Linear(
-                config.cond_dim, 2 * config.d_model, bias=True
-            )  # shift, scale
+            # shift, scale
+            self.final_modulation = nn.Linear(config.cond_dim, 2 * config.d_model, bias=True)
             self.final_modulation.zero_init = True
         self.post_init()
 

@@ -1,0 +1,125 @@
+"""Configs as facts: modes validated at load with one-line errors, old config.json files load
+unchanged (the shipped demo model included), the schedule and objective are checkpoint facts."""
+
+import json
+from dataclasses import asdict
+from importlib import resources
+
+import pytest
+
+from unmask.config import (
+    MODEL_MODES,
+    SCHEDULE_NAMES,
+    ModelConfig,
+    TrainConfig,
+    load_json,
+    model_preset,
+    save_json,
+)
+from unmask.errors import UserError
+from unmask.schedules import SCHEDULES, LinearSchedule, get_schedule, schedule_of
+
+DEMO = resources.files("unmask") / "assets" / "demo"
+
+
+def _write(tmp_path, **changes):
+    data = {**asdict(model_preset("tiny", vocab_size=48)), **changes}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("field", sorted(MODEL_MODES))
+def test_an_invalid_mode_in_config_json_is_a_one_line_error(tmp_path, field):
+    path = _write(tmp_path, **{field: "sideways"})
+    with pytest.raises(UserError) as e:
+        load_json(ModelConfig, path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg == f"{path}: {field}='sideways'; choose one of {', '.join(MODEL_MODES[field])}"
+
+
+@pytest.mark.parametrize(
+    "field, value, want",
+    [
+        ("d_model", "64", "d_model='64' should be int"),
+        ("n_layers", True, "n_layers=True should be int"),
+        ("rope_theta", "big", "rope_theta='big' should be float"),
+        ("tie_embeddings", 1, "tie_embeddings=1 should be bool"),
+        ("attention", 3, "attention=3 should be AttentionMode"),
+        ("bos_id", 1.5, "bos_id=1.5 should be int | None"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_one_line_error(tmp_path, field, value, want):
+    path = _write(tmp_path, **{field: value})
+    with pytest.raises(UserError, match="^") as e:
+        load_json(ModelConfig, path)
+    assert str(e.value) == f"{path}: {want}"
+
+
+def test_ints_are_fine_where_floats_are_expected(tmp_path):
+    assert load_json(ModelConfig, _write(tmp_path, rope_theta=10000)).rope_theta == 10000
+
+
+def test_the_shipped_demo_model_loads_unchanged():
+    from unmask.checkpoint import load
+
+    raw = json.loads((DEMO / "config.json").read_text())
+    assert not {"schedule", "schedule_eps", "objective", "norm"} & set(raw)  # an old config.json
+    loaded = load(str(DEMO))
+    cfg = loaded.config
+    assert (cfg.schedule, cfg.schedule_eps, cfg.objective) == ("linear", 1e-3, None)
+    assert (cfg.attention, cfg.norm, cfg.mlp, cfg.sedd_graph) == (
+        "bidirectional",
+        "rms",
+        "swiglu",
+        None,
+    )
+    assert isinstance(schedule_of(cfg), LinearSchedule)
+    assert sum(p.numel() for p in loaded.model.parameters()) == cfg.num_params()
+
+
+def test_old_config_without_the_new_keys_loads_as_linear(tmp_path):
+    data = asdict(model_preset("tiny", vocab_size=48))
+    for key in ("schedule", "schedule_eps", "objective"):
+        del data[key]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    cfg = load_json(ModelConfig, path)
+    assert (cfg.schedule, cfg.objective) == ("linear", None)
+    assert schedule_of(cfg).transfer_counts(10, 4) == [3, 3, 2, 2]  # LLaDA's counts
+
+
+def test_schedule_round_trip(tmp_path):
+    cfg = model_preset(
+        "tiny", vocab_size=48, schedule="cosine", schedule_eps=0.01, objective="mdlm"
+    )
+    save_json(cfg, tmp_path / "config.json")
+    back = load_json(ModelConfig, tmp_path / "config.json")
+    assert back == cfg
+    s = schedule_of(back)
+    assert (s.name, s.eps) == ("cosine", 0.01)
+    assert s.transfer_counts(64, 8)[0] < s.transfer_counts(64, 8)[-1]
+
+
+def test_schedule_names_are_the_implemented_schedules():
+    assert tuple(SCHEDULES) == SCHEDULE_NAMES
+    for name in SCHEDULE_NAMES:
+        assert get_schedule(name).name == name
+    with pytest.raises(UserError, match="schedule_eps=1.0 must be in"):
+        ModelConfig(schedule_eps=1.0)
+
+
+def test_train_config_modes_are_checked():
+    with pytest.raises(UserError, match="^sedd_graph='circle'; choose one of absorbing, uniform$"):
+        TrainConfig(sedd_graph="circle")
+    assert TrainConfig(schedule="cosine").schedule == "cosine"
+
+
+def test_unknown_keys_and_non_objects_are_refused(tmp_path):
+    path = _write(tmp_path, colour="blue")
+    with pytest.raises(UserError, match="unknown ModelConfig field"):
+        load_json(ModelConfig, path)
+    path.write_text("[1, 2]")
+    with pytest.raises(UserError, match="expected a JSON object"):
+        load_json(ModelConfig, path)
