@@ -206,6 +206,24 @@ def test_cli_export_and_clear_errors(
     assert not (tmp_path / "refused").exists() and not list(tmp_path.glob(".refused.tmp*"))
 
 
+def test_trained_facts_survive_the_export(tmp_path: Path) -> None:
+    import unmask
+
+    torch.manual_seed(0)
+    tok = byte_tokenizer()
+    cfg = model_preset(
+        "tiny", vocab_size=tok.vocab_size, objective="mdlm", schedule="cosine", schedule_eps=0.01,
+        **tok.special_ids(),
+    )  # fmt: skip
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    export(tmp_path / "run", tmp_path / "hf", family="transformers")
+    back = unmask.load(tmp_path / "hf")
+    assert back.family == "transformers"
+    assert (back.config.objective, back.config.schedule, back.config.schedule_eps) == (
+        "mdlm", "cosine", 0.01,
+    )  # fmt: skip
+
+
 DIT = {
     # MDLM-style DiT: LayerNorm, GELU MLP with biases, head bias, adaLN on a given sigma
     "mdlm": {"sigma_input": "given", "output": "logits"},
