@@ -18,6 +18,7 @@ from unmask.objectives import (
     mdlm,
     objective_of,
     objective_spec,
+    register_objective,
 )
 from unmask.schedules import CosineSchedule, LinearSchedule, get_schedule
 
@@ -348,11 +349,14 @@ def test_a_new_objective_is_one_registration(corpus, tmp_path, monkeypatch):
                     options=options)  # fmt: skip
 
     spec = ObjectiveSpec(name="toy", loss=toy, attention="bidirectional", decoder="llada")
-    monkeypatch.setitem(OBJECTIVES, "toy", spec)
+    monkeypatch.setitem(OBJECTIVES, "toy", spec)  # so that the test removes it again
+    del OBJECTIVES["toy"]
+    register_objective(spec)
+    with pytest.raises(ValueError, match="already registered"):
+        register_objective(spec)
     run = _train(corpus, tmp_path / "toy", objective="toy")
     assert calls == [(4, 16)] * 3  # two training steps, then the final validation
     assert load(run).config.objective == "toy"
-
 
 def test_cosine_schedule_is_saved_and_loaded_through_the_cli(corpus, tmp_path):
     from unmask.checkpoint import load

@@ -169,10 +169,15 @@ OBJECTIVE_OPTIONS = ("fim_rate", "empty_rate", "block_size", "sedd_graph", "sche
 
 
 def register_objective(spec: ObjectiveSpec) -> ObjectiveSpec:
-    """Add ``spec`` to ``OBJECTIVES``; its ``options`` must be known objective options."""
+    """Add ``spec`` to ``OBJECTIVES`` (a programming error, ``ValueError``, if the name is taken
+    or its ``options`` are not objective options; a ``blocks`` objective takes ``block_size``)."""
+    if spec.name in OBJECTIVES:
+        raise ValueError(f"objective {spec.name!r} is already registered")
     unknown = sorted(set(spec.options) - set(OBJECTIVE_OPTIONS))
     if unknown:
         raise ValueError(f"objective {spec.name!r}: unknown options {unknown}")
+    if spec.blocks != ("block_size" in spec.options):
+        raise ValueError(f"objective {spec.name!r}: blocks=True goes with option block_size")
     have = {f.name for f in fields(TrainConfig)}
     if not set(OBJECTIVE_OPTIONS) <= have:
         raise ValueError(f"OBJECTIVE_OPTIONS names fields TrainConfig lacks: {OBJECTIVE_OPTIONS}")
