@@ -211,7 +211,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             _check_init(spec, model_cfg, config)
             if (init.tokenizer.vocab_size != tokenizer.vocab_size
                     or init.tokenizer.special_ids() != tokenizer.special_ids()):
-                raise UserError(f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})")
+                raise UserError(
+                    f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})"
+                )
         else:
             ids = {**tokenizer.special_ids(), **tokenizer.fim_ids(), **tokenizer.empty_ids()}
             model_cfg = build_model_config(config, tokenizer.vocab_size, ids)
@@ -321,9 +323,15 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                 sync = not distributed or a == config.grad_accum - 1
                 ctx = ddp_model.no_sync() if (distributed and not sync) else contextlib.nullcontext()
                 with ctx:
-                    with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                        parts = objective(ddp_model, model_cfg, x0, attention_mask=None, generator=gen, options=options,
-                                          **extra)
+                    autocast = torch.autocast(
+                        device_type=device.type, dtype=autocast_dtype,
+                        enabled=autocast_dtype is not None,
+                    )  # fmt: skip
+                    with autocast:  # extra: the batch kind's tensors (prompt_mask for pairs)
+                        parts = objective(
+                            ddp_model, model_cfg, x0, attention_mask=None, generator=gen,
+                            options=options, **extra,
+                        )  # fmt: skip
                     (parts.loss_sum / nominal).backward()
                 loss_sum += parts.loss_sum.detach()
                 n_tok += parts.n_tokens
