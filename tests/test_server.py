@@ -38,7 +38,8 @@ from unmask.tokenizer import byte_tokenizer  # noqa: E402
 
 @pytest.fixture(scope="module")
 def echo_client():
-    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(max_steps=64, max_n=4))
+    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(max_steps=64, max_n=4),
+                     chat_template="plain")
     with TestClient(app) as c:
         yield c
 

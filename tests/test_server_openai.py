@@ -43,7 +43,8 @@ def live_server(app):
 
 @pytest.fixture(scope="module")
 def base_url():
-    with live_server(create_app(loaded(Echo(tiny_config())), api_key=KEY)) as port:
+    app = create_app(loaded(Echo(tiny_config())), api_key=KEY, chat_template="plain")
+    with live_server(app) as port:
         yield f"http://127.0.0.1:{port}/v1"
 
 
