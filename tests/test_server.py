@@ -29,6 +29,7 @@ from server_helpers import (  # noqa: E402
 )
 
 from unmask.config import SampleConfig  # noqa: E402
+from unmask.errors import UserError  # noqa: E402
 from unmask.sampling import generate  # noqa: E402
 from unmask.server import ServerLimits, create_app, render_chat  # noqa: E402
 from unmask.server.batching import Cancelled, Engine, Job  # noqa: E402
@@ -502,3 +503,27 @@ def test_streamed_infill_stops_when_the_client_goes():
         stepped.allow(3)
         wait_until(lambda: engine.in_flight == 0)
         assert stepped.entered - entered == 1  # the step under way ends the work
+
+
+def test_chat_without_a_chat_template_is_refused_as_the_cli_refuses():
+    """A base model (no ``chat_template``) gets a 400 in OpenAI's shape, plain and streamed,
+    as ``unmask chat`` refuses it; choosing a template for the server (``plain``) serves it."""
+    msgs = [{"role": "user", "content": "Hi"}]
+    with TestClient(create_app(loaded(Echo(tiny_config())))) as c:
+        for stream in (False, True):
+            r = c.post("/v1/chat/completions", json={"messages": msgs, "stream": stream})
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["code"] == "unsupported" and err["type"] == "invalid_request_error"
+            assert "has no chat template" in err["message"] and "\n" not in err["message"]
+            assert "--chat-template" in err["message"]
+        assert c.get("/v1/models").json()["data"][0]["chat"] is False
+        assert c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
+        r = c.post("/v1/chat/completions", json={"messages": msgs, "model": "gpt-4"})
+        assert r.status_code == 404  # the model check comes first, as for every endpoint
+    with TestClient(create_app(loaded(Echo(tiny_config())), chat_template="plain")) as c:
+        r = c.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 3})
+        assert r.json()["choices"][0]["message"]["content"] == echo_text(len("User: Hi\nAssistant:"), 3)
+        assert c.get("/v1/models").json()["data"][0]["chat"] is True
+    with pytest.raises(UserError, match="no such file"):
+        create_app(loaded(Echo(tiny_config())), chat_template="/no/such/template.jinja")
