@@ -1,6 +1,7 @@
 """The browser playground (``GET /``) in headless Debian chromium, driven by Playwright, against
 a live server with a tiny random model and a tiny BPE tokenizer: the streamed canvas, click-to-mask
-infill with gap lengths counted in the server's tokens and streamed steps, a screenshot.
+infill with gap lengths counted in the server's tokens and streamed steps, gap constraints,
+forms, a screenshot.
 
 Skipped when the ``playwright`` package or a ``chromium`` executable is missing (``bash
 install.sh --test`` installs both where it can, so CI runs it); with
@@ -389,4 +390,65 @@ def test_infill_errors_are_shown(page):
     expect(page.locator("#count_note")).to_contain_text("could not count tokens")
     assert page.text_content("#template") == "The [MASK:3] sat"
     assert page.errors and all("net::ERR_FAILED" in e for e in page.errors), page.errors
+    page.errors.clear()
+
+
+def test_infill_with_gap_constraints(page, base_url):
+    page.check("input[name=mode][value=infill]")
+    page.fill("#prompt", "The [MASK:thing] sat on [MASK:2].")
+    page.fill("#constraints", "choices thing=cat|mat\n--charset 2=lowercase\nban x")
+    with page.expect_request("**/v1/infill") as sent:
+        page.click("#go")
+    body = json.loads(sent.value.post_data)
+    assert body == {"template": "The [MASK:thing] sat on [MASK:2].", "stream": True,
+                    "choices": {"thing": ["cat", "mat"]}, "charset": {"2": "lowercase"},
+                    "ban": ["x"], "policy": "llada", "temperature": 0, "steps": 32,
+                    "threshold": 0.9}
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes('model evaluations')",
+        timeout=30_000)
+    body.pop("stream")
+    res = httpx.post(base_url + "/v1/infill", json=body, timeout=30).json()
+    assert res["gaps"][0]["text"] in ("cat", "mat")
+    assert re.fullmatch("[a-wyz]+", res["gaps"][1]["text"].strip()), res
+    assert page.text_content("#canvas") == res["text"]
+    assert page.locator("#canvas .new").all_text_contents() == [g["text"] for g in res["gaps"]]
+    # a line it cannot read, and a constraint the server rejects, are shown
+    page.fill("#constraints", "choose thing=cat")
+    page.click("#go")
+    expect(page.locator("#status")).to_contain_text("constraints line 1: expected choices")
+    page.fill("#constraints", "choices town=cat")
+    page.click("#go")
+    expect(page.locator("#status")).to_contain_text("400: choices 'town': no gap 'town'")
+    assert all("status of 400" in e for e in page.errors), page.errors
+    page.errors.clear()
+
+
+def test_form_fills_the_holes_and_streams_its_steps(page, base_url):
+    page.check("input[name=mode][value=form]")
+    assert page.is_visible("#form") and not page.is_visible("#prompt")
+    form = '{"n": "<int>", "ok": "<bool>", "kept": [1, 2]}'
+    page.fill("#form", form)
+    page.evaluate("""() => {
+        window.snapshots = [];
+        const c = document.getElementById("canvas");
+        new MutationObserver(() => window.snapshots.push(c.querySelectorAll(".mask").length))
+            .observe(c, {childList: true});
+    }""")
+    with page.expect_request("**/v1/forms") as sent:
+        page.click("#go")
+    body = json.loads(sent.value.post_data)
+    assert body["form"] == form and body["stream"] is True
+    page.wait_for_function("document.getElementById('status').textContent.includes('holes')",
+                           timeout=30_000)
+    assert page.text_content("#status").startswith("2 holes, ")
+    masks = page.evaluate("window.snapshots")
+    assert masks[0] > 0 and len([m for m in masks if m > 0]) >= 2, masks  # steps drawn
+    body.pop("stream")
+    res = httpx.post(base_url + "/v1/forms", json=body, timeout=30).json()
+    assert json.loads(page.text_content("#canvas")) == res["value"]
+    assert res["value"]["kept"] == [1, 2] and isinstance(res["value"]["ok"], bool)
+    page.fill("#form", '{"n": "<int>"')
+    page.click("#go")
+    expect(page.locator("#status")).to_contain_text("400: form: invalid JSON")
     page.errors.clear()
