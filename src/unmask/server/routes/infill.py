@@ -83,6 +83,7 @@ def router(state: ServerState) -> APIRouter:
     model, tok = state.model, state.tok
 
     def check(opts: DiffusionOptions, what: str) -> None:
+        """The checks every request here passes first: model, steps, a diffusion model."""
         check_model(state, opts.model)
         check_steps(state, opts)
         diffusion_only(state, what)
@@ -96,10 +97,8 @@ def router(state: ServerState) -> APIRouter:
         from unmask.infill import infill, parse_template
         from unmask.infill.options import constrain_gaps
 
-        check_model(state, req.model)
-        check_steps(state, req)
+        check(req, "infill")
         check_text(state, req.template, "template")
-        diffusion_only(state, "infill")
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
@@ -139,10 +138,8 @@ def router(state: ServerState) -> APIRouter:
     async def edit_(req: EditRequest, request: Request) -> Response:
         from unmask.infill import edit
 
-        check_model(state, req.model)
-        check_steps(state, req)
+        check(req, "edit")
         check_text(state, req.text, "text")
-        diffusion_only(state, "edit")
         if req.regex is not None and not state.limits.allow_regex:
             raise APIError(400, "regex edits are turned off on this server", param="regex",
                            code="unsupported")
