@@ -133,3 +133,16 @@ def test_the_access_log_has_a_line_per_example(server):
     assert re.search(r'"POST /v1/completions" 200 [0-9.]+s rows=1 prompt_tokens=16 '
                      r"completion_tokens=\d+", err), err
     assert '"GET /healthz" 200' in err
+
+
+def test_the_flag_table_lists_every_serve_flag():
+    import argparse
+
+    from unmask.commands import serve
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    serve.register(sub)
+    parser = sub.choices["serve"]
+    flags = {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
+    documented = set(re.findall(r"^\| `(--[a-z-]+)", DOC.read_text(), re.M))
+    assert documented == flags - {"--help"}

@@ -39,10 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run directory or checkpoint folder")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--api-key", default=None,
+    p.add_argument("--port", type=int, default=8000, metavar="N", help="TCP port (default: 8000)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
                    help="require 'Authorization: Bearer KEY' (default: $UNMASK_API_KEY, else none)")
-    p.add_argument("--model-name", default=None,
+    p.add_argument("--model-name", default=None, metavar="NAME",
                    help="model id in the API (default: the run directory's name)")
     p.add_argument("--chat-template", default=None, metavar="TEMPLATE",
                    help="chat template for /v1/chat/completions: plain, default, a Jinja or JSON "
