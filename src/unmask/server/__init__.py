@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from unmask.server.app import APIError, ServerLimits, create_app, render_chat
 from unmask.server.batching import Engine, Job, QueueFull
+from unmask.server.engine import make_engine
 from unmask.server.metrics import Metrics
+from unmask.server.state import ServerState
 
-__all__ = ["APIError", "Engine", "Job", "Metrics", "QueueFull", "ServerLimits", "create_app",
-           "render_chat"]
+__all__ = ["APIError", "Engine", "Job", "Metrics", "QueueFull", "ServerLimits", "ServerState",
+           "create_app", "make_engine", "render_chat"]

@@ -118,7 +118,7 @@ class RecordMetrics:
             self.metrics.observe_latency(time.perf_counter() - t0, endpoint=endpoint)
 
 
-ACCESS_FIELDS = ("rows", "prompt_tokens", "completion_tokens", "tokens", "nfe")
+ACCESS_FIELDS = ("rows", "prompt_tokens", "completion_tokens", "nfe")
 """What a route may add to its access-log line (``plumbing.note``), in this order."""
 
 access_log = logging.getLogger("unmask.server.access")
