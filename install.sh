@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up unmask in a virtual environment: bash install.sh [--test]
 #
+# - Installs unmask (editable) with its `serve` extra (FastAPI, uvicorn), so `unmask serve`
+#   works after this one command.
 # - Uses the active virtualenv/conda environment if there is one, else creates ./.venv.
 # - Keeps a PyTorch that is already installed (a CUDA build, say); otherwise installs
 #   torch==2.13.0, the CPU build that pip finds on this kind of machine, instead of
@@ -10,8 +12,8 @@
 #   which downloads a browser from outside PyPI and Debian).
 set -euo pipefail
 cd "$(dirname "$0")"
-extras=""
-[[ "${1:-}" == "--test" ]] && extras="[test]"
+extras="[serve]"
+[[ "${1:-}" == "--test" ]] && extras="[serve,test]"
 if [[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
   py=python
 else
@@ -24,7 +26,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then
   pipq "torch==${UNMASK_TORCH_VERSION:-2.13.0}"
 fi
 pipq -e ".${extras}"
-if [[ -n "$extras" ]] && ! command -v chromium >/dev/null; then
+if [[ "$extras" == *test* ]] && ! command -v chromium >/dev/null; then
   if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } ||

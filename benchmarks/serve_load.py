@@ -57,7 +57,8 @@ def rss_mb(pid: int) -> float:
 def start_server(model: str, port: int, max_batch: int, threads: int, device: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "unmask.cli", "serve", "--model", model, "--port", str(port),
-           "--max-batch", str(max_batch), "--max-queue", "1024", "--device", device]
+           "--max-batch", str(max_batch), "--max-queue", "1024", "--device", device,
+           "--quiet"]  # no access log: stderr is a pipe nobody reads while the load runs
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120:

@@ -20,17 +20,22 @@ ECHO_TEXT = "abcdefghijklmnopqrstuvwxyz"
 
 def tiny_config(max_seq_len: int = 64) -> ModelConfig:
     tok = byte_tokenizer()
-    return model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=max_seq_len, **tok.special_ids())
+    return model_preset(
+        "tiny", vocab_size=tok.vocab_size, max_seq_len=max_seq_len, **tok.special_ids()
+    )
 
 
 class Echo(nn.Module):
-    """A mask predictor that is sure of ECHO_TEXT[p % 26] at canvas column p (byte tokenizer ids)."""
+    """A mask predictor that is sure of ECHO_TEXT[p % 26] at canvas column p (byte tokenizer
+    ids)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, L = tokens.shape
         logits = torch.full((B, L, self.config.vocab_size), -10.0)  # (B, L, V)
         cols = torch.arange(L)
@@ -54,7 +59,9 @@ class Gated(nn.Module):
         self.gate = threading.Event()
         self.calls = 0
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.calls += 1
         self.gate.wait(timeout=10)
         return self.inner(tokens, attention_mask=attention_mask)
@@ -67,13 +74,19 @@ class Broken(nn.Module):
         super().__init__()
         self.config = config
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         raise RuntimeError("boom: secret internals")
 
 
 def loaded(model: nn.Module, tokenizer: Tokenizer | None = None) -> Loaded:
-    return Loaded(model=model, tokenizer=tokenizer or byte_tokenizer(), config=model.config,
-                  path=Path("runs/tiny/checkpoint"))
+    return Loaded(
+        model=model,
+        tokenizer=tokenizer or byte_tokenizer(),
+        config=model.config,
+        path=Path("runs/tiny/checkpoint"),
+    )
 
 
 def random_transformer(seed: int = 0, tokenizer: Tokenizer | None = None) -> Transformer:
@@ -81,8 +94,11 @@ def random_transformer(seed: int = 0, tokenizer: Tokenizer | None = None) -> Tra
     torch.manual_seed(seed)
     if tokenizer is None:
         return Transformer(tiny_config()).eval()
-    return Transformer(model_preset("tiny", vocab_size=tokenizer.vocab_size, max_seq_len=64,
-                                    **tokenizer.special_ids())).eval()
+    return Transformer(
+        model_preset(
+            "tiny", vocab_size=tokenizer.vocab_size, max_seq_len=64, **tokenizer.special_ids()
+        )
+    ).eval()
 
 
 BPE_TEXT = "The cat sat on the mat. Once upon a time the cat sat here."
@@ -104,8 +120,14 @@ class Mixer(nn.Module):
         super().__init__()
         self.config = config
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        real = torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        real = (
+            torch.ones_like(tokens, dtype=torch.bool)
+            if attention_mask is None
+            else attention_mask.bool()
+        )
         rel = real.long().cumsum(dim=1) - 1  # (B, L) position among the real columns
         visible = real & (tokens != self.config.mask_id)
         ctx = (tokens * visible * (rel + 1)).sum(dim=1) % 97  # (B,)
@@ -136,7 +158,9 @@ class Stepped(nn.Module):
     def supports_kv_cache(self) -> bool:
         return bool(getattr(self.inner, "supports_kv_cache", False))
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, **cache: object) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, **cache: object
+    ) -> torch.Tensor:
         self.entered += 1
         if not self.permits.acquire(timeout=10):
             raise RuntimeError("Stepped: no permit within 10 s")

@@ -1,6 +1,7 @@
 """The browser playground (``GET /``) in headless Debian chromium, driven by Playwright, against
 a live server with a tiny random model and a tiny BPE tokenizer: the streamed canvas, click-to-mask
-infill with gap lengths counted in the server's tokens and streamed steps, a screenshot.
+infill with gap lengths counted in the server's tokens and streamed steps, gap constraints,
+forms, a screenshot.
 
 Skipped when the ``playwright`` package or a ``chromium`` executable is missing (``bash
 install.sh --test`` installs both where it can, so CI runs it); with
@@ -27,7 +28,11 @@ except ImportError:
     MISSING: str | None = "the playwright package is not installed (bash install.sh --test)"
 else:
     CHROMIUM = shutil.which("chromium")
-    MISSING = None if CHROMIUM else "no chromium executable on PATH (bash install.sh --test, as root, installs Debian's)"
+    MISSING = (
+        None
+        if CHROMIUM
+        else "no chromium executable on PATH (bash install.sh --test, as root, installs Debian's)"
+    )
 REQUIRED = os.environ.get("UNMASK_REQUIRE_BROWSER") == "1"
 if MISSING and not REQUIRED:
     pytest.skip(MISSING, allow_module_level=True)
@@ -51,7 +56,9 @@ class Paced(nn.Module):
         super().__init__()
         self.inner, self.config, self.seconds = inner, inner.config, seconds
 
-    def forward(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         time.sleep(self.seconds)
         return self.inner(tokens, attention_mask=attention_mask)
 
@@ -61,14 +68,18 @@ TOK = bpe_tokenizer()
 
 @pytest.fixture(scope="module")
 def base_url():
-    with live_server(create_app(loaded(Paced(random_transformer(tokenizer=TOK), 0.08), TOK))) as port:
+    with live_server(
+        create_app(loaded(Paced(random_transformer(tokenizer=TOK), 0.08), TOK))
+    ) as port:
         yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
 def browser():
     if MISSING:
-        pytest.fail(f"{MISSING}; UNMASK_REQUIRE_BROWSER=1 asks for the browser test to run", pytrace=False)
+        pytest.fail(
+            f"{MISSING}; UNMASK_REQUIRE_BROWSER=1 asks for the browser test to run", pytrace=False
+        )
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True)
         yield b
@@ -82,7 +93,9 @@ def page(browser, base_url):
     pg = browser.new_page(viewport={"width": 800, "height": 600})
     pg.errors = []
     pg.on("pageerror", lambda e: pg.errors.append(f"page error: {e}"))
-    pg.on("console", lambda m: pg.errors.append(f"console: {m.text}") if m.type == "error" else None)
+    pg.on(
+        "console", lambda m: pg.errors.append(f"console: {m.text}") if m.type == "error" else None
+    )
     pg.goto(base_url + "/")
     yield pg
     pg.close()
@@ -95,8 +108,8 @@ def png_rgb(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT":
@@ -142,19 +155,34 @@ def test_png_reader_round_trip():
             for i, x in enumerate(row):
                 a, b, c = (row[i - 3] if i >= 3 else 0), prev[i], (prev[i - 3] if i >= 3 else 0)
                 p = a + b - c
-                paeth = a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c) else b if abs(p - b) <= abs(p - c) else c
+                paeth = (
+                    a
+                    if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c)
+                    else b
+                    if abs(p - b) <= abs(p - c)
+                    else c
+                )
                 pred = [0, a, b, (a + b) // 2, paeth][f]
                 enc.append((x - pred) & 255)
             out += bytes([f]) + enc
             prev = row
 
         def chunk(kind: bytes, body: bytes) -> bytes:
-            return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+            return (
+                struct.pack(">I", len(body))
+                + kind
+                + body
+                + struct.pack(">I", zlib.crc32(kind + body))
+            )
 
-        return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 8, 2, 0, 0, 0))
-                + chunk(b"IDAT", zlib.compress(out)) + chunk(b"IEND", b""))
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", 3, 2, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(out))
+            + chunk(b"IEND", b"")
+        )
 
-    want = [list(r[i:i + 3]) for r in rows for i in range(0, 9, 3)]
+    want = [list(r[i : i + 3]) for r in rows for i in range(0, 9, 3)]
     for filters in ([0, 2], [1, 3], [4, 4], [3, 1]):
         assert png_rgb(encode(filters)).tolist() == want
 
@@ -185,7 +213,7 @@ def last_denoising_step(base_url: str, body: dict) -> list[str | None]:
     with httpx.stream("POST", base_url + "/v1/completions", json=body, timeout=30) as r:
         for line in r.iter_lines():
             if line.startswith("data: {"):
-                ev = json.loads(line[len("data: "):])
+                ev = json.loads(line[len("data: ") :])
                 if ev.get("object") == "denoising.step":
                     last = ev["choices"][0]["tokens"]
     assert last is not None
@@ -204,19 +232,35 @@ def test_generation_streams_denoising_steps_into_the_canvas(page, base_url):
             .observe(c, {childList: true});
     }""")
     page.click("#go")
-    page.wait_for_function("document.getElementById('status').textContent.includes(' steps in ')", timeout=30_000)
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes(' steps in ')", timeout=30_000
+    )
     masks = page.evaluate("window.snapshots")
     assert page.text_content("#status").startswith("8 steps in ")
     # llada, 8 tokens in 8 steps: one commit per step, drawn as it arrives
     assert masks[-1] == 0 and all(a > b for a, b in zip(masks, masks[1:], strict=False)), masks
-    assert len([m for m in masks if 0 < m < 8]) >= 3, f"too few intermediate canvases drawn: {masks}"
+    assert len([m for m in masks if 0 < m < 8]) >= 3, (
+        f"too few intermediate canvases drawn: {masks}"
+    )
     # the last drawn canvas is the server's last step, after the prompt
-    tokens = last_denoising_step(base_url, {"prompt": "Hi", "max_tokens": 8, "steps": 8, "stream": True,
-                                            "stream_denoising": True, "policy": "llada", "temperature": 0})
+    tokens = last_denoising_step(
+        base_url,
+        {
+            "prompt": "Hi",
+            "max_tokens": 8,
+            "steps": 8,
+            "stream": True,
+            "stream_denoising": True,
+            "policy": "llada",
+            "temperature": 0,
+        },
+    )
     assert page.text_content("#canvas .prompt") == "Hi"
     assert page.text_content("#canvas") == "Hi" + "".join(t for t in tokens if t is not None)
     assert page.locator("#canvas .new").count() >= 1
-    assert has_colour(assert_not_blank(page), NEW_TOKEN_RGB), "the committed-token highlight is not drawn"
+    assert has_colour(assert_not_blank(page), NEW_TOKEN_RGB), (
+        "the committed-token highlight is not drawn"
+    )
 
 
 def word(page: Page, text: str):
@@ -234,7 +278,9 @@ def test_infill_click_to_mask(page, base_url):
     page.check("input[name=mode][value=infill]")
     assert page.is_visible("#words") and not page.is_visible("#max_tokens")
     assert page.text_content("#words") == "The cat sat [here] on the [MASK:2] mat."
-    assert page.locator("#words .gap").all_text_contents() == ["[MASK:2]"]  # typed: kept, not clickable
+    assert page.locator("#words .gap").all_text_contents() == [
+        "[MASK:2]"
+    ]  # typed: kept, not clickable
     template = lambda: page.text_content("#template")  # noqa: E731
     assert template() == r"The cat sat \[here] on the [MASK:2] mat."
 
@@ -258,7 +304,9 @@ def test_infill_click_to_mask(page, base_url):
     want = r"The [MASK:2] \[here] on the [MASK:2] [MASK:1]."
     expect(page.locator("#template")).to_have_text(want)
     assert page.locator("#words .masked").all_text_contents() == ["cat", "sat", "mat"]
-    page.fill("#prompt", "The cat sat [here] on the [MASK:2] mat. More")  # masks survive edits after them
+    page.fill(
+        "#prompt", "The cat sat [here] on the [MASK:2] mat. More"
+    )  # masks survive edits after them
     assert template() == want[:-1] + ". More"  # counts already known: no wait
     page.fill("#prompt", "The cat sat [here] on the [MASK:2] mat.")
     page.fill("#gap_length", "x")
@@ -273,27 +321,51 @@ def test_infill_click_to_mask(page, base_url):
         window.snapshots = [];
         const c = document.getElementById("canvas");
         new MutationObserver(() => window.snapshots.push(
-            [c.querySelectorAll(".mask").length, c.querySelectorAll(".new").length])).observe(c, {childList: true});
+            [c.querySelectorAll(".mask").length, c.querySelectorAll(".new").length]))
+            .observe(c, {childList: true});
     }""")
     with page.expect_request("**/v1/infill") as sent:
         page.click("#go")
     assert json.loads(sent.value.post_data) == {
-        "template": want, "stream": True, "policy": "llada", "temperature": 0, "steps": 32, "threshold": 0.9}
-    page.wait_for_function("document.getElementById('status').textContent.includes('model evaluations')",
-                           timeout=30_000)
+        "template": want,
+        "stream": True,
+        "policy": "llada",
+        "temperature": 0,
+        "steps": 32,
+        "threshold": 0.9,
+    }
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes('model evaluations')",
+        timeout=30_000,
+    )
     # 5 masks, llada: one commit per step, each step drawn as it arrives, then the result
     assert page.text_content("#status").startswith("3 gaps, 5 steps, ")
     snapshots = page.evaluate("window.snapshots")
     masks = [m for m, _ in snapshots]
-    assert masks[0] == 4 and masks[-1] == 0 and all(a >= b for a, b in zip(masks, masks[1:], strict=False)), masks
-    assert len({m for m in masks if 0 < m < 4}) >= 2, f"too few intermediate canvases drawn: {snapshots}"
-    assert any(m > 0 and new == 1 for m, new in snapshots), f"no step drawn with its new token: {snapshots}"
+    assert (
+        masks[0] == 4
+        and masks[-1] == 0
+        and all(a >= b for a, b in zip(masks, masks[1:], strict=False))
+    ), masks
+    assert len({m for m in masks if 0 < m < 4}) >= 2, (
+        f"too few intermediate canvases drawn: {snapshots}"
+    )
+    assert any(m > 0 and new == 1 for m, new in snapshots), (
+        f"no step drawn with its new token: {snapshots}"
+    )
     # the page ends with exactly what the endpoint returns for that template and these options
-    res = httpx.post(base_url + "/v1/infill", timeout=30, json={
-        "template": want, "policy": "llada", "temperature": 0, "steps": 32, "threshold": 0.9}).json()
+    res = httpx.post(
+        base_url + "/v1/infill",
+        timeout=30,
+        json={"template": want, "policy": "llada", "temperature": 0, "steps": 32, "threshold": 0.9},
+    ).json()
     assert page.text_content("#canvas") == res["text"]
     assert page.locator("#canvas .new").all_text_contents() == [g["text"] for g in res["gaps"]]
-    assert res["text"].startswith("The ") and " [here] on the " in res["text"] and res["text"].endswith(".")
+    assert (
+        res["text"].startswith("The ")
+        and " [here] on the " in res["text"]
+        and res["text"].endswith(".")
+    )
     assert has_colour(assert_not_blank(page), NEW_TOKEN_RGB)
 
 
@@ -307,7 +379,9 @@ def test_infill_errors_are_shown(page):
     page.click("#go")
     page.wait_for_function("document.getElementById('status').textContent.startsWith('400: ')")
     assert "[MASK:0]" in page.text_content("#status")
-    assert page.errors == ["console: Failed to load resource: the server responded with a status of 400 (Bad Request)"]
+    assert page.errors == [
+        "console: Failed to load resource: the server responded with a status of 400 (Bad Request)"
+    ]
     page.errors.clear()
     # no token count from the server: the gap keeps the byte count, and a note says so
     page.route("**/v1/tokenize", lambda route: route.abort())
@@ -316,4 +390,65 @@ def test_infill_errors_are_shown(page):
     expect(page.locator("#count_note")).to_contain_text("could not count tokens")
     assert page.text_content("#template") == "The [MASK:3] sat"
     assert page.errors and all("net::ERR_FAILED" in e for e in page.errors), page.errors
+    page.errors.clear()
+
+
+def test_infill_with_gap_constraints(page, base_url):
+    page.check("input[name=mode][value=infill]")
+    page.fill("#prompt", "The [MASK:thing] sat on [MASK:2].")
+    page.fill("#constraints", "choices thing=cat|mat\n--charset 2=lowercase\nban x")
+    with page.expect_request("**/v1/infill") as sent:
+        page.click("#go")
+    body = json.loads(sent.value.post_data)
+    assert body == {"template": "The [MASK:thing] sat on [MASK:2].", "stream": True,
+                    "choices": {"thing": ["cat", "mat"]}, "charset": {"2": "lowercase"},
+                    "ban": ["x"], "policy": "llada", "temperature": 0, "steps": 32,
+                    "threshold": 0.9}
+    page.wait_for_function(
+        "document.getElementById('status').textContent.includes('model evaluations')",
+        timeout=30_000)
+    body.pop("stream")
+    res = httpx.post(base_url + "/v1/infill", json=body, timeout=30).json()
+    assert res["gaps"][0]["text"] in ("cat", "mat")
+    assert re.fullmatch("[a-wyz]+", res["gaps"][1]["text"].strip()), res
+    assert page.text_content("#canvas") == res["text"]
+    assert page.locator("#canvas .new").all_text_contents() == [g["text"] for g in res["gaps"]]
+    # a line it cannot read, and a constraint the server rejects, are shown
+    page.fill("#constraints", "choose thing=cat")
+    page.click("#go")
+    expect(page.locator("#status")).to_contain_text("constraints line 1: expected choices")
+    page.fill("#constraints", "choices town=cat")
+    page.click("#go")
+    expect(page.locator("#status")).to_contain_text("400: choices 'town': no gap 'town'")
+    assert all("status of 400" in e for e in page.errors), page.errors
+    page.errors.clear()
+
+
+def test_form_fills_the_holes_and_streams_its_steps(page, base_url):
+    page.check("input[name=mode][value=form]")
+    assert page.is_visible("#form") and not page.is_visible("#prompt")
+    form = '{"n": "<int>", "ok": "<bool>", "kept": [1, 2]}'
+    page.fill("#form", form)
+    page.evaluate("""() => {
+        window.snapshots = [];
+        const c = document.getElementById("canvas");
+        new MutationObserver(() => window.snapshots.push(c.querySelectorAll(".mask").length))
+            .observe(c, {childList: true});
+    }""")
+    with page.expect_request("**/v1/forms") as sent:
+        page.click("#go")
+    body = json.loads(sent.value.post_data)
+    assert body["form"] == form and body["stream"] is True
+    page.wait_for_function("document.getElementById('status').textContent.includes('holes')",
+                           timeout=30_000)
+    assert page.text_content("#status").startswith("2 holes, ")
+    masks = page.evaluate("window.snapshots")
+    assert masks[0] > 0 and len([m for m in masks if m > 0]) >= 2, masks  # steps drawn
+    body.pop("stream")
+    res = httpx.post(base_url + "/v1/forms", json=body, timeout=30).json()
+    assert json.loads(page.text_content("#canvas")) == res["value"]
+    assert res["value"]["kept"] == [1, 2] and isinstance(res["value"]["ok"], bool)
+    page.fill("#form", '{"n": "<int>"')
+    page.click("#go")
+    expect(page.locator("#status")).to_contain_text("400: form: invalid JSON")
     page.errors.clear()

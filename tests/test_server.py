@@ -29,6 +29,7 @@ from server_helpers import (  # noqa: E402
 )
 
 from unmask.config import SampleConfig  # noqa: E402
+from unmask.errors import UserError  # noqa: E402
 from unmask.sampling import generate  # noqa: E402
 from unmask.server import ServerLimits, create_app, render_chat  # noqa: E402
 from unmask.server.batching import Cancelled, Engine, Job  # noqa: E402
@@ -38,7 +39,8 @@ from unmask.tokenizer import byte_tokenizer  # noqa: E402
 
 @pytest.fixture(scope="module")
 def echo_client():
-    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(max_steps=64, max_n=4))
+    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(max_steps=64, max_n=4),
+                     chat_template="plain")
     with TestClient(app) as c:
         yield c
 
@@ -62,13 +64,17 @@ def test_completion_shape_text_and_usage(echo_client):
     assert r.status_code == 200
     body = r.json()
     assert body["object"] == "text_completion" and body["model"] == "tiny"
-    assert body["choices"] == [{"index": 0, "text": echo_text(2, 6), "finish_reason": "length", "logprobs": None}]
+    assert body["choices"] == [
+        {"index": 0, "text": echo_text(2, 6), "finish_reason": "length", "logprobs": None}
+    ]
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 6, "total_tokens": 8}
     assert body["nfe"] == 6  # one step per token by default
 
 
 def test_prompt_list_n_and_stop(echo_client):
-    r = echo_client.post("/v1/completions", json={"prompt": ["Hi", "Hey"], "n": 2, "max_tokens": 8, "stop": ["f"]})
+    r = echo_client.post(
+        "/v1/completions", json={"prompt": ["Hi", "Hey"], "n": 2, "max_tokens": 8, "stop": ["f"]}
+    )
     choices = r.json()["choices"]
     assert [c["index"] for c in choices] == [0, 1, 2, 3]
     # left-padded to 3 columns: both prompts see the same columns
@@ -77,9 +83,19 @@ def test_prompt_list_n_and_stop(echo_client):
 
 
 def test_stream_matches_plain_and_ends_with_done(echo_client):
-    plain = echo_client.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 12, "stop": "mn"}).json()
-    r = echo_client.post("/v1/completions", json={"prompt": "Hello", "max_tokens": 12, "stop": "mn", "stream": True,
-                                                  "stream_options": {"include_usage": True}})
+    plain = echo_client.post(
+        "/v1/completions", json={"prompt": "Hello", "max_tokens": 12, "stop": "mn"}
+    ).json()
+    r = echo_client.post(
+        "/v1/completions",
+        json={
+            "prompt": "Hello",
+            "max_tokens": 12,
+            "stop": "mn",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
     assert r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
     assert events[-1] == (None, "[DONE]")
@@ -92,8 +108,16 @@ def test_stream_matches_plain_and_ends_with_done(echo_client):
 
 
 def test_stream_denoising_events(echo_client):
-    r = echo_client.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8, "steps": 4, "stream": True,
-                                                  "stream_denoising": True})
+    r = echo_client.post(
+        "/v1/completions",
+        json={
+            "prompt": "ab",
+            "max_tokens": 8,
+            "steps": 4,
+            "stream": True,
+            "stream_denoising": True,
+        },
+    )
     events = sse_events(r.text)
     steps = [json.loads(d) for e, d in events if e == "denoising.step"]
     assert [s["step"] for s in steps] == [1, 2, 3, 4]
@@ -105,22 +129,33 @@ def test_stream_denoising_events(echo_client):
 
 
 def test_chat_plain_and_stream(echo_client):
-    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    msgs = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+    ]
     prompt = "System: Be brief.\nUser: Hi\nAssistant:"
     r = echo_client.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 5})
     body = r.json()
     assert body["object"] == "chat.completion"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": echo_text(len(prompt), 5)}
-    r = echo_client.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 5, "stream": True})
+    assert body["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": echo_text(len(prompt), 5),
+    }
+    r = echo_client.post(
+        "/v1/chat/completions", json={"messages": msgs, "max_tokens": 5, "stream": True}
+    )
     chunks = [json.loads(d) for _, d in sse_events(r.text)[:-1]]
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == echo_text(len(prompt), 5)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == echo_text(
+        len(prompt), 5
+    )
 
 
 def test_render_chat_default_and_template():
     msgs = [ChatMessage(role="user", content="Hi"), ChatMessage(role="assistant", content="Yo")]
     assert render_chat(msgs) == "User: Hi\nAssistant: Yo\nAssistant:"
-    template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+    template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                "{% if add_generation_prompt %}<assistant>{% endif %}")
     assert render_chat(msgs, template) == "<user>Hi<assistant>Yo<assistant>"
 
 
@@ -137,7 +172,11 @@ def test_infill_and_edit(echo_client):
     r = echo_client.post("/v1/infill", json={"template": "The [MASK:3] sat."})
     body = r.json()
     assert r.status_code == 200 and body["object"] == "infill"
-    assert body["text"].startswith("The ") and body["text"].endswith(" sat.") and len(body["text"]) == 12
+    assert (
+        body["text"].startswith("The ")
+        and body["text"].endswith(" sat.")
+        and len(body["text"]) == 12
+    )
     assert body["gaps"][0]["text"] == body["text"][4:7] == echo_text(4, 3)
     r = echo_client.post("/v1/edit", json={"text": "The cat sat.", "spans": [[4, 7]]})
     body = r.json()
@@ -156,7 +195,12 @@ def test_infill_and_edit(echo_client):
     [
         ('{"prompt": ', 400, None, "invalid_json"),
         ('{"prompt": "x", "bogus": 1}', 400, "bogus", "unknown_field"),
-        ('{"messages": [{"role": "user", "content": "x", "extra": 1}]}', 400, "messages.0.extra", "unknown_field"),
+        (
+            '{"messages": [{"role": "user", "content": "x", "extra": 1}]}',
+            400,
+            "messages.0.extra",
+            "unknown_field",
+        ),
         ('{"prompt": "x", "max_tokens": 0}', 400, "max_tokens", "invalid_value"),
         ('{"prompt": "x", "max_tokens": 64}', 400, "max_tokens", "context_length_exceeded"),
         ('{"prompt": "x", "temperature": 5}', 400, "temperature", "invalid_value"),
@@ -168,8 +212,8 @@ def test_infill_and_edit(echo_client):
         ('{"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}', 400, "stop", "invalid_value"),
         ('{"prompt": "x", "stream_denoising": true}', 400, "stream_denoising", "invalid_value"),
         ('{"prompt": "x", "model": "gpt-4"}', 404, "model", "model_not_found"),
-        ('[1, 2]', 400, None, "invalid_value"),
-        ('', 400, None, "missing_field"),
+        ("[1, 2]", 400, None, "invalid_value"),
+        ("", 400, None, "missing_field"),
     ],
 )
 def test_bad_requests_get_openai_errors(echo_client, body, status, param, code):
@@ -183,7 +227,9 @@ def test_bad_requests_get_openai_errors(echo_client, body, status, param, code):
 
 
 def test_oversize_body_wrong_method_unknown_path(echo_client):
-    r = echo_client.post("/v1/completions", content=b"x" * (2 << 20), headers={"content-type": "application/json"})
+    r = echo_client.post(
+        "/v1/completions", content=b"x" * (2 << 20), headers={"content-type": "application/json"}
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
     assert echo_client.get("/v1/completions").status_code == 405
     r = echo_client.get("/etc/passwd")
@@ -199,7 +245,11 @@ def test_metrics_text(echo_client):
     assert 'unmask_requests_total{endpoint="/v1/completions",status="200"}' in text
     assert "unmask_queue_depth 0" in text
     assert 'unmask_request_latency_seconds_bucket{endpoint="/v1/completions",le="+Inf"}' in text
-    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line and line[0] != "#"
+    }
     assert values["unmask_nfe_total"] >= 4 and values["unmask_completion_tokens_total"] >= 4
 
 
@@ -209,9 +259,19 @@ def test_api_key():
         body = {"prompt": "x", "max_tokens": 2}
         r = c.post("/v1/completions", json=body)
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-        assert c.post("/v1/completions", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            c.post(
+                "/v1/completions", json=body, headers={"Authorization": "Bearer wrong"}
+            ).status_code
+            == 401
+        )
         assert c.get("/metrics").status_code == 401
-        assert c.post("/v1/completions", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert (
+            c.post(
+                "/v1/completions", json=body, headers={"Authorization": "Bearer s3cret"}
+            ).status_code
+            == 200
+        )
         assert c.get("/healthz").status_code == 200
 
 
@@ -244,10 +304,14 @@ def test_concurrent_requests_join_the_running_batch_and_match_alone():
     async def main() -> list[dict]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            first = asyncio.create_task(c.post("/v1/completions", json={"prompt": "zz", "max_tokens": 4}))
+            first = asyncio.create_task(
+                c.post("/v1/completions", json={"prompt": "zz", "max_tokens": 4})
+            )
             await _until(lambda: engine.in_flight == 1)
-            rest = [asyncio.create_task(c.post("/v1/completions", json={"prompt": p, "max_tokens": 8}))
-                    for p in prompts]
+            rest = [
+                asyncio.create_task(c.post("/v1/completions", json={"prompt": p, "max_tokens": 8}))
+                for p in prompts
+            ]
             await _until(lambda: engine.queue_depth == 3)
             gated.gate.set()
             out = await asyncio.gather(first, *rest)
@@ -266,8 +330,14 @@ def test_concurrent_requests_join_the_running_batch_and_match_alone():
     tok = byte_tokenizer()
     cfg = inner.config
     for p, r in zip(prompts, results[1:], strict=True):
-        alone = generate(inner, tok.encode(p), SampleConfig(gen_length=8, steps=8),
-                         mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+        alone = generate(
+            inner,
+            tok.encode(p),
+            SampleConfig(gen_length=8, steps=8),
+            mask_id=cfg.mask_id,
+            pad_id=cfg.pad_id,
+            eos_id=cfg.eos_id,
+        )
         assert r["choices"][0]["text"] == alone.texts(tok)[0]
 
 
@@ -277,7 +347,9 @@ def test_full_queue_answers_429_and_timeout_504():
     engine = app.state.engine
 
     async def main() -> list[httpx.Response]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as c:
             body = {"prompt": "x", "max_tokens": 2}
             a = asyncio.create_task(c.post("/v1/completions", json=body))
             await _until(lambda: engine.in_flight == 1)
@@ -304,7 +376,9 @@ def test_full_queue_answers_429_and_timeout_504():
             r = c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
             assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
             gated.gate.set()
-            assert c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200
+            assert (
+                c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}).status_code == 200
+            )
     finally:
         gated.gate.set()
 
@@ -366,8 +440,15 @@ def test_causal_checkpoint_decodes_token_by_token():
 
     tok = byte_tokenizer()
     torch.manual_seed(0)
-    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, attention="causal",
-                                     **tok.special_ids())).eval()
+    model = Transformer(
+        model_preset(
+            "tiny",
+            vocab_size=tok.vocab_size,
+            max_seq_len=32,
+            attention="causal",
+            **tok.special_ids(),
+        )
+    ).eval()
     with TestClient(create_app(loaded(model))) as c:
         body = {"prompt": ["hi", ""], "max_tokens": 5, "top_p": 0.9, "temperature": 1.0, "seed": 3}
         a, b = (c.post("/v1/completions", json=body).json() for _ in range(2))
@@ -387,27 +468,42 @@ def test_chat_template_special_tokens_are_encoded_as_their_ids():
     template = "{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"
     model = Echo(dataclasses.replace(tiny_config(), chat_template=template))
     with TestClient(create_app(loaded(model))) as c:
-        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+        r = c.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        )
         body = r.json()
         assert body["usage"]["prompt_tokens"] == len("Hi") + 1
         assert body["choices"][0]["message"]["content"] == echo_text(len("Hi") + 1, 4)
-    bad = Echo(dataclasses.replace(tiny_config(), chat_template="{{ raise_exception('no system turns') }}"))
+    bad = Echo(
+        dataclasses.replace(tiny_config(), chat_template="{{ raise_exception('no system turns') }}")
+    )
     with TestClient(create_app(loaded(bad))) as c:
-        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+        r = c.post(
+            "/v1/chat/completions",
+            json={"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4},
+        )
         assert r.status_code == 400
         assert "no system turns" in r.json()["error"]["message"]
 
 
 def test_tokenize_matches_the_tokenizer():
     tok = bpe_tokenizer()
-    app = create_app(loaded(random_transformer(tokenizer=tok), tok), limits=ServerLimits(max_prompt_chars=100))
+    app = create_app(
+        loaded(random_transformer(tokenizer=tok), tok), limits=ServerLimits(max_prompt_chars=100)
+    )
     with TestClient(app) as c:
         text = "The cat sat on the mat. Xylophones?"
         r = c.post("/v1/tokenize", json={"model": "tiny", "text": text})
         assert r.status_code == 200
         body = r.json()
-        assert body["tokens"] == tok.encode(text) and body["count"] == len(body["tokens"]) < len(text)
-        assert body["pieces"] == [tok.decode([i]) for i in body["tokens"]] and "".join(body["pieces"]) == text
+        assert body["tokens"] == tok.encode(text) and body["count"] == len(body["tokens"]) < len(
+            text
+        )
+        assert (
+            body["pieces"] == [tok.decode([i]) for i in body["tokens"]]
+            and "".join(body["pieces"]) == text
+        )
         assert " cat" in body["pieces"]  # merged with its space, as BPE does
         assert c.post("/v1/tokenize", json={"text": ""}).json()["count"] == 0
         for bad, status, code, param in [
@@ -424,7 +520,9 @@ def test_tokenize_matches_the_tokenizer():
     with TestClient(create_app(loaded(Echo(tiny_config())), api_key="k")) as c:
         assert c.post("/v1/tokenize", json={"text": "hi"}).status_code == 401
         r = c.post("/v1/tokenize", json={"text": "hé"}, headers={"Authorization": "Bearer k"})
-        assert r.json()["tokens"] == [4 + b for b in "hé".encode()]  # the byte tokenizer: 4 specials, then bytes
+        assert r.json()["tokens"] == [
+            4 + b for b in "hé".encode()
+        ]  # the byte tokenizer: 4 specials, then bytes
 
 
 def infill_stream(client: TestClient, body: dict) -> tuple[list[dict], dict]:
@@ -451,8 +549,15 @@ def test_streamed_infill_sends_each_step_then_the_plain_result():
         rows = [s["choices"][0] for s in steps]
         assert all(s["object"] == "denoising.step" and len(s["choices"]) == 1 for s in steps)
         assert [r["masked"] for r in rows] == [4, 3, 2, 1, 0]
-        assert [len(r["committed"]) for r in rows[1:]] == [1, 1, 1, 1]  # one commit per step after the first
-        assert [r["tokens"][:4] for r in rows] == [["T", "h", "e", " "]] * 5  # the template text is on the canvas
+        assert [len(r["committed"]) for r in rows[1:]] == [
+            1,
+            1,
+            1,
+            1,
+        ]  # one commit per step after the first
+        assert [r["tokens"][:4] for r in rows] == [
+            ["T", "h", "e", " "]
+        ] * 5  # the template text is on the canvas
         assert "".join(rows[-1]["tokens"]) == plain["text"]  # the last step is the filled template
         # variable lengths (several canvas rows, one per candidate length) and seeded sampling
         for extra in ({"temperature": 0}, {"temperature": 1.0, "seed": 3}):
@@ -482,8 +587,10 @@ def test_streamed_infill_stops_when_the_client_goes():
         with httpx.stream("POST", url, json=body, timeout=10) as r:
             assert r.status_code == 200
             first = next(line for line in r.iter_lines() if line.startswith("data: "))
-            assert json.loads(first[len("data: "):])["step"] == 1
-        for _ in range(30):  # one forward at a time, so the stream sees the disconnect before the end
+            assert json.loads(first[len("data: ") :])["step"] == 1
+        for _ in range(
+            30
+        ):  # one forward at a time, so the stream sees the disconnect before the end
             if metrics.get("cancelled"):
                 break
             stepped.allow(1)
@@ -501,3 +608,29 @@ def test_streamed_infill_stops_when_the_client_goes():
         stepped.allow(3)
         wait_until(lambda: engine.in_flight == 0)
         assert stepped.entered - entered == 1  # the step under way ends the work
+
+
+def test_chat_without_a_chat_template_is_refused_as_the_cli_refuses():
+    """A base model (no ``chat_template``) gets a 400 in OpenAI's shape, plain and streamed,
+    as ``unmask chat`` refuses it; choosing a template for the server (``plain``) serves it."""
+    msgs = [{"role": "user", "content": "Hi"}]
+    with TestClient(create_app(loaded(Echo(tiny_config())))) as c:
+        for stream in (False, True):
+            r = c.post("/v1/chat/completions", json={"messages": msgs, "stream": stream})
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["code"] == "unsupported" and err["type"] == "invalid_request_error"
+            assert "has no chat template" in err["message"] and "\n" not in err["message"]
+            assert "--chat-template" in err["message"]
+        assert c.get("/v1/models").json()["data"][0]["chat"] is False
+        assert c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2}).status_code == 200
+        r = c.post("/v1/chat/completions", json={"messages": msgs, "model": "gpt-4"})
+        assert r.status_code == 404  # the model check comes first, as for every endpoint
+    with TestClient(create_app(loaded(Echo(tiny_config())), chat_template="plain")) as c:
+        r = c.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 3})
+        assert r.json()["choices"][0]["message"]["content"] == echo_text(
+            len("User: Hi\nAssistant:"), 3
+        )
+        assert c.get("/v1/models").json()["data"][0]["chat"] is True
+    with pytest.raises(UserError, match="no such file"):
+        create_app(loaded(Echo(tiny_config())), chat_template="/no/such/template.jinja")

@@ -43,7 +43,8 @@ def live_server(app):
 
 @pytest.fixture(scope="module")
 def base_url():
-    with live_server(create_app(loaded(Echo(tiny_config())), api_key=KEY)) as port:
+    app = create_app(loaded(Echo(tiny_config())), api_key=KEY, chat_template="plain")
+    with live_server(app) as port:
         yield f"http://127.0.0.1:{port}/v1"
 
 
@@ -65,7 +66,9 @@ def test_completion(client):
 
 
 def test_streamed_completion(client):
-    stream = client.completions.create(model="tiny", prompt="Hey", max_tokens=9, stream=True, stop=["k"])
+    stream = client.completions.create(
+        model="tiny", prompt="Hey", max_tokens=9, stream=True, stop=["k"]
+    )
     chunks = list(stream)
     assert "".join(c.choices[0].text for c in chunks) == "defghij"
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -84,7 +87,9 @@ def test_chat_plain_and_streamed(client):
 
 def test_errors(client, base_url):
     with pytest.raises(openai.BadRequestError) as e:
-        client.completions.create(model="tiny", prompt="x", max_tokens=4, extra_body={"no_such_option": 1})
+        client.completions.create(
+            model="tiny", prompt="x", max_tokens=4, extra_body={"no_such_option": 1}
+        )
     assert e.value.body["code"] == "unknown_field"
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model="tiny", prompt="x", max_tokens=10_000)
@@ -97,8 +102,9 @@ def test_errors(client, base_url):
 
 
 def test_stream_denoising_through_the_client(client):
-    stream = client.completions.create(model="tiny", prompt="Hey", max_tokens=4, stream=True,
-                                       extra_body={"stream_denoising": True})
+    stream = client.completions.create(
+        model="tiny", prompt="Hey", max_tokens=4, stream=True, extra_body={"stream_denoising": True}
+    )
     chunks = list(stream)
     steps = [c for c in chunks if c.object == "denoising.step"]
     assert len(steps) == 4
@@ -112,7 +118,9 @@ def test_client_disconnect_stops_the_work():
     engine, metrics = app.state.engine, app.state.metrics
     with live_server(app) as port:
         body = {"prompt": "x", "max_tokens": 32, "stream": True, "stream_denoising": True}
-        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=10) as r:
+        with httpx.stream(
+            "POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=10
+        ) as r:
             assert r.status_code == 200
             t0 = time.monotonic()
             while engine.in_flight == 0:
@@ -133,7 +141,11 @@ def test_client_timeout_cancels_a_plain_request():
     engine, metrics = app.state.engine, app.state.metrics
     with live_server(app) as port:
         with pytest.raises(httpx.TimeoutException):
-            httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": "x", "max_tokens": 32}, timeout=0.3)
+            httpx.post(
+                f"http://127.0.0.1:{port}/v1/completions",
+                json={"prompt": "x", "max_tokens": 32},
+                timeout=0.3,
+            )
         t0 = time.monotonic()
         while not metrics.get("cancelled"):  # the handler polls for the disconnect
             assert time.monotonic() - t0 < 5, "the request was not cancelled"

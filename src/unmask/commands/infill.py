@@ -81,38 +81,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def constrained_template(args: argparse.Namespace) -> list[Any]:
     """The template's segments with the gap constraints of ``--choices``, ``--regex``,
-    ``--charset`` and ``--ban`` set on its ``Gap`` s; ``UserError`` naming the flag and gap
-    for an unknown gap, a gap constrained twice by one flag, or a bad regex or class."""
-    from unmask.infill import find_gap, parse_template, split_choices
-    from unmask.infill.template import _named, gap_dfa
+    ``--charset`` and ``--ban`` set on its ``Gap`` s (``unmask.infill.options``); ``UserError``
+    naming the flag and gap for an unknown gap, a gap constrained twice by one flag, or a bad
+    regex or class."""
+    from unmask.infill import parse_template, split_choices
+    from unmask.infill.options import ConstraintError, constrain_gaps, split_assignment
 
-    segments: list[Any] = parse_template(args.template)
-    numbers = {k: n for n, k in enumerate((k for k, p in enumerate(segments) if not isinstance(p, str)), 1)}
-    flags = (("--choices", "choices", args.choices, split_choices), ("--regex", "regex", args.regex, str),
-             ("--charset", "allowed", args.charset, str))
-    for flag, field, specs, convert in flags:
-        seen: set[int] = set()
-        for spec in specs:
-            key, eq, value = spec.partition("=")
-            if not eq or not key.strip():
-                raise UserError(f"{flag} {spec!r}: expected GAP=VALUE (GAP a gap's number or name)")
-            try:
-                k = find_gap(segments, key)
-            except UserError as e:
-                raise UserError(f"{flag} {spec!r}: {e}") from None
-            if k in seen:
-                raise UserError(f"{flag}: {_named(segments[k], numbers[k])} is given twice")
-            seen.add(k)
-            segments[k] = dataclasses.replace(segments[k], **{field: convert(value)})
-    for word in args.ban:
-        if not word:
-            raise UserError("--ban: the word is empty")
-    for k, n in numbers.items():
-        if args.ban:
-            segments[k] = dataclasses.replace(segments[k], banned=list(args.ban))
-        if segments[k].shapes_text:
-            gap_dfa(segments[k], _named(segments[k], n))  # regex and class errors before loading anything
-    return segments
+    specs = {"choices": args.choices, "regex": args.regex, "charset": args.charset}
+    try:
+        pairs = {o: [split_assignment(s, o, i) for i, s in enumerate(v)] for o, v in specs.items()}
+        return constrain_gaps(parse_template(args.template), ban=args.ban, regex=pairs["regex"],
+                              choices=[(k, split_choices(v)) for k, v in pairs["choices"]],
+                              charset=pairs["charset"])
+    except ConstraintError as e:
+        spec = "" if e.index is None else f" {specs[e.option][e.index]!r}"
+        raise UserError(f"--{e.option}{spec}: {e.reason}") from None
 
 
 def run(args: argparse.Namespace) -> int:

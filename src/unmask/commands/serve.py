@@ -1,13 +1,16 @@
-"""``unmask serve``: the HTTP API (OpenAI-compatible completions and chat, infill, edit).
+"""``unmask serve``: the HTTP API (OpenAI-compatible completions and chat, infill, forms,
+edit).
 
 Binds 127.0.0.1 unless ``--host`` says otherwise; ``--api-key`` (or the
 ``UNMASK_API_KEY`` environment variable, which keeps the key out of ``ps``) turns on
-Bearer authentication. See docs/serving.md.
+Bearer authentication. Every request is logged on one line to stderr (``--quiet``: not).
+See docs/serving.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -15,57 +18,105 @@ from unmask.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
+SERVE_HINT = "bash install.sh (or pip install -e '.[serve]') in the unmask clone"
+"""How to install what serving needs, as printed: both work from a clone of the repository."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve a checkpoint over HTTP (OpenAI-compatible API)",
         description=(
-            "Serve a checkpoint over HTTP: /v1/completions and /v1/chat/completions in OpenAI's "
-            "shapes (streamed with stream: true; stream_denoising streams every denoising step), "
-            "/v1/infill, /v1/edit, /v1/models, /healthz, /metrics and a playground at /. "
-            "Concurrent compatible requests share forward passes."
+            "Serve a checkpoint over HTTP: /v1/completions and /v1/chat/completions in "
+            "OpenAI's shapes (streamed with stream: true; stream_denoising streams every "
+            "denoising step), /v1/infill (with gap constraints), /v1/forms, /v1/edit, "
+            "/v1/tokenize, /v1/models, /healthz, /metrics and a playground at /. Concurrent "
+            "compatible requests share forward passes. One access-log line per request goes "
+            "to stderr."
         ),
     )
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory or checkpoint folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $UNMASK_API_KEY, else none)")
-    p.add_argument("--model-name", default=None, help="model id in the API (default: the run directory's name)")
-    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="most rows in one forward batch (default: 8)")
-    p.add_argument("--max-queue", type=int, default=64, metavar="N", help="most queued requests before 429 (default: 64)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per-request time limit in seconds (default: 300)")
-    p.add_argument("--max-steps", type=int, default=1024, metavar="N", help="most denoising steps per request (default: 1024)")
+    p.add_argument("--model", required=True, metavar="RUN_DIR",
+                   help="run directory or checkpoint folder")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, metavar="N", help="TCP port (default: 8000)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' (default: $UNMASK_API_KEY, else none)")
+    p.add_argument("--model-name", default=None, metavar="NAME",
+                   help="model id in the API (default: the run directory's name)")
+    p.add_argument("--chat-template", default=None, metavar="TEMPLATE",
+                   help="chat template for /v1/chat/completions: plain, default, a Jinja or JSON "
+                        "file, or Jinja text (default: the checkpoint's own; without one, chat "
+                        "requests are refused)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="most rows in one forward batch (default: 8)")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="most queued requests before 429 (default: 64)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="per-request time limit in seconds (default: 300)")
+    p.add_argument("--max-steps", type=int, default=1024, metavar="N",
+                   help="most denoising steps per request (default: 1024)")
     p.add_argument("--batch-wait", type=float, default=0.0, metavar="S",
-                   help="seconds the worker waits for more requests before a batch (default: 0, greedy)")
-    p.add_argument("--no-regex", action="store_true", help="refuse regex edits (/v1/edit) from clients")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+                   help="seconds the worker waits for more requests before a batch "
+                        "(default: 0, greedy)")
+    p.add_argument("--no-regex", action="store_true",
+                   help="refuse regex constraints from clients (/v1/edit, /v1/infill, /v1/forms)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no access log (one line per request on stderr)")
+    p.add_argument("--device", default="auto",
+                   help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
     p.set_defaults(func=run)
+
+
+def configure_access_log(quiet: bool) -> None:
+    """Print the server's access log (``unmask.server.access``) to stderr, one line per
+    request with its time, unless ``quiet``. Replaces the handler an earlier call added."""
+    logger = logging.getLogger("unmask.server.access")
+    for h in [h for h in logger.handlers if getattr(h, "unmask_serve", False)]:
+        logger.removeHandler(h)
+    if quiet:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.unmask_serve = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        import fastapi  # noqa: F401
         import uvicorn
 
         from unmask.server import ServerLimits, create_app
     except ModuleNotFoundError as e:
-        raise UserError(f"serving needs the 'serve' extra ({e.name} is missing): pip install 'unmask[serve]'") from None
+        raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
+                        f"{SERVE_HINT}") from None
     from unmask.checkpoint import load
     from unmask.config import resolve_device
 
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
-    if args.max_batch < 1 or args.max_queue < 1 or args.max_steps < 1 or args.timeout <= 0 or args.batch_wait < 0:
-        raise UserError("--max-batch, --max-queue, --max-steps and --timeout must be positive, --batch-wait >= 0")
+    if (args.max_batch < 1 or args.max_queue < 1 or args.max_steps < 1 or args.timeout <= 0
+            or args.batch_wait < 0):
+        raise UserError("--max-batch, --max-queue, --max-steps and --timeout must be positive, "
+                        "--batch-wait >= 0")
     api_key = args.api_key or os.environ.get("UNMASK_API_KEY") or None
     if args.host not in LOOPBACK and not api_key:
-        print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who can reach "
-              "this port can use the model", file=sys.stderr)
+        print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
+              "can reach this port can use the model", file=sys.stderr)
     loaded = load(args.model, device=str(resolve_device(args.device)))
-    limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue, request_timeout_s=args.timeout,
-                          max_steps=args.max_steps, allow_regex=not args.no_regex,
-                          batch_wait_s=args.batch_wait)
-    app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name)
-    print(f"unmask serve: {args.model} on http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
+    limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
+                          request_timeout_s=args.timeout, max_steps=args.max_steps,
+                          allow_regex=not args.no_regex, batch_wait_s=args.batch_wait)
+    try:
+        app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name,
+                         chat_template=args.chat_template, access_log=not args.quiet)
+    except UserError as e:  # unmask.chat names the template option --template
+        raise UserError(str(e).replace("--template", "--chat-template")) from None
+    configure_access_log(args.quiet)
+    print(f"unmask serve: {args.model} on http://{args.host}:{args.port} (playground at /)",
+          file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

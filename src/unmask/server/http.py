@@ -2,13 +2,14 @@
 
 Inside: ``APIError`` (an error answered as ``{"error": {"message", "type", "param",
 "code"}}``), ``BodyLimit`` (413 for oversize bodies, before the app parses anything),
-``RecordMetrics`` (requests and latency per endpoint), ``sse`` (one server-sent event)
-and ``render_chat`` (messages → prompt).
+``RecordMetrics`` (requests and latency per endpoint), ``AccessLog`` (one log line per
+request), ``sse`` (one server-sent event) and ``render_chat`` (messages → prompt).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +20,8 @@ from unmask.server.metrics import Metrics
 from unmask.server.schemas import ChatMessage
 
 ENDPOINTS = (
-    "/", "/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions", "/v1/infill", "/v1/edit",
-    "/v1/tokenize",
+    "/", "/healthz", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions",
+    "/v1/infill", "/v1/edit", "/v1/forms", "/v1/tokenize",
 )
 """Paths with their own metrics label (anything else counts as ``other``)."""
 
@@ -31,21 +32,28 @@ class APIError(Exception):
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.status, self.message, self.type = status, message, type
+        self.param, self.code = param, code
+
+    def body(self) -> dict[str, Any]:
+        """``{"error": {"message", "type", "param", "code"}}``."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param,
+                          "code": self.code}}
 
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        body = self.body()
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "tuple", "none"}
 
-_STATUS_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
-                 413: "invalid_request_error", 429: "rate_limit_error", 504: "timeout_error"}
+_STATUS_TYPES = {401: "authentication_error", 404: "not_found_error",
+                 405: "invalid_request_error", 413: "invalid_request_error",
+                 429: "rate_limit_error", 504: "timeout_error"}
 
 
-# -- ASGI middlewares -------------------------------------------------------------------------------
+# -- ASGI middlewares -------------------------------------------------------------------------
 
 
 class BodyLimit:
@@ -57,7 +65,8 @@ class BodyLimit:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        too_big = APIError(413, f"request body is larger than {self.limit} bytes", code="body_too_large")
+        too_big = APIError(413, f"request body is larger than {self.limit} bytes",
+                           code="body_too_large")
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             return await too_big.response()(scope, receive, send)
@@ -109,7 +118,46 @@ class RecordMetrics:
             self.metrics.observe_latency(time.perf_counter() - t0, endpoint=endpoint)
 
 
-# -- chat rendering ---------------------------------------------------------------------------------
+ACCESS_FIELDS = ("rows", "prompt_tokens", "completion_tokens", "nfe")
+"""What a route may add to its access-log line (``plumbing.note``), in this order."""
+
+access_log = logging.getLogger("unmask.server.access")
+"""The access log: one INFO record per request (``unmask serve`` prints them to stderr
+unless ``--quiet``)."""
+
+
+class AccessLog:
+    """Logs one line per request when its response has ended: client, method, path,
+    status, duration, and the rows and tokens the route noted (``scope["unmask.access"]``),
+    e.g. ``127.0.0.1 "POST /v1/completions" 200 0.412s rows=2 prompt_tokens=4
+    completion_tokens=16``."""
+
+    def __init__(self, app: Any, logger: logging.Logger = access_log) -> None:
+        self.app, self.logger = app, logger
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0, status = time.perf_counter(), 500
+        fields: dict[str, Any] = {}
+        scope["unmask.access"] = fields
+
+        async def send_(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_)
+        finally:
+            client = (scope.get("client") or ("-",))[0]
+            extra = "".join(f" {k}={fields[k]}" for k in ACCESS_FIELDS if k in fields)
+            self.logger.info('%s "%s %s" %d %.3fs%s', client, scope["method"], scope["path"],
+                             status, time.perf_counter() - t0, extra)
+
+
+# -- chat rendering ---------------------------------------------------------------------------
 
 def render_chat(messages: list[ChatMessage], template: str | None = None, *,
                 special: dict[str, str] | None = None) -> str:
@@ -125,10 +173,16 @@ def render_chat(messages: list[ChatMessage], template: str | None = None, *,
     from unmask.chat import PLAIN_CHAT_TEMPLATE, ChatTemplate
 
     special = special or {}
-    msgs = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in messages]
     chat = ChatTemplate(template or PLAIN_CHAT_TEMPLATE, bos_token=special.get("bos_token", ""),
                         eos_token=special.get("eos_token", ""))
-    return chat.render(msgs, add_generation_prompt=True)
+    return chat.render(chat_messages(messages), add_generation_prompt=True)
+
+
+def chat_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """Request messages as ``unmask.chat`` takes them (a ``developer`` message is a
+    ``system`` one; text parts joined)."""
+    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in messages]
 
 
 def sse(data: dict[str, Any], *, event: str | None = None) -> str:

@@ -43,8 +43,10 @@ class Metrics:
         "requests": "HTTP requests answered, by endpoint and status code.",
         "prompt_tokens": "Prompt tokens of finished generation requests.",
         "completion_tokens": "Tokens generated (up to EOS or a stop sequence).",
-        "nfe": "Model evaluations (forward passes) run by the worker; a step shared by many requests counts once.",
-        "forward_rows": "Canvas rows in those forward passes (forward_rows / nfe = mean rows per forward).",
+        "nfe": "Model evaluations (forward passes) run by the worker; a step shared by many "
+               "requests counts once.",
+        "forward_rows": "Canvas rows in those forward passes (forward_rows / nfe = mean rows "
+                        "per forward).",
         "joined": "Generation requests that joined a running batch at a step boundary.",
         "rejected": "Requests refused with 429 because the queue was full.",
         "timeouts": "Requests that ran past the per-request timeout.",
@@ -97,7 +99,8 @@ class Metrics:
                 for labels, v in sorted(series.items()):
                     out.append(f"{full}{_fmt_labels(labels)} {_num(v)}")
             full = "unmask_request_latency_seconds"
-            out += [f"# HELP {full} Wall time from request to last byte, by endpoint.", f"# TYPE {full} histogram"]
+            out += [f"# HELP {full} Wall time from request to last byte, by endpoint.",
+                    f"# TYPE {full} histogram"]
             for labels, counts in sorted(self._hist.items()):
                 for le, c in zip((*LATENCY_BUCKETS, None), counts, strict=True):
                     bound = "+Inf" if le is None else _num(le)

@@ -2,15 +2,15 @@
 
 Inside: ``DiffusionOptions`` (``steps``, ``block_length``, ``policy``, ``threshold``,
 ``cache``, ``stream_denoising``), ``CompletionRequest``, ``ChatMessage``, ``ChatRequest``,
-``InfillRequest``, ``EditRequest``, ``TokenizeRequest``. Every model forbids unknown fields, so a misspelled
-option is a 400, never silently ignored. Limits that depend on the served model or the
-server's ``ServerLimits`` (context length, most steps, most choices) are checked by the
-app, not here.
+``InfillRequest``, ``FormRequest``, ``EditRequest``, ``TokenizeRequest``. Every model forbids
+unknown fields, so a misspelled option is a 400, never silently ignored. Limits that depend
+on the served model or the server's ``ServerLimits`` (context length, most steps, most
+choices) are checked by the routes, not here.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -99,7 +99,9 @@ class ChatMessage(_Strict):
 
     def text(self) -> str:
         """The content as one string (text parts joined)."""
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(p.text for p in self.content)
 
 
 class ChatRequest(_Generation):
@@ -108,12 +110,45 @@ class ChatRequest(_Generation):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
 
 
+GapKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+"""A gap's number (1-based, in template order) or its name (``[MASK:city]``)."""
+
+MAX_GAP_OPTIONS = 64
+"""Most entries in each gap constraint option (``choices``, ``regex``, ``charset``, ``ban``)."""
+
+
 class InfillRequest(DiffusionOptions):
-    """``POST /v1/infill``: a template such as ``"The [MASK:6] sat on the [MASK]."`` (docs/infill.md)."""
+    """``POST /v1/infill``: a template such as ``"The [MASK:6] sat on the [MASK:city]."``
+    (docs/infill.md) and the gap constraints of ``unmask infill`` (``unmask.infill.options``)."""
 
     template: str = Field(min_length=1)
+    choices: dict[GapKey, Annotated[list[str], Field(min_length=1, max_length=256)]] | None = (
+        Field(None, max_length=MAX_GAP_OPTIONS))
+    """Per gap: the texts it may hold (``{"city": ["Paris", "Rome"]}``)."""
+    regex: dict[GapKey, Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = (
+        Field(None, max_length=MAX_GAP_OPTIONS))
+    """Per gap: a pattern its text matches in full (the regex subset of docs/infill.md)."""
+    charset: dict[GapKey, Annotated[str, StringConstraints(max_length=32)]] | None = Field(
+        None, max_length=MAX_GAP_OPTIONS)
+    """Per gap: a character class every character is in (``digits``, ``alpha``, ...)."""
+    ban: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+        None, max_length=MAX_GAP_OPTIONS)
+    """Words no gap may hold a token of."""
     stream: bool = False
-    """Server-sent events: one ``denoising.step`` event per sampler step, then the response body."""
+    """Server-sent events: one ``denoising.step`` event per sampler step, then the response
+    body."""
+
+
+class FormRequest(DiffusionOptions):
+    """``POST /v1/forms``: a JSON form whose values are typed holes (``"<int:1-3>"``,
+    ``"<choice:a|b>"``, ``"<text:2-8>"``, ...), as ``unmask fill-form`` takes (docs/infill.md):
+    the JSON itself, or its text."""
+
+    form: dict[str, Any] | list[Any] | str
+    """The form: a JSON object or array, or JSON text."""
+    stream: bool = False
+    """Server-sent events: one ``denoising.step`` event per sampler step, then the response
+    body."""
 
 
 class EditRequest(DiffusionOptions):
@@ -131,7 +166,8 @@ class EditRequest(DiffusionOptions):
 
 
 class TokenizeRequest(_Strict):
-    """``POST /v1/tokenize``: the served tokenizer's ids for a text (as a completions prompt is encoded)."""
+    """``POST /v1/tokenize``: the served tokenizer's ids for a text (as a completions prompt
+    is encoded)."""
 
     model: str | None = None
     """Model id (``GET /v1/models``); None = the served model."""

@@ -1,0 +1,238 @@
+"""Request plumbing shared by every route: errors in OpenAI's shape, auth, limits, jobs.
+
+Inside: ``install_error_handlers`` (every error, pydantic's included, answered as
+``{"error": {"message", "type", "param", "code"}}``), ``secured`` (the Bearer check as a
+route dependency), the request checks (``check_model``, ``check_text``, ``check_steps``,
+``diffusion_only``), ``sample_config``, the job life cycle (``submit``, ``wait``,
+``alone``, ``run_alone``, ``job_failure``, ``timed_out``) and ``note`` (fields for the
+access log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.infill.options import ConstraintError
+from unmask.sampling.loop import StepCallback
+from unmask.server.batching import Cancelled, Job, QueueFull
+from unmask.server.http import _STATUS_TYPES, _TYPE_TAGS, ACCESS_FIELDS, APIError
+from unmask.server.schemas import DiffusionOptions
+from unmask.server.state import ServerState
+
+log = logging.getLogger("unmask.server")
+
+_CODES = {"json_invalid": "invalid_json", "extra_forbidden": "unknown_field",
+          "missing": "missing_field"}
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+    return exc.response()
+
+
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
+    code = _CODES.get(first.get("type", ""), "invalid_value")
+    # drop "body" and pydantic's union-member tags (``str``, ``list[constrained-str]``, ...)
+    loc = [str(p) for p in first.get("loc", ())
+           if p != "body" and (isinstance(p, int)
+                               or (str(p).isidentifier() and p not in _TYPE_TAGS))]
+    param = None if code == "invalid_json" else ".".join(loc) or None
+    msg = first.get("msg", "invalid request")
+    if code == "invalid_json":
+        msg = f"request body is not valid JSON ({first.get('ctx', {}).get('error', msg)})"
+    elif code == "unknown_field":
+        msg = f"unknown field {param!r}"
+    elif param:
+        msg = f"{param}: {msg}"
+    return APIError(400, msg, param=param, code=code).response()
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    kind = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
+    return APIError(exc.status_code, str(exc.detail), type=kind, code=None).response()
+
+
+async def _crash(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s", request.url.path)
+    return APIError(500, "internal server error", type="server_error",
+                    code="internal_error").response()
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error in OpenAI's shape; no traceback reaches the client."""
+    app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _crash)
+
+
+def user_error(e: UserError, param: str | None = None) -> APIError:
+    """A 400 for a ``UserError`` of the library (a bad template, impossible settings); a bad
+    gap constraint names its field (``choices.city``)."""
+    if param is None and isinstance(e, ConstraintError):
+        param = e.option if e.key is None else f"{e.option}.{e.key}"
+    return APIError(400, str(e), param=param, code="invalid_value")
+
+
+# -- auth and checks -------------------------------------------------------------------------
+
+
+def secured(state: ServerState) -> list[Any]:
+    """Route dependencies that require ``Authorization: Bearer <api key>`` when the server
+    has a key (compared in constant time)."""
+    key = state.api_key
+
+    async def auth(request: Request) -> None:
+        if key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
+            raise APIError(401, "invalid or missing API key (Authorization: Bearer ...)",
+                           type="authentication_error", code="invalid_api_key")
+
+    return [Depends(auth)]
+
+
+def check_model(state: ServerState, requested: str | None) -> None:
+    """404 unless ``requested`` is the served id (or absent)."""
+    if requested is not None and requested != state.name:
+        raise APIError(404, f"model {requested!r} is not served here (this server serves "
+                       f"{state.name!r})", type="not_found_error", param="model",
+                       code="model_not_found")
+
+
+def check_text(state: ServerState, text: str, param: str) -> None:
+    """400 for a prompt, template or text over ``max_prompt_chars``."""
+    if len(text) > state.limits.max_prompt_chars:
+        raise APIError(400, f"{param} is longer than {state.limits.max_prompt_chars} characters",
+                       param=param, code="too_long")
+
+
+def check_steps(state: ServerState, opts: DiffusionOptions) -> None:
+    if opts.steps is not None and opts.steps > state.limits.max_steps:
+        raise APIError(400, f"steps must be <= {state.limits.max_steps}", param="steps",
+                       code="invalid_value")
+
+
+def diffusion_only(state: ServerState, what: str) -> None:
+    """400 when the served checkpoint is autoregressive and ``what`` needs masks."""
+    if state.causal:
+        raise APIError(400, f"{what} needs a masked diffusion checkpoint; this one is "
+                       "autoregressive (causal)", code="unsupported")
+
+
+def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int) -> SampleConfig:
+    """The request's diffusion options as a ``SampleConfig``."""
+    return SampleConfig(gen_length=gen_length, steps=opts.steps or default_steps,
+                        block_length=opts.block_length, policy=opts.policy,
+                        threshold=opts.threshold, cache=opts.cache,
+                        temperature=opts.temperature, seed=opts.seed)
+
+
+def note(request: Request, **fields: float | int | str) -> None:
+    """Add ``fields`` (rows, tokens, NFE: ``http.ACCESS_FIELDS``) to the request's access-log
+    line."""
+    line = request.scope.get("unmask.access")
+    if line is not None:
+        line.update({k: v for k, v in fields.items() if k in ACCESS_FIELDS})
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+def submit(state: ServerState, job: Job) -> None:
+    """Queue ``job``; 429 when the queue is full."""
+    try:
+        state.engine.submit(job)
+    except QueueFull:
+        state.metrics.inc("rejected")
+        raise APIError(429, f"the server is busy ({state.limits.max_queue} requests queued); "
+                       "retry later", type="rate_limit_error", code="queue_full") from None
+
+
+def job_failure(e: BaseException) -> APIError:
+    """The answer for a job that failed: 499 cancelled, 400 for a ``UserError``, else 500
+    (logged; the client sees only the exception's type)."""
+    if isinstance(e, Cancelled):
+        return APIError(499, "request cancelled", code="cancelled")
+    if isinstance(e, UserError):
+        return user_error(e)
+    log.error("model execution failed: %r", e)
+    return APIError(500, f"model execution failed ({type(e).__name__})", type="server_error",
+                    code="model_error")
+
+
+def timed_out(state: ServerState) -> APIError:
+    return APIError(504, f"request took longer than {state.limits.request_timeout_s:g} s",
+                    type="timeout_error", code="timeout")
+
+
+def drop(state: ServerState, job: Job) -> None:
+    """Give up on a job whose client went away (or whose time ran out)."""
+    state.metrics.inc("cancelled")
+    state.engine.cancel(job)
+
+
+async def wait(state: ServerState, job: Job, request: Request) -> Any:
+    """The job's result; cancels it when the client goes away or the timeout passes."""
+    fut = asyncio.wrap_future(job.future)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.limits.request_timeout_s
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                state.metrics.inc("timeouts")
+                raise timed_out(state)
+            done, _ = await asyncio.wait({fut}, timeout=min(0.25, remaining))
+            if done:
+                break
+            if await request.is_disconnected():
+                raise Cancelled
+        try:
+            return fut.result()
+        except BaseException as e:  # noqa: BLE001
+            raise job_failure(e) from None
+    finally:
+        if not fut.done():
+            drop(state, job)
+
+
+def alone(fn: Callable[[StepCallback], Any]) -> Job:
+    """A job that runs ``fn(step_callback)`` alone on the worker. The callback (called after
+    every sampler step with the canvas (B, L)) stops the work with ``Cancelled`` once the
+    job is cancelled, and hands the canvas rows to ``job.sink`` when it has one."""
+    job = Job()
+
+    def on_step(step: int, tokens: torch.Tensor) -> None:  # worker thread
+        if job.cancelled:
+            raise Cancelled
+        if job.sink is not None:
+            job.sink(step, tokens.tolist())
+
+    job.fn = lambda: fn(on_step)
+    return job
+
+
+async def run_alone(state: ServerState, request: Request,
+                    fn: Callable[[StepCallback], Any]) -> Any:
+    """Run ``fn`` alone on the worker (``alone``) and wait for its result."""
+    job = alone(fn)
+    submit(state, job)
+    return await wait(state, job, request)

@@ -1,0 +1,64 @@
+"""``POST /v1/chat/completions``: messages rendered by the model's chat template, then the
+generation of ``routes.completions``.
+
+A model without a chat template is refused (400, ``code: "unsupported"``), as ``unmask
+chat`` refuses it: a base model continues text, and chatting with it through an invented
+format returns confident nonsense. The server's operator can choose a template
+(``create_app(chat_template=...)``, ``unmask serve --chat-template``).
+
+Inside: ``chat_template`` (the template a server uses for a checkpoint) and ``router``.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from unmask.chat import ChatTemplate, template_arg
+from unmask.checkpoint import Loaded
+from unmask.errors import UserError
+from unmask.server.http import APIError, chat_messages
+from unmask.server.plumbing import check_model, secured
+from unmask.server.routes.completions import run_generation
+from unmask.server.schemas import ChatRequest
+from unmask.server.state import ServerState
+
+
+def chat_template(loaded: Loaded, value: str | None = None) -> ChatTemplate | None:
+    """The chat template for ``loaded``: ``value`` when given (a built-in name such as
+    ``plain`` or ``default``, a Jinja or JSON file, or Jinja text: ``unmask.chat.template_arg``),
+    else the checkpoint's own ``chat_template``, else None (chat is refused). Its
+    ``bos_token`` / ``eos_token`` are the model's."""
+    cfg, tok = loaded.config, loaded.tokenizer
+    if value is not None:
+        chosen = template_arg(value)
+        source, origin = chosen.source, chosen.origin
+    elif getattr(cfg, "chat_template", None):
+        source, origin = cfg.chat_template, f"chat template of {loaded.path}"
+    else:
+        return None
+    return ChatTemplate.with_tokens(source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id,
+                                    origin=origin)
+
+
+def router(state: ServerState) -> APIRouter:
+    r = APIRouter(dependencies=secured(state))
+
+    @r.post("/v1/chat/completions")
+    async def chat_completions(req: ChatRequest, request: Request) -> Response:
+        check_model(state, req.model)
+        chat = state.chat
+        if chat is None:
+            raise APIError(400, f"model {state.name!r} has no chat template (it was not "
+                           "fine-tuned for chat), so chat is refused, as `unmask chat` refuses "
+                           "it: use /v1/completions, or serve the model with a chat template "
+                           "(unmask serve --chat-template plain, default or FILE)",
+                           code="unsupported")
+        try:
+            prompt = chat.render(chat_messages(req.messages), add_generation_prompt=True)
+        except UserError as e:  # unmask.chat turns every template failure into one line
+            raise APIError(400, str(e), param="messages", code="invalid_value") from None
+        return await run_generation(state, request, req, [prompt],
+                                    lambda p: chat.encode(state.tok, p), chat=True)
+
+    return r

@@ -1,0 +1,251 @@
+"""``POST /v1/completions``, and the generation it shares with chat.
+
+Inside: ``prepare`` (validate a generation request, build its ``Job``), ``run_generation``
+(answer it, plain or streamed), ``GenerationEvents`` (the streamed chunks: the text that
+has become final, optionally every denoising step) and ``router``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from unmask.errors import UserError
+from unmask.sampling import cut_at_eos, validate
+from unmask.server.batching import GenOutput, Job
+from unmask.server.http import APIError, sse
+from unmask.server.plumbing import (
+    check_model,
+    check_steps,
+    check_text,
+    note,
+    sample_config,
+    secured,
+    submit,
+    user_error,
+    wait,
+)
+from unmask.server.schemas import MAX_STOP, CompletionRequest, _Generation
+from unmask.server.state import ServerState
+from unmask.server.streaming import denoising_event, stream_job
+
+
+def prepare(state: ServerState, req: _Generation, prompts: list[str],
+            encode: Callable[[str], list[int]]) -> tuple[Job, list[list[int]]]:
+    """The job for a generation request of ``prompts`` and their ids (``encode``), or a 400
+    naming the option that cannot be served."""
+    limits = state.limits
+    check_model(state, req.model)
+    check_steps(state, req)
+    if req.n > limits.max_n:
+        raise APIError(400, f"n must be <= {limits.max_n}", param="n", code="invalid_value")
+    if len(prompts) > limits.max_prompts:
+        raise APIError(400, f"at most {limits.max_prompts} prompts per request", param="prompt",
+                       code="invalid_value")
+    if len(req.stops()) > MAX_STOP:
+        raise APIError(400, f"at most {MAX_STOP} stop sequences", param="stop",
+                       code="invalid_value")
+    if req.stream_denoising and not req.stream:
+        raise APIError(400, "stream_denoising needs stream: true", param="stream_denoising",
+                       code="invalid_value")
+    top_p = None if req.top_p in (None, 1.0) else req.top_p
+    if top_p is not None and not state.causal:
+        raise APIError(400, "top_p applies to autoregressive checkpoints only; this one is a "
+                       "diffusion model", param="top_p", code="invalid_value")
+    for p in prompts:
+        check_text(state, p, "prompt")
+    ids = [encode(p) for p in prompts]
+    longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
+    ctx = state.max_seq_len
+    if longest + req.max_tokens > ctx:
+        raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
+                       f"the model's context of {ctx} tokens; use max_tokens <= "
+                       f"{max(ctx - longest, 0)}", param="max_tokens",
+                       code="context_length_exceeded")
+    config = dataclasses.replace(sample_config(req, req.max_tokens, req.max_tokens), top_p=top_p)
+    if not state.causal:
+        try:
+            validate(config, prompt_length=longest, max_seq_len=ctx)
+        except UserError as e:
+            raise user_error(e) from None
+    rows = [i for i in ids for _ in range(req.n)]
+    seeded_sampling = req.seed is not None and req.temperature > 0
+    return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
+
+
+def finish(state: ServerState, ids: list[int], stops: list[str]) -> tuple[str, str, int]:
+    """(text, finish_reason, completion tokens) of one generated row."""
+    eos = state.cfg.eos_id
+    cut = cut_at_eos(ids, eos)
+    text = state.tok.decode(cut)
+    reason = "stop" if len(cut) < len(ids) and ids[len(cut)] == eos else "length"
+    n_tokens = len(cut)
+    hits = [text.find(s) for s in stops if s in text]
+    if hits:
+        text, reason = text[: min(hits)], "stop"
+        n_tokens = len(state.tok.encode(text))
+    return text, reason, n_tokens
+
+
+def prefix_text(state: ServerState, row: list[int], stops: list[str]) -> tuple[str, bool]:
+    """Text of the committed prefix of a generation row; True when the row cannot grow."""
+    mask_id, eos = state.cfg.mask_id, state.cfg.eos_id
+    k = row.index(mask_id) if mask_id in row else len(row)
+    prefix = row[:k]
+    done = k == len(row) or (eos is not None and eos in prefix)
+    text = state.tok.decode(cut_at_eos(prefix, eos))
+    if not done:
+        text = text.rstrip("\ufffd")  # an incomplete multi-byte character
+    hits = [text.find(s) for s in stops if s in text]
+    if hits:
+        return text[: min(hits)], True
+    return text, done
+
+
+def usage(prompt_ids: list[list[int]], n: int, completion: int) -> dict[str, int]:
+    prompt = sum(len(i) for i in prompt_ids) * n
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def account(state: ServerState, request: Request, ids: list[list[int]], n: int,
+            completion: int) -> None:
+    """Count a finished generation's tokens (metrics and the access log)."""
+    prompt = sum(len(i) for i in ids) * n
+    state.metrics.inc("prompt_tokens", prompt)
+    state.metrics.inc("completion_tokens", completion)
+    note(request, rows=len(ids) * n, prompt_tokens=prompt, completion_tokens=completion)
+
+
+@dataclasses.dataclass
+class Reply:
+    """Who a generation answers: its id, time, kind and prompts."""
+
+    rid: str
+    created: int
+    chat: bool
+    ids: list[list[int]]
+
+    @property
+    def object(self) -> str:
+        return "chat.completion" if self.chat else "text_completion"
+
+
+class GenerationEvents:
+    """Streamed completions and chat: a chunk whenever a row's final text grows (the
+    longest committed run from the start, held back by the longest stop sequence), a
+    ``denoising.step`` event per step with ``stream_denoising``, the last chunks with
+    ``finish_reason``, and ``usage`` on request."""
+
+    def __init__(self, state: ServerState, request: Request, req: _Generation, job: Job,
+                 reply: Reply) -> None:
+        self.state, self.request, self.req, self.reply = state, request, req, reply
+        self.stops = req.stops()
+        self.hold = max((len(s) for s in self.stops), default=1) - 1  # a stop may start late
+        self.obj = "chat.completion.chunk" if reply.chat else "text_completion"
+        self.sent = [""] * len(job.rows)
+        self.closed = [False] * len(job.rows)
+        self.last: list[list[int]] | None = None
+
+    def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
+        choice: dict[str, Any]
+        if self.reply.chat:
+            delta: dict[str, Any] = {"role": "assistant"} if role else {}
+            if text is not None:
+                delta["content"] = text
+            choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
+        else:
+            choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
+        return sse({"id": self.reply.rid, "object": self.obj, "created": self.reply.created,
+                    "model": self.state.name, "choices": [choice]})
+
+    def opening(self) -> Iterable[str]:
+        if self.reply.chat:
+            return [self.chunk(i, "", None, role=True) for i in range(len(self.sent))]
+        return ()
+
+    def step(self, step: int, rows: list[list[int]]) -> Iterable[str]:
+        out = []
+        if self.req.stream_denoising:
+            out.append(denoising_event(self.state, self.reply.rid, step, rows, self.last))
+        self.last = rows
+        for i, row in enumerate(rows):
+            if self.closed[i]:
+                continue
+            text, done = prefix_text(self.state, row, self.stops)
+            sent = self.sent[i]
+            if done:
+                self.closed[i] = True
+                if text[len(sent):]:
+                    out.append(self.chunk(i, text[len(sent):], None))
+                self.sent[i] = text
+                continue
+            ready = text[: len(text) - self.hold] if self.hold else text
+            if len(ready) > len(sent) and ready.startswith(sent):
+                out.append(self.chunk(i, ready[len(sent):], None))
+                self.sent[i] = ready
+        return out
+
+    def result(self, result: GenOutput) -> Iterable[str]:
+        out, completion = [], 0
+        for i, row in enumerate(result.gen_ids):
+            text, reason, n_tok = finish(self.state, row, self.stops)
+            completion += n_tok
+            sent = self.sent[i]
+            rest = text[len(sent):] if text.startswith(sent) else ""
+            out.append(self.chunk(i, rest or None if self.reply.chat else rest, reason))
+        account(self.state, self.request, self.reply.ids, self.req.n, completion)
+        if (self.req.stream_options or {}).get("include_usage"):
+            out.append(sse({"id": self.reply.rid, "object": self.obj,
+                            "created": self.reply.created, "model": self.state.name,
+                            "choices": [], "usage": usage(self.reply.ids, self.req.n,
+                                                          completion)}))
+        return out
+
+
+async def run_generation(state: ServerState, request: Request, req: _Generation,
+                         prompts: list[str], encode: Callable[[str], list[int]], *,
+                         chat: bool) -> Response:
+    """Answer a completions or chat request for ``prompts`` (ids: ``encode``), plain or
+    streamed."""
+    job, ids = prepare(state, req, prompts, encode)
+    reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
+                  created=int(time.time()), chat=chat, ids=ids)
+    if req.stream:
+        return await stream_job(state, request, job,
+                                GenerationEvents(state, request, req, job, reply))
+    submit(state, job)
+    out: GenOutput = await wait(state, job, request)
+    stops = req.stops()
+    choices, completion = [], 0
+    for i, row in enumerate(out.gen_ids):
+        text, reason, n_tok = finish(state, row, stops)
+        completion += n_tok
+        if chat:
+            choices.append({"index": i, "message": {"role": "assistant", "content": text},
+                            "finish_reason": reason, "logprobs": None})
+        else:
+            choices.append({"index": i, "text": text, "finish_reason": reason,
+                            "logprobs": None})
+    account(state, request, ids, req.n, completion)
+    return JSONResponse({"id": reply.rid, "object": reply.object, "created": reply.created,
+                         "model": state.name, "choices": choices,
+                         "usage": usage(ids, req.n, completion), "nfe": out.nfe,
+                         "steps": out.steps, "batch_rows": out.batch_rows})
+
+
+def router(state: ServerState) -> APIRouter:
+    r = APIRouter(dependencies=secured(state))
+
+    @r.post("/v1/completions")
+    async def completions(req: CompletionRequest, request: Request) -> Response:
+        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        return await run_generation(state, request, req, prompts, state.tok.encode, chat=False)
+
+    return r

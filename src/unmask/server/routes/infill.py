@@ -1,0 +1,167 @@
+"""``POST /v1/infill``, ``/v1/edit`` and ``/v1/forms``: fill gaps, rewrite spans, fill forms.
+
+Each request runs alone on the worker (``plumbing.alone``) through the library's entry for
+its task (``unmask.infill.infill``, ``edit``, ``fill_form``), with the template language and
+gap constraints of the CLI (``unmask.infill.options``), so the server and ``unmask infill``
+/ ``unmask fill-form`` fill the same template the same way. Infill and forms stream their
+denoising on request (``stream: true``: ``denoising.step`` events over the whole canvas,
+then the response body, ``streaming.DenoisingEvents``).
+
+Inside: ``infill_body``, ``form_body`` and ``router``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from unmask.sampling.loop import StepCallback
+from unmask.server.http import APIError
+from unmask.server.plumbing import (
+    alone,
+    check_model,
+    check_steps,
+    check_text,
+    diffusion_only,
+    note,
+    run_alone,
+    sample_config,
+    secured,
+)
+from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
+from unmask.server.state import ServerState
+from unmask.server.streaming import DenoisingEvents, stream_job
+
+
+def infill_body(state: ServerState, res: Any) -> dict[str, Any]:
+    """The response to ``/v1/infill`` for an ``InfillResult``."""
+    gaps = [{"name": g.name, "text": g.text, "start": g.start, "end": g.end} for g in res.gaps]
+    return {"object": "infill", "model": state.name, "text": res.text, "gaps": gaps,
+            "nfe": res.nfe, "repaired": res.repaired}
+
+
+def form_body(state: ServerState, res: Any) -> dict[str, Any]:
+    """The response to ``/v1/forms`` for a ``FormResult`` (the fields of ``unmask fill-form
+    --json``)."""
+    holes = [{"path": h.path, "spec": h.spec, "kind": h.kind, "width": h.width, "text": h.text,
+              "value": h.value} for h in res.holes]
+    return {"object": "form", "model": state.name, "value": res.value, "text": res.text,
+            "holes": holes, "nfe": res.nfe, "repaired": res.repaired}
+
+
+def _has_regex_hole(form: Any) -> bool:
+    if isinstance(form, dict):
+        return any(_has_regex_hole(v) for v in form.values())
+    if isinstance(form, list):
+        return any(_has_regex_hole(v) for v in form)
+    return isinstance(form, str) and form.startswith("<regex:")
+
+
+async def _run(state: ServerState, request: Request, opts: DiffusionOptions, stream: bool,
+               prefix: str, fn: Callable[[StepCallback], Any],
+               body: Callable[[ServerState, Any], dict[str, Any]]) -> Response:
+    """Run ``fn`` alone on the worker; answer ``body(result)``, or stream its steps first."""
+
+    def answer(res: Any) -> dict[str, Any]:
+        state.metrics.inc("nfe", res.nfe)
+        note(request, nfe=res.nfe)
+        return body(state, res)
+
+    if stream:
+        events = DenoisingEvents(state, prefix + uuid.uuid4().hex[:24], answer)
+        return await stream_job(state, request, alone(fn), events, first_step=True)
+    return JSONResponse(answer(await run_alone(state, request, fn)))
+
+
+def router(state: ServerState) -> APIRouter:
+    r = APIRouter(dependencies=secured(state))
+    model, tok = state.model, state.tok
+
+    def check(opts: DiffusionOptions, what: str) -> None:
+        """The checks every request here passes first: model, steps, a diffusion model."""
+        check_model(state, opts.model)
+        check_steps(state, opts)
+        diffusion_only(state, what)
+
+    def no_regex(param: str) -> APIError:
+        return APIError(400, f"regex constraints are turned off on this server ({param})",
+                        param=param, code="unsupported")
+
+    @r.post("/v1/infill")
+    async def infill_(req: InfillRequest, request: Request) -> Response:
+        from unmask.infill import infill, parse_template
+        from unmask.infill.options import constrain_gaps
+
+        check(req, "infill")
+        check_text(state, req.template, "template")
+        if req.regex and not state.limits.allow_regex:
+            raise no_regex("regex")
+        config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
+
+        def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
+            segments = constrain_gaps(parse_template(req.template),
+                                      choices=list((req.choices or {}).items()),
+                                      regex=list((req.regex or {}).items()),
+                                      charset=list((req.charset or {}).items()),
+                                      ban=req.ban or ())
+            return infill(model, tok, segments, config, step_callback=on_step)
+
+        return await _run(state, request, req, req.stream, "infill-", run, infill_body)
+
+    @r.post("/v1/forms")
+    async def forms(req: FormRequest, request: Request) -> Response:
+        from unmask.infill import fill_form
+
+        check(req, "form filling")
+        text = req.form if isinstance(req.form, str) else json.dumps(req.form)
+        check_text(state, text, "form")
+        if not state.limits.allow_regex and "<regex:" in text:
+            try:
+                form = json.loads(text)
+            except json.JSONDecodeError:
+                form = None  # the worker says where the JSON is broken
+            if _has_regex_hole(form):
+                raise no_regex("form")
+        config = sample_config(req, 1, state.max_seq_len)
+
+        def run(on_step: StepCallback) -> Any:
+            return fill_form(model, tok, req.form, config, step_callback=on_step, source="form")
+
+        return await _run(state, request, req, req.stream, "form-", run, form_body)
+
+    @r.post("/v1/edit")
+    async def edit_(req: EditRequest, request: Request) -> Response:
+        from unmask.infill import edit
+
+        check(req, "edit")
+        check_text(state, req.text, "text")
+        if req.regex is not None and not state.limits.allow_regex:
+            raise APIError(400, "regex edits are turned off on this server", param="regex",
+                           code="unsupported")
+        n_tokens = len(tok.encode(req.text))
+        if n_tokens > state.max_seq_len:
+            raise APIError(400, f"text has {n_tokens} tokens; the model's context is "
+                           f"{state.max_seq_len}", param="text", code="context_length_exceeded")
+        config = sample_config(req, 1, state.max_seq_len)
+        spans = [tuple(s) for s in req.spans or ()]
+
+        def run(on_step: StepCallback) -> Any:
+            return edit(model, tok, req.text, spans=spans, regex=req.regex, lowest=req.lowest,
+                        config=config, confidence_mode=req.confidence_mode,
+                        step_callback=on_step)
+
+        res = await run_alone(state, request, run)
+        state.metrics.inc("nfe", res.nfe)
+        note(request, nfe=res.nfe)
+        changes = [{"start": c.start, "end": c.end, "old": c.old, "new": c.new}
+                   for c in res.changes]
+        return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
+                             "changes": changes, "spans": [list(s) for s in res.spans],
+                             "nfe": res.nfe})
+
+    return r

@@ -1,0 +1,47 @@
+"""What the server serves and how it is doing: ``GET /v1/models``, ``GET /healthz``,
+``GET /metrics`` (Prometheus text) and ``POST /v1/tokenize``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
+
+from unmask.server.plumbing import check_model, check_text, secured
+from unmask.server.schemas import TokenizeRequest
+from unmask.server.state import ServerState
+
+
+def router(state: ServerState) -> APIRouter:
+    r = APIRouter()
+    guard = secured(state)
+
+    @r.post("/v1/tokenize", dependencies=guard)
+    async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
+        check_model(state, req.model)
+        check_text(state, req.text, "text")
+        ids = state.tok.encode(req.text)
+        return {"object": "tokens", "model": state.name, "tokens": ids, "count": len(ids),
+                "pieces": [state.decode_one(i) for i in ids]}
+
+    @r.get("/v1/models", dependencies=guard)
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{
+            "id": state.name, "object": "model", "created": 0, "owned_by": "unmask",
+            "max_seq_len": state.max_seq_len, "attention": getattr(state.cfg, "attention", None),
+            "chat": state.chat is not None,
+        }]}
+
+    @r.get("/healthz")  # open without the key: load balancers probe it
+    async def healthz() -> dict[str, Any]:
+        engine = state.engine
+        return {"status": "ok", "model": state.name, "queue_depth": engine.queue_depth,
+                "in_flight": engine.in_flight}
+
+    @r.get("/metrics", dependencies=guard)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(state.metrics.render(),
+                                 media_type="text/plain; version=0.0.4")
+
+    return r

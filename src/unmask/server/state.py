@@ -1,0 +1,96 @@
+"""What every route needs: the served model, the server's limits, the engine and metrics.
+
+Inside: ``ServerLimits`` (what one request may ask for, how the queue behaves) and
+``ServerState`` (one per app, built by ``create_app`` and passed to every router).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unmask.chat import ChatTemplate
+from unmask.checkpoint import Loaded
+from unmask.server.batching import Engine
+from unmask.server.metrics import Metrics
+
+
+@dataclass(kw_only=True)
+class ServerLimits:
+    """What one request may ask for, and how the queue behaves."""
+
+    max_batch: int = 8
+    """Most rows (prompts × n) in the running batch (a single larger request runs alone)."""
+    max_queue: int = 64
+    """Most requests waiting for the worker; beyond that, 429."""
+    batch_wait_s: float = 0.0
+    """How long the idle worker waits for company before starting a batch. 0 (greedy): a
+    lone request starts at once; requests arriving later join it at the next step."""
+    request_timeout_s: float = 300.0
+    """Wall-time limit per request (queueing included); then 504 and the work is cancelled."""
+    max_n: int = 8
+    """Most choices per prompt."""
+    max_prompts: int = 16
+    """Most prompts in one completions request."""
+    max_steps: int = 1024
+    """Most denoising steps per request."""
+    max_prompt_chars: int = 65536
+    """Longest prompt, template, form or text, in characters (tokens are bounded by the
+    context)."""
+    max_body_bytes: int = 1 << 20
+    """Largest request body; beyond that, 413."""
+    allow_regex: bool = True
+    """Accept ``regex`` in ``/v1/edit`` and ``/v1/infill`` (a pattern runs or compiles on the
+    worker: a pathological one can occupy it; turn off for untrusted clients)."""
+
+
+def model_name(loaded: Loaded) -> str:
+    """The id a checkpoint is served under: its run directory's name."""
+    path = Path(loaded.path)
+    name = path.parent.name if path.name in ("checkpoint", ".checkpoint.old") else path.name
+    return name or "unmask"
+
+
+@dataclass(eq=False, kw_only=True)
+class ServerState:
+    """One served model and everything a request handler reads."""
+
+    loaded: Loaded
+    name: str
+    """The model id clients pass as ``model``."""
+    limits: ServerLimits
+    metrics: Metrics
+    engine: Engine
+    chat: ChatTemplate | None
+    """The chat template with the model's BOS/EOS text; None = chat is refused."""
+    api_key: bytes | None = None
+    decode_one: Callable[[int], str] = field(init=False, repr=False)
+    """One token's text (cached: streamed steps decode every position)."""
+
+    def __post_init__(self) -> None:
+        tok = self.loaded.tokenizer
+        self.decode_one = functools.lru_cache(maxsize=65536)(lambda i: tok.decode([i]))
+
+    @property
+    def tok(self) -> Any:
+        return self.loaded.tokenizer
+
+    @property
+    def cfg(self) -> Any:
+        return self.loaded.config
+
+    @property
+    def model(self) -> Any:
+        return self.loaded.model
+
+    @property
+    def causal(self) -> bool:
+        """Whether the checkpoint is autoregressive (decoded token by token)."""
+        return getattr(self.cfg, "attention", None) == "causal"
+
+    @property
+    def max_seq_len(self) -> int:
+        return int(getattr(self.cfg, "max_seq_len", 0) or 1 << 30)

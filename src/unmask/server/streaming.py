@@ -1,0 +1,194 @@
+"""The one server-sent-event streamer, used by every streamed endpoint.
+
+A streamed job sends what its ``Events`` make of each sampler step (OpenAI chunks for
+completions and chat, ``denoising.step`` events for infill and forms), then what they
+make of the job's result, then ``data: [DONE]``. The streamer owns the rest: submitting
+(429 before anything is sent), the request timeout (an ``{"error": ...}`` event), a job
+that fails (the same), and cancelling the work when the client goes away.
+
+Inside: ``Events`` (what an endpoint streams), ``stream_job``, ``denoising_event``,
+``DenoisingEvents`` (the whole-canvas steps of infill and forms, then the body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, Protocol
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from unmask.server.batching import Job
+from unmask.server.http import APIError, sse
+from unmask.server.plumbing import drop, job_failure, submit, timed_out
+from unmask.server.state import ServerState
+
+DONE = "data: [DONE]\n\n"
+
+NextEvent = Callable[..., Awaitable[tuple[str, Any]]]
+
+
+class Events(Protocol):
+    """What one streamed endpoint sends."""
+
+    def opening(self) -> Iterable[str]:
+        """Events before the first step (chat's role chunks)."""
+        ...
+
+    def step(self, step: int, rows: list[list[int]]) -> Iterable[str]:
+        """Events for one sampler step (``rows``: the job's canvas rows, ``mask_id`` where
+        still masked)."""
+        ...
+
+    def result(self, result: Any) -> Iterable[str]:
+        """Events for the job's result (``[DONE]`` follows)."""
+        ...
+
+
+def sse_error(err: APIError) -> str:
+    """An error event, in the error body's shape (``param`` left out: the stream has begun)."""
+    return sse({"error": {"message": err.message, "type": err.type, "param": None,
+                          "code": err.code}})
+
+
+def open_stream(state: ServerState, job: Job) -> NextEvent:
+    """Submit ``job`` with a sink that queues its steps (429 before anything is sent);
+    returns ``next_event(request=None)``: the next ``("step", (step, rows))``, then
+    ``("done", None)`` once the job's future resolves, or ``("timeout", None)`` past the
+    request timeout. With ``request`` it also answers ``("gone", None)`` when the client
+    has gone away (poll it only before a response starts: a ``StreamingResponse`` watches
+    for the disconnect itself and cancels its body)."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def sink(step: int, rows: list[list[int]]) -> None:  # worker thread
+        loop.call_soon_threadsafe(events.put_nowait, ("step", (step, rows)))
+
+    job.sink = sink
+    submit(state, job)
+    job.future.add_done_callback(
+        lambda _: loop.call_soon_threadsafe(events.put_nowait, ("done", None)))
+    deadline = loop.time() + state.limits.request_timeout_s
+
+    async def next_event(request: Request | None = None) -> tuple[str, Any]:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                state.metrics.inc("timeouts")
+                return "timeout", None
+            wait = min(0.25, remaining) if request else remaining
+            try:
+                return await asyncio.wait_for(events.get(), timeout=wait)
+            except asyncio.TimeoutError:
+                if request is not None and await request.is_disconnected():
+                    return "gone", None
+
+    return next_event
+
+
+def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def stream_job(state: ServerState, request: Request, job: Job, events: Events, *,
+                     first_step: bool = False) -> StreamingResponse:
+    """Stream ``job``: ``events.opening()``, ``events.step`` for every sampler step,
+    ``events.result`` of its result, ``[DONE]``.
+
+    ``first_step``: start the response only with the job's first step, so an error the
+    worker finds before any step (a template it rejects) is still a plain JSON error
+    (infill, forms); otherwise it starts at once (completions, chat: their errors are found
+    before submitting)."""
+    next_event = open_stream(state, job)  # 429 before the stream starts
+    first: tuple[str, Any] | None = None
+    if first_step:
+        try:
+            first = await next_event(request)
+        except BaseException:
+            drop(state, job)
+            raise
+        if first[0] == "gone":
+            drop(state, job)
+            raise APIError(499, "request cancelled", code="cancelled")
+        if first[0] == "timeout":
+            drop(state, job)
+            raise timed_out(state)
+        if first[0] == "done":
+            try:
+                job.future.result()
+            except BaseException as e:  # noqa: BLE001
+                raise job_failure(e) from None
+
+    async def body() -> AsyncIterator[str]:
+        finished = False
+        try:
+            for event in events.opening():
+                yield event
+            kind, payload = first if first is not None else await next_event()
+            while kind == "step":
+                for event in events.step(*payload):
+                    yield event
+                kind, payload = await next_event()
+            if kind == "timeout":
+                yield sse_error(timed_out(state))
+                return
+            finished = True
+            try:
+                result = job.future.result()
+            except BaseException as e:  # noqa: BLE001
+                yield sse_error(job_failure(e))
+                return
+            for event in events.result(result):
+                yield event
+            yield DONE
+        finally:
+            if not finished or not job.future.done():
+                drop(state, job)
+
+    return event_stream(body())
+
+
+def denoising_event(state: ServerState, rid: str, step: int, rows: list[list[int]],
+                    last: list[list[int]] | None) -> str:
+    """One ``denoising.step`` event: per row, each position's token text (None = masked),
+    the positions committed since ``last`` (the rows one event earlier; None or another
+    shape = unknown, so every unmasked position) and the masks left."""
+    mask_id = state.cfg.mask_id
+    choices = []
+    for i, row in enumerate(rows):
+        ok = last is not None and i < len(last) and len(last[i]) == len(row)
+        prev = last[i] if ok else None  # type: ignore[index]
+        tokens = [None if t == mask_id else state.decode_one(t) for t in row]
+        new = [p for p, t in enumerate(row) if t != mask_id and (prev is None or prev[p] != t)]
+        choices.append({"index": i, "tokens": tokens, "committed": new,
+                        "masked": sum(t == mask_id for t in row)})
+    return sse({"id": rid, "object": "denoising.step", "step": step, "choices": choices},
+               event="denoising.step")
+
+
+class DenoisingEvents:
+    """Infill and forms: a ``denoising.step`` event per sampler step over the whole canvas
+    (given text and gaps), then ``body(result)`` as one event. A step number that does not
+    grow starts a new sampling run (another length, a repair): its rows are compared with
+    the last ones only when they have the same shape."""
+
+    def __init__(self, state: ServerState, rid: str, body: Callable[[Any], dict[str, Any]]
+                 ) -> None:
+        self.state, self.rid, self.body = state, rid, body
+        self.last: list[list[int]] | None = None
+        self.last_step = 0
+
+    def opening(self) -> Iterable[str]:
+        return ()
+
+    def step(self, step: int, rows: list[list[int]]) -> Iterable[str]:
+        if step <= self.last_step and (self.last is None or len(self.last) != len(rows)):
+            self.last = None
+        event = denoising_event(self.state, self.rid, step, rows, self.last)
+        self.last, self.last_step = rows, step
+        return (event,)
+
+    def result(self, result: Any) -> Iterable[str]:
+        return (sse(self.body(result)),)

@@ -1,0 +1,150 @@
+"""``/v1/infill`` with the gap constraints of ``unmask infill`` and ``/v1/forms`` over
+``unmask.infill.fill_form``: the same results as the library (and so the CLI), plain and
+streamed, and one-line 400s naming the field for bad constraints and forms."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import loaded, tiny_config  # noqa: E402
+from test_server import sse_events  # noqa: E402
+
+from unmask.config import SampleConfig  # noqa: E402
+from unmask.infill import fill_form, infill, parse_template  # noqa: E402
+from unmask.infill.options import constrain_gaps  # noqa: E402
+from unmask.model import Transformer  # noqa: E402
+from unmask.server import ServerLimits, create_app  # noqa: E402
+from unmask.tokenizer import byte_tokenizer  # noqa: E402
+
+TOK = byte_tokenizer()
+torch.manual_seed(1)
+MODEL = Transformer(tiny_config(max_seq_len=128)).eval()
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(loaded(MODEL))) as c:
+        yield c
+
+
+def streamed(client: TestClient, path: str, body: dict) -> tuple[list[dict], dict]:
+    """(denoising.step events, the final body) of a streamed infill or form."""
+    r = client.post(path, json={**body, "stream": True})
+    assert r.status_code == 200, r.text
+    events = sse_events(r.text)
+    assert events[-1] == (None, "[DONE]") and events[-2][0] is None
+    steps = [json.loads(d) for e, d in events[:-2]]
+    assert [e for e, _ in events[:-2]] == ["denoising.step"] * len(steps)
+    return steps, json.loads(events[-2][1])
+
+
+TEMPLATE = "City: [MASK:city], code [MASK:3], tag [MASK]."
+CONSTRAINTS = {"choices": {"city": ["Paris", "Rome", "Oslo"]}, "charset": {"2": "digits"},
+               "regex": {"3": "[A-Z]{2}"}, "ban": ["Q"]}
+
+
+def test_infill_constraints_hold_and_match_the_library(client):
+    body = {"template": TEMPLATE, **CONSTRAINTS, "steps": 4, "temperature": 0}
+    r = client.post("/v1/infill", json=body)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    city, digits, tag = (g["text"] for g in res["gaps"])
+    assert city in ("Paris", "Rome", "Oslo") and re.fullmatch(r"\d{3}", digits)
+    assert re.fullmatch(r"[A-PR-Z]{2}", tag)
+    assert res["text"] == f"City: {city}, code {digits}, tag {tag}."
+    # what unmask infill --choices city=Paris|Rome|Oslo --charset 2=digits ... computes
+    segments = constrain_gaps(parse_template(TEMPLATE), ban=["Q"],
+                              choices=[("city", ["Paris", "Rome", "Oslo"])],
+                              charset=[("2", "digits")], regex=[("3", "[A-Z]{2}")])
+    lib = infill(MODEL, TOK, segments, SampleConfig(gen_length=1, steps=4))
+    assert res["text"] == lib.text and res["nfe"] == lib.nfe
+    # streamed: the steps over the whole canvas, then exactly the plain body
+    steps, final = streamed(client, "/v1/infill", body)
+    assert final == res
+    assert steps[-1]["choices"][0]["masked"] == 0 and "".join(
+        steps[-1]["choices"][0]["tokens"]) == res["text"]
+
+
+@pytest.mark.parametrize(("extra", "param", "message"), [
+    ({"choices": {"town": ["a"]}}, "choices.town", "choices 'town': no gap 'town' in the template"),
+    ({"regex": {"1": "(?=a)b"}}, None, "regex '(?=a)b' column 1"),
+    ({"charset": {"city": "hex"}}, None, "unknown character class 'hex'"),
+    ({"charset": {"1": "digits", "city": "alpha"}}, "charset", "is given twice"),
+    ({"ban": [""]}, "ban", "ban: the word is empty"),
+    ({"choices": {"city": []}}, "choices.city", "List should have at least 1 item"),
+    ({"choices": {"city": "Paris|Rome"}}, "choices.city", "valid list"),
+])
+def test_bad_constraints_are_400s_naming_the_field(client, extra, param, message):
+    r = client.post("/v1/infill", json={"template": TEMPLATE, **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert message in err["message"] and err["param"] == param, err
+    assert "\n" not in err["message"]
+    r = client.post("/v1/infill", json={"template": TEMPLATE, "stream": True, **extra})
+    assert r.status_code == 400 and r.json()["error"]["message"] == err["message"]
+
+
+def test_regex_constraints_can_be_turned_off():
+    with TestClient(create_app(loaded(MODEL), limits=ServerLimits(allow_regex=False))) as c:
+        r = c.post("/v1/infill", json={"template": TEMPLATE, "regex": {"1": "a+"}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported"
+        r = c.post("/v1/forms", json={"form": {"a": ["<int>", "<regex:[ab]+>"]}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "form"
+        assert c.post("/v1/forms", json={"form": {"a": "<bool>"}}).status_code == 200
+
+
+FORM = {"name": "<text:2-6>", "age": "<int>", "city": "<choice:Paris|Rome>", "ok": "<bool>",
+        "fixed": [1, "kept"]}
+
+
+def test_forms_fill_like_fill_form_plain_and_streamed(client):
+    body = {"form": FORM, "steps": 6, "temperature": 0}
+    r = client.post("/v1/forms", json=body)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["object"] == "form" and json.loads(res["text"]) == res["value"]
+    value = res["value"]
+    assert set(value) == set(FORM) and value["fixed"] == [1, "kept"]
+    assert value["city"] in ("Paris", "Rome") and isinstance(value["ok"], bool)
+    assert isinstance(value["age"], int) and 2 <= len(value["name"]) <= 6
+    assert [h["path"] for h in res["holes"]] == ["$.name", "$.age", "$.city", "$.ok"]
+    lib = fill_form(MODEL, TOK, FORM, SampleConfig(gen_length=1, steps=6))
+    assert res["value"] == lib.value and res["nfe"] == lib.nfe
+    # the form as JSON text, as unmask fill-form reads it, gives the same
+    assert client.post("/v1/forms", json={**body, "form": json.dumps(FORM)}).json() == res
+    steps, final = streamed(client, "/v1/forms", body)
+    assert final == res
+    assert [s["step"] for s in steps[:6]] == [1, 2, 3, 4, 5, 6]  # then repairs, if any
+    assert steps[-1]["choices"][0]["masked"] == 0
+
+
+@pytest.mark.parametrize(("form", "message"), [
+    ('{"a": "<int>"', "form: invalid JSON at line 1 column"),
+    ({"a": 1}, "no holes"),
+    ({"a": "<date>"}, "<date>"),
+])
+def test_bad_forms_are_400s(client, form, message):
+    for stream in (False, True):
+        r = client.post("/v1/forms", json={"form": form, "stream": stream})
+        assert r.status_code == 400, r.text
+        assert message in r.json()["error"]["message"]
+
+
+def test_forms_refuse_causal_checkpoints_and_unknown_fields():
+    from unmask.config import model_preset
+    torch.manual_seed(0)
+    causal = Transformer(model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=32,
+                                      attention="causal", **TOK.special_ids())).eval()
+    with TestClient(create_app(loaded(causal))) as c:
+        r = c.post("/v1/forms", json={"form": {"a": "<int>"}})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported"
+        r = c.post("/v1/forms", json={"form": {"a": "<int>"}, "template": "x"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_field"

@@ -1,0 +1,142 @@
+"""``unmask serve`` itself: the access log (on by default, off with ``--quiet``), the chat
+template option, and the set-up: the hint printed when FastAPI is missing works as printed
+from a clone, and ``bash install.sh`` installs what serving needs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import torch  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import Echo, loaded, tiny_config  # noqa: E402
+
+from unmask.cli import main  # noqa: E402
+from unmask.commands.serve import SERVE_HINT, configure_access_log  # noqa: E402
+from unmask.server import create_app  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "unmask.server.access"]
+
+
+def test_access_log_has_one_line_per_request(caplog):
+    caplog.set_level(logging.INFO, logger="unmask.server.access")
+    app = create_app(loaded(Echo(tiny_config())), chat_template="plain")
+    with TestClient(app) as c:
+        c.post("/v1/completions", json={"prompt": ["ab", "c"], "n": 2, "max_tokens": 4})
+        c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 3, "stream": True})
+        c.post("/v1/infill", json={"template": "a [MASK:2] b"})
+        c.get("/nowhere")
+        c.post("/v1/completions", content=b"x" * (2 << 20))
+    lines = access_lines(caplog)
+    assert len(lines) == 5, lines
+    for line, (method, path, status) in zip(lines, [
+        ("POST", "/v1/completions", 200), ("POST", "/v1/completions", 200),
+        ("POST", "/v1/infill", 200), ("GET", "/nowhere", 404), ("POST", "/v1/completions", 413),
+    ], strict=True):
+        assert line.startswith(f'testclient "{method} {path}" {status} '), line
+        assert float(line.split()[4].rstrip("s")) >= 0  # the duration in seconds
+    assert lines[0].endswith(" rows=4 prompt_tokens=6 completion_tokens=16"), lines[0]
+    assert lines[1].endswith(" rows=1 prompt_tokens=2 completion_tokens=3"), lines[1]  # streamed
+    assert lines[2].endswith(" nfe=2"), lines[2]
+    caplog.clear()
+    with TestClient(create_app(loaded(Echo(tiny_config())), access_log=False)) as c:
+        assert c.get("/healthz").status_code == 200
+    assert access_lines(caplog) == []
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    torch.manual_seed(0)
+    run = tmp_path_factory.mktemp("runs") / "mine"
+    return str(save_checkpoint(run, model=Transformer(tiny_config()).eval(),
+                               tokenizer=byte_tokenizer()))
+
+
+@pytest.fixture
+def served(monkeypatch):
+    """``unmask serve`` up to ``uvicorn.run``, which records the app instead of serving it."""
+    import uvicorn
+
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append((app, kw)))
+    yield apps
+    configure_access_log(quiet=True)  # take the handler off again
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_serve_prints_the_access_log_unless_quiet(ckpt, served, capsys, quiet):
+    argv = ["serve", "--model", ckpt, "--port", "8123", "--device", "cpu",
+            "--chat-template", "plain"]
+    assert main(argv + ["--quiet"] * quiet) == 0
+    (app, kw), = served
+    assert kw["port"] == 8123 and kw["host"] == "127.0.0.1"
+    with TestClient(app) as c:
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
+                                                 "max_tokens": 2})
+        assert r.status_code == 200, r.text
+    err = capsys.readouterr().err
+    assert "unmask serve: " in err  # where it listens, either way
+    logged = [line for line in err.splitlines() if '"POST /v1/chat/completions" 200' in line]
+    if quiet:
+        assert logged == []
+    else:
+        assert len(logged) == 1 and logged[0].endswith("completion_tokens=2"), err
+
+
+def test_serve_chat_template_errors_name_the_serve_option(ckpt, served, capsys):
+    assert main(["serve", "--model", ckpt, "--device", "cpu", "--chat-template", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--chat-template 'nope': no such file" in err and err.count("\n") == 1
+    assert served == []
+
+
+def test_missing_fastapi_hint(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now fails
+    assert main(["serve", "--model", "/no/such/run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(uvicorn is missing)" in err and SERVE_HINT in err
+    assert "pip install -e '.[serve]'" in SERVE_HINT and "bash install.sh" in SERVE_HINT
+
+
+def test_the_hint_and_install_sh_install_the_serve_extra(tmp_path):
+    """``pip install -e '.[serve]'`` names an extra that holds FastAPI and uvicorn, and
+    ``bash install.sh`` (the README's set-up) installs it, ``--test`` too (pip is replaced by
+    a stub that records its arguments)."""
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    for package in ("fastapi", "uvicorn", "pydantic"):
+        assert any(r.startswith(package) for r in extras["serve"]), package
+        assert any(r.startswith(package) for r in extras["test"]), package
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    log = tmp_path / "calls"
+    for name in ("python", "chromium"):  # a chromium on PATH: --test must not run apt-get
+        stub = venv / "bin" / name
+        stub.write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+        stub.chmod(0o755)
+    env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+    env.pop("CONDA_PREFIX", None)
+    for flag, extra in (([], ".[serve]"), (["--test"], ".[serve,test]")):
+        log.write_text("")
+        done = subprocess.run(["bash", str(ROOT / "install.sh"), *flag], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        installs = [c for c in log.read_text().splitlines() if c.startswith("-m pip install")]
+        assert f"-m pip install -q -e {extra}" in installs, installs
