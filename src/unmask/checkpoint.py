@@ -44,6 +44,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -52,6 +53,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_mode() -> int:
+    """The mode an ordinary ``open(path, "w")`` gives a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def staging_dir(parent: Path, prefix: str) -> Path:
@@ -118,7 +126,9 @@ def save_checkpoint(
             meta["has_raw_model"] = inference_model is not None
             save_file(tensors, str(tmp / "trainer.safetensors"))
             (tmp / "trainer.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        mode = file_mode()
         for f in tmp.iterdir():
+            f.chmod(mode)  # safetensors writes 0600; checkpoint files follow the umask
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         final, old = run / CKPT, run / OLD
