@@ -139,17 +139,19 @@ def test_interrupted_save_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
 def test_sigterm_saves_checkpoint(dataset, tmp_path):
     run = tmp_path / "sig"
     code = (
-        "import os, signal, unmask.train as t\n"
-        "from unmask.config import TrainConfig\n"
+        "import os, signal, sys, unmask.train as t\n"
+        "from unmask.cli import main\n"
         "orig = t.lr_at\n"
         "def lr(step, cfg):\n"
         "    if step == 3: os.kill(os.getpid(), signal.SIGTERM)\n"
         "    return orig(step, cfg)\n"
         "t.lr_at = lr\n"
-        f"t.train(TrainConfig(data={str(dataset)!r}, out={str(run)!r}, preset='tiny', seq_len=32, batch_size=4,"
-        " steps=50, eval_every=0, save_every=0), progress=False)\n"
+        f"sys.exit(main(['train', '--data', {str(dataset)!r}, '--out', {str(run)!r}, '--preset', 'tiny',"
+        " '--seq-len', '32', '--batch-size', '4', '--steps', '50', '--eval-every', '0', '--save-every', '0',"
+        " '--no-progress']))\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
+    assert proc.returncode == 128 + 15, proc.stderr  # killed-by-SIGTERM convention, not 0
     meta = json.loads((run / "checkpoint" / "trainer.json").read_text())
     assert meta["step"] == 4
     assert load(run).model is not None
