@@ -57,7 +57,8 @@ def byte_stream(texts: list[str]) -> np.ndarray:
 
 
 def assert_block_partition(stream: np.ndarray, train: np.ndarray, val: np.ndarray) -> None:
-    """train and val are the stream's SPLIT_BLOCK blocks (last one merged with the tail), in order."""
+    """train and val are the stream's SPLIT_BLOCK blocks (last one merged with the tail), in
+    order."""
     n_blocks = len(stream) // SPLIT_BLOCK
     ti = vi = 0
     for i in range(n_blocks):

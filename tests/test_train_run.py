@@ -124,7 +124,8 @@ def test_cli_resume_flags_change_the_plan(dataset, tmp_path, monkeypatch, capsys
     assert step_of(run) == 7
     lrs = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
            if "lr" in r]
-    assert lrs[-1] == pytest.approx(train_mod.lr_at(6, replace(cfg(dataset, run), steps=7, lr=1e-3)))
+    plan = replace(cfg(dataset, run), steps=7, lr=1e-3)
+    assert lrs[-1] == pytest.approx(train_mod.lr_at(6, plan))
 
 
 def test_resume_keeps_the_model(dataset, tmp_path, monkeypatch, capsys):

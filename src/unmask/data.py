@@ -301,7 +301,9 @@ def _jsonl_objects(src: _Source, errors: str) -> Iterator[tuple[str, dict[str, A
         yield where, obj
 
 
-def read_jsonl(path: str | os.PathLike[str], *, errors: str = "strict") -> Iterator[tuple[str, dict[str, Any]]]:
+def read_jsonl(
+    path: str | os.PathLike[str], *, errors: str = "strict"
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(``file:line``, object) for every non-blank line of a JSONL file (``.gz`` too)."""
     p = Path(path)
     if not p.is_file():
@@ -727,8 +729,8 @@ class TokenDataset:
         self._offsets = np.cumsum([0, *sizes])
         if int(self._offsets[-1]) != int(info["n_tokens"]):
             raise UserError(
-                f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split {split!r}, "
-                f"index.json says {info['n_tokens']} (incomplete copy?)"
+                f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split "
+                f"{split!r}, index.json says {info['n_tokens']} (incomplete copy?)"
             )
         self._n_tokens = int(info["n_tokens"])
         self._n_bytes = int(info["n_bytes"])

@@ -144,7 +144,8 @@ def train(
     checkpoint of the steps done, and raise ``TrainingStopped`` (a ``KeyboardInterrupt``).
     """
     with StopFlag(Path(config.out) if config.out else None) as flag:
-        return _train(config, resume=resume, progress=progress, flag=flag, name_setting=name_setting)
+        return _train(config, resume=resume, progress=progress, flag=flag,
+                      name_setting=name_setting)
 
 
 def _train(
@@ -320,8 +321,10 @@ def _train(
         if is_main:
             save_checkpoint(
                 run, model=model, tokenizer=tokenizer, inference_model=ema_model, optimizer=optimizer,
-                trainer_state={"step": step, "objective": config.objective, "train_config": to_dict(config),
-                               "train_seconds": prior_seconds + time.perf_counter() - t0},
+                trainer_state={
+                    "step": step, "objective": config.objective, "train_config": to_dict(config),
+                    "train_seconds": prior_seconds + time.perf_counter() - t0,
+                },
             )
         if distributed:
             dist.barrier()

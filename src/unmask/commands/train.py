@@ -22,7 +22,8 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in known:
-            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE with FIELD one of "
+                            f"{', '.join(sorted(known))}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -34,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model on a prepared dataset",
-        description="Train a masked-diffusion (or autoregressive baseline) model on data from `unmask prepare`.",
+        description="Train a masked-diffusion (or autoregressive baseline) model on data from "
+        "`unmask prepare`.",
     )
     p.add_argument("--config", help="train_config.json to start from (flags override it)")
     p.add_argument("--resume", action="store_true",
@@ -45,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from unmask.objectives import OBJECTIVES
 
-    add_dataclass_flags(p, TrainConfig, skip=_SKIP, choices={"preset": list(MODEL_PRESETS), "objective": list(OBJECTIVES)})
+    choices = {"preset": list(MODEL_PRESETS), "objective": list(OBJECTIVES)}
+    add_dataclass_flags(p, TrainConfig, skip=_SKIP, choices=choices)
     p.set_defaults(func=run)
 
 
