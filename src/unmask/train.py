@@ -16,6 +16,9 @@ repeats the uninterrupted one exactly.
 (which needs it) reads prompt/response JSONL through ``unmask.sft.SFTData`` instead of
 token shards, and has no validation split.
 
+The resume plan, the size checks made before anything big is allocated, and SIGINT/SIGTERM
+handling live in ``unmask.train_guards``.
+
 Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
 """
 

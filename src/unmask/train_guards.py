@@ -294,6 +294,7 @@ class StopFlag:
         self.signum: int | None = None
         self.run = run
         self._defer = False
+        self._started = False  # the training loop was entered
         self._old: dict[int, Any] = {}
 
     @property
@@ -312,7 +313,9 @@ class StopFlag:
         run = self.run or Path(".")
         if not self._defer:
             self.signum = signum
-            raise TrainingStopped(signum, None, run, detail="before training started")
+            when = "after training (its checkpoint is saved)" if self._started else (
+                "before training started")
+            raise TrainingStopped(signum, None, run, detail=when)
         if self.signum is not None:  # the second signal: no more waiting for a save
             raise TrainingStopped(signum, None, run, detail="at once (second signal); the last "
                                   "saved checkpoint is kept")
@@ -321,7 +324,7 @@ class StopFlag:
     @contextlib.contextmanager
     def deferring(self) -> Iterator[StopFlag]:
         """Inside: signals set the flag instead of raising (the first one)."""
-        self._defer = True
+        self._defer = self._started = True
         try:
             yield self
         finally:
