@@ -55,13 +55,6 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def file_mode() -> int:
-    """The mode an ordinary ``open(path, "w")`` gives a new file under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def staging_dir(parent: Path, prefix: str) -> Path:
     """A fresh folder in ``parent`` to write into before a rename; unlike ``mkdtemp``'s 0700
     it gets the permissions of an ordinary ``mkdir`` (the umask's), since it becomes the result."""
@@ -90,6 +83,13 @@ def _optimizer_tensors(
         for k, v in st.items():
             tensors[f"optim.{pid}.{k}"] = torch.as_tensor(v).detach().to("cpu").contiguous()
     return tensors, {"param_groups": sd["param_groups"]}
+
+
+def file_mode() -> int:
+    """The mode an ordinary ``open(path, "w")`` gives a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def save_checkpoint(
@@ -177,8 +177,7 @@ class Loaded:
     config: Any
     path: Path
     family: str = "unmask"
-    """Where the weights came from: ``unmask`` (native) or the importer's name (``llada``,
-    ``dream``)."""
+    """Where the weights came from: ``unmask`` (native) or the importer's name (``llada``, ``dream``)."""
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:

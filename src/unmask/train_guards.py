@@ -32,7 +32,7 @@ from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
 
 FIXED_ON_RESUME = (
-    "preset", "objective", "model_overrides", "block_size", "sedd_graph", "init",
+    "preset", "objective", "schedule", "model_overrides", "block_size", "sedd_graph", "init",
     "chat_template", "fim_rate", "empty_rate",
 )
 """Settings that define the model or its vocabulary: a resumed run keeps its own."""
