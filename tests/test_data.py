@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from unmask.cli import main
-from unmask.data import SPLIT_BLOCK, TokenDataset, prepare, resolve_inputs
+from unmask.data import MIN_VAL_TOKENS, SPLIT_BLOCK, TokenDataset, prepare, resolve_inputs
 from unmask.errors import UserError
 from unmask.tokenizer import byte_tokenizer
 
@@ -56,7 +57,8 @@ def byte_stream(texts: list[str]) -> np.ndarray:
 
 
 def assert_block_partition(stream: np.ndarray, train: np.ndarray, val: np.ndarray) -> None:
-    """train and val are the stream's SPLIT_BLOCK blocks (last one merged with the tail), in order."""
+    """train and val are the stream's SPLIT_BLOCK blocks (last one merged with the tail), in
+    order."""
     n_blocks = len(stream) // SPLIT_BLOCK
     ti = vi = 0
     for i in range(n_blocks):
@@ -215,6 +217,116 @@ def test_dataset_sample_windows_and_shards(tmp_path: Path, docs: list[Path]) -> 
         TokenDataset(out, "test")
 
 
+# ----------------------------------------------------------------------------- line docs, split
+
+
+def test_line_docs(tmp_path: Path) -> None:
+    """--line-docs: every non-blank line is one document, its line end left out."""
+    long_line = "é日 " * 30_000  # 90K characters: read and tokenized in pieces, still one document
+    body = f"first line\n\n   \nsecond, with CRLF\r\n{long_line}\n  indented  \nno newline at end"
+    p = tmp_path / "lines.txt"
+    p.write_bytes(("\ufeff" + body).encode("utf-8"))
+    gz = tmp_path / "lines.txt.gz"
+    gz.write_bytes(gzip.compress(p.read_bytes()))
+    docs = ["first line", "second, with CRLF", long_line, "  indented  ", "no newline at end"]
+    for src in (p, gz):
+        info = prepare([src], tmp_path / src.name.replace(".", "_"), tokenizer="byte",
+                       val_fraction=0, line_docs=True, progress=False)
+        assert info.n_documents == 5
+        assert np.array_equal(split_tokens(info.out, "train"), byte_stream(docs))
+        assert json.loads((info.out / "index.json").read_text())["line_docs"] is True
+    # Without it the file is one document; JSONL files are one document per line either way.
+    whole = prepare([p], tmp_path / "whole", tokenizer="byte", val_fraction=0, progress=False)
+    assert whole.n_documents == 1
+    j = tmp_path / "a.jsonl"
+    j.write_text('{"text": "x\\ny"}\n{"text": "z"}\n')
+    info = prepare([j], tmp_path / "j", tokenizer="byte", val_fraction=0, line_docs=True,
+                   progress=False)
+    assert np.array_equal(split_tokens(info.out, "train"), byte_stream(["x\ny", "z"]))
+
+
+@pytest.fixture
+def big_corpus(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """~20 split blocks of text (byte tokenizer) and the token stream it must give."""
+    text = sentences(1800, seed=3)
+    p = tmp_path / "big.txt"
+    p.write_text(text, encoding="utf-8")
+    stream = byte_stream([text])
+    assert 18 * SPLIT_BLOCK < len(stream) < 24 * SPLIT_BLOCK
+    return p, stream
+
+
+def test_val_split_sized_by_fraction(tmp_path: Path, big_corpus: tuple[Path, np.ndarray]) -> None:
+    p, stream = big_corpus
+    n_blocks = len(stream) // SPLIT_BLOCK
+    for frac in (0.05, 0.25, 0.5):
+        info = prepare([p], tmp_path / f"f{frac}", tokenizer="byte", val_fraction=frac,
+                       min_val_tokens=0, progress=False)
+        k = math.ceil(frac * len(stream) / SPLIT_BLOCK)
+        tail = len(stream) - n_blocks * SPLIT_BLOCK
+        assert info.n_tokens["val"] in (k * SPLIT_BLOCK, k * SPLIT_BLOCK + tail), frac
+        assert_block_partition(stream, split_tokens(info.out, "train"),
+                               split_tokens(info.out, "val"))
+        assert info.notes == ()
+    # The minimum wins over a small fraction: 32,768 tokens (8 blocks), not 1 block.
+    info = prepare([p], tmp_path / "min", tokenizer="byte", val_fraction=0.01, progress=False)
+    assert MIN_VAL_TOKENS == 8 * SPLIT_BLOCK
+    assert MIN_VAL_TOKENS <= info.n_tokens["val"] < MIN_VAL_TOKENS + SPLIT_BLOCK
+    index = json.loads((info.out / "index.json").read_text())
+    assert index["min_val_tokens"] == MIN_VAL_TOKENS and index["val_fraction"] == 0.01
+    # Deterministic, and the seed picks other blocks of the same total.
+    again = prepare([p], tmp_path / "again", tokenizer="byte", val_fraction=0.01, progress=False)
+    assert np.array_equal(split_tokens(info.out, "val"), split_tokens(again.out, "val"))
+    other = prepare([p], tmp_path / "other", tokenizer="byte", val_fraction=0.01, seed=9,
+                    progress=False)
+    assert not np.array_equal(split_tokens(info.out, "val"), split_tokens(other.out, "val"))
+    assert sum(other.n_tokens.values()) == len(stream)
+
+
+def test_small_corpus_gets_fraction_and_a_note(
+    tmp_path: Path, big_corpus: tuple[Path, np.ndarray], capsys: pytest.CaptureFixture[str]
+) -> None:
+    p, stream = big_corpus
+    # 20 blocks cannot spare a 12-block minimum: validation gets its fraction, and a note.
+    info = prepare([p], tmp_path / "d", tokenizer="byte", val_fraction=0.1,
+                   min_val_tokens=12 * SPLIT_BLOCK, progress=False)
+    k = math.ceil(0.1 * len(stream) / SPLIT_BLOCK)
+    assert k * SPLIT_BLOCK <= info.n_tokens["val"] < (k + 1) * SPLIT_BLOCK
+    assert len(info.notes) == 1
+    assert f"validation gets {k * SPLIT_BLOCK:,} tokens, below the minimum of 49,152" in (
+        info.notes[0]
+    )
+    rc = main(["prepare", str(p), "-o", str(tmp_path / "cli"), "--tokenizer", "byte",
+               "--val-fraction", "0.1", "--min-val-tokens", str(12 * SPLIT_BLOCK), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    val = info.n_tokens["val"]
+    assert f"val tokens       {val:,} ({100 * val / len(stream):.1f}%)" in out
+    assert f"train tokens     {len(stream) - val:,}" in out
+    assert err.startswith("unmask prepare: note: validation gets") and err.count("\n") == 1
+    with pytest.raises(UserError, match="min_val_tokens=-1"):
+        prepare([p], tmp_path / "e", min_val_tokens=-1, progress=False)
+
+
+def test_cli_constant_matches_library() -> None:
+    from unmask.commands import prepare as cmd
+
+    assert cmd.MIN_VAL_TOKENS == MIN_VAL_TOKENS
+
+
+def test_old_dataset_dirs_still_load(tmp_path: Path, docs: list[Path]) -> None:
+    """Data prepared before the fraction-sized split (no min_val_tokens / line_docs in its
+    index.json, blocks drawn one by one) reads as before."""
+    out = prepare(docs, tmp_path / "d", tokenizer="byte", val_fraction=0.2, progress=False).out
+    index = json.loads((out / "index.json").read_text())
+    for key in ("min_val_tokens", "line_docs"):
+        del index[key]
+    (out / "index.json").write_text(json.dumps(index))
+    ds = TokenDataset(out, "val")
+    assert ds.n_tokens == index["splits"]["val"]["n_tokens"] > 0
+    assert ds.read(0, 10).shape == (10,)
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -325,6 +437,7 @@ def test_cli_prepare(tmp_path: Path, docs: list[Path], capsys: pytest.CaptureFix
     assert main([*args, "--no-progress"]) == 2  # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
     assert main([*args, "--no-progress", "--overwrite"]) == 0
+    capsys.readouterr()  # a note: this corpus is too small for the validation minimum
 
     rc = main(["prepare", str(tmp_path / "nope"), "-o", str(tmp_path / "e"), "--no-progress"])
     err = capsys.readouterr().err

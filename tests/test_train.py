@@ -15,7 +15,9 @@ from unmask.config import TrainConfig
 from unmask.errors import UserError
 from unmask.train import lr_at, train
 
-WORDS = "the lord said unto moses go down and speak to the people of israel that they may hear".split()
+WORDS = (
+    "the lord said unto moses go down and speak to the people of israel that they may hear"
+).split()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,8 @@ def dataset(tmp_path_factory):
 def cfg(dataset, out, **kw):
     base = TrainConfig(
         data=str(dataset), out=str(out), preset="tiny", seq_len=32, batch_size=8, steps=6, warmup=2,
-        lr=3e-3, eval_every=3, eval_batches=2, save_every=0, log_every=1, seed=7, random_length_frac=0.2,
+        lr=3e-3, eval_every=3, eval_batches=2, save_every=0, log_every=1, seed=7,
+        random_length_frac=0.2,
     )
     return replace(base, **kw)
 
@@ -49,7 +52,8 @@ def metrics(run):
 def test_train_writes_loadable_checkpoint_and_metrics(dataset, tmp_path):
     run = train(cfg(dataset, tmp_path / "run"), progress=False)
     ck = run / "checkpoint"
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "trainer.json", "trainer.safetensors"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "trainer.json",
+                 "trainer.safetensors"):
         assert (ck / name).is_file()
     loaded = load(run)
     assert loaded.config.attention == "bidirectional"
@@ -66,7 +70,8 @@ def test_train_writes_loadable_checkpoint_and_metrics(dataset, tmp_path):
 
 
 def test_training_reduces_loss(dataset, tmp_path):
-    run = train(cfg(dataset, tmp_path / "run", steps=40, eval_every=40, random_length_frac=0.0), progress=False)
+    c = cfg(dataset, tmp_path / "run", steps=40, eval_every=40, random_length_frac=0.0)
+    run = train(c, progress=False)
     vals = [r for r in metrics(run) if "val_bpb" in r]
     first = [r["loss"] for r in metrics(run) if "loss" in r][:3]
     assert vals[-1]["val_loss"] < sum(first) / 3 * 0.8
@@ -116,7 +121,8 @@ def test_cli_train_and_errors(dataset, tmp_path, capsys):
     assert "error" in capsys.readouterr().err
     assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "y"), "--batch-size", "3",
                  "--grad-accum", "2"]) == 2
-    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "z"), "--model-set", "nope=1"]) == 2
+    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "z"),
+                 "--model-set", "nope=1"]) == 2
 
 
 def test_interrupted_save_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
@@ -139,17 +145,19 @@ def test_interrupted_save_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
 def test_sigterm_saves_checkpoint(dataset, tmp_path):
     run = tmp_path / "sig"
     code = (
-        "import os, signal, unmask.train as t\n"
-        "from unmask.config import TrainConfig\n"
+        "import os, signal, sys, unmask.train as t\n"
+        "from unmask.cli import main\n"
         "orig = t.lr_at\n"
         "def lr(step, cfg):\n"
         "    if step == 3: os.kill(os.getpid(), signal.SIGTERM)\n"
         "    return orig(step, cfg)\n"
         "t.lr_at = lr\n"
-        f"t.train(TrainConfig(data={str(dataset)!r}, out={str(run)!r}, preset='tiny', seq_len=32, batch_size=4,"
-        " steps=50, eval_every=0, save_every=0), progress=False)\n"
+        f"sys.exit(main(['train', '--data', {str(dataset)!r}, '--out', {str(run)!r},"
+        " '--preset', 'tiny', '--seq-len', '32', '--batch-size', '4', '--steps', '50',"
+        " '--eval-every', '0', '--save-every', '0', '--no-progress']))\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
+    assert proc.returncode == 128 + 15, proc.stderr  # killed-by-SIGTERM convention, not 0
     meta = json.loads((run / "checkpoint" / "trainer.json").read_text())
     assert meta["step"] == 4
     assert load(run).model is not None
@@ -161,7 +169,8 @@ def test_ddp_two_processes_match_one(dataset, tmp_path):
             "--steps", "3", "--eval-every", "0", "--seed", "3", "--no-progress", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29533",
          "-m", "unmask.cli", "train", "--out", str(tmp_path / "ddp"), *args],
         check=True, timeout=300, env=env, capture_output=True,
     )

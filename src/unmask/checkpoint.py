@@ -31,7 +31,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from unmask.errors import UserError
-from unmask.files import atomic_write_text, staging_dir  # noqa: F401  (moved there; kept importable)
+from unmask.files import (  # noqa: F401  (moved there; kept importable)
+    atomic_write_text,
+    file_mode,
+    staging_dir,
+)
 from unmask.loaded import Loaded
 
 CKPT = "checkpoint"
@@ -48,7 +52,9 @@ def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_tensors(
+    opt: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     sd = opt.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     for pid, st in sd["state"].items():
@@ -79,7 +85,8 @@ def save_checkpoint(
     try:
         infer = inference_model if inference_model is not None else model
         save_file(_state_for_save(infer), str(tmp / "model.safetensors"))
-        (tmp / "config.json").write_text(json.dumps(to_dict(model.config), indent=2, sort_keys=True) + "\n")
+        config_text = json.dumps(to_dict(model.config), indent=2, sort_keys=True) + "\n"
+        (tmp / "config.json").write_text(config_text)
         tokenizer.save(tmp)
         if optimizer is not None or trainer_state is not None:
             tensors: dict[str, torch.Tensor] = {}
@@ -93,7 +100,9 @@ def save_checkpoint(
             meta["has_raw_model"] = inference_model is not None
             save_file(tensors, str(tmp / "trainer.safetensors"))
             (tmp / "trainer.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        mode = file_mode()
         for f in tmp.iterdir():
+            f.chmod(mode)  # safetensors writes 0600; checkpoint files follow the umask
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         final, old = run / CKPT, run / OLD
@@ -113,7 +122,8 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     """Resolve a run directory or a checkpoint folder to the folder holding config.json."""
     p = Path(path)
     if not p.exists():
-        if "/" in str(path) and not str(path).startswith((".", "/", "~")) and str(path).count("/") == 1:
+        name = str(path)
+        if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
             raise UserError(
                 f"{path}: no such folder; unmask never downloads: fetch it first "
                 f"(e.g. `huggingface-cli download {path} --local-dir DIR`) and pass DIR"
@@ -124,26 +134,34 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     for cand in (p, p / CKPT, p / OLD):
         if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
             return cand
-    raise UserError(f"{path}: not a checkpoint (no config.json + model.safetensors, nor a checkpoint/ folder)")
+    raise UserError(
+        f"{path}: not a checkpoint (no config.json + model.safetensors, nor a checkpoint/ folder)"
+    )
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     if getattr(model.config, "tie_embeddings", False):
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}
-    expected = {k for k in model.state_dict() if not (model.config.tie_embeddings and k == "lm_head.weight")}
+    tied = model.config.tie_embeddings
+    expected = {k for k in model.state_dict() if not (tied and k == "lm_head.weight")}
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
         raise UserError(
-            f"{source}: weights do not match config.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+            f"{source}: weights do not match config.json (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
         )
     for k, v in tensors.items():
         want = model.state_dict()[k].shape
         if v.shape != want:
-            raise UserError(f"{source}: tensor {k} has shape {tuple(v.shape)}, config says {tuple(want)}")
+            raise UserError(
+                f"{source}: tensor {k} has shape {tuple(v.shape)}, config says {tuple(want)}"
+            )
     model.load_state_dict(tensors, strict=False)
 
 
-def load(path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtype | None = None) -> Loaded:
+def load(
+    path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtype | None = None
+) -> Loaded:
     """Load a checkpoint for inference, in eval mode.
 
     ``path`` is a run directory, a native checkpoint folder, or a local folder in a
@@ -161,11 +179,14 @@ def load(path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtyp
     ckpt = checkpoint_dir(path)
     config = load_json(ModelConfig, ckpt / "config.json")
     if not (ckpt / "tokenizer.json").is_file():
-        raise UserError(f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with")
+        raise UserError(
+            f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with"
+        )
     tokenizer = load_tokenizer(ckpt / "tokenizer.json")
     if tokenizer.vocab_size > config.vocab_size:
         raise UserError(
-            f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, model only {config.vocab_size}"
+            f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, "
+            f"model only {config.vocab_size}"
         )
     with torch.device("meta"):
         model = Transformer(config)
@@ -186,7 +207,8 @@ def load(path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtyp
 def load_train_state(
     ckpt: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, ema_model: nn.Module | None
 ) -> dict[str, Any]:
-    """Restore raw weights, optimizer moments and EMA weights from a run checkpoint; returns trainer.json."""
+    """Restore raw weights, optimizer moments and EMA weights from a run checkpoint; returns
+    trainer.json."""
     meta_path = ckpt / "trainer.json"
     if not meta_path.is_file():
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")

@@ -12,10 +12,12 @@ Inside:
   (``windows``).
 - ``resolve_inputs(inputs)``: the files a list of input paths stands for.
 
-Documents are separated by EOS in the token stream. The split is deterministic: the
-stream is cut into blocks of ``SPLIT_BLOCK`` tokens and block ``i`` goes to validation
-iff ``blake2b(seed, i)`` falls below ``val_fraction``; this works for a corpus that is
-one huge document as well as for millions of small ones.
+Documents are separated by EOS in the token stream (a text file is one document, or
+with ``line_docs`` each of its non-blank lines). The split is deterministic: the stream
+is cut into blocks of ``SPLIT_BLOCK`` tokens (the last one takes the tail) and the
+validation split gets ``max(val_fraction · tokens, min_val_tokens)`` of them, rounded up
+to whole blocks: the blocks whose ``blake2b(seed, i)`` is smallest. This works for a
+corpus that is one huge document as well as for millions of small ones.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import codecs
 import gzip
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -43,6 +46,9 @@ INDEX_VERSION = 1
 SPLIT_BLOCK = 4096
 """Tokens per split block: the unit that goes to train or validation as a whole."""
 SPLITS = ("train", "val")
+MIN_VAL_TOKENS = 8 * SPLIT_BLOCK
+"""Default smallest validation split: 32,768 tokens, what one default evaluation of
+``unmask train`` reads (8 batches × 32 rows × 128 tokens), so it never repeats a window."""
 
 _CHUNK_CHARS = 1 << 16  # longest piece of a document fed to the tokenizer at once
 _READ_BYTES = 1 << 16  # longest read from a plain-text file (a line or part of one)
@@ -68,6 +74,9 @@ class PreparedInfo:
     """Tokens per split (``train``, ``val``), EOS included."""
     n_bytes: dict[str, int] = field(default_factory=dict)
     """UTF-8 bytes of text per split (special tokens count 0)."""
+    notes: tuple[str, ...] = ()
+    """What the user should know about the result (e.g. a validation split below the minimum
+    because the corpus is small); the CLI prints them."""
 
     @property
     def bytes_per_token(self) -> float:
@@ -221,6 +230,50 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             yield p, i == len(pieces) - 1
 
 
+def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
+    """Each non-blank line one document, its line end (``\\n`` or ``\\r\\n``) left out; a line
+    longer than ``_CHUNK_CHARS`` comes in pieces."""
+    dec = codecs.getincrementaldecoder("utf-8")(errors)
+    lineno = 1
+    buf: list[str] = []
+    n = 0
+    first = True
+    emitted = False  # pieces of the current line already yielded
+    while True:
+        raw = src.readline(_READ_BYTES)
+        final = not raw
+        try:
+            text = dec.decode(raw, final=final)
+        except UnicodeDecodeError as e:
+            raise _decode_error(src.path, lineno, e) from None
+        if first and text:
+            text = text.removeprefix("\ufeff")
+            first = False
+        if text:
+            buf.append(text)
+            n += len(text)
+        if raw.endswith(b"\n") or final:
+            lineno += 1
+            line = "".join(buf)
+            line = line[:-1] if line.endswith("\n") else line
+            line = line[:-1] if line.endswith("\r") else line
+            if emitted or line.strip():
+                pieces = list(_split_text(line))
+                for i, p in enumerate(pieces):
+                    yield p, i == len(pieces) - 1
+            buf, n, emitted = [], 0, False
+            if final:
+                return
+        elif n > _CHUNK_CHARS:
+            pending = "".join(buf)
+            while len(pending) > _CHUNK_CHARS:
+                c = _cut(pending, _CHUNK_CHARS)
+                yield pending[:c], False
+                emitted = True
+                pending = pending[c:]
+            buf, n = [pending], len(pending)
+
+
 def _jsonl_objects(src: _Source, errors: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(``file:line``, object) for every non-blank line of a JSONL source; one-line errors
     naming file and line for undecodable bytes, invalid JSON and non-object lines."""
@@ -248,7 +301,9 @@ def _jsonl_objects(src: _Source, errors: str) -> Iterator[tuple[str, dict[str, A
         yield where, obj
 
 
-def read_jsonl(path: str | os.PathLike[str], *, errors: str = "strict") -> Iterator[tuple[str, dict[str, Any]]]:
+def read_jsonl(
+    path: str | os.PathLike[str], *, errors: str = "strict"
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(``file:line``, object) for every non-blank line of a JSONL file (``.gz`` too)."""
     p = Path(path)
     if not p.is_file():
@@ -288,7 +343,12 @@ def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[
 
 
 def _iter_pieces(
-    files: Sequence[Path], *, text_field: str, errors: str, on_progress: Callable[[int], None]
+    files: Sequence[Path],
+    *,
+    text_field: str,
+    errors: str,
+    on_progress: Callable[[int], None],
+    line_docs: bool = False,
 ) -> Iterator[tuple[str, bool]]:
     """``(piece, end_of_document)`` over all files; pieces are at most ~64K characters."""
     for path in files:
@@ -296,6 +356,8 @@ def _iter_pieces(
         try:
             if _is_jsonl(path):
                 yield from _jsonl_pieces(src, text_field, errors)
+            elif line_docs:
+                yield from _line_pieces(src, errors)
             else:
                 yield from _plain_pieces(src, errors)
         finally:
@@ -349,60 +411,48 @@ class _ShardWriter:
             self._f = None
 
 
-def _is_val_block(seed: int, i: int, val_fraction: float) -> bool:
-    """Block ``i`` goes to validation iff blake2b(seed, i), read as a number in [0, 1), < val_fraction."""
-    h = hashlib.blake2b(f"unmask-split:{seed}:{i}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big") / 2.0**64 < val_fraction
+def _block_rank(seed: int, i: int) -> int:
+    """Where block ``i`` stands in the validation draw: blake2b of ``i`` keyed with the seed
+    (stable across platforms and versions, unlike a library RNG's stream)."""
+    key = f"unmask-split:{seed}".encode()
+    h = hashlib.blake2b(i.to_bytes(8, "little"), key=key, digest_size=8).digest()
+    return int.from_bytes(h, "big")
 
 
-class _Splitter:
-    """Cuts the token stream into ``SPLIT_BLOCK`` blocks and routes each to train or val.
+def _val_block_count(
+    n_tokens: int, n_blocks: int, *, val_fraction: float, min_val_tokens: int
+) -> tuple[int, str]:
+    """How many blocks go to validation, and a note when the corpus is too small for the
+    minimum (validation then gets only its fraction, at least one block)."""
+    if val_fraction <= 0:
+        return 0, ""
+    if n_blocks < 2:
+        raise UserError(
+            f"corpus too small to split: {n_tokens} tokens, fewer than 2 blocks of "
+            f"{SPLIT_BLOCK}; add text or pass --val-fraction 0"
+        )
+    by_fraction = max(1, math.ceil(val_fraction * n_tokens / SPLIT_BLOCK))
+    by_minimum = math.ceil(min_val_tokens / SPLIT_BLOCK)
+    note = ""
+    k = max(by_fraction, by_minimum)
+    if by_minimum > by_fraction and 2 * by_minimum > n_blocks:  # train would be the smaller part
+        k = by_fraction
+        note = (
+            f"validation gets {min(k, n_blocks - 1) * SPLIT_BLOCK:,} tokens, below the minimum of "
+            f"{min_val_tokens:,}: the corpus ({n_tokens:,} tokens) is too small for both; "
+            "add text for stable validation numbers"
+        )
+    return min(k, n_blocks - 1), note
 
-    The last full block is held back until the stream ends, so a trailing partial block
-    can join it (no block is shorter than ``SPLIT_BLOCK`` unless the corpus is) and so it
-    can be moved to the split that would otherwise be empty.
-    """
 
-    def __init__(self, writers: dict[str, _ShardWriter], *, val_fraction: float, seed: int) -> None:
-        self.writers = writers
-        self.val_fraction = val_fraction
-        self.seed = seed
-        self.pending = np.empty(0, dtype=np.int64)
-        self.n_blocks = 0  # blocks written so far
-
-    def add(self, tokens: np.ndarray) -> None:
-        self.pending = np.concatenate([self.pending, tokens])
-        k = len(self.pending) // SPLIT_BLOCK - 1  # keep at least one full block pending
-        for j in range(max(k, 0)):
-            block = self.pending[j * SPLIT_BLOCK : (j + 1) * SPLIT_BLOCK]
-            self.writers[self._split_of(self.n_blocks)].write(block)
-            self.n_blocks += 1
-        if k > 0:
-            self.pending = self.pending[k * SPLIT_BLOCK :].copy()
-
-    def _split_of(self, i: int) -> str:
-        return "val" if _is_val_block(self.seed, i, self.val_fraction) else "train"
-
-    def finish(self) -> None:
-        if not len(self.pending):
-            return
-        total_blocks = self.n_blocks + 1
-        split = self._split_of(self.n_blocks)
-        if self.val_fraction > 0:
-            if total_blocks < 2:
-                n = len(self.pending)
-                raise UserError(
-                    f"corpus too small to split: {n} tokens, fewer than 2 blocks of "
-                    f"{SPLIT_BLOCK}; add text or pass --val-fraction 0"
-                )
-            # Guarantee a non-empty train and val split.
-            if self.writers["val"].n_tokens == 0:
-                split = "val"
-            elif self.writers["train"].n_tokens == 0:
-                split = "train"
-        self.writers[split].write(self.pending)
-        self.n_blocks = total_blocks
-        self.pending = np.empty(0, dtype=np.int64)
+def _split_stream(
+    stream: np.ndarray, writers: dict[str, _ShardWriter], val_blocks: set[int]
+) -> None:
+    """Copy the token stream block by block to the split each block belongs to, in order."""
+    n_blocks = max(1, len(stream) // SPLIT_BLOCK)
+    for i in range(n_blocks):
+        hi = len(stream) if i == n_blocks - 1 else (i + 1) * SPLIT_BLOCK  # last takes the tail
+        writers["val" if i in val_blocks else "train"].write(stream[i * SPLIT_BLOCK : hi])
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -479,6 +529,8 @@ def prepare(
     vocab_size: int = 4096,
     text_field: str = "text",
     val_fraction: float = 0.01,
+    min_val_tokens: int = MIN_VAL_TOKENS,
+    line_docs: bool = False,
     shard_tokens: int = 2**24,
     errors: str = "strict",
     seed: int = 0,
@@ -497,8 +549,13 @@ def prepare(
             ``"byte"`` (bytes + 4 specials), or a path to a ``tokenizer.json`` / directory.
         vocab_size: BPE vocabulary size, specials included (``"bpe"`` only).
         text_field: JSONL field holding the text.
-        val_fraction: expected fraction of ``SPLIT_BLOCK``-token blocks that go to
-            validation, in [0, 1). When > 0 both splits get at least one block.
+        val_fraction: fraction of the tokens held out for validation, in [0, 1), rounded up
+            to whole ``SPLIT_BLOCK``-token blocks; 0 = no validation split.
+        min_val_tokens: smallest validation split in tokens (when ``val_fraction`` > 0); a
+            corpus too small to spare it (it would leave less for training) gets only its
+            fraction, at least one block, and a note in ``PreparedInfo.notes``.
+        line_docs: each non-blank line of a text file is one document (separated by EOS
+            like documents are), not the whole file; JSONL files are per line anyway.
         shard_tokens: tokens per shard file.
         errors: ``"strict"`` (undecodable bytes are an error naming file:line) or
             ``"replace"`` (replace them with U+FFFD).
@@ -514,6 +571,8 @@ def prepare(
         raise UserError(f"errors={errors!r}; choose strict or replace")
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"val_fraction={val_fraction} must be in [0, 1)")
+    if min_val_tokens < 0:
+        raise UserError(f"min_val_tokens={min_val_tokens} must be >= 0")
     if shard_tokens < 1:
         raise UserError(f"shard_tokens={shard_tokens} must be positive")
     if tokenizer == "bpe" and vocab_size < 260:
@@ -525,7 +584,8 @@ def prepare(
     def pieces(desc: str) -> Iterator[tuple[str, bool]]:
         with _progress(desc, total_bytes, progress) as bar:
             yield from _iter_pieces(
-                files, text_field=text_field, errors=errors, on_progress=bar.update
+                files, text_field=text_field, errors=errors, on_progress=bar.update,
+                line_docs=line_docs,
             )
 
     tok = _make_tokenizer(tokenizer, vocab_size, pieces)
@@ -539,8 +599,9 @@ def prepare(
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     tmp.mkdir()
     writers = {s: _ShardWriter(tmp, s, dtype, shard_tokens, byte_len) for s in SPLITS}
+    stream_path = tmp / ".stream.bin"  # the whole token stream, split once its length is known
+    stream_file = open(stream_path, "wb", buffering=1 << 20)
     try:
-        splitter = _Splitter(writers, val_fraction=val_fraction, seed=seed)
         eos = np.array([tok.eos_id], dtype=np.int64)
         n_docs = 0
         batch: list[str] = []
@@ -556,7 +617,7 @@ def prepare(
                 parts.append(np.asarray(ids, dtype=np.int64))
                 if end:
                     parts.append(eos)
-            splitter.add(np.concatenate(parts))
+            stream_file.write(np.concatenate(parts).astype(dtype).tobytes())
             batch.clear()
             ends.clear()
             n_chars = 0
@@ -571,7 +632,16 @@ def prepare(
         flush()
         if n_docs == 0:
             raise UserError("the inputs hold no text (empty corpus)")
-        splitter.finish()
+        stream_file.close()
+        stream = np.memmap(stream_path, dtype=dtype, mode="r")
+        n_tokens, n_blocks = len(stream), len(stream) // SPLIT_BLOCK
+        k, note = _val_block_count(
+            n_tokens, n_blocks, val_fraction=val_fraction, min_val_tokens=min_val_tokens
+        )
+        ranked = sorted(range(n_blocks), key=lambda i: _block_rank(seed, i))
+        _split_stream(stream, writers, set(ranked[:k]))
+        del stream
+        stream_path.unlink()
         for w in writers.values():
             w.close()
 
@@ -589,6 +659,8 @@ def prepare(
             "n_documents": n_docs,
             "split_block": SPLIT_BLOCK,
             "val_fraction": val_fraction,
+            "min_val_tokens": min_val_tokens,
+            "line_docs": line_docs,
             "seed": seed,
             "sources": [str(f) for f in files],
             "created_by": "unmask prepare",
@@ -596,6 +668,7 @@ def prepare(
         (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
         _install(tmp, out, overwrite)
     except BaseException:
+        stream_file.close()
         for w in writers.values():
             w.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -608,6 +681,7 @@ def prepare(
         n_documents=n_docs,
         n_tokens={s: w.n_tokens for s, w in writers.items()},
         n_bytes={s: w.n_bytes for s, w in writers.items()},
+        notes=(note,) if note else (),
     )
 
 
@@ -655,8 +729,8 @@ class TokenDataset:
         self._offsets = np.cumsum([0, *sizes])
         if int(self._offsets[-1]) != int(info["n_tokens"]):
             raise UserError(
-                f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split {split!r}, "
-                f"index.json says {info['n_tokens']} (incomplete copy?)"
+                f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split "
+                f"{split!r}, index.json says {info['n_tokens']} (incomplete copy?)"
             )
         self._n_tokens = int(info["n_tokens"])
         self._n_bytes = int(info["n_bytes"])

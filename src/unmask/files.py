@@ -1,7 +1,8 @@
 """Atomic file writes, shared by every layer that writes a result (configs, checkpoints,
 converted folders): a reader never sees a half-written file or folder.
 
-Inside: ``atomic_write_text`` (temporary file + rename), ``staging_dir`` (a folder to fill
+Inside: ``file_mode`` (what the umask gives a new file), ``atomic_write_text`` (temporary
+file + rename), ``staging_dir`` (a folder to fill
 before renaming it into place).
 
 It sits at the bottom of the import graph (standard library only), so ``config``,
@@ -15,11 +16,19 @@ import tempfile
 from pathlib import Path
 
 
+def file_mode() -> int:
+    """The mode an ordinary ``open(path, "w")`` gives a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())  # mkstemp's 0600 would outlive the rename
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -40,4 +49,4 @@ def staging_dir(parent: Path, prefix: str) -> Path:
     return tmp
 
 
-__all__ = ["atomic_write_text", "staging_dir"]
+__all__ = ["atomic_write_text", "file_mode", "staging_dir"]

@@ -20,6 +20,9 @@ through ``unmask.sft.SFTData`` instead of token shards, and has no validation sp
 noise schedule is ``TrainConfig.schedule``, stored in the model config with the objective's
 name, so samplers read both from the checkpoint.
 
+The resume plan, the size checks made before anything big is allocated, and SIGINT/SIGTERM
+handling live in ``unmask.train_guards``.
+
 Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
 """
 
@@ -30,7 +33,6 @@ import copy
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import replace
@@ -58,6 +60,18 @@ from unmask.evaluate import evaluate_loss
 from unmask.model import Transformer
 from unmask.objectives import ObjectiveSpec, objective_spec
 from unmask.schedules import schedule_of
+from unmask.train_guards import (
+    SettingNamer,
+    StopFlag,
+    TrainingStopped,
+    available_memory,
+    check_data_sizes,
+    check_memory,
+    describe_resume,
+    estimate_memory,
+    resume_plan,
+    saved_progress,
+)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -98,31 +112,6 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary."""
-
-    def __init__(self) -> None:
-        self.stop = False
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop:  # second signal: give up at once
-            raise KeyboardInterrupt
-        self.stop = True
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
     if not cfg.out:
         raise UserError("no run directory given (--out)")
@@ -140,12 +129,39 @@ def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
     return run
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    name_setting: SettingNamer | None = None,
+) -> Path:
     """Train a model as ``config`` says and return the run directory.
 
-    With ``resume=True`` the run in ``config.out`` continues from its checkpoint
-    (its saved train_config.json is used; ``config.steps`` may extend it).
+    With ``resume=True`` the run in ``config.out`` continues from its checkpoint and
+    follows the plan in its train_config.json; pass that plan (``load_train_config(RUN /
+    "train_config.json")``) with the fields you want changed: every field of ``config``
+    that differs from it (more ``steps``, another ``time_limit`` or ``lr``, ...) changes
+    the plan and is saved with it, and one line on stderr says what changed (named by
+    ``name_setting(field, value)``; the CLI passes flag names). ``device``, ``threads`` and
+    ``out`` are always this call's.
+
+    SIGINT/SIGTERM stop the run at the next step (a second signal at once), after an atomic
+    checkpoint of the steps done, and raise ``TrainingStopped`` (a ``KeyboardInterrupt``).
     """
+    with StopFlag(Path(config.out) if config.out else None) as flag:
+        return _train(config, resume=resume, progress=progress, flag=flag,
+                      name_setting=name_setting)
+
+
+def _train(
+    config: TrainConfig,
+    *,
+    resume: bool,
+    progress: bool,
+    flag: StopFlag,
+    name_setting: SettingNamer | None,
+) -> Path:
     from unmask.data import TokenDataset
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -162,9 +178,17 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         torch.set_num_threads(config.threads)
 
     run = _prepare_run_dir(config, resume, is_main)
+    prior_seconds = 0.0  # training time of earlier sessions, against time_limit
     if resume:
         saved = load_json(TrainConfig, run / "train_config.json")
-        config = replace(saved, steps=max(config.steps, saved.steps), device=config.device, threads=config.threads)
+        changes = resume_plan(saved, config)
+        done = saved_progress(checkpoint_dir(run))
+        prior_seconds = done.train_seconds
+        line = describe_resume(done, saved, config, changes, name=name_setting)
+        if is_main:
+            print(line, file=sys.stderr, flush=True)
+            if changes:  # the next resume continues the changed plan
+                save_json(config, run / "train_config.json")
     if config.batch_size % (world * config.grad_accum):
         raise UserError(
             f"batch_size={config.batch_size} is not divisible by processes×grad_accum={world * config.grad_accum}"
@@ -223,6 +247,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     model_cfg = spec.configure(model_cfg, config)
     if config.seq_len > model_cfg.max_seq_len:
         raise UserError(f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
+    _check_sizes(config, model_cfg, train_ds, val_ds, device, world)
+    if val_ds is not None and val_ds.n_tokens == 0:  # prepared with val_fraction 0
+        val_ds = None
 
     torch.manual_seed(config.seed)
     model = Transformer(model_cfg)
@@ -274,7 +301,10 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
         if is_main:
             save_checkpoint(
                 run, model=model, tokenizer=tokenizer, inference_model=ema_model, optimizer=optimizer,
-                trainer_state={"step": step, "objective": config.objective, "train_config": to_dict(config)},
+                trainer_state={
+                    "step": step, "objective": config.objective, "train_config": to_dict(config),
+                    "train_seconds": prior_seconds + time.perf_counter() - t0,
+                },
             )
         if distributed:
             dist.barrier()
@@ -293,11 +323,12 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
     tokens_seen = 0
     t0 = time.perf_counter()
     step = start_step
-    with _StopFlag() as flag:
+    with flag.deferring():
         model.train()
         timed_out = False
         while step < config.steps:
-            timed_out = bool(config.time_limit) and time.perf_counter() - t0 > 60 * config.time_limit
+            trained_s = prior_seconds + time.perf_counter() - t0
+            timed_out = bool(config.time_limit) and trained_s > 60 * config.time_limit
             stop = torch.tensor([float(flag.stop or timed_out)], device=device)
             if distributed:  # every process stops at the same step, or collectives would hang
                 dist.all_reduce(stop, op=dist.ReduceOp.MAX)
@@ -315,7 +346,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             extra_global: dict[str, torch.Tensor] = {}
             if pairs:  # (x0, prompt_mask): the prompt is never masked
                 x_global, extra_global["prompt_mask"] = x_global
+            dropped = False  # a signal between micro-batches drops the step; resume redoes it
             for a in range(config.grad_accum):
+                if a and flag.stop and not distributed:
+                    dropped = True
+                    break
                 micro = rank * config.grad_accum + a
                 x0 = x_global[micro * rows : (micro + 1) * rows].to(device)
                 extra = {k: v[micro * rows : (micro + 1) * rows].to(device) for k, v in extra_global.items()}
@@ -335,6 +370,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
                     (parts.loss_sum / nominal).backward()
                 loss_sum += parts.loss_sum.detach()
                 n_tok += parts.n_tokens
+            if dropped:
+                optimizer.zero_grad(set_to_none=True)
+                break
             totals = torch.stack([loss_sum, n_tok.float()])
             if distributed:
                 dist.all_reduce(totals)
@@ -380,11 +418,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
             final = evaluate(step)
             if is_main and progress and final:
                 print(f"step {step}: val bpb {final['val_bpb']:.4f}, ppl bound {final['val_ppl']:.2f}", file=sys.stderr)
-        elif is_main:
-            print(f"stopped at step {step}; resume with: unmask train --resume --out {run}", file=sys.stderr)
         checkpoint(step)
     if distributed:
         dist.destroy_process_group()
+    if flag.signum is not None:
+        raise TrainingStopped(flag.signum, step, run)
     return run
 
 
@@ -393,6 +431,18 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
     why = spec.mismatch(model_cfg, config)
     if why is not None:
         raise UserError(f"--init {config.init}: {why}")
+
+
+def _check_sizes(
+    config: TrainConfig, model_cfg: ModelConfig, train_ds: Any, val_ds: Any,
+    device: torch.device, world: int,
+) -> None:
+    """Sizes against the data and the free memory, before anything big is allocated."""
+    check_data_sizes(config, train_ds, val_ds)
+    rows = config.batch_size // (world * config.grad_accum)
+    estimate = estimate_memory(model_cfg, config, rows=rows, cuda=device.type == "cuda")
+    sharing = 1 if device.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    check_memory(estimate, available_memory(device), config=config, rows=rows, processes=sharing)
 
 
 def _default_template() -> str:

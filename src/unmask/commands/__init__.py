@@ -49,11 +49,20 @@ def add_dataclass_flags(
             parser.add_argument(flag, default=None, choices=(choices or {}).get(f.name), help=help_)
 
 
-def dataclass_from_args(cls: type[T], args: argparse.Namespace, *, base: T | None = None) -> T:
-    """``base`` (or the defaults) with every flag that was given on the command line."""
-    given: dict[str, Any] = {
+def given_fields(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of ``cls`` whose flags were given on the command line, with their values.
+
+    Generated flags default to None, so "given" is "not None"; this is what lets a command
+    tell an explicit ``--steps 1000`` from the default 1000 (e.g. ``train --resume``).
+    """
+    return {
         f.name: getattr(args, f.name)
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        for f in dataclasses.fields(cls)
         if getattr(args, f.name, None) is not None
     }
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace, *, base: T | None = None) -> T:
+    """``base`` (or the defaults) with every flag that was given on the command line."""
+    given = given_fields(cls, args)
     return dataclasses.replace(base if base is not None else cls(), **given)  # type: ignore[type-var]

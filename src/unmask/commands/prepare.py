@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
+
+MIN_VAL_TOKENS = 32768  # unmask.data.MIN_VAL_TOKENS, not imported: data.py imports torch
 
 
 def register(subparsers: Any) -> None:
@@ -12,9 +15,9 @@ def register(subparsers: Any) -> None:
         "prepare",
         help="tokenize text / JSONL files into token shards for training",
         description=(
-            "Tokenize text files (one file = one document), gzip'd text, JSONL files "
-            "(one line = one document) and directories into train/validation token "
-            "shards plus index.json and tokenizer.json."
+            "Tokenize text files (one file = one document, or one line with --line-docs), "
+            "gzip'd text, JSONL files (one line = one document) and directories into "
+            "train/validation token shards plus index.json and tokenizer.json."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
@@ -36,7 +39,20 @@ def register(subparsers: Any) -> None:
         "--val-fraction",
         type=float,
         default=0.01,
-        help="fraction of 4096-token blocks held out for validation (default: 0.01)",
+        help="fraction of the tokens held out for validation, in whole 4096-token blocks; "
+        "0 = none (default: 0.01)",
+    )
+    p.add_argument(
+        "--min-val-tokens",
+        type=int,
+        default=MIN_VAL_TOKENS,
+        metavar="N",
+        help=f"smallest validation split in tokens (default: {MIN_VAL_TOKENS})",
+    )
+    p.add_argument(
+        "--line-docs",
+        action="store_true",
+        help="each non-blank line of a text file is one document",
     )
     p.add_argument(
         "--errors",
@@ -61,16 +77,21 @@ def run(args: argparse.Namespace) -> int:
         vocab_size=args.vocab_size,
         text_field=args.text_field,
         val_fraction=args.val_fraction,
+        min_val_tokens=args.min_val_tokens,
+        line_docs=args.line_docs,
         errors=args.errors,
         seed=args.seed,
         progress=not args.no_progress,
         overwrite=args.overwrite,
     )
     train, val = info.n_tokens.get("train", 0), info.n_tokens.get("val", 0)
+    total = max(1, train + val)
     print(f"prepared {info.out}")
     print(f"  documents        {info.n_documents:,}")
-    print(f"  train tokens     {train:,}")
-    print(f"  val tokens       {val:,}")
+    print(f"  train tokens     {train:,} ({100 * train / total:.1f}%)")
+    print(f"  val tokens       {val:,} ({100 * val / total:.1f}%)")
     print(f"  bytes per token  {info.bytes_per_token:.3f}")
     print(f"  vocab size       {info.vocab_size:,} ({info.dtype})")
+    for note in info.notes:
+        print(f"unmask prepare: note: {note}", file=sys.stderr)
     return 0

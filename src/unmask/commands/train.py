@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
-from unmask.commands import add_dataclass_flags, dataclass_from_args
+from unmask.commands import add_dataclass_flags, dataclass_from_args, given_fields
 from unmask.config import MODEL_PRESETS, ModelConfig, TrainConfig
 from unmask.errors import UserError
 
@@ -20,7 +22,8 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in known:
-            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(sorted(known))}")
+            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE with FIELD one of "
+                            f"{', '.join(sorted(known))}")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -32,30 +35,70 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model on a prepared dataset",
-        description="Train a masked-diffusion (or autoregressive baseline) model on data from `unmask prepare`.",
+        description="Train a masked-diffusion (or autoregressive baseline) model on data from "
+        "`unmask prepare`.",
     )
     p.add_argument("--config", help="train_config.json to start from (flags override it)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its checkpoint, with its saved settings; "
+                   "flags given now change them (e.g. --steps to extend the run)")
     p.add_argument("--model-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a ModelConfig field of the preset, e.g. --model-set d_model=384")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from unmask.objectives import OBJECTIVES
 
-    add_dataclass_flags(p, TrainConfig, skip=_SKIP, choices={"preset": list(MODEL_PRESETS), "objective": list(OBJECTIVES)})
+    choices = {"preset": list(MODEL_PRESETS), "objective": list(OBJECTIVES)}
+    add_dataclass_flags(p, TrainConfig, skip=_SKIP, choices=choices)
     p.set_defaults(func=run)
+
+
+def _flag(name: str, value: Any) -> str:
+    """A TrainConfig field as the flag that sets it, for the resume line."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
+def _resume_config(args: argparse.Namespace) -> TrainConfig:
+    """The run's saved plan with the flags given now: only flags typed on this command line
+    change it (``given_fields``), so defaults never shorten or stretch a resumed run."""
+    from unmask.train import load_train_config
+
+    if not args.out:
+        raise UserError("--resume needs --out RUN, the run to continue")
+    if args.config:
+        raise UserError("--config starts a new run; --resume continues the saved plan "
+                        "(change it with flags such as --steps)")
+    if args.model_set:
+        raise UserError("--model-set cannot change the model of a resumed run")
+    saved = Path(args.out) / "train_config.json"
+    if not saved.is_file():
+        raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)")
+    return dataclasses.replace(load_train_config(saved), **given_fields(TrainConfig, args))
 
 
 def run(args: argparse.Namespace) -> int:
     from unmask.train import load_train_config, train
+    from unmask.train_guards import TrainingStopped
 
-    base = load_train_config(args.config) if args.config else TrainConfig()
-    cfg = dataclass_from_args(TrainConfig, args, base=base)
-    if args.model_set:
-        cfg = dataclasses.replace(cfg, model_overrides={**cfg.model_overrides, **_parse_overrides(args.model_set)})
-    if not args.resume and not cfg.data:
-        raise UserError("no dataset given (--data DIR from `unmask prepare`)")
-    if args.resume and not cfg.data:
-        cfg = dataclasses.replace(cfg, data="(from run)")
-    run_dir = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if args.resume:
+        cfg = _resume_config(args)
+    else:
+        base = load_train_config(args.config) if args.config else TrainConfig()
+        cfg = dataclass_from_args(TrainConfig, args, base=base)
+        if args.model_set:
+            overrides = {**cfg.model_overrides, **_parse_overrides(args.model_set)}
+            cfg = dataclasses.replace(cfg, model_overrides=overrides)
+        if not cfg.data:
+            raise UserError("no dataset given (--data DIR from `unmask prepare`)")
+    try:
+        run_dir = train(cfg, resume=args.resume, progress=not args.no_progress, name_setting=_flag)
+    except TrainingStopped as e:
+        hint = ""
+        if (e.run / "checkpoint").is_dir():
+            hint = f"; resume with: unmask train --resume --out {e.run}"
+        print(f"unmask train: {e}{hint}", file=sys.stderr)
+        return e.exit_code
     print(f"checkpoint: {run_dir}/checkpoint")
     return 0

@@ -1,0 +1,335 @@
+"""What keeps a training run honest before and while it runs.
+
+- The resume plan: a resumed run continues the plan saved in its ``train_config.json``;
+  settings changed on resume (more steps, another time limit, another learning rate)
+  extend or shorten that plan, and the run says so in one line. Settings that define the
+  model (preset, objective, ...) cannot change on resume.
+- Size checks before anything big is allocated: ``seq_len`` and ``batch_size`` against the
+  data, and a rough memory estimate (weights + optimizer state + activations) against the
+  memory that is free (``/proc/meminfo``, the cgroup limit, or CUDA's free memory).
+- Stopping on SIGINT/SIGTERM: ``StopFlag`` turns the first signal into a stop at the next
+  safe point (the training loop then saves an atomic checkpoint) and the second into an
+  immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
+  turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
+
+Inside: ``resume_plan``, ``saved_progress``, ``describe_resume``, ``check_data_sizes``,
+``estimate_memory``, ``available_memory``, ``check_memory``, ``StopFlag``, ``TrainingStopped``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from unmask.config import ModelConfig, TrainConfig
+from unmask.errors import UserError
+
+FIXED_ON_RESUME = (
+    "preset", "objective", "schedule", "model_overrides", "block_size", "sedd_graph", "init",
+    "chat_template", "fim_rate", "empty_rate",
+)
+"""Settings that define the model or its vocabulary: a resumed run keeps its own."""
+RUNTIME_FIELDS = ("out", "device", "threads")
+"""How this process runs, not what the run is: taken from the resuming call, never a change."""
+
+SettingNamer = Callable[[str, Any], str]
+"""How a changed setting is named in the resume line: ``(field, value) -> text``."""
+
+
+def _as_field(name: str, value: Any) -> str:
+    return f"{name}={value!r}" if isinstance(value, str) else f"{name}={value}"
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def resume_plan(saved: TrainConfig, config: TrainConfig) -> dict[str, Any]:
+    """The settings where ``config`` changes the ``saved`` plan of a resumed run.
+
+    Every field of ``config`` that differs from ``saved`` (runtime fields aside) is a
+    change of plan; a change to a field in ``FIXED_ON_RESUME`` is refused, since the
+    checkpoint's weights and vocabulary were built for the saved value.
+    """
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        new, old = getattr(config, f.name), getattr(saved, f.name)
+        if f.name in RUNTIME_FIELDS or new == old:
+            continue
+        if f.name in FIXED_ON_RESUME:
+            raise UserError(
+                f"{f.name}={new!r} differs from the run's {old!r}: a resumed run keeps its "
+                f"model; start a new run to change {f.name}"
+            )
+        changes[f.name] = new
+    return changes
+
+
+@dataclass(frozen=True)
+class SavedProgress:
+    """How far a run got: optimizer steps done and seconds spent training."""
+
+    step: int
+    train_seconds: float
+
+
+def saved_progress(ckpt: Path) -> SavedProgress:
+    """Step and training time recorded in ``ckpt/trainer.json`` (0 s for older checkpoints)."""
+    path = ckpt / "trainer.json"
+    if not path.is_file():
+        raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
+    try:
+        meta = json.loads(path.read_text())
+        return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: not a valid trainer state") from None
+
+
+def describe_resume(
+    progress: SavedProgress,
+    saved: TrainConfig,
+    plan: TrainConfig,
+    changes: dict[str, Any],
+    *,
+    name: SettingNamer | None = None,
+) -> str:
+    """The one line a resumed run prints, or a ``UserError`` if the plan leaves nothing to do.
+
+    E.g. ``resuming at step 150 of 200; steps=400 given: the run now ends at 400``.
+    """
+    name = name or _as_field
+    step = progress.step
+    if plan.steps < step:
+        raise UserError(
+            f"{name('steps', plan.steps)} is behind the run, which is already at step {step}"
+        )
+    used_min = progress.train_seconds / 60
+    if plan.steps == step:
+        hint = "" if "steps" in changes else f"; give more steps ({name('steps', step * 2)})"
+        raise UserError(f"the run already finished its {step} steps{hint}")
+    if plan.time_limit and used_min >= plan.time_limit:
+        raise UserError(
+            f"the run used its time limit of {plan.time_limit:g} min "
+            f"({used_min:.1f} min trained); give a longer one ({name('time_limit', 0.0)} = none)"
+        )
+    line = f"resuming at step {step} of {saved.steps}"
+    if saved.time_limit:
+        line += f" ({used_min:.1f} of {saved.time_limit:g} min used)"
+    if changes:
+        given = ", ".join(name(k, v) for k, v in changes.items())
+        end = f"the run now ends at {plan.steps}"
+        if plan.time_limit:
+            end += f" or after {plan.time_limit:g} min of training"
+        line += f"; {given} given: {end}"
+    return line
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+def check_data_sizes(config: TrainConfig, train_ds: Any, val_ds: Any) -> None:
+    """``seq_len`` and ``batch_size`` against the token splits (not SFT pairs), up front."""
+    n = getattr(train_ds, "n_tokens", None)
+    if n is None:
+        return
+    L = config.seq_len
+    if n < L:
+        raise UserError(f"seq_len={L} is longer than the train split ({n:,} tokens)")
+    windows = n - L + 1
+    if config.batch_size > windows:
+        raise UserError(
+            f"batch_size={config.batch_size} exceeds the {windows:,} distinct windows of "
+            f"seq_len={L} in the train split ({n:,} tokens)"
+        )
+    if val_ds is not None and 0 < val_ds.n_tokens < L:
+        raise UserError(
+            f"seq_len={L} is longer than the validation split ({val_ds.n_tokens:,} tokens)"
+        )
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """A rough lower estimate of what one training process holds at its peak, in bytes."""
+
+    state: int
+    """Weights, gradients, AdamW moments and the EMA copy (fp32)."""
+    activations: int
+    """Tensors kept for the backward pass of one micro-batch, and the batch itself."""
+
+    @property
+    def total(self) -> int:
+        return self.state + self.activations
+
+
+def estimate_memory(
+    model_cfg: ModelConfig, config: TrainConfig, *, rows: int, cuda: bool
+) -> MemoryEstimate:
+    """Bytes a training process needs, roughly, from the configs alone (nothing allocated).
+
+    Parameters are counted on the meta device. Per parameter: fp32 weight, gradient and two
+    AdamW moments (16 bytes), plus 4 for EMA. Per token of a micro-batch of ``rows`` rows:
+    about 16·d_model values per layer kept for backward, and logits, their softmax and
+    gradient (3·V); 2 bytes a value under CUDA's bf16 autocast, 4 on CPU. A lower estimate:
+    attention scores (L² per head when no fused kernel applies) are left out.
+    """
+    import torch
+
+    from unmask.model import Transformer
+
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in Transformer(model_cfg).parameters())
+    per_param = 16 + (4 if config.ema > 0 else 0)
+    value = 2 if cuda else 4
+    per_token = model_cfg.n_layers * 16 * model_cfg.d_model + 3 * model_cfg.vocab_size
+    L = config.seq_len
+    batch = 16 * config.batch_size * L  # int64 windows and the stacked copy
+    return MemoryEstimate(
+        state=per_param * n_params, activations=value * rows * L * per_token + batch
+    )
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _cgroup_available() -> int | None:
+    """Room left under a cgroup v2 memory limit (containers), if there is one."""
+    root = Path("/sys/fs/cgroup")
+    try:
+        limit = (root / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int((root / "memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def available_memory(device: Any) -> int | None:
+    """Free bytes where training allocates: CUDA's free memory on a GPU, else the smaller of
+    MemAvailable and the cgroup's room; None when it cannot be read."""
+    if getattr(device, "type", str(device)) == "cuda":
+        import torch
+
+        try:
+            return int(torch.cuda.mem_get_info(device)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    found = [m for m in (_meminfo_available(), _cgroup_available()) if m is not None]
+    return min(found) if found else None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit in ("B", "KB") else f"{n:,.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def check_memory(
+    estimate: MemoryEstimate, available: int | None, *, config: TrainConfig, rows: int,
+    processes: int = 1,
+) -> None:
+    """Refuse a run whose estimate (times the processes sharing this machine) exceeds the free
+    memory, with a one-line ``UserError`` that says what to lower."""
+    if available is None:
+        return
+    need = estimate.total * processes
+    if need <= available:
+        return
+    who = f" × {processes} processes" if processes > 1 else ""
+    raise UserError(
+        f"this run needs about {_size(need)} of memory{who} (weights and optimizer state "
+        f"{_size(estimate.state)}, activations of {rows} rows × seq_len={config.seq_len} "
+        f"{_size(estimate.activations)}), more than the {_size(available)} available; lower "
+        "seq_len or batch_size, or raise grad_accum"
+    )
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Raised by ``train`` when SIGINT/SIGTERM stopped it, after its checkpoint was saved.
+
+    A ``KeyboardInterrupt``, so code that handles Ctrl-C handles it; ``exit_code`` is the
+    shell's convention for death by that signal (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, step: int | None, run: Path, *, detail: str = "") -> None:
+        self.signum = signum
+        self.step = step
+        self.run = run
+        self.exit_code = 128 + signum
+        if not detail:
+            detail = f"at step {step}; checkpoint saved in {run / 'checkpoint'}"
+        super().__init__(f"stopped by {signal.Signals(signum).name} {detail}")
+
+
+class StopFlag:
+    """SIGINT/SIGTERM handling for the whole of ``train``.
+
+    Outside ``deferring()`` (set-up: reading data, building the model) a signal stops at
+    once. Inside it (the training loop) the first signal only sets ``signum``, and the loop
+    stops at the next step or micro-batch boundary and saves; a second signal raises
+    ``KeyboardInterrupt`` at once (the last complete checkpoint stays, saves are atomic).
+    """
+
+    def __init__(self, run: Path | None = None) -> None:
+        self.signum: int | None = None
+        self.run = run
+        self._defer = False
+        self._started = False  # the training loop was entered
+        self._old: dict[int, Any] = {}
+
+    @property
+    def stop(self) -> bool:
+        return self.signum is not None
+
+    def __enter__(self) -> StopFlag:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals to the caller
+                pass
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        run = self.run or Path(".")
+        if not self._defer:
+            self.signum = signum
+            when = "after training (its checkpoint is saved)" if self._started else (
+                "before training started")
+            raise TrainingStopped(signum, None, run, detail=when)
+        if self.signum is not None:  # the second signal: no more waiting for a save
+            raise TrainingStopped(signum, None, run, detail="at once (second signal); the last "
+                                  "saved checkpoint is kept")
+        self.signum = signum
+
+    @contextlib.contextmanager
+    def deferring(self) -> Iterator[StopFlag]:
+        """Inside: signals set the flag instead of raising (the first one)."""
+        self._defer = self._started = True
+        try:
+            yield self
+        finally:
+            self._defer = False
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)

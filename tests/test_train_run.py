@@ -1,0 +1,290 @@
+"""A training run's plan on resume, sizes checked up front, and stopping on signals
+(issue 16, items 1 and 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import unmask.train as train_mod
+from unmask.checkpoint import load
+from unmask.cli import main
+from unmask.config import TrainConfig, model_preset
+from unmask.errors import UserError
+from unmask.train import load_train_config, train
+from unmask.train_guards import (
+    MemoryEstimate,
+    SavedProgress,
+    StopFlag,
+    TrainingStopped,
+    check_memory,
+    describe_resume,
+    estimate_memory,
+)
+
+WORDS = "the lord said unto moses go down and speak to the people of israel".split()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("corpus")
+    g = torch.Generator().manual_seed(0)
+    lines = []
+    for _ in range(500):
+        idx = torch.randint(0, len(WORDS), (8,), generator=g).tolist()
+        lines.append(" ".join(WORDS[i] for i in idx) + ".")
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    out = root / "prepared"
+    prepare([root / "a.txt"], out, tokenizer="byte", val_fraction=0.1, progress=False)
+    return out
+
+
+def cfg(dataset: Path, out: Path, **kw: object) -> TrainConfig:
+    base = TrainConfig(
+        data=str(dataset), out=str(out), preset="tiny", seq_len=32, batch_size=4, steps=6,
+        warmup=2, lr=3e-3, eval_every=0, eval_batches=1, save_every=0, log_every=1, seed=3,
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def losses(run: Path) -> list[float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def step_of(run: Path) -> int:
+    return int(json.loads((run / "checkpoint" / "trainer.json").read_text())["step"])
+
+
+def interrupted(config: TrainConfig, at: int, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run ``config`` in this process and send it SIGINT while step ``at`` starts."""
+    orig = train_mod.lr_at
+
+    def lr(step: int, c: TrainConfig) -> float:
+        if step == at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig(step, c)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "lr_at", lr)
+        with pytest.raises(TrainingStopped) as e:
+            train(config, progress=False)
+    assert e.value.exit_code == 130 and e.value.step == at + 1
+    return Path(config.out)
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+def test_cli_resume_continues_the_saved_plan(dataset, tmp_path, monkeypatch, capsys):
+    """A 6-step run stopped at step 3 resumes to 6 (not to the CLI default of 1000 steps),
+    with its own lr schedule, and repeats the uninterrupted run exactly."""
+    full = train(cfg(dataset, tmp_path / "full"), progress=False)
+    part = interrupted(cfg(dataset, tmp_path / "part"), 2, monkeypatch)
+    assert step_of(part) == 3
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(part), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "resuming at step 3 of 6\n" in err
+    assert step_of(part) == 6
+    assert losses(part) == pytest.approx(losses(full), rel=1e-5)
+    assert load_train_config(part / "train_config.json") == cfg(dataset, part)
+
+
+def test_cli_resume_flags_change_the_plan(dataset, tmp_path, monkeypatch, capsys):
+    run = interrupted(cfg(dataset, tmp_path / "run", steps=8), 2, monkeypatch)
+    capsys.readouterr()
+    args = ["train", "--resume", "--out", str(run), "--no-progress"]
+    assert main([*args, "--steps", "5"]) == 0  # shortened
+    err = capsys.readouterr().err
+    assert "resuming at step 3 of 8; --steps 5 given: the run now ends at 5\n" in err
+    assert step_of(run) == 5
+    assert load_train_config(run / "train_config.json").steps == 5  # the plan is saved
+
+    assert main(args) == 2  # nothing left to do
+    assert "already finished its 5 steps" in capsys.readouterr().err
+    assert main([*args, "--steps", "4"]) == 2
+    assert "--steps 4 is behind the run, which is already at step 5" in capsys.readouterr().err
+    assert main([*args, "--steps", "7", "--lr", "0.001", "--time-limit", "30"]) == 0  # extended
+    err = capsys.readouterr().err
+    assert ("resuming at step 5 of 5; --steps 7, --lr 0.001, --time-limit 30.0 given: the run "
+            "now ends at 7 or after 30 min of training\n") in err
+    assert step_of(run) == 7
+    lrs = [r["lr"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+           if "lr" in r]
+    plan = replace(cfg(dataset, run), steps=7, lr=1e-3)
+    assert lrs[-1] == pytest.approx(train_mod.lr_at(6, plan))
+
+
+def test_resume_keeps_the_model(dataset, tmp_path, monkeypatch, capsys):
+    run = interrupted(cfg(dataset, tmp_path / "run"), 1, monkeypatch)
+    capsys.readouterr()
+    args = ["train", "--resume", "--out", str(run), "--no-progress"]
+    assert main([*args, "--objective", "ar"]) == 2
+    err = capsys.readouterr().err
+    assert "objective='ar' differs from the run's 'mdlm'" in err and err.count("\n") == 1
+    assert main([*args, "--model-set", "d_model=32"]) == 2
+    assert main([*args, "--config", str(run / "train_config.json")]) == 2
+    assert main(["train", "--resume", "--out", str(tmp_path / "nothing")]) == 2
+    with pytest.raises(UserError, match="keeps its model"):
+        train(cfg(dataset, run, preset="demo"), resume=True, progress=False)
+    assert step_of(run) == 2  # nothing ran
+
+
+def test_resume_line_and_time_limit():
+    saved = TrainConfig(steps=200, time_limit=10.0)
+
+    def flag(name: str, value: object) -> str:
+        return f"--{name.replace('_', '-')} {value}"
+
+    plan = replace(saved, steps=400)
+    assert describe_resume(SavedProgress(150, 0.0), saved, plan, {"steps": 400}, name=flag) == (
+        "resuming at step 150 of 200 (0.0 of 10 min used); --steps 400 given: the run now ends "
+        "at 400 or after 10 min of training"
+    )
+    assert describe_resume(SavedProgress(150, 0.0), replace(saved, time_limit=0.0),
+                           replace(saved, time_limit=0.0), {}) == "resuming at step 150 of 200"
+    with pytest.raises(UserError, match="used its time limit of 10 min"):
+        describe_resume(SavedProgress(150, 600.0), saved, saved, {})
+    assert "time_limit=20.0 given" in describe_resume(
+        SavedProgress(150, 600.0), saved, replace(saved, time_limit=20.0), {"time_limit": 20.0}
+    )
+
+
+def test_time_limit_counts_earlier_sessions(dataset, tmp_path, monkeypatch):
+    """Training time is saved with the checkpoint, so a resumed run's limit covers both."""
+    run = interrupted(cfg(dataset, tmp_path / "run", steps=50), 1, monkeypatch)
+    meta = json.loads((run / "checkpoint" / "trainer.json").read_text())
+    assert meta["train_seconds"] > 0
+    meta["train_seconds"] = 59.0  # as if the first session had trained for 59 s
+    (run / "checkpoint" / "trainer.json").write_text(json.dumps(meta))
+    saved = load_train_config(run / "train_config.json")
+    train(replace(saved, time_limit=1.0), resume=True, progress=False)
+    assert 2 < step_of(run) < 50  # stopped by the limit (1 min in all), not by steps
+
+
+# ----------------------------------------------------------------------------- sizes
+
+
+def test_impossible_sizes_refused_up_front(dataset, tmp_path, capsys):
+    base = ["train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--no-progress",
+            "--seq-len", "32", "--steps", "1"]
+    cases = {
+        ("--seq-len", "100000000"): "seq_len=100000000 is longer than the train split",
+        ("--batch-size", "10000000"): "batch_size=10000000 exceeds the",
+        ("--model-set", "d_model=4096", "--model-set", "n_layers=256"): "this run needs about",
+    }
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for extra, message in cases.items():
+        t = time.perf_counter()
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert time.perf_counter() - t < 30
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    assert grown_mb < 300  # nothing big was allocated before the refusal
+    assert not (tmp_path / "r" / "checkpoint").exists()
+
+
+def test_memory_estimate_and_refusal(dataset, tmp_path, monkeypatch):
+    m = model_preset("tiny", vocab_size=260, max_seq_len=64)
+    n_params = sum(p.numel() for p in train_mod.Transformer(m).parameters())
+    c = TrainConfig(seq_len=64, batch_size=8, ema=0.99)
+    est = estimate_memory(m, c, rows=8, cuda=False)
+    assert est.state == 20 * n_params  # weights, grads, two AdamW moments, EMA: fp32
+    per_token = m.n_layers * 16 * m.d_model + 3 * m.vocab_size
+    assert est.activations == 4 * 8 * 64 * per_token + 16 * 8 * 64
+    half = estimate_memory(m, c, rows=4, cuda=True).activations
+    assert half == 2 * 4 * 64 * per_token + 16 * 8 * 64  # bf16, half the rows
+    check_memory(est, est.total, config=c, rows=8)  # fits exactly
+    check_memory(est, None, config=c, rows=8)  # unknown: no check
+    with pytest.raises(UserError, match="× 2 processes"):
+        check_memory(est, est.total, config=c, rows=8, processes=2)
+    est2 = MemoryEstimate(state=3 * 2**30, activations=2**30)
+    with pytest.raises(UserError, match=r"about 4\.0 GB .* more than the 1\.0 GB available"):
+        check_memory(est2, 2**30, config=c, rows=8)
+    # The training entry point asks before building the model.
+    monkeypatch.setattr(train_mod, "available_memory", lambda device: 1024)
+    with pytest.raises(UserError, match="more than the 1 KB available"):
+        train(cfg(dataset, tmp_path / "r"), progress=False)
+
+
+def test_empty_validation_split_trains_without_validation(tmp_path):
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text("the people of israel said unto moses.\n" * 200)
+    data = tmp_path / "d"
+    prepare([tmp_path / "a.txt"], data, tokenizer="byte", val_fraction=0, progress=False)
+    run = train(cfg(data, tmp_path / "run", steps=2, eval_every=1), progress=False)
+    assert step_of(run) == 2
+    assert not [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+                if "val_loss" in r]
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def test_stop_flag_phases():
+    with StopFlag(Path("run")) as flag:
+        with pytest.raises(TrainingStopped, match="SIGINT before training started"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode
+        with flag.deferring():
+            flag.signum = None
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+            assert flag.signum == signal.SIGTERM  # first signal: noted, the loop stops itself
+            with pytest.raises(TrainingStopped, match="second signal") as e:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+            assert e.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_cli_signal_mid_run_saves_and_exits(dataset, tmp_path, sig, code):
+    """A real signal from outside, mid-run: prompt stop, atomic checkpoint, exit 128 + signal."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "unmask.cli", "train", "--data", str(dataset), "--out", str(run),
+           "--seq-len", "32", "--batch-size", "4", "--steps", "100000", "--eval-every", "0",
+           "--save-every", "2", "--log-every", "1", "--threads", "1", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        metrics = run / "metrics.jsonl"
+        while time.monotonic() < deadline and proc.poll() is None:
+            if metrics.is_file() and metrics.read_text().count('"loss"') >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(sig)
+        t = time.monotonic()
+        out, err = proc.communicate(timeout=60)
+        stop_s = time.monotonic() - t
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert stop_s < 30
+    step = step_of(run)
+    assert step >= 3
+    name = signal.Signals(sig).name
+    assert f"stopped by {name} at step {step}; checkpoint saved in" in err
+    assert f"resume with: unmask train --resume --out {run}" in err
+    assert "Traceback" not in err and "checkpoint:" not in out
+    assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint")]
+    assert load(run).model is not None
+    assert load_train_config(run / "train_config.json").steps == 100000
