@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -21,19 +24,21 @@ class Prefers:
     """Every position favours the token ``best``; other space-led tokens next, then the rest.
     Records every canvas it sees."""
 
-    def __init__(self, best: bytes, space_led: float = 4.0) -> None:
-        self.bias = torch.zeros(V)
-        for i in range(V):
-            b = BPE.token_bytes(i)
+    def __init__(self, best: bytes, space_led: float = 4.0, tokenizer=BPE) -> None:
+        n = tokenizer.vocab_size
+        self.bias = torch.zeros(n)
+        for i in range(n):
+            b = tokenizer.token_bytes(i)
             if len(b) >= 2 and b.startswith(b" "):
                 self.bias[i] = space_led
-        self.bias[tid(best)] = 10.0
-        self.bias[[BPE.mask_id, BPE.pad_id, BPE.eos_id]] = 20.0  # never allowed in a gap
+        self.bias[next(i for i in range(n) if tokenizer.token_bytes(i) == best)] = 10.0
+        # Specials never fill a gap, however likely.
+        self.bias[[tokenizer.mask_id, tokenizer.pad_id, tokenizer.eos_id]] = 20.0
         self.seen: list[list[int]] = []
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
         self.seen.extend(tokens.tolist())
-        return self.bias.expand(*tokens.shape, V).clone()
+        return self.bias.expand(*tokens.shape, len(self.bias)).clone()  # (B, L, V)
 
 
 def check_round_trip(r) -> None:
@@ -83,28 +88,124 @@ def test_variable_length_gap_with_the_space_round_trips():
     check_round_trip(r)
 
 
-@pytest.mark.parametrize("gap,expect", [
-    (Gap(choices=["cat", "dog"]), False),  # constraints shape the text: no space moves in
-    (Gap(regex="[a-z]+"), False),
-    (Gap(2, allowed="lowercase"), False),
-    (Gap(banned=["x"]), True),  # banning tokens does not
-    (Gap(), True),
+@pytest.mark.parametrize("gap", [
+    Gap(choices=["cat", "dog"]),  # constrained gaps take the space too (issue 16, item 4)
+    Gap(regex="[a-z]+"),
+    Gap(2, allowed="lowercase"),
+    Gap(banned=["x"]),
+    Gap(),
 ])
-def test_rule_applies_to_unconstrained_gaps_only(gap, expect):
-    assert takes_space(gap, "The ", BPE) is expect
+def test_every_gap_after_a_space_takes_it(gap):
+    assert takes_space(gap, "The ", BPE)
     assert not takes_space(gap, "The", BPE)
     assert not takes_space(gap, "The ", byte_tokenizer())  # no space-led tokens: nothing to gain
+    assert not takes_space(dataclasses.replace(gap, take_space=False), "The ", BPE)
     plan = plan_template(["The ", gap, " sat"], BPE)
-    assert plan.holes[0].space is expect
-    assert plan.items[0][1][0] == BPE.encode("The" if expect else "The ")
+    assert plan.holes[0].space
+    assert plan.items[0][1][0] == BPE.encode("The")
 
 
-def test_constrained_gap_keeps_the_space_locked():
-    model = Prefers(b" cat")
-    r = infill(model, BPE, ["The ", Gap(choices=["cat", "dog"]), " sat"], SampleConfig(steps=2))
-    assert r.text in ("The cat sat", "The dog sat")
-    assert r.tokens[: len(BPE.encode("The "))] == BPE.encode("The ")
-    check_round_trip(r)
+# -- constrained gaps after a space: a BPE whose vocabulary has " Rome", " 42", " true" ----------
+
+CITY = train_bpe(["I went to Paris. I went to Rome. We met in Oslo at 12. The cat sat on the mat. "
+                  'The dog sat. {"age": 42, "ok": true}'] * 20, vocab_size=330)
+
+
+def cid(piece: bytes) -> int:
+    return next(i for i in range(CITY.vocab_size) if CITY.token_bytes(i) == piece)
+
+
+def test_the_city_tokenizer_has_space_led_words_only():
+    for word in ("Rome", "Paris", "Oslo", "42", "12", "true"):
+        assert CITY.encode(" " + word) == [cid(b" " + word.encode())]
+    for word in ("Rome", "Paris", "Oslo", "true"):
+        assert len(CITY.encode(word)) > 1  # the bare word is no single token
+
+
+def check_city(r) -> None:
+    assert CITY.decode(r.tokens) == r.text
+    for g in r.gaps:
+        assert r.text[g.start : g.end] == g.text
+
+
+@pytest.mark.parametrize("gap,text,token", [
+    (Gap(1, choices=["Paris", "Rome"]), "Rome", b" Rome"),  # one token: only as " Rome"
+    (Gap(1, allowed="digits"), "42", b" 42"),
+    (Gap(1, regex=r"\d+"), "12", b" 12"),
+    (Gap(1, regex="(Paris|Oslo)"), "Oslo", b" Oslo"),
+    (Gap(1, name="city", choices=["Oslo", "Paris"]), "Paris", b" Paris"),
+])
+def test_constrained_gap_after_a_space_uses_the_space_led_token(gap, text, token):
+    model = Prefers(token, tokenizer=CITY)
+    r = infill(model, CITY, ["We met at", " ", gap, " today."], SampleConfig(steps=4))
+    assert r.gaps[0].text == text and r.gaps[0].tokens == [cid(token)]
+    assert r.text == f"We met at {text} today."  # one space: neither doubled nor lost
+    assert r.tokens == CITY.encode("We met at") + [cid(token)] + CITY.encode(" today.")
+    assert model.seen[0][: len(CITY.encode("We met at")) + 1] == CITY.encode("We met at") + [CITY.mask_id]
+    check_city(r)
+
+
+def test_variable_length_choice_after_a_space_renders_one_space():
+    r = infill(Prefers(b" Rome", tokenizer=CITY), CITY,
+               ["I went to ", Gap(choices=["Paris", "Rome"]), " today."], SampleConfig(steps=4))
+    assert r.length_mode == "elbo" and len(r.candidates) > 1
+    assert 1 in [c.lengths[0] for c in r.candidates]  # " Rome" as one token was a candidate
+    for c in [*r.candidates, r]:
+        assert c.text in ("I went to Paris today.", "I went to Rome today.")
+    check_city(r)
+
+
+def test_constrained_gap_without_a_space_before_is_unchanged():
+    model = Prefers(b" Rome", tokenizer=CITY)
+    r = infill(model, CITY, ["(", Gap(choices=["Paris", "Rome"]), ")"], SampleConfig(steps=4))
+    assert r.text in ("(Paris)", "(Rome)") and " " not in r.text
+    assert all(CITY.token_bytes(t)[:1] != b" " for t in r.gaps[0].tokens)
+    check_city(r)
+
+
+def test_space_is_put_back_when_a_constrained_fill_has_none():
+    model = Prefers(b"Ro", space_led=-20.0, tokenizer=CITY)  # space-led tokens very unlikely
+    r = infill(model, CITY, ["I went to ", Gap(2, choices=["Paris", "Rome"]), " today."],
+               SampleConfig(steps=2))
+    assert r.text == "I went to Rome today." and r.gaps[0].text == "Rome"
+    assert r.gaps[0].tokens == [cid(b"Ro"), cid(b"me")]
+    assert r.tokens == CITY.encode("I went to") + CITY.encode(" ") + r.gaps[0].tokens + CITY.encode(
+        " today.")
+    check_city(r)
+
+
+def test_a_choice_that_starts_with_a_space_keeps_it():
+    # " Rome" is a choice of its own: the fill " Rome" is that choice, after the template's space.
+    r = infill(Prefers(b" Rome", tokenizer=CITY), CITY, ["to ", Gap(1, choices=[" Rome"]), "."],
+               SampleConfig(steps=1))
+    assert r.text == "to  Rome." and r.gaps[0].text == " Rome"
+    check_city(r)
+
+
+def test_space_alone_never_fills_a_constrained_gap():
+    plan = plan_template(["at ", Gap(1, regex=r"\d*"), "."], CITY)
+    automaton = plan.holes[0].automaton
+    assert not automaton.accepts(CITY.encode(" "))
+    assert automaton.accepts([cid(b" 12")]) and automaton.accepts(CITY.encode("7"))
+
+
+def test_cli_choices_after_a_space(tmp_path, capsys):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+
+    cfg = model_preset("tiny", vocab_size=CITY.vocab_size, max_seq_len=32, **CITY.special_ids())
+    torch.manual_seed(0)
+    ckpt = str(save_checkpoint(tmp_path / "run", model=Transformer(cfg).eval(), tokenizer=CITY))
+    argv = ["infill", "--model", ckpt, "I went to [MASK:1] today.", "--choices", "1=Paris|Rome",
+            "--json", "--no-live"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    city = out["gaps"][0]["text"]
+    assert city in ("Paris", "Rome") and out["text"] == f"I went to {city} today."
+    assert out["gaps"][0]["tokens"] == [cid(b" " + city.encode())]
+    assert CITY.decode(out["tokens"]) == out["text"]
 
 
 def test_edit_span_after_a_space_uses_space_led_tokens():

@@ -268,14 +268,15 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
         s, e = spans.holes[r][k]
         ids = [t for t in row[s:e] if t != empty_id]
         text = vocab.decode(ids)
-        if plan.holes[k].space:  # the space before the gap: the fill's own, or put back
-            if not text.startswith(" "):
+        hole = plan.holes[k]
+        if hole.space:  # the space before the gap: the fill's own, or put back
+            if hole.space_is_taken(text):
+                text = text[1:]
+            else:
                 space_ids = list(tokenizer.encode(" ")) if space_ids is None else space_ids
                 tokens.extend(space_ids)
-                text = " " + text
             parts.append(" ")
             pos += 1
-            text = text[1:]
         tokens.extend(ids)
         gaps.append(FilledGap(name=plan.holes[k].label, text=text, tokens=ids, start=pos, end=pos + len(text)))
         parts.append(text)

@@ -40,6 +40,8 @@ from unmask.infill.dfa import (
     NAMED_CLASSES,
     alt,
     any_char,
+    cat,
+    embed,
     lit,
     rep,
     to_dfa,
@@ -267,8 +269,23 @@ def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
     return allowed
 
 
-def gap_dfa(gap: Gap, label: str = "gap") -> DFA:
-    """The byte-level language of a gap's text: every constraint intersected."""
+def gap_dfa(gap: Gap, label: str = "gap", *, space: bool = False) -> DFA:
+    """The byte-level language of a gap's text: every constraint intersected.
+
+    With ``space`` (the gap took in the space before it, ``takes_space``) the language is
+    ``L | " " L+``: the gap's text with or without that space in front, so a byte-level BPE
+    may spell it as it spells the word after a space (``" Rome"``, one token), while a gap
+    can never hold the space alone when its constraint wants text.
+    """
+    dfa = _own_dfa(gap, label)
+    if not space or not gap.shapes_text:
+        return dfa  # unconstrained: any text already may start with a space
+    nonempty = dfa.intersect(to_dfa(rep(any_char(ANY), 1, None)))
+    return to_dfa(alt(embed(dfa), cat(lit(" "), embed(nonempty))))
+
+
+def _own_dfa(gap: Gap, label: str) -> DFA:
+    """The language of the gap's own text (without a taken-in space)."""
     parts: list[DFA] = []
     if gap.regex is not None:
         try:
@@ -294,13 +311,16 @@ def gap_dfa(gap: Gap, label: str = "gap") -> DFA:
     return dfa
 
 
-def gap_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomaton:
-    """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer)."""
+def gap_automaton(gap: Gap, tokenizer: Any, label: str = "gap", *, space: bool = False) -> TokenAutomaton:
+    """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer);
+    ``space``: the gap took in the space before it (``gap_dfa``)."""
     allowed = gap.allowed if isinstance(gap.allowed, str) or gap.allowed is None else tuple(gap.allowed)
-    key = ("gap", gap.regex, None if gap.choices is None else tuple(gap.choices), allowed, tuple(gap.banned))
+    choices = None if gap.choices is None else tuple(gap.choices)
+    key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), space and gap.shapes_text)
 
     def build() -> TokenAutomaton:
-        return TokenAutomaton.from_dfa(gap_dfa(gap, label), vocab_of(tokenizer), _token_mask(gap, tokenizer, label))
+        dfa = gap_dfa(gap, label, space=space)
+        return TokenAutomaton.from_dfa(dfa, vocab_of(tokenizer), _token_mask(gap, tokenizer, label))
 
     return cached_automaton(tokenizer, key, build)
 
@@ -323,6 +343,16 @@ class Hole:
     space: bool = False
     """The hole took in the space before it (``takes_space``): the text before it lost its last
     space, which the filled text gets back unless the fill starts with a space itself."""
+    own: DFA | None = field(default=None, repr=False)
+    """For a constrained hole that took the space: the language of its own text, which tells
+    whether a fill's leading space is the template's (``" Rome"``) or part of a choice."""
+
+    def space_is_taken(self, text: str) -> bool:
+        """Whether the leading space of a fill ``text`` is the template's space (then the
+        gap's text is ``text[1:]``); False: the space is put back in front of ``text``."""
+        if not (self.space and text.startswith(" ")):
+            return False
+        return self.own is None or (len(text) > 1 and self.own.matches(text[1:]))
 
 
 @dataclass
@@ -410,13 +440,14 @@ def takes_space(gap: Gap, before: str, tokenizer: Any) -> bool:
     """Whether ``gap`` takes in the last character of the text ``before`` it.
 
     The rule: the text right before the gap ends with a space (U+0020; only that one space
-    moves), the gap allows it (``Gap.take_space``, False after ``\\ `` in a template), no
-    constraint shapes its text (regex, choices, ``allowed``; see ``Gap.shapes_text``), and
-    the tokenizer joins spaces to the next word (``joins_spaces``). Then the fill may start
-    with a space-led token such as ``" cat"``, as the model saw in training, where the
-    locked space would have forced space-less tokens.
+    moves), the gap allows it (``Gap.take_space``, False after ``\\ `` in a template) and the
+    tokenizer joins spaces to the next word (``joins_spaces``). Then the fill may start with
+    a space-led token such as ``" cat"``, as the model saw in training, where the locked
+    space would have forced space-less tokens. A constrained gap (regex, choices, class)
+    takes the space too: its language gains an optional leading space (``gap_dfa``), so
+    ``choices=["Rome"]`` may be the one token ``" Rome"``.
     """
-    return before.endswith(" ") and gap.take_space and not gap.shapes_text and joins_spaces(tokenizer)
+    return before.endswith(" ") and gap.take_space and joins_spaces(tokenizer)
 
 
 def plan_template(
@@ -450,17 +481,18 @@ def plan_template(
     for k, p in enumerate(segments):
         if isinstance(p, Gap):
             label = _named(p, len(holes) + 1)
-            automaton = gap_automaton(p, tokenizer, label)
+            before = segments[k - 1] if k and isinstance(segments[k - 1], str) else ""
+            space = move_spaces and takes_space(p, before, tokenizer)  # type: ignore[arg-type]
+            automaton = gap_automaton(p, tokenizer, label, space=space)
             lo, hi = _bounds(p, label, automaton, default_max_len)
             feas = automaton.feasible_lengths(hi)
             feasible = [n for n in range(lo, hi + 1) if feas[n]]
             if not feasible:
                 what = f"{lo} tokens" if lo == hi else f"{lo}-{hi} tokens"
                 raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
-            before = segments[k - 1] if k and isinstance(segments[k - 1], str) else ""
-            space = move_spaces and takes_space(p, before, tokenizer)  # type: ignore[arg-type]
+            own = gap_dfa(p, label) if space and p.shapes_text else None
             holes.append(Hole(label=label, automaton=automaton, candidates=_subset(feasible, max_candidates),
-                              feasible=feasible, gap=p, space=space))
+                              feasible=feasible, gap=p, space=space, own=own))
             items.append(("hole", len(holes) - 1))
         elif p:
             nxt = segments[k + 1] if k + 1 < len(segments) else None
