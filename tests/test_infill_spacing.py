@@ -214,3 +214,34 @@ def test_edit_span_after_a_space_uses_space_led_tokens():
     r = edit(Prefers(b" dog"), BPE, "The cat sat on the mat.", spans=[(4, 7)], config=SampleConfig(steps=1))
     assert r.text == "The dog sat on the mat."
     assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [(4, 7, "cat", "dog")]
+
+
+# -- forms: a value after ": " takes the space in as well ------------------------------------------
+
+
+def test_form_values_after_a_space_use_space_led_tokens():
+    from unmask.infill import fill_form
+
+    model = Prefers(b" 42", tokenizer=CITY)
+    form = {"age": "<int:0..120>", "city": "<choice:Paris|Rome>", "ok": "<bool>"}
+    r = fill_form(model, CITY, form, SampleConfig(steps=16))
+    assert r.value["age"] == 42 and r.value["city"] in ("Paris", "Rome")
+    age, city, ok = r.holes
+    assert age.space and ok.space and not city.space  # a string's quote is locked text
+    assert age.text == "42" and ok.text in ("true", "false")
+    assert r.text.startswith('{"age": 42') and f', "ok": {ok.text}' in r.text.replace("  ", "")
+    assert CITY.decode(r.tokens) == r.text
+    assert cid(b" 42") in r.tokens
+    head = CITY.encode('{"age":')
+    assert model.seen[0][: len(head) + 1] == head + [CITY.mask_id]  # no locked space before 42
+
+
+def test_form_space_is_put_back_when_the_value_has_none():
+    from unmask.infill import fill_form
+
+    r = fill_form(Prefers(b"42", space_led=-20.0, tokenizer=CITY), CITY, {"age": "<int:10..99>"},
+                  SampleConfig(steps=4))
+    assert r.value == {"age": 42} and r.text.startswith('{"age": 42')
+    assert CITY.decode(r.tokens) == r.text
+    assert r.tokens[: len(CITY.encode('{"age":')) + 2] == CITY.encode('{"age":') + CITY.encode(
+        " ") + [cid(b"42")]
