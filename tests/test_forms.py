@@ -298,3 +298,16 @@ def test_readme_form_example():
         for h in r.holes:
             check_hole(h.spec, h.text, h.value)
         assert TOK.decode(r.tokens) == r.text
+
+
+def test_cli_refuses_the_ambiguous_int_with_both_spellings(tmp_path, capsys):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+
+    cfg = model_preset("tiny", vocab_size=V, max_seq_len=64, **TOK.special_ids())
+    ckpt = str(save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=TOK))
+    assert main(["fill-form", "--model", ckpt, '{"age": "<int:1-3>"}']) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "<digits:1-3>" in err and "<int:1..3>" in err
+    assert main(["fill-form", "--model", ckpt, '{"age": "<int:1..3>"}', "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["value"]["age"] in (1, 2, 3)

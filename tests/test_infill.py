@@ -101,11 +101,11 @@ def test_parse_template_gaps_and_escapes():
     [
         ("The cat sat on the [MASK", "template column 20: unclosed '[MASK'"),
         ("a [MASK:3 b [MASK]", "template column 3: unclosed '[MASK'"),
-        ("xx [MASK:1x]", "template column 4: bad gap length '1x'"),
+        ("xx [MASK:1x]", "template column 4: bad gap length '1x' in '[MASK:1x]'; use [MASK:n] (n tokens)"),
         ("xx [MASK:city:x]", "template column 4: bad gap length 'x'"),
         ("xx [MASK:city:]", "template column 4: bad gap length ''"),
-        ("[MASK:0]", "template column 1: gap length must be at least 1"),
-        ("ab [MASK:5-2]", "template column 4: gap bounds inverted"),
+        ("[MASK:0]", "template column 1: gap length must be at least 1 token, got 0"),
+        ("ab [MASK:5-2]", "template column 4: gap bounds inverted in '[MASK:5-2]' (min 5 > max 2 tokens)"),
         ("[MASKED]", "template column 1: expected ']' or ':'"),
         ("line one\nand [MASK:2-", "template line 2 column 5: unclosed"),
         ("no gaps here", "no gaps"),
@@ -301,7 +301,7 @@ def test_gap_errors_name_the_gap(model):
         infill(model, TOK, ["a", Gap(3, regex=r"\d{5}", name="code")])
     with pytest.raises(UserError, match=r"gap 2: no sequence of 2 tokens"):
         infill(model, TOK, ["a", Gap(1), Gap(2, allowed="digits", banned=list("0123456789"))])
-    with pytest.raises(UserError, match=r"gap 1: gap bounds inverted \(min_len 5 > max_len 2\)"):
+    with pytest.raises(UserError, match=r"gap 1: gap bounds inverted \(min_len 5 > max_len 2 tokens\)"):
         infill(model, TOK, [Gap(min_len=5, max_len=2)])
     with pytest.raises(UserError, match=r"unknown character class 'hex'"):
         infill(model, TOK, [Gap(2, allowed="hex")])

@@ -19,8 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fill a JSON template with typed holes",
         description=(
             'Fill a JSON template whose values are typed holes, e.g. {"name": "<text:2-8>", '
-            '"age": "<int:1-3>", "city": "<choice:Paris|London|Rome>"} (also <bool>, <float>, '
-            "<regex:...>). All holes are filled in one pass; the output always parses as JSON."
+            '"age": "<int:0..120>", "pin": "<digits:4>", "city": "<choice:Paris|London|Rome>"} '
+            "(also <bool>, <float>, <float:0..1>, <regex:...>). Counts are characters: "
+            "<text:2-8> is 2 to 8 characters, <digits:1-3> an integer of 1 to 3 digits; LO..HI "
+            "is a value range: <int:1..12> is a number from 1 to 12 (<int:1-3> is refused as "
+            "ambiguous). All holes are filled in one pass; the output always parses as JSON."
         ),
     )
     p.add_argument("template", help="template file ('-' = stdin), or the JSON itself")

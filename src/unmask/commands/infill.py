@@ -60,6 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "length chosen by the model (ELBO search, or [EMPTY] fillers on a model trained with "
             "--empty-rate); [MASK:name:n] names a gap. Write \\[ for a literal '[' and '\\ ' for a space "
             "the next gap must not take in. Given text is kept; all gaps are denoised together. "
+            "Gap lengths count tokens (a word is often one token); to bound characters use a "
+            "regex, e.g. --regex '1=\\d{1,3}'. A gap after a space takes the space in, so a "
+            "choice such as Rome may be the one token ' Rome'. "
             "--gen-length is ignored; --steps is capped at the number of masked tokens. A causal "
             "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle instead."
         ),

@@ -194,7 +194,8 @@ class InfillOptions:
     elbo_seed: int = 0
     """Seed of the ELBO noise (fixed, so candidates are compared on the same noise)."""
     default_max_len: int = DEFAULT_MAX_LEN
-    """Longest length tried for a gap whose constraint allows unbounded text and no max_len is given."""
+    """Longest length, in tokens, tried for a gap whose constraint allows unbounded text and no
+    max_len is given."""
     length_mode: str = "auto"
     """How variable-length gaps get their length: ``elbo`` (fill each candidate length, keep the
     lowest ELBO per token; any model), ``empty`` (one pass at the longest length, unused trailing

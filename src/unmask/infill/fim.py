@@ -191,14 +191,16 @@ def _gap_bounds(gap: Gap, label: str) -> tuple[int, int]:
         raise UserError(f"{label}: a causal (AR-FIM) model cannot enforce gap constraints; use a diffusion model")
     if gap.length is not None:
         if gap.length < 1:
-            raise UserError(f"{label}: length must be at least 1")
+            raise UserError(f"{label}: length must be at least 1 token")
         return gap.length, gap.length
     if gap.min_len is None and gap.max_len is None:
         return 1, 1
     lo = gap.min_len if gap.min_len is not None else 1
     hi = gap.max_len if gap.max_len is not None else max(lo, DEFAULT_MAX_LEN)
     if not 1 <= lo <= hi:
-        raise UserError(f"{label}: gap bounds must satisfy 1 <= min_len <= max_len, got {lo}-{hi}")
+        raise UserError(
+            f"{label}: gap bounds must satisfy 1 <= min_len <= max_len, got {lo}-{hi} tokens"
+        )
     return lo, hi
 
 

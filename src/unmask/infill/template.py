@@ -71,7 +71,8 @@ class Gap:
     """
 
     length: int | None = None
-    """Exact length in tokens; None = ``min_len``..``max_len`` (or one token)."""
+    """Exact length in tokens; None = ``min_len``..``max_len`` (or one token). Lengths of gaps
+    always count tokens; to bound characters, use a ``regex`` such as ``\\d{1,3}``."""
     _: KW_ONLY
     min_len: int | None = None
     """Shortest length in tokens of a variable gap (default 1, or the constraint's shortest)."""
@@ -182,17 +183,21 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
     lo_s, dash, hi_s = spec.partition("-")
     if not lo_s.strip().isdigit() or (dash and not hi_s.strip().isdigit()):
         raise UserError(
-            f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n], [MASK:min-max] "
-            f"or a name first ([MASK:name:n])"
+            f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n] (n tokens), "
+            f"[MASK:min-max] or a name first ([MASK:name:n])"
         )
     lo = int(lo_s)
     if not dash:
         if lo <= 0:
-            raise UserError(f"{_where(text, i)}: gap length must be at least 1, got {lo} in {source!r}")
+            raise UserError(
+                f"{_where(text, i)}: gap length must be at least 1 token, got {lo} in {source!r}"
+            )
         return Gap(lo, name=name, source=source), close + 1
     hi = int(hi_s)
     if hi < lo:
-        raise UserError(f"{_where(text, i)}: gap bounds inverted in {source!r} (min {lo} > max {hi})")
+        raise UserError(
+            f"{_where(text, i)}: gap bounds inverted in {source!r} (min {lo} > max {hi} tokens)"
+        )
     if hi == 0:
         raise UserError(f"{_where(text, i)}: gap {source!r} can hold no token (max 0)")
     return Gap(min_len=lo, max_len=hi, name=name, source=source), close + 1
@@ -381,7 +386,7 @@ def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -
         if gap.min_len is not None or gap.max_len is not None:
             raise UserError(f"{label}: give either length or min_len/max_len, not both")
         if gap.length == 0:
-            raise UserError(f"{label}: length must be at least 1")
+            raise UserError(f"{label}: length must be at least 1 token")
         return gap.length, gap.length
     if gap.min_len is None and gap.max_len is None and not gap.constrained:
         return 1, 1
@@ -396,11 +401,11 @@ def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -
             if len(feas):
                 hi = int(feas.max())
     if hi < lo:
-        raise UserError(f"{label}: gap bounds inverted (min_len {lo} > max_len {hi})")
+        raise UserError(f"{label}: gap bounds inverted (min_len {lo} > max_len {hi} tokens)")
     if hi == 0:
         if gap.max_len is None:
             raise UserError(f"{label}: its constraint allows only empty text")
-        raise UserError(f"{label}: max_len must be at least 1")
+        raise UserError(f"{label}: max_len must be at least 1 token")
     return lo, hi
 
 
