@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -286,14 +287,17 @@ def test_digits_counts_digits_and_int_is_a_value():
     assert plain.matches("-123456") and not plain.matches("1234567")
 
 
-def test_readme_form_example():
-    """The form in the README: `unmask fill-form --model runs/mine form.json`."""
+def test_readme_and_docs_form_examples():
+    """The forms in the README (`unmask fill-form ... # {...}`) and in docs/infill.md."""
     import pathlib
 
-    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    root = pathlib.Path(__file__).parents[1]
+    readme = (root / "README.md").read_text()
     line = next(x for x in readme.splitlines() if "unmask fill-form" in x and "#" in x)
-    form = json.loads(line.split("#", 1)[1])
-    for seed in range(3):
+    docs = (root / "docs" / "infill.md").read_text()
+    block = docs[docs.index("```json\n") + len("```json\n"):]
+    forms = [json.loads(line.split("#", 1)[1]), json.loads(block[: block.index("```")])]
+    for form, seed in itertools.product(forms, range(2)):
         r = fill_form(Adversary(seed), TOK, form, SampleConfig(steps=8, seed=seed))
         for h in r.holes:
             check_hole(h.spec, h.text, h.value)

@@ -5,26 +5,33 @@ Inside:
 - ``parse_form(template)``: JSON text (or parsed JSON) → skeleton text pieces and
   ``FormHole`` s. A string value of the form ``"<type>"`` or ``"<type:args>"`` is a hole:
 
-  ============================  ===============================================  ==========
-  hole                          value                                            default
-  ============================  ===============================================  ==========
-  ``<text>`` ``<text:a-b>``     a JSON string of a to b characters (``:n`` = n)  1-16
-  ``<int>`` ``<int:a-b>``       an integer of a to b digits, optional ``-``      1-6
-  ``<float>`` ``<float:a-b>``   ``-?digits.digits`` with a to b digits in all    2-8
-  ``<bool>``                    ``true`` or ``false``
-  ``<choice:A|B|C>``            one of the strings (``\\|`` for a literal ``|``)
-  ``<regex:R>``                 a JSON string whose text matches ``R`` in full   16 chars
-  ============================  ===============================================  ==========
+  ==============================  =============================================  =======
+  hole                            value                                          default
+  ==============================  =============================================  =======
+  ``<text>`` ``<text:a-b>``       a JSON string of a to b characters (``:n``)    1-16
+  ``<digits>`` ``<digits:a-b>``   an integer of a to b digits, optional ``-``    1-6
+  ``<int>``                       an integer of 1 to 6 digits, optional ``-``
+  ``<int:LO..HI>``                an integer from LO to HI (exactly)
+  ``<float>``                     ``-?digits.digits``, 2 to 8 digits in all
+  ``<float:LO..HI>``              a decimal from LO to HI, at most 8 digits
+  ``<bool>``                      ``true`` or ``false``
+  ``<choice:A|B|C>``              one of the strings (``\\|`` for a literal ``|``)
+  ``<regex:R>``                   a JSON string whose text matches ``R``         16 chars
+  ==============================  =============================================  =======
 
+  Counts (``a-b``) are characters or digits, ``LO..HI`` a range of values; the old
+  ``<int:a-b>`` (a digit count that read as a range) is refused with both new spellings.
   ``"\\\\<int>"`` (a backslash first) is the literal string ``"<int>"``.
 - ``fill_form``: all holes masked at once in one canvas with the skeleton locked, and
   filled by the one sampler loop; returns a ``FormResult`` whose ``text`` always parses.
 
 How the guarantee holds for any model: each hole is a fixed number of canvas positions
-governed by one automaton over its whole span: the value (string characters without
-``"``, ``\\`` or control characters, closing quote included), then spaces, which JSON
-allows after a value. The automaton is applied to the logits at every step and spans it
-rejects are refilled (``unmask.infill.fill_canvas``), so every span is a valid value.
+governed by one automaton over its whole span: an optional space (a number or ``true``
+after ``": "`` takes the skeleton's space in, as template gaps do, so a byte-level BPE may
+write ``" 42"``), the value (string characters without ``"``, ``\\`` or control
+characters, closing quote included), then spaces, which JSON allows after a value. The
+automaton is applied to the logits at every step and spans it rejects are refilled
+(``unmask.infill.fill_canvas``), so every span is a valid value.
 """
 
 from __future__ import annotations
@@ -81,7 +88,8 @@ class FormHole:
     kind: str
     """``text``, ``int``, ``float``, ``bool``, ``choice`` or ``regex``."""
     width: int
-    """Canvas positions (tokens) it gets: the longest value plus the closing quote."""
+    """Canvas positions (tokens) it gets: the longest value in bytes, plus the closing quote,
+    plus one for a space taken in."""
     quoted: bool = False
     """A JSON string: its opening quote is part of the skeleton, the closing one of the hole."""
     space: bool = False
