@@ -34,7 +34,9 @@ class Adversary:
         bonus[[TOK.mask_id, TOK.eos_id, TOK.pad_id, 4 + 0xC3, 4 + 0xFF, 4 + 0x80]] = 15.0
         self.table += bonus
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.table[: tokens.shape[1]].expand(tokens.shape[0], -1, -1)  # (B, L, V)
 
 
@@ -103,7 +105,7 @@ def substitute(template, values):
     return template
 
 
-# -- hypothesis: random templates, random adversarial predictors ------------------------------------
+# -- hypothesis: random templates, random adversarial predictors -----------------------------------
 
 CHOICE_CHARS = st.sampled_from(list('ab|"\\é ,}x') + ["日"])
 REGEXES = [r"[A-Z]{2}\d{2}", r"(yes|no)", r"\w{1,4}", r'[^"]{1,3}', r"a+b?", r"[0-9a-f]{3}"]
@@ -129,24 +131,40 @@ def hole(draw):
         # One empty choice would spell "<choice:>", which is an error (test_form_errors).
         texts = st.text(CHOICE_CHARS, min_size=0, max_size=4)
         choices = draw(st.lists(texts, min_size=1, max_size=3).filter(lambda c: c != [""]))
-        return "<choice:" + "|".join(c.replace("\\", "\\\\").replace("|", "\\|") for c in choices) + ">"
+        return (
+            "<choice:"
+            + "|".join(c.replace("\\", "\\\\").replace("|", "\\|") for c in choices)
+            + ">"
+        )
     return "<regex:" + draw(st.sampled_from(REGEXES)) + ">"
 
 
-LITERALS = st.one_of(st.integers(-99, 99), st.booleans(), st.none(), st.text("ab<>\"\\é", max_size=4),
-                     st.just("\\<int>"))
+LITERALS = st.one_of(
+    st.integers(-99, 99),
+    st.booleans(),
+    st.none(),
+    st.text('ab<>"\\é', max_size=4),
+    st.just("\\<int>"),
+)
 KEYS = st.text("abcxyz_é\"", min_size=1, max_size=4)
 
 
 def template_strategy():
     """A random JSON template with at least one hole."""
     leaf = st.one_of(hole(), hole(), LITERALS)
-    nested = st.recursive(leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                         st.dictionaries(KEYS, inner, max_size=3)), max_leaves=5)
+    nested = st.recursive(
+        leaf,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(KEYS, inner, max_size=3)
+        ),
+        max_leaves=5,
+    )
     return st.tuples(hole(), nested).map(lambda t: {"first": t[0], "rest": t[1]})
 
 
-@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(template=template_strategy(), seed=st.integers(0, 2**16), steps=st.integers(1, 64),
        temperature=st.sampled_from([0.0, 1.0]))
 def test_forms_always_parse_and_satisfy_their_holes(template, seed, steps, temperature):
@@ -158,7 +176,7 @@ def test_forms_always_parse_and_satisfy_their_holes(template, seed, steps, tempe
     assert result.value == substitute(template, iter(h.value for h in result.holes))
 
 
-# -- examples and errors -------------------------------------------------------------------------------
+# -- examples and errors ---------------------------------------------------------------------------
 
 
 EXAMPLE = {"name": "<text:2-8>", "age": "<int:0..120>", "city": "<choice:Paris|London|Rome>",
@@ -171,7 +189,12 @@ def test_example_form_with_a_random_transformer():
     torch.manual_seed(0)
     model = Transformer(cfg).eval()
     for steps, temperature in [(64, 0.0), (4, 1.0)]:
-        r = fill_form(model, TOK, json.dumps(EXAMPLE), SampleConfig(steps=steps, temperature=temperature, seed=1))
+        r = fill_form(
+            model,
+            TOK,
+            json.dumps(EXAMPLE),
+            SampleConfig(steps=steps, temperature=temperature, seed=1),
+        )
         assert set(r.value) == set(EXAMPLE) and r.value["tags"][1] == "fixed"
         for h in r.holes:
             check_hole(h.spec, h.text, h.value)
@@ -202,8 +225,11 @@ def test_one_pass_all_holes_masked_at_once():
         ('{"a": "<digits:3-1>"}', "bounds inverted (min 3 > max 1 digits)"),
         ('{"a": "<text:x>"}', "bad length 'x'; use N or MIN-MAX characters"),
         ('{"a": "<int:3..1>"}', "range inverted (from 3 > to 1)"),
-        ('{"a": "<int:1-3>"}', "hole $.a '<int:1-3>': ambiguous; write <digits:1-3> for an integer of "
-                               "1 to 3 digits, or <int:1..3> for a number from 1 to 3"),
+        (
+            '{"a": "<int:1-3>"}',
+            "hole $.a '<int:1-3>': ambiguous; write <digits:1-3> for an integer of "
+            "1 to 3 digits, or <int:1..3> for a number from 1 to 3",
+        ),
         ('{"a": "<int:3>"}', "write <digits:3> for an integer of 3 digits, or <int:LO..HI>"),
         ('{"a": "<float:2-8>"}', "ambiguous (it counted digits); write <float:2..8> for a number"),
         ('{"a": "<int:1..x>"}', "bad range '1..x'; use <int:LO..HI>, e.g. <int:1..12>"),
@@ -247,12 +273,15 @@ def test_cli_fill_form(tmp_path, capsys):
     path.write_text('{"a": "<int>"\n "b": 1}')
     assert main(["fill-form", "--model", ckpt, str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"unmask fill-form: error: {path}: invalid JSON at line 2 column 2") and err.count("\n") == 1
+    assert (
+        err.startswith(f"unmask fill-form: error: {path}: invalid JSON at line 2 column 2")
+        and err.count("\n") == 1
+    )
     assert main(["fill-form", "--model", ckpt, str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
 
 
-# -- units: <digits:a-b> counts digits, <int:LO..HI> / <float:LO..HI> are value ranges --------------
+# -- units: <digits:a-b> counts digits, <int:LO..HI> / <float:LO..HI> are value ranges -------------
 
 
 @pytest.mark.parametrize("lo,hi", [(1, 12), (-5, 5), (-120, -7), (0, 0), (99, 101), (0, 120)])

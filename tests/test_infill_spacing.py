@@ -50,7 +50,9 @@ def check_round_trip(r) -> None:
 def test_gap_takes_the_space_and_fills_with_a_space_led_token():
     model = Prefers(b" cat")
     r = infill(model, BPE, "The [MASK] sat", SampleConfig(steps=1))
-    assert r.text == "The cat sat" and r.gaps[0].text == "cat" and r.gaps[0].tokens == [tid(b" cat")]
+    assert (
+        r.text == "The cat sat" and r.gaps[0].text == "cat" and r.gaps[0].tokens == [tid(b" cat")]
+    )
     assert r.tokens == BPE.encode("The") + [tid(b" cat")] + BPE.encode(" sat")
     assert model.seen[0][:2] == BPE.encode("The") + [BPE.mask_id]  # no locked space before the gap
     check_round_trip(r)
@@ -71,13 +73,19 @@ def test_escaped_space_stays_locked():
     assert model.seen[0][:3] == BPE.encode("The ") + [BPE.mask_id] and len(BPE.encode("The ")) == 2
     check_round_trip(r)
     # The same through the Python API.
-    r2 = infill(Prefers(b" cat"), BPE, ["The ", Gap(take_space=False), " sat"], SampleConfig(steps=1))
+    r2 = infill(
+        Prefers(b" cat"), BPE, ["The ", Gap(take_space=False), " sat"], SampleConfig(steps=1)
+    )
     assert r2.text == "The  cat sat"
 
 
 def test_only_the_last_space_moves_and_several_gaps_round_trip():
     r = infill(Prefers(b" cat"), BPE, "The  [MASK] on [MASK:2] [MASK].", SampleConfig(steps=4))
-    assert r.text == "The  cat on cat cat cat." and [g.text for g in r.gaps] == ["cat", "cat cat", "cat"]
+    assert r.text == "The  cat on cat cat cat." and [g.text for g in r.gaps] == [
+        "cat",
+        "cat cat",
+        "cat",
+    ]
     check_round_trip(r)
 
 
@@ -141,7 +149,9 @@ def test_constrained_gap_after_a_space_uses_the_space_led_token(gap, text, token
     assert r.gaps[0].text == text and r.gaps[0].tokens == [cid(token)]
     assert r.text == f"We met at {text} today."  # one space: neither doubled nor lost
     assert r.tokens == CITY.encode("We met at") + [cid(token)] + CITY.encode(" today.")
-    assert model.seen[0][: len(CITY.encode("We met at")) + 1] == CITY.encode("We met at") + [CITY.mask_id]
+    assert model.seen[0][: len(CITY.encode("We met at")) + 1] == CITY.encode("We met at") + [
+        CITY.mask_id
+    ]
     check_city(r)
 
 
@@ -211,7 +221,13 @@ def test_cli_choices_after_a_space(tmp_path, capsys):
 def test_edit_span_after_a_space_uses_space_led_tokens():
     from unmask.infill import edit
 
-    r = edit(Prefers(b" dog"), BPE, "The cat sat on the mat.", spans=[(4, 7)], config=SampleConfig(steps=1))
+    r = edit(
+        Prefers(b" dog"),
+        BPE,
+        "The cat sat on the mat.",
+        spans=[(4, 7)],
+        config=SampleConfig(steps=1),
+    )
     assert r.text == "The dog sat on the mat."
     assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [(4, 7, "cat", "dog")]
 

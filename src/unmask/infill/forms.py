@@ -72,7 +72,9 @@ MAX_REGEX_CHARS = 16
 """Longest text (bytes) a ``<regex:...>`` hole with an unbounded pattern may hold."""
 
 # A character a JSON string may hold unescaped: no '"', no '\\', no control character.
-JSON_CHAR = CharSet(frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}, frozenset(), ANY.non_ascii)
+JSON_CHAR = CharSet(
+    frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}, frozenset(), ANY.non_ascii
+)
 DIGIT = CharSet(frozenset(range(48, 58)))
 NONZERO = CharSet(frozenset(range(49, 58)))
 
@@ -315,7 +317,9 @@ def _regex_hole(args: str | None, where: str) -> tuple[DFA, int, bool]:
     return to_dfa(cat(embed(safe), lit('"'))), longest + 1, True
 
 
-def _hole(spec: str, path: str, tokenizer: Any, *, space: bool = False) -> tuple[FormHole, TokenAutomaton]:
+def _hole(
+    spec: str, path: str, tokenizer: Any, *, space: bool = False
+) -> tuple[FormHole, TokenAutomaton]:
     """The hole ``spec`` at ``path`` and its automaton: the value, then spaces; with ``space``
     (the hole took in the skeleton's space before it) an optional space first."""
     m = _HOLE.fullmatch(spec)
@@ -334,7 +338,9 @@ def _hole(spec: str, path: str, tokenizer: Any, *, space: bool = False) -> tuple
     automaton = cached_automaton(tokenizer, ("form", kind, args, space), build)
     if not automaton.feasible_lengths(width)[width]:
         raise UserError(f"{where}: no sequence of {width} tokens satisfies it with this tokenizer")
-    hole = FormHole(path=path, spec=spec, kind=kind, width=width, quoted=quoted, space=space, dfa=dfa)
+    hole = FormHole(
+        path=path, spec=spec, kind=kind, width=width, quoted=quoted, space=space, dfa=dfa
+    )
     return hole, automaton
 
 
@@ -347,7 +353,9 @@ def _load(template: str | Any, source: str) -> Any:
     try:
         return json.loads(template)
     except json.JSONDecodeError as e:
-        raise UserError(f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise UserError(
+            f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
 
 
 def parse_form(
@@ -373,7 +381,12 @@ def parse_form(
             text("{")
             for i, (k, sub) in enumerate(v.items()):
                 text((", " if i else "") + json.dumps(k, ensure_ascii=False) + ": ")
-                emit(sub, f"{path}.{k}" if re.fullmatch(r"[A-Za-z_]\w*", k) else f"{path}[{json.dumps(k)}]")
+                emit(
+                    sub,
+                    f"{path}.{k}"
+                    if re.fullmatch(r"[A-Za-z_]\w*", k)
+                    else f"{path}[{json.dumps(k)}]",
+                )
             text("}")
         elif isinstance(v, list):
             text("[")
@@ -408,7 +421,9 @@ def parse_form(
     if buf:
         items.append(("text", "".join(buf)))
     if not holes:
-        raise UserError(f"{source}: no holes; write values such as \"<text:2-8>\", \"<int>\" or \"<choice:a|b>\"")
+        raise UserError(
+            f'{source}: no holes; write values such as "<text:2-8>", "<int>" or "<choice:a|b>"'
+        )
     return items, holes, automata
 
 
@@ -440,13 +455,19 @@ def fill_form(
     max_seq_len = _max_seq_len(model)
     if max_seq_len is not None and total > max_seq_len:
         raise UserError(
-            f"{source}: the form needs {total} tokens (holes at their widest), more than the model's "
-            f"context (max_seq_len {max_seq_len}); use fewer or shorter holes"
+            f"{source}: the form needs {total} tokens (holes at their widest), more than the "
+            f"model's context (max_seq_len {max_seq_len}); use fewer or shorter holes"
         )
     canvas, spans = layouts_canvas([layout], automata, [f"hole {h.path}" for h in holes],
                                    mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
-    filled = fill_canvas(model, canvas, config, eos_id=getattr(tokenizer, "eos_id", None), generator=generator,
-                         step_callback=step_callback)
+    filled = fill_canvas(
+        model,
+        canvas,
+        config,
+        eos_id=getattr(tokenizer, "eos_id", None),
+        generator=generator,
+        step_callback=step_callback,
+    )
     row = filled.tokens[0].tolist()
     vocab = vocab_of(tokenizer)
     parts: list[str] = []

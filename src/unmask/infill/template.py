@@ -77,7 +77,8 @@ class Gap:
     min_len: int | None = None
     """Shortest length in tokens of a variable gap (default 1, or the constraint's shortest)."""
     max_len: int | None = None
-    """Longest length in tokens of a variable gap (default ``min_len`` + what the constraint allows, at most 16)."""
+    """Longest length in tokens of a variable gap (default ``min_len`` + what the constraint "
+    "allows, at most 16)."""
     name: str | None = None
     """Name used in results and error messages (default ``gap N``)."""
     allowed: str | Sequence[int] | None = None
@@ -102,7 +103,8 @@ class Gap:
 
     @property
     def shapes_text(self) -> bool:
-        """Whether a constraint shapes the gap's text (regex, choices, ``allowed``); ``banned`` does not."""
+        """Whether a constraint shapes the gap's text (regex, choices, ``allowed``); ``banned`` "
+        "does not."""
         return self.constrained or self.allowed is not None
 
 
@@ -236,7 +238,9 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
             return k
     known = ", ".join(str(n) + (f" ({segments[k].name})" if segments[k].name else "")  # type: ignore[union-attr]
                       for n, k in enumerate(gaps, 1))
-    raise UserError(f"no gap {key!r} in the template (its gaps: {known}); name a gap by number or [MASK:name]")
+    raise UserError(
+        f"no gap {key!r} in the template (its gaps: {known}); name a gap by number or [MASK:name]"
+    )
 
 
 # -- gap languages ---------------------------------------------------------------------------
@@ -256,7 +260,9 @@ def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
         allowed = np.zeros(V, dtype=bool)
         for t in gap.allowed:
             if not 0 <= int(t) < V:
-                raise UserError(f"{label}: allowed token id {t} is outside the vocabulary (size {V})")
+                raise UserError(
+                    f"{label}: allowed token id {t} is outside the vocabulary (size {V})"
+                )
             allowed[int(t)] = True
     if gap.banned:
         allowed = np.ones(V, dtype=bool) if allowed is None else allowed
@@ -305,7 +311,8 @@ def _own_dfa(gap: Gap, label: str) -> DFA:
     if isinstance(gap.allowed, str):
         if gap.allowed not in NAMED_CLASSES:
             raise UserError(
-                f"{label}: unknown character class {gap.allowed!r}; choose one of {', '.join(NAMED_CLASSES)}"
+                f"{label}: unknown character class {gap.allowed!r}; choose one of "
+                f"{', '.join(NAMED_CLASSES)}"
             )
         parts.append(to_dfa(rep(any_char(NAMED_CLASSES[gap.allowed]), 0, None)))
     if not parts:
@@ -316,10 +323,14 @@ def _own_dfa(gap: Gap, label: str) -> DFA:
     return dfa
 
 
-def gap_automaton(gap: Gap, tokenizer: Any, label: str = "gap", *, space: bool = False) -> TokenAutomaton:
+def gap_automaton(
+    gap: Gap, tokenizer: Any, label: str = "gap", *, space: bool = False
+) -> TokenAutomaton:
     """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer);
     ``space``: the gap took in the space before it (``gap_dfa``)."""
-    allowed = gap.allowed if isinstance(gap.allowed, str) or gap.allowed is None else tuple(gap.allowed)
+    allowed = (
+        gap.allowed if isinstance(gap.allowed, str) or gap.allowed is None else tuple(gap.allowed)
+    )
     choices = None if gap.choices is None else tuple(gap.choices)
     key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), space and gap.shapes_text)
 
@@ -430,9 +441,15 @@ def joins_spaces(tokenizer: Any) -> bool:
     except (KeyError, TypeError):
         pass
     vocab = vocab_of(tokenizer)
-    second = vocab.matrix[:, 1] if vocab.matrix.shape[1] > 1 else np.zeros(vocab.size, dtype=np.uint8)
-    wordish = np.isin(second, np.frombuffer(b"0123456789_" + bytes(range(65, 91)) + bytes(range(97, 123)),
-                                            dtype=np.uint8)) | (second >= 0x80)
+    second = (
+        vocab.matrix[:, 1] if vocab.matrix.shape[1] > 1 else np.zeros(vocab.size, dtype=np.uint8)
+    )
+    wordish = np.isin(
+        second,
+        np.frombuffer(
+            b"0123456789_" + bytes(range(65, 91)) + bytes(range(97, 123)), dtype=np.uint8
+        ),
+    ) | (second >= 0x80)
     found = bool(((vocab.lengths >= 2) & (vocab.matrix[:, 0] == 32) & wordish).any())
     try:
         _SPACE_JOINERS[tokenizer] = found
@@ -496,8 +513,17 @@ def plan_template(
                 what = f"{lo} tokens" if lo == hi else f"{lo}-{hi} tokens"
                 raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
             own = gap_dfa(p, label) if space and p.shapes_text else None
-            holes.append(Hole(label=label, automaton=automaton, candidates=_subset(feasible, max_candidates),
-                              feasible=feasible, gap=p, space=space, own=own))
+            holes.append(
+                Hole(
+                    label=label,
+                    automaton=automaton,
+                    candidates=_subset(feasible, max_candidates),
+                    feasible=feasible,
+                    gap=p,
+                    space=space,
+                    own=own,
+                )
+            )
             items.append(("hole", len(holes) - 1))
         elif p:
             nxt = segments[k + 1] if k + 1 < len(segments) else None
@@ -518,15 +544,16 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
     mins = [h.candidates[0] for h in plan.holes]
     if fixed + sum(mins) > max_seq_len:
         raise UserError(
-            f"the template needs at least {fixed + sum(mins)} tokens ({fixed} of text), more than the "
-            f"model's context (max_seq_len {max_seq_len})"
+            f"the template needs at least {fixed + sum(mins)} tokens ({fixed} of text), "
+            f"more than the model's context (max_seq_len {max_seq_len})"
         )
     for k, h in enumerate(plan.holes):
         room = max_seq_len - fixed - (sum(mins) - mins[k])
         if h.candidates[-1] > room:
             raise UserError(
-                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in the model's context "
-                f"(max_seq_len {max_seq_len}, {fixed} tokens of text); lower its maximum"
+                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in the "
+                f"model's context (max_seq_len {max_seq_len}, {fixed} tokens of text); "
+                "lower its maximum"
             )
 
 
@@ -586,10 +613,14 @@ def layouts_canvas(
     ends = [e for row in spans.holes for (s, e) in row if e > s]
     region = (min(starts), max(ends)) if starts else (0, 0)
     constraints = [
-        GapConstraint(a, [(r, *spans.holes[r][k]) for r in range(len(rows))], mask_id=mask_id, name=labels[k])
+        GapConstraint(
+            a, [(r, *spans.holes[r][k]) for r in range(len(rows))], mask_id=mask_id, name=labels[k]
+        )
         for k, a in enumerate(automata)
     ]
-    canvas = Canvas.from_tokens(tokens, mask_id=mask_id, attention_mask=real, region=region, constraints=constraints)
+    canvas = Canvas.from_tokens(
+        tokens, mask_id=mask_id, attention_mask=real, region=region, constraints=constraints
+    )
     return canvas, spans
 
 
@@ -609,7 +640,10 @@ def template_canvas(
     if lengths is None:
         variable = [h.label for h in plan.holes if len(h.feasible) != 1]
         if variable:
-            raise UserError(f"{variable[0]} has a variable length: pass lengths=[...] or use unmask.infill.infill")
+            raise UserError(
+                f"{variable[0]} has a variable length: "
+                "pass lengths=[...] or use unmask.infill.infill"
+            )
         lengths = [h.feasible[0] for h in plan.holes]
     lengths = list(lengths)
     if len(lengths) != len(plan.holes):
