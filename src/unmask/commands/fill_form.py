@@ -43,7 +43,9 @@ def _read(arg: str) -> tuple[str, str]:
             raise UserError(f"{path}: not UTF-8 text") from None
     if arg.lstrip().startswith(("{", "[")):
         return arg, "template"
-    raise UserError(f"{arg}: no such file (give a template file, '-' for stdin, or the JSON itself)")
+    raise UserError(
+        f"{arg}: no such file (give a template file, '-' for stdin, or the JSON itself)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,16 +59,34 @@ def run(args: argparse.Namespace) -> int:
     live = live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:
-        result = fill_form(loaded.model, loaded.tokenizer, text, config, step_callback=live, source=source)
+        result = fill_form(
+            loaded.model, loaded.tokenizer, text, config, step_callback=live, source=source
+        )
     finally:
         if live is not None:
             live.close(clear=True)
     seconds = time.perf_counter() - t0
     if args.json:
-        holes = [{"path": h.path, "spec": h.spec, "kind": h.kind, "width": h.width, "text": h.text, "value": h.value}
-                 for h in result.holes]
-        out = {"value": result.value, "text": result.text, "holes": holes, "nfe": result.nfe,
-               "repaired": result.repaired, "seconds": round(seconds, 4), "config": dataclasses.asdict(config)}
+        holes = [
+            {
+                "path": h.path,
+                "spec": h.spec,
+                "kind": h.kind,
+                "width": h.width,
+                "text": h.text,
+                "value": h.value,
+            }
+            for h in result.holes
+        ]
+        out = {
+            "value": result.value,
+            "text": result.text,
+            "holes": holes,
+            "nfe": result.nfe,
+            "repaired": result.repaired,
+            "seconds": round(seconds, 4),
+            "config": dataclasses.asdict(config),
+        }
         print(json.dumps(out, ensure_ascii=False))
         return 0
     print(result.pretty())
