@@ -1,5 +1,5 @@
-"""Trained variable-length gaps: the [EMPTY] token, its training transform and one-pass "
-"infilling."""
+"""Trained variable-length gaps: the [EMPTY] token, its training transform and one-pass
+infilling."""
 
 from __future__ import annotations
 

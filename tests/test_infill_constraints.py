@@ -1,5 +1,5 @@
-"""Named gaps and gap constraints from the command line (``unmask infill "
-"--choices/--regex/--charset/--ban``)."""
+"""Named gaps and gap constraints from the command line (``unmask infill
+--choices/--regex/--charset/--ban``)."""
 
 from __future__ import annotations
 

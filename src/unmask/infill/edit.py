@@ -54,8 +54,8 @@ class EditResult:
     text: str
     """The edited text."""
     changes: list[Change] = field(default_factory=list)
-    """Spans whose text changed, in order (re-masked spans refilled with the same text are left "
-    "out)."""
+    """Spans whose text changed, in order (re-masked spans refilled with the same text are left
+    out)."""
     rounds: int = 1
     """Rounds run."""
     nfe: int = 0

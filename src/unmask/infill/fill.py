@@ -193,11 +193,11 @@ class InfillOptions:
     """How ``infill`` chooses the lengths of variable-length gaps."""
 
     max_candidates: int = 6
-    """Lengths tried per variable gap: all if its range is this small, else this many evenly "
-    "spaced (both ends kept)."""
+    """Lengths tried per variable gap: all if its range is this small, else this many evenly
+    spaced (both ends kept)."""
     max_joint: int = 24
-    """Try every combination of candidate lengths when there are at most this many; else one gap "
-    "at a time."""
+    """Try every combination of candidate lengths when there are at most this many; else one gap
+    at a time."""
     elbo_samples: int = 16
     """Noisy copies per candidate in the ELBO estimate (the budget of masks)."""
     elbo_seed: int = 0

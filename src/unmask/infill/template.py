@@ -77,8 +77,8 @@ class Gap:
     min_len: int | None = None
     """Shortest length in tokens of a variable gap (default 1, or the constraint's shortest)."""
     max_len: int | None = None
-    """Longest length in tokens of a variable gap (default ``min_len`` + what the constraint "
-    "allows, at most 16)."""
+    """Longest length in tokens of a variable gap (default ``min_len`` + what the constraint
+    allows, at most 16)."""
     name: str | None = None
     """Name used in results and error messages (default ``gap N``)."""
     allowed: str | Sequence[int] | None = None
@@ -103,8 +103,8 @@ class Gap:
 
     @property
     def shapes_text(self) -> bool:
-        """Whether a constraint shapes the gap's text (regex, choices, ``allowed``); ``banned`` "
-        "does not."""
+        """Whether a constraint shapes the gap's text (regex, choices, ``allowed``); ``banned``
+        does not."""
         return self.constrained or self.allowed is not None
 
 
@@ -630,7 +630,7 @@ def template_canvas(
     *,
     lengths: Sequence[int] | None = None,
 ) -> Canvas:
-    """A template as a one-row ``Canvas`` (see ``Canvas.from_template``).
+    """A template as a one-row ``Canvas``, not filled (``unmask.infill.infill`` fills one).
 
     ``lengths`` gives each gap's length in tokens; by default each gap's fixed length, and
     ``UserError`` for a variable-length gap. The text is kept as written (no space moves into
