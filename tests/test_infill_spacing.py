@@ -261,3 +261,13 @@ def test_form_space_is_put_back_when_the_value_has_none():
     assert CITY.decode(r.tokens) == r.text
     assert r.tokens[: len(CITY.encode('{"age":')) + 2] == CITY.encode('{"age":') + CITY.encode(
         " ") + [cid(b"42")]
+
+
+def test_unbounded_regex_hole_holds_at_most_16_characters_with_a_bpe():
+    from unmask.infill import fill_form
+
+    # Every position wants " went" (5 characters): 17 token positions could hold 80 characters.
+    r = fill_form(Prefers(b" went", tokenizer=CITY), CITY, {"s": "<regex:[a-z ]+>"},
+                  SampleConfig(steps=17))
+    assert 1 <= len(r.value["s"]) <= 16 and "went" in r.value["s"]
+    assert CITY.decode(r.tokens) == r.text

@@ -69,7 +69,8 @@ QUOTED = ("text", "choice", "regex")
 """Hole types whose value is a JSON string (the skeleton opens its quote)."""
 _HOLE = re.compile(r"<([A-Za-z_]+)(?::(.*))?>", re.DOTALL)
 MAX_REGEX_CHARS = 16
-"""Longest text (bytes) a ``<regex:...>`` hole with an unbounded pattern may hold."""
+"""Longest text, in characters, a ``<regex:...>`` hole with an unbounded pattern may hold
+(or its shortest match, when that is longer), whatever the tokenizer."""
 
 # A character a JSON string may hold unescaped: no '"', no '\\', no control character.
 JSON_CHAR = CharSet(
