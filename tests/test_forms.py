@@ -344,3 +344,11 @@ def test_cli_refuses_the_ambiguous_int_with_both_spellings(tmp_path, capsys):
     assert err.count("\n") == 1 and "<digits:1-3>" in err and "<int:1..3>" in err
     assert main(["fill-form", "--model", ckpt, '{"age": "<int:1..3>"}', "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["value"]["age"] in (1, 2, 3)
+
+
+@pytest.mark.parametrize("template", ["<text:1-3>", ["<text:2>", "<int:1..9>"], "<choice:a|b>"])
+def test_holes_at_the_top_level(template):
+    r = fill_form(Adversary(3), TOK, json.dumps(template), SampleConfig(steps=4))
+    for h in r.holes:
+        check_hole(h.spec, h.text, h.value)
+    assert json.loads(r.text) == r.value and TOK.decode(r.tokens) == r.text

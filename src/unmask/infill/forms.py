@@ -382,12 +382,8 @@ def parse_form(
             text("{")
             for i, (k, sub) in enumerate(v.items()):
                 text((", " if i else "") + json.dumps(k, ensure_ascii=False) + ": ")
-                emit(
-                    sub,
-                    f"{path}.{k}"
-                    if re.fullmatch(r"[A-Za-z_]\w*", k)
-                    else f"{path}[{json.dumps(k)}]",
-                )
+                plain = re.fullmatch(r"[A-Za-z_]\w*", k)
+                emit(sub, f"{path}.{k}" if plain else f"{path}[{json.dumps(k)}]")
             text("}")
         elif isinstance(v, list):
             text("[")
@@ -401,12 +397,10 @@ def parse_form(
             skeleton = "".join(buf)
             space = m.group(1) not in QUOTED and skeleton.endswith(" ") and joins_spaces(tokenizer)
             hole, automaton = _hole(v, path, tokenizer, space=space)
-            buf[:] = [skeleton[:-1] if space else skeleton]
-            if hole.quoted:
-                text('"')
-            if buf and buf[0]:
-                items.append(("text", "".join(buf)))
-                buf.clear()
+            buf.clear()
+            skeleton = (skeleton[:-1] if space else skeleton) + ('"' if hole.quoted else "")
+            if skeleton:
+                items.append(("text", skeleton))
             holes.append(hole)
             automata.append(automaton)
             items.append(("hole", len(holes) - 1))
