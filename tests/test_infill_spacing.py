@@ -271,3 +271,16 @@ def test_unbounded_regex_hole_holds_at_most_16_characters_with_a_bpe():
                   SampleConfig(steps=17))
     assert 1 <= len(r.value["s"]) <= 16 and "went" in r.value["s"]
     assert CITY.decode(r.tokens) == r.text
+
+
+def test_choices_are_tried_at_the_lengths_the_tokenizer_gives_them():
+    # " Paris" / " Rome" are one token each, "Paris" / "Rome" two: lengths 1 and 2, not 1..7.
+    plan = plan_template(["I went to ", Gap(choices=["Paris", "Rome"]), "."], CITY)
+    assert plan.holes[0].candidates == [1, 2] and plan.holes[0].feasible[-1] > 2
+    plan = plan_template(["(", Gap(choices=["Paris", "Rome"]), ")"], CITY)  # no space to take
+    assert plan.holes[0].candidates == [2]
+    plan = plan_template(["x ", Gap(choices=["ab", "abc"]), "."], byte_tokenizer())
+    assert plan.holes[0].candidates == [2, 3]
+    # A length given by the user is searched as before.
+    plan = plan_template(["to ", Gap(max_len=3, choices=["Paris", "Rome"]), "."], CITY)
+    assert plan.holes[0].candidates == [1, 2, 3]

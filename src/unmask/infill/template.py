@@ -472,6 +472,22 @@ def takes_space(gap: Gap, before: str, tokenizer: Any) -> bool:
     return before.endswith(" ") and gap.take_space and joins_spaces(tokenizer)
 
 
+def _choice_lengths(gap: Gap, tokenizer: Any, space: bool, feasible: list[int]) -> list[int]:
+    """Lengths to try for a ``choices`` gap with no length given: the token counts the
+    tokenizer gives each choice, and each choice after a space when the gap took one in
+    (``" Rome"`` is one token where ``"Rome"`` is two). Each choice is then scored as the
+    tokenizer spells it in running text, rather than at evenly spaced lengths most of which
+    only odd spellings fill. Empty when the rule does not apply (lengths given, no choices)."""
+    if gap.choices is None or gap.length is not None or gap.min_len is not None:
+        return []
+    if gap.max_len is not None:
+        return []
+    counts = {len(tokenizer.encode(c)) for c in gap.choices if c}
+    if space:
+        counts |= {len(tokenizer.encode(" " + c)) for c in gap.choices if c}
+    return sorted(n for n in counts if n in feasible)
+
+
 def plan_template(
     template: str | Sequence[str | Gap],
     tokenizer: Any,
@@ -513,11 +529,12 @@ def plan_template(
                 what = f"{lo} tokens" if lo == hi else f"{lo}-{hi} tokens"
                 raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
             own = gap_dfa(p, label) if space and p.shapes_text else None
+            natural = _choice_lengths(p, tokenizer, space, feasible)
             holes.append(
                 Hole(
                     label=label,
                     automaton=automaton,
-                    candidates=_subset(feasible, max_candidates),
+                    candidates=_subset(natural or feasible, max_candidates),
                     feasible=feasible,
                     gap=p,
                     space=space,
