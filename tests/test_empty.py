@@ -1,4 +1,5 @@
-"""Trained variable-length gaps: the [EMPTY] token, its training transform and one-pass infilling."""
+"""Trained variable-length gaps: the [EMPTY] token, its training transform and one-pass
+infilling."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def test_empty_token_is_appended_like_the_fim_sentinels():
 
 
 def draw(x0, seed, rate=0.5, mask=None):
-    return insert_empty(x0, torch.Generator().manual_seed(seed), rate=rate, empty_id=E, attention_mask=mask)
+    return insert_empty(
+        x0, torch.Generator().manual_seed(seed), rate=rate, empty_id=E, attention_mask=mask
+    )
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -93,7 +96,7 @@ def test_insert_empty_rate_bounds():
         draw(torch.zeros(2, 8, dtype=torch.long), 0, rate=1.0)
 
 
-# -- the automaton: text first, fillers after -------------------------------------------------------
+# -- the automaton: text first, fillers after ------------------------------------------------------
 
 
 def test_empty_tail_automaton():
@@ -124,7 +127,9 @@ class Canvas:
         self.config = SimpleNamespace(empty_id=empty_id, max_seq_len=64)
         self.calls = 0
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.calls += 1
         B, L = tokens.shape
         logits = torch.zeros(B, L, V)
@@ -140,8 +145,13 @@ def test_one_pass_drops_the_trailing_fillers():
     assert r.length_mode == "empty" and r.candidates == [] and r.tokens == ids("The cat sat")
     assert model.calls == 6 and r.nfe == 6  # one pass over 6 slots, no ELBO scoring
     # The same model, ELBO mode: every length filled and scored.
-    elbo = infill(Canvas(ids("The ") + ids("cat") + [E] * 3 + ids(" sat")), TOK, "The [MASK:1-6] sat",
-                  SampleConfig(steps=6), options=InfillOptions(length_mode="elbo", elbo_samples=2))
+    elbo = infill(
+        Canvas(ids("The ") + ids("cat") + [E] * 3 + ids(" sat")),
+        TOK,
+        "The [MASK:1-6] sat",
+        SampleConfig(steps=6),
+        options=InfillOptions(length_mode="elbo", elbo_samples=2),
+    )
     assert elbo.length_mode == "elbo" and len(elbo.candidates) == 6 and E not in elbo.tokens
 
 
@@ -163,7 +173,13 @@ def test_fillers_stay_trailing_and_the_minimum_holds_whatever_the_model(seed):
     g = torch.Generator().manual_seed(seed)
     want = torch.randint(4, 200, (40,), generator=g)
     want[torch.rand(40, generator=g) < 0.6] = E  # fillers everywhere, also mid-gap and in front
-    template = ["<", Gap(min_len=2, max_len=7), "|", Gap(min_len=1, max_len=4, allowed="digits"), ">"]
+    template = [
+        "<",
+        Gap(min_len=2, max_len=7),
+        "|",
+        Gap(min_len=1, max_len=4, allowed="digits"),
+        ">",
+    ]
     canvases: list[list[int]] = []
     r = infill(Canvas(want.tolist(), margin=3.0 + seed), TOK, template,
                SampleConfig(steps=1 + seed % 3, temperature=float(seed % 2), seed=seed),
@@ -177,7 +193,7 @@ def test_fillers_stay_trailing_and_the_minimum_holds_whatever_the_model(seed):
     assert final[1 : 8] == a.tokens + [E] * (7 - n_a) and final[9:13] == b.tokens + [E] * (4 - n_b)
 
 
-# -- training and the CLI ---------------------------------------------------------------------------
+# -- training and the CLI --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -188,9 +204,22 @@ def empty_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("empty")
     (root / "a.txt").write_text("the lord said unto moses go down and speak to the people.\n" * 200)
     prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
-    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), preset="tiny", objective="mdlm",
-                      empty_rate=0.5, seq_len=32, batch_size=4, steps=3, warmup=1, eval_every=0, eval_batches=1,
-                      save_every=0, log_every=1, seed=0)
+    cfg = TrainConfig(
+        data=str(root / "data"),
+        out=str(root / "run"),
+        preset="tiny",
+        objective="mdlm",
+        empty_rate=0.5,
+        seq_len=32,
+        batch_size=4,
+        steps=3,
+        warmup=1,
+        eval_every=0,
+        eval_batches=1,
+        save_every=0,
+        log_every=1,
+        seed=0,
+    )
     return cfg, train(cfg, progress=False)
 
 
@@ -199,7 +228,11 @@ def test_training_stores_the_empty_token(empty_run):
 
     _, run = empty_run
     m = load(run)
-    assert m.config.empty_id == E and m.config.vocab_size == V and m.tokenizer.empty_ids() == {"empty_id": E}
+    assert (
+        m.config.empty_id == E
+        and m.config.vocab_size == V
+        and m.tokenizer.empty_ids() == {"empty_id": E}
+    )
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] for r in records if "loss" in r)  # finite, not NaN
 
@@ -218,11 +251,46 @@ def test_cli_length_modes(empty_run, capsys):
     from unmask.cli import main
 
     _, run = empty_run
-    assert main(["infill", "--model", str(run), "--json", "--steps", "6", "the lord [MASK:1-6] unto moses"]) == 0
+    assert (
+        main(
+            [
+                "infill",
+                "--model",
+                str(run),
+                "--json",
+                "--steps",
+                "6",
+                "the lord [MASK:1-6] unto moses",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
-    assert out["length_mode"] == "empty" and out["candidates"] == [] and 1 <= len(out["gaps"][0]["tokens"]) <= 6
-    assert E not in out["tokens"] and out["text"].startswith("the lord ") and out["text"].endswith(" unto moses")
-    assert main(["infill", "--model", str(run), "--json", "--length-mode", "elbo", "--elbo-samples", "2",
-                 "the lord [MASK:1-3] unto moses"]) == 0
+    assert (
+        out["length_mode"] == "empty"
+        and out["candidates"] == []
+        and 1 <= len(out["gaps"][0]["tokens"]) <= 6
+    )
+    assert (
+        E not in out["tokens"]
+        and out["text"].startswith("the lord ")
+        and out["text"].endswith(" unto moses")
+    )
+    assert (
+        main(
+            [
+                "infill",
+                "--model",
+                str(run),
+                "--json",
+                "--length-mode",
+                "elbo",
+                "--elbo-samples",
+                "2",
+                "the lord [MASK:1-3] unto moses",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["length_mode"] == "elbo" and len(out["candidates"]) == 3

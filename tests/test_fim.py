@@ -24,8 +24,15 @@ V = 263
 
 
 def fim_cfg(**kw):
-    return model_preset("tiny", vocab_size=V, attention="causal", fim_prefix_id=PRE, fim_suffix_id=SUF,
-                        fim_middle_id=MID, **kw)
+    return model_preset(
+        "tiny",
+        vocab_size=V,
+        attention="causal",
+        fim_prefix_id=PRE,
+        fim_suffix_id=SUF,
+        fim_middle_id=MID,
+        **kw,
+    )
 
 
 def opts(rate=0.0):
@@ -33,8 +40,15 @@ def opts(rate=0.0):
 
 
 def rearrange(x0, seed, rate=1.0):
-    return fim_rearrange(x0, torch.Generator().manual_seed(seed), rate=rate, prefix_id=PRE, suffix_id=SUF,
-                         middle_id=MID, eos_id=EOS)
+    return fim_rearrange(
+        x0,
+        torch.Generator().manual_seed(seed),
+        rate=rate,
+        prefix_id=PRE,
+        suffix_id=SUF,
+        middle_id=MID,
+        eos_id=EOS,
+    )
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -79,7 +93,9 @@ class Spy(torch.nn.Module):
 
     def forward(self, x, attention_mask=None):
         self.seen.append(x.clone())
-        return torch.randn(*x.shape, V, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        return torch.randn(
+            *x.shape, V, generator=torch.Generator().manual_seed(0), requires_grad=True
+        )
 
 
 def test_fim_rate_zero_leaves_ar_unchanged():
@@ -94,8 +110,17 @@ def test_fim_rate_zero_leaves_ar_unchanged():
     assert torch.equal(pa.loss_sum, pb.loss_sum) and torch.equal(pa.n_tokens, pb.n_tokens)
     # With FIM the model sees rearranged rows and the same number of targets.
     c = Spy()
-    pc = ar(c, fim_cfg(), x0, attention_mask=None, generator=torch.Generator().manual_seed(5), options=opts(1.0))
-    assert torch.equal(c.seen[0][:, 0], torch.full((4,), PRE)) and int(pc.n_tokens) == int(pa.n_tokens)
+    pc = ar(
+        c,
+        fim_cfg(),
+        x0,
+        attention_mask=None,
+        generator=torch.Generator().manual_seed(5),
+        options=opts(1.0),
+    )
+    assert torch.equal(c.seen[0][:, 0], torch.full((4,), PRE)) and int(pc.n_tokens) == int(
+        pa.n_tokens
+    )
     with pytest.raises(UserError, match="fim_prefix_id"):
         ar(Spy(), model_preset("tiny", vocab_size=V, attention="causal"), x0, attention_mask=None,
            generator=torch.Generator(), options=opts(0.5))
@@ -107,7 +132,8 @@ def test_sentinels_appended_to_tokenizer():
     fim = with_fim_tokens(tok)
     assert fim.fim_ids() == {"fim_prefix_id": PRE, "fim_suffix_id": SUF, "fim_middle_id": MID}
     assert fim.vocab_size == V and fim.special_ids() == tok.special_ids()
-    assert fim.encode("[FIM_PREFIX]é") == tok.encode("[FIM_PREFIX]é")  # text never becomes a sentinel
+    # Text never becomes a sentinel.
+    assert fim.encode("[FIM_PREFIX]é") == tok.encode("[FIM_PREFIX]é")
     assert fim.decode([PRE, 4 + ord("a"), MID]) == "a"
     assert with_fim_tokens(fim) is fim
     with pytest.raises(UserError, match="all of"):
@@ -122,11 +148,26 @@ class FimOracle:
 
     def __init__(self, doc, max_seq_len=64, tok=None):
         self.doc = list(doc)
-        fim = tok.fim_ids() if tok is not None else dict(fim_prefix_id=PRE, fim_suffix_id=SUF, fim_middle_id=MID)
-        self.pre, self.suf, self.mid = fim["fim_prefix_id"], fim["fim_suffix_id"], fim["fim_middle_id"]
+        fim = (
+            tok.fim_ids()
+            if tok is not None
+            else dict(fim_prefix_id=PRE, fim_suffix_id=SUF, fim_middle_id=MID)
+        )
+        self.pre, self.suf, self.mid = (
+            fim["fim_prefix_id"],
+            fim["fim_suffix_id"],
+            fim["fim_middle_id"],
+        )
         self.vocab = tok.vocab_size if tok is not None else V
         self.config = SimpleNamespace(
-            attention="causal", max_seq_len=max_seq_len, mask_id=0, pad_id=1, eos_id=EOS, bos_id=3, **fim)
+            attention="causal",
+            max_seq_len=max_seq_len,
+            mask_id=0,
+            pad_id=1,
+            eos_id=EOS,
+            bos_id=3,
+            **fim,
+        )
         self.buf: list[int] = []
 
     def _next(self, seq):
@@ -159,7 +200,9 @@ def test_fill_middle_with_oracle_returns_true_middle():
     short = fill_middle(model, tok, "In the beginning ", " the heavens.", max_new_tokens=5)
     assert (short.middle, short.ended) == ("God c", False)
     # Exactly n tokens: EOS is banned before min_new_tokens.
-    exact = fill_middle(model, tok, "In the beginning ", " the heavens.", max_new_tokens=13, min_new_tokens=13)
+    exact = fill_middle(
+        model, tok, "In the beginning ", " the heavens.", max_new_tokens=13, min_new_tokens=13
+    )
     assert len(exact.tokens) == 13 and exact.middle.startswith("God created") and not exact.ended
     ids = fill_middle_ids(model, tok.encode("In the "), tok.encode("."), max_new_tokens=40)
     assert tok.decode(ids.tokens) == "beginning God created the heavens"
@@ -186,12 +229,16 @@ def test_infill_causal_templates():
 def test_infill_causal_moves_the_space_before_the_gap_with_bpe():
     from unmask.tokenizer import train_bpe
 
-    tok = with_fim_tokens(train_bpe(["cat sat. The cat sat on the mat. The dog sat."] * 20, vocab_size=300))
+    tok = with_fim_tokens(
+        train_bpe(["cat sat. The cat sat on the mat. The dog sat."] * 20, vocab_size=300)
+    )
     model = FimOracle(tok.encode("The cat sat on the mat."), tok=tok)
-    r = infill_causal(model, tok, "The [MASK:1-3] sat on the mat.")  # the middle is the one token " cat"
+    # The middle is the one token " cat".
+    r = infill_causal(model, tok, "The [MASK:1-3] sat on the mat.")
     assert r.text == "The cat sat on the mat." and r.gaps[0].text == "cat" and r.gaps[0].start == 4
     assert len(r.gaps[0].tokens) == 1 and tok.decode(r.tokens) == r.text
-    locked = infill_causal(model, tok, r"The\ [MASK:1-3] sat on the mat.")  # "The " is not how the doc starts
+    # "The " is not how the doc starts.
+    locked = infill_causal(model, tok, r"The\ [MASK:1-3] sat on the mat.")
     assert locked.gaps[0].text != "cat" and locked.text.startswith("The ")
 
 
@@ -202,9 +249,22 @@ def fim_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fim")
     (root / "a.txt").write_text("the lord said unto moses go down and speak to the people.\n" * 300)
     prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
-    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), preset="tiny", objective="ar", fim_rate=0.5,
-                      seq_len=32, batch_size=4, steps=4, warmup=1, eval_every=0, eval_batches=1, save_every=0,
-                      log_every=1, seed=3)
+    cfg = TrainConfig(
+        data=str(root / "data"),
+        out=str(root / "run"),
+        preset="tiny",
+        objective="ar",
+        fim_rate=0.5,
+        seq_len=32,
+        batch_size=4,
+        steps=4,
+        warmup=1,
+        eval_every=0,
+        eval_batches=1,
+        save_every=0,
+        log_every=1,
+        seed=3,
+    )
     return cfg, train(cfg, progress=False)
 
 
@@ -212,8 +272,16 @@ def test_fim_training_saves_sentinels_and_fill_middle_runs(fim_run):
     cfg, run = fim_run
     m = load(run)
     assert m.config.attention == "causal" and m.config.vocab_size == V
-    assert m.tokenizer.fim_ids() == {"fim_prefix_id": PRE, "fim_suffix_id": SUF, "fim_middle_id": MID}
-    assert (m.config.fim_prefix_id, m.config.fim_suffix_id, m.config.fim_middle_id) == (PRE, SUF, MID)
+    assert m.tokenizer.fim_ids() == {
+        "fim_prefix_id": PRE,
+        "fim_suffix_id": SUF,
+        "fim_middle_id": MID,
+    }
+    assert (m.config.fim_prefix_id, m.config.fim_suffix_id, m.config.fim_middle_id) == (
+        PRE,
+        SUF,
+        MID,
+    )
     r = fill_middle(m.model, m.tokenizer, "the lord said ", " moses", max_new_tokens=6)
     assert len(r.tokens) <= 6 and all(t < 260 and t not in (0, 1, 3) for t in r.tokens)
     assert r.text.startswith("the lord said ") and r.text.endswith(" moses")
@@ -246,6 +314,10 @@ def test_cli_infill_on_causal_checkpoints(fim_run, tmp_path, capsys):
     _, run = fim_run
     assert main(["infill", "--model", str(run), "--json", "the lord [MASK:4] unto moses"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["gaps"]) == 1 and len(out["gaps"][0]["tokens"]) == 4 and out["text"].startswith("the lord ")
+    assert (
+        len(out["gaps"]) == 1
+        and len(out["gaps"][0]["tokens"]) == 4
+        and out["text"].startswith("the lord ")
+    )
     assert main(["infill", "--model", str(run), "the [MASK] said [MASK]"]) == 2
     assert "exactly one gap" in capsys.readouterr().err

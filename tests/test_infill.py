@@ -50,7 +50,9 @@ class Oracle:
         self.truth = torch.tensor(ids(truth))
         self.margin = margin
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         B, L = tokens.shape
         logits = torch.zeros(B, L, V)
         n = min(L, len(self.truth))
@@ -65,10 +67,14 @@ class Prefers:
         self.bias = torch.zeros(V)
         for k, c in enumerate(chars):
             self.bias[ids(c)[0]] = 10.0 - k
-        self.bias[[TOK.mask_id, TOK.eos_id, TOK.pad_id]] = 20.0  # specials are never allowed in gaps
+        self.bias[[TOK.mask_id, TOK.eos_id, TOK.pad_id]] = (
+            20.0  # specials are never allowed in gaps
+        )
         self.noise_seed = noise_seed
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         logits = self.bias.expand(*tokens.shape, V).clone()
         if self.noise_seed is not None:
             g = torch.Generator().manual_seed(self.noise_seed)
@@ -101,11 +107,17 @@ def test_parse_template_gaps_and_escapes():
     [
         ("The cat sat on the [MASK", "template column 20: unclosed '[MASK'"),
         ("a [MASK:3 b [MASK]", "template column 3: unclosed '[MASK'"),
-        ("xx [MASK:1x]", "template column 4: bad gap length '1x'"),
+        (
+            "xx [MASK:1x]",
+            "template column 4: bad gap length '1x' in '[MASK:1x]'; use [MASK:n] (n tokens)",
+        ),
         ("xx [MASK:city:x]", "template column 4: bad gap length 'x'"),
         ("xx [MASK:city:]", "template column 4: bad gap length ''"),
-        ("[MASK:0]", "template column 1: gap length must be at least 1"),
-        ("ab [MASK:5-2]", "template column 4: gap bounds inverted"),
+        ("[MASK:0]", "template column 1: gap length must be at least 1 token, got 0"),
+        (
+            "ab [MASK:5-2]",
+            "template column 4: gap bounds inverted in '[MASK:5-2]' (min 5 > max 2 tokens)",
+        ),
         ("[MASKED]", "template column 1: expected ']' or ':'"),
         ("line one\nand [MASK:2-", "template line 2 column 5: unclosed"),
         ("no gaps here", "no gaps"),
@@ -140,8 +152,8 @@ def test_regex_subset_agrees_with_python(pattern):
     dfa = compile_regex(pattern)
     py = re.compile(pattern, re.ASCII if "é" not in pattern and "." not in pattern else 0)
     rng = random.Random(pattern)
-    alphabet = ["a", "b", "c", "d", "x", "0", "7", "-", "@", ".", "com", "é", '"', "\\", " ", "cat", "dog", "s",
-                "_", "ou", "r", "\n"]
+    alphabet = ["a", "b", "c", "d", "x", "0", "7", "-", "@", ".", "com", "é", '"', "\\", " ",
+                "cat", "dog", "s", "_", "ou", "r", "\n"]
     for _ in range(400):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
         assert dfa.matches(s) == (py.fullmatch(s) is not None), s
@@ -149,9 +161,16 @@ def test_regex_subset_agrees_with_python(pattern):
 
 @pytest.mark.parametrize(
     "pattern,construct",
-    [("(?=a)b", "group extension"), (r"(a)\1", "backreference"), (r"\bword", r"anchor '\b'"),
-     ("a*?", "lazy quantifier"), ("[[:digit:]]", "POSIX class"), ("a^b", "anchor '^'"), (r"\p{L}", r"escape '\p'"),
-     ("[^é]", "negated class with non-ASCII")],
+    [
+        ("(?=a)b", "group extension"),
+        (r"(a)\1", "backreference"),
+        (r"\bword", r"anchor '\b'"),
+        ("a*?", "lazy quantifier"),
+        ("[[:digit:]]", "POSIX class"),
+        ("a^b", "anchor '^'"),
+        (r"\p{L}", r"escape '\p'"),
+        ("[^é]", "negated class with non-ASCII"),
+    ],
 )
 def test_regex_unsupported_constructs_are_named(pattern, construct):
     with pytest.raises(UserError, match=re.escape(construct) + ".* not supported"):
@@ -220,7 +239,12 @@ def test_perfect_predictor_through_fill_canvas_and_blocks():
 
 def test_variable_length_picks_the_true_length():
     oracle = Oracle(TRUTH)
-    r = infill(oracle, TOK, "The [MASK:1-6] sat on the mat, naïve café.", options=InfillOptions(elbo_samples=8))
+    r = infill(
+        oracle,
+        TOK,
+        "The [MASK:1-6] sat on the mat, naïve café.",
+        options=InfillOptions(elbo_samples=8),
+    )
     assert r.text == TRUTH and len(r.gaps[0].tokens) == 3
     assert sorted(c.lengths[0] for c in r.candidates) == [1, 2, 3, 4, 5, 6]
     best = min(r.candidates, key=lambda c: c.elbo)
@@ -269,7 +293,13 @@ def test_constraints_hold_with_a_random_model(model, temperature, steps, seed):
     for g in CONSTRAINED[2:]:
         template += [g, " / "]
     cfg = SampleConfig(steps=steps, temperature=temperature, seed=seed)
-    r = infill(model, TOK, template, cfg, options=InfillOptions(elbo_samples=2, max_joint=4, max_candidates=2))
+    r = infill(
+        model,
+        TOK,
+        template,
+        cfg,
+        options=InfillOptions(elbo_samples=2, max_joint=4, max_candidates=2),
+    )
     for gap, filled in zip(CONSTRAINED, r.gaps, strict=True):
         _check(gap, filled.text)
     assert r.text.startswith("Tel ") and r.text.endswith(" / ")
@@ -297,11 +327,15 @@ def test_joint_commits_that_break_a_choice_are_repaired():
 
 
 def test_gap_errors_name_the_gap(model):
-    with pytest.raises(UserError, match=r"'code': no sequence of 3 tokens satisfies its constraint"):
+    with pytest.raises(
+        UserError, match=r"'code': no sequence of 3 tokens satisfies its constraint"
+    ):
         infill(model, TOK, ["a", Gap(3, regex=r"\d{5}", name="code")])
     with pytest.raises(UserError, match=r"gap 2: no sequence of 2 tokens"):
         infill(model, TOK, ["a", Gap(1), Gap(2, allowed="digits", banned=list("0123456789"))])
-    with pytest.raises(UserError, match=r"gap 1: gap bounds inverted \(min_len 5 > max_len 2\)"):
+    with pytest.raises(
+        UserError, match=r"gap 1: gap bounds inverted \(min_len 5 > max_len 2 tokens\)"
+    ):
         infill(model, TOK, [Gap(min_len=5, max_len=2)])
     with pytest.raises(UserError, match=r"unknown character class 'hex'"):
         infill(model, TOK, [Gap(2, allowed="hex")])
@@ -338,7 +372,9 @@ def test_sequence_elbo_padding_and_common_noise(model):
     tokens = torch.tensor([row + [TOK.pad_id] * 3, row + ids("abc")])
     real = torch.tensor([[True] * len(row) + [False] * 3, [True] * (len(row) + 3)])
     g = torch.Generator().manual_seed(1)
-    padded = sequence_elbo(model, tokens, mask_id=TOK.mask_id, n_samples=4, generator=g, attention_mask=real)
+    padded = sequence_elbo(
+        model, tokens, mask_id=TOK.mask_id, n_samples=4, generator=g, attention_mask=real
+    )
     alone = sequence_elbo(model, torch.tensor([row]), mask_id=TOK.mask_id, n_samples=4,
                           generator=torch.Generator().manual_seed(1))
     assert padded[0] == alone[0]  # padding dropped, same noise for every row
@@ -349,12 +385,26 @@ def test_sequence_elbo_padding_and_common_noise(model):
 
 def test_edit_spans_and_regex_leave_the_rest_unchanged(model):
     text = "Alice met Bob in Zürich on 2024-05-01."
-    r = edit(model, TOK, text, spans=[(10, 13)], regex=r"\d+", config=SampleConfig(temperature=1.0, seed=0))
+    r = edit(
+        model,
+        TOK,
+        text,
+        spans=[(10, 13)],
+        regex=r"\d+",
+        config=SampleConfig(temperature=1.0, seed=0),
+    )
     assert r.spans == [(10, 13), (27, 31), (32, 34), (35, 37)]
-    outside = [text[a:b] for a, b in zip([0] + [e for _, e in r.spans], [s for s, _ in r.spans] + [len(text)], strict=True)]
+    outside = [
+        text[a:b]
+        for a, b in zip(
+            [0] + [e for _, e in r.spans], [s for s, _ in r.spans] + [len(text)], strict=True
+        )
+    ]
     m = re.fullmatch("(.*?)".join(map(re.escape, outside)), r.text, re.DOTALL)
     assert m is not None  # everything outside the spans is kept, in order
-    assert all(r.text[c.start : c.end] == c.new and c.old != c.new and c.round == 1 for c in r.changes)
+    assert all(
+        r.text[c.start : c.end] == c.new and c.old != c.new and c.round == 1 for c in r.changes
+    )
     assert len(r.changes) >= 1
 
 
@@ -390,7 +440,7 @@ def test_edit_errors(model):
         edit(model, TOK, "short")
 
 
-# -- live view and CLI -------------------------------------------------------------------------------
+# -- live view and CLI -----------------------------------------------------------------------------
 
 
 def test_live_view_draws_every_run():
@@ -429,10 +479,32 @@ def test_cli_infill(ckpt, capsys):
 def test_cli_edit(ckpt, capsys):
     from unmask.cli import main
 
-    assert main(["edit", "--model", ckpt, "--text", "Hello big world", "--span", "6:9", "--json"]) == 0
+    assert (
+        main(["edit", "--model", ckpt, "--text", "Hello big world", "--span", "6:9", "--json"]) == 0
+    )
     data = json.loads(capsys.readouterr().out)
-    assert data["text"].startswith("Hello ") and data["text"].endswith(" world") and data["spans"] == [[6, 9]]
-    assert main(["edit", "--model", ckpt, "--text", "Hello world", "--lowest", "2", "--rounds", "2", "--json"]) == 0
+    assert (
+        data["text"].startswith("Hello ")
+        and data["text"].endswith(" world")
+        and data["spans"] == [[6, 9]]
+    )
+    assert (
+        main(
+            [
+                "edit",
+                "--model",
+                ckpt,
+                "--text",
+                "Hello world",
+                "--lowest",
+                "2",
+                "--rounds",
+                "2",
+                "--json",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert 1 <= data["rounds"] <= 2 and all(c["round"] in (1, 2) for c in data["changes"])
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--regex", "x+"]) == 2

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 import torch
 
@@ -21,19 +24,21 @@ class Prefers:
     """Every position favours the token ``best``; other space-led tokens next, then the rest.
     Records every canvas it sees."""
 
-    def __init__(self, best: bytes, space_led: float = 4.0) -> None:
-        self.bias = torch.zeros(V)
-        for i in range(V):
-            b = BPE.token_bytes(i)
+    def __init__(self, best: bytes, space_led: float = 4.0, tokenizer=BPE) -> None:
+        n = tokenizer.vocab_size
+        self.bias = torch.zeros(n)
+        for i in range(n):
+            b = tokenizer.token_bytes(i)
             if len(b) >= 2 and b.startswith(b" "):
                 self.bias[i] = space_led
-        self.bias[tid(best)] = 10.0
-        self.bias[[BPE.mask_id, BPE.pad_id, BPE.eos_id]] = 20.0  # never allowed in a gap
+        self.bias[next(i for i in range(n) if tokenizer.token_bytes(i) == best)] = 10.0
+        # Specials never fill a gap, however likely.
+        self.bias[[tokenizer.mask_id, tokenizer.pad_id, tokenizer.eos_id]] = 20.0
         self.seen: list[list[int]] = []
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
         self.seen.extend(tokens.tolist())
-        return self.bias.expand(*tokens.shape, V).clone()
+        return self.bias.expand(*tokens.shape, len(self.bias)).clone()  # (B, L, V)
 
 
 def check_round_trip(r) -> None:
@@ -45,7 +50,9 @@ def check_round_trip(r) -> None:
 def test_gap_takes_the_space_and_fills_with_a_space_led_token():
     model = Prefers(b" cat")
     r = infill(model, BPE, "The [MASK] sat", SampleConfig(steps=1))
-    assert r.text == "The cat sat" and r.gaps[0].text == "cat" and r.gaps[0].tokens == [tid(b" cat")]
+    assert (
+        r.text == "The cat sat" and r.gaps[0].text == "cat" and r.gaps[0].tokens == [tid(b" cat")]
+    )
     assert r.tokens == BPE.encode("The") + [tid(b" cat")] + BPE.encode(" sat")
     assert model.seen[0][:2] == BPE.encode("The") + [BPE.mask_id]  # no locked space before the gap
     check_round_trip(r)
@@ -66,13 +73,19 @@ def test_escaped_space_stays_locked():
     assert model.seen[0][:3] == BPE.encode("The ") + [BPE.mask_id] and len(BPE.encode("The ")) == 2
     check_round_trip(r)
     # The same through the Python API.
-    r2 = infill(Prefers(b" cat"), BPE, ["The ", Gap(take_space=False), " sat"], SampleConfig(steps=1))
+    r2 = infill(
+        Prefers(b" cat"), BPE, ["The ", Gap(take_space=False), " sat"], SampleConfig(steps=1)
+    )
     assert r2.text == "The  cat sat"
 
 
 def test_only_the_last_space_moves_and_several_gaps_round_trip():
     r = infill(Prefers(b" cat"), BPE, "The  [MASK] on [MASK:2] [MASK].", SampleConfig(steps=4))
-    assert r.text == "The  cat on cat cat cat." and [g.text for g in r.gaps] == ["cat", "cat cat", "cat"]
+    assert r.text == "The  cat on cat cat cat." and [g.text for g in r.gaps] == [
+        "cat",
+        "cat cat",
+        "cat",
+    ]
     check_round_trip(r)
 
 
@@ -83,33 +96,191 @@ def test_variable_length_gap_with_the_space_round_trips():
     check_round_trip(r)
 
 
-@pytest.mark.parametrize("gap,expect", [
-    (Gap(choices=["cat", "dog"]), False),  # constraints shape the text: no space moves in
-    (Gap(regex="[a-z]+"), False),
-    (Gap(2, allowed="lowercase"), False),
-    (Gap(banned=["x"]), True),  # banning tokens does not
-    (Gap(), True),
+@pytest.mark.parametrize("gap", [
+    Gap(choices=["cat", "dog"]),  # constrained gaps take the space too (issue 16, item 4)
+    Gap(regex="[a-z]+"),
+    Gap(2, allowed="lowercase"),
+    Gap(banned=["x"]),
+    Gap(),
 ])
-def test_rule_applies_to_unconstrained_gaps_only(gap, expect):
-    assert takes_space(gap, "The ", BPE) is expect
+def test_every_gap_after_a_space_takes_it(gap):
+    assert takes_space(gap, "The ", BPE)
     assert not takes_space(gap, "The", BPE)
     assert not takes_space(gap, "The ", byte_tokenizer())  # no space-led tokens: nothing to gain
+    assert not takes_space(dataclasses.replace(gap, take_space=False), "The ", BPE)
     plan = plan_template(["The ", gap, " sat"], BPE)
-    assert plan.holes[0].space is expect
-    assert plan.items[0][1][0] == BPE.encode("The" if expect else "The ")
+    assert plan.holes[0].space
+    assert plan.items[0][1][0] == BPE.encode("The")
 
 
-def test_constrained_gap_keeps_the_space_locked():
-    model = Prefers(b" cat")
-    r = infill(model, BPE, ["The ", Gap(choices=["cat", "dog"]), " sat"], SampleConfig(steps=2))
-    assert r.text in ("The cat sat", "The dog sat")
-    assert r.tokens[: len(BPE.encode("The "))] == BPE.encode("The ")
-    check_round_trip(r)
+# -- constrained gaps after a space: a BPE whose vocabulary has " Rome", " 42", " true" ----------
+
+CITY = train_bpe(["I went to Paris. I went to Rome. We met in Oslo at 12. The cat sat on the mat. "
+                  'The dog sat. {"age": 42, "ok": true}'] * 20, vocab_size=330)
+
+
+def cid(piece: bytes) -> int:
+    return next(i for i in range(CITY.vocab_size) if CITY.token_bytes(i) == piece)
+
+
+def test_the_city_tokenizer_has_space_led_words_only():
+    for word in ("Rome", "Paris", "Oslo", "42", "12", "true"):
+        assert CITY.encode(" " + word) == [cid(b" " + word.encode())]
+    for word in ("Rome", "Paris", "Oslo", "true"):
+        assert len(CITY.encode(word)) > 1  # the bare word is no single token
+
+
+def check_city(r) -> None:
+    assert CITY.decode(r.tokens) == r.text
+    for g in r.gaps:
+        assert r.text[g.start : g.end] == g.text
+
+
+@pytest.mark.parametrize("gap,text,token", [
+    (Gap(1, choices=["Paris", "Rome"]), "Rome", b" Rome"),  # one token: only as " Rome"
+    (Gap(1, allowed="digits"), "42", b" 42"),
+    (Gap(1, regex=r"\d+"), "12", b" 12"),
+    (Gap(1, regex="(Paris|Oslo)"), "Oslo", b" Oslo"),
+    (Gap(1, name="city", choices=["Oslo", "Paris"]), "Paris", b" Paris"),
+])
+def test_constrained_gap_after_a_space_uses_the_space_led_token(gap, text, token):
+    model = Prefers(token, tokenizer=CITY)
+    r = infill(model, CITY, ["We met at", " ", gap, " today."], SampleConfig(steps=4))
+    assert r.gaps[0].text == text and r.gaps[0].tokens == [cid(token)]
+    assert r.text == f"We met at {text} today."  # one space: neither doubled nor lost
+    assert r.tokens == CITY.encode("We met at") + [cid(token)] + CITY.encode(" today.")
+    assert model.seen[0][: len(CITY.encode("We met at")) + 1] == CITY.encode("We met at") + [
+        CITY.mask_id
+    ]
+    check_city(r)
+
+
+def test_variable_length_choice_after_a_space_renders_one_space():
+    r = infill(Prefers(b" Rome", tokenizer=CITY), CITY,
+               ["I went to ", Gap(choices=["Paris", "Rome"]), " today."], SampleConfig(steps=4))
+    assert r.length_mode == "elbo" and len(r.candidates) > 1
+    assert 1 in [c.lengths[0] for c in r.candidates]  # " Rome" as one token was a candidate
+    for c in [*r.candidates, r]:
+        assert c.text in ("I went to Paris today.", "I went to Rome today.")
+    check_city(r)
+
+
+def test_constrained_gap_without_a_space_before_is_unchanged():
+    model = Prefers(b" Rome", tokenizer=CITY)
+    r = infill(model, CITY, ["(", Gap(choices=["Paris", "Rome"]), ")"], SampleConfig(steps=4))
+    assert r.text in ("(Paris)", "(Rome)") and " " not in r.text
+    assert all(CITY.token_bytes(t)[:1] != b" " for t in r.gaps[0].tokens)
+    check_city(r)
+
+
+def test_space_is_put_back_when_a_constrained_fill_has_none():
+    model = Prefers(b"Ro", space_led=-20.0, tokenizer=CITY)  # space-led tokens very unlikely
+    r = infill(model, CITY, ["I went to ", Gap(2, choices=["Paris", "Rome"]), " today."],
+               SampleConfig(steps=2))
+    assert r.text == "I went to Rome today." and r.gaps[0].text == "Rome"
+    assert r.gaps[0].tokens == [cid(b"Ro"), cid(b"me")]
+    assert r.tokens == CITY.encode("I went to") + CITY.encode(" ") + r.gaps[0].tokens + CITY.encode(
+        " today.")
+    check_city(r)
+
+
+def test_a_choice_that_starts_with_a_space_keeps_it():
+    # " Rome" is a choice of its own: the fill " Rome" is that choice, after the template's space.
+    r = infill(Prefers(b" Rome", tokenizer=CITY), CITY, ["to ", Gap(1, choices=[" Rome"]), "."],
+               SampleConfig(steps=1))
+    assert r.text == "to  Rome." and r.gaps[0].text == " Rome"
+    check_city(r)
+
+
+def test_space_alone_never_fills_a_constrained_gap():
+    plan = plan_template(["at ", Gap(1, regex=r"\d*"), "."], CITY)
+    automaton = plan.holes[0].automaton
+    assert not automaton.accepts(CITY.encode(" "))
+    assert automaton.accepts([cid(b" 12")]) and automaton.accepts(CITY.encode("7"))
+
+
+def test_cli_choices_after_a_space(tmp_path, capsys):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+
+    cfg = model_preset("tiny", vocab_size=CITY.vocab_size, max_seq_len=32, **CITY.special_ids())
+    torch.manual_seed(0)
+    ckpt = str(save_checkpoint(tmp_path / "run", model=Transformer(cfg).eval(), tokenizer=CITY))
+    argv = ["infill", "--model", ckpt, "I went to [MASK:1] today.", "--choices", "1=Paris|Rome",
+            "--json", "--no-live"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    city = out["gaps"][0]["text"]
+    assert city in ("Paris", "Rome") and out["text"] == f"I went to {city} today."
+    assert out["gaps"][0]["tokens"] == [cid(b" " + city.encode())]
+    assert CITY.decode(out["tokens"]) == out["text"]
 
 
 def test_edit_span_after_a_space_uses_space_led_tokens():
     from unmask.infill import edit
 
-    r = edit(Prefers(b" dog"), BPE, "The cat sat on the mat.", spans=[(4, 7)], config=SampleConfig(steps=1))
+    r = edit(
+        Prefers(b" dog"),
+        BPE,
+        "The cat sat on the mat.",
+        spans=[(4, 7)],
+        config=SampleConfig(steps=1),
+    )
     assert r.text == "The dog sat on the mat."
     assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [(4, 7, "cat", "dog")]
+
+
+# -- forms: a value after ": " takes the space in as well ------------------------------------------
+
+
+def test_form_values_after_a_space_use_space_led_tokens():
+    from unmask.infill import fill_form
+
+    model = Prefers(b" 42", tokenizer=CITY)
+    form = {"age": "<int:0..120>", "city": "<choice:Paris|Rome>", "ok": "<bool>"}
+    r = fill_form(model, CITY, form, SampleConfig(steps=16))
+    assert r.value["age"] == 42 and r.value["city"] in ("Paris", "Rome")
+    age, city, ok = r.holes
+    assert age.space and ok.space and not city.space  # a string's quote is locked text
+    assert age.text == "42" and ok.text in ("true", "false")
+    assert r.text.startswith('{"age": 42') and f', "ok": {ok.text}' in r.text.replace("  ", "")
+    assert CITY.decode(r.tokens) == r.text
+    assert cid(b" 42") in r.tokens
+    head = CITY.encode('{"age":')
+    assert model.seen[0][: len(head) + 1] == head + [CITY.mask_id]  # no locked space before 42
+
+
+def test_form_space_is_put_back_when_the_value_has_none():
+    from unmask.infill import fill_form
+
+    r = fill_form(Prefers(b"42", space_led=-20.0, tokenizer=CITY), CITY, {"age": "<int:10..99>"},
+                  SampleConfig(steps=4))
+    assert r.value == {"age": 42} and r.text.startswith('{"age": 42')
+    assert CITY.decode(r.tokens) == r.text
+    assert r.tokens[: len(CITY.encode('{"age":')) + 2] == CITY.encode('{"age":') + CITY.encode(
+        " ") + [cid(b"42")]
+
+
+def test_unbounded_regex_hole_holds_at_most_16_characters_with_a_bpe():
+    from unmask.infill import fill_form
+
+    # Every position wants " went" (5 characters): 17 token positions could hold 80 characters.
+    r = fill_form(Prefers(b" went", tokenizer=CITY), CITY, {"s": "<regex:[a-z ]+>"},
+                  SampleConfig(steps=17))
+    assert 1 <= len(r.value["s"]) <= 16 and "went" in r.value["s"]
+    assert CITY.decode(r.tokens) == r.text
+
+
+def test_choices_are_tried_at_the_lengths_the_tokenizer_gives_them():
+    # " Paris" / " Rome" are one token each, "Paris" / "Rome" two: lengths 1 and 2, not 1..7.
+    plan = plan_template(["I went to ", Gap(choices=["Paris", "Rome"]), "."], CITY)
+    assert plan.holes[0].candidates == [1, 2] and plan.holes[0].feasible[-1] > 2
+    plan = plan_template(["(", Gap(choices=["Paris", "Rome"]), ")"], CITY)  # no space to take
+    assert plan.holes[0].candidates == [2]
+    plan = plan_template(["x ", Gap(choices=["ab", "abc"]), "."], byte_tokenizer())
+    assert plan.holes[0].candidates == [2, 3]
+    # A length given by the user is searched as before.
+    plan = plan_template(["to ", Gap(max_len=3, choices=["Paris", "Rome"]), "."], CITY)
+    assert plan.holes[0].candidates == [1, 2, 3]

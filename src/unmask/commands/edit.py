@@ -65,11 +65,26 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         if args.lowest is not None:
-            result = revise(loaded.model, loaded.tokenizer, text, rounds=args.rounds, lowest=args.lowest,
-                            config=config, confidence_mode=args.confidence_mode, step_callback=live)
+            result = revise(
+                loaded.model,
+                loaded.tokenizer,
+                text,
+                rounds=args.rounds,
+                lowest=args.lowest,
+                config=config,
+                confidence_mode=args.confidence_mode,
+                step_callback=live,
+            )
         else:
-            result = edit(loaded.model, loaded.tokenizer, text, spans=spans, regex=args.regex, config=config,
-                          step_callback=live)
+            result = edit(
+                loaded.model,
+                loaded.tokenizer,
+                text,
+                spans=spans,
+                regex=args.regex,
+                config=config,
+                step_callback=live,
+            )
     finally:
         if live is not None:
             live.close(clear=True)
@@ -82,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     print(result.text)
     for c in result.changes:
         print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
-    print(f"{len(result.changes)} changes in {result.rounds} round(s), {result.nfe} NFE in {seconds:.2f} s",
-          file=sys.stderr)
+    print(
+        f"{len(result.changes)} changes in {result.rounds} round(s), "
+        f"{result.nfe} NFE in {seconds:.2f} s",
+        file=sys.stderr,
+    )
     return 0

@@ -19,8 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="fill a JSON template with typed holes",
         description=(
             'Fill a JSON template whose values are typed holes, e.g. {"name": "<text:2-8>", '
-            '"age": "<int:1-3>", "city": "<choice:Paris|London|Rome>"} (also <bool>, <float>, '
-            "<regex:...>). All holes are filled in one pass; the output always parses as JSON."
+            '"age": "<int:0..120>", "pin": "<digits:4>", "city": "<choice:Paris|London|Rome>"} '
+            "(also <bool>, <float>, <float:0..1>, <regex:...>). Counts are characters: "
+            "<text:2-8> is 2 to 8 characters, <digits:1-3> an integer of 1 to 3 digits; LO..HI "
+            "is a value range: <int:1..12> is a number from 1 to 12 (<int:1-3> is refused as "
+            "ambiguous). All holes are filled in one pass; the output always parses as JSON."
         ),
     )
     p.add_argument("template", help="template file ('-' = stdin), or the JSON itself")
@@ -40,7 +43,9 @@ def _read(arg: str) -> tuple[str, str]:
             raise UserError(f"{path}: not UTF-8 text") from None
     if arg.lstrip().startswith(("{", "[")):
         return arg, "template"
-    raise UserError(f"{arg}: no such file (give a template file, '-' for stdin, or the JSON itself)")
+    raise UserError(
+        f"{arg}: no such file (give a template file, '-' for stdin, or the JSON itself)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,16 +59,34 @@ def run(args: argparse.Namespace) -> int:
     live = live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:
-        result = fill_form(loaded.model, loaded.tokenizer, text, config, step_callback=live, source=source)
+        result = fill_form(
+            loaded.model, loaded.tokenizer, text, config, step_callback=live, source=source
+        )
     finally:
         if live is not None:
             live.close(clear=True)
     seconds = time.perf_counter() - t0
     if args.json:
-        holes = [{"path": h.path, "spec": h.spec, "kind": h.kind, "width": h.width, "text": h.text, "value": h.value}
-                 for h in result.holes]
-        out = {"value": result.value, "text": result.text, "holes": holes, "nfe": result.nfe,
-               "repaired": result.repaired, "seconds": round(seconds, 4), "config": dataclasses.asdict(config)}
+        holes = [
+            {
+                "path": h.path,
+                "spec": h.spec,
+                "kind": h.kind,
+                "width": h.width,
+                "text": h.text,
+                "value": h.value,
+            }
+            for h in result.holes
+        ]
+        out = {
+            "value": result.value,
+            "text": result.text,
+            "holes": holes,
+            "nfe": result.nfe,
+            "repaired": result.repaired,
+            "seconds": round(seconds, 4),
+            "config": dataclasses.asdict(config),
+        }
         print(json.dumps(out, ensure_ascii=False))
         return 0
     print(result.pretty())

@@ -56,10 +56,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "infill",
         help="fill the gaps of a text template",
         description=(
-            "Fill the gaps of a template: [MASK] = one token, [MASK:n] = n tokens, [MASK:min-max] = a "
-            "length chosen by the model (ELBO search, or [EMPTY] fillers on a model trained with "
-            "--empty-rate); [MASK:name:n] names a gap. Write \\[ for a literal '[' and '\\ ' for a space "
-            "the next gap must not take in. Given text is kept; all gaps are denoised together. "
+            "Fill the gaps of a template: [MASK] = one token, [MASK:n] = n tokens, [MASK:min-max] "
+            "= a length chosen by the model (ELBO search, or [EMPTY] fillers on a model trained "
+            "with --empty-rate); [MASK:name:n] names a gap. Write \\[ for a literal '[' and '\\ ' "
+            "for a space the next gap must not take in. Given text is kept; all gaps are denoised "
+            "together. Gap lengths count tokens (a word is often one token); to bound characters "
+            "use a regex, e.g. --regex '1=\\d{1,3}'. A gap after a space takes the space in, so "
+            "a choice such as Rome may be the one token ' Rome'. "
             "--gen-length is ignored; --steps is capped at the number of masked tokens. A causal "
             "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle instead."
         ),
@@ -112,7 +115,14 @@ def run(args: argparse.Namespace) -> int:
         if causal:  # the autoregressive baseline: one gap, filled by fill-in-the-middle
             result = infill_causal(loaded.model, loaded.tokenizer, template, config)
         else:
-            result = infill(loaded.model, loaded.tokenizer, template, config, options=options, step_callback=live)
+            result = infill(
+                loaded.model,
+                loaded.tokenizer,
+                template,
+                config,
+                options=options,
+                step_callback=live,
+            )
     finally:
         if live is not None:
             live.close(clear=True)
@@ -126,5 +136,8 @@ def run(args: argparse.Namespace) -> int:
     print(result.text)
     lengths = ", ".join(f"{g.name}: {len(g.tokens)}" for g in result.gaps)
     how = f", lengths by {result.length_mode}" if result.length_mode else ""
-    print(f"{len(result.gaps)} gaps ({lengths}{how}), {result.nfe} NFE in {seconds:.2f} s", file=sys.stderr)
+    print(
+        f"{len(result.gaps)} gaps ({lengths}{how}), {result.nfe} NFE in {seconds:.2f} s",
+        file=sys.stderr,
+    )
     return 0

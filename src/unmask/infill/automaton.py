@@ -126,7 +126,8 @@ class TokenAutomaton:
         dead = S
         trans = np.where(dfa.trans >= 0, dfa.trans, dead).astype(np.int32)
         trans = np.concatenate([trans, np.full((1, 256), dead, dtype=np.int32)])  # (S+1, 256)
-        order = np.argsort(-vocab.lengths, kind="stable")  # longest first: active tokens are a prefix
+        # Longest first: the tokens still active at byte j are a prefix.
+        order = np.argsort(-vocab.lengths, kind="stable")
         lengths = vocab.lengths[order]
         matrix = vocab.matrix[order]
         full = np.empty((S + 1, V), dtype=np.int32)
@@ -167,8 +168,12 @@ class TokenAutomaton:
         of b slots holds its text contiguously from the start and the fillers at the end.
         """
         if not 0 <= empty_id < self.vocab_size:
-            raise UserError(f"empty_id {empty_id} is outside the tokenizer's vocabulary (size {self.vocab_size})")
-        S, K, C = self.dead, self.table.shape[1], min_len + 1  # live states, classes, counter values
+            raise UserError(
+                f"empty_id {empty_id} is outside the tokenizer's vocabulary "
+                f"(size {self.vocab_size})"
+            )
+        # Live states, token classes, counter values.
+        S, K, C = self.dead, self.table.shape[1], min_len + 1
         tail, dead = S * C, S * C + 1
         table = np.full((S * C + 2, K + 1), dead, dtype=np.int32)
         live = self.table[:S]  # (S, K)
@@ -183,15 +188,23 @@ class TokenAutomaton:
         accept[tail] = True
         token_class = self.token_class.copy()
         token_class[empty_id] = K
-        return TokenAutomaton(table=table, token_class=token_class, accept=accept, dead_class=self.dead_class,
-                              start=self.start * C)
+        return TokenAutomaton(
+            table=table,
+            token_class=token_class,
+            accept=accept,
+            dead_class=self.dead_class,
+            start=self.start * C,
+        )
 
     # -- queries --------------------------------------------------------------------------
 
     def classes_of(self, seq: Sequence[int | None]) -> list[int]:
         """Token class per position; -1 for open (None) positions."""
         V = self.vocab_size
-        return [-1 if t is None else (int(self.token_class[t]) if 0 <= t < V else self.dead_class) for t in seq]
+        return [
+            -1 if t is None else (int(self.token_class[t]) if 0 <= t < V else self.dead_class)
+            for t in seq
+        ]
 
     def usable(self) -> np.ndarray:
         """(V,) bool: tokens that can stand somewhere in an accepted sequence (from some state)."""
@@ -256,7 +269,9 @@ class TokenAutomaton:
             cur = nxt
         return out
 
-    def complete(self, seq: Sequence[int | None], prefer: Sequence[int | None] | None = None) -> list[int] | None:
+    def complete(
+        self, seq: Sequence[int | None], prefer: Sequence[int | None] | None = None
+    ) -> list[int] | None:
         """Fill the open positions left to right with allowed tokens: ``prefer[i]`` when it is
         allowed there, else the smallest allowed id. None when no completion exists."""
         seq = list(seq)
@@ -268,7 +283,11 @@ class TokenAutomaton:
                 return None
             ok = allowed[i]
             want = None if prefer is None else prefer[i]
-            seq[i] = int(want) if want is not None and 0 <= want < len(ok) and ok[want] else int(np.nonzero(ok)[0][0])
+            seq[i] = (
+                int(want)
+                if want is not None and 0 <= want < len(ok) and ok[want]
+                else int(np.nonzero(ok)[0][0])
+            )
         return [int(t) for t in seq]  # type: ignore[arg-type]
 
 
@@ -307,8 +326,14 @@ class GapConstraint(CanvasConstraint):
     until then its open positions may hold any token the automaton can use at all.
     """
 
-    def __init__(self, automaton: TokenAutomaton, spans: Sequence[tuple[int, int, int]], *, mask_id: int,
-                 name: str = "gap") -> None:
+    def __init__(
+        self,
+        automaton: TokenAutomaton,
+        spans: Sequence[tuple[int, int, int]],
+        *,
+        mask_id: int,
+        name: str = "gap",
+    ) -> None:
         self.automaton = automaton
         self.spans = [tuple(int(v) for v in s) for s in spans]
         self.mask_id = int(mask_id)

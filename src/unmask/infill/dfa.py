@@ -41,7 +41,9 @@ class CharSet:
     """Every well-formed non-ASCII character is in the set."""
 
     def __or__(self, other: CharSet) -> CharSet:
-        return CharSet(self.ascii | other.ascii, self.extra | other.extra, self.non_ascii or other.non_ascii)
+        return CharSet(
+            self.ascii | other.ascii, self.extra | other.extra, self.non_ascii or other.non_ascii
+        )
 
     def negate(self) -> CharSet:
         """Complement; only sets without explicit non-ASCII members can be negated."""
@@ -334,7 +336,9 @@ class DFA:
                     index[key] = len(pairs)
                     pairs.append(key)
                     if len(pairs) > MAX_STATES:
-                        raise UserError("constraint too complex (its automaton has over 20000 states)")
+                        raise UserError(
+                            "constraint too complex (its automaton has over 20000 states)"
+                        )
                 row[byte] = index[key]
             rows.append(row)
             k += 1
@@ -427,7 +431,9 @@ def to_dfa(node: Node) -> DFA:
                     index[nxt] = len(sets)
                     sets.append(nxt)
                     if len(sets) > MAX_STATES:
-                        raise UserError("constraint too complex (its automaton has over 20000 states)")
+                        raise UserError(
+                            "constraint too complex (its automaton has over 20000 states)"
+                        )
                 row[byte] = index[nxt]
         rows.append(row)
         k += 1

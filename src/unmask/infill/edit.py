@@ -54,7 +54,8 @@ class EditResult:
     text: str
     """The edited text."""
     changes: list[Change] = field(default_factory=list)
-    """Spans whose text changed, in order (re-masked spans refilled with the same text are left out)."""
+    """Spans whose text changed, in order (re-masked spans refilled with the same text are left
+    out)."""
     rounds: int = 1
     """Rounds run."""
     nfe: int = 0
@@ -80,7 +81,9 @@ def token_confidence(
     pass over the unmasked text (cheap, but such models are not trained on visible tokens).
     """
     if mode not in CONFIDENCE_MODES:
-        raise UserError(f"unknown confidence mode {mode!r}; choose one of {', '.join(CONFIDENCE_MODES)}")
+        raise UserError(
+            f"unknown confidence mode {mode!r}; choose one of {', '.join(CONFIDENCE_MODES)}"
+        )
     x = torch.as_tensor(tokens, dtype=torch.long).reshape(-1).to(_device(model))
     L = x.shape[0]
     shift = model_logit_shift(model)
@@ -113,13 +116,17 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _char_spans(text: str, spans: Sequence[tuple[int, int]], regex: str | None) -> list[tuple[int, int]]:
+def _char_spans(
+    text: str, spans: Sequence[tuple[int, int]], regex: str | None
+) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     for span in spans:
         try:
             s, e = (int(v) for v in span)
         except (TypeError, ValueError):
-            raise UserError(f"span {span!r} is not a (start, end) pair of character offsets") from None
+            raise UserError(
+                f"span {span!r} is not a (start, end) pair of character offsets"
+            ) from None
         if not 0 <= s < e <= len(text):
             raise UserError(f"span {s}:{e} is empty or outside the text (0:{len(text)})")
         found.append((s, e))
@@ -268,8 +275,16 @@ def revise(
         raise UserError(f"rounds must be at least 1, got {rounds}")
     out = EditResult(text=text, rounds=0)
     for r in range(1, rounds + 1):
-        res = edit(model, tokenizer, out.text, lowest=lowest, config=config, confidence_mode=confidence_mode,
-                   generator=generator, step_callback=step_callback)
+        res = edit(
+            model,
+            tokenizer,
+            out.text,
+            lowest=lowest,
+            config=config,
+            confidence_mode=confidence_mode,
+            generator=generator,
+            step_callback=step_callback,
+        )
         for c in res.changes:
             c.round = r
         out.nfe += res.nfe

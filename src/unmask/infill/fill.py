@@ -69,7 +69,9 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
             raise UserError(f"block_length must be positive, got {bl}")
         need = -(-(end - start) // bl) * bl
         if need > L:
-            raise UserError(f"block_length {bl} does not fit a canvas of {L} tokens; use a smaller one")
+            raise UserError(
+                f"block_length {bl} does not fit a canvas of {L} tokens; use a smaller one"
+            )
         end = min(L, start + need)
         start = end - need
         n_blocks = need // bl
@@ -115,12 +117,16 @@ def fill_canvas(
     cfg, run_canvas = infill_config(config, canvas)
     if generator is None:
         generator = make_generator(config.seed)
-    res = sample(model, run_canvas, cfg, eos_id=eos_id, generator=generator, step_callback=step_callback)
+    res = sample(
+        model, run_canvas, cfg, eos_id=eos_id, generator=generator, step_callback=step_callback
+    )
     tokens, nfe, steps = res.tokens, res.nfe, res.steps
     broken = _broken(canvas, tokens)
     repaired = len(broken)
     if broken:
-        tokens, n1, s1 = _refill(model, canvas, tokens, broken, config, eos_id, generator, step_callback)
+        tokens, n1, s1 = _refill(
+            model, canvas, tokens, broken, config, eos_id, generator, step_callback
+        )
         nfe, steps = nfe + n1, steps + s1
         for proc in canvas.constraints:
             if isinstance(proc, GapConstraint):
@@ -130,7 +136,8 @@ def fill_canvas(
                     if done is None:  # pragma: no cover - plan_template checked feasibility
                         raise UserError(f"{proc.name}: no token sequence satisfies its constraint")
                     tokens[r, s:e] = torch.tensor(done, dtype=torch.long, device=tokens.device)
-        if canvas.violations(tokens):  # pragma: no cover - only a custom CanvasConstraint can get here
+        # Only a custom CanvasConstraint can get here.
+        if canvas.violations(tokens):  # pragma: no cover
             raise UserError("the canvas constraints could not be satisfied")
     return Filled(tokens=tokens, nfe=nfe, steps=steps, repaired=repaired)
 
@@ -186,15 +193,18 @@ class InfillOptions:
     """How ``infill`` chooses the lengths of variable-length gaps."""
 
     max_candidates: int = 6
-    """Lengths tried per variable gap: all if its range is this small, else this many evenly spaced (both ends kept)."""
+    """Lengths tried per variable gap: all if its range is this small, else this many evenly
+    spaced (both ends kept)."""
     max_joint: int = 24
-    """Try every combination of candidate lengths when there are at most this many; else one gap at a time."""
+    """Try every combination of candidate lengths when there are at most this many; else one gap
+    at a time."""
     elbo_samples: int = 16
     """Noisy copies per candidate in the ELBO estimate (the budget of masks)."""
     elbo_seed: int = 0
     """Seed of the ELBO noise (fixed, so candidates are compared on the same noise)."""
     default_max_len: int = DEFAULT_MAX_LEN
-    """Longest length tried for a gap whose constraint allows unbounded text and no max_len is given."""
+    """Longest length, in tokens, tried for a gap whose constraint allows unbounded text and no
+    max_len is given."""
     length_mode: str = "auto"
     """How variable-length gaps get their length: ``elbo`` (fill each candidate length, keep the
     lowest ELBO per token; any model), ``empty`` (one pass at the longest length, unused trailing
@@ -268,16 +278,21 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
         s, e = spans.holes[r][k]
         ids = [t for t in row[s:e] if t != empty_id]
         text = vocab.decode(ids)
-        if plan.holes[k].space:  # the space before the gap: the fill's own, or put back
-            if not text.startswith(" "):
+        hole = plan.holes[k]
+        if hole.space:  # the space before the gap: the fill's own, or put back
+            if hole.space_is_taken(text):
+                text = text[1:]
+            else:
                 space_ids = list(tokenizer.encode(" ")) if space_ids is None else space_ids
                 tokens.extend(space_ids)
-                text = " " + text
             parts.append(" ")
             pos += 1
-            text = text[1:]
         tokens.extend(ids)
-        gaps.append(FilledGap(name=plan.holes[k].label, text=text, tokens=ids, start=pos, end=pos + len(text)))
+        gaps.append(
+            FilledGap(
+                name=plan.holes[k].label, text=text, tokens=ids, start=pos, end=pos + len(text)
+            )
+        )
         parts.append(text)
         pos += len(text)
     return "".join(parts), gaps, tokens
@@ -310,11 +325,15 @@ def fill_plan(
     nfe = repaired = 0
     candidates: list[Candidate] = []
 
-    def run(combos: list[tuple[int, ...]]) -> tuple[list[list[int]], Spans, list[list[tuple[str, Any]]]]:
+    def run(
+        combos: list[tuple[int, ...]],
+    ) -> tuple[list[list[int]], Spans, list[list[tuple[str, Any]]]]:
         nonlocal nfe, repaired
         layouts = [plan.layout(c) for c in combos]
         canvas, spans = layouts_canvas(layouts, automata, labels, **ids)
-        filled = fill_canvas(model, canvas, config, eos_id=eos_id, generator=generator, step_callback=step_callback)
+        filled = fill_canvas(
+            model, canvas, config, eos_id=eos_id, generator=generator, step_callback=step_callback
+        )
         if step_callback is not None and hasattr(step_callback, "close"):
             step_callback.close(clear=True)
         nfe += filled.nfe
@@ -332,8 +351,14 @@ def fill_plan(
             real[r, : lengths[r]] = True
         device = _device(model)
         gen = torch.Generator().manual_seed(options.elbo_seed)
-        elbo = sequence_elbo(model, tok.to(device), mask_id=tokenizer.mask_id, n_samples=options.elbo_samples,
-                             generator=gen, attention_mask=real.to(device))
+        elbo = sequence_elbo(
+            model,
+            tok.to(device),
+            mask_id=tokenizer.mask_id,
+            n_samples=options.elbo_samples,
+            generator=gen,
+            attention_mask=real.to(device),
+        )
         nfe += len(rows)  # one batched call of elbo_samples copies per row
         return elbo.tolist()
 
@@ -370,8 +395,15 @@ def fill_plan(
             best = min(range(len(combos)), key=lambda r: (_nan_last(elbos[r]), r))
             current[k] = cands[best]
     text, gaps, tokens = _render(plan, layouts[best], rows[best], spans, best, tokenizer, empty_id)
-    return InfillResult(text=text, gaps=gaps, tokens=tokens, nfe=nfe, candidates=candidates, repaired=repaired,
-                        length_mode=mode)
+    return InfillResult(
+        text=text,
+        gaps=gaps,
+        tokens=tokens,
+        nfe=nfe,
+        candidates=candidates,
+        repaired=repaired,
+        length_mode=mode,
+    )
 
 
 def _length_mode(model: Any, plan: Plan, asked: str) -> tuple[str | None, int | None]:
@@ -380,8 +412,10 @@ def _length_mode(model: Any, plan: Plan, asked: str) -> tuple[str | None, int | 
         raise UserError(f"unknown length mode {asked!r}; choose one of {', '.join(LENGTH_MODES)}")
     empty_id = getattr(getattr(model, "config", None), "empty_id", None)
     if asked == "empty" and empty_id is None:
-        raise UserError("length mode 'empty' needs a model trained with --empty-rate (its config.json has no "
-                        "empty_id); use --length-mode elbo")
+        raise UserError(
+            "length mode 'empty' needs a model trained with --empty-rate (its config.json has no "
+            "empty_id); use --length-mode elbo"
+        )
     if all(len(h.feasible) == 1 for h in plan.holes):
         return None, None
     if asked == "auto":
@@ -451,7 +485,12 @@ def infill(
     if options.max_candidates < 1 or options.max_joint < 1 or options.elbo_samples < 1:
         raise UserError("max_candidates, max_joint and elbo_samples must be at least 1")
     _length_mode(model, Plan(items=[], holes=[]), options.length_mode)  # a bad mode before any work
-    plan = plan_template(template, tokenizer, max_seq_len=_max_seq_len(model),
-                         max_candidates=options.max_candidates, default_max_len=options.default_max_len)
+    plan = plan_template(
+        template,
+        tokenizer,
+        max_seq_len=_max_seq_len(model),
+        max_candidates=options.max_candidates,
+        default_max_len=options.default_max_len,
+    )
     return fill_plan(model, tokenizer, plan, config, options=options, generator=generator,
                      step_callback=step_callback)

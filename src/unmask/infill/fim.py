@@ -73,8 +73,13 @@ def fim_prompt(config: Any, prefix_ids: Sequence[int], suffix_ids: Sequence[int]
     """``[FIM_PREFIX] prefix [FIM_SUFFIX] suffix [FIM_MIDDLE]`` with the ids of ``config``."""
     if getattr(config, "fim_prefix_id", None) is None:
         raise UserError(_NO_FIM)
-    return [config.fim_prefix_id, *map(int, prefix_ids), config.fim_suffix_id, *map(int, suffix_ids),
-            config.fim_middle_id]
+    return [
+        config.fim_prefix_id,
+        *map(int, prefix_ids),
+        config.fim_suffix_id,
+        *map(int, suffix_ids),
+        config.fim_middle_id,
+    ]
 
 
 def _params(model: Any) -> Iterator[Any]:
@@ -88,7 +93,9 @@ class _Banned:
 
     supports_kv_cache = True
 
-    def __init__(self, model: Any, *, banned: list[int], eos_id: int, prompt_len: int, min_new: int) -> None:
+    def __init__(
+        self, model: Any, *, banned: list[int], eos_id: int, prompt_len: int, min_new: int
+    ) -> None:
         self.model = model
         self.config = model.config
         self.banned = banned
@@ -101,12 +108,15 @@ class _Banned:
 
     def __call__(self, tokens: Tensor, attention_mask: Tensor | None = None, *, cache: Any = None,
                  start: int = 0) -> Tensor:
-        logits = call_model(self.model, tokens, attention_mask, cache=cache, start=start)  # (B, L, V)
+        # (B, L, V)
+        logits = call_model(self.model, tokens, attention_mask, cache=cache, start=start)
         ban = list(self.banned)
         # The last position predicts middle token number start + L - prompt_len (0-based).
         if start + tokens.shape[1] - self.prompt_len < self.min_new:
             ban.append(self.eos_id)
-        return logits.index_fill(-1, torch.tensor(ban, dtype=torch.long, device=logits.device), float("-inf"))
+        return logits.index_fill(
+            -1, torch.tensor(ban, dtype=torch.long, device=logits.device), float("-inf")
+        )
 
 
 def fill_middle_ids(
@@ -134,19 +144,40 @@ def fill_middle_ids(
     if max_new_tokens < 1:
         raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     if not 0 <= min_new_tokens <= max_new_tokens:
-        raise UserError(f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}")
+        raise UserError(
+            f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}"
+        )
     prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
     max_seq_len = getattr(cfg, "max_seq_len", None)
     if max_seq_len is not None and len(prompt) + max_new_tokens > max_seq_len:
         raise UserError(
-            f"prefix ({len(prefix_ids)} tokens) + suffix ({len(suffix_ids)} tokens) + 3 sentinels + up to "
-            f"{max_new_tokens} middle tokens exceed the model's max_seq_len ({max_seq_len}); shorten the text"
+            f"prefix ({len(prefix_ids)} tokens) + suffix ({len(suffix_ids)} tokens) + 3 sentinels "
+            f"+ up to {max_new_tokens} middle tokens exceed the model's max_seq_len "
+            f"({max_seq_len}); shorten the text"
         )
-    specials = (cfg.mask_id, cfg.pad_id, cfg.bos_id, cfg.fim_prefix_id, cfg.fim_suffix_id, cfg.fim_middle_id)
+    specials = (
+        cfg.mask_id,
+        cfg.pad_id,
+        cfg.bos_id,
+        cfg.fim_prefix_id,
+        cfg.fim_suffix_id,
+        cfg.fim_middle_id,
+    )
     banned = sorted({int(i) for i in specials if i is not None and i != cfg.eos_id})
-    wrapped = _Banned(model, banned=banned, eos_id=cfg.eos_id, prompt_len=len(prompt), min_new=min_new_tokens)
-    res = generate_ar(wrapped, prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                      top_p=top_p, eos_id=cfg.eos_id, pad_id=cfg.pad_id, generator=generator)
+    wrapped = _Banned(
+        model, banned=banned, eos_id=cfg.eos_id, prompt_len=len(prompt), min_new=min_new_tokens
+    )
+    res = generate_ar(
+        wrapped,
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_id=cfg.eos_id,
+        pad_id=cfg.pad_id,
+        generator=generator,
+    )
     gen = res.gen_ids[0][: res.steps]
     ended = cfg.eos_id in gen
     middle = gen[: gen.index(cfg.eos_id)] if ended else gen
@@ -175,12 +206,27 @@ def fill_middle(
     """
     cfg = _config(model)
     fim = tokenizer.fim_ids() if hasattr(tokenizer, "fim_ids") else {}
-    want = {"fim_prefix_id": cfg.fim_prefix_id, "fim_suffix_id": cfg.fim_suffix_id, "fim_middle_id": cfg.fim_middle_id}
+    want = {
+        "fim_prefix_id": cfg.fim_prefix_id,
+        "fim_suffix_id": cfg.fim_suffix_id,
+        "fim_middle_id": cfg.fim_middle_id,
+    }
     if fim and fim != want:
-        raise UserError(f"the tokenizer's FIM sentinels {fim} differ from the model's {want}; use the model's tokenizer")
-    res = fill_middle_ids(model, tokenizer.encode(prefix), tokenizer.encode(suffix), max_new_tokens=max_new_tokens,
-                          min_new_tokens=min_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                          generator=generator)
+        raise UserError(
+            f"the tokenizer's FIM sentinels {fim} differ from the model's {want}; "
+            "use the model's tokenizer"
+        )
+    res = fill_middle_ids(
+        model,
+        tokenizer.encode(prefix),
+        tokenizer.encode(suffix),
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        generator=generator,
+    )
     res.middle = tokenizer.decode(res.tokens)
     res.text = prefix + res.middle + suffix
     return res
@@ -188,17 +234,22 @@ def fill_middle(
 
 def _gap_bounds(gap: Gap, label: str) -> tuple[int, int]:
     if gap.allowed is not None or gap.banned or gap.regex is not None or gap.choices is not None:
-        raise UserError(f"{label}: a causal (AR-FIM) model cannot enforce gap constraints; use a diffusion model")
+        raise UserError(
+            f"{label}: a causal (AR-FIM) model cannot enforce gap constraints; "
+            "use a diffusion model"
+        )
     if gap.length is not None:
         if gap.length < 1:
-            raise UserError(f"{label}: length must be at least 1")
+            raise UserError(f"{label}: length must be at least 1 token")
         return gap.length, gap.length
     if gap.min_len is None and gap.max_len is None:
         return 1, 1
     lo = gap.min_len if gap.min_len is not None else 1
     hi = gap.max_len if gap.max_len is not None else max(lo, DEFAULT_MAX_LEN)
     if not 1 <= lo <= hi:
-        raise UserError(f"{label}: gap bounds must satisfy 1 <= min_len <= max_len, got {lo}-{hi}")
+        raise UserError(
+            f"{label}: gap bounds must satisfy 1 <= min_len <= max_len, got {lo}-{hi} tokens"
+        )
     return lo, hi
 
 
@@ -225,8 +276,8 @@ def infill_causal(
     gaps = [k for k, p in enumerate(segments) if isinstance(p, Gap)]
     if len(gaps) != 1:
         raise UserError(
-            f"a causal (AR-FIM) model fills templates with exactly one gap, this one has {len(gaps)}; "
-            "use a diffusion model for several gaps"
+            "a causal (AR-FIM) model fills templates with exactly one gap, "
+            f"this one has {len(gaps)}; use a diffusion model for several gaps"
         )
     k = gaps[0]
     gap = segments[k]
@@ -235,18 +286,30 @@ def infill_causal(
     lo, hi = _gap_bounds(gap, label)
     prefix = "".join(str(p) for p in segments[:k])
     suffix = "".join(str(p) for p in segments[k + 1 :])
-    space = takes_space(gap, prefix, tokenizer)  # as on the diffusion path (docs/infill.md, BPE spacing)
+    # As on the diffusion path (docs/infill.md, BPE spacing).
+    space = takes_space(gap, prefix, tokenizer)
     device = next(iter(_params(model)), torch.empty(0)).device
-    res = fill_middle(model, tokenizer, prefix[:-1] if space else prefix, suffix, max_new_tokens=hi,
-                      min_new_tokens=lo, temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                      generator=make_generator(config.seed, device))
+    res = fill_middle(
+        model,
+        tokenizer,
+        prefix[:-1] if space else prefix,
+        suffix,
+        max_new_tokens=hi,
+        min_new_tokens=lo,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        generator=make_generator(config.seed, device),
+    )
     middle, ids = res.middle, tokenizer.encode(prefix[:-1] if space else prefix)
     if space:
         if not middle.startswith(" "):  # put the space back
             middle = " " + middle
             ids += tokenizer.encode(" ")
         middle = middle[1:]
-    gap_out = FilledGap(name=label, text=middle, tokens=res.tokens, start=len(prefix), end=len(prefix) + len(middle))
+    gap_out = FilledGap(
+        name=label, text=middle, tokens=res.tokens, start=len(prefix), end=len(prefix) + len(middle)
+    )
     ids += res.tokens + tokenizer.encode(suffix)
     return InfillResult(text=prefix + middle + suffix, gaps=[gap_out], tokens=ids, nfe=res.nfe)
 

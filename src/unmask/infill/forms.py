@@ -5,26 +5,33 @@ Inside:
 - ``parse_form(template)``: JSON text (or parsed JSON) → skeleton text pieces and
   ``FormHole`` s. A string value of the form ``"<type>"`` or ``"<type:args>"`` is a hole:
 
-  ============================  ===============================================  ==========
-  hole                          value                                            default
-  ============================  ===============================================  ==========
-  ``<text>`` ``<text:a-b>``     a JSON string of a to b characters (``:n`` = n)  1-16
-  ``<int>`` ``<int:a-b>``       an integer of a to b digits, optional ``-``      1-6
-  ``<float>`` ``<float:a-b>``   ``-?digits.digits`` with a to b digits in all    2-8
-  ``<bool>``                    ``true`` or ``false``
-  ``<choice:A|B|C>``            one of the strings (``\\|`` for a literal ``|``)
-  ``<regex:R>``                 a JSON string whose text matches ``R`` in full   16 chars
-  ============================  ===============================================  ==========
+  ==============================  =============================================  =======
+  hole                            value                                          default
+  ==============================  =============================================  =======
+  ``<text>`` ``<text:a-b>``       a JSON string of a to b characters (``:n``)    1-16
+  ``<digits>`` ``<digits:a-b>``   an integer of a to b digits, optional ``-``    1-6
+  ``<int>``                       an integer of 1 to 6 digits, optional ``-``
+  ``<int:LO..HI>``                an integer from LO to HI (exactly)
+  ``<float>``                     ``-?digits.digits``, 2 to 8 digits in all
+  ``<float:LO..HI>``              a decimal from LO to HI, at most 8 digits
+  ``<bool>``                      ``true`` or ``false``
+  ``<choice:A|B|C>``              one of the strings (``\\|`` for a literal ``|``)
+  ``<regex:R>``                   a JSON string whose text matches ``R``         16 chars
+  ==============================  =============================================  =======
 
+  Counts (``a-b``) are characters or digits, ``LO..HI`` a range of values; the old
+  ``<int:a-b>`` (a digit count that read as a range) is refused with both new spellings.
   ``"\\\\<int>"`` (a backslash first) is the literal string ``"<int>"``.
 - ``fill_form``: all holes masked at once in one canvas with the skeleton locked, and
   filled by the one sampler loop; returns a ``FormResult`` whose ``text`` always parses.
 
 How the guarantee holds for any model: each hole is a fixed number of canvas positions
-governed by one automaton over its whole span: the value (string characters without
-``"``, ``\\`` or control characters, closing quote included), then spaces, which JSON
-allows after a value. The automaton is applied to the logits at every step and spans it
-rejects are refilled (``unmask.infill.fill_canvas``), so every span is a valid value.
+governed by one automaton over its whole span: an optional space (a number or ``true``
+after ``": "`` takes the skeleton's space in, as template gaps do, so a byte-level BPE may
+write ``" 42"``), the value (string characters without ``"``, ``\\`` or control
+characters, closing quote included), then spaces, which JSON allows after a value. The
+automaton is applied to the logits at every step and spans it rejects are refilled
+(``unmask.infill.fill_canvas``), so every span is a valid value.
 """
 
 from __future__ import annotations
@@ -54,16 +61,21 @@ from unmask.infill.dfa import (
 )
 from unmask.infill.fill import _max_seq_len, fill_canvas
 from unmask.infill.regex import compile_regex
-from unmask.infill.template import layouts_canvas, split_choices
+from unmask.infill.template import joins_spaces, layouts_canvas, split_choices
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
-HOLE_TYPES = ("text", "int", "float", "bool", "choice", "regex")
+HOLE_TYPES = ("text", "digits", "int", "float", "bool", "choice", "regex")
+QUOTED = ("text", "choice", "regex")
+"""Hole types whose value is a JSON string (the skeleton opens its quote)."""
 _HOLE = re.compile(r"<([A-Za-z_]+)(?::(.*))?>", re.DOTALL)
 MAX_REGEX_CHARS = 16
-"""Longest text (bytes) a ``<regex:...>`` hole with an unbounded pattern may hold."""
+"""Longest text, in characters, a ``<regex:...>`` hole with an unbounded pattern may hold
+(or its shortest match, when that is longer), whatever the tokenizer."""
 
 # A character a JSON string may hold unescaped: no '"', no '\\', no control character.
-JSON_CHAR = CharSet(frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}, frozenset(), ANY.non_ascii)
+JSON_CHAR = CharSet(
+    frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}, frozenset(), ANY.non_ascii
+)
 DIGIT = CharSet(frozenset(range(48, 58)))
 NONZERO = CharSet(frozenset(range(49, 58)))
 
@@ -79,9 +91,13 @@ class FormHole:
     kind: str
     """``text``, ``int``, ``float``, ``bool``, ``choice`` or ``regex``."""
     width: int
-    """Canvas positions (tokens) it gets: the longest value plus the closing quote."""
+    """Canvas positions (tokens) it gets: the longest value in bytes, plus the closing quote,
+    plus one for a space taken in."""
     quoted: bool = False
     """A JSON string: its opening quote is part of the skeleton, the closing one of the hole."""
+    space: bool = False
+    """The hole took in the space before it (``": "``), so a byte-level BPE may write the value
+    as it writes a word after a space (``" 42"``); the text keeps the space either way."""
     text: str = ""
     """The filled JSON text of the value (after filling)."""
     value: Any = None
@@ -102,6 +118,8 @@ class FormResult:
     """Model evaluations (repairs included)."""
     repaired: int = 0
     """Holes refilled because a first pass broke them."""
+    tokens: list[int] = field(default_factory=list)
+    """Token ids of ``text`` (``tokenizer.decode(tokens) == text``)."""
 
     def pretty(self, indent: int | None = 2) -> str:
         """``value`` as indented JSON."""
@@ -111,20 +129,53 @@ class FormResult:
 # -- hole languages ---------------------------------------------------------------------------
 
 
-def _bounds(args: str | None, default: tuple[int, int], where: str, least: int = 0) -> tuple[int, int]:
+def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
+            least: int = 0) -> tuple[int, int]:
+    """``N`` or ``MIN-MAX``, a count of ``unit`` (characters, digits)."""
     if args is None or args == "":
         return default
     lo_s, dash, hi_s = args.partition("-")
     if not lo_s.strip().isdigit() or (dash and not hi_s.strip().isdigit()):
-        raise UserError(f"{where}: bad length {args!r}; use N or MIN-MAX")
+        raise UserError(f"{where}: bad length {args!r}; use N or MIN-MAX {unit}")
     lo = int(lo_s)
     hi = int(hi_s) if dash else lo
     if hi < lo:
-        raise UserError(f"{where}: bounds inverted (min {lo} > max {hi})")
+        raise UserError(f"{where}: bounds inverted (min {lo} > max {hi} {unit})")
     if lo < least:
-        raise UserError(f"{where}: length must be at least {least}")
+        raise UserError(f"{where}: length must be at least {least} {unit}")
     if hi > 1000:
-        raise UserError(f"{where}: length over 1000")
+        raise UserError(f"{where}: length over 1000 {unit}")
+    return lo, hi
+
+
+_RANGE = re.compile(r"\s*(-?\d{1,18})\s*\.\.\s*(-?\d{1,18})\s*")
+
+
+def _value_range(kind: str, args: str | None, where: str) -> tuple[int, int] | None:
+    """``LO..HI`` of an ``int`` or ``float`` hole (None: no arguments). Counts (``1-3``, ``3``)
+    are refused: users read ``<int:1-3>`` as a number from 1 to 3, it used to mean 1 to 3
+    digits; the message shows both unambiguous spellings."""
+    if args is None or args == "":
+        return None
+    m = _RANGE.fullmatch(args)
+    if m is None:
+        lo_s, dash, hi_s = args.partition("-")
+        if lo_s.strip().isdigit() and (not dash or hi_s.strip().isdigit()):
+            lo, hi = lo_s.strip(), hi_s.strip()
+            if kind == "float":
+                new = (f"<float:{lo}..{hi}> for a number from {lo} to {hi}" if dash else
+                       "<float:LO..HI> for a number from LO to HI")
+                raise UserError(f"{where}: ambiguous (it counted digits); write {new}, or <float> "
+                                f"for any number of at most {FLOAT_DIGITS} digits")
+            digits = (f"<digits:{lo}-{hi}> for an integer of {lo} to {hi} digits" if dash else
+                      f"<digits:{lo}> for an integer of {lo} digits")
+            value = (f"<int:{lo}..{hi}> for a number from {lo} to {hi}" if dash else
+                     "<int:LO..HI> for a number from LO to HI")
+            raise UserError(f"{where}: ambiguous; write {digits}, or {value}")
+        raise UserError(f"{where}: bad range {args!r}; use <{kind}:LO..HI>, e.g. <{kind}:1..12>")
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if hi < lo:
+        raise UserError(f"{where}: range inverted (from {lo} > to {hi})")
     return lo, hi
 
 
@@ -138,19 +189,102 @@ def _int_node(lo: int, hi: int) -> Node:
     return alt(*branches)
 
 
+def _same_length(lo: str, hi: str) -> Node:
+    """Digit strings s of ``len(lo) == len(hi)`` with ``lo <= s <= hi`` (numerically)."""
+    if not lo:
+        return lit("")
+    if lo[0] == hi[0]:
+        return cat(lit(lo[0]), _same_length(lo[1:], hi[1:]))
+    k = len(lo) - 1
+    parts = [cat(lit(lo[0]), _same_length(lo[1:], "9" * k))]
+    if int(hi[0]) - int(lo[0]) > 1:
+        middle = CharSet(frozenset(range(ord(lo[0]) + 1, ord(hi[0]))))
+        parts.append(cat(any_char(middle), rep(any_char(DIGIT), k, k)))
+    parts.append(cat(lit(hi[0]), _same_length("0" * k, hi[1:])))
+    return alt(*parts)
+
+
+def _naturals(a: int, b: int) -> dict[int, Node]:
+    """The naturals from ``a`` to ``b`` (0 <= a <= b) without leading zeros, by digit count."""
+    out: dict[int, Node] = {}
+    for n in range(len(str(a)), len(str(b)) + 1):
+        lo, hi = max(a, 10 ** (n - 1) if n > 1 else 0), min(b, 10**n - 1)
+        if lo <= hi:
+            out[n] = _same_length(str(lo), str(hi))
+    return out
+
+
+def _int_range(lo: int, hi: int) -> Node:
+    """The integers from ``lo`` to ``hi`` as JSON writes them: exactly, as a regular language
+    (no leading zeros, no ``-0``)."""
+    parts = []
+    if hi >= 0:
+        parts.extend(_naturals(max(lo, 0), hi).values())
+    if lo < 0:
+        parts.append(cat(lit("-"), alt(*_naturals(max(-hi, 1), -lo).values())))
+    return alt(*parts)
+
+
+FLOAT_DIGITS = 8
+"""Digits in all (integer part and decimals) of a ``<float>`` or ``<float:LO..HI>`` value."""
+
+
+def _magnitudes(a: int, b: int, *, nonzero: bool) -> Node:
+    """Decimals ``I.F`` with a value from ``a`` to ``b`` (0 <= a <= b, integers), at most
+    ``FLOAT_DIGITS`` digits in all and at least one decimal; ``nonzero``: not 0.0.
+
+    ``I`` from ``a`` to ``b - 1`` with any decimals, or ``I = b`` with zeros only."""
+
+    def most(n: int) -> int:  # decimals after an integer part of n digits
+        return max(1, FLOAT_DIGITS - n)
+
+    parts = []
+    if b > a:
+        first = a
+        if nonzero and a == 0:  # 0.F with some digit of F not 0
+            m = most(1)
+            parts.append(cat(lit("0."), alt(*(
+                cat(rep(lit("0"), j, j), any_char(NONZERO), rep(any_char(DIGIT), 0, m - 1 - j))
+                for j in range(m)))))
+            first = 1
+        if b - 1 >= first:
+            for n, whole in _naturals(first, b - 1).items():
+                parts.append(cat(whole, lit("."), rep(any_char(DIGIT), 1, most(n))))
+    if not (nonzero and b == 0):
+        parts.append(cat(lit(str(b) + "."), rep(lit("0"), 1, most(len(str(b))))))
+    return alt(*parts)
+
+
+def _float_range(lo: int, hi: int) -> Node:
+    """Decimals with a value from ``lo`` to ``hi`` (integers): exactly, no ``-0.0``."""
+    parts = []
+    if hi >= 0:
+        parts.append(_magnitudes(max(lo, 0), hi, nonzero=False))
+    if lo < 0:
+        parts.append(cat(lit("-"), _magnitudes(max(-hi, 0), -lo, nonzero=True)))
+    return alt(*parts)
+
+
 def _hole_dfa(kind: str, args: str | None, where: str) -> tuple[DFA, int, bool]:
     """(DFA of the value text, longest value in bytes, whether the skeleton opens a quote)."""
     if kind == "text":
-        lo, hi = _bounds(args, (1, 16), where)
+        lo, hi = _bounds(args, (1, 16), where, "characters")
         return to_dfa(cat(rep(any_char(JSON_CHAR), lo, hi), lit('"'))), hi + 1, True
-    if kind == "int":
-        lo, hi = _bounds(args, (1, 6), where, least=1)
+    if kind == "digits":
+        lo, hi = _bounds(args, (1, 6), where, "digits", least=1)
         return to_dfa(cat(rep(lit("-"), 0, 1), _int_node(lo, hi))), hi + 1, False
-    if kind == "float":
-        lo, hi = _bounds(args, (2, 8), where, least=2)
-        branches = [cat(_int_node(i, i), lit("."), rep(any_char(DIGIT), f, f))
-                    for i in range(1, hi) for f in range(1, hi - i + 1) if lo <= i + f <= hi]
-        return to_dfa(cat(rep(lit("-"), 0, 1), alt(*branches))), hi + 2, False
+    if kind in ("int", "float"):
+        bounds = _value_range(kind, args, where)
+        if bounds is None and kind == "int":
+            node = cat(rep(lit("-"), 0, 1), _int_node(1, 6))
+        elif bounds is None:
+            node = cat(rep(lit("-"), 0, 1), alt(*(
+                cat(_int_node(i, i), lit("."), rep(any_char(DIGIT), f, f))
+                for i in range(1, FLOAT_DIGITS) for f in range(1, FLOAT_DIGITS - i + 1))))
+        else:
+            node = (_int_range if kind == "int" else _float_range)(*bounds)
+        dfa = to_dfa(node)
+        return dfa, int(dfa.max_length() or 1), False
     if kind == "bool":
         if args:
             raise UserError(f"{where}: <bool> takes no arguments")
@@ -158,40 +292,57 @@ def _hole_dfa(kind: str, args: str | None, where: str) -> tuple[DFA, int, bool]:
     if kind == "choice":
         if not args:
             raise UserError(f"{where}: <choice:...> needs choices, e.g. <choice:red|green|blue>")
-        encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in split_choices(args)]  # content + '"'
-        return to_dfa(alt(*(lit(e) for e in encoded))), max(len(e.encode("utf-8")) for e in encoded), True
+        # content + '"'
+        encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in split_choices(args)]
+        width = max(len(e.encode("utf-8")) for e in encoded)
+        return to_dfa(alt(*(lit(e) for e in encoded))), width, True
     if kind == "regex":
-        if not args:
-            raise UserError(f"{where}: <regex:...> needs a pattern")
-        try:
-            user = compile_regex(args)
-        except UserError as e:
-            raise UserError(f"{where}: {e}") from None
-        safe = user.intersect(to_dfa(rep(any_char(JSON_CHAR), 0, None)))
-        if safe.is_empty():
-            raise UserError(f"{where}: no text matching the regex can stand in a JSON string")
-        longest = safe.max_length()
-        if longest is None:
-            longest = max(MAX_REGEX_CHARS, safe.min_length() or 0)
-        return to_dfa(cat(embed(safe), lit('"'))), longest + 1, True
+        return _regex_hole(args, where)
     raise UserError(f"{where}: unknown hole type {kind!r}; choose one of {', '.join(HOLE_TYPES)}")
 
 
-def _hole(spec: str, path: str, tokenizer: Any) -> tuple[FormHole, TokenAutomaton, bool]:
+def _regex_hole(args: str | None, where: str) -> tuple[DFA, int, bool]:
+    if not args:
+        raise UserError(f"{where}: <regex:...> needs a pattern")
+    try:
+        user = compile_regex(args)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+    safe = user.intersect(to_dfa(rep(any_char(JSON_CHAR), 0, None)))
+    if safe.is_empty():
+        raise UserError(f"{where}: no text matching the regex can stand in a JSON string")
+    longest = safe.max_length()
+    if longest is None:  # unbounded: at most MAX_REGEX_CHARS characters (or its shortest)
+        longest = max(MAX_REGEX_CHARS, safe.min_length() or 0)
+        safe = safe.intersect(to_dfa(rep(any_char(JSON_CHAR), 0, longest)))
+    return to_dfa(cat(embed(safe), lit('"'))), longest + 1, True
+
+
+def _hole(
+    spec: str, path: str, tokenizer: Any, *, space: bool = False
+) -> tuple[FormHole, TokenAutomaton]:
+    """The hole ``spec`` at ``path`` and its automaton: the value, then spaces; with ``space``
+    (the hole took in the skeleton's space before it) an optional space first."""
     m = _HOLE.fullmatch(spec)
     assert m is not None
     kind, args = m.group(1), m.group(2)
     where = f"hole {path} {spec!r}"
     dfa, width, quoted = _hole_dfa(kind, args, where)
+    assert quoted == (kind in QUOTED)
+    width += int(space)
 
     def build() -> TokenAutomaton:
-        padded = to_dfa(cat(embed(dfa), rep(lit(" "), 0, None)))  # value, then spaces
+        lead = rep(lit(" "), 0, int(space))
+        padded = to_dfa(cat(lead, embed(dfa), rep(lit(" "), 0, None)))  # value, then spaces
         return TokenAutomaton.from_dfa(padded, vocab_of(tokenizer))
 
-    automaton = cached_automaton(tokenizer, ("form", kind, args), build)
+    automaton = cached_automaton(tokenizer, ("form", kind, args, space), build)
     if not automaton.feasible_lengths(width)[width]:
         raise UserError(f"{where}: no sequence of {width} tokens satisfies it with this tokenizer")
-    return FormHole(path=path, spec=spec, kind=kind, width=width, quoted=quoted, dfa=dfa), automaton, quoted
+    hole = FormHole(
+        path=path, spec=spec, kind=kind, width=width, quoted=quoted, space=space, dfa=dfa
+    )
+    return hole, automaton
 
 
 # -- templates --------------------------------------------------------------------------------
@@ -203,7 +354,9 @@ def _load(template: str | Any, source: str) -> Any:
     try:
         return json.loads(template)
     except json.JSONDecodeError as e:
-        raise UserError(f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise UserError(
+            f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+        ) from None
 
 
 def parse_form(
@@ -229,7 +382,8 @@ def parse_form(
             text("{")
             for i, (k, sub) in enumerate(v.items()):
                 text((", " if i else "") + json.dumps(k, ensure_ascii=False) + ": ")
-                emit(sub, f"{path}.{k}" if re.fullmatch(r"[A-Za-z_]\w*", k) else f"{path}[{json.dumps(k)}]")
+                plain = re.fullmatch(r"[A-Za-z_]\w*", k)
+                emit(sub, f"{path}.{k}" if plain else f"{path}[{json.dumps(k)}]")
             text("}")
         elif isinstance(v, list):
             text("[")
@@ -238,13 +392,15 @@ def parse_form(
                     text(", ")
                 emit(sub, f"{path}[{i}]")
             text("]")
-        elif isinstance(v, str) and _HOLE.fullmatch(v):
-            hole, automaton, quoted = _hole(v, path, tokenizer)
-            if quoted:
-                text('"')
-            if buf:
-                items.append(("text", "".join(buf)))
-                buf.clear()
+        elif isinstance(v, str) and (m := _HOLE.fullmatch(v)):
+            # A value after ": " or ", " takes that space in, as template gaps do (BPE spacing).
+            skeleton = "".join(buf)
+            space = m.group(1) not in QUOTED and skeleton.endswith(" ") and joins_spaces(tokenizer)
+            hole, automaton = _hole(v, path, tokenizer, space=space)
+            buf.clear()
+            skeleton = (skeleton[:-1] if space else skeleton) + ('"' if hole.quoted else "")
+            if skeleton:
+                items.append(("text", skeleton))
             holes.append(hole)
             automata.append(automaton)
             items.append(("hole", len(holes) - 1))
@@ -260,7 +416,9 @@ def parse_form(
     if buf:
         items.append(("text", "".join(buf)))
     if not holes:
-        raise UserError(f"{source}: no holes; write values such as \"<text:2-8>\", \"<int>\" or \"<choice:a|b>\"")
+        raise UserError(
+            f'{source}: no holes; write values such as "<text:2-8>", "<int>" or "<choice:a|b>"'
+        )
     return items, holes, automata
 
 
@@ -292,25 +450,39 @@ def fill_form(
     max_seq_len = _max_seq_len(model)
     if max_seq_len is not None and total > max_seq_len:
         raise UserError(
-            f"{source}: the form needs {total} tokens (holes at their widest), more than the model's "
-            f"context (max_seq_len {max_seq_len}); use fewer or shorter holes"
+            f"{source}: the form needs {total} tokens (holes at their widest), more than the "
+            f"model's context (max_seq_len {max_seq_len}); use fewer or shorter holes"
         )
     canvas, spans = layouts_canvas([layout], automata, [f"hole {h.path}" for h in holes],
                                    mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
-    filled = fill_canvas(model, canvas, config, eos_id=getattr(tokenizer, "eos_id", None), generator=generator,
-                         step_callback=step_callback)
+    filled = fill_canvas(
+        model,
+        canvas,
+        config,
+        eos_id=getattr(tokenizer, "eos_id", None),
+        generator=generator,
+        step_callback=step_callback,
+    )
     row = filled.tokens[0].tolist()
     vocab = vocab_of(tokenizer)
     parts: list[str] = []
+    tokens: list[int] = []
     for kind, v in layout:
         if kind == "text":
             parts.append(v[1])
-        else:
-            k = v[0]
-            s, e = spans.holes[0][k]
-            raw = vocab.decode(row[s:e])
-            parts.append(raw)
-            holes[k].text = ('"' if holes[k].quoted else "") + raw.rstrip(" ")
-            holes[k].value = json.loads(holes[k].text)
+            tokens.extend(v[0])
+            continue
+        hole = holes[v[0]]
+        s, e = spans.holes[0][v[0]]
+        raw = vocab.decode(row[s:e])
+        if hole.space and not raw.startswith(" "):  # put the skeleton's space back
+            raw = " " + raw
+            tokens.extend(tokenizer.encode(" "))
+        tokens.extend(row[s:e])
+        parts.append(raw)
+        body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
+        hole.text = ('"' if hole.quoted else "") + body
+        hole.value = json.loads(hole.text)
     text = "".join(parts)
-    return FormResult(text=text, value=json.loads(text), holes=holes, nfe=filled.nfe, repaired=filled.repaired)
+    return FormResult(text=text, value=json.loads(text), holes=holes, nfe=filled.nfe,
+                      repaired=filled.repaired, tokens=tokens)

@@ -8,7 +8,8 @@ Inside:
 
 The subset (a regex always matches the *whole* gap):
 
-- literals, escaped metacharacters (``\\.`` ``\\[`` ...), ``\\n \\t \\r \\f \\v``, ``\\xNN``, ``\\uNNNN``;
+- literals, escaped metacharacters (``\\.`` ``\\[`` ...), ``\\n \\t \\r \\f \\v``, ``\\xNN``,
+  ``\\uNNNN``;
 - ``.`` (any character but newline), ``\\d \\w \\s`` and their negations ``\\D \\W \\S``
   (ASCII: ``\\d`` = ``[0-9]``, ``\\w`` = ``[A-Za-z0-9_]``, ``\\s`` = ``[ \\t\\n\\r\\f\\v]``);
 - classes ``[a-z0-9_]``, negated ``[^"\\\\]`` (the excluded characters must be ASCII);
@@ -256,7 +257,9 @@ class _Parser:
                 if b >= 128 and b - max(a, 128) > 4096:
                     raise self.unsupported("non-ASCII range over 4096 characters", lo_at)
                 cps = range(a, b + 1)
-                item = CharSet(frozenset(x for x in cps if x < 128), frozenset(x for x in cps if x >= 128))
+                item = CharSet(
+                    frozenset(x for x in cps if x < 128), frozenset(x for x in cps if x >= 128)
+                )
             members = members | item
         if negate:
             try:

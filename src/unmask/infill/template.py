@@ -40,6 +40,8 @@ from unmask.infill.dfa import (
     NAMED_CLASSES,
     alt,
     any_char,
+    cat,
+    embed,
     lit,
     rep,
     to_dfa,
@@ -69,12 +71,14 @@ class Gap:
     """
 
     length: int | None = None
-    """Exact length in tokens; None = ``min_len``..``max_len`` (or one token)."""
+    """Exact length in tokens; None = ``min_len``..``max_len`` (or one token). Lengths of gaps
+    always count tokens; to bound characters, use a ``regex`` such as ``\\d{1,3}``."""
     _: KW_ONLY
     min_len: int | None = None
     """Shortest length in tokens of a variable gap (default 1, or the constraint's shortest)."""
     max_len: int | None = None
-    """Longest length in tokens of a variable gap (default ``min_len`` + what the constraint allows, at most 16)."""
+    """Longest length in tokens of a variable gap (default ``min_len`` + what the constraint
+    allows, at most 16)."""
     name: str | None = None
     """Name used in results and error messages (default ``gap N``)."""
     allowed: str | Sequence[int] | None = None
@@ -99,7 +103,8 @@ class Gap:
 
     @property
     def shapes_text(self) -> bool:
-        """Whether a constraint shapes the gap's text (regex, choices, ``allowed``); ``banned`` does not."""
+        """Whether a constraint shapes the gap's text (regex, choices, ``allowed``); ``banned``
+        does not."""
         return self.constrained or self.allowed is not None
 
 
@@ -180,17 +185,21 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
     lo_s, dash, hi_s = spec.partition("-")
     if not lo_s.strip().isdigit() or (dash and not hi_s.strip().isdigit()):
         raise UserError(
-            f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n], [MASK:min-max] "
-            f"or a name first ([MASK:name:n])"
+            f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n] (n tokens), "
+            f"[MASK:min-max] or a name first ([MASK:name:n])"
         )
     lo = int(lo_s)
     if not dash:
         if lo <= 0:
-            raise UserError(f"{_where(text, i)}: gap length must be at least 1, got {lo} in {source!r}")
+            raise UserError(
+                f"{_where(text, i)}: gap length must be at least 1 token, got {lo} in {source!r}"
+            )
         return Gap(lo, name=name, source=source), close + 1
     hi = int(hi_s)
     if hi < lo:
-        raise UserError(f"{_where(text, i)}: gap bounds inverted in {source!r} (min {lo} > max {hi})")
+        raise UserError(
+            f"{_where(text, i)}: gap bounds inverted in {source!r} (min {lo} > max {hi} tokens)"
+        )
     if hi == 0:
         raise UserError(f"{_where(text, i)}: gap {source!r} can hold no token (max 0)")
     return Gap(min_len=lo, max_len=hi, name=name, source=source), close + 1
@@ -229,7 +238,9 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
             return k
     known = ", ".join(str(n) + (f" ({segments[k].name})" if segments[k].name else "")  # type: ignore[union-attr]
                       for n, k in enumerate(gaps, 1))
-    raise UserError(f"no gap {key!r} in the template (its gaps: {known}); name a gap by number or [MASK:name]")
+    raise UserError(
+        f"no gap {key!r} in the template (its gaps: {known}); name a gap by number or [MASK:name]"
+    )
 
 
 # -- gap languages ---------------------------------------------------------------------------
@@ -249,7 +260,9 @@ def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
         allowed = np.zeros(V, dtype=bool)
         for t in gap.allowed:
             if not 0 <= int(t) < V:
-                raise UserError(f"{label}: allowed token id {t} is outside the vocabulary (size {V})")
+                raise UserError(
+                    f"{label}: allowed token id {t} is outside the vocabulary (size {V})"
+                )
             allowed[int(t)] = True
     if gap.banned:
         allowed = np.ones(V, dtype=bool) if allowed is None else allowed
@@ -267,8 +280,23 @@ def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
     return allowed
 
 
-def gap_dfa(gap: Gap, label: str = "gap") -> DFA:
-    """The byte-level language of a gap's text: every constraint intersected."""
+def gap_dfa(gap: Gap, label: str = "gap", *, space: bool = False) -> DFA:
+    """The byte-level language of a gap's text: every constraint intersected.
+
+    With ``space`` (the gap took in the space before it, ``takes_space``) the language is
+    ``L | " " L+``: the gap's text with or without that space in front, so a byte-level BPE
+    may spell it as it spells the word after a space (``" Rome"``, one token), while a gap
+    can never hold the space alone when its constraint wants text.
+    """
+    dfa = _own_dfa(gap, label)
+    if not space or not gap.shapes_text:
+        return dfa  # unconstrained: any text already may start with a space
+    nonempty = dfa.intersect(to_dfa(rep(any_char(ANY), 1, None)))
+    return to_dfa(alt(embed(dfa), cat(lit(" "), embed(nonempty))))
+
+
+def _own_dfa(gap: Gap, label: str) -> DFA:
+    """The language of the gap's own text (without a taken-in space)."""
     parts: list[DFA] = []
     if gap.regex is not None:
         try:
@@ -283,7 +311,8 @@ def gap_dfa(gap: Gap, label: str = "gap") -> DFA:
     if isinstance(gap.allowed, str):
         if gap.allowed not in NAMED_CLASSES:
             raise UserError(
-                f"{label}: unknown character class {gap.allowed!r}; choose one of {', '.join(NAMED_CLASSES)}"
+                f"{label}: unknown character class {gap.allowed!r}; choose one of "
+                f"{', '.join(NAMED_CLASSES)}"
             )
         parts.append(to_dfa(rep(any_char(NAMED_CLASSES[gap.allowed]), 0, None)))
     if not parts:
@@ -294,13 +323,20 @@ def gap_dfa(gap: Gap, label: str = "gap") -> DFA:
     return dfa
 
 
-def gap_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomaton:
-    """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer)."""
-    allowed = gap.allowed if isinstance(gap.allowed, str) or gap.allowed is None else tuple(gap.allowed)
-    key = ("gap", gap.regex, None if gap.choices is None else tuple(gap.choices), allowed, tuple(gap.banned))
+def gap_automaton(
+    gap: Gap, tokenizer: Any, label: str = "gap", *, space: bool = False
+) -> TokenAutomaton:
+    """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer);
+    ``space``: the gap took in the space before it (``gap_dfa``)."""
+    allowed = (
+        gap.allowed if isinstance(gap.allowed, str) or gap.allowed is None else tuple(gap.allowed)
+    )
+    choices = None if gap.choices is None else tuple(gap.choices)
+    key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), space and gap.shapes_text)
 
     def build() -> TokenAutomaton:
-        return TokenAutomaton.from_dfa(gap_dfa(gap, label), vocab_of(tokenizer), _token_mask(gap, tokenizer, label))
+        dfa = gap_dfa(gap, label, space=space)
+        return TokenAutomaton.from_dfa(dfa, vocab_of(tokenizer), _token_mask(gap, tokenizer, label))
 
     return cached_automaton(tokenizer, key, build)
 
@@ -323,6 +359,16 @@ class Hole:
     space: bool = False
     """The hole took in the space before it (``takes_space``): the text before it lost its last
     space, which the filled text gets back unless the fill starts with a space itself."""
+    own: DFA | None = field(default=None, repr=False)
+    """For a constrained hole that took the space: the language of its own text, which tells
+    whether a fill's leading space is the template's (``" Rome"``) or part of a choice."""
+
+    def space_is_taken(self, text: str) -> bool:
+        """Whether the leading space of a fill ``text`` is the template's space (then the
+        gap's text is ``text[1:]``); False: the space is put back in front of ``text``."""
+        if not (self.space and text.startswith(" ")):
+            return False
+        return self.own is None or (len(text) > 1 and self.own.matches(text[1:]))
 
 
 @dataclass
@@ -351,7 +397,7 @@ def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -
         if gap.min_len is not None or gap.max_len is not None:
             raise UserError(f"{label}: give either length or min_len/max_len, not both")
         if gap.length == 0:
-            raise UserError(f"{label}: length must be at least 1")
+            raise UserError(f"{label}: length must be at least 1 token")
         return gap.length, gap.length
     if gap.min_len is None and gap.max_len is None and not gap.constrained:
         return 1, 1
@@ -366,11 +412,11 @@ def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -
             if len(feas):
                 hi = int(feas.max())
     if hi < lo:
-        raise UserError(f"{label}: gap bounds inverted (min_len {lo} > max_len {hi})")
+        raise UserError(f"{label}: gap bounds inverted (min_len {lo} > max_len {hi} tokens)")
     if hi == 0:
         if gap.max_len is None:
             raise UserError(f"{label}: its constraint allows only empty text")
-        raise UserError(f"{label}: max_len must be at least 1")
+        raise UserError(f"{label}: max_len must be at least 1 token")
     return lo, hi
 
 
@@ -395,9 +441,15 @@ def joins_spaces(tokenizer: Any) -> bool:
     except (KeyError, TypeError):
         pass
     vocab = vocab_of(tokenizer)
-    second = vocab.matrix[:, 1] if vocab.matrix.shape[1] > 1 else np.zeros(vocab.size, dtype=np.uint8)
-    wordish = np.isin(second, np.frombuffer(b"0123456789_" + bytes(range(65, 91)) + bytes(range(97, 123)),
-                                            dtype=np.uint8)) | (second >= 0x80)
+    second = (
+        vocab.matrix[:, 1] if vocab.matrix.shape[1] > 1 else np.zeros(vocab.size, dtype=np.uint8)
+    )
+    wordish = np.isin(
+        second,
+        np.frombuffer(
+            b"0123456789_" + bytes(range(65, 91)) + bytes(range(97, 123)), dtype=np.uint8
+        ),
+    ) | (second >= 0x80)
     found = bool(((vocab.lengths >= 2) & (vocab.matrix[:, 0] == 32) & wordish).any())
     try:
         _SPACE_JOINERS[tokenizer] = found
@@ -410,13 +462,30 @@ def takes_space(gap: Gap, before: str, tokenizer: Any) -> bool:
     """Whether ``gap`` takes in the last character of the text ``before`` it.
 
     The rule: the text right before the gap ends with a space (U+0020; only that one space
-    moves), the gap allows it (``Gap.take_space``, False after ``\\ `` in a template), no
-    constraint shapes its text (regex, choices, ``allowed``; see ``Gap.shapes_text``), and
-    the tokenizer joins spaces to the next word (``joins_spaces``). Then the fill may start
-    with a space-led token such as ``" cat"``, as the model saw in training, where the
-    locked space would have forced space-less tokens.
+    moves), the gap allows it (``Gap.take_space``, False after ``\\ `` in a template) and the
+    tokenizer joins spaces to the next word (``joins_spaces``). Then the fill may start with
+    a space-led token such as ``" cat"``, as the model saw in training, where the locked
+    space would have forced space-less tokens. A constrained gap (regex, choices, class)
+    takes the space too: its language gains an optional leading space (``gap_dfa``), so
+    ``choices=["Rome"]`` may be the one token ``" Rome"``.
     """
-    return before.endswith(" ") and gap.take_space and not gap.shapes_text and joins_spaces(tokenizer)
+    return before.endswith(" ") and gap.take_space and joins_spaces(tokenizer)
+
+
+def _choice_lengths(gap: Gap, tokenizer: Any, space: bool, feasible: list[int]) -> list[int]:
+    """Lengths to try for a ``choices`` gap with no length given: the token counts the
+    tokenizer gives each choice, and each choice after a space when the gap took one in
+    (``" Rome"`` is one token where ``"Rome"`` is two). Each choice is then scored as the
+    tokenizer spells it in running text, rather than at evenly spaced lengths most of which
+    only odd spellings fill. Empty when the rule does not apply (lengths given, no choices)."""
+    if gap.choices is None or gap.length is not None or gap.min_len is not None:
+        return []
+    if gap.max_len is not None:
+        return []
+    counts = {len(tokenizer.encode(c)) for c in gap.choices if c}
+    if space:
+        counts |= {len(tokenizer.encode(" " + c)) for c in gap.choices if c}
+    return sorted(n for n in counts if n in feasible)
 
 
 def plan_template(
@@ -450,17 +519,28 @@ def plan_template(
     for k, p in enumerate(segments):
         if isinstance(p, Gap):
             label = _named(p, len(holes) + 1)
-            automaton = gap_automaton(p, tokenizer, label)
+            before = segments[k - 1] if k and isinstance(segments[k - 1], str) else ""
+            space = move_spaces and takes_space(p, before, tokenizer)  # type: ignore[arg-type]
+            automaton = gap_automaton(p, tokenizer, label, space=space)
             lo, hi = _bounds(p, label, automaton, default_max_len)
             feas = automaton.feasible_lengths(hi)
             feasible = [n for n in range(lo, hi + 1) if feas[n]]
             if not feasible:
                 what = f"{lo} tokens" if lo == hi else f"{lo}-{hi} tokens"
                 raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
-            before = segments[k - 1] if k and isinstance(segments[k - 1], str) else ""
-            space = move_spaces and takes_space(p, before, tokenizer)  # type: ignore[arg-type]
-            holes.append(Hole(label=label, automaton=automaton, candidates=_subset(feasible, max_candidates),
-                              feasible=feasible, gap=p, space=space))
+            own = gap_dfa(p, label) if space and p.shapes_text else None
+            natural = _choice_lengths(p, tokenizer, space, feasible)
+            holes.append(
+                Hole(
+                    label=label,
+                    automaton=automaton,
+                    candidates=_subset(natural or feasible, max_candidates),
+                    feasible=feasible,
+                    gap=p,
+                    space=space,
+                    own=own,
+                )
+            )
             items.append(("hole", len(holes) - 1))
         elif p:
             nxt = segments[k + 1] if k + 1 < len(segments) else None
@@ -481,15 +561,16 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
     mins = [h.candidates[0] for h in plan.holes]
     if fixed + sum(mins) > max_seq_len:
         raise UserError(
-            f"the template needs at least {fixed + sum(mins)} tokens ({fixed} of text), more than the "
-            f"model's context (max_seq_len {max_seq_len})"
+            f"the template needs at least {fixed + sum(mins)} tokens ({fixed} of text), "
+            f"more than the model's context (max_seq_len {max_seq_len})"
         )
     for k, h in enumerate(plan.holes):
         room = max_seq_len - fixed - (sum(mins) - mins[k])
         if h.candidates[-1] > room:
             raise UserError(
-                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in the model's context "
-                f"(max_seq_len {max_seq_len}, {fixed} tokens of text); lower its maximum"
+                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in the "
+                f"model's context (max_seq_len {max_seq_len}, {fixed} tokens of text); "
+                "lower its maximum"
             )
 
 
@@ -549,10 +630,14 @@ def layouts_canvas(
     ends = [e for row in spans.holes for (s, e) in row if e > s]
     region = (min(starts), max(ends)) if starts else (0, 0)
     constraints = [
-        GapConstraint(a, [(r, *spans.holes[r][k]) for r in range(len(rows))], mask_id=mask_id, name=labels[k])
+        GapConstraint(
+            a, [(r, *spans.holes[r][k]) for r in range(len(rows))], mask_id=mask_id, name=labels[k]
+        )
         for k, a in enumerate(automata)
     ]
-    canvas = Canvas.from_tokens(tokens, mask_id=mask_id, attention_mask=real, region=region, constraints=constraints)
+    canvas = Canvas.from_tokens(
+        tokens, mask_id=mask_id, attention_mask=real, region=region, constraints=constraints
+    )
     return canvas, spans
 
 
@@ -562,7 +647,7 @@ def template_canvas(
     *,
     lengths: Sequence[int] | None = None,
 ) -> Canvas:
-    """A template as a one-row ``Canvas`` (see ``Canvas.from_template``).
+    """A template as a one-row ``Canvas``, not filled (``unmask.infill.infill`` fills one).
 
     ``lengths`` gives each gap's length in tokens; by default each gap's fixed length, and
     ``UserError`` for a variable-length gap. The text is kept as written (no space moves into
@@ -572,7 +657,10 @@ def template_canvas(
     if lengths is None:
         variable = [h.label for h in plan.holes if len(h.feasible) != 1]
         if variable:
-            raise UserError(f"{variable[0]} has a variable length: pass lengths=[...] or use unmask.infill.infill")
+            raise UserError(
+                f"{variable[0]} has a variable length: "
+                "pass lengths=[...] or use unmask.infill.infill"
+            )
         lengths = [h.feasible[0] for h in plan.holes]
     lengths = list(lengths)
     if len(lengths) != len(plan.holes):
