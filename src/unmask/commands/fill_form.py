@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "<regex:...>). All holes are filled in one pass; the output always parses as JSON."
         ),
     )
-    p.add_argument("template", help="template file ('-' = stdin), or the JSON itself")
+    p.add_argument("template", metavar="TEMPLATE",
+                   help="template file ('-' = stdin), or the JSON itself")
     add_common_flags(p)
     p.set_defaults(func=run)
 

@@ -14,19 +14,27 @@ import sys
 import time
 from typing import Any
 
-from unmask.commands import add_dataclass_flags, dataclass_from_args
+from unmask.commands import (
+    add_dataclass_flags,
+    add_json_flag,
+    add_model_flag,
+    add_no_live_flag,
+    add_runtime_flags,
+    dataclass_from_args,
+)
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
 from unmask.config import resolve_device
 from unmask.errors import UserError
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    """``--model``, the sampling flags of ``unmask generate``, ``--json``, ``--no-live``, ``--device``."""
-    parser.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory or checkpoint folder")
+    """``--model``, the sampling flags of ``unmask generate``, ``--json``, ``--no-live``,
+    ``--device``, ``--threads``."""
+    add_model_flag(parser)
     add_sample_flags(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--no-live", action="store_true", help="do not draw the canvas while it is denoised")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+    add_json_flag(parser)
+    add_no_live_flag(parser)
+    add_runtime_flags(parser)
 
 
 def load_model(args: argparse.Namespace) -> Any:
@@ -64,14 +72,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle instead."
         ),
     )
-    p.add_argument("template", help='template text, e.g. "The [MASK:6] sat on the [MASK:thing]."')
+    p.add_argument("template",
+                   help='template text, e.g. "The [MASK:6] sat on the [MASK:thing]."')
     gaps = p.add_argument_group("gap constraints (GAP = a gap's number, 1-based, or its name)")
     gaps.add_argument("--choices", action="append", default=[], metavar="GAP=A|B|C",
                       help="the gap's text is one of these (\\| for a literal bar); repeatable")
     gaps.add_argument("--regex", action="append", default=[], metavar="GAP=PATTERN",
-                      help="the gap's text matches PATTERN in full (the subset in docs/infill.md); repeatable")
+                      help="the gap's text matches PATTERN in full (the subset in "
+                           "docs/infill.md); repeatable")
     gaps.add_argument("--charset", action="append", default=[], metavar="GAP=CLASS",
-                      help=f"every character of the gap is in CLASS: {', '.join(NAMED_CLASSES)}; repeatable")
+                      help=f"every character of the gap is in CLASS: {', '.join(NAMED_CLASSES)}; "
+                           "repeatable")
     gaps.add_argument("--ban", action="append", default=[], metavar="WORD",
                       help="no gap holds a token containing WORD; repeatable")
     add_common_flags(p)

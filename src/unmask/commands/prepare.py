@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from unmask.commands import add_no_progress_flag, add_seed_flag
+
 
 def register(subparsers: Any) -> None:
     """Add the ``prepare`` subcommand to the ``unmask`` parser."""
@@ -18,7 +20,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
-    p.add_argument("-o", "--out", required=True, help="dataset directory to create")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="dataset directory to create")
     p.add_argument(
         "--tokenizer",
         default="bpe",
@@ -27,15 +29,18 @@ def register(subparsers: Any) -> None:
         "tokenizer.json / directory (default: bpe)",
     )
     p.add_argument(
-        "--vocab-size", type=int, default=4096, help="BPE vocabulary size (default: 4096)"
+        "--vocab-size", type=int, default=4096, metavar="N",
+        help="BPE vocabulary size (default: 4096)",
     )
     p.add_argument(
-        "--text-field", default="text", help="JSONL field holding the text (default: text)"
+        "--text-field", default="text", metavar="NAME",
+        help="JSONL field holding the text (default: text)",
     )
     p.add_argument(
         "--val-fraction",
         type=float,
         default=0.01,
+        metavar="X",
         help="fraction of 4096-token blocks held out for validation (default: 0.01)",
     )
     p.add_argument(
@@ -44,9 +49,9 @@ def register(subparsers: Any) -> None:
         default="strict",
         help="undecodable bytes: fail (strict) or replace with U+FFFD (default: strict)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default: 0)")
+    add_seed_flag(p, what="the train/validation split", default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_no_progress_flag(p)
     p.set_defaults(func=run)
 
 

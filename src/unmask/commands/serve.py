@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from unmask.commands import add_model_flag, add_runtime_flags
 from unmask.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -27,19 +28,27 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Concurrent compatible requests share forward passes."
         ),
     )
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory or checkpoint folder")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: $UNMASK_API_KEY, else none)")
-    p.add_argument("--model-name", default=None, help="model id in the API (default: the run directory's name)")
-    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="most rows in one forward batch (default: 8)")
-    p.add_argument("--max-queue", type=int, default=64, metavar="N", help="most queued requests before 429 (default: 64)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per-request time limit in seconds (default: 300)")
-    p.add_argument("--max-steps", type=int, default=1024, metavar="N", help="most denoising steps per request (default: 1024)")
-    p.add_argument("--batch-wait", type=float, default=0.0, metavar="S",
-                   help="seconds the worker waits for more requests before a batch (default: 0, greedy)")
+    add_model_flag(p)
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, metavar="N", help="TCP port (default: 8000)")
+    p.add_argument("--api-key", default=None, metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' (default: $UNMASK_API_KEY, else none)")
+    p.add_argument("--model-name", default=None, metavar="NAME",
+                   help="model id in the API (default: the run directory's name)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N",
+                   help="most rows in one forward batch (default: 8)")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="most queued requests before 429 (default: 64)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="per-request time limit (default: 300)")
+    p.add_argument("--max-steps", type=int, default=1024, metavar="N",
+                   help="most denoising steps per request (default: 1024)")
+    p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="time the worker waits for more requests before a batch (default: 0, "
+                        "greedy)")
     p.add_argument("--no-regex", action="store_true", help="refuse regex edits (/v1/edit) from clients")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+    add_runtime_flags(p)
     p.set_defaults(func=run)
 
 
