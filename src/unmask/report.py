@@ -324,7 +324,8 @@ class RunReport:
             if t.get("tokens_per_s"):
                 extra += f", {t['tokens_per_s']:,.0f} tokens/s"
             if t.get("elapsed_s"):
-                extra += f", {t['elapsed_s'] / 60:.1f} min"
+                sec = t["elapsed_s"]
+                extra += f", {sec:.0f} s" if sec < 120 else f", {sec / 60:.1f} min"
             rows.append(("training", f"loss {t['last_loss']:.4f} at step {t['last_step']}{extra}"))
         if t.get("best_val_bpb") is not None:
             rows.append(("logged val", f"{t['last_val_bpb']:.4f} bits/byte last, "

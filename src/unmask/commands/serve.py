@@ -76,5 +76,8 @@ def run(args: argparse.Namespace) -> int:
                           batch_wait_s=args.batch_wait)
     app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name)
     print(f"unmask serve: {args.model} on http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    server.run()
+    if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
+        raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
     return 0
