@@ -318,7 +318,8 @@ class RunReport:
         t = self.training or {}
         if t.get("params"):
             what.append(f"{t['params'] / 1e6:.2f}M parameters")
-        rows.append(("run", f"{self.run or self.checkpoint}" + (f" ({', '.join(what)})" if what else "")))
+        where = self.run or self.checkpoint
+        rows.append(("run", f"{where} ({', '.join(what)})" if what else where))
         if t.get("last_loss") is not None:
             extra = ""
             if t.get("tokens_per_s"):

@@ -50,7 +50,9 @@ command line)."""
 
 T = TypeVar("T")
 
-SHARED_FLAGS = ("--model", "--device", "--threads", "--seed", "--json", "--no-live", "--no-progress")
+SHARED_FLAGS = (
+    "--model", "--device", "--threads", "--seed", "--json", "--no-live", "--no-progress",
+)
 """Flags with one definition here; a command never defines them itself."""
 
 _SHARED_MARK = "unmask_shared"  # attribute set on the argparse action of a shared flag
@@ -290,7 +292,8 @@ def add_dataclass_flags(
         kind = str(f.type)
         allowed = (choices or {}).get(f.name)
         if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_)
         elif kind.startswith("int"):
             parser.add_argument(flag, type=int, default=None, metavar="N", help=help_)
         elif kind.startswith("float"):

@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="show the shipped demo model generating and filling blanks",
-        description="Generate and fill in blanks with the demo model shipped with unmask (no network).",
+        description="Generate and fill in blanks with the demo model shipped with unmask (no "
+                    "network).",
     )
     p.add_argument("--train", action="store_true",
                    help="first train the demo model from scratch on the packaged corpus (~15 min "

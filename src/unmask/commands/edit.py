@@ -18,18 +18,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rewrite spans of a text",
         description=(
             "Re-mask parts of a text and regenerate them given everything else: character spans "
-            "(--span START:END, repeatable), every match of --regex, or the --lowest K tokens by the "
+            "(--span START:END, repeatable), every match of --regex, or the --lowest K tokens "
+            "by the "
             "model's confidence (--rounds N repeats that, reporting what changed). Text outside "
             "the spans is kept exactly."
         ),
     )
-    p.add_argument("--text", required=True, metavar="TEXT", help="the text to edit ('-' = read stdin)")
+    p.add_argument("--text", required=True, metavar="TEXT",
+                   help="the text to edit ('-' = read stdin)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--span", action="append", metavar="START:END",
                       help="character range to rewrite (0-based, end exclusive); repeatable")
     what.add_argument("--regex", metavar="PATTERN",
                       help="rewrite every match of this (Python) regex")
-    what.add_argument("--lowest", type=int, metavar="K", help="rewrite the K least confident tokens")
+    what.add_argument("--lowest", type=int, metavar="K",
+                      help="rewrite the K least confident tokens")
     p.add_argument("--rounds", type=int, default=1, metavar="N",
                    help="with --lowest: repeat re-mask → refill N times (default: 1)")
     p.add_argument("--confidence-mode", choices=("masked", "visible"), default="masked",

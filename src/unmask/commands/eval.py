@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _counts(args: argparse.Namespace) -> None:
     for flag in ("samples", "prompt_tokens"):
         if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+            n = getattr(args, flag)
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
     if args.batches is not None and args.batches < 0:
         raise UserError(f"--batches must be 0 (the whole split) or more, got {args.batches}")
 

@@ -18,8 +18,8 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from unmask.commands import (
@@ -83,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chat", action="store_true",
                    help="render each prompt as one user message through the model's chat "
                         "template (see unmask chat) and print only the reply")
-    p.add_argument("--system", metavar="TEXT", help="with --chat: a system message before each prompt")
+    p.add_argument("--system", metavar="TEXT",
+                   help="with --chat: a system message before each prompt")
     p.add_argument("--template", metavar="FILE|NAME",
                    help="with --chat: the chat template to use instead of the model's (as in "
                         "unmask chat)")

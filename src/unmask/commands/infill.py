@@ -64,12 +64,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "infill",
         help="fill the gaps of a text template",
         description=(
-            "Fill the gaps of a template: [MASK] = one token, [MASK:n] = n tokens, [MASK:min-max] = a "
+            "Fill the gaps of a template: [MASK] = one token, [MASK:n] = n tokens, "
+            "[MASK:min-max] = a "
             "length chosen by the model (ELBO search, or [EMPTY] fillers on a model trained with "
-            "--empty-rate); [MASK:name:n] names a gap. Write \\[ for a literal '[' and '\\ ' for a space "
+            "--empty-rate); [MASK:name:n] names a gap. Write \\[ for a literal '[' and '\\ ' "
+            "for a space "
             "the next gap must not take in. Given text is kept; all gaps are denoised together. "
             "--gen-length is ignored; --steps is capped at the number of masked tokens. A causal "
-            "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle instead."
+            "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle "
+            "instead."
         ),
     )
     p.add_argument("template",

@@ -47,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS",
                    help="time the worker waits for more requests before a batch (default: 0, "
                         "greedy)")
-    p.add_argument("--no-regex", action="store_true", help="refuse regex edits (/v1/edit) from clients")
+    p.add_argument("--no-regex", action="store_true",
+                   help="refuse regex edits (/v1/edit) from clients")
     add_runtime_flags(p)
     p.set_defaults(func=run)
 
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                           batch_wait_s=args.batch_wait)
     app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name)
     print(f"unmask serve: {args.model} on http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning"))
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
     server.run()
     if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
         raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
