@@ -177,3 +177,18 @@ def test_serve_exits_like_every_command_after_uvicorn_shuts_down(tmp_path, sig, 
     word = "interrupted" if sig == signal.SIGINT else "terminated"
     assert err.splitlines()[-1] == f"unmask serve: {word}"
     assert "Traceback" not in err
+
+
+def test_plural():
+    from unmask.messages import plural
+
+    assert [plural(n, "hole") for n in (0, 1, 2)] == ["0 holes", "1 hole", "2 holes"]
+    assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
+
+
+def test_messages_agree_with_their_counts():
+    from unmask.scoring import ReferenceScorer
+
+    scorer = ReferenceScorer(lambda ids, mask: torch.zeros(*ids.shape, 4), lambda t: [1], start_id=0)
+    with pytest.raises(UserError, match=r"^2 prompts for 1 text; give one prompt per text$"):
+        scorer.score(["a"], prompts=["x", "y"])

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from unmask.commands import add_model_flag, add_no_live_flag, add_runtime_flags, add_seed_flag
 from unmask.errors import UserError
+from unmask.messages import plural
 
 PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is my shepherd;")
 # Fill-in-the-blank templates: [MASK:a-b] is a gap of a to b tokens; the length is chosen
@@ -171,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
                 text = f"{text[: g.start]}[{text[g.start : g.end]}]{text[g.end :]}"
         tried = len(res.candidates) if res.candidates else 1
         print(f"  {text}")
-        print(f"  {n} token(s) chosen among {tried} candidate length(s), NFE {res.nfe}, {dt:.2f} s\n")
+        print(f"  {plural(n, 'token')} chosen among {plural(tried, 'candidate length')}, "
+              f"NFE {res.nfe}, {dt:.2f} s\n")
     print(OWN_TEXT)
     return 0
 

@@ -10,6 +10,7 @@ import time
 
 from unmask.commands.infill import add_common_flags, live_view, load_model
 from unmask.errors import UserError
+from unmask.messages import plural
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.text)
     for c in result.changes:
         print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
-    print(f"{len(result.changes)} changes in {result.rounds} round(s), {result.nfe} NFE in {seconds:.2f} s",
+    print(f"{plural(len(result.changes), 'change')} in {plural(result.rounds, 'round')}, "
+          f"{result.nfe} NFE in {seconds:.2f} s",
           file=sys.stderr)
     return 0

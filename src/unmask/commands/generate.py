@@ -32,6 +32,7 @@ from unmask.commands import (
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
+from unmask.messages import plural
 
 
 def _sample_choices() -> dict[str, Callable[[], Iterable[str]]]:
@@ -246,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"--- [{i}]")
         print(text if template is not None else prompts[i] + text)  # a reply, or the prompt and its continuation
     print(
-        f"{n_tokens} tokens, {result.steps} steps, {result.nfe} NFE in {seconds:.2f} s "
+        f"{plural(n_tokens, 'token')}, {plural(result.steps, 'step')}, {result.nfe} NFE in "
+        f"{seconds:.2f} s "
         f"({tokens_per_s:.1f} tokens/s)",
         file=sys.stderr,
     )

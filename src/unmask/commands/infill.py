@@ -25,6 +25,7 @@ from unmask.commands import (
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
 from unmask.config import resolve_device
 from unmask.errors import UserError
+from unmask.messages import plural
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
@@ -157,5 +158,6 @@ def run(args: argparse.Namespace) -> int:
     print(result.text)
     lengths = ", ".join(f"{g.name}: {len(g.tokens)}" for g in result.gaps)
     how = f", lengths by {result.length_mode}" if result.length_mode else ""
-    print(f"{len(result.gaps)} gaps ({lengths}{how}), {result.nfe} NFE in {seconds:.2f} s", file=sys.stderr)
+    print(f"{plural(len(result.gaps), 'gap')} ({lengths}{how}), {result.nfe} NFE in "
+          f"{seconds:.2f} s", file=sys.stderr)
     return 0

@@ -55,6 +55,7 @@ from unmask.infill.dfa import (
 from unmask.infill.fill import _max_seq_len, fill_canvas
 from unmask.infill.regex import compile_regex
 from unmask.infill.template import layouts_canvas, split_choices
+from unmask.messages import plural
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
 HOLE_TYPES = ("text", "int", "float", "bool", "choice", "regex")
@@ -190,7 +191,8 @@ def _hole(spec: str, path: str, tokenizer: Any) -> tuple[FormHole, TokenAutomato
 
     automaton = cached_automaton(tokenizer, ("form", kind, args), build)
     if not automaton.feasible_lengths(width)[width]:
-        raise UserError(f"{where}: no sequence of {width} tokens satisfies it with this tokenizer")
+        raise UserError(f"{where}: no sequence of {plural(width, 'token')} satisfies it with this "
+                        "tokenizer")
     return FormHole(path=path, spec=spec, kind=kind, width=width, quoted=quoted, dfa=dfa), automaton, quoted
 
 
