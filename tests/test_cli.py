@@ -192,3 +192,28 @@ def test_messages_agree_with_their_counts():
     scorer = ReferenceScorer(lambda ids, mask: torch.zeros(*ids.shape, 4), lambda t: [1], start_id=0)
     with pytest.raises(UserError, match=r"^2 prompts for 1 text; give one prompt per text$"):
         scorer.score(["a"], prompts=["x", "y"])
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_command_that_saves_on_the_signal_re_raises_it(monkeypatch, capsys, sig, code):
+    """The protocol for a command that must finish something on a signal (train saves its
+    checkpoint): own handler while working, then restore the old one and re-raise."""
+    saved = []
+
+    def run(args):
+        stop = []
+        old = signal.signal(sig, lambda s, f: stop.append(s))
+        try:
+            os.kill(os.getpid(), sig)
+            while not stop:
+                time.sleep(0.01)
+            saved.append(True)  # e.g. the checkpoint
+        finally:
+            signal.signal(sig, old)
+        signal.raise_signal(sig)
+        return 0
+
+    monkeypatch.setattr(prepare_cmd, "run", run)
+    assert main(["prepare", "a", "--out", "o"]) == code
+    assert saved == [True]
+    assert capsys.readouterr().err.count("\n") == 1
