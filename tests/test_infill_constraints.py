@@ -70,7 +70,7 @@ def test_cli_ban_applies_to_every_gap(ckpt, capsys):
     (["--regex", "city=[a-"], "'city' [MASK:city:2]: regex '[a-' column"),
     (["--charset", "1=hex"], "gap 1 [MASK]: unknown character class 'hex'; choose one of digits, lowercase"),
     (["--charset", "1=digits", *[a for d in "0123456789" for a in ("--ban", d)]],
-     "gap 1 [MASK]: no sequence of 1 tokens satisfies its constraint"),
+     "gap 1 [MASK]: no sequence of 1 token satisfies its constraint"),
     (["--choices", "city=Rome|Paris"], "'city' [MASK:city:2]: no sequence of 2 tokens satisfies its constraint"),
     (["--charset", "1=digits", "--charset", "1=alpha"], "--charset: gap 1 [MASK] is given twice"),
     (["--ban", ""], "--ban: the word is empty"),
