@@ -183,13 +183,17 @@ def test_plural():
     from unmask.messages import plural
 
     assert [plural(n, "hole") for n in (0, 1, 2)] == ["0 holes", "1 hole", "2 holes"]
-    assert plural(1, "entry", "entries") == "1 entry" and plural(3, "entry", "entries") == "3 entries"
+    assert plural(1, "entry", "entries") == "1 entry"
+    assert plural(3, "entry", "entries") == "3 entries"
 
 
 def test_messages_agree_with_their_counts():
     from unmask.scoring import ReferenceScorer
 
-    scorer = ReferenceScorer(lambda ids, mask: torch.zeros(*ids.shape, 4), lambda t: [1], start_id=0)
+    def uniform(ids, mask):
+        return torch.zeros(*ids.shape, 4)  # (B, T, V)
+
+    scorer = ReferenceScorer(uniform, lambda t: [1], start_id=0)
     with pytest.raises(UserError, match=r"^2 prompts for 1 text; give one prompt per text$"):
         scorer.score(["a"], prompts=["x", "y"])
 

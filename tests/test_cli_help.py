@@ -127,3 +127,15 @@ def test_infill_help_does_not_import_torch():
 def test_argument_error_does_not_import_torch():
     assert _imports_torch(["generate"]) == (2, False)  # --model is required
     assert _imports_torch(["train", "--steps", "many"]) == (2, False)
+
+
+def test_help_text_and_defaults():
+    from unmask.commands import help_text, with_default
+
+    assert help_text("Use ``llada`` or `unmask chat`,\n  see :class:`SampleConfig`.") == (
+        "Use llada or unmask chat, see SampleConfig")
+    assert help_text("Block length; None = gen_length.") == "Block length; unset = gen_length"
+    assert [with_default("x", d) for d in (None, "", {}, False)] == ["x"] * 4
+    assert with_default("x", True) == "x (default: on)"
+    assert with_default("x", 0) == "x (default: 0)"
+    assert with_default("x (default: auto)", "auto") == "x (default: auto)"

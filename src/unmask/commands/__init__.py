@@ -90,7 +90,7 @@ def help_text(doc: str) -> str:
 def with_default(help_: str, default: Any) -> str:
     """``help_`` plus ``(default: X)`` when a default says something: not for None, empty
     values or False (an off switch), and not when the help already states it."""
-    if default is None or default is False or default in ("", (), [], {}) or "default" in help_:
+    if default is None or default is False or default in ("", (), [], {}) or "(default" in help_:
         return help_
     shown = "on" if default is True else default
     return f"{help_} (default: {shown})"
