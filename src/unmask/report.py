@@ -216,33 +216,38 @@ class SampleQuality:
     """The continuations that were scored."""
 
 
-Sampler = Callable[[Any, list[list[int]]], Any]
-"""``(model, prompt ids) -> GenerateResult``: how samples are drawn (the path of
-``unmask generate``, so the number describes what users get)."""
+Sampler = Callable[[list[list[int]]], Any]
+"""``prompt ids -> GenerateResult`` (``gen_ids``, ``texts(tokenizer)``): how samples are
+drawn; ``unmask eval`` passes the path of ``unmask generate``, so the number describes
+what users get."""
 
 
 def sample_quality(
-    model: Any,
     tokenizer: Any,
     prompts: Sequence[list[int]],
     *,
     sampler: Sampler,
     scorer: Any,
     gen_length: int,
+    eos_id: int | None,
 ) -> SampleQuality:
     """Sample a continuation of each prompt with ``sampler`` and score it with ``scorer``
-    (a ``unmask.scoring.ReferenceScorer``) as the continuation of the prompt's text."""
+    (a ``unmask.scoring.ReferenceScorer``) as the continuation of the prompt's text; the
+    entropy counts each sample's ids up to ``eos_id``."""
     from unmask.evaluate import unigram_entropy
-    from unmask.sampling import cut_at_eos
 
-    result = sampler(model, [list(p) for p in prompts])
-    eos = getattr(model.config, "eos_id", None)
+    result = sampler([list(p) for p in prompts])
     texts = result.texts(tokenizer)
     prompt_texts = [tokenizer.decode(list(p)) for p in prompts]
     ppl = scorer.perplexity(texts, prompts=prompt_texts)
-    entropy = unigram_entropy([cut_at_eos(ids, eos) for ids in result.gen_ids])
+    entropy = unigram_entropy([_cut_at_eos(ids, eos_id) for ids in result.gen_ids])
     return SampleQuality(gen_ppl=ppl, entropy=entropy, samples=len(texts), gen_length=gen_length,
                          scorer=getattr(scorer, "name", "reference"), texts=texts)
+
+
+def _cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
+    ids = [int(t) for t in ids]
+    return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids
 
 
 def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:

@@ -142,7 +142,6 @@ def run(args: argparse.Namespace) -> int:
 def _score(report: Any, loaded: Any, config: Any, data: str | None, args: argparse.Namespace,
            device: str) -> None:
     """The generative perplexity part: a note instead when the scorer is not installed."""
-    from unmask.commands.generate import run_sampler
     from unmask.report import sample_quality, validation_prompts
     from unmask.scoring import ReferenceScorer
 
@@ -157,8 +156,19 @@ def _score(report: Any, loaded: Any, config: Any, data: str | None, args: argpar
     if not prompts:
         report.notes.append("generative perplexity: no held-out text, samples are unconditional")
         prompts = [[] for _ in range(args.samples)]
-    q = sample_quality(
-        loaded.model, loaded.tokenizer, prompts, scorer=scorer, gen_length=config.gen_length,
-        sampler=lambda model, ids: run_sampler(model, ids, config, device=device),
-    )
+    q = sample_quality(loaded.tokenizer, prompts, sampler=_sampler(loaded, config, device),
+                       scorer=scorer, gen_length=config.gen_length,
+                       eos_id=getattr(loaded.model.config, "eos_id", None))
     report.sample_quality = dataclasses.asdict(q)
+
+
+def _sampler(loaded: Any, config: Any, device: str) -> Any:
+    """Prompt ids -> GenerateResult, decoded the way ``unmask generate`` decodes: through
+    ``unmask.api`` (one decoding path, issue 15) where it exists, else the CLI's sampler."""
+    try:
+        from unmask.api import run_to_end, start
+    except ImportError:
+        from unmask.commands.generate import run_sampler
+
+        return lambda ids: run_sampler(loaded.model, ids, config, device=device)
+    return lambda ids: run_to_end(start(loaded, ids, config), device=device)[0]
