@@ -113,7 +113,7 @@ def test_cli_ban_applies_to_every_gap(ckpt, capsys):
         ),
         (
             ["--charset", "1=digits", *[a for d in "0123456789" for a in ("--ban", d)]],
-            "gap 1 [MASK]: no sequence of 1 tokens satisfies its constraint",
+            "gap 1 [MASK]: no sequence of 1 token satisfies its constraint",
         ),
         (
             ["--choices", "city=Rome|Paris"],

@@ -70,11 +70,21 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture
 def served(monkeypatch):
-    """``unmask serve`` up to ``uvicorn.run``, which records the app instead of serving it."""
+    """``unmask serve`` up to ``uvicorn.Server.run``, which records the app instead of serving."""
     import uvicorn
 
     apps = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append((app, kw)))
+
+    class Recorder:
+        should_exit = False
+
+        def __init__(self, config):
+            self.config = config
+
+        def run(self):
+            apps.append((self.config.app, {"host": self.config.host, "port": self.config.port}))
+
+    monkeypatch.setattr(uvicorn, "Server", Recorder)
     yield apps
     configure_access_log(quiet=True)  # take the handler off again
 

@@ -12,21 +12,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
 
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from unmask.checkpoint import load
+    from unmask.config import ModelConfig, SampleConfig, TrainConfig
     from unmask.data import prepare
     from unmask.train import train
 
-_LAZY = {"load": "unmask.checkpoint", "prepare": "unmask.data", "train": "unmask.train"}
+_LAZY = {
+    "ModelConfig": "unmask.config",
+    "SampleConfig": "unmask.config",
+    "TrainConfig": "unmask.config",
+    "load": "unmask.checkpoint",
+    "prepare": "unmask.data",
+    "train": "unmask.train",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Keep `import unmask` light: torch-heavy modules load on first use.
+    # Keep `import unmask` light (the CLI's --help imports it): modules load on first use.
     if name in _LAZY:
         import importlib
 
@@ -34,4 +41,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'unmask' has no attribute {name!r}")
 
 
-__all__ = ["ModelConfig", "SampleConfig", "TrainConfig", "UserError", "__version__", "load", "prepare", "train"]
+__all__ = [
+    "ModelConfig", "SampleConfig", "TrainConfig", "UserError", "__version__", "load", "prepare",
+    "train",
+]

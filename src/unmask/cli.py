@@ -1,51 +1,143 @@
 """The ``unmask`` command: dispatches to ``unmask.commands.<name>``.
 
-User mistakes raise ``UserError``; they are printed as one line on stderr with exit code 2.
+Everything every command shares happens here, once:
+
+- Only the command being run is imported (``unmask --help`` and argument errors import no
+  torch), so they answer at once.
+- ``--threads`` (every command that runs a model): torch's CPU threads, default
+  ``commands.default_threads()``; ``OMP_WAIT_POLICY=PASSIVE`` is set before torch loads
+  unless the user set it, so idle OpenMP threads sleep instead of spinning (about 2x faster
+  on a shared machine).
+- Exit codes: 0 done, 2 a user mistake (``UserError``: one line on stderr, no traceback;
+  also argparse's errors), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as
+  a shell reports a process killed by it). Either signal prints one line, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from unmask import __version__
-from unmask.commands import COMMANDS
+from unmask.commands import COMMANDS, default_threads, using_threads
 from unmask.errors import UserError
 
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
-def build_parser() -> argparse.ArgumentParser:
+EPILOG = (
+    "Run 'unmask COMMAND --help' for a command's options. Exit status: 0 done, 2 a usage "
+    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Docs: README.md "
+    "and docs/."
+)
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so ``finally`` blocks run and ``main`` exits 143.
+
+    A ``BaseException`` like ``KeyboardInterrupt`` but not one: code that treats Ctrl-C as
+    "stop this reply" (``unmask chat``) must not swallow a request to terminate.
+    """
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` inside the block (main thread only; the old handler
+    comes back after). A command that saves on the signal (``train``) installs its own
+    handler and, once saved, re-raises the signal so it ends here too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``unmask`` parser. Only the modules of ``commands`` (module names, default all)
+    are imported and register their flags; the others appear in the list by name and
+    summary, which is all ``unmask --help`` shows."""
+    wanted = set(COMMANDS if commands is None else commands)
     parser = argparse.ArgumentParser(
-        prog="unmask", description="Train, run and infill with masked diffusion language models."
+        prog="unmask",
+        description="Train, run and infill with masked diffusion language models.",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"unmask {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"unmask.commands.{name}")
-        except ModuleNotFoundError as e:  # a command not written yet
-            if e.name == f"unmask.commands.{name}":
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, summary in COMMANDS.items():
+        if name in wanted:
+            try:
+                module = importlib.import_module(f"unmask.commands.{name}")
+            except ModuleNotFoundError as e:  # a command not written yet
+                if e.name != f"unmask.commands.{name}":
+                    raise
+            else:
+                module.register(sub)
                 continue
-            raise
-        module.register(sub)
+        sub.add_parser(name.replace("_", "-"), help=summary, add_help=False)
     return parser
 
 
+def command_of(argv: Sequence[str]) -> str | None:
+    """The module name of the command in ``argv`` (its first word), or None."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    name = argv[0].replace("-", "_")
+    return name if name in COMMANDS else None
+
+
+def _limit_threads_before_torch(n: int) -> None:
+    """Before torch is first imported, its OpenMP pool can still be sized by the
+    environment; this reaches threads torch starts later too (the server's worker)."""
+    if "torch" not in sys.modules:
+        os.environ["OMP_NUM_THREADS"] = str(n)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status."""
+    # Idle OpenMP threads sleep instead of spinning; must be set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name = command_of(argv)
+    label = f"unmask {argv[0]}" if name else "unmask"
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_raises():
+            parser = build_parser([name] if name else [])
+            args = parser.parse_args(argv)
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return EXIT_USER_ERROR
+            threads = contextlib.nullcontext()
+            if hasattr(args, "threads"):  # a command that runs a model
+                n = args.threads or default_threads()
+                _limit_threads_before_torch(n)
+                threads = using_threads(n)
+            with threads:
+                return int(args.func(args) or 0)
     except UserError as e:
-        print(f"unmask {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{label}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print(f"unmask {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{label}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"{label}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

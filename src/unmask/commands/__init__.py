@@ -1,52 +1,315 @@
-"""CLI subcommands, one module each, and the flag generator they share.
+"""CLI subcommands, one module each, the flags they share and the flag generator.
 
 Each module defines ``register(subparsers) -> None``, which adds its parser and sets
 ``func=run`` where ``run(args: argparse.Namespace) -> int`` returns the exit code.
-Flags for configuration dataclasses are generated from their fields and field
-docstrings (``add_dataclass_flags``), so the CLI and the Python API never drift apart.
+
+Inside:
+
+- ``COMMANDS``: subcommand name -> one-line summary (the top-level ``unmask --help`` shows
+  these without importing any command module).
+- The shared flags, each defined once: ``add_model_flag``, ``add_device_flag``,
+  ``add_threads_flag``, ``add_seed_flag``, ``add_json_flag``, ``add_no_live_flag``,
+  ``add_no_progress_flag``. Every command that has such a flag gets it from here, so a flag
+  means the same on every command (tests/test_cli_help.py checks it).
+- ``add_dataclass_flags`` / ``dataclass_from_args``: one ``--flag`` per field of a
+  configuration dataclass, its docstring as help, so the CLI and the Python API never drift.
+- ``registry_choice``: a flag whose values come from a registry, checked only when given,
+  so ``--help`` and argument errors never import torch.
+- ``help_text``: field docstrings as plain text (no reST markup).
+- ``default_threads``, ``using_threads``: the CPU thread count every model-running command
+  uses (``cli.main`` applies it).
+
+Nothing here imports torch: this module is on the path of ``unmask --help``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-from collections.abc import Mapping, Sequence
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from unmask.config import field_docs
-
-COMMANDS = ("prepare", "train", "generate", "chat", "demo", "infill", "edit", "fill_form", "convert", "serve")
+COMMANDS: dict[str, str] = {
+    "prepare": "tokenize text / JSONL files into token shards for training",
+    "train": "train a model on a prepared dataset",
+    "eval": "report a run: held-out bound, bits per byte, generative perplexity, loss curve",
+    "generate": "generate text from a checkpoint",
+    "chat": "chat with a model in the terminal",
+    "demo": "show the shipped demo model generating and filling blanks",
+    "infill": "fill the gaps of a text template",
+    "edit": "rewrite spans of a text",
+    "fill_form": "fill a JSON template with typed holes",
+    "convert": "convert a published checkpoint folder to a native one, or export one (--to)",
+    "serve": "serve a checkpoint over HTTP (OpenAI-compatible API)",
+}
+"""Subcommands in the order ``unmask --help`` lists them (module name; ``_`` is ``-`` on the
+command line)."""
 
 T = TypeVar("T")
 
+SHARED_FLAGS = (
+    "--model", "--device", "--threads", "--seed", "--json", "--no-live", "--no-progress",
+)
+"""Flags with one definition here; a command never defines them itself."""
+
+_SHARED_MARK = "unmask_shared"  # attribute set on the argparse action of a shared flag
+
+
+def _mark(action: argparse.Action) -> argparse.Action:
+    setattr(action, _SHARED_MARK, True)
+    return action
+
+
+def is_shared(action: argparse.Action) -> bool:
+    """Whether ``action`` was made by one of the shared-flag functions of this module."""
+    return bool(getattr(action, _SHARED_MARK, False))
+
+
+# -- plain help text ---------------------------------------------------------------------
+
+_LITERAL = re.compile(r"``(.+?)``")
+_ROLE = re.compile(r":[a-z]+:`([^`]+)`")
+_TICKS = re.compile(r"`([^`]+)`")
+
+
+def help_text(doc: str) -> str:
+    """``doc`` (a field docstring in reST) as plain help text: ````code```` and ```x```
+    lose their backticks, roles (``:class:`X```) their role, whitespace is one space, "None =" reads
+    "unset =", and the final period goes (argparse appends the default after it)."""
+    doc = _LITERAL.sub(r"\1", doc)
+    doc = _ROLE.sub(r"\1", doc)
+    doc = _TICKS.sub(r"\1", doc)
+    doc = " ".join(doc.split())
+    doc = doc.replace("None = ", "unset = ")  # Python's None is "not given" on the command line
+    return doc[:-1] if doc.endswith(".") and not doc.endswith("..") else doc
+
+
+def with_default(help_: str, default: Any) -> str:
+    """``help_`` plus ``(default: X)`` when a default says something: not for None, empty
+    values or False (an off switch), and not when the help already states it."""
+    if default is None or default is False or default in ("", (), [], {}) or "(default" in help_:
+        return help_
+    shown = "on" if default is True else default
+    return f"{help_} (default: {shown})"
+
+
+# -- shared flags ------------------------------------------------------------------------
+
+MODEL_HELP = "run directory, checkpoint folder or publisher folder (docs/models.md)"
+
+
+def add_model_flag(
+    parser: argparse.ArgumentParser | Any, *, required: bool = True, default_help: str = ""
+) -> None:
+    """``--model PATH``: the checkpoint a command runs. ``default_help`` says what an
+    optional ``--model`` falls back to (e.g. the shipped demo model)."""
+    help_ = MODEL_HELP + (f" (default: {default_help})" if default_help else "")
+    _mark(parser.add_argument("--model", required=required, metavar="PATH", help=help_))
+
+
+def add_device_flag(parser: argparse.ArgumentParser | Any, *, default: str | None = "auto") -> None:
+    """``--device``: ``auto`` (cuda if available), ``cpu`` or ``cuda[:i]`` on every command.
+    ``default=None`` keeps an unset flag None (a dataclass field then keeps its value)."""
+    _mark(parser.add_argument(
+        "--device", default=default, metavar="DEVICE",
+        help="auto (cuda if available), cpu or cuda[:i] (default: auto)",
+    ))
+
+
+def default_threads() -> int:
+    """CPU threads for torch when ``--threads`` is not given: ``$OMP_NUM_THREADS`` when the
+    user set it, else the CPUs this process may run on (``os.sched_getaffinity``), which is
+    what a container or ``taskset`` allows rather than every core of the machine."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
+def add_threads_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """``--threads N``: torch's CPU threads, on every command that runs a model."""
+    _mark(parser.add_argument(
+        "--threads", type=_positive_int, default=None, metavar="N",
+        help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the CPUs this "
+             "process may use); fewer than the cores helps on a shared machine",
+    ))
+
+
+@contextlib.contextmanager
+def using_threads(n: int) -> Iterator[None]:
+    """torch uses ``n`` CPU threads inside the block; the previous count comes back after,
+    so an in-process caller (tests, notebooks) keeps its own setting."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def add_seed_flag(
+    parser: argparse.ArgumentParser | Any,
+    *,
+    what: str,
+    default: int | None = None,
+    shown_default: int | None = None,
+) -> None:
+    """``--seed N``: what it seeds (``what``) differs per command; the same seed gives the
+    same output. ``default`` is the parsed value when the flag is not given;
+    ``shown_default`` the one the help states when they differ (a dataclass field's)."""
+    shown = default if shown_default is None else shown_default
+    said = f" (default: {shown})" if shown is not None else " (default: a fresh one each run)"
+    _mark(parser.add_argument(
+        "--seed", type=int, default=default, metavar="N",
+        help=f"seed for {what}; the same seed gives the same output{said}",
+    ))
+
+
+def add_json_flag(parser: argparse.ArgumentParser | Any, *, what: str = "") -> None:
+    """``--json``: one JSON object on stdout instead of text (``what`` lists its fields)."""
+    _mark(parser.add_argument(
+        "--json", action="store_true",
+        help="print one JSON object instead of text" + (f" ({what})" if what else ""),
+    ))
+
+
+def add_no_live_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """``--no-live``: no live view of the canvas in the terminal."""
+    _mark(parser.add_argument(
+        "--no-live", action="store_true", help="do not draw the canvas while it is denoised",
+    ))
+
+
+def add_no_progress_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """``--no-progress``: no progress bars."""
+    _mark(parser.add_argument("--no-progress", action="store_true", help="hide progress bars"))
+
+
+def add_runtime_flags(parser: argparse.ArgumentParser | Any) -> None:
+    """``--device`` and ``--threads``: where a model runs."""
+    add_device_flag(parser)
+    add_threads_flag(parser)
+
+
+# -- registry-valued flags ---------------------------------------------------------------
+
+
+def registry_choice(what: str, names: Callable[[], Iterable[str]]) -> Callable[[str], str]:
+    """An argparse ``type`` accepting a name of a registry. ``names`` is called only when
+    the flag is given (registries live in torch modules; ``--help`` must not import them),
+    and the help names the entries itself (a test checks every entry is named)."""
+
+    def check(value: str) -> str:
+        known = sorted(names())
+        if value not in known:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {value!r} (choose from {', '.join(known)})"
+            )
+        return value
+
+    check.__name__ = what  # argparse names the type in some messages
+    check.registry_names = names  # type: ignore[attr-defined]
+    return check
+
+
+Choices = Sequence[str] | Callable[[], Iterable[str]]
+"""Static choices, or a function returning a registry's names (called only when needed)."""
+
+
+# -- dataclass flags ---------------------------------------------------------------------
+
+_SEED_WHAT = {
+    "SampleConfig": "sampling (temperature, random remasking)",
+    "TrainConfig": "initialisation, data order and noise",
+}
+
+
+def _shared_field(parser: Any, cls: type, name: str, default: Any) -> bool:
+    """Add the shared flag for dataclass field ``name`` (once per parser); False when the
+    field is not a shared flag. Unset, each stays None so the dataclass keeps its value."""
+    flag = "--" + name
+    if name not in ("device", "threads", "seed"):
+        return False
+    if any(flag in a.option_strings for a in parser._actions):
+        return True
+    if name == "device":
+        add_device_flag(parser, default=None)
+    elif name == "threads":
+        add_threads_flag(parser)
+    else:
+        what = _SEED_WHAT.get(cls.__name__, "randomness")
+        add_seed_flag(parser, what=what, default=None, shown_default=default)
+    return True
+
+
+_PATH_METAVARS = {"data": "PATH", "out": "DIR", "init": "PATH", "config": "FILE"}
+
 
 def add_dataclass_flags(
-    parser: argparse.ArgumentParser,
+    parser: argparse.ArgumentParser | Any,
     cls: type,
     *,
     skip: Sequence[str] = (),
-    choices: Mapping[str, Sequence[str]] | None = None,
+    choices: Mapping[str, Choices] | None = None,
 ) -> None:
-    """One typed ``--flag`` per dataclass field, the field's docstring as help.
+    """One typed ``--flag`` per dataclass field, the field's docstring (plain text) as help.
 
     Unset flags stay None so ``dataclass_from_args`` keeps the dataclass (or base) value.
+    Fields that are shared flags (``device``, ``threads``, ``seed``) use the shared
+    definition, once per parser. A ``choices`` entry that is a function is a
+    registry, checked only when the flag is given.
     """
+    from unmask.config import field_docs
+
     docs = field_docs(cls)
     defaults = cls()
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
-        help_ = f"{docs.get(f.name, '')} (default: {getattr(defaults, f.name)})"
+        default = getattr(defaults, f.name)
+        if _shared_field(parser, cls, f.name, default):
+            continue
+        help_ = with_default(help_text(docs.get(f.name, "")), default)
         kind = str(f.type)
+        allowed = (choices or {}).get(f.name)
         if kind == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_)
         elif kind.startswith("int"):
             parser.add_argument(flag, type=int, default=None, metavar="N", help=help_)
         elif kind.startswith("float"):
             parser.add_argument(flag, type=float, default=None, metavar="X", help=help_)
+        elif callable(allowed):
+            parser.add_argument(flag, type=registry_choice(f.name.replace("_", " "), allowed),
+                                default=None, metavar="NAME", help=help_)
+        elif allowed is not None:
+            parser.add_argument(flag, default=None, choices=list(allowed), metavar="NAME",
+                                help=f"{help_} (one of: {', '.join(allowed)})"
+                                if not all(a in help_ for a in allowed) else help_)
+        elif kind.startswith("dict"):
+            continue  # no flag for a mapping; commands give their own (e.g. --model-set)
         else:
-            parser.add_argument(flag, default=None, choices=(choices or {}).get(f.name), help=help_)
+            metavar = _PATH_METAVARS.get(f.name, "TEXT")
+            parser.add_argument(flag, default=None, metavar=metavar, help=help_)
 
 
 def given_fields(cls: type, args: argparse.Namespace) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unmask.chat import ChatTemplate, template_arg
+from unmask.commands import add_json_flag, add_model_flag, add_no_live_flag, add_runtime_flags
 from unmask.commands.generate import (
     add_sample_flags,
     make_live,
@@ -208,7 +209,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "With standard input not a terminal, each line is one user message and each reply is printed."
         ),
     )
-    p.add_argument("--model", required=True, metavar="PATH", help="run directory, checkpoint or publisher folder")
+    add_model_flag(p)
     p.add_argument("--system", metavar="TEXT", help="system message at the start of the conversation")
     p.add_argument("--template", metavar="FILE|NAME",
                    help="chat template instead of the model's: a Jinja file, a JSON file with chat_template "
@@ -216,10 +217,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "plain (User:/Assistant: transcript)")
     add_sample_flags(p)
     p.add_argument("--show-prompt", action="store_true", help="print each rendered prompt to stderr before sampling")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object per turn (user, reply, prompt, prompt_tokens, dropped, nfe, seconds)")
-    p.add_argument("--no-live", action="store_true", help="do not draw the canvas while a reply is denoised")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+    add_json_flag(p, what="one per turn: user, reply, prompt, prompt_tokens, dropped, nfe, seconds")
+    add_no_live_flag(p)
+    add_runtime_flags(p)
     p.set_defaults(func=run)
 
 

@@ -13,13 +13,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from unmask.commands import registry_choice
 
-def register(sub: argparse._SubParsersAction) -> None:
+
+def _families() -> list[str]:
     from unmask.convert import IMPORTERS
 
+    return sorted(IMPORTERS)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a published checkpoint folder (LLaDA, Dream) to a native one, or export (--to)",
+        help="convert a published checkpoint folder (LLaDA, Dream) to a native one, or export "
+             "(--to)",
         description=(
             "Import a local folder in the publisher's format (config.json with model_type, "
             "model.safetensors or shards with model.safetensors.index.json, tokenizer.json) "
@@ -31,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "src", metavar="SRC", help="publisher folder (download it first; unmask never downloads) or native checkpoint"
+        "src", metavar="SRC",
+        help="publisher folder (download it first; unmask never downloads) or native checkpoint",
     )
     p.add_argument("dst", metavar="DST", help="output folder (must not exist or be empty)")
     p.add_argument(
@@ -42,12 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--to",
-        choices=sorted(IMPORTERS),
+        type=registry_choice("family", _families),
         default=None,
         metavar="FAMILY",
         help=(
             "export instead: SRC is a native checkpoint, DST is written in this family's "
-            f"layout ({', '.join(sorted(IMPORTERS))}); 'transformers' writes a folder that "
+            "layout (dream, llada, llada-moe, mdlm, sedd); transformers writes a folder that "
             "transformers' AutoModelForMaskedLM / AutoModel / AutoTokenizer load with "
             "trust_remote_code=True (its modeling code included)"
         ),

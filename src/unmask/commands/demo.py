@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from unmask.commands import add_model_flag, add_no_live_flag, add_runtime_flags, add_seed_flag
 from unmask.errors import UserError
+from unmask.messages import plural
 
 PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is my shepherd;")
 # Fill-in-the-blank templates: [MASK:a-b] is a gap of a to b tokens; the length is chosen
@@ -54,21 +56,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="show the shipped demo model generating and filling blanks",
-        description="Generate and fill in blanks with the demo model shipped with unmask (no network).",
+        description="Generate and fill in blanks with the demo model shipped with unmask (no "
+                    "network).",
     )
     p.add_argument("--train", action="store_true",
-                   help="first train the demo model from scratch on the packaged corpus (~15 min on 2 CPU cores)")
-    p.add_argument("--out", default="runs/demo-train", help="run directory for --train (default: runs/demo-train)")
-    p.add_argument("--model", help="use this checkpoint instead of the shipped one")
-    p.add_argument("--gen-length", type=int, default=48, help="tokens to generate per prompt (default: 48)")
-    p.add_argument("--steps", type=int, default=None, help="denoising steps (default: = gen-length)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+                   help="first train the demo model from scratch on the packaged corpus (~15 min "
+                        "on 2 CPU cores)")
+    p.add_argument("--out", default="runs/demo-train", metavar="DIR",
+                   help="run directory for --train (default: runs/demo-train)")
+    add_model_flag(p, required=False, default_help="the shipped demo model")
+    p.add_argument("--gen-length", type=int, default=48, metavar="N",
+                   help="tokens to generate per prompt (default: 48)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="denoising steps (default: the generation length)")
+    add_seed_flag(p, what="sampling", default=0)
     # Chosen by generative perplexity vs diversity on the shipped model (TRAINING.md): argmax
     # decoding of a small model repeats itself; temperature 0.8 in blocks of 4 reads best.
-    p.add_argument("--temperature", type=float, default=0.8, help="Gumbel-max temperature (default: 0.8)")
-    p.add_argument("--block-length", type=int, default=4, help="semi-autoregressive block length (default: 4)")
-    p.add_argument("--no-live", action="store_true", help="do not draw the canvas while it is denoised")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--temperature", type=float, default=0.8, metavar="X",
+                   help="Gumbel-max temperature (default: 0.8)")
+    p.add_argument("--block-length", type=int, default=4, metavar="N",
+                   help="semi-autoregressive block length (default: 4)")
+    add_no_live_flag(p)
+    add_runtime_flags(p)
     p.set_defaults(func=run)
 
 
@@ -101,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     from unmask.canvas import Canvas
     from unmask.checkpoint import load
-    from unmask.config import SampleConfig
+    from unmask.config import SampleConfig, resolve_device
     from unmask.infill import infill
     from unmask.sampling import LiveView, sample
 
@@ -117,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         path = asset_path("demo")
         if not (path / "model.safetensors").is_file():
             raise UserError("the demo checkpoint is not in this install; run `unmask demo --train` to train it")
-    m = load(path, device=args.device)
+    m = load(path, device=str(resolve_device(args.device)))
     tok, cfg = m.tokenizer, m.config
     n_params = sum(p.numel() for p in m.model.parameters())
     print(f"unmask demo: a {n_params / 1e6:.1f}M-parameter masked diffusion LM "
@@ -163,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
                 text = f"{text[: g.start]}[{text[g.start : g.end]}]{text[g.end :]}"
         tried = len(res.candidates) if res.candidates else 1
         print(f"  {text}")
-        print(f"  {n} token(s) chosen among {tried} candidate length(s), NFE {res.nfe}, {dt:.2f} s\n")
+        print(f"  {plural(n, 'token')} chosen among {plural(tried, 'candidate length')}, "
+              f"NFE {res.nfe}, {dt:.2f} s\n")
     print(OWN_TEXT)
     return 0
 

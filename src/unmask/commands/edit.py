@@ -10,6 +10,7 @@ import time
 
 from unmask.commands.infill import add_common_flags, live_view, load_model
 from unmask.errors import UserError
+from unmask.messages import plural
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,21 +19,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rewrite spans of a text",
         description=(
             "Re-mask parts of a text and regenerate them given everything else: character spans "
-            "(--span START:END, repeatable), every match of --regex, or the --lowest K tokens by the "
+            "(--span START:END, repeatable), every match of --regex, or the --lowest K tokens "
+            "by the "
             "model's confidence (--rounds N repeats that, reporting what changed). Text outside "
             "the spans is kept exactly."
         ),
     )
-    p.add_argument("--text", required=True, help="the text to edit ('-' = read stdin)")
+    p.add_argument("--text", required=True, metavar="TEXT",
+                   help="the text to edit ('-' = read stdin)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--span", action="append", metavar="START:END",
                       help="character range to rewrite (0-based, end exclusive); repeatable")
-    what.add_argument("--regex", metavar="R", help="rewrite every match of this (Python) regex")
-    what.add_argument("--lowest", type=int, metavar="K", help="rewrite the K least confident tokens")
+    what.add_argument("--regex", metavar="PATTERN",
+                      help="rewrite every match of this (Python) regex")
+    what.add_argument("--lowest", type=int, metavar="K",
+                      help="rewrite the K least confident tokens")
     p.add_argument("--rounds", type=int, default=1, metavar="N",
                    help="with --lowest: repeat re-mask → refill N times (default: 1)")
     p.add_argument("--confidence-mode", choices=("masked", "visible"), default="masked",
-                   help="token confidence for --lowest: p(token) with its position masked (default) or visible")
+                   help="token confidence for --lowest: p(token) with its position masked "
+                        "(default) or visible")
     add_common_flags(p)
     p.set_defaults(func=run)
 
@@ -97,9 +103,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.text)
     for c in result.changes:
         print(f"round {c.round}: {c.old!r} -> {c.new!r}", file=sys.stderr)
-    print(
-        f"{len(result.changes)} changes in {result.rounds} round(s), "
-        f"{result.nfe} NFE in {seconds:.2f} s",
-        file=sys.stderr,
-    )
+    print(f"{plural(len(result.changes), 'change')} in {plural(result.rounds, 'round')}, "
+          f"{result.nfe} NFE in {seconds:.2f} s",
+          file=sys.stderr)
     return 0

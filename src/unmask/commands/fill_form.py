@@ -11,6 +11,7 @@ from pathlib import Path
 
 from unmask.commands.infill import add_common_flags, live_view, load_model
 from unmask.errors import UserError
+from unmask.messages import plural
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "ambiguous). All holes are filled in one pass; the output always parses as JSON."
         ),
     )
-    p.add_argument("template", help="template file ('-' = stdin), or the JSON itself")
+    p.add_argument("template", metavar="TEMPLATE",
+                   help="template file ('-' = stdin), or the JSON itself")
     add_common_flags(p)
     p.set_defaults(func=run)
 
@@ -90,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, ensure_ascii=False))
         return 0
     print(result.pretty())
-    print(f"{len(result.holes)} holes, {result.nfe} NFE in {seconds:.2f} s", file=sys.stderr)
+    print(f"{plural(len(result.holes), 'hole')}, {result.nfe} NFE in {seconds:.2f} s",
+          file=sys.stderr)
     return 0

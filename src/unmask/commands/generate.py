@@ -18,23 +18,39 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from unmask.commands import add_dataclass_flags, dataclass_from_args
+from unmask.commands import (
+    add_dataclass_flags,
+    add_json_flag,
+    add_model_flag,
+    add_no_live_flag,
+    add_runtime_flags,
+    dataclass_from_args,
+)
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
+from unmask.messages import plural
 
 
-def _sample_choices() -> dict[str, list[str]]:
-    from unmask.sampling.cache import CACHES
-    from unmask.sampling.policies import CONFIDENCES, POLICIES, REMASKING
+def _sample_choices() -> dict[str, Callable[[], Iterable[str]]]:
+    """The registries behind the sampling flags, read only when such a flag is given."""
+
+    def registry(name: str) -> Callable[[], Iterable[str]]:
+        def names() -> Iterable[str]:
+            import unmask.sampling as sampling
+
+            return getattr(sampling, name)
+
+        return names
 
     return {
-        "policy": sorted(POLICIES),
-        "remasking": sorted(REMASKING),
-        "confidence": sorted(CONFIDENCES),
-        "cache": sorted(CACHES),
+        "policy": registry("POLICIES"),
+        "remasking": registry("REMASKING"),
+        "confidence": registry("CONFIDENCES"),
+        "cache": registry("CACHES"),
     }
 
 
@@ -60,19 +76,23 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Several prompts are sampled as one left-padded batch."
         ),
     )
-    p.add_argument("prompt", nargs="*", help="prompt text; several prompts form a batch ('' = unconditional)")
-    p.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory or checkpoint folder")
-    p.add_argument("--prompt-file", metavar="FILE", help="one prompt per line ('-' = stdin), added after the positional prompts")
+    p.add_argument("prompt", nargs="*",
+                   help="prompt text; several prompts form a batch ('' = unconditional)")
+    add_model_flag(p)
+    p.add_argument("--prompt-file", metavar="FILE",
+                   help="one prompt per line ('-' = stdin), added after the positional prompts")
     p.add_argument("--chat", action="store_true",
-                   help="render each prompt as one user message through the model's chat template (see unmask chat) "
-                        "and print only the reply")
-    p.add_argument("--system", metavar="TEXT", help="with --chat: a system message before each prompt")
+                   help="render each prompt as one user message through the model's chat "
+                        "template (see unmask chat) and print only the reply")
+    p.add_argument("--system", metavar="TEXT",
+                   help="with --chat: a system message before each prompt")
     p.add_argument("--template", metavar="FILE|NAME",
-                   help="with --chat: the chat template to use instead of the model's (as in unmask chat)")
+                   help="with --chat: the chat template to use instead of the model's (as in "
+                        "unmask chat)")
     add_sample_flags(p)
-    p.add_argument("--json", action="store_true", help="print one JSON object: per prompt text and tokens, plus nfe, seconds, tokens_per_s")
-    p.add_argument("--no-live", action="store_true", help="do not draw the canvas while it is denoised")
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+    add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s")
+    add_no_live_flag(p)
+    add_runtime_flags(p)
     p.set_defaults(func=run)
 
 
@@ -227,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"--- [{i}]")
         print(text if template is not None else prompts[i] + text)  # a reply, or the prompt and its continuation
     print(
-        f"{n_tokens} tokens, {result.steps} steps, {result.nfe} NFE in {seconds:.2f} s "
+        f"{plural(n_tokens, 'token')}, {plural(result.steps, 'step')}, {result.nfe} NFE in "
+        f"{seconds:.2f} s "
         f"({tokens_per_s:.1f} tokens/s)",
         file=sys.stderr,
     )

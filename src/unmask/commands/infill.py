@@ -14,19 +14,28 @@ import sys
 import time
 from typing import Any
 
-from unmask.commands import add_dataclass_flags, dataclass_from_args
+from unmask.commands import (
+    add_dataclass_flags,
+    add_json_flag,
+    add_model_flag,
+    add_no_live_flag,
+    add_runtime_flags,
+    dataclass_from_args,
+)
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
 from unmask.config import resolve_device
 from unmask.errors import UserError
+from unmask.messages import plural
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    """``--model``, the sampling flags of ``unmask generate``, ``--json``, ``--no-live``, ``--device``."""
-    parser.add_argument("--model", required=True, metavar="RUN_DIR", help="run directory or checkpoint folder")
+    """``--model``, the sampling flags of ``unmask generate``, ``--json``, ``--no-live``,
+    ``--device``, ``--threads``."""
+    add_model_flag(parser)
     add_sample_flags(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--no-live", action="store_true", help="do not draw the canvas while it is denoised")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+    add_json_flag(parser)
+    add_no_live_flag(parser)
+    add_runtime_flags(parser)
 
 
 def load_model(args: argparse.Namespace) -> Any:
@@ -64,17 +73,21 @@ def register(sub: argparse._SubParsersAction) -> None:
             "use a regex, e.g. --regex '1=\\d{1,3}'. A gap after a space takes the space in, so "
             "a choice such as Rome may be the one token ' Rome'. "
             "--gen-length is ignored; --steps is capped at the number of masked tokens. A causal "
-            "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle instead."
+            "checkpoint trained with --fim-rate fills a one-gap template by fill-in-the-middle "
+            "instead."
         ),
     )
-    p.add_argument("template", help='template text, e.g. "The [MASK:6] sat on the [MASK:thing]."')
+    p.add_argument("template",
+                   help='template text, e.g. "The [MASK:6] sat on the [MASK:thing]."')
     gaps = p.add_argument_group("gap constraints (GAP = a gap's number, 1-based, or its name)")
     gaps.add_argument("--choices", action="append", default=[], metavar="GAP=A|B|C",
                       help="the gap's text is one of these (\\| for a literal bar); repeatable")
     gaps.add_argument("--regex", action="append", default=[], metavar="GAP=PATTERN",
-                      help="the gap's text matches PATTERN in full (the subset in docs/infill.md); repeatable")
+                      help="the gap's text matches PATTERN in full (the subset in "
+                           "docs/infill.md); repeatable")
     gaps.add_argument("--charset", action="append", default=[], metavar="GAP=CLASS",
-                      help=f"every character of the gap is in CLASS: {', '.join(NAMED_CLASSES)}; repeatable")
+                      help=f"every character of the gap is in CLASS: {', '.join(NAMED_CLASSES)}; "
+                           "repeatable")
     gaps.add_argument("--ban", action="append", default=[], metavar="WORD",
                       help="no gap holds a token containing WORD; repeatable")
     add_common_flags(p)
@@ -136,8 +149,6 @@ def run(args: argparse.Namespace) -> int:
     print(result.text)
     lengths = ", ".join(f"{g.name}: {len(g.tokens)}" for g in result.gaps)
     how = f", lengths by {result.length_mode}" if result.length_mode else ""
-    print(
-        f"{len(result.gaps)} gaps ({lengths}{how}), {result.nfe} NFE in {seconds:.2f} s",
-        file=sys.stderr,
-    )
+    print(f"{plural(len(result.gaps), 'gap')} ({lengths}{how}), {result.nfe} NFE in "
+          f"{seconds:.2f} s", file=sys.stderr)
     return 0

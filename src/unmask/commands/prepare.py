@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from unmask.commands import add_no_progress_flag, add_seed_flag
+
 MIN_VAL_TOKENS = 32768  # unmask.data.MIN_VAL_TOKENS, not imported: data.py imports torch
 
 
@@ -21,7 +23,7 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
-    p.add_argument("-o", "--out", required=True, help="dataset directory to create")
+    p.add_argument("-o", "--out", required=True, metavar="DIR", help="dataset directory to create")
     p.add_argument(
         "--tokenizer",
         default="bpe",
@@ -30,15 +32,18 @@ def register(subparsers: Any) -> None:
         "tokenizer.json / directory (default: bpe)",
     )
     p.add_argument(
-        "--vocab-size", type=int, default=4096, help="BPE vocabulary size (default: 4096)"
+        "--vocab-size", type=int, default=4096, metavar="N",
+        help="BPE vocabulary size (default: 4096)",
     )
     p.add_argument(
-        "--text-field", default="text", help="JSONL field holding the text (default: text)"
+        "--text-field", default="text", metavar="NAME",
+        help="JSONL field holding the text (default: text)",
     )
     p.add_argument(
         "--val-fraction",
         type=float,
         default=0.01,
+        metavar="X",
         help="fraction of the tokens held out for validation, in whole 4096-token blocks; "
         "0 = none (default: 0.01)",
     )
@@ -60,9 +65,9 @@ def register(subparsers: Any) -> None:
         default="strict",
         help="undecodable bytes: fail (strict) or replace with U+FFFD (default: strict)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default: 0)")
+    add_seed_flag(p, what="the train/validation split", default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_no_progress_flag(p)
     p.set_defaults(func=run)
 
 

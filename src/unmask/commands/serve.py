@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from unmask.commands import add_model_flag, add_runtime_flags
 from unmask.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -35,9 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "to stderr."
         ),
     )
-    p.add_argument("--model", required=True, metavar="RUN_DIR",
-                   help="run directory or checkpoint folder")
-    p.add_argument("--host", default="127.0.0.1",
+    add_model_flag(p)
+    p.add_argument("--host", default="127.0.0.1", metavar="ADDRESS",
                    help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, metavar="N", help="TCP port (default: 8000)")
     p.add_argument("--api-key", default=None, metavar="KEY",
@@ -52,19 +52,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="most rows in one forward batch (default: 8)")
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="most queued requests before 429 (default: 64)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
-                   help="per-request time limit in seconds (default: 300)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="per-request time limit (default: 300)")
     p.add_argument("--max-steps", type=int, default=1024, metavar="N",
                    help="most denoising steps per request (default: 1024)")
-    p.add_argument("--batch-wait", type=float, default=0.0, metavar="S",
-                   help="seconds the worker waits for more requests before a batch "
-                        "(default: 0, greedy)")
+    p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="time the worker waits for more requests before a batch (default: 0, "
+                        "greedy)")
     p.add_argument("--no-regex", action="store_true",
                    help="refuse regex constraints from clients (/v1/edit, /v1/infill, /v1/forms)")
     p.add_argument("--quiet", action="store_true",
                    help="no access log (one line per request on stderr)")
-    p.add_argument("--device", default="auto",
-                   help="auto (cuda if available), cpu or cuda[:i] (default: auto)")
+    add_runtime_flags(p)
     p.set_defaults(func=run)
 
 
@@ -118,5 +117,9 @@ def run(args: argparse.Namespace) -> int:
     configure_access_log(args.quiet)
     print(f"unmask serve: {args.model} on http://{args.host}:{args.port} (playground at /)",
           file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+    server = uvicorn.Server(config)
+    server.run()
+    if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
+        raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
     return 0

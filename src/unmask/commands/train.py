@@ -9,7 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from unmask.commands import add_dataclass_flags, dataclass_from_args, given_fields
+from unmask.commands import (
+    add_dataclass_flags,
+    add_no_progress_flag,
+    dataclass_from_args,
+    given_fields,
+)
 from unmask.config import MODEL_PRESETS, ModelConfig, TrainConfig
 from unmask.errors import UserError
 
@@ -31,24 +36,29 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _objectives() -> list[str]:
+    from unmask.objectives import OBJECTIVES
+
+    return list(OBJECTIVES)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model on a prepared dataset",
         description="Train a masked-diffusion (or autoregressive baseline) model on data from "
-        "`unmask prepare`.",
+                    "'unmask prepare'.",
     )
-    p.add_argument("--config", help="train_config.json to start from (flags override it)")
+    p.add_argument("--config", metavar="FILE",
+                   help="train_config.json to start from (flags override it)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint, with its saved settings; "
                    "flags given now change them (e.g. --steps to extend the run)")
     p.add_argument("--model-set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a ModelConfig field of the preset, e.g. --model-set d_model=384")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from unmask.objectives import OBJECTIVES
-
-    choices = {"preset": list(MODEL_PRESETS), "objective": list(OBJECTIVES)}
-    add_dataclass_flags(p, TrainConfig, skip=_SKIP, choices=choices)
+    add_no_progress_flag(p)
+    add_dataclass_flags(p, TrainConfig, skip=_SKIP,
+                        choices={"preset": list(MODEL_PRESETS), "objective": _objectives})
     p.set_defaults(func=run)
 
 

@@ -62,6 +62,7 @@ from unmask.infill.dfa import (
 from unmask.infill.fill import _max_seq_len, fill_canvas
 from unmask.infill.regex import compile_regex
 from unmask.infill.template import joins_spaces, layouts_canvas, split_choices
+from unmask.messages import plural
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
 HOLE_TYPES = ("text", "digits", "int", "float", "bool", "choice", "regex")
@@ -338,7 +339,8 @@ def _hole(
 
     automaton = cached_automaton(tokenizer, ("form", kind, args, space), build)
     if not automaton.feasible_lengths(width)[width]:
-        raise UserError(f"{where}: no sequence of {width} tokens satisfies it with this tokenizer")
+        raise UserError(f"{where}: no sequence of {plural(width, 'token')} satisfies it "
+                        "with this tokenizer")
     hole = FormHole(
         path=path, spec=spec, kind=kind, width=width, quoted=quoted, space=space, dfa=dfa
     )

@@ -47,6 +47,7 @@ from unmask.infill.dfa import (
     to_dfa,
 )
 from unmask.infill.regex import compile_regex
+from unmask.messages import plural
 
 DEFAULT_MAX_LEN = 16
 """Upper length bound (tokens) of a gap whose constraint allows unbounded text (``\\d+``)."""
@@ -526,7 +527,7 @@ def plan_template(
             feas = automaton.feasible_lengths(hi)
             feasible = [n for n in range(lo, hi + 1) if feas[n]]
             if not feasible:
-                what = f"{lo} tokens" if lo == hi else f"{lo}-{hi} tokens"
+                what = plural(lo, "token") if lo == hi else f"{lo}-{hi} tokens"
                 raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
             own = gap_dfa(p, label) if space and p.shapes_text else None
             natural = _choice_lengths(p, tokenizer, space, feasible)
@@ -664,7 +665,8 @@ def template_canvas(
         lengths = [h.feasible[0] for h in plan.holes]
     lengths = list(lengths)
     if len(lengths) != len(plan.holes):
-        raise UserError(f"lengths has {len(lengths)} entries for {len(plan.holes)} gaps")
+        raise UserError(f"lengths has {plural(len(lengths), 'entry', 'entries')} for "
+                        f"{plural(len(plan.holes), 'gap')}")
     for h, n in zip(plan.holes, lengths, strict=True):
         if n not in h.feasible:
             raise UserError(f"{h.label}: length {n} is outside its bounds or unsatisfiable")

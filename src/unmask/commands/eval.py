@@ -1,0 +1,174 @@
+"""``unmask eval RUN``: what a run did and how good its model is.
+
+Reports, for a run directory or checkpoint folder: the training summary from
+``metrics.jsonl``; the held-out ELBO bound and bits per byte on the run's validation split
+(the same computation as training's ``val_bpb``); the generative perplexity of sampled
+continuations when the offline scorer is installed (``unmask.scoring``), with their
+unigram entropy; and a loss-curve PNG written next to the run (matplotlib). A part that
+cannot be measured says so in one line and the rest still prints. Library code:
+``unmask.report``; docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from unmask.commands import add_json_flag, add_runtime_flags, add_seed_flag
+from unmask.commands.generate import add_sample_flags, sample_config_from_args
+from unmask.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="report a run: held-out bound, bits per byte, generative perplexity, loss curve",
+        description=(
+            "Report a training run (or a checkpoint): its training summary from metrics.jsonl, "
+            "the held-out ELBO bound and bits per byte on the run's validation split (as "
+            "training computes val_bpb), the generative perplexity of sampled continuations "
+            "of held-out prompts under the offline reference model when it is installed "
+            "(docs/evaluation.md), and a loss-curve PNG written into the run directory."
+        ),
+    )
+    p.add_argument("run", metavar="RUN", help="run directory or checkpoint folder")
+    p.add_argument("--data", metavar="DIR",
+                   help="prepared dataset whose validation split to use (default: the run's)")
+    p.add_argument("--batches", type=int, default=None, metavar="N",
+                   help="validation batches (default: the run's eval_batches, so the number "
+                        "matches its logged val_bpb; 0 = the whole split)")
+    p.add_argument("--samples", type=int, default=8, metavar="N",
+                   help="continuations sampled for the generative perplexity (default: 8)")
+    p.add_argument("--prompt-tokens", type=int, default=8, metavar="N",
+                   help="held-out tokens each sample continues (default: 8)")
+    p.add_argument("--no-score", action="store_true",
+                   help="skip the generative perplexity (loading the scorer takes ~20 s)")
+    p.add_argument("--plot", metavar="FILE",
+                   help="where to write the loss curve (default: RUN/loss_curve.png)")
+    p.add_argument("--no-plot", action="store_true", help="do not draw the loss curve")
+    add_seed_flag(p, what="sampling", default=0)
+    add_sample_flags(p)
+    add_json_flag(p, what="the report's numbers, the notes and the sampled texts")
+    add_runtime_flags(p)
+    p.set_defaults(func=run)
+
+
+def _counts(args: argparse.Namespace) -> None:
+    for flag in ("samples", "prompt_tokens"):
+        if getattr(args, flag) < 1:
+            n = getattr(args, flag)
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
+    if args.batches is not None and args.batches < 0:
+        raise UserError(f"--batches must be 0 (the whole split) or more, got {args.batches}")
+
+
+def _plot(report: Any, summary: Any, path: Path) -> None:
+    from unmask.report import PLOT_INSTALL, plot_loss_curve
+
+    try:
+        report.plot = str(plot_loss_curve(summary, path, title=report.run or ""))
+    except ImportError:
+        report.notes.append(f"loss curve: not drawn, matplotlib is not installed ({PLOT_INSTALL})")
+
+
+def run(args: argparse.Namespace) -> int:
+    from unmask.checkpoint import load
+    from unmask.config import TrainConfig, resolve_device
+    from unmask.report import (
+        PLOT_NAME,
+        RunReport,
+        find_run,
+        heldout_bound,
+        read_metrics,
+        summarize_training,
+    )
+
+    _counts(args)
+    config = sample_config_from_args(args)
+    info = find_run(args.run)
+    cfg = info.train_config
+    report = RunReport(checkpoint=str(info.checkpoint), run=str(info.run) if info.run else None,
+                       step=info.step, objective=cfg.objective if cfg else None)
+    if info.metrics_path is not None:
+        summary = summarize_training(read_metrics(info.metrics_path))
+        report.training = summary.as_dict()
+        if not args.no_plot and info.run is not None:
+            _plot(report, summary, Path(args.plot) if args.plot else info.run / PLOT_NAME)
+    elif not args.no_plot:
+        report.notes.append("loss curve: not drawn, no metrics.jsonl (not a training run)")
+
+    if args.data is not None and not (Path(args.data) / "index.json").is_file():
+        raise UserError(f"--data {args.data}: no prepared dataset here (index.json from "
+                        "'unmask prepare')")
+    device = str(resolve_device(args.device or "auto"))
+    loaded = load(info.checkpoint, device=device)
+    model = loaded.model.eval()
+    data = args.data or (cfg.data if cfg else None)
+    if cfg is None and args.data:  # an imported checkpoint: evaluate as its attention says
+        causal = getattr(model.config, "attention", None) == "causal"
+        cfg = TrainConfig(data=args.data, objective="ar" if causal else "mdlm",
+                          seq_len=min(TrainConfig().seq_len, model.config.max_seq_len))
+    if cfg is None:
+        report.notes.append("held-out bound: not measured, the checkpoint has no training "
+                            "configuration (give --data DIR)")
+    elif not data or not (Path(data) / "index.json").is_file():
+        report.notes.append(f"held-out bound: not measured, the run's dataset {data or '(none)'} "
+                            "is not here (give --data DIR)")
+    else:
+        try:
+            res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device)
+            report.heldout = dataclasses.asdict(res)
+        except UserError as e:
+            report.notes.append(f"held-out bound: not measured, {e}")
+
+    if args.no_score:
+        pass
+    elif getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
+        raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
+                        "autoregressive (causal)")
+    else:
+        _score(report, loaded, config, data, args, device)
+
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        print("\n".join(report.lines()))
+    return 0
+
+
+def _score(report: Any, loaded: Any, config: Any, data: str | None, args: argparse.Namespace,
+           device: str) -> None:
+    """The generative perplexity part: a note instead when the scorer is not installed."""
+    from unmask.report import sample_quality, validation_prompts
+    from unmask.scoring import ReferenceScorer
+
+    try:
+        scorer = ReferenceScorer.from_smollm2(device=device)
+    except UserError as e:
+        report.notes.append(f"generative perplexity: not measured, {e}")
+        return
+    prompts: list[list[int]] = []
+    if data and (Path(data) / "index.json").is_file():
+        prompts = validation_prompts(data, n=args.samples, length=args.prompt_tokens)
+    if not prompts:
+        report.notes.append("generative perplexity: no held-out text, samples are unconditional")
+        prompts = [[] for _ in range(args.samples)]
+    q = sample_quality(loaded.tokenizer, prompts, sampler=_sampler(loaded, config, device),
+                       scorer=scorer, gen_length=config.gen_length,
+                       eos_id=getattr(loaded.model.config, "eos_id", None))
+    report.sample_quality = dataclasses.asdict(q)
+
+
+def _sampler(loaded: Any, config: Any, device: str) -> Any:
+    """Prompt ids -> GenerateResult, decoded the way ``unmask generate`` decodes: through
+    ``unmask.api`` (one decoding path, issue 15) where it exists, else the CLI's sampler."""
+    try:
+        from unmask.api import run_to_end, start
+    except ImportError:
+        from unmask.commands.generate import run_sampler
+
+        return lambda ids: run_sampler(loaded.model, ids, config, device=device)
+    return lambda ids: run_to_end(start(loaded, ids, config), device=device)[0]

@@ -1,0 +1,352 @@
+"""What a training run did and how good its model is (``unmask eval``, docs/evaluation.md).
+
+Inside:
+
+- ``RunInfo`` / ``find_run``: a run directory or checkpoint folder resolved to its
+  checkpoint, its training configuration and its ``metrics.jsonl``.
+- ``read_metrics`` and ``TrainingSummary`` (``summarize_training``): the training and
+  validation records of ``metrics.jsonl``, summed up.
+- ``heldout_bound``: the ELBO bound and bits per byte on the run's validation split, by
+  the same call ``unmask.train`` makes for ``val_bpb`` (``unmask.evaluate.evaluate_loss``),
+  so the number equals the one the run logged for the same weights.
+- ``sample_quality``: generative perplexity of sampled continuations under a reference
+  scorer (``unmask.scoring``) with the unigram entropy of the samples beside it (a low
+  perplexity alone can mean repetition).
+- ``plot_loss_curve``: training loss and validation bound against step, as a PNG
+  (matplotlib, the optional ``plot`` extra).
+- ``RunReport``: all of it, as text lines or a JSON-ready dict.
+
+Heavy imports (torch, matplotlib) happen inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unmask.config import TrainConfig, from_dict, load_json
+from unmask.errors import UserError
+
+PLOT_INSTALL = "pip install matplotlib"
+"""How to get the loss curve (also the ``plot`` extra of a source checkout)."""
+
+PLOT_NAME = "loss_curve.png"
+
+
+@dataclass
+class RunInfo:
+    """A run (or a bare checkpoint) as ``unmask eval`` finds it."""
+
+    checkpoint: Path
+    """Folder holding config.json and model.safetensors."""
+    run: Path | None
+    """The run directory (train_config.json, metrics.jsonl), or None for a bare checkpoint."""
+    train_config: TrainConfig | None
+    """How the model was trained: the run's train_config.json, else the checkpoint's
+    trainer.json; None for an imported or hand-made checkpoint."""
+    step: int | None
+    """Optimizer steps behind the checkpoint (trainer.json), when known."""
+
+    @property
+    def metrics_path(self) -> Path | None:
+        """The run's ``metrics.jsonl``, when there is one."""
+        if self.run is None or not (self.run / "metrics.jsonl").is_file():
+            return None
+        return self.run / "metrics.jsonl"
+
+
+def find_run(path: str | Path) -> RunInfo:
+    """Resolve a run directory or checkpoint folder; ``UserError`` when it is neither."""
+    from unmask.checkpoint import checkpoint_dir
+
+    ckpt = checkpoint_dir(path)
+    run: Path | None = None
+    for cand in (Path(path), ckpt.parent):
+        if (cand / "train_config.json").is_file() or (cand / "metrics.jsonl").is_file():
+            run = cand
+            break
+    cfg: TrainConfig | None = None
+    step: int | None = None
+    trainer = ckpt / "trainer.json"
+    meta: dict[str, Any] = {}
+    if trainer.is_file():
+        try:
+            meta = json.loads(trainer.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{trainer}: not valid JSON") from None
+        step = meta.get("step")
+    if run is not None and (run / "train_config.json").is_file():
+        cfg = load_json(TrainConfig, run / "train_config.json")
+    elif isinstance(meta.get("train_config"), dict):
+        cfg = from_dict(TrainConfig, meta["train_config"], source=str(trainer))
+    return RunInfo(checkpoint=ckpt, run=run, train_config=cfg, step=step)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; a torn last line (a run killed mid-write) is
+    skipped, any other bad line is a ``UserError`` naming it."""
+    p = Path(path)
+    lines = p.read_text().splitlines()
+    out: list[dict[str, Any]] = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines):
+                break
+            raise UserError(f"{p}:{i}: not a JSON line") from None
+    return out
+
+
+@dataclass
+class TrainingSummary:
+    """The last state of a run, from ``metrics.jsonl``."""
+
+    steps: list[int] = field(default_factory=list)
+    """Steps of the training records."""
+    loss: list[float] = field(default_factory=list)
+    """Training loss (nats per token) at ``steps``."""
+    val_steps: list[int] = field(default_factory=list)
+    """Steps of the validation records."""
+    val_loss: list[float] = field(default_factory=list)
+    """Validation bound (nats per token) at ``val_steps``."""
+    val_bpb: list[float] = field(default_factory=list)
+    """Validation bits per byte at ``val_steps``."""
+    params: int | None = None
+    """Model parameters (the run's start record)."""
+    tokens_per_s: float | None = None
+    """Training throughput at the last training record."""
+    elapsed_s: float | None = None
+    """Seconds of training at the last training record (this session, if resumed)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The last values (not the curves): what a report line shows."""
+        return {
+            "last_step": self.steps[-1] if self.steps else None,
+            "last_loss": self.loss[-1] if self.loss else None,
+            "last_val_bpb": self.val_bpb[-1] if self.val_bpb else None,
+            "best_val_bpb": min(self.val_bpb) if self.val_bpb else None,
+            "params": self.params,
+            "tokens_per_s": self.tokens_per_s,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+def summarize_training(records: Sequence[dict[str, Any]]) -> TrainingSummary:
+    """Curves and last values of the records ``unmask.train`` writes: ``{"event": "start",
+    "params": ...}``, ``{"step", "loss", "tokens_per_s", "elapsed_s", ...}`` and
+    ``{"step", "val_loss", "val_bpb", ...}``."""
+    s = TrainingSummary()
+    for r in records:
+        if r.get("event") == "start":
+            s.params = r.get("params", s.params)
+        elif "loss" in r and "step" in r:
+            s.steps.append(int(r["step"]))
+            s.loss.append(float(r["loss"]))
+            s.tokens_per_s = r.get("tokens_per_s", s.tokens_per_s)
+            s.elapsed_s = r.get("elapsed_s", s.elapsed_s)
+        elif "val_loss" in r and "step" in r:
+            s.val_steps.append(int(r["step"]))
+            s.val_loss.append(float(r["val_loss"]))
+            s.val_bpb.append(float(r.get("val_bpb", math.nan)))
+    return s
+
+
+def heldout_bound(
+    model: Any,
+    config: TrainConfig,
+    *,
+    data: str | Path | None = None,
+    max_batches: int | None = None,
+    device: str = "cpu",
+) -> Any:
+    """The run's held-out numbers (``unmask.evaluate.EvalResult``: ELBO bound in nats per
+    token, its perplexity bound and bits per byte) on the validation split of ``data``
+    (default: the dataset the run trained on).
+
+    The call is the one ``unmask.train`` makes for ``val_loss`` / ``val_bpb`` (objective,
+    ``seq_len``, batch size, ``eps``, fixed noise seed; ``max_batches`` default the run's
+    ``eval_batches``; 0 = the whole split), so for the same weights it gives the number the
+    run logged, and more batches give a steadier one.
+    """
+    import torch
+
+    from unmask.data import TokenDataset
+    from unmask.evaluate import evaluate_loss
+
+    if config.objective == "sft":
+        raise UserError("objective sft trains on prompt/response pairs, which have no "
+                        "validation split")
+    folder = Path(data if data is not None else config.data)
+    if not (folder / "index.json").is_file():
+        raise UserError(f"{folder}: no prepared dataset here (give --data DIR from "
+                        "'unmask prepare')")
+    batches = config.eval_batches if max_batches is None else max_batches
+    dev = torch.device(device)
+    return evaluate_loss(
+        model, TokenDataset(folder, "val"), objective=config.objective, seq_len=config.seq_len,
+        batch_size=max(1, min(config.batch_size, 32)), max_batches=batches or None,
+        eps=config.eps, device=dev,
+        autocast_dtype=torch.bfloat16 if dev.type == "cuda" else None,
+    )
+
+
+@dataclass
+class SampleQuality:
+    """Generative perplexity of a set of samples, with their diversity beside it."""
+
+    gen_ppl: float
+    """exp(Σ NLL / Σ tokens) of the continuations under the reference, given their prompts."""
+    entropy: float
+    """Mean unigram entropy of the samples' token ids (nats), cut at EOS."""
+    samples: int
+    """Number of samples."""
+    gen_length: int
+    """Tokens sampled per prompt."""
+    scorer: str
+    """The reference model's name."""
+    texts: list[str] = field(default_factory=list)
+    """The continuations that were scored."""
+
+
+Sampler = Callable[[list[list[int]]], Any]
+"""``prompt ids -> GenerateResult`` (``gen_ids``, ``texts(tokenizer)``): how samples are
+drawn; ``unmask eval`` passes the path of ``unmask generate``, so the number describes
+what users get."""
+
+
+def sample_quality(
+    tokenizer: Any,
+    prompts: Sequence[list[int]],
+    *,
+    sampler: Sampler,
+    scorer: Any,
+    gen_length: int,
+    eos_id: int | None,
+) -> SampleQuality:
+    """Sample a continuation of each prompt with ``sampler`` and score it with ``scorer``
+    (a ``unmask.scoring.ReferenceScorer``) as the continuation of the prompt's text; the
+    entropy counts each sample's ids up to ``eos_id``."""
+    from unmask.evaluate import unigram_entropy
+
+    result = sampler([list(p) for p in prompts])
+    texts = result.texts(tokenizer)
+    prompt_texts = [tokenizer.decode(list(p)) for p in prompts]
+    ppl = scorer.perplexity(texts, prompts=prompt_texts)
+    entropy = unigram_entropy([_cut_at_eos(ids, eos_id) for ids in result.gen_ids])
+    return SampleQuality(gen_ppl=ppl, entropy=entropy, samples=len(texts), gen_length=gen_length,
+                         scorer=getattr(scorer, "name", "reference"), texts=texts)
+
+
+def _cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
+    ids = [int(t) for t in ids]
+    return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids
+
+
+def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:
+    """The first ``length`` tokens of ``n`` consecutive validation windows: held-out text
+    the model has not trained on, so its continuations are not recitations."""
+    from unmask.data import TokenDataset
+
+    out: list[list[int]] = []
+    for window in TokenDataset(data, "val").windows(length):
+        out.append([int(t) for t in window.tolist()])
+        if len(out) == n:
+            break
+    return out
+
+
+def plot_loss_curve(summary: TrainingSummary, out: str | Path, *, title: str = "") -> Path:
+    """Training loss and validation bound (nats per token) against step, as a PNG at
+    ``out`` (written atomically). ``ImportError`` when matplotlib is not installed."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    try:
+        if summary.steps:
+            ax.plot(summary.steps, summary.loss, lw=1, label="training loss")
+        if summary.val_steps:
+            ax.plot(summary.val_steps, summary.val_loss, "o-", ms=3, label="validation bound")
+        ax.set_xlabel("step")
+        ax.set_ylabel("nats per token")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if summary.steps or summary.val_steps:
+            ax.legend()
+        import io
+
+        buf = io.BytesIO()
+        fig.tight_layout()
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    path = Path(out)
+    tmp = path.with_name(f".{path.name}.tmp")  # a plain open: the user's umask applies
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+@dataclass
+class RunReport:
+    """What ``unmask eval`` prints; ``None`` parts were not measured (``notes`` says why)."""
+
+    checkpoint: str
+    run: str | None
+    step: int | None
+    objective: str | None
+    training: dict[str, Any] | None = None
+    heldout: dict[str, Any] | None = None
+    sample_quality: dict[str, Any] | None = None
+    plot: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """The report as aligned ``label  value`` lines, notes last."""
+        rows: list[tuple[str, str]] = []
+        what = [f"step {self.step}"] if self.step is not None else []
+        if self.objective:
+            what.append(f"objective {self.objective}")
+        t = self.training or {}
+        if t.get("params"):
+            what.append(f"{t['params'] / 1e6:.2f}M parameters")
+        where = self.run or self.checkpoint
+        rows.append(("run", f"{where} ({', '.join(what)})" if what else where))
+        if t.get("last_loss") is not None:
+            extra = ""
+            if t.get("tokens_per_s"):
+                extra += f", {t['tokens_per_s']:,.0f} tokens/s"
+            if t.get("elapsed_s"):
+                sec = t["elapsed_s"]
+                extra += f", {sec:.0f} s" if sec < 120 else f", {sec / 60:.1f} min"
+            rows.append(("training", f"loss {t['last_loss']:.4f} at step {t['last_step']}{extra}"))
+        if t.get("best_val_bpb") is not None:
+            rows.append(("logged val", f"{t['last_val_bpb']:.4f} bits/byte last, "
+                                       f"{t['best_val_bpb']:.4f} best"))
+        h = self.heldout
+        if h is not None:
+            rows.append(("held-out", f"bound {h['loss']:.4f} nats/token (perplexity <= "
+                                     f"{h['ppl']:.2f}), {h['bpb']:.4f} bits/byte, "
+                                     f"{h['n_tokens']:,} tokens"))
+        q = self.sample_quality
+        if q is not None:
+            rows.append(("gen ppl", f"{q['gen_ppl']:.2f} under {q['scorer']}, unigram entropy "
+                                    f"{q['entropy']:.3f} nats ({q['samples']} samples of "
+                                    f"{q['gen_length']} tokens)"))
+        if self.plot:
+            rows.append(("loss curve", self.plot))
+        width = max(len(label) for label, _ in rows)
+        return [f"{label:<{width}}  {value}" for label, value in rows] + self.notes

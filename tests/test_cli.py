@@ -1,0 +1,223 @@
+"""``unmask.cli.main``: exit codes (2, 130, 143) and ``--threads``, in one place for every
+command."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import unmask.commands.generate as generate_cmd
+import unmask.commands.prepare as prepare_cmd
+from unmask.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
+from unmask.commands import default_threads
+from unmask.errors import UserError
+
+
+def test_user_error_is_one_line_exit_2(monkeypatch, capsys):
+    def run(args):
+        raise UserError("data/x: no such folder")
+
+    monkeypatch.setattr(prepare_cmd, "run", run)
+    assert main(["prepare", "a.txt", "--out", "o"]) == 2
+    assert capsys.readouterr().err == "unmask prepare: error: data/x: no such folder\n"
+
+
+def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
+    def run(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate_cmd, "run", run)
+    assert main(["generate", "--model", "m", "x"]) == EXIT_INTERRUPTED == 130
+    assert capsys.readouterr().err == "unmask generate: interrupted\n"
+
+
+def test_sigterm_exits_143_and_restores_the_handler(monkeypatch, capsys):
+    before = signal.getsignal(signal.SIGTERM)
+
+    def run(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises before this ends
+        return 0
+
+    monkeypatch.setattr(prepare_cmd, "run", run)
+    t0 = time.perf_counter()
+    assert main(["prepare", "a.txt", "--out", "o"]) == EXIT_TERMINATED == 143
+    assert time.perf_counter() - t0 < 5
+    assert capsys.readouterr().err == "unmask prepare: terminated\n"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+SLEEPER = (
+    "import sys, time\n"
+    "import unmask.commands.{module} as m\n"
+    "from unmask.cli import main\n"
+    "def run(args):\n"
+    "    print('ready', flush=True)\n"
+    "    time.sleep(30)\n"
+    "    return 0\n"
+    "m.run = run\n"
+    "sys.exit(main({argv!r}))\n"
+)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("module, argv", [("prepare", ["prepare", "a", "--out", "o"]),
+                                          ("serve", ["serve", "--model", "m"])])
+def test_signal_exit_code_in_a_real_process(sig, code, module, argv):
+    """A real signal while a command runs: the status a shell expects, one line, no traceback."""
+    src = SLEEPER.format(module=module, argv=argv)
+    proc = subprocess.Popen([sys.executable, "-c", src], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert proc.returncode == code
+    assert err == f"unmask {argv[0]}: {word}\n"
+
+
+def test_threads_apply_for_the_command_and_come_back(monkeypatch):
+    seen = []
+    monkeypatch.setattr(generate_cmd, "run", lambda args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    assert main(["generate", "--model", "m", "x", "--threads", "3"]) == 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert main(["generate", "--model", "m", "x"]) == 0
+    assert seen == [3, 2]
+    assert torch.get_num_threads() == before
+
+
+def test_default_threads(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert default_threads() == 5
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_threads() == len(os.sched_getaffinity(0))
+
+
+def test_threads_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["generate", "--model", "m", "x", "--threads", "0"])
+    assert e.value.code == 2
+    assert "--threads: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_wait_policy_and_thread_count_reach_torch_in_a_fresh_process():
+    """Before torch loads, OMP_WAIT_POLICY defaults to PASSIVE (a user's value wins) and
+    --threads sizes the pool."""
+    src = (
+        "import os, sys\n"
+        "import unmask.commands.generate as g\n"
+        "from unmask.cli import main\n"
+        "def run(args):\n"
+        "    import torch\n"
+        "    print(os.environ.get('OMP_WAIT_POLICY'), torch.get_num_threads())\n"
+        "g.run = run\n"
+        "sys.exit(main(['generate', '--model', 'm', 'x', '--threads', '1']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out == "PASSIVE 1\n"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"
+    out = subprocess.run([sys.executable, "-c", src], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out == "ACTIVE 1\n"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_serve_exits_like_every_command_after_uvicorn_shuts_down(tmp_path, sig, code):
+    """uvicorn catches the signal, shuts down gracefully and (for Ctrl-C) swallows it; the
+    status must still say how the server ended."""
+    pytest.importorskip("uvicorn")
+    import urllib.request
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32,
+                                     **tok.special_ids()))
+    save_checkpoint(tmp_path / "run", model=model, tokenizer=tok)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unmask.cli", "serve", "--model", str(tmp_path / "run"),
+         "--port", str(port), "--device", "cpu", "--threads", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == code
+    word = "interrupted" if sig == signal.SIGINT else "terminated"
+    assert err.splitlines()[-1] == f"unmask serve: {word}"
+    assert "Traceback" not in err
+
+
+def test_plural():
+    from unmask.messages import plural
+
+    assert [plural(n, "hole") for n in (0, 1, 2)] == ["0 holes", "1 hole", "2 holes"]
+    assert plural(1, "entry", "entries") == "1 entry"
+    assert plural(3, "entry", "entries") == "3 entries"
+
+
+def test_messages_agree_with_their_counts():
+    from unmask.scoring import ReferenceScorer
+
+    def uniform(ids, mask):
+        return torch.zeros(*ids.shape, 4)  # (B, T, V)
+
+    scorer = ReferenceScorer(uniform, lambda t: [1], start_id=0)
+    with pytest.raises(UserError, match=r"^2 prompts for 1 text; give one prompt per text$"):
+        scorer.score(["a"], prompts=["x", "y"])
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_command_that_saves_on_the_signal_re_raises_it(monkeypatch, capsys, sig, code):
+    """The protocol for a command that must finish something on a signal (train saves its
+    checkpoint): own handler while working, then restore the old one and re-raise."""
+    saved = []
+
+    def run(args):
+        stop = []
+        old = signal.signal(sig, lambda s, f: stop.append(s))
+        try:
+            os.kill(os.getpid(), sig)
+            while not stop:
+                time.sleep(0.01)
+            saved.append(True)  # e.g. the checkpoint
+        finally:
+            signal.signal(sig, old)
+        signal.raise_signal(sig)
+        return 0
+
+    monkeypatch.setattr(prepare_cmd, "run", run)
+    assert main(["prepare", "a", "--out", "o"]) == code
+    assert saved == [True]
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,171 @@
+"""``unmask eval RUN`` and ``unmask.report`` on a tiny run trained here."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from unmask.cli import main
+from unmask.config import TrainConfig
+
+WORDS = "the lord said unto moses go down and speak to the people of israel".split()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from unmask.data import prepare
+    from unmask.train import train
+
+    root = tmp_path_factory.mktemp("evalrun")
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
+             for _ in range(600)]
+    (root / "a.txt").write_text(".\n".join(lines) + ".\n")
+    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
+    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), preset="tiny", seq_len=32,
+                      batch_size=4, steps=4, warmup=1, eval_every=2, eval_batches=2, log_every=1,
+                      save_every=0, seed=3)
+    return train(cfg, progress=False)
+
+
+def _eval(capsys, *argv):
+    rc = main(["eval", *map(str, argv), "--device", "cpu"])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_heldout_equals_logged_validation(run, capsys):
+    """The bound is computed as training computes val_bpb: same weights, same number."""
+    rc, out, _ = _eval(capsys, run, "--json", "--no-score", "--no-plot")
+    assert rc == 0
+    report = json.loads(out)
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_val = [r for r in logged if "val_bpb" in r][-1]
+    assert report["heldout"]["bpb"] == pytest.approx(last_val["val_bpb"], rel=1e-6)
+    assert report["heldout"]["loss"] == pytest.approx(last_val["val_loss"], rel=1e-6)
+    assert report["heldout"]["ppl"] == pytest.approx(math.exp(report["heldout"]["loss"]))
+    assert report["step"] == 4 and report["objective"] == "mdlm"
+    assert report["training"]["last_step"] == 4
+    assert report["plot"] is None and report["sample_quality"] is None
+
+
+def test_more_batches_score_more_tokens(run, capsys):
+    _, one, _ = _eval(capsys, run, "--json", "--no-score", "--no-plot", "--batches", "1")
+    _, whole, _ = _eval(capsys, run, "--json", "--no-score", "--no-plot", "--batches", "0")
+    n1, n_all = json.loads(one)["heldout"]["n_tokens"], json.loads(whole)["heldout"]["n_tokens"]
+    assert n1 == 4 * 32 and n_all > n1
+
+
+def test_loss_curve_png_next_to_run(run, capsys):
+    rc, out, _ = _eval(capsys, run, "--no-score")
+    assert rc == 0
+    png = run / "loss_curve.png"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (700, 400)
+    assert f"loss curve  {png}" in out
+    assert "held-out" in out and "bits/byte" in out
+
+
+def test_without_matplotlib_numbers_still_print(run, capsys, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    rc, out, _ = _eval(capsys, run, "--no-score", "--plot", tmp_path / "c.png")
+    assert rc == 0
+    assert not (tmp_path / "c.png").exists()
+    hint = [line for line in out.splitlines() if line.startswith("loss curve:")]
+    assert hint == ["loss curve: not drawn, matplotlib is not installed (pip install matplotlib)"]
+    assert "bits/byte" in out
+
+
+def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch):
+    """A reference that predicts every token uniformly over V scores perplexity exactly V."""
+    from unmask.scoring import ReferenceScorer
+
+    V = 50
+
+    def uniform(ids, attention_mask):
+        return torch.zeros(*ids.shape, V)  # (B, T, V)
+
+    scorer = ReferenceScorer(uniform, lambda text: [ord(c) % V for c in text], start_id=0,
+                             name="uniform")
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", classmethod(lambda cls, device: scorer))
+    rc, out, _ = _eval(capsys, run, "--json", "--no-plot", "--samples", "3", "--gen-length", "8",
+                       "--steps", "8", "--temperature", "1")
+    assert rc == 0
+    q = json.loads(out)["sample_quality"]
+    assert q["samples"] == 3 and q["gen_length"] == 8 and q["scorer"] == "uniform"
+    assert q["gen_ppl"] == pytest.approx(V, rel=1e-5)
+    assert q["entropy"] >= 0
+
+
+def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch):
+    from unmask.errors import UserError
+    from unmask.scoring import ReferenceScorer
+
+    def missing(cls, device):
+        raise UserError("the reference scorer SmolLM2 is not installed; install with: pip x")
+
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", classmethod(missing))
+    rc, out, _ = _eval(capsys, run, "--no-plot")
+    assert rc == 0
+    notes = [line for line in out.splitlines() if line.startswith("generative perplexity")]
+    assert notes == ["generative perplexity: not measured, the reference scorer SmolLM2 is not "
+                     "installed; install with: pip x"]
+    assert "held-out" in out
+
+
+def test_checkpoint_folder_and_other_data(run, capsys, tmp_path):
+    """The checkpoint folder finds its run; a moved dataset is a note, --data fixes it."""
+    rc, out, _ = _eval(capsys, run / "checkpoint", "--json", "--no-score", "--no-plot")
+    assert rc == 0 and json.loads(out)["run"] == str(run)
+    cfg = json.loads((run / "train_config.json").read_text())
+    moved = tmp_path / "copy"
+    moved.mkdir()
+    for name in ("checkpoint",):
+        (moved / name).symlink_to(run / name)
+    (moved / "train_config.json").write_text(json.dumps({**cfg, "data": str(tmp_path / "gone")}))
+    rc, out, _ = _eval(capsys, moved, "--no-score", "--no-plot")
+    assert rc == 0 and "held-out bound: not measured" in out and "give --data DIR" in out
+    rc, out, _ = _eval(capsys, moved, "--json", "--no-score", "--no-plot", "--data", cfg["data"])
+    assert json.loads(out)["heldout"]["bpb"] > 0
+
+
+def test_bad_input_is_one_line(run, capsys, tmp_path):
+    rc, _, err = _eval(capsys, tmp_path / "nope")
+    assert rc == 2 and err.count("\n") == 1 and "no such folder" in err
+    rc, _, err = _eval(capsys, run, "--data", tmp_path, "--no-score")
+    assert rc == 2 and "no prepared dataset" in err
+    rc, _, err = _eval(capsys, run, "--samples", "0")
+    assert rc == 2 and "--samples must be at least 1" in err
+
+
+def test_report_reads_a_torn_metrics_file(tmp_path):
+    from unmask.report import read_metrics, summarize_training
+
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"event": "start", "params": 10}\n{"step": 1, "loss": 2.0}\n'
+                 '{"step": 1, "val_loss": 1.5, "val_bpb": 0.7}\n{"step": 2, "lo')
+    s = summarize_training(read_metrics(p))
+    assert (s.params, s.steps, s.loss, s.val_bpb) == (10, [1], [2.0], [0.7])
+    p.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
+    from unmask.errors import UserError
+
+    with pytest.raises(UserError, match=r"metrics.jsonl:2: not a JSON line"):
+        read_metrics(p)
+
+
+def test_eval_report_lines_align():
+    from unmask.report import RunReport
+
+    r = RunReport(checkpoint="c", run="runs/x", step=5, objective="mdlm",
+                  heldout={"loss": 1.0, "ppl": math.e, "bpb": 0.5, "n_tokens": 1000},
+                  notes=["generative perplexity: not measured, x"])
+    lines = r.lines()
+    assert lines[0] == "run       runs/x (step 5, objective mdlm)"
+    assert lines[1].startswith("held-out  bound 1.0000 nats/token (perplexity <= 2.72)")
+    assert lines[-1] == "generative perplexity: not measured, x"
+    assert Path(r.as_dict()["run"]) == Path("runs/x")
