@@ -20,11 +20,14 @@ def make(attention: str = "causal", seed: int = 0, std: float = 0.3) -> Transfor
 
 
 def naive_greedy(model: Transformer, prompt: list[int], n: int) -> list[int]:
-    """Recompute the whole sequence for every new token, no cache."""
+    """Recompute the whole sequence for every new token, no cache; like every decoder, it
+    never proposes the mask id (a random model may rank it first)."""
     x = torch.tensor([prompt])
     with torch.no_grad():
         for _ in range(n):
-            nxt = model(x)[0, -1].argmax()
+            logits = model(x)[0, -1]
+            logits[model.config.mask_id] = float("-inf")
+            nxt = logits.argmax()
             x = torch.cat([x, nxt.view(1, 1)], dim=1)
     return x[0, len(prompt) :].tolist()
 

@@ -17,6 +17,7 @@ from test_convert import make_dream, make_llada
 from tokenizers import Tokenizer as HFTokenizer
 
 import unmask
+from unmask import api
 from unmask.chat import (
     DEFAULT_CHAT_TEMPLATE,
     PLAIN_CHAT_TEMPLATE,
@@ -27,7 +28,6 @@ from unmask.chat import (
 from unmask.checkpoint import load, save_checkpoint
 from unmask.cli import main
 from unmask.commands import chat as chat_cmd
-from unmask.commands import generate as generate_cmd
 from unmask.config import SampleConfig, model_preset
 from unmask.errors import UserError
 from unmask.model import Transformer
@@ -381,13 +381,13 @@ def test_ctrl_c_during_a_reply_returns_to_the_prompt(chat_model, capsys):
 
 def test_generate_chat_renders_one_user_message(chat_model, monkeypatch, capsys):
     seen = []
-    real = generate_cmd.run_sampler
+    real = api.start
 
-    def spy(model, prompt_ids, config, **kw):
+    def spy(loaded, prompt_ids, config, **kw):
         seen.extend(prompt_ids)
-        return real(model, prompt_ids, config, **kw)
+        return real(loaded, prompt_ids, config, **kw)
 
-    monkeypatch.setattr(generate_cmd, "run_sampler", spy)
+    monkeypatch.setattr(api, "start", spy)
     rc = main(["generate", "--model", str(chat_model / "chat"), "--chat", "--system", "S", "hello", "--json",
                "--gen-length", "8", "--steps", "8", "--device", "cpu"])
     assert rc == 0

@@ -206,7 +206,7 @@ def test_dynamic_policies_on_a_transformer_fill_every_block():
         (dict(policy="factor", factor=-1.0), "factor must be"),
         (dict(policy="entropy", entropy_bound=-0.1), "entropy_bound must be >= 0"),
         (dict(confidence="certainty"), "unknown confidence 'certainty'; choose one of margin, neg_entropy, prob"),
-        (dict(policy="fast"), "unknown policy 'fast'; choose one of entropy, factor, llada, sedd-analytic, sedd-euler, threshold"),
+        (dict(policy="fast"), "unknown policy 'fast'; choose one of entropy, factor, llada, threshold"),
         (dict(policy="threshold", remasking="random"), "needs remasking low_confidence"),
     ],
 )

@@ -210,16 +210,38 @@ def test_one_block_equals_no_block():
     assert all(torch.equal(x, y) for x, y in zip(a.history, b.history, strict=True))
 
 
-def test_masks_inside_prompt_are_filled():
-    # Prompt position 1 is a mask with the highest confidence: it takes the first step's slot.
+def test_masks_inside_prompt_are_filled_as_the_reference_with_prompt_masks_reference():
+    # LLaDA's reference: prompt position 1 is a mask with the highest confidence: it takes
+    # the first step's slot, budgeted for the generated part only.
+    ref = dict(prompt_masks="reference")
     model = FixedModel([4, 11, 4, 6, 7], [0.99, 0.98, 0.99, 0.6, 0.5])
-    r = generate(model, [5, MASK, 5], SampleConfig(gen_length=2, steps=2), **IDS, return_history=True)
+    r = generate(model, [5, MASK, 5], SampleConfig(gen_length=2, steps=2, **ref), **IDS,
+                 return_history=True)
     assert r.tokens.tolist() == [[5, 11, 5, 6, MASK]]  # the budget (2) was spent on 11 and 6
     assert r.history[0].tolist() == [[5, 11, 5, MASK, MASK]]
     # A less confident prompt mask loses its slot to the generated positions.
     model2 = FixedModel([4, 11, 4, 6, 7], [0.99, 0.2, 0.99, 0.6, 0.5])
-    r2 = generate(model2, [5, MASK, 5], SampleConfig(gen_length=2, steps=2), **IDS)
+    r2 = generate(model2, [5, MASK, 5], SampleConfig(gen_length=2, steps=2, **ref), **IDS)
     assert r2.tokens.tolist() == [[5, MASK, 5, 6, 7]]
+    want = llada_reference(model2, torch.tensor([[5, MASK, 5]]), steps=2, gen_length=2,
+                           block_length=2)
+    assert torch.equal(r2.tokens, want)
+
+
+@pytest.mark.parametrize("confidences", [[0.99, 0.98, 0.99, 0.6, 0.5], [0.99, 0.2, 0.99, 0.6, 0.5]])
+@pytest.mark.parametrize("block_length", [None, 1])
+def test_masks_inside_prompt_are_counted_and_every_mask_is_filled(confidences, block_length):
+    # By default a prompt [MASK] is counted in the schedule: 3 masks over 2 steps = 2 + 1,
+    # and nothing stays masked whatever the confidences or blocks.
+    model = FixedModel([4, 11, 4, 6, 7], confidences)
+    steps = 2
+    cfg = SampleConfig(gen_length=2, steps=steps, block_length=block_length)
+    r = generate(model, [5, MASK, 5], cfg, **IDS, return_history=True)
+    assert not (r.tokens == MASK).any()
+    assert r.tokens[0, [0, 2, 3, 4]].tolist() == [5, 5, 6, 7]
+    assert r.nfe == steps
+    first = r.history[0][0].tolist()
+    assert sum(t == MASK for t in first) == 1  # 2 of the 3 masks went in the first step
 
 
 def test_mask_id_is_never_proposed():

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 
 import pytest
 import torch
 from server_helpers import Mixer, Stepped, loaded, random_transformer, tiny_config, wait_until
 
+from unmask import api
 from unmask.config import SampleConfig
 from unmask.sampling import generate
 from unmask.sampling.loop import Denoiser, step_together
-from unmask.server.batching import Cancelled, DiffusionStepper, Engine, GenOutput, Job, QueueFull
+from unmask.server.batching import Cancelled, Engine, GenOutput, Job, QueueFull
 from unmask.server.metrics import Metrics
 from unmask.tokenizer import byte_tokenizer
 
@@ -121,20 +123,8 @@ def test_denoiser_step_by_step_equals_sample_and_refuses_caches():
 
 
 def make_engine(model, **kw) -> Engine:
-    cfg = model.config
-    stepper = DiffusionStepper(model, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
-
-    def run_whole(rows, config, on_step):
-        r = generate(model, rows, config, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id,
-                     step_callback=lambda step, tokens: on_step(step, tokens, r_region(rows, config)))
-        return r.tokens, r.region, r.nfe, r.steps
-
-    return Engine(run_whole, stepper=stepper, metrics=Metrics(), **kw)
-
-
-def r_region(rows, config):
-    P = max(len(r) for r in rows)
-    return (P, P + config.gen_length)
+    """The server's engine over ``model``: one factory of decoder runs (``unmask.api.start``)."""
+    return Engine(functools.partial(api.start, loaded(model)), metrics=Metrics(), **kw)
 
 
 def job(prompt: str, config: SampleConfig, **kw) -> Job:

@@ -13,7 +13,9 @@ Inside:
 - ``CanvasConstraint``: a constraint that also reads the current canvas tokens, for
   token-sequence-aware rules (a regex or a list of choices over a gap; see
   ``unmask.infill``); ``Canvas.violations`` lists the spans that break one.
-- ``Canvas.from_template``: a text template with gaps (``unmask.infill``) as a canvas.
+
+Templates with gaps build canvases (``unmask.infill.template_canvas``); this module depends
+on no task module.
 
 Plain generation is infilling with the masks appended at the end, so both go through
 the same sampler loop (``unmask.sampling.sample``).
@@ -23,15 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from unmask.errors import UserError
-
-if TYPE_CHECKING:
-    from unmask.infill import Gap
 
 LogitsProcessor = Callable[[Tensor], Tensor]
 """A constraint on the logits: takes (B, L, V) logits and returns (B, L, V) logits.
@@ -203,26 +201,6 @@ class Canvas:
             region=(0, tokens.shape[1]) if region is None else region,
             constraints=list(constraints),
         )
-
-    @classmethod
-    def from_template(
-        cls,
-        template: str | Sequence[str | Gap],
-        tokenizer: Any,
-        *,
-        lengths: Sequence[int] | None = None,
-    ) -> Canvas:
-        """A one-row canvas from a template with gaps (``"The [MASK:6] sat."`` or a list of
-        text segments and ``unmask.infill.Gap`` s): given text locked, each gap masked with a
-        constraint, the block region spanning the gaps.
-
-        ``lengths`` gives each gap's length in tokens; by default a gap's fixed length (a
-        variable-length gap then needs ``lengths``, or use ``unmask.infill.infill``, which
-        chooses lengths by likelihood). See ``unmask.infill.template_canvas``.
-        """
-        from unmask.infill import template_canvas
-
-        return template_canvas(template, tokenizer, lengths=lengths)
 
     @classmethod
     def from_prompts(

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from unmask.errors import UserError
 
@@ -306,8 +306,17 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class SampleConfig:
-    """Options of the sampler loop (see docs/sampling.md)."""
+    """Options of decoding (see docs/sampling.md); which decoder runs is ``decoder``.
 
+    Registry names (``decoder``, ``policy``, ``remasking``, ``confidence``, ``cache``) are
+    checked where the registries live (``unmask.sampling``); the fixed modes here are checked
+    on construction, each with a one-line ``UserError``.
+    """
+
+    decoder: str = "auto"
+    """Decoder by registry name (``unmask.sampling.DECODERS``): ``auto`` (the checkpoint's own:
+    ``llada`` for masked diffusion, ``bd3lm`` for block diffusion, ``sedd`` for SEDD, ``ar``
+    for causal models), or one of those names; a decoder the checkpoint cannot run is refused."""
     gen_length: int = 64
     """Number of tokens to generate after the prompt."""
     steps: int = 64
@@ -316,9 +325,16 @@ class SampleConfig:
     block_length: int | None = None
     """Semi-autoregressive block length; None = gen_length (pure diffusion)."""
     policy: str = "llada"
-    """Commit policy by registry name: ``llada`` (scheduled count per step) or the parallel
-    ``threshold``, ``factor``, ``entropy``; or a SEDD sampler, ``sedd-euler`` / ``sedd-analytic``
-    (``unmask.sampling.sedd``)."""
+    """Commit policy of the ``llada`` and ``bd3lm`` decoders, by registry name: ``llada``
+    (scheduled count per step) or the parallel ``threshold``, ``factor``, ``entropy``. The old
+    spellings ``sedd-euler`` / ``sedd-analytic`` are aliases of ``decoder='sedd'`` with that
+    ``sedd_sampler`` (they are rewritten on construction)."""
+    sedd_sampler: Literal["analytic", "euler"] = "analytic"
+    """Reverse step of the ``sedd`` decoder: ``analytic`` (Tweedie tau-leaping) or ``euler``."""
+    prompt_masks: Literal["fill", "reference"] = "fill"
+    """``fill``: a ``[MASK]`` in the prompt is filled too and counted in the schedule, so no
+    mask is ever left in the output. ``reference``: LLaDA's reference loop exactly (prompt
+    masks take budget counted for the generated part only, so masks can remain)."""
     remasking: str = "low_confidence"
     """``low_confidence`` (rank by the ``confidence`` measure) or ``random`` (LLaDA)."""
     confidence: str = "prob"
@@ -347,6 +363,25 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample among the k most likely tokens."""
     top_p: float | None = None
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise UserError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        alias = SEDD_POLICY_ALIASES.get(self.policy)
+        if alias is not None:  # the old spelling of the SEDD decoder
+            if self.decoder not in ("auto", "sedd"):
+                raise UserError(f"policy {self.policy!r} selects decoder 'sedd', not {self.decoder!r}")
+            self.decoder, self.sedd_sampler, self.policy = "sedd", alias, "llada"  # type: ignore[assignment]
+
+
+SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")
+"""Values of ``SampleConfig.sedd_sampler``."""
+PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")
+"""Values of ``SampleConfig.prompt_masks``."""
+SEDD_POLICY_ALIASES: dict[str, str] = {"sedd-analytic": "analytic", "sedd-euler": "euler"}
+"""Old ``policy`` spellings of the SEDD decoder and the ``sedd_sampler`` each stands for."""
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

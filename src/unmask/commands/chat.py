@@ -1,9 +1,9 @@
 """``unmask chat``: a conversation with a chat model in the terminal.
 
 Each turn re-renders the whole conversation (the ``--system`` message, every earlier turn,
-the new message) through the model's chat template (``unmask.chat``; ``--template`` to use
-another) and samples the reply with the options of ``unmask generate`` (``make_live``,
-``run_sampler``). When the conversation outgrows the model's ``max_seq_len`` the oldest
+the new message) through the model's chat template (``unmask.api.chat_template``;
+``--template`` to use another) and samples the reply with the options of ``unmask generate``
+(``unmask.api.chat``). When the conversation outgrows the model's ``max_seq_len`` the oldest
 turns are dropped, one exchange at a time, and a note says so. A model without a chat
 template is refused with a one-line error naming ``--template`` and SFT: a base model
 continues text, and silently chatting with it through an invented format misleads.
@@ -21,18 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unmask.chat import ChatTemplate, template_arg
-from unmask.commands.generate import (
-    add_sample_flags,
-    make_live,
-    run_sampler,
-    sample_config_from_args,
-)
+from unmask.chat import ChatTemplate
+from unmask.commands.sample_options import add_sample_flags, make_live, sample_config_from_args
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 
@@ -40,22 +34,10 @@ COMMANDS = {"/reset": "start a new conversation", "/exit": "quit (also Ctrl-D)",
 
 
 def model_template(loaded: Any, template: str | None) -> ChatTemplate:
-    """The chat template of ``loaded`` (``config.chat_template``), or ``template`` (a
-    ``--template`` value, ``unmask.chat.template_arg``) when given, with the model's BOS/EOS
-    strings. A model without one is a one-line ``UserError`` that names the ways out."""
-    cfg, tok = loaded.model.config, loaded.tokenizer
-    if template is not None:
-        chosen = template_arg(template)
-        source, origin = chosen.source, chosen.origin
-    elif getattr(cfg, "chat_template", None):
-        source, origin = cfg.chat_template, f"chat template of {loaded.path}"
-    else:
-        raise UserError(
-            f"{loaded.path} has no chat template (it was not fine-tuned for chat): fine-tune it with "
-            "`unmask train --objective sft`, or pass --template plain (a User:/Assistant: transcript), "
-            "--template default or --template FILE"
-        )
-    return ChatTemplate.with_tokens(source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id, origin=origin)
+    """``unmask.api.chat_template`` (kept under its old name for callers of this module)."""
+    from unmask.api import chat_template
+
+    return chat_template(loaded, template)
 
 
 @dataclass
@@ -99,6 +81,14 @@ class ChatSession:
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + (self.turns if turns is None else turns)
 
+    @property
+    def decoder(self) -> str:
+        """The decoder the replies are sampled with (``unmask.api.choose``; raises
+        ``UserError`` for options the checkpoint cannot do)."""
+        from unmask import api
+
+        return api.choose(self.loaded, self.config)
+
     def reset(self) -> None:
         """Forget every turn (the system message stays)."""
         self.turns = []
@@ -124,12 +114,12 @@ class ChatSession:
     def complete(self, prepared: Prepared, *, live: Any = None) -> Turn:
         """Sample the reply to ``prepared`` and add the exchange to the conversation; if
         sampling fails or is interrupted the conversation is left as it was."""
-        mcfg = self.loaded.model.config
-        t0 = time.perf_counter()
-        result = run_sampler(self.loaded.model, [prepared.ids], self.config, device=self.device, live=live)
-        reply = self.template.reply(self.loaded.tokenizer, result.gen_ids[0], mcfg.eos_id)
-        self.turns = [*prepared.turns, {"role": "assistant", "content": reply}]
-        return Turn(reply=reply, prompt=prepared, nfe=result.nfe, seconds=time.perf_counter() - t0)
+        from unmask import api
+
+        out = api.chat(self.loaded, self.messages(prepared.turns), config=self.config,
+                       template=self.template, step_callback=live)
+        self.turns = [*prepared.turns, {"role": "assistant", "content": out.text}]
+        return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds)
 
 
 def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool, json_lines: bool = False,
@@ -140,7 +130,7 @@ def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool
     otherwise they end it (``UserError`` -> exit code 2). Replies go to stdout (one JSON
     object per turn with ``json_lines``), notes to stderr; returns the exit code.
     """
-    tok, mcfg = session.loaded.tokenizer, session.loaded.model.config
+    tok = session.loaded.tokenizer
     while True:
         try:
             line = read()
@@ -171,7 +161,7 @@ def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool
                 print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the model's context)", file=sys.stderr)
             if show_prompt:
                 print(prepared.text, file=sys.stderr)
-            view = make_live(tok, mcfg, session.config, start=len(prepared.ids)) if live else None
+            view = make_live(tok, session.config, session.decoder) if live else None
             try:
                 turn = session.complete(prepared, live=view)
             finally:
@@ -241,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     template = model_template(loaded, args.template)
     session = ChatSession(loaded, template, config, system=args.system, device=device)
     session.template.render(session.messages([{"role": "user", "content": "hi"}]))  # a broken template fails now
+    session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn
     interactive = sys.stdin.isatty()
     if not interactive:
         return converse(session, _read_stdin, interactive=False, json_lines=args.json, show_prompt=args.show_prompt)
