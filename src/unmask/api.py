@@ -137,7 +137,7 @@ def generate(
     elif system is not None:
         raise UserError("a system message needs a chat template")
     else:
-        prompt_ids = [tok.encode(p) for p in texts_in]
+        prompt_ids = [encode_prompt(tok, p) for p in texts_in]
     run = start(loaded, prompt_ids, config, step_callback=step_callback)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     facts = facts_of(loaded)
@@ -151,6 +151,23 @@ def generate(
     return Generation(texts=texts, ids=result.gen_ids, prompts=shown, prompt_ids=ended,
                       nfe=result.nfe, steps=result.steps, seconds=seconds,
                       decoder=run.decoder, result=result)
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Ids of a generate prompt: plain text (``tokenizer.encode``), except that the mask
+    token's own string (``[MASK]``) is a blank: the mask id, which the decoder fills."""
+    hf = getattr(tokenizer, "hf", None)
+    mask_id = getattr(tokenizer, "mask_id", None)
+    mask = hf.id_to_token(mask_id) if hf is not None and mask_id is not None else None
+    if not mask or mask not in text:
+        return tokenizer.encode(text)
+    ids: list[int] = []
+    for k, piece in enumerate(text.split(mask)):
+        if k:
+            ids.append(mask_id)
+        if piece:
+            ids.extend(tokenizer.encode(piece))
+    return ids
 
 
 def _ended_prompts(given: list[list[int]], result: GenerateResult, mask_id: int) -> list[list[int]]:
@@ -320,6 +337,7 @@ __all__ = [
     "chat_template",
     "choose",
     "edit",
+    "encode_prompt",
     "facts_of",
     "fill_form",
     "generate",
