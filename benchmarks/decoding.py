@@ -45,13 +45,14 @@ from typing import Any
 
 import torch
 
-from unmask.checkpoint import load
+from unmask import api
+from unmask.checkpoint import Loaded, load
 from unmask.commands.demo import asset_path
 from unmask.config import MODEL_PRESETS, ModelConfig, SampleConfig, model_preset, resolve_device
 from unmask.errors import UserError
 from unmask.evaluate import distinct_n, unigram_entropy
 from unmask.model import Transformer
-from unmask.sampling import cut_at_eos, generate, generate_ar
+from unmask.sampling import cut_at_eos
 
 
 @dataclass(frozen=True)
@@ -163,15 +164,22 @@ def quality(texts: list[str], ids: list[list[int]], prompts: list[str], scorer: 
     }
 
 
+def _loaded(sec: Section) -> Loaded:
+    """The section's model as a loaded checkpoint, for ``unmask.api``."""
+    return Loaded(model=sec.model, tokenizer=sec.tokenizer, config=sec.config, path=Path(sec.name))
+
+
 def run_section(
     sec: Section, prompts: list[str], args: argparse.Namespace, policies: Sequence[Policy],
     caches: Sequence[str], scorer: Any, device: torch.device,
 ) -> None:
     cfg, tok, ids = sec.config, sec.tokenizer, sec.prompt_ids
+    loaded = _loaded(sec)
     P = max(len(r) for r in ids)
     for cache in caches:  # first calls pay one-time costs (allocations, RoPE tables)
-        warm = SampleConfig(gen_length=2 * args.block_length, steps=2, block_length=args.block_length, cache=cache)
-        generate(sec.model, ids, warm, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+        warm = SampleConfig(gen_length=2 * args.block_length, steps=2,
+                            block_length=args.block_length, cache=cache)
+        api.start(loaded, ids, warm).run()
     for gen_length in sec.lengths:
         base: dict[str, Any] | None = None
         base_tokens: torch.Tensor | None = None
@@ -180,7 +188,7 @@ def run_section(
             sc = pol.sample_config(gen_length, args.block_length, cache, args.temperature, args.seed)
 
             def run(sc: SampleConfig = sc) -> Any:
-                return generate(sec.model, ids, sc, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+                return api.start(loaded, ids, sc).run()
 
             res, sec_s = timed(run, args.repeats, device)
             start, end = res.region
@@ -206,13 +214,13 @@ def run_section(
 def run_ar(sec: Section, prompts: list[str], args: argparse.Namespace, baselines: dict[int, dict[str, Any]],
            scorer: Any, device: torch.device) -> None:
     cfg, tok, ids = sec.config, sec.tokenizer, sec.prompt_ids
+    loaded = _loaded(sec)
     P = max(len(r) for r in ids)
-    generate_ar(sec.model, ids, max_new_tokens=4, eos_id=cfg.eos_id)  # warm-up
+    api.start(loaded, ids, SampleConfig(gen_length=4)).run()  # warm-up
     for gen_length in sec.lengths:
         def run(n: int = gen_length) -> Any:
-            gen = torch.Generator(device).manual_seed(args.seed) if args.temperature > 0 else None
-            return generate_ar(sec.model, ids, max_new_tokens=n, eos_id=cfg.eos_id, temperature=args.temperature,
-                               generator=gen)
+            sc = SampleConfig(gen_length=n, temperature=args.temperature, seed=args.seed)
+            return api.start(loaded, ids, sc).run()
 
         res, sec_s = timed(run, args.repeats, device)
         gen = res.tokens[:, res.region[0] : res.region[1]].cpu()
