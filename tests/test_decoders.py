@@ -34,8 +34,9 @@ KINDS = {
 
 
 def tiny(**overrides):
-    return model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=48, **TOK.special_ids(),
-                        **overrides)
+    return model_preset(
+        "tiny", vocab_size=TOK.vocab_size, max_seq_len=48, **TOK.special_ids(), **overrides
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,9 @@ def checkpoints(tmp_path_factory):
     paths = {}
     for i, (kind, overrides) in enumerate(KINDS.items()):
         torch.manual_seed(i)
-        paths[kind] = save_checkpoint(root / kind, model=Transformer(tiny(**overrides)),
-                                      tokenizer=TOK)
+        paths[kind] = save_checkpoint(
+            root / kind, model=Transformer(tiny(**overrides)), tokenizer=TOK
+        )
     make_llada(root / "llada", n_shards=1)
     paths["llada"] = root / "llada"
     return paths
@@ -72,14 +74,34 @@ def test_api_cli_and_engine_return_the_same_tokens(kind, checkpoints, capsys):
     loaded = unmask.load(checkpoints[kind])
     config = _config(kind)
     views = []
-    out = api.generate(loaded, ["In the", "x"], config=config,
-                       step_callback=lambda step, view: views.append(view.clone()))
+    out = api.generate(
+        loaded,
+        ["In the", "x"],
+        config=config,
+        step_callback=lambda step, view: views.append(view.clone()),
+    )
     assert out.decoder == DECODER[kind]
     assert len(views) == out.steps and all(v.shape == (2, 8) for v in views)
     assert views[-1][:, : len(out.ids[0])].tolist() == out.ids  # the last view is the result
 
-    args = ["generate", "--model", str(checkpoints[kind]), "--gen-length", "8", "--steps", "8",
-            "--seed", "3", "--json", "--no-live", "--device", "cpu", *OPTIONS[kind], "In the", "x"]
+    args = [
+        "generate",
+        "--model",
+        str(checkpoints[kind]),
+        "--gen-length",
+        "8",
+        "--steps",
+        "8",
+        "--seed",
+        "3",
+        "--json",
+        "--no-live",
+        "--device",
+        "cpu",
+        *OPTIONS[kind],
+        "In the",
+        "x",
+    ]
     assert main(args) == 0
     cli = json.loads(capsys.readouterr().out)
     assert [r["tokens"] for r in cli["results"]] == out.ids
@@ -97,8 +119,9 @@ def test_api_cli_and_engine_return_the_same_tokens(kind, checkpoints, capsys):
 
     if kind == "bd3lm":  # the block decoder ran: the NFE of BD3-LM's block sampler
         cfg = loaded.config
-        ref = sample_blocks(loaded.model, rows, config, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
-                            eos_id=cfg.eos_id)
+        ref = sample_blocks(
+            loaded.model, rows, config, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id
+        )
         assert out.nfe == ref.nfe and out.ids == ref.gen_ids
 
 
@@ -109,8 +132,19 @@ def test_a_mask_in_a_generate_prompt_is_filled_and_shown(checkpoints, capsys):
     assert out.prompt_ids[0][0] == TOK.encode("a")[0] and out.prompt_ids[0][2] == TOK.encode("b")[0]
     assert mask not in out.prompt_ids[0] and mask not in out.ids[0]
     assert "[MASK]" not in out.prompts[0] and len(TOK.encode(out.prompts[0])) >= 3
-    args = ["generate", "--model", str(checkpoints["mdlm"]), "--gen-length", "4", "--steps", "4",
-            "--json", "--device", "cpu", "a[MASK]b"]
+    args = [
+        "generate",
+        "--model",
+        str(checkpoints["mdlm"]),
+        "--gen-length",
+        "4",
+        "--steps",
+        "4",
+        "--json",
+        "--device",
+        "cpu",
+        "a[MASK]b",
+    ]
     assert main(args) == 0
     res = json.loads(capsys.readouterr().out)["results"][0]
     assert res["prompt"] == "a[MASK]b" and res["filled_prompt"] == out.prompts[0]
@@ -137,15 +171,30 @@ def test_the_reference_option_keeps_llada_budgeting(checkpoints):
 
 
 def test_facts_infer_the_objective_and_read_what_the_config_records():
-    assert [infer_objective(a, g) for a, g in [("causal", None), ("block-causal", None),
-                                                ("bidirectional", "uniform"),
-                                                ("bidirectional", None)]] == [
-        "ar", "bd3lm", "sedd", "mdlm"]
+    assert [
+        infer_objective(a, g)
+        for a, g in [
+            ("causal", None),
+            ("block-causal", None),
+            ("bidirectional", "uniform"),
+            ("bidirectional", None),
+        ]
+    ] == ["ar", "bd3lm", "sedd", "mdlm"]
     assert [default_decoder(o) for o in ("mdlm", "sft", "bd3lm", "sedd", "ar")] == [
-        "llada", "llada", "bd3lm", "sedd", "ar"]
+        "llada",
+        "llada",
+        "bd3lm",
+        "sedd",
+        "ar",
+    ]
     f = ModelFacts.of(Transformer(tiny(attention="block-causal", block_size=4)))
     assert (f.objective, f.attention, f.block_size, f.schedule, f.has_kv_cache) == (
-        "bd3lm", "block-causal", 4, "linear", True)
+        "bd3lm",
+        "block-causal",
+        4,
+        "linear",
+        True,
+    )
     recorded = dataclasses.make_dataclass("Cfg", [("objective", str), ("schedule", str)])
     g = ModelFacts.of(recorded(objective="sft", schedule="cosine"))
     assert (g.objective, g.schedule, g.default_decoder) == ("sft", "cosine", "llada")
@@ -153,7 +202,7 @@ def test_facts_infer_the_objective_and_read_what_the_config_records():
         ModelFacts.of(SimpleNamespace(attention="sideways"))
 
 
-# -- refusals: one per combination -------------------------------------------------------------------
+# -- refusals: one per combination -----------------------------------------------------------------
 
 MDLM, BD3LM = ModelFacts.of(tiny()), ModelFacts.of(tiny(attention="block-causal", block_size=4))
 SEDD_UNIFORM = ModelFacts.of(tiny(sedd_graph="uniform"))
@@ -165,8 +214,11 @@ AR = ModelFacts.of(tiny(attention="causal"))
     [
         (MDLM, dict(decoder="sedd"), "decoder 'sedd' needs a SEDD checkpoint .* this one is mdlm"),
         (MDLM, dict(policy="sedd-analytic"), "needs a SEDD checkpoint"),
-        (dataclasses.replace(MDLM, has_kv_cache=False), dict(cache="dual"),
-         "cache 'dual' needs a model with a KV cache"),
+        (
+            dataclasses.replace(MDLM, has_kv_cache=False),
+            dict(cache="dual"),
+            "cache 'dual' needs a model with a KV cache",
+        ),
         (MDLM, dict(top_k=5), "top_k and top_p apply to autoregressive .* not decoder 'llada'"),
         (BD3LM, dict(top_p=0.9), "top_k and top_p apply to autoregressive .* not decoder 'bd3lm'"),
         (AR, dict(cfg_scale=1.0), "cfg_scale applies to diffusion models"),
@@ -188,7 +240,11 @@ def test_choose_decoder_refuses(facts, options, message):
 
 def test_choose_decoder_picks_the_checkpoints_own_and_honours_aliases():
     assert [choose_decoder(f, SampleConfig()).name for f in (MDLM, BD3LM, SEDD_UNIFORM, AR)] == [
-        "llada", "bd3lm", "sedd", "ar"]
+        "llada",
+        "bd3lm",
+        "sedd",
+        "ar",
+    ]
     euler = SampleConfig(policy="sedd-euler")
     assert (euler.decoder, euler.sedd_sampler, euler.policy) == ("sedd", "euler", "llada")
     assert set(DECODERS) == {"llada", "bd3lm", "sedd", "ar"}
@@ -208,7 +264,19 @@ def test_sample_config_modes_are_checked_on_construction(options, message):
 
 
 def test_cli_refuses_a_sedd_sampler_on_an_mdlm_checkpoint(checkpoints, capsys):
-    code = main(["generate", "--model", str(checkpoints["mdlm"]), "--decoder", "sedd",
-                 "--gen-length", "4", "--steps", "4", "x"])
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(checkpoints["mdlm"]),
+            "--decoder",
+            "sedd",
+            "--gen-length",
+            "4",
+            "--steps",
+            "4",
+            "x",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "needs a SEDD checkpoint" in err and "Traceback" not in err

@@ -34,4 +34,13 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'unmask' has no attribute {name!r}")
 
 
-__all__ = ["ModelConfig", "SampleConfig", "TrainConfig", "UserError", "__version__", "load", "prepare", "train"]
+__all__ = [
+    "ModelConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "UserError",
+    "__version__",
+    "load",
+    "prepare",
+    "train",
+]

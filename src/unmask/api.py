@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
     from unmask.sampling import DecoderRun, GenerateResult, ViewCallback
 
+
 def facts_of(loaded: Loaded) -> ModelFacts:
     """The facts of a loaded checkpoint (its config, and whether its model has a KV cache)."""
     facts = ModelFacts.of(loaded.config)
@@ -132,8 +133,9 @@ def generate(
     tok = loaded.tokenizer
     if template is not None:
         head = [{"role": "system", "content": system}] if system else []
-        prompt_ids = [template.prompt(tok, [*head, {"role": "user", "content": p}])[1]
-                      for p in texts_in]
+        prompt_ids = [
+            template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts_in
+        ]
     elif system is not None:
         raise UserError("a system message needs a chat template")
     else:
@@ -146,11 +148,21 @@ def generate(
     else:
         texts = result.texts(tok)
     ended = _ended_prompts(prompt_ids, result, facts.mask_id)
-    shown = [tok.decode(ids) if ids != given else text
-             for ids, given, text in zip(ended, prompt_ids, texts_in, strict=True)]
-    return Generation(texts=texts, ids=result.gen_ids, prompts=shown, prompt_ids=ended,
-                      nfe=result.nfe, steps=result.steps, seconds=seconds,
-                      decoder=run.decoder, result=result)
+    shown = [
+        tok.decode(ids) if ids != given else text
+        for ids, given, text in zip(ended, prompt_ids, texts_in, strict=True)
+    ]
+    return Generation(
+        texts=texts,
+        ids=result.gen_ids,
+        prompts=shown,
+        prompt_ids=ended,
+        nfe=result.nfe,
+        steps=result.steps,
+        seconds=seconds,
+        decoder=run.decoder,
+        result=result,
+    )
 
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
@@ -208,8 +220,9 @@ def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
             "with `unmask train --objective sft`, or pass --template plain (a User:/Assistant: "
             "transcript), --template default or --template FILE"
         )
-    return ChatTemplate.with_tokens(source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id,
-                                    origin=origin)
+    return ChatTemplate.with_tokens(
+        source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id, origin=origin
+    )
 
 
 @dataclass
@@ -242,8 +255,9 @@ def chat(
     run = start(loaded, [ids], config, step_callback=step_callback)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
-    return Reply(text=reply, prompt=text, prompt_ids=ids, nfe=result.nfe, steps=result.steps,
-                 seconds=seconds)
+    return Reply(
+        text=reply, prompt=text, prompt_ids=ids, nfe=result.nfe, steps=result.steps, seconds=seconds
+    )
 
 
 @dataclass
@@ -278,8 +292,14 @@ def infill(
     if facts_of(loaded).attention == "causal":
         res = infill_causal(loaded.model, loaded.tokenizer, template, config)
     else:
-        res = _infill(loaded.model, loaded.tokenizer, template, config, options=options,
-                      step_callback=step_callback)
+        res = _infill(
+            loaded.model,
+            loaded.tokenizer,
+            template,
+            config,
+            options=options,
+            step_callback=step_callback,
+        )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 
@@ -304,11 +324,26 @@ def edit(
     if rounds > 1:
         if lowest is None:
             raise UserError("revising over rounds needs lowest (the tokens to re-mask per round)")
-        res = revise(loaded.model, loaded.tokenizer, text, rounds=rounds, lowest=lowest,
-                     config=config, step_callback=step_callback)
+        res = revise(
+            loaded.model,
+            loaded.tokenizer,
+            text,
+            rounds=rounds,
+            lowest=lowest,
+            config=config,
+            step_callback=step_callback,
+        )
     else:
-        res = _edit(loaded.model, loaded.tokenizer, text, spans=spans, regex=regex,
-                    lowest=lowest, config=config, step_callback=step_callback)
+        res = _edit(
+            loaded.model,
+            loaded.tokenizer,
+            text,
+            spans=spans,
+            regex=regex,
+            lowest=lowest,
+            config=config,
+            step_callback=step_callback,
+        )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 
@@ -324,8 +359,7 @@ def fill_form(
     from unmask.infill import fill_form as _fill_form
 
     t0 = time.perf_counter()
-    res = _fill_form(loaded.model, loaded.tokenizer, template, config,
-                     step_callback=step_callback)
+    res = _fill_form(loaded.model, loaded.tokenizer, template, config, step_callback=step_callback)
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 

@@ -47,7 +47,8 @@ class CanvasConstraint:
     """
 
     def apply(self, logits: Tensor, tokens: Tensor) -> Tensor:
-        """(B, L, V) logits restricted given the (B, L) canvas ``tokens``; may not modify ``tokens``."""
+        """(B, L, V) logits restricted given the (B, L) canvas ``tokens``; may not modify
+        ``tokens``."""
         raise NotImplementedError
 
     def violations(self, tokens: Tensor) -> list[tuple[int, int, int]]:
@@ -90,7 +91,9 @@ class Canvas:
                 raise UserError(f"canvas {name} has shape {tuple(t.shape)}, tokens {tuple(shape)}")
         start, end = self.region
         if not 0 <= start <= end <= shape[1]:
-            raise UserError(f"canvas region {self.region} is outside the canvas (length {shape[1]})")
+            raise UserError(
+                f"canvas region {self.region} is outside the canvas (length {shape[1]})"
+            )
 
     @property
     def batch_size(self) -> int:
@@ -268,7 +271,9 @@ class TokenMask:
 
     def __post_init__(self) -> None:
         if self.allowed.dim() not in (2, 3):
-            raise UserError(f"allowed-token mask must be (L, V) or (B, L, V), got {tuple(self.allowed.shape)}")
+            raise UserError(
+                f"allowed-token mask must be (L, V) or (B, L, V), got {tuple(self.allowed.shape)}"
+            )
         if not bool(self.allowed.any(dim=-1).all()):
             raise UserError("allowed-token mask leaves some position with no allowed token")
 

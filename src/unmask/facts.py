@@ -95,7 +95,9 @@ class ModelFacts:
         config = getattr(config_or_model, "config", config_or_model)
         # unmask.model.Transformer declares the cache=/start= interface with this attribute
         # (unmask.sampling.cache.supports_kv_cache); a bare config is taken to be ours.
-        has_cache = config is config_or_model or bool(getattr(config_or_model, "supports_kv_cache", False))
+        has_cache = config is config_or_model or bool(
+            getattr(config_or_model, "supports_kv_cache", False)
+        )
         attention = str(getattr(config, "attention", "bidirectional") or "bidirectional")
         if attention not in _ATTENTIONS:
             from unmask.errors import UserError

@@ -30,7 +30,11 @@ from unmask.commands.sample_options import add_sample_flags, make_live, sample_c
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 
-COMMANDS = {"/reset": "start a new conversation", "/exit": "quit (also Ctrl-D)", "/help": "this list"}
+COMMANDS = {
+    "/reset": "start a new conversation",
+    "/exit": "quit (also Ctrl-D)",
+    "/help": "this list",
+}
 
 
 def model_template(loaded: Any, template: str | None) -> ChatTemplate:
@@ -106,8 +110,9 @@ class ChatSession:
                 return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)
             if len(turns) == 1:
                 raise UserError(
-                    f"this message makes a prompt of {len(ids)} tokens; with gen_length={self.config.gen_length} "
-                    f"that exceeds the model's max_seq_len ({limit}): send a shorter message or lower --gen-length"
+                    f"this message makes a prompt of {len(ids)} tokens; with "
+                    f"gen_length={self.config.gen_length} that exceeds the model's max_seq_len "
+                    f"({limit}): send a shorter message or lower --gen-length"
                 )
             turns, dropped = turns[2:], dropped + 1
 
@@ -122,8 +127,15 @@ class ChatSession:
         return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds)
 
 
-def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool, json_lines: bool = False,
-             show_prompt: bool = False, live: bool = False) -> int:
+def converse(
+    session: ChatSession,
+    read: Callable[[], str],
+    *,
+    interactive: bool,
+    json_lines: bool = False,
+    show_prompt: bool = False,
+    live: bool = False,
+) -> int:
     """The chat loop: ``read()`` gives the next line and raises ``EOFError`` at the end.
 
     ``interactive``: errors and Ctrl-C during a reply are reported and the loop goes on;
@@ -158,7 +170,8 @@ def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool
         try:
             prepared = session.prepare(message)
             if prepared.dropped:
-                print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the model's context)", file=sys.stderr)
+                print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the model's "
+                      "context)", file=sys.stderr)
             if show_prompt:
                 print(prepared.text, file=sys.stderr)
             view = make_live(tok, session.config, session.decoder) if live else None
@@ -178,13 +191,15 @@ def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool
             print(f"error: {e}", file=sys.stderr)
             continue
         if json_lines:
-            print(json.dumps({"user": message, "reply": turn.reply, "prompt": prepared.text,
-                              "prompt_tokens": len(prepared.ids), "dropped": prepared.dropped, "nfe": turn.nfe,
-                              "seconds": round(turn.seconds, 4)}, ensure_ascii=False), flush=True)
+            record = {"user": message, "reply": turn.reply, "prompt": prepared.text,
+                      "prompt_tokens": len(prepared.ids), "dropped": prepared.dropped,
+                      "nfe": turn.nfe, "seconds": round(turn.seconds, 4)}
+            print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)
         if interactive:
-            print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)", file=sys.stderr)
+            print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)",
+                  file=sys.stderr)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -230,15 +245,18 @@ def run(args: argparse.Namespace) -> int:
     loaded = load(args.model, device=device)
     template = model_template(loaded, args.template)
     session = ChatSession(loaded, template, config, system=args.system, device=device)
-    session.template.render(session.messages([{"role": "user", "content": "hi"}]))  # a broken template fails now
+    # a broken template fails now, not at the first turn
+    session.template.render(session.messages([{"role": "user", "content": "hi"}]))
     session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn
     interactive = sys.stdin.isatty()
     if not interactive:
-        return converse(session, _read_stdin, interactive=False, json_lines=args.json, show_prompt=args.show_prompt)
+        return converse(session, _read_stdin, interactive=False, json_lines=args.json,
+                        show_prompt=args.show_prompt)
     try:
         import readline  # noqa: F401 (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
         pass
-    print(f"unmask chat: {loaded.path} ({template.origin}); /help lists commands, Ctrl-D quits", file=sys.stderr)
+    print(f"unmask chat: {loaded.path} ({template.origin}); /help lists commands, Ctrl-D quits",
+          file=sys.stderr)
     return converse(session, lambda: input("> "), interactive=True, json_lines=args.json,
                     show_prompt=args.show_prompt, live=not args.no_live and not args.json)

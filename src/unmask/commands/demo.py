@@ -84,15 +84,17 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     data = run.parent / f"{run.name}-data"
     if not (data / "index.json").is_file():
         print(f"preparing the demo corpus into {data} ...", file=sys.stderr)
-        prepare([asset_path("web-bible.txt.gz")], data, vocab_size=plan.vocab_size, val_fraction=0.02,
-                progress=progress)
+        prepare([asset_path("web-bible.txt.gz")], data, vocab_size=plan.vocab_size,
+                val_fraction=0.02, progress=progress)
     cfg = TrainConfig(
-        data=str(data), out=str(run), preset=plan.preset, seq_len=plan.seq_len, batch_size=plan.batch_size,
+        data=str(data), out=str(run), preset=plan.preset, seq_len=plan.seq_len,
+        batch_size=plan.batch_size,
         steps=plan.steps, lr=plan.lr, warmup=plan.warmup, ema=0.99, eval_every=100, eval_batches=4,
         save_every=100, time_limit=plan.time_limit, seed=0,
     )
     print(f"training the demo model: {plan.steps} steps of {plan.batch_size}×{plan.seq_len} tokens "
-          f"(stops after {plan.time_limit:g} min at the latest; Ctrl-C saves and stops)", file=sys.stderr)
+          f"(stops after {plan.time_limit:g} min at the latest; Ctrl-C saves and stops)",
+          file=sys.stderr)
     return train(cfg, progress=progress)
 
 
@@ -114,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         path = asset_path("demo")
         if not (path / "model.safetensors").is_file():
-            raise UserError("the demo checkpoint is not in this install; run `unmask demo --train` to train it")
+            raise UserError("the demo checkpoint is not in this install; run `unmask demo --train` "
+                            "to train it")
     m = load(path, device=args.device)
     tok, cfg = m.tokenizer, m.config
     n_params = sum(p.numel() for p in m.model.parameters())
@@ -130,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         view.close(clear=True)
         n, dt, text = config.gen_length, res.seconds, res.texts[0]
         print(f"  {prompt}\x1b[1m{text}\x1b[0m" if _color() else f"  {prompt}[{text}]")
-        print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, {n / dt:,.0f} tokens/s\n")
+        print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, "
+              f"{n / dt:,.0f} tokens/s\n")
 
     for i, prompt in enumerate(PROMPTS, 1):
         block = args.block_length if args.gen_length % args.block_length == 0 else None
@@ -156,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
                 text = f"{text[: g.start]}[{text[g.start : g.end]}]{text[g.end :]}"
         tried = len(res.candidates) if res.candidates else 1
         print(f"  {text}")
-        print(f"  {n} token(s) chosen among {tried} candidate length(s), NFE {res.nfe}, {dt:.2f} s\n")
+        print(f"  {n} token(s) chosen among {tried} candidate length(s), NFE {res.nfe}, "
+              f"{dt:.2f} s\n")
     print(OWN_TEXT)
     return 0
 

@@ -68,7 +68,9 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
                 raise UserError(f"{path}: not UTF-8 text") from None
         prompts += [line for line in text.splitlines() if line.strip()]
     if not prompts:
-        raise UserError("no prompt: give one or more prompts, or --prompt-file FILE ('' for unconditional)")
+        raise UserError(
+            "no prompt: give one or more prompts, or --prompt-file FILE ('' for unconditional)"
+        )
     return prompts
 
 

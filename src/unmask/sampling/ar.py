@@ -75,7 +75,9 @@ def sample_token(
     cdf = probs.cumsum(dim=-1)
     u = _rand((probs.shape[0], 1), torch.float64, probs.device, generator) * cdf[:, -1:]
     idx = (cdf <= u).sum(dim=-1)  # first token whose CDF passes u; zero-probability ones never do
-    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)  # guards rounding at the top
+    last = (
+        probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)
+    )  # guards rounding at the top
     return torch.minimum(idx, last)
 
 
@@ -122,10 +124,13 @@ class ARRun(DecoderRun):
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
         if attention != "causal":
-            raise UserError(f"autoregressive decoding needs a causal model, not attention={attention!r}")
+            raise UserError(
+                f"autoregressive decoding needs a causal model, not attention={attention!r}"
+            )
         if not supports_kv_cache(model):
-            raise UserError("autoregressive decoding needs a model with a KV cache "
-                            "(unmask.model.Transformer)")
+            raise UserError(
+                "autoregressive decoding needs a model with a KV cache (unmask.model.Transformer)"
+            )
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
         if not (temperature >= 0 and math.isfinite(temperature)):
@@ -139,8 +144,10 @@ class ARRun(DecoderRun):
         start_id = start_id if start_id is not None else eos_id
         rows = _rows(prompt_ids)
         if mask_id is not None and any(mask_id in r for r in rows):
-            raise UserError("an autoregressive model cannot fill a [MASK] in the prompt; "
-                            "use a masked diffusion model (or infill)")
+            raise UserError(
+                "an autoregressive model cannot fill a [MASK] in the prompt; "
+                "use a masked diffusion model (or infill)"
+            )
         if any(not r for r in rows):
             if start_id is None:
                 raise UserError("an empty prompt needs a start token (start_id or eos_id)")
@@ -169,7 +176,12 @@ class ARRun(DecoderRun):
         self.model, self.eos_id, self.gen_length = model, eos_id, max_new_tokens
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
         self._forbid = None if mask_id is None else mask_id  # [MASK] is never proposed
-        self.temperature, self.top_k, self.top_p, self.generator = temperature, top_k, top_p, generator
+        self.temperature, self.top_k, self.top_p, self.generator = (
+            temperature,
+            top_k,
+            top_p,
+            generator,
+        )
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
         self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
@@ -188,28 +200,38 @@ class ARRun(DecoderRun):
         B, P, t = self.gen.shape[0], self.prompt.shape[1], self.steps
         with torch.no_grad():
             if self._logits is None:  # the prompt, once: predicts position P
-                self._logits = call_model(self.model, self.prompt, self.attn, cache=self.kv,
-                                          start=0)[:, -1]  # (B, V)
+                self._logits = call_model(
+                    self.model, self.prompt, self.attn, cache=self.kv, start=0
+                )[:, -1]  # (B, V)
             else:
                 if self.attn is not None:
                     one = torch.ones(B, 1, dtype=torch.bool, device=self.attn.device)
                     self.attn = torch.cat([self.attn, one], dim=1)  # (B, P + t)
                 last = self.gen[:, t - 1 : t]  # (B, 1)
-                self._logits = call_model(self.model, last, self.attn, cache=self.kv,
-                                          start=P + t - 1)[:, -1]  # (B, V)
+                self._logits = call_model(
+                    self.model, last, self.attn, cache=self.kv, start=P + t - 1
+                )[:, -1]  # (B, V)
             self.nfe += 1
             logits = self._logits
             if self._forbid is not None:
-                logits = logits.index_fill(-1, torch.tensor([self._forbid], device=logits.device),
-                                           float("-inf"))
-            nxt = sample_token(logits, temperature=self.temperature, top_k=self.top_k,
-                               top_p=self.top_p, generator=self.generator)
+                logits = logits.index_fill(
+                    -1, torch.tensor([self._forbid], device=logits.device), float("-inf")
+                )
+            nxt = sample_token(
+                logits,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                generator=self.generator,
+            )
         nxt = torch.where(self.finished, torch.full_like(nxt, self.fill), nxt)  # (B,)
         self.gen[:, t] = nxt
         self.steps += 1
         self.finished |= rows_finished(nxt[:, None], self.eos_id)
         if self.step_callback is not None:
-            self.step_callback(self.steps, torch.cat([self.prompt, self.gen[:, : self.steps]], dim=1))
+            self.step_callback(
+                self.steps, torch.cat([self.prompt, self.gen[:, : self.steps]], dim=1)
+            )
         if self.steps == self.gen_length or bool(self.finished.all()):
             self._stopped = True
         self._report()
@@ -260,9 +282,19 @@ def generate_ar(
     Returns a ``GenerateResult`` with ``tokens`` (B, P + max_new_tokens), ``region`` =
     (P, P + max_new_tokens), ``nfe`` and ``steps`` = tokens decoded per row.
     """
-    return ARRun(model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                 top_k=top_k, top_p=top_p, eos_id=eos_id, pad_id=pad_id, start_id=start_id,
-                 generator=generator, step_callback=step_callback).run()
+    return ARRun(
+        model,
+        prompt_ids,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        start_id=start_id,
+        generator=generator,
+        step_callback=step_callback,
+    ).run()
 
 
 @register_decoder("ar")
@@ -273,19 +305,37 @@ class ARDecoder(Decoder):
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "causal":
-            raise UserError(f"decoder 'ar' needs a causal model; this checkpoint is "
-                            f"{facts.attention}: use decoder {facts.default_decoder!r}")
+            raise UserError(
+                f"decoder 'ar' needs a causal model; this checkpoint is "
+                f"{facts.attention}: use decoder {facts.default_decoder!r}"
+            )
         if not facts.has_kv_cache:
             raise UserError("decoder 'ar' needs a model with a KV cache (unmask.model.Transformer)")
         if config.cfg_scale > 0:
-            raise UserError("cfg_scale applies to diffusion models; this checkpoint is "
-                            "autoregressive (causal)")
+            raise UserError(
+                "cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)"
+            )
 
-    def start(self, target: Target, prompt_ids: Prompts, config: SampleConfig, *,
-              on_view: ViewCallback | None = None) -> DecoderRun:
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
         f = target.facts
         device = model_device(target.model) or torch.device("cpu")
-        return ARRun(target.model, prompt_ids, max_new_tokens=config.gen_length,
-                     temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                     eos_id=f.eos_id, pad_id=f.pad_id, mask_id=f.mask_id,
-                     generator=make_generator(config.seed, device), on_view=on_view)
+        return ARRun(
+            target.model,
+            prompt_ids,
+            max_new_tokens=config.gen_length,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            eos_id=f.eos_id,
+            pad_id=f.pad_id,
+            mask_id=f.mask_id,
+            generator=make_generator(config.seed, device),
+            on_view=on_view,
+        )

@@ -78,13 +78,17 @@ class BlockRun(DecoderRun):
     ) -> None:
         bs = block_size if block_size is not None else block_size_of(model)
         if bs is None:
-            raise UserError("sample_blocks needs a block-causal model (config.block_size) "
-                            "or an explicit block_size")
+            raise UserError(
+                "sample_blocks needs a block-causal model (config.block_size) "
+                "or an explicit block_size"
+            )
         if bs <= 0:
             raise UserError(f"block_size must be positive, got {bs}")
         if config.block_length is not None and config.block_length != bs:
-            raise UserError(f"block_length={config.block_length} must equal the model's "
-                            f"block_size={bs} (or be unset)")
+            raise UserError(
+                f"block_length={config.block_length} must equal the model's "
+                f"block_size={bs} (or be unset)"
+            )
         config = dataclasses.replace(config, block_length=bs)
         self.num_blocks, steps_per_block = validate(config)
         if config.top_k is not None or config.top_p is not None:
@@ -141,8 +145,9 @@ class BlockRun(DecoderRun):
             new[self.finished] = self.eos_id  # finished rows: EOS padding, nothing to denoise
         tokens = torch.cat([self.x, new], dim=1)  # (B, L + bs)
         attn = torch.cat([self.real, torch.ones(B, bs, dtype=torch.bool, device=device)], dim=1)
-        canvas = Canvas.from_tokens(tokens, mask_id=self.mask_id, attention_mask=attn,
-                                    region=(L, L + bs))
+        canvas = Canvas.from_tokens(
+            tokens, mask_id=self.mask_id, attention_mask=attn, region=(L, L + bs)
+        )
         pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
         canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
         callback = None
@@ -154,9 +159,15 @@ class BlockRun(DecoderRun):
 
         self._attn = attn
         self._base = (self.nfe, self.steps)
-        self._inner = Denoiser(self.model, canvas, self.block_config, eos_id=self.eos_id,
-                               generator=self.generator, return_history=self.return_history,
-                               step_callback=callback)
+        self._inner = Denoiser(
+            self.model,
+            canvas,
+            self.block_config,
+            eos_id=self.eos_id,
+            generator=self.generator,
+            return_history=self.return_history,
+            step_callback=callback,
+        )
         if self._inner.done:  # nothing to denoise in this block
             self._end_block()
 
@@ -186,8 +197,9 @@ class BlockRun(DecoderRun):
         inner = self._inner
         grown = self.x[:, self.P :] if inner is None else inner.x[:, self.P :]  # (B, n)
         B, n = grown.shape
-        rest = torch.full((B, self.gen_length - n), self.mask_id, dtype=grown.dtype,
-                          device=grown.device)
+        rest = torch.full(
+            (B, self.gen_length - n), self.mask_id, dtype=grown.dtype, device=grown.device
+        )
         if self.eos_id is not None:
             rest[self.finished] = self.eos_id
         return torch.cat([grown, rest], dim=1)  # (B, G)
@@ -232,9 +244,18 @@ def sample_blocks(
     ``history`` (when asked for) holds one canvas per step, each as long as the canvas then was.
     ``BlockRun(...).run()``.
     """
-    return BlockRun(model, prompt_ids, config, mask_id=mask_id, pad_id=pad_id, eos_id=eos_id,
-                    block_size=block_size, generator=generator, return_history=return_history,
-                    step_callback=step_callback).run()
+    return BlockRun(
+        model,
+        prompt_ids,
+        config,
+        mask_id=mask_id,
+        pad_id=pad_id,
+        eos_id=eos_id,
+        block_size=block_size,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    ).run()
 
 
 @register_decoder("bd3lm")
@@ -245,17 +266,36 @@ class BD3LMDecoder(Decoder):
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "block-causal" or facts.block_size is None:
-            raise UserError(f"decoder 'bd3lm' needs a block-causal model (objective bd3lm); this "
-                            f"checkpoint is {facts.attention}: use decoder {facts.default_decoder!r}")
+            raise UserError(
+                f"decoder 'bd3lm' needs a block-causal model (objective bd3lm); this "
+                f"checkpoint is {facts.attention}: use decoder {facts.default_decoder!r}"
+            )
         if config.block_length is not None and config.block_length != facts.block_size:
-            raise UserError(f"block_length={config.block_length} must equal the model's "
-                            f"block_size={facts.block_size} (or be unset)")
+            raise UserError(
+                f"block_length={config.block_length} must equal the model's "
+                f"block_size={facts.block_size} (or be unset)"
+            )
         refuse_top_k(self.name, config)
 
-    def start(self, target: Target, prompt_ids: Prompts, config: SampleConfig, *,
-              on_view: ViewCallback | None = None) -> DecoderRun:
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
         f = target.facts
-        return BlockRun(target.model, prompt_ids, config, mask_id=f.mask_id, pad_id=f.pad_id,
-                        eos_id=f.eos_id, block_size=f.block_size, on_view=on_view)
+        return BlockRun(
+            target.model,
+            prompt_ids,
+            config,
+            mask_id=f.mask_id,
+            pad_id=f.pad_id,
+            eos_id=f.eos_id,
+            block_size=f.block_size,
+            on_view=on_view,
+        )
+
 
 __all__ = ["BD3LMDecoder", "BlockRun", "block_size_of", "sample_blocks"]

@@ -57,7 +57,9 @@ from unmask.sampling.registry import Decoder, Prompts, Target, refuse_top_k, reg
 
 
 def add_gumbel_noise(
-    logits: Tensor, temperature: float, generator: torch.Generator | None = None,
+    logits: Tensor,
+    temperature: float,
+    generator: torch.Generator | None = None,
     window: tuple[int, int] | None = None,
 ) -> Tensor:
     """Gumbel-max perturbation whose argmax samples ``softmax(logits / temperature)``.
@@ -88,7 +90,8 @@ def model_logit_shift(model: Any) -> bool:
 
 
 def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
-    """A logits processor that sets the given tokens' logits to ``-inf`` (LLaDA ``logits_eos_inf``)."""
+    """A logits processor that sets the given tokens' logits to ``-inf`` (LLaDA
+    ``logits_eos_inf``)."""
     ids = list(token_ids)
 
     def proc(logits: Tensor) -> Tensor:  # (B, L, V), filled in place (no copy per step)
@@ -112,7 +115,9 @@ def _divisors_near(n: int, target: int) -> str:
     return " or ".join(str(d) for d in dict.fromkeys(options))
 
 
-def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None) -> tuple[int, int]:
+def validate(
+    config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None
+) -> tuple[int, int]:
     """Check lengths and options; return (num_blocks, steps_per_block). Raises ``UserError``.
 
     Dynamic policies (threshold, factor, entropy) do not use ``steps``: it need not be a
@@ -127,7 +132,8 @@ def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int |
         raise UserError(f"block_length must be positive, got {block_length}")
     if config.gen_length % block_length:
         raise UserError(
-            f"gen_length ({config.gen_length}) must be a multiple of block_length ({block_length}); "
+            f"gen_length ({config.gen_length}) must be a multiple of block_length "
+            f"({block_length}); "
             f"try block_length {_divisors_near(config.gen_length, block_length)} "
             f"or gen_length {_nearest_multiples(config.gen_length, block_length)}"
         )
@@ -189,8 +195,10 @@ class Denoiser(DecoderRun):
         on_view: ViewCallback | None = None,
     ) -> None:
         if config.decoder not in ("auto", "llada", "bd3lm"):
-            raise UserError(f"decoder {config.decoder!r} is not the commit loop: it has its own loop "
-                            "(unmask.sampling.choose_decoder picks it; `unmask generate` runs it)")
+            raise UserError(
+                f"decoder {config.decoder!r} is not the commit loop: it has its own loop "
+                "(unmask.sampling.choose_decoder picks it; `unmask generate` runs it)"
+            )
         region_len = canvas.region[1] - canvas.region[0]
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         check = dataclasses.replace(config, gen_length=region_len)
@@ -226,7 +234,9 @@ class Denoiser(DecoderRun):
 
         self.x = canvas.tokens  # (B, L), updated in place
         self.attn = canvas.attention_mask
-        self._attn2 = None if self.attn is None else torch.cat([self.attn, self.attn], dim=0)  # (2B, L)
+        self._attn2 = (
+            None if self.attn is None else torch.cat([self.attn, self.attn], dim=0)
+        )  # (2B, L)
         self.history: list[Tensor] | None = [] if return_history else None
         self.step_callback = step_callback
         self.on_view = on_view
@@ -251,8 +261,10 @@ class Denoiser(DecoderRun):
 
     @property
     def why_alone(self) -> str:
-        return (f"cache {self.config.cache!r} cannot share forward passes; use cache 'none' "
-                "(or run it alone)")
+        return (
+            f"cache {self.config.cache!r} cannot share forward passes; use cache 'none' "
+            "(or run it alone)"
+        )
 
     def view(self) -> Tensor:
         start, end = self.canvas.region
@@ -272,7 +284,9 @@ class Denoiser(DecoderRun):
     @property
     def needs_model(self) -> bool:
         """Whether the next step calls the model (False when done or when it may be skipped)."""
-        return not self.done and not (self.config.skip_empty_steps and self.policy.step_is_empty(self.block_step))
+        return not self.done and not (
+            self.config.skip_empty_steps and self.policy.step_is_empty(self.block_step)
+        )
 
     def _counted(self, masked: Tensor) -> Tensor:
         """The masks (B, n) the current block's schedule counts (see ``prompt_masks``)."""
@@ -289,7 +303,8 @@ class Denoiser(DecoderRun):
         self.block_step = 0
 
     def _settle(self) -> None:
-        """Move on past finished blocks (starting the next one) until one has work or none is left."""
+        """Move on past finished blocks (starting the next one) until one has work or none is
+        left."""
         while not self.done:
             if not self.policy.block_done(
                 self.block_step, self.steps_per_block, self._counted(self.canvas.masked)
@@ -326,7 +341,8 @@ class Denoiser(DecoderRun):
         self._after_step()
 
     def step(self, logits: Tensor) -> None:
-        """One denoising step from the logits (B', L, V) of ``model_inputs()`` (logit shift applied)."""
+        """One denoising step from the logits (B', L, V) of ``model_inputs()`` (logit shift
+        applied)."""
         assert not self.done, "the run is finished"
         config, canvas, x = self.config, self.canvas, self.x
         if config.cfg_scale > 0:
@@ -348,11 +364,14 @@ class Denoiser(DecoderRun):
         w0 = int(cols[0]) if len(cols) else block_start
         x0 = x.clone()
         x0[:, w0:block_end] = torch.argmax(
-            add_gumbel_noise(logits, config.temperature, self.generator, window=(w0, block_end)), dim=-1
+            add_gumbel_noise(logits, config.temperature, self.generator, window=(w0, block_end)),
+            dim=-1,
         )
         if config.remasking == "low_confidence":  # a registered confidence measure: no draws
             x0_p = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
-            x0_p[:, w0:block_end] = self.score(logits[:, w0:block_end], x0[:, w0:block_end], self.generator)
+            x0_p[:, w0:block_end] = self.score(
+                logits[:, w0:block_end], x0[:, w0:block_end], self.generator
+            )
         else:
             x0_p = self.score(logits, x0, self.generator)  # (B, L)
         x0 = torch.where(masked, x0, x)
@@ -409,11 +428,20 @@ class Denoiser(DecoderRun):
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
     ) -> Denoiser:
-        """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length`` masks."""
+        """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length``
+        masks."""
         validate(config)  # clear messages before any tensor is built
         canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
-        return cls(model, canvas, config, eos_id=eos_id, generator=generator,
-                   return_history=return_history, step_callback=step_callback, on_view=on_view)
+        return cls(
+            model,
+            canvas,
+            config,
+            eos_id=eos_id,
+            generator=generator,
+            return_history=return_history,
+            step_callback=step_callback,
+            on_view=on_view,
+        )
 
 
 def sample(
@@ -505,18 +533,35 @@ class LLaDADecoder(Decoder):
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "bidirectional":
             own = facts.default_decoder
-            raise UserError(f"decoder 'llada' needs a bidirectional model; this checkpoint is "
-                            f"{facts.attention} (objective {facts.objective}): use decoder {own!r}")
+            raise UserError(
+                f"decoder 'llada' needs a bidirectional model; this checkpoint is "
+                f"{facts.attention} (objective {facts.objective}): use decoder {own!r}"
+            )
         if facts.sedd_graph == "uniform":
-            raise UserError("this is a uniform-graph SEDD model; sample it with decoder 'sedd', "
-                            f"not the commit policy {config.policy!r}")
+            raise UserError(
+                "this is a uniform-graph SEDD model; sample it with decoder 'sedd', "
+                f"not the commit policy {config.policy!r}"
+            )
         refuse_top_k(self.name, config)
 
-    def start(self, target: Target, prompt_ids: Prompts, config: SampleConfig, *,
-              on_view: ViewCallback | None = None) -> DecoderRun:
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
         f = target.facts
-        return Denoiser.for_prompts(target.model, prompt_ids, config, mask_id=f.mask_id,
-                                    pad_id=f.pad_id, eos_id=f.eos_id, on_view=on_view)
+        return Denoiser.for_prompts(
+            target.model,
+            prompt_ids,
+            config,
+            mask_id=f.mask_id,
+            pad_id=f.pad_id,
+            eos_id=f.eos_id,
+            on_view=on_view,
+        )
 
 
 __all__ = [

@@ -159,8 +159,10 @@ class DecoderRun:
     @property
     def why_alone(self) -> str:
         """Why this run cannot share forward passes (the message of ``step_together``)."""
-        return (f"{type(self).__name__} cannot share forward passes (a KV cache or model inputs "
-                "of its own); run it alone with advance()")
+        return (
+            f"{type(self).__name__} cannot share forward passes (a KV cache or model inputs "
+            "of its own); run it alone with advance()"
+        )
 
     @property
     def done(self) -> bool:

@@ -88,8 +88,9 @@ def register_decoder(name: str) -> Callable[[D], D]:
 def refuse_top_k(decoder: str, config: SampleConfig) -> None:
     """top-k / top-p truncate one token's distribution: only the ``ar`` decoder has one."""
     if config.top_k is not None or config.top_p is not None:
-        raise UserError(f"top_k and top_p apply to autoregressive (causal) models only, "
-                        f"not decoder {decoder!r}")
+        raise UserError(
+            f"top_k and top_p apply to autoregressive (causal) models only, not decoder {decoder!r}"
+        )
 
 
 def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
@@ -103,8 +104,10 @@ def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
         known = ", ".join(["auto", *sorted(DECODERS)])
         raise UserError(f"unknown decoder {config.decoder!r}; choose one of {known}")
     if config.cache != "none" and not facts.has_kv_cache:
-        raise UserError(f"cache {config.cache!r} needs a model with a KV cache "
-                        "(unmask.model.Transformer); this one has none: use cache 'none'")
+        raise UserError(
+            f"cache {config.cache!r} needs a model with a KV cache "
+            "(unmask.model.Transformer); this one has none: use cache 'none'"
+        )
     decoder = DECODERS[name]
     decoder.check(facts, config)
     return decoder

@@ -67,7 +67,9 @@ Stepper = Callable[[Graph, Tensor, Tensor, float, float, LogLinearNoise], Tensor
 """``step(graph, score (N, V), x (N,), t, s, noise) -> probs (N, V)`` of x_s given x_t = x."""
 
 
-def euler_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+def euler_step(
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
+) -> Tensor:
     """Euler step of the reverse CTMC from t to s: I + (t - s)·σ'(t)·R, R(x → y) = Q(y → x)·s_y
     (SEDD's ``EulerPredictor``); negative probabilities (too large a step) are clipped to 0."""
     rate = float(noise.dsigma(torch.tensor(t, dtype=torch.float64)))
@@ -82,7 +84,9 @@ def _dsigma(noise: LogLinearNoise, t: float, s: float, n: int, like: Tensor) -> 
     return torch.full((n,), float(grid[0] - grid[1]), dtype=like.dtype, device=like.device)
 
 
-def analytic_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+def analytic_step(
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
+) -> Tensor:
     """Analytic (Tweedie τ-leaping) step from t to s: the staggered score times the forward
     transition into x over Δσ = σ(t) - σ(s) (SEDD's ``AnalyticPredictor``)."""
     dsigma = _dsigma(noise, t, s, x.shape[0], score)
@@ -90,7 +94,9 @@ def analytic_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, no
     return probs.clamp_min(0.0)
 
 
-def denoise_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+def denoise_step(
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
+) -> Tensor:
     """The final step, to σ = 0 (``s`` is ignored): analytic, and under an absorbing graph the
     mask is no choice (SEDD's ``Denoiser``), so every position ends as a token."""
     probs = analytic_step(graph, score, x, t, 0.0, noise)
@@ -107,7 +113,9 @@ SEDD_POLICIES: dict[str, str] = SEDD_POLICY_ALIASES
 with ``sedd_sampler`` = the value; ``SampleConfig`` rewrites them)."""
 
 
-def sample_categorical(probs: Tensor, generator: torch.Generator | None, fallback: Tensor) -> Tensor:
+def sample_categorical(
+    probs: Tensor, generator: torch.Generator | None, fallback: Tensor
+) -> Tensor:
     """(N,) draws from unnormalised ``probs`` (N, V) by inverse CDF, one uniform per row from
     ``generator``; a row with no mass keeps its ``fallback`` (N,) token."""
     cdf = probs.to(torch.float64).cumsum(dim=-1)  # (N, V)
@@ -120,8 +128,10 @@ def sample_categorical(probs: Tensor, generator: torch.Generator | None, fallbac
 def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
     _check_options(config)
     if num_blocks > 1 and not graph.absorbing:
-        raise UserError("semi-autoregressive blocks (block_length) need the absorbing graph; "
-                        "a uniform-graph model denoises the whole region at once")
+        raise UserError(
+            "semi-autoregressive blocks (block_length) need the absorbing graph; "
+            "a uniform-graph model denoises the whole region at once"
+        )
     return config.sedd_sampler
 
 
@@ -138,9 +148,11 @@ def _check_options(config: SampleConfig) -> None:
     }
     bad = [name for name, given in unused.items() if given]
     if bad:
-        raise UserError(f"{', '.join(bad)} do(es) not apply to the SEDD decoder "
-                        f"(sedd_sampler {config.sedd_sampler}), which draws from the model's "
-                        "reverse process")
+        raise UserError(
+            f"{', '.join(bad)} do(es) not apply to the SEDD decoder "
+            f"(sedd_sampler {config.sedd_sampler}), which draws from the model's "
+            "reverse process"
+        )
 
 
 class SEDDRun(DecoderRun):
@@ -181,8 +193,9 @@ class SEDDRun(DecoderRun):
         self.x = canvas.tokens  # (B, L), updated in place
         self.todo = canvas.masked  # (B, L): the positions this run decides
         if not graph.absorbing:
-            self.x[self.todo] = graph.sample_limit(tuple(self.x.shape), self.generator,
-                                                   device)[self.todo]
+            self.x[self.todo] = graph.sample_limit(tuple(self.x.shape), self.generator, device)[
+                self.todo
+            ]
         self.block_length = region_len // self.num_blocks
         self.grid = torch.linspace(1.0, 0.0, self.steps_per_block + 1, dtype=torch.float64).tolist()
         self.history: list[Tensor] | None = [] if return_history else None
@@ -233,8 +246,13 @@ class SEDDRun(DecoderRun):
 
     def result(self) -> GenerateResult:
         return GenerateResult(
-            tokens=self.x, region=self.canvas.region, nfe=self.nfe, steps=self.nfe,
-            eos_id=self.eos_id, history=self.history, attention_mask=self.canvas.attention_mask,
+            tokens=self.x,
+            region=self.canvas.region,
+            nfe=self.nfe,
+            steps=self.nfe,
+            eos_id=self.eos_id,
+            history=self.history,
+            attention_mask=self.canvas.attention_mask,
         )
 
 
@@ -265,9 +283,17 @@ def sample_sedd(
     canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, as training).
     ``SEDDRun(...).run()``.
     """
-    return SEDDRun(score_fn, canvas, config, graph=graph, noise=noise, eos_id=eos_id,
-                   generator=generator, return_history=return_history,
-                   step_callback=step_callback).run()
+    return SEDDRun(
+        score_fn,
+        canvas,
+        config,
+        graph=graph,
+        noise=noise,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    ).run()
 
 
 def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = None) -> ScoreFn:
@@ -276,9 +302,13 @@ def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = 
     masked-diffusion checkpoint (logits) by ``AbsorbingGraph.log_score_from_logits``.
     ``sigma=`` is passed only to time-conditioned models; Dream-style ``logit_shift`` is applied."""
     cfg = getattr(model, "config", None)
-    is_sedd = getattr(cfg, "output", None) == SEDD_OUTPUT or getattr(cfg, "sedd_graph", None) is not None
+    is_sedd = (
+        getattr(cfg, "output", None) == SEDD_OUTPUT or getattr(cfg, "sedd_graph", None) is not None
+    )
     if not is_sedd and not isinstance(graph, AbsorbingGraph):
-        raise UserError("a masked-diffusion checkpoint (logits) gives a score only under the absorbing graph")
+        raise UserError(
+            "a masked-diffusion checkpoint (logits) gives a score only under the absorbing graph"
+        )
     shift = model_logit_shift(model)
 
     def score_fn(tokens: Tensor, sigma: Tensor) -> Tensor:
@@ -300,11 +330,14 @@ def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
     wanted = config.decoder == "sedd"
     attention = getattr(model_config, "attention", "bidirectional")
     if wanted and attention != "bidirectional":
-        raise UserError(f"decoder 'sedd' needs a bidirectional diffusion model, "
-                        f"not attention={attention!r}")
+        raise UserError(
+            f"decoder 'sedd' needs a bidirectional diffusion model, not attention={attention!r}"
+        )
     if not wanted and getattr(model_config, "sedd_graph", None) == "uniform":
-        raise UserError("this is a uniform-graph SEDD model; sample it with decoder 'sedd', "
-                        f"not the commit policy {config.policy!r}")
+        raise UserError(
+            "this is a uniform-graph SEDD model; sample it with decoder 'sedd', "
+            f"not the commit policy {config.policy!r}"
+        )
     return wanted
 
 
@@ -322,18 +355,29 @@ def start_model(
     """The ``SEDDRun`` of a checkpoint (``model.config`` gives the graph and the max length)."""
     cfg = getattr(model, "config", None)
     if cfg is None:
-        raise UserError("sample_model needs a model with a config; pass a score function to "
-                        "sample_sedd")
+        raise UserError(
+            "sample_model needs a model with a config; pass a score function to sample_sedd"
+        )
     uses_sedd_sampler(config, cfg)
     max_len = getattr(cfg, "max_seq_len", None)
     if max_len is not None and canvas.length > max_len:
-        raise UserError(f"the canvas ({canvas.length} tokens) exceeds the model's max_seq_len "
-                        f"({max_len})")
+        raise UserError(
+            f"the canvas ({canvas.length} tokens) exceeds the model's max_seq_len ({max_len})"
+        )
     graph = graph_of(cfg)
     canvas = canvas.to(model_device(model) or canvas.device)
     score_fn = model_score_fn(model, graph=graph, attention_mask=canvas.attention_mask)
-    return SEDDRun(score_fn, canvas, config, graph=graph, eos_id=eos_id, generator=generator,
-                   return_history=return_history, step_callback=step_callback, on_view=on_view)
+    return SEDDRun(
+        score_fn,
+        canvas,
+        config,
+        graph=graph,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+        on_view=on_view,
+    )
 
 
 def sample_model(
@@ -347,8 +391,15 @@ def sample_model(
     step_callback: StepCallback | None = None,
 ) -> GenerateResult:
     """``sample_sedd`` with a checkpoint (``start_model(...).run()``)."""
-    return start_model(model, canvas, config, eos_id=eos_id, generator=generator,
-                       return_history=return_history, step_callback=step_callback).run()
+    return start_model(
+        model,
+        canvas,
+        config,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    ).run()
 
 
 def generate_sedd(
@@ -367,8 +418,15 @@ def generate_sedd(
     the commit policies): prompts left-padded, masks appended, ``sample_model``."""
     validate(config)
     canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
-    return sample_model(model, canvas, config, eos_id=eos_id, generator=generator,
-                        return_history=return_history, step_callback=step_callback)
+    return sample_model(
+        model,
+        canvas,
+        config,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    )
 
 
 @register_decoder("sedd")
@@ -379,24 +437,38 @@ class SEDDDecoder(Decoder):
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.objective != "sedd":
-            raise UserError(f"decoder 'sedd' needs a SEDD checkpoint (objective sedd); this one is "
-                            f"{facts.objective}: use decoder {facts.default_decoder!r}")
+            raise UserError(
+                f"decoder 'sedd' needs a SEDD checkpoint (objective sedd); this one is "
+                f"{facts.objective}: use decoder {facts.default_decoder!r}"
+            )
         if facts.attention != "bidirectional":
-            raise UserError(f"decoder 'sedd' needs a bidirectional diffusion model, "
-                            f"not attention={facts.attention!r}")
+            raise UserError(
+                f"decoder 'sedd' needs a bidirectional diffusion model, "
+                f"not attention={facts.attention!r}"
+            )
         _check_options(config)
         blocks = config.block_length is not None and config.block_length < config.gen_length
         if blocks and facts.sedd_graph == "uniform":
-            raise UserError("semi-autoregressive blocks (block_length) need the absorbing graph; "
-                            "a uniform-graph model denoises the whole region at once")
+            raise UserError(
+                "semi-autoregressive blocks (block_length) need the absorbing graph; "
+                "a uniform-graph model denoises the whole region at once"
+            )
 
-    def start(self, target: Target, prompt_ids: Prompts, config: SampleConfig, *,
-              on_view: ViewCallback | None = None) -> DecoderRun:
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
         f = target.facts
         validate(config)
-        canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=f.mask_id,
-                                     pad_id=f.pad_id)
+        canvas = Canvas.from_prompts(
+            prompt_ids, config.gen_length, mask_id=f.mask_id, pad_id=f.pad_id
+        )
         return start_model(target.model, canvas, config, eos_id=f.eos_id, on_view=on_view)
+
 
 __all__ = [
     "SEDD_POLICIES",

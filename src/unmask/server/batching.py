@@ -76,7 +76,8 @@ class GenOutput:
     """What a generation job resolves to."""
 
     gen_ids: list[list[int]]
-    """Generation region per row (EOS and after included; ``pad_id`` after EOS for causal models)."""
+    """Generation region per row (EOS and after included; ``pad_id`` after EOS for causal
+    models)."""
     nfe: int
     """Forward passes this job took part in."""
     steps: int
@@ -125,7 +126,9 @@ class DiffusionStepper:
         self.model, self.mask_id, self.pad_id, self.eos_id = model, mask_id, pad_id, eos_id
 
 
-def _resolve(fut: concurrent.futures.Future, result: Any = None, exc: BaseException | None = None) -> None:
+def _resolve(
+    fut: concurrent.futures.Future, result: Any = None, exc: BaseException | None = None
+) -> None:
     try:
         if exc is not None:
             fut.set_exception(exc)
@@ -202,14 +205,16 @@ class Engine:
                 raise QueueFull
             self._queue.append(job)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="unmask-engine",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._work, name="unmask-engine", daemon=True
+                )
                 self._thread.start()
             self._cond.notify()
         return job.future
 
     def cancel(self, job: Job) -> None:
-        """Cancel ``job``: dropped from the queue now, or from the running batch at its next step."""
+        """Cancel ``job``: dropped from the queue now, or from the running batch at its next
+        step."""
         job.cancel()
         with self._cond:
             try:
@@ -255,8 +260,9 @@ class Engine:
             return "alone"
         if job._run is None:
             try:
-                job._run = self.start_run(job.rows, job.config,
-                                          step_callback=self._sink_callback(job))
+                job._run = self.start_run(
+                    job.rows, job.config, step_callback=self._sink_callback(job)
+                )
             except BaseException as e:  # noqa: BLE001 -- bad settings fail this job only
                 _resolve(job.future, exc=e)
                 return "failed"
@@ -372,8 +378,15 @@ class Engine:
                 _resolve(r.job.future, exc=failed[run])
             elif run.done:
                 active.remove(r)
-                _resolve(r.job.future, GenOutput(gen_ids=run.result().gen_ids, nfe=run.nfe,
-                                                 steps=run.steps, batch_rows=r.batch_rows))
+                _resolve(
+                    r.job.future,
+                    GenOutput(
+                        gen_ids=run.result().gen_ids,
+                        nfe=run.nfe,
+                        steps=run.steps,
+                        batch_rows=r.batch_rows,
+                    ),
+                )
         self._count(active)
 
     def _run_whole(self, batch: list[Job]) -> None:
@@ -401,8 +414,11 @@ class Engine:
         offsets = list(itertools.accumulate([0] + [len(j.rows) for j in batch]))
 
         def on_view(step: int, view: torch.Tensor) -> None:
-            sinks = [(j, o) for j, o in zip(batch, offsets, strict=False)
-                     if j.sink is not None and not j.cancelled]
+            sinks = [
+                (j, o)
+                for j, o in zip(batch, offsets, strict=False)
+                if j.sink is not None and not j.cancelled
+            ]
             if not sinks:
                 return
             ids = view.tolist()
@@ -415,8 +431,11 @@ class Engine:
         try:
             run = batch[0]._run if len(batch) == 1 else None
             if run is None:  # one run over the rows of every job of the batch
-                run = self.start_run(rows, batch[0].config,  # type: ignore[arg-type]
-                                     step_callback=on_view)
+                run = self.start_run(
+                    rows,
+                    batch[0].config,  # type: ignore[arg-type]
+                    step_callback=on_view,
+                )
             while not run.done:
                 if all(j.cancelled for j in batch):
                     raise Cancelled
@@ -430,5 +449,12 @@ class Engine:
                 _resolve(j.future, exc=Cancelled() if j.cancelled else e)
             return
         for j, o in zip(batch, offsets, strict=False):
-            _resolve(j.future, GenOutput(gen_ids=gen[o : o + len(j.rows)], nfe=run.nfe,
-                                         steps=run.steps, batch_rows=len(rows)))
+            _resolve(
+                j.future,
+                GenOutput(
+                    gen_ids=gen[o : o + len(j.rows)],
+                    nfe=run.nfe,
+                    steps=run.steps,
+                    batch_rows=len(rows),
+                ),
+            )
