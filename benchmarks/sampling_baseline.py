@@ -1,7 +1,7 @@
 """Baseline of the LLaDA sampler on the demo checkpoint: tokens/s, NFE, and model quality.
 
 For gen_length 64 and 256, at steps = gen_length (one token per step) and steps =
-gen_length/4, it times ``unmask.sampling.generate`` (median of ``--repeats`` runs) and
+gen_length/4, it times ``unmask.api.start(...).run()`` (median of ``--repeats`` runs) and
 reports NFE and tokens/s. Then it measures the model: validation bits per byte and the
 ELBO perplexity bound on the held-out split of the packaged corpus (the same split
 the model was validated on while training), plus a few samples. This is the baseline
@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
+from unmask import api
 from unmask.checkpoint import load
 from unmask.commands.demo import asset_path
 from unmask.config import SampleConfig
 from unmask.data import TokenDataset, prepare
 from unmask.evaluate import evaluate_loss
-from unmask.sampling import generate
 
 PROMPT = "And God said,"
 
@@ -60,9 +60,7 @@ def main() -> None:
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                res = generate(
-                    m.model, batch, sc, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id
-                )
+                res = api.start(m, batch, sc).run()
                 times.append(time.perf_counter() - t0)
             sec = statistics.median(times)
             tps = gen_length * args.batch / sec
@@ -110,10 +108,7 @@ def main() -> None:
     print("\nsamples at the demo's settings (gen_length 64, steps 64, block 4, temperature 0.8):")
     for i, p in enumerate(["In the beginning, God", "Jesus answered them,", ""]):
         sc = SampleConfig(gen_length=64, steps=64, block_length=4, temperature=0.8, seed=i)
-        res = generate(
-            m.model, tok.encode(p), sc, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id
-        )
-        text = p + res.texts(tok)[0]
+        text = p + api.generate(m, p, config=sc).texts[0]
         samples.append(text)
         print(f"  - {text!r}")
     if args.json:
