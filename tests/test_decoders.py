@@ -280,3 +280,35 @@ def test_cli_refuses_a_sedd_sampler_on_an_mdlm_checkpoint(checkpoints, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "needs a SEDD checkpoint" in err and "Traceback" not in err
+
+
+# -- the worked example of docs/architecture.md ---------------------------------------------------
+
+
+def test_the_docs_example_decoder_is_one_file_and_one_registration(checkpoints, monkeypatch):
+    from pathlib import Path
+
+    import unmask.sampling.registry as registry
+
+    doc = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    code = doc.split("<!-- worked example: oneshot -->\n```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setattr(registry, "DECODERS", dict(registry.DECODERS))  # undone after the test
+    monkeypatch.setattr("unmask.sampling.DECODERS", registry.DECODERS)
+    exec(compile(code, "docs/architecture.md", "exec"), {})
+    assert "oneshot" in registry.DECODERS
+    loaded = unmask.load(checkpoints["mdlm"])
+    config = SampleConfig(gen_length=6, decoder="oneshot")
+    out = api.generate(loaded, ["ab", "c"], config=config)
+    assert (out.decoder, out.nfe, out.steps) == ("oneshot", 1, 1)
+    assert all(loaded.config.mask_id not in ids and len(ids) == 6 for ids in out.ids)
+    engine = Engine(functools.partial(api.start, loaded))
+    try:  # it shares forward passes: two requests join one batch
+        jobs = [Job(rows=[TOK.encode(p)], config=config) for p in ("ab", "c")]
+        for j in jobs:
+            engine.submit(j)
+        served = [j.future.result(timeout=30).gen_ids[0] for j in jobs]
+    finally:
+        engine.close()
+    assert served == out.ids
+    with pytest.raises(UserError, match="decoder 'oneshot' needs a bidirectional model"):
+        choose_decoder(AR, config)
