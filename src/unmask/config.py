@@ -372,8 +372,11 @@ class SampleConfig:
         alias = SEDD_POLICY_ALIASES.get(self.policy)
         if alias is not None:  # the old spelling of the SEDD decoder
             if self.decoder not in ("auto", "sedd"):
-                raise UserError(f"policy {self.policy!r} selects decoder 'sedd', not {self.decoder!r}")
-            self.decoder, self.sedd_sampler, self.policy = "sedd", alias, "llada"  # type: ignore[assignment]
+                raise UserError(
+                    f"policy {self.policy!r} selects decoder 'sedd', not {self.decoder!r}"
+                )
+            self.decoder, self.policy = "sedd", "llada"
+            self.sedd_sampler = alias  # type: ignore[assignment]
 
 
 SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")

@@ -83,6 +83,8 @@ class GenOutput:
     steps: int
     batch_rows: int
     """Most rows (its own included) in a forward pass this job took part in."""
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    """Each row's prompt as the run left it (a ``[MASK]`` in it filled), padding dropped."""
 
 
 @dataclass(eq=False)
@@ -378,10 +380,12 @@ class Engine:
                 _resolve(r.job.future, exc=failed[run])
             elif run.done:
                 active.remove(r)
+                result = run.result()
                 _resolve(
                     r.job.future,
                     GenOutput(
-                        gen_ids=run.result().gen_ids,
+                        gen_ids=result.gen_ids,
+                        prompt_ids=result.prompt_ids,
                         nfe=run.nfe,
                         steps=run.steps,
                         batch_rows=r.batch_rows,
@@ -443,7 +447,8 @@ class Engine:
                 run.advance()
                 self.metrics.inc("nfe", run.nfe - nfe)
                 self.metrics.inc("forward_rows", (run.nfe - nfe) * len(rows))
-            gen = run.result().gen_ids
+            result = run.result()
+            gen, prompts = result.gen_ids, result.prompt_ids
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
             for j in batch:
                 _resolve(j.future, exc=Cancelled() if j.cancelled else e)
@@ -453,6 +458,7 @@ class Engine:
                 j.future,
                 GenOutput(
                     gen_ids=gen[o : o + len(j.rows)],
+                    prompt_ids=prompts[o : o + len(j.rows)],
                     nfe=run.nfe,
                     steps=run.steps,
                     batch_rows=len(rows),
