@@ -33,7 +33,9 @@ if TYPE_CHECKING:
 
     from unmask.chat import ChatTemplate
     from unmask.checkpoint import Loaded
+    from unmask.infill import InfillOptions
     from unmask.sampling import DecoderRun, GenerateResult, ViewCallback
+    from unmask.sampling.protocol import StepCallback
 
 
 def facts_of(loaded: Loaded) -> ModelFacts:
@@ -278,8 +280,8 @@ def infill(
     template: str,
     *,
     config: SampleConfig | None = None,
-    options: Any = None,
-    step_callback: Any = None,
+    options: InfillOptions | None = None,
+    step_callback: StepCallback | None = None,
 ) -> Filled:
     """Fill the gaps of ``template`` (``unmask.infill.infill``; a causal checkpoint fills its
     one gap by fill-in-the-middle, ``unmask.infill.infill_causal``). ``options`` is an
@@ -312,7 +314,7 @@ def edit(
     lowest: int | None = None,
     rounds: int = 1,
     config: SampleConfig | None = None,
-    step_callback: Any = None,
+    step_callback: StepCallback | None = None,
 ) -> Filled:
     """Re-mask character ``spans``, ``regex`` matches or the ``lowest`` k tokens of ``text``
     and refill them (``unmask.infill.edit``; ``rounds`` > 1 revises the least confident
@@ -352,7 +354,7 @@ def fill_form(
     template: str,
     *,
     config: SampleConfig | None = None,
-    step_callback: Any = None,
+    step_callback: StepCallback | None = None,
 ) -> Filled:
     """Fill a JSON form template with typed holes in one pass (``unmask.infill.fill_form``;
     the result always parses)."""
