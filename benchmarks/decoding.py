@@ -24,8 +24,9 @@ perplexity of the continuations given their prompts under SmolLM2-135M, when the
 generated ids, nats; a drop flags repetition), dist-2 (distinct word bigrams, pooled),
 agree (fraction of generated positions equal to the baseline's tokens).
 
-    python benchmarks/decoding.py [--model PATH] [--ar-model PATH] [--json benchmarks/results/decoding.json]
-    python benchmarks/decoding.py --quick   # a tiny subset in seconds, to check that the script runs
+    python benchmarks/decoding.py [--model PATH] [--ar-model PATH] \
+        [--json benchmarks/results/decoding.json]
+    python benchmarks/decoding.py --quick   # a tiny subset in seconds: does the script run?
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ from typing import Any
 
 import torch
 
-from unmask.checkpoint import load
+from unmask import api
+from unmask.checkpoint import Loaded, load
 from unmask.commands.demo import asset_path
 from unmask.config import MODEL_PRESETS, ModelConfig, SampleConfig, model_preset, resolve_device
 from unmask.errors import UserError
 from unmask.evaluate import distinct_n, unigram_entropy
 from unmask.model import Transformer
-from unmask.sampling import cut_at_eos, generate, generate_ar
+from unmask.sampling import cut_at_eos
 
 
 @dataclass(frozen=True)
@@ -61,19 +63,33 @@ class Policy:
     label: str
     policy: str
     tokens_per_step: int = 1
-    """``llada`` only: steps = gen_length / tokens_per_step (rounded to a multiple of the blocks)."""
+    """``llada`` only: steps = gen_length / tokens_per_step (rounded to a multiple of the
+    blocks)."""
     threshold: float = 0.9
     factor: float = 1.0
     entropy_bound: float = 0.1
 
-    def sample_config(self, gen_length: int, block_length: int, cache: str, temperature: float = 0.0,
-                      seed: int = 0) -> SampleConfig:
+    def sample_config(
+        self,
+        gen_length: int,
+        block_length: int,
+        cache: str,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> SampleConfig:
         num_blocks = gen_length // block_length
         steps = max(num_blocks, gen_length // self.tokens_per_step // num_blocks * num_blocks)
         return SampleConfig(
-            gen_length=gen_length, steps=steps, block_length=block_length, policy=self.policy,
-            threshold=self.threshold, factor=self.factor, entropy_bound=self.entropy_bound,
-            cache=cache, temperature=temperature, seed=seed if temperature > 0 else None,
+            gen_length=gen_length,
+            steps=steps,
+            block_length=block_length,
+            policy=self.policy,
+            threshold=self.threshold,
+            factor=self.factor,
+            entropy_bound=self.entropy_bound,
+            cache=cache,
+            temperature=temperature,
+            seed=seed if temperature > 0 else None,
         )
 
 
@@ -110,7 +126,9 @@ class Section:
         """Encode the prompts and fit the requested lengths into the model's context."""
         self.prompt_ids = [self.tokenizer.encode(p) for p in prompts]
         P = max(len(r) for r in self.prompt_ids)
-        self.lengths, notes = fit_lengths(args.gen_lengths, self.config.max_seq_len, P, args.block_length)
+        self.lengths, notes = fit_lengths(
+            args.gen_lengths, self.config.max_seq_len, P, args.block_length
+        )
         self.notes += notes
 
 
@@ -123,15 +141,20 @@ def prompt_texts(n: int, words: int) -> list[str]:
     return [" ".join(lines[(i + 1) * stride][:words]) for i in range(n)]
 
 
-def fit_lengths(requested: Sequence[int], max_seq_len: int, prompt_len: int, block: int) -> tuple[list[int], list[str]]:
-    """Generation lengths that fit ``max_seq_len`` after the prompt (cut to a multiple of ``block``)."""
+def fit_lengths(
+    requested: Sequence[int], max_seq_len: int, prompt_len: int, block: int
+) -> tuple[list[int], list[str]]:
+    """Generation lengths that fit ``max_seq_len`` after the prompt (cut to a multiple of
+    ``block``)."""
     used: list[int] = []
     notes: list[str] = []
     for g in requested:
         fits = g if prompt_len + g <= max_seq_len else (max_seq_len - prompt_len) // block * block
         if fits != g:
-            notes.append(f"gen_length {g} does not fit max_seq_len {max_seq_len} after a {prompt_len}-token "
-                         f"prompt: {'using ' + str(fits) if fits > 0 else 'skipped'}")
+            notes.append(
+                f"gen_length {g} does not fit max_seq_len {max_seq_len} after a {prompt_len}-token "
+                f"prompt: {'using ' + str(fits) if fits > 0 else 'skipped'}"
+            )
         if fits > 0 and fits not in used:
             used.append(fits)
     return used, notes
@@ -154,7 +177,9 @@ def timed(fn: Any, repeats: int, device: torch.device) -> tuple[Any, float]:
     return out, statistics.median(times)
 
 
-def quality(texts: list[str], ids: list[list[int]], prompts: list[str], scorer: Any) -> dict[str, Any]:
+def quality(
+    texts: list[str], ids: list[list[int]], prompts: list[str], scorer: Any
+) -> dict[str, Any]:
     return {
         "gen_ppl": scorer.perplexity(texts, prompts=prompts) if scorer is not None else None,
         "entropy": unigram_entropy(ids),
@@ -163,32 +188,56 @@ def quality(texts: list[str], ids: list[list[int]], prompts: list[str], scorer: 
     }
 
 
+def _loaded(sec: Section) -> Loaded:
+    """The section's model as a loaded checkpoint, for ``unmask.api``."""
+    return Loaded(model=sec.model, tokenizer=sec.tokenizer, config=sec.config, path=Path(sec.name))
+
+
 def run_section(
-    sec: Section, prompts: list[str], args: argparse.Namespace, policies: Sequence[Policy],
-    caches: Sequence[str], scorer: Any, device: torch.device,
+    sec: Section,
+    prompts: list[str],
+    args: argparse.Namespace,
+    policies: Sequence[Policy],
+    caches: Sequence[str],
+    scorer: Any,
+    device: torch.device,
 ) -> None:
     cfg, tok, ids = sec.config, sec.tokenizer, sec.prompt_ids
+    loaded = _loaded(sec)
     P = max(len(r) for r in ids)
     for cache in caches:  # first calls pay one-time costs (allocations, RoPE tables)
-        warm = SampleConfig(gen_length=2 * args.block_length, steps=2, block_length=args.block_length, cache=cache)
-        generate(sec.model, ids, warm, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+        warm = SampleConfig(
+            gen_length=2 * args.block_length, steps=2, block_length=args.block_length, cache=cache
+        )
+        api.start(loaded, ids, warm).run()
     for gen_length in sec.lengths:
         base: dict[str, Any] | None = None
         base_tokens: torch.Tensor | None = None
-        combos = [(policies[0], "none")] + [(p, c) for p in policies for c in caches if (p, c) != (policies[0], "none")]
+        combos = [(policies[0], "none")] + [
+            (p, c) for p in policies for c in caches if (p, c) != (policies[0], "none")
+        ]
         for pol, cache in combos:
-            sc = pol.sample_config(gen_length, args.block_length, cache, args.temperature, args.seed)
+            sc = pol.sample_config(
+                gen_length, args.block_length, cache, args.temperature, args.seed
+            )
 
             def run(sc: SampleConfig = sc) -> Any:
-                return generate(sec.model, ids, sc, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+                return api.start(loaded, ids, sc).run()
 
             res, sec_s = timed(run, args.repeats, device)
             start, end = res.region
             gen = res.tokens[:, start:end].cpu()  # (B, gen_length)
             row: dict[str, Any] = {
-                "model": sec.name, "gen_length": gen_length, "prompt_tokens": P, "batch": len(ids),
-                "block_length": args.block_length, "policy": pol.label, "cache": cache,
-                "steps": res.steps, "nfe": res.nfe, "seconds": sec_s,
+                "model": sec.name,
+                "gen_length": gen_length,
+                "prompt_tokens": P,
+                "batch": len(ids),
+                "block_length": args.block_length,
+                "policy": pol.label,
+                "cache": cache,
+                "steps": res.steps,
+                "nfe": res.nfe,
+                "seconds": sec_s,
                 "tokens_per_s": len(ids) * gen_length / sec_s,
             }
             if base is None:
@@ -203,27 +252,43 @@ def run_section(
             print_row(row, flush=True)
 
 
-def run_ar(sec: Section, prompts: list[str], args: argparse.Namespace, baselines: dict[int, dict[str, Any]],
-           scorer: Any, device: torch.device) -> None:
+def run_ar(
+    sec: Section,
+    prompts: list[str],
+    args: argparse.Namespace,
+    baselines: dict[int, dict[str, Any]],
+    scorer: Any,
+    device: torch.device,
+) -> None:
     cfg, tok, ids = sec.config, sec.tokenizer, sec.prompt_ids
+    loaded = _loaded(sec)
     P = max(len(r) for r in ids)
-    generate_ar(sec.model, ids, max_new_tokens=4, eos_id=cfg.eos_id)  # warm-up
+    api.start(loaded, ids, SampleConfig(gen_length=4)).run()  # warm-up
     for gen_length in sec.lengths:
+
         def run(n: int = gen_length) -> Any:
-            gen = torch.Generator(device).manual_seed(args.seed) if args.temperature > 0 else None
-            return generate_ar(sec.model, ids, max_new_tokens=n, eos_id=cfg.eos_id, temperature=args.temperature,
-                               generator=gen)
+            sc = SampleConfig(gen_length=n, temperature=args.temperature, seed=args.seed)
+            return api.start(loaded, ids, sc).run()
 
         res, sec_s = timed(run, args.repeats, device)
         gen = res.tokens[:, res.region[0] : res.region[1]].cpu()
         tps = len(ids) * res.steps / sec_s  # rows stop together at EOS: tokens actually decoded
         base = baselines.get(gen_length)
         row: dict[str, Any] = {
-            "model": sec.name, "gen_length": gen_length, "prompt_tokens": P, "batch": len(ids),
-            "block_length": None, "policy": "autoregressive", "cache": "kv", "steps": res.steps,
-            "nfe": res.nfe, "seconds": sec_s, "tokens_per_s": tps,
+            "model": sec.name,
+            "gen_length": gen_length,
+            "prompt_tokens": P,
+            "batch": len(ids),
+            "block_length": None,
+            "policy": "autoregressive",
+            "cache": "kv",
+            "steps": res.steps,
+            "nfe": res.nfe,
+            "seconds": sec_s,
+            "tokens_per_s": tps,
             "speedup": tps / base["tokens_per_s"] if base else None,  # tokens/s ratio
-            "nfe_ratio": base["nfe"] / res.nfe if base else None, "agreement": None,
+            "nfe_ratio": base["nfe"] / res.nfe if base else None,
+            "agreement": None,
         }
         cut = [cut_at_eos(r, cfg.eos_id) for r in gen.tolist()]
         row.update(quality(res.texts(tok), cut, prompts, scorer))
@@ -231,8 +296,10 @@ def run_ar(sec: Section, prompts: list[str], args: argparse.Namespace, baselines
         print_row(row, flush=True)
 
 
-HEADER = (f"{'gen':>4} {'policy':<14} {'cache':<6} {'NFE':>5} {'NFE÷':>6} {'sec':>8} {'tok/s':>8} "
-          f"{'speed-up':>8} {'gen ppl':>8} {'entropy':>7} {'dist-2':>6} {'agree':>6}")
+HEADER = (
+    f"{'gen':>4} {'policy':<14} {'cache':<6} {'NFE':>5} {'NFE÷':>6} {'sec':>8} {'tok/s':>8} "
+    f"{'speed-up':>8} {'gen ppl':>8} {'entropy':>7} {'dist-2':>6} {'agree':>6}"
+)
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -240,17 +307,25 @@ def _fmt(x: float | None, spec: str) -> str:
 
 
 def print_row(r: dict[str, Any], flush: bool = False) -> None:
-    print(f"{r['gen_length']:>4} {r['policy']:<14} {r['cache']:<6} {r['nfe']:>5} {_fmt(r['nfe_ratio'], '.2f'):>6} "
-          f"{r['seconds']:>8.3f} {r['tokens_per_s']:>8.1f} {_fmt(r['speedup'], '.2f'):>8} "
-          f"{_fmt(r['gen_ppl'], '.1f'):>8} {r['entropy']:>7.3f} {r['distinct_2']:>6.3f} "
-          f"{_fmt(r['agreement'], '.3f'):>6}", flush=flush)
+    print(
+        f"{r['gen_length']:>4} {r['policy']:<14} {r['cache']:<6} {r['nfe']:>5} "
+        f"{_fmt(r['nfe_ratio'], '.2f'):>6} "
+        f"{r['seconds']:>8.3f} {r['tokens_per_s']:>8.1f} {_fmt(r['speedup'], '.2f'):>8} "
+        f"{_fmt(r['gen_ppl'], '.1f'):>8} {r['entropy']:>7.3f} {r['distinct_2']:>6.3f} "
+        f"{_fmt(r['agreement'], '.3f'):>6}",
+        flush=flush,
+    )
 
 
 def header(sec: Section) -> None:
     n = sum(p.numel() for p in sec.model.parameters())
     c = sec.config
-    print(f"\n== {sec.name}: {n / 1e6:.1f}M params, d_model {c.d_model}, {c.n_layers} layers, vocab {c.vocab_size}, "
-          f"max_seq_len {c.max_seq_len}, attention {c.attention}{'' if sec.trained else ', random weights'}")
+    print(
+        f"\n== {sec.name}: {n / 1e6:.1f}M params, d_model {c.d_model}, {c.n_layers} layers, vocab "
+        f"{c.vocab_size}, "
+        f"max_seq_len {c.max_seq_len}, attention "
+        f"{c.attention}{'' if sec.trained else ', random weights'}"
+    )
     for note in sec.notes:
         print(f"   note: {note}")
     print(HEADER, flush=True)
@@ -258,29 +333,63 @@ def header(sec: Section) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(asset_path("demo")), help="trained diffusion checkpoint (default: the demo)")
-    ap.add_argument("--speed-preset", default="small", choices=[*MODEL_PRESETS, "none"],
-                    help="preset of the random-weight speed model (none = skip it)")
-    ap.add_argument("--speed-max-seq-len", type=int, default=1024, help="context of the speed model")
-    ap.add_argument("--ar-model", help="a causal checkpoint to decode the same prompts with its KV cache")
+    ap.add_argument(
+        "--model",
+        default=str(asset_path("demo")),
+        help="trained diffusion checkpoint (default: the demo)",
+    )
+    ap.add_argument(
+        "--speed-preset",
+        default="small",
+        choices=[*MODEL_PRESETS, "none"],
+        help="preset of the random-weight speed model (none = skip it)",
+    )
+    ap.add_argument(
+        "--speed-max-seq-len", type=int, default=1024, help="context of the speed model"
+    )
+    ap.add_argument(
+        "--ar-model", help="a causal checkpoint to decode the same prompts with its KV cache"
+    )
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
-    ap.add_argument("--block-length", type=int, default=32, help="semi-AR block length of every diffusion row")
+    ap.add_argument(
+        "--block-length", type=int, default=32, help="semi-AR block length of every diffusion row"
+    )
     ap.add_argument("--batch", type=int, default=4, help="prompts decoded together")
     ap.add_argument("--prompt-words", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
-    ap.add_argument("--policies", nargs="+", choices=[p.label for p in POLICY_SET], metavar="LABEL",
-                    help=f"subset of: {', '.join(repr(p.label) for p in POLICY_SET)} (the first is always run)")
+    ap.add_argument(
+        "--policies",
+        nargs="+",
+        choices=[p.label for p in POLICY_SET],
+        metavar="LABEL",
+        help=f"subset of: {', '.join(repr(p.label) for p in POLICY_SET)} (the first is always run)",
+    )
     ap.add_argument("--caches", nargs="+", choices=CACHES, default=list(CACHES))
-    ap.add_argument("--score", action=argparse.BooleanOptionalAction, default=None,
-                    help="generative perplexity with SmolLM2 (default: on when installed, off with --quick)")
+    ap.add_argument(
+        "--score",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="generative perplexity with SmolLM2 (default: on when installed, off with --quick)",
+    )
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    ap.add_argument("--seed", type=int, default=0, help="init seed of the speed model and the sampling seed")
-    ap.add_argument("--temperature", type=float, default=0.0,
-                    help="sampling temperature of every row (0 = greedy; agreement is then exact-match)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)"
+    )
+    ap.add_argument(
+        "--seed", type=int, default=0, help="init seed of the speed model and the sampling seed"
+    )
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="sampling temperature of every row (0 = greedy; agreement is then exact-match)",
+    )
     ap.add_argument("--json", help="write all rows (and the generated texts) here")
-    ap.add_argument("--quick", action="store_true",
-                    help="tiny subset (gen 32, blocks of 16, 2 policies, caches none/dual, tiny speed model)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny subset (gen 32, blocks of 16, 2 policies, caches none/dual, tiny speed model)",
+    )
     args = ap.parse_args(argv)
     if args.quick:
         args.gen_lengths, args.block_length, args.batch, args.prompt_words = [32], 16, 2, 4
@@ -300,7 +409,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.block_length <= 0 or any(g <= 0 for g in args.gen_lengths):
         raise UserError("--block-length and --gen-lengths must be positive")
     device = resolve_device(args.device)
-    policies = [POLICY_SET[0]] + [p for p in POLICY_SET[1:] if args.policies is None or p.label in args.policies]
+    policies = [POLICY_SET[0]] + [
+        p for p in POLICY_SET[1:] if args.policies is None or p.label in args.policies
+    ]
 
     demo = load(args.model, device=str(device))  # before the scorer: a bad path fails at once
     scorer = None
@@ -310,30 +421,53 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             t0 = time.perf_counter()
             scorer = ReferenceScorer.from_smollm2(device=device)
-            print(f"reference scorer SmolLM2-135M-Instruct loaded in {time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"reference scorer SmolLM2-135M-Instruct loaded in {time.perf_counter() - t0:.1f} "
+                "s",
+                flush=True,
+            )
         except UserError as e:
             if args.score:
                 raise
             print(f"gen ppl: n/a ({e})")
 
     prompts = prompt_texts(args.batch, args.prompt_words)
-    print(f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, batch {len(prompts)}, "
-          f"block_length {args.block_length}, temperature {args.temperature:g}; baseline = {policies[0].label!r}, cache none")
+    print(
+        f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}, batch "
+        f"{len(prompts)}, "
+        f"block_length {args.block_length}, temperature {args.temperature:g}; baseline = "
+        f"{policies[0].label!r}, cache none"
+    )
     print(f"prompts: {prompts}")
-    sections = [Section(f"demo ({demo.path})", demo.model, demo.tokenizer, demo.config, trained=True)]
+    sections = [
+        Section(f"demo ({demo.path})", demo.model, demo.tokenizer, demo.config, trained=True)
+    ]
     if args.speed_preset != "none":
         c = demo.config
         speed_cfg = model_preset(
-            args.speed_preset, vocab_size=c.vocab_size, max_seq_len=args.speed_max_seq_len,
-            attention="bidirectional", mask_id=c.mask_id, pad_id=c.pad_id, eos_id=c.eos_id, bos_id=c.bos_id,
+            args.speed_preset,
+            vocab_size=c.vocab_size,
+            max_seq_len=args.speed_max_seq_len,
+            attention="bidirectional",
+            mask_id=c.mask_id,
+            pad_id=c.pad_id,
+            eos_id=c.eos_id,
+            bos_id=c.bos_id,
         )
         torch.manual_seed(args.seed)
         speed = Transformer(speed_cfg).to(device).eval()
-        sections.append(Section(f"random {args.speed_preset}", speed, demo.tokenizer, speed_cfg, trained=False))
+        sections.append(
+            Section(f"random {args.speed_preset}", speed, demo.tokenizer, speed_cfg, trained=False)
+        )
 
     for sec in sections:
-        sec.notes.append("quality columns need a trained model: gen ppl not computed" if not sec.trained else
-                         "gen ppl: continuations given their prompts" if scorer else "gen ppl: n/a (no scorer)")
+        sec.notes.append(
+            "quality columns need a trained model: gen ppl not computed"
+            if not sec.trained
+            else "gen ppl: continuations given their prompts"
+            if scorer
+            else "gen ppl: n/a (no scorer)"
+        )
         sec.plan(prompts, args)
         header(sec)
         run_section(sec, prompts, args, policies, args.caches, scorer, device)
@@ -341,23 +475,39 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.ar_model:
         ar = load(args.ar_model, device=str(device))
         if ar.config.attention != "causal":
-            raise UserError(f"--ar-model {args.ar_model}: attention is {ar.config.attention!r}, not causal")
-        sec = Section(f"autoregressive ({ar.path})", ar.model, ar.tokenizer, ar.config, trained=True)
+            raise UserError(
+                f"--ar-model {args.ar_model}: attention is {ar.config.attention!r}, not causal"
+            )
+        sec = Section(
+            f"autoregressive ({ar.path})", ar.model, ar.tokenizer, ar.config, trained=True
+        )
         sec.notes.append("speed-up and NFE÷ vs the demo model's baseline at the same gen_length")
         sec.plan(prompts, args)
         header(sec)
-        baselines = {r["gen_length"]: r for r in sections[0].rows
-                     if r["policy"] == policies[0].label and r["cache"] == "none"}
+        baselines = {
+            r["gen_length"]: r
+            for r in sections[0].rows
+            if r["policy"] == policies[0].label and r["cache"] == "none"
+        }
         run_ar(sec, prompts, args, baselines, scorer, device)
         sections.append(sec)
 
     if args.json:
         out = {
-            "meta": {"torch": torch.__version__, "device": str(device), "threads": torch.get_num_threads(),
-                     "python": platform.python_version(), "prompts": prompts, "block_length": args.block_length,
-                     "gen_lengths": args.gen_lengths, "baseline": policies[0].label,
-                     "temperature": args.temperature, "seed": args.seed,
-                     "scorer": repr(scorer) if scorer else None, "quick": args.quick},
+            "meta": {
+                "torch": torch.__version__,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+                "python": platform.python_version(),
+                "prompts": prompts,
+                "block_length": args.block_length,
+                "gen_lengths": args.gen_lengths,
+                "baseline": policies[0].label,
+                "temperature": args.temperature,
+                "seed": args.seed,
+                "scorer": repr(scorer) if scorer else None,
+                "quick": args.quick,
+            },
             "sections": [{"name": s.name, "notes": s.notes, "rows": s.rows} for s in sections],
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

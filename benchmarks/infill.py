@@ -1,4 +1,5 @@
-"""Infilling on held-out text: the diffusion model's commit policies vs an AR fill-in-the-middle model.
+"""Infilling on held-out text: the diffusion model's commit policies vs an AR
+fill-in-the-middle model.
 
 The held-out text is the validation split of the packaged corpus, prepared with the
 diffusion model's tokenizer exactly as the demo model was trained (``val_fraction`` 0.02,
@@ -118,7 +119,9 @@ def held_out(tokenizer_path: Path, tmp: Path, *, quick: bool) -> TokenDataset:
         corpus = tmp / "corpus-start.txt"
         corpus.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
     data = tmp / "bible"
-    prepare([corpus], data, tokenizer=str(tokenizer_path), val_fraction=0.02, seed=0, progress=False)
+    prepare(
+        [corpus], data, tokenizer=str(tokenizer_path), val_fraction=0.02, seed=0, progress=False
+    )
     return TokenDataset(data, "val")
 
 
@@ -127,15 +130,21 @@ def check_vocab(data_tok: Any, model_tok: Any, what: str) -> None:
     vocab = data_tok.hf.get_vocab(with_added_tokens=True)
     bad = [t for t, i in vocab.items() if model_tok.token_to_id(t) != i]
     if bad:
-        raise UserError(f"{what}'s tokenizer does not match the data ({len(bad)} tokens differ, e.g. {bad[0]!r}); "
-                        "both models must use the tokenizer the data was prepared with")
+        raise UserError(
+            f"{what}'s tokenizer does not match the data "
+            f"({len(bad)} tokens differ, e.g. {bad[0]!r}); "
+            "both models must use the tokenizer the data was prepared with"
+        )
 
 
 def make_samples(val: TokenDataset, tok: Any, *, window: int, spans: Sequence[int], n: int,
                  seed: int) -> dict[int, list[Sample]]:
-    """``n`` samples per span size; windows lie inside one split block when the split has whole blocks."""
+    """``n`` samples per span size; windows lie inside one split block when the split has
+    whole blocks."""
     if val.n_tokens < window:
-        raise UserError(f"the validation split has {val.n_tokens} tokens, fewer than a window of {window}")
+        raise UserError(
+            f"the validation split has {val.n_tokens} tokens, fewer than a window of {window}"
+        )
     n_blocks = val.n_tokens // SPLIT_BLOCK if window <= SPLIT_BLOCK else 0
     out: dict[int, list[Sample]] = {}
     for s in spans:
@@ -150,7 +159,9 @@ def make_samples(val: TokenDataset, tok: Any, *, window: int, spans: Sequence[in
                 raise UserError(f"could not find {n} spans of {s} tokens with well-formed text")
             if n_blocks:
                 blk = int(torch.randint(0, n_blocks, (1,), generator=g))
-                w0 = blk * SPLIT_BLOCK + int(torch.randint(0, SPLIT_BLOCK - window + 1, (1,), generator=g))
+                w0 = blk * SPLIT_BLOCK + int(
+                    torch.randint(0, SPLIT_BLOCK - window + 1, (1,), generator=g)
+                )
             else:
                 w0 = int(torch.randint(0, val.n_tokens - window + 1, (1,), generator=g))
             ids = val.read(w0, window).tolist()
@@ -181,18 +192,30 @@ class DiffusionFiller:
         """Whether the model was trained with ``[EMPTY]`` (length mode ``empty`` is possible)."""
         return getattr(self.model.config, "empty_id", None) is not None
 
-    def __call__(self, sample: Sample, lo: int, hi: int, config: SampleConfig, mode: str = "elbo") -> InfillResult:
+    def __call__(
+        self, sample: Sample, lo: int, hi: int, config: SampleConfig, mode: str = "elbo"
+    ) -> InfillResult:
         key = (lo, hi)
         if key not in self._gaps:  # compile each gap once
             gap = Gap(lo) if lo == hi else Gap(min_len=lo, max_len=hi)
-            self._gaps[key] = plan_template([gap], self.tok, max_candidates=self.options.max_candidates)
+            self._gaps[key] = plan_template(
+                [gap], self.tok, max_candidates=self.options.max_candidates
+            )
         hole = self._gaps[key]
         # Exact window ids (re-encoding decoded text could split tokens differently).
-        plan = Plan(items=[("text", (sample.prefix, "")), *hole.items, ("text", (sample.suffix, ""))],
-                    holes=hole.holes)
+        plan = Plan(
+            items=[("text", (sample.prefix, "")), *hole.items, ("text", (sample.suffix, ""))],
+            holes=hole.holes,
+        )
         check_context(plan, self.model.config.max_seq_len)
-        return fill_plan(self.model, self.tok, plan, config, options=replace(self.options, length_mode=mode),
-                         generator=torch.Generator().manual_seed(0))
+        return fill_plan(
+            self.model,
+            self.tok,
+            plan,
+            config,
+            options=replace(self.options, length_mode=mode),
+            generator=torch.Generator().manual_seed(0),
+        )
 
 
 Method = Callable[[Sample], tuple[list[int], int]]
@@ -221,7 +244,9 @@ def fixed_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
     methods = {name: diffusion(make) for name, make in POLICIES.items()}
     if ar_model is not None:
         def fim(x: Sample) -> tuple[list[int], int]:
-            r = fill_middle_ids(ar_model, x.prefix, x.suffix, max_new_tokens=x.length, min_new_tokens=x.length)
+            r = fill_middle_ids(
+                ar_model, x.prefix, x.suffix, max_new_tokens=x.length, min_new_tokens=x.length
+            )
             return r.tokens, r.nfe
 
         methods[AR] = fim
@@ -244,51 +269,96 @@ def variable_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
         methods[EMPTY] = diffusion("empty")
     if ar_model is not None:
         def fim(x: Sample) -> tuple[list[int], int]:
-            r = fill_middle_ids(ar_model, x.prefix, x.suffix, max_new_tokens=x.hi, min_new_tokens=x.lo)
+            r = fill_middle_ids(
+                ar_model, x.prefix, x.suffix, max_new_tokens=x.hi, min_new_tokens=x.lo
+            )
             return r.tokens, r.nfe
 
         methods[AR + " (EOS)"] = fim
     return methods
 
 
-def run_fixed(samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any) -> list[dict[str, Any]]:
+def run_fixed(
+    samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any
+) -> list[dict[str, Any]]:
     rows = []
     for s, batch in samples.items():
         base = None
         for name, fn in fixed_methods(diff, ar_model).items():
             res = measure(fn, batch)
-            correct = sum(sum(a == b for a, b in zip(got, x.truth, strict=False)) for (got, _, _), x in zip(res, batch, strict=True))
+            correct = sum(
+                sum(a == b for a, b in zip(got, x.truth, strict=False))
+                for (got, _, _), x in zip(res, batch, strict=True)
+            )
             exact = sum(got == x.truth for (got, _, _), x in zip(res, batch, strict=True))
             sec = statistics.fmean(r[2] for r in res)
             base = sec if base is None else base
-            rows.append({"method": name, "span": s, "n": len(batch), "token_acc": correct / (s * len(batch)),
-                         "exact": exact / len(batch), "nfe": statistics.fmean(r[1] for r in res),
-                         "s_per_fill": sec, "time_ratio": sec / base})
+            rows.append(
+                {
+                    "method": name,
+                    "span": s,
+                    "n": len(batch),
+                    "token_acc": correct / (s * len(batch)),
+                    "exact": exact / len(batch),
+                    "nfe": statistics.fmean(r[1] for r in res),
+                    "s_per_fill": sec,
+                    "time_ratio": sec / base,
+                }
+            )
         if ar_model is None:
-            rows.append({"method": AR, "span": s, "n": 0, "token_acc": None, "exact": None, "nfe": None,
-                         "s_per_fill": None, "time_ratio": None})
+            rows.append(
+                {
+                    "method": AR,
+                    "span": s,
+                    "n": 0,
+                    "token_acc": None,
+                    "exact": None,
+                    "nfe": None,
+                    "s_per_fill": None,
+                    "time_ratio": None,
+                }
+            )
     return rows
 
 
-def run_variable(samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any) -> list[dict[str, Any]]:
+def run_variable(
+    samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any
+) -> list[dict[str, Any]]:
     rows = []
     methods = variable_methods(diff, ar_model)
     for s, batch in samples.items():
         for name in (ELBO, EMPTY, AR + " (EOS)"):
             if name not in methods:  # no [EMPTY] token / no AR model
-                rows.append({"method": name, "span": s, "n": 0, "length_match": None,
-                             "mean_abs_len_err": None, "exact": None, "nfe": None, "s_per_fill": None})
+                rows.append(
+                    {
+                        "method": name,
+                        "span": s,
+                        "n": 0,
+                        "length_match": None,
+                        "mean_abs_len_err": None,
+                        "exact": None,
+                        "nfe": None,
+                        "s_per_fill": None,
+                    }
+                )
                 continue
             res = measure(methods[name], batch)
             pairs = list(zip(res, batch, strict=True))
-            rows.append({
-                "method": name, "span": s, "n": len(batch),
-                "length_match": sum(len(got) == x.length for (got, _, _), x in pairs) / len(batch),
-                "mean_abs_len_err": statistics.fmean(abs(len(got) - x.length) for (got, _, _), x in pairs),
-                "exact": sum(got == x.truth for (got, _, _), x in pairs) / len(batch),
-                "nfe": statistics.fmean(r[1] for r in res),
-                "s_per_fill": statistics.fmean(r[2] for r in res),
-            })
+            rows.append(
+                {
+                    "method": name,
+                    "span": s,
+                    "n": len(batch),
+                    "length_match": sum(len(got) == x.length for (got, _, _), x in pairs)
+                    / len(batch),
+                    "mean_abs_len_err": statistics.fmean(
+                        abs(len(got) - x.length) for (got, _, _), x in pairs
+                    ),
+                    "exact": sum(got == x.truth for (got, _, _), x in pairs) / len(batch),
+                    "nfe": statistics.fmean(r[1] for r in res),
+                    "s_per_fill": statistics.fmean(r[2] for r in res),
+                }
+            )
     return rows
 
 
@@ -298,35 +368,69 @@ def _f(v: Any, fmt: str) -> str:
 
 def print_tables(fixed: list[dict[str, Any]], variable: list[dict[str, Any]]) -> None:
     print("\nfixed-length gaps (the gap has the true length)")
-    print(f"{'method':<16} {'span':>4} {'n':>4} {'tok acc':>8} {'exact':>6} {'NFE':>6} {'s/fill':>8} {'× time':>7}")
+    print(
+        f"{'method':<16} {'span':>4} {'n':>4} {'tok acc':>8} {'exact':>6} {'NFE':>6} "
+        f"{'s/fill':>8} {'× time':>7}"
+    )
     for r in fixed:
-        print(f"{r['method']:<16} {r['span']:>4} {r['n']:>4} {_f(r['token_acc'], '.3f'):>8} "
-              f"{_f(r['exact'], '.2f'):>6} {_f(r['nfe'], '.1f'):>6} {_f(r['s_per_fill'], '.4f'):>8} "
-              f"{_f(r['time_ratio'], '.2f'):>7}")
+        print(
+            f"{r['method']:<16} {r['span']:>4} {r['n']:>4} {_f(r['token_acc'], '.3f'):>8} "
+            f"{_f(r['exact'], '.2f'):>6} {_f(r['nfe'], '.1f'):>6} {_f(r['s_per_fill'], '.4f'):>8} "
+            f"{_f(r['time_ratio'], '.2f'):>7}"
+        )
     print(f"\nvariable-length gaps [MASK:a-b], b - a = {SLACK - 1}, true length inside")
-    print(f"{'method':<18} {'span':>4} {'n':>4} {'len match':>9} {'|Δlen|':>7} {'exact':>6} {'NFE':>6} {'s/fill':>8}")
+    print(
+        f"{'method':<18} {'span':>4} {'n':>4} {'len match':>9} {'|Δlen|':>7} {'exact':>6} "
+        f"{'NFE':>6} {'s/fill':>8}"
+    )
     for r in variable:
-        print(f"{r['method']:<18} {r['span']:>4} {r['n']:>4} {_f(r['length_match'], '.2f'):>9} "
-              f"{_f(r['mean_abs_len_err'], '.2f'):>7} {_f(r['exact'], '.2f'):>6} {_f(r['nfe'], '.1f'):>6} "
-              f"{_f(r['s_per_fill'], '.4f'):>8}")
+        print(
+            f"{r['method']:<18} {r['span']:>4} {r['n']:>4} {_f(r['length_match'], '.2f'):>9} "
+            f"{_f(r['mean_abs_len_err'], '.2f'):>7} {_f(r['exact'], '.2f'):>6} "
+            f"{_f(r['nfe'], '.1f'):>6} "
+            f"{_f(r['s_per_fill'], '.4f'):>8}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(asset_path("demo")), help="diffusion checkpoint (default: the demo)")
-    ap.add_argument("--ar-model", help="AR-FIM checkpoint (objective ar, --fim-rate > 0); n/a without one")
-    ap.add_argument("--n", type=int, default=None, help="samples per span size (default 50, 2 with --quick)")
-    ap.add_argument("--spans", type=int, nargs="+", default=None, help=f"span sizes (default {list(SPANS)})")
-    ap.add_argument("--window", type=int, default=None, help=f"window tokens (default: context - {MARGIN})")
-    ap.add_argument("--data", help="dataset already prepared with the model's tokenizer (skips preparing)")
-    ap.add_argument("--quick", action="store_true", help="a seconds-long check: spans 1 and 4, n=2, windows <= 96, corpus start")
-    ap.add_argument("--elbo-samples", type=int, default=None,
-                    help="noisy copies per candidate length (default: InfillOptions' 16; 4 with --quick)")
+    ap.add_argument(
+        "--model", default=str(asset_path("demo")), help="diffusion checkpoint (default: the demo)"
+    )
+    ap.add_argument(
+        "--ar-model", help="AR-FIM checkpoint (objective ar, --fim-rate > 0); n/a without one"
+    )
+    ap.add_argument(
+        "--n", type=int, default=None, help="samples per span size (default 50, 2 with --quick)"
+    )
+    ap.add_argument(
+        "--spans", type=int, nargs="+", default=None, help=f"span sizes (default {list(SPANS)})"
+    )
+    ap.add_argument(
+        "--window", type=int, default=None, help=f"window tokens (default: context - {MARGIN})"
+    )
+    ap.add_argument(
+        "--data", help="dataset already prepared with the model's tokenizer (skips preparing)"
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a seconds-long check: spans 1 and 4, n=2, windows <= 96, corpus start",
+    )
+    ap.add_argument(
+        "--elbo-samples",
+        type=int,
+        default=None,
+        help="noisy copies per candidate length (default: InfillOptions' 16; 4 with --quick)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    ap.add_argument("--json", help=f"write results here (default: {RESULTS.relative_to(RESULTS.parents[2])} "
-                                   "for a full run, nowhere for --quick)")
+    ap.add_argument(
+        "--json",
+        help=f"write results here (default: {RESULTS.relative_to(RESULTS.parents[2])} "
+        "for a full run, nowhere for --quick)",
+    )
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -338,16 +442,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     m = load(args.model, device=args.device)
     if m.config.attention == "causal":
-        raise UserError(f"{args.model} is a causal model; pass it as --ar-model and a diffusion model as --model")
+        raise UserError(
+            f"{args.model} is a causal model; pass it as --ar-model and a diffusion model "
+            f"as --model"
+        )
     ar = load(args.ar_model, device=args.device) if args.ar_model else None
     if ar is not None and not ar.config.has_fim:
-        raise UserError(f"{args.ar_model} was not trained for fill-in-the-middle (no fim ids in config.json)")
+        raise UserError(
+            f"{args.ar_model} was not trained for fill-in-the-middle (no fim ids in config.json)"
+        )
     ctx = m.config.max_seq_len if ar is None else min(m.config.max_seq_len, ar.config.max_seq_len)
     window = args.window or (min(ctx - MARGIN, QUICK_WINDOW) if args.quick else ctx - MARGIN)
     if window + SLACK - 1 > m.config.max_seq_len or (
         ar is not None and window + 3 + SLACK - 1 > ar.config.max_seq_len
     ):
-        raise UserError(f"--window {window} leaves no room for a variable gap (and the AR sentinels)")
+        raise UserError(
+            f"--window {window} leaves no room for a variable gap (and the AR sentinels)"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         if args.data:
@@ -360,14 +471,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples = make_samples(val, m.tokenizer, window=window, spans=spans, n=n, seed=args.seed)
         n_val = val.n_tokens
     params = sum(p.numel() for p in m.model.parameters()) / 1e6
-    print(f"diffusion {args.model}: {params:.2f}M params, context {m.config.max_seq_len}; AR-FIM: "
-          f"{args.ar_model or 'n/a'}; {n_val:,} held-out tokens, windows of {window}, n={n} per span, "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"diffusion {args.model}: {params:.2f}M params, context {m.config.max_seq_len}; AR-FIM: "
+        f"{args.ar_model or 'n/a'}; {n_val:,} held-out tokens, windows of {window}, "
+        f"n={n} per span, "
+        f"threads {torch.get_num_threads()}"
+    )
     elbo_samples = args.elbo_samples or (4 if args.quick else InfillOptions().elbo_samples)
     options = InfillOptions(max_candidates=SLACK, elbo_samples=elbo_samples)
     diff = DiffusionFiller(m.model, m.tokenizer, options)
-    print(f"variable gaps: diffusion scores all {SLACK} lengths by ELBO with {elbo_samples} noisy copies each"
-          + ("; and fills b slots in one pass with [EMPTY]" if diff.has_empty else "; no [EMPTY] token (n/a)"))
+    print(
+        f"variable gaps: diffusion scores all {SLACK} lengths by ELBO with {elbo_samples} "
+        f"noisy copies each"
+        + (
+            "; and fills b slots in one pass with [EMPTY]"
+            if diff.has_empty
+            else "; no [EMPTY] token (n/a)"
+        )
+    )
     ar_model = ar.model if ar is not None else None
     with torch.no_grad():
         fixed = run_fixed(samples, diff, ar_model)
@@ -378,13 +499,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.json) if args.json else (None if args.quick else RESULTS)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({
-            "model": args.model, "ar_model": args.ar_model, "window": window, "n": n, "spans": list(spans),
-            "seed": args.seed, "quick": args.quick, "elbo_samples": elbo_samples, "held_out_tokens": n_val,
-            "slack": SLACK, "empty_mode": diff.has_empty, "threads": torch.get_num_threads(),
-            "policies": POLICY_NOTES,
-            "fixed": fixed, "variable": variable, "seconds": total,
-        }, indent=2) + "\n")
+        out.write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "ar_model": args.ar_model,
+                    "window": window,
+                    "n": n,
+                    "spans": list(spans),
+                    "seed": args.seed,
+                    "quick": args.quick,
+                    "elbo_samples": elbo_samples,
+                    "held_out_tokens": n_val,
+                    "slack": SLACK,
+                    "empty_mode": diff.has_empty,
+                    "threads": torch.get_num_threads(),
+                    "policies": POLICY_NOTES,
+                    "fixed": fixed,
+                    "variable": variable,
+                    "seconds": total,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"results: {out}")
     return 0
 

@@ -58,10 +58,10 @@ from unmask.errors import UserError
 
 SHAPES: dict[str, dict[str, Any]] = {
     # GSAI-ML/LLaDA-8B-Base config.json
-    "8b": dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_hidden=12288, vocab_size=126464,
-               max_seq_len=4096, rope_theta=500000.0),
-    "1b": dict(d_model=2048, n_layers=16, n_heads=16, n_kv_heads=16, ffn_hidden=5632, vocab_size=126464,
-               max_seq_len=4096, rope_theta=500000.0),
+    "8b": dict(d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32, ffn_hidden=12288,
+               vocab_size=126464, max_seq_len=4096, rope_theta=500000.0),
+    "1b": dict(d_model=2048, n_layers=16, n_heads=16, n_kv_heads=16, ffn_hidden=5632,
+               vocab_size=126464, max_seq_len=4096, rope_theta=500000.0),
     "tiny": dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, ffn_hidden=128, vocab_size=512,
                  max_seq_len=1024, rope_theta=10000.0),
 }  # fmt: skip
@@ -86,7 +86,11 @@ def llada_like(shape: dict[str, Any]) -> ModelConfig:
     """A bidirectional, untied, bias-free ``ModelConfig`` of ``shape`` with LLaDA's special ids
     (or, for another vocabulary size, ids at its end)."""
     V = shape["vocab_size"]
-    ids = LLADA_IDS if V == 126464 else {"mask_id": V - 1, "pad_id": V - 2, "eos_id": V - 2, "bos_id": V - 3}
+    ids = (
+        LLADA_IDS
+        if V == 126464
+        else {"mask_id": V - 1, "pad_id": V - 2, "eos_id": V - 2, "bos_id": V - 3}
+    )
     return ModelConfig(**shape, **ids, tie_embeddings=False, attention="bidirectional")
 
 
@@ -107,7 +111,9 @@ def write_tokenizer(config: ModelConfig, folder: Path) -> None:
     hf.save(str(folder / "tokenizer.json"))
 
 
-def write_folder(config: ModelConfig, folder: Path, dtype: torch.dtype, seed: int, device: torch.device) -> None:
+def write_folder(
+    config: ModelConfig, folder: Path, dtype: torch.dtype, seed: int, device: torch.device
+) -> None:
     """Random weights (unmask's init: N(0, init_std), residual outputs scaled, unit norms) in
     LLaDA's layout, one shard per block plus one for the embedding and one for the head, each
     built and written before the next, so at most one shard is in memory."""
@@ -142,7 +148,9 @@ def write_folder(config: ModelConfig, folder: Path, dtype: torch.dtype, seed: in
     (folder / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": index}, indent=2) + "\n"
     )
-    (folder / "config.json").write_text(json.dumps(export_config(llada, config, dtype), indent=2) + "\n")
+    (folder / "config.json").write_text(
+        json.dumps(export_config(llada, config, dtype), indent=2) + "\n"
+    )
     write_tokenizer(config, folder)
 
 
@@ -222,24 +230,40 @@ def decode_rows(model: Any, config: ModelConfig, prompts: torch.Tensor, args: ar
 
     kw = {"mask_id": config.mask_id, "pad_id": config.pad_id, "eos_id": config.eos_id}
     for _label, fields, cache in ROWS:  # first calls pay one-time costs (allocations, RoPE tables)
-        warm = SampleConfig(gen_length=2 * args.block_length, steps=2, block_length=args.block_length, cache=cache, **fields)
+        warm = SampleConfig(
+            gen_length=2 * args.block_length,
+            steps=2,
+            block_length=args.block_length,
+            cache=cache,
+            **fields,
+        )
         generate(model, prompts, warm, **kw)
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     rows: list[dict[str, Any]] = []
     for gen_length in args.gen_lengths:
         base: dict[str, Any] | None = None
         for label, fields, cache in ROWS:
-            sc = SampleConfig(gen_length=gen_length, steps=gen_length, block_length=args.block_length, cache=cache,
-                              temperature=0.0, **fields)
+            sc = SampleConfig(
+                gen_length=gen_length,
+                steps=gen_length,
+                block_length=args.block_length,
+                cache=cache,
+                temperature=0.0,
+                **fields,
+            )
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             with PeakRSS() as rss:
-                res, seconds = timed(lambda sc=sc: generate(model, prompts, sc, **kw), args.repeats, device)
+                res, seconds = timed(
+                    lambda sc=sc: generate(model, prompts, sc, **kw), args.repeats, device
+                )
             row: dict[str, Any] = {
-                "gen_length": gen_length, "block_length": args.block_length, "prompt_tokens": prompts.shape[1],
-                "batch": prompts.shape[0], "policy": label, "cache": cache, "nfe": res.nfe, "seconds": seconds,
+                "gen_length": gen_length, "block_length": args.block_length,
+                "prompt_tokens": prompts.shape[1], "batch": prompts.shape[0], "policy": label,
+                "cache": cache, "nfe": res.nfe, "seconds": seconds,
                 "tokens_per_s": prompts.shape[0] * gen_length / seconds, "peak_rss_bytes": rss.peak,
-                "peak_gpu_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+                "peak_gpu_bytes": (torch.cuda.max_memory_allocated(device)
+                                   if device.type == "cuda" else None),
                 "model_bytes": model_bytes,
             }  # fmt: skip
             base = base or row
@@ -250,13 +274,20 @@ def decode_rows(model: Any, config: ModelConfig, prompts: torch.Tensor, args: ar
 
 
 GIB = 1024**3
-HEADER = f"{'gen':>5} {'policy':<13} {'cache':<5} {'NFE':>5} {'sec':>9} {'tok/s':>9} {'speed-up':>8} {'peak mem GiB':>12}"
+HEADER = (
+    f"{'gen':>5} {'policy':<13} {'cache':<5} {'NFE':>5} {'sec':>9} {'tok/s':>9} {'speed-up':>8} "
+    f"{'peak mem GiB':>12}"
+)
 
 
 def print_row(r: dict[str, Any]) -> None:
     mem = r["peak_gpu_bytes"] if r["peak_gpu_bytes"] is not None else r["peak_rss_bytes"]
-    print(f"{r['gen_length']:>5} {r['policy']:<13} {r['cache']:<5} {r['nfe']:>5} {r['seconds']:>9.3f} "
-          f"{r['tokens_per_s']:>9.2f} {r['speedup']:>8.2f} {mem / GIB:>12.2f}", flush=True)
+    print(
+        f"{r['gen_length']:>5} {r['policy']:<13} {r['cache']:<5} {r['nfe']:>5} "
+        f"{r['seconds']:>9.3f} "
+        f"{r['tokens_per_s']:>9.2f} {r['speedup']:>8.2f} {mem / GIB:>12.2f}",
+        flush=True,
+    )
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -267,21 +298,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--shape", choices=SHAPES, help="model shape (default: 8b on cuda, 1b on cpu)")
     ap.add_argument("--d-model", dest="d_model", type=int, help="override the shape's width")
     ap.add_argument("--n-layers", dest="n_layers", type=int, help="override the shape's depth")
-    ap.add_argument("--n-heads", dest="n_heads", type=int, help="override the shape's heads (no GQA)")
-    ap.add_argument("--ffn-hidden", dest="ffn_hidden", type=int, help="override the shape's MLP width")
-    ap.add_argument("--vocab-size", dest="vocab_size", type=int, help="override the vocabulary size")
+    ap.add_argument(
+        "--n-heads", dest="n_heads", type=int, help="override the shape's heads (no GQA)"
+    )
+    ap.add_argument(
+        "--ffn-hidden", dest="ffn_hidden", type=int, help="override the shape's MLP width"
+    )
+    ap.add_argument(
+        "--vocab-size", dest="vocab_size", type=int, help="override the vocabulary size"
+    )
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i]")
-    ap.add_argument("--dtype", choices=DTYPES, help="weights on disk and in memory (default: bf16 on cuda, fp32 on cpu)")
-    ap.add_argument("--gen-lengths", type=int, nargs="+", help="default: 256 512 on cuda, 64 on cpu")
-    ap.add_argument("--block-length", type=int, default=32, help="semi-autoregressive block length of every row")
+    ap.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="weights on disk and in memory (default: bf16 on cuda, fp32 on cpu)",
+    )
+    ap.add_argument(
+        "--gen-lengths", type=int, nargs="+", help="default: 256 512 on cuda, 64 on cpu"
+    )
+    ap.add_argument(
+        "--block-length", type=int, default=32, help="semi-autoregressive block length of every row"
+    )
     ap.add_argument("--prompt-len", type=int, default=32, help="random prompt tokens per row")
     ap.add_argument("--batch", type=int, default=1, help="prompts decoded together")
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)"
+    )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dir", help="write the model folder here and keep it; a folder that already holds this "
-                    "shape is reused (default: a temporary folder, removed after the run)")
-    ap.add_argument("--json", help="results file (default: benchmarks/results/large_shape_<device>.json)")
+    ap.add_argument(
+        "--dir",
+        help="write the model folder here and keep it; a folder that already holds this "
+        "shape is reused (default: a temporary folder, removed after the run)",
+    )
+    ap.add_argument(
+        "--json", help="results file (default: benchmarks/results/large_shape_<device>.json)"
+    )
     ap.add_argument("--write-only", help=argparse.SUPPRESS)  # the child process of step 1
     args = ap.parse_args(argv)
     device = resolve_device(args.device)
@@ -289,28 +341,40 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.shape = args.shape or ("8b" if cuda else "1b")
     args.dtype = args.dtype or ("bf16" if cuda else "fp32")
     args.gen_lengths = args.gen_lengths or ([256, 512] if cuda else [64])
-    if args.block_length <= 0 or args.prompt_len <= 0 or args.batch <= 0 or any(g <= 0 for g in args.gen_lengths):
+    if (
+        args.block_length <= 0
+        or args.prompt_len <= 0
+        or args.batch <= 0
+        or any(g <= 0 for g in args.gen_lengths)
+    ):
         raise UserError("--block-length, --prompt-len, --batch and --gen-lengths must be positive")
     if any(g % args.block_length for g in args.gen_lengths):
-        raise UserError(f"every --gen-lengths value must be a multiple of --block-length {args.block_length}")
+        raise UserError(
+            f"every --gen-lengths value must be a multiple of --block-length {args.block_length}"
+        )
     args.device = str(device)
     return args
 
 
 def ensure_folder(args: argparse.Namespace, config: ModelConfig, folder: Path) -> float:
     """Write the folder in a child process (or reuse it); returns the seconds it took."""
-    expect = {"d_model": config.d_model, "n_layers": config.n_layers, "vocab_size": config.vocab_size,
-              "mlp_hidden_size": config.ffn_hidden, "n_heads": config.n_heads, "torch_dtype": str(DTYPES[args.dtype]).removeprefix("torch.")}  # fmt: skip
+    expect = {"d_model": config.d_model, "n_layers": config.n_layers,
+              "vocab_size": config.vocab_size, "mlp_hidden_size": config.ffn_hidden,
+              "n_heads": config.n_heads,
+              "torch_dtype": str(DTYPES[args.dtype]).removeprefix("torch.")}  # fmt: skip
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
         have = json.loads(cfg_path.read_text())
-        if all(have.get(k) == v for k, v in expect.items()) and (folder / "model.safetensors.index.json").is_file():
+        if (
+            all(have.get(k) == v for k, v in expect.items())
+            and (folder / "model.safetensors.index.json").is_file()
+        ):
             print(f"reusing {folder}", flush=True)
             return 0.0
         raise UserError(f"{folder}: holds another model; pass an empty --dir")
     folder.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, __file__, "--write-only", str(folder), "--shape", args.shape, "--dtype", args.dtype,
-            "--device", args.device, "--seed", str(args.seed)]  # fmt: skip
+    argv = [sys.executable, __file__, "--write-only", str(folder), "--shape", args.shape,
+            "--dtype", args.dtype, "--device", args.device, "--seed", str(args.seed)]  # fmt: skip
     for name in ("d_model", "n_layers", "n_heads", "ffn_hidden", "vocab_size"):
         if getattr(args, name) is not None:
             argv += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
@@ -333,17 +397,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     import unmask
 
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    print(f"torch {torch.__version__}, {device}{f' ({gpu})' if gpu else ''}, {args.dtype}, threads "
-          f"{torch.get_num_threads()}, shape {args.shape}: d_model {config.d_model}, {config.n_layers} layers, "
-          f"{config.n_heads} heads, MLP {config.ffn_hidden}, vocab {config.vocab_size}, "
-          f"{config.num_params() / 1e9:.2f}B params", flush=True)
+    print(
+        f"torch {torch.__version__}, {device}{f' ({gpu})' if gpu else ''}, {args.dtype}, threads "
+        f"{torch.get_num_threads()}, shape {args.shape}: d_model {config.d_model}, "
+        f"{config.n_layers} layers, "
+        f"{config.n_heads} heads, MLP {config.ffn_hidden}, vocab {config.vocab_size}, "
+        f"{config.num_params() / 1e9:.2f}B params",
+        flush=True,
+    )
     tmp = None if args.dir else tempfile.mkdtemp(prefix="unmask-large-shape-")
     folder = Path(args.dir) if args.dir else Path(tmp) / f"llada-{args.shape}-{args.dtype}"
     try:
         write_s = ensure_folder(args, config, folder)
         file_bytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
         n_shards = len(list(folder.glob("*.safetensors")))
-        print(f"folder {folder}: {n_shards} shards, {file_bytes / GIB:.2f} GiB, written in {write_s:.1f} s", flush=True)
+        print(
+            f"folder {folder}: {n_shards} shards, {file_bytes / GIB:.2f} GiB, "
+            f"written in {write_s:.1f} s",
+            flush=True,
+        )
 
         # The imports and one-time setup the first load pays (and the CUDA context) are not the
         # loader's memory: load a tiny folder of the same format first.
@@ -361,25 +433,38 @@ def main(argv: Sequence[str] | None = None) -> None:
         model = loaded.model
         model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         load = {
-            "seconds": load_s, "file_bytes": file_bytes, "model_bytes": model_bytes, "shards": n_shards,
+            "seconds": load_s, "file_bytes": file_bytes, "model_bytes": model_bytes,
+            "shards": n_shards,
             "largest_shard_bytes": max(f.stat().st_size for f in folder.glob("*.safetensors")),
-            "rss_baseline_bytes": rss.baseline, "rss_peak_bytes": rss.peak, "rss_delta_bytes": rss.delta,
+            "rss_baseline_bytes": rss.baseline, "rss_peak_bytes": rss.peak,
+            "rss_delta_bytes": rss.delta,
             "rss_delta_over_file": rss.delta / file_bytes,
-            "gpu_peak_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+            "gpu_peak_bytes": (torch.cuda.max_memory_allocated(device)
+                               if device.type == "cuda" else None),
             "family": loaded.family,
         }  # fmt: skip
-        print(f"load: {load_s:.1f} s ({file_bytes / GIB / load_s:.2f} GiB/s), host RSS +{rss.delta / GIB:.2f} GiB "
-              f"over the baseline = {load['rss_delta_over_file']:.2f} x the file size "
-              f"(largest shard {load['largest_shard_bytes'] / GIB:.2f} GiB)"
-              + (f", GPU peak {load['gpu_peak_bytes'] / GIB:.2f} GiB" if load["gpu_peak_bytes"] is not None else ""),
-              flush=True)
+        print(
+            f"load: {load_s:.1f} s ({file_bytes / GIB / load_s:.2f} GiB/s), "
+            f"host RSS +{rss.delta / GIB:.2f} GiB "
+            f"over the baseline = {load['rss_delta_over_file']:.2f} x the file size "
+            f"(largest shard {load['largest_shard_bytes'] / GIB:.2f} GiB)"
+            + (
+                f", GPU peak {load['gpu_peak_bytes'] / GIB:.2f} GiB"
+                if load["gpu_peak_bytes"] is not None
+                else ""
+            ),
+            flush=True,
+        )
 
         gen = torch.Generator().manual_seed(args.seed)
         low = min(config.mask_id, config.pad_id, config.eos_id, config.bos_id or config.vocab_size)
         prompts = torch.randint(0, low, (args.batch, args.prompt_len), generator=gen).to(device)
-        print(f"\nbatch {args.batch}, prompt {args.prompt_len} tokens, blocks of {args.block_length}, temperature 0; "
-              f"speed-up vs '{ROWS[0][0]}' at the same gen length; peak mem = "
-              f"{'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'process RSS'}")
+        print(
+            f"\nbatch {args.batch}, prompt {args.prompt_len} tokens, "
+            f"blocks of {args.block_length}, temperature 0; "
+            f"speed-up vs '{ROWS[0][0]}' at the same gen length; peak mem = "
+            f"{'torch.cuda.max_memory_allocated' if device.type == 'cuda' else 'process RSS'}"
+        )
         print(HEADER, flush=True)
         with torch.no_grad():
             rows = decode_rows(model, config, prompts, args, device)
@@ -389,13 +474,15 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     out = Path(args.json or Path(__file__).parent / "results" / f"large_shape_{device.type}.json")
     result = {
-        "meta": {"torch": torch.__version__, "python": platform.python_version(), "device": str(device), "gpu": gpu,
+        "meta": {"torch": torch.__version__, "python": platform.python_version(),
+                 "device": str(device), "gpu": gpu,
                  "threads": torch.get_num_threads(), "dtype": args.dtype, "shape": args.shape,
-                 "config": {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads",
-                                                            "ffn_hidden", "vocab_size", "rope_theta")},
+                 "config": {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads",
+                                                            "n_kv_heads", "ffn_hidden",
+                                                            "vocab_size", "rope_theta")},
                  "params": config.num_params(), "prompt_len": args.prompt_len, "batch": args.batch,
-                 "block_length": args.block_length, "gen_lengths": args.gen_lengths, "repeats": args.repeats,
-                 "write_seconds": write_s},
+                 "block_length": args.block_length, "gen_lengths": args.gen_lengths,
+                 "repeats": args.repeats, "write_seconds": write_s},
         "load": load,
         "rows": rows,
     }  # fmt: skip

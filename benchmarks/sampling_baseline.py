@@ -1,13 +1,14 @@
 """Baseline of the LLaDA sampler on the demo checkpoint: tokens/s, NFE, and model quality.
 
 For gen_length 64 and 256, at steps = gen_length (one token per step) and steps =
-gen_length/4, it times ``unmask.sampling.generate`` (median of ``--repeats`` runs) and
+gen_length/4, it times ``unmask.api.start(...).run()`` (median of ``--repeats`` runs) and
 reports NFE and tokens/s. Then it measures the model: validation bits per byte and the
 ELBO perplexity bound on the held-out split of the packaged corpus (the same split
 the model was validated on while training), plus a few samples. This is the baseline
 that the fast-decoding policies are compared with.
 
-    python benchmarks/sampling_baseline.py [--model PATH] [--json benchmarks/results/sampling_baseline.json]
+    python benchmarks/sampling_baseline.py [--model PATH] \
+        [--json benchmarks/results/sampling_baseline.json]
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 
 import torch
 
+from unmask import api
 from unmask.checkpoint import load
 from unmask.commands.demo import asset_path
 from unmask.config import SampleConfig
 from unmask.data import TokenDataset, prepare
 from unmask.evaluate import evaluate_loss
-from unmask.sampling import generate
 
 PROMPT = "And God said,"
 
@@ -42,9 +43,14 @@ def main() -> None:
     cfg, tok = m.config, m.tokenizer
     prompt = tok.encode(PROMPT)
     rows = []
-    print(f"model {args.model}: {sum(p.numel() for p in m.model.parameters()) / 1e6:.2f}M params, "
-          f"max_seq_len {cfg.max_seq_len}, threads {torch.get_num_threads()}, batch {args.batch}")
-    print(f"{'gen_length':>10} {'steps':>6} {'block':>6} {'NFE':>5} {'seconds':>8} {'tokens/s':>9}  prompt")
+    print(
+        f"model {args.model}: {sum(p.numel() for p in m.model.parameters()) / 1e6:.2f}M params, "
+        f"max_seq_len {cfg.max_seq_len}, threads {torch.get_num_threads()}, batch {args.batch}"
+    )
+    print(
+        f"{'gen_length':>10} {'steps':>6} {'block':>6} {'NFE':>5} {'seconds':>8} {'tokens/s':>9}  "
+        "prompt"
+    )
     for gen_length in (64, 256):
         # 256 new tokens fill the whole context of the demo model: generate unconditionally.
         ids = prompt if len(prompt) + gen_length <= cfg.max_seq_len else []
@@ -54,39 +60,76 @@ def main() -> None:
             times = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                res = generate(m.model, batch, sc, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+                res = api.start(m, batch, sc).run()
                 times.append(time.perf_counter() - t0)
             sec = statistics.median(times)
             tps = gen_length * args.batch / sec
-            rows.append({"gen_length": gen_length, "steps": steps, "nfe": res.nfe, "seconds": sec,
-                         "tokens_per_s": tps, "prompt": bool(ids), "batch": args.batch})
-            print(f"{gen_length:>10} {steps:>6} {gen_length:>6} {res.nfe:>5} {sec:>8.3f} {tps:>9.1f}  "
-                  f"{'yes' if ids else 'none'}")
+            rows.append(
+                {
+                    "gen_length": gen_length,
+                    "steps": steps,
+                    "nfe": res.nfe,
+                    "seconds": sec,
+                    "tokens_per_s": tps,
+                    "prompt": bool(ids),
+                    "batch": args.batch,
+                }
+            )
+            print(
+                f"{gen_length:>10} {steps:>6} {gen_length:>6} {res.nfe:>5} {sec:>8.3f} {tps:>9.1f} "
+                " "
+                f"{'yes' if ids else 'none'}"
+            )
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "bible"
-        prepare([asset_path("web-bible.txt.gz")], data, tokenizer=str(m.path / "tokenizer.json"),
-                val_fraction=0.02, progress=False)
+        prepare(
+            [asset_path("web-bible.txt.gz")],
+            data,
+            tokenizer=str(m.path / "tokenizer.json"),
+            val_fraction=0.02,
+            progress=False,
+        )
         val = TokenDataset(data, "val")
-        q = evaluate_loss(m.model, val, objective="mdlm", seq_len=min(256, cfg.max_seq_len), batch_size=8,
-                          max_batches=None, seed=1234)
-    print(f"\nvalidation ({q.n_tokens:,} tokens): ELBO bound {q.loss:.4f} nats/token, "
-          f"perplexity bound {q.ppl:.2f}, {q.bpb:.4f} bits/byte")
+        q = evaluate_loss(
+            m.model,
+            val,
+            objective="mdlm",
+            seq_len=min(256, cfg.max_seq_len),
+            batch_size=8,
+            max_batches=None,
+            seed=1234,
+        )
+    print(
+        f"\nvalidation ({q.n_tokens:,} tokens): ELBO bound {q.loss:.4f} nats/token, "
+        f"perplexity bound {q.ppl:.2f}, {q.bpb:.4f} bits/byte"
+    )
     samples = []
     print("\nsamples at the demo's settings (gen_length 64, steps 64, block 4, temperature 0.8):")
     for i, p in enumerate(["In the beginning, God", "Jesus answered them,", ""]):
         sc = SampleConfig(gen_length=64, steps=64, block_length=4, temperature=0.8, seed=i)
-        res = generate(m.model, tok.encode(p), sc, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
-        text = p + res.texts(tok)[0]
+        text = p + api.generate(m, p, config=sc).texts[0]
         samples.append(text)
         print(f"  - {text!r}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({
-            "model": args.model, "rows": rows,
-            "quality": {"val_loss": q.loss, "val_ppl_bound": q.ppl, "val_bpb": q.bpb, "val_tokens": q.n_tokens},
-            "samples": samples,
-        }, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "rows": rows,
+                    "quality": {
+                        "val_loss": q.loss,
+                        "val_ppl_bound": q.ppl,
+                        "val_bpb": q.bpb,
+                        "val_tokens": q.n_tokens,
+                    },
+                    "samples": samples,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

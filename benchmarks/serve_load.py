@@ -11,9 +11,11 @@ latency, errors (must be 0), rows per forward pass on the server (``/metrics``:
 throughput ratio. Prints a table and writes JSON (default
 ``benchmarks/results/serve_load.json``); exits 1 if any request failed.
 
-    python benchmarks/serve_load.py [--model PATH] [--seconds 20] [--max-tokens 32] [--json out.json]
+    python benchmarks/serve_load.py [--model PATH] [--seconds 20] [--max-tokens 32] \
+        [--json out.json]
     python benchmarks/serve_load.py --max-tokens 16,32   # mixed lengths: short requests leave early
-    python benchmarks/serve_load.py --quick    # smoke run: 1 and 4 clients, 1 s each, no JSON unless --json
+    python benchmarks/serve_load.py --quick    # smoke run: 1 and 4 clients, 1 s each
+                                               # (no JSON unless --json)
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(model: str, port: int, max_batch: int, threads: int, device: str) -> subprocess.Popen:
+def start_server(
+    model: str, port: int, max_batch: int, threads: int, device: str
+) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "unmask.cli", "serve", "--model", model, "--port", str(port),
            "--max-batch", str(max_batch), "--max-queue", "1024", "--device", device,
@@ -92,7 +96,9 @@ def server_counters(base: str) -> dict[str, float]:
     return out
 
 
-async def load(base: str, clients: int, seconds: float, lengths: list[int], steps: int | None) -> dict[str, Any]:
+async def load(
+    base: str, clients: int, seconds: float, lengths: list[int], steps: int | None
+) -> dict[str, Any]:
     """``clients`` loops sending requests until ``seconds`` pass; latency per request."""
     latencies: list[float] = []
     tokens = errors = 0
@@ -133,26 +139,57 @@ async def load(base: str, clients: int, seconds: float, lengths: list[int], step
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
 
-    return {"clients": clients, "requests": len(lat), "errors": errors, "error_samples": messages[:3],
-            "seconds": round(wall, 3), "requests_per_s": len(lat) / wall, "tokens_per_s": tokens / wall,
-            "p50_s": pct(0.50), "p95_s": pct(0.95), "mean_s": statistics.fmean(lat) if lat else float("nan"),
-            "forwards": nfe, "rows_per_forward": rows / nfe if nfe else float("nan")}
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "errors": errors,
+        "error_samples": messages[:3],
+        "seconds": round(wall, 3),
+        "requests_per_s": len(lat) / wall,
+        "tokens_per_s": tokens / wall,
+        "p50_s": pct(0.50),
+        "p95_s": pct(0.95),
+        "mean_s": statistics.fmean(lat) if lat else float("nan"),
+        "forwards": nfe,
+        "rows_per_forward": rows / nfe if nfe else float("nan"),
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="checkpoint (default: the packaged demo model)")
-    ap.add_argument("--clients", default="1,4,16,64", help="concurrency levels (default: 1,4,16,64)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="duration of each level (default: 20)")
-    ap.add_argument("--max-tokens", default="32", help="tokens per request; a comma list is cycled over requests "
-                                                       "(default: 32)")
-    ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: one per token)")
-    ap.add_argument("--max-batch", type=int, default=16, help="server --max-batch of the batched run (default: 16)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads of the server (default: 1)")
+    ap.add_argument(
+        "--clients", default="1,4,16,64", help="concurrency levels (default: 1,4,16,64)"
+    )
+    ap.add_argument(
+        "--seconds", type=float, default=20.0, help="duration of each level (default: 20)"
+    )
+    ap.add_argument(
+        "--max-tokens",
+        default="32",
+        help="tokens per request; a comma list is cycled over requests (default: 32)",
+    )
+    ap.add_argument(
+        "--steps", type=int, default=None, help="denoising steps (default: one per token)"
+    )
+    ap.add_argument(
+        "--max-batch",
+        type=int,
+        default=16,
+        help="server --max-batch of the batched run (default: 16)",
+    )
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the server (default: 1)"
+    )
     ap.add_argument("--device", default="cpu", help="server --device (default: cpu)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 and 4 clients, 1 s each, 8 tokens")
-    ap.add_argument("--json", help="write results here (default: benchmarks/results/serve_load.json; "
-                                   "with --quick only when given)")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 and 4 clients, 1 s each, 8 tokens"
+    )
+    ap.add_argument(
+        "--json",
+        help="write results here (default: benchmarks/results/serve_load.json; "
+        "with --quick only when given)",
+    )
     args = ap.parse_args()
     levels = [int(c) for c in args.clients.split(",")]
     lengths = [int(n) for n in args.max_tokens.split(",")]
@@ -172,25 +209,41 @@ def main() -> int:
         try:
             before = rss_mb(proc.pid)
             base = f"http://127.0.0.1:{port}"
-            runs[mode] = [asyncio.run(load(base, c, args.seconds, lengths, args.steps)) for c in levels]
+            runs[mode] = [
+                asyncio.run(load(base, c, args.seconds, lengths, args.steps)) for c in levels
+            ]
             rss[mode] = (before, rss_mb(proc.pid))
         finally:
             stop_server(proc)
 
-    print(f"model {model}, max_tokens {args.max_tokens if not args.quick else lengths[0]}, "
-          f"steps {args.steps or 'one per token'}, {args.seconds:g} s per level, batched run --max-batch "
-          f"{args.max_batch}, server threads {args.threads}, {args.device}")
-    print(f"{'mode':>10} {'clients':>7} {'req/s':>8} {'tok/s':>9} {'p50 s':>7} {'p95 s':>7} {'rows/fwd':>8} "
-          f"{'errors':>6}")
+    print(
+        f"model {model}, max_tokens {args.max_tokens if not args.quick else lengths[0]}, "
+        f"steps {args.steps or 'one per token'}, {args.seconds:g} s per level, batched run "
+        "--max-batch "
+        f"{args.max_batch}, server threads {args.threads}, {args.device}"
+    )
+    print(
+        f"{'mode':>10} {'clients':>7} {'req/s':>8} {'tok/s':>9} {'p50 s':>7} {'p95 s':>7} "
+        f"{'rows/fwd':>8} "
+        f"{'errors':>6}"
+    )
     for mode, rows in runs.items():
         for r in rows:
-            print(f"{mode:>10} {r['clients']:>7} {r['requests_per_s']:>8.2f} {r['tokens_per_s']:>9.1f} "
-                  f"{r['p50_s']:>7.3f} {r['p95_s']:>7.3f} {r['rows_per_forward']:>8.2f} {r['errors']:>6}")
+            print(
+                f"{mode:>10} {r['clients']:>7} {r['requests_per_s']:>8.2f} "
+                f"{r['tokens_per_s']:>9.1f} "
+                f"{r['p50_s']:>7.3f} {r['p95_s']:>7.3f} {r['rows_per_forward']:>8.2f} "
+                f"{r['errors']:>6}"
+            )
     speedup = {}
     for b, s in zip(runs["batched"], runs["sequential"], strict=True):
-        speedup[b["clients"]] = b["tokens_per_s"] / s["tokens_per_s"] if s["tokens_per_s"] else float("nan")
-    print("batching speed-up (tokens/s batched / sequential): "
-          + ", ".join(f"{c} clients {x:.2f}x" for c, x in speedup.items()))
+        speedup[b["clients"]] = (
+            b["tokens_per_s"] / s["tokens_per_s"] if s["tokens_per_s"] else float("nan")
+        )
+    print(
+        "batching speed-up (tokens/s batched / sequential): "
+        + ", ".join(f"{c} clients {x:.2f}x" for c, x in speedup.items())
+    )
     for mode, (before, after) in rss.items():
         print(f"server RSS ({mode}): {before:.0f} MiB before, {after:.0f} MiB after")
     errors = sum(r["errors"] for rows in runs.values() for r in rows)
@@ -199,14 +252,30 @@ def main() -> int:
         import torch
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps({
-            "meta": {"model": model, "max_tokens": lengths, "steps": args.steps, "seconds": args.seconds,
-                     "max_batch": args.max_batch, "threads": args.threads, "device": args.device,
-                     "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
-                     "quick": args.quick},
-            "runs": runs, "speedup": speedup,
-            "rss_mb": {m: {"before": b, "after": a} for m, (b, a) in rss.items()},
-        }, indent=2) + "\n")
+        Path(out).write_text(
+            json.dumps(
+                {
+                    "meta": {
+                        "model": model,
+                        "max_tokens": lengths,
+                        "steps": args.steps,
+                        "seconds": args.seconds,
+                        "max_batch": args.max_batch,
+                        "threads": args.threads,
+                        "device": args.device,
+                        "torch": torch.__version__,
+                        "python": platform.python_version(),
+                        "cpus": os.cpu_count(),
+                        "quick": args.quick,
+                    },
+                    "runs": runs,
+                    "speedup": speedup,
+                    "rss_mb": {m: {"before": b, "after": a} for m, (b, a) in rss.items()},
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {out}")
     if errors:
         print(f"error: {errors} requests failed (see error_samples in the JSON)", file=sys.stderr)

@@ -32,7 +32,11 @@ class PlainBlock(nn.Module):
         self.n1, self.n2 = nn.RMSNorm(d), nn.RMSNorm(d)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.o = nn.Linear(d, d, bias=False)
-        self.gate, self.up, self.down = nn.Linear(d, f, bias=False), nn.Linear(d, f, bias=False), nn.Linear(f, d, bias=False)
+        self.gate, self.up, self.down = (
+            nn.Linear(d, f, bias=False),
+            nn.Linear(d, f, bias=False),
+            nn.Linear(f, d, bias=False),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
@@ -75,9 +79,13 @@ def main() -> None:
     cfg = model_preset(args.preset, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 128))
     torch.manual_seed(0)
     diff = Transformer(cfg).to(device)
-    ar_cfg = model_preset(args.preset, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 128), attention="causal")
+    ar_cfg = model_preset(
+        args.preset, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 128), attention="causal"
+    )
     arm = Transformer(ar_cfg).to(device)
-    plain = PlainLM(args.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, cfg.max_seq_len).to(device)
+    plain = PlainLM(
+        args.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, cfg.max_seq_len
+    ).to(device)
     opts = ObjectiveOptions(schedule=LinearSchedule(1e-3), random_length_frac=0.01)
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(4, args.vocab, (args.batch, args.seq_len), generator=gen).to(device)
@@ -89,7 +97,9 @@ def main() -> None:
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 if kind == "plain":
                     logits = model(x)
-                    loss = F.cross_entropy(logits[:, :-1].reshape(-1, args.vocab).float(), x[:, 1:].reshape(-1))
+                    loss = F.cross_entropy(
+                        logits[:, :-1].reshape(-1, args.vocab).float(), x[:, 1:].reshape(-1)
+                    )
                 else:
                     fn = mdlm if kind == "mdlm" else ar
                     cfg_ = model.config
@@ -119,8 +129,11 @@ def main() -> None:
             times[name].append(args.batch * args.seq_len * args.steps / (time.perf_counter() - t0))
     base = statistics.median(times["plain causal LM (PyTorch)"])
     rows = []
-    print(f"preset={args.preset} params={cfg.num_params() / 1e6:.2f}M batch={args.batch} seq_len={args.seq_len} "
-          f"device={device} threads={torch.get_num_threads()} rounds={args.rounds}")
+    print(
+        f"preset={args.preset} params={cfg.num_params() / 1e6:.2f}M batch={args.batch} "
+        f"seq_len={args.seq_len} "
+        f"device={device} threads={torch.get_num_threads()} rounds={args.rounds}"
+    )
     print(f"{'side':<28} {'tokens/s (median)':>18} {'ratio vs plain':>15}")
     for name, ts in times.items():
         med = statistics.median(ts)

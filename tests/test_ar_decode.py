@@ -20,11 +20,14 @@ def make(attention: str = "causal", seed: int = 0, std: float = 0.3) -> Transfor
 
 
 def naive_greedy(model: Transformer, prompt: list[int], n: int) -> list[int]:
-    """Recompute the whole sequence for every new token, no cache."""
+    """Recompute the whole sequence for every new token, no cache; like every decoder, it
+    never proposes the mask id (a random model may rank it first)."""
     x = torch.tensor([prompt])
     with torch.no_grad():
         for _ in range(n):
-            nxt = model(x)[0, -1].argmax()
+            logits = model(x)[0, -1]
+            logits[model.config.mask_id] = float("-inf")
+            nxt = logits.argmax()
             x = torch.cat([x, nxt.view(1, 1)], dim=1)
     return x[0, len(prompt) :].tolist()
 
@@ -61,7 +64,10 @@ def test_padded_batch_equals_rows_alone():
     model = make(seed=2)
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16]]
     batch = generate_ar(model, prompts, max_new_tokens=12, eos_id=None)
-    assert batch.attention_mask is not None and batch.tokens[1, :4].tolist() == [model.config.pad_id] * 4
+    assert (
+        batch.attention_mask is not None
+        and batch.tokens[1, :4].tolist() == [model.config.pad_id] * 4
+    )
     for i, p in enumerate(prompts):
         alone = generate_ar(model, p, max_new_tokens=12, eos_id=None)
         assert batch.gen_ids[i] == alone.gen_ids[0] == naive_greedy(model, p, 12)
@@ -94,11 +100,26 @@ def test_sampling_is_seeded_and_filters_apply():
     a = generate_ar(model, prompt, **kw, generator=torch.Generator().manual_seed(1))
     b = generate_ar(model, prompt, **kw, generator=torch.Generator().manual_seed(1))
     assert a.gen_ids == b.gen_ids
-    outs = {tuple(generate_ar(model, prompt, **kw, generator=torch.Generator().manual_seed(s)).gen_ids[0]) for s in range(4)}
+    outs = {
+        tuple(
+            generate_ar(model, prompt, **kw, generator=torch.Generator().manual_seed(s)).gen_ids[0]
+        )
+        for s in range(4)
+    }
     assert len(outs) > 1
     greedy = generate_ar(model, prompt, max_new_tokens=12, eos_id=None).gen_ids
-    assert generate_ar(model, prompt, **kw, top_k=1, generator=torch.Generator().manual_seed(1)).gen_ids == greedy
-    assert generate_ar(model, prompt, **kw, top_p=1e-6, generator=torch.Generator().manual_seed(1)).gen_ids == greedy
+    assert (
+        generate_ar(
+            model, prompt, **kw, top_k=1, generator=torch.Generator().manual_seed(1)
+        ).gen_ids
+        == greedy
+    )
+    assert (
+        generate_ar(
+            model, prompt, **kw, top_p=1e-6, generator=torch.Generator().manual_seed(1)
+        ).gen_ids
+        == greedy
+    )
 
 
 def test_filter_logits_and_sample_token():
@@ -110,7 +131,9 @@ def test_filter_logits_and_sample_token():
     g = torch.Generator().manual_seed(0)
     draws = sample_token(logits.expand(20000, -1), temperature=1.0, generator=g)
     freq = torch.bincount(draws, minlength=4).double() / 20000
-    torch.testing.assert_close(freq, torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64), atol=0.015, rtol=0)
+    torch.testing.assert_close(
+        freq, torch.tensor([0.5, 0.3, 0.15, 0.05], dtype=torch.float64), atol=0.015, rtol=0
+    )
     draws = sample_token(logits.expand(5000, -1), temperature=1.0, top_k=2, generator=g)
     assert set(draws.tolist()) == {0, 1}
     assert sample_token(logits, temperature=0.0).tolist() == [0]
@@ -128,7 +151,9 @@ def test_errors():
         generate_ar(model, [5] * 10, max_new_tokens=60, eos_id=2)
     with pytest.raises(UserError, match="max_new_tokens"):
         generate_ar(model, [5], max_new_tokens=0, eos_id=2)
-    r = generate_ar(model, [[], [5, 6]], max_new_tokens=3, eos_id=None, start_id=3)  # empty prompt: start token
+    r = generate_ar(
+        model, [[], [5, 6]], max_new_tokens=3, eos_id=None, start_id=3
+    )  # empty prompt: start token
     assert r.tokens[0, :2].tolist() == [model.config.pad_id, 3]
 
 
@@ -138,11 +163,30 @@ def test_cli_generate_uses_ar_for_causal_checkpoints(tmp_path, capsys):
     from unmask.tokenizer import byte_tokenizer
 
     tok = byte_tokenizer()
-    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, attention="causal", **tok.special_ids())
+    cfg = model_preset(
+        "tiny", vocab_size=tok.vocab_size, max_seq_len=32, attention="causal", **tok.special_ids()
+    )
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
     args = ["generate", "--model", str(tmp_path / "run"), "--gen-length", "6", "--json"]
-    assert main([*args, "--temperature", "0.8", "--top-k", "5", "--top-p", "0.9", "--seed", "1", "ab", "c"]) == 0
+    assert (
+        main(
+            [
+                *args,
+                "--temperature",
+                "0.8",
+                "--top-k",
+                "5",
+                "--top-p",
+                "0.9",
+                "--seed",
+                "1",
+                "ab",
+                "c",
+            ]
+        )
+        == 0
+    )
     data = json.loads(capsys.readouterr().out)
     assert len(data["results"]) == 2 and all(len(r["tokens"]) == 6 for r in data["results"])
     assert main([*args, "ab"]) == 0
@@ -153,5 +197,21 @@ def test_cli_generate_uses_ar_for_causal_checkpoints(tmp_path, capsys):
     # top-k on a diffusion checkpoint is a user error
     dcfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, **tok.special_ids())
     save_checkpoint(tmp_path / "diff", model=Transformer(dcfg), tokenizer=tok)
-    assert main(["generate", "--model", str(tmp_path / "diff"), "--gen-length", "4", "--steps", "4", "--top-k", "3", "x"]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(tmp_path / "diff"),
+                "--gen-length",
+                "4",
+                "--steps",
+                "4",
+                "--top-k",
+                "3",
+                "x",
+            ]
+        )
+        == 2
+    )
     assert "top_k and top_p apply to autoregressive" in capsys.readouterr().err

@@ -23,7 +23,9 @@ V, L = 40, 16
 
 
 def tiny(attention="block-causal", block_size=4, max_seq_len=32):
-    cfg = model_preset("tiny", vocab_size=V, attention=attention, block_size=block_size, max_seq_len=max_seq_len)
+    cfg = model_preset(
+        "tiny", vocab_size=V, attention=attention, block_size=block_size, max_seq_len=max_seq_len
+    )
     torch.manual_seed(0)
     return Transformer(cfg).double().eval()
 
@@ -38,17 +40,19 @@ def test_registered_by_name():
 
 def test_attention_mask_structure():
     bias = bd3lm_attention_bias(4, 2)[0, 0].int()
-    expected = torch.tensor([
-        # noisy 0..3          clean 0..3
-        [1, 1, 0, 0, 0, 0, 0, 0],
-        [1, 1, 0, 0, 0, 0, 0, 0],
-        [0, 0, 1, 1, 1, 1, 0, 0],
-        [0, 0, 1, 1, 1, 1, 0, 0],
-        [0, 0, 0, 0, 1, 1, 0, 0],
-        [0, 0, 0, 0, 1, 1, 0, 0],
-        [0, 0, 0, 0, 1, 1, 1, 1],
-        [0, 0, 0, 0, 1, 1, 1, 1],
-    ])
+    expected = torch.tensor(
+        [
+            # noisy 0..3          clean 0..3
+            [1, 1, 0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0, 0],
+            [0, 0, 1, 1, 1, 1, 0, 0],
+            [0, 0, 1, 1, 1, 1, 0, 0],
+            [0, 0, 0, 0, 1, 1, 0, 0],
+            [0, 0, 0, 0, 1, 1, 0, 0],
+            [0, 0, 0, 0, 1, 1, 1, 1],
+            [0, 0, 0, 0, 1, 1, 1, 1],
+        ]
+    )
     assert torch.equal(bias, expected)
 
 
@@ -73,10 +77,28 @@ def test_block_size_one_is_next_token_prediction():
 def test_one_block_equals_mdlm():
     x0 = torch.randint(4, V, (6, L))
     bd = tiny(block_size=L)
-    bi = Transformer(dataclasses.replace(bd.config, attention="bidirectional", block_size=None)).double().eval()
+    bi = (
+        Transformer(dataclasses.replace(bd.config, attention="bidirectional", block_size=None))
+        .double()
+        .eval()
+    )
     bi.load_state_dict(bd.state_dict())
-    a = bd3lm(bd, bd.config, x0, attention_mask=None, generator=torch.Generator().manual_seed(3), options=opts())
-    b = mdlm(bi, bi.config, x0, attention_mask=None, generator=torch.Generator().manual_seed(3), options=opts())
+    a = bd3lm(
+        bd,
+        bd.config,
+        x0,
+        attention_mask=None,
+        generator=torch.Generator().manual_seed(3),
+        options=opts(),
+    )
+    b = mdlm(
+        bi,
+        bi.config,
+        x0,
+        attention_mask=None,
+        generator=torch.Generator().manual_seed(3),
+        options=opts(),
+    )
     torch.testing.assert_close(a.loss_sum, b.loss_sum)
     assert int(a.n_tokens) == int(b.n_tokens) == x0.numel()
 
@@ -89,7 +111,9 @@ def test_vectorised_pass_equals_block_by_block():
     fast = bd3lm_logits(model, xt, x0, block_size=bs)  # (B, L, V)
     for b in range(L // bs):
         seq = torch.cat([x0[:, : b * bs], xt[:, b * bs : (b + 1) * bs]], dim=1)
-        slow = model(seq)[:, b * bs :]  # block-causal attention: the block sees itself and x0 before it
+        slow = model(seq)[
+            :, b * bs :
+        ]  # block-causal attention: the block sees itself and x0 before it
         torch.testing.assert_close(fast[:, b * bs : (b + 1) * bs], slow, rtol=1e-10, atol=1e-10)
 
 
@@ -97,15 +121,24 @@ def test_vectorised_pass_equals_block_by_block():
 def test_default_positions_equal_plain_forward(attention):
     model = tiny(attention=attention, block_size=4 if attention == "block-causal" else None)
     x = torch.randint(4, V, (2, L))
-    torch.testing.assert_close(model(x, positions=torch.arange(L)), model(x), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        model(x, positions=torch.arange(L)), model(x), rtol=1e-12, atol=1e-12
+    )
 
 
 def test_per_block_times_and_gradient():
     model = tiny(block_size=4).float().train()
     x0 = torch.randint(4, V, (2, L))
     t = torch.tensor([[0.999, 0.0, 0.999, 0.0], [0.0, 0.0, 0.0, 0.0]])
-    parts = bd3lm(model, model.config, x0, attention_mask=None, generator=torch.Generator().manual_seed(0),
-                  options=opts(), t=t)
+    parts = bd3lm(
+        model,
+        model.config,
+        x0,
+        attention_mask=None,
+        generator=torch.Generator().manual_seed(0),
+        options=opts(),
+        t=t,
+    )
     assert parts.loss_sum.item() > 0
     parts.loss_sum.backward()
     assert model.embed.weight.grad is not None
@@ -118,13 +151,26 @@ def test_clear_errors():
     with pytest.raises(UserError, match="block-causal"):
         bd3lm(bi, bi.config, x0, attention_mask=None, generator=gen, options=opts())
     with pytest.raises(UserError, match="divide"):
-        bd3lm(tiny(block_size=5), tiny(block_size=5).config, x0, attention_mask=None, generator=gen, options=opts())
+        bd3lm(
+            tiny(block_size=5),
+            tiny(block_size=5).config,
+            x0,
+            attention_mask=None,
+            generator=gen,
+            options=opts(),
+        )
 
 
 def test_train_config_block_size_must_divide_seq_len(tmp_path):
     from unmask.train import train
 
-    cfg = TrainConfig(data=str(tmp_path / "nope"), out=str(tmp_path / "run"), objective="bd3lm", seq_len=16, block_size=5)
+    cfg = TrainConfig(
+        data=str(tmp_path / "nope"),
+        out=str(tmp_path / "run"),
+        objective="bd3lm",
+        seq_len=16,
+        block_size=5,
+    )
     with pytest.raises(UserError, match="must divide seq_len"):
         train(cfg, progress=False)
     with pytest.raises(UserError, match="needs --block-size"):
@@ -132,7 +178,8 @@ def test_train_config_block_size_must_divide_seq_len(tmp_path):
 
 
 class EosAfter(torch.nn.Module):
-    """Test double of a block-causal model: predicts token 7 everywhere, EOS from column ``k`` on."""
+    """Test double of a block-causal model: predicts token 7 everywhere, EOS from column ``k``
+    on."""
 
     supports_kv_cache = False
 
@@ -156,7 +203,9 @@ def test_stops_after_the_block_with_eos():
     # prompt padded to 4 columns; EOS first appears in the block of columns 8..11 -> 2 blocks
     assert res.region == (4, 12)
     assert res.tokens.shape == (1, 12)
-    assert res.texts(type("T", (), {"decode": staticmethod(lambda ids: ids)})()) == [[7, 7, 7, 7, 7]]
+    assert res.texts(type("T", (), {"decode": staticmethod(lambda ids: ids)})()) == [
+        [7, 7, 7, 7, 7]
+    ]
     full = sample_blocks(model, [5, 6, 7], cfg, mask_id=0, pad_id=1, eos_id=None)
     assert full.tokens.shape == (1, 4 + 24)
 
@@ -167,25 +216,44 @@ def test_cache_on_equals_cache_off(cache):
     prompts = [[5, 6, 7, 8, 9], [10, 11]]
     cfg = SampleConfig(gen_length=12, steps=12, policy="llada")
     off = sample_blocks(model, prompts, cfg, mask_id=0, pad_id=1, eos_id=None)
-    on = sample_blocks(model, prompts, dataclasses.replace(cfg, cache=cache), mask_id=0, pad_id=1, eos_id=None)
+    on = sample_blocks(
+        model, prompts, dataclasses.replace(cfg, cache=cache), mask_id=0, pad_id=1, eos_id=None
+    )
     assert torch.equal(off.tokens, on.tokens)
     assert on.nfe == off.nfe == 12
     thr = dataclasses.replace(cfg, policy="threshold", threshold=0.05)
     assert torch.equal(
         sample_blocks(model, prompts, thr, mask_id=0, pad_id=1, eos_id=None).tokens,
-        sample_blocks(model, prompts, dataclasses.replace(thr, cache=cache), mask_id=0, pad_id=1, eos_id=None).tokens,
+        sample_blocks(
+            model, prompts, dataclasses.replace(thr, cache=cache), mask_id=0, pad_id=1, eos_id=None
+        ).tokens,
     )
 
 
 def test_sampling_errors():
     model = tiny(block_size=4).float()
     with pytest.raises(UserError, match="block_length"):
-        sample_blocks(model, [5], SampleConfig(gen_length=8, steps=8, block_length=2), mask_id=0, pad_id=1, eos_id=2)
+        sample_blocks(
+            model,
+            [5],
+            SampleConfig(gen_length=8, steps=8, block_length=2),
+            mask_id=0,
+            pad_id=1,
+            eos_id=2,
+        )
     with pytest.raises(UserError, match="multiple of block_length"):
-        sample_blocks(model, [5], SampleConfig(gen_length=6, steps=6), mask_id=0, pad_id=1, eos_id=2)
+        sample_blocks(
+            model, [5], SampleConfig(gen_length=6, steps=6), mask_id=0, pad_id=1, eos_id=2
+        )
     with pytest.raises(UserError, match="block-causal"):
-        sample_blocks(tiny(attention="bidirectional", block_size=None), [5], SampleConfig(gen_length=8, steps=8),
-                      mask_id=0, pad_id=1, eos_id=2)
+        sample_blocks(
+            tiny(attention="bidirectional", block_size=None),
+            [5],
+            SampleConfig(gen_length=8, steps=8),
+            mask_id=0,
+            pad_id=1,
+            eos_id=2,
+        )
 
 
 def test_cli_generate_uses_block_sampler(tmp_path, capsys):
@@ -197,11 +265,27 @@ def test_cli_generate_uses_block_sampler(tmp_path, capsys):
     from unmask.tokenizer import byte_tokenizer
 
     tok = byte_tokenizer()
-    cfg = model_preset("tiny", vocab_size=tok.vocab_size, attention="block-causal", block_size=4,
-                       max_seq_len=32, **tok.special_ids())
+    cfg = model_preset(
+        "tiny",
+        vocab_size=tok.vocab_size,
+        attention="block-causal",
+        block_size=4,
+        max_seq_len=32,
+        **tok.special_ids(),
+    )
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "bd", model=Transformer(cfg), tokenizer=tok)
-    args = ["generate", "--model", str(tmp_path / "bd"), "abc", "--gen-length", "8", "--steps", "8", "--json"]
+    args = [
+        "generate",
+        "--model",
+        str(tmp_path / "bd"),
+        "abc",
+        "--gen-length",
+        "8",
+        "--steps",
+        "8",
+        "--json",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["nfe"] > 0 and len(out["results"][0]["tokens"]) <= 8

@@ -1,4 +1,5 @@
-"""KV caches: the model's cache interface, prefix/dual caches in the sampler, skipped empty steps."""
+"""KV caches: the model's cache interface, prefix/dual caches in the sampler, skipped empty
+steps."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from unmask.model import KVCache, Transformer
 from unmask.sampling import generate
 
 
-def make(attention: str = "bidirectional", *, seed: int = 0, std: float = 0.02, **kw) -> Transformer:
-    cfg = model_preset("tiny", vocab_size=48, max_seq_len=64, attention=attention, block_size=4, init_std=std, **kw)
+def make(
+    attention: str = "bidirectional", *, seed: int = 0, std: float = 0.02, **kw
+) -> Transformer:
+    cfg = model_preset(
+        "tiny", vocab_size=48, max_seq_len=64, attention=attention, block_size=4, init_std=std, **kw
+    )
     torch.manual_seed(seed)
     return Transformer(cfg).double().eval()
 
@@ -112,7 +117,9 @@ PROMPTS = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]  # padded to 4 = block_size: blo
 @pytest.mark.parametrize("cfg_scale", [0.0, 0.5])
 def test_cache_exact_for_causal_and_block_causal(attention, policy, cfg_scale):
     m = make(attention, std=0.3)
-    base = dict(gen_length=12, steps=12, block_length=4, policy=policy, threshold=0.3, cfg_scale=cfg_scale)
+    base = dict(
+        gen_length=12, steps=12, block_length=4, policy=policy, threshold=0.3, cfg_scale=cfg_scale
+    )
     ref = generate(m, PROMPTS, SampleConfig(**base), **ids(m), return_history=True)
     for cache in ("prefix", "dual"):
         r = generate(m, PROMPTS, SampleConfig(**base, cache=cache), **ids(m), return_history=True)
@@ -127,7 +134,9 @@ def test_cache_exact_with_logit_shift():
     base = dict(gen_length=12, steps=6, block_length=4)
     ref = generate(m, PROMPTS, SampleConfig(**base), **ids(m))
     for cache in ("prefix", "dual"):
-        assert torch.equal(generate(m, PROMPTS, SampleConfig(**base, cache=cache), **ids(m)).tokens, ref.tokens)
+        assert torch.equal(
+            generate(m, PROMPTS, SampleConfig(**base, cache=cache), **ids(m)).tokens, ref.tokens
+        )
 
 
 class Recording(Transformer):
@@ -151,7 +160,9 @@ class Broken(Transformer):
         return super().forward(tokens, attention_mask, cache=cache, start=start)
 
 
-@pytest.mark.parametrize("cache,widths", [("prefix", [16, 8, 8, 8, 16, 4, 4, 4]), ("dual", [16, 4, 4, 4, 16, 4, 4, 4])])
+@pytest.mark.parametrize(
+    "cache,widths", [("prefix", [16, 8, 8, 8, 16, 4, 4, 4]), ("dual", [16, 4, 4, 4, 16, 4, 4, 4])]
+)
 def test_cached_calls_recompute_only_the_window(cache, widths):
     torch.manual_seed(0)
     m = Recording(model_preset("tiny", vocab_size=48, max_seq_len=64)).eval()
@@ -166,7 +177,13 @@ def test_cached_calls_recompute_only_the_window(cache, widths):
 def _stepwise_agreement(model: Transformer, mode: str, prompts: list[list[int]]) -> float:
     """Replay an uncached run: at every step, the cached window's argmax vs the uncached
     argmax over the block's masked positions."""
-    r = generate(model, prompts, SampleConfig(gen_length=16, steps=16, block_length=4), **ids(model), return_history=True)
+    r = generate(
+        model,
+        prompts,
+        SampleConfig(gen_length=16, steps=16, block_length=4),
+        **ids(model),
+        return_history=True,
+    )
     P, attn, mask_id = r.region[0], r.attention_mask, model.config.mask_id
     first = r.history[0].clone()
     first[:, P:] = mask_id
@@ -193,7 +210,9 @@ def test_bidirectional_cache_is_a_close_approximation(mode):
     """Bidirectional attention sees the stale K/V: not exact, but the proposals mostly agree,
     far more than with a cache that is wrong (measured: ~0.8 vs ~0.1 on these models)."""
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17, 18]]
-    good = [_stepwise_agreement(make("bidirectional", seed=s, std=0.3), mode, prompts) for s in (0, 1)]
+    good = [
+        _stepwise_agreement(make("bidirectional", seed=s, std=0.3), mode, prompts) for s in (0, 1)
+    ]
     cfg = model_preset("tiny", vocab_size=48, max_seq_len=64, init_std=0.3)
     torch.manual_seed(0)
     broken = _stepwise_agreement(Broken(cfg).double().eval(), mode, prompts)
@@ -215,27 +234,53 @@ def test_cache_needs_a_kv_model_and_a_known_name():
     def plain(tokens, attention_mask=None):
         return torch.zeros(*tokens.shape, 16)
 
-    with pytest.raises(UserError, match="cache 'prefix' needs a model with a KV cache.*supports: none"):
-        generate(plain, [5], SampleConfig(gen_length=4, steps=4, cache="prefix"), mask_id=0, pad_id=1, eos_id=2)
+    with pytest.raises(
+        UserError, match="cache 'prefix' needs a model with a KV cache.*supports: none"
+    ):
+        generate(
+            plain,
+            [5],
+            SampleConfig(gen_length=4, steps=4, cache="prefix"),
+            mask_id=0,
+            pad_id=1,
+            eos_id=2,
+        )
     with pytest.raises(UserError, match="unknown cache 'lru'; choose one of dual, none, prefix"):
-        generate(plain, [5], SampleConfig(gen_length=4, steps=4, cache="lru"), mask_id=0, pad_id=1, eos_id=2)
+        generate(
+            plain,
+            [5],
+            SampleConfig(gen_length=4, steps=4, cache="lru"),
+            mask_id=0,
+            pad_id=1,
+            eos_id=2,
+        )
 
 
-# -- skipping steps that commit nothing --------------------------------------------------------------
+# -- skipping steps that commit nothing ------------------------------------------------------------
 
 
 def test_skip_empty_steps_saves_calls_not_tokens():
     m = Recording(model_preset("tiny", vocab_size=48, max_seq_len=64))
     m.eval()
-    base = dict(gen_length=8, steps=12, block_length=4)  # 4 tokens over 6 steps per block: 2 empty steps each
+    base = dict(
+        gen_length=8, steps=12, block_length=4
+    )  # 4 tokens over 6 steps per block: 2 empty steps each
     ref = generate(m, [5, 6], SampleConfig(**base), **ids(m), return_history=True)
     assert ref.nfe == 12
     m.calls.clear()
     seen: list[int] = []
-    r = generate(m, [5, 6], SampleConfig(**base, skip_empty_steps=True), **ids(m), return_history=True,
-                 step_callback=lambda s, _: seen.append(s))
+    r = generate(
+        m,
+        [5, 6],
+        SampleConfig(**base, skip_empty_steps=True),
+        **ids(m),
+        return_history=True,
+        step_callback=lambda s, _: seen.append(s),
+    )
     assert torch.equal(r.tokens, ref.tokens)
     assert r.nfe == 8 == len(m.calls) and r.steps == 12 and seen == list(range(1, 13))
     assert all(torch.equal(a, b) for a, b in zip(r.history, ref.history, strict=True))
-    with_cache = generate(m, [5, 6], SampleConfig(**base, skip_empty_steps=True, cache="dual"), **ids(m))
+    with_cache = generate(
+        m, [5, 6], SampleConfig(**base, skip_empty_steps=True, cache="dual"), **ids(m)
+    )
     assert with_cache.nfe == 8

@@ -93,5 +93,9 @@ def test_region_and_shape_checks():
     with pytest.raises(UserError, match="region"):
         Canvas.from_tokens(torch.tensor([[5, MASK]]), mask_id=MASK, region=(1, 3))
     with pytest.raises(UserError, match="locked has shape"):
-        Canvas(tokens=torch.zeros(1, 3, dtype=torch.long), mask_id=0, locked=torch.zeros(1, 2, dtype=torch.bool),
-               prompt_index=torch.zeros(1, 3, dtype=torch.bool))
+        Canvas(
+            tokens=torch.zeros(1, 3, dtype=torch.long),
+            mask_id=0,
+            locked=torch.zeros(1, 2, dtype=torch.bool),
+            prompt_index=torch.zeros(1, 3, dtype=torch.bool),
+        )

@@ -17,6 +17,7 @@ from test_convert import make_dream, make_llada
 from tokenizers import Tokenizer as HFTokenizer
 
 import unmask
+from unmask import api
 from unmask.chat import (
     DEFAULT_CHAT_TEMPLATE,
     PLAIN_CHAT_TEMPLATE,
@@ -27,7 +28,6 @@ from unmask.chat import (
 from unmask.checkpoint import load, save_checkpoint
 from unmask.cli import main
 from unmask.commands import chat as chat_cmd
-from unmask.commands import generate as generate_cmd
 from unmask.config import SampleConfig, model_preset
 from unmask.errors import UserError
 from unmask.model import Transformer
@@ -49,12 +49,12 @@ DREAM_TEMPLATE = (
     "    {%- else %}\n"
     "        {{- 'You are a helpful assistant.' }}\n"
     "    {%- endif %}\n"
-    "    {{- \"\\n\\n# Tools\\n\\n<tools>\" }}\n"
+    '    {{- "\\n\\n# Tools\\n\\n<tools>" }}\n'
     "    {%- for tool in tools %}\n"
-    "        {{- \"\\n\" }}\n"
+    '        {{- "\\n" }}\n'
     "        {{- tool | tojson }}\n"
     "    {%- endfor %}\n"
-    "    {{- \"\\n</tools><|im_end|>\\n\" }}\n"
+    '    {{- "\\n</tools><|im_end|>\\n" }}\n'
     "{%- else %}\n"
     "    {%- if messages[0]['role'] == 'system' %}\n"
     "        {{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}\n"
@@ -63,10 +63,11 @@ DREAM_TEMPLATE = (
     "    {%- endif %}\n"
     "{%- endif %}\n"
     "{%- for message in messages %}\n"
-    "    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) "
-    "or (message.role == \"assistant\" and not message.tool_calls) %}\n"
-    "        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
-    "    {%- elif message.role == \"assistant\" %}\n"
+    '    {%- if (message.role == "user") or (message.role == "system" and not loop.first) '
+    'or (message.role == "assistant" and not message.tool_calls) %}\n'
+    "        "
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n"
+    '    {%- elif message.role == "assistant" %}\n'
     "        {{- '<|im_start|>' + message.role }}\n"
     "        {%- if message.content %}\n"
     "            {{- '\\n' + message.content }}\n"
@@ -117,7 +118,8 @@ def test_dream_template_exact():
     )
     # no system message: the template's default one; no generation prompt: ends after the turn
     assert t.render(TALK[1:2], add_generation_prompt=False) == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n Hi <|im_end|>\n"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n Hi "
+        "<|im_end|>\n"
     )
 
 
@@ -129,7 +131,10 @@ def test_default_template_and_checkpoints_saved_before_trim_blocks():
     old = DEFAULT_CHAT_TEMPLATE.replace("{{ '\\n' }}", "\n")
     assert old != DEFAULT_CHAT_TEMPLATE
     assert ChatTemplate(old).render(talk, add_generation_prompt=False) == want
-    assert ChatTemplate(PLAIN_CHAT_TEMPLATE).render(talk) == "System: Be brief.\nUser: hi\nAssistant: yo\nAssistant:"
+    assert (
+        ChatTemplate(PLAIN_CHAT_TEMPLATE).render(talk)
+        == "System: Be brief.\nUser: hi\nAssistant: yo\nAssistant:"
+    )
 
 
 @pytest.mark.parametrize(
@@ -139,7 +144,10 @@ def test_default_template_and_checkpoints_saved_before_trim_blocks():
         ("{{ nope }}", "'nope' is undefined"),
         ("{% for t in tools_list %}{% endfor %}", "'tools_list' is undefined"),
         ("{{ messages[0].content + 1 }}", "TypeError"),
-        ("{% if messages|length > 1 %}{{ raise_exception('Only one turn') }}{% endif %}", "rejected these messages: Only one turn"),
+        (
+            "{% if messages|length > 1 %}{{ raise_exception('Only one turn') }}{% endif %}",
+            "rejected these messages: Only one turn",
+        ),
         ("{{ messages.__class__.__mro__ }}", "sandbox blocked an unsafe operation"),
     ],
 )
@@ -184,8 +192,13 @@ def test_server_render_chat_uses_the_same_renderer():
     from unmask.server import render_chat as server_render
     from unmask.server.schemas import ChatMessage
 
-    msgs = [ChatMessage(role="developer", content="Be brief."), ChatMessage(role="user", content="Hi")]
-    assert server_render(msgs, DREAM_TEMPLATE).startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user")
+    msgs = [
+        ChatMessage(role="developer", content="Be brief."),
+        ChatMessage(role="user", content="Hi"),
+    ]
+    assert server_render(msgs, DREAM_TEMPLATE).startswith(
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user"
+    )
     assert server_render(msgs) == "System: Be brief.\nUser: Hi\nAssistant:"
     with pytest.raises(UserError, match="'nope' is undefined"):
         server_render(msgs, "{{ nope }}")
@@ -204,10 +217,17 @@ def _llada_folder(tmp_path):
     folder = tmp_path / "llada"
     make_llada(folder)
     _add_specials(folder, ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"])
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "add_bos_token": False, "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "chat_template": LLADA_TEMPLATE,
-    }))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "add_bos_token": False,
+                "bos_token": "<|startoftext|>",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "chat_template": LLADA_TEMPLATE,
+            }
+        )
+    )
     return folder
 
 
@@ -221,8 +241,12 @@ def test_llada_folder_template_bos_and_special_ids(tmp_path):
     assert text.startswith("<|startoftext|><|start_header_id|>user")
     hdr, eot = tok.token_to_id("<|start_header_id|>"), tok.token_to_id("<|eot_id|>")
     assert ids[:2] == [cfg.bos_id, hdr]
-    assert ids.count(hdr) == 2 and ids.count(eot) == 1  # the template's markers are special tokens ...
-    assert cfg.mask_id not in ids  # ... a special token it does not write is plain text in a message
+    assert (
+        ids.count(hdr) == 2 and ids.count(eot) == 1
+    )  # the template's markers are special tokens ...
+    assert (
+        cfg.mask_id not in ids
+    )  # ... a special token it does not write is plain text in a message
     assert tok.encode("w1 w2") == ids[4:6]
     # a reply ends at the template's end-of-turn marker (or EOS)
     assert t.reply(tok, tok.encode("w3 w4") + [eot] + tok.encode("w5"), cfg.eos_id) == "w3 w4"
@@ -236,8 +260,10 @@ def test_dream_folder_template_locations(tmp_path, where):
     if where == "tokenizer_config":
         tok_cfg["chat_template"] = DREAM_TEMPLATE
     elif where == "list":
-        tok_cfg["chat_template"] = [{"name": "tool_use", "template": "{{ 'tools' }}"},
-                                    {"name": "default", "template": DREAM_TEMPLATE}]
+        tok_cfg["chat_template"] = [
+            {"name": "tool_use", "template": "{{ 'tools' }}"},
+            {"name": "default", "template": DREAM_TEMPLATE},
+        ]
     elif where == "jinja":  # newer folders: a separate file, which wins over tokenizer_config.json
         tok_cfg["chat_template"] = "{{ 'stale' }}"
         (folder / "chat_template.jinja").write_text(DREAM_TEMPLATE)
@@ -249,7 +275,12 @@ def test_dream_folder_template_locations(tmp_path, where):
     tok = loaded.tokenizer
     _, ids = chat_cmd.model_template(loaded, None).prompt(tok, [{"role": "user", "content": "w1"}])
     start, end = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
-    assert ids[0] == start and ids.count(start) == 3 and ids.count(end) == 2 and tok.token_to_id("w1") in ids
+    assert (
+        ids[0] == start
+        and ids.count(start) == 3
+        and ids.count(end) == 2
+        and tok.token_to_id("w1") in ids
+    )
 
 
 def test_folder_without_template_and_convert_keeps_it(tmp_path):
@@ -264,10 +295,25 @@ def test_folder_without_template_and_convert_keeps_it(tmp_path):
 def test_chat_on_imported_llada_folder(tmp_path, monkeypatch, capsys):
     folder = _llada_folder(tmp_path)
     monkeypatch.setattr("sys.stdin", io.StringIO("w1 w2\nw3\n"))
-    rc = main(["chat", "--model", str(folder), "--json", "--gen-length", "4", "--steps", "4", "--device", "cpu"])
+    rc = main(
+        [
+            "chat",
+            "--model",
+            str(folder),
+            "--json",
+            "--gen-length",
+            "4",
+            "--steps",
+            "4",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     turns = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert len(turns) == 2 and turns[0]["prompt"].startswith("<|startoftext|><|start_header_id|>user")
+    assert len(turns) == 2 and turns[0]["prompt"].startswith(
+        "<|startoftext|><|start_header_id|>user"
+    )
     assert turns[0]["prompt"] + turns[0]["reply"] + "<|eot_id|>" in turns[1]["prompt"]
 
 
@@ -280,8 +326,13 @@ def chat_model(tmp_path):
     tok = byte_tokenizer()
     torch.manual_seed(0)
     for name, template in (("chat", DEFAULT_CHAT_TEMPLATE), ("base", None)):
-        cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128, chat_template=template,
-                           **tok.special_ids())
+        cfg = model_preset(
+            "tiny",
+            vocab_size=tok.vocab_size,
+            max_seq_len=128,
+            chat_template=template,
+            **tok.special_ids(),
+        )
         save_checkpoint(tmp_path / name, model=Transformer(cfg), tokenizer=tok)
     return tmp_path
 
@@ -294,28 +345,45 @@ def _chat(args, text, monkeypatch, capsys):
 
 
 def test_chat_keeps_turns_and_resets(chat_model, monkeypatch, capsys):
-    rc, out, _ = _chat(["--model", str(chat_model / "chat"), "--system", "Be brief.", "--json"],
-                       "hello\n\nhow are you\n/reset\nagain\n", monkeypatch, capsys)
+    rc, out, _ = _chat(
+        ["--model", str(chat_model / "chat"), "--system", "Be brief.", "--json"],
+        "hello\n\nhow are you\n/reset\nagain\n",
+        monkeypatch,
+        capsys,
+    )
     assert rc == 0
     t = [json.loads(x) for x in out.splitlines()]
     assert [x["user"] for x in t] == ["hello", "how are you", "again"]
     assert t[0]["prompt"] == "<|system|>\nBe brief.\n<|user|>\nhello\n<|assistant|>\n"
     # the second turn re-renders the first one, reply included
-    assert t[1]["prompt"] == t[0]["prompt"] + t[0]["reply"] + "\n<|user|>\nhow are you\n<|assistant|>\n"
-    assert t[2]["prompt"] == "<|system|>\nBe brief.\n<|user|>\nagain\n<|assistant|>\n"  # after /reset
+    assert (
+        t[1]["prompt"]
+        == t[0]["prompt"] + t[0]["reply"] + "\n<|user|>\nhow are you\n<|assistant|>\n"
+    )
+    assert (
+        t[2]["prompt"] == "<|system|>\nBe brief.\n<|user|>\nagain\n<|assistant|>\n"
+    )  # after /reset
     assert all(x["prompt_tokens"] == len(byte_tokenizer().encode(x["prompt"])) for x in t)
 
 
 def test_chat_plain_output_exit_and_show_prompt(chat_model, monkeypatch, capsys):
-    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--show-prompt"], "hi\n/exit\nnever\n",
-                         monkeypatch, capsys)
+    rc, out, err = _chat(
+        ["--model", str(chat_model / "chat"), "--show-prompt"],
+        "hi\n/exit\nnever\n",
+        monkeypatch,
+        capsys,
+    )
     assert rc == 0 and "<|user|>\nhi\n<|assistant|>\n" in err and "never" not in err
-    assert out.endswith("\n") and len(out.strip().splitlines()) <= 8  # one reply of at most 8 tokens
+    assert (
+        out.endswith("\n") and len(out.strip().splitlines()) <= 8
+    )  # one reply of at most 8 tokens
 
 
 def test_chat_drops_oldest_turns_to_fit(chat_model, monkeypatch, capsys):
     first, second = "a" * 50, "b" * 50
-    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--json"], f"{first}\n{second}\n", monkeypatch, capsys)
+    rc, out, err = _chat(
+        ["--model", str(chat_model / "chat"), "--json"], f"{first}\n{second}\n", monkeypatch, capsys
+    )
     assert rc == 0
     t = [json.loads(x) for x in out.splitlines()]
     assert t[0]["dropped"] == 0 and t[1]["dropped"] == 1 and first not in t[1]["prompt"]
@@ -328,17 +396,25 @@ def test_chat_without_template(chat_model, monkeypatch, capsys):
     rc, _, err = _chat(["--model", str(chat_model / "base")], "hi\n", monkeypatch, capsys)
     assert rc == 2 and "has no chat template" in err and "--template plain" in err and "sft" in err
     assert err.count("\n") == 1
-    rc, out, _ = _chat(["--model", str(chat_model / "base"), "--template", "plain", "--json"], "hi\n",
-                       monkeypatch, capsys)
+    rc, out, _ = _chat(
+        ["--model", str(chat_model / "base"), "--template", "plain", "--json"],
+        "hi\n",
+        monkeypatch,
+        capsys,
+    )
     assert rc == 0 and json.loads(out)["prompt"] == "User: hi\nAssistant:"
-    rc, _, err = _chat(["--model", str(chat_model / "chat"), "--template", "nope"], "hi\n", monkeypatch, capsys)
+    rc, _, err = _chat(
+        ["--model", str(chat_model / "chat"), "--template", "nope"], "hi\n", monkeypatch, capsys
+    )
     assert rc == 2 and "no such file, not a built-in template" in err
 
 
 def test_broken_template_file_fails_before_chatting(chat_model, tmp_path, monkeypatch, capsys):
     bad = tmp_path / "bad.jinja"
     bad.write_text("{% for m in messages %}{{ m.content }}")
-    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--template", str(bad)], "hi\n", monkeypatch, capsys)
+    rc, out, err = _chat(
+        ["--model", str(chat_model / "chat"), "--template", str(bad)], "hi\n", monkeypatch, capsys
+    )
     assert rc == 2 and out == "" and f"chat template {bad} failed to render: syntax error" in err
 
 
@@ -359,8 +435,9 @@ class _InterruptOnce(torch.nn.Module):
 def test_ctrl_c_during_a_reply_returns_to_the_prompt(chat_model, capsys):
     loaded = load(chat_model / "chat")
     loaded.model = _InterruptOnce(loaded.model)
-    session = chat_cmd.ChatSession(loaded, chat_cmd.model_template(loaded, None),
-                                   SampleConfig(gen_length=4, steps=4))
+    session = chat_cmd.ChatSession(
+        loaded, chat_cmd.model_template(loaded, None), SampleConfig(gen_length=4, steps=4)
+    )
     lines = iter(["first\n", "second\n"])
 
     def read():
@@ -372,7 +449,9 @@ def test_ctrl_c_during_a_reply_returns_to_the_prompt(chat_model, capsys):
     assert chat_cmd.converse(session, read, interactive=True) == 0
     out, err = capsys.readouterr()
     assert "interrupted" in err
-    assert [m["content"] for m in session.turns if m["role"] == "user"] == ["second"]  # "first" was not kept
+    assert [m["content"] for m in session.turns if m["role"] == "user"] == [
+        "second"
+    ]  # "first" was not kept
     assert session.turns[-1]["role"] == "assistant"
     with pytest.raises(KeyboardInterrupt):  # not interactive: Ctrl-C ends the run
         loaded.model.calls = 0
@@ -381,15 +460,31 @@ def test_ctrl_c_during_a_reply_returns_to_the_prompt(chat_model, capsys):
 
 def test_generate_chat_renders_one_user_message(chat_model, monkeypatch, capsys):
     seen = []
-    real = generate_cmd.run_sampler
+    real = api.start
 
-    def spy(model, prompt_ids, config, **kw):
+    def spy(loaded, prompt_ids, config, **kw):
         seen.extend(prompt_ids)
-        return real(model, prompt_ids, config, **kw)
+        return real(loaded, prompt_ids, config, **kw)
 
-    monkeypatch.setattr(generate_cmd, "run_sampler", spy)
-    rc = main(["generate", "--model", str(chat_model / "chat"), "--chat", "--system", "S", "hello", "--json",
-               "--gen-length", "8", "--steps", "8", "--device", "cpu"])
+    monkeypatch.setattr(api, "start", spy)
+    rc = main(
+        [
+            "generate",
+            "--model",
+            str(chat_model / "chat"),
+            "--chat",
+            "--system",
+            "S",
+            "hello",
+            "--json",
+            "--gen-length",
+            "8",
+            "--steps",
+            "8",
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     tok = byte_tokenizer()
     assert tok.decode(seen[0]) == "<|system|>\nS\n<|user|>\nhello\n<|assistant|>\n"
@@ -397,5 +492,8 @@ def test_generate_chat_renders_one_user_message(chat_model, monkeypatch, capsys)
     assert res["prompt"] == "hello"
     assert res["text"] == ChatTemplate(DEFAULT_CHAT_TEMPLATE).reply(tok, res["tokens"], tok.eos_id)
     assert main(["generate", "--model", str(chat_model / "chat"), "--system", "S", "x"]) == 2
-    assert main(["generate", "--model", str(chat_model / "base"), "--chat", "x", "--device", "cpu"]) == 2
+    assert (
+        main(["generate", "--model", str(chat_model / "base"), "--chat", "x", "--device", "cpu"])
+        == 2
+    )
     assert "has no chat template" in capsys.readouterr().err

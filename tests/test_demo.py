@@ -24,7 +24,10 @@ def tiny_bible_checkpoint(tmp_path_factory):
 
 
 def test_demo_with_given_model_shows_every_example(tiny_bible_checkpoint, capsys):
-    assert main(["demo", "--model", str(tiny_bible_checkpoint), "--gen-length", "16", "--no-live"]) == 0
+    assert (
+        main(["demo", "--model", str(tiny_bible_checkpoint), "--gen-length", "16", "--no-live"])
+        == 0
+    )
     out = capsys.readouterr().out
     for prompt in PROMPTS:
         assert prompt in out
@@ -55,7 +58,9 @@ def test_demo_bad_input(capsys, tmp_path):
 
 
 def test_demo_train_small_plan(tmp_path):
-    plan = DemoTrainPlan(preset="tiny", steps=3, batch_size=4, seq_len=32, warmup=1, vocab_size=300, time_limit=2)
+    plan = DemoTrainPlan(
+        preset="tiny", steps=3, batch_size=4, seq_len=32, warmup=1, vocab_size=300, time_limit=2
+    )
     run = train_demo(str(tmp_path / "run"), plan=plan, progress=False)
     m = load(run)
     assert m.config.vocab_size == m.tokenizer.vocab_size == 300

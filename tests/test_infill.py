@@ -11,7 +11,7 @@ import re
 import pytest
 import torch
 
-from unmask.canvas import Canvas, CanvasConstraint, TokenMask
+from unmask.canvas import CanvasConstraint, TokenMask
 from unmask.config import SampleConfig, model_preset
 from unmask.errors import UserError
 from unmask.evaluate import sequence_elbo
@@ -129,7 +129,7 @@ def test_parse_template_errors(template, message):
 
 
 def test_template_canvas_locks_text_and_spans_gaps():
-    c = Canvas.from_template("ab[MASK:2]c[MASK]d", TOK)
+    c = template_canvas("ab[MASK:2]c[MASK]d", TOK)
     M = TOK.mask_id
     assert c.tokens.tolist() == [ids("ab") + [M, M] + ids("c") + [M] + ids("d")]
     assert c.masked.tolist() == [[False, False, True, True, False, True, False]]

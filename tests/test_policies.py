@@ -33,7 +33,9 @@ class FixedModel:
     def gen(cls, prompt_len: int, targets: list[int], conf: list[float]) -> FixedModel:
         return cls([4] * prompt_len + targets, [0.99] * prompt_len + conf)
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.calls += 1
         if attention_mask is None:
             pos = torch.arange(tokens.shape[1]).expand_as(tokens)
@@ -44,16 +46,28 @@ class FixedModel:
 
 def commit_steps(result, row: int = 0) -> list[int]:
     start, end = result.region
-    return [next(s for s, c in enumerate(result.history) if c[row, col] != MASK) for col in range(start, end)]
+    return [
+        next(s for s, c in enumerate(result.history) if c[row, col] != MASK)
+        for col in range(start, end)
+    ]
 
 
 def state_of(confidence: list[list[float]], logits: torch.Tensor | None = None) -> StepState:
     conf = torch.tensor(confidence, dtype=torch.float64)
     cand = torch.isfinite(conf)
     B, L = conf.shape
-    return StepState(step=0, block=0, block_step=0, steps_per_block=L, block_start=0, block_end=L,
-                     x0=torch.zeros(B, L, dtype=torch.long), confidence=conf, candidates=cand,
-                     logits=torch.zeros(B, L, 4) if logits is None else logits)
+    return StepState(
+        step=0,
+        block=0,
+        block_step=0,
+        steps_per_block=L,
+        block_start=0,
+        block_end=L,
+        x0=torch.zeros(B, L, dtype=torch.long),
+        confidence=conf,
+        candidates=cand,
+        logits=torch.zeros(B, L, 4) if logits is None else logits,
+    )
 
 
 NEG = float("-inf")
@@ -63,7 +77,10 @@ NEG = float("-inf")
 
 
 def test_confidence_measures_analytic():
-    p = torch.tensor([[[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]]], dtype=torch.float64)
+    p = torch.tensor(
+        [[[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0]]],
+        dtype=torch.float64,
+    )
     logits = p.log()  # (1, 3, 4), -inf where p = 0
     x0 = torch.tensor([[1, 2, 0]])
     prob = CONFIDENCES["prob"](logits, x0, None)
@@ -71,7 +88,9 @@ def test_confidence_measures_analytic():
     margin = CONFIDENCES["margin"](logits, x0, None)
     torch.testing.assert_close(margin, torch.tensor([[0.2, 0.0, 1.0]], dtype=torch.float64))
     H0 = -(0.5 * math.log(0.5) + 0.3 * math.log(0.3) + 0.2 * math.log(0.2))
-    torch.testing.assert_close(entropy(logits), torch.tensor([[H0, math.log(4), 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        entropy(logits), torch.tensor([[H0, math.log(4), 0.0]], dtype=torch.float64)
+    )
     neg = CONFIDENCES["neg_entropy"](logits, x0, None)
     torch.testing.assert_close(neg, torch.tensor([[math.exp(-H0), 0.25, 1.0]], dtype=torch.float64))
 
@@ -81,12 +100,16 @@ def test_prob_is_llada_low_confidence_and_random_overrides():
     x0 = logits.argmax(-1)
     low = REMASKING["low_confidence"](logits, x0, None)
     assert torch.equal(scorer(SampleConfig())(logits, x0, None), low)
-    assert torch.equal(scorer(SampleConfig(confidence="margin"))(logits, x0, None), CONFIDENCES["margin"](logits, x0, None))
+    assert torch.equal(
+        scorer(SampleConfig(confidence="margin"))(logits, x0, None),
+        CONFIDENCES["margin"](logits, x0, None),
+    )
     assert scorer(SampleConfig(remasking="random", confidence="margin")) is REMASKING["random"]
 
 
 def test_margin_changes_the_llada_commit_order():
-    # Position 0: p(top) 0.5 but runner-up 0.45 -> small margin; position 1: 0.4 vs spread -> larger margin.
+    # Position 0: p(top) 0.5 but runner-up 0.45 -> small margin; position 1: 0.4 vs spread -> larger
+    # margin.
     V = 8
     p = torch.full((2, V), 0.0, dtype=torch.float64)
     p[0, 5], p[0, 6] = 0.5, 0.45
@@ -99,11 +122,17 @@ def test_margin_changes_the_llada_commit_order():
         return table.expand(tokens.shape[0], -1, -1)
 
     by_prob = generate(model, [4], SampleConfig(gen_length=2, steps=2), **IDS, return_history=True)
-    by_margin = generate(model, [4], SampleConfig(gen_length=2, steps=2, confidence="margin"), **IDS, return_history=True)
+    by_margin = generate(
+        model,
+        [4],
+        SampleConfig(gen_length=2, steps=2, confidence="margin"),
+        **IDS,
+        return_history=True,
+    )
     assert commit_steps(by_prob) == [0, 1] and commit_steps(by_margin) == [1, 0]
 
 
-# -- the rules on hand-made states ------------------------------------------------------------------
+# -- the rules on hand-made states -----------------------------------------------------------------
 
 
 def test_threshold_rule_per_row():
@@ -141,7 +170,9 @@ def test_entropy_bound_rule():
 
     H = [0.05, 0.1, 0.3, 0.02]
     logits = torch.stack([dist(h) for h in H])[None]  # (1, 4, 4)
-    torch.testing.assert_close(entropy(logits), torch.tensor([H], dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        entropy(logits), torch.tensor([H], dtype=torch.float64), atol=1e-6, rtol=0
+    )
     conf = [[0.9, 0.8, 0.7, 0.6]]
     # prefix sums - max: {0}: 0, {0,1}: 0.05, {0,1,2}: 0.15, {0,1,2,3}: 0.17
     for gamma, n in [(0.0, 1), (0.05, 2), (0.1, 2), (0.16, 3), (0.2, 4)]:
@@ -149,13 +180,15 @@ def test_entropy_bound_rule():
         assert policy.select(state_of(conf, logits)).tolist() == [[i < n for i in range(4)]], gamma
 
 
-# -- in the loop: blocks, batches, dynamic steps ------------------------------------------------------
+# -- in the loop: blocks, batches, dynamic steps ---------------------------------------------------
 
 
 def test_threshold_generation_blocks_and_step_counts():
     conf = [0.95, 0.5, 0.97, 0.6, 0.99, 0.98, 0.3, 0.92]
     model = FixedModel.gen(1, list(range(4, 12)), conf)
-    cfg = SampleConfig(gen_length=8, block_length=4, policy="threshold", threshold=0.9, steps=3)  # steps unused
+    cfg = SampleConfig(
+        gen_length=8, block_length=4, policy="threshold", threshold=0.9, steps=3
+    )  # steps unused
     r = generate(model, [5], cfg, **IDS, return_history=True)
     assert r.gen_ids == [list(range(4, 12))]
     # block 1: {0, 2} then 3 (top-1) then 1; block 2: {4, 5, 7} then 6
@@ -164,7 +197,9 @@ def test_threshold_generation_blocks_and_step_counts():
 
 
 def test_dynamic_policies_batch_rows_equal_rows_alone():
-    model = FixedModel([4, 4, 4] + list(range(4, 12)), [0.99] * 3 + [0.95, 0.5, 0.97, 0.6, 0.99, 0.98, 0.3, 0.92])
+    model = FixedModel(
+        [4, 4, 4] + list(range(4, 12)), [0.99] * 3 + [0.95, 0.5, 0.97, 0.6, 0.99, 0.98, 0.3, 0.92]
+    )
     prompts = [[5, 6, 7], [8], [9, 10]]
     for policy in ("threshold", "factor", "entropy"):
         cfg = SampleConfig(gen_length=8, block_length=4, policy=policy, entropy_bound=0.5)
@@ -176,12 +211,20 @@ def test_dynamic_policies_batch_rows_equal_rows_alone():
 def test_dynamic_policies_on_a_transformer_fill_every_block():
     from unmask.model import Transformer
 
-    mcfg = model_preset("tiny", vocab_size=48, max_seq_len=64, init_std=1.0)  # peaked enough to parallelize
+    mcfg = model_preset(
+        "tiny", vocab_size=48, max_seq_len=64, init_std=1.0
+    )  # peaked enough to parallelize
     torch.manual_seed(0)
     model = Transformer(mcfg).double().eval()
     ids = dict(mask_id=mcfg.mask_id, pad_id=mcfg.pad_id, eos_id=mcfg.eos_id)
-    llada = generate(model, [[5, 6, 7], [8]], SampleConfig(gen_length=16, steps=16, block_length=4), **ids)
-    for policy, extra in [("threshold", dict(threshold=0.5)), ("factor", dict(factor=2.0)), ("entropy", dict(entropy_bound=1.0))]:
+    llada = generate(
+        model, [[5, 6, 7], [8]], SampleConfig(gen_length=16, steps=16, block_length=4), **ids
+    )
+    for policy, extra in [
+        ("threshold", dict(threshold=0.5)),
+        ("factor", dict(factor=2.0)),
+        ("entropy", dict(entropy_bound=1.0)),
+    ]:
         cfg = SampleConfig(gen_length=16, block_length=4, policy=policy, **extra)
         r = generate(model, [[5, 6, 7], [8]], cfg, **ids, return_history=True)
         assert not bool((r.tokens == mcfg.mask_id).any()), policy  # mask-id proposals are forbidden
@@ -189,12 +232,19 @@ def test_dynamic_policies_on_a_transformer_fill_every_block():
         for h in r.history:  # blocks are still filled left to right
             gen = h[:, 3:] != mcfg.mask_id
             for b in range(3):
-                assert bool((gen[:, 4 * b : 4 * b + 4].all(1) | ~gen[:, 4 * (b + 1) :].any(1)).all())
-    one = generate(model, [[5, 6, 7], [8]], SampleConfig(gen_length=16, block_length=4, policy="threshold", threshold=1.0), **ids)
+                assert bool(
+                    (gen[:, 4 * b : 4 * b + 4].all(1) | ~gen[:, 4 * (b + 1) :].any(1)).all()
+                )
+    one = generate(
+        model,
+        [[5, 6, 7], [8]],
+        SampleConfig(gen_length=16, block_length=4, policy="threshold", threshold=1.0),
+        **ids,
+    )
     assert one.nfe == 16
 
 
-# -- validation and the CLI ------------------------------------------------------------------------------
+# -- validation and the CLI ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -205,8 +255,14 @@ def test_dynamic_policies_on_a_transformer_fill_every_block():
         (dict(policy="factor", factor=0.0), "factor must be a finite number > 0"),
         (dict(policy="factor", factor=-1.0), "factor must be"),
         (dict(policy="entropy", entropy_bound=-0.1), "entropy_bound must be >= 0"),
-        (dict(confidence="certainty"), "unknown confidence 'certainty'; choose one of margin, neg_entropy, prob"),
-        (dict(policy="fast"), "unknown policy 'fast'; choose one of entropy, factor, llada, sedd-analytic, sedd-euler, threshold"),
+        (
+            dict(confidence="certainty"),
+            "unknown confidence 'certainty'; choose one of margin, neg_entropy, prob",
+        ),
+        (
+            dict(policy="fast"),
+            "unknown policy 'fast'; choose one of entropy, factor, llada, threshold",
+        ),
         (dict(policy="threshold", remasking="random"), "needs remasking low_confidence"),
     ],
 )
@@ -218,7 +274,9 @@ def test_validation_errors(kwargs, message):
 
 def test_dynamic_policy_ignores_steps_divisibility():
     model = FixedModel.gen(1, [6] * 8, [0.95] * 8)
-    r = generate(model, [5], SampleConfig(gen_length=8, block_length=2, steps=3, policy="threshold"), **IDS)
+    r = generate(
+        model, [5], SampleConfig(gen_length=8, block_length=2, steps=3, policy="threshold"), **IDS
+    )
     assert r.nfe == 4  # one step per block of 2
     with pytest.raises(UserError, match="multiple of the number of blocks"):
         generate(model, [5], SampleConfig(gen_length=8, block_length=2, steps=3), **IDS)
@@ -231,10 +289,32 @@ def test_cli_flags_for_new_fields():
 
     p = argparse.ArgumentParser()
     add_sample_flags(p)
-    args = p.parse_args(["--policy", "threshold", "--threshold", "0.7", "--cache", "dual", "--confidence", "margin",
-                         "--skip-empty-steps", "--top-k", "5", "--top-p", "0.9", "--entropy-bound", "0.3"])
+    args = p.parse_args(
+        [
+            "--policy",
+            "threshold",
+            "--threshold",
+            "0.7",
+            "--cache",
+            "dual",
+            "--confidence",
+            "margin",
+            "--skip-empty-steps",
+            "--top-k",
+            "5",
+            "--top-p",
+            "0.9",
+            "--entropy-bound",
+            "0.3",
+        ]
+    )
     cfg = sample_config_from_args(args)
-    assert (cfg.policy, cfg.threshold, cfg.cache, cfg.confidence) == ("threshold", 0.7, "dual", "margin")
+    assert (cfg.policy, cfg.threshold, cfg.cache, cfg.confidence) == (
+        "threshold",
+        0.7,
+        "dual",
+        "margin",
+    )
     assert cfg.skip_empty_steps and cfg.top_k == 5 and cfg.top_p == 0.9 and cfg.entropy_bound == 0.3
     assert set(POLICIES) >= {"llada", "threshold", "factor", "entropy"}
     with pytest.raises(SystemExit):

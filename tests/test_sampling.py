@@ -47,8 +47,14 @@ class FixedModel:
     Logits do not depend on the canvas, so the commit order can be written by hand.
     """
 
-    def __init__(self, targets: list[int], conf: list[float], vocab: int = 16, config=None,
-                 runner_up: int = 15) -> None:
+    def __init__(
+        self,
+        targets: list[int],
+        conf: list[float],
+        vocab: int = 16,
+        config=None,
+        runner_up: int = 15,
+    ) -> None:
         self.vocab = vocab
         table = torch.empty(len(targets), vocab, dtype=torch.float64)
         for i, (t, c) in enumerate(zip(targets, conf, strict=True)):
@@ -64,18 +70,25 @@ class FixedModel:
 
     @classmethod
     def gen(cls, prompt_len: int, targets: list[int], conf: list[float], **kw) -> FixedModel:
-        """Prompt positions propose token 4 (conf 0.99 — they are never candidates unless masked)."""
+        """Prompt positions propose token 4 (conf 0.99 — they are never candidates unless
+        masked)."""
         return cls([4] * prompt_len + targets, [0.99] * prompt_len + conf, **kw)
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        self.calls.append((tokens.clone(), None if attention_mask is None else attention_mask.clone()))
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        self.calls.append(
+            (tokens.clone(), None if attention_mask is None else attention_mask.clone())
+        )
         return self.table[_real_positions(tokens, attention_mask)]  # (B, L, V)
 
 
 class MixModel:
     """A random fixed embedding + mixing "model" whose logits depend on the whole canvas."""
 
-    def __init__(self, vocab: int = 12, d: int = 8, max_len: int = 64, seed: int = 0, scale: float = 3.0) -> None:
+    def __init__(
+        self, vocab: int = 12, d: int = 8, max_len: int = 64, seed: int = 0, scale: float = 3.0
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         kw = dict(generator=g, dtype=torch.float64)
         self.emb = torch.randn(vocab, d, **kw)
@@ -84,12 +97,18 @@ class MixModel:
         self.out = torch.randn(d, vocab, **kw) * scale / d**0.5
         self.calls = 0
 
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self.calls += 1
-        real = torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask
+        real = (
+            torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask
+        )
         h = self.emb[tokens] + self.pos[_real_positions(tokens, attention_mask)]  # (B, L, d)
         m = real.unsqueeze(-1).to(h.dtype)
-        ctx = (torch.tanh(h @ self.W) * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)  # (B, 1, d)
+        ctx = (torch.tanh(h @ self.W) * m).sum(1, keepdim=True) / m.sum(
+            1, keepdim=True
+        )  # (B, 1, d)
         logits = (h + ctx) @ self.out  # (B, L, V)
         logits[..., MASK] = -1e4  # like a trained model: [MASK] is never a target
         return logits
@@ -107,8 +126,18 @@ def commit_steps(result: GenerateResult, row: int = 0) -> list[int]:
 # -- an independent re-implementation of LLaDA's reference generate() ------------------------
 
 
-def llada_reference(model, prompt, *, steps, gen_length, block_length, temperature=0.0,
-                    cfg_scale=0.0, remasking="low_confidence", mask_id=MASK):
+def llada_reference(
+    model,
+    prompt,
+    *,
+    steps,
+    gen_length,
+    block_length,
+    temperature=0.0,
+    cfg_scale=0.0,
+    remasking="low_confidence",
+    mask_id=MASK,
+):
     """ML-GSAI/LLaDA generate.py, written out plainly (model returns logits directly)."""
     P = prompt.shape[1]
     x = torch.full((1, P + gen_length), mask_id, dtype=torch.long)
@@ -117,7 +146,7 @@ def llada_reference(model, prompt, *, steps, gen_length, block_length, temperatu
     num_blocks = gen_length // block_length
     steps_per_block = steps // num_blocks
     for nb in range(num_blocks):
-        block_masks = (x[:, P + nb * block_length: P + (nb + 1) * block_length] == mask_id).sum(1)
+        block_masks = (x[:, P + nb * block_length : P + (nb + 1) * block_length] == mask_id).sum(1)
         base, rem = block_masks // steps_per_block, block_masks % steps_per_block
         counts = torch.zeros(1, steps_per_block, dtype=torch.long) + base[:, None]
         counts[0, : int(rem[0])] += 1
@@ -142,7 +171,7 @@ def llada_reference(model, prompt, *, steps, gen_length, block_length, temperatu
                 x0_p = torch.gather(p, -1, x0[..., None])[..., 0]
             else:
                 x0_p = torch.rand(x0.shape)
-            x0_p[:, P + (nb + 1) * block_length:] = float("-inf")
+            x0_p[:, P + (nb + 1) * block_length :] = float("-inf")
             x0 = torch.where(mask_index, x0, x)
             confidence = torch.where(mask_index, x0_p, float("-inf"))
             transfer = torch.zeros_like(x0, dtype=torch.bool)
@@ -196,7 +225,13 @@ def test_blocks_never_commit_past_block_end():
     # The second block is the most confident, yet the first block goes first.
     conf = [0.3, 0.4, 0.5, 0.6, 0.95, 0.94, 0.93, 0.92]
     model = FixedModel.gen(2, list(range(4, 12)), conf)
-    r = generate(model, [5, 5], SampleConfig(gen_length=8, steps=4, block_length=4), **IDS, return_history=True)
+    r = generate(
+        model,
+        [5, 5],
+        SampleConfig(gen_length=8, steps=4, block_length=4),
+        **IDS,
+        return_history=True,
+    )
     assert commit_steps(r) == [1, 1, 0, 0, 2, 2, 3, 3]
     r1 = generate(model, [5, 5], SampleConfig(gen_length=8, steps=4), **IDS, return_history=True)
     assert commit_steps(r1) == [3, 3, 2, 2, 0, 0, 1, 1]  # one block: pure diffusion
@@ -204,22 +239,58 @@ def test_blocks_never_commit_past_block_end():
 
 def test_one_block_equals_no_block():
     model = MixModel(seed=3)
-    a = generate(model, [5, 6, 7], SampleConfig(gen_length=8, steps=8, block_length=None), **IDS, return_history=True)
-    b = generate(model, [5, 6, 7], SampleConfig(gen_length=8, steps=8, block_length=8), **IDS, return_history=True)
+    a = generate(
+        model,
+        [5, 6, 7],
+        SampleConfig(gen_length=8, steps=8, block_length=None),
+        **IDS,
+        return_history=True,
+    )
+    b = generate(
+        model,
+        [5, 6, 7],
+        SampleConfig(gen_length=8, steps=8, block_length=8),
+        **IDS,
+        return_history=True,
+    )
     assert torch.equal(a.tokens, b.tokens)
     assert all(torch.equal(x, y) for x, y in zip(a.history, b.history, strict=True))
 
 
-def test_masks_inside_prompt_are_filled():
-    # Prompt position 1 is a mask with the highest confidence: it takes the first step's slot.
+def test_masks_inside_prompt_are_filled_as_the_reference_with_prompt_masks_reference():
+    # LLaDA's reference: prompt position 1 is a mask with the highest confidence: it takes
+    # the first step's slot, budgeted for the generated part only.
+    ref = dict(prompt_masks="reference")
     model = FixedModel([4, 11, 4, 6, 7], [0.99, 0.98, 0.99, 0.6, 0.5])
-    r = generate(model, [5, MASK, 5], SampleConfig(gen_length=2, steps=2), **IDS, return_history=True)
+    r = generate(
+        model, [5, MASK, 5], SampleConfig(gen_length=2, steps=2, **ref), **IDS, return_history=True
+    )
     assert r.tokens.tolist() == [[5, 11, 5, 6, MASK]]  # the budget (2) was spent on 11 and 6
     assert r.history[0].tolist() == [[5, 11, 5, MASK, MASK]]
     # A less confident prompt mask loses its slot to the generated positions.
     model2 = FixedModel([4, 11, 4, 6, 7], [0.99, 0.2, 0.99, 0.6, 0.5])
-    r2 = generate(model2, [5, MASK, 5], SampleConfig(gen_length=2, steps=2), **IDS)
+    r2 = generate(model2, [5, MASK, 5], SampleConfig(gen_length=2, steps=2, **ref), **IDS)
     assert r2.tokens.tolist() == [[5, MASK, 5, 6, 7]]
+    want = llada_reference(
+        model2, torch.tensor([[5, MASK, 5]]), steps=2, gen_length=2, block_length=2
+    )
+    assert torch.equal(r2.tokens, want)
+
+
+@pytest.mark.parametrize("confidences", [[0.99, 0.98, 0.99, 0.6, 0.5], [0.99, 0.2, 0.99, 0.6, 0.5]])
+@pytest.mark.parametrize("block_length", [None, 1])
+def test_masks_inside_prompt_are_counted_and_every_mask_is_filled(confidences, block_length):
+    # By default a prompt [MASK] is counted in the schedule: 3 masks over 2 steps = 2 + 1,
+    # and nothing stays masked whatever the confidences or blocks.
+    model = FixedModel([4, 11, 4, 6, 7], confidences)
+    steps = 2
+    cfg = SampleConfig(gen_length=2, steps=steps, block_length=block_length)
+    r = generate(model, [5, MASK, 5], cfg, **IDS, return_history=True)
+    assert not (r.tokens == MASK).any()
+    assert r.tokens[0, [0, 2, 3, 4]].tolist() == [5, 5, 6, 7]
+    assert r.nfe == steps
+    first = r.history[0][0].tolist()
+    assert sum(t == MASK for t in first) == 1  # 2 of the 3 masks went in the first step
 
 
 def test_mask_id_is_never_proposed():
@@ -238,22 +309,37 @@ def test_mask_id_is_never_proposed():
 
 @pytest.mark.parametrize(
     "gen_length,steps,block_length,cfg_scale",
-    [(8, 8, 8, 0.0), (8, 4, 4, 0.0), (12, 6, 4, 0.0), (12, 12, 3, 0.0), (8, 3, 8, 0.0), (8, 4, 4, 0.5)],
+    [
+        (8, 8, 8, 0.0),
+        (8, 4, 4, 0.0),
+        (12, 6, 4, 0.0),
+        (12, 12, 3, 0.0),
+        (8, 3, 8, 0.0),
+        (8, 4, 4, 0.5),
+    ],
 )
 @pytest.mark.parametrize("seed", [0, 1])
 def test_matches_llada_reference(gen_length, steps, block_length, cfg_scale, seed):
     model = MixModel(seed=seed)
     g = torch.Generator().manual_seed(100 + seed)
     prompts = [torch.randint(3, 12, (n,), generator=g).tolist() for n in (3, 6, 1)]
-    cfg = SampleConfig(gen_length=gen_length, steps=steps, block_length=block_length, cfg_scale=cfg_scale)
+    cfg = SampleConfig(
+        gen_length=gen_length, steps=steps, block_length=block_length, cfg_scale=cfg_scale
+    )
     batch = generate(model, prompts, cfg, **IDS)
     P = max(map(len, prompts))
     for i, p in enumerate(prompts):
-        ref = llada_reference(model, torch.tensor([p]), steps=steps, gen_length=gen_length,
-                              block_length=block_length, cfg_scale=cfg_scale)
+        ref = llada_reference(
+            model,
+            torch.tensor([p]),
+            steps=steps,
+            gen_length=gen_length,
+            block_length=block_length,
+            cfg_scale=cfg_scale,
+        )
         alone = generate(model, p, cfg, **IDS)
         assert torch.equal(alone.tokens, ref)
-        assert batch.tokens[i, P - len(p):].tolist() == ref[0].tolist()  # padded row == row alone
+        assert batch.tokens[i, P - len(p) :].tolist() == ref[0].tolist()  # padded row == row alone
         assert batch.tokens[i, : P - len(p)].tolist() == [PAD] * (P - len(p))
 
 
@@ -263,8 +349,15 @@ def test_global_rng_draws_match_reference(remasking):
     model = MixModel(seed=5)
     prompt = [4, 5, 6]
     torch.manual_seed(7)
-    ref = llada_reference(model, torch.tensor([prompt]), steps=4, gen_length=8, block_length=4,
-                          temperature=0.8, remasking=remasking)
+    ref = llada_reference(
+        model,
+        torch.tensor([prompt]),
+        steps=4,
+        gen_length=8,
+        block_length=4,
+        temperature=0.8,
+        remasking=remasking,
+    )
     torch.manual_seed(7)
     cfg = SampleConfig(gen_length=8, steps=4, block_length=4, temperature=0.8, remasking=remasking)
     ours = generate(model, prompt, cfg, **IDS)
@@ -272,14 +365,16 @@ def test_global_rng_draws_match_reference(remasking):
 
 
 def test_padded_batch_equals_rows_alone_fixed_model():
-    model = FixedModel([4, 4, 4, 4] + list(range(4, 10)), [0.99, 0.98, 0.97, 0.96, 0.9, 0.4, 0.6, 0.5, 0.8, 0.7])
+    model = FixedModel(
+        [4, 4, 4, 4] + list(range(4, 10)), [0.99, 0.98, 0.97, 0.96, 0.9, 0.4, 0.6, 0.5, 0.8, 0.7]
+    )
     cfg = SampleConfig(gen_length=6, steps=4, block_length=3)
     prompts = [[5, 6, 7, 8], [9], [10, 11]]
     batch = generate(model, prompts, cfg, **IDS)
     assert model.calls[-1][1] is not None  # the padding mask reached the model
     for i, p in enumerate(prompts):
         alone = generate(model, p, cfg, **IDS)
-        assert batch.tokens[i, 4 - len(p):].tolist() == alone.tokens[0].tolist()
+        assert batch.tokens[i, 4 - len(p) :].tolist() == alone.tokens[0].tolist()
         assert batch.gen_ids[i] == alone.gen_ids[0]
 
 
@@ -310,11 +405,20 @@ def test_temperature_seed_determinism():
     assert torch.equal(a.tokens, b.tokens)
     g1 = generate(model, [4, 5], cfg, **IDS, generator=torch.Generator().manual_seed(11))
     assert torch.equal(a.tokens, g1.tokens)  # config.seed == an explicit generator with that seed
-    outs = {tuple(generate(model, [4, 5], SampleConfig(gen_length=8, steps=4, temperature=1.0, seed=s), **IDS)
-                  .gen_ids[0]) for s in range(4)}
+    outs = {
+        tuple(
+            generate(
+                model, [4, 5], SampleConfig(gen_length=8, steps=4, temperature=1.0, seed=s), **IDS
+            ).gen_ids[0]
+        )
+        for s in range(4)
+    }
     assert len(outs) > 1
     greedy = generate(model, [4, 5], SampleConfig(gen_length=8, steps=4), **IDS)
-    assert torch.equal(greedy.tokens, generate(model, [4, 5], SampleConfig(gen_length=8, steps=4, seed=3), **IDS).tokens)
+    assert torch.equal(
+        greedy.tokens,
+        generate(model, [4, 5], SampleConfig(gen_length=8, steps=4, seed=3), **IDS).tokens,
+    )
 
 
 def test_gumbel_noise_formula():
@@ -340,7 +444,9 @@ class GuidanceModel:
     def __call__(self, tokens, attention_mask=None):
         self.calls.append(tokens.clone())
         sees_prompt = tokens[:, :1] != MASK  # (B, 1)
-        return torch.where(sees_prompt[..., None], self.cond, self.un).expand(*tokens.shape, 8).clone()
+        return (
+            torch.where(sees_prompt[..., None], self.cond, self.un).expand(*tokens.shape, 8).clone()
+        )
 
 
 def test_cfg_formula_and_one_nfe_per_step():
@@ -366,7 +472,14 @@ def test_forbid_eos():
     r2 = generate(model, [5], SampleConfig(gen_length=3, steps=3, forbid_eos=True), **IDS)
     assert r2.gen_ids == [[15, 15, 7]]  # the runner-up instead of EOS
     with pytest.raises(UserError, match="EOS"):
-        generate(model, [5], SampleConfig(gen_length=3, steps=3, forbid_eos=True), mask_id=MASK, pad_id=PAD, eos_id=None)
+        generate(
+            model,
+            [5],
+            SampleConfig(gen_length=3, steps=3, forbid_eos=True),
+            mask_id=MASK,
+            pad_id=PAD,
+            eos_id=None,
+        )
 
 
 def test_random_remasking():
@@ -385,7 +498,9 @@ def test_random_remasking():
 
 
 def test_logit_shift_from_model_config():
-    torch.testing.assert_close(shift_logits(torch.arange(4.0).view(1, 4, 1)).flatten(), torch.tensor([0.0, 0, 1, 2]))
+    torch.testing.assert_close(
+        shift_logits(torch.arange(4.0).view(1, 4, 1)).flatten(), torch.tensor([0.0, 0, 1, 2])
+    )
     targets, conf = [4, 6, 7, 8], [0.9, 0.8, 0.7, 0.6]
     plain = generate(FixedModel(targets, conf), [5], SampleConfig(gen_length=3, steps=3), **IDS)
     assert plain.gen_ids == [[6, 7, 8]]
@@ -409,8 +524,14 @@ def test_hf_style_output_with_logits_attribute():
 def test_nfe_history_and_callback():
     model = MixModel(seed=1)
     seen: list[tuple[int, list[list[int]]]] = []
-    r = generate(model, [[4, 5], [6]], SampleConfig(gen_length=8, steps=8, block_length=4), **IDS,
-                 return_history=True, step_callback=lambda s, c: seen.append((s, c.tolist())))
+    r = generate(
+        model,
+        [[4, 5], [6]],
+        SampleConfig(gen_length=8, steps=8, block_length=4),
+        **IDS,
+        return_history=True,
+        step_callback=lambda s, c: seen.append((s, c.tolist())),
+    )
     assert r.nfe == 8 and model.calls == 8 and r.steps == 8
     assert len(r.history) == 8 and torch.equal(r.history[-1], r.tokens)
     assert [s for s, _ in seen] == list(range(1, 9))
@@ -422,12 +543,14 @@ def test_texts_cut_at_first_eos():
     assert cut_at_eos([5, 6, EOS, 7, EOS], EOS) == [5, 6]
     assert cut_at_eos([5, 6], EOS) == [5, 6]
     assert cut_at_eos([5, EOS], None) == [5, EOS]
-    model = FixedModel.gen(1, [ord("h") + 4, ord("i") + 4, EOS, ord("x") + 4], [0.9, 0.8, 0.7, 0.6], vocab=260)
+    model = FixedModel.gen(
+        1, [ord("h") + 4, ord("i") + 4, EOS, ord("x") + 4], [0.9, 0.8, 0.7, 0.6], vocab=260
+    )
     r = generate(model, [5], SampleConfig(gen_length=4, steps=2), **IDS)
     assert r.texts(FakeTokenizer()) == ["hi"]
 
 
-# -- validation --------------------------------------------------------------------------------------
+# -- validation ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -435,12 +558,18 @@ def test_texts_cut_at_first_eos():
     [
         (dict(gen_length=0), "gen_length must be positive"),
         (dict(steps=0), "steps must be positive"),
-        (dict(gen_length=10, block_length=4), r"multiple of block_length \(4\); try block_length 2 or 5"),
+        (
+            dict(gen_length=10, block_length=4),
+            r"multiple of block_length \(4\); try block_length 2 or 5",
+        ),
         (dict(gen_length=16, block_length=4, steps=6), r"number of blocks \(4 .*try 4 or 8"),
         (dict(block_length=0), "block_length must be positive"),
         (dict(temperature=-1.0), "temperature"),
         (dict(cfg_scale=-0.5), "cfg_scale"),
-        (dict(remasking="lowest"), "unknown remasking 'lowest'; choose one of low_confidence, random"),
+        (
+            dict(remasking="lowest"),
+            "unknown remasking 'lowest'; choose one of low_confidence, random",
+        ),
         (dict(policy="nope"), "unknown policy 'nope'"),
     ],
 )
@@ -453,7 +582,9 @@ def test_validation_errors(kwargs, message):
 
 def test_max_seq_len_error():
     model = FixedModel.gen(3, [6] * 8, [0.5] * 8, config=SimpleNamespace(max_seq_len=10))
-    with pytest.raises(UserError, match=r"exceeds the model's max_seq_len \(10\); use gen_length <= 7"):
+    with pytest.raises(
+        UserError, match=r"exceeds the model's max_seq_len \(10\); use gen_length <= 7"
+    ):
         generate(model, [5, 5, 5], SampleConfig(gen_length=8, steps=8), **IDS)
     assert generate(model, [5, 5], SampleConfig(gen_length=8, steps=8), **IDS).nfe == 8
 
@@ -470,11 +601,17 @@ def test_custom_policy_registry(monkeypatch):
 
     monkeypatch.setitem(POLICIES, "leftmost", lambda cfg: Leftmost())
     model = FixedModel.gen(1, [6, 7, 8, 9], CONF)
-    r = generate(model, [5], SampleConfig(gen_length=4, steps=4, policy="leftmost"), **IDS, return_history=True)
+    r = generate(
+        model,
+        [5],
+        SampleConfig(gen_length=4, steps=4, policy="leftmost"),
+        **IDS,
+        return_history=True,
+    )
     assert commit_steps(r) == [0, 1, 2, 3]
 
 
-# -- live view -----------------------------------------------------------------------------------------
+# -- live view -------------------------------------------------------------------------------------
 
 
 class FakeTokenizer:
@@ -505,7 +642,16 @@ def _ids(text: str) -> list[int]:
 
 def test_live_view_renders_masks_text_and_new_tokens():
     out = io.StringIO()
-    view = LiveView(FakeTokenizer(), start=1, total_steps=2, stream=out, enabled=True, color=True, width=80, height=24)
+    view = LiveView(
+        FakeTokenizer(),
+        start=1,
+        total_steps=2,
+        stream=out,
+        enabled=True,
+        color=True,
+        width=80,
+        height=24,
+    )
     e = _ids("é")  # two tokens, one character
     step1 = torch.tensor([[9, *e, MASK, MASK]])
     view(1, step1)
@@ -513,7 +659,7 @@ def test_live_view_renders_masks_text_and_new_tokens():
     assert "\x1b[1;32mé\x1b[0m" in frame1  # new, highlighted, multi-byte decoded
     assert "\x1b[2m░░\x1b[0m" in frame1 and "step 1/2" in frame1
     view(2, torch.tensor([[9, *e, *_ids("a"), EOS]]))
-    frame2 = out.getvalue()[len(frame1):]
+    frame2 = out.getvalue()[len(frame1) :]
     assert frame2.startswith("\r\x1b[1A\x1b[J")  # redrawn in place: up over text row + status row
     assert "é\x1b[1;32ma" in frame2  # old text plain, new text highlighted
     assert "0 masked" in frame2
@@ -558,7 +704,9 @@ def test_live_view_disabled_when_not_a_tty_and_sanitizes():
 
 def test_live_view_decode_fallback_and_batch():
     out = io.StringIO()
-    view = LiveView(DecodeOnlyTokenizer(), stream=out, enabled=True, color=False, width=80, height=24)
+    view = LiveView(
+        DecodeOnlyTokenizer(), stream=out, enabled=True, color=False, width=80, height=24
+    )
     view(1, torch.tensor([[*_ids("ab"), MASK], [*_ids("c"), EOS, MASK]]))
     text = out.getvalue()
     assert "[0] ab░" in text and "[1] c·░" in text
@@ -567,18 +715,28 @@ def test_live_view_decode_fallback_and_batch():
 def test_live_view_as_step_callback():
     out = io.StringIO()
     model = FixedModel.gen(1, _ids("hey"), [0.9, 0.8, 0.7], vocab=260)
-    view = LiveView(FakeTokenizer(), start=1, total_steps=3, stream=out, enabled=True, color=False, width=80, height=24)
+    view = LiveView(
+        FakeTokenizer(),
+        start=1,
+        total_steps=3,
+        stream=out,
+        enabled=True,
+        color=False,
+        width=80,
+        height=24,
+    )
     generate(model, [5], SampleConfig(gen_length=3, steps=3), **IDS, step_callback=view)
     view.close(clear=True)
     text = out.getvalue()
     assert "h░░" in text and "he░" in text and "hey" in text and "step 3/3" in text
 
 
-# -- CLI -----------------------------------------------------------------------------------------------
+# -- CLI -------------------------------------------------------------------------------------------
 
 
 class TailModel:
-    """The last ``len(targets)`` positions propose ``targets`` (confidence falling left to right)."""
+    """The last ``len(targets)`` positions propose ``targets`` (confidence falling left to
+    right)."""
 
     def __init__(self, targets: list[int], vocab: int, config) -> None:
         self.targets, self.vocab, self.config = targets, vocab, config
@@ -596,7 +754,9 @@ class TailModel:
 
 
 def _fake_loaded(path, *, device="cpu", **_):
-    cfg = SimpleNamespace(mask_id=MASK, pad_id=PAD, eos_id=EOS, bos_id=3, max_seq_len=64, logit_shift=False)
+    cfg = SimpleNamespace(
+        mask_id=MASK, pad_id=PAD, eos_id=EOS, bos_id=3, max_seq_len=64, logit_shift=False
+    )
     model = TailModel(_ids("ok!") + [EOS] * 5, 260, cfg)
     return SimpleNamespace(model=model, tokenizer=FakeTokenizer(), config=cfg, path=path)
 
@@ -606,8 +766,22 @@ def test_cli_generate_json(monkeypatch, capsys):
     from unmask.cli import main
 
     monkeypatch.setattr(ckpt, "load", _fake_loaded)
-    rc = main(["generate", "--model", "run", "--gen-length", "8", "--steps", "4", "--block-length", "4",
-               "--json", "hello", "hi"])
+    rc = main(
+        [
+            "generate",
+            "--model",
+            "run",
+            "--gen-length",
+            "8",
+            "--steps",
+            "4",
+            "--block-length",
+            "4",
+            "--json",
+            "hello",
+            "hi",
+        ]
+    )
     assert rc == 0
     data = json.loads(capsys.readouterr().out)
     assert [r["text"] for r in data["results"]] == ["ok!", "ok!"]
@@ -622,16 +796,38 @@ def test_cli_generate_text_and_errors(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(ckpt, "load", _fake_loaded)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("one\n\ntwo\n")
-    assert main(["generate", "--model", "run", "--gen-length", "8", "--steps", "8", "--prompt-file", str(prompts)]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                "run",
+                "--gen-length",
+                "8",
+                "--steps",
+                "8",
+                "--prompt-file",
+                str(prompts),
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert captured.out.count("ok!") == 2 and "NFE" in captured.err
     assert "one" in captured.out and "two" in captured.out  # prompt shown before its continuation
-    assert main(["generate", "--model", "run", "--gen-length", "10", "--block-length", "4", "x"]) == 2
+    assert (
+        main(["generate", "--model", "run", "--gen-length", "10", "--block-length", "4", "x"]) == 2
+    )
     err = capsys.readouterr().err
-    assert err.startswith("unmask generate: error: gen_length (10) must be a multiple") and err.count("\n") == 1
+    assert (
+        err.startswith("unmask generate: error: gen_length (10) must be a multiple")
+        and err.count("\n") == 1
+    )
     assert main(["generate", "--model", "run"]) == 2
     assert "no prompt" in capsys.readouterr().err
-    assert main(["generate", "--model", "run", "--gen-length", "60", "--steps", "60", "x" * 10]) == 2
+    assert (
+        main(["generate", "--model", "run", "--gen-length", "60", "--steps", "60", "x" * 10]) == 2
+    )
     assert "max_seq_len" in capsys.readouterr().err
 
 
@@ -646,7 +842,18 @@ def test_cli_generate_real_checkpoint(tmp_path, capsys):
     cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, **tok.special_ids())
     torch.manual_seed(0)
     ckpt.save_checkpoint(tmp_path / "run", model=model_mod.Transformer(cfg), tokenizer=tok)
-    args = ["generate", "--model", str(tmp_path / "run"), "--gen-length", "8", "--steps", "4", "--json", "--seed", "1"]
+    args = [
+        "generate",
+        "--model",
+        str(tmp_path / "run"),
+        "--gen-length",
+        "8",
+        "--steps",
+        "4",
+        "--json",
+        "--seed",
+        "1",
+    ]
     assert main([*args, "--temperature", "1.0", "ab", "c"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["results"]) == 2 and all(len(r["tokens"]) == 8 for r in data["results"])

@@ -1,4 +1,5 @@
-"""Sample-quality metrics: diversity (analytic values) and the reference scorer (generative perplexity).
+"""Sample-quality metrics: diversity (analytic values) and the reference scorer
+(generative perplexity).
 
 The scorer logic runs on a plain uniform predictor and a tiny causal model built here. The
 test with the real reference model (SmolLM2, ~15 s to load) runs only with UNMASK_SLOW=1
@@ -44,7 +45,8 @@ def test_distinct_n_all_distinct_is_one_and_ids_equal_words() -> None:
 
 
 def test_distinct_n_does_not_cross_samples_and_handles_empty() -> None:
-    # Pooled over ["a a", "a a"]: 2 bigrams (a, a), one unique; a gram across the boundary would make 3.
+    # Pooled over ["a a", "a a"]: 2 bigrams (a, a), one unique; a gram across the boundary
+    # would make 3.
     assert distinct_n(["a a", "a a"], 2) == pytest.approx(0.5)
     assert distinct_n(["a", "b"], 2) == 0.0  # no bigram at all
     assert distinct_n([], 1) == 0.0
@@ -99,7 +101,9 @@ def test_uniform_reference_has_perplexity_v() -> None:
 
 def test_batched_scores_equal_one_by_one() -> None:
     tok = byte_tokenizer()
-    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, attention="causal", init_std=0.3)
+    cfg = model_preset(
+        "tiny", vocab_size=tok.vocab_size, max_seq_len=64, attention="causal", init_std=0.3
+    )
     torch.manual_seed(0)
     model = Transformer(cfg).double().eval()
     scorer = ReferenceScorer(lambda ids, attention_mask: model(ids, attention_mask=attention_mask),
@@ -107,13 +111,17 @@ def test_batched_scores_equal_one_by_one() -> None:
     texts = ["In the beginning", "God said", "x", "Let there be light, and there was light."]
     prompts = ["A", "", "Then", "And"]
     batched = scorer.score(texts, prompts=prompts, batch_size=4)
-    alone = [scorer.score([t], prompts=[p], batch_size=1)[0] for t, p in zip(texts, prompts, strict=True)]
+    alone = [
+        scorer.score([t], prompts=[p], batch_size=1)[0] for t, p in zip(texts, prompts, strict=True)
+    ]
     for a, b in zip(batched, alone, strict=True):
         assert a.n_tokens == b.n_tokens
         assert a.nll == pytest.approx(b.nll, rel=1e-9)
     total = sum(s.nll for s in batched) / sum(s.n_tokens for s in batched)
     assert scorer.perplexity(texts, prompts=prompts) == pytest.approx(math.exp(total))
-    assert generative_perplexity(texts, prompts=prompts, scorer=scorer) == pytest.approx(math.exp(total))
+    assert generative_perplexity(texts, prompts=prompts, scorer=scorer) == pytest.approx(
+        math.exp(total)
+    )
     # Truncation keeps the first max_length tokens, context included.
     short = ReferenceScorer(scorer.logits_fn, tok.encode, start_id=cfg.eos_id, max_length=5)
     assert short.score(texts[3:])[0].n_tokens == 4
@@ -142,7 +150,9 @@ def test_missing_packages_name_the_install_command(monkeypatch: pytest.MonkeyPat
 # -- the real reference model (slow, optional) ------------------------------------------
 
 
-@pytest.mark.skipif(os.environ.get("UNMASK_SLOW") != "1", reason="loads SmolLM2 (~15 s); set UNMASK_SLOW=1")
+@pytest.mark.skipif(
+    os.environ.get("UNMASK_SLOW") != "1", reason="loads SmolLM2 (~15 s); set UNMASK_SLOW=1"
+)
 def test_smollm2_prefers_english_to_shuffled_words() -> None:
     pytest.importorskip("transformers")
     pytest.importorskip("gguf")

@@ -521,7 +521,9 @@ def test_short_training_lowers_the_loss_and_generate_samples_it(corpus, tmp_path
     assert (cfg.sedd_graph, cfg.output) == ("absorbing", "logits")
     out = _generate(run, capsys, "--policy", "sedd-analytic")
     assert out["nfe"] == 4 and len(out["results"][0]["tokens"]) == 8
-    assert _generate(run, capsys)["nfe"] == 4  # and the commit policies sample it as it is
+    assert _generate(run, capsys)["decoder"] == "sedd"  # the checkpoint's own decoder by default
+    # and the commit policies sample it as it is
+    assert _generate(run, capsys, "--decoder", "llada")["nfe"] == 4
     with pytest.raises(UserError, match="sedd_graph applies"):
         objective_spec("mdlm").validate(TrainConfig(objective="mdlm", sedd_graph="uniform"))
 
@@ -561,21 +563,7 @@ def test_uniform_graph_trains_and_samples_only_with_sedd_samplers(corpus, tmp_pa
     assert len(_generate(run, capsys, "--policy", "sedd-analytic")["results"][0]["tokens"]) == 8
     from unmask.cli import main
 
-    assert (
-        main(
-            [
-                "generate",
-                "--model",
-                str(run),
-                "--gen-length",
-                "8",
-                "--steps",
-                "4",
-                "--json",
-                "--no-live",
-                "x",
-            ]
-        )
-        == 2
-    )
+    assert main(["generate", "--model", str(run), "--gen-length", "8", "--steps", "4", "--json",
+                 "--no-live", "--decoder", "llada", "x"]) == 2
     assert "uniform-graph SEDD model" in capsys.readouterr().err
+    assert _generate(run, capsys)["decoder"] == "sedd"  # decoder auto: the one that can sample it

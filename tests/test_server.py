@@ -385,18 +385,19 @@ def test_full_queue_answers_429_and_timeout_504():
 
 def test_engine_cancel_drops_queued_job_and_stops_batch():
     seen: list[list[list[int]]] = []
+    from unmask.sampling import DecoderRun
 
-    def run(rows, config, on_step):
+    class Endless(DecoderRun):  # a run alone that would take 999 steps
+        done = False
+
+        def advance(self):
+            time.sleep(0.001)  # the engine stops it once every job is cancelled
+
+    def start_run(rows, config, *, step_callback=None):
         seen.append(rows)
-        import torch
+        return Endless()
 
-        tokens = torch.zeros(len(rows), 4, dtype=torch.long)
-        for step in range(1, 1000):
-            on_step(step, tokens, (0, 4))  # raises Cancelled once every job is cancelled
-            time.sleep(0.001)
-        return tokens, (0, 4), 999, 999
-
-    engine = Engine(run, max_batch=1, max_queue=4, batch_wait_s=0.0)
+    engine = Engine(start_run, max_batch=1, max_queue=4, batch_wait_s=0.0)
     try:
         running = Job(rows=[[1]], config=SampleConfig())
         queued = Job(rows=[[2]], config=SampleConfig())

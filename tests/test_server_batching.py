@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 
 import pytest
 import torch
 from server_helpers import Mixer, Stepped, loaded, random_transformer, tiny_config, wait_until
 
+from unmask import api
 from unmask.config import SampleConfig
 from unmask.sampling import generate
 from unmask.sampling.loop import Denoiser, step_together
-from unmask.server.batching import Cancelled, DiffusionStepper, Engine, GenOutput, Job, QueueFull
+from unmask.server.batching import Cancelled, Engine, GenOutput, Job, QueueFull
 from unmask.server.metrics import Metrics
 from unmask.tokenizer import byte_tokenizer
 
@@ -25,7 +27,10 @@ TOK = byte_tokenizer()
 MIXED = [
     ("In the beginning", SampleConfig(gen_length=8, steps=8)),
     ("x", SampleConfig(gen_length=6, steps=3)),
-    ("And God said,", SampleConfig(gen_length=8, steps=4, block_length=4, policy="threshold", threshold=0.5)),
+    (
+        "And God said,",
+        SampleConfig(gen_length=8, steps=4, block_length=4, policy="threshold", threshold=0.5),
+    ),
     ("hello", SampleConfig(gen_length=5, steps=5, temperature=1.0, seed=11)),
     ("", SampleConfig(gen_length=4, steps=8, skip_empty_steps=True)),
     ("ab", SampleConfig(gen_length=6, steps=6, cfg_scale=1.0, remasking="random", seed=3)),
@@ -34,17 +39,22 @@ MIXED = [
 
 def alone(model, prompt: str, config: SampleConfig):
     cfg = model.config
-    return generate(model, TOK.encode(prompt), config, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+    return generate(
+        model, TOK.encode(prompt), config, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id
+    )
 
 
 def denoiser(model, prompt: str | list[str], config: SampleConfig, **kw) -> Denoiser:
     cfg = model.config
     ids = TOK.encode(prompt) if isinstance(prompt, str) else [TOK.encode(p) for p in prompt]
-    return Denoiser.for_prompts(model, ids, config, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id, **kw)
+    return Denoiser.for_prompts(
+        model, ids, config, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id, **kw
+    )
 
 
 def run_together(ds: list[Denoiser], late: list[tuple[int, Denoiser]] = ()) -> list[int]:
-    """Step ``ds`` together until all are done; ``late`` = (after shared step k, a denoiser that joins).
+    """Step ``ds`` together until all are done; ``late`` = (after shared step k, a denoiser
+    that joins).
     Returns the rows of every shared forward."""
     sizes, k, late = [], 0, list(late)
     while not all(d.done for d in ds) or late:
@@ -55,7 +65,7 @@ def run_together(ds: list[Denoiser], late: list[tuple[int, Denoiser]] = ()) -> l
     return sizes
 
 
-# -- the loop ---------------------------------------------------------------------------------------
+# -- the loop --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("shift", [False, True])
@@ -75,10 +85,13 @@ def test_step_together_equals_each_row_alone_exactly(shift):
 
 
 def test_step_together_on_a_transformer_matches_alone():
-    """The real model: left padding to the longest canvas leaves every row's argmax path as alone."""
+    """The real model: left padding to the longest canvas leaves every row's argmax path as
+    alone."""
     model = random_transformer()
-    greedy = [(p, dataclasses.replace(c, temperature=0.0, cfg_scale=0.0, remasking="low_confidence"))
-              for p, c in MIXED[:5]]
+    greedy = [
+        (p, dataclasses.replace(c, temperature=0.0, cfg_scale=0.0, remasking="low_confidence"))
+        for p, c in MIXED[:5]
+    ]
     ds = [denoiser(model, p, c) for p, c in greedy[:3]]
     sizes = run_together(ds, [(1, denoiser(model, *greedy[3])), (3, denoiser(model, *greedy[4]))])
     assert max(sizes) >= 3
@@ -87,13 +100,19 @@ def test_step_together_on_a_transformer_matches_alone():
 
 
 def test_seeded_rows_do_not_depend_on_their_company():
-    """Same seed, same sample, whether the row runs alone or shares its forwards; another seed differs."""
+    """Same seed, same sample, whether the row runs alone or shares its forwards; another seed
+    differs."""
     model = random_transformer()
     config = SampleConfig(gen_length=8, steps=8, temperature=1.0, seed=5)
     ref = alone(model, "seeded", config).tokens
     d = denoiser(model, "seeded", config)
-    run_together([denoiser(model, "other", dataclasses.replace(config, seed=None)), denoiser(model, "z", config)],
-                 [(3, d)])
+    run_together(
+        [
+            denoiser(model, "other", dataclasses.replace(config, seed=None)),
+            denoiser(model, "z", config),
+        ],
+        [(3, d)],
+    )
     assert torch.equal(d.result().tokens, ref)
     assert not torch.equal(alone(model, "seeded", dataclasses.replace(config, seed=6)).tokens, ref)
 
@@ -102,13 +121,25 @@ def test_denoiser_step_by_step_equals_sample_and_refuses_caches():
     model = random_transformer()
     config = SampleConfig(gen_length=8, steps=16, block_length=4, skip_empty_steps=True)
     seen = []
-    d = denoiser(model, ["ab", "hello"], config, return_history=True,
-                 step_callback=lambda s, x: seen.append(s))
+    d = denoiser(
+        model,
+        ["ab", "hello"],
+        config,
+        return_history=True,
+        step_callback=lambda s, x: seen.append(s),
+    )
     while not d.done:
         step_together([d])
     cfg = model.config
-    ref = generate(model, [TOK.encode("ab"), TOK.encode("hello")], config, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
-                   eos_id=cfg.eos_id, return_history=True)
+    ref = generate(
+        model,
+        [TOK.encode("ab"), TOK.encode("hello")],
+        config,
+        mask_id=cfg.mask_id,
+        pad_id=cfg.pad_id,
+        eos_id=cfg.eos_id,
+        return_history=True,
+    )
     assert torch.equal(d.x, ref.tokens) and (d.nfe, d.steps) == (ref.nfe, ref.steps) == (8, 16)
     assert seen == list(range(1, 17)) and len(d.history) == len(ref.history) == 16
     from unmask.errors import UserError
@@ -117,24 +148,12 @@ def test_denoiser_step_by_step_equals_sample_and_refuses_caches():
         step_together([denoiser(model, "x", dataclasses.replace(config, cache="prefix"))])
 
 
-# -- the engine -------------------------------------------------------------------------------------
+# -- the engine ------------------------------------------------------------------------------------
 
 
 def make_engine(model, **kw) -> Engine:
-    cfg = model.config
-    stepper = DiffusionStepper(model, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
-
-    def run_whole(rows, config, on_step):
-        r = generate(model, rows, config, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id,
-                     step_callback=lambda step, tokens: on_step(step, tokens, r_region(rows, config)))
-        return r.tokens, r.region, r.nfe, r.steps
-
-    return Engine(run_whole, stepper=stepper, metrics=Metrics(), **kw)
-
-
-def r_region(rows, config):
-    P = max(len(r) for r in rows)
-    return (P, P + config.gen_length)
+    """The server's engine over ``model``: one factory of decoder runs (``unmask.api.start``)."""
+    return Engine(functools.partial(api.start, loaded(model)), metrics=Metrics(), **kw)
 
 
 def job(prompt: str, config: SampleConfig, **kw) -> Job:
@@ -214,11 +233,17 @@ def test_every_request_gets_its_own_steps_streamed_and_bad_settings_fail_alone()
         masked_left.append(rows[0].count(inner.config.mask_id))
 
     try:
-        a = job("aaa", SampleConfig(gen_length=6, steps=6), sink=lambda s, r: streamed["a"].append(s))
+        a = job(
+            "aaa", SampleConfig(gen_length=6, steps=6), sink=lambda s, r: streamed["a"].append(s)
+        )
         engine.submit(a)
         wait_until(lambda: model.entered == 1)
-        bad = job("x", SampleConfig(gen_length=6, steps=4, block_length=3))  # 4 steps over 2 blocks: fine
-        worse = job("x", SampleConfig(gen_length=6, steps=5, block_length=3))  # 5 over 2 blocks: UserError
+        bad = job(
+            "x", SampleConfig(gen_length=6, steps=4, block_length=3)
+        )  # 4 steps over 2 blocks: fine
+        worse = job(
+            "x", SampleConfig(gen_length=6, steps=5, block_length=3)
+        )  # 5 over 2 blocks: UserError
         b = job("bb", SampleConfig(gen_length=4, steps=2), sink=sink_b)
         for j in (bad, worse, b):
             engine.submit(j)
@@ -254,7 +279,10 @@ def test_a_model_error_fails_the_running_batch_and_the_worker_lives_on():
         model.fail = False
         b = job("b", SampleConfig(gen_length=4, steps=4))
         engine.submit(b)
-        assert text(b.future.result(timeout=5)) == alone(model, "b", SampleConfig(gen_length=4, steps=4)).gen_ids[0]
+        assert (
+            text(b.future.result(timeout=5))
+            == alone(model, "b", SampleConfig(gen_length=4, steps=4)).gen_ids[0]
+        )
     finally:
         engine.close()
 
@@ -289,7 +317,14 @@ def test_a_failing_policy_fails_its_own_request_only(monkeypatch):
     finally:
         model.allow(100)
         engine.close()
-    assert model.sizes == [1, 2, 2, 2, 1, 1]  # bad shared three forwards and failed in its third step
+    assert model.sizes == [
+        1,
+        2,
+        2,
+        2,
+        1,
+        1,
+    ]  # bad shared three forwards and failed in its third step
 
 
 def test_cache_requests_run_whole_after_the_batch_drains():
@@ -338,7 +373,7 @@ def test_queue_full_while_the_batch_is_full():
         engine.close()
 
 
-# -- over HTTP --------------------------------------------------------------------------------------
+# -- over HTTP -------------------------------------------------------------------------------------
 
 
 def test_http_join_mid_batch_streams_429_and_seeded_equality():
@@ -360,16 +395,23 @@ def test_http_join_mid_batch_streams_429_and_seeded_equality():
         await asyncio.to_thread(wait_until, cond)
 
     async def main():
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            first = asyncio.create_task(c.post("/v1/completions", json={"prompt": "long", "max_tokens": 12}))
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t"
+        ) as c:
+            first = asyncio.create_task(
+                c.post("/v1/completions", json={"prompt": "long", "max_tokens": 12})
+            )
             await until(lambda: model.entered == 1)
-            second = asyncio.create_task(c.post("/v1/completions", json={**seeded, "stream": True,
-                                                                          "stream_denoising": True}))
+            second = asyncio.create_task(
+                c.post("/v1/completions", json={**seeded, "stream": True, "stream_denoising": True})
+            )
             await until(lambda: engine.queue_depth == 1)
             model.allow(1)  # first's step 1; the seeded stream joins at this boundary
             await until(lambda: model.entered == 2)
             assert engine.in_flight == 2
-            third = asyncio.create_task(c.post("/v1/completions", json={"prompt": "q", "max_tokens": 2}))
+            third = asyncio.create_task(
+                c.post("/v1/completions", json={"prompt": "q", "max_tokens": 2})
+            )
             await until(lambda: engine.queue_depth == 1)  # the batch holds max_batch rows
             rejected = await c.post("/v1/completions", json={"prompt": "r", "max_tokens": 2})
             model.allow(100)
@@ -386,10 +428,19 @@ def test_http_join_mid_batch_streams_429_and_seeded_equality():
     assert rejected.status_code == 429 and rejected.json()["error"]["code"] == "queue_full"
     assert first.status_code == third.status_code == 200 and first.json()["batch_rows"] == 2
     events = second.text.strip().split("\n\n")
-    steps = [json.loads(e.split("data: ", 1)[1])["step"] for e in events if e.startswith("event: denoising.step")]
+    steps = [
+        json.loads(e.split("data: ", 1)[1])["step"]
+        for e in events
+        if e.startswith("event: denoising.step")
+    ]
     assert steps == [1, 2, 3, 4, 5, 6]  # its own steps, though it joined mid-way
-    chunks = [json.loads(e[len("data: "):]) for e in events if e.startswith("data: {")]
-    streamed = "".join(ch["choices"][0]["text"] for ch in chunks if ch.get("object") == "text_completion")
+    chunks = [json.loads(e[len("data: ") :]) for e in events if e.startswith("data: {")]
+    streamed = "".join(
+        ch["choices"][0]["text"] for ch in chunks if ch.get("object") == "text_completion"
+    )
     assert alone_seeded["batch_rows"] == 1
     assert streamed == alone_seeded["choices"][0]["text"] != other_seed["choices"][0]["text"]
-    assert app.state.metrics.get("joined") == 2 and "unmask_active_rows 0" in app.state.metrics.render()
+    assert (
+        app.state.metrics.get("joined") == 2
+        and "unmask_active_rows 0" in app.state.metrics.render()
+    )

@@ -60,15 +60,24 @@ def server(tmp_path_factory):
         port = s.getsockname()[1]
     servers = []
 
-    def run(app, *, host: str, port: int, log_level: str) -> None:
-        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        servers.append((server, thread))
+    real_server = uvicorn.Server
+
+    class Threaded:
+        """``unmask serve``'s ``uvicorn.Server``, run on a thread so the test goes on."""
+
+        should_exit = False
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            self.server = real_server(config)
+
+        def run(self) -> None:
+            thread = threading.Thread(target=self.server.run, daemon=True)
+            thread.start()
+            servers.append((self.server, thread))
 
     err = io.StringIO()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(uvicorn, "run", run)
+        mp.setattr(uvicorn, "Server", Threaded)
         mp.setattr(sys, "stderr", err)  # the access log's handler writes here from now on
         mp.chdir(cwd)
         assert main(["serve", "--model", "runs/mine", "--port", str(port), "--device", "cpu"]) == 0

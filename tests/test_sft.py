@@ -1,4 +1,6 @@
-"""Supervised fine-tuning: data reading and errors, chat template, the loss, and `train --objective sft`."""
+"""Supervised fine-tuning: data reading and errors, chat template, the loss, and
+`train --objective sft`.
+"""
 
 import json
 import math
@@ -32,7 +34,10 @@ def write_jsonl(path, rows):
 def test_reads_pairs_and_messages(tmp_path):
     ex = read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", PAIRS))
     assert len(ex) == 3
-    assert ex[0].messages == [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
+    assert ex[0].messages == [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4"},
+    ]
     assert ex[1].messages[0]["role"] == "system"
     assert ex[2].source.endswith("d.jsonl:3")
 
@@ -43,7 +48,10 @@ def test_reads_pairs_and_messages(tmp_path):
         ("{not json", "not valid JSON"),
         (json.dumps({"prompt": "x"}), "missing field(s) response"),
         (json.dumps({"prompt": "x", "response": "  "}), "empty response"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}]}), "last message must be the assistant"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}]}),
+            "last message must be the assistant",
+        ),
         (json.dumps({"messages": [{"role": "user"}]}), "needs 'role' and 'content'"),
         (json.dumps([1, 2]), "expected a JSON object"),
     ],
@@ -63,7 +71,9 @@ def test_default_template_splits_prompt_and_response():
     assert render_chat(DEFAULT_CHAT_TEMPLATE, msgs, add_generation_prompt=False) == prompt + "yo"
 
 
-@pytest.mark.parametrize("template", ["{% for m in messages %}", "{{ messages[0].nope }}", "{{ 1 / 0 }}"])
+@pytest.mark.parametrize(
+    "template", ["{% for m in messages %}", "{{ messages[0].nope }}", "{{ 1 / 0 }}"]
+)
 def test_template_failure_is_one_line(template):
     with pytest.raises(UserError, match="chat template failed") as e:
         render_chat(template, [{"role": "user", "content": "x"}], add_generation_prompt=True)
@@ -72,12 +82,19 @@ def test_template_failure_is_one_line(template):
 
 def test_batch_prompt_mask_and_eos_padding(tmp_path):
     tok = byte_tokenizer()
-    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", PAIRS)), tok, eos_id=tok.eos_id, chat_template=None)
+    data = SFTData(
+        read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", PAIRS)),
+        tok,
+        eos_id=tok.eos_id,
+        chat_template=None,
+    )
     x0, pm = data.batch([0, 2], seq_len=64)
     p0 = tok.encode("<|user|>\n2+2?\n<|assistant|>\n")
     assert pm[0].sum() == len(p0) and torch.equal(x0[0, : len(p0)], torch.tensor(p0))
     r0 = x0[0, len(p0) :]
-    assert r0[0] == tok.encode("4")[0] and bool((r0[1:] == tok.eos_id).all())  # EOS-padded to the batch length
+    assert r0[0] == tok.encode("4")[0] and bool(
+        (r0[1:] == tok.eos_id).all()
+    )  # EOS-padded to the batch length
     assert x0.shape[1] == max(len(p) + len(r) for p, r in (data.rows[0], data.rows[2]))
     with pytest.raises(UserError, match="no room for the response"):
         data.batch([2], seq_len=10)
@@ -102,8 +119,16 @@ def test_loss_never_masks_prompt_and_is_normalised_by_answer_length():
     pm[0, :2], pm[1, :7], pm[2, :10] = True, True, True  # answers of 10, 5, 2 tokens
     model = Uniform(V)
     opts = ObjectiveOptions(schedule=LinearSchedule(0.0))
-    parts = sft(model, cfg, x0, attention_mask=None, generator=torch.Generator().manual_seed(0), options=opts,
-                prompt_mask=pm, t=torch.ones(3))
+    parts = sft(
+        model,
+        cfg,
+        x0,
+        attention_mask=None,
+        generator=torch.Generator().manual_seed(0),
+        options=opts,
+        prompt_mask=pm,
+        t=torch.ones(3),
+    )
     assert torch.equal(model.seen[pm], x0[pm])  # the prompt is never masked
     assert bool((model.seen[~pm] == cfg.mask_id).all())  # t = 1: the whole answer is
     # every row contributes log V whatever its answer length; n_tokens counts rows
@@ -123,15 +148,34 @@ def test_train_sft_from_init(tmp_path):
     base = Transformer(cfg)
     save_checkpoint(tmp_path / "base", model=base, tokenizer=tok)
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
-    tc = TrainConfig(data=str(data), out=str(tmp_path / "sft"), objective="sft", init=str(tmp_path / "base"),
-                     seq_len=64, batch_size=4, steps=2, warmup=0, lr=0.0, weight_decay=0.0, eval_every=0,
-                     save_every=0, log_every=1, ema=0.0)
+    tc = TrainConfig(
+        data=str(data),
+        out=str(tmp_path / "sft"),
+        objective="sft",
+        init=str(tmp_path / "base"),
+        seq_len=64,
+        batch_size=4,
+        steps=2,
+        warmup=0,
+        lr=0.0,
+        weight_decay=0.0,
+        eval_every=0,
+        save_every=0,
+        log_every=1,
+        ema=0.0,
+    )
     run = train(tc, progress=False)
     loaded = load(run)
     assert loaded.config.chat_template == DEFAULT_CHAT_TEMPLATE  # stored with the checkpoint
     w = load_file(str(run / "checkpoint" / "model.safetensors"))
-    torch.testing.assert_close(w["embed.weight"], base.embed.weight.detach())  # lr 0: still the init weights
-    losses = [json.loads(x)["loss"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    torch.testing.assert_close(
+        w["embed.weight"], base.embed.weight.detach()
+    )  # lr 0: still the init weights
+    losses = [
+        json.loads(x)["loss"]
+        for x in (run / "metrics.jsonl").read_text().splitlines()
+        if '"loss"' in x
+    ]
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     with pytest.raises(UserError, match="--init"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "x"), objective="sft"), progress=False)

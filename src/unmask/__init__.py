@@ -6,6 +6,12 @@ The Python API mirrors the CLI::
     unmask.prepare(["corpus.txt"], "data/corpus")                 # unmask prepare
     run = unmask.train(unmask.TrainConfig(data="data/corpus", out="runs/x", preset="demo"))
     m = unmask.load(run)                                           # model, tokenizer, config
+    out = unmask.api.generate(m, "In the beginning", config=unmask.SampleConfig(gen_length=32))
+    print(out.texts[0], out.nfe, out.decoder)                      # unmask generate
+
+``unmask.api`` has one entry per task (``generate``, ``chat``, ``infill``, ``edit``,
+``fill_form``, and ``start`` for a decoder run stepped by hand); the decoder is the
+checkpoint's own (``unmask.sampling.choose_decoder``).
 """
 
 from __future__ import annotations
@@ -33,15 +39,24 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # Keep `import unmask` light (the CLI's --help imports it): modules load on first use.
-    if name in _LAZY:
-        import importlib
+    # Keep `import unmask` light: torch-heavy modules load on first use.
+    import importlib
 
+    if name == "api":  # the task entries (unmask.api): light, but loaded on first use too
+        return importlib.import_module("unmask.api")
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'unmask' has no attribute {name!r}")
 
 
 __all__ = [
-    "ModelConfig", "SampleConfig", "TrainConfig", "UserError", "__version__", "load", "prepare",
+    "ModelConfig",
+    "SampleConfig",
+    "TrainConfig",
+    "UserError",
+    "__version__",
+    "api",
+    "load",
+    "prepare",
     "train",
 ]

@@ -13,7 +13,9 @@ Inside:
 - ``CanvasConstraint``: a constraint that also reads the current canvas tokens, for
   token-sequence-aware rules (a regex or a list of choices over a gap; see
   ``unmask.infill``); ``Canvas.violations`` lists the spans that break one.
-- ``Canvas.from_template``: a text template with gaps (``unmask.infill``) as a canvas.
+
+Templates with gaps build canvases (``unmask.infill.template_canvas``); this module depends
+on no task module.
 
 Plain generation is infilling with the masks appended at the end, so both go through
 the same sampler loop (``unmask.sampling.sample``).
@@ -23,15 +25,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from unmask.errors import UserError
-
-if TYPE_CHECKING:
-    from unmask.infill import Gap
 
 LogitsProcessor = Callable[[Tensor], Tensor]
 """A constraint on the logits: takes (B, L, V) logits and returns (B, L, V) logits.
@@ -49,7 +47,8 @@ class CanvasConstraint:
     """
 
     def apply(self, logits: Tensor, tokens: Tensor) -> Tensor:
-        """(B, L, V) logits restricted given the (B, L) canvas ``tokens``; may not modify ``tokens``."""
+        """(B, L, V) logits restricted given the (B, L) canvas ``tokens``; may not modify
+        ``tokens``."""
         raise NotImplementedError
 
     def violations(self, tokens: Tensor) -> list[tuple[int, int, int]]:
@@ -92,7 +91,9 @@ class Canvas:
                 raise UserError(f"canvas {name} has shape {tuple(t.shape)}, tokens {tuple(shape)}")
         start, end = self.region
         if not 0 <= start <= end <= shape[1]:
-            raise UserError(f"canvas region {self.region} is outside the canvas (length {shape[1]})")
+            raise UserError(
+                f"canvas region {self.region} is outside the canvas (length {shape[1]})"
+            )
 
     @property
     def batch_size(self) -> int:
@@ -205,26 +206,6 @@ class Canvas:
         )
 
     @classmethod
-    def from_template(
-        cls,
-        template: str | Sequence[str | Gap],
-        tokenizer: Any,
-        *,
-        lengths: Sequence[int] | None = None,
-    ) -> Canvas:
-        """A one-row canvas from a template with gaps (``"The [MASK:6] sat."`` or a list of
-        text segments and ``unmask.infill.Gap`` s): given text locked, each gap masked with a
-        constraint, the block region spanning the gaps.
-
-        ``lengths`` gives each gap's length in tokens; by default a gap's fixed length (a
-        variable-length gap then needs ``lengths``, or use ``unmask.infill.infill``, which
-        chooses lengths by likelihood). See ``unmask.infill.template_canvas``.
-        """
-        from unmask.infill import template_canvas
-
-        return template_canvas(template, tokenizer, lengths=lengths)
-
-    @classmethod
     def from_prompts(
         cls,
         prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor,
@@ -290,7 +271,9 @@ class TokenMask:
 
     def __post_init__(self) -> None:
         if self.allowed.dim() not in (2, 3):
-            raise UserError(f"allowed-token mask must be (L, V) or (B, L, V), got {tuple(self.allowed.shape)}")
+            raise UserError(
+                f"allowed-token mask must be (L, V) or (B, L, V), got {tuple(self.allowed.shape)}"
+            )
         if not bool(self.allowed.any(dim=-1).all()):
             raise UserError("allowed-token mask leaves some position with no allowed token")
 

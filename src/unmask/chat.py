@@ -54,7 +54,8 @@ _DEFAULT_BEFORE_TRIM_BLOCKS = (
 )
 
 PLAIN_CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ {'system': 'System', 'user': 'User', 'assistant': 'Assistant'}[m.role] }}: "
+    "{% for m in messages %}"
+    "{{ {'system': 'System', 'user': 'User', 'assistant': 'Assistant'}[m.role] }}: "
     "{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 """A transcript, one ``System: ...`` / ``User: ...`` / ``Assistant: ...`` line per message, then
@@ -73,14 +74,18 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     naming ``where`` unless it is a non-empty list of objects whose role is one of ``ROLES``
     and whose content is a string."""
     if not isinstance(messages, list) or not messages:
-        raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+        raise UserError(
+            f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
+        )
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'")
         if m["role"] not in ROLES or not isinstance(m["content"], str):
-            raise UserError(f"{where}: messages[{i}] has role {m['role']!r} (one of {', '.join(ROLES)}) "
-                            f"and content of type {type(m['content']).__name__} (a string)")
+            raise UserError(
+                f"{where}: messages[{i}] has role {m['role']!r} (one of {', '.join(ROLES)}) "
+                f"and content of type {type(m['content']).__name__} (a string)"
+            )
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
@@ -93,12 +98,16 @@ def select_template(value: Any, *, source: str) -> str | None:
         return value if value.strip() else None
     if value is None:
         return None
-    if isinstance(value, list) and value and all(
-        isinstance(t, dict) and isinstance(t.get("template"), str) for t in value
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(t, dict) and isinstance(t.get("template"), str) for t in value)
     ):
         named = {t.get("name"): t["template"] for t in value}
         return select_template(named.get("default", value[0]["template"]), source=source)
-    raise UserError(f"{source}: chat_template must be a string or a list of {{name, template}} objects")
+    raise UserError(
+        f"{source}: chat_template must be a string or a list of {{name, template}} objects"
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -125,12 +134,20 @@ def _environment() -> Any:
 
         return datetime.now().strftime(fmt)
 
-    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None,
-               separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+    def tojson(
+        x: Any,
+        ensure_ascii: bool = False,
+        indent: int | None = None,
+        separators: tuple[str, str] | None = None,
+        sort_keys: bool = False,
+    ) -> str:
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols],
-                                        undefined=Undefined)
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols], undefined=Undefined
+    )
     env.filters["tojson"] = tojson
     env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
     return env
@@ -165,14 +182,27 @@ class ChatTemplate:
             object.__setattr__(self, "source", DEFAULT_CHAT_TEMPLATE)
 
     @classmethod
-    def with_tokens(cls, source: str, tokenizer: Any, *, bos_id: int | None, eos_id: int | None,
-                    origin: str = "chat template") -> ChatTemplate:
+    def with_tokens(
+        cls,
+        source: str,
+        tokenizer: Any,
+        *,
+        bos_id: int | None,
+        eos_id: int | None,
+        origin: str = "chat template",
+    ) -> ChatTemplate:
         """``source`` with ``bos_token`` / ``eos_token`` the text of ``bos_id`` / ``eos_id`` in
         ``tokenizer`` (a model's ``config.bos_id`` / ``eos_id``)."""
-        return cls(source, bos_token=_token_text(tokenizer, bos_id), eos_token=_token_text(tokenizer, eos_id),
-                   origin=origin)
+        return cls(
+            source,
+            bos_token=_token_text(tokenizer, bos_id),
+            eos_token=_token_text(tokenizer, eos_id),
+            origin=origin,
+        )
 
-    def render(self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True) -> str:
+    def render(
+        self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
+    ) -> str:
         """The text of ``messages`` (checked by ``check_messages``); ``add_generation_prompt``
         appends the header of an assistant turn. Any failure is a one-line ``UserError``."""
         msgs = check_messages(list(messages))
@@ -181,8 +211,12 @@ class ChatTemplate:
 
         try:
             return _compile(self.source).render(
-                messages=msgs, add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
-                eos_token=self.eos_token, tools=None, documents=None,
+                messages=msgs,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+                tools=None,
+                documents=None,
             )
         except _Raised as e:
             detail = f"the template rejected these messages: {e}"
@@ -192,7 +226,9 @@ class ChatTemplate:
             detail = str(e.message)
         except jinja2.exceptions.SecurityError as e:
             detail = f"the sandbox blocked an unsafe operation ({e})"
-        except Exception as e:  # a template may raise anything (TypeError on bad filters, ZeroDivisionError ...)
+        except (
+            Exception
+        ) as e:  # a template may raise anything (TypeError on bad filters, ZeroDivisionError ...)
             detail = f"{type(e).__name__}: {e}"
         raise UserError(f"{self.origin} failed to render: {' '.join(detail.split())}")
 
@@ -218,7 +254,9 @@ class ChatTemplate:
         specials = self.specials(tokenizer)
         if not specials:
             return tokenizer.encode(text)
-        pattern = re.compile("|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True)))
+        pattern = re.compile(
+            "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))
+        )
         ids: list[int] = []
         pos = 0
         for m in pattern.finditer(text):
@@ -228,21 +266,30 @@ class ChatTemplate:
         return ids + (tokenizer.encode(text[pos:]) if pos < len(text) else [])
 
     def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
-        """Text and ids of the prompt a chat model continues: ``messages`` and the generation prompt."""
+        """Text and ids of the prompt a chat model continues: ``messages`` and the generation
+        prompt."""
         text = self.render(messages, add_generation_prompt=True)
         return text, self.encode(tokenizer, text)
 
     def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None) -> str:
         """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
         template writes (its end-of-turn marker), decoded and stripped."""
-        stop = set(self.specials(tokenizer).values()) | ({int(eos_id)} if eos_id is not None else set())
+        stop = set(self.specials(tokenizer).values()) | (
+            {int(eos_id)} if eos_id is not None else set()
+        )
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
         return tokenizer.decode(ids[:end]).strip()
 
 
-def render_chat(template: str, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool,
-                bos_token: str = "", eos_token: str = "") -> str:
+def render_chat(
+    template: str,
+    messages: Sequence[dict[str, str]],
+    *,
+    add_generation_prompt: bool,
+    bos_token: str = "",
+    eos_token: str = "",
+) -> str:
     """Render ``messages`` with the Jinja ``template`` (``ChatTemplate.render``)."""
     return ChatTemplate(template, bos_token=bos_token, eos_token=eos_token).render(
         messages, add_generation_prompt=add_generation_prompt
@@ -266,7 +313,9 @@ def template_arg(value: str) -> ChatTemplate:
                 data = json.loads(text)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-            source = select_template(data.get("chat_template") if isinstance(data, dict) else None, source=str(path))
+            source = select_template(
+                data.get("chat_template") if isinstance(data, dict) else None, source=str(path)
+            )
             if source is None:
                 raise UserError(f"{path}: no chat_template in this file")
             text = source
@@ -274,7 +323,8 @@ def template_arg(value: str) -> ChatTemplate:
     if "{{" in value or "{%" in value:
         return ChatTemplate(value, origin="chat template (--template)")
     raise UserError(
-        f"--template {value!r}: no such file, not a built-in template ({', '.join(BUILTIN_TEMPLATES)}) "
+        f"--template {value!r}: no such file, not a built-in template "
+        f"({', '.join(BUILTIN_TEMPLATES)}) "
         "and not a Jinja string"
     )
 

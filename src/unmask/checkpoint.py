@@ -14,8 +14,9 @@ the last good checkpoint intact (``RUN/.checkpoint.old`` is picked up if the kil
 landed between the two renames).
 
 Inside: ``save_checkpoint``, ``load_train_state``, ``checkpoint_dir``, ``load`` (returning
-``unmask.loaded.Loaded``); atomic writes come from ``unmask.files``. ``load`` also accepts a publisher's folder
-(LLaDA, Dream, MDLM, SEDD, our own transformers export), imported by ``unmask.convert``.
+``unmask.loaded.Loaded``); atomic writes come from ``unmask.files``. ``load`` also accepts a
+publisher's folder (LLaDA, Dream, MDLM, SEDD, our own transformers export), imported by
+``unmask.convert``.
 """
 
 from __future__ import annotations

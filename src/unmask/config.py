@@ -179,6 +179,12 @@ class ModelConfig:
     schedule_eps: float = 1e-3
     """The schedule's floor on the mask probability, p_mask = (1 - eps)·(1 - α(t)) + eps
     (``TrainConfig.eps``)."""
+    sample_defaults: dict[str, Any] = field(default_factory=dict)
+    """Sampling options recommended for this checkpoint (``SampleConfig`` field -> value,
+    e.g. ``{"temperature": 0.8, "block_length": 4}``), measured, not guessed: written by
+    ``unmask train`` from the objective's spec. The CLI and chat use them where the user
+    gives no flag (``unmask.api.sample_config``); the Python API takes its ``SampleConfig``
+    as given. Empty = the ``SampleConfig`` defaults."""
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -202,6 +208,9 @@ class ModelConfig:
             raise UserError(f"block_size={self.block_size} must be positive")
         if not 0.0 <= self.schedule_eps < 1.0:
             raise UserError(f"schedule_eps={self.schedule_eps} must be in [0, 1)")
+        unknown = sorted(set(self.sample_defaults) - {f.name for f in fields(SampleConfig)})
+        if unknown:
+            raise UserError(f"sample_defaults: {', '.join(unknown)} not sampling options")
         if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):
             raise UserError(
                 f"n_experts={self.n_experts}, experts_top_k={self.experts_top_k}: "
@@ -382,8 +391,17 @@ class TrainConfig:
 
 @dataclass(kw_only=True)
 class SampleConfig:
-    """Options of the sampler loop (see docs/sampling.md)."""
+    """Options of decoding (see docs/sampling.md); which decoder runs is ``decoder``.
 
+    Registry names (``decoder``, ``policy``, ``remasking``, ``confidence``, ``cache``) are
+    checked where the registries live (``unmask.sampling``); the fixed modes here are checked
+    on construction, each with a one-line ``UserError``.
+    """
+
+    decoder: str = "auto"
+    """Decoder by registry name (``unmask.sampling.DECODERS``): ``auto`` (the checkpoint's own:
+    ``llada`` for masked diffusion, ``bd3lm`` for block diffusion, ``sedd`` for SEDD, ``ar``
+    for causal models), or one of those names; a decoder the checkpoint cannot run is refused."""
     gen_length: int = 64
     """Number of tokens to generate after the prompt."""
     steps: int = 64
@@ -392,20 +410,30 @@ class SampleConfig:
     block_length: int | None = None
     """Semi-autoregressive block length; None = gen_length (pure diffusion)."""
     policy: str = "llada"
-    """Commit policy by registry name: ``llada`` (scheduled count per step) or the parallel
-    ``threshold``, ``factor``, ``entropy``; or a SEDD sampler, ``sedd-euler`` / ``sedd-analytic``
-    (``unmask.sampling.sedd``)."""
+    """Commit policy of the ``llada`` and ``bd3lm`` decoders, by registry name: ``llada``
+    (scheduled count per step) or the parallel ``threshold``, ``factor``, ``entropy``. The old
+    spellings ``sedd-euler`` / ``sedd-analytic`` are aliases of ``decoder='sedd'`` with that
+    ``sedd_sampler`` (they are rewritten on construction)."""
+    sedd_sampler: Literal["analytic", "euler"] = "analytic"
+    """Reverse step of the ``sedd`` decoder: ``analytic`` (Tweedie tau-leaping) or ``euler``."""
+    prompt_masks: Literal["fill", "reference"] = "fill"
+    """``fill``: a ``[MASK]`` in the prompt is filled too and counted in the schedule, so no
+    mask is ever left in the output. ``reference``: LLaDA's reference loop exactly (prompt
+    masks take budget counted for the generated part only, so masks can remain)."""
     remasking: str = "low_confidence"
     """``low_confidence`` (rank by the ``confidence`` measure) or ``random`` (LLaDA)."""
     confidence: str = "prob"
     """Confidence measure by registry name: ``prob`` (p of the proposal; LLaDA's
     low_confidence), ``margin`` (top-1 minus top-2 probability), ``neg_entropy`` (exp(-H))."""
     threshold: float = 0.9
-    """Policy ``threshold``: commit every candidate with confidence >= this, in (0, 1] (Fast-dLLM)."""
+    """Policy ``threshold``: commit every candidate with confidence >= this, in (0, 1]
+    (Fast-dLLM)."""
     factor: float = 1.0
-    """Policy ``factor``: the rank-r candidate commits if confidence >= 1 - factor/(r+2), > 0 (Fast-dLLM)."""
+    """Policy ``factor``: the rank-r candidate commits if confidence >= 1 - factor/(r+2), > 0
+    (Fast-dLLM)."""
     entropy_bound: float = 0.1
-    """Policy ``entropy``: commit while sum(H) - max(H) over the committed set <= this, >= 0 (EB-sampler)."""
+    """Policy ``entropy``: commit while sum(H) - max(H) over the committed set <= this, >= 0
+    (EB-sampler)."""
     cache: str = "none"
     """KV cache: ``none``, ``prefix`` (reuse prompt + finished blocks) or ``dual`` (also the
     suffix after the block); approximate for bidirectional models (docs/sampling.md)."""
@@ -423,6 +451,28 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample among the k most likely tokens."""
     top_p: float | None = None
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise UserError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+        alias = SEDD_POLICY_ALIASES.get(self.policy)
+        if alias is not None:  # the old spelling of the SEDD decoder
+            if self.decoder not in ("auto", "sedd"):
+                raise UserError(
+                    f"policy {self.policy!r} selects decoder 'sedd', not {self.decoder!r}"
+                )
+            self.decoder, self.policy = "sedd", "llada"
+            self.sedd_sampler = alias  # type: ignore[assignment]
+
+
+SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")
+"""Values of ``SampleConfig.sedd_sampler``."""
+PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")
+"""Values of ``SampleConfig.prompt_masks``."""
+SEDD_POLICY_ALIASES: dict[str, str] = {"sedd-analytic": "analytic", "sedd-euler": "euler"}
+"""Old ``policy`` spellings of the SEDD decoder and the ``sedd_sampler`` each stands for."""
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

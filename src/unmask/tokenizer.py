@@ -47,7 +47,11 @@ SPECIAL_TOKENS = (MASK_TOKEN, PAD_TOKEN, EOS_TOKEN, BOS_TOKEN)
 FIM_PREFIX_TOKEN = "[FIM_PREFIX]"
 FIM_SUFFIX_TOKEN = "[FIM_SUFFIX]"
 FIM_MIDDLE_TOKEN = "[FIM_MIDDLE]"
-FIM_TOKENS = {"fim_prefix_id": FIM_PREFIX_TOKEN, "fim_suffix_id": FIM_SUFFIX_TOKEN, "fim_middle_id": FIM_MIDDLE_TOKEN}
+FIM_TOKENS = {
+    "fim_prefix_id": FIM_PREFIX_TOKEN,
+    "fim_suffix_id": FIM_SUFFIX_TOKEN,
+    "fim_middle_id": FIM_MIDDLE_TOKEN,
+}
 """Fill-in-the-middle sentinels (Bavarian et al. 2022), keyed by their ``ModelConfig`` field."""
 EMPTY_TOKEN = "[EMPTY]"
 EMPTY_TOKENS = {"empty_id": EMPTY_TOKEN}
@@ -164,7 +168,8 @@ class Tokenizer:
         return self.appended_ids(FIM_TOKENS, "FIM sentinels")
 
     def empty_ids(self) -> dict[str, int]:
-        """``{"empty_id": id}`` (the ``ModelConfig`` field) when the vocabulary has ``[EMPTY]``, else ``{}``."""
+        """``{"empty_id": id}`` (the ``ModelConfig`` field) when the vocabulary has ``[EMPTY]``,
+        else ``{}``."""
         return self.appended_ids(EMPTY_TOKENS, "[EMPTY] tokens")
 
     def appended_ids(self, tokens: dict[str, str], what: str) -> dict[str, int]:
@@ -430,13 +435,14 @@ def with_fim_tokens(tokenizer: Tokenizer) -> Tokenizer:
 
 
 def with_empty_token(tokenizer: Tokenizer) -> Tokenizer:
-    """``tokenizer`` with the ``[EMPTY]`` filler of variable-length gaps appended at id ``vocab_size``
-    (itself when it already has it; ``with_appended_tokens``)."""
+    """``tokenizer`` with the ``[EMPTY]`` filler of variable-length gaps appended at id
+    ``vocab_size`` (itself when it already has it; ``with_appended_tokens``)."""
     return with_appended_tokens(tokenizer, EMPTY_TOKENS, "the [EMPTY] token")
 
 
 def with_appended_tokens(tokenizer: Tokenizer, tokens: dict[str, str], what: str) -> Tokenizer:
-    """``tokenizer`` with ``tokens`` (``ModelConfig`` field -> token string) appended as special tokens.
+    """``tokenizer`` with ``tokens`` (``ModelConfig`` field -> token string) appended as special
+    tokens.
 
     Returns ``tokenizer`` itself when it already has them; otherwise a new ``Tokenizer`` with
     them at ids ``vocab_size``, ``vocab_size + 1``, ... in order. Existing ids never change,

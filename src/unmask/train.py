@@ -75,7 +75,8 @@ from unmask.train_guards import (
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine to min_lr_ratio·lr."""
+    """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine to
+    min_lr_ratio·lr."""
     if cfg.warmup > 0 and step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     span = max(1, cfg.steps - cfg.warmup)
@@ -109,7 +110,10 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
         if not p.requires_grad:
             continue
         (decay if p.ndim >= 2 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
@@ -122,7 +126,8 @@ def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
         return run
     if run.exists() and any(run.iterdir()):
         raise UserError(
-            f"{run} already exists and is not empty; pass --resume to continue it or choose another --out"
+            f"{run} already exists and is not empty; pass --resume to continue it "
+            f"or choose another --out"
         )
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
@@ -191,7 +196,8 @@ def _train(
                 save_json(config, run / "train_config.json")
     if config.batch_size % (world * config.grad_accum):
         raise UserError(
-            f"batch_size={config.batch_size} is not divisible by processes×grad_accum={world * config.grad_accum}"
+            f"batch_size={config.batch_size} is not divisible by "
+            f"processes×grad_accum={world * config.grad_accum}"
         )
     for name in ("steps", "batch_size", "seq_len", "grad_accum"):
         if getattr(config, name) <= 0:
@@ -236,7 +242,8 @@ def _train(
             if (init.tokenizer.vocab_size != tokenizer.vocab_size
                     or init.tokenizer.special_ids() != tokenizer.special_ids()):
                 raise UserError(
-                    f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})"
+                    f"--init {config.init}: its tokenizer differs from the dataset's "
+                    f"({config.data})"
                 )
         else:
             ids = {**tokenizer.special_ids(), **tokenizer.fim_ids(), **tokenizer.empty_ids()}
@@ -246,7 +253,9 @@ def _train(
     # the objective's facts (SEDD's graph), its name and the schedule go into every checkpoint
     model_cfg = spec.configure(model_cfg, config)
     if config.seq_len > model_cfg.max_seq_len:
-        raise UserError(f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}")
+        raise UserError(
+            f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"
+        )
     _check_sizes(config, model_cfg, train_ds, val_ds, device, world)
     if val_ds is not None and val_ds.n_tokens == 0:  # prepared with val_fraction 0
         val_ds = None
@@ -263,14 +272,18 @@ def _train(
     )
     start_step = 0
     if resume:
-        meta = load_train_state(checkpoint_dir(run), model=model, optimizer=optimizer, ema_model=ema_model)
+        meta = load_train_state(
+            checkpoint_dir(run), model=model, optimizer=optimizer, ema_model=ema_model
+        )
         start_step = int(meta["step"])
     elif is_main:
         save_json(config, run / "train_config.json")
 
     ddp_model: nn.Module = model
     if distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     schedule = schedule_of(model_cfg)  # the checkpoint says which schedule it was trained with
     options = spec.options_for(config, schedule)
     autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
@@ -300,9 +313,15 @@ def _train(
     def checkpoint(step: int) -> None:
         if is_main:
             save_checkpoint(
-                run, model=model, tokenizer=tokenizer, inference_model=ema_model, optimizer=optimizer,
+                run,
+                model=model,
+                tokenizer=tokenizer,
+                inference_model=ema_model,
+                optimizer=optimizer,
                 trainer_state={
-                    "step": step, "objective": config.objective, "train_config": to_dict(config),
+                    "step": step,
+                    "objective": config.objective,
+                    "train_config": to_dict(config),
                     "train_seconds": prior_seconds + time.perf_counter() - t0,
                 },
             )
@@ -311,14 +330,23 @@ def _train(
 
     if is_main and not resume:
         n_params = sum(p.numel() for p in model.parameters())
-        log({"event": "start", "params": n_params, "model": to_dict(model_cfg), "world_size": world})
+        log(
+            {"event": "start", "params": n_params, "model": to_dict(model_cfg), "world_size": world}
+        )
 
     bar = None
     if is_main and progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.steps, initial=start_step, desc="train", unit="step", dynamic_ncols=True,
-                   file=sys.stderr, disable=None)
+        bar = tqdm(
+            total=config.steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=None,
+        )
     last_val: dict[str, float] = {}
     tokens_seen = 0
     t0 = time.perf_counter()
@@ -334,7 +362,10 @@ def _train(
                 dist.all_reduce(stop, op=dist.ReduceOp.MAX)
             if float(stop) > 0:
                 if timed_out and is_main:
-                    print(f"time limit of {config.time_limit:g} min reached at step {step}", file=sys.stderr)
+                    print(
+                        f"time limit of {config.time_limit:g} min reached at step {step}",
+                        file=sys.stderr,
+                    )
                 break
             lr = lr_at(step, config)
             for group in optimizer.param_groups:
@@ -353,10 +384,15 @@ def _train(
                     break
                 micro = rank * config.grad_accum + a
                 x0 = x_global[micro * rows : (micro + 1) * rows].to(device)
-                extra = {k: v[micro * rows : (micro + 1) * rows].to(device) for k, v in extra_global.items()}
+                extra = {
+                    k: v[micro * rows : (micro + 1) * rows].to(device)
+                    for k, v in extra_global.items()
+                }
                 gen = torch.Generator().manual_seed(_seed_for(config.seed, step, micro))
                 sync = not distributed or a == config.grad_accum - 1
-                ctx = ddp_model.no_sync() if (distributed and not sync) else contextlib.nullcontext()
+                ctx = (
+                    ddp_model.no_sync() if (distributed and not sync) else contextlib.nullcontext()
+                )
                 with ctx:
                     autocast = torch.autocast(
                         device_type=device.type, dtype=autocast_dtype,
@@ -382,7 +418,11 @@ def _train(
             for p in model.parameters():
                 if p.grad is not None:
                     p.grad.mul_(scale)
-            gnorm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")))
+            gnorm = float(
+                nn.utils.clip_grad_norm_(
+                    model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
+                )
+            )
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema_model is not None:
@@ -397,13 +437,27 @@ def _train(
             elapsed = time.perf_counter() - t0
             tps = tokens_seen / max(elapsed, 1e-9)
             if step % config.log_every == 0 or step == config.steps:
-                log({"step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps, "elapsed_s": elapsed})
+                log(
+                    {
+                        "step": step,
+                        "loss": loss,
+                        "lr": lr,
+                        "grad_norm": gnorm,
+                        "tokens_per_s": tps,
+                        "elapsed_s": elapsed,
+                    }
+                )
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 last_val = evaluate(step)
                 if is_main and progress and last_val and (bar is None or bar.disable):
                     eta = (config.steps - step) * elapsed / max(1, step - start_step)
-                    print(f"step {step}/{config.steps} loss {loss:.3f} val_bpb {last_val['val_bpb']:.3f} "
-                          f"{tps:,.0f} tok/s ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
+                    print(
+                        f"step {step}/{config.steps} loss {loss:.3f} "
+                        f"val_bpb {last_val['val_bpb']:.3f} "
+                        f"{tps:,.0f} tok/s ETA {eta / 60:.1f} min",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             if bar is not None:
                 post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
                 if last_val:
@@ -417,7 +471,11 @@ def _train(
         if step >= config.steps or timed_out:
             final = evaluate(step)
             if is_main and progress and final:
-                print(f"step {step}: val bpb {final['val_bpb']:.4f}, ppl bound {final['val_ppl']:.2f}", file=sys.stderr)
+                print(
+                    f"step {step}: val bpb {final['val_bpb']:.4f}, "
+                    f"ppl bound {final['val_ppl']:.2f}",
+                    file=sys.stderr,
+                )
         checkpoint(step)
     if distributed:
         dist.destroy_process_group()

@@ -1,9 +1,9 @@
 """``unmask chat``: a conversation with a chat model in the terminal.
 
 Each turn re-renders the whole conversation (the ``--system`` message, every earlier turn,
-the new message) through the model's chat template (``unmask.chat``; ``--template`` to use
-another) and samples the reply with the options of ``unmask generate`` (``make_live``,
-``run_sampler``). When the conversation outgrows the model's ``max_seq_len`` the oldest
+the new message) through the model's chat template (``unmask.api.chat_template``;
+``--template`` to use another) and samples the reply with the options of ``unmask generate``
+(``unmask.api.chat``). When the conversation outgrows the model's ``max_seq_len`` the oldest
 turns are dropped, one exchange at a time, and a note says so. A model without a chat
 template is refused with a one-line error naming ``--template`` and SFT: a base model
 continues text, and silently chatting with it through an invented format misleads.
@@ -21,42 +21,34 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unmask.chat import ChatTemplate, template_arg
-from unmask.commands import add_json_flag, add_model_flag, add_no_live_flag, add_runtime_flags
-from unmask.commands.generate import (
-    add_sample_flags,
-    make_live,
-    run_sampler,
-    sample_config_from_args,
+from unmask.chat import ChatTemplate
+from unmask.commands import (
+    add_json_flag,
+    add_model_flag,
+    add_no_live_flag,
+    add_runtime_flags,
+    given_fields,
 )
+from unmask.commands.sample_options import add_sample_flags, make_live, sample_config_from_args
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 
-COMMANDS = {"/reset": "start a new conversation", "/exit": "quit (also Ctrl-D)", "/help": "this list"}
+COMMANDS = {
+    "/reset": "start a new conversation",
+    "/exit": "quit (also Ctrl-D)",
+    "/help": "this list",
+}
 
 
 def model_template(loaded: Any, template: str | None) -> ChatTemplate:
-    """The chat template of ``loaded`` (``config.chat_template``), or ``template`` (a
-    ``--template`` value, ``unmask.chat.template_arg``) when given, with the model's BOS/EOS
-    strings. A model without one is a one-line ``UserError`` that names the ways out."""
-    cfg, tok = loaded.model.config, loaded.tokenizer
-    if template is not None:
-        chosen = template_arg(template)
-        source, origin = chosen.source, chosen.origin
-    elif getattr(cfg, "chat_template", None):
-        source, origin = cfg.chat_template, f"chat template of {loaded.path}"
-    else:
-        raise UserError(
-            f"{loaded.path} has no chat template (it was not fine-tuned for chat): fine-tune it with "
-            "`unmask train --objective sft`, or pass --template plain (a User:/Assistant: transcript), "
-            "--template default or --template FILE"
-        )
-    return ChatTemplate.with_tokens(source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id, origin=origin)
+    """``unmask.api.chat_template`` (kept under its old name for callers of this module)."""
+    from unmask.api import chat_template
+
+    return chat_template(loaded, template)
 
 
 @dataclass
@@ -100,6 +92,14 @@ class ChatSession:
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + (self.turns if turns is None else turns)
 
+    @property
+    def decoder(self) -> str:
+        """The decoder the replies are sampled with (``unmask.api.choose``; raises
+        ``UserError`` for options the checkpoint cannot do)."""
+        from unmask import api
+
+        return api.choose(self.loaded, self.config)
+
     def reset(self) -> None:
         """Forget every turn (the system message stays)."""
         self.turns = []
@@ -117,31 +117,39 @@ class ChatSession:
                 return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)
             if len(turns) == 1:
                 raise UserError(
-                    f"this message makes a prompt of {len(ids)} tokens; with gen_length={self.config.gen_length} "
-                    f"that exceeds the model's max_seq_len ({limit}): send a shorter message or lower --gen-length"
+                    f"this message makes a prompt of {len(ids)} tokens; with "
+                    f"gen_length={self.config.gen_length} that exceeds the model's max_seq_len "
+                    f"({limit}): send a shorter message or lower --gen-length"
                 )
             turns, dropped = turns[2:], dropped + 1
 
     def complete(self, prepared: Prepared, *, live: Any = None) -> Turn:
         """Sample the reply to ``prepared`` and add the exchange to the conversation; if
         sampling fails or is interrupted the conversation is left as it was."""
-        mcfg = self.loaded.model.config
-        t0 = time.perf_counter()
-        result = run_sampler(self.loaded.model, [prepared.ids], self.config, device=self.device, live=live)
-        reply = self.template.reply(self.loaded.tokenizer, result.gen_ids[0], mcfg.eos_id)
-        self.turns = [*prepared.turns, {"role": "assistant", "content": reply}]
-        return Turn(reply=reply, prompt=prepared, nfe=result.nfe, seconds=time.perf_counter() - t0)
+        from unmask import api
+
+        out = api.chat(self.loaded, self.messages(prepared.turns), config=self.config,
+                       template=self.template, step_callback=live)
+        self.turns = [*prepared.turns, {"role": "assistant", "content": out.text}]
+        return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds)
 
 
-def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool, json_lines: bool = False,
-             show_prompt: bool = False, live: bool = False) -> int:
+def converse(
+    session: ChatSession,
+    read: Callable[[], str],
+    *,
+    interactive: bool,
+    json_lines: bool = False,
+    show_prompt: bool = False,
+    live: bool = False,
+) -> int:
     """The chat loop: ``read()`` gives the next line and raises ``EOFError`` at the end.
 
     ``interactive``: errors and Ctrl-C during a reply are reported and the loop goes on;
     otherwise they end it (``UserError`` -> exit code 2). Replies go to stdout (one JSON
     object per turn with ``json_lines``), notes to stderr; returns the exit code.
     """
-    tok, mcfg = session.loaded.tokenizer, session.loaded.model.config
+    tok = session.loaded.tokenizer
     while True:
         try:
             line = read()
@@ -169,10 +177,11 @@ def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool
         try:
             prepared = session.prepare(message)
             if prepared.dropped:
-                print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the model's context)", file=sys.stderr)
+                print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the model's "
+                      "context)", file=sys.stderr)
             if show_prompt:
                 print(prepared.text, file=sys.stderr)
-            view = make_live(tok, mcfg, session.config, start=len(prepared.ids)) if live else None
+            view = make_live(tok, session.config, session.decoder) if live else None
             try:
                 turn = session.complete(prepared, live=view)
             finally:
@@ -189,13 +198,15 @@ def converse(session: ChatSession, read: Callable[[], str], *, interactive: bool
             print(f"error: {e}", file=sys.stderr)
             continue
         if json_lines:
-            print(json.dumps({"user": message, "reply": turn.reply, "prompt": prepared.text,
-                              "prompt_tokens": len(prepared.ids), "dropped": prepared.dropped, "nfe": turn.nfe,
-                              "seconds": round(turn.seconds, 4)}, ensure_ascii=False), flush=True)
+            record = {"user": message, "reply": turn.reply, "prompt": prepared.text,
+                      "prompt_tokens": len(prepared.ids), "dropped": prepared.dropped,
+                      "nfe": turn.nfe, "seconds": round(turn.seconds, 4)}
+            print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)
         if interactive:
-            print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)", file=sys.stderr)
+            print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)",
+                  file=sys.stderr)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -203,20 +214,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "chat",
         help="chat with a model in the terminal",
         description=(
-            "A conversation with a chat model (an SFT checkpoint or an imported instruct model): each turn "
-            "renders the whole conversation through the model's chat template and samples the reply with "
-            "the options of `unmask generate`. In a terminal: /reset, /exit (or Ctrl-D); Ctrl-C stops a reply. "
-            "With standard input not a terminal, each line is one user message and each reply is printed."
+            "A conversation with a chat model (an SFT checkpoint or an imported instruct "
+            "model): each turn renders the whole conversation through the model's chat "
+            "template and samples the reply with the options of `unmask generate`. In a "
+            "terminal: /reset, /exit (or Ctrl-D); Ctrl-C stops a reply. With standard input "
+            "not a terminal, each line is one user message and each reply is printed."
         ),
     )
     add_model_flag(p)
-    p.add_argument("--system", metavar="TEXT", help="system message at the start of the conversation")
+    p.add_argument("--system", metavar="TEXT",
+                   help="system message at the start of the conversation")
     p.add_argument("--template", metavar="FILE|NAME",
-                   help="chat template instead of the model's: a Jinja file, a JSON file with chat_template "
-                        "(tokenizer_config.json), a Jinja string, or a built-in: default (unmask's SFT format), "
-                        "plain (User:/Assistant: transcript)")
+                   help="chat template instead of the model's: a Jinja file, a JSON file with "
+                        "chat_template (tokenizer_config.json), a Jinja string, or a built-in: "
+                        "default (unmask's SFT format), plain (User:/Assistant: transcript)")
     add_sample_flags(p)
-    p.add_argument("--show-prompt", action="store_true", help="print each rendered prompt to stderr before sampling")
+    p.add_argument("--show-prompt", action="store_true",
+                   help="print each rendered prompt to stderr before sampling")
     add_json_flag(p, what="one per turn: user, reply, prompt, prompt_tokens, dropped, nfe, seconds")
     add_no_live_flag(p)
     add_runtime_flags(p)
@@ -231,6 +245,7 @@ def _read_stdin() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unmask import api
     from unmask.checkpoint import load
     from unmask.sampling import validate
 
@@ -238,16 +253,22 @@ def run(args: argparse.Namespace) -> int:
     validate(config)  # fail on impossible lengths before loading anything
     device = str(resolve_device(args.device))
     loaded = load(args.model, device=device)
+    # flags not given take the checkpoint's recommended sampling options (sample_defaults)
+    config = api.sample_config(loaded, given_fields(SampleConfig, args))
     template = model_template(loaded, args.template)
     session = ChatSession(loaded, template, config, system=args.system, device=device)
-    session.template.render(session.messages([{"role": "user", "content": "hi"}]))  # a broken template fails now
+    # a broken template fails now, not at the first turn
+    session.template.render(session.messages([{"role": "user", "content": "hi"}]))
+    session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn
     interactive = sys.stdin.isatty()
     if not interactive:
-        return converse(session, _read_stdin, interactive=False, json_lines=args.json, show_prompt=args.show_prompt)
+        return converse(session, _read_stdin, interactive=False, json_lines=args.json,
+                        show_prompt=args.show_prompt)
     try:
         import readline  # noqa: F401 (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
         pass
-    print(f"unmask chat: {loaded.path} ({template.origin}); /help lists commands, Ctrl-D quits", file=sys.stderr)
+    print(f"unmask chat: {loaded.path} ({template.origin}); /help lists commands, Ctrl-D quits",
+          file=sys.stderr)
     return converse(session, lambda: input("> "), interactive=True, json_lines=args.json,
                     show_prompt=args.show_prompt, live=not args.no_live and not args.json)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -94,25 +93,26 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     data = run.parent / f"{run.name}-data"
     if not (data / "index.json").is_file():
         print(f"preparing the demo corpus into {data} ...", file=sys.stderr)
-        prepare([asset_path("web-bible.txt.gz")], data, vocab_size=plan.vocab_size, val_fraction=0.02,
-                progress=progress)
+        prepare([asset_path("web-bible.txt.gz")], data, vocab_size=plan.vocab_size,
+                val_fraction=0.02, progress=progress)
     cfg = TrainConfig(
-        data=str(data), out=str(run), preset=plan.preset, seq_len=plan.seq_len, batch_size=plan.batch_size,
+        data=str(data), out=str(run), preset=plan.preset, seq_len=plan.seq_len,
+        batch_size=plan.batch_size,
         steps=plan.steps, lr=plan.lr, warmup=plan.warmup, ema=0.99, eval_every=100, eval_batches=4,
         save_every=100, time_limit=plan.time_limit, seed=0,
     )
     print(f"training the demo model: {plan.steps} steps of {plan.batch_size}×{plan.seq_len} tokens "
-          f"(stops after {plan.time_limit:g} min at the latest; Ctrl-C saves and stops)", file=sys.stderr)
+          f"(stops after {plan.time_limit:g} min at the latest; Ctrl-C saves and stops)",
+          file=sys.stderr)
     return train(cfg, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:
 
-    from unmask.canvas import Canvas
+    from unmask import api
     from unmask.checkpoint import load
     from unmask.config import SampleConfig, resolve_device
-    from unmask.infill import infill
-    from unmask.sampling import LiveView, sample
+    from unmask.sampling import LiveView
 
     if args.gen_length <= 0:
         raise UserError(f"--gen-length must be positive, got {args.gen_length}")
@@ -125,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         path = asset_path("demo")
         if not (path / "model.safetensors").is_file():
-            raise UserError("the demo checkpoint is not in this install; run `unmask demo --train` to train it")
+            raise UserError("the demo checkpoint is not in this install; run `unmask demo --train` "
+                            "to train it")
     m = load(path, device=str(resolve_device(args.device)))
     tok, cfg = m.tokenizer, m.config
     n_params = sum(p.numel() for p in m.model.parameters())
@@ -134,34 +135,30 @@ def run(args: argparse.Namespace) -> int:
     live_ok = not args.no_live and sys.stdout.isatty()
     steps = args.steps or args.gen_length
 
-    def show(title: str, canvas: Canvas, config: SampleConfig, prefix: str, suffix: str = "") -> None:
+    def show(title: str, prompt: str, config: SampleConfig) -> None:
         print(title)
-        view = LiveView(tok, start=canvas.region[0], total_steps=config.steps, enabled=live_ok)
-        t0 = time.perf_counter()
-        res = sample(m.model, canvas, config, eos_id=cfg.eos_id, step_callback=view)
-        dt = time.perf_counter() - t0
+        view = LiveView(tok, start=0, total_steps=config.steps, enabled=live_ok)
+        res = api.generate(m, prompt, config=config, step_callback=view)
         view.close(clear=True)
-        n = canvas.region[1] - canvas.region[0]
-        text = res.texts(tok)[0]
-        print(f"  {prefix}\x1b[1m{text}\x1b[0m{suffix}" if _color() else f"  {prefix}[{text}]{suffix}")
-        print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, {n / dt:,.0f} tokens/s\n")
+        n, dt, text = config.gen_length, res.seconds, res.texts[0]
+        print(f"  {prompt}\x1b[1m{text}\x1b[0m" if _color() else f"  {prompt}[{text}]")
+        print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, "
+              f"{n / dt:,.0f} tokens/s\n")
 
     for i, prompt in enumerate(PROMPTS, 1):
-        ids = tok.encode(prompt)
         block = args.block_length if args.gen_length % args.block_length == 0 else None
         if block and steps % (args.gen_length // block):
             block = None
         config = SampleConfig(gen_length=args.gen_length, steps=steps, block_length=block,
                               temperature=args.temperature, seed=args.seed + i)
-        canvas = Canvas.from_prompts(ids, args.gen_length, mask_id=cfg.mask_id, pad_id=cfg.pad_id)
-        show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", canvas, config, prompt)
+        show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", prompt, config)
     for j, template in enumerate(BLANKS, len(PROMPTS) + 1):
         shown = re.sub(r"\[MASK:[0-9-]+\]", " ____", template)
         print(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {shown}")
         view = LiveView(tok, start=0, enabled=live_ok)
-        t0 = time.perf_counter()
-        res = infill(m.model, tok, template, SampleConfig(steps=8, seed=args.seed), step_callback=view)
-        dt = time.perf_counter() - t0
+        filled = api.infill(m, template, config=SampleConfig(steps=8, seed=args.seed),
+                            step_callback=view)
+        res, dt = filled.detail, filled.seconds
         view.close(clear=True)
         text, n = res.text, sum(len(g.tokens) for g in res.gaps)
         if _color():  # the filled gaps in bold

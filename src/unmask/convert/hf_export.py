@@ -39,13 +39,13 @@ FACTS = (
     "rope_theta", "norm_eps", "tie_embeddings", "qkv_bias", "norm", "mlp", "head_bias",
     "time_conditioning", "cond_dim", "sigma_input", "output", "attention", "block_size",
     "logit_shift", "init_std", "fim_prefix_id", "fim_suffix_id", "fim_middle_id", "empty_id",
-    "objective", "schedule", "schedule_eps",
+    "objective", "schedule", "schedule_eps", "sample_defaults",
 )  # fmt: skip
 """``ModelConfig`` fields stored in ``config.json`` under the same name, as
 ``configuration_unmask.py`` takes them; the special ids travel as ``mask_token_id`` etc.
-(``SPECIAL_KEYS``). ``objective``, ``schedule`` and ``schedule_eps`` are facts for samplers
-only (the modeling file keeps them as plain attributes), so an exported model imports back
-with them."""
+(``SPECIAL_KEYS``). ``objective``, ``schedule``, ``schedule_eps`` and ``sample_defaults`` are
+facts for samplers only (the modeling file keeps them as plain attributes), so an exported
+model imports back with them."""
 
 SUPPORTED = (*FACTS, "chat_template")
 """Fields an export may set; ``chat_template`` goes to ``tokenizer_config.json``, where

@@ -205,6 +205,10 @@ register_objective(
         tokenizer=_with_empty,
         needs=_needs_empty,
         summary="masked diffusion ELBO (MDLM / LLaDA pretraining)",
+        # benchmarks/defaults.py on the demo model: argmax decoding (the SampleConfig
+        # default) repeats itself (distinct-2 0.42 vs 0.98 for held-out text); temperature
+        # 0.8 in blocks of 4 is the most fluent setting that does not (distinct-2 0.90)
+        sample_defaults=(("temperature", 0.8), ("block_length", 4)),
     )
 )
 register_objective(

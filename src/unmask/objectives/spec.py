@@ -100,6 +100,9 @@ class ObjectiveSpec:
     """Why a given (e.g. ``init``) model cannot be trained with these options, or None."""
     summary: str = ""
     """One line for listings."""
+    sample_defaults: tuple[tuple[str, Any], ...] = ()
+    """Sampling options measured to read best for models of this objective, stored with every
+    checkpoint (``ModelConfig.sample_defaults``) as the CLI's defaults for it."""
 
     def validate(self, cfg: TrainConfig) -> None:
         """Refuse options that do not apply to this objective, and bad values of those that do."""
@@ -148,7 +151,8 @@ class ObjectiveSpec:
         objective's own (``model_config``), its name and the run's noise schedule."""
         if self.model_config is not None:
             model = self.model_config(model, cfg)
-        return replace(model, objective=self.name, schedule=cfg.schedule, schedule_eps=cfg.eps)
+        return replace(model, objective=self.name, schedule=cfg.schedule, schedule_eps=cfg.eps,
+                       sample_defaults=dict(self.sample_defaults))
 
     def options_for(self, cfg: TrainConfig, schedule: Schedule) -> ObjectiveOptions:
         """The loss options of a run: its schedule and the options that apply here."""

@@ -1,25 +1,30 @@
-"""Sampling from masked diffusion language models: the loop, commit policies, caches, live view.
+"""Decoding: one protocol, one registry of decoders, one choice from the checkpoint's facts.
 
-- ``generate`` / ``sample`` and ``GenerateResult`` (``loop``): LLaDA's reverse process;
-  ``Denoiser`` (one run as a state object stepped by ``step(logits)``) and
-  ``step_together`` (one shared forward pass for many runs: continuous batching).
-- ``CommitPolicy``, ``POLICIES``, ``register_policy`` (``policies``): which proposals to
-  keep, by name: ``llada`` (scheduled), ``threshold`` / ``factor`` (Fast-dLLM), ``entropy``
-  (EB-sampler).
-- ``CONFIDENCES``, ``register_confidence``, ``REMASKING``, ``register_remasking``
-  (``policies``): how proposals are scored.
-- ``CACHES``, ``register_cache``, ``CachePolicy`` (``cache``): KV-cache reuse (none,
-  prefix, dual).
-- ``generate_ar`` (``ar``): autoregressive decoding with a KV cache for causal models.
-- ``LiveView`` (``live``): draws the canvas in the terminal after every step.
-- ``sample_sedd`` / ``generate_sedd`` (``sedd``): SEDD's Euler and analytic samplers (policy
-  names ``sedd-euler``, ``sedd-analytic``; registered on import).
+- ``DecoderRun`` (``protocol``): one run as a state object (``advance``, ``done``, ``view``,
+  ``result``, ``nfe``/``steps``; ``shares_forward`` + ``model_inputs``/``step`` for runs that
+  can share a forward pass); ``step_together`` (continuous batching over any such runs),
+  ``GenerateResult``, ``rows_finished`` (stopping at EOS).
+- ``DECODERS``, ``register_decoder``, ``Decoder``, ``Target``, ``choose_decoder``
+  (``registry``): decoders by name and the one function that picks one from
+  ``unmask.facts.ModelFacts`` and ``SampleConfig.decoder`` (or refuses, in one line).
+- The decoders, one module each: ``llada`` (``loop``: ``Denoiser``, LLaDA's reverse process
+  with commit policies and caches; ``generate`` / ``sample``), ``bd3lm`` (``blocks``:
+  ``BlockRun``, ``sample_blocks``), ``sedd`` (``sedd``: ``SEDDRun``, ``sample_sedd`` /
+  ``generate_sedd``, Euler and analytic steps), ``ar`` (``ar``: ``ARRun``, ``generate_ar``).
+- ``CommitPolicy``, ``POLICIES``, ``register_policy`` (``policies``): which proposals the
+  ``llada`` / ``bd3lm`` decoders keep: ``llada`` (scheduled), ``threshold`` / ``factor``
+  (Fast-dLLM), ``entropy`` (EB-sampler); ``CONFIDENCES``, ``REMASKING``: how they are scored.
+- ``CACHES``, ``register_cache``, ``CachePolicy`` (``cache``): KV-cache reuse (none, prefix,
+  dual).
+- ``LiveView`` (``live``): draws the generation region in the terminal after every step.
+
+Most callers want ``unmask.api`` (one entry per task), not this package.
 """
 
 from __future__ import annotations
 
-from unmask.sampling.ar import filter_logits, generate_ar, sample_token
-from unmask.sampling.blocks import sample_blocks
+from unmask.sampling.ar import ARRun, filter_logits, generate_ar, sample_token
+from unmask.sampling.blocks import BlockRun, sample_blocks
 from unmask.sampling.cache import CACHES, CachePolicy, make_cache, register_cache, shift_logits
 from unmask.sampling.live import LiveView
 from unmask.sampling.loop import (
@@ -52,9 +57,28 @@ from unmask.sampling.policies import (
     register_policy,
     register_remasking,
 )
-from unmask.sampling.sedd import SEDD_POLICIES, generate_sedd, sample_sedd, uses_sedd_sampler
+from unmask.sampling.protocol import DecoderRun, ViewCallback, rows_finished
+from unmask.sampling.registry import DECODERS, Decoder, Target, choose_decoder, register_decoder
+from unmask.sampling.sedd import (
+    SEDD_POLICIES,
+    SEDDRun,
+    generate_sedd,
+    sample_sedd,
+    uses_sedd_sampler,
+)
 
 __all__ = [
+    "ARRun",
+    "BlockRun",
+    "DECODERS",
+    "Decoder",
+    "DecoderRun",
+    "SEDDRun",
+    "Target",
+    "ViewCallback",
+    "choose_decoder",
+    "register_decoder",
+    "rows_finished",
     "CACHES",
     "Denoiser",
     "step_together",

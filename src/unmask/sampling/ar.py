@@ -2,6 +2,7 @@
 
 Inside:
 
+- ``ARRun``: the ``ar`` decoder's run (one token per ``advance()``); ``generate_ar`` runs it.
 - ``generate_ar``: left-padded batches of prompts, greedy / temperature / top-k / top-p
   sampling; the prompt runs once, then every new token costs one forward of one position
   against the cached keys/values (``unmask.model.KVCache``).
@@ -22,10 +23,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unmask.config import SampleConfig
 from unmask.errors import UserError
+from unmask.facts import ModelFacts
 from unmask.sampling.cache import call_model, supports_kv_cache
-from unmask.sampling.loop import GenerateResult, _model_device
 from unmask.sampling.policies import _rand
+from unmask.sampling.protocol import (
+    DecoderRun,
+    GenerateResult,
+    ViewCallback,
+    make_generator,
+    model_device,
+    rows_finished,
+)
+from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
 
 ARStepCallback = Callable[[int, Tensor], None]
 """``callback(step, tokens)``: after each new token, ``tokens`` = (B, P + step) prompt and
@@ -64,7 +75,9 @@ def sample_token(
     cdf = probs.cumsum(dim=-1)
     u = _rand((probs.shape[0], 1), torch.float64, probs.device, generator) * cdf[:, -1:]
     idx = (cdf <= u).sum(dim=-1)  # first token whose CDF passes u; zero-probability ones never do
-    last = probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)  # guards rounding at the top
+    last = (
+        probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)
+    )  # guards rounding at the top
     return torch.minimum(idx, last)
 
 
@@ -81,6 +94,165 @@ def _rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[lis
     if any(isinstance(p, int) for p in prompts):
         raise UserError("prompts mix token ids and lists of token ids")
     return [[int(t) for t in p] for p in prompts]
+
+
+class ARRun(DecoderRun):
+    """The ``ar`` decoder's run: token by token with a KV cache (see ``generate_ar``).
+
+    The first ``advance()`` runs the prompt (1 NFE) and commits the first token; every later
+    one feeds the last token (1 NFE) and commits the next. It runs alone (``shares_forward``
+    False): its KV cache holds this batch's keys and values. ``[MASK]`` is never proposed.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_id: int | None,
+        pad_id: int | None = None,
+        start_id: int | None = None,
+        mask_id: int | None = None,
+        generator: torch.Generator | None = None,
+        step_callback: ARStepCallback | None = None,
+        on_view: ViewCallback | None = None,
+    ) -> None:
+        mcfg = getattr(model, "config", None)
+        attention = getattr(mcfg, "attention", "causal")
+        if attention != "causal":
+            raise UserError(
+                f"autoregressive decoding needs a causal model, not attention={attention!r}"
+            )
+        if not supports_kv_cache(model):
+            raise UserError(
+                "autoregressive decoding needs a model with a KV cache (unmask.model.Transformer)"
+            )
+        if max_new_tokens <= 0:
+            raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        if not (temperature >= 0 and math.isfinite(temperature)):
+            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise UserError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
+        mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
+        start_id = start_id if start_id is not None else eos_id
+        rows = _rows(prompt_ids)
+        if mask_id is not None and any(mask_id in r for r in rows):
+            raise UserError(
+                "an autoregressive model cannot fill a [MASK] in the prompt; "
+                "use a masked diffusion model (or infill)"
+            )
+        if any(not r for r in rows):
+            if start_id is None:
+                raise UserError("an empty prompt needs a start token (start_id or eos_id)")
+            rows = [r or [start_id] for r in rows]
+        if pad_id is None and len({len(r) for r in rows}) > 1:
+            raise UserError("prompts of different lengths need a pad id")
+        B, P = len(rows), max(len(r) for r in rows)
+        max_seq_len = getattr(mcfg, "max_seq_len", None)
+        if max_seq_len is not None and P + max_new_tokens > max_seq_len:
+            raise UserError(
+                f"prompt ({P} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                f"max_seq_len ({max_seq_len}); use at most {max(max_seq_len - P, 0)} new tokens "
+                "or a shorter prompt"
+            )
+        device = model_device(model) or torch.device("cpu")
+        prompt = torch.full((B, P), pad_id if pad_id is not None else 0, dtype=torch.long)
+        real = torch.zeros(B, P, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            prompt[i, P - len(r) :] = torch.tensor(r, dtype=torch.long)
+            real[i, P - len(r) :] = True
+        self.prompt, self.real = prompt.to(device), real.to(device)
+        self.attn = None if bool(real.all()) else self.real  # (B, P), grows by one column per token
+
+        from unmask.model import KVCache
+
+        self.model, self.eos_id, self.gen_length = model, eos_id, max_new_tokens
+        self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
+        self._forbid = None if mask_id is None else mask_id  # [MASK] is never proposed
+        self.temperature, self.top_k, self.top_p, self.generator = (
+            temperature,
+            top_k,
+            top_p,
+            generator,
+        )
+        self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
+        self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
+        self.finished = torch.zeros(B, dtype=torch.bool, device=device)
+        self.kv = KVCache()
+        self.step_callback, self.on_view = step_callback, on_view
+        self.nfe = self.steps = 0
+        self._logits: Tensor | None = None  # (B, V) predicting the next position
+        self._stopped = False
+
+    @property
+    def done(self) -> bool:
+        return self._stopped
+
+    def advance(self) -> None:
+        assert not self._stopped, "the run is finished"
+        B, P, t = self.gen.shape[0], self.prompt.shape[1], self.steps
+        with torch.no_grad():
+            if self._logits is None:  # the prompt, once: predicts position P
+                self._logits = call_model(
+                    self.model, self.prompt, self.attn, cache=self.kv, start=0
+                )[:, -1]  # (B, V)
+            else:
+                if self.attn is not None:
+                    one = torch.ones(B, 1, dtype=torch.bool, device=self.attn.device)
+                    self.attn = torch.cat([self.attn, one], dim=1)  # (B, P + t)
+                last = self.gen[:, t - 1 : t]  # (B, 1)
+                self._logits = call_model(
+                    self.model, last, self.attn, cache=self.kv, start=P + t - 1
+                )[:, -1]  # (B, V)
+            self.nfe += 1
+            logits = self._logits
+            if self._forbid is not None:
+                logits = logits.index_fill(
+                    -1, torch.tensor([self._forbid], device=logits.device), float("-inf")
+                )
+            nxt = sample_token(
+                logits,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                generator=self.generator,
+            )
+        nxt = torch.where(self.finished, torch.full_like(nxt, self.fill), nxt)  # (B,)
+        self.gen[:, t] = nxt
+        self.steps += 1
+        self.finished |= rows_finished(nxt[:, None], self.eos_id)
+        if self.step_callback is not None:
+            self.step_callback(
+                self.steps, torch.cat([self.prompt, self.gen[:, : self.steps]], dim=1)
+            )
+        if self.steps == self.gen_length or bool(self.finished.all()):
+            self._stopped = True
+        self._report()
+
+    def view(self) -> Tensor:
+        rest = torch.full_like(self.gen[:, self.steps :], self.mask_id)
+        return torch.cat([self.gen[:, : self.steps], rest], dim=1)  # (B, G)
+
+    def result(self) -> GenerateResult:
+        attn = self.attn
+        if attn is not None:
+            attn = torch.cat([self.real, torch.ones_like(self.gen, dtype=torch.bool)], dim=1)
+        P = self.prompt.shape[1]
+        return GenerateResult(
+            tokens=torch.cat([self.prompt, self.gen], dim=1),
+            region=(P, P + self.gen_length),
+            nfe=self.nfe,
+            steps=self.steps,
+            eos_id=self.eos_id,
+            attention_mask=attn,
+        )
 
 
 def generate_ar(
@@ -105,81 +277,65 @@ def generate_ar(
     starts from ``start_id`` (default ``eos_id``, the document separator of our training
     data). The prompt runs once (1 NFE); every further token is one forward of one
     position (1 NFE). A row that emits ``eos_id`` is finished: its later positions hold
-    ``pad_id``; decoding stops when every row is finished.
+    ``pad_id``; decoding stops when every row is finished. ``ARRun(...).run()``.
 
     Returns a ``GenerateResult`` with ``tokens`` (B, P + max_new_tokens), ``region`` =
     (P, P + max_new_tokens), ``nfe`` and ``steps`` = tokens decoded per row.
     """
-    mcfg = getattr(model, "config", None)
-    attention = getattr(mcfg, "attention", "causal")
-    if attention != "causal":
-        raise UserError(f"autoregressive decoding needs a causal model, not attention={attention!r}")
-    if not supports_kv_cache(model):
-        raise UserError("autoregressive decoding needs a model with a KV cache (unmask.model.Transformer)")
-    if max_new_tokens <= 0:
-        raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise UserError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise UserError(f"top_p must be in (0, 1], got {top_p}")
-    pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
-    start_id = start_id if start_id is not None else eos_id
-    rows = _rows(prompt_ids)
-    if any(not r for r in rows):
-        if start_id is None:
-            raise UserError("an empty prompt needs a start token (start_id or eos_id)")
-        rows = [r or [start_id] for r in rows]
-    if pad_id is None and len({len(r) for r in rows}) > 1:
-        raise UserError("prompts of different lengths need a pad id")
-    B, P = len(rows), max(len(r) for r in rows)
-    max_seq_len = getattr(mcfg, "max_seq_len", None)
-    if max_seq_len is not None and P + max_new_tokens > max_seq_len:
-        raise UserError(
-            f"prompt ({P} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
-            f"max_seq_len ({max_seq_len}); use at most {max(max_seq_len - P, 0)} new tokens or a shorter prompt"
-        )
-
-    device = _model_device(model) or torch.device("cpu")
-    prompt = torch.full((B, P), pad_id if pad_id is not None else 0, dtype=torch.long)
-    real = torch.zeros(B, P, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        prompt[i, P - len(r) :] = torch.tensor(r, dtype=torch.long)
-        real[i, P - len(r) :] = True
-    prompt, real = prompt.to(device), real.to(device)
-    attn = None if bool(real.all()) else real  # (B, P), grows by one column per token
-
-    from unmask.model import KVCache
-
-    fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
-    gen = torch.full((B, max_new_tokens), fill, dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    kv = KVCache()
-    nfe = steps = 0
-    with torch.no_grad():
-        logits = call_model(model, prompt, attn, cache=kv, start=0)[:, -1]  # (B, V): predicts position P
-        nfe += 1
-        for t in range(max_new_tokens):
-            nxt = sample_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-            nxt = torch.where(done, torch.full_like(nxt, fill), nxt)  # (B,)
-            gen[:, t] = nxt
-            steps += 1
-            if eos_id is not None:
-                done |= nxt == eos_id
-            if step_callback is not None:
-                step_callback(steps, torch.cat([prompt, gen[:, :steps]], dim=1))
-            if steps == max_new_tokens or bool(done.all()):
-                break
-            if attn is not None:
-                attn = torch.cat([attn, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1)  # (B, P + t + 1)
-            logits = call_model(model, nxt[:, None], attn, cache=kv, start=P + t)[:, -1]  # (B, V)
-            nfe += 1
-    return GenerateResult(
-        tokens=torch.cat([prompt, gen], dim=1),
-        region=(P, P + max_new_tokens),
-        nfe=nfe,
-        steps=steps,
+    return ARRun(
+        model,
+        prompt_ids,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
         eos_id=eos_id,
-        attention_mask=None if attn is None else torch.cat([real, torch.ones_like(gen, dtype=torch.bool)], dim=1),
-    )
+        pad_id=pad_id,
+        start_id=start_id,
+        generator=generator,
+        step_callback=step_callback,
+    ).run()
+
+
+@register_decoder("ar")
+class ARDecoder(Decoder):
+    """Autoregressive decoding with a KV cache (``ARRun``), for causal checkpoints."""
+
+    summary = "autoregressive: token by token with a KV cache (temperature, top_k, top_p)"
+
+    def check(self, facts: ModelFacts, config: SampleConfig) -> None:
+        if facts.attention != "causal":
+            raise UserError(
+                f"decoder 'ar' needs a causal model; this checkpoint is "
+                f"{facts.attention}: use decoder {facts.default_decoder!r}"
+            )
+        if not facts.has_kv_cache:
+            raise UserError("decoder 'ar' needs a model with a KV cache (unmask.model.Transformer)")
+        if config.cfg_scale > 0:
+            raise UserError(
+                "cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)"
+            )
+
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
+        f = target.facts
+        device = model_device(target.model) or torch.device("cpu")
+        return ARRun(
+            target.model,
+            prompt_ids,
+            max_new_tokens=config.gen_length,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            eos_id=f.eos_id,
+            pad_id=f.pad_id,
+            mask_id=f.mask_id,
+            generator=make_generator(config.seed, device),
+            on_view=on_view,
+        )

@@ -5,7 +5,7 @@ block: block b is a masked diffusion conditioned on the finished blocks before i
 sequence grows by ``block_size`` tokens per round and can stop as soon as a block holds an
 end-of-sequence token (variable-length generation).
 
-``sample_blocks`` runs each round through the one sampler loop (``unmask.sampling.loop.sample``)
+``sample_blocks`` runs each round through the one sampler loop (``unmask.sampling.loop.Denoiser``)
 on a canvas ``[prompt ; finished blocks ; one block of masks]``. The prompt is left-padded to
 a multiple of ``block_size`` so that every generated block is one of the model's attention
 blocks; then the ``prefix``/``dual`` KV caches of ``unmask.sampling.cache`` (K/V of the prompt
@@ -14,7 +14,7 @@ exactly the uncached logits, because under block-causal attention nothing before
 see the block. Left padding does not move the real tokens relative to each other, and RoPE only
 sees relative positions.
 
-Inside: ``sample_blocks``, ``block_size_of``.
+Inside: ``BlockRun`` (the ``bd3lm`` decoder's run), ``sample_blocks``, ``block_size_of``.
 """
 
 from __future__ import annotations
@@ -29,15 +29,19 @@ from torch import Tensor
 from unmask.canvas import Canvas, _as_rows
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling.loop import (
+from unmask.facts import ModelFacts
+from unmask.sampling.loop import Denoiser, validate
+from unmask.sampling.protocol import (
+    DecoderRun,
     GenerateResult,
     MaskPredictor,
     StepCallback,
-    _model_device,
+    ViewCallback,
     make_generator,
-    sample,
-    validate,
+    model_device,
+    rows_finished,
 )
+from unmask.sampling.registry import Decoder, Prompts, Target, refuse_top_k, register_decoder
 
 
 def block_size_of(model: Any) -> int | None:
@@ -46,6 +50,170 @@ def block_size_of(model: Any) -> int | None:
     if getattr(cfg, "attention", None) == "block-causal":
         return getattr(cfg, "block_size", None)
     return None
+
+
+class BlockRun(DecoderRun):
+    """The ``bd3lm`` decoder's run: one ``Denoiser`` per block over ``[prompt ; finished
+    blocks ; one block of masks]``, a new block started when one ends, none once every row
+    holds EOS (``rows_finished``). See ``sample_blocks`` for the semantics.
+
+    It runs alone (``shares_forward`` False): its canvas grows block by block, and left padding
+    to share a forward would move the model's attention blocks.
+    """
+
+    def __init__(
+        self,
+        model: MaskPredictor,
+        prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
+        config: SampleConfig,
+        *,
+        mask_id: int,
+        pad_id: int,
+        eos_id: int | None,
+        block_size: int | None = None,
+        generator: torch.Generator | None = None,
+        return_history: bool = False,
+        step_callback: StepCallback | None = None,
+        on_view: ViewCallback | None = None,
+    ) -> None:
+        bs = block_size if block_size is not None else block_size_of(model)
+        if bs is None:
+            raise UserError(
+                "sample_blocks needs a block-causal model (config.block_size) "
+                "or an explicit block_size"
+            )
+        if bs <= 0:
+            raise UserError(f"block_size must be positive, got {bs}")
+        if config.block_length is not None and config.block_length != bs:
+            raise UserError(
+                f"block_length={config.block_length} must equal the model's "
+                f"block_size={bs} (or be unset)"
+            )
+        config = dataclasses.replace(config, block_length=bs)
+        self.num_blocks, steps_per_block = validate(config)
+        if config.top_k is not None or config.top_p is not None:
+            raise UserError("top_k and top_p apply to autoregressive (causal) models only")
+
+        rows = _as_rows(prompt_ids)
+        if not rows:
+            raise UserError("no prompts given")
+        P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, a multiple of the block size
+        max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
+        if max_seq_len is not None and P + config.gen_length > max_seq_len:
+            raise UserError(
+                f"prompt ({P} tokens after padding to blocks of {bs}) + gen_length "
+                f"({config.gen_length}) exceeds the model's max_seq_len ({max_seq_len})"
+            )
+        B = len(rows)
+        device = model_device(model) or torch.device("cpu")
+        x = torch.full((B, P), pad_id, dtype=torch.long)  # (B, P), left-padded prompts
+        real = torch.zeros(B, P, dtype=torch.bool)
+        for i, r in enumerate(rows):
+            if r:
+                x[i, P - len(r) :] = torch.tensor(r, dtype=torch.long)
+                real[i, P - len(r) :] = True
+        self.model, self.mask_id, self.eos_id = model, mask_id, eos_id
+        self.gen_length, self.block_size, self.P = config.gen_length, bs, P
+        self.x, self.real = x.to(device), real.to(device)  # (B, L): prompt and finished blocks
+        self.prompt = self.real.clone()  # (B, P): what guidance blanks out
+        self.generator = make_generator(config.seed, device) if generator is None else generator
+        self.block_config = dataclasses.replace(
+            config, gen_length=bs, block_length=None, steps=steps_per_block
+        )
+        self.finished = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) rows past EOS
+        self.history: list[Tensor] | None = [] if return_history else None
+        self.return_history = return_history
+        self.step_callback, self.on_view = step_callback, on_view
+        self.nfe = self.steps = 0
+        self.blocks_done = 0
+        self._inner: Denoiser | None = None
+        self._next_block()
+
+    @property
+    def done(self) -> bool:
+        return self._inner is None
+
+    def _next_block(self) -> None:
+        """Start the next block's denoiser, or none when all blocks (or all rows) are done."""
+        self._inner = None
+        if self.blocks_done >= self.num_blocks or bool(self.finished.all()):
+            return
+        B, bs, L = self.x.shape[0], self.block_size, self.x.shape[1]
+        device = self.x.device
+        new = torch.full((B, bs), self.mask_id, dtype=torch.long, device=device)  # (B, bs)
+        if self.eos_id is not None:
+            new[self.finished] = self.eos_id  # finished rows: EOS padding, nothing to denoise
+        tokens = torch.cat([self.x, new], dim=1)  # (B, L + bs)
+        attn = torch.cat([self.real, torch.ones(B, bs, dtype=torch.bool, device=device)], dim=1)
+        canvas = Canvas.from_tokens(
+            tokens, mask_id=self.mask_id, attention_mask=attn, region=(L, L + bs)
+        )
+        pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
+        canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
+        callback = None
+        if self.step_callback is not None:
+            outer, offset = self.step_callback, self.steps
+
+            def callback(step: int, toks: Tensor) -> None:
+                outer(offset + step, toks)
+
+        self._attn = attn
+        self._base = (self.nfe, self.steps)
+        self._inner = Denoiser(
+            self.model,
+            canvas,
+            self.block_config,
+            eos_id=self.eos_id,
+            generator=self.generator,
+            return_history=self.return_history,
+            step_callback=callback,
+        )
+        if self._inner.done:  # nothing to denoise in this block
+            self._end_block()
+
+    def _end_block(self) -> None:
+        inner = self._inner
+        assert inner is not None
+        L = self.x.shape[1]
+        self.x, self.real = inner.x, self._attn
+        if self.history is not None and inner.history is not None:
+            self.history.extend(inner.history)
+        self.finished |= rows_finished(self.x[:, L:], self.eos_id)
+        self.blocks_done += 1
+        self._next_block()
+
+    def advance(self) -> None:
+        inner = self._inner
+        assert inner is not None, "the run is finished"
+        inner.advance()
+        self.nfe, self.steps = self._base[0] + inner.nfe, self._base[1] + inner.steps
+        if inner.done:
+            self._end_block()
+        self._report()
+
+    def view(self) -> Tensor:
+        """(B, gen_length): finished blocks, the current block, masks (EOS for finished rows)
+        where no block has started."""
+        inner = self._inner
+        grown = self.x[:, self.P :] if inner is None else inner.x[:, self.P :]  # (B, n)
+        B, n = grown.shape
+        rest = torch.full(
+            (B, self.gen_length - n), self.mask_id, dtype=grown.dtype, device=grown.device
+        )
+        if self.eos_id is not None:
+            rest[self.finished] = self.eos_id
+        return torch.cat([grown, rest], dim=1)  # (B, G)
+
+    def result(self) -> GenerateResult:
+        return GenerateResult(
+            tokens=self.x,
+            region=(self.P, self.x.shape[1]),
+            nfe=self.nfe,
+            steps=self.steps,
+            eos_id=self.eos_id,
+            history=self.history,
+            attention_mask=None if bool(self.real.all()) else self.real,
+        )
 
 
 def sample_blocks(
@@ -74,85 +242,60 @@ def sample_blocks(
 
     The result's ``region`` covers the generated blocks; ``nfe``/``steps`` add up over blocks;
     ``history`` (when asked for) holds one canvas per step, each as long as the canvas then was.
+    ``BlockRun(...).run()``.
     """
-    bs = block_size if block_size is not None else block_size_of(model)
-    if bs is None:
-        raise UserError("sample_blocks needs a block-causal model (config.block_size) or an explicit block_size")
-    if bs <= 0:
-        raise UserError(f"block_size must be positive, got {bs}")
-    if config.block_length is not None and config.block_length != bs:
-        raise UserError(f"block_length={config.block_length} must equal the model's block_size={bs} (or be unset)")
-    config = dataclasses.replace(config, block_length=bs)
-    num_blocks, steps_per_block = validate(config)
-    if config.top_k is not None or config.top_p is not None:
-        raise UserError("top_k and top_p apply to autoregressive (causal) models only")
-
-    rows = _as_rows(prompt_ids)
-    if not rows:
-        raise UserError("no prompts given")
-    P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, a multiple of the block size
-    max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
-    if max_seq_len is not None and P + config.gen_length > max_seq_len:
-        raise UserError(
-            f"prompt ({P} tokens after padding to blocks of {bs}) + gen_length ({config.gen_length}) "
-            f"exceeds the model's max_seq_len ({max_seq_len})"
-        )
-    B = len(rows)
-    device = _model_device(model) or torch.device("cpu")
-    x = torch.full((B, P), pad_id, dtype=torch.long)  # (B, P), left-padded prompts
-    real = torch.zeros(B, P, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        if r:
-            x[i, P - len(r) :] = torch.tensor(r, dtype=torch.long)
-            real[i, P - len(r) :] = True
-    x, real = x.to(device), real.to(device)
-    prompt = real.clone()  # (B, P): what guidance blanks out
-    if generator is None:
-        generator = make_generator(config.seed, device)
-    block_config = dataclasses.replace(config, gen_length=bs, block_length=None, steps=steps_per_block)
-
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    history: list[Tensor] | None = [] if return_history else None
-    nfe = steps = 0
-    for _ in range(num_blocks):
-        if eos_id is not None and bool(done.all()):
-            break
-        L = x.shape[1]
-        new = torch.full((B, bs), mask_id, dtype=torch.long, device=device)  # (B, bs)
-        if eos_id is not None:
-            new[done] = eos_id  # finished rows: EOS padding, nothing to denoise
-        tokens = torch.cat([x, new], dim=1)  # (B, L + bs)
-        attn = torch.cat([real, torch.ones(B, bs, dtype=torch.bool, device=device)], dim=1)
-        canvas = Canvas.from_tokens(tokens, mask_id=mask_id, attention_mask=attn, region=(L, L + bs))
-        prompt_index = torch.cat([prompt, torch.zeros(B, tokens.shape[1] - P, dtype=torch.bool, device=device)], dim=1)
-        canvas = dataclasses.replace(canvas, prompt_index=prompt_index)
-        callback = None
-        if step_callback is not None:
-            offset = steps
-
-            def callback(step: int, toks: Tensor, _offset: int = offset) -> None:
-                step_callback(_offset + step, toks)
-
-        res = sample(
-            model, canvas, block_config, eos_id=eos_id, generator=generator,
-            return_history=return_history, step_callback=callback,
-        )
-        x, real = res.tokens, attn
-        nfe += res.nfe
-        steps += res.steps
-        if history is not None and res.history is not None:
-            history.extend(res.history)
-        if eos_id is not None:
-            done |= (x[:, L:] == eos_id).any(dim=1)
-    return GenerateResult(
-        tokens=x,
-        region=(P, x.shape[1]),
-        nfe=nfe,
-        steps=steps,
+    return BlockRun(
+        model,
+        prompt_ids,
+        config,
+        mask_id=mask_id,
+        pad_id=pad_id,
         eos_id=eos_id,
-        history=history,
-        attention_mask=None if bool(real.all()) else real,
-    )
+        block_size=block_size,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    ).run()
 
 
-__all__ = ["block_size_of", "sample_blocks"]
+@register_decoder("bd3lm")
+class BD3LMDecoder(Decoder):
+    """Block diffusion (BD3-LM): block by block, stopping after the block that holds EOS."""
+
+    summary = "block diffusion: one block at a time over a block-causal model, stop at EOS"
+
+    def check(self, facts: ModelFacts, config: SampleConfig) -> None:
+        if facts.attention != "block-causal" or facts.block_size is None:
+            raise UserError(
+                f"decoder 'bd3lm' needs a block-causal model (objective bd3lm); this "
+                f"checkpoint is {facts.attention}: use decoder {facts.default_decoder!r}"
+            )
+        if config.block_length is not None and config.block_length != facts.block_size:
+            raise UserError(
+                f"block_length={config.block_length} must equal the model's "
+                f"block_size={facts.block_size} (or be unset)"
+            )
+        refuse_top_k(self.name, config)
+
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
+        f = target.facts
+        return BlockRun(
+            target.model,
+            prompt_ids,
+            config,
+            mask_id=f.mask_id,
+            pad_id=f.pad_id,
+            eos_id=f.eos_id,
+            block_size=f.block_size,
+            on_view=on_view,
+        )
+
+
+__all__ = ["BD3LMDecoder", "BlockRun", "block_size_of", "sample_blocks"]

@@ -54,7 +54,10 @@ def call_model(
     logits = getattr(out, "logits", out)
     if not isinstance(logits, Tensor) or logits.dim() != 3 or logits.shape[:2] != tokens.shape:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise UserError(f"the model returned {got}; expected logits of shape (B, L, V) for tokens {tuple(tokens.shape)}")
+        raise UserError(
+            f"the model returned {got}; expected logits of shape (B, L, V) for tokens "
+            f"{tuple(tokens.shape)}"
+        )
     return logits  # (B, L, V)
 
 
@@ -78,14 +81,18 @@ class CachePolicy:
     def start_block(self, masked: Tensor, block_start: int, block_end: int) -> None:
         """A block begins; ``masked`` (B, L) bool = positions still to fill on the canvas."""
 
-    def logits(self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool) -> Tensor:
+    def logits(
+        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool
+    ) -> Tensor:
         raise NotImplementedError
 
 
 class NoCache(CachePolicy):
     """The whole canvas, every step: LLaDA's loop (and the only choice for plain callables)."""
 
-    def logits(self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool) -> Tensor:
+    def logits(
+        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool
+    ) -> Tensor:
         logits = call_model(model, tokens, attention_mask)  # (B, L, V)
         return shift_logits(logits) if shift else logits
 
@@ -116,7 +123,9 @@ class WindowCache(CachePolicy):
         self.lo = int(earlier[0]) if len(earlier) else block_start
         self.hi = self.window_end(block_end, masked.shape[1])
 
-    def logits(self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool) -> Tensor:
+    def logits(
+        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool
+    ) -> Tensor:
         from unmask.model import KVCache
 
         if self.kv is None:
@@ -126,7 +135,9 @@ class WindowCache(CachePolicy):
             return self.buf
         # With a logit shift position lo needs the logits of lo - 1: run one more position.
         q0 = max(self.lo - 1, 0) if shift else self.lo
-        part = call_model(model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0)  # (B, W, V)
+        part = call_model(
+            model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0
+        )  # (B, W, V)
         if shift:
             part = shift_logits(part)[:, self.lo - q0 :]
         # Outside [lo, hi) the block's first logits stay: no candidate lies there (lo is the
@@ -157,7 +168,8 @@ CACHES: dict[str, CacheFactory] = {"none": NoCache, "prefix": PrefixCache, "dual
 
 
 def register_cache(name: str) -> Callable[[CacheFactory], CacheFactory]:
-    """Decorator: register a ``() -> CachePolicy`` factory under ``name`` (``SampleConfig.cache``)."""
+    """Decorator: register a ``() -> CachePolicy`` factory under ``name``
+    (``SampleConfig.cache``)."""
 
     def deco(factory: CacheFactory) -> CacheFactory:
         CACHES[name] = factory

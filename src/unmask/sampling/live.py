@@ -100,7 +100,9 @@ class LiveView:
         self.mask_glyph, self.special_glyph = mask_glyph, special_glyph
         self.mask_id = getattr(tokenizer, "mask_id", None)
         self.specials = {
-            i for i in (getattr(tokenizer, n, None) for n in ("eos_id", "pad_id", "bos_id")) if i is not None
+            i
+            for i in (getattr(tokenizer, n, None) for n in ("eos_id", "pad_id", "bos_id"))
+            if i is not None
         }
         self._token_bytes = getattr(tokenizer, "token_bytes", None)
         self._prev: list[list[int]] | None = None
@@ -135,7 +137,8 @@ class LiveView:
         return [(_sanitize(text), style) for text, style in segs]
 
     def render_row(self, row: list[int], prev: list[int] | None) -> list[Segment]:
-        """Segments of one row's region; ``prev`` is the row one step earlier (None = all masked)."""
+        """Segments of one row's region; ``prev`` is the row one step earlier (None = all
+        masked)."""
         segs: list[Segment] = []
         run: list[int] = []
         run_new: list[bool] = []

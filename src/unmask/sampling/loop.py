@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -35,66 +34,32 @@ from torch import Tensor
 from unmask.canvas import Canvas
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling.cache import NoCache, call_model, check_cache_name, make_cache
+from unmask.facts import ModelFacts
+from unmask.sampling.cache import NoCache, check_cache_name, make_cache
 from unmask.sampling.cache import shift_logits as shift_logits  # re-exported: it used to live here
 from unmask.sampling.policies import StepState, _rand, make_policy, scorer
 
-MaskPredictor = Callable[..., Any]
-"""Any callable ``model(tokens (B, L), attention_mask=(B, L) bool | None) -> logits (B, L, V)``
-(or an object with ``.logits``, as Hugging Face models return). The ``prefix``/``dual``
-caches also need ``cache=`` and ``start=`` keywords (``unmask.model.Transformer``)."""
-
-StepCallback = Callable[[int, Tensor], None]
-"""``callback(step, tokens)``: after each step, ``step`` = steps done so far (1-based) and
-``tokens`` the (B, L) canvas. Do not modify ``tokens``."""
-
-
-@dataclass
-class GenerateResult:
-    """What ``sample`` / ``generate`` return."""
-
-    tokens: Tensor
-    """(B, L) final canvas (prompt, padding and generation region)."""
-    region: tuple[int, int]
-    """[start, end) columns of the generation region."""
-    nfe: int
-    """Number of function (model) evaluations; with guidance one doubled batch counts as 1,
-    and a cached call over a few positions counts as 1 too."""
-    steps: int
-    """Denoising steps run (skipped empty steps included)."""
-    eos_id: int | None = None
-    """EOS id used to cut the texts (``texts``)."""
-    history: list[Tensor] | None = None
-    """(B, L) canvases after every step, when asked for (``return_history=True``)."""
-    attention_mask: Tensor | None = field(default=None, repr=False)
-    """(B, L) bool padding mask of the canvas (True = real token), None if unpadded."""
-
-    @property
-    def gen_ids(self) -> list[list[int]]:
-        """Ids of the generation region, one list per row (EOS and anything after included)."""
-        start, end = self.region
-        return self.tokens[:, start:end].tolist()
-
-    def texts(self, tokenizer: Any) -> list[str]:
-        """Generated text per row, cut at the first EOS (``decode_generations``)."""
-        return decode_generations(self.gen_ids, tokenizer, self.eos_id)
-
-
-def cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
-    """``ids`` up to (not including) the first ``eos_id``."""
-    ids = list(ids)
-    if eos_id is not None and eos_id in ids:
-        return ids[: ids.index(eos_id)]
-    return ids
-
-
-def decode_generations(gen_ids: Sequence[Sequence[int]], tokenizer: Any, eos_id: int | None) -> list[str]:
-    """Text of each row of generated ids, cut at the first EOS (special tokens skipped)."""
-    return [tokenizer.decode(cut_at_eos(ids, eos_id)) for ids in gen_ids]
+# Re-exported: these lived here before the decoder protocol (``protocol``) took them.
+from unmask.sampling.protocol import (
+    DecoderRun,
+    GenerateResult,
+    MaskPredictor,
+    StepCallback,
+    StepError,
+    ViewCallback,
+    cut_at_eos,
+    decode_generations,
+    make_generator,
+    step_together,
+)
+from unmask.sampling.protocol import model_device as _model_device
+from unmask.sampling.registry import Decoder, Prompts, Target, refuse_top_k, register_decoder
 
 
 def add_gumbel_noise(
-    logits: Tensor, temperature: float, generator: torch.Generator | None = None,
+    logits: Tensor,
+    temperature: float,
+    generator: torch.Generator | None = None,
     window: tuple[int, int] | None = None,
 ) -> Tensor:
     """Gumbel-max perturbation whose argmax samples ``softmax(logits / temperature)``.
@@ -125,7 +90,8 @@ def model_logit_shift(model: Any) -> bool:
 
 
 def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
-    """A logits processor that sets the given tokens' logits to ``-inf`` (LLaDA ``logits_eos_inf``)."""
+    """A logits processor that sets the given tokens' logits to ``-inf`` (LLaDA
+    ``logits_eos_inf``)."""
     ids = list(token_ids)
 
     def proc(logits: Tensor) -> Tensor:  # (B, L, V), filled in place (no copy per step)
@@ -133,14 +99,6 @@ def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
         return logits.index_fill_(-1, index, float("-inf"))
 
     return proc
-
-
-def _model_device(model: Any) -> torch.device | None:
-    params = getattr(model, "parameters", None)
-    if callable(params):
-        for p in params():
-            return p.device
-    return None
 
 
 def _nearest_multiples(value: int, of: int) -> str:
@@ -157,7 +115,9 @@ def _divisors_near(n: int, target: int) -> str:
     return " or ".join(str(d) for d in dict.fromkeys(options))
 
 
-def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None) -> tuple[int, int]:
+def validate(
+    config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None
+) -> tuple[int, int]:
     """Check lengths and options; return (num_blocks, steps_per_block). Raises ``UserError``.
 
     Dynamic policies (threshold, factor, entropy) do not use ``steps``: it need not be a
@@ -172,7 +132,8 @@ def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int |
         raise UserError(f"block_length must be positive, got {block_length}")
     if config.gen_length % block_length:
         raise UserError(
-            f"gen_length ({config.gen_length}) must be a multiple of block_length ({block_length}); "
+            f"gen_length ({config.gen_length}) must be a multiple of block_length "
+            f"({block_length}); "
             f"try block_length {_divisors_near(config.gen_length, block_length)} "
             f"or gen_length {_nearest_multiples(config.gen_length, block_length)}"
         )
@@ -199,15 +160,11 @@ def validate(config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int |
     return num_blocks, config.steps // num_blocks
 
 
-def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator | None:
-    """A generator seeded with ``seed`` on ``device``; None (global RNG) when seed is None."""
-    if seed is None:
-        return None
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-class Denoiser:
+class Denoiser(DecoderRun):
     """One sampling run as a state object: the loop of ``sample``, one step at a time.
+
+    The ``llada`` decoder's run (``unmask.sampling.protocol.DecoderRun``); it shares forward
+    passes (``step_together``) unless a KV cache holds state of its own canvas.
 
     ``sample`` is ``Denoiser(...).run()``; a server that shares forward passes between
     requests drives many denoisers with ``step_together``. The run is the same either way:
@@ -235,7 +192,13 @@ class Denoiser:
         generator: torch.Generator | None = None,
         return_history: bool = False,
         step_callback: StepCallback | None = None,
+        on_view: ViewCallback | None = None,
     ) -> None:
+        if config.decoder not in ("auto", "llada", "bd3lm"):
+            raise UserError(
+                f"decoder {config.decoder!r} is not the commit loop: it has its own loop "
+                "(unmask.sampling.choose_decoder picks it; `unmask generate` runs it)"
+            )
         region_len = canvas.region[1] - canvas.region[0]
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         check = dataclasses.replace(config, gen_length=region_len)
@@ -246,6 +209,11 @@ class Denoiser:
         if config.top_k is not None or config.top_p is not None:
             raise UserError("top_k and top_p apply to autoregressive (causal) models only")
         self.model, self.config, self.eos_id = model, config, eos_id
+        self.gen_length = region_len
+        # prompt_masks 'fill': the schedule of a block counts every mask before its end (a
+        # [MASK] in the prompt too), so every mask is filled; 'reference': only the block's
+        # own masks, as LLaDA's reference (prompt masks then take their budget).
+        self._count_from_zero = config.prompt_masks == "fill"
         self.score = scorer(config)
         self.policy = make_policy(config)
         self.cache = make_cache(config, model)
@@ -266,9 +234,13 @@ class Denoiser:
 
         self.x = canvas.tokens  # (B, L), updated in place
         self.attn = canvas.attention_mask
-        self._attn2 = None if self.attn is None else torch.cat([self.attn, self.attn], dim=0)  # (2B, L)
+        self._attn2 = (
+            None if self.attn is None else torch.cat([self.attn, self.attn], dim=0)
+        )  # (2B, L)
         self.history: list[Tensor] | None = [] if return_history else None
         self.step_callback = step_callback
+        self.on_view = on_view
+        self.mask_id = canvas.mask_id
         self.nfe = 0
         self.steps = 0  # steps done, skipped empty steps included
         self.block = 0
@@ -281,6 +253,22 @@ class Denoiser:
     @property
     def batch_size(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def shares_forward(self) -> bool:
+        """True without a KV cache (a cache holds per-block state of this canvas)."""
+        return isinstance(self.cache, NoCache)
+
+    @property
+    def why_alone(self) -> str:
+        return (
+            f"cache {self.config.cache!r} cannot share forward passes; use cache 'none' "
+            "(or run it alone)"
+        )
+
+    def view(self) -> Tensor:
+        start, end = self.canvas.region
+        return self.x[:, start:end]  # (B, G)
 
     @property
     def done(self) -> bool:
@@ -296,23 +284,30 @@ class Denoiser:
     @property
     def needs_model(self) -> bool:
         """Whether the next step calls the model (False when done or when it may be skipped)."""
-        return not self.done and not (self.config.skip_empty_steps and self.policy.step_is_empty(self.block_step))
+        return not self.done and not (
+            self.config.skip_empty_steps and self.policy.step_is_empty(self.block_step)
+        )
+
+    def _counted(self, masked: Tensor) -> Tensor:
+        """The masks (B, n) the current block's schedule counts (see ``prompt_masks``)."""
+        block_start, block_end = self.block_bounds
+        return masked[:, 0 if self._count_from_zero else block_start : block_end]
 
     def _enter_block(self) -> None:
         block_start, block_end = self.block_bounds
         masked = self.canvas.masked  # (B, L)
         if self.policy.dynamic:  # safety bound: every step commits >= 1 candidate per row
             self.steps_per_block = max(1, int(masked[:, :block_end].sum(dim=1).max()))
-        self.policy.start_block(masked[:, block_start:block_end], self.steps_per_block)
+        self.policy.start_block(self._counted(masked), self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
 
     def _settle(self) -> None:
-        """Move on past finished blocks (starting the next one) until one has work or none is left."""
+        """Move on past finished blocks (starting the next one) until one has work or none is
+        left."""
         while not self.done:
-            block_start, block_end = self.block_bounds
             if not self.policy.block_done(
-                self.block_step, self.steps_per_block, self.canvas.masked[:, block_start:block_end]
+                self.block_step, self.steps_per_block, self._counted(self.canvas.masked)
             ):
                 return
             self.block += 1
@@ -326,6 +321,7 @@ class Denoiser:
             self.history.append(self.x.clone())
         if self.step_callback is not None:
             self.step_callback(self.steps, self.x)
+        self._report()
         self._settle()
 
     # -- stepping ----------------------------------------------------------------------------------
@@ -345,7 +341,8 @@ class Denoiser:
         self._after_step()
 
     def step(self, logits: Tensor) -> None:
-        """One denoising step from the logits (B', L, V) of ``model_inputs()`` (logit shift applied)."""
+        """One denoising step from the logits (B', L, V) of ``model_inputs()`` (logit shift
+        applied)."""
         assert not self.done, "the run is finished"
         config, canvas, x = self.config, self.canvas, self.x
         if config.cfg_scale > 0:
@@ -367,11 +364,14 @@ class Denoiser:
         w0 = int(cols[0]) if len(cols) else block_start
         x0 = x.clone()
         x0[:, w0:block_end] = torch.argmax(
-            add_gumbel_noise(logits, config.temperature, self.generator, window=(w0, block_end)), dim=-1
+            add_gumbel_noise(logits, config.temperature, self.generator, window=(w0, block_end)),
+            dim=-1,
         )
         if config.remasking == "low_confidence":  # a registered confidence measure: no draws
             x0_p = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
-            x0_p[:, w0:block_end] = self.score(logits[:, w0:block_end], x0[:, w0:block_end], self.generator)
+            x0_p[:, w0:block_end] = self.score(
+                logits[:, w0:block_end], x0[:, w0:block_end], self.generator
+            )
         else:
             x0_p = self.score(logits, x0, self.generator)  # (B, L)
         x0 = torch.where(masked, x0, x)
@@ -402,13 +402,6 @@ class Denoiser:
             logits = self.cache.logits(self.model, tokens, attn, shift=self.shift)  # (B', L, V)
         self.step(logits)
 
-    def run(self) -> GenerateResult:
-        """Step until done; the result."""
-        with torch.no_grad():
-            while not self.done:
-                self.advance()
-        return self.result()
-
     def result(self) -> GenerateResult:
         return GenerateResult(
             tokens=self.x,
@@ -433,84 +426,22 @@ class Denoiser:
         generator: torch.Generator | None = None,
         return_history: bool = False,
         step_callback: StepCallback | None = None,
+        on_view: ViewCallback | None = None,
     ) -> Denoiser:
-        """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length`` masks."""
+        """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length``
+        masks."""
         validate(config)  # clear messages before any tensor is built
         canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
-        return cls(model, canvas, config, eos_id=eos_id, generator=generator,
-                   return_history=return_history, step_callback=step_callback)
-
-
-StepError = Callable[["Denoiser", BaseException], None]
-"""``on_error(denoiser, exc)``: a denoiser's own step failed (see ``step_together``)."""
-
-
-def step_together(denoisers: Sequence[Denoiser], *, on_error: StepError | None = None) -> int:
-    """One step of every denoiser, sharing one forward pass among those that need the model.
-
-    The denoisers may differ in canvas length, generation length, steps, policy,
-    temperature and generator; they must share one model and use no KV cache
-    (``cache='none'``). Inputs shorter than the longest are left-padded (padding masked
-    out), so each row's logits at its own columns are those of the row alone; a row's
-    logits are cut back to its own columns (and shifted, for ``logit_shift`` models) before
-    its ``step``. Denoisers whose next step is empty (``skip_empty_steps``) skip it instead.
-    Finished denoisers are left alone. Returns the number of rows in the forward (0 = none).
-
-    A failure of the shared forward raises. With ``on_error``, a failure of one denoiser's
-    own step (its policy, constraints or step callback) is passed to ``on_error`` instead
-    and the others step on; the failed denoiser is left mid-step and must not be stepped
-    again.
-    """
-
-    def guarded(d: Denoiser, fn: Callable[[], Any]) -> bool:
-        if on_error is None:
-            fn()
-            return True
-        try:
-            fn()
-        except Exception as e:  # noqa: BLE001 -- handed to the caller, the others go on
-            on_error(d, e)
-            return False
-        return True
-
-    todo = []
-    for d in denoisers:
-        if d.done or (not d.needs_model and not guarded(d, d.skip)):
-            continue
-        if d.needs_model:
-            todo.append(d)
-    if not todo:
-        return 0
-    model = todo[0].model
-    if any(d.model is not model for d in todo):
-        raise ValueError("step_together needs denoisers of one model")
-    for d in todo:
-        if not isinstance(d.cache, NoCache):
-            raise UserError(f"cache {d.config.cache!r} cannot share forward passes; use cache 'none' (or run it alone)")
-    inputs = [d.model_inputs() for d in todo]
-    if len(inputs) == 1:
-        tokens, attn = inputs[0]
-    else:
-        L = max(t.shape[1] for t, _ in inputs)
-        padded = any(t.shape[1] < L or a is not None for t, a in inputs)
-        parts, masks = [], []
-        for d, (t, a) in zip(todo, inputs, strict=True):
-            pad = L - t.shape[1]
-            parts.append(torch.nn.functional.pad(t, (pad, 0), value=d.canvas.mask_id))  # any id: masked out
-            if padded:
-                real = torch.ones_like(t, dtype=torch.bool) if a is None else a.bool()
-                masks.append(torch.nn.functional.pad(real, (pad, 0), value=False))
-        tokens = torch.cat(parts, dim=0)  # (N, L)
-        attn = torch.cat(masks, dim=0) if padded else None  # (N, L)
-    with torch.no_grad():
-        logits = call_model(model, tokens, attn)  # (N, L, V)
-    row = 0
-    for d, (t, _) in zip(todo, inputs, strict=True):
-        n, length = t.shape
-        own = logits[row : row + n, logits.shape[1] - length :]  # (n, length, V)
-        row += n
-        guarded(d, lambda d=d, own=own: d.step(shift_logits(own) if d.shift else own))
-    return tokens.shape[0]
+        return cls(
+            model,
+            canvas,
+            config,
+            eos_id=eos_id,
+            generator=generator,
+            return_history=return_history,
+            step_callback=step_callback,
+            on_view=on_view,
+        )
 
 
 def sample(
@@ -590,3 +521,66 @@ def generate(
         return_history=return_history,
         step_callback=step_callback,
     ).run()
+
+
+@register_decoder("llada")
+class LLaDADecoder(Decoder):
+    """LLaDA's reverse process over a bidirectional mask predictor, with its commit policies
+    and KV caches (``Denoiser``)."""
+
+    summary = "masked diffusion: commit policies (llada, threshold, ...) and KV caches"
+
+    def check(self, facts: ModelFacts, config: SampleConfig) -> None:
+        if facts.attention != "bidirectional":
+            own = facts.default_decoder
+            raise UserError(
+                f"decoder 'llada' needs a bidirectional model; this checkpoint is "
+                f"{facts.attention} (objective {facts.objective}): use decoder {own!r}"
+            )
+        if facts.sedd_graph == "uniform":
+            raise UserError(
+                "this is a uniform-graph SEDD model; sample it with decoder 'sedd', "
+                f"not the commit policy {config.policy!r}"
+            )
+        refuse_top_k(self.name, config)
+
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
+        f = target.facts
+        return Denoiser.for_prompts(
+            target.model,
+            prompt_ids,
+            config,
+            mask_id=f.mask_id,
+            pad_id=f.pad_id,
+            eos_id=f.eos_id,
+            on_view=on_view,
+        )
+
+
+__all__ = [
+    "Denoiser",
+    "GenerateResult",
+    "LLaDADecoder",
+    "MaskPredictor",
+    "StepCallback",
+    "StepError",
+    "ViewCallback",
+    "add_gumbel_noise",
+    "cut_at_eos",
+    "decode_generations",
+    "forbid_tokens",
+    "generate",
+    "make_generator",
+    "model_logit_shift",
+    "sample",
+    "shift_logits",
+    "step_together",
+    "validate",
+]

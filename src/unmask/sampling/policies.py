@@ -91,7 +91,9 @@ class CommitPolicy:
         return False
 
 
-def num_transfer_tokens(block_masked: Tensor, steps: int, schedule: Schedule | None = None) -> Tensor:
+def num_transfer_tokens(
+    block_masked: Tensor, steps: int, schedule: Schedule | None = None
+) -> Tensor:
     """(B, steps) int64: tokens to commit per step for each row of a block.
 
     With the linear schedule this is LLaDA's ``get_num_transfer_tokens``: n masked tokens
@@ -101,7 +103,9 @@ def num_transfer_tokens(block_masked: Tensor, steps: int, schedule: Schedule | N
     schedule = schedule or LinearSchedule()
     counts = block_masked.sum(dim=1).tolist()  # (B,)
     out = [schedule.transfer_counts(int(n), steps) for n in counts]
-    return torch.tensor(out, dtype=torch.long, device=block_masked.device).reshape(len(counts), steps)
+    return torch.tensor(out, dtype=torch.long, device=block_masked.device).reshape(
+        len(counts), steps
+    )
 
 
 def topk_per_row(confidence: Tensor, k: Tensor) -> Tensor:
@@ -220,7 +224,9 @@ class EntropyBoundPolicy(DynamicPolicy):
     def select(self, state: StepState) -> Tensor:
         conf, order = _ranked(state.confidence)  # (B, L)
         H = torch.zeros(state.candidates.shape, dtype=torch.float64, device=conf.device)
-        H[state.candidates] = entropy(state.logits[state.candidates])  # only candidates: (N, V) -> (N,)
+        H[state.candidates] = entropy(
+            state.logits[state.candidates]
+        )  # only candidates: (N, V) -> (N,)
         H_sorted = torch.gather(H, 1, order)  # (B, L) in confidence order
         bound = H_sorted.cumsum(dim=1) - H_sorted.cummax(dim=1).values
         keep = (bound <= self.gamma).long().cumprod(dim=1).bool()
@@ -280,7 +286,9 @@ def _entropy(config: SampleConfig) -> CommitPolicy:
 def make_policy(config: SampleConfig) -> CommitPolicy:
     """A fresh policy for one sampling run (policies may keep per-block state)."""
     if config.policy not in POLICIES:
-        raise UserError(f"unknown policy {config.policy!r}; choose one of {', '.join(sorted(POLICIES))}")
+        raise UserError(
+            f"unknown policy {config.policy!r}; choose one of {', '.join(sorted(POLICIES))}"
+        )
     return POLICIES[config.policy](config)
 
 
@@ -363,7 +371,8 @@ def scorer(config: SampleConfig) -> ConfidenceFn:
     remasking (``random``, or one registered) replaces the measure."""
     if config.confidence not in CONFIDENCES:
         raise UserError(
-            f"unknown confidence {config.confidence!r}; choose one of {', '.join(sorted(CONFIDENCES))}"
+            f"unknown confidence {config.confidence!r}; choose one of "
+            f"{', '.join(sorted(CONFIDENCES))}"
         )
     fn = confidence_fn(config.remasking)
     if config.remasking == "low_confidence":
@@ -372,7 +381,10 @@ def scorer(config: SampleConfig) -> ConfidenceFn:
 
 
 def _rand(
-    shape: torch.Size | tuple[int, ...], dtype: torch.dtype, device: torch.device, generator: torch.Generator | None
+    shape: torch.Size | tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    generator: torch.Generator | None,
 ) -> Tensor:
     """Uniform [0, 1) draws from ``generator`` (global RNG if None), on ``device``."""
     if generator is None or generator.device == device:

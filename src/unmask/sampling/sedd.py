@@ -15,11 +15,12 @@ One step = one model call, so NFE = ``steps``, as for the commit policies.
 Inside: ``ScoreFn``; ``euler_step``, ``analytic_step``, ``denoise_step`` (transition
 probabilities), ``STEPPERS``; ``sample_categorical``; ``sample_sedd`` (any score function over a
 ``Canvas``); ``model_score_fn`` (a checkpoint as a score function: SEDD models by their
-parameterisation, masked-diffusion checkpoints by the exact correspondence); ``sample_model``
-and ``generate_sedd`` (what ``unmask generate --policy sedd-analytic`` runs); ``SEDD_POLICIES``
-and ``uses_sedd_sampler``. The names ``sedd-euler`` and ``sedd-analytic`` are registered in the
-commit-policy registry so that ``SampleConfig.policy`` and the CLI accept them; the commit
-loop itself cannot run them (it commits tokens, SEDD moves them) and says so.
+parameterisation, masked-diffusion checkpoints by the exact correspondence); ``SEDDRun`` (the
+``sedd`` decoder's run, one grid step per ``advance()``), ``start_model``, ``sample_model`` and
+``generate_sedd`` (``unmask generate --decoder sedd``); ``SEDD_POLICIES`` (the old policy
+spellings ``sedd-euler`` / ``sedd-analytic``, aliases of ``decoder='sedd'``) and
+``uses_sedd_sampler``. SEDD is a decoder of its own, not a commit policy: it moves tokens,
+the commit loop commits them.
 """
 
 from __future__ import annotations
@@ -33,19 +34,21 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unmask.canvas import Canvas
-from unmask.config import SampleConfig
+from unmask.config import SEDD_POLICY_ALIASES, SampleConfig
 from unmask.errors import UserError
+from unmask.facts import ModelFacts
 from unmask.sampling.cache import shift_logits
-from unmask.sampling.loop import (
+from unmask.sampling.loop import forbid_tokens, model_logit_shift, validate
+from unmask.sampling.policies import _rand
+from unmask.sampling.protocol import (
+    DecoderRun,
     GenerateResult,
     StepCallback,
-    _model_device,
-    forbid_tokens,
+    ViewCallback,
     make_generator,
-    model_logit_shift,
-    validate,
+    model_device,
 )
-from unmask.sampling.policies import CommitPolicy, StepState, _rand, register_policy
+from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
 from unmask.sedd import (
     SEDD_OUTPUT,
     AbsorbingGraph,
@@ -64,7 +67,9 @@ Stepper = Callable[[Graph, Tensor, Tensor, float, float, LogLinearNoise], Tensor
 """``step(graph, score (N, V), x (N,), t, s, noise) -> probs (N, V)`` of x_s given x_t = x."""
 
 
-def euler_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+def euler_step(
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
+) -> Tensor:
     """Euler step of the reverse CTMC from t to s: I + (t - s)·σ'(t)·R, R(x → y) = Q(y → x)·s_y
     (SEDD's ``EulerPredictor``); negative probabilities (too large a step) are clipped to 0."""
     rate = float(noise.dsigma(torch.tensor(t, dtype=torch.float64)))
@@ -79,7 +84,9 @@ def _dsigma(noise: LogLinearNoise, t: float, s: float, n: int, like: Tensor) -> 
     return torch.full((n,), float(grid[0] - grid[1]), dtype=like.dtype, device=like.device)
 
 
-def analytic_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+def analytic_step(
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
+) -> Tensor:
     """Analytic (Tweedie τ-leaping) step from t to s: the staggered score times the forward
     transition into x over Δσ = σ(t) - σ(s) (SEDD's ``AnalyticPredictor``)."""
     dsigma = _dsigma(noise, t, s, x.shape[0], score)
@@ -87,7 +94,9 @@ def analytic_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, no
     return probs.clamp_min(0.0)
 
 
-def denoise_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise) -> Tensor:
+def denoise_step(
+    graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noise: LogLinearNoise
+) -> Tensor:
     """The final step, to σ = 0 (``s`` is ignored): analytic, and under an absorbing graph the
     mask is no choice (SEDD's ``Denoiser``), so every position ends as a token."""
     probs = analytic_step(graph, score, x, t, 0.0, noise)
@@ -99,11 +108,14 @@ def denoise_step(graph: Graph, score: Tensor, x: Tensor, t: float, s: float, noi
 STEPPERS: dict[str, Stepper] = {"euler": euler_step, "analytic": analytic_step}
 """Reverse steps by name; every run ends with ``denoise_step``."""
 
-SEDD_POLICIES: dict[str, str] = {"sedd-euler": "euler", "sedd-analytic": "analytic"}
-"""``SampleConfig.policy`` names that select a SEDD sampler, and their stepper."""
+SEDD_POLICIES: dict[str, str] = SEDD_POLICY_ALIASES
+"""The old ``SampleConfig.policy`` spellings of the SEDD decoder (aliases of ``decoder='sedd'``
+with ``sedd_sampler`` = the value; ``SampleConfig`` rewrites them)."""
 
 
-def sample_categorical(probs: Tensor, generator: torch.Generator | None, fallback: Tensor) -> Tensor:
+def sample_categorical(
+    probs: Tensor, generator: torch.Generator | None, fallback: Tensor
+) -> Tensor:
     """(N,) draws from unnormalised ``probs`` (N, V) by inverse CDF, one uniform per row from
     ``generator``; a row with no mass keeps its ``fallback`` (N,) token."""
     cdf = probs.to(torch.float64).cumsum(dim=-1)  # (N, V)
@@ -114,8 +126,19 @@ def sample_categorical(probs: Tensor, generator: torch.Generator | None, fallbac
 
 
 def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
-    if config.policy not in SEDD_POLICIES:
-        raise UserError(f"policy {config.policy!r} is not a SEDD sampler; choose one of {', '.join(SEDD_POLICIES)}")
+    _check_options(config)
+    if num_blocks > 1 and not graph.absorbing:
+        raise UserError(
+            "semi-autoregressive blocks (block_length) need the absorbing graph; "
+            "a uniform-graph model denoises the whole region at once"
+        )
+    return config.sedd_sampler
+
+
+def _check_options(config: SampleConfig) -> None:
+    """Refuse options the SEDD decoder has no use for (it draws, it does not commit)."""
+    if config.decoder not in ("auto", "sedd"):
+        raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
     unused = {
         "temperature": config.temperature != 0,
         "cfg_scale": config.cfg_scale != 0,
@@ -125,12 +148,112 @@ def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
     }
     bad = [name for name, given in unused.items() if given]
     if bad:
-        raise UserError(f"{', '.join(bad)} do(es) not apply to the SEDD samplers ({config.policy}), "
-                        "which draw from the model's reverse process")
-    if num_blocks > 1 and not graph.absorbing:
-        raise UserError("semi-autoregressive blocks (block_length) need the absorbing graph; "
-                        "a uniform-graph model denoises the whole region at once")
-    return SEDD_POLICIES[config.policy]
+        raise UserError(
+            f"{', '.join(bad)} do(es) not apply to the SEDD decoder "
+            f"(sedd_sampler {config.sedd_sampler}), which draws from the model's "
+            "reverse process"
+        )
+
+
+class SEDDRun(DecoderRun):
+    """The ``sedd`` decoder's run: SEDD's reverse process over a canvas, one grid step per
+    ``advance()`` (see ``sample_sedd`` for the semantics). It runs alone (``shares_forward``
+    False): each step calls the score function with this run's noise level."""
+
+    def __init__(
+        self,
+        score_fn: ScoreFn,
+        canvas: Canvas,
+        config: SampleConfig,
+        *,
+        graph: Graph,
+        noise: LogLinearNoise | None = None,
+        eos_id: int | None = None,
+        generator: torch.Generator | None = None,
+        return_history: bool = False,
+        step_callback: StepCallback | None = None,
+        on_view: ViewCallback | None = None,
+    ) -> None:
+        region_len = canvas.region[1] - canvas.region[0]
+        self.num_blocks, self.steps_per_block = validate(
+            dataclasses.replace(config, gen_length=region_len),
+            prompt_length=canvas.length - region_len,
+        )
+        self.step_fn = STEPPERS[_check(config, graph, self.num_blocks)]
+        self.graph, self.noise = graph, noise or LogLinearNoise()
+        canvas = canvas.clone()
+        if config.forbid_eos:
+            if eos_id is None:
+                raise UserError("forbid_eos needs the EOS id (eos_id is None)")
+            canvas.constraints.append(forbid_tokens([eos_id]))
+        device = canvas.device
+        self.generator = make_generator(config.seed, device) if generator is None else generator
+        self.canvas, self.model, self.eos_id = canvas, score_fn, eos_id
+        self.mask_id, self.gen_length = canvas.mask_id, region_len
+        self.x = canvas.tokens  # (B, L), updated in place
+        self.todo = canvas.masked  # (B, L): the positions this run decides
+        if not graph.absorbing:
+            self.x[self.todo] = graph.sample_limit(tuple(self.x.shape), self.generator, device)[
+                self.todo
+            ]
+        self.block_length = region_len // self.num_blocks
+        self.grid = torch.linspace(1.0, 0.0, self.steps_per_block + 1, dtype=torch.float64).tolist()
+        self.history: list[Tensor] | None = [] if return_history else None
+        self.step_callback, self.on_view = step_callback, on_view
+        self.nfe = self.steps = 0
+        self.block = self.block_step = 0
+
+    @property
+    def done(self) -> bool:
+        return self.block >= self.num_blocks
+
+    def advance(self) -> None:
+        assert not self.done, "the run is finished"
+        x, canvas, k = self.x, self.canvas, self.block_step
+        start = canvas.region[0] + self.block * self.block_length
+        in_block = torch.zeros_like(self.todo)
+        in_block[:, : start + self.block_length] = True  # as the commit loop: prompt masks too
+        t, s = self.grid[k], self.grid[k + 1]
+        B = x.shape[0]
+        with torch.no_grad():
+            sigma = self.noise.sigma(torch.full((B,), t, dtype=torch.float64)).float()
+            log_score = self.model(x, sigma.to(x.device)).float()  # (B, L, V)
+            self.nfe += 1
+            log_score = canvas.apply_constraints(log_score).scatter(-1, x[..., None], 0.0)
+            moving = self.todo & in_block
+            if self.graph.absorbing:
+                moving &= x == canvas.mask_id
+            if bool(moving.any()):
+                xm = x[moving]  # (N,)
+                score = log_score[moving].to(torch.float64).exp()  # (N, V)
+                last = k == self.steps_per_block - 1
+                step_fn = denoise_step if last else self.step_fn
+                probs = step_fn(self.graph, score, xm, t, s, self.noise)
+                x[moving] = sample_categorical(probs, self.generator, xm)
+        self.steps += 1
+        self.block_step += 1
+        if self.block_step == self.steps_per_block:
+            self.block, self.block_step = self.block + 1, 0
+        if self.history is not None:
+            self.history.append(x.clone())
+        if self.step_callback is not None:
+            self.step_callback(self.nfe, x)
+        self._report()
+
+    def view(self) -> Tensor:
+        start, end = self.canvas.region
+        return self.x[:, start:end]  # (B, G)
+
+    def result(self) -> GenerateResult:
+        return GenerateResult(
+            tokens=self.x,
+            region=self.canvas.region,
+            nfe=self.nfe,
+            steps=self.nfe,
+            eos_id=self.eos_id,
+            history=self.history,
+            attention_mask=self.canvas.attention_mask,
+        )
 
 
 def sample_sedd(
@@ -147,7 +270,7 @@ def sample_sedd(
 ) -> GenerateResult:
     """Fill the masked positions of ``canvas`` by SEDD's reverse process under ``score_fn``.
 
-    ``config.policy`` picks the stepper (``sedd-euler`` / ``sedd-analytic``); ``config.steps``
+    ``config.sedd_sampler`` picks the stepper (``euler`` / ``analytic``); ``config.steps``
     steps per canvas, split evenly over the ``block_length`` blocks of the region (absorbing
     graph only), each block running its own grid from t = 1 to 0 with the positions after it
     still masked; the last step of a block is ``denoise_step``. Under the uniform graph the
@@ -158,58 +281,19 @@ def sample_sedd(
     entry of each position's current token is set to 0 (ratio 1: "stay" is always possible).
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
     canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, as training).
+    ``SEDDRun(...).run()``.
     """
-    region_len = canvas.region[1] - canvas.region[0]
-    num_blocks, steps_per_block = validate(
-        dataclasses.replace(config, gen_length=region_len), prompt_length=canvas.length - region_len
-    )
-    step_fn = STEPPERS[_check(config, graph, num_blocks)]
-    noise = noise or LogLinearNoise()
-    canvas = canvas.clone()
-    if config.forbid_eos:
-        if eos_id is None:
-            raise UserError("forbid_eos needs the EOS id (eos_id is None)")
-        canvas.constraints.append(forbid_tokens([eos_id]))
-    device = canvas.device
-    if generator is None:
-        generator = make_generator(config.seed, device)
-    x = canvas.tokens  # (B, L), updated in place
-    todo = canvas.masked  # (B, L): the positions this run decides
-    if not graph.absorbing:
-        x[todo] = graph.sample_limit(tuple(x.shape), generator, device)[todo]
-    B = x.shape[0]
-    block_length = region_len // num_blocks
-    grid = torch.linspace(1.0, 0.0, steps_per_block + 1, dtype=torch.float64).tolist()
-    history: list[Tensor] | None = [] if return_history else None
-    nfe = 0
-    with torch.no_grad():
-        for b in range(num_blocks):
-            start = canvas.region[0] + b * block_length
-            in_block = torch.zeros_like(todo)
-            in_block[:, : start + block_length] = True  # as the commit loop: masks in the prompt too
-            for k in range(steps_per_block):
-                t, s = grid[k], grid[k + 1]
-                sigma = noise.sigma(torch.full((B,), t, dtype=torch.float64)).float().to(device)  # (B,)
-                log_score = score_fn(x, sigma).float()  # (B, L, V)
-                nfe += 1
-                log_score = canvas.apply_constraints(log_score).scatter(-1, x[..., None], 0.0)
-                moving = todo & in_block
-                if graph.absorbing:
-                    moving &= x == canvas.mask_id
-                if bool(moving.any()):
-                    xm = x[moving]  # (N,)
-                    score = log_score[moving].to(torch.float64).exp()  # (N, V)
-                    last = k == steps_per_block - 1
-                    probs = (denoise_step if last else step_fn)(graph, score, xm, t, s, noise)
-                    x[moving] = sample_categorical(probs, generator, xm)
-                if history is not None:
-                    history.append(x.clone())
-                if step_callback is not None:
-                    step_callback(nfe, x)
-    return GenerateResult(
-        tokens=x, region=canvas.region, nfe=nfe, steps=nfe, eos_id=eos_id, history=history,
-        attention_mask=canvas.attention_mask,
-    )
+    return SEDDRun(
+        score_fn,
+        canvas,
+        config,
+        graph=graph,
+        noise=noise,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    ).run()
 
 
 def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = None) -> ScoreFn:
@@ -218,9 +302,13 @@ def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = 
     masked-diffusion checkpoint (logits) by ``AbsorbingGraph.log_score_from_logits``.
     ``sigma=`` is passed only to time-conditioned models; Dream-style ``logit_shift`` is applied."""
     cfg = getattr(model, "config", None)
-    is_sedd = getattr(cfg, "output", None) == SEDD_OUTPUT or getattr(cfg, "sedd_graph", None) is not None
+    is_sedd = (
+        getattr(cfg, "output", None) == SEDD_OUTPUT or getattr(cfg, "sedd_graph", None) is not None
+    )
     if not is_sedd and not isinstance(graph, AbsorbingGraph):
-        raise UserError("a masked-diffusion checkpoint (logits) gives a score only under the absorbing graph")
+        raise UserError(
+            "a masked-diffusion checkpoint (logits) gives a score only under the absorbing graph"
+        )
     shift = model_logit_shift(model)
 
     def score_fn(tokens: Tensor, sigma: Tensor) -> Tensor:
@@ -236,17 +324,60 @@ def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = 
 
 
 def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
-    """Whether ``config`` asks for a SEDD sampler (``policy`` sedd-euler / sedd-analytic); raises
-    ``UserError`` for a pairing that cannot work (a SEDD sampler on a causal or block-causal model,
-    a commit policy on a uniform-graph SEDD model)."""
-    wanted = config.policy in SEDD_POLICIES
+    """Whether ``config`` asks for the SEDD decoder (``decoder='sedd'``, or the old policy
+    spellings); raises ``UserError`` for a pairing that cannot work (the SEDD decoder on a
+    causal or block-causal model, a commit policy on a uniform-graph SEDD model)."""
+    wanted = config.decoder == "sedd"
     attention = getattr(model_config, "attention", "bidirectional")
     if wanted and attention != "bidirectional":
-        raise UserError(f"policy {config.policy!r} needs a bidirectional diffusion model, not attention={attention!r}")
+        raise UserError(
+            f"decoder 'sedd' needs a bidirectional diffusion model, not attention={attention!r}"
+        )
     if not wanted and getattr(model_config, "sedd_graph", None) == "uniform":
-        raise UserError(f"this is a uniform-graph SEDD model; sample it with policy {' or '.join(SEDD_POLICIES)}, "
-                        f"not {config.policy!r}")
+        raise UserError(
+            "this is a uniform-graph SEDD model; sample it with decoder 'sedd', "
+            f"not the commit policy {config.policy!r}"
+        )
     return wanted
+
+
+def start_model(
+    model: Any,
+    canvas: Canvas,
+    config: SampleConfig,
+    *,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    return_history: bool = False,
+    step_callback: StepCallback | None = None,
+    on_view: ViewCallback | None = None,
+) -> SEDDRun:
+    """The ``SEDDRun`` of a checkpoint (``model.config`` gives the graph and the max length)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        raise UserError(
+            "sample_model needs a model with a config; pass a score function to sample_sedd"
+        )
+    uses_sedd_sampler(config, cfg)
+    max_len = getattr(cfg, "max_seq_len", None)
+    if max_len is not None and canvas.length > max_len:
+        raise UserError(
+            f"the canvas ({canvas.length} tokens) exceeds the model's max_seq_len ({max_len})"
+        )
+    graph = graph_of(cfg)
+    canvas = canvas.to(model_device(model) or canvas.device)
+    score_fn = model_score_fn(model, graph=graph, attention_mask=canvas.attention_mask)
+    return SEDDRun(
+        score_fn,
+        canvas,
+        config,
+        graph=graph,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+        on_view=on_view,
+    )
 
 
 def sample_model(
@@ -259,19 +390,16 @@ def sample_model(
     return_history: bool = False,
     step_callback: StepCallback | None = None,
 ) -> GenerateResult:
-    """``sample_sedd`` with a checkpoint (``model.config`` gives the graph and the max length)."""
-    cfg = getattr(model, "config", None)
-    if cfg is None:
-        raise UserError("sample_model needs a model with a config; pass a score function to sample_sedd")
-    uses_sedd_sampler(config, cfg)
-    max_len = getattr(cfg, "max_seq_len", None)
-    if max_len is not None and canvas.length > max_len:
-        raise UserError(f"the canvas ({canvas.length} tokens) exceeds the model's max_seq_len ({max_len})")
-    graph = graph_of(cfg)
-    canvas = canvas.to(_model_device(model) or canvas.device)
-    score_fn = model_score_fn(model, graph=graph, attention_mask=canvas.attention_mask)
-    return sample_sedd(score_fn, canvas, config, graph=graph, eos_id=eos_id, generator=generator,
-                       return_history=return_history, step_callback=step_callback)
+    """``sample_sedd`` with a checkpoint (``start_model(...).run()``)."""
+    return start_model(
+        model,
+        canvas,
+        config,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    ).run()
 
 
 def generate_sedd(
@@ -286,45 +414,67 @@ def generate_sedd(
     return_history: bool = False,
     step_callback: StepCallback | None = None,
 ) -> GenerateResult:
-    """``config.gen_length`` tokens after each prompt by a SEDD sampler (as ``generate`` for the
-    commit policies): prompts left-padded, masks appended, ``sample_model``."""
+    """``config.gen_length`` tokens after each prompt by the SEDD decoder (as ``generate`` for
+    the commit policies): prompts left-padded, masks appended, ``sample_model``."""
     validate(config)
     canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
-    return sample_model(model, canvas, config, eos_id=eos_id, generator=generator,
-                        return_history=return_history, step_callback=step_callback)
+    return sample_model(
+        model,
+        canvas,
+        config,
+        eos_id=eos_id,
+        generator=generator,
+        return_history=return_history,
+        step_callback=step_callback,
+    )
 
 
-class SEDDPolicy(CommitPolicy):
-    """The registry entry of a SEDD sampler name: it validates like a scheduled policy (steps
-    split over blocks), but the commit loop cannot run it and stops when its first block starts,
-    before any model call: use ``sample_sedd`` / ``generate_sedd``."""
+@register_decoder("sedd")
+class SEDDDecoder(Decoder):
+    """SEDD's reverse process (``sedd_sampler`` euler / analytic) over a SEDD checkpoint."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    summary = "score entropy (SEDD): Euler or analytic reverse steps; no commit policy"
 
-    def start_block(self, block_masked: Tensor, steps: int) -> None:
-        raise UserError(f"policy {self.name!r} is a SEDD sampler with its own loop "
-                        "(unmask.sampling.sedd.generate_sedd; `unmask generate` runs it)")
+    def check(self, facts: ModelFacts, config: SampleConfig) -> None:
+        if facts.objective != "sedd":
+            raise UserError(
+                f"decoder 'sedd' needs a SEDD checkpoint (objective sedd); this one is "
+                f"{facts.objective}: use decoder {facts.default_decoder!r}"
+            )
+        if facts.attention != "bidirectional":
+            raise UserError(
+                f"decoder 'sedd' needs a bidirectional diffusion model, "
+                f"not attention={facts.attention!r}"
+            )
+        _check_options(config)
+        blocks = config.block_length is not None and config.block_length < config.gen_length
+        if blocks and facts.sedd_graph == "uniform":
+            raise UserError(
+                "semi-autoregressive blocks (block_length) need the absorbing graph; "
+                "a uniform-graph model denoises the whole region at once"
+            )
 
-    def select(self, state: StepState) -> Tensor:
-        self.start_block(state.candidates, state.steps_per_block)
-        raise AssertionError("unreachable")
-
-
-def _register(name: str) -> None:
-    @register_policy(name)
-    def factory(config: SampleConfig) -> CommitPolicy:
-        return SEDDPolicy(name)
-
-
-for _name in SEDD_POLICIES:
-    _register(_name)
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
+        f = target.facts
+        validate(config)
+        canvas = Canvas.from_prompts(
+            prompt_ids, config.gen_length, mask_id=f.mask_id, pad_id=f.pad_id
+        )
+        return start_model(target.model, canvas, config, eos_id=f.eos_id, on_view=on_view)
 
 
 __all__ = [
     "SEDD_POLICIES",
+    "SEDDDecoder",
     "STEPPERS",
-    "SEDDPolicy",
+    "SEDDRun",
     "ScoreFn",
     "analytic_step",
     "denoise_step",
@@ -334,5 +484,6 @@ __all__ = [
     "sample_categorical",
     "sample_model",
     "sample_sedd",
+    "start_model",
     "uses_sedd_sampler",
 ]

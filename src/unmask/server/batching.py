@@ -1,30 +1,32 @@
 """The worker that runs the model: a bounded queue, continuous batching, cancellation.
 
-Inside: ``Job`` (one request's work), ``GenOutput`` (its result), ``DiffusionStepper``
-(one ``unmask.sampling.Denoiser`` per request, forward passes shared with
-``unmask.sampling.step_together``), ``QueueFull``, ``Cancelled`` and ``Engine``.
+Inside: ``Job`` (one request's work), ``GenOutput`` (its result), ``StartRun`` (the factory
+of decoder runs the engine is built on: ``functools.partial(unmask.api.start, loaded)``),
+``QueueFull``, ``Cancelled`` and ``Engine``.
 
 One worker thread owns the model, so the event loop never blocks on it and requests
 never race on the device. Requests wait in a bounded queue (``QueueFull`` when it is
 full; the app answers 429).
 
-Continuous batching (diffusion models, ``cache='none'``): the worker keeps a running
-batch of requests, each with its own denoiser (own canvas, length, steps, policy,
-temperature and generator). Every iteration is one step boundary: cancelled requests
-leave, queued requests join (first come, first served, while the batch holds at most
-``max_batch`` rows), then one forward pass over every request that needs the model
-(left-padded to the longest canvas, padding masked out) and each request's own commit
-step; a request whose canvas is finished leaves at once and its future resolves. A row's
-logits do not depend on the other rows, so at temperature 0 a request gets the same
-tokens alone, batched, or joining mid-way, and a seeded request the same tokens for the
-same seed (tests check both).
+Every generation job becomes a decoder run (``unmask.sampling.DecoderRun``) of the
+checkpoint's own decoder, so the server decodes exactly as ``unmask generate`` does.
 
-Whole-batch runs (``run_generate``): requests that cannot share steps — KV-cache modes
-``prefix``/``dual`` (their caches hold per-block state of one canvas), causal checkpoints
-(token-by-token decoding) and infill/edit (``fn``) — run as before: the worker waits for
-the running batch to drain, takes the request with every queued request of the same
-``batch_key`` (up to ``max_batch`` rows) and runs them to the end as one call; it stops
-early only when all of them are cancelled. A queued whole-batch request stops later
+Continuous batching (runs that ``shares_forward``: the ``llada`` decoder without a KV
+cache): the worker keeps a running batch of requests, each with its own run (own canvas,
+length, steps, policy, temperature and generator). Every iteration is one step boundary:
+cancelled requests leave, queued requests join (first come, first served, while the batch
+holds at most ``max_batch`` rows), then one forward pass over every request that needs the
+model (``unmask.sampling.step_together``: left-padded to the longest canvas, padding masked
+out) and each request's own step; a request whose run is done leaves at once and its future
+resolves. A row's logits do not depend on the other rows, so at temperature 0 a request gets
+the same tokens alone, batched, or joining mid-way, and a seeded request the same tokens for
+the same seed (tests check both).
+
+Runs alone: runs that cannot share a forward (KV caches ``prefix``/``dual``, ``bd3lm``
+blocks, ``sedd``, ``ar``) and infill/edit (``fn``): the worker waits for the running batch
+to drain, takes the request with every queued request of the same ``batch_key`` (up to
+``max_batch`` rows, one run over all their rows) and advances it step by step to the end,
+stopping early when all of them are cancelled. A queued request that runs alone stops later
 requests from joining until it has run, so nothing waits forever.
 """
 
@@ -43,18 +45,17 @@ from typing import Any
 import torch
 
 from unmask.config import SampleConfig
-from unmask.sampling.loop import Denoiser, MaskPredictor, StepCallback, StepError, step_together
+from unmask.sampling.protocol import DecoderRun, ViewCallback, step_together
 from unmask.server.metrics import Metrics
 
 StepSink = Callable[[int, list[list[int]]], None]
 """``sink(step, region_ids)``: after each step, the job's rows of the generation region
 (``mask_id`` where still masked). Called on the worker thread: keep it cheap."""
 
-OnStep = Callable[[int, torch.Tensor, tuple[int, int]], None]
-"""``on_step(step, tokens (B, L), region)``, given to ``Engine.run_generate``."""
-
-RunGenerate = Callable[[list[list[int]], SampleConfig, OnStep], tuple[Any, ...]]
-"""``run_generate(rows, config, on_step) -> (tokens (B, L), region, nfe, steps)``."""
+StartRun = Callable[..., DecoderRun]
+"""``start_run(rows, config, *, step_callback) -> run``: the decoder run for one batch of
+prompt ids (``functools.partial(unmask.api.start, loaded)``); raises ``UserError`` for
+settings the checkpoint cannot do. ``step_callback(step, view (B, G))`` after every step."""
 
 _ids = itertools.count()
 
@@ -72,12 +73,15 @@ class GenOutput:
     """What a generation job resolves to."""
 
     gen_ids: list[list[int]]
-    """Generation region per row (EOS and after included; ``pad_id`` after EOS for causal models)."""
+    """Generation region per row (EOS and after included; ``pad_id`` after EOS for causal
+    models)."""
     nfe: int
     """Forward passes this job took part in."""
     steps: int
     batch_rows: int
     """Most rows (its own included) in a forward pass this job took part in."""
+    prompt_ids: list[list[int]] = field(default_factory=list)
+    """Each row's prompt as the run left it (a ``[MASK]`` in it filled), padding dropped."""
 
 
 @dataclass(eq=False)
@@ -95,6 +99,8 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
     _cancelled: threading.Event = field(default_factory=threading.Event)
+    _run: DecoderRun | None = field(default=None, repr=False)
+    """This job's own run, started when the worker first looks at it."""
 
     @property
     def cancelled(self) -> bool:
@@ -111,29 +117,9 @@ class Job:
         self._cancelled.set()
 
 
-class DiffusionStepper:
-    """Continuous batching for a masked diffusion model: one ``Denoiser`` per job (the
-    ``generate`` run of its rows), stepped together with ``step_together``."""
-
-    def __init__(self, model: MaskPredictor, *, mask_id: int, pad_id: int, eos_id: int | None) -> None:
-        self.model, self.mask_id, self.pad_id, self.eos_id = model, mask_id, pad_id, eos_id
-
-    def joins(self, config: SampleConfig) -> bool:
-        """Whether jobs with ``config`` can share steps (no KV cache: caches hold one canvas' state)."""
-        return config.cache == "none"
-
-    def start(self, rows: list[list[int]], config: SampleConfig, callback: StepCallback | None) -> Denoiser:
-        """The job's denoiser; raises ``UserError`` for bad settings."""
-        return Denoiser.for_prompts(self.model, rows, config, mask_id=self.mask_id, pad_id=self.pad_id,
-                                    eos_id=self.eos_id, step_callback=callback)
-
-    def step(self, denoisers: list[Denoiser], on_error: StepError) -> int:
-        """One step of each denoiser, one shared forward; the rows of that forward. A failure
-        of one denoiser's own step goes to ``on_error``; a failed forward raises."""
-        return step_together(denoisers, on_error=on_error)
-
-
-def _resolve(fut: concurrent.futures.Future, result: Any = None, exc: BaseException | None = None) -> None:
+def _resolve(
+    fut: concurrent.futures.Future, result: Any = None, exc: BaseException | None = None
+) -> None:
     try:
         if exc is not None:
             fut.set_exception(exc)
@@ -148,25 +134,23 @@ class _Running:
     """A job in the continuous batch."""
 
     job: Job
-    denoiser: Denoiser
+    run: DecoderRun
     batch_rows: int = 0
 
 
 class Engine:
     """The model worker: ``submit`` jobs, get ``concurrent.futures.Future`` s back.
 
-    ``stepper`` (a ``DiffusionStepper``) turns on continuous batching for the jobs it
-    ``joins``; every other generation job goes to ``run_generate(rows, config, on_step) ->
-    (tokens (B, L), region, nfe, steps)`` (``unmask.sampling.generate`` or ``generate_ar``),
-    which must call ``on_step(step, tokens (B, L), region)`` after every step; ``on_step``
-    may raise ``Cancelled``.
+    ``start_run(rows, config, *, step_callback) -> run`` starts the decoder run of a job
+    (``functools.partial(unmask.api.start, loaded)``); runs that ``shares_forward`` join the
+    continuous batch, the others run alone, ``advance()`` by ``advance()`` (see the module
+    docstring).
     """
 
     def __init__(
         self,
-        run_generate: RunGenerate,
+        start_run: StartRun,
         *,
-        stepper: DiffusionStepper | None = None,
         max_batch: int = 8,
         max_queue: int = 64,
         batch_wait_s: float = 0.0,
@@ -174,8 +158,7 @@ class Engine:
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
-        self.run_generate = run_generate
-        self.stepper = stepper
+        self.start_run = start_run
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
@@ -213,13 +196,16 @@ class Engine:
                 raise QueueFull
             self._queue.append(job)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="unmask-engine", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._work, name="unmask-engine", daemon=True
+                )
                 self._thread.start()
             self._cond.notify()
         return job.future
 
     def cancel(self, job: Job) -> None:
-        """Cancel ``job``: dropped from the queue now, or from the running batch at its next step."""
+        """Cancel ``job``: dropped from the queue now, or from the running batch at its next
+        step."""
         job.cancel()
         with self._cond:
             try:
@@ -229,8 +215,8 @@ class Engine:
         _resolve(job.future, exc=Cancelled())
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the worker at its next step boundary (after a whole-batch run); queued and
-        running jobs fail with ``Cancelled``."""
+        """Stop the worker at its next step boundary; queued and running jobs fail with
+        ``Cancelled``."""
         with self._cond:
             self._stop = True
             pending = list(self._queue)
@@ -244,9 +230,34 @@ class Engine:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _joins(self, job: Job) -> bool:
-        return (self.stepper is not None and job.fn is None and job.config is not None
-                and self.stepper.joins(job.config))
+    def _sink_callback(self, job: Job) -> ViewCallback | None:
+        """The run's step callback that streams ``job``'s rows to its sink."""
+        if job.sink is None:
+            return None
+        sink = job.sink
+
+        def callback(step: int, view: torch.Tensor) -> None:
+            try:
+                sink(step, view.tolist())
+            except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
+                job.cancel()
+
+        return callback
+
+    def _kind(self, job: Job) -> str:
+        """``join`` (continuous batch), ``alone`` or ``failed`` (its settings were refused:
+        the future holds the error). Starts the job's run the first time."""
+        if job.fn is not None or job.config is None:
+            return "alone"
+        if job._run is None:
+            try:
+                job._run = self.start_run(
+                    job.rows, job.config, step_callback=self._sink_callback(job)
+                )
+            except BaseException as e:  # noqa: BLE001 -- bad settings fail this job only
+                _resolve(job.future, exc=e)
+                return "failed"
+        return "join" if job._run.shares_forward else "alone"
 
     def _work(self) -> None:
         active: list[_Running] = []
@@ -272,7 +283,7 @@ class Engine:
         self._running = self._rows = 0
 
     def _take(self, active: list[_Running]) -> tuple[list[Job], list[Job]]:
-        """(jobs that join the continuous batch, a whole-batch run) from the head of the queue."""
+        """(jobs that join the continuous batch, a run alone) from the head of the queue."""
         rows = sum(len(r.job.rows) for r in active)
         joined: list[Job] = []
         dropped: list[Job] = []
@@ -282,13 +293,17 @@ class Engine:
                 job = self._queue[0]
                 if job.cancelled:
                     dropped.append(self._queue.popleft())
-                elif self._joins(job):
+                    continue
+                kind = self._kind(job)
+                if kind == "failed":
+                    self._queue.popleft()
+                elif kind == "join":
                     if (active or joined) and rows + len(job.rows) > self.max_batch:
                         break  # first come, first served: later jobs wait too
                     joined.append(self._queue.popleft())
                     rows += len(job.rows)
                 else:
-                    if not active and not joined:  # whole-batch runs wait for the batch to drain
+                    if not active and not joined:  # runs alone wait for the batch to drain
                         whole = self._take_whole()
                     break
         for job in dropped:
@@ -305,7 +320,7 @@ class Engine:
         for job in list(self._queue):
             if rows + len(job.rows) > self.max_batch:
                 continue
-            if not job.cancelled and not self._joins(job) and job.batch_key() == key:
+            if not job.cancelled and job.batch_key() == key and self._kind(job) == "alone":
                 self._queue.remove(job)
                 batch.append(job)
                 rows += len(job.rows)
@@ -315,26 +330,8 @@ class Engine:
         if job.cancelled or not job.future.set_running_or_notify_cancel():
             _resolve(job.future, exc=Cancelled())
             return
-        made: list[Denoiser] = []  # the callback runs only once the denoiser exists
-        callback = None
-        if job.sink is not None:
-            sink = job.sink
-
-            def callback(step: int, tokens: torch.Tensor) -> None:
-                start, end = made[0].canvas.region
-                try:
-                    sink(step, tokens[:, start:end].tolist())
-                except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
-                    job.cancel()
-
-        try:
-            assert self.stepper is not None and job.config is not None
-            made.append(self.stepper.start(job.rows, job.config, callback))
-        except BaseException as e:  # noqa: BLE001 -- bad settings fail this job only
-            _resolve(job.future, exc=e)
-            return
-        running = _Running(job, made[0])
-        active.append(running)
+        assert job._run is not None
+        active.append(_Running(job, job._run))
         if joining:
             self.metrics.inc("joined")
         self._count(active)
@@ -352,9 +349,9 @@ class Engine:
         if not active:
             return
         rows = self._rows
-        failed: dict[Denoiser, BaseException] = {}  # a denoiser's own error fails its job only
+        failed: dict[DecoderRun, BaseException] = {}  # a run's own error fails its job only
         try:
-            forward = self.stepper.step([r.denoiser for r in active], failed.__setitem__)  # type: ignore[union-attr]
+            forward = step_together([r.run for r in active], on_error=failed.__setitem__)
         except BaseException as e:  # noqa: BLE001 -- every job of the forward gets the error
             for r in active:
                 _resolve(r.job.future, exc=Cancelled() if r.job.cancelled else e)
@@ -366,15 +363,23 @@ class Engine:
             self.metrics.inc("forward_rows", forward)
         for r in list(active):
             r.batch_rows = max(r.batch_rows, rows)
-            d = r.denoiser
-            if d in failed:
+            run = r.run
+            if run in failed:
                 active.remove(r)
-                _resolve(r.job.future, exc=failed[d])
-            elif d.done:
+                _resolve(r.job.future, exc=failed[run])
+            elif run.done:
                 active.remove(r)
-                start, end = d.canvas.region
-                _resolve(r.job.future, GenOutput(gen_ids=d.x[:, start:end].tolist(), nfe=d.nfe, steps=d.steps,
-                                                 batch_rows=r.batch_rows))
+                result = run.result()
+                _resolve(
+                    r.job.future,
+                    GenOutput(
+                        gen_ids=result.gen_ids,
+                        prompt_ids=result.prompt_ids,
+                        nfe=run.nfe,
+                        steps=run.steps,
+                        batch_rows=r.batch_rows,
+                    ),
+                )
         self._count(active)
 
     def _run_whole(self, batch: list[Job]) -> None:
@@ -401,13 +406,15 @@ class Engine:
         rows = [r for j in batch for r in j.rows]
         offsets = list(itertools.accumulate([0] + [len(j.rows) for j in batch]))
 
-        def on_step(step: int, tokens: torch.Tensor, region: tuple[int, int]) -> None:
-            if all(j.cancelled for j in batch):
-                raise Cancelled
-            sinks = [(j, o) for j, o in zip(batch, offsets, strict=False) if j.sink is not None and not j.cancelled]
+        def on_view(step: int, view: torch.Tensor) -> None:
+            sinks = [
+                (j, o)
+                for j, o in zip(batch, offsets, strict=False)
+                if j.sink is not None and not j.cancelled
+            ]
             if not sinks:
                 return
-            ids = tokens[:, region[0] : region[1]].tolist()
+            ids = view.tolist()
             for j, o in sinks:
                 try:
                     j.sink(step, ids[o : o + len(j.rows)])  # type: ignore[misc]
@@ -415,13 +422,34 @@ class Engine:
                     j.cancel()
 
         try:
-            tokens, region, nfe, steps = self.run_generate(rows, batch[0].config, on_step)  # type: ignore[arg-type]
+            run = batch[0]._run if len(batch) == 1 else None
+            if run is None:  # one run over the rows of every job of the batch
+                run = self.start_run(
+                    rows,
+                    batch[0].config,  # type: ignore[arg-type]
+                    step_callback=on_view,
+                )
+            while not run.done:
+                if all(j.cancelled for j in batch):
+                    raise Cancelled
+                nfe = run.nfe
+                run.advance()
+                self.metrics.inc("nfe", run.nfe - nfe)
+                self.metrics.inc("forward_rows", (run.nfe - nfe) * len(rows))
+            result = run.result()
+            gen, prompts = result.gen_ids, result.prompt_ids
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
             for j in batch:
                 _resolve(j.future, exc=Cancelled() if j.cancelled else e)
             return
-        self.metrics.inc("nfe", nfe)
-        self.metrics.inc("forward_rows", nfe * len(rows))
-        gen = tokens[:, region[0] : region[1]].tolist()
         for j, o in zip(batch, offsets, strict=False):
-            _resolve(j.future, GenOutput(gen_ids=gen[o : o + len(j.rows)], nfe=nfe, steps=steps, batch_rows=len(rows)))
+            _resolve(
+                j.future,
+                GenOutput(
+                    gen_ids=gen[o : o + len(j.rows)],
+                    prompt_ids=prompts[o : o + len(j.rows)],
+                    nfe=run.nfe,
+                    steps=run.steps,
+                    batch_rows=len(rows),
+                ),
+            )

@@ -8,6 +8,7 @@ has become final, optionally every denoising step) and ``router``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -231,8 +232,12 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
             choices.append({"index": i, "message": {"role": "assistant", "content": text},
                             "finish_reason": reason, "logprobs": None})
         else:
-            choices.append({"index": i, "text": text, "finish_reason": reason,
-                            "logprobs": None})
+            choice = {"index": i, "text": text, "finish_reason": reason, "logprobs": None}
+            mask_id = state.cfg.mask_id
+            if i < len(out.prompt_ids) and mask_id in ids[i // max(req.n, 1)]:
+                # a [MASK] in the prompt was a blank the model filled: show what it became
+                choice["filled_prompt"] = state.tok.decode(out.prompt_ids[i])
+            choices.append(choice)
     account(state, request, ids, req.n, completion)
     return JSONResponse({"id": reply.rid, "object": reply.object, "created": reply.created,
                          "model": state.name, "choices": choices,
@@ -246,6 +251,9 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Response:
         prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
-        return await run_generation(state, request, req, prompts, state.tok.encode, chat=False)
+        from unmask.api import encode_prompt  # a [MASK] in the prompt is a blank, as in the CLI
+
+        return await run_generation(state, request, req, prompts,
+                                    functools.partial(encode_prompt, state.tok), chat=False)
 
     return r

@@ -1,0 +1,158 @@
+"""Which sampling defaults should a user get with no flags? A grid, measured on the demo model.
+
+Issue 16 item 8: with no flags (temperature 0, pure diffusion: one block) the demo model
+writes "the the the". This script decodes the same held-out prompts with every setting of
+a small grid (temperature × semi-autoregressive block length, one token per step, the
+default ``gen_length``) and reports, per setting:
+
+- gen ppl: generative perplexity of the continuations given their prompts under
+  SmolLM2-135M (``unmask.scoring``; lower = more fluent as the reference judges it);
+- dist-2: distinct word bigrams within each text, averaged (low = repetition);
+- entropy: mean unigram entropy of the generated ids, nats (low = repetition);
+- rep-4: share of word 4-grams that repeat an earlier 4-gram of the same text;
+- seconds: wall time of the setting (all prompts, all seeds).
+
+The first row is the held-out text itself (the true continuations of the prompts), the
+target for the diversity columns. A setting is *degenerate* when its dist-2 or entropy
+falls more than 15% below the held-out text's. The recommended default is the
+non-degenerate setting with the lowest gen ppl (ties: faster); the table marks it.
+
+    python benchmarks/defaults.py [--model PATH] [--prompts 8] [--seeds 2]
+                                  [--json benchmarks/results/defaults.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unmask import api
+from unmask.checkpoint import load
+from unmask.commands.demo import asset_path
+from unmask.config import SampleConfig
+from unmask.evaluate import distinct_n, unigram_entropy
+
+TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 1.0)
+BLOCKS = (0, 16, 8, 4)  # 0 = one block (pure diffusion, the library default)
+
+
+def held_out(n: int, prompt_words: int, gen_words: int) -> list[tuple[str, str]]:
+    """``n`` (prompt, true continuation) pairs from the last 2% of the packaged corpus (the
+    part ``unmask demo --train`` holds out), spread evenly over it."""
+    with gzip.open(asset_path("web-bible.txt.gz"), "rt", encoding="utf-8") as f:
+        words = f.read().split()
+    tail = words[int(len(words) * 0.98):]
+    span = prompt_words + gen_words
+    stride = max(span, (len(tail) - span) // n)
+    pairs = []
+    for i in range(n):
+        chunk = tail[i * stride: i * stride + span]
+        pairs.append((" ".join(chunk[:prompt_words]), " " + " ".join(chunk[prompt_words:])))
+    return pairs
+
+
+def rep4(text: str) -> float:
+    """Share of word 4-grams that already occurred earlier in ``text``."""
+    w = text.split()
+    grams = [tuple(w[i:i + 4]) for i in range(len(w) - 3)]
+    if not grams:
+        return 0.0
+    seen: set[tuple[str, ...]] = set()
+    rep = 0
+    for g in grams:
+        rep += g in seen
+        seen.add(g)
+    return rep / len(grams)
+
+
+def quality(texts: list[str], prompts: list[str], tok: Any, scorer: Any) -> dict[str, float]:
+    ids = [tok.encode(t) for t in texts]
+    row: dict[str, float] = {
+        "dist2": sum(distinct_n([t], 2) for t in texts) / len(texts),  # per text: no pooling
+        "entropy": unigram_entropy(ids),
+        "rep4": sum(rep4(t) for t in texts) / len(texts),
+    }
+    if scorer is not None:
+        row["gen_ppl"] = scorer.perplexity(texts, prompts=prompts)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="diffusion checkpoint (default: the demo)")
+    ap.add_argument("--prompts", type=int, default=8, help="held-out prompts")
+    ap.add_argument("--prompt-words", type=int, default=12)
+    ap.add_argument("--gen-length", type=int, default=SampleConfig().gen_length)
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per sampled setting")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
+    ap.add_argument("--json", default=None, help="write the rows here")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    m = load(args.model or asset_path("demo"), device="cpu")
+    m.model.eval()
+    tok = m.tokenizer
+    scorer = None
+    if not args.no_score:
+        from unmask.scoring import ReferenceScorer
+
+        scorer = ReferenceScorer.from_smollm2()
+    pairs = held_out(args.prompts, args.prompt_words, args.gen_length)
+    prompts = [p for p, _ in pairs]
+    G = args.gen_length
+
+    rows: list[dict[str, Any]] = []
+    truth = [tok.decode(tok.encode(c)[:G]) for _, c in pairs]  # the same length in tokens
+    rows.append({"setting": "held-out text", "temperature": None, "block": None, "seconds": 0.0,
+                 **quality(truth, prompts, tok, scorer)})
+    for temperature in TEMPERATURES:
+        for block in BLOCKS:
+            seeds = range(args.seeds) if temperature > 0 else range(1)
+            texts, ctx = [], []
+            t0 = time.perf_counter()
+            for seed in seeds:
+                sc = SampleConfig(gen_length=G, steps=G, block_length=block or None,
+                                  temperature=temperature, seed=seed)
+                texts += api.generate(m, prompts, config=sc).texts
+                ctx += prompts
+            dt = time.perf_counter() - t0
+            label = f"T={temperature:g}, " + (f"blocks of {block}" if block else "one block")
+            rows.append({"setting": label, "temperature": temperature, "block": block or None,
+                         "seconds": dt, **quality(texts, ctx, tok, scorer)})
+            print(f"{label}: {rows[-1]}", file=sys.stderr)
+
+    ref = rows[0]
+    ok = [r for r in rows[1:] if r["dist2"] >= 0.85 * ref["dist2"]
+          and r["entropy"] >= 0.85 * ref["entropy"]]
+    key = "gen_ppl" if scorer is not None else "rep4"
+    best = min(ok, key=lambda r: (r[key], r["seconds"])) if ok else None
+    cols = ["gen_ppl", "dist2", "entropy", "rep4", "seconds"] if scorer else \
+        ["dist2", "entropy", "rep4", "seconds"]
+    print("| setting | " + " | ".join(cols) + " | |")
+    print("|---|" + "---:|" * len(cols) + "---|")
+    for r in rows:
+        mark = (
+            "recommended" if r is best else ("degenerate" if r is not ref and r not in ok else "")
+        )
+        vals = [f"{r[c]:.3f}" if c != "gen_ppl" else f"{r[c]:.1f}" for c in cols]
+        print(f"| {r['setting']} | " + " | ".join(vals) + f" | {mark} |")
+    if args.json:
+        out = {"rows": rows, "recommended": best and best["setting"], "prompts": prompts,
+               "gen_length": G, "seeds": args.seeds, "model": str(args.model or "demo"),
+               "machine": platform.processor() or platform.machine(),
+               "torch": torch.__version__}
+        Path(args.json).write_text(json.dumps(out, indent=1, default=lambda x: None) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""The Python API: one entry per task, over a loaded checkpoint.
+
+- ``start(loaded, prompt_ids, config, step_callback=...)``: the decoder run for one batch
+  of prompts (``unmask.sampling.DecoderRun``): the checkpoint's facts are read
+  (``unmask.facts.ModelFacts``), ``unmask.sampling.choose_decoder`` picks the decoder (or
+  refuses the combination in one line) and starts it. The server's engine steps these runs.
+- ``sample_config``: the options of a command-line run: the user's, else the checkpoint's
+  recommended ones (``ModelConfig.sample_defaults``).
+- ``generate``: text continuations (``start`` run to the end); ``Generation`` holds texts,
+  ids, the prompts as they ended (a ``[MASK]`` written in a prompt is filled), NFE, steps,
+  seconds.
+- ``chat``: one assistant reply to a conversation through a chat template; ``chat_template``
+  picks the template (the model's, or a ``--template`` value).
+- ``infill``, ``edit``, ``fill_form``: the tasks of ``unmask.infill`` (templates with gaps,
+  re-masked spans, JSON forms), with the same ``Filled`` result shape.
+
+The CLI, ``unmask chat``, the demo, the server and the benchmarks call these and nothing
+below them, so they decode a checkpoint the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.facts import ModelFacts
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from unmask.chat import ChatTemplate
+    from unmask.checkpoint import Loaded
+    from unmask.infill import InfillOptions
+    from unmask.sampling import DecoderRun, GenerateResult, ViewCallback
+    from unmask.sampling.protocol import StepCallback
+
+
+def facts_of(loaded: Loaded) -> ModelFacts:
+    """The facts of a loaded checkpoint (its config, and whether its model has a KV cache)."""
+    facts = ModelFacts.of(loaded.config)
+    has_cache = bool(getattr(loaded.model, "supports_kv_cache", False))
+    return dataclasses.replace(facts, has_kv_cache=has_cache)
+
+
+def start(
+    loaded: Loaded,
+    prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
+    config: SampleConfig,
+    *,
+    step_callback: ViewCallback | None = None,
+) -> DecoderRun:
+    """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped.
+
+    The decoder is ``choose_decoder(facts, config)``; the run's config records its name.
+    ``step_callback(step, view)`` gets the (B, gen_length) generation region after every
+    step (``mask_id`` where nothing is committed yet). Raises ``UserError`` for options the
+    checkpoint cannot do, before any model call.
+    """
+    from unmask.sampling import Target, choose_decoder
+
+    facts = facts_of(loaded)
+    decoder = choose_decoder(facts, config)
+    config = dataclasses.replace(config, decoder=decoder.name)
+    run = decoder.start(Target(loaded.model, facts), prompt_ids, config, on_view=step_callback)
+    run.decoder = decoder.name
+    return run
+
+
+def choose(loaded: Loaded, config: SampleConfig) -> str:
+    """The name of the decoder ``start`` runs for ``config`` on ``loaded``; raises
+    ``UserError`` for a combination the checkpoint cannot do (``choose_decoder``)."""
+    from unmask.sampling import choose_decoder
+
+    return choose_decoder(facts_of(loaded), config).name
+
+
+def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
+    """The sampling options of a command-line run: what the user ``given`` explicitly, and
+    for every other option the checkpoint's recommendation (``ModelConfig.sample_defaults``,
+    measured per objective: ``benchmarks/defaults.py``), else the ``SampleConfig`` default.
+
+    A recommended ``block_length`` that does not divide the run (``gen_length``, and
+    ``steps`` into whole blocks for the scheduled policy) becomes the largest block length
+    below it that does, or one block; a ``block_length`` the user gave is never changed.
+    """
+    recommended = {k: v for k, v in facts_of(loaded).sample_defaults.items() if k not in given}
+    config = SampleConfig(**{**recommended, **given})
+    block = recommended.get("block_length")
+    if block is not None:
+        dynamic = config.policy != "llada"
+        fits = [b for b in range(min(block, config.gen_length), 0, -1)
+                if config.gen_length % b == 0
+                and (dynamic or config.steps % (config.gen_length // b) == 0)]
+        config = dataclasses.replace(config, block_length=fits[0] if fits else None)
+    return config
+
+
+@dataclass
+class Generation:
+    """What ``generate`` returns: one entry per prompt in each list."""
+
+    texts: list[str]
+    """The continuation (a reply, with a chat template), cut at EOS."""
+    ids: list[list[int]]
+    """Generated ids (the generation region, EOS and after included)."""
+    prompts: list[str]
+    """Each prompt as it ended: a ``[MASK]`` written in it shows what it became."""
+    prompt_ids: list[list[int]]
+    nfe: int
+    steps: int
+    seconds: float
+    decoder: str
+    """The decoder that ran (``choose_decoder``)."""
+    result: GenerateResult | None = field(default=None, repr=False)
+    """The decoder's own result (canvas, region, history)."""
+
+    @property
+    def tokens_per_s(self) -> float:
+        n = sum(len(r) for r in self.ids)
+        return n / self.seconds if self.seconds > 0 else float("inf")
+
+
+def run_to_end(run: DecoderRun, *, device: str | None = None) -> tuple[GenerateResult, float]:
+    """``run.run()`` and its wall time (CUDA synchronised, so the time is the device's)."""
+    import torch
+
+    t0 = time.perf_counter()
+    result = run.run()
+    if device is not None and device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return result, time.perf_counter() - t0
+
+
+def generate(
+    loaded: Loaded,
+    prompts: str | Sequence[str],
+    *,
+    config: SampleConfig | None = None,
+    template: ChatTemplate | None = None,
+    system: str | None = None,
+    step_callback: ViewCallback | None = None,
+) -> Generation:
+    """Continue each prompt with ``config.gen_length`` tokens (fewer when a decoder stops at
+    EOS) by the checkpoint's decoder (``start``).
+
+    With ``template`` each prompt is one user message (after ``system``, if given) rendered
+    through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
+    """
+    config = config or SampleConfig()
+    texts_in = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not texts_in:
+        raise UserError("no prompts given")
+    tok = loaded.tokenizer
+    if template is not None:
+        head = [{"role": "system", "content": system}] if system else []
+        prompt_ids = [
+            template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts_in
+        ]
+    elif system is not None:
+        raise UserError("a system message needs a chat template")
+    else:
+        prompt_ids = [encode_prompt(tok, p) for p in texts_in]
+    run = start(loaded, prompt_ids, config, step_callback=step_callback)
+    result, seconds = run_to_end(run, device=str(_device(loaded)))
+    facts = facts_of(loaded)
+    if template is not None:
+        texts = [template.reply(tok, ids, facts.eos_id) for ids in result.gen_ids]
+    else:
+        texts = result.texts(tok)
+    ended = _ended_prompts(prompt_ids, result, facts.mask_id)
+    shown = [
+        tok.decode(ids) if ids != given else text
+        for ids, given, text in zip(ended, prompt_ids, texts_in, strict=True)
+    ]
+    return Generation(
+        texts=texts,
+        ids=result.gen_ids,
+        prompts=shown,
+        prompt_ids=ended,
+        nfe=result.nfe,
+        steps=result.steps,
+        seconds=seconds,
+        decoder=run.decoder,
+        result=result,
+    )
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Ids of a generate prompt: plain text (``tokenizer.encode``), except that the mask
+    token's own string (``[MASK]``) is a blank: the mask id, which the decoder fills."""
+    hf = getattr(tokenizer, "hf", None)
+    mask_id = getattr(tokenizer, "mask_id", None)
+    mask = hf.id_to_token(mask_id) if hf is not None and mask_id is not None else None
+    if not mask or mask not in text:
+        return tokenizer.encode(text)
+    ids: list[int] = []
+    for k, piece in enumerate(text.split(mask)):
+        if k:
+            ids.append(mask_id)
+        if piece:
+            ids.extend(tokenizer.encode(piece))
+    return ids
+
+
+def _ended_prompts(given: list[list[int]], result: GenerateResult, mask_id: int) -> list[list[int]]:
+    """The prompts as the run left them: its canvas where a prompt held ``[MASK]``, else the
+    prompt as given (an AR run may have put a start token in front of an empty one)."""
+    out = []
+    for i, ids in enumerate(given):
+        if mask_id in ids:
+            row = result.prompt_ids[i]
+            out.append(row[len(row) - len(ids) :] if ids else [])
+        else:
+            out.append(list(ids))
+    return out
+
+
+def _device(loaded: Loaded) -> Any:
+    from unmask.sampling.protocol import model_device
+
+    return model_device(loaded.model) or "cpu"
+
+
+def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
+    """The chat template of ``loaded`` (``config.chat_template``), or ``template`` (a
+    ``--template`` value: a file, a Jinja string or a built-in name, ``unmask.chat.template_arg``)
+    when given, with the model's BOS/EOS strings. A model without one is a one-line
+    ``UserError`` naming the ways out: silently chatting with a base model misleads."""
+    from unmask.chat import ChatTemplate, template_arg
+
+    cfg, tok = loaded.config, loaded.tokenizer
+    if template is not None:
+        chosen = template_arg(template)
+        source, origin = chosen.source, chosen.origin
+    elif getattr(cfg, "chat_template", None):
+        source, origin = cfg.chat_template, f"chat template of {loaded.path}"
+    else:
+        raise UserError(
+            f"{loaded.path} has no chat template (it was not fine-tuned for chat): fine-tune it "
+            "with `unmask train --objective sft`, or pass --template plain (a User:/Assistant: "
+            "transcript), --template default or --template FILE"
+        )
+    return ChatTemplate.with_tokens(
+        source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id, origin=origin
+    )
+
+
+@dataclass
+class Reply:
+    """What ``chat`` returns."""
+
+    text: str
+    """The assistant's reply."""
+    prompt: str
+    """The rendered conversation the reply was sampled after."""
+    prompt_ids: list[int]
+    nfe: int
+    steps: int
+    seconds: float
+
+
+def chat(
+    loaded: Loaded,
+    messages: Sequence[dict[str, str]],
+    *,
+    config: SampleConfig | None = None,
+    template: ChatTemplate | None = None,
+    step_callback: ViewCallback | None = None,
+) -> Reply:
+    """The assistant's reply to ``messages`` (``role``/``content`` dicts, the last one the
+    user's), rendered through ``template`` (default: ``chat_template(loaded)``)."""
+    config = config or SampleConfig()
+    template = template or chat_template(loaded)
+    text, ids = template.prompt(loaded.tokenizer, list(messages))
+    run = start(loaded, [ids], config, step_callback=step_callback)
+    result, seconds = run_to_end(run, device=str(_device(loaded)))
+    reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
+    return Reply(
+        text=reply, prompt=text, prompt_ids=ids, nfe=result.nfe, steps=result.steps, seconds=seconds
+    )
+
+
+@dataclass
+class Filled:
+    """What ``infill``, ``edit`` and ``fill_form`` return."""
+
+    text: str
+    """The filled template, the edited text, or the filled form's JSON."""
+    nfe: int
+    seconds: float
+    detail: Any = field(repr=False)
+    """The task's own result (``unmask.infill.InfillResult`` / ``EditResult`` /
+    ``FormResult``): gaps, changes, holes, candidates."""
+
+
+def infill(
+    loaded: Loaded,
+    template: str,
+    *,
+    config: SampleConfig | None = None,
+    options: InfillOptions | None = None,
+    step_callback: StepCallback | None = None,
+) -> Filled:
+    """Fill the gaps of ``template`` (``unmask.infill.infill``; a causal checkpoint fills its
+    one gap by fill-in-the-middle, ``unmask.infill.infill_causal``). ``options`` is an
+    ``unmask.infill.InfillOptions``; ``step_callback(step, tokens)`` sees the canvas."""
+    from unmask.infill import infill as _infill
+    from unmask.infill import infill_causal
+
+    config = config or SampleConfig()
+    t0 = time.perf_counter()
+    if facts_of(loaded).attention == "causal":
+        res = infill_causal(loaded.model, loaded.tokenizer, template, config)
+    else:
+        res = _infill(
+            loaded.model,
+            loaded.tokenizer,
+            template,
+            config,
+            options=options,
+            step_callback=step_callback,
+        )
+    return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
+
+
+def edit(
+    loaded: Loaded,
+    text: str,
+    *,
+    spans: Sequence[tuple[int, int]] = (),
+    regex: str | None = None,
+    lowest: int | None = None,
+    rounds: int = 1,
+    config: SampleConfig | None = None,
+    step_callback: StepCallback | None = None,
+) -> Filled:
+    """Re-mask character ``spans``, ``regex`` matches or the ``lowest`` k tokens of ``text``
+    and refill them (``unmask.infill.edit``; ``rounds`` > 1 revises the least confident
+    tokens again, ``unmask.infill.revise``)."""
+    from unmask.infill import edit as _edit
+    from unmask.infill import revise
+
+    t0 = time.perf_counter()
+    if rounds > 1:
+        if lowest is None:
+            raise UserError("revising over rounds needs lowest (the tokens to re-mask per round)")
+        res = revise(
+            loaded.model,
+            loaded.tokenizer,
+            text,
+            rounds=rounds,
+            lowest=lowest,
+            config=config,
+            step_callback=step_callback,
+        )
+    else:
+        res = _edit(
+            loaded.model,
+            loaded.tokenizer,
+            text,
+            spans=spans,
+            regex=regex,
+            lowest=lowest,
+            config=config,
+            step_callback=step_callback,
+        )
+    return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
+
+
+def fill_form(
+    loaded: Loaded,
+    template: str,
+    *,
+    config: SampleConfig | None = None,
+    step_callback: StepCallback | None = None,
+) -> Filled:
+    """Fill a JSON form template with typed holes in one pass (``unmask.infill.fill_form``;
+    the result always parses)."""
+    from unmask.infill import fill_form as _fill_form
+
+    t0 = time.perf_counter()
+    res = _fill_form(loaded.model, loaded.tokenizer, template, config, step_callback=step_callback)
+    return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
+
+
+__all__ = [
+    "Filled",
+    "Generation",
+    "Reply",
+    "chat",
+    "chat_template",
+    "choose",
+    "edit",
+    "encode_prompt",
+    "facts_of",
+    "fill_form",
+    "generate",
+    "infill",
+    "run_to_end",
+    "start",
+]

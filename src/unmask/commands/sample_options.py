@@ -1,0 +1,63 @@
+"""What every sampling command shares: the ``SampleConfig`` flags and the live view.
+
+``add_sample_flags`` / ``sample_config_from_args`` (one ``--flag`` per ``SampleConfig``
+field) and ``make_live`` (a ``LiveView`` over the generation region when stdout is a
+terminal). ``unmask generate``, ``unmask chat`` and the infill commands import them from
+here, so no command module imports another.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from unmask.commands import add_dataclass_flags, dataclass_from_args
+from unmask.config import PROMPT_MASKS, SEDD_POLICY_ALIASES, SEDD_SAMPLERS, SampleConfig
+
+
+def _registry(module: str, name: str, *extra: str) -> Callable[[], list[str]]:
+    """The names of a registry, read only when its flag is given (``--help`` stays torch-free)."""
+
+    def names() -> list[str]:
+        import importlib
+
+        return sorted([*getattr(importlib.import_module(module), name), *extra])
+
+    return names
+
+
+def _sample_choices() -> dict[str, list[str] | Callable[[], list[str]]]:
+    decoders = _registry("unmask.sampling", "DECODERS")
+    return {
+        "decoder": lambda: ["auto", *decoders()],
+        # the old SEDD spellings stay accepted: aliases of --decoder sedd --sedd-sampler X
+        "policy": _registry("unmask.sampling.policies", "POLICIES", *SEDD_POLICY_ALIASES),
+        "sedd_sampler": list(SEDD_SAMPLERS),
+        "prompt_masks": list(PROMPT_MASKS),
+        "remasking": _registry("unmask.sampling.policies", "REMASKING"),
+        "confidence": _registry("unmask.sampling.policies", "CONFIDENCES"),
+        "cache": _registry("unmask.sampling.cache", "CACHES"),
+    }
+
+
+def add_sample_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per ``SampleConfig`` field; unset flags keep the dataclass defaults."""
+    add_dataclass_flags(parser, SampleConfig, choices=_sample_choices())
+
+
+def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
+    """A ``SampleConfig`` from the flags that were given (others keep their defaults)."""
+    return dataclass_from_args(SampleConfig, args)
+
+
+def make_live(tok: Any, config: SampleConfig, decoder: str) -> Any:
+    """A ``LiveView`` of the generation region (a decoder run's ``view``) when stdout is a
+    terminal, else None; the step count is shown against ``steps`` where the number of steps
+    is fixed (not for ``ar`` or the dynamic commit policies)."""
+    from unmask.sampling import LiveView
+
+    fixed = decoder == "sedd" or (decoder != "ar" and config.policy == "llada")
+    total = config.steps if fixed else None
+    live = LiveView(tok, start=0, total_steps=total)
+    return live if live.enabled else None

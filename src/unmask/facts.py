@@ -1,0 +1,121 @@
+"""What a checkpoint is, read once: ``ModelFacts`` and the default decoder of an objective.
+
+Every choice about decoding (which decoder, which options make sense) depends on a few
+facts of the checkpoint: the objective it was trained with, its attention, its block size,
+its noise schedule, its SEDD graph, its special ids and chat template. They live in the
+model config; ``ModelFacts.of(config_or_model)`` reads them into one small frozen object so
+that no caller probes the config with ``getattr`` again (``unmask.sampling.choose_decoder``
+takes these facts and the user's options and picks the decoder).
+
+Inside: ``ModelFacts``, ``Attention``, ``infer_objective``, ``default_decoder``.
+
+This module imports nothing heavy (no torch): it sits on the path of argument errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Attention = Literal["bidirectional", "block-causal", "causal"]
+"""How positions see each other: all at once (masked diffusion), causal within the past
+blocks and bidirectional inside a block (BD3-LM), or causal (autoregressive)."""
+
+_ATTENTIONS: tuple[str, ...] = ("bidirectional", "block-causal", "causal")
+
+def infer_objective(attention: str, sedd_graph: str | None) -> str:
+    """The objective of a checkpoint that does not record one (older checkpoints, imported
+    models): causal attention is ``ar``, block-causal ``bd3lm``, a SEDD graph ``sedd``,
+    anything else a masked-diffusion model (``mdlm``)."""
+    if attention == "causal":
+        return "ar"
+    if attention == "block-causal":
+        return "bd3lm"
+    if sedd_graph is not None:
+        return "sedd"
+    return "mdlm"
+
+
+def default_decoder(objective: str) -> str:
+    """The decoder that samples ``objective`` when the user asks for ``decoder='auto'``: the
+    ``decoder`` of its spec in ``unmask.objectives`` (an unknown objective, e.g. an imported
+    family without a spec, falls back to ``llada``, the masked-diffusion loop that any mask
+    predictor can run)."""
+    from unmask.objectives import OBJECTIVES  # lazy: objectives imports torch
+
+    spec = OBJECTIVES.get(objective)
+    return spec.decoder if spec is not None else "llada"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelFacts:
+    """The facts of one checkpoint that decoding depends on (see the module docstring)."""
+
+    objective: str
+    """Training objective (``mdlm``, ``sft``, ``bd3lm``, ``sedd``, ``ar``, ...); inferred from
+    the attention and the SEDD graph when the config does not record it."""
+    attention: Attention
+    """``bidirectional``, ``block-causal`` or ``causal``."""
+    block_size: int | None
+    """Block length of a block-causal model; None otherwise."""
+    schedule: str
+    """Noise schedule name (``linear`` for every checkpoint written before it was recorded)."""
+    sedd_graph: str | None
+    """SEDD forward graph (``absorbing`` / ``uniform``); None = not a SEDD model."""
+    mask_id: int
+    eos_id: int | None
+    pad_id: int
+    bos_id: int | None
+    chat_template: str | None
+    """Jinja chat template of a chat model; None = not fine-tuned for chat."""
+    logit_shift: bool
+    """Dream-style shifted logits (position i predicts token i + 1)."""
+    max_seq_len: int | None
+    """Longest canvas the model takes; None = unbounded (a test double)."""
+    has_kv_cache: bool = True
+    """Whether the model takes ``cache=`` / ``start=`` (``unmask.model.Transformer`` does)."""
+
+    sample_defaults: dict[str, Any] = field(default_factory=dict, hash=False)
+    """Sampling options recommended for the checkpoint (``ModelConfig.sample_defaults``)."""
+
+    @property
+    def default_decoder(self) -> str:
+        """The decoder of ``decoder='auto'`` for this checkpoint (``default_decoder``)."""
+        return default_decoder(self.objective)
+
+    @classmethod
+    def of(cls, config_or_model: Any) -> ModelFacts:
+        """The facts of a model config, or of a model (its ``.config``; whether it supports a
+        KV cache is then read from its ``forward`` signature)."""
+        config = getattr(config_or_model, "config", config_or_model)
+        # unmask.model.Transformer declares the cache=/start= interface with this attribute
+        # (unmask.sampling.cache.supports_kv_cache); a bare config is taken to be ours.
+        has_cache = config is config_or_model or bool(
+            getattr(config_or_model, "supports_kv_cache", False)
+        )
+        attention = str(getattr(config, "attention", "bidirectional") or "bidirectional")
+        if attention not in _ATTENTIONS:
+            from unmask.errors import UserError
+
+            raise UserError(f"unknown attention {attention!r}; one of {', '.join(_ATTENTIONS)}")
+        sedd_graph = getattr(config, "sedd_graph", None)
+        objective = getattr(config, "objective", None) or infer_objective(attention, sedd_graph)
+        return cls(
+            objective=str(objective),
+            attention=attention,  # type: ignore[arg-type]
+            block_size=getattr(config, "block_size", None) if attention == "block-causal" else None,
+            schedule=str(getattr(config, "schedule", "linear") or "linear"),
+            sedd_graph=sedd_graph,
+            mask_id=int(getattr(config, "mask_id", 0)),
+            eos_id=getattr(config, "eos_id", None),
+            pad_id=int(getattr(config, "pad_id", getattr(config, "eos_id", 0) or 0)),
+            bos_id=getattr(config, "bos_id", None),
+            chat_template=getattr(config, "chat_template", None),
+            logit_shift=bool(getattr(config, "logit_shift", False)),
+            max_seq_len=getattr(config, "max_seq_len", None),
+            has_kv_cache=has_cache,
+            sample_defaults=dict(getattr(config, "sample_defaults", None) or {}),
+        )
+
+
+__all__ = ["Attention", "ModelFacts", "default_decoder", "infer_objective"]

@@ -1,0 +1,300 @@
+"""The decoder protocol: one decoding run as a state object, and what is written once over it.
+
+Every decoder (the LLaDA loop, BD3-LM blocks, SEDD, AR with a KV cache, and the ones to
+come) starts a ``DecoderRun`` for a batch of prompts and steps it until ``done``:
+
+- ``advance()``: one step on its own (the run calls its model, or skips an empty step);
+- ``shares_forward``: whether the run's steps can share one forward pass with other runs
+  of the same model (continuous batching); then ``needs_model``, ``model_inputs()``,
+  ``step(logits)`` and ``skip()`` let ``step_together`` drive many runs with one forward;
+- ``view()``: the (B, G) generation region as it stands, ``mask_id`` where nothing is
+  committed yet, always ``G = gen_length`` wide (what the live view, the server's stream and
+  the engine show); ``on_view(step, view)`` is called after every step;
+- ``nfe`` (model calls), ``steps``, ``done``, ``result()`` (a ``GenerateResult``).
+
+Written once over the protocol: ``run()`` (advance until done), ``step_together``
+(continuous batching), ``rows_finished`` (stopping at EOS), the live-view and NFE
+bookkeeping of the callers (``unmask.api``, the server's ``Engine``).
+
+Inside: ``MaskPredictor``, ``StepCallback``, ``ViewCallback``, ``GenerateResult``,
+``DecoderRun``, ``step_together``, ``StepError``, ``rows_finished``, ``cut_at_eos``,
+``decode_generations``, ``make_generator``, ``model_device``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.errors import UserError
+from unmask.sampling.cache import call_model, shift_logits
+
+MaskPredictor = Callable[..., Any]
+"""Any callable ``model(tokens (B, L), attention_mask=(B, L) bool | None) -> logits (B, L, V)``
+(or an object with ``.logits``, as Hugging Face models return). The ``prefix``/``dual``
+caches also need ``cache=`` and ``start=`` keywords (``unmask.model.Transformer``)."""
+
+StepCallback = Callable[[int, Tensor], None]
+"""``callback(step, tokens)``: after each step, ``step`` = steps done so far (1-based) and
+``tokens`` the (B, L) canvas. Do not modify ``tokens``."""
+
+ViewCallback = Callable[[int, Tensor], None]
+"""``on_view(step, view)``: after each step, the (B, gen_length) generation region
+(``mask_id`` where nothing is committed yet). Do not modify ``view``."""
+
+
+def cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
+    """``ids`` up to (not including) the first ``eos_id``."""
+    ids = list(ids)
+    if eos_id is not None and eos_id in ids:
+        return ids[: ids.index(eos_id)]
+    return ids
+
+
+def decode_generations(
+    gen_ids: Sequence[Sequence[int]], tokenizer: Any, eos_id: int | None
+) -> list[str]:
+    """Text of each row of generated ids, cut at the first EOS (special tokens skipped)."""
+    return [tokenizer.decode(cut_at_eos(ids, eos_id)) for ids in gen_ids]
+
+
+@dataclass
+class GenerateResult:
+    """What every decoder's run returns (``DecoderRun.result()``)."""
+
+    tokens: Tensor
+    """(B, L) final canvas (prompt, padding and generation region)."""
+    region: tuple[int, int]
+    """[start, end) columns of the generation region."""
+    nfe: int
+    """Number of function (model) evaluations; with guidance one doubled batch counts as 1,
+    and a cached call over a few positions counts as 1 too."""
+    steps: int
+    """Denoising steps run (skipped empty steps included)."""
+    eos_id: int | None = None
+    """EOS id used to cut the texts (``texts``)."""
+    history: list[Tensor] | None = None
+    """(B, L) canvases after every step, when asked for (``return_history=True``)."""
+    attention_mask: Tensor | None = field(default=None, repr=False)
+    """(B, L) bool padding mask of the canvas (True = real token), None if unpadded."""
+
+    @property
+    def gen_ids(self) -> list[list[int]]:
+        """Ids of the generation region, one list per row (EOS and anything after included)."""
+        start, end = self.region
+        return self.tokens[:, start:end].tolist()
+
+    @property
+    def prompt_ids(self) -> list[list[int]]:
+        """The prompt of each row as it ended (a ``[MASK]`` written in it filled), padding
+        dropped."""
+        start = self.region[0]
+        rows = self.tokens[:, :start]  # (B, P)
+        if self.attention_mask is None:
+            return rows.tolist()
+        real = self.attention_mask[:, :start]  # (B, P)
+        return [r[m].tolist() for r, m in zip(rows, real, strict=True)]
+
+    def texts(self, tokenizer: Any) -> list[str]:
+        """Generated text per row, cut at the first EOS (``decode_generations``)."""
+        return decode_generations(self.gen_ids, tokenizer, self.eos_id)
+
+
+def model_device(model: Any) -> torch.device | None:
+    """The device of ``model``'s first parameter (None for a parameterless test double)."""
+    params = getattr(model, "parameters", None)
+    if callable(params):
+        for p in params():
+            return p.device
+    return None
+
+
+def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator | None:
+    """A generator seeded with ``seed`` on ``device``; None (global RNG) when seed is None."""
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def rows_finished(ids: Tensor, eos_id: int | None) -> Tensor:
+    """(B,) bool: rows of ``ids`` (B, N) that hold ``eos_id`` (never, when it is None). Every
+    decoder that stops early (BD3-LM after the block with EOS, AR at EOS) asks this."""
+    if eos_id is None:
+        return torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    return (ids == eos_id).any(dim=1)
+
+
+class DecoderRun:
+    """One decoding run of one batch of prompts (see the module docstring).
+
+    Subclasses set ``model``, ``mask_id``, ``eos_id``, ``gen_length`` and keep ``nfe`` and
+    ``steps`` up to date; they implement ``done``, ``advance``, ``view`` and ``result`` (and,
+    when ``shares_forward``, ``needs_model``, ``model_inputs``, ``step`` and ``skip``), and
+    call ``_report()`` after every step.
+    """
+
+    model: Any
+    mask_id: int
+    eos_id: int | None
+    gen_length: int
+    """Width G of ``view()``: the most tokens this run generates per row."""
+    nfe: int = 0
+    steps: int = 0
+    shift: bool = False
+    """Whether ``step`` expects logits with Dream's shift applied (``step_together`` does it)."""
+    on_view: ViewCallback | None = None
+    decoder: str = ""
+    """Name of the registered decoder that started this run (set by ``unmask.api.start``)."""
+
+    @property
+    def shares_forward(self) -> bool:
+        """Whether ``step_together`` may run this run's model calls in one forward pass with
+        other runs of the same model (no per-run cache, no per-run model inputs)."""
+        return False
+
+    @property
+    def why_alone(self) -> str:
+        """Why this run cannot share forward passes (the message of ``step_together``)."""
+        return (
+            f"{type(self).__name__} cannot share forward passes (a KV cache or model inputs "
+            "of its own); run it alone with advance()"
+        )
+
+    @property
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def needs_model(self) -> bool:
+        """Whether the next step calls the model (False when done or when it may be skipped)."""
+        return not self.done
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.view().shape[0])
+
+    def model_inputs(self) -> tuple[Tensor, Tensor | None]:
+        """(tokens (B', L), padding mask or None) of the next forward (``shares_forward`` runs)."""
+        raise NotImplementedError(f"{type(self).__name__} does not share forward passes")
+
+    def step(self, logits: Tensor) -> None:
+        """One step from the logits of ``model_inputs()`` (``shares_forward`` runs)."""
+        raise NotImplementedError(f"{type(self).__name__} does not share forward passes")
+
+    def skip(self) -> None:
+        """Take a step that needs no model call (``needs_model`` False, not done)."""
+        raise NotImplementedError(f"{type(self).__name__} has no steps to skip")
+
+    def advance(self) -> None:
+        """One step on its own (a model call, or a skipped empty step)."""
+        raise NotImplementedError
+
+    def view(self) -> Tensor:
+        """(B, gen_length) the generation region now, ``mask_id`` where nothing is committed."""
+        raise NotImplementedError
+
+    def result(self) -> GenerateResult:
+        raise NotImplementedError
+
+    def run(self) -> GenerateResult:
+        """Step until done; the result."""
+        with torch.no_grad():
+            while not self.done:
+                self.advance()
+        return self.result()
+
+    def _report(self) -> None:
+        if self.on_view is not None:
+            self.on_view(self.steps, self.view())
+
+
+StepError = Callable[[DecoderRun, BaseException], None]
+"""``on_error(run, exc)``: a run's own step failed (see ``step_together``)."""
+
+
+def step_together(runs: Sequence[DecoderRun], *, on_error: StepError | None = None) -> int:
+    """One step of every run, sharing one forward pass among those that need the model.
+
+    The runs must all ``shares_forward`` and share one model; they may differ in canvas
+    length, generation length, steps, policy, temperature and generator. Inputs shorter than
+    the longest are left-padded (padding masked out), so each row's logits at its own columns
+    are those of the row alone; a row's logits are cut back to its own columns (and shifted,
+    for ``logit_shift`` models) before its ``step``. Runs whose next step needs no model call
+    skip it instead. Finished runs are left alone. Returns the number of rows in the forward
+    (0 = none).
+
+    A failure of the shared forward raises. With ``on_error``, a failure of one run's own
+    step (its policy, constraints or step callback) is passed to ``on_error`` instead and the
+    others step on; the failed run is left mid-step and must not be stepped again.
+    """
+
+    def guarded(r: DecoderRun, fn: Callable[[], Any]) -> bool:
+        if on_error is None:
+            fn()
+            return True
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 -- handed to the caller, the others go on
+            on_error(r, e)
+            return False
+        return True
+
+    todo = []
+    for r in runs:
+        if r.done or (not r.needs_model and not guarded(r, r.skip)):
+            continue
+        if r.needs_model:
+            todo.append(r)
+    if not todo:
+        return 0
+    model = todo[0].model
+    if any(r.model is not model for r in todo):
+        raise ValueError("step_together needs runs of one model")
+    for r in todo:
+        if not r.shares_forward:
+            raise UserError(r.why_alone)
+    inputs = [r.model_inputs() for r in todo]
+    if len(inputs) == 1:
+        tokens, attn = inputs[0]
+    else:
+        L = max(t.shape[1] for t, _ in inputs)
+        padded = any(t.shape[1] < L or a is not None for t, a in inputs)
+        parts, masks = [], []
+        for r, (t, a) in zip(todo, inputs, strict=True):
+            pad = L - t.shape[1]
+            # any id will do for padding: it is masked out
+            parts.append(torch.nn.functional.pad(t, (pad, 0), value=r.mask_id))
+            if padded:
+                real = torch.ones_like(t, dtype=torch.bool) if a is None else a.bool()
+                masks.append(torch.nn.functional.pad(real, (pad, 0), value=False))
+        tokens = torch.cat(parts, dim=0)  # (N, L)
+        attn = torch.cat(masks, dim=0) if padded else None  # (N, L)
+    with torch.no_grad():
+        logits = call_model(model, tokens, attn)  # (N, L, V)
+    row = 0
+    for r, (t, _) in zip(todo, inputs, strict=True):
+        n, length = t.shape
+        own = logits[row : row + n, logits.shape[1] - length :]  # (n, length, V)
+        row += n
+        guarded(r, lambda r=r, own=own: r.step(shift_logits(own) if r.shift else own))
+    return tokens.shape[0]
+
+
+__all__ = [
+    "DecoderRun",
+    "GenerateResult",
+    "MaskPredictor",
+    "StepCallback",
+    "StepError",
+    "ViewCallback",
+    "cut_at_eos",
+    "decode_generations",
+    "make_generator",
+    "model_device",
+    "rows_finished",
+    "step_together",
+]

@@ -1,0 +1,124 @@
+"""Decoders by name, and the one choice of a decoder from a checkpoint's facts.
+
+A decoder is a small class registered under a name (``register_decoder``): ``check(facts,
+config)`` refuses, with one ``UserError`` line, what the checkpoint cannot do with it, and
+``start(target, prompt_ids, config, on_view=...)`` returns its ``DecoderRun`` (the protocol of
+``unmask.sampling.protocol``). ``choose_decoder(facts, config)`` is the only place that maps a
+checkpoint (``unmask.facts.ModelFacts``) and the user's options (``SampleConfig.decoder``,
+``auto`` = the checkpoint's own) to a decoder; the CLI, the server and the benchmarks reach
+it through ``unmask.api``.
+
+The decoders register themselves in their own modules (``loop``: ``llada``; ``blocks``:
+``bd3lm``; ``sedd``: ``sedd``; ``ar``: ``ar``), which ``unmask.sampling`` imports. Adding a
+decoder = one new module with a ``Decoder`` subclass under ``@register_decoder(name)`` and
+its import in ``unmask.sampling`` (docs/architecture.md has a worked example).
+
+Inside: ``Target``, ``Decoder``, ``DECODERS``, ``register_decoder``, ``choose_decoder``,
+``refuse_top_k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from torch import Tensor
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.facts import ModelFacts
+from unmask.sampling.protocol import DecoderRun, ViewCallback
+
+Prompts = Sequence[Sequence[int]] | Sequence[int] | Tensor
+"""One prompt (ids), a batch (a list of lists, left-padded), or a 2-D tensor."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a decoder runs on: the checkpoint's model and facts, and any further models a
+    decoder needs by role (a speculative decoder's ``verifier``, say)."""
+
+    model: Any
+    """The mask predictor (or causal model): ``model(tokens, attention_mask=...) -> logits``."""
+    facts: ModelFacts
+    aux: Mapping[str, Any] = field(default_factory=dict)
+    """Further models by role; empty for every single-model decoder."""
+
+
+class Decoder:
+    """One way of decoding a checkpoint (subclass it and ``@register_decoder(name)``)."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    """One line for ``--help`` and docs."""
+
+    def check(self, facts: ModelFacts, config: SampleConfig) -> None:
+        """Refuse, with one ``UserError`` line, a combination this checkpoint cannot do."""
+
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
+        """The run for ``prompt_ids`` (``config.decoder`` is this decoder's name)."""
+        raise NotImplementedError
+
+
+DECODERS: dict[str, Decoder] = {}
+"""Registered decoders by name (``SampleConfig.decoder``)."""
+
+D = TypeVar("D", bound=type[Decoder])
+
+
+def register_decoder(name: str) -> Callable[[D], D]:
+    """Class decorator: register one instance of a ``Decoder`` subclass under ``name``."""
+
+    def deco(cls: D) -> D:
+        cls.name = name
+        DECODERS[name] = cls()
+        return cls
+
+    return deco
+
+
+def refuse_top_k(decoder: str, config: SampleConfig) -> None:
+    """top-k / top-p truncate one token's distribution: only the ``ar`` decoder has one."""
+    if config.top_k is not None or config.top_p is not None:
+        raise UserError(
+            f"top_k and top_p apply to autoregressive (causal) models only, not decoder {decoder!r}"
+        )
+
+
+def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
+    """The decoder for a checkpoint with ``facts`` and the user's ``config``: ``config.decoder``,
+    or the checkpoint's own for ``auto`` (``ModelFacts.default_decoder``). A combination the
+    checkpoint cannot do is refused here with one ``UserError`` line: an unknown decoder, a
+    decoder that needs other attention or another objective, a KV cache on a model without
+    one, options the decoder has no use for (top_k on diffusion, cfg on AR, ...)."""
+    name = facts.default_decoder if config.decoder == "auto" else config.decoder
+    if name not in DECODERS:
+        known = ", ".join(["auto", *sorted(DECODERS)])
+        raise UserError(f"unknown decoder {config.decoder!r}; choose one of {known}")
+    if config.cache != "none" and not facts.has_kv_cache:
+        raise UserError(
+            f"cache {config.cache!r} needs a model with a KV cache "
+            "(unmask.model.Transformer); this one has none: use cache 'none'"
+        )
+    decoder = DECODERS[name]
+    decoder.check(facts, config)
+    return decoder
+
+
+__all__ = [
+    "DECODERS",
+    "Decoder",
+    "Prompts",
+    "Target",
+    "choose_decoder",
+    "refuse_top_k",
+    "register_decoder",
+]
