@@ -314,3 +314,29 @@ def test_the_docs_example_decoder_is_one_file_and_one_registration(checkpoints, 
     assert served == out.ids
     with pytest.raises(UserError, match="decoder 'oneshot' needs a bidirectional model"):
         choose_decoder(AR, config)
+
+
+@pytest.mark.parametrize("kind", list(OPTIONS))
+def test_the_http_server_decodes_like_the_api(kind, checkpoints):
+    """``/v1/completions`` returns the API's text, NFE and steps for every checkpoint kind:
+    the served bd3lm checkpoint runs the block decoder, not the plain masked loop."""
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    loaded = unmask.load(checkpoints[kind])
+    config = _config(kind)
+    out = api.generate(loaded, ["In the"], config=config)
+    body = {"prompt": "In the", "max_tokens": 8, "steps": 8, "seed": 3,
+            "temperature": config.temperature}
+    with TestClient(create_app(loaded, access_log=False)) as client:
+        r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["choices"][0]["text"] == out.texts[0]
+    assert (got["nfe"], got["steps"]) == (out.nfe, out.steps)
+    if kind == "bd3lm":  # the block sampler's count, not the masked loop's
+        blocks = sample_blocks(loaded.model, [TOK.encode("In the")], config,
+                               mask_id=loaded.config.mask_id, pad_id=loaded.config.pad_id,
+                               eos_id=loaded.config.eos_id)
+        assert got["nfe"] == blocks.nfe

@@ -475,6 +475,39 @@ SEDD_POLICY_ALIASES: dict[str, str] = {"sedd-analytic": "analytic", "sedd-euler"
 """Old ``policy`` spellings of the SEDD decoder and the ``sedd_sampler`` each stands for."""
 
 
+DEFAULT_MAX_LEN_TOKENS = 16
+"""Default longest length, in tokens, of a gap whose constraint allows unbounded text
+(``unmask.infill.template.DEFAULT_MAX_LEN``)."""
+
+
+@dataclass(kw_only=True)
+class InfillOptions:
+    """How ``infill`` chooses the lengths of variable-length gaps."""
+
+    max_candidates: int = 6
+    """Lengths tried per variable gap: all if its range is this small, else this many evenly
+    spaced (both ends kept)."""
+    max_joint: int = 24
+    """Try every combination of candidate lengths when there are at most this many; else one gap
+    at a time."""
+    elbo_samples: int = 16
+    """Noisy copies per candidate in the ELBO estimate (the budget of masks)."""
+    elbo_seed: int = 0
+    """Seed of the ELBO noise (fixed, so candidates are compared on the same noise)."""
+    default_max_len: int = DEFAULT_MAX_LEN_TOKENS
+    """Longest length, in tokens, tried for a gap whose constraint allows unbounded text and no
+    max_len is given (``unmask.infill.template.DEFAULT_MAX_LEN``)."""
+    length_mode: str = "auto"
+    """How variable-length gaps get their length: ``elbo`` (fill each candidate length, keep the
+    lowest ELBO per token; any model), ``empty`` (one pass at the longest length, unused trailing
+    slots filled with [EMPTY] and dropped; models trained with --empty-rate), ``auto`` (empty
+    when the model has an [EMPTY] token, else elbo)."""
+
+
+LENGTH_MODES = ("auto", "elbo", "empty")
+"""How variable-length gaps get their length (``InfillOptions.length_mode``)."""
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 

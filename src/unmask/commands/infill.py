@@ -57,9 +57,13 @@ def live_view(args: argparse.Namespace, tokenizer: Any) -> Any:
     return view if view.enabled else None
 
 
+CHARSET_NAMES = ("digits", "lowercase", "uppercase", "alpha", "alnum", "word")
+"""The names of ``unmask.infill.dfa.NAMED_CLASSES``, listed here so that ``--help`` does not
+import the infill package (and torch); a test keeps the two equal."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    from unmask.infill import LENGTH_MODES, InfillOptions
-    from unmask.infill.dfa import NAMED_CLASSES
+    from unmask.config import LENGTH_MODES, InfillOptions  # torch-free: --help stays fast
 
     p = sub.add_parser(
         "infill",
@@ -86,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="the gap's text matches PATTERN in full (the subset in "
                            "docs/infill.md); repeatable")
     gaps.add_argument("--charset", action="append", default=[], metavar="GAP=CLASS",
-                      help=f"every character of the gap is in CLASS: {', '.join(NAMED_CLASSES)}; "
+                      help=f"every character of the gap is in CLASS: {', '.join(CHARSET_NAMES)}; "
                            "repeatable")
     gaps.add_argument("--ban", action="append", default=[], metavar="WORD",
                       help="no gap holds a token containing WORD; repeatable")

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor
 
 from unmask.canvas import Canvas
-from unmask.config import SampleConfig
+from unmask.config import LENGTH_MODES, InfillOptions, SampleConfig  # noqa: F401 (re-exported)
 from unmask.errors import UserError
 from unmask.evaluate import sequence_elbo
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
-from unmask.infill.template import DEFAULT_MAX_LEN, Gap, Plan, Spans, layouts_canvas, plan_template
+from unmask.infill.template import Gap, Plan, Spans, layouts_canvas, plan_template
 from unmask.sampling import make_generator, sample
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -188,31 +188,7 @@ def _refill(
 # -- templates --------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
-class InfillOptions:
-    """How ``infill`` chooses the lengths of variable-length gaps."""
-
-    max_candidates: int = 6
-    """Lengths tried per variable gap: all if its range is this small, else this many evenly
-    spaced (both ends kept)."""
-    max_joint: int = 24
-    """Try every combination of candidate lengths when there are at most this many; else one gap
-    at a time."""
-    elbo_samples: int = 16
-    """Noisy copies per candidate in the ELBO estimate (the budget of masks)."""
-    elbo_seed: int = 0
-    """Seed of the ELBO noise (fixed, so candidates are compared on the same noise)."""
-    default_max_len: int = DEFAULT_MAX_LEN
-    """Longest length, in tokens, tried for a gap whose constraint allows unbounded text and no
-    max_len is given."""
-    length_mode: str = "auto"
-    """How variable-length gaps get their length: ``elbo`` (fill each candidate length, keep the
-    lowest ELBO per token; any model), ``empty`` (one pass at the longest length, unused trailing
-    slots filled with [EMPTY] and dropped; models trained with --empty-rate), ``auto`` (empty
-    when the model has an [EMPTY] token, else elbo)."""
-
-
-LENGTH_MODES = ("auto", "elbo", "empty")
+# InfillOptions and LENGTH_MODES live in unmask.config (torch-free: the CLI's --help)
 
 
 @dataclass

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from unmask.canvas import Canvas
+from unmask.config import DEFAULT_MAX_LEN_TOKENS
 from unmask.errors import UserError
 from unmask.infill.automaton import GapConstraint, TokenAutomaton, cached_automaton, vocab_of
 from unmask.infill.dfa import (
@@ -49,7 +50,7 @@ from unmask.infill.dfa import (
 from unmask.infill.regex import compile_regex
 from unmask.messages import plural
 
-DEFAULT_MAX_LEN = 16
+DEFAULT_MAX_LEN = DEFAULT_MAX_LEN_TOKENS
 """Upper length bound (tokens) of a gap whose constraint allows unbounded text (``\\d+``)."""
 
 
