@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
                               temperature=args.temperature, seed=args.seed + i)
         show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", prompt, config)
     for j, template in enumerate(BLANKS, len(PROMPTS) + 1):
-        shown = re.sub(r"\[MASK:[0-9-]+\]", " ____", template)
+        shown = re.sub(r" ?\[MASK:[0-9-]+\]", " ____", template)
         print(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {shown}")
         view = LiveView(tok, start=0, enabled=live_ok)
         filled = api.infill(m, template, config=SampleConfig(steps=8, seed=args.seed),
