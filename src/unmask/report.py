@@ -346,6 +346,9 @@ class RunReport:
             rows.append(("gen ppl", f"{q['gen_ppl']:.2f} under {q['scorer']}, unigram entropy "
                                     f"{q['entropy']:.3f} nats ({q['samples']} samples of "
                                     f"{q['gen_length']} tokens)"))
+            if q.get("sampling"):
+                rows.append(("sampled with", ", ".join(f"{k} {v}" for k, v in
+                                                      q["sampling"].items())))
         if self.plot:
             rows.append(("loss curve", self.plot))
         width = max(len(label) for label, _ in rows)

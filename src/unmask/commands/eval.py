@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from unmask.commands import add_json_flag, add_runtime_flags, add_seed_flag
+from unmask.commands import add_json_flag, add_runtime_flags, add_seed_flag, given_fields
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
 from unmask.errors import UserError
 
@@ -75,8 +75,9 @@ def _plot(report: Any, summary: Any, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unmask import api
     from unmask.checkpoint import load
-    from unmask.config import TrainConfig, resolve_device
+    from unmask.config import SampleConfig, TrainConfig, resolve_device
     from unmask.report import (
         PLOT_NAME,
         RunReport,
@@ -106,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
+    # samples are drawn as `unmask generate` draws them: flags not given take the
+    # checkpoint's recommended sampling options (sample_defaults)
+    config = api.sample_config(loaded, given_fields(SampleConfig, args))
     data = args.data or (cfg.data if cfg else None)
     if cfg is None and args.data:  # an imported checkpoint: evaluate as its attention says
         causal = getattr(model.config, "attention", None) == "causal"
@@ -159,16 +163,13 @@ def _score(report: Any, loaded: Any, config: Any, data: str | None, args: argpar
     q = sample_quality(loaded.tokenizer, prompts, sampler=_sampler(loaded, config, device),
                        scorer=scorer, gen_length=config.gen_length,
                        eos_id=getattr(loaded.model.config, "eos_id", None))
-    report.sample_quality = dataclasses.asdict(q)
+    report.sample_quality = {**dataclasses.asdict(q), "sampling": {
+        "temperature": config.temperature, "block_length": config.block_length,
+        "steps": config.steps, "policy": config.policy}}
 
 
 def _sampler(loaded: Any, config: Any, device: str) -> Any:
-    """Prompt ids -> GenerateResult, decoded the way ``unmask generate`` decodes: through
-    ``unmask.api`` (one decoding path, issue 15) where it exists, else the CLI's sampler."""
-    try:
-        from unmask.api import run_to_end, start
-    except ImportError:
-        from unmask.commands.generate import run_sampler
+    """Prompt ids -> GenerateResult, decoded as ``unmask generate`` decodes (``unmask.api``)."""
+    from unmask.api import run_to_end, start
 
-        return lambda ids: run_sampler(loaded.model, ids, config, device=device)
     return lambda ids: run_to_end(start(loaded, ids, config), device=device)[0]
