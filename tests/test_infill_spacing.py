@@ -284,3 +284,20 @@ def test_choices_are_tried_at_the_lengths_the_tokenizer_gives_them():
     # A length given by the user is searched as before.
     plan = plan_template(["to ", Gap(max_len=3, choices=["Paris", "Rome"]), "."], CITY)
     assert plan.holes[0].candidates == [1, 2, 3]
+
+
+def test_a_blank_in_a_generate_prompt_takes_the_space_before_it():
+    """``unmask.api.encode_prompt``: "the [MASK] sat" leaves the space to the blank, so a
+    space-led fill (" cat") reads "the cat sat", not "the  cat sat"."""
+    from unmask.api import encode_prompt
+
+    mask = BPE.hf.id_to_token(BPE.mask_id)
+    ids = encode_prompt(BPE, f"The {mask} sat on the mat.")
+    assert ids == [*BPE.encode("The"), BPE.mask_id, *BPE.encode(" sat on the mat.")]
+    filled = [tid(b" cat") if i == BPE.mask_id else i for i in ids]
+    assert BPE.decode(filled) == "The cat sat on the mat."
+    # a tokenizer without space-led words keeps the text as written
+    byte = byte_tokenizer()
+    mask = byte.hf.id_to_token(byte.mask_id)
+    expected = [*byte.encode("a "), byte.mask_id, *byte.encode("b")]
+    assert encode_prompt(byte, f"a {mask}b") == expected

@@ -192,16 +192,26 @@ def generate(
 
 def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     """Ids of a generate prompt: plain text (``tokenizer.encode``), except that the mask
-    token's own string (``[MASK]``) is a blank: the mask id, which the decoder fills."""
+    token's own string (``[MASK]``) is a blank: the mask id, which the decoder fills. With a
+    tokenizer whose words carry their leading space, a space right before a blank is left
+    to the blank's token."""
     hf = getattr(tokenizer, "hf", None)
     mask_id = getattr(tokenizer, "mask_id", None)
     mask = hf.id_to_token(mask_id) if hf is not None and mask_id is not None else None
     if not mask or mask not in text:
         return tokenizer.encode(text)
+    from unmask.infill.template import joins_spaces
+
+    # A BPE word token carries its leading space (" High"): the space before a blank is
+    # left to the blank, as infill gaps take it (docs/infill.md), or the text doubles it.
+    take_space = joins_spaces(tokenizer)
+    pieces = text.split(mask)
     ids: list[int] = []
-    for k, piece in enumerate(text.split(mask)):
+    for k, piece in enumerate(pieces):
         if k:
             ids.append(mask_id)
+        if take_space and k < len(pieces) - 1 and piece.endswith(" "):
+            piece = piece[:-1]
         if piece:
             ids.extend(tokenizer.encode(piece))
     return ids
