@@ -53,6 +53,7 @@ def start(
     config: SampleConfig,
     *,
     step_callback: ViewCallback | None = None,
+    draft: Loaded | None = None,
 ) -> DecoderRun:
     """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped.
 
@@ -60,13 +61,23 @@ def start(
     ``step_callback(step, view)`` gets the (B, gen_length) generation region after every
     step (``mask_id`` where nothing is committed yet). Raises ``UserError`` for options the
     checkpoint cannot do, before any model call.
+
+    ``draft``: a loaded diffusion checkpoint of the same tokenizer that drafts for this
+    causal one (decoder ``speculative``, which ``auto`` then means); ``Target.aux["drafter"]``.
     """
     from unmask.sampling import Target, choose_decoder
 
     facts = facts_of(loaded)
+    aux: dict[str, Any] = {}
+    if draft is not None:
+        if config.decoder not in ("auto", "speculative"):
+            raise UserError(f"a drafter applies to decoder 'speculative', not {config.decoder!r}")
+        config = dataclasses.replace(config, decoder="speculative")
+        aux = {"drafter": draft.model, "drafter_facts": facts_of(draft)}
     decoder = choose_decoder(facts, config)
     config = dataclasses.replace(config, decoder=decoder.name)
-    run = decoder.start(Target(loaded.model, facts), prompt_ids, config, on_view=step_callback)
+    target = Target(loaded.model, facts, aux)
+    run = decoder.start(target, prompt_ids, config, on_view=step_callback)
     run.decoder = decoder.name
     return run
 
@@ -144,12 +155,14 @@ def generate(
     template: ChatTemplate | None = None,
     system: str | None = None,
     step_callback: ViewCallback | None = None,
+    draft: Loaded | None = None,
 ) -> Generation:
     """Continue each prompt with ``config.gen_length`` tokens (fewer when a decoder stops at
     EOS) by the checkpoint's decoder (``start``).
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
+    ``draft``: a diffusion drafter for a causal checkpoint (``start``).
     """
     config = config or SampleConfig()
     texts_in = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -165,7 +178,7 @@ def generate(
         raise UserError("a system message needs a chat template")
     else:
         prompt_ids = [encode_prompt(tok, p) for p in texts_in]
-    run = start(loaded, prompt_ids, config, step_callback=step_callback)
+    run = start(loaded, prompt_ids, config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     facts = facts_of(loaded)
     if template is not None:

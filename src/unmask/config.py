@@ -401,7 +401,8 @@ class SampleConfig:
     decoder: str = "auto"
     """Decoder by registry name (``unmask.sampling.DECODERS``): ``auto`` (the checkpoint's own:
     ``llada`` for masked diffusion, ``bd3lm`` for block diffusion, ``sedd`` for SEDD, ``ar``
-    for causal models), or one of those names; a decoder the checkpoint cannot run is refused."""
+    for causal models, ``speculative`` for a causal model given a diffusion drafter), or one
+    of those names; a decoder the checkpoint cannot run is refused."""
     gen_length: int = 64
     """Number of tokens to generate after the prompt."""
     steps: int = 64
@@ -451,8 +452,12 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample among the k most likely tokens."""
     top_p: float | None = None
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
+    draft_length: int = 8
+    """Decoder ``speculative``: tokens the diffusion drafter proposes per round (>= 1)."""
 
     def __post_init__(self) -> None:
+        if self.draft_length < 1:
+            raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
         for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
             value = getattr(self, name)
             if value not in allowed:

@@ -10,7 +10,9 @@
 - The decoders, one module each: ``llada`` (``loop``: ``Denoiser``, LLaDA's reverse process
   with commit policies and caches; ``generate`` / ``sample``), ``bd3lm`` (``blocks``:
   ``BlockRun``, ``sample_blocks``), ``sedd`` (``sedd``: ``SEDDRun``, ``sample_sedd`` /
-  ``generate_sedd``, Euler and analytic steps), ``ar`` (``ar``: ``ARRun``, ``generate_ar``).
+  ``generate_sedd``, Euler and analytic steps), ``ar`` (``ar``: ``ARRun``, ``generate_ar``),
+  ``speculative`` (``speculative``: ``SpeculativeRun``, a diffusion drafter for a causal
+  verifier).
 - ``CommitPolicy``, ``POLICIES``, ``register_policy`` (``policies``): which proposals the
   ``llada`` / ``bd3lm`` decoders keep: ``llada`` (scheduled), ``threshold`` / ``factor``
   (Fast-dLLM), ``entropy`` (EB-sampler); ``CONFIDENCES``, ``REMASKING``: how they are scored.
@@ -66,6 +68,7 @@ from unmask.sampling.sedd import (
     sample_sedd,
     uses_sedd_sampler,
 )
+from unmask.sampling.speculative import SpeculativeResult, SpeculativeRun
 
 __all__ = [
     "ARRun",
@@ -74,6 +77,8 @@ __all__ = [
     "Decoder",
     "DecoderRun",
     "SEDDRun",
+    "SpeculativeResult",
+    "SpeculativeRun",
     "Target",
     "ViewCallback",
     "choose_decoder",

@@ -9,9 +9,10 @@ checkpoint (``unmask.facts.ModelFacts``) and the user's options (``SampleConfig.
 it through ``unmask.api``.
 
 The decoders register themselves in their own modules (``loop``: ``llada``; ``blocks``:
-``bd3lm``; ``sedd``: ``sedd``; ``ar``: ``ar``), which ``unmask.sampling`` imports. Adding a
-decoder = one new module with a ``Decoder`` subclass under ``@register_decoder(name)`` and
-its import in ``unmask.sampling`` (docs/architecture.md has a worked example).
+``bd3lm``; ``sedd``: ``sedd``; ``ar``: ``ar``; ``speculative``: ``speculative``), which
+``unmask.sampling`` imports. Adding a decoder = one new module with a ``Decoder`` subclass
+under ``@register_decoder(name)`` and its import in ``unmask.sampling`` (docs/architecture.md
+has a worked example; ``speculative`` is one).
 
 Inside: ``Target``, ``Decoder``, ``DECODERS``, ``register_decoder``, ``choose_decoder``,
 ``refuse_top_k``.

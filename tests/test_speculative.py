@@ -1,0 +1,279 @@
+"""Two-model speculative decoding (decoder ``speculative``): lossless against AR decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from unmask import api
+from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
+from unmask.facts import ModelFacts
+from unmask.loaded import Loaded
+from unmask.model import Transformer
+from unmask.sampling import choose_decoder, generate_ar
+from unmask.sampling import speculative as spec_mod
+from unmask.sampling.speculative import SpeculativeRun
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+def transformer(attention: str, seed: int, vocab: int | None = None) -> Transformer:
+    cfg = model_preset(
+        "tiny",
+        vocab_size=vocab or TOK.vocab_size,
+        max_seq_len=64,
+        attention=attention,
+        init_std=0.3,
+        **TOK.special_ids(),
+    )
+    torch.manual_seed(seed)
+    return Transformer(cfg).double().eval()
+
+
+def loaded(model: nn.Module) -> Loaded:
+    return Loaded(model=model, tokenizer=TOK, config=model.config, path=Path("runs/x"))
+
+
+class Counting(nn.Module):
+    """Wraps a model, counting its forwards."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config, self.calls = inner, inner.config, 0
+        self.supports_kv_cache = getattr(inner, "supports_kv_cache", False)
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        self.calls += 1
+        return self.inner(tokens, attention_mask, **kw)
+
+
+PROMPTS = [[10, 20, 30, 40, 50], [7, 8], [100, 101, 102, 103, 104, 105, 106, 107]]
+
+
+@pytest.mark.parametrize("draft_length", [1, 3, 8])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_greedy_equals_ar_greedy_with_a_random_drafter(draft_length, seed):
+    verifier = transformer("causal", seed)
+    drafter = transformer("bidirectional", seed + 10)
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=24, eos_id=None)
+    for prompts in (PROMPTS, PROMPTS[:1]):
+        run = SpeculativeRun(
+            verifier, drafter, prompts, max_new_tokens=24, draft_length=draft_length,
+            eos_id=None,
+        )
+        r = run.run()
+        assert r.gen_ids == ar.gen_ids[: len(prompts)]
+        if len(prompts) == len(PROMPTS):  # the same padded canvas
+            assert r.tokens.tolist() == ar.tokens.tolist() and r.region == ar.region
+        assert r.nfe == r.verifier_nfe + r.drafter_nfe
+
+
+def test_greedy_stops_at_eos_like_ar():
+    verifier = transformer("causal", 3)
+    drafter = transformer("bidirectional", 4)
+    free = generate_ar(verifier, PROMPTS, max_new_tokens=20, eos_id=None)
+    eos = free.gen_ids[0][6]  # a token row 0 emits: treat it as EOS
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=20, eos_id=eos, pad_id=0)
+    r = SpeculativeRun(
+        verifier, drafter, PROMPTS, max_new_tokens=20, draft_length=4, eos_id=eos, pad_id=0
+    ).run()
+    assert r.gen_ids == ar.gen_ids
+    assert eos in r.gen_ids[0]
+
+
+def test_api_greedy_equals_ar_and_auto_picks_speculative_with_a_drafter():
+    verifier = loaded(transformer("causal", 5))
+    drafter = loaded(transformer("bidirectional", 6))
+    cfg = SampleConfig(gen_length=16, draft_length=4)
+    ar = api.generate(verifier, ["hello", "ab"], config=cfg)
+    assert ar.decoder == "ar"
+    sp = api.generate(verifier, ["hello", "ab"], config=cfg, draft=drafter)
+    assert sp.decoder == "speculative"
+    assert sp.ids == ar.ids and sp.texts == ar.texts
+    assert sp.result.nfe == sp.result.verifier_nfe + sp.result.drafter_nfe == sp.nfe
+
+
+class Oracle(nn.Module):
+    """A 'diffusion' drafter that is sure of ``seq[p]`` at canvas column p."""
+
+    def __init__(self, config, seq: list[int]) -> None:
+        super().__init__()
+        self.config = dataclasses.replace(config, attention="bidirectional")
+        self.seq = seq
+
+    def forward(self, tokens, attention_mask=None):
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, self.config.vocab_size, dtype=torch.float64)
+        for p in range(L):
+            logits[:, p, self.seq[p]] = 10.0
+        return logits
+
+
+def test_nfe_counts_both_models_and_a_perfect_drafter_commits_k_plus_one():
+    verifier = Counting(transformer("causal", 7))
+    prompt = [10, 20, 30]
+    ar = generate_ar(verifier.inner, prompt, max_new_tokens=20, eos_id=None)
+    drafter = Counting(Oracle(verifier.config, prompt + ar.gen_ids[0]))
+    r = SpeculativeRun(
+        verifier, drafter, prompt, max_new_tokens=20, draft_length=4, eos_id=None
+    ).run()
+    assert r.gen_ids == ar.gen_ids
+    assert r.steps == 4  # 5 tokens a round
+    assert (r.verifier_nfe, r.drafter_nfe, r.nfe) == (verifier.calls, drafter.calls, 8)
+    assert r.accepted == r.drafted == 16
+    # a random drafter: still counted, one of each per round (the last round may skip drafting)
+    verifier.calls = 0
+    drafter = Counting(transformer("bidirectional", 8))
+    r = SpeculativeRun(
+        verifier, drafter, prompt, max_new_tokens=20, draft_length=4, eos_id=None
+    ).run()
+    assert r.verifier_nfe == verifier.calls == r.steps
+    assert r.drafter_nfe == drafter.calls <= r.steps
+    assert r.nfe == verifier.calls + drafter.calls
+
+
+# ---- sampling: the output distribution is the verifier's -----------------------------------
+
+V, MASK = 5, 4  # tokens 0..3, mask 4
+
+
+@dataclasses.dataclass
+class Cfg:
+    attention: str
+    vocab_size: int = V
+    mask_id: int = MASK
+    pad_id: int = 0
+    eos_id: int | None = None
+    max_seq_len: int = 64
+
+
+TABLE = torch.tensor(  # verifier: next-token logits given the current token (a Markov chain)
+    [[2.0, 0.0, -1.0, 0.5, 0.0], [-1.0, 1.5, 0.0, 0.3, 0.0], [0.0, 0.0, 2.0, -2.0, 0.0],
+     [1.0, -1.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]],
+    dtype=torch.float64,
+)
+
+
+class Markov(nn.Module):
+    supports_kv_cache = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = Cfg("causal")
+
+    def forward(self, tokens, attention_mask=None, *, cache=None, start=0):
+        if cache is not None:
+            cache.length = max(cache.length, start + tokens.shape[1])
+        return TABLE[tokens]  # (B, L, V)
+
+
+class FixedDrafter(nn.Module):
+    """Sure-ish of token 0 everywhere (far from the verifier)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = Cfg("bidirectional")
+
+    def forward(self, tokens, attention_mask=None):
+        row = torch.tensor([1.5, 0.2, -0.5, 0.8, 0.0], dtype=torch.float64)
+        return row.expand(*tokens.shape, V).clone()
+
+
+def exact_marginals(last: int, n: int) -> list[torch.Tensor]:
+    """Exact distributions of the verifier's tokens 1..n after ``last`` (mask forbidden)."""
+    t = TABLE.clone()
+    t[:, MASK] = float("-inf")
+    P = torch.softmax(t, dim=-1)  # (V, V) transition
+    dist = torch.zeros(V, dtype=torch.float64)
+    dist[last] = 1.0
+    out = []
+    for _ in range(n):
+        dist = dist @ P
+        out.append(dist)
+    return out
+
+
+def empirical(draw, n: int, runs: int) -> list[torch.Tensor]:
+    counts = torch.zeros(n, V, dtype=torch.float64)
+    for ids in draw(runs):
+        for j in range(n):
+            counts[j, ids[j]] += 1
+    return list(counts / counts.sum(dim=1, keepdim=True))
+
+
+def sampled(runs: int, *, batch: bool, gen: int = 3, k: int = 2) -> list[list[int]]:
+    prompt = [1, 2]
+    if batch:  # one batch: every row commits the fewest tokens any row accepted
+        r = SpeculativeRun(
+            Markov(), FixedDrafter(), [prompt] * runs, max_new_tokens=gen, draft_length=k,
+            temperature=1.0, eos_id=None, generator=torch.Generator().manual_seed(0),
+        ).run()
+        return r.gen_ids
+    out = []
+    for s in range(runs):
+        r = SpeculativeRun(
+            Markov(), FixedDrafter(), prompt, max_new_tokens=gen, draft_length=k,
+            temperature=1.0, eos_id=None, generator=torch.Generator().manual_seed(s),
+        ).run()
+        out += r.gen_ids
+    return out
+
+
+def tv(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().sum() / 2)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_sampling_matches_the_verifier_distribution(batch):
+    exact = exact_marginals(2, 3)
+    got = empirical(lambda n: sampled(n, batch=batch), 3, 3000 if batch else 1500)
+    for e, g in zip(exact, got, strict=True):  # fixed seeds: deterministic
+        assert tv(e, g) < 0.05, (e, g)
+
+
+def test_a_wrong_acceptance_rule_fails_the_same_check(monkeypatch):
+    def always_accept(draft, q, p, generator=None):
+        B, k = draft.shape
+        bonus = spec_mod._draw(p[:, k], generator)
+        return torch.full((B,), k), torch.cat([draft, bonus[:, None]], dim=1)
+
+    monkeypatch.setattr(spec_mod, "accept_sampled", always_accept)
+    exact = exact_marginals(2, 2)
+    got = empirical(lambda n: sampled(n, batch=False), 2, 1000)
+    assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) > 0.1
+
+
+# ---- refusals --------------------------------------------------------------------------------
+
+
+def test_refusals():
+    ar_model = loaded(transformer("causal", 0))
+    diff = loaded(transformer("bidirectional", 1))
+    cfg = SampleConfig(gen_length=8, decoder="speculative")
+    with pytest.raises(UserError, match="needs a drafter"):
+        api.start(ar_model, [5, 6], cfg)
+    with pytest.raises(UserError, match="needs a causal"):
+        api.start(diff, [5, 6], cfg, draft=diff)
+    with pytest.raises(UserError, match="must be a diffusion model"):
+        api.start(ar_model, [5, 6], cfg, draft=ar_model)
+    other = loaded(transformer("bidirectional", 1, vocab=TOK.vocab_size + 3))
+    with pytest.raises(UserError, match="vocabulary"):
+        api.start(ar_model, [5, 6], cfg, draft=other)
+    with pytest.raises(UserError, match="draft_length must be >= 1"):
+        SampleConfig(draft_length=0)
+    bad = SampleConfig(decoder="speculative")
+    bad.draft_length = 0
+    with pytest.raises(UserError, match="draft_length must be >= 1"):
+        choose_decoder(ModelFacts.of(ar_model.config), bad)
+    with pytest.raises(UserError, match="applies to decoder 'speculative'"):
+        api.start(ar_model, [5, 6], SampleConfig(decoder="ar"), draft=diff)
+    for draft in (None, ar_model, other):  # each refusal is one line
+        with pytest.raises(UserError) as e:
+            api.start(ar_model, [5], cfg, draft=draft)
+        assert "\n" not in str(e.value)
