@@ -277,3 +277,33 @@ def test_refusals():
         with pytest.raises(UserError) as e:
             api.start(ar_model, [5], cfg, draft=draft)
         assert "\n" not in str(e.value)
+
+
+def test_cli_draft_flag_decodes_like_the_causal_model(tmp_path, capsys):
+    """``unmask generate --model AR --draft DIFFUSION``: greedy output equals the AR
+    checkpoint's own greedy output, and the decoder is reported; a drafter with another
+    decoder asked for is a one-line error (exit 2)."""
+    import json
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+
+    def save(attention: str, seed: int) -> str:
+        torch.manual_seed(seed)
+        cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64,
+                           attention=attention, init_std=0.3, **TOK.special_ids())
+        return str(save_checkpoint(tmp_path / attention, model=Transformer(cfg).eval(),
+                                   tokenizer=TOK))
+
+    ar, drafter = save("causal", 0), save("bidirectional", 1)
+    argv = ["generate", "--model", ar, "--gen-length", "12", "--temperature", "0", "--json",
+            "--no-live", "--device", "cpu", "The", "dog"]
+    assert main(argv) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main([*argv, "--draft", drafter, "--draft-length", "4"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert (plain["decoder"], spec["decoder"]) == ("ar", "speculative")
+    assert [r["tokens"] for r in spec["results"]] == [r["tokens"] for r in plain["results"]]
+    assert main([*argv, "--draft", drafter, "--decoder", "ar"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "applies to decoder 'speculative'" in err

@@ -82,11 +82,16 @@ def start(
     return run
 
 
-def choose(loaded: Loaded, config: SampleConfig) -> str:
-    """The name of the decoder ``start`` runs for ``config`` on ``loaded``; raises
-    ``UserError`` for a combination the checkpoint cannot do (``choose_decoder``)."""
+def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None) -> str:
+    """The name of the decoder ``start`` runs for ``config`` on ``loaded`` (with ``draft``:
+    ``speculative``); raises ``UserError`` for a combination the checkpoint cannot do
+    (``choose_decoder``)."""
     from unmask.sampling import choose_decoder
 
+    if draft is not None:
+        if config.decoder not in ("auto", "speculative"):
+            raise UserError(f"a drafter applies to decoder 'speculative', not {config.decoder!r}")
+        config = dataclasses.replace(config, decoder="speculative")
     return choose_decoder(facts_of(loaded), config).name
 
 

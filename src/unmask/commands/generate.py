@@ -62,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", metavar="FILE|NAME",
                    help="with --chat: the chat template to use instead of the model's (as in "
                         "unmask chat)")
+    p.add_argument("--draft", metavar="PATH",
+                   help="a diffusion checkpoint of the same tokenizer that drafts tokens for a "
+                        "causal --model, which verifies them (decoder speculative: greedy output "
+                        "equals the causal model's own; see --draft-length)")
     add_sample_flags(p)
     add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s")
     add_no_live_flag(p)
@@ -104,15 +108,20 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     loaded = load(args.model, device=device)
     loaded.model.eval()
+    draft = None
+    if args.draft is not None:
+        draft = load(args.draft, device=device)
+        draft.model.eval()
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
-    decoder = api.choose(loaded, config)  # refuse what the checkpoint cannot do, before sampling
+    # refuse what the checkpoint cannot do, before sampling
+    decoder = api.choose(loaded, config, draft=draft)
     template = api.chat_template(loaded, args.template) if args.chat else None
 
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)
     try:
         out = api.generate(loaded, prompts, config=config, template=template, system=args.system,
-                           step_callback=live)
+                           step_callback=live, draft=draft)
     finally:
         if live is not None:
             live.close(clear=True)
