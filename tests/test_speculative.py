@@ -307,3 +307,5 @@ def test_cli_draft_flag_decodes_like_the_causal_model(tmp_path, capsys):
     assert main([*argv, "--draft", drafter, "--decoder", "ar"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "applies to decoder 'speculative'" in err
+    assert main([*argv, "--draft-length", "4"]) == 2  # without --draft it would do nothing
+    assert "--draft-length applies with --draft" in capsys.readouterr().err

@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     validate(config)  # fail on impossible lengths before loading anything
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
+    if args.draft is None and getattr(args, "draft_length", None) is not None:
+        raise UserError("--draft-length applies with --draft (speculative decoding)")
     prompts = _read_prompts(args)
     device = str(resolve_device(args.device))
     loaded = load(args.model, device=device)
