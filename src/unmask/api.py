@@ -68,11 +68,9 @@ def start(
     from unmask.sampling import Target, choose_decoder
 
     facts = facts_of(loaded)
+    config = _with_draft(config, draft)
     aux: dict[str, Any] = {}
     if draft is not None:
-        if config.decoder not in ("auto", "speculative"):
-            raise UserError(f"a drafter applies to decoder 'speculative', not {config.decoder!r}")
-        config = dataclasses.replace(config, decoder="speculative")
         aux = {"drafter": draft.model, "drafter_facts": facts_of(draft)}
     decoder = choose_decoder(facts, config)
     config = dataclasses.replace(config, decoder=decoder.name)
@@ -88,11 +86,17 @@ def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None)
     (``choose_decoder``)."""
     from unmask.sampling import choose_decoder
 
-    if draft is not None:
-        if config.decoder not in ("auto", "speculative"):
-            raise UserError(f"a drafter applies to decoder 'speculative', not {config.decoder!r}")
-        config = dataclasses.replace(config, decoder="speculative")
-    return choose_decoder(facts_of(loaded), config).name
+    return choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
+
+
+def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
+    """``config`` for a run with a drafter: decoder ``speculative`` (``auto`` means it), any
+    other decoder refused in one line; unchanged without a drafter."""
+    if draft is None:
+        return config
+    if config.decoder not in ("auto", "speculative"):
+        raise UserError(f"a drafter applies to decoder 'speculative', not {config.decoder!r}")
+    return dataclasses.replace(config, decoder="speculative")
 
 
 def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:

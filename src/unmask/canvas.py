@@ -222,7 +222,7 @@ class Canvas:
         2-D tensor of equal-length prompts (no padding). ``[]`` is one empty prompt.
         Mask ids inside a prompt are filled by the sampler too, as in LLaDA.
         """
-        rows = _as_rows(prompts)
+        rows = as_rows(prompts)
         if not rows:
             raise UserError("no prompts given")
         P = max(len(r) for r in rows)
@@ -239,7 +239,9 @@ class Canvas:
         return canvas if device is None else canvas.to(device)
 
 
-def _as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[list[int]]:
+def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[list[int]]:
+    """Prompt ids as a list of rows: one prompt (ids or a 1-D tensor), a batch (lists or a
+    2-D tensor); ``[]`` is one empty prompt. Raises ``UserError`` for mixed or bad input."""
     if isinstance(prompts, Tensor):
         if prompts.dim() == 1:
             return [prompts.tolist()]
@@ -258,6 +260,18 @@ def _as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[
         rows.append([int(t) for t in p])
     return rows
 
+
+
+def left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[Tensor, Tensor]:
+    """``rows`` right-aligned in ``width`` columns: (B, width) ids with ``pad_id`` in front,
+    and the (B, width) bool mask of real tokens (CPU tensors)."""
+    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    real = torch.zeros(len(rows), width, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        if r:
+            tokens[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+            real[i, width - len(r) :] = True
+    return tokens, real
 
 @dataclass
 class TokenMask:

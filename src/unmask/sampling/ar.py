@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unmask.canvas import as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -81,19 +82,12 @@ def sample_token(
     return torch.minimum(idx, last)
 
 
-def _rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[list[int]]:
-    if isinstance(prompts, Tensor):
-        if prompts.dim() not in (1, 2):
-            raise UserError(f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompts.shape)}")
-        return [prompts.tolist()] if prompts.dim() == 1 else prompts.tolist()
-    prompts = list(prompts)
-    if not prompts:
-        return [[]]
-    if all(isinstance(p, int) or (isinstance(p, Tensor) and p.dim() == 0) for p in prompts):
-        return [[int(t) for t in prompts]]
-    if any(isinstance(p, int) for p in prompts):
-        raise UserError("prompts mix token ids and lists of token ids")
-    return [[int(t) for t in p] for p in prompts]
+def forbid_id(logits: Tensor, token_id: int | None) -> Tensor:
+    """``logits`` (..., V) with ``token_id`` set to ``-inf`` (a copy); unchanged for None or an
+    id outside the vocabulary (a test double's small one)."""
+    if token_id is None or token_id >= logits.shape[-1]:
+        return logits
+    return logits.index_fill(-1, torch.tensor([token_id], device=logits.device), float("-inf"))
 
 
 class ARRun(DecoderRun):
@@ -142,7 +136,7 @@ class ARRun(DecoderRun):
         pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
         mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
         start_id = start_id if start_id is not None else eos_id
-        rows = _rows(prompt_ids)
+        rows = as_rows(prompt_ids)
         if mask_id is not None and any(mask_id in r for r in rows):
             raise UserError(
                 "an autoregressive model cannot fill a [MASK] in the prompt; "
@@ -163,11 +157,7 @@ class ARRun(DecoderRun):
                 "or a shorter prompt"
             )
         device = model_device(model) or torch.device("cpu")
-        prompt = torch.full((B, P), pad_id if pad_id is not None else 0, dtype=torch.long)
-        real = torch.zeros(B, P, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            prompt[i, P - len(r) :] = torch.tensor(r, dtype=torch.long)
-            real[i, P - len(r) :] = True
+        prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.attn = None if bool(real.all()) else self.real  # (B, P), grows by one column per token
 
@@ -213,10 +203,7 @@ class ARRun(DecoderRun):
                 )[:, -1]  # (B, V)
             self.nfe += 1
             logits = self._logits
-            if self._forbid is not None:
-                logits = logits.index_fill(
-                    -1, torch.tensor([self._forbid], device=logits.device), float("-inf")
-                )
+            logits = forbid_id(logits, self._forbid)
             nxt = sample_token(
                 logits,
                 temperature=self.temperature,

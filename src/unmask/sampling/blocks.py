@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas, _as_rows
+from unmask.canvas import Canvas, as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -94,7 +94,7 @@ class BlockRun(DecoderRun):
         if config.top_k is not None or config.top_p is not None:
             raise UserError("top_k and top_p apply to autoregressive (causal) models only")
 
-        rows = _as_rows(prompt_ids)
+        rows = as_rows(prompt_ids)
         if not rows:
             raise UserError("no prompts given")
         P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, a multiple of the block size
@@ -106,12 +106,7 @@ class BlockRun(DecoderRun):
             )
         B = len(rows)
         device = model_device(model) or torch.device("cpu")
-        x = torch.full((B, P), pad_id, dtype=torch.long)  # (B, P), left-padded prompts
-        real = torch.zeros(B, P, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            if r:
-                x[i, P - len(r) :] = torch.tensor(r, dtype=torch.long)
-                real[i, P - len(r) :] = True
+        x, real = left_pad(rows, P, pad_id)  # (B, P), left-padded prompts
         self.model, self.mask_id, self.eos_id = model, mask_id, eos_id
         self.gen_length, self.block_size, self.P = config.gen_length, bs, P
         self.x, self.real = x.to(device), real.to(device)  # (B, L): prompt and finished blocks

@@ -44,10 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from unmask.canvas import as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.ar import _rows, filter_logits, sample_token
+from unmask.sampling.ar import filter_logits, forbid_id, sample_token
 from unmask.sampling.cache import call_model, shift_logits, supports_kv_cache
 from unmask.sampling.policies import _rand
 from unmask.sampling.protocol import (
@@ -190,7 +191,7 @@ class SpeculativeRun(DecoderRun):
             raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
         pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
         mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
-        rows = _rows(prompt_ids)
+        rows = as_rows(prompt_ids)
         if mask_id is not None and any(mask_id in r for r in rows):
             raise UserError("speculative decoding cannot fill a [MASK] in the prompt")
         if any(not r for r in rows):
@@ -208,11 +209,7 @@ class SpeculativeRun(DecoderRun):
                     f"max_seq_len ({longest})"
                 )
         device = model_device(model) or torch.device("cpu")
-        prompt = torch.full((B, P), pad_id if pad_id is not None else 0, dtype=torch.long)
-        real = torch.zeros(B, P, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            prompt[i, P - len(r) :] = torch.tensor(r, dtype=torch.long)
-            real[i, P - len(r) :] = True
+        prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
         from unmask.model import KVCache
 
         self.model, self.drafter, self.dfacts = model, drafter, dfacts
@@ -246,11 +243,7 @@ class SpeculativeRun(DecoderRun):
         return torch.cat([self.real, ones], dim=1)
 
     def _forbid_mask(self, logits: Tensor) -> Tensor:
-        if self._forbid is None or self._forbid >= logits.shape[-1]:
-            return logits
-        return logits.index_fill(
-            -1, torch.tensor([self._forbid], device=logits.device), float("-inf")
-        )
+        return forbid_id(logits, self._forbid)
 
     @staticmethod
     def _vocab_error(drafter: int, model: int) -> str:
