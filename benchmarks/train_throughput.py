@@ -1,19 +1,34 @@
-"""Training-step throughput: unmask's ``mdlm`` objective vs a minimal plain-PyTorch causal LM.
+"""Training-step throughput and memory, side by side in one run.
 
-Both sides have the same width, depth, heads, MLP width, vocabulary, batch and
-sequence length, the same AdamW step and fp32 on CPU (bf16 autocast on CUDA). They
-alternate in one process, round after round, so machine noise hits both alike; the
-table reports the median tokens/s of each and the ratio (goal: mdlm / plain ≥ 0.95).
+``--compare plain`` (default): unmask's ``mdlm`` and ``ar`` steps vs a minimal plain-PyTorch
+causal LM of the same width, depth, heads, MLP width, vocabulary, batch and sequence length,
+the same AdamW step (goal: mdlm / plain ≥ 0.95).
 
-    python benchmarks/train_throughput.py [--preset demo] [--rounds 5] [--json out.json]
+``--compare precision``: the ``mdlm`` training step in fp32 eager (today's step), bf16
+autocast eager, fp32 compiled and bf16 compiled (``unmask.parallel``), each as a ratio over
+fp32 eager (goal: ≥ 1.5×). Use ``--activation-checkpointing`` to add the checkpointed step.
+
+``--compare memory``: peak resident memory per process of 2-process ``torchrun`` training
+(gloo on CPU, NCCL on GPUs) with DDP and with FSDP2, for a model that is large for the
+machine (``--preset`` / ``--d-model`` / ``--layers``).
+
+Sides alternate in one process, round after round, so machine noise hits all alike; the
+table reports the median tokens/s of each and the ratio.
+
+    python benchmarks/train_throughput.py [--compare plain|precision|memory] [--preset demo]
+        [--batch 16] [--seq-len 256] [--threads 2] [--rounds 5] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +37,13 @@ from torch import nn
 from unmask.config import model_preset
 from unmask.model import Transformer
 from unmask.objectives import ObjectiveOptions, ar, mdlm
+from unmask.parallel import (
+    Precision,
+    apply_activation_checkpointing,
+    compile_blocks,
+    peak_memory_bytes,
+    resolve_precision,
+)
 from unmask.schedules import LinearSchedule
 
 
@@ -64,58 +86,86 @@ class PlainLM(nn.Module):
         return self.norm(h) @ self.tok.weight.T
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--preset", default="demo")
-    ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = torch.bfloat16 if device.type == "cuda" else None
+def make_step(
+    model: nn.Module, kind: str, x: torch.Tensor, precision: Precision, vocab: int
+) -> Callable[[], None]:
+    """One training step (forward, loss, backward, clip, AdamW) of ``kind`` on batch ``x``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opts = ObjectiveOptions(schedule=LinearSchedule(1e-3), random_length_frac=0.0)
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        with precision.context(x.device.type):
+            if kind == "plain":
+                logits = model(x)
+                loss = F.cross_entropy(
+                    logits[:, :-1].reshape(-1, vocab).float(), x[:, 1:].reshape(-1)
+                )
+            else:
+                fn = mdlm if kind == "mdlm" else ar
+                p = fn(model, model.config, x, attention_mask=None, generator=gen, options=opts)
+                loss = p.loss_sum / p.n_tokens
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sides_plain(args: argparse.Namespace, device: torch.device, x: torch.Tensor):
+    precision = resolve_precision("bf16" if device.type == "cuda" else "fp32", device)
     cfg = model_preset(args.preset, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 128))
     torch.manual_seed(0)
     diff = Transformer(cfg).to(device)
-    ar_cfg = model_preset(
-        args.preset, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 128), attention="causal"
+    arm = Transformer(
+        model_preset(
+            args.preset,
+            vocab_size=args.vocab,
+            max_seq_len=max(args.seq_len, 128),
+            attention="causal",
+        )
     )
-    arm = Transformer(ar_cfg).to(device)
     plain = PlainLM(
         args.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, cfg.max_seq_len
     ).to(device)
-    opts = ObjectiveOptions(schedule=LinearSchedule(1e-3), random_length_frac=0.01)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randint(4, args.vocab, (args.batch, args.seq_len), generator=gen).to(device)
+    sides = {
+        "plain causal LM (PyTorch)": make_step(plain, "plain", x, precision, args.vocab),
+        "unmask ar": make_step(arm.to(device), "ar", x, precision, args.vocab),
+        "unmask mdlm": make_step(diff, "mdlm", x, precision, args.vocab),
+    }
+    return cfg, sides
 
-    def step_fn(model: nn.Module, kind: str):
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        def step() -> None:
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                if kind == "plain":
-                    logits = model(x)
-                    loss = F.cross_entropy(
-                        logits[:, :-1].reshape(-1, args.vocab).float(), x[:, 1:].reshape(-1)
-                    )
-                else:
-                    fn = mdlm if kind == "mdlm" else ar
-                    cfg_ = model.config
-                    p = fn(model, cfg_, x, attention_mask=None, generator=gen, options=opts)
-                    loss = p.loss_sum / p.n_tokens
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+def sides_precision(args: argparse.Namespace, device: torch.device, x: torch.Tensor):
+    cfg = model_preset(args.preset, vocab_size=args.vocab, max_seq_len=max(args.seq_len, 128))
+    sides = {}
+    variants = [
+        ("fp32", False, False),
+        ("bf16", False, False),
+        ("fp32", True, False),
+        ("bf16", True, False),
+    ]
+    if args.activation_checkpointing:
+        variants.append(("fp32", False, True))
+    for prec, compiled, ckpt in variants:
+        torch.manual_seed(0)
+        model = Transformer(cfg).to(device)
+        if ckpt:
+            apply_activation_checkpointing(model)
+        if compiled:
+            compile_blocks(model)
+        name = f"mdlm {prec} {'compiled' if compiled else 'eager'}" + (" +ckpt" if ckpt else "")
+        sides[name] = make_step(model, "mdlm", x, resolve_precision(prec, device), args.vocab)
+    return cfg, sides
 
-        return step
 
-    sides = {"plain causal LM (PyTorch)": step_fn(plain, "plain"), "unmask ar": step_fn(arm, "ar"),
-             "unmask mdlm": step_fn(diff, "mdlm")}
-    for fn in sides.values():  # warm-up
+def run_sides(args: argparse.Namespace, sides: dict, device: torch.device) -> dict[str, float]:
+    for name, fn in sides.items():  # warm-up (compiles the compiled sides)
+        t0 = time.perf_counter()
         fn()
+        fn()
+        print(f"warm-up {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     times: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(args.rounds):
         for name, fn in sides.items():
@@ -127,18 +177,137 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times[name].append(args.batch * args.seq_len * args.steps / (time.perf_counter() - t0))
-    base = statistics.median(times["plain causal LM (PyTorch)"])
-    rows = []
-    print(
-        f"preset={args.preset} params={cfg.num_params() / 1e6:.2f}M batch={args.batch} "
-        f"seq_len={args.seq_len} "
-        f"device={device} threads={torch.get_num_threads()} rounds={args.rounds}"
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def memory_worker(args: argparse.Namespace) -> None:
+    """One torchrun process: build the model, wrap it (DDP or FSDP2), train a few steps,
+    print this process's peak memory as JSON (rank 0 only)."""
+    import torch.distributed as dist
+
+    from unmask.parallel import apply_fsdp
+
+    device = (
+        torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        if torch.cuda.is_available()
+        else torch.device("cpu")
     )
-    print(f"{'side':<28} {'tokens/s (median)':>18} {'ratio vs plain':>15}")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        rows.append({"side": name, "tokens_per_s": med, "ratio": med / base})
-        print(f"{name:<28} {med:>18,.0f} {med / base:>15.3f}")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    cfg = model_preset(
+        args.preset,
+        vocab_size=args.vocab,
+        max_seq_len=max(args.seq_len, 128),
+        **({"d_model": args.d_model} if args.d_model else {}),
+        **({"n_layers": args.layers} if args.layers else {}),
+    )
+    torch.manual_seed(0)
+    model: nn.Module = Transformer(cfg).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    if args.worker == "fsdp":
+        apply_fsdp(model)
+        wrapped = model
+    else:
+        wrapped = nn.parallel.DistributedDataParallel(model)
+    x = torch.randint(4, args.vocab, (args.batch, args.seq_len)).to(device)
+    wrapped.config = cfg  # the objective reads the config off the model it is given
+    step = make_step(wrapped, "mdlm", x, resolve_precision("fp32", device), args.vocab)
+    for _ in range(args.steps):
+        step()
+    peak = torch.tensor([float(peak_memory_bytes(device))])
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    if dist.get_rank() == 0:
+        print(json.dumps({"mode": args.worker, "params": n_params, "peak_bytes": float(peak)}))
+    dist.destroy_process_group()
+
+
+def compare_memory(args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for mode in ("ddp", "fsdp"):
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(29700 + len(rows)),
+            __file__,
+            "--worker",
+            mode,
+            "--preset",
+            args.preset,
+            "--vocab",
+            str(args.vocab),
+            "--batch",
+            str(args.batch),
+            "--seq-len",
+            str(args.seq_len),
+            "--steps",
+            str(args.steps),
+        ]
+        if args.d_model:
+            cmd += ["--d-model", str(args.d_model)]
+        if args.layers:
+            cmd += ["--layers", str(args.layers)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    print(
+        f"params={rows[0]['params'] / 1e6:.1f}M batch={args.batch} seq_len={args.seq_len} "
+        f"processes=2 steps={args.steps}"
+    )
+    print(f"{'mode':<6} {'peak memory per process':>24} {'ratio vs ddp':>13}")
+    for r in rows:
+        r["ratio"] = r["peak_bytes"] / rows[0]["peak_bytes"]
+        print(f"{r['mode']:<6} {r['peak_bytes'] / 2**30:>20.2f} GiB {r['ratio']:>13.3f}")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--compare", choices=("plain", "precision", "memory"), default="plain")
+    ap.add_argument("--preset", default="demo")
+    ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument("--d-model", type=int, default=0, help="memory: override the preset's width")
+    ap.add_argument("--layers", type=int, default=0, help="memory: override the preset's depth")
+    ap.add_argument("--worker", choices=("ddp", "fsdp"), help=argparse.SUPPRESS)
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        memory_worker(args)
+        return
+    if args.compare == "memory":
+        rows = compare_memory(args)
+    else:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randint(4, args.vocab, (args.batch, args.seq_len), generator=gen).to(device)
+        build = sides_plain if args.compare == "plain" else sides_precision
+        cfg, sides = build(args, device, x)
+        med = run_sides(args, sides, device)
+        base = next(iter(med.values()))
+        print(
+            f"preset={args.preset} params={cfg.num_params() / 1e6:.2f}M batch={args.batch} "
+            f"seq_len={args.seq_len} device={device} threads={torch.get_num_threads()} "
+            f"rounds={args.rounds}"
+        )
+        first = next(iter(med))
+        print(f"{'side':<28} {'tokens/s (median)':>18} {'ratio vs ' + first:>30}")
+        rows = []
+        for name, tps in med.items():
+            rows.append({"side": name, "tokens_per_s": tps, "ratio": tps / base})
+            print(f"{name:<28} {tps:>18,.0f} {tps / base:>30.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=2)

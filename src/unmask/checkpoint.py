@@ -7,13 +7,22 @@ A checkpoint is a folder:
     tokenizer.json       the HF ``tokenizers`` file
     trainer.json         (training runs only) step, optimizer hyper-parameters, EMA flag
     trainer.safetensors  (training runs only) optimizer moments, raw weights under EMA
+    sharded/             (FSDP runs only) weights and optimizer state as written by
+                         ``torch.distributed.checkpoint``, one file per process; loads on any
+                         number of processes (resharded on load)
 
 A run directory keeps its latest checkpoint in ``RUN/checkpoint/``. Saving writes a
 fresh folder beside it and swaps it in with renames, so a kill at any moment leaves
 the last good checkpoint intact (``RUN/.checkpoint.old`` is picked up if the kill
 landed between the two renames).
 
-Inside: ``save_checkpoint``, ``load_train_state``, ``checkpoint_dir``, ``load`` (returning
+An FSDP run's checkpoint is still a native one (model.safetensors holds the gathered full
+weights, so ``load``, ``generate`` and export never see shards); only its optimizer state lives
+in ``sharded/`` instead of trainer.safetensors.
+
+Inside: ``save_checkpoint``, ``save_sharded_checkpoint``, ``load_train_state``, ``is_sharded``,
+``load_full_train_state`` / ``finish_full_train_state`` (native checkpoint into an FSDP run),
+``checkpoint_dir``, ``load`` (returning
 ``unmask.loaded.Loaded``); atomic writes come from ``unmask.files``. ``load`` also accepts a
 publisher's folder (LLaDA, Dream, MDLM, SEDD, our own transformers export), imported by
 ``unmask.convert``.
@@ -40,13 +49,18 @@ from unmask.files import (  # noqa: F401  (moved there; kept importable)
 from unmask.loaded import Loaded
 
 CKPT = "checkpoint"
+SHARDED = "sharded"
 OLD = ".checkpoint.old"
 TMP_PREFIX = ".checkpoint.tmp"
 
 
-def _state_for_save(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Weights as contiguous CPU tensors; tied weights stored once (under the embedding)."""
-    out = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+def _state_for_save(
+    model: nn.Module, weights: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Weights (``model``'s, or ``weights`` gathered for it) as contiguous CPU tensors; tied
+    weights stored once (under the embedding)."""
+    sd = model.state_dict() if weights is None else weights
+    out = {name: t.detach().to("cpu").contiguous() for name, t in sd.items()}
     cfg = getattr(model, "config", None)
     if cfg is not None and getattr(cfg, "tie_embeddings", False):
         out.pop("lm_head.weight", None)
@@ -72,20 +86,25 @@ def save_checkpoint(
     inference_model: nn.Module | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     trainer_state: dict[str, Any] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+    staging: Path | None = None,
 ) -> Path:
     """Write ``run_dir/checkpoint`` atomically and return its path.
 
     ``inference_model`` (e.g. the EMA copy) goes to model.safetensors when given; the raw
-    ``model`` weights are then kept in trainer.safetensors for resuming.
+    ``model`` weights are then kept in trainer.safetensors for resuming. ``weights`` (a full
+    state dict, as FSDP gathers it) replaces ``model``'s own state dict; ``staging`` is a
+    folder from ``staging_dir`` that already holds parts written by other processes (the
+    shards), swapped in with the rest.
     """
     from unmask.config import to_dict
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    tmp = staging_dir(run, TMP_PREFIX)
+    tmp = staging if staging is not None else staging_dir(run, TMP_PREFIX)
     try:
         infer = inference_model if inference_model is not None else model
-        save_file(_state_for_save(infer), str(tmp / "model.safetensors"))
+        save_file(_state_for_save(infer, weights), str(tmp / "model.safetensors"))
         config_text = json.dumps(to_dict(model.config), indent=2, sort_keys=True) + "\n"
         (tmp / "config.json").write_text(config_text)
         tokenizer.save(tmp)
@@ -102,7 +121,9 @@ def save_checkpoint(
             save_file(tensors, str(tmp / "trainer.safetensors"))
             (tmp / "trainer.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         mode = file_mode()
-        for f in tmp.iterdir():
+        for f in tmp.rglob("*"):
+            if f.is_dir():  # made by mkdir (DCP's shard folder): the umask's mode already
+                continue
             f.chmod(mode)  # safetensors writes 0600; checkpoint files follow the umask
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -117,6 +138,108 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def is_sharded(ckpt: Path) -> bool:
+    """Whether ``ckpt`` keeps its training state as ``torch.distributed.checkpoint`` shards."""
+    return (ckpt / SHARDED).is_dir()
+
+
+def save_sharded_checkpoint(
+    run_dir: str | os.PathLike[str],
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    tokenizer: Any,
+    trainer_state: dict[str, Any],
+    is_main: bool,
+) -> None:
+    """Every process of an FSDP run calls this together: each writes its shards of the weights
+    and optimizer state (``torch.distributed.checkpoint``) into one staging folder, rank 0
+    adds the gathered full weights as model.safetensors, config, tokenizer and trainer.json,
+    and swaps the folder in atomically. The folder must be on a file system all processes see
+    (one machine, or a shared mount across nodes)."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_state_dict,
+    )
+
+    run = Path(run_dir)
+    full = get_model_state_dict(  # collective: rank 0 receives the gathered weights
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+    )
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    name: list[str | None] = [None]
+    if is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        name = [str(staging_dir(run, TMP_PREFIX))]
+    dist.broadcast_object_list(name, src=0)
+    tmp = Path(str(name[0]))
+    try:
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=tmp / SHARDED)
+        dist.barrier()
+        if is_main:
+            meta = {**trainer_state, "sharded": True, "world_size": dist.get_world_size()}
+            save_checkpoint(
+                run, model=model, tokenizer=tokenizer, trainer_state=meta, weights=full, staging=tmp
+            )
+    except BaseException:
+        if is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _load_sharded(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Weights and optimizer state from ``ckpt/sharded`` into ``model``/``optimizer``, whatever
+    they are now: FSDP over any number of processes, DDP's replica, or one process (DCP
+    reshards on load)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    import torch.distributed as dist
+
+    dcp.load(state, checkpoint_id=ckpt / SHARDED, no_dist=not dist.is_initialized())
+    set_state_dict(
+        model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
+    )
+
+
+def load_full_train_state(
+    ckpt: Path, *, model: nn.Module, optimizer_fn: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a native (unsharded) run checkpoint for an FSDP run, before the model is sharded:
+    loads the weights into ``model`` and returns trainer.json with the optimizer state keyed by
+    parameter name (``optimizer_fn(model)`` builds the optimizer the run uses), for
+    ``finish_full_train_state`` once the model is sharded."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    scratch = optimizer_fn(model)
+    meta = load_train_state(ckpt, model=model, optimizer=scratch, ema_model=None)
+    full = get_optimizer_state_dict(model, scratch, options=StateDictOptions(full_state_dict=True))
+    return meta, full
+
+
+def finish_full_train_state(
+    ckpt: Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: tuple[dict[str, Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """Shard the optimizer state read by ``load_full_train_state`` into the FSDP run's
+    ``optimizer``; returns trainer.json."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    meta, full = state
+    set_optimizer_state_dict(
+        model, optimizer, optim_state_dict=full, options=StateDictOptions(full_state_dict=True)
+    )
+    return meta
 
 
 def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
@@ -214,6 +337,11 @@ def load_train_state(
     if not meta_path.is_file():
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
     meta = json.loads(meta_path.read_text())
+    if is_sharded(ckpt):
+        _load_sharded(ckpt, model, optimizer)
+        if ema_model is not None:  # FSDP runs keep no EMA: the weights are the inference ones
+            _load_weights(ema_model, load_file(str(ckpt / "model.safetensors")), ckpt)
+        return meta
     tensors = load_file(str(ckpt / "trainer.safetensors"))
     inference = load_file(str(ckpt / "model.safetensors"))
     device = next(model.parameters()).device

@@ -33,6 +33,12 @@ SIGMA_INPUTS: tuple[str, ...] = get_args(SigmaInput)
 OUTPUTS: tuple[str, ...] = get_args(Output)
 SEDD_GRAPHS: tuple[str, ...] = get_args(SeddGraph)
 SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
+ParallelMode = Literal["auto", "ddp", "fsdp"]
+"""How ``torchrun`` processes share a training run (``unmask.parallel``)."""
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+"""Training precisions (``unmask.parallel.resolve_precision``)."""
+PARALLEL_MODES: tuple[str, ...] = get_args(ParallelMode)
+PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
 FIM_FIELDS = ("fim_prefix_id", "fim_suffix_id", "fim_middle_id")
 """``ModelConfig`` fields of the fill-in-the-middle sentinel ids, in PSM order."""
 SIGMA_FREQ_DIM = 256
@@ -383,10 +389,26 @@ class TrainConfig:
     """CPU threads for torch (0 = torch's default)."""
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """ModelConfig fields that override the preset (e.g. {"d_model": 384})."""
+    parallel: ParallelMode = "auto"
+    """Several processes (``torchrun``): ``ddp`` (a full replica each), ``fsdp`` (FSDP2: weights,
+    gradients and AdamW state sharded over the processes; sharded checkpoints that resume on
+    any number of processes) or ``auto`` (FSDP once a replica would take over a quarter of a
+    process's memory, else DDP)."""
+    precision: PrecisionName = "auto"
+    """``fp32``, ``bf16`` (autocast, fp32 master weights and loss), ``fp16`` (autocast + gradient
+    scaler; CUDA only) or ``auto`` (bf16 on GPUs that have it, else fp16; fp32 on CPU, where
+    bf16 measured slower; docs/training.md)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of storing them (less memory,
+    about a third more compute)."""
+    compile: bool = False
+    """``torch.compile`` every block of the training step (first steps pay the compile)."""
 
     def __post_init__(self) -> None:
         check_mode("schedule", self.schedule, SCHEDULE_NAMES)
         check_mode("sedd_graph", self.sedd_graph, SEDD_GRAPHS)
+        check_mode("parallel", self.parallel, PARALLEL_MODES)
+        check_mode("precision", self.precision, PRECISIONS)
 
 
 @dataclass(kw_only=True)

@@ -1,10 +1,13 @@
-"""The training loop: single process or ``torchrun`` data parallel (DDP).
+"""The training loop: single process or ``torchrun`` data parallel (DDP or FSDP2).
 
 AdamW, linear warmup + cosine decay, gradient clipping, gradient accumulation,
-bf16 autocast on CUDA (fp32 on CPU), optional EMA of the weights, periodic
-validation (ELBO perplexity bound, bits per byte), ``metrics.jsonl``, a live
-progress bar, atomic checkpoints (every N steps, on SIGINT/SIGTERM, at the end) and
-exact resume.
+``--precision`` (fp32, bf16 autocast, fp16 with a scaler), optional EMA of the weights,
+periodic validation (ELBO perplexity bound, bits per byte), ``metrics.jsonl`` (with tokens/s,
+MFU on known GPUs and peak memory), a live progress bar, atomic checkpoints (every N steps, on
+SIGINT/SIGTERM, at the end) and exact resume. Parallelism (``--parallel``), activation
+checkpointing and ``--compile`` are applied to the unchanged model by ``unmask.parallel``;
+FSDP runs also write a sharded checkpoint (``torch.distributed.checkpoint``) beside the
+native single-file weights, and resume on any number of processes.
 
 Determinism: every optimizer step draws its batch and noise from generators seeded
 by (seed, step, micro-batch), never from global RNG state. A global batch is cut
@@ -28,7 +31,6 @@ Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -43,7 +45,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from unmask.checkpoint import CKPT, checkpoint_dir, load_train_state, save_checkpoint
+from unmask.checkpoint import (
+    CKPT,
+    checkpoint_dir,
+    finish_full_train_state,
+    is_sharded,
+    load_full_train_state,
+    load_train_state,
+    save_checkpoint,
+    save_sharded_checkpoint,
+)
 from unmask.config import (
     MODEL_PRESETS,
     ModelConfig,
@@ -59,6 +70,17 @@ from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
 from unmask.model import Transformer
 from unmask.objectives import ObjectiveSpec, objective_spec
+from unmask.parallel import (
+    apply_activation_checkpointing,
+    apply_fsdp,
+    choose_parallel,
+    compile_blocks,
+    device_peak_flops,
+    flops_per_token,
+    gradient_sync,
+    peak_memory_bytes,
+    resolve_precision,
+)
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     SettingNamer,
@@ -256,7 +278,9 @@ def _train(
         raise UserError(
             f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"
         )
-    _check_sizes(config, model_cfg, train_ds, val_ds, device, world)
+    precision = resolve_precision(config.precision, device)
+    kind = _parallel_kind(config, model_cfg, device, world)
+    _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind)
     if val_ds is not None and val_ds.n_tokens == 0:  # prepared with val_fraction 0
         val_ds = None
 
@@ -265,28 +289,44 @@ def _train(
     if init is not None:
         model.load_state_dict(init.model.state_dict())
     model = model.to(device)
+    n_params = sum(p.numel() for p in model.parameters())
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema > 0 else None
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2),
-        fused=device.type == "cuda",
-    )
+    ckpt = checkpoint_dir(run) if resume else None
+    full_optim = None  # an FSDP run resumed from a native checkpoint: full optimizer state
+    if ckpt is not None and kind == "fsdp" and not is_sharded(ckpt):
+        full_optim = load_full_train_state(ckpt, model=model, optimizer_fn=lambda m: _adamw(
+            m, config, device))
+    if config.activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if config.compile:
+        compile_blocks(model)
+    if kind == "fsdp":
+        apply_fsdp(model)  # before the optimizer: it must hold the sharded parameters
+    optimizer = _adamw(model, config, device)
+    scaler = precision.scaler(device.type)
     start_step = 0
-    if resume:
-        meta = load_train_state(
-            checkpoint_dir(run), model=model, optimizer=optimizer, ema_model=ema_model
-        )
+    if ckpt is not None:
+        if full_optim is not None:
+            meta = finish_full_train_state(ckpt, model=model, optimizer=optimizer,
+                                           state=full_optim)
+        else:
+            meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
         start_step = int(meta["step"])
+        if scaler is not None and "grad_scaler" in meta:
+            scaler.load_state_dict(meta["grad_scaler"])
     elif is_main:
         save_json(config, run / "train_config.json")
 
     ddp_model: nn.Module = model
-    if distributed:
+    if kind == "ddp":
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     schedule = schedule_of(model_cfg)  # the checkpoint says which schedule it was trained with
     options = spec.options_for(config, schedule)
-    autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
+    autocast_dtype = precision.autocast
+    peak = device_peak_flops(_device_name(device), precision.name)
+    flops_tok = flops_per_token(model_cfg, n_params, config.seq_len)
     n_micro = world * config.grad_accum
     rows = config.batch_size // n_micro
     nominal = float(config.batch_size * config.seq_len)
@@ -311,27 +351,33 @@ def _train(
         return rec
 
     def checkpoint(step: int) -> None:
-        if is_main:
+        state = {
+            "step": step,
+            "objective": config.objective,
+            "train_config": to_dict(config),
+            "train_seconds": prior_seconds + time.perf_counter() - t0,
+        }
+        if scaler is not None:
+            state["grad_scaler"] = scaler.state_dict()
+        if kind == "fsdp":  # every process writes its shards; rank 0 the native files
+            save_sharded_checkpoint(run, model=model, optimizer=optimizer, tokenizer=tokenizer,
+                                    trainer_state=state, is_main=is_main)
+        elif is_main:
             save_checkpoint(
                 run,
                 model=model,
                 tokenizer=tokenizer,
                 inference_model=ema_model,
                 optimizer=optimizer,
-                trainer_state={
-                    "step": step,
-                    "objective": config.objective,
-                    "train_config": to_dict(config),
-                    "train_seconds": prior_seconds + time.perf_counter() - t0,
-                },
+                trainer_state=state,
             )
         if distributed:
             dist.barrier()
 
     if is_main and not resume:
-        n_params = sum(p.numel() for p in model.parameters())
         log(
-            {"event": "start", "params": n_params, "model": to_dict(model_cfg), "world_size": world}
+            {"event": "start", "params": n_params, "model": to_dict(model_cfg), "world_size": world,
+             "parallel": kind, "precision": precision.name}
         )
 
     bar = None
@@ -390,20 +436,14 @@ def _train(
                 }
                 gen = torch.Generator().manual_seed(_seed_for(config.seed, step, micro))
                 sync = not distributed or a == config.grad_accum - 1
-                ctx = (
-                    ddp_model.no_sync() if (distributed and not sync) else contextlib.nullcontext()
-                )
-                with ctx:
-                    autocast = torch.autocast(
-                        device_type=device.type, dtype=autocast_dtype,
-                        enabled=autocast_dtype is not None,
-                    )  # fmt: skip
-                    with autocast:  # extra: the batch kind's tensors (prompt_mask for pairs)
+                with gradient_sync(ddp_model, kind, sync):
+                    with precision.context(device.type):  # extra: the batch kind's tensors
                         parts = objective(
                             ddp_model, model_cfg, x0, attention_mask=None, generator=gen,
                             options=options, **extra,
                         )  # fmt: skip
-                    (parts.loss_sum / nominal).backward()
+                    micro_loss = parts.loss_sum.float() / nominal  # fp32 loss under autocast
+                    (scaler.scale(micro_loss) if scaler is not None else micro_loss).backward()
                 loss_sum += parts.loss_sum.detach()
                 n_tok += parts.n_tokens
             if dropped:
@@ -415,15 +455,21 @@ def _train(
             # Gradients hold sum-of-losses / nominal (averaged over processes by DDP);
             # rescale to the mean over the real token count of the global batch.
             scale = nominal * world / float(totals[1])
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             for p in model.parameters():
                 if p.grad is not None:
                     p.grad.mul_(scale)
-            gnorm = float(
+            gnorm = _float(
                 nn.utils.clip_grad_norm_(
                     model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
                 )
             )
-            optimizer.step()
+            if scaler is not None:  # skips the step on inf/NaN gradients, adapts the scale
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             if ema_model is not None:
                 # Warm the decay up so early weights (the random init) fade out fast.
@@ -436,6 +482,7 @@ def _train(
             tokens_seen += config.batch_size * config.seq_len
             elapsed = time.perf_counter() - t0
             tps = tokens_seen / max(elapsed, 1e-9)
+            speed = _throughput(tps, flops_tok, peak, world, device)
             if step % config.log_every == 0 or step == config.steps:
                 log(
                     {
@@ -445,6 +492,7 @@ def _train(
                         "grad_norm": gnorm,
                         "tokens_per_s": tps,
                         "elapsed_s": elapsed,
+                        **speed,
                     }
                 )
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
@@ -459,7 +507,10 @@ def _train(
                         flush=True,
                     )
             if bar is not None:
-                post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}"}
+                post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}",
+                        "mem": f"{speed['peak_mem_gib']:.2f}G"}
+                if "mfu" in speed:
+                    post["mfu"] = f"{100 * speed['mfu']:.1f}%"
                 if last_val:
                     post["val_bpb"] = f"{last_val['val_bpb']:.3f}"
                 bar.set_postfix(post, refresh=False)
@@ -491,14 +542,63 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
         raise UserError(f"--init {config.init}: {why}")
 
 
+def _adamw(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        _param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2),
+        fused=device.type == "cuda",
+    )
+
+
+def _parallel_kind(
+    config: TrainConfig, model_cfg: ModelConfig, device: torch.device, world: int
+) -> str:
+    """``none``, ``ddp`` or ``fsdp``; rank 0 decides ``auto`` (free memory differs a little
+    between processes, and all of them must wrap the model alike)."""
+    if config.ema > 0 and config.parallel == "fsdp" and world > 1:
+        raise UserError("--ema is not supported with --parallel fsdp yet; use --parallel ddp")
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in Transformer(model_cfg).parameters())
+    memory = available_memory(device)
+    if config.ema > 0:  # EMA keeps a full replica per process: DDP
+        memory = None
+    kind = [choose_parallel(config.parallel, world=world, n_params=n_params, memory=memory)]
+    if world > 1:
+        dist.broadcast_object_list(kind, src=0)
+    return kind[0]
+
+
+def _float(x: torch.Tensor) -> float:
+    """A scalar tensor as a float; FSDP's gradient norm is a replicated ``DTensor``."""
+    full = getattr(x, "full_tensor", None)
+    return float(full() if full is not None else x)
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _throughput(
+    tps: float, flops_tok: float, peak: float | None, world: int, device: torch.device
+) -> dict[str, float]:
+    """Peak memory of this process, and the model FLOPs utilisation where the device's peak is
+    known (``unmask.parallel.device_peak_flops``; not on CPUs)."""
+    out = {"peak_mem_gib": peak_memory_bytes(device) / 2**30}
+    if peak:
+        out["mfu"] = tps * flops_tok / (peak * world)
+    return out
+
+
 def _check_sizes(
     config: TrainConfig, model_cfg: ModelConfig, train_ds: Any, val_ds: Any,
-    device: torch.device, world: int,
+    device: torch.device, world: int, kind: str = "none",
 ) -> None:
     """Sizes against the data and the free memory, before anything big is allocated."""
     check_data_sizes(config, train_ds, val_ds)
     rows = config.batch_size // (world * config.grad_accum)
-    estimate = estimate_memory(model_cfg, config, rows=rows, cuda=device.type == "cuda")
+    estimate = estimate_memory(
+        model_cfg, config, rows=rows, cuda=device.type == "cuda",
+        shards=world if kind == "fsdp" else 1,
+    )  # fmt: skip
     sharing = 1 if device.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     check_memory(estimate, available_memory(device), config=config, rows=rows, processes=sharing)
 

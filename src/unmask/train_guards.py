@@ -168,15 +168,17 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    model_cfg: ModelConfig, config: TrainConfig, *, rows: int, cuda: bool
+    model_cfg: ModelConfig, config: TrainConfig, *, rows: int, cuda: bool, shards: int = 1
 ) -> MemoryEstimate:
     """Bytes a training process needs, roughly, from the configs alone (nothing allocated).
 
     Parameters are counted on the meta device. Per parameter: fp32 weight, gradient and two
-    AdamW moments (16 bytes), plus 4 for EMA. Per token of a micro-batch of ``rows`` rows:
-    about 16·d_model values per layer kept for backward, and logits, their softmax and
-    gradient (3·V); 2 bytes a value under CUDA's bf16 autocast, 4 on CPU. A lower estimate:
-    attention scores (L² per head when no fused kernel applies) are left out.
+    AdamW moments (16 bytes), plus 4 for EMA, divided by ``shards`` under FSDP. Per token of a
+    micro-batch of ``rows`` rows: about 16·d_model values per layer kept for backward (with
+    activation checkpointing, d_model per layer plus one block's 16·d_model recomputed), and
+    logits, their softmax and gradient (3·V); 2 bytes a value under CUDA's bf16 autocast, 4 on
+    CPU. A lower estimate: attention scores (L² per head when no fused kernel applies) are
+    left out.
     """
     import torch
 
@@ -184,13 +186,14 @@ def estimate_memory(
 
     with torch.device("meta"):
         n_params = sum(p.numel() for p in Transformer(model_cfg).parameters())
-    per_param = 16 + (4 if config.ema > 0 else 0)
+    per_param = (16 + (4 if config.ema > 0 else 0)) / max(1, shards)
     value = 2 if cuda else 4
-    per_token = model_cfg.n_layers * 16 * model_cfg.d_model + 3 * model_cfg.vocab_size
+    kept = (model_cfg.n_layers + 16) if config.activation_checkpointing else 16 * model_cfg.n_layers
+    per_token = kept * model_cfg.d_model + 3 * model_cfg.vocab_size
     L = config.seq_len
     batch = 16 * config.batch_size * L  # int64 windows and the stacked copy
     return MemoryEstimate(
-        state=per_param * n_params, activations=value * rows * L * per_token + batch
+        state=int(per_param * n_params), activations=value * rows * L * per_token + batch
     )
 
 

@@ -1,0 +1,230 @@
+"""Parallelism, precision, activation checkpointing and compilation, applied to an unchanged
+``Transformer`` from outside (torchtitan's way: the model file stays only the model).
+
+``unmask.train`` reads four ``TrainConfig`` fields and calls these functions:
+
+- ``parallel``: ``ddp`` (a full replica per process, gradients all-reduced), ``fsdp`` (FSDP2's
+  ``fully_shard`` on every block and the root: parameters, gradients and AdamW state sharded
+  over the processes, gathered block by block), or ``auto`` (``choose_parallel``: FSDP once a
+  replica's weights, gradients and AdamW moments would take more than a quarter of the memory a
+  process has, DDP below that).
+- ``precision``: ``fp32``, ``bf16`` (autocast: fp32 master weights, bf16 matmuls, fp32 loss),
+  ``fp16`` (autocast + a gradient scaler, CUDA only) or ``auto`` (``resolve_precision``: bf16 on
+  a GPU with bf16, fp16 on an older GPU, on CPU what ``CPU_AUTO_PRECISION`` says; chosen by
+  measurement, docs/training.md).
+- ``activation_checkpointing``: recompute each block's activations in backward
+  (``torch.utils.checkpoint``) instead of keeping them.
+- ``compile``: ``torch.compile`` of every block (training), and ``compile_for_decoding`` for the
+  cached decoding step of the samplers.
+
+Throughput reporting: ``flops_per_token`` (PaLM's 6N + attention), ``device_peak_flops`` (a
+table of dense bf16/fp16 and fp32 peaks of common GPUs; none for CPUs, so no MFU there) and
+``peak_memory_bytes``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from unmask.config import PARALLEL_MODES, PRECISIONS
+from unmask.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from unmask.config import ModelConfig
+
+
+CPU_AUTO_PRECISION = "fp32"
+"""What ``precision=auto`` means on a CPU. Measured on this project's 2-core AMD EPYC (AVX2, no
+native bf16): bf16 autocast made the demo model's training step slower than fp32, so CPUs stay
+on fp32 unless asked (``benchmarks/train_throughput.py --compare precision``, docs/training.md)."""
+
+FSDP_AUTO_FRACTION = 0.25
+"""``parallel=auto`` shards (FSDP) once one replica's weights + gradients + AdamW moments (16
+bytes a parameter) exceed this fraction of the memory a process has."""
+
+
+def choose_parallel(mode: str, *, world: int, n_params: int, memory: int | None) -> str:
+    """``none`` (one process), ``ddp`` or ``fsdp`` for ``mode`` (``auto``/``ddp``/``fsdp``).
+
+    ``memory`` is the free memory one process has (None = unknown: DDP, the cheaper
+    communication, unless asked for FSDP)."""
+    if mode not in PARALLEL_MODES:
+        raise UserError(f"parallel={mode!r}: choose one of {', '.join(PARALLEL_MODES)}")
+    if world <= 1:
+        return "none"
+    if mode != "auto":
+        return mode
+    if memory is not None and 16 * n_params > FSDP_AUTO_FRACTION * memory:
+        return "fsdp"
+    return "ddp"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A resolved precision: the autocast dtype (None = fp32) and whether gradients need a
+    scaler (fp16's narrow exponent underflows small gradients without one)."""
+
+    name: str
+    autocast: torch.dtype | None
+    scaled: bool = False
+
+    def context(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
+        """Autocast for the forward pass and loss; a no-op for fp32."""
+        import torch
+
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, dtype=self.autocast)
+
+    def scaler(self, device_type: str) -> torch.amp.GradScaler | None:
+        """A ``GradScaler`` for fp16, else None."""
+        import torch
+
+        return torch.amp.GradScaler(device_type) if self.scaled else None
+
+
+def resolve_precision(mode: str, device: torch.device) -> Precision:
+    """The precision ``mode`` means on ``device``; refuses what the device cannot do."""
+    import torch
+
+    if mode not in PRECISIONS:
+        raise UserError(f"precision={mode!r}: choose one of {', '.join(PRECISIONS)}")
+    cuda = device.type == "cuda"
+    bf16_ok = not cuda or torch.cuda.is_bf16_supported()
+    if mode == "auto":
+        mode = ("bf16" if bf16_ok else "fp16") if cuda else CPU_AUTO_PRECISION
+    if mode == "fp16" and not cuda:
+        raise UserError("precision=fp16 needs a CUDA GPU (its gradient scaler); use bf16 on CPU")
+    if mode == "bf16" and not bf16_ok:
+        raise UserError("precision=bf16: this GPU has no bf16; use fp16")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    return Precision(name=mode, autocast=dtype, scaled=mode == "fp16")
+
+
+def apply_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each block's activations in backward instead of storing them: activation
+    memory drops from every layer's intermediates to one block's input per layer, for about
+    one extra forward of compute. The blocks' weights and state_dict keys are untouched (the
+    wrapper is an instance ``forward``), so checkpoints stay the native format."""
+    from torch.utils.checkpoint import checkpoint
+
+    for block in _blocks(model):
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+
+
+def compile_blocks(
+    model: nn.Module, *, dynamic: bool | None = None, backend: str = "inductor"
+) -> None:
+    """``torch.compile`` every block in place (``nn.Module.compile``: same parameters and
+    state_dict keys). Per block, as torchtitan does: one graph reused by all layers compiles
+    once, and composes with FSDP2's per-block hooks and with activation checkpointing.
+    ``backend`` is torch.compile's (``inductor`` generates kernels; on CPU it needs a C
+    compiler; ``aot_eager`` only traces, for checks)."""
+    for block in _blocks(model):
+        block.compile(dynamic=dynamic, backend=backend)
+
+
+def compile_for_decoding(model: nn.Module, *, cuda_graphs: bool = False) -> None:
+    """Compile the blocks for the samplers' cached decoding step (``forward(..., cache=...)``).
+
+    ``cuda_graphs`` uses mode ``reduce-overhead`` (CUDA graphs replay the whole step, removing
+    the per-kernel launch cost that dominates a small decoding step); shapes then have to stay
+    fixed between calls, as they do for a fixed block length and cache size."""
+    mode = "reduce-overhead" if cuda_graphs else None
+    for block in _blocks(model):
+        block.compile(mode=mode, dynamic=False if cuda_graphs else None)
+
+
+def apply_fsdp(model: nn.Module, *, reshard_after_forward: bool = True) -> None:
+    """FSDP2: shard every block, then the root (embedding, final norm, head) over the default
+    process group. Parameters become ``DTensor`` shards; the optimizer must be built after
+    this. Gradients are reduce-scattered as an average over processes, as DDP averages them."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in _blocks(model):
+        fully_shard(block, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, reshard_after_forward=reshard_after_forward)
+
+
+@contextlib.contextmanager
+def gradient_sync(model: nn.Module, kind: str, sync: bool) -> Iterator[None]:
+    """Skip the gradient all-reduce (DDP) / reduce-scatter (FSDP) on micro-batches before the
+    last one of an accumulation, where the sum is all that is needed."""
+    if kind == "ddp" and not sync:
+        with model.no_sync():  # type: ignore[operator]
+            yield
+    elif kind == "fsdp":
+        model.set_requires_gradient_sync(sync)  # type: ignore[operator]
+        yield
+    else:
+        yield
+
+
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        raise TypeError(f"{type(model).__name__} has no .layers to apply per-block options to")
+    return list(layers)
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+def flops_per_token(config: ModelConfig, n_params: int, seq_len: int) -> float:
+    """Training FLOPs per token, forward + backward: 6·N for the matmuls of the N non-embedding
+    parameters (the head included) plus 12·n_layers·d_model·seq_len for attention's scores and
+    values (PaLM, Chowdhery et al. 2022, appendix B)."""
+    embedding = config.vocab_size * config.d_model
+    return 6.0 * (n_params - embedding) + 12.0 * config.n_layers * config.d_model * seq_len
+
+
+# Dense (no sparsity) tensor-core peaks in FLOP/s: (bf16/fp16, fp32), from the vendors' sheets.
+_PEAKS: tuple[tuple[str, float, float], ...] = (
+    ("h200", 989e12, 67e12),
+    ("gh200", 989e12, 67e12),
+    ("h100 pcie", 756e12, 51e12),
+    ("h100", 989e12, 67e12),
+    ("h800", 989e12, 67e12),
+    ("b200", 2250e12, 80e12),
+    ("a100", 312e12, 19.5e12),
+    ("a800", 312e12, 19.5e12),
+    ("l40s", 362e12, 91.6e12),
+    ("l40", 181e12, 90.5e12),
+    ("l4", 121e12, 30.3e12),
+    ("a10g", 70e12, 31.2e12),
+    ("a10", 125e12, 31.2e12),
+    ("rtx 4090", 165e12, 82.6e12),
+    ("rtx 3090", 71e12, 35.6e12),
+    ("v100", 125e12, 15.7e12),
+    ("t4", 65e12, 8.1e12),
+)
+
+
+def device_peak_flops(name: str, precision: str) -> float | None:
+    """Peak FLOP/s of the device called ``name`` (``torch.cuda.get_device_name``) at
+    ``precision``, or None for a device not in the table (CPUs: no MFU is reported)."""
+    low = name.lower()
+    for key, half, single in _PEAKS:
+        if re.search(rf"\b{re.escape(key)}\b", low):
+            return single if precision == "fp32" else half
+    return None
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process so far: CUDA's peak allocation on a GPU, else the peak
+    resident set size (Linux reports it in KiB)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024

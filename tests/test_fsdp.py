@@ -1,0 +1,183 @@
+"""FSDP2 through torchrun on CPU (gloo, 2 processes): equal to one process, sharded checkpoints
+that stay native for inference, and resume on another number of processes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unmask.checkpoint import load
+from unmask.cli import main
+
+WORDS = "in the beginning god created the heaven and the earth and darkness was upon it".split()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("corpus")
+    g = torch.Generator().manual_seed(1)
+    lines = []
+    for _ in range(600):
+        idx = torch.randint(0, len(WORDS), (8,), generator=g).tolist()
+        lines.append(" ".join(WORDS[i] for i in idx) + ".")
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    out = root / "prepared"
+    prepare([root / "a.txt"], out, tokenizer="byte", val_fraction=0.1, progress=False)
+    return out
+
+
+def common(dataset: Path) -> list[str]:
+    # constant learning rate (no warmup, floor = peak): a run extended by --resume follows
+    # the same schedule as one planned that long
+    return [
+        "--data",
+        str(dataset),
+        "--preset",
+        "tiny",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "4",
+        "--eval-every",
+        "0",
+        "--seed",
+        "5",
+        "--no-progress",
+        "--threads",
+        "1",
+        "--warmup",
+        "0",
+        "--min-lr-ratio",
+        "1",
+        "--lr",
+        "3e-3",
+        "--log-every",
+        "1",
+        "--precision",
+        "fp32",
+    ]
+
+
+def torchrun(args: list[str], port: int) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(port),
+            "-m",
+            "unmask.cli",
+            "train",
+            *args,
+        ],
+        timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def losses(run: Path) -> dict[int, float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines) if "loss" in r}
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoint" / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_fsdp_two_processes_match_one_and_checkpoint_is_native(dataset, tmp_path):
+    """2 FSDP2 processes = 1 process with the same 2 micro-batches per step; the run's
+    checkpoint/ loads for inference like any other (gathered weights), beside its shards."""
+    fsdp, one = tmp_path / "fsdp", tmp_path / "one"
+    torchrun(["--out", str(fsdp), "--parallel", "fsdp", "--steps", "3", *common(dataset)], 29541)
+    assert (
+        main(["train", "--out", str(one), "--grad-accum", "2", "--steps", "3", *common(dataset)])
+        == 0
+    )
+    la, lb = losses(fsdp), losses(one)
+    assert sorted(la) == [1, 2, 3]
+    for s in la:
+        assert la[s] == pytest.approx(lb[s], rel=1e-5)
+    assert_same_weights(fsdp, one)
+    ck = fsdp / "checkpoint"
+    meta = json.loads((ck / "trainer.json").read_text())
+    assert meta["sharded"] and meta["world_size"] == 2 and meta["step"] == 3
+    assert (ck / "sharded" / ".metadata").is_file()
+    start = json.loads((fsdp / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["parallel"] == "fsdp" and start["precision"] == "fp32"
+    loaded = load(fsdp)
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert not [p for p in fsdp.iterdir() if p.name.startswith(".checkpoint")]
+
+
+def test_resume_across_process_counts_continues_identically(dataset, tmp_path):
+    """1 process (native checkpoint) -> 2 FSDP processes (native state resharded, sharded
+    checkpoint written) -> 1 process (shards gathered by DCP) gives the weights and losses of
+    one uninterrupted run: the micro-batch count (processes × grad_accum) stays 2."""
+    whole, hops = tmp_path / "whole", tmp_path / "hops"
+    assert (
+        main(["train", "--out", str(whole), "--grad-accum", "2", "--steps", "6", *common(dataset)])
+        == 0
+    )
+    assert (
+        main(["train", "--out", str(hops), "--grad-accum", "2", "--steps", "2", *common(dataset)])
+        == 0
+    )
+    torchrun(
+        [
+            "--resume",
+            "--out",
+            str(hops),
+            "--parallel",
+            "fsdp",
+            "--grad-accum",
+            "1",
+            "--steps",
+            "4",
+            "--no-progress",
+        ],
+        29542,
+    )
+    assert (hops / "checkpoint" / "sharded").is_dir()
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                "--out",
+                str(hops),
+                "--grad-accum",
+                "2",
+                "--steps",
+                "6",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert not (hops / "checkpoint" / "sharded").is_dir()  # one process: native state again
+    la, lb = losses(whole), losses(hops)
+    assert sorted(lb) == [1, 2, 3, 4, 5, 6]
+    for s in la:
+        assert lb[s] == pytest.approx(la[s], rel=1e-4), s
+    assert_same_weights(whole, hops)
