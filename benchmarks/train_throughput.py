@@ -163,8 +163,8 @@ def sides_precision(args: argparse.Namespace, device: torch.device, x: torch.Ten
 def run_sides(args: argparse.Namespace, sides: dict, device: torch.device) -> dict[str, float]:
     for name, fn in sides.items():  # warm-up (compiles the compiled sides)
         t0 = time.perf_counter()
-        fn()
-        fn()
+        for _ in range(args.warmup):
+            fn()
         print(f"warm-up {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     times: dict[str, list[float]] = {k: [] for k in sides}
     for _ in range(args.rounds):
@@ -275,6 +275,7 @@ def main() -> None:
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--activation-checkpointing", action="store_true")
     ap.add_argument("--d-model", type=int, default=0, help="memory: override the preset's width")
