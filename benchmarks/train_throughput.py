@@ -149,6 +149,9 @@ def sides_precision(args: argparse.Namespace, device: torch.device, x: torch.Ten
     if args.activation_checkpointing:
         variants.append(("fp32", False, True))
     for prec, compiled, ckpt in variants:
+        key = f"{prec}-{'compiled' if compiled else 'eager'}" + ("-ckpt" if ckpt else "")
+        if args.sides and key not in args.sides.split(","):
+            continue
         torch.manual_seed(0)
         model = Transformer(cfg).to(device)
         if ckpt:
@@ -278,6 +281,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--activation-checkpointing", action="store_true")
+    ap.add_argument(
+        "--sides",
+        default="",
+        help="precision: only these, comma-separated, of fp32-eager, bf16-eager, fp32-compiled, "
+        "bf16-compiled, fp32-eager-ckpt (the first is the ratios' base)",
+    )
     ap.add_argument("--d-model", type=int, default=0, help="memory: override the preset's width")
     ap.add_argument("--layers", type=int, default=0, help="memory: override the preset's depth")
     ap.add_argument("--worker", choices=("ddp", "fsdp"), help=argparse.SUPPRESS)

@@ -132,15 +132,22 @@ def compile_blocks(
         block.compile(dynamic=dynamic, backend=backend)
 
 
-def compile_for_decoding(model: nn.Module, *, cuda_graphs: bool = False) -> None:
-    """Compile the blocks for the samplers' cached decoding step (``forward(..., cache=...)``).
+def compile_for_decoding(
+    model: nn.Module, *, cuda_graphs: bool = False, backend: str = "inductor"
+) -> None:
+    """Compile the whole model in place for the samplers' cached decoding step
+    (``forward(..., cache=KVCache, start=s)``).
 
-    ``cuda_graphs`` uses mode ``reduce-overhead`` (CUDA graphs replay the whole step, removing
-    the per-kernel launch cost that dominates a small decoding step); shapes then have to stay
-    fixed between calls, as they do for a fixed block length and cache size."""
-    mode = "reduce-overhead" if cuda_graphs else None
-    for block in _blocks(model):
-        block.compile(mode=mode, dynamic=False if cuda_graphs else None)
+    Whole, not per block: a cached block call indexes the cache by its layer number, which
+    would make every layer a separate compile. ``cuda_graphs`` uses mode ``reduce-overhead``
+    (CUDA graphs replay the whole step, removing the per-kernel launch cost that dominates a
+    small decoding step); shapes then stay fixed between calls, as they do for a fixed block
+    length and cache size, and the cache tensors, written in place, should be marked with
+    ``torch._dynamo.mark_static_address``."""
+    if cuda_graphs:
+        model.compile(mode="reduce-overhead", dynamic=False, backend=backend)
+    else:
+        model.compile(backend=backend)
 
 
 def apply_fsdp(model: nn.Module, *, reshard_after_forward: bool = True) -> None:
