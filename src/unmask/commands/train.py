@@ -15,7 +15,7 @@ from unmask.commands import (
     dataclass_from_args,
     given_fields,
 )
-from unmask.config import MODEL_PRESETS, ModelConfig, TrainConfig
+from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, ModelConfig, TrainConfig
 from unmask.errors import UserError
 
 _SKIP = {"model_overrides"}
@@ -58,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a ModelConfig field of the preset, e.g. --model-set d_model=384")
     add_no_progress_flag(p)
     add_dataclass_flags(p, TrainConfig, skip=_SKIP,
-                        choices={"preset": list(MODEL_PRESETS), "objective": _objectives})
+                        choices={"preset": list(MODEL_PRESETS), "objective": _objectives,
+                                 "parallel": PARALLEL_MODES, "precision": PRECISIONS})
     p.set_defaults(func=run)
 
 
