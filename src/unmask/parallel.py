@@ -43,8 +43,9 @@ if TYPE_CHECKING:
 
 CPU_AUTO_PRECISION = "fp32"
 """What ``precision=auto`` means on a CPU. Measured on this project's 2-core AMD EPYC (AVX2, no
-native bf16): bf16 autocast made the demo model's training step slower than fp32, so CPUs stay
-on fp32 unless asked (``benchmarks/train_throughput.py --compare precision``, docs/training.md)."""
+native bf16): bf16 autocast made the demo model's training step 9× slower than fp32 (0.114×
+the tokens/s), so CPUs stay on fp32 unless asked (``benchmarks/train_throughput.py --compare
+precision``, docs/training.md)."""
 
 FSDP_AUTO_FRACTION = 0.25
 """``parallel=auto`` shards (FSDP) once one replica's weights + gradients + AdamW moments (16
