@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,9 @@ def _load_sharded(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     state = {"model": model_sd, "optim": optim_sd}
     import torch.distributed as dist
 
-    dcp.load(state, checkpoint_id=ckpt / SHARDED, no_dist=not dist.is_initialized())
+    with warnings.catch_warnings():  # one process reading shards is intended, not a mistake
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=ckpt / SHARDED, no_dist=not dist.is_initialized())
     set_state_dict(
         model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"]
     )
