@@ -3,6 +3,7 @@
 
 import functools
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -110,6 +111,10 @@ NO_CC = shutil.which("gcc") is None and shutil.which("cc") is None
 
 
 @pytest.mark.skipif(NO_CC, reason="torch.compile's inductor needs a C compiler on CPU (none found)")
+@pytest.mark.skipif(
+    os.environ.get("UNMASK_SLOW") != "1",
+    reason="a cold inductor compile takes ~150 s on 2 cores; set UNMASK_SLOW=1",
+)
 def test_inductor_block_step_matches_eager():
     """The inductor-generated kernels of one block give eager's output and gradients (one
     block, fixed shape: a single compile)."""
