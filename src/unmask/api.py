@@ -72,6 +72,8 @@ def start(
     aux: dict[str, Any] = {}
     if draft is not None:
         aux = {"drafter": draft.model, "drafter_facts": facts_of(draft)}
+    if config.guide_words is not None:  # the continuous decoders tokenize the guide words
+        aux["tokenizer"] = loaded.tokenizer
     decoder = choose_decoder(facts, config)
     config = dataclasses.replace(config, decoder=decoder.name)
     target = Target(loaded.model, facts, aux)
