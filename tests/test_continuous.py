@@ -270,8 +270,6 @@ def test_bad_input_is_refused_in_one_line(corpus, tmp_path):
         choose_decoder(mdlm, SampleConfig(decoder="embed-diffusion"))
     with pytest.raises(UserError, match="guide_scale"):
         SampleConfig(guide_scale=-1)
-    with pytest.raises(UserError, match="--init"):
-        train(_cfg(corpus, tmp_path / "a", objective="latent-diffusion"), progress=False)
     with pytest.raises(UserError, match="latent_len applies"):
         train(_cfg(corpus, tmp_path / "b", objective="mdlm", latent_len=3), progress=False)
     with pytest.raises(UserError, match="latent_len=40"):

@@ -15,7 +15,8 @@ layout, ``[text (L) ; slots (K) ; time (1)]``, run through the one transformer (
 
 Stage 1, ``latent-ae``: the reconstruction cross-entropy of decode(encode(x) + 0.1·ε) (the
 small noise makes the decoder robust to an imperfect sampled latent, as PLANNER does).
-Stage 2, ``latent-diffusion`` (``--init`` a latent-ae run): the same network keeps the
+Stage 2, ``latent-diffusion`` (``--init`` a latent-ae run; without one, both stages' losses
+train one fresh network jointly from the start): the same network keeps the
 reconstruction loss and learns to denoise its own latents: z_t = q_sample(sg(z), t) with
 ``SqrtSchedule``, loss = per-dimension squared error of the z0 prediction (× L/K per row, so
 it weighs like the token terms) + the text cross-entropy at z_t + the reconstruction. Why
@@ -200,15 +201,6 @@ def _check_latent_len(cfg: TrainConfig) -> None:
         raise UserError(f"latent_len={cfg.latent_len} must be in 1..seq_len ({cfg.seq_len})")
 
 
-def _check_stage2(cfg: TrainConfig) -> None:
-    _check_latent_len(cfg)
-    if not cfg.init:
-        raise UserError(
-            "objective 'latent-diffusion' continues a text autoencoder: train one with "
-            "--objective latent-ae, then give --init AE_RUN"
-        )
-
-
 def _needs_autoencoder(model: ModelConfig, cfg: TrainConfig) -> str | None:
     if model.objective not in ("latent-ae", "latent-diffusion") or not model.latent_len:
         return (
@@ -240,7 +232,7 @@ register_objective(
         attention="bidirectional",
         decoder="latent-diffusion",
         options=("latent_len",),
-        check=_check_stage2,
+        check=_check_latent_len,
         model_config=latent_model_config,
         needs=_needs_autoencoder,
         summary="stage 2 of latent diffusion: Gaussian diffusion of the autoencoder's latents",
