@@ -247,6 +247,10 @@ def test_checkpoints_generate_through_the_api(corpus, ae_run, tmp_path):
         api.generate(latent, "the lord", config=config)
     with pytest.raises(UserError, match="stage 1"):
         api.generate(load(ae_run), "", config=config)
+    with pytest.raises(UserError, match="write \\[MASK\\] in a generate prompt"):
+        api.infill(embed, "the [MASK] said")
+    with pytest.raises(UserError, match="latent-diffusion checkpoint"):
+        api.edit(latent, "the lord said", lowest=1)
 
 
 # -- refusals ---------------------------------------------------------------------------------

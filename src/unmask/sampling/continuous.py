@@ -333,6 +333,26 @@ class LatentRun(_GaussianRun):
         self.canvas.tokens[:, start:end] = self.ids[:, start:end]
 
 
+CONTINUOUS_DECODERS = ("embed-diffusion", "latent-diffusion")
+"""The decoders of this module: they denoise vectors, not a canvas of [MASK] tokens."""
+
+
+def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
+    """One-line ``UserError`` when ``task`` (a template task of ``unmask.infill``, which runs
+    the masked-diffusion commit loop) is asked of a continuous-diffusion checkpoint."""
+    if facts.default_decoder not in CONTINUOUS_DECODERS:
+        return
+    hint = (
+        "write [MASK] in a generate prompt: its decoder keeps the known tokens"
+        if facts.default_decoder == "embed-diffusion"
+        else "a latent model samples whole windows only"
+    )
+    raise UserError(
+        f"{task} runs the masked-diffusion commit loop, which a {facts.objective} checkpoint "
+        f"has no use for; {hint}"
+    )
+
+
 def _check_facts(name: str, facts: ModelFacts, objectives: tuple[str, ...]) -> None:
     if facts.objective not in objectives:
         raise UserError(
@@ -427,6 +447,7 @@ class LatentDiffusionDecoder(Decoder):
 
 
 __all__ = [
+    "CONTINUOUS_DECODERS",
     "BagOfWords",
     "Constraint",
     "EmbedDiffusionDecoder",
@@ -434,4 +455,5 @@ __all__ = [
     "LatentDiffusionDecoder",
     "LatentRun",
     "guide",
+    "refuse_commit_loop",
 ]
