@@ -224,13 +224,39 @@ def test_resume_equals_uninterrupted(corpus, ae_run, tmp_path, objective):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
-def test_checkpoints_generate_through_the_api(corpus, ae_run, tmp_path):
+@pytest.fixture(scope="module")
+def embed_run(corpus, tmp_path_factory):
+    from unmask.train import train
+
+    out = tmp_path_factory.mktemp("embed") / "e"
+    return train(_cfg(corpus, out, objective="embed-diffusion"), progress=False)
+
+
+def test_cli_equals_api_with_guidance_and_a_blank(embed_run, capsys):
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.cli import main
+
+    prompt = "the lord [MASK] unto"
+    args = ["generate", "--model", str(embed_run), "--gen-length", "8", "--steps", "4",
+            "--seed", "0", "--guide-words", "moses, israel", "--json", prompt]  # fmt: skip
+    assert main(args) == 0
+    cli = json.loads(capsys.readouterr().out)
+    config = SampleConfig(gen_length=8, steps=4, seed=0, guide_words="moses, israel")
+    out = api.generate(load(embed_run), prompt, config=config)
+    assert cli["decoder"] == out.decoder == "embed-diffusion"
+    assert cli["results"][0]["tokens"] == out.ids[0] and cli["nfe"] == out.nfe == 8
+    assert "[MASK]" not in cli["results"][0]["filled_prompt"]
+    assert main([*args[:-2], "--policy", "threshold", prompt]) == 2
+    assert "policy do(es) not apply" in capsys.readouterr().err
+
+
+def test_checkpoints_generate_through_the_api(corpus, embed_run, ae_run, tmp_path):
     from unmask import api
     from unmask.checkpoint import load
     from unmask.train import train
 
-    embed = load(train(_cfg(corpus, tmp_path / "e", objective="embed-diffusion"),
-                       progress=False))  # fmt: skip
+    embed = load(embed_run)
     config = SampleConfig(gen_length=8, steps=4, seed=0)
     views: list[torch.Tensor] = []
     out = api.generate(embed, "the lord", config=config,
