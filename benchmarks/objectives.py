@@ -1,5 +1,7 @@
-"""Objectives side by side: ``ar``, ``mdlm``, ``bd3lm`` (blocks of 4 and 16) and ``sedd``
-(absorbing).
+"""Objectives side by side: ``ar``, ``mdlm``, ``bd3lm`` (blocks of 4 and 16), ``sedd``
+(absorbing), and the continuous families ``embed-diffusion`` and latent diffusion
+(``latent-ae`` for the first half of the steps, then ``latent-diffusion`` ``--init`` it for
+the second half: the same token budget in all).
 
 Every model is trained by ``unmask.train`` on the same corpus with the same preset, sequence
 length, batch, steps (so the same token budget), learning rate and seed, then measured on the
@@ -17,7 +19,20 @@ split):
   ``ar`` one forward per token, the diffusion models ``sample-steps`` steps (``mdlm`` LLaDA's
   loop with random remasking at temperature 1, i.e. ancestral sampling; ``bd3lm`` block by
   block; ``sedd`` the analytic sampler);
-- training tokens/s (each run alone, one after the other: the machine's noise hits them in turn).
+- training tokens/s (each run alone, one after the other: the machine's noise hits them in turn);
+- the continuous families have no likelihood bound here: their held-out number is their own
+  training loss on the held-out windows (``est. nats``: the denoising cross-entropy for
+  ``embed-diffusion``, reconstruction + latent denoising for latent diffusion), an estimate of
+  nothing but itself, so the bpb and ratio columns are empty for them; they sample with their
+  own decoders through ``unmask.api.start`` (Gaussian noise, argmax rounding);
+- a ``unigram`` row: samples drawn from the training unigram, the floor every family must beat
+  in generative perplexity;
+- infill exact match (``infill EM``): ``--infill-n`` held-out windows of ``seq-len`` tokens
+  with one span of ``--infill-span`` tokens masked (``benchmarks/infill.py``'s
+  ``make_samples``), refilled with ``sample-steps`` steps by the models that can condition on
+  both sides (mdlm: LLaDA low-confidence, sedd: analytic, embed-diffusion: replacement);
+- sampling tokens/s, and with ``--step-sweep`` the generative perplexity at 1/4 and 1/2 of
+  ``sample-steps`` too (the steps a family needs for its quality).
 
 The published anchors are printed next to ours: MDLM's bound is 1.31× the AR perplexity on
 OpenWebText (22.98 vs 17.54; Sahoo et al. 2024) and BD3-LM with blocks of 4 is 1.24× on LM1B
@@ -40,12 +55,14 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from unmask import api
 from unmask.checkpoint import load
 from unmask.commands.demo import DemoTrainPlan, asset_path
 from unmask.config import SampleConfig, TrainConfig
@@ -61,7 +78,15 @@ RUNS: list[tuple[str, str, dict[str, Any]]] = [
     ("bd3lm-4", "bd3lm", {"block_size": 4}),
     ("bd3lm-16", "bd3lm", {"block_size": 16}),
     ("sedd", "sedd", {"sedd_graph": "absorbing"}),
+    ("embed", "embed-diffusion", {}),
+    ("latent", "latent-diffusion", {"latent_len": 8}),
 ]
+CONTINUOUS = ("embed-diffusion", "latent-diffusion")
+"""Objectives without a likelihood bound here (sampled through ``unmask.api.start``)."""
+STAGE1 = {"latent-diffusion": "latent-ae"}
+"""Objectives trained in two stages: the first stage's objective (half of the steps)."""
+INFILL = ("mdlm", "sedd", "embed-diffusion")
+"""Objectives whose decoders refill a masked span from both sides."""
 ANCHORS = [
     ("MDLM / AR perplexity, OpenWebText (Sahoo et al. 2024)", 22.98, 17.54),
     ("BD3-LM block 4 / AR perplexity, LM1B (Arriola et al. 2025)", 28.23, 22.83),
@@ -76,6 +101,7 @@ QUICK = dict(
     eval_repeats=1,
     gen_samples=2,
     gen_length=16,
+    infill_n=2,
     corpus_lines=3000,
     vocab_size=512,
 )
@@ -138,17 +164,22 @@ def held_out_bound(
     }
 
 
-def sample(run: Path, name: str, args: argparse.Namespace) -> dict:
+def sample(run: Path, name: str, args: argparse.Namespace, steps: int | None = None) -> dict:
     """``gen_samples`` samples of ``gen_length`` tokens after an EOS with the model's own
-    sampler."""
+    sampler (``steps`` diffusion steps, default ``sample-steps``)."""
     loaded = load(run)
     model, tok, cfg = loaded.model.eval(), loaded.tokenizer, loaded.config
     prompts = [[cfg.eos_id]] * args.gen_samples
-    steps = args.sample_steps or args.gen_length
+    steps = steps or args.sample_steps or args.gen_length
     gen = torch.Generator().manual_seed(0)
     ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
     t0 = time.perf_counter()
-    if cfg.attention == "causal":
+    if cfg.objective in CONTINUOUS:  # the one decoding path; a latent model takes no prompt
+        if cfg.objective == "latent-diffusion":
+            prompts = [[]] * args.gen_samples
+        sc = SampleConfig(gen_length=args.gen_length, steps=steps, seed=0)
+        res = api.start(loaded, prompts, sc).run()
+    elif cfg.attention == "causal":
         res = generate_ar(
             model,
             prompts,
@@ -177,6 +208,57 @@ def sample(run: Path, name: str, args: argparse.Namespace) -> dict:
     return {"texts": texts, "nfe": res.nfe, "seconds": seconds, "entropy": unigram_entropy(cut)}
 
 
+def unigram_samples(data: Path, nll: np.ndarray, args: argparse.Namespace) -> dict:
+    """``gen_samples`` texts of ``gen_length`` tokens drawn from the training unigram."""
+    tok = TokenDataset(data, "train").tokenizer()
+    p = torch.from_numpy(np.exp(-nll))
+    special = [i for i in range(len(p)) if tok.is_special(i)]
+    p[special] = 0.0
+    g = torch.Generator().manual_seed(0)
+    rows = torch.multinomial(p, args.gen_samples * args.gen_length, replacement=True, generator=g)
+    rows = rows.view(args.gen_samples, args.gen_length).tolist()
+    return {"texts": [tok.decode(r) for r in rows], "entropy": unigram_entropy(rows)}
+
+
+def infill_exact_match(run: Path, data: Path, args: argparse.Namespace) -> float | None:
+    """Share of held-out spans refilled exactly (``INFILL`` objectives; None for the others)."""
+    from infill import make_samples  # benchmarks/infill.py, beside this script
+
+    from unmask.canvas import Canvas
+    from unmask.sampling import sample as llada_sample
+    from unmask.sampling import sample_sedd
+    from unmask.sampling.continuous import EmbedRun
+    from unmask.sampling.sedd import model_score_fn
+    from unmask.sedd import graph_of
+
+    loaded = load(run)
+    model, cfg = loaded.model.eval(), loaded.config
+    if cfg.objective not in INFILL:
+        return None
+    val = TokenDataset(data, "val")
+    span = args.infill_span
+    rows = make_samples(val, loaded.tokenizer, window=args.seq_len, spans=[span],
+                        n=args.infill_n, seed=0)[span]  # fmt: skip
+    steps = args.sample_steps or span
+    hits = 0
+    for r in rows:
+        ids = r.prefix + [cfg.mask_id] * span + r.suffix
+        canvas = Canvas.from_tokens(torch.tensor([ids]), mask_id=cfg.mask_id)
+        sc = SampleConfig(gen_length=span, steps=steps, seed=0)
+        with torch.no_grad():
+            if cfg.objective == "embed-diffusion":
+                out = EmbedRun(model, canvas, sc).run()
+            elif cfg.objective == "sedd":
+                sc = SampleConfig(gen_length=len(ids), steps=steps, decoder="sedd", seed=0)
+                graph = graph_of(cfg)
+                out = sample_sedd(model_score_fn(model, graph=graph), canvas, sc, graph=graph)
+            else:
+                out = llada_sample(model, canvas, replace(sc, gen_length=len(ids)))
+        got = out.tokens[0, r.start : r.start + span].tolist()
+        hits += got == r.truth
+    return hits / len(rows)
+
+
 def gen_ppl(texts: list[str], scorer: Any) -> float | None:
     if scorer is None or not any(t.strip() for t in texts):
         return None
@@ -193,8 +275,18 @@ def load_scorer() -> Any:
         return None
 
 
+def _train_seconds(run: Path) -> float:
+    """Training seconds of a run (its last logged ``elapsed_s``)."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "elapsed_s" in r][-1]["elapsed_s"]
+
+
 def fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
+    """``v`` formatted by ``spec``; None is a "-" of the same width."""
+    if v is None:
+        width = "".join(c for c in spec.split(".")[0] if c.isdigit() or c in "<>^")
+        return format("-", width)
+    return format(v, spec)
 
 
 def main() -> None:
@@ -226,14 +318,24 @@ def main() -> None:
         default=None,
         help="diffusion steps per sample (default: gen-length)",
     )
+    ap.add_argument("--infill-n", type=int, default=32, help="held-out spans (default: 32)")
+    ap.add_argument("--infill-span", type=int, default=4, help="tokens per span (default: 4)")
+    ap.add_argument(
+        "--step-sweep",
+        action="store_true",
+        help="also gen ppl at 1/4 and 1/2 of sample-steps (diffusion rows)",
+    )
     ap.add_argument("--data", help="a prepared dataset (unmask prepare) instead of the demo corpus")
     ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(n for n, _, _ in RUNS))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     ap.add_argument(
         "--quick", action="store_true", help="smoke test: tiny preset, 20 steps, a corpus slice"
     )
-    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "objectives.json"),
-                    help="where to write the results (default: benchmarks/results/objectives.json)")
+    ap.add_argument(
+        "--json",
+        default=str(Path(__file__).parent / "results" / "objectives.json"),
+        help="where to write the results (default: benchmarks/results/objectives.json)",
+    )
     args = ap.parse_args()
     corpus_lines, vocab_size = None, DemoTrainPlan().vocab_size
     if args.quick:
@@ -279,37 +381,62 @@ def main() -> None:
                 threads=args.threads,
                 **extra,
             )
+            seconds, tokens = 0.0, 0
+            if objective in STAGE1:  # half the budget for the autoencoder, half for diffusion
+                half = args.steps // 2
+                first = train(replace(cfg, objective=STAGE1[objective], steps=half,
+                                      out=str(work / f"{name}-ae")), progress=False)  # fmt: skip
+                seconds += _train_seconds(first)
+                tokens += half * args.batch_size * args.seq_len
+                cfg = replace(cfg, steps=args.steps - half, init=str(first))
             run = train(cfg, progress=False)
             metrics = [
                 json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
             ]
             train_recs = [m for m in metrics if "tokens_per_s" in m]
             params = next(m["params"] for m in metrics if m.get("event") == "start")
+            seconds += _train_seconds(run)
+            tokens += cfg.steps * args.batch_size * args.seq_len
             bound = held_out_bound(run, objective, data, args, first_nll)
             samples = sample(run, name, args)
+            continuous = objective in CONTINUOUS
+            sweep = {}
+            if args.step_sweep and objective != "ar":
+                full = args.sample_steps or args.gen_length
+                for steps in sorted({max(1, full // 4), max(1, full // 2)}):
+                    sweep[str(steps)] = gen_ppl(sample(run, name, args, steps)["texts"], scorer)
             rows.append(
                 {
                     "name": name,
                     "objective": objective,
                     **extra,
                     "params": params,
-                    "train_tokens_per_s": train_recs[-1]["tokens_per_s"],
+                    "train_tokens_per_s": tokens / seconds,
                     "final_train_loss": train_recs[-1]["loss"],
                     "val_loss": bound["loss"],
-                    "val_bpb": bound["bpb"],
-                    "val_ppl_bound": bound["ppl"],
+                    "val_is_bound": not continuous,
+                    "val_bpb": None if continuous else bound["bpb"],
+                    "val_ppl_bound": None if continuous else bound["ppl"],
                     "gen_ppl": gen_ppl(samples["texts"], scorer),
+                    "gen_ppl_by_steps": sweep,
                     "gen_entropy": samples["entropy"],
                     "nfe": samples["nfe"],
                     "sample_seconds": samples["seconds"],
+                    "sample_tokens_per_s": args.gen_samples * args.gen_length / samples["seconds"],
+                    "infill_exact_match": infill_exact_match(run, data, args),
                     "sample": samples["texts"][0],
                 }
             )
+        uni = unigram_samples(data, first_nll, args)
+        rows.append({"name": "unigram", "objective": None, "gen_ppl": gen_ppl(uni["texts"], scorer),
+                     "gen_entropy": uni["entropy"], "sample": uni["texts"][0]})  # fmt: skip
 
     ar_row = next(r for r in rows if r["name"] == "ar")
     for r in rows:
-        r["ppl_ratio_vs_ar"] = r["val_ppl_bound"] / ar_row["val_ppl_bound"]
-        r["tokens_per_s_ratio_vs_ar"] = r["train_tokens_per_s"] / ar_row["train_tokens_per_s"]
+        bound = r.get("val_ppl_bound")
+        r["ppl_ratio_vs_ar"] = None if bound is None else bound / ar_row["val_ppl_bound"]
+        if "train_tokens_per_s" in r:
+            r["tokens_per_s_ratio_vs_ar"] = r["train_tokens_per_s"] / ar_row["train_tokens_per_s"]
     print(
         f"\npreset={args.preset} steps={args.steps} seq_len={args.seq_len} batch={args.batch_size} "
         f"tokens={args.steps * args.seq_len * args.batch_size:,} vocab={vocab} "
@@ -318,24 +445,40 @@ def main() -> None:
     )
     head = (
         f"{'objective':<10} {'params':>8} {'train tok/s':>12} {'val bpb':>8} {'ppl bound':>10} "
-        f"{'x AR':>6} "
-        f"{'gen ppl':>8} {'entropy':>8} {'NFE':>5}"
+        f"{'x AR':>6} {'est. nats':>9} "
+        f"{'gen ppl':>8} {'entropy':>8} {'NFE':>5} {'gen tok/s':>9} {'infill EM':>9}"
     )
     print(head)
     print("-" * len(head))
     for r in rows:
+        if r["objective"] is None:  # the unigram floor: samples only
+            blank = f"{'-':>8} {'-':>12} {'-':>8} {'-':>10} {'-':>6} {'-':>9}"
+            print(f"{r['name']:<10} {blank} {fmt(r['gen_ppl'], '>8.1f')} "
+                  f"{r['gen_entropy']:>8.2f}")  # fmt: skip
+            continue
+        est = None if r["val_is_bound"] else r["val_loss"]
         print(
             f"{r['name']:<10} {r['params'] / 1e6:>7.2f}M {r['train_tokens_per_s']:>12,.0f} "
-            f"{r['val_bpb']:>8.3f} {r['val_ppl_bound']:>10.2f} {r['ppl_ratio_vs_ar']:>6.2f} "
+            f"{fmt(r['val_bpb'], '>8.3f')} {fmt(r['val_ppl_bound'], '>10.2f')} "
+            f"{fmt(r['ppl_ratio_vs_ar'], '>6.2f')} {fmt(est, '>9.3f')} "
             f"{fmt(r['gen_ppl'], '>8.1f')} "
-            f"{r['gen_entropy']:>8.2f} {r['nfe']:>5}"
+            f"{r['gen_entropy']:>8.2f} {r['nfe']:>5} {r['sample_tokens_per_s']:>9,.0f} "
+            f"{fmt(r['infill_exact_match'], '>9.2f')}"
         )
+    sweeps = [r for r in rows if r.get("gen_ppl_by_steps")]
+    if sweeps:
+        print("\ngen ppl by sampling steps:")
+        for r in sweeps:
+            cells = ", ".join(f"{k}: {fmt(v, '.1f')}" for k, v in r["gen_ppl_by_steps"].items())
+            print(f"  {r['name']:<10} {cells}, {r['nfe']} NFE: {fmt(r['gen_ppl'], '.1f')}")
     print("\npublished anchors:")
     for label, ours, ar_ppl in ANCHORS:
         print(f"  {label}: {ours} / {ar_ppl} = {ours / ar_ppl:.2f}x")
     print(
         "ar: exact NLL of tokens 2..L plus the unigram NLL of token 1; "
-        "diffusion rows: their bounds (upper bounds)."
+        "discrete diffusion rows: their bounds (upper bounds); embed/latent: no bound, "
+        "'est. nats' is their own held-out training loss (not comparable); "
+        f"infill EM: {args.infill_n} spans of {args.infill_span} tokens."
     )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

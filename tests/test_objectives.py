@@ -195,9 +195,12 @@ SPECS = {  # name: (attention, decoder, batch, options)
     "ar": ("causal", "ar", "tokens", {"fim_rate"}),
     "bd3lm": ("block-causal", "bd3lm", "tokens", {"block_size", "schedule"}),
     "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph"}),
+    "embed-diffusion": ("bidirectional", "embed-diffusion", "tokens", set()),
+    "latent-ae": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
+    "latent-diffusion": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
 }
 NON_DEFAULT = {"fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4, "sedd_graph": "uniform",
-               "schedule": "cosine"}  # fmt: skip
+               "schedule": "cosine", "latent_len": 4}  # fmt: skip
 
 
 def test_each_objective_is_a_spec():

@@ -40,6 +40,14 @@ if TYPE_CHECKING:
     from unmask.sampling.protocol import StepCallback
 
 
+def _refuse_continuous(loaded: Loaded, task: str) -> None:
+    """The template tasks run the masked-diffusion commit loop; a continuous-diffusion
+    checkpoint (``unmask.sampling.continuous``) is refused in one line instead."""
+    from unmask.sampling.continuous import refuse_commit_loop
+
+    refuse_commit_loop(facts_of(loaded), task)
+
+
 def facts_of(loaded: Loaded) -> ModelFacts:
     """The facts of a loaded checkpoint (its config, and whether its model has a KV cache)."""
     facts = ModelFacts.of(loaded.config)
@@ -72,6 +80,8 @@ def start(
     aux: dict[str, Any] = {}
     if draft is not None:
         aux = {"drafter": draft.model, "drafter_facts": facts_of(draft)}
+    if config.guide_words is not None:  # the continuous decoders tokenize the guide words
+        aux["tokenizer"] = loaded.tokenizer
     decoder = choose_decoder(facts, config)
     config = dataclasses.replace(config, decoder=decoder.name)
     target = Target(loaded.model, facts, aux)
@@ -345,6 +355,7 @@ def infill(
     from unmask.infill import infill_causal
 
     config = config or SampleConfig()
+    _refuse_continuous(loaded, "infill")
     t0 = time.perf_counter()
     if facts_of(loaded).attention == "causal":
         res = infill_causal(loaded.model, loaded.tokenizer, template, config)
@@ -377,6 +388,7 @@ def edit(
     from unmask.infill import edit as _edit
     from unmask.infill import revise
 
+    _refuse_continuous(loaded, "edit")
     t0 = time.perf_counter()
     if rounds > 1:
         if lowest is None:
@@ -415,6 +427,7 @@ def fill_form(
     the result always parses)."""
     from unmask.infill import fill_form as _fill_form
 
+    _refuse_continuous(loaded, "fill_form")
     t0 = time.perf_counter()
     res = _fill_form(loaded.model, loaded.tokenizer, template, config, step_callback=step_callback)
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)

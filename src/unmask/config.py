@@ -185,6 +185,9 @@ class ModelConfig:
     schedule_eps: float = 1e-3
     """The schedule's floor on the mask probability, p_mask = (1 - eps)·(1 - α(t)) + eps
     (``TrainConfig.eps``)."""
+    latent_len: int | None = None
+    """Latent vectors a window of text is compressed to (objectives ``latent-ae`` and
+    ``latent-diffusion``, ``unmask.objectives.latent``); None = not a latent model."""
     sample_defaults: dict[str, Any] = field(default_factory=dict)
     """Sampling options recommended for this checkpoint (``SampleConfig`` field -> value,
     e.g. ``{"temperature": 0.8, "block_length": 4}``), measured, not guessed: written by
@@ -311,7 +314,8 @@ class TrainConfig:
     preset: str = "tiny"
     """Model preset (tiny, demo, small, base)."""
     objective: str = "mdlm"
-    """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``)."""
+    """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``,
+    ``embed-diffusion``, ``latent-ae``, ``latent-diffusion``)."""
     seq_len: int = 128
     """Tokens per training row (≤ the model's max_seq_len)."""
     batch_size: int = 32
@@ -365,6 +369,10 @@ class TrainConfig:
     """Objective ``sedd`` only: the forward graph, ``absorbing`` (tokens jump to [MASK]) or
     ``uniform`` (tokens jump to random tokens; wants a time-conditioned model); the noise schedule
     is SEDD's log-linear one with ``eps`` (Lou et al. 2024; docs/training.md)."""
+    latent_len: int = 8
+    """Objectives ``latent-ae`` / ``latent-diffusion`` only: latent vectors (of width d_model)
+    each window of ``seq_len`` tokens is compressed to; saved as the model's ``latent_len``
+    (stage 2 takes the autoencoder's)."""
     init: str = ""
     """Checkpoint (run directory or checkpoint folder) whose weights, config and tokenizer start
     the run (objective ``sft`` needs it); empty = a fresh model from ``preset``."""
@@ -423,8 +431,9 @@ class SampleConfig:
     decoder: str = "auto"
     """Decoder by registry name (``unmask.sampling.DECODERS``): ``auto`` (the checkpoint's own:
     ``llada`` for masked diffusion, ``bd3lm`` for block diffusion, ``sedd`` for SEDD, ``ar``
-    for causal models, ``speculative`` for a causal model given a diffusion drafter), or one
-    of those names; a decoder the checkpoint cannot run is refused."""
+    for causal models, ``speculative`` for a causal model given a diffusion drafter,
+    ``embed-diffusion`` / ``latent-diffusion`` for the continuous families), or one of those
+    names; a decoder the checkpoint cannot run is refused."""
     gen_length: int = 64
     """Number of tokens to generate after the prompt."""
     steps: int = 64
@@ -476,10 +485,21 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
     draft_length: int = 8
     """Decoder ``speculative``: tokens the diffusion drafter proposes per round (>= 1)."""
+    guide_words: str | None = None
+    """Decoders ``embed-diffusion`` / ``latent-diffusion``: words the text should contain,
+    comma-separated; the continuous state is pushed toward them by the gradient of a
+    bag-of-words constraint at every step (``unmask.sampling.continuous``)."""
+    guide_scale: float = 0.02
+    """Strength of ``guide_words`` guidance: the step on the continuous state, in units of the
+    current noise's standard deviation (>= 0). Measured on a small embed-diffusion model
+    (docs/sampling.md): 0.02 puts the words in every sample without repeating them
+    everywhere; 0.2 and more fills the text with them."""
 
     def __post_init__(self) -> None:
         if self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
+        if self.guide_scale < 0:
+            raise UserError(f"guide_scale must be >= 0, got {self.guide_scale}")
         for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
             value = getattr(self, name)
             if value not in allowed:

@@ -440,6 +440,8 @@ class Transformer(nn.Module):
         start: int = 0,
         positions: Tensor | None = None,
         attn_bias: Tensor | None = None,
+        inputs_embeds: Tensor | None = None,
+        return_hidden: bool = False,
     ) -> Tensor:
         """tokens (B, L) int64; attention_mask (B, L) bool/int, True/1 = real token.
         -> logits (B, L, V).
@@ -456,6 +458,11 @@ class Transformer(nn.Module):
         pattern (``attention_mask`` still removes padded keys). Both serve objectives that run
         one sequence twice in a pass, as BD3-LM's ``[x_t ; x_0]`` (``unmask.objectives.bd3lm``);
         they are not supported with ``cache``.
+
+        ``inputs_embeds`` (B, L, D) replaces ``embed(tokens)`` as the input vectors, for the
+        continuous families (noisy embeddings, latents; ``unmask.objectives.continuous``);
+        ``tokens`` still give the shape. ``return_hidden`` returns the final normed hidden
+        states (B, L, D) instead of the head's output (an encoder's or denoiser's vectors).
 
         With ``cache``, ``tokens`` are the positions ``[start, start + L)`` of a longer sequence:
         their keys/values are written into the cache (an empty cache needs ``start == 0``) and
@@ -486,13 +493,21 @@ class Transformer(nn.Module):
             )
         level = self._noise_level(tokens, attention_mask, sigma, cache)  # (B,) or None
         cond = None if level is None else self.sigma_embed(level)  # (B, cond_dim)
-        x = self.embed(tokens)  # (B, L, D)
+        if inputs_embeds is not None and inputs_embeds.shape != (B, L, self.config.d_model):
+            raise ValueError(
+                f"inputs_embeds must have shape ({B}, {L}, {self.config.d_model}), "
+                f"got {tuple(inputs_embeds.shape)}"
+            )
+        x = self.embed(tokens) if inputs_embeds is None else inputs_embeds  # (B, L, D)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, is_causal, cache, i, start, cond)
         if cond is None:
-            return self.lm_head(self.norm(x))  # (B, L, V)
+            return self.norm(x) if return_hidden else self.lm_head(self.norm(x))  # (B, L, V|D)
         shift, scale = self.final_modulation(cond)[:, None].chunk(2, dim=-1)  # (B, 1, D) each
-        out = self.lm_head(modulate(self.norm(x), shift, scale))  # (B, L, V)
+        h = modulate(self.norm(x), shift, scale)  # (B, L, D)
+        if return_hidden:
+            return h
+        out = self.lm_head(h)  # (B, L, V)
         if self.config.output == "sedd_log_score":
             out = sedd_log_score(out, tokens, level)
             if sigma is None:

@@ -20,6 +20,11 @@ changes, and the decoder that samples the result.
   (``bd3lm_attention_bias``, ``bd3lm_logits``). Decoder ``bd3lm``.
 - ``sedd`` (``score_entropy``): SEDD's score-entropy bound over the graphs of ``unmask.sedd``.
   Decoder ``sedd``.
+- ``embed-diffusion`` (``continuous``): Gaussian diffusion on normalised token embeddings
+  (Diffusion-LM's sqrt schedule, CDCD's cross-entropy). Decoder ``embed-diffusion``.
+- ``latent-ae`` / ``latent-diffusion`` (``latent``): a text autoencoder (stage 1), then
+  Gaussian diffusion of its latents (stage 2, ``--init`` the autoencoder). Decoder
+  ``latent-diffusion``.
 
 Adding an objective: a module with its loss and one ``register_objective(ObjectiveSpec(...))``,
 imported below.
@@ -29,6 +34,8 @@ from __future__ import annotations
 
 from unmask.objectives.autoregressive import FIM_EXTRA, ar, fim_rearrange
 from unmask.objectives.blocks import bd3lm, bd3lm_attention_bias, bd3lm_logits
+from unmask.objectives.continuous import embed_diffusion
+from unmask.objectives.latent import latent_ae, latent_diffusion
 from unmask.objectives.masked import EMPTY_MAX_RUN, insert_empty, mdlm, random_length_cut, sft
 from unmask.objectives.score_entropy import sedd, sedd_model_config
 from unmask.objectives.spec import (
@@ -63,9 +70,12 @@ __all__ = [
     "bd3lm",
     "bd3lm_attention_bias",
     "bd3lm_logits",
+    "embed_diffusion",
     "fim_rearrange",
     "get_objective",
     "insert_empty",
+    "latent_ae",
+    "latent_diffusion",
     "mdlm",
     "objective_of",
     "objective_spec",

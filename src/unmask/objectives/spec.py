@@ -168,7 +168,9 @@ class ObjectiveSpec:
 OBJECTIVES: dict[str, ObjectiveSpec] = {}
 """Registered objectives by name, in registration order."""
 
-OBJECTIVE_OPTIONS = ("fim_rate", "empty_rate", "block_size", "sedd_graph", "schedule")
+OBJECTIVE_OPTIONS = (
+    "fim_rate", "empty_rate", "block_size", "sedd_graph", "schedule", "latent_len",
+)
 """``TrainConfig`` fields that apply only to the objectives that list them in ``options``."""
 
 

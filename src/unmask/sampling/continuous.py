@@ -1,0 +1,459 @@
+"""Decoders of the continuous families: ``embed-diffusion`` (Gaussian diffusion on token
+embeddings) and ``latent-diffusion`` (Gaussian diffusion of an autoencoder's latents).
+
+Both run DDPM's ancestral sampler from t = 1 (pure noise) to t = 0 on the grid
+t_k = 1 - k/steps, one model call per step (``unmask.objectives.continuous.SqrtSchedule``):
+the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
+
+- ``EmbedRun``: the state is one vector per canvas position. The prediction is rounded to
+  the nearest token embedding before it is used (Diffusion-LM's clamping trick, Li et al.
+  2022, §4.2: the argmax of the logits, or a draw at ``temperature``), so the predicted x0 is
+  always exactly a row of the embedding table. Known positions (the prompt, tokens around
+  a ``[MASK]``) are replaced at every step by a fresh draw of q(x_t | their embedding)
+  (infilling by replacement), and come out verbatim. ``view()`` is the rounded canvas of the
+  last step: it sharpens from noise to text.
+- ``LatentRun``: the state is ``latent_len`` vectors; the prediction is the denoiser's z0 and
+  the text it reads off z_t is the view; the last step decodes the predicted z0
+  (``unmask.objectives.latent.decode_logits``, one more model call). A latent model samples
+  whole windows: a prompt is refused.
+- Control (``BagOfWords``, ``SampleConfig.guide_words``): before each step the state is moved
+  down the gradient of a differentiable constraint on the step's logits (Diffusion-LM §5.2,
+  classifier guidance; here a constraint needs no classifier): -sum over the words of
+  log max-ish_i p_i(word) (a logsumexp over positions). The step size is ``guide_scale``
+  times the current noise's standard deviation; a guided step costs two model calls.
+
+Commit policies, remasking, blocks, caches and classifier-free guidance do not apply and are
+refused in one line (``check``). Neither run shares forward passes (each passes its own
+vectors and time), so the server runs them alone, one ``advance()`` per step.
+
+Inside: ``BagOfWords``, ``guide``, ``EmbedRun``, ``LatentRun``, the decoders
+``EmbedDiffusionDecoder`` and ``LatentDiffusionDecoder``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from unmask.canvas import Canvas, as_rows
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.facts import ModelFacts
+from unmask.objectives.continuous import TIME_SCALE, SqrtSchedule, token_embeddings
+from unmask.objectives.latent import decode_logits, denoise
+from unmask.sampling.loop import add_gumbel_noise, forbid_tokens
+from unmask.sampling.protocol import (
+    DecoderRun,
+    GenerateResult,
+    ViewCallback,
+    make_generator,
+    model_device,
+)
+from unmask.sampling.registry import Decoder, Prompts, Target, refuse_top_k, register_decoder
+
+Constraint = Callable[[Tensor], Tensor]
+"""``constraint(logits (B, G, V)) -> (B,)`` loss, differentiable; lower = better satisfied."""
+
+
+class BagOfWords:
+    """Loss of a bag of required tokens: sum over ``ids`` of -logsumexp_i log p_i(id) over the
+    positions i of the generation region (a soft "some position holds it")."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        if not ids:
+            raise UserError("guide_words gave no tokens")
+        self.ids = list(ids)
+
+    def __call__(self, logits: Tensor) -> Tensor:
+        logp = logits.float().log_softmax(dim=-1)[..., self.ids]  # (B, G, W)
+        return -logp.logsumexp(dim=1).sum(dim=-1)  # (B,)
+
+
+def guide(
+    state: Tensor,
+    logits_of: Callable[[Tensor], Tensor],
+    constraint: Constraint,
+    step: float,
+) -> Tensor:
+    """``state`` (B, N, D) moved by ``step`` (in units of its RMS) against the gradient of
+    ``constraint(logits_of(state))``: one step of gradient guidance. Each row's gradient is
+    normalised to unit RMS, so ``step`` is a distance, whatever the loss' scale."""
+    with torch.enable_grad():
+        x = state.detach().requires_grad_(True)
+        loss = constraint(logits_of(x)).sum()
+        (grad,) = torch.autograd.grad(loss, x)
+    rms = grad.float().pow(2).mean(dim=(1, 2), keepdim=True).sqrt().clamp_min(1e-12)  # (B, 1, 1)
+    return (state - step * (grad / rms).to(state.dtype)).detach()
+
+
+def _guide_ids(target: Target, config: SampleConfig) -> list[int] | None:
+    if config.guide_words is None:
+        return None
+    tok = target.aux.get("tokenizer")
+    if tok is None:
+        raise UserError("guide_words needs the checkpoint's tokenizer (run through unmask.api)")
+    ids: list[int] = []
+    for word in (w.strip() for w in config.guide_words.split(",")):
+        if word:  # a BPE word token carries its leading space, as in running text
+            ids.extend(tok.encode(" " + word))
+    return ids
+
+
+def _check_options(name: str, config: SampleConfig) -> None:
+    """Refuse options that belong to the commit loop or to causal models."""
+    refuse_top_k(name, config)
+    defaults = SampleConfig()
+    unused = {
+        "policy": config.policy != defaults.policy,
+        "remasking": config.remasking != defaults.remasking,
+        "confidence": config.confidence != defaults.confidence,
+        "block_length": config.block_length not in (None, config.gen_length),
+        "cache": config.cache != "none",
+        "cfg_scale": config.cfg_scale != 0,
+    }
+    bad = [k for k, given in unused.items() if given]
+    if bad:
+        raise UserError(
+            f"{', '.join(bad)} do(es) not apply to decoder {name!r}, which denoises a "
+            "continuous state (no commit policy, blocks, cache or cfg)"
+        )
+    if config.gen_length <= 0 or config.steps <= 0:
+        raise UserError(
+            f"gen_length and steps must be positive, got {config.gen_length}, {config.steps}"
+        )
+    if not config.temperature >= 0:
+        raise UserError(f"temperature must be >= 0, got {config.temperature}")
+
+
+class _GaussianRun(DecoderRun):
+    """The ancestral sampler both runs share (see the module docstring). Subclasses give
+    ``_forward(state, t)`` (the model's output), ``_view_logits(out)`` (B, G, V),
+    ``_x0(out)`` (the x0 prediction; it also sets the rounded canvas ``ids``) and
+    ``_finish(x0)``; ``_prepare(t)`` and ``_keep(old, new)`` serve infilling."""
+
+    schedule = SqrtSchedule()
+
+    def __init__(
+        self,
+        model: Any,
+        canvas: Canvas,
+        config: SampleConfig,
+        *,
+        eos_id: int | None,
+        constraint: Constraint | None,
+        on_view: ViewCallback | None,
+    ) -> None:
+        self.model, self.canvas, self.eos_id, self.on_view = model, canvas, eos_id, on_view
+        self.mask_id = canvas.mask_id
+        start, end = canvas.region
+        self.gen_length = end - start
+        self.temperature = config.temperature
+        self.generator = make_generator(config.seed, "cpu")
+        self.grid = torch.linspace(1.0, 0.0, config.steps + 1, dtype=torch.float64).tolist()
+        self.constraint, self.guide_scale = constraint, config.guide_scale
+        if config.forbid_eos:
+            if eos_id is None:
+                raise UserError("forbid_eos needs the EOS id (eos_id is None)")
+            canvas.constraints.append(forbid_tokens([eos_id]))
+        self.ids = canvas.tokens.clone()  # (B, L): the rounded canvas of the last step
+        self.state = torch.empty(0)
+        self.nfe = self.steps = 0
+
+    @property
+    def done(self) -> bool:
+        return self.steps == len(self.grid) - 1
+
+    def _forward(self, state: Tensor, t: float) -> Any:
+        raise NotImplementedError
+
+    def _view_logits(self, out: Any) -> Tensor:
+        raise NotImplementedError
+
+    def _x0(self, out: Any) -> Tensor:
+        raise NotImplementedError
+
+    def _finish(self, x0_hat: Tensor) -> None:
+        raise NotImplementedError
+
+    def _prepare(self, t: float) -> None:
+        """Before a step at time ``t`` (infilling: the known positions' fresh draws)."""
+
+    def _keep(self, old: Tensor, new: Tensor) -> Tensor:
+        """The state after guidance moved ``old`` to ``new`` (infilling keeps known ones)."""
+        return new
+
+    def _round(self, logits: Tensor) -> Tensor:
+        """Token ids from logits (..., V): the canvas constraints (full-canvas logits only),
+        never [MASK], then the argmax or a draw at ``temperature``."""
+        logits = logits.float().clone()
+        if logits.shape[:2] == self.canvas.tokens.shape:
+            logits = self.canvas.apply_constraints(logits)
+        logits[..., self.mask_id] = float("-inf")
+        return add_gumbel_noise(logits, self.temperature, self.generator).argmax(dim=-1)
+
+    def advance(self) -> None:
+        assert not self.done, "the run is finished"
+        t, s = self.grid[self.steps], self.grid[self.steps + 1]
+        with torch.no_grad():
+            self._prepare(t)
+            if self.constraint is not None and self.guide_scale > 0:
+                sd = float(1.0 - self.schedule.alpha_bar(torch.tensor(t))) ** 0.5
+                moved = guide(
+                    self.state,
+                    lambda x: self._view_logits(self._forward(x, t)),
+                    self.constraint,
+                    self.guide_scale * sd,
+                )
+                self.state = self._keep(self.state, moved)
+                self.nfe += 1
+            x0_hat = self._x0(self._forward(self.state, t))
+            self.nfe += 1
+            self.steps += 1
+            if self.done:
+                self._finish(x0_hat)
+            else:
+                self.state = self.schedule.posterior_step(self.state, x0_hat, t, s, self.generator)
+        self._report()
+
+    def view(self) -> Tensor:
+        start, end = self.canvas.region
+        return self.ids[:, start:end]  # (B, G)
+
+    def result(self) -> GenerateResult:
+        return GenerateResult(
+            tokens=self.canvas.tokens,
+            region=self.canvas.region,
+            nfe=self.nfe,
+            steps=self.steps,
+            eos_id=self.eos_id,
+            attention_mask=self.canvas.attention_mask,
+        )
+
+
+class EmbedRun(_GaussianRun):
+    """Embedding diffusion over a canvas (decoder ``embed-diffusion``; module docstring)."""
+
+    def __init__(
+        self,
+        model: Any,
+        canvas: Canvas,
+        config: SampleConfig,
+        *,
+        eos_id: int | None = None,
+        constraint: Constraint | None = None,
+        on_view: ViewCallback | None = None,
+    ) -> None:
+        super().__init__(
+            model, canvas, config, eos_id=eos_id, constraint=constraint, on_view=on_view
+        )
+        with torch.no_grad():
+            self.table = token_embeddings(model)  # (V, D)
+        self.known = canvas.locked | ~canvas.masked  # (B, L): given tokens and padding
+        B, L = canvas.tokens.shape
+        noise = torch.randn(B, L, self.table.shape[1], generator=self.generator)
+        self.state = noise.to(self.table.device, self.table.dtype)  # (B, L, D): x_1 ~ N(0, I)
+        self.x0_hat = self.table[canvas.tokens]  # (B, L, D): the last clamped prediction
+
+    def _prepare(self, t: float) -> None:
+        # replacement: known positions hold a fresh draw of q(x_t | their embedding)
+        B = self.state.shape[0]
+        fresh = self.schedule.q_sample(
+            self.table[self.canvas.tokens], torch.full((B,), t), self.generator
+        )  # (B, L, D)
+        self.state = torch.where(self.known[..., None], fresh, self.state)
+
+    def _keep(self, old: Tensor, new: Tensor) -> Tensor:
+        return torch.where(self.known[..., None], old, new)
+
+    def _forward(self, state: Tensor, t: float) -> Tensor:
+        sigma = torch.full((state.shape[0],), TIME_SCALE * t, device=state.device)
+        return self.model(
+            self.canvas.tokens,
+            attention_mask=self.canvas.attention_mask,
+            sigma=sigma,
+            inputs_embeds=state,
+        )  # (B, L, V)
+
+    def _view_logits(self, out: Tensor) -> Tensor:
+        start, end = self.canvas.region
+        return out[:, start:end]
+
+    def _x0(self, out: Tensor) -> Tensor:
+        # the clamping trick: the prediction is exactly the embedding of the rounded token
+        self.ids = torch.where(self.known, self.canvas.tokens, self._round(out))  # (B, L)
+        self.x0_hat = self.table[self.ids]  # (B, L, D)
+        return self.x0_hat
+
+    def _finish(self, x0_hat: Tensor) -> None:
+        self.canvas.commit(~self.known, self.ids)
+
+
+class LatentRun(_GaussianRun):
+    """Latent diffusion of whole windows (decoder ``latent-diffusion``; module docstring)."""
+
+    def __init__(
+        self,
+        model: Any,
+        canvas: Canvas,
+        config: SampleConfig,
+        *,
+        eos_id: int | None = None,
+        constraint: Constraint | None = None,
+        on_view: ViewCallback | None = None,
+    ) -> None:
+        super().__init__(
+            model, canvas, config, eos_id=eos_id, constraint=constraint, on_view=on_view
+        )
+        self.model_config = model.config
+        K, D = self.model_config.latent_len, self.model_config.d_model
+        device = model_device(model) or canvas.device
+        noise = torch.randn(canvas.batch_size, K, D, generator=self.generator)
+        self.state = noise.to(device)  # (B, K, D): z_1 ~ N(0, I)
+
+    def _forward(self, state: Tensor, t: float) -> tuple[Tensor, Tensor]:
+        t_rows = torch.full((state.shape[0],), t)
+        return denoise(self.model, self.model_config, state, t_rows, self.gen_length)
+
+    def _view_logits(self, out: tuple[Tensor, Tensor]) -> Tensor:
+        return out[1]  # (B, G, V): the text read off z_t
+
+    def _x0(self, out: tuple[Tensor, Tensor]) -> Tensor:
+        start, end = self.canvas.region
+        self.ids[:, start:end] = self._round(out[1])
+        return out[0]  # (B, K, D)
+
+    def _finish(self, x0_hat: Tensor) -> None:
+        logits = decode_logits(self.model, self.model_config, x0_hat, self.gen_length)
+        self.nfe += 1
+        start, end = self.canvas.region
+        self.ids[:, start:end] = self._round(logits)  # (B, G)
+        self.canvas.tokens[:, start:end] = self.ids[:, start:end]
+
+
+CONTINUOUS_DECODERS = ("embed-diffusion", "latent-diffusion")
+"""The decoders of this module: they denoise vectors, not a canvas of [MASK] tokens."""
+
+
+def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
+    """One-line ``UserError`` when ``task`` (a template task of ``unmask.infill``, which runs
+    the masked-diffusion commit loop) is asked of a continuous-diffusion checkpoint."""
+    if facts.default_decoder not in CONTINUOUS_DECODERS:
+        return
+    hint = (
+        "write [MASK] in a generate prompt: its decoder keeps the known tokens"
+        if facts.default_decoder == "embed-diffusion"
+        else "a latent model samples whole windows only"
+    )
+    raise UserError(
+        f"{task} runs the masked-diffusion commit loop, which a {facts.objective} checkpoint "
+        f"has no use for; {hint}"
+    )
+
+
+def _check_facts(name: str, facts: ModelFacts, objectives: tuple[str, ...]) -> None:
+    if facts.objective not in objectives:
+        raise UserError(
+            f"decoder {name!r} needs a checkpoint of objective {' or '.join(objectives)}; "
+            f"this one is {facts.objective}: use decoder {facts.default_decoder!r}"
+        )
+
+
+def _canvas(target: Target, prompt_ids: Prompts, config: SampleConfig) -> Canvas:
+    f = target.facts
+    canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=f.mask_id, pad_id=f.pad_id)
+    if f.max_seq_len is not None and canvas.length > f.max_seq_len:
+        raise UserError(
+            f"the canvas ({canvas.length} tokens) exceeds the model's max_seq_len ({f.max_seq_len})"
+        )
+    return canvas.to(model_device(target.model) or canvas.device)
+
+
+def _constraint(target: Target, config: SampleConfig) -> Constraint | None:
+    ids = _guide_ids(target, config)
+    return None if ids is None else BagOfWords(ids)
+
+
+@register_decoder("embed-diffusion")
+class EmbedDiffusionDecoder(Decoder):
+    """Gaussian diffusion on token embeddings with the clamping trick (``EmbedRun``)."""
+
+    summary = "continuous diffusion on token embeddings: ancestral steps, clamping, guidance"
+
+    def check(self, facts: ModelFacts, config: SampleConfig) -> None:
+        _check_facts("embed-diffusion", facts, ("embed-diffusion",))
+        _check_options("embed-diffusion", config)
+
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
+        canvas = _canvas(target, prompt_ids, config)
+        return EmbedRun(
+            target.model,
+            canvas,
+            config,
+            eos_id=target.facts.eos_id,
+            constraint=_constraint(target, config),
+            on_view=on_view,
+        )
+
+
+@register_decoder("latent-diffusion")
+class LatentDiffusionDecoder(Decoder):
+    """Gaussian diffusion of an autoencoder's latents, decoded to text (``LatentRun``)."""
+
+    summary = "latent diffusion: ancestral steps on latent vectors, then the decoder"
+
+    def check(self, facts: ModelFacts, config: SampleConfig) -> None:
+        if facts.objective == "latent-ae":
+            raise UserError(
+                "this checkpoint is stage 1 of latent diffusion (an autoencoder); train "
+                "stage 2 on it: unmask train --objective latent-diffusion --init RUN"
+            )
+        _check_facts("latent-diffusion", facts, ("latent-diffusion",))
+        _check_options("latent-diffusion", config)
+
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
+        f = target.facts
+        rows = as_rows(prompt_ids)
+        if any(t not in (f.pad_id, f.bos_id) for r in rows for t in r):
+            raise UserError(
+                "a latent-diffusion model samples whole windows from noise and takes no "
+                "prompt; give an empty prompt (steer it with guide_words instead)"
+            )
+        canvas = _canvas(target, [[] for _ in rows], config)
+        return LatentRun(
+            target.model,
+            canvas,
+            config,
+            eos_id=f.eos_id,
+            constraint=_constraint(target, config),
+            on_view=on_view,
+        )
+
+
+__all__ = [
+    "CONTINUOUS_DECODERS",
+    "BagOfWords",
+    "Constraint",
+    "EmbedDiffusionDecoder",
+    "EmbedRun",
+    "LatentDiffusionDecoder",
+    "LatentRun",
+    "guide",
+    "refuse_commit_loop",
+]

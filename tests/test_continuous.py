@@ -1,0 +1,312 @@
+"""The continuous families: embedding diffusion (``embed-diffusion``) and latent diffusion
+(``latent-ae`` then ``latent-diffusion``): the forward process, clamping, infilling, the
+autoencoder, resume, guidance and the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from unmask.config import SampleConfig, TrainConfig, model_preset
+from unmask.errors import UserError
+from unmask.facts import ModelFacts
+from unmask.model import Transformer
+from unmask.objectives import OBJECTIVES, ObjectiveOptions, objective_spec
+from unmask.objectives.continuous import SqrtSchedule, token_embeddings
+from unmask.objectives.latent import decode_logits, encode, latent_ae
+from unmask.sampling import DECODERS, Target, choose_decoder
+from unmask.sampling.continuous import BagOfWords, EmbedRun, guide
+from unmask.schedules import get_schedule
+
+WORDS = "the lord said unto moses go down and speak to the people of israel".split()
+
+
+def _model(objective: str, latent_len: int = 4) -> Transformer:
+    """A tiny random model configured as ``objective`` trains it."""
+    cfg = model_preset("tiny", vocab_size=48, max_seq_len=40)
+    train_cfg = TrainConfig(seq_len=24, latent_len=latent_len)
+    torch.manual_seed(0)
+    return Transformer(objective_spec(objective).configure(cfg, train_cfg)).eval()
+
+
+# -- the forward process ----------------------------------------------------------------------
+
+
+def test_sqrt_schedule_matches_its_closed_form():
+    sched = SqrtSchedule()
+    t = torch.tensor([0.0, 0.25, 1.0])
+    want = [1 - math.sqrt(1e-4), 1 - math.sqrt(1e-4 + (1 - 1e-4) * 0.25), 0.0]
+    assert sched.alpha_bar(t).tolist() == pytest.approx(want, abs=1e-12)
+    # q(x_t | x0) = N(sqrt(ab) x0, (1 - ab) I), checked on many draws of one x0
+    x0 = torch.tensor([1.0, -2.0, 0.5])[None, None].expand(20000, 1, 3)
+    g = torch.Generator().manual_seed(0)
+    xt = sched.q_sample(x0, torch.full((20000,), 0.25), g)  # (N, 1, 3)
+    ab = want[1]
+    assert xt.mean(0).flatten().tolist() == pytest.approx((math.sqrt(ab) * x0[0, 0]).tolist(),
+                                                          abs=0.02)  # fmt: skip
+    assert xt.var(0).flatten().tolist() == pytest.approx([1 - ab] * 3, abs=0.02)
+
+
+def test_posterior_step_keeps_the_marginal():
+    """x_t ~ q(x_t | x0), then x_s ~ q(x_s | x_t, x0): x_s has the marginal q(x_s | x0)."""
+    sched = SqrtSchedule()
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.tensor([0.7, -1.3])[None, None].expand(20000, 1, 2)
+    xt = sched.q_sample(x0, torch.full((20000,), 0.6), g)
+    xs = sched.posterior_step(xt, x0, 0.6, 0.3, g)
+    ab_s = float(sched.alpha_bar(torch.tensor(0.3)))
+    assert xs.mean(0).flatten().tolist() == pytest.approx(
+        (math.sqrt(ab_s) * x0[0, 0]).tolist(), abs=0.02
+    )
+    assert xs.var(0).flatten().tolist() == pytest.approx([1 - ab_s] * 2, abs=0.02)
+
+
+def test_loss_is_the_cross_entropy_of_the_noisy_embeddings():
+    """At t = 1 the input is pure noise, so an untrained model's loss is near log V."""
+    model = _model("embed-diffusion")
+    x0 = torch.randint(4, 48, (4, 16), generator=torch.Generator().manual_seed(0))
+    options = ObjectiveOptions(schedule=get_schedule("linear"))
+    parts = objective_spec("embed-diffusion").loss(
+        model, model.config, x0, attention_mask=None, generator=torch.Generator().manual_seed(0),
+        options=options, t=torch.ones(4),
+    )  # fmt: skip
+    assert int(parts.n_tokens) == 64
+    assert float(parts.loss_sum.detach()) / 64 == pytest.approx(math.log(48), rel=0.1)
+    emb = token_embeddings(model)
+    assert emb.pow(2).mean(-1).tolist() == pytest.approx([1.0] * 48, rel=1e-4)
+
+
+# -- the embed-diffusion decoder --------------------------------------------------------------
+
+
+def _start(model: Transformer, prompt: list[int], **kw: object):
+    facts = ModelFacts.of(model)
+    config = SampleConfig(gen_length=6, steps=5, seed=0, **kw)  # type: ignore[arg-type]
+    decoder = choose_decoder(facts, config)
+    return decoder.start(Target(model, facts), prompt, replace(config, decoder=decoder.name))
+
+
+def test_clamping_keeps_predictions_on_token_embeddings():
+    model = _model("embed-diffusion")
+    table = token_embeddings(model)
+    run = _start(model, [5, 6, 7])
+    assert isinstance(run, EmbedRun)
+    views = []
+    with torch.no_grad():
+        while not run.done:
+            run.advance()
+            on_rows = (run.x0_hat[0][:, None] == table[None]).all(-1).any(-1)  # (L,)
+            assert bool(on_rows.all())  # every predicted x0 is exactly a token embedding
+            assert torch.equal(run.x0_hat, table[run.ids])
+            views.append(run.view().clone())
+    assert len(views) == 5 and run.nfe == 5
+    res = run.result()
+    assert res.tokens[0, :3].tolist() == [5, 6, 7]
+    assert (res.tokens != model.config.mask_id).all()
+    assert torch.equal(res.tokens[:, 3:], views[-1])
+
+
+def test_infilling_keeps_known_positions_verbatim():
+    model = _model("embed-diffusion")
+    mask = model.config.mask_id
+    prompt = [9, 10, mask, 11, mask, 12]
+    res = _start(model, [prompt, [13, 14]]).run()  # a padded batch
+    row = res.tokens[0, :6].tolist()
+    assert [row[i] for i in (0, 1, 3, 5)] == [9, 10, 11, 12]
+    assert mask not in res.tokens[0].tolist() and mask not in res.tokens[1, 4:].tolist()
+    assert res.tokens[1, :6].tolist() == [model.config.pad_id] * 4 + [13, 14]  # left-padded
+    # same seed, same text
+    assert torch.equal(res.tokens, _start(model, [prompt, [13, 14]]).run().tokens)
+
+
+def test_guidance_step_lowers_the_constraint():
+    model = _model("embed-diffusion")
+    run = _start(model, [5])
+    want = BagOfWords([20, 21])
+
+    def logits_of(x):
+        return run._view_logits(run._forward(x, 0.5))
+
+    state = run.state
+    before = float(want(logits_of(state)).sum().detach())
+    moved = guide(state, logits_of, want, 0.05)
+    assert float(want(logits_of(moved)).sum().detach()) < before
+    guided = _start(model, [5], guide_words=None)
+    assert guided.constraint is None
+
+
+# -- the autoencoder --------------------------------------------------------------------------
+
+
+def test_autoencoder_reconstructs_a_short_text_after_brief_training():
+    """Two different rows, so the decoder must read which one from the latent."""
+    model = _model("latent-ae", latent_len=2).train()
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(4, 48, (2, 8), generator=g)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    options = ObjectiveOptions(schedule=get_schedule("linear"))
+    for _ in range(200):
+        parts = latent_ae(model, model.config, x0, attention_mask=None, generator=g,
+                          options=options)  # fmt: skip
+        opt.zero_grad()
+        (parts.loss_sum / parts.n_tokens).backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        z = encode(model, model.config, x0)  # (2, 2, D): 8 tokens in 2 vectors
+        back = decode_logits(model, model.config, z, 8).argmax(-1)
+    assert z.shape == (2, 2, model.config.d_model)
+    assert torch.equal(back, x0)
+
+
+# -- training: resume, checkpoints, generate --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("continuous")
+    g = torch.Generator().manual_seed(0)
+    lines = [
+        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
+        for _ in range(300)
+    ]
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
+    return root / "data"
+
+
+def _cfg(corpus: Path, out: Path, **kw: object) -> TrainConfig:
+    base = TrainConfig(
+        data=str(corpus), out=str(out), preset="tiny", seq_len=16, batch_size=4, steps=4,
+        warmup=1, eval_every=0, eval_batches=1, save_every=0, log_every=1, seed=0,
+        random_length_frac=0.0,
+    )  # fmt: skip
+    if str(kw.get("objective", "")).startswith("latent"):
+        base = replace(base, latent_len=4)
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def _losses(run: Path) -> list[float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def ae_run(corpus, tmp_path_factory):
+    from unmask.train import train
+
+    return train(_cfg(corpus, tmp_path_factory.mktemp("ae") / "ae", objective="latent-ae"),
+                 progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-ae", "latent-diffusion"])
+def test_resume_equals_uninterrupted(corpus, ae_run, tmp_path, objective):
+    from safetensors.torch import load_file
+
+    from unmask.train import train
+
+    init = str(ae_run) if objective == "latent-diffusion" else ""
+    full = train(_cfg(corpus, tmp_path / "full", objective=objective, init=init), progress=False)
+    part = train(_cfg(corpus, tmp_path / "part", objective=objective, init=init, steps=2),
+                 progress=False)  # fmt: skip
+    train(_cfg(corpus, part, objective=objective, init=init), resume=True, progress=False)
+    assert _losses(full) == pytest.approx(_losses(part), rel=1e-5)
+    wa = load_file(str(full / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(part / "checkpoint" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def embed_run(corpus, tmp_path_factory):
+    from unmask.train import train
+
+    out = tmp_path_factory.mktemp("embed") / "e"
+    return train(_cfg(corpus, out, objective="embed-diffusion"), progress=False)
+
+
+def test_cli_equals_api_with_guidance_and_a_blank(embed_run, capsys):
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.cli import main
+
+    prompt = "the lord [MASK] unto"
+    args = ["generate", "--model", str(embed_run), "--gen-length", "8", "--steps", "4",
+            "--seed", "0", "--guide-words", "moses, israel", "--json", prompt]  # fmt: skip
+    assert main(args) == 0
+    cli = json.loads(capsys.readouterr().out)
+    config = SampleConfig(gen_length=8, steps=4, seed=0, guide_words="moses, israel")
+    out = api.generate(load(embed_run), prompt, config=config)
+    assert cli["decoder"] == out.decoder == "embed-diffusion"
+    assert cli["results"][0]["tokens"] == out.ids[0] and cli["nfe"] == out.nfe == 8
+    assert "[MASK]" not in cli["results"][0]["filled_prompt"]
+    assert main([*args[:-2], "--policy", "threshold", prompt]) == 2
+    assert "policy do(es) not apply" in capsys.readouterr().err
+
+
+def test_checkpoints_generate_through_the_api(corpus, embed_run, ae_run, tmp_path):
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.train import train
+
+    embed = load(embed_run)
+    config = SampleConfig(gen_length=8, steps=4, seed=0)
+    views: list[torch.Tensor] = []
+    out = api.generate(embed, "the lord", config=config,
+                       step_callback=lambda s, v: views.append(v.clone()))  # fmt: skip
+    assert out.decoder == "embed-diffusion" and out.nfe == 4 and len(views) == 4
+    assert len(out.ids[0]) == 8 and views[-1][0].tolist() == out.ids[0]
+    latent = load(train(_cfg(corpus, tmp_path / "l", objective="latent-diffusion",
+                             init=str(ae_run)), progress=False))  # fmt: skip
+    assert latent.config.latent_len == 4 and latent.config.objective == "latent-diffusion"
+    out = api.generate(latent, ["", ""], config=replace(config, guide_words="lord"))
+    assert out.decoder == "latent-diffusion" and len(out.ids) == 2 and len(out.ids[1]) == 8
+    assert out.nfe == 4 * 2 + 1  # guided steps cost two calls, plus the final decode
+    with pytest.raises(UserError, match="takes no prompt"):
+        api.generate(latent, "the lord", config=config)
+    with pytest.raises(UserError, match="stage 1"):
+        api.generate(load(ae_run), "", config=config)
+    with pytest.raises(UserError, match="write \\[MASK\\] in a generate prompt"):
+        api.infill(embed, "the [MASK] said")
+    with pytest.raises(UserError, match="latent-diffusion checkpoint"):
+        api.edit(latent, "the lord said", lowest=1)
+
+
+# -- refusals ---------------------------------------------------------------------------------
+
+
+def test_bad_input_is_refused_in_one_line(corpus, tmp_path):
+    from unmask.train import train
+
+    facts = ModelFacts.of(_model("embed-diffusion"))
+    for bad, what in [
+        ({"policy": "threshold"}, "policy"),
+        ({"remasking": "random"}, "remasking"),
+        ({"block_length": 2, "gen_length": 4}, "block_length"),
+        ({"cfg_scale": 1.0}, "cfg_scale"),
+        ({"top_k": 5}, "top_k"),
+    ]:
+        with pytest.raises(UserError, match=what):
+            choose_decoder(facts, SampleConfig(**bad))  # type: ignore[arg-type]
+    mdlm = ModelFacts.of(model_preset("tiny", vocab_size=48))
+    with pytest.raises(UserError, match="objective embed-diffusion"):
+        choose_decoder(mdlm, SampleConfig(decoder="embed-diffusion"))
+    with pytest.raises(UserError, match="guide_scale"):
+        SampleConfig(guide_scale=-1)
+    with pytest.raises(UserError, match="latent_len applies"):
+        train(_cfg(corpus, tmp_path / "b", objective="mdlm", latent_len=3), progress=False)
+    with pytest.raises(UserError, match="latent_len=40"):
+        train(_cfg(corpus, tmp_path / "c", objective="latent-ae", latent_len=40), progress=False)
+    mdlm_run = train(_cfg(corpus, tmp_path / "m", objective="mdlm", steps=1), progress=False)
+    with pytest.raises(UserError, match="continues a latent-ae run"):
+        train(_cfg(corpus, tmp_path / "d", objective="latent-diffusion", init=str(mdlm_run)),
+              progress=False)  # fmt: skip
+    assert {"embed-diffusion", "latent-ae", "latent-diffusion"} <= set(OBJECTIVES)
+    assert {"embed-diffusion", "latent-diffusion"} <= set(DECODERS)
