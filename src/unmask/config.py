@@ -179,6 +179,11 @@ class ModelConfig:
     schedule_eps: float = 1e-3
     """The schedule's floor on the mask probability, p_mask = (1 - eps)·(1 - α(t)) + eps
     (``TrainConfig.eps``)."""
+    draft_block: int | None = None
+    """Tokens per draft block of a model trained with objective ``hybrid``
+    (``unmask.objectives.hybrid``; TiDAR-style): a block of that many ``[MASK]`` tokens after
+    the causal prefix drafts the next tokens in one forward, which the causal part verifies
+    (decoder ``hybrid``). None = not a hybrid model."""
     sample_defaults: dict[str, Any] = field(default_factory=dict)
     """Sampling options recommended for this checkpoint (``SampleConfig`` field -> value,
     e.g. ``{"temperature": 0.8, "block_length": 4}``), measured, not guessed: written by
@@ -206,6 +211,8 @@ class ModelConfig:
             raise UserError("attention='block-causal' needs block_size")
         if self.block_size is not None and self.block_size < 1:
             raise UserError(f"block_size={self.block_size} must be positive")
+        if self.draft_block is not None and self.draft_block < 1:
+            raise UserError(f"draft_block={self.draft_block} must be positive")
         if not 0.0 <= self.schedule_eps < 1.0:
             raise UserError(f"schedule_eps={self.schedule_eps} must be in [0, 1)")
         unknown = sorted(set(self.sample_defaults) - {f.name for f in fields(SampleConfig)})
@@ -359,6 +366,14 @@ class TrainConfig:
     """Objective ``sedd`` only: the forward graph, ``absorbing`` (tokens jump to [MASK]) or
     ``uniform`` (tokens jump to random tokens; wants a time-conditioned model); the noise schedule
     is SEDD's log-linear one with ``eps`` (Lou et al. 2024; docs/training.md)."""
+    draft_block: int = 8
+    """Objective ``hybrid`` only: tokens per draft block, the number of tokens the model learns
+    to draft in one forward after a causal prefix (TiDAR; saved as the model's
+    ``draft_block``); >= 1, and ``seq_len`` >= draft_block + 2."""
+    draft_weight: float = 1.0
+    """Objective ``hybrid`` only: weight of the draft blocks' mean cross-entropy added to the
+    causal next-token loss (TiDAR's balance of the diffusion and AR losses); >= 0, 0 = plain
+    next-token training."""
     init: str = ""
     """Checkpoint (run directory or checkpoint folder) whose weights, config and tokenizer start
     the run (objective ``sft`` needs it); empty = a fresh model from ``preset``."""

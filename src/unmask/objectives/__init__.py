@@ -20,6 +20,9 @@ changes, and the decoder that samples the result.
   (``bd3lm_attention_bias``, ``bd3lm_logits``). Decoder ``bd3lm``.
 - ``sedd`` (``score_entropy``): SEDD's score-entropy bound over the graphs of ``unmask.sedd``.
   Decoder ``sedd``.
+- ``hybrid`` (``hybrid``): the one-model TiDAR hybrid: causal next-token loss plus fully
+  masked draft blocks after every block boundary, in one pass (``draft_layout``). Decoder
+  ``hybrid``.
 
 Adding an objective: a module with its loss and one ``register_objective(ObjectiveSpec(...))``,
 imported below.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 from unmask.objectives.autoregressive import FIM_EXTRA, ar, fim_rearrange
 from unmask.objectives.blocks import bd3lm, bd3lm_attention_bias, bd3lm_logits
+from unmask.objectives.hybrid import draft_layout, hybrid
 from unmask.objectives.masked import EMPTY_MAX_RUN, insert_empty, mdlm, random_length_cut, sft
 from unmask.objectives.score_entropy import sedd, sedd_model_config
 from unmask.objectives.spec import (
@@ -63,8 +67,10 @@ __all__ = [
     "bd3lm",
     "bd3lm_attention_bias",
     "bd3lm_logits",
+    "draft_layout",
     "fim_rearrange",
     "get_objective",
+    "hybrid",
     "insert_empty",
     "mdlm",
     "objective_of",
