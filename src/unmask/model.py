@@ -626,8 +626,10 @@ class Transformer(nn.Module):
                 mask = torch.ones(L, kv_len, dtype=torch.bool, device=device)
             mask = mask[None, None]  # (1, 1, L, Lk)
         else:
-            if attn_bias.dtype != torch.bool or attn_bias.dim() != 4 or (
-                attn_bias.shape[-2] != L or attn_bias.shape[-1] not in (L, kv_len)
+            if (
+                attn_bias.dtype != torch.bool
+                or attn_bias.dim() != 4
+                or (attn_bias.shape[-2] != L or attn_bias.shape[-1] not in (L, kv_len))
             ):
                 raise ValueError(
                     f"attn_bias must be a bool tensor (B|1, 1, {L}, {kv_len} or {L}), "
@@ -643,9 +645,10 @@ class Transformer(nn.Module):
                     f"the keys are {kv_len}"
                 )
             keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
-            own = torch.arange(kv_len, device=device)[None, :] == torch.arange(
-                start, kv_len, device=device
-            )[:, None]  # (L, Lk): a padded query sees its own slot (no NaN)
+            own = (
+                torch.arange(kv_len, device=device)[None, :]
+                == torch.arange(start, kv_len, device=device)[:, None]
+            )  # (L, Lk): a padded query sees its own slot (no NaN)
             mask = (mask & keys) | own[None, None]
         cache.length = kv_len
         return cos, sin, mask, False

@@ -68,9 +68,10 @@ def draft_layout(
     row_bound = torch.cat([torch.full((n_causal,), -1), bnd[blk]])  # (T,) boundary of the row
     q_pos, k_pos = positions[:, None], positions[None, :]
     q_c, k_c = is_causal[:, None], is_causal[None, :]
-    allowed = (q_c & k_c & (k_pos <= q_pos)) | (  # causal over causal columns
-        ~q_c & k_c & (k_pos < row_bound[:, None])  # a block sees the prefix before its boundary
-    ) | (~q_c & (block_of[:, None] == block_of[None, :]))  # and itself, bidirectionally
+    causal = q_c & k_c & (k_pos <= q_pos)  # causal columns: causal among themselves
+    prefix = ~q_c & k_c & (k_pos < row_bound[:, None])  # a block: the prefix before its boundary
+    own = ~q_c & (block_of[:, None] == block_of[None, :])  # and its own block, bidirectionally
+    allowed = causal | prefix | own  # (T, T)
     return positions.to(device), allowed[None, None].to(device)  # (T,), (1, 1, T, T)
 
 
@@ -109,24 +110,29 @@ def hybrid(
     B, L = x0.shape
     k = config.draft_block
     if L < k + 2:
-        raise UserError(f"objective 'hybrid' needs rows of at least draft_block + 2 = {k + 2} "
-                        f"tokens, got {L}")
+        raise UserError(
+            f"objective 'hybrid' needs rows of at least draft_block + 2 = {k + 2} tokens, got {L}"
+        )
     targets = x0[:, 1:]  # (B, L - 1)
     n_ar = B * (L - 1)
     if options.draft_weight == 0:
         logits = model(x0)  # (B, L, V): the plain causal forward
-        ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        ce = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="sum"
+        )
         return LossParts(loss_sum=ce, n_tokens=torch.tensor(n_ar, device=x0.device))
     bnd = draft_boundaries(L, k, generator)  # (J,)
     positions, bias = draft_layout(L, bnd, k, device=x0.device)
     masks = torch.full((B, bnd.shape[0] * k), config.mask_id, dtype=x0.dtype, device=x0.device)
     logits = model(torch.cat([x0, masks], dim=1), positions=positions, attn_bias=bias)  # (B, T, V)
     V = logits.shape[-1]
-    ce_ar = F.cross_entropy(logits[:, : L - 1].reshape(-1, V).float(), targets.flatten(),
-                            reduction="sum")
+    ce_ar = F.cross_entropy(
+        logits[:, : L - 1].reshape(-1, V).float(), targets.flatten(), reduction="sum"
+    )
     want = positions[L:]  # (J·k,): block j's column i predicts x[b_j + 1 + i]
-    ce_draft = F.cross_entropy(logits[:, L:].reshape(-1, V).float(), x0[:, want].flatten(),
-                               reduction="sum")
+    ce_draft = F.cross_entropy(
+        logits[:, L:].reshape(-1, V).float(), x0[:, want].flatten(), reduction="sum"
+    )
     n_draft = B * want.shape[0]
     loss = ce_ar + options.draft_weight * ce_draft * (n_ar / n_draft)
     return LossParts(loss_sum=loss, n_tokens=torch.tensor(n_ar, device=x0.device))
@@ -138,8 +144,10 @@ def _check(cfg: TrainConfig) -> None:
     if not (math.isfinite(cfg.draft_weight) and cfg.draft_weight >= 0):
         raise UserError(f"draft_weight={cfg.draft_weight} must be a finite number >= 0")
     if cfg.seq_len < cfg.draft_block + 2:
-        raise UserError(f"seq_len={cfg.seq_len} must be >= draft_block + 2 = "
-                        f"{cfg.draft_block + 2} (a causal prefix, the token after it, a block)")
+        raise UserError(
+            f"seq_len={cfg.seq_len} must be >= draft_block + 2 = "
+            f"{cfg.draft_block + 2} (a causal prefix, the token after it, a block)"
+        )
 
 
 def _model_config(model: ModelConfig, cfg: TrainConfig) -> ModelConfig:

@@ -175,7 +175,13 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {}
 """Registered objectives by name, in registration order."""
 
 OBJECTIVE_OPTIONS = (
-    "fim_rate", "empty_rate", "block_size", "sedd_graph", "schedule", "draft_block", "draft_weight",
+    "fim_rate",
+    "empty_rate",
+    "block_size",
+    "sedd_graph",
+    "schedule",
+    "draft_block",
+    "draft_weight",
 )
 """``TrainConfig`` fields that apply only to the objectives that list them in ``options``."""
 
