@@ -195,9 +195,10 @@ SPECS = {  # name: (attention, decoder, batch, options)
     "ar": ("causal", "ar", "tokens", {"fim_rate"}),
     "bd3lm": ("block-causal", "bd3lm", "tokens", {"block_size", "schedule"}),
     "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph"}),
+    "hybrid": ("causal", "hybrid", "tokens", {"draft_block", "draft_weight"}),
 }
 NON_DEFAULT = {"fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4, "sedd_graph": "uniform",
-               "schedule": "cosine"}  # fmt: skip
+               "schedule": "cosine", "draft_block": 4, "draft_weight": 0.5}  # fmt: skip
 
 
 def test_each_objective_is_a_spec():

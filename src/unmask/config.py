@@ -312,7 +312,8 @@ class TrainConfig:
     preset: str = "tiny"
     """Model preset (tiny, demo, small, base)."""
     objective: str = "mdlm"
-    """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``)."""
+    """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``,
+    ``hybrid``)."""
     seq_len: int = 128
     """Tokens per training row (≤ the model's max_seq_len)."""
     batch_size: int = 32
@@ -416,8 +417,9 @@ class SampleConfig:
     decoder: str = "auto"
     """Decoder by registry name (``unmask.sampling.DECODERS``): ``auto`` (the checkpoint's own:
     ``llada`` for masked diffusion, ``bd3lm`` for block diffusion, ``sedd`` for SEDD, ``ar``
-    for causal models, ``speculative`` for a causal model given a diffusion drafter), or one
-    of those names; a decoder the checkpoint cannot run is refused."""
+    for causal models, ``speculative`` for a causal model given a diffusion drafter, ``hybrid``
+    for a model trained with objective ``hybrid``), or one of those names; a decoder the
+    checkpoint cannot run is refused."""
     gen_length: int = 64
     """Number of tokens to generate after the prompt."""
     steps: int = 64
