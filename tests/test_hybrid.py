@@ -339,21 +339,25 @@ def test_resume_equals_uninterrupted(dataset, tmp_path):
 
 
 def test_init_from_ar_then_every_entry_decodes_it(dataset, tmp_path, capsys):
-    """An ``ar`` run continues as ``hybrid`` (--init); its checkpoint decodes with decoder
-    ``hybrid`` by default, through the API and the CLI, token for token as decoder ``ar``."""
+    """An ``ar --fim-rate`` run continues as ``hybrid`` (--init, and resumes); its checkpoint
+    decodes with decoder ``hybrid`` by default, through the API and the CLI, token for token as
+    decoder ``ar``."""
     from unmask.checkpoint import load
     from unmask.cli import main
     from unmask.train import train
 
-    ar_run = train(train_cfg(dataset, tmp_path / "ar", objective="ar", draft_block=8, steps=2),
-                   progress=False)  # fmt: skip
+    ar_run = train(train_cfg(dataset, tmp_path / "ar", objective="ar", draft_block=8, steps=2,
+                             fim_rate=0.5), progress=False)  # fmt: skip
     mdlm = train(train_cfg(dataset, tmp_path / "m", objective="mdlm", draft_block=8, steps=1),
                  progress=False)  # fmt: skip
     with pytest.raises(UserError, match="attention='bidirectional'; objective 'hybrid'"):
         train(train_cfg(dataset, tmp_path / "h0", init=str(mdlm)), progress=False)
-    run = train(train_cfg(dataset, tmp_path / "h", init=str(ar_run), steps=2), progress=False)
+    train(train_cfg(dataset, tmp_path / "h", init=str(ar_run), steps=1), progress=False)
+    run = train(train_cfg(dataset, tmp_path / "h", init=str(ar_run), steps=2), resume=True,
+                progress=False)  # fmt: skip
     loaded = load(run)
     assert (loaded.config.objective, loaded.config.draft_block) == ("hybrid", 4)
+    assert loaded.config.has_fim and loaded.tokenizer.fim_ids()  # the init's sentinels kept
     cfg = SampleConfig(gen_length=10, temperature=0.0)
     h = api.generate(loaded, ["the lord", "go"], config=cfg)
     a = api.generate(loaded, ["the lord", "go"], config=dataclasses.replace(cfg, decoder="ar"))
@@ -378,8 +382,8 @@ def test_the_server_decodes_and_streams_a_hybrid_checkpoint():
     from unmask.server import create_app
 
     tok = byte_tokenizer()
-    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, attention="causal",
-                       init_std=0.3, draft_block=4, objective="hybrid", **tok.special_ids())  # fmt: skip
+    facts = dict(attention="causal", draft_block=4, objective="hybrid", **tok.special_ids())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3, **facts)
     torch.manual_seed(0)
     m = Transformer(cfg).eval()
     ld = Loaded(model=m, tokenizer=tok, config=cfg, path=Path("runs/h/checkpoint"))

@@ -21,8 +21,10 @@ Inside: ``draft_layout``, ``hybrid``.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -150,6 +152,28 @@ def _check(cfg: TrainConfig) -> None:
         )
 
 
+def _with_init_tokens(tokenizer: Any, cfg: TrainConfig) -> Any:
+    """The corpus tokenizer with the FIM sentinels when the model the run continues has them
+    (an ``ar --fim-rate`` run, TiDAR's starting point; on resume the run's own checkpoint),
+    so the hybrid keeps their ids and its tokenizer matches the model's."""
+    from pathlib import Path
+
+    own = Path(cfg.out) / "checkpoint" / "config.json" if cfg.out else None
+    if own is not None and own.is_file():
+        config = own
+    elif cfg.init:
+        from unmask.checkpoint import checkpoint_dir
+
+        config = checkpoint_dir(cfg.init) / "config.json"
+    else:
+        return tokenizer
+    if json.loads(config.read_text()).get("fim_prefix_id") is None:
+        return tokenizer
+    from unmask.tokenizer import with_fim_tokens
+
+    return with_fim_tokens(tokenizer)
+
+
 def _model_config(model: ModelConfig, cfg: TrainConfig) -> ModelConfig:
     from dataclasses import replace
 
@@ -164,6 +188,7 @@ register_objective(
         decoder="hybrid",
         options=("draft_block", "draft_weight"),
         check=_check,
+        tokenizer=_with_init_tokens,
         model_config=_model_config,
         summary="causal next-token loss + one-step draft blocks (TiDAR hybrid; --init an ar run)",
     )
