@@ -10,8 +10,9 @@ Each round (one ``advance()``, one forward over the exact KV cache of the commit
    after the committed prefix); then, pre-drafted for every acceptance length m = 0 .. d
    (TiDAR's choice, ``predraft="all"``), a block of k masks at positions N + m + 1 .. N + m
    + k that sees the prefix with the first m drafts accepted (N = committed length); the
-   cheaper ``predraft="ends"`` pre-drafts only m = 0 and m = d (and drafts nothing for the
-   next round when another m comes out);
+   cheaper ``predraft="ends"`` pre-drafts only m = 0 and m = d (for another m the next
+   drafts are block 0's after its first m: they saw less of the prefix, which costs
+   acceptance, never exactness);
 2. acceptance, per row, with the two-model decoder's rules (``unmask.sampling.speculative``:
    ``accept_greedy``, ``accept_sampled``): at temperature 0 the longest draft prefix equal to
    the causal argmax plus the causal token after it, so the output is token for token the
@@ -63,7 +64,7 @@ from unmask.sampling.speculative import SpeculativeResult, accept_greedy, accept
 
 PREDRAFT = ("all", "ends")
 """Which acceptance lengths get a pre-drafted block: ``all`` (0 .. d, TiDAR) or ``ends``
-(0 and d: fewer positions per forward, no drafts after a partial acceptance)."""
+(0 and d: fewer positions per forward; after a partial acceptance block 0's later drafts)."""
 
 
 @dataclass
@@ -237,11 +238,18 @@ class HybridRun(DecoderRun):
             active = ~self.finished
             m = int(n[active].min()) if bool(active.any()) else d
             col = h + d  # first column of the mask blocks
-            self.drafts, self._q = self.gen[:, :0], None
+            chosen = None  # (B, n, V): the logits the next drafts come from
             for bm, width in blocks:
                 if bm == m:
-                    self.drafts, self._q = self._next_drafts(logits[:, col : col + width])
+                    chosen = logits[:, col : col + width]
+                elif bm == 0 and m < width and chosen is None:
+                    # no block for this m ("ends"): block 0's drafts after the m accepted ones
+                    # (they saw less of the prefix; any proposal keeps the output exact)
+                    chosen = logits[:, col + m : col + width]
                 col += width
+            self.drafts, self._q = self.gen[:, :0], None
+            if chosen is not None:
+                self.drafts, self._q = self._next_drafts(chosen)
         new = out[:, : m + 1]  # (B, m + 1)
         after_eos = torch.zeros_like(new, dtype=torch.bool)
         if self.eos_id is not None:  # a finished row, and every position after its first EOS
