@@ -159,6 +159,40 @@ def test_loss_decreases_and_the_model_drafts(trained):
     assert r.gen_ids == ar_out.gen_ids  # greedy = its own causal greedy decoding
     assert r.tokens_per_forward > 1.5  # it learned to draft the cycle
     assert r.accepted + r.nfe == r.committed == 24
+    assert r.acceptance_rate == r.accepted / r.drafted
+
+
+class Recorder:
+    """An ``on_view`` that also takes drafts (as a live view that draws them does)."""
+
+    def __init__(self) -> None:
+        self.views: list[torch.Tensor] = []
+        self.drafts: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, step: int, view: torch.Tensor) -> None:
+        self.views.append(view.clone())
+
+    def draft(self, step: int, view: torch.Tensor, drafts: torch.Tensor) -> None:
+        self.drafts.append((view.clone(), drafts.clone()))
+
+
+def test_drafts_are_shown_after_the_committed_text(trained):
+    """Each round hands the next drafts to ``on_view.draft`` right after the committed text; the
+    next view commits the accepted ones."""
+    rec = Recorder()
+    r = HybridRun(trained[0], [[4, 5, 6]], max_new_tokens=18, eos_id=None, on_view=rec).run()
+    assert len(rec.views) == r.steps and rec.drafts
+    kept = 0
+    for (view, drafts), after in zip(rec.drafts, rec.views[1:], strict=False):
+        shown = (drafts != 0)[0]  # mask id 0 where no draft
+        c = int((view != 0).sum())  # committed so far
+        assert shown.nonzero().flatten().tolist() == list(range(c, c + int(shown.sum())))
+        n = 0  # drafts the next round committed as drafted: a prefix of them
+        while c + n < 18 and shown[c + n] and after[0, c + n] == drafts[0, c + n]:
+            n += 1
+        assert after[0, :c].tolist() == view[0, :c].tolist()
+        kept += n
+    assert kept == r.accepted > 0  # greedy: the bonus token never equals a rejected draft
 
 
 # ---- the decoder ------------------------------------------------------------------------------

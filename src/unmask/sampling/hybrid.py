@@ -81,7 +81,7 @@ class HybridResult(SpeculativeResult):
         return self.committed / self.nfe if self.nfe else 0.0
 
     @property
-    def acceptance(self) -> float:
+    def acceptance_rate(self) -> float:
         """Fraction of the drafted tokens that were committed as drafted."""
         return self.accepted / self.drafted if self.drafted else 0.0
 
@@ -267,6 +267,20 @@ class HybridRun(DecoderRun):
         if self.committed >= self.gen_length or bool(self.finished.all()):
             self._stopped = True
         self._report()
+        if not self._stopped:
+            self._show_drafts()
+
+    def _show_drafts(self) -> None:
+        """Hand the drafts the next round verifies to an ``on_view`` that draws them (a live
+        view with a ``draft(step, view, drafts)`` method): (B, G), ``mask_id`` elsewhere."""
+        show = getattr(self.on_view, "draft", None)
+        d = self.drafts.shape[1]
+        if show is None or d == 0:
+            return
+        drafts = torch.full_like(self.gen, self.mask_id)  # (B, G)
+        c = self.committed
+        drafts[:, c : c + d] = torch.where(self.finished[:, None], self.mask_id, self.drafts)
+        show(self.steps, self.view(), drafts)
 
     def view(self) -> Tensor:
         rest = torch.full_like(self.gen[:, self.committed :], self.mask_id)
