@@ -250,7 +250,8 @@ def test_choose_decoder_picks_the_checkpoints_own_and_honours_aliases():
     euler = SampleConfig(policy="sedd-euler")
     assert (euler.decoder, euler.sedd_sampler, euler.policy) == ("sedd", "euler", "llada")
     assert set(DECODERS) == {
-        "llada", "bd3lm", "sedd", "ar", "speculative", "embed-diffusion", "latent-diffusion",
+        "llada", "bd3lm", "sedd", "ar", "speculative", "hybrid", "embed-diffusion",
+        "latent-diffusion",
     }  # fmt: skip
 
 

@@ -198,9 +198,11 @@ SPECS = {  # name: (attention, decoder, batch, options)
     "embed-diffusion": ("bidirectional", "embed-diffusion", "tokens", set()),
     "latent-ae": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
     "latent-diffusion": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
+    "hybrid": ("causal", "hybrid", "tokens", {"draft_block", "draft_weight"}),
 }
 NON_DEFAULT = {"fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4, "sedd_graph": "uniform",
-               "schedule": "cosine", "latent_len": 4}  # fmt: skip
+               "schedule": "cosine", "latent_len": 4, "draft_block": 4,
+               "draft_weight": 0.5}  # fmt: skip
 
 
 def test_each_objective_is_a_spec():

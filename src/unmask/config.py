@@ -188,6 +188,11 @@ class ModelConfig:
     latent_len: int | None = None
     """Latent vectors a window of text is compressed to (objectives ``latent-ae`` and
     ``latent-diffusion``, ``unmask.objectives.latent``); None = not a latent model."""
+    draft_block: int | None = None
+    """Tokens per draft block of a model trained with objective ``hybrid``
+    (``unmask.objectives.hybrid``; TiDAR-style): a block of that many ``[MASK]`` tokens after
+    the causal prefix drafts the next tokens in one forward, which the causal part verifies
+    (decoder ``hybrid``). None = not a hybrid model."""
     sample_defaults: dict[str, Any] = field(default_factory=dict)
     """Sampling options recommended for this checkpoint (``SampleConfig`` field -> value,
     e.g. ``{"temperature": 0.8, "block_length": 4}``), measured, not guessed: written by
@@ -215,6 +220,8 @@ class ModelConfig:
             raise UserError("attention='block-causal' needs block_size")
         if self.block_size is not None and self.block_size < 1:
             raise UserError(f"block_size={self.block_size} must be positive")
+        if self.draft_block is not None and self.draft_block < 1:
+            raise UserError(f"draft_block={self.draft_block} must be positive")
         if not 0.0 <= self.schedule_eps < 1.0:
             raise UserError(f"schedule_eps={self.schedule_eps} must be in [0, 1)")
         unknown = sorted(set(self.sample_defaults) - {f.name for f in fields(SampleConfig)})
@@ -315,7 +322,7 @@ class TrainConfig:
     """Model preset (tiny, demo, small, base)."""
     objective: str = "mdlm"
     """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``,
-    ``embed-diffusion``, ``latent-ae``, ``latent-diffusion``)."""
+    ``embed-diffusion``, ``latent-ae``, ``latent-diffusion``, ``hybrid``)."""
     seq_len: int = 128
     """Tokens per training row (≤ the model's max_seq_len)."""
     batch_size: int = 32
@@ -373,6 +380,14 @@ class TrainConfig:
     """Objectives ``latent-ae`` / ``latent-diffusion`` only: latent vectors (of width d_model)
     each window of ``seq_len`` tokens is compressed to; saved as the model's ``latent_len``
     (stage 2 takes the autoencoder's)."""
+    draft_block: int = 8
+    """Objective ``hybrid`` only: tokens per draft block, the number of tokens the model learns
+    to draft in one forward after a causal prefix (TiDAR; saved as the model's
+    ``draft_block``); >= 1, and ``seq_len`` >= draft_block + 2."""
+    draft_weight: float = 1.0
+    """Objective ``hybrid`` only: weight of the draft blocks' mean cross-entropy added to the
+    causal next-token loss (TiDAR's balance of the diffusion and AR losses); >= 0, 0 = plain
+    next-token training."""
     init: str = ""
     """Checkpoint (run directory or checkpoint folder) whose weights, config and tokenizer start
     the run (objective ``sft`` needs it); empty = a fresh model from ``preset``."""
@@ -431,9 +446,10 @@ class SampleConfig:
     decoder: str = "auto"
     """Decoder by registry name (``unmask.sampling.DECODERS``): ``auto`` (the checkpoint's own:
     ``llada`` for masked diffusion, ``bd3lm`` for block diffusion, ``sedd`` for SEDD, ``ar``
-    for causal models, ``speculative`` for a causal model given a diffusion drafter,
-    ``embed-diffusion`` / ``latent-diffusion`` for the continuous families), or one of those
-    names; a decoder the checkpoint cannot run is refused."""
+    for causal models, ``speculative`` for a causal model given a diffusion drafter, ``hybrid``
+    for a model trained with objective ``hybrid``, ``embed-diffusion`` / ``latent-diffusion``
+    for the continuous families), or one of those names; a decoder the checkpoint cannot run
+    is refused."""
     gen_length: int = 64
     """Number of tokens to generate after the prompt."""
     steps: int = 64

@@ -72,6 +72,8 @@ class ModelFacts:
     """Dream-style shifted logits (position i predicts token i + 1)."""
     max_seq_len: int | None
     """Longest canvas the model takes; None = unbounded (a test double)."""
+    draft_block: int | None = None
+    """Draft block length of a model trained with objective ``hybrid``; None otherwise."""
     has_kv_cache: bool = True
     """Whether the model takes ``cache=`` / ``start=`` (``unmask.model.Transformer`` does)."""
 
@@ -113,6 +115,7 @@ class ModelFacts:
             chat_template=getattr(config, "chat_template", None),
             logit_shift=bool(getattr(config, "logit_shift", False)),
             max_seq_len=getattr(config, "max_seq_len", None),
+            draft_block=getattr(config, "draft_block", None),
             has_kv_cache=has_cache,
             sample_defaults=dict(getattr(config, "sample_defaults", None) or {}),
         )

@@ -15,7 +15,9 @@ position the cache holds. When to refresh a cache is the sampler's business
 
 Explicit layouts: ``forward(tokens, positions=p, attn_bias=m)`` gives columns their own
 RoPE positions and an explicit boolean attention mask, for objectives that run a sequence
-twice in one pass (BD3-LM's ``[x_t ; x_0]``, ``unmask.objectives.bd3lm``).
+twice in one pass (BD3-LM's ``[x_t ; x_0]``, ``unmask.objectives.bd3lm``; the hybrid's draft
+blocks, ``unmask.objectives.hybrid``), also over a KV cache (new columns after the cached
+prefix; ``unmask.sampling.hybrid``).
 
 DiT options (MDLM/SEDD; ``ModelConfig.norm``, ``mlp``, ``head_bias``, ``time_conditioning``):
 bias-free LayerNorm, a GELU(tanh) MLP with biases, and adaLN-Zero modulation of every block
@@ -456,8 +458,12 @@ class Transformer(nn.Module):
         ``positions`` (L,) int64 gives each column its RoPE position (default ``0..L-1``) and
         ``attn_bias`` (B|1, 1, L, L) bool, True = may attend, replaces the attention mode's
         pattern (``attention_mask`` still removes padded keys). Both serve objectives that run
-        one sequence twice in a pass, as BD3-LM's ``[x_t ; x_0]`` (``unmask.objectives.bd3lm``);
-        they are not supported with ``cache``.
+        one sequence twice in a pass, as BD3-LM's ``[x_t ; x_0]`` (``unmask.objectives.bd3lm``).
+        With ``cache`` they describe the new columns only: the cache is cut back to ``start``
+        slots, the columns go to slots ``[start, start + L)`` and ``attn_bias`` is
+        (B|1, 1, L, start + L) over all slots or (B|1, 1, L, L) over the new ones with every
+        cached slot visible (``_cached_explicit_layout``; the hybrid decoder verifies and drafts
+        in one such forward).
 
         ``inputs_embeds`` (B, L, D) replaces ``embed(tokens)`` as the input vectors, for the
         continuous families (noisy embeddings, latents; ``unmask.objectives.continuous``);
@@ -559,7 +565,9 @@ class Transformer(nn.Module):
         advances ``cache.length``."""
         L = tokens.shape[1]
         if positions is not None or attn_bias is not None:
-            raise ValueError("positions/attn_bias are not supported together with a KV cache")
+            return self._cached_explicit_layout(
+                tokens, attention_mask, cache, start, positions, attn_bias
+            )
         if not 0 <= start <= cache.length:
             raise ValueError(
                 f"start={start} leaves a gap after the {cache.length} cached positions"
@@ -589,6 +597,76 @@ class Transformer(nn.Module):
             self.cached_attention_bias(start, L, kv_len, attention_mask, tokens.device),
             False,
         )
+
+    def _cached_explicit_layout(
+        self,
+        tokens: Tensor,
+        attention_mask: Tensor | None,
+        cache: KVCache,
+        start: int,
+        positions: Tensor | None,
+        attn_bias: Tensor | None,
+    ) -> tuple[Tensor, Tensor, Tensor | None, bool]:
+        """An explicit layout over a cache: the cache is cut back to its first ``start`` slots
+        (slot j holds position j), the L new columns are written to slots [start, start + L)
+        with their RoPE ``positions``, and their queries see the keys of slots [0, start + L)
+        as ``attn_bias`` says: (B|1, 1, L, start + L), or (B|1, 1, L, L) over the new keys with
+        every cached slot visible; None = the attention mode's pattern by position. Serves
+        decoders that verify and draft in one forward (``unmask.sampling.hybrid``)."""
+        L, device = tokens.shape[1], tokens.device
+        if not 0 <= start <= cache.length:
+            raise ValueError(
+                f"start={start} leaves a gap after the {cache.length} cached positions"
+            )
+        if positions is None:
+            positions = torch.arange(start, start + L, device=device)
+        if positions.shape != (L,):
+            raise ValueError(f"positions must have shape ({L},), got {tuple(positions.shape)}")
+        positions = positions.to(device)
+        n = int(positions.max()) + 1 if L else 0
+        if n > self.config.max_seq_len:
+            raise ValueError(f"position {n - 1} exceeds max_seq_len={self.config.max_seq_len}")
+        kv_len = start + L
+        cos, sin = self._rope_tables(n, device)
+        cos, sin = cos[positions], sin[positions]  # (L, hd)
+        if attn_bias is None:
+            kpos = torch.cat([torch.arange(start, device=device), positions])[None, :]  # (1, Lk)
+            q = positions[:, None]  # (L, 1)
+            mode = self.config.attention
+            if mode == "causal":
+                mask = kpos <= q
+            elif mode == "block-causal":
+                mask = kpos // self.config.block_size <= q // self.config.block_size
+            else:
+                mask = torch.ones(L, kv_len, dtype=torch.bool, device=device)
+            mask = mask[None, None]  # (1, 1, L, Lk)
+        else:
+            if (
+                attn_bias.dtype != torch.bool
+                or attn_bias.dim() != 4
+                or (attn_bias.shape[-2] != L or attn_bias.shape[-1] not in (L, kv_len))
+            ):
+                raise ValueError(
+                    f"attn_bias must be a bool tensor (B|1, 1, {L}, {kv_len} or {L}), "
+                    f"got {attn_bias.dtype} {tuple(attn_bias.shape)}"
+                )
+            mask = attn_bias.to(device)
+            if mask.shape[-1] != kv_len:  # every cached slot visible
+                mask = torch.cat([mask.new_ones(*mask.shape[:-1], start), mask], dim=-1)
+        if attention_mask is not None:
+            if attention_mask.shape[-1] != kv_len:
+                raise ValueError(
+                    f"attention_mask covers {attention_mask.shape[-1]} positions; "
+                    f"the keys are {kv_len}"
+                )
+            keys = attention_mask[:, None, None, :].bool()  # (B, 1, 1, Lk)
+            own = (
+                torch.arange(kv_len, device=device)[None, :]
+                == torch.arange(start, kv_len, device=device)[:, None]
+            )  # (L, Lk): a padded query sees its own slot (no NaN)
+            mask = (mask & keys) | own[None, None]
+        cache.length = kv_len
+        return cos, sin, mask, False
 
 
 MASKED_FRACTION_EPS = 1e-3

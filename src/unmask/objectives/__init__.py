@@ -25,6 +25,9 @@ changes, and the decoder that samples the result.
 - ``latent-ae`` / ``latent-diffusion`` (``latent``): a text autoencoder (stage 1), then
   Gaussian diffusion of its latents (stage 2, ``--init`` the autoencoder). Decoder
   ``latent-diffusion``.
+- ``hybrid`` (``hybrid``): the one-model TiDAR hybrid: causal next-token loss plus fully
+  masked draft blocks after every block boundary, in one pass (``draft_layout``). Decoder
+  ``hybrid``.
 
 Adding an objective: a module with its loss and one ``register_objective(ObjectiveSpec(...))``,
 imported below.
@@ -35,6 +38,7 @@ from __future__ import annotations
 from unmask.objectives.autoregressive import FIM_EXTRA, ar, fim_rearrange
 from unmask.objectives.blocks import bd3lm, bd3lm_attention_bias, bd3lm_logits
 from unmask.objectives.continuous import embed_diffusion
+from unmask.objectives.hybrid import draft_layout, hybrid
 from unmask.objectives.latent import latent_ae, latent_diffusion
 from unmask.objectives.masked import EMPTY_MAX_RUN, insert_empty, mdlm, random_length_cut, sft
 from unmask.objectives.score_entropy import sedd, sedd_model_config
@@ -70,9 +74,11 @@ __all__ = [
     "bd3lm",
     "bd3lm_attention_bias",
     "bd3lm_logits",
+    "draft_layout",
     "embed_diffusion",
     "fim_rearrange",
     "get_objective",
+    "hybrid",
     "insert_empty",
     "latent_ae",
     "latent_diffusion",

@@ -61,6 +61,11 @@ class ObjectiveOptions:
     """``ar`` only: fraction of rows rearranged by ``fim_rearrange`` (0 = plain AR)."""
     empty_rate: float = 0.0
     """``mdlm`` only: fraction of rows given a run of ``[EMPTY]`` by ``insert_empty`` (0 = off)."""
+    draft_weight: float = 0.0
+    """``hybrid`` only: weight of the draft-block loss (``TrainConfig.draft_weight`` in training).
+    0, the default here, leaves the causal next-token loss alone, so evaluation
+    (``unmask.evaluate.evaluate_loss``) reports a hybrid model's causal NLL, comparable with an
+    ``ar`` run's."""
 
 
 Objective = Callable[..., LossParts]
@@ -162,6 +167,7 @@ class ObjectiveSpec:
             random_length_frac=cfg.random_length_frac if self.random_length else 0.0,
             fim_rate=cfg.fim_rate,
             empty_rate=cfg.empty_rate,
+            draft_weight=cfg.draft_weight,
         )
 
 
@@ -169,7 +175,14 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {}
 """Registered objectives by name, in registration order."""
 
 OBJECTIVE_OPTIONS = (
-    "fim_rate", "empty_rate", "block_size", "sedd_graph", "schedule", "latent_len",
+    "fim_rate",
+    "empty_rate",
+    "block_size",
+    "sedd_graph",
+    "schedule",
+    "latent_len",
+    "draft_block",
+    "draft_weight",
 )
 """``TrainConfig`` fields that apply only to the objectives that list them in ``options``."""
 

@@ -12,8 +12,10 @@
   ``BlockRun``, ``sample_blocks``), ``sedd`` (``sedd``: ``SEDDRun``, ``sample_sedd`` /
   ``generate_sedd``, Euler and analytic steps), ``ar`` (``ar``: ``ARRun``, ``generate_ar``),
   ``speculative`` (``speculative``: ``SpeculativeRun``, a diffusion drafter for a causal
-  verifier), ``embed-diffusion`` and ``latent-diffusion`` (``continuous``: ``EmbedRun``,
-  ``LatentRun``, Gaussian diffusion of embeddings / latents, gradient guidance).
+  verifier), ``hybrid`` (``hybrid``: ``HybridRun``, one TiDAR-style model verifies its drafts
+  and drafts the next block in one forward), ``embed-diffusion`` and ``latent-diffusion``
+  (``continuous``: ``EmbedRun``, ``LatentRun``, Gaussian diffusion of embeddings / latents,
+  gradient guidance).
 - ``CommitPolicy``, ``POLICIES``, ``register_policy`` (``policies``): which proposals the
   ``llada`` / ``bd3lm`` decoders keep: ``llada`` (scheduled), ``threshold`` / ``factor``
   (Fast-dLLM), ``entropy`` (EB-sampler); ``CONFIDENCES``, ``REMASKING``: how they are scored.
@@ -30,6 +32,7 @@ from unmask.sampling.ar import ARRun, filter_logits, generate_ar, sample_token
 from unmask.sampling.blocks import BlockRun, sample_blocks
 from unmask.sampling.cache import CACHES, CachePolicy, make_cache, register_cache, shift_logits
 from unmask.sampling.continuous import EmbedRun, LatentRun
+from unmask.sampling.hybrid import HybridResult, HybridRun
 from unmask.sampling.live import LiveView
 from unmask.sampling.loop import (
     Denoiser,
@@ -80,6 +83,8 @@ __all__ = [
     "DECODERS",
     "Decoder",
     "DecoderRun",
+    "HybridResult",
+    "HybridRun",
     "SEDDRun",
     "SpeculativeResult",
     "SpeculativeRun",

@@ -1,0 +1,143 @@
+"""The one-model hybrid (decoder ``hybrid``) against its own causal decoding, side by side.
+
+Two tables, one run:
+
+- **forward cost** of one decoding round on a randomly initialised hybrid model of
+  ``--preset`` (default ``demo``, draft block ``--draft-block``), with a cached prefix of
+  ``--prefix`` tokens: an AR step (1 position), the hybrid's TiDAR layout (``predraft="all"``:
+  1 + k + (k + 1)·k positions) and the cheaper ``ends`` layout (1 + k + 2k), as seconds and
+  as a ratio to the AR step. The hybrid is faster than AR when its tokens per forward exceed
+  that ratio;
+- with ``--model RUN`` (a checkpoint trained with ``--objective hybrid``): greedy decoding of
+  ``--prompts`` validation windows of ``--data`` (32-token prompts) for ``--gen-length``
+  tokens, batch 1 and ``--batch``: tokens/s and its ratio to the checkpoint's own ``ar``
+  decoding, tokens per forward, draft acceptance, token identity with ``ar``.
+
+    python benchmarks/hybrid.py [--model runs/hybrid] [--data data/bible] \
+        [--json benchmarks/results/hybrid.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unmask import api
+from unmask.config import SampleConfig, model_preset
+from unmask.model import KVCache, Transformer
+from unmask.objectives import draft_layout
+from unmask.sampling.hybrid import HybridRun
+
+
+def timed(fn: Any, repeats: int) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` calls after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def forward_cost(preset: str, k: int, prefix: int, batch: int, repeats: int) -> list[dict]:
+    cfg = model_preset(preset, vocab_size=4100, attention="causal", draft_block=k)
+    torch.manual_seed(0)
+    m = Transformer(cfg).eval()
+    x = torch.randint(4, 4000, (batch, prefix))
+    kv = KVCache()
+    m(x, cache=kv, start=0)
+
+    def round_(tokens: torch.Tensor, **layout: Any) -> None:
+        kv.length = prefix - 1  # roll back as the decoders do
+        m(tokens, cache=kv, start=prefix - 1, **layout)
+
+    rows = [{"layout": "ar step", "positions": 1,
+             "seconds": timed(lambda: round_(x[:, -1:]), repeats)}]  # fmt: skip
+    for name, ms in (("hybrid all", range(k + 1)), ("hybrid ends", (0, k))):
+        pos, bias = draft_layout(1 + k, [prefix + j for j in ms], k, offset=prefix - 1)
+        toks = torch.randint(4, 4000, (batch, pos.shape[0]))
+        s = timed(lambda: round_(toks, positions=pos, attn_bias=bias), repeats)  # noqa: B023
+        rows.append({"layout": name, "positions": int(pos.shape[0]), "seconds": s})
+    for r in rows:
+        r["batch"], r["vs_ar_step"] = batch, r["seconds"] / rows[0]["seconds"]
+    return rows
+
+
+def decode(run: str, data: str, n: int, gen: int, batch: int) -> list[dict]:
+    from unmask.checkpoint import load
+    from unmask.data import TokenDataset
+
+    ld = load(run, device="cpu")
+    ld.model.eval()
+    windows = TokenDataset(data, "val").windows(200)
+    prompts = [w[:32].tolist() for _, w in zip(range(n), windows, strict=False)]
+    rows, ar_ids, ar_s = [], None, 0.0
+    for bs in sorted({1, batch}):
+        for name in ("ar", "all", "ends"):
+            t, ids, st = time.perf_counter(), [], [0, 0, 0, 0]
+            for i in range(0, len(prompts), bs):
+                chunk = prompts[i : i + bs]
+                if name == "ar":
+                    r = api.start(ld, chunk, SampleConfig(gen_length=gen, decoder="ar")).run()
+                else:
+                    r = HybridRun(ld.model, chunk, max_new_tokens=gen, eos_id=ld.config.eos_id,
+                                  predraft=name).run()  # fmt: skip
+                    st = [a + b for a, b in zip(st, (r.nfe, r.committed, r.drafted, r.accepted),
+                                                strict=True)]  # fmt: skip
+                ids += r.gen_ids
+            s = time.perf_counter() - t
+            if name == "ar":
+                ar_ids, ar_s = ids, s
+            rows.append({
+                "decoder": name, "batch": bs, "tok_s": len(prompts) * gen / s,
+                "vs_ar": ar_s / s, "tokens_per_forward": st[1] / st[0] if st[0] else 1.0,
+                "acceptance": st[3] / st[2] if st[2] else None,
+                "identical": sum(a == b for a, b in zip(ids, ar_ids, strict=True)) / len(ids),
+            })  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--draft-block", type=int, default=8)
+    p.add_argument("--prefix", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--model")
+    p.add_argument("--data", default="data/bible")
+    p.add_argument("--prompts", type=int, default=8)
+    p.add_argument("--gen-length", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    out: dict[str, Any] = {"args": vars(args), "forward_cost": []}
+    print(f"forward cost, preset {args.preset}, k={args.draft_block}, prefix {args.prefix}")
+    for b in (1, args.batch):
+        for r in forward_cost(args.preset, args.draft_block, args.prefix, b, args.repeats):
+            out["forward_cost"].append(r)
+            print(f"  batch {b:2d}  {r['layout']:12s} {r['positions']:4d} positions  "
+                  f"{r['seconds'] * 1e3:8.2f} ms  {r['vs_ar_step']:5.2f}x ar step")  # fmt: skip
+    if args.model:
+        out["decode"] = decode(args.model, args.data, args.prompts, args.gen_length, args.batch)
+        print(f"greedy decoding, {args.prompts} prompts x {args.gen_length} tokens")
+        for r in out["decode"]:
+            acc = "" if r["acceptance"] is None else f"{r['acceptance']:.3f}"
+            print(f"  batch {r['batch']:2d}  {r['decoder']:5s} {r['tok_s']:8.1f} tok/s  "
+                  f"{r['vs_ar']:5.2f}x ar  {r['tokens_per_forward']:5.2f} tok/forward  "
+                  f"accept {acc:5s}  identical {r['identical']:.2f}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

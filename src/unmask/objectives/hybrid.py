@@ -1,0 +1,197 @@
+"""The one-model hybrid (TiDAR; Liu et al. 2025, arXiv:2511.08923): a causal language model
+that also drafts the next block of tokens from a block of ``[MASK]`` tokens, in the same
+forward pass.
+
+One structured attention mask over ``[x ; draft blocks]`` (``draft_layout``): the clean
+tokens x attend causally (the model *is* an AR model there, and keeps its exact KV cache);
+a draft block after boundary b holds ``draft_block`` masks at positions b + 1 .. b + k, sees
+the clean tokens before position b and itself (bidirectional inside the block), and learns
+to predict x[b + 1 .. b + k]. Position b itself is the token the causal part samples in the
+same forward (``unmask.sampling.hybrid``), so the drafts are the k tokens after it. As in
+TiDAR, every draft position is a mask (one-step drafting: train as it is used) and one pass
+trains a block at every boundary b = o + 1 + j·k (o a random offset per batch, so each token
+is sometimes just after a boundary, sometimes deep in a block).
+
+Loss (TiDAR's balance, sums for ``LossParts``): the causal next-token cross-entropy of x plus
+``draft_weight`` × the mean cross-entropy of the draft positions, normalised by the number of
+next-token targets. With weight 0 it is exactly the ``ar`` loss (one plain causal forward).
+
+Inside: ``draft_layout``, ``hybrid``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unmask.config import ModelConfig, TrainConfig
+from unmask.errors import UserError
+from unmask.objectives.spec import (
+    LossParts,
+    MaskPredictor,
+    ObjectiveOptions,
+    ObjectiveSpec,
+    register_objective,
+)
+
+
+def draft_layout(
+    n_causal: int,
+    boundaries: Sequence[int] | Tensor,
+    lengths: Sequence[int] | int,
+    *,
+    offset: int = 0,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
+    """RoPE positions (T,) and boolean attention mask (1, 1, T, T) of ``n_causal`` causal
+    columns at positions ``offset ..`` followed by one draft block per boundary.
+
+    Block j (``lengths[j]`` columns; an int = every block) sits at positions b_j + 1 ..
+    b_j + lengths[j], sees the causal columns at positions < b_j and its own block; causal
+    columns see the causal columns at or before their position and no draft block. Keys
+    before ``offset`` (a KV cache) are not in the mask: every column may see them. Training
+    (``hybrid``) and decoding (``unmask.sampling.hybrid``) use this one layout.
+    """
+    bnd = torch.as_tensor(boundaries, dtype=torch.long).reshape(-1)  # (J,)
+    lens = torch.as_tensor(lengths, dtype=torch.long).reshape(-1).expand(bnd.shape[0])  # (J,)
+    blk = torch.arange(bnd.shape[0]).repeat_interleave(lens)  # (D,) block of each draft column
+    first = torch.cumsum(lens, 0) - lens  # (J,) column of each block's first draft
+    within = torch.arange(blk.shape[0]) - first[blk]  # (D,) 0 .. len - 1
+    causal_pos = torch.arange(offset, offset + n_causal)  # (C,)
+    positions = torch.cat([causal_pos, bnd[blk] + 1 + within])  # (T,)
+    block_of = torch.cat([torch.full((n_causal,), -1), blk])  # (T,) -1 = causal column
+    is_causal = block_of < 0
+    row_bound = torch.cat([torch.full((n_causal,), -1), bnd[blk]])  # (T,) boundary of the row
+    q_pos, k_pos = positions[:, None], positions[None, :]
+    q_c, k_c = is_causal[:, None], is_causal[None, :]
+    causal = q_c & k_c & (k_pos <= q_pos)  # causal columns: causal among themselves
+    prefix = ~q_c & k_c & (k_pos < row_bound[:, None])  # a block: the prefix before its boundary
+    own = ~q_c & (block_of[:, None] == block_of[None, :])  # and its own block, bidirectionally
+    allowed = causal | prefix | own  # (T, T)
+    return positions.to(device), allowed[None, None].to(device)  # (T,), (1, 1, T, T)
+
+
+def draft_boundaries(L: int, k: int, generator: torch.Generator) -> Tensor:
+    """Boundaries b = 1 + o + j·k < L - k of the draft blocks of a row of L tokens (each block's
+    targets x[b + 1 .. b + k] lie inside the row), with an offset o ~ U{0 .. min(k, L-k-1) - 1}
+    drawn from ``generator``."""
+    o = int(torch.randint(0, min(k, L - k - 1), (1,), generator=generator))
+    return torch.arange(1 + o, L - k, k)  # (J,)
+
+
+def hybrid(
+    model: MaskPredictor,
+    config: ModelConfig,
+    x0: Tensor,
+    *,
+    attention_mask: Tensor | None,
+    generator: torch.Generator,
+    options: ObjectiveOptions,
+) -> LossParts:
+    """Causal next-token cross-entropy plus ``options.draft_weight`` × the mean cross-entropy
+    of fully masked draft blocks of ``config.draft_block`` tokens (module docstring; TiDAR,
+    Liu et al. 2025, eq. 3 with alpha = 1 / draft_weight, up to the factor 1 + alpha).
+
+    ``n_tokens`` is the number of next-token targets B·(L - 1), so the training loop reports
+    the AR loss plus the weighted draft loss, and ``draft_weight`` 0 (evaluation) the causal
+    NLL alone. Padded batches are not supported.
+    """
+    if config.attention != "causal" or not config.draft_block:
+        raise UserError(
+            "objective 'hybrid' needs attention='causal' with draft_block, "
+            f"not attention={config.attention!r}, draft_block={config.draft_block!r}"
+        )
+    if attention_mask is not None:
+        raise UserError("objective 'hybrid' does not support padded batches (attention_mask)")
+    B, L = x0.shape
+    k = config.draft_block
+    if L < k + 2:
+        raise UserError(
+            f"objective 'hybrid' needs rows of at least draft_block + 2 = {k + 2} tokens, got {L}"
+        )
+    targets = x0[:, 1:]  # (B, L - 1)
+    n_ar = B * (L - 1)
+    if options.draft_weight == 0:
+        logits = model(x0)  # (B, L, V): the plain causal forward
+        ce = F.cross_entropy(
+            logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="sum"
+        )
+        return LossParts(loss_sum=ce, n_tokens=torch.tensor(n_ar, device=x0.device))
+    bnd = draft_boundaries(L, k, generator)  # (J,)
+    positions, bias = draft_layout(L, bnd, k, device=x0.device)
+    masks = torch.full((B, bnd.shape[0] * k), config.mask_id, dtype=x0.dtype, device=x0.device)
+    logits = model(torch.cat([x0, masks], dim=1), positions=positions, attn_bias=bias)  # (B, T, V)
+    V = logits.shape[-1]
+    ce_ar = F.cross_entropy(
+        logits[:, : L - 1].reshape(-1, V).float(), targets.flatten(), reduction="sum"
+    )
+    want = positions[L:]  # (J·k,): block j's column i predicts x[b_j + 1 + i]
+    ce_draft = F.cross_entropy(
+        logits[:, L:].reshape(-1, V).float(), x0[:, want].flatten(), reduction="sum"
+    )
+    n_draft = B * want.shape[0]
+    loss = ce_ar + options.draft_weight * ce_draft * (n_ar / n_draft)
+    return LossParts(loss_sum=loss, n_tokens=torch.tensor(n_ar, device=x0.device))
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.draft_block < 1:
+        raise UserError(f"draft_block={cfg.draft_block} must be >= 1")
+    if not (math.isfinite(cfg.draft_weight) and cfg.draft_weight >= 0):
+        raise UserError(f"draft_weight={cfg.draft_weight} must be a finite number >= 0")
+    if cfg.seq_len < cfg.draft_block + 2:
+        raise UserError(
+            f"seq_len={cfg.seq_len} must be >= draft_block + 2 = "
+            f"{cfg.draft_block + 2} (a causal prefix, the token after it, a block)"
+        )
+
+
+def _with_init_tokens(tokenizer: Any, cfg: TrainConfig) -> Any:
+    """The corpus tokenizer with the FIM sentinels when the model the run continues has them
+    (an ``ar --fim-rate`` run, TiDAR's starting point; on resume the run's own checkpoint),
+    so the hybrid keeps their ids and its tokenizer matches the model's."""
+    from pathlib import Path
+
+    own = Path(cfg.out) / "checkpoint" / "config.json" if cfg.out else None
+    if own is not None and own.is_file():
+        config = own
+    elif cfg.init:
+        from unmask.checkpoint import checkpoint_dir
+
+        config = checkpoint_dir(cfg.init) / "config.json"
+    else:
+        return tokenizer
+    if json.loads(config.read_text()).get("fim_prefix_id") is None:
+        return tokenizer
+    from unmask.tokenizer import with_fim_tokens
+
+    return with_fim_tokens(tokenizer)
+
+
+def _model_config(model: ModelConfig, cfg: TrainConfig) -> ModelConfig:
+    from dataclasses import replace
+
+    return replace(model, draft_block=cfg.draft_block)
+
+
+register_objective(
+    ObjectiveSpec(
+        name="hybrid",
+        loss=hybrid,
+        attention="causal",
+        decoder="hybrid",
+        options=("draft_block", "draft_weight"),
+        check=_check,
+        tokenizer=_with_init_tokens,
+        model_config=_model_config,
+        summary="causal next-token loss + one-step draft blocks (TiDAR hybrid; --init an ar run)",
+    )
+)
+
+__all__ = ["draft_boundaries", "draft_layout", "hybrid"]

@@ -1,0 +1,359 @@
+"""The one-model hybrid decoder (``hybrid``; TiDAR, Liu et al. 2025, arXiv:2511.08923): a
+model trained with objective ``hybrid`` verifies its previous drafts causally and drafts the
+next block in the same forward pass.
+
+Each round (one ``advance()``, one forward over the exact KV cache of the committed prefix):
+
+1. columns, in one explicit layout (``unmask.objectives.hybrid.draft_layout``): the last
+   committed token (the whole prompt in the first round) and the d drafts of the previous
+   round, causal (they give the next-token distributions p_0 .. p_d of the d + 1 positions
+   after the committed prefix); then, pre-drafted for every acceptance length m = 0 .. d
+   (TiDAR's choice, ``predraft="all"``), a block of k masks at positions N + m + 1 .. N + m
+   + k that sees the prefix with the first m drafts accepted (N = committed length); the
+   cheaper ``predraft="ends"`` pre-drafts only m = 0 and m = d (for another m the next
+   drafts are block 0's after its first m: they saw less of the prefix, which costs
+   acceptance, never exactness);
+2. acceptance, per row, with the two-model decoder's rules (``unmask.sampling.speculative``:
+   ``accept_greedy``, ``accept_sampled``): at temperature 0 the longest draft prefix equal to
+   the causal argmax plus the causal token after it, so the output is token for token the
+   model's own causal greedy decoding (``generate_ar``); at temperature > 0 the
+   speculative-sampling rule, so every committed token is distributed as the causal model's;
+3. the next drafts are block m's argmax (or draws from its softmax at the temperature, the
+   proposal q of the next verification); the cache is rolled back to the committed prefix
+   without its last token (positions past it, the rejected drafts and the mask blocks, are
+   overwritten by the next forward).
+
+The draft length is the checkpoint's ``draft_block`` (what it was trained to draft). A batch
+keeps one cache of one length: every row commits m + 1 tokens, m = the fewest drafts an
+unfinished row accepted (as ``speculative`` does; a row that accepted more commits its
+accepted draft at position m, each committed token is still an exact draw of the causal
+model given the prefix). A row that commits EOS is finished (later positions hold the pad
+id); the run stops when every row is finished or ``gen_length`` tokens are committed.
+``nfe`` = forward passes; the result (``HybridResult``) adds drafts made and accepted and the
+tokens committed per forward.
+
+Inside: ``HybridRun``, ``HybridResult``, ``HybridDecoder`` (``hybrid``), ``PREDRAFT``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unmask.canvas import as_rows, left_pad
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.facts import ModelFacts
+from unmask.objectives.hybrid import draft_layout
+from unmask.sampling.ar import filter_logits, forbid_id, sample_token
+from unmask.sampling.cache import supports_kv_cache
+from unmask.sampling.protocol import (
+    DecoderRun,
+    ViewCallback,
+    make_generator,
+    model_device,
+    rows_finished,
+)
+from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
+from unmask.sampling.speculative import SpeculativeResult, accept_greedy, accept_sampled
+
+PREDRAFT = ("all", "ends")
+"""Which acceptance lengths get a pre-drafted block: ``all`` (0 .. d, TiDAR) or ``ends``
+(0 and d: fewer positions per forward; after a partial acceptance block 0's later drafts)."""
+
+
+@dataclass
+class HybridResult(SpeculativeResult):
+    """A ``SpeculativeResult`` of one model: ``verifier_nfe`` = ``nfe`` (the drafts come in the
+    same forwards, ``drafter_nfe`` = 0), ``drafted`` / ``accepted`` per batch row."""
+
+    committed: int = 0
+    """Tokens committed per row (a finished row's fill included), summed over rounds."""
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Tokens committed per row per forward pass (1 for plain AR decoding)."""
+        return self.committed / self.nfe if self.nfe else 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Fraction of the drafted tokens that were committed as drafted."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+
+class HybridRun(DecoderRun):
+    """The ``hybrid`` decoder's run (see the module docstring); runs alone (a KV cache).
+
+    ``use_cache=False`` recomputes the whole prefix every round (same layout, no cache): the
+    reference the cached run is tested against. ``drafts`` (B, d) are the drafts the next
+    round verifies (a live view may show them apart from the committed ``view()``).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        prompt_ids: Prompts,
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        eos_id: int | None,
+        pad_id: int | None = None,
+        mask_id: int | None = None,
+        draft_block: int | None = None,
+        predraft: str = "all",
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+        on_view: ViewCallback | None = None,
+    ) -> None:
+        mcfg = getattr(model, "config", None)
+        attention = getattr(mcfg, "attention", "causal")
+        k = draft_block if draft_block is not None else getattr(mcfg, "draft_block", None)
+        if attention != "causal" or k is None:
+            raise UserError(
+                "decoder 'hybrid' needs a model trained with objective 'hybrid' (causal, with "
+                f"draft_block), not attention={attention!r}, draft_block={k!r}"
+            )
+        if k < 1:
+            raise UserError(f"draft_block must be >= 1, got {k}")
+        if use_cache and not supports_kv_cache(model):
+            raise UserError("decoder 'hybrid' needs a model with a KV cache (unmask.model)")
+        if predraft not in PREDRAFT:
+            raise UserError(f"unknown predraft {predraft!r}; choose one of {', '.join(PREDRAFT)}")
+        if max_new_tokens <= 0:
+            raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        if not (temperature >= 0 and math.isfinite(temperature)):
+            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise UserError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0.0 < top_p <= 1.0:
+            raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
+        mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
+        if mask_id is None:
+            raise UserError("decoder 'hybrid' needs the model's mask id (its drafts are masks)")
+        rows = as_rows(prompt_ids)
+        if any(mask_id in r for r in rows):
+            raise UserError("decoder 'hybrid' cannot fill a [MASK] in the prompt")
+        if any(not r for r in rows):
+            if eos_id is None:
+                raise UserError("an empty prompt needs a start token (eos_id)")
+            rows = [r or [eos_id] for r in rows]
+        if pad_id is None and len({len(r) for r in rows}) > 1:
+            raise UserError("prompts of different lengths need a pad id")
+        B, P = len(rows), max(len(r) for r in rows)
+        longest = getattr(mcfg, "max_seq_len", None)
+        if longest is not None and P + max_new_tokens > longest:
+            raise UserError(
+                f"prompt ({P} tokens) + gen_length ({max_new_tokens}) exceeds the model's "
+                f"max_seq_len ({longest})"
+            )
+        device = model_device(model) or torch.device("cpu")
+        prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
+        from unmask.model import KVCache
+
+        self.model, self.eos_id, self.gen_length, self.k = model, eos_id, max_new_tokens, k
+        self.mask_id, self.predraft = mask_id, predraft
+        self.prompt, self.real = prompt.to(device), real.to(device)
+        self.padded = not bool(real.all())
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.generator, self.on_view = generator, on_view
+        self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
+        self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
+        self.finished = torch.zeros(B, dtype=torch.bool, device=device)
+        self.kv = KVCache() if use_cache else None
+        self.drafts = self.gen[:, :0]  # (B, d): what the next round verifies
+        self._q: Tensor | None = None  # (B, d, V): the drafts' proposal (temperature > 0)
+        self.committed = 0
+        self.nfe = self.steps = self.drafted = self.accepted = 0
+        self._stopped = False
+
+    @property
+    def done(self) -> bool:
+        return self._stopped
+
+    def _blocks(self, d: int) -> list[tuple[int, int]]:
+        """(m, length) of the pre-drafted blocks: acceptance m, a block only as long as the
+        next round can use (``gen_length`` caps what is left), empty ones dropped."""
+        ms = range(d + 1) if self.predraft == "all" else sorted({0, d})
+        left = self.gen_length - self.committed
+        return [(m, n) for m in ms if (n := min(self.k, left - m - 2)) > 0]
+
+    def _forward(self, blocks: list[tuple[int, int]]) -> tuple[Tensor, int]:
+        """Logits (B, T, V) of one round's layout and the number of head columns h (the
+        committed tokens the cache does not hold yet)."""
+        P, c, B = self.prompt.shape[1], self.committed, self.gen.shape[0]
+        N = P + c
+        s = self.kv.length if self.kv is not None else 0  # first slot the forward writes
+        head = torch.cat([self.prompt, self.gen[:, :c]], dim=1)[:, s:N]  # (B, h)
+        d = self.drafts.shape[1]
+        positions, bias = draft_layout(
+            head.shape[1] + d, [N + m for m, _ in blocks], [n for _, n in blocks],
+            offset=s, device=self.gen.device,
+        )  # fmt: skip
+        n_masks = sum(n for _, n in blocks)
+        masks = torch.full((B, n_masks), self.mask_id, dtype=torch.long, device=self.gen.device)
+        tokens = torch.cat([head, self.drafts, masks], dim=1)  # (B, T)
+        attn = None
+        if self.padded:  # (B, s + T): real prompt positions, then every new column
+            rest = torch.ones(B, s + tokens.shape[1] - P, dtype=torch.bool, device=self.gen.device)
+            attn = torch.cat([self.real, rest], dim=1)
+        extra = {} if self.kv is None else {"cache": self.kv, "start": s}
+        out = self.model(tokens, attention_mask=attn, positions=positions, attn_bias=bias, **extra)
+        self.nfe += 1
+        return getattr(out, "logits", out), head.shape[1]  # (B, T, V)
+
+    def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Drafts (B, n) from a block's logits (B, n, V), and their proposal q at temperature
+        > 0 (None at 0); ``[MASK]`` is never drafted."""
+        logits = forbid_id(logits.to(torch.float64), self.mask_id)
+        if self.temperature == 0:
+            return logits.argmax(dim=-1), None
+        B, n, V = logits.shape
+        q = F.softmax(logits / self.temperature, dim=-1)  # (B, n, V)
+        flat = sample_token(logits.reshape(B * n, V), temperature=self.temperature,
+                            generator=self.generator)  # fmt: skip
+        return flat.reshape(B, n), q
+
+    def advance(self) -> None:
+        assert not self._stopped, "the run is finished"
+        B, c, d = self.gen.shape[0], self.committed, self.drafts.shape[1]
+        blocks = self._blocks(d)
+        with torch.no_grad():
+            logits, h = self._forward(blocks)
+            p_logits = forbid_id(logits[:, h - 1 : h + d].to(torch.float64), self.mask_id)
+            if self.temperature == 0:  # p_logits: (B, d + 1, V)
+                n, out = accept_greedy(self.drafts, p_logits)
+            else:
+                flat = p_logits.reshape(B * (d + 1), -1) / self.temperature
+                p = F.softmax(filter_logits(flat, self.top_k, self.top_p), dim=-1)
+                n, out = accept_sampled(self.drafts, self._q, p.reshape(B, d + 1, -1),
+                                        self.generator)  # fmt: skip
+            active = ~self.finished
+            m = int(n[active].min()) if bool(active.any()) else d
+            col = h + d  # first column of the mask blocks
+            chosen = None  # (B, n, V): the logits the next drafts come from
+            for bm, width in blocks:
+                if bm == m:
+                    chosen = logits[:, col : col + width]
+                elif bm == 0 and m < width and chosen is None:
+                    # no block for this m ("ends"): block 0's drafts after the m accepted ones
+                    # (they saw less of the prefix; any proposal keeps the output exact)
+                    chosen = logits[:, col + m : col + width]
+                col += width
+            self.drafts, self._q = self.gen[:, :0], None
+            if chosen is not None:
+                self.drafts, self._q = self._next_drafts(chosen)
+        new = out[:, : m + 1]  # (B, m + 1)
+        after_eos = torch.zeros_like(new, dtype=torch.bool)
+        if self.eos_id is not None:  # a finished row, and every position after its first EOS
+            is_eos = (new == self.eos_id).long()
+            after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
+        new = torch.where(self.finished[:, None] | after_eos, self.fill, new)
+        self.gen[:, c : c + m + 1] = new
+        if self.kv is not None:  # keep the prefix and the m accepted drafts, drop the rest
+            self.kv.length = self.prompt.shape[1] + c + m
+        self.committed = c + m + 1
+        self.drafted += d
+        self.accepted += m
+        self.steps += 1
+        self.finished |= rows_finished(new, self.eos_id)
+        if self.committed >= self.gen_length or bool(self.finished.all()):
+            self._stopped = True
+        self._report()
+        if not self._stopped:
+            self._show_drafts()
+
+    def _show_drafts(self) -> None:
+        """Hand the drafts the next round verifies to an ``on_view`` that draws them (a live
+        view with a ``draft(step, view, drafts)`` method): (B, G), ``mask_id`` elsewhere."""
+        show = getattr(self.on_view, "draft", None)
+        d = self.drafts.shape[1]
+        if show is None or d == 0:
+            return
+        drafts = torch.full_like(self.gen, self.mask_id)  # (B, G)
+        c = self.committed
+        drafts[:, c : c + d] = torch.where(self.finished[:, None], self.mask_id, self.drafts)
+        show(self.steps, self.view(), drafts)
+
+    def view(self) -> Tensor:
+        rest = torch.full_like(self.gen[:, self.committed :], self.mask_id)
+        return torch.cat([self.gen[:, : self.committed], rest], dim=1)  # (B, G)
+
+    def result(self) -> HybridResult:
+        attn = None
+        if self.padded:
+            attn = torch.cat([self.real, torch.ones_like(self.gen, dtype=torch.bool)], dim=1)
+        P = self.prompt.shape[1]
+        return HybridResult(
+            tokens=torch.cat([self.prompt, self.gen], dim=1),
+            region=(P, P + self.gen_length),
+            nfe=self.nfe,
+            steps=self.steps,
+            eos_id=self.eos_id,
+            attention_mask=attn,
+            verifier_nfe=self.nfe,
+            drafter_nfe=0,
+            drafted=self.drafted,
+            accepted=self.accepted,
+            committed=self.committed,
+        )
+
+
+@register_decoder("hybrid")
+class HybridDecoder(Decoder):
+    """A checkpoint of objective ``hybrid`` verifies its own drafts and drafts the next block in
+    one forward (``HybridRun``)."""
+
+    summary = (
+        "hybrid: a model trained with objective 'hybrid' verifies its drafts causally and drafts "
+        "the next block in the same forward (TiDAR); output distributed exactly as 'ar'"
+    )
+
+    def check(self, facts: ModelFacts, config: SampleConfig) -> None:
+        if facts.attention != "causal" or not facts.draft_block:
+            raise UserError(
+                "decoder 'hybrid' needs a checkpoint trained with objective 'hybrid' (it drafts "
+                f"with its draft blocks); this one is {facts.objective!r}: use decoder "
+                f"{facts.default_decoder!r}"
+            )
+        if not facts.has_kv_cache:
+            raise UserError("decoder 'hybrid' needs a model with a KV cache (unmask.model)")
+        if config.cfg_scale > 0:
+            raise UserError(
+                "cfg_scale applies to diffusion models; a hybrid checkpoint decodes causally"
+            )
+
+    def start(
+        self,
+        target: Target,
+        prompt_ids: Prompts,
+        config: SampleConfig,
+        *,
+        on_view: ViewCallback | None = None,
+    ) -> DecoderRun:
+        f = target.facts
+        device = model_device(target.model) or torch.device("cpu")
+        return HybridRun(
+            target.model,
+            prompt_ids,
+            max_new_tokens=config.gen_length,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            eos_id=f.eos_id,
+            pad_id=f.pad_id,
+            mask_id=f.mask_id,
+            draft_block=f.draft_block,
+            generator=make_generator(config.seed, device),
+            on_view=on_view,
+        )
+
+
+__all__ = ["PREDRAFT", "HybridDecoder", "HybridResult", "HybridRun"]

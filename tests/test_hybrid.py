@@ -1,0 +1,433 @@
+"""The one-model hybrid (TiDAR-style): objective ``hybrid`` and decoder ``hybrid``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from unmask import api
+from unmask.config import ModelConfig, SampleConfig, TrainConfig, model_preset
+from unmask.errors import UserError
+from unmask.loaded import Loaded
+from unmask.model import KVCache, Transformer
+from unmask.objectives import (
+    LinearSchedule,
+    ObjectiveOptions,
+    ar,
+    draft_layout,
+    hybrid,
+    objective_spec,
+)
+from unmask.objectives.hybrid import draft_boundaries
+from unmask.sampling import generate_ar
+from unmask.sampling import hybrid as hybrid_mod
+from unmask.sampling.hybrid import HybridResult, HybridRun
+from unmask.tokenizer import byte_tokenizer
+
+SPECIAL = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+
+
+def model(seed: int, *, vocab: int = 8, k: int = 3, std: float = 0.3) -> Transformer:
+    cfg = model_preset(
+        "tiny", vocab_size=vocab, max_seq_len=64, attention="causal", init_std=std,
+        draft_block=k, **SPECIAL,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return Transformer(cfg).double().eval()
+
+
+def options(weight: float) -> ObjectiveOptions:
+    return ObjectiveOptions(schedule=LinearSchedule(), draft_weight=weight)
+
+
+CYCLE = torch.tensor([4, 5, 6, 7, 8, 9])
+
+
+def cyclic(g: torch.Generator, B: int, L: int) -> torch.Tensor:
+    """(B, L) rows of the cycle 4..9 from random phases: easy to draft once learned."""
+    phase = torch.randint(0, len(CYCLE), (B, 1), generator=g)
+    return CYCLE[(phase + torch.arange(L)) % len(CYCLE)]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny hybrid model after 30 steps on cyclic rows, and its training losses."""
+    cfg = model_preset("tiny", vocab_size=12, max_seq_len=64, attention="causal",
+                       draft_block=3, **SPECIAL)  # fmt: skip
+    torch.manual_seed(0)
+    m = Transformer(cfg)
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-2)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(30):
+        parts = hybrid(m, cfg, cyclic(g, 8, 16), attention_mask=None, generator=g,
+                       options=options(1.0))  # fmt: skip
+        loss = parts.loss_sum / parts.n_tokens
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return m.double().eval(), losses
+
+
+# ---- the attention layout and the objective -------------------------------------------------
+
+
+def test_draft_layout_by_hand():
+    """Three causal columns after a cache of 4, blocks after boundaries 5 (2 masks) and 6."""
+    pos, bias = draft_layout(3, [5, 6], [2, 1], offset=4)
+    assert pos.tolist() == [4, 5, 6, 6, 7, 7]
+    assert bias[0, 0].int().tolist() == [
+        [1, 0, 0, 0, 0, 0],  # causal column at 4
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],
+        [1, 0, 0, 1, 1, 0],  # block 0 (positions 6, 7) sees position 4 (< 5) and itself
+        [1, 0, 0, 1, 1, 0],
+        [1, 1, 0, 0, 0, 1],  # block 1 (position 7) sees 4, 5 (< 6) and itself
+    ]
+
+
+def test_prefix_logits_ignore_the_draft_blocks():
+    """The clean columns' logits equal the plain causal forward whatever the draft blocks hold,
+    and a block's logits do not depend on another block."""
+    m = model(0, vocab=16, k=4)
+    x = torch.randint(4, 16, (2, 14), generator=torch.Generator().manual_seed(0))
+    pos, bias = draft_layout(14, [2, 6], 4)
+    plain = m(x)
+    masks = torch.zeros(2, 8, dtype=torch.long)
+    other = masks.clone()
+    other[:, 4:] = torch.randint(4, 16, (2, 4))  # the second block changed
+    a = m(torch.cat([x, masks], 1), positions=pos, attn_bias=bias)
+    b = m(torch.cat([x, other], 1), positions=pos, attn_bias=bias)
+    torch.testing.assert_close(a[:, :14], plain)
+    torch.testing.assert_close(b[:, :14], plain)
+    torch.testing.assert_close(a[:, 14:18], b[:, 14:18])  # the first block did not see it
+    assert not torch.allclose(a[:, 18:], b[:, 18:])
+
+
+def test_cached_explicit_layout_equals_the_uncached_one():
+    """Causal prefix in the cache, then drafts and blocks as new columns: the same logits as the
+    whole layout without a cache; rolling the cache back and continuing stays exact."""
+    m = model(1, vocab=16, k=3)
+    x = torch.randint(4, 16, (2, 10), generator=torch.Generator().manual_seed(1))
+    pos, bias = draft_layout(10, [7, 8], 3)
+    cols = torch.cat([x, torch.zeros(2, 6, dtype=torch.long)], 1)
+    full = m(cols, positions=pos, attn_bias=bias)
+    kv = KVCache()
+    m(x[:, :6], cache=kv, start=0)
+    new_pos, new_bias = draft_layout(4, [7, 8], 3, offset=6)
+    part = m(cols[:, 6:], cache=kv, start=6, positions=new_pos, attn_bias=new_bias)
+    torch.testing.assert_close(part, full[:, 6:])
+    kv.length = 8  # keep positions 0..7, drop the rest (as the decoder does)
+    torch.testing.assert_close(m(x[:, 8:], cache=kv, start=8), m(x)[:, 8:])
+
+
+def test_weight_zero_is_the_ar_loss_and_the_draft_loss_is_the_mean_over_blocks():
+    m = model(2, vocab=16, k=2)
+    x = torch.randint(4, 16, (3, 12), generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(0)
+    base = dataclasses.replace(m.config, draft_block=2)
+    zero = hybrid(m, base, x, attention_mask=None, generator=g, options=options(0.0))
+    a = ar(m, base, x, attention_mask=None, generator=g, options=options(0.0))
+    torch.testing.assert_close(zero.loss_sum, a.loss_sum)
+    assert int(zero.n_tokens) == int(a.n_tokens) == 3 * 11
+    one = hybrid(m, base, x, attention_mask=None, generator=torch.Generator().manual_seed(5),
+                 options=options(1.0))  # fmt: skip
+    starts = draft_boundaries(12, 2, torch.Generator().manual_seed(5))  # the same boundaries
+    ce = []
+    for b in starts.tolist():  # every block alone on its prefix
+        cols = torch.cat([x[:, :b], torch.zeros(3, 2, dtype=torch.long)], 1)
+        pos, bias = draft_layout(b, [b], 2)
+        logits = m(cols, positions=pos, attn_bias=bias)[:, b:]  # (3, 2, V)
+        ce.append(F.cross_entropy(logits.reshape(-1, 16), x[:, b + 1 : b + 3].reshape(-1)))
+    want = a.loss_sum + torch.stack(ce).mean() * 33
+    torch.testing.assert_close(one.loss_sum, want.to(one.loss_sum.dtype))
+
+
+def test_loss_decreases_and_the_model_drafts(trained):
+    m, losses = trained
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    prompts = [[4, 5, 6], [7, 8, 9, 4, 5], [6]]
+    ar_out = generate_ar(m, prompts, max_new_tokens=24, eos_id=None)
+    r = HybridRun(m, prompts, max_new_tokens=24, eos_id=None).run()
+    assert r.gen_ids == ar_out.gen_ids  # greedy = its own causal greedy decoding
+    assert r.tokens_per_forward > 1.5  # it learned to draft the cycle
+    assert r.accepted + r.nfe == r.committed == 24
+    assert r.acceptance_rate == r.accepted / r.drafted
+
+
+class Recorder:
+    """An ``on_view`` that also takes drafts (as a live view that draws them does)."""
+
+    def __init__(self) -> None:
+        self.views: list[torch.Tensor] = []
+        self.drafts: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, step: int, view: torch.Tensor) -> None:
+        self.views.append(view.clone())
+
+    def draft(self, step: int, view: torch.Tensor, drafts: torch.Tensor) -> None:
+        self.drafts.append((view.clone(), drafts.clone()))
+
+
+def test_drafts_are_shown_after_the_committed_text(trained):
+    """Each round hands the next drafts to ``on_view.draft`` right after the committed text; the
+    next view commits the accepted ones."""
+    rec = Recorder()
+    r = HybridRun(trained[0], [[4, 5, 6]], max_new_tokens=18, eos_id=None, on_view=rec).run()
+    assert len(rec.views) == r.steps and rec.drafts
+    kept = 0
+    for (view, drafts), after in zip(rec.drafts, rec.views[1:], strict=False):
+        shown = (drafts != 0)[0]  # mask id 0 where no draft
+        c = int((view != 0).sum())  # committed so far
+        assert shown.nonzero().flatten().tolist() == list(range(c, c + int(shown.sum())))
+        n = 0  # drafts the next round committed as drafted: a prefix of them
+        while c + n < 18 and shown[c + n] and after[0, c + n] == drafts[0, c + n]:
+            n += 1
+        assert after[0, :c].tolist() == view[0, :c].tolist()
+        kept += n
+    assert kept == r.accepted > 0  # greedy: the bonus token never equals a rejected draft
+
+
+# ---- the decoder ------------------------------------------------------------------------------
+
+PROMPTS = [[4, 5, 6, 7, 4], [7, 6], [5, 6, 7, 4, 5, 6, 7, 4]]
+
+
+@pytest.mark.parametrize("predraft", ["all", "ends"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_greedy_equals_causal_greedy(seed, predraft, trained):
+    for m in (model(seed), trained[0]):
+        prompts = PROMPTS if m.config.vocab_size == 8 else [[4, 5], [9], [6, 7, 8, 9]]
+        want = generate_ar(m, prompts, max_new_tokens=20, eos_id=None)
+        for rows in (prompts, prompts[:1]):
+            r = HybridRun(m, rows, max_new_tokens=20, eos_id=None, predraft=predraft).run()
+            assert r.gen_ids == want.gen_ids[: len(rows)]
+            assert isinstance(r, HybridResult) and r.nfe == r.steps == r.verifier_nfe
+
+
+@pytest.mark.parametrize("temperature", [0.0, 2.0])
+@pytest.mark.parametrize("predraft", ["all", "ends"])
+def test_cache_on_equals_cache_off(temperature, predraft, trained):
+    """The cached run (prefix K/V kept, rejected drafts and blocks rolled back) gives the same
+    tokens, acceptances and forwards as recomputing the whole prefix every round."""
+    accepted = 0
+    for m, prompts in ((model(3), PROMPTS), (trained[0], [[4, 5], [9], [6, 7, 8, 9]])):
+        runs = [
+            HybridRun(m, prompts, max_new_tokens=18, eos_id=2, temperature=temperature,
+                      predraft=predraft, use_cache=cache,
+                      generator=torch.Generator().manual_seed(4)).run()
+            for cache in (True, False)
+        ]  # fmt: skip
+        on, off = runs
+        assert on.tokens.tolist() == off.tokens.tolist()
+        assert (on.nfe, on.accepted, on.drafted) == (off.nfe, off.accepted, off.drafted)
+        accepted += on.accepted
+    assert accepted > 0  # the rollback was exercised
+
+
+def exact_marginals(m: Transformer, prompt: list[int], n: int) -> list[torch.Tensor]:
+    """Exact distributions of the causal model's tokens 1..n after ``prompt`` ([MASK] never)."""
+    V = m.config.vocab_size
+    seqs = torch.tensor([prompt])
+    weight = torch.ones(1, dtype=torch.float64)
+    out = []
+    for _ in range(n):
+        logits = m(seqs)[:, -1].clone()  # (S, V)
+        logits[:, m.config.mask_id] = float("-inf")
+        p = weight[:, None] * torch.softmax(logits, dim=-1)  # (S, V) joint
+        out.append(p.sum(dim=0))
+        seqs = torch.cat([seqs.repeat_interleave(V, 0), torch.arange(V).repeat(len(seqs))[:, None]],
+                         dim=1)  # fmt: skip
+        weight = p.reshape(-1)
+    return out
+
+
+def sampled_marginals(m: Transformer, prompt: list[int], n: int, runs: int) -> torch.Tensor:
+    counts = torch.zeros(n, m.config.vocab_size, dtype=torch.float64)
+    for s in range(runs):  # batches of 10 rows: every row commits the fewest any row accepted
+        r = HybridRun(m, [prompt] * 10, max_new_tokens=n, temperature=1.0, eos_id=None,
+                      generator=torch.Generator().manual_seed(s)).run()  # fmt: skip
+        for row in r.gen_ids:
+            for j, t in enumerate(row):
+                counts[j, t] += 1
+    return counts / counts.sum(dim=1, keepdim=True)
+
+
+def tv(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().sum() / 2)
+
+
+def test_sampling_matches_the_causal_distribution(monkeypatch):
+    """Temperature 1: every committed token is distributed as the causal model's (speculative
+    sampling over the model's own drafts); always accepting the drafts fails the same check."""
+    m = model(5, std=0.6)
+    prompt = [4, 6, 5]
+    with torch.no_grad():
+        exact = exact_marginals(m, prompt, 3)
+    got = sampled_marginals(m, prompt, 3, 100)
+    assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) < 0.05
+
+    def always_accept(draft, q, p, generator=None):
+        B, k = draft.shape
+        bonus = torch.multinomial(p[:, k], 1, generator=generator)
+        return torch.full((B,), k), torch.cat([draft, bonus], dim=1)
+
+    monkeypatch.setattr(hybrid_mod, "accept_sampled", always_accept)
+    wrong = sampled_marginals(m, prompt, 3, 30)
+    assert max(tv(e, g) for e, g in zip(exact, wrong, strict=True)) > 0.1
+
+
+def test_eos_stops_rows_like_ar(trained):
+    m = trained[0]
+    prompts = [[4, 5], [8]]
+    want = generate_ar(m, prompts, max_new_tokens=16, eos_id=7)  # 7 comes up in the cycle
+    r = HybridRun(m, prompts, max_new_tokens=16, eos_id=7).run()
+    assert r.gen_ids == want.gen_ids
+    assert r.committed < 16  # stopped early
+
+
+# ---- one decoding path: API, CLI, training ---------------------------------------------------
+
+
+def test_bad_input_is_one_line():
+    ar_model = model(0)
+    plain = dataclasses.replace(ar_model.config, draft_block=None)
+    with pytest.raises(UserError, match="objective 'hybrid'"):
+        HybridRun(Transformer(plain), [4, 5], max_new_tokens=4, eos_id=None)
+    with pytest.raises(UserError, match="cannot fill a \\[MASK\\]"):
+        HybridRun(ar_model, [4, 0], max_new_tokens=4, eos_id=None)
+    with pytest.raises(UserError, match="max_seq_len"):
+        HybridRun(ar_model, [4, 5], max_new_tokens=63, eos_id=None)
+    with pytest.raises(UserError, match="predraft"):
+        HybridRun(ar_model, [4, 5], max_new_tokens=4, eos_id=None, predraft="some")
+    with pytest.raises(UserError, match="draft_block must be"):
+        HybridRun(ar_model, [4, 5], max_new_tokens=4, eos_id=None, draft_block=0)
+    with pytest.raises(UserError, match="draft_block=0 must be positive"):
+        ModelConfig(draft_block=0)
+    tok = byte_tokenizer()
+    mm = Transformer(model_preset("tiny", vocab_size=tok.vocab_size))
+    diff = Loaded(model=mm, tokenizer=tok, config=mm.config, path=Path("x"))
+    with pytest.raises(UserError, match="decoder 'hybrid' needs a checkpoint trained with"):
+        api.start(diff, [5, 6], SampleConfig(decoder="hybrid"))
+    for bad, msg in (
+        (dict(draft_block=0), "draft_block=0 must be >= 1"),
+        (dict(draft_weight=-1.0), "draft_weight=-1.0 must be"),
+        (dict(seq_len=8, draft_block=8), "seq_len=8 must be >= draft_block \\+ 2"),
+    ):
+        with pytest.raises(UserError, match=msg) as e:
+            objective_spec("hybrid").validate(TrainConfig(objective="hybrid", **bad))
+        assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="applies to objective 'hybrid', not 'mdlm'"):
+        objective_spec("mdlm").validate(TrainConfig(draft_block=4))
+
+
+WORDS = "the lord said unto moses go down and speak to the people".split()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("corpus")
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
+             for _ in range(300)]  # fmt: skip
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    out = root / "prepared"
+    prepare([root / "a.txt"], out, tokenizer="byte", val_fraction=0.1, progress=False)
+    return out
+
+
+def train_cfg(dataset, out, **kw) -> TrainConfig:
+    base = TrainConfig(
+        data=str(dataset), out=str(out), preset="tiny", seq_len=24, batch_size=4, steps=4,
+        warmup=1, lr=3e-3, eval_every=2, eval_batches=1, save_every=0, log_every=1, seed=3,
+        objective="hybrid", draft_block=4,
+    )  # fmt: skip
+    return dataclasses.replace(base, **kw)
+
+
+def losses(run: Path) -> list[float]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+
+def test_resume_equals_uninterrupted(dataset, tmp_path):
+    from unmask.train import train
+
+    full = train(train_cfg(dataset, tmp_path / "full"), progress=False)
+    train(train_cfg(dataset, tmp_path / "part", steps=2), progress=False)
+    part = train(train_cfg(dataset, tmp_path / "part"), resume=True, progress=False)
+    assert losses(full) == pytest.approx(losses(part), rel=1e-5)
+    wa = load_file(str(full / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(part / "checkpoint" / "model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_init_from_ar_then_every_entry_decodes_it(dataset, tmp_path, capsys):
+    """An ``ar --fim-rate`` run continues as ``hybrid`` (--init, and resumes); its checkpoint
+    decodes with decoder ``hybrid`` by default, through the API and the CLI, token for token as
+    decoder ``ar``."""
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.train import train
+
+    ar_run = train(train_cfg(dataset, tmp_path / "ar", objective="ar", draft_block=8, steps=2,
+                             fim_rate=0.5), progress=False)  # fmt: skip
+    mdlm = train(train_cfg(dataset, tmp_path / "m", objective="mdlm", draft_block=8, steps=1),
+                 progress=False)  # fmt: skip
+    with pytest.raises(UserError, match="attention='bidirectional'; objective 'hybrid'"):
+        train(train_cfg(dataset, tmp_path / "h0", init=str(mdlm)), progress=False)
+    train(train_cfg(dataset, tmp_path / "h", init=str(ar_run), steps=1), progress=False)
+    run = train(train_cfg(dataset, tmp_path / "h", init=str(ar_run), steps=2), resume=True,
+                progress=False)  # fmt: skip
+    loaded = load(run)
+    assert (loaded.config.objective, loaded.config.draft_block) == ("hybrid", 4)
+    assert loaded.config.has_fim and loaded.tokenizer.fim_ids()  # the init's sentinels kept
+    cfg = SampleConfig(gen_length=10, temperature=0.0)
+    h = api.generate(loaded, ["the lord", "go"], config=cfg)
+    a = api.generate(loaded, ["the lord", "go"], config=dataclasses.replace(cfg, decoder="ar"))
+    assert (h.decoder, a.decoder) == ("hybrid", "ar")
+    assert h.ids == a.ids and isinstance(h.result, HybridResult)
+    argv = ["generate", "--model", str(run), "--gen-length", "10", "--temperature", "0",
+            "--json", "--no-live", "--device", "cpu", "the lord"]  # fmt: skip
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decoder"] == "hybrid" and out["results"][0]["tokens"] == h.ids[0]
+    assert main([*argv, "--cfg-scale", "1.5"]) == 2
+    assert "cfg_scale applies to diffusion" in capsys.readouterr().err
+
+
+def test_the_server_decodes_and_streams_a_hybrid_checkpoint():
+    """Completions and their stream run the hybrid decoder through the engine: the same text as
+    ``api.generate`` with decoder ``ar`` (greedy), and the streamed pieces add up to it."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    tok = byte_tokenizer()
+    facts = dict(attention="causal", draft_block=4, objective="hybrid", **tok.special_ids())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3, **facts)
+    torch.manual_seed(0)
+    m = Transformer(cfg).eval()
+    ld = Loaded(model=m, tokenizer=tok, config=cfg, path=Path("runs/h/checkpoint"))
+    want = api.generate(ld, "Hi", config=SampleConfig(gen_length=8, decoder="ar")).texts[0]
+    with TestClient(create_app(ld)) as c:
+        body = {"prompt": "Hi", "max_tokens": 8, "temperature": 0}
+        r = c.post("/v1/completions", json=body)
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == want
+        r = c.post("/v1/completions", json={**body, "stream": True})
+        events = [e.split("data: ", 1)[1] for e in r.text.strip().split("\n\n")]
+        assert events[-1] == "[DONE]"
+        pieces = [json.loads(e)["choices"][0]["text"] for e in events[:-1]]
+        assert "".join(pieces) == want
