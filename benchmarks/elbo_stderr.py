@@ -62,25 +62,46 @@ def main(argv: list[str] | None = None) -> int:
                 values = []
                 for r in range(args.repeats):
                     t0 = time.perf_counter()
-                    e = elbo_loglikelihood(loaded.model, ctx, tgt, mask_id=mask_id, n_samples=n,
-                                           batch_size=32, generator=torch.Generator().manual_seed(r))
+                    e = elbo_loglikelihood(
+                        loaded.model,
+                        ctx,
+                        tgt,
+                        mask_id=mask_id,
+                        n_samples=n,
+                        batch_size=32,
+                        generator=torch.Generator().manual_seed(r),
+                    )
                     secs.append(time.perf_counter() - t0)
                     values.append(e.logprob)
                     if n > 1:
                         reported.append(e.stderr)
                 est.append(statistics.fmean(values))
                 actual.append(statistics.stdev(values))
-            row = {"target_tokens": length, "n": n, "estimate": statistics.fmean(est),
-                   "reported_stderr": statistics.fmean(reported) if reported else None,
-                   "actual_stderr": statistics.fmean(actual), "seconds": statistics.median(secs)}
+            row = {
+                "target_tokens": length,
+                "n": n,
+                "estimate": statistics.fmean(est),
+                "reported_stderr": statistics.fmean(reported) if reported else None,
+                "actual_stderr": statistics.fmean(actual),
+                "seconds": statistics.median(secs),
+            }
             rows.append(row)
             rep = f"{row['reported_stderr']:9.3f}" if reported else f"{'-':>9}"
-            print(f"{length:>6} {n:>5} {row['estimate']:>10.3f} {rep} "
-                  f"{row['actual_stderr']:>8.3f} {row['seconds']:>7.3f}", flush=True)
+            print(
+                f"{length:>6} {n:>5} {row['estimate']:>10.3f} {rep} "
+                f"{row['actual_stderr']:>8.3f} {row['seconds']:>7.3f}",
+                flush=True,
+            )
     if args.json:
-        meta = {"model": args.model, "data": args.data, "items": args.items,
-                "context": args.context, "repeats": args.repeats, "threads": args.threads,
-                "torch": torch.__version__}
+        meta = {
+            "model": args.model,
+            "data": args.data,
+            "items": args.items,
+            "context": args.context,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "torch": torch.__version__,
+        }
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0
 

@@ -84,8 +84,7 @@ def build_tasks(data: str, folder: Path, n: int, seed: int) -> None:
         words = ln.split()
         cut = len(words) // 2
         context, ending = " ".join(words[:cut]), " " + " ".join(words[cut:])
-        others = [" " + " ".join(o.split()[len(o.split()) // 2 :])
-                  for o in lines if o != ln][:3]
+        others = [" " + " ".join(o.split()[len(o.split()) // 2 :]) for o in lines if o != ln][:3]
         label = i % 4
         choices = others[:label] + [ending] + others[label:]
         mc.append({"context": context, "choices": choices, "label": label})
@@ -126,15 +125,29 @@ def main(argv: list[str] | None = None) -> int:
                 metrics = res["results"][task]
                 metric = "acc,none" if task == "verse_mc" else "exact_match,strip"
                 n = res["n-samples"][task]["effective"]
-                row = {"model": label, "task": task, "metric": metric.split(",")[0],
-                       "value": metrics.get(metric), "items": n, "seconds": sec,
-                       "seconds_per_item": sec / n, "likelihood": res["unmask"]}
+                row = {
+                    "model": label,
+                    "task": task,
+                    "metric": metric.split(",")[0],
+                    "value": metrics.get(metric),
+                    "items": n,
+                    "seconds": sec,
+                    "seconds_per_item": sec / n,
+                    "likelihood": res["unmask"],
+                }
                 rows.append(row)
-                print(f"{label:<8} {task:<10} {row['metric']:<12} {row['value']:.3f} "
-                      f"{n:>4} items {sec / n:7.2f} s/item", flush=True)
+                print(
+                    f"{label:<8} {task:<10} {row['metric']:<12} {row['value']:.3f} "
+                    f"{n:>4} items {sec / n:7.2f} s/item",
+                    flush=True,
+                )
     if args.json:
-        meta = {"data": args.data, "limit": args.limit, "threads": args.threads,
-                "torch": torch.__version__}
+        meta = {
+            "data": args.data,
+            "limit": args.limit,
+            "threads": args.threads,
+            "torch": torch.__version__,
+        }
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0
 

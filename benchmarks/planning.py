@@ -46,16 +46,32 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t0
         params = sum(p.numel() for p in loaded.model.parameters())
         for group, (solved, total) in sorted(score.by_group.items()):
-            row = {"group": group, "model": label, "objective": loaded.config.objective,
-                   "solved": solved, "total": total, "rate": solved / total, "steps": info.step,
-                   "params": params, "seconds": seconds, "sampling": score.sampling,
-                   "examples": score.examples}
+            row = {
+                "group": group,
+                "model": label,
+                "objective": loaded.config.objective,
+                "solved": solved,
+                "total": total,
+                "rate": solved / total,
+                "steps": info.step,
+                "params": params,
+                "seconds": seconds,
+                "sampling": score.sampling,
+                "examples": score.examples,
+            }
             rows.append(row)
-            print(f"{group:<20} {label:<10} {solved:>5}/{total:<5} {solved / total:>7.1%} "
-                  f"{info.step or '-':>6} {seconds:>7.1f}", flush=True)
+            print(
+                f"{group:<20} {label:<10} {solved:>5}/{total:<5} {solved / total:>7.1%} "
+                f"{info.step or '-':>6} {seconds:>7.1f}",
+                flush=True,
+            )
     if args.json:
-        meta = {"task_file": args.task_file, "items": len(items), "torch": torch.__version__,
-                "threads": args.threads}
+        meta = {
+            "task_file": args.task_file,
+            "items": len(items),
+            "torch": torch.__version__,
+            "threads": args.threads,
+        }
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0
 

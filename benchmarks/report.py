@@ -79,7 +79,8 @@ def markdown_table(rows: Rows, columns: Sequence[str] = ()) -> list[str]:
     if not rows:
         return ["(no rows)"]
     cols = list(columns) or [
-        k for k in dict.fromkeys(k for r in rows for k in r)
+        k
+        for k in dict.fromkeys(k for r in rows for k in r)
         if any(not isinstance(r.get(k), (list, dict)) for r in rows if k in r)
     ]
     cols = [c for c in cols if any(c in r for r in rows)]
@@ -138,11 +139,19 @@ def _elbo_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | Non
         rows = _top_rows(d)
         for length in sorted({r["target_tokens"] for r in rows}):
             sub = [r for r in rows if r["target_tokens"] == length]
-            ax.loglog([r["n"] for r in sub], [r["actual_stderr"] for r in sub], "o-",
-                      label=f"{length} tokens: actual")
+            ax.loglog(
+                [r["n"] for r in sub],
+                [r["actual_stderr"] for r in sub],
+                "o-",
+                label=f"{length} tokens: actual",
+            )
             rep = [r for r in sub if r.get("reported_stderr")]
-            ax.loglog([r["n"] for r in rep], [r["reported_stderr"] for r in rep], "x--",
-                      label=f"{length} tokens: reported")
+            ax.loglog(
+                [r["n"] for r in rep],
+                [r["reported_stderr"] for r in rep],
+                "x--",
+                label=f"{length} tokens: reported",
+            )
     ax.set_xlabel("Monte Carlo samples")
     ax.set_ylabel("standard error (nats)")
     ax.grid(alpha=0.3, which="both")
@@ -173,42 +182,100 @@ def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str |
 
 
 SECTIONS = [
-    Section("Training speed", "tokens per second of a training step, unmask vs plain PyTorch",
-            ("train_throughput*.json",), "python benchmarks/train_throughput.py --json "
-            "benchmarks/results/train_throughput.json", _top_rows,
-            plot=_bar_plot("side", "tokens_per_s", "tokens / s")),
-    Section("Objectives", "equal-size models trained the same steps with each objective",
-            ("objectives*.json",), "python benchmarks/objectives.py --json "
-            "benchmarks/results/objectives.json", _top_rows,
-            ("name", "objective", "params", "val_bpb", "val_ppl_bound", "gen_ppl", "gen_entropy",
-             "train_tokens_per_s"), plot=_bar_plot("name", "val_bpb", "validation bits / byte")),
-    Section("Decoding frontier", "speed-up against sample quality for each policy and cache",
-            ("decoding*.json",), "python benchmarks/decoding.py --json "
-            "benchmarks/results/decoding.json", _section_rows,
-            ("table", "policy", "cache", "gen_length", "nfe", "seconds", "tokens_per_s",
-             "speedup", "gen_ppl", "entropy", "agree")),
-    Section("Sampling defaults", "the settings measured to read best for the demo model",
-            ("defaults*.json",), "python benchmarks/defaults.py --json "
-            "benchmarks/results/defaults.json", _top_rows),
-    Section("Infilling", "gap filling: diffusion vs the AR model's fill-in-the-middle",
-            ("infill*.json",), "python benchmarks/infill.py --json benchmarks/results/infill.json",
-            lambda d: _top_rows(d) or [{k: v for k, v in d.items()
-                                        if not isinstance(v, (list, dict))}]),
-    Section("Planning and reversal", "solve rate of equal-size mdlm and ar models on the same "
-            "data and steps (Sudoku, Countdown, reversed facts)", ("planning*.json",),
-            "python benchmarks/planning.py --run mdlm=RUN --run ar=RUN --task-file DIR --json "
-            "benchmarks/results/planning_TASK.json (recipes: docs/evaluation.md)",
-            _planning_rows, ("group", "model", "objective", "solved", "total", "rate", "steps",
-                             "params", "seconds"), plot=_planning_plot),
-    Section("ELBO standard error", "the Monte Carlo log-likelihood's error against its samples",
-            ("elbo_stderr*.json",), "python benchmarks/elbo_stderr.py --json "
-            "benchmarks/results/elbo_stderr.json", _top_rows, plot=_elbo_plot),
-    Section("Serving", "batched vs sequential HTTP throughput", ("serve_load*.json",),
-            "python benchmarks/serve_load.py --json benchmarks/results/serve_load.json",
-            _serve_rows),
-    Section("Startup", "seconds until a command answers", ("startup*.json",),
-            "python benchmarks/startup.py --json benchmarks/results/startup.json", _top_rows,
-            ("case", "median_s", "min_s", "vs_torch")),
+    Section(
+        "Training speed",
+        "tokens per second of a training step, unmask vs plain PyTorch",
+        ("train_throughput*.json",),
+        "python benchmarks/train_throughput.py --json benchmarks/results/train_throughput.json",
+        _top_rows,
+        plot=_bar_plot("side", "tokens_per_s", "tokens / s"),
+    ),
+    Section(
+        "Objectives",
+        "equal-size models trained the same steps with each objective",
+        ("objectives*.json",),
+        "python benchmarks/objectives.py --json benchmarks/results/objectives.json",
+        _top_rows,
+        (
+            "name",
+            "objective",
+            "params",
+            "val_bpb",
+            "val_ppl_bound",
+            "gen_ppl",
+            "gen_entropy",
+            "train_tokens_per_s",
+        ),
+        plot=_bar_plot("name", "val_bpb", "validation bits / byte"),
+    ),
+    Section(
+        "Decoding frontier",
+        "speed-up against sample quality for each policy and cache",
+        ("decoding*.json",),
+        "python benchmarks/decoding.py --json benchmarks/results/decoding.json",
+        _section_rows,
+        (
+            "table",
+            "policy",
+            "cache",
+            "gen_length",
+            "nfe",
+            "seconds",
+            "tokens_per_s",
+            "speedup",
+            "gen_ppl",
+            "entropy",
+            "agree",
+        ),
+    ),
+    Section(
+        "Sampling defaults",
+        "the settings measured to read best for the demo model",
+        ("defaults*.json",),
+        "python benchmarks/defaults.py --json benchmarks/results/defaults.json",
+        _top_rows,
+    ),
+    Section(
+        "Infilling",
+        "gap filling: diffusion vs the AR model's fill-in-the-middle",
+        ("infill*.json",),
+        "python benchmarks/infill.py --json benchmarks/results/infill.json",
+        lambda d: _top_rows(d) or [{k: v for k, v in d.items() if not isinstance(v, (list, dict))}],
+    ),
+    Section(
+        "Planning and reversal",
+        "solve rate of equal-size mdlm and ar models on the same "
+        "data and steps (Sudoku, Countdown, reversed facts)",
+        ("planning*.json",),
+        "python benchmarks/planning.py --run mdlm=RUN --run ar=RUN --task-file DIR --json "
+        "benchmarks/results/planning_TASK.json (recipes: docs/evaluation.md)",
+        _planning_rows,
+        ("group", "model", "objective", "solved", "total", "rate", "steps", "params", "seconds"),
+        plot=_planning_plot,
+    ),
+    Section(
+        "ELBO standard error",
+        "the Monte Carlo log-likelihood's error against its samples",
+        ("elbo_stderr*.json",),
+        "python benchmarks/elbo_stderr.py --json benchmarks/results/elbo_stderr.json",
+        _top_rows,
+        plot=_elbo_plot,
+    ),
+    Section(
+        "Serving",
+        "batched vs sequential HTTP throughput",
+        ("serve_load*.json",),
+        "python benchmarks/serve_load.py --json benchmarks/results/serve_load.json",
+        _serve_rows,
+    ),
+    Section(
+        "Startup",
+        "seconds until a command answers",
+        ("startup*.json",),
+        "python benchmarks/startup.py --json benchmarks/results/startup.json",
+        _top_rows,
+        ("case", "median_s", "min_s", "vs_torch"),
+    ),
 ]
 """The report's sections, in order."""
 
@@ -218,9 +285,13 @@ def build(results: Path, out: Path) -> list[str]:
     files = {p.name: p for p in sorted(results.glob("*.json"))}
     used: set[str] = set()
     png_dir = out.parent / out.stem
-    lines = ["# Benchmark report", "",
-             f"Generated by `python benchmarks/report.py` from the {len(files)} JSON files in "
-             f"`{_rel(results)}`. Each file records its own settings and machine.", ""]
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Generated by `python benchmarks/report.py` from the {len(files)} JSON files in "
+        f"`{_rel(results)}`. Each file records its own settings and machine.",
+        "",
+    ]
     notes: list[str] = []
     for sec in SECTIONS:
         mine = [n for n in files if any(Path(n).match(p) for p in sec.patterns)]

@@ -230,7 +230,7 @@ def test_lm_eval_model_agrees_with_the_library(checkpoint):
             generator=torch.Generator().manual_seed(3),
         ).logprob
     assert logprob == pytest.approx(want, abs=1e-5)
-    assert lm.stderr_summary()["exact"] is lm.causal
+    assert lm.summary()["exact"] is lm.causal and lm.summary()["model_seconds"] > 0
 
     gen = Instance("generate_until", {}, ("abc", {"until": ["zz"], "max_gen_toks": 6}), 0)
     (text,) = lm.generate_until([gen])

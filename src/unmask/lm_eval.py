@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,8 @@ class UnmaskLM(LM):
         self.sampling = {k: v for k, v in given.items() if v is not None}
         self.estimates: list[LogLikelihood] = []
         """Every log-likelihood computed, in request order (with its standard error)."""
+        self.model_seconds = 0.0
+        """Seconds spent answering requests (lm-eval's own set-up not included)."""
 
     # -- what lm-eval asks ---------------------------------------------------------------
 
@@ -141,6 +144,7 @@ class UnmaskLM(LM):
 
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         """(log p(continuation | context), is_greedy) per request (module docstring)."""
+        t0 = time.perf_counter()
         pairs = [self._encode_pair(*req.args) for req in requests]
         results = self._loglikelihoods(pairs, greedy=self.greedy_check)
         out = []
@@ -148,6 +152,7 @@ class UnmaskLM(LM):
             answer = (r.logprob, bool(r.is_greedy))
             self.cache_hook.add_partial("loglikelihood", req.args, answer)
             out.append(answer)
+        self.model_seconds += time.perf_counter() - t0
         return out
 
     def loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
@@ -156,6 +161,7 @@ class UnmaskLM(LM):
         ``loglikelihood``, summed."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+        t0 = time.perf_counter()
         window = self.max_length if self.causal else self.max_length - 1
         out = []
         for req in requests:
@@ -169,6 +175,7 @@ class UnmaskLM(LM):
             total = sum(r.logprob for r in self._loglikelihoods(windows, greedy=False))
             self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
             out.append(total)
+        self.model_seconds += time.perf_counter() - t0
         return out
 
     def generate_until(self, requests: list[Any]) -> list[str]:
@@ -177,6 +184,7 @@ class UnmaskLM(LM):
         decoded together, ``batch_size`` at a time."""
         from unmask.api import run_to_end, start
 
+        t0 = time.perf_counter()
         out: list[str | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
@@ -198,6 +206,7 @@ class UnmaskLM(LM):
                     cut = min([text.index(s) for s in until if s and s in text], default=len(text))
                     out[i] = text[:cut]
                     self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
+        self.model_seconds += time.perf_counter() - t0
         return [s or "" for s in out]
 
     # -- shared --------------------------------------------------------------------------
@@ -368,7 +377,7 @@ def run_tasks(
         if log_samples and samples:
             for name in results.get("configs", {}):
                 tracker.save_results_samples(task_name=name, samples=samples[name])
-    results["unmask"] = model.stderr_summary()
+    results["unmask"] = model.summary()
     results["table"] = make_table(results)
     return results
 

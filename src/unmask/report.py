@@ -399,11 +399,12 @@ class RunReport:
                 else f"ELBO of {u['mc_samples']} samples, mean standard error "
                 f"{u['mean_stderr']:.3f} nats (max {u['max_stderr']:.3f})"
             )
-            per = m.get("seconds_per_item")
+            per = m.get("seconds_per_item")  # model time only, lm-eval's set-up excluded
             rows.append(
                 (
                     "lm-eval",
-                    f"{how}; {m['seconds']:.1f} s" + (f", {per:.2f} s per item" if per else ""),
+                    f"{how}; {m['seconds']:.1f} s in all"
+                    + (f", {per:.3f} s of model time per item" if per else ""),
                 )
             )
             table = str(m.get("table", "")).rstrip().splitlines()

@@ -310,12 +310,15 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
         for k in ("results", "groups", "n-samples", "versions", "unmask", "table")
         if k in res
     }
+    model_seconds = lm.model_seconds
     return {
         **keep,
         "config": {k: cfg.get(k) for k in ("limit", "bootstrap_iters", "random_seed")}
         | {"num_fewshot": args.num_fewshot},
         "seconds": seconds,
-        "seconds_per_item": seconds / items if items else None,
+        "items": items,
+        # lm-eval's set-up (imports, task building, environment report) is not per item
+        "seconds_per_item": model_seconds / items if items else None,
     }
 
 
