@@ -254,6 +254,14 @@ SECTIONS = [
         plot=_planning_plot,
     ),
     Section(
+        "lm-eval on the demo models",
+        "lm-evaluation-harness tasks through the model `unmask`, with model seconds per item",
+        ("lm_eval_demo*.json",),
+        "python benchmarks/lm_eval_demo.py --json benchmarks/results/lm_eval_demo.json",
+        _top_rows,
+        ("model", "task", "metric", "value", "items", "seconds_per_item"),
+    ),
+    Section(
         "ELBO standard error",
         "the Monte Carlo log-likelihood's error against its samples",
         ("elbo_stderr*.json",),
