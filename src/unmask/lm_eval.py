@@ -277,19 +277,23 @@ class UnmaskLM(LM):
         result, _ = run_to_end(start(self.loaded, [context], config))
         return [int(t) for t in result.gen_ids[0][:n]] == [int(t) for t in target]
 
-    def stderr_summary(self) -> dict[str, Any]:
-        """The Monte Carlo standard errors of the log-likelihoods computed so far."""
+    def summary(self) -> dict[str, Any]:
+        """The Monte Carlo standard errors of the log-likelihoods computed so far, and the
+        seconds spent answering requests."""
         est = [e for e in self.estimates if e.n_samples]
-        if not est:
-            return {"exact": True, "requests": len(self.estimates)}
-        se = [e.stderr for e in est]
-        return {
-            "exact": False,
-            "requests": len(est),
-            "mc_samples": self.mc_samples,
-            "mean_stderr": sum(se) / len(se),
-            "max_stderr": max(se),
+        out: dict[str, Any] = {
+            "exact": not est,
+            "requests": len(self.estimates),
+            "model_seconds": self.model_seconds,
         }
+        if est:
+            se = [e.stderr for e in est]
+            out |= {
+                "mc_samples": self.mc_samples,
+                "mean_stderr": sum(se) / len(se),
+                "max_stderr": max(se),
+            }
+        return out
 
 
 def check_task_files(folder: str | Path) -> None:
