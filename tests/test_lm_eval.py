@@ -313,3 +313,10 @@ def test_eval_tasks_bad_input_is_one_line_exit_2(bad, tmp_path, capsys, monkeypa
         "bad_yaml": "broken.yaml:2: not a valid task file",
     }
     assert want[bad] in err[0]
+
+
+@pytest.mark.parametrize("flag", [["--limit", "2"], ["--no-greedy-check"], ["--mc-samples", "4"]])
+def test_lm_eval_flags_without_tasks_are_refused(flag, tmp_path, capsys):
+    rc = main(["eval", str(tmp_path), *flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "applies to lm-eval tasks: give --tasks" in err[0]

@@ -119,6 +119,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="rows per forward pass (default: 16)",
     )
+    g.add_argument(
+        "--no-greedy-check",
+        action="store_true",
+        help="do not decode each continuation greedily for lm-eval's is_greedy (diffusion "
+        "models: one forward per continuation token; multiple-choice tasks never use it)",
+    )
     p.add_argument(
         "--task-file",
         metavar="FILE",
@@ -146,9 +152,9 @@ def _counts(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit <= 0:
         raise UserError(f"--limit must be positive, got {args.limit}")
     lm_flags = ("num_fewshot", "limit", "include_path", "output_path", "mc_samples")
-    stray = [f for f in lm_flags if getattr(args, f) is not None] + (
-        ["log_samples"] if args.log_samples else []
-    )
+    stray = [f for f in lm_flags if getattr(args, f) is not None] + [
+        f for f in ("log_samples", "no_greedy_check") if getattr(args, f)
+    ]
     if stray and not args.tasks:
         raise UserError(f"--{stray[0].replace('_', '-')} applies to lm-eval tasks: give --tasks")
 
@@ -290,7 +296,14 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
         if k in given
     }
     extra = {"mc_samples": args.mc_samples} if args.mc_samples is not None else {}
-    lm = UnmaskLM(loaded=loaded, batch_size=args.batch_size, seed=args.seed, **extra, **sampling)
+    lm = UnmaskLM(
+        loaded=loaded,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        greedy_check=not args.no_greedy_check,
+        **extra,
+        **sampling,
+    )
     t0 = time.perf_counter()
     res = run_tasks(
         lm,
