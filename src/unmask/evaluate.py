@@ -9,6 +9,12 @@ comparable across tokenizers.
 Inside: ``EvalResult``, ``evaluate_loss``, ``sequence_elbo`` (the same bound per sequence,
 for scoring candidate texts, e.g. gap lengths in ``unmask.infill``).
 
+Log-likelihood of a continuation given a context (what lm-evaluation-harness asks of a
+model; ``unmask.lm_eval``): ``LogLikelihood``, ``elbo_loglikelihood`` (LLaDA's Monte Carlo
+estimate of the masked-diffusion bound, stratified mask counts, with its standard error),
+``exact_elbo`` (the same bound summed over every mask pattern, for tiny checks) and
+``ar_loglikelihood`` (the exact log-likelihood of a causal model, batched).
+
 Sample quality (of generated text rather than of the model): ``generative_perplexity``
 (under an external autoregressive reference model, ``unmask.scoring``) and the diversity
 metrics ``distinct_n`` and ``unigram_entropy``, which need no model. See docs/evaluation.md.
@@ -31,6 +37,10 @@ from unmask.schedules import get_schedule
 
 if TYPE_CHECKING:
     from unmask.scoring import ReferenceScorer
+
+DEFAULT_MC_SAMPLES = 64
+"""Monte Carlo samples of ``elbo_loglikelihood`` by default: chosen from the measured curve of
+its standard error against the number of samples (docs/evaluation.md); LLaDA uses 128."""
 
 
 @dataclass
@@ -136,15 +146,7 @@ def sequence_elbo(
         raise ValueError(f"n_samples must be positive, got {n_samples}")
     config = getattr(model, "config", None)
     cfg = SimpleNamespace(attention=getattr(config, "attention", "bidirectional"), mask_id=mask_id)
-    shift = bool(getattr(config, "logit_shift", False))  # Dream: logits at i predict token i+1
-
-    def predictor(x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        out = model(x, attention_mask=attention_mask)
-        logits = getattr(out, "logits", out)  # (n, L, V)
-        if shift:  # position i reads the logits produced at i - 1 (position 0 keeps its own)
-            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
-        return logits
-
+    predictor = _mask_predictor(model)
     options = ObjectiveOptions(schedule=get_schedule("linear"), antithetic=True)
     state = generator.get_state()
     out = torch.empty(tokens.shape[0], dtype=torch.float64)
@@ -158,6 +160,170 @@ def sequence_elbo(
         parts = mdlm(predictor, cfg, x0, attention_mask=None, generator=generator, options=options)
         out[b] = float(parts.loss_sum) / float(parts.n_tokens)
     return out
+
+
+def _mask_predictor(model: Any) -> Any:
+    """``x (n, L) -> logits (n, L, V)`` of ``model`` where position i predicts token i: Dream's
+    shifted logits (``config.logit_shift``: logits at i predict token i + 1) are moved back."""
+    shift = bool(getattr(getattr(model, "config", None), "logit_shift", False))
+
+    def predictor(x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        out = model(x, attention_mask=attention_mask)
+        logits = getattr(out, "logits", out)  # (n, L, V)
+        if shift:  # position i reads the logits produced at i - 1 (position 0 keeps its own)
+            logits = torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
+        return logits
+
+    return predictor
+
+
+@dataclass
+class LogLikelihood:
+    """log p(continuation | context) in nats, as ``unmask.lm_eval`` reports it."""
+
+    logprob: float
+    """The estimate: exact for a causal model, else the Monte Carlo estimate of the ELBO (a
+    lower bound on the log-likelihood, so comparisons between continuations are of bounds)."""
+    stderr: float
+    """Standard error of ``logprob`` over its Monte Carlo samples (0.0 when exact)."""
+    n_samples: int
+    """Monte Carlo samples behind the estimate (0 when exact)."""
+    is_greedy: bool | None = None
+    """Whether greedy decoding from the context gives the continuation (None: not checked)."""
+
+
+def stratified_mask_counts(n: int, length: int, generator: torch.Generator) -> Tensor:
+    """(n,) numbers of masked tokens in 1..``length``, one random offset and then evenly
+    spaced (LLaDA's evaluation, Nie et al. 2025, App. B.6: ``k ~ U{1..L}``, the j-th sample
+    masks ``k + j L / n`` wrapped into 1..L). Each count is uniform on 1..L, so the estimate
+    stays unbiased, and the counts cover the range evenly, so it varies less. The offsets are
+    floored, not rounded as in LLaDA's code: torch rounds halves to even, which makes some
+    counts twice as frequent as others when ``n`` is a multiple of ``L``."""
+    k = int(torch.randint(1, length + 1, (1,), generator=generator))
+    steps = torch.arange(n, dtype=torch.float64) * (length / n)
+    x = torch.floor(k + steps).long()  # (n,)
+    return (x - 1) % length + 1
+
+
+@torch.no_grad()
+def elbo_loglikelihood(
+    model: Any,
+    context: Sequence[int],
+    target: Sequence[int],
+    *,
+    mask_id: int,
+    n_samples: int = DEFAULT_MC_SAMPLES,
+    batch_size: int = 32,
+    generator: torch.Generator,
+) -> LogLikelihood:
+    """Monte Carlo estimate of the masked-diffusion ELBO of ``target`` given ``context``,
+    the lower bound on log p(target | context) that LLaDA evaluates (Nie et al. 2025,
+    arXiv:2502.09992, eq. 6 and App. B.6):
+
+        log p(r0 | p0) >= E_{l ~ U{1..L}, r_l} [ (L / l) sum_{i: r_l^i = M} log p(r0^i | p0, r_l) ]
+
+    where ``r_l`` masks ``l`` of the ``L`` target tokens chosen uniformly (the context is
+    never masked). ``n_samples`` draws with stratified counts ``l``
+    (``stratified_mask_counts``), run ``batch_size`` rows per forward. ``stderr`` is the
+    sample standard deviation of the draws over sqrt(n): conservative, since it does not
+    credit the stratification. ``model`` is any mask predictor (Dream's shifted logits are
+    handled); positions beyond the model's context must be cut by the caller.
+    """
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    L, P = len(target), len(context)
+    if L == 0:
+        return LogLikelihood(0.0, 0.0, n_samples)
+    predictor = _mask_predictor(model)
+    device = _model_device(model)
+    seq = torch.tensor([*context, *target], dtype=torch.long)  # (P + L,)
+    x0 = seq[P:]  # (L,)
+    counts = stratified_mask_counts(n_samples, L, generator)  # (n,)
+    values: list[Tensor] = []
+    for lo in range(0, n_samples, batch_size):
+        ls = counts[lo : lo + batch_size]  # (b,)
+        b = ls.shape[0]
+        ranks = torch.rand(b, L, generator=generator).argsort(dim=1).argsort(dim=1)  # (b, L)
+        masked = ranks < ls[:, None]  # (b, L): l uniformly chosen positions per row
+        xt = seq.repeat(b, 1)  # (b, P + L)
+        xt[:, P:][masked] = mask_id
+        logits = predictor(xt.to(device))[:, P:].float().cpu()  # (b, L, V)
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, x0.expand(b, L)[..., None])[..., 0]
+        values.append((logp * masked).sum(dim=1).double() * L / ls)  # (b,)
+    v = torch.cat(values)  # (n,)
+    se = float(v.std(unbiased=True) / math.sqrt(n_samples)) if n_samples > 1 else float("nan")
+    return LogLikelihood(float(v.mean()), se, n_samples)
+
+
+@torch.no_grad()
+def exact_elbo(model: Any, context: Sequence[int], target: Sequence[int], *, mask_id: int) -> float:
+    """The bound ``elbo_loglikelihood`` estimates, summed over every mask pattern of the
+    target (2^L - 1 forwards): the value its estimates average to. For tests and tiny
+    targets only."""
+    import itertools
+
+    L, P = len(target), len(context)
+    predictor = _mask_predictor(model)
+    seq = torch.tensor([*context, *target], dtype=torch.long)
+    total = 0.0
+    for n_masked in range(1, L + 1):
+        subsets = list(itertools.combinations(range(L), n_masked))
+        inner = 0.0
+        for subset in subsets:
+            xt = seq.clone()
+            xt[[P + i for i in subset]] = mask_id
+            logp = torch.log_softmax(predictor(xt[None].to(_model_device(model)))[0].float(), -1)
+            inner += sum(float(logp[P + i, seq[P + i]]) for i in subset)
+        total += (L / n_masked) * inner / len(subsets)
+    return total / L
+
+
+@torch.no_grad()
+def ar_loglikelihood(
+    model: Any,
+    requests: Sequence[tuple[Sequence[int], Sequence[int]]],
+    *,
+    start_id: int,
+    max_length: int | None = None,
+    batch_size: int = 16,
+) -> list[LogLikelihood]:
+    """Exact log p(target | context) of a causal model for each ``(context, target)``: the
+    sum of the target tokens' log-probabilities under teacher forcing, with ``is_greedy``
+    (every target token is the argmax). An empty context starts from ``start_id`` (the
+    document separator, as ``unmask.sampling.ar`` starts an empty prompt). Rows longer than
+    ``max_length + 1`` lose the start of their context (as lm-eval's Hugging Face model does);
+    rows are right-padded into batches, which a causal model never sees."""
+    device = _model_device(model)
+    rows: list[tuple[list[int], int]] = []
+    for context, target in requests:
+        seq = [*(list(context) or [start_id]), *target]
+        if max_length is not None:
+            seq = seq[-(max_length + 1) :]
+        rows.append((seq, min(len(target), len(seq) - 1)))
+    out: list[LogLikelihood] = []
+    for lo in range(0, len(rows), batch_size):
+        chunk = rows[lo : lo + batch_size]
+        width = max(len(s) for s, _ in chunk) - 1
+        x = torch.full((len(chunk), width), start_id, dtype=torch.long)  # (B, T)
+        for b, (seq, _) in enumerate(chunk):
+            x[b, : len(seq) - 1] = torch.tensor(seq[:-1])
+        logits = _mask_predictor(model)(x.to(device)).float().cpu()  # (B, T, V)
+        logp = torch.log_softmax(logits, dim=-1)
+        for b, (seq, n) in enumerate(chunk):
+            end = len(seq) - 1
+            pos = torch.arange(end - n, end)  # positions that predict the target tokens
+            tgt = torch.tensor(seq[end - n + 1 :])
+            lp = logp[b, pos].gather(-1, tgt[:, None])[:, 0]  # (n,)
+            greedy = bool((logp[b, pos].argmax(dim=-1) == tgt).all())
+            out.append(LogLikelihood(float(lp.sum()), 0.0, 0, is_greedy=greedy))
+    return out
+
+
+def _model_device(model: Any) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except (AttributeError, StopIteration):
+        return torch.device("cpu")
 
 
 def generative_perplexity(

@@ -182,18 +182,25 @@ def heldout_bound(
     from unmask.evaluate import evaluate_loss
 
     if config.objective == "sft":
-        raise UserError("objective sft trains on prompt/response pairs, which have no "
-                        "validation split")
+        raise UserError(
+            "objective sft trains on prompt/response pairs, which have no validation split"
+        )
     folder = Path(data if data is not None else config.data)
     if not (folder / "index.json").is_file():
-        raise UserError(f"{folder}: no prepared dataset here (give --data DIR from "
-                        "'unmask prepare')")
+        raise UserError(
+            f"{folder}: no prepared dataset here (give --data DIR from 'unmask prepare')"
+        )
     batches = config.eval_batches if max_batches is None else max_batches
     dev = torch.device(device)
     return evaluate_loss(
-        model, TokenDataset(folder, "val"), objective=config.objective, seq_len=config.seq_len,
-        batch_size=max(1, min(config.batch_size, 32)), max_batches=batches or None,
-        eps=config.eps, device=dev,
+        model,
+        TokenDataset(folder, "val"),
+        objective=config.objective,
+        seq_len=config.seq_len,
+        batch_size=max(1, min(config.batch_size, 32)),
+        max_batches=batches or None,
+        eps=config.eps,
+        device=dev,
         autocast_dtype=torch.bfloat16 if dev.type == "cuda" else None,
     )
 
@@ -241,8 +248,14 @@ def sample_quality(
     prompt_texts = [tokenizer.decode(list(p)) for p in prompts]
     ppl = scorer.perplexity(texts, prompts=prompt_texts)
     entropy = unigram_entropy([_cut_at_eos(ids, eos_id) for ids in result.gen_ids])
-    return SampleQuality(gen_ppl=ppl, entropy=entropy, samples=len(texts), gen_length=gen_length,
-                         scorer=getattr(scorer, "name", "reference"), texts=texts)
+    return SampleQuality(
+        gen_ppl=ppl,
+        entropy=entropy,
+        samples=len(texts),
+        gen_length=gen_length,
+        scorer=getattr(scorer, "name", "reference"),
+        texts=texts,
+    )
 
 
 def _cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
@@ -309,6 +322,10 @@ class RunReport:
     heldout: dict[str, Any] | None = None
     sample_quality: dict[str, Any] | None = None
     plot: str | None = None
+    tasks: dict[str, Any] | None = None
+    """Solve rates on ``--task-file`` items (``unmask.tasks.score.TaskScore``)."""
+    lm_eval: dict[str, Any] | None = None
+    """lm-eval's results of ``--tasks`` (``unmask.lm_eval.run_tasks``), with its table."""
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -334,22 +351,62 @@ class RunReport:
                 extra += f", {sec:.0f} s" if sec < 120 else f", {sec / 60:.1f} min"
             rows.append(("training", f"loss {t['last_loss']:.4f} at step {t['last_step']}{extra}"))
         if t.get("best_val_bpb") is not None:
-            rows.append(("logged val", f"{t['last_val_bpb']:.4f} bits/byte last, "
-                                       f"{t['best_val_bpb']:.4f} best"))
+            rows.append(
+                (
+                    "logged val",
+                    f"{t['last_val_bpb']:.4f} bits/byte last, {t['best_val_bpb']:.4f} best",
+                )
+            )
         h = self.heldout
         if h is not None:
-            rows.append(("held-out", f"bound {h['loss']:.4f} nats/token (perplexity <= "
-                                     f"{h['ppl']:.2f}), {h['bpb']:.4f} bits/byte, "
-                                     f"{h['n_tokens']:,} tokens"))
+            rows.append(
+                (
+                    "held-out",
+                    f"bound {h['loss']:.4f} nats/token (perplexity <= "
+                    f"{h['ppl']:.2f}), {h['bpb']:.4f} bits/byte, "
+                    f"{h['n_tokens']:,} tokens",
+                )
+            )
         q = self.sample_quality
         if q is not None:
-            rows.append(("gen ppl", f"{q['gen_ppl']:.2f} under {q['scorer']}, unigram entropy "
-                                    f"{q['entropy']:.3f} nats ({q['samples']} samples of "
-                                    f"{q['gen_length']} tokens)"))
+            rows.append(
+                (
+                    "gen ppl",
+                    f"{q['gen_ppl']:.2f} under {q['scorer']}, unigram entropy "
+                    f"{q['entropy']:.3f} nats ({q['samples']} samples of "
+                    f"{q['gen_length']} tokens)",
+                )
+            )
             if q.get("sampling"):
-                rows.append(("sampled with", ", ".join(f"{k} {v}" for k, v in
-                                                      q["sampling"].items())))
+                rows.append(
+                    ("sampled with", ", ".join(f"{k} {v}" for k, v in q["sampling"].items()))
+                )
         if self.plot:
             rows.append(("loss curve", self.plot))
+        if self.tasks is not None:
+            for group, (solved, total) in sorted(self.tasks["by_group"].items()):
+                rows.append(("task", f"{group}: {solved}/{total} solved ({solved / total:.1%})"))
+            rows.append(
+                ("decoded with", ", ".join(f"{k} {v}" for k, v in self.tasks["sampling"].items()))
+            )
+        table: list[str] = []
+        if self.lm_eval is not None:
+            m = self.lm_eval
+            u = m.get("unmask") or {}
+            how = (
+                "exact log-likelihoods"
+                if u.get("exact", True)
+                else f"ELBO of {u['mc_samples']} samples, mean standard error "
+                f"{u['mean_stderr']:.3f} nats (max {u['max_stderr']:.3f})"
+            )
+            per = m.get("seconds_per_item")  # model time only, lm-eval's set-up excluded
+            rows.append(
+                (
+                    "lm-eval",
+                    f"{how}; {m['seconds']:.1f} s in all"
+                    + (f", {per:.3f} s of model time per item" if per else ""),
+                )
+            )
+            table = str(m.get("table", "")).rstrip().splitlines()
         width = max(len(label) for label, _ in rows)
-        return [f"{label:<{width}}  {value}" for label, value in rows] + self.notes
+        return [f"{label:<{width}}  {value}" for label, value in rows] + table + self.notes

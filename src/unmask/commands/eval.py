@@ -4,7 +4,9 @@ Reports, for a run directory or checkpoint folder: the training summary from
 ``metrics.jsonl``; the held-out ELBO bound and bits per byte on the run's validation split
 (the same computation as training's ``val_bpb``); the generative perplexity of sampled
 continuations when the offline scorer is installed (``unmask.scoring``), with their
-unigram entropy; and a loss-curve PNG written next to the run (matplotlib). A part that
+unigram entropy; a loss-curve PNG written next to the run (matplotlib); with ``--tasks``,
+lm-evaluation-harness tasks (``unmask.lm_eval``: its flags are lm-eval's); with
+``--task-file``, the solve rate on planning / reversal items (``unmask.tasks``). A part that
 cannot be measured says so in one line and the rest still prints. Library code:
 ``unmask.report``; docs/evaluation.md.
 """
@@ -35,20 +37,100 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("run", metavar="RUN", help="run directory or checkpoint folder")
-    p.add_argument("--data", metavar="DIR",
-                   help="prepared dataset whose validation split to use (default: the run's)")
-    p.add_argument("--batches", type=int, default=None, metavar="N",
-                   help="validation batches (default: the run's eval_batches, so the number "
-                        "matches its logged val_bpb; 0 = the whole split)")
-    p.add_argument("--samples", type=int, default=8, metavar="N",
-                   help="continuations sampled for the generative perplexity (default: 8)")
-    p.add_argument("--prompt-tokens", type=int, default=8, metavar="N",
-                   help="held-out tokens each sample continues (default: 8)")
-    p.add_argument("--no-score", action="store_true",
-                   help="skip the generative perplexity (loading the scorer takes ~20 s)")
-    p.add_argument("--plot", metavar="FILE",
-                   help="where to write the loss curve (default: RUN/loss_curve.png)")
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="prepared dataset whose validation split to use (default: the run's)",
+    )
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        metavar="N",
+        help="validation batches (default: the run's eval_batches, so the number "
+        "matches its logged val_bpb; 0 = the whole split)",
+    )
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=8,
+        metavar="N",
+        help="continuations sampled for the generative perplexity (default: 8)",
+    )
+    p.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=8,
+        metavar="N",
+        help="held-out tokens each sample continues (default: 8)",
+    )
+    p.add_argument(
+        "--no-score",
+        action="store_true",
+        help="skip the generative perplexity (loading the scorer takes ~20 s)",
+    )
+    p.add_argument(
+        "--plot", metavar="FILE", help="where to write the loss curve (default: RUN/loss_curve.png)"
+    )
     p.add_argument("--no-plot", action="store_true", help="do not draw the loss curve")
+    g = p.add_argument_group("lm-evaluation-harness (needs lm-eval: pip install lm-eval)")
+    g.add_argument(
+        "--tasks",
+        metavar="LIST",
+        help="comma-separated lm-eval tasks, groups or tags to run (e.g. "
+        "arc_easy,lambada_openai); the datasets must be local or cached: "
+        "unmask never downloads",
+    )
+    g.add_argument(
+        "--num-fewshot",
+        type=int,
+        metavar="N",
+        help="few-shot examples per prompt (default: each task's own)",
+    )
+    g.add_argument(
+        "--limit",
+        type=float,
+        metavar="X",
+        help="items per task (a fraction of the task when below 1)",
+    )
+    g.add_argument("--include-path", metavar="DIR", help="a folder of extra task YAML files")
+    g.add_argument(
+        "--output-path",
+        metavar="DIR",
+        help="write lm-eval's results JSON there, as lm-eval's CLI does",
+    )
+    g.add_argument(
+        "--log-samples",
+        action="store_true",
+        help="with --output-path, also write every item's prompt and answers",
+    )
+    g.add_argument(
+        "--mc-samples",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Monte Carlo samples per diffusion log-likelihood (default: "
+        "unmask.evaluate.DEFAULT_MC_SAMPLES, 64); causal models are exact",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        metavar="N",
+        help="rows per forward pass (default: 16)",
+    )
+    g.add_argument(
+        "--no-greedy-check",
+        action="store_true",
+        help="do not decode each continuation greedily for lm-eval's is_greedy (diffusion "
+        "models: one forward per continuation token; multiple-choice tasks never use it)",
+    )
+    p.add_argument(
+        "--task-file",
+        metavar="FILE",
+        help="an eval.jsonl of `python -m unmask.tasks` (or its folder): decode each "
+        "item and report the solve rate (docs/evaluation.md)",
+    )
     add_seed_flag(p, what="sampling", default=0)
     add_sample_flags(p)
     add_json_flag(p, what="the report's numbers, the notes and the sampled texts")
@@ -63,6 +145,18 @@ def _counts(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
     if args.batches is not None and args.batches < 0:
         raise UserError(f"--batches must be 0 (the whole split) or more, got {args.batches}")
+    for flag in ("mc_samples", "batch_size"):
+        n = getattr(args, flag)
+        if n is not None and n < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
+    if args.limit is not None and args.limit <= 0:
+        raise UserError(f"--limit must be positive, got {args.limit}")
+    lm_flags = ("num_fewshot", "limit", "include_path", "output_path", "mc_samples")
+    stray = [f for f in lm_flags if getattr(args, f) is not None] + [
+        f for f in ("log_samples", "no_greedy_check") if getattr(args, f)
+    ]
+    if stray and not args.tasks:
+        raise UserError(f"--{stray[0].replace('_', '-')} applies to lm-eval tasks: give --tasks")
 
 
 def _plot(report: Any, summary: Any, path: Path) -> None:
@@ -89,10 +183,21 @@ def run(args: argparse.Namespace) -> int:
 
     _counts(args)
     config = sample_config_from_args(args)
+    items = None
+    if args.task_file is not None:
+        from unmask.tasks import read_items
+
+        items = read_items(args.task_file)  # a bad file fails before the model loads
+    if args.tasks:
+        _check_lm_eval()
     info = find_run(args.run)
     cfg = info.train_config
-    report = RunReport(checkpoint=str(info.checkpoint), run=str(info.run) if info.run else None,
-                       step=info.step, objective=cfg.objective if cfg else None)
+    report = RunReport(
+        checkpoint=str(info.checkpoint),
+        run=str(info.run) if info.run else None,
+        step=info.step,
+        objective=cfg.objective if cfg else None,
+    )
     if info.metrics_path is not None:
         summary = summarize_training(read_metrics(info.metrics_path))
         report.training = summary.as_dict()
@@ -102,8 +207,9 @@ def run(args: argparse.Namespace) -> int:
         report.notes.append("loss curve: not drawn, no metrics.jsonl (not a training run)")
 
     if args.data is not None and not (Path(args.data) / "index.json").is_file():
-        raise UserError(f"--data {args.data}: no prepared dataset here (index.json from "
-                        "'unmask prepare')")
+        raise UserError(
+            f"--data {args.data}: no prepared dataset here (index.json from 'unmask prepare')"
+        )
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
@@ -113,14 +219,21 @@ def run(args: argparse.Namespace) -> int:
     data = args.data or (cfg.data if cfg else None)
     if cfg is None and args.data:  # an imported checkpoint: evaluate as its attention says
         causal = getattr(model.config, "attention", None) == "causal"
-        cfg = TrainConfig(data=args.data, objective="ar" if causal else "mdlm",
-                          seq_len=min(TrainConfig().seq_len, model.config.max_seq_len))
+        cfg = TrainConfig(
+            data=args.data,
+            objective="ar" if causal else "mdlm",
+            seq_len=min(TrainConfig().seq_len, model.config.max_seq_len),
+        )
     if cfg is None:
-        report.notes.append("held-out bound: not measured, the checkpoint has no training "
-                            "configuration (give --data DIR)")
+        report.notes.append(
+            "held-out bound: not measured, the checkpoint has no training "
+            "configuration (give --data DIR)"
+        )
     elif not data or not (Path(data) / "index.json").is_file():
-        report.notes.append(f"held-out bound: not measured, the run's dataset {data or '(none)'} "
-                            "is not here (give --data DIR)")
+        report.notes.append(
+            f"held-out bound: not measured, the run's dataset {data or '(none)'} "
+            "is not here (give --data DIR)"
+        )
     else:
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device)
@@ -131,20 +244,100 @@ def run(args: argparse.Namespace) -> int:
     if args.no_score:
         pass
     elif getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
-        raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
-                        "autoregressive (causal)")
+        raise UserError(
+            "--cfg-scale applies to diffusion models; this checkpoint is autoregressive (causal)"
+        )
     else:
         _score(report, loaded, config, data, args, device)
 
+    given = given_fields(SampleConfig, args)
+    if items is not None:
+        from unmask.tasks.score import score_items
+
+        report.tasks = dataclasses.asdict(score_items(loaded, items, given=given))
+    if args.tasks:
+        report.lm_eval = _lm_eval(loaded, args, given)
+
     if args.json:
-        print(json.dumps(report.as_dict(), ensure_ascii=False))
+        print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
     else:
         print("\n".join(report.lines()))
     return 0
 
 
-def _score(report: Any, loaded: Any, config: Any, data: str | None, args: argparse.Namespace,
-           device: str) -> None:
+LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
+
+
+def _check_lm_eval() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise UserError(f"--tasks needs lm-evaluation-harness: {LM_EVAL_INSTALL}")
+
+
+def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> dict[str, Any]:
+    """Run ``--tasks`` through lm-eval (``unmask.lm_eval.run_tasks``) and keep what the report
+    shows: the results, their config, the standard errors, seconds per item, the table."""
+    import time
+
+    from unmask.lm_eval import UnmaskLM, run_tasks
+
+    sampling = {
+        k: given[k]
+        for k in (
+            "gen_length",
+            "steps",
+            "block_length",
+            "policy",
+            "cache",
+            "temperature",
+            "decoder",
+        )
+        if k in given
+    }
+    extra = {"mc_samples": args.mc_samples} if args.mc_samples is not None else {}
+    lm = UnmaskLM(
+        loaded=loaded,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        greedy_check=not args.no_greedy_check,
+        **extra,
+        **sampling,
+    )
+    t0 = time.perf_counter()
+    res = run_tasks(
+        lm,
+        [t for t in args.tasks.split(",") if t],
+        num_fewshot=args.num_fewshot,
+        limit=int(args.limit) if args.limit and args.limit >= 1 else args.limit,
+        include_path=args.include_path,
+        output_path=args.output_path,
+        log_samples=args.log_samples,
+        seed=args.seed,
+    )
+    seconds = time.perf_counter() - t0
+    items = sum(int(n.get("effective", 0)) for n in res.get("n-samples", {}).values())
+    cfg = res.get("config", {})
+    keep = {
+        k: res[k]
+        for k in ("results", "groups", "n-samples", "versions", "unmask", "table")
+        if k in res
+    }
+    model_seconds = lm.model_seconds
+    return {
+        **keep,
+        "config": {k: cfg.get(k) for k in ("limit", "bootstrap_iters", "random_seed")}
+        | {"num_fewshot": args.num_fewshot},
+        "seconds": seconds,
+        "items": items,
+        # lm-eval's set-up (imports, task building, environment report) is not per item
+        "seconds_per_item": model_seconds / items if items else None,
+    }
+
+
+def _score(
+    report: Any, loaded: Any, config: Any, data: str | None, args: argparse.Namespace, device: str
+) -> None:
     """The generative perplexity part: a note instead when the scorer is not installed."""
     from unmask.report import sample_quality, validation_prompts
     from unmask.scoring import ReferenceScorer
@@ -160,12 +353,23 @@ def _score(report: Any, loaded: Any, config: Any, data: str | None, args: argpar
     if not prompts:
         report.notes.append("generative perplexity: no held-out text, samples are unconditional")
         prompts = [[] for _ in range(args.samples)]
-    q = sample_quality(loaded.tokenizer, prompts, sampler=_sampler(loaded, config, device),
-                       scorer=scorer, gen_length=config.gen_length,
-                       eos_id=getattr(loaded.model.config, "eos_id", None))
-    report.sample_quality = {**dataclasses.asdict(q), "sampling": {
-        "temperature": config.temperature, "block_length": config.block_length,
-        "steps": config.steps, "policy": config.policy}}
+    q = sample_quality(
+        loaded.tokenizer,
+        prompts,
+        sampler=_sampler(loaded, config, device),
+        scorer=scorer,
+        gen_length=config.gen_length,
+        eos_id=getattr(loaded.model.config, "eos_id", None),
+    )
+    report.sample_quality = {
+        **dataclasses.asdict(q),
+        "sampling": {
+            "temperature": config.temperature,
+            "block_length": config.block_length,
+            "steps": config.steps,
+            "policy": config.policy,
+        },
+    }
 
 
 def _sampler(loaded: Any, config: Any, device: str) -> Any:

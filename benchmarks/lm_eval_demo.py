@@ -1,0 +1,156 @@
+"""lm-eval on the demo models, offline: one multiple-choice and one generation task.
+
+No benchmark dataset can be downloaded here, so the two tasks are built from held-out
+verses of the prepared corpus (``--data``, validation split) as local lm-eval task YAMLs
+(``dataset_path: json``):
+
+- ``verse_mc`` (multiple choice, ``acc``): the first words of a verse, and four endings,
+  the true one and three endings of other verses;
+- ``verse_gen`` (``generate_until``, ``exact_match`` on the first word): the next word.
+
+Each model given runs both through ``unmask.lm_eval.run_tasks`` (the path of ``unmask eval
+--tasks``); the table gives accuracy and seconds per item.
+
+    python benchmarks/lm_eval_demo.py [--model demo=PATH] [--model ar=PATH] [--limit 20]
+        [--json benchmarks/results/lm_eval_demo.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+MC = """task: verse_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{context}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+"""
+
+GEN = """task: verse_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{context}}}}"
+doc_to_target: "{{{{next_word}}}}"
+generation_kwargs:
+  until: [" ", "\\n"]
+  max_gen_toks: 4
+filter_list:
+  - name: strip
+    filter:
+      - function: regex
+        regex_pattern: "(\\\\S+)"
+      - function: take_first
+metric_list:
+  - metric: exact_match
+    ignore_punctuation: true
+"""
+
+
+def build_tasks(data: str, folder: Path, n: int, seed: int) -> None:
+    """Write the two task YAMLs and their jsonl data from held-out text of ``data``."""
+    from unmask.data import TokenDataset
+    from unmask.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(Path(data) / "tokenizer.json")
+    text = ""
+    for w in TokenDataset(data, "val").windows(512):
+        text += tok.decode(w.tolist()) + "\n"
+        if len(text) > 40_000:
+            break
+    lines = [ln.strip() for ln in text.splitlines() if len(ln.split()) >= 12]
+    rng = random.Random(seed)
+    rng.shuffle(lines)
+    lines = lines[: n + 3]
+    mc, gen = [], []
+    for i, ln in enumerate(lines[:n]):
+        words = ln.split()
+        cut = len(words) // 2
+        context, ending = " ".join(words[:cut]), " " + " ".join(words[cut:])
+        others = [" " + " ".join(o.split()[len(o.split()) // 2 :]) for o in lines if o != ln][:3]
+        label = i % 4
+        choices = others[:label] + [ending] + others[label:]
+        mc.append({"context": context, "choices": choices, "label": label})
+        gen.append({"context": context, "next_word": words[cut]})
+    for name, rows, yaml in (("mc", mc, MC), ("gen", gen, GEN)):
+        path = folder / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (folder / f"{name}.yaml").write_text(yaml.format(data=path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    root = Path(__file__).resolve().parents[1]
+    p.add_argument("--model", action="append", metavar="LABEL=PATH")
+    p.add_argument("--data", default=str(root / "data/bible"))
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--mc-samples", type=int, default=None)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from unmask.checkpoint import load
+    from unmask.lm_eval import UnmaskLM, run_tasks
+
+    models = args.model or [f"demo={root / 'src/unmask/assets/demo'}"]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        build_tasks(args.data, Path(tmp), args.limit, seed=0)
+        for spec in models:
+            label, _, path = spec.partition("=")
+            extra = {"mc_samples": args.mc_samples} if args.mc_samples else {}
+            lm = UnmaskLM(loaded=load(path), **extra)
+            for task in ("verse_mc", "verse_gen"):
+                t0, m0 = time.perf_counter(), lm.model_seconds
+                res = run_tasks(lm, [task], include_path=tmp)
+                sec, model_sec = time.perf_counter() - t0, lm.model_seconds - m0
+                metrics = res["results"][task]
+                metric = "acc,none" if task == "verse_mc" else "exact_match,strip"
+                n = res["n-samples"][task]["effective"]
+                row = {
+                    "model": label,
+                    "task": task,
+                    "metric": metric.split(",")[0],
+                    "value": metrics.get(metric),
+                    "items": n,
+                    "seconds": sec,
+                    "seconds_per_item": model_sec / n,
+                    "likelihood": res["unmask"],
+                }
+                rows.append(row)
+                print(
+                    f"{label:<8} {task:<10} {row['metric']:<12} {row['value']:.3f} "
+                    f"{n:>4} items {model_sec / n:7.2f} s/item (model time)",
+                    flush=True,
+                )
+    if args.json:
+        meta = {
+            "data": args.data,
+            "limit": args.limit,
+            "threads": args.threads,
+            "torch": torch.__version__,
+        }
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

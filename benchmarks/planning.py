@@ -1,0 +1,80 @@
+"""Planning and reversal: solve rates of equal-size diffusion and AR models, side by side.
+
+    python benchmarks/planning.py --run mdlm=RUN_A --run ar=RUN_B --task-file DIR \\
+        [--limit N] [--json benchmarks/results/planning_TASK.json]
+
+Each ``--run LABEL=PATH`` is decoded on the items of ``--task-file`` (an ``eval.jsonl`` of
+``python -m unmask.tasks``) by ``unmask.tasks.score.score_items``, the code path of
+``unmask eval --task-file``: greedy, the answer as one block, one token per step (a causal
+model left to right). Prints one row per model and item group (reversal: forward and
+reverse) and writes them as JSON for ``benchmarks/report.py``. Recipes: docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from unmask.checkpoint import load
+from unmask.report import find_run
+from unmask.tasks import read_items
+from unmask.tasks.score import score_items
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", action="append", required=True, metavar="LABEL=PATH")
+    p.add_argument("--task-file", required=True, metavar="FILE")
+    p.add_argument("--limit", type=int, default=None, help="first N items only")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", metavar="FILE")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    items = read_items(args.task_file)[: args.limit]
+    rows = []
+    print(f"{'group':<20} {'model':<10} {'solved':>11} {'rate':>7} {'steps':>6} {'sec':>7}")
+    for spec in args.run:
+        label, _, path = spec.partition("=")
+        info = find_run(path)
+        loaded = load(info.checkpoint)
+        t0 = time.perf_counter()
+        score = score_items(loaded, items)
+        seconds = time.perf_counter() - t0
+        params = sum(p.numel() for p in loaded.model.parameters())
+        for group, (solved, total) in sorted(score.by_group.items()):
+            row = {
+                "group": group,
+                "model": label,
+                "objective": loaded.config.objective,
+                "solved": solved,
+                "total": total,
+                "rate": solved / total,
+                "steps": info.step,
+                "params": params,
+                "seconds": seconds,
+                "sampling": score.sampling,
+                "examples": score.examples,
+            }
+            rows.append(row)
+            print(
+                f"{group:<20} {label:<10} {solved:>5}/{total:<5} {solved / total:>7.1%} "
+                f"{info.step or '-':>6} {seconds:>7.1f}",
+                flush=True,
+            )
+    if args.json:
+        meta = {
+            "task_file": args.task_file,
+            "items": len(items),
+            "torch": torch.__version__,
+            "threads": args.threads,
+        }
+        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

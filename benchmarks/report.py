@@ -1,0 +1,372 @@
+"""Collect the benchmarks' JSON results into one Markdown page with plots.
+
+    python benchmarks/report.py [--results benchmarks/results] [--out docs/report.md]
+
+Reads every ``*.json`` under ``--results`` and writes ``--out`` (default docs/report.md) and
+its PNGs (``docs/report/*.png``; matplotlib, skipped with a note when it is missing). Each
+section below has its own known files; a section with none says which command makes them;
+a JSON file no section knows still gets a generic table, so nothing measured is lost. The
+numbers are what the files say (machine, date and settings are in them): these machines
+are shared, so compare the ratios within one file rather than seconds across files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass
+class Section:
+    """A part of the report: which result files it reads and how it shows them."""
+
+    title: str
+    claim: str
+    """What the section measures, in one sentence."""
+    patterns: tuple[str, ...]
+    """File name globs under the results folder."""
+    command: str
+    """How to produce the results when there are none."""
+    rows: Callable[[dict[str, Any]], Rows]
+    """The table rows of one file."""
+    columns: tuple[str, ...] = ()
+    """Columns to show (default: every scalar column)."""
+    plot: Callable[[list[tuple[str, dict[str, Any]]], Path], str | None] | None = None
+    """Draws the section's PNG from all its files; returns a note when it cannot."""
+
+
+def _top_rows(d: dict[str, Any]) -> Rows:
+    return [r for r in d.get("rows", []) if isinstance(r, dict)]
+
+
+def _section_rows(d: dict[str, Any]) -> Rows:
+    out: Rows = []
+    for s in d.get("sections", []):
+        out += [{"table": s.get("name", ""), **r} for r in s.get("rows", []) if isinstance(r, dict)]
+    return out
+
+
+def _serve_rows(d: dict[str, Any]) -> Rows:
+    return [{"concurrency": k, "speedup": v} for k, v in d.get("speedup", {}).items()]
+
+
+def _planning_rows(d: dict[str, Any]) -> Rows:
+    return _top_rows(d)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return ""
+    return str(v).replace("|", "\\|")
+
+
+def markdown_table(rows: Rows, columns: Sequence[str] = ()) -> list[str]:
+    """Rows as a Markdown table: the given ``columns``, or every column holding scalars."""
+    if not rows:
+        return ["(no rows)"]
+    cols = list(columns) or [
+        k
+        for k in dict.fromkeys(k for r in rows for k in r)
+        if any(not isinstance(r.get(k), (list, dict)) for r in rows if k in r)
+    ]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(_fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return out
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
+    import io
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def _bar_plot(key: str, value: str, ylabel: str) -> Callable[..., str | None]:
+    def plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | None:
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+        labels, values = [], []
+        for name, d in files:
+            for r in _top_rows(d):
+                if isinstance(r.get(value), (int, float)):
+                    labels.append(f"{r.get(key)}" + (f" ({name})" if len(files) > 1 else ""))
+                    values.append(r[value])
+        if not values:
+            plt.close(fig)
+            return "no numeric rows to plot"
+        ax.barh(labels, values)
+        ax.set_xlabel(ylabel)
+        ax.grid(alpha=0.3, axis="x")
+        _save(fig, path)
+        plt.close(fig)
+        return None
+
+    return plot
+
+
+def _elbo_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    for _, d in files:
+        rows = _top_rows(d)
+        for length in sorted({r["target_tokens"] for r in rows}):
+            sub = [r for r in rows if r["target_tokens"] == length]
+            ax.loglog(
+                [r["n"] for r in sub],
+                [r["actual_stderr"] for r in sub],
+                "o-",
+                label=f"{length} tokens: actual",
+            )
+            rep = [r for r in sub if r.get("reported_stderr")]
+            ax.loglog(
+                [r["n"] for r in rep],
+                [r["reported_stderr"] for r in rep],
+                "x--",
+                label=f"{length} tokens: reported",
+            )
+    ax.set_xlabel("Monte Carlo samples")
+    ax.set_ylabel("standard error (nats)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    _save(fig, path)
+    plt.close(fig)
+    return None
+
+
+def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    labels, values = [], []
+    for _, d in files:
+        for r in _top_rows(d):
+            labels.append(f"{r.get('group')} · {r.get('model')}")
+            values.append(100 * float(r.get("rate", 0.0)))
+    if not values:
+        plt.close(fig)
+        return "no rows to plot"
+    ax.barh(labels, values)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("solved (%)")
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+    plt.close(fig)
+    return None
+
+
+SECTIONS = [
+    Section(
+        "Training speed",
+        "tokens per second of a training step, unmask vs plain PyTorch",
+        ("train_throughput*.json",),
+        "python benchmarks/train_throughput.py --json benchmarks/results/train_throughput.json",
+        _top_rows,
+        plot=_bar_plot("side", "tokens_per_s", "tokens / s"),
+    ),
+    Section(
+        "Objectives",
+        "equal-size models trained the same steps with each objective",
+        ("objectives*.json",),
+        "python benchmarks/objectives.py --json benchmarks/results/objectives.json",
+        _top_rows,
+        (
+            "name",
+            "objective",
+            "params",
+            "val_bpb",
+            "val_ppl_bound",
+            "gen_ppl",
+            "gen_entropy",
+            "train_tokens_per_s",
+        ),
+        plot=_bar_plot("name", "val_bpb", "validation bits / byte"),
+    ),
+    Section(
+        "Decoding frontier",
+        "speed-up against sample quality for each policy and cache",
+        ("decoding*.json",),
+        "python benchmarks/decoding.py --json benchmarks/results/decoding.json",
+        _section_rows,
+        (
+            "table",
+            "policy",
+            "cache",
+            "gen_length",
+            "nfe",
+            "seconds",
+            "tokens_per_s",
+            "speedup",
+            "gen_ppl",
+            "entropy",
+            "agree",
+        ),
+    ),
+    Section(
+        "Sampling defaults",
+        "the settings measured to read best for the demo model",
+        ("defaults*.json",),
+        "python benchmarks/defaults.py --json benchmarks/results/defaults.json",
+        _top_rows,
+    ),
+    Section(
+        "Infilling",
+        "gap filling: diffusion vs the AR model's fill-in-the-middle",
+        ("infill*.json",),
+        "python benchmarks/infill.py --json benchmarks/results/infill.json",
+        lambda d: _top_rows(d) or [{k: v for k, v in d.items() if not isinstance(v, (list, dict))}],
+    ),
+    Section(
+        "Planning and reversal",
+        "solve rate of equal-size mdlm and ar models on the same "
+        "data and steps (Sudoku, Countdown, reversed facts)",
+        ("planning*.json",),
+        "python benchmarks/planning.py --run mdlm=RUN --run ar=RUN --task-file DIR --json "
+        "benchmarks/results/planning_TASK.json (recipes: docs/evaluation.md)",
+        _planning_rows,
+        ("group", "model", "objective", "solved", "total", "rate", "steps", "params", "seconds"),
+        plot=_planning_plot,
+    ),
+    Section(
+        "lm-eval on the demo models",
+        "lm-evaluation-harness tasks through the model `unmask`, with model seconds per item",
+        ("lm_eval_demo*.json",),
+        "python benchmarks/lm_eval_demo.py --json benchmarks/results/lm_eval_demo.json",
+        _top_rows,
+        ("model", "task", "metric", "value", "items", "seconds_per_item"),
+    ),
+    Section(
+        "ELBO standard error",
+        "the Monte Carlo log-likelihood's error against its samples",
+        ("elbo_stderr*.json",),
+        "python benchmarks/elbo_stderr.py --json benchmarks/results/elbo_stderr.json",
+        _top_rows,
+        plot=_elbo_plot,
+    ),
+    Section(
+        "Serving",
+        "batched vs sequential HTTP throughput",
+        ("serve_load*.json",),
+        "python benchmarks/serve_load.py --json benchmarks/results/serve_load.json",
+        _serve_rows,
+    ),
+    Section(
+        "Startup",
+        "seconds until a command answers",
+        ("startup*.json",),
+        "python benchmarks/startup.py --json benchmarks/results/startup.json",
+        _top_rows,
+        ("case", "median_s", "min_s", "vs_torch"),
+    ),
+]
+"""The report's sections, in order."""
+
+
+def build(results: Path, out: Path) -> list[str]:
+    """Write the report (``out`` and its PNGs beside it); returns the notes printed."""
+    files = {p.name: p for p in sorted(results.glob("*.json"))}
+    used: set[str] = set()
+    png_dir = out.parent / out.stem
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Generated by `python benchmarks/report.py` from the {len(files)} JSON files in "
+        f"`{_rel(results)}`. Each file records its own settings and machine.",
+        "",
+    ]
+    notes: list[str] = []
+    for sec in SECTIONS:
+        mine = [n for n in files if any(Path(n).match(p) for p in sec.patterns)]
+        used.update(mine)
+        lines += [f"## {sec.title}", "", sec.claim[0].upper() + sec.claim[1:] + ".", ""]
+        if not mine:
+            lines += [f"Not measured yet: `{sec.command}`.", ""]
+            notes.append(f"missing: {sec.title} ({sec.command})")
+            continue
+        loaded = []
+        for name in mine:
+            try:
+                loaded.append((name, json.loads(files[name].read_text())))
+            except json.JSONDecodeError as e:
+                lines += [f"`{name}`: not valid JSON ({e.msg}), skipped.", ""]
+                notes.append(f"{name}: not valid JSON, skipped")
+        for name, d in loaded:
+            lines += [f"`{name}`:", "", *markdown_table(sec.rows(d), sec.columns), ""]
+        if sec.plot is not None and loaded:
+            png = png_dir / f"{Path(sec.patterns[0]).stem.rstrip('*')}.png"
+            try:
+                png_dir.mkdir(parents=True, exist_ok=True)
+                why = sec.plot(loaded, png)
+            except ImportError:
+                why = "matplotlib is not installed"
+            if why is None:
+                lines += [f"![{sec.title}]({_rel(png, out.parent)})", ""]
+            else:
+                notes.append(f"{sec.title}: no plot ({why})")
+    rest = [n for n in files if n not in used]
+    if rest:
+        lines += ["## Other results", ""]
+        for name in rest:
+            try:
+                d = json.loads(files[name].read_text())
+            except json.JSONDecodeError:
+                continue
+            rows = _top_rows(d) if isinstance(d, dict) else []
+            lines += [f"`{name}`:", "", *markdown_table(rows), ""]
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("\n".join(lines).rstrip() + "\n")
+    os.replace(tmp, out)
+    return notes
+
+
+def _rel(path: Path, start: Path = ROOT) -> str:
+    try:
+        return os.path.relpath(path, start)
+    except ValueError:
+        return str(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", default=str(ROOT / "benchmarks/results"), metavar="DIR")
+    p.add_argument("--out", default=str(ROOT / "docs/report.md"), metavar="FILE")
+    args = p.parse_args(argv)
+    results = Path(args.results)
+    if not results.is_dir():
+        print(f"report.py: error: {results}: no such folder")
+        return 2
+    notes = build(results, Path(args.out))
+    print(f"wrote {args.out}")
+    for n in notes:
+        print(f"  {n}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,389 @@
+"""lm-evaluation-harness on unmask checkpoints: the model class ``unmask`` and ``run_tasks``.
+
+Importing this module registers ``UnmaskLM`` with lm-eval under the name ``unmask``, so
+
+    import unmask.lm_eval, lm_eval
+    lm_eval.simple_evaluate(model="unmask", model_args="pretrained=RUN,mc_samples=64", tasks=[...])
+
+works as for any lm-eval model, and ``unmask eval RUN --tasks ...`` calls ``run_tasks``,
+which hands task selection, few-shot, limits, include paths and output paths to lm-eval's
+own evaluation. The three request types:
+
+- ``loglikelihood``: for a causal (``ar``) checkpoint the exact log-likelihood
+  (``unmask.evaluate.ar_loglikelihood``); for a diffusion checkpoint LLaDA's Monte Carlo
+  estimate of the ELBO with stratified mask counts (``elbo_loglikelihood``), the same
+  noise for every candidate of a question (common random numbers), its standard error kept
+  in ``estimates``; ``is_greedy`` by greedy decoding through ``unmask.api`` (optional:
+  ``greedy_check``).
+- ``loglikelihood_rolling``: lm-eval's rolling windows over the model's context, each
+  window scored as above.
+- ``generate_until``: ``unmask.api.start`` (the one decoding path: any decoder, policy and
+  cache), cut at the first stop sequence.
+
+lm-eval is an optional dependency (``pip install lm-eval``; the ``lm-eval`` extra); this
+module imports it at the top, so only import it when lm-eval is wanted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lm_eval.models  # noqa: F401  (lm-eval's own names stay resolvable next to ours)
+import torch
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.evaluate import (
+    DEFAULT_MC_SAMPLES,
+    LogLikelihood,
+    ar_loglikelihood,
+    elbo_loglikelihood,
+)
+
+LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
+"""How to get lm-eval."""
+
+
+@register_model("unmask")
+class UnmaskLM(LM):
+    """An unmask checkpoint as an lm-eval model (see the module docstring).
+
+    ``model_args`` of lm-eval are this constructor's arguments: ``pretrained`` (a run or
+    checkpoint folder), ``mc_samples`` (Monte Carlo samples per diffusion log-likelihood),
+    ``seed``, ``greedy_check``, ``max_length`` (default: the model's context) and the
+    sampling options of ``generate_until`` (``gen_length`` caps a task's ``max_gen_toks``;
+    the others are ``SampleConfig`` fields; options not given take the checkpoint's
+    recommendation, as ``unmask generate`` does). ``loaded`` passes a checkpoint already in
+    memory instead of ``pretrained``.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        *,
+        device: str | None = None,
+        batch_size: int | str | None = 16,
+        max_batch_size: int | None = None,
+        mc_samples: int = DEFAULT_MC_SAMPLES,
+        seed: int = 0,
+        greedy_check: bool = True,
+        max_length: int | None = None,
+        gen_length: int | None = None,
+        steps: int | None = None,
+        block_length: int | None = None,
+        policy: str | None = None,
+        cache: str | None = None,
+        temperature: float | None = None,
+        decoder: str | None = None,
+        loaded: Any = None,
+    ) -> None:
+        super().__init__()
+        from unmask.api import facts_of
+        from unmask.checkpoint import load
+        from unmask.config import resolve_device
+
+        if loaded is None:
+            if pretrained is None:
+                raise UserError("model 'unmask' needs pretrained=PATH (a run or checkpoint folder)")
+            loaded = load(pretrained, device=str(resolve_device(device or "auto")))
+        if int(mc_samples) < 1:
+            raise UserError(f"mc_samples must be at least 1, got {mc_samples}")
+        self.loaded = loaded
+        self.facts = facts_of(loaded)
+        self.tokenizer = loaded.tokenizer
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
+        self.mc_samples = int(mc_samples)
+        self.seed = int(seed)
+        self.greedy_check = bool(greedy_check)
+        limit = self.facts.max_seq_len or 2048
+        self.max_length = min(int(max_length), limit) if max_length else limit
+        self.gen_length = gen_length
+        given = {
+            "steps": steps,
+            "block_length": block_length,
+            "policy": policy,
+            "cache": cache,
+            "temperature": temperature,
+            "decoder": decoder,
+        }
+        self.sampling = {k: v for k, v in given.items() if v is not None}
+        self.estimates: list[LogLikelihood] = []
+        """Every log-likelihood computed, in request order (with its standard error)."""
+        self.model_seconds = 0.0
+        """Seconds spent answering requests (lm-eval's own set-up not included)."""
+
+    # -- what lm-eval asks ---------------------------------------------------------------
+
+    @property
+    def causal(self) -> bool:
+        """Exact log-likelihoods (a causal model) rather than ELBO estimates."""
+        return self.facts.attention == "causal"
+
+    @property
+    def _start_id(self) -> int:
+        eos = self.facts.eos_id
+        return int(eos if eos is not None else self.facts.pad_id)
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """Context and continuation ids, tokenised together (as lm-eval's HF model does): the
+        context's trailing spaces move to the continuation, and the continuation is the tail
+        of the whole text's ids, so a BPE merge across the seam is not split."""
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:
+            context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+        whole = self.tokenizer.encode(context + continuation)
+        ctx = self.tokenizer.encode(context) if context else []
+        return whole[: len(ctx)], whole[len(ctx) :]
+
+    def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
+        """(log p(continuation | context), is_greedy) per request (module docstring)."""
+        t0 = time.perf_counter()
+        pairs = [self._encode_pair(*req.args) for req in requests]
+        results = self._loglikelihoods(pairs, greedy=self.greedy_check)
+        out = []
+        for req, r in zip(requests, results, strict=True):
+            answer = (r.logprob, bool(r.is_greedy))
+            self.cache_hook.add_partial("loglikelihood", req.args, answer)
+            out.append(answer)
+        self.model_seconds += time.perf_counter() - t0
+        return out
+
+    def loglikelihood_rolling(self, requests: list[Any]) -> list[float]:
+        """log p(text) per request: lm-eval's disjoint rolling windows over the model's
+        context (a diffusion window keeps one slot for its context), each scored as by
+        ``loglikelihood``, summed."""
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        t0 = time.perf_counter()
+        window = self.max_length if self.causal else self.max_length - 1
+        out = []
+        for req in requests:
+            ids = self.tokenizer.encode(req.args[0])
+            windows = [
+                make_disjoint_window(w)
+                for w in get_rolling_token_windows(
+                    token_list=ids, prefix_token=self._start_id, max_seq_len=window, context_len=1
+                )
+            ]
+            total = sum(r.logprob for r in self._loglikelihoods(windows, greedy=False))
+            self.cache_hook.add_partial("loglikelihood_rolling", req.args, total)
+            out.append(total)
+        self.model_seconds += time.perf_counter() - t0
+        return out
+
+    def generate_until(self, requests: list[Any]) -> list[str]:
+        """The continuation of each context, decoded by ``unmask.api.start`` and cut at the
+        first of the request's ``until`` strings. Requests with equal generation options are
+        decoded together, ``batch_size`` at a time."""
+        from unmask.api import run_to_end, start
+
+        t0 = time.perf_counter()
+        out: list[str | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(json.dumps(req.args[1], sort_keys=True, default=str), []).append(i)
+        for key, idx in groups.items():
+            kwargs = json.loads(key)
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            config = self.generation_config(kwargs)
+            for lo in range(0, len(idx), self.batch_size):
+                chunk = idx[lo : lo + self.batch_size]
+                room = self.max_length - config.gen_length
+                prompts = [
+                    self.tokenizer.encode(requests[i].args[0])[-room:] if room > 0 else []
+                    for i in chunk
+                ]
+                result, _ = run_to_end(start(self.loaded, prompts, config))
+                for i, text in zip(chunk, result.texts(self.tokenizer), strict=True):
+                    cut = min([text.index(s) for s in until if s and s in text], default=len(text))
+                    out[i] = text[:cut]
+                    self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
+        self.model_seconds += time.perf_counter() - t0
+        return [s or "" for s in out]
+
+    # -- shared --------------------------------------------------------------------------
+
+    def generation_config(self, gen_kwargs: dict[str, Any]) -> SampleConfig:
+        """The ``SampleConfig`` of a ``generate_until`` request: ``max_gen_toks`` (capped by
+        ``gen_length``) tokens, greedy unless the task samples, the model_args' sampling
+        options, the checkpoint's recommendation for the rest, one token per step by default."""
+        from unmask.api import sample_config
+
+        length = int(gen_kwargs.get("max_gen_toks") or 256)
+        if self.gen_length:
+            length = min(length, int(self.gen_length))
+        length = max(1, min(length, self.max_length - 1))
+        given: dict[str, Any] = {
+            "gen_length": length,
+            "steps": length,
+            "seed": self.seed,
+            "temperature": 0.0,
+        }
+        if gen_kwargs.get("do_sample") and gen_kwargs.get("temperature"):
+            given["temperature"] = float(gen_kwargs["temperature"])
+        given.update(self.sampling)
+        return sample_config(self.loaded, given)
+
+    def _loglikelihoods(
+        self, pairs: Sequence[tuple[list[int], list[int]]], *, greedy: bool
+    ) -> list[LogLikelihood]:
+        """Scored ``(context ids, continuation ids)`` pairs, cut to the model's context."""
+        if self.causal:
+            results = ar_loglikelihood(
+                self.loaded.model,
+                pairs,
+                start_id=self._start_id,
+                max_length=self.max_length,
+                batch_size=self.batch_size,
+            )
+        else:
+            results = []
+            for context, target in pairs:
+                target = target[-self.max_length :]
+                context = context[max(0, len(context) - (self.max_length - len(target))) :]
+                gen = torch.Generator().manual_seed(self.seed)  # same noise for every candidate
+                r = elbo_loglikelihood(
+                    self.loaded.model,
+                    context,
+                    target,
+                    mask_id=self.facts.mask_id,
+                    n_samples=self.mc_samples,
+                    batch_size=self.batch_size,
+                    generator=gen,
+                )
+                if greedy:
+                    r = dataclasses.replace(r, is_greedy=self._greedy(context, target))
+                results.append(r)
+        self.estimates.extend(results)
+        return results
+
+    def _greedy(self, context: list[int], target: list[int]) -> bool:
+        """Whether greedy decoding after ``context`` (one token per step, the most confident
+        first, no blocks: LLaDA's check) writes exactly ``target``."""
+        from unmask.api import run_to_end, start
+
+        n = len(target)
+        config = SampleConfig(
+            gen_length=n, steps=n, temperature=0.0, block_length=None, seed=self.seed
+        )
+        result, _ = run_to_end(start(self.loaded, [context], config))
+        return [int(t) for t in result.gen_ids[0][:n]] == [int(t) for t in target]
+
+    def summary(self) -> dict[str, Any]:
+        """The Monte Carlo standard errors of the log-likelihoods computed so far, and the
+        seconds spent answering requests."""
+        est = [e for e in self.estimates if e.n_samples]
+        out: dict[str, Any] = {
+            "exact": not est,
+            "requests": len(self.estimates),
+            "model_seconds": self.model_seconds,
+        }
+        if est:
+            se = [e.stderr for e in est]
+            out |= {
+                "mc_samples": self.mc_samples,
+                "mean_stderr": sum(se) / len(se),
+                "max_stderr": max(se),
+            }
+        return out
+
+
+def check_task_files(folder: str | Path) -> None:
+    """Parse every YAML file under ``folder`` (lm-eval's own ``!function`` tags allowed) and
+    raise a one-line ``UserError`` naming the first that does not parse: lm-eval itself only
+    logs a warning and then reports the task as unknown."""
+    import yaml
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"--include-path {folder}: no such folder")
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    for path in sorted(root.rglob("*.y*ml")):
+        try:
+            yaml.load(path.read_text(), Loader=Loader)  # noqa: S506 (a SafeLoader subclass)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
+
+
+def run_tasks(
+    model: UnmaskLM,
+    tasks: Sequence[str],
+    *,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    include_path: str | None = None,
+    output_path: str | None = None,
+    log_samples: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """lm-eval's ``simple_evaluate`` of ``model`` on ``tasks`` (names, groups or tags lm-eval
+    knows, with ``include_path`` a folder of extra task YAMLs), written under
+    ``output_path`` as lm-eval's CLI writes it (``EvaluationTracker``). Returns lm-eval's
+    results dict plus ``unmask`` (the standard errors of the log-likelihoods) and
+    ``table`` (lm-eval's Markdown table). An unknown task is a one-line ``UserError``."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.tasks import TaskManager
+    from lm_eval.utils import make_table
+
+    if include_path is not None:
+        check_task_files(include_path)
+    manager = None
+    if include_path is not None:  # indexing lm-eval's own thousands of tasks takes seconds
+        manager = TaskManager(include_path=include_path, include_defaults=False)
+        if not all(t in manager.all_tasks for t in tasks):
+            manager = None
+    manager = manager or TaskManager(include_path=include_path)
+    unknown = [t for t in tasks if t not in manager.all_tasks and not Path(t).is_file()]
+    if unknown:
+        where = f" (nor in {include_path})" if include_path else ""
+        raise UserError(
+            f"unknown task {unknown[0]!r}: lm-eval does not know it{where}; "
+            "`lm-eval ls tasks` lists the known ones, --include-path adds a folder"
+        )
+    tracker = EvaluationTracker(output_path=output_path) if output_path else None
+    try:
+        results = simple_evaluate(
+            model=model,
+            tasks=list(tasks),
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=log_samples,
+            evaluation_tracker=tracker,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    except (FileNotFoundError, KeyError) as e:  # a task whose data or fields are missing
+        raise UserError(f"lm-eval could not build the tasks {', '.join(tasks)}: {e}") from None
+    if results is None:
+        return {}
+    samples = results.pop("samples", None)
+    if tracker is not None:
+        tracker.save_results_aggregated(results=results, samples=samples)
+        if log_samples and samples:
+            for name in results.get("configs", {}):
+                tracker.save_results_samples(task_name=name, samples=samples[name])
+    results["unmask"] = model.summary()
+    results["table"] = make_table(results)
+    return results
+
+
+__all__ = ["LM_EVAL_INSTALL", "UnmaskLM", "check_task_files", "run_tasks"]

@@ -1,0 +1,274 @@
+"""Planning and reversal tasks where diffusion is known to beat autoregression, as data.
+
+Each task writes what ``unmask prepare`` / ``unmask train`` read and what ``unmask eval
+--task-file`` scores (docs/evaluation.md, "Planning and reversal"):
+
+- ``train.txt``: one example per line (prompt followed by its answer); prepare it with
+  ``--line-docs`` so every example is one document, ended by EOS;
+- ``eval.jsonl``: held-out items ``{"task", "prompt", "answer", ...}`` (none of their
+  prompts occurs in ``train.txt``), each checked by its task's ``check``;
+- ``task.json``: the task, its options and the counts.
+
+Tasks (``TASKS``): ``sudoku4`` and ``sudoku9`` (unique solutions, proved by the solver in
+``unmask.tasks.sudoku``), ``countdown3`` / ``countdown4`` (``unmask.tasks.countdown``),
+``reversal`` (``unmask.tasks.reversal``). The scorer that decodes the items through
+``unmask.api`` is ``unmask.tasks.score``. No torch here: generating data needs none.
+
+Inside: ``Item``, ``Task``, ``TASKS``, ``task``, ``check_item``, ``write_task``,
+``read_items``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unmask.errors import UserError
+from unmask.tasks import countdown, reversal, sudoku
+
+
+@dataclass(frozen=True)
+class Item:
+    """One example: the model sees ``prompt`` and must produce ``answer``."""
+
+    task: str
+    """The ``TASKS`` name whose ``check`` scores it."""
+    prompt: str
+    answer: str
+    """A reference answer (the only one for sudoku and reversal; one of many for countdown)."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """What ``check`` needs besides the prompt (the puzzle, the numbers, the split)."""
+
+    @property
+    def text(self) -> str:
+        """The training line: prompt then answer."""
+        return self.prompt + self.answer
+
+
+@dataclass(frozen=True)
+class Task:
+    """A generator and its checker."""
+
+    name: str
+    summary: str
+    make: Callable[[random.Random, int, int], tuple[list[Item], list[Item]]]
+    """``(rng, n_train, n_eval) -> (train items, eval items)``, eval prompts disjoint."""
+    check: Callable[[Item, str], bool]
+    """Whether an output (the text generated after the prompt) solves the item."""
+
+
+def _first_line(output: str) -> str:
+    return output.strip().split("\n")[0].strip()
+
+
+# -- sudoku ------------------------------------------------------------------------------
+
+
+def _sudoku_item(name: str, solution: list[int], puzzle: list[int]) -> Item:
+    return Item(
+        name,
+        sudoku.to_text(puzzle) + "=",
+        sudoku.to_text(solution),
+        {"puzzle": sudoku.to_text(puzzle)},
+    )
+
+
+def _make_sudoku(n: int, name: str) -> Callable[..., tuple[list[Item], list[Item]]]:
+    def make(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[Item], list[Item]]:
+        seen: set[str] = set()
+        items: list[Item] = []
+        tries = 0
+        while len(items) < n_train + n_eval:
+            tries += 1
+            if tries > 50 * (n_train + n_eval) + 1000:
+                raise UserError(
+                    f"{name}: could not make {n_train + n_eval} distinct puzzles "
+                    f"(made {len(items)})"
+                )
+            solution = sudoku.random_grid(n, rng)
+            puzzle = sudoku.make_puzzle(solution, rng)
+            key = sudoku.to_text(puzzle)
+            if key in seen:
+                continue
+            seen.add(key)
+            items.append(_sudoku_item(name, solution, puzzle))
+        return items[:n_train], items[n_train:]
+
+    return make
+
+
+def _check_sudoku(item: Item, output: str) -> bool:
+    puzzle = sudoku.from_text(item.meta["puzzle"])
+    cells = len(puzzle)
+    digits = sudoku.from_text(_first_line(output))
+    return len(digits) >= cells and sudoku.is_solution(digits[:cells], puzzle)
+
+
+# -- countdown ---------------------------------------------------------------------------
+
+
+def _make_countdown(k: int, name: str) -> Callable[..., tuple[list[Item], list[Item]]]:
+    def make(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[Item], list[Item]]:
+        seen: set[str] = set()
+        items: list[Item] = []
+        while len(items) < n_train + n_eval:
+            numbers, target, steps = countdown.make_instance(k, rng)
+            prompt = f"{','.join(map(str, numbers))}>{target}:"
+            if prompt in seen:
+                continue
+            seen.add(prompt)
+            items.append(
+                Item(name, prompt, ",".join(steps), {"numbers": numbers, "target": target})
+            )
+        return items[:n_train], items[n_train:]
+
+    return make
+
+
+def _check_countdown(item: Item, output: str) -> bool:
+    return countdown.check_steps(_first_line(output), item.meta["numbers"], item.meta["target"])
+
+
+# -- reversal ----------------------------------------------------------------------------
+
+
+def _make_reversal(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[Item], list[Item]]:
+    """``n_train`` pairs seen both ways and ``n_eval`` pairs seen forward only; the eval
+    items ask each forward-only pair both ways (2 * ``n_eval`` items)."""
+    names = reversal.make_names(2 * (n_train + n_eval), rng)
+    pairs = list(zip(names[0::2], names[1::2], strict=True))
+    train: list[Item] = []
+    evals: list[Item] = []
+    for i, (parent, child) in enumerate(pairs):
+        forward = Item("reversal", *reversal.child_line(parent, child), {"direction": "forward"})
+        backward = Item("reversal", *reversal.parent_line(parent, child), {"direction": "reverse"})
+        if i < n_train:
+            train += [forward, backward]
+        else:
+            train.append(forward)  # the fact, stated one way only
+            evals += [forward, backward]
+    return train, evals
+
+
+def _check_reversal(item: Item, output: str) -> bool:
+    return _first_line(output).split(".")[0].split()[:1] == [item.answer]
+
+
+TASKS: dict[str, Task] = {
+    "sudoku4": Task(
+        "sudoku4",
+        "4x4 sudoku, minimal puzzles with a unique solution",
+        _make_sudoku(4, "sudoku4"),
+        _check_sudoku,
+    ),
+    "sudoku9": Task(
+        "sudoku9",
+        "9x9 sudoku, minimal puzzles with a unique solution",
+        _make_sudoku(9, "sudoku9"),
+        _check_sudoku,
+    ),
+    "countdown3": Task(
+        "countdown3",
+        "reach the target from 3 numbers with + - * /",
+        _make_countdown(3, "countdown3"),
+        _check_countdown,
+    ),
+    "countdown4": Task(
+        "countdown4",
+        "reach the target from 4 numbers with + - * /",
+        _make_countdown(4, "countdown4"),
+        _check_countdown,
+    ),
+    "reversal": Task(
+        "reversal",
+        "made-up parent/child facts, trained forward, asked both ways",
+        _make_reversal,
+        _check_reversal,
+    ),
+}
+"""The registered tasks by name."""
+
+
+def task(name: str) -> Task:
+    """The task registered as ``name``; a one-line ``UserError`` naming the choices otherwise."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def check_item(item: Item, output: str) -> bool:
+    """Whether ``output`` (the text generated after ``item.prompt``) solves ``item``."""
+    return task(item.task).check(item, output)
+
+
+def write_task(
+    name: str, out: str | Path, *, n_train: int, n_eval: int, seed: int = 0
+) -> dict[str, Any]:
+    """Write ``train.txt``, ``eval.jsonl`` and ``task.json`` of task ``name`` into ``out``
+    (created; files written atomically) and return the ``task.json`` record."""
+    from unmask.files import atomic_write_text
+
+    if n_train < 0 or n_eval < 1:
+        raise UserError(f"need n_train >= 0 and n_eval >= 1, got {n_train} and {n_eval}")
+    spec = task(name)
+    train, evals = spec.make(random.Random(seed), n_train, n_eval)
+    overlap = {i.prompt for i in evals if i.meta.get("direction") != "forward"} & {
+        i.prompt for i in train
+    }
+    assert not overlap, f"eval prompts leaked into training: {sorted(overlap)[:3]}"
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "train.txt", "".join(i.text + "\n" for i in train))
+    atomic_write_text(
+        folder / "eval.jsonl",
+        "".join(json.dumps(asdict(i), ensure_ascii=False) + "\n" for i in evals),
+    )
+    record = {
+        "task": name,
+        "summary": spec.summary,
+        "seed": seed,
+        "train_lines": len(train),
+        "eval_items": len(evals),
+    }
+    atomic_write_text(folder / "task.json", json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def read_items(path: str | Path) -> list[Item]:
+    """The items of an ``eval.jsonl`` (or of the ``eval.jsonl`` in folder ``path``); a line
+    that does not parse, or names an unknown task, is a ``UserError`` naming it."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "eval.jsonl"
+    if not p.is_file():
+        raise UserError(f"{path}: no such task file (an eval.jsonl from `python -m unmask.tasks`)")
+    items: list[Item] = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            item = Item(
+                task=str(d["task"]),
+                prompt=str(d["prompt"]),
+                answer=str(d["answer"]),
+                meta=dict(d.get("meta") or {}),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else "not a JSON object"
+            raise UserError(
+                f"{p}:{n}: {what} (an item is {{task, prompt, answer, meta}})"
+            ) from None
+        if item.task not in TASKS:
+            raise UserError(f"{p}:{n}: unknown task {item.task!r}; one of {', '.join(TASKS)}")
+        items.append(item)
+    if not items:
+        raise UserError(f"{p}: no items")
+    return items
+
+
+__all__ = ["TASKS", "Item", "Task", "check_item", "read_items", "task", "write_task"]

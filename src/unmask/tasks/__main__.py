@@ -1,0 +1,58 @@
+"""``python -m unmask.tasks NAME --out DIR``: write a task's training corpus and eval set.
+
+Then ``unmask prepare DIR/train.txt --line-docs --tokenizer byte -o DATA``, ``unmask train``
+and ``unmask eval RUN --task-file DIR/eval.jsonl`` (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from unmask.errors import UserError
+from unmask.tasks import TASKS, write_task
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, write the task's files, print its ``task.json``; exit code 2 and one
+    line on a user error."""
+    p = argparse.ArgumentParser(
+        prog="python -m unmask.tasks",
+        description="Write a planning or reversal task: DIR/train.txt (one example per line, "
+        "for `unmask prepare --line-docs`), DIR/eval.jsonl (held-out items for `unmask eval "
+        "--task-file`) and DIR/task.json.",
+    )
+    p.add_argument(
+        "task", metavar="TASK", help="; ".join(f"{k}: {t.summary}" for k, t in TASKS.items())
+    )
+    p.add_argument("--out", "-o", required=True, metavar="DIR", help="folder to write into")
+    p.add_argument(
+        "--train",
+        type=int,
+        default=10000,
+        metavar="N",
+        help="training examples (reversal: pairs seen both ways) (default: 10000)",
+    )
+    p.add_argument(
+        "--eval",
+        type=int,
+        default=200,
+        metavar="N",
+        help="held-out examples (reversal: pairs seen forward only) (default: 200)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    args = p.parse_args(argv)
+    try:
+        record = write_task(
+            args.task, args.out, n_train=args.train, n_eval=args.eval, seed=args.seed
+        )
+    except UserError as e:
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

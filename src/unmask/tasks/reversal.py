@@ -1,0 +1,47 @@
+"""A synthetic reversal set: facts trained one way, asked the other.
+
+The reversal curse (Berglund et al. 2023, arXiv:2309.12288): a model trained on "A's child
+is B" does not answer "B's parent is ?" with A. LLaDA (Nie et al. 2025, arXiv:2502.09992,
+Table 4) reports that masked diffusion, which learns to predict any masked token from the
+rest, suffers far less than autoregressive models. Here the facts are made-up names, so
+nothing but the training data can answer them:
+
+- ``both`` pairs appear in training in both directions ("A's child is B." and "B's parent
+  is A."): they teach the two templates;
+- ``forward`` pairs appear only as "A's child is B.": asked forward (``A's child is`` →
+  B) they test memory, asked in reverse (``B's parent is`` → A) the reversal.
+
+Inside: ``make_names``, ``child_line``, ``parent_line``.
+"""
+
+from __future__ import annotations
+
+import random
+
+CONSONANTS = "bdfgklmnprstvz"
+VOWELS = "aeiou"
+
+
+def make_names(n: int, rng: random.Random, *, syllables: int = 2) -> list[str]:
+    """``n`` distinct capitalised names of ``syllables`` consonant-vowel syllables (``"Kato"``):
+    all of one length, so a gap of that many characters holds any of them."""
+    space = (len(CONSONANTS) * len(VOWELS)) ** syllables
+    if n > space // 2:
+        raise ValueError(f"asked for {n} names, only {space} exist with {syllables} syllables")
+    names: set[str] = set()
+    while len(names) < n:
+        names.add("".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(syllables)))
+    return [s.capitalize() for s in sorted(names, key=lambda _: rng.random())]
+
+
+def child_line(parent: str, child: str) -> tuple[str, str]:
+    """(prompt, answer) of the forward fact: ``"Kato's child is "``, ``"Mira"``."""
+    return f"{parent}'s child is ", child
+
+
+def parent_line(parent: str, child: str) -> tuple[str, str]:
+    """(prompt, answer) of the reverse fact: ``"Mira's parent is "``, ``"Kato"``."""
+    return f"{child}'s parent is ", parent
+
+
+__all__ = ["child_line", "make_names", "parent_line"]

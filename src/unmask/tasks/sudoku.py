@@ -1,0 +1,176 @@
+"""Sudoku puzzles with exactly one solution, and the solver that proves it.
+
+The planning benchmark of Ye et al. 2024 ("Beyond Autoregression: Discrete Diffusion for
+Complex Reasoning and Planning", arXiv:2410.14157): a masked diffusion model fills the
+easy cells first and solves nearly all puzzles, an autoregressive model of equal size,
+forced to write the cells left to right, far fewer. Grids are ``n x n`` with boxes of
+``b x b`` (``n = b * b``: 4x4 and 9x9); cells are digits ``1..n`` in row-major order, ``0``
+for a blank.
+
+Inside: ``count_solutions`` (backtracking with bitmasks, stops at ``limit``), ``solve``,
+``random_grid``, ``make_puzzle`` (blanks cells while the solution stays unique),
+``is_solution`` (a grid is a valid sudoku that keeps the puzzle's clues).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+Grid = list[int]
+"""``n * n`` cells in row-major order; 0 = blank."""
+
+
+def _size(cells: Sequence[int]) -> tuple[int, int]:
+    """(n, b): the side and the box side of a grid of ``len(cells)`` cells."""
+    n = round(len(cells) ** 0.5)
+    b = round(n**0.5)
+    if n * n != len(cells) or b * b != n:
+        raise ValueError(f"a sudoku has n*n cells with n a square (16, 81), got {len(cells)}")
+    return n, b
+
+
+def _units(n: int, b: int) -> list[tuple[int, int, int]]:
+    """(row, column, box) of every cell."""
+    return [(i // n, i % n, (i // n) // b * b + (i % n) // b) for i in range(n * n)]
+
+
+def count_solutions(puzzle: Sequence[int], limit: int = 2) -> int:
+    """Number of completions of ``puzzle``, counted up to ``limit`` (2 = "is it unique?").
+
+    Depth-first search over the blank with the fewest candidates (row, column and box
+    bitmasks); a clue that breaks a rule gives 0.
+    """
+    return len(_search(puzzle, limit))
+
+
+def solve(puzzle: Sequence[int]) -> Grid | None:
+    """A completion of ``puzzle`` (the first found), or None when it has none."""
+    found = _search(puzzle, 1)
+    return found[0] if found else None
+
+
+def _search(puzzle: Sequence[int], limit: int) -> list[Grid]:
+    n, b = _size(puzzle)
+    units = _units(n, b)
+    full = (1 << (n + 1)) - 2  # bits 1..n
+    rows, cols, boxes = [0] * n, [0] * n, [0] * n
+    grid = list(puzzle)
+    for i, v in enumerate(grid):
+        if v:
+            r, c, x = units[i]
+            bit = 1 << v
+            if not 0 < v <= n or rows[r] & bit or cols[c] & bit or boxes[x] & bit:
+                return []
+            rows[r] |= bit
+            cols[c] |= bit
+            boxes[x] |= bit
+    out: list[Grid] = []
+
+    def rec() -> None:
+        best, best_free, best_n = -1, 0, n + 1
+        for i, v in enumerate(grid):
+            if v:
+                continue
+            r, c, x = units[i]
+            free = full & ~(rows[r] | cols[c] | boxes[x])
+            k = free.bit_count()
+            if k < best_n:
+                best, best_free, best_n = i, free, k
+                if k <= 1:
+                    break
+        if best < 0:
+            out.append(list(grid))
+            return
+        r, c, x = units[best]
+        for v in range(1, n + 1):
+            bit = 1 << v
+            if not best_free & bit:
+                continue
+            grid[best] = v
+            rows[r] |= bit
+            cols[c] |= bit
+            boxes[x] |= bit
+            rec()
+            rows[r] &= ~bit
+            cols[c] &= ~bit
+            boxes[x] &= ~bit
+            grid[best] = 0
+            if len(out) >= limit:
+                return
+
+    rec()
+    return out
+
+
+def random_grid(n: int, rng: random.Random) -> Grid:
+    """A uniformly shuffled valid ``n x n`` grid: a pattern grid with its digits relabelled
+    and its rows, columns, bands and stacks permuted (all symmetries that keep validity)."""
+    b = round(n**0.5)
+    if b * b != n:
+        raise ValueError(f"sudoku side must be a square (4, 9), got {n}")
+
+    def order() -> list[int]:  # bands shuffled, rows within each band shuffled
+        bands = rng.sample(range(b), b)
+        return [band * b + r for band in bands for r in rng.sample(range(b), b)]
+
+    digits = rng.sample(range(1, n + 1), n)
+    rows, cols = order(), order()
+    return [digits[(b * (r % b) + r // b + c) % n] for r in rows for c in cols]
+
+
+def make_puzzle(solution: Sequence[int], rng: random.Random, *, min_clues: int = 0) -> Grid:
+    """Blank the cells of ``solution`` in a random order, each only if the puzzle keeps a
+    unique solution (``count_solutions == 1``), down to ``min_clues`` clues: a minimal
+    puzzle when ``min_clues`` is 0 (no clue can be removed)."""
+    puzzle = list(solution)
+    for i in rng.sample(range(len(puzzle)), len(puzzle)):
+        if sum(1 for v in puzzle if v) <= min_clues:
+            break
+        keep = puzzle[i]
+        puzzle[i] = 0
+        if count_solutions(puzzle, 2) != 1:
+            puzzle[i] = keep
+    return puzzle
+
+
+def is_solution(grid: Sequence[int], puzzle: Sequence[int]) -> bool:
+    """Whether ``grid`` is a complete valid sudoku that keeps every clue of ``puzzle``."""
+    if len(grid) != len(puzzle):
+        return False
+    n, b = _size(puzzle)
+    if any(p and p != g for p, g in zip(puzzle, grid, strict=True)):
+        return False
+    if any(not 0 < v <= n for v in grid):
+        return False
+    units = _units(n, b)
+    for k in range(3):
+        seen: dict[int, set[int]] = {}
+        for i, v in enumerate(grid):
+            group = seen.setdefault(units[i][k], set())
+            if v in group:
+                return False
+            group.add(v)
+    return True
+
+
+def to_text(grid: Sequence[int]) -> str:
+    """The grid as one string of digits, ``0`` for a blank (row-major)."""
+    return "".join(str(v) for v in grid)
+
+
+def from_text(text: str) -> Grid:
+    """Digits of ``text`` as a grid (non-digits skipped)."""
+    return [int(ch) for ch in text if ch.isdigit()]
+
+
+__all__ = [
+    "Grid",
+    "count_solutions",
+    "from_text",
+    "is_solution",
+    "make_puzzle",
+    "random_grid",
+    "solve",
+    "to_text",
+]

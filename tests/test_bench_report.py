@@ -1,0 +1,55 @@
+"""``benchmarks/report.py``: the report page from whatever results exist."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _report_module():
+    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks/report.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_report"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_from_partial_results(tmp_path):
+    report = _report_module()
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [
+        {"side": "plain", "tokens_per_s": 100.0, "ratio": 1.0},
+        {"side": "unmask mdlm", "tokens_per_s": 105.0, "ratio": 1.05},
+    ]
+    (results / "train_throughput.json").write_text(json.dumps({"rows": rows}))
+    planning = [
+        {
+            "group": "sudoku4",
+            "model": "mdlm",
+            "objective": "mdlm",
+            "solved": 3,
+            "total": 4,
+            "rate": 0.75,
+            "examples": [{"output": "x|y"}],
+        }
+    ]
+    (results / "planning_sudoku4.json").write_text(json.dumps({"rows": planning}))
+    (results / "objectives.json").write_text("{torn")
+    (results / "custom.json").write_text(json.dumps({"rows": [{"a": 1, "b": "two"}]}))
+    out = tmp_path / "docs" / "report.md"
+    out.parent.mkdir()
+    notes = report.build(results, out)
+    page = out.read_text()
+    assert "| unmask mdlm | 105 | 1.05 |" in page
+    assert "| sudoku4 | mdlm | mdlm | 3 | 4 | 0.75 |" in page
+    assert "`objectives.json`: not valid JSON" in page
+    assert "## Other results" in page and "| 1 | two |" in page
+    # every section without results names the command that makes them
+    assert "Not measured yet: `python benchmarks/serve_load.py" in page
+    assert any(n.startswith("missing: Serving") for n in notes)
+    assert any("objectives.json: not valid JSON" in n for n in notes)
+    pngs = {p.name for p in (out.parent / "report").glob("*.png")}
+    assert pngs == {"train_throughput.png", "planning.png"}

@@ -1,0 +1,322 @@
+"""Log-likelihoods for lm-eval (``unmask.evaluate``) and the lm-eval model ``unmask``
+(``unmask.lm_eval``) run end to end, offline, on tiny models and a local task folder."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from unmask.cli import main
+from unmask.config import model_preset
+from unmask.evaluate import (
+    ar_loglikelihood,
+    elbo_loglikelihood,
+    exact_elbo,
+    stratified_mask_counts,
+)
+from unmask.model import Transformer
+
+
+def _model(attention="bidirectional", seed=0, vocab=48):
+    torch.manual_seed(seed)
+    cfg = model_preset("tiny", vocab_size=vocab, max_seq_len=32, attention=attention)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():  # sharper than init so that tokens differ in probability
+        model.lm_head.weight.mul_(20)
+    return model
+
+
+def test_stratified_counts_cover_the_range():
+    g = torch.Generator().manual_seed(0)
+    counts = stratified_mask_counts(8, 4, g)
+    assert sorted(counts.tolist()) == [1, 1, 2, 2, 3, 3, 4, 4]  # every count equally often
+    draws = torch.cat([stratified_mask_counts(3, 5, g) for _ in range(2000)])
+    freq = torch.bincount(draws, minlength=6)[1:].double() / len(draws)
+    assert torch.allclose(freq, torch.full((5,), 0.2, dtype=torch.float64), atol=0.02)
+
+
+def test_elbo_estimate_averages_to_the_exact_sum():
+    """The Monte Carlo ELBO is unbiased: many samples land within 4 standard errors of the
+    bound summed over all 2^L - 1 mask patterns; and it is a bound below the log-likelihood
+    of the first token given all others... checked via the exact value being finite and < 0."""
+    model = _model()
+    context, target = [5, 9, 11], [7, 20, 31, 4]
+    exact = exact_elbo(model, context, target, mask_id=0)
+    assert exact < 0 and math.isfinite(exact)
+    est = elbo_loglikelihood(
+        model, context, target, mask_id=0, n_samples=512, generator=torch.Generator().manual_seed(1)
+    )
+    assert est.stderr > 0
+    assert abs(est.logprob - exact) < 4 * est.stderr
+    # with one target token there is one mask pattern: every sample is the exact value
+    one = elbo_loglikelihood(
+        model, context, [7], mask_id=0, n_samples=4, generator=torch.Generator().manual_seed(1)
+    )
+    assert one.logprob == pytest.approx(exact_elbo(model, context, [7], mask_id=0), abs=1e-5)
+    assert one.stderr == pytest.approx(0.0, abs=1e-6)
+
+
+def test_elbo_standard_error_shrinks_with_samples():
+    model = _model()
+    context, target = [5, 9], [7, 20, 31, 4, 12, 40]
+    se = [
+        elbo_loglikelihood(
+            model,
+            context,
+            target,
+            mask_id=0,
+            n_samples=n,
+            generator=torch.Generator().manual_seed(2),
+        ).stderr
+        for n in (8, 32, 128)
+    ]
+    assert se[0] > se[1] > se[2]
+    assert se[0] / se[2] == pytest.approx(4.0, rel=0.5)  # ~ 1/sqrt(n)
+
+
+def test_elbo_same_seed_same_number_and_batching_does_not_matter():
+    model = _model()
+    args = dict(mask_id=0, n_samples=16)
+    a = elbo_loglikelihood(
+        model, [3], [7, 8, 9], batch_size=16, generator=torch.Generator().manual_seed(5), **args
+    )
+    b = elbo_loglikelihood(
+        model, [3], [7, 8, 9], batch_size=16, generator=torch.Generator().manual_seed(5), **args
+    )
+    assert a == b
+
+
+def test_ar_loglikelihood_is_the_sum_of_token_logprobs():
+    model = _model("causal")
+    requests = [([5, 9, 11], [7, 20]), ([], [4, 6, 8]), ([1, 2, 3, 4, 5], [9])]
+    got = ar_loglikelihood(model, requests, start_id=2, batch_size=2)
+    for (context, target), r in zip(requests, got, strict=True):
+        seq = (context or [2]) + target
+        logp = torch.log_softmax(model(torch.tensor([seq]))[0].float(), -1)
+        want = sum(float(logp[len(seq) - len(target) - 1 + i, t]) for i, t in enumerate(target))
+        assert r.logprob == pytest.approx(want, abs=1e-4)
+        greedy = all(
+            int(logp[len(seq) - len(target) - 1 + i].argmax()) == t for i, t in enumerate(target)
+        )
+        assert r.is_greedy == greedy and r.stderr == 0.0
+
+
+# -- the lm-eval model, offline ------------------------------------------------------------
+
+lm_eval = pytest.importorskip("lm_eval")
+
+MC_YAML = """task: tiny_mc
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: "{{{{choices}}}}"
+doc_to_target: "{{{{label}}}}"
+metric_list:
+  - metric: acc
+"""
+
+GEN_YAML = """task: tiny_gen
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{question}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["."]
+  max_gen_toks: 4
+metric_list:
+  - metric: exact_match
+"""
+
+PPL_YAML = """task: tiny_ppl
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+metric_list:
+  - metric: word_perplexity
+"""
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tasks")
+    mc = [
+        {"question": f"q{i} is", "choices": [" ab", " cd", " ef"], "label": i % 3} for i in range(3)
+    ]
+    gen = [{"question": f"say {i}:", "answer": f" {i}"} for i in range(2)]
+    ppl = [{"text": "the cat sat on the mat. " * 3}, {"text": "a b c"}]
+    for name, rows, yaml in (("mc", mc, MC_YAML), ("gen", gen, GEN_YAML), ("ppl", ppl, PPL_YAML)):
+        data = root / f"{name}.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (root / f"{name}.yaml").write_text(yaml.format(data=data))
+    return root
+
+
+def _checkpoint(root, attention):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, attention=attention)
+    save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
+    return root
+
+
+@pytest.fixture(scope="module", params=["bidirectional", "causal"])
+def checkpoint(request, tmp_path_factory):
+    return _checkpoint(tmp_path_factory.mktemp(request.param), request.param)
+
+
+def test_local_tasks_run_end_to_end(checkpoint, task_dir, tmp_path):
+    """Multiple choice, generation and rolling perplexity through lm-eval's own evaluation,
+    with the model given by name (registered as ``unmask``) and nothing downloaded."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    import unmask.lm_eval  # noqa: F401  (registers the model name)
+
+    res = simple_evaluate(
+        model="unmask",
+        model_args=f"pretrained={checkpoint},mc_samples=4,gen_length=4",
+        tasks=["tiny_mc", "tiny_gen", "tiny_ppl"],
+        task_manager=TaskManager(include_path=str(task_dir), include_defaults=False),
+        device="cpu",
+        bootstrap_iters=0,
+    )
+    r = res["results"]
+    assert 0.0 <= r["tiny_mc"]["acc,none"] <= 1.0
+    assert 0.0 <= r["tiny_gen"]["exact_match,none"] <= 1.0
+    assert r["tiny_ppl"]["word_perplexity,none"] > 1.0
+    assert len(res["samples"]["tiny_mc"]) == 3
+
+
+def test_lm_eval_model_agrees_with_the_library(checkpoint):
+    """The adapter's numbers are the library's: exact AR sums, or the ELBO estimate with the
+    adapter's seed; and generation equals unmask.api's for the same options."""
+    from lm_eval.api.instance import Instance
+
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.lm_eval import UnmaskLM
+
+    loaded = load(checkpoint)
+    lm = UnmaskLM(loaded=loaded, mc_samples=8, seed=3, greedy_check=False)
+    req = Instance("loglikelihood", {}, ("hello", " world"), 0)
+    ((logprob, _),) = lm.loglikelihood([req])
+    ctx, cont = loaded.tokenizer.encode("hello"), loaded.tokenizer.encode(" world")
+    if lm.causal:
+        want = ar_loglikelihood(loaded.model, [(ctx, cont)], start_id=2)[0].logprob
+    else:
+        want = elbo_loglikelihood(
+            loaded.model,
+            ctx,
+            cont,
+            mask_id=0,
+            n_samples=8,
+            generator=torch.Generator().manual_seed(3),
+        ).logprob
+    assert logprob == pytest.approx(want, abs=1e-5)
+    assert lm.summary()["exact"] is lm.causal and lm.summary()["model_seconds"] > 0
+
+    gen = Instance("generate_until", {}, ("abc", {"until": ["zz"], "max_gen_toks": 6}), 0)
+    (text,) = lm.generate_until([gen])
+    config = lm.generation_config({"max_gen_toks": 6})
+    ref = api.generate(loaded, "abc", config=config).texts[0]
+    assert text == ref.split("zz")[0]
+
+
+def test_unmask_eval_tasks_writes_lm_eval_results(checkpoint, task_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    rc = main(
+        [
+            "eval",
+            str(checkpoint),
+            "--tasks",
+            "tiny_mc",
+            "--include-path",
+            str(task_dir),
+            "--limit",
+            "2",
+            "--mc-samples",
+            "4",
+            "--output-path",
+            str(out),
+            "--json",
+            "--no-score",
+            "--no-plot",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["lm_eval"]["results"]["tiny_mc"]["acc,none"] in (0.0, 0.5, 1.0)
+    assert report["lm_eval"]["config"]["limit"] == 2
+    written = list(out.rglob("results_*.json"))
+    assert len(written) == 1
+    assert (
+        json.loads(written[0].read_text())["results"]["tiny_mc"]["acc,none"]
+        == (report["lm_eval"]["results"]["tiny_mc"]["acc,none"])
+    )
+
+
+@pytest.mark.parametrize("bad", ["unknown", "no_tokenizer", "bad_yaml"])
+def test_eval_tasks_bad_input_is_one_line_exit_2(bad, tmp_path, capsys, monkeypatch):
+    import functools
+
+    import lm_eval.tasks
+
+    # lm-eval's own task index takes ~20 s of CPU to build: leave it out, the path is the same
+    manager = functools.partial(lm_eval.tasks.TaskManager, include_defaults=False)
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", manager)
+    ckpt, tasks, names = _checkpoint(tmp_path / "run", "bidirectional"), tmp_path / "t", ["tiny_x"]
+    tasks.mkdir()
+    if bad == "no_tokenizer":
+        (ckpt / "checkpoint" / "tokenizer.json").unlink()
+    if bad == "bad_yaml":
+        (tasks / "broken.yaml").write_text("task: broken\n  output_type: [unclosed\n")
+        names = ["broken"]
+    rc = main(
+        [
+            "eval",
+            str(ckpt),
+            "--tasks",
+            ",".join(names),
+            "--include-path",
+            str(tasks),
+            "--no-score",
+            "--no-plot",
+            "--device",
+            "cpu",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "Traceback" not in err[0]
+    want = {
+        "unknown": "unknown task 'tiny_x'",
+        "no_tokenizer": "tokenizer.json is missing",
+        "bad_yaml": "broken.yaml:2: not a valid task file",
+    }
+    assert want[bad] in err[0]
+
+
+@pytest.mark.parametrize("flag", [["--limit", "2"], ["--no-greedy-check"], ["--mc-samples", "4"]])
+def test_lm_eval_flags_without_tasks_are_refused(flag, tmp_path, capsys):
+    rc = main(["eval", str(tmp_path), *flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "applies to lm-eval tasks: give --tasks" in err[0]

@@ -1,0 +1,164 @@
+"""Planning and reversal tasks (``unmask.tasks``): generators, checkers, files, scoring."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from unmask.cli import main
+from unmask.errors import UserError
+from unmask.tasks import TASKS, Item, check_item, countdown, read_items, sudoku, write_task
+from unmask.tasks.__main__ import main as tasks_main
+
+
+def test_solver_counts_solutions():
+    grid = sudoku.random_grid(4, random.Random(0))
+    assert sudoku.is_solution(grid, [0] * 16)
+    assert sudoku.count_solutions(grid) == 1
+    assert sudoku.count_solutions([0] * 16, limit=1000) == 288  # all 4x4 sudoku grids
+    broken = list(grid)
+    broken[1] = broken[0]  # two equal digits in a row
+    assert sudoku.count_solutions(broken) == 0
+
+
+@pytest.mark.parametrize("n", [4, 9])
+def test_puzzles_have_unique_minimal_solutions(n):
+    rng = random.Random(n)
+    for _ in range(3 if n == 9 else 20):
+        solution = sudoku.random_grid(n, rng)
+        puzzle = sudoku.make_puzzle(solution, rng)
+        assert sudoku.count_solutions(puzzle, limit=2) == 1
+        assert sudoku.solve(puzzle) == solution
+        for i, v in enumerate(puzzle):  # minimal: every clue is needed
+            if v:
+                fewer = puzzle[:i] + [0] + puzzle[i + 1 :]
+                assert sudoku.count_solutions(fewer, limit=2) == 2
+
+
+def test_sudoku_check_accepts_the_solution_only():
+    _, evals = TASKS["sudoku4"].make(random.Random(1), 0, 5)
+    for item in evals:
+        assert check_item(item, item.answer)
+        assert check_item(item, item.answer + "\n3412")  # only the first line counts
+        wrong = item.answer[1] + item.answer[0] + item.answer[2:]
+        assert not check_item(item, wrong)
+        assert not check_item(item, item.answer[:-1])
+
+
+def test_countdown_instances_are_solvable_and_checked():
+    rng = random.Random(2)
+    for _ in range(50):
+        numbers, target, steps = countdown.make_instance(4, rng)
+        assert countdown.check_steps(",".join(steps), numbers, target)
+    assert countdown.check_steps("3*4=12,12+5=17", [3, 4, 5], 17)
+    assert countdown.check_steps("5+3=8,8*4=32", [3, 4, 5], 32)  # any order of steps
+    assert not countdown.check_steps("3*4=12", [3, 4, 5], 12)  # 5 unused
+    assert not countdown.check_steps("3*4=13,13+4=17", [3, 4, 5], 17)  # wrong arithmetic
+    assert not countdown.check_steps("3*3=9,9+5=14", [3, 4, 5], 14)  # 3 used twice
+    assert not countdown.check_steps("5/3=1,1+4=5", [3, 4, 5], 5)  # not a whole division
+    assert not countdown.check_steps("three", [3, 4, 5], 17)
+
+
+def test_reversal_split():
+    train, evals = TASKS["reversal"].make(random.Random(3), 4, 3)
+    lines = {i.text for i in train}
+    assert len(train) == 2 * 4 + 3 and len(evals) == 2 * 3
+    for item in evals:
+        assert (item.text in lines) == (item.meta["direction"] == "forward")
+        assert check_item(item, item.answer + ".") and not check_item(item, "Xyz.")
+
+
+def test_write_task_files_round_trip(tmp_path):
+    record = write_task("countdown3", tmp_path, n_train=30, n_eval=10, seed=4)
+    assert record["train_lines"] == 30 and record["eval_items"] == 10
+    items = read_items(tmp_path)
+    train = set((tmp_path / "train.txt").read_text().splitlines())
+    assert len(items) == 10 and not {i.text for i in items} & train
+    assert all(check_item(i, i.answer) for i in items)
+    assert json.loads((tmp_path / "task.json").read_text())["task"] == "countdown3"
+    assert write_task("countdown3", tmp_path / "b", n_train=30, n_eval=10, seed=4) == record
+    assert (tmp_path / "b" / "eval.jsonl").read_bytes() == (tmp_path / "eval.jsonl").read_bytes()
+
+
+def test_bad_task_files_are_one_line_errors(tmp_path):
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text('{"task": "sudoku4", "prompt": "1="}\n')
+    with pytest.raises(UserError, match=r"eval.jsonl:1: missing field 'answer'"):
+        read_items(bad)
+    bad.write_text("{not json\n")
+    with pytest.raises(UserError, match=r"eval.jsonl:1: not a JSON object"):
+        read_items(bad)
+    bad.write_text('{"task": "chess", "prompt": "", "answer": ""}\n')
+    with pytest.raises(UserError, match=r"unknown task 'chess'"):
+        read_items(bad)
+
+
+def test_generator_cli(tmp_path, capsys):
+    assert tasks_main(["reversal", "--out", str(tmp_path), "--train", "3", "--eval", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["eval_items"] == 4
+    assert tasks_main(["nosuch", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown task 'nosuch'" in err[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    root = tmp_path_factory.mktemp("taskrun")
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48)
+    save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
+    return root
+
+
+def test_unmask_eval_task_file_counts_what_the_checker_accepts(tiny_run, tmp_path, capsys):
+    """The report's solve counts are the checker's verdicts on the outputs it shows, and
+    each item is decoded as the API decodes its prompt (after the EOS separator)."""
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.tasks.score import score_items, task_config
+
+    write_task("reversal", tmp_path, n_train=2, n_eval=3, seed=5)
+    rc = main(
+        [
+            "eval",
+            str(tiny_run),
+            "--task-file",
+            str(tmp_path),
+            "--json",
+            "--no-score",
+            "--no-plot",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    tasks = json.loads(capsys.readouterr().out)["tasks"]
+    assert tasks["total"] == 6 and tasks["by_group"]["reversal/reverse"][1] == 3
+    assert tasks["sampling"]["block_length"] is None and tasks["sampling"]["temperature"] == 0.0
+    loaded = load(tiny_run)
+    items = read_items(tmp_path)
+    score = score_items(loaded, items, keep_examples=6)
+    assert score.solved == tasks["solved"]
+    config = task_config(loaded, items, {})
+    for item, ex in zip(items, score.examples, strict=True):
+        ids = [2, *loaded.tokenizer.encode(item.prompt)]
+        result, _ = api.run_to_end(api.start(loaded, [ids], config))
+        assert ex["output"] == result.texts(loaded.tokenizer)[0]
+        assert ex["solved"] == check_item(item, ex["output"])
+    # a model that writes the answers solves everything: the checker, not the decoder, decides
+    assert all(check_item(i, i.answer) for i in items)
+    assert not check_item(Item("reversal", "Abc's parent is ", "Defg"), "Defh.")
+
+
+def test_unmask_eval_bad_task_file_exits_2(tiny_run, tmp_path, capsys):
+    (tmp_path / "eval.jsonl").write_text("[1, 2]\n")
+    rc = main(["eval", str(tiny_run), "--task-file", str(tmp_path), "--no-score", "--no-plot"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "eval.jsonl:1" in err[0]
