@@ -20,6 +20,9 @@ changes, and the decoder that samples the result.
   (``bd3lm_attention_bias``, ``bd3lm_logits``). Decoder ``bd3lm``.
 - ``sedd`` (``score_entropy``): SEDD's score-entropy bound over the graphs of ``unmask.sedd``.
   Decoder ``sedd``.
+- ``distill`` (``distill``): certainty-forcing distillation (dParallel) of a masked-diffusion
+  teacher on its own sampling trajectories (batch kind ``trajectory``); the student stays a
+  model of the teacher's objective and is sampled by its decoder (``unmask distill``).
 
 Adding an objective: a module with its loss and one ``register_objective(ObjectiveSpec(...))``,
 imported below.
@@ -29,9 +32,11 @@ from __future__ import annotations
 
 from unmask.objectives.autoregressive import FIM_EXTRA, ar, fim_rearrange
 from unmask.objectives.blocks import bd3lm, bd3lm_attention_bias, bd3lm_logits
+from unmask.objectives.distill import Trajectories, TrajectoryData, distill
 from unmask.objectives.masked import EMPTY_MAX_RUN, insert_empty, mdlm, random_length_cut, sft
 from unmask.objectives.score_entropy import sedd, sedd_model_config
 from unmask.objectives.spec import (
+    BATCH_EXTRA,
     OBJECTIVE_OPTIONS,
     OBJECTIVES,
     BatchKind,
@@ -48,6 +53,7 @@ from unmask.objectives.spec import (
 from unmask.schedules import LinearSchedule
 
 __all__ = [
+    "BATCH_EXTRA",
     "EMPTY_MAX_RUN",
     "FIM_EXTRA",
     "OBJECTIVES",
@@ -59,10 +65,13 @@ __all__ = [
     "Objective",
     "ObjectiveOptions",
     "ObjectiveSpec",
+    "Trajectories",
+    "TrajectoryData",
     "ar",
     "bd3lm",
     "bd3lm_attention_bias",
     "bd3lm_logits",
+    "distill",
     "fim_rearrange",
     "get_objective",
     "insert_empty",

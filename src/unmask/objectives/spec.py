@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 MaskPredictor = Callable[..., Tensor]
 """Any callable ``(B, L)`` token ids (+ keyword options) -> ``(B, L, V)`` logits."""
 
-BatchKind = Literal["tokens", "prompt_response"]
+BatchKind = Literal["tokens", "prompt_response", "trajectory"]
+
+BATCH_EXTRA: dict[str, str] = {"prompt_response": "prompt_mask", "trajectory": "commit_step"}
+"""The loss keyword of the second tensor a batch kind's ``sample`` returns besides ``x0``."""
 
 
 @dataclass
@@ -61,6 +64,12 @@ class ObjectiveOptions:
     """``ar`` only: fraction of rows rearranged by ``fim_rearrange`` (0 = plain AR)."""
     empty_rate: float = 0.0
     """``mdlm`` only: fraction of rows given a run of ``[EMPTY]`` by ``insert_empty`` (0 = off)."""
+    distill_ce_weight: float = 1.0
+    """``distill`` only: weight of the cross-entropy to the teacher's final tokens."""
+    distill_entropy_weight: float = 2.0
+    """``distill`` only: weight of the certainty-forcing entropy term."""
+    distill_temperature: float = 0.5
+    """``distill`` only: softmax temperature of the certainty-forcing entropy."""
 
 
 Objective = Callable[..., LossParts]
@@ -82,7 +91,9 @@ class ObjectiveSpec:
     batch: BatchKind = "tokens"
     """``tokens``: rows of a prepared corpus (``unmask.data.TokenDataset``) with a validation
     split; ``prompt_response``: SFT pairs (``unmask.sft``), no validation split, and the model
-    must come from ``TrainConfig.init``."""
+    must come from ``TrainConfig.init``; ``trajectory``: a teacher's sampling trajectories
+    (``unmask.objectives.distill.TrajectoryData``), likewise from ``init`` with no validation
+    split."""
     blocks: bool = False
     """The model is cut into blocks of ``TrainConfig.block_size`` tokens (required, dividing
     ``seq_len``), stored as ``ModelConfig.block_size``."""
@@ -100,6 +111,10 @@ class ObjectiveSpec:
     """Why a given (e.g. ``init``) model cannot be trained with these options, or None."""
     summary: str = ""
     """One line for listings."""
+    continues: bool = False
+    """The objective fine-tunes an ``init`` model that stays a model of its own objective
+    (``distill``): its attention, objective and schedule are kept, so it is sampled and
+    evaluated as before; only ``sample_defaults``, when the spec has some, replace its own."""
     sample_defaults: tuple[tuple[str, Any], ...] = ()
     """Sampling options measured to read best for models of this objective, stored with every
     checkpoint (``ModelConfig.sample_defaults``) as the CLI's defaults for it."""
@@ -128,6 +143,8 @@ class ObjectiveSpec:
 
     def facts(self, cfg: TrainConfig) -> dict[str, Any]:
         """The ``ModelConfig`` fields this objective fixes: attention, and block_size if blocks."""
+        if self.continues:  # the init model's own facts stay
+            return {}
         out: dict[str, Any] = {"attention": self.attention}
         if self.blocks:
             out["block_size"] = cfg.block_size
@@ -151,6 +168,9 @@ class ObjectiveSpec:
         objective's own (``model_config``), its name and the run's noise schedule."""
         if self.model_config is not None:
             model = self.model_config(model, cfg)
+        if self.continues:
+            own = dict(self.sample_defaults) or dict(model.sample_defaults)
+            return replace(model, sample_defaults=own)
         return replace(model, objective=self.name, schedule=cfg.schedule, schedule_eps=cfg.eps,
                        sample_defaults=dict(self.sample_defaults))
 
@@ -162,13 +182,19 @@ class ObjectiveSpec:
             random_length_frac=cfg.random_length_frac if self.random_length else 0.0,
             fim_rate=cfg.fim_rate,
             empty_rate=cfg.empty_rate,
+            distill_ce_weight=cfg.distill_ce_weight,
+            distill_entropy_weight=cfg.distill_entropy_weight,
+            distill_temperature=cfg.distill_temperature,
         )
 
 
 OBJECTIVES: dict[str, ObjectiveSpec] = {}
 """Registered objectives by name, in registration order."""
 
-OBJECTIVE_OPTIONS = ("fim_rate", "empty_rate", "block_size", "sedd_graph", "schedule")
+OBJECTIVE_OPTIONS = (
+    "fim_rate", "empty_rate", "block_size", "sedd_graph", "schedule",
+    "distill_ce_weight", "distill_entropy_weight", "distill_temperature",
+)
 """``TrainConfig`` fields that apply only to the objectives that list them in ``options``."""
 
 
@@ -219,6 +245,7 @@ def objective_of(config: ModelConfig) -> ObjectiveSpec:
 
 
 __all__ = [
+    "BATCH_EXTRA",
     "OBJECTIVES",
     "OBJECTIVE_OPTIONS",
     "BatchKind",
