@@ -195,9 +195,12 @@ SPECS = {  # name: (attention, decoder, batch, options)
     "ar": ("causal", "ar", "tokens", {"fim_rate"}),
     "bd3lm": ("block-causal", "bd3lm", "tokens", {"block_size", "schedule"}),
     "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph"}),
-}
+    "distill": ("bidirectional", "llada", "trajectory",
+                {"distill_ce_weight", "distill_entropy_weight", "distill_temperature"}),
+}  # fmt: skip
 NON_DEFAULT = {"fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4, "sedd_graph": "uniform",
-               "schedule": "cosine"}  # fmt: skip
+               "schedule": "cosine", "distill_ce_weight": 0.5, "distill_entropy_weight": 1.0,
+               "distill_temperature": 1.0}  # fmt: skip
 
 
 def test_each_objective_is_a_spec():
