@@ -306,3 +306,22 @@ def test_distill_options_belong_to_distill():
         objective_spec("mdlm").validate(TrainConfig(distill_entropy_weight=1.0))
     with pytest.raises(UserError, match="distill_temperature must be > 0"):
         objective_spec("distill").validate(TrainConfig(distill_temperature=0.0))
+
+
+# ------------------------------------------------------------------------- the study's slice
+
+
+def test_prepare_slice_keeps_the_first_tokens_and_the_validation_split(corpus, tmp_path):
+    """benchmarks/data_constrained.py trains on ``prepare_slice``: the first N train tokens,
+    the whole validation split and the same tokenizer, so held-out numbers compare."""
+    from unmask.data import TokenDataset, prepare_slice
+
+    info = prepare_slice(corpus, tmp_path / "s", train_tokens=500)
+    train_src, val_src = TokenDataset(corpus, "train"), TokenDataset(corpus, "val")
+    train_s, val_s = TokenDataset(tmp_path / "s", "train"), TokenDataset(tmp_path / "s", "val")
+    assert info.n_tokens == {"train": 500, "val": val_src.n_tokens}
+    assert (train_s.read(0, 500) == train_src.read(0, 500)).all()
+    assert (val_s.read(0, val_s.n_tokens) == val_src.read(0, val_src.n_tokens)).all()
+    assert val_s.n_bytes == val_src.n_bytes and train_s.tokenizer().vocab_size == train_src.vocab_size
+    with pytest.raises(UserError, match="train_tokens=0 must be in 1.."):
+        prepare_slice(corpus, tmp_path / "t", train_tokens=0)
