@@ -322,6 +322,7 @@ def test_prepare_slice_keeps_the_first_tokens_and_the_validation_split(corpus, t
     assert info.n_tokens == {"train": 500, "val": val_src.n_tokens}
     assert (train_s.read(0, 500) == train_src.read(0, 500)).all()
     assert (val_s.read(0, val_s.n_tokens) == val_src.read(0, val_src.n_tokens)).all()
-    assert val_s.n_bytes == val_src.n_bytes and train_s.tokenizer().vocab_size == train_src.vocab_size
+    assert val_s.n_bytes == val_src.n_bytes
+    assert train_s.tokenizer().vocab_size == train_src.vocab_size
     with pytest.raises(UserError, match="train_tokens=0 must be in 1.."):
         prepare_slice(corpus, tmp_path / "t", train_tokens=0)
