@@ -9,7 +9,8 @@
 2. **Training.** ``unmask.train.train`` with objective ``distill`` (batch kind
    ``trajectory``) and ``init`` = the teacher: the student starts as the teacher and learns
    from states along the trajectories, with the training loop's progress bar, metrics,
-   atomic checkpoints, exact resume and ``torchrun``.
+   atomic checkpoints, exact resume and ``torchrun`` (rank 0 decodes the trajectories, the
+   other processes wait for the file).
 
 Inside: ``TrajectoryConfig``, ``DISTILL_DEFAULTS``, ``trajectory_sample_config``,
 ``make_trajectories``, ``replay``, ``refresh_trajectories``, ``default_cache``, ``distill``.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -285,6 +287,9 @@ def refresh_trajectories(
     _check(teacher, cfg)
     settings = _settings(teacher, teacher_path, data, cfg)
     path = Path(cache)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 decodes, the others wait
+        _wait_for(path, settings, cfg.trajectories)
+        return path
     have = None
     if path.is_file():
         old = Trajectories.load(path)
@@ -302,6 +307,19 @@ def refresh_trajectories(
         teacher, data, cfg, settings=settings, have=have, save_to=path, progress=progress
     )
     return path
+
+
+def _wait_for(path: Path, settings: dict[str, Any], n: int, poll_s: float = 2.0) -> None:
+    """Block until ``path`` holds ``n`` trajectories made with ``settings`` (another process
+    of a ``torchrun`` job writes it; the file is replaced atomically, so a read is whole)."""
+    from unmask.objectives.distill import Trajectories
+
+    while True:
+        if path.is_file():
+            have = Trajectories.load(path)
+            if have.meta == settings and len(have) >= n:
+                return
+        time.sleep(poll_s)
 
 
 def distill(
