@@ -15,7 +15,13 @@ Models:
   confidences are near uniform, so the parallel policies commit about one token per step
   there; it measures what the caches save per forward, not what the policies save;
 - optionally an autoregressive (causal) checkpoint (``--ar-model``) decoding the same
-  prompts and lengths with its KV cache.
+  prompts and lengths with its KV cache;
+- optionally a distilled student of the ``--model`` teacher (``--student``, from ``unmask
+  distill``): the same policies and caches, then a teacher-vs-student table (each model's
+  best row: the fastest whose gen ppl is within 10% and entropy within 5% of the teacher's
+  one-token-per-step baseline; tokens per forward, tokens/s ratios to that baseline and to
+  the AR model) and a quality-speed frontier PNG (``--frontier``; gen ppl vs tokens/s, or
+  entropy when no scorer is installed, one curve per model).
 
 Columns: NFE (model calls), NFE÷ and speed-up (baseline NFE / NFE, baseline seconds /
 seconds), tok/s (generated tokens per second, the whole batch), gen ppl (generative
@@ -27,6 +33,8 @@ agree (fraction of generated positions equal to the baseline's tokens).
     python benchmarks/decoding.py [--model PATH] [--ar-model PATH] \
         [--json benchmarks/results/decoding.json]
     python benchmarks/decoding.py --quick   # a tiny subset in seconds: does the script run?
+    python benchmarks/decoding.py --model TEACHER --student runs/distilled --ar-model AR \
+        --speed-preset none --frontier docs/distill_frontier.png --json RESULT.json
 """
 
 from __future__ import annotations
@@ -331,6 +339,120 @@ def header(sec: Section) -> None:
     print(HEADER, flush=True)
 
 
+PPL_SLACK, ENTROPY_SLACK = 1.10, 0.95
+"""A row keeps the teacher's quality when its gen ppl is at most 10% above, and its unigram
+entropy at most 5% below, the teacher's one-token-per-step baseline (issue 14's goal)."""
+
+
+def keeps_quality(row: dict[str, Any], ref: dict[str, Any]) -> bool:
+    """Whether ``row`` is within the quality slack of the reference row ``ref``."""
+    if row["gen_ppl"] is not None and ref["gen_ppl"] is not None:
+        if row["gen_ppl"] > PPL_SLACK * ref["gen_ppl"]:
+            return False
+    return row["entropy"] >= ENTROPY_SLACK * ref["entropy"]
+
+
+def compare(
+    teacher: Section, student: Section, ar: Section | None, baseline: str
+) -> list[dict[str, Any]]:
+    """Per gen length: the teacher's baseline, then each model's best row (the fastest that
+    keeps the teacher's quality; the fastest of all when none does, flagged), with tokens per
+    forward and tokens/s ratios to the teacher's baseline and to the AR model."""
+    out = []
+    for g in teacher.lengths:
+        ref = next(
+            (r for r in teacher.rows if r["gen_length"] == g and r["policy"] == baseline
+             and r["cache"] == "none"), None,
+        )  # fmt: skip
+        if ref is None:
+            continue
+        ar_row = next((r for r in ar.rows if r["gen_length"] == g), None) if ar else None
+        picks = [("teacher 1/step", ref, True)]
+        for name, sec in (("teacher best", teacher), ("student best", student)):
+            rows = [r for r in sec.rows if r["gen_length"] == g]
+            good = [r for r in rows if keeps_quality(r, ref)]
+            pool = good or rows
+            if pool:
+                picks.append((name, max(pool, key=lambda r: r["tokens_per_s"]), bool(good)))
+        if ar_row is not None:
+            picks.append(("autoregressive", ar_row, keeps_quality(ar_row, ref)))
+        for name, r, ok in picks:
+            out.append({
+                "gen_length": g, "which": name, "model": r["model"], "policy": r["policy"],
+                "cache": r["cache"], "keeps_quality": ok,
+                "tokens_per_forward": g / r["nfe"] if r["nfe"] else None,
+                "tokens_per_s": r["tokens_per_s"],
+                "x_teacher_1step": r["tokens_per_s"] / ref["tokens_per_s"],
+                "x_ar": r["tokens_per_s"] / ar_row["tokens_per_s"] if ar_row else None,
+                "gen_ppl": r["gen_ppl"], "entropy": r["entropy"], "distinct_2": r["distinct_2"],
+            })  # fmt: skip
+    return out
+
+
+def print_comparison(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"\n== teacher vs student (best = fastest within gen ppl x{PPL_SLACK:g} and entropy "
+        f"x{ENTROPY_SLACK:g} of the teacher's 1/step; * = none qualified, fastest shown)"
+    )
+    print(
+        f"{'gen':>4} {'which':<15} {'policy':<14} {'cache':<6} {'tok/fwd':>7} {'tok/s':>8} "
+        f"{'x 1/step':>8} {'x AR':>6} {'gen ppl':>8} {'entropy':>7} {'dist-2':>6}"
+    )
+    for r in rows:
+        mark = "" if r["keeps_quality"] else "*"
+        print(
+            f"{r['gen_length']:>4} {r['which'] + mark:<15} {r['policy']:<14} {r['cache']:<6} "
+            f"{_fmt(r['tokens_per_forward'], '.2f'):>7} {r['tokens_per_s']:>8.1f} "
+            f"{r['x_teacher_1step']:>8.2f} {_fmt(r['x_ar'], '.2f'):>6} "
+            f"{_fmt(r['gen_ppl'], '.1f'):>8} {r['entropy']:>7.3f} {r['distinct_2']:>6.3f}",
+            flush=True,
+        )
+
+
+def plot_frontier(sections: Sequence[Section], path: Path) -> None:
+    """Quality vs speed, one curve per model through its Pareto-optimal rows: gen ppl (lower is
+    better) when scored, else unigram entropy (higher is better)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("frontier: matplotlib is not installed, no plot")
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = all(r["gen_ppl"] is not None for s in sections for r in s.rows)
+    key = "gen_ppl" if scored else "entropy"
+    better = (lambda a, b: a < b) if scored else (lambda a, b: a > b)
+    fig, axes = plt.subplots(1, len(sections[0].lengths) or 1, figsize=(11, 4.2), squeeze=False)
+    for ax, g in zip(axes[0], sections[0].lengths, strict=False):
+        for sec in sections:
+            rows = [r for r in sec.rows if r["gen_length"] == g and r[key] is not None]
+            if not rows:
+                continue
+            label = sec.name.split(" (")[0]
+            pts = ax.scatter([r["tokens_per_s"] for r in rows], [r[key] for r in rows], s=14,
+                             alpha=0.5, label=label)  # fmt: skip
+            front, best = [], None
+            for r in sorted(rows, key=lambda r: -r["tokens_per_s"]):  # fastest first
+                if best is None or better(r[key], best):
+                    front.append(r)
+                    best = r[key]
+            ax.plot([r["tokens_per_s"] for r in front], [r[key] for r in front],
+                    color=pts.get_facecolor()[0], alpha=0.9)  # fmt: skip
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens/s (log)")
+        ax.set_ylabel("gen ppl (lower is better)" if scored else "unigram entropy (nats)")
+        ax.set_title(f"gen length {g}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -349,6 +471,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--ar-model", help="a causal checkpoint to decode the same prompts with its KV cache"
+    )
+    ap.add_argument(
+        "--student", help="a distilled student of --model (unmask distill) to compare with it"
+    )
+    ap.add_argument(
+        "--frontier",
+        help="quality-speed frontier PNG (default with --student: docs/distill_frontier.png)",
     )
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
     ap.add_argument(
@@ -442,6 +571,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     sections = [
         Section(f"demo ({demo.path})", demo.model, demo.tokenizer, demo.config, trained=True)
     ]
+    if args.student:
+        student = load(args.student, device=str(device))
+        if student.tokenizer.vocab_size != demo.tokenizer.vocab_size:
+            raise UserError(f"--student {args.student}: not the tokenizer of --model")
+        sections.append(
+            Section(f"student ({student.path})", student.model, student.tokenizer,
+                    student.config, trained=True)
+        )  # fmt: skip
     if args.speed_preset != "none":
         c = demo.config
         speed_cfg = model_preset(
@@ -492,6 +629,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_ar(sec, prompts, args, baselines, scorer, device)
         sections.append(sec)
 
+    comparison: list[dict[str, Any]] = []
+    if args.student:
+        students = [sec for sec in sections if sec.name.startswith("student (")]
+        ars = [sec for sec in sections if sec.name.startswith("autoregressive (")]
+        comparison = compare(sections[0], students[0], ars[0] if ars else None, policies[0].label)
+        print_comparison(comparison)
+        frontier = Path(args.frontier or Path(__file__).resolve().parent.parent / "docs"
+                        / "distill_frontier.png")  # fmt: skip
+        plot_frontier([sections[0], students[0], *ars], frontier)
+        print(f"frontier: {frontier}")
+
     if args.json:
         out = {
             "meta": {
@@ -509,6 +657,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "quick": args.quick,
             },
             "sections": [{"name": s.name, "notes": s.notes, "rows": s.rows} for s in sections],
+            "teacher_vs_student": comparison,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -315,14 +315,15 @@ class TrainConfig:
 
     data: str = ""
     """Directory written by ``unmask prepare`` (shards + index.json + tokenizer.json); for
-    objective ``sft`` a JSONL file of prompt/response pairs or chat ``messages``."""
+    objective ``sft`` a JSONL file of prompt/response pairs or chat ``messages``; for objective
+    ``distill`` a trajectory file written by ``unmask distill``."""
     out: str = ""
     """Run directory: checkpoints, metrics.jsonl, train_config.json."""
     preset: str = "tiny"
     """Model preset (tiny, demo, small, base)."""
     objective: str = "mdlm"
     """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``,
-    ``embed-diffusion``, ``latent-ae``, ``latent-diffusion``, ``hybrid``)."""
+    ``embed-diffusion``, ``latent-ae``, ``latent-diffusion``, ``hybrid``, ``distill``)."""
     seq_len: int = 128
     """Tokens per training row (≤ the model's max_seq_len)."""
     batch_size: int = 32
@@ -388,6 +389,14 @@ class TrainConfig:
     """Objective ``hybrid`` only: weight of the draft blocks' mean cross-entropy added to the
     causal next-token loss (TiDAR's balance of the diffusion and AR losses); >= 0, 0 = plain
     next-token training."""
+    distill_ce_weight: float = 1.0
+    """Objective ``distill`` only: weight of the cross-entropy between the student's
+    predictions on masked positions and the teacher's final tokens (``unmask distill``)."""
+    distill_entropy_weight: float = 2.0
+    """Objective ``distill`` only: weight of the certainty-forcing term, the entropy of the
+    student's distribution on masked positions it already predicts correctly (dParallel uses 2)."""
+    distill_temperature: float = 0.5
+    """Objective ``distill`` only: softmax temperature of that entropy (dParallel uses 0.5)."""
     init: str = ""
     """Checkpoint (run directory or checkpoint folder) whose weights, config and tokenizer start
     the run (objective ``sft`` needs it); empty = a fresh model from ``preset``."""

@@ -685,6 +685,61 @@ def prepare(
     )
 
 
+def prepare_slice(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    train_tokens: int,
+    overwrite: bool = False,
+) -> PreparedInfo:
+    """A prepared dataset holding the first ``train_tokens`` of ``source``'s train split and
+    its whole validation split, with the same tokenizer: a small corpus for data-constrained
+    runs (``benchmarks/data_constrained.py``) whose held-out numbers compare with the full
+    corpus'. Written to a temporary folder and renamed into place, like ``prepare``."""
+    src = TokenDataset(source, "train")
+    if not 0 < train_tokens <= src.n_tokens:
+        raise UserError(
+            f"train_tokens={train_tokens} must be in 1..{src.n_tokens:,} (the train split)"
+        )
+    out = Path(out)
+    _check_out(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tok = src.tokenizer()
+    byte_len = tok.token_byte_lengths()
+    dtype = np.dtype(src.index["dtype"]).newbyteorder("<")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        splits = {}
+        for split, n in (("train", train_tokens), ("val", None)):
+            ds = src if split == "train" else TokenDataset(source, "val")
+            w = _ShardWriter(tmp, split, dtype, 2**24, byte_len)
+            w.write(ds.read(0, ds.n_tokens if n is None else n))
+            w.close()
+            splits[split] = {"shards": w.shards, "n_tokens": w.n_tokens, "n_bytes": w.n_bytes}
+        tok.save(tmp)
+        index = {
+            **src.index,
+            "splits": splits,
+            "sliced_from": str(Path(source).resolve()),
+            "created_by": "unmask.data.prepare_slice",
+        }
+        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        _install(tmp, out, overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PreparedInfo(
+        out=out,
+        vocab_size=src.vocab_size,
+        dtype=src.index["dtype"],
+        special_ids=src.special_ids,
+        n_documents=int(src.index.get("n_documents", 1)),
+        n_tokens={s: v["n_tokens"] for s, v in splits.items()},
+        n_bytes={s: v["n_bytes"] for s, v in splits.items()},
+    )
+
+
 # ----------------------------------------------------------------------------- reading
 
 

@@ -1,8 +1,8 @@
 """Atomic file writes, shared by every layer that writes a result (configs, checkpoints,
 converted folders): a reader never sees a half-written file or folder.
 
-Inside: ``file_mode`` (what the umask gives a new file), ``atomic_write_text`` (temporary
-file + rename), ``staging_dir`` (a folder to fill
+Inside: ``file_mode`` (what the umask gives a new file), ``atomic_write_text`` and
+``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
 before renaming it into place).
 
 It sits at the bottom of the import graph (standard library only), so ``config``,
@@ -39,6 +39,22 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, file_mode())
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def staging_dir(parent: Path, prefix: str) -> Path:
     """A fresh folder in ``parent`` to write into before a rename; unlike ``mkdtemp``'s 0700
     it gets the permissions of an ordinary ``mkdir`` (the umask's), since it becomes the result."""
@@ -49,4 +65,4 @@ def staging_dir(parent: Path, prefix: str) -> Path:
     return tmp
 
 
-__all__ = ["atomic_write_text", "file_mode", "staging_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "file_mode", "staging_dir"]

@@ -69,7 +69,7 @@ from unmask.config import (
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
 from unmask.model import Transformer
-from unmask.objectives import ObjectiveSpec, objective_spec
+from unmask.objectives import BATCH_EXTRA, ObjectiveSpec, objective_spec
 from unmask.parallel import (
     apply_activation_checkpointing,
     apply_fsdp,
@@ -227,7 +227,7 @@ def _train(
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
     objective = spec.loss
-    pairs = spec.batch == "prompt_response"
+    pairs = spec.batch != "tokens"  # SFT pairs, distillation trajectories: no validation split
     if pairs and not config.init and not resume:
         raise UserError(
             f"objective {spec.name!r} fine-tunes a pretrained model: give --init RUN_DIR"
@@ -240,7 +240,16 @@ def _train(
         init = load(config.init, device="cpu")
     train_ds: Any
     val_ds: Any = None
-    if pairs:  # SFT pairs are text; the tokenizer and template come with the model
+    if spec.batch == "trajectory":  # a teacher's trajectories (unmask distill); init = teacher
+        from unmask.objectives.distill import TrajectoryData
+
+        tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
+        if resume:
+            model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
+        else:
+            model_cfg = init.config
+        train_ds = TrajectoryData(config.data, seq_len=config.seq_len)
+    elif pairs:  # SFT pairs are text; the tokenizer and template come with the model
         from unmask.sft import SFTData, read_sft_jsonl
 
         tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
@@ -421,8 +430,8 @@ def _train(
             gen_batch = torch.Generator().manual_seed(_seed_for(config.seed, step, 10**6))
             x_global = train_ds.sample(config.batch_size, config.seq_len, gen_batch)  # (B, L)
             extra_global: dict[str, torch.Tensor] = {}
-            if pairs:  # (x0, prompt_mask): the prompt is never masked
-                x_global, extra_global["prompt_mask"] = x_global
+            if pairs:  # (x0, prompt_mask) or (x0, commit_step): BATCH_EXTRA names the second
+                x_global, extra_global[BATCH_EXTRA[spec.batch]] = x_global
             dropped = False  # a signal between micro-batches drops the step; resume redoes it
             for a in range(config.grad_accum):
                 if a and flag.stop and not distributed:

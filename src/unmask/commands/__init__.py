@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 COMMANDS: dict[str, str] = {
     "prepare": "tokenize text / JSONL files into token shards for training",
     "train": "train a model on a prepared dataset",
+    "distill": "distill a diffusion model on its own trajectories to decode in parallel",
     "eval": "report a run: held-out bound, bits per byte, generative perplexity, loss curve",
     "generate": "generate text from a checkpoint",
     "chat": "chat with a model in the terminal",

@@ -28,6 +28,9 @@ changes, and the decoder that samples the result.
 - ``hybrid`` (``hybrid``): the one-model TiDAR hybrid: causal next-token loss plus fully
   masked draft blocks after every block boundary, in one pass (``draft_layout``). Decoder
   ``hybrid``.
+- ``distill`` (``distill``): certainty-forcing distillation (dParallel) of a masked-diffusion
+  teacher on its own sampling trajectories (batch kind ``trajectory``); the student stays a
+  model of the teacher's objective and is sampled by its decoder (``unmask distill``).
 
 Adding an objective: a module with its loss and one ``register_objective(ObjectiveSpec(...))``,
 imported below.
@@ -38,11 +41,13 @@ from __future__ import annotations
 from unmask.objectives.autoregressive import FIM_EXTRA, ar, fim_rearrange
 from unmask.objectives.blocks import bd3lm, bd3lm_attention_bias, bd3lm_logits
 from unmask.objectives.continuous import embed_diffusion
+from unmask.objectives.distill import Trajectories, TrajectoryData, distill
 from unmask.objectives.hybrid import draft_layout, hybrid
 from unmask.objectives.latent import latent_ae, latent_diffusion
 from unmask.objectives.masked import EMPTY_MAX_RUN, insert_empty, mdlm, random_length_cut, sft
 from unmask.objectives.score_entropy import sedd, sedd_model_config
 from unmask.objectives.spec import (
+    BATCH_EXTRA,
     OBJECTIVE_OPTIONS,
     OBJECTIVES,
     BatchKind,
@@ -59,6 +64,7 @@ from unmask.objectives.spec import (
 from unmask.schedules import LinearSchedule
 
 __all__ = [
+    "BATCH_EXTRA",
     "EMPTY_MAX_RUN",
     "FIM_EXTRA",
     "OBJECTIVES",
@@ -70,12 +76,15 @@ __all__ = [
     "Objective",
     "ObjectiveOptions",
     "ObjectiveSpec",
+    "Trajectories",
+    "TrajectoryData",
     "ar",
     "bd3lm",
     "bd3lm_attention_bias",
     "bd3lm_logits",
     "draft_layout",
     "embed_diffusion",
+    "distill",
     "fim_rearrange",
     "get_objective",
     "hybrid",

@@ -39,7 +39,10 @@ if TYPE_CHECKING:
 MaskPredictor = Callable[..., Tensor]
 """Any callable ``(B, L)`` token ids (+ keyword options) -> ``(B, L, V)`` logits."""
 
-BatchKind = Literal["tokens", "prompt_response"]
+BatchKind = Literal["tokens", "prompt_response", "trajectory"]
+
+BATCH_EXTRA: dict[str, str] = {"prompt_response": "prompt_mask", "trajectory": "commit_step"}
+"""The loss keyword of the second tensor a batch kind's ``sample`` returns besides ``x0``."""
 
 
 @dataclass
@@ -66,6 +69,12 @@ class ObjectiveOptions:
     0, the default here, leaves the causal next-token loss alone, so evaluation
     (``unmask.evaluate.evaluate_loss``) reports a hybrid model's causal NLL, comparable with an
     ``ar`` run's."""
+    distill_ce_weight: float = 1.0
+    """``distill`` only: weight of the cross-entropy to the teacher's final tokens."""
+    distill_entropy_weight: float = 2.0
+    """``distill`` only: weight of the certainty-forcing entropy term."""
+    distill_temperature: float = 0.5
+    """``distill`` only: softmax temperature of the certainty-forcing entropy."""
 
 
 Objective = Callable[..., LossParts]
@@ -87,7 +96,9 @@ class ObjectiveSpec:
     batch: BatchKind = "tokens"
     """``tokens``: rows of a prepared corpus (``unmask.data.TokenDataset``) with a validation
     split; ``prompt_response``: SFT pairs (``unmask.sft``), no validation split, and the model
-    must come from ``TrainConfig.init``."""
+    must come from ``TrainConfig.init``; ``trajectory``: a teacher's sampling trajectories
+    (``unmask.objectives.distill.TrajectoryData``), likewise from ``init`` with no validation
+    split."""
     blocks: bool = False
     """The model is cut into blocks of ``TrainConfig.block_size`` tokens (required, dividing
     ``seq_len``), stored as ``ModelConfig.block_size``."""
@@ -105,6 +116,10 @@ class ObjectiveSpec:
     """Why a given (e.g. ``init``) model cannot be trained with these options, or None."""
     summary: str = ""
     """One line for listings."""
+    continues: bool = False
+    """The objective fine-tunes an ``init`` model that stays a model of its own objective
+    (``distill``): its attention, objective and schedule are kept, so it is sampled and
+    evaluated as before; only ``sample_defaults``, when the spec has some, replace its own."""
     sample_defaults: tuple[tuple[str, Any], ...] = ()
     """Sampling options measured to read best for models of this objective, stored with every
     checkpoint (``ModelConfig.sample_defaults``) as the CLI's defaults for it."""
@@ -133,6 +148,8 @@ class ObjectiveSpec:
 
     def facts(self, cfg: TrainConfig) -> dict[str, Any]:
         """The ``ModelConfig`` fields this objective fixes: attention, and block_size if blocks."""
+        if self.continues:  # the init model's own facts stay
+            return {}
         out: dict[str, Any] = {"attention": self.attention}
         if self.blocks:
             out["block_size"] = cfg.block_size
@@ -156,6 +173,9 @@ class ObjectiveSpec:
         objective's own (``model_config``), its name and the run's noise schedule."""
         if self.model_config is not None:
             model = self.model_config(model, cfg)
+        if self.continues:
+            own = dict(self.sample_defaults) or dict(model.sample_defaults)
+            return replace(model, sample_defaults=own)
         return replace(model, objective=self.name, schedule=cfg.schedule, schedule_eps=cfg.eps,
                        sample_defaults=dict(self.sample_defaults))
 
@@ -168,6 +188,9 @@ class ObjectiveSpec:
             fim_rate=cfg.fim_rate,
             empty_rate=cfg.empty_rate,
             draft_weight=cfg.draft_weight,
+            distill_ce_weight=cfg.distill_ce_weight,
+            distill_entropy_weight=cfg.distill_entropy_weight,
+            distill_temperature=cfg.distill_temperature,
         )
 
 
@@ -183,6 +206,9 @@ OBJECTIVE_OPTIONS = (
     "latent_len",
     "draft_block",
     "draft_weight",
+    "distill_ce_weight",
+    "distill_entropy_weight",
+    "distill_temperature",
 )
 """``TrainConfig`` fields that apply only to the objectives that list them in ``options``."""
 
@@ -234,6 +260,7 @@ def objective_of(config: ModelConfig) -> ObjectiveSpec:
 
 
 __all__ = [
+    "BATCH_EXTRA",
     "OBJECTIVES",
     "OBJECTIVE_OPTIONS",
     "BatchKind",

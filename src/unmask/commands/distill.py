@@ -1,0 +1,150 @@
+"""``unmask distill``: certainty-forcing trajectory distillation of a diffusion checkpoint.
+
+Trajectory flags come from ``unmask.distill.TrajectoryConfig``, training flags from
+``TrainConfig`` (those that apply to a fine-tune of the teacher), with the defaults of
+``unmask.distill.DISTILL_DEFAULTS``. ``--resume`` continues a run with its saved plan, like
+``unmask train --resume``. Library code: ``unmask.distill``; docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from unmask.commands import (
+    add_dataclass_flags,
+    add_no_progress_flag,
+    dataclass_from_args,
+    given_fields,
+)
+from unmask.config import TrainConfig
+from unmask.distill import DISTILL_DEFAULTS, TrajectoryConfig
+from unmask.errors import UserError
+
+_TRAIN_SKIP = (
+    "data", "init", "objective", "preset", "seq_len", "block_size", "fim_rate", "empty_rate",
+    "sedd_graph", "schedule", "chat_template", "random_length_frac", "antithetic", "eps",
+    "model_overrides", "eval_every", "eval_batches",
+)  # fmt: skip
+"""TrainConfig fields that a distillation run fixes (teacher, trajectories) or has no use for."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "distill",
+        help="distill a diffusion model on its own trajectories to decode in parallel",
+        description=(
+            "Certainty-forcing trajectory distillation (dParallel): the teacher (an mdlm, sft "
+            "or bd3lm checkpoint) decodes prompts of a prepared corpus one token per step; the "
+            "trajectories are cached next to the run (OUT.trajectories.safetensors); then a "
+            "student initialised from the teacher learns, from partially decoded states, to "
+            "predict the final tokens and to be certain where it is right, so parallel "
+            "policies (--policy threshold) commit many tokens per step. See docs/training.md."
+        ),
+    )
+    p.add_argument(
+        "--teacher",
+        metavar="PATH",
+        help="checkpoint to distill (run directory or "
+        "checkpoint folder of an mdlm, sft or bd3lm model)",
+    )
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        help="prepared corpus (unmask prepare) whose train split gives the prompts",
+    )
+    p.add_argument(
+        "--cache",
+        metavar="FILE",
+        help="trajectory file to make or reuse "
+        "(default: OUT.trajectories.safetensors next to the run directory)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint, with its saved settings "
+        "(flags given now change them, e.g. --steps)",
+    )
+    add_no_progress_flag(p)
+    add_dataclass_flags(p, TrajectoryConfig)
+    add_dataclass_flags(p, TrainConfig, skip=_TRAIN_SKIP)
+    _show_distill_defaults(p)
+    p.set_defaults(func=run)
+
+
+def _show_distill_defaults(p: argparse.ArgumentParser) -> None:
+    """The help of a training flag states the distillation default, not ``unmask train``'s."""
+    base = TrainConfig()
+    for action in p._actions:
+        name = action.dest
+        if name in _TRAIN_SKIP or not hasattr(base, name) or action.help is None:
+            continue
+        ours, theirs = getattr(DISTILL_DEFAULTS, name), getattr(base, name)
+        if ours != theirs:
+            shown = f"(default: {ours})"
+            help_ = re.sub(r"\(default: [^)]*\)$", shown, action.help)
+            action.help = help_ if help_ != action.help else f"{action.help} {shown}"
+
+
+def _flag(name: str, value: Any) -> str:
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
+def _resume(args: argparse.Namespace) -> Path:
+    from unmask.train import load_train_config, train
+
+    if not args.out:
+        raise UserError("--resume needs --out RUN, the run to continue")
+    if args.teacher or args.data or args.cache or given_fields(TrajectoryConfig, args):
+        raise UserError(
+            "--resume continues the run on its saved trajectories; --teacher, "
+            "--data, --cache and trajectory flags start a new one"
+        )
+    saved = Path(args.out) / "train_config.json"
+    if not saved.is_file():
+        raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)")
+    cfg = load_train_config(saved)
+    if cfg.objective != "distill":
+        raise UserError(
+            f"{args.out}: not a distillation run (objective {cfg.objective!r}); "
+            "resume it with unmask train --resume"
+        )
+    cfg = dataclasses.replace(cfg, **given_fields(TrainConfig, args))
+    return train(cfg, resume=True, progress=not args.no_progress, name_setting=_flag)
+
+
+def run(args: argparse.Namespace) -> int:
+    from unmask.distill import distill
+    from unmask.train_guards import TrainingStopped
+
+    try:
+        if args.resume:
+            run_dir = _resume(args)
+        else:
+            if not args.teacher:
+                raise UserError("no teacher given (--teacher CHECKPOINT)")
+            if not args.data:
+                raise UserError("no corpus given (--data DIR from `unmask prepare`)")
+            if not args.out:
+                raise UserError("no run directory given (--out DIR)")
+            run_dir = distill(
+                args.teacher, args.data, args.out,
+                trajectories=dataclass_from_args(TrajectoryConfig, args),
+                train_config=dataclass_from_args(TrainConfig, args, base=DISTILL_DEFAULTS),
+                cache=args.cache, progress=not args.no_progress,
+            )  # fmt: skip
+    except TrainingStopped as e:
+        hint = ""
+        if (e.run / "checkpoint").is_dir():
+            hint = f"; resume with: unmask distill --resume --out {e.run}"
+        print(f"unmask distill: {e}{hint}", file=sys.stderr)
+        return e.exit_code
+    print(f"checkpoint: {run_dir}/checkpoint")
+    return 0

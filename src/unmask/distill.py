@@ -1,0 +1,374 @@
+"""``unmask distill``: certainty-forcing trajectory distillation (dParallel) of a diffusion model.
+
+1. **Trajectories.** Prompts are windows of a prepared corpus (``unmask prepare``); the
+   teacher decodes them one token per step with its low-confidence sampler through the one
+   decoding path (``unmask.api.start``), and every step's view records when each position was
+   committed. Rows are decoded in batches, each batch with its own seed, and cached on disk
+   (``unmask.objectives.distill.Trajectories``, safetensors, atomic), so ``replay`` can decode
+   any row again and a later run with the same settings reuses (or extends) the file.
+2. **Training.** ``unmask.train.train`` with objective ``distill`` (batch kind
+   ``trajectory``) and ``init`` = the teacher: the student starts as the teacher and learns
+   from states along the trajectories, with the training loop's progress bar, metrics,
+   atomic checkpoints, exact resume and ``torchrun`` (rank 0 decodes the trajectories, the
+   other processes wait for the file).
+
+Inside: ``TrajectoryConfig``, ``DISTILL_DEFAULTS``, ``trajectory_sample_config``,
+``make_trajectories``, ``replay``, ``refresh_trajectories``, ``default_cache``, ``distill``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unmask.config import SampleConfig, TrainConfig
+from unmask.errors import UserError
+
+if TYPE_CHECKING:
+    from unmask.checkpoint import Loaded
+    from unmask.objectives.distill import Trajectories
+
+
+@dataclass(kw_only=True)
+class TrajectoryConfig:
+    """How ``unmask distill`` makes the teacher's trajectories."""
+
+    trajectories: int = 256
+    """Number of trajectories (prompts decoded by the teacher); a cache holding at least this
+    many with the same settings is reused, a smaller one is extended."""
+    prompt_length: int = 32
+    """Tokens per prompt, a window of the corpus' train split (a multiple of a bd3lm teacher's
+    block size)."""
+    gen_length: int = 128
+    """Tokens the teacher generates per prompt, one per step."""
+    traj_batch: int = 16
+    """Prompts the teacher decodes together (one decoder seed per batch)."""
+    traj_seed: int = 0
+    """Seed of the prompts drawn and of the teacher's sampling."""
+    traj_temperature: float | None = None
+    """Teacher's sampling temperature; None = the teacher's recommended one
+    (``sample_defaults``)."""
+    traj_block_length: int | None = None
+    """Teacher's semi-autoregressive block length (llada decoder); None = the teacher's
+    recommended one."""
+
+
+DISTILL_DEFAULTS = TrainConfig(
+    objective="distill", steps=500, lr=3e-4, warmup=20, batch_size=16, eval_every=0,
+    save_every=100, log_every=10,
+)  # fmt: skip
+"""The training settings ``unmask distill`` starts from (a short fine-tune of the teacher)."""
+
+
+def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) -> SampleConfig:
+    """The teacher's one-token-per-step, low-confidence sampler: ``gen_length`` steps for
+    ``gen_length`` tokens, the ``llada`` policy, and the teacher's recommended options
+    (``unmask.api.sample_config``) where ``cfg`` leaves them unset."""
+    from unmask.api import sample_config
+
+    given: dict[str, Any] = {
+        "gen_length": cfg.gen_length, "steps": cfg.gen_length, "policy": "llada",
+        "remasking": "low_confidence", "seed": seed,
+    }  # fmt: skip
+    if cfg.traj_temperature is not None:
+        given["temperature"] = cfg.traj_temperature
+    if cfg.traj_block_length is not None:
+        given["block_length"] = cfg.traj_block_length
+    return sample_config(teacher, given)
+
+
+def _check(teacher: Loaded, cfg: TrajectoryConfig) -> None:
+    from unmask.objectives.distill import teacher_problem
+
+    why = teacher_problem(teacher.config)
+    if why is not None:
+        raise UserError(why)
+    if cfg.trajectories < 1:
+        raise UserError(
+            f"no trajectories asked for (trajectories={cfg.trajectories}): the prompt set is empty"
+        )
+    for name in ("prompt_length", "gen_length", "traj_batch"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name}={getattr(cfg, name)} must be at least 1")
+    bs = teacher.config.block_size if teacher.config.attention == "block-causal" else None
+    if bs and (cfg.prompt_length % bs or cfg.gen_length % bs):
+        raise UserError(
+            f"prompt_length and gen_length must be multiples of the teacher's "
+            f"block_size={bs}, got {cfg.prompt_length} and {cfg.gen_length}"
+        )
+    total = cfg.prompt_length + cfg.gen_length
+    if total > teacher.config.max_seq_len:
+        raise UserError(
+            f"prompt_length + gen_length = {total} exceeds the teacher's "
+            f"max_seq_len={teacher.config.max_seq_len}"
+        )
+
+
+def _settings(
+    teacher: Loaded, teacher_path: str | None, data: str, cfg: TrajectoryConfig
+) -> dict[str, Any]:
+    """What makes trajectories: a cache with other settings is not reused."""
+    sample = dataclasses.asdict(trajectory_sample_config(teacher, cfg, seed=0))
+    del sample["seed"]  # per batch, stored with every row
+    weights = _weights_file(teacher_path) if teacher_path else None
+    stat = weights.stat() if weights is not None else None
+    return {
+        "teacher": str(Path(teacher_path).resolve()) if teacher_path else None,
+        "teacher_weights": [stat.st_size, stat.st_mtime_ns] if stat is not None else None,
+        "data": str(Path(data).resolve()),
+        "prompt_length": cfg.prompt_length,
+        "gen_length": cfg.gen_length,
+        "batch": cfg.traj_batch,
+        "seed": cfg.traj_seed,
+        "sample": sample,
+    }
+
+
+def _weights_file(path: str) -> Path | None:
+    for cand in (Path(path) / "model.safetensors", Path(path) / "checkpoint" / "model.safetensors"):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _batch_seed(seed: int, batch: int) -> int:
+    return (seed * 1_000_003 + batch * 7_919 + 11) % (2**62)
+
+
+def _prompts(data: str, cfg: TrajectoryConfig, batch: int, rows: int) -> Any:
+    """(rows, prompt_length) prompts of batch ``batch``: random windows of the train split."""
+    import torch
+
+    from unmask.data import TokenDataset
+
+    ds = TokenDataset(data, "train")
+    if ds.n_tokens < cfg.prompt_length:
+        raise UserError(
+            f"{data}: the train split has {ds.n_tokens} tokens, not one prompt of "
+            f"{cfg.prompt_length}: the prompt set is empty"
+        )
+    gen = torch.Generator().manual_seed(_batch_seed(cfg.traj_seed, batch) + 1)
+    return ds.sample(rows, cfg.prompt_length, gen)  # (rows, P)
+
+
+def decode_batch(teacher: Loaded, prompts: Any, config: SampleConfig) -> tuple[Any, Any]:
+    """The teacher's final tokens (B, P + G) and commit steps (B, P + G) for ``prompts``
+    (B, P), decoded by ``unmask.api.start`` under ``config``; steps are counted by the run's
+    views (one per step), -1 on the prompt, the step count where nothing was committed."""
+    import torch
+
+    from unmask.api import facts_of, start
+
+    facts = facts_of(teacher)
+    B, P = prompts.shape
+    G = config.gen_length
+    first = torch.full((B, G), -1, dtype=torch.long)  # step at which each position was committed
+    count = [0]
+
+    def on_view(step: int, view: Any) -> None:  # view: (B, G), mask_id where undecided
+        new = (view.cpu() != facts.mask_id) & (first < 0)
+        first[new] = count[0]
+        count[0] += 1
+
+    run = start(teacher, prompts.tolist(), config, step_callback=on_view)
+    result = run.run()
+    lo, hi = result.region
+    gen = result.tokens[:, lo:hi].cpu()  # (B, <= G)
+    final = torch.full((B, G), facts.mask_id, dtype=torch.long)  # (B, G)
+    final[:, : gen.shape[1]] = gen
+    undecided = (first < 0) | (final == facts.mask_id)  # a block decoder stopped at EOS
+    final[undecided] = facts.eos_id if facts.eos_id is not None else facts.pad_id
+    first[undecided] = count[0]  # after the last step: masked in every state
+    tokens = torch.cat([prompts, final], dim=1)  # (B, P + G)
+    steps = torch.cat([torch.full((B, P), -1, dtype=torch.long), first], dim=1)  # (B, P + G)
+    return tokens, steps
+
+
+def make_trajectories(
+    teacher: Loaded,
+    data: str,
+    cfg: TrajectoryConfig,
+    *,
+    settings: dict[str, Any] | None = None,
+    have: Trajectories | None = None,
+    save_to: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Trajectories:
+    """``cfg.trajectories`` trajectories of ``teacher`` on prompts of the prepared corpus
+    ``data``, continuing ``have`` (rows of earlier batches, same settings). With ``save_to``
+    the file is written after every batch (atomically), so an interrupted run keeps what it
+    decoded."""
+    import torch
+
+    from unmask.objectives.distill import Trajectories
+
+    _check(teacher, cfg)
+    meta = settings if settings is not None else _settings(teacher, None, data, cfg)
+    out = have if have is not None else Trajectories(
+        torch.empty(0, cfg.prompt_length + cfg.gen_length, dtype=torch.long),
+        torch.empty(0, cfg.prompt_length + cfg.gen_length, dtype=torch.long),
+        torch.empty(0, dtype=torch.long), meta,
+    )  # fmt: skip
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(
+            total=cfg.trajectories,
+            initial=len(out),
+            desc="trajectories",
+            unit="traj",
+            dynamic_ncols=True,
+            file=sys.stderr,
+            disable=None,
+        )
+    while len(out) < cfg.trajectories:
+        batch = len(out) // cfg.traj_batch
+        rows = min(cfg.traj_batch, cfg.trajectories - len(out))
+        seed = _batch_seed(cfg.traj_seed, batch)
+        tokens, steps = decode_batch(
+            teacher, _prompts(data, cfg, batch, rows), trajectory_sample_config(teacher, cfg, seed)
+        )
+        out = Trajectories(
+            torch.cat([out.tokens, tokens]), torch.cat([out.commit_step, steps]),
+            torch.cat([out.seed, torch.full((rows,), seed, dtype=torch.long)]), meta,
+        )  # fmt: skip
+        if save_to is not None:
+            out.save(save_to)
+        if bar is not None:
+            bar.update(rows)
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def replay(teacher: Loaded, trajectories: Trajectories, index: int) -> tuple[Any, Any]:
+    """Decode row ``index`` of ``trajectories`` again: its batch (the rows with its seed, in
+    file order) through the same sampler with the same seed. Returns (tokens (L,), commit
+    steps (L,)), equal to the stored row for the teacher that made it."""
+    seed = int(trajectories.seed[index])
+    rows = (trajectories.seed == seed).nonzero().flatten()  # (b,)
+    meta = trajectories.meta
+    P = int(meta["prompt_length"])
+    config = SampleConfig(**{**meta["sample"], "seed": seed})
+    tokens, steps = decode_batch(teacher, trajectories.tokens[rows, :P], config)
+    at = int((rows == index).nonzero()[0, 0])
+    return tokens[at], steps[at]
+
+
+def default_cache(out: str | os.PathLike[str]) -> Path:
+    """Where ``unmask distill`` caches trajectories for run ``out``: next to it (the run
+    directory itself must start empty), ``OUT.trajectories.safetensors``."""
+    p = Path(out)
+    return p.with_name(p.name + ".trajectories.safetensors")
+
+
+def refresh_trajectories(
+    teacher_path: str,
+    data: str,
+    cache: str | os.PathLike[str],
+    cfg: TrajectoryConfig,
+    *,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Make sure ``cache`` holds at least ``cfg.trajectories`` trajectories of the teacher at
+    ``teacher_path`` with these settings: reuse it, extend it, or (made with other settings,
+    said on stderr) make it again."""
+    from unmask.checkpoint import load
+    from unmask.objectives.distill import Trajectories
+
+    teacher = load(teacher_path, device=device)
+    _check(teacher, cfg)
+    settings = _settings(teacher, teacher_path, data, cfg)
+    path = Path(cache)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 decodes, the others wait
+        _wait_for(path, settings, cfg.trajectories)
+        return path
+    have = None
+    if path.is_file():
+        old = Trajectories.load(path)
+        if old.meta == settings:
+            if len(old) >= cfg.trajectories:
+                return path
+            have = old
+        else:
+            print(
+                f"{path}: made with other settings; decoding the trajectories again",
+                file=sys.stderr,
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_trajectories(
+        teacher, data, cfg, settings=settings, have=have, save_to=path, progress=progress
+    )
+    return path
+
+
+def _wait_for(path: Path, settings: dict[str, Any], n: int, poll_s: float = 2.0) -> None:
+    """Block until ``path`` holds ``n`` trajectories made with ``settings`` (another process
+    of a ``torchrun`` job writes it; the file is replaced atomically, so a read is whole)."""
+    from unmask.objectives.distill import Trajectories
+
+    while True:
+        if path.is_file():
+            have = Trajectories.load(path)
+            if have.meta == settings and len(have) >= n:
+                return
+        time.sleep(poll_s)
+
+
+def distill(
+    teacher: str,
+    data: str,
+    out: str,
+    *,
+    trajectories: TrajectoryConfig | None = None,
+    train_config: TrainConfig | None = None,
+    cache: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Distill the checkpoint ``teacher`` into a student in run directory ``out``: refresh the
+    trajectory ``cache`` (default ``default_cache(out)``) from prompts of the prepared corpus
+    ``data``, then train on it (``unmask.train.train``, objective ``distill``, ``init`` =
+    teacher, ``seq_len`` = prompt + generation). ``train_config`` (default
+    ``DISTILL_DEFAULTS``) gives the optimiser, steps and loss weights. Returns the run
+    directory; the student's checkpoint is ``out/checkpoint``, sampled like the teacher."""
+    from unmask.config import resolve_device
+    from unmask.train import train
+
+    tcfg = trajectories or TrajectoryConfig()
+    base = train_config or DISTILL_DEFAULTS
+    if not out:
+        raise UserError("no run directory given (--out)")
+    run = Path(out)
+    if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
+        raise UserError(
+            f"{run} already exists and is not empty; pass --resume to continue it "
+            "or choose another --out"
+        )
+    path = Path(cache) if cache else default_cache(out)
+    device = str(resolve_device(base.device))
+    refresh_trajectories(teacher, data, path, tcfg, device=device, progress=progress)
+    config = dataclasses.replace(
+        base, objective="distill", init=str(teacher), data=str(path), out=str(out),
+        seq_len=tcfg.prompt_length + tcfg.gen_length,
+    )  # fmt: skip
+    return train(config, progress=progress)
+
+
+__all__ = [
+    "DISTILL_DEFAULTS",
+    "TrajectoryConfig",
+    "decode_batch",
+    "default_cache",
+    "distill",
+    "make_trajectories",
+    "refresh_trajectories",
+    "replay",
+    "trajectory_sample_config",
+]

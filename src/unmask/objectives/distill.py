@@ -1,0 +1,283 @@
+"""Certainty-forcing trajectory distillation (dParallel; Chen et al. 2025, arXiv:2509.26488):
+objective ``distill`` and the trajectory files it trains on.
+
+A teacher (any masked-diffusion checkpoint: ``mdlm``, ``sft``, ``bd3lm``) decodes prompts one
+token per step; ``unmask.distill`` records each trajectory as the final tokens and the step at
+which every position was committed. The student, initialised from the teacher, is trained on
+the partially masked states along those trajectories to predict the teacher's final tokens
+(cross-entropy) and to be certain where it is already right (entropy minimisation), so that
+many masked positions pass a confidence threshold at once and parallel policies commit them
+together.
+
+Inside: ``Trajectories`` (the file: safetensors, written atomically), ``TrajectoryData`` (the
+``trajectory`` batch kind of ``unmask.train``), ``teacher_problem``, ``trajectory_states``,
+``distill`` (the loss).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from unmask.config import ModelConfig, TrainConfig
+from unmask.errors import UserError
+from unmask.objectives.blocks import bd3lm_logits
+from unmask.objectives.spec import (
+    LossParts,
+    MaskPredictor,
+    ObjectiveOptions,
+    ObjectiveSpec,
+    objective_of,
+    register_objective,
+)
+
+TRAJECTORY_FORMAT = "unmask-trajectories/1"
+"""``format`` of a trajectory file's metadata."""
+
+TEACHER_OBJECTIVES = ("mdlm", "sft", "bd3lm")
+"""Objectives whose checkpoints can teach: masked diffusion decoded by committing tokens."""
+
+
+@dataclass
+class Trajectories:
+    """Teacher trajectories: row i is a prompt followed by what the teacher generated for it.
+
+    Saved as one safetensors file (``save``, atomic; ``load``) with the settings that made it
+    in its metadata, so any row can be generated again (``unmask.distill.replay``).
+    """
+
+    tokens: Tensor
+    """(N, L) int64: the prompt (``prompt_length`` tokens), then the teacher's final tokens."""
+    commit_step: Tensor
+    """(N, L) int64: -1 on the prompt; k where the teacher committed the token at its step k
+    (0-based); the number of steps where it never did (a block decoder that stopped at EOS:
+    the token there is EOS)."""
+    seed: Tensor
+    """(N,) int64: the decoder seed of the row's batch; rows sharing a seed were decoded
+    together, in file order."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The settings (teacher, corpus, prompt and generation lengths, sampling options)."""
+
+    def __post_init__(self) -> None:
+        n, L = self.tokens.shape
+        if self.commit_step.shape != (n, L) or self.seed.shape != (n,):
+            raise ValueError(
+                f"trajectory shapes disagree: tokens {tuple(self.tokens.shape)}, commit_step "
+                f"{tuple(self.commit_step.shape)}, seed {tuple(self.seed.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the file atomically (a reader sees the old file or the new one, never half)."""
+        from safetensors.torch import save
+
+        from unmask.files import atomic_write_bytes
+
+        tensors = {
+            "tokens": self.tokens.contiguous(),
+            "commit_step": self.commit_step.contiguous(),
+            "seed": self.seed.contiguous(),
+        }
+        meta = {"format": TRAJECTORY_FORMAT, "settings": json.dumps(self.meta, sort_keys=True)}
+        atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Trajectories:
+        """Read a file written by ``save``; a one-line ``UserError`` for anything else."""
+        from safetensors import SafetensorError, safe_open
+
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"{p}: no such trajectory file (make one with `unmask distill`)")
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                info = f.metadata() or {}
+                if info.get("format") != TRAJECTORY_FORMAT:
+                    raise UserError(f"{p}: not a trajectory file of `unmask distill`")
+                tensors = {k: f.get_tensor(k) for k in ("tokens", "commit_step", "seed")}
+        except SafetensorError as e:
+            raise UserError(f"{p}: not a trajectory file ({e})") from None
+        return cls(**tensors, meta=json.loads(info["settings"]))
+
+
+class TrajectoryData:
+    """The ``trajectory`` batch kind: rows of a trajectory file for ``unmask.train``.
+
+    ``sample`` returns ``(x0, commit_step)``, which the loop passes to the loss as ``x0`` and
+    ``commit_step`` (``unmask.objectives.spec.BATCH_EXTRA``).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, seq_len: int | None = None) -> None:
+        self.path = Path(path)
+        self.trajectories = Trajectories.load(self.path)
+        if len(self.trajectories) == 0:
+            raise UserError(f"{self.path}: holds no trajectories")
+        self.row_length = int(self.trajectories.tokens.shape[1])
+        if seq_len is not None and seq_len != self.row_length:
+            raise UserError(
+                f"{self.path}: trajectories are {self.row_length} tokens long; "
+                f"train them with seq_len={self.row_length}, not {seq_len}"
+            )
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def sample(
+        self, batch_size: int, seq_len: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """``batch_size`` rows drawn uniformly (with replacement) by ``generator``: x0 (B, L)
+        and commit_step (B, L)."""
+        if seq_len != self.row_length:
+            raise UserError(f"{self.path}: rows are {self.row_length} tokens, not {seq_len}")
+        idx = torch.randint(0, len(self), (batch_size,), generator=generator)  # (B,)
+        return self.trajectories.tokens[idx], self.trajectories.commit_step[idx]
+
+
+def teacher_problem(config: ModelConfig) -> str | None:
+    """Why a checkpoint with ``config`` cannot be a distillation teacher, or None: only
+    masked-diffusion models that decode by committing tokens (``TEACHER_OBJECTIVES``) can."""
+    name = objective_of(config).name
+    if name not in TEACHER_OBJECTIVES:
+        return (
+            f"objective 'distill' needs a masked-diffusion teacher "
+            f"({', '.join(TEACHER_OBJECTIVES)}), not objective {name!r}"
+        )
+    return None
+
+
+def _unit_size(config: ModelConfig, L: int) -> int:
+    """Positions decoded as one unit: a block of a block-causal model, else the whole row."""
+    if config.attention == "block-causal":
+        if not config.block_size or L % config.block_size:
+            raise UserError(
+                f"trajectory rows of {L} tokens do not split into blocks of "
+                f"{config.block_size} (the teacher's block_size)"
+            )
+        return int(config.block_size)
+    return L
+
+
+def trajectory_states(
+    commit_step: Tensor, unit: int, generator: torch.Generator, u: Tensor | None = None
+) -> Tensor:
+    """Masked positions (B, L) of one state per unit along each trajectory.
+
+    The row is cut into units of ``unit`` positions (a bd3lm block, or the whole row: what the
+    teacher decoded as one diffusion). In each unit with n generated positions, k ~ U{0..n-1}
+    (from ``u`` (B, n_units) in [0, 1), else drawn from ``generator`` on CPU) of them, the
+    first k the teacher committed there, are kept, and the rest are masked: the canvas the
+    teacher saw after its k-th commit in that unit. Prompt positions (-1) are never masked.
+    """
+    B, L = commit_step.shape
+    n_units = L // unit
+    gen = commit_step >= 0  # (B, L)
+    key = torch.where(gen, commit_step, torch.full_like(commit_step, -1)).view(B, n_units, unit)
+    order = torch.argsort(key, dim=-1, stable=True)  # (B, U, unit)
+    rank = torch.argsort(order, dim=-1, stable=True)  # (B, U, unit): position's place in order
+    n_prompt = (~gen).view(B, n_units, unit).sum(-1, keepdim=True)  # (B, U, 1)
+    n_gen = unit - n_prompt  # (B, U, 1)
+    if u is None:
+        u = torch.rand(B, n_units, generator=generator)
+    k = (u.to(commit_step.device)[..., None] * n_gen).floor()  # (B, U, 1) in [0, n_gen)
+    masked = (rank - n_prompt) >= k  # (B, U, unit)
+    return masked.view(B, L) & gen
+
+
+def distill(
+    model: MaskPredictor,
+    config: ModelConfig,
+    x0: Tensor,
+    *,
+    attention_mask: Tensor | None,
+    generator: torch.Generator,
+    options: ObjectiveOptions,
+    commit_step: Tensor | None = None,
+    u: Tensor | None = None,
+) -> LossParts:
+    """Certainty-forcing distillation loss (dParallel, Chen et al. 2025, arXiv:2509.26488, §4).
+
+    ``x0`` (B, L) are a teacher's final tokens, ``commit_step`` (B, L) when it committed each
+    (``Trajectories``). One state per unit is drawn along the trajectory
+    (``trajectory_states``); on its masked positions the loss per token is
+
+        w_ce · CE(student, x0) + w_H · H(softmax(logits / T)) · [argmax = x0]
+
+    (``options.distill_ce_weight``, ``distill_entropy_weight``, ``distill_temperature``):
+    the cross-entropy keeps the student on the teacher's trajectory, the entropy term makes it
+    certain, sooner, where it is already right (the paper's "certainty forcing", which uses
+    T = 0.5 and weight 2). The sum is normalised by the number of masked positions. Unlike
+    the paper's semi-AR random masks of the final answer, the states are the teacher's own
+    (one per bd3lm block, since each block is decoded given the clean blocks before it;
+    ``bd3lm_logits`` gives every block its own state in one pass).
+    """
+    if commit_step is None:
+        raise UserError("objective 'distill' needs commit_step (trajectories of unmask distill)")
+    if attention_mask is not None:
+        raise UserError("objective 'distill' does not support padded batches (attention_mask)")
+    why = teacher_problem(config)
+    if why is not None:
+        raise UserError(why)
+    unit = _unit_size(config, x0.shape[1])
+    masked = trajectory_states(commit_step, unit, generator, u)  # (B, L)
+    xt = torch.where(masked, torch.full_like(x0, config.mask_id), x0)  # (B, L)
+    if config.attention == "block-causal":
+        logits = bd3lm_logits(model, xt, x0, block_size=unit)  # (B, L, V)
+    else:
+        logits = model(xt)  # (B, L, V)
+    z = logits[masked].float()  # (M, V)
+    target = x0[masked]  # (M,)
+    ce = F.cross_entropy(z, target, reduction="none")  # (M,)
+    logp_t = F.log_softmax(z / options.distill_temperature, dim=-1)  # (M, V)
+    entropy = -(logp_t.exp() * logp_t).sum(-1)  # (M,)
+    correct = (z.argmax(-1) == target).float()  # (M,)
+    per_token = options.distill_ce_weight * ce + options.distill_entropy_weight * entropy * correct
+    return LossParts(loss_sum=per_token.sum(), n_tokens=masked.sum())
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.distill_ce_weight < 0 or cfg.distill_entropy_weight < 0:
+        raise UserError(
+            "distill_ce_weight and distill_entropy_weight must be >= 0, got "
+            f"{cfg.distill_ce_weight} and {cfg.distill_entropy_weight}"
+        )
+    if cfg.distill_temperature <= 0:
+        raise UserError(f"distill_temperature must be > 0, got {cfg.distill_temperature}")
+
+
+def _needs_teacher(model: ModelConfig, cfg: TrainConfig) -> str | None:
+    return teacher_problem(model)
+
+
+register_objective(
+    ObjectiveSpec(
+        name="distill",
+        loss=distill,
+        attention="bidirectional",  # nominal: `continues` keeps the teacher's attention
+        decoder="llada",  # nominal: the student keeps the teacher's objective and decoder
+        batch="trajectory",
+        options=("distill_ce_weight", "distill_entropy_weight", "distill_temperature"),
+        check=_check,
+        needs=_needs_teacher,
+        continues=True,
+        summary="certainty-forcing distillation of a diffusion model on its trajectories",
+    )
+)
+
+__all__ = [
+    "TEACHER_OBJECTIVES",
+    "TRAJECTORY_FORMAT",
+    "TrajectoryData",
+    "Trajectories",
+    "distill",
+    "teacher_problem",
+    "trajectory_states",
+]

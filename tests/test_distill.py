@@ -1,0 +1,328 @@
+"""Certainty-forcing trajectory distillation (issue 14): trajectories are the teacher's own
+replayable outputs, the student's loss falls and its confidence rises, resume = uninterrupted,
+bd3lm teachers work, bad input is one line with exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import unmask.train as train_mod
+from unmask.checkpoint import load
+from unmask.cli import main
+from unmask.config import TrainConfig
+from unmask.distill import (
+    DISTILL_DEFAULTS,
+    TrajectoryConfig,
+    default_cache,
+    make_trajectories,
+    refresh_trajectories,
+    replay,
+)
+from unmask.errors import UserError
+from unmask.objectives import objective_spec
+from unmask.objectives.distill import Trajectories, trajectory_states
+from unmask.train import train
+from unmask.train_guards import TrainingStopped
+
+WORDS = "the lord said unto moses go down and speak to the people of israel".split()
+TRAJ = TrajectoryConfig(
+    trajectories=6,
+    prompt_length=8,
+    gen_length=8,
+    traj_batch=3,
+    traj_temperature=0.8,
+    traj_block_length=4,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("corpus")
+    g = torch.Generator().manual_seed(0)
+    lines = []
+    for _ in range(300):
+        idx = torch.randint(0, len(WORDS), (8,), generator=g).tolist()
+        lines.append(" ".join(WORDS[i] for i in idx) + ".")
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    out = root / "prepared"
+    prepare([root / "a.txt"], out, tokenizer="byte", val_fraction=0.1, progress=False)
+    return out
+
+
+def _teacher(corpus: Path, out: Path, **kw: object) -> Path:
+    cfg = TrainConfig(
+        data=str(corpus), out=str(out), preset="tiny", seq_len=32, batch_size=8, steps=30,
+        warmup=2, lr=3e-3, eval_every=0, eval_batches=1, save_every=0, log_every=5, seed=1,
+    )  # fmt: skip
+    return train(replace(cfg, **kw), progress=False)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def teacher(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _teacher(corpus, tmp_path_factory.mktemp("teacher") / "run")
+
+
+@pytest.fixture(scope="module")
+def cache(teacher: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("traj") / "t.safetensors"
+    return refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False)
+
+
+def _distill_cfg(cache: Path, teacher: Path, out: Path, **kw: object) -> TrainConfig:
+    base = replace(
+        DISTILL_DEFAULTS, init=str(teacher), data=str(cache), out=str(out), seq_len=16,
+        batch_size=8, steps=6, warmup=1, lr=1e-3, save_every=0, log_every=1, seed=2,
+    )  # fmt: skip
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------- trajectories
+
+
+def test_trajectories_are_the_teachers_replayable_outputs(teacher, corpus, cache):
+    """Every row is a corpus prompt then what the teacher's one-token-per-step sampler made:
+    each generated position has its own step 0..G-1, the prompt -1, and decoding a row's
+    batch again with its seed gives the same tokens and steps; another seed does not."""
+    traj = Trajectories.load(cache)
+    loaded = load(teacher)
+    P, G = TRAJ.prompt_length, TRAJ.gen_length
+    assert traj.tokens.shape == (6, P + G) and len(set(traj.seed.tolist())) == 2
+    assert (traj.commit_step[:, :P] == -1).all()
+    for row in traj.commit_step[:, P:]:
+        assert sorted(row.tolist()) == list(range(G))  # one token per step
+    for i in (0, 4):
+        tokens, steps = replay(loaded, traj, i)
+        assert torch.equal(tokens, traj.tokens[i]) and torch.equal(steps, traj.commit_step[i])
+    other = Trajectories(traj.tokens, traj.commit_step, traj.seed + 1, traj.meta)
+    assert any(not torch.equal(replay(loaded, other, i)[0], traj.tokens[i]) for i in range(3))
+
+
+def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path, capsys):
+    """Same settings: the file is reused as is; more trajectories: the first rows stay and new
+    batches are appended; other settings: decoded again, said on stderr."""
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(cache.read_bytes())
+    stamp = path.stat().st_mtime_ns
+    refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False)
+    assert path.stat().st_mtime_ns == stamp
+    more = replace(TRAJ, trajectories=8)
+    refresh_trajectories(str(teacher), str(corpus), path, more, progress=False)
+    old, new = Trajectories.load(cache), Trajectories.load(path)
+    assert len(new) == 8 and torch.equal(new.tokens[:6], old.tokens)
+    refresh_trajectories(
+        str(teacher), str(corpus), path, replace(TRAJ, traj_seed=5), progress=False
+    )
+    assert "other settings" in capsys.readouterr().err
+    assert not torch.equal(Trajectories.load(path).tokens, old.tokens)
+
+
+def test_trajectory_states_follow_the_commit_order():
+    """k of n generated positions kept = the first k committed; u = 0 masks all of them, u
+    just below 1 only the last committed; the prompt is never masked; bd3lm blocks draw
+    their own states."""
+    steps = torch.tensor([[-1, -1, 2, 0, 3, 1]])  # prompt of 2, then committed 2,0,3,1
+    g = torch.Generator()
+    all_masked = trajectory_states(steps, 6, g, u=torch.zeros(1, 1))
+    assert all_masked.tolist() == [[False, False, True, True, True, True]]
+    last = trajectory_states(steps, 6, g, u=torch.full((1, 1), 0.99))
+    assert last.tolist() == [[False, False, False, False, True, False]]
+    half = trajectory_states(steps, 6, g, u=torch.full((1, 1), 0.5))  # k = 2: steps 0, 1 kept
+    assert half.tolist() == [[False, False, True, False, True, False]]
+    blocks = torch.tensor([[1, 0, 3, 2]])  # two blocks of 2
+    assert trajectory_states(blocks, 2, g, u=torch.tensor([[0.6, 0.0]])).tolist() == [
+        [True, False, True, True]
+    ]
+
+
+# ------------------------------------------------------------------------- training
+
+
+def _confidence(model_dir: Path, cache: Path) -> float:
+    """Mean top-1 probability on the masked positions of fixed trajectory states."""
+    loaded = load(model_dir)
+    traj = Trajectories.load(cache)
+    u = torch.linspace(0.05, 0.95, len(traj))[:, None]  # (N, 1): early to late states
+    masked = trajectory_states(traj.commit_step, traj.tokens.shape[1], torch.Generator(), u)
+    xt = torch.where(masked, torch.full_like(traj.tokens, loaded.config.mask_id), traj.tokens)
+    with torch.no_grad():
+        probs = loaded.model(xt).float().softmax(-1)  # (N, L, V)
+    return float(probs.max(-1).values[masked].mean())
+
+
+def test_loss_falls_and_confidence_rises(teacher, cache, tmp_path):
+    """Distilling for a few steps lowers the loss and raises the student's confidence on masked
+    positions of the teacher's states; the student stays an mdlm model (its own decoder)."""
+    run = train(_distill_cfg(cache, teacher, tmp_path / "s", steps=25, lr=3e-3), progress=False)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in lines if "loss" in r]
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    assert _confidence(run, cache) > _confidence(teacher, cache) + 0.05
+    student = load(run)
+    assert student.config.objective == "mdlm"
+    assert student.config.sample_defaults == load(teacher).config.sample_defaults
+
+
+def test_entropy_term_is_what_raises_confidence(teacher, cache, tmp_path):
+    """With the same steps, the certainty-forcing term makes the student more confident than
+    cross-entropy alone."""
+    plain = train(
+        _distill_cfg(cache, teacher, tmp_path / "a", distill_entropy_weight=0.0), progress=False
+    )
+    forced = train(
+        _distill_cfg(cache, teacher, tmp_path / "b", distill_entropy_weight=4.0), progress=False
+    )
+    assert _confidence(forced, cache) > _confidence(plain, cache)
+
+
+def test_resume_equals_uninterrupted(teacher, cache, tmp_path, monkeypatch, capsys):
+    """A distillation stopped by SIGINT at step 3 and resumed with `unmask distill --resume`
+    ends with exactly the weights of the uninterrupted run."""
+    full = train(_distill_cfg(cache, teacher, tmp_path / "full"), progress=False)
+    orig = train_mod.lr_at
+
+    def lr(step: int, c: TrainConfig) -> float:
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig(step, c)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "lr_at", lr)
+        with pytest.raises(TrainingStopped):
+            train(_distill_cfg(cache, teacher, tmp_path / "part"), progress=False)
+    assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 0
+    assert "resuming at step 3 of 6" in capsys.readouterr().err
+    a, b = load(full).model.state_dict(), load(tmp_path / "part").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_end_to_end(teacher, corpus, tmp_path, capsys):
+    """`unmask distill` makes the cache next to the run, trains, and the student generates."""
+    out = tmp_path / "student"
+    code = main(
+        [
+            "distill",
+            "--teacher",
+            str(teacher),
+            "--data",
+            str(corpus),
+            "--out",
+            str(out),
+            "--trajectories",
+            "3",
+            "--prompt-length",
+            "8",
+            "--gen-length",
+            "8",
+            "--traj-batch",
+            "3",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert len(Trajectories.load(default_cache(out))) == 3
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["objective"] == "distill" and saved["seq_len"] == 16
+
+
+def test_bd3lm_teacher(corpus, tmp_path):
+    """A block-diffusion teacher: its trajectories replay, commits run block by block, and
+    the student trains (one state per block) and stays block-causal."""
+    t = _teacher(corpus, tmp_path / "bd", objective="bd3lm", block_size=4, steps=10)
+    cfg = replace(TRAJ, trajectories=2, traj_batch=2, traj_block_length=None)
+    loaded = load(t)
+    traj = make_trajectories(loaded, str(corpus), cfg, progress=False)
+    gen = traj.commit_step[:, 8:]  # (2, 8): block 1 commits steps 0-3, block 2 steps 4-7
+    assert (gen[:, :4].max(1).values < gen[:, 4:].min(1).values).all()
+    tokens, steps = replay(loaded, traj, 1)
+    assert torch.equal(tokens, traj.tokens[1]) and torch.equal(steps, traj.commit_step[1])
+    path = tmp_path / "bd.safetensors"
+    traj.save(path)
+    run = train(_distill_cfg(path, t, tmp_path / "s", steps=2), progress=False)
+    assert load(run).config.attention == "block-causal"
+
+
+# ------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("problem", ["causal", "empty", "short corpus"])
+def test_bad_input_is_one_line_exit_2(problem, teacher, corpus, tmp_path, capsys):
+    args = [
+        "--teacher",
+        str(teacher),
+        "--data",
+        str(corpus),
+        "--prompt-length",
+        "8",
+        "--gen-length",
+        "8",
+        "--no-progress",
+    ]
+    if problem == "causal":
+        ar = _teacher(corpus, tmp_path / "ar", objective="ar", steps=1)
+        args[1] = str(ar)
+        want = "needs a masked-diffusion teacher (mdlm, sft, bd3lm), not objective 'ar'"
+    elif problem == "empty":
+        args += ["--trajectories", "0"]
+        want = "the prompt set is empty"
+    else:
+        args += ["--prompt-length", "100000", "--gen-length", "8"]
+        want = "exceeds the teacher's max_seq_len"
+    capsys.readouterr()
+    assert main(["distill", *args, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_train_split_is_refused(teacher, tmp_path):
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text("tiny\n")
+    data = tmp_path / "p"
+    prepare([tmp_path / "a.txt"], data, tokenizer="byte", val_fraction=0, progress=False)
+    with pytest.raises(UserError, match="the prompt set is empty"):
+        make_trajectories(load(teacher), str(data), TRAJ, progress=False)
+
+
+def test_distill_options_belong_to_distill():
+    """The loss weights are refused on other objectives and checked on distill."""
+    with pytest.raises(UserError, match="applies to objective 'distill', not 'mdlm'"):
+        objective_spec("mdlm").validate(TrainConfig(distill_entropy_weight=1.0))
+    with pytest.raises(UserError, match="distill_temperature must be > 0"):
+        objective_spec("distill").validate(TrainConfig(distill_temperature=0.0))
+
+
+# ------------------------------------------------------------------------- the study's slice
+
+
+def test_prepare_slice_keeps_the_first_tokens_and_the_validation_split(corpus, tmp_path):
+    """benchmarks/data_constrained.py trains on ``prepare_slice``: the first N train tokens,
+    the whole validation split and the same tokenizer, so held-out numbers compare."""
+    from unmask.data import TokenDataset, prepare_slice
+
+    info = prepare_slice(corpus, tmp_path / "s", train_tokens=500)
+    train_src, val_src = TokenDataset(corpus, "train"), TokenDataset(corpus, "val")
+    train_s, val_s = TokenDataset(tmp_path / "s", "train"), TokenDataset(tmp_path / "s", "val")
+    assert info.n_tokens == {"train": 500, "val": val_src.n_tokens}
+    assert (train_s.read(0, 500) == train_src.read(0, 500)).all()
+    assert (val_s.read(0, val_s.n_tokens) == val_src.read(0, val_src.n_tokens)).all()
+    assert val_s.n_bytes == val_src.n_bytes
+    assert train_s.tokenizer().vocab_size == train_src.vocab_size
+    with pytest.raises(UserError, match="train_tokens=0 must be in 1.."):
+        prepare_slice(corpus, tmp_path / "t", train_tokens=0)
