@@ -15,7 +15,9 @@ constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.s
   model trained with ``fim_rate`` > 0), ``infill_causal`` (a one-gap template).
 - ``forms``: ``fill_form`` (a JSON template with typed holes, filled in one pass; the
   result always parses), ``parse_form``.
-- ``regex`` / ``dfa`` / ``automaton``: the regex subset, byte DFAs and their lift to token ids.
+- ``automaton``: token automata (outlines-core compiles regexes over the tokenizer's bytes)
+  and the bidirectional feasibility layer over them.
+- ``schema``: JSON Schema → a form (``schema_form``, ``fill_schema``).
 
 See docs/infill.md.
 """
@@ -23,7 +25,6 @@ See docs/infill.md.
 from __future__ import annotations
 
 from unmask.infill.automaton import GapConstraint, TokenAutomaton, Vocab, vocab_of
-from unmask.infill.dfa import DFA
 from unmask.infill.edit import Change, EditResult, edit, revise, token_confidence
 from unmask.infill.fill import (
     LENGTH_MODES,
@@ -38,7 +39,6 @@ from unmask.infill.fill import (
 )
 from unmask.infill.fim import FimResult, fill_middle, fill_middle_ids, infill_causal
 from unmask.infill.forms import FormHole, FormResult, fill_form, parse_form
-from unmask.infill.regex import compile_regex
 from unmask.infill.template import (
     Gap,
     find_gap,
@@ -51,7 +51,6 @@ from unmask.infill.template import (
 )
 
 __all__ = [
-    "DFA",
     "LENGTH_MODES",
     "Candidate",
     "Change",
@@ -67,7 +66,6 @@ __all__ = [
     "InfillResult",
     "TokenAutomaton",
     "Vocab",
-    "compile_regex",
     "edit",
     "fill_canvas",
     "fill_form",
