@@ -108,7 +108,8 @@ def substitute(template, values):
 # -- hypothesis: random templates, random adversarial predictors -----------------------------------
 
 CHOICE_CHARS = st.sampled_from(list('ab|"\\é ,}x') + ["日"])
-REGEXES = [r"[A-Z]{2}[0-9]{2}", r"(yes|no)", r"[a-z_0-9]{1,4}", r'[^"]{1,3}', r"a+b?", r"[0-9a-f]{3}"]
+REGEXES = [r"[A-Z]{2}[0-9]{2}", r"(yes|no)", r"[a-z_0-9]{1,4}", r'[^"]{1,3}', r"a+b?",
+           r"[0-9a-f]{3}"]
 
 
 @st.composite
