@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -472,16 +473,23 @@ def fill_form(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
     source: str = "form template",
+    prefix_ids: Sequence[int] = (),
+    parse: bool = True,
 ) -> FormResult:
     """Fill every hole of a JSON form template at once; the result always parses as JSON.
 
     All holes are masked together in one canvas with the skeleton locked and denoised in
     one pass of ``unmask.sampling.sample`` (``config``; ``steps`` is capped at the number of
     masked positions, ``gen_length`` is ignored). Each hole's value satisfies its type.
+    ``prefix_ids``: locked context before the form (a prompt), not part of the result.
+    ``parse=False``: the template is one bare ``ValueHole`` whose text need not be JSON
+    (``value`` is then the text, trailing padding spaces dropped where its language allows).
     """
     config = config or SampleConfig()
     items, holes, automata = parse_form(template, tokenizer, source=source)
     layout: list[tuple[str, Any]] = []
+    if prefix_ids:
+        layout.append(("text", (list(prefix_ids), "")))
     for kind, v in items:
         if kind == "text":
             layout.append(("text", (list(tokenizer.encode(v)), v)))
@@ -508,7 +516,7 @@ def fill_form(
     vocab = vocab_of(tokenizer)
     parts: list[str] = []
     tokens: list[int] = []
-    for kind, v in layout:
+    for kind, v in layout[1 if prefix_ids else 0 :]:
         if kind == "text":
             parts.append(v[1])
             tokens.extend(v[0])
@@ -523,6 +531,11 @@ def fill_form(
         parts.append(raw)
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
         hole.text = ('"' if hole.quoted else "") + body
+        if not parse:
+            hole.text = body if hole.matches(body) else raw
+            hole.value = hole.text
+            return FormResult(text=hole.text, value=hole.text, holes=holes, nfe=filled.nfe,
+                              repaired=filled.repaired, tokens=list(row[s:e]))
         hole.value = json.loads(hole.text)
     text = "".join(parts)
     return FormResult(text=text, value=json.loads(text), holes=holes, nfe=filled.nfe,
