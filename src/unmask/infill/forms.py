@@ -474,6 +474,7 @@ def fill_form(
     step_callback: StepCallback | None = None,
     source: str = "form template",
     prefix_ids: Sequence[int] = (),
+    suffix_ids: Sequence[int] = (),
     parse: bool = True,
 ) -> FormResult:
     """Fill every hole of a JSON form template at once; the result always parses as JSON.
@@ -481,7 +482,8 @@ def fill_form(
     All holes are masked together in one canvas with the skeleton locked and denoised in
     one pass of ``unmask.sampling.sample`` (``config``; ``steps`` is capped at the number of
     masked positions, ``gen_length`` is ignored). Each hole's value satisfies its type.
-    ``prefix_ids``: locked context before the form (a prompt), not part of the result.
+    ``prefix_ids`` / ``suffix_ids``: locked context before / after the form (a prompt, the
+    rest of a template), not part of the result.
     ``parse=False``: the template is one bare ``ValueHole`` whose text need not be JSON
     (``value`` is then the text, trailing padding spaces dropped where its language allows).
     """
@@ -495,6 +497,8 @@ def fill_form(
             layout.append(("text", (list(tokenizer.encode(v)), v)))
         else:
             layout.append(("hole", (v, holes[v].width)))
+    if suffix_ids:
+        layout.append(("text", (list(suffix_ids), "")))
     total = sum(len(v[0]) if k == "text" else v[1] for k, v in layout)
     max_seq_len = _max_seq_len(model)
     if max_seq_len is not None and total > max_seq_len:
@@ -516,7 +520,7 @@ def fill_form(
     vocab = vocab_of(tokenizer)
     parts: list[str] = []
     tokens: list[int] = []
-    for kind, v in layout[1 if prefix_ids else 0 :]:
+    for kind, v in layout[1 if prefix_ids else 0 : len(layout) - (1 if suffix_ids else 0)]:
         if kind == "text":
             parts.append(v[1])
             tokens.extend(v[0])
