@@ -229,6 +229,15 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
     return out
 
 
+_DATE = (
+    r"[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+"""A calendar date (no February 29: a regex cannot tell leap years cheaply; the library's
+admits February 30 and year 0000)."""
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+
+
 def _format_regex(fmt: str) -> str:
     """The JSON text of a string of ``format``: outlines-core's regex for date, date-time, time
     and uuid with ASCII digits (its ``\\d`` would admit any Unicode digit) and time's decimal
@@ -243,6 +252,12 @@ def _format_regex(fmt: str) -> str:
     }
     if fmt in own:
         return f'"{own[fmt]}"'
+    if fmt in ("date", "date-time"):
+        return (
+            f'"{_DATE}"'
+            if fmt == "date"
+            else f'"{_DATE}T{_TIME}(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"'
+        )
     quoted = {"date": lib.DATE, "date-time": lib.DATE_TIME, "time": lib.TIME, "uuid": lib.UUID}[fmt]
     # The library's time spells its decimal point "\\\\." (a backslash, then any character).
     return quoted.replace("\\d", "[0-9]").replace("\\\\.", "\\.")
