@@ -190,10 +190,11 @@ def router(state: ServerState) -> APIRouter:
         return await _run(state, request, req, req.stream, "form-", run, form_body)
 
     async def _schema_form(req: FormRequest, request: Request) -> Response:
-        from unmask.infill.schema import fill_schema, schema_form
+        from unmask.infill.schema import check_schema, fill_schema, load_schema
 
         schema = req.schema_
-        user_call(lambda: schema_form(schema, tok, source="schema"), "schema")
+        # Unenforceable keywords here; the automata compile on the worker.
+        user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
         config = sample_config(req, 1, state.max_seq_len)
 
         def run(on_step: StepCallback) -> Any:
