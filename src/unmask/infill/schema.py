@@ -239,28 +239,22 @@ _TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
 
 
 def _format_regex(fmt: str) -> str:
-    """The JSON text of a string of ``format``: outlines-core's regex for date, date-time, time
-    and uuid with ASCII digits (its ``\\d`` would admit any Unicode digit) and time's decimal
-    point unescaped, and JSON-safe ones
-    of our own for email and uri (the library's may hold raw quotes and control characters,
-    which are not valid inside a JSON string)."""
+    """The JSON text of a string of ``format``, as Python's ``jsonschema`` format checker reads
+    it. Ours, not outlines-core's: the library's date admits February 30 and year 0, its time
+    has no zone and spells its decimal point as a backslash and any character, and its email
+    and uri may hold raw quotes and control characters (not valid inside a JSON string); only
+    its uuid is used as it is."""
     from outlines_core import json_schema as lib
 
+    zone = "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
     own = {
+        "date": _DATE,
+        "time": _TIME + zone,
+        "date-time": f"{_DATE}T{_TIME}{zone}",
         "email": r"[a-z0-9._%+-]{1,32}@[a-z0-9-]{1,32}(?:\.[a-z0-9-]{1,16}){0,2}\.[a-z]{2,8}",
         "uri": r"https?://[a-z0-9-]{1,32}(?:\.[a-z0-9-]{1,16}){0,3}(?:/[A-Za-z0-9._~%-]{0,32}){0,4}",
     }
-    if fmt in own:
-        return f'"{own[fmt]}"'
-    if fmt in ("date", "date-time"):
-        return (
-            f'"{_DATE}"'
-            if fmt == "date"
-            else f'"{_DATE}T{_TIME}(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"'
-        )
-    quoted = {"date": lib.DATE, "date-time": lib.DATE_TIME, "time": lib.TIME, "uuid": lib.UUID}[fmt]
-    # The library's time spells its decimal point "\\\\." (a backslash, then any character).
-    return quoted.replace("\\d", "[0-9]").replace("\\\\.", "\\.")
+    return f'"{own[fmt]}"' if fmt in own else lib.UUID
 
 
 def _number_regex(lo: int, hi: int) -> str:
