@@ -119,7 +119,9 @@ PERSON = {
 def test_schema_forms_validate_and_fixed_structure_is_skeleton():
     for seed in range(2):
         r = fill_schema(MODEL, TOK, PERSON, cfg(seed))
-        jsonschema.validate(r.value, PERSON, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+        jsonschema.validate(
+            r.value, PERSON, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
         assert json.loads(r.text) == r.value
     form = schema_form(PERSON, TOK)
     assert list(form) == list(PERSON["properties"]) and len(form["pair"]) == 2
