@@ -205,8 +205,43 @@ class TokenAutomaton:
             dead_class = table.shape[1] - 1
         accept = np.zeros(S + 1, dtype=bool)
         accept[[number[int(f)] for f in finals]] = True
-        return cls(table=table, token_class=token_class, accept=accept, dead_class=dead_class,
+        return cls._minimal(table=table, token_class=token_class, accept=accept, dead_class=dead_class,
                    start=number[int(start)])
+
+    @classmethod
+    def _minimal(cls, *, table: np.ndarray, token_class: np.ndarray, accept: np.ndarray,
+                 dead_class: int, start: int) -> TokenAutomaton:
+        """The automaton with useless states (unreachable, or unable to reach an accepting
+        one) merged into the dead state and equivalent states merged (Moore's partition
+        refinement): fewer states make every step's forward/backward passes cheaper."""
+        raw = cls(table=table, token_class=token_class, accept=accept, dead_class=dead_class,
+                  start=start)
+        dead = raw.dead
+        useful = raw._useful() & raw._reachable()
+        if not useful[start]:
+            return raw
+        t = np.where(useful[table], table, dead)  # (S+1, K)
+        t[~useful] = dead
+        part = np.unique(np.where(useful, accept.astype(np.int64), 2), return_inverse=True)[1]
+        part = part.reshape(-1)
+        n = int(part.max()) + 1
+        while True:
+            sig = np.concatenate([part[:, None], part[t]], axis=1)
+            new = np.unique(sig, axis=0, return_inverse=True)[1].reshape(-1)
+            if int(new.max()) + 1 == n:
+                break
+            part, n = new, int(new.max()) + 1
+        # Live classes numbered first (start first), the dead class last.
+        order = list(dict.fromkeys([int(part[start])] + part[useful].tolist()))
+        rank = np.full(n, len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        part = rank[part]
+        reps = np.array([int(np.nonzero(part == c)[0][0]) for c in range(len(order))])
+        live = part[t[reps]]  # (S', K)
+        out = np.concatenate([live, np.full((1, t.shape[1]), len(order))]).astype(np.int32)
+        return cls(table=out, token_class=token_class,
+                   accept=np.concatenate([accept[reps], [False]]), dead_class=dead_class,
+                   start=0)
 
     def intersect(self, other: TokenAutomaton) -> TokenAutomaton:
         """Token sequences both automata accept (the product automaton, reachable part).
