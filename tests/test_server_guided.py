@@ -32,7 +32,8 @@ SCHEMA = {
     "additionalProperties": False,
 }
 torch.manual_seed(0)
-APP = create_app(loaded(Transformer(tiny_config(max_seq_len=160)).eval()), chat_template="plain")
+MODEL = Transformer(tiny_config(max_seq_len=160)).eval()
+APP = create_app(loaded(MODEL), chat_template="plain")
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +155,12 @@ def test_openai_client_response_format():
             extra_body={"steps": 4},
         )
         jsonschema.validate(json.loads(reply.choices[0].message.content), SCHEMA)
+
+
+def test_no_regex_servers_refuse_guided_regex():
+    from unmask.server import ServerLimits
+
+    app = create_app(loaded(MODEL), limits=ServerLimits(allow_regex=False))
+    with TestClient(app) as c:
+        r = c.post("/v1/completions", json={"prompt": "x", "guided_regex": "[ab]+"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "guided_regex"

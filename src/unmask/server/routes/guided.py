@@ -90,6 +90,13 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> t
     the field (an unenforceable keyword, a regex the engine rejects, a too large automaton)."""
     from unmask.infill.schema import constraint_form
 
+    if "regex" in kwargs and not state.limits.allow_regex:
+        raise APIError(
+            400,
+            "regex constraints are turned off on this server (guided_regex)",
+            param="guided_regex",
+            code="unsupported",
+        )
     try:
         return constraint_form(state.tok, max_tokens=max_tokens, **kwargs)
     except UserError as e:
