@@ -38,7 +38,8 @@ from unmask.infill.fill import (
     infill_config,
 )
 from unmask.infill.fim import FimResult, fill_middle, fill_middle_ids, infill_causal
-from unmask.infill.forms import FormHole, FormResult, fill_form, parse_form
+from unmask.infill.forms import FormHole, FormResult, ValueHole, fill_form, parse_form
+from unmask.infill.schema import constraint_form, fill_schema, schema_form
 from unmask.infill.template import (
     Gap,
     find_gap,
@@ -65,11 +66,14 @@ __all__ = [
     "InfillOptions",
     "InfillResult",
     "TokenAutomaton",
+    "ValueHole",
     "Vocab",
+    "constraint_form",
     "edit",
     "fill_canvas",
     "fill_form",
     "fill_middle",
+    "fill_schema",
     "fill_middle_ids",
     "find_gap",
     "gap_automaton",
@@ -80,6 +84,7 @@ __all__ = [
     "parse_template",
     "plan_template",
     "revise",
+    "schema_form",
     "split_choices",
     "takes_space",
     "template_canvas",
