@@ -57,7 +57,7 @@ def test_every_fill_of_a_random_regex_fullmatches(pattern):
     auto = TokenAutomaton.from_regex(pattern, vocab_of(TOK))
     if not auto.feasible_lengths(8).any():
         pytest.skip("no match of at most 8 tokens")
-    for seed in range(2):
+    for seed in range(1):
         r = fill_form(MODEL, TOK, form, cfg(seed), parse=parse)
         assert re.fullmatch(pattern, r.text), (pattern, r.text)
 
