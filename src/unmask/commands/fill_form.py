@@ -57,12 +57,12 @@ def _read(arg: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.template is None) == (args.schema is None):  # before any heavy import
+        raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
     from unmask.commands.generate import sample_config_from_args
     from unmask.infill import fill_form, parse_form
     from unmask.infill.schema import check_schema, fill_schema, load_schema, schema_form
 
-    if (args.template is None) == (args.schema is None):
-        raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
     config = sample_config_from_args(args)
     text, source = _read(args.template if args.schema is None else args.schema)
     if args.schema is not None:
