@@ -205,8 +205,8 @@ class TokenAutomaton:
             dead_class = table.shape[1] - 1
         accept = np.zeros(S + 1, dtype=bool)
         accept[[number[int(f)] for f in finals]] = True
-        return cls._minimal(table=table, token_class=token_class, accept=accept, dead_class=dead_class,
-                   start=number[int(start)])
+        return cls._minimal(table=table, token_class=token_class, accept=accept,
+                            dead_class=dead_class, start=number[int(start)])
 
     @classmethod
     def _minimal(cls, *, table: np.ndarray, token_class: np.ndarray, accept: np.ndarray,
