@@ -124,7 +124,7 @@ def test_infill_help_does_not_import_torch():
 
 def test_the_infill_help_lists_every_character_class():
     from unmask.commands.infill import CHARSET_NAMES
-    from unmask.infill.dfa import NAMED_CLASSES
+    from unmask.infill.template import NAMED_CLASSES
 
     assert CHARSET_NAMES == tuple(NAMED_CLASSES)
 

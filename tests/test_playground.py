@@ -452,3 +452,31 @@ def test_form_fills_the_holes_and_streams_its_steps(page, base_url):
     page.click("#go")
     expect(page.locator("#status")).to_contain_text("400: form: invalid JSON")
     page.errors.clear()
+
+
+def test_schema_box_fills_a_form_that_validates_and_streams_its_steps(page, base_url):
+    page.check("input[name=mode][value=schema]")
+    assert page.is_visible("#schema") and not page.is_visible("#prompt")
+    schema = {"type": "object", "properties": {
+        "n": {"type": "integer", "minimum": 1, "maximum": 3}, "ok": {"type": "boolean"}}}
+    page.fill("#schema", json.dumps(schema))
+    page.evaluate("""() => {
+        window.snapshots = [];
+        const c = document.getElementById("canvas");
+        new MutationObserver(() => window.snapshots.push(c.querySelectorAll(".mask").length))
+            .observe(c, {childList: true});
+    }""")
+    with page.expect_request("**/v1/forms") as sent:
+        page.click("#go")
+    body = json.loads(sent.value.post_data)
+    assert body["schema"] == schema and body["stream"] is True
+    page.wait_for_function("document.getElementById('status').textContent.includes('holes')",
+                           timeout=30_000)
+    masks = page.evaluate("window.snapshots")
+    assert masks[0] > 0, masks  # the form was drawn masked, then filled in
+    value = json.loads(page.text_content("#canvas"))
+    assert value["n"] in (1, 2, 3) and isinstance(value["ok"], bool)
+    page.fill("#schema", json.dumps({"type": "integer", "multipleOf": 2}))
+    page.click("#go")
+    expect(page.locator("#status")).to_contain_text("multipleOf")
+    page.errors.clear()

@@ -75,7 +75,7 @@ def test_infill_constraints_hold_and_match_the_library(client):
 
 @pytest.mark.parametrize(("extra", "param", "message"), [
     ({"choices": {"town": ["a"]}}, "choices.town", "choices 'town': no gap 'town' in the template"),
-    ({"regex": {"1": "(?=a)b"}}, None, "regex '(?=a)b' column 1"),
+    ({"regex": {"1": "(?=a)b"}}, None, "regex '(?=a)b': the regex engine"),
     ({"charset": {"city": "hex"}}, None, "unknown character class 'hex'"),
     ({"charset": {"1": "digits", "city": "alpha"}}, "charset", "is given twice"),
     ({"ban": [""]}, "ban", "ban: the word is empty"),

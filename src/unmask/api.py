@@ -418,18 +418,29 @@ def edit(
 
 def fill_form(
     loaded: Loaded,
-    template: str,
+    template: str | None = None,
     *,
+    schema: str | Mapping[str, Any] | None = None,
     config: SampleConfig | None = None,
     step_callback: StepCallback | None = None,
 ) -> Filled:
     """Fill a JSON form template with typed holes in one pass (``unmask.infill.fill_form``;
-    the result always parses)."""
+    the result always parses), or, with ``schema``, a JSON document that validates against
+    that JSON Schema (``unmask.infill.schema.fill_schema``). Exactly one of the two."""
     from unmask.infill import fill_form as _fill_form
+    from unmask.infill.schema import fill_schema
 
     _refuse_continuous(loaded, "fill_form")
+    if (template is None) == (schema is None):
+        raise UserError("give a form template or a JSON Schema (exactly one)")
     t0 = time.perf_counter()
-    res = _fill_form(loaded.model, loaded.tokenizer, template, config, step_callback=step_callback)
+    if schema is not None:
+        res = fill_schema(loaded.model, loaded.tokenizer, schema, config,
+                          step_callback=step_callback)
+    else:
+        assert template is not None
+        res = _fill_form(loaded.model, loaded.tokenizer, template, config,
+                         step_callback=step_callback)
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 

@@ -24,11 +24,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(also <bool>, <float>, <float:0..1>, <regex:...>). Counts are characters: "
             "<text:2-8> is 2 to 8 characters, <digits:1-3> an integer of 1 to 3 digits; LO..HI "
             "is a value range: <int:1..12> is a number from 1 to 12 (<int:1-3> is refused as "
-            "ambiguous). All holes are filled in one pass; the output always parses as JSON."
+            "ambiguous). All holes are filled in one pass; the output always parses as JSON. "
+            "With --schema SCHEMA instead of a template, the output validates against that "
+            "JSON Schema (see docs/infill.md)."
         ),
     )
-    p.add_argument("template", metavar="TEMPLATE",
+    p.add_argument("template", metavar="TEMPLATE", nargs="?",
                    help="template file ('-' = stdin), or the JSON itself")
+    p.add_argument("--schema", metavar="SCHEMA",
+                   help="a JSON Schema file ('-' = stdin), or the JSON itself, instead of a "
+                   "template: types, enum, const, required, string lengths/pattern/format, "
+                   "numeric minimum/maximum, nested objects, arrays with bounded sizes")
     add_common_flags(p)
     p.set_defaults(func=run)
 
@@ -51,19 +57,31 @@ def _read(arg: str) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if (args.template is None) == (args.schema is None):  # before any heavy import
+        raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
     from unmask.commands.generate import sample_config_from_args
     from unmask.infill import fill_form, parse_form
+    from unmask.infill.schema import check_schema, fill_schema, load_schema, schema_form
 
     config = sample_config_from_args(args)
-    text, source = _read(args.template)
+    text, source = _read(args.template if args.schema is None else args.schema)
+    if args.schema is not None:
+        check_schema(load_schema(text, source))  # unenforceable keywords before loading
     loaded = load_model(args)
-    parse_form(text, loaded.tokenizer, source=source)  # template errors before sampling
+    if args.schema is not None:
+        schema_form(text, loaded.tokenizer, source=source)  # schema errors before sampling
+    else:
+        parse_form(text, loaded.tokenizer, source=source)  # template errors before sampling
     live = live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:
-        result = fill_form(
-            loaded.model, loaded.tokenizer, text, config, step_callback=live, source=source
-        )
+        if args.schema is not None:
+            result = fill_schema(loaded.model, loaded.tokenizer, text, config,
+                                 step_callback=live, source=source)
+        else:
+            result = fill_form(
+                loaded.model, loaded.tokenizer, text, config, step_callback=live, source=source
+            )
     finally:
         if live is not None:
             live.close(clear=True)

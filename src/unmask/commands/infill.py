@@ -58,7 +58,7 @@ def live_view(args: argparse.Namespace, tokenizer: Any) -> Any:
 
 
 CHARSET_NAMES = ("digits", "lowercase", "uppercase", "alpha", "alnum", "word")
-"""The names of ``unmask.infill.dfa.NAMED_CLASSES``, listed here so that ``--help`` does not
+"""The names of ``unmask.infill.template.NAMED_CLASSES``, listed here so that ``--help`` does not
 import the infill package (and torch); a test keeps the two equal."""
 
 

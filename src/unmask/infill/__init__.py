@@ -15,7 +15,9 @@ constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.s
   model trained with ``fim_rate`` > 0), ``infill_causal`` (a one-gap template).
 - ``forms``: ``fill_form`` (a JSON template with typed holes, filled in one pass; the
   result always parses), ``parse_form``.
-- ``regex`` / ``dfa`` / ``automaton``: the regex subset, byte DFAs and their lift to token ids.
+- ``automaton``: token automata (outlines-core compiles regexes over the tokenizer's bytes)
+  and the bidirectional feasibility layer over them.
+- ``schema``: JSON Schema → a form (``schema_form``, ``fill_schema``).
 
 See docs/infill.md.
 """
@@ -23,7 +25,6 @@ See docs/infill.md.
 from __future__ import annotations
 
 from unmask.infill.automaton import GapConstraint, TokenAutomaton, Vocab, vocab_of
-from unmask.infill.dfa import DFA
 from unmask.infill.edit import Change, EditResult, edit, revise, token_confidence
 from unmask.infill.fill import (
     LENGTH_MODES,
@@ -37,8 +38,8 @@ from unmask.infill.fill import (
     infill_config,
 )
 from unmask.infill.fim import FimResult, fill_middle, fill_middle_ids, infill_causal
-from unmask.infill.forms import FormHole, FormResult, fill_form, parse_form
-from unmask.infill.regex import compile_regex
+from unmask.infill.forms import FormHole, FormResult, ValueHole, fill_form, parse_form
+from unmask.infill.schema import constraint_form, fill_schema, schema_form
 from unmask.infill.template import (
     Gap,
     find_gap,
@@ -51,7 +52,6 @@ from unmask.infill.template import (
 )
 
 __all__ = [
-    "DFA",
     "LENGTH_MODES",
     "Candidate",
     "Change",
@@ -66,12 +66,14 @@ __all__ = [
     "InfillOptions",
     "InfillResult",
     "TokenAutomaton",
+    "ValueHole",
     "Vocab",
-    "compile_regex",
+    "constraint_form",
     "edit",
     "fill_canvas",
     "fill_form",
     "fill_middle",
+    "fill_schema",
     "fill_middle_ids",
     "find_gap",
     "gap_automaton",
@@ -82,6 +84,7 @@ __all__ = [
     "parse_template",
     "plan_template",
     "revise",
+    "schema_form",
     "split_choices",
     "takes_space",
     "template_canvas",

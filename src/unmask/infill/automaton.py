@@ -22,8 +22,9 @@ rare gap broken by several positions committed in the same step.
 
 from __future__ import annotations
 
+import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,11 @@ from torch import Tensor
 
 from unmask.canvas import CanvasConstraint
 from unmask.errors import UserError
-from unmask.infill.dfa import DFA
+
+MAX_STATES = 20000
+"""Largest token automaton a constraint may compile to (states)."""
+MAX_REPEAT = 1000
+"""Largest bound of a ``{m,n}`` quantifier: larger ones make automata too big to use."""
 
 
 @dataclass(eq=False)
@@ -116,47 +121,165 @@ class TokenAutomaton:
         return int(self.token_class.shape[0])
 
     @classmethod
-    def from_dfa(cls, dfa: DFA, vocab: Vocab, allowed: np.ndarray | None = None) -> TokenAutomaton:
-        """Lift ``dfa`` to tokens: a token moves state q to where its bytes lead from q.
+    def from_regex(
+        cls, pattern: str, vocab: Vocab, allowed: np.ndarray | None = None, *, what: str = "regex"
+    ) -> TokenAutomaton:
+        """The token automaton of ``pattern`` (outlines-core's syntax, matched in full).
 
-        Tokens without bytes (special tokens) and tokens not in ``allowed`` ((V,) bool)
-        lead to the dead state from everywhere.
+        outlines-core compiles the regex to a byte DFA and walks every token's bytes through
+        it (``outlines_core.Index``); its state × token map becomes our table. Tokens without
+        bytes (special tokens) and tokens not in ``allowed`` ((V,) bool) lead to the dead
+        state from everywhere. ``UserError`` (naming ``what``) for a regex the engine rejects,
+        one too large to compile, or one no token sequence can spell.
         """
-        S, V = dfa.n_states, vocab.size
+        check_size(pattern, what)
+        index = _index(pattern, vocab, what)
+        moves = index.get_transitions()
+        finals = set(index.get_final_states())
+        # The sentinel token (id V + 1) leads to a final state exactly from the states where
+        # the user's pattern is matched (see ``_index``).
+        accept = [q for q, m in moves.items() if m.get(vocab.size + 1) in finals]
+        return cls.from_transitions(
+            moves, index.get_initial_state(), accept, vocab.size, allowed, what=what
+        )
+
+    @classmethod
+    def from_transitions(
+        cls,
+        transitions: Mapping[int, Mapping[int, int]],
+        start: int,
+        finals: Iterable[int],
+        vocab_size: int,
+        allowed: np.ndarray | None = None,
+        *,
+        what: str = "regex",
+    ) -> TokenAutomaton:
+        """A ``TokenAutomaton`` from a state → {token id: next state} map (ids >= ``vocab_size``,
+        such as outlines-core's end-of-sequence id, are dropped).
+
+        Tokens that act alike from every state share a class: a token's class is found by
+        hashing its column of next states (one random 64-bit weight per state), and every
+        column is then checked against its class's, so a hash collision cannot merge tokens.
+        """
+        V = int(vocab_size)
+        states = sorted(set(transitions) | {int(start)} | set(int(f) for f in finals))
+        if len(states) > MAX_STATES:
+            raise UserError(
+                f"{what}: too large (its token automaton has {len(states)} states, "
+                f"the limit is {MAX_STATES})"
+            )
+        S = len(states)
         dead = S
-        trans = np.where(dfa.trans >= 0, dfa.trans, dead).astype(np.int32)
-        trans = np.concatenate([trans, np.full((1, 256), dead, dtype=np.int32)])  # (S+1, 256)
-        # Longest first: the tokens still active at byte j are a prefix.
-        order = np.argsort(-vocab.lengths, kind="stable")
-        lengths = vocab.lengths[order]
-        matrix = vocab.matrix[order]
-        full = np.empty((S + 1, V), dtype=np.int32)
-        chunk = max(1, 4_000_000 // max(V, 1))
-        for lo in range(0, S + 1, chunk):
-            states = np.arange(lo, min(lo + chunk, S + 1), dtype=np.int32)
-            cur = np.repeat(states[:, None], V, axis=1)  # (s, V)
-            for j in range(matrix.shape[1]):
-                n_active = int((lengths > j).sum())
-                if n_active == 0:
-                    break
-                cur[:, :n_active] = trans[cur[:, :n_active], matrix[:n_active, j][None, :]]
-            full[lo : lo + len(states)] = cur
-        full[:, lengths == 0] = dead
-        unsorted = np.empty_like(full)
-        unsorted[:, order] = full
-        if allowed is not None:
-            unsorted[:, ~allowed[:V]] = dead
-        columns, token_class = np.unique(unsorted.T, axis=0, return_inverse=True)  # (K, S+1)
-        table = np.ascontiguousarray(columns.T.astype(np.int32))  # (S+1, K)
+        number = {q: i for i, q in enumerate(states)}
+        weights = np.random.default_rng(0).integers(1, 2**63, size=S, dtype=np.uint64)
+
+        def row(q: int) -> np.ndarray:  # (V,) next state of every token from q
+            out = np.full(V, dead, dtype=np.int64)
+            moves = transitions.get(q, {})
+            if moves:
+                toks = np.fromiter(moves.keys(), dtype=np.int64, count=len(moves))
+                nxt = np.fromiter((number[n] for n in moves.values()), np.int64, len(moves))
+                keep = toks < V
+                out[toks[keep]] = nxt[keep]
+            if allowed is not None:
+                out[~allowed[:V]] = dead
+            return out
+
+        signature = np.zeros(V, dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for i, q in enumerate(states):
+                signature += row(q).astype(np.uint64) * weights[i]
+        reps, token_class = np.unique(signature, return_index=True, return_inverse=True)[1:]
+        token_class = token_class.reshape(-1).astype(np.int32)
+        table = np.full((S + 1, len(reps)), dead, dtype=np.int32)  # (S+1, K)
+        for i, q in enumerate(states):
+            full = row(q)
+            table[i] = full[reps]
+            if not np.array_equal(table[i][token_class], full):  # a hash collision
+                raise RuntimeError("token classes collided; please report this")
         dead_cols = np.nonzero((table == dead).all(axis=0))[0]
         if len(dead_cols):
             dead_class = int(dead_cols[0])
         else:
             table = np.concatenate([table, np.full((S + 1, 1), dead, dtype=np.int32)], axis=1)
             dead_class = table.shape[1] - 1
-        accept = np.concatenate([dfa.accept, [False]])
-        return cls(table=table, token_class=token_class.reshape(-1).astype(np.int32), accept=accept,
-                   dead_class=dead_class, start=dfa.start)
+        accept = np.zeros(S + 1, dtype=bool)
+        accept[[number[int(f)] for f in finals]] = True
+        return cls._minimal(table=table, token_class=token_class, accept=accept,
+                            dead_class=dead_class, start=number[int(start)])
+
+    @classmethod
+    def _minimal(cls, *, table: np.ndarray, token_class: np.ndarray, accept: np.ndarray,
+                 dead_class: int, start: int) -> TokenAutomaton:
+        """The automaton with useless states (unreachable, or unable to reach an accepting
+        one) merged into the dead state and equivalent states merged (Moore's partition
+        refinement): fewer states make every step's forward/backward passes cheaper."""
+        raw = cls(table=table, token_class=token_class, accept=accept, dead_class=dead_class,
+                  start=start)
+        dead = raw.dead
+        useful = raw._useful() & raw._reachable()
+        if not useful[start]:
+            return raw
+        t = np.where(useful[table], table, dead)  # (S+1, K)
+        t[~useful] = dead
+        part = np.unique(np.where(useful, accept.astype(np.int64), 2), return_inverse=True)[1]
+        part = part.reshape(-1)
+        n = int(part.max()) + 1
+        while True:
+            sig = np.concatenate([part[:, None], part[t]], axis=1)
+            new = np.unique(sig, axis=0, return_inverse=True)[1].reshape(-1)
+            if int(new.max()) + 1 == n:
+                break
+            part, n = new, int(new.max()) + 1
+        # Live classes numbered first (start first), the dead class last.
+        order = list(dict.fromkeys([int(part[start])] + part[useful].tolist()))
+        rank = np.full(n, len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        part = rank[part]
+        reps = np.array([int(np.nonzero(part == c)[0][0]) for c in range(len(order))])
+        live = part[t[reps]]  # (S', K)
+        out = np.concatenate([live, np.full((1, t.shape[1]), len(order))]).astype(np.int32)
+        return cls(table=out, token_class=token_class,
+                   accept=np.concatenate([accept[reps], [False]]), dead_class=dead_class,
+                   start=0)
+
+    def intersect(self, other: TokenAutomaton) -> TokenAutomaton:
+        """Token sequences both automata accept (the product automaton, reachable part).
+
+        Two token automata over the same vocabulary read the same tokens, so their product is
+        the automaton of the intersection of their byte languages (as spelt by tokens).
+        """
+        if other.vocab_size != self.vocab_size:
+            raise ValueError("automata over different vocabularies")
+        pairs, joint = np.unique(
+            np.stack([self.token_class, other.token_class], axis=1), axis=0, return_inverse=True
+        )  # (K, 2) class pairs; (V,) joint class of each token
+        index = {(self.start, other.start): 0}
+        order = [(self.start, other.start)]
+        rows: list[np.ndarray] = []
+        k = 0
+        while k < len(order):
+            a, b = order[k]
+            na, nb = self.table[a, pairs[:, 0]], other.table[b, pairs[:, 1]]  # (K,), (K,)
+            row = np.full(len(pairs), -1, dtype=np.int64)
+            for j in np.nonzero((na != self.dead) & (nb != other.dead))[0].tolist():
+                key = (int(na[j]), int(nb[j]))
+                if key not in index:
+                    index[key] = len(order)
+                    order.append(key)
+                    if len(order) > MAX_STATES:
+                        raise UserError(f"constraint too large (its token automaton has over "
+                                        f"{MAX_STATES} states)")
+                row[j] = index[key]
+            rows.append(row)
+            k += 1
+        S = len(order)
+        table = np.stack(rows)
+        table = np.concatenate([np.where(table < 0, S, table), np.full((1, len(pairs)), S)])
+        table = np.concatenate([table, np.full((S + 1, 1), S)], axis=1).astype(np.int32)
+        accept = np.array([bool(self.accept[a] and other.accept[b]) for a, b in order] + [False])
+        return TokenAutomaton(table=table, token_class=joint.reshape(-1).astype(np.int32),
+                              accept=accept, dead_class=len(pairs), start=0)
 
     def with_empty_tail(self, empty_id: int, min_len: int) -> TokenAutomaton:
         """Sequences of at least ``min_len`` tokens this automaton accepts, then any number of
@@ -269,6 +392,66 @@ class TokenAutomaton:
             cur = nxt
         return out
 
+    def _useful(self) -> np.ndarray:
+        """(S+1,) bool: states from which an accepting state can be reached."""
+        useful = self.accept.copy()
+        while True:
+            nxt = useful | useful[self.table].any(axis=1)
+            if (nxt == useful).all():
+                return useful
+            useful = nxt
+
+    def _reachable(self) -> np.ndarray:
+        """(S+1,) bool: states reachable from the start."""
+        seen = np.zeros(self.table.shape[0], dtype=bool)
+        seen[self.start] = True
+        cur = seen.copy()
+        while cur.any():
+            nxt = np.zeros_like(seen)
+            nxt[self.table[np.nonzero(cur)[0]].reshape(-1)] = True
+            cur = nxt & ~seen
+            seen |= nxt
+        return seen
+
+    def max_tokens(self) -> int | None:
+        """Tokens in the longest accepted sequence; None if unbounded (or nothing accepted).
+
+        With single-byte tokens for every byte (byte-level vocabularies) this is the longest
+        member of the language in bytes."""
+        useful = self._useful() & self._reachable()
+        if not useful[self.start]:
+            return None
+        sub = np.where(useful[self.table], self.table, -1)  # moves that stay completable
+        best = np.where(self.accept, 0, -1)
+        for _ in range(self.table.shape[0] + 1):
+            ext = np.where(sub >= 0, best[np.maximum(sub, 0)] + 1, -1).max(axis=1)
+            nxt = np.maximum(best, np.where(useful, ext, -1))
+            if (nxt == best).all():
+                return int(best[self.start])
+            best = nxt
+        return None  # still growing after S+1 rounds: a cycle, unbounded
+
+    def min_tokens(self) -> int | None:
+        """Tokens in the shortest accepted sequence; None if nothing is accepted."""
+        cur = np.zeros(self.table.shape[0], dtype=bool)
+        cur[self.start] = True
+        seen = cur.copy()
+        for n in range(self.table.shape[0] + 1):
+            if (cur & self.accept).any():
+                return n
+            nxt = np.zeros_like(cur)
+            nxt[self.table[np.nonzero(cur)[0]].reshape(-1)] = True
+            nxt[self.dead] = False
+            cur = nxt & ~seen
+            seen |= nxt
+            if not cur.any():
+                return None
+        return None
+
+    def accepts_text(self, text: str, tokenizer: Any) -> bool:
+        """Whether ``text`` (as the tokenizer spells it) is accepted."""
+        return self.accepts(list(tokenizer.encode(text)))
+
     def complete(
         self, seq: Sequence[int | None], prefer: Sequence[int | None] | None = None
     ) -> list[int] | None:
@@ -289,6 +472,98 @@ class TokenAutomaton:
                 else int(np.nonzero(ok)[0][0])
             )
         return [int(t) for t in seq]  # type: ignore[arg-type]
+
+
+_OUTLINES_VOCABS: weakref.WeakKeyDictionary[Vocab, Any] = weakref.WeakKeyDictionary()
+
+
+def outlines_vocabulary(vocab: Vocab) -> Any:
+    """The ``outlines_core.Vocabulary`` of ``vocab``: every token id with bytes, keyed by its
+    exact bytes (byte-level BPE pieces are raw bytes here, never decoded strings), so the
+    library walks the same bytes our tokenizer writes. Special tokens (no bytes) are left
+    out; the end-of-sequence id handed to the library is ``vocab.size``, outside the
+    vocabulary, and dropped from its transitions (a gap ends where its span ends)."""
+    try:
+        return _OUTLINES_VOCABS[vocab]
+    except KeyError:
+        pass
+    from outlines_core import Vocabulary
+
+    ids: dict[bytes, list[int]] = {}
+    for i in np.nonzero(vocab.lengths > 0)[0].tolist():
+        ids.setdefault(vocab.token_bytes(i), []).append(i)
+    ids[SENTINEL.encode("utf-8")] = [vocab.size + 1]
+    out = Vocabulary(vocab.size, ids)
+    _OUTLINES_VOCABS[vocab] = out
+    return out
+
+
+SENTINEL = "\U0010ffff"
+"""A noncharacter appended to every pattern, with a token of its own (``_index``)."""
+
+
+def _whole(pattern: str) -> str:
+    """``pattern`` without a leading ``^`` or a trailing unescaped ``$`` (a constraint always
+    matches the whole text; the engine refuses anchors)."""
+    if pattern.startswith("^"):
+        pattern = pattern[1:]
+    if pattern.endswith("$"):
+        slashes = len(pattern) - 1 - len(pattern[:-1].rstrip("\\"))
+        if slashes % 2 == 0:  # "$" not escaped by an odd run of backslashes
+            pattern = pattern[:-1]
+    return pattern
+
+
+_QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+def check_size(pattern: str, what: str = "regex") -> None:
+    """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``): its automaton
+    would take minutes to build and be too large to use."""
+    for m in _QUANTIFIER.finditer(pattern):
+        bound = max(int(m.group(1)), int(m.group(2) or 0))
+        if bound > MAX_REPEAT:
+            raise UserError(f"{what}: too large (quantifier {m.group(0)!r} over {MAX_REPEAT})")
+
+
+def _index(pattern: str, vocab: Vocab, what: str) -> Any:
+    """``outlines_core.Index`` of ``pattern`` + ``SENTINEL``, its errors as one ``UserError``.
+
+    Why the sentinel: outlines-core 0.2.14 drops a token whose bytes run from a state where
+    the pattern is matched into one where it is not (``[0-9]+(\\.[0-9]+)?`` has no ``"."``
+    after ``"12"``, ``c|cab`` no ``"a"`` after ``"c"``): the regex engine underneath reports
+    matches one byte late and the index mistakes that for a dead end. With a sentinel at the
+    end no state but the last is ever a match, so every transition is kept; the states that
+    accept the user's pattern are those the sentinel token leads from to the final state.
+    """
+    from outlines_core import Index
+
+    try:
+        return Index(f"(?:{_whole(pattern)}){SENTINEL}", outlines_vocabulary(vocab))
+    except ValueError as e:
+        msg = str(e)
+        if "incompatible" in msg:
+            raise UserError(f"{what}: no sequence of this tokenizer's tokens matches it") from None
+        reason = msg.split(".")[0].replace("Failed to build DFA ", "")
+        try:  # the engine's message has no position; Python's parser often names one
+            re.compile(pattern)
+        except re.error as err:
+            reason = f"{err.msg} at column {(err.pos or 0) + 1}"
+        except (RecursionError, OverflowError):
+            pass
+        raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
+                        "see docs/infill.md for the syntax") from None
+
+
+_BYTES = Vocab(matrix=np.arange(256, dtype=np.uint8)[:, None], lengths=np.ones(256, np.int64))
+"""The 256 single bytes: a vocabulary that spells every text, to check a regex alone."""
+
+
+def check_regex(pattern: str, what: str = "regex") -> None:
+    """``UserError`` for a regex the engine rejects or that is too large, before any tokenizer
+    is loaded (compiled over the 256 single bytes)."""
+    check_size(pattern, what)
+    _index(pattern, _BYTES, what)
 
 
 def cached_automaton(tokenizer: Any, key: Any, build: Any) -> TokenAutomaton:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,22 +46,8 @@ import torch
 
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.infill.automaton import TokenAutomaton, cached_automaton, vocab_of
-from unmask.infill.dfa import (
-    ANY,
-    DFA,
-    CharSet,
-    Node,
-    alt,
-    any_char,
-    cat,
-    embed,
-    lit,
-    rep,
-    to_dfa,
-)
+from unmask.infill.automaton import TokenAutomaton, cached_automaton, check_regex, vocab_of
 from unmask.infill.fill import _max_seq_len, fill_canvas
-from unmask.infill.regex import compile_regex
 from unmask.infill.template import joins_spaces, layouts_canvas, split_choices
 from unmask.messages import plural
 from unmask.sampling.loop import MaskPredictor, StepCallback
@@ -73,12 +60,10 @@ MAX_REGEX_CHARS = 16
 """Longest text, in characters, a ``<regex:...>`` hole with an unbounded pattern may hold
 (or its shortest match, when that is longer), whatever the tokenizer."""
 
-# A character a JSON string may hold unescaped: no '"', no '\\', no control character.
-JSON_CHAR = CharSet(
-    frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}, frozenset(), ANY.non_ascii
-)
-DIGIT = CharSet(frozenset(range(48, 58)))
-NONZERO = CharSet(frozenset(range(49, 58)))
+JSON_CHAR = r'[^"\\\x00-\x1f\x7f]'
+"""A character a JSON string may hold unescaped: no '"', no '\\', no control character."""
+DIGIT = "[0-9]"
+NONZERO = "[1-9]"
 
 
 @dataclass
@@ -103,7 +88,16 @@ class FormHole:
     """The filled JSON text of the value (after filling)."""
     value: Any = None
     """The parsed value (after filling)."""
-    dfa: DFA | None = field(default=None, repr=False)
+    regex: str = ""
+    """The language of the value's JSON text (outlines-core syntax; for a quoted value the
+    text after the opening quote, closing quote included)."""
+    value_automaton: TokenAutomaton | None = field(default=None, repr=False)
+    tokenizer: Any = field(default=None, repr=False)
+
+    def matches(self, text: str) -> bool:
+        """Whether ``text`` is a value this hole may hold (its JSON text, as ``regex``)."""
+        assert self.value_automaton is not None
+        return self.value_automaton.accepts_text(text, self.tokenizer)
 
 
 @dataclass
@@ -180,34 +174,41 @@ def _value_range(kind: str, args: str | None, where: str) -> tuple[int, int] | N
     return lo, hi
 
 
-def _int_node(lo: int, hi: int) -> Node:
+def _alt(*parts: str) -> str:
+    return parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+
+
+def _rep(node: str, lo: int, hi: int | None) -> str:
+    return f"(?:{node}){{{lo},{'' if hi is None else hi}}}"
+
+
+def _int_node(lo: int, hi: int) -> str:
     """An integer with ``lo``..``hi`` digits and no leading zero."""
     branches = []
     if lo <= 1:
-        branches.append(lit("0"))
+        branches.append("0")
     if hi >= 1:
-        branches.append(cat(any_char(NONZERO), rep(any_char(DIGIT), max(lo, 1) - 1, hi - 1)))
-    return alt(*branches)
+        branches.append(NONZERO + _rep(DIGIT, max(lo, 1) - 1, hi - 1))
+    return _alt(*branches)
 
 
-def _same_length(lo: str, hi: str) -> Node:
+def _same_length(lo: str, hi: str) -> str:
     """Digit strings s of ``len(lo) == len(hi)`` with ``lo <= s <= hi`` (numerically)."""
     if not lo:
-        return lit("")
+        return ""
     if lo[0] == hi[0]:
-        return cat(lit(lo[0]), _same_length(lo[1:], hi[1:]))
+        return lo[0] + _same_length(lo[1:], hi[1:])
     k = len(lo) - 1
-    parts = [cat(lit(lo[0]), _same_length(lo[1:], "9" * k))]
+    parts = [lo[0] + _same_length(lo[1:], "9" * k)]
     if int(hi[0]) - int(lo[0]) > 1:
-        middle = CharSet(frozenset(range(ord(lo[0]) + 1, ord(hi[0]))))
-        parts.append(cat(any_char(middle), rep(any_char(DIGIT), k, k)))
-    parts.append(cat(lit(hi[0]), _same_length("0" * k, hi[1:])))
-    return alt(*parts)
+        parts.append(f"[{int(lo[0]) + 1}-{int(hi[0]) - 1}]" + _rep(DIGIT, k, k))
+    parts.append(hi[0] + _same_length("0" * k, hi[1:]))
+    return _alt(*parts)
 
 
-def _naturals(a: int, b: int) -> dict[int, Node]:
+def _naturals(a: int, b: int) -> dict[int, str]:
     """The naturals from ``a`` to ``b`` (0 <= a <= b) without leading zeros, by digit count."""
-    out: dict[int, Node] = {}
+    out: dict[int, str] = {}
     for n in range(len(str(a)), len(str(b)) + 1):
         lo, hi = max(a, 10 ** (n - 1) if n > 1 else 0), min(b, 10**n - 1)
         if lo <= hi:
@@ -215,22 +216,23 @@ def _naturals(a: int, b: int) -> dict[int, Node]:
     return out
 
 
-def _int_range(lo: int, hi: int) -> Node:
-    """The integers from ``lo`` to ``hi`` as JSON writes them: exactly, as a regular language
-    (no leading zeros, no ``-0``)."""
+def int_range(lo: int, hi: int) -> str:
+    """The integers from ``lo`` to ``hi`` as JSON writes them, exactly, as a regex (no leading
+    zeros, no ``-0``). The regex engine has no numeric ranges (nor has outlines-core's JSON
+    Schema compiler: it ignores ``minimum``/``maximum``), so they are spelt digit by digit."""
     parts = []
     if hi >= 0:
         parts.extend(_naturals(max(lo, 0), hi).values())
     if lo < 0:
-        parts.append(cat(lit("-"), alt(*_naturals(max(-hi, 1), -lo).values())))
-    return alt(*parts)
+        parts.append("-" + _alt(*_naturals(max(-hi, 1), -lo).values()))
+    return _alt(*parts)
 
 
 FLOAT_DIGITS = 8
 """Digits in all (integer part and decimals) of a ``<float>`` or ``<float:LO..HI>`` value."""
 
 
-def _magnitudes(a: int, b: int, *, nonzero: bool) -> Node:
+def _magnitudes(a: int, b: int, *, nonzero: bool) -> str:
     """Decimals ``I.F`` with a value from ``a`` to ``b`` (0 <= a <= b, integers), at most
     ``FLOAT_DIGITS`` digits in all and at least one decimal; ``nonzero``: not 0.0.
 
@@ -244,106 +246,143 @@ def _magnitudes(a: int, b: int, *, nonzero: bool) -> Node:
         first = a
         if nonzero and a == 0:  # 0.F with some digit of F not 0
             m = most(1)
-            parts.append(cat(lit("0."), alt(*(
-                cat(rep(lit("0"), j, j), any_char(NONZERO), rep(any_char(DIGIT), 0, m - 1 - j))
-                for j in range(m)))))
+            parts.append(r"0\." + _alt(*(
+                "0" * j + NONZERO + _rep(DIGIT, 0, m - 1 - j) for j in range(m))))
             first = 1
         if b - 1 >= first:
             for n, whole in _naturals(first, b - 1).items():
-                parts.append(cat(whole, lit("."), rep(any_char(DIGIT), 1, most(n))))
+                parts.append(whole + r"\." + _rep(DIGIT, 1, most(n)))
     if not (nonzero and b == 0):
-        parts.append(cat(lit(str(b) + "."), rep(lit("0"), 1, most(len(str(b))))))
-    return alt(*parts)
+        parts.append(str(b) + r"\." + _rep("0", 1, most(len(str(b)))))
+    return _alt(*parts)
 
 
-def _float_range(lo: int, hi: int) -> Node:
-    """Decimals with a value from ``lo`` to ``hi`` (integers): exactly, no ``-0.0``."""
+def float_range(lo: int, hi: int) -> str:
+    """Decimals with a value from ``lo`` to ``hi`` (integers), exactly, as a regex (no
+    ``-0.0``, at most ``FLOAT_DIGITS`` digits)."""
     parts = []
     if hi >= 0:
         parts.append(_magnitudes(max(lo, 0), hi, nonzero=False))
     if lo < 0:
-        parts.append(cat(lit("-"), _magnitudes(max(-hi, 0), -lo, nonzero=True)))
-    return alt(*parts)
+        parts.append("-" + _magnitudes(max(-hi, 0), -lo, nonzero=True))
+    return _alt(*parts)
 
 
-def _hole_dfa(kind: str, args: str | None, where: str) -> tuple[DFA, int, bool]:
-    """(DFA of the value text, longest value in bytes, whether the skeleton opens a quote)."""
+def _automaton(pattern: str, tokenizer: Any, where: str) -> TokenAutomaton:
+    return cached_automaton(
+        tokenizer, ("form-value", pattern),
+        lambda: TokenAutomaton.from_regex(pattern, vocab_of(tokenizer), what=where),
+    )
+
+
+Lang = tuple[str, int, bool, "str | None"]
+"""(regex of the value text, longest value in tokens, whether the skeleton opens a quote,
+a second regex the value text must match too, or None)."""
+
+
+def _hole_regex(kind: str, args: str | None, where: str, tokenizer: Any) -> Lang:
+    """The language of a hole's value (``Lang``)."""
     if kind == "text":
         lo, hi = _bounds(args, (1, 16), where, "characters")
-        return to_dfa(cat(rep(any_char(JSON_CHAR), lo, hi), lit('"'))), hi + 1, True
+        return _rep(JSON_CHAR, lo, hi) + '"', hi + 1, True, None
     if kind == "digits":
         lo, hi = _bounds(args, (1, 6), where, "digits", least=1)
-        return to_dfa(cat(rep(lit("-"), 0, 1), _int_node(lo, hi))), hi + 1, False
+        return "-?" + _int_node(lo, hi), hi + 1, False, None
     if kind in ("int", "float"):
         bounds = _value_range(kind, args, where)
         if bounds is None and kind == "int":
-            node = cat(rep(lit("-"), 0, 1), _int_node(1, 6))
+            node = "-?" + _int_node(1, 6)
         elif bounds is None:
-            node = cat(rep(lit("-"), 0, 1), alt(*(
-                cat(_int_node(i, i), lit("."), rep(any_char(DIGIT), f, f))
-                for i in range(1, FLOAT_DIGITS) for f in range(1, FLOAT_DIGITS - i + 1))))
+            node = "-?" + _alt(*(
+                _int_node(i, i) + r"\." + _rep(DIGIT, f, f)
+                for i in range(1, FLOAT_DIGITS) for f in range(1, FLOAT_DIGITS - i + 1)))
         else:
-            node = (_int_range if kind == "int" else _float_range)(*bounds)
-        dfa = to_dfa(node)
-        return dfa, int(dfa.max_length() or 1), False
+            node = (int_range if kind == "int" else float_range)(*bounds)
+        return node, int(_automaton(node, tokenizer, where).max_tokens() or 1), False, None
     if kind == "bool":
         if args:
             raise UserError(f"{where}: <bool> takes no arguments")
-        return to_dfa(alt(lit("true"), lit("false"))), 5, False
+        return "true|false", 5, False, None
     if kind == "choice":
         if not args:
             raise UserError(f"{where}: <choice:...> needs choices, e.g. <choice:red|green|blue>")
         # content + '"'
         encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in split_choices(args)]
         width = max(len(e.encode("utf-8")) for e in encoded)
-        return to_dfa(alt(*(lit(e) for e in encoded))), width, True
+        return _alt(*(re.escape(e) for e in encoded)), width, True, None
     if kind == "regex":
-        return _regex_hole(args, where)
+        return _regex_hole(args, where, tokenizer)
     raise UserError(f"{where}: unknown hole type {kind!r}; choose one of {', '.join(HOLE_TYPES)}")
 
 
-def _regex_hole(args: str | None, where: str) -> tuple[DFA, int, bool]:
+def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
+    """A JSON string matching the user's regex: its text must also be JSON-safe (no quote,
+    backslash or control character), and at most ``MAX_REGEX_CHARS`` characters when the
+    regex is unbounded (or its shortest match, when that is longer)."""
     if not args:
         raise UserError(f"{where}: <regex:...> needs a pattern")
-    try:
-        user = compile_regex(args)
-    except UserError as e:
-        raise UserError(f"{where}: {e}") from None
-    safe = user.intersect(to_dfa(rep(any_char(JSON_CHAR), 0, None)))
-    if safe.is_empty():
+    check_regex(args, f"{where}: regex")
+    user = _automaton(args, tokenizer, f"{where}: regex")
+    safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where))
+    shortest = safe.min_tokens()
+    if shortest is None:
         raise UserError(f"{where}: no text matching the regex can stand in a JSON string")
-    longest = safe.max_length()
+    longest = safe.max_tokens()
+    bound = JSON_CHAR + "*"
     if longest is None:  # unbounded: at most MAX_REGEX_CHARS characters (or its shortest)
-        longest = max(MAX_REGEX_CHARS, safe.min_length() or 0)
-        safe = safe.intersect(to_dfa(rep(any_char(JSON_CHAR), 0, longest)))
-    return to_dfa(cat(embed(safe), lit('"'))), longest + 1, True
+        longest = max(MAX_REGEX_CHARS, shortest)
+        bound = _rep(JSON_CHAR, 0, longest)
+    return f'(?:{args})"', longest + 1, True, bound + '"'
+
+
+@dataclass(frozen=True)
+class ValueHole:
+    """A hole given as a language rather than a ``"<type>"`` string: any JSON value text that
+    ``regex`` matches, in ``width`` tokens at most (``unmask.infill.schema`` builds these from
+    JSON Schema)."""
+
+    regex: str
+    width: int
+    spec: str = "<json>"
+    """How messages and results name it (``<schema:...>``)."""
 
 
 def _hole(
-    spec: str, path: str, tokenizer: Any, *, space: bool = False
+    spec: str | ValueHole, path: str, tokenizer: Any, *, space: bool = False
 ) -> tuple[FormHole, TokenAutomaton]:
     """The hole ``spec`` at ``path`` and its automaton: the value, then spaces; with ``space``
     (the hole took in the skeleton's space before it) an optional space first."""
-    m = _HOLE.fullmatch(spec)
-    assert m is not None
-    kind, args = m.group(1), m.group(2)
-    where = f"hole {path} {spec!r}"
-    dfa, width, quoted = _hole_dfa(kind, args, where)
-    assert quoted == (kind in QUOTED)
+    if isinstance(spec, ValueHole):
+        kind, where = "json", f"hole {path} {spec.spec}"
+        regex, width, quoted, bound = spec.regex, spec.width, False, None
+        name = spec.spec
+    else:
+        m = _HOLE.fullmatch(spec)
+        assert m is not None
+        kind, args = m.group(1), m.group(2)
+        where = f"hole {path} {spec!r}"
+        regex, width, quoted, bound = _hole_regex(kind, args, where, tokenizer)
+        assert quoted == (kind in QUOTED)
+        name = spec
     width += int(space)
+    lead = " ?" if space else ""
 
     def build() -> TokenAutomaton:
-        lead = rep(lit(" "), 0, int(space))
-        padded = to_dfa(cat(lead, embed(dfa), rep(lit(" "), 0, None)))  # value, then spaces
-        return TokenAutomaton.from_dfa(padded, vocab_of(tokenizer))
+        out = TokenAutomaton.from_regex(f"{lead}(?:{regex}) *", vocab_of(tokenizer), what=where)
+        if bound is not None:  # value, then spaces: both languages
+            other = TokenAutomaton.from_regex(f"(?:{bound}) *", vocab_of(tokenizer), what=where)
+            out = out.intersect(other)
+        return out
 
-    automaton = cached_automaton(tokenizer, ("form", kind, args, space), build)
+    automaton = cached_automaton(tokenizer, ("form", regex, bound, space), build)
     if not automaton.feasible_lengths(width)[width]:
         raise UserError(f"{where}: no sequence of {plural(width, 'token')} satisfies it "
                         "with this tokenizer")
-    hole = FormHole(
-        path=path, spec=spec, kind=kind, width=width, quoted=quoted, space=space, dfa=dfa
-    )
+    value = _automaton(regex, tokenizer, where)
+    if bound is not None:
+        value = value.intersect(_automaton(bound, tokenizer, where))
+    hole = FormHole(path=path, spec=name, kind=kind, width=width, quoted=quoted, space=space,
+                    regex=regex, value_automaton=value, tokenizer=tokenizer)
     return hole, automaton
 
 
@@ -394,10 +433,11 @@ def parse_form(
                     text(", ")
                 emit(sub, f"{path}[{i}]")
             text("]")
-        elif isinstance(v, str) and (m := _HOLE.fullmatch(v)):
+        elif isinstance(v, ValueHole) or (isinstance(v, str) and (m := _HOLE.fullmatch(v))):
             # A value after ": " or ", " takes that space in, as template gaps do (BPE spacing).
             skeleton = "".join(buf)
-            space = m.group(1) not in QUOTED and skeleton.endswith(" ") and joins_spaces(tokenizer)
+            unquoted = isinstance(v, ValueHole) or m.group(1) not in QUOTED
+            space = unquoted and skeleton.endswith(" ") and joins_spaces(tokenizer)
             hole, automaton = _hole(v, path, tokenizer, space=space)
             buf.clear()
             skeleton = (skeleton[:-1] if space else skeleton) + ('"' if hole.quoted else "")
@@ -433,21 +473,32 @@ def fill_form(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
     source: str = "form template",
+    prefix_ids: Sequence[int] = (),
+    suffix_ids: Sequence[int] = (),
+    parse: bool = True,
 ) -> FormResult:
     """Fill every hole of a JSON form template at once; the result always parses as JSON.
 
     All holes are masked together in one canvas with the skeleton locked and denoised in
     one pass of ``unmask.sampling.sample`` (``config``; ``steps`` is capped at the number of
     masked positions, ``gen_length`` is ignored). Each hole's value satisfies its type.
+    ``prefix_ids`` / ``suffix_ids``: locked context before / after the form (a prompt, the
+    rest of a template), not part of the result.
+    ``parse=False``: the template is one bare ``ValueHole`` whose text need not be JSON
+    (``value`` is then the text, trailing padding spaces dropped where its language allows).
     """
     config = config or SampleConfig()
     items, holes, automata = parse_form(template, tokenizer, source=source)
     layout: list[tuple[str, Any]] = []
+    if prefix_ids:
+        layout.append(("text", (list(prefix_ids), "")))
     for kind, v in items:
         if kind == "text":
             layout.append(("text", (list(tokenizer.encode(v)), v)))
         else:
             layout.append(("hole", (v, holes[v].width)))
+    if suffix_ids:
+        layout.append(("text", (list(suffix_ids), "")))
     total = sum(len(v[0]) if k == "text" else v[1] for k, v in layout)
     max_seq_len = _max_seq_len(model)
     if max_seq_len is not None and total > max_seq_len:
@@ -469,7 +520,7 @@ def fill_form(
     vocab = vocab_of(tokenizer)
     parts: list[str] = []
     tokens: list[int] = []
-    for kind, v in layout:
+    for kind, v in layout[1 if prefix_ids else 0 : len(layout) - (1 if suffix_ids else 0)]:
         if kind == "text":
             parts.append(v[1])
             tokens.extend(v[0])
@@ -484,6 +535,11 @@ def fill_form(
         parts.append(raw)
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
         hole.text = ('"' if hole.quoted else "") + body
+        if not parse:
+            hole.text = body if hole.matches(body) else raw
+            hole.value = hole.text
+            return FormResult(text=hole.text, value=hole.text, holes=holes, nfe=filled.nfe,
+                              repaired=filled.repaired, tokens=list(row[s:e]))
         hole.value = json.loads(hole.text)
     text = "".join(parts)
     return FormResult(text=text, value=json.loads(text), holes=holes, nfe=filled.nfe,

@@ -15,7 +15,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from unmask.errors import UserError
-from unmask.infill.template import Gap, _named, find_gap, gap_dfa
+from unmask.infill.template import Gap, _named, check_gap, find_gap
 
 GAP_OPTIONS = {"choices": "choices", "regex": "regex", "charset": "allowed"}
 """Per-gap constraint options and the ``Gap`` field each one sets."""
@@ -56,10 +56,10 @@ def constrain_gaps(
 
     ``choices``, ``regex`` and ``charset`` are ``(gap, value)`` pairs, the gap named by its
     number (1-based, in template order) or its name; ``choices`` values are the allowed
-    texts, ``regex`` a pattern of the subset in docs/infill.md, ``charset`` a class name of
-    ``unmask.infill.dfa.NAMED_CLASSES``. ``ban`` applies to every gap: no gap holds a token
-    containing one of these words. Each gap's language is compiled once here, so a bad
-    regex or class, or a gap constrained twice by one option, fails before any model work
+    texts, ``regex`` a pattern (outlines-core's syntax, docs/infill.md), ``charset`` a class name
+    of ``unmask.infill.template.NAMED_CLASSES``. ``ban`` applies to every gap: no gap holds a token
+    containing one of these words. Each gap's constraint is checked here, so a bad
+    class, or a gap constrained twice by one option, fails before any model work
     (``ConstraintError`` for an unknown gap or a repeat, the gap's own ``UserError`` for
     its language).
     """
@@ -89,7 +89,7 @@ def constrain_gaps(
         if ban:
             gap = out[k] = dataclasses.replace(gap, banned=list(ban))
         if gap.shapes_text:
-            gap_dfa(gap, _named(gap, n))  # regex and class errors before loading anything
+            check_gap(gap, _named(gap, n))  # class errors before loading anything
     return out
 
 

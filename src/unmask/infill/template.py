@@ -34,21 +34,29 @@ import torch
 from unmask.canvas import Canvas
 from unmask.config import DEFAULT_MAX_LEN_TOKENS
 from unmask.errors import UserError
-from unmask.infill.automaton import GapConstraint, TokenAutomaton, cached_automaton, vocab_of
-from unmask.infill.dfa import (
-    ANY,
-    DFA,
-    NAMED_CLASSES,
-    alt,
-    any_char,
-    cat,
-    embed,
-    lit,
-    rep,
-    to_dfa,
+from unmask.infill.automaton import (
+    GapConstraint,
+    TokenAutomaton,
+    cached_automaton,
+    check_regex,
+    vocab_of,
 )
-from unmask.infill.regex import compile_regex
 from unmask.messages import plural
+
+NAMED_CLASSES: dict[str, str] = {
+    "digits": "[0-9]",
+    "lowercase": "[a-z]",
+    "uppercase": "[A-Z]",
+    "alpha": "[A-Za-z]",
+    "alnum": "[A-Za-z0-9]",
+    "word": "[A-Za-z0-9_]",
+}
+"""Character classes a gap's ``allowed`` may name (ASCII), as regex classes."""
+
+ANY_TEXT = "(?s:.*)"
+"""Any well-formed UTF-8 text (the regex engine matches characters as their UTF-8 bytes)."""
+NOT_A_SPACE = "(?s:(?:[^ ]|..).*)?"
+"""Every text but the one space ``" "``."""
 
 DEFAULT_MAX_LEN = DEFAULT_MAX_LEN_TOKENS
 """Upper length bound (tokens) of a gap whose constraint allows unbounded text (``\\d+``)."""
@@ -65,7 +73,7 @@ class Gap:
     - ``allowed``: a character class name (``digits``, ``lowercase``, ``uppercase``,
       ``alpha``, ``alnum``, ``word``: every character of the gap is in it) or token ids;
     - ``banned``: token ids, or strings (every token whose bytes contain the string);
-    - ``regex``: the gap's text matches it in full (subset in ``unmask.infill.regex``);
+    - ``regex``: the gap's text matches it in full (outlines-core's syntax, docs/infill.md);
     - ``choices``: the gap's text is one of these strings.
 
     Special tokens (mask, pad, EOS, BOS) never fill a gap, and a gap's text is always
@@ -282,54 +290,62 @@ def _token_mask(gap: Gap, tokenizer: Any, label: str) -> np.ndarray | None:
     return allowed
 
 
-def gap_dfa(gap: Gap, label: str = "gap", *, space: bool = False) -> DFA:
-    """The byte-level language of a gap's text: every constraint intersected.
-
-    With ``space`` (the gap took in the space before it, ``takes_space``) the language is
-    ``L | " " L+``: the gap's text with or without that space in front, so a byte-level BPE
-    may spell it as it spells the word after a space (``" Rome"``, one token), while a gap
-    can never hold the space alone when its constraint wants text.
-    """
-    dfa = _own_dfa(gap, label)
-    if not space or not gap.shapes_text:
-        return dfa  # unconstrained: any text already may start with a space
-    nonempty = dfa.intersect(to_dfa(rep(any_char(ANY), 1, None)))
-    return to_dfa(alt(embed(dfa), cat(lit(" "), embed(nonempty))))
+def _regex_automaton(pattern: str, tokenizer: Any, what: str) -> TokenAutomaton:
+    """``TokenAutomaton.from_regex`` for the tokenizer (cached per (pattern, tokenizer))."""
+    return cached_automaton(
+        tokenizer, ("regex", pattern),
+        lambda: TokenAutomaton.from_regex(pattern, vocab_of(tokenizer), what=what),
+    )
 
 
-def _own_dfa(gap: Gap, label: str) -> DFA:
-    """The language of the gap's own text (without a taken-in space)."""
-    parts: list[DFA] = []
+def _own_regexes(gap: Gap, label: str) -> list[str]:
+    """The regexes the gap's own text must match in full (all of them; empty = any text)."""
+    parts: list[str] = []
     if gap.regex is not None:
-        try:
-            parts.append(compile_regex(gap.regex))
-        except UserError as e:
-            raise UserError(f"{label}: {e}") from None
+        parts.append(gap.regex)
     if gap.choices is not None:
         choices = list(gap.choices)
         if not choices:
             raise UserError(f"{label}: choices is empty")
-        parts.append(to_dfa(alt(*(lit(c) for c in choices))))
+        parts.append("|".join(re.escape(c) for c in choices))
     if isinstance(gap.allowed, str):
         if gap.allowed not in NAMED_CLASSES:
             raise UserError(
                 f"{label}: unknown character class {gap.allowed!r}; choose one of "
                 f"{', '.join(NAMED_CLASSES)}"
             )
-        parts.append(to_dfa(rep(any_char(NAMED_CLASSES[gap.allowed]), 0, None)))
-    if not parts:
-        parts.append(to_dfa(rep(any_char(ANY), 0, None)))  # any well-formed UTF-8
-    dfa = parts[0]
-    for other in parts[1:]:
-        dfa = dfa.intersect(other)
-    return dfa
+        parts.append(NAMED_CLASSES[gap.allowed] + "*")
+    return parts
+
+
+def own_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomaton:
+    """The automaton of the gap's own text (no taken-in space, no token masks): every
+    constraint intersected."""
+    parts = _own_regexes(gap, label)
+    autos = [_regex_automaton(r, tokenizer, f"{label}: regex {r!r}") for r in parts or [ANY_TEXT]]
+    out = autos[0]
+    for other in autos[1:]:
+        out = out.intersect(other)
+    return out
+
+
+def check_gap(gap: Gap, label: str = "gap") -> None:
+    """``UserError`` for a gap's unknown character class or empty choices, before any model or
+    tokenizer work (the regex is compiled over single bytes)."""
+    for r in _own_regexes(gap, label):
+        check_regex(r, f"{label}: regex {r!r}")
 
 
 def gap_automaton(
     gap: Gap, tokenizer: Any, label: str = "gap", *, space: bool = False
 ) -> TokenAutomaton:
-    """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer);
-    ``space``: the gap took in the space before it (``gap_dfa``)."""
+    """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer).
+
+    With ``space`` (the gap took in the space before it, ``takes_space``) a gap whose
+    constraint shapes its text accepts ``L | " " L``, its text with or without that space in
+    front, so a byte-level BPE may spell it as it spells the word after a space
+    (``" Rome"``, one token), while the gap never holds the space alone unless ``L`` does.
+    """
     allowed = (
         gap.allowed if isinstance(gap.allowed, str) or gap.allowed is None else tuple(gap.allowed)
     )
@@ -337,10 +353,32 @@ def gap_automaton(
     key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), space and gap.shapes_text)
 
     def build() -> TokenAutomaton:
-        dfa = gap_dfa(gap, label, space=space)
-        return TokenAutomaton.from_dfa(dfa, vocab_of(tokenizer), _token_mask(gap, tokenizer, label))
+        parts = _own_regexes(gap, label)
+        if space and gap.shapes_text:
+            own = own_automaton(gap, tokenizer, label)
+            lone = not own.accepts_text(" ", tokenizer)
+            parts = [f"(?:{r})| (?:{r})" for r in parts] + ([NOT_A_SPACE] if lone else [])
+        mask = _token_mask(gap, tokenizer, label)
+        out = None
+        for r in parts or [ANY_TEXT]:
+            auto = _regex_automaton(r, tokenizer, f"{label}: regex {r!r}")
+            out = auto if out is None else out.intersect(auto)
+        assert out is not None
+        if mask is not None:
+            out = out.intersect(_mask_automaton(mask))
+        return out
 
     return cached_automaton(tokenizer, key, build)
+
+
+def _mask_automaton(allowed: np.ndarray) -> TokenAutomaton:
+    """One state, accepting: the allowed tokens loop on it, the others die."""
+    return TokenAutomaton(
+        table=np.array([[1, 0], [1, 1]], dtype=np.int32),
+        token_class=allowed.astype(np.int32),
+        accept=np.array([True, False]),
+        dead_class=0,
+    )
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -361,16 +399,18 @@ class Hole:
     space: bool = False
     """The hole took in the space before it (``takes_space``): the text before it lost its last
     space, which the filled text gets back unless the fill starts with a space itself."""
-    own: DFA | None = field(default=None, repr=False)
+    own: TokenAutomaton | None = field(default=None, repr=False)
     """For a constrained hole that took the space: the language of its own text, which tells
     whether a fill's leading space is the template's (``" Rome"``) or part of a choice."""
+    tok: Any = field(default=None, repr=False)
+    """The tokenizer ``own`` reads."""
 
     def space_is_taken(self, text: str) -> bool:
         """Whether the leading space of a fill ``text`` is the template's space (then the
         gap's text is ``text[1:]``); False: the space is put back in front of ``text``."""
         if not (self.space and text.startswith(" ")):
             return False
-        return self.own is None or (len(text) > 1 and self.own.matches(text[1:]))
+        return self.own is None or (len(text) > 1 and self.own.accepts_text(text[1:], self.tok))
 
 
 @dataclass
@@ -468,7 +508,7 @@ def takes_space(gap: Gap, before: str, tokenizer: Any) -> bool:
     tokenizer joins spaces to the next word (``joins_spaces``). Then the fill may start with
     a space-led token such as ``" cat"``, as the model saw in training, where the locked
     space would have forced space-less tokens. A constrained gap (regex, choices, class)
-    takes the space too: its language gains an optional leading space (``gap_dfa``), so
+    takes the space too: its language gains an optional leading space (``gap_automaton``), so
     ``choices=["Rome"]`` may be the one token ``" Rome"``.
     """
     return before.endswith(" ") and gap.take_space and joins_spaces(tokenizer)
@@ -530,7 +570,7 @@ def plan_template(
             if not feasible:
                 what = plural(lo, "token") if lo == hi else f"{lo}-{hi} tokens"
                 raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
-            own = gap_dfa(p, label) if space and p.shapes_text else None
+            own = own_automaton(p, tokenizer, label) if space and p.shapes_text else None
             natural = _choice_lengths(p, tokenizer, space, feasible)
             holes.append(
                 Hole(
@@ -541,6 +581,7 @@ def plan_template(
                     gap=p,
                     space=space,
                     own=own,
+                    tok=tokenizer,
                 )
             )
             items.append(("hole", len(holes) - 1))
@@ -687,7 +728,9 @@ __all__ = [
     "check_context",
     "find_gap",
     "gap_automaton",
-    "gap_dfa",
+    "NAMED_CLASSES",
+    "check_gap",
+    "own_automaton",
     "joins_spaces",
     "layouts_canvas",
     "parse_template",

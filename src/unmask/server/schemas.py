@@ -47,7 +47,23 @@ class DiffusionOptions(_Strict):
     """KV cache: none, prefix, dual (approximate for bidirectional models)."""
 
 
-class _Generation(DiffusionOptions):
+class Guided(_Strict):
+    """Structured output, as OpenAI (``response_format``) and vLLM (``guided_*``) spell it;
+    at most one is given (``unmask.infill.schema.constraint_form``)."""
+
+    response_format: dict[str, Any] | None = None
+    """``{"type": "text"}``, ``{"type": "json_object"}`` or ``{"type": "json_schema",
+    "json_schema": {"name": ..., "schema": {...}, "strict": true}}``."""
+    guided_json: dict[str, Any] | str | None = None
+    """vLLM: a JSON Schema the output validates against."""
+    guided_regex: str | None = Field(None, min_length=1, max_length=1024)
+    """vLLM: a regex the output matches in full (outlines-core's syntax)."""
+    guided_choice: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = (
+        Field(None, min_length=1, max_length=256))
+    """vLLM: the output is one of these strings."""
+
+
+class _Generation(DiffusionOptions, Guided):
     max_tokens: int = Field(16, ge=1)
     """Tokens to generate (the canvas length; text stops earlier at EOS or a stop sequence)."""
     top_p: float | None = Field(None, gt=0.0, le=1.0)
@@ -117,11 +133,13 @@ MAX_GAP_OPTIONS = 64
 """Most entries in each gap constraint option (``choices``, ``regex``, ``charset``, ``ban``)."""
 
 
-class InfillRequest(DiffusionOptions):
+class InfillRequest(DiffusionOptions, Guided):
     """``POST /v1/infill``: a template such as ``"The [MASK:6] sat on the [MASK:city]."``
     (docs/infill.md) and the gap constraints of ``unmask infill`` (``unmask.infill.options``)."""
 
     template: str = Field(min_length=1)
+    """With ``response_format`` / ``guided_*``: a template of one ``[MASK:n]`` gap (n tokens at
+    most) whose text takes that constraint."""
     choices: dict[GapKey, Annotated[list[str], Field(min_length=1, max_length=256)]] | None = (
         Field(None, max_length=MAX_GAP_OPTIONS))
     """Per gap: the texts it may hold (``{"city": ["Paris", "Rome"]}``)."""
@@ -144,8 +162,10 @@ class FormRequest(DiffusionOptions):
     ``"<choice:a|b>"``, ``"<text:2-8>"``, ...), as ``unmask fill-form`` takes (docs/infill.md):
     the JSON itself, or its text."""
 
-    form: dict[str, Any] | list[Any] | str
+    form: dict[str, Any] | list[Any] | str | None = None
     """The form: a JSON object or array, or JSON text."""
+    schema_: dict[str, Any] | str | None = Field(None, alias="schema")
+    """Instead of ``form``: a JSON Schema the output validates against."""
     stream: bool = False
     """Server-sent events: one ``denoising.step`` event per sampler step, then the response
     body."""

@@ -214,7 +214,15 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
                          prompts: list[str], encode: Callable[[str], list[int]], *,
                          chat: bool) -> Response:
     """Answer a completions or chat request for ``prompts`` (ids: ``encode``), plain or
-    streamed."""
+    streamed; with ``response_format`` / ``guided_*``, ``routes.guided``."""
+    from unmask.server.routes.guided import guidance, run_guided
+
+    guided = guidance(req)
+    if guided is not None:
+        for p in prompts:
+            check_text(state, p, "prompt")
+        return await run_guided(state, request, req, [encode(p) for p in prompts], guided,
+                                chat=chat)
     job, ids = prepare(state, req, prompts, encode)
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids)

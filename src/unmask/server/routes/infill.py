@@ -78,6 +78,16 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
     return JSONResponse(answer(await run_alone(state, request, fn)))
 
 
+def user_call(fn: Callable[[], Any], param: str) -> Any:
+    """``fn()``, its ``UserError`` as a 400 naming ``param``."""
+    from unmask.errors import UserError
+
+    try:
+        return fn()
+    except UserError as e:
+        raise APIError(400, str(e), param=param, code="invalid_value") from None
+
+
 def router(state: ServerState) -> APIRouter:
     r = APIRouter(dependencies=secured(state))
     model, tok = state.model, state.tok
@@ -96,9 +106,13 @@ def router(state: ServerState) -> APIRouter:
     async def infill_(req: InfillRequest, request: Request) -> Response:
         from unmask.infill import infill, parse_template
         from unmask.infill.options import constrain_gaps
+        from unmask.server.routes.guided import guidance
 
         check(req, "infill")
         check_text(state, req.template, "template")
+        guided = guidance(req)
+        if guided is not None:
+            return await _guided_infill(req, request, guided)
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
@@ -113,11 +127,52 @@ def router(state: ServerState) -> APIRouter:
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
 
+    async def _guided_infill(req: InfillRequest, request: Request,
+                             guided: dict[str, Any]) -> Response:
+        """One gap ``[MASK:n]`` filled under ``response_format`` / ``guided_*``: the text
+        around it is locked context; the gap gets at most n tokens."""
+        from unmask.infill import Gap, fill_form, parse_template
+        from unmask.server.routes.guided import build_form
+
+        segments = user_call(lambda: parse_template(req.template), "template")
+        gaps = [k for k, s in enumerate(segments) if isinstance(s, Gap)]
+        gap = segments[gaps[0]] if len(gaps) == 1 else None
+        if not isinstance(gap, Gap) or req.choices or req.regex or req.charset or req.ban:
+            raise APIError(400, "with response_format or guided_*, the template has one gap "
+                           "and no other gap constraints", param="template", code="invalid_value")
+        k = gaps[0]
+        before = "".join(s for s in segments[:k] if isinstance(s, str))
+        after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
+        width = gap.length or gap.max_len or 32
+        form, parse = build_form(state, guided, width)
+        config = sample_config(req, 1, state.max_seq_len)
+
+        def run(on_step: StepCallback) -> Any:
+            return fill_form(model, tok, form, config, step_callback=on_step,
+                             source=guided["source"], prefix_ids=tok.encode(before),
+                             suffix_ids=tok.encode(after), parse=parse)
+
+        def body(state: ServerState, res: Any) -> dict[str, Any]:
+            from unmask.server.routes.guided import answer_text
+
+            text = answer_text(res, parse)
+            name = gap.name or "1"
+            return {"object": "infill", "model": state.name, "text": before + text + after,
+                    "gaps": [{"name": name, "text": text, "value": res.value}],
+                    "nfe": res.nfe, "repaired": res.repaired}
+
+        return await _run(state, request, req, req.stream, "infill-", run, body)
+
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
         from unmask.infill import fill_form
 
         check(req, "form filling")
+        if (req.form is None) == (req.schema_ is None):
+            raise APIError(400, "give a form or a schema (exactly one)", param="form",
+                           code="invalid_value")
+        if req.schema_ is not None:
+            return await _schema_form(req, request)
         text = req.form if isinstance(req.form, str) else json.dumps(req.form)
         check_text(state, text, "form")
         if not state.limits.allow_regex and "<regex:" in text:
@@ -131,6 +186,20 @@ def router(state: ServerState) -> APIRouter:
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, req.form, config, step_callback=on_step, source="form")
+
+        return await _run(state, request, req, req.stream, "form-", run, form_body)
+
+    async def _schema_form(req: FormRequest, request: Request) -> Response:
+        from unmask.infill.schema import check_schema, fill_schema, load_schema
+
+        schema = req.schema_
+        # Unenforceable keywords here; the automata compile on the worker.
+        user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
+        config = sample_config(req, 1, state.max_seq_len)
+
+        def run(on_step: StepCallback) -> Any:
+            return fill_schema(model, tok, schema, config, step_callback=on_step,
+                               source="schema")
 
         return await _run(state, request, req, req.stream, "form-", run, form_body)
 

@@ -1,0 +1,461 @@
+"""Constraint engines side by side: the hand-written regex → DFA → token automaton path
+(``git show REV:src/unmask/infill/{dfa,regex,automaton}.py``, loaded from the repository's
+history) vs the outlines-core-backed one, plus validity and quality of JSON Schema forms.
+
+Tables:
+
+1. *engine*: compile time (regex to token automaton, cold caches) and per-step constraint
+   cost (``TokenAutomaton.allowed`` for a 24-position gap with every other position
+   committed, the call ``GapConstraint`` makes each step) for a regex, a flat schema and a
+   nested schema, on the demo tokenizer (4,096 tokens) and a synthetic byte-level
+   vocabulary of 126,000 tokens (built here from a seeded generator: the 256 bytes, then
+   ASCII words with and without a leading space, numbers, punctuation runs and UTF-8
+   characters), with new ÷ old ratios. Each schema is compiled as one regex (the
+   library's ``build_regex_from_schema``; for the old engine rewritten to its subset:
+   ``(?:`` → ``(``, string characters excluding ASCII controls only). A second library
+   compile of the same key is served from the per-(schema, tokenizer) cache: the
+   ``cached`` column.
+2. *validity*: ``--forms`` forms (default 1,000) from 20 schemas filled by a tiny random
+   model (validity holds by construction, whatever the model), checked with ``jsonschema``.
+3. *quality*: exact-field accuracy on forms built from the demo corpus ("X the son of Y"
+   in its validation split; fields ``person`` and ``father`` as enums of the names seen,
+   the text up to the end of that line as the prompt): the shipped demo model (diffusion, one pass)
+   vs the equal-size AR twin (``--ar-model``, left to right under the same constraints),
+   when its checkpoint exists; the majority answer as a floor.
+
+    nice -n 10 python benchmarks/constraints.py [--json benchmarks/results/constraints.json]
+    python benchmarks/constraints.py --quick   # does it run?
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from unmask.config import SampleConfig, model_preset
+from unmask.infill import automaton as new_automaton
+from unmask.infill.automaton import TokenAutomaton, vocab_of
+from unmask.infill.schema import fill_schema, schema_regex
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer, load_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+OLD_REV = "bb6e470"
+"""The last commit with the hand-written engine."""
+
+REGEX = r"[A-Z][a-z]{2,8} [0-9]{1,3}:[0-9]{1,3}"
+FLAT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "age": {"type": "integer"},
+        "ok": {"type": "boolean"},
+        "city": {"enum": ["Paris", "Rome", "Oslo"]},
+    },
+    "required": ["name", "age", "ok", "city"],
+}
+NESTED = {
+    "type": "object",
+    "properties": {
+        "book": {"type": "string", "maxLength": 10},
+        "ref": {
+            "type": "object",
+            "properties": {"chapter": {"type": "integer"}, "verse": {"type": "integer"}},
+            "required": ["chapter", "verse"],
+        },
+        "tags": {"type": "array", "items": {"type": "string", "maxLength": 6}, "maxItems": 3},
+    },
+    "required": ["book", "ref", "tags"],
+}
+
+
+# -- the old engine, from history --------------------------------------------------------------
+
+
+def old_engine(rev: str) -> Any:
+    """The old ``regex``/``dfa``/``automaton`` modules as a package ``_old_infill``."""
+    tmp = Path(tempfile.mkdtemp()) / "_old_infill"
+    tmp.mkdir()
+    (tmp / "__init__.py").write_text("")
+    for name in ("dfa", "regex", "automaton"):
+        src = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{rev}:src/unmask/infill/{name}.py"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        (tmp / f"{name}.py").write_text(src.replace("unmask.infill.", "_old_infill."))
+    sys.path.insert(0, str(tmp.parent))
+    spec = importlib.util.find_spec("_old_infill")
+    assert spec is not None
+    import _old_infill.automaton as auto  # type: ignore[import-not-found]
+    import _old_infill.regex as rx  # type: ignore[import-not-found]
+
+    return auto, rx
+
+
+def old_subset(regex: str) -> str:
+    """A library schema regex in the old engine's subset (same language on ASCII text)."""
+    return regex.replace("(?:", "(").replace(r"\x7F-\x9F", r"\x7F")
+
+
+# -- a 126k-token byte-level vocabulary --------------------------------------------------------
+
+
+class SyntheticTokenizer:
+    """``vocab_size`` tokens: the 256 bytes, then seeded pieces, as byte-level BPE has."""
+
+    def __init__(self, size: int = 126_000, seed: int = 0) -> None:
+        rng = random.Random(seed)
+        pieces: list[bytes] = [bytes([b]) for b in range(256)]
+        seen = set(pieces)
+        letters = "abcdefghijklmnopqrstuvwxyz"
+        while len(pieces) < size:
+            r = rng.random()
+            if r < 0.7:
+                w = "".join(rng.choice(letters) for _ in range(rng.randint(2, 9)))
+                w = w.capitalize() if rng.random() < 0.2 else w
+                p = (" " + w if rng.random() < 0.6 else w).encode()
+            elif r < 0.8:
+                p = str(rng.randint(0, 99999)).encode()
+            elif r < 0.9:
+                p = "".join(
+                    rng.choice(' .,:;"{}[]-_/!?()') for _ in range(rng.randint(2, 4))
+                ).encode()
+            else:
+                p = "".join(
+                    chr(rng.randint(0xA0, 0x2FFF)) for _ in range(rng.randint(1, 2))
+                ).encode()
+            if p not in seen:
+                seen.add(p)
+                pieces.append(p)
+        self.pieces = pieces
+        self.vocab_size = len(pieces)
+
+    def token_bytes(self, i: int) -> bytes:
+        return self.pieces[i]
+
+    def is_special(self, i: int) -> bool:
+        return False
+
+
+# -- table 1 ---------------------------------------------------------------------------------
+
+
+def per_step(automaton: Any, n: int = 24, calls: int = 5) -> float:
+    """Seconds per ``allowed`` call on a gap of ``n`` positions (or the shortest feasible length
+    above), every other one committed
+    (from a completion of the automaton's own), as a denoising step sees it."""
+    lengths = np.nonzero(automaton.feasible_lengths(4 * n))[0]
+    longer = lengths[lengths >= n]
+    n = int(longer.min()) if len(longer) else int(lengths.max()) if len(lengths) else n
+    full = automaton.complete([None] * n)
+    if full is None:
+        return float("nan")
+    seq = [t if i % 2 else None for i, t in enumerate(full)]
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        automaton.allowed(seq)
+    return (time.perf_counter() - t0) / calls
+
+
+def engine_rows(tokenizers: dict[str, Any], old: Any) -> list[dict[str, Any]]:
+    old_auto, old_rx = old
+    cases = {
+        "regex": REGEX,
+        "flat schema": schema_regex(FLAT),
+        "nested schema": schema_regex(NESTED),
+    }
+    rows = []
+    for tname, tok in tokenizers.items():
+        for cname, regex in cases.items():
+            row: dict[str, Any] = {"tokenizer": tname, "V": tok.vocab_size, "case": cname}
+            old_vocab = old_auto.vocab_of(tok)
+            t0 = time.perf_counter()
+            try:
+                a_old = old_auto.TokenAutomaton.from_dfa(
+                    old_rx.compile_regex(old_subset(regex)), old_vocab
+                )
+                row["old_compile_s"] = time.perf_counter() - t0
+                row["old_step_s"] = per_step(a_old)
+                row["old_states"] = int(a_old.table.shape[0])
+            except Exception as e:  # noqa: BLE001 - the table says why
+                row["old_error"] = str(e)[:80]
+            vocab = vocab_of(tok)
+            new_automaton._OUTLINES_VOCABS.clear()
+            t0 = time.perf_counter()
+            a_new = new_automaton.cached_automaton(
+                tok, ("bench", regex), lambda r=regex, v=vocab: TokenAutomaton.from_regex(r, v)
+            )
+            row["new_compile_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            new_automaton.cached_automaton(tok, ("bench", regex), lambda: None)
+            row["cached_s"] = time.perf_counter() - t0
+            row["new_step_s"] = per_step(a_new)
+            row["new_states"] = int(a_new.table.shape[0])
+            if "old_compile_s" in row:
+                row["compile_ratio"] = row["new_compile_s"] / row["old_compile_s"]
+                row["step_ratio"] = row["new_step_s"] / row["old_step_s"]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+# -- table 2 ---------------------------------------------------------------------------------
+
+
+def schemas_20() -> list[dict[str, Any]]:
+    """20 schemas over every enforced keyword."""
+    s: list[dict[str, Any]] = []
+    for lo, hi in [(0, 9), (-50, 50), (1, 366), (1900, 2100)]:
+        s.append({"type": "integer", "minimum": lo, "maximum": hi})
+    s.append({"type": "number", "minimum": 0, "maximum": 1})
+    s.append({"type": "number", "exclusiveMinimum": -3.5, "exclusiveMaximum": 2.5})
+    s.append({"type": "string", "minLength": 2, "maxLength": 6})
+    s.append({"type": "string", "pattern": "[A-Z]{2}[0-9]{2}"})
+    for fmt in ("date", "time", "date-time", "email", "uuid", "uri"):
+        s.append({"type": "string", "format": fmt})
+    s.append({"enum": ["red", "green", 3, None]})
+    s.append({"type": "object", "properties": {"a": {"type": "boolean"}, "b": {"const": "x"}}})
+    s.append(
+        {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 0, "maximum": 5},
+            "minItems": 1,
+            "maxItems": 3,
+        }
+    )
+    s.append(
+        {
+            "type": "object",
+            "properties": {
+                "p": {
+                    "type": "object",
+                    "properties": {"q": {"anyOf": [{"type": "null"}, {"type": "integer"}]}},
+                },
+                "r": {"type": "array", "items": {"type": "boolean"}, "minItems": 2, "maxItems": 2},
+            },
+        }
+    )
+    s.append(FLAT)
+    s.append(NESTED)
+    assert len(s) == 20
+    return s
+
+
+def validity(n_forms: int) -> dict[str, Any]:
+    import jsonschema
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=256)).eval()
+    schemas = schemas_20()
+    valid = parsed = 0
+    t0 = time.perf_counter()
+    for k in range(n_forms):
+        schema = schemas[k % len(schemas)]
+        r = fill_schema(
+            model, tok, schema, SampleConfig(steps=2, seed=k, temperature=1.0), max_value_tokens=24
+        )
+        value = json.loads(r.text)
+        parsed += 1
+        errors = list(
+            jsonschema.Draft202012Validator(
+                schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+            ).iter_errors(value)
+        )
+        valid += not errors
+    return {
+        "forms": n_forms,
+        "schemas": len(schemas),
+        "parsed": parsed,
+        "valid": valid,
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+# -- table 3 ---------------------------------------------------------------------------------
+
+
+def quality_set(
+    tok: Any, n: int, data: Path
+) -> tuple[list[tuple[list[int], dict[str, str]]], list[str]]:
+    """(prompt ids, {person, father}) from "X the son of Y" in the held-out split of the demo
+    corpus (``data``: ``unmask prepare``'s directory): the prompt is the text up to the end of
+    that line, so the fields are read from the context."""
+    val = np.memmap(data / "val-00000.bin", dtype=np.uint16, mode="r")
+    text = load_tokenizer(data / "tokenizer.json").decode(val.tolist())
+    hits = list(re.finditer(r"([A-Z][a-z]+) the son of ([A-Z][a-z]+)", text))
+    names = sorted({x for m in hits for x in m.groups()})
+    items = []
+    for m in hits[:n]:
+        end = text.find("\n", m.end())
+        context = text[max(0, m.start() - 200) : end if end >= 0 else m.end()]
+        ids = tok.encode(context + "\n")[-96:]
+        items.append((ids, {"person": m.group(1), "father": m.group(2)}))
+    return items, names
+
+
+def fill_left_to_right(model: Any, tok: Any, schema: dict[str, Any], prefix: list[int]) -> Any:
+    """A causal model fills the same form left to right under the same constraints: the
+    canvas of ``fill_form`` (skeleton locked, holes masked), each masked position in order
+    gets the causal model's best token among those its gap's constraint allows."""
+    from unmask.infill.forms import parse_form
+    from unmask.infill.schema import schema_form
+    from unmask.infill.template import layouts_canvas
+
+    items, holes, automata = parse_form(schema_form(schema, tok), tok)
+    layout: list[tuple[str, Any]] = [("text", (prefix, ""))]
+    for kind, v in items:
+        layout.append(
+            ("text", (tok.encode(v), v)) if kind == "text" else ("hole", (v, holes[v].width))
+        )
+    canvas, _ = layouts_canvas(
+        [layout], automata, [h.path for h in holes], mask_id=tok.mask_id, pad_id=tok.pad_id
+    )
+    tokens = canvas.tokens.clone()
+    with torch.no_grad():
+        for p in range(tokens.shape[1]):
+            if tokens[0, p] != tok.mask_id:
+                continue
+            logits = torch.zeros(1, tokens.shape[1], model.config.vocab_size)  # (1, L, V)
+            logits[0, p] = model(tokens[:, :p])[0, -1]
+            for c in canvas.constraints:
+                logits = c.apply(logits, tokens)
+            tokens[0, p] = logits[0, p].argmax()
+    n = len(prefix)
+    return json.loads(vocab_of(tok).decode(tokens[0, n:].tolist()))
+
+
+def quality(n: int, ar_path: Path | None, data: Path) -> dict[str, Any]:
+    from unmask.checkpoint import load
+    from unmask.commands.demo import asset_path
+
+    demo = load(asset_path("demo"))
+    tok = demo.tokenizer
+    items, names = quality_set(tok, n, data)
+    schema = {
+        "type": "object",
+        "properties": {"person": {"enum": names}, "father": {"enum": names}},
+        "required": ["person", "father"],
+    }
+    out: dict[str, Any] = {"items": len(items), "names": names}
+    truth = [t for _, t in items]
+    for field in ("person", "father"):
+        top = Counter(t[field] for t in truth).most_common(1)[0][0]
+        out[f"majority_{field}"] = sum(t[field] == top for t in truth) / max(len(truth), 1)
+    runs = {"diffusion": lambda ids: _diffusion(demo, tok, schema, ids)}
+    if ar_path is not None and (ar_path / "config.json").exists():
+        ar = load(ar_path)
+        runs["ar (left to right)"] = lambda ids: fill_left_to_right(
+            ar.model, ar.tokenizer, schema, ids
+        )
+    else:
+        out["ar"] = f"no checkpoint at {ar_path} yet"
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        preds = [run(ids) for ids, _ in items]
+        for field in ("person", "father"):
+            out[f"{name}_{field}"] = sum(
+                p[field] == t[field] for p, t in zip(preds, truth, strict=True)
+            ) / max(len(truth), 1)
+        out[f"{name}_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def _diffusion(loaded: Any, tok: Any, schema: dict[str, Any], ids: list[int]) -> Any:
+    from unmask.infill.forms import fill_form
+    from unmask.infill.schema import schema_form
+
+    form = schema_form(schema, tok)
+    return fill_form(
+        loaded.model, tok, form, SampleConfig(steps=4, temperature=0.0), prefix_ids=ids
+    ).value
+
+
+# -- main ------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--forms", type=int, default=1000)
+    ap.add_argument("--quality-n", type=int, default=40)
+    ap.add_argument("--ar-model", type=Path, default=Path("/work/main/runs/ar-fim/checkpoint"))
+    ap.add_argument("--old-rev", default=OLD_REV)
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path("/work/main/data/bible"),
+        help="the prepared demo corpus (its validation split)",
+    )
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["engine", "validity", "quality"])
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    from unmask.commands.demo import asset_path
+
+    demo_tok = load_tokenizer(asset_path("demo") / "tokenizer.json")
+    result: dict[str, Any] = {}
+    if "engine" not in args.skip:
+        toks = {"demo": demo_tok}
+        if not args.quick:
+            toks["synthetic 126k"] = SyntheticTokenizer()
+        result["engine"] = engine_rows(toks, old_engine(args.old_rev))
+    if "validity" not in args.skip:
+        result["validity"] = validity(20 if args.quick else args.forms)
+        print(json.dumps(result["validity"]), flush=True)
+    if "quality" not in args.skip:
+        result["quality"] = quality(4 if args.quick else args.quality_n, args.ar_model, args.data)
+        print(json.dumps(result["quality"]), flush=True)
+    print_tables(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _f(x: Any, unit: str = "") -> str:
+    return "-" if x is None else (f"{x:.3g}{unit}" if isinstance(x, float) else str(x))
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    if "engine" in result:
+        print(
+            "\n| tokenizer | case | old compile | new compile | ratio | cached | old step | "
+            "new step | ratio | states old/new |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for r in result["engine"]:
+            print(
+                f"| {r['tokenizer']} | {r['case']} | {_f(r.get('old_compile_s'), ' s')} | "
+                f"{_f(r['new_compile_s'], ' s')} | {_f(r.get('compile_ratio'))} | "
+                f"{_f(r['cached_s'], ' s')} | {_f(r.get('old_step_s'), ' s')} | "
+                f"{_f(r['new_step_s'], ' s')} | {_f(r.get('step_ratio'))} | "
+                f"{r.get('old_states', r.get('old_error', '-'))}/{r['new_states']} |"
+            )
+    if "validity" in result:
+        v = result["validity"]
+        print(
+            f"\nvalidity: {v['valid']}/{v['forms']} valid ({v['schemas']} schemas), "
+            f"{v['parsed']} parsed, {v['seconds']:.0f} s"
+        )
+    if "quality" in result:
+        print("\nquality:", json.dumps(result["quality"]))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

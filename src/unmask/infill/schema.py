@@ -1,0 +1,439 @@
+"""JSON Schema forms: a schema becomes a form (skeleton locked, values as holes) and is filled
+in one diffusion pass; the output always validates against the schema.
+
+Inside:
+
+- ``schema_form(schema, tokenizer)``: the form a schema becomes. Objects (every property,
+  in the schema's order) and fixed-size arrays (``minItems == maxItems``, or
+  ``prefixItems`` alone) are skeleton; every other subschema is one ``ValueHole`` whose
+  language is the subschema's regex.
+- ``schema_regex(schema)``: that regex: outlines-core's ``build_regex_from_schema``, with
+  numeric ``minimum``/``maximum`` (which the library ignores) compiled here
+  (``unmask.infill.forms.int_range`` / ``float_range``).
+- ``check_schema(schema)``: ``UserError`` naming a keyword that cannot be enforced.
+- ``fill_schema``: ``schema_form`` then ``unmask.infill.fill_form``.
+
+Why a skeleton rather than one automaton for the whole document: the keys and punctuation
+are known, so they are locked text the model reads from both sides, and each value gets
+its own span; diffusion then fills the values in any order. Only what the schema leaves
+open (optional structure, variable-length arrays, ``anyOf``) is a single hole.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.infill.automaton import TokenAutomaton, cached_automaton, check_regex, vocab_of
+from unmask.infill.forms import FormResult, ValueHole, fill_form, float_range, int_range
+from unmask.sampling.loop import MaskPredictor, StepCallback
+
+MAX_VALUE_TOKENS = 32
+"""Widest hole (tokens) a schema value gets when its language is longer or unbounded (a string
+without ``maxLength``): the value is then at most this long."""
+INT_DIGITS = 6
+"""An integer bounded on one side only gets at most this many digits on the other."""
+
+ENFORCED = {
+    "type",
+    "properties",
+    "required",
+    "additionalProperties",
+    "items",
+    "prefixItems",
+    "minItems",
+    "maxItems",
+    "enum",
+    "const",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "anyOf",
+    "$ref",
+    "$defs",
+    "definitions",
+    "title",
+    "description",
+    "$schema",
+    "$id",
+    "default",
+    "examples",
+    "$comment",
+    "strict",
+    "name",
+}
+"""Keywords the output honours (annotations included); any other is refused."""
+FORMATS = ("date", "date-time", "time", "email", "uri", "uuid")
+"""String formats enforced (``_format_regex``)."""
+_MARK = "UNMASKNUM{}"
+
+
+def _where(path: str) -> str:
+    return f"schema at {path}"
+
+
+def load_schema(schema: str | Mapping[str, Any], source: str = "schema") -> dict[str, Any]:
+    """A schema from JSON text or a mapping; OpenAI's ``{"name", "schema", "strict"}`` wrapper
+    (``response_format.json_schema``) is unwrapped."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
+            ) from None
+    if not isinstance(schema, Mapping):
+        raise UserError(f"{source}: a JSON Schema is an object, not {type(schema).__name__}")
+    out = dict(schema)
+    if "schema" in out and isinstance(out["schema"], Mapping) and "type" not in out:
+        out = dict(out["schema"])
+    return out
+
+
+def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> Any:
+    """``node`` with a local ``$ref`` (``#/$defs/X``) followed."""
+    while isinstance(node, Mapping) and "$ref" in node:
+        ref = node["$ref"]
+        if depth > 16:
+            raise UserError(f"{_where(path)}: recursive $ref {ref!r} cannot be enforced")
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            raise UserError(f"{_where(path)}: only local $ref (#/$defs/...) is supported")
+        target: Any = root
+        for part in ref[2:].split("/"):
+            if not isinstance(target, Mapping) or part not in target:
+                raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
+            target = target[part]
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        depth += 1
+    return node
+
+
+def check_schema(
+    schema: Mapping[str, Any],
+    root: Mapping[str, Any] | None = None,
+    path: str = "$",
+    depth: int = 0,
+) -> None:
+    """``UserError`` naming the first keyword (and where) the output could not be held to:
+    unknown or unenforceable keywords (``multipleOf``, ``not``, ``oneOf``,
+    ``patternProperties``, ``uniqueItems``...), unsupported formats, bad bounds."""
+    root = schema if root is None else root
+    if depth > 32:
+        raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
+    if isinstance(schema, bool):
+        if not schema:
+            raise UserError(f"{_where(path)}: false admits no value")
+        return
+    if not isinstance(schema, Mapping):
+        raise UserError(f"{_where(path)}: a schema is an object, not {type(schema).__name__}")
+    for key in schema:
+        if key not in ENFORCED:
+            raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
+    node = _resolve(schema, root, path)
+    fmt = node.get("format")
+    if fmt is not None and fmt not in FORMATS:
+        raise UserError(
+            f"{_where(path)}: format {fmt!r} cannot be enforced (supported: {', '.join(FORMATS)})"
+        )
+    if node.get("uniqueItems"):
+        raise UserError(f"{_where(path)}: keyword 'uniqueItems' cannot be enforced")
+    lo, hi = node.get("minLength", 0), node.get("maxLength")
+    if hi is not None and hi < lo:
+        raise UserError(f"{_where(path)}: maxLength {hi} < minLength {lo}")
+    lo, hi = node.get("minItems", 0), node.get("maxItems")
+    if hi is not None and hi < lo:
+        raise UserError(f"{_where(path)}: maxItems {hi} < minItems {lo}")
+    _number_bounds(node, path)  # bounds errors early
+    for name, sub in (node.get("properties") or {}).items():
+        check_schema(sub, root, f"{path}.{name}", depth + 1)
+    if isinstance(node.get("items"), (Mapping, bool)):
+        check_schema(node["items"], root, f"{path}[]", depth + 1)
+    for i, sub in enumerate(node.get("prefixItems") or []):
+        check_schema(sub, root, f"{path}[{i}]", depth + 1)
+    for i, sub in enumerate(node.get("anyOf") or []):
+        check_schema(sub, root, f"{path}.anyOf[{i}]", depth + 1)
+    add = node.get("additionalProperties")
+    if isinstance(add, Mapping):
+        check_schema(add, root, f"{path}.additionalProperties", depth + 1)
+
+
+def _number_bounds(node: Mapping[str, Any], path: str) -> tuple[int, int] | None:
+    """Integer bounds [lo, hi] of an ``integer`` / ``number`` schema with a range (None: no
+    range keyword). A ``number`` gets the integers within its range as bounds of its
+    decimals (``float_range``), a subset of what the schema allows, so output stays valid."""
+    keys = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+    if not any(k in node for k in keys):
+        return None
+    for k in keys:
+        if k in node and (isinstance(node[k], bool) or not isinstance(node[k], (int, float))):
+            raise UserError(f"{_where(path)}: {k} must be a number")
+    lows = [math.ceil(node["minimum"])] if "minimum" in node else []
+    if "exclusiveMinimum" in node:
+        lows.append(math.floor(node["exclusiveMinimum"]) + 1)
+    highs = [math.floor(node["maximum"])] if "maximum" in node else []
+    if "exclusiveMaximum" in node:
+        highs.append(math.ceil(node["exclusiveMaximum"]) - 1)
+    span = 10**INT_DIGITS - 1
+    lo = max(lows) if lows else min(highs) - span
+    hi = min(highs) if highs else lo + span
+    if hi < lo:
+        raise UserError(f"{_where(path)}: no integer-bounded value lies in its range")
+    return lo, hi
+
+
+def _types(node: Mapping[str, Any]) -> list[str]:
+    t = node.get("type")
+    return [t] if isinstance(t, str) else list(t or [])
+
+
+def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]) -> Any:
+    """A copy of ``node`` with every numeric range replaced by a ``const`` marker, whose regex
+    ``schema_regex`` substitutes (the library would drop the range)."""
+    if not isinstance(node, Mapping):
+        return node
+    node = _resolve(node, root, path)
+    bounds = _number_bounds(node, path)
+    if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
+        regex = (int_range if _types(node) == ["integer"] else _number_regex)(*bounds)
+        mark = _MARK.format(len(marks))
+        marks[mark] = regex
+        return {"const": mark}
+    if _types(node) == ["string"] and node.get("format") in FORMATS:
+        mark = _MARK.format(len(marks))
+        marks[mark] = _format_regex(node["format"])
+        return {"const": mark}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k in ("properties", "$defs", "definitions"):
+            out[k] = {n: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
+        elif k in ("items", "additionalProperties") and isinstance(v, Mapping):
+            out[k] = _marked(v, root, f"{path}[]", marks)
+        elif k in ("prefixItems", "anyOf"):
+            out[k] = [_marked(s, root, f"{path}[{i}]", marks) for i, s in enumerate(v)]
+        elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            continue
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+_DATE = (
+    r"[1-9][0-9]{3}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+)
+"""A calendar date (no February 29: a regex cannot tell leap years cheaply; the library's
+admits February 30 and year 0000)."""
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,6})?"
+
+
+def _format_regex(fmt: str) -> str:
+    """The JSON text of a string of ``format``, as Python's ``jsonschema`` format checker reads
+    it. Ours, not outlines-core's: the library's date admits February 30 and year 0, its time
+    has no zone and spells its decimal point as a backslash and any character, and its email
+    and uri may hold raw quotes and control characters (not valid inside a JSON string); only
+    its uuid is used as it is."""
+    from outlines_core import json_schema as lib
+
+    zone = "(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+    own = {
+        "date": _DATE,
+        "time": _TIME + zone,
+        "date-time": f"{_DATE}T{_TIME}{zone}",
+        "email": r"[a-z0-9._%+-]{1,32}@[a-z0-9-]{1,32}(?:\.[a-z0-9-]{1,16}){0,2}\.[a-z]{2,8}",
+        "uri": r"https?://[a-z0-9-]{1,32}(?:\.[a-z0-9-]{1,16}){0,3}(?:/[A-Za-z0-9._~%-]{0,32}){0,4}",
+    }
+    return f'"{own[fmt]}"' if fmt in own else lib.UUID
+
+
+def _number_regex(lo: int, hi: int) -> str:
+    """A JSON number from ``lo`` to ``hi``: an integer or a decimal in range."""
+    return f"(?:{int_range(lo, hi)}|{float_range(lo, hi)})"
+
+
+def schema_regex(
+    schema: Mapping[str, Any], root: Mapping[str, Any] | None = None, path: str = "$"
+) -> str:
+    """The regex of a subschema's JSON text (whitespace: at most one space where JSON allows
+    it), with numeric ranges compiled here."""
+    from outlines_core.json_schema import build_regex_from_schema
+
+    root = schema if root is None else root
+    marks: dict[str, str] = {}
+    marked = _marked(schema, root, path, marks)
+    if isinstance(marked, Mapping) and any(k in root for k in ("$defs", "definitions")):
+        marked = {
+            **{
+                k: _marked(root[k], root, path, marks)
+                for k in ("$defs", "definitions")
+                if k in root
+            },
+            **marked,
+        }
+    try:
+        regex = build_regex_from_schema(json.dumps(marked), " ?")
+    except ValueError as e:
+        raise UserError(f"{_where(path)}: {str(e).splitlines()[0]}") from None
+    for mark, sub in marks.items():
+        regex = regex.replace(f'"{mark}"', f"(?:{sub})")
+    return regex
+
+
+def _width(regex: str, tokenizer: Any, path: str, max_tokens: int) -> int:
+    auto = cached_automaton(
+        tokenizer,
+        ("schema-value", regex),
+        lambda: TokenAutomaton.from_regex(regex, vocab_of(tokenizer), what=_where(path)),
+    )
+    shortest = auto.min_tokens()
+    if shortest is None:
+        raise UserError(f"{_where(path)}: no value of this tokenizer's tokens satisfies it")
+    longest = auto.max_tokens()
+    return max(shortest, min(max_tokens if longest is None else longest, max_tokens))
+
+
+def schema_form(
+    schema: str | Mapping[str, Any],
+    tokenizer: Any,
+    *,
+    max_value_tokens: int = MAX_VALUE_TOKENS,
+    source: str = "schema",
+) -> Any:
+    """The form (``unmask.infill.fill_form`` template) a JSON Schema becomes: dicts and lists
+    for the fixed structure, ``ValueHole`` s for the values."""
+    root = load_schema(schema, source)
+    check_schema(root)
+
+    def walk(node: Any, path: str) -> Any:
+        node = _resolve(node, root, path)
+        if node is True or node == {}:
+            node = {"type": ["string", "number", "boolean", "null"]}
+        types = _types(node)
+        if types == ["object"] and "properties" in node and "anyOf" not in node:
+            return {name: walk(sub, f"{path}.{name}") for name, sub in node["properties"].items()}
+        fixed = node.get("prefixItems")
+        n = node.get("minItems")
+        if types == ["array"] and "anyOf" not in node:
+            if fixed is not None and "items" not in node and n in (None, len(fixed)):
+                return [walk(sub, f"{path}[{i}]") for i, sub in enumerate(fixed)]
+            if fixed is None and n is not None and n == node.get("maxItems"):
+                return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
+        regex = schema_regex(node, root, path)
+        return ValueHole(
+            regex=regex,
+            width=_width(regex, tokenizer, path, max_value_tokens),
+            spec=f"<schema {path}>",
+        )
+
+    return walk(root, "$")
+
+
+def fill_schema(
+    model: MaskPredictor,
+    tokenizer: Any,
+    schema: str | Mapping[str, Any],
+    config: SampleConfig | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    step_callback: StepCallback | None = None,
+    max_value_tokens: int = MAX_VALUE_TOKENS,
+    source: str = "schema",
+) -> FormResult:
+    """Fill a JSON document that validates against ``schema`` in one diffusion pass
+    (``schema_form`` then ``fill_form``)."""
+    form = schema_form(schema, tokenizer, max_value_tokens=max_value_tokens, source=source)
+    if not isinstance(form, (dict, list)):  # a scalar schema: one hole, no skeleton
+        form = [form]
+        res = fill_form(
+            model,
+            tokenizer,
+            form,
+            config,
+            generator=generator,
+            step_callback=step_callback,
+            source=source,
+        )
+        inner = res.text.strip()[1:-1].strip()
+        return FormResult(
+            text=inner,
+            value=res.value[0],
+            holes=res.holes,
+            nfe=res.nfe,
+            repaired=res.repaired,
+            tokens=list(tokenizer.encode(inner)),
+        )
+    return fill_form(
+        model,
+        tokenizer,
+        form,
+        config,
+        generator=generator,
+        step_callback=step_callback,
+        source=source,
+    )
+
+
+_SCALAR = r'(?:"[^"\\\x00-\x1f\x7f]*"|-?(?:0|[1-9][0-9]*)|true|false|null)'
+_KEY = r'"[A-Za-z_][A-Za-z0-9_]*"'
+JSON_OBJECT = rf"\{{(?:{_KEY}: {_SCALAR}(?:, {_KEY}: {_SCALAR})*)?\}}"
+"""``response_format: {"type": "json_object"}``: a flat JSON object with string, integer,
+boolean or null values, as long as the request's ``max_tokens`` allows (a language small
+enough to compile fast for any vocabulary; a schema says more)."""
+
+
+def constraint_form(
+    tokenizer: Any,
+    *,
+    json_schema: str | Mapping[str, Any] | None = None,
+    json_object: bool = False,
+    regex: str | None = None,
+    choice: list[str] | None = None,
+    max_tokens: int = MAX_VALUE_TOKENS,
+    source: str = "response_format",
+) -> tuple[Any, bool]:
+    """(form, parse) for one structured-output request as OpenAI (``response_format``) and
+    vLLM (``guided_json`` / ``guided_regex`` / ``guided_choice``) spell it: exactly one
+    constraint. ``parse``: the output is JSON (``fill_form(..., parse=parse)``)."""
+    given = [x for x in (json_schema, regex, choice) if x is not None] + (
+        [1] if json_object else []
+    )
+    if len(given) != 1:
+        raise UserError(f"{source}: give exactly one constraint")
+    if json_schema is not None:
+        return schema_form(json_schema, tokenizer, max_value_tokens=max_tokens, source=source), True
+    if json_object:
+        return ValueHole(regex=JSON_OBJECT, width=max_tokens, spec="<json_object>"), True
+    if choice is not None:
+        if not choice or any(not isinstance(c, str) or not c for c in choice):
+            raise UserError(f"{source}: guided_choice needs non-empty strings")
+        import re
+
+        pattern = "|".join(re.escape(c) for c in choice)
+        width = max(len(tokenizer.encode(c)) for c in choice)
+        return ValueHole(regex=pattern, width=width, spec="<choice>"), False
+    assert regex is not None
+    check_regex(regex, f"{source}: regex {regex!r}")
+    return ValueHole(regex=regex, width=max_tokens, spec="<regex>"), False
+
+
+__all__ = [
+    "JSON_OBJECT",
+    "MAX_VALUE_TOKENS",
+    "constraint_form",
+    "check_schema",
+    "fill_schema",
+    "load_schema",
+    "schema_form",
+    "schema_regex",
+]

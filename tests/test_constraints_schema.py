@@ -1,0 +1,215 @@
+"""The library-backed constraint engine (outlines-core) under the bidirectional layer, JSON
+Schema forms, structured output on the server (response_format, guided_*), bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+import torch
+
+from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
+from unmask.infill import fill_form
+from unmask.infill.automaton import TokenAutomaton, vocab_of
+from unmask.infill.schema import constraint_form, fill_schema, schema_form, schema_regex
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+
+jsonschema = pytest.importorskip("jsonschema")
+
+TOK = byte_tokenizer()
+torch.manual_seed(0)
+MODEL = Transformer(model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=256)).eval()
+
+
+def cfg(seed: int) -> SampleConfig:
+    return SampleConfig(steps=6, seed=seed, temperature=1.0)
+
+
+# -- random regexes from a small grammar ---------------------------------------------------------
+
+
+def random_regex(rng: random.Random, depth: int = 0) -> str:
+    """ASCII regexes (Python and the engine agree on them): literals, classes, groups,
+    alternation and bounded or unbounded quantifiers."""
+    atoms = ["a", "b", "[a-c]", "[0-9]", "x", r"\.", "[c-z]"]
+    k = rng.randint(1, 3)
+    parts = []
+    for _ in range(k):
+        if depth < 2 and rng.random() < 0.3:
+            inner = "|".join(random_regex(rng, depth + 1) for _ in range(rng.randint(1, 2)))
+            atom = f"(?:{inner})"
+        else:
+            atom = rng.choice(atoms)
+        parts.append(atom + rng.choice(["", "?", "*", "+", "{1,3}", "{2}"]))
+    return "".join(parts)
+
+
+REGEXES = [random_regex(random.Random(i)) for i in range(16)]
+
+
+@pytest.mark.parametrize("pattern", REGEXES[:8])
+def test_every_fill_of_a_random_regex_fullmatches(pattern):
+    form, parse = constraint_form(TOK, regex=pattern, max_tokens=8)
+    auto = TokenAutomaton.from_regex(pattern, vocab_of(TOK))
+    if not auto.feasible_lengths(8).any():
+        pytest.skip("no match of at most 8 tokens")
+    for seed in range(1):
+        r = fill_form(MODEL, TOK, form, cfg(seed), parse=parse)
+        assert re.fullmatch(pattern, r.text), (pattern, r.text)
+
+
+@pytest.mark.parametrize("pattern", REGEXES)
+def test_committing_any_allowed_token_anywhere_keeps_the_gap_satisfiable(pattern):
+    """Diffusion commits positions in any order: with the forward/backward sets over the
+    library's transitions, a token allowed at any open position never paints the gap into a
+    corner, and the gap ends accepted."""
+    auto = TokenAutomaton.from_regex(pattern, vocab_of(TOK))
+    rng = random.Random(pattern)
+    lengths = [n for n in range(1, 7) if auto.feasible_lengths(6)[n]]
+    if not lengths:
+        pytest.skip("no match of 1-6 tokens")
+    for _ in range(4):
+        seq: list[int | None] = [None] * rng.choice(lengths)
+        while None in seq:
+            allowed = auto.allowed(seq)
+            assert allowed is not None, (pattern, seq)
+            i = rng.choice([j for j, t in enumerate(seq) if t is None])
+            seq[i] = rng.choice(allowed[i].nonzero()[0].tolist())
+        assert auto.accepts(seq)
+        assert re.fullmatch(pattern, TOK.decode(seq)), (pattern, TOK.decode(seq))
+
+
+# -- JSON Schema forms ----------------------------------------------------------------------------
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 2, "maxLength": 8},
+        "age": {"type": "integer", "minimum": 0, "maximum": 120},
+        "score": {"type": "number", "minimum": -1, "maximum": 1},
+        "ok": {"type": "boolean"},
+        "city": {"enum": ["Paris", "Rome", "Oslo"]},
+        "kind": {"const": "person"},
+        "born": {"type": "string", "format": "date"},
+        "tags": {
+            "type": "array",
+            "items": {"type": "integer", "minimum": 1, "maximum": 9},
+            "minItems": 1,
+            "maxItems": 3,
+        },
+        "pair": {"type": "array", "items": {"type": "boolean"}, "minItems": 2, "maxItems": 2},
+        "loc": {
+            "type": "object",
+            "properties": {
+                "x": {"type": "integer", "exclusiveMinimum": -5, "maximum": 5},
+                "y": {"anyOf": [{"type": "null"}, {"$ref": "#/$defs/small"}]},
+            },
+            "required": ["x", "y"],
+        },
+    },
+    "required": ["name", "age", "ok"],
+    "$defs": {"small": {"type": "integer", "minimum": 0, "maximum": 3}},
+}
+
+
+def test_schema_forms_validate_and_fixed_structure_is_skeleton():
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, PERSON, cfg(seed))
+        jsonschema.validate(
+            r.value, PERSON, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
+        assert json.loads(r.text) == r.value
+    form = schema_form(PERSON, TOK)
+    assert list(form) == list(PERSON["properties"]) and len(form["pair"]) == 2
+    assert isinstance(form["loc"], dict)  # a nested object is skeleton, its values holes
+
+
+@pytest.mark.parametrize("lo,hi", [(-3, 12), (100, 104), (-20, -11)])
+def test_integer_ranges_the_library_ignores_are_exact(lo, hi):
+    auto = TokenAutomaton.from_regex(
+        schema_regex({"type": "integer", "minimum": lo, "maximum": hi}), vocab_of(TOK)
+    )
+    accepted = {i for i in range(-200, 200) if auto.accepts_text(str(i), TOK)}
+    assert accepted == set(range(lo, hi + 1))
+
+
+def test_scalar_schema_and_json_object():
+    r = fill_schema(MODEL, TOK, {"type": "integer", "minimum": 3, "maximum": 7}, cfg(0))
+    assert r.value in range(3, 8) and r.text == str(r.value)
+    form, parse = constraint_form(TOK, json_object=True, max_tokens=24)
+    r = fill_form(MODEL, TOK, form, cfg(1), prefix_ids=TOK.encode("JSON: "), parse=parse)
+    assert isinstance(r.value, dict)
+
+
+@pytest.mark.parametrize(
+    "schema,message",
+    [
+        ({"type": "integer", "multipleOf": 3}, "keyword 'multipleOf' cannot be enforced"),
+        ({"type": "string", "format": "ipv4"}, "format 'ipv4' cannot be enforced"),
+        ({"not": {"type": "null"}}, "keyword 'not' cannot be enforced"),
+        ({"type": "array", "uniqueItems": True}, "'uniqueItems' cannot be enforced"),
+        ({"type": "string", "minLength": 3, "maxLength": 2}, "maxLength 2 < minLength 3"),
+        ({"type": "string", "pattern": "(?=a)"}, "rejects it"),
+        ({"type": "integer", "minimum": 5, "maximum": 4}, "no integer-bounded value"),
+        ({"$ref": "#/$defs/nope"}, "points nowhere"),
+    ],
+)
+def test_schemas_that_cannot_be_enforced_are_refused_in_one_line(schema, message):
+    with pytest.raises(UserError, match=re.escape(message)) as e:
+        schema_form(schema, TOK)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_regexes_are_refused_not_ignored():
+    for pattern, message in [
+        ("a{5000}", "too large"),
+        ("(?<=a)b", "rejects it"),
+        ("[z", "rejects it"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            constraint_form(TOK, regex=pattern)
+
+
+def test_cli_fill_form_schema(tmp_path, capsys):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+
+    ckpt = save_checkpoint(tmp_path / "run", model=MODEL, tokenizer=TOK)
+    schema = tmp_path / "s.json"
+    schema.write_text(
+        json.dumps(
+            {
+                "type": "object",
+                "properties": {
+                    "n": {"type": "integer", "minimum": 1, "maximum": 3},
+                    "b": {"type": "boolean"},
+                },
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                "fill-form",
+                "--model",
+                str(ckpt),
+                "--schema",
+                str(schema),
+                "--seed",
+                "1",
+                "--steps",
+                "4",
+            ]
+        )
+        == 0
+    )
+    value = json.loads(capsys.readouterr().out)
+    assert value["n"] in (1, 2, 3) and isinstance(value["b"], bool)
+    schema.write_text(json.dumps({"type": "integer", "multipleOf": 2}))
+    assert main(["fill-form", "--model", str(ckpt), "--schema", str(schema)]) == 2
+    err = capsys.readouterr().err
+    assert "multipleOf" in err and err.count("\n") == 1

@@ -1,0 +1,166 @@
+"""Structured output over HTTP: OpenAI ``response_format`` and vLLM ``guided_*`` on
+completions, chat and ``/v1/infill``, ``/v1/forms`` with a schema, the official ``openai``
+client, streamed denoising, and 400s in OpenAI's error shape for what cannot be enforced."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+jsonschema = pytest.importorskip("jsonschema")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import loaded, tiny_config  # noqa: E402
+from test_server import sse_events  # noqa: E402
+
+from unmask.model import Transformer  # noqa: E402
+from unmask.server import create_app  # noqa: E402
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "book": {"enum": ["Genesis", "Exodus"]},
+        "chapter": {"type": "integer", "minimum": 1, "maximum": 50},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["book", "chapter", "ok"],
+    "additionalProperties": False,
+}
+torch.manual_seed(0)
+MODEL = Transformer(tiny_config(max_seq_len=160)).eval()
+APP = create_app(loaded(MODEL), chat_template="plain")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(APP) as c:
+        yield c
+
+
+def test_chat_response_format_json_schema_validates(client):
+    rf = {"type": "json_schema", "json_schema": {"name": "ref", "schema": SCHEMA, "strict": True}}
+    for seed in range(1):
+        r = client.post(
+            "/v1/chat/completions",
+            json={
+                "messages": [{"role": "user", "content": "A verse?"}],
+                "response_format": rf,
+                "max_tokens": 24,
+                "seed": seed,
+                "temperature": 1.0,
+                "steps": 6,
+            },
+        )
+        assert r.status_code == 200, r.text
+        content = r.json()["choices"][0]["message"]["content"]
+        jsonschema.validate(json.loads(content), SCHEMA)
+
+
+def test_completions_guided_regex_choice_and_json_object(client):
+    base = {"prompt": "Answer: ", "max_tokens": 8, "steps": 4, "seed": 1, "temperature": 1.0}
+    r = client.post("/v1/completions", json={**base, "guided_regex": "[0-9]{2}-[a-c]+"})
+    assert r.status_code == 200, r.text
+    assert re.fullmatch("[0-9]{2}-[a-c]+", r.json()["choices"][0]["text"])
+    r = client.post("/v1/completions", json={**base, "guided_choice": ["yes", "no"]})
+    assert r.json()["choices"][0]["text"] in ("yes", "no")
+    r = client.post(
+        "/v1/completions",
+        json={**base, "max_tokens": 20, "response_format": {"type": "json_object"}},
+    )
+    assert isinstance(json.loads(r.json()["choices"][0]["text"]), dict)
+
+
+def test_infill_and_forms_take_the_same_constraints(client):
+    r = client.post(
+        "/v1/infill",
+        json={
+            "template": "Ref: [MASK:24] end",
+            "guided_json": SCHEMA,
+            "steps": 4,
+            "seed": 2,
+            "temperature": 1.0,
+        },
+    )
+    assert r.status_code == 200, r.text
+    gap = r.json()["gaps"][0]
+    jsonschema.validate(json.loads(gap["text"]), SCHEMA)
+    assert r.json()["text"] == f"Ref: {gap['text']} end"
+    r = client.post("/v1/forms", json={"schema": SCHEMA, "steps": 4, "seed": 3})
+    assert r.status_code == 200, r.text
+    jsonschema.validate(r.json()["value"], SCHEMA)
+
+
+def test_streamed_denoising_shows_the_form_filling_in(client):
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "x"}],
+            "guided_json": SCHEMA,
+            "max_tokens": 24,
+            "stream": True,
+            "stream_denoising": True,
+            "steps": 4,
+        },
+    )
+    assert r.status_code == 200, r.text
+    events = sse_events(r.text)
+    steps = [json.loads(d) for e, d in events if e == "denoising.step"]
+    assert len(steps) >= 2
+    chunks = [json.loads(d) for e, d in events if e is None and d != "[DONE]"]
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    jsonschema.validate(json.loads(content), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "body,param,message",
+    [
+        ({"guided_json": {"type": "integer", "multipleOf": 2}}, "guided_json", "multipleOf"),
+        ({"guided_regex": "(?<=a)b"}, "guided_regex", "rejects it"),
+        ({"guided_regex": "a{9000}"}, "guided_regex", "too large"),
+        ({"response_format": {"type": "yaml"}}, "response_format", "not one of text"),
+        ({"guided_regex": "a", "guided_choice": ["b"]}, "guided_choice", "one structured"),
+    ],
+)
+def test_unenforceable_constraints_are_400_in_openai_shape(client, body, param, message):
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 8, **body})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == param and message in err["message"] and "\n" not in err["message"]
+
+
+def test_openai_client_response_format():
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    from test_server_openai import live_server
+
+    with (
+        live_server(APP) as port,
+        openai.OpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=30
+        ) as c,
+    ):
+        reply = c.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": "Which verse?"}],
+            max_tokens=24,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "ref", "schema": SCHEMA, "strict": True},
+            },
+            extra_body={"steps": 4},
+        )
+        jsonschema.validate(json.loads(reply.choices[0].message.content), SCHEMA)
+
+
+def test_no_regex_servers_refuse_guided_regex():
+    from unmask.server import ServerLimits
+
+    app = create_app(loaded(MODEL), limits=ServerLimits(allow_regex=False))
+    with TestClient(app) as c:
+        r = c.post("/v1/completions", json={"prompt": "x", "guided_regex": "[ab]+"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "guided_regex"
