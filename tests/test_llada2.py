@@ -44,7 +44,9 @@ def test_logits_and_experts_match_the_published_forward(folder, length: int) -> 
     inputs: dict[int, torch.Tensor] = {}
     hooks = [
         layer.mlp.register_forward_hook(
-            lambda mod, args, out, i=i: inputs.__setitem__(i, args[0].reshape(-1, args[0].shape[-1]))
+            lambda mod, args, out, i=i: inputs.__setitem__(
+                i, args[0].reshape(-1, args[0].shape[-1])
+            )
         )
         for i, layer in enumerate(model.layers)
         if i >= cfg["first_k_dense_replace"]

@@ -121,7 +121,7 @@ def test_cli_quantize_and_fit_refusal(folder, monkeypatch, capsys) -> None:
     from unmask.cli import main
 
     args = ["generate", "--model", str(folder), "--gen-length", "8", "--device", "cpu",
-            "--no-live", "--quantize", "int8", "w1 w2"]  # fmt: skip
+            "--threshold", "0.9", "--no-live", "--quantize", "int8", "w1 w2"]  # fmt: skip
     assert main(args) == 0
     monkeypatch.setattr(q, "free_bytes", lambda device: 10**6)
     capsys.readouterr()

@@ -515,10 +515,22 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
     draft_length: int = 8
     """Decoder ``speculative``: tokens the diffusion drafter proposes per round (>= 1)."""
+    edit_threshold: float | None = None
+    """Decoder ``bd3lm``: LLaDA 2.1's token-to-token editing; a committed token of the current
+    block whose argmax differs from it with probability > this is replaced (0.5 in the
+    publisher's Quality mode with ``threshold`` 0.7; 0.0 in Speed mode with ``threshold`` 0.5);
+    None = no editing (LLaDA 2.0, BD3-LM)."""
+    max_post_steps: int = 16
+    """Decoder ``bd3lm`` with ``edit_threshold``: edit-only steps at most once a block has no
+    mask (a step that changes nothing ends the block earlier)."""
 
     def __post_init__(self) -> None:
         if self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
+        if self.edit_threshold is not None and not 0.0 <= self.edit_threshold < 1.0:
+            raise UserError(f"edit_threshold must be in [0, 1), got {self.edit_threshold}")
+        if self.max_post_steps < 0:
+            raise UserError(f"max_post_steps must be >= 0, got {self.max_post_steps}")
         for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
             value = getattr(self, name)
             if value not in allowed:

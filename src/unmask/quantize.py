@@ -136,8 +136,9 @@ def quantize_module(module: nn.Module, name: str, device: str | torch.device) ->
             quantize_(
                 module,
                 _config(name, device),
-                filter_fn=lambda m, fqn: _quantizable(m, fqn or "", group)
-                and (bool(fqn) or root_linear),
+                filter_fn=lambda m, fqn: (
+                    _quantizable(m, fqn or "", group) and (bool(fqn) or root_linear)
+                ),
             )
         except (RuntimeError, NotImplementedError, AssertionError, ImportError, ValueError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -171,8 +171,10 @@ LLADA2 = Importer(
         _L + "attention.key_layernorm.weight": _P + "attn.k_norm.weight",
         _L + "post_attention_layernorm.weight": _P + "mlp_norm.weight",
         # dense first blocks (first_k_dense_replace); absent targets are dropped per layer
-        **{_L + f"mlp.{n}.weight": _P + f"mlp.{n}.weight" for n in ("gate_proj", "up_proj",
-                                                                      "down_proj")},
+        **{
+            _L + f"mlp.{n}.weight": _P + f"mlp.{n}.weight"
+            for n in ("gate_proj", "up_proj", "down_proj")
+        },
         _L + "mlp.gate.weight": _P + "mlp.router.weight",  # (n_experts, d_model)
         _L + "mlp.gate.expert_bias": _P + "mlp.expert_bias",  # (n_experts,)
         **{
