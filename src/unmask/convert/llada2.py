@@ -107,6 +107,11 @@ def _derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
     out["norm_topk_prob"] = int(out["experts_top_k"]) > 1
 
 
+def _underive(cfg: Any) -> dict[str, Any]:
+    raise UserError("cannot export as llada2: the family is import only (unmask loads LLaDA 2.x "
+                    "folders; it does not write them)")
+
+
 _L, _P = "model.layers.{i}.", "layers.{i}."
 
 LLADA2 = Importer(
@@ -189,6 +194,7 @@ LLADA2 = Importer(
         "lm_head.weight": "lm_head.weight",
     },
     derive=_derive,
+    underive=_underive,
     reference=(
         "inclusionAI/LLaDA2.0-mini modeling_llada2_moe.py (LLaDA2MoeGate, LLaDA2MoeAttention, "
         "LLaDA2MoeSparseMoeBlock, LLaDA2MoeModelLM.generate) and configuration_llada2_moe.py"
