@@ -128,3 +128,16 @@ def test_cli_quantize_and_fit_refusal(folder, monkeypatch, capsys) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--quantize int8" in err and "free" in err
+
+
+def test_native_checkpoint_quantized_after_loading() -> None:
+    """A native checkpoint (the shipped demo model) is quantised once loaded; int8 keeps its
+    greedy predictions."""
+    from pathlib import Path
+
+    demo = Path(unmask.__file__).parent / "assets" / "demo"
+    full = unmask.load(demo).model
+    model = unmask.load(demo, quantize="int8").model
+    assert "torchao" in type(model.layers[0].mlp.up_proj.weight).__module__
+    kl, top1 = _kl_top1(full, model)
+    assert kl < 0.01 and top1 >= 0.9
