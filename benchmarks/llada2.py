@@ -252,8 +252,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--forwards", type=int, default=3, help="timed block forwards")
     ap.add_argument("--skip-agreement", action="store_true")
-    ap.add_argument("--shape", choices=["mini", "small"], default="mini",
-                    help="small: a quick smoke run of the script")
+    ap.add_argument(
+        "--shape",
+        choices=["mini", "small"],
+        default="mini",
+        help="small: a quick smoke run of the script",
+    )
     ap.add_argument("--child", choices=["speed", "agreement"])
     ap.add_argument("--quantize", default="bf16", choices=["bf16", "int8", "int4"])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "llada2.json"))

@@ -183,7 +183,7 @@ def load(
 
     if is_publisher_folder(path):
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)
-    from unmask.quantize import check_quantize, quantize_model
+    from unmask.quantize import check_fits, check_quantize, quantize_model
 
     check_quantize(quantize, device, dtype)
     ckpt = checkpoint_dir(path)
@@ -200,6 +200,7 @@ def load(
         )
     with torch.device("meta"):
         model = Transformer(config)
+    check_fits(model, torch.float32, None, "cpu", source=str(ckpt))  # it is read in fp32 first
     model = model.to_empty(device="cpu")
     try:
         tensors = load_file(str(ckpt / "model.safetensors"))
