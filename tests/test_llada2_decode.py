@@ -174,3 +174,27 @@ def test_cli_generate_with_editing(loaded, capsys) -> None:
     )
     assert prompt and out["results"][0]["tokens"] == want.ids[0]
     assert out["results"][0]["text"] == want.texts[0]
+
+
+def test_chat_template_of_the_folder_is_used(tmp_path, capsys) -> None:
+    """The folder's chat template (LLaDA 2.x ships one) renders a --chat prompt; the reply is
+    decoded by the same block decoder, and equals api.generate with that template."""
+    import json
+
+    from unmask.cli import main
+
+    write_llada2_folder(tmp_path, seed=3)
+    (tmp_path / "chat_template.jinja").write_text(
+        "{% for m in messages %}<role> w1 {{ m['content'] }} <|endoftext|>{% endfor %}"
+        "{% if add_generation_prompt %}<role> w2{% endif %}"
+    )
+    loaded = unmask.load(tmp_path)
+    assert loaded.config.chat_template is not None
+    args = ["generate", "--model", str(tmp_path), "--chat", "--gen-length", "10",
+            "--device", "cpu", "--no-live", "--json", "w5 w6"]  # fmt: skip
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decoder"] == "bd3lm"
+    want = api.generate(loaded, ["w5 w6"], config=api.sample_config(loaded, {"gen_length": 10}),
+                        template=api.chat_template(loaded))  # fmt: skip
+    assert out["results"][0]["tokens"] == want.ids[0]
