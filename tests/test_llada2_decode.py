@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from llada2_helpers import write_llada2_folder
+from llada2_helpers import TINY, random_tensors, write_llada2_folder
 
 import unmask
 from unmask import api
@@ -19,7 +19,9 @@ from unmask.errors import UserError
 @pytest.fixture(scope="module")
 def loaded(tmp_path_factory: pytest.TempPathFactory):
     path = tmp_path_factory.mktemp("llada2d")
-    write_llada2_folder(path, seed=3)
+    tensors = random_tensors(TINY, seed=3)
+    tensors["lm_head.weight"] *= 6  # peaked predictions: thresholds commit several per step
+    write_llada2_folder(path, tensors=tensors)
     return unmask.load(path)
 
 
