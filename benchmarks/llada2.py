@@ -106,6 +106,30 @@ def rss() -> tuple[int, int]:
     return vals["VmRSS"], vals["VmHWM"]
 
 
+def trim() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it otherwise, and RSS would count a
+    block's bf16 weights after they were quantised and freed)."""
+    import ctypes
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def tensor_bytes(model: Any) -> int:
+    """Bytes of the tensors a model holds (torchao's quantised weights by their inner tensors)."""
+
+    def size(t: Any) -> int:
+        if hasattr(t, "__tensor_flatten__") and type(t).__name__ not in ("Parameter", "Tensor"):
+            names, _ = t.__tensor_flatten__()
+            return sum(size(getattr(t, n)) for n in names)
+        return t.numel() * t.element_size()
+
+    return sum(size(p.data if type(p.data) is not type(p) else p) for p in model.parameters())
+
+
 def build(config: Any, dtype: Any, quantize: str | None, seed: int = 0) -> tuple[Any, dict]:
     """Random-weight model built lazily: meta, then block by block materialised, initialised
     (N(0, 0.02), norms 1) and quantised. Returns it and the RSS delta of every group."""
@@ -133,7 +157,7 @@ def build(config: Any, dtype: Any, quantize: str | None, seed: int = 0) -> tuple
                     p.normal_(0.0, 0.02)
         if quantize is not None and (prefix.startswith("layers.") or prefix == "lm_head"):
             quantize_module(module, quantize, "cpu")
-        gc.collect()
+        trim()
         deltas[prefix] = rss()[0] - before
     model._rope = None
     return model.eval(), deltas
@@ -157,6 +181,11 @@ def child_speed(args: argparse.Namespace) -> dict[str, Any]:
     model, deltas = build(config, torch.bfloat16, quantize)
     load_s = time.perf_counter() - t0
     resident, peak = rss()
+    held = tensor_bytes(model)
+    if args.memory_only:
+        return {"setting": args.quantize, "layers_built": args.layers, "load_s": load_s,
+                "rss_built": resident, "peak_rss_built": peak, "tensor_bytes_built": held,
+                "rss_start": start_rss, "group_rss_deltas": deltas}  # fmt: skip
     dense = deltas["layers.0"]
     moe = [v for k, v in deltas.items() if k.startswith("layers.") and k != "layers.0"]
     rest = sum(v for k, v in deltas.items() if not k.startswith("layers."))
@@ -203,7 +232,7 @@ def child_speed(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "setting": args.quantize, "layers_built": args.layers, "load_s": load_s,
         "rss_built": resident, "peak_rss_built": peak, "rss_full_extrapolated": full_rss,
-        "s_per_forward_built": per_forward,
+        "s_per_forward_built": per_forward, "tensor_bytes_built": held,
         "s_per_forward_full_extrapolated": full_forward,
         "decode_tokens_per_s_built_random": 8 / decode_s, "decode_nfe_built_random": out.nfe,
         "load_s_full_extrapolated": load_s * (full_rss - start_rss) / (resident - start_rss),
@@ -254,6 +283,7 @@ def main() -> None:
         help="small: a quick smoke run of the script",
     )
     ap.add_argument("--child", choices=["speed", "agreement"])
+    ap.add_argument("--memory-only", action="store_true", help="child: build and measure only")
     ap.add_argument("--quantize", default="bf16", choices=["bf16", "int8", "int4"])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "llada2.json"))
     args = ap.parse_args()

@@ -160,7 +160,9 @@ def estimate_bytes(
     model: nn.Module, dtype: torch.dtype, quantize: str | None, device: str | torch.device
 ) -> int:
     """Resident bytes of ``model`` (built on the meta device) loaded in ``dtype`` and quantised
-    with ``quantize``, weights plus working memory (``OVERHEAD``, ``OVERHEAD_BYTES``)."""
+    with ``quantize``, weights plus working memory (``OVERHEAD``, ``OVERHEAD_BYTES``); a
+    quantised load also holds its largest block in ``dtype`` while quantising it (the peak of
+    ``unmask.convert.load.load_weights_lazily``)."""
     import torch
 
     item = torch.empty((), dtype=dtype).element_size()
@@ -174,7 +176,11 @@ def estimate_bytes(
         )
     total = sum(p.numel() for p in model.parameters())
     weights = (total - quantized) * item + quantized * per_q
-    return int(weights * OVERHEAD + OVERHEAD_BYTES)
+    transient = 0
+    if quantize is not None:
+        blocks = getattr(model, "layers", [model])
+        transient = max(sum(p.numel() for p in b.parameters()) for b in blocks) * item
+    return int(weights * OVERHEAD + OVERHEAD_BYTES + transient)
 
 
 def free_bytes(device: str | torch.device) -> int | None:
