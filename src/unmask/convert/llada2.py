@@ -108,8 +108,10 @@ def _derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
 
 
 def _underive(cfg: Any) -> dict[str, Any]:
-    raise UserError("cannot export as llada2: the family is import only (unmask loads LLaDA 2.x "
-                    "folders; it does not write them)")
+    raise UserError(
+        "cannot export as llada2: the family is import only (unmask loads LLaDA 2.x "
+        "folders; it does not write them)"
+    )
 
 
 _L, _P = "model.layers.{i}.", "layers.{i}."
