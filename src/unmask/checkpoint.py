@@ -287,14 +287,20 @@ def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pa
 
 
 def load(
-    path: str | os.PathLike[str], *, device: str = "cpu", dtype: torch.dtype | None = None
+    path: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> Loaded:
     """Load a checkpoint for inference, in eval mode.
 
     ``path`` is a run directory, a native checkpoint folder, or a local folder in a
     publisher's format (LLaDA, Dream, MDLM, SEDD: ``config.json`` with ``model_type``, safetensors
     shards, ``tokenizer.json``), which is imported by ``unmask.convert.import_folder``
-    straight into ``dtype`` (default: the folder's ``torch_dtype``).
+    straight into ``dtype`` (default: the folder's ``torch_dtype``). ``quantize`` (``int8`` /
+    ``int4``) quantises the linear layers weight-only with torchao (``unmask.quantize``); a
+    model whose estimated memory exceeds what ``device`` has free is refused with one line.
     """
     from unmask.config import ModelConfig, load_json
     from unmask.convert.load import import_folder, is_publisher_folder
@@ -302,7 +308,10 @@ def load(
     from unmask.tokenizer import load_tokenizer
 
     if is_publisher_folder(path):
-        return import_folder(path, device=device, dtype=dtype)
+        return import_folder(path, device=device, dtype=dtype, quantize=quantize)
+    from unmask.quantize import check_fits, check_quantize, quantize_model
+
+    check_quantize(quantize, device, dtype)
     ckpt = checkpoint_dir(path)
     config = load_json(ModelConfig, ckpt / "config.json")
     if not (ckpt / "tokenizer.json").is_file():
@@ -317,6 +326,7 @@ def load(
         )
     with torch.device("meta"):
         model = Transformer(config)
+    check_fits(model, torch.float32, None, "cpu", source=str(ckpt))  # it is read in fp32 first
     model = model.to_empty(device="cpu")
     try:
         tensors = load_file(str(ckpt / "model.safetensors"))
@@ -327,6 +337,8 @@ def load(
         model.lm_head.weight = model.embed.weight
     model._rope = None
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    if quantize is not None:
+        quantize_model(model, quantize, device)
     model.eval()
     return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt)
 

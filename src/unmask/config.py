@@ -39,6 +39,10 @@ PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
 """Training precisions (``unmask.parallel.resolve_precision``)."""
 PARALLEL_MODES: tuple[str, ...] = get_args(ParallelMode)
 PRECISIONS: tuple[str, ...] = get_args(PrecisionName)
+ROUTERS: tuple[str, ...] = ("softmax", "sigmoid")
+"""Values of ``ModelConfig.router``."""
+BLOCK_ALIGNS: tuple[str, ...] = ("pad", "absolute")
+"""Values of ``ModelConfig.block_align``."""
 FIM_FIELDS = ("fim_prefix_id", "fim_suffix_id", "fim_middle_id")
 """``ModelConfig`` fields of the fill-in-the-middle sentinel ids, in PSM order."""
 SIGMA_FREQ_DIM = 256
@@ -120,6 +124,34 @@ class ModelConfig:
     shared_expert_hidden: int = 0
     """Width of an always-on shared SwiGLU expert whose output is added to the routed experts'
     (LLaDA-MoE ``shared_expert_intermediate_size``); 0 = none (``n_experts`` > 0 only)."""
+    router: str = "softmax"
+    """Router of a mixture of experts (``n_experts`` > 0): ``softmax`` (OLMoE, LLaDA-MoE: top-k of
+    softmax probabilities) or ``sigmoid`` (DeepSeek-V3 / Ling 2.0 / LLaDA 2.x: per-expert sigmoid
+    scores, chosen by score + ``router_expert_bias`` inside the best ``router_topk_groups`` of
+    ``router_groups`` groups, weighted by their scores renormalised (``norm_topk_prob``) and
+    multiplied by ``routed_scaling``)."""
+    router_groups: int = 1
+    """Groups the experts are split into for group-limited routing (``n_group``); 1 = none."""
+    router_topk_groups: int = 1
+    """Groups a token may route into (``topk_group``), ranked by the sum of their two best
+    scores; used when ``router_groups`` > 1."""
+    routed_scaling: float = 1.0
+    """Factor on the routed experts' weights (``routed_scaling_factor``)."""
+    router_expert_bias: bool = False
+    """A per-expert bias added to the scores for choosing experts only, not to their weights
+    (aux-loss-free load balancing; ``moe_router_enable_expert_bias``); a non-trained parameter
+    ``mlp.expert_bias`` of each MoE block."""
+    dense_layers: int = 0
+    """The first this many blocks have a dense SwiGLU MLP of width ``ffn_hidden`` instead of
+    experts (``first_k_dense_replace``; ``n_experts`` > 0 only)."""
+    rotary_dim: int | None = None
+    """Leading dimensions of each head rotated by RoPE (partial rotary embeddings,
+    ``partial_rotary_factor`` x head dim); None = the whole head."""
+    block_align: str = "pad"
+    """How block decoding (``block-causal``) places the prompt: ``pad`` (left-padded to whole
+    blocks, so generation starts on a block boundary; BD3-LM here) or ``absolute`` (blocks at
+    positions 0, B, 2B, ... from the prompt's first token: the prompt's last, partial block is
+    completed by the first generated tokens; LLaDA 2.x's ``generate``)."""
     time_conditioning: bool = False
     """DiT adaLN-Zero conditioning on the noise level (Peebles & Xie 2023; MDLM, SEDD): an embedding
     of ``sigma`` shifts, scales and gates every block's two sublayers and shifts/scales the final
@@ -243,6 +275,7 @@ class ModelConfig:
                 f"shared_expert_hidden={self.shared_expert_hidden}: widths must be positive "
                 "(shared_expert_hidden 0 = no shared expert)"
             )
+        self._check_moe_options()
         if self.time_conditioning and self.cond_dim <= 0:
             raise UserError(f"cond_dim must be positive, got {self.cond_dim}")
         no_level = not self.time_conditioning or self.sigma_input == "zero"
@@ -257,6 +290,30 @@ class ModelConfig:
                 raise UserError(f"{name}={v} is outside the vocabulary (size {self.vocab_size})")
         if len({getattr(self, name) is None for name in FIM_FIELDS}) > 1:
             raise UserError(f"give all of {', '.join(FIM_FIELDS)} or none")
+
+    def _check_moe_options(self) -> None:
+        """The router / partial-rotary / block-alignment options (one-line ``UserError``s)."""
+        check_mode("router", self.router, ROUTERS)
+        check_mode("block_align", self.block_align, BLOCK_ALIGNS)
+        groups, topk = self.router_groups, self.router_topk_groups
+        if groups < 1 or not 1 <= topk <= groups or (self.n_experts and self.n_experts % groups):
+            raise UserError(
+                f"router_groups={groups}, router_topk_groups={topk}: need 1 <= topk <= groups "
+                f"and groups dividing n_experts ({self.n_experts})"
+            )
+        if groups > 1 and self.n_experts and self.experts_top_k > topk * self.n_experts // groups:
+            raise UserError(
+                f"experts_top_k={self.experts_top_k} exceeds the experts of "
+                f"{topk} of {groups} groups"
+            )
+        if not 0 <= self.dense_layers <= self.n_layers:
+            raise UserError(f"dense_layers={self.dense_layers} must be in [0, n_layers]")
+        rd = self.rotary_dim
+        if rd is not None and (rd <= 0 or rd % 2 or rd > self.d_model // self.n_heads):
+            raise UserError(
+                f"rotary_dim={rd} must be even, positive and at most the head dimension "
+                f"({self.d_model // self.n_heads})"
+            )
 
     @property
     def has_fim(self) -> bool:
@@ -280,12 +337,16 @@ class ModelConfig:
         kv = self.n_kv_heads * hd
         attn = d * d + 2 * d * kv + d * d + (d + 2 * kv if self.qkv_bias else 0)
         mlp = 2 * d * f + f + d if self.mlp == "gelu" else 3 * d * f
-        if self.n_experts:  # router + routed experts + shared expert
+        dense_mlp = mlp
+        if self.n_experts:  # router + routed experts + shared expert (+ expert bias)
             widths = self.n_experts * self.moe_expert_hidden + self.shared_expert_hidden
             mlp = d * self.n_experts + 3 * d * widths
+            mlp += self.n_experts if self.router_expert_bias else 0
         per_layer = attn + mlp + 2 * d + (2 * hd if self.qk_norm else 0)
         emb = self.vocab_size * d * (1 if self.tie_embeddings else 2)
         total = self.n_layers * per_layer + emb + d + (self.vocab_size if self.head_bias else 0)
+        if self.n_experts and self.dense_layers:  # first blocks dense (first_k_dense_replace)
+            total += self.dense_layers * (dense_mlp - mlp)
         if self.time_conditioning:  # sigma embedding MLP, 6·d modulation per block, 2·d final
             c = self.cond_dim
             total += SIGMA_FREQ_DIM * c + c + c * c + c
@@ -519,12 +580,24 @@ class SampleConfig:
     current noise's standard deviation (>= 0). Measured on a small embed-diffusion model
     (docs/sampling.md): 0.02 puts the words in every sample without repeating them
     everywhere; 0.2 and more fills the text with them."""
+    edit_threshold: float | None = None
+    """Decoder ``bd3lm``: LLaDA 2.1's token-to-token editing; a committed token of the current
+    block whose argmax differs from it with probability > this is replaced (0.5 in the
+    publisher's Quality mode with ``threshold`` 0.7; 0.0 in Speed mode with ``threshold`` 0.5);
+    None = no editing (LLaDA 2.0, BD3-LM)."""
+    max_post_steps: int = 16
+    """Decoder ``bd3lm`` with ``edit_threshold``: edit-only steps at most once a block has no
+    mask (a step that changes nothing ends the block earlier)."""
 
     def __post_init__(self) -> None:
         if self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
         if self.guide_scale < 0:
             raise UserError(f"guide_scale must be >= 0, got {self.guide_scale}")
+        if self.edit_threshold is not None and not 0.0 <= self.edit_threshold < 1.0:
+            raise UserError(f"edit_threshold must be in [0, 1), got {self.edit_threshold}")
+        if self.max_post_steps < 0:
+            raise UserError(f"max_post_steps must be >= 0, got {self.max_post_steps}")
         for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
             value = getattr(self, name)
             if value not in allowed:

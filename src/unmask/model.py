@@ -28,7 +28,9 @@ off a canvas for callers that pass none.
 
 Mixture of experts (``ModelConfig.n_experts``; OLMoE, LLaDA-MoE): every block's MLP is a
 ``MoE`` of SwiGLU experts behind a softmax router (top-k, optionally renormalised, optional
-shared expert); ``qk_norm`` adds a per-head RMSNorm on queries and keys before RoPE.
+shared expert); ``qk_norm`` adds a per-head RMSNorm on queries and keys before RoPE. Options for
+Ling 2.0 / LLaDA 2.x: a sigmoid router with expert bias and group-limited top-k, routed scaling,
+dense first blocks (``dense_layers``) and partial rotary embeddings (``rotary_dim``).
 
 Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 """
@@ -96,7 +98,11 @@ def rope_cache(
 
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate (B, H, L, hd) by position; cos/sin are (L, hd)."""
+    """Rotate (B, H, L, hd) by position; cos/sin are (L, rd). With rd < hd (partial rotary
+    embeddings, Ling 2.0 / LLaDA 2.x) only the first rd dimensions turn; the rest pass."""
+    rd = cos.shape[-1]
+    if rd < x.shape[-1]:
+        return torch.cat([apply_rope(x[..., :rd], cos, sin), x[..., rd:]], dim=-1)
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return (x.float() * cos + rotated.float() * sin).type_as(x)
@@ -208,12 +214,21 @@ class MoE(nn.Module):
     the token's experts, with weights p_e (renormalised to sum 1 if ``norm_topk_prob``);
     y = sum_e w_e * expert_e(x) (+ shared_expert(x)). Tokens are grouped by expert (a sort of
     the N·k assignments), so each expert runs once on the rows routed to it.
+
+    ``router='sigmoid'`` (DeepSeek-V3, Ling 2.0, LLaDA 2.x): s = sigmoid(router(x)) in float32;
+    experts are chosen by s + ``expert_bias`` among the ``router_topk_groups`` best of
+    ``router_groups`` groups (a group's rank: the sum of its two best biased scores), weighted
+    by their s, renormalised when ``norm_topk_prob``, times ``routed_scaling``.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.top_k, self.norm_topk_prob = cfg.experts_top_k, cfg.norm_topk_prob
+        self.kind, self.scaling = cfg.router, cfg.routed_scaling
+        self.groups, self.topk_groups = cfg.router_groups, cfg.router_topk_groups
         self.router = nn.Linear(cfg.d_model, cfg.n_experts, bias=False)
+        if cfg.router_expert_bias:  # set by load balancing, not by gradients
+            self.expert_bias = nn.Parameter(torch.zeros(cfg.n_experts), requires_grad=False)
         self.experts = nn.ModuleList(
             SwiGLU(cfg, cfg.moe_expert_hidden) for _ in range(cfg.n_experts)
         )
@@ -222,11 +237,30 @@ class MoE(nn.Module):
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Routing of tokens x (N, D): weights (N, k) in x's dtype and expert ids (N, k)."""
+        if self.kind == "sigmoid":
+            return self._route_sigmoid(x)
         probs = F.softmax(self.router(x), dim=-1, dtype=torch.float32)  # (N, E)
         weights, chosen = probs.topk(self.top_k, dim=-1)  # (N, k) each
         if self.norm_topk_prob:
             weights = weights / weights.sum(dim=-1, keepdim=True)
         return weights.to(x.dtype), chosen
+
+    def _route_sigmoid(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scores = torch.sigmoid(F.linear(x.float(), self.router.weight.float()))  # (N, E) fp32
+        biased = scores + self.expert_bias.float() if hasattr(self, "expert_bias") else scores
+        if self.groups > 1:
+            N, E = biased.shape
+            grouped = biased.view(N, self.groups, E // self.groups)  # (N, G, E/G)
+            group_score = grouped.topk(min(2, E // self.groups), dim=-1)[0].sum(dim=-1)  # (N, G)
+            keep = group_score.topk(self.topk_groups, dim=-1)[1]  # (N, g)
+            allowed = torch.zeros_like(group_score, dtype=torch.bool).scatter_(1, keep, True)
+            allowed = allowed[:, :, None].expand_as(grouped).reshape(N, E)  # (N, E)
+            biased = biased.masked_fill(~allowed, float("-inf"))
+        chosen = biased.topk(self.top_k, dim=-1)[1]  # (N, k)
+        weights = scores.gather(1, chosen)  # (N, k): unbiased scores
+        if self.norm_topk_prob and self.top_k > 1:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return (weights * self.scaling).to(x.dtype), chosen
 
     def forward(self, x: Tensor) -> Tensor:
         shape = x.shape
@@ -283,12 +317,13 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, index: int = 0) -> None:
         super().__init__()
         self.attn_norm = make_norm(cfg)
         self.attn = Attention(cfg)
         self.mlp_norm = make_norm(cfg)
-        self.mlp = MoE(cfg) if cfg.n_experts else GeluMLP(cfg) if cfg.mlp == "gelu" else SwiGLU(cfg)
+        moe = cfg.n_experts and index >= cfg.dense_layers  # first_k_dense_replace: dense first
+        self.mlp = MoE(cfg) if moe else GeluMLP(cfg) if cfg.mlp == "gelu" else SwiGLU(cfg)
         if cfg.time_conditioning:  # adaLN-Zero: shift, scale, gate of both sublayers
             self.modulation = nn.Linear(cfg.cond_dim, 6 * cfg.d_model, bias=True)
 
@@ -324,7 +359,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.d_model)
-        self.layers = nn.ModuleList(Block(config) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.norm = make_norm(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=config.head_bias)
         if config.tie_embeddings:
@@ -345,6 +380,8 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
                 p.fill_(1.0)
+            elif name.endswith("expert_bias"):
+                p.zero_()
             elif name.endswith(".bias") or "modulation." in name:
                 p.zero_()
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -355,7 +392,8 @@ class Transformer(nn.Module):
     def _rope_tables(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:
         if self._rope is None or self._rope[0].shape[0] < L or self._rope[0].device != device:
             n = max(L, self.config.max_seq_len)
-            self._rope = rope_cache(n, self.config.head_dim, self.config.rope_theta, device)
+            rd = self.config.rotary_dim or self.config.head_dim
+            self._rope = rope_cache(n, rd, self.config.rope_theta, device)
         cos, sin = self._rope
         return cos[:L], sin[:L]
 

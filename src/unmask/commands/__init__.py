@@ -204,6 +204,16 @@ def add_no_progress_flag(parser: argparse.ArgumentParser | Any) -> None:
     _mark(parser.add_argument("--no-progress", action="store_true", help="hide progress bars"))
 
 
+def add_quantize_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """``--quantize int8|int4``: weight-only quantisation at load (``unmask.quantize``)."""
+    _mark(parser.add_argument(
+        "--quantize", choices=["int8", "int4"], default=None,
+        help="quantise the linear layers weight-only at load with torchao: int8 (half of bf16) "
+             "or int4 (a quarter on CUDA; on CPU int4 values in int8 storage); "
+             "docs/large-models.md",
+    ))
+
+
 def add_runtime_flags(parser: argparse.ArgumentParser | Any) -> None:
     """``--device`` and ``--threads``: where a model runs."""
     add_device_flag(parser)

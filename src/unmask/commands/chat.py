@@ -30,6 +30,7 @@ from unmask.commands import (
     add_json_flag,
     add_model_flag,
     add_no_live_flag,
+    add_quantize_flag,
     add_runtime_flags,
     given_fields,
 )
@@ -238,6 +239,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p, what="one per turn: user, reply, prompt, prompt_tokens, dropped, nfe, seconds")
     add_no_live_flag(p)
     add_runtime_flags(p)
+    add_quantize_flag(p)
     p.set_defaults(func=run)
 
 
@@ -256,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
     config = sample_config_from_args(args)
     validate(config)  # fail on impossible lengths before loading anything
     device = str(resolve_device(args.device))
-    loaded = load(args.model, device=device)
+    loaded = load(args.model, device=device, quantize=args.quantize)
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
     template = model_template(loaded, args.template)

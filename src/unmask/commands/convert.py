@@ -55,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FAMILY",
         help=(
             "export instead: SRC is a native checkpoint, DST is written in this family's "
-            "layout (dream, llada, llada-moe, mdlm, sedd); transformers writes a folder that "
+            "layout (dream, llada, llada-moe, mdlm, sedd; llada2 is import only); transformers "
+            "writes a folder that "
             "transformers' AutoModelForMaskedLM / AutoModel / AutoTokenizer load with "
             "trust_remote_code=True (its modeling code included)"
         ),

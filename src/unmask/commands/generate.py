@@ -22,6 +22,7 @@ from unmask.commands import (
     add_json_flag,
     add_model_flag,
     add_no_live_flag,
+    add_quantize_flag,
     add_runtime_flags,
     given_fields,
 )
@@ -70,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s")
     add_no_live_flag(p)
     add_runtime_flags(p)
+    add_quantize_flag(p)
     p.set_defaults(func=run)
 
 
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--draft-length applies with --draft (speculative decoding)")
     prompts = _read_prompts(args)
     device = str(resolve_device(args.device))
-    loaded = load(args.model, device=device)
+    loaded = load(args.model, device=device, quantize=args.quantize)
     loaded.model.eval()
     draft = None
     if args.draft is not None:

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 
-from unmask.commands import add_model_flag, add_runtime_flags
+from unmask.commands import add_model_flag, add_quantize_flag, add_runtime_flags
 from unmask.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -64,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no access log (one line per request on stderr)")
     add_runtime_flags(p)
+    add_quantize_flag(p)
     p.set_defaults(func=run)
 
 
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)
-    loaded = load(args.model, device=str(resolve_device(args.device)))
+    loaded = load(args.model, device=str(resolve_device(args.device)), quantize=args.quantize)
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
                           allow_regex=not args.no_regex, batch_wait_s=args.batch_wait)

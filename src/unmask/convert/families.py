@@ -19,6 +19,7 @@ from unmask.convert.importer import (
     Importer,
     register,
 )
+from unmask.convert.llada2 import LLADA2
 from unmask.convert.moe import LLADA_MOE
 from unmask.errors import UserError
 
@@ -167,6 +168,7 @@ register(DREAM)
 register(MDLM)
 register(SEDD)
 register(LLADA_MOE)
+register(LLADA2)
 
 __all__ = [
     "DREAM",
@@ -174,6 +176,7 @@ __all__ = [
     "IMPORTERS",
     "INDEX",
     "LLADA",
+    "LLADA2",
     "REQUIRED",
     "SINGLE",
     "SPECIAL_KEYS",

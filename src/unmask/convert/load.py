@@ -367,28 +367,143 @@ def _default_dtype(hf: dict[str, Any]) -> torch.dtype:
     return getattr(torch, DTYPES.get(str(name), "float32"))
 
 
+def _module_groups(model: Any) -> list[tuple[str, Any]]:
+    """(prefix, module) in the order a lazy load materialises them: every block, then the
+    other top-level modules (embedding, final norm, head, ...)."""
+    groups = [(f"layers.{i}", layer) for i, layer in enumerate(model.layers)]
+    return groups + [(n, m) for n, m in model.named_children() if n != "layers"]
+
+
+def load_weights_lazily(
+    model: Any, imp: Importer, folder: Path, device: str | torch.device, quantize: str | None
+) -> None:
+    """Fill a model built on the meta device module by module: each block (then the embedding,
+    norm and head) is materialised on ``device``, filled from the memory-mapped shards, and
+    quantised (``quantize``, ``unmask.quantize``) before the next one, so RAM never holds more
+    than the model so far plus one block in the load dtype.
+
+    Every tensor's name and shape is checked against ``config.json`` before any is read, with
+    the one-line errors of ``load_weights``; nothing is materialised for a folder that fails.
+    """
+    import contextlib
+
+    from safetensors import safe_open
+
+    from unmask.quantize import quantize_module
+
+    params = dict(model.named_parameters())
+    names = weight_map(imp, model.config, set(params))
+    unmapped = sorted(set(params) - {t for d in names.values() for t in _targets(d)})
+    if unmapped:  # an importer bug, not a user error: the map must cover the model
+        raise RuntimeError(f"{imp.name} weight map has no source for {unmapped[:3]}")
+    with contextlib.ExitStack() as stack:
+        where: dict[str, Any] = {}  # source key -> open safetensors handle
+        for shard in shard_files(folder):
+            try:
+                f = stack.enter_context(safe_open(str(shard), framework="pt", device="cpu"))
+            except Exception as e:  # safetensors raises its own error types for corrupt files
+                raise UserError(f"{shard}: cannot read ({e})") from None
+            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
+                target = names.get(key)
+                if target is None and key in imp.buffers:
+                    continue
+                if target is None:
+                    raise UserError(
+                        f"{shard}: unexpected tensor {key} "
+                        f"(not in the {imp.name} weight map for this config)"
+                    )
+                if key in where:
+                    raise UserError(f"{shard}: tensor {key} also in another shard")
+                parts = [params[t] for t in _targets(target)]
+                want = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != want:
+                    raise UserError(
+                        f"{shard}: tensor {key} has shape {shape}, config.json implies {want}"
+                    )
+                where[key] = f
+        missing = sorted(set(names) - set(where))
+        if missing:
+            raise UserError(
+                f"{folder}: missing tensor(s) "
+                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+            )
+        source = {t: (k, j) for k, d in names.items() for j, t in enumerate(_targets(d))}
+        tied = model.config.tie_embeddings
+        for prefix, module in _module_groups(model):
+            if tied and prefix == "lm_head":
+                continue
+            _fill_module(module, prefix, names, source, where, device)
+            if quantize is not None and (prefix.startswith("layers.") or prefix == "lm_head"):
+                quantize_module(module, quantize, device)
+    if tied:
+        model.lm_head.weight = model.embed.weight
+
+
+def _fill_module(
+    module: Any,
+    prefix: str,
+    names: dict[str, str | tuple[str, ...]],
+    source: dict[str, tuple[str, int]],
+    where: dict[str, Any],
+    device: str | torch.device,
+) -> None:
+    """Materialise ``module`` on ``device`` and copy its parameters from the open shards (a
+    fused source tensor is read once and split)."""
+    import torch
+
+    module.to_empty(device=device)
+    read: dict[str, list[torch.Tensor]] = {}
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            key, part = source[f"{prefix}.{name}"]
+            if key not in read:
+                sizes = [p_.shape[0] for p_ in _target_params(module, prefix, names[key])]
+                read[key] = list(where[key].get_tensor(key).split(sizes))
+            param.copy_(read[key][part])
+
+
+def _target_params(module: Any, prefix: str, dst: str | tuple[str, ...]) -> list[Any]:
+    params = dict(module.named_parameters())
+    return [params[t[len(prefix) + 1 :]] for t in _targets(dst)]
+
+
 def import_folder(
     path: str | os.PathLike[str],
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    quantize: str | None = None,
 ) -> Loaded:
-    """Load a publisher folder (LLaDA, Dream, MDLM, SEDD) as an unmask ``Transformer`` in eval mode.
+    """Load a publisher folder (LLaDA, Dream, MDLM, SEDD, LLaDA 2.x) as an unmask ``Transformer``
+    in eval mode.
 
-    The model is built on the meta device, materialised on ``device`` in ``dtype`` (default:
-    the folder's ``torch_dtype``), and filled tensor by tensor from the shards.
+    The model is built on the meta device, its memory checked against what ``device`` has
+    free (``unmask.quantize.check_fits``, a one-line refusal naming the setting that fits),
+    materialised on ``device`` in ``dtype`` (default: the folder's ``torch_dtype``), and filled
+    tensor by tensor from the shards. With ``quantize`` (``int8`` / ``int4``, torchao) the
+    linear layers are quantised block by block as they are loaded (``load_weights_lazily``).
     """
     import torch
 
     from unmask.loaded import Loaded
     from unmask.model import Transformer
+    from unmask.quantize import check_fits, check_quantize
 
     folder = Path(path)
     imp, config, tok = model_config(folder)
     dtype = dtype if dtype is not None else _default_dtype(_read_json(folder / "config.json"))
+    check_quantize(quantize, device, dtype)
     with torch.device("meta"):
         model = Transformer(config)
-    model = model.to(dtype=dtype).to_empty(device=device)
+    model = model.to(dtype=dtype)
+    check_fits(model, dtype, quantize, device, source=str(folder))
+    if quantize is not None:
+        model._rope = None
+        load_weights_lazily(model, imp, folder, device, quantize)
+        model.eval()
+        return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name)
+    model = model.to_empty(device=device)
     if config.tie_embeddings:
         model.lm_head.weight = model.embed.weight
     model._rope = None

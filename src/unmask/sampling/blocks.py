@@ -14,7 +14,19 @@ exactly the uncached logits, because under block-causal attention nothing before
 see the block. Left padding does not move the real tokens relative to each other, and RoPE only
 sees relative positions.
 
-Inside: ``BlockRun`` (the ``bd3lm`` decoder's run), ``sample_blocks``, ``block_size_of``.
+LLaDA 2.x (``ModelConfig.block_align='absolute'``, the ``llada2`` import) counts its blocks from
+the first prompt token, as the publisher's ``generate`` does: the prompt's last, partial block is
+completed by the first generated tokens (that block's region covers the prompt tail, locked, so
+the prefix cache recomputes the whole attention block and stays exact). Prompts of a batch must
+then have the same length modulo the block size. LLaDA 2.1's token-to-token editing
+(``SampleConfig.edit_threshold``; Bie et al. 2026, arXiv:2602.08676; SGLang's
+``JointThreshold``): at every step, a token already committed in the current block (not the
+prompt) whose argmax differs from it with probability > ``edit_threshold`` is replaced, in the
+same forward as the mask commits; once the block has no mask, edit-only steps follow until one
+changes nothing or ``max_post_steps`` have run.
+
+Inside: ``BlockRun`` (the ``bd3lm`` decoder's run), ``sample_blocks``, ``block_size_of``,
+``edit_step``.
 """
 
 from __future__ import annotations
@@ -42,6 +54,21 @@ from unmask.sampling.protocol import (
     rows_finished,
 )
 from unmask.sampling.registry import Decoder, Prompts, Target, refuse_top_k, register_decoder
+
+
+def edit_step(
+    logits: Tensor, tokens: Tensor, editable: Tensor, threshold: float, mask_id: int
+) -> Tensor:
+    """LLaDA 2.1's token-to-token edit: (B, L) bool of the ``editable`` positions (committed,
+    not prompt) whose argmax token under ``logits`` (B, L, V) differs from ``tokens`` (B, L)
+    with probability > ``threshold``; ``tokens`` takes those argmax tokens in place ([MASK] is
+    never proposed)."""
+    logits = logits.float().clone()
+    logits[..., mask_id] = float("-inf")
+    p, x = logits.softmax(dim=-1).max(dim=-1)  # (B, L) each
+    edit = editable & (x != tokens) & (p > threshold)
+    tokens[edit] = x[edit]
+    return edit
 
 
 def block_size_of(model: Any) -> int | None:
@@ -90,16 +117,33 @@ class BlockRun(DecoderRun):
                 f"block_size={bs} (or be unset)"
             )
         config = dataclasses.replace(config, block_length=bs)
-        self.num_blocks, steps_per_block = validate(config)
-        if config.top_k is not None or config.top_p is not None:
-            raise UserError("top_k and top_p apply to autoregressive (causal) models only")
-
         rows = as_rows(prompt_ids)
         if not rows:
             raise UserError("no prompts given")
-        P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, a multiple of the block size
+        self.absolute = getattr(getattr(model, "config", None), "block_align", "pad") == "absolute"
+        self.first_new = bs  # new tokens of the first block (absolute: what completes the prompt)
+        if self.absolute:  # LLaDA 2.x: blocks counted from the first prompt token
+            tails = {len(r) % bs for r in rows}
+            if len(tails) > 1:
+                raise UserError(
+                    f"prompts of lengths {sorted({len(r) for r in rows})}: this model's blocks "
+                    f"start at the first prompt token, so a batch needs equal lengths modulo "
+                    f"{bs}; generate them one at a time"
+                )
+            self.first_new = bs - tails.pop()
+            blocks = 1 + -(-max(config.gen_length - self.first_new, 0) // bs)
+            validate(dataclasses.replace(config, gen_length=blocks * bs))
+            self.num_blocks, steps_per_block = blocks, max(1, config.steps // blocks)
+            P = max(len(r) for r in rows)  # left padding: whole blocks (equal tails)
+            need = P + self.first_new + (blocks - 1) * bs
+        else:
+            self.num_blocks, steps_per_block = validate(config)
+            P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, whole blocks
+            need = P + config.gen_length
+        if config.top_k is not None or config.top_p is not None:
+            raise UserError("top_k and top_p apply to autoregressive (causal) models only")
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
-        if max_seq_len is not None and P + config.gen_length > max_seq_len:
+        if max_seq_len is not None and need > max_seq_len:
             raise UserError(
                 f"prompt ({P} tokens after padding to blocks of {bs}) + gen_length "
                 f"({config.gen_length}) exceeds the model's max_seq_len ({max_seq_len})"
@@ -121,6 +165,9 @@ class BlockRun(DecoderRun):
         self.step_callback, self.on_view = step_callback, on_view
         self.nfe = self.steps = 0
         self.blocks_done = 0
+        self.edit_threshold, self.max_post_steps = config.edit_threshold, config.max_post_steps
+        self._post: int | None = None  # edit-only steps taken once the block has no mask
+        self._extra = (0, 0)  # (nfe, steps) of this block's edit-only steps
         self._inner: Denoiser | None = None
         self._next_block()
 
@@ -133,15 +180,17 @@ class BlockRun(DecoderRun):
         self._inner = None
         if self.blocks_done >= self.num_blocks or bool(self.finished.all()):
             return
-        B, bs, L = self.x.shape[0], self.block_size, self.x.shape[1]
+        B, L = self.x.shape[0], self.x.shape[1]
+        n = self.first_new if self.blocks_done == 0 else self.block_size  # new columns
+        tail = self.block_size - n  # prompt columns in this attention block (absolute only)
         device = self.x.device
-        new = torch.full((B, bs), self.mask_id, dtype=torch.long, device=device)  # (B, bs)
+        new = torch.full((B, n), self.mask_id, dtype=torch.long, device=device)  # (B, n)
         if self.eos_id is not None:
             new[self.finished] = self.eos_id  # finished rows: EOS padding, nothing to denoise
-        tokens = torch.cat([self.x, new], dim=1)  # (B, L + bs)
-        attn = torch.cat([self.real, torch.ones(B, bs, dtype=torch.bool, device=device)], dim=1)
+        tokens = torch.cat([self.x, new], dim=1)  # (B, L + n)
+        attn = torch.cat([self.real, torch.ones(B, n, dtype=torch.bool, device=device)], dim=1)
         canvas = Canvas.from_tokens(
-            tokens, mask_id=self.mask_id, attention_mask=attn, region=(L, L + bs)
+            tokens, mask_id=self.mask_id, attention_mask=attn, region=(L - tail, L + n)
         )
         pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
         canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
@@ -154,6 +203,7 @@ class BlockRun(DecoderRun):
 
         self._attn = attn
         self._base = (self.nfe, self.steps)
+        self._post, self._extra = None, (0, 0)
         self._inner = Denoiser(
             self.model,
             canvas,
@@ -180,17 +230,64 @@ class BlockRun(DecoderRun):
     def advance(self) -> None:
         inner = self._inner
         assert inner is not None, "the run is finished"
-        inner.advance()
-        self.nfe, self.steps = self._base[0] + inner.nfe, self._base[1] + inner.steps
-        if inner.done:
+        if self.edit_threshold is None:
+            inner.advance()
+        elif self._post is None:  # masks left: commit (M2T) and edit (T2T) from one forward
+            self._mask_and_edit_step(inner)
+        else:
+            self._edit_only_step(inner)
+        self.nfe = self._base[0] + inner.nfe + self._extra[0]
+        self.steps = self._base[1] + inner.steps + self._extra[1]
+        if inner.done and self.edit_threshold is not None and self._post is None:
+            self._post = 0  # every mask is committed: edit-only steps follow
+        elif inner.done and self._post is None:
+            self._end_block()
+        if self._post is not None and self._post >= self.max_post_steps:
             self._end_block()
         self._report()
+
+    def _logits(self, inner: Denoiser) -> Tensor:
+        tokens, attn = inner.model_inputs()
+        with torch.no_grad():
+            return inner.cache.logits(self.model, tokens, attn, shift=inner.shift)  # (B', L, V)
+
+    def _editable(self, inner: Denoiser) -> Tensor:
+        """(B, L) bool: committed generated tokens of the current block (not the prompt)."""
+        start, end = inner.canvas.region
+        editable = torch.zeros_like(inner.x, dtype=torch.bool)
+        editable[:, max(start, self.P) : end] = True
+        return editable & (inner.x != self.mask_id) & ~self.finished[:, None]
+
+    def _mask_and_edit_step(self, inner: Denoiser) -> None:
+        logits = self._logits(inner)
+        editable = self._editable(inner)  # before this step's commits
+        before = inner.x.clone()
+        inner.step(logits)
+        if inner.config.cfg_scale > 0:
+            cond, un = torch.chunk(logits, 2, dim=0)
+            logits = un + (inner.config.cfg_scale + 1) * (cond - un)
+        assert self.edit_threshold is not None
+        edit = edit_step(logits, before, editable, self.edit_threshold, self.mask_id)
+        inner.x[edit] = before[edit]
+
+    def _edit_only_step(self, inner: Denoiser) -> None:
+        assert self._post is not None and self.edit_threshold is not None
+        logits = self._logits(inner)
+        if inner.config.cfg_scale > 0:
+            cond, un = torch.chunk(logits, 2, dim=0)
+            logits = un + (inner.config.cfg_scale + 1) * (cond - un)
+        edit = edit_step(logits, inner.x, self._editable(inner), self.edit_threshold, self.mask_id)
+        self._post += 1
+        self._extra = (self._extra[0] + 1, self._extra[1] + 1)
+        if not bool(edit.any()):
+            self._post = self.max_post_steps  # nothing changed: the block is final
 
     def view(self) -> Tensor:
         """(B, gen_length): finished blocks, the current block, masks (EOS for finished rows)
         where no block has started."""
         inner = self._inner
         grown = self.x[:, self.P :] if inner is None else inner.x[:, self.P :]  # (B, n)
+        grown = grown[:, : self.gen_length]  # absolute blocks may run past gen_length
         B, n = grown.shape
         rest = torch.full(
             (B, self.gen_length - n), self.mask_id, dtype=grown.dtype, device=grown.device
@@ -202,7 +299,7 @@ class BlockRun(DecoderRun):
     def result(self) -> GenerateResult:
         return GenerateResult(
             tokens=self.x,
-            region=(self.P, self.x.shape[1]),
+            region=(self.P, min(self.x.shape[1], self.P + self.gen_length)),
             nfe=self.nfe,
             steps=self.steps,
             eos_id=self.eos_id,

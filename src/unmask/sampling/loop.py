@@ -542,6 +542,11 @@ class LLaDADecoder(Decoder):
                 "this is a uniform-graph SEDD model; sample it with decoder 'sedd', "
                 f"not the commit policy {config.policy!r}"
             )
+        if config.edit_threshold is not None:
+            raise UserError(
+                "edit_threshold (LLaDA 2.1's token editing) applies to block decoding "
+                "(decoder bd3lm), not to decoder 'llada'"
+            )
         refuse_top_k(self.name, config)
 
     def start(

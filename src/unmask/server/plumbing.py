@@ -142,7 +142,8 @@ def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int) -
     return SampleConfig(gen_length=gen_length, steps=opts.steps or default_steps,
                         block_length=opts.block_length, policy=opts.policy,
                         threshold=opts.threshold, cache=opts.cache,
-                        temperature=opts.temperature, seed=opts.seed)
+                        temperature=opts.temperature, seed=opts.seed,
+                        edit_threshold=opts.edit_threshold, max_post_steps=opts.max_post_steps)
 
 
 def note(request: Request, **fields: float | int | str) -> None:

@@ -45,6 +45,11 @@ class DiffusionOptions(_Strict):
     """Policy ``threshold``: commit every proposal at least this confident."""
     cache: str = Field("none", max_length=32)
     """KV cache: none, prefix, dual (approximate for bidirectional models)."""
+    edit_threshold: float | None = Field(None, ge=0.0, lt=1.0)
+    """Block decoding (LLaDA 2.1): replace a committed token whose argmax differs with
+    probability above this; None = no editing (docs/large-models.md)."""
+    max_post_steps: int = Field(16, ge=0, le=64)
+    """With ``edit_threshold``: edit-only steps at most once a block has no mask."""
 
 
 class Guided(_Strict):

@@ -1,0 +1,257 @@
+"""Weight-only int8 / int4 quantisation at load time (torchao), and the memory check before
+loading (will the weights fit in the RAM / VRAM that is free?).
+
+Inside:
+
+- ``QUANTIZATIONS``: ``int8``, ``int4``; ``check_quantize(name, device, dtype)`` refuses, with one
+  line, what torchao or the device cannot do, before anything is loaded.
+- ``quantize_module(module, name, device)``: the linear layers of ``module`` (a block, the head)
+  quantised in place; the routers of mixtures of experts stay in full precision (a wrong expert
+  costs more than the bytes saved). ``quantize_model`` does a whole model.
+- ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
+  meta device, per dtype / quantisation; ``free_bytes(device)``; ``check_fits`` compares them
+  and refuses with the setting that fits (as Ollama's fit check does).
+
+How each scheme is stored (torchao 0.18, measured in docs/large-models.md):
+
+- ``int8``: ``Int8WeightOnlyConfig``, per-row scales, on CPU and CUDA: 1 byte a weight.
+- ``int4`` on CUDA: ``Int4WeightOnlyConfig`` (group 128, tinygemm ``tile_packed_to_4d``,
+  bfloat16 only): half a byte a weight.
+- ``int4`` on CPU: ``IntxWeightOnlyConfig(int4, group 32)``: int4 values and accuracy, but
+  torchao has no packed int4 kernel for x86 CPUs, so each value is stored in an int8: the memory
+  of int8. Said in the docs and by ``estimate_bytes``, so the fit check is honest.
+
+Nothing here is imported on the path of ``unmask --help``; torchao is imported when used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from unmask.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+QUANTIZATIONS: tuple[str, ...] = ("int8", "int4")
+"""Accepted ``--quantize`` values."""
+
+BYTES_PER_WEIGHT: dict[tuple[str, str], float] = {
+    ("int8", "cpu"): 1.0 + 4 / 2048,  # int8 + a float32 scale per row (rows of >= 2048)
+    ("int8", "cuda"): 1.0 + 4 / 2048,
+    ("int4", "cpu"): 1.0 + 2 / 32,  # int4 values kept in int8 + a bf16 scale per 32
+    ("int4", "cuda"): 0.5 + 4 / 128,  # packed int4 + bf16 scale and zero per 128
+}
+"""Bytes per quantised weight, by (scheme, device type)."""
+
+OVERHEAD = 1.05
+"""Working memory on top of the weights (activations, KV cache, allocator slack)."""
+OVERHEAD_BYTES = 512 * 2**20
+"""Fixed working memory on top of the weights (the interpreter, torch, the tokenizer)."""
+
+SKIP_ENV = "UNMASK_NO_FIT_CHECK"
+"""Set to 1 to load without the memory check (the estimate is an estimate)."""
+
+
+def _device_type(device: str | torch.device) -> str:
+    return str(device).split(":")[0]
+
+
+def check_quantize(name: str | None, device: str | torch.device, dtype: Any = None) -> None:
+    """Refuse, with one line, a quantisation that is unknown or that torchao / the device cannot
+    do; None is no quantisation."""
+    if name is None:
+        return
+    if name not in QUANTIZATIONS:
+        raise UserError(f"unknown quantization {name!r}; choose {' or '.join(QUANTIZATIONS)}")
+    kind = _device_type(device)
+    if kind not in ("cpu", "cuda"):
+        raise UserError(f"--quantize {name} runs on cpu or cuda, not {kind}")
+    try:
+        import torchao  # noqa: F401
+    except ImportError:
+        raise UserError(
+            f"--quantize {name} needs torchao: pip install 'unmask[quantize]'"
+        ) from None
+    import torch
+
+    if name == "int4" and kind == "cuda" and dtype is not None and dtype != torch.bfloat16:
+        raise UserError("--quantize int4 on CUDA needs bfloat16 weights (torchao's int4 kernel)")
+
+
+def _config(name: str, device: str | torch.device) -> Any:
+    """The torchao config of scheme ``name`` on ``device`` (see the module docstring)."""
+    import torch
+    from torchao.quantization import (
+        Int4WeightOnlyConfig,
+        Int8WeightOnlyConfig,
+        IntxWeightOnlyConfig,
+    )
+    from torchao.quantization.granularity import PerGroup
+
+    if name == "int8":
+        return Int8WeightOnlyConfig()
+    if _device_type(device) == "cuda":
+        return Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
+    return IntxWeightOnlyConfig(weight_dtype=torch.int4, granularity=PerGroup(32))
+
+
+def _group(name: str | None, device: str | torch.device) -> int:
+    """Input columns sharing one scale: int4 groups of 128 (CUDA) / 32 (CPU); int8 per row."""
+    if name != "int4":
+        return 1
+    return 128 if _device_type(device) == "cuda" else 32
+
+
+def _quantizable(module: nn.Module, fqn: str, group: int = 1) -> bool:
+    """Linear layers other than MoE routers (``...router``) whose input width is a multiple of
+    the scheme's group (others stay in full precision)."""
+    from torch import nn
+
+    return (
+        isinstance(module, nn.Linear)
+        and fqn.split(".")[-1] != "router"
+        and module.in_features % group == 0
+    )
+
+
+def quantize_module(module: nn.Module, name: str, device: str | torch.device) -> None:
+    """Quantise the linear layers of ``module`` in place (weight-only ``name``), routers kept.
+
+    A module that is itself a Linear is quantised too. Errors of torchao (a shape its kernel
+    cannot take, a missing kernel) become one-line ``UserError``s naming the scheme.
+    """
+    import warnings
+
+    from torch import nn
+    from torchao.quantization import quantize_
+
+    root_linear = isinstance(module, nn.Linear)
+    group = _group(name, device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            quantize_(
+                module,
+                _config(name, device),
+                filter_fn=lambda m, fqn: (
+                    _quantizable(m, fqn or "", group) and (bool(fqn) or root_linear)
+                ),
+            )
+        except (RuntimeError, NotImplementedError, AssertionError, ImportError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise UserError(
+                f"--quantize {name} failed on {_device_type(device)}: {first[:160]}"
+            ) from None
+
+
+def quantize_model(model: nn.Module, name: str, device: str | torch.device) -> nn.Module:
+    """Quantise every block and the output head of ``model`` in place; returns it."""
+    quantize_module(model, name, device)
+    return model
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def estimate_bytes(
+    model: nn.Module, dtype: torch.dtype, quantize: str | None, device: str | torch.device
+) -> int:
+    """Resident bytes of ``model`` (built on the meta device) loaded in ``dtype`` and quantised
+    with ``quantize``, weights plus working memory (``OVERHEAD``, ``OVERHEAD_BYTES``); a
+    quantised load also holds its largest block in ``dtype`` while quantising it (the peak of
+    ``unmask.convert.load.load_weights_lazily``)."""
+    import torch
+
+    item = torch.empty((), dtype=dtype).element_size()
+    per_q = BYTES_PER_WEIGHT.get((quantize or "", _device_type(device)), float(item))
+    quantized = 0
+    if quantize is not None:
+        quantized = sum(
+            m.weight.numel()
+            for fqn, m in model.named_modules()
+            if _quantizable(m, fqn, _group(quantize, device))
+        )
+    total = sum(p.numel() for p in model.parameters())
+    weights = (total - quantized) * item + quantized * per_q
+    transient = 0
+    if quantize is not None:
+        blocks = getattr(model, "layers", [model])
+        transient = max(sum(p.numel() for p in b.parameters()) for b in blocks) * item
+    return int(weights * OVERHEAD + OVERHEAD_BYTES + transient)
+
+
+def free_bytes(device: str | torch.device) -> int | None:
+    """Memory free for a model on ``device``: CUDA's free memory, or the system's available RAM
+    (``MemAvailable``); None where it cannot be read."""
+    import torch
+
+    if _device_type(device) == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return None
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_fits(
+    model: nn.Module,
+    dtype: torch.dtype,
+    quantize: str | None,
+    device: str | torch.device,
+    *,
+    source: str,
+    free: int | None = None,
+) -> int:
+    """Refuse, with one line and the setting that would fit, a model whose estimated memory
+    (``estimate_bytes``) exceeds what ``device`` has free; returns the estimate. ``free``
+    overrides the measurement (tests). ``UNMASK_NO_FIT_CHECK=1`` skips the refusal."""
+    need = estimate_bytes(model, dtype, quantize, device)
+    free = free_bytes(device) if free is None else free
+    if free is None or need <= free or os.environ.get(SKIP_ENV) == "1":
+        return need
+    kind = _device_type(device)
+    where = "GPU memory" if kind == "cuda" else "RAM"
+    setting = f"--quantize {quantize}" if quantize else str(dtype).removeprefix("torch.")
+    fits = [
+        q for q in QUANTIZATIONS
+        if q != quantize and estimate_bytes(model, dtype, q, device) <= free
+        and (quantize is None or QUANTIZATIONS.index(q) > QUANTIZATIONS.index(quantize))
+    ]  # fmt: skip
+    hint = (
+        f"use --quantize {fits[0]} ({_gb(estimate_bytes(model, dtype, fits[0], device))})"
+        if fits
+        else "no setting fits this device; free memory or use a larger machine"
+    )
+    raise UserError(
+        f"{source}: needs about {_gb(need)} of {where} with {setting}, "
+        f"{_gb(free)} free: {hint} (or {SKIP_ENV}=1 to try anyway)"
+    )
+
+
+__all__ = [
+    "BYTES_PER_WEIGHT",
+    "QUANTIZATIONS",
+    "check_fits",
+    "check_quantize",
+    "estimate_bytes",
+    "free_bytes",
+    "quantize_model",
+    "quantize_module",
+]

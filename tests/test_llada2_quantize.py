@@ -1,0 +1,143 @@
+"""Weight-only int8 / int4 quantisation at load (torchao) and the memory check before loading:
+quantised LLaDA 2.x logits stay close to full precision, routers stay exact, what the library
+or device cannot do and a model that does not fit are refused with one line, before loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from convert_helpers import load_error
+from llada2_helpers import write_llada2_folder
+
+import unmask
+from unmask.errors import UserError
+
+pytest.importorskip("torchao")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory):
+    path = tmp_path_factory.mktemp("llada2q")
+    write_llada2_folder(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def full(folder):
+    return unmask.load(folder).model
+
+
+def _kl_top1(full, model) -> tuple[float, float]:
+    tokens = torch.randint(0, 44, (2, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, got = full(tokens).log_softmax(-1), model(tokens).log_softmax(-1)
+    kl = (ref.exp() * (ref - got)).sum(-1).mean().item()
+    return kl, (ref.argmax(-1) == got.argmax(-1)).float().mean().item()
+
+
+def test_quantized_logits_agree_with_full_precision(folder, full) -> None:
+    stats = {}
+    for scheme in ("int8", "int4"):
+        model = unmask.load(folder, quantize=scheme).model
+        weight = model.layers[1].attn.q_proj.weight
+        assert "torchao" in type(weight).__module__ + type(weight.data).__module__
+        router = model.layers[1].mlp.router.weight
+        assert type(router.data) is torch.Tensor  # routers stay in full precision
+        assert torch.equal(router, full.layers[1].mlp.router.weight)
+        stats[scheme] = _kl_top1(full, model)
+    (kl8, top8), (kl4, top4) = stats["int8"], stats["int4"]
+    assert 0 < kl8 < 0.01 and top8 >= 0.9  # int8: per-row scales, nearly exact
+    assert kl8 < kl4 < 0.5 and top4 >= 0.6  # int4 of random (unsmooth) weights: coarser
+
+
+def test_unknown_scheme_and_device_refused(folder) -> None:
+    from unmask.quantize import check_quantize
+
+    with pytest.raises(UserError, match="unknown quantization 'int2'"):
+        check_quantize("int2", "cpu")
+    with pytest.raises(UserError, match="cpu or cuda, not mps"):
+        check_quantize("int8", "mps")
+
+
+def test_torchao_missing_is_one_line(monkeypatch) -> None:
+    import sys
+
+    from unmask.quantize import check_quantize
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao now raises ImportError
+    with pytest.raises(UserError, match=r"needs torchao: pip install 'unmask\[quantize\]'"):
+        check_quantize("int4", "cpu")
+
+
+def test_estimates_order_and_refusal_names_what_fits(folder, monkeypatch) -> None:
+    from unmask.convert import model_config
+    from unmask.model import Transformer
+    from unmask.quantize import check_fits, estimate_bytes
+
+    _, config, _ = model_config(folder)
+    with torch.device("meta"):
+        model = Transformer(config).to(torch.bfloat16)
+    bf16, int8 = (estimate_bytes(model, torch.bfloat16, q, "cpu") for q in (None, "int8"))
+    int4_cpu = estimate_bytes(model, torch.bfloat16, "int4", "cpu")
+    assert bf16 > int4_cpu > int8  # on CPU int4 values sit in int8 storage, plus group scales
+    free = (bf16 + int8) // 2  # int8 fits, bf16 does not
+    with pytest.raises(UserError) as e:
+        check_fits(model, torch.bfloat16, None, "cpu", source="m", free=free)
+    msg = str(e.value)
+    assert "\n" not in msg and "bfloat16" in msg and "use --quantize int8" in msg
+    with pytest.raises(UserError, match="no setting fits"):
+        check_fits(model, torch.bfloat16, "int8", "cpu", source="m", free=1000)
+    assert check_fits(model, torch.bfloat16, "int8", "cpu", source="m", free=free) == int8
+    monkeypatch.setenv("UNMASK_NO_FIT_CHECK", "1")
+    check_fits(model, torch.bfloat16, None, "cpu", source="m", free=1000)
+
+
+def test_load_refuses_what_does_not_fit_before_materialising(folder, monkeypatch) -> None:
+    import unmask.quantize as q
+
+    monkeypatch.setattr(q, "free_bytes", lambda device: 1000)
+    msg = load_error(folder)
+    assert "needs about" in msg and "free" in msg
+
+
+def test_bad_folder_refused_before_anything_is_quantised(tmp_path, monkeypatch) -> None:
+    import unmask.quantize as q
+
+    write_llada2_folder(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["moe_intermediate_size"] = 32
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    calls: list[str] = []
+    monkeypatch.setattr(q, "quantize_module", lambda *a: calls.append("q"))
+    with pytest.raises(UserError, match="shape"):
+        unmask.load(tmp_path, quantize="int8")
+    assert calls == []  # shapes are all checked before the first block is materialised
+
+
+def test_cli_quantize_and_fit_refusal(folder, monkeypatch, capsys) -> None:
+    import unmask.quantize as q
+    from unmask.cli import main
+
+    args = ["generate", "--model", str(folder), "--gen-length", "8", "--device", "cpu",
+            "--threshold", "0.9", "--no-live", "--quantize", "int8", "w1 w2"]  # fmt: skip
+    assert main(args) == 0
+    monkeypatch.setattr(q, "free_bytes", lambda device: 10**6)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--quantize int8" in err and "free" in err
+
+
+def test_native_checkpoint_quantized_after_loading() -> None:
+    """A native checkpoint (the shipped demo model) is quantised once loaded; int8 keeps its
+    greedy predictions."""
+    from pathlib import Path
+
+    demo = Path(unmask.__file__).parent / "assets" / "demo"
+    full = unmask.load(demo).model
+    model = unmask.load(demo, quantize="int8").model
+    assert "torchao" in type(model.layers[0].mlp.up_proj.weight).__module__
+    kl, top1 = _kl_top1(full, model)
+    assert kl < 0.01 and top1 >= 0.9
