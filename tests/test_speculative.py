@@ -18,7 +18,7 @@ from unmask.model import Transformer
 from unmask.sampling import choose_decoder, generate_ar
 from unmask.sampling import speculative as spec_mod
 from unmask.sampling.speculative import SpeculativeRun
-from unmask.tokenizer import byte_tokenizer
+from unmask.tokenizer import byte_tokenizer, train_bpe
 
 TOK = byte_tokenizer()
 
@@ -262,9 +262,16 @@ def test_refusals():
         api.start(diff, [5, 6], cfg, draft=diff)
     with pytest.raises(UserError, match="must be a diffusion model"):
         api.start(ar_model, [5, 6], cfg, draft=ar_model)
-    other = loaded(transformer("bidirectional", 1, vocab=TOK.vocab_size + 3))
-    with pytest.raises(UserError, match="vocabulary"):
+    # another tokenizer (same size or not): refused by the API, which sees both tokenizers
+    bpe = train_bpe(["hello world the cat"] * 50, TOK.vocab_size + 10)
+    other = Loaded(model=transformer("bidirectional", 1, vocab=bpe.vocab_size), tokenizer=bpe,
+                   config=transformer("bidirectional", 1, vocab=bpe.vocab_size).config,
+                   path=Path("runs/y"))
+    with pytest.raises(UserError, match="tokenizer differs"):
         api.start(ar_model, [5, 6], cfg, draft=other)
+    with pytest.raises(UserError, match="vocabulary"):  # models alone: the sizes must agree
+        SpeculativeRun(ar_model.model, other.model, [5, 6], max_new_tokens=4, draft_length=2,
+                       eos_id=None)
     with pytest.raises(UserError, match="draft_length must be >= 1"):
         SampleConfig(draft_length=0)
     bad = SampleConfig(decoder="speculative")

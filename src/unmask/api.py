@@ -71,7 +71,8 @@ def start(
     config = _with_draft(config, draft)
     aux: dict[str, Any] = {}
     if draft is not None:
-        aux = {"drafter": draft.model, "drafter_facts": facts_of(draft)}
+        aux = {"drafter": draft.model, "drafter_facts": facts_of(draft),
+               "shared_vocab": _shared_vocab(loaded, draft)}
     decoder = choose_decoder(facts, config)
     config = dataclasses.replace(config, decoder=decoder.name)
     target = Target(loaded.model, facts, aux)
@@ -97,6 +98,16 @@ def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
     if config.decoder not in ("auto", "speculative"):
         raise UserError(f"a drafter applies to decoder 'speculative', not {config.decoder!r}")
     return dataclasses.replace(config, decoder="speculative")
+
+
+def _shared_vocab(loaded: Loaded, draft: Loaded) -> int | None:
+    """The ids the checkpoint and its drafter share (``shared_vocabulary``: one tokenizer, up
+    to appended special tokens such as FIM's), or None when either has no tokenizer."""
+    from unmask.sampling.speculative import shared_vocabulary
+
+    if loaded.tokenizer is None or draft.tokenizer is None:
+        return None
+    return shared_vocabulary(loaded.tokenizer, draft.tokenizer)
 
 
 def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:

@@ -454,10 +454,28 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
     draft_length: int = 8
     """Decoder ``speculative``: tokens the diffusion drafter proposes per round (>= 1)."""
+    draft_threshold: float = 0.0
+    """Decoder ``speculative``: adaptive draft length. A row's draft ends before the first
+    token the drafter gives a probability below this (0 = always ``draft_length`` tokens)."""
+    draft_steps: int = 1
+    """Decoder ``speculative``: denoising steps per draft (the draft block in this many
+    left-to-right chunks, one drafter forward each; >= 1)."""
+    draft_cache: str = "prefix"
+    """Decoder ``speculative``: the drafter's KV cache of the committed prefix: ``prefix``
+    (each committed token's keys/values computed once; exact for block-causal drafters,
+    approximate for bidirectional ones) or ``none`` (the whole canvas every forward)."""
 
     def __post_init__(self) -> None:
         if self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
+        if self.draft_steps < 1:
+            raise UserError(f"draft_steps must be >= 1, got {self.draft_steps}")
+        if not 0.0 <= self.draft_threshold < 1.0:
+            raise UserError(f"draft_threshold must be in [0, 1), got {self.draft_threshold}")
+        if self.draft_cache not in DRAFT_CACHES:
+            raise UserError(
+                f"unknown draft_cache {self.draft_cache!r}; choose one of {', '.join(DRAFT_CACHES)}"
+            )
         for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
             value = getattr(self, name)
             if value not in allowed:
@@ -476,6 +494,8 @@ SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")
 """Values of ``SampleConfig.sedd_sampler``."""
 PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")
 """Values of ``SampleConfig.prompt_masks``."""
+DRAFT_CACHES: tuple[str, ...] = ("prefix", "none")
+"""Values of ``SampleConfig.draft_cache``."""
 SEDD_POLICY_ALIASES: dict[str, str] = {"sedd-analytic": "analytic", "sedd-euler": "euler"}
 """Old ``policy`` spellings of the SEDD decoder and the ``sedd_sampler`` each stands for."""
 
