@@ -69,11 +69,8 @@ def start(
 
     facts = facts_of(loaded)
     config = _with_draft(config, draft)
-    aux: dict[str, Any] = {}
-    if draft is not None:
-        aux = {"drafter": draft.model, "drafter_facts": facts_of(draft),
-               "shared_vocab": _shared_vocab(loaded, draft)}
     decoder = choose_decoder(facts, config)
+    aux = _draft_aux(loaded, draft)
     config = dataclasses.replace(config, decoder=decoder.name)
     target = Target(loaded.model, facts, aux)
     run = decoder.start(target, prompt_ids, config, on_view=step_callback)
@@ -87,7 +84,9 @@ def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None)
     (``choose_decoder``)."""
     from unmask.sampling import choose_decoder
 
-    return choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
+    name = choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
+    _draft_aux(loaded, draft)  # a drafter that cannot draft for this checkpoint fails now
+    return name
 
 
 def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
@@ -100,14 +99,20 @@ def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
     return dataclasses.replace(config, decoder="speculative")
 
 
-def _shared_vocab(loaded: Loaded, draft: Loaded) -> int | None:
-    """The ids the checkpoint and its drafter share (``shared_vocabulary``: one tokenizer, up
-    to appended special tokens such as FIM's), or None when either has no tokenizer."""
-    from unmask.sampling.speculative import shared_vocabulary
+def _draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
+    """``Target.aux`` for a run with ``draft``: the drafter, its facts and the ids the two
+    tokenizers share (``shared_vocabulary``: one tokenizer, up to appended special tokens
+    such as FIM's); refuses in one line a drafter that cannot draft for ``loaded``
+    (``check_drafter``). Empty without a drafter."""
+    if draft is None:
+        return {}
+    from unmask.sampling.speculative import check_drafter, shared_vocabulary
 
-    if loaded.tokenizer is None or draft.tokenizer is None:
-        return None
-    return shared_vocabulary(loaded.tokenizer, draft.tokenizer)
+    shared = None
+    if loaded.tokenizer is not None and draft.tokenizer is not None:
+        shared = shared_vocabulary(loaded.tokenizer, draft.tokenizer)
+    facts = check_drafter(loaded.model, draft.model, facts_of(draft), shared)
+    return {"drafter": draft.model, "drafter_facts": facts, "shared_vocab": shared}
 
 
 def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
@@ -314,13 +319,15 @@ def chat(
     config: SampleConfig | None = None,
     template: ChatTemplate | None = None,
     step_callback: ViewCallback | None = None,
+    draft: Loaded | None = None,
 ) -> Reply:
     """The assistant's reply to ``messages`` (``role``/``content`` dicts, the last one the
-    user's), rendered through ``template`` (default: ``chat_template(loaded)``)."""
+    user's), rendered through ``template`` (default: ``chat_template(loaded)``). ``draft``: a
+    diffusion drafter for a causal checkpoint (``start``)."""
     config = config or SampleConfig()
     template = template or chat_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
-    run = start(loaded, [ids], config, step_callback=step_callback)
+    run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
     return Reply(

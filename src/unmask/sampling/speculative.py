@@ -329,8 +329,7 @@ class SpeculativeRun(DecoderRun):
             self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
         self.vocab = _vocab_size(model)
         self.shared_vocab = shared_vocab
-        self._masks = torch.full((B, draft_length), dfacts.mask_id, dtype=torch.long,
-                                 device=device)
+        self._masks = torch.full((B, draft_length), dfacts.mask_id, dtype=torch.long, device=device)
         self.committed = 0
         self.nfe = self.steps = 0
         self.verifier_nfe = self.drafter_nfe = self.drafted = self.accepted = 0
