@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.py
 
@@ -134,6 +135,32 @@ def measure(
     row["ratio"] = row["tokens_per_s"] / ref["tokens_per_s"] if ref else 1.0
     row["identity"] = identity(gen, ref["ids"], eos) if ref else 1.0
     return row
+
+
+def forward_cost(
+    loaded: Loaded, context: int, widths: Sequence[int], repeats: int, batch: int = 1
+) -> dict[int, float]:
+    """Seconds of one cached forward of ``w`` new positions after ``context`` cached ones, for
+    each width: what a verifier round (k + 1 positions) or a cached draft costs against one
+    AR step (width 1). Speculative decoding gains only while the tokens a round commits
+    exceed the cost of its forwards in AR steps."""
+    from unmask.model import KVCache
+
+    model, dev = loaded.model, next(loaded.model.parameters()).device
+    out: dict[int, float] = {}
+    with torch.no_grad():
+        for w in widths:
+            ids = torch.randint(4, loaded.config.vocab_size, (batch, context + w), device=dev)
+            kv = KVCache()
+            model(ids[:, :context], cache=kv, start=0)
+
+            def step(kv: Any = kv, ids: Tensor = ids, w: int = w) -> None:
+                kv.length = context
+                model(ids[:, context:], cache=kv, start=context)
+
+            step()
+            out[w] = timed(step, repeats, dev)[1]
+    return out
 
 
 HEADER = (
@@ -261,6 +288,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     # warm-up: first calls pay one-time costs
     warm = SampleConfig(gen_length=8, temperature=0.0, draft_length=4)
     api.start(ar, [ar.tokenizer.encode(prompts_all[0])], warm, draft=diff).run()
+    widths = [1, 2, 5, 9, 17]
+    costs = {}
+    for name, m in (("verifier", ar), ("drafter", diff)):
+        c = forward_cost(m, min(128, context - max(widths)), widths, max(3, args.repeats))
+        costs[name] = {str(w): t for w, t in c.items()}
+        print(
+            f"{name} forward at 128 cached positions, batch 1: "
+            + ", ".join(f"{w} pos {t * 1e3:.1f} ms ({t / c[1]:.2f}x)" for w, t in c.items())
+        )
     rows: list[dict[str, Any]] = []
     print(HEADER, flush=True)
     kw = {"scorer": scorer, "repeats": args.repeats, "device": device}
@@ -321,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "argv": sys.argv[1:] if argv is None else list(argv),
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
+        "forward_cost_s": costs,
         "rows": rows,
     }
     path = Path(args.json)
