@@ -414,3 +414,19 @@ def test_live_view_draws_drafts_in_their_own_style():
     assert plain.getvalue() == ""  # without colour a draft would read as accepted text
     with pytest.raises(UserError):
         SampleConfig(draft_cache="dual")
+
+
+# ---- per-step CPU cost: threads default to physical cores ----------------------------------
+
+
+def test_physical_cores_count_hyperthread_siblings_once(tmp_path):
+    from unmask.commands import physical_cores
+
+    siblings = {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3", 4: "4"}
+    for cpu, text in siblings.items():
+        d = tmp_path / f"cpu{cpu}" / "topology"
+        d.mkdir(parents=True)
+        (d / "thread_siblings_list").write_text(text + "\n")
+    assert physical_cores([0, 1, 2, 3, 4], str(tmp_path)) == 3
+    assert physical_cores([0, 2], str(tmp_path)) == 1
+    assert physical_cores([0, 9], str(tmp_path)) is None  # topology unknown: caller falls back

@@ -35,7 +35,8 @@ def make_engine(
 
     ``draft``: a diffusion checkpoint that drafts for the causal ``loaded`` (``unmask serve
     --draft``): every request is decoded by speculative decoding (its greedy output is the
-    causal model's own), each run alone; ``draft_options`` (``SampleConfig`` fields such as
+    causal model's own), as whole-batch runs (two models, two KV caches: no request joins
+    a running batch); ``draft_options`` (``SampleConfig`` fields such as
     ``draft_length``) replace those of every request."""
     from unmask import api
 
