@@ -98,10 +98,10 @@ def load_draft(path: str | None, device: str) -> Any:
 def make_live(tok: Any, config: SampleConfig, decoder: str) -> Any:
     """A ``LiveView`` of the generation region (a decoder run's ``view``) when stdout is a
     terminal, else None; the step count is shown against ``steps`` where the number of steps
-    is fixed (not for ``ar`` or the dynamic commit policies)."""
+    is fixed (not for ``ar``, ``speculative`` or the dynamic commit policies)."""
     from unmask.sampling import LiveView
 
-    fixed = decoder == "sedd" or (decoder != "ar" and config.policy == "llada")
+    fixed = decoder == "sedd" or (decoder not in ("ar", "speculative") and config.policy == "llada")
     total = config.steps if fixed else None
     live = LiveView(tok, start=0, total_steps=total)
     return live if live.enabled else None
