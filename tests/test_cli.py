@@ -13,7 +13,7 @@ import torch
 import unmask.commands.generate as generate_cmd
 import unmask.commands.prepare as prepare_cmd
 from unmask.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
-from unmask.commands import default_threads
+from unmask.commands import default_threads, physical_cores
 from unmask.errors import UserError
 
 
@@ -98,7 +98,8 @@ def test_default_threads(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
     assert default_threads() == 5
     monkeypatch.delenv("OMP_NUM_THREADS")
-    assert default_threads() == len(os.sched_getaffinity(0))
+    cpus = os.sched_getaffinity(0)  # the physical cores among them (hyperthreads count once)
+    assert default_threads() == (physical_cores(cpus) or len(cpus))
 
 
 def test_threads_must_be_positive(capsys):

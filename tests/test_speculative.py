@@ -18,7 +18,7 @@ from unmask.model import Transformer
 from unmask.sampling import choose_decoder, generate_ar
 from unmask.sampling import speculative as spec_mod
 from unmask.sampling.speculative import SpeculativeRun
-from unmask.tokenizer import byte_tokenizer
+from unmask.tokenizer import byte_tokenizer, train_bpe
 
 TOK = byte_tokenizer()
 
@@ -64,7 +64,11 @@ def test_greedy_equals_ar_greedy_with_a_random_drafter(draft_length, seed):
     ar = generate_ar(verifier, PROMPTS, max_new_tokens=24, eos_id=None)
     for prompts in (PROMPTS, PROMPTS[:1]):
         run = SpeculativeRun(
-            verifier, drafter, prompts, max_new_tokens=24, draft_length=draft_length,
+            verifier,
+            drafter,
+            prompts,
+            max_new_tokens=24,
+            draft_length=draft_length,
             eos_id=None,
         )
         r = run.run()
@@ -154,8 +158,13 @@ class Cfg:
 
 
 TABLE = torch.tensor(  # verifier: next-token logits given the current token (a Markov chain)
-    [[2.0, 0.0, -1.0, 0.5, 0.0], [-1.0, 1.5, 0.0, 0.3, 0.0], [0.0, 0.0, 2.0, -2.0, 0.0],
-     [1.0, -1.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]],
+    [
+        [2.0, 0.0, -1.0, 0.5, 0.0],
+        [-1.0, 1.5, 0.0, 0.3, 0.0],
+        [0.0, 0.0, 2.0, -2.0, 0.0],
+        [1.0, -1.0, 0.5, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+    ],
     dtype=torch.float64,
 )
 
@@ -211,15 +220,27 @@ def sampled(runs: int, *, batch: bool, gen: int = 3, k: int = 2) -> list[list[in
     prompt = [1, 2]
     if batch:  # one batch: every row commits the fewest tokens any row accepted
         r = SpeculativeRun(
-            Markov(), FixedDrafter(), [prompt] * runs, max_new_tokens=gen, draft_length=k,
-            temperature=1.0, eos_id=None, generator=torch.Generator().manual_seed(0),
+            Markov(),
+            FixedDrafter(),
+            [prompt] * runs,
+            max_new_tokens=gen,
+            draft_length=k,
+            temperature=1.0,
+            eos_id=None,
+            generator=torch.Generator().manual_seed(0),
         ).run()
         return r.gen_ids
     out = []
     for s in range(runs):
         r = SpeculativeRun(
-            Markov(), FixedDrafter(), prompt, max_new_tokens=gen, draft_length=k,
-            temperature=1.0, eos_id=None, generator=torch.Generator().manual_seed(s),
+            Markov(),
+            FixedDrafter(),
+            prompt,
+            max_new_tokens=gen,
+            draft_length=k,
+            temperature=1.0,
+            eos_id=None,
+            generator=torch.Generator().manual_seed(s),
         ).run()
         out += r.gen_ids
     return out
@@ -262,9 +283,20 @@ def test_refusals():
         api.start(diff, [5, 6], cfg, draft=diff)
     with pytest.raises(UserError, match="must be a diffusion model"):
         api.start(ar_model, [5, 6], cfg, draft=ar_model)
-    other = loaded(transformer("bidirectional", 1, vocab=TOK.vocab_size + 3))
-    with pytest.raises(UserError, match="vocabulary"):
+    # another tokenizer (same size or not): refused by the API, which sees both tokenizers
+    bpe = train_bpe(["hello world the cat"] * 50, TOK.vocab_size + 10)
+    other = Loaded(
+        model=transformer("bidirectional", 1, vocab=bpe.vocab_size),
+        tokenizer=bpe,
+        config=transformer("bidirectional", 1, vocab=bpe.vocab_size).config,
+        path=Path("runs/y"),
+    )
+    with pytest.raises(UserError, match="tokenizer differs"):
         api.start(ar_model, [5, 6], cfg, draft=other)
+    with pytest.raises(UserError, match="vocabulary"):  # models alone: the sizes must agree
+        SpeculativeRun(
+            ar_model.model, other.model, [5, 6], max_new_tokens=4, draft_length=2, eos_id=None
+        )
     with pytest.raises(UserError, match="draft_length must be >= 1"):
         SampleConfig(draft_length=0)
     bad = SampleConfig(decoder="speculative")
@@ -290,14 +322,34 @@ def test_cli_draft_flag_decodes_like_the_causal_model(tmp_path, capsys):
 
     def save(attention: str, seed: int) -> str:
         torch.manual_seed(seed)
-        cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64,
-                           attention=attention, init_std=0.3, **TOK.special_ids())
-        return str(save_checkpoint(tmp_path / attention, model=Transformer(cfg).eval(),
-                                   tokenizer=TOK))
+        cfg = model_preset(
+            "tiny",
+            vocab_size=TOK.vocab_size,
+            max_seq_len=64,
+            attention=attention,
+            init_std=0.3,
+            **TOK.special_ids(),
+        )
+        return str(
+            save_checkpoint(tmp_path / attention, model=Transformer(cfg).eval(), tokenizer=TOK)
+        )
 
     ar, drafter = save("causal", 0), save("bidirectional", 1)
-    argv = ["generate", "--model", ar, "--gen-length", "12", "--temperature", "0", "--json",
-            "--no-live", "--device", "cpu", "The", "dog"]
+    argv = [
+        "generate",
+        "--model",
+        ar,
+        "--gen-length",
+        "12",
+        "--temperature",
+        "0",
+        "--json",
+        "--no-live",
+        "--device",
+        "cpu",
+        "The",
+        "dog",
+    ]
     assert main(argv) == 0
     plain = json.loads(capsys.readouterr().out)
     assert main([*argv, "--draft", drafter, "--draft-length", "4"]) == 0

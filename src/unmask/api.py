@@ -77,12 +77,10 @@ def start(
 
     facts = facts_of(loaded)
     config = _with_draft(config, draft)
-    aux: dict[str, Any] = {}
-    if draft is not None:
-        aux = {"drafter": draft.model, "drafter_facts": facts_of(draft)}
+    decoder = choose_decoder(facts, config)
+    aux = _draft_aux(loaded, draft)
     if config.guide_words is not None:  # the continuous decoders tokenize the guide words
         aux["tokenizer"] = loaded.tokenizer
-    decoder = choose_decoder(facts, config)
     config = dataclasses.replace(config, decoder=decoder.name)
     target = Target(loaded.model, facts, aux)
     run = decoder.start(target, prompt_ids, config, on_view=step_callback)
@@ -96,7 +94,9 @@ def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None)
     (``choose_decoder``)."""
     from unmask.sampling import choose_decoder
 
-    return choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
+    name = choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
+    _draft_aux(loaded, draft)  # a drafter that cannot draft for this checkpoint fails now
+    return name
 
 
 def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
@@ -107,6 +107,22 @@ def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
     if config.decoder not in ("auto", "speculative"):
         raise UserError(f"a drafter applies to decoder 'speculative', not {config.decoder!r}")
     return dataclasses.replace(config, decoder="speculative")
+
+
+def _draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
+    """``Target.aux`` for a run with ``draft``: the drafter, its facts and the ids the two
+    tokenizers share (``shared_vocabulary``: one tokenizer, up to appended special tokens
+    such as FIM's); refuses in one line a drafter that cannot draft for ``loaded``
+    (``check_drafter``). Empty without a drafter."""
+    if draft is None:
+        return {}
+    from unmask.sampling.speculative import check_drafter, shared_vocabulary
+
+    shared = None
+    if loaded.tokenizer is not None and draft.tokenizer is not None:
+        shared = shared_vocabulary(loaded.tokenizer, draft.tokenizer)
+    facts = check_drafter(loaded.model, draft.model, facts_of(draft), shared)
+    return {"drafter": draft.model, "drafter_facts": facts, "shared_vocab": shared}
 
 
 def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
@@ -313,13 +329,15 @@ def chat(
     config: SampleConfig | None = None,
     template: ChatTemplate | None = None,
     step_callback: ViewCallback | None = None,
+    draft: Loaded | None = None,
 ) -> Reply:
     """The assistant's reply to ``messages`` (``role``/``content`` dicts, the last one the
-    user's), rendered through ``template`` (default: ``chat_template(loaded)``)."""
+    user's), rendered through ``template`` (default: ``chat_template(loaded)``). ``draft``: a
+    diffusion drafter for a causal checkpoint (``start``)."""
     config = config or SampleConfig()
     template = template or chat_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
-    run = start(loaded, [ids], config, step_callback=step_callback)
+    run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
     return Reply(

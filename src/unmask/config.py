@@ -588,6 +588,16 @@ class SampleConfig:
     max_post_steps: int = 16
     """Decoder ``bd3lm`` with ``edit_threshold``: edit-only steps at most once a block has no
     mask (a step that changes nothing ends the block earlier)."""
+    draft_threshold: float = 0.0
+    """Decoder ``speculative``: adaptive draft length. A row's draft ends before the first
+    token the drafter gives a probability below this (0 = always ``draft_length`` tokens)."""
+    draft_steps: int = 1
+    """Decoder ``speculative``: denoising steps per draft (the draft block in this many
+    left-to-right chunks, one drafter forward each; >= 1)."""
+    draft_cache: str = "prefix"
+    """Decoder ``speculative``: the drafter's KV cache of the committed prefix: ``prefix``
+    (each committed token's keys/values computed once; exact for block-causal drafters,
+    approximate for bidirectional ones) or ``none`` (the whole canvas every forward)."""
 
     def __post_init__(self) -> None:
         if self.draft_length < 1:
@@ -598,6 +608,14 @@ class SampleConfig:
             raise UserError(f"edit_threshold must be in [0, 1), got {self.edit_threshold}")
         if self.max_post_steps < 0:
             raise UserError(f"max_post_steps must be >= 0, got {self.max_post_steps}")
+        if self.draft_steps < 1:
+            raise UserError(f"draft_steps must be >= 1, got {self.draft_steps}")
+        if not 0.0 <= self.draft_threshold < 1.0:
+            raise UserError(f"draft_threshold must be in [0, 1), got {self.draft_threshold}")
+        if self.draft_cache not in DRAFT_CACHES:
+            raise UserError(
+                f"unknown draft_cache {self.draft_cache!r}; choose one of {', '.join(DRAFT_CACHES)}"
+            )
         for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
             value = getattr(self, name)
             if value not in allowed:
@@ -616,6 +634,8 @@ SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")
 """Values of ``SampleConfig.sedd_sampler``."""
 PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")
 """Values of ``SampleConfig.prompt_masks``."""
+DRAFT_CACHES: tuple[str, ...] = ("prefix", "none")
+"""Values of ``SampleConfig.draft_cache``."""
 SEDD_POLICY_ALIASES: dict[str, str] = {"sedd-analytic": "analytic", "sedd-euler": "euler"}
 """Old ``policy`` spellings of the SEDD decoder and the ``sedd_sampler`` each stands for."""
 

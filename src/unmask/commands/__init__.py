@@ -122,15 +122,33 @@ def add_device_flag(parser: argparse.ArgumentParser | Any, *, default: str | Non
 
 def default_threads() -> int:
     """CPU threads for torch when ``--threads`` is not given: ``$OMP_NUM_THREADS`` when the
-    user set it, else the CPUs this process may run on (``os.sched_getaffinity``), which is
-    what a container or ``taskset`` allows rather than every core of the machine."""
+    user set it, else the physical cores among the CPUs this process may run on
+    (``os.sched_getaffinity``: what a container or ``taskset`` allows rather than every core
+    of the machine; hyperthread siblings count once, ``physical_cores``), as torch's own
+    default counts them: a second thread on a core's sibling slows matrix products down."""
     env = os.environ.get("OMP_NUM_THREADS", "")
     if env.isdigit() and int(env) > 0:
         return int(env)
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
+    return max(1, physical_cores(cpus) or len(cpus))
+
+
+def physical_cores(cpus: Iterable[int], sysfs: str = "/sys/devices/system/cpu") -> int | None:
+    """How many physical cores the logical ``cpus`` are on (Linux sysfs topology: CPUs that
+    list the same ``thread_siblings_list`` share a core); None when the topology is not
+    readable."""
+    cores = set()
+    for cpu in cpus:
+        path = os.path.join(sysfs, f"cpu{cpu}", "topology", "thread_siblings_list")
+        try:
+            with open(path, encoding="ascii") as f:
+                cores.add(f.read().strip())
+        except OSError:
+            return None
+    return len(cores) or None
 
 
 def _positive_int(text: str) -> int:
@@ -147,8 +165,8 @@ def add_threads_flag(parser: argparse.ArgumentParser | Any) -> None:
     """``--threads N``: torch's CPU threads, on every command that runs a model."""
     _mark(parser.add_argument(
         "--threads", type=_positive_int, default=None, metavar="N",
-        help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the CPUs this "
-             "process may use); fewer than the cores helps on a shared machine",
+        help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the physical "
+             "cores this process may use); fewer than the cores helps on a shared machine",
     ))
 
 

@@ -34,7 +34,14 @@ from unmask.commands import (
     add_runtime_flags,
     given_fields,
 )
-from unmask.commands.sample_options import add_sample_flags, make_live, sample_config_from_args
+from unmask.commands.sample_options import (
+    add_draft_flag,
+    add_sample_flags,
+    check_draft_flags,
+    load_draft,
+    make_live,
+    sample_config_from_args,
+)
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 
@@ -87,6 +94,8 @@ class ChatSession:
     device: str = "cpu"
     turns: list[dict[str, str]] = field(default_factory=list)
     """Alternating user and assistant messages."""
+    draft: Any = None
+    """A loaded diffusion checkpoint that drafts for this causal one (``--draft``), or None."""
 
     def messages(self, turns: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
         """The system message (if any) and ``turns`` (default: the conversation so far)."""
@@ -99,7 +108,7 @@ class ChatSession:
         ``UserError`` for options the checkpoint cannot do)."""
         from unmask import api
 
-        return api.choose(self.loaded, self.config)
+        return api.choose(self.loaded, self.config, draft=self.draft)
 
     def reset(self) -> None:
         """Forget every turn (the system message stays)."""
@@ -130,7 +139,7 @@ class ChatSession:
         from unmask import api
 
         out = api.chat(self.loaded, self.messages(prepared.turns), config=self.config,
-                       template=self.template, step_callback=live)
+                       template=self.template, step_callback=live, draft=self.draft)
         self.turns = [*prepared.turns, {"role": "assistant", "content": out.text}]
         return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds)
 
@@ -233,6 +242,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="chat template instead of the model's: a Jinja file, a JSON file with "
                         "chat_template (tokenizer_config.json), a Jinja string, or a built-in: "
                         "default (unmask's SFT format), plain (User:/Assistant: transcript)")
+    add_draft_flag(p)
     add_sample_flags(p)
     p.add_argument("--show-prompt", action="store_true",
                    help="print each rendered prompt to stderr before sampling")
@@ -257,12 +267,15 @@ def run(args: argparse.Namespace) -> int:
 
     config = sample_config_from_args(args)
     validate(config)  # fail on impossible lengths before loading anything
+    check_draft_flags(args)
     device = str(resolve_device(args.device))
     loaded = load(args.model, device=device, quantize=args.quantize)
+    draft = load_draft(args.draft, device)
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
     template = model_template(loaded, args.template)
-    session = ChatSession(loaded, template, config, system=args.system, device=device)
+    session = ChatSession(loaded, template, config, system=args.system, device=device,
+                          draft=draft)
     # a broken template fails now, not at the first turn
     session.template.render(session.messages([{"role": "user", "content": "hi"}]))
     session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn

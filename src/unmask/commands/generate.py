@@ -26,7 +26,13 @@ from unmask.commands import (
     add_runtime_flags,
     given_fields,
 )
-from unmask.commands.sample_options import add_sample_flags, sample_config_from_args
+from unmask.commands.sample_options import (
+    add_draft_flag,
+    add_sample_flags,
+    check_draft_flags,
+    load_draft,
+    sample_config_from_args,
+)
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.messages import plural
@@ -63,10 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", metavar="FILE|NAME",
                    help="with --chat: the chat template to use instead of the model's (as in "
                         "unmask chat)")
-    p.add_argument("--draft", metavar="PATH",
-                   help="a diffusion checkpoint of the same tokenizer that drafts tokens for a "
-                        "causal --model, which verifies them (decoder speculative: greedy output "
-                        "equals the causal model's own; see --draft-length)")
+    add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s")
     add_no_live_flag(p)
@@ -106,16 +109,12 @@ def run(args: argparse.Namespace) -> int:
     validate(config)  # fail on impossible lengths before loading anything
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
-    if args.draft is None and getattr(args, "draft_length", None) is not None:
-        raise UserError("--draft-length applies with --draft (speculative decoding)")
+    check_draft_flags(args)
     prompts = _read_prompts(args)
     device = str(resolve_device(args.device))
     loaded = load(args.model, device=device, quantize=args.quantize)
     loaded.model.eval()
-    draft = None
-    if args.draft is not None:
-        draft = load(args.draft, device=device)
-        draft.model.eval()
+    draft = load_draft(args.draft, device)
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
     # refuse what the checkpoint cannot do, before sampling

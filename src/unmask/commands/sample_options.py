@@ -1,7 +1,8 @@
 """What every sampling command shares: the ``SampleConfig`` flags and the live view.
 
 ``add_sample_flags`` / ``sample_config_from_args`` (one ``--flag`` per ``SampleConfig``
-field) and ``make_live`` (a ``LiveView`` over the generation region when stdout is a
+field), ``add_draft_flag`` / ``check_draft_flags`` / ``load_draft`` (``--draft PATH``,
+speculative decoding) and ``make_live`` (a ``LiveView`` over the generation region when stdout is a
 terminal). ``unmask generate``, ``unmask chat`` and the infill commands import them from
 here, so no command module imports another.
 """
@@ -13,7 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 from unmask.commands import add_dataclass_flags, dataclass_from_args
-from unmask.config import PROMPT_MASKS, SEDD_POLICY_ALIASES, SEDD_SAMPLERS, SampleConfig
+from unmask.config import (
+    DRAFT_CACHES,
+    PROMPT_MASKS,
+    SEDD_POLICY_ALIASES,
+    SEDD_SAMPLERS,
+    SampleConfig,
+)
+from unmask.errors import UserError
 
 
 def _registry(module: str, name: str, *extra: str) -> Callable[[], list[str]]:
@@ -35,6 +43,7 @@ def _sample_choices() -> dict[str, list[str] | Callable[[], list[str]]]:
         "policy": _registry("unmask.sampling.policies", "POLICIES", *SEDD_POLICY_ALIASES),
         "sedd_sampler": list(SEDD_SAMPLERS),
         "prompt_masks": list(PROMPT_MASKS),
+        "draft_cache": list(DRAFT_CACHES),
         "remasking": _registry("unmask.sampling.policies", "REMASKING"),
         "confidence": _registry("unmask.sampling.policies", "CONFIDENCES"),
         "cache": _registry("unmask.sampling.cache", "CACHES"),
@@ -51,13 +60,50 @@ def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
     return dataclass_from_args(SampleConfig, args)
 
 
+DRAFT_FIELDS = ("draft_length", "draft_threshold", "draft_steps", "draft_cache")
+"""The ``SampleConfig`` fields that only a drafter (``--draft``) uses."""
+
+
+def add_draft_flag(parser: argparse.ArgumentParser) -> None:
+    """``--draft PATH``: a diffusion checkpoint that drafts for a causal ``--model``."""
+    parser.add_argument(
+        "--draft", metavar="PATH",
+        help="a diffusion checkpoint of the same tokenizer that drafts tokens for a causal "
+             "--model, which verifies them (decoder speculative: greedy output equals the "
+             "causal model's own; see --draft-length, --draft-threshold, --draft-steps, "
+             "--draft-cache)")
+
+
+def check_draft_flags(args: argparse.Namespace) -> None:
+    """Refuse ``--draft-*`` flags without ``--draft``: they would do nothing."""
+    if getattr(args, "draft", None) is not None:
+        return
+    for name in DRAFT_FIELDS:
+        if getattr(args, name, None) is not None:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} applies with --draft (speculative decoding)")
+
+
+def load_draft(path: str | None, device: str) -> Any:
+    """The drafter checkpoint of ``--draft`` (in eval mode), or None without one."""
+    if path is None:
+        return None
+    from unmask.checkpoint import load
+
+    draft = load(path, device=device)
+    draft.model.eval()
+    return draft
+
+
 def make_live(tok: Any, config: SampleConfig, decoder: str) -> Any:
     """A ``LiveView`` of the generation region (a decoder run's ``view``) when stdout is a
     terminal, else None; the step count is shown against ``steps`` where the number of steps
-    is fixed (not for ``ar`` or the dynamic commit policies)."""
+    is fixed (not for ``ar``, ``speculative``, ``hybrid`` or the dynamic commit policies)."""
     from unmask.sampling import LiveView
 
-    fixed = decoder == "sedd" or (decoder != "ar" and config.policy == "llada")
+    fixed = decoder == "sedd" or (
+        decoder not in ("ar", "speculative", "hybrid") and config.policy == "llada"
+    )
     total = config.steps if fixed else None
     live = LiveView(tok, start=0, total_steps=total)
     return live if live.enabled else None

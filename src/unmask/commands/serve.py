@@ -15,6 +15,13 @@ import os
 import sys
 
 from unmask.commands import add_model_flag, add_quantize_flag, add_runtime_flags
+from unmask.commands.sample_options import (
+    DRAFT_FIELDS,
+    add_draft_flag,
+    check_draft_flags,
+    load_draft,
+)
+from unmask.config import DRAFT_CACHES
 from unmask.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -33,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "denoising step), /v1/infill (with gap constraints), /v1/forms, /v1/edit, "
             "/v1/tokenize, /v1/models, /healthz, /metrics and a playground at /. Concurrent "
             "compatible requests share forward passes. One access-log line per request goes "
-            "to stderr."
+            "to stderr. With --draft a diffusion checkpoint drafts for a causal --model "
+            "(speculative decoding; greedy output equals the causal model's own)."
         ),
     )
     add_model_flag(p)
@@ -63,6 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refuse regex constraints from clients (/v1/edit, /v1/infill, /v1/forms)")
     p.add_argument("--quiet", action="store_true",
                    help="no access log (one line per request on stderr)")
+    add_draft_flag(p)
+    p.add_argument("--draft-length", type=int, default=None, metavar="N",
+                   help="with --draft: tokens drafted per round (default: 8)")
+    p.add_argument("--draft-threshold", type=float, default=None, metavar="P",
+                   help="with --draft: end a draft before a token the drafter gives a "
+                        "probability below P (adaptive length; default: 0, off)")
+    p.add_argument("--draft-steps", type=int, default=None, metavar="N",
+                   help="with --draft: denoising steps per draft (default: 1)")
+    p.add_argument("--draft-cache", default=None, choices=DRAFT_CACHES,
+                   help="with --draft: the drafter's prefix cache (default: prefix)")
     add_runtime_flags(p)
     add_quantize_flag(p)
     p.set_defaults(func=run)
@@ -102,17 +120,26 @@ def run(args: argparse.Namespace) -> int:
             or args.batch_wait < 0):
         raise UserError("--max-batch, --max-queue, --max-steps and --timeout must be positive, "
                         "--batch-wait >= 0")
+    check_draft_flags(args)
+    draft_options = {f: getattr(args, f) for f in DRAFT_FIELDS if getattr(args, f) is not None}
+    if draft_options:  # refused now, in one line, as SampleConfig refuses them
+        from unmask.config import SampleConfig
+
+        SampleConfig(**draft_options)
     api_key = args.api_key or os.environ.get("UNMASK_API_KEY") or None
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)
-    loaded = load(args.model, device=str(resolve_device(args.device)), quantize=args.quantize)
+    device = str(resolve_device(args.device))
+    loaded = load(args.model, device=device, quantize=args.quantize)
+    draft = load_draft(args.draft, device)
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
                           allow_regex=not args.no_regex, batch_wait_s=args.batch_wait)
     try:
         app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name,
-                         chat_template=args.chat_template, access_log=not args.quiet)
+                         chat_template=args.chat_template, access_log=not args.quiet,
+                         draft=draft, draft_options=draft_options)
     except UserError as e:  # unmask.chat names the template option --template
         raise UserError(str(e).replace("--template", "--chat-template")) from None
     configure_access_log(args.quiet)

@@ -2,7 +2,8 @@
 
 Inside: ``LiveView``, a ``step_callback`` for ``unmask.sampling.generate`` that redraws
 the generation region in place: masked positions as a dim placeholder (``░``), committed
-tokens as text, tokens committed in this step highlighted. Runs of committed tokens
+tokens as text, tokens committed in this step highlighted, and (speculative decoding,
+``LiveView.draft``) drafts not yet verified in their own style. Runs of committed tokens
 between masks are decoded together (byte-exact with ``tokenizer.token_bytes``) so
 multi-byte characters render. Colour follows the NO_COLOR convention (https://no-color.org);
 the view draws nothing unless its stream is a terminal (or it is forced on).
@@ -21,10 +22,16 @@ from typing import Any, TextIO
 from torch import Tensor
 
 # SGR styles; "old" (text committed in an earlier step) is drawn plain.
-_STYLES = {"mask": "\x1b[2m", "special": "\x1b[2m", "new": "\x1b[1;32m", "status": "\x1b[2m"}
+_STYLES = {
+    "mask": "\x1b[2m",
+    "special": "\x1b[2m",
+    "new": "\x1b[1;32m",
+    "status": "\x1b[2m",
+    "draft": "\x1b[2;3;36m",  # dim italic cyan: proposed, not yet verified
+}
 _RESET = "\x1b[0m"
 
-Segment = tuple[str, str]  # (text, style): style in mask | special | new | old | status
+Segment = tuple[str, str]  # (text, style): mask | special | new | old | draft | status
 
 
 def _sanitize(text: str) -> str:
@@ -110,38 +117,40 @@ class LiveView:
 
     # -- rendering (pure) ---------------------------------------------------------------
 
-    def _decode_run(self, ids: list[int], new: list[bool]) -> list[Segment]:
-        """Text of consecutive committed tokens, split by new/old for highlighting."""
-        chars: list[tuple[str, bool]] = []
+    def _decode_run(self, ids: list[int], styles: list[str]) -> list[Segment]:
+        """Text of consecutive tokens, split by style (new / old / draft) for highlighting."""
+        chars: list[tuple[str, str]] = []
         if self._token_bytes is not None:
             dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
-            for t, fresh in zip(ids, new, strict=True):
+            for t, st in zip(ids, styles, strict=True):
                 for byte in self._token_bytes(t):
-                    chars.extend((c, fresh) for c in dec.decode(bytes([byte])))
-            chars.extend((c, new[-1]) for c in dec.decode(b"", final=True))
+                    chars.extend((c, st) for c in dec.decode(bytes([byte])))
+            chars.extend((c, styles[-1]) for c in dec.decode(b"", final=True))
         else:
             i = 0
-            while i < len(ids):  # decode each same-flag stretch in one go
+            while i < len(ids):  # decode each same-style stretch in one go
                 j = i
-                while j < len(ids) and new[j] == new[i]:
+                while j < len(ids) and styles[j] == styles[i]:
                     j += 1
-                chars.extend((c, new[i]) for c in self.tokenizer.decode(ids[i:j]))
+                chars.extend((c, styles[i]) for c in self.tokenizer.decode(ids[i:j]))
                 i = j
         segs: list[Segment] = []
-        for c, fresh in chars:
-            style = "new" if fresh else "old"
+        for c, style in chars:
             if segs and segs[-1][1] == style:
                 segs[-1] = (segs[-1][0] + c, style)
             else:
                 segs.append((c, style))
         return [(_sanitize(text), style) for text, style in segs]
 
-    def render_row(self, row: list[int], prev: list[int] | None) -> list[Segment]:
+    def render_row(
+        self, row: list[int], prev: list[int] | None, drafts: list[int] | None = None
+    ) -> list[Segment]:
         """Segments of one row's region; ``prev`` is the row one step earlier (None = all
-        masked)."""
+        masked); ``drafts`` the row's drafts (``mask_id`` where none), drawn where ``row``
+        is still masked."""
         segs: list[Segment] = []
         run: list[int] = []
-        run_new: list[bool] = []
+        run_new: list[str] = []
 
         def flush() -> None:
             if run:
@@ -151,7 +160,10 @@ class LiveView:
 
         for i, t in enumerate(row):
             fresh = prev is None or prev[i] == self.mask_id
-            if t == self.mask_id:
+            if t == self.mask_id and drafts is not None and drafts[i] != self.mask_id:
+                run.append(drafts[i])
+                run_new.append("draft")
+            elif t == self.mask_id:
                 flush()
                 segs.append((self.mask_glyph, "mask"))
             elif t in self.specials:
@@ -159,17 +171,23 @@ class LiveView:
                 segs.append((self.special_glyph, "new" if fresh else "special"))
             else:
                 run.append(t)
-                run_new.append(fresh)
+                run_new.append("new" if fresh else "old")
         flush()
         return segs
 
-    def render(self, step: int, tokens: Tensor) -> list[list[Segment]]:
-        """The frame as lines of segments (rows, then a status line)."""
+    def render(
+        self, step: int, tokens: Tensor, drafts: Tensor | None = None
+    ) -> list[list[Segment]]:
+        """The frame as lines of segments (rows, then a status line); ``drafts`` (B, G) are
+        shown where ``tokens`` is masked (``draft``)."""
         rows = tokens[:, self.start :].tolist()
+        drows = None if drafts is None else drafts[:, self.start :].tolist()
         prev = self._prev
         lines: list[list[Segment]] = []
         for b, row in enumerate(rows):
-            segs = self.render_row(row, None if prev is None else prev[b])
+            segs = self.render_row(
+                row, None if prev is None else prev[b], None if drows is None else drows[b]
+            )
             if len(rows) > 1:
                 segs = [(f"[{b}] ", "status"), *segs]
             # Split segments at newlines into terminal lines.
@@ -186,7 +204,11 @@ class LiveView:
         lines = [_merge(ln) for ln in lines]
         total = f"/{self.total_steps}" if self.total_steps else ""
         masked = sum(r.count(self.mask_id) for r in rows) if self.mask_id is not None else 0
-        lines.append([(f"step {step}{total} · {masked} masked", "status")])
+        status = f"step {step}{total} · {masked} masked"
+        if drows is not None:
+            n = sum(d != self.mask_id for r in drows for d in r)
+            status += f" · {n} drafted"
+        lines.append([(status, "status")])
         return lines
 
     def _paint(self, line: list[Segment]) -> str:
@@ -205,6 +227,18 @@ class LiveView:
             return
         lines = self.render(step, tokens)
         self._prev = tokens[:, self.start :].tolist()
+        self._draw(lines)
+
+    def draft(self, step: int, tokens: Tensor, drafts: Tensor) -> None:
+        """Show a speculative round's ``drafts`` (B, G; ``mask_id`` where none) over the
+        committed ``tokens`` (B, G) before they are verified: drawn in the ``draft`` style,
+        then replaced by what the next call commits. Without colour nothing is drawn (drafts
+        would look like accepted text)."""
+        if not self.enabled or not self.color:
+            return
+        self._draw(self.render(step, tokens, drafts))
+
+    def _draw(self, lines: list[list[Segment]]) -> None:
         size = shutil.get_terminal_size()
         cols = max(self._width or size.columns, 1)
         max_rows = max((self._height or size.lines) - 1, 1)

@@ -4,10 +4,21 @@ The checkpoint being decoded is the causal (AR) model, the *verifier*, with its 
 ``Target.aux["drafter"]`` is any mask predictor of the same vocabulary (a diffusion model).
 Each round (one ``advance()``):
 
-1. the drafter runs once over the canvas ``[prompt ; committed ; k masks]`` (one denoising
-   step of the masked-diffusion loop that commits all k masks at once): at temperature 0
-   the draft is the argmax at every masked position, otherwise token j is drawn from
-   ``q_j = softmax(logits_j / temperature)`` (``[MASK]`` never proposed);
+1. the drafter denoises the canvas ``[prompt ; committed ; k masks]`` in ``draft_steps``
+   forwards (default one), the k masks split into that many left-to-right chunks, each
+   chunk committed at one step: at temperature 0 the argmax at every masked position,
+   otherwise token j is drawn from ``q_j = softmax(logits_j / temperature)`` (``[MASK]``
+   never proposed). Chunks go left to right so that draft token j depends only on the
+   drafts before it, which the speculative-sampling rule needs. With ``draft_threshold`` a
+   row's draft ends before its first token whose drafter probability is below it (adaptive
+   length); the verifier then scores only up to the longest draft of the batch.
+   The drafter's prefix cache (``draft_cache='prefix'``): keys/values of the committed
+   tokens are kept in a ``KVCache`` and each forward runs only the tokens committed since
+   the last round and the draft block. For a block-causal drafter (BD3-LM) the cache keeps
+   whole blocks only and is exact (no cached position can see a position that changes);
+   for a bidirectional drafter each token's keys/values are those of the round it was
+   committed in (they saw that round's draft block, not today's), so its drafts
+   approximate the uncached drafter's. The verifier makes the output exact either way.
 2. the verifier scores the last committed token and the k drafts in one causal forward
    against its KV cache (k + 1 next-token distributions ``p_0 .. p_k``, filtered as the
    ``ar`` decoder filters them: ``[MASK]`` forbidden, temperature, top-k, top-p);
@@ -22,8 +33,10 @@ Each round (one ``advance()``):
    fewest drafts any unfinished row accepted (a row that accepted more commits its accepted
    draft token at position m; one that stopped there its correction). Each committed token is
    still an exact draw (or the argmax) of the verifier given the committed prefix, so the
-   rule stays exact; it only commits less per round than per-row lengths would. The cache
-   is rolled back by its ``length`` (positions past it are overwritten by the next forward).
+   rule stays exact; it only commits less per round than per-row lengths would (the result
+   reports both: ``accepted`` and ``row_accepted``). Per-row lengths would need per-row
+   cache lengths (ragged positions in one batch); not done. The cache is rolled back by its
+   ``length`` (positions past it are overwritten by the next forward).
 
 A row that commits EOS is finished (later positions hold the pad id); the run stops when
 every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
@@ -31,7 +44,7 @@ every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
 both, and the drafts made and accepted.
 
 Inside: ``SpeculativeRun``, ``SpeculativeResult``, ``SpeculativeDecoder`` (``speculative``),
-``check_drafter``, ``accept_greedy``, ``accept_sampled``.
+``check_drafter``, ``shared_vocabulary``, ``accept_greedy``, ``accept_sampled``.
 """
 
 from __future__ import annotations
@@ -70,9 +83,25 @@ class SpeculativeResult(GenerateResult):
     verifier_nfe: int = 0
     drafter_nfe: int = 0
     drafted: int = 0
-    """Draft tokens proposed, summed over rounds (per batch row, not times B)."""
+    """Draft positions verified, summed over rounds (per batch row, not times B)."""
     accepted: int = 0
-    """Draft tokens committed as drafted, summed over rounds (per batch row)."""
+    """Draft tokens committed as drafted, summed over rounds (per batch row): the fewest any
+    unfinished row accepted, each round."""
+    row_drafted: int = 0
+    """Each unfinished row's own draft length (adaptive: up to ``draft_length``), summed over
+    rounds and rows."""
+    row_accepted: int = 0
+    """Drafts each unfinished row accepted, summed over rounds and rows: what per-row commit
+    lengths would commit as drafted (``accepted`` × rows or more)."""
+    row_rounds: int = 0
+    """Unfinished rows, summed over rounds."""
+    drafter_cache: str = "none"
+    """The drafter's cache that ran: ``prefix-exact``, ``prefix-approximate`` or ``none``."""
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Fraction of the drafted tokens each row accepted (``row_accepted / row_drafted``)."""
+        return self.row_accepted / self.row_drafted if self.row_drafted else 0.0
 
 
 def _vocab_size(model: Any) -> int | None:
@@ -80,10 +109,34 @@ def _vocab_size(model: Any) -> int | None:
     return int(v) if v is not None else None
 
 
-def check_drafter(verifier: Any, drafter: Any, drafter_facts: ModelFacts | None) -> ModelFacts:
+def shared_vocabulary(model_tokenizer: Any, drafter_tokenizer: Any) -> int:
+    """The number of leading ids the two tokenizers share (same token at every id below it):
+    the smaller vocabulary, when one tokenizer is the other with special tokens appended (an
+    AR model trained with fill-in-the-middle adds three). Raises one ``UserError`` line naming
+    the first id that differs: drafts of another tokenizer mean nothing to the verifier."""
+    va, vd = int(model_tokenizer.vocab_size), int(drafter_tokenizer.vocab_size)
+    shared = min(va, vd)
+    ours, theirs = model_tokenizer.id_to_token, drafter_tokenizer.id_to_token
+    for i in range(shared):
+        a, b = ours(i), theirs(i)
+        if a != b:
+            raise UserError(
+                f"the drafter's tokenizer differs from the model's (id {i} is {b!r} there, "
+                f"{a!r} here); speculative decoding needs one tokenizer"
+            )
+    return shared
+
+
+def check_drafter(
+    verifier: Any,
+    drafter: Any,
+    drafter_facts: ModelFacts | None,
+    shared_vocab: int | None = None,
+) -> ModelFacts:
     """Refuse, with one ``UserError`` line, a drafter that cannot draft for ``verifier``:
-    none given, a causal one (not a diffusion model), another vocabulary size. Returns the
-    drafter's facts."""
+    none given, a causal one (not a diffusion model), another vocabulary size (unless
+    ``shared_vocab``, from ``shared_vocabulary``, says the tokenizers agree on the ids they
+    share). Returns the drafter's facts."""
     if drafter is None:
         raise UserError(
             "decoder 'speculative' needs a drafter: a masked-diffusion model of the same "
@@ -96,7 +149,7 @@ def check_drafter(verifier: Any, drafter: Any, drafter_facts: ModelFacts | None)
             "predictor); this one is causal (autoregressive)"
         )
     va, vd = _vocab_size(verifier), _vocab_size(drafter)
-    if va is not None and vd is not None and va != vd:
+    if shared_vocab is None and va is not None and vd is not None and va != vd:
         raise UserError(
             f"the drafter's vocabulary ({vd} tokens) differs from the model's ({va}); "
             "speculative decoding needs one tokenizer"
@@ -120,25 +173,35 @@ def accept_sampled(
     q: Tensor,
     p: Tensor,
     generator: torch.Generator | None = None,
+    lengths: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Speculative sampling. ``draft`` (B, k) drawn from ``q`` (B, k, V); ``p`` (B, k + 1, V)
     the verifier's probabilities. Returns (n (B,) drafts accepted, out (B, k + 1)): out[:, j]
     for j < n is the draft, out[:, n] the correction (a draw from normalised max(0, p - q))
     or, when n = k, a draw from ``p[:, k]``; each out[:, j], j <= n, is a draw from p[:, j]
-    given the tokens before it (entries after n are draws too, but must not be used)."""
+    given the tokens before it (entries after n are draws too, but must not be used).
+
+    ``lengths`` (B,): row i drafted only its first ``lengths[i]`` tokens (adaptive length;
+    the rest of its row is ignored), so its position ``lengths[i]`` is a plain draw from p.
+    The length must not depend on the draft token it cuts (it is decided from the drafter's
+    distribution before the draw), or the accepted tokens would not be draws from q."""
     B, k = draft.shape
     device = p.device
     out = torch.empty(B, k + 1, dtype=torch.long, device=device)
     n = torch.full((B,), k, dtype=torch.long, device=device)
     if k:
+        live = torch.ones(B, k, dtype=torch.bool, device=device)
+        if lengths is not None:
+            live = torch.arange(k, device=device)[None, :] < lengths[:, None]  # (B, k)
         px = p[:, :k].gather(-1, draft[..., None])[..., 0]  # (B, k)
         qx = q.gather(-1, draft[..., None])[..., 0]  # (B, k)
         u = _rand((B, k), torch.float64, device, generator)
-        ok = u * qx < px  # u < p/q, so accepted with probability min(1, p/q)
+        ok = (u * qx < px) & live  # u < p/q, so accepted with probability min(1, p/q)
         n = ok.long().cumprod(dim=1).sum(dim=1)  # (B,)
         resid = (p[:, :k] - q).clamp(min=0)  # (B, k, V)
         mass = resid.sum(dim=-1, keepdim=True)
         resid = torch.where(mass > 0, resid / mass.clamp(min=1e-300), p[:, :k])  # p == q: any
+        resid = torch.where(live[..., None], resid, p[:, :k])  # no draft there: draw from p
         fix = _draw(resid.reshape(B * k, -1), generator).reshape(B, k)
         out[:, :k] = torch.where(ok, draft, fix)
     out[:, k] = _draw(p[:, k], generator)
@@ -150,9 +213,30 @@ def _draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     return sample_token(probs.clamp(min=0).log(), temperature=1.0, generator=generator)
 
 
+def _chunks(k: int, steps: int) -> list[int]:
+    """Sizes of ``min(steps, k)`` left-to-right chunks of k positions (larger ones first)."""
+    steps = min(steps, k)
+    return [k // steps + (1 if i < k % steps else 0) for i in range(steps)]
+
+
+def _cacheable(drafter: Any) -> bool:
+    """Whether the drafter can run against a KV cache: the cache interface, and no noise
+    level read off the whole canvas (``sigma_input`` other than ``zero``)."""
+    cfg = getattr(drafter, "config", None)
+    reads_canvas = bool(getattr(cfg, "time_conditioning", False)) and (
+        getattr(cfg, "sigma_input", "zero") != "zero"
+    )
+    return supports_kv_cache(drafter) and not reads_canvas
+
+
 class SpeculativeRun(DecoderRun):
     """The ``speculative`` decoder's run (see the module docstring); runs alone (two models,
-    one KV cache)."""
+    one KV cache each).
+
+    An ``on_view`` callback with a ``draft(step, view, drafts)`` method (``LiveView``) is
+    also shown each round's drafts before they are verified: ``drafts`` (B, G) holds them
+    at their positions, ``mask_id`` elsewhere; ``on_view(step, view)`` itself only ever sees
+    committed tokens."""
 
     def __init__(
         self,
@@ -169,6 +253,10 @@ class SpeculativeRun(DecoderRun):
         pad_id: int | None = None,
         mask_id: int | None = None,
         drafter_facts: ModelFacts | None = None,
+        draft_threshold: float = 0.0,
+        draft_steps: int = 1,
+        draft_cache: str = "prefix",
+        shared_vocab: int | None = None,
         generator: torch.Generator | None = None,
         on_view: ViewCallback | None = None,
     ) -> None:
@@ -182,9 +270,15 @@ class SpeculativeRun(DecoderRun):
             raise UserError(
                 "decoder 'speculative' needs a verifier with a KV cache (unmask.model.Transformer)"
             )
-        dfacts = check_drafter(model, drafter, drafter_facts)
+        dfacts = check_drafter(model, drafter, drafter_facts, shared_vocab)
         if draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {draft_length}")
+        if draft_steps < 1:
+            raise UserError(f"draft_steps must be >= 1, got {draft_steps}")
+        if not 0.0 <= draft_threshold < 1.0:
+            raise UserError(f"draft_threshold must be in [0, 1), got {draft_threshold}")
+        if draft_cache not in ("prefix", "none"):
+            raise UserError(f"unknown draft_cache {draft_cache!r}; choose one of prefix, none")
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
         if not (temperature >= 0 and math.isfinite(temperature)):
@@ -216,6 +310,7 @@ class SpeculativeRun(DecoderRun):
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
         self.eos_id, self.gen_length, self.k = eos_id, max_new_tokens, draft_length
+        self.threshold, self.draft_steps = draft_threshold, draft_steps
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
         self._forbid = mask_id
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -224,10 +319,21 @@ class SpeculativeRun(DecoderRun):
         self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
         self.kv = KVCache()
+        # the drafter's prefix cache: positions [0, _dsafe) hold keys/values to reuse
+        self.dkv: Any = KVCache() if draft_cache == "prefix" and _cacheable(drafter) else None
+        self._dsafe = 0
+        block = dfacts.block_size if dfacts.attention == "block-causal" else None
+        self._dblock = block
+        self.drafter_cache = "none"
+        if self.dkv is not None:
+            self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
         self.vocab = _vocab_size(model)
+        self.shared_vocab = shared_vocab
+        self._masks = torch.full((B, draft_length), dfacts.mask_id, dtype=torch.long, device=device)
         self.committed = 0
         self.nfe = self.steps = 0
         self.verifier_nfe = self.drafter_nfe = self.drafted = self.accepted = 0
+        self.row_drafted = self.row_accepted = self.row_rounds = 0
         self._stopped = False
 
     @property
@@ -252,27 +358,78 @@ class SpeculativeRun(DecoderRun):
             "speculative decoding needs one vocabulary"
         )
 
-    def _draft(self, k: int) -> tuple[Tensor, Tensor | None]:
-        """(draft (B, k), q (B, k, V) or None at temperature 0): one drafter step."""
-        P, c = self.prompt.shape[1], self.committed
-        dmask = self.dfacts.mask_id
-        masks = torch.full_like(self.gen[:, :k], dmask)
-        canvas = torch.cat([self.prompt, self.gen[:, :c], masks], dim=1)  # (B, P + c + k)
-        logits = call_model(self.drafter, canvas, self._attn(P + c + k))
+    def _to_model_vocab(self, logits: Tensor) -> Tensor:
+        """The drafter's logits (B, n, Vd) over the verifier's ids (B, n, V): ids the two do
+        not share are never drafted (``-inf``)."""
+        vd, v, shared = logits.shape[-1], self.vocab, self.shared_vocab
+        if shared is not None and shared < vd:
+            logits[..., shared:] = float("-inf")
+        if v is None or vd == v:
+            return logits
+        if shared is None:
+            raise UserError(self._vocab_error(vd, v))
+        if vd > v:
+            return logits[..., :v]
+        return F.pad(logits, (0, v - vd), value=float("-inf"))
+
+    def _drafter_logits(self, canvas: Tensor, lo: int, attn: Tensor | None) -> Tensor:
+        """The drafter's logits over ``canvas[:, lo:]`` (B, L - lo, V), against its prefix
+        cache (positions before ``lo``) when it has one, else of the whole canvas (lo = 0)."""
+        if self.dkv is None:
+            out = call_model(self.drafter, canvas, attn)  # (B, L, V)
+        else:
+            self.dkv.length = lo  # what lies past it is stale: overwritten by this forward
+            out = call_model(self.drafter, canvas[:, lo:], attn, cache=self.dkv, start=lo)
         self.drafter_nfe += 1
-        if self.dfacts.logit_shift:
-            logits = shift_logits(logits)
-        logits = logits[:, P + c :].to(torch.float64)  # (B, k, V)
-        if self.vocab is not None and logits.shape[-1] != self.vocab:
-            raise UserError(self._vocab_error(logits.shape[-1], self.vocab))
-        logits = self._forbid_mask(logits)
-        if dmask != self._forbid and dmask < logits.shape[-1]:
-            logits[..., dmask] = float("-inf")
-        if self.temperature == 0:
-            return logits.argmax(dim=-1), None
-        q = F.softmax(logits / self.temperature, dim=-1)  # (B, k, V)
-        B, V = q.shape[0], q.shape[-1]
-        return _draw(q.reshape(B * k, V), self.generator).reshape(B, k), q
+        if self.dfacts.logit_shift:  # position i reads the logits of i - 1 (lo < the drafts)
+            out = shift_logits(out)
+        return out
+
+    def _draft(self, k: int) -> tuple[Tensor, Tensor | None, Tensor]:
+        """(draft (B, a), q (B, a, V) or None at temperature 0, lengths (B,)): the drafter
+        denoises k masks in ``draft_steps`` left-to-right chunks (a <= k when every row's
+        adaptive length ended before the last chunk)."""
+        P, c = self.prompt.shape[1], self.committed
+        B, base = self.gen.shape[0], P + c
+        canvas = torch.cat([self.prompt, self.gen[:, :c], self._masks[:, :k]], dim=1)
+        attn = self._attn(base + k)
+        lo = self._dsafe if self.dkv is not None else 0
+        dmask, greedy = self.dfacts.mask_id, self.temperature == 0
+        conf = torch.ones(B, k, dtype=torch.float64, device=canvas.device)
+        parts: list[Tensor] = []
+        a = 0
+        for size in _chunks(k, self.draft_steps):
+            out = self._drafter_logits(canvas, lo, attn)  # (B, L - lo, Vd)
+            logits = out[:, base + a - lo : base + a + size - lo].to(torch.float64)
+            logits = self._forbid_mask(self._to_model_vocab(logits))  # (B, size, V)
+            if dmask != self._forbid and dmask < logits.shape[-1]:
+                logits[..., dmask] = float("-inf")
+            if greedy:
+                tok = logits.argmax(dim=-1)  # (B, size)
+                if self.threshold > 0:  # the drafter's probability of its argmax
+                    conf[:, a : a + size] = F.softmax(logits, dim=-1).amax(dim=-1)
+            else:
+                qs = F.softmax(logits / self.temperature, dim=-1)  # (B, size, V)
+                V = qs.shape[-1]
+                # the confidence is q's top probability, decided before the draw: a length
+                # cut by the drawn token itself would bias the accepted drafts
+                conf[:, a : a + size] = qs.amax(dim=-1)
+                tok = _draw(qs.reshape(B * size, V), self.generator).reshape(B, size)
+                parts.append(qs)
+            canvas[:, base + a : base + a + size] = tok
+            a += size
+            if self.threshold > 0:
+                ended = (conf[:, :a] < self.threshold).any(dim=1) | self.finished
+                if bool(ended.all()):
+                    break  # no row drafts further: skip the remaining chunks
+        if self.dkv is not None:  # reuse next round: exact whole blocks, or the committed
+            self._dsafe = base if self._dblock is None else base // self._dblock * self._dblock
+        lengths = torch.full((B,), a, dtype=torch.long, device=canvas.device)
+        if self.threshold > 0:
+            lengths = (conf[:, :a] >= self.threshold).long().cumprod(dim=1).sum(dim=1)
+        draft = canvas[:, base : base + a]  # (B, a)
+        q = torch.cat(parts, dim=1) if parts else None  # (B, a, V)
+        return draft, q, lengths
 
     def _verify(self, draft: Tensor) -> Tensor:
         """(B, k + 1, V) the verifier's logits of the next k + 1 positions after the committed
@@ -289,26 +446,47 @@ class SpeculativeRun(DecoderRun):
         self.verifier_nfe += 1
         return logits[:, -(draft.shape[1] + 1) :]  # (B, k + 1, V)
 
+    def _show_drafts(self, draft: Tensor, lengths: Tensor) -> None:
+        """Hand the round's drafts to an ``on_view`` that draws them (``LiveView.draft``)."""
+        show = getattr(self.on_view, "draft", None)
+        if show is None or draft.shape[1] == 0:
+            return
+        c, k = self.committed, draft.shape[1]
+        drafts = torch.full_like(self.gen, self.mask_id)  # (B, G)
+        keep = torch.arange(k, device=draft.device)[None, :] < lengths[:, None]
+        drafts[:, c : c + k] = torch.where(keep & ~self.finished[:, None], draft, self.mask_id)
+        show(self.steps, self.view(), drafts)
+
     def advance(self) -> None:
         assert not self._stopped, "the run is finished"
         B, c = self.gen.shape[0], self.committed
         k = min(self.k, self.gen_length - c - 1)  # a round commits at most k + 1 tokens
+        active = ~self.finished
         with torch.no_grad():
             if k > 0:
-                draft, q = self._draft(k)
+                draft, q, lengths = self._draft(k)
+                K = int(lengths[active].max()) if bool(active.any()) else 0
+                draft, q = draft[:, :K], (None if q is None else q[:, :K])
+                self._show_drafts(draft, lengths)
             else:
                 draft, q = self.gen[:, :0], None
-            logits = self._forbid_mask(self._verify(draft).to(torch.float64))  # (B, k + 1, V)
+                lengths = torch.zeros(B, dtype=torch.long, device=self.gen.device)
+            K = draft.shape[1]
+            logits = self._forbid_mask(self._verify(draft).to(torch.float64))  # (B, K + 1, V)
             if q is not None and q.shape[-1] != logits.shape[-1]:
                 raise UserError(self._vocab_error(q.shape[-1], logits.shape[-1]))
             if self.temperature == 0:
                 n, out = accept_greedy(draft, logits)
+                n = torch.minimum(n, lengths)  # a row accepts no more than it drafted
             else:
-                flat = logits.reshape(B * (k + 1), -1) / self.temperature
+                flat = logits.reshape(B * (K + 1), -1) / self.temperature
                 p = F.softmax(filter_logits(flat, self.top_k, self.top_p), dim=-1)
-                n, out = accept_sampled(draft, q, p.reshape(B, k + 1, -1), self.generator)
-        active = ~self.finished
-        m = int(n[active].min()) if bool(active.any()) else k
+                p = p.reshape(B, K + 1, -1)
+                if self.threshold > 0:  # rows drafted fewer than K
+                    n, out = accept_sampled(draft, q, p, self.generator, lengths)
+                else:
+                    n, out = accept_sampled(draft, q, p, self.generator)
+        m = int(n[active].min()) if bool(active.any()) else K
         new = out[:, : m + 1]  # (B, m + 1)
         # a finished row, and every position after a row's first EOS, holds the fill
         after_eos = torch.zeros_like(new, dtype=torch.bool)
@@ -318,8 +496,11 @@ class SpeculativeRun(DecoderRun):
         new = torch.where(self.finished[:, None] | after_eos, self.fill, new)
         self.gen[:, c : c + m + 1] = new
         self.committed = c + m + 1
-        self.drafted += k
+        self.drafted += K
         self.accepted += m
+        self.row_drafted += int(lengths[active].sum())
+        self.row_accepted += int(n[active].sum())
+        self.row_rounds += int(active.sum())
         self.nfe = self.verifier_nfe + self.drafter_nfe
         self.steps += 1
         self.finished |= rows_finished(new, self.eos_id)
@@ -347,6 +528,10 @@ class SpeculativeRun(DecoderRun):
             drafter_nfe=self.drafter_nfe,
             drafted=self.drafted,
             accepted=self.accepted,
+            row_drafted=self.row_drafted,
+            row_accepted=self.row_accepted,
+            row_rounds=self.row_rounds,
+            drafter_cache=self.drafter_cache,
         )
 
 
@@ -400,6 +585,10 @@ class SpeculativeDecoder(Decoder):
             pad_id=f.pad_id,
             mask_id=f.mask_id,
             drafter_facts=target.aux.get("drafter_facts"),
+            draft_threshold=config.draft_threshold,
+            draft_steps=config.draft_steps,
+            draft_cache=config.draft_cache,
+            shared_vocab=target.aux.get("shared_vocab"),
             generator=make_generator(config.seed, device),
             on_view=on_view,
         )
@@ -412,4 +601,5 @@ __all__ = [
     "accept_greedy",
     "accept_sampled",
     "check_drafter",
+    "shared_vocabulary",
 ]

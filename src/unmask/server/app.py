@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -42,6 +43,8 @@ def create_app(
     device: str = "cpu",
     chat_template: str | None = None,
     access_log: bool = True,
+    draft: Loaded | None = None,
+    draft_options: Mapping[str, Any] | None = None,
 ) -> FastAPI:
     """The HTTP app around one model: a ``Loaded`` (any mask predictor with its tokenizer
     and config) or a checkpoint path (loaded on ``device``).
@@ -52,7 +55,8 @@ def create_app(
     instead of the checkpoint's own; with neither, chat is refused with a 400.
     ``access_log``: one INFO line per request on the ``unmask.server.access`` logger. The
     engine's worker thread starts with the first request and stops when the app shuts down
-    (``app.state.engine.close()``).
+    (``app.state.engine.close()``). ``draft``: a diffusion checkpoint that drafts for a
+    causal model (speculative decoding, ``make_engine``), with ``draft_options``.
     """
     if not isinstance(loaded_or_path, Loaded):
         from unmask.checkpoint import load
@@ -62,7 +66,7 @@ def create_app(
     limits = limits or ServerLimits()
     template = chat.chat_template(loaded, chat_template)  # a bad template fails here
     metrics = Metrics()
-    engine = make_engine(loaded, limits, metrics)
+    engine = make_engine(loaded, limits, metrics, draft=draft, draft_options=draft_options)
     metrics.add_gauge("queue_depth", "Requests waiting for the model worker.",
                       lambda: engine.queue_depth)
     metrics.add_gauge("in_flight", "Requests the model worker is running now.",
@@ -71,7 +75,7 @@ def create_app(
                       "now.", lambda: engine.active_rows)
     state = ServerState(loaded=loaded, name=model_name or default_name(loaded), limits=limits,
                         metrics=metrics, engine=engine, chat=template,
-                        api_key=api_key.encode() if api_key else None)
+                        api_key=api_key.encode() if api_key else None, draft=draft)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,30 +1,67 @@
 """The model engine of the server, built in one place.
 
-Inside: ``make_engine(loaded, limits, metrics)``: the ``Engine`` (worker thread, queue,
-continuous batching) around one checkpoint. Nothing else in the server knows how a
+Inside: ``make_engine(loaded, limits, metrics, draft=...)``: the ``Engine`` (worker thread,
+queue, continuous batching) around one checkpoint (and its drafter, for speculative
+decoding). Nothing else in the server knows how a
 checkpoint is decoded: routes submit ``Job`` s and read ``GenOutput`` s.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from unmask.checkpoint import Loaded
+from unmask.config import SampleConfig
 from unmask.server.batching import Engine
 from unmask.server.metrics import Metrics
 from unmask.server.state import ServerLimits
 
 
-def make_engine(loaded: Loaded, limits: ServerLimits, metrics: Metrics) -> Engine:
+def make_engine(
+    loaded: Loaded,
+    limits: ServerLimits,
+    metrics: Metrics,
+    *,
+    draft: Loaded | None = None,
+    draft_options: Mapping[str, Any] | None = None,
+) -> Engine:
     """The engine that runs ``loaded`` for every request, with the queue and batch bounds of
     ``limits``, counting forward passes into ``metrics``. Every request becomes the decoder
     run that ``unmask.api.start`` gives for it (the checkpoint's own decoder, as the CLI
     uses); runs that can share a forward pass are batched continuously. Its worker thread
-    starts with the first job; ``Engine.close`` stops it."""
+    starts with the first job; ``Engine.close`` stops it.
+
+    ``draft``: a diffusion checkpoint that drafts for the causal ``loaded`` (``unmask serve
+    --draft``): every request is decoded by speculative decoding (its greedy output is the
+    causal model's own), as whole-batch runs (two models, two KV caches: no request joins
+    a running batch); ``draft_options`` (``SampleConfig`` fields such as
+    ``draft_length``) replace those of every request."""
     from unmask import api
 
-    return Engine(functools.partial(api.start, loaded), max_batch=limits.max_batch,
-                  max_queue=limits.max_queue, batch_wait_s=limits.batch_wait_s, metrics=metrics)
+    extra = dict(draft_options or {})
+    unknown = set(extra) - {f.name for f in dataclasses.fields(SampleConfig)}
+    if unknown:
+        raise ValueError(f"draft_options: not SampleConfig fields: {sorted(unknown)}")
+
+    if draft is not None:  # a drafter that cannot draft for this checkpoint fails now
+        api.choose(loaded, SampleConfig(**extra), draft=draft)
+
+    def start(
+        rows: Sequence[Sequence[int]], config: SampleConfig, *, step_callback: Any = None
+    ) -> Any:
+        if extra:
+            config = dataclasses.replace(config, **extra)
+        return api.start(loaded, rows, config, step_callback=step_callback, draft=draft)
+
+    return Engine(
+        start,
+        max_batch=limits.max_batch,
+        max_queue=limits.max_queue,
+        batch_wait_s=limits.batch_wait_s,
+        metrics=metrics,
+    )
 
 
 __all__ = ["make_engine"]

@@ -67,6 +67,8 @@ class ServerState:
     chat: ChatTemplate | None
     """The chat template with the model's BOS/EOS text; None = chat is refused."""
     api_key: bytes | None = None
+    draft: Loaded | None = None
+    """The diffusion checkpoint that drafts for the served causal one (``--draft``), or None."""
     decode_one: Callable[[int], str] = field(init=False, repr=False)
     """One token's text (cached: streamed steps decode every position)."""
 

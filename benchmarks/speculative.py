@@ -1,0 +1,376 @@
+"""Faster than autoregressive at the same quality? Speculative decoding side by side.
+
+One process, the same prompts, every row against the reference of its (gen_length, batch):
+
+- ``ar``: the causal checkpoint (``--ar-model``) decoding greedily with its KV cache (the
+  reference: tokens/s ratio 1, token identity 1);
+- ``diffusion``: the diffusion checkpoint (``--model``, default the shipped demo) with its
+  recommended sampling options (``unmask.api.sample_config``: temperature 0.8 in blocks of
+  4 for the demo) at one token per step, the plain-diffusion setting of AR-like quality;
+- ``spec k=K``: two-model speculative decoding, the diffusion model drafts K tokens per round
+  and the causal model verifies them (greedy: output identical to ``ar``), for every
+  ``--draft-lengths``, plus adaptive rows (``--thresholds``: a draft ends where the drafter's
+  probability drops below the threshold) and ``--draft-cache none`` rows when asked;
+- ``hybrid``: a one-model hybrid checkpoint (``--hybrid PATH``), decoded by the decoder its
+  checkpoint names (``unmask.api.start``, decoder ``auto``); skipped with a note when not
+  given or not present.
+
+Columns: tok/s and its ratio to ``ar`` (same prompts, gen_length and batch), tokens per
+forward (generated tokens per row / model forwards, drafter and verifier both counted),
+acceptance (drafted tokens accepted, per row), acc/round (drafts committed per round: the
+fewest any row of the batch accepted) vs row-acc/round (what per-row commit lengths would
+commit) - the cost of one shared KV-cache length at batch > 1 -, gen ppl (continuations given
+their prompts under the offline scorer, ``unmask.scoring``, when its model is installed),
+dist-2 (distinct word bigrams), ident (fraction of generated positions equal to ``ar``'s
+greedy tokens; rows are cut at EOS).
+
+The demo models' context is 256 tokens: a requested length that does not fit after the
+prompt is cut to the longest multiple of 8 that does, and the table says so.
+
+    python benchmarks/speculative.py --ar-model runs/ar-fim/checkpoint \\
+        [--model PATH] [--hybrid PATH] [--json benchmarks/results/speculative.json]
+    python benchmarks/speculative.py --ar-model PATH --quick   # does the script run?
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.py
+
+from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
+
+from unmask import api  # noqa: E402
+from unmask.checkpoint import Loaded, load  # noqa: E402
+from unmask.commands.demo import asset_path  # noqa: E402
+from unmask.config import SampleConfig, resolve_device  # noqa: E402
+from unmask.errors import UserError  # noqa: E402
+from unmask.evaluate import distinct_n  # noqa: E402
+from unmask.sampling import cut_at_eos  # noqa: E402
+
+LENGTH_MULTIPLE = 8
+"""Generation lengths are cut to a multiple of this (blocks of 4 for the diffusion row)."""
+
+
+def identity(ids: list[list[int]], ref: list[list[int]], eos: int | None) -> float:
+    """Fraction of the reference's generated positions (cut at EOS) where ``ids`` agree."""
+    same = total = 0
+    for a, b in zip(ids, ref, strict=True):
+        b = cut_at_eos(b, eos)
+        total += len(b)
+        same += sum(x == y for x, y in zip(a, b, strict=False))
+    return same / total if total else 1.0
+
+
+def measure(
+    label: str,
+    loaded: Loaded,
+    ids: list[list[int]],
+    config: SampleConfig,
+    *,
+    draft: Loaded | None,
+    ref: dict[str, Any] | None,
+    prompts: list[str],
+    scorer: Any,
+    repeats: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """One row: run ``config`` ``repeats`` times (median seconds), then its columns."""
+    api.start(loaded, ids, config, draft=draft)  # refuses a bad combination before timing
+
+    def go() -> Any:
+        run = api.start(loaded, ids, config, draft=draft)
+        result = run.run()
+        return run, result
+
+    (run, res), seconds = timed(go, repeats, device)
+    eos = loaded.config.eos_id
+    gen = res.gen_ids
+    cut = [cut_at_eos(r, eos) for r in gen]
+    tokens = sum(len(r) for r in cut) or 1
+    texts = res.texts(loaded.tokenizer)
+    row: dict[str, Any] = {
+        "label": label,
+        "decoder": run.decoder,
+        "gen_length": config.gen_length,
+        "batch": len(ids),
+        "temperature": config.temperature,
+        "seconds": seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / seconds,
+        "nfe": res.nfe,
+        "steps": res.steps,
+        "tokens_per_forward": tokens / len(ids) / max(res.nfe, 1),
+        "gen_ppl": scorer.perplexity(texts, prompts=prompts) if scorer is not None else None,
+        "distinct_2": distinct_n(texts, 2),
+        "texts": texts,
+        "ids": gen,
+    }
+    for name in (
+        "verifier_nfe",
+        "drafter_nfe",
+        "drafted",
+        "accepted",
+        "row_drafted",
+        "row_accepted",
+        "row_rounds",
+        "drafter_cache",
+    ):
+        if hasattr(res, name):
+            row[name] = getattr(res, name)
+    if hasattr(res, "acceptance_rate"):
+        row["acceptance"] = res.acceptance_rate
+        row["acc_per_round"] = res.accepted / max(res.steps, 1)
+        row["row_acc_per_round"] = res.row_accepted / max(res.row_rounds, 1)
+    row["ratio"] = row["tokens_per_s"] / ref["tokens_per_s"] if ref else 1.0
+    row["identity"] = identity(gen, ref["ids"], eos) if ref else 1.0
+    return row
+
+
+def forward_cost(
+    loaded: Loaded, context: int, widths: Sequence[int], repeats: int, batch: int = 1
+) -> dict[int, float]:
+    """Seconds of one cached forward of ``w`` new positions after ``context`` cached ones, for
+    each width: what a verifier round (k + 1 positions) or a cached draft costs against one
+    AR step (width 1). Speculative decoding gains only while the tokens a round commits
+    exceed the cost of its forwards in AR steps."""
+    from unmask.model import KVCache
+
+    model, dev = loaded.model, next(loaded.model.parameters()).device
+    out: dict[int, float] = {}
+    with torch.no_grad():
+        for w in widths:
+            ids = torch.randint(4, loaded.config.vocab_size, (batch, context + w), device=dev)
+            kv = KVCache()
+            model(ids[:, :context], cache=kv, start=0)
+
+            def step(kv: Any = kv, ids: Tensor = ids, w: int = w) -> None:
+                kv.length = context
+                model(ids[:, context:], cache=kv, start=context)
+
+            step()
+            out[w] = timed(step, repeats, dev)[1]
+    return out
+
+
+HEADER = (
+    f"{'gen':>4} {'B':>2} {'row':<22} {'tok/s':>8} {'×AR':>6} {'tok/fwd':>7} {'accept':>6} "
+    f"{'acc/rd':>6} {'row-acc':>7} {'gen ppl':>8} {'dist-2':>6} {'ident':>6}"
+)
+
+
+def _f(x: Any, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def print_row(r: dict[str, Any]) -> None:
+    print(
+        f"{r['gen_length']:>4} {r['batch']:>2} {r['label']:<22} {r['tokens_per_s']:>8.1f} "
+        f"{r['ratio']:>6.2f} {r['tokens_per_forward']:>7.2f} {_f(r.get('acceptance'), '.2f'):>6} "
+        f"{_f(r.get('acc_per_round'), '.2f'):>6} {_f(r.get('row_acc_per_round'), '.2f'):>7} "
+        f"{_f(r['gen_ppl'], '.1f'):>8} {r['distinct_2']:>6.3f} {r['identity']:>6.3f}",
+        flush=True,
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--model",
+        default=str(asset_path("demo")),
+        help="diffusion checkpoint: the drafter and the plain-diffusion row "
+        "(default: the shipped demo)",
+    )
+    ap.add_argument(
+        "--ar-model",
+        required=True,
+        help="causal checkpoint of the same tokenizer: the reference and verifier",
+    )
+    ap.add_argument("--hybrid", help="a one-model hybrid checkpoint (row skipped without it)")
+    ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--prompt-words", type=int, default=8)
+    ap.add_argument("--draft-lengths", type=int, nargs="+", default=[4, 8])
+    ap.add_argument(
+        "--thresholds",
+        type=float,
+        nargs="*",
+        default=[0.5],
+        help="adaptive rows: draft_threshold values, with the longest draft length",
+    )
+    ap.add_argument("--draft-steps", type=int, default=1, help="denoising steps per draft")
+    ap.add_argument(
+        "--no-cache-row", action="store_true", help="also a row with the drafter's prefix cache off"
+    )
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=0.0,
+        help="of the ar, spec and hybrid rows (0 = greedy: identity is exact-match)",
+    )
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
+    ap.add_argument(
+        "--score",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="gen ppl with the offline scorer (default: on when installed)",
+    )
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default="benchmarks/results/speculative.json")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="gen 32, batches 1 and 2, draft length 4, 4 prompt words, no scorer",
+    )
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.gen_lengths, args.batches, args.prompt_words = [32], [1, 2], 4
+        args.draft_lengths, args.thresholds = [4], [0.5]
+        args.score = bool(args.score)
+    return args
+
+
+def load_scorer(args: argparse.Namespace, device: torch.device) -> tuple[Any, str]:
+    if args.score is False:
+        return None, "gen ppl: off (--no-score)"
+    from unmask.scoring import ReferenceScorer
+
+    try:
+        return ReferenceScorer.from_smollm2(device=device), "gen ppl: SmolLM2-135M-Instruct"
+    except UserError as e:
+        if args.score:
+            raise
+        return None, f"gen ppl: n/a ({e})"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    diff = load(args.model, device=str(device))
+    ar = load(args.ar_model, device=str(device))
+    for m in (diff, ar):
+        m.model.eval()
+    notes: list[str] = []
+    hybrid = None
+    if args.hybrid and Path(args.hybrid).exists():
+        hybrid = load(args.hybrid, device=str(device))
+        hybrid.model.eval()
+    else:
+        why = f"{args.hybrid} not present" if args.hybrid else "no --hybrid given"
+        notes.append(f"hybrid: skipped ({why})")
+    scorer, note = load_scorer(args, device)
+    notes.append(note)
+    prompts_all = prompt_texts(max(args.batches), args.prompt_words)
+    context = min(m.config.max_seq_len for m in (diff, ar, *([hybrid] if hybrid else [])))
+    P = max(len(ar.tokenizer.encode(p)) for p in prompts_all)
+    lengths, fit_notes = fit_lengths(args.gen_lengths, context, P, LENGTH_MULTIPLE)
+    notes += fit_notes
+    print(
+        f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}; "
+        f"drafter {diff.path}, verifier {ar.path}; prompts {prompts_all}"
+    )
+    for n in notes:
+        print(f"note: {n}")
+    # warm-up: first calls pay one-time costs
+    warm = SampleConfig(gen_length=8, temperature=0.0, draft_length=4)
+    api.start(ar, [ar.tokenizer.encode(prompts_all[0])], warm, draft=diff).run()
+    widths = [1, 2, 5, 9, 17]
+    costs = {}
+    for name, m in (("verifier", ar), ("drafter", diff)):
+        c = forward_cost(m, min(128, context - max(widths)), widths, max(3, args.repeats))
+        costs[name] = {str(w): t for w, t in c.items()}
+        print(
+            f"{name} forward at 128 cached positions, batch 1: "
+            + ", ".join(f"{w} pos {t * 1e3:.1f} ms ({t / c[1]:.2f}x)" for w, t in c.items())
+        )
+    rows: list[dict[str, Any]] = []
+    print(HEADER, flush=True)
+    kw = {"scorer": scorer, "repeats": args.repeats, "device": device}
+    T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
+    for g in lengths:
+        for b in args.batches:
+            prompts = prompts_all[:b]
+            ids = [ar.tokenizer.encode(p) for p in prompts]
+            cfg = SampleConfig(gen_length=g, temperature=T, seed=seed)
+            ref = measure("ar", ar, ids, cfg, draft=None, ref=None, prompts=prompts, **kw)
+            done = [ref]
+            dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed})
+            done.append(
+                measure(
+                    "diffusion (recommended)",
+                    diff,
+                    ids,
+                    dcfg,
+                    draft=None,
+                    ref=ref,
+                    prompts=prompts,
+                    **kw,
+                )
+            )
+            specs = [(f"spec k={k}", {"draft_length": k}) for k in args.draft_lengths]
+            k_max = max(args.draft_lengths)
+            specs += [
+                (f"spec k={k_max} thr={t:g}", {"draft_length": k_max, "draft_threshold": t})
+                for t in args.thresholds
+            ]
+            if args.no_cache_row:
+                specs.append(
+                    (f"spec k={k_max} no cache", {"draft_length": k_max, "draft_cache": "none"})
+                )
+            for label, opts in specs:
+                sc = SampleConfig(
+                    gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps, **opts
+                )
+                done.append(measure(label, ar, ids, sc, draft=diff, ref=ref, prompts=prompts, **kw))
+            if hybrid is not None:
+                done.append(
+                    measure("hybrid", hybrid, ids, cfg, draft=None, ref=ref, prompts=prompts, **kw)
+                )
+            for r in done:
+                print_row(r)
+            rows += done
+    out = {
+        "meta": {
+            "torch": torch.__version__,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "drafter": str(diff.path),
+            "verifier": str(ar.path),
+            "hybrid": str(hybrid.path) if hybrid else None,
+            "prompts": prompts_all,
+            "notes": notes,
+            "argv": sys.argv[1:] if argv is None else list(argv),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        "forward_cost_s": costs,
+        "rows": rows,
+    }
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from unmask.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
