@@ -310,3 +310,20 @@ def test_bad_input_is_refused_in_one_line(corpus, tmp_path):
               progress=False)  # fmt: skip
     assert {"embed-diffusion", "latent-ae", "latent-diffusion"} <= set(OBJECTIVES)
     assert {"embed-diffusion", "latent-diffusion"} <= set(DECODERS)
+
+
+def test_validation_reports_a_loss_not_a_bound(embed_run, capsys):
+    """The continuous losses bound no likelihood: the run logs ``val_loss`` without bits/byte
+    or a perplexity bound, and ``unmask eval`` says so instead of printing a bound."""
+    from unmask.cli import main
+
+    assert not objective_spec("embed-diffusion").likelihood
+    assert objective_spec("mdlm").likelihood and objective_spec("ar").likelihood
+    records = [json.loads(x) for x in (embed_run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if "val_loss" in r]
+    assert val and all("val_bpb" not in r and "val_ppl" not in r for r in val)
+    assert math.isfinite(val[-1]["val_loss"])
+    argv = ["eval", str(embed_run), "--device", "cpu", "--batches", "1", "--no-score"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "not a likelihood bound" in out and "bits/byte" not in out

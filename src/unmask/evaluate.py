@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from unmask.objectives import ObjectiveOptions, get_objective
+from unmask.objectives import ObjectiveOptions, get_objective, objective_spec
 from unmask.schedules import get_schedule
 
 if TYPE_CHECKING:
@@ -53,8 +53,15 @@ class EvalResult:
     """Bits per UTF-8 byte."""
     n_tokens: int
     """Tokens scored."""
+    likelihood: bool = True
+    """``loss`` bounds a negative log-likelihood (``ObjectiveSpec.likelihood``); when False,
+    ``ppl`` and ``bpb`` are NaN: the objective's loss is only a training loss."""
 
     def as_dict(self, prefix: str = "val_") -> dict[str, float]:
+        """The metrics record: loss, perplexity and bits per byte; the loss alone for an
+        objective whose loss is no likelihood bound."""
+        if not self.likelihood:
+            return {f"{prefix}loss": self.loss}
         return {f"{prefix}loss": self.loss, f"{prefix}ppl": self.ppl, f"{prefix}bpb": self.bpb}
 
 
@@ -113,6 +120,8 @@ def evaluate_loss(
     if count == 0:
         raise ValueError(f"validation split has fewer than seq_len={seq_len} tokens")
     loss = total / count
+    if not objective_spec(objective).likelihood:
+        return EvalResult(loss=loss, ppl=math.nan, bpb=math.nan, n_tokens=count, likelihood=False)
     return EvalResult(
         loss=loss,
         ppl=math.exp(min(loss, 50.0)),

@@ -132,7 +132,7 @@ class TrainingSummary:
             "last_step": self.steps[-1] if self.steps else None,
             "last_loss": self.loss[-1] if self.loss else None,
             "last_val_bpb": self.val_bpb[-1] if self.val_bpb else None,
-            "best_val_bpb": min(self.val_bpb) if self.val_bpb else None,
+            "best_val_bpb": min(self.val_bpb) if self.val_bpb else None,  # NaN: no bound
             "params": self.params,
             "tokens_per_s": self.tokens_per_s,
             "elapsed_s": self.elapsed_s,
@@ -350,7 +350,7 @@ class RunReport:
                 sec = t["elapsed_s"]
                 extra += f", {sec:.0f} s" if sec < 120 else f", {sec / 60:.1f} min"
             rows.append(("training", f"loss {t['last_loss']:.4f} at step {t['last_step']}{extra}"))
-        if t.get("best_val_bpb") is not None:
+        if t.get("best_val_bpb") is not None and not math.isnan(t["best_val_bpb"]):
             rows.append(
                 (
                     "logged val",
@@ -358,7 +358,15 @@ class RunReport:
                 )
             )
         h = self.heldout
-        if h is not None:
+        if h is not None and not h.get("likelihood", True):
+            rows.append(
+                (
+                    "held-out",
+                    f"loss {h['loss']:.4f} nats/token (the objective's training loss, not a "
+                    f"likelihood bound), {h['n_tokens']:,} tokens",
+                )
+            )
+        elif h is not None:
             rows.append(
                 (
                     "held-out",

@@ -156,6 +156,14 @@ def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
     return run
 
 
+
+def val_text(record: dict[str, float]) -> str:
+    """A validation record for the log line: bits per byte where the objective's loss bounds a
+    likelihood, else its loss, named as such (``ObjectiveSpec.likelihood``)."""
+    if "val_bpb" in record:
+        return f"val_bpb {record['val_bpb']:.3f}"
+    return f"val_loss {record['val_loss']:.3f}"
+
 def train(
     config: TrainConfig,
     *,
@@ -510,7 +518,7 @@ def _train(
                     eta = (config.steps - step) * elapsed / max(1, step - start_step)
                     print(
                         f"step {step}/{config.steps} loss {loss:.3f} "
-                        f"val_bpb {last_val['val_bpb']:.3f} "
+                        f"{val_text(last_val)} "
                         f"{tps:,.0f} tok/s ETA {eta / 60:.1f} min",
                         file=sys.stderr,
                         flush=True,
@@ -521,7 +529,8 @@ def _train(
                 if "mfu" in speed:
                     post["mfu"] = f"{100 * speed['mfu']:.1f}%"
                 if last_val:
-                    post["val_bpb"] = f"{last_val['val_bpb']:.3f}"
+                    key = "val_bpb" if "val_bpb" in last_val else "val_loss"
+                    post[key] = f"{last_val[key]:.3f}"
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
             if config.save_every and step % config.save_every == 0 and step < config.steps:
@@ -531,11 +540,11 @@ def _train(
         if step >= config.steps or timed_out:
             final = evaluate(step)
             if is_main and progress and final:
-                print(
-                    f"step {step}: val bpb {final['val_bpb']:.4f}, "
-                    f"ppl bound {final['val_ppl']:.2f}",
-                    file=sys.stderr,
-                )
+                if "val_bpb" in final:
+                    text = f"val bpb {final['val_bpb']:.4f}, ppl bound {final['val_ppl']:.2f}"
+                else:
+                    text = f"val loss {final['val_loss']:.4f} (not a likelihood bound)"
+                print(f"step {step}: {text}", file=sys.stderr)
         checkpoint(step)
     if distributed:
         dist.destroy_process_group()

@@ -238,6 +238,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device)
             report.heldout = dataclasses.asdict(res)
+            if not res.likelihood:  # no bound: no perplexity or bits/byte to report (not NaN)
+                del report.heldout["ppl"], report.heldout["bpb"]
         except UserError as e:
             report.notes.append(f"held-out bound: not measured, {e}")
 

@@ -152,6 +152,7 @@ register_objective(
         decoder="embed-diffusion",
         model_config=continuous_model_config,
         summary="Gaussian diffusion on token embeddings (Diffusion-LM schedule, CDCD loss)",
+        likelihood=False,  # a cross-entropy of x0 predictions, not a bound
     )
 )
 

@@ -223,6 +223,7 @@ register_objective(
         check=_check_latent_len,
         model_config=latent_model_config,
         summary="stage 1 of latent diffusion: a text autoencoder (L tokens -> latent_len vectors)",
+        likelihood=False,  # a cross-entropy of x0 predictions, not a bound
     )
 )
 register_objective(
@@ -236,6 +237,7 @@ register_objective(
         model_config=latent_model_config,
         needs=_needs_autoencoder,
         summary="stage 2 of latent diffusion: Gaussian diffusion of the autoencoder's latents",
+        likelihood=False,  # a cross-entropy of x0 predictions, not a bound
     )
 )
 

@@ -116,6 +116,12 @@ class ObjectiveSpec:
     """Why a given (e.g. ``init``) model cannot be trained with these options, or None."""
     summary: str = ""
     """One line for listings."""
+    likelihood: bool = True
+    """The loss is a negative log-likelihood per token or an upper bound on one (AR, the ELBOs
+    of the masked and score-entropy objectives), so the bits per byte and perplexity derived
+    from it are bounds. False for training losses that are neither (the continuous families'
+    cross-entropy of x0 predictions): validation then reports the loss alone, never a number
+    that reads like a bound (``unmask.evaluate.EvalResult.likelihood``)."""
     continues: bool = False
     """The objective fine-tunes an ``init`` model that stays a model of its own objective
     (``distill``): its attention, objective and schedule are kept, so it is sampled and
