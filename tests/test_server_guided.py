@@ -134,17 +134,18 @@ def test_unenforceable_constraints_are_400_in_openai_shape(client, body, param, 
 
 
 def _streamed_content(client, url, body):
-    """(content chunks, the joined text) of a streamed completions / chat request."""
-    r = client.post(url, json={**body, "stream": True})
+    """(content chunks, the joined text, usage) of a streamed completions / chat request."""
+    r = client.post(url, json={**body, "stream": True, "stream_options": {"include_usage": True}})
     assert r.status_code == 200, r.text
     chunks = [json.loads(d) for e, d in sse_events(r.text) if e is None and d != "[DONE]"]
+    usage = chunks[-1]["usage"]
     parts = []
     for c in chunks:
         for choice in c["choices"]:
             part = choice["delta"].get("content") if "delta" in choice else choice["text"]
             if part:
                 parts.append(part)
-    return parts, "".join(parts)
+    return parts, "".join(parts), usage
 
 
 @pytest.mark.parametrize(
@@ -163,8 +164,8 @@ def test_guided_stream_fills_in_and_ends_in_the_unstreamed_answer(client, url, b
     assert r.status_code == 200, r.text
     choice = r.json()["choices"][0]
     answer = choice["message"]["content"] if "message" in choice else choice["text"]
-    parts, streamed = _streamed_content(client, url, body)
-    assert streamed == answer
+    parts, streamed, usage = _streamed_content(client, url, body)
+    assert streamed == answer and usage == r.json()["usage"]
     assert len(parts) > 1  # the text arrives as it fills in, not as one chunk after the run
 
 
