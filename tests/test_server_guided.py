@@ -133,6 +133,68 @@ def test_unenforceable_constraints_are_400_in_openai_shape(client, body, param, 
     assert err["param"] == param and message in err["message"] and "\n" not in err["message"]
 
 
+def _streamed_content(client, url, body):
+    """(content chunks, the joined text, usage) of a streamed completions / chat request."""
+    r = client.post(url, json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    assert r.status_code == 200, r.text
+    chunks = [json.loads(d) for e, d in sse_events(r.text) if e is None and d != "[DONE]"]
+    usage = chunks[-1]["usage"]
+    parts = []
+    for c in chunks:
+        for choice in c["choices"]:
+            part = choice["delta"].get("content") if "delta" in choice else choice["text"]
+            if part:
+                parts.append(part)
+    return parts, "".join(parts), usage
+
+
+@pytest.mark.parametrize(
+    "url,body",
+    [
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "A verse?"}], "guided_json": SCHEMA},
+        ),
+        ("/v1/completions", {"prompt": "Code: ", "guided_regex": "[a-z]{3}-[0-9]{3}"}),
+    ],
+)
+def test_guided_stream_fills_in_and_ends_in_the_unstreamed_answer(client, url, body):
+    body = {**body, "max_tokens": 12, "steps": 8, "seed": 5, "temperature": 1.0}
+    r = client.post(url, json=body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    answer = choice["message"]["content"] if "message" in choice else choice["text"]
+    parts, streamed, usage = _streamed_content(client, url, body)
+    assert streamed == answer and usage == r.json()["usage"]
+    assert len(parts) > 1  # the text arrives as it fills in, not as one chunk after the run
+
+
+def test_answer_so_far_follows_a_form_filling_in():
+    """On a canvas filled one hole at a time (padding spaces after a short value), the final
+    text grows piece by piece and is the compact JSON answer at the end."""
+    from unmask.infill.schema import constraint_form
+    from unmask.server.routes.guided import AnswerSoFar
+
+    state = APP.state.server
+    form, parse = constraint_form(state.tok, json_schema=SCHEMA, max_tokens=8)
+    so_far = AnswerSoFar(state, form, parse, 2, "guided_json")
+    mask = state.cfg.mask_id
+    row = [5, 6] + [mask] * (so_far.pieces[-1][1] - 2)
+    for start, end, piece in so_far.pieces:
+        if isinstance(piece, str):
+            row[start:end] = state.tok.encode(piece)
+    assert so_far.text(row) == so_far.pieces[0][2]  # the skeleton before the first value
+    values = {0: '"Exodus"', 1: "7", 2: "true"}  # a byte tokenizer: no space taken in
+    grown = []
+    for k, text in values.items():
+        start, end, _ = next(p for p in so_far.pieces if p[2] == k)
+        ids = state.tok.encode(text)
+        row[start:end] = ids + state.tok.encode(" ") * (end - start - len(ids))
+        grown.append(so_far.text(row))
+    assert grown[-1] == json.dumps({"book": "Exodus", "chapter": 7, "ok": True})
+    assert grown[0] != grown[1] != grown[2] and grown[2].startswith(grown[1])
+
+
 def test_openai_client_response_format():
     openai = pytest.importorskip("openai")
     pytest.importorskip("uvicorn")

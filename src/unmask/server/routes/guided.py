@@ -4,10 +4,14 @@ OpenAI's ``response_format`` (``json_object``, ``json_schema`` with ``strict``) 
 
 A constrained request is a form (``unmask.infill.schema.constraint_form``) filled after the
 prompt in one diffusion pass (``unmask.infill.fill_form`` with ``prefix_ids``), alone on the
-worker, so every answer parses and validates by construction. Streamed, it sends the
-denoising steps (``stream_denoising``: the form filling in) and then the answer as chunks.
+worker, so every answer parses and validates by construction. Streamed through the one
+SSE streamer (``unmask.server.streaming.stream_job``), it sends the answer's text as it
+becomes final (``AnswerSoFar``: the skeleton and each finished value, in order) and, with
+``stream_denoising``, every denoising step (the form filling in); the streamed text ends
+equal to the unstreamed answer.
 
-Inside: ``guidance`` (the request's constraint, or None; 400 for bad ones), ``run_guided``.
+Inside: ``guidance`` (the request's constraint, or None; 400 for bad ones), ``AnswerSoFar``,
+``GuidedEvents``, ``run_guided``.
 """
 
 from __future__ import annotations
@@ -103,16 +107,85 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> t
         raise APIError(400, str(e), param=kwargs["source"], code="invalid_value") from None
 
 
+class AnswerSoFar:
+    """The answer's text as far as a partly filled canvas has made it final: the skeleton
+    and every hole from the form's start up to the first hole still masked (or not yet in
+    its language), each written as the answer writes it (JSON values re-serialised as
+    ``json.dumps`` does). A bare hole (regex, choice: no JSON) also gives its committed
+    leading tokens, trailing spaces held back (they may be padding). On the finished canvas
+    this is the answer (``answer_text``), so a stream of its growth ends in the answer.
+
+    Committed tokens are final except in a repair (a hole broken by two commits in one
+    step is refilled); a hole is only written once it satisfies its language, so a repair
+    never takes back a whole hole, only, rarely, a bare hole's leading tokens."""
+
+    def __init__(self, state: ServerState, form: Any, parse: bool, offset: int, source: str):
+        from unmask.infill.automaton import vocab_of
+        from unmask.infill.forms import parse_form
+
+        items, self.holes, _ = parse_form(form, state.tok, source=source)
+        self.vocab, self.mask_id, self.parse = vocab_of(state.tok), state.cfg.mask_id, parse
+        # (start, end, skeleton text or hole index) of each layout piece on the canvas row
+        self.pieces: list[tuple[int, int, str | int]] = []
+        at = offset
+        for kind, v in items:
+            width = len(state.tok.encode(v)) if kind == "text" else self.holes[v].width
+            self.pieces.append((at, at + width, v))
+            at += width
+
+    def _hole(self, k: int, ids: list[int]) -> str | None:
+        """Hole ``k``'s text in the answer, or None while it is not final."""
+        hole = self.holes[k]
+        if self.mask_id in ids:
+            if self.parse or len(self.holes) > 1:
+                return None
+            lead = ids[: ids.index(self.mask_id)]  # a bare hole: its committed leading tokens
+            return self.vocab.decode(lead).rstrip(" ").rstrip("\ufffd") or None
+        raw = self.vocab.decode(ids)
+        if hole.space and not raw.startswith(" "):
+            raw = " " + raw
+        body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
+        if not hole.matches(body):
+            return None
+        if not self.parse:
+            return body
+        dumped = json.dumps(json.loads(('"' if hole.quoted else "") + body), ensure_ascii=False)
+        return (" " if hole.space else "") + (dumped[1:] if hole.quoted else dumped)
+
+    def text(self, row: list[int]) -> str:
+        out: list[str] = []
+        for start, end, piece in self.pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+                continue
+            done = self._hole(piece, row[start:end])
+            if done is None:
+                break
+            out.append(done)
+            if self.mask_id in row[start:end]:
+                break
+        return "".join(out)
+
+
 class GuidedEvents:
     """A constrained completion streamed: ``denoising.step`` events (with
-    ``stream_denoising``), then the answer as one content chunk and a closing chunk."""
+    ``stream_denoising``), a content chunk whenever the answer's final text grows
+    (``AnswerSoFar``), the rest of the answer, a closing chunk and ``usage`` on request."""
 
     def __init__(
-        self, state: ServerState, req: _Generation, rid: str, chat: bool, parse: bool
+        self,
+        state: ServerState,
+        req: _Generation,
+        rid: str,
+        chat: bool,
+        so_far: AnswerSoFar,
+        prompt_tokens: int,
     ) -> None:
-        self.state, self.req, self.rid, self.chat, self.parse = state, req, rid, chat, parse
+        self.state, self.req, self.rid, self.chat = state, req, rid, chat
+        self.so_far, self.prompt_tokens = so_far, prompt_tokens
         self.obj = "chat.completion.chunk" if chat else "text_completion"
         self.last: list[list[int]] | None = None
+        self.sent = ""
 
     def _chunk(self, text: str | None, reason: str | None, role: bool = False) -> str:
         if self.chat:
@@ -127,30 +200,48 @@ class GuidedEvents:
             }
         else:
             choice = {"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}
-        return sse(
-            {
-                "id": self.rid,
-                "object": self.obj,
-                "created": int(time.time()),
-                "model": self.state.name,
-                "choices": [choice],
-            }
-        )
+        return sse(self._body([choice]))
+
+    def _body(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "id": self.rid,
+            "object": self.obj,
+            "created": int(time.time()),
+            "model": self.state.name,
+            "choices": choices,
+        }
 
     def opening(self) -> Iterable[str]:
         return [self._chunk("", None, role=True)] if self.chat else ()
 
     def step(self, step: int, rows: list[list[int]]) -> Iterable[str]:
-        if not self.req.stream_denoising:
-            return ()
-        if self.last is not None and len(self.last) != len(rows):
-            self.last = None
-        event = denoising_event(self.state, self.rid, step, rows, self.last)
-        self.last = rows
-        return (event,)
+        out = []
+        if self.req.stream_denoising:
+            if self.last is not None and len(self.last) != len(rows):
+                self.last = None
+            out.append(denoising_event(self.state, self.rid, step, rows, self.last))
+            self.last = rows
+        text = self.so_far.text(rows[0])
+        if len(text) > len(self.sent) and text.startswith(self.sent):
+            out.append(self._chunk(text[len(self.sent) :], None))
+            self.sent = text
+        return out
 
     def result(self, result: Any) -> Iterable[str]:
-        return (self._chunk(answer_text(result, self.parse), None), self._chunk(None, "stop"))
+        self.state.metrics.inc("nfe", result.nfe)
+        answer = answer_text(result, self.so_far.parse)
+        rest = answer[len(self.sent) :] if answer.startswith(self.sent) else ""
+        out = [self._chunk(rest, None)] if rest else []
+        out.append(self._chunk(None, "stop"))
+        if (self.req.stream_options or {}).get("include_usage"):
+            n = len(result.tokens)
+            usage = {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": n,
+                "total_tokens": self.prompt_tokens + n,
+            }
+            out.append(sse({**self._body([]), "usage": usage}))
+        return out
 
 
 def answer_text(res: Any, parse: bool) -> str:
@@ -203,7 +294,8 @@ async def run_guided(
         )
 
     if req.stream:
-        events = GuidedEvents(state, req, rid, chat, parse)
+        so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
+        events = GuidedEvents(state, req, rid, chat, so_far, len(ids))
         return await stream_job(state, request, alone(run), events, first_step=True)
     res = await run_alone(state, request, run)
     state.metrics.inc("nfe", res.nfe)
@@ -236,4 +328,4 @@ async def run_guided(
     )
 
 
-__all__ = ["GuidedEvents", "build_form", "guidance", "run_guided"]
+__all__ = ["AnswerSoFar", "GuidedEvents", "build_form", "guidance", "run_guided"]
