@@ -13,3 +13,14 @@ def tiny_config():
     from unmask.config import model_preset
 
     return model_preset("tiny", vocab_size=48, max_seq_len=32)
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on the loopback now (torchrun's rendezvous): a fixed port collides
+    with another test run, or anything else, already listening there."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -107,7 +107,7 @@ def assert_same_weights(a: Path, b: Path) -> None:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_fsdp_matches_one_process_and_resumes_across_process_counts(dataset, tmp_path):
+def test_fsdp_matches_one_process_and_resumes_across_process_counts(dataset, tmp_path, free_port):
     """1 process (native checkpoint) -> 2 FSDP2 processes (native state resharded, sharded
     checkpoint written) -> 1 process (shards gathered by DCP) gives the losses and weights of
     one uninterrupted single-process run: the micro-batch count (processes × grad_accum) stays
@@ -134,7 +134,7 @@ def test_fsdp_matches_one_process_and_resumes_across_process_counts(dataset, tmp
             "4",
             "--no-progress",
         ],
-        29542,
+        free_port,
     )
     ck = hops / "checkpoint"
     meta = json.loads((ck / "trainer.json").read_text())

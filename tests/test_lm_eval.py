@@ -93,7 +93,8 @@ def test_ar_loglikelihood_is_the_sum_of_token_logprobs():
     got = ar_loglikelihood(model, requests, start_id=2, batch_size=2)
     for (context, target), r in zip(requests, got, strict=True):
         seq = (context or [2]) + target
-        logp = torch.log_softmax(model(torch.tensor([seq]))[0].float(), -1)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([seq]))[0].float(), -1)
         want = sum(float(logp[len(seq) - len(target) - 1 + i, t]) for i, t in enumerate(target))
         assert r.logprob == pytest.approx(want, abs=1e-4)
         greedy = all(

@@ -163,14 +163,14 @@ def test_sigterm_saves_checkpoint(dataset, tmp_path):
     assert load(run).model is not None
 
 
-def test_ddp_two_processes_match_one(dataset, tmp_path):
+def test_ddp_two_processes_match_one(dataset, tmp_path, free_port):
     """torchrun with 2 CPU processes (gloo) = 1 process with the same micro-batches."""
     args = ["--data", str(dataset), "--preset", "tiny", "--seq-len", "32", "--batch-size", "8",
             "--steps", "3", "--eval-every", "0", "--seed", "3", "--no-progress", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29533",
+         "--master_port", str(free_port),
          "-m", "unmask.cli", "train", "--out", str(tmp_path / "ddp"), *args],
         check=True, timeout=300, env=env, capture_output=True,
     )
