@@ -70,6 +70,10 @@ def start(
     step (``mask_id`` where nothing is committed yet). Raises ``UserError`` for options the
     checkpoint cannot do, before any model call.
 
+    ``config.compile``: the decoder gets the model compiled for decoding
+    (``unmask.parallel.compile_for_decoding``), made on the first such run and reused by the
+    next ones; a mode the model cannot run is refused before any model call.
+
     ``draft``: a loaded diffusion checkpoint of the same tokenizer that drafts for this
     causal one (decoder ``speculative``, which ``auto`` then means); ``Target.aux["drafter"]``.
     """
@@ -82,7 +86,12 @@ def start(
     if config.guide_words is not None:  # the continuous decoders tokenize the guide words
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
-    target = Target(loaded.model, facts, aux)
+    model = loaded.model
+    if config.compile != "off":  # compiled once per loaded model, kept on it for later runs
+        from unmask.parallel import compile_for_decoding
+
+        model = compile_for_decoding(model, config.compile)
+    target = Target(model, facts, aux)
     run = decoder.start(target, prompt_ids, config, on_view=step_callback)
     run.decoder = decoder.name
     return run
