@@ -600,9 +600,9 @@ class SampleConfig:
     approximate for bidirectional ones) or ``none`` (the whole canvas every forward)."""
     compile: str = "off"
     """``torch.compile`` the model for decoding (``unmask.parallel.compile_for_decoding``, once
-    per loaded model; the first runs pay the compile): ``off`` (eager; compiling measured
-    slower on a CPU, docs/sampling.md), ``inductor``, ``cuda-graphs`` (inductor + CUDA graphs,
-    CUDA only) or ``aot_eager`` (traced only, for checks)."""
+    per loaded model; the first runs pay the compile): ``off`` (eager; on a CPU the compile
+    took minutes for a 1.2-2.2x faster step, docs/sampling.md), ``inductor``,
+    ``cuda-graphs`` (inductor + CUDA graphs, CUDA only) or ``aot_eager`` (traced only)."""
 
     def __post_init__(self) -> None:
         if self.draft_length < 1:

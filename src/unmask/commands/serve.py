@@ -81,8 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --draft: denoising steps per draft (default: 1)")
     p.add_argument("--compile", default=None, choices=DECODE_COMPILES, metavar="MODE",
                    help="torch.compile the model for decoding, once, for every request: "
-                        f"{', '.join(DECODE_COMPILES)} (default: off; measured slower on a "
-                        "CPU, docs/sampling.md)")
+                        f"{', '.join(DECODE_COMPILES)} (default: off; on a CPU the compile "
+                        "takes minutes, docs/sampling.md)")
     p.add_argument("--draft-cache", default=None, choices=DRAFT_CACHES,
                    help="with --draft: the drafter's prefix cache (default: prefix)")
     add_runtime_flags(p)
