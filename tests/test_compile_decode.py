@@ -85,3 +85,18 @@ def test_cli_compile_flag_refuses_an_unknown_mode(capsys):
         main(["generate", "--model", "x", "--compile", "fast", "hello"])
     assert e.value.code == 2
     assert "argument --compile: invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_serve_compile_refuses_cuda_graphs_on_a_cpu_before_serving(capsys):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from importlib import resources
+
+    from unmask.cli import main
+
+    demo = str(resources.files("unmask") / "assets" / "demo")
+    assert main(["serve", "--model", demo, "--compile", "cuda-graphs", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "unmask serve: error: compile='cuda-graphs' needs a CUDA GPU; the model is on cpu"
+    ]
