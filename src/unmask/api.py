@@ -4,6 +4,8 @@
   of prompts (``unmask.sampling.DecoderRun``): the checkpoint's facts are read
   (``unmask.facts.ModelFacts``), ``unmask.sampling.choose_decoder`` picks the decoder (or
   refuses the combination in one line) and starts it. The server's engine steps these runs.
+- ``decoding_model``: the model every run calls: the loaded one, or with
+  ``SampleConfig.compile`` its twin compiled for decoding once per loaded model.
 - ``sample_config``: the options of a command-line run: the user's, else the checkpoint's
   recommended ones (``ModelConfig.sample_defaults``).
 - ``generate``: text continuations (``start`` run to the end); ``Generation`` holds texts,
@@ -70,6 +72,10 @@ def start(
     step (``mask_id`` where nothing is committed yet). Raises ``UserError`` for options the
     checkpoint cannot do, before any model call.
 
+    ``config.compile``: the decoder gets the model compiled for decoding
+    (``unmask.parallel.compile_for_decoding``), made on the first such run and reused by the
+    next ones; a mode the model cannot run is refused before any model call.
+
     ``draft``: a loaded diffusion checkpoint of the same tokenizer that drafts for this
     causal one (decoder ``speculative``, which ``auto`` then means); ``Target.aux["drafter"]``.
     """
@@ -82,10 +88,22 @@ def start(
     if config.guide_words is not None:  # the continuous decoders tokenize the guide words
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
-    target = Target(loaded.model, facts, aux)
+    target = Target(decoding_model(loaded, config), facts, aux)
     run = decoder.start(target, prompt_ids, config, on_view=step_callback)
     run.decoder = decoder.name
     return run
+
+
+def decoding_model(loaded: Loaded, config: SampleConfig | None) -> Any:
+    """The model a run under ``config`` calls: ``loaded.model``, or with ``config.compile``
+    its twin compiled for decoding (``unmask.parallel.compile_for_decoding``), made by the
+    first such run and kept on the model, so later runs and server requests reuse it. A mode
+    the model cannot run is refused in one line, before any model call."""
+    if config is None or config.compile == "off":
+        return loaded.model
+    from unmask.parallel import compile_for_decoding
+
+    return compile_for_decoding(loaded.model, config.compile)
 
 
 def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None) -> str:
@@ -376,10 +394,10 @@ def infill(
     _refuse_continuous(loaded, "infill")
     t0 = time.perf_counter()
     if facts_of(loaded).attention == "causal":
-        res = infill_causal(loaded.model, loaded.tokenizer, template, config)
+        res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config)
     else:
         res = _infill(
-            loaded.model,
+            decoding_model(loaded, config),
             loaded.tokenizer,
             template,
             config,
@@ -412,7 +430,7 @@ def edit(
         if lowest is None:
             raise UserError("revising over rounds needs lowest (the tokens to re-mask per round)")
         res = revise(
-            loaded.model,
+            decoding_model(loaded, config),
             loaded.tokenizer,
             text,
             rounds=rounds,
@@ -422,7 +440,7 @@ def edit(
         )
     else:
         res = _edit(
-            loaded.model,
+            decoding_model(loaded, config),
             loaded.tokenizer,
             text,
             spans=spans,
@@ -453,11 +471,11 @@ def fill_form(
         raise UserError("give a form template or a JSON Schema (exactly one)")
     t0 = time.perf_counter()
     if schema is not None:
-        res = fill_schema(loaded.model, loaded.tokenizer, schema, config,
+        res = fill_schema(decoding_model(loaded, config), loaded.tokenizer, schema, config,
                           step_callback=step_callback)
     else:
         assert template is not None
-        res = _fill_form(loaded.model, loaded.tokenizer, template, config,
+        res = _fill_form(decoding_model(loaded, config), loaded.tokenizer, template, config,
                          step_callback=step_callback)
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
@@ -469,6 +487,7 @@ __all__ = [
     "chat",
     "chat_template",
     "choose",
+    "decoding_model",
     "edit",
     "encode_prompt",
     "facts_of",

@@ -598,6 +598,11 @@ class SampleConfig:
     """Decoder ``speculative``: the drafter's KV cache of the committed prefix: ``prefix``
     (each committed token's keys/values computed once; exact for block-causal drafters,
     approximate for bidirectional ones) or ``none`` (the whole canvas every forward)."""
+    compile: str = "off"
+    """``torch.compile`` the model for decoding (``unmask.parallel.compile_for_decoding``, once
+    per loaded model; the first runs pay the compile): ``off`` (eager; on a CPU the compile
+    took minutes for a 1.2-2.2x faster step, docs/sampling.md), ``inductor``,
+    ``cuda-graphs`` (inductor + CUDA graphs, CUDA only) or ``aot_eager`` (traced only)."""
 
     def __post_init__(self) -> None:
         if self.draft_length < 1:
@@ -616,7 +621,8 @@ class SampleConfig:
             raise UserError(
                 f"unknown draft_cache {self.draft_cache!r}; choose one of {', '.join(DRAFT_CACHES)}"
             )
-        for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS)):
+        for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS),
+                              ("compile", DECODE_COMPILES)):
             value = getattr(self, name)
             if value not in allowed:
                 raise UserError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
@@ -636,6 +642,8 @@ PROMPT_MASKS: tuple[str, ...] = ("fill", "reference")
 """Values of ``SampleConfig.prompt_masks``."""
 DRAFT_CACHES: tuple[str, ...] = ("prefix", "none")
 """Values of ``SampleConfig.draft_cache``."""
+DECODE_COMPILES: tuple[str, ...] = ("off", "inductor", "cuda-graphs", "aot_eager")
+"""Values of ``SampleConfig.compile``."""
 SEDD_POLICY_ALIASES: dict[str, str] = {"sedd-analytic": "analytic", "sedd-euler": "euler"}
 """Old ``policy`` spellings of the SEDD decoder and the ``sedd_sampler`` each stands for."""
 

@@ -14,8 +14,9 @@
   measurement, docs/training.md).
 - ``activation_checkpointing``: recompute each block's activations in backward
   (``torch.utils.checkpoint``) instead of keeping them.
-- ``compile``: ``torch.compile`` of every block (training), and ``compile_for_decoding`` for the
-  cached decoding step of the samplers.
+- ``compile``: ``torch.compile`` of every block (training). Decoding has its own option,
+  ``SampleConfig.compile``: ``compile_for_decoding`` gives the compiled model that
+  ``unmask.api.start`` hands every decoder, made once per loaded model.
 
 Throughput reporting: ``flops_per_token`` (PaLM's 6N + attention), ``device_peak_flops`` (a
 table of dense bf16/fp16 and fp32 peaks of common GPUs; none for CPUs, so no MFU there) and
@@ -31,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from unmask.config import PARALLEL_MODES, PRECISIONS
+from unmask.config import DECODE_COMPILES, PARALLEL_MODES, PRECISIONS
 from unmask.errors import UserError
 
 if TYPE_CHECKING:
@@ -133,22 +134,53 @@ def compile_blocks(
         block.compile(dynamic=dynamic, backend=backend)
 
 
-def compile_for_decoding(
-    model: nn.Module, *, cuda_graphs: bool = False, backend: str = "inductor"
-) -> None:
-    """Compile the whole model in place for the samplers' cached decoding step
-    (``forward(..., cache=KVCache, start=s)``).
+_DECODE_CACHE = "_unmask_decode_compiled"
+"""The attribute of a model that holds its compiled twins, one per mode (a plain dict, so
+neither a submodule nor a state_dict entry)."""
 
-    Whole, not per block: a cached block call indexes the cache by its layer number, which
-    would make every layer a separate compile. ``cuda_graphs`` uses mode ``reduce-overhead``
-    (CUDA graphs replay the whole step, removing the per-kernel launch cost that dominates a
-    small decoding step); shapes then stay fixed between calls, as they do for a fixed block
-    length and cache size, and the cache tensors, written in place, should be marked with
-    ``torch._dynamo.mark_static_address``."""
-    if cuda_graphs:
-        model.compile(mode="reduce-overhead", dynamic=False, backend=backend)
-    else:
-        model.compile(backend=backend)
+
+def check_decode_compile(mode: str, model: Any) -> None:
+    """Refuse in one line a ``compile`` mode that cannot run on ``model``."""
+    if mode not in DECODE_COMPILES:
+        raise UserError(f"compile={mode!r}: choose one of {', '.join(DECODE_COMPILES)}")
+    if mode == "off":
+        return
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise UserError(
+            f"compile={mode!r} needs a torch module; this model is {type(model).__name__}"
+        )
+    if mode == "cuda-graphs":
+        device = next(model.parameters()).device
+        if device.type != "cuda":
+            raise UserError(f"compile='cuda-graphs' needs a CUDA GPU; the model is on {device}")
+
+
+def compile_for_decoding(model: nn.Module, mode: str = "inductor") -> nn.Module:
+    """The model compiled for the samplers' calls (``forward(tokens, ...)`` and the cached
+    step ``forward(..., cache=KVCache, start=s)``), made once per model and ``mode`` and kept
+    on it: every later run (every server request) reuses the compiled graphs instead of
+    paying the compile again. ``off`` returns ``model`` itself.
+
+    A wrapper (``torch.compile``'s ``OptimizedModule``), not an in-place compile: it shares the
+    parameters, reads every other attribute from ``model``, and leaves ``model`` eager for the
+    runs that did not ask for compilation. Whole, not per block: a cached block call indexes
+    the cache by its layer number, which would make every layer a separate compile.
+    ``cuda-graphs`` is mode ``reduce-overhead``: CUDA graphs replay the whole step, removing
+    the per-kernel launch cost that dominates a small decoding step."""
+    check_decode_compile(mode, model)
+    if mode == "off":
+        return model
+    import torch
+
+    twins = model.__dict__.setdefault(_DECODE_CACHE, {})
+    if mode not in twins:
+        if mode == "cuda-graphs":
+            twins[mode] = torch.compile(model, mode="reduce-overhead", backend="inductor")
+        else:
+            twins[mode] = torch.compile(model, backend=mode)
+    return twins[mode]
 
 
 def apply_fsdp(model: nn.Module, *, reshard_after_forward: bool = True) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from unmask.commands import add_dataclass_flags, dataclass_from_args
 from unmask.config import (
+    DECODE_COMPILES,
     DRAFT_CACHES,
     PROMPT_MASKS,
     SEDD_POLICY_ALIASES,
@@ -44,6 +45,7 @@ def _sample_choices() -> dict[str, list[str] | Callable[[], list[str]]]:
         "sedd_sampler": list(SEDD_SAMPLERS),
         "prompt_masks": list(PROMPT_MASKS),
         "draft_cache": list(DRAFT_CACHES),
+        "compile": list(DECODE_COMPILES),
         "remasking": _registry("unmask.sampling.policies", "REMASKING"),
         "confidence": _registry("unmask.sampling.policies", "CONFIDENCES"),
         "cache": _registry("unmask.sampling.cache", "CACHES"),

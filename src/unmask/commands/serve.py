@@ -21,7 +21,7 @@ from unmask.commands.sample_options import (
     check_draft_flags,
     load_draft,
 )
-from unmask.config import DRAFT_CACHES
+from unmask.config import DECODE_COMPILES, DRAFT_CACHES
 from unmask.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -79,6 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "probability below P (adaptive length; default: 0, off)")
     p.add_argument("--draft-steps", type=int, default=None, metavar="N",
                    help="with --draft: denoising steps per draft (default: 1)")
+    p.add_argument("--compile", default=None, choices=DECODE_COMPILES, metavar="MODE",
+                   help="torch.compile the model for decoding, once, for every request: "
+                        f"{', '.join(DECODE_COMPILES)} (default: off; on a CPU the compile "
+                        "takes minutes, docs/sampling.md)")
     p.add_argument("--draft-cache", default=None, choices=DRAFT_CACHES,
                    help="with --draft: the drafter's prefix cache (default: prefix)")
     add_runtime_flags(p)
@@ -133,6 +137,11 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     loaded = load(args.model, device=device, quantize=args.quantize)
     draft = load_draft(args.draft, device)
+    if args.compile is not None:  # every request runs the model compiled once here
+        from unmask.parallel import compile_for_decoding
+
+        compile_for_decoding(loaded.model, args.compile)  # refuses a mode it cannot run
+        draft_options["compile"] = args.compile
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
                           allow_regex=not args.no_regex, batch_wait_s=args.batch_wait)

@@ -1,0 +1,129 @@
+"""Eager vs compiled decoding (``SampleConfig.compile``): decode tokens/s and compile time.
+
+Two rows per mode, each through ``unmask.api.start`` (the path every command and the server
+take): the demo checkpoint (``--model``, default the packaged ``unmask/assets/demo``) under
+the ``llada`` decoder with the prefix KV cache, and a randomly initialised causal model of the
+demo's shape (objective ``ar``) under the ``ar`` decoder with its KV cache. Each mode runs
+``--repeats + 1`` times: the first run pays the compile (``compile_s`` = first run minus the
+median of the others), the median of the others gives ``tok_s``. One shape per row: a new
+prompt length or batch size is a new compile.
+
+    python benchmarks/compile_decode.py [--modes off inductor] [--json RESULT.json]
+    python benchmarks/compile_decode.py --quick   # tiny shapes, aot_eager: does it run?
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _time_runs(loaded: Any, prompt: list[list[int]], config: Any, repeats: int) -> dict[str, Any]:
+    from unmask import api
+
+    times, ids = [], None
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        result = api.start(loaded, prompt, config).run()
+        times.append(time.perf_counter() - t0)
+        ids = result.gen_ids
+    steady = statistics.median(times[1:])
+    tokens = len(prompt) * config.gen_length
+    return {
+        "first_s": round(times[0], 2),
+        "steady_s": round(steady, 3),
+        "tok_s": round(tokens / steady, 1),
+        "ids": ids,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="diffusion checkpoint (default: the demo)")
+    ap.add_argument("--modes", nargs="+", default=["off", "inductor"])
+    ap.add_argument("--gen-length", type=int, default=32)
+    ap.add_argument("--block-length", type=int, default=8)
+    ap.add_argument("--prompt-length", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="tiny shapes, modes off + aot_eager")
+    ap.add_argument("--json", help="write the rows here")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from unmask.checkpoint import load
+    from unmask.config import SampleConfig, model_preset
+    from unmask.loaded import Loaded
+    from unmask.model import Transformer
+
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.modes, args.gen_length, args.block_length, args.repeats = (
+            ["off", "aot_eager"],
+            8,
+            4,
+            1,
+        )
+    demo = args.model or str(Path(__import__("unmask").__file__).parent / "assets" / "demo")
+    diffusion = load(demo)
+    diffusion.model.eval()
+    if args.quick:
+        cfg = model_preset(
+            "tiny",
+            vocab_size=diffusion.config.vocab_size,
+            max_seq_len=256,
+            attention="causal",
+            objective="ar",
+        )
+    else:  # the demo's shape, causal: the AR twin's size
+        cfg = dataclasses.replace(diffusion.config, attention="causal", objective="ar")
+    torch.manual_seed(0)
+    ar = Loaded(model=Transformer(cfg).eval(), tokenizer=None, config=cfg, path=Path("random"))
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(4, 200, (1, args.prompt_length), generator=g).tolist()
+    rows: list[dict[str, Any]] = []
+    cases = [
+        (
+            "demo mdlm, llada + prefix cache",
+            diffusion,
+            dict(
+                decoder="llada",
+                cache="prefix",
+                block_length=args.block_length,
+                steps=args.gen_length,
+            ),
+        ),
+        ("random ar (demo shape), ar + KV cache", ar, dict(decoder="ar")),
+    ]
+    for name, loaded, options in cases:
+        n_params = sum(p.numel() for p in loaded.model.parameters())
+        base: dict[str, Any] = {}
+        base_ids = None
+        for mode in args.modes:
+            config = SampleConfig(gen_length=args.gen_length, compile=mode, **options)
+            with torch.no_grad():
+                row = _time_runs(loaded, prompt, config, args.repeats)
+            ids = row.pop("ids")
+            base = base or row
+            base_ids = base_ids or ids
+            row["compile_s"] = round(row["first_s"] - row["steady_s"], 2)
+            row["vs_eager"] = round(row["tok_s"] / base["tok_s"], 3)
+            row["same_ids"] = ids == base_ids
+            rows.append({"model": name, "params_m": round(n_params / 1e6, 2), "mode": mode, **row})
+            print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        from unmask.files import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
