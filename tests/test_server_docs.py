@@ -134,6 +134,9 @@ def test_every_python_example_runs(server, monkeypatch, capsys):
 def test_the_access_log_has_a_line_per_example(server):
     _, port, stderr = server
     httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    deadline = time.monotonic() + 10  # the server writes a line after it sent the response
+    while '"GET /healthz"' not in stderr.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
     err = stderr.getvalue()
     assert f"unmask serve: runs/mine on http://127.0.0.1:{port}" in err
     for path in ("/v1/completions", "/v1/chat/completions", "/v1/infill", "/v1/forms",
