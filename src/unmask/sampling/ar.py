@@ -224,22 +224,39 @@ class ARRun(DecoderRun):
         self._report()
 
     def view(self) -> Tensor:
-        rest = torch.full_like(self.gen[:, self.steps :], self.mask_id)
-        return torch.cat([self.gen[:, : self.steps], rest], dim=1)  # (B, G)
+        return committed_view(self.gen, self.steps, self.mask_id)
 
     def result(self) -> GenerateResult:
-        attn = self.attn
-        if attn is not None:
-            attn = torch.cat([self.real, torch.ones_like(self.gen, dtype=torch.bool)], dim=1)
-        P = self.prompt.shape[1]
+        real = self.real if self.attn is not None else None
+        tokens, region, attn = prompt_and_generation(self.prompt, self.gen, real)
         return GenerateResult(
-            tokens=torch.cat([self.prompt, self.gen], dim=1),
-            region=(P, P + self.gen_length),
+            tokens=tokens,
+            region=region,
             nfe=self.nfe,
             steps=self.steps,
             eos_id=self.eos_id,
             attention_mask=attn,
         )
+
+
+def committed_view(gen: Tensor, n: int, mask_id: int) -> Tensor:
+    """The (B, G) view of a left-to-right run (``ar``, ``speculative``, ``hybrid``): its first
+    ``n`` generated tokens, ``mask_id`` where nothing is decided yet."""
+    rest = torch.full_like(gen[:, n:], mask_id)
+    return torch.cat([gen[:, :n], rest], dim=1)  # (B, G)
+
+
+def prompt_and_generation(
+    prompt: Tensor, gen: Tensor, real: Tensor | None
+) -> tuple[Tensor, tuple[int, int], Tensor | None]:
+    """A left-to-right run's result fields: ``tokens`` (B, P + G), the generation ``region``
+    and, for left-padded prompts (``real`` (B, P), True = a real prompt token), the attention
+    mask over the whole row (None without padding)."""
+    attn = None
+    if real is not None:
+        attn = torch.cat([real, torch.ones_like(gen, dtype=torch.bool)], dim=1)  # (B, P + G)
+    P = prompt.shape[1]
+    return torch.cat([prompt, gen], dim=1), (P, P + gen.shape[1]), attn
 
 
 def generate_ar(

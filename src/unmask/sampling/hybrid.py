@@ -50,7 +50,13 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.objectives.hybrid import draft_layout
-from unmask.sampling.ar import filter_logits, forbid_id, sample_token
+from unmask.sampling.ar import (
+    committed_view,
+    filter_logits,
+    forbid_id,
+    prompt_and_generation,
+    sample_token,
+)
 from unmask.sampling.cache import supports_kv_cache
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -283,17 +289,14 @@ class HybridRun(DecoderRun):
         show(self.steps, self.view(), drafts)
 
     def view(self) -> Tensor:
-        rest = torch.full_like(self.gen[:, self.committed :], self.mask_id)
-        return torch.cat([self.gen[:, : self.committed], rest], dim=1)  # (B, G)
+        return committed_view(self.gen, self.committed, self.mask_id)
 
     def result(self) -> HybridResult:
-        attn = None
-        if self.padded:
-            attn = torch.cat([self.real, torch.ones_like(self.gen, dtype=torch.bool)], dim=1)
-        P = self.prompt.shape[1]
+        real = self.real if self.padded else None
+        tokens, region, attn = prompt_and_generation(self.prompt, self.gen, real)
         return HybridResult(
-            tokens=torch.cat([self.prompt, self.gen], dim=1),
-            region=(P, P + self.gen_length),
+            tokens=tokens,
+            region=region,
             nfe=self.nfe,
             steps=self.steps,
             eos_id=self.eos_id,

@@ -61,7 +61,13 @@ from unmask.canvas import as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.ar import filter_logits, forbid_id, sample_token
+from unmask.sampling.ar import (
+    committed_view,
+    filter_logits,
+    forbid_id,
+    prompt_and_generation,
+    sample_token,
+)
 from unmask.sampling.cache import call_model, shift_logits, supports_kv_cache
 from unmask.sampling.policies import _rand
 from unmask.sampling.protocol import (
@@ -509,17 +515,14 @@ class SpeculativeRun(DecoderRun):
         self._report()
 
     def view(self) -> Tensor:
-        rest = torch.full_like(self.gen[:, self.committed :], self.mask_id)
-        return torch.cat([self.gen[:, : self.committed], rest], dim=1)  # (B, G)
+        return committed_view(self.gen, self.committed, self.mask_id)
 
     def result(self) -> SpeculativeResult:
-        attn = None
-        if self.padded:
-            attn = torch.cat([self.real, torch.ones_like(self.gen, dtype=torch.bool)], dim=1)
-        P = self.prompt.shape[1]
+        real = self.real if self.padded else None
+        tokens, region, attn = prompt_and_generation(self.prompt, self.gen, real)
         return SpeculativeResult(
-            tokens=torch.cat([self.prompt, self.gen], dim=1),
-            region=(P, P + self.gen_length),
+            tokens=tokens,
+            region=region,
             nfe=self.nfe,
             steps=self.steps,
             eos_id=self.eos_id,
