@@ -65,10 +65,11 @@ import torch
 from unmask import api
 from unmask.checkpoint import load
 from unmask.commands.demo import DemoTrainPlan, asset_path
-from unmask.config import SampleConfig, TrainConfig
+from unmask.config import MODEL_PRESETS, SampleConfig, TrainConfig
 from unmask.data import TokenDataset, prepare
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss, unigram_entropy
+from unmask.files import atomic_write_text
 from unmask.sampling import decode_generations, generate, generate_ar, generate_sedd, sample_blocks
 from unmask.train import train
 
@@ -91,6 +92,10 @@ ANCHORS = [
     ("MDLM / AR perplexity, OpenWebText (Sahoo et al. 2024)", 22.98, 17.54),
     ("BD3-LM block 4 / AR perplexity, LM1B (Arriola et al. 2025)", 28.23, 22.83),
 ]
+BENCH_PRESET = dict(d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=128)
+"""``--preset bench``: between ``tiny`` (d_model 32, 2 layers) and ``demo`` (256, 6 layers),
+sized so that all five families train several hundred steps each in ~45 minutes on two busy
+CPU cores (most of a step is the 4,096-way output layer, so depth costs little)."""
 QUICK = dict(
     preset="tiny",
     steps=20,
@@ -117,6 +122,8 @@ def prepare_corpus(work: Path, *, lines: int | None, vocab_size: int) -> Path:
         src = work / "corpus.txt"
         src.write_text("".join(head), encoding="utf-8")
     out = work / "data"
+    if (out / "index.json").exists():  # prepared by an earlier run in this --work directory
+        return out
     prepare([src], out, vocab_size=vocab_size, val_fraction=0.02, progress=False)
     return out
 
@@ -259,6 +266,75 @@ def infill_exact_match(run: Path, data: Path, args: argparse.Namespace) -> float
     return hits / len(rows)
 
 
+def _resume_key(args: argparse.Namespace) -> str:
+    """The arguments a finished row depends on (a rerun with others measures afresh)."""
+    skip = {"only", "json", "plot", "work", "threads"}
+    return json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip})
+
+
+def _points(row: dict) -> list[dict]:
+    """(steps, gen ppl, entropy, seconds) of a row's samples: the full-step run and the sweep."""
+    pts = [{"steps": int(k), **v} for k, v in row.get("gen_ppl_by_steps", {}).items()]
+    full = {"gen_ppl": row["gen_ppl"], "entropy": row["gen_entropy"],
+            "seconds": row["sample_seconds"], "nfe": row["nfe"]}  # fmt: skip
+    return sorted([*pts, {"steps": row.get("sample_steps_full", row["nfe"]), **full}],
+                  key=lambda p: p["steps"])  # fmt: skip
+
+
+def equal_time(row: dict, seconds: float) -> dict:
+    """The row's sampling setting whose wall time is closest (in ratio) to ``seconds`` (the
+    ``ar`` row's): its gen ppl and entropy are the ones to compare at equal generation time."""
+    return min(_points(row), key=lambda p: abs(math.log(p["seconds"] / seconds)))
+
+
+def steps_for_quality(row: dict) -> int | None:
+    """The fewest sampling steps whose gen ppl is within 10% of the full-step one's (or
+    better); None without a scorer."""
+    pts = [p for p in _points(row) if p["gen_ppl"] is not None]
+    if not pts or row["gen_ppl"] is None:
+        return None
+    return min(p["steps"] for p in pts if p["gen_ppl"] <= 1.1 * row["gen_ppl"])
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    """Two panels: held-out bits/byte of the families with a bound (the continuous ones have
+    none), and gen ppl against sampling seconds per family (each point a step count), with
+    the unigram floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    bounded = [r for r in rows if r.get("val_bpb") is not None]
+    a.bar([r["name"] for r in bounded], [r["val_bpb"] for r in bounded], color="tab:blue")
+    for i, r in enumerate(bounded):
+        a.text(i, r["val_bpb"], f"{r['val_bpb']:.3f}", ha="center", va="bottom", fontsize=8)
+    a.set_ylabel("held-out bits/byte (ar exact, others upper bounds)")
+    a.set_title("likelihood (continuous families: no bound)")
+    for r in rows:
+        if r.get("objective") is None or r.get("gen_ppl") is None:
+            continue
+        pts = [p for p in _points(r) if p["gen_ppl"] is not None]
+        b.plot([p["seconds"] for p in pts], [p["gen_ppl"] for p in pts], "o-", label=r["name"])
+        for p in pts:
+            b.annotate(str(p["steps"]), (p["seconds"], p["gen_ppl"]), fontsize=7,
+                       textcoords="offset points", xytext=(3, 3))  # fmt: skip
+    uni = next((r for r in rows if r["name"] == "unigram" and r.get("gen_ppl")), None)
+    if uni:
+        b.axhline(uni["gen_ppl"], color="gray", ls="--", label="unigram samples")
+    b.set_xscale("log")
+    b.set_yscale("log")
+    b.set_xlabel("sampling seconds (all samples; labels: steps)")
+    b.set_ylabel("gen ppl (SmolLM2-135M)")
+    b.set_title("sample quality against sampling time")
+    b.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
 def gen_ppl(texts: list[str], scorer: Any) -> float | None:
     if scorer is None or not any(t.strip() for t in texts):
         return None
@@ -291,7 +367,11 @@ def fmt(v: float | None, spec: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="demo", help="model preset of every run (default: demo)")
+    ap.add_argument(
+        "--preset",
+        default="demo",
+        help="model preset of every run (default: demo; 'bench': BENCH_PRESET)",
+    )
     ap.add_argument(
         "--steps", type=int, default=2000, help="optimizer steps of every run (default: 2000)"
     )
@@ -325,6 +405,24 @@ def main() -> None:
         action="store_true",
         help="also gen ppl at 1/4 and 1/2 of sample-steps (diffusion rows)",
     )
+    ap.add_argument(
+        "--ae-fraction",
+        type=float,
+        default=0.5,
+        help="latent diffusion: share of the steps spent on the autoencoder (default: 0.5)",
+    )
+    ap.add_argument(
+        "--work",
+        help="keep the runs and finished rows in DIR; a rerun with the same arguments skips "
+        "the families measured already (resume after an interruption)",
+    )
+    ap.add_argument("--plot", help="also write a PNG of the comparison here")
+    ap.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="BPE vocabulary of the prepared demo corpus (default: the demo's, 4096)",
+    )
     ap.add_argument("--data", help="a prepared dataset (unmask prepare) instead of the demo corpus")
     ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(n for n, _, _ in RUNS))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
@@ -337,11 +435,14 @@ def main() -> None:
         help="where to write the results (default: benchmarks/results/objectives.json)",
     )
     args = ap.parse_args()
+    MODEL_PRESETS.setdefault("bench", BENCH_PRESET)  # this script's own size (see above)
     corpus_lines, vocab_size = None, DemoTrainPlan().vocab_size
     if args.quick:
         for k, v in QUICK.items():
             setattr(args, k, v)
         corpus_lines, vocab_size = QUICK["corpus_lines"], QUICK["vocab_size"]
+    if args.vocab_size:
+        vocab_size = args.vocab_size
     runs = RUNS
     if args.only:
         wanted = args.only.split(",")
@@ -352,7 +453,8 @@ def main() -> None:
     scorer = load_scorer()
 
     with tempfile.TemporaryDirectory(prefix="unmask-objectives-") as tmp:
-        work = Path(tmp)
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         data = (
             Path(args.data)
             if args.data
@@ -361,7 +463,15 @@ def main() -> None:
         vocab = TokenDataset(data, "train").vocab_size
         first_nll = unigram_nll(data, vocab)
         rows = []
+        done_dir = work / "rows"  # one finished row per file: a rerun with --work skips them
+        done_dir.mkdir(parents=True, exist_ok=True)
+        key = _resume_key(args)
         for name, objective, extra in runs:
+            done = done_dir / f"{name}.json"
+            if done.exists() and json.loads(done.read_text()).get("key") == key:
+                print(f"{name}: measured already ({done})", file=sys.stderr, flush=True)
+                rows.append(json.loads(done.read_text())["row"])
+                continue
             print(f"training {name} ...", file=sys.stderr, flush=True)
             cfg = TrainConfig(
                 data=str(data),
@@ -382,8 +492,8 @@ def main() -> None:
                 **extra,
             )
             seconds, tokens = 0.0, 0
-            if objective in STAGE1:  # half the budget for the autoencoder, half for diffusion
-                half = args.steps // 2
+            if objective in STAGE1:  # --ae-fraction of the budget for the autoencoder
+                half = max(1, round(args.steps * args.ae_fraction))
                 first = train(replace(cfg, objective=STAGE1[objective], steps=half,
                                       out=str(work / f"{name}-ae")), progress=False)  # fmt: skip
                 seconds += _train_seconds(first)
@@ -400,11 +510,14 @@ def main() -> None:
             bound = held_out_bound(run, objective, data, args, first_nll)
             samples = sample(run, name, args)
             continuous = objective in CONTINUOUS
-            sweep = {}
+            sweep: dict[str, dict] = {}
             if args.step_sweep and objective != "ar":
                 full = args.sample_steps or args.gen_length
-                for steps in sorted({max(1, full // 4), max(1, full // 2)}):
-                    sweep[str(steps)] = gen_ppl(sample(run, name, args, steps)["texts"], scorer)
+                for steps in sorted({max(1, full // 16), max(1, full // 4), max(1, full // 2)}):
+                    s = sample(run, name, args, steps)
+                    sweep[str(steps)] = {"gen_ppl": gen_ppl(s["texts"], scorer),
+                                         "entropy": s["entropy"], "seconds": s["seconds"],
+                                         "nfe": s["nfe"]}  # fmt: skip
             rows.append(
                 {
                     "name": name,
@@ -421,18 +534,23 @@ def main() -> None:
                     "gen_ppl_by_steps": sweep,
                     "gen_entropy": samples["entropy"],
                     "nfe": samples["nfe"],
+                    "sample_steps_full": args.sample_steps or args.gen_length,
                     "sample_seconds": samples["seconds"],
                     "sample_tokens_per_s": args.gen_samples * args.gen_length / samples["seconds"],
                     "infill_exact_match": infill_exact_match(run, data, args),
                     "sample": samples["texts"][0],
                 }
             )
+            atomic_write_text(done, json.dumps({"key": key, "row": rows[-1]}, indent=1) + "\n")
         uni = unigram_samples(data, first_nll, args)
         rows.append({"name": "unigram", "objective": None, "gen_ppl": gen_ppl(uni["texts"], scorer),
                      "gen_entropy": uni["entropy"], "sample": uni["texts"][0]})  # fmt: skip
 
     ar_row = next(r for r in rows if r["name"] == "ar")
     for r in rows:
+        if r.get("objective") not in (None, "ar"):
+            r["equal_time"] = equal_time(r, ar_row["sample_seconds"])
+            r["steps_for_quality"] = steps_for_quality(r)
         bound = r.get("val_ppl_bound")
         r["ppl_ratio_vs_ar"] = None if bound is None else bound / ar_row["val_ppl_bound"]
         if "train_tokens_per_s" in r:
@@ -467,10 +585,22 @@ def main() -> None:
         )
     sweeps = [r for r in rows if r.get("gen_ppl_by_steps")]
     if sweeps:
-        print("\ngen ppl by sampling steps:")
+        print("\ngen ppl / entropy / sampling seconds by sampling steps:")
         for r in sweeps:
-            cells = ", ".join(f"{k}: {fmt(v, '.1f')}" for k, v in r["gen_ppl_by_steps"].items())
-            print(f"  {r['name']:<10} {cells}, {r['nfe']} NFE: {fmt(r['gen_ppl'], '.1f')}")
+            cells = ", ".join(
+                f"{p['steps']}: {fmt(p['gen_ppl'], '.1f')} / {p['entropy']:.2f} / "
+                f"{p['seconds']:.1f}s"
+                for p in _points(r)
+            )
+            print(f"  {r['name']:<10} {cells}")
+    print(f"\nat equal generation time (ar: {ar_row['sample_seconds']:.1f}s):")
+    for r in rows:
+        if "equal_time" in r:
+            p = r["equal_time"]
+            print(f"  {r['name']:<10} {p['steps']} steps, {p['seconds']:.1f}s: gen ppl "
+                  f"{fmt(p['gen_ppl'], '.1f')}, entropy {p['entropy']:.2f}; steps for quality "
+                  f"(within 10% of {args.sample_steps or args.gen_length} steps): "
+                  f"{r['steps_for_quality']}")  # fmt: skip
     print("\npublished anchors:")
     for label, ours, ar_ppl in ANCHORS:
         print(f"  {label}: {ours} / {ar_ppl} = {ours / ar_ppl:.2f}x")
@@ -497,6 +627,11 @@ def main() -> None:
         + "\n"
     )
     print(f"wrote {out}", file=sys.stderr)
+    if args.plot:
+        plot(rows, Path(args.plot), f"preset {args.preset}, {args.steps} steps x "
+             f"{args.batch_size} x {args.seq_len} tokens each, gen {args.gen_samples}x"
+             f"{args.gen_length}")  # fmt: skip
+        print(f"wrote {args.plot}", file=sys.stderr)
 
 
 if __name__ == "__main__":

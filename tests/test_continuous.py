@@ -273,10 +273,59 @@ def test_checkpoints_generate_through_the_api(corpus, embed_run, ae_run, tmp_pat
         api.generate(latent, "the lord", config=config)
     with pytest.raises(UserError, match="stage 1"):
         api.generate(load(ae_run), "", config=config)
-    with pytest.raises(UserError, match="write \\[MASK\\] in a generate prompt"):
-        api.infill(embed, "the [MASK] said")
+    with pytest.raises(UserError, match="fill plain \\[MASK\\] / \\[MASK:n\\] gaps with infill"):
+        api.edit(embed, "the lord said", lowest=1)
     with pytest.raises(UserError, match="latent-diffusion checkpoint"):
         api.edit(latent, "the lord said", lowest=1)
+
+
+def test_template_infill_keeps_the_text_and_cli_equals_api(embed_run, capsys):
+    """``unmask infill`` / ``api.infill`` on an embed-diffusion checkpoint: fixed-length gaps
+    filled, every template character kept verbatim, the CLI's JSON = the API's result."""
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.cli import main
+
+    loaded = load(embed_run)
+    template = "the lord [MASK:3] unto moses[MASK]go down"
+    config = SampleConfig(steps=6, seed=0)
+    out = api.infill(loaded, template, config=config)
+    res = out.detail
+    assert [len(g.tokens) for g in res.gaps] == [3, 1] and out.nfe == 6
+    # the text around the gaps is the template's, character for character
+    a, b = res.gaps
+    assert out.text[: a.start] == "the lord " and out.text[a.end : b.start] == " unto moses"
+    assert out.text[b.end :] == "go down" and out.text[a.start : a.end] == a.text
+    mask = loaded.config.mask_id
+    assert mask not in res.tokens
+    assert loaded.tokenizer.decode(res.tokens) == out.text
+    assert main(["infill", "--model", str(embed_run), "--steps", "6", "--seed", "0", "--json",
+                 template]) == 0  # fmt: skip
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["text"] == out.text and cli["tokens"] == res.tokens and cli["nfe"] == 6
+    # another seed fills differently somewhere but keeps the template's text again
+    other = api.infill(loaded, template, config=replace(config, seed=1)).detail
+    assert other.text.startswith("the lord ") and other.text.endswith("go down")
+
+
+def test_template_infill_refuses_what_it_cannot_fill(embed_run, capsys):
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.infill import Gap
+    from unmask.sampling.continuous import infill_template
+
+    loaded = load(embed_run)
+    model, tok = loaded.model, loaded.tokenizer
+    with pytest.raises(UserError, match="gap 1 .*has a variable length.*write \\[MASK:n\\]"):
+        infill_template(model, tok, "the [MASK:2-4] said")
+    for gap in [Gap(2, regex="[a-z]+"), Gap(choices=["lord", "moses"]), Gap(2, allowed="digits"),
+                Gap(2, banned=["x"])]:  # fmt: skip
+        with pytest.raises(UserError, match="constrained gaps .* need the masked commit loop"):
+            infill_template(model, tok, ["the ", gap, " said"])
+    argv = ["infill", "--model", str(embed_run), "--regex", "1=[a-z]+", "the [MASK:2] said"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "masked commit loop" in err and "Traceback" not in err
 
 
 # -- refusals ---------------------------------------------------------------------------------

@@ -391,8 +391,14 @@ def infill(
     from unmask.infill import infill_causal
 
     config = config or SampleConfig()
-    _refuse_continuous(loaded, "infill")
     t0 = time.perf_counter()
+    if facts_of(loaded).default_decoder == "embed-diffusion":  # fixed-length gaps, kept context
+        from unmask.sampling.continuous import infill_template
+
+        res = infill_template(decoding_model(loaded, config), loaded.tokenizer, template, config,
+                              step_callback=step_callback)  # fmt: skip
+        return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
+    _refuse_continuous(loaded, "infill")
     if facts_of(loaded).attention == "causal":
         res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config)
     else:

@@ -129,7 +129,12 @@ def run(args: argparse.Namespace) -> int:
     live = None if causal else live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:
-        if causal:  # the autoregressive baseline: one gap, filled by fill-in-the-middle
+        if getattr(loaded.config, "objective", None) == "embed-diffusion":  # fixed-length gaps
+            from unmask.sampling.continuous import infill_template
+
+            result = infill_template(loaded.model, loaded.tokenizer, template, config,
+                                     step_callback=live)  # fmt: skip
+        elif causal:  # the autoregressive baseline: one gap, filled by fill-in-the-middle
             result = infill_causal(loaded.model, loaded.tokenizer, template, config)
         else:
             result = infill(
