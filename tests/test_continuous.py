@@ -143,6 +143,23 @@ def test_guidance_step_lowers_the_constraint():
 # -- the autoencoder --------------------------------------------------------------------------
 
 
+def test_autoencoder_paths_are_open_at_initialisation():
+    """The plateau fix: at init the latent already depends on the text (slots start as chunk
+    means of the unit-scale token embeddings) and the decoder's logits on the latent (each
+    text position reads its chunk's vector). With slots and text positions starting from the
+    [MASK] vector, both dependences were ~1e-5: the gradient opening either path is
+    proportional to the other, and training sat at the unigram loss for 150+ steps."""
+    model = _model("latent-ae", latent_len=4)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(4, 48, (2, 16), generator=g)
+    with torch.no_grad():
+        z, z_flip = encode(model, model.config, x0), encode(model, model.config, x0.flip(1))
+        a = decode_logits(model, model.config, z, 16)
+        b = decode_logits(model, model.config, torch.randn(z.shape, generator=g), 16)
+    assert float((z - z_flip).abs().mean()) > 0.1  # unit-RMS latents that differ
+    assert float((a - b).abs().mean()) > 0.1 * float(a.abs().mean())
+
+
 def test_autoencoder_reconstructs_a_short_text_after_brief_training():
     """Two different rows, so the decoder must read which one from the latent."""
     model = _model("latent-ae", latent_len=2).train()

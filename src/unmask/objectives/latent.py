@@ -5,13 +5,23 @@ One network, three modes. A window of L tokens and K = ``latent_len`` slots shar
 layout, ``[text (L) ; slots (K) ; time (1)]``, run through the one transformer (``inputs_embeds``,
 ``return_hidden``):
 
-- ``encode``: text = the tokens' embeddings, slots = the [MASK] embedding, time 0; the
-  slots' hidden states, RMS-normalised, are the latent z (B, K, D): L tokens compressed to
-  K vectors of unit scale (the Gaussian noise's scale).
-- ``decode``: text = [MASK] embeddings, slots = z, time 0; the text positions' logits give
-  the tokens back (a non-causal decoder, one pass).
+- ``encode``: text = the tokens' embeddings at unit RMS, slot k = the mean of those of its
+  chunk of L/K consecutive tokens, time 0; the slots' hidden states, RMS-normalised, are
+  the latent z (B, K, D): L tokens compressed to K vectors of unit scale (the Gaussian
+  noise's scale).
+- ``decode``: text position i = the [MASK] embedding + z of its chunk, slots = z, time 0;
+  the text positions' logits give the tokens back (a non-causal decoder, one pass).
 - ``denoise``: as decode with a noisy z_t and time t; the slots' hidden states,
   RMS-normalised, predict z0 (x0-prediction), and the text logits read the text off z_t.
+
+Why the chunk means and the spread latent (the autoencoder's plateau, measured): with the
+slots and the decoder's text positions starting from the [MASK] vector, a fresh network's
+latent depends on its text only through attention outputs of init scale (~1e-5 relative;
+the token embeddings, at init std 0.02, were also drowned by the unit-scale position
+features), and its decoder reads the latent as faintly. The gradient that opens either
+path is proportional to the other, so training sat at the unigram loss (5.84 nats on the
+1,024-token demo BPE) for 150+ steps. Giving both a direct path from the start (no extra
+weights) makes the reconstruction fall at once (docs/training.md, "latent diffusion").
 
 Stage 1, ``latent-ae``: the reconstruction cross-entropy of decode(encode(x) + 0.1·ε) (the
 small noise makes the decoder robust to an imperfect sampled latent, as PLANNER does).
@@ -88,6 +98,20 @@ def _run(
     return model(ids, inputs_embeds=x, return_hidden=True)[:, :-1]  # (B, L + K, D)
 
 
+def _chunks(L: int, K: int, device: torch.device) -> Tensor:
+    """(L, K) weights that average each of K consecutive chunks of L positions (position i is
+    in chunk i·K // L; rows of a chunk sum to 1 over its positions when read per column)."""
+    chunk = torch.arange(L, device=device) * K // L  # (L,)
+    onehot = F.one_hot(chunk, K).float()  # (L, K)
+    return onehot / onehot.sum(dim=0, keepdim=True)
+
+
+def _spread(z: Tensor, L: int) -> Tensor:
+    """(B, L, D): latent vector k of ``z`` (B, K, D) at each position of chunk k."""
+    chunk = torch.arange(L, device=z.device) * z.shape[1] // L  # (L,)
+    return z[:, chunk]
+
+
 def _mask_rows(model: MaskPredictor, config: ModelConfig, B: int, n: int) -> Tensor:
     """(B, n, D) copies of the [MASK] embedding."""
     m = _core(model).embed.weight[config.mask_id]  # (D,)
@@ -103,14 +127,15 @@ def _latent_len(config: ModelConfig) -> int:
 def encode(model: MaskPredictor, config: ModelConfig, x0: Tensor) -> Tensor:
     """The latent z (B, K, D) of token windows ``x0`` (B, L), each vector at unit RMS."""
     K = _latent_len(config)
-    text = _core(model).embed(x0)  # (B, L, D)
-    h = _run(model, config, text, _mask_rows(model, config, len(x0), K), 0)
+    text = rms_normalize(_core(model).embed(x0))  # (B, L, D), unit scale as the positions
+    pooled = torch.einsum("bld,lk->bkd", text.float(), _chunks(x0.shape[1], K, x0.device))
+    h = _run(model, config, text, pooled.to(text.dtype), 0)  # slots start as chunk means
     return rms_normalize(h[:, -K:])  # (B, K, D)
 
 
 def decode_logits(model: MaskPredictor, config: ModelConfig, z: Tensor, length: int) -> Tensor:
     """Logits (B, length, V) of the text that latent ``z`` (B, K, D) stands for."""
-    text = _mask_rows(model, config, z.shape[0], length)
+    text = _mask_rows(model, config, z.shape[0], length) + _spread(z, length).to(z.dtype)
     h = _run(model, config, text, z, 0)
     return _core(model).lm_head(h[:, :length])  # (B, length, V)
 
@@ -121,7 +146,7 @@ def denoise(
     """(z0 prediction (B, K, D) at unit RMS, text logits (B, length, V)) from a noisy latent
     ``zt`` (B, K, D) at times ``t`` (B,)."""
     K = zt.shape[1]
-    text = _mask_rows(model, config, zt.shape[0], length)
+    text = _mask_rows(model, config, zt.shape[0], length) + _spread(zt, length)
     h = _run(model, config, text, zt, t)  # (B, length + K, D)
     return rms_normalize(h[:, -K:]), _core(model).lm_head(h[:, :length])
 
