@@ -80,7 +80,7 @@ RUNS: list[tuple[str, str, dict[str, Any]]] = [
     ("bd3lm-16", "bd3lm", {"block_size": 16}),
     ("sedd", "sedd", {"sedd_graph": "absorbing"}),
     ("embed", "embed-diffusion", {}),
-    ("latent", "latent-diffusion", {"latent_len": 8}),
+    ("latent", "latent-diffusion", {"latent_len": 16}),
 ]
 CONTINUOUS = ("embed-diffusion", "latent-diffusion")
 """Objectives without a likelihood bound here (sampled through ``unmask.api.start``)."""
