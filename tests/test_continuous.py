@@ -325,6 +325,24 @@ def test_template_infill_keeps_the_text_and_cli_equals_api(embed_run, capsys):
     assert other.text.startswith("the lord ") and other.text.endswith("go down")
 
 
+def test_template_infill_through_the_server_equals_the_api(embed_run):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.server import create_app
+
+    loaded = load(embed_run)
+    template = "the lord [MASK:3] unto moses"
+    want = api.infill(loaded, template, config=SampleConfig(steps=5, seed=3))
+    with TestClient(create_app(loaded)) as c:
+        got = c.post("/v1/infill", json={"template": template, "steps": 5, "seed": 3})
+        assert got.status_code == 200 and got.json()["text"] == want.text
+        bad = c.post("/v1/infill", json={"template": "the [MASK:2-4] said", "steps": 5})
+        assert bad.status_code == 400 and "variable length" in bad.json()["error"]["message"]
+
+
 def test_template_infill_refuses_what_it_cannot_fill(embed_run, capsys):
     from unmask.checkpoint import load
     from unmask.cli import main

@@ -123,6 +123,10 @@ def router(state: ServerState) -> APIRouter:
                                       regex=list((req.regex or {}).items()),
                                       charset=list((req.charset or {}).items()),
                                       ban=req.ban or ())
+            if getattr(model.config, "objective", None) == "embed-diffusion":  # fixed gaps
+                from unmask.sampling.continuous import infill_template
+
+                return infill_template(model, tok, segments, config, step_callback=on_step)
             return infill(model, tok, segments, config, step_callback=on_step)
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
