@@ -347,7 +347,7 @@ def test_template_infill_refuses_what_it_cannot_fill(embed_run, capsys):
     from unmask.checkpoint import load
     from unmask.cli import main
     from unmask.infill import Gap
-    from unmask.sampling.continuous import infill_template
+    from unmask.infill.continuous import infill_template
 
     loaded = load(embed_run)
     model, tok = loaded.model, loaded.tokenizer

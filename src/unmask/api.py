@@ -393,7 +393,7 @@ def infill(
     config = config or SampleConfig()
     t0 = time.perf_counter()
     if facts_of(loaded).default_decoder == "embed-diffusion":  # fixed-length gaps, kept context
-        from unmask.sampling.continuous import infill_template
+        from unmask.infill.continuous import infill_template
 
         res = infill_template(decoding_model(loaded, config), loaded.tokenizer, template, config,
                               step_callback=step_callback)  # fmt: skip

@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         if getattr(loaded.config, "objective", None) == "embed-diffusion":  # fixed-length gaps
-            from unmask.sampling.continuous import infill_template
+            from unmask.infill.continuous import infill_template
 
             result = infill_template(loaded.model, loaded.tokenizer, template, config,
                                      step_callback=live)  # fmt: skip

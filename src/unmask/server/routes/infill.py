@@ -124,7 +124,7 @@ def router(state: ServerState) -> APIRouter:
                                       charset=list((req.charset or {}).items()),
                                       ban=req.ban or ())
             if getattr(model.config, "objective", None) == "embed-diffusion":  # fixed gaps
-                from unmask.sampling.continuous import infill_template
+                from unmask.infill.continuous import infill_template
 
                 return infill_template(model, tok, segments, config, step_callback=on_step)
             return infill(model, tok, segments, config, step_callback=on_step)

@@ -1,0 +1,82 @@
+"""Template infill with an ``embed-diffusion`` checkpoint (continuous diffusion on token
+embeddings): the template language and result of ``unmask.infill.infill``, filled by the
+``EmbedRun`` of ``unmask.sampling.continuous`` instead of the masked commit loop.
+
+Inside: ``infill_template``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from torch import Tensor
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.infill.fill import InfillResult, _render
+from unmask.infill.template import layouts_canvas, plan_template
+from unmask.sampling.continuous import EmbedRun, check_options
+from unmask.sampling.protocol import StepCallback, model_device
+
+
+def infill_template(
+    model: Any,
+    tokenizer: Any,
+    template: str | Sequence[Any],
+    config: SampleConfig | None = None,
+    *,
+    step_callback: StepCallback | None = None,
+) -> InfillResult:
+    """Fill the fixed-length gaps of a template (``"The [MASK:6] sat on the [MASK]."``, or
+    segments and ``unmask.infill.Gap`` s) with an ``embed-diffusion`` model: one ``EmbedRun``
+    over the whole template, whose known positions are re-noised from their own embeddings
+    at every step, so they come out verbatim (Diffusion-LM's infilling by fixing the known
+    embeddings). The template language, the space a gap takes in and the result are those of
+    ``unmask.infill.infill``, so the CLI, the API and the result shape are the same.
+
+    Refused in one line: a gap of variable length (``[MASK:2-12]``: the masked models pick
+    one by their ELBO, which this family has none of) and a constrained gap (regex, choices,
+    charset, banned words: the clamping rounds every position at once each step, so an
+    automaton over the gap's tokens has no order to follow). ``config.steps`` is the number
+    of denoising steps (``gen_length`` is ignored); ``step_callback(step, canvas)`` sees the
+    rounded canvas (B, L) after each step."""
+    config = config or SampleConfig()
+    max_len = getattr(getattr(model, "config", None), "max_seq_len", None)
+    plan = plan_template(template, tokenizer, max_seq_len=max_len)
+    for h in plan.holes:
+        gap = h.gap
+        if gap is not None and (gap.shapes_text or gap.banned):
+            raise UserError(
+                f"{h.label}: constrained gaps (regex, choices, charset, ban) need the masked "
+                "commit loop; an embed-diffusion model fills plain [MASK] / [MASK:n] gaps only"
+            )
+        if len(h.candidates) != 1:
+            raise UserError(
+                f"{h.label} has a variable length; an embed-diffusion model fills fixed-length "
+                "gaps only: write [MASK:n]"
+            )
+    layout = plan.layout([h.candidates[0] for h in plan.holes])
+    canvas, spans = layouts_canvas(
+        [layout], [h.automaton for h in plan.holes], [h.label for h in plan.holes],
+        mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
+    )  # fmt: skip
+    canvas = canvas.to(model_device(model) or canvas.device)
+    start, end = canvas.region
+    config = replace(config, gen_length=end - start, block_length=None)
+    check_options("embed-diffusion", config)
+    run: EmbedRun | None = None
+
+    def on_view(step: int, view: Tensor) -> None:
+        if step_callback is not None and run is not None:
+            step_callback(step, run.ids)  # (B, L): the rounded canvas
+
+    run = EmbedRun(model, canvas, config, eos_id=getattr(tokenizer, "eos_id", None),
+                   on_view=on_view)  # fmt: skip
+    res = run.run()
+    text, gaps, tokens = _render(plan, layout, res.tokens[0].tolist(), spans, 0, tokenizer)
+    return InfillResult(text=text, gaps=gaps, tokens=tokens, nfe=res.nfe)
+
+
+__all__ = ["infill_template"]
