@@ -31,8 +31,19 @@ split):
   with one span of ``--infill-span`` tokens masked (``benchmarks/infill.py``'s
   ``make_samples``), refilled with ``sample-steps`` steps by the models that can condition on
   both sides (mdlm: LLaDA low-confidence, sedd: analytic, embed-diffusion: replacement);
-- sampling tokens/s, and with ``--step-sweep`` the generative perplexity at 1/4 and 1/2 of
-  ``sample-steps`` too (the steps a family needs for its quality).
+- sampling tokens/s, and with ``--step-sweep`` the generative perplexity, entropy and
+  sampling seconds at 1/16, 1/4 and 1/2 of ``sample-steps`` too: from them, each diffusion
+  row's setting whose sampling time is closest to ``ar``'s (``equal_time``: quality at equal
+  generation time) and the fewest steps within 10% of the full-step gen ppl
+  (``steps_for_quality``).
+
+``--preset bench`` is this script's own size (``BENCH_PRESET``: d_model 64, 4 layers),
+``--vocab-size`` re-tokenizes the demo corpus (a smaller BPE makes the output layer, most of
+a small model's step, cheaper), ``--plot`` writes a PNG (bits/byte of the families with a
+bound; gen ppl against sampling seconds). ``--work DIR`` keeps the runs and each finished
+row there: rerun the same command to resume after an interruption (finished families are
+skipped), or run parts side by side (``--only latent`` in a second process; then one rerun
+with all of them prints the table).
 
 The published anchors are printed next to ours: MDLM's bound is 1.31× the AR perplexity on
 OpenWebText (22.98 vs 17.54; Sahoo et al. 2024) and BD3-LM with blocks of 4 is 1.24× on LM1B
@@ -40,6 +51,8 @@ OpenWebText (22.98 vs 17.54; Sahoo et al. 2024) and BD3-LM with blocks of 4 is 1
 
     python benchmarks/objectives.py [--steps 2000] [--preset demo] [--seq-len 128] [--batch-size 16]
     python benchmarks/objectives.py --quick          # a smoke test (~1 min on 2 CPU cores)
+    python benchmarks/objectives.py --preset bench --vocab-size 1024 --steps 600 --seq-len 64 \
+        --only ar,mdlm,bd3lm-16,embed,latent --step-sweep --work WORK --plot out.png
 
 By default the packaged demo corpus (the World English Bible) is prepared into a temporary
 directory as ``unmask demo --train`` does; ``--data DIR`` reuses a prepared dataset.
