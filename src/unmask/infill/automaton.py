@@ -37,6 +37,8 @@ from unmask.errors import UserError
 
 MAX_STATES = 20000
 """Largest token automaton a constraint may compile to (states)."""
+NEVER = 2**40
+"""``distance_to_accept`` of a state from which no accepting state is reachable."""
 MAX_REPEAT = 1000
 """Largest bound of a ``{m,n}`` quantifier: larger ones make automata too big to use."""
 
@@ -412,6 +414,27 @@ class TokenAutomaton:
             cur = nxt & ~seen
             seen |= nxt
         return seen
+
+    def distance_to_accept(self) -> np.ndarray:
+        """(S+1,) int64: the fewest tokens that lead from each state to an accepting one
+        (``NEVER`` where none does, the dead state included); computed once per automaton.
+
+        Left-to-right decoding (``unmask.infill.ordered``) allows a token only when its next
+        state is at most the remaining budget away from acceptance, so a bounded gap never
+        runs out of room."""
+        cached = getattr(self, "_distance", None)
+        if cached is not None:
+            return cached
+        dist = np.where(self.accept, 0, NEVER).astype(np.int64)
+        while True:
+            step = np.minimum(dist[self.table].min(axis=1) + 1, NEVER)  # (S+1,) via one token
+            nxt = np.minimum(dist, step)
+            nxt[self.dead] = NEVER
+            if (nxt == dist).all():
+                break
+            dist = nxt
+        self._distance = dist
+        return dist
 
     def max_tokens(self) -> int | None:
         """Tokens in the longest accepted sequence; None if unbounded (or nothing accepted).
