@@ -17,11 +17,12 @@ Tables:
    ``cached`` column.
 2. *validity*: ``--forms`` forms (default 1,000) from 20 schemas filled by a tiny random
    model (validity holds by construction, whatever the model), checked with ``jsonschema``.
-3. *quality*: exact-field accuracy on forms built from the demo corpus ("X the son of Y"
-   in its validation split; fields ``person`` and ``father`` as enums of the names seen,
-   the text up to the end of that line as the prompt): the shipped demo model (diffusion, one pass)
-   vs the equal-size AR twin (``--ar-model``, left to right under the same constraints),
-   when its checkpoint exists; the majority answer as a floor.
+3. *quality*: exact-field accuracy on ``--quality-n`` forms (default 100) built from the
+   demo corpus's validation split ("X the son of Y", "X king of Y", "the children of X";
+   fields as enums of the names each pattern matches, the text up to the end of that line
+   as the prompt): the shipped demo model (diffusion, one pass) vs the equal-size AR twin
+   (``--ar-model``, left to right under the same automata: ``fill_form`` on a causal
+   model), when its checkpoint exists; the most common answer per field as a floor.
 
     nice -n 10 python benchmarks/constraints.py [--json benchmarks/results/constraints.json]
     python benchmarks/constraints.py --quick   # does it run?
@@ -290,100 +291,98 @@ def validity(n_forms: int) -> dict[str, Any]:
 # -- table 3 ---------------------------------------------------------------------------------
 
 
-def quality_set(
-    tok: Any, n: int, data: Path
-) -> tuple[list[tuple[list[int], dict[str, str]]], list[str]]:
-    """(prompt ids, {person, father}) from "X the son of Y" in the held-out split of the demo
-    corpus (``data``: ``unmask prepare``'s directory): the prompt is the text up to the end of
-    that line, so the fields are read from the context."""
+KINDS = {
+    "son": (r"([A-Z][a-z]+) the son of ([A-Z][a-z]+)", ("person", "father")),
+    "king": (r"([A-Z][a-z]+) king of ([A-Z][a-z]+)", ("king", "land")),
+    "children": (r"the children of ([A-Z][a-z]+)", ("ancestor",)),
+}
+"""Typed fields read from the demo corpus: a pattern and the field each of its groups fills."""
+
+
+def quality_set(tok: Any, n: int, data: Path) -> list[dict[str, Any]]:
+    """Up to ``n`` items from the held-out split of the demo corpus (``data``: ``unmask
+    prepare``'s directory), every match of "X the son of Y", then "X king of Y", then "the
+    children of X": the prompt is the text up to the end of that line (so the fields are read
+    from the context), the schema an object whose fields are enums of the names that pattern
+    matches anywhere in the split, the truth the names of this match."""
     val = np.memmap(data / "val-00000.bin", dtype=np.uint16, mode="r")
     text = load_tokenizer(data / "tokenizer.json").decode(val.tolist())
-    hits = list(re.finditer(r"([A-Z][a-z]+) the son of ([A-Z][a-z]+)", text))
-    names = sorted({x for m in hits for x in m.groups()})
-    items = []
-    for m in hits[:n]:
-        end = text.find("\n", m.end())
-        context = text[max(0, m.start() - 200) : end if end >= 0 else m.end()]
-        ids = tok.encode(context + "\n")[-96:]
-        items.append((ids, {"person": m.group(1), "father": m.group(2)}))
-    return items, names
-
-
-def fill_left_to_right(model: Any, tok: Any, schema: dict[str, Any], prefix: list[int]) -> Any:
-    """A causal model fills the same form left to right under the same constraints: the
-    canvas of ``fill_form`` (skeleton locked, holes masked), each masked position in order
-    gets the causal model's best token among those its gap's constraint allows."""
-    from unmask.infill.forms import parse_form
-    from unmask.infill.schema import schema_form
-    from unmask.infill.template import layouts_canvas
-
-    items, holes, automata = parse_form(schema_form(schema, tok), tok)
-    layout: list[tuple[str, Any]] = [("text", (prefix, ""))]
-    for kind, v in items:
-        layout.append(
-            ("text", (tok.encode(v), v)) if kind == "text" else ("hole", (v, holes[v].width))
-        )
-    canvas, _ = layouts_canvas(
-        [layout], automata, [h.path for h in holes], mask_id=tok.mask_id, pad_id=tok.pad_id
-    )
-    tokens = canvas.tokens.clone()
-    with torch.no_grad():
-        for p in range(tokens.shape[1]):
-            if tokens[0, p] != tok.mask_id:
-                continue
-            logits = torch.zeros(1, tokens.shape[1], model.config.vocab_size)  # (1, L, V)
-            logits[0, p] = model(tokens[:, :p])[0, -1]
-            for c in canvas.constraints:
-                logits = c.apply(logits, tokens)
-            tokens[0, p] = logits[0, p].argmax()
-    n = len(prefix)
-    return json.loads(vocab_of(tok).decode(tokens[0, n:].tolist()))
+    items: list[dict[str, Any]] = []
+    for kind, (pattern, fields) in KINDS.items():
+        hits = list(re.finditer(pattern, text))
+        names = {f: sorted({m.group(i + 1) for m in hits}) for i, f in enumerate(fields)}
+        schema = {
+            "type": "object",
+            "properties": {f: {"enum": names[f]} for f in fields},
+            "required": list(fields),
+        }
+        for m in hits:
+            end = text.find("\n", m.end())
+            context = text[max(0, m.start() - 200) : end if end >= 0 else m.end()]
+            items.append(
+                {
+                    "kind": kind,
+                    "ids": tok.encode(context + "\n")[-96:],
+                    "schema": schema,
+                    "truth": {f: m.group(i + 1) for i, f in enumerate(fields)},
+                }
+            )
+    return items[:n]
 
 
 def quality(n: int, ar_path: Path | None, data: Path) -> dict[str, Any]:
+    """Exact-field accuracy: the shipped demo model (diffusion, one pass, 4 steps, greedy),
+    the AR twin (left to right under the same automata, greedy: ``unmask.infill.fill_form``
+    on a causal model) and the most common answer per kind and field (a floor)."""
     from unmask.checkpoint import load
     from unmask.commands.demo import asset_path
-
-    demo = load(asset_path("demo"))
-    tok = demo.tokenizer
-    items, names = quality_set(tok, n, data)
-    schema = {
-        "type": "object",
-        "properties": {"person": {"enum": names}, "father": {"enum": names}},
-        "required": ["person", "father"],
-    }
-    out: dict[str, Any] = {"items": len(items), "names": names}
-    truth = [t for _, t in items]
-    for field in ("person", "father"):
-        top = Counter(t[field] for t in truth).most_common(1)[0][0]
-        out[f"majority_{field}"] = sum(t[field] == top for t in truth) / max(len(truth), 1)
-    runs = {"diffusion": lambda ids: _diffusion(demo, tok, schema, ids)}
-    if ar_path is not None and (ar_path / "config.json").exists():
-        ar = load(ar_path)
-        runs["ar (left to right)"] = lambda ids: fill_left_to_right(
-            ar.model, ar.tokenizer, schema, ids
-        )
-    else:
-        out["ar"] = f"no checkpoint at {ar_path} yet"
-    for name, run in runs.items():
-        t0 = time.perf_counter()
-        preds = [run(ids) for ids, _ in items]
-        for field in ("person", "father"):
-            out[f"{name}_{field}"] = sum(
-                p[field] == t[field] for p, t in zip(preds, truth, strict=True)
-            ) / max(len(truth), 1)
-        out[f"{name}_seconds"] = time.perf_counter() - t0
-    return out
-
-
-def _diffusion(loaded: Any, tok: Any, schema: dict[str, Any], ids: list[int]) -> Any:
     from unmask.infill.forms import fill_form
     from unmask.infill.schema import schema_form
 
-    form = schema_form(schema, tok)
-    return fill_form(
-        loaded.model, tok, form, SampleConfig(steps=4, temperature=0.0), prefix_ids=ids
-    ).value
+    demo = load(asset_path("demo"))
+    tok = demo.tokenizer
+    items = quality_set(tok, n, data)
+    out: dict[str, Any] = {"items": len(items), "fields": sum(len(x["truth"]) for x in items)}
+    out["kinds"] = dict(Counter(x["kind"] for x in items))
+    models = {"diffusion (demo, 4 steps)": demo}
+    if ar_path is not None and (ar_path / "config.json").exists():
+        models["ar twin (left to right)"] = load(ar_path)
+        out["ar_checkpoint"] = str(ar_path)
+    else:
+        out["ar"] = f"no checkpoint at {ar_path} yet"
+    preds: dict[str, list[dict[str, Any]]] = {}
+    common = {
+        (x["kind"], f): Counter(y["truth"][f] for y in items if y["kind"] == x["kind"]).most_common(
+            1
+        )[0][0]
+        for x in items
+        for f in x["truth"]
+    }
+    preds["most common"] = [{f: common[(x["kind"], f)] for f in x["truth"]} for x in items]
+    config = SampleConfig(steps=4, temperature=0.0)
+    for name, loaded in models.items():
+        t0 = time.perf_counter()
+        preds[name] = [
+            fill_form(
+                loaded.model,
+                loaded.tokenizer,
+                schema_form(x["schema"], loaded.tokenizer),
+                config,
+                prefix_ids=x["ids"],
+            ).value
+            for x in items
+        ]
+        out[f"{name} seconds"] = time.perf_counter() - t0
+    table = {}
+    for name, ps in preds.items():
+        right = [p[f] == x["truth"][f] for p, x in zip(ps, items, strict=True) for f in x["truth"]]
+        whole = [p == x["truth"] for p, x in zip(ps, items, strict=True)]
+        table[name] = {
+            "field_accuracy": sum(right) / max(len(right), 1),
+            "item_accuracy": sum(whole) / max(len(whole), 1),
+        }
+    out["accuracy"] = table
+    return out
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -393,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--forms", type=int, default=1000)
-    ap.add_argument("--quality-n", type=int, default=40)
+    ap.add_argument("--quality-n", type=int, default=100)
     ap.add_argument("--ar-model", type=Path, default=Path("/work/main/runs/ar-fim/checkpoint"))
     ap.add_argument("--old-rev", default=OLD_REV)
     ap.add_argument(
@@ -454,7 +453,15 @@ def print_tables(result: dict[str, Any]) -> None:
             f"{v['parsed']} parsed, {v['seconds']:.0f} s"
         )
     if "quality" in result:
-        print("\nquality:", json.dumps(result["quality"]))
+        q = result["quality"]
+        print(f"\nquality: {q['items']} forms, {q['fields']} fields {q['kinds']}")
+        print("| answers | exact-field accuracy | exact-form accuracy | seconds |")
+        print("|---|---|---|---|")
+        for name, acc in q["accuracy"].items():
+            print(
+                f"| {name} | {acc['field_accuracy']:.3f} | {acc['item_accuracy']:.3f} | "
+                f"{_f(q.get(f'{name} seconds'))} |"
+            )
 
 
 if __name__ == "__main__":

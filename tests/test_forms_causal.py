@@ -222,3 +222,11 @@ def test_causal_hole_after_hole_and_text_after_the_form_without_fim_are_refused(
     with pytest.raises(UserError, match="fill-in-the-middle"):
         form, parse = constraint_form(TOK, regex="[a-z]{2}", max_tokens=4)
         fill_form(AR, TOK, form, greedy(), parse=parse, suffix_ids=TOK.encode(" end"))
+
+
+def test_causal_one_of_and_all_of_validate():
+    from test_constraints_schema import COMBINED
+
+    for k, schema in enumerate(COMBINED):
+        r = fill_schema(AR, TOK, schema, SampleConfig(temperature=1.0, seed=k))
+        jsonschema.validate(r.value, schema)
