@@ -7,6 +7,7 @@ import json
 import random
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -289,3 +290,45 @@ def test_one_of_disjointness_proofs_are_sound():
                         and jsonschema.Draft202012Validator(b).is_valid(v)]
                 assert not both, (a, b, both)
     assert proven > len(pool)  # the proofs do prove something
+
+
+# -- the on-disk automaton cache ------------------------------------------------------------------
+
+
+def test_automata_are_cached_on_disk_per_pattern_and_tokenizer(tmp_path, monkeypatch):
+    from unmask.infill import automaton
+
+    monkeypatch.setenv("UNMASK_CACHE_DIR", str(tmp_path))
+    vocab = vocab_of(TOK)
+    first = TokenAutomaton.from_regex("[a-c]{2,4}x?", vocab)
+    files = list((tmp_path / "automata").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz"  # no temporary file left behind
+
+    def no_engine(*a, **k):
+        raise AssertionError("compiled again")
+
+    with monkeypatch.context() as m:  # a second process: served from disk, no compile
+        m.setattr(automaton, "_index", no_engine)
+        again = TokenAutomaton.from_regex("[a-c]{2,4}x?", vocab)
+    for field in ("table", "token_class", "accept"):
+        assert (getattr(first, field) == getattr(again, field)).all()
+    assert (again.dead_class, again.start) == (first.dead_class, first.start)
+    # Another pattern, another tokenizer (other bytes) or other allowed tokens: new entries.
+    TokenAutomaton.from_regex("[a-c]{2,5}", vocab)
+    lengths = vocab.lengths.copy()
+    lengths[TOK.encode("c")[0]] = 0  # "c" becomes a special token: no bytes
+    other = automaton.Vocab(matrix=vocab.matrix.copy(), lengths=lengths)
+    TokenAutomaton.from_regex("[a-c]{2,4}x?", other)
+    allowed = np.ones(vocab.size, dtype=bool)
+    allowed[TOK.encode("b")[0]] = False
+    narrow = TokenAutomaton.from_regex("[a-c]{2,4}x?", vocab, allowed)
+    assert len(list((tmp_path / "automata").iterdir())) == 4
+    assert not narrow.accepts(TOK.encode("ab"))
+    # A damaged entry is rebuilt and rewritten, not trusted.
+    files[0].write_bytes(b"not an npz")
+    rebuilt = TokenAutomaton.from_regex("[a-c]{2,4}x?", vocab)
+    assert (rebuilt.table == first.table).all() and files[0].stat().st_size > 10
+    monkeypatch.setenv("UNMASK_CACHE_DIR", "off")
+    assert automaton.cache_dir() is None
+    TokenAutomaton.from_regex("[a-c]{2,6}", vocab)
+    assert len(list((tmp_path / "automata").iterdir())) == 4
