@@ -230,3 +230,40 @@ def test_causal_one_of_and_all_of_validate():
     for k, schema in enumerate(COMBINED):
         r = fill_schema(AR, TOK, schema, SampleConfig(temperature=1.0, seed=k))
         jsonschema.validate(r.value, schema)
+
+
+def test_causal_infill_of_a_constrained_gap_by_fill_in_the_middle():
+    """One constrained template gap on an AR-FIM model: the middle is written after
+    [FIM_PREFIX] prefix [FIM_SUFFIX] suffix [FIM_MIDDLE] under the gap's automaton, between
+    its length bounds (it used to be refused)."""
+    from unmask.infill import infill_causal, parse_template
+    from unmask.infill.options import constrain_gaps
+    from unmask.tokenizer import with_fim_tokens
+
+    tok = with_fim_tokens(byte_tokenizer())
+    cfg = model_preset(
+        "tiny",
+        vocab_size=tok.vocab_size,
+        attention="causal",
+        objective="ar",
+        fim_prefix_id=tok.vocab_size - 3,
+        fim_suffix_id=tok.vocab_size - 2,
+        fim_middle_id=tok.vocab_size - 1,
+        **tok.special_ids(),
+    )
+    torch.manual_seed(1)
+    model = Transformer(cfg).eval()
+    cases = [
+        ("The [MASK:2-6] sat.", "regex", "[0-9]+"),
+        ("A [MASK:1-3] day.", "choices", ["good", "bad"]),
+    ]
+    for template, option, value in cases:
+        segments = constrain_gaps(parse_template(template), **{option: [("1", value)]})
+        for seed in range(3):
+            r = infill_causal(model, tok, segments, SampleConfig(temperature=1.5, seed=seed))
+            gap = r.gaps[0]
+            if option == "regex":
+                assert re.fullmatch(value, gap.text) and 2 <= len(gap.tokens) <= 6
+            else:
+                assert gap.text in value
+            assert r.text == template.split("[")[0] + gap.text + template.split("]")[1]

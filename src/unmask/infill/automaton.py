@@ -308,6 +308,17 @@ class TokenAutomaton:
         return TokenAutomaton(table=table, token_class=joint.reshape(-1).astype(np.int32),
                               accept=accept, dead_class=len(pairs), start=0)
 
+    @classmethod
+    def at_least(cls, n: int, vocab_size: int) -> TokenAutomaton:
+        """Any sequence of at least ``n`` tokens (a length bound to ``intersect`` with)."""
+        n = max(int(n), 0)
+        table = np.full((n + 2, 2), n + 1, dtype=np.int32)  # class 0: any token; 1: dead
+        table[: n + 1, 0] = np.minimum(np.arange(n + 1) + 1, n)
+        accept = np.zeros(n + 2, dtype=bool)
+        accept[n] = True
+        return cls(table=table, token_class=np.zeros(vocab_size, dtype=np.int32),
+                   accept=accept, dead_class=1)
+
     def with_empty_tail(self, empty_id: int, min_len: int) -> TokenAutomaton:
         """Sequences of at least ``min_len`` tokens this automaton accepts, then any number of
         ``empty_id`` (and nothing else once one ``empty_id`` stands).
