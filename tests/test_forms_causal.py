@@ -276,3 +276,43 @@ def test_causal_infill_of_a_constrained_gap_by_fill_in_the_middle():
             else:
                 assert gap.text in value
             assert r.text == template.split("[")[0] + gap.text + template.split("]")[1]
+
+
+def test_ar_run_samples_only_allowed_tokens_even_from_nan_logits():
+    """The ``ARRun(allowed=...)`` hook: every token is one the callback allowed, at any
+    temperature, whatever the logits (NaN and +inf included)."""
+    from unmask.sampling.ar import ARRun
+
+    seen: list[int] = []
+
+    def allowed(step: int, tokens: torch.Tensor) -> torch.Tensor:
+        seen.append(step)
+        assert tokens.shape[1] == 2 + step  # the prompt and the tokens so far
+        ok = torch.zeros(tokens.shape[0], TOK.vocab_size, dtype=torch.bool)
+        ok[:, 10 + step % 3 :: 7] = True
+        return ok
+
+    class Wild(torch.nn.Module):
+        supports_kv_cache = True
+        config = AR.config
+
+        def forward(self, tokens, attention_mask=None, *, cache=None, start=0):
+            out = AR(tokens, attention_mask, cache=cache, start=start)  # (B, L, V)
+            out[..., 10::7] = float("nan")
+            out[..., 5] = float("inf")
+            return out
+
+    for temperature in (0.0, 1.0):
+        seen.clear()
+        run = ARRun(
+            Wild(),
+            [[4, 5]],
+            max_new_tokens=6,
+            temperature=temperature,
+            eos_id=TOK.eos_id,
+            allowed=allowed,
+            generator=torch.Generator().manual_seed(0),
+        )
+        gen = run.run().gen_ids[0]
+        assert seen == list(range(6))
+        assert all((t - 10 - i % 3) % 7 == 0 and t >= 10 for i, t in enumerate(gen))
