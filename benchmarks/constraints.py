@@ -360,21 +360,33 @@ def quality_set(tok: Any, n: int, data: Path) -> list[dict[str, Any]]:
         for m in hits:
             end = text.find("\n", m.end())
             context = text[max(0, m.start() - 200) : end if end >= 0 else m.end()]
+            last = len(fields)
+            before = text[max(0, m.start() - 200) : m.start(last)].rstrip(" ")
             items.append(
                 {
                     "kind": kind,
                     "ids": tok.encode(context + "\n")[-96:],
                     "schema": schema,
                     "truth": {f: m.group(i + 1) for i, f in enumerate(fields)},
+                    # The cloze: the text up to the last field, which is one of its names.
+                    "cloze_ids": tok.encode(before)[-96:],
+                    "cloze_field": fields[-1],
+                    "cloze_names": names[fields[-1]],
                 }
             )
     return items[:n]
 
 
-def quality(n: int, ar_path: Path | None, data: Path) -> dict[str, Any]:
+def quality(
+    n: int, ar_path: Path | None, data: Path, forms: tuple[str, ...] = ("json", "cloze")
+) -> dict[str, Any]:
     """Exact-field accuracy: the shipped demo model (diffusion, one pass, 4 steps, greedy),
     the AR twin (left to right under the same automata, greedy: ``unmask.infill.fill_form``
-    on a causal model) and the most common answer per kind and field (a floor)."""
+    on a causal model) and the most common answer per kind and field (a floor).
+
+    ``forms``: ``json``, the fields as a JSON object after the context line (a format
+    neither model saw in training); ``cloze``, the corpus's own words: the text up to the
+    last field (``... the son of``), the field a choice of its names (each after a space)."""
     from unmask.checkpoint import load
     from unmask.commands.demo import asset_path
     from unmask.infill.forms import fill_form
@@ -402,6 +414,8 @@ def quality(n: int, ar_path: Path | None, data: Path) -> dict[str, Any]:
     preds["most common"] = [{f: common[(x["kind"], f)] for f in x["truth"]} for x in items]
     config = SampleConfig(steps=4, temperature=0.0)
     for name, loaded in models.items():
+        if "json" not in forms:
+            break
         t0 = time.perf_counter()
         preds[name] = [
             fill_form(
@@ -414,6 +428,51 @@ def quality(n: int, ar_path: Path | None, data: Path) -> dict[str, Any]:
             for x in items
         ]
         out[f"{name} seconds"] = time.perf_counter() - t0
+    if "json" in forms:
+        out["accuracy"] = _accuracy(preds, items)
+    if "cloze" in forms:
+        out["cloze"] = _cloze(models, items, config)
+    return out
+
+
+def _cloze(models: dict[str, Any], items: list[dict[str, Any]], config: Any) -> dict[str, Any]:
+    """The cloze variant of ``quality``: one field per item, in the corpus's own words."""
+    from unmask.infill.forms import fill_form
+    from unmask.infill.schema import constraint_form
+
+    truth = [x["truth"][x["cloze_field"]] for x in items]
+    common = {
+        k: Counter(t for t, x in zip(truth, items, strict=True) if x["kind"] == k).most_common(1)
+        for k in {x["kind"] for x in items}
+    }
+    preds = {"most common": [common[x["kind"]][0][0] for x in items]}
+    out: dict[str, Any] = {"items": len(items)}
+    for name, loaded in models.items():
+        t0 = time.perf_counter()
+        got = []
+        for x in items:
+            form, parse = constraint_form(
+                loaded.tokenizer, choice=[" " + c for c in x["cloze_names"]], source="cloze"
+            )
+            res = fill_form(
+                loaded.model,
+                loaded.tokenizer,
+                form,
+                config,
+                prefix_ids=x["cloze_ids"],
+                parse=parse,
+            )
+            got.append(res.value.strip())
+        preds[name] = got
+        out[f"{name} seconds"] = time.perf_counter() - t0
+    out["accuracy"] = {
+        name: sum(p == t for p, t in zip(ps, truth, strict=True)) / max(len(truth), 1)
+        for name, ps in preds.items()
+    }
+    return out
+
+
+def _accuracy(preds: dict[str, list[Any]], items: list[dict[str, Any]]) -> dict[str, Any]:
     table = {}
     for name, ps in preds.items():
         right = [p[f] == x["truth"][f] for p, x in zip(ps, items, strict=True) for f in x["truth"]]
@@ -422,8 +481,7 @@ def quality(n: int, ar_path: Path | None, data: Path) -> dict[str, Any]:
             "field_accuracy": sum(right) / max(len(right), 1),
             "item_accuracy": sum(whole) / max(len(whole), 1),
         }
-    out["accuracy"] = table
-    return out
+    return table
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -444,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
         default=Path("/work/main/data/bible"),
         help="the prepared demo corpus (its validation split)",
     )
+    ap.add_argument(
+        "--quality-forms", nargs="+", default=["json", "cloze"], choices=["json", "cloze"]
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip", nargs="*", default=[], choices=["engine", "validity", "quality"])
     args = ap.parse_args(argv)
@@ -462,7 +523,12 @@ def main(argv: list[str] | None = None) -> int:
         result["validity"] = validity(20 if args.quick else args.forms)
         print(json.dumps(result["validity"]), flush=True)
     if "quality" not in args.skip:
-        result["quality"] = quality(4 if args.quick else args.quality_n, args.ar_model, args.data)
+        result["quality"] = quality(
+            4 if args.quick else args.quality_n,
+            args.ar_model,
+            args.data,
+            tuple(args.quality_forms),
+        )
         print(json.dumps(result["quality"]), flush=True)
     print_tables(result)
     if args.json:
@@ -504,11 +570,19 @@ def print_tables(result: dict[str, Any]) -> None:
         print(f"\nquality: {q['items']} forms, {q['fields']} fields {q['kinds']}")
         print("| answers | exact-field accuracy | exact-form accuracy | seconds |")
         print("|---|---|---|---|")
-        for name, acc in q["accuracy"].items():
+        for name, acc in q.get("accuracy", {}).items():
             print(
                 f"| {name} | {acc['field_accuracy']:.3f} | {acc['item_accuracy']:.3f} | "
                 f"{_f(q.get(f'{name} seconds'))} |"
             )
+
+        if "cloze" in q:
+            c = q["cloze"]
+            print(f"\ncloze: {c['items']} fields in the corpus's words")
+            print("| answers | exact-field accuracy | seconds |")
+            print("|---|---|---|")
+            for name, acc in c["accuracy"].items():
+                print(f"| {name} | {acc:.3f} | {_f(c.get(f'{name} seconds'))} |")
 
 
 if __name__ == "__main__":
