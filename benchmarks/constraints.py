@@ -175,7 +175,28 @@ def per_step(automaton: Any, n: int = 24, calls: int = 5) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def engine_rows(tokenizers: dict[str, Any], old: Any | None) -> list[dict[str, Any]]:
+def convert_module(rev: str) -> Any:
+    """``unmask.infill.automaton`` as it was at ``rev`` (its conversion of the library's
+    transitions, to time against today's on the same map)."""
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:src/unmask/infill/automaton.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "_convert_then.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("_convert_then", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_convert_then"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def engine_rows(
+    tokenizers: dict[str, Any], old: Any | None, then: Any | None = None
+) -> list[dict[str, Any]]:
     """Table 1. ``old`` None (``--old-rev none``): the hand-written engine is left out.
 
     The library-backed compile is split into its parts, timed apart: ``vocab_s`` (our
@@ -231,6 +252,12 @@ def engine_rows(tokenizers: dict[str, Any], old: Any | None) -> list[dict[str, A
             t0 = time.perf_counter()
             TokenAutomaton.from_transitions(moves, index.get_initial_state(), accept, vocab.size)
             row["convert_s"] = time.perf_counter() - t0
+            if then is not None:  # the same conversion as of --convert-rev, same map
+                t0 = time.perf_counter()
+                then.TokenAutomaton.from_transitions(
+                    moves, index.get_initial_state(), accept, vocab.size
+                )
+                row["convert_then_s"] = time.perf_counter() - t0
             del index, moves
             # The whole compile, cold (no vocabulary, no cache entry).
             new_automaton._OUTLINES_VOCABS.clear()
@@ -505,6 +532,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--quality-forms", nargs="+", default=["json", "cloze"], choices=["json", "cloze"]
     )
+    ap.add_argument(
+        "--convert-rev",
+        default="9f3ba57",
+        help="commit whose conversion of the library's transitions is timed beside today's "
+        "('none' skips it)",
+    )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip", nargs="*", default=[], choices=["engine", "validity", "quality"])
     args = ap.parse_args(argv)
@@ -518,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quick:
             toks["synthetic 126k"] = SyntheticTokenizer()
         old = None if args.old_rev == "none" else old_engine(args.old_rev)
-        result["engine"] = engine_rows(toks, old)
+        then = None if args.convert_rev == "none" else convert_module(args.convert_rev)
+        result["engine"] = engine_rows(toks, old, then)
     if "validity" not in args.skip:
         result["validity"] = validity(20 if args.quick else args.forms)
         print(json.dumps(result["validity"]), flush=True)
@@ -545,16 +579,18 @@ def print_tables(result: dict[str, Any]) -> None:
     if "engine" in result:
         print(
             "\n| tokenizer | case | old compile | new compile | our Vocab | library vocabulary | "
-            "library Index | get_transitions | our conversion | in-process cache | "
+            "library Index | get_transitions | our conversion | conversion then | "
+            "in-process cache | "
             "2nd process (disk) | old step | new step | states old/new |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in result["engine"]:
             print(
                 f"| {r['tokenizer']} | {r['case']} | {_f(r.get('old_compile_s'), ' s')} | "
                 f"{_f(r['new_compile_s'], ' s')} | {_f(r.get('vocab_s'), ' s')} | "
                 f"{_f(r.get('lib_vocab_s'), ' s')} | {_f(r.get('index_s'), ' s')} | "
                 f"{_f(r.get('transitions_s'), ' s')} | {_f(r.get('convert_s'), ' s')} | "
+                f"{_f(r.get('convert_then_s'), ' s')} | "
                 f"{_f(r['cached_s'], ' s')} | {_f(r.get('disk_s'), ' s')} | "
                 f"{_f(r.get('old_step_s'), ' s')} | {_f(r['new_step_s'], ' s')} | "
                 f"{r.get('old_states', r.get('old_error', '-'))}/{r['new_states']} |"
