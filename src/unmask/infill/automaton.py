@@ -626,7 +626,12 @@ def cache_dir() -> Path | None:
     given = os.environ.get(CACHE_ENV)
     if given is not None:
         return None if given.strip().lower() in ("", "off", "0", "none") else Path(given)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory: no disk cache
+            return None
     return Path(base) / "unmask"
 
 
