@@ -4,7 +4,9 @@ history) vs the outlines-core-backed one, plus validity and quality of JSON Sche
 
 Tables:
 
-1. *engine*: compile time (regex to token automaton, cold caches) and per-step constraint
+1. *engine*: compile time (regex to token automaton, cold caches; split into the library's
+   parts and our conversion; what a second process pays with the on-disk cache; the
+   hand-written engine left out with ``--old-rev none``) and per-step constraint
    cost (``TokenAutomaton.allowed`` for a 24-position gap with every other position
    committed, the call ``GapConstraint`` makes each step) for a regex, a flat schema and a
    nested schema, on the demo tokenizer (4,096 tokens) and a synthetic byte-level
@@ -17,11 +19,12 @@ Tables:
    ``cached`` column.
 2. *validity*: ``--forms`` forms (default 1,000) from 20 schemas filled by a tiny random
    model (validity holds by construction, whatever the model), checked with ``jsonschema``.
-3. *quality*: exact-field accuracy on forms built from the demo corpus ("X the son of Y"
-   in its validation split; fields ``person`` and ``father`` as enums of the names seen,
-   the text up to the end of that line as the prompt): the shipped demo model (diffusion, one pass)
-   vs the equal-size AR twin (``--ar-model``, left to right under the same constraints),
-   when its checkpoint exists; the majority answer as a floor.
+3. *quality*: exact-field accuracy on ``--quality-n`` forms (default 100) built from the
+   demo corpus's validation split ("X the son of Y", "X king of Y", "the children of X";
+   fields as enums of the names each pattern matches, the text up to the end of that line
+   as the prompt): the shipped demo model (diffusion, one pass) vs the equal-size AR twin
+   (``--ar-model``, left to right under the same automata: ``fill_form`` on a causal
+   model), when its checkpoint exists; the most common answer per field as a floor.
 
     nice -n 10 python benchmarks/constraints.py [--json benchmarks/results/constraints.json]
     python benchmarks/constraints.py --quick   # does it run?
@@ -172,8 +175,41 @@ def per_step(automaton: Any, n: int = 24, calls: int = 5) -> float:
     return (time.perf_counter() - t0) / calls
 
 
-def engine_rows(tokenizers: dict[str, Any], old: Any) -> list[dict[str, Any]]:
-    old_auto, old_rx = old
+def convert_module(rev: str) -> Any:
+    """``unmask.infill.automaton`` as it was at ``rev`` (its conversion of the library's
+    transitions, to time against today's on the same map)."""
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:src/unmask/infill/automaton.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "_convert_then.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("_convert_then", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_convert_then"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def engine_rows(
+    tokenizers: dict[str, Any], old: Any | None, then: Any | None = None
+) -> list[dict[str, Any]]:
+    """Table 1. ``old`` None (``--old-rev none``): the hand-written engine is left out.
+
+    The library-backed compile is split into its parts, timed apart: ``vocab_s`` (our
+    ``Vocab`` of the tokenizer, per process), ``lib_vocab_s`` (the ``outlines_core``
+    vocabulary), ``index_s`` (``outlines_core.Index``: the library's own compile),
+    ``transitions_s`` (``Index.get_transitions``, the library's map as Python dicts) and
+    ``convert_s`` (ours: token classes, the table, minimisation). ``disk_s``: what a second
+    process pays for the same automaton once the first has compiled it (the on-disk cache
+    of ``unmask.infill.automaton``, in a fresh temporary folder; without that cache, a full
+    compile again)."""
+    import os
+
+    os.environ[new_automaton.__dict__.get("CACHE_ENV", "UNMASK_CACHE_DIR")] = tempfile.mkdtemp()
     cases = {
         "regex": REGEX,
         "flat schema": schema_regex(FLAT),
@@ -183,18 +219,47 @@ def engine_rows(tokenizers: dict[str, Any], old: Any) -> list[dict[str, Any]]:
     for tname, tok in tokenizers.items():
         for cname, regex in cases.items():
             row: dict[str, Any] = {"tokenizer": tname, "V": tok.vocab_size, "case": cname}
-            old_vocab = old_auto.vocab_of(tok)
+            if old is not None:
+                old_auto, old_rx = old
+                old_vocab = old_auto.vocab_of(tok)
+                t0 = time.perf_counter()
+                try:
+                    a_old = old_auto.TokenAutomaton.from_dfa(
+                        old_rx.compile_regex(old_subset(regex)), old_vocab
+                    )
+                    row["old_compile_s"] = time.perf_counter() - t0
+                    row["old_step_s"] = per_step(a_old)
+                    row["old_states"] = int(a_old.table.shape[0])
+                except Exception as e:  # noqa: BLE001 - the table says why
+                    row["old_error"] = str(e)[:80]
+            new_automaton._VOCABS.clear()
             t0 = time.perf_counter()
-            try:
-                a_old = old_auto.TokenAutomaton.from_dfa(
-                    old_rx.compile_regex(old_subset(regex)), old_vocab
-                )
-                row["old_compile_s"] = time.perf_counter() - t0
-                row["old_step_s"] = per_step(a_old)
-                row["old_states"] = int(a_old.table.shape[0])
-            except Exception as e:  # noqa: BLE001 - the table says why
-                row["old_error"] = str(e)[:80]
             vocab = vocab_of(tok)
+            row["vocab_s"] = time.perf_counter() - t0
+            # The parts, timed apart (a compile of their own).
+            new_automaton._OUTLINES_VOCABS.clear()
+            t0 = time.perf_counter()
+            new_automaton.outlines_vocabulary(vocab)
+            row["lib_vocab_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            index = new_automaton._index(regex, vocab, "bench")
+            row["index_s"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            moves = index.get_transitions()
+            row["transitions_s"] = time.perf_counter() - t0
+            finals = set(index.get_final_states())
+            accept = [q for q, m in moves.items() if m.get(vocab.size + 1) in finals]
+            t0 = time.perf_counter()
+            TokenAutomaton.from_transitions(moves, index.get_initial_state(), accept, vocab.size)
+            row["convert_s"] = time.perf_counter() - t0
+            if then is not None:  # the same conversion as of --convert-rev, same map
+                t0 = time.perf_counter()
+                then.TokenAutomaton.from_transitions(
+                    moves, index.get_initial_state(), accept, vocab.size
+                )
+                row["convert_then_s"] = time.perf_counter() - t0
+            del index, moves
+            # The whole compile, cold (no vocabulary, no cache entry).
             new_automaton._OUTLINES_VOCABS.clear()
             t0 = time.perf_counter()
             a_new = new_automaton.cached_automaton(
@@ -204,6 +269,10 @@ def engine_rows(tokenizers: dict[str, Any], old: Any) -> list[dict[str, Any]]:
             t0 = time.perf_counter()
             new_automaton.cached_automaton(tok, ("bench", regex), lambda: None)
             row["cached_s"] = time.perf_counter() - t0
+            new_automaton._OUTLINES_VOCABS.clear()  # a second process
+            t0 = time.perf_counter()
+            TokenAutomaton.from_regex(regex, vocab)
+            row["disk_s"] = time.perf_counter() - t0
             row["new_step_s"] = per_step(a_new)
             row["new_states"] = int(a_new.table.shape[0])
             if "old_compile_s" in row:
@@ -290,100 +359,156 @@ def validity(n_forms: int) -> dict[str, Any]:
 # -- table 3 ---------------------------------------------------------------------------------
 
 
-def quality_set(
-    tok: Any, n: int, data: Path
-) -> tuple[list[tuple[list[int], dict[str, str]]], list[str]]:
-    """(prompt ids, {person, father}) from "X the son of Y" in the held-out split of the demo
-    corpus (``data``: ``unmask prepare``'s directory): the prompt is the text up to the end of
-    that line, so the fields are read from the context."""
+KINDS = {
+    "son": (r"([A-Z][a-z]+) the son of ([A-Z][a-z]+)", ("person", "father")),
+    "king": (r"([A-Z][a-z]+) king of ([A-Z][a-z]+)", ("king", "land")),
+    "children": (r"the children of ([A-Z][a-z]+)", ("ancestor",)),
+}
+"""Typed fields read from the demo corpus: a pattern and the field each of its groups fills."""
+
+
+def quality_set(tok: Any, n: int, data: Path) -> list[dict[str, Any]]:
+    """Up to ``n`` items from the held-out split of the demo corpus (``data``: ``unmask
+    prepare``'s directory), every match of "X the son of Y", then "X king of Y", then "the
+    children of X": the prompt is the text up to the end of that line (so the fields are read
+    from the context), the schema an object whose fields are enums of the names that pattern
+    matches anywhere in the split, the truth the names of this match."""
     val = np.memmap(data / "val-00000.bin", dtype=np.uint16, mode="r")
     text = load_tokenizer(data / "tokenizer.json").decode(val.tolist())
-    hits = list(re.finditer(r"([A-Z][a-z]+) the son of ([A-Z][a-z]+)", text))
-    names = sorted({x for m in hits for x in m.groups()})
-    items = []
-    for m in hits[:n]:
-        end = text.find("\n", m.end())
-        context = text[max(0, m.start() - 200) : end if end >= 0 else m.end()]
-        ids = tok.encode(context + "\n")[-96:]
-        items.append((ids, {"person": m.group(1), "father": m.group(2)}))
-    return items, names
+    items: list[dict[str, Any]] = []
+    for kind, (pattern, fields) in KINDS.items():
+        hits = list(re.finditer(pattern, text))
+        names = {f: sorted({m.group(i + 1) for m in hits}) for i, f in enumerate(fields)}
+        schema = {
+            "type": "object",
+            "properties": {f: {"enum": names[f]} for f in fields},
+            "required": list(fields),
+        }
+        for m in hits:
+            end = text.find("\n", m.end())
+            context = text[max(0, m.start() - 200) : end if end >= 0 else m.end()]
+            last = len(fields)
+            before = text[max(0, m.start() - 200) : m.start(last)].rstrip(" ")
+            items.append(
+                {
+                    "kind": kind,
+                    "ids": tok.encode(context + "\n")[-96:],
+                    "schema": schema,
+                    "truth": {f: m.group(i + 1) for i, f in enumerate(fields)},
+                    # The cloze: the text up to the last field, which is one of its names.
+                    "cloze_ids": tok.encode(before)[-96:],
+                    "cloze_field": fields[-1],
+                    "cloze_names": names[fields[-1]],
+                }
+            )
+    return items[:n]
 
 
-def fill_left_to_right(model: Any, tok: Any, schema: dict[str, Any], prefix: list[int]) -> Any:
-    """A causal model fills the same form left to right under the same constraints: the
-    canvas of ``fill_form`` (skeleton locked, holes masked), each masked position in order
-    gets the causal model's best token among those its gap's constraint allows."""
-    from unmask.infill.forms import parse_form
-    from unmask.infill.schema import schema_form
-    from unmask.infill.template import layouts_canvas
+def quality(
+    n: int, ar_path: Path | None, data: Path, forms: tuple[str, ...] = ("json", "cloze")
+) -> dict[str, Any]:
+    """Exact-field accuracy: the shipped demo model (diffusion, one pass, 4 steps, greedy),
+    the AR twin (left to right under the same automata, greedy: ``unmask.infill.fill_form``
+    on a causal model) and the most common answer per kind and field (a floor).
 
-    items, holes, automata = parse_form(schema_form(schema, tok), tok)
-    layout: list[tuple[str, Any]] = [("text", (prefix, ""))]
-    for kind, v in items:
-        layout.append(
-            ("text", (tok.encode(v), v)) if kind == "text" else ("hole", (v, holes[v].width))
-        )
-    canvas, _ = layouts_canvas(
-        [layout], automata, [h.path for h in holes], mask_id=tok.mask_id, pad_id=tok.pad_id
-    )
-    tokens = canvas.tokens.clone()
-    with torch.no_grad():
-        for p in range(tokens.shape[1]):
-            if tokens[0, p] != tok.mask_id:
-                continue
-            logits = torch.zeros(1, tokens.shape[1], model.config.vocab_size)  # (1, L, V)
-            logits[0, p] = model(tokens[:, :p])[0, -1]
-            for c in canvas.constraints:
-                logits = c.apply(logits, tokens)
-            tokens[0, p] = logits[0, p].argmax()
-    n = len(prefix)
-    return json.loads(vocab_of(tok).decode(tokens[0, n:].tolist()))
-
-
-def quality(n: int, ar_path: Path | None, data: Path) -> dict[str, Any]:
+    ``forms``: ``json``, the fields as a JSON object after the context line (a format
+    neither model saw in training); ``cloze``, the corpus's own words: the text up to the
+    last field (``... the son of``), the field a choice of its names (each after a space)."""
     from unmask.checkpoint import load
     from unmask.commands.demo import asset_path
-
-    demo = load(asset_path("demo"))
-    tok = demo.tokenizer
-    items, names = quality_set(tok, n, data)
-    schema = {
-        "type": "object",
-        "properties": {"person": {"enum": names}, "father": {"enum": names}},
-        "required": ["person", "father"],
-    }
-    out: dict[str, Any] = {"items": len(items), "names": names}
-    truth = [t for _, t in items]
-    for field in ("person", "father"):
-        top = Counter(t[field] for t in truth).most_common(1)[0][0]
-        out[f"majority_{field}"] = sum(t[field] == top for t in truth) / max(len(truth), 1)
-    runs = {"diffusion": lambda ids: _diffusion(demo, tok, schema, ids)}
-    if ar_path is not None and (ar_path / "config.json").exists():
-        ar = load(ar_path)
-        runs["ar (left to right)"] = lambda ids: fill_left_to_right(
-            ar.model, ar.tokenizer, schema, ids
-        )
-    else:
-        out["ar"] = f"no checkpoint at {ar_path} yet"
-    for name, run in runs.items():
-        t0 = time.perf_counter()
-        preds = [run(ids) for ids, _ in items]
-        for field in ("person", "father"):
-            out[f"{name}_{field}"] = sum(
-                p[field] == t[field] for p, t in zip(preds, truth, strict=True)
-            ) / max(len(truth), 1)
-        out[f"{name}_seconds"] = time.perf_counter() - t0
-    return out
-
-
-def _diffusion(loaded: Any, tok: Any, schema: dict[str, Any], ids: list[int]) -> Any:
     from unmask.infill.forms import fill_form
     from unmask.infill.schema import schema_form
 
-    form = schema_form(schema, tok)
-    return fill_form(
-        loaded.model, tok, form, SampleConfig(steps=4, temperature=0.0), prefix_ids=ids
-    ).value
+    demo = load(asset_path("demo"))
+    tok = demo.tokenizer
+    items = quality_set(tok, n, data)
+    out: dict[str, Any] = {"items": len(items), "fields": sum(len(x["truth"]) for x in items)}
+    out["kinds"] = dict(Counter(x["kind"] for x in items))
+    models = {"diffusion (demo, 4 steps)": demo}
+    if ar_path is not None and (ar_path / "config.json").exists():
+        models["ar twin (left to right)"] = load(ar_path)
+        out["ar_checkpoint"] = str(ar_path)
+    else:
+        out["ar"] = f"no checkpoint at {ar_path} yet"
+    preds: dict[str, list[dict[str, Any]]] = {}
+    common = {
+        (x["kind"], f): Counter(y["truth"][f] for y in items if y["kind"] == x["kind"]).most_common(
+            1
+        )[0][0]
+        for x in items
+        for f in x["truth"]
+    }
+    preds["most common"] = [{f: common[(x["kind"], f)] for f in x["truth"]} for x in items]
+    config = SampleConfig(steps=4, temperature=0.0)
+    for name, loaded in models.items():
+        if "json" not in forms:
+            break
+        t0 = time.perf_counter()
+        preds[name] = [
+            fill_form(
+                loaded.model,
+                loaded.tokenizer,
+                schema_form(x["schema"], loaded.tokenizer),
+                config,
+                prefix_ids=x["ids"],
+            ).value
+            for x in items
+        ]
+        out[f"{name} seconds"] = time.perf_counter() - t0
+    if "json" in forms:
+        out["accuracy"] = _accuracy(preds, items)
+    if "cloze" in forms:
+        out["cloze"] = _cloze(models, items, config)
+    return out
+
+
+def _cloze(models: dict[str, Any], items: list[dict[str, Any]], config: Any) -> dict[str, Any]:
+    """The cloze variant of ``quality``: one field per item, in the corpus's own words."""
+    from unmask.infill.forms import fill_form
+    from unmask.infill.schema import constraint_form
+
+    truth = [x["truth"][x["cloze_field"]] for x in items]
+    common = {
+        k: Counter(t for t, x in zip(truth, items, strict=True) if x["kind"] == k).most_common(1)
+        for k in {x["kind"] for x in items}
+    }
+    preds = {"most common": [common[x["kind"]][0][0] for x in items]}
+    out: dict[str, Any] = {"items": len(items)}
+    for name, loaded in models.items():
+        t0 = time.perf_counter()
+        got = []
+        for x in items:
+            form, parse = constraint_form(
+                loaded.tokenizer, choice=[" " + c for c in x["cloze_names"]], source="cloze"
+            )
+            res = fill_form(
+                loaded.model,
+                loaded.tokenizer,
+                form,
+                config,
+                prefix_ids=x["cloze_ids"],
+                parse=parse,
+            )
+            got.append(res.value.strip())
+        preds[name] = got
+        out[f"{name} seconds"] = time.perf_counter() - t0
+    out["accuracy"] = {
+        name: sum(p == t for p, t in zip(ps, truth, strict=True)) / max(len(truth), 1)
+        for name, ps in preds.items()
+    }
+    return out
+
+
+def _accuracy(preds: dict[str, list[Any]], items: list[dict[str, Any]]) -> dict[str, Any]:
+    table = {}
+    for name, ps in preds.items():
+        right = [p[f] == x["truth"][f] for p, x in zip(ps, items, strict=True) for f in x["truth"]]
+        whole = [p == x["truth"] for p, x in zip(ps, items, strict=True)]
+        table[name] = {
+            "field_accuracy": sum(right) / max(len(right), 1),
+            "item_accuracy": sum(whole) / max(len(whole), 1),
+        }
+    return table
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -393,14 +518,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--forms", type=int, default=1000)
-    ap.add_argument("--quality-n", type=int, default=40)
+    ap.add_argument("--quality-n", type=int, default=100)
     ap.add_argument("--ar-model", type=Path, default=Path("/work/main/runs/ar-fim/checkpoint"))
-    ap.add_argument("--old-rev", default=OLD_REV)
+    ap.add_argument(
+        "--old-rev", default=OLD_REV, help="commit of the hand-written engine; 'none' skips it"
+    )
     ap.add_argument(
         "--data",
         type=Path,
         default=Path("/work/main/data/bible"),
         help="the prepared demo corpus (its validation split)",
+    )
+    ap.add_argument(
+        "--quality-forms", nargs="+", default=["json", "cloze"], choices=["json", "cloze"]
+    )
+    ap.add_argument(
+        "--convert-rev",
+        default="9f3ba57",
+        help="commit whose conversion of the library's transitions is timed beside today's "
+        "('none' skips it)",
     )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip", nargs="*", default=[], choices=["engine", "validity", "quality"])
@@ -414,12 +550,19 @@ def main(argv: list[str] | None = None) -> int:
         toks = {"demo": demo_tok}
         if not args.quick:
             toks["synthetic 126k"] = SyntheticTokenizer()
-        result["engine"] = engine_rows(toks, old_engine(args.old_rev))
+        old = None if args.old_rev == "none" else old_engine(args.old_rev)
+        then = None if args.convert_rev == "none" else convert_module(args.convert_rev)
+        result["engine"] = engine_rows(toks, old, then)
     if "validity" not in args.skip:
         result["validity"] = validity(20 if args.quick else args.forms)
         print(json.dumps(result["validity"]), flush=True)
     if "quality" not in args.skip:
-        result["quality"] = quality(4 if args.quick else args.quality_n, args.ar_model, args.data)
+        result["quality"] = quality(
+            4 if args.quick else args.quality_n,
+            args.ar_model,
+            args.data,
+            tuple(args.quality_forms),
+        )
         print(json.dumps(result["quality"]), flush=True)
     print_tables(result)
     if args.json:
@@ -435,16 +578,21 @@ def _f(x: Any, unit: str = "") -> str:
 def print_tables(result: dict[str, Any]) -> None:
     if "engine" in result:
         print(
-            "\n| tokenizer | case | old compile | new compile | ratio | cached | old step | "
-            "new step | ratio | states old/new |"
+            "\n| tokenizer | case | old compile | new compile | our Vocab | library vocabulary | "
+            "library Index | get_transitions | our conversion | conversion then | "
+            "in-process cache | "
+            "2nd process (disk) | old step | new step | states old/new |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in result["engine"]:
             print(
                 f"| {r['tokenizer']} | {r['case']} | {_f(r.get('old_compile_s'), ' s')} | "
-                f"{_f(r['new_compile_s'], ' s')} | {_f(r.get('compile_ratio'))} | "
-                f"{_f(r['cached_s'], ' s')} | {_f(r.get('old_step_s'), ' s')} | "
-                f"{_f(r['new_step_s'], ' s')} | {_f(r.get('step_ratio'))} | "
+                f"{_f(r['new_compile_s'], ' s')} | {_f(r.get('vocab_s'), ' s')} | "
+                f"{_f(r.get('lib_vocab_s'), ' s')} | {_f(r.get('index_s'), ' s')} | "
+                f"{_f(r.get('transitions_s'), ' s')} | {_f(r.get('convert_s'), ' s')} | "
+                f"{_f(r.get('convert_then_s'), ' s')} | "
+                f"{_f(r['cached_s'], ' s')} | {_f(r.get('disk_s'), ' s')} | "
+                f"{_f(r.get('old_step_s'), ' s')} | {_f(r['new_step_s'], ' s')} | "
                 f"{r.get('old_states', r.get('old_error', '-'))}/{r['new_states']} |"
             )
     if "validity" in result:
@@ -454,7 +602,23 @@ def print_tables(result: dict[str, Any]) -> None:
             f"{v['parsed']} parsed, {v['seconds']:.0f} s"
         )
     if "quality" in result:
-        print("\nquality:", json.dumps(result["quality"]))
+        q = result["quality"]
+        print(f"\nquality: {q['items']} forms, {q['fields']} fields {q['kinds']}")
+        print("| answers | exact-field accuracy | exact-form accuracy | seconds |")
+        print("|---|---|---|---|")
+        for name, acc in q.get("accuracy", {}).items():
+            print(
+                f"| {name} | {acc['field_accuracy']:.3f} | {acc['item_accuracy']:.3f} | "
+                f"{_f(q.get(f'{name} seconds'))} |"
+            )
+
+        if "cloze" in q:
+            c = q["cloze"]
+            print(f"\ncloze: {c['items']} fields in the corpus's words")
+            print("| answers | exact-field accuracy | seconds |")
+            print("|---|---|---|")
+            for name, acc in c["accuracy"].items():
+                print(f"| {name} | {acc:.3f} | {_f(c.get(f'{name} seconds'))} |")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import pytest
 import torch
@@ -6,6 +7,9 @@ import torch
 # Two cores, many small ops: one thread is fastest and keeps results deterministic.
 torch.set_num_threads(1)
 os.environ.setdefault("NO_COLOR", "1")
+# Compiled token automata are cached on disk (unmask.infill.automaton.cache_dir): tests keep
+# theirs in a fresh temporary folder, never the user's ~/.cache.
+os.environ["UNMASK_CACHE_DIR"] = tempfile.mkdtemp(prefix="unmask-test-cache-")
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import json
 import random
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -156,6 +157,12 @@ def test_scalar_schema_and_json_object():
         ({"type": "string", "pattern": "(?=a)"}, "rejects it"),
         ({"type": "integer", "minimum": 5, "maximum": 4}, "no integer-bounded value"),
         ({"$ref": "#/$defs/nope"}, "points nowhere"),
+        ({"oneOf": [{"type": "integer"}, {"type": "number"}]}, "cannot be proven disjoint"),
+        ({"oneOf": [{"const": 1}, {"enum": [1.0, 2]}]}, "oneOf branches 0 and 1"),
+        ({"allOf": [{"type": "string"}, {"type": "integer"}]}, "no type satisfies"),
+        ({"allOf": [{"pattern": "a"}, {"pattern": "b"}]}, "two different 'pattern' values"),
+        ({"allOf": [{"anyOf": [{"type": "null"}]}]}, "anyOf inside allOf cannot be enforced"),
+        ({"allOf": [{"type": "integer"}, {"multipleOf": 3}]}, "'multipleOf' cannot be"),
     ],
 )
 def test_schemas_that_cannot_be_enforced_are_refused_in_one_line(schema, message):
@@ -213,3 +220,115 @@ def test_cli_fill_form_schema(tmp_path, capsys):
     assert main(["fill-form", "--model", str(ckpt), "--schema", str(schema)]) == 2
     err = capsys.readouterr().err
     assert "multipleOf" in err and err.count("\n") == 1
+
+
+# -- oneOf / allOf --------------------------------------------------------------------------------
+
+COMBINED = [
+    {"oneOf": [{"type": "integer", "minimum": 0, "maximum": 9}, {"type": "null"},
+               {"type": "string", "maxLength": 3}]},
+    {
+        "type": "object",
+        "properties": {
+            "shape": {
+                "oneOf": [
+                    {"type": "object", "required": ["kind", "r"], "properties": {
+                        "kind": {"const": "circle"},
+                        "r": {"type": "integer", "minimum": 1, "maximum": 9}}},
+                    {"type": "object", "required": ["kind", "side"], "properties": {
+                        "kind": {"const": "square"},
+                        "side": {"type": "number", "minimum": 0, "maximum": 2}}},
+                ]
+            }
+        },
+        "required": ["shape"],
+    },
+    {"oneOf": [{"type": "number", "maximum": 0}, {"type": "number", "exclusiveMinimum": 0,
+                                                   "maximum": 5}]},
+    {
+        "allOf": [
+            {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]},
+            {"properties": {"a": {"minimum": 2, "maximum": 4}, "b": {"enum": ["x", "y", 3]}},
+             "required": ["b"]},
+            {"properties": {"b": {"enum": ["y", 3, True]}}},
+        ]
+    },
+    {"$defs": {"p": {"allOf": [{"type": "integer"}, {"minimum": 1, "maximum": 3}]}},
+     "type": "object", "properties": {"x": {"$ref": "#/$defs/p"}}, "required": ["x"]},
+]
+
+
+@pytest.mark.parametrize("schema", COMBINED)
+def test_one_of_with_disjoint_branches_and_merged_all_of_validate(schema):
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+
+
+def test_one_of_disjointness_proofs_are_sound():
+    """Whenever two branches are called disjoint, no value validates against both."""
+    from unmask.infill.schema import _disjoint
+
+    pool = [
+        {"type": "integer"}, {"type": "number"}, {"type": "null"}, {"type": "string"},
+        {"type": "integer", "minimum": 1}, {"type": "number", "maximum": 1},
+        {"type": "number", "exclusiveMaximum": 1}, {"type": "integer", "minimum": 2},
+        {"const": 1}, {"const": 1.0}, {"const": True}, {"enum": [0, "a"]}, {"enum": [1.5]},
+        {"enum": [None, False]}, {"type": ["integer", "null"]},
+        {"type": "object", "required": ["k"], "properties": {"k": {"const": 1}}},
+        {"type": "object", "required": ["k"], "properties": {"k": {"const": 2}}},
+        {"type": "object", "properties": {"k": {"const": 2}}},
+    ]
+    values = [-1, 0, 1, 1.0, 1.5, 2, 3, None, True, False, "a", "", {"k": 1}, {"k": 2}, {}]
+    proven = 0
+    for a in pool:
+        for b in pool:
+            if _disjoint(a, b, {}, "$"):
+                proven += 1
+                both = [v for v in values
+                        if jsonschema.Draft202012Validator(a).is_valid(v)
+                        and jsonschema.Draft202012Validator(b).is_valid(v)]
+                assert not both, (a, b, both)
+    assert proven > len(pool)  # the proofs do prove something
+
+
+# -- the on-disk automaton cache ------------------------------------------------------------------
+
+
+def test_automata_are_cached_on_disk_per_pattern_and_tokenizer(tmp_path, monkeypatch):
+    from unmask.infill import automaton
+
+    monkeypatch.setenv("UNMASK_CACHE_DIR", str(tmp_path))
+    vocab = vocab_of(TOK)
+    first = TokenAutomaton.from_regex("[a-c]{2,4}x?", vocab)
+    files = list((tmp_path / "automata").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz"  # no temporary file left behind
+
+    def no_engine(*a, **k):
+        raise AssertionError("compiled again")
+
+    with monkeypatch.context() as m:  # a second process: served from disk, no compile
+        m.setattr(automaton, "_index", no_engine)
+        again = TokenAutomaton.from_regex("[a-c]{2,4}x?", vocab)
+    for field in ("table", "token_class", "accept"):
+        assert (getattr(first, field) == getattr(again, field)).all()
+    assert (again.dead_class, again.start) == (first.dead_class, first.start)
+    # Another pattern, another tokenizer (other bytes) or other allowed tokens: new entries.
+    TokenAutomaton.from_regex("[a-c]{2,5}", vocab)
+    lengths = vocab.lengths.copy()
+    lengths[TOK.encode("c")[0]] = 0  # "c" becomes a special token: no bytes
+    other = automaton.Vocab(matrix=vocab.matrix.copy(), lengths=lengths)
+    TokenAutomaton.from_regex("[a-c]{2,4}x?", other)
+    allowed = np.ones(vocab.size, dtype=bool)
+    allowed[TOK.encode("b")[0]] = False
+    narrow = TokenAutomaton.from_regex("[a-c]{2,4}x?", vocab, allowed)
+    assert len(list((tmp_path / "automata").iterdir())) == 4
+    assert not narrow.accepts(TOK.encode("ab"))
+    # A damaged entry is rebuilt and rewritten, not trusted.
+    files[0].write_bytes(b"not an npz")
+    rebuilt = TokenAutomaton.from_regex("[a-c]{2,4}x?", vocab)
+    assert (rebuilt.table == first.table).all() and files[0].stat().st_size > 10
+    monkeypatch.setenv("UNMASK_CACHE_DIR", "off")
+    assert automaton.cache_dir() is None
+    TokenAutomaton.from_regex("[a-c]{2,6}", vocab)
+    assert len(list((tmp_path / "automata").iterdir())) == 4

@@ -138,13 +138,15 @@ def test_bad_forms_are_400s(client, form, message):
         assert message in r.json()["error"]["message"]
 
 
-def test_forms_refuse_causal_checkpoints_and_unknown_fields():
+def test_forms_on_causal_checkpoints_fill_left_to_right_and_unknown_fields():
     from unmask.config import model_preset
     torch.manual_seed(0)
     causal = Transformer(model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=32,
                                       attention="causal", **TOK.special_ids())).eval()
     with TestClient(create_app(loaded(causal))) as c:
+        # Once refused (400 unsupported); causal checkpoints now fill forms left to right
+        # under the same automata (unmask.infill.ordered).
         r = c.post("/v1/forms", json={"form": {"a": "<int>"}})
-        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported"
+        assert r.status_code == 200 and isinstance(r.json()["value"]["a"], int)
         r = c.post("/v1/forms", json={"form": {"a": "<int>"}, "template": "x"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_field"

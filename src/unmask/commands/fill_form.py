@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(also <bool>, <float>, <float:0..1>, <regex:...>). Counts are characters: "
             "<text:2-8> is 2 to 8 characters, <digits:1-3> an integer of 1 to 3 digits; LO..HI "
             "is a value range: <int:1..12> is a number from 1 to 12 (<int:1-3> is refused as "
-            "ambiguous). All holes are filled in one pass; the output always parses as JSON. "
+            "ambiguous). All holes are filled in one pass (on a causal checkpoint: left to right "
+            "under the same constraints); the output always parses as JSON. "
             "With --schema SCHEMA instead of a template, the output validates against that "
             "JSON Schema (see docs/infill.md)."
         ),

@@ -18,6 +18,8 @@ constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.s
 - ``automaton``: token automata (outlines-core compiles regexes over the tokenizer's bytes)
   and the bidirectional feasibility layer over them.
 - ``schema``: JSON Schema → a form (``schema_form``, ``fill_schema``).
+- ``ordered``: the same constraints left to right for causal (``ar``) models
+  (``fill_left_to_right``; ``fill_form`` and ``infill_causal`` use it by themselves).
 
 See docs/infill.md.
 """

@@ -22,10 +22,15 @@ rare gap broken by several positions committed in the same step.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 import re
 import weakref
+import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,9 +39,12 @@ from torch import Tensor
 
 from unmask.canvas import CanvasConstraint
 from unmask.errors import UserError
+from unmask.files import atomic_write_bytes
 
 MAX_STATES = 20000
 """Largest token automaton a constraint may compile to (states)."""
+NEVER = 2**40
+"""``distance_to_accept`` of a state from which no accepting state is reachable."""
 MAX_REPEAT = 1000
 """Largest bound of a ``{m,n}`` quantifier: larger ones make automata too big to use."""
 
@@ -133,15 +141,21 @@ class TokenAutomaton:
         one too large to compile, or one no token sequence can spell.
         """
         check_size(pattern, what)
+        path = _disk_path(pattern, vocab, allowed)
+        cached = _disk_load(path)
+        if cached is not None:
+            return cached
         index = _index(pattern, vocab, what)
         moves = index.get_transitions()
         finals = set(index.get_final_states())
         # The sentinel token (id V + 1) leads to a final state exactly from the states where
         # the user's pattern is matched (see ``_index``).
         accept = [q for q, m in moves.items() if m.get(vocab.size + 1) in finals]
-        return cls.from_transitions(
+        out = cls.from_transitions(
             moves, index.get_initial_state(), accept, vocab.size, allowed, what=what
         )
+        _disk_save(path, out)
+        return out
 
     @classmethod
     def from_transitions(
@@ -171,29 +185,42 @@ class TokenAutomaton:
         S = len(states)
         dead = S
         number = {q: i for i, q in enumerate(states)}
+        lut = np.full(max(states) + 2, dead, dtype=np.int64)  # library state -> ours
+        lut[np.array(states, dtype=np.int64)] = np.arange(S)
         weights = np.random.default_rng(0).integers(1, 2**63, size=S, dtype=np.uint64)
 
-        def row(q: int) -> np.ndarray:  # (V,) next state of every token from q
-            out = np.full(V, dead, dtype=np.int64)
+        # Each state's moves once, as (token ids, next states) arrays: the library's map
+        # holds S x (tokens with bytes) entries, a million for a 126k vocabulary, so it is
+        # read with np.fromiter, never entry by entry.
+        sparse: list[tuple[np.ndarray, np.ndarray]] = []
+        for q in states:
             moves = transitions.get(q, {})
-            if moves:
-                toks = np.fromiter(moves.keys(), dtype=np.int64, count=len(moves))
-                nxt = np.fromiter((number[n] for n in moves.values()), np.int64, len(moves))
-                keep = toks < V
-                out[toks[keep]] = nxt[keep]
+            toks = np.fromiter(moves.keys(), dtype=np.int64, count=len(moves))
+            nxt = np.fromiter(moves.values(), dtype=np.int64, count=len(moves))
+            keep = toks < V
+            toks, nxt = toks[keep], lut[np.minimum(nxt[keep], len(lut) - 1)]
             if allowed is not None:
-                out[~allowed[:V]] = dead
+                ok = allowed[toks]
+                toks, nxt = toks[ok], nxt[ok]
+            sparse.append((toks, nxt))
+
+        def row(i: int) -> np.ndarray:  # (V,) next state of every token from state i
+            out = np.full(V, dead, dtype=np.int64)
+            toks, nxt = sparse[i]
+            out[toks] = nxt
             return out
 
-        signature = np.zeros(V, dtype=np.uint64)
+        # signature[t] = sum_i weights[i] * row(i)[t] (mod 2^64), accumulated sparsely.
         with np.errstate(over="ignore"):
-            for i, q in enumerate(states):
-                signature += row(q).astype(np.uint64) * weights[i]
+            signature = np.full(V, np.uint64(dead) * weights.sum(dtype=np.uint64), np.uint64)
+            for i, (toks, nxt) in enumerate(sparse):
+                delta = (nxt.astype(np.uint64) - np.uint64(dead)) * weights[i]
+                signature[toks] += delta
         reps, token_class = np.unique(signature, return_index=True, return_inverse=True)[1:]
         token_class = token_class.reshape(-1).astype(np.int32)
         table = np.full((S + 1, len(reps)), dead, dtype=np.int32)  # (S+1, K)
-        for i, q in enumerate(states):
-            full = row(q)
+        for i in range(S):
+            full = row(i)
             table[i] = full[reps]
             if not np.array_equal(table[i][token_class], full):  # a hash collision
                 raise RuntimeError("token classes collided; please report this")
@@ -280,6 +307,17 @@ class TokenAutomaton:
         accept = np.array([bool(self.accept[a] and other.accept[b]) for a, b in order] + [False])
         return TokenAutomaton(table=table, token_class=joint.reshape(-1).astype(np.int32),
                               accept=accept, dead_class=len(pairs), start=0)
+
+    @classmethod
+    def at_least(cls, n: int, vocab_size: int) -> TokenAutomaton:
+        """Any sequence of at least ``n`` tokens (a length bound to ``intersect`` with)."""
+        n = max(int(n), 0)
+        table = np.full((n + 2, 2), n + 1, dtype=np.int32)  # class 0: any token; 1: dead
+        table[: n + 1, 0] = np.minimum(np.arange(n + 1) + 1, n)
+        accept = np.zeros(n + 2, dtype=bool)
+        accept[n] = True
+        return cls(table=table, token_class=np.zeros(vocab_size, dtype=np.int32),
+                   accept=accept, dead_class=1)
 
     def with_empty_tail(self, empty_id: int, min_len: int) -> TokenAutomaton:
         """Sequences of at least ``min_len`` tokens this automaton accepts, then any number of
@@ -412,6 +450,27 @@ class TokenAutomaton:
             cur = nxt & ~seen
             seen |= nxt
         return seen
+
+    def distance_to_accept(self) -> np.ndarray:
+        """(S+1,) int64: the fewest tokens that lead from each state to an accepting one
+        (``NEVER`` where none does, the dead state included); computed once per automaton.
+
+        Left-to-right decoding (``unmask.infill.ordered``) allows a token only when its next
+        state is at most the remaining budget away from acceptance, so a bounded gap never
+        runs out of room."""
+        cached = getattr(self, "_distance", None)
+        if cached is not None:
+            return cached
+        dist = np.where(self.accept, 0, NEVER).astype(np.int64)
+        while True:
+            step = np.minimum(dist[self.table].min(axis=1) + 1, NEVER)  # (S+1,) via one token
+            nxt = np.minimum(dist, step)
+            nxt[self.dead] = NEVER
+            if (nxt == dist).all():
+                break
+            dist = nxt
+        self._distance = dist
+        return dist
 
     def max_tokens(self) -> int | None:
         """Tokens in the longest accepted sequence; None if unbounded (or nothing accepted).
@@ -553,6 +612,85 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
             pass
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
+
+
+CACHE_ENV = "UNMASK_CACHE_DIR"
+"""Where compiled automata are kept across processes (``off``: nowhere); default
+``$XDG_CACHE_HOME/unmask``, else ``~/.cache/unmask``."""
+CACHE_VERSION = 1
+"""Bumped when the stored layout or the compilation changes, so old entries are not read."""
+
+
+def cache_dir() -> Path | None:
+    """The folder of the on-disk automaton cache (``CACHE_ENV``), or None when it is off."""
+    given = os.environ.get(CACHE_ENV)
+    if given is not None:
+        return None if given.strip().lower() in ("", "off", "0", "none") else Path(given)
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory: no disk cache
+            return None
+    return Path(base) / "unmask"
+
+
+def vocab_fingerprint(vocab: Vocab) -> str:
+    """A digest of every token's bytes (what the automaton depends on), once per ``Vocab``."""
+    cached = getattr(vocab, "_fingerprint", None)
+    if cached is None:
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(vocab.lengths, dtype=np.int64).tobytes())
+        h.update(np.ascontiguousarray(vocab.matrix).tobytes())
+        cached = vocab._fingerprint = h.hexdigest()  # type: ignore[attr-defined]
+    return cached
+
+
+def _disk_path(pattern: str, vocab: Vocab, allowed: np.ndarray | None) -> Path | None:
+    """The cache file of (pattern, tokenizer, allowed tokens), or None (cache off)."""
+    root = cache_dir()
+    if root is None:
+        return None
+    from importlib.metadata import version
+
+    engine = version("outlines-core")
+    h = hashlib.sha256()
+    for part in (str(CACHE_VERSION), engine, vocab_fingerprint(vocab), pattern):
+        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    if allowed is not None:
+        h.update(np.packbits(np.asarray(allowed, dtype=bool)).tobytes())
+    return root / "automata" / f"{h.hexdigest()}.npz"
+
+
+def _disk_load(path: Path | None) -> TokenAutomaton | None:
+    """The automaton stored at ``path`` (plain arrays, never pickles), or None when there is
+    none or it cannot be read (it is then rebuilt and rewritten)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return TokenAutomaton(
+                table=z["table"], token_class=z["token_class"], accept=z["accept"],
+                dead_class=int(z["dead_class"]), start=int(z["start"]),
+            )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def _disk_save(path: Path | None, automaton: TokenAutomaton) -> None:
+    """Store ``automaton`` at ``path`` atomically (temporary file + rename), so concurrent
+    processes never read half a file; a cache that cannot be written is skipped."""
+    if path is None:
+        return
+    buf = io.BytesIO()
+    np.savez(buf, table=automaton.table, token_class=automaton.token_class,
+             accept=automaton.accept, dead_class=np.int64(automaton.dead_class),
+             start=np.int64(automaton.start))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+    except OSError:
+        pass
 
 
 _BYTES = Vocab(matrix=np.arange(256, dtype=np.uint8)[:, None], lengths=np.ones(256, np.int64))

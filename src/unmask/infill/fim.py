@@ -17,8 +17,9 @@ Inside:
 - ``infill_causal``: a one-gap template (``"The [MASK:2-6] sat."``) filled by ``fill_middle``,
   returned as an ``InfillResult`` (what ``unmask infill`` does with a causal checkpoint).
 
-Unlike the diffusion path, the middle is not constrained: it need not be well-formed UTF-8
-when the tokenizer splits characters, and gaps cannot carry regex/choices/classes.
+An unconstrained middle need not be well-formed UTF-8 when the tokenizer splits characters;
+a gap with regex/choices/classes/banned words is written under its token automaton
+(``unmask.infill.ordered``), as the diffusion path holds it.
 """
 
 from __future__ import annotations
@@ -232,12 +233,36 @@ def fill_middle(
     return res
 
 
+def _constrained(gap: Gap) -> bool:
+    return bool(gap.allowed is not None or gap.banned or gap.regex is not None or
+                gap.choices is not None)
+
+
+def _constrained_middle(
+    model: Any, tokenizer: Any, gap: Gap, label: str, prefix: str, suffix: str,
+    bounds: tuple[int, int], space: bool, config: SampleConfig,
+) -> FimResult:
+    """The middle of a constrained gap (regex, choices, character class, banned words),
+    written left to right under the gap's automaton (``unmask.infill.ordered``): at least
+    ``bounds[0]`` and at most ``bounds[1]`` tokens, ended by EOS only where accepted."""
+    from unmask.infill.automaton import TokenAutomaton
+    from unmask.infill.ordered import fill_left_to_right
+    from unmask.infill.template import gap_automaton
+
+    cfg = _config(model)
+    lo, hi = bounds
+    auto = gap_automaton(gap, tokenizer, label, space=space)
+    auto = auto.intersect(TokenAutomaton.at_least(lo, auto.vocab_size))
+    if not auto.feasible_lengths(hi).any():
+        raise UserError(f"{label}: no text of {lo} to {hi} tokens satisfies its constraint")
+    prompt = fim_prompt(cfg, tokenizer.encode(prefix), tokenizer.encode(suffix))
+    got = fill_left_to_right(model, [prompt], [[("hole", 0)]], [auto], [hi], config,
+                             eos_id=cfg.eos_id)
+    tokens = got.holes[0][0]
+    return FimResult(tokens=tokens, ended=True, nfe=got.nfe, middle=tokenizer.decode(tokens))
+
+
 def _gap_bounds(gap: Gap, label: str) -> tuple[int, int]:
-    if gap.allowed is not None or gap.banned or gap.regex is not None or gap.choices is not None:
-        raise UserError(
-            f"{label}: a causal (AR-FIM) model cannot enforce gap constraints; "
-            "use a diffusion model"
-        )
     if gap.length is not None:
         if gap.length < 1:
             raise UserError(f"{label}: length must be at least 1 token")
@@ -264,9 +289,10 @@ def infill_causal(
     ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
     middle with EOS after a to b tokens (the model chooses the length, not an ELBO search).
     ``config`` supplies ``temperature``, ``top_k``, ``top_p`` and ``seed``. A space right before
-    the gap moves into the middle by the rule of the diffusion path (``takes_space``). Templates
-    with several gaps or constrained gaps raise ``UserError``: PSM conditions on one prefix
-    and one suffix.
+    the gap moves into the middle by the rule of the diffusion path (``takes_space``). A
+    constrained gap (regex, choices, class, banned words) is written under its automaton
+    left to right (``unmask.infill.ordered``), so its text satisfies the constraint. Templates
+    with several gaps raise ``UserError``: PSM conditions on one prefix and one suffix.
     """
     config = config or SampleConfig()
     segments = parse_template(template) if isinstance(template, str) else list(template)
@@ -289,18 +315,22 @@ def infill_causal(
     # As on the diffusion path (docs/infill.md, BPE spacing).
     space = takes_space(gap, prefix, tokenizer)
     device = next(iter(_params(model)), torch.empty(0)).device
-    res = fill_middle(
-        model,
-        tokenizer,
-        prefix[:-1] if space else prefix,
-        suffix,
-        max_new_tokens=hi,
-        min_new_tokens=lo,
-        temperature=config.temperature,
-        top_k=config.top_k,
-        top_p=config.top_p,
-        generator=make_generator(config.seed, device),
-    )
+    if _constrained(gap):
+        res = _constrained_middle(model, tokenizer, gap, label, prefix[:-1] if space else prefix,
+                                  suffix, (lo, hi), space, config)
+    else:
+        res = fill_middle(
+            model,
+            tokenizer,
+            prefix[:-1] if space else prefix,
+            suffix,
+            max_new_tokens=hi,
+            min_new_tokens=lo,
+            temperature=config.temperature,
+            top_k=config.top_k,
+            top_p=config.top_p,
+            generator=make_generator(config.seed, device),
+        )
     middle, ids = res.middle, tokenizer.encode(prefix[:-1] if space else prefix)
     if space:
         if not middle.startswith(" "):  # put the space back

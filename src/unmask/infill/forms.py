@@ -484,6 +484,8 @@ def fill_form(
     masked positions, ``gen_length`` is ignored). Each hole's value satisfies its type.
     ``prefix_ids`` / ``suffix_ids``: locked context before / after the form (a prompt, the
     rest of a template), not part of the result.
+    A causal (``ar``) model fills the same holes left to right under the same automata
+    (``unmask.infill.ordered``); ``step_callback`` then sees the same canvas.
     ``parse=False``: the template is one bare ``ValueHole`` whose text need not be JSON
     (``value`` is then the text, trailing padding spaces dropped where its language allows).
     """
@@ -508,15 +510,24 @@ def fill_form(
         )
     canvas, spans = layouts_canvas([layout], automata, [f"hole {h.path}" for h in holes],
                                    mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
-    filled = fill_canvas(
-        model,
-        canvas,
-        config,
-        eos_id=getattr(tokenizer, "eos_id", None),
-        generator=generator,
-        step_callback=step_callback,
-    )
-    row = filled.tokens[0].tolist()
+    if is_causal(model):
+        hole_ids, nfe, repaired = _fill_causal(
+            model, tokenizer, layout, holes, automata, config, canvas, spans,
+            prefix_ids=prefix_ids, suffix_ids=suffix_ids, generator=generator,
+            step_callback=step_callback,
+        )
+    else:
+        filled = fill_canvas(
+            model,
+            canvas,
+            config,
+            eos_id=getattr(tokenizer, "eos_id", None),
+            generator=generator,
+            step_callback=step_callback,
+        )
+        row = filled.tokens[0].tolist()
+        hole_ids = [row[s:e] for s, e in spans.holes[0]]
+        nfe, repaired = filled.nfe, filled.repaired
     vocab = vocab_of(tokenizer)
     parts: list[str] = []
     tokens: list[int] = []
@@ -526,21 +537,67 @@ def fill_form(
             tokens.extend(v[0])
             continue
         hole = holes[v[0]]
-        s, e = spans.holes[0][v[0]]
-        raw = vocab.decode(row[s:e])
+        ids = hole_ids[v[0]]
+        raw = vocab.decode(ids)
         if hole.space and not raw.startswith(" "):  # put the skeleton's space back
             raw = " " + raw
             tokens.extend(tokenizer.encode(" "))
-        tokens.extend(row[s:e])
+        tokens.extend(ids)
         parts.append(raw)
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
         hole.text = ('"' if hole.quoted else "") + body
         if not parse:
             hole.text = body if hole.matches(body) else raw
             hole.value = hole.text
-            return FormResult(text=hole.text, value=hole.text, holes=holes, nfe=filled.nfe,
-                              repaired=filled.repaired, tokens=list(row[s:e]))
+            return FormResult(text=hole.text, value=hole.text, holes=holes, nfe=nfe,
+                              repaired=repaired, tokens=list(ids))
         hole.value = json.loads(hole.text)
     text = "".join(parts)
-    return FormResult(text=text, value=json.loads(text), holes=holes, nfe=filled.nfe,
-                      repaired=filled.repaired, tokens=tokens)
+    return FormResult(text=text, value=json.loads(text), holes=holes, nfe=nfe,
+                      repaired=repaired, tokens=tokens)
+
+
+def is_causal(model: Any) -> bool:
+    """Whether ``model`` is a causal (``ar``) model: its forms are filled left to right."""
+    return getattr(getattr(model, "config", None), "attention", None) == "causal"
+
+
+def _fill_causal(
+    model: Any,
+    tokenizer: Any,
+    layout: list[tuple[str, Any]],
+    holes: list[FormHole],
+    automata: list[TokenAutomaton],
+    config: SampleConfig,
+    canvas: Any,
+    spans: Any,
+    *,
+    prefix_ids: Sequence[int],
+    suffix_ids: Sequence[int],
+    generator: torch.Generator | None,
+    step_callback: StepCallback | None,
+) -> tuple[list[list[int]], int, int]:
+    """A form filled by a causal model left to right (``unmask.infill.ordered``): (tokens of
+    each hole, NFE, 0 repairs). Locked text after the form (``suffix_ids``) is read through
+    fill-in-the-middle (``[FIM_PREFIX] prefix [FIM_SUFFIX] suffix [FIM_MIDDLE] form``) when
+    the model was trained for it, else refused: a causal model cannot read ahead."""
+    from unmask.infill.fim import fim_prompt
+    from unmask.infill.ordered import fill_left_to_right
+
+    body = layout[1 if prefix_ids else 0 : len(layout) - (1 if suffix_ids else 0)]
+    pieces = [("text", v[0]) if kind == "text" else ("hole", v[0]) for kind, v in body]
+    prompt = list(prefix_ids)
+    if suffix_ids:
+        if getattr(model.config, "fim_prefix_id", None) is None:
+            raise UserError("a causal model fills text after a hole only when trained for "
+                            "fill-in-the-middle (--objective ar --fim-rate 0.5); use a "
+                            "diffusion model")
+        prompt = fim_prompt(model.config, prefix_ids, suffix_ids)
+    space = tokenizer.encode(" ")
+    got = fill_left_to_right(
+        model, [prompt], [pieces], automata, [h.width for h in holes], config,
+        eos_id=tokenizer.eos_id, canvas=canvas.tokens, spans=spans.holes,
+        mask_id=tokenizer.mask_id, space_id=space[0] if len(space) == 1 else None,
+        generator=generator, step_callback=step_callback,
+    )
+    return got.holes[0], got.nfe, 0

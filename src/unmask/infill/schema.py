@@ -61,6 +61,8 @@ ENFORCED = {
     "exclusiveMinimum",
     "exclusiveMaximum",
     "anyOf",
+    "oneOf",
+    "allOf",
     "$ref",
     "$defs",
     "definitions",
@@ -117,7 +119,184 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
             target = target[part]
         node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
         depth += 1
+    if isinstance(node, Mapping) and "allOf" in node:
+        node = _merge_all(node, root, path, depth)
+    if isinstance(node, Mapping) and "oneOf" in node:
+        node = _one_of(node, root, path)
     return node
+
+
+# -- allOf / oneOf ---------------------------------------------------------------------------
+
+_LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems")
+_UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
+_NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment")
+
+
+def _type_set(node: Mapping[str, Any]) -> set[str] | None:
+    """The JSON types a node's ``type`` admits (``number`` includes ``integer``); None: any."""
+    types = _types(node)
+    if not types:
+        return None
+    out = set(types)
+    return out | {"integer"} if "number" in out else out
+
+
+def _merge_all(node: Mapping[str, Any], root: Mapping[str, Any], path: str, depth: int) -> Any:
+    """``allOf`` merged into one schema, where the branches' constraints combine simply: types
+    intersected, ``properties`` united (a property in several branches merged the same way),
+    ``required`` united, ``enum``/``const`` intersected, lower bounds raised and upper bounds
+    lowered; anything else two branches both set must be equal. ``UserError`` naming the
+    keyword otherwise (``anyOf``/``oneOf`` inside a branch, two different patterns...)."""
+    where = f"{path}.allOf"
+    branches = node["allOf"]
+    if not isinstance(branches, list) or not branches:
+        raise UserError(f"{_where(path)}: allOf must be a non-empty list of schemas")
+    out: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
+    for i, sub in enumerate(branches):
+        if sub is True:
+            continue
+        if not isinstance(sub, Mapping):
+            raise UserError(f"{_where(f'{where}[{i}]')}: false admits no value")
+        sub = _resolve(sub, root, f"{where}[{i}]", depth + 1)
+        for key, value in sub.items():
+            if key in ("anyOf", "oneOf"):
+                raise UserError(f"{_where(f'{where}[{i}]')}: {key} inside allOf cannot be "
+                                "enforced (only simple constraints merge)")
+            out[key] = _merge_key(key, out[key], value, root, f"{where}[{i}]", depth) if (
+                key in out) else copy.deepcopy(value)
+    return out
+
+
+def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, depth: int) -> Any:
+    """One keyword set by two ``allOf`` branches, combined (``_merge_all``)."""
+    if key in _NOTES or a == b:
+        return a
+    if key == "type":
+        both = (_type_set({"type": a}) or set()) & (_type_set({"type": b}) or set())
+        if not both:
+            raise UserError(f"{_where(path)}: allOf: no type satisfies every branch")
+        return sorted(both - {"integer"} if "number" in both else both)
+    if key == "required":
+        return list(dict.fromkeys([*a, *b]))
+    if key == "properties":
+        merged = dict(a)
+        for name, sub in b.items():
+            merged[name] = {"allOf": [merged[name], sub]} if name in merged else sub
+        return merged
+    if key in ("enum", "const"):
+        values = a if key == "enum" else [a]
+        other = b if key == "enum" else [b]
+        keep = [v for v in values if any(_same_value(v, w) for w in other)]
+        if not keep:
+            raise UserError(f"{_where(path)}: allOf: no value satisfies every {key}")
+        return keep if key == "enum" else keep[0]
+    if key in _LOWER + _UPPER and isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return max(a, b) if key in _LOWER else min(a, b)
+    if key in ("items", "additionalProperties") and isinstance(a, Mapping) and isinstance(
+        b, Mapping
+    ):
+        return {"allOf": [a, b]}
+    raise UserError(f"{_where(path)}: allOf: two different {key!r} values cannot be merged")
+
+
+def _value_key(v: Any) -> tuple[str, Any]:
+    """A JSON value as JSON Schema compares them: 1 == 1.0, True is not 1."""
+    if isinstance(v, bool) or v is None:
+        return ("literal", v)
+    if isinstance(v, (int, float)):
+        return ("number", float(v))
+    return ("json", json.dumps(v, sort_keys=True))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return _value_key(a) == _value_key(b)
+
+
+def _kinds(node: Any) -> set[str] | None:
+    """The JSON kinds a (resolved) schema admits: null, boolean, object, array, string,
+    integer, fraction (a number that is not an integer); None when it cannot be told."""
+    if not isinstance(node, Mapping):
+        return None
+
+    def kind(v: Any) -> str:
+        if v is None:
+            return "null"
+        if isinstance(v, bool):
+            return "boolean"
+        if isinstance(v, (int, float)):
+            return "integer" if float(v).is_integer() else "fraction"
+        return {dict: "object", list: "array", str: "string"}.get(type(v), "?")
+
+    if "const" in node:
+        return {kind(node["const"])}
+    if isinstance(node.get("enum"), list):
+        return {kind(v) for v in node["enum"]}
+    types = _type_set(node)
+    if types is None or "anyOf" in node:
+        return None
+    return (types - {"number"}) | ({"fraction"} if "number" in types else set())
+
+
+def _interval(node: Mapping[str, Any]) -> tuple[float, bool, float, bool]:
+    """(low, low open, high, high open) of a numeric schema's range."""
+    lo, lo_open, hi, hi_open = -math.inf, False, math.inf, False
+    if "minimum" in node:
+        lo = float(node["minimum"])
+    if "exclusiveMinimum" in node and float(node["exclusiveMinimum"]) >= lo:
+        lo, lo_open = float(node["exclusiveMinimum"]), True
+    if "maximum" in node:
+        hi = float(node["maximum"])
+    if "exclusiveMaximum" in node and float(node["exclusiveMaximum"]) <= hi:
+        hi, hi_open = float(node["exclusiveMaximum"]), True
+    return lo, lo_open, hi, hi_open
+
+
+def _disjoint(a: Any, b: Any, root: Mapping[str, Any], path: str) -> bool:
+    """Whether no JSON value can satisfy both schemas, by a proof that is sound but not
+    complete: different kinds (``type``, or the kinds of ``enum``/``const`` values),
+    ``enum``/``const`` without a common value, numeric ranges that do not overlap, or
+    objects with a common required property whose schemas are disjoint (a tagged union)."""
+    a, b = _resolve(a, root, path), _resolve(b, root, path)
+    ka, kb = _kinds(a), _kinds(b)
+    if ka is not None and kb is not None and not ka & kb:
+        return True
+    va = a.get("enum", [a["const"]] if "const" in a else None) if isinstance(a, Mapping) else None
+    vb = b.get("enum", [b["const"]] if "const" in b else None) if isinstance(b, Mapping) else None
+    if isinstance(va, list) and isinstance(vb, list):
+        return not any(_same_value(x, y) for x in va for y in vb)
+    if ka and kb and ka | kb <= {"integer", "fraction"} and va is None and vb is None:
+        lo1, o1, hi1, p1 = _interval(a)
+        lo2, o2, hi2, p2 = _interval(b)
+        if hi1 < lo2 or (hi1 == lo2 and (p1 or o2)) or hi2 < lo1 or (hi2 == lo1 and (p2 or o1)):
+            return True
+    if ka == {"object"} and kb == {"object"}:
+        pa, pb = a.get("properties") or {}, b.get("properties") or {}
+        both = set(a.get("required") or []) & set(b.get("required") or []) & set(pa) & set(pb)
+        return any(_disjoint(pa[n], pb[n], root, f"{path}.{n}") for n in sorted(both))
+    return False
+
+
+def _one_of(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """``oneOf`` as ``anyOf`` where the branches are provably pairwise disjoint (then at most
+    one matches, and any output matching one matches exactly one); ``UserError`` naming the
+    first pair that cannot be told apart otherwise."""
+    branches = node["oneOf"]
+    if not isinstance(branches, list) or not branches:
+        raise UserError(f"{_where(path)}: oneOf must be a non-empty list of schemas")
+    if "anyOf" in node:
+        raise UserError(f"{_where(path)}: oneOf together with anyOf cannot be enforced")
+    for i in range(len(branches)):
+        for j in range(i + 1, len(branches)):
+            if not _disjoint(branches[i], branches[j], root, f"{path}.oneOf"):
+                raise UserError(
+                    f"{_where(path)}: oneOf branches {i} and {j} cannot be proven disjoint "
+                    "(a value might match both); use anyOf, or tell them apart by type, "
+                    "enum/const, numeric range or a required const property"
+                )
+    out = {k: v for k, v in node.items() if k != "oneOf"}
+    out["anyOf"] = list(branches)
+    return out
 
 
 def check_schema(
@@ -127,8 +306,9 @@ def check_schema(
     depth: int = 0,
 ) -> None:
     """``UserError`` naming the first keyword (and where) the output could not be held to:
-    unknown or unenforceable keywords (``multipleOf``, ``not``, ``oneOf``,
-    ``patternProperties``, ``uniqueItems``...), unsupported formats, bad bounds."""
+    unknown or unenforceable keywords (``multipleOf``, ``not``, ``patternProperties``,
+    ``uniqueItems``...), unsupported formats, bad bounds, ``oneOf`` branches that cannot be
+    proven disjoint, ``allOf`` branches that do not merge simply."""
     root = schema if root is None else root
     if depth > 32:
         raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
@@ -142,6 +322,9 @@ def check_schema(
         if key not in ENFORCED:
             raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
     node = _resolve(schema, root, path)
+    for key in node:  # what allOf branches brought in
+        if key not in ENFORCED:
+            raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
     fmt = node.get("format")
     if fmt is not None and fmt not in FORMATS:
         raise UserError(

@@ -8,6 +8,9 @@ Inside:
   against the cached keys/values (``unmask.model.KVCache``).
 - ``filter_logits``: top-k and top-p (nucleus; Holtzman et al. 2020, arXiv:1904.09751).
 - ``sample_token``: one token per row from (B, V) logits.
+- ``AllowedTokens`` / ``keep_allowed``: constrained decoding (``ARRun(allowed=...)``): a
+  callback names the tokens each row may take next; every other logit becomes ``-inf``
+  before sampling (``unmask.infill.ordered`` builds one from token automata).
 
 Returns the same ``GenerateResult`` as the diffusion sampler, so callers (and
 ``unmask generate``) treat both alike.
@@ -42,6 +45,24 @@ from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
 ARStepCallback = Callable[[int, Tensor], None]
 """``callback(step, tokens)``: after each new token, ``tokens`` = (B, P + step) prompt and
 tokens so far. Do not modify ``tokens``."""
+
+AllowedTokens = Callable[[int, Tensor], "Tensor | None"]
+"""``allowed(step, tokens)``: before the token at generated position ``step`` (0-based) is
+chosen, ``tokens`` = (B, P + step) prompt and tokens so far; returns (B, V) bool, the tokens
+each row may take there (at least one per row), or None for no constraint. Do not modify
+``tokens``."""
+
+
+def keep_allowed(logits: Tensor, allowed: Tensor) -> Tensor:
+    """(B, V) logits with everything outside ``allowed`` (B, V') bool at ``-inf`` (columns past
+    V' are not allowed). NaN and infinite logits become finite first, so the argmax (and a
+    draw at any temperature) is an allowed token whatever the model returned."""
+    V = logits.shape[-1]
+    ok = torch.zeros(allowed.shape[0], V, dtype=torch.bool, device=logits.device)
+    n = min(V, allowed.shape[-1])
+    ok[:, :n] = allowed[:, :n].to(logits.device)
+    x = torch.nan_to_num(logits.float(), nan=-1e30, posinf=1e30, neginf=-1e30)
+    return x.masked_fill(~ok, float("-inf"))  # (B, V)
 
 
 def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
@@ -96,6 +117,7 @@ class ARRun(DecoderRun):
     The first ``advance()`` runs the prompt (1 NFE) and commits the first token; every later
     one feeds the last token (1 NFE) and commits the next. It runs alone (``shares_forward``
     False): its KV cache holds this batch's keys and values. ``[MASK]`` is never proposed.
+    ``allowed`` (``AllowedTokens``): each step samples only among the tokens it names.
     """
 
     def __init__(
@@ -114,6 +136,7 @@ class ARRun(DecoderRun):
         generator: torch.Generator | None = None,
         step_callback: ARStepCallback | None = None,
         on_view: ViewCallback | None = None,
+        allowed: AllowedTokens | None = None,
     ) -> None:
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
@@ -177,6 +200,7 @@ class ARRun(DecoderRun):
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
         self.kv = KVCache()
         self.step_callback, self.on_view = step_callback, on_view
+        self.allowed = allowed
         self.nfe = self.steps = 0
         self._logits: Tensor | None = None  # (B, V) predicting the next position
         self._stopped = False
@@ -204,6 +228,10 @@ class ARRun(DecoderRun):
             self.nfe += 1
             logits = self._logits
             logits = forbid_id(logits, self._forbid)
+            if self.allowed is not None:
+                ok = self.allowed(t, torch.cat([self.prompt, self.gen[:, :t]], dim=1))
+                if ok is not None:  # (B, V) bool
+                    logits = keep_allowed(logits, ok)
             nxt = sample_token(
                 logits,
                 temperature=self.temperature,

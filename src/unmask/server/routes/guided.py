@@ -3,8 +3,9 @@ OpenAI's ``response_format`` (``json_object``, ``json_schema`` with ``strict``) 
 ``guided_json`` / ``guided_regex`` / ``guided_choice``.
 
 A constrained request is a form (``unmask.infill.schema.constraint_form``) filled after the
-prompt in one diffusion pass (``unmask.infill.fill_form`` with ``prefix_ids``), alone on the
-worker, so every answer parses and validates by construction. Streamed through the one
+prompt in one diffusion pass (``unmask.infill.fill_form`` with ``prefix_ids``), or left to
+right under the same automata on a causal (``ar``) checkpoint, alone on the worker, so every
+answer parses and validates by construction. Streamed through the one
 SSE streamer (``unmask.server.streaming.stream_job``), it sends the answer's text as it
 becomes final (``AnswerSoFar``: the skeleton and each finished value, in order) and, with
 ``stream_denoising``, every denoising step (the form filling in); the streamed text ends
@@ -32,7 +33,6 @@ from unmask.server.plumbing import (
     alone,
     check_model,
     check_steps,
-    diffusion_only,
     note,
     run_alone,
     sample_config,
@@ -263,7 +263,6 @@ async def run_guided(
 
     check_model(state, req.model)
     check_steps(state, req)
-    diffusion_only(state, "structured output (response_format, guided_*)")
     if len(prompt_ids) != 1 or req.n != 1:
         raise APIError(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"

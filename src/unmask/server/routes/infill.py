@@ -92,11 +92,13 @@ def router(state: ServerState) -> APIRouter:
     r = APIRouter(dependencies=secured(state))
     model, tok = state.model, state.tok
 
-    def check(opts: DiffusionOptions, what: str) -> None:
-        """The checks every request here passes first: model, steps, a diffusion model."""
+    def check(opts: DiffusionOptions, what: str, causal_ok: bool = False) -> None:
+        """The checks every request here passes first: model, steps, a diffusion model
+        (``causal_ok``: a causal one fills it left to right, ``unmask.infill.ordered``)."""
         check_model(state, opts.model)
         check_steps(state, opts)
-        diffusion_only(state, what)
+        if not causal_ok:
+            diffusion_only(state, what)
 
     def no_regex(param: str) -> APIError:
         return APIError(400, f"regex constraints are turned off on this server ({param})",
@@ -108,9 +110,9 @@ def router(state: ServerState) -> APIRouter:
         from unmask.infill.options import constrain_gaps
         from unmask.server.routes.guided import guidance
 
-        check(req, "infill")
-        check_text(state, req.template, "template")
         guided = guidance(req)
+        check(req, "infill", causal_ok=guided is not None)
+        check_text(state, req.template, "template")
         if guided is not None:
             return await _guided_infill(req, request, guided)
         if req.regex and not state.limits.allow_regex:
@@ -171,7 +173,7 @@ def router(state: ServerState) -> APIRouter:
     async def forms(req: FormRequest, request: Request) -> Response:
         from unmask.infill import fill_form
 
-        check(req, "form filling")
+        check(req, "form filling", causal_ok=True)
         if (req.form is None) == (req.schema_ is None):
             raise APIError(400, "give a form or a schema (exactly one)", param="form",
                            code="invalid_value")

@@ -1,0 +1,297 @@
+"""Constrained decoding left to right: a causal (``ar``) model fills a form's holes in order.
+
+Inside:
+
+- ``FormGuide``: the ``allowed`` callback of ``unmask.sampling.ar.ARRun`` for rows of locked
+  text and holes (each hole a ``TokenAutomaton`` and a budget of tokens).
+- ``fill_left_to_right``: a form's layout (``unmask.infill.forms.fill_form``) decoded by a
+  causal model under the guide; the hole tokens per row, NFE and steps (``Ordered``).
+
+The same automata as the diffusion path, read in one direction only: in a hole the run is
+in one automaton state, and a token is allowed when its next state can still reach an
+accepting state within the tokens the hole has left (``TokenAutomaton.distance_to_accept``),
+so a bounded hole never runs out of room. The hole ends, by the first token of the locked
+text that follows it (or EOS after the last piece), only in an accepting state; the model
+chooses where by scoring that token against the hole's own. Locked text is forced token by
+token. Unlike diffusion a hole holds as many tokens as the model writes, up to its width:
+no padding. Progress is reported on the same canvas the diffusion path fills (each hole's
+tokens at the start of its span, masks after them; a finished hole padded with spaces), so
+live views and streamed answers read both alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.infill.automaton import TokenAutomaton
+from unmask.sampling.ar import ARRun
+from unmask.sampling.loop import StepCallback, make_generator
+from unmask.sampling.protocol import model_device
+
+Piece = tuple[str, Any]
+"""``("text", ids)`` locked tokens, or ``("hole", k)`` hole k of the form."""
+
+
+@dataclass
+class _Cursor:
+    """Where one row's run stands: piece index, tokens used in it, automaton state."""
+
+    piece: int = 0
+    used: int = 0
+    state: int = 0
+    done: bool = False
+
+
+class FormGuide:
+    """``ARRun(allowed=FormGuide(...))``: which tokens each row may take next.
+
+    ``pieces[row]``: that row's layout after its prompt; ``automata[k]`` / ``widths[k]``: the
+    language and the most tokens of hole k. After the last piece only EOS is allowed, so the
+    run stops there. ``tokens[row][k]`` collects each hole's tokens as they are written.
+    """
+
+    def __init__(
+        self,
+        pieces: Sequence[Sequence[Piece]],
+        automata: Sequence[TokenAutomaton],
+        widths: Sequence[int],
+        *,
+        vocab_size: int,
+        eos_id: int,
+    ) -> None:
+        self.pieces = [list(p) for p in pieces]
+        self.automata, self.widths = list(automata), [int(w) for w in widths]
+        self.V, self.eos_id = int(vocab_size), int(eos_id)
+        self.cursors = [_Cursor() for _ in self.pieces]
+        self.consumed = 0
+        self.tokens: list[list[list[int]]] = [[[] for _ in automata] for _ in self.pieces]
+        for r in range(len(self.pieces)):
+            self._settle(r)
+
+    # -- one row ---------------------------------------------------------------------------
+
+    def _settle(self, r: int) -> None:
+        """Skip empty text pieces and set the state at the start of a hole."""
+        cur, pieces = self.cursors[r], self.pieces[r]
+        while (
+            cur.piece < len(pieces)
+            and pieces[cur.piece][0] == "text"
+            and (cur.used >= len(pieces[cur.piece][1]))
+        ):
+            cur.piece, cur.used = cur.piece + 1, 0
+        if cur.piece < len(pieces) and pieces[cur.piece][0] == "hole" and cur.used == 0:
+            cur.state = self.automata[pieces[cur.piece][1]].start
+
+    def _ender(self, r: int) -> int:
+        """The token that ends the current hole: the next locked text's first, else EOS."""
+        pieces, k = self.pieces[r], self.cursors[r].piece + 1
+        while k < len(pieces):
+            kind, v = pieces[k]
+            if kind == "hole":
+                raise UserError(
+                    "two holes with no text between them cannot be filled left "
+                    "to right (where one ends is not written anywhere)"
+                )
+            if v:
+                return int(v[0])
+            k += 1
+        return self.eos_id
+
+    def _in_hole(self, r: int) -> np.ndarray:
+        """(V,) bool: the tokens that keep the current hole completable in its budget."""
+        cur = self.cursors[r]
+        k = self.pieces[r][cur.piece][1]
+        a = self.automata[k]
+        left = self.widths[k] - cur.used
+        ok = np.zeros(self.V, dtype=bool)
+        if left > 0:
+            good = a.distance_to_accept()[a.table[cur.state]] <= left - 1  # (K,) per class
+            n = min(self.V, a.vocab_size)
+            ok[:n] = good[a.token_class[:n]]
+        return ok
+
+    def _take(self, r: int, token: int) -> None:
+        """Advance row ``r`` past ``token`` (the one it was allowed to take)."""
+        cur, pieces = self.cursors[r], self.pieces[r]
+        if cur.piece >= len(pieces):
+            cur.done = True
+            return
+        kind, v = pieces[cur.piece]
+        if kind == "text":
+            cur.used += 1
+        else:
+            a = self.automata[v]
+            in_hole = self._in_hole(r)
+            if bool(a.accept[cur.state]) and token == self._ender(r):
+                # The hole ends here; the token is the next text's first (or EOS).
+                cur.piece, cur.used = cur.piece + 1, 0
+                self._settle(r)
+                if cur.piece >= len(pieces):
+                    cur.done = True
+                    return
+                cur.used = 1
+            else:
+                assert in_hole[token], "the run took a token the guide did not allow"
+                cur.state = int(a.table[cur.state, a.token_class[token]])
+                cur.used += 1
+                self.tokens[r][v].append(int(token))
+                return
+        self._settle(r)
+
+    def _allowed(self, r: int) -> np.ndarray:
+        cur, pieces = self.cursors[r], self.pieces[r]
+        ok = np.zeros(self.V, dtype=bool)
+        if cur.piece >= len(pieces):
+            ok[self.eos_id] = True
+            return ok
+        kind, v = pieces[cur.piece]
+        if kind == "text":
+            ok[int(v[cur.used])] = True
+            return ok
+        ok = self._in_hole(r)
+        if self.automata[v].accept[cur.state]:
+            ender = self._ender(r)
+            ok[ender] = True
+        if not ok.any():  # cannot happen: the hole's start is within its width of acceptance
+            raise RuntimeError("left-to-right hole ran out of room; please report this")
+        return ok
+
+    def sync(self, step: int, tokens: Tensor) -> None:
+        """Advance past the token just written (``tokens`` (B, P + step)), once per step: the
+        run's allowed-token call and its step callback both sync."""
+        if step <= self.consumed:
+            return
+        for r, t in enumerate(tokens[:, -1].tolist()):
+            if not self.cursors[r].done:
+                self._take(r, int(t))
+        self.consumed = step
+
+    def __call__(self, step: int, tokens: Tensor) -> Tensor:
+        self.sync(step, tokens)
+        out = np.stack([self._allowed(r) for r in range(len(self.pieces))])  # (B, V)
+        return torch.from_numpy(out)
+
+    def finished(self) -> bool:
+        return all(c.done for c in self.cursors)
+
+
+@dataclass
+class Ordered:
+    """What ``fill_left_to_right`` returns."""
+
+    holes: list[list[list[int]]]
+    """holes[row][k]: the tokens written in hole k of that row."""
+    nfe: int
+    steps: int
+
+
+def _view(
+    canvas: Tensor,
+    spans: Sequence[Sequence[tuple[int, int]]],
+    guide: FormGuide,
+    mask_id: int,
+    space_id: int | None,
+) -> Tensor:
+    """The canvas (B, L) as far as the run got: each hole's tokens at the start of its span,
+    masks after them, a finished hole's rest padded with ``space_id`` (when one token)."""
+    out = canvas.clone()
+    for r, row_spans in enumerate(spans):
+        cur = guide.cursors[r]
+        pieces = guide.pieces[r]
+        current = (
+            pieces[cur.piece][1]
+            if cur.piece < len(pieces) and (pieces[cur.piece][0] == "hole")
+            else None
+        )
+        for k, (s, e) in enumerate(row_spans):
+            got = guide.tokens[r][k][: e - s]
+            out[r, s : s + len(got)] = torch.tensor(got, dtype=torch.long)
+            ended = cur.done or (_hole_index(pieces, k) < cur.piece)
+            if ended and k != current and space_id is not None:
+                out[r, s + len(got) : e] = space_id
+            else:
+                out[r, s + len(got) : e] = mask_id
+    return out
+
+
+def _hole_index(pieces: Sequence[Piece], k: int) -> int:
+    return next(i for i, (kind, v) in enumerate(pieces) if kind == "hole" and v == k)
+
+
+def fill_left_to_right(
+    model: Any,
+    prompts: Sequence[Sequence[int]],
+    pieces: Sequence[Sequence[Piece]],
+    automata: Sequence[TokenAutomaton],
+    widths: Sequence[int],
+    config: SampleConfig,
+    *,
+    eos_id: int,
+    canvas: Tensor | None = None,
+    spans: Sequence[Sequence[tuple[int, int]]] = (),
+    mask_id: int = 0,
+    space_id: int | None = None,
+    generator: torch.Generator | None = None,
+    step_callback: StepCallback | None = None,
+) -> Ordered:
+    """Decode ``pieces`` after each prompt with a causal model (``ARRun`` with a ``FormGuide``):
+    locked text forced, every hole held to its automaton within its width.
+
+    Leading locked text joins the prompt (one forward for all of it). ``config`` supplies
+    ``temperature``, ``top_k``, ``top_p`` and ``seed``. With ``canvas`` (B, L) and ``spans``
+    (the diffusion path's layout), ``step_callback(step, view)`` sees that canvas as far as
+    the run got (``_view``).
+    """
+    prompts = [list(p) for p in prompts]
+    pieces = [list(p) for p in pieces]
+    for r, row in enumerate(pieces):
+        while row and row[0][0] == "text":  # leading text: part of the prompt
+            prompts[r].extend(int(t) for t in row.pop(0)[1])
+    longest = max(sum(len(v) if kind == "text" else widths[v] for kind, v in row) for row in pieces)
+    mcfg = getattr(model, "config", None)
+    vocab_size = int(getattr(mcfg, "vocab_size", max(a.vocab_size for a in automata)))
+    guide = FormGuide(pieces, automata, widths, vocab_size=vocab_size, eos_id=eos_id)
+    max_seq_len = getattr(mcfg, "max_seq_len", None)
+    need = max(len(p) for p in prompts) + longest + 1
+    if max_seq_len is not None and need > max_seq_len:
+        raise UserError(
+            f"the form needs up to {need} tokens after the prompt is read (holes at their "
+            f"widest), more than the model's context (max_seq_len {max_seq_len}); use fewer "
+            "or shorter holes"
+        )
+    device = model_device(model) or torch.device("cpu")
+    if generator is None:
+        generator = make_generator(config.seed, device)
+
+    on_step = None
+    if step_callback is not None and canvas is not None:
+
+        def on_step(step: int, tokens: Tensor) -> None:
+            guide.sync(step, tokens)
+            step_callback(step, _view(canvas, spans, guide, mask_id, space_id))
+
+    run = ARRun(
+        model,
+        prompts,
+        max_new_tokens=longest + 1,
+        temperature=config.temperature,
+        top_k=config.top_k,
+        top_p=config.top_p,
+        eos_id=eos_id,
+        generator=generator,
+        allowed=guide,
+        step_callback=on_step,
+    )
+    run.run()
+    return Ordered(holes=guide.tokens, nfe=run.nfe, steps=run.steps)
+
+
+__all__ = ["FormGuide", "Ordered", "fill_left_to_right"]
