@@ -12,7 +12,7 @@ Each model given runs both through ``unmask.lm_eval.run_tasks`` (the path of ``u
 --tasks``); the table gives accuracy and seconds per item.
 
     python benchmarks/lm_eval_demo.py [--model demo=PATH] [--model ar=PATH] [--limit 20]
-        [--json benchmarks/results/lm_eval_demo.json]
+        [--mc-samples N] [--no-greedy-check] [--json benchmarks/results/lm_eval_demo.json]
 """
 
 from __future__ import annotations
@@ -102,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(root / "data/bible"))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--mc-samples", type=int, default=None)
+    p.add_argument(
+        "--no-greedy-check",
+        action="store_true",
+        help="skip is_greedy (one forward per continuation token; multiple choice never uses it)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         for spec in models:
             label, _, path = spec.partition("=")
             extra = {"mc_samples": args.mc_samples} if args.mc_samples else {}
-            lm = UnmaskLM(loaded=load(path), **extra)
+            loaded = load(path)
+            lm = UnmaskLM(loaded=loaded, greedy_check=not args.no_greedy_check, **extra)
             for task in ("verse_mc", "verse_gen"):
                 t0, m0 = time.perf_counter(), lm.model_seconds
                 res = run_tasks(lm, [task], include_path=tmp)
@@ -133,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                     "items": n,
                     "seconds": sec,
                     "seconds_per_item": model_sec / n,
+                    "objective": loaded.config.objective,
+                    "params": sum(p.numel() for p in loaded.model.parameters()),
                     "likelihood": res["unmask"],
                 }
                 rows.append(row)
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {
             "data": args.data,
             "limit": args.limit,
+            "greedy_check": not args.no_greedy_check,
             "threads": args.threads,
             "torch": torch.__version__,
         }
