@@ -152,6 +152,15 @@ def _elbo_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | Non
                 "x--",
                 label=f"{length} tokens: reported",
             )
+            n0, e0 = sub[0]["n"], sub[0]["actual_stderr"]  # the 1/sqrt(n) law through the first
+            ns = [r["n"] for r in sub]
+            ax.loglog(ns, [e0 * (n0 / n) ** 0.5 for n in ns], ":", color="grey", label="1/√n")
+    try:
+        from unmask.evaluate import DEFAULT_MC_SAMPLES
+
+        ax.axvline(DEFAULT_MC_SAMPLES, color="black", lw=0.8, alpha=0.5, label="default")
+    except ImportError:  # the report is drawn without the library too
+        pass
     ax.set_xlabel("Monte Carlo samples")
     ax.set_ylabel("standard error (nats)")
     ax.grid(alpha=0.3, which="both")
