@@ -6,7 +6,9 @@ verses of the prepared corpus (``--data``, validation split) as local lm-eval ta
 
 - ``verse_mc`` (multiple choice, ``acc``): the first words of a verse, and four endings,
   the true one and three endings of other verses;
-- ``verse_gen`` (``generate_until``, ``exact_match`` on the first word): the next word.
+- ``verse_gen`` (``generate_until``, ``exact_match`` on the first word): the next word. The
+  model writes up to 4 tokens and the filter keeps the first word: a stop sequence " " would
+  cut every answer to nothing, because the next word's first token starts with its space.
 
 Each model given runs both through ``unmask.lm_eval.run_tasks`` (the path of ``unmask eval
 --tasks``); the table gives accuracy and seconds per item.
@@ -50,7 +52,7 @@ output_type: generate_until
 doc_to_text: "{{{{context}}}}"
 doc_to_target: "{{{{next_word}}}}"
 generation_kwargs:
-  until: [" ", "\\n"]
+  until: ["\\n"]
   max_gen_toks: 4
 filter_list:
   - name: strip
@@ -102,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(root / "data/bible"))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--mc-samples", type=int, default=None)
+    p.add_argument("--tasks", default="verse_mc,verse_gen", help="which of the two to run")
     p.add_argument(
         "--no-greedy-check",
         action="store_true",
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = {"mc_samples": args.mc_samples} if args.mc_samples else {}
             loaded = load(path)
             lm = UnmaskLM(loaded=loaded, greedy_check=not args.no_greedy_check, **extra)
-            for task in ("verse_mc", "verse_gen"):
+            for task in args.tasks.split(","):
                 t0, m0 = time.perf_counter(), lm.model_seconds
                 res = run_tasks(lm, [task], include_path=tmp)
                 sec, model_sec = time.perf_counter() - t0, lm.model_seconds - m0
