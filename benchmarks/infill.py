@@ -30,6 +30,9 @@ Every method sees the same windows and spans; times are means over the fills of 
 A full run writes ``benchmarks/results/infill.json`` unless ``--json`` says otherwise; a
 ``--quick`` run writes only where ``--json`` says.
 
+``--write-gaps FILE`` also writes the drawn gaps as a gap set (``unmask.gapset``) that
+``unmask eval RUN --gaps FILE`` scores.
+
 ``--data DIR`` uses a dataset already prepared with the model's tokenizer instead of
 preparing the corpus again; ``--quick`` prepares only the start of the corpus (the same
 split rule, so fewer validation blocks).
@@ -45,7 +48,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +58,8 @@ from unmask.commands.demo import asset_path
 from unmask.config import SampleConfig
 from unmask.data import SPLIT_BLOCK, TokenDataset, prepare
 from unmask.errors import UserError
-from unmask.infill import Gap, InfillOptions, InfillResult, fill_middle_ids, plan_template
-from unmask.infill.fill import fill_plan
-from unmask.infill.template import Plan, check_context
+from unmask.gapset import SLACK, GapFiller, GapSample, make_gap_set, write_gap_set
+from unmask.infill import InfillOptions, fill_middle_ids
 
 RESULTS = Path(__file__).resolve().parent / "results" / "infill.json"
 """Where a full run writes its results by default."""
@@ -66,8 +67,6 @@ SPANS = (1, 4, 16, 32)
 QUICK_SPANS = (1, 4)
 QUICK_CHARS = 400_000
 """Characters of the corpus that ``--quick`` prepares."""
-SLACK = 5
-"""Lengths a variable gap allows: [MASK:a-b] with b - a + 1 = SLACK, the true length inside."""
 MARGIN = 8
 QUICK_WINDOW = 96
 """Longest window of ``--quick``."""
@@ -84,30 +83,6 @@ POLICY_NOTES = {
     "threshold 0.9": "policy threshold, threshold 0.9 (Fast-dLLM)",
 }
 AR = "AR-FIM"
-
-
-@dataclass
-class Sample:
-    """One masked span: a window of held-out tokens, the span, and the variable gap's bounds."""
-
-    window: list[int]
-    start: int
-    length: int
-    lo: int
-    """Shortest length of the variable gap (``[MASK:lo-hi]``)."""
-    hi: int
-
-    @property
-    def prefix(self) -> list[int]:
-        return self.window[: self.start]
-
-    @property
-    def truth(self) -> list[int]:
-        return self.window[self.start : self.start + self.length]
-
-    @property
-    def suffix(self) -> list[int]:
-        return self.window[self.start + self.length :]
 
 
 def held_out(tokenizer_path: Path, tmp: Path, *, quick: bool) -> TokenDataset:
@@ -137,92 +112,11 @@ def check_vocab(data_tok: Any, model_tok: Any, what: str) -> None:
         )
 
 
-def make_samples(val: TokenDataset, tok: Any, *, window: int, spans: Sequence[int], n: int,
-                 seed: int) -> dict[int, list[Sample]]:
-    """``n`` samples per span size; windows lie inside one split block when the split has
-    whole blocks."""
-    if val.n_tokens < window:
-        raise UserError(
-            f"the validation split has {val.n_tokens} tokens, fewer than a window of {window}"
-        )
-    n_blocks = val.n_tokens // SPLIT_BLOCK if window <= SPLIT_BLOCK else 0
-    out: dict[int, list[Sample]] = {}
-    for s in spans:
-        if window < s + 2:
-            raise UserError(f"a window of {window} tokens is too short for spans of {s}")
-        g = torch.Generator().manual_seed(seed * 1_000 + s)
-        rows: list[Sample] = []
-        tries = 0
-        while len(rows) < n:
-            tries += 1
-            if tries > 100 * n:
-                raise UserError(f"could not find {n} spans of {s} tokens with well-formed text")
-            if n_blocks:
-                blk = int(torch.randint(0, n_blocks, (1,), generator=g))
-                w0 = blk * SPLIT_BLOCK + int(
-                    torch.randint(0, SPLIT_BLOCK - window + 1, (1,), generator=g)
-                )
-            else:
-                w0 = int(torch.randint(0, val.n_tokens - window + 1, (1,), generator=g))
-            ids = val.read(w0, window).tolist()
-            start = int(torch.randint(1, window - s, (1,), generator=g))  # >= 1 token either side
-            shift = int(torch.randint(0, SLACK, (1,), generator=g))
-            truth = ids[start : start + s]
-            if any(tok.is_special(t) for t in truth):
-                continue
-            try:
-                b"".join(tok.token_bytes(t) for t in truth).decode("utf-8")
-            except UnicodeDecodeError:  # the span cuts a character: no gap may hold it
-                continue
-            lo = max(1, s - shift)
-            rows.append(Sample(window=ids, start=start, length=s, lo=lo, hi=lo + SLACK - 1))
-        out[s] = rows
-    return out
-
-
-class DiffusionFiller:
-    """Fills one gap between exact prefix/suffix ids with ``unmask.infill.fill_plan``."""
-
-    def __init__(self, model: Any, tok: Any, options: InfillOptions) -> None:
-        self.model, self.tok, self.options = model, tok, options
-        self._gaps: dict[tuple[int, int], Plan] = {}
-
-    @property
-    def has_empty(self) -> bool:
-        """Whether the model was trained with ``[EMPTY]`` (length mode ``empty`` is possible)."""
-        return getattr(self.model.config, "empty_id", None) is not None
-
-    def __call__(
-        self, sample: Sample, lo: int, hi: int, config: SampleConfig, mode: str = "elbo"
-    ) -> InfillResult:
-        key = (lo, hi)
-        if key not in self._gaps:  # compile each gap once
-            gap = Gap(lo) if lo == hi else Gap(min_len=lo, max_len=hi)
-            self._gaps[key] = plan_template(
-                [gap], self.tok, max_candidates=self.options.max_candidates
-            )
-        hole = self._gaps[key]
-        # Exact window ids (re-encoding decoded text could split tokens differently).
-        plan = Plan(
-            items=[("text", (sample.prefix, "")), *hole.items, ("text", (sample.suffix, ""))],
-            holes=hole.holes,
-        )
-        check_context(plan, self.model.config.max_seq_len)
-        return fill_plan(
-            self.model,
-            self.tok,
-            plan,
-            config,
-            options=replace(self.options, length_mode=mode),
-            generator=torch.Generator().manual_seed(0),
-        )
-
-
-Method = Callable[[Sample], tuple[list[int], int]]
+Method = Callable[[GapSample], tuple[list[int], int]]
 """A filler: sample -> (the gap's tokens, model evaluations)."""
 
 
-def measure(fn: Method, batch: list[Sample]) -> list[tuple[list[int], int, float]]:
+def measure(fn: Method, batch: list[GapSample]) -> list[tuple[list[int], int, float]]:
     """(tokens, nfe, seconds) per sample; one untimed warm-up fill first (compiles gap automata)."""
     fn(batch[0])
     out = []
@@ -233,9 +127,9 @@ def measure(fn: Method, batch: list[Sample]) -> list[tuple[list[int], int, float
     return out
 
 
-def fixed_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
+def fixed_methods(diff: GapFiller, ar_model: Any) -> dict[str, Method]:
     def diffusion(make: Callable[[int], SampleConfig]) -> Method:
-        def fill(x: Sample) -> tuple[list[int], int]:
+        def fill(x: GapSample) -> tuple[list[int], int]:
             r = diff(x, x.length, x.length, make(x.length))
             return r.gaps[0].tokens, r.nfe
 
@@ -243,7 +137,8 @@ def fixed_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
 
     methods = {name: diffusion(make) for name, make in POLICIES.items()}
     if ar_model is not None:
-        def fim(x: Sample) -> tuple[list[int], int]:
+
+        def fim(x: GapSample) -> tuple[list[int], int]:
             r = fill_middle_ids(
                 ar_model, x.prefix, x.suffix, max_new_tokens=x.length, min_new_tokens=x.length
             )
@@ -256,9 +151,9 @@ def fixed_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
 ELBO, EMPTY = "diffusion (ELBO)", "diffusion (EMPTY)"
 
 
-def variable_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
+def variable_methods(diff: GapFiller, ar_model: Any) -> dict[str, Method]:
     def diffusion(mode: str) -> Method:
-        def fill(x: Sample) -> tuple[list[int], int]:
+        def fill(x: GapSample) -> tuple[list[int], int]:
             r = diff(x, x.lo, x.hi, SampleConfig(steps=x.hi), mode)
             return r.gaps[0].tokens, r.nfe
 
@@ -268,7 +163,8 @@ def variable_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
     if diff.has_empty:
         methods[EMPTY] = diffusion("empty")
     if ar_model is not None:
-        def fim(x: Sample) -> tuple[list[int], int]:
+
+        def fim(x: GapSample) -> tuple[list[int], int]:
             r = fill_middle_ids(
                 ar_model, x.prefix, x.suffix, max_new_tokens=x.hi, min_new_tokens=x.lo
             )
@@ -279,7 +175,7 @@ def variable_methods(diff: DiffusionFiller, ar_model: Any) -> dict[str, Method]:
 
 
 def run_fixed(
-    samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any
+    samples: dict[int, list[GapSample]], diff: GapFiller, ar_model: Any
 ) -> list[dict[str, Any]]:
     rows = []
     for s, batch in samples.items():
@@ -322,7 +218,7 @@ def run_fixed(
 
 
 def run_variable(
-    samples: dict[int, list[Sample]], diff: DiffusionFiller, ar_model: Any
+    samples: dict[int, list[GapSample]], diff: GapFiller, ar_model: Any
 ) -> list[dict[str, Any]]:
     rows = []
     methods = variable_methods(diff, ar_model)
@@ -423,6 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="noisy copies per candidate length (default: InfillOptions' 16; 4 with --quick)",
     )
+    ap.add_argument(
+        "--write-gaps",
+        metavar="FILE",
+        help="also write the drawn gaps (all span sizes) as a gap set for `unmask eval --gaps`",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
@@ -468,8 +369,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_vocab(val.tokenizer(), m.tokenizer, args.model)
         if ar is not None:
             check_vocab(val.tokenizer(), ar.tokenizer, args.ar_model)
-        samples = make_samples(val, m.tokenizer, window=window, spans=spans, n=n, seed=args.seed)
+        samples = make_gap_set(
+            val, m.tokenizer, window=window, spans=spans, n=n, seed=args.seed, block=SPLIT_BLOCK
+        )
         n_val = val.n_tokens
+    if args.write_gaps:
+        written = write_gap_set(
+            args.write_gaps, [x for b in samples.values() for x in b], m.tokenizer
+        )
+        print(f"gap set: {written}")
     params = sum(p.numel() for p in m.model.parameters()) / 1e6
     print(
         f"diffusion {args.model}: {params:.2f}M params, context {m.config.max_seq_len}; AR-FIM: "
@@ -479,7 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     elbo_samples = args.elbo_samples or (4 if args.quick else InfillOptions().elbo_samples)
     options = InfillOptions(max_candidates=SLACK, elbo_samples=elbo_samples)
-    diff = DiffusionFiller(m.model, m.tokenizer, options)
+    diff = GapFiller(m.model, m.tokenizer, options)
     print(
         f"variable gaps: diffusion scores all {SLACK} lengths by ELBO with {elbo_samples} "
         f"noisy copies each"

@@ -6,13 +6,15 @@ verses of the prepared corpus (``--data``, validation split) as local lm-eval ta
 
 - ``verse_mc`` (multiple choice, ``acc``): the first words of a verse, and four endings,
   the true one and three endings of other verses;
-- ``verse_gen`` (``generate_until``, ``exact_match`` on the first word): the next word.
+- ``verse_gen`` (``generate_until``, ``exact_match`` on the first word): the next word. The
+  model writes up to 4 tokens and the filter keeps the first word: a stop sequence " " would
+  cut every answer to nothing, because the next word's first token starts with its space.
 
 Each model given runs both through ``unmask.lm_eval.run_tasks`` (the path of ``unmask eval
 --tasks``); the table gives accuracy and seconds per item.
 
     python benchmarks/lm_eval_demo.py [--model demo=PATH] [--model ar=PATH] [--limit 20]
-        [--json benchmarks/results/lm_eval_demo.json]
+        [--mc-samples N] [--no-greedy-check] [--json benchmarks/results/lm_eval_demo.json]
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ output_type: generate_until
 doc_to_text: "{{{{context}}}}"
 doc_to_target: "{{{{next_word}}}}"
 generation_kwargs:
-  until: [" ", "\\n"]
+  until: ["\\n"]
   max_gen_toks: 4
 filter_list:
   - name: strip
@@ -102,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default=str(root / "data/bible"))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--mc-samples", type=int, default=None)
+    p.add_argument("--tasks", default="verse_mc,verse_gen", help="which of the two to run")
+    p.add_argument(
+        "--no-greedy-check",
+        action="store_true",
+        help="skip is_greedy (one forward per continuation token; multiple choice never uses it)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
@@ -117,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         for spec in models:
             label, _, path = spec.partition("=")
             extra = {"mc_samples": args.mc_samples} if args.mc_samples else {}
-            lm = UnmaskLM(loaded=load(path), **extra)
-            for task in ("verse_mc", "verse_gen"):
+            loaded = load(path)
+            lm = UnmaskLM(loaded=loaded, greedy_check=not args.no_greedy_check, **extra)
+            for task in args.tasks.split(","):
                 t0, m0 = time.perf_counter(), lm.model_seconds
                 res = run_tasks(lm, [task], include_path=tmp)
                 sec, model_sec = time.perf_counter() - t0, lm.model_seconds - m0
@@ -133,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                     "items": n,
                     "seconds": sec,
                     "seconds_per_item": model_sec / n,
+                    "objective": loaded.config.objective,
+                    "params": sum(p.numel() for p in loaded.model.parameters()),
                     "likelihood": res["unmask"],
                 }
                 rows.append(row)
@@ -145,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = {
             "data": args.data,
             "limit": args.limit,
+            "greedy_check": not args.no_greedy_check,
             "threads": args.threads,
             "torch": torch.__version__,
         }

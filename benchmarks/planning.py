@@ -6,8 +6,10 @@
 Each ``--run LABEL=PATH`` is decoded on the items of ``--task-file`` (an ``eval.jsonl`` of
 ``python -m unmask.tasks``) by ``unmask.tasks.score.score_items``, the code path of
 ``unmask eval --task-file``: greedy, the answer as one block, one token per step (a causal
-model left to right). Prints one row per model and item group (reversal: forward and
-reverse) and writes them as JSON for ``benchmarks/report.py``. Recipes: docs/evaluation.md.
+model left to right). ``--sample-set KEY=VALUE`` changes that for every run, e.g.
+``block_length=1`` decodes a diffusion model left to right too. Prints one row per model
+and item group (reversal: forward and reverse) and writes them as JSON for
+``benchmarks/report.py``. Recipes: docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -30,11 +32,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", action="append", required=True, metavar="LABEL=PATH")
     p.add_argument("--task-file", required=True, metavar="FILE")
     p.add_argument("--limit", type=int, default=None, help="first N items only")
+    p.add_argument(
+        "--sample-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a SampleConfig field for every run (e.g. block_length=1: left to right)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     items = read_items(args.task_file)[: args.limit]
+    given = dict(_value(kv) for kv in args.sample_set)
     rows = []
     print(f"{'group':<20} {'model':<10} {'solved':>11} {'rate':>7} {'steps':>6} {'sec':>7}")
     for spec in args.run:
@@ -42,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         info = find_run(path)
         loaded = load(info.checkpoint)
         t0 = time.perf_counter()
-        score = score_items(loaded, items)
+        score = score_items(loaded, items, given=given)
         seconds = time.perf_counter() - t0
         params = sum(p.numel() for p in loaded.model.parameters())
         for group, (solved, total) in sorted(score.by_group.items()):
@@ -71,9 +81,20 @@ def main(argv: list[str] | None = None) -> int:
             "items": len(items),
             "torch": torch.__version__,
             "threads": args.threads,
+            "sample_set": given,
         }
         Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
     return 0
+
+
+def _value(kv: str) -> tuple[str, object]:
+    key, _, raw = kv.partition("=")
+    for cast in (int, float):
+        try:
+            return key, cast(raw)
+        except ValueError:
+            pass
+    return key, {"none": None, "true": True, "false": False}.get(raw.lower(), raw)
 
 
 if __name__ == "__main__":

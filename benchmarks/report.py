@@ -152,6 +152,15 @@ def _elbo_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | Non
                 "x--",
                 label=f"{length} tokens: reported",
             )
+            n0, e0 = sub[0]["n"], sub[0]["actual_stderr"]  # the 1/sqrt(n) law through the first
+            ns = [r["n"] for r in sub]
+            ax.loglog(ns, [e0 * (n0 / n) ** 0.5 for n in ns], ":", color="grey", label="1/√n")
+    try:
+        from unmask.evaluate import DEFAULT_MC_SAMPLES
+
+        ax.axvline(DEFAULT_MC_SAMPLES, color="black", lw=0.8, alpha=0.5, label="default")
+    except ImportError:  # the report is drawn without the library too
+        pass
     ax.set_xlabel("Monte Carlo samples")
     ax.set_ylabel("standard error (nats)")
     ax.grid(alpha=0.3, which="both")
@@ -163,15 +172,15 @@ def _elbo_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | Non
 
 def _planning_plot(files: list[tuple[str, dict[str, Any]]], path: Path) -> str | None:
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
     labels, values = [], []
     for _, d in files:
         for r in _top_rows(d):
-            labels.append(f"{r.get('group')} · {r.get('model')}")
+            step = f" · step {r['steps']}" if r.get("steps") is not None else ""
+            labels.append(f"{r.get('group')} · {r.get('model')}{step}")
             values.append(100 * float(r.get("rate", 0.0)))
     if not values:
-        plt.close(fig)
         return "no rows to plot"
+    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.28 * len(values)), dpi=100)
     ax.barh(labels, values)
     ax.set_xlim(0, 100)
     ax.set_xlabel("solved (%)")
@@ -244,8 +253,8 @@ SECTIONS = [
     ),
     Section(
         "Planning and reversal",
-        "solve rate of equal-size mdlm and ar models on the same "
-        "data and steps (Sudoku, Countdown, reversed facts)",
+        "solve rate of equal-size diffusion (mdlm, or sft: the prompt never masked) and ar "
+        "models on the same data and steps (Sudoku, Countdown, reversed facts)",
         ("planning*.json",),
         "python benchmarks/planning.py --run mdlm=RUN --run ar=RUN --task-file DIR --json "
         "benchmarks/results/planning_TASK.json (recipes: docs/evaluation.md)",

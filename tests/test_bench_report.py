@@ -53,3 +53,28 @@ def test_report_from_partial_results(tmp_path):
     assert any("objectives.json: not valid JSON" in n for n in notes)
     pngs = {p.name for p in (out.parent / "report").glob("*.png")}
     assert pngs == {"train_throughput.png", "planning.png"}
+
+
+def test_elbo_standard_error_curve_is_drawn(tmp_path):
+    """The ELBO section draws its curve (with the 1/sqrt(n) law and the default) to a PNG."""
+    report = _report_module()
+    results = tmp_path / "results"
+    results.mkdir()
+    rows = [
+        {
+            "target_tokens": 16,
+            "n": n,
+            "estimate": -60.0,
+            "reported_stderr": 20 / n**0.5,
+            "actual_stderr": 16 / n**0.5,
+            "seconds": 0.1 * n,
+        }
+        for n in (16, 32, 64)
+    ]
+    (results / "elbo_stderr.json").write_text(json.dumps({"rows": rows}))
+    out = tmp_path / "docs" / "report.md"
+    out.parent.mkdir()
+    report.build(results, out)
+    assert "![ELBO standard error](report/elbo_stderr.png)" in out.read_text()
+    png = out.parent / "report" / "elbo_stderr.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -21,13 +21,26 @@ def run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("evalrun")
     g = torch.Generator().manual_seed(0)
-    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
-             for _ in range(600)]
+    lines = [
+        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
+        for _ in range(600)
+    ]
     (root / "a.txt").write_text(".\n".join(lines) + ".\n")
     prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
-    cfg = TrainConfig(data=str(root / "data"), out=str(root / "run"), preset="tiny", seq_len=32,
-                      batch_size=4, steps=4, warmup=1, eval_every=2, eval_batches=2, log_every=1,
-                      save_every=0, seed=3)
+    cfg = TrainConfig(
+        data=str(root / "data"),
+        out=str(root / "run"),
+        preset="tiny",
+        seq_len=32,
+        batch_size=4,
+        steps=4,
+        warmup=1,
+        eval_every=2,
+        eval_batches=2,
+        log_every=1,
+        save_every=0,
+        seed=3,
+    )
     return train(cfg, progress=False)
 
 
@@ -90,11 +103,24 @@ def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch)
     def uniform(ids, attention_mask):
         return torch.zeros(*ids.shape, V)  # (B, T, V)
 
-    scorer = ReferenceScorer(uniform, lambda text: [ord(c) % V for c in text], start_id=0,
-                             name="uniform")
+    scorer = ReferenceScorer(
+        uniform, lambda text: [ord(c) % V for c in text], start_id=0, name="uniform"
+    )
     monkeypatch.setattr(ReferenceScorer, "from_smollm2", classmethod(lambda cls, device: scorer))
-    rc, out, _ = _eval(capsys, run, "--json", "--no-plot", "--samples", "3", "--gen-length", "8",
-                       "--steps", "8", "--temperature", "1")
+    rc, out, _ = _eval(
+        capsys,
+        run,
+        "--json",
+        "--no-plot",
+        "--samples",
+        "3",
+        "--gen-length",
+        "8",
+        "--steps",
+        "8",
+        "--temperature",
+        "1",
+    )
     assert rc == 0
     q = json.loads(out)["sample_quality"]
     assert q["samples"] == 3 and q["gen_length"] == 8 and q["scorer"] == "uniform"
@@ -115,8 +141,10 @@ def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch
     rc, out, _ = _eval(capsys, run, "--no-plot")
     assert rc == 0
     notes = [line for line in out.splitlines() if line.startswith("generative perplexity")]
-    assert notes == ["generative perplexity: not measured, the reference scorer SmolLM2 is not "
-                     "installed; install with: pip x"]
+    assert notes == [
+        "generative perplexity: not measured, the reference scorer SmolLM2 is not "
+        "installed; install with: pip x"
+    ]
     assert "held-out" in out
 
 
@@ -149,8 +177,10 @@ def test_report_reads_a_torn_metrics_file(tmp_path):
     from unmask.report import read_metrics, summarize_training
 
     p = tmp_path / "metrics.jsonl"
-    p.write_text('{"event": "start", "params": 10}\n{"step": 1, "loss": 2.0}\n'
-                 '{"step": 1, "val_loss": 1.5, "val_bpb": 0.7}\n{"step": 2, "lo')
+    p.write_text(
+        '{"event": "start", "params": 10}\n{"step": 1, "loss": 2.0}\n'
+        '{"step": 1, "val_loss": 1.5, "val_bpb": 0.7}\n{"step": 2, "lo'
+    )
     s = summarize_training(read_metrics(p))
     assert (s.params, s.steps, s.loss, s.val_bpb) == (10, [1], [2.0], [0.7])
     p.write_text('{"step": 1}\nnot json\n{"step": 2}\n')
@@ -163,11 +193,38 @@ def test_report_reads_a_torn_metrics_file(tmp_path):
 def test_eval_report_lines_align():
     from unmask.report import RunReport
 
-    r = RunReport(checkpoint="c", run="runs/x", step=5, objective="mdlm",
-                  heldout={"loss": 1.0, "ppl": math.e, "bpb": 0.5, "n_tokens": 1000},
-                  notes=["generative perplexity: not measured, x"])
+    r = RunReport(
+        checkpoint="c",
+        run="runs/x",
+        step=5,
+        objective="mdlm",
+        heldout={"loss": 1.0, "ppl": math.e, "bpb": 0.5, "n_tokens": 1000},
+        notes=["generative perplexity: not measured, x"],
+    )
     lines = r.lines()
     assert lines[0] == "run       runs/x (step 5, objective mdlm)"
     assert lines[1].startswith("held-out  bound 1.0000 nats/token (perplexity <= 2.72)")
     assert lines[-1] == "generative perplexity: not measured, x"
     assert Path(r.as_dict()["run"]) == Path("runs/x")
+
+
+def test_gaps_exact_match_in_the_report_equals_the_api(run, capsys, tmp_path):
+    """``--gaps``: the printed line and the JSON hold what ``infill_exact_match`` computes."""
+    from unmask.checkpoint import load
+    from unmask.gapset import infill_exact_match, read_gap_set
+
+    gaps = tmp_path / "gaps.jsonl"
+    rows = [("the lord ", "said", " unto moses"), ("go down and ", "s", "peak to the")]
+    keys = ("prefix", "middle", "suffix")
+    gaps.write_text("".join(json.dumps(dict(zip(keys, r, strict=True))) + "\n" for r in rows))
+    rc, out, _ = _eval(capsys, run, "--json", "--no-score", "--no-plot", "--gaps", gaps)
+    got = json.loads(out)["infill"]
+    loaded = load(run)
+    want = infill_exact_match(loaded.model, loaded.tokenizer, read_gap_set(gaps, loaded.tokenizer))
+    assert rc == 0 and got["n"] == 2 and got["gaps"] == str(gaps)
+    assert (got["exact"], got["token_acc"]) == (want.exact, want.token_acc)
+    assert [e["fill"] for e in got["examples"]] == [e["fill"] for e in want.examples]
+    rc, out, _ = _eval(capsys, run, "--no-score", "--no-plot", "--gaps", gaps)
+    assert f"on 2 gaps of {gaps} (diffusion, true lengths" in out
+    rc, _, err = _eval(capsys, run, "--no-score", "--gaps", tmp_path / "none.jsonl")
+    assert rc == 2 and err.count("\n") == 1 and "no such gap set" in err

@@ -8,7 +8,16 @@ import torch
 
 from unmask.cli import main
 from unmask.errors import UserError
-from unmask.tasks import TASKS, Item, check_item, countdown, read_items, sudoku, write_task
+from unmask.tasks import (
+    SFT_TEMPLATE,
+    TASKS,
+    Item,
+    check_item,
+    countdown,
+    read_items,
+    sudoku,
+    write_task,
+)
 from unmask.tasks.__main__ import main as tasks_main
 
 
@@ -79,6 +88,24 @@ def test_write_task_files_round_trip(tmp_path):
     assert json.loads((tmp_path / "task.json").read_text())["task"] == "countdown3"
     assert write_task("countdown3", tmp_path / "b", n_train=30, n_eval=10, seed=4) == record
     assert (tmp_path / "b" / "eval.jsonl").read_bytes() == (tmp_path / "eval.jsonl").read_bytes()
+
+
+def test_sft_pairs_lay_out_as_the_training_lines(tmp_path):
+    """``sft.jsonl`` through ``SFT_TEMPLATE``: EOS, prompt, answer, EOS: the ``train.txt`` line
+    as a document, the prompt part exactly what ``score_items`` decodes after."""
+    from unmask.sft import SFTData, read_sft_jsonl
+    from unmask.tokenizer import byte_tokenizer
+
+    write_task("sudoku4", tmp_path, n_train=5, n_eval=2, seed=1)
+    tok = byte_tokenizer()
+    data = SFTData(
+        read_sft_jsonl(tmp_path / "sft.jsonl"), tok, eos_id=tok.eos_id, chat_template=SFT_TEMPLATE
+    )
+    lines = (tmp_path / "train.txt").read_text().splitlines()
+    assert len(data) == len(lines) == 5
+    for (prompt, response), line in zip(data.rows, lines, strict=True):
+        assert prompt + response == [tok.eos_id, *tok.encode(line), tok.eos_id]
+        assert prompt == [tok.eos_id, *tok.encode(line.split("=")[0] + "=")]
 
 
 def test_bad_task_files_are_one_line_errors(tmp_path):

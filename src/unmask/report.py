@@ -326,6 +326,8 @@ class RunReport:
     """Solve rates on ``--task-file`` items (``unmask.tasks.score.TaskScore``)."""
     lm_eval: dict[str, Any] | None = None
     """lm-eval's results of ``--tasks`` (``unmask.lm_eval.run_tasks``), with its table."""
+    infill: dict[str, Any] | None = None
+    """Infill exact match on ``--gaps`` (``unmask.gapset.InfillScore``, with the gap set's path)."""
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -396,6 +398,16 @@ class RunReport:
                 rows.append(("task", f"{group}: {solved}/{total} solved ({solved / total:.1%})"))
             rows.append(
                 ("decoded with", ", ".join(f"{k} {v}" for k, v in self.tasks["sampling"].items()))
+            )
+        if self.infill is not None:
+            f = self.infill
+            rows.append(
+                (
+                    "infill",
+                    f"exact match {f['exact']:.1%}, token accuracy {f['token_acc']:.1%} on "
+                    f"{f['n']} gaps of {f['gaps']} ({f['method']}, true lengths, "
+                    f"{f['nfe']:.1f} model calls and {f['seconds']:.3f} s per gap)",
+                )
             )
         table: list[str] = []
         if self.lm_eval is not None:

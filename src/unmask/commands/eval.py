@@ -6,7 +6,8 @@ Reports, for a run directory or checkpoint folder: the training summary from
 continuations when the offline scorer is installed (``unmask.scoring``), with their
 unigram entropy; a loss-curve PNG written next to the run (matplotlib); with ``--tasks``,
 lm-evaluation-harness tasks (``unmask.lm_eval``: its flags are lm-eval's); with
-``--task-file``, the solve rate on planning / reversal items (``unmask.tasks``). A part that
+``--task-file``, the solve rate on planning / reversal items (``unmask.tasks``); with ``--gaps``,
+infill exact match on a gap set (``unmask.gapset``). A part that
 cannot be measured says so in one line and the rest still prints. Library code:
 ``unmask.report``; docs/evaluation.md.
 """
@@ -131,6 +132,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="an eval.jsonl of `python -m unmask.tasks` (or its folder): decode each "
         "item and report the solve rate (docs/evaluation.md)",
     )
+    p.add_argument(
+        "--gaps",
+        metavar="FILE",
+        help="a gap set (JSONL of prefix/middle/suffix; benchmarks/infill.py --write-gaps "
+        "makes one): fill each gap with its true length and report the exact match "
+        "(docs/evaluation.md)",
+    )
     add_seed_flag(p, what="sampling", default=0)
     add_sample_flags(p)
     add_json_flag(p, what="the report's numbers, the notes and the sampled texts")
@@ -188,6 +196,8 @@ def run(args: argparse.Namespace) -> int:
         from unmask.tasks import read_items
 
         items = read_items(args.task_file)  # a bad file fails before the model loads
+    if args.gaps is not None and not Path(args.gaps).is_file():
+        raise UserError(f"--gaps {args.gaps}: no such gap set (a JSONL of prefix/middle/suffix)")
     if args.tasks:
         _check_lm_eval()
     info = find_run(args.run)
@@ -257,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
         from unmask.tasks.score import score_items
 
         report.tasks = dataclasses.asdict(score_items(loaded, items, given=given))
+    if args.gaps is not None:
+        report.infill = _infill(loaded, args.gaps, given)
     if args.tasks:
         report.lm_eval = _lm_eval(loaded, args, given)
 
@@ -265,6 +277,18 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("\n".join(report.lines()))
     return 0
+
+
+def _infill(loaded: Any, path: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Infill exact match on the gap set ``path`` (``unmask.gapset.infill_exact_match``): one
+    token per step unless sampling flags were given, then those."""
+    from unmask.config import SampleConfig
+    from unmask.gapset import infill_exact_match, read_gap_set
+
+    samples = read_gap_set(path, loaded.tokenizer)
+    config = SampleConfig(**given) if set(given) - {"seed"} else None
+    score = infill_exact_match(loaded.model, loaded.tokenizer, samples, config=config)
+    return {"gaps": path, **dataclasses.asdict(score)}
 
 
 LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'

@@ -5,6 +5,9 @@ Each task writes what ``unmask prepare`` / ``unmask train`` read and what ``unma
 
 - ``train.txt``: one example per line (prompt followed by its answer); prepare it with
   ``--line-docs`` so every example is one document, ended by EOS;
+- ``sft.jsonl``: the same examples as prompt/response pairs, for a model trained on the
+  answer given the prompt (``unmask train --objective sft --chat-template`` ``SFT_TEMPLATE``:
+  the prompt never masked, Ye et al. 2024's setting for the planning tasks);
 - ``eval.jsonl``: held-out items ``{"task", "prompt", "answer", ...}`` (none of their
   prompts occurs in ``train.txt``), each checked by its task's ``check``;
 - ``task.json``: the task, its options and the counts.
@@ -14,8 +17,8 @@ Tasks (``TASKS``): ``sudoku4`` and ``sudoku9`` (unique solutions, proved by the 
 ``reversal`` (``unmask.tasks.reversal``). The scorer that decodes the items through
 ``unmask.api`` is ``unmask.tasks.score``. No torch here: generating data needs none.
 
-Inside: ``Item``, ``Task``, ``TASKS``, ``task``, ``check_item``, ``write_task``,
-``read_items``.
+Inside: ``Item``, ``Task``, ``TASKS``, ``SFT_TEMPLATE``, ``task``, ``check_item``,
+``write_task``, ``read_items``.
 """
 
 from __future__ import annotations
@@ -158,6 +161,11 @@ def _check_reversal(item: Item, output: str) -> bool:
     return _first_line(output).split(".")[0].split()[:1] == [item.answer]
 
 
+SFT_TEMPLATE = "{{ eos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+"""The chat template that lays an ``sft.jsonl`` pair out as ``train.txt`` does (EOS, prompt,
+answer; the answer then ends with EOS): the prompt is what ``unmask.tasks.score`` decodes
+after."""
+
 TASKS: dict[str, Task] = {
     "sudoku4": Task(
         "sudoku4",
@@ -224,6 +232,13 @@ def write_task(
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "train.txt", "".join(i.text + "\n" for i in train))
     atomic_write_text(
+        folder / "sft.jsonl",
+        "".join(
+            json.dumps({"prompt": i.prompt, "response": i.answer}, ensure_ascii=False) + "\n"
+            for i in train
+        ),
+    )
+    atomic_write_text(
         folder / "eval.jsonl",
         "".join(json.dumps(asdict(i), ensure_ascii=False) + "\n" for i in evals),
     )
@@ -232,6 +247,7 @@ def write_task(
         "summary": spec.summary,
         "seed": seed,
         "train_lines": len(train),
+        "sft_template": SFT_TEMPLATE,
         "eval_items": len(evals),
     }
     atomic_write_text(folder / "task.json", json.dumps(record, indent=2) + "\n")
@@ -271,4 +287,13 @@ def read_items(path: str | Path) -> list[Item]:
     return items
 
 
-__all__ = ["TASKS", "Item", "Task", "check_item", "read_items", "task", "write_task"]
+__all__ = [
+    "SFT_TEMPLATE",
+    "TASKS",
+    "Item",
+    "Task",
+    "check_item",
+    "read_items",
+    "task",
+    "write_task",
+]

@@ -1,0 +1,131 @@
+"""Gap sets (``unmask.gapset``): drawing, writing, reading, and infill exact match."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from unmask.config import model_preset
+from unmask.errors import UserError
+from unmask.gapset import (
+    GapSample,
+    infill_exact_match,
+    make_gap_set,
+    read_gap_set,
+    write_gap_set,
+)
+from unmask.model import Transformer
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+V = TOK.vocab_size
+TEXT = "In the beginning God created the heaven and the earth. And the earth was without form."
+
+
+class Oracle:
+    """Predicts the token of ``TEXT`` at every position, whatever the canvas holds."""
+
+    config = SimpleNamespace(attention="bidirectional", max_seq_len=128)
+
+    def __init__(self, text: str, wrong: set[int] = frozenset()) -> None:
+        self.truth = torch.tensor(TOK.encode(text))
+        self.wrong = wrong  # positions predicted as "#" instead
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, V)  # (B, L, V)
+        n = min(L, len(self.truth))
+        logits[:, torch.arange(n), self.truth[:n]] = 8.0
+        for i in self.wrong:
+            logits[:, i, TOK.encode("#")[0]] = 16.0
+        return logits
+
+
+def _gap(text: str, start: int, length: int) -> GapSample:
+    ids = TOK.encode(text)
+    return GapSample(ids, start, length, length, length)
+
+
+def test_a_perfect_predictor_fills_every_gap_exactly():
+    gaps = [_gap(TEXT, 3, 5), _gap(TEXT, 20, 1), _gap(TEXT, 40, 12)]
+    s = infill_exact_match(Oracle(TEXT), TOK, gaps)
+    assert (s.exact, s.token_acc, s.n, s.method) == (1.0, 1.0, 3, "diffusion")
+    assert s.nfe == pytest.approx((5 + 1 + 12) / 3)  # one token per step by default
+    assert s.examples[0]["fill"] == s.examples[0]["middle"] == TEXT[3:8]
+
+
+def test_exact_match_and_token_accuracy_count_wrong_tokens():
+    """Two wrong positions inside the first gap, none in the second: exact 1/2, tokens 15/17."""
+    gaps = [_gap(TEXT, 3, 5), _gap(TEXT, 40, 12)]
+    s = infill_exact_match(Oracle(TEXT, wrong={4, 6}), TOK, gaps)
+    assert s.exact == 0.5 and s.token_acc == pytest.approx(15 / 17)
+    assert s.examples[0]["fill"] == "t#e#b"
+
+
+@pytest.fixture(scope="module")
+def val(tmp_path_factory):
+    from unmask.data import TokenDataset, prepare
+
+    root = tmp_path_factory.mktemp("gaps")
+    (root / "a.txt").write_text("naïve café, the lord said unto moses. " * 450)
+    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.5, progress=False)
+    return TokenDataset(root / "data", "val")
+
+
+def test_drawn_gaps_round_trip_through_a_file(val, tmp_path):
+    drawn = make_gap_set(val, TOK, window=40, spans=(1, 4), n=5, seed=3)
+    again = make_gap_set(val, TOK, window=40, spans=(1, 4), n=5, seed=3)
+    assert drawn == again and [len(v) for v in drawn.values()] == [5, 5]
+    flat = [x for b in drawn.values() for x in b]
+    for x in flat:  # never half a character, a special token, or an empty side
+        assert x.start >= 1 and x.suffix and not any(TOK.is_special(t) for t in x.truth)
+        assert TOK.decode(x.truth).encode("utf-8") == b"".join(map(TOK.token_bytes, x.truth))
+        assert x.lo <= x.length <= x.hi
+    path = write_gap_set(tmp_path / "gaps.jsonl", flat, TOK)
+    assert read_gap_set(path, TOK) == flat
+    line = json.loads(path.read_text().splitlines()[0])
+    assert line["prefix"] + line["middle"] + line["suffix"] == TOK.decode(flat[0].window)
+
+
+def test_text_lines_are_encoded_and_foreign_ids_refused(tmp_path):
+    p = tmp_path / "g.jsonl"
+    p.write_text(json.dumps({"prefix": "In the ", "middle": "beginning", "suffix": " God"}) + "\n")
+    (x,) = read_gap_set(p, TOK)
+    assert TOK.decode(x.truth) == "beginning" and TOK.decode(x.prefix) == "In the "
+    assert x.lo == x.hi == x.length == len(TOK.encode("beginning"))
+    foreign = {
+        "prefix": "a",
+        "middle": "b",
+        "suffix": "c",
+        "ids": {"prefix": [1], "middle": [7, 7], "suffix": [3]},
+    }
+    p.write_text(json.dumps(foreign) + "\n")
+    with pytest.raises(UserError, match=r"g.jsonl:1: .*another tokenizer"):
+        read_gap_set(p, TOK)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json\n", r"g.jsonl:1: not a JSON object"),
+        ('\n{"prefix": "a", "suffix": "c"}\n', r"g.jsonl:2: missing field 'middle'"),
+        ('{"prefix": "a", "middle": "", "suffix": "c"}\n', r"g.jsonl:1: the middle is empty"),
+        ("\n\n", r"no gaps"),
+    ],
+)
+def test_bad_gap_sets_are_one_line_errors(tmp_path, content, message):
+    p = tmp_path / "g.jsonl"
+    p.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_gap_set(p, TOK)
+
+
+def test_a_causal_model_without_fim_is_refused():
+    cfg = model_preset(
+        "tiny", vocab_size=V, max_seq_len=64, attention="causal", **TOK.special_ids()
+    )
+    with pytest.raises(UserError, match="not trained for fill-in-the-middle"):
+        infill_exact_match(Transformer(cfg).eval(), TOK, [_gap(TEXT, 3, 5)])
