@@ -41,7 +41,8 @@ from unmask.config import SampleConfig
 from unmask.evaluate import distinct_n, unigram_entropy
 
 TEMPERATURES = (0.0, 0.5, 0.7, 0.8, 1.0)
-BLOCKS = (0, 16, 8, 4)  # 0 = one block (pure diffusion, the library default)
+BLOCKS = (0, 16, 8, 4, 2, 1)  # 0 = one block (pure diffusion, the library default); 1 = left
+# to right, one token per step, each conditioned on everything before it
 
 
 def held_out(n: int, prompt_words: int, gen_words: int) -> list[tuple[str, str]]:
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-words", type=int, default=12)
     ap.add_argument("--gen-length", type=int, default=SampleConfig().gen_length)
     ap.add_argument("--seeds", type=int, default=2, help="seeds per sampled setting")
+    ap.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES),
+                    help="temperatures of the grid")
+    ap.add_argument("--blocks", type=int, nargs="+", default=list(BLOCKS),
+                    help="block lengths of the grid (0 = one block)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
     ap.add_argument("--json", default=None, help="write the rows here")
@@ -114,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     truth = [tok.decode(tok.encode(c)[:G]) for _, c in pairs]  # the same length in tokens
     rows.append({"setting": "held-out text", "temperature": None, "block": None, "seconds": 0.0,
                  **quality(truth, prompts, tok, scorer)})
-    for temperature in TEMPERATURES:
-        for block in BLOCKS:
+    for temperature in args.temperatures:
+        for block in args.blocks:
             seeds = range(args.seeds) if temperature > 0 else range(1)
             texts, ctx = [], []
             t0 = time.perf_counter()
@@ -147,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['setting']} | " + " | ".join(vals) + f" | {mark} |")
     if args.json:
         out = {"rows": rows, "recommended": best and best["setting"], "prompts": prompts,
-               "gen_length": G, "seeds": args.seeds, "model": str(args.model or "demo"),
+               "gen_length": G, "seeds": args.seeds, "prompt_words": args.prompt_words,
+               "model": str(args.model or "demo"),
                "machine": platform.processor() or platform.machine(),
                "torch": torch.__version__}
         Path(args.json).write_text(json.dumps(out, indent=1, default=lambda x: None) + "\n")

@@ -125,6 +125,28 @@ def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path
     assert not torch.equal(Trajectories.load(path).tokens, old.tokens)
 
 
+def test_teacher_cache_option_is_used_and_recorded(teacher, corpus, tmp_path):
+    """``traj_cache`` decodes the trajectories with that KV cache: still one token per step,
+    replayable, recorded in the settings (so a cache made without it is not reused)."""
+    cfg = replace(TRAJ, trajectories=3, traj_block_length=2, traj_cache="dual")
+    path = refresh_trajectories(
+        str(teacher), str(corpus), tmp_path / "dual.safetensors", cfg, progress=False
+    )
+    traj = Trajectories.load(path)
+    assert traj.meta["sample"]["cache"] == "dual"
+    for row in traj.commit_step[:, TRAJ.prompt_length :]:
+        assert sorted(row.tolist()) == list(range(TRAJ.gen_length))
+    tokens, steps = replay(load(teacher), traj, 1)
+    assert torch.equal(tokens, traj.tokens[1]) and torch.equal(steps, traj.commit_step[1])
+    plain = Trajectories.load(
+        refresh_trajectories(
+            str(teacher), str(corpus), tmp_path / "none.safetensors",
+            replace(cfg, traj_cache="none"), progress=False,
+        )
+    )  # fmt: skip
+    assert plain.meta["sample"]["cache"] == "none" and plain.meta != traj.meta
+
+
 def test_trajectory_states_follow_the_commit_order():
     """k of n generated positions kept = the first k committed; u = 0 masks all of them, u
     just below 1 only the last committed; the prompt is never masked; bd3lm blocks draw

@@ -20,12 +20,20 @@ from unmask.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
 RECOMMENDED = {"temperature": 0.8, "block_length": 4}
+"""A recommendation of the tiny test checkpoints (the fitting tests below assume blocks of 4)."""
+MEASURED = {"temperature": 0.8, "block_length": 2}
+"""What mdlm checkpoints and the shipped demo model recommend (benchmarks/defaults.py)."""
 
 
 def _ckpt(root, **defaults):
     torch.manual_seed(0)
-    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, **TOK.special_ids(),
-                       sample_defaults=defaults)
+    cfg = model_preset(
+        "tiny",
+        vocab_size=TOK.vocab_size,
+        max_seq_len=64,
+        **TOK.special_ids(),
+        sample_defaults=defaults,
+    )
     return save_checkpoint(root, model=Transformer(cfg).eval(), tokenizer=TOK)
 
 
@@ -42,16 +50,20 @@ def test_the_checkpoint_recommends_and_the_user_overrides(recommended):
     assert api.sample_config(recommended, {"block_length": 8}).block_length == 8
 
 
-@pytest.mark.parametrize("gen_length,steps,policy,block", [
-    (64, 64, "llada", 4),   # fits as recommended
-    (50, 50, "llada", 2),   # 4 does not divide 50: the largest block length below that does
-    (12, 4, "llada", 3),    # 3 blocks of 4 cannot share 4 steps evenly; 4 blocks of 3 can
-    (7, 7, "llada", 1),
-    (6, 5, "llada", None),  # no block length gives whole steps per block: one block
-    (50, 7, "threshold", 2),  # a dynamic policy ignores steps
-])
-def test_a_recommended_block_length_is_fitted_to_the_run(recommended, gen_length, steps,
-                                                          policy, block):
+@pytest.mark.parametrize(
+    "gen_length,steps,policy,block",
+    [
+        (64, 64, "llada", 4),  # fits as recommended
+        (50, 50, "llada", 2),  # 4 does not divide 50: the largest block length below that does
+        (12, 4, "llada", 3),  # 3 blocks of 4 cannot share 4 steps evenly; 4 blocks of 3 can
+        (7, 7, "llada", 1),
+        (6, 5, "llada", None),  # no block length gives whole steps per block: one block
+        (50, 7, "threshold", 2),  # a dynamic policy ignores steps
+    ],
+)
+def test_a_recommended_block_length_is_fitted_to_the_run(
+    recommended, gen_length, steps, policy, block
+):
     given = {"gen_length": gen_length, "steps": steps, "policy": policy}
     config = api.sample_config(recommended, given)
     assert config.block_length == block
@@ -63,8 +75,20 @@ def test_no_recommendation_keeps_the_sample_config_defaults(tmp_path):
 
 
 def test_unmask_generate_uses_them_for_flags_not_given(recommended, capsys):
-    argv = ["generate", "--model", str(recommended.path), "--gen-length", "16", "--steps", "16",
-            "--json", "--no-live", "--seed", "3", "x"]
+    argv = [
+        "generate",
+        "--model",
+        str(recommended.path),
+        "--gen-length",
+        "16",
+        "--steps",
+        "16",
+        "--json",
+        "--no-live",
+        "--seed",
+        "3",
+        "x",
+    ]
     assert main(argv) == 0
     config = json.loads(capsys.readouterr().out)["config"]
     assert (config["temperature"], config["block_length"]) == (0.8, 4)
@@ -74,8 +98,20 @@ def test_unmask_generate_uses_them_for_flags_not_given(recommended, capsys):
 
 
 def test_the_cli_and_the_api_agree_once_the_options_are_resolved(recommended, capsys):
-    argv = ["generate", "--model", str(recommended.path), "--gen-length", "16", "--steps", "16",
-            "--json", "--no-live", "--seed", "5", "abc"]
+    argv = [
+        "generate",
+        "--model",
+        str(recommended.path),
+        "--gen-length",
+        "16",
+        "--steps",
+        "16",
+        "--json",
+        "--no-live",
+        "--seed",
+        "5",
+        "abc",
+    ]
     assert main(argv) == 0
     cli = json.loads(capsys.readouterr().out)["results"][0]["tokens"]
     config = api.sample_config(recommended, {"gen_length": 16, "steps": 16, "seed": 5})
@@ -83,12 +119,12 @@ def test_the_cli_and_the_api_agree_once_the_options_are_resolved(recommended, ca
 
 
 def test_objectives_record_their_measured_defaults():
-    assert dict(objective_spec("mdlm").sample_defaults) == RECOMMENDED
+    assert dict(objective_spec("mdlm").sample_defaults) == MEASURED
     assert objective_spec("ar").sample_defaults == ()  # not measured: SampleConfig's defaults
 
 
 def test_the_shipped_demo_model_recommends_its_measured_setting():
-    assert load(asset_path("demo")).config.sample_defaults == RECOMMENDED
+    assert load(asset_path("demo")).config.sample_defaults == MEASURED
 
 
 def test_unknown_options_in_config_json_are_one_line_errors():

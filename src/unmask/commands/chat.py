@@ -230,7 +230,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "terminal: /reset, /exit (or Ctrl-D); Ctrl-C stops a reply. With standard input "
             "not a terminal, each line is one user message and each reply is printed."
             " Sampling flags not given take the checkpoint's recommended options "
-            "(sample_defaults in its config.json, measured: temperature 0.8 in blocks of 4 "
+            "(sample_defaults in its config.json, measured: temperature 0.8 in blocks of 2 "
             "for mdlm models and the demo), else the defaults shown below; --json prints the "
             "options that ran."
         ),

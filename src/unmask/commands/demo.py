@@ -70,11 +70,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="denoising steps (default: the generation length)")
     add_seed_flag(p, what="sampling", default=0)
     # Chosen by generative perplexity vs diversity on the shipped model (TRAINING.md): argmax
-    # decoding of a small model repeats itself; temperature 0.8 in blocks of 4 reads best.
+    # decoding of a small model repeats itself; temperature 0.8 in blocks of 2 is the most
+    # fluent setting that does not, also after short prompts (docs/sampling.md).
     p.add_argument("--temperature", type=float, default=0.8, metavar="X",
                    help="Gumbel-max temperature (default: 0.8)")
-    p.add_argument("--block-length", type=int, default=4, metavar="N",
-                   help="semi-autoregressive block length (default: 4)")
+    p.add_argument("--block-length", type=int, default=2, metavar="N",
+                   help="semi-autoregressive block length (default: 2)")
     add_no_live_flag(p)
     add_runtime_flags(p)
     p.set_defaults(func=run)

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Causal (autoregressive) checkpoints are decoded token by token with a KV cache. "
             "Several prompts are sampled as one left-padded batch."
             " Sampling flags not given take the checkpoint's recommended options "
-            "(sample_defaults in its config.json, measured: temperature 0.8 in blocks of 4 "
+            "(sample_defaults in its config.json, measured: temperature 0.8 in blocks of 2 "
             "for mdlm models and the demo), else the defaults shown below; --json prints the "
             "options that ran."
         ),
