@@ -19,18 +19,16 @@ Each round (one ``advance()``, one forward over the exact KV cache of the commit
    model's own causal greedy decoding (``generate_ar``); at temperature > 0 the
    speculative-sampling rule, so every committed token is distributed as the causal model's;
 3. the next drafts are block m's argmax (or draws from its softmax at the temperature, the
-   proposal q of the next verification); the cache is rolled back to the committed prefix
-   without its last token (positions past it, the rejected drafts and the mask blocks, are
-   overwritten by the next forward).
+   proposal q of the next verification); the cache keeps the committed prefix without its
+   last token (the rejected drafts and the mask blocks are dropped).
 
-The draft length is the checkpoint's ``draft_block`` (what it was trained to draft). A batch
-keeps one cache of one length: every row commits m + 1 tokens, m = the fewest drafts an
-unfinished row accepted (as ``speculative`` does; a row that accepted more commits its
-accepted draft at position m, each committed token is still an exact draw of the causal
-model given the prefix). A row that commits EOS is finished (later positions hold the pad
-id); the run stops when every row is finished or ``gen_length`` tokens are committed.
-``nfe`` = forward passes; the result (``HybridResult``) adds drafts made and accepted and the
-tokens committed per forward.
+The draft length is the checkpoint's ``draft_block`` (what it was trained to draft). Every
+row of a batch commits its own n_i + 1 tokens and keeps its own positions in one shared KV
+cache (``unmask.sampling.ragged``; one layout for the batch, shifted to each row's positions),
+so each row decodes as it would alone and its next drafts come from its own block n_i. A row
+that commits EOS is finished (later positions hold the pad id); the run stops when every row
+is finished or has ``gen_length`` tokens. ``nfe`` = forward passes; the result
+(``HybridResult``) adds drafts made and accepted and the tokens committed.
 
 Inside: ``HybridRun``, ``HybridResult``, ``HybridDecoder`` (``hybrid``), ``PREDRAFT``.
 """

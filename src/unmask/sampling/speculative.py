@@ -29,14 +29,13 @@ Each round (one ``advance()``):
    x is accepted with probability ``min(1, p(x) / q(x))``, the first rejected one is replaced
    by a draw from the normalised ``max(0, p - q)``, and when all k are accepted one more token
    is drawn from ``p_k``; every committed token is then distributed as the verifier's own.
-4. A batch keeps one KV cache of one length: every row commits ``m + 1`` tokens, m = the
-   fewest drafts any unfinished row accepted (a row that accepted more commits its accepted
-   draft token at position m; one that stopped there its correction). Each committed token is
-   still an exact draw (or the argmax) of the verifier given the committed prefix, so the
-   rule stays exact; it only commits less per round than per-row lengths would (the result
-   reports both: ``accepted`` and ``row_accepted``). Per-row lengths would need per-row
-   cache lengths (ragged positions in one batch); not done. The cache is rolled back by its
-   ``length`` (positions past it are overwritten by the next forward).
+4. Every row commits its own ``n_i + 1`` tokens (its accepted drafts and the verifier's
+   token after them): rows of a batch drift apart, and each keeps its own positions in one
+   shared KV cache (``unmask.sampling.ragged``: per-row RoPE positions, rejected drafts left
+   as masked holes and compacted away), so each row decodes exactly as it would alone and a
+   batch runs as many rounds as its slowest row. The verifier's forward feeds each row the
+   committed tokens its cache lacks (its last committed token, or the prompt in the first
+   round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
 
 A row that commits EOS is finished (later positions hold the pad id); the run stops when
 every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
