@@ -361,12 +361,17 @@ def test_chat_draft_replies_as_the_causal_model(tmp_path, capsys, monkeypatch):
         "--device",
         "cpu",
     ]
-    replies = []
+    replies, records = [], []
     for extra in ([], ["--draft", drafter, "--draft-length", "3"]):
         monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\nAnd now?\n"))
         assert main([*argv, *extra]) == 0
-        replies.append([json.loads(x)["reply"] for x in capsys.readouterr().out.splitlines()])
+        records.append([json.loads(x) for x in capsys.readouterr().out.splitlines()])
+        replies.append([r["reply"] for r in records[-1]])
     assert replies[0] == replies[1] and len(replies[0]) == 2
+    assert "acceptance_rate" not in records[0][0]  # ar: what it reported before
+    for r in records[1]:  # speculative: acceptance and forwards of each turn
+        assert r["forwards"] == r["nfe"] == r["verifier_forwards"] + r["drafter_forwards"]
+        assert 0 <= r["acceptance_rate"] <= 1 and r["tokens_per_forward"] > 0
 
 
 def test_cli_refusals_are_one_line_exit_2(tmp_path, capsys):
