@@ -202,7 +202,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--prompt-words", type=int, default=8)
-    ap.add_argument("--draft-lengths", type=int, nargs="+", default=[4, 8])
+    ap.add_argument(
+        "--draft-lengths", type=int, nargs="*", default=[4, 8], help="spec rows (none: no spec row)"
+    )
     ap.add_argument(
         "--thresholds",
         type=float,
@@ -325,12 +327,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     )
                 )
             specs = [(f"spec k={k}", {"draft_length": k}) for k in args.draft_lengths]
-            k_max = max(args.draft_lengths)
+            k_max = max(args.draft_lengths, default=0)
             specs += [
                 (f"spec k={k_max} thr={t:g}", {"draft_length": k_max, "draft_threshold": t})
-                for t in args.thresholds
+                for t in (args.thresholds if k_max else [])
             ]
-            if args.no_cache_row:
+            if args.no_cache_row and k_max:
                 specs.append(
                     (f"spec k={k_max} no cache", {"draft_length": k_max, "draft_cache": "none"})
                 )
