@@ -80,9 +80,10 @@ class HybridResult(SpeculativeResult):
 class HybridRun(DecoderRun):
     """The ``hybrid`` decoder's run (see the module docstring); runs alone (a KV cache).
 
-    ``use_cache=False`` recomputes the whole prefix every round (same layout, no cache): the
-    reference the cached run is tested against. ``drafts`` (B, d) are the drafts the next
-    round verifies (a live view may show them apart from the committed ``view()``).
+    ``use_cache=False`` recomputes every row's whole prefix every round (the same layout over
+    a fresh cache): the reference the kept cache is tested against. ``drafts`` (B, d) are the
+    drafts the next round verifies (a live view may show them apart from the committed
+    ``view()``); ``dlen`` (B,) how many of them each row drafted.
     """
 
     def __init__(
