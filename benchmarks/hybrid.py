@@ -90,8 +90,9 @@ def decode(run: str, data: str, n: int, gen: int, batch: int) -> list[dict]:
                 else:
                     r = HybridRun(ld.model, chunk, max_new_tokens=gen, eos_id=ld.config.eos_id,
                                   predraft=name).run()  # fmt: skip
-                    st = [a + b for a, b in zip(st, (r.nfe, r.committed, r.drafted, r.accepted),
-                                                strict=True)]  # fmt: skip
+                    # committed is summed over rows; row_rounds counts each row's rounds
+                    st = [a + b for a, b in zip(st, (r.row_rounds, r.committed, r.drafted,
+                                                     r.accepted), strict=True)]  # fmt: skip
                 ids += r.gen_ids
             s = time.perf_counter() - t
             if name == "ar":

@@ -11,18 +11,17 @@ One process, the same prompts, every row against the reference of its (gen_lengt
   and the causal model verifies them (greedy: output identical to ``ar``), for every
   ``--draft-lengths``, plus adaptive rows (``--thresholds``: a draft ends where the drafter's
   probability drops below the threshold) and ``--draft-cache none`` rows when asked;
-- ``hybrid``: a one-model hybrid checkpoint (``--hybrid PATH``), decoded by the decoder its
-  checkpoint names (``unmask.api.start``, decoder ``auto``); skipped with a note when not
-  given or not present.
+- ``hybrid all`` / ``hybrid ends``: a one-model hybrid checkpoint (``--hybrid PATH``),
+  decoded by the decoder its checkpoint names (``unmask.api.start``, decoder ``auto``), with
+  ``predraft`` ``all`` (TiDAR) and ``ends``; skipped with a note when not given or not present.
 
 Columns: tok/s and its ratio to ``ar`` (same prompts, gen_length and batch), tokens per
-forward (generated tokens per row / model forwards, drafter and verifier both counted),
-acceptance (drafted tokens accepted, per row), acc/round (drafts committed per round: the
-fewest any row of the batch accepted) vs row-acc/round (what per-row commit lengths would
-commit) - the cost of one shared KV-cache length at batch > 1 -, gen ppl (continuations given
-their prompts under the offline scorer, ``unmask.scoring``, when its model is installed),
-dist-2 (distinct word bigrams), ident (fraction of generated positions equal to ``ar``'s
-greedy tokens; rows are cut at EOS).
+forward (generated tokens per row / model forwards, drafter and verifier both counted; every
+row of a batch commits its own accepted length, so a batch runs as many rounds as its slowest
+row), acceptance (drafted tokens accepted), acc/round (drafts a row commits per round), gen
+ppl (continuations given their prompts under the offline scorer, ``unmask.scoring``, when its
+model is installed), dist-2 (distinct word bigrams), ident (fraction of generated positions
+equal to ``ar``'s greedy tokens; rows are cut at EOS).
 
 The demo models' context is 256 tokens: a requested length that does not fit after the
 prompt is cut to the longest multiple of 8 that does, and the table says so.
@@ -121,17 +120,16 @@ def measure(
         "drafter_nfe",
         "drafted",
         "accepted",
-        "row_drafted",
-        "row_accepted",
         "row_rounds",
+        "committed",
         "drafter_cache",
     ):
         if hasattr(res, name):
             row[name] = getattr(res, name)
     if hasattr(res, "acceptance_rate"):
         row["acceptance"] = res.acceptance_rate
-        row["acc_per_round"] = res.accepted / max(res.steps, 1)
-        row["row_acc_per_round"] = res.row_accepted / max(res.row_rounds, 1)
+        row["acc_per_round"] = res.accepted / max(res.row_rounds, 1)
+        row["row_tokens_per_forward"] = res.tokens_per_forward
     row["ratio"] = row["tokens_per_s"] / ref["tokens_per_s"] if ref else 1.0
     row["identity"] = identity(gen, ref["ids"], eos) if ref else 1.0
     return row
@@ -165,7 +163,7 @@ def forward_cost(
 
 HEADER = (
     f"{'gen':>4} {'B':>2} {'row':<22} {'tok/s':>8} {'×AR':>6} {'tok/fwd':>7} {'accept':>6} "
-    f"{'acc/rd':>6} {'row-acc':>7} {'gen ppl':>8} {'dist-2':>6} {'ident':>6}"
+    f"{'acc/rd':>6} {'gen ppl':>8} {'dist-2':>6} {'ident':>6}"
 )
 
 
@@ -177,7 +175,7 @@ def print_row(r: dict[str, Any]) -> None:
     print(
         f"{r['gen_length']:>4} {r['batch']:>2} {r['label']:<22} {r['tokens_per_s']:>8.1f} "
         f"{r['ratio']:>6.2f} {r['tokens_per_forward']:>7.2f} {_f(r.get('acceptance'), '.2f'):>6} "
-        f"{_f(r.get('acc_per_round'), '.2f'):>6} {_f(r.get('row_acc_per_round'), '.2f'):>7} "
+        f"{_f(r.get('acc_per_round'), '.2f'):>6} "
         f"{_f(r['gen_ppl'], '.1f'):>8} {r['distinct_2']:>6.3f} {r['identity']:>6.3f}",
         flush=True,
     )
@@ -197,10 +195,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="causal checkpoint of the same tokenizer: the reference and verifier",
     )
     ap.add_argument("--hybrid", help="a one-model hybrid checkpoint (row skipped without it)")
+    ap.add_argument(
+        "--predraft", nargs="+", default=["all", "ends"], help="hybrid rows: predraft layouts"
+    )
+    ap.add_argument("--no-diffusion-row", action="store_true", help="skip the plain-diffusion row")
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--prompt-words", type=int, default=8)
-    ap.add_argument("--draft-lengths", type=int, nargs="+", default=[4, 8])
+    ap.add_argument(
+        "--draft-lengths", type=int, nargs="*", default=[4, 8], help="spec rows (none: no spec row)"
+    )
     ap.add_argument(
         "--thresholds",
         type=float,
@@ -309,25 +313,26 @@ def main(argv: Sequence[str] | None = None) -> None:
             ref = measure("ar", ar, ids, cfg, draft=None, ref=None, prompts=prompts, **kw)
             done = [ref]
             dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed})
-            done.append(
-                measure(
-                    "diffusion (recommended)",
-                    diff,
-                    ids,
-                    dcfg,
-                    draft=None,
-                    ref=ref,
-                    prompts=prompts,
-                    **kw,
+            if not args.no_diffusion_row:
+                done.append(
+                    measure(
+                        "diffusion (recommended)",
+                        diff,
+                        ids,
+                        dcfg,
+                        draft=None,
+                        ref=ref,
+                        prompts=prompts,
+                        **kw,
+                    )
                 )
-            )
             specs = [(f"spec k={k}", {"draft_length": k}) for k in args.draft_lengths]
-            k_max = max(args.draft_lengths)
+            k_max = max(args.draft_lengths, default=0)
             specs += [
                 (f"spec k={k_max} thr={t:g}", {"draft_length": k_max, "draft_threshold": t})
-                for t in args.thresholds
+                for t in (args.thresholds if k_max else [])
             ]
-            if args.no_cache_row:
+            if args.no_cache_row and k_max:
                 specs.append(
                     (f"spec k={k_max} no cache", {"draft_length": k_max, "draft_cache": "none"})
                 )
@@ -337,9 +342,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
                 done.append(measure(label, ar, ids, sc, draft=diff, ref=ref, prompts=prompts, **kw))
             if hybrid is not None:
-                done.append(
-                    measure("hybrid", hybrid, ids, cfg, draft=None, ref=ref, prompts=prompts, **kw)
-                )
+                for pre in args.predraft:
+                    hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre)
+                    done.append(
+                        measure(
+                            f"hybrid {pre}",
+                            hybrid,
+                            ids,
+                            hc,
+                            draft=None,
+                            ref=ref,
+                            prompts=prompts,
+                            **kw,
+                        )  # fmt: skip
+                    )
             for r in done:
                 print_row(r)
             rows += done

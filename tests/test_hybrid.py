@@ -158,7 +158,7 @@ def test_loss_decreases_and_the_model_drafts(trained):
     r = HybridRun(m, prompts, max_new_tokens=24, eos_id=None).run()
     assert r.gen_ids == ar_out.gen_ids  # greedy = its own causal greedy decoding
     assert r.tokens_per_forward > 1.5  # it learned to draft the cycle
-    assert r.accepted + r.nfe == r.committed == 24
+    assert r.accepted + r.row_rounds == r.committed == 3 * 24  # per row: drafts + 1 a round
     assert r.acceptance_rate == r.accepted / r.drafted
 
 
@@ -251,7 +251,7 @@ def exact_marginals(m: Transformer, prompt: list[int], n: int) -> list[torch.Ten
 
 def sampled_marginals(m: Transformer, prompt: list[int], n: int, runs: int) -> torch.Tensor:
     counts = torch.zeros(n, m.config.vocab_size, dtype=torch.float64)
-    for s in range(runs):  # batches of 10 rows: every row commits the fewest any row accepted
+    for s in range(runs):  # batches of 10 rows, each committing what it accepted
         r = HybridRun(m, [prompt] * 10, max_new_tokens=n, temperature=1.0, eos_id=None,
                       generator=torch.Generator().manual_seed(s)).run()  # fmt: skip
         for row in r.gen_ids:
@@ -274,7 +274,7 @@ def test_sampling_matches_the_causal_distribution(monkeypatch):
     got = sampled_marginals(m, prompt, 3, 100)
     assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) < 0.05
 
-    def always_accept(draft, q, p, generator=None):
+    def always_accept(draft, q, p, generator=None, lengths=None):
         B, k = draft.shape
         bonus = torch.multinomial(p[:, k], 1, generator=generator)
         return torch.full((B,), k), torch.cat([draft, bonus], dim=1)
@@ -291,6 +291,60 @@ def test_eos_stops_rows_like_ar(trained):
     r = HybridRun(m, prompts, max_new_tokens=16, eos_id=7).run()
     assert r.gen_ids == want.gen_ids
     assert r.committed < 16  # stopped early
+
+
+def test_per_row_positions_equal_each_row_alone():
+    """``positions`` (B, L) over a cache: each row gets the logits it gets alone at its own
+    positions (rows of a batch that committed different numbers of tokens)."""
+    m = model(1, vocab=16, k=3)
+    x = torch.randint(4, 16, (2, 10), generator=torch.Generator().manual_seed(2))
+    pos = torch.stack([torch.arange(10), torch.arange(3, 13)])  # (2, 10): row 1 three later
+    tril = torch.ones(10, 10, dtype=torch.bool).tril()[None, None]
+    kv = KVCache()
+    head = m(x[:, :6], cache=kv, start=0, positions=pos[:, :6], attn_bias=tril[..., :6, :6])
+    tail = m(x[:, 6:], cache=kv, start=6, positions=pos[:, 6:], attn_bias=tril[..., :4, :4])
+    for i in range(2):
+        alone = m(x[i : i + 1], positions=pos[i], attn_bias=tril)
+        torch.testing.assert_close(torch.cat([head, tail], 1)[i : i + 1], alone)
+
+
+def test_each_row_of_a_batch_advances_by_its_own_acceptance(trained):
+    """A padded batch decodes every row as that row alone: the same tokens, drafts accepted and
+    tokens committed, and as many forwards as its slowest row (not the fewest acceptance of
+    the batch every round)."""
+    m = trained[0]
+    prompts = [[4, 5], [9, 8, 7], [6, 7, 8, 9, 4, 6, 5]]  # the cycle, a wrong one, a broken one
+    batch = HybridRun(m, prompts, max_new_tokens=20, eos_id=None).run()
+    alone = [HybridRun(m, [p], max_new_tokens=20, eos_id=None).run() for p in prompts]
+    assert batch.gen_ids == [r.gen_ids[0] for r in alone]
+    assert batch.accepted == sum(r.accepted for r in alone) > 0
+    assert batch.committed == sum(r.committed for r in alone) == 60
+    assert batch.nfe == max(r.nfe for r in alone) > min(r.nfe for r in alone)
+    assert batch.row_rounds == sum(r.nfe for r in alone)
+
+
+@pytest.mark.parametrize("predraft", ["all", "ends"])
+def test_compacting_the_ragged_cache_changes_nothing(predraft, trained):
+    """Holes of rejected drafts gathered out every round (slack 1) or never: the same tokens
+    and acceptances; compaction keeps the cache at most one round longer than the longest
+    row."""
+    m = trained[0]
+    prompts = [[4, 5], [9, 8, 7], [6, 7, 8, 9, 4, 6, 5]]
+    runs, lengths = [], []
+    for slack in (1, 10**6):
+        run = HybridRun(m, prompts, max_new_tokens=20, eos_id=None, predraft=predraft)
+        run.cache.slack = slack
+        longest = 0
+        while not run.done:
+            run.advance()
+            longest = max(longest, run.cache.kv.length)
+        runs.append(run.result())
+        lengths.append(longest)
+    a, b = runs
+    assert a.tokens.tolist() == b.tokens.tolist()
+    assert (a.accepted, a.drafted, a.nfe) == (b.accepted, b.drafted, b.nfe)
+    assert lengths[0] < lengths[1]  # the holes were gathered out
+    assert lengths[0] <= 7 + 20  # prompt width + tokens: the longest row's kept slots
 
 
 # ---- one decoding path: API, CLI, training ---------------------------------------------------
@@ -402,6 +456,14 @@ def test_init_from_ar_then_every_entry_decodes_it(dataset, tmp_path, capsys):
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["decoder"] == "hybrid" and out["results"][0]["tokens"] == h.ids[0]
+    assert out["forwards"] == out["nfe"] == out["verifier_forwards"] > 0
+    assert out["drafter_forwards"] == 0 and 0 <= out["acceptance_rate"] <= 1
+    assert out["tokens_per_forward"] == pytest.approx(10 / out["forwards"], abs=1e-4)
+    assert main([*argv, "--predraft", "ends"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["tokens"] == h.ids[0]
+    with pytest.raises(SystemExit) as bad:  # argparse: a choice flag, exit code 2
+        main([*argv, "--predraft", "some"])
+    assert bad.value.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err
     assert main([*argv, "--cfg-scale", "1.5"]) == 2
     assert "cfg_scale applies to diffusion" in capsys.readouterr().err
 

@@ -142,6 +142,48 @@ def test_nfe_counts_both_models_and_a_perfect_drafter_commits_k_plus_one():
     assert r.nfe == verifier.calls + drafter.calls
 
 
+class RowOracle(nn.Module):
+    """A cacheable 'diffusion' drafter sure of ``seqs[row][position]``: right for the rows whose
+    sequence is the verifier's greedy one, wrong for the others."""
+
+    supports_kv_cache = True
+
+    def __init__(self, config, seqs: list[list[int]]) -> None:
+        super().__init__()
+        self.config = dataclasses.replace(config, attention="bidirectional")
+        self.table = torch.tensor(seqs)  # (B, P + G)
+
+    def forward(
+        self, tokens, attention_mask=None, *, cache=None, start=0, positions=None, attn_bias=None
+    ):
+        if cache is not None:
+            cache.length = max(cache.length, start + tokens.shape[1])
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, self.config.vocab_size, dtype=torch.float64)
+        want = self.table.gather(1, positions.clamp(max=self.table.shape[1] - 1))  # (B, L)
+        logits.scatter_(2, want[..., None], 10.0)
+        return logits
+
+
+@pytest.mark.parametrize("draft_cache", ["prefix", "none"])
+def test_each_row_commits_what_it_accepted(draft_cache):
+    """A padded batch whose first row's drafts are all right and the others' all wrong: the
+    first row finishes in gen / (k + 1) rounds while the others take one token a round (with
+    one KV-cache length for the batch it would commit one token a round too), output equal to
+    AR greedy."""
+    verifier = transformer("causal", 3)
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=20, eos_id=None)
+    right = ar.tokens[0].tolist()
+    seqs = [right] + [[5] * len(right)] * 2
+    r = SpeculativeRun(verifier, RowOracle(verifier.config, seqs), PROMPTS, max_new_tokens=20,
+                       draft_length=4, eos_id=None, draft_cache=draft_cache).run()  # fmt: skip
+    assert r.gen_ids == ar.gen_ids and r.tokens.tolist() == ar.tokens.tolist()
+    assert r.accepted >= 16  # row 0: four of four drafts a round (the wrong rows: by chance)
+    assert r.committed == 3 * 20 == r.accepted + r.row_rounds
+    assert r.steps == 20 and r.row_rounds <= 4 + 20 + 20 + 4  # row 0 done in about 4 rounds
+    assert r.tokens_per_forward == pytest.approx(60 / r.row_rounds * r.steps / r.nfe)
+
+
 # ---- sampling: the output distribution is the verifier's -----------------------------------
 
 V, MASK = 5, 4  # tokens 0..3, mask 4
@@ -176,7 +218,9 @@ class Markov(nn.Module):
         super().__init__()
         self.config = Cfg("causal")
 
-    def forward(self, tokens, attention_mask=None, *, cache=None, start=0):
+    def forward(
+        self, tokens, attention_mask=None, *, cache=None, start=0, positions=None, attn_bias=None
+    ):
         if cache is not None:
             cache.length = max(cache.length, start + tokens.shape[1])
         return TABLE[tokens]  # (B, L, V)
@@ -218,7 +262,7 @@ def empirical(draw, n: int, runs: int) -> list[torch.Tensor]:
 
 def sampled(runs: int, *, batch: bool, gen: int = 3, k: int = 2) -> list[list[int]]:
     prompt = [1, 2]
-    if batch:  # one batch: every row commits the fewest tokens any row accepted
+    if batch:  # one batch: each row commits the tokens it accepted
         r = SpeculativeRun(
             Markov(),
             FixedDrafter(),
@@ -259,7 +303,7 @@ def test_sampling_matches_the_verifier_distribution(batch):
 
 
 def test_a_wrong_acceptance_rule_fails_the_same_check(monkeypatch):
-    def always_accept(draft, q, p, generator=None):
+    def always_accept(draft, q, p, generator=None, lengths=None):
         B, k = draft.shape
         bonus = spec_mod._draw(p[:, k], generator)
         return torch.full((B,), k), torch.cat([draft, bonus[:, None]], dim=1)

@@ -136,9 +136,9 @@ def test_adaptive_length_keeps_greedy_identity(threshold):
         verifier, transformer("bidirectional", 5), draft_length=6, draft_threshold=threshold
     )
     assert r.gen_ids == ar.gen_ids
-    assert r.row_accepted <= r.row_drafted <= 6 * r.row_rounds
+    assert r.accepted <= r.drafted <= 6 * r.row_rounds
     if threshold >= 0.5:  # a random drafter is rarely that sure: drafts end early
-        assert r.row_drafted < 6 * r.row_rounds // 2
+        assert r.drafted < 6 * r.row_rounds // 2
     for d in rec.drafts:  # drafts shown only where nothing is committed yet
         assert d.shape == (len(PROMPTS), 24)
 
@@ -208,7 +208,9 @@ class Markov(nn.Module):
         super().__init__()
         self.config = Cfg("causal")
 
-    def forward(self, tokens, attention_mask=None, *, cache=None, start=0):
+    def forward(
+        self, tokens, attention_mask=None, *, cache=None, start=0, positions=None, attn_bias=None
+    ):
         if cache is not None:
             cache.length = max(cache.length, start + tokens.shape[1])
         return TABLE[tokens]  # (B, L, V)
@@ -264,7 +266,7 @@ def test_sampling_with_adaptive_length_and_steps_matches_the_verifier():
         eos_id=None,
         generator=torch.Generator().manual_seed(0),
     ).run()
-    assert 0 < r.row_drafted < 3 * r.row_rounds  # the adaptive length did cut drafts
+    assert 0 < r.drafted < 3 * r.row_rounds  # the adaptive length did cut drafts
     ids = torch.tensor(r.gen_ids)  # (runs, gen)
     for j, exact in enumerate(exact_marginals(2, gen)):
         got = torch.bincount(ids[:, j], minlength=V).double() / runs
@@ -359,12 +361,17 @@ def test_chat_draft_replies_as_the_causal_model(tmp_path, capsys, monkeypatch):
         "--device",
         "cpu",
     ]
-    replies = []
+    replies, records = [], []
     for extra in ([], ["--draft", drafter, "--draft-length", "3"]):
         monkeypatch.setattr("sys.stdin", io.StringIO("Hello there\nAnd now?\n"))
         assert main([*argv, *extra]) == 0
-        replies.append([json.loads(x)["reply"] for x in capsys.readouterr().out.splitlines()])
+        records.append([json.loads(x) for x in capsys.readouterr().out.splitlines()])
+        replies.append([r["reply"] for r in records[-1]])
     assert replies[0] == replies[1] and len(replies[0]) == 2
+    assert "acceptance_rate" not in records[0][0]  # ar: what it reported before
+    for r in records[1]:  # speculative: acceptance and forwards of each turn
+        assert r["forwards"] == r["nfe"] == r["verifier_forwards"] + r["drafter_forwards"]
+        assert 0 <= r["acceptance_rate"] <= 1 and r["tokens_per_forward"] > 0
 
 
 def test_cli_refusals_are_one_line_exit_2(tmp_path, capsys):

@@ -338,6 +338,8 @@ class Reply:
     nfe: int
     steps: int
     seconds: float
+    result: GenerateResult | None = field(default=None, repr=False)
+    """The decoder's own result (acceptance counts of ``speculative`` / ``hybrid``)."""
 
 
 def chat(
@@ -359,7 +361,13 @@ def chat(
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
     return Reply(
-        text=reply, prompt=text, prompt_ids=ids, nfe=result.nfe, steps=result.steps, seconds=seconds
+        text=reply,
+        prompt=text,
+        prompt_ids=ids,
+        nfe=result.nfe,
+        steps=result.steps,
+        seconds=seconds,
+        result=result,
     )
 
 

@@ -599,6 +599,11 @@ class SampleConfig:
     """Decoder ``speculative``: the drafter's KV cache of the committed prefix: ``prefix``
     (each committed token's keys/values computed once; exact for block-causal drafters,
     approximate for bidirectional ones) or ``none`` (the whole canvas every forward)."""
+    predraft: str = "all"
+    """Decoder ``hybrid``: which acceptance lengths get a pre-drafted block each forward:
+    ``all`` (0 .. d, TiDAR: the next drafts always saw the whole accepted prefix) or ``ends``
+    (0 and d only: fewer positions per forward, after a partial acceptance the drafts of block
+    0 after it); other decoders ignore it."""
     compile: str = "off"
     """``torch.compile`` the model for decoding (``unmask.parallel.compile_for_decoding``, once
     per loaded model; the first runs pay the compile): ``off`` (eager; on a CPU the compile
@@ -623,7 +628,7 @@ class SampleConfig:
                 f"unknown draft_cache {self.draft_cache!r}; choose one of {', '.join(DRAFT_CACHES)}"
             )
         for name, allowed in (("sedd_sampler", SEDD_SAMPLERS), ("prompt_masks", PROMPT_MASKS),
-                              ("compile", DECODE_COMPILES)):
+                              ("compile", DECODE_COMPILES), ("predraft", PREDRAFTS)):
             value = getattr(self, name)
             if value not in allowed:
                 raise UserError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
@@ -645,6 +650,8 @@ DRAFT_CACHES: tuple[str, ...] = ("prefix", "none")
 """Values of ``SampleConfig.draft_cache``."""
 DECODE_COMPILES: tuple[str, ...] = ("off", "inductor", "cuda-graphs", "aot_eager")
 """Values of ``SampleConfig.compile``."""
+PREDRAFTS: tuple[str, ...] = ("all", "ends")
+"""Values of ``SampleConfig.predraft``."""
 SEDD_POLICY_ALIASES: dict[str, str] = {"sedd-analytic": "analytic", "sedd-euler": "euler"}
 """Old ``policy`` spellings of the SEDD decoder and the ``sedd_sampler`` each stands for."""
 

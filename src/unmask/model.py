@@ -650,23 +650,32 @@ class Transformer(nn.Module):
         with their RoPE ``positions``, and their queries see the keys of slots [0, start + L)
         as ``attn_bias`` says: (B|1, 1, L, start + L), or (B|1, 1, L, L) over the new keys with
         every cached slot visible; None = the attention mode's pattern by position. Serves
-        decoders that verify and draft in one forward (``unmask.sampling.hybrid``)."""
-        L, device = tokens.shape[1], tokens.device
+        decoders that verify and draft in one forward (``unmask.sampling.hybrid``).
+        ``positions`` may be (B, L), one row of positions per batch row (with ``attn_bias``):
+        rows whose committed lengths differ share one cache (``unmask.sampling.ragged``)."""
+        B, L, device = tokens.shape[0], tokens.shape[1], tokens.device
         if not 0 <= start <= cache.length:
             raise ValueError(
                 f"start={start} leaves a gap after the {cache.length} cached positions"
             )
         if positions is None:
             positions = torch.arange(start, start + L, device=device)
-        if positions.shape != (L,):
-            raise ValueError(f"positions must have shape ({L},), got {tuple(positions.shape)}")
+        per_row = positions.dim() == 2  # (B, L): each row its own positions (ragged rows)
+        if positions.shape != (L,) and not (per_row and positions.shape == (B, L)):
+            raise ValueError(
+                f"positions must have shape ({L},) or ({B}, {L}), got {tuple(positions.shape)}"
+            )
+        if per_row and attn_bias is None:
+            raise ValueError("per-row positions (B, L) need an explicit attn_bias")
         positions = positions.to(device)
         n = int(positions.max()) + 1 if L else 0
         if n > self.config.max_seq_len:
             raise ValueError(f"position {n - 1} exceeds max_seq_len={self.config.max_seq_len}")
         kv_len = start + L
         cos, sin = self._rope_tables(n, device)
-        cos, sin = cos[positions], sin[positions]  # (L, hd)
+        cos, sin = cos[positions], sin[positions]  # (L, hd), or (B, L, hd) per row
+        if per_row:
+            cos, sin = cos[:, None], sin[:, None]  # (B, 1, L, hd): broadcast over heads
         if attn_bias is None:
             kpos = torch.cat([torch.arange(start, device=device), positions])[None, :]  # (1, Lk)
             q = positions[:, None]  # (L, 1)

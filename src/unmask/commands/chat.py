@@ -81,6 +81,8 @@ class Turn:
     prompt: Prepared
     nfe: int
     seconds: float
+    stats: dict[str, Any] = field(default_factory=dict)
+    """Acceptance rate, tokens per forward, forwards (``speculative``, ``hybrid``)."""
 
 
 @dataclass
@@ -141,7 +143,8 @@ class ChatSession:
         out = api.chat(self.loaded, self.messages(prepared.turns), config=self.config,
                        template=self.template, step_callback=live, draft=self.draft)
         self.turns = [*prepared.turns, {"role": "assistant", "content": out.text}]
-        return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds)
+        stats = getattr(out.result, "acceptance_stats", dict)()
+        return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds, stats=stats)
 
 
 def converse(
@@ -211,6 +214,7 @@ def converse(
             record = {"user": message, "reply": turn.reply, "prompt": prepared.text,
                       "prompt_tokens": len(prepared.ids), "dropped": prepared.dropped,
                       "nfe": turn.nfe, "seconds": round(turn.seconds, 4)}
+            record.update(turn.stats)  # speculative, hybrid: acceptance and forwards
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)

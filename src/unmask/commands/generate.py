@@ -144,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             "tokens_per_s": round(tokens_per_s, 2),
             "config": dataclasses.asdict(dataclasses.replace(config, decoder=out.decoder)),
         }
+        if hasattr(out.result, "acceptance_stats"):  # speculative, hybrid: drafts and forwards
+            result.update(out.result.acceptance_stats())
         print(json.dumps(result, ensure_ascii=False))
         return 0
     for i, text in enumerate(out.texts):

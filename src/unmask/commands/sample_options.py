@@ -17,6 +17,7 @@ from unmask.commands import add_dataclass_flags, dataclass_from_args
 from unmask.config import (
     DECODE_COMPILES,
     DRAFT_CACHES,
+    PREDRAFTS,
     PROMPT_MASKS,
     SEDD_POLICY_ALIASES,
     SEDD_SAMPLERS,
@@ -45,6 +46,7 @@ def _sample_choices() -> dict[str, list[str] | Callable[[], list[str]]]:
         "sedd_sampler": list(SEDD_SAMPLERS),
         "prompt_masks": list(PROMPT_MASKS),
         "draft_cache": list(DRAFT_CACHES),
+        "predraft": list(PREDRAFTS),
         "compile": list(DECODE_COMPILES),
         "remasking": _registry("unmask.sampling.policies", "REMASKING"),
         "confidence": _registry("unmask.sampling.policies", "CONFIDENCES"),

@@ -21,7 +21,7 @@ from unmask.commands.sample_options import (
     check_draft_flags,
     load_draft,
 )
-from unmask.config import DECODE_COMPILES, DRAFT_CACHES
+from unmask.config import DECODE_COMPILES, DRAFT_CACHES, PREDRAFTS
 from unmask.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -85,6 +85,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "takes minutes, docs/sampling.md)")
     p.add_argument("--draft-cache", default=None, choices=DRAFT_CACHES,
                    help="with --draft: the drafter's prefix cache (default: prefix)")
+    p.add_argument("--predraft", default=None, choices=PREDRAFTS,
+                   help="a hybrid checkpoint: pre-draft a block for every acceptance length "
+                        "(all, TiDAR) or for none and all accepted only (ends: fewer positions "
+                        "per forward); default: all")
     add_runtime_flags(p)
     add_quantize_flag(p)
     p.set_defaults(func=run)
@@ -142,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
 
         compile_for_decoding(loaded.model, args.compile)  # refuses a mode it cannot run
         draft_options["compile"] = args.compile
+    if args.predraft is not None:  # the hybrid decoder's layout, for every request
+        draft_options["predraft"] = args.predraft
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
                           allow_regex=not args.no_regex, batch_wait_s=args.batch_wait)

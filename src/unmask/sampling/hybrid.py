@@ -19,18 +19,16 @@ Each round (one ``advance()``, one forward over the exact KV cache of the commit
    model's own causal greedy decoding (``generate_ar``); at temperature > 0 the
    speculative-sampling rule, so every committed token is distributed as the causal model's;
 3. the next drafts are block m's argmax (or draws from its softmax at the temperature, the
-   proposal q of the next verification); the cache is rolled back to the committed prefix
-   without its last token (positions past it, the rejected drafts and the mask blocks, are
-   overwritten by the next forward).
+   proposal q of the next verification); the cache keeps the committed prefix without its
+   last token (the rejected drafts and the mask blocks are dropped).
 
-The draft length is the checkpoint's ``draft_block`` (what it was trained to draft). A batch
-keeps one cache of one length: every row commits m + 1 tokens, m = the fewest drafts an
-unfinished row accepted (as ``speculative`` does; a row that accepted more commits its
-accepted draft at position m, each committed token is still an exact draw of the causal
-model given the prefix). A row that commits EOS is finished (later positions hold the pad
-id); the run stops when every row is finished or ``gen_length`` tokens are committed.
-``nfe`` = forward passes; the result (``HybridResult``) adds drafts made and accepted and the
-tokens committed per forward.
+The draft length is the checkpoint's ``draft_block`` (what it was trained to draft). Every
+row of a batch commits its own n_i + 1 tokens and keeps its own positions in one shared KV
+cache (``unmask.sampling.ragged``; one layout for the batch, shifted to each row's positions),
+so each row decodes as it would alone and its next drafts come from its own block n_i. A row
+that commits EOS is finished (later positions hold the pad id); the run stops when every row
+is finished or has ``gen_length`` tokens. ``nfe`` = forward passes; the result
+(``HybridResult``) adds drafts made and accepted and the tokens committed.
 
 Inside: ``HybridRun``, ``HybridResult``, ``HybridDecoder`` (``hybrid``), ``PREDRAFT``.
 """
@@ -46,12 +44,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from unmask.canvas import as_rows, left_pad
-from unmask.config import SampleConfig
+from unmask.config import PREDRAFTS, SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.objectives.hybrid import draft_layout
 from unmask.sampling.ar import (
-    committed_view,
     filter_logits,
     forbid_id,
     prompt_and_generation,
@@ -63,41 +60,30 @@ from unmask.sampling.protocol import (
     ViewCallback,
     make_generator,
     model_device,
-    rows_finished,
 )
+from unmask.sampling.ragged import RaggedCache, columns, commit_rows, place_drafts, rows_view
 from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
 from unmask.sampling.speculative import SpeculativeResult, accept_greedy, accept_sampled
 
-PREDRAFT = ("all", "ends")
+PREDRAFT = PREDRAFTS
 """Which acceptance lengths get a pre-drafted block: ``all`` (0 .. d, TiDAR) or ``ends``
-(0 and d: fewer positions per forward; after a partial acceptance block 0's later drafts)."""
+(0 and d: fewer positions per forward; after a partial acceptance block 0's later drafts);
+``SampleConfig.predraft``."""
 
 
 @dataclass
 class HybridResult(SpeculativeResult):
     """A ``SpeculativeResult`` of one model: ``verifier_nfe`` = ``nfe`` (the drafts come in the
-    same forwards, ``drafter_nfe`` = 0), ``drafted`` / ``accepted`` per batch row."""
-
-    committed: int = 0
-    """Tokens committed per row (a finished row's fill included), summed over rounds."""
-
-    @property
-    def tokens_per_forward(self) -> float:
-        """Tokens committed per row per forward pass (1 for plain AR decoding)."""
-        return self.committed / self.nfe if self.nfe else 0.0
-
-    @property
-    def acceptance_rate(self) -> float:
-        """Fraction of the drafted tokens that were committed as drafted."""
-        return self.accepted / self.drafted if self.drafted else 0.0
+    same forwards, ``drafter_nfe`` = 0)."""
 
 
 class HybridRun(DecoderRun):
     """The ``hybrid`` decoder's run (see the module docstring); runs alone (a KV cache).
 
-    ``use_cache=False`` recomputes the whole prefix every round (same layout, no cache): the
-    reference the cached run is tested against. ``drafts`` (B, d) are the drafts the next
-    round verifies (a live view may show them apart from the committed ``view()``).
+    ``use_cache=False`` recomputes every row's whole prefix every round (the same layout over
+    a fresh cache): the reference the kept cache is tested against. ``drafts`` (B, d) are the
+    drafts the next round verifies (a live view may show them apart from the committed
+    ``view()``); ``dlen`` (B,) how many of them each row drafted.
     """
 
     def __init__(
@@ -162,58 +148,63 @@ class HybridRun(DecoderRun):
             )
         device = model_device(model) or torch.device("cpu")
         prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
-        from unmask.model import KVCache
 
         self.model, self.eos_id, self.gen_length, self.k = model, eos_id, max_new_tokens, k
-        self.mask_id, self.predraft = mask_id, predraft
+        self.mask_id, self.predraft, self.use_cache = mask_id, predraft, use_cache
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
-        self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
+        gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
+        self.seq = torch.cat([self.prompt, gen], dim=1)  # (B, P + G): logical positions
+        self.gen = self.seq[:, P:]  # (B, G), a view: commits write into seq
+        self.seq_real = torch.cat([self.real, torch.ones_like(gen, dtype=torch.bool)], dim=1)
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
-        self.kv = KVCache() if use_cache else None
+        self.cache = RaggedCache(B, device, slack=k + 1)
         self.drafts = self.gen[:, :0]  # (B, d): what the next round verifies
+        self.dlen = torch.zeros(B, dtype=torch.long, device=device)  # (B,) each row's drafts
         self._q: Tensor | None = None  # (B, d, V): the drafts' proposal (temperature > 0)
-        self.committed = 0
+        self.committed = torch.zeros(B, dtype=torch.long, device=device)  # (B,) per row
         self.nfe = self.steps = self.drafted = self.accepted = 0
+        self.n_committed = self.row_rounds = 0
         self._stopped = False
 
     @property
     def done(self) -> bool:
         return self._stopped
 
-    def _blocks(self, d: int) -> list[tuple[int, int]]:
+    def _blocks(self, d: int, active: Tensor) -> list[tuple[int, int]]:
         """(m, length) of the pre-drafted blocks: acceptance m, a block only as long as the
-        next round can use (``gen_length`` caps what is left), empty ones dropped."""
+        next round of the least advanced row can use (``gen_length`` caps what is left), empty
+        ones dropped."""
         ms = range(d + 1) if self.predraft == "all" else sorted({0, d})
-        left = self.gen_length - self.committed
+        left = self.gen_length - int(self.committed[active].min())
         return [(m, n) for m in ms if (n := min(self.k, left - m - 2)) > 0]
 
     def _forward(self, blocks: list[tuple[int, int]]) -> tuple[Tensor, int]:
-        """Logits (B, T, V) of one round's layout and the number of head columns h (the
-        committed tokens the cache does not hold yet)."""
-        P, c, B = self.prompt.shape[1], self.committed, self.gen.shape[0]
-        N = P + c
-        s = self.kv.length if self.kv is not None else 0  # first slot the forward writes
-        head = torch.cat([self.prompt, self.gen[:, :c]], dim=1)[:, s:N]  # (B, h)
-        d = self.drafts.shape[1]
-        positions, bias = draft_layout(
-            head.shape[1] + d, [N + m for m, _ in blocks], [n for _, n in blocks],
-            offset=s, device=self.gen.device,
-        )  # fmt: skip
+        """Logits (B, T, V) of one round's layout and the number of head columns h (each row's
+        committed tokens its cache does not hold yet, right-aligned)."""
+        B, P, device = self.gen.shape[0], self.prompt.shape[1], self.gen.device
+        N = P + self.committed  # (B,) logical position of each row's next token
+        if not self.use_cache:  # the reference: every row's whole prefix, every round
+            self.cache = RaggedCache(B, device, slack=self.k + 1)
+        head, head_pos, head_real = columns(self.seq, self.seq_real, self.cache.fed, N)
+        h, d = head.shape[1], self.drafts.shape[1]
+        rel, bias = draft_layout(
+            h + d, [h + m for m, _ in blocks], [n for _, n in blocks], device=device
+        )  # (T,), (1, 1, T, T): one layout, every row shifted to its own positions
+        last = P + self.gen_length - 1  # columns past a row's end: outputs unused
+        positions = ((N - h)[:, None] + rel[None, :]).clamp(max=last)  # (B, T)
+        positions[:, :h] = head_pos
         n_masks = sum(n for _, n in blocks)
-        masks = torch.full((B, n_masks), self.mask_id, dtype=torch.long, device=self.gen.device)
+        masks = torch.full((B, n_masks), self.mask_id, dtype=torch.long, device=device)
         tokens = torch.cat([head, self.drafts, masks], dim=1)  # (B, T)
-        attn = None
-        if self.padded:  # (B, s + T): real prompt positions, then every new column
-            rest = torch.ones(B, s + tokens.shape[1] - P, dtype=torch.bool, device=self.gen.device)
-            attn = torch.cat([self.real, rest], dim=1)
-        extra = {} if self.kv is None else {"cache": self.kv, "start": s}
-        out = self.model(tokens, attention_mask=attn, positions=positions, attn_bias=bias, **extra)
+        live = torch.arange(d, device=device)[None, :] < self.dlen[:, None]  # (B, d)
+        real = torch.cat([head_real, live, torch.ones_like(masks, dtype=torch.bool)], dim=1)
+        logits = self.cache.forward(self.model, tokens, positions, bias, real)  # (B, T, V)
         self.nfe += 1
-        return getattr(out, "logits", out), head.shape[1]  # (B, T, V)
+        return logits, h
 
     def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None]:
         """Drafts (B, n) from a block's logits (B, n, V), and their proposal q at temperature
@@ -227,50 +218,69 @@ class HybridRun(DecoderRun):
                             generator=self.generator)  # fmt: skip
         return flat.reshape(B, n), q
 
+    def _choose(self, logits: Tensor, col: int, blocks: list[tuple[int, int]], n: Tensor) -> None:
+        """Each row's next drafts: block n_i's (``predraft="all"``), or block 0's after its
+        first n_i when there is no block n_i (``ends``; they saw less of the prefix, which
+        costs acceptance, never exactness); none when no block reaches that far."""
+        B, device = n.shape[0], n.device
+        start = torch.zeros(B, dtype=torch.long, device=device)  # (B,) first column
+        length = torch.zeros(B, dtype=torch.long, device=device)  # (B,) drafts
+        have = torch.zeros(B, dtype=torch.bool, device=device)
+        for bm, width in blocks:
+            if bm == 0:  # the fallback: block 0 after the accepted drafts
+                start, length = col + n, (width - n).clamp(min=0)
+            hit = n == bm
+            start = torch.where(hit, col, start)
+            length = torch.where(hit, width, length)
+            have |= hit
+            col += width
+        length = torch.where(have | (self.predraft == "ends"), length, 0)
+        length = torch.where(self.finished, 0, length)
+        D = int(length.max()) if B else 0
+        if D == 0:
+            self.drafts, self.dlen, self._q = self.gen[:, :0], length, None
+            return
+        idx = (start[:, None] + torch.arange(D, device=device)[None, :]).clamp(
+            max=logits.shape[1] - 1
+        )  # (B, D)
+        chosen = logits.gather(1, idx[..., None].expand(B, D, logits.shape[-1]))  # (B, D, V)
+        drafts, self._q = self._next_drafts(chosen)
+        live = torch.arange(D, device=device)[None, :] < length[:, None]
+        self.drafts = torch.where(live, drafts, self.mask_id)  # (B, D): mask past a row's own
+        self.dlen = length
+
     def advance(self) -> None:
         assert not self._stopped, "the run is finished"
-        B, c, d = self.gen.shape[0], self.committed, self.drafts.shape[1]
-        blocks = self._blocks(d)
+        B, d, P = self.gen.shape[0], self.drafts.shape[1], self.prompt.shape[1]
+        active = ~self.finished
+        blocks = self._blocks(d, active)
         with torch.no_grad():
             logits, h = self._forward(blocks)
             p_logits = forbid_id(logits[:, h - 1 : h + d].to(torch.float64), self.mask_id)
             if self.temperature == 0:  # p_logits: (B, d + 1, V)
                 n, out = accept_greedy(self.drafts, p_logits)
+                n = torch.minimum(n, self.dlen)  # a row accepts no more than it drafted
             else:
                 flat = p_logits.reshape(B * (d + 1), -1) / self.temperature
                 p = F.softmax(filter_logits(flat, self.top_k, self.top_p), dim=-1)
                 n, out = accept_sampled(self.drafts, self._q, p.reshape(B, d + 1, -1),
-                                        self.generator)  # fmt: skip
-            active = ~self.finished
-            m = int(n[active].min()) if bool(active.any()) else d
-            col = h + d  # first column of the mask blocks
-            chosen = None  # (B, n, V): the logits the next drafts come from
-            for bm, width in blocks:
-                if bm == m:
-                    chosen = logits[:, col : col + width]
-                elif bm == 0 and m < width and chosen is None:
-                    # no block for this m ("ends"): block 0's drafts after the m accepted ones
-                    # (they saw less of the prefix; any proposal keeps the output exact)
-                    chosen = logits[:, col + m : col + width]
-                col += width
-            self.drafts, self._q = self.gen[:, :0], None
-            if chosen is not None:
-                self.drafts, self._q = self._next_drafts(chosen)
-        new = out[:, : m + 1]  # (B, m + 1)
-        after_eos = torch.zeros_like(new, dtype=torch.bool)
-        if self.eos_id is not None:  # a finished row, and every position after its first EOS
-            is_eos = (new == self.eos_id).long()
-            after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
-        new = torch.where(self.finished[:, None] | after_eos, self.fill, new)
-        self.gen[:, c : c + m + 1] = new
-        if self.kv is not None:  # keep the prefix and the m accepted drafts, drop the rest
-            self.kv.length = self.prompt.shape[1] + c + m
-        self.committed = c + m + 1
-        self.drafted += d
-        self.accepted += m
+                                        self.generator, self.dlen)  # fmt: skip
+            # a row commits n + 1 tokens: none past gen_length (drafts past it were free)
+            n = torch.where(active, torch.minimum(n, self.gen_length - 1 - self.committed), 0)
+            N = P + self.committed
+            count, ended = commit_rows(self.gen, self.committed, out, n, active, self.eos_id)
+            j = torch.arange(logits.shape[1], device=n.device)[None, :]
+            keep = (j < h + n[:, None]) & active[:, None]  # the head and the accepted drafts
+            self.cache.commit(keep, torch.where(active, N + n, self.cache.fed))
+            self.drafted += int(self.dlen[active].sum())
+            self.accepted += int(n.sum())
+            self.row_rounds += int(active.sum())
+            self.n_committed += int(count.sum())
+            self.committed += count
+            self.finished |= ended | (self.committed >= self.gen_length)
+            self._choose(logits, h + d, blocks, n)
         self.steps += 1
-        self.finished |= rows_finished(new, self.eos_id)
-        if self.committed >= self.gen_length or bool(self.finished.all()):
+        if bool(self.finished.all()):
             self._stopped = True
         self._report()
         if not self._stopped:
@@ -283,13 +293,11 @@ class HybridRun(DecoderRun):
         d = self.drafts.shape[1]
         if show is None or d == 0:
             return
-        drafts = torch.full_like(self.gen, self.mask_id)  # (B, G)
-        c = self.committed
-        drafts[:, c : c + d] = torch.where(self.finished[:, None], self.mask_id, self.drafts)
-        show(self.steps, self.view(), drafts)
+        show(self.steps, self.view(), place_drafts(self.gen, self.committed, self.drafts,
+                                                   self.dlen, self.mask_id))  # fmt: skip
 
     def view(self) -> Tensor:
-        return committed_view(self.gen, self.committed, self.mask_id)
+        return rows_view(self.gen, self.committed, self.finished, self.mask_id)
 
     def result(self) -> HybridResult:
         real = self.real if self.padded else None
@@ -305,7 +313,8 @@ class HybridRun(DecoderRun):
             drafter_nfe=0,
             drafted=self.drafted,
             accepted=self.accepted,
-            committed=self.committed,
+            committed=self.n_committed,
+            row_rounds=self.row_rounds,
         )
 
 
@@ -354,6 +363,7 @@ class HybridDecoder(Decoder):
             pad_id=f.pad_id,
             mask_id=f.mask_id,
             draft_block=f.draft_block,
+            predraft=config.predraft,
             generator=make_generator(config.seed, device),
             on_view=on_view,
         )

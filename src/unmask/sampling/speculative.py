@@ -29,14 +29,13 @@ Each round (one ``advance()``):
    x is accepted with probability ``min(1, p(x) / q(x))``, the first rejected one is replaced
    by a draw from the normalised ``max(0, p - q)``, and when all k are accepted one more token
    is drawn from ``p_k``; every committed token is then distributed as the verifier's own.
-4. A batch keeps one KV cache of one length: every row commits ``m + 1`` tokens, m = the
-   fewest drafts any unfinished row accepted (a row that accepted more commits its accepted
-   draft token at position m; one that stopped there its correction). Each committed token is
-   still an exact draw (or the argmax) of the verifier given the committed prefix, so the
-   rule stays exact; it only commits less per round than per-row lengths would (the result
-   reports both: ``accepted`` and ``row_accepted``). Per-row lengths would need per-row
-   cache lengths (ragged positions in one batch); not done. The cache is rolled back by its
-   ``length`` (positions past it are overwritten by the next forward).
+4. Every row commits its own ``n_i + 1`` tokens (its accepted drafts and the verifier's
+   token after them): rows of a batch drift apart, and each keeps its own positions in one
+   shared KV cache (``unmask.sampling.ragged``: per-row RoPE positions, rejected drafts left
+   as masked holes and compacted away), so each row decodes exactly as it would alone and a
+   batch runs as many rounds as its slowest row. The verifier's forward feeds each row the
+   committed tokens its cache lacks (its last committed token, or the prompt in the first
+   round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
 
 A row that commits EOS is finished (later positions hold the pad id); the run stops when
 every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
@@ -62,7 +61,6 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import (
-    committed_view,
     filter_logits,
     forbid_id,
     prompt_and_generation,
@@ -76,38 +74,56 @@ from unmask.sampling.protocol import (
     ViewCallback,
     make_generator,
     model_device,
-    rows_finished,
 )
+from unmask.sampling.ragged import RaggedCache, columns, commit_rows, place_drafts, rows_view
 from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
 
 
 @dataclass
 class SpeculativeResult(GenerateResult):
     """A ``GenerateResult`` (``nfe`` = verifier + drafter forwards) with the split and the
-    acceptance counts."""
+    acceptance counts, summed over rounds and the rows still decoding in each."""
 
     verifier_nfe: int = 0
     drafter_nfe: int = 0
     drafted: int = 0
-    """Draft positions verified, summed over rounds (per batch row, not times B)."""
+    """Drafts verified: each unfinished row's own draft length (adaptive: up to
+    ``draft_length``), summed over rounds and rows."""
     accepted: int = 0
-    """Draft tokens committed as drafted, summed over rounds (per batch row): the fewest any
-    unfinished row accepted, each round."""
-    row_drafted: int = 0
-    """Each unfinished row's own draft length (adaptive: up to ``draft_length``), summed over
-    rounds and rows."""
-    row_accepted: int = 0
-    """Drafts each unfinished row accepted, summed over rounds and rows: what per-row commit
-    lengths would commit as drafted (``accepted`` × rows or more)."""
+    """Drafts committed as drafted, summed over rounds and rows."""
     row_rounds: int = 0
     """Unfinished rows, summed over rounds."""
+    committed: int = 0
+    """Tokens committed (accepted drafts and the verifier's own), summed over rows."""
     drafter_cache: str = "none"
     """The drafter's cache that ran: ``prefix-exact``, ``prefix-approximate`` or ``none``."""
 
     @property
     def acceptance_rate(self) -> float:
-        """Fraction of the drafted tokens each row accepted (``row_accepted / row_drafted``)."""
-        return self.row_accepted / self.row_drafted if self.row_drafted else 0.0
+        """Fraction of the drafted tokens that were committed as drafted."""
+        return self.accepted / self.drafted if self.drafted else 0.0
+
+    @property
+    def tokens_per_forward(self) -> float:
+        """Tokens a row commits per forward pass (of either model; 1 for plain AR decoding):
+        tokens per unfinished row and round, over forwards per round."""
+        if not (self.row_rounds and self.nfe):
+            return 0.0
+        return self.committed / self.row_rounds * self.steps / self.nfe
+
+    def acceptance_stats(self) -> dict[str, float | int | str]:
+        """The counts a caller reports (``unmask generate --json``): acceptance rate, tokens
+        per forward, forwards of each model, drafts made and accepted."""
+        return {
+            "acceptance_rate": round(self.acceptance_rate, 4),
+            "tokens_per_forward": round(self.tokens_per_forward, 4),
+            "forwards": self.nfe,
+            "verifier_forwards": self.verifier_nfe,
+            "drafter_forwards": self.drafter_nfe,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "drafter_cache": self.drafter_cache,
+        }
 
 
 def _vocab_size(model: Any) -> int | None:
@@ -310,7 +326,6 @@ class SpeculativeRun(DecoderRun):
                 )
         device = model_device(model) or torch.device("cpu")
         prompt, real = left_pad(rows, P, pad_id if pad_id is not None else 0)
-        from unmask.model import KVCache
 
         self.model, self.drafter, self.dfacts = model, drafter, dfacts
         self.prompt, self.real = prompt.to(device), real.to(device)
@@ -322,12 +337,19 @@ class SpeculativeRun(DecoderRun):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
-        self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
+        gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
+        self.seq = torch.cat([self.prompt, gen], dim=1)  # (B, P + G): logical positions
+        self.gen = self.seq[:, P:]  # (B, G), a view: commits write into seq
+        self.seq_real = torch.cat([self.real, torch.ones_like(gen, dtype=torch.bool)], dim=1)
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
-        self.kv = KVCache()
-        # the drafter's prefix cache: positions [0, _dsafe) hold keys/values to reuse
-        self.dkv: Any = KVCache() if draft_cache == "prefix" and _cacheable(drafter) else None
-        self._dsafe = 0
+        self.committed = torch.zeros(B, dtype=torch.long, device=device)  # (B,) per row
+        self.kv = RaggedCache(B, device, slack=draft_length + 1)
+        # the drafter's prefix cache: each row's positions [0, fed_i) hold keys/values to reuse
+        self._explicit = _cacheable(drafter)  # per-row positions (Transformer.forward)
+        cached = draft_cache == "prefix" and self._explicit
+        self.dkv: RaggedCache | None = (
+            RaggedCache(B, device, slack=draft_length + 1) if cached else None
+        )
         block = dfacts.block_size if dfacts.attention == "block-causal" else None
         self._dblock = block
         self.drafter_cache = "none"
@@ -335,24 +357,14 @@ class SpeculativeRun(DecoderRun):
             self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
         self.vocab = _vocab_size(model)
         self.shared_vocab = shared_vocab
-        self._masks = torch.full((B, draft_length), dfacts.mask_id, dtype=torch.long, device=device)
-        self.committed = 0
         self.nfe = self.steps = 0
         self.verifier_nfe = self.drafter_nfe = self.drafted = self.accepted = 0
-        self.row_drafted = self.row_accepted = self.row_rounds = 0
+        self.row_rounds = self.n_committed = 0
         self._stopped = False
 
     @property
     def done(self) -> bool:
         return self._stopped
-
-    def _attn(self, length: int) -> Tensor | None:
-        """(B, length) padding mask over the first ``length`` positions, None if unpadded."""
-        if not self.padded:
-            return None
-        B, P = self.real.shape
-        ones = torch.ones(B, length - P, dtype=torch.bool, device=self.real.device)
-        return torch.cat([self.real, ones], dim=1)
 
     def _forbid_mask(self, logits: Tensor) -> Tensor:
         return forbid_id(logits, self._forbid)
@@ -378,35 +390,53 @@ class SpeculativeRun(DecoderRun):
             return logits[..., :v]
         return F.pad(logits, (0, v - vd), value=float("-inf"))
 
-    def _drafter_logits(self, canvas: Tensor, lo: int, attn: Tensor | None) -> Tensor:
-        """The drafter's logits over ``canvas[:, lo:]`` (B, L - lo, V), against its prefix
-        cache (positions before ``lo``) when it has one, else of the whole canvas (lo = 0)."""
-        if self.dkv is None:
-            out = call_model(self.drafter, canvas, attn)  # (B, L, V)
+    def _drafter_bias(self, positions: Tensor) -> Tensor:
+        """Which of the drafter's new columns each one sees: all (bidirectional), or the
+        blocks up to its own (block-causal, by each row's positions): (B|1, 1, L, L)."""
+        L = positions.shape[1]
+        if self._dblock is None:
+            return torch.ones(1, 1, L, L, dtype=torch.bool, device=positions.device)
+        blk = positions // self._dblock  # (B, L)
+        return (blk[:, None, :] <= blk[:, :, None])[:, None]  # (B, 1, L, L)
+
+    def _drafter_logits(self, tokens: Tensor, positions: Tensor, real: Tensor) -> Tensor:
+        """The drafter's logits (B, L, V) of one round's columns (each row's tokens since its
+        cache, right-aligned, then the masks), against its prefix cache when it has one, else
+        of each row's whole canvas (left-padded)."""
+        if self.dkv is None and self._explicit:  # a fresh cache: each row at its positions
+            once = RaggedCache(tokens.shape[0], tokens.device, slack=1)
+            out = once.forward(self.drafter, tokens, positions, self._drafter_bias(positions), real)
+        elif self.dkv is None:  # a mask predictor without explicit layouts: left-padded rows
+            out = call_model(self.drafter, tokens, None if bool(real.all()) else real)
         else:
-            self.dkv.length = lo  # what lies past it is stale: overwritten by this forward
-            out = call_model(self.drafter, canvas[:, lo:], attn, cache=self.dkv, start=lo)
+            bias = self._drafter_bias(positions)
+            out = self.dkv.forward(self.drafter, tokens, positions, bias, real)
         self.drafter_nfe += 1
-        if self.dfacts.logit_shift:  # position i reads the logits of i - 1 (lo < the drafts)
+        if self.dfacts.logit_shift:  # position i reads the logits of i - 1 (h >= 1 column)
             out = shift_logits(out)
         return out
 
-    def _draft(self, k: int) -> tuple[Tensor, Tensor | None, Tensor]:
+    def _draft(self, k: int, active: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
         """(draft (B, a), q (B, a, V) or None at temperature 0, lengths (B,)): the drafter
-        denoises k masks in ``draft_steps`` left-to-right chunks (a <= k when every row's
-        adaptive length ended before the last chunk)."""
-        P, c = self.prompt.shape[1], self.committed
-        B, base = self.gen.shape[0], P + c
-        canvas = torch.cat([self.prompt, self.gen[:, :c], self._masks[:, :k]], dim=1)
-        attn = self._attn(base + k)
-        lo = self._dsafe if self.dkv is not None else 0
+        denoises k masks after each row's committed tokens in ``draft_steps`` left-to-right
+        chunks (a <= k when every row's adaptive length ended before the last chunk)."""
+        P, G = self.prompt.shape[1], self.gen_length
+        B, device = self.gen.shape[0], self.gen.device
+        N = P + self.committed  # (B,) each row's next position
+        lo = self.dkv.fed if self.dkv is not None else torch.zeros_like(N)
+        head, head_pos, head_real = columns(self.seq, self.seq_real, lo, N)  # (B, h)
+        h = head.shape[1]
+        mask_pos = (N[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
+        tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
+        positions = torch.cat([head_pos, mask_pos], dim=1)  # (B, h + k)
+        real = torch.cat([head_real, torch.ones_like(mask_pos, dtype=torch.bool)], dim=1)
         dmask, greedy = self.dfacts.mask_id, self.temperature == 0
-        conf = torch.ones(B, k, dtype=torch.float64, device=canvas.device)
+        conf = torch.ones(B, k, dtype=torch.float64, device=device)
         parts: list[Tensor] = []
         a = 0
         for size in _chunks(k, self.draft_steps):
-            out = self._drafter_logits(canvas, lo, attn)  # (B, L - lo, Vd)
-            logits = out[:, base + a - lo : base + a + size - lo].to(torch.float64)
+            out = self._drafter_logits(tokens, positions, real)  # (B, h + k, Vd)
+            logits = out[:, h + a : h + a + size].to(torch.float64)
             logits = self._forbid_mask(self._to_model_vocab(logits))  # (B, size, V)
             if dmask != self._forbid and dmask < logits.shape[-1]:
                 logits[..., dmask] = float("-inf")
@@ -422,63 +452,73 @@ class SpeculativeRun(DecoderRun):
                 conf[:, a : a + size] = qs.amax(dim=-1)
                 tok = _draw(qs.reshape(B * size, V), self.generator).reshape(B, size)
                 parts.append(qs)
-            canvas[:, base + a : base + a + size] = tok
+            tokens[:, h + a : h + a + size] = tok
             a += size
             if self.threshold > 0:
-                ended = (conf[:, :a] < self.threshold).any(dim=1) | self.finished
+                ended = (conf[:, :a] < self.threshold).any(dim=1) | ~active
                 if bool(ended.all()):
                     break  # no row drafts further: skip the remaining chunks
-        if self.dkv is not None:  # reuse next round: exact whole blocks, or the committed
-            self._dsafe = base if self._dblock is None else base // self._dblock * self._dblock
-        lengths = torch.full((B,), a, dtype=torch.long, device=canvas.device)
+        if self.dkv is not None:  # reuse next round: exact whole blocks, or every committed
+            safe = N if self._dblock is None else N // self._dblock * self._dblock
+            safe = torch.where(active, safe, lo)
+            keep = positions < safe[:, None]
+            keep[:, h:] = False  # never the drafts (their keys saw masks)
+            self.dkv.commit(keep & active[:, None], safe)
+        lengths = torch.full((B,), a, dtype=torch.long, device=device)
         if self.threshold > 0:
             lengths = (conf[:, :a] >= self.threshold).long().cumprod(dim=1).sum(dim=1)
-        draft = canvas[:, base : base + a]  # (B, a)
+        draft = tokens[:, h : h + a]  # (B, a)
         q = torch.cat(parts, dim=1) if parts else None  # (B, a, V)
         return draft, q, lengths
 
-    def _verify(self, draft: Tensor) -> Tensor:
-        """(B, k + 1, V) the verifier's logits of the next k + 1 positions after the committed
-        tokens, given the draft (one forward, KV cache rolled back to the committed prefix)."""
-        P, c = self.prompt.shape[1], self.committed
-        if c == 0:  # the prompt and the draft: logits of positions P - 1 .. P + k - 1
-            tokens, start = torch.cat([self.prompt, draft], dim=1), 0
-        else:  # the last committed token again (its entry may be a rejected draft's) + draft
-            tokens, start = torch.cat([self.gen[:, c - 1 : c], draft], dim=1), P + c - 1
-            self.kv.length = start
-        logits = call_model(
-            self.model, tokens, self._attn(start + tokens.shape[1]), cache=self.kv, start=start
-        )
+    def _verify(self, draft: Tensor, lengths: Tensor) -> tuple[Tensor, int]:
+        """(B, K + 1, V) the verifier's logits of each row's next K + 1 positions given its
+        draft, in one causal forward over its cache (each row's committed tokens the cache
+        does not hold yet, right-aligned, then the K drafts); and the head width h."""
+        P, G = self.prompt.shape[1], self.gen_length
+        N = P + self.committed  # (B,)
+        head, head_pos, head_real = columns(self.seq, self.seq_real, self.kv.fed, N)
+        h, K = head.shape[1], draft.shape[1]
+        device = draft.device
+        dpos = (N[:, None] + torch.arange(K, device=device)[None, :]).clamp(max=P + G - 1)
+        live = torch.arange(K, device=device)[None, :] < lengths[:, None]  # (B, K)
+        tokens = torch.cat([head, draft], dim=1)  # (B, h + K)
+        positions = torch.cat([head_pos, dpos], dim=1)
+        real = torch.cat([head_real, live], dim=1)
+        L = h + K
+        bias = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
+        logits = self.kv.forward(self.model, tokens, positions, bias, real)  # (B, L, V)
         self.verifier_nfe += 1
-        return logits[:, -(draft.shape[1] + 1) :]  # (B, k + 1, V)
+        return logits[:, h - 1 :], h  # (B, K + 1, V)
 
     def _show_drafts(self, draft: Tensor, lengths: Tensor) -> None:
         """Hand the round's drafts to an ``on_view`` that draws them (``LiveView.draft``)."""
         show = getattr(self.on_view, "draft", None)
         if show is None or draft.shape[1] == 0:
             return
-        c, k = self.committed, draft.shape[1]
-        drafts = torch.full_like(self.gen, self.mask_id)  # (B, G)
-        keep = torch.arange(k, device=draft.device)[None, :] < lengths[:, None]
-        drafts[:, c : c + k] = torch.where(keep & ~self.finished[:, None], draft, self.mask_id)
-        show(self.steps, self.view(), drafts)
+        lengths = torch.where(self.finished, 0, lengths)
+        show(self.steps, self.view(), place_drafts(self.gen, self.committed, draft, lengths,
+                                                   self.mask_id))  # fmt: skip
 
     def advance(self) -> None:
         assert not self._stopped, "the run is finished"
-        B, c = self.gen.shape[0], self.committed
-        k = min(self.k, self.gen_length - c - 1)  # a round commits at most k + 1 tokens
+        B, P = self.gen.shape[0], self.prompt.shape[1]
         active = ~self.finished
+        # a round commits at most k + 1 tokens; the least advanced row decides k
+        k = min(self.k, self.gen_length - int(self.committed[active].min()) - 1)
         with torch.no_grad():
             if k > 0:
-                draft, q, lengths = self._draft(k)
-                K = int(lengths[active].max()) if bool(active.any()) else 0
+                draft, q, lengths = self._draft(k, active)
+                lengths = torch.where(active, lengths, 0)
+                K = int(lengths.max())
                 draft, q = draft[:, :K], (None if q is None else q[:, :K])
                 self._show_drafts(draft, lengths)
             else:
                 draft, q = self.gen[:, :0], None
                 lengths = torch.zeros(B, dtype=torch.long, device=self.gen.device)
             K = draft.shape[1]
-            logits = self._forbid_mask(self._verify(draft).to(torch.float64))  # (B, K + 1, V)
+            logits, h = self._verify(draft, lengths)
+            logits = self._forbid_mask(logits.to(torch.float64))  # (B, K + 1, V)
             if q is not None and q.shape[-1] != logits.shape[-1]:
                 raise UserError(self._vocab_error(q.shape[-1], logits.shape[-1]))
             if self.temperature == 0:
@@ -488,34 +528,28 @@ class SpeculativeRun(DecoderRun):
                 flat = logits.reshape(B * (K + 1), -1) / self.temperature
                 p = F.softmax(filter_logits(flat, self.top_k, self.top_p), dim=-1)
                 p = p.reshape(B, K + 1, -1)
-                if self.threshold > 0:  # rows drafted fewer than K
-                    n, out = accept_sampled(draft, q, p, self.generator, lengths)
-                else:
-                    n, out = accept_sampled(draft, q, p, self.generator)
-        m = int(n[active].min()) if bool(active.any()) else K
-        new = out[:, : m + 1]  # (B, m + 1)
-        # a finished row, and every position after a row's first EOS, holds the fill
-        after_eos = torch.zeros_like(new, dtype=torch.bool)
-        if self.eos_id is not None:
-            is_eos = (new == self.eos_id).long()
-            after_eos = (is_eos.cumsum(dim=1) - is_eos) > 0
-        new = torch.where(self.finished[:, None] | after_eos, self.fill, new)
-        self.gen[:, c : c + m + 1] = new
-        self.committed = c + m + 1
-        self.drafted += K
-        self.accepted += m
-        self.row_drafted += int(lengths[active].sum())
-        self.row_accepted += int(n[active].sum())
+                n, out = accept_sampled(draft, q, p, self.generator, lengths)
+            # a row commits n + 1 tokens: none past gen_length (drafts past it were free)
+            n = torch.where(active, torch.minimum(n, self.gen_length - 1 - self.committed), 0)
+            N = P + self.committed
+            count, ended = commit_rows(self.gen, self.committed, out, n, active, self.eos_id)
+            j = torch.arange(h + K, device=n.device)[None, :]
+            keep = (j < h + n[:, None]) & active[:, None]  # the head and the accepted drafts
+            self.kv.commit(keep, torch.where(active, N + n, self.kv.fed))
+        self.drafted += int(lengths.sum())
+        self.accepted += int(n.sum())
         self.row_rounds += int(active.sum())
+        self.n_committed += int(count.sum())
+        self.committed += count
+        self.finished |= ended | (self.committed >= self.gen_length)
         self.nfe = self.verifier_nfe + self.drafter_nfe
         self.steps += 1
-        self.finished |= rows_finished(new, self.eos_id)
-        if self.committed >= self.gen_length or bool(self.finished.all()):
+        if bool(self.finished.all()):
             self._stopped = True
         self._report()
 
     def view(self) -> Tensor:
-        return committed_view(self.gen, self.committed, self.mask_id)
+        return rows_view(self.gen, self.committed, self.finished, self.mask_id)
 
     def result(self) -> SpeculativeResult:
         real = self.real if self.padded else None
@@ -531,9 +565,8 @@ class SpeculativeRun(DecoderRun):
             drafter_nfe=self.drafter_nfe,
             drafted=self.drafted,
             accepted=self.accepted,
-            row_drafted=self.row_drafted,
-            row_accepted=self.row_accepted,
             row_rounds=self.row_rounds,
+            committed=self.n_committed,
             drafter_cache=self.drafter_cache,
         )
 

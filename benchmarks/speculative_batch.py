@@ -1,0 +1,80 @@
+"""Forwards and speed of ``speculative`` and ``hybrid`` at batch > 1 against AR, greedy.
+
+Counts what per-row acceptance changes: forwards per batch (independent of machine load)
+and tokens/s as a ratio to AR decoding of the same model and prompts. Run it once with each
+source tree to compare two versions (``PYTHONPATH=<tree>/src``); every row checks greedy
+identity with AR.
+
+    python benchmarks/speculative_batch.py --ar-model runs/ar-fim/checkpoint \\
+        --hybrid runs/hybrid/checkpoint --gen-length 64 --batch 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.py
+
+from decoding import prompt_texts  # noqa: E402
+
+from unmask.checkpoint import load  # noqa: E402
+from unmask.commands.demo import asset_path  # noqa: E402
+from unmask.sampling.ar import generate_ar  # noqa: E402
+from unmask.sampling.hybrid import HybridRun  # noqa: E402
+from unmask.sampling.speculative import SpeculativeRun  # noqa: E402
+
+
+def timed(fn: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ar-model", required=True)
+    ap.add_argument("--hybrid", required=True)
+    ap.add_argument("--drafter", default=str(asset_path("demo")))
+    ap.add_argument("--gen-length", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--draft-length", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ar, hy, dr = (load(p, device="cpu") for p in (args.ar_model, args.hybrid, args.drafter))
+    for m in (ar, hy, dr):
+        m.model.eval()
+    ids = [ar.tokenizer.encode(p) for p in prompt_texts(args.batch, 8)]
+    g, out = args.gen_length, {"gen": args.gen_length, "batch": len(ids)}
+    with torch.no_grad():
+        ref = {}
+        for name, m in (("ar", ar), ("ar_hybrid", hy)):
+            r, s = timed(lambda m=m: generate_ar(m.model, ids, max_new_tokens=g,
+                                                 eos_id=m.config.eos_id))  # fmt: skip
+            ref[name] = (r.gen_ids, s)
+            out[name] = {"s": s, "nfe": r.nfe}
+        shared = min(ar.config.vocab_size, dr.config.vocab_size)
+        r, s = timed(lambda: SpeculativeRun(ar.model, dr.model, ids, max_new_tokens=g,
+                                            draft_length=args.draft_length,
+                                            eos_id=ar.config.eos_id,
+                                            shared_vocab=shared).run())  # fmt: skip
+        out["spec"] = {"s": s, "vs_ar": ref["ar"][1] / s, "nfe": r.nfe, "rounds": r.steps,
+                       "identical": r.gen_ids == ref["ar"][0]}  # fmt: skip
+        for pre in ("all", "ends"):
+            r, s = timed(lambda pre=pre: HybridRun(hy.model, ids, max_new_tokens=g,
+                                                   eos_id=hy.config.eos_id,
+                                                   predraft=pre).run())  # fmt: skip
+            out[f"hybrid_{pre}"] = {"s": s, "vs_ar": ref["ar_hybrid"][1] / s, "nfe": r.nfe,
+                                    "identical": r.gen_ids == ref["ar_hybrid"][0]}  # fmt: skip
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
