@@ -321,3 +321,26 @@ def test_cli_infill_on_causal_checkpoints(fim_run, tmp_path, capsys):
     )
     assert main(["infill", "--model", str(run), "the [MASK] said [MASK]"]) == 2
     assert "exactly one gap" in capsys.readouterr().err
+
+
+def test_server_infill_on_causal_checkpoints_equals_cli(fim_run, capsys):
+    """`/v1/infill` on an AR-FIM checkpoint fills its one gap as `unmask infill` does (same
+    tokens at the same seed); several gaps are a 400 naming the limit, never a crash."""
+    from fastapi.testclient import TestClient
+
+    from unmask.server.app import create_app
+
+    _, run = fim_run
+    template = "the lord [MASK:4] unto moses"
+    assert main(["infill", "--model", str(run), "--json", "--seed", "5", template]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    with TestClient(create_app(str(run))) as c:
+        r = c.post("/v1/infill", json={"template": template, "seed": 5})
+        assert r.status_code == 200, r.text
+        assert r.json()["text"] == cli["text"] and r.json()["gaps"][0]["text"] == cli["gaps"][0][
+            "text"
+        ]
+        r = c.post("/v1/infill", json={"template": "the [MASK] said [MASK]"})
+        assert r.status_code == 400 and "exactly one gap" in r.json()["error"]["message"]
+        r = c.post("/v1/infill", json={"template": template, "stream": True})
+        assert r.status_code == 200 and r.text.rstrip().endswith("[DONE]")

@@ -111,7 +111,8 @@ def router(state: ServerState) -> APIRouter:
         from unmask.server.routes.guided import guidance
 
         guided = guidance(req)
-        check(req, "infill", causal_ok=guided is not None)
+        fim = getattr(model.config, "fim_prefix_id", None) is not None  # AR-FIM: one gap
+        check(req, "infill", causal_ok=guided is not None or fim)
         check_text(state, req.template, "template")
         if guided is not None:
             return await _guided_infill(req, request, guided)
@@ -129,6 +130,10 @@ def router(state: ServerState) -> APIRouter:
                 from unmask.infill.continuous import infill_template
 
                 return infill_template(model, tok, segments, config, step_callback=on_step)
+            if state.causal:  # fill-in-the-middle, as `unmask infill` and api.infill do
+                from unmask.infill import infill_causal
+
+                return infill_causal(model, tok, segments, config)
             return infill(model, tok, segments, config, step_callback=on_step)
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
