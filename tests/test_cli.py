@@ -222,3 +222,19 @@ def test_a_command_that_saves_on_the_signal_re_raises_it(monkeypatch, capsys, si
     assert main(["prepare", "a", "--out", "o"]) == code
     assert saved == [True]
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_closed_stdout_pipe_is_not_a_traceback():
+    """`unmask ... | head` closes the pipe early: the CLI stops quietly with 141 (SIGPIPE's
+    status), not a BrokenPipeError traceback or an "Exception ignored" at exit."""
+    from pathlib import Path
+
+    import unmask
+
+    demo = Path(unmask.__file__).parent / "assets" / "demo"
+    cmd = [sys.executable, "-m", "unmask.cli", "generate", "--model", str(demo), "--threads",
+           "1", "--gen-length", "4", "--steps", "4", "--json", "In the beginning"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the child writes: its output meets a closed pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and "Traceback" not in err and "Exception" not in err, err

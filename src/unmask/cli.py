@@ -128,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _limit_threads_before_torch(n)
                 threads = using_threads(n)
             with threads:
-                return int(args.func(args) or 0)
+                status = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
+            return status
     except UserError as e:
         print(f"{label}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -138,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Terminated:
         print(f"{label}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
+    except BrokenPipeError:  # `unmask ... | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):  # keep the interpreter's final flush quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
 
 
 if __name__ == "__main__":
