@@ -11,6 +11,7 @@ Everything every command shares happens here, once:
 - Exit codes: 0 done, 2 a user mistake (``UserError``: one line on stderr, no traceback;
   also argparse's errors), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as
   a shell reports a process killed by it). Either signal prints one line, no traceback.
+  141 when the reader of stdout left (``unmask ... | head``), silently.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 EPILOG = (
     "Run 'unmask COMMAND --help' for a command's options. Exit status: 0 done, 2 a usage "
-    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). Docs: README.md "
+    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 output pipe "
+    "closed. Docs: README.md "
     "and docs/."
 )
 
