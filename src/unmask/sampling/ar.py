@@ -329,6 +329,27 @@ def generate_ar(
     ).run()
 
 
+def check_causal(
+    decoder: str, facts: ModelFacts, config: SampleConfig, needs: str = "a causal model"
+) -> None:
+    """What every decoder over a causal checkpoint's KV cache (``ar``, ``speculative``,
+    ``hybrid``) refuses, in one ``UserError`` line each: a model that is not causal, one
+    without a KV cache, classifier-free guidance."""
+    if facts.attention != "causal":
+        raise UserError(
+            f"decoder {decoder!r} needs {needs}; this checkpoint is "
+            f"{facts.attention}: use decoder {facts.default_decoder!r}"
+        )
+    if not facts.has_kv_cache:
+        raise UserError(
+            f"decoder {decoder!r} needs a model with a KV cache (unmask.model.Transformer)"
+        )
+    if config.cfg_scale > 0:
+        raise UserError(
+            "cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)"
+        )
+
+
 @register_decoder("ar")
 class ARDecoder(Decoder):
     """Autoregressive decoding with a KV cache (``ARRun``), for causal checkpoints."""
@@ -336,17 +357,7 @@ class ARDecoder(Decoder):
     summary = "autoregressive: token by token with a KV cache (temperature, top_k, top_p)"
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
-        if facts.attention != "causal":
-            raise UserError(
-                f"decoder 'ar' needs a causal model; this checkpoint is "
-                f"{facts.attention}: use decoder {facts.default_decoder!r}"
-            )
-        if not facts.has_kv_cache:
-            raise UserError("decoder 'ar' needs a model with a KV cache (unmask.model.Transformer)")
-        if config.cfg_scale > 0:
-            raise UserError(
-                "cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)"
-            )
+        check_causal("ar", facts, config)
 
     def start(
         self,

@@ -49,6 +49,7 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.objectives.hybrid import draft_layout
 from unmask.sampling.ar import (
+    check_causal,
     filter_logits,
     forbid_id,
     prompt_and_generation,
@@ -335,12 +336,7 @@ class HybridDecoder(Decoder):
                 f"with its draft blocks); this one is {facts.objective!r}: use decoder "
                 f"{facts.default_decoder!r}"
             )
-        if not facts.has_kv_cache:
-            raise UserError("decoder 'hybrid' needs a model with a KV cache (unmask.model)")
-        if config.cfg_scale > 0:
-            raise UserError(
-                "cfg_scale applies to diffusion models; a hybrid checkpoint decodes causally"
-            )
+        check_causal("hybrid", facts, config)
 
     def start(
         self,

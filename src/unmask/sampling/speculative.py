@@ -61,6 +61,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import (
+    check_causal,
     filter_logits,
     forbid_id,
     prompt_and_generation,
@@ -582,19 +583,7 @@ class SpeculativeDecoder(Decoder):
     )
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
-        if facts.attention != "causal":
-            raise UserError(
-                f"decoder 'speculative' needs a causal (autoregressive) model to verify; this "
-                f"checkpoint is {facts.attention}: use decoder {facts.default_decoder!r}"
-            )
-        if not facts.has_kv_cache:
-            raise UserError(
-                "decoder 'speculative' needs a model with a KV cache (unmask.model.Transformer)"
-            )
-        if config.cfg_scale > 0:
-            raise UserError(
-                "cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)"
-            )
+        check_causal("speculative", facts, config, "a causal (autoregressive) model to verify")
         if config.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {config.draft_length}")
 
