@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from corpus_helpers import word_corpus
 
 import unmask.train as train_mod
 from unmask.checkpoint import load
@@ -44,18 +45,7 @@ TRAJ = TrajectoryConfig(
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unmask.data import prepare
-
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    lines = []
-    for _ in range(300):
-        idx = torch.randint(0, len(WORDS), (8,), generator=g).tolist()
-        lines.append(" ".join(WORDS[i] for i in idx) + ".")
-    (root / "a.txt").write_text("\n".join(lines) + "\n")
-    out = root / "prepared"
-    prepare([root / "a.txt"], out, tokenizer="byte", val_fraction=0.1, progress=False)
-    return out
+    return word_corpus(tmp_path_factory.mktemp("corpus"), WORDS, lines=300, seed=0)
 
 
 def _teacher(corpus: Path, out: Path, **kw: object) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from corpus_helpers import word_corpus
 from safetensors.torch import load_file
 
 import unmask.train as train_mod
@@ -34,18 +35,7 @@ WORDS = "and god said let there be light and there was light and god saw the lig
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    from unmask.data import prepare
-
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(2)
-    lines = []
-    for _ in range(600):
-        idx = torch.randint(0, len(WORDS), (8,), generator=g).tolist()
-        lines.append(" ".join(WORDS[i] for i in idx) + ".")
-    (root / "a.txt").write_text("\n".join(lines) + "\n")
-    out = root / "prepared"
-    prepare([root / "a.txt"], out, tokenizer="byte", val_fraction=0.1, progress=False)
-    return out
+    return word_corpus(tmp_path_factory.mktemp("corpus"), WORDS, lines=600, seed=2)
 
 
 def cfg(dataset: Path, out: Path, **kw: object) -> TrainConfig:

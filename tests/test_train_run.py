@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
+from corpus_helpers import word_corpus
 
 import unmask.train as train_mod
 from unmask.checkpoint import load
@@ -37,18 +37,7 @@ WORDS = "the lord said unto moses go down and speak to the people of israel".spl
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from unmask.data import prepare
-
-    root = tmp_path_factory.mktemp("corpus")
-    g = torch.Generator().manual_seed(0)
-    lines = []
-    for _ in range(500):
-        idx = torch.randint(0, len(WORDS), (8,), generator=g).tolist()
-        lines.append(" ".join(WORDS[i] for i in idx) + ".")
-    (root / "a.txt").write_text("\n".join(lines) + "\n")
-    out = root / "prepared"
-    prepare([root / "a.txt"], out, tokenizer="byte", val_fraction=0.1, progress=False)
-    return out
+    return word_corpus(tmp_path_factory.mktemp("corpus"), WORDS, lines=500, seed=0)
 
 
 def cfg(dataset: Path, out: Path, **kw: object) -> TrainConfig:
