@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from unmask.chat import ChatTemplate
     from unmask.checkpoint import Loaded
-    from unmask.infill import InfillOptions
+    from unmask.infill import Gap, InfillOptions
     from unmask.sampling import DecoderRun, GenerateResult, ViewCallback
     from unmask.sampling.protocol import StepCallback
 
@@ -386,14 +386,15 @@ class Filled:
 
 def infill(
     loaded: Loaded,
-    template: str,
+    template: str | Sequence[str | Gap],
     *,
     config: SampleConfig | None = None,
     options: InfillOptions | None = None,
     step_callback: StepCallback | None = None,
 ) -> Filled:
-    """Fill the gaps of ``template`` (``unmask.infill.infill``; a causal checkpoint fills its
-    one gap by fill-in-the-middle, ``unmask.infill.infill_causal``). ``options`` is an
+    """Fill the gaps of ``template`` (text, or parsed segments with their constraints;
+    ``unmask.infill.infill``; a causal checkpoint fills its one gap by fill-in-the-middle,
+    ``unmask.infill.infill_causal``). ``options`` is an
     ``unmask.infill.InfillOptions``; ``step_callback(step, tokens)`` sees the canvas."""
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal

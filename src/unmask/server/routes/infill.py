@@ -106,7 +106,8 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
-        from unmask.infill import infill, parse_template
+        from unmask import api
+        from unmask.infill import parse_template
         from unmask.infill.options import constrain_gaps
         from unmask.server.routes.guided import guidance
 
@@ -126,15 +127,8 @@ def router(state: ServerState) -> APIRouter:
                                       regex=list((req.regex or {}).items()),
                                       charset=list((req.charset or {}).items()),
                                       ban=req.ban or ())
-            if getattr(model.config, "objective", None) == "embed-diffusion":  # fixed gaps
-                from unmask.infill.continuous import infill_template
-
-                return infill_template(model, tok, segments, config, step_callback=on_step)
-            if state.causal:  # fill-in-the-middle, as `unmask infill` and api.infill do
-                from unmask.infill import infill_causal
-
-                return infill_causal(model, tok, segments, config)
-            return infill(model, tok, segments, config, step_callback=on_step)
+            # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
+            return api.infill(state.loaded, segments, config=config, step_callback=on_step).detail
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
 
