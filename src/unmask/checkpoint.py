@@ -304,7 +304,7 @@ def load(
     """
     from unmask.config import ModelConfig, load_json
     from unmask.convert.load import import_folder, is_publisher_folder
-    from unmask.model import Transformer
+    from unmask.model import materialise, meta_model
     from unmask.tokenizer import load_tokenizer
 
     if is_publisher_folder(path):
@@ -324,10 +324,9 @@ def load(
             f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, "
             f"model only {config.vocab_size}"
         )
-    with torch.device("meta"):
-        model = Transformer(config)
+    model = meta_model(config)
     check_fits(model, torch.float32, None, "cpu", source=str(ckpt))  # it is read in fp32 first
-    model = model.to_empty(device="cpu")
+    materialise(model, "cpu")
     try:
         tensors = load_file(str(ckpt / "model.safetensors"))
     except Exception as e:  # safetensors raises its own error types for corrupt files

@@ -37,7 +37,9 @@ Losses, noise, sampling, checkpoint formats and parallelism live elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -382,7 +384,13 @@ class Transformer(nn.Module):
     def reset_parameters(self) -> None:
         """Explicit init: N(0, init_std) for matrices, residual outputs scaled by 1/sqrt(2·n_layers)
         (GPT-2), zeros for biases, ones for norms, zeros for the adaLN modulation (adaLN-Zero:
-        a fresh time-conditioned block starts as the identity)."""
+        a fresh time-conditioned block starts as the identity).
+
+        Skipped on the meta device (a model built only to count parameters, or to be filled by
+        a checkpoint): there is nothing to draw, and ``normal_`` on meta tensors goes through
+        ``torch._refs``, whose first call imports TorchDynamo (~5 s on this CPU)."""
+        if self.embed.weight.is_meta:
+            return
         std = self.config.init_std
         for name, p in self.named_parameters():
             if name.endswith("norm.weight"):
@@ -726,6 +734,55 @@ class Transformer(nn.Module):
 MASKED_FRACTION_EPS = 1e-3
 """The masked fraction is clamped to [eps, 1 - eps] before it becomes a noise level (sigma in
 [0.001, 6.9]: SEDD's log-linear schedule with eps = 1e-3 spans the same range)."""
+
+
+# The weight initialisers ``nn.Linear`` / ``nn.Embedding`` call from their constructors.
+_INIT_FUNCTIONS = tuple(
+    "uniform_ normal_ trunc_normal_ constant_ zeros_ ones_ xavier_uniform_ xavier_normal_ "
+    "kaiming_uniform_ kaiming_normal_".split()
+)
+
+
+@contextlib.contextmanager
+def _initialisers_off() -> Iterator[None]:
+    """``torch.nn.init``'s functions as no-ops for the duration (what Hugging Face's
+    ``no_init_weights`` does): on meta tensors they only cost time."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def meta_model(config: ModelConfig) -> Transformer:
+    """The model for ``config`` on the meta device, weights neither allocated nor drawn: to
+    count parameters, estimate memory, or ``materialise`` and fill from a checkpoint. Drawing
+    init values on meta tensors goes through ``torch._refs``, whose first call imports
+    TorchDynamo: 6-8 s of every command's start-up on a 2-core CPU."""
+    with torch.device("meta"), _initialisers_off():
+        return Transformer(config)
+
+
+def materialise(module: nn.Module, device: str | torch.device) -> None:
+    """Give every meta parameter and buffer of ``module`` uninitialised storage on ``device``,
+    in place, keeping shared (tied) parameters shared. ``Module.to_empty`` does the same via
+    ``empty_like`` on the meta tensors, whose reference implementation imports SymPy on first
+    use (2-3 s of start-up); the weights are overwritten from a checkpoint right after."""
+    made: dict[int, Tensor] = {}  # id of a meta tensor -> its replacement (ties stay tied)
+    for sub in module.modules():
+        for table in (sub._parameters, sub._buffers):
+            for name, t in table.items():
+                if t is None or not t.is_meta:
+                    continue
+                if id(t) not in made:
+                    new = torch.empty(t.shape, dtype=t.dtype, device=device)
+                    if isinstance(t, nn.Parameter):
+                        new = nn.Parameter(new, requires_grad=t.requires_grad)
+                    made[id(t)] = new
+                table[name] = made[id(t)]
 
 
 def masked_fraction_sigma(

@@ -68,7 +68,7 @@ from unmask.config import (
 )
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
-from unmask.model import Transformer
+from unmask.model import Transformer, meta_model
 from unmask.objectives import BATCH_EXTRA, ObjectiveSpec, objective_spec
 from unmask.parallel import (
     apply_activation_checkpointing,
@@ -574,8 +574,7 @@ def _parallel_kind(
     between processes, and all of them must wrap the model alike)."""
     if config.ema > 0 and config.parallel == "fsdp" and world > 1:
         raise UserError("--ema is not supported with --parallel fsdp yet; use --parallel ddp")
-    with torch.device("meta"):
-        n_params = sum(p.numel() for p in Transformer(model_cfg).parameters())
+    n_params = sum(p.numel() for p in meta_model(model_cfg).parameters())
     memory = available_memory(device)
     if config.ema > 0:  # EMA keeps a full replica per process: DDP
         memory = None

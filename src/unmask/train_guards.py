@@ -180,12 +180,10 @@ def estimate_memory(
     CPU. A lower estimate: attention scores (L² per head when no fused kernel applies) are
     left out.
     """
-    import torch
 
-    from unmask.model import Transformer
+    from unmask.model import meta_model
 
-    with torch.device("meta"):
-        n_params = sum(p.numel() for p in Transformer(model_cfg).parameters())
+    n_params = sum(p.numel() for p in meta_model(model_cfg).parameters())
     per_param = (16 + (4 if config.ema > 0 else 0)) / max(1, shards)
     value = 2 if cuda else 4
     kept = (model_cfg.n_layers + 16) if config.activation_checkpointing else 16 * model_cfg.n_layers

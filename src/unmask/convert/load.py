@@ -452,7 +452,9 @@ def _fill_module(
     fused source tensor is read once and split)."""
     import torch
 
-    module.to_empty(device=device)
+    from unmask.model import materialise
+
+    materialise(module, device)
     read: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for name, param in module.named_parameters():
@@ -484,18 +486,16 @@ def import_folder(
     tensor by tensor from the shards. With ``quantize`` (``int8`` / ``int4``, torchao) the
     linear layers are quantised block by block as they are loaded (``load_weights_lazily``).
     """
-    import torch
 
     from unmask.loaded import Loaded
-    from unmask.model import Transformer
+    from unmask.model import materialise, meta_model
     from unmask.quantize import check_fits, check_quantize
 
     folder = Path(path)
     imp, config, tok = model_config(folder)
     dtype = dtype if dtype is not None else _default_dtype(_read_json(folder / "config.json"))
     check_quantize(quantize, device, dtype)
-    with torch.device("meta"):
-        model = Transformer(config)
+    model = meta_model(config)
     model = model.to(dtype=dtype)
     check_fits(model, dtype, quantize, device, source=str(folder))
     if quantize is not None:
@@ -503,7 +503,7 @@ def import_folder(
         load_weights_lazily(model, imp, folder, device, quantize)
         model.eval()
         return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name)
-    model = model.to_empty(device=device)
+    materialise(model, device)
     if config.tie_embeddings:
         model.lm_head.weight = model.embed.weight
     model._rope = None
