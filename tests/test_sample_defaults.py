@@ -132,3 +132,19 @@ def test_unknown_options_in_config_json_are_one_line_errors():
     data["sample_defaults"] = {"temprature": 0.8}
     with pytest.raises(UserError, match="sample_defaults: temprature not sampling options$"):
         from_dict(ModelConfig, data)
+
+
+@pytest.mark.parametrize("gen_length", [16, 40, 200])
+def test_steps_not_given_are_one_per_generated_token(recommended, tmp_path, gen_length):
+    assert api.sample_config(recommended, {"gen_length": gen_length}).steps == gen_length
+    plain = load(_ckpt(tmp_path / "run"))
+    assert api.sample_config(plain, {"gen_length": gen_length}).steps == gen_length
+    assert api.sample_config(recommended, {"gen_length": gen_length, "steps": 8}).steps == 8
+
+
+def test_unmask_generate_without_steps_takes_one_step_per_token(recommended, capsys):
+    argv = ["generate", "--model", str(recommended.path), "--gen-length", "8", "--json",
+            "--no-live", "--seed", "0", "x"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["config"]["steps"], out["nfe"]) == (8, 8)

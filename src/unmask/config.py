@@ -525,7 +525,8 @@ class SampleConfig:
     """Number of tokens to generate after the prompt."""
     steps: int = 64
     """Total denoising steps (split evenly across blocks); unused by the dynamic policies
-    (threshold, factor, entropy), whose blocks run until no mask is left."""
+    (threshold, factor, entropy), whose blocks run until no mask is left. The commands and the
+    server default it to ``gen_length`` (one token per step); 64 is the Python default."""
     block_length: int | None = None
     """Semi-autoregressive block length; None = gen_length (pure diffusion)."""
     policy: str = "llada"
