@@ -9,10 +9,11 @@ autocast eager, fp32 compiled and bf16 compiled (``unmask.parallel``), each as a
 fp32 eager (goal: ≥ 1.5×). Use ``--activation-checkpointing`` to add the checkpointed step.
 
 ``--compare objectives``: the ``ar``, ``mdlm`` and ``hybrid`` (``--draft-block`` k) training
-steps of the same model, batch and rows, and ``ar`` over rows as long as the hybrid's real
-pass (the L clean tokens plus its draft blocks, about 2L): the cost a hybrid step should come
-close to. Tokens/s count the tokens of a row (L; the last side's longer rows), s/step the
-time of one whole step.
+steps of the same model, batch and rows; the hybrid also with its attention as one dense
+masked SDPA (``hybrid-dense``, as before ``draft_chunks``); and ``ar`` over rows as long as
+the hybrid's real pass (the L clean tokens plus its draft blocks, about 2L): the cost a
+hybrid step should come close to. Tokens/s count the tokens of a row (L; the last side's
+longer rows), s/step the time of one whole step.
 
 ``--compare memory``: peak resident memory per process of 2-process ``torchrun`` training
 (gloo on CPU, NCCL on GPUs) with DDP and with FSDP2, for a model that is large for the
@@ -29,6 +30,7 @@ table reports the median tokens/s of each and the ratio.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -53,6 +55,9 @@ from unmask.parallel import (
     resolve_precision,
 )
 from unmask.schedules import LinearSchedule
+
+hybrid_module = importlib.import_module("unmask.objectives.hybrid")  # (the package's `hybrid`
+# attribute is the loss function)
 
 
 class PlainBlock(nn.Module):
@@ -100,7 +105,7 @@ def make_step(
     """One training step (forward, loss, backward, clip, AdamW) of ``kind`` on batch ``x``."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     opts = ObjectiveOptions(schedule=LinearSchedule(1e-3), random_length_frac=0.0, draft_weight=1.0)
-    losses = {"mdlm": mdlm, "ar": ar, "hybrid": hybrid}
+    losses = {"mdlm": mdlm, "ar": ar, "hybrid": hybrid, "hybrid-dense": hybrid_dense}
     gen = torch.Generator().manual_seed(0)
 
     def step() -> None:
@@ -172,6 +177,16 @@ def sides_precision(args: argparse.Namespace, device: torch.device, x: torch.Ten
     return cfg, sides
 
 
+def hybrid_dense(*args, **kw):
+    """The hybrid loss with its attention as one dense masked SDPA (before ``draft_chunks``)."""
+    chunks = hybrid_module.draft_chunks
+    hybrid_module.draft_chunks = lambda bias, *_: bias
+    try:
+        return hybrid(*args, **kw)
+    finally:
+        hybrid_module.draft_chunks = chunks
+
+
 def sides_objectives(args: argparse.Namespace, device: torch.device, x: torch.Tensor):
     """ar, mdlm and hybrid steps on ``x``, and ar on rows as long as the hybrid's pass."""
     precision = resolve_precision("bf16" if device.type == "cuda" else "fp32", device)
@@ -184,12 +199,13 @@ def sides_objectives(args: argparse.Namespace, device: torch.device, x: torch.Te
         "ar": replace(base, attention="causal"),
         "mdlm": base,
         "hybrid": replace(base, attention="causal", draft_block=k),
+        "hybrid-dense": replace(base, attention="causal", draft_block=k),
     }
     sides = {}
     for kind, cfg in configs.items():
         torch.manual_seed(0)
         model = Transformer(cfg).to(device)
-        sides[f"unmask {kind}" + (f" (k={k})" if kind == "hybrid" else "")] = make_step(
+        sides[f"unmask {kind}" + (f" (k={k})" if "hybrid" in kind else "")] = make_step(
             model, kind, x, precision, args.vocab
         )
     torch.manual_seed(0)
