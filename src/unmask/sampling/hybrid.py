@@ -208,7 +208,11 @@ class HybridRun(DecoderRun):
         masks = torch.full((B, n_masks), self.mask_id, dtype=torch.long, device=device)
         tokens = torch.cat([head, self.drafts, masks], dim=1)  # (B, T)
         live = torch.arange(d, device=device)[None, :] < self.dlen[:, None]  # (B, d)
-        real = torch.cat([head_real, live, torch.ones_like(masks, dtype=torch.bool)], dim=1)
+        # each row's blocks as wide as alone (the layout's are as wide as the least advanced row
+        # can use): the columns past that are holes, so a row's drafts are the ones it gets alone
+        left = self.gen_length - 2 - self.committed  # (B,) drafts a row can use after m = 0
+        own = [torch.arange(n, device=device)[None, :] < (left - m)[:, None] for m, n in blocks]
+        real = torch.cat([head_real, live, *own], dim=1)  # (B, T)
         out = self.cache.forward(
             self.model, tokens, positions, bias, real, return_hidden=self._head is not None
         )  # (B, T, D) hidden states, or (B, T, V) logits
@@ -250,6 +254,9 @@ class HybridRun(DecoderRun):
             col += width
         length = torch.where(have | (self.predraft == "ends"), length, 0)
         length = torch.where(self.finished, 0, length)
+        # no more drafts than the row can still use (blocks are as long as the least advanced
+        # row can use), so a row of a batch drafts exactly what it drafts alone
+        length = torch.minimum(length, (self.gen_length - 1 - self.committed).clamp(min=0))
         D = int(length.max()) if B else 0
         if D == 0:
             self.drafts, self.dlen, self._q = self.gen[:, :0], length, None
