@@ -157,7 +157,7 @@ class HybridRun(DecoderRun):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
         # the head runs on the columns a round reads (d + 1 verified, one block per row), not
-        # on all 1 + d + (d + 1)·k: ~15% of a demo-model forward (benchmarks/hybrid.py)
+        # on all 1 + d + (d + 1)·k: ~8-15% of a demo-model forward (benchmarks/hybrid.py)
         self._head = getattr(model, "lm_head", None)
         if getattr(mcfg, "time_conditioning", False) or getattr(mcfg, "output", "") != "logits":
             self._head = None  # a head that needs more than the hidden states: whole logits
