@@ -6,12 +6,14 @@ Two tables, one run:
   ``--preset`` (default ``demo``, draft block ``--draft-block``), with a cached prefix of
   ``--prefix`` tokens: an AR step (1 position), the hybrid's TiDAR layout (``predraft="all"``:
   1 + k + (k + 1)·k positions) and the cheaper ``ends`` layout (1 + k + 2k), as seconds and
-  as a ratio to the AR step. The hybrid is faster than AR when its tokens per forward exceed
-  that ratio;
+  as a ratio to the AR step; each also as the decoder runs it, with the head only on the
+  2k + 1 columns a round reads (``HybridRun``). The hybrid is faster than AR when its tokens
+  per forward exceed that ratio;
 - with ``--model RUN`` (a checkpoint trained with ``--objective hybrid``): greedy decoding of
-  ``--prompts`` validation windows of ``--data`` (32-token prompts) for ``--gen-length``
-  tokens, batch 1 and ``--batch``: tokens/s and its ratio to the checkpoint's own ``ar``
-  decoding, tokens per forward, draft acceptance, token identity with ``ar``.
+  ``--prompts`` validation windows of ``--data`` (32-token prompts) for each ``--gen-length``
+  (a length past the model's context is skipped with the reason), batch 1 and ``--batch``:
+  tokens/s and its ratio to the checkpoint's own ``ar`` decoding, tokens per forward, draft
+  acceptance, token identity with ``ar``.
 
     python benchmarks/hybrid.py [--model runs/hybrid] [--data data/bible] \
         [--json benchmarks/results/hybrid.json]
@@ -28,10 +30,14 @@ from typing import Any
 import torch
 
 from unmask import api
+from unmask.checkpoint import checkpoint_dir
 from unmask.config import SampleConfig, model_preset
 from unmask.model import KVCache, Transformer
 from unmask.objectives import draft_layout
 from unmask.sampling.hybrid import HybridRun
+
+PROMPT_LEN = 32
+"""Tokens of each decoding prompt (a validation window's start)."""
 
 
 def timed(fn: Any, repeats: int) -> float:
@@ -66,6 +72,15 @@ def forward_cost(preset: str, k: int, prefix: int, batch: int, repeats: int) -> 
         toks = torch.randint(4, 4000, (batch, pos.shape[0]))
         s = timed(lambda: round_(toks, positions=pos, attn_bias=bias), repeats)  # noqa: B023
         rows.append({"layout": name, "positions": int(pos.shape[0]), "seconds": s})
+
+        def read(toks: torch.Tensor = toks, pos: torch.Tensor = pos, bias: torch.Tensor = bias):
+            kv.length = prefix - 1  # the decoder's round: the head on the 2k + 1 columns it reads
+            h = m(toks, cache=kv, start=prefix - 1, positions=pos, attn_bias=bias,
+                  return_hidden=True)  # fmt: skip
+            m.lm_head(h[:, : 2 * k + 1])
+
+        rows.append({"layout": f"{name}, head on read columns", "positions": int(pos.shape[0]),
+                     "seconds": timed(read, repeats)})  # fmt: skip
     for r in rows:
         r["batch"], r["vs_ar_step"] = batch, r["seconds"] / rows[0]["seconds"]
     return rows
@@ -78,7 +93,7 @@ def decode(run: str, data: str, n: int, gen: int, batch: int) -> list[dict]:
     ld = load(run, device="cpu")
     ld.model.eval()
     windows = TokenDataset(data, "val").windows(200)
-    prompts = [w[:32].tolist() for _, w in zip(range(n), windows, strict=False)]
+    prompts = [w[:PROMPT_LEN].tolist() for _, w in zip(range(n), windows, strict=False)]
     rows, ar_ids, ar_s = [], None, 0.0
     for bs in sorted({1, batch}):
         for name in ("ar", "all", "ends"):
@@ -115,7 +130,8 @@ def main() -> None:
     p.add_argument("--model")
     p.add_argument("--data", default="data/bible")
     p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--gen-length", type=int, default=128)
+    p.add_argument("--gen-length", type=int, nargs="+", default=[128],
+                   help="one or more; one past the context is skipped, saying why")  # fmt: skip
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json")
@@ -126,12 +142,21 @@ def main() -> None:
     for b in (1, args.batch):
         for r in forward_cost(args.preset, args.draft_block, args.prefix, b, args.repeats):
             out["forward_cost"].append(r)
-            print(f"  batch {b:2d}  {r['layout']:12s} {r['positions']:4d} positions  "
+            print(f"  batch {b:2d}  {r['layout']:36s} {r['positions']:4d} positions  "
                   f"{r['seconds'] * 1e3:8.2f} ms  {r['vs_ar_step']:5.2f}x ar step")  # fmt: skip
-    if args.model:
-        out["decode"] = decode(args.model, args.data, args.prompts, args.gen_length, args.batch)
-        print(f"greedy decoding, {args.prompts} prompts x {args.gen_length} tokens")
-        for r in out["decode"]:
+    out["decode"], out["skipped"] = [], []
+    for gen in args.gen_length if args.model else []:
+        context = json.loads((checkpoint_dir(args.model) / "config.json").read_text())
+        if PROMPT_LEN + gen > context["max_seq_len"]:  # the decoders refuse it: say why here
+            why = (f"gen {gen}: skipped ({PROMPT_LEN}-token prompts + {gen} new tokens exceed "
+                   f"the model's context of {context['max_seq_len']} tokens)")  # fmt: skip
+            out["skipped"].append(why)
+            print(why)
+            continue
+        rows = decode(args.model, args.data, args.prompts, gen, args.batch)
+        out["decode"] += [{**r, "gen_length": gen} for r in rows]
+        print(f"greedy decoding, {args.prompts} prompts x {gen} tokens")
+        for r in rows:
             acc = "" if r["acceptance"] is None else f"{r['acceptance']:.3f}"
             print(f"  batch {r['batch']:2d}  {r['decoder']:5s} {r['tok_s']:8.1f} tok/s  "
                   f"{r['vs_ar']:5.2f}x ar  {r['tokens_per_forward']:5.2f} tok/forward  "

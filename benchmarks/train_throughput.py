@@ -8,6 +8,13 @@ the same AdamW step (goal: mdlm / plain ≥ 0.95).
 autocast eager, fp32 compiled and bf16 compiled (``unmask.parallel``), each as a ratio over
 fp32 eager (goal: ≥ 1.5×). Use ``--activation-checkpointing`` to add the checkpointed step.
 
+``--compare objectives``: the ``ar``, ``mdlm`` and ``hybrid`` (``--draft-block`` k) training
+steps of the same model, batch and rows; the hybrid also with its attention as one dense
+masked SDPA (``hybrid-dense``, as before ``draft_chunks``); and ``ar`` over rows as long as
+the hybrid's real pass (the L clean tokens plus its draft blocks, about 2L): the cost a
+hybrid step should come close to. Tokens/s count the tokens of a row (L; the last side's
+longer rows), s/step the time of one whole step.
+
 ``--compare memory``: peak resident memory per process of 2-process ``torchrun`` training
 (gloo on CPU, NCCL on GPUs) with DDP and with FSDP2, for a model that is large for the
 machine (``--preset`` / ``--d-model`` / ``--layers``).
@@ -15,13 +22,15 @@ machine (``--preset`` / ``--d-model`` / ``--layers``).
 Sides alternate in one process, round after round, so machine noise hits all alike; the
 table reports the median tokens/s of each and the ratio.
 
-    python benchmarks/train_throughput.py [--compare plain|precision|memory] [--preset demo]
-        [--batch 16] [--seq-len 256] [--threads 2] [--rounds 5] [--json out.json]
+    python benchmarks/train_throughput.py [--compare plain|precision|objectives|memory]
+        [--preset demo] [--batch 16] [--seq-len 256] [--threads 2] [--rounds 5]
+        [--draft-block 8] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
@@ -29,6 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +46,7 @@ from torch import nn
 
 from unmask.config import model_preset
 from unmask.model import Transformer
-from unmask.objectives import ObjectiveOptions, ar, mdlm
+from unmask.objectives import ObjectiveOptions, ar, hybrid, mdlm
 from unmask.parallel import (
     Precision,
     apply_activation_checkpointing,
@@ -45,6 +55,9 @@ from unmask.parallel import (
     resolve_precision,
 )
 from unmask.schedules import LinearSchedule
+
+hybrid_module = importlib.import_module("unmask.objectives.hybrid")  # (the package's `hybrid`
+# attribute is the loss function)
 
 
 class PlainBlock(nn.Module):
@@ -91,7 +104,8 @@ def make_step(
 ) -> Callable[[], None]:
     """One training step (forward, loss, backward, clip, AdamW) of ``kind`` on batch ``x``."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    opts = ObjectiveOptions(schedule=LinearSchedule(1e-3), random_length_frac=0.0)
+    opts = ObjectiveOptions(schedule=LinearSchedule(1e-3), random_length_frac=0.0, draft_weight=1.0)
+    losses = {"mdlm": mdlm, "ar": ar, "hybrid": hybrid, "hybrid-dense": hybrid_dense}
     gen = torch.Generator().manual_seed(0)
 
     def step() -> None:
@@ -102,7 +116,7 @@ def make_step(
                     logits[:, :-1].reshape(-1, vocab).float(), x[:, 1:].reshape(-1)
                 )
             else:
-                fn = mdlm if kind == "mdlm" else ar
+                fn = losses[kind]
                 p = fn(model, model.config, x, attention_mask=None, generator=gen, options=opts)
                 loss = p.loss_sum / p.n_tokens
         loss.backward()
@@ -163,6 +177,47 @@ def sides_precision(args: argparse.Namespace, device: torch.device, x: torch.Ten
     return cfg, sides
 
 
+def hybrid_dense(*args, **kw):
+    """The hybrid loss with its attention as one dense masked SDPA (before ``draft_chunks``)."""
+    chunks = hybrid_module.draft_chunks
+    hybrid_module.draft_chunks = lambda bias, *_: bias
+    try:
+        return hybrid(*args, **kw)
+    finally:
+        hybrid_module.draft_chunks = chunks
+
+
+def sides_objectives(args: argparse.Namespace, device: torch.device, x: torch.Tensor):
+    """ar, mdlm and hybrid steps on ``x``, and ar on rows as long as the hybrid's pass."""
+    precision = resolve_precision("bf16" if device.type == "cuda" else "fp32", device)
+    k = args.draft_block
+    # the hybrid's pass: L clean columns + k per boundary b = 1 + j·k < L - k (offset 0: the
+    # most blocks; other offsets have at most one block fewer)
+    n_pass = args.seq_len + k * len(range(1, args.seq_len - k, k))
+    base = model_preset(args.preset, vocab_size=args.vocab, max_seq_len=max(n_pass, 128))
+    configs = {
+        "ar": replace(base, attention="causal"),
+        "mdlm": base,
+        "hybrid": replace(base, attention="causal", draft_block=k),
+        "hybrid-dense": replace(base, attention="causal", draft_block=k),
+    }
+    sides = {}
+    for kind, cfg in configs.items():
+        torch.manual_seed(0)
+        model = Transformer(cfg).to(device)
+        sides[f"unmask {kind}" + (f" (k={k})" if "hybrid" in kind else "")] = make_step(
+            model, kind, x, precision, args.vocab
+        )
+    torch.manual_seed(0)
+    long = torch.randint(4, args.vocab, (x.shape[0], n_pass), generator=torch.Generator())
+    model = Transformer(configs["ar"]).to(device)
+    args.row_len[f"unmask ar, rows of {n_pass}"] = n_pass
+    sides[f"unmask ar, rows of {n_pass}"] = make_step(
+        model, "ar", long.to(device), precision, args.vocab
+    )
+    return base, sides
+
+
 def run_sides(args: argparse.Namespace, sides: dict, device: torch.device) -> dict[str, float]:
     for name, fn in sides.items():  # warm-up (compiles the compiled sides)
         t0 = time.perf_counter()
@@ -179,7 +234,8 @@ def run_sides(args: argparse.Namespace, sides: dict, device: torch.device) -> di
                 fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            times[name].append(args.batch * args.seq_len * args.steps / (time.perf_counter() - t0))
+            row = args.row_len.get(name, args.seq_len)  # tokens per row of this side
+            times[name].append(args.batch * row * args.steps / (time.perf_counter() - t0))
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -271,7 +327,10 @@ def compare_memory(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--compare", choices=("plain", "precision", "memory"), default="plain")
+    ap.add_argument(
+        "--compare", choices=("plain", "precision", "objectives", "memory"), default="plain"
+    )
+    ap.add_argument("--draft-block", type=int, default=8, help="objectives: the hybrid's k")
     ap.add_argument("--preset", default="demo")
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--batch", type=int, default=16)
@@ -292,6 +351,7 @@ def main() -> None:
     ap.add_argument("--worker", choices=("ddp", "fsdp"), help=argparse.SUPPRESS)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
+    args.row_len = {}  # side -> tokens per row where not --seq-len (objectives' long ar)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
@@ -303,7 +363,9 @@ def main() -> None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         gen = torch.Generator().manual_seed(0)
         x = torch.randint(4, args.vocab, (args.batch, args.seq_len), generator=gen).to(device)
-        build = sides_plain if args.compare == "plain" else sides_precision
+        build = {"plain": sides_plain, "precision": sides_precision}.get(
+            args.compare, sides_objectives
+        )
         cfg, sides = build(args, device, x)
         med = run_sides(args, sides, device)
         base = next(iter(med.values()))
@@ -313,11 +375,12 @@ def main() -> None:
             f"rounds={args.rounds}"
         )
         first = next(iter(med))
-        print(f"{'side':<28} {'tokens/s (median)':>18} {'ratio vs ' + first:>30}")
+        print(f"{'side':<28} {'tokens/s (median)':>18} {'s/step':>8} {'ratio vs ' + first:>30}")
         rows = []
         for name, tps in med.items():
-            rows.append({"side": name, "tokens_per_s": tps, "ratio": tps / base})
-            print(f"{name:<28} {tps:>18,.0f} {tps / base:>30.3f}")
+            sec = args.batch * args.row_len.get(name, args.seq_len) / tps
+            rows.append({"side": name, "tokens_per_s": tps, "s_per_step": sec, "ratio": tps / base})
+            print(f"{name:<28} {tps:>18,.0f} {sec:>8.3f} {tps / base:>30.3f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "rows": rows}, f, indent=2)

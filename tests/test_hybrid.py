@@ -150,6 +150,64 @@ def test_weight_zero_is_the_ar_loss_and_the_draft_loss_is_the_mean_over_blocks()
     torch.testing.assert_close(one.loss_sum, want.to(one.loss_sum.dtype))
 
 
+def reference_mask(L: int, starts: list[int], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hybrid's positions and mask written out entry by entry from their definition."""
+    pos = list(range(L)) + [b + 1 + i for b in starts for i in range(k)]
+    block = [-1] * L + [j for j in range(len(starts)) for _ in range(k)]
+    T = len(pos)
+    allowed = torch.zeros(T, T, dtype=torch.bool)
+    for q in range(T):
+        for c in range(T):
+            if block[q] < 0:  # a clean token: the clean tokens at or before it
+                allowed[q, c] = block[c] < 0 and c <= q
+            else:  # a draft: the clean tokens before its boundary, and its own block
+                before = block[c] < 0 and pos[c] < starts[block[q]]
+                allowed[q, c] = before or block[c] == block[q]
+    return torch.tensor(pos), allowed[None, None]
+
+
+def test_the_chunked_pass_equals_a_reference_mask():
+    """The objective's loss and gradients (attention by row chunks) equal those of one dense
+    forward under the structured mask written out by hand, and the clean columns' logits equal
+    the plain causal forward."""
+    m = model(6, vocab=16, k=3)
+    x = torch.randint(4, 16, (2, 23), generator=torch.Generator().manual_seed(6))
+    got = hybrid(m, m.config, x, attention_mask=None, generator=torch.Generator().manual_seed(1),
+                 options=options(0.7))  # fmt: skip
+    grads = torch.autograd.grad(got.loss_sum, list(m.parameters()))
+    starts = draft_boundaries(23, 3, torch.Generator().manual_seed(1)).tolist()
+    assert len(starts) >= 5  # several chunks of blocks
+    pos, mask = reference_mask(23, starts, 3)
+    cols = torch.cat([x, torch.zeros(2, 3 * len(starts), dtype=torch.long)], 1)  # mask_id 0
+    logits = m(cols, positions=pos, attn_bias=mask)  # (2, T, V)
+    flat = logits.float()  # the objective's cross-entropy is in float32
+    ce_ar = F.cross_entropy(flat[:, :22].reshape(-1, 16), x[:, 1:].reshape(-1), reduction="sum")
+    want_ids = x[:, pos[23:]]  # block j's column i predicts x[b_j + 1 + i]
+    ce_d = F.cross_entropy(flat[:, 23:].reshape(-1, 16), want_ids.reshape(-1), reduction="sum")
+    want = ce_ar + 0.7 * ce_d * (2 * 22) / want_ids.numel()
+    torch.testing.assert_close(got.loss_sum, want)
+    for g, w in zip(grads, torch.autograd.grad(want, list(m.parameters())), strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)  # float32 loss, float64 model
+    torch.testing.assert_close(logits[:, :23], m(x))
+
+
+def test_row_chunks_equal_the_dense_mask():
+    """Any mask whose rows see something, in any chunks: the logits of one dense attention."""
+    from unmask.model import row_chunks
+
+    m = model(7, vocab=16)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(4, 16, (2, 12), generator=g)
+    mask = (torch.rand(1, 1, 12, 12, generator=g) < 0.3) | torch.eye(12, dtype=torch.bool)
+    pos = torch.randperm(12, generator=g)
+    dense = m(x, positions=pos, attn_bias=mask)
+    for starts in ([0], [0, 5], [0, 1, 2, 7, 11]):
+        chunked = m(x, positions=pos, attn_bias=row_chunks(mask, starts))
+        torch.testing.assert_close(chunked, dense)
+    with pytest.raises(ValueError, match="ascend"):
+        row_chunks(mask, [0, 5, 5])
+
+
 def test_loss_decreases_and_the_model_drafts(trained):
     m, losses = trained
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
@@ -230,6 +288,32 @@ def test_cache_on_equals_cache_off(temperature, predraft, trained):
         assert (on.nfe, on.accepted, on.drafted) == (off.nfe, off.accepted, off.drafted)
         accepted += on.accepted
     assert accepted > 0  # the rollback was exercised
+
+
+@pytest.mark.parametrize("temperature", [0.0, 2.0])
+def test_the_head_runs_only_on_the_columns_a_round_reads(temperature, trained):
+    """The decoder applies the head to the verified columns and each row's chosen block only:
+    the same tokens, acceptances and forwards as with every column's logits, in far fewer
+    head rows."""
+    m, prompts = trained[0], [[4, 5], [9], [6, 7, 8, 9]]
+    rows: list[int] = []
+    hook = m.lm_head.register_forward_hook(lambda _m, inp, _o: rows.append(inp[0][..., 0].numel()))
+    try:
+        results = []
+        for whole in (False, True):
+            rows.clear()
+            run = HybridRun(m, prompts, max_new_tokens=18, eos_id=2, temperature=temperature,
+                            generator=torch.Generator().manual_seed(4))  # fmt: skip
+            if whole:
+                run._head = None  # the model's own head over every column
+            results.append((run.run(), sum(rows)))
+    finally:
+        hook.remove()
+    (cut, n_cut), (full, n_full) = results
+    assert cut.tokens.tolist() == full.tokens.tolist()
+    assert (cut.nfe, cut.accepted, cut.drafted) == (full.nfe, full.accepted, full.drafted)
+    assert cut.accepted > 0  # the chosen blocks moved with the acceptances
+    assert n_cut < 0.6 * n_full  # k = 3: 2k + 1 of 1 + k + (k + 1)·k columns a round
 
 
 def exact_marginals(m: Transformer, prompt: list[int], n: int) -> list[torch.Tensor]:

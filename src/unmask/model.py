@@ -17,7 +17,9 @@ Explicit layouts: ``forward(tokens, positions=p, attn_bias=m)`` gives columns th
 RoPE positions and an explicit boolean attention mask, for objectives that run a sequence
 twice in one pass (BD3-LM's ``[x_t ; x_0]``, ``unmask.objectives.bd3lm``; the hybrid's draft
 blocks, ``unmask.objectives.hybrid``), also over a KV cache (new columns after the cached
-prefix; ``unmask.sampling.hybrid``).
+prefix; ``unmask.sampling.hybrid``). A sparse explicit mask can be given as ``RowChunks``
+(consecutive query rows attend only to the keys some row of theirs sees; the hybrid's training
+pass), which CPU attention runs in a fraction of the dense masked work.
 
 DiT options (MDLM/SEDD; ``ModelConfig.norm``, ``mlp``, ``head_bias``, ``time_conditioning``):
 bias-free LayerNorm, a GELU(tanh) MLP with biases, and adaLN-Zero modulation of every block
@@ -52,6 +54,57 @@ from unmask.errors import UserError
 # scaled_dot_product_attention(enable_gqa=) came with torch 2.5; on CPU it is 3-10x faster at
 # decode shapes than repeating K/V per head (benchmarks/gqa_attention.py)
 _SDPA_GQA = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 5)
+
+
+@dataclass(frozen=True)
+class RowChunks:
+    """A boolean attention mask (B|1, 1, L, L) run as chunks of consecutive query rows, each
+    over only the key columns some row of the chunk may see (``row_chunks``).
+
+    Exact: a key the mask hides has weight 0 either way; only the order of the float sums
+    differs from one dense masked attention. Why: CPU attention does the whole L×L work for
+    any mask (causal included) at these lengths, so a sparse layout such as the hybrid's
+    ``[x ; draft blocks]`` (``unmask.objectives.hybrid``) costs ~0.55× the dense one at
+    L = 256 when chunked (``benchmarks/train_throughput.py --compare objectives``).
+    """
+
+    mask: Tensor
+    """The whole mask (B|1, 1, L, L), True = may attend."""
+    chunks: tuple[tuple[int, int, Tensor | None, Tensor], ...]
+    """(first row, end row, key columns (n,) int64 or None = the first n, mask (B|1, 1, rows,
+    n)) per chunk, covering rows 0 .. L - 1 in order."""
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, gqa: dict[str, bool]) -> Tensor:
+        """SDPA of q (B, H, L, hd) over k, v (B, Hkv, L, hd), chunk by chunk -> (B, H, L, hd)."""
+        out = []
+        for r0, r1, keys, m in self.chunks:
+            n = m.shape[-1]
+            kk = k[:, :, :n] if keys is None else k.index_select(2, keys)  # (B, Hkv, n, hd)
+            vv = v[:, :, :n] if keys is None else v.index_select(2, keys)
+            out.append(F.scaled_dot_product_attention(q[:, :, r0:r1], kk, vv, attn_mask=m, **gqa))
+        return torch.cat(out, dim=2)
+
+
+def row_chunks(mask: Tensor, starts: list[int]) -> RowChunks:
+    """``mask`` (B|1, 1, L, L) bool as ``RowChunks`` whose chunks begin at the rows ``starts``
+    (ascending, from 0): each chunk attends to the keys any of its rows may see."""
+    L = mask.shape[-1]
+    if mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[-2] != L:
+        raise ValueError(f"mask must be a bool tensor (B|1, 1, L, L), got {tuple(mask.shape)}")
+    steps = zip(starts, starts[1:], strict=False)
+    if not starts or starts[0] != 0 or any(b <= a for a, b in steps):
+        raise ValueError(f"starts must ascend from 0, got {starts}")
+    if starts[-1] >= L:
+        raise ValueError(f"starts {starts} must lie below the {L} rows")
+    chunks = []
+    for r0, r1 in zip(starts, [*starts[1:], L], strict=True):
+        seen = mask[:, :, r0:r1].any(dim=2).flatten(0, 1).any(dim=0)  # (L,) keys of any row
+        keys = seen.nonzero().flatten()  # (n,)
+        n = keys.shape[0]
+        prefix = bool(n == 0 or keys[-1] == n - 1)  # the first n columns: a view, no copy
+        sub = mask[:, :, r0:r1][..., keys]  # (B|1, 1, rows, n)
+        chunks.append((r0, r1, None if prefix else keys, sub))
+    return RowChunks(mask=mask, chunks=tuple(chunks))
 
 
 class RMSNorm(nn.Module):
@@ -171,7 +224,7 @@ class Attention(nn.Module):
         x: Tensor,
         cos: Tensor,
         sin: Tensor,
-        mask: Tensor | None,
+        mask: Tensor | RowChunks | None,
         is_causal: bool,
         cache: KVCache | None = None,
         layer: int = 0,
@@ -194,9 +247,12 @@ class Attention(nn.Module):
             rep = self.n_heads // self.n_kv_heads
             k = k.repeat_interleave(rep, dim=1)  # (B, H, L, hd)
             v = v.repeat_interleave(rep, dim=1)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=is_causal and mask is None, **gqa
-        )
+        if isinstance(mask, RowChunks):
+            y = mask.attend(q, k, v, gqa)  # (B, H, L, hd)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=is_causal and mask is None, **gqa
+            )
         return self.o_proj(y.transpose(1, 2).reshape(B, L, -1))
 
 
@@ -341,7 +397,7 @@ class Block(nn.Module):
         x: Tensor,
         cos: Tensor,
         sin: Tensor,
-        mask: Tensor | None,
+        mask: Tensor | RowChunks | None,
         is_causal: bool,
         cache: KVCache | None = None,
         layer: int = 0,
@@ -455,10 +511,10 @@ class Transformer(nn.Module):
         self,
         L: int,
         positions: Tensor | None,
-        attn_bias: Tensor | None,
+        attn_bias: Tensor | RowChunks | None,
         attention_mask: Tensor | None,
         device: torch.device,
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    ) -> tuple[Tensor, Tensor, Tensor | RowChunks | None]:
         """RoPE tables (L, hd) at ``positions`` and the SDPA mask for an explicit ``attn_bias``."""
         if positions is None:
             positions = torch.arange(L, device=device)
@@ -474,6 +530,13 @@ class Transformer(nn.Module):
             if mask is None and self.config.attention == "causal":  # is_causal is off on this path
                 mask = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
             return cos, sin, mask
+        if isinstance(attn_bias, RowChunks):  # a sparse layout by row chunks (no padding)
+            if attn_bias.mask.shape[-2:] != (L, L) or attention_mask is not None:
+                raise ValueError(
+                    f"RowChunks must cover ({L}, {L}) without an attention_mask, got "
+                    f"{tuple(attn_bias.mask.shape)}"
+                )
+            return cos, sin, attn_bias
         if attn_bias.dtype != torch.bool or attn_bias.shape[-2:] != (L, L) or attn_bias.dim() != 4:
             raise ValueError(
                 f"attn_bias must be a bool tensor (B|1, 1, {L}, {L}), "
@@ -494,7 +557,7 @@ class Transformer(nn.Module):
         cache: KVCache | None = None,
         start: int = 0,
         positions: Tensor | None = None,
-        attn_bias: Tensor | None = None,
+        attn_bias: Tensor | RowChunks | None = None,
         inputs_embeds: Tensor | None = None,
         return_hidden: bool = False,
     ) -> Tensor:
@@ -516,7 +579,8 @@ class Transformer(nn.Module):
         slots, the columns go to slots ``[start, start + L)`` and ``attn_bias`` is
         (B|1, 1, L, start + L) over all slots or (B|1, 1, L, L) over the new ones with every
         cached slot visible (``_cached_explicit_layout``; the hybrid decoder verifies and drafts
-        in one such forward).
+        in one such forward). ``attn_bias`` may also be a ``RowChunks`` (no cache, no
+        ``attention_mask``): such a mask run chunk by chunk over the keys each chunk uses.
 
         ``inputs_embeds`` (B, L, D) replaces ``embed(tokens)`` as the input vectors, for the
         continuous families (noisy embeddings, latents; ``unmask.objectives.continuous``);
@@ -547,6 +611,8 @@ class Transformer(nn.Module):
                 mask = self.attention_bias(L, attention_mask, tokens.device)
                 is_causal = self.config.attention == "causal"
         else:
+            if isinstance(attn_bias, RowChunks):
+                raise ValueError("RowChunks layouts run without a KV cache")
             cos, sin, mask, is_causal = self._cached_layout(
                 tokens, attention_mask, cache, start, positions, attn_bias
             )

@@ -16,7 +16,10 @@ Loss (TiDAR's balance, sums for ``LossParts``): the causal next-token cross-entr
 ``draft_weight`` × the mean cross-entropy of the draft positions, normalised by the number of
 next-token targets. With weight 0 it is exactly the ``ar`` loss (one plain causal forward).
 
-Inside: ``draft_layout``, ``hybrid``.
+The pass runs its attention by row chunks over the keys each chunk sees (``draft_chunks``,
+``unmask.model.RowChunks``): the same mask, about half the dense masked attention's work on CPU.
+
+Inside: ``draft_layout``, ``draft_chunks``, ``hybrid``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import Tensor
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.model import RowChunks, row_chunks
 from unmask.objectives.spec import (
     LossParts,
     MaskPredictor,
@@ -85,6 +89,23 @@ def draft_boundaries(L: int, k: int, generator: torch.Generator) -> Tensor:
     return torch.arange(1 + o, L - k, k)  # (J,)
 
 
+DRAFT_CHUNKS = 4
+"""Row chunks per part (clean tokens, draft blocks) of the training pass' attention: each
+chunk attends only to the keys it may see: ~0.55× the time of one dense masked attention at
+L = 256 (fwd + bwd, CPU; 4 chunks measured faster than 8), a 1.45× faster training step there
+(``benchmarks/train_throughput.py --compare objectives``)."""
+
+
+def draft_chunks(bias: Tensor, n_causal: int, n_blocks: int, k: int) -> RowChunks:
+    """``bias`` (1, 1, T, T) of ``draft_layout`` (``n_causal`` columns, ``n_blocks`` blocks of
+    k) as ``RowChunks``: the causal rows in ``DRAFT_CHUNKS`` chunks (chunk i sees the keys up
+    to its last row), the draft rows in as many chunks of whole blocks (the prefix before the
+    chunk's last boundary and the chunk's own blocks)."""
+    causal = sorted({n_causal * i // DRAFT_CHUNKS for i in range(DRAFT_CHUNKS)})
+    drafts = sorted({n_causal + k * (n_blocks * i // DRAFT_CHUNKS) for i in range(DRAFT_CHUNKS)})
+    return row_chunks(bias, causal + [r for r in drafts if r < n_causal + n_blocks * k])
+
+
 def hybrid(
     model: MaskPredictor,
     config: ModelConfig,
@@ -126,7 +147,8 @@ def hybrid(
     bnd = draft_boundaries(L, k, generator)  # (J,)
     positions, bias = draft_layout(L, bnd, k, device=x0.device)
     masks = torch.full((B, bnd.shape[0] * k), config.mask_id, dtype=x0.dtype, device=x0.device)
-    logits = model(torch.cat([x0, masks], dim=1), positions=positions, attn_bias=bias)  # (B, T, V)
+    chunked = draft_chunks(bias, L, bnd.shape[0], k)  # the same mask, run by row chunks
+    logits = model(torch.cat([x0, masks], dim=1), positions=positions, attn_bias=chunked)
     V = logits.shape[-1]
     ce_ar = F.cross_entropy(
         logits[:, : L - 1].reshape(-1, V).float(), targets.flatten(), reduction="sum"
@@ -194,4 +216,4 @@ register_objective(
     )
 )
 
-__all__ = ["draft_boundaries", "draft_layout", "hybrid"]
+__all__ = ["DRAFT_CHUNKS", "draft_boundaries", "draft_chunks", "draft_layout", "hybrid"]

@@ -156,6 +156,11 @@ class HybridRun(DecoderRun):
         self.padded = not bool(real.all())
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
+        # the head runs on the columns a round reads (d + 1 verified, one block per row), not
+        # on all 1 + d + (d + 1)·k: ~8-15% of a demo-model forward (benchmarks/hybrid.py)
+        self._head = getattr(model, "lm_head", None)
+        if getattr(mcfg, "time_conditioning", False) or getattr(mcfg, "output", "") != "logits":
+            self._head = None  # a head that needs more than the hidden states: whole logits
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
         gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.seq = torch.cat([self.prompt, gen], dim=1)  # (B, P + G): logical positions
@@ -184,8 +189,9 @@ class HybridRun(DecoderRun):
         return [(m, n) for m in ms if (n := min(self.k, left - m - 2)) > 0]
 
     def _forward(self, blocks: list[tuple[int, int]]) -> tuple[Tensor, int]:
-        """Logits (B, T, V) of one round's layout and the number of head columns h (each row's
-        committed tokens its cache does not hold yet, right-aligned)."""
+        """Final hidden states (B, T, D) of one round's layout (its logits (B, T, V) for a model
+        without a separate head; ``_logits`` maps either to logits) and the number of head
+        columns h (each row's committed tokens its cache does not hold yet, right-aligned)."""
         B, P, device = self.gen.shape[0], self.prompt.shape[1], self.gen.device
         N = P + self.committed  # (B,) logical position of each row's next token
         if not self.use_cache:  # the reference: every row's whole prefix, every round
@@ -202,10 +208,20 @@ class HybridRun(DecoderRun):
         masks = torch.full((B, n_masks), self.mask_id, dtype=torch.long, device=device)
         tokens = torch.cat([head, self.drafts, masks], dim=1)  # (B, T)
         live = torch.arange(d, device=device)[None, :] < self.dlen[:, None]  # (B, d)
-        real = torch.cat([head_real, live, torch.ones_like(masks, dtype=torch.bool)], dim=1)
-        logits = self.cache.forward(self.model, tokens, positions, bias, real)  # (B, T, V)
+        # each row's blocks as wide as alone (the layout's are as wide as the least advanced row
+        # can use): the columns past that are holes, so a row's drafts are the ones it gets alone
+        left = self.gen_length - 2 - self.committed  # (B,) drafts a row can use after m = 0
+        own = [torch.arange(n, device=device)[None, :] < (left - m)[:, None] for m, n in blocks]
+        real = torch.cat([head_real, live, *own], dim=1)  # (B, T)
+        out = self.cache.forward(
+            self.model, tokens, positions, bias, real, return_hidden=self._head is not None
+        )  # (B, T, D) hidden states, or (B, T, V) logits
         self.nfe += 1
-        return logits, h
+        return out, h
+
+    def _logits(self, out: Tensor) -> Tensor:
+        """Logits (B, n, V) of some columns (B, n, D|V) of ``_forward``'s output."""
+        return out if self._head is None else self._head(out)
 
     def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None]:
         """Drafts (B, n) from a block's logits (B, n, V), and their proposal q at temperature
@@ -219,10 +235,11 @@ class HybridRun(DecoderRun):
                             generator=self.generator)  # fmt: skip
         return flat.reshape(B, n), q
 
-    def _choose(self, logits: Tensor, col: int, blocks: list[tuple[int, int]], n: Tensor) -> None:
-        """Each row's next drafts: block n_i's (``predraft="all"``), or block 0's after its
-        first n_i when there is no block n_i (``ends``; they saw less of the prefix, which
-        costs acceptance, never exactness); none when no block reaches that far."""
+    def _choose(self, out: Tensor, col: int, blocks: list[tuple[int, int]], n: Tensor) -> None:
+        """Each row's next drafts (``out``: ``_forward``'s hidden states or logits): block
+        n_i's (``predraft="all"``), or block 0's after its first n_i when there is no block n_i
+        (``ends``; they saw less of the prefix, which costs acceptance, never exactness); none
+        when no block reaches that far."""
         B, device = n.shape[0], n.device
         start = torch.zeros(B, dtype=torch.long, device=device)  # (B,) first column
         length = torch.zeros(B, dtype=torch.long, device=device)  # (B,) drafts
@@ -237,15 +254,18 @@ class HybridRun(DecoderRun):
             col += width
         length = torch.where(have | (self.predraft == "ends"), length, 0)
         length = torch.where(self.finished, 0, length)
+        # no more drafts than the row can still use (blocks are as long as the least advanced
+        # row can use), so a row of a batch drafts exactly what it drafts alone
+        length = torch.minimum(length, (self.gen_length - 1 - self.committed).clamp(min=0))
         D = int(length.max()) if B else 0
         if D == 0:
             self.drafts, self.dlen, self._q = self.gen[:, :0], length, None
             return
         idx = (start[:, None] + torch.arange(D, device=device)[None, :]).clamp(
-            max=logits.shape[1] - 1
+            max=out.shape[1] - 1
         )  # (B, D)
-        chosen = logits.gather(1, idx[..., None].expand(B, D, logits.shape[-1]))  # (B, D, V)
-        drafts, self._q = self._next_drafts(chosen)
+        chosen = out.gather(1, idx[..., None].expand(B, D, out.shape[-1]))  # (B, D, D|V)
+        drafts, self._q = self._next_drafts(self._logits(chosen))
         live = torch.arange(D, device=device)[None, :] < length[:, None]
         self.drafts = torch.where(live, drafts, self.mask_id)  # (B, D): mask past a row's own
         self.dlen = length
@@ -256,8 +276,9 @@ class HybridRun(DecoderRun):
         active = ~self.finished
         blocks = self._blocks(d, active)
         with torch.no_grad():
-            logits, h = self._forward(blocks)
-            p_logits = forbid_id(logits[:, h - 1 : h + d].to(torch.float64), self.mask_id)
+            hid, h = self._forward(blocks)  # (B, T, D|V)
+            p_logits = forbid_id(self._logits(hid[:, h - 1 : h + d]).to(torch.float64),
+                                 self.mask_id)  # fmt: skip
             if self.temperature == 0:  # p_logits: (B, d + 1, V)
                 n, out = accept_greedy(self.drafts, p_logits)
                 n = torch.minimum(n, self.dlen)  # a row accepts no more than it drafted
@@ -270,7 +291,7 @@ class HybridRun(DecoderRun):
             n = torch.where(active, torch.minimum(n, self.gen_length - 1 - self.committed), 0)
             N = P + self.committed
             count, ended = commit_rows(self.gen, self.committed, out, n, active, self.eos_id)
-            j = torch.arange(logits.shape[1], device=n.device)[None, :]
+            j = torch.arange(hid.shape[1], device=n.device)[None, :]
             keep = (j < h + n[:, None]) & active[:, None]  # the head and the accepted drafts
             self.cache.commit(keep, torch.where(active, N + n, self.cache.fed))
             self.drafted += int(self.dlen[active].sum())
@@ -279,7 +300,7 @@ class HybridRun(DecoderRun):
             self.n_committed += int(count.sum())
             self.committed += count
             self.finished |= ended | (self.committed >= self.gen_length)
-            self._choose(logits, h + d, blocks, n)
+            self._choose(hid, h + d, blocks, n)
         self.steps += 1
         if bool(self.finished.all()):
             self._stopped = True

@@ -109,17 +109,26 @@ class RaggedCache:
         self._real: Tensor | None = None
 
     def forward(
-        self, model: Any, tokens: Tensor, positions: Tensor, bias: Tensor, real: Tensor
+        self,
+        model: Any,
+        tokens: Tensor,
+        positions: Tensor,
+        bias: Tensor,
+        real: Tensor,
+        *,
+        return_hidden: bool = False,
     ) -> Tensor:
         """Logits (B, L, V) of ``tokens`` (B, L) at ``positions`` (B, L); ``bias`` (B|1, 1, L, L)
         says which new columns each column sees (every kept slot is seen); ``real`` (B, L)
         False = a hole column (seen by no other column). The columns stay pending until
-        ``commit`` or ``rollback``."""
+        ``commit`` or ``rollback``. ``return_hidden``: the final hidden states (B, L, D)
+        instead, for a caller that runs the head on the few columns it reads."""
         self.kv.length = start = self.valid.shape[1]  # pending columns of a retry: overwritten
         attn = torch.cat([self.valid, real], dim=1)  # (B, S + L) keys that exist
+        extra = {"return_hidden": True} if return_hidden else {}
         out = model(
             tokens, attention_mask=attn, positions=positions, attn_bias=bias,
-            cache=self.kv, start=start,
+            cache=self.kv, start=start, **extra,
         )  # fmt: skip
         self._start, self._real = start, real
         return getattr(out, "logits", out)
