@@ -34,13 +34,27 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     (root / "a.txt").write_text("\n".join(lines) + "\n")
     data = root / "data"
     prepare([root / "a.txt"], data, tokenizer="byte", val_fraction=0.1, progress=False)
-    base = TrainConfig(data=str(data), preset="tiny", seq_len=24, batch_size=2, steps=1,
-                       warmup=1, eval_every=0, eval_batches=1, save_every=0, device="cpu")
+    base = TrainConfig(
+        data=str(data),
+        preset="tiny",
+        seq_len=24,
+        batch_size=2,
+        steps=1,
+        warmup=1,
+        eval_every=0,
+        eval_batches=1,
+        save_every=0,
+        device="cpu",
+    )
     out = {"data": data}
-    for name, kw in [("mdlm", {}), ("ar", {"fim_rate": 0.5}), ("hybrid", {"draft_block": 4}),
-                     ("embed-diffusion", {}), ("latent-ae", {"latent_len": 8}),
-                     ("latent-diffusion", {"init": str(root / "latent-ae"), "latent_len": 8})]:
-
+    for name, kw in [
+        ("mdlm", {}),
+        ("ar", {"fim_rate": 0.5}),
+        ("hybrid", {"draft_block": 4}),
+        ("embed-diffusion", {}),
+        ("latent-ae", {"latent_len": 8}),
+        ("latent-diffusion", {"init": str(root / "latent-ae"), "latent_len": 8}),
+    ]:
         cfg = dataclasses.replace(base, objective=name, out=str(root / name), **kw)
         out[name] = train(cfg, progress=False)
     return out
@@ -84,8 +98,11 @@ def test_train_numbers_and_settings_are_refused_in_one_line(runs, tmp_path, caps
         fails(capsys, ["train", "--data", data, "--out", out, *TRAIN, *extra], words)
         assert not Path(out).exists(), extra  # no empty run folder left behind
     (tmp_path / "file").write_text("x")
-    fails(capsys, ["train", "--data", data, "--out", str(tmp_path / "file"), *TRAIN],
-          "a file is there")
+    fails(
+        capsys,
+        ["train", "--data", data, "--out", str(tmp_path / "file"), *TRAIN],
+        "a file is there",
+    )
 
 
 def test_a_new_run_that_fails_before_its_checkpoint_leaves_no_folder(runs, tmp_path, capsys):
@@ -118,9 +135,9 @@ def test_distill_refuses_a_corpus_of_another_tokenizer(runs, tmp_path, capsys):
 
 
 def test_decoders_a_checkpoint_cannot_use_are_refused_by_api_cli_and_server(runs, capsys):
-    """A token decoder on a continuous checkpoint, a continuous drafter, predraft off
-    decoder hybrid: one line from ``api.choose`` (and so the CLI), and a serve refused at
-    start."""
+    """A token decoder on a continuous checkpoint, a continuous drafter, guide_words or
+    predraft on a decoder that ignores them: one line from ``api.choose`` (and so the CLI),
+    and a serve refused at start."""
     from unmask.server.engine import make_engine
     from unmask.server.metrics import Metrics
     from unmask.server.state import ServerLimits
@@ -132,15 +149,21 @@ def test_decoders_a_checkpoint_cannot_use_are_refused_by_api_cli_and_server(runs
         api.choose(ar, SampleConfig(), draft=load(runs["embed-diffusion"]))
     with pytest.raises(UserError, match="predraft applies to a checkpoint trained with"):
         api.choose(ar, SampleConfig(predraft="ends"))
+    with pytest.raises(UserError, match="guide_words steer the continuous decoders"):
+        api.choose(ar, SampleConfig(guide_words="cat"))
     assert api.choose(load(runs["hybrid"]), SampleConfig(predraft="ends")) == "hybrid"
     gen = ["--device", "cpu", "--no-live", "--gen-length", "4", "--steps", "4"]
     fails(capsys, ["generate", "x", "--model", str(runs["embed-diffusion"]), "--decoder",
                    "llada", *gen], "use decoder 'embed-diffusion'")  # fmt: skip
-    fails(capsys, ["generate", "x", "--model", str(runs["mdlm"]), "--predraft", "ends", *gen],
-          "not to decoder 'llada'")
+    fails(
+        capsys,
+        ["generate", "x", "--model", str(runs["mdlm"]), "--predraft", "ends", *gen],
+        "not to decoder 'llada'",
+    )
     with pytest.raises(UserError, match="predraft"):
-        make_engine(load(runs["mdlm"]), ServerLimits(), Metrics(),
-                    draft_options={"predraft": "ends"})
+        make_engine(
+            load(runs["mdlm"]), ServerLimits(), Metrics(), draft_options={"predraft": "ends"}
+        )
 
 
 def test_template_tasks_go_through_the_api_on_cli_and_server(runs, capsys):
@@ -159,8 +182,20 @@ def test_template_tasks_go_through_the_api_on_cli_and_server(runs, capsys):
                    *run], "infill runs the masked-diffusion commit loop")  # fmt: skip
     gaps = runs["data"].parent / "gaps.jsonl"
     gaps.write_text(json.dumps({"prefix": "the", "middle": " cat", "suffix": " sat"}) + "\n")
-    fails(capsys, ["eval", str(runs["embed-diffusion"]), "--gaps", str(gaps), "--no-score",
-                   "--no-plot", "--device", "cpu"], "eval --gaps runs the masked-diffusion")
+    fails(
+        capsys,
+        [
+            "eval",
+            str(runs["embed-diffusion"]),
+            "--gaps",
+            str(gaps),
+            "--no-score",
+            "--no-plot",
+            "--device",
+            "cpu",
+        ],
+        "eval --gaps runs the masked-diffusion",
+    )
 
 
 def test_server_answers_400_for_what_it_found_late_and_keeps_serving(runs):
@@ -180,8 +215,9 @@ def test_server_answers_400_for_what_it_found_late_and_keeps_serving(runs):
                                             "guided_regex": "[0-9]{50}"})  # fmt: skip
         assert "no sequence of 2 tokens satisfies it" in shape(r)
         for field in ({"policy": "bogus"}, {"cache": "bogus"}):  # a causal model checks names
-            assert "unknown" in shape(c.post("/v1/completions", json={"prompt": "the",
-                                                                     "max_tokens": 2, **field}))
+            assert "unknown" in shape(
+                c.post("/v1/completions", json={"prompt": "the", "max_tokens": 2, **field})
+            )
         r = c.post("/v1/edit", json={"text": "the cat", "spans": [[4, 7]]})
         assert "masked diffusion" in shape(r)
         r = c.post("/v1/completions", json={"prompt": "the cat " * 20, "max_tokens": 4})

@@ -125,7 +125,8 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     """What ``choose_decoder`` lets through but no run can use, refused in one line: a
     token decoder on a continuous-diffusion checkpoint (its model wants a noise level; the
     llada loop would fail in the model, or sample a latent autoencoder as if it were a mask
-    predictor), and ``predraft`` on a decoder other than ``hybrid``, which alone reads it."""
+    predictor), ``guide_words`` off the continuous decoders and ``predraft`` off ``hybrid``,
+    the only decoders that read them."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
 
     own = facts.default_decoder
@@ -133,6 +134,11 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
         raise UserError(
             f"decoder {name!r} cannot sample a checkpoint of objective {facts.objective} "
             f"(continuous diffusion); use decoder {own!r}"
+        )
+    if config.guide_words is not None and name not in CONTINUOUS_DECODERS:
+        raise UserError(
+            f"guide_words steer the continuous decoders ({', '.join(CONTINUOUS_DECODERS)}), "
+            f"not decoder {name!r}"
         )
     if config.predraft != SampleConfig.predraft and name != "hybrid":
         raise UserError(
