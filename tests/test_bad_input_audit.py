@@ -97,6 +97,8 @@ def test_train_numbers_and_settings_are_refused_in_one_line(runs, tmp_path, caps
     for extra, words in cases:
         fails(capsys, ["train", "--data", data, "--out", out, *TRAIN, *extra], words)
         assert not Path(out).exists(), extra  # no empty run folder left behind
+    fails(capsys, ["train", "--objective", "sft", "--data", data, "--out", out, *TRAIN],
+          "is a folder; objective sft reads a JSONL file")  # fmt: skip
     (tmp_path / "file").write_text("x")
     fails(
         capsys,

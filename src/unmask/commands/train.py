@@ -117,6 +117,12 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, model_overrides=overrides)
         if not cfg.data:
             raise UserError("no dataset given (--data DIR from `unmask prepare`)")
+        if cfg.objective in ("sft", "distill") and Path(cfg.data).is_dir():  # was "no such file"
+            what = ("a JSONL file of prompt/response pairs or chat messages"
+                    if cfg.objective == "sft" else "a trajectory file from `unmask distill`")
+            raise UserError(
+                f"--data {cfg.data} is a folder; objective {cfg.objective} reads {what}"
+            )
     check_train_numbers(cfg)
     check_out(cfg.out)
     fresh = contextlib.nullcontext() if args.resume else no_empty_run(cfg.out)
