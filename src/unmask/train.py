@@ -561,26 +561,11 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
         raise UserError(f"--init {config.init}: {why}")
 
 
-_CONTINUES: dict[str, tuple[str, ...]] = {
-    "embed-diffusion": ("embed-diffusion",),
-    "latent-ae": ("latent-ae", "latent-diffusion"),
-    "latent-diffusion": ("latent-diffusion",),
-}
-"""The objectives a continuous-diffusion checkpoint can start (``--init``): its model is
-conditioned on the noise level, or is an autoencoder, which no token objective can train."""
-
-
 def _check_init_weights(model: nn.Module, init: Any, spec: ObjectiveSpec,
                         config: TrainConfig) -> None:
     """Refuse in one line an ``init`` whose weights do not fit the model the objective builds
     (an mdlm checkpoint for ``embed-diffusion``, whose blocks are time-conditioned), instead
     of load_state_dict's traceback."""
-    family = _CONTINUES.get(str(getattr(init.config, "objective", "") or ""))
-    if family is not None and spec.name not in family:
-        raise UserError(
-            f"--init {config.init}: a checkpoint of objective {init.config.objective} (continuous "
-            f"diffusion) continues only as {' or '.join(family)}, not as {spec.name!r}"
-        )
     ours, theirs = model.state_dict(), init.model.state_dict()
     missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     shapes = sorted(k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape)

@@ -3,6 +3,7 @@
 - ``check_train_numbers``: the optimiser's numbers in range (a negative ``--lr`` or a
   ``--beta2`` of 1 would fail inside torch with a traceback, or train nothing).
 - ``check_out``: ``--out`` is not a file.
+- ``check_init_family``: a continuous-diffusion ``--init`` only for its own family.
 - ``no_empty_run``: a new run that fails before its first checkpoint leaves no run directory
   behind (an empty or half-written one would make the next try with the same ``--out``
   fail with "already exists", and ``--resume`` has nothing to continue).
@@ -13,6 +14,7 @@ Nothing here imports torch: argument errors answer at once.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,6 +61,38 @@ def check_out(out: str) -> None:
         raise UserError(f"--out {out}: a file is there; the run directory must be a folder")
 
 
+CONTINUES: dict[str, tuple[str, ...]] = {
+    "embed-diffusion": ("embed-diffusion",),
+    "latent-ae": ("latent-ae", "latent-diffusion"),
+    "latent-diffusion": ("latent-diffusion",),
+}
+"""The objectives a continuous-diffusion checkpoint can start (``--init``): its model is
+conditioned on the noise level, or is an autoencoder, which no token objective trains (the
+step would fail in the model with "pass sigma"). ``train.py`` names no objective, so the
+check lives here."""
+
+
+def check_init_family(init: str, objective: str) -> None:
+    """Refuse in one line an ``--init`` checkpoint of a continuous objective for another
+    objective (``CONTINUES``); read from its config.json, before anything is loaded."""
+    from unmask.checkpoint import checkpoint_dir
+    from unmask.convert.load import is_publisher_folder
+
+    if not init or is_publisher_folder(init):
+        return
+    config = Path(checkpoint_dir(init)) / "config.json"
+    try:
+        theirs = json.loads(config.read_text()).get("objective")
+    except (OSError, ValueError, AttributeError):
+        return  # loading it says what is wrong
+    family = CONTINUES.get(str(theirs or ""))
+    if family is not None and objective not in family:
+        raise UserError(
+            f"--init {init}: a checkpoint of objective {theirs} (continuous diffusion) "
+            f"continues only as {' or '.join(family)}, not as {objective!r}"
+        )
+
+
 _RUN_FILES = ("train_config.json", "metrics.jsonl")
 """What a run writes before its first checkpoint."""
 
@@ -97,4 +131,4 @@ def _remove_unfinished(run: Path, made: list[Path]) -> None:
             return
 
 
-__all__ = ["check_out", "check_train_numbers", "no_empty_run"]
+__all__ = ["CONTINUES", "check_init_family", "check_out", "check_train_numbers", "no_empty_run"]

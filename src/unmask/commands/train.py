@@ -103,7 +103,12 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unmask.commands.run_checks import check_out, check_train_numbers, no_empty_run
+    from unmask.commands.run_checks import (
+        check_init_family,
+        check_out,
+        check_train_numbers,
+        no_empty_run,
+    )
     from unmask.train import load_train_config, train
     from unmask.train_guards import TrainingStopped
 
@@ -125,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
             )
     check_train_numbers(cfg)
     check_out(cfg.out)
+    if not args.resume:
+        check_init_family(cfg.init, cfg.objective)
     fresh = contextlib.nullcontext() if args.resume else no_empty_run(cfg.out)
     try:
         with fresh:  # a new run that fails before its first checkpoint leaves no folder
