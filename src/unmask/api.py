@@ -42,9 +42,10 @@ if TYPE_CHECKING:
     from unmask.sampling.protocol import StepCallback
 
 
-def _refuse_continuous(loaded: Loaded, task: str) -> None:
+def refuse_continuous(loaded: Loaded, task: str) -> None:
     """The template tasks run the masked-diffusion commit loop; a continuous-diffusion
-    checkpoint (``unmask.sampling.continuous``) is refused in one line instead."""
+    checkpoint (``unmask.sampling.continuous``) is refused in one line instead (the server
+    asks before it queues a request)."""
     from unmask.sampling.continuous import refuse_commit_loop
 
     refuse_commit_loop(facts_of(loaded), task)
@@ -84,6 +85,7 @@ def start(
     facts = facts_of(loaded)
     config = _with_draft(config, draft)
     decoder = choose_decoder(facts, config)
+    _check_choice(facts, config, decoder.name)
     aux = _draft_aux(loaded, draft)
     if config.guide_words is not None:  # the continuous decoders tokenize the guide words
         aux["tokenizer"] = loaded.tokenizer
@@ -112,9 +114,37 @@ def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None)
     (``choose_decoder``)."""
     from unmask.sampling import choose_decoder
 
-    name = choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
+    facts = facts_of(loaded)
+    name = choose_decoder(facts, _with_draft(config, draft)).name
+    _check_choice(facts, config, name)
     _draft_aux(loaded, draft)  # a drafter that cannot draft for this checkpoint fails now
     return name
+
+
+def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
+    """What ``choose_decoder`` lets through but no run can use, refused in one line: a
+    token decoder on a continuous-diffusion checkpoint (its model wants a noise level; the
+    llada loop would fail in the model, or sample a latent autoencoder as if it were a mask
+    predictor), ``guide_words`` off the continuous decoders and ``predraft`` off ``hybrid``,
+    the only decoders that read them."""
+    from unmask.sampling.continuous import CONTINUOUS_DECODERS
+
+    own = facts.default_decoder
+    if own in CONTINUOUS_DECODERS and name != own:
+        raise UserError(
+            f"decoder {name!r} cannot sample a checkpoint of objective {facts.objective} "
+            f"(continuous diffusion); use decoder {own!r}"
+        )
+    if config.guide_words is not None and name not in CONTINUOUS_DECODERS:
+        raise UserError(
+            f"guide_words steer the continuous decoders ({', '.join(CONTINUOUS_DECODERS)}), "
+            f"not decoder {name!r}"
+        )
+    if config.predraft != SampleConfig.predraft and name != "hybrid":
+        raise UserError(
+            f"predraft applies to a checkpoint trained with objective hybrid (decoder "
+            f"'hybrid'), not to decoder {name!r}"
+        )
 
 
 def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
@@ -134,8 +164,14 @@ def _draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
     (``check_drafter``). Empty without a drafter."""
     if draft is None:
         return {}
+    from unmask.sampling.continuous import CONTINUOUS_DECODERS
     from unmask.sampling.speculative import check_drafter, shared_vocabulary
 
+    if facts_of(draft).default_decoder in CONTINUOUS_DECODERS:
+        raise UserError(
+            f"the drafter's objective is {facts_of(draft).objective} (continuous diffusion); "
+            "speculative decoding drafts with a masked-diffusion model (mdlm, sft, bd3lm)"
+        )
     shared = None
     if loaded.tokenizer is not None and draft.tokenizer is not None:
         shared = shared_vocabulary(loaded.tokenizer, draft.tokenizer)
@@ -415,7 +451,7 @@ def infill(
         res = infill_template(decoding_model(loaded, config), loaded.tokenizer, template, config,
                               step_callback=step_callback)  # fmt: skip
         return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
-    _refuse_continuous(loaded, "infill")
+    refuse_continuous(loaded, "infill")
     if facts_of(loaded).attention == "causal":
         res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config)
     else:
@@ -430,6 +466,15 @@ def infill(
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 
+def edit_checks(loaded: Loaded) -> None:
+    """Refuse, in one line, a checkpoint ``edit`` cannot run on: a continuous-diffusion one,
+    or a causal one (its logits at a position predict the next token, not a masked one)."""
+    refuse_continuous(loaded, "edit")
+    if facts_of(loaded).attention == "causal":
+        raise UserError("edit needs a masked diffusion checkpoint; this one is autoregressive "
+                        "(causal): fill one gap by fill-in-the-middle with infill instead")
+
+
 def edit(
     loaded: Loaded,
     text: str,
@@ -440,16 +485,18 @@ def edit(
     rounds: int = 1,
     config: SampleConfig | None = None,
     step_callback: StepCallback | None = None,
+    confidence_mode: str = "masked",
 ) -> Filled:
     """Re-mask character ``spans``, ``regex`` matches or the ``lowest`` k tokens of ``text``
     and refill them (``unmask.infill.edit``; ``rounds`` > 1 revises the least confident
-    tokens again, ``unmask.infill.revise``)."""
+    tokens again, ``unmask.infill.revise``). ``confidence_mode`` (``masked`` / ``visible``):
+    how ``lowest`` scores a token."""
     from unmask.infill import edit as _edit
     from unmask.infill import revise
 
-    _refuse_continuous(loaded, "edit")
+    edit_checks(loaded)
     t0 = time.perf_counter()
-    if rounds > 1:
+    if rounds > 1 or (lowest is not None and not spans and regex is None):  # revise, 1 round
         if lowest is None:
             raise UserError("revising over rounds needs lowest (the tokens to re-mask per round)")
         res = revise(
@@ -459,6 +506,7 @@ def edit(
             rounds=rounds,
             lowest=lowest,
             config=config,
+            confidence_mode=confidence_mode,
             step_callback=step_callback,
         )
     else:
@@ -470,6 +518,7 @@ def edit(
             regex=regex,
             lowest=lowest,
             config=config,
+            confidence_mode=confidence_mode,
             step_callback=step_callback,
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
@@ -482,24 +531,26 @@ def fill_form(
     schema: str | Mapping[str, Any] | None = None,
     config: SampleConfig | None = None,
     step_callback: StepCallback | None = None,
+    source: str | None = None,
 ) -> Filled:
     """Fill a JSON form template with typed holes in one pass (``unmask.infill.fill_form``;
     the result always parses), or, with ``schema``, a JSON document that validates against
-    that JSON Schema (``unmask.infill.schema.fill_schema``). Exactly one of the two."""
+    that JSON Schema (``unmask.infill.schema.fill_schema``). Exactly one of the two.
+    ``source`` names the template or schema in error messages (a file name)."""
     from unmask.infill import fill_form as _fill_form
     from unmask.infill.schema import fill_schema
 
-    _refuse_continuous(loaded, "fill_form")
+    refuse_continuous(loaded, "fill_form")
     if (template is None) == (schema is None):
         raise UserError("give a form template or a JSON Schema (exactly one)")
     t0 = time.perf_counter()
     if schema is not None:
         res = fill_schema(decoding_model(loaded, config), loaded.tokenizer, schema, config,
-                          step_callback=step_callback)
+                          step_callback=step_callback, source=source or "schema")
     else:
         assert template is not None
         res = _fill_form(decoding_model(loaded, config), loaded.tokenizer, template, config,
-                         step_callback=step_callback)
+                         step_callback=step_callback, source=source or "form template")
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 
@@ -512,11 +563,13 @@ __all__ = [
     "choose",
     "decoding_model",
     "edit",
+    "edit_checks",
     "encode_prompt",
     "facts_of",
     "fill_form",
     "generate",
     "infill",
+    "refuse_continuous",
     "run_to_end",
     "start",
 ]

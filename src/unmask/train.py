@@ -304,6 +304,7 @@ def _train(
     torch.manual_seed(config.seed)
     model = Transformer(model_cfg)
     if init is not None:
+        _check_init_weights(model, init, spec, config)
         model.load_state_dict(init.model.state_dict())
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
@@ -558,6 +559,23 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
     why = spec.mismatch(model_cfg, config)
     if why is not None:
         raise UserError(f"--init {config.init}: {why}")
+
+
+def _check_init_weights(model: nn.Module, init: Any, spec: ObjectiveSpec,
+                        config: TrainConfig) -> None:
+    """Refuse in one line an ``init`` whose weights do not fit the model the objective builds
+    (an mdlm checkpoint for ``embed-diffusion``, whose blocks are time-conditioned), instead
+    of load_state_dict's traceback."""
+    ours, theirs = model.state_dict(), init.model.state_dict()
+    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    shapes = sorted(k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape)
+    if missing or extra or shapes:
+        what = (f"lacks {missing[0]}" if missing else f"has {extra[0]} besides" if extra
+                else f"has another shape of {shapes[0]}")
+        raise UserError(
+            f"--init {config.init}: its weights do not fit a model of objective "
+            f"{spec.name!r} (it {what}); start from a checkpoint of that objective"
+        )
 
 
 def _adamw(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:

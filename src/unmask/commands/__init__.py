@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -159,6 +160,18 @@ def _positive_int(text: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
     return n
+
+
+def _finite_float(text: str) -> float:
+    """A number flag's value: any float but nan and inf (which no option means, and which
+    would fail deep inside torch instead of here with one line)."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return x
 
 
 def add_threads_flag(parser: argparse.ArgumentParser | Any) -> None:
@@ -326,7 +339,8 @@ def add_dataclass_flags(
         elif kind.startswith("int"):
             parser.add_argument(flag, type=int, default=None, metavar="N", help=help_)
         elif kind.startswith("float"):
-            parser.add_argument(flag, type=float, default=None, metavar="X", help=help_)
+            parser.add_argument(flag, type=_finite_float, default=None, metavar="X",
+                                help=help_)
         elif callable(allowed):
             parser.add_argument(flag, type=registry_choice(f.name.replace("_", " "), allowed),
                                 default=None, metavar="NAME", help=help_)

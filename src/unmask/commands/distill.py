@@ -120,7 +120,39 @@ def _resume(args: argparse.Namespace) -> Path:
     return train(cfg, resume=True, progress=not args.no_progress, name_setting=_flag)
 
 
+def _check_corpus(teacher: str, data: str) -> None:
+    """The corpus' prompts are token ids of the teacher's tokenizer (the teacher's may append
+    special tokens); another tokenizer's ids would index past its embedding, or mean other
+    text. Missing folders are left to ``distill``, which says what is wrong with them."""
+    from unmask.checkpoint import checkpoint_dir
+    from unmask.convert.load import is_publisher_folder
+    from unmask.data import TokenDataset
+    from unmask.tokenizer import load_tokenizer
+
+    if is_publisher_folder(teacher):
+        return
+    ckpt = checkpoint_dir(teacher)
+    if not (ckpt / "tokenizer.json").is_file():
+        return
+    ours = TokenDataset(data, "train").tokenizer()
+    theirs = load_tokenizer(ckpt / "tokenizer.json")
+    if ours.vocab_size > theirs.vocab_size:
+        raise UserError(
+            f"--data {data}: its tokenizer has {ours.vocab_size} tokens, the teacher's "
+            f"{theirs.vocab_size}; prepare the corpus with the teacher's tokenizer "
+            f"(unmask prepare --tokenizer {ckpt / 'tokenizer.json'})"
+        )
+    for i in range(ours.vocab_size):
+        if ours.id_to_token(i) != theirs.id_to_token(i):
+            raise UserError(
+                f"--data {data}: its tokenizer differs from the teacher's (id {i} is "
+                f"{ours.id_to_token(i)!r} there, {theirs.id_to_token(i)!r} in the teacher); "
+                f"prepare the corpus with unmask prepare --tokenizer {ckpt / 'tokenizer.json'}"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
+    from unmask.commands.run_checks import check_out, check_train_numbers, no_empty_run
     from unmask.distill import distill
     from unmask.train_guards import TrainingStopped
 
@@ -134,12 +166,18 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError("no corpus given (--data DIR from `unmask prepare`)")
             if not args.out:
                 raise UserError("no run directory given (--out DIR)")
-            run_dir = distill(
-                args.teacher, args.data, args.out,
-                trajectories=dataclass_from_args(TrajectoryConfig, args),
-                train_config=dataclass_from_args(TrainConfig, args, base=DISTILL_DEFAULTS),
-                cache=args.cache, progress=not args.no_progress,
-            )  # fmt: skip
+            train_config = dataclass_from_args(TrainConfig, args, base=DISTILL_DEFAULTS)
+            check_train_numbers(train_config)
+            check_out(args.out)
+            if Path(args.data).is_dir() and (Path(args.data) / "index.json").is_file():
+                _check_corpus(args.teacher, args.data)
+            with no_empty_run(args.out):  # no folder left by a run that never saved
+                run_dir = distill(
+                    args.teacher, args.data, args.out,
+                    trajectories=dataclass_from_args(TrajectoryConfig, args),
+                    train_config=train_config,
+                    cache=args.cache, progress=not args.no_progress,
+                )  # fmt: skip
     except TrainingStopped as e:
         hint = ""
         if (e.run / "checkpoint").is_dir():

@@ -54,8 +54,8 @@ def _spans(raw: list[str]) -> list[tuple[int, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unmask import api
     from unmask.commands.generate import sample_config_from_args
-    from unmask.infill import edit, revise
 
     config = sample_config_from_args(args)
     text = sys.stdin.read() if args.text == "-" else args.text
@@ -67,30 +67,13 @@ def run(args: argparse.Namespace) -> int:
     if args.lowest is not None and args.lowest < 1:
         raise UserError(f"--lowest must be at least 1, got {args.lowest}")
     loaded = load_model(args)
+    api.edit_checks(loaded)  # a continuous or causal model, before the live view starts
     live = live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
-    try:
-        if args.lowest is not None:
-            result = revise(
-                loaded.model,
-                loaded.tokenizer,
-                text,
-                rounds=args.rounds,
-                lowest=args.lowest,
-                config=config,
-                confidence_mode=args.confidence_mode,
-                step_callback=live,
-            )
-        else:
-            result = edit(
-                loaded.model,
-                loaded.tokenizer,
-                text,
-                spans=spans,
-                regex=args.regex,
-                config=config,
-                step_callback=live,
-            )
+    try:  # through the API entry, as the server
+        result = api.edit(loaded, text, spans=spans, regex=args.regex, lowest=args.lowest,
+                          rounds=args.rounds, config=config,
+                          confidence_mode=args.confidence_mode, step_callback=live).detail
     finally:
         if live is not None:
             live.close(clear=True)

@@ -223,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
+    if args.gaps is not None:  # gap sets are filled by the commit loop: refused now, not later
+        api.refuse_continuous(loaded, "eval --gaps")
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))

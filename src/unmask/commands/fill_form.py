@@ -60,9 +60,10 @@ def _read(arg: str) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     if (args.template is None) == (args.schema is None):  # before any heavy import
         raise UserError("give a TEMPLATE or --schema SCHEMA (exactly one)")
+    from unmask import api
     from unmask.commands.generate import sample_config_from_args
-    from unmask.infill import fill_form, parse_form
-    from unmask.infill.schema import check_schema, fill_schema, load_schema, schema_form
+    from unmask.infill import parse_form
+    from unmask.infill.schema import check_schema, load_schema, schema_form
 
     config = sample_config_from_args(args)
     text, source = _read(args.template if args.schema is None else args.schema)
@@ -76,13 +77,10 @@ def run(args: argparse.Namespace) -> int:
     live = live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:
-        if args.schema is not None:
-            result = fill_schema(loaded.model, loaded.tokenizer, text, config,
-                                 step_callback=live, source=source)
-        else:
-            result = fill_form(
-                loaded.model, loaded.tokenizer, text, config, step_callback=live, source=source
-            )
+        # through the API entry, as the server: a checkpoint that cannot fill forms is refused
+        form = {"schema": text} if args.schema is not None else {"template": text}
+        result = api.fill_form(loaded, **form, config=config, step_callback=live,
+                               source=source).detail
     finally:
         if live is not None:
             live.close(clear=True)

@@ -119,7 +119,8 @@ def constrained_template(args: argparse.Namespace) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unmask.infill import InfillOptions, infill, infill_causal
+    from unmask import api
+    from unmask.infill import InfillOptions
 
     config = sample_config_from_args(args)
     options = dataclass_from_args(InfillOptions, args)
@@ -129,22 +130,11 @@ def run(args: argparse.Namespace) -> int:
     live = None if causal else live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
     try:
-        if getattr(loaded.config, "objective", None) == "embed-diffusion":  # fixed-length gaps
-            from unmask.infill.continuous import infill_template
-
-            result = infill_template(loaded.model, loaded.tokenizer, template, config,
-                                     step_callback=live)  # fmt: skip
-        elif causal:  # the autoregressive baseline: one gap, filled by fill-in-the-middle
-            result = infill_causal(loaded.model, loaded.tokenizer, template, config)
-        else:
-            result = infill(
-                loaded.model,
-                loaded.tokenizer,
-                template,
-                config,
-                options=options,
-                step_callback=live,
-            )
+        # the checkpoint's own way (api.infill, as the server): masked diffusion, fixed-length
+        # gaps of embed-diffusion, one gap by fill-in-the-middle on a causal model; a latent
+        # model is refused
+        result = api.infill(loaded, template, config=config, options=options,
+                            step_callback=live).detail
     finally:
         if live is not None:
             live.close(clear=True)

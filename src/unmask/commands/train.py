@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -33,7 +34,19 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
+        _check_override_type(item, key, out[key])
     return out
+
+
+def _check_override_type(item: str, key: str, value: Any) -> None:
+    """A ``--model-set`` value of the field's kind (``d_model=abc`` would fail inside
+    ModelConfig with a TypeError traceback); the JSON config check's rule (``from_dict``)."""
+    from unmask.config import _type_error
+
+    kind = str(next(f.type for f in dataclasses.fields(ModelConfig) if f.name == key))
+    problem = _type_error(key, kind, value)
+    if problem:
+        raise UserError(f"--model-set {item!r}: {problem}")
 
 
 def _objectives() -> list[str]:
@@ -90,6 +103,12 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from unmask.commands.run_checks import (
+        check_init_family,
+        check_out,
+        check_train_numbers,
+        no_empty_run,
+    )
     from unmask.train import load_train_config, train
     from unmask.train_guards import TrainingStopped
 
@@ -103,8 +122,21 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, model_overrides=overrides)
         if not cfg.data:
             raise UserError("no dataset given (--data DIR from `unmask prepare`)")
+        if cfg.objective in ("sft", "distill") and Path(cfg.data).is_dir():  # was "no such file"
+            what = ("a JSONL file of prompt/response pairs or chat messages"
+                    if cfg.objective == "sft" else "a trajectory file from `unmask distill`")
+            raise UserError(
+                f"--data {cfg.data} is a folder; objective {cfg.objective} reads {what}"
+            )
+    check_train_numbers(cfg)
+    check_out(cfg.out)
+    if not args.resume:
+        check_init_family(cfg.init, cfg.objective)
+    fresh = contextlib.nullcontext() if args.resume else no_empty_run(cfg.out)
     try:
-        run_dir = train(cfg, resume=args.resume, progress=not args.no_progress, name_setting=_flag)
+        with fresh:  # a new run that fails before its first checkpoint leaves no folder
+            run_dir = train(cfg, resume=args.resume, progress=not args.no_progress,
+                            name_setting=_flag)
     except TrainingStopped as e:
         hint = ""
         if (e.run / "checkpoint").is_dir():

@@ -39,7 +39,10 @@ MAX_VALUE_TOKENS = 32
 """Widest hole (tokens) a schema value gets when its language is longer or unbounded (a string
 without ``maxLength``): the value is then at most this long."""
 INT_DIGITS = 6
-"""An integer bounded on one side only gets at most this many digits on the other."""
+"""A number bounded on one side only gets at most this many digits on the other, and one with
+no range keyword at all (``{"type": "integer"}``) lies in -999999..999999: without a bound a
+left-to-right (causal) fill never has to stop, and greedy decoding wrote digits to the hole's
+full width (33 of them). A schema's own ``minimum`` / ``maximum`` widen (or narrow) it."""
 
 ENFORCED = {
     "type",
@@ -353,12 +356,15 @@ def check_schema(
 
 
 def _number_bounds(node: Mapping[str, Any], path: str) -> tuple[int, int] | None:
-    """Integer bounds [lo, hi] of an ``integer`` / ``number`` schema with a range (None: no
-    range keyword). A ``number`` gets the integers within its range as bounds of its
-    decimals (``float_range``), a subset of what the schema allows, so output stays valid."""
+    """Integer bounds [lo, hi] of an ``integer`` / ``number`` schema: its range, or with no
+    range keyword ``INT_DIGITS`` digits either way (None: not a plain number schema). A
+    ``number`` gets the integers within its range as bounds of its decimals
+    (``float_range``), a subset of what the schema allows, so output stays valid."""
     keys = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
     if not any(k in node for k in keys):
-        return None
+        span = 10**INT_DIGITS - 1
+        numeric = _types(node) and set(_types(node)) <= {"integer", "number"}
+        return (-span, span) if numeric and "enum" not in node and "const" not in node else None
     for k in keys:
         if k in node and (isinstance(node[k], bool) or not isinstance(node[k], (int, float))):
             raise UserError(f"{_where(path)}: {k} must be a number")

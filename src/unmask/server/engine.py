@@ -45,7 +45,7 @@ def make_engine(
     if unknown:
         raise ValueError(f"draft_options: not SampleConfig fields: {sorted(unknown)}")
 
-    if draft is not None:  # a drafter that cannot draft for this checkpoint fails now
+    if draft is not None or extra:  # a drafter or option the checkpoint cannot use fails now
         api.choose(loaded, SampleConfig(**extra), draft=draft)
 
     def start(

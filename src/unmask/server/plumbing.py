@@ -68,6 +68,12 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return APIError(exc.status_code, str(exc.detail), type=kind, code=None).response()
 
 
+async def _user_error(request: Request, exc: UserError) -> JSONResponse:
+    """A library ``UserError`` a route did not turn into an ``APIError`` itself (found while
+    preparing a request): still the user's mistake, a 400, not a 500 with a logged trace."""
+    return user_error(exc).response()
+
+
 async def _crash(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s", request.url.path)
     return APIError(500, "internal server error", type="server_error",
@@ -79,6 +85,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(APIError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(UserError, _user_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _crash)
 
 

@@ -17,8 +17,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import cut_at_eos, validate
+from unmask.sampling.cache import check_cache_name
+from unmask.sampling.policies import make_policy
 from unmask.server.batching import GenOutput, Job
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
@@ -65,19 +68,29 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
     ctx = state.max_seq_len
     if longest + req.max_tokens > ctx:
+        fix = (f"use max_tokens <= {ctx - longest}" if longest < ctx
+               else "shorten the prompt")
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
-                       f"the model's context of {ctx} tokens; use max_tokens <= "
-                       f"{max(ctx - longest, 0)}", param="max_tokens",
+                       f"the model's context of {ctx} tokens; {fix}", param="max_tokens",
                        code="context_length_exceeded")
     config = dataclasses.replace(sample_config(req, req.max_tokens, req.max_tokens), top_p=top_p)
-    if not state.causal:
-        try:
+    try:
+        if not state.causal:
             validate(config, prompt_length=longest, max_seq_len=ctx)
-        except UserError as e:
-            raise user_error(e) from None
+        else:  # a causal decoder has no use for these, but a misspelt name is still refused
+            check_names(config)
+    except UserError as e:
+        raise user_error(e) from None
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = req.seed is not None and req.temperature > 0
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
+
+
+def check_names(config: SampleConfig) -> None:
+    """The registry names of ``config`` (commit policy and its parameters, cache), checked as
+    ``validate`` checks them for a diffusion model."""
+    make_policy(config)
+    check_cache_name(config.cache)
 
 
 def finish(state: ServerState, ids: list[int], stops: list[str]) -> tuple[str, str, int]:
@@ -226,9 +239,10 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     job, ids = prepare(state, req, prompts, encode)
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids)
-    if req.stream:
+    if req.stream:  # an error the decoder finds at its start is still a plain JSON 400
         return await stream_job(state, request, job,
-                                GenerationEvents(state, request, req, job, reply))
+                                GenerationEvents(state, request, req, job, reply),
+                                first_step=True)
     submit(state, job)
     out: GenOutput = await wait(state, job, request)
     stops = req.stops()

@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
+from unmask import api
 from unmask.errors import UserError
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError, sse
@@ -36,6 +37,7 @@ from unmask.server.plumbing import (
     note,
     run_alone,
     sample_config,
+    user_error,
 )
 from unmask.server.schemas import Guided, _Generation
 from unmask.server.state import ServerState
@@ -263,6 +265,10 @@ async def run_guided(
 
     check_model(state, req.model)
     check_steps(state, req)
+    try:
+        api.refuse_continuous(state.loaded, "structured output")
+    except UserError as e:
+        raise user_error(e, "response_format") from None
     if len(prompt_ids) != 1 or req.n != 1:
         raise APIError(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"

@@ -136,9 +136,11 @@ def router(state: ServerState) -> APIRouter:
                              guided: dict[str, Any]) -> Response:
         """One gap ``[MASK:n]`` filled under ``response_format`` / ``guided_*``: the text
         around it is locked context; the gap gets at most n tokens."""
+        from unmask import api
         from unmask.infill import Gap, fill_form, parse_template
         from unmask.server.routes.guided import build_form
 
+        user_call(lambda: api.refuse_continuous(state.loaded, "guided infill"), "model")
         segments = user_call(lambda: parse_template(req.template), "template")
         gaps = [k for k, s in enumerate(segments) if isinstance(s, Gap)]
         gap = segments[gaps[0]] if len(gaps) == 1 else None
@@ -170,9 +172,10 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
-        from unmask.infill import fill_form
+        from unmask import api
 
         check(req, "form filling", causal_ok=True)
+        user_call(lambda: api.refuse_continuous(state.loaded, "form filling"), "model")
         if (req.form is None) == (req.schema_ is None):
             raise APIError(400, "give a form or a schema (exactly one)", param="form",
                            code="invalid_value")
@@ -189,30 +192,33 @@ def router(state: ServerState) -> APIRouter:
                 raise no_regex("form")
         config = sample_config(req, 1, state.max_seq_len)
 
-        def run(on_step: StepCallback) -> Any:
-            return fill_form(model, tok, req.form, config, step_callback=on_step, source="form")
+        def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
+            return api.fill_form(state.loaded, text, config=config, step_callback=on_step,
+                                 source="form").detail
 
         return await _run(state, request, req, req.stream, "form-", run, form_body)
 
     async def _schema_form(req: FormRequest, request: Request) -> Response:
-        from unmask.infill.schema import check_schema, fill_schema, load_schema
+        from unmask import api
+        from unmask.infill.schema import check_schema, load_schema
 
         schema = req.schema_
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
         config = sample_config(req, 1, state.max_seq_len)
 
-        def run(on_step: StepCallback) -> Any:
-            return fill_schema(model, tok, schema, config, step_callback=on_step,
-                               source="schema")
+        def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
+            return api.fill_form(state.loaded, schema=schema, config=config,
+                                 step_callback=on_step, source="schema").detail
 
         return await _run(state, request, req, req.stream, "form-", run, form_body)
 
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
-        from unmask.infill import edit
+        from unmask import api
 
         check(req, "edit")
+        user_call(lambda: api.edit_checks(state.loaded), "model")
         check_text(state, req.text, "text")
         if req.regex is not None and not state.limits.allow_regex:
             raise APIError(400, "regex edits are turned off on this server", param="regex",
@@ -224,10 +230,10 @@ def router(state: ServerState) -> APIRouter:
         config = sample_config(req, 1, state.max_seq_len)
         spans = [tuple(s) for s in req.spans or ()]
 
-        def run(on_step: StepCallback) -> Any:
-            return edit(model, tok, req.text, spans=spans, regex=req.regex, lowest=req.lowest,
-                        config=config, confidence_mode=req.confidence_mode,
-                        step_callback=on_step)
+        def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask edit`
+            return api.edit(state.loaded, req.text, spans=spans, regex=req.regex,
+                            lowest=req.lowest, config=config,
+                            confidence_mode=req.confidence_mode, step_callback=on_step).detail
 
         res = await run_alone(state, request, run)
         state.metrics.inc("nfe", res.nfe)

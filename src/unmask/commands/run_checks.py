@@ -1,0 +1,134 @@
+"""What ``unmask train`` and ``unmask distill`` check before a run, and clean after one.
+
+- ``check_train_numbers``: the optimiser's numbers in range (a negative ``--lr`` or a
+  ``--beta2`` of 1 would fail inside torch with a traceback, or train nothing).
+- ``check_out``: ``--out`` is not a file.
+- ``check_init_family``: a continuous-diffusion ``--init`` only for its own family.
+- ``no_empty_run``: a new run that fails before its first checkpoint leaves no run directory
+  behind (an empty or half-written one would make the next try with the same ``--out``
+  fail with "already exists", and ``--resume`` has nothing to continue).
+
+Nothing here imports torch: argument errors answer at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from unmask.errors import UserError
+
+_RANGES: tuple[tuple[str, float, float, bool], ...] = (
+    # field, low, high, high included
+    ("lr", 0.0, math.inf, False),
+    ("min_lr_ratio", 0.0, 1.0, True),
+    ("weight_decay", 0.0, math.inf, False),
+    ("beta1", 0.0, 1.0, False),
+    ("beta2", 0.0, 1.0, False),
+    ("grad_clip", 0.0, math.inf, False),
+    ("ema", 0.0, 1.0, False),
+    ("eps", 0.0, 1.0, False),
+    ("random_length_frac", 0.0, 1.0, True),
+    ("time_limit", 0.0, math.inf, False),
+)
+"""Numeric ``TrainConfig`` fields and their ranges (all low ends included)."""
+
+_NON_NEGATIVE = ("warmup", "eval_every", "eval_batches", "save_every", "log_every")
+"""Whole-number ``TrainConfig`` fields where 0 means "off" or "only at the end"."""
+
+
+def check_train_numbers(config: Any) -> None:
+    """One ``UserError`` line for the first ``TrainConfig`` number out of its range."""
+    for name, low, high, closed in _RANGES:
+        x = getattr(config, name)
+        ok = math.isfinite(x) and low <= x and (x <= high if closed else x < high)
+        if not ok:
+            bracket = "]" if closed else ")"
+            shown = "inf" if high == math.inf else f"{high:g}"
+            raise UserError(f"{name}={x} must be in [{low:g}, {shown}{bracket}")
+    for name in _NON_NEGATIVE:
+        if getattr(config, name) < 0:
+            raise UserError(f"{name}={getattr(config, name)} must be >= 0")
+
+
+def check_out(out: str) -> None:
+    """``--out`` names a folder (new or existing), not a file."""
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise UserError(f"--out {out}: a file is there; the run directory must be a folder")
+
+
+CONTINUES: dict[str, tuple[str, ...]] = {
+    "embed-diffusion": ("embed-diffusion",),
+    "latent-ae": ("latent-ae", "latent-diffusion"),
+    "latent-diffusion": ("latent-diffusion",),
+}
+"""The objectives a continuous-diffusion checkpoint can start (``--init``): its model is
+conditioned on the noise level, or is an autoencoder, which no token objective trains (the
+step would fail in the model with "pass sigma"). ``train.py`` names no objective, so the
+check lives here."""
+
+
+def check_init_family(init: str, objective: str) -> None:
+    """Refuse in one line an ``--init`` checkpoint of a continuous objective for another
+    objective (``CONTINUES``); read from its config.json, before anything is loaded."""
+    from unmask.checkpoint import checkpoint_dir
+    from unmask.convert.load import is_publisher_folder
+
+    if not init or is_publisher_folder(init):
+        return
+    config = Path(checkpoint_dir(init)) / "config.json"
+    try:
+        theirs = json.loads(config.read_text()).get("objective")
+    except (OSError, ValueError, AttributeError):
+        return  # loading it says what is wrong
+    family = CONTINUES.get(str(theirs or ""))
+    if family is not None and objective not in family:
+        raise UserError(
+            f"--init {init}: a checkpoint of objective {theirs} (continuous diffusion) "
+            f"continues only as {' or '.join(family)}, not as {objective!r}"
+        )
+
+
+_RUN_FILES = ("train_config.json", "metrics.jsonl")
+"""What a run writes before its first checkpoint."""
+
+
+@contextlib.contextmanager
+def no_empty_run(out: str) -> Iterator[None]:
+    """Inside: a new run in ``out``. If the block ends (by an error, Ctrl-C or normally)
+    with no checkpoint in ``out``, and ``out`` was absent or empty before, the files the run
+    wrote before its first checkpoint and the folders made for it are removed; anything else
+    in them is left alone."""
+    run = Path(out) if out else None
+    made: list[Path] = []  # the folders this run creates: out and missing parents, innermost first
+    if run is not None:
+        p = run
+        while not p.exists() and p != p.parent:
+            made.append(p)
+            p = p.parent
+    fresh = run is not None and (bool(made) or (run.is_dir() and not any(run.iterdir())))
+    try:
+        yield
+    finally:
+        if fresh and run is not None and run.is_dir():
+            _remove_unfinished(run, made)
+
+
+def _remove_unfinished(run: Path, made: list[Path]) -> None:
+    if (run / "checkpoint").exists() or (run / ".checkpoint.old").exists():
+        return
+    for name in _RUN_FILES:
+        with contextlib.suppress(OSError):
+            (run / name).unlink()
+    for folder in made or [run]:
+        try:
+            folder.rmdir()  # only when nothing else is in it
+        except OSError:
+            return
+
+
+__all__ = ["CONTINUES", "check_init_family", "check_out", "check_train_numbers", "no_empty_run"]

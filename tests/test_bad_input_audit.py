@@ -1,0 +1,252 @@
+"""User mistakes found by the bad-input audit: each class gets one line (CLI: exit status 2,
+no traceback; server: a 400 in OpenAI's error shape, and the server keeps serving), and a
+failed run leaves nothing half-written. Tiny checkpoints trained for one step on a byte
+corpus; commands run in-process through ``unmask.cli.main`` (a traceback there is an
+exception out of ``main``, which these tests would raise)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from unmask import api, cli
+from unmask.checkpoint import load
+from unmask.config import SampleConfig, TrainConfig
+from unmask.errors import UserError
+
+WORDS = "the cat sat on a mat and ran far away under big red tree".split()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """One-step runs of the families the audit touched, on one prepared byte corpus."""
+    from unmask.data import prepare
+    from unmask.train import train
+
+    root = tmp_path_factory.mktemp("audit")
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
+             for _ in range(400)]  # fmt: skip
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    data = root / "data"
+    prepare([root / "a.txt"], data, tokenizer="byte", val_fraction=0.1, progress=False)
+    base = TrainConfig(
+        data=str(data),
+        preset="tiny",
+        seq_len=24,
+        batch_size=2,
+        steps=1,
+        warmup=1,
+        eval_every=0,
+        eval_batches=1,
+        save_every=0,
+        device="cpu",
+    )
+    out = {"data": data}
+    for name, kw in [
+        ("mdlm", {}),
+        ("ar", {"fim_rate": 0.5}),
+        ("hybrid", {"draft_block": 4}),
+        ("embed-diffusion", {}),
+        ("latent-ae", {"latent_len": 8}),
+        ("latent-diffusion", {"init": str(root / "latent-ae"), "latent_len": 8}),
+    ]:
+        cfg = dataclasses.replace(base, objective=name, out=str(root / name), **kw)
+        out[name] = train(cfg, progress=False)
+    return out
+
+
+def fails(capsys: pytest.CaptureFixture[str], argv: list[str], *words: str) -> str:
+    """Run ``unmask ARGV``: exit status 2 and one error line (after argparse's usage line, for
+    a flag it refuses) naming ``words``; returns that line."""
+    try:
+        status = cli.main(argv)
+    except SystemExit as e:  # argparse
+        status = e.code
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2, err
+    assert err and err[-1].startswith(("unmask ", "unmask:")) and "error:" in err[-1], err
+    assert len(err) == 1 or err[0].startswith("usage:"), err
+    for w in words:
+        assert w in err[-1], err[-1]
+    return err[-1]
+
+
+TRAIN = ["--preset", "tiny", "--seq-len", "24", "--batch-size", "2", "--steps", "1",
+         "--warmup", "1", "--eval-every", "0", "--device", "cpu", "--no-progress"]  # fmt: skip
+
+
+def test_train_numbers_and_settings_are_refused_in_one_line(runs, tmp_path, capsys):
+    data = str(runs["data"])
+    out = str(tmp_path / "run")
+    cases = [
+        (["--lr", "nan"], "expected a finite number"),
+        (["--lr", "-1"], "lr=-1.0 must be in [0, inf)"),
+        (["--beta2", "1"], "beta2=1.0 must be in [0, 1)"),
+        (["--warmup", "-2"], "warmup=-2 must be >= 0"),
+        (["--model-set", "d_model=abc"], "d_model='abc' should be int"),
+        (["--objective", "embed-diffusion", "--init", str(runs["mdlm"])],
+         "its weights do not fit a model of objective 'embed-diffusion'"),
+        (["--objective", "mdlm", "--init", str(runs["embed-diffusion"])],
+         "continues only as embed-diffusion, not as 'mdlm'"),
+    ]  # fmt: skip
+    for extra, words in cases:
+        fails(capsys, ["train", "--data", data, "--out", out, *TRAIN, *extra], words)
+        assert not Path(out).exists(), extra  # no empty run folder left behind
+    fails(capsys, ["train", "--objective", "sft", "--data", data, "--out", out, *TRAIN],
+          "is a folder; objective sft reads a JSONL file")  # fmt: skip
+    (tmp_path / "file").write_text("x")
+    fails(
+        capsys,
+        ["train", "--data", data, "--out", str(tmp_path / "file"), *TRAIN],
+        "a file is there",
+    )
+
+
+def test_a_new_run_that_fails_before_its_checkpoint_leaves_no_folder(runs, tmp_path, capsys):
+    """SFT writes train_config.json before it reads its pairs; a prompt too long for seq_len
+    fails after that. Nothing stays (nested new folders too), so the same --out works next."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "the cat " * 12, "response": "sat"}) + "\n")
+    out = tmp_path / "new" / "run"
+    argv = ["train", "--objective", "sft", "--data", str(pairs), "--init", str(runs["mdlm"]),
+            "--out", str(out), *TRAIN, "--seq-len", "64"]  # fmt: skip
+    fails(capsys, argv, "leaves no room for the response")
+    assert not (tmp_path / "new").exists()
+    pairs.write_text(json.dumps({"prompt": "the cat", "response": "sat"}) + "\n")
+    assert cli.main(argv) == 0  # the same --out, now a fine run
+    assert (out / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_distill_refuses_a_corpus_of_another_tokenizer(runs, tmp_path, capsys):
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text("the cat sat on the mat\n" * 300)
+    other = tmp_path / "bpe"
+    prepare([tmp_path / "a.txt"], other, tokenizer="bpe", vocab_size=300, val_fraction=0,
+            progress=False)  # fmt: skip
+    out = tmp_path / "student"
+    fails(capsys, ["distill", "--teacher", str(runs["mdlm"]), "--data", str(other), "--out",
+                   str(out), "--trajectories", "2", "--prompt-length", "4", "--gen-length", "8",
+                   "--device", "cpu", "--no-progress"], "its tokenizer", "the teacher")  # fmt: skip
+    assert not out.exists()
+
+
+def test_decoders_a_checkpoint_cannot_use_are_refused_by_api_cli_and_server(runs, capsys):
+    """A token decoder on a continuous checkpoint, a continuous drafter, guide_words or
+    predraft on a decoder that ignores them: one line from ``api.choose`` (and so the CLI),
+    and a serve refused at start."""
+    from unmask.server.engine import make_engine
+    from unmask.server.metrics import Metrics
+    from unmask.server.state import ServerLimits
+
+    latent, ar = load(runs["latent-diffusion"]), load(runs["ar"])
+    with pytest.raises(UserError, match="cannot sample a checkpoint of objective latent-diff"):
+        api.choose(latent, SampleConfig(decoder="llada"))
+    with pytest.raises(UserError, match="the drafter's objective is embed-diffusion"):
+        api.choose(ar, SampleConfig(), draft=load(runs["embed-diffusion"]))
+    with pytest.raises(UserError, match="predraft applies to a checkpoint trained with"):
+        api.choose(ar, SampleConfig(predraft="ends"))
+    with pytest.raises(UserError, match="guide_words steer the continuous decoders"):
+        api.choose(ar, SampleConfig(guide_words="cat"))
+    assert api.choose(load(runs["hybrid"]), SampleConfig(predraft="ends")) == "hybrid"
+    gen = ["--device", "cpu", "--no-live", "--gen-length", "4", "--steps", "4"]
+    fails(capsys, ["generate", "x", "--model", str(runs["embed-diffusion"]), "--decoder",
+                   "llada", *gen], "use decoder 'embed-diffusion'")  # fmt: skip
+    fails(
+        capsys,
+        ["generate", "x", "--model", str(runs["mdlm"]), "--predraft", "ends", *gen],
+        "not to decoder 'llada'",
+    )
+    with pytest.raises(UserError, match="predraft"):
+        make_engine(
+            load(runs["mdlm"]), ServerLimits(), Metrics(), draft_options={"predraft": "ends"}
+        )
+
+
+def test_template_tasks_go_through_the_api_on_cli_and_server(runs, capsys):
+    """fill-form, edit and eval --gaps refuse what the API refuses (a latent model; edit on a
+    causal one), as the server does, instead of running the commit loop on the wrong model
+    or failing with the model's "pass sigma"."""
+    run = ["--device", "cpu", "--no-live"]
+    schema = '{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}'
+    fails(capsys, ["fill-form", "--schema", schema, "--model", str(runs["latent-diffusion"]),
+                   *run], "fill_form runs the masked-diffusion commit loop")  # fmt: skip
+    fails(capsys, ["fill-form", "--schema", schema, "--model", str(runs["embed-diffusion"]),
+                   *run], "embed-diffusion checkpoint has no use for")  # fmt: skip
+    fails(capsys, ["edit", "--text", "the cat", "--span", "4:7", "--model", str(runs["ar"]),
+                   *run], "edit needs a masked diffusion checkpoint")  # fmt: skip
+    fails(capsys, ["infill", "the [MASK:2] sat", "--model", str(runs["latent-diffusion"]),
+                   *run], "infill runs the masked-diffusion commit loop")  # fmt: skip
+    gaps = runs["data"].parent / "gaps.jsonl"
+    gaps.write_text(json.dumps({"prefix": "the", "middle": " cat", "suffix": " sat"}) + "\n")
+    fails(
+        capsys,
+        [
+            "eval",
+            str(runs["embed-diffusion"]),
+            "--gaps",
+            str(gaps),
+            "--no-score",
+            "--no-plot",
+            "--device",
+            "cpu",
+        ],
+        "eval --gaps runs the masked-diffusion",
+    )
+
+
+def test_server_answers_400_for_what_it_found_late_and_keeps_serving(runs):
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    def shape(r):  # OpenAI's error body
+        body = r.json()
+        assert r.status_code == 400 and set(body["error"]) >= {"message", "type", "code"}, body
+        return body["error"]["message"]
+
+    ar = create_app(load(runs["ar"]), access_log=False)
+    with TestClient(ar, raise_server_exceptions=False) as c:
+        # an impossible regex found while the streamed answer's form is built (was a 500)
+        r = c.post("/v1/completions", json={"prompt": "the", "max_tokens": 2, "stream": True,
+                                            "guided_regex": "[0-9]{50}"})  # fmt: skip
+        assert "no sequence of 2 tokens satisfies it" in shape(r)
+        for field in ({"policy": "bogus"}, {"cache": "bogus"}):  # a causal model checks names
+            assert "unknown" in shape(
+                c.post("/v1/completions", json={"prompt": "the", "max_tokens": 2, **field})
+            )
+        r = c.post("/v1/edit", json={"text": "the cat", "spans": [[4, 7]]})
+        assert "masked diffusion" in shape(r)
+        r = c.post("/v1/completions", json={"prompt": "the cat " * 20, "max_tokens": 4})
+        assert "shorten the prompt" in shape(r)
+        r = c.post("/v1/completions", json={"prompt": "the", "max_tokens": 2})
+        assert r.status_code == 200
+    latent = create_app(load(runs["latent-diffusion"]), access_log=False)
+    with TestClient(latent, raise_server_exceptions=False) as c:
+        # the decoder refuses a prompt at its start: a plain 400, not a 200 stream of an error
+        r = c.post("/v1/completions", json={"prompt": "the", "max_tokens": 8, "stream": True})
+        assert "takes no prompt" in shape(r)
+        r = c.post("/v1/forms", json={"schema": {"type": "integer"}})
+        assert "commit loop" in shape(r)
+        r = c.post("/v1/completions", json={"prompt": "", "max_tokens": 8, "steps": 2})
+        assert r.status_code == 200
+
+
+def test_unbounded_numbers_get_a_default_width_a_schema_can_widen(runs):
+    """A JSON Schema integer with no maximum: at most INT_DIGITS digits, so causal greedy
+    filling stops (it ran to the hole's width, 33 digits); the schema's own range widens it."""
+    from unmask.infill.schema import INT_DIGITS, fill_schema, schema_form
+
+    loaded = load(runs["ar"])
+    tok = loaded.tokenizer
+    assert schema_form({"type": "integer"}, tok).width == INT_DIGITS + 1  # a sign and digits
+    wide = {"type": "integer", "minimum": 0, "maximum": 10 ** (INT_DIGITS + 2) - 1}
+    assert schema_form(wide, tok).width == INT_DIGITS + 2
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    res = fill_schema(loaded.model, tok, schema, SampleConfig(temperature=0.0))
+    assert isinstance(res.value["n"], int) and abs(res.value["n"]) < 10**INT_DIGITS
