@@ -224,7 +224,7 @@ def latent_diffusion(
     zt = SqrtSchedule().q_sample(target, t, generator)  # (B, K, D)
     previous = None
     if config.latent_self_condition and float(torch.rand(1, generator=generator)) < 0.5:
-        with torch.no_grad():  # half the rows' batches learn to refine a first estimate
+        with torch.no_grad():  # half the batches learn to refine a first estimate
             previous = denoise(model, config, zt, t, L)[0].detach()
     z0_hat, logits = denoise(model, config, zt, t, L, previous)
     mse = (z0_hat.float() - target.float()).pow(2).mean(dim=(1, 2))  # (B,)
