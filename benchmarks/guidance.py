@@ -1,12 +1,16 @@
 """Gradient guidance of embedding diffusion (``--guide-words``) at several ``--guide-scale``s.
 
-Trains a small ``embed-diffusion`` model (or takes ``--model``), then samples ``--n``
-continuations of ``--prompt`` per scale (0 = no guidance) and reports how many samples hold
-every guide word, the share of generated tokens that are one of them, the samples' unigram
-entropy (repetition shows as a drop) and the NFE.
+Trains a small ``embed-diffusion`` model (or takes ``--model``: an ``embed-diffusion`` or a
+``latent-diffusion`` checkpoint), then samples ``--n`` continuations of ``--prompt`` per scale
+(0 = no guidance; a latent model takes no prompt and samples whole windows) and reports how
+many samples hold every guide word, the share of generated tokens that are one of them, the
+samples' unigram entropy (repetition shows as a drop) and the NFE. A guided step costs two
+model calls; ``--equal-nfe`` gives the guided rows half the steps, so every row has the same
+budget of model calls.
 
     python benchmarks/guidance.py --data /work/main/data/bible          # trains 300 tiny steps
     python benchmarks/guidance.py --model runs/embed --scales 0,0.02,0.1
+    python benchmarks/guidance.py --model runs/latent --equal-nfe --words "LORD, God"
 
 Prints a table and writes ``--json`` (default ``benchmarks/results/guidance.json``).
 """
@@ -38,6 +42,17 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="samples per scale (default: 16)")
     ap.add_argument("--gen-length", type=int, default=32)
     ap.add_argument("--sample-steps", type=int, default=32)
+    ap.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="rounding temperature (default: the checkpoint's recommendation)",
+    )
+    ap.add_argument(
+        "--equal-nfe",
+        action="store_true",
+        help="guided rows get half the steps (the same model calls as unguided)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "guidance.json"))
     args = ap.parse_args()
@@ -53,27 +68,34 @@ def main() -> None:
             )  # fmt: skip
             run = str(train(cfg, progress=False))
         loaded = load(run)
+        latent = loaded.config.objective == "latent-diffusion"  # samples whole windows
+        prompt = "" if latent else args.prompt
+        recommended = loaded.config.sample_defaults.get("temperature", 0.0)
+        temperature = recommended if args.temperature is None else args.temperature
         words = [w.strip() for w in args.words.split(",") if w.strip()]
         ids = {w: loaded.tokenizer.encode(" " + w) for w in words}
         wanted = {t for v in ids.values() for t in v}
         rows = []
         for scale in (float(s) for s in args.scales.split(",")):
+            steps = args.sample_steps // 2 if args.equal_nfe and scale > 0 else args.sample_steps
             config = SampleConfig(
-                gen_length=args.gen_length, steps=args.sample_steps, seed=0,
+                gen_length=args.gen_length, steps=steps, seed=0, temperature=temperature,
                 guide_words=args.words if scale > 0 else None, guide_scale=scale,
             )  # fmt: skip
-            out = api.generate(loaded, [args.prompt] * args.n, config=config)
+            out = api.generate(loaded, [prompt] * args.n, config=config)
             holds = sum(
                 all(any(r[i : i + len(t)] == t for i in range(len(r))) for t in ids.values())
                 for r in out.ids
             )
             share = sum(t in wanted for r in out.ids for t in r) / (args.n * args.gen_length)
-            rows.append({"scale": scale, "samples_with_all_words": holds, "n": args.n,
-                         "share_of_tokens": share, "entropy": unigram_entropy(out.ids),
+            rows.append({"scale": scale, "steps": steps, "samples_with_all_words": holds,
+                         "n": args.n, "share_of_tokens": share, "entropy": unigram_entropy(out.ids),
                          "nfe": out.nfe, "sample": out.texts[0]})  # fmt: skip
-    print(f"{'scale':>6} {'all words':>10} {'word share':>10} {'entropy':>8} {'NFE':>5}")
+    print(f"{run} (temperature {temperature:g})")
+    head = ("scale", "steps", "all words", "word share", "entropy", "NFE")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(head, (6, 5, 10, 10, 8, 5), strict=True)))
     for r in rows:
-        print(f"{r['scale']:>6g} {r['samples_with_all_words']:>5}/{r['n']:<4} "
+        print(f"{r['scale']:>6g} {r['steps']:>5} {r['samples_with_all_words']:>5}/{r['n']:<4} "
               f"{r['share_of_tokens']:>10.3f} {r['entropy']:>8.2f} {r['nfe']:>5}")  # fmt: skip
     out_path = Path(args.json)
     out_path.parent.mkdir(parents=True, exist_ok=True)

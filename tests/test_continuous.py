@@ -259,13 +259,35 @@ def test_cli_equals_api_with_guidance_and_a_blank(embed_run, capsys):
             "--seed", "0", "--guide-words", "moses, israel", "--json", prompt]  # fmt: skip
     assert main(args) == 0
     cli = json.loads(capsys.readouterr().out)
-    config = SampleConfig(gen_length=8, steps=4, seed=0, guide_words="moses, israel")
-    out = api.generate(load(embed_run), prompt, config=config)
+    loaded = load(embed_run)  # the CLI takes the checkpoint's rounding temperature
+    given = dict(gen_length=8, steps=4, seed=0, guide_words="moses, israel")
+    config = api.sample_config(loaded, given)
+    out = api.generate(loaded, prompt, config=config)
     assert cli["decoder"] == out.decoder == "embed-diffusion"
     assert cli["results"][0]["tokens"] == out.ids[0] and cli["nfe"] == out.nfe == 8
     assert "[MASK]" not in cli["results"][0]["filled_prompt"]
     assert main([*args[:-2], "--policy", "threshold", prompt]) == 2
     assert "policy do(es) not apply" in capsys.readouterr().err
+
+
+def test_checkpoints_recommend_a_rounding_temperature(corpus, embed_run, ae_run, tmp_path):
+    """Argmax rounding repeats frequent tokens (benchmarks/rounding.py), so a continuous
+    checkpoint recommends a measured temperature, which a run with no flags gets; a given
+    ``temperature`` wins, and the Python API takes its SampleConfig as given."""
+    from unmask import api
+    from unmask.checkpoint import load
+
+    embed = load(embed_run)
+    assert embed.config.sample_defaults == {"temperature": 0.5}
+    assert api.sample_config(embed, {}).temperature == 0.5
+    assert api.sample_config(embed, {"temperature": 0.0}).temperature == 0.0
+    cfg = objective_spec("latent-diffusion").configure(load(ae_run).config, _cfg(corpus, tmp_path))
+    assert cfg.sample_defaults == {"temperature": 0.7}
+    plain = SampleConfig(gen_length=8, steps=4, seed=0)
+    a = api.generate(embed, "the lord", config=plain).ids
+    b = api.generate(embed, "the lord", config=api.sample_config(embed, {
+        "gen_length": 8, "steps": 4, "seed": 0})).ids  # fmt: skip
+    assert a != b  # the recommendation is a draw at 0.5, not the argmax
 
 
 def test_checkpoints_generate_through_the_api(corpus, embed_run, ae_run, tmp_path):

@@ -220,6 +220,10 @@ class ModelConfig:
     latent_len: int | None = None
     """Latent vectors a window of text is compressed to (objectives ``latent-ae`` and
     ``latent-diffusion``, ``unmask.objectives.latent``); None = not a latent model."""
+    latent_self_condition: bool = False
+    """A ``latent-diffusion`` denoiser that also reads its previous z0 prediction
+    (self-conditioning, ``unmask.objectives.latent``); False in checkpoints older than the
+    field."""
     draft_block: int | None = None
     """Tokens per draft block of a model trained with objective ``hybrid``
     (``unmask.objectives.hybrid``; TiDAR-style): a block of that many ``[MASK]`` tokens after

@@ -13,6 +13,11 @@ layout, ``[text (L) ; slots (K) ; time (1)]``, run through the one transformer (
   the text positions' logits give the tokens back (a non-causal decoder, one pass).
 - ``denoise``: as decode with a noisy z_t and time t; the slots' hidden states,
   RMS-normalised, predict z0 (x0-prediction), and the text logits read the text off z_t.
+  A self-conditioned model (``ModelConfig.latent_self_condition``, every run since
+  2026-12-03; LD4LG's setting, from Chen et al. 2022) has K more slots after the first K,
+  holding its previous z0 estimate (zeros for none): the layout is
+  ``[text ; slots (z_t) ; slots (estimate) ; time]``. Training feeds half the batches a
+  first, gradient-free estimate; the sampler feeds each step the last step's.
 
 Why the chunk means and the spread latent (the autoencoder's plateau, measured): with the
 slots and the decoder's text positions starting from the [MASK] vector, a fresh network's
@@ -28,8 +33,11 @@ small noise makes the decoder robust to an imperfect sampled latent, as PLANNER 
 Stage 2, ``latent-diffusion`` (``--init`` a latent-ae run; without one, both stages' losses
 train one fresh network jointly from the start): the same network keeps the
 reconstruction loss and learns to denoise its own latents: z_t = q_sample(sg(z), t) with
-``SqrtSchedule``, loss = per-dimension squared error of the z0 prediction (× L/K per row, so
-it weighs like the token terms) + the text cross-entropy at z_t + the reconstruction. Why
+``SqrtSchedule``, loss = the mean squared error per coordinate of the z0 prediction (× L per
+row) + the text cross-entropy at z_t + the reconstruction. (Weighted as a unit Gaussian's
+negative log-likelihood instead, 8× heavier at K = 16, D = 64, the shared weights pulled the
+latents together to make them easy to denoise, and reconstruction fell apart: measured,
+docs/training.md.) Why
 one network rather than a frozen autoencoder beside a second model: a checkpoint stays one
 native folder (``config.json`` + ``model.safetensors``) that ``unmask.load`` and resume
 handle like any other, and the kept reconstruction term keeps every latent the denoiser
@@ -141,14 +149,24 @@ def decode_logits(model: MaskPredictor, config: ModelConfig, z: Tensor, length: 
 
 
 def denoise(
-    model: MaskPredictor, config: ModelConfig, zt: Tensor, t: Tensor, length: int
+    model: MaskPredictor,
+    config: ModelConfig,
+    zt: Tensor,
+    t: Tensor,
+    length: int,
+    previous: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """(z0 prediction (B, K, D) at unit RMS, text logits (B, length, V)) from a noisy latent
-    ``zt`` (B, K, D) at times ``t`` (B,)."""
+    ``zt`` (B, K, D) at times ``t`` (B,). A self-conditioned model also reads ``previous``
+    (B, K, D), its last z0 prediction (zeros when None), in K more slots."""
     K = zt.shape[1]
     text = _mask_rows(model, config, zt.shape[0], length) + _spread(zt, length)
-    h = _run(model, config, text, zt, t)  # (B, length + K, D)
-    return rms_normalize(h[:, -K:]), _core(model).lm_head(h[:, :length])
+    slots = zt
+    if config.latent_self_condition:
+        prev = torch.zeros_like(zt) if previous is None else previous.to(zt.dtype)
+        slots = torch.cat([zt, prev], dim=1)  # (B, 2K, D)
+    h = _run(model, config, text, slots, t)  # (B, length + K (+ K), D)
+    return rms_normalize(h[:, length : length + K]), _core(model).lm_head(h[:, :length])
 
 
 def _reconstruction(
@@ -204,7 +222,11 @@ def latent_diffusion(
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
     target = z.detach()
     zt = SqrtSchedule().q_sample(target, t, generator)  # (B, K, D)
-    z0_hat, logits = denoise(model, config, zt, t, L)
+    previous = None
+    if config.latent_self_condition and float(torch.rand(1, generator=generator)) < 0.5:
+        with torch.no_grad():  # half the batches learn to refine a first estimate
+            previous = denoise(model, config, zt, t, L)[0].detach()
+    z0_hat, logits = denoise(model, config, zt, t, L, previous)
     mse = (z0_hat.float() - target.float()).pow(2).mean(dim=(1, 2))  # (B,)
     ce = F.cross_entropy(logits.flatten(0, 1).float(), x0.flatten(), reduction="sum")
     loss_sum = L * mse.sum() + ce + recon
@@ -216,8 +238,14 @@ def latent_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> Model
     is an input position, ``_run``). A stage-2 run keeps the slots of the autoencoder it
     continues."""
     K = model_cfg.latent_len or train_cfg.latent_len
+    # a stage-2 checkpoint keeps its layout (older ones have no self-conditioning slots)
+    sc = model_cfg.latent_self_condition or model_cfg.objective != "latent-diffusion"
+    n = train_cfg.seq_len + (2 if sc else 1) * K + 1
     return replace(
-        model_cfg, latent_len=K, max_seq_len=max(model_cfg.max_seq_len, train_cfg.seq_len + K + 1)
+        model_cfg,
+        latent_len=K,
+        max_seq_len=max(model_cfg.max_seq_len, n),
+        latent_self_condition=sc,
     )
 
 
@@ -263,6 +291,9 @@ register_objective(
         needs=_needs_autoencoder,
         summary="stage 2 of latent diffusion: Gaussian diffusion of the autoencoder's latents",
         likelihood=False,  # a cross-entropy of x0 predictions, not a bound
+        # benchmarks/rounding.py (docs/sampling.md): argmax rounding writes "to to to to"
+        # (entropy 2.38 vs 3.71); 0.7 is the most fluent temperature within 15% of real text
+        sample_defaults=(("temperature", 0.7),),
     )
 )
 

@@ -7,15 +7,17 @@ the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
 
 - ``EmbedRun``: the state is one vector per canvas position. The prediction is rounded to
   the nearest token embedding before it is used (Diffusion-LM's clamping trick, Li et al.
-  2022, §4.2: the argmax of the logits, or a draw at ``temperature``), so the predicted x0 is
+  2022, §4.2: the argmax of the logits, or a draw at ``temperature``; the checkpoints
+  recommend a draw, measured: argmax repeats frequent tokens), so the predicted x0 is
   always exactly a row of the embedding table. Known positions (the prompt, tokens around
   a ``[MASK]``) are replaced at every step by a fresh draw of q(x_t | their embedding)
   (infilling by replacement), and come out verbatim. ``view()`` is the rounded canvas of the
   last step: it sharpens from noise to text.
 - ``LatentRun``: the state is ``latent_len`` vectors; the prediction is the denoiser's z0 and
   the text it reads off z_t is the view; the last step decodes the predicted z0
-  (``unmask.objectives.latent.decode_logits``, one more model call). A latent model samples
-  whole windows: a prompt is refused.
+  (``unmask.objectives.latent.decode_logits``, one more model call). A self-conditioned
+  model gets the previous step's z0 estimate with each call. A latent model samples whole
+  windows: a prompt is refused.
 - Control (``BagOfWords``, ``SampleConfig.guide_words``): before each step the state is moved
   down the gradient of a differentiable constraint on the step's logits (Diffusion-LM §5.2,
   classifier guidance; here a constraint needs no classifier): -sum over the words of
@@ -312,10 +314,11 @@ class LatentRun(_GaussianRun):
         device = model_device(model) or canvas.device
         noise = torch.randn(canvas.batch_size, K, D, generator=self.generator)
         self.state = noise.to(device)  # (B, K, D): z_1 ~ N(0, I)
+        self.previous: Tensor | None = None  # the last z0 prediction (self-conditioning)
 
     def _forward(self, state: Tensor, t: float) -> tuple[Tensor, Tensor]:
         t_rows = torch.full((state.shape[0],), t)
-        return denoise(self.model, self.model_config, state, t_rows, self.gen_length)
+        return denoise(self.model, self.model_config, state, t_rows, self.gen_length, self.previous)
 
     def _view_logits(self, out: tuple[Tensor, Tensor]) -> Tensor:
         return out[1]  # (B, G, V): the text read off z_t
@@ -323,6 +326,7 @@ class LatentRun(_GaussianRun):
     def _x0(self, out: tuple[Tensor, Tensor]) -> Tensor:
         start, end = self.canvas.region
         self.ids[:, start:end] = self._round(out[1])
+        self.previous = out[0]
         return out[0]  # (B, K, D)
 
     def _finish(self, x0_hat: Tensor) -> None:

@@ -1,0 +1,124 @@
+"""Which rounding should a continuous-diffusion sample get with no flags? A temperature sweep.
+
+The continuous decoders (``embed-diffusion``, ``latent-diffusion``) round each step's logits
+to tokens: the argmax (temperature 0) or a draw at ``--temperature`` (the clamping trick of
+Diffusion-LM; ``unmask.sampling.continuous``). This script samples ``--n`` unconditional
+windows of ``--gen-length`` tokens from each ``--model`` at every temperature of the grid and
+reports the columns of ``benchmarks/defaults.py`` (gen ppl under SmolLM2-135M, per-text
+distinct word bigrams, token entropy, repeated word 4-grams) and distinct token bigrams per
+text (``dist2_tok``: "to to to to" and ", the, the" repeat tokens more than words). The
+first row is held-out text of the same length (windows of ``--data``'s validation split),
+the target of the diversity columns; a setting is *degenerate* when one of its dist-2,
+dist2_tok or entropy falls more than 15% below the held-out text's, and the recommended
+default is the non-degenerate temperature with the lowest gen ppl (the rule of
+``benchmarks/defaults.py``).
+
+    python benchmarks/rounding.py --data WORK/data --model WORK/embed --model WORK/latent
+
+Prints one table per model and writes ``--json`` (default
+``benchmarks/results/rounding.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
+
+from unmask import api
+from unmask.checkpoint import load
+from unmask.config import SampleConfig
+from unmask.data import TokenDataset
+from unmask.evaluate import distinct_n
+
+
+def held_out_texts(data: str, n: int, length: int) -> list[str]:
+    """``n`` windows of ``length`` tokens from the validation split, decoded."""
+    val = TokenDataset(Path(data), "val")
+    tok = val.tokenizer()
+    windows = [w for w, _ in zip(val.windows(length), range(n), strict=False)]
+    return [tok.decode([int(t) for t in w]) for w in windows]
+
+
+def token_dist2(texts: list[str], tok: Any) -> dict[str, float]:
+    """Distinct token bigrams per text, averaged: "to to to to" and ", the, the" show here
+    even when the text has few whitespace words to repeat."""
+    return {"dist2_tok": sum(distinct_n([tok.encode(t)], 2) for t in texts) / len(texts)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", action="append", required=True, help="checkpoint (repeatable)")
+    ap.add_argument("--data", required=True, help="the prepared corpus the models trained on")
+    ap.add_argument("--temperatures", default="0,0.3,0.5,0.7,0.85,1", help="comma-separated")
+    ap.add_argument("--n", type=int, default=16, help="samples per setting (default: 16)")
+    ap.add_argument("--gen-length", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=64, help="denoising steps (default: 64)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
+    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "rounding.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    scorer = None
+    if not args.no_score:
+        from unmask.scoring import ReferenceScorer
+
+        scorer = ReferenceScorer.from_smollm2()
+    temps = [float(t) for t in args.temperatures.split(",")]
+    report: dict[str, Any] = {"args": vars(args), "models": {}}
+    for path in args.model:
+        loaded = load(path, device="cpu")
+        loaded.model.eval()
+        tok, cfg = loaded.tokenizer, loaded.config
+        empty = cfg.objective == "latent-diffusion"  # a latent model takes no prompt
+        prompts = [[] if empty else [cfg.eos_id]] * args.n
+        truth = held_out_texts(args.data, args.n, args.gen_length)
+        rows = [{"setting": "held-out text", "temperature": None, "seconds": 0.0,
+                 **quality(truth, None, tok, scorer), **token_dist2(truth, tok)}]  # fmt: skip
+        for temp in temps:
+            sc = SampleConfig(gen_length=args.gen_length, steps=args.steps, seed=0,
+                              temperature=temp)  # fmt: skip
+            t0 = time.perf_counter()
+            res = api.start(loaded, prompts, sc).run()
+            dt = time.perf_counter() - t0
+            eos = cfg.eos_id
+            cut = [g[: g.index(eos)] if eos in g else g for g in res.gen_ids]
+            texts = [tok.decode(c) for c in cut]
+            rows.append({"setting": f"T={temp:g}", "temperature": temp, "seconds": dt,
+                         **quality(texts, None, tok, scorer), **token_dist2(texts, tok),
+                         "texts": texts})  # fmt: skip
+            print(f"{path} {rows[-1]}", file=sys.stderr, flush=True)
+        ref = rows[0]
+        ok = [
+            r
+            for r in rows[1:]
+            if all(r[c] >= 0.85 * ref[c] for c in ("dist2", "dist2_tok", "entropy"))
+        ]
+        key = "gen_ppl" if scorer is not None else "rep4"
+        best = min(ok, key=lambda r: r[key]) if ok else None
+        cols = (["gen_ppl"] if scorer else []) + ["dist2", "dist2_tok", "entropy", "rep4"]
+        print(f"\n{path} ({cfg.objective}, {args.n} x {args.gen_length} tokens, "
+              f"{args.steps} steps)")  # fmt: skip
+        print("| rounding | " + " | ".join(cols) + " | |")
+        print("|---|" + "---:|" * len(cols) + "---|")
+        for r in rows:
+            degenerate = r is not ref and r not in ok
+            mark = "recommended" if r is best else ("degenerate" if degenerate else "")
+            vals = [f"{r[c]:.1f}" if c == "gen_ppl" else f"{r[c]:.3f}" for c in cols]
+            print(f"| {r['setting']} | " + " | ".join(vals) + f" | {mark} |")
+        report["models"][path] = {"objective": cfg.objective, "rows": rows,
+                                  "recommended": best and best["setting"]}  # fmt: skip
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=lambda x: None) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
