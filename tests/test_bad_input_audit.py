@@ -177,7 +177,7 @@ def test_template_tasks_go_through_the_api_on_cli_and_server(runs, capsys):
     fails(capsys, ["fill-form", "--schema", schema, "--model", str(runs["latent-diffusion"]),
                    *run], "fill_form runs the masked-diffusion commit loop")  # fmt: skip
     fails(capsys, ["fill-form", "--schema", schema, "--model", str(runs["embed-diffusion"]),
-                   *run], "embed-diffusion checkpoint has no use for")  # fmt: skip
+                   *run], "objective embed-diffusion has no use for")  # fmt: skip
     fails(capsys, ["edit", "--text", "the cat", "--span", "4:7", "--model", str(runs["ar"]),
                    *run], "edit needs a masked diffusion checkpoint")  # fmt: skip
     fails(capsys, ["infill", "the [MASK:2] sat", "--model", str(runs["latent-diffusion"]),

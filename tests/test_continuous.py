@@ -314,7 +314,7 @@ def test_checkpoints_generate_through_the_api(corpus, embed_run, ae_run, tmp_pat
         api.generate(load(ae_run), "", config=config)
     with pytest.raises(UserError, match="fill plain \\[MASK\\] / \\[MASK:n\\] gaps with infill"):
         api.edit(embed, "the lord said", lowest=1)
-    with pytest.raises(UserError, match="latent-diffusion checkpoint"):
+    with pytest.raises(UserError, match="objective latent-diffusion"):
         api.edit(latent, "the lord said", lowest=1)
 
 

@@ -134,7 +134,7 @@ def _char_spans(
         try:
             pattern = re.compile(regex)
         except re.error as err:
-            raise UserError(f"bad --regex {regex!r}: {err}") from None
+            raise UserError(f"bad regex {regex!r}: {err}") from None
         matches = [(m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
         if not matches:
             raise UserError(f"regex {regex!r} matches nothing in the text")

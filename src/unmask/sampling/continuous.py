@@ -352,8 +352,8 @@ def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
         else "a latent model samples whole windows only"
     )
     raise UserError(
-        f"{task} runs the masked-diffusion commit loop, which a {facts.objective} checkpoint "
-        f"has no use for; {hint}"
+        f"{task} runs the masked-diffusion commit loop, which a checkpoint of objective "
+        f"{facts.objective} has no use for; {hint}"
     )
 
 
