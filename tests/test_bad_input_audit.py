@@ -234,6 +234,8 @@ def test_server_answers_400_for_what_it_found_late_and_keeps_serving(runs):
         r = c.post("/v1/forms", json={"schema": {"type": "integer"}})
         assert "commit loop" in shape(r)
         r = c.post("/v1/completions", json={"prompt": "", "max_tokens": 8, "steps": 2})
+        assert "writes windows of 24 tokens" in shape(r)  # its autoencoder's --seq-len
+        r = c.post("/v1/completions", json={"prompt": "", "max_tokens": 24, "steps": 2})
         assert r.status_code == 200
 
 

@@ -305,11 +305,18 @@ def test_checkpoints_generate_through_the_api(corpus, embed_run, ae_run, tmp_pat
     latent = load(train(_cfg(corpus, tmp_path / "l", objective="latent-diffusion",
                              init=str(ae_run)), progress=False))  # fmt: skip
     assert latent.config.latent_len == 4 and latent.config.objective == "latent-diffusion"
-    out = api.generate(latent, ["", ""], config=replace(config, guide_words="lord"))
-    assert out.decoder == "latent-diffusion" and len(out.ids) == 2 and len(out.ids[1]) == 8
+    assert latent.config.latent_window == load(ae_run).config.latent_window == 16  # --seq-len
+    window = replace(config, gen_length=16)  # the windows its autoencoder compresses
+    out = api.generate(latent, ["", ""], config=replace(window, guide_words="lord"))
+    assert out.decoder == "latent-diffusion" and len(out.ids) == 2 and len(out.ids[1]) == 16
     assert out.nfe == 4 * 2 + 1  # guided steps cost two calls, plus the final decode
+    with pytest.raises(UserError, match="writes windows of 16 tokens"):
+        api.generate(latent, ["", ""], config=config)  # 8 tokens: chunks it never saw
+    with pytest.raises(UserError, match="--seq-len 16"):
+        train(_cfg(corpus, tmp_path / "l2", objective="latent-diffusion", seq_len=24,
+                   init=str(ae_run)), progress=False)  # fmt: skip
     with pytest.raises(UserError, match="takes no prompt"):
-        api.generate(latent, "the lord", config=config)
+        api.generate(latent, "the lord", config=window)
     with pytest.raises(UserError, match="stage 1"):
         api.generate(load(ae_run), "", config=config)
     with pytest.raises(UserError, match="fill plain \\[MASK\\] / \\[MASK:n\\] gaps with infill"):

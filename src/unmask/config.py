@@ -220,6 +220,10 @@ class ModelConfig:
     latent_len: int | None = None
     """Latent vectors a window of text is compressed to (objectives ``latent-ae`` and
     ``latent-diffusion``, ``unmask.objectives.latent``); None = not a latent model."""
+    latent_window: int | None = None
+    """Tokens per window the latent autoencoder was trained to compress (its run's
+    ``--seq-len``): each latent slot stands for a fixed chunk of that window, so stage 2 and
+    sampling use the same length. None in checkpoints older than the field (not checked)."""
     latent_self_condition: bool = False
     """A ``latent-diffusion`` denoiser that also reads its previous z0 prediction
     (self-conditioning, ``unmask.objectives.latent``); False in checkpoints older than the

@@ -249,6 +249,12 @@ def latent_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> Model
     )
 
 
+def _autoencoder_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelConfig:
+    """``latent_model_config`` plus the window the autoencoder learns to compress (stage 2
+    keeps its autoencoder's)."""
+    return replace(latent_model_config(model_cfg, train_cfg), latent_window=train_cfg.seq_len)
+
+
 def _check_latent_len(cfg: TrainConfig) -> None:
     if cfg.latent_len < 1 or cfg.latent_len > cfg.seq_len:
         raise UserError(f"latent_len={cfg.latent_len} must be in 1..seq_len ({cfg.seq_len})")
@@ -263,6 +269,11 @@ def _needs_autoencoder(model: ModelConfig, cfg: TrainConfig) -> str | None:
     defaults = TrainConfig()
     if cfg.latent_len != defaults.latent_len and cfg.latent_len != model.latent_len:
         return f"the autoencoder has latent_len={model.latent_len}, not {cfg.latent_len}"
+    if model.latent_window is not None and cfg.seq_len != model.latent_window:
+        return (
+            f"the autoencoder compresses windows of {model.latent_window} tokens; train "
+            f"latent-diffusion with --seq-len {model.latent_window} (got {cfg.seq_len})"
+        )
     return None
 
 
@@ -274,7 +285,7 @@ register_objective(
         decoder="latent-diffusion",
         options=("latent_len",),
         check=_check_latent_len,
-        model_config=latent_model_config,
+        model_config=_autoencoder_config,
         summary="stage 1 of latent diffusion: a text autoencoder (L tokens -> latent_len vectors)",
         likelihood=False,  # a cross-entropy of x0 predictions, not a bound
     )

@@ -439,6 +439,12 @@ class LatentDiffusionDecoder(Decoder):
                 "a latent-diffusion model samples whole windows from noise and takes no "
                 "prompt; give an empty prompt (steer it with guide_words instead)"
             )
+        window = getattr(target.model.config, "latent_window", None)
+        if window is not None and config.gen_length != window:
+            raise UserError(
+                f"this latent model writes windows of {window} tokens (its autoencoder's "
+                f"--seq-len); ask for {window} (--gen-length, max_tokens), got {config.gen_length}"
+            )
         canvas = _canvas(target, [[] for _ in rows], config)
         return LatentRun(
             target.model,
