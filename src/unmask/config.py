@@ -479,6 +479,11 @@ class TrainConfig:
     """Validation batches per evaluation (fixed seed, so numbers are comparable)."""
     save_every: int = 500
     """Checkpoint every N steps (also on SIGINT/SIGTERM and at the end)."""
+    keep_best: bool = False
+    """Also keep the weights of the best validation so far in ``OUT/best`` (a checkpoint for
+    ``generate``/``eval --model OUT/best``; written at each validation that improves it). On a
+    small corpus an ``ar`` model overfits after a few epochs while ``OUT/checkpoint`` keeps
+    the last step (docs/training.md, "Small corpora")."""
     log_every: int = 10
     """Append a training line to metrics.jsonl every N steps."""
     seed: int = 0

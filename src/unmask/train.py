@@ -95,6 +95,9 @@ from unmask.train_guards import (
     saved_progress,
 )
 
+BEST = "best"
+"""The folder under a run where ``--keep-best`` keeps the best-validated weights."""
+
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for optimizer step ``step`` (0-based): linear warmup, cosine to
@@ -318,11 +321,14 @@ def _train(
         apply_activation_checkpointing(model)
     if config.compile:
         compile_blocks(model)
+    if kind == "fsdp" and config.keep_best:
+        raise UserError("--keep-best is not supported with --parallel fsdp yet; use ddp")
     if kind == "fsdp":
         apply_fsdp(model)  # before the optimizer: it must hold the sharded parameters
     optimizer = _adamw(model, config, device)
     scaler = precision.scaler(device.type)
     start_step = 0
+    prior_best: dict[str, Any] = {}
     if ckpt is not None:
         if full_optim is not None:
             meta = finish_full_train_state(ckpt, model=model, optimizer=optimizer,
@@ -330,6 +336,7 @@ def _train(
         else:
             meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
         start_step = int(meta["step"])
+        prior_best = dict(meta.get("best") or {})
         if scaler is not None and "grad_scaler" in meta:
             scaler.load_state_dict(meta["grad_scaler"])
     elif is_main:
@@ -366,7 +373,22 @@ def _train(
         )
         rec = {"step": step, **res.as_dict()}
         log(rec)
+        keep_if_best(rec)
         return rec
+
+    best: dict[str, Any] = dict(prior_best)  # {"step", "metric", "value"} of OUT/best
+
+    def keep_if_best(rec: dict[str, Any]) -> None:
+        """Write OUT/best (atomically: ``save_checkpoint``) when ``rec`` beats it."""
+        if not config.keep_best or not is_main:
+            return
+        metric = "val_bpb" if "val_bpb" in rec else "val_loss"
+        value = rec.get(metric)
+        if value is None or (best and value >= best["value"]):
+            return
+        save_checkpoint(run / BEST, model=model, tokenizer=tokenizer, inference_model=ema_model)
+        best.update(step=rec["step"], metric=metric, value=float(value))
+        log({"event": "best", **best})
 
     def checkpoint(step: int) -> None:
         state = {
@@ -375,6 +397,8 @@ def _train(
             "train_config": to_dict(config),
             "train_seconds": prior_seconds + time.perf_counter() - t0,
         }
+        if best:
+            state["best"] = dict(best)
         if scaler is not None:
             state["grad_scaler"] = scaler.state_dict()
         if kind == "fsdp":  # every process writes its shards; rank 0 the native files
