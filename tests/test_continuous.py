@@ -312,6 +312,8 @@ def test_checkpoints_generate_through_the_api(corpus, embed_run, ae_run, tmp_pat
     assert out.nfe == 4 * 2 + 1  # guided steps cost two calls, plus the final decode
     with pytest.raises(UserError, match="writes windows of 16 tokens"):
         api.generate(latent, ["", ""], config=config)  # 8 tokens: chunks it never saw
+    assert api.sample_config(latent, {}).gen_length == 16  # what the CLI runs with no flags
+    assert api.sample_config(latent, {"steps": 3}).gen_length == 16
     with pytest.raises(UserError, match="--seq-len 16"):
         train(_cfg(corpus, tmp_path / "l2", objective="latent-diffusion", seq_len=24,
                    init=str(ae_run)), progress=False)  # fmt: skip

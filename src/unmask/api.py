@@ -188,15 +188,19 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     the setting the recommendations were measured at, which ``unmask demo``, the server and
     ``distill`` use too. The dataclass's fixed 64 would spend 4 steps per token at
     ``--gen-length 16`` and commit 3 tokens per step at 200, where the demo model repeats
-    itself.
+    itself. A latent model's ``gen_length`` not given is its window (``latent_window``).
 
     A recommended ``block_length`` that does not divide the run (``gen_length``, and
     ``steps`` into whole blocks for the scheduled policy) becomes the largest block length
     below it that does, or one block; a ``block_length`` the user gave is never changed.
     """
     recommended = {k: v for k, v in facts_of(loaded).sample_defaults.items() if k not in given}
+    window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
+    if window is not None and "gen_length" not in given:
+        recommended["gen_length"] = window
     if "steps" not in given and "steps" not in recommended:
-        recommended["steps"] = given.get("gen_length", SampleConfig.gen_length)
+        length = given.get("gen_length", recommended.get("gen_length", SampleConfig.gen_length))
+        recommended["steps"] = length
     config = SampleConfig(**{**recommended, **given})
     block = recommended.get("block_length")
     if block is not None:
