@@ -149,11 +149,11 @@ class TokenAutomaton:
         moves = index.get_transitions()
         finals = set(index.get_final_states())
         # The sentinel token (id V + 1) leads to a final state exactly from the states where
-        # the user's pattern is matched (see ``_index``).
+        # the user's pattern is matched; the pattern starts after the start token (id V + 2)
+        # (see ``_index``).
         accept = [q for q, m in moves.items() if m.get(vocab.size + 1) in finals]
-        out = cls.from_transitions(
-            moves, index.get_initial_state(), accept, vocab.size, allowed, what=what
-        )
+        start = _pattern_start(moves, index.get_initial_state(), vocab, what)
+        out = cls.from_transitions(moves, start, accept, vocab.size, allowed, what=what)
         _disk_save(path, out)
         return out
 
@@ -552,6 +552,7 @@ def outlines_vocabulary(vocab: Vocab) -> Any:
     for i in np.nonzero(vocab.lengths > 0)[0].tolist():
         ids.setdefault(vocab.token_bytes(i), []).append(i)
     ids[SENTINEL.encode("utf-8")] = [vocab.size + 1]
+    ids[START.encode("utf-8")] = [vocab.size + 2]
     out = Vocabulary(vocab.size, ids)
     _OUTLINES_VOCABS[vocab] = out
     return out
@@ -559,6 +560,8 @@ def outlines_vocabulary(vocab: Vocab) -> Any:
 
 SENTINEL = "\U0010ffff"
 """A noncharacter appended to every pattern, with a token of its own (``_index``)."""
+START = "\U0010fffe"
+"""A second noncharacter put before every pattern, with a token of its own (``_index``)."""
 
 
 def _whole(pattern: str) -> str:
@@ -594,11 +597,19 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
     matches one byte late and the index mistakes that for a dead end. With a sentinel at the
     end no state but the last is ever a match, so every transition is kept; the states that
     accept the user's pattern are those the sentinel token leads from to the final state.
+
+    Why ``START`` in front: the engine's DFA also holds an unanchored start (a match may
+    begin anywhere), built in full although the index never reads it. For a counted
+    repetition (``[0-9]{20}``, every wide numeric range) that part tracks every digit a
+    match could have begun at, 2^20 sets: a range up to 10^18 took 13 s and each further
+    digit doubled it. A match that must begin with a character found nowhere else leaves
+    one such position at a time; the pattern's start is the state after the ``START`` token
+    (``_pattern_start``).
     """
     from outlines_core import Index
 
     try:
-        return Index(f"(?:{_whole(pattern)}){SENTINEL}", outlines_vocabulary(vocab))
+        return Index(f"{START}(?:{_whole(pattern)}){SENTINEL}", outlines_vocabulary(vocab))
     except ValueError as e:
         msg = str(e)
         if "incompatible" in msg:
@@ -612,6 +623,16 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
             pass
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
+
+
+def _pattern_start(
+    moves: Mapping[int, Mapping[int, int]], initial: int, vocab: Vocab, what: str
+) -> int:
+    """The state where the user's pattern begins: the one the ``START`` token leads to."""
+    start = moves.get(initial, {}).get(vocab.size + 2)
+    if start is None:  # nothing follows START: no token sequence spells the pattern
+        raise UserError(f"{what}: no sequence of this tokenizer's tokens matches it")
+    return int(start)
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"
@@ -701,7 +722,8 @@ def check_regex(pattern: str, what: str = "regex") -> None:
     """``UserError`` for a regex the engine rejects or that is too large, before any tokenizer
     is loaded (compiled over the 256 single bytes)."""
     check_size(pattern, what)
-    _index(pattern, _BYTES, what)
+    index = _index(pattern, _BYTES, what)
+    _pattern_start(index.get_transitions(), index.get_initial_state(), _BYTES, what)
 
 
 def cached_automaton(tokenizer: Any, key: Any, build: Any) -> TokenAutomaton:
