@@ -47,6 +47,10 @@ NEVER = 2**40
 """``distance_to_accept`` of a state from which no accepting state is reachable."""
 MAX_REPEAT = 1000
 """Largest bound of a ``{m,n}`` quantifier: larger ones make automata too big to use."""
+MAX_PATTERN_SIZE = 100_000
+"""Most positions a pattern may expand to (``pattern_size``): the bound on compile work that
+keeps one request from holding a worker for minutes (``a{1000}`` nested in ``{1000}`` is a
+million positions although each quantifier is under ``MAX_REPEAT``)."""
 
 
 @dataclass(eq=False)
@@ -579,13 +583,48 @@ def _whole(pattern: str) -> str:
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
+def pattern_size(pattern: str) -> int:
+    """Positions (characters and classes) ``pattern`` spells once every counted repetition is
+    written out (``(?:ab){3}`` is 6): the size of the automaton the engine starts from, known
+    before it is built. Read with Python's parser, which agrees with the engine on the
+    syntax that matters here; the pattern's length where Python cannot parse it."""
+    import re._constants as c
+    import re._parser as parser
+
+    def size(items: Any) -> int:
+        total = 0
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+                lo, hi, sub = av
+                total += size(sub) * max(1, lo if hi == c.MAXREPEAT else hi)
+            elif op in (c.SUBPATTERN, c.ATOMIC_GROUP):
+                total += size(av[-1])
+            elif op == c.BRANCH:
+                total += sum(size(b) for b in av[1])
+            elif op != c.AT:
+                total += 1
+        return total
+
+    try:
+        return size(parser.parse(pattern))
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return len(pattern)
+
+
 def check_size(pattern: str, what: str = "regex") -> None:
-    """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``): its automaton
+    """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``) or a pattern
+    that expands to over ``MAX_PATTERN_SIZE`` positions (``pattern_size``): its automaton
     would take minutes to build and be too large to use."""
     for m in _QUANTIFIER.finditer(pattern):
         bound = max(int(m.group(1)), int(m.group(2) or 0))
         if bound > MAX_REPEAT:
             raise UserError(f"{what}: too large (quantifier {m.group(0)!r} over {MAX_REPEAT})")
+    n = pattern_size(pattern)
+    if n > MAX_PATTERN_SIZE:
+        raise UserError(
+            f"{what}: too large (it expands to {n} characters and classes, the limit is "
+            f"{MAX_PATTERN_SIZE}); shorten it or lower its repetition counts"
+        )
 
 
 def _index(pattern: str, vocab: Vocab, what: str) -> Any:
