@@ -41,14 +41,18 @@ def int_samples(lo: int, hi: int, rng: random.Random) -> list[str]:
     values |= {rng.randint(lo, hi) for _ in range(8)}
     values |= {rng.randint(lo - 10 * (hi - lo) - 10, hi + 10 * (hi - lo) + 10) for _ in range(8)}
     texts = [str(v) for v in values]
-    texts += ["-0", "00", "+1", ""] + [f"0{abs(v)}" for v in values] + [
-        f"-0{abs(v)}" for v in values]
+    texts += (
+        ["-0", "00", "+1", ""] + [f"0{abs(v)}" for v in values] + [f"-0{abs(v)}" for v in values]
+    )
     return texts
 
 
 def is_json_int_in(text: str, lo: int, hi: int) -> bool:
-    return bool(re.fullmatch(r"-?(?:0|[1-9][0-9]*)", text)) and text != "-0" and (
-        lo <= int(text) <= hi)
+    return (
+        bool(re.fullmatch(r"-?(?:0|[1-9][0-9]*)", text))
+        and text != "-0"
+        and (lo <= int(text) <= hi)
+    )
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -94,11 +98,21 @@ def test_a_range_regex_grows_linearly_with_its_digits():
 def test_wide_integer_field_compiles_and_keeps_its_edges():
     # The audit's schema (a minute to compile before); its automaton spells exactly the range.
     top = 10**11
-    form = schema_form({"type": "object", "properties": {"n": {
-        "type": "integer", "minimum": 0, "maximum": top}}}, TOK)
+    form = schema_form(
+        {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": top}}},
+        TOK,
+    )
     auto = TokenAutomaton.from_regex(form["n"].regex, vocab_of(TOK))
-    for text, ok in [("0", True), (str(top), True), (str(top - 1), True), ("7", True),
-                     (str(top + 1), False), ("-1", False), ("012", False), ("-0", False)]:
+    for text, ok in [
+        ("0", True),
+        (str(top), True),
+        (str(top - 1), True),
+        ("7", True),
+        (str(top + 1), False),
+        ("-1", False),
+        ("012", False),
+        ("-0", False),
+    ]:
         assert auto.accepts_text(text, TOK) == ok, text
     assert auto.max_tokens() == len(str(top))
 
@@ -121,13 +135,19 @@ def test_pattern_size_counts_expanded_positions():
 @pytest.mark.parametrize(
     ("field", "message"),
     [
-        ({"type": "integer", "minimum": 0, "maximum": 10**400},
-         r"schema at \$\.n: range too wide to enforce \(a bound of 401 digits, at most "
-         rf"{MAX_NUMBER_DIGITS}\); narrow minimum/maximum"),
-        ({"type": "number", "maximum": 1e300},
-         r"schema at \$\.n: range too wide .*narrow minimum/maximum"),
-        ({"type": "string", "pattern": "(?:(?:[a-z]){1000}){200}"},
-         rf"schema at \$\.n: too large \(it expands to 200002 .* limit is {MAX_PATTERN_SIZE}\)"),
+        (
+            {"type": "integer", "minimum": 0, "maximum": 10**400},
+            r"schema at \$\.n: range too wide to enforce \(a bound of 401 digits, at most "
+            rf"{MAX_NUMBER_DIGITS}\); narrow minimum/maximum",
+        ),
+        (
+            {"type": "number", "maximum": 1e300},
+            r"schema at \$\.n: range too wide .*narrow minimum/maximum",
+        ),
+        (
+            {"type": "string", "pattern": "(?:(?:[a-z]){1000}){200}"},
+            rf"schema at \$\.n: too large \(it expands to 200002 .* limit is {MAX_PATTERN_SIZE}\)",
+        ),
     ],
 )
 def test_pathological_fields_are_refused_by_name(field, message):
@@ -142,3 +162,43 @@ def test_widest_allowed_range_still_compiles():
     regex = schema_regex({"type": "integer", "minimum": -top, "maximum": top})
     auto = TokenAutomaton.from_regex(regex, vocab_of(TOK))
     assert auto.accepts_text(str(-top), TOK) and not auto.accepts_text(str(top + 1), TOK)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"guided_json": {"type": "integer", "minimum": 0, "maximum": 10**400}},
+            "range too wide to enforce",
+        ),
+        ({"guided_regex": "(?:(?:[a-z]){1000}){200}"}, "too large"),
+    ],
+)
+def test_server_answers_400_for_a_constraint_too_large_to_compile(body, message):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    import torch
+    from fastapi.testclient import TestClient
+    from server_helpers import loaded, tiny_config
+
+    from unmask.model import Transformer
+    from unmask.server import create_app
+
+    torch.manual_seed(0)
+    app = create_app(loaded(Transformer(tiny_config(max_seq_len=64)).eval()))
+    with TestClient(app) as client:
+        r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 8, **body})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert message in err["message"] and "\n" not in err["message"], err
+        ok = client.post(
+            "/v1/completions",
+            json={
+                "prompt": "x",
+                "max_tokens": 4,
+                "steps": 2,
+                "guided_json": {"type": "integer", "minimum": 0, "maximum": 10**11},
+            },
+        )
+        assert ok.status_code == 200, ok.text
+        assert 0 <= int(ok.json()["choices"][0]["text"]) <= 10**11
