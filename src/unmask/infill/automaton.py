@@ -26,6 +26,7 @@ import hashlib
 import io
 import os
 import re
+import warnings
 import weakref
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -583,11 +584,16 @@ def _whole(pattern: str) -> str:
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
+_ENGINE_ESCAPES = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])|\\[ux]\{[0-9A-Fa-f]+\}")
+"""Escapes the engine reads and Python does not (``\\p{L}``, ``\\u{e9}``): one position each."""
+
+
 def pattern_size(pattern: str) -> int:
     """Positions (characters and classes) ``pattern`` spells once every counted repetition is
     written out (``(?:ab){3}`` is 6): the size of the automaton the engine starts from, known
     before it is built. Read with Python's parser, which agrees with the engine on the
-    syntax that matters here; the pattern's length where Python cannot parse it."""
+    syntax that matters here (the engine's own escapes count one position); the pattern's
+    length where Python cannot parse it."""
     import re._constants as c
     import re._parser as parser
 
@@ -606,7 +612,9 @@ def pattern_size(pattern: str) -> int:
         return total
 
     try:
-        return size(parser.parse(pattern))
+        with warnings.catch_warnings():  # Python's notes on the engine's syntax (``[a&&b]``)
+            warnings.simplefilter("ignore")
+            return size(parser.parse(_ENGINE_ESCAPES.sub("x", pattern)))
     except (re.error, RecursionError, OverflowError, ValueError, TypeError):
         return len(pattern)
 
