@@ -26,6 +26,7 @@ import hashlib
 import io
 import os
 import re
+import warnings
 import weakref
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,6 +48,10 @@ NEVER = 2**40
 """``distance_to_accept`` of a state from which no accepting state is reachable."""
 MAX_REPEAT = 1000
 """Largest bound of a ``{m,n}`` quantifier: larger ones make automata too big to use."""
+MAX_PATTERN_SIZE = 100_000
+"""Most positions a pattern may expand to (``pattern_size``): the bound on compile work that
+keeps one request from holding a worker for minutes (``a{1000}`` nested in ``{1000}`` is a
+million positions although each quantifier is under ``MAX_REPEAT``)."""
 
 
 @dataclass(eq=False)
@@ -149,11 +154,11 @@ class TokenAutomaton:
         moves = index.get_transitions()
         finals = set(index.get_final_states())
         # The sentinel token (id V + 1) leads to a final state exactly from the states where
-        # the user's pattern is matched (see ``_index``).
+        # the user's pattern is matched; the pattern starts after the start token (id V + 2)
+        # (see ``_index``).
         accept = [q for q, m in moves.items() if m.get(vocab.size + 1) in finals]
-        out = cls.from_transitions(
-            moves, index.get_initial_state(), accept, vocab.size, allowed, what=what
-        )
+        start = _pattern_start(moves, index.get_initial_state(), vocab, what)
+        out = cls.from_transitions(moves, start, accept, vocab.size, allowed, what=what)
         _disk_save(path, out)
         return out
 
@@ -552,6 +557,7 @@ def outlines_vocabulary(vocab: Vocab) -> Any:
     for i in np.nonzero(vocab.lengths > 0)[0].tolist():
         ids.setdefault(vocab.token_bytes(i), []).append(i)
     ids[SENTINEL.encode("utf-8")] = [vocab.size + 1]
+    ids[START.encode("utf-8")] = [vocab.size + 2]
     out = Vocabulary(vocab.size, ids)
     _OUTLINES_VOCABS[vocab] = out
     return out
@@ -559,6 +565,8 @@ def outlines_vocabulary(vocab: Vocab) -> Any:
 
 SENTINEL = "\U0010ffff"
 """A noncharacter appended to every pattern, with a token of its own (``_index``)."""
+START = "\U0010fffe"
+"""A second noncharacter put before every pattern, with a token of its own (``_index``)."""
 
 
 def _whole(pattern: str) -> str:
@@ -576,13 +584,55 @@ def _whole(pattern: str) -> str:
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
+_ENGINE_ESCAPES = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])|\\[ux]\{[0-9A-Fa-f]+\}")
+"""Escapes the engine reads and Python does not (``\\p{L}``, ``\\u{e9}``): one position each."""
+
+
+def pattern_size(pattern: str) -> int:
+    """Positions (characters and classes) ``pattern`` spells once every counted repetition is
+    written out (``(?:ab){3}`` is 6): the size of the automaton the engine starts from, known
+    before it is built. Read with Python's parser, which agrees with the engine on the
+    syntax that matters here (the engine's own escapes count one position); the pattern's
+    length where Python cannot parse it."""
+    import re._constants as c
+    import re._parser as parser
+
+    def size(items: Any) -> int:
+        total = 0
+        for op, av in items:
+            if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+                lo, hi, sub = av
+                total += size(sub) * max(1, lo if hi == c.MAXREPEAT else hi)
+            elif op in (c.SUBPATTERN, c.ATOMIC_GROUP):
+                total += size(av[-1])
+            elif op == c.BRANCH:
+                total += sum(size(b) for b in av[1])
+            elif op != c.AT:
+                total += 1
+        return total
+
+    try:
+        with warnings.catch_warnings():  # Python's notes on the engine's syntax (``[a&&b]``)
+            warnings.simplefilter("ignore")
+            return size(parser.parse(_ENGINE_ESCAPES.sub("x", pattern)))
+    except (re.error, RecursionError, OverflowError, ValueError, TypeError):
+        return len(pattern)
+
+
 def check_size(pattern: str, what: str = "regex") -> None:
-    """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``): its automaton
+    """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``) or a pattern
+    that expands to over ``MAX_PATTERN_SIZE`` positions (``pattern_size``): its automaton
     would take minutes to build and be too large to use."""
     for m in _QUANTIFIER.finditer(pattern):
         bound = max(int(m.group(1)), int(m.group(2) or 0))
         if bound > MAX_REPEAT:
             raise UserError(f"{what}: too large (quantifier {m.group(0)!r} over {MAX_REPEAT})")
+    n = pattern_size(pattern)
+    if n > MAX_PATTERN_SIZE:
+        raise UserError(
+            f"{what}: too large (it expands to {n} characters and classes, the limit is "
+            f"{MAX_PATTERN_SIZE}); shorten it or lower its repetition counts"
+        )
 
 
 def _index(pattern: str, vocab: Vocab, what: str) -> Any:
@@ -594,11 +644,19 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
     matches one byte late and the index mistakes that for a dead end. With a sentinel at the
     end no state but the last is ever a match, so every transition is kept; the states that
     accept the user's pattern are those the sentinel token leads from to the final state.
+
+    Why ``START`` in front: the engine's DFA also holds an unanchored start (a match may
+    begin anywhere), built in full although the index never reads it. For a counted
+    repetition (``[0-9]{20}``, every wide numeric range) that part tracks every digit a
+    match could have begun at, 2^20 sets: a range up to 10^18 took 13 s and each further
+    digit doubled it. A match that must begin with a character found nowhere else leaves
+    one such position at a time; the pattern's start is the state after the ``START`` token
+    (``_pattern_start``).
     """
     from outlines_core import Index
 
     try:
-        return Index(f"(?:{_whole(pattern)}){SENTINEL}", outlines_vocabulary(vocab))
+        return Index(f"{START}(?:{_whole(pattern)}){SENTINEL}", outlines_vocabulary(vocab))
     except ValueError as e:
         msg = str(e)
         if "incompatible" in msg:
@@ -612,6 +670,16 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
             pass
         raise UserError(f"{what}: the regex engine (outlines-core) rejects it ({reason}); "
                         "see docs/infill.md for the syntax") from None
+
+
+def _pattern_start(
+    moves: Mapping[int, Mapping[int, int]], initial: int, vocab: Vocab, what: str
+) -> int:
+    """The state where the user's pattern begins: the one the ``START`` token leads to."""
+    start = moves.get(initial, {}).get(vocab.size + 2)
+    if start is None:  # nothing follows START: no token sequence spells the pattern
+        raise UserError(f"{what}: no sequence of this tokenizer's tokens matches it")
+    return int(start)
 
 
 CACHE_ENV = "UNMASK_CACHE_DIR"
@@ -701,7 +769,8 @@ def check_regex(pattern: str, what: str = "regex") -> None:
     """``UserError`` for a regex the engine rejects or that is too large, before any tokenizer
     is loaded (compiled over the 256 single bytes)."""
     check_size(pattern, what)
-    _index(pattern, _BYTES, what)
+    index = _index(pattern, _BYTES, what)
+    _pattern_start(index.get_transitions(), index.get_initial_state(), _BYTES, what)
 
 
 def cached_automaton(tokenizer: Any, key: Any, build: Any) -> TokenAutomaton:

@@ -193,16 +193,25 @@ def _int_node(lo: int, hi: int) -> str:
 
 
 def _same_length(lo: str, hi: str) -> str:
-    """Digit strings s of ``len(lo) == len(hi)`` with ``lo <= s <= hi`` (numerically)."""
+    """Digit strings s of ``len(lo) == len(hi)`` with ``lo <= s <= hi`` (numerically).
+
+    A first digit whose rest may be anything (``lo``'s rest all zeros, ``hi``'s all nines)
+    joins the middle class, so only one branch recurses on each side: O(digits) branches.
+    Recursing into both (``0..9`` then ``00..99``...) doubled them per digit, and a range
+    up to 10^11 took a minute to compile."""
     if not lo:
         return ""
     if lo[0] == hi[0]:
         return lo[0] + _same_length(lo[1:], hi[1:])
     k = len(lo) - 1
-    parts = [lo[0] + _same_length(lo[1:], "9" * k)]
-    if int(hi[0]) - int(lo[0]) > 1:
-        parts.append(f"[{int(lo[0]) + 1}-{int(hi[0]) - 1}]" + _rep(DIGIT, k, k))
-    parts.append(hi[0] + _same_length("0" * k, hi[1:]))
+    low_free, high_free = lo[1:] == "0" * k, hi[1:] == "9" * k
+    first, last = int(lo[0]) + (not low_free), int(hi[0]) - (not high_free)
+    parts = [] if low_free else [lo[0] + _same_length(lo[1:], "9" * k)]
+    if first <= last:
+        digit = str(first) if first == last else f"[{first}-{last}]"
+        parts.append(digit + (_rep(DIGIT, k, k) if k else ""))
+    if not high_free:
+        parts.append(hi[0] + _same_length("0" * k, hi[1:]))
     return _alt(*parts)
 
 

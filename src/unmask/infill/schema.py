@@ -44,6 +44,11 @@ no range keyword at all (``{"type": "integer"}``) lies in -999999..999999: witho
 left-to-right (causal) fill never has to stop, and greedy decoding wrote digits to the hole's
 full width (33 of them). A schema's own ``minimum`` / ``maximum`` widen (or narrow) it."""
 
+MAX_NUMBER_DIGITS = 40
+"""Most digits a numeric range's bounds may have: a range compiles to a regex of a few
+branches per digit (``unmask.infill.forms.int_range``), cheap up to here; wider ranges
+(``"maximum": 1e300``) are refused by name rather than compiled slowly."""
+
 ENFORCED = {
     "type",
     "properties",
@@ -379,6 +384,12 @@ def _number_bounds(node: Mapping[str, Any], path: str) -> tuple[int, int] | None
     hi = min(highs) if highs else lo + span
     if hi < lo:
         raise UserError(f"{_where(path)}: no integer-bounded value lies in its range")
+    digits = max(len(str(abs(lo))), len(str(abs(hi))))
+    if digits > MAX_NUMBER_DIGITS:
+        raise UserError(
+            f"{_where(path)}: range too wide to enforce (a bound of {digits} digits, at most "
+            f"{MAX_NUMBER_DIGITS}); narrow minimum/maximum"
+        )
     return lo, hi
 
 
