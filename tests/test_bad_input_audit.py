@@ -228,9 +228,11 @@ def test_server_answers_400_for_what_it_found_late_and_keeps_serving(runs):
         assert r.status_code == 200
     latent = create_app(load(runs["latent-diffusion"]), access_log=False)
     with TestClient(latent, raise_server_exceptions=False) as c:
-        # the decoder refuses a prompt at its start: a plain 400, not a 200 stream of an error
-        r = c.post("/v1/completions", json={"prompt": "the", "max_tokens": 8, "stream": True})
+        # the decoder refuses a prompt at its start: a plain 400 (streamed: the error event)
+        r = c.post("/v1/completions", json={"prompt": "the", "max_tokens": 24})
         assert "takes no prompt" in shape(r)
+        r = c.post("/v1/completions", json={"prompt": "the", "max_tokens": 24, "stream": True})
+        assert r.status_code == 200 and "takes no prompt" in r.text
         r = c.post("/v1/forms", json={"schema": {"type": "integer"}})
         assert "commit loop" in shape(r)
         r = c.post("/v1/completions", json={"prompt": "", "max_tokens": 8, "steps": 2})

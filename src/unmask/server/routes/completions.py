@@ -239,10 +239,10 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     job, ids = prepare(state, req, prompts, encode)
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
                   created=int(time.time()), chat=chat, ids=ids)
-    if req.stream:  # an error the decoder finds at its start is still a plain JSON 400
+    if req.stream:  # headers at once (the first step may take long); a decoder's refusal at
+        # its start arrives as the stream's error event
         return await stream_job(state, request, job,
-                                GenerationEvents(state, request, req, job, reply),
-                                first_step=True)
+                                GenerationEvents(state, request, req, job, reply))
     submit(state, job)
     out: GenOutput = await wait(state, job, request)
     stops = req.stops()
