@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,26 @@ def test_a_new_run_that_fails_before_its_checkpoint_leaves_no_folder(runs, tmp_p
     pairs.write_text(json.dumps({"prompt": "the cat", "response": "sat"}) + "\n")
     assert cli.main(argv) == 0  # the same --out, now a fine run
     assert (out / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_the_library_train_refuses_as_the_cli_does_and_leaves_no_folder(runs, tmp_path):
+    """``unmask.train.train`` itself checks the numbers and the --init family, and a new run
+    it refuses after making the run folder leaves no folder behind."""
+    from unmask.train import train
+
+    base = TrainConfig(data=str(runs["data"]), preset="tiny", seq_len=24, batch_size=2,
+                       steps=1, warmup=1, eval_every=0, device="cpu")  # fmt: skip
+    out = tmp_path / "new" / "run"
+    cases = [
+        ({"lr": -1.0}, "lr=-1.0 must be in [0, inf)"),
+        ({"init": str(runs["embed-diffusion"])}, "continues only as embed-diffusion"),
+        ({"grad_accum": 3}, "grad_accum=3"),  # refused after the run folder was made
+    ]
+    for change, words in cases:
+        with pytest.raises(UserError, match=re.escape(words)):
+            train(dataclasses.replace(base, out=str(out), **change), progress=False)
+        assert not (tmp_path / "new").exists(), change
+    assert (train(dataclasses.replace(base, out=str(out)), progress=False) / "checkpoint").is_dir()
 
 
 def test_distill_refuses_a_corpus_of_another_tokenizer(runs, tmp_path, capsys):

@@ -31,6 +31,7 @@ Inside: ``train`` (Python API), ``build_model_config``, ``lr_at``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -187,7 +188,17 @@ def train(
     SIGINT/SIGTERM stop the run at the next step (a second signal at once), after an atomic
     checkpoint of the steps done, and raise ``TrainingStopped`` (a ``KeyboardInterrupt``).
     """
-    with StopFlag(Path(config.out) if config.out else None) as flag:
+    from unmask.run_checks import check_init_family, check_out, check_train_numbers, no_empty_run
+
+    check_train_numbers(config)
+    check_out(config.out)
+    if not resume:
+        check_init_family(config.init, config.objective)
+    # A new run that fails before its first checkpoint (a refusal, Ctrl-C) leaves no folder:
+    # one half made would make the next try fail with "already exists". Only rank 0 made it.
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    fresh = no_empty_run(config.out) if not resume and main_rank else contextlib.nullcontext()
+    with fresh, StopFlag(Path(config.out) if config.out else None) as flag:
         return _train(config, resume=resume, progress=progress, flag=flag,
                       name_setting=name_setting)
 

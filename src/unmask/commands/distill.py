@@ -152,8 +152,8 @@ def _check_corpus(teacher: str, data: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unmask.commands.run_checks import check_out, check_train_numbers, no_empty_run
     from unmask.distill import distill
+    from unmask.run_checks import check_out, check_train_numbers, no_empty_run
     from unmask.train_guards import TrainingStopped
 
     try:

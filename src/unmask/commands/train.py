@@ -103,7 +103,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unmask.commands.run_checks import (
+    from unmask.run_checks import (
         check_init_family,
         check_out,
         check_train_numbers,

@@ -1,4 +1,5 @@
-"""What ``unmask train`` and ``unmask distill`` check before a run, and clean after one.
+"""What a training run (``unmask.train.train``, hence ``unmask train`` and ``unmask distill``)
+checks before it starts, and cleans after it fails.
 
 - ``check_train_numbers``: the optimiser's numbers in range (a negative ``--lr`` or a
   ``--beta2`` of 1 would fail inside torch with a traceback, or train nothing).
