@@ -8,6 +8,7 @@ mode, RoPE theta, ...) lives in ``ModelConfig`` and is stored with the checkpoin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass, field, fields
@@ -775,24 +776,42 @@ def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
     return from_dict(cls, data, source=str(p))
 
 
+@functools.cache
+def _top_level_classes(filename: str) -> dict[str, Any]:
+    """Name -> ``ast.ClassDef`` of the classes at the top of a source file, parsed once."""
+    import ast
+
+    tree = ast.parse(Path(filename).read_text(encoding="utf-8"))
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
 def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a dataclass (the string literal under each field)."""
+    """The attribute docstrings of a dataclass (the string literal under each field).
+
+    Each module's source is parsed once: ``inspect.getsource`` of a class parses its whole
+    module again on every call, and the CLI's parser asks for ten classes (~1 s of every
+    ``unmask`` start, ``--help`` included)."""
     import ast
     import inspect
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
+    node = None
+    filename = inspect.getsourcefile(cls)
+    if filename and cls.__qualname__ == cls.__name__:
+        node = _top_level_classes(filename).get(cls.__name__)
+    if node is None:  # nested or not found: the general (slow) path
+        node = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    body = node.body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for prev, node in zip(body, body[1:], strict=False):
+    for prev, doc in zip(body, body[1:], strict=False):
         if (
             isinstance(prev, ast.AnnAssign)
             and isinstance(prev.target, ast.Name)
-            and isinstance(node, ast.Expr)
-            and isinstance(node.value, ast.Constant)
-            and isinstance(node.value.value, str)
+            and isinstance(doc, ast.Expr)
+            and isinstance(doc.value, ast.Constant)
+            and isinstance(doc.value.value, str)
         ):
-            docs[prev.target.id] = " ".join(node.value.value.split())
+            docs[prev.target.id] = " ".join(doc.value.value.split())
     return docs
 
 
