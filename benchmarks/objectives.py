@@ -33,9 +33,10 @@ split):
 - a ``unigram`` row: samples drawn from the training unigram, the floor every family must beat
   in generative perplexity;
 - infill exact match (``infill EM``): ``--infill-n`` held-out windows of ``seq-len`` tokens
-  with one span of ``--infill-span`` tokens masked (``benchmarks/infill.py``'s
-  ``make_samples``), refilled with ``sample-steps`` steps by the models that can condition on
-  both sides (mdlm: LLaDA low-confidence, sedd: analytic, embed-diffusion: replacement);
+  with one span of ``--infill-span`` tokens masked (``unmask.gapset.make_gap_set``, the gaps
+  of ``benchmarks/infill.py``), refilled with ``sample-steps`` steps by the models that can
+  condition on both sides (mdlm: LLaDA low-confidence, sedd: analytic, embed-diffusion:
+  replacement);
 - sampling tokens/s, and with ``--step-sweep`` the generative perplexity, entropy and
   sampling seconds at 1/16, 1/4 and 1/2 of ``sample-steps`` too: from them, each diffusion
   row's setting whose sampling time is closest to ``ar``'s (``equal_time``: quality at equal
@@ -299,9 +300,9 @@ def unigram_samples(data: Path, nll: np.ndarray, args: argparse.Namespace) -> di
 
 def infill_exact_match(run: Path, data: Path, args: argparse.Namespace) -> float | None:
     """Share of held-out spans refilled exactly (``INFILL`` objectives; None for the others)."""
-    from infill import make_samples  # benchmarks/infill.py, beside this script
-
     from unmask.canvas import Canvas
+    from unmask.data import SPLIT_BLOCK
+    from unmask.gapset import make_gap_set
     from unmask.sampling import sample as llada_sample
     from unmask.sampling import sample_sedd
     from unmask.sampling.continuous import EmbedRun
@@ -314,8 +315,8 @@ def infill_exact_match(run: Path, data: Path, args: argparse.Namespace) -> float
         return None
     val = TokenDataset(data, "val")
     span = args.infill_span
-    rows = make_samples(val, loaded.tokenizer, window=args.seq_len, spans=[span],
-                        n=args.infill_n, seed=0)[span]  # fmt: skip
+    rows = make_gap_set(val, loaded.tokenizer, window=args.seq_len, spans=[span],
+                        n=args.infill_n, seed=0, block=SPLIT_BLOCK)[span]  # fmt: skip
     steps = args.sample_steps or span
     hits = 0
     for r in rows:
