@@ -62,7 +62,7 @@ OpenWebText (22.98 vs 17.54; Sahoo et al. 2024) and BD3-LM with blocks of 4 is 1
     python benchmarks/objectives.py [--steps 2000] [--preset demo] [--seq-len 128] [--batch-size 16]
     python benchmarks/objectives.py --quick          # a smoke test (~1 min on 2 CPU cores)
     python benchmarks/objectives.py --preset bench --vocab-size 1024 --steps 600 --seq-len 64 \
-        --gen-length 56 --only ar,mdlm,bd3lm-16,embed,latent --step-sweep --work WORK \
+        --gen-length 48 --only ar,mdlm,bd3lm-16,embed,latent --step-sweep --work WORK \
         --plot out.png
 
 By default the packaged demo corpus (the World English Bible) is prepared into a temporary
@@ -479,6 +479,19 @@ def fmt(v: float | None, spec: str) -> str:
     return format(v, spec)
 
 
+def check_sampling(args: argparse.Namespace, runs: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Refuse at once the sampling settings a family would refuse after its training (hours
+    into a long run): block diffusion samples whole blocks, a latent model whole windows."""
+    for name, objective, extra in runs:
+        block = extra.get("block_size")
+        if block and args.gen_length % block:
+            raise UserError(f"{name} samples whole blocks of {block} tokens: --gen-length "
+                            f"({args.gen_length}) must be a multiple of it")  # fmt: skip
+        if objective == "latent-diffusion" and args.gen_length > args.seq_len:
+            raise UserError(f"{name} samples windows of --seq-len ({args.seq_len}) tokens; "
+                            f"--gen-length ({args.gen_length}) cannot exceed it")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -582,6 +595,7 @@ def main() -> None:
         runs = [r for r in RUNS if r[0] in wanted]
         if "ar" not in wanted and not args.work:
             runs = [RUNS[0], *runs]  # the ratios need it (with --work: a later full rerun)
+    check_sampling(args, runs)
     warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
     scorer = load_scorer()
 
