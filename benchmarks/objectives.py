@@ -789,7 +789,7 @@ def main() -> None:
     if args.plot:
         plot(rows, Path(args.plot), f"preset {args.preset}, {args.steps} steps x "
              f"{args.batch_size} x {args.seq_len} tokens each, gen {args.gen_samples}x"
-             f"{args.gen_length}")  # fmt: skip
+             f"{args.gen_length} after {args.prompt_len} held-out tokens")  # fmt: skip
         print(f"wrote {args.plot}", file=sys.stderr)
 
 
