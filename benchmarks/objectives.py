@@ -13,9 +13,14 @@ split):
   is a complete model of the window too); ``mdlm`` / ``bd3lm`` report their ELBO and ``sedd``
   its DWDSE bound with the prior term (``unmask.sedd``), each averaged over ``eval-repeats``
   noise draws; the ratio of each perplexity bound to the ``ar`` perplexity;
-- generative perplexity of ``gen-samples`` samples of ``gen-length`` tokens (after an EOS,
-  the document separator) under the reference scorer (``unmask.scoring``; the column is
-  skipped when it is not installed), the unigram entropy of those samples, and the NFE it took:
+- generative perplexity of ``gen-samples`` samples of ``gen-length`` tokens under the
+  reference scorer (``unmask.scoring``; the column is skipped when it is not installed), the
+  unigram entropy of those samples, how many are broken (a special token or undecodable bytes,
+  U+FFFD: junk the scorer can rate well) and the NFE it took. Each sample continues
+  ``--prompt-len`` tokens of held-out text, the start of a different validation window (the
+  same prompts for every family; the demo corpus is one document, so a start after an EOS
+  would be a context no model saw); the continuation alone is scored. Latent diffusion takes
+  no prompt: it samples whole windows, whose first ``gen-length`` tokens are kept. Samplers:
   ``ar`` one forward per token, the diffusion models ``sample-steps`` steps (``mdlm`` LLaDA's
   loop with random remasking at temperature 1, i.e. ancestral sampling; ``bd3lm`` block by
   block; ``sedd`` the analytic sampler);
@@ -28,9 +33,10 @@ split):
 - a ``unigram`` row: samples drawn from the training unigram, the floor every family must beat
   in generative perplexity;
 - infill exact match (``infill EM``): ``--infill-n`` held-out windows of ``seq-len`` tokens
-  with one span of ``--infill-span`` tokens masked (``benchmarks/infill.py``'s
-  ``make_samples``), refilled with ``sample-steps`` steps by the models that can condition on
-  both sides (mdlm: LLaDA low-confidence, sedd: analytic, embed-diffusion: replacement);
+  with one span of ``--infill-span`` tokens masked (``unmask.gapset.make_gap_set``, the gaps
+  of ``benchmarks/infill.py``), refilled with ``sample-steps`` steps by the models that can
+  condition on both sides (mdlm: LLaDA low-confidence, sedd: analytic, embed-diffusion:
+  replacement);
 - sampling tokens/s, and with ``--step-sweep`` the generative perplexity, entropy and
   sampling seconds at 1/16, 1/4 and 1/2 of ``sample-steps`` too: from them, each diffusion
   row's setting whose sampling time is closest to ``ar``'s (``equal_time``: quality at equal
@@ -43,7 +49,11 @@ a small model's step, cheaper), ``--plot`` writes a PNG (bits/byte of the famili
 bound; gen ppl against sampling seconds). ``--work DIR`` keeps the runs and each finished
 row there: rerun the same command to resume after an interruption (finished families are
 skipped), or run parts side by side (``--only latent`` in a second process; then one rerun
-with all of them prints the table).
+with all of them prints the table). Each family checkpoints every ``--save-every`` steps:
+stopped by Ctrl-C or SIGTERM (it saves first) or killed, a rerun continues its run from the
+last checkpoint with ``unmask train``'s resume, so it ends as an uninterrupted one would; a
+finished run is never retrained, so a rerun with other measurement options (samples, prompt
+length, steps of the sweep) measures the same models afresh (``train_run``).
 
 The published anchors are printed next to ours: MDLM's bound is 1.31× the AR perplexity on
 OpenWebText (22.98 vs 17.54; Sahoo et al. 2024) and BD3-LM with blocks of 4 is 1.24× on LM1B
@@ -52,7 +62,8 @@ OpenWebText (22.98 vs 17.54; Sahoo et al. 2024) and BD3-LM with blocks of 4 is 1
     python benchmarks/objectives.py [--steps 2000] [--preset demo] [--seq-len 128] [--batch-size 16]
     python benchmarks/objectives.py --quick          # a smoke test (~1 min on 2 CPU cores)
     python benchmarks/objectives.py --preset bench --vocab-size 1024 --steps 600 --seq-len 64 \
-        --only ar,mdlm,bd3lm-16,embed,latent --step-sweep --work WORK --plot out.png
+        --gen-length 48 --only ar,mdlm,bd3lm-16,embed,latent --step-sweep --work WORK \
+        --plot out.png
 
 By default the packaged demo corpus (the World English Bible) is prepared into a temporary
 directory as ``unmask demo --train`` does; ``--data DIR`` reuses a prepared dataset.
@@ -65,6 +76,7 @@ import argparse
 import gzip
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -76,7 +88,7 @@ import numpy as np
 import torch
 
 from unmask import api
-from unmask.checkpoint import load
+from unmask.checkpoint import checkpoint_dir, load
 from unmask.commands.demo import DemoTrainPlan, asset_path
 from unmask.config import MODEL_PRESETS, SampleConfig, TrainConfig
 from unmask.data import TokenDataset, prepare
@@ -84,7 +96,9 @@ from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss, unigram_entropy
 from unmask.files import atomic_write_text
 from unmask.sampling import decode_generations, generate, generate_ar, generate_sedd, sample_blocks
-from unmask.train import train
+from unmask.sampling.protocol import cut_at_eos
+from unmask.train import load_train_config, train
+from unmask.train_guards import saved_progress
 
 RUNS: list[tuple[str, str, dict[str, Any]]] = [
     ("ar", "ar", {}),
@@ -109,6 +123,12 @@ BENCH_PRESET = dict(d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len
 """``--preset bench``: between ``tiny`` (d_model 32, 2 layers) and ``demo`` (256, 6 layers),
 sized so that all five families train several hundred steps each in ~45 minutes on two busy
 CPU cores (most of a step is the 4,096-way output layer, so depth costs little)."""
+PLAN_FIELDS = ("preset", "objective", "seq_len", "batch_size", "steps", "lr", "warmup", "seed")
+"""The ``TrainConfig`` fields this script sets (with each run's extras): a run in ``--work``
+trained to other values is not this plan's, and is refused rather than reused or extended."""
+PLAN_EXTRAS = {"bd3lm": ("block_size",), "sedd": ("sedd_graph",),
+               "latent-ae": ("latent_len",), "latent-diffusion": ("latent_len",)}  # fmt: skip
+"""The objective's own settings among them (``RUNS``' extras)."""
 QUICK = dict(
     preset="tiny",
     steps=20,
@@ -119,6 +139,7 @@ QUICK = dict(
     eval_repeats=1,
     gen_samples=2,
     gen_length=16,
+    prompt_len=4,
     infill_n=2,
     corpus_lines=3000,
     vocab_size=512,
@@ -184,20 +205,52 @@ def held_out_bound(
     }
 
 
-def sample(run: Path, name: str, args: argparse.Namespace, steps: int | None = None) -> dict:
-    """``gen_samples`` samples of ``gen_length`` tokens after an EOS with the model's own
-    sampler (``steps`` diffusion steps, default ``sample-steps``)."""
+def held_out_prompts(data: Path, n: int, prompt_len: int, seq_len: int) -> list[list[int]]:
+    """``n`` prompts of ``prompt_len`` tokens: the starts of ``n`` different held-out windows
+    of ``seq_len`` tokens, spread evenly over the validation split (deterministic, the same
+    for every family). The samples continue held-out text: the demo corpus is one document,
+    so a start after an EOS (the document separator) is a context no model trained on."""
+    val = TokenDataset(data, "val")
+    total = val.num_windows(seq_len)
+    if total < n:
+        raise UserError(f"the validation split has {total} windows of {seq_len}; {n} samples "
+                        f"need one each (fewer --gen-samples)")  # fmt: skip
+    picks = {round(i * total / n) for i in range(n)}
+    starts = [w for i, (w, _) in enumerate(zip(val.windows(seq_len), range(total), strict=False))
+              if i in picks]  # fmt: skip
+    return [[int(t) for t in w[:prompt_len]] for w in starts]
+
+
+def is_broken(ids: list[int], text: str, tok: Any) -> bool:
+    """A sample that is not text: it holds a special token ([MASK], [PAD], [BOS], ...) or
+    bytes that do not decode (U+FFFD). The scorer can rate such junk well (it predicts runs
+    of U+FFFD easily), so the table counts them beside the gen ppl."""
+    return "\ufffd" in text or any(tok.is_special(i) for i in ids)
+
+
+def sample(
+    run: Path,
+    name: str,
+    args: argparse.Namespace,
+    prompts: list[list[int]],
+    steps: int | None = None,
+) -> dict:
+    """``gen_samples`` continuations of ``gen_length`` tokens of ``prompts`` (held-out text,
+    ``held_out_prompts``) with the model's own sampler (``steps`` diffusion steps, default
+    ``sample-steps``); a latent model takes no prompt and samples whole windows, whose first
+    ``gen_length`` tokens are kept. Only the continuations are decoded, scored and counted."""
     loaded = load(run)
     model, tok, cfg = loaded.model.eval(), loaded.tokenizer, loaded.config
-    prompts = [[cfg.eos_id]] * args.gen_samples
     steps = steps or args.sample_steps or args.gen_length
     gen = torch.Generator().manual_seed(0)
     ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
     t0 = time.perf_counter()
+    sampled = args.gen_length
     if cfg.objective in CONTINUOUS:  # the one decoding path; a latent model takes no prompt
         if cfg.objective == "latent-diffusion":
-            prompts = [[]] * args.gen_samples
-        sc = SampleConfig(gen_length=args.gen_length, steps=steps, seed=0)
+            prompts = [[]] * len(prompts)
+            sampled = cfg.latent_window or sampled  # it writes whole windows
+        sc = SampleConfig(gen_length=sampled, steps=steps, seed=0)
         res = api.start(loaded, prompts, sc).run()
     elif cfg.attention == "causal":
         res = generate_ar(
@@ -223,9 +276,12 @@ def sample(run: Path, name: str, args: argparse.Namespace, steps: int | None = N
         )
         res = generate(model, prompts, sc, generator=gen, **ids)
     seconds = time.perf_counter() - t0
-    texts = decode_generations(res.gen_ids, tok, cfg.eos_id)
-    cut = [ids_[: ids_.index(cfg.eos_id)] if cfg.eos_id in ids_ else ids_ for ids_ in res.gen_ids]
-    return {"texts": texts, "nfe": res.nfe, "seconds": seconds, "entropy": unigram_entropy(cut)}
+    gen = [list(g)[: args.gen_length] for g in res.gen_ids]
+    cut = [cut_at_eos(g, cfg.eos_id) for g in gen]
+    texts = decode_generations(gen, tok, cfg.eos_id)
+    return {"texts": texts, "nfe": res.nfe, "seconds": seconds, "entropy": unigram_entropy(cut),
+            "broken": sum(is_broken(g, t, tok) for g, t in zip(cut, texts, strict=True)),
+            "tokens": len(gen) * sampled}  # fmt: skip
 
 
 def unigram_samples(data: Path, nll: np.ndarray, args: argparse.Namespace) -> dict:
@@ -237,14 +293,16 @@ def unigram_samples(data: Path, nll: np.ndarray, args: argparse.Namespace) -> di
     g = torch.Generator().manual_seed(0)
     rows = torch.multinomial(p, args.gen_samples * args.gen_length, replacement=True, generator=g)
     rows = rows.view(args.gen_samples, args.gen_length).tolist()
-    return {"texts": [tok.decode(r) for r in rows], "entropy": unigram_entropy(rows)}
+    texts = [tok.decode(r) for r in rows]
+    broken = sum(is_broken(r, t, tok) for r, t in zip(rows, texts, strict=True))
+    return {"texts": texts, "entropy": unigram_entropy(rows), "broken": broken}
 
 
 def infill_exact_match(run: Path, data: Path, args: argparse.Namespace) -> float | None:
     """Share of held-out spans refilled exactly (``INFILL`` objectives; None for the others)."""
-    from infill import make_samples  # benchmarks/infill.py, beside this script
-
     from unmask.canvas import Canvas
+    from unmask.data import SPLIT_BLOCK
+    from unmask.gapset import make_gap_set
     from unmask.sampling import sample as llada_sample
     from unmask.sampling import sample_sedd
     from unmask.sampling.continuous import EmbedRun
@@ -257,8 +315,8 @@ def infill_exact_match(run: Path, data: Path, args: argparse.Namespace) -> float
         return None
     val = TokenDataset(data, "val")
     span = args.infill_span
-    rows = make_samples(val, loaded.tokenizer, window=args.seq_len, spans=[span],
-                        n=args.infill_n, seed=0)[span]  # fmt: skip
+    rows = make_gap_set(val, loaded.tokenizer, window=args.seq_len, spans=[span],
+                        n=args.infill_n, seed=0, block=SPLIT_BLOCK)[span]  # fmt: skip
     steps = args.sample_steps or span
     hits = 0
     for r in rows:
@@ -281,8 +339,46 @@ def infill_exact_match(run: Path, data: Path, args: argparse.Namespace) -> float
 
 def _resume_key(args: argparse.Namespace) -> str:
     """The arguments a finished row depends on (a rerun with others measures afresh)."""
-    skip = {"only", "json", "plot", "work", "threads"}
+    skip = {"only", "json", "plot", "work", "threads", "save_every", "train_eval_every"}
     return json.dumps({k: v for k, v in sorted(vars(args).items()) if k not in skip})
+
+
+def train_run(cfg: TrainConfig) -> Path:
+    """Train ``cfg``'s run in ``cfg.out``, picking up what an earlier process left there.
+
+    No checkpoint yet: a fresh run (a folder stopped before its first save holds nothing to
+    keep and is cleared). A checkpoint short of ``cfg.steps``: the run continues with
+    ``unmask.train``'s own resume, on its saved plan, so it ends where an uninterrupted run
+    would have. A checkpoint at ``cfg.steps``: kept as it is, so changing only how the rows are
+    measured never retrains. A run trained to another plan (``PLAN_FIELDS``, the objective's
+    extras) is refused: extending it would not equal a fresh run of this plan. SIGINT/SIGTERM
+    save a checkpoint and raise ``TrainingStopped`` (``unmask.train``)."""
+    run = Path(cfg.out)
+    if not ((run / "checkpoint").is_dir() or (run / ".checkpoint.old").is_dir()):
+        if run.exists():
+            print(f"{run}: no checkpoint yet, starting it afresh", file=sys.stderr, flush=True)
+            shutil.rmtree(run)
+        return train(cfg, progress=False)
+    ckpt = checkpoint_dir(run)
+    saved = load_train_config(run / "train_config.json")
+    fields = [*PLAN_FIELDS, *PLAN_EXTRAS.get(cfg.objective, ())]
+    diff = [f"{f}={getattr(saved, f)!r} (asked {getattr(cfg, f)!r})" for f in fields
+            if getattr(saved, f) != getattr(cfg, f)]  # fmt: skip
+    if diff:
+        raise UserError(f"{run} was trained with {', '.join(diff)}: use another --work")
+    step = saved_progress(ckpt).step
+    if step >= cfg.steps:
+        return run
+    print(f"{run}: resuming at step {step} of {cfg.steps}", file=sys.stderr, flush=True)
+    return train(replace(saved, out=cfg.out, threads=cfg.threads, device=cfg.device),
+                 resume=True, progress=False)  # fmt: skip
+
+
+def train_seconds(run: Path) -> float:
+    """Training seconds of a run over all its sessions (its checkpoint's ``train_seconds``;
+    the last logged ``elapsed_s`` for a checkpoint that lacks it)."""
+    seconds = saved_progress(checkpoint_dir(run)).train_seconds
+    return seconds or _train_seconds(run)
 
 
 def _points(row: dict) -> list[dict]:
@@ -383,6 +479,19 @@ def fmt(v: float | None, spec: str) -> str:
     return format(v, spec)
 
 
+def check_sampling(args: argparse.Namespace, runs: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Refuse at once the sampling settings a family would refuse after its training (hours
+    into a long run): block diffusion samples whole blocks, a latent model whole windows."""
+    for name, objective, extra in runs:
+        block = extra.get("block_size")
+        if block and args.gen_length % block:
+            raise UserError(f"{name} samples whole blocks of {block} tokens: --gen-length "
+                            f"({args.gen_length}) must be a multiple of it")  # fmt: skip
+        if objective == "latent-diffusion" and args.gen_length > args.seq_len:
+            raise UserError(f"{name} samples windows of --seq-len ({args.seq_len}) tokens; "
+                            f"--gen-length ({args.gen_length}) cannot exceed it")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
@@ -411,6 +520,12 @@ def main() -> None:
     ap.add_argument("--gen-samples", type=int, default=16, help="samples per model (default: 16)")
     ap.add_argument("--gen-length", type=int, default=64, help="tokens per sample (default: 64)")
     ap.add_argument(
+        "--prompt-len",
+        type=int,
+        default=8,
+        help="held-out tokens each sample continues (a different window per sample; default: 8)",
+    )
+    ap.add_argument(
         "--sample-steps",
         type=int,
         default=None,
@@ -433,6 +548,19 @@ def main() -> None:
         "--work",
         help="keep the runs and finished rows in DIR; a rerun with the same arguments skips "
         "the families measured already (resume after an interruption)",
+    )
+    ap.add_argument(
+        "--save-every",
+        type=int,
+        default=200,
+        help="checkpoint every N steps, so an interrupted family resumes there (default: 200)",
+    )
+    ap.add_argument(
+        "--train-eval-every",
+        type=int,
+        default=0,
+        help="validate every N steps while training, for the curves in each run's "
+        "metrics.jsonl (default: 0 = only at the end)",
     )
     ap.add_argument("--plot", help="also write a PNG of the comparison here")
     ap.add_argument(
@@ -467,6 +595,7 @@ def main() -> None:
         runs = [r for r in RUNS if r[0] in wanted]
         if "ar" not in wanted and not args.work:
             runs = [RUNS[0], *runs]  # the ratios need it (with --work: a later full rerun)
+    check_sampling(args, runs)
     warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
     scorer = load_scorer()
 
@@ -484,13 +613,14 @@ def main() -> None:
         done_dir = work / "rows"  # one finished row per file: a rerun with --work skips them
         done_dir.mkdir(parents=True, exist_ok=True)
         key = _resume_key(args)
+        prompts = held_out_prompts(data, args.gen_samples, args.prompt_len, args.seq_len)
         for name, objective, extra in runs:
             done = done_dir / f"{name}.json"
             if done.exists() and json.loads(done.read_text()).get("key") == key:
                 print(f"{name}: measured already ({done})", file=sys.stderr, flush=True)
                 rows.append(json.loads(done.read_text())["row"])
                 continue
-            print(f"training {name} ...", file=sys.stderr, flush=True)
+            print(f"training {name} (or resuming it) ...", file=sys.stderr, flush=True)
             cfg = TrainConfig(
                 data=str(data),
                 out=str(work / name),
@@ -501,9 +631,9 @@ def main() -> None:
                 steps=args.steps,
                 lr=args.lr,
                 warmup=warmup,
-                eval_every=0,
-                eval_batches=1,
-                save_every=0,
+                eval_every=args.train_eval_every,
+                eval_batches=4 if args.train_eval_every else 1,
+                save_every=args.save_every,
                 log_every=10,
                 seed=0,
                 threads=args.threads,
@@ -512,30 +642,30 @@ def main() -> None:
             seconds, tokens = 0.0, 0
             if objective in STAGE1:  # --ae-fraction of the budget for the autoencoder
                 half = max(1, round(args.steps * args.ae_fraction))
-                first = train(replace(cfg, objective=STAGE1[objective], steps=half,
-                                      out=str(work / f"{name}-ae")), progress=False)  # fmt: skip
-                seconds += _train_seconds(first)
+                first = train_run(replace(cfg, objective=STAGE1[objective], steps=half,
+                                          out=str(work / f"{name}-ae")))  # fmt: skip
+                seconds += train_seconds(first)
                 tokens += half * args.batch_size * args.seq_len
                 cfg = replace(cfg, steps=args.steps - half, init=str(first))
-            run = train(cfg, progress=False)
+            run = train_run(cfg)
             metrics = [
                 json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()
             ]
             train_recs = [m for m in metrics if "tokens_per_s" in m]
             params = next(m["params"] for m in metrics if m.get("event") == "start")
-            seconds += _train_seconds(run)
+            seconds += train_seconds(run)
             tokens += cfg.steps * args.batch_size * args.seq_len
             bound = held_out_bound(run, objective, data, args, first_nll)
-            samples = sample(run, name, args)
+            samples = sample(run, name, args, prompts)
             continuous = objective in CONTINUOUS
             sweep: dict[str, dict] = {}
             if args.step_sweep and objective != "ar":
                 full = args.sample_steps or args.gen_length
                 for steps in sorted({max(1, full // 16), max(1, full // 4), max(1, full // 2)}):
-                    s = sample(run, name, args, steps)
+                    s = sample(run, name, args, prompts, steps)
                     sweep[str(steps)] = {"gen_ppl": gen_ppl(s["texts"], scorer),
                                          "entropy": s["entropy"], "seconds": s["seconds"],
-                                         "nfe": s["nfe"]}  # fmt: skip
+                                         "nfe": s["nfe"], "broken": s["broken"]}  # fmt: skip
             rows.append(
                 {
                     "name": name,
@@ -551,10 +681,12 @@ def main() -> None:
                     "gen_ppl": gen_ppl(samples["texts"], scorer),
                     "gen_ppl_by_steps": sweep,
                     "gen_entropy": samples["entropy"],
+                    "gen_broken": samples["broken"],
+                    "prompted": objective != "latent-diffusion",
                     "nfe": samples["nfe"],
                     "sample_steps_full": args.sample_steps or args.gen_length,
                     "sample_seconds": samples["seconds"],
-                    "sample_tokens_per_s": args.gen_samples * args.gen_length / samples["seconds"],
+                    "sample_tokens_per_s": samples["tokens"] / samples["seconds"],
                     "infill_exact_match": infill_exact_match(run, data, args),
                     "sample": samples["texts"][0],
                 }
@@ -562,7 +694,8 @@ def main() -> None:
             atomic_write_text(done, json.dumps({"key": key, "row": rows[-1]}, indent=1) + "\n")
         uni = unigram_samples(data, first_nll, args)
         rows.append({"name": "unigram", "objective": None, "gen_ppl": gen_ppl(uni["texts"], scorer),
-                     "gen_entropy": uni["entropy"], "sample": uni["texts"][0]})  # fmt: skip
+                     "gen_entropy": uni["entropy"], "gen_broken": uni["broken"],
+                     "sample": uni["texts"][0]})  # fmt: skip
 
     ar_row = next((r for r in rows if r["name"] == "ar"), None)
     if ar_row is None:  # a part of a --work run: its rows are saved, the table waits for ar
@@ -580,12 +713,13 @@ def main() -> None:
         f"\npreset={args.preset} steps={args.steps} seq_len={args.seq_len} batch={args.batch_size} "
         f"tokens={args.steps * args.seq_len * args.batch_size:,} vocab={vocab} "
         f"held-out windows={args.eval_batches * args.eval_batch_size} "
-        f"gen={args.gen_samples}x{args.gen_length}"
+        f"gen={args.gen_samples}x{args.gen_length} after {args.prompt_len} held-out tokens"
     )
     head = (
         f"{'objective':<10} {'params':>8} {'train tok/s':>12} {'val bpb':>8} {'ppl bound':>10} "
         f"{'x AR':>6} {'est. nats':>9} "
-        f"{'gen ppl':>8} {'entropy':>8} {'NFE':>5} {'gen tok/s':>9} {'infill EM':>9}"
+        f"{'gen ppl':>8} {'entropy':>8} {'broken':>6} {'NFE':>5} {'gen tok/s':>9} "
+        f"{'infill EM':>9}"
     )
     print(head)
     print("-" * len(head))
@@ -593,7 +727,7 @@ def main() -> None:
         if r["objective"] is None:  # the unigram floor: samples only
             blank = f"{'-':>8} {'-':>12} {'-':>8} {'-':>10} {'-':>6} {'-':>9}"
             print(f"{r['name']:<10} {blank} {fmt(r['gen_ppl'], '>8.1f')} "
-                  f"{r['gen_entropy']:>8.2f}")  # fmt: skip
+                  f"{r['gen_entropy']:>8.2f} {r['gen_broken']:>6}")  # fmt: skip
             continue
         est = None if r["val_is_bound"] else r["val_loss"]
         print(
@@ -601,7 +735,8 @@ def main() -> None:
             f"{fmt(r['val_bpb'], '>8.3f')} {fmt(r['val_ppl_bound'], '>10.2f')} "
             f"{fmt(r['ppl_ratio_vs_ar'], '>6.2f')} {fmt(est, '>9.3f')} "
             f"{fmt(r['gen_ppl'], '>8.1f')} "
-            f"{r['gen_entropy']:>8.2f} {r['nfe']:>5} {r['sample_tokens_per_s']:>9,.0f} "
+            f"{r['gen_entropy']:>8.2f} {r['gen_broken']:>6} {r['nfe']:>5} "
+            f"{r['sample_tokens_per_s']:>9,.0f} "
             f"{fmt(r['infill_exact_match'], '>9.2f')}"
         )
     sweeps = [r for r in rows if r.get("gen_ppl_by_steps")]
@@ -629,7 +764,10 @@ def main() -> None:
         "ar: exact NLL of tokens 2..L plus the unigram NLL of token 1; "
         "discrete diffusion rows: their bounds (upper bounds); embed/latent: no bound, "
         "'est. nats' is their own held-out training loss (not comparable); "
-        f"infill EM: {args.infill_n} spans of {args.infill_span} tokens."
+        f"infill EM: {args.infill_n} spans of {args.infill_span} tokens; samples continue "
+        f"{args.prompt_len} tokens of held-out text (latent: unprompted whole windows, the first "
+        f"{args.gen_length} tokens kept), the continuation alone scored; broken: samples with "
+        "a special token or U+FFFD."
     )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -651,9 +789,16 @@ def main() -> None:
     if args.plot:
         plot(rows, Path(args.plot), f"preset {args.preset}, {args.steps} steps x "
              f"{args.batch_size} x {args.seq_len} tokens each, gen {args.gen_samples}x"
-             f"{args.gen_length}")  # fmt: skip
+             f"{args.gen_length} after {args.prompt_len} held-out tokens")  # fmt: skip
         print(f"wrote {args.plot}", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as e:  # SIGINT/SIGTERM: a training run saved its checkpoint first
+        print("\nstopped: rerun the same command (same --work) to resume", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", 130))

@@ -2,13 +2,17 @@
 
 The continuous decoders (``embed-diffusion``, ``latent-diffusion``) round each step's logits
 to tokens: the argmax (temperature 0) or a draw at ``--temperature`` (the clamping trick of
-Diffusion-LM; ``unmask.sampling.continuous``). This script samples ``--n`` unconditional
-windows of ``--gen-length`` tokens from each ``--model`` at every temperature of the grid and
-reports the columns of ``benchmarks/defaults.py`` (gen ppl under SmolLM2-135M, per-text
-distinct word bigrams, token entropy, repeated word 4-grams) and distinct token bigrams per
-text (``dist2_tok``: "to to to to" and ", the, the" repeat tokens more than words). The
-first row is held-out text of the same length (windows of ``--data``'s validation split),
-the target of the diversity columns; a setting is *degenerate* when one of its dist-2,
+Diffusion-LM; ``unmask.sampling.continuous``). This script samples ``--n`` continuations of
+``--gen-length`` tokens from each ``--model`` at every temperature of the grid, each after
+``--prompt-len`` tokens of held-out text (the starts of ``--n`` different windows of
+``--data``'s validation split, as ``benchmarks/objectives.py`` picks them; a latent model
+takes no prompt and samples whole windows, whose first ``--gen-length`` tokens are kept), and
+reports for the continuations alone the columns of ``benchmarks/defaults.py`` (gen ppl under
+SmolLM2-135M, per-text distinct word bigrams, token entropy, repeated word 4-grams), distinct
+token bigrams per text (``dist2_tok``: "to to to to" and ", the, the" repeat tokens more than
+words) and the broken samples (a special token or U+FFFD). The first row is the held-out
+continuations of the same prompts, the target of the diversity columns; a setting is
+*degenerate* when it has a broken sample or one of its dist-2,
 dist2_tok or entropy falls more than 15% below the held-out text's, and the recommended
 default is the non-degenerate temperature with the lowest gen ppl (the rule of
 ``benchmarks/defaults.py``).
@@ -30,20 +34,24 @@ from typing import Any
 
 import torch
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
+from objectives import held_out_prompts, is_broken  # the prompts and the broken count
 
 from unmask import api
 from unmask.checkpoint import load
 from unmask.config import SampleConfig
 from unmask.data import TokenDataset
 from unmask.evaluate import distinct_n
+from unmask.sampling import decode_generations
+from unmask.sampling.protocol import cut_at_eos
 
 
-def held_out_texts(data: str, n: int, length: int) -> list[str]:
-    """``n`` windows of ``length`` tokens from the validation split, decoded."""
+def held_out(data: str, n: int, prompt_len: int, length: int) -> tuple[list[list[int]], list[str]]:
+    """The prompts (the first ``prompt_len`` tokens of ``n`` held-out windows) and their true
+    continuations of ``length`` tokens, decoded."""
     val = TokenDataset(Path(data), "val")
     tok = val.tokenizer()
-    windows = [w for w, _ in zip(val.windows(length), range(n), strict=False)]
-    return [tok.decode([int(t) for t in w]) for w in windows]
+    windows = held_out_prompts(Path(data), n, prompt_len + length, prompt_len + length)
+    return [w[:prompt_len] for w in windows], [tok.decode(w[prompt_len:]) for w in windows]
 
 
 def token_dist2(texts: list[str], tok: Any) -> dict[str, float]:
@@ -58,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", required=True, help="the prepared corpus the models trained on")
     ap.add_argument("--temperatures", default="0,0.3,0.5,0.7,0.85,1", help="comma-separated")
     ap.add_argument("--n", type=int, default=16, help="samples per setting (default: 16)")
-    ap.add_argument("--gen-length", type=int, default=64)
+    ap.add_argument("--gen-length", type=int, default=56, help="tokens scored (default: 56)")
+    ap.add_argument(
+        "--prompt-len", type=int, default=8, help="held-out tokens before each (default: 8)"
+    )
     ap.add_argument("--steps", type=int, default=64, help="denoising steps (default: 64)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
@@ -76,41 +87,46 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load(path, device="cpu")
         loaded.model.eval()
         tok, cfg = loaded.tokenizer, loaded.config
-        empty = cfg.objective == "latent-diffusion"  # a latent model takes no prompt
-        prompts = [[] if empty else [cfg.eos_id]] * args.n
-        truth = held_out_texts(args.data, args.n, args.gen_length)
+        prompts, truth = held_out(args.data, args.n, args.prompt_len, args.gen_length)
+        sampled = args.gen_length
+        if cfg.objective == "latent-diffusion":  # a latent model takes no prompt
+            prompts = [[]] * args.n
+            sampled = cfg.latent_window or sampled  # and writes whole windows
         rows = [{"setting": "held-out text", "temperature": None, "seconds": 0.0,
                  **quality(truth, None, tok, scorer), **token_dist2(truth, tok)}]  # fmt: skip
         for temp in temps:
-            sc = SampleConfig(gen_length=args.gen_length, steps=args.steps, seed=0,
+            sc = SampleConfig(gen_length=sampled, steps=args.steps, seed=0,
                               temperature=temp)  # fmt: skip
             t0 = time.perf_counter()
             res = api.start(loaded, prompts, sc).run()
             dt = time.perf_counter() - t0
-            eos = cfg.eos_id
-            cut = [g[: g.index(eos)] if eos in g else g for g in res.gen_ids]
-            texts = [tok.decode(c) for c in cut]
+            gen = [list(g)[: args.gen_length] for g in res.gen_ids]
+            texts = decode_generations(gen, tok, cfg.eos_id)
+            broken = sum(is_broken(cut_at_eos(g, cfg.eos_id), t, tok)
+                         for g, t in zip(gen, texts, strict=True))  # fmt: skip
             rows.append({"setting": f"T={temp:g}", "temperature": temp, "seconds": dt,
                          **quality(texts, None, tok, scorer), **token_dist2(texts, tok),
-                         "texts": texts})  # fmt: skip
+                         "broken": broken, "texts": texts})  # fmt: skip
             print(f"{path} {rows[-1]}", file=sys.stderr, flush=True)
         ref = rows[0]
         ok = [
             r
             for r in rows[1:]
             if all(r[c] >= 0.85 * ref[c] for c in ("dist2", "dist2_tok", "entropy"))
+            and not r["broken"]  # junk the scorer may rate well is never recommended
         ]
         key = "gen_ppl" if scorer is not None else "rep4"
         best = min(ok, key=lambda r: r[key]) if ok else None
         cols = (["gen_ppl"] if scorer else []) + ["dist2", "dist2_tok", "entropy", "rep4"]
         print(f"\n{path} ({cfg.objective}, {args.n} x {args.gen_length} tokens, "
               f"{args.steps} steps)")  # fmt: skip
-        print("| rounding | " + " | ".join(cols) + " | |")
-        print("|---|" + "---:|" * len(cols) + "---|")
+        print("| rounding | " + " | ".join(cols) + " | broken | |")
+        print("|---|" + "---:|" * (len(cols) + 1) + "---|")
         for r in rows:
             degenerate = r is not ref and r not in ok
             mark = "recommended" if r is best else ("degenerate" if degenerate else "")
             vals = [f"{r[c]:.1f}" if c == "gen_ppl" else f"{r[c]:.3f}" for c in cols]
+            vals.append(str(r.get("broken", "-")))
             print(f"| {r['setting']} | " + " | ".join(vals) + f" | {mark} |")
         report["models"][path] = {"objective": cfg.objective, "rows": rows,
                                   "recommended": best and best["setting"]}  # fmt: skip

@@ -1,0 +1,137 @@
+"""``benchmarks/objectives.py``: its family runs resume after an interruption, finished runs
+are reused, and its samples start from held-out text with broken samples counted."""
+
+import importlib.util
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unmask.config import TrainConfig
+from unmask.errors import UserError
+from unmask.train_guards import TrainingStopped, saved_progress
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = "in the beginning god created the heavens and the earth and it was good".split()
+
+
+def _bench():
+    path = ROOT / "benchmarks" / "objectives.py"
+    spec = importlib.util.spec_from_file_location("bench_objectives", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_objectives"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("families")
+    g = torch.Generator().manual_seed(0)
+    lines = [
+        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
+        for _ in range(300)
+    ]
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
+    return root / "data"
+
+
+def _cfg(corpus, out, **kw):
+    base = dict(
+        data=str(corpus), out=str(out), preset="tiny", objective="mdlm", seq_len=16, batch_size=4,
+        steps=6, warmup=1, eval_every=0, eval_batches=1, save_every=2, log_every=1, seed=0,
+        threads=1,
+    )  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+def test_interrupted_family_resumes_to_the_uninterrupted_run(corpus, tmp_path, monkeypatch):
+    bench = _bench()
+    whole = bench.train_run(_cfg(corpus, tmp_path / "whole"))
+
+    import unmask.train as train_module
+
+    lr_at = train_module.lr_at
+
+    def interrupting(step, config):  # Ctrl-C in the middle of step 3
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return lr_at(step, config)
+
+    monkeypatch.setattr(train_module, "lr_at", interrupting)
+    cut = tmp_path / "cut"
+    with pytest.raises(TrainingStopped):
+        bench.train_run(_cfg(corpus, cut))
+    stopped_at = saved_progress(cut / "checkpoint").step
+    assert 0 < stopped_at < 6
+    monkeypatch.setattr(train_module, "lr_at", lr_at)
+    calls = []
+    train = bench.train
+
+    def recording(config, **kw):
+        calls.append(kw.get("resume", False))
+        return train(config, **kw)
+
+    monkeypatch.setattr(bench, "train", recording)
+    bench.train_run(_cfg(corpus, cut))  # the same call again: resumes, does not restart
+    assert calls == [True]
+    assert saved_progress(cut / "checkpoint").step == 6
+    a = load_file(whole / "checkpoint" / "model.safetensors")
+    b = load_file(cut / "checkpoint" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert bench.train_seconds(cut) > 0
+
+
+def test_finished_run_is_kept_and_another_plan_refused(corpus, tmp_path, monkeypatch):
+    bench = _bench()
+    run = bench.train_run(_cfg(corpus, tmp_path / "run", steps=2))
+    before = (run / "checkpoint" / "model.safetensors").read_bytes()
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(bench, "train", no_training)
+    assert bench.train_run(_cfg(corpus, tmp_path / "run", steps=2, save_every=1)) == run
+    assert (run / "checkpoint" / "model.safetensors").read_bytes() == before
+    with pytest.raises(UserError, match="steps=2"):
+        bench.train_run(_cfg(corpus, tmp_path / "run", steps=4))
+
+
+def test_run_stopped_before_its_first_checkpoint_starts_afresh(corpus, tmp_path):
+    bench = _bench()
+    out = tmp_path / "early"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"event": "start"}\n')  # killed before any save
+    run = bench.train_run(_cfg(corpus, out, steps=2))
+    assert saved_progress(run / "checkpoint").step == 2
+
+
+def test_prompts_are_distinct_held_out_starts_and_broken_samples_counted(corpus):
+    bench = _bench()
+    from unmask.data import TokenDataset
+
+    prompts = bench.held_out_prompts(corpus, 4, 5, 16)
+    assert prompts == bench.held_out_prompts(corpus, 4, 5, 16)
+    assert len(prompts) == 4 and all(len(p) == 5 for p in prompts)
+    assert len({tuple(p) for p in prompts}) == 4
+    val = TokenDataset(corpus, "val")
+    starts = [[int(t) for t in w[:5]] for w in val.windows(16)]
+    assert all(p in starts for p in prompts)
+    with pytest.raises(UserError, match="windows"):
+        bench.held_out_prompts(corpus, 10**6, 5, 16)
+
+    tok = val.tokenizer()
+    text = "the earth"
+    ids = tok.encode(text)
+    assert not bench.is_broken(ids, text, tok)
+    assert bench.is_broken([*ids, val.special_ids["pad_id"]], text, tok)
+    assert bench.is_broken(ids, text + "\ufffd", tok)
