@@ -195,3 +195,13 @@ def test_form_regex_hole_with_a_long_counted_dot_compiles():
     assert len(holes) == len(automata) == 2
     assert holes[1].matches("é" * 40 + '"') and not holes[1].matches("é" * 41 + '"')
     assert holes[0].matches("a,b" + '"') and not holes[1].matches("a,b" + '"')
+
+
+def test_deeply_nested_classes_are_read_without_recursion():
+    """The class reader loops (a depth count): 5000 nested brackets are read and handed to
+    the engine, whose nesting limit refuses them in one line."""
+    deep = "[" * 5000 + "a" + "]" * 5000
+    assert guard_pattern(deep).startswith("[" + deep + "--[")
+    with pytest.raises(UserError):
+        check_regex(deep)
+    assert guard_pattern("[[a-c]--[b]]x[") == r"[[[a-c]--[b]]--[\x{10FFFE}\x{10FFFF}]]x["

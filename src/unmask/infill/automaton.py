@@ -606,25 +606,35 @@ _POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
 def _class_end(pattern: str, i: int) -> int:
     """Index just past the bracketed class opening at ``pattern[i]`` (``[``), the engine's
     syntax: nested classes, set operations, POSIX classes, escapes, and a ``]`` right after
-    ``[`` or ``[^`` taken literally; ``len(pattern)`` when the class never closes."""
-    j = i + 1
-    if pattern.startswith("^", j):
-        j += 1
-    if pattern.startswith("]", j):
-        j += 1
-    while j < len(pattern):
+    ``[`` or ``[^`` taken literally; ``len(pattern)`` when the class never closes. A loop
+    with a depth count, not recursion: any nesting depth a user writes is read."""
+    n = len(pattern)
+    j, depth, opening = i, 0, True
+    while j < n:
+        if opening:  # pattern[j] is the "[" of a class
+            j, depth, opening = j + 1, depth + 1, False
+            if pattern.startswith("^", j):
+                j += 1
+            if pattern.startswith("]", j):
+                j += 1
+            continue
         c = pattern[j]
         if c == "\\":
             m = _BRACED_ESCAPE.match(pattern, j)
-            j = m.end() if m else len(pattern)
+            j = m.end() if m else n
         elif c == "[":
             m = _POSIX_CLASS.match(pattern, j)
-            j = m.end() if m else _class_end(pattern, j)
+            if m:
+                j = m.end()
+            else:
+                opening = True
         elif c == "]":
-            return j + 1
+            j, depth = j + 1, depth - 1
+            if depth == 0:
+                return j
         else:
             j += 1
-    return len(pattern)
+    return n
 
 
 def guard_pattern(pattern: str, what: str = "regex") -> str:
@@ -796,7 +806,9 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
             raise UserError(f"{what}: no sequence of this tokenizer's tokens matches it") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
-            re.compile(pattern)
+            with warnings.catch_warnings():  # its notes on the engine's syntax ("[[")
+                warnings.simplefilter("ignore")
+                re.compile(pattern)
         except re.error as err:
             reason = f"{err.msg} at column {(err.pos or 0) + 1}"
         except (RecursionError, OverflowError):
