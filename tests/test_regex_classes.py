@@ -178,6 +178,16 @@ def test_a_pattern_naming_the_marks_is_refused(pattern):
     assert "\n" not in str(err.value)
 
 
+def test_an_invalid_code_point_is_the_engines_error_not_the_refusal():
+    """Only U+10FFFE/U+10FFFF are refused as reserved, and a braced code point is not a
+    counted repetition (``\\x{10000}`` was once read as ``{10000}``, over ``MAX_REPEAT``)."""
+    with pytest.raises(UserError, match="rejects it"):
+        check_regex(r"a\x{110000}")
+    check_regex(r"\x{10000}\u{2000}[\x{10FFFD}]")
+    with pytest.raises(UserError, match="quantifier"):
+        check_regex(r"\\x{5000}")  # an escaped backslash, then x 5000 times
+
+
 def test_classes_that_name_the_marks_are_kept_without_them():
     """A class may name them (the form's JSON character class excludes them itself): the
     rewrite leaves the class's meaning on every other character."""

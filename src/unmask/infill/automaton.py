@@ -672,7 +672,7 @@ def guard_pattern(pattern: str, what: str = "regex") -> str:
             text = m.group(0) if m else c
             i += len(text)
             h = _HEX_ESCAPE.fullmatch(text)
-            if h is not None and int(next(g for g in h.groups() if g), 16) >= 0x10FFFE:
+            if h is not None and int(next(g for g in h.groups() if g), 16) in (0x10FFFE, 0x10FFFF):
                 raise refuse()
             if flags["u"] and text[1:2] in ("D", "W", "S", "p", "P"):
                 text = f"[{text}--[{_MARKS}]]"
@@ -765,7 +765,7 @@ def check_size(pattern: str, what: str = "regex") -> None:
     """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``) or a pattern
     that expands to over ``MAX_PATTERN_SIZE`` positions (``pattern_size``): its automaton
     would take minutes to build and be too large to use."""
-    for m in _QUANTIFIER.finditer(pattern):
+    for m in _QUANTIFIER.finditer(_BRACED_ESCAPE.sub("e", pattern)):  # not ``\x{10000}``
         bound = max(int(m.group(1)), int(m.group(2) or 0))
         if bound > MAX_REPEAT:
             raise UserError(f"{what}: too large (quantifier {m.group(0)!r} over {MAX_REPEAT})")
