@@ -581,6 +581,148 @@ def _whole(pattern: str) -> str:
     return pattern
 
 
+_MARKS = r"\x{10FFFE}\x{10FFFF}"
+"""``START`` and ``SENTINEL`` as the engine's escapes."""
+_DOT = {  # ``.`` under the flags that change it: (s, R) -> the same class without the marks
+    (False, False): r"[^\n" + _MARKS + "]",
+    (False, True): r"[^\r\n" + _MARKS + "]",
+    (True, False): "[^" + _MARKS + "]",
+    (True, True): "[^" + _MARKS + "]",
+}
+_HEX_ESCAPE = re.compile(
+    r"\\(?:x\{([0-9A-Fa-f]+)\}|u\{([0-9A-Fa-f]+)\}|U\{([0-9A-Fa-f]+)\}|"
+    r"x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8}))"
+)
+_BRACED_ESCAPE = re.compile(
+    r"\\[pPxuU]\{[^}]*\}|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|"
+    r"\\U[0-9A-Fa-f]{8}|\\[pP].|\\.",
+    re.DOTALL,
+)
+"""One escape: braced or fixed-width hex, a one-letter Unicode class, any other character."""
+_FLAGS = re.compile(r"\(\?([A-Za-z-]*)([:)])")
+_POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """Index just past the bracketed class opening at ``pattern[i]`` (``[``), the engine's
+    syntax: nested classes, set operations, POSIX classes, escapes, and a ``]`` right after
+    ``[`` or ``[^`` taken literally; ``len(pattern)`` when the class never closes. A loop
+    with a depth count, not recursion: any nesting depth a user writes is read."""
+    n = len(pattern)
+    j, depth, opening = i, 0, True
+    while j < n:
+        if opening:  # pattern[j] is the "[" of a class
+            j, depth, opening = j + 1, depth + 1, False
+            if pattern.startswith("^", j):
+                j += 1
+            if pattern.startswith("]", j):
+                j += 1
+            continue
+        c = pattern[j]
+        if c == "\\":
+            m = _BRACED_ESCAPE.match(pattern, j)
+            j = m.end() if m else n
+        elif c == "[":
+            m = _POSIX_CLASS.match(pattern, j)
+            if m:
+                j = m.end()
+            else:
+                opening = True
+        elif c == "]":
+            j, depth = j + 1, depth - 1
+            if depth == 0:
+                return j
+        else:
+            j += 1
+    return n
+
+
+def guard_pattern(pattern: str, what: str = "regex") -> str:
+    """``pattern`` with ``.`` and every class that could match ``START`` or ``SENTINEL``
+    rewritten to leave those two out: the same language over every text without them.
+
+    Why: a match in the engine's unanchored DFA may begin at any character, and ``_index``
+    makes ``START`` the only one a match of ``START(?:pattern)`` begins with. A class that
+    also matches ``START`` brings the blow-up back: after every character of a counted run
+    (``[^,]{1,30}``, ``.{1,25}``) a new match could have begun, so the DFA tracks a set of
+    match starts, 2^n of them (``.{1,16}`` took 11 s to compile, each further repeat
+    doubling it). Read by a small tokenizer of the engine's syntax (Python's parser does not
+    know its nested classes, set operations or ``\\x{..}`` escapes): a bracketed class
+    ``C`` becomes ``[C--[marks]]`` (class difference), ``\\D``, ``\\W``, ``\\S``, ``\\p..``
+    and ``\\P..`` likewise, ``.`` a negated class under the ``s`` and ``R`` flags in force;
+    escaped dots, ``[.]`` and literals are kept. Byte mode (``(?-u)``) is left as written.
+    ``UserError`` for a pattern that spells ``START`` or ``SENTINEL`` outside a class (it
+    could never match a text).
+    """
+    out: list[str] = []
+    flags = {"s": False, "R": False, "u": True, "x": False}
+    stack: list[dict[str, bool]] = []
+    i, n = 0, len(pattern)
+
+    def refuse() -> UserError:
+        return UserError(
+            f"{what}: it names U+10FFFE or U+10FFFF, which unmask reserves "
+            "(they mark where every constraint starts and ends)"
+        )
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            m = _BRACED_ESCAPE.match(pattern, i)
+            text = m.group(0) if m else c
+            i += len(text)
+            h = _HEX_ESCAPE.fullmatch(text)
+            if h is not None and int(next(g for g in h.groups() if g), 16) in (0x10FFFE, 0x10FFFF):
+                raise refuse()
+            if flags["u"] and text[1:2] in ("D", "W", "S", "p", "P"):
+                text = f"[{text}--[{_MARKS}]]"
+            out.append(text)
+        elif c == "[":
+            end = _class_end(pattern, i)
+            text = pattern[i:end]
+            i = end
+            if flags["u"] and text.endswith("]"):
+                text = f"[{text}--[{_MARKS}]]"
+            out.append(text)
+        elif c == ".":
+            out.append(_DOT[flags["s"], flags["R"]] if flags["u"] else c)
+            i += 1
+        elif c == "(":
+            m = _FLAGS.match(pattern, i)
+            new = dict(flags)
+            if m is not None:
+                on = True
+                for f in m.group(1):
+                    if f == "-":
+                        on = False
+                    elif f in new:
+                        new[f] = on
+            if m is not None and m.group(2) == ")":  # (?flags): the rest of this group
+                flags = new
+                text = m.group(0)
+            else:
+                stack.append(flags)
+                flags = new if m is not None else dict(flags)
+                text = m.group(0) if m is not None else c
+            out.append(text)
+            i += len(text)
+        elif c == ")":
+            flags = stack.pop() if stack else flags
+            out.append(c)
+            i += 1
+        elif c == "#" and flags["x"]:  # a comment, to the end of the line
+            end = pattern.find("\n", i)
+            end = n if end < 0 else end
+            out.append(pattern[i:end])
+            i = end
+        else:
+            if c in (START, SENTINEL):
+                raise refuse()
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 _QUANTIFIER = re.compile(r"(?<!\\)\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
 
 
@@ -623,7 +765,7 @@ def check_size(pattern: str, what: str = "regex") -> None:
     """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``) or a pattern
     that expands to over ``MAX_PATTERN_SIZE`` positions (``pattern_size``): its automaton
     would take minutes to build and be too large to use."""
-    for m in _QUANTIFIER.finditer(pattern):
+    for m in _QUANTIFIER.finditer(_BRACED_ESCAPE.sub("e", pattern)):  # not ``\x{10000}``
         bound = max(int(m.group(1)), int(m.group(2) or 0))
         if bound > MAX_REPEAT:
             raise UserError(f"{what}: too large (quantifier {m.group(0)!r} over {MAX_REPEAT})")
@@ -655,15 +797,18 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
     """
     from outlines_core import Index
 
+    guarded = guard_pattern(_whole(pattern), what)
     try:
-        return Index(f"{START}(?:{_whole(pattern)}){SENTINEL}", outlines_vocabulary(vocab))
+        return Index(f"{START}(?:{guarded}){SENTINEL}", outlines_vocabulary(vocab))
     except ValueError as e:
         msg = str(e)
         if "incompatible" in msg:
             raise UserError(f"{what}: no sequence of this tokenizer's tokens matches it") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
-            re.compile(pattern)
+            with warnings.catch_warnings():  # its notes on the engine's syntax ("[[")
+                warnings.simplefilter("ignore")
+                re.compile(pattern)
         except re.error as err:
             reason = f"{err.msg} at column {(err.pos or 0) + 1}"
         except (RecursionError, OverflowError):
@@ -685,7 +830,7 @@ def _pattern_start(
 CACHE_ENV = "UNMASK_CACHE_DIR"
 """Where compiled automata are kept across processes (``off``: nowhere); default
 ``$XDG_CACHE_HOME/unmask``, else ``~/.cache/unmask``."""
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 """Bumped when the stored layout or the compilation changes, so old entries are not read."""
 
 

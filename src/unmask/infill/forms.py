@@ -72,7 +72,9 @@ JSON_CHAR = r'[^"\\\x00-\x1f\x7f' + START + SENTINEL + "]"
 not the two noncharacters ``_index`` brackets every pattern with. Were ``START`` a text
 character, the engine's unanchored DFA (built in full, never read) would track a possible
 match start at every character of a counted run: ``<text:1-14>`` took 2.4 s to compile,
-each further character doubling it (``<text:1-20>``: minutes); without it, milliseconds."""
+each further character doubling it (``<text:1-20>``: minutes); without it, milliseconds.
+(``automaton.guard_pattern`` now leaves them out of every pattern's classes; naming them
+here keeps this class's meaning explicit.)"""
 DIGIT = "[0-9]"
 NONZERO = "[1-9]"
 
