@@ -29,18 +29,8 @@ def _bench():
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from unmask.data import prepare
-
-    root = tmp_path_factory.mktemp("families")
-    g = torch.Generator().manual_seed(0)
-    lines = [
-        " ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
-        for _ in range(300)
-    ]
-    (root / "a.txt").write_text("\n".join(lines) + "\n")
-    prepare([root / "a.txt"], root / "data", tokenizer="byte", val_fraction=0.1, progress=False)
-    return root / "data"
+def corpus(word_corpus):
+    return word_corpus("families", WORDS)
 
 
 def _cfg(corpus, out, **kw):
