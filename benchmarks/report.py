@@ -213,6 +213,7 @@ SECTIONS = [
             "val_ppl_bound",
             "gen_ppl",
             "gen_entropy",
+            "gen_broken",
             "train_tokens_per_s",
         ),
         plot=_bar_plot("name", "val_bpb", "validation bits / byte"),
