@@ -1,10 +1,13 @@
+import shutil
+
 import pytest
 import torch
 
-from unmask.checkpoint import load, save_checkpoint
+from unmask.checkpoint import checkpoint_dir, load, save_checkpoint, shipped_model
 from unmask.cli import main
 from unmask.commands.demo import BLANKS, PROMPTS, DemoTrainPlan, asset_path, train_demo
 from unmask.config import model_preset
+from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.tokenizer import load_tokenizer
 
@@ -48,6 +51,24 @@ def test_shipped_demo_model_loads_and_generates(capsys):
     assert main(["demo", "--gen-length", "16", "--no-live"]) == 0
     out = capsys.readouterr().out
     assert "trained on the World English Bible" in out
+
+
+def test_model_name_demo_is_the_shipped_model_unless_a_demo_folder_exists(
+    tiny_bible_checkpoint, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert checkpoint_dir("demo") == checkpoint_dir(asset_path("demo"))
+    args = ["generate", "--model", "demo", "In the beginning", "--gen-length", "4", "--steps", "2"]
+    assert main([*args, "--no-live", "--json"]) == 0
+    assert '"In the beginning' in capsys.readouterr().out
+    # a folder of that name in the working directory wins
+    shutil.copytree(tiny_bible_checkpoint, tmp_path / "demo")
+    assert checkpoint_dir("demo").resolve() == checkpoint_dir(tmp_path / "demo")
+    # only shipped names resolve; anything else is still a missing folder
+    with pytest.raises(UserError, match="no such folder"):
+        checkpoint_dir("demo2")
+    with pytest.raises(UserError, match="no shipped model"):
+        shipped_model("tiny")
 
 
 def test_demo_bad_input(capsys, tmp_path):

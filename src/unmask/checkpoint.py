@@ -22,7 +22,7 @@ in ``sharded/`` instead of trainer.safetensors.
 
 Inside: ``save_checkpoint``, ``save_sharded_checkpoint``, ``load_train_state``, ``is_sharded``,
 ``load_full_train_state`` / ``finish_full_train_state`` (native checkpoint into an FSDP run),
-``checkpoint_dir``, ``load`` (returning
+``checkpoint_dir`` (which also resolves the name ``demo``: ``shipped_model``), ``load`` (returning
 ``unmask.loaded.Loaded``); atomic writes come from ``unmask.files``. ``load`` also accepts a
 publisher's folder (LLaDA, Dream, MDLM, SEDD, our own transformers export), imported by
 ``unmask.convert``.
@@ -245,9 +245,32 @@ def finish_full_train_state(
     return meta
 
 
+SHIPPED_MODELS = ("demo",)
+"""Names ``--model`` (and ``load``) accept for a model that ships inside the package, used
+when no file or folder of that name exists (a local ``./demo`` folder wins)."""
+
+
+def shipped_model(name: str) -> Path:
+    """The folder of the model shipped as ``name`` (one of ``SHIPPED_MODELS``)."""
+    from importlib import resources
+
+    if name not in SHIPPED_MODELS:
+        shipped = ", ".join(SHIPPED_MODELS)
+        raise UserError(f"{name}: no shipped model of that name (shipped: {shipped})")
+    path = Path(str(resources.files("unmask") / "assets" / name))
+    if not (path / "model.safetensors").is_file():
+        raise UserError(
+            f"the {name} checkpoint is not in this install; run `unmask demo --train` to train it"
+        )
+    return path
+
+
 def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
-    """Resolve a run directory or a checkpoint folder to the folder holding config.json."""
+    """Resolve a run directory or a checkpoint folder to the folder holding config.json. A
+    name of ``SHIPPED_MODELS`` (``demo``) that is not a path here is the shipped model."""
     p = Path(path)
+    if not p.exists() and str(path) in SHIPPED_MODELS:
+        p = shipped_model(str(path))
     if not p.exists():
         name = str(path)
         if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:

@@ -100,7 +100,10 @@ def with_default(help_: str, default: Any) -> str:
 
 # -- shared flags ------------------------------------------------------------------------
 
-MODEL_HELP = "run directory, checkpoint folder or publisher folder (docs/models.md)"
+MODEL_HELP = (
+    "run directory, checkpoint folder, publisher folder (docs/models.md), or demo: the shipped "
+    "demo model"
+)
 
 
 def add_model_flag(

@@ -111,7 +111,7 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
 def run(args: argparse.Namespace) -> int:
 
     from unmask import api
-    from unmask.checkpoint import load
+    from unmask.checkpoint import load, shipped_model
     from unmask.config import SampleConfig, resolve_device
     from unmask.sampling import LiveView
 
@@ -124,10 +124,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.model:
         path = args.model
     else:
-        path = asset_path("demo")
-        if not (path / "model.safetensors").is_file():
-            raise UserError("the demo checkpoint is not in this install; run `unmask demo --train` "
-                            "to train it")
+        path = shipped_model("demo")
     m = load(path, device=str(resolve_device(args.device)))
     tok, cfg = m.tokenizer, m.config
     n_params = sum(p.numel() for p in m.model.parameters())
