@@ -825,6 +825,11 @@ def test_cli_generate_text_and_errors(monkeypatch, capsys, tmp_path):
     )
     assert main(["generate", "--model", "run"]) == 2
     assert "no prompt" in capsys.readouterr().err
+    # --prompt TEXT (repeatable) is a prompt like a positional one, after the positional ones
+    flags = ["generate", "--model", "run", "--gen-length", "8", "--steps", "8", "--json"]
+    assert main([*flags, "one", "--prompt", "two", "--prompt", "three"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["prompt"] for r in data["results"]] == ["one", "two", "three"]
     assert (
         main(["generate", "--model", "run", "--gen-length", "60", "--steps", "60", "x" * 10]) == 2
     )

@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", nargs="*",
                    help="prompt text; several prompts form a batch ('' = unconditional)")
     add_model_flag(p)
+    p.add_argument("--prompt", dest="prompt_flags", action="append", default=[], metavar="TEXT",
+                   help="a prompt given as a flag (repeatable), added after the positional "
+                        "prompts")
     p.add_argument("--prompt-file", metavar="FILE",
                    help="one prompt per line ('-' = stdin), added after the positional prompts")
     p.add_argument("--chat", action="store_true",
@@ -79,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_prompts(args: argparse.Namespace) -> list[str]:
-    prompts = list(args.prompt)
+    prompts = [*args.prompt, *args.prompt_flags]
     if args.prompt_file:
         if args.prompt_file == "-":
             text = sys.stdin.read()
@@ -94,7 +97,8 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         prompts += [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UserError(
-            "no prompt: give one or more prompts, or --prompt-file FILE ('' for unconditional)"
+            "no prompt: give one or more prompts (or --prompt TEXT), or --prompt-file FILE ('' for "
+            "unconditional)"
         )
     return prompts
 
