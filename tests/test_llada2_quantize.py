@@ -71,6 +71,33 @@ def test_torchao_missing_is_one_line(monkeypatch) -> None:
         check_quantize("int4", "cpu")
 
 
+def test_torchao_import_warnings_are_held_back_only_while_importing(tmp_path) -> None:
+    """torchao's import logs warnings about prebuilt kernels that do not match this torch
+    ("Failed to load .../_C_mxfp8...so"); a stand-in package that logs the same way shows the
+    import is quiet and that the loggers' levels come back afterwards."""
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "torchao"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "import logging\n"
+        "logging.getLogger('torchao').warning('Failed to load _C_mxfp8.so')\n"
+        "logging.getLogger('torch.utils._pytree').warning('Enum subclass is deprecated')\n"
+    )
+    code = (
+        "import logging, sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from unmask.quantize import import_torchao\n"
+        "assert import_torchao().__file__.startswith(sys.path[0])\n"
+        "logging.getLogger('torchao').warning('a later warning')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Failed to load" not in r.stderr and "Enum subclass" not in r.stderr
+    assert "a later warning" in r.stderr  # nothing is muted after the import
+
+
 def test_estimates_order_and_refusal_names_what_fits(folder, monkeypatch) -> None:
     from unmask.convert import model_config
     from unmask.model import Transformer

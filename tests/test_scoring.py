@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 
 import pytest
 import torch
@@ -172,3 +173,36 @@ def test_smollm2_prefers_english_to_shuffled_words() -> None:
     plain, mixed = scorer.perplexity(english), scorer.perplexity(shuffled)
     assert plain < 100
     assert mixed > 5 * plain
+
+
+def test_reference_load_hides_per_tensor_bars_and_restores_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While the reference model loads, transformers' own bars are off and its GGUF
+    converter's plain tqdm is disabled; afterwards both are as they were."""
+    import types
+
+    state = {"bars": True}
+    hf_logging = types.SimpleNamespace(
+        is_progress_bar_enabled=lambda: state["bars"],
+        disable_progress_bar=lambda: state.update(bars=False),
+        enable_progress_bar=lambda: state.update(bars=True),
+    )
+    fake = types.SimpleNamespace(utils=types.SimpleNamespace(logging=hf_logging))
+    calls: list[dict] = []
+
+    def tqdm(*args, **kwargs):
+        calls.append(kwargs)
+        return iter(args[0])
+
+    gguf = types.ModuleType("transformers.modeling_gguf_pytorch_utils")
+    gguf.tqdm = tqdm
+    monkeypatch.setitem(sys.modules, "transformers.modeling_gguf_pytorch_utils", gguf)
+    with scoring._no_load_bars(fake):
+        assert not state["bars"]
+        assert list(gguf.tqdm([1, 2], desc="x")) == [1, 2]
+    assert calls == [{"desc": "x", "disable": True}]
+    assert state["bars"] and gguf.tqdm is tqdm
+    with pytest.raises(RuntimeError), scoring._no_load_bars(fake):
+        raise RuntimeError("a failed load")
+    assert state["bars"] and gguf.tqdm is tqdm

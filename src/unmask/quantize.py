@@ -8,6 +8,8 @@ Inside:
 - ``quantize_module(module, name, device)``: the linear layers of ``module`` (a block, the head)
   quantised in place; the routers of mixtures of experts stay in full precision (a wrong expert
   costs more than the bytes saved). ``quantize_model`` does a whole model.
+- ``import_torchao()``, ``torchao_quiet()``: the import, without the warnings it logs about
+  kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
   meta device, per dtype / quantisation; ``free_bytes(device)``; ``check_fits`` compares them
   and refuses with the setting that fits (as Ollama's fit check does).
@@ -26,7 +28,9 @@ Nothing here is imported on the path of ``unmask --help``; torchao is imported w
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from unmask.errors import UserError
@@ -59,6 +63,40 @@ def _device_type(device: str | torch.device) -> str:
     return str(device).split(":")[0]
 
 
+IMPORT_NOISE = ("torchao", "torch.utils._pytree")
+"""Loggers that ``import torchao`` fills with warnings which are not the user's business: its
+prebuilt kernels compiled for another Python or a CUDA torch ("Failed to load .../_C_mxfp8...
+.so"), and deprecation notes about how it registers its enums."""
+
+
+@contextlib.contextmanager
+def torchao_quiet() -> Iterator[None]:
+    """Hold back, inside the block, the warnings that importing torchao (or its submodules)
+    logs (``IMPORT_NOISE``); the loggers' levels come back afterwards."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in IMPORT_NOISE]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def import_torchao() -> Any:
+    """``import torchao`` and ``torchao.quantization`` (ImportError when it is not installed)
+    inside ``torchao_quiet``: the kernels unmask uses (weight-only int8/int4) do not need the
+    extensions it fails to load. ``transformers`` imports it too (its quantizers, when the
+    reference scorer loads; ``unmask.scoring`` loads it inside ``torchao_quiet``)."""
+    with torchao_quiet():
+        import torchao
+        import torchao.quantization  # noqa: F401
+    return torchao
+
+
 def check_quantize(name: str | None, device: str | torch.device, dtype: Any = None) -> None:
     """Refuse, with one line, a quantisation that is unknown or that torchao / the device cannot
     do; None is no quantisation."""
@@ -70,7 +108,7 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
     if kind not in ("cpu", "cuda"):
         raise UserError(f"--quantize {name} runs on cpu or cuda, not {kind}")
     try:
-        import torchao  # noqa: F401
+        import_torchao()
     except ImportError:
         raise UserError(
             f"--quantize {name} needs torchao: pip install 'unmask[quantize]'"

@@ -24,10 +24,13 @@ The reference model is never downloaded: it is read from local files with
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import math
 import os
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +73,28 @@ def _require(*modules: str) -> None:
             f"generative perplexity needs the package(s) {', '.join(missing)}; "
             f"install with: {SCORE_INSTALL}"
         )
+
+
+@contextlib.contextmanager
+def _no_load_bars(transformers: Any) -> Iterator[None]:
+    """No per-tensor progress bars while ``transformers`` loads the reference model (its own
+    switch, and the plain tqdm of its GGUF converter); both are put back afterwards."""
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    gguf = sys.modules.get("transformers.modeling_gguf_pytorch_utils")
+    if gguf is None:
+        with contextlib.suppress(ImportError):
+            import transformers.modeling_gguf_pytorch_utils as gguf
+    tqdm = getattr(gguf, "tqdm", None)
+    if tqdm is not None:
+        gguf.tqdm = functools.partial(tqdm, disable=True)
+    try:
+        yield
+    finally:
+        if tqdm is not None:
+            gguf.tqdm = tqdm
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def smollm2_gguf_path() -> Path:
@@ -166,8 +191,11 @@ class ReferenceScorer:
         # Offline, whatever the caller's environment says about the hub.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["TRANSFORMERS_OFFLINE"] = "1"
-        import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from unmask.quantize import torchao_quiet
+
+        with torchao_quiet():  # transformers' quantizers import torchao, if it is installed
+            import transformers
+            from transformers import AutoModelForCausalLM, AutoTokenizer
 
         folder = Path(path)
         if not folder.is_dir():
@@ -183,7 +211,8 @@ class ReferenceScorer:
         # transformers >= 4.56 calls it ``dtype``, older versions ``torch_dtype``.
         major, minor = (int(p) for p in transformers.__version__.split(".")[:2])
         extra["dtype" if (major, minor) >= (4, 56) else "torch_dtype"] = torch.float32
-        model = AutoModelForCausalLM.from_pretrained(str(folder), **extra)
+        with torchao_quiet(), _no_load_bars(transformers):
+            model = AutoModelForCausalLM.from_pretrained(str(folder), **extra)
         model = model.to(device).eval()
 
         if start_token is not None:
