@@ -61,12 +61,34 @@ def test_ints_are_fine_where_floats_are_expected(tmp_path):
     assert load_json(ModelConfig, _write(tmp_path, rope_theta=10000)).rope_theta == 10000
 
 
-def test_the_shipped_demo_model_loads_unchanged():
+OLD_DEMO_CONFIG = {
+    "attention": "bidirectional", "block_size": None, "bos_id": 3, "chat_template": None,
+    "d_model": 256, "eos_id": 2, "ffn_hidden": 704, "fim_middle_id": None,
+    "fim_prefix_id": None, "fim_suffix_id": None, "init_std": 0.02, "logit_shift": False,
+    "mask_id": 0, "max_seq_len": 256, "n_heads": 8, "n_kv_heads": 4, "n_layers": 6,
+    "norm_eps": 1e-05, "pad_id": 1, "qkv_bias": False, "rope_theta": 10000.0,
+    "tie_embeddings": True, "vocab_size": 4096,
+    "sample_defaults": {"temperature": 0.8, "block_length": 2},
+}  # fmt: skip
+"""The config.json the demo model shipped with until 2026-12-03: written before
+``schedule``, ``objective``, ``norm`` and the other later keys existed."""
+
+
+def test_the_shipped_demo_model_loads_unchanged(tmp_path):
+    """The demo weights load under today's config.json and under the old one (a model folder
+    from before the new keys), to the same model."""
+    import shutil
+
+    import torch
+
     from unmask.checkpoint import load
 
-    raw = json.loads((DEMO / "config.json").read_text())
-    assert not {"schedule", "schedule_eps", "objective", "norm"} & set(raw)  # an old config.json
-    loaded = load(str(DEMO))
+    old = tmp_path / "old-demo"
+    old.mkdir()
+    for name in ("model.safetensors", "tokenizer.json"):
+        shutil.copy(DEMO / name, old / name)
+    (old / "config.json").write_text(json.dumps(OLD_DEMO_CONFIG))
+    loaded, today = load(str(old)), load(str(DEMO))
     cfg = loaded.config
     assert (cfg.schedule, cfg.schedule_eps, cfg.objective) == ("linear", 1e-3, None)
     assert (cfg.attention, cfg.norm, cfg.mlp, cfg.sedd_graph) == (
@@ -77,6 +99,10 @@ def test_the_shipped_demo_model_loads_unchanged():
     )
     assert isinstance(schedule_of(cfg), LinearSchedule)
     assert sum(p.numel() for p in loaded.model.parameters()) == cfg.num_params()
+    assert today.config.objective == "mdlm" and today.config.sample_defaults == cfg.sample_defaults
+    ids = torch.arange(16)[None]
+    with torch.no_grad():
+        assert torch.equal(loaded.model(ids), today.model(ids))
 
 
 def test_old_config_without_the_new_keys_loads_as_linear(tmp_path):
