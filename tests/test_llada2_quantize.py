@@ -83,6 +83,9 @@ def test_torchao_import_warnings_are_held_back_only_while_importing(tmp_path) ->
     (pkg / "__init__.py").write_text(
         "import logging\n"
         "logging.getLogger('torchao').warning('Failed to load _C_mxfp8.so')\n"
+    )
+    (pkg / "quantization.py").write_text(  # its submodules register enums: the pytree note
+        "import logging\n"
         "logging.getLogger('torch.utils._pytree').warning('Enum subclass is deprecated')\n"
     )
     code = (
