@@ -43,6 +43,7 @@ from torch import nn
 
 from unmask.errors import UserError
 from unmask.files import (  # noqa: F401  (moved there; kept importable)
+    asset_path,
     atomic_write_text,
     file_mode,
     staging_dir,
@@ -252,12 +253,10 @@ when no file or folder of that name exists (a local ``./demo`` folder wins)."""
 
 def shipped_model(name: str) -> Path:
     """The folder of the model shipped as ``name`` (one of ``SHIPPED_MODELS``)."""
-    from importlib import resources
-
     if name not in SHIPPED_MODELS:
         shipped = ", ".join(SHIPPED_MODELS)
         raise UserError(f"{name}: no shipped model of that name (shipped: {shipped})")
-    path = Path(str(resources.files("unmask") / "assets" / name))
+    path = asset_path(name)
     if not (path / "model.safetensors").is_file():
         raise UserError(
             f"the {name} checkpoint is not in this install; run `unmask demo --train` to train it"

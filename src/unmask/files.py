@@ -3,7 +3,7 @@ converted folders): a reader never sees a half-written file or folder.
 
 Inside: ``file_mode`` (what the umask gives a new file), ``atomic_write_text`` and
 ``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
-before renaming it into place).
+before renaming it into place); ``asset_path``, a file shipped in ``unmask/assets``.
 
 It sits at the bottom of the import graph (standard library only), so ``config``,
 ``checkpoint`` and ``convert`` all use it without importing each other.
@@ -66,3 +66,11 @@ def staging_dir(parent: Path, prefix: str) -> Path:
 
 
 __all__ = ["atomic_write_bytes", "atomic_write_text", "file_mode", "staging_dir"]
+
+
+def asset_path(name: str) -> Path:
+    """The path of ``name`` in the package's ``assets`` folder (the demo model, its corpus)."""
+    from importlib import resources
+
+    return Path(str(resources.files("unmask") / "assets" / name))
+

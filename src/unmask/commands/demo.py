@@ -11,11 +11,11 @@ import argparse
 import re
 import sys
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from unmask.commands import add_model_flag, add_no_live_flag, add_runtime_flags, add_seed_flag
 from unmask.errors import UserError
+from unmask.files import asset_path
 from unmask.messages import plural
 
 PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is my shepherd;")
@@ -31,10 +31,6 @@ OWN_TEXT = (
     "unmask train --data data/mine --out runs/mine --preset demo && "
     'unmask generate --model runs/mine "Once upon a time"'
 )
-
-
-def asset_path(name: str) -> Path:
-    return Path(str(resources.files("unmask") / "assets" / name))
 
 
 @dataclass(kw_only=True)
