@@ -29,7 +29,9 @@ split):
   training loss on the held-out windows (``est. nats``: the denoising cross-entropy for
   ``embed-diffusion``, reconstruction + latent denoising for latent diffusion), an estimate of
   nothing but itself, so the bpb and ratio columns are empty for them; they sample with their
-  own decoders through ``unmask.api.start`` (Gaussian noise, argmax rounding);
+  own decoders through ``unmask.api.start`` (Gaussian noise, rounding at the checkpoint's
+  recommended temperature, ``api.sample_config``: 0.5 embed, 0.7 latent; argmax rounding
+  repeats frequent tokens);
 - a ``unigram`` row: samples drawn from the training unigram, the floor every family must beat
   in generative perplexity;
 - infill exact match (``infill EM``): ``--infill-n`` held-out windows of ``seq-len`` tokens
@@ -250,7 +252,9 @@ def sample(
         if cfg.objective == "latent-diffusion":
             prompts = [[]] * len(prompts)
             sampled = cfg.latent_window or sampled  # it writes whole windows
-        sc = SampleConfig(gen_length=sampled, steps=steps, seed=0)
+        # the checkpoint's recommended rounding temperature (sample_defaults), as a command
+        # line run gets it: argmax rounding repeats frequent tokens (docs/sampling.md)
+        sc = api.sample_config(loaded, {"gen_length": sampled, "steps": steps, "seed": 0})
         res = api.start(loaded, prompts, sc).run()
     elif cfg.attention == "causal":
         res = generate_ar(
