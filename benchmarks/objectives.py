@@ -33,7 +33,9 @@ split):
   recommended temperature, ``api.sample_config``: 0.5 embed, 0.7 latent; argmax rounding
   repeats frequent tokens);
 - a ``unigram`` row: samples drawn from the training unigram, the floor every family must beat
-  in generative perplexity;
+  in generative perplexity, and the tempered-unigram floor (``FLOOR_TEMPERATURES``): each
+  row's gen ppl over a sharpened unigram's at the same sample entropy (``x floor``), since
+  lower entropy alone buys lower gen ppl;
 - infill exact match (``infill EM``): ``--infill-n`` held-out windows of ``seq-len`` tokens
   with one span of ``--infill-span`` tokens masked (``unmask.gapset.make_gap_set``, the gaps
   of ``benchmarks/infill.py``), refilled with ``sample-steps`` steps by the models that can
@@ -76,6 +78,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import math
 import shutil
@@ -112,6 +115,11 @@ RUNS: list[tuple[str, str, dict[str, Any]]] = [
     ("latent", "latent-diffusion", {"latent_len": 16}),
 ]
 CONTINUOUS = ("embed-diffusion", "latent-diffusion")
+FLOOR_TEMPERATURES = (1.2, 1.1, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
+"""The tempered-unigram floor: unigram samples at these temperatures trace gen ppl against
+sample entropy. Gen ppl alone rewards repeating frequent tokens (a unigram at temperature 0.6
+scores 7× better than at 1), so each family is compared with the floor at its own entropy
+(``x floor``: above 1, the scorer rates its text below a unigram's of the same diversity)."""
 """Objectives without a likelihood bound here (sampled through ``unmask.api.start``)."""
 STAGE1 = {"latent-diffusion": "latent-ae"}
 """Objectives trained in two stages: the first stage's objective (half of the steps)."""
@@ -288,10 +296,13 @@ def sample(
             "tokens": len(gen) * sampled}  # fmt: skip
 
 
-def unigram_samples(data: Path, nll: np.ndarray, args: argparse.Namespace) -> dict:
-    """``gen_samples`` texts of ``gen_length`` tokens drawn from the training unigram."""
+def unigram_samples(
+    data: Path, nll: np.ndarray, args: argparse.Namespace, temperature: float = 1.0
+) -> dict:
+    """``gen_samples`` texts of ``gen_length`` tokens drawn from the training unigram, sharpened
+    to p^(1/temperature) (renormalised) below temperature 1."""
     tok = TokenDataset(data, "train").tokenizer()
-    p = torch.from_numpy(np.exp(-nll))
+    p = torch.from_numpy(np.exp(-nll / temperature))
     special = [i for i in range(len(p)) if tok.is_special(i)]
     p[special] = 0.0
     g = torch.Generator().manual_seed(0)
@@ -300,6 +311,18 @@ def unigram_samples(data: Path, nll: np.ndarray, args: argparse.Namespace) -> di
     texts = [tok.decode(r) for r in rows]
     broken = sum(is_broken(r, t, tok) for r, t in zip(rows, texts, strict=True))
     return {"texts": texts, "entropy": unigram_entropy(rows), "broken": broken}
+
+
+def floor_at(curve: list[dict], entropy: float) -> float | None:
+    """The tempered-unigram floor's gen ppl at a sample entropy: log gen ppl interpolated
+    linearly in entropy between the two nearest points of ``curve`` (``{"entropy",
+    "gen_ppl"}`` each); None outside the curve's entropy range or without a scorer."""
+    pts = sorted((c["entropy"], c["gen_ppl"]) for c in curve if c.get("gen_ppl"))
+    for (e0, p0), (e1, p1) in itertools.pairwise(pts):
+        if e0 <= entropy <= e1:
+            w = 0.0 if e1 == e0 else (entropy - e0) / (e1 - e0)
+            return math.exp((1 - w) * math.log(p0) + w * math.log(p1))
+    return None
 
 
 def infill_exact_match(run: Path, data: Path, args: argparse.Namespace) -> float | None:
@@ -415,15 +438,15 @@ def steps_for_quality(row: dict) -> int | None:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
-    """Two panels: held-out bits/byte of the families with a bound (the continuous ones have
-    none), and gen ppl against sampling seconds per family (each point a step count), with
-    the unigram floor."""
+    """Three panels: held-out bits/byte of the families with a bound (the continuous ones have
+    none), gen ppl against sampling seconds per family (each point a step count) with the
+    unigram floor, and gen ppl against sample entropy with the tempered-unigram floor."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(16, 4.2))
     bounded = [r for r in rows if r.get("val_bpb") is not None]
     a.bar([r["name"] for r in bounded], [r["val_bpb"] for r in bounded], color="tab:blue")
     for i, r in enumerate(bounded):
@@ -441,6 +464,19 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     uni = next((r for r in rows if r["name"] == "unigram" and r.get("gen_ppl")), None)
     if uni:
         b.axhline(uni["gen_ppl"], color="gray", ls="--", label="unigram samples")
+    if uni and uni.get("floor_curve"):
+        pts = sorted((p["entropy"], p["gen_ppl"]) for p in uni["floor_curve"] if p["gen_ppl"])
+        c.plot(*zip(*pts, strict=True), "--", color="gray", label="unigram at temperatures")
+    for r in rows:
+        if r.get("objective") is None or r.get("gen_ppl") is None:
+            continue
+        pts = [p for p in _points(r) if p["gen_ppl"] is not None]
+        c.plot([p["entropy"] for p in pts], [p["gen_ppl"] for p in pts], "o", label=r["name"])
+    c.set_yscale("log")
+    c.set_xlabel("sample entropy (nats, each sample's own token distribution)")
+    c.set_ylabel("gen ppl (SmolLM2-135M)")
+    c.set_title("quality at equal diversity (below the line: beats the floor)")
+    c.legend(fontsize=8)
     b.set_xscale("log")
     b.set_yscale("log")
     b.set_xlabel("sampling seconds (all samples; labels: steps)")
@@ -697,9 +733,18 @@ def main() -> None:
             )
             atomic_write_text(done, json.dumps({"key": key, "row": rows[-1]}, indent=1) + "\n")
         uni = unigram_samples(data, first_nll, args)
+        curve = []  # the floor at each temperature
+        for temp in FLOOR_TEMPERATURES:
+            u = uni if temp == 1.0 else unigram_samples(data, first_nll, args, temp)
+            curve.append({"temperature": temp, "entropy": u["entropy"],
+                          "gen_ppl": gen_ppl(u["texts"], scorer)})  # fmt: skip
         rows.append({"name": "unigram", "objective": None, "gen_ppl": gen_ppl(uni["texts"], scorer),
                      "gen_entropy": uni["entropy"], "gen_broken": uni["broken"],
-                     "sample": uni["texts"][0]})  # fmt: skip
+                     "sample": uni["texts"][0], "floor_curve": curve})  # fmt: skip
+        for r in rows:
+            floor = None if r["gen_ppl"] is None else floor_at(curve, r["gen_entropy"])
+            r["floor_gen_ppl"] = floor
+            r["x_floor"] = None if floor is None else r["gen_ppl"] / floor
 
     ar_row = next((r for r in rows if r["name"] == "ar"), None)
     if ar_row is None:  # a part of a --work run: its rows are saved, the table waits for ar
@@ -723,7 +768,7 @@ def main() -> None:
         f"{'objective':<10} {'params':>8} {'train tok/s':>12} {'val bpb':>8} {'ppl bound':>10} "
         f"{'x AR':>6} {'est. nats':>9} "
         f"{'gen ppl':>8} {'entropy':>8} {'broken':>6} {'NFE':>5} {'gen tok/s':>9} "
-        f"{'infill EM':>9}"
+        f"{'infill EM':>9} {'x floor':>7}"
     )
     print(head)
     print("-" * len(head))
@@ -731,7 +776,8 @@ def main() -> None:
         if r["objective"] is None:  # the unigram floor: samples only
             blank = f"{'-':>8} {'-':>12} {'-':>8} {'-':>10} {'-':>6} {'-':>9}"
             print(f"{r['name']:<10} {blank} {fmt(r['gen_ppl'], '>8.1f')} "
-                  f"{r['gen_entropy']:>8.2f} {r['gen_broken']:>6}")  # fmt: skip
+                  f"{r['gen_entropy']:>8.2f} {r['gen_broken']:>6} {'':>5} {'':>9} {'':>9} "
+                  f"{fmt(r.get('x_floor'), '>7.2f')}")  # fmt: skip
             continue
         est = None if r["val_is_bound"] else r["val_loss"]
         print(
@@ -741,7 +787,7 @@ def main() -> None:
             f"{fmt(r['gen_ppl'], '>8.1f')} "
             f"{r['gen_entropy']:>8.2f} {r['gen_broken']:>6} {r['nfe']:>5} "
             f"{r['sample_tokens_per_s']:>9,.0f} "
-            f"{fmt(r['infill_exact_match'], '>9.2f')}"
+            f"{fmt(r['infill_exact_match'], '>9.2f')} {fmt(r.get('x_floor'), '>7.2f')}"
         )
     sweeps = [r for r in rows if r.get("gen_ppl_by_steps")]
     if sweeps:
@@ -771,7 +817,9 @@ def main() -> None:
         f"infill EM: {args.infill_n} spans of {args.infill_span} tokens; samples continue "
         f"{args.prompt_len} tokens of held-out text (latent: unprompted whole windows, the first "
         f"{args.gen_length} tokens kept), the continuation alone scored; broken: samples with "
-        "a special token or U+FFFD."
+        "a special token or U+FFFD; x floor: gen ppl over the tempered-unigram floor's at the "
+        "same sample entropy (above 1: worse than a unigram of the same diversity; blank: the "
+        "entropy is outside the floor's range)."
     )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -125,3 +125,30 @@ def test_prompts_are_distinct_held_out_starts_and_broken_samples_counted(corpus)
     assert not bench.is_broken(ids, text, tok)
     assert bench.is_broken([*ids, val.special_ids["pad_id"]], text, tok)
     assert bench.is_broken(ids, text + "\ufffd", tok)
+
+
+def test_floor_interpolates_log_gen_ppl_in_entropy_and_refuses_to_extrapolate():
+    bench = _bench()
+    # the point without a gen ppl (no scorer) is left out
+    curve = [{"entropy": 4.0, "gen_ppl": 10_000.0}, {"entropy": 3.0, "gen_ppl": 100.0},
+             {"entropy": 2.0, "gen_ppl": None}]  # fmt: skip
+    assert bench.floor_at(curve, 3.5) == pytest.approx(1_000.0)
+    assert bench.floor_at(curve, 3.0) == pytest.approx(100.0)
+    assert bench.floor_at(curve, 3.25) == pytest.approx(100.0 * 10**0.5)
+    assert bench.floor_at(curve, 2.5) is None and bench.floor_at(curve, 4.1) is None
+
+
+def test_tempered_unigram_samples_are_less_diverse(corpus):
+    bench = _bench()
+    from types import SimpleNamespace
+
+    from unmask.data import TokenDataset
+
+    vocab = TokenDataset(corpus, "train").vocab_size
+    nll = bench.unigram_nll(corpus, vocab)
+    args = SimpleNamespace(gen_samples=8, gen_length=32)
+    hot = bench.unigram_samples(corpus, nll, args, 1.2)
+    plain = bench.unigram_samples(corpus, nll, args)
+    cold = bench.unigram_samples(corpus, nll, args, 0.3)
+    assert hot["entropy"] > plain["entropy"] > cold["entropy"]
+    assert plain == bench.unigram_samples(corpus, nll, args, 1.0)  # seeded
