@@ -17,7 +17,7 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.model import Transformer
 from unmask.objectives import OBJECTIVES, ObjectiveOptions, objective_spec
-from unmask.objectives.continuous import SqrtSchedule, token_embeddings
+from unmask.objectives.continuous import SqrtSchedule, expected_embedding, token_embeddings
 from unmask.objectives.latent import decode_logits, encode, latent_ae
 from unmask.sampling import DECODERS, Target, choose_decoder
 from unmask.sampling.continuous import BagOfWords, EmbedRun, guide
@@ -124,6 +124,63 @@ def test_infilling_keeps_known_positions_verbatim():
     assert torch.equal(res.tokens, _start(model, [prompt, [13, 14]]).run().tokens)
 
 
+def _self_conditioned() -> Transformer:
+    model = _model("embed-diffusion")
+    torch.manual_seed(0)
+    return Transformer(replace(model.config, embed_self_condition=True)).eval()
+
+
+def test_self_conditioning_starts_closed_and_reads_the_last_estimate():
+    model = _self_conditioned()
+    assert not model.self_condition.weight.detach().any()  # zero at init
+    plain = Transformer(replace(model.config, embed_self_condition=False)).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if k != "self_condition.weight"})  # fmt: skip
+    # a closed map samples exactly what the same weights without it sample
+    assert torch.equal(_start(model, [5, 6, 7]).run().tokens,
+                       _start(plain, [5, 6, 7]).run().tokens)  # fmt: skip
+    with torch.no_grad():
+        model.self_condition.weight.normal_(0.0, 1.0)
+    inputs, outputs = [], []
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        inputs.append(kwargs["inputs_embeds"].clone())
+        outputs.append(forward(*args, **kwargs))
+        return outputs[-1]
+
+    model.forward = spy  # type: ignore[method-assign]
+    run = _start(model, [5, 6, 7])
+    first_state = run.state.clone()
+    with torch.no_grad():
+        run.advance()
+        state = run.state.clone()
+        run.advance()
+        prev = expected_embedding(outputs[0], token_embeddings(model))  # (B, L, D)
+        want = state + model.self_condition(prev)
+    assert torch.equal(inputs[0][:, 3:], first_state[:, 3:])  # no estimate yet: x_t alone
+    torch.testing.assert_close(inputs[1][:, 3:], want[:, 3:])  # generated positions
+    assert not torch.equal(_start(model, [5, 6, 7]).run().tokens,
+                           _start(plain, [5, 6, 7]).run().tokens)  # fmt: skip
+
+
+def test_self_conditioned_training_refines_a_first_estimate_half_the_time():
+    model = _self_conditioned().train()
+    x0 = torch.randint(4, 48, (4, 16), generator=torch.Generator().manual_seed(0))
+    options = ObjectiveOptions(schedule=get_schedule("linear"))
+    opened = []
+    for seed in range(12):
+        model.zero_grad()
+        parts = objective_spec("embed-diffusion").loss(
+            model, model.config, x0, attention_mask=None,
+            generator=torch.Generator().manual_seed(seed), options=options,
+        )  # fmt: skip
+        parts.loss_sum.backward()
+        # the map is zero, so its gradient is non-zero exactly when an estimate was fed
+        opened.append(float(model.self_condition.weight.grad.abs().sum()) > 0)
+    assert 3 <= sum(opened) <= 9
+
+
 def test_guidance_step_lowers_the_constraint():
     model = _model("embed-diffusion")
     run = _start(model, [5])
@@ -215,17 +272,21 @@ def ae_run(corpus, tmp_path_factory):
                  progress=False)  # fmt: skip
 
 
-@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-ae", "latent-diffusion"])
+@pytest.mark.parametrize(
+    "objective", ["embed-diffusion", "embed-diffusion+sc", "latent-ae", "latent-diffusion"]
+)
 def test_resume_equals_uninterrupted(corpus, ae_run, tmp_path, objective):
     from safetensors.torch import load_file
 
     from unmask.train import train
 
     init = str(ae_run) if objective == "latent-diffusion" else ""
-    full = train(_cfg(corpus, tmp_path / "full", objective=objective, init=init), progress=False)
-    part = train(_cfg(corpus, tmp_path / "part", objective=objective, init=init, steps=2),
-                 progress=False)  # fmt: skip
-    train(_cfg(corpus, part, objective=objective, init=init), resume=True, progress=False)
+    kw: dict = {"objective": objective, "init": init}
+    if objective == "embed-diffusion+sc":  # self-conditioned: its random half-batches resume too
+        kw.update(objective="embed-diffusion", model_overrides={"embed_self_condition": True})
+    full = train(_cfg(corpus, tmp_path / "full", **kw), progress=False)
+    part = train(_cfg(corpus, tmp_path / "part", steps=2, **kw), progress=False)
+    train(_cfg(corpus, part, **kw), resume=True, progress=False)
     assert _losses(full) == pytest.approx(_losses(part), rel=1e-5)
     wa = load_file(str(full / "checkpoint" / "model.safetensors"))
     wb = load_file(str(part / "checkpoint" / "model.safetensors"))

@@ -229,6 +229,11 @@ class ModelConfig:
     """A ``latent-diffusion`` denoiser that also reads its previous z0 prediction
     (self-conditioning, ``unmask.objectives.latent``); False in checkpoints older than the
     field."""
+    embed_self_condition: bool = False
+    """An ``embed-diffusion`` model that also reads its previous x0 estimate (the expected
+    clean embedding under its last logits) through ``self_condition`` (a D×D map added to
+    x_t; self-conditioning, Chen et al. 2022, as CDCD and Plaid use it;
+    ``unmask.objectives.continuous``); False in checkpoints older than the field."""
     draft_block: int | None = None
     """Tokens per draft block of a model trained with objective ``hybrid``
     (``unmask.objectives.hybrid``; TiDAR-style): a block of that many ``[MASK]`` tokens after

@@ -433,6 +433,8 @@ class Transformer(nn.Module):
             self.sigma_embed = SigmaEmbedding(config)
             # shift, scale
             self.final_modulation = nn.Linear(config.cond_dim, 2 * config.d_model, bias=True)
+        if config.embed_self_condition:  # embed-diffusion's previous x0 estimate, added to x_t
+            self.self_condition = nn.Linear(config.d_model, config.d_model, bias=False)
         self._rope: tuple[Tensor, Tensor] | None = None
         self.reset_parameters()
 
@@ -440,7 +442,8 @@ class Transformer(nn.Module):
     def reset_parameters(self) -> None:
         """Explicit init: N(0, init_std) for matrices, residual outputs scaled by 1/sqrt(2·n_layers)
         (GPT-2), zeros for biases, ones for norms, zeros for the adaLN modulation (adaLN-Zero:
-        a fresh time-conditioned block starts as the identity).
+        a fresh time-conditioned block starts as the identity; so does ``self_condition``: a fresh
+        self-conditioned model ignores its previous estimate until training opens the path).
 
         Skipped on the meta device (a model built only to count parameters, or to be filled by
         a checkpoint): there is nothing to draw, and ``normal_`` on meta tensors goes through
@@ -453,7 +456,7 @@ class Transformer(nn.Module):
                 p.fill_(1.0)
             elif name.endswith("expert_bias"):
                 p.zero_()
-            elif name.endswith(".bias") or "modulation." in name:
+            elif name.endswith(".bias") or "modulation." in name or name == "self_condition.weight":
                 p.zero_()
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 p.normal_(0.0, std / math.sqrt(2 * self.config.n_layers))

@@ -20,8 +20,15 @@ forward process with CDCD's cross-entropy training, through the one transformer.
 - ``posterior_step``: DDPM's q(x_s | x_t, x0) with x0 the clamped prediction (the sampler,
   ``unmask.sampling.continuous``).
 
+- Self-conditioning (``ModelConfig.embed_self_condition``; Chen et al. 2022, used by CDCD and
+  Plaid): the model also reads its previous estimate of x0, the expected clean embedding
+  softmax(logits)·E, through a D×D map added to x_t (``with_self_condition``; zero at
+  init). Training gives half the batches a first, gradient-free estimate (zeros for the
+  rest); the sampler feeds each step the last step's.
+
 Inside: ``TIME_SCALE``, ``SqrtSchedule``, ``token_embeddings``, ``rms_normalize``,
-``embed_diffusion`` (the loss), ``continuous_model_config``.
+``expected_embedding``, ``with_self_condition``, ``embed_diffusion`` (the loss),
+``continuous_model_config``.
 """
 
 from __future__ import annotations
@@ -100,6 +107,23 @@ def token_embeddings(model: MaskPredictor) -> Tensor:
     return rms_normalize(core.embed.weight)
 
 
+def expected_embedding(logits: Tensor, table: Tensor) -> Tensor:
+    """softmax(logits) · table (..., D): the x0 estimate in embedding space under ``logits``
+    (..., V), what a self-conditioned model reads back (``with_self_condition``)."""
+    return torch.softmax(logits.float(), dim=-1).to(table.dtype) @ table
+
+
+def with_self_condition(model: MaskPredictor, xt: Tensor, previous: Tensor | None) -> Tensor:
+    """The input of an embed-diffusion model: x_t, plus ``self_condition``(previous x0
+    estimate) for a self-conditioned model (``ModelConfig.embed_self_condition``; zeros for
+    none, so the map is used in every forward, as data-parallel training needs)."""
+    core = getattr(model, "module", model)
+    if not hasattr(core, "self_condition"):
+        return xt
+    prev = torch.zeros_like(xt) if previous is None else previous.to(xt.dtype)
+    return xt + core.self_condition(prev)
+
+
 def _check_model(config: ModelConfig, name: str) -> None:
     if config.attention != "bidirectional" or not config.time_conditioning:
         raise UserError(
@@ -129,10 +153,17 @@ def embed_diffusion(
     B = x0.shape[0]
     if t is None:
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
-    emb = token_embeddings(model)[x0]  # (B, L, D)
-    xt = SqrtSchedule().q_sample(emb, t, generator)  # (B, L, D)
+    table = token_embeddings(model)  # (V, D)
+    xt = SqrtSchedule().q_sample(table[x0], t, generator)  # (B, L, D)
     sigma = (TIME_SCALE * t).float().to(x0.device)  # (B,)
-    logits = model(x0, attention_mask=attention_mask, sigma=sigma, inputs_embeds=xt)  # (B, L, V)
+    previous = None
+    if config.embed_self_condition and float(torch.rand(1, generator=generator)) < 0.5:
+        with torch.no_grad():  # half the batches learn to refine a first, gradient-free estimate
+            first = model(x0, attention_mask=attention_mask, sigma=sigma,
+                          inputs_embeds=with_self_condition(model, xt, None))  # fmt: skip
+            previous = expected_embedding(first, table.detach())  # (B, L, D)
+    inputs = with_self_condition(model, xt, previous)
+    logits = model(x0, attention_mask=attention_mask, sigma=sigma, inputs_embeds=inputs)
     valid = torch.ones_like(x0, dtype=torch.bool) if attention_mask is None else attention_mask
     valid = valid.bool()
     ce = F.cross_entropy(logits[valid].float(), x0[valid], reduction="sum")
@@ -165,6 +196,8 @@ __all__ = [
     "SqrtSchedule",
     "continuous_model_config",
     "embed_diffusion",
+    "expected_embedding",
     "rms_normalize",
     "token_embeddings",
+    "with_self_condition",
 ]

@@ -44,7 +44,13 @@ from unmask.canvas import Canvas, as_rows
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.objectives.continuous import TIME_SCALE, SqrtSchedule, token_embeddings
+from unmask.objectives.continuous import (
+    TIME_SCALE,
+    SqrtSchedule,
+    expected_embedding,
+    token_embeddings,
+    with_self_condition,
+)
 from unmask.objectives.latent import decode_logits, denoise
 from unmask.sampling.loop import add_gumbel_noise, forbid_tokens
 from unmask.sampling.protocol import (
@@ -253,11 +259,13 @@ class EmbedRun(_GaussianRun):
         )
         with torch.no_grad():
             self.table = token_embeddings(model)  # (V, D)
+        self.self_conditioned = hasattr(getattr(model, "module", model), "self_condition")
         self.known = canvas.locked | ~canvas.masked  # (B, L): given tokens and padding
         B, L = canvas.tokens.shape
         noise = torch.randn(B, L, self.table.shape[1], generator=self.generator)
         self.state = noise.to(self.table.device, self.table.dtype)  # (B, L, D): x_1 ~ N(0, I)
         self.x0_hat = self.table[canvas.tokens]  # (B, L, D): the last clamped prediction
+        self.previous: Tensor | None = None  # a self-conditioned model's last x0 estimate
 
     def _prepare(self, t: float) -> None:
         # replacement: known positions hold a fresh draw of q(x_t | their embedding)
@@ -276,7 +284,7 @@ class EmbedRun(_GaussianRun):
             self.canvas.tokens,
             attention_mask=self.canvas.attention_mask,
             sigma=sigma,
-            inputs_embeds=state,
+            inputs_embeds=with_self_condition(self.model, state, self.previous),
         )  # (B, L, V)
 
     def _view_logits(self, out: Tensor) -> Tensor:
@@ -284,6 +292,8 @@ class EmbedRun(_GaussianRun):
         return out[:, start:end]
 
     def _x0(self, out: Tensor) -> Tensor:
+        if self.self_conditioned:  # the next step reads this step's estimate
+            self.previous = expected_embedding(out, self.table)  # (B, L, D)
         # the clamping trick: the prediction is exactly the embedding of the rounded token
         self.ids = torch.where(self.known, self.canvas.tokens, self._round(out))  # (B, L)
         self.x0_hat = self.table[self.ids]  # (B, L, D)
