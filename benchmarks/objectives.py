@@ -30,7 +30,7 @@ split):
   ``embed-diffusion``, reconstruction + latent denoising for latent diffusion), an estimate of
   nothing but itself, so the bpb and ratio columns are empty for them; they sample with their
   own decoders through ``unmask.api.start`` (Gaussian noise, rounding at the checkpoint's
-  recommended temperature, ``api.sample_config``: 0.5 embed, 0.7 latent; argmax rounding
+  recommended temperature, ``api.sample_config``; argmax rounding
   repeats frequent tokens);
 - a ``unigram`` row: samples drawn from the training unigram, the floor every family must beat
   in generative perplexity, and the tempered-unigram floor (``FLOOR_TEMPERATURES``): each

@@ -13,9 +13,13 @@ token bigrams per text (``dist2_tok``: "to to to to" and ", the, the" repeat tok
 words) and the broken samples (a special token or U+FFFD). The first row is the held-out
 continuations of the same prompts, the target of the diversity columns; a setting is
 *degenerate* when it has a broken sample or one of its dist-2,
-dist2_tok or entropy falls more than 15% below the held-out text's, and the recommended
-default is the non-degenerate temperature with the lowest gen ppl (the rule of
-``benchmarks/defaults.py``).
+dist2_tok or entropy falls more than 15% below the held-out text's (the rule of
+``benchmarks/defaults.py``). ``x_floor`` divides each gen ppl by the tempered-unigram
+floor's at the same entropy (``benchmarks/objectives.py``: unigram samples of ``--data`` at
+``FLOOR_TEMPERATURES``, as many and as long as these); below 1 the scorer prefers the
+model's text to a unigram's of the same diversity. The recommended default is the
+non-degenerate temperature with the lowest ``x_floor``: gen ppl alone always favours the
+lowest entropy that is not yet called degenerate (without the scorer: the lowest rep4).
 
     python benchmarks/rounding.py --data WORK/data --model WORK/embed --model WORK/latent
 
@@ -34,7 +38,14 @@ from typing import Any
 
 import torch
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
-from objectives import held_out_prompts, is_broken  # the prompts and the broken count
+from objectives import (  # the prompts, the broken count and the tempered-unigram floor
+    FLOOR_TEMPERATURES,
+    floor_at,
+    held_out_prompts,
+    is_broken,
+    unigram_nll,
+    unigram_samples,
+)
 
 from unmask import api
 from unmask.checkpoint import load
@@ -60,6 +71,18 @@ def token_dist2(texts: list[str], tok: Any) -> dict[str, float]:
     return {"dist2_tok": sum(distinct_n([tok.encode(t)], 2) for t in texts) / len(texts)}
 
 
+def floor_curve(data: str, n: int, length: int, tok: Any, scorer: Any) -> list[dict]:
+    """Gen ppl and entropy (``quality``'s) of ``n`` unigram samples of ``length`` tokens at each
+    temperature of ``FLOOR_TEMPERATURES``."""
+    nll = unigram_nll(Path(data), TokenDataset(Path(data), "train").vocab_size)
+    shape = argparse.Namespace(gen_samples=n, gen_length=length)
+    curve = []
+    for temp in FLOOR_TEMPERATURES:
+        q = quality(unigram_samples(Path(data), nll, shape, temp)["texts"], None, tok, scorer)
+        curve.append({"temperature": temp, "entropy": q["entropy"], "gen_ppl": q["gen_ppl"]})
+    return curve
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True, help="checkpoint (repeatable)")
@@ -83,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer = ReferenceScorer.from_smollm2()
     temps = [float(t) for t in args.temperatures.split(",")]
     report: dict[str, Any] = {"args": vars(args), "models": {}}
+    floors: dict[str, list[dict]] = {}  # the floor curve of --data, made once
     for path in args.model:
         loaded = load(path, device="cpu")
         loaded.model.eval()
@@ -108,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
                          **quality(texts, None, tok, scorer), **token_dist2(texts, tok),
                          "broken": broken, "texts": texts})  # fmt: skip
             print(f"{path} {rows[-1]}", file=sys.stderr, flush=True)
+        if scorer is not None:
+            curve = floors.setdefault(args.data, floor_curve(args.data, args.n, args.gen_length,
+                                                             tok, scorer))  # fmt: skip
+            for r in rows:
+                floor = floor_at(curve, r["entropy"])
+                r["x_floor"] = None if floor is None else r["gen_ppl"] / floor
         ref = rows[0]
         ok = [
             r
@@ -115,9 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             if all(r[c] >= 0.85 * ref[c] for c in ("dist2", "dist2_tok", "entropy"))
             and not r["broken"]  # junk the scorer may rate well is never recommended
         ]
-        key = "gen_ppl" if scorer is not None else "rep4"
-        best = min(ok, key=lambda r: r[key]) if ok else None
-        cols = (["gen_ppl"] if scorer else []) + ["dist2", "dist2_tok", "entropy", "rep4"]
+        # the scorer's approval at equal diversity: gen ppl alone favours the lowest entropy
+        # that is not yet degenerate (x_floor is None only outside the floor's entropy range)
+        key = "x_floor" if scorer is not None else "rep4"
+        ranked = [r for r in ok if r.get(key) is not None]
+        best = min(ranked, key=lambda r: r[key]) if ranked else None
+        cols = (["gen_ppl", "x_floor"] if scorer else []) + ["dist2", "dist2_tok", "entropy",
+                                                             "rep4"]  # fmt: skip
         print(f"\n{path} ({cfg.objective}, {args.n} x {args.gen_length} tokens, "
               f"{args.steps} steps)")  # fmt: skip
         print("| rounding | " + " | ".join(cols) + " | broken | |")
@@ -125,11 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             degenerate = r is not ref and r not in ok
             mark = "recommended" if r is best else ("degenerate" if degenerate else "")
-            vals = [f"{r[c]:.1f}" if c == "gen_ppl" else f"{r[c]:.3f}" for c in cols]
+            vals = [
+                "-" if r.get(c) is None else f"{r[c]:.1f}" if c == "gen_ppl" else f"{r[c]:.3f}"
+                for c in cols
+            ]
             vals.append(str(r.get("broken", "-")))
             print(f"| {r['setting']} | " + " | ".join(vals) + f" | {mark} |")
         report["models"][path] = {"objective": cfg.objective, "rows": rows,
                                   "recommended": best and best["setting"]}  # fmt: skip
+    report["floor_curves"] = floors
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=lambda x: None) + "\n")
