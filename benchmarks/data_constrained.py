@@ -243,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_this_session": time.perf_counter() - t0,
         "machine": {"platform": platform.platform(), "torch": torch.__version__,
                     "threads": args.threads},
-        "command": "python benchmarks/data_constrained.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/data_constrained.py "
+        + " ".join(sys.argv[1:] if argv is None else argv),
     }  # fmt: skip
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
