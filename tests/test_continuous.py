@@ -181,6 +181,18 @@ def test_self_conditioned_training_refines_a_first_estimate_half_the_time():
     assert 3 <= sum(opened) <= 9
 
 
+def test_self_conditioning_is_refused_for_other_objectives(corpus, tmp_path, capsys):
+    from unmask.cli import main
+
+    argv = ["train", "--data", str(corpus), "--out", str(tmp_path / "r"), "--preset", "tiny",
+            "--objective", "mdlm", "--model-set", "embed_self_condition=true", "--steps", "1",
+            "--seq-len", "16", "--batch-size", "2", "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "embed_self_condition" in err and "'mdlm'" in err
+    assert not (tmp_path / "r" / "checkpoint").exists()
+
+
 def test_guidance_step_lowers_the_constraint():
     model = _model("embed-diffusion")
     run = _start(model, [5])
