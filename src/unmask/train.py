@@ -122,11 +122,6 @@ def build_model_config(
     base["max_seq_len"] = max(base.get("max_seq_len", 0), cfg.seq_len)
     facts = objective_spec(cfg.objective).facts(cfg)
     fields = {**base, "vocab_size": vocab_size, **facts, **special_ids, **cfg.model_overrides}
-    if fields.get("embed_self_condition") and cfg.objective != "embed-diffusion":
-        raise UserError(
-            f"embed_self_condition is for objective 'embed-diffusion' (this run trains "
-            f"{cfg.objective!r}, which would never read it)"
-        )
     return model_preset(cfg.preset, **fields)
 
 

@@ -104,6 +104,9 @@ class ObjectiveSpec:
     ``seq_len``), stored as ``ModelConfig.block_size``."""
     options: tuple[str, ...] = ()
     """``TrainConfig`` fields in ``OBJECTIVE_OPTIONS`` that apply to this objective."""
+    model_options: tuple[str, ...] = ()
+    """``ModelConfig`` fields (set with ``--model-set``) that only this objective reads; set
+    for another objective they are refused (``validate``)."""
     random_length: bool = False
     """LLaDA's random-length cut (``TrainConfig.random_length_frac``) applies; ignored otherwise."""
     check: Callable[[TrainConfig], None] | None = None
@@ -141,6 +144,12 @@ class ObjectiveSpec:
             raise UserError(
                 f"{name} applies to {which} {', '.join(map(repr, owners))}, not {self.name!r}"
             )
+        for name, value in cfg.model_overrides.items():
+            owners = [s.name for s in OBJECTIVES.values() if name in s.model_options]
+            if value and owners and self.name not in owners:
+                which = "objective" if len(owners) == 1 else "objectives"
+                raise UserError(f"--model-set {name} applies to {which} "
+                                f"{', '.join(map(repr, owners))}, not {self.name!r}")  # fmt: skip
         if self.blocks:
             if not cfg.block_size or cfg.block_size < 1:
                 raise UserError(
