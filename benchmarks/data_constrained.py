@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--preset",
         default="demo",
-        help="model preset (default: demo, 5.5M; 'bench': benchmarks/objectives.py's 0.26M size)",
+        help="model preset (default: demo, 5.5M; bench: 0.26M at a 1,024-token vocabulary)",
     )
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
@@ -211,12 +211,6 @@ def main(argv: list[str] | None = None) -> int:
     from unmask.train_guards import TrainingStopped
 
     torch.set_num_threads(args.threads)
-    if args.preset == "bench":  # the five-family study's size, defined once in objectives.py
-        from objectives import BENCH_PRESET
-
-        from unmask.config import MODEL_PRESETS
-
-        MODEL_PRESETS.setdefault("bench", BENCH_PRESET)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     work = Path(args.work)
     data = work / f"slice-{args.tokens}"

@@ -47,7 +47,7 @@ split):
   generation time) and the fewest steps within 10% of the full-step gen ppl
   (``steps_for_quality``).
 
-``--preset bench`` is this script's own size (``BENCH_PRESET``: d_model 64, 4 layers),
+``--preset bench`` is the benchmarks' size (``MODEL_PRESETS["bench"]``: d_model 64, 4 layers),
 ``--vocab-size`` re-tokenizes the demo corpus (a smaller BPE makes the output layer, most of
 a small model's step, cheaper), ``--plot`` writes a PNG (bits/byte of the families with a
 bound; gen ppl against sampling seconds). ``--work DIR`` keeps the runs and each finished
@@ -95,7 +95,7 @@ import torch
 from unmask import api
 from unmask.checkpoint import checkpoint_dir, load
 from unmask.commands.demo import DemoTrainPlan, asset_path
-from unmask.config import MODEL_PRESETS, SampleConfig, TrainConfig
+from unmask.config import SampleConfig, TrainConfig
 from unmask.data import TokenDataset, prepare
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss, unigram_entropy
@@ -129,10 +129,6 @@ ANCHORS = [
     ("MDLM / AR perplexity, OpenWebText (Sahoo et al. 2024)", 22.98, 17.54),
     ("BD3-LM block 4 / AR perplexity, LM1B (Arriola et al. 2025)", 28.23, 22.83),
 ]
-BENCH_PRESET = dict(d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=128)
-"""``--preset bench``: between ``tiny`` (d_model 32, 2 layers) and ``demo`` (256, 6 layers),
-sized so that all five families train several hundred steps each in ~45 minutes on two busy
-CPU cores (most of a step is the 4,096-way output layer, so depth costs little)."""
 PLAN_FIELDS = ("preset", "objective", "seq_len", "batch_size", "steps", "lr", "warmup", "seed")
 """The ``TrainConfig`` fields this script sets (with each run's extras): a run in ``--work``
 trained to other values is not this plan's, and is refused rather than reused or extended."""
@@ -537,7 +533,7 @@ def main() -> None:
     ap.add_argument(
         "--preset",
         default="demo",
-        help="model preset of every run (default: demo; 'bench': BENCH_PRESET)",
+        help="model preset of every run (default: demo; 'bench': d_model 64, 4 layers)",
     )
     ap.add_argument(
         "--steps", type=int, default=2000, help="optimizer steps of every run (default: 2000)"
@@ -621,7 +617,6 @@ def main() -> None:
         help="where to write the results (default: benchmarks/results/objectives.json)",
     )
     args = ap.parse_args()
-    MODEL_PRESETS.setdefault("bench", BENCH_PRESET)  # this script's own size (see above)
     corpus_lines, vocab_size = None, DemoTrainPlan().vocab_size
     if args.quick:
         for k, v in QUICK.items():

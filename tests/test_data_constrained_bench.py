@@ -39,8 +39,7 @@ def test_crossover_is_where_diffusion_stays_below_ar():
 
 
 @pytest.mark.parametrize("preset", ["tiny", "bench"])
-def test_a_study_runs_and_a_second_run_continues_it(word_corpus, tmp_path, monkeypatch, preset):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script
+def test_a_study_runs_and_a_second_run_continues_it(word_corpus, tmp_path, preset):
     bench = _bench()
     corpus = word_corpus("dc", WORDS)
     out = tmp_path / "dc.json"

@@ -371,6 +371,9 @@ class ModelConfig:
 # Presets: shapes only; vocabulary and special ids come from the tokenizer.
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=64),
+    # the benchmarks' size (benchmarks/objectives.py, data_constrained.py): hundreds of
+    # epochs of a small corpus in minutes on one CPU core
+    "bench": dict(d_model=64, n_layers=4, n_heads=4, n_kv_heads=2, max_seq_len=128),
     "demo": dict(d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, max_seq_len=256),
     "small": dict(d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, max_seq_len=512),
     "base": dict(d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, max_seq_len=1024),
@@ -378,7 +381,7 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def model_preset(name: str, **overrides: Any) -> ModelConfig:
-    """A ``ModelConfig`` from a named preset (tiny, demo, small, base) with field overrides."""
+    """A ``ModelConfig`` from a named preset (``MODEL_PRESETS``) with field overrides."""
     if name not in MODEL_PRESETS:
         raise UserError(f"unknown model preset {name!r}; choose one of {', '.join(MODEL_PRESETS)}")
     return ModelConfig(**{**MODEL_PRESETS[name], **overrides})
@@ -395,7 +398,7 @@ class TrainConfig:
     out: str = ""
     """Run directory: checkpoints, metrics.jsonl, train_config.json."""
     preset: str = "tiny"
-    """Model preset (tiny, demo, small, base)."""
+    """Model preset (``MODEL_PRESETS``: tiny, bench, demo, small, base)."""
     objective: str = "mdlm"
     """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``,
     ``embed-diffusion``, ``latent-ae``, ``latent-diffusion``, ``hybrid``, ``distill``)."""
