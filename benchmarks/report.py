@@ -214,6 +214,7 @@ SECTIONS = [
             "gen_ppl",
             "gen_entropy",
             "gen_broken",
+            "x_floor",
             "train_tokens_per_s",
         ),
         plot=_bar_plot("name", "val_bpb", "validation bits / byte"),
