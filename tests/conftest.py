@@ -19,6 +19,25 @@ def tiny_config():
     return model_preset("tiny", vocab_size=48, max_seq_len=32)
 
 
+@pytest.fixture(scope="session")
+def benchmark():
+    """``load(name)``: the script ``benchmarks/<name>.py`` as a module (registered in
+    ``sys.modules`` as ``bench_<name>``: dataclasses look their module up there)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[f"bench_{name}"] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
 @pytest.fixture
 def free_port() -> int:
     """A TCP port free on the loopback now (torchrun's rendezvous): a fixed port collides

@@ -1,23 +1,16 @@
 """``benchmarks/report.py``: the report page from whatever results exist."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
 
 
-def _report_module():
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks/report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_report"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def report(benchmark):
+    return benchmark("report")
 
 
-def test_report_from_partial_results(tmp_path):
-    report = _report_module()
+def test_report_from_partial_results(tmp_path, report):
     results = tmp_path / "results"
     results.mkdir()
     rows = [
@@ -55,9 +48,8 @@ def test_report_from_partial_results(tmp_path):
     assert pngs == {"train_throughput.png", "planning.png"}
 
 
-def test_elbo_standard_error_curve_is_drawn(tmp_path):
+def test_elbo_standard_error_curve_is_drawn(tmp_path, report):
     """The ELBO section draws its curve (with the 1/sqrt(n) law and the default) to a PNG."""
-    report = _report_module()
     results = tmp_path / "results"
     results.mkdir()
     rows = [
@@ -80,8 +72,7 @@ def test_elbo_standard_error_curve_is_drawn(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_objectives_table_shows_broken_samples_where_recorded(tmp_path):
-    report = _report_module()
+def test_objectives_table_shows_broken_samples_where_recorded(tmp_path, report):
     results = tmp_path / "results"
     results.mkdir()
     new = {"name": "ar", "objective": "ar", "val_bpb": 1.5, "gen_ppl": 900.0, "gen_broken": 3,

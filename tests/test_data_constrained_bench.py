@@ -1,32 +1,23 @@
 """``benchmarks/data_constrained.py``: the crossover and best-epoch summary, and a whole study
 on a tiny corpus that a second run continues instead of retraining."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = "and the lord spoke unto moses saying speak to the children of israel".split()
 
 
-def _bench():
-    path = ROOT / "benchmarks" / "data_constrained.py"
-    spec = importlib.util.spec_from_file_location("bench_data_constrained", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_data_constrained"] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(benchmark):
+    return benchmark("data_constrained")
 
 
 def _curve(values, spe=10):
     return [{"epoch": (i + 1), "step": (i + 1) * spe, "val_bpb": v} for i, v in enumerate(values)]
 
 
-def test_crossover_is_where_diffusion_stays_below_ar():
-    bench = _bench()
+def test_crossover_is_where_diffusion_stays_below_ar(bench):
     ar = _curve([2.2, 2.3, 2.6, 2.9, 3.1])
     assert bench.crossover(ar, _curve([2.9, 2.5, 2.4, 2.3, 2.2])) == 3
     # below once, above again, then below for good: the later epoch counts
@@ -39,8 +30,7 @@ def test_crossover_is_where_diffusion_stays_below_ar():
 
 
 @pytest.mark.parametrize("preset", ["tiny", "bench"])
-def test_a_study_runs_and_a_second_run_continues_it(word_corpus, tmp_path, preset):
-    bench = _bench()
+def test_a_study_runs_and_a_second_run_continues_it(word_corpus, tmp_path, preset, bench):
     corpus = word_corpus("dc", WORDS)
     out = tmp_path / "dc.json"
     argv = ["--data", str(corpus), "--tokens", "512", "--epochs", "2", "--eval-epochs", "1",

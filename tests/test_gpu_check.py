@@ -1,17 +1,11 @@
 """benchmarks/gpu_check.py runs: its --dry-run does every row on CPU at toy sizes, so the GPU
 check is known to work before a GPU is at hand."""
 
-import importlib.util
 import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_gpu_check_dry_run_fills_the_table(tmp_path, capsys, free_port):
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+def test_gpu_check_dry_run_fills_the_table(tmp_path, capsys, free_port, benchmark):
+    mod = benchmark("gpu_check")
     out = tmp_path / "check.json"
     assert mod.main(["--dry-run", "--json", str(out), "--port", str(free_port)]) == 0
     rows = {r["row"]: r for r in json.loads(out.read_text())["rows"]}

@@ -1,11 +1,8 @@
 """``benchmarks/objectives.py``: its family runs resume after an interruption, finished runs
 are reused, and its samples start from held-out text with broken samples counted."""
 
-import importlib.util
 import os
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,17 +12,12 @@ from unmask.config import TrainConfig
 from unmask.errors import UserError
 from unmask.train_guards import TrainingStopped, saved_progress
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = "in the beginning god created the heavens and the earth and it was good".split()
 
 
-def _bench():
-    path = ROOT / "benchmarks" / "objectives.py"
-    spec = importlib.util.spec_from_file_location("bench_objectives", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_objectives"] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def bench(benchmark):
+    return benchmark("objectives")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +34,7 @@ def _cfg(corpus, out, **kw):
     return TrainConfig(**{**base, **kw})
 
 
-def test_interrupted_family_resumes_to_the_uninterrupted_run(corpus, tmp_path, monkeypatch):
-    bench = _bench()
+def test_interrupted_family_resumes_to_the_uninterrupted_run(corpus, tmp_path, monkeypatch, bench):
     whole = bench.train_run(_cfg(corpus, tmp_path / "whole"))
 
     import unmask.train as train_module
@@ -81,8 +72,7 @@ def test_interrupted_family_resumes_to_the_uninterrupted_run(corpus, tmp_path, m
     assert bench.train_seconds(cut) > 0
 
 
-def test_finished_run_is_kept_and_another_plan_refused(corpus, tmp_path, monkeypatch):
-    bench = _bench()
+def test_finished_run_is_kept_and_another_plan_refused(corpus, tmp_path, monkeypatch, bench):
     run = bench.train_run(_cfg(corpus, tmp_path / "run", steps=2))
     before = (run / "checkpoint" / "model.safetensors").read_bytes()
 
@@ -96,8 +86,7 @@ def test_finished_run_is_kept_and_another_plan_refused(corpus, tmp_path, monkeyp
         bench.train_run(_cfg(corpus, tmp_path / "run", steps=4))
 
 
-def test_run_stopped_before_its_first_checkpoint_starts_afresh(corpus, tmp_path):
-    bench = _bench()
+def test_run_stopped_before_its_first_checkpoint_starts_afresh(corpus, tmp_path, bench):
     out = tmp_path / "early"
     out.mkdir()
     (out / "metrics.jsonl").write_text('{"event": "start"}\n')  # killed before any save
@@ -105,8 +94,7 @@ def test_run_stopped_before_its_first_checkpoint_starts_afresh(corpus, tmp_path)
     assert saved_progress(run / "checkpoint").step == 2
 
 
-def test_prompts_are_distinct_held_out_starts_and_broken_samples_counted(corpus):
-    bench = _bench()
+def test_prompts_are_distinct_held_out_starts_and_broken_samples_counted(corpus, bench):
     from unmask.data import TokenDataset
 
     prompts = bench.held_out_prompts(corpus, 4, 5, 16)
@@ -127,8 +115,7 @@ def test_prompts_are_distinct_held_out_starts_and_broken_samples_counted(corpus)
     assert bench.is_broken(ids, text + "\ufffd", tok)
 
 
-def test_floor_interpolates_log_gen_ppl_in_entropy_and_refuses_to_extrapolate():
-    bench = _bench()
+def test_floor_interpolates_log_gen_ppl_in_entropy_and_refuses_to_extrapolate(bench):
     # the point without a gen ppl (no scorer) is left out
     curve = [{"entropy": 4.0, "gen_ppl": 10_000.0}, {"entropy": 3.0, "gen_ppl": 100.0},
              {"entropy": 2.0, "gen_ppl": None}]  # fmt: skip
@@ -138,8 +125,7 @@ def test_floor_interpolates_log_gen_ppl_in_entropy_and_refuses_to_extrapolate():
     assert bench.floor_at(curve, 2.5) is None and bench.floor_at(curve, 4.1) is None
 
 
-def test_tempered_unigram_samples_are_less_diverse(corpus):
-    bench = _bench()
+def test_tempered_unigram_samples_are_less_diverse(corpus, bench):
     from types import SimpleNamespace
 
     from unmask.data import TokenDataset
