@@ -65,6 +65,8 @@ def _planning_rows(d: dict[str, Any]) -> Rows:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:  # recorded as not applicable (a family without a bound), not missing
+        return "–"
     if isinstance(v, float):
         if math.isnan(v):
             return "nan"

@@ -77,7 +77,9 @@ def test_objectives_table_shows_broken_samples_where_recorded(tmp_path, report):
     results.mkdir()
     new = {"name": "ar", "objective": "ar", "val_bpb": 1.5, "gen_ppl": 900.0, "gen_broken": 3,
            "x_floor": 0.25}  # fmt: skip
-    (results / "objectives_new.json").write_text(json.dumps({"rows": [new]}))
+    embed = {"name": "embed", "objective": "embed-diffusion", "val_bpb": None, "gen_ppl": 880.0,
+             "gen_broken": 0, "x_floor": 0.95}  # fmt: skip
+    (results / "objectives_new.json").write_text(json.dumps({"rows": [new, embed]}))
     old = {"name": "ar", "objective": "ar", "val_bpb": 1.6, "gen_ppl": 950.0}
     (results / "objectives_old.json").write_text(json.dumps({"rows": [old]}))
     out = tmp_path / "report.md"
@@ -85,5 +87,6 @@ def test_objectives_table_shows_broken_samples_where_recorded(tmp_path, report):
     page = out.read_text()
     assert "| name | objective | val_bpb | gen_ppl | gen_broken | x_floor |" in page
     assert "| ar | ar | 1.5 | 900 | 3 | 0.25 |" in page
+    assert "| embed | embed-diffusion | – | 880 | 0 | 0.95 |" in page  # no bound: not blank
     # a file from before the column existed keeps its table without an empty column
     assert "| name | objective | val_bpb | gen_ppl |\n" in page
