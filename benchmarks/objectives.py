@@ -85,6 +85,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,21 @@ def unigram_samples(
     texts = [tok.decode(r) for r in rows]
     broken = sum(is_broken(r, t, tok) for r, t in zip(rows, texts, strict=True))
     return {"texts": texts, "entropy": unigram_entropy(rows), "broken": broken}
+
+
+def floor_curve(
+    data: Path,
+    nll: np.ndarray,
+    args: argparse.Namespace,
+    measure: Callable[[dict], tuple[float, float | None]],
+) -> list[dict]:
+    """The tempered-unigram floor: ``measure(samples)`` -> (entropy, gen ppl) of
+    ``unigram_samples`` at each of ``FLOOR_TEMPERATURES``."""
+    curve = []
+    for temp in FLOOR_TEMPERATURES:
+        entropy, ppl = measure(unigram_samples(data, nll, args, temp))
+        curve.append({"temperature": temp, "entropy": entropy, "gen_ppl": ppl})
+    return curve
 
 
 def floor_at(curve: list[dict], entropy: float) -> float | None:
@@ -728,11 +744,8 @@ def main() -> None:
             )
             atomic_write_text(done, json.dumps({"key": key, "row": rows[-1]}, indent=1) + "\n")
         uni = unigram_samples(data, first_nll, args)
-        curve = []  # the floor at each temperature
-        for temp in FLOOR_TEMPERATURES:
-            u = uni if temp == 1.0 else unigram_samples(data, first_nll, args, temp)
-            curve.append({"temperature": temp, "entropy": u["entropy"],
-                          "gen_ppl": gen_ppl(u["texts"], scorer)})  # fmt: skip
+        curve = floor_curve(data, first_nll, args,
+                            lambda u: (u["entropy"], gen_ppl(u["texts"], scorer)))  # fmt: skip
         rows.append({"name": "unigram", "objective": None, "gen_ppl": gen_ppl(uni["texts"], scorer),
                      "gen_entropy": uni["entropy"], "gen_broken": uni["broken"],
                      "sample": uni["texts"][0], "floor_curve": curve})  # fmt: skip

@@ -39,12 +39,11 @@ from typing import Any
 import torch
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
 from objectives import (  # the prompts, the broken count and the tempered-unigram floor
-    FLOOR_TEMPERATURES,
     floor_at,
+    floor_curve,
     held_out_prompts,
     is_broken,
     unigram_nll,
-    unigram_samples,
 )
 
 from unmask import api
@@ -71,16 +70,18 @@ def token_dist2(texts: list[str], tok: Any) -> dict[str, float]:
     return {"dist2_tok": sum(distinct_n([tok.encode(t)], 2) for t in texts) / len(texts)}
 
 
-def floor_curve(data: str, n: int, length: int, tok: Any, scorer: Any) -> list[dict]:
-    """Gen ppl and entropy (``quality``'s) of ``n`` unigram samples of ``length`` tokens at each
-    temperature of ``FLOOR_TEMPERATURES``."""
-    nll = unigram_nll(Path(data), TokenDataset(Path(data), "train").vocab_size)
+def data_floor(data: str, n: int, length: int, scorer: Any) -> list[dict]:
+    """The tempered-unigram floor of ``data`` (``objectives.floor_curve``), measured as the
+    models' samples are (``quality``): ``n`` samples of ``length`` tokens per temperature."""
+    train = TokenDataset(Path(data), "train")  # the models' tokenizer too
+    tok = train.tokenizer()
+
+    def measure(samples: dict) -> tuple[float, float]:
+        q = quality(samples["texts"], None, tok, scorer)
+        return q["entropy"], q["gen_ppl"]
+
     shape = argparse.Namespace(gen_samples=n, gen_length=length)
-    curve = []
-    for temp in FLOOR_TEMPERATURES:
-        q = quality(unigram_samples(Path(data), nll, shape, temp)["texts"], None, tok, scorer)
-        curve.append({"temperature": temp, "entropy": q["entropy"], "gen_ppl": q["gen_ppl"]})
-    return curve
+    return floor_curve(Path(data), unigram_nll(Path(data), train.vocab_size), shape, measure)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer = ReferenceScorer.from_smollm2()
     temps = [float(t) for t in args.temperatures.split(",")]
     report: dict[str, Any] = {"args": vars(args), "models": {}}
-    floors: dict[str, list[dict]] = {}  # the floor curve of --data, made once
+    curve = None if scorer is None else data_floor(args.data, args.n, args.gen_length, scorer)
     for path in args.model:
         loaded = load(path, device="cpu")
         loaded.model.eval()
@@ -132,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                          **quality(texts, None, tok, scorer), **token_dist2(texts, tok),
                          "broken": broken, "texts": texts})  # fmt: skip
             print(f"{path} {rows[-1]}", file=sys.stderr, flush=True)
-        if scorer is not None:
-            curve = floors.setdefault(args.data, floor_curve(args.data, args.n, args.gen_length,
-                                                             tok, scorer))  # fmt: skip
+        if curve is not None:
             for r in rows:
                 floor = floor_at(curve, r["entropy"])
                 r["x_floor"] = None if floor is None else r["gen_ppl"] / floor
@@ -167,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {r['setting']} | " + " | ".join(vals) + f" | {mark} |")
         report["models"][path] = {"objective": cfg.objective, "rows": rows,
                                   "recommended": best and best["setting"]}  # fmt: skip
-    report["floor_curves"] = floors
+    report["floor_curves"] = {args.data: curve} if curve is not None else {}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1, default=lambda x: None) + "\n")
