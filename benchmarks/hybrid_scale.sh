@@ -31,7 +31,8 @@ LR=${LR:-3e-4}
 WARMUP=${WARMUP:-100}
 DRAFT=${DRAFT:-8}                     # draft block k
 DEVICE=${DEVICE:-auto}
-THREADS=${THREADS:-0}                 # 0: the physical cores
+TIME_LIMIT=${TIME_LIMIT:-0}           # minutes of training, then stop and save (0: none)
+THREADS=${THREADS:-0}                 # 0: the physical cores (unmask train's default)
 MEASURE=${MEASURE:-1}
 DIFFUSION=${DIFFUSION:-src/unmask/assets/demo}  # drafter of the two-model rows
 GEN_LENGTHS=${GEN_LENGTHS:-240}       # the demo context is 256 tokens
@@ -43,16 +44,21 @@ if [ ! -f "$DATA/index.json" ]; then
         --tokenizer "$INIT/tokenizer.json" --val-fraction 0.02 --no-progress
 fi
 
+TFLAG=()                              # unmask train takes --threads N >= 1 only
+if [ "$THREADS" -gt 0 ]; then
+    TFLAG=(--threads "$THREADS")
+fi
+
 if [ "$STEPS" -gt 0 ]; then
     if [ -f "$OUT/train_config.json" ] && [ -d "$OUT/checkpoint" ]; then
         "$PY" -m unmask.cli train --resume --out "$OUT" --steps "$STEPS" --device "$DEVICE" \
-            --threads "$THREADS" --no-progress
+            --time-limit "$TIME_LIMIT" "${TFLAG[@]}" --no-progress
     else
         "$PY" -m unmask.cli train --data "$DATA" --out "$OUT" --objective hybrid \
             --init "$INIT" --draft-block "$DRAFT" --draft-weight 1 --seq-len "$SEQ" \
             --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --warmup "$WARMUP" --ema 0.999 \
-            --eval-every 250 --save-every 250 --device "$DEVICE" --threads "$THREADS" \
-            --no-progress
+            --eval-every 250 --save-every 250 --device "$DEVICE" "${TFLAG[@]}" \
+            --time-limit "$TIME_LIMIT" --no-progress
     fi
     "$PY" -m unmask.cli convert "$OUT/checkpoint" "$SHIP" --dtype fp16
 fi

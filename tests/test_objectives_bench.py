@@ -138,3 +138,41 @@ def test_tempered_unigram_samples_are_less_diverse(corpus, bench):
     cold = bench.unigram_samples(corpus, nll, args, 0.3)
     assert hot["entropy"] > plain["entropy"] > cold["entropy"]
     assert plain == bench.unigram_samples(corpus, nll, args, 1.0)  # seeded
+
+
+
+
+def test_infill_scores_count_spans_and_tokens(corpus, tmp_path, monkeypatch, bench):
+    """Exact match counts whole spans, token accuracy single tokens: a sampler that fills the
+    five spans with their truth but one wrong token in spans 0, 2 and 4 scores 2/5 and 17/20."""
+    from types import SimpleNamespace
+
+    import unmask.sampling
+    from unmask.data import SPLIT_BLOCK, TokenDataset
+    from unmask.gapset import make_gap_set
+
+    args = SimpleNamespace(seq_len=16, infill_span=4, infill_n=5, sample_steps=0)
+    ar = bench.train_run(_cfg(corpus, tmp_path / "ar", objective="ar", steps=1))
+    none = {"infill_exact_match": None, "infill_token_acc": None}
+    assert bench.infill_scores(ar, corpus, args) == none
+
+    run = bench.train_run(_cfg(corpus, tmp_path / "mdlm", steps=1))
+    tok = bench.load(run).tokenizer
+    rows = make_gap_set(TokenDataset(corpus, "val"), tok, window=16, spans=[4], n=5, seed=0,
+                        block=SPLIT_BLOCK)[4]  # fmt: skip
+    calls = []
+
+    def oracle(model, canvas, config):
+        r = rows[len(calls)]
+        ids = r.prefix + list(r.truth) + r.suffix
+        assert canvas.tokens[0].tolist()[: r.start] == r.prefix  # the gap sits where it should
+        if len(calls) % 2 == 0:  # spans 0, 2, 4: one token wrong
+            ids[r.start + 1] = -1
+        calls.append(config)
+        return SimpleNamespace(tokens=torch.tensor([ids]))
+
+    monkeypatch.setattr(unmask.sampling, "sample", oracle)
+    got = bench.infill_scores(run, corpus, args)
+    assert len(calls) == 5
+    assert got["infill_exact_match"] == pytest.approx(2 / 5)
+    assert got["infill_token_acc"] == pytest.approx(17 / 20)
