@@ -13,7 +13,12 @@ Two tables, one run:
   ``--prompts`` validation windows of ``--data`` (32-token prompts) for each ``--gen-length``
   (a length past the model's context is skipped with the reason), batch 1 and ``--batch``:
   tokens/s and its ratio to the checkpoint's own ``ar`` decoding, tokens per forward, draft
-  acceptance, token identity with ``ar``.
+  acceptance, token identity with ``ar``; and **draft agreement** per draft position
+  (``draft_agreement``): the share of one-step drafts equal to the held-out token and to the
+  checkpoint's own greedy continuation (what greedy decoding keeps), on ``--prompts`` × 8
+  validation windows of 64 tokens, beside its causal next-token accuracy. It shows which
+  positions of the draft block carry information: at the bench size only the first one or
+  two do (docs/sampling.md).
 
     python benchmarks/hybrid.py [--model runs/hybrid] [--data data/bible] \
         [--json benchmarks/results/hybrid.json]
@@ -86,6 +91,43 @@ def forward_cost(preset: str, k: int, prefix: int, batch: int, repeats: int) -> 
     return rows
 
 
+AGREEMENT_LEN = 64
+"""Tokens of each window of ``draft_agreement``."""
+
+
+@torch.no_grad()
+def draft_agreement(model: Any, mask_id: int, windows: torch.Tensor, k: int) -> dict[str, Any]:
+    """Per draft position i = 1 .. k: the share of one-step drafts equal to the held-out token
+    (``truth``) and to the model's own greedy continuation of the same prefix (``greedy``: what
+    greedy decoding keeps), and the causal head's next-token accuracy (``causal``).
+
+    Every window (B, L) is cut at boundaries b = 1 + j·k (``draft_layout``, as training): the
+    block after b sees x[< b] and drafts x[b + 1 .. b + k] (so position 1 is two tokens past
+    the prefix: the token at b is the causal head's). The greedy continuation runs the causal
+    model from x[< b] for k + 1 tokens."""
+    B, L = windows.shape
+    bnd = torch.arange(1, L - k, k)  # (J,)
+    positions, bias = draft_layout(L, bnd, k)
+    masks = torch.full((B, bnd.shape[0] * k), mask_id, dtype=windows.dtype)
+    logits = model(torch.cat([windows, masks], 1), positions=positions, attn_bias=bias)
+    drafts = logits[:, L:].argmax(-1).view(B, -1, k)  # (B, J, k)
+    truth = windows[:, positions[L:].view(-1, k)]  # (B, J, k)
+    causal = (logits[:, : L - 1].argmax(-1) == windows[:, 1:]).float().mean().item()
+    greedy = torch.zeros(k)
+    for j, b in enumerate(bnd.tolist()):
+        seq = windows[:, :b]
+        for _ in range(k + 1):  # the token at b, then the k the block drafts
+            seq = torch.cat([seq, model(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+        greedy += (drafts[:, j] == seq[:, b + 1 :]).float().sum(0)
+    n = B * bnd.shape[0]
+    return {
+        "truth": ((drafts == truth).float().sum((0, 1)) / n).tolist(),
+        "greedy": (greedy / n).tolist(),
+        "causal": causal,
+        "drafts": n,
+    }
+
+
 def decode(run: str, data: str, n: int, gen: int, batch: int) -> list[dict]:
     from unmask.checkpoint import load
     from unmask.data import TokenDataset
@@ -145,6 +187,21 @@ def main() -> None:
             print(f"  batch {b:2d}  {r['layout']:36s} {r['positions']:4d} positions  "
                   f"{r['seconds'] * 1e3:8.2f} ms  {r['vs_ar_step']:5.2f}x ar step")  # fmt: skip
     out["decode"], out["skipped"] = [], []
+    if args.model:
+        from unmask.checkpoint import load
+        from unmask.data import TokenDataset
+
+        ld = load(args.model, device="cpu")
+        wins = TokenDataset(args.data, "val").windows(AGREEMENT_LEN)
+        n = 8 * args.prompts
+        windows = torch.stack([w.long() for _, w in zip(range(n), wins, strict=False)])
+        k = ld.config.draft_block
+        ag = out["draft_agreement"] = draft_agreement(ld.model.eval(), ld.config.mask_id,
+                                                      windows, k)  # fmt: skip
+        print(f"draft agreement, {ag['drafts']} blocks of {k} (position 1 = two tokens past "
+              f"the prefix); causal next-token accuracy {ag['causal']:.3f}")
+        for key, what in (("truth", "= held-out token"), ("greedy", "= own greedy text")):
+            print(f"  {what:18s}" + " ".join(f"{v:6.3f}" for v in ag[key]))
     for gen in args.gen_length if args.model else []:
         context = json.loads((checkpoint_dir(args.model) / "config.json").read_text())
         if PROMPT_LEN + gen > context["max_seq_len"]:  # the decoders refuse it: say why here
