@@ -13,7 +13,9 @@ One process, the same prompts, every row against the reference of its (gen_lengt
   probability drops below the threshold) and ``--draft-cache none`` rows when asked;
 - ``hybrid all`` / ``hybrid ends``: a one-model hybrid checkpoint (``--hybrid PATH``),
   decoded by the decoder its checkpoint names (``unmask.api.start``, decoder ``auto``), with
-  ``predraft`` ``all`` (TiDAR) and ``ends``; skipped with a note when not given or not present.
+  ``predraft`` ``all`` (TiDAR) and ``ends``, and with ``--hybrid-draft-lengths`` a row per
+  draft length (``hybrid all n=2``: the first 2 positions of its block); skipped with a note
+  when not given or not present.
 
 Columns: tok/s and its ratio to ``ar`` (same prompts, gen_length and batch), tokens per
 forward (generated tokens per row / model forwards, drafter and verifier both counted; every
@@ -39,6 +41,7 @@ import platform
 import sys
 import time
 from collections.abc import Sequence
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +201,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--predraft", nargs="+", default=["all", "ends"], help="hybrid rows: predraft layouts"
     )
+    ap.add_argument(
+        "--hybrid-draft-lengths", type=int, nargs="*", default=[],
+        help="hybrid rows: draft lengths (the first n positions of its block; none: the "
+        "checkpoint's whole block)",
+    )  # fmt: skip
     ap.add_argument("--no-diffusion-row", action="store_true", help="skip the plain-diffusion row")
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
@@ -341,12 +349,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                     gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps, **opts
                 )
                 done.append(measure(label, ar, ids, sc, draft=diff, ref=ref, prompts=prompts, **kw))
-            if hybrid is not None:
-                for pre in args.predraft:
-                    hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre)
+            for pre, n in product(args.predraft, args.hybrid_draft_lengths or [None]):
+                if hybrid is not None:
+                    hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
+                                      draft_length=n)  # fmt: skip
                     done.append(
                         measure(
-                            f"hybrid {pre}",
+                            f"hybrid {pre}" + ("" if n is None else f" n={n}"),
                             hybrid,
                             ids,
                             hc,

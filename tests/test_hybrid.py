@@ -434,6 +434,55 @@ def test_compacting_the_ragged_cache_changes_nothing(predraft, trained):
 # ---- one decoding path: API, CLI, training ---------------------------------------------------
 
 
+@pytest.mark.parametrize("predraft", ["all", "ends"])
+def test_a_shorter_draft_length_drafts_fewer_and_stays_exact(predraft, trained):
+    """``draft_block`` below the trained block: each round drafts at most that many tokens,
+    the output stays the causal greedy text, and the forward is smaller."""
+    m = trained[0]
+    prompts = [[4, 5], [9], [6, 7, 8, 9]]
+    want = generate_ar(m, prompts, max_new_tokens=20, eos_id=None)
+    widths = {}
+    for n in (1, 2, 3):
+        seen = []
+
+        def spy(module, args, kwargs, seen=seen):
+            seen.append(args[0].shape[1])
+
+        h = m.register_forward_pre_hook(spy, with_kwargs=True)
+        try:
+            r = HybridRun(m, prompts, max_new_tokens=20, eos_id=None, predraft=predraft,
+                          draft_block=n).run()  # fmt: skip
+        finally:
+            h.remove()
+        assert r.gen_ids == want.gen_ids
+        assert r.accepted <= r.drafted <= n * r.row_rounds
+        assert r.committed <= (n + 1) * r.row_rounds
+        widths[n] = max(seen[1:])  # the rounds after the prompt's forward
+    assert widths[1] < widths[2] < widths[3]
+
+
+def test_draft_length_through_the_api_and_its_bounds(trained):
+    """``SampleConfig.draft_length`` sets the hybrid's draft length (``api``: the same text as
+    decoder ``ar``); more than the checkpoint's block, or on a decoder that drafts nothing, is
+    one line."""
+    tok = byte_tokenizer()
+    facts = dict(attention="causal", draft_block=4, objective="hybrid", **tok.special_ids())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3, **facts)
+    torch.manual_seed(0)
+    ld = Loaded(model=Transformer(cfg).eval(), tokenizer=tok, config=cfg, path=Path("h"))
+    base = SampleConfig(gen_length=12, temperature=0.0)
+    want = api.generate(ld, ["Hi", "a"], config=dataclasses.replace(base, decoder="ar")).ids
+    for n in (1, 4):
+        got = api.generate(ld, ["Hi", "a"], config=dataclasses.replace(base, draft_length=n))
+        assert got.decoder == "hybrid" and got.ids == want
+        assert got.result.drafted <= n * got.result.row_rounds
+    with pytest.raises(UserError, match="draft_length 5: this hybrid checkpoint drafts blocks "
+                                        "of 4 tokens; use 1 .. 4"):  # fmt: skip
+        api.generate(ld, "Hi", config=dataclasses.replace(base, draft_length=5))
+    with pytest.raises(UserError, match="draft_length applies to decoder 'speculative'"):
+        api.generate(ld, "Hi", config=dataclasses.replace(base, draft_length=2, decoder="ar"))
+
+
 def test_bad_input_is_one_line():
     ar_model = model(0)
     plain = dataclasses.replace(ar_model.config, draft_block=None)
@@ -545,6 +594,11 @@ def test_init_from_ar_then_every_entry_decodes_it(dataset, tmp_path, capsys):
     assert out["tokens_per_forward"] == pytest.approx(10 / out["forwards"], abs=1e-4)
     assert main([*argv, "--predraft", "ends"]) == 0
     assert json.loads(capsys.readouterr().out)["results"][0]["tokens"] == h.ids[0]
+    assert main([*argv, "--draft-length", "2"]) == 0  # the hybrid's own, without --draft
+    assert json.loads(capsys.readouterr().out)["results"][0]["tokens"] == h.ids[0]
+    assert main([*argv, "--draft-length", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drafts blocks of 4 tokens; use 1 .. 4" in err
     with pytest.raises(SystemExit) as bad:  # argparse: a choice flag, exit code 2
         main([*argv, "--predraft", "some"])
     assert bad.value.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err
@@ -577,3 +631,8 @@ def test_the_server_decodes_and_streams_a_hybrid_checkpoint():
         assert events[-1] == "[DONE]"
         pieces = [json.loads(e)["choices"][0]["text"] for e in events[:-1]]
         assert "".join(pieces) == want
+    with TestClient(create_app(ld, draft_options={"draft_length": 2})) as c:  # serve --draft-length
+        r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 8, "temperature": 0})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == want
+    with pytest.raises(UserError, match="drafts blocks of 4 tokens"):
+        create_app(ld, draft_options={"draft_length": 5})

@@ -95,7 +95,9 @@ def test_api_greedy_equals_ar_and_auto_picks_speculative_with_a_drafter():
     verifier = loaded(transformer("causal", 5))
     drafter = loaded(transformer("bidirectional", 6))
     cfg = SampleConfig(gen_length=16, draft_length=4)
-    ar = api.generate(verifier, ["hello", "ab"], config=cfg)
+    with pytest.raises(UserError, match="draft_length applies to decoder 'speculative'"):
+        api.generate(verifier, ["hello", "ab"], config=cfg)  # without a drafter it does nothing
+    ar = api.generate(verifier, ["hello", "ab"], config=dataclasses.replace(cfg, draft_length=None))
     assert ar.decoder == "ar"
     sp = api.generate(verifier, ["hello", "ab"], config=cfg, draft=drafter)
     assert sp.decoder == "speculative"
@@ -406,4 +408,7 @@ def test_cli_draft_flag_decodes_like_the_causal_model(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "applies to decoder 'speculative'" in err
     assert main([*argv, "--draft-length", "4"]) == 2  # without --draft it would do nothing
-    assert "--draft-length applies with --draft" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "draft_length applies to decoder 'speculative'" in err
+    assert main([*argv, "--draft-steps", "2"]) == 2
+    assert "--draft-steps applies with --draft" in capsys.readouterr().err

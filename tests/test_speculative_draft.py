@@ -283,7 +283,7 @@ def test_a_drafter_without_the_verifiers_fim_tokens_drafts_for_it():
     verifier = loaded(transformer("causal", 9, tok=fim), fim)
     drafter = loaded(transformer("bidirectional", 10), TOK)
     cfg = SampleConfig(gen_length=16, draft_length=4, temperature=0.0)
-    ar = api.generate(verifier, ["hello", "ab"], config=cfg)
+    ar = api.generate(verifier, ["hello", "ab"], config=dataclasses.replace(cfg, draft_length=None))
     rec = Recorder()
     sp = api.generate(verifier, ["hello", "ab"], config=cfg, draft=drafter, step_callback=rec)
     assert sp.decoder == "speculative" and sp.ids == ar.ids

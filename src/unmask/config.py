@@ -593,8 +593,13 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample among the k most likely tokens."""
     top_p: float | None = None
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
-    draft_length: int = 8
-    """Decoder ``speculative``: tokens the diffusion drafter proposes per round (>= 1)."""
+    draft_length: int | None = None
+    """Draft tokens per round (>= 1). Decoder ``speculative``: tokens the diffusion drafter
+    proposes (None = 8, ``unmask.sampling.speculative.SPECULATIVE_DRAFT_LENGTH``). Decoder
+    ``hybrid``: the first n positions of the checkpoint's draft block (None = all
+    ``draft_block``; more is refused):
+    fewer positions make each forward cheaper, and positions far past the prefix are rarely
+    accepted by a small model (docs/sampling.md)."""
     guide_words: str | None = None
     """Decoders ``embed-diffusion`` / ``latent-diffusion``: words the text should contain,
     comma-separated; the continuous state is pushed toward them by the gradient of a
@@ -634,7 +639,7 @@ class SampleConfig:
     ``cuda-graphs`` (inductor + CUDA graphs, CUDA only) or ``aot_eager`` (traced only)."""
 
     def __post_init__(self) -> None:
-        if self.draft_length < 1:
+        if self.draft_length is not None and self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
         if self.guide_scale < 0:
             raise UserError(f"guide_scale must be >= 0, got {self.guide_scale}")

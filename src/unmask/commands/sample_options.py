@@ -65,7 +65,8 @@ def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
 
 
 DRAFT_FIELDS = ("draft_length", "draft_threshold", "draft_steps", "draft_cache")
-"""The ``SampleConfig`` fields that only a drafter (``--draft``) uses."""
+"""The ``SampleConfig`` fields of drafting: all but ``draft_length`` only with a drafter
+(``--draft``); ``draft_length`` also sets a hybrid checkpoint's draft length."""
 
 
 def add_draft_flag(parser: argparse.ArgumentParser) -> None:
@@ -79,10 +80,11 @@ def add_draft_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def check_draft_flags(args: argparse.Namespace) -> None:
-    """Refuse ``--draft-*`` flags without ``--draft``: they would do nothing."""
+    """Refuse ``--draft-*`` flags without ``--draft``: they would do nothing. ``--draft-length``
+    is checked once the decoder is known (``unmask.api``): a hybrid checkpoint reads it too."""
     if getattr(args, "draft", None) is not None:
         return
-    for name in DRAFT_FIELDS:
+    for name in (f for f in DRAFT_FIELDS if f != "draft_length"):
         if getattr(args, name, None) is not None:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} applies with --draft (speculative decoding)")

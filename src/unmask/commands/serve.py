@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="no access log (one line per request on stderr)")
     add_draft_flag(p)
     p.add_argument("--draft-length", type=int, default=None, metavar="N",
-                   help="with --draft: tokens drafted per round (default: 8)")
+                   help="tokens drafted per round: with --draft (default: 8), or the first N "
+                        "of a hybrid checkpoint's draft block (default: all of it)")
     p.add_argument("--draft-threshold", type=float, default=None, metavar="P",
                    help="with --draft: end a draft before a token the drafter gives a "
                         "probability below P (adaptive length; default: 0, off)")

@@ -22,7 +22,10 @@ Each round (one ``advance()``, one forward over the exact KV cache of the commit
    proposal q of the next verification); the cache keeps the committed prefix without its
    last token (the rejected drafts and the mask blocks are dropped).
 
-The draft length is the checkpoint's ``draft_block`` (what it was trained to draft). Every
+The draft length is the checkpoint's ``draft_block`` (what it was trained to draft), or the
+first ``draft_length`` positions of it: each draft block then holds that many masks, so a
+forward computes fewer positions, and a small model's drafts far past the prefix are rarely
+kept anyway (the bench-size hybrid kept as many tokens per forward with 2 as with 8). Every
 row of a batch commits its own n_i + 1 tokens and keeps its own positions in one shared KV
 cache (``unmask.sampling.ragged``; one layout for the batch, shifted to each row's positions),
 so each row decodes as it would alone and its next drafts come from its own block n_i. A row
@@ -358,6 +361,12 @@ class HybridDecoder(Decoder):
                 f"{facts.default_decoder!r}"
             )
         check_causal("hybrid", facts, config)
+        n = config.draft_length
+        if n is not None and not 1 <= n <= facts.draft_block:
+            raise UserError(
+                f"draft_length {n}: this hybrid checkpoint drafts blocks of {facts.draft_block} "
+                f"tokens; use 1 .. {facts.draft_block}"
+            )
 
     def start(
         self,
@@ -379,7 +388,7 @@ class HybridDecoder(Decoder):
             eos_id=f.eos_id,
             pad_id=f.pad_id,
             mask_id=f.mask_id,
-            draft_block=f.draft_block,
+            draft_block=config.draft_length or f.draft_block,
             predraft=config.predraft,
             generator=make_generator(config.seed, device),
             on_view=on_view,

@@ -79,6 +79,9 @@ from unmask.sampling.protocol import (
 from unmask.sampling.ragged import RaggedCache, columns, commit_rows, place_drafts, rows_view
 from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
 
+SPECULATIVE_DRAFT_LENGTH = 8
+"""Tokens the drafter proposes per round when ``SampleConfig.draft_length`` is None."""
+
 
 @dataclass
 class SpeculativeResult(GenerateResult):
@@ -584,7 +587,7 @@ class SpeculativeDecoder(Decoder):
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         check_causal("speculative", facts, config, "a causal (autoregressive) model to verify")
-        if config.draft_length < 1:
+        if config.draft_length is not None and config.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {config.draft_length}")
 
     def start(
@@ -602,7 +605,7 @@ class SpeculativeDecoder(Decoder):
             target.aux.get("drafter"),
             prompt_ids,
             max_new_tokens=config.gen_length,
-            draft_length=config.draft_length,
+            draft_length=config.draft_length or SPECULATIVE_DRAFT_LENGTH,
             temperature=config.temperature,
             top_k=config.top_k,
             top_p=config.top_p,
@@ -620,6 +623,7 @@ class SpeculativeDecoder(Decoder):
 
 
 __all__ = [
+    "SPECULATIVE_DRAFT_LENGTH",
     "SpeculativeDecoder",
     "SpeculativeResult",
     "SpeculativeRun",
