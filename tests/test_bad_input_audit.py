@@ -221,6 +221,25 @@ def test_template_tasks_go_through_the_api_on_cli_and_server(runs, capsys):
     )
 
 
+def test_generation_only_options_are_refused_by_the_template_tasks(runs, capsys):
+    """Drafting, the hybrid's layout and continuous guidance do nothing for infill, edit and
+    forms: one line instead of a silent no-op (``unmask infill --draft-length 4`` ran)."""
+    run = ["--device", "cpu", "--no-live", "--model", str(runs["mdlm"])]
+    for flag, value, field in (("--draft-length", "4", "draft_length"),
+                               ("--predraft", "ends", "predraft"),
+                               ("--guide-words", "cat", "guide_words")):  # fmt: skip
+        fails(capsys, ["infill", "the [MASK:2] sat", flag, value, *run],
+              f"{field} applies to generation", "not to infill")  # fmt: skip
+    fails(capsys, ["edit", "--text", "the cat", "--span", "4:7", "--draft-steps", "2", *run],
+          "draft_steps applies to generation", "not to edit")  # fmt: skip
+    fails(capsys, ["fill-form", '{"a": "<int:0..9>"}', "--draft-cache", "none", *run],
+          "draft_cache applies to generation", "not to fill_form")  # fmt: skip
+    ld = load(runs["mdlm"])
+    with pytest.raises(UserError, match="guide_scale applies to generation"):
+        api.infill(ld, "the [MASK:2] sat", config=SampleConfig(guide_scale=0.5))
+    assert api.infill(ld, "the [MASK:2] sat", config=SampleConfig(temperature=0.5)).text
+
+
 def test_server_answers_400_for_what_it_found_late_and_keeps_serving(runs):
     from fastapi.testclient import TestClient
 

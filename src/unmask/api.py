@@ -438,6 +438,25 @@ class Filled:
     ``FormResult``): gaps, changes, holes, candidates."""
 
 
+GENERATION_ONLY = (
+    "draft_length", "draft_threshold", "draft_steps", "draft_cache", "predraft", "guide_words",
+    "guide_scale",
+)  # fmt: skip
+"""``SampleConfig`` fields that only the generation decoders read (drafting, the hybrid's
+layout, continuous guidance): ``infill``, ``edit`` and ``fill_form`` refuse them."""
+
+
+def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
+    """One line for a ``GENERATION_ONLY`` option set away from its default on ``task``, which
+    would silently ignore it (``unmask infill --draft-length 4`` did)."""
+    if config is None:
+        return
+    defaults = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
+    for name in GENERATION_ONLY:
+        if getattr(config, name) != defaults[name]:
+            raise UserError(f"{name} applies to generation (generate, chat, serve), not to {task}")
+
+
 def infill(
     loaded: Loaded,
     template: str | Sequence[str | Gap],
@@ -453,6 +472,7 @@ def infill(
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal
 
+    refuse_generation_only(config, "infill")
     config = config or SampleConfig()
     t0 = time.perf_counter()
     if facts_of(loaded).default_decoder == "embed-diffusion":  # fixed-length gaps, kept context
@@ -505,6 +525,7 @@ def edit(
     from unmask.infill import revise
 
     edit_checks(loaded)
+    refuse_generation_only(config, "edit")
     t0 = time.perf_counter()
     if rounds > 1 or (lowest is not None and not spans and regex is None):  # revise, 1 round
         if lowest is None:
@@ -551,6 +572,7 @@ def fill_form(
     from unmask.infill.schema import fill_schema
 
     refuse_continuous(loaded, "fill_form")
+    refuse_generation_only(config, "fill_form")
     if (template is None) == (schema is None):
         raise UserError("give a form template or a JSON Schema (exactly one)")
     t0 = time.perf_counter()
@@ -565,6 +587,7 @@ def fill_form(
 
 
 __all__ = [
+    "GENERATION_ONLY",
     "Filled",
     "Generation",
     "Reply",
@@ -580,6 +603,7 @@ __all__ = [
     "generate",
     "infill",
     "refuse_continuous",
+    "refuse_generation_only",
     "run_to_end",
     "start",
 ]
