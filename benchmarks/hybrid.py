@@ -179,6 +179,11 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    context = model_preset(args.preset, vocab_size=4100).max_seq_len
+    if args.prefix < 1 or args.prefix + 2 * args.draft_block >= context:
+        p.error(f"--prefix {args.prefix} with --draft-block {args.draft_block} reaches position "
+                f"{args.prefix + 2 * args.draft_block}, past preset {args.preset}'s context of "
+                f"{context}; use --prefix 1 .. {context - 2 * args.draft_block - 1}")
     out: dict[str, Any] = {"args": vars(args), "forward_cost": []}
     print(f"forward cost, preset {args.preset}, k={args.draft_block}, prefix {args.prefix}")
     for b in (1, args.batch):
