@@ -217,6 +217,8 @@ SECTIONS = [
             "gen_entropy",
             "gen_broken",
             "x_floor",
+            "infill_exact_match",
+            "infill_token_acc",
             "train_tokens_per_s",
         ),
         plot=_bar_plot("name", "val_bpb", "validation bits / byte"),
