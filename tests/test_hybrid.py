@@ -93,6 +93,18 @@ def test_draft_layout_by_hand():
     ]
 
 
+def test_draft_layout_is_built_once_whatever_the_argument_types():
+    """Lists, tensors and a broadcast int length name the same layout, built once (a decoding
+    round asks for one of a handful); a length list that does not match is an error."""
+    a = draft_layout(3, [5, 6], [2, 2], offset=4)
+    b = draft_layout(3, torch.tensor([5, 6]), 2, offset=4)
+    c = draft_layout(3, (5, 6), torch.tensor([2]), offset=4)
+    assert a[0] is b[0] is c[0] and a[1] is b[1] is c[1]
+    assert a[0].tolist() == [4, 5, 6, 6, 7, 7, 8]
+    with pytest.raises(ValueError, match="3 lengths for 2 draft blocks"):
+        draft_layout(3, [5, 6], [2, 2, 2])
+
+
 def test_prefix_logits_ignore_the_draft_blocks():
     """The clean columns' logits equal the plain causal forward whatever the draft blocks hold,
     and a block's logits do not depend on another block."""

@@ -24,6 +24,7 @@ Inside: ``draft_layout``, ``draft_chunks``, ``hybrid``.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
@@ -61,9 +62,37 @@ def draft_layout(
     columns see the causal columns at or before their position and no draft block. Keys
     before ``offset`` (a KV cache) are not in the mask: every column may see them. Training
     (``hybrid``) and decoding (``unmask.sampling.hybrid``) use this one layout.
+
+    A layout is built once per distinct argument set and kept (``_layout``): a decoding round
+    asks for one of a handful, and building it cost ~150 µs, about a tenth of a round of the
+    bench-size hybrid on one CPU thread. The tensors are shared: read them, never write.
     """
-    bnd = torch.as_tensor(boundaries, dtype=torch.long).reshape(-1)  # (J,)
-    lens = torch.as_tensor(lengths, dtype=torch.long).reshape(-1).expand(bnd.shape[0])  # (J,)
+    bnd = _ints(boundaries)
+    lens = _ints(lengths)
+    if len(lens) == 1:  # one length for every block
+        lens = lens * len(bnd)
+    if len(lens) != len(bnd):
+        raise ValueError(f"{len(lens)} lengths for {len(bnd)} draft blocks")
+    positions, allowed = _layout(n_causal, bnd, lens, offset)
+    return positions.to(device), allowed.to(device)
+
+
+def _ints(x: Sequence[int] | Tensor | int) -> tuple[int, ...]:
+    """An int, a sequence of ints or a tensor as a tuple of ints."""
+    if isinstance(x, Tensor):
+        return tuple(x.reshape(-1).tolist())
+    if isinstance(x, int):
+        return (x,)
+    return tuple(int(v) for v in x)
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(
+    n_causal: int, boundaries: tuple[int, ...], lengths: tuple[int, ...], offset: int
+) -> tuple[Tensor, Tensor]:
+    """``draft_layout`` on the CPU, for hashable arguments (cached)."""
+    bnd = torch.tensor(boundaries, dtype=torch.long)  # (J,)
+    lens = torch.tensor(lengths, dtype=torch.long)  # (J,)
     blk = torch.arange(bnd.shape[0]).repeat_interleave(lens)  # (D,) block of each draft column
     first = torch.cumsum(lens, 0) - lens  # (J,) column of each block's first draft
     within = torch.arange(blk.shape[0]) - first[blk]  # (D,) 0 .. len - 1
@@ -78,7 +107,7 @@ def draft_layout(
     prefix = ~q_c & k_c & (k_pos < row_bound[:, None])  # a block: the prefix before its boundary
     own = ~q_c & (block_of[:, None] == block_of[None, :])  # and its own block, bidirectionally
     allowed = causal | prefix | own  # (T, T)
-    return positions.to(device), allowed[None, None].to(device)  # (T,), (1, 1, T, T)
+    return positions, allowed[None, None]  # (T,), (1, 1, T, T)
 
 
 def draft_boundaries(L: int, k: int, generator: torch.Generator) -> Tensor:
