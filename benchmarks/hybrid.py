@@ -35,7 +35,6 @@ from typing import Any
 import torch
 
 from unmask import api
-from unmask.checkpoint import checkpoint_dir
 from unmask.config import SampleConfig, model_preset
 from unmask.model import KVCache, Transformer
 from unmask.objectives import draft_layout
@@ -128,12 +127,10 @@ def draft_agreement(model: Any, mask_id: int, windows: torch.Tensor, k: int) -> 
     }
 
 
-def decode(run: str, data: str, n: int, gen: int, batch: int) -> list[dict]:
-    from unmask.checkpoint import load
+def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
+    """Greedy decoding rows of the loaded hybrid checkpoint ``ld`` (module docstring)."""
     from unmask.data import TokenDataset
 
-    ld = load(run, device="cpu")
-    ld.model.eval()
     windows = TokenDataset(data, "val").windows(200)
     prompts = [w[:PROMPT_LEN].tolist() for _, w in zip(range(n), windows, strict=False)]
     rows, ar_ids, ar_s = [], None, 0.0
@@ -192,30 +189,31 @@ def main() -> None:
             print(f"  batch {b:2d}  {r['layout']:36s} {r['positions']:4d} positions  "
                   f"{r['seconds'] * 1e3:8.2f} ms  {r['vs_ar_step']:5.2f}x ar step")  # fmt: skip
     out["decode"], out["skipped"] = [], []
+    ld = None
     if args.model:
         from unmask.checkpoint import load
         from unmask.data import TokenDataset
 
         ld = load(args.model, device="cpu")
+        ld.model.eval()
         wins = TokenDataset(args.data, "val").windows(AGREEMENT_LEN)
         n = 8 * args.prompts
         windows = torch.stack([w.long() for _, w in zip(range(n), wins, strict=False)])
         k = ld.config.draft_block
-        ag = out["draft_agreement"] = draft_agreement(ld.model.eval(), ld.config.mask_id,
-                                                      windows, k)  # fmt: skip
+        ag = out["draft_agreement"] = draft_agreement(ld.model, ld.config.mask_id, windows, k)
         print(f"draft agreement, {ag['drafts']} blocks of {k} (position 1 = two tokens past "
               f"the prefix); causal next-token accuracy {ag['causal']:.3f}")
         for key, what in (("truth", "= held-out token"), ("greedy", "= own greedy text")):
             print(f"  {what:18s}" + " ".join(f"{v:6.3f}" for v in ag[key]))
-    for gen in args.gen_length if args.model else []:
-        context = json.loads((checkpoint_dir(args.model) / "config.json").read_text())
-        if PROMPT_LEN + gen > context["max_seq_len"]:  # the decoders refuse it: say why here
+    for gen in args.gen_length if ld is not None else []:
+        limit = ld.config.max_seq_len
+        if PROMPT_LEN + gen > limit:  # the decoders refuse it: say why here
             why = (f"gen {gen}: skipped ({PROMPT_LEN}-token prompts + {gen} new tokens exceed "
-                   f"the model's context of {context['max_seq_len']} tokens)")  # fmt: skip
+                   f"the model's context of {limit} tokens)")  # fmt: skip
             out["skipped"].append(why)
             print(why)
             continue
-        rows = decode(args.model, args.data, args.prompts, gen, args.batch)
+        rows = decode(ld, args.data, args.prompts, gen, args.batch)
         out["decode"] += [{**r, "gen_length": gen} for r in rows]
         print(f"greedy decoding, {args.prompts} prompts x {gen} tokens")
         for r in rows:

@@ -316,12 +316,15 @@ def floor_curve(
     nll: np.ndarray,
     args: argparse.Namespace,
     measure: Callable[[dict], tuple[float, float | None]],
+    drawn: dict[float, dict] | None = None,
 ) -> list[dict]:
     """The tempered-unigram floor: ``measure(samples)`` -> (entropy, gen ppl) of
-    ``unigram_samples`` at each of ``FLOOR_TEMPERATURES``."""
+    ``unigram_samples`` at each of ``FLOOR_TEMPERATURES`` (``drawn``: samples already drawn
+    at some of them, used as they are)."""
     curve = []
     for temp in FLOOR_TEMPERATURES:
-        entropy, ppl = measure(unigram_samples(data, nll, args, temp))
+        samples = (drawn or {}).get(temp) or unigram_samples(data, nll, args, temp)
+        entropy, ppl = measure(samples)
         curve.append({"temperature": temp, "entropy": entropy, "gen_ppl": ppl})
     return curve
 
@@ -750,8 +753,10 @@ def main() -> None:
             atomic_write_text(done, json.dumps({"key": key, "row": rows[-1]}, indent=1) + "\n")
         uni = unigram_samples(data, first_nll, args)
         curve = floor_curve(data, first_nll, args,
-                            lambda u: (u["entropy"], gen_ppl(u["texts"], scorer)))  # fmt: skip
-        rows.append({"name": "unigram", "objective": None, "gen_ppl": gen_ppl(uni["texts"], scorer),
+                            lambda u: (u["entropy"], gen_ppl(u["texts"], scorer)),
+                            drawn={1.0: uni})  # fmt: skip
+        plain = next(c["gen_ppl"] for c in curve if c["temperature"] == 1.0)  # uni's, scored
+        rows.append({"name": "unigram", "objective": None, "gen_ppl": plain,
                      "gen_entropy": uni["entropy"], "gen_broken": uni["broken"],
                      "sample": uni["texts"][0], "floor_curve": curve})  # fmt: skip
         for r in rows:

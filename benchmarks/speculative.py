@@ -349,22 +349,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                     gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps, **opts
                 )
                 done.append(measure(label, ar, ids, sc, draft=diff, ref=ref, prompts=prompts, **kw))
-            for pre, n in product(args.predraft, args.hybrid_draft_lengths or [None]):
-                if hybrid is not None:
-                    hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
-                                      draft_length=n)  # fmt: skip
-                    done.append(
-                        measure(
-                            f"hybrid {pre}" + ("" if n is None else f" n={n}"),
-                            hybrid,
-                            ids,
-                            hc,
-                            draft=None,
-                            ref=ref,
-                            prompts=prompts,
-                            **kw,
-                        )  # fmt: skip
-                    )
+            layouts = product(args.predraft, args.hybrid_draft_lengths or [None])
+            for pre, n in layouts if hybrid is not None else ():
+                hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
+                                  draft_length=n)  # fmt: skip
+                label = f"hybrid {pre}" + ("" if n is None else f" n={n}")
+                done.append(measure(label, hybrid, ids, hc, draft=None, ref=ref,
+                                    prompts=prompts, **kw))  # fmt: skip
             for r in done:
                 print_row(r)
             rows += done

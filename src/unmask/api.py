@@ -451,9 +451,8 @@ def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
     would silently ignore it (``unmask infill --draft-length 4`` did)."""
     if config is None:
         return
-    defaults = {f.name: f.default for f in dataclasses.fields(SampleConfig)}
     for name in GENERATION_ONLY:
-        if getattr(config, name) != defaults[name]:
+        if getattr(config, name) != getattr(SampleConfig, name):  # the field's default
             raise UserError(f"{name} applies to generation (generate, chat, serve), not to {task}")
 
 

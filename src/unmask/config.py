@@ -597,9 +597,8 @@ class SampleConfig:
     """Draft tokens per round (>= 1). Decoder ``speculative``: tokens the diffusion drafter
     proposes (None = 8, ``unmask.sampling.speculative.SPECULATIVE_DRAFT_LENGTH``). Decoder
     ``hybrid``: the first n positions of the checkpoint's draft block (None = all
-    ``draft_block``; more is refused):
-    fewer positions make each forward cheaper, and positions far past the prefix are rarely
-    accepted by a small model (docs/sampling.md)."""
+    ``draft_block``; more is refused): fewer positions make each forward cheaper, and
+    positions far past the prefix are rarely accepted by a small model (docs/sampling.md)."""
     guide_words: str | None = None
     """Decoders ``embed-diffusion`` / ``latent-diffusion``: words the text should contain,
     comma-separated; the continuous state is pushed toward them by the gradient of a
