@@ -38,6 +38,7 @@ Inside: ``HybridRun``, ``HybridResult``, ``HybridDecoder`` (``hybrid``), ``PREDR
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,6 @@ from unmask.objectives.hybrid import draft_layout
 from unmask.sampling.ar import (
     check_causal,
     filter_logits,
-    forbid_id,
     prompt_and_generation,
     sample_token,
 )
@@ -73,6 +73,67 @@ PREDRAFT = PREDRAFTS
 """Which acceptance lengths get a pre-drafted block: ``all`` (0 .. d, TiDAR) or ``ends``
 (0 and d: fewer positions per forward; after a partial acceptance block 0's later drafts);
 ``SampleConfig.predraft``."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a round of one shape reads, built once (``_plan``): the layout (``rel`` (T,),
+    ``bias`` (1, 1, T, T)), the mask columns (``masks`` (1, M), each one's index in its block
+    ``within`` (M,) and its block's acceptance length ``acceptance`` (M,)), ``arange`` (0, 1,
+    ...), ``columns`` (1, T) the column indices, and, indexed by a row's acceptance n, the
+    column of its next drafts ``start`` (d + 1,) and how many ``length`` (d + 1,)."""
+
+    rel: Tensor
+    bias: Tensor
+    masks: Tensor
+    within: Tensor
+    acceptance: Tensor
+    arange: Tensor
+    columns: Tensor
+    start: Tensor
+    length: Tensor
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(
+    h: int, d: int, blocks: tuple[tuple[int, int], ...], predraft: str, mask_id: int,
+    device: torch.device,
+) -> _Plan:  # fmt: skip
+    """The ``_Plan`` of a round with h head columns, d drafts and ``blocks`` ((m, length) each):
+    a round of a given shape costs the same tensor ops whatever its rows' acceptances (the
+    bench-size hybrid's bookkeeping was a third of its round; ``docs/sampling.md``)."""
+    rel, bias = draft_layout(
+        h + d, [h + m for m, _ in blocks], [n for _, n in blocks], device=device
+    )  # one layout, every row shifted to its own positions
+    widths = [n for _, n in blocks]
+    within = [j for n in widths for j in range(n)]
+    acceptance = [m for m, n in blocks for _ in range(n)]
+    start, length = [], []
+    for n in range(d + 1):  # block n's drafts, else (``ends``) block 0's after its first n
+        col, st, ln, have = h + d, 0, 0, False
+        for m, width in blocks:
+            if m == 0:
+                st, ln = col + n, max(width - n, 0)
+            if m == n:
+                st, ln, have = col, width, True
+            col += width
+        start.append(st)
+        length.append(ln if have or predraft == "ends" else 0)
+
+    def ints(x: list[int]) -> Tensor:
+        return torch.tensor(x, dtype=torch.long, device=device)
+
+    return _Plan(
+        rel=rel,
+        bias=bias,
+        masks=torch.full((1, len(within)), mask_id, dtype=torch.long, device=device),
+        within=ints(within),
+        acceptance=ints(acceptance),
+        arange=torch.arange(d + max(widths, default=0) + 1, device=device),
+        columns=torch.arange(int(rel.shape[0]), device=device)[None, :],
+        start=ints(start),
+        length=ints(length),
+    )
 
 
 @dataclass
@@ -165,6 +226,10 @@ class HybridRun(DecoderRun):
         if getattr(mcfg, "time_conditioning", False) or getattr(mcfg, "output", "") != "logits":
             self._head = None  # a head that needs more than the hidden states: whole logits
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
+        V = getattr(mcfg, "vocab_size", None)
+        self._mask_index = (
+            torch.tensor([mask_id], device=device) if V is None or mask_id < V else None
+        )  # [MASK] is never drafted nor committed (an id past a test double's vocabulary: none)
         gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.seq = torch.cat([self.prompt, gen], dim=1)  # (B, P + G): logical positions
         self.gen = self.seq[:, P:]  # (B, G), a view: commits write into seq
@@ -175,13 +240,26 @@ class HybridRun(DecoderRun):
         self.dlen = torch.zeros(B, dtype=torch.long, device=device)  # (B,) each row's drafts
         self._q: Tensor | None = None  # (B, d, V): the drafts' proposal (temperature > 0)
         self.committed = torch.zeros(B, dtype=torch.long, device=device)  # (B,) per row
-        self.nfe = self.steps = self.drafted = self.accepted = 0
-        self.n_committed = self.row_rounds = 0
+        # per-row counts, summed in ``result`` (no host sync per round)
+        self._drafted = torch.zeros(B, dtype=torch.long, device=device)
+        self._accepted = torch.zeros(B, dtype=torch.long, device=device)
+        self._rounds = torch.zeros(B, dtype=torch.long, device=device)
+        self.nfe = self.steps = 0
         self._stopped = False
 
     @property
     def done(self) -> bool:
         return self._stopped
+
+    @property
+    def drafted(self) -> int:
+        """Drafts verified so far, summed over rows."""
+        return int(self._drafted.sum())
+
+    @property
+    def accepted(self) -> int:
+        """Drafts committed as drafted so far, summed over rows."""
+        return int(self._accepted.sum())
 
     def _blocks(self, d: int, active: Tensor) -> list[tuple[int, int]]:
         """(m, length) of the pre-drafted blocks: acceptance m, a block only as long as the
@@ -191,7 +269,7 @@ class HybridRun(DecoderRun):
         left = self.gen_length - int(self.committed[active].min())
         return [(m, n) for m in ms if (n := min(self.k, left - m - 2)) > 0]
 
-    def _forward(self, blocks: list[tuple[int, int]]) -> tuple[Tensor, int]:
+    def _forward(self, blocks: list[tuple[int, int]]) -> tuple[Tensor, int, _Plan]:
         """Final hidden states (B, T, D) of one round's layout (its logits (B, T, V) for a model
         without a separate head; ``_logits`` maps either to logits) and the number of head
         columns h (each row's committed tokens its cache does not hold yet, right-aligned)."""
@@ -201,35 +279,42 @@ class HybridRun(DecoderRun):
             self.cache = RaggedCache(B, device, slack=self.k + 1)
         head, head_pos, head_real = columns(self.seq, self.seq_real, self.cache.fed, N)
         h, d = head.shape[1], self.drafts.shape[1]
-        rel, bias = draft_layout(
-            h + d, [h + m for m, _ in blocks], [n for _, n in blocks], device=device
-        )  # (T,), (1, 1, T, T): one layout, every row shifted to its own positions
+        plan = _plan(h, d, tuple(blocks), self.predraft, self.mask_id, device)
+        rel, bias = plan.rel, plan.bias  # (T,), (1, 1, T, T): every row shifted to its own
         last = P + self.gen_length - 1  # columns past a row's end: outputs unused
         positions = ((N - h)[:, None] + rel[None, :]).clamp(max=last)  # (B, T)
         positions[:, :h] = head_pos
-        n_masks = sum(n for _, n in blocks)
-        masks = torch.full((B, n_masks), self.mask_id, dtype=torch.long, device=device)
+        masks = plan.masks.expand(B, -1)  # (B, n_masks)
         tokens = torch.cat([head, self.drafts, masks], dim=1)  # (B, T)
-        live = torch.arange(d, device=device)[None, :] < self.dlen[:, None]  # (B, d)
+        live = plan.arange[:d] < self.dlen[:, None]  # (B, d)
         # each row's blocks as wide as alone (the layout's are as wide as the least advanced row
         # can use): the columns past that are holes, so a row's drafts are the ones it gets alone
         left = self.gen_length - 2 - self.committed  # (B,) drafts a row can use after m = 0
-        own = [torch.arange(n, device=device)[None, :] < (left - m)[:, None] for m, n in blocks]
-        real = torch.cat([head_real, live, *own], dim=1)  # (B, T)
+        own = plan.within < left[:, None] - plan.acceptance  # (B, n_masks)
+        real = torch.cat([head_real, live, own], dim=1)  # (B, T)
         out = self.cache.forward(
             self.model, tokens, positions, bias, real, return_hidden=self._head is not None
         )  # (B, T, D) hidden states, or (B, T, V) logits
         self.nfe += 1
-        return out, h
+        return out, h, plan
 
     def _logits(self, out: Tensor) -> Tensor:
         """Logits (B, n, V) of some columns (B, n, D|V) of ``_forward``'s output."""
         return out if self._head is None else self._head(out)
 
+    def _no_mask(self, logits: Tensor) -> Tensor:
+        """``logits`` (..., V) with ``[MASK]`` at -inf, a copy: float64 when sampling (the
+        acceptance ratios p/q), the model's dtype when greedy (the same argmax)."""
+        if self.temperature > 0:
+            logits = logits.to(torch.float64)
+        if self._mask_index is None:
+            return logits.clone()
+        return logits.index_fill(-1, self._mask_index, float("-inf"))
+
     def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None]:
         """Drafts (B, n) from a block's logits (B, n, V), and their proposal q at temperature
         > 0 (None at 0); ``[MASK]`` is never drafted."""
-        logits = forbid_id(logits.to(torch.float64), self.mask_id)
+        logits = self._no_mask(logits)
         if self.temperature == 0:
             return logits.argmax(dim=-1), None
         B, n, V = logits.shape
@@ -238,39 +323,26 @@ class HybridRun(DecoderRun):
                             generator=self.generator)  # fmt: skip
         return flat.reshape(B, n), q
 
-    def _choose(self, out: Tensor, col: int, blocks: list[tuple[int, int]], n: Tensor) -> None:
+    def _choose(self, out: Tensor, plan: _Plan, n: Tensor) -> None:
         """Each row's next drafts (``out``: ``_forward``'s hidden states or logits): block
         n_i's (``predraft="all"``), or block 0's after its first n_i when there is no block n_i
         (``ends``; they saw less of the prefix, which costs acceptance, never exactness); none
-        when no block reaches that far."""
-        B, device = n.shape[0], n.device
-        start = torch.zeros(B, dtype=torch.long, device=device)  # (B,) first column
-        length = torch.zeros(B, dtype=torch.long, device=device)  # (B,) drafts
-        have = torch.zeros(B, dtype=torch.bool, device=device)
-        for bm, width in blocks:
-            if bm == 0:  # the fallback: block 0 after the accepted drafts
-                start, length = col + n, (width - n).clamp(min=0)
-            hit = n == bm
-            start = torch.where(hit, col, start)
-            length = torch.where(hit, width, length)
-            have |= hit
-            col += width
-        length = torch.where(have | (self.predraft == "ends"), length, 0)
-        length = torch.where(self.finished, 0, length)
+        when no block reaches that far (``_plan``'s tables, indexed by n_i)."""
+        B = n.shape[0]
+        start, length = plan.start[n], plan.length[n]  # (B,), (B,)
         # no more drafts than the row can still use (blocks are as long as the least advanced
         # row can use), so a row of a batch drafts exactly what it drafts alone
-        length = torch.minimum(length, (self.gen_length - 1 - self.committed).clamp(min=0))
+        room = (self.gen_length - 1 - self.committed).clamp(min=0).masked_fill(self.finished, 0)
+        length = torch.minimum(length, room)
         D = int(length.max()) if B else 0
         if D == 0:
             self.drafts, self.dlen, self._q = self.gen[:, :0], length, None
             return
-        idx = (start[:, None] + torch.arange(D, device=device)[None, :]).clamp(
-            max=out.shape[1] - 1
-        )  # (B, D)
+        idx = (start[:, None] + plan.arange[:D]).clamp(max=out.shape[1] - 1)  # (B, D)
         chosen = out.gather(1, idx[..., None].expand(B, D, out.shape[-1]))  # (B, D, D|V)
         drafts, self._q = self._next_drafts(self._logits(chosen))
-        live = torch.arange(D, device=device)[None, :] < length[:, None]
-        self.drafts = torch.where(live, drafts, self.mask_id)  # (B, D): mask past a row's own
+        live = plan.arange[:D] < length[:, None]
+        self.drafts = drafts.masked_fill(~live, self.mask_id)  # (B, D): mask past a row's own
         self.dlen = length
 
     def advance(self) -> None:
@@ -279,10 +351,9 @@ class HybridRun(DecoderRun):
         active = ~self.finished
         blocks = self._blocks(d, active)
         with torch.no_grad():
-            hid, h = self._forward(blocks)  # (B, T, D|V)
-            p_logits = forbid_id(self._logits(hid[:, h - 1 : h + d]).to(torch.float64),
-                                 self.mask_id)  # fmt: skip
-            if self.temperature == 0:  # p_logits: (B, d + 1, V)
+            hid, h, plan = self._forward(blocks)  # (B, T, D|V)
+            p_logits = self._no_mask(self._logits(hid[:, h - 1 : h + d]))  # (B, d + 1, V)
+            if self.temperature == 0:
                 n, out = accept_greedy(self.drafts, p_logits)
                 n = torch.minimum(n, self.dlen)  # a row accepts no more than it drafted
             else:
@@ -294,16 +365,14 @@ class HybridRun(DecoderRun):
             n = torch.where(active, torch.minimum(n, self.gen_length - 1 - self.committed), 0)
             N = P + self.committed
             count, ended = commit_rows(self.gen, self.committed, out, n, active, self.eos_id)
-            j = torch.arange(hid.shape[1], device=n.device)[None, :]
-            keep = (j < h + n[:, None]) & active[:, None]  # the head and the accepted drafts
+            keep = (plan.columns < h + n[:, None]) & active[:, None]  # head + accepted drafts
             self.cache.commit(keep, torch.where(active, N + n, self.cache.fed))
-            self.drafted += int(self.dlen[active].sum())
-            self.accepted += int(n.sum())
-            self.row_rounds += int(active.sum())
-            self.n_committed += int(count.sum())
+            self._drafted += self.dlen * active
+            self._accepted += n
+            self._rounds += active
             self.committed += count
             self.finished |= ended | (self.committed >= self.gen_length)
-            self._choose(hid, h + d, blocks, n)
+            self._choose(hid, plan, n)
         self.steps += 1
         if bool(self.finished.all()):
             self._stopped = True
@@ -338,8 +407,8 @@ class HybridRun(DecoderRun):
             drafter_nfe=0,
             drafted=self.drafted,
             accepted=self.accepted,
-            committed=self.n_committed,
-            row_rounds=self.row_rounds,
+            committed=int(self.committed.sum()),
+            row_rounds=int(self._rounds.sum()),
         )
 
 

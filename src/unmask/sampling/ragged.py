@@ -58,16 +58,15 @@ def commit_rows(
     tokens written per row (B,), rows that wrote an EOS (B,))."""
     G, W = gen.shape[1], out.shape[1]
     j = torch.arange(W, device=out.device)[None, :]  # (1, W)
-    dest = committed[:, None] + j  # (B, W) where each token goes
-    take = (j <= n[:, None]) & active[:, None] & (dest < G)
+    count = torch.minimum(n + 1, G - committed).masked_fill(~active, 0)  # (B,) before EOS
     ended = torch.zeros_like(active)
-    if eos_id is not None:
-        is_eos = ((out == eos_id) & take).long()
-        take &= (is_eos.cumsum(dim=1) - is_eos) == 0  # nothing after the first EOS
-        ended = is_eos.bool().any(dim=1)
-    rows, cols = take.nonzero(as_tuple=True)
-    gen[rows, dest[rows, cols]] = out[rows, cols]
-    return take.sum(dim=1), ended
+    if eos_id is not None:  # nothing after a row's first EOS
+        first = torch.where(out == eos_id, j, W).amin(dim=1)  # (B,) column of the first EOS
+        ended = first < count
+        count = torch.minimum(count, first + 1)
+    rows, cols = (j < count[:, None]).nonzero(as_tuple=True)
+    gen[rows, committed[rows] + cols] = out[rows, cols]
+    return count, ended
 
 
 def rows_view(gen: Tensor, committed: Tensor, finished: Tensor, mask_id: int) -> Tensor:
