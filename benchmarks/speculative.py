@@ -38,9 +38,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -74,28 +76,55 @@ def identity(ids: list[list[int]], ref: list[list[int]], eos: int | None) -> flo
     return same / total if total else 1.0
 
 
+@dataclass
+class Case:
+    """One row to time: ``label``, the checkpoint that decodes, its config and drafter."""
+
+    label: str
+    loaded: Loaded
+    config: SampleConfig
+    draft: Loaded | None = None
+
+
+def time_cases(
+    cases: Sequence[Case], ids: list[list[int]], repeats: int, device: torch.device
+) -> list[tuple[Any, Any, float]]:
+    """(run, result, median seconds) of each case. The repeats go round-robin over the cases,
+    each cycle starting one case later, so a machine whose speed drifts (shared cores) slows
+    every row alike and no row always follows the same one. Timing each row's repeats back
+    to back, two rows of the same decoding read 0.85× and 1.25× AR in one run on this CPU;
+    in a fixed order, a row right after the widest hybrid row read 0.60× where it reads 0.87×
+    elsewhere."""
+    for c in cases:  # refuses a bad combination before timing, and warms each path
+        api.start(c.loaded, ids, c.config, draft=c.draft).run()
+
+    def go(c: Case) -> Any:
+        run = api.start(c.loaded, ids, c.config, draft=c.draft)
+        return run, run.run()
+
+    times: list[list[float]] = [[] for _ in cases]
+    last: list[Any] = [None] * len(cases)
+    n = len(cases)
+    for r in range(max(repeats, 1)):
+        for i in ((r + j) % n for j in range(n)):
+            last[i], t = timed(lambda c=cases[i]: go(c), 1, device)
+            times[i].append(t)
+    return [(*out, statistics.median(t)) for out, t in zip(last, times, strict=True)]
+
+
 def measure(
-    label: str,
-    loaded: Loaded,
-    ids: list[list[int]],
-    config: SampleConfig,
+    case: Case,
+    run: Any,
+    res: Any,
+    seconds: float,
     *,
-    draft: Loaded | None,
+    ids: list[list[int]],
     ref: dict[str, Any] | None,
     prompts: list[str],
     scorer: Any,
-    repeats: int,
-    device: torch.device,
 ) -> dict[str, Any]:
-    """One row: run ``config`` ``repeats`` times (median seconds), then its columns."""
-    api.start(loaded, ids, config, draft=draft)  # refuses a bad combination before timing
-
-    def go() -> Any:
-        run = api.start(loaded, ids, config, draft=draft)
-        result = run.run()
-        return run, result
-
-    (run, res), seconds = timed(go, repeats, device)
+    """One row's columns from its timed run (``time_cases``)."""
+    label, loaded, config = case.label, case.loaded, case.config
     eos = loaded.config.eos_id
     gen = res.gen_ids
     cut = [cut_at_eos(r, eos) for r in gen]
@@ -148,7 +177,7 @@ def forward_cost(
     from unmask.model import KVCache
 
     model, dev = loaded.model, next(loaded.model.parameters()).device
-    out: dict[int, float] = {}
+    steps = {}
     with torch.no_grad():
         for w in widths:
             ids = torch.randint(4, loaded.config.vocab_size, (batch, context + w), device=dev)
@@ -160,8 +189,12 @@ def forward_cost(
                 model(ids[:, context:], cache=kv, start=context)
 
             step()
-            out[w] = timed(step, repeats, dev)[1]
-    return out
+            steps[w] = step
+        times: dict[int, list[float]] = {w: [] for w in widths}
+        for _ in range(repeats):  # round-robin over the widths, as ``time_cases``
+            for w in widths:
+                times[w].append(timed(steps[w], 1, dev)[1])
+    return {w: statistics.median(t) for w, t in times.items()}
 
 
 HEADER = (
@@ -230,7 +263,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="of the ar, spec and hybrid rows (0 = greedy: identity is exact-match)",
     )
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
+    ap.add_argument(
+        "--repeats", type=int, default=1,
+        help="timed runs per row (median), taken round-robin over the rows",
+    )  # fmt: skip
     ap.add_argument(
         "--score",
         action=argparse.BooleanOptionalAction,
@@ -311,29 +347,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     rows: list[dict[str, Any]] = []
     print(HEADER, flush=True)
-    kw = {"scorer": scorer, "repeats": args.repeats, "device": device}
     T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
     for g in lengths:
         for b in args.batches:
             prompts = prompts_all[:b]
             ids = [ar.tokenizer.encode(p) for p in prompts]
             cfg = SampleConfig(gen_length=g, temperature=T, seed=seed)
-            ref = measure("ar", ar, ids, cfg, draft=None, ref=None, prompts=prompts, **kw)
-            done = [ref]
+            cases = [Case("ar", ar, cfg)]
             dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed})
             if not args.no_diffusion_row:
-                done.append(
-                    measure(
-                        "diffusion (recommended)",
-                        diff,
-                        ids,
-                        dcfg,
-                        draft=None,
-                        ref=ref,
-                        prompts=prompts,
-                        **kw,
-                    )
-                )
+                cases.append(Case("diffusion (recommended)", diff, dcfg))
             specs = [(f"spec k={k}", {"draft_length": k}) for k in args.draft_lengths]
             k_max = max(args.draft_lengths, default=0)
             specs += [
@@ -348,14 +371,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                 sc = SampleConfig(
                     gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps, **opts
                 )
-                done.append(measure(label, ar, ids, sc, draft=diff, ref=ref, prompts=prompts, **kw))
+                cases.append(Case(label, ar, sc, draft=diff))
             layouts = product(args.predraft, args.hybrid_draft_lengths or [None])
             for pre, n in layouts if hybrid is not None else ():
                 hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
                                   draft_length=n)  # fmt: skip
                 label = f"hybrid {pre}" + ("" if n is None else f" n={n}")
-                done.append(measure(label, hybrid, ids, hc, draft=None, ref=ref,
-                                    prompts=prompts, **kw))  # fmt: skip
+                cases.append(Case(label, hybrid, hc))
+            timings = time_cases(cases, ids, args.repeats, device)
+            kw = {"ids": ids, "prompts": prompts, "scorer": scorer}
+            ref = measure(cases[0], *timings[0], ref=None, **kw)
+            done = [ref]
+            done += [
+                measure(c, *t, ref=ref, **kw) for c, t in zip(cases[1:], timings[1:], strict=True)
+            ]
             for r in done:
                 print_row(r)
             rows += done
