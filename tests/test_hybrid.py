@@ -105,6 +105,29 @@ def test_draft_layout_is_built_once_whatever_the_argument_types():
         draft_layout(3, [5, 6], [2, 2, 2])
 
 
+def test_wide_layouts_and_first_round_plans_are_not_kept():
+    """A layout wider than ``LAYOUT_CACHE_COLUMNS`` (a first round over a long prompt) is built
+    each time, equal to a kept one's values, so a server does not keep a T x T mask per prompt
+    length; the decoder keeps only the plans of rounds with a short head."""
+    from unmask.objectives.hybrid import LAYOUT_CACHE_COLUMNS
+    from unmask.sampling.hybrid import PLAN_CACHE_HEAD, _kept_plan, _plan
+
+    wide = LAYOUT_CACHE_COLUMNS  # + 2 draft columns: past the bound
+    a = draft_layout(wide, [wide - 1], 2)
+    b = draft_layout(wide, [wide - 1], 2)
+    assert a[1] is not b[1] and torch.equal(a[1], b[1]) and torch.equal(a[0], b[0])
+    small = draft_layout(4, [3], 2)
+    assert small[1] is draft_layout(4, [3], 2)[1]
+    cpu = torch.device("cpu")
+    before = _kept_plan.cache_info().currsize
+    long_head = _plan(PLAN_CACHE_HEAD + 1, 0, ((0, 2),), "all", 0, cpu)
+    assert _kept_plan.cache_info().currsize == before
+    h = PLAN_CACHE_HEAD + 1  # the block after boundary h sits at h + 1, h + 2
+    assert long_head.rel.tolist()[-2:] == [h + 1, h + 2]
+    shape = (1, 2, ((0, 2), (2, 2)), "all", 0, cpu)
+    assert _plan(*shape) is _plan(*shape)
+
+
 def test_prefix_logits_ignore_the_draft_blocks():
     """The clean columns' logits equal the plain causal forward whatever the draft blocks hold,
     and a block's logits do not depend on another block."""

@@ -63,9 +63,10 @@ def draft_layout(
     before ``offset`` (a KV cache) are not in the mask: every column may see them. Training
     (``hybrid``) and decoding (``unmask.sampling.hybrid``) use this one layout.
 
-    A layout is built once per distinct argument set and kept (``_layout``): a decoding round
-    asks for one of a handful, and building it cost ~150 µs, about a tenth of a round of the
-    bench-size hybrid on one CPU thread. The tensors are shared: read them, never write.
+    A layout is built once per distinct argument set and kept (``_layout``; up to
+    ``LAYOUT_CACHE_COLUMNS`` columns): a decoding round asks for one of a handful, and building
+    it cost ~150 µs, about a tenth of a round of the bench-size hybrid on one CPU thread. The
+    tensors are shared: read them, never write.
     """
     bnd = _ints(boundaries)
     lens = _ints(lengths)
@@ -73,8 +74,15 @@ def draft_layout(
         lens = lens * len(bnd)
     if len(lens) != len(bnd):
         raise ValueError(f"{len(lens)} lengths for {len(bnd)} draft blocks")
-    positions, allowed = _layout(n_causal, bnd, lens, offset)
+    build = _layout if n_causal + sum(lens) <= LAYOUT_CACHE_COLUMNS else _layout.__wrapped__
+    positions, allowed = build(n_causal, bnd, lens, offset)
     return positions.to(device), allowed.to(device)
+
+
+LAYOUT_CACHE_COLUMNS = 512
+"""Layouts of at most this many columns are kept (``_layout``, 256 of them: at most 64 MB of
+masks); a wider one (a decoder's first round over a long prompt) is built each time, so a
+server that sees many long prompts does not keep a T × T mask per prompt length."""
 
 
 def _ints(x: Sequence[int] | Tensor | int) -> tuple[int, ...]:

@@ -94,14 +94,28 @@ class _Plan:
     length: Tensor
 
 
-@functools.lru_cache(maxsize=512)
 def _plan(
     h: int, d: int, blocks: tuple[tuple[int, int], ...], predraft: str, mask_id: int,
     device: torch.device,
 ) -> _Plan:  # fmt: skip
     """The ``_Plan`` of a round with h head columns, d drafts and ``blocks`` ((m, length) each):
     a round of a given shape costs the same tensor ops whatever its rows' acceptances (the
-    bench-size hybrid's bookkeeping was a third of its round; ``docs/sampling.md``)."""
+    bench-size hybrid's bookkeeping was a third of its round; ``docs/sampling.md``). Kept
+    for the few shapes of the rounds after the first; a first round over the whole prompt
+    (h = its length) is built once and not kept."""
+    build = _kept_plan if h <= PLAN_CACHE_HEAD else _build_plan
+    return build(h, d, blocks, predraft, mask_id, device)
+
+
+PLAN_CACHE_HEAD = 16
+"""``_plan`` keeps the plans of rounds with at most this many head columns (later rounds
+have 1, or a few after a partial acceptance of a batch's rows)."""
+
+
+def _build_plan(
+    h: int, d: int, blocks: tuple[tuple[int, int], ...], predraft: str, mask_id: int,
+    device: torch.device,
+) -> _Plan:  # fmt: skip
     rel, bias = draft_layout(
         h + d, [h + m for m, _ in blocks], [n for _, n in blocks], device=device
     )  # one layout, every row shifted to its own positions
@@ -134,6 +148,9 @@ def _plan(
         start=ints(start),
         length=ints(length),
     )
+
+
+_kept_plan = functools.lru_cache(maxsize=512)(_build_plan)
 
 
 @dataclass
