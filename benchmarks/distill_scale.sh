@@ -24,6 +24,8 @@ PROMPT=${PROMPT:-16}          # prompt tokens (prompt + gen = the demo's 256-tok
 GEN=${GEN:-240}               # generated tokens per trajectory
 TRAJ_BATCH=${TRAJ_BATCH:-64}  # prompts the teacher decodes together
 TRAJ_CACHE=${TRAJ_CACHE:-none}  # the teacher's KV cache; dual is ~4x cheaper on a CPU
+TRAJ_TEMPERATURE=${TRAJ_TEMPERATURE:-}  # the teacher's temperature (unset: its default;
+                              # 0 = greedy trajectories, which raised tokens/forward on the CPU)
 STEPS=${STEPS:-2000}          # student training steps
 BATCH=${BATCH:-32}            # student batch (rows of PROMPT + GEN tokens)
 LR=${LR:-3e-4}
@@ -43,7 +45,11 @@ fi
 if [ -f "$OUT/checkpoint/model.safetensors" ] && [ -f "$OUT/train_config.json" ]; then
     "$PY" -m unmask.cli distill --resume --out "$OUT" --steps "$STEPS" --no-progress
 else
-    "$PY" -m unmask.cli distill --teacher "$TEACHER" --data "$DATA" --out "$OUT" \
+    TT=()
+    if [ -n "$TRAJ_TEMPERATURE" ]; then
+        TT=(--traj-temperature "$TRAJ_TEMPERATURE")
+    fi
+    "$PY" -m unmask.cli distill "${TT[@]}" --teacher "$TEACHER" --data "$DATA" --out "$OUT" \
         --trajectories "$N" --prompt-length "$PROMPT" --gen-length "$GEN" \
         --traj-batch "$TRAJ_BATCH" --traj-cache "$TRAJ_CACHE" --steps "$STEPS" \
         --batch-size "$BATCH" --lr "$LR" --warmup 50 --save-every 250 --log-every 50 \
