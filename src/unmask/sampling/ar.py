@@ -18,6 +18,7 @@ Returns the same ``GenerateResult`` as the diffusion sampler, so callers (and
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -105,10 +106,17 @@ def sample_token(
 
 def forbid_id(logits: Tensor, token_id: int | None) -> Tensor:
     """``logits`` (..., V) with ``token_id`` set to ``-inf`` (a copy); unchanged for None or an
-    id outside the vocabulary (a test double's small one)."""
+    id outside the vocabulary (a test double's small one). Called on every decoding step: the
+    index tensor is made once per id and device (``_id_index``)."""
     if token_id is None or token_id >= logits.shape[-1]:
         return logits
-    return logits.index_fill(-1, torch.tensor([token_id], device=logits.device), float("-inf"))
+    return logits.index_fill(-1, _id_index(token_id, logits.device), float("-inf"))
+
+
+@functools.lru_cache(maxsize=64)
+def _id_index(token_id: int, device: torch.device) -> Tensor:
+    """``tensor([token_id])`` on ``device``, kept (``forbid_id``); never written to."""
+    return torch.tensor([token_id], device=device)
 
 
 class ARRun(DecoderRun):

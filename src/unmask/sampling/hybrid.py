@@ -55,6 +55,7 @@ from unmask.objectives.hybrid import draft_layout
 from unmask.sampling.ar import (
     check_causal,
     filter_logits,
+    forbid_id,
     prompt_and_generation,
     sample_token,
 )
@@ -79,16 +80,15 @@ PREDRAFT = PREDRAFTS
 class _Plan:
     """What a round of one shape reads, built once (``_plan``): the layout (``rel`` (T,),
     ``bias`` (1, 1, T, T)), the mask columns (``masks`` (1, M), each one's index in its block
-    ``within`` (M,) and its block's acceptance length ``acceptance`` (M,)), ``arange`` (0, 1,
-    ...), ``columns`` (1, T) the column indices, and, indexed by a row's acceptance n, the
-    column of its next drafts ``start`` (d + 1,) and how many ``length`` (d + 1,)."""
+    ``within`` (M,) and its block's acceptance length ``acceptance`` (M,)), the column indices
+    ``columns`` (T,) = 0 .. T - 1, and, indexed by a row's acceptance n, the column of its next
+    drafts ``start`` (d + 1,) and how many ``length`` (d + 1,)."""
 
     rel: Tensor
     bias: Tensor
     masks: Tensor
     within: Tensor
     acceptance: Tensor
-    arange: Tensor
     columns: Tensor
     start: Tensor
     length: Tensor
@@ -143,8 +143,7 @@ def _build_plan(
         masks=torch.full((1, len(within)), mask_id, dtype=torch.long, device=device),
         within=ints(within),
         acceptance=ints(acceptance),
-        arange=torch.arange(d + max(widths, default=0) + 1, device=device),
-        columns=torch.arange(int(rel.shape[0]), device=device)[None, :],
+        columns=torch.arange(int(rel.shape[0]), device=device),
         start=ints(start),
         length=ints(length),
     )
@@ -243,10 +242,6 @@ class HybridRun(DecoderRun):
         if getattr(mcfg, "time_conditioning", False) or getattr(mcfg, "output", "") != "logits":
             self._head = None  # a head that needs more than the hidden states: whole logits
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
-        V = getattr(mcfg, "vocab_size", None)
-        self._mask_index = (
-            torch.tensor([mask_id], device=device) if V is None or mask_id < V else None
-        )  # [MASK] is never drafted nor committed (an id past a test double's vocabulary: none)
         gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.seq = torch.cat([self.prompt, gen], dim=1)  # (B, P + G): logical positions
         self.gen = self.seq[:, P:]  # (B, G), a view: commits write into seq
@@ -303,7 +298,7 @@ class HybridRun(DecoderRun):
         positions[:, :h] = head_pos
         masks = plan.masks.expand(B, -1)  # (B, n_masks)
         tokens = torch.cat([head, self.drafts, masks], dim=1)  # (B, T)
-        live = plan.arange[:d] < self.dlen[:, None]  # (B, d)
+        live = plan.columns[:d] < self.dlen[:, None]  # (B, d)
         # each row's blocks as wide as alone (the layout's are as wide as the least advanced row
         # can use): the columns past that are holes, so a row's drafts are the ones it gets alone
         left = self.gen_length - 2 - self.committed  # (B,) drafts a row can use after m = 0
@@ -320,13 +315,10 @@ class HybridRun(DecoderRun):
         return out if self._head is None else self._head(out)
 
     def _no_mask(self, logits: Tensor) -> Tensor:
-        """``logits`` (..., V) with ``[MASK]`` at -inf, a copy: float64 when sampling (the
-        acceptance ratios p/q), the model's dtype when greedy (the same argmax)."""
-        if self.temperature > 0:
-            logits = logits.to(torch.float64)
-        if self._mask_index is None:
-            return logits.clone()
-        return logits.index_fill(-1, self._mask_index, float("-inf"))
+        """``logits`` (..., V) with ``[MASK]`` at -inf (``forbid_id``): float64 when sampling
+        (the acceptance ratios p/q), the model's dtype when greedy (the same argmax)."""
+        return forbid_id(logits.to(torch.float64) if self.temperature > 0 else logits,
+                         self.mask_id)  # fmt: skip
 
     def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None]:
         """Drafts (B, n) from a block's logits (B, n, V), and their proposal q at temperature
@@ -355,10 +347,10 @@ class HybridRun(DecoderRun):
         if D == 0:
             self.drafts, self.dlen, self._q = self.gen[:, :0], length, None
             return
-        idx = (start[:, None] + plan.arange[:D]).clamp(max=out.shape[1] - 1)  # (B, D)
+        idx = (start[:, None] + plan.columns[:D]).clamp(max=out.shape[1] - 1)  # (B, D)
         chosen = out.gather(1, idx[..., None].expand(B, D, out.shape[-1]))  # (B, D, D|V)
         drafts, self._q = self._next_drafts(self._logits(chosen))
-        live = plan.arange[:D] < length[:, None]
+        live = plan.columns[:D] < length[:, None]
         self.drafts = drafts.masked_fill(~live, self.mask_id)  # (B, D): mask past a row's own
         self.dlen = length
 
