@@ -95,8 +95,8 @@ def time_cases(
     to back, two rows of the same decoding read 0.85× and 1.25× AR in one run on this CPU;
     in a fixed order, a row right after the widest hybrid row read 0.60× where it reads 0.87×
     elsewhere."""
-    for c in cases:  # refuses a bad combination before timing, and warms each path
-        api.start(c.loaded, ids, c.config, draft=c.draft).run()
+    for c in cases:  # refuses a bad combination before anything is timed
+        api.start(c.loaded, ids, c.config, draft=c.draft)
 
     def go(c: Case) -> Any:
         run = api.start(c.loaded, ids, c.config, draft=c.draft)
@@ -191,7 +191,7 @@ def forward_cost(
             step()
             steps[w] = step
         times: dict[int, list[float]] = {w: [] for w in widths}
-        for _ in range(repeats):  # round-robin over the widths, as ``time_cases``
+        for _ in range(repeats):  # round-robin over the widths (``time_cases``' reason)
             for w in widths:
                 times[w].append(timed(steps[w], 1, dev)[1])
     return {w: statistics.median(t) for w, t in times.items()}
