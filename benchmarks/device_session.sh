@@ -2,10 +2,13 @@
 # One device session (issues 13, 14): on the GPU,
 #  1. the demo model continued (mdlm, from src/unmask/assets/demo) for as many steps as
 #     DEMO_S seconds allow (a 60-step probe measures the rate; steps rounded to 250),
-#  2. the demo-size one-model hybrid trained from the AR twin (benchmarks/hybrid_scale.sh),
-#  3. speculative/hybrid vs AR on CUDA at the demo and the bench size (benchmarks/speculative.py),
-#  4. benchmarks/gpu_check.py's decode rows with what time is left.
-# Weights come back as float16 copies in $OUT/demo and $OUT/hybrid; logs in $OUT/logs.tgz.
+#  2. a student distilled from it (#14) on greedy trajectories at scale (DN prompts, 240 tokens;
+#     the 2-core CPU managed 96: docs/training.md, "The first run at length 240"),
+#  3. the demo-size one-model hybrid trained from the AR twin (benchmarks/hybrid_scale.sh),
+#  4. speculative/hybrid vs AR on CUDA at the demo size (benchmarks/speculative.py), then at the
+#     bench size and benchmarks/gpu_check.py's decode rows if time is left (BENCH=1, GPU_CHECK=1).
+# Weights come back as float16 copies in $OUT/{demo,student,hybrid}.tar (a device returns at
+# most 8 files); logs in $OUT/logs.tgz. Measure them here, where the goals are set.
 #
 # Set-up, here, once (an ignored folder the device call carries, with the weights only):
 #   echo /.devcarry/ >> .git/info/exclude
@@ -13,10 +16,10 @@
 #   cp TWIN/best/checkpoint/{config.json,model.safetensors,tokenizer.json} .devcarry/ar-fim/
 #   # and the bench-size ar, mdlm and hybrid (docs/sampling.md, "At the bench size") alike
 # Dry run on the CPU (seconds to minutes; checks the plumbing, not the numbers):
-#   OUT=/tmp/dry PY=.venv/bin/python DEMO_S=20 DEMO_BATCH=2 HSTEPS=4 HMIN=1 DEVICE=cpu \
-#     Q=--quick GC=--dry-run TOTAL=300 bash benchmarks/device_session.sh
+#   OUT=/tmp/dry PY=.venv/bin/python DEMO_S=20 DEMO_BATCH=2 HSTEPS=4 HMIN=1 DEVICE=cpu DN=8 DTB=4 \
+#     DBATCH=2 DMIN=0.2 Q=--quick TOTAL=300 bash benchmarks/device_session.sh
 # On the device (`run` with carry [".devcarry", "data/bible"], timeout 600):
-#   TOTAL=575 DEMO_S=210 HMIN=2 bash benchmarks/device_session.sh
+#   TOTAL=560 DEMO_S=170 HMIN=1.5 TRAIN_S=130 bash benchmarks/device_session.sh
 # data/bible: the demo corpus prepared as benchmarks/hybrid_scale.sh prepares it.
 set -uo pipefail
 PY=${PY:-python3}; DEV=${DEVICE:-cuda}
@@ -31,37 +34,50 @@ DEMO=(--data data/bible --preset demo --init src/unmask/assets/demo --seq-len 25
 echo "== demo probe left $(left)s"
 $PY -m unmask.cli train "${DEMO[@]}" --out /tmp/probe --steps 60 --warmup 10 --log-every 10 \
   --eval-every 1000 --save-every 1000 2>&1 | tail -3 | tee "$L/probe.txt"
-STEPS=$($PY -c "
-import json,sys
+read -r STEPS DSTEPS < <($PY -c "
+import json
 r=[json.loads(l) for l in open('/tmp/probe/metrics.jsonl') if '\"elapsed_s\"' in l]
 a,b=r[1],r[-1]; rate=(b['step']-a['step'])/(b['elapsed_s']-a['elapsed_s'])
-print(max(250, int(rate*$DEMO_S*0.85)//250*250))" 2>>"$L/probe.txt" || echo 500)
-echo "== demo train $STEPS steps left $(left)s" | tee -a "$L/probe.txt"
+n=lambda s: max(250, int(rate*s*0.85)//250*250)
+print(n($DEMO_S), n(60*${DMIN:-1.3}))" 2>>"$L/probe.txt" || echo 500 500)
+echo "== demo train $STEPS steps (distill $DSTEPS) left $(left)s" | tee -a "$L/probe.txt"
 timeout $((DEMO_S + 60)) $PY -m unmask.cli train "${DEMO[@]}" --out /tmp/demo --steps "$STEPS" \
   --warmup 200 --eval-every 500 --save-every 500 --keep-best --time-limit $((DEMO_S / 60 + 1)) \
   2>&1 | tail -5 | tee "$L/demo_train.txt"
 cp /tmp/demo/metrics.jsonl "$L/demo_metrics.jsonl"; cp /tmp/demo/train_config.json "$L/demo_train_config.json"
 $PY -m unmask.cli convert /tmp/demo/best/checkpoint "$O/demo" --dtype fp16 2>&1 | tail -2
+echo "== distill left $(left)s"
+TEACH=/tmp/demo/best/checkpoint; [ -f $TEACH/model.safetensors ] || TEACH=src/unmask/assets/demo
+echo "teacher: $TEACH" | tee "$L/distill.txt"
+timeout ${DISTILL_S:-130} $PY -m unmask.cli distill --teacher "$TEACH" --data data/bible \
+  --out /tmp/distill --trajectories ${DN:-2048} --prompt-length 16 --gen-length 240 \
+  --traj-batch ${DTB:-256} --traj-cache none --traj-temperature 0 --steps "$DSTEPS" \
+  --batch-size ${DBATCH:-64} --lr 5e-4 --warmup 50 --save-every 250 --log-every 50 \
+  --device "$DEV" --time-limit ${DMIN:-1.3} --no-progress 2>&1 | tail -5 | tee -a "$L/distill.txt"
+cp /tmp/distill/metrics.jsonl "$L/distill_metrics.jsonl"
+cp /tmp/distill/train_config.json "$L/distill_train_config.json"
+$PY -m unmask.cli convert /tmp/distill/checkpoint "$O/student" --dtype fp16 2>&1 | tail -2
 echo "== hybrid train ($HSTEPS steps) left $(left)s"
 PY=$PY INIT=.devcarry/ar-fim DATA=data/bible OUT=/tmp/hybrid SHIP="$O/hybrid" STEPS=$HSTEPS \
   DEVICE=$DEV MEASURE=0 BATCH=${HBATCH:-32} TIME_LIMIT=${HMIN:-2} timeout ${TRAIN_S:-170} bash benchmarks/hybrid_scale.sh 2>&1 \
   | tail -5 | tee "$L/hybrid_train.txt"
 cp /tmp/hybrid/metrics.jsonl "$L/hybrid_metrics.jsonl"; cp /tmp/hybrid/train_config.json "$L/hybrid_train_config.json"
-echo "== spec demo left $(left)s"
+S=$(( $(left) - 25 )); [ "$S" -gt "${SPEC_S:-80}" ] && S=${SPEC_S:-80}
+echo "== spec demo ${S}s, left $(left)s"
 DRAFTER=src/unmask/assets/demo; [ -f "$O/demo/model.safetensors" ] && DRAFTER="$O/demo"
 echo "drafter: $DRAFTER"
-timeout ${SPEC_S:-100} $PY benchmarks/speculative.py --ar-model .devcarry/ar-fim --model "$DRAFTER" \
+[ "$S" -gt 15 ] && timeout "$S" $PY benchmarks/speculative.py --ar-model .devcarry/ar-fim --model "$DRAFTER" \
   --hybrid "$O/hybrid" --gen-lengths ${GEN:-240} --batches 1 8 --draft-lengths 2 4 8 --no-score \
   --device "$DEV" --repeats 3 --json "$L/speculative_demo_cuda.json" $Q 2>&1 | tee "$L/spec_demo.txt"
-echo "== spec bench left $(left)s"
 B=.devcarry/bench
-timeout ${BENCH_S:-50} $PY benchmarks/speculative.py --ar-model $B/ar --model $B/mdlm --hybrid $B/hybrid8k \
+[ "${BENCH:-0}" = 1 ] && echo "== spec bench left $(left)s" && timeout ${BENCH_S:-50} $PY benchmarks/speculative.py --ar-model $B/ar --model $B/mdlm --hybrid $B/hybrid8k \
   --gen-lengths 96 --batches 1 8 --draft-lengths 2 4 8 --no-score --device "$DEV" --repeats 3 \
   --json "$L/speculative_bench_cuda.json" $Q 2>&1 | tee "$L/spec_bench.txt"
 R=$(left); echo "== gpu_check left ${R}s"
-if [ "$R" -gt 45 ]; then
+if [ "${GPU_CHECK:-0}" = 1 ] && [ "$R" -gt 45 ]; then
   timeout $((R - 5)) $PY benchmarks/gpu_check.py --budget-s $((R - 35)) --skip train --skip fsdp ${GC:-} \
     --json "$L/gpu_check_cuda.json" 2>&1 | tee "$L/gpu_check.txt"
 fi
 cd "$O" && tar czf logs.tgz logs && rm -rf logs
+for m in demo student hybrid; do [ -d $m ] && tar cf $m.tar $m && rm -rf $m; done; ls -la
 echo "== done in $(( $(date +%s) - T0 ))s"
