@@ -28,7 +28,8 @@ from unmask.distill import (
 )
 from unmask.errors import UserError
 from unmask.objectives import objective_spec
-from unmask.objectives.distill import Trajectories, trajectory_states
+from unmask.objectives.distill import Trajectories, distill, trajectory_states, window_states
+from unmask.objectives.spec import ObjectiveOptions
 from unmask.train import train
 from unmask.train_guards import TrainingStopped
 
@@ -288,7 +289,7 @@ def test_bad_input_is_one_line_exit_2(problem, teacher, corpus, tmp_path, capsys
     if problem == "causal":
         ar = _teacher(corpus, tmp_path / "ar", objective="ar", steps=1)
         args[1] = str(ar)
-        want = "needs a masked-diffusion teacher (mdlm, sft, bd3lm), not objective 'ar'"
+        want = "an autoregressive teacher teaches a drafter: give the diffusion checkpoint"
     elif problem == "empty":
         args += ["--trajectories", "0"]
         want = "the prompt set is empty"
@@ -318,6 +319,156 @@ def test_distill_options_belong_to_distill():
         objective_spec("mdlm").validate(TrainConfig(distill_entropy_weight=1.0))
     with pytest.raises(UserError, match="distill_temperature must be > 0"):
         objective_spec("distill").validate(TrainConfig(distill_temperature=0.0))
+
+
+# ------------------------------------------------------------------------- drafters
+
+
+@pytest.fixture(scope="module")
+def ar_teacher(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _teacher(corpus, tmp_path_factory.mktemp("ar") / "run", objective="ar", steps=40)
+
+
+def _greedy_reference(model: torch.nn.Module, prompt: torch.Tensor, n: int) -> list[int]:
+    """Left-to-right argmax without a cache, one full forward per token."""
+    x = prompt[None]
+    with torch.no_grad():
+        for _ in range(n):
+            x = torch.cat([x, model(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    return x[0, prompt.shape[0] :].tolist()
+
+
+def test_ar_teacher_trajectories_are_its_greedy_continuations(ar_teacher, corpus):
+    """An autoregressive teacher's trajectory is its greedy continuation committed left to
+    right (step i at generated position i), up to its first EOS."""
+    loaded = load(ar_teacher)
+    cfg = replace(TRAJ, traj_temperature=0.0, traj_block_length=None, gen_length=12)
+    traj = make_trajectories(loaded, str(corpus), cfg, progress=False)
+    P, G = cfg.prompt_length, cfg.gen_length
+    eos = loaded.config.eos_id
+    for i in range(len(traj)):
+        want = _greedy_reference(loaded.model, traj.tokens[i, :P], G)
+        n = want.index(eos) + 1 if eos in want else G
+        assert traj.tokens[i, P : P + n].tolist() == want[:n]
+        assert traj.commit_step[i, P : P + n].tolist() == list(range(n))
+
+
+def test_cut_at_ids_the_student_lacks(ar_teacher, corpus):
+    """With ``vocab`` (a student's smaller vocabulary), a row stops at its first id beyond it:
+    EOS from there on, never committed."""
+    from unmask.distill import decode_batch, trajectory_sample_config
+
+    loaded = load(ar_teacher)
+    cfg = replace(TRAJ, traj_temperature=0.0, traj_block_length=None)
+    prompts = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12]])
+    config = trajectory_sample_config(loaded, cfg, seed=0)
+    tokens, steps = decode_batch(loaded, prompts, config)
+    first = int(tokens[0, 8])
+    cut, cut_steps = decode_batch(loaded, prompts, config, vocab=first)  # the 1st id is beyond
+    assert (cut[0, 8:] == loaded.config.eos_id).all() and (cut_steps[0, 8:] == 8).all()
+    assert torch.equal(cut[0, :8], tokens[0, :8])
+
+
+def test_window_states_are_a_prefix_then_the_window():
+    """k of n generated positions kept (the first k, left to right), the next ``window``
+    masked, the rest cut off; the prompt always visible; a row decoded in another order is
+    refused."""
+    steps = torch.tensor([[-1, -1, 0, 1, 2, 3, 4, 5]])  # a prompt of 2, then 6 left to right
+    g = torch.Generator()
+    masked, visible = window_states(steps, 2, g, u=torch.zeros(1))
+    assert masked.tolist() == [[False, False, True, True, False, False, False, False]]
+    assert visible.tolist() == [[True, True, True, True, False, False, False, False]]
+    masked, visible = window_states(steps, 2, g, u=torch.full((1,), 0.5))  # k = 3
+    assert masked.tolist() == [[False, False, False, False, False, True, True, False]]
+    assert visible.tolist() == [[True] * 7 + [False]]
+    masked, visible = window_states(steps, 4, g, u=torch.full((1,), 0.9))  # k = 5: one left
+    assert masked.tolist() == [[False] * 7 + [True]] and visible.all()
+    with pytest.raises(UserError, match="left-to-right trajectories"):
+        window_states(torch.tensor([[-1, 1, 0, 2]]), 2, g)
+
+
+def test_window_loss_does_not_see_past_the_window(teacher):
+    """The drafter's loss is a function of the prefix and the window alone: tokens after the
+    window do not change it (they are cut off, not merely masked)."""
+    loaded = load(teacher)
+    steps = torch.tensor([[-1] * 4 + list(range(12))])  # (1, 16)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(4, loaded.config.vocab_size, (1, 16), generator=g)
+    other = x0.clone()
+    other[0, 11:] = (other[0, 11:] + 1) % loaded.config.vocab_size  # after k=4 + window 3
+    u = torch.full((1,), 4 / 12)
+    opts = ObjectiveOptions(schedule=None, distill_window=3)  # type: ignore[arg-type]
+
+    def loss(x: torch.Tensor) -> torch.Tensor:
+        parts = distill(loaded.model, loaded.config, x, attention_mask=None,
+                        generator=torch.Generator(), options=opts, commit_step=steps, u=u)
+        return parts.loss_sum / parts.n_tokens
+
+    with torch.no_grad():
+        a, b = loss(x0), loss(other)
+    assert torch.allclose(a, b, atol=1e-6)
+    changed = x0.clone()
+    changed[0, 9] = (changed[0, 9] + 1) % loaded.config.vocab_size  # inside the window
+    with torch.no_grad():
+        assert not torch.allclose(loss(changed), a)
+
+
+def _acceptance(ar: Path, drafter: Path, corpus: Path) -> float:
+    from unmask.api import start
+    from unmask.config import SampleConfig
+    from unmask.data import TokenDataset
+
+    prompts = TokenDataset(str(corpus), "val").sample(8, 8, torch.Generator().manual_seed(3))
+    config = SampleConfig(gen_length=16, temperature=0.0, draft_length=4)
+    run = start(load(ar), prompts.tolist(), config, draft=load(drafter))
+    return float(run.run().acceptance_rate)
+
+
+def test_drafter_distillation_raises_acceptance(ar_teacher, corpus, tmp_path, capsys):
+    """`unmask distill --teacher AR --student MDLM --distill-window 4`: the student (still an
+    mdlm model) learns the AR model's continuations, so as its drafter it gets more of its
+    4-token drafts accepted than the barely trained model it started from."""
+    start = _teacher(corpus, tmp_path / "start", steps=1)
+    out = tmp_path / "drafter"
+    code = main([
+        "distill", "--teacher", str(ar_teacher), "--student", str(start), "--data",
+        str(corpus), "--out", str(out), "--trajectories", "48", "--prompt-length", "8",
+        "--gen-length", "16", "--traj-batch", "48", "--traj-temperature", "0",
+        "--distill-window", "4", "--steps", "40", "--batch-size", "16", "--lr", "3e-3",
+        "--no-progress", "--threads", "1",
+    ])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert load(out).config.objective == "mdlm"
+    before, after = _acceptance(ar_teacher, start, corpus), _acceptance(ar_teacher, out, corpus)
+    assert after > before + 0.3, (before, after)
+
+
+@pytest.mark.parametrize("problem", ["causal student", "other tokenizer", "negative window"])
+def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corpus, tmp_path,
+                                              capsys):
+    student, extra = str(teacher), []
+    if problem == "causal student":
+        student = str(ar_teacher)
+        want = "--student"
+    elif problem == "other tokenizer":
+        from unmask.data import prepare
+
+        (tmp_path / "b.txt").write_text("alpha beta gamma delta\n" * 200)
+        other = tmp_path / "bpe"
+        prepare([tmp_path / "b.txt"], other, vocab_size=300, val_fraction=0, progress=False)
+        student = str(_teacher(other, tmp_path / "other", steps=1, seq_len=16))
+        want = "tokenizer"
+    else:
+        extra = ["--distill-window", "-1"]
+        want = "distill_window must be >= 0"
+    args = ["distill", "--teacher", str(ar_teacher), "--student", student, "--data", str(corpus),
+            "--prompt-length", "8", "--gen-length", "8", "--no-progress", *extra,
+            "--out", str(tmp_path / "o")]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------------- the study's slice

@@ -86,7 +86,7 @@ def start(
     config = _with_draft(config, draft)
     decoder = choose_decoder(facts, config)
     _check_choice(facts, config, decoder.name)
-    aux = _draft_aux(loaded, draft)
+    aux = draft_aux(loaded, draft)
     if config.guide_words is not None:  # the continuous decoders tokenize the guide words
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
@@ -117,7 +117,7 @@ def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None)
     facts = facts_of(loaded)
     name = choose_decoder(facts, _with_draft(config, draft)).name
     _check_choice(facts, config, name)
-    _draft_aux(loaded, draft)  # a drafter that cannot draft for this checkpoint fails now
+    draft_aux(loaded, draft)  # a drafter that cannot draft for this checkpoint fails now
     return name
 
 
@@ -163,7 +163,7 @@ def _with_draft(config: SampleConfig, draft: Loaded | None) -> SampleConfig:
     return dataclasses.replace(config, decoder="speculative")
 
 
-def _draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
+def draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
     """``Target.aux`` for a run with ``draft``: the drafter, its facts and the ids the two
     tokenizers share (``shared_vocabulary``: one tokenizer, up to appended special tokens
     such as FIM's); refuses in one line a drafter that cannot draft for ``loaded``
@@ -594,6 +594,7 @@ __all__ = [
     "chat_template",
     "choose",
     "decoding_model",
+    "draft_aux",
     "edit",
     "edit_checks",
     "encode_prompt",

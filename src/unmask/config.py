@@ -476,6 +476,11 @@ class TrainConfig:
     student's distribution on masked positions it already predicts correctly (dParallel uses 2)."""
     distill_temperature: float = 0.5
     """Objective ``distill`` only: softmax temperature of that entropy (dParallel uses 0.5)."""
+    distill_window: int = 0
+    """Objective ``distill`` only: 0 = the student learns the teacher's own states. N > 0 =
+    drafter distillation from an autoregressive teacher (``unmask distill --student``): each
+    state is a committed prefix followed by N masks and nothing else, the canvas a drafter of
+    ``--draft-length`` N fills in speculative decoding."""
     init: str = ""
     """Checkpoint (run directory or checkpoint folder) whose weights, config and tokenizer start
     the run (objective ``sft`` needs it); empty = a fresh model from ``preset``."""

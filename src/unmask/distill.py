@@ -12,6 +12,11 @@
    atomic checkpoints, exact resume and ``torchrun`` (rank 0 decodes the trajectories, the
    other processes wait for the file).
 
+**Drafters.** An autoregressive teacher (objective ``ar``) decodes left to right, so its
+trajectories are its own continuations; with ``student`` = a diffusion checkpoint of the same
+tokenizer and ``distill_window`` = k, that student learns to draft the teacher's next k tokens
+in one forward: the drafter of two-model speculative decoding (``unmask.sampling.speculative``).
+
 Inside: ``TrajectoryConfig``, ``DISTILL_DEFAULTS``, ``trajectory_sample_config``,
 ``make_trajectories``, ``replay``, ``refresh_trajectories``, ``default_cache``, ``distill``.
 """
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unmask.config import SampleConfig, TrainConfig
+from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
 
 if TYPE_CHECKING:
@@ -88,12 +93,20 @@ def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) 
     return sample_config(teacher, given)
 
 
+def is_causal_teacher(config: ModelConfig) -> bool:
+    """Whether a teacher of ``config`` is autoregressive (objective ``ar``): it teaches a
+    separate diffusion student (a drafter) rather than itself."""
+    from unmask.objectives.spec import objective_of
+
+    return objective_of(config).name == "ar"
+
+
 def _check(teacher: Loaded, cfg: TrajectoryConfig) -> None:
     from unmask.objectives.distill import teacher_problem
 
-    why = teacher_problem(teacher.config)
+    why = None if is_causal_teacher(teacher.config) else teacher_problem(teacher.config)
     if why is not None:
-        raise UserError(why)
+        raise UserError(why + " or an autoregressive one (ar) with a student")
     if cfg.trajectories < 1:
         raise UserError(
             f"no trajectories asked for (trajectories={cfg.trajectories}): the prompt set is empty"
@@ -116,14 +129,19 @@ def _check(teacher: Loaded, cfg: TrajectoryConfig) -> None:
 
 
 def _settings(
-    teacher: Loaded, teacher_path: str | None, data: str, cfg: TrajectoryConfig
+    teacher: Loaded,
+    teacher_path: str | None,
+    data: str,
+    cfg: TrajectoryConfig,
+    vocab: int | None = None,
 ) -> dict[str, Any]:
     """What makes trajectories: a cache with other settings is not reused."""
     sample = dataclasses.asdict(trajectory_sample_config(teacher, cfg, seed=0))
     del sample["seed"]  # per batch, stored with every row
     weights = _weights_file(teacher_path) if teacher_path else None
     stat = weights.stat() if weights is not None else None
-    return {
+    extra = {} if vocab is None else {"vocab": vocab}
+    return extra | {
         "teacher": str(Path(teacher_path).resolve()) if teacher_path else None,
         "teacher_weights": [stat.st_size, stat.st_mtime_ns] if stat is not None else None,
         "data": str(Path(data).resolve()),
@@ -162,10 +180,14 @@ def _prompts(data: str, cfg: TrajectoryConfig, batch: int, rows: int) -> Any:
     return ds.sample(rows, cfg.prompt_length, gen)  # (rows, P)
 
 
-def decode_batch(teacher: Loaded, prompts: Any, config: SampleConfig) -> tuple[Any, Any]:
+def decode_batch(
+    teacher: Loaded, prompts: Any, config: SampleConfig, vocab: int | None = None
+) -> tuple[Any, Any]:
     """The teacher's final tokens (B, P + G) and commit steps (B, P + G) for ``prompts``
     (B, P), decoded by ``unmask.api.start`` under ``config``; steps are counted by the run's
-    views (one per step), -1 on the prompt, the step count where nothing was committed."""
+    views (one per step), -1 on the prompt, the step count where nothing was committed.
+    With ``vocab`` (a student's smaller vocabulary: the teacher's tokenizer with special
+    tokens appended), a row is cut at the first id >= ``vocab`` as if it stopped there."""
     import torch
 
     from unmask.api import facts_of, start
@@ -188,6 +210,8 @@ def decode_batch(teacher: Loaded, prompts: Any, config: SampleConfig) -> tuple[A
     final = torch.full((B, G), facts.mask_id, dtype=torch.long)  # (B, G)
     final[:, : gen.shape[1]] = gen
     undecided = (first < 0) | (final == facts.mask_id)  # a block decoder stopped at EOS
+    if vocab is not None:
+        undecided |= (final >= vocab).cumsum(dim=1) > 0  # an id the student does not have
     final[undecided] = facts.eos_id if facts.eos_id is not None else facts.pad_id
     first[undecided] = count[0]  # after the last step: masked in every state
     tokens = torch.cat([prompts, final], dim=1)  # (B, P + G)
@@ -204,17 +228,18 @@ def make_trajectories(
     have: Trajectories | None = None,
     save_to: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    vocab: int | None = None,
 ) -> Trajectories:
     """``cfg.trajectories`` trajectories of ``teacher`` on prompts of the prepared corpus
     ``data``, continuing ``have`` (rows of earlier batches, same settings). With ``save_to``
     the file is written after every batch (atomically), so an interrupted run keeps what it
-    decoded."""
+    decoded. ``vocab``: cut rows at ids a student lacks (``decode_batch``)."""
     import torch
 
     from unmask.objectives.distill import Trajectories
 
     _check(teacher, cfg)
-    meta = settings if settings is not None else _settings(teacher, None, data, cfg)
+    meta = settings if settings is not None else _settings(teacher, None, data, cfg, vocab)
     out = have if have is not None else Trajectories(
         torch.empty(0, cfg.prompt_length + cfg.gen_length, dtype=torch.long),
         torch.empty(0, cfg.prompt_length + cfg.gen_length, dtype=torch.long),
@@ -237,9 +262,8 @@ def make_trajectories(
         batch = len(out) // cfg.traj_batch
         rows = min(cfg.traj_batch, cfg.trajectories - len(out))
         seed = _batch_seed(cfg.traj_seed, batch)
-        tokens, steps = decode_batch(
-            teacher, _prompts(data, cfg, batch, rows), trajectory_sample_config(teacher, cfg, seed)
-        )
+        config = trajectory_sample_config(teacher, cfg, seed)
+        tokens, steps = decode_batch(teacher, _prompts(data, cfg, batch, rows), config, vocab)
         out = Trajectories(
             torch.cat([out.tokens, tokens]), torch.cat([out.commit_step, steps]),
             torch.cat([out.seed, torch.full((rows,), seed, dtype=torch.long)]), meta,
@@ -262,7 +286,7 @@ def replay(teacher: Loaded, trajectories: Trajectories, index: int) -> tuple[Any
     meta = trajectories.meta
     P = int(meta["prompt_length"])
     config = SampleConfig(**{**meta["sample"], "seed": seed})
-    tokens, steps = decode_batch(teacher, trajectories.tokens[rows, :P], config)
+    tokens, steps = decode_batch(teacher, trajectories.tokens[rows, :P], config, meta.get("vocab"))
     at = int((rows == index).nonzero()[0, 0])
     return tokens[at], steps[at]
 
@@ -282,16 +306,18 @@ def refresh_trajectories(
     *,
     device: str = "cpu",
     progress: bool = True,
+    vocab: int | None = None,
 ) -> Path:
     """Make sure ``cache`` holds at least ``cfg.trajectories`` trajectories of the teacher at
     ``teacher_path`` with these settings: reuse it, extend it, or (made with other settings,
-    said on stderr) make it again."""
+    said on stderr) make it again. ``vocab``: a student's smaller vocabulary
+    (``decode_batch``)."""
     from unmask.checkpoint import load
     from unmask.objectives.distill import Trajectories
 
     teacher = load(teacher_path, device=device)
     _check(teacher, cfg)
-    settings = _settings(teacher, teacher_path, data, cfg)
+    settings = _settings(teacher, teacher_path, data, cfg, vocab)
     path = Path(cache)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 decodes, the others wait
         _wait_for(path, settings, cfg.trajectories)
@@ -310,8 +336,9 @@ def refresh_trajectories(
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     make_trajectories(
-        teacher, data, cfg, settings=settings, have=have, save_to=path, progress=progress
-    )
+        teacher, data, cfg, settings=settings, have=have, save_to=path, progress=progress,
+        vocab=vocab,
+    )  # fmt: skip
     return path
 
 
@@ -328,11 +355,32 @@ def _wait_for(path: Path, settings: dict[str, Any], n: int, poll_s: float = 2.0)
         time.sleep(poll_s)
 
 
+def student_vocab(teacher_path: str, student_path: str) -> int | None:
+    """Check that the checkpoint at ``student_path`` can learn from the teacher's trajectories
+    and draft for it: a masked-diffusion model (mdlm, sft, bd3lm) of the teacher's tokenizer,
+    up to special tokens the teacher appends (``unmask.api.draft_aux``). Returns the student's
+    vocabulary size when it is the smaller one (rows are cut at ids beyond it), else None."""
+    from unmask.api import draft_aux
+    from unmask.checkpoint import load
+    from unmask.objectives.distill import teacher_problem
+
+    student = load(student_path)
+    why = teacher_problem(student.config)
+    if why is not None:
+        raise UserError(f"--student {student_path}: {why.replace('teacher', 'student')}")
+    teacher = load(teacher_path)
+    shared = draft_aux(teacher, student).get("shared_vocab")
+    if shared is not None and shared < teacher.config.vocab_size:
+        return int(shared)
+    return None
+
+
 def distill(
     teacher: str,
     data: str,
     out: str,
     *,
+    student: str | None = None,
     trajectories: TrajectoryConfig | None = None,
     train_config: TrainConfig | None = None,
     cache: str | os.PathLike[str] | None = None,
@@ -341,9 +389,13 @@ def distill(
     """Distill the checkpoint ``teacher`` into a student in run directory ``out``: refresh the
     trajectory ``cache`` (default ``default_cache(out)``) from prompts of the prepared corpus
     ``data``, then train on it (``unmask.train.train``, objective ``distill``, ``init`` =
-    teacher, ``seq_len`` = prompt + generation). ``train_config`` (default
+    ``student`` or the teacher, ``seq_len`` = prompt + generation). ``train_config`` (default
     ``DISTILL_DEFAULTS``) gives the optimiser, steps and loss weights. Returns the run
-    directory; the student's checkpoint is ``out/checkpoint``, sampled like the teacher."""
+    directory; the student's checkpoint is ``out/checkpoint``, sampled like the teacher.
+
+    An autoregressive teacher needs ``student``, a diffusion checkpoint of its tokenizer,
+    which learns to draft its continuations (with ``train_config.distill_window`` = the draft
+    length: ``unmask generate --model TEACHER --draft OUT``)."""
     from unmask.config import resolve_device
     from unmask.train import train
 
@@ -357,14 +409,35 @@ def distill(
             f"{run} already exists and is not empty; pass --resume to continue it "
             "or choose another --out"
         )
+    vocab = student_vocab(teacher, student) if student else None
+    if not student and _causal_checkpoint(teacher):
+        raise UserError(
+            "an autoregressive teacher teaches a drafter: give the diffusion checkpoint to "
+            "train as --student (same tokenizer), with --distill-window K (its draft length)"
+        )
     path = Path(cache) if cache else default_cache(out)
     device = str(resolve_device(base.device))
-    refresh_trajectories(teacher, data, path, tcfg, device=device, progress=progress)
+    refresh_trajectories(
+        teacher, data, path, tcfg, device=device, progress=progress, vocab=vocab
+    )
     config = dataclasses.replace(
-        base, objective="distill", init=str(teacher), data=str(path), out=str(out),
+        base, objective="distill", init=str(student or teacher), data=str(path), out=str(out),
         seq_len=tcfg.prompt_length + tcfg.gen_length,
     )  # fmt: skip
     return train(config, progress=progress)
+
+
+def _causal_checkpoint(path: str) -> bool:
+    """``is_causal_teacher`` of the checkpoint at ``path``, from its config alone (a
+    publisher's folder is a diffusion model; a missing one is left to ``load`` to report)."""
+    from unmask.checkpoint import checkpoint_dir
+    from unmask.config import load_json
+    from unmask.convert.load import is_publisher_folder
+
+    if is_publisher_folder(path):
+        return False
+    cfg_file = checkpoint_dir(path) / "config.json"
+    return cfg_file.is_file() and is_causal_teacher(load_json(ModelConfig, cfg_file))
 
 
 __all__ = [
@@ -373,8 +446,10 @@ __all__ = [
     "decode_batch",
     "default_cache",
     "distill",
+    "is_causal_teacher",
     "make_trajectories",
     "refresh_trajectories",
     "replay",
+    "student_vocab",
     "trajectory_sample_config",
 ]

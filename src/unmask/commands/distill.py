@@ -43,14 +43,24 @@ def register(sub: argparse._SubParsersAction) -> None:
             "trajectories are cached next to the run (OUT.trajectories.safetensors); then a "
             "student initialised from the teacher learns, from partially decoded states, to "
             "predict the final tokens and to be certain where it is right, so parallel "
-            "policies (--policy threshold) commit many tokens per step. See docs/training.md."
+            "policies (--policy threshold) commit many tokens per step. An autoregressive "
+            "teacher (ar) with --student DIFFUSION_CKPT and --distill-window K trains that "
+            "student to draft the teacher's next K tokens in one forward, for speculative "
+            "decoding (unmask generate --model TEACHER --draft OUT). See docs/training.md."
         ),
     )
     p.add_argument(
         "--teacher",
         metavar="PATH",
         help="checkpoint to distill (run directory or "
-        "checkpoint folder of an mdlm, sft or bd3lm model)",
+        "checkpoint folder of an mdlm, sft or bd3lm model; or of an ar model with --student)",
+    )
+    p.add_argument(
+        "--student",
+        metavar="PATH",
+        help="the diffusion checkpoint (mdlm, sft, bd3lm; the teacher's tokenizer) the student "
+        "starts from (default: the teacher); needed for an autoregressive teacher, whose "
+        "student becomes its drafter",
     )
     p.add_argument(
         "--data",
@@ -102,9 +112,10 @@ def _resume(args: argparse.Namespace) -> Path:
 
     if not args.out:
         raise UserError("--resume needs --out RUN, the run to continue")
-    if args.teacher or args.data or args.cache or given_fields(TrajectoryConfig, args):
+    if (args.teacher or args.student or args.data or args.cache
+            or given_fields(TrajectoryConfig, args)):
         raise UserError(
-            "--resume continues the run on its saved trajectories; --teacher, "
+            "--resume continues the run on its saved trajectories; --teacher, --student, "
             "--data, --cache and trajectory flags start a new one"
         )
     saved = Path(args.out) / "train_config.json"
@@ -173,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
                 _check_corpus(args.teacher, args.data)
             with no_empty_run(args.out):  # no folder left by a run that never saved
                 run_dir = distill(
-                    args.teacher, args.data, args.out,
+                    args.teacher, args.data, args.out, student=args.student,
                     trajectories=dataclass_from_args(TrajectoryConfig, args),
                     train_config=train_config,
                     cache=args.cache, progress=not args.no_progress,

@@ -192,6 +192,34 @@ def trajectory_states(
     return masked.view(B, L) & gen
 
 
+def window_states(
+    commit_step: Tensor, window: int, generator: torch.Generator, u: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Masked and visible positions (B, L) of one drafting state per row of a left-to-right
+    trajectory (an autoregressive teacher's: ``commit_step`` rises with the position).
+
+    Of a row's n generated positions, the first k ~ U{0..n-1} (from ``u`` (B,) in [0, 1), else
+    drawn from ``generator`` on CPU) are kept, the next ``window`` are masked and the rest are
+    cut off (not visible): the canvas ``[prompt ; committed ; window masks]`` that a drafter
+    of ``window`` tokens sees in speculative decoding (``unmask.sampling.speculative``).
+    """
+    B, L = commit_step.shape
+    gen = commit_step >= 0  # (B, L)
+    if bool((commit_step[:, 1:] < commit_step[:, :-1]).any()):
+        raise UserError(
+            "distill_window needs left-to-right trajectories (an autoregressive teacher's); "
+            "these were decoded in another order"
+        )
+    n_prompt = (~gen).sum(-1, keepdim=True)  # (B, 1)
+    n_gen = L - n_prompt  # (B, 1)
+    if u is None:
+        u = torch.rand(B, generator=generator)
+    k = (u.to(commit_step.device)[:, None] * n_gen).floor()  # (B, 1) in [0, n_gen)
+    rank = torch.arange(L, device=commit_step.device)[None, :] - n_prompt  # (B, L)
+    masked = gen & (rank >= k) & (rank < k + window)
+    return masked, ~gen | (rank < k + window)
+
+
 def distill(
     model: MaskPredictor,
     config: ModelConfig,
@@ -218,6 +246,10 @@ def distill(
     the paper's semi-AR random masks of the final answer, the states are the teacher's own
     (one per bd3lm block, since each block is decoded given the clean blocks before it;
     ``bd3lm_logits`` gives every block its own state in one pass).
+
+    ``options.distill_window`` > 0 trains a drafter on an autoregressive teacher's
+    trajectories instead: each state is a committed prefix, that many masks, and nothing
+    after (``window_states``), the canvas speculative decoding drafts on.
     """
     if commit_step is None:
         raise UserError("objective 'distill' needs commit_step (trajectories of unmask distill)")
@@ -226,13 +258,21 @@ def distill(
     why = teacher_problem(config)
     if why is not None:
         raise UserError(why)
-    unit = _unit_size(config, x0.shape[1])
-    masked = trajectory_states(commit_step, unit, generator, u)  # (B, L)
+    window = options.distill_window
+    if window and config.attention == "block-causal":
+        raise UserError(
+            "distill_window drafts with a bidirectional student (mdlm, sft), not a bd3lm one"
+        )
+    unit, visible = _unit_size(config, x0.shape[1]), None
+    if window:
+        masked, visible = window_states(commit_step, window, generator, u)  # (B, L) each
+    else:
+        masked = trajectory_states(commit_step, unit, generator, u)  # (B, L)
     xt = torch.where(masked, torch.full_like(x0, config.mask_id), x0)  # (B, L)
     if config.attention == "block-causal":
         logits = bd3lm_logits(model, xt, x0, block_size=unit)  # (B, L, V)
     else:
-        logits = model(xt)  # (B, L, V)
+        logits = model(xt, visible)  # (B, L, V); cut-off positions are keys no one sees
     z = logits[masked].float()  # (M, V)
     target = x0[masked]  # (M,)
     ce = F.cross_entropy(z, target, reduction="none")  # (M,)
@@ -251,6 +291,8 @@ def _check(cfg: TrainConfig) -> None:
         )
     if cfg.distill_temperature <= 0:
         raise UserError(f"distill_temperature must be > 0, got {cfg.distill_temperature}")
+    if cfg.distill_window < 0:
+        raise UserError(f"distill_window must be >= 0 (0 = off), got {cfg.distill_window}")
 
 
 def _needs_teacher(model: ModelConfig, cfg: TrainConfig) -> str | None:
@@ -264,7 +306,10 @@ register_objective(
         attention="bidirectional",  # nominal: `continues` keeps the teacher's attention
         decoder="llada",  # nominal: the student keeps the teacher's objective and decoder
         batch="trajectory",
-        options=("distill_ce_weight", "distill_entropy_weight", "distill_temperature"),
+        options=(
+            "distill_ce_weight", "distill_entropy_weight", "distill_temperature",
+            "distill_window",
+        ),  # fmt: skip
         check=_check,
         needs=_needs_teacher,
         continues=True,
@@ -280,4 +325,5 @@ __all__ = [
     "distill",
     "teacher_problem",
     "trajectory_states",
+    "window_states",
 ]

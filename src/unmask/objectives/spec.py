@@ -75,6 +75,8 @@ class ObjectiveOptions:
     """``distill`` only: weight of the certainty-forcing entropy term."""
     distill_temperature: float = 0.5
     """``distill`` only: softmax temperature of the certainty-forcing entropy."""
+    distill_window: int = 0
+    """``distill`` only: > 0 trains a drafter: states of a prefix and this many masks."""
 
 
 Objective = Callable[..., LossParts]
@@ -206,6 +208,7 @@ class ObjectiveSpec:
             distill_ce_weight=cfg.distill_ce_weight,
             distill_entropy_weight=cfg.distill_entropy_weight,
             distill_temperature=cfg.distill_temperature,
+            distill_window=cfg.distill_window,
         )
 
 
@@ -224,6 +227,7 @@ OBJECTIVE_OPTIONS = (
     "distill_ce_weight",
     "distill_entropy_weight",
     "distill_temperature",
+    "distill_window",
 )
 """``TrainConfig`` fields that apply only to the objectives that list them in ``options``."""
 
