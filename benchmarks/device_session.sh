@@ -4,11 +4,14 @@
 #     DEMO_S seconds allow (a 60-step probe measures the rate; steps rounded to 250),
 #  2. a student distilled from it (#14) on greedy trajectories at scale (DN prompts, 240 tokens;
 #     the 2-core CPU managed 96: docs/training.md, "The first run at length 240"),
-#  3. the demo-size one-model hybrid trained from the AR twin (benchmarks/hybrid_scale.sh),
-#  4. speculative/hybrid vs AR on CUDA at the demo size (benchmarks/speculative.py), then at the
+#  3. a small drafter for the AR twin (#13): a fresh `bench`-preset mdlm distilled from the
+#     twin's greedy continuations (unmask distill --student --distill-window 8),
+#  4. the demo-size one-model hybrid trained from the AR twin (benchmarks/hybrid_scale.sh),
+#  5. speculative/hybrid vs AR on CUDA at the demo size (benchmarks/speculative.py), then at the
 #     bench size and benchmarks/gpu_check.py's decode rows if time is left (BENCH=1, GPU_CHECK=1).
-# Weights come back as float16 copies in $OUT/{demo,student,hybrid}.tar (a device returns at
-# most 8 files); logs in $OUT/logs.tgz. Measure them here, where the goals are set.
+# STAGES (default "demo distill drafter hybrid spec") picks the stages. Weights come back as
+# float16 copies in $OUT/{demo,student,drafter,hybrid}.tar (a device returns at most 8
+# files); logs in $OUT/logs.tgz. Measure them here, where the goals are set.
 #
 # Set-up, here, once (an ignored folder the device call carries, with the weights only):
 #   echo /.devcarry/ >> .git/info/exclude
@@ -17,15 +20,21 @@
 #   # and the bench-size ar, mdlm and hybrid (docs/sampling.md, "At the bench size") alike
 # Dry run on the CPU (seconds to minutes; checks the plumbing, not the numbers):
 #   OUT=/tmp/dry PY=.venv/bin/python DEMO_S=20 DEMO_BATCH=2 HSTEPS=4 HMIN=1 DEVICE=cpu DN=8 DTB=4 \
-#     DBATCH=2 DMIN=0.2 Q=--quick TOTAL=300 bash benchmarks/device_session.sh
-# On the device (`run` with carry [".devcarry", "data/bible"], timeout 600):
+#     DBATCH=2 DMIN=0.2 RN=8 RTB=4 RBATCH=2 RMIN=0.2 Q=--quick TOTAL=400 \
+#     bash benchmarks/device_session.sh
+# On the device (`run` with carry [".devcarry", "data/bible"], timeout 600); the 2026-12-04
+# session ran the first, whose distillation was cut by its time box while the trajectories
+# were decoded (110 s for 2,048), and resumed by hand:
 #   TOTAL=560 DEMO_S=170 HMIN=1.5 TRAIN_S=130 bash benchmarks/device_session.sh
+#   STAGES="demo distill drafter spec" TOTAL=560 DEMO_S=150 DISTILL_S=200 \
+#     bash benchmarks/device_session.sh
 # data/bible: the demo corpus prepared as benchmarks/hybrid_scale.sh prepares it.
 set -uo pipefail
 PY=${PY:-python3}; DEV=${DEVICE:-cuda}
 O=${OUT:-/tmp/out}; mkdir -p "$O/logs"; L="$O/logs"
 export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 T0=$(date +%s); left() { echo $(( ${TOTAL:-540} - ($(date +%s) - T0) )); }
+STAGES=" ${STAGES:-demo distill drafter hybrid spec} "; want() { [[ "$STAGES" == *" $1 "* ]]; }
 DEMO_S=${DEMO_S:-240}; DB=${DEMO_BATCH:-64}; HSTEPS=${HSTEPS:-3000}; Q=${Q:-}
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $PY -c "import torch,sys;print(sys.version.split()[0],torch.__version__,torch.cuda.is_available())"; } 2>&1 | tee "$L/env.txt"
@@ -41,43 +50,70 @@ a,b=r[1],r[-1]; rate=(b['step']-a['step'])/(b['elapsed_s']-a['elapsed_s'])
 n=lambda s: max(250, int(rate*s*0.85)//250*250)
 print(n($DEMO_S), n(60*${DMIN:-1.3}))" 2>>"$L/probe.txt" || echo 500 500)
 echo "== demo train $STEPS steps (distill $DSTEPS) left $(left)s" | tee -a "$L/probe.txt"
-timeout $((DEMO_S + 60)) $PY -m unmask.cli train "${DEMO[@]}" --out /tmp/demo --steps "$STEPS" \
-  --warmup 200 --eval-every 500 --save-every 500 --keep-best --time-limit $((DEMO_S / 60 + 1)) \
-  2>&1 | tail -5 | tee "$L/demo_train.txt"
-cp /tmp/demo/metrics.jsonl "$L/demo_metrics.jsonl"; cp /tmp/demo/train_config.json "$L/demo_train_config.json"
-$PY -m unmask.cli convert /tmp/demo/best/checkpoint "$O/demo" --dtype fp16 2>&1 | tail -2
-echo "== distill left $(left)s"
-TEACH=/tmp/demo/best/checkpoint; [ -f $TEACH/model.safetensors ] || TEACH=src/unmask/assets/demo
-echo "teacher: $TEACH" | tee "$L/distill.txt"
-timeout ${DISTILL_S:-130} $PY -m unmask.cli distill --teacher "$TEACH" --data data/bible \
-  --out /tmp/distill --trajectories ${DN:-2048} --prompt-length 16 --gen-length 240 \
-  --traj-batch ${DTB:-256} --traj-cache none --traj-temperature 0 --steps "$DSTEPS" \
-  --batch-size ${DBATCH:-64} --lr 5e-4 --warmup 50 --save-every 250 --log-every 50 \
-  --device "$DEV" --time-limit ${DMIN:-1.3} --no-progress 2>&1 | tail -5 | tee -a "$L/distill.txt"
-cp /tmp/distill/metrics.jsonl "$L/distill_metrics.jsonl"
-cp /tmp/distill/train_config.json "$L/distill_train_config.json"
-$PY -m unmask.cli convert /tmp/distill/checkpoint "$O/student" --dtype fp16 2>&1 | tail -2
-echo "== hybrid train ($HSTEPS steps) left $(left)s"
-PY=$PY INIT=.devcarry/ar-fim DATA=data/bible OUT=/tmp/hybrid SHIP="$O/hybrid" STEPS=$HSTEPS \
-  DEVICE=$DEV MEASURE=0 BATCH=${HBATCH:-32} TIME_LIMIT=${HMIN:-2} timeout ${TRAIN_S:-170} bash benchmarks/hybrid_scale.sh 2>&1 \
-  | tail -5 | tee "$L/hybrid_train.txt"
-cp /tmp/hybrid/metrics.jsonl "$L/hybrid_metrics.jsonl"; cp /tmp/hybrid/train_config.json "$L/hybrid_train_config.json"
+if want demo; then
+  timeout $((DEMO_S + 60)) $PY -m unmask.cli train "${DEMO[@]}" --out /tmp/demo --steps "$STEPS" \
+    --warmup 200 --eval-every 500 --save-every 500 --keep-best --time-limit $((DEMO_S / 60 + 1)) \
+    2>&1 | tail -5 | tee "$L/demo_train.txt"
+  cp /tmp/demo/metrics.jsonl "$L/demo_metrics.jsonl"; cp /tmp/demo/train_config.json "$L/demo_train_config.json"
+  $PY -m unmask.cli convert /tmp/demo/best/checkpoint "$O/demo" --dtype fp16 2>&1 | tail -2
+fi
+if want distill; then
+  echo "== distill left $(left)s"
+  TEACH=/tmp/demo/best/checkpoint; [ -f $TEACH/model.safetensors ] || TEACH=src/unmask/assets/demo
+  echo "teacher: $TEACH" | tee "$L/distill.txt"
+  timeout ${DISTILL_S:-130} $PY -m unmask.cli distill --teacher "$TEACH" --data data/bible \
+    --out /tmp/distill --trajectories ${DN:-2048} --prompt-length 16 --gen-length 240 \
+    --traj-batch ${DTB:-256} --traj-cache none --traj-temperature 0 --steps "$DSTEPS" \
+    --batch-size ${DBATCH:-64} --lr 5e-4 --warmup 50 --save-every 250 --log-every 50 \
+    --device "$DEV" --time-limit ${DMIN:-1.3} --no-progress 2>&1 | tail -5 | tee -a "$L/distill.txt"
+  cp /tmp/distill/metrics.jsonl "$L/distill_metrics.jsonl"
+  cp /tmp/distill/train_config.json "$L/distill_train_config.json"
+  $PY -m unmask.cli convert /tmp/distill/checkpoint "$O/student" --dtype fp16 2>&1 | tail -2
+fi
+if want drafter; then
+  echo "== drafter left $(left)s" | tee "$L/drafter.txt"
+  $PY -m unmask.cli train --data data/bible --out /tmp/small0 --preset bench --seq-len 256 \
+    --steps 1 --batch-size 2 --eval-every 0 --save-every 0 --device "$DEV" --no-progress 2>&1 | tail -1
+  timeout ${DRAFTER_S:-150} $PY -m unmask.cli distill --teacher .devcarry/ar-fim --student /tmp/small0 \
+    --data data/bible --out /tmp/drafter --trajectories ${RN:-8192} --prompt-length 16 \
+    --gen-length 240 --traj-batch ${RTB:-512} --traj-temperature 0 --distill-window 8 \
+    --steps ${RSTEPS:-4000} --batch-size ${RBATCH:-128} --lr 2e-3 --warmup 200 --save-every 1000 \
+    --log-every 100 --device "$DEV" --time-limit ${RMIN:-1.5} --no-progress 2>&1 | tail -5 \
+    | tee -a "$L/drafter.txt"
+  cp /tmp/drafter/metrics.jsonl "$L/drafter_metrics.jsonl"
+  $PY -m unmask.cli convert /tmp/drafter/checkpoint "$O/drafter" --dtype fp16 2>&1 | tail -2
+fi
+if want hybrid; then
+  echo "== hybrid train ($HSTEPS steps) left $(left)s"
+  PY=$PY INIT=.devcarry/ar-fim DATA=data/bible OUT=/tmp/hybrid SHIP="$O/hybrid" STEPS=$HSTEPS \
+    DEVICE=$DEV MEASURE=0 BATCH=${HBATCH:-32} TIME_LIMIT=${HMIN:-2} timeout ${TRAIN_S:-170} \
+    bash benchmarks/hybrid_scale.sh 2>&1 | tail -5 | tee "$L/hybrid_train.txt"
+  cp /tmp/hybrid/metrics.jsonl "$L/hybrid_metrics.jsonl"
+  cp /tmp/hybrid/train_config.json "$L/hybrid_train_config.json"
+fi
 S=$(( $(left) - 25 )); [ "$S" -gt "${SPEC_S:-80}" ] && S=${SPEC_S:-80}
-echo "== spec demo ${S}s, left $(left)s"
-DRAFTER=src/unmask/assets/demo; [ -f "$O/demo/model.safetensors" ] && DRAFTER="$O/demo"
-echo "drafter: $DRAFTER"
-[ "$S" -gt 15 ] && timeout "$S" $PY benchmarks/speculative.py --ar-model .devcarry/ar-fim --model "$DRAFTER" \
-  --hybrid "$O/hybrid" --gen-lengths ${GEN:-240} --batches 1 8 --draft-lengths 2 4 8 --no-score \
-  --device "$DEV" --repeats 3 --json "$L/speculative_demo_cuda.json" $Q 2>&1 | tee "$L/spec_demo.txt"
+if want spec && [ "$S" -gt 15 ]; then
+  echo "== spec demo ${S}s, left $(left)s"
+  DRAFTER=src/unmask/assets/demo
+  for d in "$O/drafter" "$O/demo"; do [ -f "$d/model.safetensors" ] && DRAFTER="$d" && break; done
+  HYB=(); [ -f "$O/hybrid/model.safetensors" ] && HYB=(--hybrid "$O/hybrid")
+  echo "drafter: $DRAFTER"
+  timeout "$S" $PY benchmarks/speculative.py --ar-model .devcarry/ar-fim --model "$DRAFTER" \
+    "${HYB[@]}" --gen-lengths ${GEN:-240} --batches 1 8 --draft-lengths 2 4 8 --no-score \
+    --device "$DEV" --repeats 3 --json "$L/speculative_demo_cuda.json" $Q 2>&1 | tee "$L/spec_demo.txt"
+fi
 B=.devcarry/bench
-[ "${BENCH:-0}" = 1 ] && echo "== spec bench left $(left)s" && timeout ${BENCH_S:-50} $PY benchmarks/speculative.py --ar-model $B/ar --model $B/mdlm --hybrid $B/hybrid8k \
-  --gen-lengths 96 --batches 1 8 --draft-lengths 2 4 8 --no-score --device "$DEV" --repeats 3 \
-  --json "$L/speculative_bench_cuda.json" $Q 2>&1 | tee "$L/spec_bench.txt"
+if [ "${BENCH:-0}" = 1 ]; then
+  echo "== spec bench left $(left)s"
+  timeout ${BENCH_S:-50} $PY benchmarks/speculative.py --ar-model $B/ar --model $B/mdlm \
+    --hybrid $B/hybrid8k --gen-lengths 96 --batches 1 8 --draft-lengths 2 4 8 --no-score \
+    --device "$DEV" --repeats 3 --json "$L/speculative_bench_cuda.json" $Q 2>&1 | tee "$L/spec_bench.txt"
+fi
 R=$(left); echo "== gpu_check left ${R}s"
 if [ "${GPU_CHECK:-0}" = 1 ] && [ "$R" -gt 45 ]; then
   timeout $((R - 5)) $PY benchmarks/gpu_check.py --budget-s $((R - 35)) --skip train --skip fsdp ${GC:-} \
     --json "$L/gpu_check_cuda.json" 2>&1 | tee "$L/gpu_check.txt"
 fi
 cd "$O" && tar czf logs.tgz logs && rm -rf logs
-for m in demo student hybrid; do [ -d $m ] && tar cf $m.tar $m && rm -rf $m; done; ls -la
+for m in demo student drafter hybrid; do [ -d $m ] && tar cf $m.tar $m && rm -rf $m; done; ls -la
 echo "== done in $(( $(date +%s) - T0 ))s"

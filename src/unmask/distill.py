@@ -102,11 +102,15 @@ def is_causal_teacher(config: ModelConfig) -> bool:
 
 
 def _check(teacher: Loaded, cfg: TrajectoryConfig) -> None:
-    from unmask.objectives.distill import teacher_problem
+    from unmask.objectives.distill import TEACHER_OBJECTIVES, teacher_problem
+    from unmask.objectives.spec import objective_of
 
-    why = None if is_causal_teacher(teacher.config) else teacher_problem(teacher.config)
-    if why is not None:
-        raise UserError(why + " or an autoregressive one (ar) with a student")
+    if not is_causal_teacher(teacher.config) and teacher_problem(teacher.config) is not None:
+        raise UserError(
+            f"a distillation teacher is a masked-diffusion model ({', '.join(TEACHER_OBJECTIVES)})"
+            f" or, with a student, an autoregressive one (ar); not objective "
+            f"{objective_of(teacher.config).name!r}"
+        )
     if cfg.trajectories < 1:
         raise UserError(
             f"no trajectories asked for (trajectories={cfg.trajectories}): the prompt set is empty"
