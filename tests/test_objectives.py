@@ -200,12 +200,13 @@ SPECS = {  # name: (attention, decoder, batch, options)
     "latent-diffusion": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
     "hybrid": ("causal", "hybrid", "tokens", {"draft_block", "draft_weight"}),
     "distill": ("bidirectional", "llada", "trajectory",
-                {"distill_ce_weight", "distill_entropy_weight", "distill_temperature"}),
+                {"distill_ce_weight", "distill_entropy_weight", "distill_temperature",
+                 "distill_window"}),
 }  # fmt: skip
 NON_DEFAULT = {"fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4, "sedd_graph": "uniform",
                "schedule": "cosine", "latent_len": 4, "draft_block": 4, "draft_weight": 0.5,
                "distill_ce_weight": 0.5, "distill_entropy_weight": 1.0,
-               "distill_temperature": 1.0}  # fmt: skip
+               "distill_temperature": 1.0, "distill_window": 4}  # fmt: skip
 
 
 def test_each_objective_is_a_spec():
