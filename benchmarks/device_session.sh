@@ -72,9 +72,13 @@ if want distill; then
 fi
 if want drafter; then
   echo "== drafter left $(left)s" | tee "$L/drafter.txt"
-  $PY -m unmask.cli train --data data/bible --out /tmp/small0 --preset bench --seq-len 256 \
-    --steps 1 --batch-size 2 --eval-every 0 --save-every 0 --device "$DEV" --no-progress 2>&1 | tail -1
-  timeout ${DRAFTER_S:-150} $PY -m unmask.cli distill --teacher .devcarry/ar-fim --student /tmp/small0 \
+  SI=${DRAFT_INIT:-}  # the student; unset: a fresh bench-preset model (the CPU found a
+  if [ -z "$SI" ]; then  # demo-size one, distilled, 1.07-1.14x AR: docs/sampling.md)
+    SI=/tmp/small0
+    $PY -m unmask.cli train --data data/bible --out $SI --preset bench --seq-len 256 --steps 1 \
+      --batch-size 2 --eval-every 0 --save-every 0 --device "$DEV" --no-progress 2>&1 | tail -1
+  fi
+  timeout ${DRAFTER_S:-150} $PY -m unmask.cli distill --teacher .devcarry/ar-fim --student "$SI" \
     --data data/bible --out /tmp/drafter --trajectories ${RN:-8192} --prompt-length 16 \
     --gen-length 240 --traj-batch ${RTB:-512} --traj-temperature 0 --distill-window 8 \
     --steps ${RSTEPS:-4000} --batch-size ${RBATCH:-128} --lr 2e-3 --warmup 200 --save-every 1000 \
