@@ -273,7 +273,7 @@ def test_bd3lm_teacher(corpus, tmp_path):
 # ------------------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("problem", ["causal", "sedd", "empty", "short corpus"])
+@pytest.mark.parametrize("problem", ["causal", "sedd", "window", "empty", "short corpus"])
 def test_bad_input_is_one_line_exit_2(problem, teacher, corpus, tmp_path, capsys):
     args = [
         "--teacher",
@@ -293,6 +293,9 @@ def test_bad_input_is_one_line_exit_2(problem, teacher, corpus, tmp_path, capsys
     elif problem == "sedd":
         args[1] = str(_teacher(corpus, tmp_path / "sedd", objective="sedd", steps=1))
         want = "a distillation teacher is a masked-diffusion model (mdlm, sft, bd3lm) or, with"
+    elif problem == "window":
+        args += ["--distill-window", "4"]
+        want = "distill_window trains a drafter on an autoregressive teacher's trajectories"
     elif problem == "empty":
         args += ["--trajectories", "0"]
         want = "the prompt set is empty"

@@ -413,8 +413,14 @@ def distill(
             f"{run} already exists and is not empty; pass --resume to continue it "
             "or choose another --out"
         )
+    causal = _causal_checkpoint(teacher)
+    if base.distill_window and not causal:  # before minutes of decoding, not after
+        raise UserError(
+            "distill_window trains a drafter on an autoregressive teacher's trajectories; "
+            "this teacher is not autoregressive (leave --distill-window at 0)"
+        )
     vocab = student_vocab(teacher, student) if student else None
-    if not student and _causal_checkpoint(teacher):
+    if not student and causal:
         raise UserError(
             "an autoregressive teacher teaches a drafter: give the diffusion checkpoint to "
             "train as --student (same tokenizer), with --distill-window K (its draft length)"
