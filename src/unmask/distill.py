@@ -310,17 +310,18 @@ def refresh_trajectories(
     *,
     device: str = "cpu",
     progress: bool = True,
-    vocab: int | None = None,
+    student: str | None = None,
 ) -> Path:
     """Make sure ``cache`` holds at least ``cfg.trajectories`` trajectories of the teacher at
     ``teacher_path`` with these settings: reuse it, extend it, or (made with other settings,
-    said on stderr) make it again. ``vocab``: a student's smaller vocabulary
-    (``decode_batch``)."""
+    said on stderr) make it again. ``student``: the checkpoint that will learn from them,
+    checked against the teacher (``student_vocab``; rows are cut at ids it lacks)."""
     from unmask.checkpoint import load
     from unmask.objectives.distill import Trajectories
 
     teacher = load(teacher_path, device=device)
     _check(teacher, cfg)
+    vocab = student_vocab(teacher, student) if student else None
     settings = _settings(teacher, teacher_path, data, cfg, vocab)
     path = Path(cache)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 decodes, the others wait
@@ -359,8 +360,8 @@ def _wait_for(path: Path, settings: dict[str, Any], n: int, poll_s: float = 2.0)
         time.sleep(poll_s)
 
 
-def student_vocab(teacher_path: str, student_path: str) -> int | None:
-    """Check that the checkpoint at ``student_path`` can learn from the teacher's trajectories
+def student_vocab(teacher: Loaded, student_path: str) -> int | None:
+    """Check that the checkpoint at ``student_path`` can learn from ``teacher``'s trajectories
     and draft for it: a masked-diffusion model (mdlm, sft, bd3lm) of the teacher's tokenizer,
     up to special tokens the teacher appends (``unmask.api.draft_aux``). Returns the student's
     vocabulary size when it is the smaller one (rows are cut at ids beyond it), else None."""
@@ -372,7 +373,6 @@ def student_vocab(teacher_path: str, student_path: str) -> int | None:
     why = teacher_problem(student.config)
     if why is not None:
         raise UserError(f"--student {student_path}: {why.replace('teacher', 'student')}")
-    teacher = load(teacher_path)
     shared = draft_aux(teacher, student).get("shared_vocab")
     if shared is not None and shared < teacher.config.vocab_size:
         return int(shared)
@@ -419,7 +419,6 @@ def distill(
             "distill_window trains a drafter on an autoregressive teacher's trajectories; "
             "this teacher is not autoregressive (leave --distill-window at 0)"
         )
-    vocab = student_vocab(teacher, student) if student else None
     if not student and causal:
         raise UserError(
             "an autoregressive teacher teaches a drafter: give the diffusion checkpoint to "
@@ -428,7 +427,7 @@ def distill(
     path = Path(cache) if cache else default_cache(out)
     device = str(resolve_device(base.device))
     refresh_trajectories(
-        teacher, data, path, tcfg, device=device, progress=progress, vocab=vocab
+        teacher, data, path, tcfg, device=device, progress=progress, student=student
     )
     config = dataclasses.replace(
         base, objective="distill", init=str(student or teacher), data=str(path), out=str(out),
