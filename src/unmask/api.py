@@ -81,6 +81,7 @@ def start(
     causal one (decoder ``speculative``, which ``auto`` then means); ``Target.aux["drafter"]``.
     """
     from unmask.sampling import Target, choose_decoder
+    from unmask.sampling.segments import SegmentedRun
 
     facts = facts_of(loaded)
     config = _with_draft(config, draft)
@@ -91,9 +92,44 @@ def start(
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
     target = Target(decoding_model(loaded, config), facts, aux)
-    run = decoder.start(target, prompt_ids, config, on_view=step_callback)
+    limit = _context(facts, aux)
+    if config.segment_length is None:
+        _check_fits(prompt_ids, config, limit)
+        run = decoder.start(target, prompt_ids, config, on_view=step_callback)
+    else:
+        if limit is None:
+            raise UserError("segment_length needs a model with a known context (max_seq_len)")
+        run = SegmentedRun(
+            lambda rows, cfg: decoder.start(target, rows, cfg), prompt_ids, config,
+            limit=limit, align=facts.block_size or 1, uses_steps=decoder.uses_steps(config),
+            mask_id=facts.mask_id,
+            eos_id=facts.eos_id, pad_id=facts.pad_id, on_view=step_callback,
+        )
     run.decoder = decoder.name
     return run
+
+
+def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> int | None:
+    """The longest canvas a run may use: the model's ``max_seq_len``, and its drafter's."""
+    drafter = aux.get("drafter_facts")
+    limits = [f.max_seq_len for f in (facts, drafter) if f is not None and f.max_seq_len]
+    return min(limits) if limits else None
+
+
+def _check_fits(prompt_ids: Any, config: SampleConfig, limit: int | None) -> None:
+    """Refuse, in one line that names ``segment_length``, a prompt + ``gen_length`` longer
+    than the context (the decoders refuse it too, without the way out)."""
+    from unmask.canvas import as_rows
+
+    longest = max(len(r) for r in as_rows(prompt_ids))
+    if limit is None or longest + config.gen_length <= limit:
+        return
+    fit = f"gen_length <= {limit - longest}, " if longest < limit else ""
+    raise UserError(
+        f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the model's "
+        f"max_seq_len ({limit}); use {fit}a shorter prompt, or segment_length (e.g. "
+        f"{limit // 2}) to write it in segments that each see the latest text"
+    )
 
 
 def decoding_model(loaded: Loaded, config: SampleConfig | None) -> Any:
@@ -129,7 +165,9 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     the only decoders that read them, and ``draft_length`` off ``speculative`` and
     ``hybrid``."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
+    from unmask.sampling.segments import check_segments
 
+    check_segments(name, config)
     own = facts.default_decoder
     if own in CONTINUOUS_DECODERS and name != own:
         raise UserError(
@@ -196,9 +234,10 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     ``--gen-length 16`` and commit 3 tokens per step at 200, where the demo model repeats
     itself. A latent model's ``gen_length`` not given is its window (``latent_window``).
 
-    A recommended ``block_length`` that does not divide the run (``gen_length``, and
-    ``steps`` into whole blocks for the scheduled policy) becomes the largest block length
-    below it that does, or one block; a ``block_length`` the user gave is never changed.
+    A recommended ``block_length`` that does not divide the run (``gen_length`` and each
+    segment of ``segment_length``, and ``steps`` into whole blocks for the scheduled policy)
+    becomes the largest block length below it that does, or one block; a ``block_length``
+    the user gave is never changed.
     """
     recommended = {k: v for k, v in facts_of(loaded).sample_defaults.items() if k not in given}
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
@@ -211,8 +250,10 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     block = recommended.get("block_length")
     if block is not None:
         dynamic = config.policy != "llada"
-        fits = [b for b in range(min(block, config.gen_length), 0, -1)
-                if config.gen_length % b == 0
+        n, G = config.segment_length, config.gen_length
+        lengths = {G} if n is None else {min(n, G), G % n or min(n, G)}  # segments' lengths
+        fits = [b for b in range(min(block, *lengths), 0, -1)
+                if all(length % b == 0 for length in lengths)
                 and (dynamic or config.steps % (config.gen_length // b) == 0)]
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
     return config

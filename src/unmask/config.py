@@ -636,6 +636,11 @@ class SampleConfig:
     ``all`` (0 .. d, TiDAR: the next drafts always saw the whole accepted prefix) or ``ends``
     (0 and d only: fewer positions per forward, after a partial acceptance the drafts of block
     0 after it); other decoders ignore it."""
+    segment_length: int | None = None
+    """Generate in segments of this many tokens, each conditioned on the latest
+    ``max_seq_len - segment_length`` tokens of prompt and text so far (a sliding window), so
+    ``gen_length`` may exceed the model's context (``unmask.sampling.segments``); None = one
+    canvas, refused when prompt + ``gen_length`` exceeds the context."""
     compile: str = "off"
     """``torch.compile`` the model for decoding (``unmask.parallel.compile_for_decoding``, once
     per loaded model; the first runs pay the compile): ``off`` (eager; on a CPU the compile
@@ -651,6 +656,8 @@ class SampleConfig:
             raise UserError(f"edit_threshold must be in [0, 1), got {self.edit_threshold}")
         if self.max_post_steps < 0:
             raise UserError(f"max_post_steps must be >= 0, got {self.max_post_steps}")
+        if self.segment_length is not None and self.segment_length < 1:
+            raise UserError(f"segment_length must be >= 1, got {self.segment_length}")
         if self.draft_steps < 1:
             raise UserError(f"draft_steps must be >= 1, got {self.draft_steps}")
         if not 0.0 <= self.draft_threshold < 1.0:

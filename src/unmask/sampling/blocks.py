@@ -43,6 +43,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.loop import Denoiser, validate
+from unmask.sampling.policies import make_policy
 from unmask.sampling.protocol import (
     DecoderRun,
     GenerateResult,
@@ -355,6 +356,9 @@ class BD3LMDecoder(Decoder):
     """Block diffusion (BD3-LM): block by block, stopping after the block that holds EOS."""
 
     summary = "block diffusion: one block at a time over a block-causal model, stop at EOS"
+
+    def uses_steps(self, config: SampleConfig) -> bool:
+        return not make_policy(config).dynamic  # the dynamic policies run until no mask is left
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "block-causal" or facts.block_size is None:

@@ -530,6 +530,9 @@ class LLaDADecoder(Decoder):
 
     summary = "masked diffusion: commit policies (llada, threshold, ...) and KV caches"
 
+    def uses_steps(self, config: SampleConfig) -> bool:
+        return not make_policy(config).dynamic  # the dynamic policies run until no mask is left
+
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "bidirectional":
             own = facts.default_decoder

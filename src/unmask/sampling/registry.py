@@ -57,6 +57,11 @@ class Decoder:
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         """Refuse, with one ``UserError`` line, a combination this checkpoint cannot do."""
 
+    def uses_steps(self, config: SampleConfig) -> bool:
+        """Whether ``config.steps`` sets this decoder's work (a fixed schedule), so a run in
+        segments must split it evenly (``unmask.sampling.segments``)."""
+        return False
+
     def start(
         self,
         target: Target,

@@ -435,6 +435,9 @@ class SEDDDecoder(Decoder):
 
     summary = "score entropy (SEDD): Euler or analytic reverse steps; no commit policy"
 
+    def uses_steps(self, config: SampleConfig) -> bool:
+        return True
+
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.objective != "sedd":
             raise UserError(

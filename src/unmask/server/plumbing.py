@@ -144,13 +144,20 @@ def diffusion_only(state: ServerState, what: str) -> None:
                        "autoregressive (causal)", code="unsupported")
 
 
-def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int) -> SampleConfig:
-    """The request's diffusion options as a ``SampleConfig``."""
+def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *,
+                  segments: bool = False) -> SampleConfig:
+    """The request's diffusion options as a ``SampleConfig``; ``segment_length`` is refused
+    (400) unless ``segments`` (plain text generation: the template tasks fill canvases)."""
+    if opts.segment_length is not None and not segments:
+        raise APIError(400, "segment_length applies to text generation (completions and chat "
+                       "completions without structured output)", param="segment_length",
+                       code="invalid_value")
     return SampleConfig(gen_length=gen_length, steps=opts.steps or default_steps,
                         block_length=opts.block_length, policy=opts.policy,
                         threshold=opts.threshold, cache=opts.cache,
                         temperature=opts.temperature, seed=opts.seed,
-                        edit_threshold=opts.edit_threshold, max_post_steps=opts.max_post_steps)
+                        edit_threshold=opts.edit_threshold, max_post_steps=opts.max_post_steps,
+                        segment_length=opts.segment_length)
 
 
 def note(request: Request, **fields: float | int | str) -> None:

@@ -50,6 +50,10 @@ class DiffusionOptions(_Strict):
     probability above this; None = no editing (docs/large-models.md)."""
     max_post_steps: int = Field(16, ge=0, le=64)
     """With ``edit_threshold``: edit-only steps at most once a block has no mask."""
+    segment_length: int | None = Field(None, ge=1)
+    """Extension: write ``max_tokens`` in segments of this many tokens, each seeing the latest
+    ``context - segment_length`` tokens, so ``max_tokens`` may exceed the model's context
+    (docs/sampling.md, "Longer than the context"); None = one canvas."""
 
 
 class Guided(_Strict):

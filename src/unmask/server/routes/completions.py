@@ -22,6 +22,7 @@ from unmask.errors import UserError
 from unmask.sampling import cut_at_eos, validate
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.policies import make_policy
+from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
@@ -67,18 +68,28 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     ids = [encode(p) for p in prompts]
     longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
     ctx = state.max_seq_len
-    if longest + req.max_tokens > ctx:
-        fix = (f"use max_tokens <= {ctx - longest}" if longest < ctx
-               else "shorten the prompt")
+    segmented = req.segment_length is not None
+    if longest + req.max_tokens > ctx and not segmented:
+        fix = (f"use max_tokens <= {ctx - longest}, or " if longest < ctx else "shorten the "
+               "prompt, or use ")
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
-                       f"the model's context of {ctx} tokens; {fix}", param="max_tokens",
+                       f"the model's context of {ctx} tokens; {fix}segment_length (e.g. "
+                       f"{ctx // 2}) to write it in segments", param="max_tokens",
                        code="context_length_exceeded")
-    config = dataclasses.replace(sample_config(req, req.max_tokens, req.max_tokens), top_p=top_p)
+    config = sample_config(req, req.max_tokens, req.max_tokens, segments=True)
+    config = dataclasses.replace(config, top_p=top_p)
     try:
-        if not state.causal:
-            validate(config, prompt_length=longest, max_seq_len=ctx)
-        else:  # a causal decoder has no use for these, but a misspelt name is still refused
-            check_names(config)
+        parts = [config]
+        if segmented:  # every segment is a run of its own, on a window of the latest text
+            align = getattr(state.cfg, "block_size", None) or 1
+            parts = segment_configs(config, align=align)
+            windows = segment_windows(parts, ctx, align=align)
+            longest = min(longest, min(windows))
+        for part in parts:
+            if not state.causal:
+                validate(part, prompt_length=longest, max_seq_len=ctx)
+            else:  # a causal decoder has no use for these, but a misspelt name is refused
+                check_names(part)
     except UserError as e:
         raise user_error(e) from None
     rows = [i for i in ids for _ in range(req.n)]

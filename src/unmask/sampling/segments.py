@@ -1,0 +1,324 @@
+"""Generation longer than the model's context: one run in consecutive segments.
+
+A model trained on 256-token rows cannot hold a 512-token canvas (its positions stop at 255,
+and a canvas past them is refused). ``SampleConfig.segment_length = n`` asks for the
+generation in segments of n tokens (the last one shorter when n does not divide
+``gen_length``): segment k is an ordinary run of the checkpoint's own decoder (``ar``,
+``llada``, ``bd3lm``, ``speculative``, ``hybrid``, ``sedd``), for the rows still running,
+whose prompt is the latest ``limit - length_k`` tokens of that row's prompt and text so far
+(a sliding window; rounded down to whole blocks for block diffusion). ``limit`` is the model's
+``max_seq_len`` (with a drafter, the smaller of the two). Every segment starts afresh: its
+decoder's KV cache is filled from the window again (one prefill per segment, the price of a
+window that moves), and positions restart at 0, as in training.
+
+- A run whose prompt and ``gen_length`` fit in one segment is the plain run, token for token.
+- Segment k's output equals a plain run on that window (tested), with ``seed`` for k = 0
+  and a seed derived from it for later segments (``segment_seed``).
+- Steps are split over the segments as over blocks: ``steps × length_k / gen_length`` each,
+  which must be whole (refused in one line up front, as every length and block rule is).
+- A row that writes EOS is finished: later segments leave it out (its columns hold the pad
+  id), and the run ends when every row has.
+- A ``[MASK]`` in a prompt is refused: a window that moves past it would leave it unfilled.
+
+The text after the first window no longer sees the start of the prompt: that is the trade
+(docs/sampling.md, "Longer than the context").
+
+Inside: ``SegmentedRun``, ``SegmentedResult``, ``segment_configs``, ``segment_windows``,
+``segment_seed``, ``check_segments``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from unmask.canvas import as_rows, left_pad
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.sampling.protocol import DecoderRun, GenerateResult, ViewCallback, rows_finished
+
+SegmentStarter = Callable[[list[list[int]], SampleConfig], DecoderRun]
+"""``start(prompt_rows, config)``: the decoder's run for one segment (``unmask.api.start``
+passes the checkpoint's chosen decoder)."""
+
+UNSEGMENTED = ("embed-diffusion", "latent-diffusion")
+"""Decoders that write a fixed canvas and cannot continue one: ``segment_length`` is refused."""
+
+
+def segment_seed(seed: int | None, k: int) -> int | None:
+    """The seed of segment ``k``: ``seed`` itself for the first (so one segment is the plain
+    run), then a different stream per segment (the same stream again would repeat its
+    draws); None stays None."""
+    if seed is None or k == 0:
+        return seed
+    return (seed * 1_000_003 + k) % (1 << 63)
+
+
+def segment_configs(
+    config: SampleConfig, *, align: int = 1, uses_steps: bool = True
+) -> list[SampleConfig]:
+    """The config of each segment of ``config`` (``segment_length`` set): ``gen_length`` =
+    the segment's length, ``steps`` its share, ``segment_length`` None, its seed. Refuses in
+    one line a split the decoders could not run: lengths not whole blocks (``block_length``,
+    or the model's block size ``align``) or, for a decoder whose work ``steps`` sets
+    (``uses_steps``: ``Decoder.uses_steps``), steps that do not split evenly."""
+    n, G = config.segment_length, config.gen_length
+    if n is None:
+        raise ValueError("segment_configs needs config.segment_length")
+    if G <= 0:
+        raise UserError(f"gen_length must be positive, got {G}")
+    lengths = [n] * (G // n) + ([G % n] if G % n else [])
+    block = config.block_length or align
+    if block > 1 and any(length % block for length in lengths):
+        raise UserError(
+            f"segments of {n} tokens split gen_length {G} into {_lengths(lengths)}: each must "
+            f"be whole blocks of {block}; use a segment_length and gen_length that are "
+            f"multiples of {block}"
+        )
+    need = math.lcm(*(G // math.gcd(G, length) for length in lengths))
+    if config.steps % need and uses_steps:
+        raise UserError(
+            f"steps ({config.steps}) do not split evenly over segments of {_lengths(lengths)} "
+            f"tokens (gen_length {G}); use steps = gen_length or a multiple of {need}"
+        )
+    return [
+        dataclasses.replace(
+            config, gen_length=length, steps=max(1, config.steps * length // G),
+            segment_length=None, seed=segment_seed(config.seed, k),
+        )
+        for k, length in enumerate(lengths)
+    ]
+
+
+def _lengths(lengths: Sequence[int]) -> str:
+    head = f"{len(lengths) - 1} x {lengths[0]}" if len(lengths) > 2 else ""
+    if not head:
+        return " + ".join(str(x) for x in lengths)
+    return head + (f" + {lengths[-1]}" if lengths[-1] != lengths[0] else f" + {lengths[0]}")
+
+
+def segment_windows(
+    configs: Sequence[SampleConfig], limit: int, *, align: int = 1
+) -> list[int]:
+    """Context tokens each segment keeps: ``limit - gen_length``, whole blocks of ``align``;
+    refuses a segment with no room for context."""
+    windows = [(limit - c.gen_length) // align * align for c in configs]
+    if min(windows) < 1:
+        longest = max(c.gen_length for c in configs)
+        raise UserError(
+            f"segments of {longest} tokens leave no room for context in the model's "
+            f"{limit}-token context; use a segment_length of at most {limit - align} "
+            f"(half the context, {limit // 2}, keeps as much text as it writes)"
+        )
+    return windows
+
+
+def check_segments(decoder: str, config: SampleConfig) -> None:
+    """Refuse ``segment_length`` where it cannot apply (the continuous decoders)."""
+    if config.segment_length is not None and decoder in UNSEGMENTED:
+        raise UserError(
+            f"segment_length applies to the token decoders, not {decoder!r} (it writes a "
+            "fixed canvas)"
+        )
+
+
+@dataclass
+class SegmentedResult(GenerateResult):
+    """A segmented run's result: the whole rows (prompt + every segment), and each segment's
+    own result (``segments``; its rows are the rows still running when it began)."""
+
+    segments: list[GenerateResult] = field(default_factory=list, repr=False)
+
+
+class SegmentedRun(DecoderRun):
+    """One run of ``gen_length`` tokens as consecutive segment runs (module docstring).
+
+    Follows the protocol of its segments: ``advance`` steps the current one, and where the
+    segments share forward passes (``llada`` without a cache, say) ``step_together`` batches
+    this run with others; when a segment ends the next one starts from the new window.
+    ``view`` is the whole (B, gen_length) region; ``nfe`` and ``steps`` sum the segments'.
+    """
+
+    def __init__(
+        self,
+        start_segment: SegmentStarter,
+        prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
+        config: SampleConfig,
+        *,
+        limit: int,
+        mask_id: int,
+        eos_id: int | None,
+        pad_id: int,
+        align: int = 1,
+        uses_steps: bool = True,
+        on_view: ViewCallback | None = None,
+    ) -> None:
+        rows = as_rows(prompt_ids)
+        if any(mask_id in r for r in rows):
+            raise UserError(
+                "a [MASK] in the prompt cannot be filled when generating in segments "
+                "(the window moves past it); fill it first (unmask infill) or drop "
+                "segment_length"
+            )
+        self.configs = segment_configs(config, align=align, uses_steps=uses_steps)
+        self.windows = segment_windows(self.configs, limit, align=align)
+        self.prompts = rows
+        self.gen_length, self.mask_id, self.eos_id, self.pad_id = (
+            config.gen_length, mask_id, eos_id, pad_id,
+        )
+        self.on_view = on_view
+        self._start_segment = start_segment
+        self._k = self._offset = 0
+        self._done_nfe = self._done_steps = 0
+        self._parts: list[GenerateResult] = []
+        self._active = list(range(len(rows)))
+        self._run: DecoderRun | None = None
+        self.gen: Tensor | None = None  # (B, G), mask_id where nothing is committed
+        self._begin()
+
+    # -- segments ---------------------------------------------------------------------------
+
+    def _begin(self) -> None:
+        """Start segment ``_k`` for the active rows: each row's latest ``windows[k]`` tokens."""
+        window = self.windows[self._k]
+        history = []
+        for i in self._active:
+            done = [] if self.gen is None else self.gen[i, : self._offset].tolist()
+            history.append((self.prompts[i] + done)[-window:])
+        run = self._start_segment(history, self.configs[self._k])
+        if self.gen is None:
+            self.model = run.model
+            device = run.view().device
+            self.gen = torch.full(
+                (len(self.prompts), self.gen_length), self.mask_id, dtype=torch.long,
+                device=device,
+            )
+        self._index = torch.tensor(self._active, device=self.gen.device)
+        self._run = run
+
+    def _after(self) -> None:
+        """After a step of the current segment: if it ended, keep its tokens and start the
+        next (or end); then report the view."""
+        run = self._run
+        assert run is not None and self.gen is not None
+        if run.done:
+            res = run.result()
+            start, end = res.region
+            ids = res.tokens[:, start:end].to(self.gen.device)  # (b, length)
+            length = self.configs[self._k].gen_length
+            span = slice(self._offset, self._offset + length)
+            self.gen[self._index, span] = ids
+            ended = rows_finished(ids, self.eos_id).tolist()
+            for i, e in zip(self._active, ended, strict=True):
+                if e:
+                    self.gen[i, self._offset + length :] = self.pad_id
+            self._active = [i for i, e in zip(self._active, ended, strict=True) if not e]
+            self._parts.append(res)
+            self._done_nfe += run.nfe
+            self._done_steps += run.steps
+            self._offset += length
+            self._k += 1
+            self._run = None
+            if self._active and self._k < len(self.configs):
+                self._begin()
+            else:  # every row ended early: nothing was written after
+                self.gen[self.gen == self.mask_id] = self.pad_id
+        self._report()
+
+    # -- the protocol -------------------------------------------------------------------------
+
+    @property
+    def nfe(self) -> int:  # type: ignore[override]
+        return self._done_nfe + (self._run.nfe if self._run is not None else 0)
+
+    @property
+    def steps(self) -> int:  # type: ignore[override]
+        return self._done_steps + (self._run.steps if self._run is not None else 0)
+
+    @property
+    def shift(self) -> bool:  # type: ignore[override]
+        return self._run.shift if self._run is not None else False
+
+    @property
+    def done(self) -> bool:
+        return self._run is None
+
+    @property
+    def shares_forward(self) -> bool:
+        return self._run is not None and self._run.shares_forward
+
+    @property
+    def why_alone(self) -> str:
+        return self._run.why_alone if self._run is not None else super().why_alone
+
+    @property
+    def needs_model(self) -> bool:
+        return self._run is not None and self._run.needs_model
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.prompts)
+
+    def model_inputs(self) -> tuple[Tensor, Tensor | None]:
+        assert self._run is not None, "the run is finished"
+        return self._run.model_inputs()
+
+    def step(self, logits: Tensor) -> None:
+        assert self._run is not None, "the run is finished"
+        self._run.step(logits)
+        self._after()
+
+    def skip(self) -> None:
+        assert self._run is not None, "the run is finished"
+        self._run.skip()
+        self._after()
+
+    def advance(self) -> None:
+        assert self._run is not None, "the run is finished"
+        self._run.advance()
+        self._after()
+
+    def view(self) -> Tensor:
+        assert self.gen is not None
+        if self._run is None:
+            return self.gen
+        view = self.gen.clone()
+        length = self.configs[self._k].gen_length
+        view[self._index, self._offset : self._offset + length] = self._run.view()
+        return view
+
+    def result(self) -> SegmentedResult:
+        assert self.gen is not None
+        if self._run is not None:
+            raise RuntimeError("the run is not finished")
+        P = max(len(r) for r in self.prompts)
+        prompt, real = left_pad(self.prompts, P, self.pad_id)
+        prompt, real = prompt.to(self.gen.device), real.to(self.gen.device)
+        attn = None
+        if not bool(real.all()):
+            attn = torch.cat([real, torch.ones_like(self.gen, dtype=torch.bool)], dim=1)
+        return SegmentedResult(
+            tokens=torch.cat([prompt, self.gen], dim=1),
+            region=(P, P + self.gen_length),
+            nfe=self.nfe,
+            steps=self.steps,
+            eos_id=self.eos_id,
+            attention_mask=attn,
+            segments=self._parts,
+        )
+
+
+__all__ = [
+    "SegmentedResult",
+    "SegmentedRun",
+    "UNSEGMENTED",
+    "check_segments",
+    "segment_configs",
+    "segment_seed",
+    "segment_windows",
+]

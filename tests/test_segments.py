@@ -1,0 +1,241 @@
+"""Generation longer than the context (``segment_length``): segments of the checkpoint's own
+decoder over a sliding window, through the API, the CLI and the server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from unmask import api
+from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
+from unmask.loaded import Loaded
+from unmask.model import Transformer
+from unmask.sampling import step_together
+from unmask.sampling.segments import SegmentedResult, segment_configs, segment_seed
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+CONTEXT = 32
+
+
+def model(attention: str = "bidirectional", seed: int = 0, **extra) -> Transformer:
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=CONTEXT,
+                       attention=attention, init_std=0.3, **TOK.special_ids(), **extra)
+    torch.manual_seed(seed)
+    return Transformer(cfg).double().eval()
+
+
+def loaded(m: nn.Module) -> Loaded:
+    return Loaded(model=m, tokenizer=TOK, config=m.config, path=Path("runs/x"))
+
+
+PROMPTS = [[10, 20, 30, 40, 50], [7, 8]]
+
+
+def chained(ld: Loaded, prompts, config: SampleConfig, **kw) -> list[list[int]]:
+    """The reference: each segment a plain run on the latest ``CONTEXT - length`` tokens."""
+    rows = [list(p) for p in prompts]
+    out: list[list[int]] = [[] for _ in rows]
+    n, G = config.segment_length, config.gen_length
+    lengths = [n] * (G // n) + ([G % n] if G % n else [])
+    for k, length in enumerate(lengths):
+        window = CONTEXT - length
+        ctx = [(r + o)[-window:] for r, o in zip(rows, out, strict=True)]
+        cfg = dataclasses.replace(config, gen_length=length, segment_length=None,
+                                  steps=config.steps * length // G,
+                                  seed=segment_seed(config.seed, k))
+        res = api.start(ld, ctx, cfg, **kw).run()
+        for o, ids in zip(out, res.gen_ids, strict=True):
+            o.extend(ids)
+    return out
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_llada_segments_equal_plain_runs_on_the_moving_window(temperature):
+    ld = loaded(model())
+    config = SampleConfig(gen_length=60, steps=60, block_length=4, segment_length=20,
+                          temperature=temperature, seed=3)
+    res = api.start(ld, PROMPTS, config).run()
+    assert isinstance(res, SegmentedResult) and len(res.segments) == 3
+    assert res.gen_ids == chained(ld, PROMPTS, config)
+    assert res.nfe == 60 and res.steps == 60
+    assert res.prompt_ids == PROMPTS  # the whole prompt, not the window
+    assert res.tokens.shape == (2, 5 + 60)
+
+
+def test_one_segment_is_the_plain_run():
+    ld = loaded(model())
+    plain = SampleConfig(gen_length=16, steps=16, temperature=0.7, seed=5)
+    a = api.start(ld, PROMPTS, plain).run()
+    b = api.start(ld, PROMPTS, dataclasses.replace(plain, segment_length=16)).run()
+    assert b.tokens.tolist() == a.tokens.tolist() and b.nfe == a.nfe
+    c = api.start(ld, PROMPTS, dataclasses.replace(plain, segment_length=30)).run()
+    assert c.tokens.tolist() == a.tokens.tolist()
+
+
+def test_ar_greedy_segments_equal_an_argmax_loop_without_a_cache():
+    m = model("causal", seed=1)
+    ld = loaded(m)
+    config = SampleConfig(gen_length=50, segment_length=12)  # 4 x 12 + 2
+    res = api.start(ld, PROMPTS, config).run()
+    assert len(res.segments) == 5
+    for prompt, got in zip(PROMPTS, res.gen_ids, strict=True):
+        seq, out = list(prompt), []
+        for length in [12, 12, 12, 12, 2]:
+            ctx = seq[-(CONTEXT - length):]
+            for _ in range(length):
+                with torch.no_grad():
+                    logits = m(torch.tensor([ctx]))[0, -1]
+                logits[TOK.mask_id] = float("-inf")
+                nxt = int(logits.argmax())
+                ctx.append(nxt)
+                seq.append(nxt)
+                out.append(nxt)
+        if TOK.eos_id in out:  # the row ends there: pad after
+            j = out.index(TOK.eos_id) + 1
+            out = out[:j] + [TOK.pad_id] * (len(out) - j)
+        assert got == out
+    assert TOK.eos_id in res.gen_ids[0]  # (this seed ends a row early)
+
+
+def test_speculative_segments_keep_token_identity_with_ar():
+    verifier, drafter = loaded(model("causal", seed=1)), loaded(model(seed=2))
+    config = SampleConfig(gen_length=40, segment_length=16, draft_length=3)
+    spec = api.generate(verifier, ["abc", "hello there"], config=config, draft=drafter)
+    ar = api.generate(verifier, ["abc", "hello there"],
+                      config=dataclasses.replace(config, draft_length=None))
+    assert spec.decoder == "speculative" and ar.decoder == "ar"
+    assert spec.ids == ar.ids
+
+
+def test_block_diffusion_windows_are_whole_blocks():
+    ld = loaded(model("block-causal", seed=4, block_size=4))
+    config = SampleConfig(gen_length=40, steps=40, segment_length=8)
+    res = api.start(ld, [[5, 6, 7]], config).run()
+    assert len(res.segments) == 5
+    for part in res.segments[1:]:
+        start = part.region[0]
+        assert start % 4 == 0 and start + 8 <= CONTEXT  # the window: (32 - 8) // 4 * 4 = 24
+    assert res.gen_ids == chained(ld, [[5, 6, 7]], dataclasses.replace(config, segment_length=8))
+
+
+class EOSRow(nn.Module):
+    """A mask predictor sure of EOS everywhere in rows that hold id 99, of 'x' elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = model().config
+        self.calls: list[int] = []
+
+    def forward(self, tokens, attention_mask=None):
+        B, L = tokens.shape
+        self.calls.append(B)
+        logits = torch.full((B, L, TOK.vocab_size), -10.0)
+        eos = (tokens == 99).any(dim=1)
+        logits[..., 4 + ord("x")] = torch.where(eos, -10.0, 10.0)[:, None]
+        logits[..., TOK.eos_id] = torch.where(eos, 10.0, -10.0)[:, None]
+        return logits
+
+
+def test_a_row_that_ends_leaves_the_later_segments():
+    m = EOSRow()
+    config = SampleConfig(gen_length=24, steps=24, segment_length=8)
+    res = api.start(loaded(m), [[99, 1], [1, 2]], config).run()
+    assert [p.tokens.shape[0] for p in res.segments] == [2, 1, 1]
+    assert res.gen_ids[0][:8] == [TOK.eos_id] * 8 and res.gen_ids[0][8:] == [TOK.pad_id] * 16
+    assert res.gen_ids[1] == [4 + ord("x")] * 24
+    assert m.calls == [2] * 8 + [1] * 16  # the ended row costs nothing after its segment
+
+
+def test_segmented_runs_share_forward_passes_and_report_the_whole_view():
+    ld = loaded(model())
+    a_cfg = SampleConfig(gen_length=30, steps=30, segment_length=10, temperature=0.8, seed=1)
+    b_cfg = dataclasses.replace(a_cfg, seed=2, gen_length=20, steps=20)
+    alone = [api.start(ld, [p], c).run() for p, c in ((PROMPTS[0], a_cfg), (PROMPTS[1], b_cfg))]
+    views: list[torch.Tensor] = []
+    runs = [api.start(ld, [PROMPTS[0]], a_cfg, step_callback=lambda s, v: views.append(v)),
+            api.start(ld, [PROMPTS[1]], b_cfg)]
+    assert all(r.shares_forward for r in runs)
+    while not all(r.done for r in runs):
+        step_together(runs)
+    for r, ref in zip(runs, alone, strict=True):
+        assert r.result().tokens.tolist() == ref.tokens.tolist()
+    assert len(views) == 30 and all(v.shape == (1, 30) for v in views)
+    masked = [int((v == TOK.mask_id).sum()) for v in views]
+    assert masked == list(range(29, -1, -1))  # one token committed per step, all segments
+
+
+def test_bad_segment_options_are_one_line_errors():
+    ld = loaded(model())
+    with pytest.raises(UserError, match="segment_length"):  # the way out is named
+        api.start(ld, PROMPTS, SampleConfig(gen_length=40, steps=40))
+    with pytest.raises(UserError, match="no room for context.*at most 31"):
+        api.start(ld, PROMPTS, SampleConfig(gen_length=40, steps=40, segment_length=32))
+    with pytest.raises(UserError, match=r"steps \(30\) do not split evenly.*multiple of 8"):
+        segment_configs(SampleConfig(gen_length=40, steps=30, segment_length=15))
+    assert [c.steps for c in segment_configs(SampleConfig(gen_length=40, steps=32,
+                                                          segment_length=15))] == [12, 12, 8]
+    with pytest.raises(UserError, match="whole blocks of 4"):
+        api.start(ld, PROMPTS, SampleConfig(gen_length=40, steps=40, block_length=4,
+                                            segment_length=10))
+    with pytest.raises(UserError, match="MASK"):
+        api.start(ld, [[1, TOK.mask_id, 3]], SampleConfig(gen_length=40, segment_length=20,
+                                                         steps=40))
+    with pytest.raises(UserError, match="segment_length must be >= 1"):
+        SampleConfig(segment_length=0)
+
+
+def test_cli_and_server_write_what_the_api_writes(tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+    from unmask.server import create_app
+
+    ld = loaded(model())
+    save_checkpoint(tmp_path / "run", model=ld.model, tokenizer=ld.tokenizer)
+    ck = str(tmp_path / "run" / "checkpoint")
+    config = SampleConfig(gen_length=48, steps=48, segment_length=16, seed=0)
+    want = api.generate(ld, "hello", config=config).texts[0]
+
+    rc = main(["generate", "--model", ck, "--prompt", "hello",
+               "--gen-length", "48", "--segment-length", "16", "--seed", "0", "--json",
+               "--no-live"])
+    assert rc in (0, None)
+    assert json.loads(capsys.readouterr().out)["results"][0]["text"] == want
+    rc = main(["generate", "--model", ck, "--prompt", "hello",
+               "--gen-length", "48"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "segment_length" in err and err.count("\n") == 1
+
+    with TestClient(create_app(ld)) as c:
+        body = {"prompt": "hello", "max_tokens": 48, "seed": 0, "segment_length": 16}
+        r = c.post("/v1/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == want
+        r = c.post("/v1/completions", json={**body, "segment_length": None})
+        assert r.status_code == 400 and "segment_length" in r.json()["error"]["message"]
+        r = c.post("/v1/completions", json={**body, "segment_length": 40})
+        assert r.status_code == 400 and "no room for context" in r.json()["error"]["message"]
+        r = c.post("/v1/infill", json={"template": "a [MASK:2] b", "segment_length": 8})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "segment_length"
+
+
+def test_hybrid_segments_equal_ar_segments_in_greedy_mode():
+    special = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+    cfg = model_preset("tiny", vocab_size=64, max_seq_len=CONTEXT, attention="causal",
+                       init_std=0.3, draft_block=3, objective="hybrid", **special)
+    torch.manual_seed(7)
+    ld = loaded(Transformer(cfg).double().eval())
+    config = SampleConfig(gen_length=45, segment_length=15)
+    hybrid = api.start(ld, [[4, 5, 6], [7]], config)
+    ar = api.start(ld, [[4, 5, 6], [7]], dataclasses.replace(config, decoder="ar"))
+    assert hybrid.decoder == "hybrid" and ar.decoder == "ar"
+    h, a = hybrid.run(), ar.run()
+    assert len(h.segments) == 3 and h.gen_ids == a.gen_ids
