@@ -9,7 +9,8 @@ Models:
 - the demo checkpoint (``--model``, default the packaged ``unmask/assets/demo``): trained,
   so the quality columns mean something. Its context is 256 tokens: a requested length
   that does not fit after the prompt is cut to the longest multiple of the block length
-  that does, and the table says so;
+  that does, and the table says so (with ``--segment-length N`` every length runs, in
+  segments of N tokens over a sliding window: ``SampleConfig.segment_length``);
 - a randomly initialised bidirectional model of ``--speed-preset`` (default ``small``) with
   ``max_seq_len`` 1024 and the demo tokenizer: pure speed at longer lengths. Its
   confidences are near uniform, so the parallel policies commit about one token per step
@@ -84,6 +85,7 @@ class Policy:
         cache: str,
         temperature: float = 0.0,
         seed: int = 0,
+        segment_length: int | None = None,
     ) -> SampleConfig:
         num_blocks = gen_length // block_length
         steps = max(num_blocks, gen_length // self.tokens_per_step // num_blocks * num_blocks)
@@ -98,6 +100,7 @@ class Policy:
             cache=cache,
             temperature=temperature,
             seed=seed if temperature > 0 else None,
+            segment_length=segment_length,
         )
 
 
@@ -134,6 +137,10 @@ class Section:
         """Encode the prompts and fit the requested lengths into the model's context."""
         self.prompt_ids = [self.tokenizer.encode(p) for p in prompts]
         P = max(len(r) for r in self.prompt_ids)
+        if args.segment_length is not None:  # any length: segments of the sliding window
+            self.lengths = list(dict.fromkeys(args.gen_lengths))
+            self.notes.append(f"segments of {args.segment_length} tokens (--segment-length)")
+            return
         self.lengths, notes = fit_lengths(
             args.gen_lengths, self.config.max_seq_len, P, args.block_length
         )
@@ -226,7 +233,8 @@ def run_section(
         ]
         for pol, cache in combos:
             sc = pol.sample_config(
-                gen_length, args.block_length, cache, args.temperature, args.seed
+                gen_length, args.block_length, cache, args.temperature, args.seed,
+                args.segment_length,
             )
 
             def run(sc: SampleConfig = sc) -> Any:
@@ -275,7 +283,8 @@ def run_ar(
     for gen_length in sec.lengths:
 
         def run(n: int = gen_length) -> Any:
-            sc = SampleConfig(gen_length=n, temperature=args.temperature, seed=args.seed)
+            sc = SampleConfig(gen_length=n, temperature=args.temperature, seed=args.seed,
+                              segment_length=args.segment_length)
             return api.start(loaded, ids, sc).run()
 
         res, sec_s = timed(run, args.repeats, device)
@@ -482,6 +491,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
     ap.add_argument(
         "--block-length", type=int, default=32, help="semi-AR block length of every diffusion row"
+    )
+    ap.add_argument(
+        "--segment-length", type=int, default=None, metavar="N",
+        help="write every length in segments of N tokens over a sliding window "
+             "(SampleConfig.segment_length), so lengths past the context run instead of "
+             "being cut to it",
     )
     ap.add_argument("--batch", type=int, default=4, help="prompts decoded together")
     ap.add_argument("--prompt-words", type=int, default=8)
