@@ -497,3 +497,19 @@ def test_generate_chat_renders_one_user_message(chat_model, monkeypatch, capsys)
         == 2
     )
     assert "has no chat template" in capsys.readouterr().err
+
+
+def test_chat_reply_longer_than_the_context_in_segments(chat_model, monkeypatch, capsys):
+    """With --segment-length a reply may be longer than the context; the prompt must fit
+    the first segment's window (turns are dropped for it, as for gen_length)."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    base = ["chat", "--model", str(chat_model / "chat"), "--json", "--device", "cpu",
+            "--gen-length", "160", "--steps", "160", "--forbid-eos"]
+    rc = main([*base, "--segment-length", "32"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads(out.splitlines()[0])["nfe"] == 160  # 160 tokens, past the context
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
+    rc = main(base)
+    err = capsys.readouterr().err
+    assert rc == 2 and "segment_length" in err and err.count("\n") == 1

@@ -118,20 +118,26 @@ class ChatSession:
 
     def prepare(self, user: str) -> Prepared:
         """The prompt for ``user`` after the conversation so far, dropping the oldest exchanges
-        while prompt + ``gen_length`` exceeds the model's ``max_seq_len``."""
+        while prompt + ``gen_length`` exceeds the model's ``max_seq_len`` (with
+        ``segment_length``: prompt + the first segment, so the whole prompt is its window)."""
         tok, mcfg = self.loaded.tokenizer, self.loaded.model.config
         limit = getattr(mcfg, "max_seq_len", None)
+        first = self.config.gen_length
+        if self.config.segment_length is not None:
+            first = min(first, self.config.segment_length)
         turns = [*self.turns, {"role": "user", "content": user}]
         dropped = 0
         while True:
             text, ids = self.template.prompt(tok, self.messages(turns))
-            if limit is None or len(ids) + self.config.gen_length <= limit:
+            if limit is None or len(ids) + first <= limit:
                 return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)
             if len(turns) == 1:
+                what = ("the first segment (--segment-length)" if first < self.config.gen_length
+                        else f"gen_length={self.config.gen_length}")
                 raise UserError(
-                    f"this message makes a prompt of {len(ids)} tokens; with "
-                    f"gen_length={self.config.gen_length} that exceeds the model's max_seq_len "
-                    f"({limit}): send a shorter message or lower --gen-length"
+                    f"this message makes a prompt of {len(ids)} tokens; with {what} that "
+                    f"exceeds the model's max_seq_len ({limit}): send a shorter message, "
+                    "lower --gen-length or give segment_length (--segment-length)"
                 )
             turns, dropped = turns[2:], dropped + 1
 
