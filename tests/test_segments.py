@@ -223,6 +223,8 @@ def test_cli_and_server_write_what_the_api_writes(tmp_path, capsys):
         assert r.status_code == 400 and "segment_length" in r.json()["error"]["message"]
         r = c.post("/v1/completions", json={**body, "segment_length": 40})
         assert r.status_code == 400 and "no room for context" in r.json()["error"]["message"]
+        r = c.post("/v1/completions", json={**body, "max_tokens": 2000})  # --max-steps 1024
+        assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
         r = c.post("/v1/infill", json={"template": "a [MASK:2] b", "segment_length": 8})
         assert r.status_code == 400 and r.json()["error"]["param"] == "segment_length"
 

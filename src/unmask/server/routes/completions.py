@@ -69,6 +69,10 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
     ctx = state.max_seq_len
     segmented = req.segment_length is not None
+    if segmented and req.max_tokens > limits.max_steps:  # past the context: bounded by steps
+        raise APIError(400, f"max_tokens must be <= {limits.max_steps} (the server's "
+                       "--max-steps) with segment_length", param="max_tokens",
+                       code="invalid_value")
     if longest + req.max_tokens > ctx and not segmented:
         fix = (f"use max_tokens <= {ctx - longest}, or " if longest < ctx else "shorten the "
                "prompt, or use ")
