@@ -9,9 +9,11 @@
 #  4. the demo-size one-model hybrid trained from the AR twin (benchmarks/hybrid_scale.sh),
 #  5. speculative/hybrid vs AR on CUDA at the demo size (benchmarks/speculative.py), then at the
 #     bench size and benchmarks/gpu_check.py's decode rows if time is left (BENCH=1, GPU_CHECK=1).
-# STAGES (default "demo distill drafter hybrid spec") picks the stages. Weights come back as
-# float16 copies in $OUT/{demo,student,drafter,hybrid}.tar (a device returns at most 8
-# files); logs in $OUT/logs.tgz. Measure them here, where the goals are set.
+# STAGES (default "demo distill drafter hybrid spec") picks the stages; "twin" (before the
+# drafter) trains the AR twin there with its recorded recipe (~12M tokens: a minute on the
+# H200, hours here) when .devcarry holds none (a fresh checkout has no runs). Weights come
+# back as float16 copies in $OUT/{demo,student,drafter,hybrid,twin}.tar (a device returns at
+# most 8 files); logs in $OUT/logs.tgz. Measure them here, where the goals are set.
 #
 # Set-up, here, once (an ignored folder the device call carries, with the weights only):
 #   echo /.devcarry/ >> .git/info/exclude
@@ -40,7 +42,7 @@ DEMO_S=${DEMO_S:-240}; DB=${DEMO_BATCH:-64}; HSTEPS=${HSTEPS:-3000}; Q=${Q:-}
   $PY -c "import torch,sys;print(sys.version.split()[0],torch.__version__,torch.cuda.is_available())"; } 2>&1 | tee "$L/env.txt"
 DEMO=(--data data/bible --preset demo --init src/unmask/assets/demo --seq-len 256
       --batch-size "$DB" --lr 1e-3 --ema 0.999 --eval-batches 8 --seed 2 --device "$DEV" --no-progress)
-echo "== demo probe left $(left)s"
+echo "== demo probe left $(left)s"  # (its rate sizes the demo and distill stages)
 $PY -m unmask.cli train "${DEMO[@]}" --out /tmp/probe --steps 60 --warmup 10 --log-every 10 \
   --eval-every 1000 --save-every 1000 2>&1 | tail -3 | tee "$L/probe.txt"
 read -r STEPS DSTEPS < <($PY -c "
@@ -70,6 +72,21 @@ if want distill; then
   cp /tmp/distill/train_config.json "$L/distill_train_config.json"
   $PY -m unmask.cli convert /tmp/distill/checkpoint "$O/student" --dtype fp16 2>&1 | tail -2
 fi
+TWIN=.devcarry/ar-fim  # the AR twin: carried, or trained here by the twin stage
+if want twin; then  # the twin's recorded recipe (docs/training.md, "Small corpora"): best step kept
+  echo "== twin left $(left)s" | tee "$L/twin.txt"
+  timeout ${TWIN_S:-150} $PY -m unmask.cli train --data data/bible --out /tmp/twin --preset demo \
+    --objective ar --fim-rate 0.5 --seq-len 256 --batch-size 16 --steps ${TSTEPS:-2500} \
+    --lr 2e-3 --warmup 200 --ema 0.999 --eval-every 250 --eval-batches 8 --save-every 250 \
+    --keep-best --seed 0 --device "$DEV" --time-limit ${TMIN:-2} --no-progress 2>&1 | tail -5 \
+    | tee -a "$L/twin.txt"
+  cp /tmp/twin/metrics.jsonl "$L/twin_metrics.jsonl"
+  for c in /tmp/twin/best/checkpoint /tmp/twin/checkpoint; do
+    [ -f $c/model.safetensors ] && TWIN=$c && break
+  done
+  $PY -m unmask.cli convert "$TWIN" "$O/twin" --dtype fp16 2>&1 | tail -2
+fi
+echo "twin: $TWIN" | tee -a "$L/env.txt"
 if want drafter; then
   echo "== drafter left $(left)s" | tee "$L/drafter.txt"
   SI=${DRAFT_INIT:-}  # the student; unset: a fresh bench-preset model (the CPU found a
@@ -78,7 +95,7 @@ if want drafter; then
     $PY -m unmask.cli train --data data/bible --out $SI --preset bench --seq-len 256 --steps 1 \
       --batch-size 2 --eval-every 0 --save-every 0 --device "$DEV" --no-progress 2>&1 | tail -1
   fi
-  timeout ${DRAFTER_S:-150} $PY -m unmask.cli distill --teacher .devcarry/ar-fim --student "$SI" \
+  timeout ${DRAFTER_S:-150} $PY -m unmask.cli distill --teacher "$TWIN" --student "$SI" \
     --data data/bible --out /tmp/drafter --trajectories ${RN:-8192} --prompt-length 16 \
     --gen-length 240 --traj-batch ${RTB:-512} --traj-temperature 0 --distill-window 8 \
     --steps ${RSTEPS:-4000} --batch-size ${RBATCH:-128} --lr 2e-3 --warmup 200 --save-every 1000 \
@@ -89,7 +106,7 @@ if want drafter; then
 fi
 if want hybrid; then
   echo "== hybrid train ($HSTEPS steps) left $(left)s"
-  PY=$PY INIT=.devcarry/ar-fim DATA=data/bible OUT=/tmp/hybrid SHIP="$O/hybrid" STEPS=$HSTEPS \
+  PY=$PY INIT="$TWIN" DATA=data/bible OUT=/tmp/hybrid SHIP="$O/hybrid" STEPS=$HSTEPS \
     DEVICE=$DEV MEASURE=0 BATCH=${HBATCH:-32} TIME_LIMIT=${HMIN:-2} timeout ${TRAIN_S:-170} \
     bash benchmarks/hybrid_scale.sh 2>&1 | tail -5 | tee "$L/hybrid_train.txt"
   cp /tmp/hybrid/metrics.jsonl "$L/hybrid_metrics.jsonl"
@@ -102,7 +119,7 @@ if want spec && [ "$S" -gt 15 ]; then
   for d in "$O/drafter" "$O/demo"; do [ -f "$d/model.safetensors" ] && DRAFTER="$d" && break; done
   HYB=(); [ -f "$O/hybrid/model.safetensors" ] && HYB=(--hybrid "$O/hybrid")
   echo "drafter: $DRAFTER"
-  timeout "$S" $PY benchmarks/speculative.py --ar-model .devcarry/ar-fim --model "$DRAFTER" \
+  timeout "$S" $PY benchmarks/speculative.py --ar-model "$TWIN" --model "$DRAFTER" \
     "${HYB[@]}" --gen-lengths ${GEN:-240} --batches 1 8 --draft-lengths 2 4 8 --no-score \
     --device "$DEV" --repeats 3 --json "$L/speculative_demo_cuda.json" $Q 2>&1 | tee "$L/spec_demo.txt"
 fi
@@ -119,5 +136,5 @@ if [ "${GPU_CHECK:-0}" = 1 ] && [ "$R" -gt 45 ]; then
     --json "$L/gpu_check_cuda.json" 2>&1 | tee "$L/gpu_check.txt"
 fi
 cd "$O" && tar czf logs.tgz logs && rm -rf logs
-for m in demo student drafter hybrid; do [ -d $m ] && tar cf $m.tar $m && rm -rf $m; done; ls -la
+for m in demo student drafter hybrid twin; do [ -d $m ] && tar cf $m.tar $m && rm -rf $m; done; ls -la
 echo "== done in $(( $(date +%s) - T0 ))s"
