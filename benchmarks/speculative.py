@@ -241,6 +241,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     ap.add_argument("--no-diffusion-row", action="store_true", help="skip the plain-diffusion row")
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
+    ap.add_argument(
+        "--segment-length", type=int, default=None, metavar="N",
+        help="every row in segments of N tokens over a sliding window "
+             "(SampleConfig.segment_length): lengths past the context run instead of being cut",
+    )
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--prompt-words", type=int, default=8)
     ap.add_argument(
@@ -325,8 +330,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     prompts_all = prompt_texts(max(args.batches), args.prompt_words)
     context = min(m.config.max_seq_len for m in (diff, ar, *([hybrid] if hybrid else [])))
     P = max(len(ar.tokenizer.encode(p)) for p in prompts_all)
-    lengths, fit_notes = fit_lengths(args.gen_lengths, context, P, LENGTH_MULTIPLE)
-    notes += fit_notes
+    if args.segment_length is None:
+        lengths, fit_notes = fit_lengths(args.gen_lengths, context, P, LENGTH_MULTIPLE)
+        notes += fit_notes
+    else:  # any length: segments over a sliding window (SampleConfig.segment_length)
+        lengths = list(dict.fromkeys(args.gen_lengths))
+        notes.append(f"segments of {args.segment_length} tokens (--segment-length)")
+    seg = {"segment_length": args.segment_length}
     print(
         f"torch {torch.__version__}, {device}, threads {torch.get_num_threads()}; "
         f"drafter {diff.path}, verifier {ar.path}; prompts {prompts_all}"
@@ -352,9 +362,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         for b in args.batches:
             prompts = prompts_all[:b]
             ids = [ar.tokenizer.encode(p) for p in prompts]
-            cfg = SampleConfig(gen_length=g, temperature=T, seed=seed)
+            cfg = SampleConfig(gen_length=g, temperature=T, seed=seed, **seg)
             cases = [Case("ar", ar, cfg)]
-            dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed})
+            dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed,
+                                            **seg})
             if not args.no_diffusion_row:
                 cases.append(Case("diffusion (recommended)", diff, dcfg))
             specs = [(f"spec k={k}", {"draft_length": k}) for k in args.draft_lengths]
@@ -369,13 +380,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                 )
             for label, opts in specs:
                 sc = SampleConfig(
-                    gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps, **opts
+                    gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps,
+                    **opts, **seg,
                 )
                 cases.append(Case(label, ar, sc, draft=diff))
             layouts = product(args.predraft, args.hybrid_draft_lengths or [None])
             for pre, n in layouts if hybrid is not None else ():
                 hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
-                                  draft_length=n)  # fmt: skip
+                                  draft_length=n, **seg)  # fmt: skip
                 label = f"hybrid {pre}" + ("" if n is None else f" n={n}")
                 cases.append(Case(label, hybrid, hc))
             timings = time_cases(cases, ids, args.repeats, device)

@@ -17,7 +17,7 @@ from unmask.errors import UserError
 from unmask.loaded import Loaded
 from unmask.model import Transformer
 from unmask.sampling import step_together
-from unmask.sampling.segments import SegmentedResult, segment_configs, segment_seed
+from unmask.sampling.segments import segment_configs, segment_seed
 from unmask.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
@@ -62,7 +62,7 @@ def test_llada_segments_equal_plain_runs_on_the_moving_window(temperature):
     config = SampleConfig(gen_length=60, steps=60, block_length=4, segment_length=20,
                           temperature=temperature, seed=3)
     res = api.start(ld, PROMPTS, config).run()
-    assert isinstance(res, SegmentedResult) and len(res.segments) == 3
+    assert res.segments is not None and len(res.segments) == 3
     assert res.gen_ids == chained(ld, PROMPTS, config)
     assert res.nfe == 60 and res.steps == 60
     assert res.prompt_ids == PROMPTS  # the whole prompt, not the window
@@ -112,6 +112,11 @@ def test_speculative_segments_keep_token_identity_with_ar():
                       config=dataclasses.replace(config, draft_length=None))
     assert spec.decoder == "speculative" and ar.decoder == "ar"
     assert spec.ids == ar.ids
+    res, parts = spec.result, spec.result.segments
+    assert len(parts) == 3 and type(res) is type(parts[0])  # a SpeculativeResult
+    for name in ("drafted", "accepted", "row_rounds", "committed", "verifier_nfe", "nfe"):
+        assert getattr(res, name) == sum(getattr(p, name) for p in parts) > 0
+    assert res.acceptance_stats()["drafted"] == res.drafted
 
 
 def test_block_diffusion_windows_are_whole_blocks():

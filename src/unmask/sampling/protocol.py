@@ -81,6 +81,9 @@ class GenerateResult:
     """(B, L) canvases after every step, when asked for (``return_history=True``)."""
     attention_mask: Tensor | None = field(default=None, repr=False)
     """(B, L) bool padding mask of the canvas (True = real token), None if unpadded."""
+    segments: list[GenerateResult] | None = field(default=None, repr=False)
+    """With ``SampleConfig.segment_length``: each segment's own result (its rows are the
+    rows still running when it began; ``unmask.sampling.segments``); None otherwise."""
 
     @property
     def gen_ids(self) -> list[list[int]]:

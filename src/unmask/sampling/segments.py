@@ -23,8 +23,8 @@ window that moves), and positions restart at 0, as in training.
 The text after the first window no longer sees the start of the prompt: that is the trade
 (docs/sampling.md, "Longer than the context").
 
-Inside: ``SegmentedRun``, ``SegmentedResult``, ``segment_configs``, ``segment_windows``,
-``segment_seed``, ``check_segments``.
+Inside: ``SegmentedRun``, ``segment_configs``, ``segment_windows``, ``segment_seed``,
+``check_segments``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -125,14 +124,6 @@ def check_segments(decoder: str, config: SampleConfig) -> None:
             f"segment_length applies to the token decoders, not {decoder!r} (it writes a "
             "fixed canvas)"
         )
-
-
-@dataclass
-class SegmentedResult(GenerateResult):
-    """A segmented run's result: the whole rows (prompt + every segment), and each segment's
-    own result (``segments``; its rows are the rows still running when it began)."""
-
-    segments: list[GenerateResult] = field(default_factory=list, repr=False)
 
 
 class SegmentedRun(DecoderRun):
@@ -292,7 +283,10 @@ class SegmentedRun(DecoderRun):
         view[self._index, self._offset : self._offset + length] = self._run.view()
         return view
 
-    def result(self) -> SegmentedResult:
+    def result(self) -> GenerateResult:
+        """The whole rows (prompt + every segment) in the segments' own result type, its
+        counts (``SpeculativeResult``'s drafts, acceptances, rounds, ...) summed over them,
+        and each segment's result in ``segments``."""
         assert self.gen is not None
         if self._run is not None:
             raise RuntimeError("the run is not finished")
@@ -302,19 +296,21 @@ class SegmentedRun(DecoderRun):
         attn = None
         if not bool(real.all()):
             attn = torch.cat([real, torch.ones_like(self.gen, dtype=torch.bool)], dim=1)
-        return SegmentedResult(
-            tokens=torch.cat([prompt, self.gen], dim=1),
-            region=(P, P + self.gen_length),
-            nfe=self.nfe,
-            steps=self.steps,
-            eos_id=self.eos_id,
-            attention_mask=attn,
-            segments=self._parts,
+        first, own = self._parts[0], {f.name for f in dataclasses.fields(GenerateResult)}
+        counts = {
+            f.name: sum(getattr(p, f.name) for p in self._parts)
+            for f in dataclasses.fields(first)
+            if f.name not in own and type(getattr(first, f.name)) is int
+        }
+        return dataclasses.replace(
+            first, tokens=torch.cat([prompt, self.gen], dim=1),
+            region=(P, P + self.gen_length), nfe=self.nfe, steps=self.steps,
+            eos_id=self.eos_id, history=None, attention_mask=attn, segments=self._parts,
+            **counts,
         )
 
 
 __all__ = [
-    "SegmentedResult",
     "SegmentedRun",
     "UNSEGMENTED",
     "check_segments",
