@@ -76,7 +76,7 @@ TWIN=.devcarry/ar-fim  # the AR twin: carried, or trained here by the twin stage
 if want twin; then  # the twin's recorded recipe (docs/training.md, "Small corpora"): best step kept
   echo "== twin left $(left)s" | tee "$L/twin.txt"
   timeout ${TWIN_S:-150} $PY -m unmask.cli train --data data/bible --out /tmp/twin --preset demo \
-    --objective ar --fim-rate 0.5 --seq-len 256 --batch-size 16 --steps ${TSTEPS:-2500} \
+    --objective ar --fim-rate 0.5 --seq-len 256 --batch-size 16 --steps ${TSTEPS:-3000} \
     --lr 2e-3 --warmup 200 --ema 0.999 --eval-every 250 --eval-batches 8 --save-every 250 \
     --keep-best --seed 0 --device "$DEV" --time-limit ${TMIN:-2} --no-progress 2>&1 | tail -5 \
     | tee -a "$L/twin.txt"
