@@ -17,9 +17,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling import cut_at_eos, validate
+from unmask.sampling import DECODERS, cut_at_eos, validate
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.policies import make_policy
 from unmask.sampling.segments import segment_configs, segment_windows
@@ -85,8 +86,9 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     try:
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
-            align = getattr(state.cfg, "block_size", None) or 1
-            parts = segment_configs(config, align=align)
+            align = api.facts_of(state.loaded).block_size or 1
+            decoder = DECODERS[api.choose(state.loaded, config, draft=state.draft)]
+            parts = segment_configs(config, align=align, uses_steps=decoder.uses_steps(config))
             windows = segment_windows(parts, ctx, align=align)
             longest = min(longest, min(windows))
         for part in parts:
