@@ -246,3 +246,17 @@ def test_hybrid_segments_equal_ar_segments_in_greedy_mode():
     assert hybrid.decoder == "hybrid" and ar.decoder == "ar"
     h, a = hybrid.run(), ar.run()
     assert len(h.segments) == 3 and h.gen_ids == a.gen_ids
+
+
+def test_sedd_segments_equal_plain_runs_on_the_moving_window():
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=CONTEXT, objective="sedd",
+                       sedd_graph="absorbing", **TOK.special_ids())
+    torch.manual_seed(0)
+    ld = loaded(Transformer(cfg).double().eval())
+    config = SampleConfig(gen_length=40, steps=40, segment_length=16, seed=1)  # 16 + 16 + 8
+    run = api.start(ld, [[5, 6, 7], [8]], config)
+    res = run.run()
+    assert run.decoder == "sedd" and len(res.segments) == 3 and res.steps == 40
+    assert res.gen_ids == chained(ld, [[5, 6, 7], [8]], config)
+    with pytest.raises(UserError, match=r"steps \(30\) do not split evenly"):  # sedd uses steps
+        api.start(ld, [[5]], dataclasses.replace(config, steps=30))
