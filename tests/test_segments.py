@@ -258,5 +258,5 @@ def test_sedd_segments_equal_plain_runs_on_the_moving_window():
     res = run.run()
     assert run.decoder == "sedd" and len(res.segments) == 3 and res.steps == 40
     assert res.gen_ids == chained(ld, [[5, 6, 7], [8]], config)
-    with pytest.raises(UserError, match=r"steps \(30\) do not split evenly"):  # sedd uses steps
-        api.start(ld, [[5]], dataclasses.replace(config, steps=30))
+    with pytest.raises(UserError, match=r"steps \(32\) do not split evenly"):  # sedd uses steps
+        api.start(ld, [[5]], dataclasses.replace(config, steps=32))
