@@ -17,7 +17,7 @@ from unmask.errors import UserError
 from unmask.loaded import Loaded
 from unmask.model import Transformer
 from unmask.sampling import step_together
-from unmask.sampling.segments import segment_configs, segment_seed
+from unmask.sampling.segments import check_segments, segment_configs, segment_seed
 from unmask.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
@@ -194,6 +194,10 @@ def test_bad_segment_options_are_one_line_errors():
                                                          steps=40))
     with pytest.raises(UserError, match="segment_length must be >= 1"):
         SampleConfig(segment_length=0)
+    for name in ("embed-diffusion", "latent-diffusion"):  # a fixed canvas: nothing to continue
+        with pytest.raises(UserError, match=f"not '{name}'"):
+            check_segments(name, SampleConfig(segment_length=8))
+    check_segments("embed-diffusion", SampleConfig())
 
 
 def test_cli_and_server_write_what_the_api_writes(tmp_path, capsys):

@@ -15,7 +15,8 @@ window that moves), and positions restart at 0, as in training.
 - Segment k's output equals a plain run on that window (tested), with ``seed`` for k = 0
   and a seed derived from it for later segments (``segment_seed``).
 - Steps are split over the segments as over blocks: ``steps × length_k / gen_length`` each,
-  which must be whole (refused in one line up front, as every length and block rule is).
+  which must be whole where the decoder's work is set by them (``Decoder.uses_steps``;
+  refused in one line up front, as every length and block rule is).
 - A row that writes EOS is finished: later segments leave it out (its columns hold the pad
   id), and the run ends when every row has.
 - A ``[MASK]`` in a prompt is refused: a window that moves past it would leave it unfilled.
@@ -44,10 +45,6 @@ from unmask.sampling.protocol import DecoderRun, GenerateResult, ViewCallback, r
 SegmentStarter = Callable[[list[list[int]], SampleConfig], DecoderRun]
 """``start(prompt_rows, config)``: the decoder's run for one segment (``unmask.api.start``
 passes the checkpoint's chosen decoder)."""
-
-UNSEGMENTED = ("embed-diffusion", "latent-diffusion")
-"""Decoders that write a fixed canvas and cannot continue one: ``segment_length`` is refused."""
-
 
 def segment_seed(seed: int | None, k: int) -> int | None:
     """The seed of segment ``k``: ``seed`` itself for the first (so one segment is the plain
@@ -118,8 +115,11 @@ def segment_windows(
 
 
 def check_segments(decoder: str, config: SampleConfig) -> None:
-    """Refuse ``segment_length`` where it cannot apply (the continuous decoders)."""
-    if config.segment_length is not None and decoder in UNSEGMENTED:
+    """Refuse ``segment_length`` where it cannot apply: the continuous decoders write a fixed
+    canvas and cannot continue one."""
+    from unmask.sampling.continuous import CONTINUOUS_DECODERS
+
+    if config.segment_length is not None and decoder in CONTINUOUS_DECODERS:
         raise UserError(
             f"segment_length applies to the token decoders, not {decoder!r} (it writes a "
             "fixed canvas)"
@@ -312,7 +312,6 @@ class SegmentedRun(DecoderRun):
 
 __all__ = [
     "SegmentedRun",
-    "UNSEGMENTED",
     "check_segments",
     "segment_configs",
     "segment_seed",
