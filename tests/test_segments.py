@@ -133,9 +133,9 @@ def test_block_diffusion_windows_are_whole_blocks():
 class EOSRow(nn.Module):
     """A mask predictor sure of EOS everywhere in rows that hold id 99, of 'x' elsewhere."""
 
-    def __init__(self) -> None:
+    def __init__(self, **config) -> None:
         super().__init__()
-        self.config = model().config
+        self.config = model(**config).config
         self.calls: list[int] = []
 
     def forward(self, tokens, attention_mask=None):
@@ -156,6 +156,19 @@ def test_a_row_that_ends_leaves_the_later_segments():
     assert res.gen_ids[0][:8] == [TOK.eos_id] * 8 and res.gen_ids[0][8:] == [TOK.pad_id] * 16
     assert res.gen_ids[1] == [4 + ord("x")] * 24
     assert m.calls == [2] * 8 + [1] * 16  # the ended row costs nothing after its segment
+
+
+def test_a_decoder_that_stops_early_ends_the_run():
+    """bd3lm stops after the block in which every row wrote EOS: a segment's region is then
+    shorter than the segment, and the run ends there with pads after."""
+    m = EOSRow(attention="block-causal", block_size=4)
+    config = SampleConfig(gen_length=24, steps=24, segment_length=8)
+    run = api.start(loaded(m), [[99, 1], [99, 2]], config)
+    res = run.run()
+    assert run.decoder == "bd3lm" and len(res.segments) == 1
+    assert res.segments[0].region[1] - res.segments[0].region[0] == 4  # one block of 8 ran
+    assert res.gen_ids == [[TOK.eos_id] * 4 + [TOK.pad_id] * 20] * 2
+    assert run.view().tolist() == res.gen_ids and res.nfe == len(m.calls)
 
 
 def test_segmented_runs_share_forward_passes_and_report_the_whole_view():

@@ -200,10 +200,12 @@ class SegmentedRun(DecoderRun):
         if run.done:
             res = run.result()
             start, end = res.region
-            ids = res.tokens[:, start:end].to(self.gen.device)  # (b, length)
+            ids = res.tokens[:, start:end].to(self.gen.device)  # (b, <= length)
             length = self.configs[self._k].gen_length
             span = slice(self._offset, self._offset + length)
-            self.gen[self._index, span] = ids
+            # a decoder that stops at EOS may return a shorter region (bd3lm: the blocks it ran)
+            self.gen[self._index, span] = self.pad_id
+            self.gen[self._index, self._offset : self._offset + ids.shape[1]] = ids
             ended = rows_finished(ids, self.eos_id).tolist()
             for i, e in zip(self._active, ended, strict=True):
                 if e:
