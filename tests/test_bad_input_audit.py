@@ -227,7 +227,8 @@ def test_generation_only_options_are_refused_by_the_template_tasks(runs, capsys)
     run = ["--device", "cpu", "--no-live", "--model", str(runs["mdlm"])]
     for flag, value, field in (("--draft-length", "4", "draft_length"),
                                ("--predraft", "ends", "predraft"),
-                               ("--guide-words", "cat", "guide_words")):  # fmt: skip
+                               ("--guide-words", "cat", "guide_words"),
+                               ("--segment-length", "8", "segment_length")):  # fmt: skip
         fails(capsys, ["infill", "the [MASK:2] sat", flag, value, *run],
               f"{field} applies to generation", "not to infill")  # fmt: skip
     fails(capsys, ["edit", "--text", "the cat", "--span", "4:7", "--draft-steps", "2", *run],

@@ -481,10 +481,10 @@ class Filled:
 
 GENERATION_ONLY = (
     "draft_length", "draft_threshold", "draft_steps", "draft_cache", "predraft", "guide_words",
-    "guide_scale",
+    "guide_scale", "segment_length",
 )  # fmt: skip
 """``SampleConfig`` fields that only the generation decoders read (drafting, the hybrid's
-layout, continuous guidance): ``infill``, ``edit`` and ``fill_form`` refuse them."""
+layout, continuous guidance, segments): ``infill``, ``edit`` and ``fill_form`` refuse them."""
 
 
 def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
