@@ -9,6 +9,7 @@
 #  4. the demo-size one-model hybrid trained from the AR twin (benchmarks/hybrid_scale.sh),
 #  5. speculative/hybrid vs AR on CUDA at the demo size (benchmarks/speculative.py), then at the
 #     bench size and benchmarks/gpu_check.py's decode rows if time is left (BENCH=1, GPU_CHECK=1).
+# GEN="240 512" SEG=128: the spec stage also at 512, in segments of 128 (--segment-length).
 # STAGES (default "demo distill drafter hybrid spec") picks the stages; "twin" (before the
 # drafter) trains the AR twin there with its recorded recipe (~12M tokens: a minute on the
 # H200, hours here) when .devcarry holds none (a fresh checkout has no runs). Weights come
@@ -120,7 +121,8 @@ if want spec && [ "$S" -gt 15 ]; then
   HYB=(); [ -f "$O/hybrid/model.safetensors" ] && HYB=(--hybrid "$O/hybrid")
   echo "drafter: $DRAFTER"
   timeout "$S" $PY benchmarks/speculative.py --ar-model "$TWIN" --model "$DRAFTER" \
-    "${HYB[@]}" --gen-lengths ${GEN:-240} --batches 1 8 --draft-lengths 2 4 8 --no-score \
+    "${HYB[@]}" --gen-lengths ${GEN:-240} ${SEG:+--segment-length $SEG} --batches 1 8 \
+    --draft-lengths 2 4 8 --no-score \
     --device "$DEV" --repeats 3 --json "$L/speculative_demo_cuda.json" $Q 2>&1 | tee "$L/spec_demo.txt"
 fi
 B=.devcarry/bench
