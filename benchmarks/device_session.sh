@@ -11,8 +11,8 @@
 #     bench size and benchmarks/gpu_check.py's decode rows if time is left (BENCH=1, GPU_CHECK=1).
 # GEN="240 512" SEG=128: the spec stage also at 512, in segments of 128 (--segment-length).
 # STAGES (default "demo distill drafter hybrid spec") picks the stages; "twin" (before the
-# drafter) trains the AR twin there with its recorded recipe (~12M tokens: a minute on the
-# H200, hours here) when .devcarry holds none (a fresh checkout has no runs). Weights come
+# drafter) trains the AR twin there with its recorded recipe (~8M tokens to its best step: a
+# minute on the H200, 50 minutes on two CPU threads) when .devcarry holds none. Weights come
 # back as float16 copies in $OUT/{demo,student,drafter,hybrid,twin}.tar (a device returns at
 # most 8 files); logs in $OUT/logs.tgz. Measure them here, where the goals are set.
 #

@@ -241,6 +241,11 @@ def test_cli_and_server_write_what_the_api_writes(tmp_path, capsys):
         r = c.post("/v1/completions", json=body)
         assert r.status_code == 200, r.text
         assert r.json()["choices"][0]["text"] == want
+        r = c.post("/v1/completions", json={**body, "stream": True})  # streamed as it grows
+        data = [ln[len("data: "):] for ln in r.text.splitlines() if ln.startswith("data: ")]
+        assert data[-1] == "[DONE]" and len(data) > 2
+        chunks = [json.loads(d) for d in data[:-1]]
+        assert "".join(ch["choices"][0]["text"] for ch in chunks if ch["choices"]) == want
         r = c.post("/v1/completions", json={**body, "segment_length": None})
         assert r.status_code == 400 and "segment_length" in r.json()["error"]["message"]
         r = c.post("/v1/completions", json={**body, "segment_length": 40})
