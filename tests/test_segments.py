@@ -38,19 +38,25 @@ def loaded(m: nn.Module) -> Loaded:
 PROMPTS = [[10, 20, 30, 40, 50], [7, 8]]
 
 
-def chained(ld: Loaded, prompts, config: SampleConfig, **kw) -> list[list[int]]:
-    """The reference: each segment a plain run on the latest ``CONTEXT - length`` tokens."""
+def chained(ld: Loaded, prompts, config: SampleConfig, *, align: int = 1) -> list[list[int]]:
+    """The reference: each segment a plain run on the latest ``CONTEXT - length`` tokens
+    (block models: at most that many, cut by whole blocks of ``align``)."""
     rows = [list(p) for p in prompts]
     out: list[list[int]] = [[] for _ in rows]
     n, G = config.segment_length, config.gen_length
     lengths = [n] * (G // n) + ([G % n] if G % n else [])
     for k, length in enumerate(lengths):
-        window = CONTEXT - length
-        ctx = [(r + o)[-window:] for r, o in zip(rows, out, strict=True)]
+        window = (CONTEXT - length) // align * align
+        ctx = []
+        for r, o in zip(rows, out, strict=True):
+            row = r + o
+            while len(row) > window:
+                row = row[align:]
+            ctx.append(row)
         cfg = dataclasses.replace(config, gen_length=length, segment_length=None,
                                   steps=config.steps * length // G,
                                   seed=segment_seed(config.seed, k))
-        res = api.start(ld, ctx, cfg, **kw).run()
+        res = api.start(ld, ctx, cfg).run()
         for o, ids in zip(out, res.gen_ids, strict=True):
             o.extend(ids)
     return out
@@ -127,7 +133,21 @@ def test_block_diffusion_windows_are_whole_blocks():
     for part in res.segments[1:]:
         start = part.region[0]
         assert start % 4 == 0 and start + 8 <= CONTEXT  # the window: (32 - 8) // 4 * 4 = 24
-    assert res.gen_ids == chained(ld, [[5, 6, 7]], dataclasses.replace(config, segment_length=8))
+    assert res.gen_ids == chained(ld, [[5, 6, 7]], config, align=4)
+
+
+def test_rows_keep_their_length_modulo_the_block():
+    """A model whose blocks start at the first prompt token (``block_align="absolute"``) needs
+    a batch's rows equal modulo the block; rows cut at different segments stay so."""
+    ld = loaded(model("block-causal", seed=4, block_size=4, block_align="absolute"))
+    prompts = [[5, 6, 7], [9] * 19]  # both 3 modulo 4; the second outgrows the window first
+    config = SampleConfig(gen_length=32, policy="threshold", segment_length=8)
+    res = api.start(ld, prompts, config).run()  # (an earlier cut to 24 tokens: 19 vs 0 mod 4)
+    assert len(res.segments) == 4
+    for part in res.segments:  # each segment's prompts: 3 modulo 4, and within the window
+        lengths = [int(r.sum()) for r in part.attention_mask[:, : part.region[0]]] if (
+            part.attention_mask is not None) else [part.region[0]] * 2
+        assert all(n % 4 == 3 and n <= 24 for n in lengths), lengths
 
 
 class EOSRow(nn.Module):

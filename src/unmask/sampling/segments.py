@@ -6,7 +6,8 @@ generation in segments of n tokens (the last one shorter when n does not divide
 ``gen_length``): segment k is an ordinary run of the checkpoint's own decoder (``ar``,
 ``llada``, ``bd3lm``, ``speculative``, ``hybrid``, ``sedd``), for the rows still running,
 whose prompt is the latest ``limit - length_k`` tokens of that row's prompt and text so far
-(a sliding window; rounded down to whole blocks for block diffusion). ``limit`` is the model's
+(a sliding window; for block diffusion cut by whole blocks, so a row keeps its length modulo
+the block, and the window is whole blocks). ``limit`` is the model's
 ``max_seq_len`` (with a drafter, the smaller of the two). Every segment starts afresh: its
 decoder's KV cache is filled from the window again (one prefill per segment, the price of a
 window that moves), and positions restart at 0, as in training.
@@ -157,6 +158,7 @@ class SegmentedRun(DecoderRun):
                 "segment_length"
             )
         self.configs = segment_configs(config, align=align, uses_steps=uses_steps)
+        self.align = align
         self.windows = segment_windows(self.configs, limit, align=align)
         self.prompts = rows
         self.gen_length, self.mask_id, self.eos_id, self.pad_id = (
@@ -175,12 +177,18 @@ class SegmentedRun(DecoderRun):
     # -- segments ---------------------------------------------------------------------------
 
     def _begin(self) -> None:
-        """Start segment ``_k`` for the active rows: each row's latest ``windows[k]`` tokens."""
+        """Start segment ``_k`` for the active rows: each row's latest tokens, at most
+        ``windows[k]``, cut by whole blocks of ``align`` (a row keeps its length modulo the
+        block: a model whose blocks start at the first prompt token, LLaDA 2's, needs the
+        rows of a batch equal modulo the block, as they were in the first segment)."""
         window = self.windows[self._k]
         history = []
         for i in self._active:
             done = [] if self.gen is None else self.gen[i, : self._offset].tolist()
-            history.append((self.prompts[i] + done)[-window:])
+            row = self.prompts[i] + done
+            over = len(row) - window
+            cut = -(-over // self.align) * self.align if over > 0 else 0
+            history.append(row[cut:])
         run = self._start_segment(history, self.configs[self._k])
         if self.gen is None:
             self.model = run.model
