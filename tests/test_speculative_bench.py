@@ -35,3 +35,30 @@ def test_quick_run_with_hybrid_draft_lengths(tmp_path, benchmark, capsys):
     assert one["ids"] == four["ids"]  # both are the hybrid's own greedy text
     assert one["drafted"] <= one["row_rounds"] < four["drafted"] <= 4 * four["row_rounds"]
     assert "hybrid all n=4" in capsys.readouterr().out
+
+
+def test_lengths_past_the_context_run_in_segments(tmp_path, benchmark):
+    """``--segment-length``: 48 tokens on 32-token models (``benchmarks/speculative.py``) and
+    the segment-length table (``benchmarks/segments.py``)."""
+    spec, seg = benchmark("speculative"), benchmark("segments")
+    tok = byte_tokenizer()
+    paths = {}
+    for name, attention in (("ar", "causal"), ("mdlm", "bidirectional")):
+        cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, init_std=0.3,
+                           attention=attention, **tok.special_ids())  # fmt: skip
+        torch.manual_seed(len(paths))
+        save_checkpoint(tmp_path / name, model=Transformer(cfg), tokenizer=tok)
+        paths[name] = str(tmp_path / name / "checkpoint")
+    out = tmp_path / "s.json"
+    spec.main(["--ar-model", paths["ar"], "--model", paths["mdlm"], "--gen-lengths", "48",
+               "--segment-length", "16", "--batches", "1", "--draft-lengths", "4",
+               "--thresholds", "--no-diffusion-row", "--no-score", "--repeats", "1",
+               "--prompt-words", "2", "--threads", "1", "--json", str(out)])  # fmt: skip
+    by = {r["label"]: r for r in json.loads(out.read_text())["rows"]}
+    assert by["ar"]["gen_length"] == by["spec k=4"]["gen_length"] == 48
+    assert by["spec k=4"]["identity"] == 1.0 and by["spec k=4"]["drafted"] > 0
+    out = tmp_path / "n.json"
+    rows = seg.main(["--model", paths["mdlm"], "--gen-length", "48", "--segments", "16", "24",
+                     "--batch", "2", "--prompt-words", "2", "--no-score", "--json", str(out)])
+    assert [r["segments"] for r in rows] == [3, 2] and [r["window"] for r in rows] == [16, 8]
+    assert json.loads(out.read_text())["rows"][0]["nfe"] == 48
