@@ -250,8 +250,10 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     block = recommended.get("block_length")
     if block is not None:
         dynamic = config.policy != "llada"
+        from unmask.sampling.segments import segment_lengths
+
         n, G = config.segment_length, config.gen_length
-        lengths = {G} if n is None else {min(n, G), G % n or min(n, G)}  # segments' lengths
+        lengths = {G} if n is None else set(segment_lengths(G, n))
         fits = [b for b in range(min(block, *lengths), 0, -1)
                 if all(length % b == 0 for length in lengths)
                 and (dynamic or config.steps % (config.gen_length // b) == 0)]

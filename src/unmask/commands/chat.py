@@ -122,9 +122,11 @@ class ChatSession:
         ``segment_length``: prompt + the first segment, so the whole prompt is its window)."""
         tok, mcfg = self.loaded.tokenizer, self.loaded.model.config
         limit = getattr(mcfg, "max_seq_len", None)
-        first = self.config.gen_length
+        first = self.config.gen_length  # what the prompt must leave room for
         if self.config.segment_length is not None:
-            first = min(first, self.config.segment_length)
+            from unmask.sampling.segments import segment_lengths
+
+            first = segment_lengths(first, self.config.segment_length)[0]
         turns = [*self.turns, {"role": "user", "content": user}]
         dropped = 0
         while True:

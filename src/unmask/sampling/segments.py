@@ -25,8 +25,8 @@ window that moves), and positions restart at 0, as in training.
 The text after the first window no longer sees the start of the prompt: that is the trade
 (docs/sampling.md, "Longer than the context").
 
-Inside: ``SegmentedRun``, ``segment_configs``, ``segment_windows``, ``segment_seed``,
-``check_segments``.
+Inside: ``SegmentedRun``, ``segment_lengths``, ``segment_configs``, ``segment_windows``,
+``segment_seed``, ``check_segments``.
 """
 
 from __future__ import annotations
@@ -56,6 +56,13 @@ def segment_seed(seed: int | None, k: int) -> int | None:
     return (seed * 1_000_003 + k) % (1 << 63)
 
 
+def segment_lengths(gen_length: int, segment_length: int) -> list[int]:
+    """The lengths of the segments of ``gen_length`` tokens: ``segment_length`` each, the
+    last one shorter when it does not divide ``gen_length``."""
+    n, G = segment_length, gen_length
+    return [n] * (G // n) + ([G % n] if G % n else [])
+
+
 def segment_configs(
     config: SampleConfig, *, align: int = 1, uses_steps: bool = True
 ) -> list[SampleConfig]:
@@ -69,7 +76,7 @@ def segment_configs(
         raise ValueError("segment_configs needs config.segment_length")
     if G <= 0:
         raise UserError(f"gen_length must be positive, got {G}")
-    lengths = [n] * (G // n) + ([G % n] if G % n else [])
+    lengths = segment_lengths(G, n)
     block = config.block_length or align
     if block > 1 and any(length % block for length in lengths):
         raise UserError(
@@ -324,6 +331,7 @@ __all__ = [
     "SegmentedRun",
     "check_segments",
     "segment_configs",
+    "segment_lengths",
     "segment_seed",
     "segment_windows",
 ]

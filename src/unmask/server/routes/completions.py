@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling import DECODERS, cut_at_eos, validate
+from unmask.sampling import choose_decoder, cut_at_eos, validate
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.policies import make_policy
 from unmask.sampling.segments import segment_configs, segment_windows
@@ -86,9 +86,9 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     try:
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
-            align = api.facts_of(state.loaded).block_size or 1
-            decoder = DECODERS[api.choose(state.loaded, config, draft=state.draft)]
-            parts = segment_configs(config, align=align, uses_steps=decoder.uses_steps(config))
+            facts = api.facts_of(state.loaded)  # (a drafter's decoder uses no steps either)
+            align, uses_steps = facts.block_size or 1, choose_decoder(facts, config).uses_steps
+            parts = segment_configs(config, align=align, uses_steps=uses_steps(config))
             windows = segment_windows(parts, ctx, align=align)
             longest = min(longest, min(windows))
         for part in parts:
