@@ -449,13 +449,29 @@ def test_drafter_distillation_raises_acceptance(ar_teacher, corpus, tmp_path, ca
     assert after > before + 0.3, (before, after)
 
 
-@pytest.mark.parametrize("problem", ["causal student", "other tokenizer", "negative window"])
+@pytest.mark.parametrize("problem", ["causal student with a window", "other tokenizer",
+                                     "negative window", "causal student, diffusion teacher",
+                                     "causal student, other tokenizer", "draft block 0"])
 def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corpus, tmp_path,
                                               capsys):
-    student, extra = str(teacher), []
-    if problem == "causal student":
-        student = str(ar_teacher)
-        want = "--student"
+    student, extra, who = str(teacher), [], str(ar_teacher)
+    if problem == "causal student with a window":
+        student, extra = str(ar_teacher), ["--distill-window", "4"]
+        want = "not --distill-window"
+    elif problem == "causal student, diffusion teacher":
+        student, who = str(ar_teacher), str(teacher)
+        want = "this teacher is not autoregressive"
+    elif problem == "draft block 0":
+        student, extra = str(ar_teacher), ["--draft-block", "0"]
+        want = "draft_block=0 must be >= 1"
+    elif problem == "causal student, other tokenizer":
+        from unmask.data import prepare
+
+        (tmp_path / "b.txt").write_text("alpha beta gamma delta\n" * 200)
+        other = tmp_path / "bpe"
+        prepare([tmp_path / "b.txt"], other, vocab_size=300, val_fraction=0, progress=False)
+        student = str(_teacher(other, tmp_path / "other", steps=1, seq_len=16, objective="ar"))
+        want = "a causal student needs the teacher's tokenizer"
     elif problem == "other tokenizer":
         from unmask.data import prepare
 
@@ -467,13 +483,153 @@ def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corp
     else:
         extra = ["--distill-window", "-1"]
         want = "distill_window must be >= 0"
-    args = ["distill", "--teacher", str(ar_teacher), "--student", student, "--data", str(corpus),
+    args = ["distill", "--teacher", who, "--student", student, "--data", str(corpus),
             "--prompt-length", "8", "--gen-length", "8", "--no-progress", *extra,
             "--out", str(tmp_path / "o")]  # fmt: skip
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err
     assert want in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------- one-model hybrids
+
+
+@pytest.fixture(scope="module")
+def text_ar(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(an AR model whose greedy text is the corpus' sentence, its corpus): rows of 8 words of
+    one sentence read from a random word on, 300 steps."""
+    from unmask.data import prepare
+
+    root = tmp_path_factory.mktemp("text_ar")
+    g = torch.Generator().manual_seed(0)
+    lines = []
+    for _ in range(300):
+        r = int(torch.randint(0, len(WORDS), (1,), generator=g))
+        lines.append(" ".join((WORDS[r:] + WORDS[:r])[:8]) + ".")
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    corpus = root / "prepared"
+    prepare([root / "a.txt"], corpus, tokenizer="byte", val_fraction=0.1, progress=False)
+    return _teacher(corpus, root / "ar", objective="ar", steps=300), corpus
+
+
+def _kept_per_round(model_dir: Path, corpus: Path) -> float:
+    """Drafts a hybrid checkpoint keeps per round (greedy, its own decoder, batch 1)."""
+    from unmask.api import start
+    from unmask.config import SampleConfig
+    from unmask.data import TokenDataset
+
+    prompts = TokenDataset(str(corpus), "val").sample(8, 8, torch.Generator().manual_seed(3))
+    kept = 0.0
+    for row in prompts.tolist():
+        config = SampleConfig(gen_length=16, temperature=0.0)
+        res = start(load(model_dir), [row], config).run()
+        kept += res.accepted / res.row_rounds
+    return kept / len(prompts)
+
+
+def test_causal_student_becomes_a_hybrid_that_drafts_the_teachers_text(text_ar, tmp_path,
+                                                                         capsys):
+    """`unmask distill --teacher AR --student AR --draft-block 4`: the AR model, trained as a
+    one-model hybrid on its own greedy continuations, keeps more of its own drafts per round
+    than after one step of the same run, and is sampled by the hybrid decoder."""
+    ar_teacher, corpus = text_ar
+
+    def run(out: Path, steps: int) -> Path:
+        code = main([
+            "distill", "--teacher", str(ar_teacher), "--student", str(ar_teacher), "--data",
+            str(corpus), "--out", str(out), "--cache", str(tmp_path / "traj.safetensors"),
+            "--trajectories", "48", "--prompt-length", "8", "--gen-length", "16",
+            "--traj-batch", "48", "--traj-temperature", "0", "--draft-block", "4",
+            "--steps", str(steps), "--batch-size", "16", "--lr", "3e-3", "--warmup", "2",
+            "--no-progress",
+            "--threads", "1",
+        ])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        return out
+
+    once, trained = run(tmp_path / "once", 1), run(tmp_path / "hybrid", 80)
+    cfg = load(trained).config
+    assert (cfg.objective, cfg.draft_block, cfg.attention) == ("hybrid", 4, "causal")
+    saved = json.loads((trained / "train_config.json").read_text())
+    assert saved["objective"] == "hybrid" and saved["data"].endswith(".safetensors")
+    before, after = _kept_per_round(once, corpus), _kept_per_round(trained, corpus)
+    assert after > before + 0.5, (before, after)
+
+
+def test_hybrid_rows_of_a_trajectory_end_at_the_first_generated_eos(ar_teacher):
+    """On trajectory rows the hybrid loss ignores what follows a row's first generated EOS
+    (filler); an EOS in the prompt is text; corpus rows (no commit_step) keep every target."""
+    from unmask.objectives.hybrid import hybrid
+
+    loaded = load(ar_teacher)
+    cfg = replace(loaded.config, draft_block=4)
+    eos, V = cfg.eos_id, cfg.vocab_size
+    steps = torch.tensor([[-1] * 8 + list(range(16))])  # (1, 24)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(4, V, (1, 24), generator=g)
+    x0[0, 3] = eos  # in the prompt: text goes on
+    x0[0, 14] = eos  # the teacher stopped here
+    opts = ObjectiveOptions(schedule=None, draft_weight=1.0)  # type: ignore[arg-type]
+
+    def loss(x: torch.Tensor, commit_step: torch.Tensor | None) -> torch.Tensor:
+        parts = hybrid(loaded.model, cfg, x, attention_mask=None,
+                       generator=torch.Generator().manual_seed(1), options=opts,
+                       commit_step=commit_step)  # fmt: skip
+        return parts.loss_sum / parts.n_tokens
+
+    other = x0.clone()
+    other[0, 15:] = (other[0, 15:] + 1) % V  # only after the generated EOS
+    with torch.no_grad():
+        assert torch.allclose(loss(x0, steps), loss(other, steps), atol=1e-6)
+        assert not torch.allclose(loss(x0, None), loss(other, None))
+        prompt_changed = x0.clone()
+        prompt_changed[0, 5] = (prompt_changed[0, 5] + 1) % V  # after the prompt's EOS
+        assert not torch.allclose(loss(x0, steps), loss(prompt_changed, steps))
+
+
+def test_hybrid_on_trajectories_resume_equals_uninterrupted(ar_teacher, corpus, tmp_path,
+                                                             monkeypatch, capsys):
+    """`unmask train --objective hybrid --data TRAJECTORIES.safetensors --init AR` (what
+    `unmask distill` runs for a causal student), stopped by SIGINT and resumed with `unmask
+    distill --resume`, ends with the weights of the uninterrupted run."""
+    cfg = replace(TRAJ, traj_temperature=0.0, traj_block_length=None, gen_length=16)
+    traj = refresh_trajectories(str(ar_teacher), str(corpus), tmp_path / "t.safetensors", cfg,
+                                student=str(ar_teacher), progress=False)  # fmt: skip
+
+    def config(out: str) -> TrainConfig:
+        return replace(_distill_cfg(traj, ar_teacher, tmp_path / out), objective="hybrid",
+                       draft_block=4, seq_len=24)  # fmt: skip
+
+    full = train(config("full"), progress=False)
+    orig = train_mod.lr_at
+
+    def lr(step: int, c: TrainConfig) -> float:
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return orig(step, c)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_mod, "lr_at", lr)
+        with pytest.raises(TrainingStopped):
+            train(config("part"), progress=False)
+    assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 0
+    assert "resuming at step 3 of 6" in capsys.readouterr().err
+    a, b = load(full).model.state_dict(), load(tmp_path / "part").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load(full).config.objective == "hybrid"
+
+
+def test_trajectory_file_for_a_corpus_objective_is_one_line(cache, tmp_path, capsys):
+    """`unmask train --objective ar --data TRAJECTORIES.safetensors`: one line naming the
+    objectives that train on trajectory files, exit 2, no run folder."""
+    capsys.readouterr()
+    args = ["train", "--objective", "ar", "--data", str(cache), "--out", str(tmp_path / "o"),
+            "--steps", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "trains objective distill or hybrid, not 'ar'" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
 

@@ -394,7 +394,9 @@ class TrainConfig:
     data: str = ""
     """Directory written by ``unmask prepare`` (shards + index.json + tokenizer.json); for
     objective ``sft`` a JSONL file of prompt/response pairs or chat ``messages``; for objective
-    ``distill`` a trajectory file written by ``unmask distill``."""
+    ``distill`` a trajectory file written by ``unmask distill`` (objective ``hybrid`` takes
+    one too: an autoregressive teacher's rows, with ``init``, as ``unmask distill`` runs it
+    for a causal student)."""
     out: str = ""
     """Run directory: checkpoints, metrics.jsonl, train_config.json."""
     preset: str = "tiny"

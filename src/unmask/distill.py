@@ -16,6 +16,10 @@
 trajectories are its own continuations; with ``student`` = a diffusion checkpoint of the same
 tokenizer and ``distill_window`` = k, that student learns to draft the teacher's next k tokens
 in one forward: the drafter of two-model speculative decoding (``unmask.sampling.speculative``).
+With ``student`` = a causal checkpoint of the teacher's tokenizer (the teacher itself, or a
+``hybrid`` run of it), the student becomes a one-model hybrid (objective ``hybrid`` on the
+trajectory rows, ``ObjectiveSpec.trajectories``): its draft block learns the teacher's own
+continuations, the ones its greedy decoding verifies (``unmask.sampling.hybrid``).
 
 Inside: ``TrajectoryConfig``, ``DISTILL_DEFAULTS``, ``trajectory_sample_config``,
 ``make_trajectories``, ``replay``, ``refresh_trajectories``, ``default_cache``, ``distill``.
@@ -363,13 +367,17 @@ def _wait_for(path: Path, settings: dict[str, Any], n: int, poll_s: float = 2.0)
 def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     """Check that the checkpoint at ``student_path`` can learn from ``teacher``'s trajectories
     and draft for it: a masked-diffusion model (mdlm, sft, bd3lm) of the teacher's tokenizer,
-    up to special tokens the teacher appends (``unmask.api.draft_aux``). Returns the student's
-    vocabulary size when it is the smaller one (rows are cut at ids beyond it), else None."""
+    up to special tokens the teacher appends (``unmask.api.draft_aux``), or a causal model (a
+    hybrid to be) of exactly the teacher's tokenizer. Returns the student's vocabulary size
+    when it is the smaller one (rows are cut at ids beyond it), else None."""
     from unmask.api import draft_aux
     from unmask.checkpoint import load
     from unmask.objectives.distill import teacher_problem
 
     student = load(student_path)
+    if student.config.attention == "causal":  # a one-model hybrid: the teacher's own tokenizer
+        _same_tokenizer(teacher, student, student_path)
+        return None
     why = teacher_problem(student.config)
     if why is not None:
         raise UserError(f"--student {student_path}: {why.replace('teacher', 'student')}")
@@ -377,6 +385,23 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
     if shared is not None and shared < teacher.config.vocab_size:
         return int(shared)
     return None
+
+
+def _same_tokenizer(teacher: Loaded, student: Loaded, student_path: str) -> None:
+    """Refuse, in one line, a causal student whose tokenizer is not the teacher's: it learns
+    the teacher's token ids as its own text."""
+    ours, theirs = teacher.tokenizer, student.tokenizer
+    if ours.vocab_size != theirs.vocab_size:
+        raise UserError(
+            f"--student {student_path}: its tokenizer has {theirs.vocab_size} tokens, the "
+            f"teacher's {ours.vocab_size}; a causal student needs the teacher's tokenizer"
+        )
+    for i in range(ours.vocab_size):
+        if ours.id_to_token(i) != theirs.id_to_token(i):
+            raise UserError(
+                f"--student {student_path}: its tokenizer differs from the teacher's (id {i} "
+                f"is {theirs.id_to_token(i)!r} there, {ours.id_to_token(i)!r} in the teacher)"
+            )
 
 
 def distill(
@@ -397,9 +422,11 @@ def distill(
     ``DISTILL_DEFAULTS``) gives the optimiser, steps and loss weights. Returns the run
     directory; the student's checkpoint is ``out/checkpoint``, sampled like the teacher.
 
-    An autoregressive teacher needs ``student``, a diffusion checkpoint of its tokenizer,
+    An autoregressive teacher needs ``student``: a diffusion checkpoint of its tokenizer,
     which learns to draft its continuations (with ``train_config.distill_window`` = the draft
-    length: ``unmask generate --model TEACHER --draft OUT``)."""
+    length: ``unmask generate --model TEACHER --draft OUT``), or a causal one (the teacher
+    itself, or a hybrid of it), which is trained as a ``hybrid`` with draft blocks of
+    ``train_config.draft_block`` on the teacher's rows (``unmask generate --model OUT``)."""
     from unmask.config import resolve_device
     from unmask.train import train
 
@@ -414,6 +441,7 @@ def distill(
             "or choose another --out"
         )
     causal = _causal_checkpoint(teacher)
+    hybrid = bool(student) and _causal_checkpoint(student, any_causal=True)
     if base.distill_window and not causal:  # before minutes of decoding, not after
         raise UserError(
             "distill_window trains a drafter on an autoregressive teacher's trajectories; "
@@ -422,23 +450,38 @@ def distill(
     if not student and causal:
         raise UserError(
             "an autoregressive teacher teaches a drafter: give the diffusion checkpoint to "
-            "train as --student (same tokenizer), with --distill-window K (its draft length)"
+            "train as --student (same tokenizer), with --distill-window K (its draft length), "
+            "or the teacher itself as --student to make it a one-model hybrid (--draft-block K)"
         )
+    if hybrid and not causal:
+        raise UserError(
+            f"--student {student} is causal: it learns to draft an autoregressive teacher's "
+            "own continuations (a one-model hybrid); this teacher is not autoregressive"
+        )
+    if hybrid and base.distill_window:
+        raise UserError(
+            f"--student {student} is causal: it drafts with a draft block (--draft-block K), "
+            "not --distill-window (which trains a diffusion drafter)"
+        )
+    from unmask.objectives import objective_spec
+
+    config = dataclasses.replace(
+        base, objective="hybrid" if hybrid else "distill", init=str(student or teacher),
+        out=str(out), seq_len=tcfg.prompt_length + tcfg.gen_length,
+    )  # fmt: skip
+    objective_spec(config.objective).validate(config)  # before minutes of decoding, not after
     path = Path(cache) if cache else default_cache(out)
     device = str(resolve_device(base.device))
     refresh_trajectories(
         teacher, data, path, tcfg, device=device, progress=progress, student=student
     )
-    config = dataclasses.replace(
-        base, objective="distill", init=str(student or teacher), data=str(path), out=str(out),
-        seq_len=tcfg.prompt_length + tcfg.gen_length,
-    )  # fmt: skip
-    return train(config, progress=progress)
+    return train(dataclasses.replace(config, data=str(path)), progress=progress)
 
 
-def _causal_checkpoint(path: str) -> bool:
-    """``is_causal_teacher`` of the checkpoint at ``path``, from its config alone (a
-    publisher's folder is a diffusion model; a missing one is left to ``load`` to report)."""
+def _causal_checkpoint(path: str, *, any_causal: bool = False) -> bool:
+    """``is_causal_teacher`` of the checkpoint at ``path`` (with ``any_causal``: causal
+    attention, an ``ar`` or ``hybrid`` model), from its config alone (a publisher's folder is
+    a diffusion model; a missing one is left to ``load`` to report)."""
     from unmask.checkpoint import checkpoint_dir
     from unmask.config import load_json
     from unmask.convert.load import is_publisher_folder
@@ -446,7 +489,10 @@ def _causal_checkpoint(path: str) -> bool:
     if is_publisher_folder(path):
         return False
     cfg_file = checkpoint_dir(path) / "config.json"
-    return cfg_file.is_file() and is_causal_teacher(load_json(ModelConfig, cfg_file))
+    if not cfg_file.is_file():
+        return False
+    config = load_json(ModelConfig, cfg_file)
+    return config.attention == "causal" if any_causal else is_causal_teacher(config)
 
 
 __all__ = [

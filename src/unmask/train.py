@@ -70,7 +70,7 @@ from unmask.config import (
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
 from unmask.model import Transformer, meta_model
-from unmask.objectives import BATCH_EXTRA, ObjectiveSpec, objective_spec
+from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
     apply_activation_checkpointing,
     apply_fsdp,
@@ -249,7 +249,14 @@ def _train(
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
     objective = spec.loss
-    pairs = spec.batch != "tokens"  # SFT pairs, distillation trajectories: no validation split
+    batch = spec.batch_for(config.data)  # a trajectory file, for an objective that takes one
+    pairs = batch != "tokens"  # SFT pairs, distillation trajectories: no validation split
+    if batch == "tokens" and str(config.data).endswith(".safetensors"):
+        takes = [s.name for s in OBJECTIVES.values() if s.batch == "trajectory" or s.trajectories]
+        raise UserError(
+            f"{config.data}: a trajectory file trains objective {' or '.join(takes)}, not "
+            f"{spec.name!r} (which trains on a prepared corpus from unmask prepare)"
+        )
     if pairs and not config.init and not resume:
         raise UserError(
             f"objective {spec.name!r} fine-tunes a pretrained model: give --init RUN_DIR"
@@ -262,7 +269,7 @@ def _train(
         init = load(config.init, device="cpu")
     train_ds: Any
     val_ds: Any = None
-    if spec.batch == "trajectory":  # a teacher's trajectories (unmask distill); init = teacher
+    if batch == "trajectory":  # a teacher's trajectories (unmask distill); init = teacher
         from unmask.objectives.distill import TrajectoryData
 
         tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
@@ -475,7 +482,7 @@ def _train(
             x_global = train_ds.sample(config.batch_size, config.seq_len, gen_batch)  # (B, L)
             extra_global: dict[str, torch.Tensor] = {}
             if pairs:  # (x0, prompt_mask) or (x0, commit_step): BATCH_EXTRA names the second
-                x_global, extra_global[BATCH_EXTRA[spec.batch]] = x_global
+                x_global, extra_global[BATCH_EXTRA[batch]] = x_global
             dropped = False  # a signal between micro-batches drops the step; resume redoes it
             for a in range(config.grad_accum):
                 if a and flag.stop and not distributed:

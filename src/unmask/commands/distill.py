@@ -46,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "policies (--policy threshold) commit many tokens per step. An autoregressive "
             "teacher (ar) with --student DIFFUSION_CKPT and --distill-window K trains that "
             "student to draft the teacher's next K tokens in one forward, for speculative "
-            "decoding (unmask generate --model TEACHER --draft OUT). See docs/training.md."
+            "decoding (unmask generate --model TEACHER --draft OUT); with a causal --student "
+            "(the teacher itself) and --draft-block K, the student becomes a one-model hybrid "
+            "that drafts the teacher's own continuations (unmask generate --model OUT). "
+            "See docs/training.md."
         ),
     )
     p.add_argument(
@@ -58,9 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--student",
         metavar="PATH",
-        help="the diffusion checkpoint (mdlm, sft, bd3lm; the teacher's tokenizer) the student "
-        "starts from (default: the teacher); needed for an autoregressive teacher, whose "
-        "student becomes its drafter",
+        help="the checkpoint the student starts from (default: the teacher); needed for an "
+        "autoregressive teacher: a diffusion one (mdlm, sft, bd3lm; the teacher's tokenizer) "
+        "becomes its drafter, a causal one (the teacher itself, or a hybrid of it) a "
+        "one-model hybrid with draft blocks of --draft-block tokens",
     )
     p.add_argument(
         "--data",
@@ -122,7 +126,9 @@ def _resume(args: argparse.Namespace) -> Path:
     if not saved.is_file():
         raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)")
     cfg = load_train_config(saved)
-    if cfg.objective != "distill":
+    from unmask.objectives import objective_spec
+
+    if objective_spec(cfg.objective).batch_for(cfg.data) != "trajectory":
         raise UserError(
             f"{args.out}: not a distillation run (objective {cfg.objective!r}); "
             "resume it with unmask train --resume"

@@ -151,6 +151,7 @@ def hybrid(
     attention_mask: Tensor | None,
     generator: torch.Generator,
     options: ObjectiveOptions,
+    commit_step: Tensor | None = None,
 ) -> LossParts:
     """Causal next-token cross-entropy plus ``options.draft_weight`` × the mean cross-entropy
     of fully masked draft blocks of ``config.draft_block`` tokens (module docstring; TiDAR,
@@ -159,6 +160,10 @@ def hybrid(
     ``n_tokens`` is the number of next-token targets B·(L - 1), so the training loop reports
     the AR loss plus the weighted draft loss, and ``draft_weight`` 0 (evaluation) the causal
     NLL alone. Padded batches are not supported.
+
+    ``commit_step`` (B, L): the rows are a teacher's trajectories (``unmask distill`` with a
+    causal student; ``ObjectiveSpec.trajectories``): generated positions are >= 0, and the
+    tokens after a row's first generated EOS (filler, not text) are no target of either loss.
     """
     if config.attention != "causal" or not config.draft_block:
         raise UserError(
@@ -174,29 +179,46 @@ def hybrid(
             f"objective 'hybrid' needs rows of at least draft_block + 2 = {k + 2} tokens, got {L}"
         )
     targets = x0[:, 1:]  # (B, L - 1)
-    n_ar = B * (L - 1)
+    text = _text_positions(x0, commit_step, config.eos_id)  # (B, L) or None: every position
+    n_ar = B * (L - 1) if text is None else text[:, 1:].sum()
     if options.draft_weight == 0:
         logits = model(x0)  # (B, L, V): the plain causal forward
-        ce = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="sum"
-        )
-        return LossParts(loss_sum=ce, n_tokens=torch.tensor(n_ar, device=x0.device))
+        ce = _ce_sum(logits[:, :-1], targets, None if text is None else text[:, 1:])
+        return LossParts(loss_sum=ce, n_tokens=torch.as_tensor(n_ar, device=x0.device))
     bnd = draft_boundaries(L, k, generator)  # (J,)
     positions, bias = draft_layout(L, bnd, k, device=x0.device)
     masks = torch.full((B, bnd.shape[0] * k), config.mask_id, dtype=x0.dtype, device=x0.device)
     chunked = draft_chunks(bias, L, bnd.shape[0], k)  # the same mask, run by row chunks
     logits = model(torch.cat([x0, masks], dim=1), positions=positions, attn_bias=chunked)
-    V = logits.shape[-1]
-    ce_ar = F.cross_entropy(
-        logits[:, : L - 1].reshape(-1, V).float(), targets.flatten(), reduction="sum"
-    )
+    ce_ar = _ce_sum(logits[:, : L - 1], targets, None if text is None else text[:, 1:])
     want = positions[L:]  # (J·k,): block j's column i predicts x[b_j + 1 + i]
-    ce_draft = F.cross_entropy(
-        logits[:, L:].reshape(-1, V).float(), x0[:, want].flatten(), reduction="sum"
-    )
-    n_draft = B * want.shape[0]
+    keep = None if text is None else text[:, want]  # (B, J·k)
+    ce_draft = _ce_sum(logits[:, L:], x0[:, want], keep)
+    n_draft = B * want.shape[0] if keep is None else keep.sum().clamp(min=1)
     loss = ce_ar + options.draft_weight * ce_draft * (n_ar / n_draft)
-    return LossParts(loss_sum=loss, n_tokens=torch.tensor(n_ar, device=x0.device))
+    return LossParts(loss_sum=loss, n_tokens=torch.as_tensor(n_ar, device=x0.device))
+
+
+def _ce_sum(logits: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor:
+    """Summed cross-entropy of ``logits`` (B, n, V) against ``targets`` (B, n), over the
+    positions where ``keep`` (B, n) holds (all when None)."""
+    flat, want = logits.flatten(0, 1).float(), targets.flatten()
+    if keep is None:
+        return F.cross_entropy(flat, want, reduction="sum")
+    return (F.cross_entropy(flat, want, reduction="none") * keep.flatten()).sum()
+
+
+def _text_positions(x0: Tensor, commit_step: Tensor | None, eos_id: int | None) -> Tensor | None:
+    """(B, L) bool: the positions of trajectory rows that are text (the prompt, then the
+    generated tokens up to and including the first generated EOS), or None for corpus rows."""
+    if commit_step is None:
+        return None
+    generated = commit_step >= 0
+    if eos_id is None:
+        return torch.ones_like(generated)
+    ended = (generated & (x0 == eos_id)).long().cumsum(dim=1)  # EOS so far, itself included
+    after = (ended - (generated & (x0 == eos_id)).long()) > 0  # an EOS strictly before
+    return ~after
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -249,6 +271,7 @@ register_objective(
         check=_check,
         tokenizer=_with_init_tokens,
         model_config=_model_config,
+        trajectories=True,
         summary="causal next-token loss + one-step draft blocks (TiDAR hybrid; --init an ar run)",
     )
 )

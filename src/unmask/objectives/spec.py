@@ -101,6 +101,13 @@ class ObjectiveSpec:
     must come from ``TrainConfig.init``; ``trajectory``: a teacher's sampling trajectories
     (``unmask.objectives.distill.TrajectoryData``), likewise from ``init`` with no validation
     split."""
+    trajectories: bool = False
+    """A ``tokens`` objective that can also train on a trajectory file of ``unmask distill``
+    (``TrainConfig.data`` a ``.safetensors`` file): the teacher's rows are the text, learned
+    as this objective learns a corpus (sequence-level distillation; the ``hybrid`` student of
+    an autoregressive teacher learns to draft the teacher's own continuations). The loss then
+    also receives ``commit_step``; as for every trajectory batch, the model comes from
+    ``TrainConfig.init`` and there is no validation split."""
     blocks: bool = False
     """The model is cut into blocks of ``TrainConfig.block_size`` tokens (required, dividing
     ``seq_len``), stored as ``ModelConfig.block_size``."""
@@ -134,6 +141,14 @@ class ObjectiveSpec:
     sample_defaults: tuple[tuple[str, Any], ...] = ()
     """Sampling options measured to read best for models of this objective, stored with every
     checkpoint (``ModelConfig.sample_defaults``) as the CLI's defaults for it."""
+
+    def batch_for(self, data: str | None) -> BatchKind:
+        """The batch kind of a run of this objective on ``data``: ``trajectory`` for a
+        trajectory file (a ``.safetensors`` path) where the objective takes one
+        (``trajectories``), else its own ``batch``."""
+        if self.trajectories and data and str(data).endswith(".safetensors"):
+            return "trajectory"
+        return self.batch
 
     def validate(self, cfg: TrainConfig) -> None:
         """Refuse options that do not apply to this objective, and bad values of those that do."""
