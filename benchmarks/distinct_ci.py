@@ -1,0 +1,83 @@
+"""How sure is a distinct-2 comparison? A bootstrap over prompts of `benchmarks/decoding.py` rows.
+
+    python benchmarks/distinct_ci.py RESULT.json [--rows 0 -1] [--resamples 2000] [--seed 0]
+
+Distinct-2 (``unmask.evaluate.distinct_n``) as the benchmarks report it is pooled over a
+row's texts, so one looping text moves it a lot when there are few prompts. This reads a
+``decoding.py --json`` file and takes two of its rows (by index over all sections, in file
+order; default the first and the last: the diffusion model's first row and the AR twin's),
+which continue the same prompts. It prints each row's pooled distinct-2 (the benchmark's
+number), the mean over prompts of each text's own distinct-2, and the paired difference of
+those means with a 95% percentile interval from resampling the prompts with replacement (a
+per-prompt mean resamples soundly; the pooled number does not, since a prompt drawn twice
+repeats its bigrams). A difference whose interval holds 0 is not shown by these prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from unmask.evaluate import distinct_n
+
+
+def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every row of a ``decoding.py`` JSON, sections in order."""
+    return [r for s in result["sections"] for r in s["rows"]]
+
+
+def bootstrap(
+    a: Sequence[str], b: Sequence[str], *, resamples: int, seed: int
+) -> dict[str, tuple[float, float, float]]:
+    """(point, 2.5%, 97.5%) of the mean per-text distinct-2 of texts ``a``, of ``b`` and of
+    the paired difference, the prompts (index i of both) resampled with replacement."""
+    if len(a) != len(b) or not a:
+        raise SystemExit(f"the rows continue different prompt sets ({len(a)} vs {len(b)} texts)")
+    xa = [distinct_n([t], 2) for t in a]
+    xb = [distinct_n([t], 2) for t in b]
+    rng = random.Random(seed)
+    n = len(a)
+    draws: dict[str, list[float]] = {"a": [], "b": [], "a - b": []}
+    for _ in range(resamples):
+        idx = [rng.randrange(n) for _ in range(n)]
+        ma, mb = sum(xa[i] for i in idx) / n, sum(xb[i] for i in idx) / n
+        draws["a"].append(ma)
+        draws["b"].append(mb)
+        draws["a - b"].append(ma - mb)
+    point = {"a": sum(xa) / n, "b": sum(xb) / n}
+    point["a - b"] = point["a"] - point["b"]
+    out = {}
+    for key, d in draws.items():
+        s = sorted(d)
+        out[key] = (point[key], s[int(0.025 * (len(s) - 1))], s[int(0.975 * (len(s) - 1))])
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("result", help="a benchmarks/decoding.py --json file")
+    p.add_argument("--rows", type=int, nargs=2, default=[0, -1], metavar=("A", "B"))
+    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    with open(args.result) as f:
+        rows = rows_of(json.load(f))
+    ra, rb = rows[args.rows[0]], rows[args.rows[1]]
+    out = bootstrap(ra["texts"], rb["texts"], resamples=args.resamples, seed=args.seed)
+    names = {"a": f"{ra['model']} / {ra['policy']}", "b": f"{rb['model']} / {rb['policy']}",
+             "a - b": "difference"}  # fmt: skip
+    print(f"{len(ra['texts'])} prompts, {args.resamples} resamples of the prompts")
+    for key, text in (("a", ra["texts"]), ("b", rb["texts"])):
+        print(f"  pooled distinct-2 {names[key]}: {distinct_n(text, 2):.3f}")
+    for key, (point, lo, hi) in out.items():
+        print(f"  mean per-text distinct-2 {names[key]}: {point:.3f}  (95%: {lo:.3f} .. {hi:.3f})")
+    wins = sum(distinct_n([x], 2) >= distinct_n([y], 2) for x, y in zip(ra["texts"], rb["texts"]))
+    print(f"  prompts where a's text is at least as distinct as b's: {wins} of {len(ra['texts'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
