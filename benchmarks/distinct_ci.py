@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  pooled distinct-2 {names[key]}: {distinct_n(text, 2):.3f}")
     for key, (point, lo, hi) in out.items():
         print(f"  mean per-text distinct-2 {names[key]}: {point:.3f}  (95%: {lo:.3f} .. {hi:.3f})")
-    wins = sum(distinct_n([x], 2) >= distinct_n([y], 2) for x, y in zip(ra["texts"], rb["texts"]))
+    pairs = zip(ra["texts"], rb["texts"], strict=True)
+    wins = sum(distinct_n([x], 2) >= distinct_n([y], 2) for x, y in pairs)
     print(f"  prompts where a's text is at least as distinct as b's: {wins} of {len(ra['texts'])}")
     return 0
 

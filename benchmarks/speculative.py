@@ -1,6 +1,8 @@
 """Faster than autoregressive at the same quality? Speculative decoding side by side.
 
-One process, the same prompts, every row against the reference of its (gen_length, batch):
+One process, the same prompts, every row against the reference of its (gen_length, batch).
+Every row decodes all ``--prompts`` prompts (default: the largest batch), in batches of its
+batch size one after another, so batch-1 rows time as many prompts as batch-8 ones:
 
 - ``ar``: the causal checkpoint (``--ar-model``) decoding greedily with its KV cache (the
   reference: tokens/s ratio 1, token identity 1);
@@ -87,20 +89,21 @@ class Case:
 
 
 def time_cases(
-    cases: Sequence[Case], ids: list[list[int]], repeats: int, device: torch.device
-) -> list[tuple[Any, Any, float]]:
-    """(run, result, median seconds) of each case. The repeats go round-robin over the cases,
-    each cycle starting one case later, so a machine whose speed drifts (shared cores) slows
-    every row alike and no row always follows the same one. Timing each row's repeats back
-    to back, two rows of the same decoding read 0.85× and 1.25× AR in one run on this CPU;
-    in a fixed order, a row right after the widest hybrid row read 0.60× where it reads 0.87×
-    elsewhere."""
+    cases: Sequence[Case], groups: list[list[list[int]]], repeats: int, device: torch.device
+) -> list[tuple[list[Any], list[Any], float]]:
+    """(runs, results, median seconds) of each case, each timed run decoding every batch of
+    ``groups`` in turn (the same prompts for every row). The repeats go round-robin over the
+    cases, each cycle starting one case later, so a machine whose speed drifts (shared cores)
+    slows every row alike and no row always follows the same one. Timing each row's repeats
+    back to back, two rows of the same decoding read 0.85× and 1.25× AR in one run on this
+    CPU; in a fixed order, a row right after the widest hybrid row read 0.60× where it reads
+    0.87× elsewhere."""
     for c in cases:  # refuses a bad combination before anything is timed
-        api.start(c.loaded, ids, c.config, draft=c.draft)
+        api.start(c.loaded, groups[0], c.config, draft=c.draft)
 
-    def go(c: Case) -> Any:
-        run = api.start(c.loaded, ids, c.config, draft=c.draft)
-        return run, run.run()
+    def go(c: Case) -> tuple[list[Any], list[Any]]:
+        runs = [api.start(c.loaded, ids, c.config, draft=c.draft) for ids in groups]
+        return runs, [run.run() for run in runs]
 
     times: list[list[float]] = [[] for _ in cases]
     last: list[Any] = [None] * len(cases)
@@ -112,56 +115,60 @@ def time_cases(
     return [(*out, statistics.median(t)) for out, t in zip(last, times, strict=True)]
 
 
+COUNTS = ("verifier_nfe", "drafter_nfe", "drafted", "accepted", "row_rounds", "committed")
+"""A speculative or hybrid result's counts, summed over a row's batches."""
+
+
 def measure(
     case: Case,
-    run: Any,
-    res: Any,
+    runs: list[Any],
+    results: list[Any],
     seconds: float,
     *,
-    ids: list[list[int]],
+    batch: int,
     ref: dict[str, Any] | None,
     prompts: list[str],
     scorer: Any,
 ) -> dict[str, Any]:
-    """One row's columns from its timed run (``time_cases``)."""
+    """One row's columns from its timed runs (``time_cases``: one run per batch of
+    ``batch`` prompts, in order): tokens, forwards and counts summed over the batches."""
     label, loaded, config = case.label, case.loaded, case.config
     eos = loaded.config.eos_id
-    gen = res.gen_ids
+    gen = [r for res in results for r in res.gen_ids]
     cut = [cut_at_eos(r, eos) for r in gen]
     tokens = sum(len(r) for r in cut) or 1
-    texts = res.texts(loaded.tokenizer)
+    texts = [t for res in results for t in res.texts(loaded.tokenizer)]
+    nfe = sum(res.nfe for res in results)
     row: dict[str, Any] = {
         "label": label,
-        "decoder": run.decoder,
+        "decoder": runs[0].decoder,
         "gen_length": config.gen_length,
-        "batch": len(ids),
+        "batch": batch,
+        "prompts": len(gen),
         "temperature": config.temperature,
         "seconds": seconds,
         "tokens": tokens,
         "tokens_per_s": tokens / seconds,
-        "nfe": res.nfe,
-        "steps": res.steps,
-        "tokens_per_forward": tokens / len(ids) / max(res.nfe, 1),
+        "nfe": nfe,
+        "steps": sum(res.steps for res in results),
+        "tokens_per_forward": tokens / batch / max(nfe, 1),
         "gen_ppl": scorer.perplexity(texts, prompts=prompts) if scorer is not None else None,
         "distinct_2": distinct_n(texts, 2),
         "texts": texts,
         "ids": gen,
     }
-    for name in (
-        "verifier_nfe",
-        "drafter_nfe",
-        "drafted",
-        "accepted",
-        "row_rounds",
-        "committed",
-        "drafter_cache",
-    ):
-        if hasattr(res, name):
-            row[name] = getattr(res, name)
-    if hasattr(res, "acceptance_rate"):
-        row["acceptance"] = res.acceptance_rate
-        row["acc_per_round"] = res.accepted / max(res.row_rounds, 1)
-        row["row_tokens_per_forward"] = res.tokens_per_forward
+    for name in COUNTS:
+        if hasattr(results[0], name):
+            row[name] = sum(getattr(res, name) for res in results)
+    if hasattr(results[0], "drafter_cache"):
+        row["drafter_cache"] = results[0].drafter_cache
+    if hasattr(results[0], "acceptance_rate"):
+        row["acceptance"] = row["accepted"] / max(row["drafted"], 1)
+        row["acc_per_round"] = row["accepted"] / max(row["row_rounds"], 1)
+        # tokens a row commits per forward of either model (SpeculativeResult's, summed)
+        row["row_tokens_per_forward"] = (
+            row["committed"] / max(row["row_rounds"], 1) * row["steps"] / max(nfe, 1)
+        )
     row["ratio"] = row["tokens_per_s"] / ref["tokens_per_s"] if ref else 1.0
     row["identity"] = identity(gen, ref["ids"], eos) if ref else 1.0
     return row
@@ -247,6 +254,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "(SampleConfig.segment_length): lengths past the context run instead of being cut",
     )
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument(
+        "--prompts", type=int, default=None,
+        help="prompts every row decodes, in batches of each --batches size (a multiple of "
+        "each; default: the largest batch)",
+    )  # fmt: skip
     ap.add_argument("--prompt-words", type=int, default=8)
     ap.add_argument(
         "--draft-lengths", type=int, nargs="*", default=[4, 8], help="spec rows (none: no spec row)"
@@ -327,7 +339,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         notes.append(f"hybrid: skipped ({why})")
     scorer, note = load_scorer(args, device)
     notes.append(note)
-    prompts_all = prompt_texts(max(args.batches), args.prompt_words)
+    n_prompts = args.prompts or max(args.batches)
+    if any(n_prompts % b for b in args.batches):
+        raise UserError(f"--prompts {n_prompts} must be a multiple of every batch {args.batches}")
+    prompts_all = prompt_texts(n_prompts, args.prompt_words)
     context = min(m.config.max_seq_len for m in (diff, ar, *([hybrid] if hybrid else [])))
     P = max(len(ar.tokenizer.encode(p)) for p in prompts_all)
     if args.segment_length is None:
@@ -360,8 +375,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
     for g in lengths:
         for b in args.batches:
-            prompts = prompts_all[:b]
+            prompts = prompts_all  # every row decodes them all, in batches of b
             ids = [ar.tokenizer.encode(p) for p in prompts]
+            groups = [ids[i : i + b] for i in range(0, len(ids), b)]
             cfg = SampleConfig(gen_length=g, temperature=T, seed=seed, **seg)
             cases = [Case("ar", ar, cfg)]
             dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed,
@@ -390,8 +406,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   draft_length=n, **seg)  # fmt: skip
                 label = f"hybrid {pre}" + ("" if n is None else f" n={n}")
                 cases.append(Case(label, hybrid, hc))
-            timings = time_cases(cases, ids, args.repeats, device)
-            kw = {"ids": ids, "prompts": prompts, "scorer": scorer}
+            timings = time_cases(cases, groups, args.repeats, device)
+            kw = {"batch": b, "prompts": prompts, "scorer": scorer}
             ref = measure(cases[0], *timings[0], ref=None, **kw)
             done = [ref]
             done += [

@@ -3,6 +3,7 @@ speculative rows are AR's text, and the hybrid's draft-length rows are the same 
 
 import json
 
+import pytest
 import torch
 
 from unmask.checkpoint import save_checkpoint
@@ -62,3 +63,43 @@ def test_lengths_past_the_context_run_in_segments(tmp_path, benchmark):
                      "--batch", "2", "--prompt-words", "2", "--no-score", "--json", str(out)])
     assert [r["segments"] for r in rows] == [3, 2] and [r["window"] for r in rows] == [16, 8]
     assert json.loads(out.read_text())["rows"][0]["nfe"] == 48
+
+
+def test_every_row_decodes_every_prompt_in_batches(tmp_path, benchmark):
+    """``--prompts 4 --batches 1 2``: each row decodes the same 4 prompts, one at a time or
+    two at a time; a batch-1 row's counts are the sums of the 4 runs alone."""
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.config import SampleConfig
+
+    spec = benchmark("speculative")
+    tok = byte_tokenizer()
+    paths = {}
+    for name, attention in (("ar", "causal"), ("mdlm", "bidirectional")):
+        cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3,
+                           attention=attention, **tok.special_ids())  # fmt: skip
+        torch.manual_seed(len(paths))
+        save_checkpoint(tmp_path / name, model=Transformer(cfg), tokenizer=tok)
+        paths[name] = str(tmp_path / name)
+    out = tmp_path / "p.json"
+    spec.main(["--ar-model", paths["ar"], "--model", paths["mdlm"], "--gen-lengths", "16",
+               "--prompts", "4", "--batches", "1", "2", "--draft-lengths", "4", "--thresholds",
+               "--no-diffusion-row", "--no-score", "--prompt-words", "2", "--threads", "1",
+               "--json", str(out)])  # fmt: skip
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(r["label"], r["batch"], r["prompts"]) for r in rows] == [
+        ("ar", 1, 4), ("spec k=4", 1, 4), ("ar", 2, 4), ("spec k=4", 2, 4)]
+    one = rows[1]
+    ar, drafter = load(paths["ar"]), load(paths["mdlm"])
+    drafted = accepted = 0
+    for i, text in enumerate(result["meta"]["prompts"]):
+        cfg = SampleConfig(gen_length=16, temperature=0.0, draft_length=4)
+        res = api.start(ar, [tok.encode(text)], cfg, draft=drafter).run()
+        assert res.gen_ids[0] == one["ids"][i]
+        drafted, accepted = drafted + res.drafted, accepted + res.accepted
+    assert (one["drafted"], one["accepted"]) == (drafted, accepted) and drafted > 0
+    assert one["identity"] == 1.0
+    with pytest.raises(Exception, match="multiple of every batch"):
+        spec.main(["--ar-model", paths["ar"], "--model", paths["mdlm"], "--prompts", "3",
+                   "--batches", "2", "--no-score", "--json", str(out)])
