@@ -18,6 +18,7 @@ import unmask.train as train_mod
 from unmask.checkpoint import load
 from unmask.cli import main
 from unmask.config import TrainConfig
+from unmask.data import TokenDataset
 from unmask.distill import (
     DISTILL_DEFAULTS,
     TrajectoryConfig,
@@ -556,6 +557,61 @@ def test_causal_student_becomes_a_hybrid_that_drafts_the_teachers_text(text_ar, 
     assert saved["objective"] == "hybrid" and saved["data"].endswith(".safetensors")
     before, after = _kept_per_round(once, corpus), _kept_per_round(trained, corpus)
     assert after > before + 0.5, (before, after)
+
+
+def test_hybrid_causal_part_learns_the_teachers_distributions(text_ar, tmp_path, monkeypatch):
+    """On trajectory rows the causal part matches the teacher's next-token distributions
+    (KL), not only its greedy tokens: against itself the causal loss is 0, and after the same
+    run the held-out loss stays nearer the teacher's than with the tokens alone."""
+    from unmask.evaluate import evaluate_loss
+    from unmask.objectives.hybrid import hybrid
+
+    ar_teacher, corpus = text_ar
+    loaded = load(ar_teacher)
+    steps = torch.tensor([[-1] * 8 + list(range(16))] * 2)
+    x0 = torch.randint(4, loaded.config.vocab_size, (2, 24), generator=torch.Generator())
+    opts = ObjectiveOptions(schedule=None, teacher=loaded.model)  # type: ignore[arg-type]
+    with torch.no_grad():
+        parts = hybrid(loaded.model, replace(loaded.config, draft_block=4), x0,
+                       attention_mask=None, generator=torch.Generator(), options=opts,
+                       commit_step=steps)  # fmt: skip
+    assert abs(float(parts.loss_sum)) < 1e-4 and int(parts.n_tokens) == 2 * 23
+
+    cfg = replace(TRAJ, traj_temperature=0.0, traj_block_length=None, gen_length=16,
+                  trajectories=48, traj_batch=48)  # fmt: skip
+    traj = refresh_trajectories(str(ar_teacher), str(corpus), tmp_path / "t.safetensors", cfg,
+                                student=str(ar_teacher), progress=False)  # fmt: skip
+
+    def held_out(path: Path) -> float:
+        return evaluate_loss(load(path).model, TokenDataset(str(corpus), "val"), objective="ar",
+                             seq_len=24, max_batches=4).loss  # fmt: skip
+
+    def run(out: str) -> Path:
+        c = replace(_distill_cfg(traj, ar_teacher, tmp_path / out), objective="hybrid",
+                    draft_block=4, seq_len=24, steps=80, lr=3e-3, warmup=2)  # fmt: skip
+        return train(c, progress=False)
+
+    kl = held_out(run("kl"))
+    monkeypatch.setattr(train_mod, "_trajectory_teacher", lambda *a, **k: None)
+    tokens_only = held_out(run("tokens"))
+    assert held_out(ar_teacher) < kl < tokens_only - 0.02, (kl, tokens_only)
+
+
+def test_trajectory_teacher_gone_is_one_line(ar_teacher, corpus, tmp_path):
+    """A trajectory file whose teacher has been removed cannot train a hybrid: one line."""
+    import shutil
+
+    teacher = tmp_path / "teacher"
+    shutil.copytree(ar_teacher, teacher)
+    cfg = replace(TRAJ, traj_temperature=0.0, traj_block_length=None, trajectories=3)
+    traj = refresh_trajectories(str(teacher), str(corpus), tmp_path / "t.safetensors", cfg,
+                                student=str(teacher), progress=False)  # fmt: skip
+    shutil.rmtree(teacher)
+    c = replace(_distill_cfg(traj, ar_teacher, tmp_path / "o"), objective="hybrid",
+                draft_block=4, steps=1)  # fmt: skip
+    with pytest.raises(UserError, match="its teacher cannot be loaded"):
+        train(c, progress=False)
+    assert not (tmp_path / "o").exists()
 
 
 def test_hybrid_rows_of_a_trajectory_end_at_the_first_generated_eos(ar_teacher):

@@ -367,6 +367,8 @@ def _train(
         )
     schedule = schedule_of(model_cfg)  # the checkpoint says which schedule it was trained with
     options = spec.options_for(config, schedule)
+    if batch == "trajectory" and spec.trajectories:  # the teacher the causal part learns from
+        options = replace(options, teacher=_trajectory_teacher(train_ds, model_cfg, device))
     autocast_dtype = precision.autocast
     peak = device_peak_flops(_device_name(device), precision.name)
     flops_tok = flops_per_token(model_cfg, n_params, config.seq_len)
@@ -594,6 +596,26 @@ def _train(
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
+    """The frozen teacher named by a trajectory file (``TrajectoryData``), on ``device``, for
+    an objective that learns its distributions; one line if it is gone or does not fit."""
+    from unmask.checkpoint import load
+
+    path = data.trajectories.meta.get("teacher")
+    if not path:
+        raise UserError(f"{data.path}: the trajectory file does not name its teacher")
+    try:
+        teacher = load(path, device=str(device))
+    except UserError as e:
+        raise UserError(f"{data.path}: its teacher cannot be loaded ({e})") from None
+    if teacher.config.vocab_size != model_cfg.vocab_size:
+        raise UserError(
+            f"{data.path}: its teacher ({path}) has {teacher.config.vocab_size} tokens, the "
+            f"model {model_cfg.vocab_size}; the causal part learns the teacher's distributions"
+        )
+    return teacher.model.eval().requires_grad_(False)
 
 
 def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig) -> None:

@@ -164,6 +164,11 @@ def hybrid(
     ``commit_step`` (B, L): the rows are a teacher's trajectories (``unmask distill`` with a
     causal student; ``ObjectiveSpec.trajectories``): generated positions are >= 0, and the
     tokens after a row's first generated EOS (filler, not text) are no target of either loss.
+    With ``options.teacher`` (the model that wrote them) the causal part learns the teacher's
+    next-token distributions, KL(teacher || model) summed over the targets, instead of its
+    tokens: a greedy teacher's tokens are its argmax, and cross-entropy to them alone sharpens
+    the model toward its own loops (measured: held-out 1.19 -> 1.61 bits/byte in 600 steps
+    of self-distillation); the draft blocks still learn the tokens, what verification keeps.
     """
     if config.attention != "causal" or not config.draft_block:
         raise UserError(
@@ -181,16 +186,27 @@ def hybrid(
     targets = x0[:, 1:]  # (B, L - 1)
     text = _text_positions(x0, commit_step, config.eos_id)  # (B, L) or None: every position
     n_ar = B * (L - 1) if text is None else text[:, 1:].sum()
+    keep_ar = None if text is None else text[:, 1:]
+    teacher = options.teacher if commit_step is not None else None
+    if teacher is not None:
+        with torch.no_grad():
+            soft = teacher(x0)[:, :-1].float().log_softmax(-1)  # (B, L - 1, V) teacher's log p
     if options.draft_weight == 0:
         logits = model(x0)  # (B, L, V): the plain causal forward
-        ce = _ce_sum(logits[:, :-1], targets, None if text is None else text[:, 1:])
+        if teacher is not None:
+            ce = _kl_sum(soft, logits[:, :-1], keep_ar)
+        else:
+            ce = _ce_sum(logits[:, :-1], targets, keep_ar)
         return LossParts(loss_sum=ce, n_tokens=torch.as_tensor(n_ar, device=x0.device))
     bnd = draft_boundaries(L, k, generator)  # (J,)
     positions, bias = draft_layout(L, bnd, k, device=x0.device)
     masks = torch.full((B, bnd.shape[0] * k), config.mask_id, dtype=x0.dtype, device=x0.device)
     chunked = draft_chunks(bias, L, bnd.shape[0], k)  # the same mask, run by row chunks
     logits = model(torch.cat([x0, masks], dim=1), positions=positions, attn_bias=chunked)
-    ce_ar = _ce_sum(logits[:, : L - 1], targets, None if text is None else text[:, 1:])
+    if teacher is not None:
+        ce_ar = _kl_sum(soft, logits[:, : L - 1], keep_ar)
+    else:
+        ce_ar = _ce_sum(logits[:, : L - 1], targets, keep_ar)
     want = positions[L:]  # (J·k,): block j's column i predicts x[b_j + 1 + i]
     keep = None if text is None else text[:, want]  # (B, J·k)
     ce_draft = _ce_sum(logits[:, L:], x0[:, want], keep)
@@ -206,6 +222,14 @@ def _ce_sum(logits: Tensor, targets: Tensor, keep: Tensor | None) -> Tensor:
     if keep is None:
         return F.cross_entropy(flat, want, reduction="sum")
     return (F.cross_entropy(flat, want, reduction="none") * keep.flatten()).sum()
+
+
+def _kl_sum(teacher_logp: Tensor, logits: Tensor, keep: Tensor | None) -> Tensor:
+    """Summed KL(teacher || model) of the next-token distributions, ``teacher_logp`` (B, n, V)
+    log-probabilities and ``logits`` (B, n, V), over the positions where ``keep`` (B, n)."""
+    logp = logits.float().log_softmax(-1)
+    kl = (teacher_logp.exp() * (teacher_logp - logp)).sum(-1)  # (B, n)
+    return kl.sum() if keep is None else (kl * keep).sum()
 
 
 def _text_positions(x0: Tensor, commit_step: Tensor | None, eos_id: int | None) -> Tensor | None:

@@ -77,6 +77,10 @@ class ObjectiveOptions:
     """``distill`` only: softmax temperature of the certainty-forcing entropy."""
     distill_window: int = 0
     """``distill`` only: > 0 trains a drafter: states of a prefix and this many masks."""
+    teacher: Any = None
+    """``hybrid`` on trajectory rows only: the frozen model that wrote them (the trajectory
+    file's teacher, loaded by ``unmask.train``), whose next-token distributions the causal
+    part learns (``ObjectiveSpec.trajectories``); None elsewhere."""
 
 
 Objective = Callable[..., LossParts]
@@ -106,8 +110,9 @@ class ObjectiveSpec:
     (``TrainConfig.data`` a ``.safetensors`` file): the teacher's rows are the text, learned
     as this objective learns a corpus (sequence-level distillation; the ``hybrid`` student of
     an autoregressive teacher learns to draft the teacher's own continuations). The loss then
-    also receives ``commit_step``; as for every trajectory batch, the model comes from
-    ``TrainConfig.init`` and there is no validation split."""
+    also receives ``commit_step``, and ``ObjectiveOptions.teacher`` holds the teacher named by
+    the file (frozen, on the run's device); as for every trajectory batch, the model comes
+    from ``TrainConfig.init`` and there is no validation split."""
     blocks: bool = False
     """The model is cut into blocks of ``TrainConfig.block_size`` tokens (required, dividing
     ``seq_len``), stored as ``ModelConfig.block_size``."""
