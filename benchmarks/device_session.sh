@@ -10,6 +10,8 @@
 #  5. speculative/hybrid vs AR on CUDA at the demo size (benchmarks/speculative.py), then at the
 #     bench size and benchmarks/gpu_check.py's decode rows if time is left (BENCH=1, GPU_CHECK=1).
 # GEN="240 512" SEG=128: the spec stage also at 512, in segments of 128 (--segment-length).
+# HYBRID_SELF=1: the hybrid stage makes the twin a hybrid on its own greedy continuations
+# (unmask distill with the twin as --student; docs/training.md) instead of on the corpus.
 # STAGES (default "demo distill drafter hybrid spec") picks the stages; "twin" (before the
 # drafter) trains the AR twin there with its recorded recipe (~8M tokens to its best step: a
 # minute on the H200, 50 minutes on two CPU threads) when .devcarry holds none. Weights come
@@ -105,7 +107,17 @@ if want drafter; then
   cp /tmp/drafter/metrics.jsonl "$L/drafter_metrics.jsonl"
   $PY -m unmask.cli convert /tmp/drafter/checkpoint "$O/drafter" --dtype fp16 2>&1 | tail -2
 fi
-if want hybrid; then
+if want hybrid && [ "${HYBRID_SELF:-0}" = 1 ]; then  # the twin drafting its own greedy text
+  echo "== hybrid (self-distilled) left $(left)s" | tee "$L/hybrid_train.txt"
+  timeout ${TRAIN_S:-170} $PY -m unmask.cli distill --teacher "$TWIN" --student "$TWIN" \
+    --data data/bible --out /tmp/hybrid --trajectories ${HN:-4096} --prompt-length 16 \
+    --gen-length 240 --traj-batch ${HTB:-512} --traj-temperature 0 --draft-block 8 \
+    --steps ${HSTEPS:-3000} --batch-size ${HBATCH:-64} --lr 5e-4 --warmup 100 --save-every 500 \
+    --log-every 50 --device "$DEV" --time-limit ${HMIN:-2} --no-progress 2>&1 | tail -5 \
+    | tee -a "$L/hybrid_train.txt"
+  cp /tmp/hybrid/metrics.jsonl "$L/hybrid_metrics.jsonl"
+  $PY -m unmask.cli convert /tmp/hybrid/checkpoint "$O/hybrid" --dtype fp16 2>&1 | tail -2
+elif want hybrid; then
   echo "== hybrid train ($HSTEPS steps) left $(left)s"
   PY=$PY INIT="$TWIN" DATA=data/bible OUT=/tmp/hybrid SHIP="$O/hybrid" STEPS=$HSTEPS \
     DEVICE=$DEV MEASURE=0 BATCH=${HBATCH:-32} TIME_LIMIT=${HMIN:-2} timeout ${TRAIN_S:-170} \
