@@ -13,7 +13,8 @@ batch size one after another, so batch-1 rows time as many prompts as batch-8 on
   and the causal model verifies them (greedy: output identical to ``ar``), for every
   ``--draft-lengths``, plus adaptive rows (``--thresholds``: a draft ends where the drafter's
   probability drops below the threshold) and ``--draft-cache none`` rows when asked;
-- ``hybrid all`` / ``hybrid ends``: a one-model hybrid checkpoint (``--hybrid PATH``),
+- ``hybrid all`` / ``hybrid ends``: a one-model hybrid checkpoint (``--hybrid PATH ...``;
+  with several, ``hybrid NAME all`` where NAME is the run's folder),
   decoded by the decoder its checkpoint names (``unmask.api.start``, decoder ``auto``), with
   ``predraft`` ``all`` (TiDAR) and ``ends``, and with ``--hybrid-draft-lengths`` a row per
   draft length (``hybrid all n=2``: the first 2 positions of its block); skipped with a note
@@ -205,7 +206,7 @@ def forward_cost(
 
 
 HEADER = (
-    f"{'gen':>4} {'B':>2} {'row':<22} {'tok/s':>8} {'×AR':>6} {'tok/fwd':>7} {'accept':>6} "
+    f"{'gen':>4} {'B':>2} {'row':<30} {'tok/s':>8} {'×AR':>6} {'tok/fwd':>7} {'accept':>6} "
     f"{'acc/rd':>6} {'gen ppl':>8} {'dist-2':>6} {'ident':>6}"
 )
 
@@ -216,7 +217,7 @@ def _f(x: Any, spec: str) -> str:
 
 def print_row(r: dict[str, Any]) -> None:
     print(
-        f"{r['gen_length']:>4} {r['batch']:>2} {r['label']:<22} {r['tokens_per_s']:>8.1f} "
+        f"{r['gen_length']:>4} {r['batch']:>2} {r['label']:<30} {r['tokens_per_s']:>8.1f} "
         f"{r['ratio']:>6.2f} {r['tokens_per_forward']:>7.2f} {_f(r.get('acceptance'), '.2f'):>6} "
         f"{_f(r.get('acc_per_round'), '.2f'):>6} "
         f"{_f(r['gen_ppl'], '.1f'):>8} {r['distinct_2']:>6.3f} {r['identity']:>6.3f}",
@@ -237,7 +238,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         required=True,
         help="causal checkpoint of the same tokenizer: the reference and verifier",
     )
-    ap.add_argument("--hybrid", help="a one-model hybrid checkpoint (row skipped without it)")
+    ap.add_argument(
+        "--hybrid", nargs="+", default=[],
+        help="one-model hybrid checkpoints (rows skipped without one); with several, each "
+        "row is labelled with its run's folder name",
+    )  # fmt: skip
     ap.add_argument(
         "--predraft", nargs="+", default=["all", "ends"], help="hybrid rows: predraft layouts"
     )
@@ -330,20 +335,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     for m in (diff, ar):
         m.model.eval()
     notes: list[str] = []
-    hybrid = None
-    if args.hybrid and Path(args.hybrid).exists():
-        hybrid = load(args.hybrid, device=str(device))
-        hybrid.model.eval()
-    else:
-        why = f"{args.hybrid} not present" if args.hybrid else "no --hybrid given"
-        notes.append(f"hybrid: skipped ({why})")
+    hybrids: list[tuple[str, Loaded]] = []
+    for path in args.hybrid:
+        if not Path(path).exists():
+            notes.append(f"hybrid: {path} skipped (not present)")
+            continue
+        h = load(path, device=str(device))
+        h.model.eval()
+        name = Path(path).name if Path(path).name != "checkpoint" else Path(path).parent.name
+        hybrids.append(("hybrid" if len(args.hybrid) == 1 else f"hybrid {name}", h))
+    if not args.hybrid:
+        notes.append("hybrid: skipped (no --hybrid given)")
     scorer, note = load_scorer(args, device)
     notes.append(note)
     n_prompts = args.prompts or max(args.batches)
     if any(n_prompts % b for b in args.batches):
         raise UserError(f"--prompts {n_prompts} must be a multiple of every batch {args.batches}")
     prompts_all = prompt_texts(n_prompts, args.prompt_words)
-    context = min(m.config.max_seq_len for m in (diff, ar, *([hybrid] if hybrid else [])))
+    context = min(m.config.max_seq_len for m in (diff, ar, *(h for _, h in hybrids)))
     P = max(len(ar.tokenizer.encode(p)) for p in prompts_all)
     if args.segment_length is None:
         lengths, fit_notes = fit_lengths(args.gen_lengths, context, P, LENGTH_MULTIPLE)
@@ -400,11 +409,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                     **opts, **seg,
                 )
                 cases.append(Case(label, ar, sc, draft=diff))
-            layouts = product(args.predraft, args.hybrid_draft_lengths or [None])
-            for pre, n in layouts if hybrid is not None else ():
+            layouts = product(hybrids, args.predraft, args.hybrid_draft_lengths or [None])
+            for (name, hybrid), pre, n in layouts:
                 hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
                                   draft_length=n, **seg)  # fmt: skip
-                label = f"hybrid {pre}" + ("" if n is None else f" n={n}")
+                label = f"{name} {pre}" + ("" if n is None else f" n={n}")
                 cases.append(Case(label, hybrid, hc))
             timings = time_cases(cases, groups, args.repeats, device)
             kw = {"batch": b, "prompts": prompts, "scorer": scorer}
@@ -424,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "python": platform.python_version(),
             "drafter": str(diff.path),
             "verifier": str(ar.path),
-            "hybrid": str(hybrid.path) if hybrid else None,
+            "hybrid": [str(h.path) for _, h in hybrids],
             "prompts": prompts_all,
             "notes": notes,
             "argv": sys.argv[1:] if argv is None else list(argv),

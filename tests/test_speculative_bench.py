@@ -36,6 +36,15 @@ def test_quick_run_with_hybrid_draft_lengths(tmp_path, benchmark, capsys):
     assert one["ids"] == four["ids"]  # both are the hybrid's own greedy text
     assert one["drafted"] <= one["row_rounds"] < four["drafted"] <= 4 * four["row_rounds"]
     assert "hybrid all n=4" in capsys.readouterr().out
+    import shutil
+
+    shutil.copytree(paths["hybrid"], tmp_path / "other")  # two hybrids: rows named by folder
+    spec.main(["--quick", "--ar-model", paths["ar"], "--model", paths["mdlm"],
+               "--hybrid", paths["hybrid"], str(tmp_path / "other"), "--predraft", "ends",
+               "--draft-lengths", "--batches", "1", "--threads", "1", "--json", str(out)])
+    by = {r["label"]: r for r in json.loads(out.read_text())["rows"]}
+    assert {"hybrid hybrid ends", "hybrid other ends"} <= set(by)
+    assert by["hybrid hybrid ends"]["ids"] == by["hybrid other ends"]["ids"]
 
 
 def test_lengths_past_the_context_run_in_segments(tmp_path, benchmark):
