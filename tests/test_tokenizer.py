@@ -175,3 +175,17 @@ def test_load_errors(tmp_path: Path) -> None:
     (tmp_path / "wrong.json").write_text(json.dumps({"hello": 1}))
     with pytest.raises(UserError, match="wrong.json"):
         load_tokenizer(tmp_path / "wrong.json")
+
+
+def test_first_difference_names_the_first_id_that_differs():
+    """Equal tokenizers, or one with tokens appended, agree (None); another BPE differs at
+    the first id whose token is not the same."""
+    from unmask.tokenizer import byte_tokenizer, first_difference, train_bpe, with_fim_tokens
+
+    base = byte_tokenizer()
+    assert first_difference(base, base) is None
+    assert first_difference(base, with_fim_tokens(base)) is None
+    other = train_bpe(["alpha beta gamma delta\n"] * 100, vocab_size=300)
+    i = first_difference(base, other)
+    assert i is not None and base.id_to_token(i) != other.id_to_token(i)
+    assert all(base.id_to_token(j) == other.id_to_token(j) for j in range(i))

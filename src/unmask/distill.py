@@ -390,18 +390,20 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
 def _same_tokenizer(teacher: Loaded, student: Loaded, student_path: str) -> None:
     """Refuse, in one line, a causal student whose tokenizer is not the teacher's: it learns
     the teacher's token ids as its own text."""
+    from unmask.tokenizer import first_difference
+
     ours, theirs = teacher.tokenizer, student.tokenizer
     if ours.vocab_size != theirs.vocab_size:
         raise UserError(
             f"--student {student_path}: its tokenizer has {theirs.vocab_size} tokens, the "
             f"teacher's {ours.vocab_size}; a causal student needs the teacher's tokenizer"
         )
-    for i in range(ours.vocab_size):
-        if ours.id_to_token(i) != theirs.id_to_token(i):
-            raise UserError(
-                f"--student {student_path}: its tokenizer differs from the teacher's (id {i} "
-                f"is {theirs.id_to_token(i)!r} there, {ours.id_to_token(i)!r} in the teacher)"
-            )
+    i = first_difference(ours, theirs)
+    if i is not None:
+        raise UserError(
+            f"--student {student_path}: its tokenizer differs from the teacher's (id {i} is "
+            f"{theirs.id_to_token(i)!r} there, {ours.id_to_token(i)!r} in the teacher)"
+        )
 
 
 def distill(

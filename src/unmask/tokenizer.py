@@ -424,6 +424,16 @@ def load_tokenizer(
     return Tokenizer(hf, mask_id=mask, pad_id=pad, eos_id=eos, bos_id=bos)
 
 
+def first_difference(a: Tokenizer, b: Tokenizer) -> int | None:
+    """The first id below both vocabularies at which ``a`` and ``b`` hold different tokens, or
+    None when they agree on every id they share (equal, or one is the other with tokens
+    appended). What a model of one means by an id, the other then means too."""
+    for i in range(min(a.vocab_size, b.vocab_size)):
+        if a.id_to_token(i) != b.id_to_token(i):
+            return i
+    return None
+
+
 def with_fim_tokens(tokenizer: Tokenizer) -> Tokenizer:
     """``tokenizer`` with the FIM sentinels ``[FIM_PREFIX]``, ``[FIM_SUFFIX]``, ``[FIM_MIDDLE]``.
 

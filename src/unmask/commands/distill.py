@@ -144,7 +144,7 @@ def _check_corpus(teacher: str, data: str) -> None:
     from unmask.checkpoint import checkpoint_dir
     from unmask.convert.load import is_publisher_folder
     from unmask.data import TokenDataset
-    from unmask.tokenizer import load_tokenizer
+    from unmask.tokenizer import first_difference, load_tokenizer
 
     if is_publisher_folder(teacher):
         return
@@ -159,13 +159,13 @@ def _check_corpus(teacher: str, data: str) -> None:
             f"{theirs.vocab_size}; prepare the corpus with the teacher's tokenizer "
             f"(unmask prepare --tokenizer {ckpt / 'tokenizer.json'})"
         )
-    for i in range(ours.vocab_size):
-        if ours.id_to_token(i) != theirs.id_to_token(i):
-            raise UserError(
-                f"--data {data}: its tokenizer differs from the teacher's (id {i} is "
-                f"{ours.id_to_token(i)!r} there, {theirs.id_to_token(i)!r} in the teacher); "
-                f"prepare the corpus with unmask prepare --tokenizer {ckpt / 'tokenizer.json'}"
-            )
+    i = first_difference(ours, theirs)
+    if i is not None:
+        raise UserError(
+            f"--data {data}: its tokenizer differs from the teacher's (id {i} is "
+            f"{ours.id_to_token(i)!r} there, {theirs.id_to_token(i)!r} in the teacher); "
+            f"prepare the corpus with unmask prepare --tokenizer {ckpt / 'tokenizer.json'}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

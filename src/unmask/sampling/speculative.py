@@ -140,17 +140,16 @@ def shared_vocabulary(model_tokenizer: Any, drafter_tokenizer: Any) -> int:
     the smaller vocabulary, when one tokenizer is the other with special tokens appended (an
     AR model trained with fill-in-the-middle adds three). Raises one ``UserError`` line naming
     the first id that differs: drafts of another tokenizer mean nothing to the verifier."""
-    va, vd = int(model_tokenizer.vocab_size), int(drafter_tokenizer.vocab_size)
-    shared = min(va, vd)
-    ours, theirs = model_tokenizer.id_to_token, drafter_tokenizer.id_to_token
-    for i in range(shared):
-        a, b = ours(i), theirs(i)
-        if a != b:
-            raise UserError(
-                f"the drafter's tokenizer differs from the model's (id {i} is {b!r} there, "
-                f"{a!r} here); speculative decoding needs one tokenizer"
-            )
-    return shared
+    from unmask.tokenizer import first_difference
+
+    i = first_difference(model_tokenizer, drafter_tokenizer)
+    if i is not None:
+        a, b = model_tokenizer.id_to_token(i), drafter_tokenizer.id_to_token(i)
+        raise UserError(
+            f"the drafter's tokenizer differs from the model's (id {i} is {b!r} there, "
+            f"{a!r} here); speculative decoding needs one tokenizer"
+        )
+    return min(int(model_tokenizer.vocab_size), int(drafter_tokenizer.vocab_size))
 
 
 def check_drafter(
