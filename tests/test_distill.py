@@ -197,10 +197,8 @@ def test_entropy_term_is_what_raises_confidence(teacher, cache, tmp_path):
     assert _confidence(forced, cache) > _confidence(plain, cache)
 
 
-def test_resume_equals_uninterrupted(teacher, cache, tmp_path, monkeypatch, capsys):
-    """A distillation stopped by SIGINT at step 3 and resumed with `unmask distill --resume`
-    ends with exactly the weights of the uninterrupted run."""
-    full = train(_distill_cfg(cache, teacher, tmp_path / "full"), progress=False)
+def _stopped_at_step_3(config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run ``config`` until a SIGINT during step 2 stops it (a resume continues at step 3)."""
     orig = train_mod.lr_at
 
     def lr(step: int, c: TrainConfig) -> float:
@@ -211,7 +209,14 @@ def test_resume_equals_uninterrupted(teacher, cache, tmp_path, monkeypatch, caps
     with monkeypatch.context() as m:
         m.setattr(train_mod, "lr_at", lr)
         with pytest.raises(TrainingStopped):
-            train(_distill_cfg(cache, teacher, tmp_path / "part"), progress=False)
+            train(config, progress=False)
+
+
+def test_resume_equals_uninterrupted(teacher, cache, tmp_path, monkeypatch, capsys):
+    """A distillation stopped by SIGINT at step 3 and resumed with `unmask distill --resume`
+    ends with exactly the weights of the uninterrupted run."""
+    full = train(_distill_cfg(cache, teacher, tmp_path / "full"), progress=False)
+    _stopped_at_step_3(_distill_cfg(cache, teacher, tmp_path / "part"), monkeypatch)
     assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 0
     assert "resuming at step 3 of 6" in capsys.readouterr().err
     a, b = load(full).model.state_dict(), load(tmp_path / "part").model.state_dict()
@@ -659,17 +664,7 @@ def test_hybrid_on_trajectories_resume_equals_uninterrupted(ar_teacher, corpus, 
                        draft_block=4, seq_len=24)  # fmt: skip
 
     full = train(config("full"), progress=False)
-    orig = train_mod.lr_at
-
-    def lr(step: int, c: TrainConfig) -> float:
-        if step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return orig(step, c)
-
-    with monkeypatch.context() as m:
-        m.setattr(train_mod, "lr_at", lr)
-        with pytest.raises(TrainingStopped):
-            train(config("part"), progress=False)
+    _stopped_at_step_3(config("part"), monkeypatch)
     assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 0
     assert "resuming at step 3 of 6" in capsys.readouterr().err
     a, b = load(full).model.state_dict(), load(tmp_path / "part").model.state_dict()
