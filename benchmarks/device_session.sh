@@ -11,7 +11,8 @@
 #     bench size and benchmarks/gpu_check.py's decode rows if time is left (BENCH=1, GPU_CHECK=1).
 # GEN="240 512" SEG=128: the spec stage also at 512, in segments of 128 (--segment-length).
 # HYBRID_SELF=1: the hybrid stage makes the twin a hybrid on its own greedy continuations
-# (unmask distill with the twin as --student; docs/training.md) instead of on the corpus.
+# (unmask distill with the twin as --student; docs/training.md) instead of on the corpus;
+# HBLOCK (default 8: a GPU forward costs the same for 2 or 8 draft columns; the CPU found 2).
 # STAGES (default "demo distill drafter hybrid spec") picks the stages; "twin" (before the
 # drafter) trains the AR twin there with its recorded recipe (~8M tokens to its best step: a
 # minute on the H200, 50 minutes on two CPU threads) when .devcarry holds none. Weights come
@@ -111,7 +112,7 @@ if want hybrid && [ "${HYBRID_SELF:-0}" = 1 ]; then  # the twin drafting its own
   echo "== hybrid (self-distilled) left $(left)s" | tee "$L/hybrid_train.txt"
   timeout ${TRAIN_S:-170} $PY -m unmask.cli distill --teacher "$TWIN" --student "$TWIN" \
     --data data/bible --out /tmp/hybrid --trajectories ${HN:-4096} --prompt-length 16 \
-    --gen-length 240 --traj-batch ${HTB:-512} --traj-temperature 0 --draft-block 8 \
+    --gen-length 240 --traj-batch ${HTB:-512} --traj-temperature 0 --draft-block ${HBLOCK:-8} \
     --steps ${HSTEPS:-3000} --batch-size ${HBATCH:-64} --lr 5e-4 --warmup 100 --save-every 500 \
     --log-every 50 --device "$DEV" --time-limit ${HMIN:-2} --no-progress 2>&1 | tail -5 \
     | tee -a "$L/hybrid_train.txt"
