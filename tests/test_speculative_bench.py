@@ -47,18 +47,24 @@ def test_quick_run_with_hybrid_draft_lengths(tmp_path, benchmark, capsys):
     assert by["hybrid hybrid ends"]["ids"] == by["hybrid other ends"]["ids"]
 
 
+def _ar_and_mdlm(root, max_seq_len: int) -> dict[str, str]:
+    """Random tiny ``ar`` and ``mdlm`` checkpoints of the byte tokenizer: {name: run folder}."""
+    tok = byte_tokenizer()
+    paths = {}
+    for name, attention in (("ar", "causal"), ("mdlm", "bidirectional")):
+        cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=max_seq_len,
+                           init_std=0.3, attention=attention, **tok.special_ids())  # fmt: skip
+        torch.manual_seed(len(paths))
+        save_checkpoint(root / name, model=Transformer(cfg), tokenizer=tok)
+        paths[name] = str(root / name)
+    return paths
+
+
 def test_lengths_past_the_context_run_in_segments(tmp_path, benchmark):
     """``--segment-length``: 48 tokens on 32-token models (``benchmarks/speculative.py``) and
     the segment-length table (``benchmarks/segments.py``)."""
     spec, seg = benchmark("speculative"), benchmark("segments")
-    tok = byte_tokenizer()
-    paths = {}
-    for name, attention in (("ar", "causal"), ("mdlm", "bidirectional")):
-        cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, init_std=0.3,
-                           attention=attention, **tok.special_ids())  # fmt: skip
-        torch.manual_seed(len(paths))
-        save_checkpoint(tmp_path / name, model=Transformer(cfg), tokenizer=tok)
-        paths[name] = str(tmp_path / name / "checkpoint")
+    paths = {k: f"{v}/checkpoint" for k, v in _ar_and_mdlm(tmp_path, max_seq_len=32).items()}
     out = tmp_path / "s.json"
     spec.main(["--ar-model", paths["ar"], "--model", paths["mdlm"], "--gen-lengths", "48",
                "--segment-length", "16", "--batches", "1", "--draft-lengths", "4",
@@ -83,13 +89,7 @@ def test_every_row_decodes_every_prompt_in_batches(tmp_path, benchmark):
 
     spec = benchmark("speculative")
     tok = byte_tokenizer()
-    paths = {}
-    for name, attention in (("ar", "causal"), ("mdlm", "bidirectional")):
-        cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3,
-                           attention=attention, **tok.special_ids())  # fmt: skip
-        torch.manual_seed(len(paths))
-        save_checkpoint(tmp_path / name, model=Transformer(cfg), tokenizer=tok)
-        paths[name] = str(tmp_path / name)
+    paths = _ar_and_mdlm(tmp_path, max_seq_len=64)
     out = tmp_path / "p.json"
     spec.main(["--ar-model", paths["ar"], "--model", paths["mdlm"], "--gen-lengths", "16",
                "--prompts", "4", "--batches", "1", "2", "--draft-lengths", "4", "--thresholds",

@@ -191,22 +191,22 @@ def hybrid(
     if teacher is not None:
         with torch.no_grad():
             soft = teacher(x0)[:, :-1].float().log_softmax(-1)  # (B, L - 1, V) teacher's log p
+
+    def causal_sum(next_logits: Tensor) -> Tensor:  # (B, L - 1, V): the causal part's loss
+        if teacher is not None:
+            return _kl_sum(soft, next_logits, keep_ar)
+        return _ce_sum(next_logits, targets, keep_ar)
+
     if options.draft_weight == 0:
         logits = model(x0)  # (B, L, V): the plain causal forward
-        if teacher is not None:
-            ce = _kl_sum(soft, logits[:, :-1], keep_ar)
-        else:
-            ce = _ce_sum(logits[:, :-1], targets, keep_ar)
+        ce = causal_sum(logits[:, :-1])
         return LossParts(loss_sum=ce, n_tokens=torch.as_tensor(n_ar, device=x0.device))
     bnd = draft_boundaries(L, k, generator)  # (J,)
     positions, bias = draft_layout(L, bnd, k, device=x0.device)
     masks = torch.full((B, bnd.shape[0] * k), config.mask_id, dtype=x0.dtype, device=x0.device)
     chunked = draft_chunks(bias, L, bnd.shape[0], k)  # the same mask, run by row chunks
     logits = model(torch.cat([x0, masks], dim=1), positions=positions, attn_bias=chunked)
-    if teacher is not None:
-        ce_ar = _kl_sum(soft, logits[:, : L - 1], keep_ar)
-    else:
-        ce_ar = _ce_sum(logits[:, : L - 1], targets, keep_ar)
+    ce_ar = causal_sum(logits[:, : L - 1])
     want = positions[L:]  # (J·k,): block j's column i predicts x[b_j + 1 + i]
     keep = None if text is None else text[:, want]  # (B, J·k)
     ce_draft = _ce_sum(logits[:, L:], x0[:, want], keep)
