@@ -16,9 +16,10 @@ batch size one after another, so batch-1 rows time as many prompts as batch-8 on
 - ``hybrid all`` / ``hybrid ends``: a one-model hybrid checkpoint (``--hybrid PATH ...``;
   with several, ``hybrid NAME all`` where NAME is the run's folder),
   decoded by the decoder its checkpoint names (``unmask.api.start``, decoder ``auto``), with
-  ``predraft`` ``all`` (TiDAR) and ``ends``, and with ``--hybrid-draft-lengths`` a row per
-  draft length (``hybrid all n=2``: the first 2 positions of its block); skipped with a note
-  when not given or not present.
+  ``predraft`` ``all`` (TiDAR) and ``ends``, with ``--hybrid-draft-lengths`` a row per
+  draft length (``hybrid all n=2``: the first 2 positions of its block) and with
+  ``--hybrid-thresholds`` adaptive rows (``hybrid all n=2 thr=0.5``: drafts end before the
+  first one under the bar); skipped with a note when not given or not present.
 
 Columns: tok/s and its ratio to ``ar`` (same prompts, gen_length and batch), tokens per
 forward (generated tokens per row / model forwards, drafter and verifier both counted; every
@@ -251,6 +252,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="hybrid rows: draft lengths (the first n positions of its block; none: the "
         "checkpoint's whole block)",
     )  # fmt: skip
+    ap.add_argument(
+        "--hybrid-thresholds", type=float, nargs="*", default=[],
+        help="hybrid rows: draft_threshold values (adaptive draft length; a row per value "
+        "for every layout and draft length)",
+    )  # fmt: skip
     ap.add_argument("--no-diffusion-row", action="store_true", help="skip the plain-diffusion row")
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
     ap.add_argument(
@@ -409,12 +415,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                     **opts, **seg,
                 )
                 cases.append(Case(label, ar, sc, draft=diff))
-            layouts = product(hybrids, args.predraft, args.hybrid_draft_lengths or [None])
-            for (name, hybrid), pre, n in layouts:
+            layouts = product(hybrids, args.predraft, args.hybrid_draft_lengths or [None],
+                              [0.0, *args.hybrid_thresholds])  # fmt: skip
+            for (name, hybrid), pre, n, thr in layouts:
                 hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
-                                  draft_length=n, **seg)  # fmt: skip
+                                  draft_length=n, draft_threshold=thr, **seg)  # fmt: skip
                 label = f"{name} {pre}" + ("" if n is None else f" n={n}")
-                cases.append(Case(label, hybrid, hc))
+                cases.append(Case(label + (f" thr={thr:g}" if thr else ""), hybrid, hc))
             timings = time_cases(cases, groups, args.repeats, device)
             kw = {"batch": b, "prompts": prompts, "scorer": scorer}
             ref = measure(cases[0], *timings[0], ref=None, **kw)

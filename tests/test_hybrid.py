@@ -368,10 +368,13 @@ def exact_marginals(m: Transformer, prompt: list[int], n: int) -> list[torch.Ten
     return out
 
 
-def sampled_marginals(m: Transformer, prompt: list[int], n: int, runs: int) -> torch.Tensor:
+def sampled_marginals(
+    m: Transformer, prompt: list[int], n: int, runs: int, threshold: float = 0.0
+) -> torch.Tensor:
     counts = torch.zeros(n, m.config.vocab_size, dtype=torch.float64)
     for s in range(runs):  # batches of 10 rows, each committing what it accepted
         r = HybridRun(m, [prompt] * 10, max_new_tokens=n, temperature=1.0, eos_id=None,
+                      draft_threshold=threshold,
                       generator=torch.Generator().manual_seed(s)).run()  # fmt: skip
         for row in r.gen_ids:
             for j, t in enumerate(row):
@@ -397,6 +400,9 @@ def test_sampling_matches_the_causal_distribution(monkeypatch):
         B, k = draft.shape
         bonus = torch.multinomial(p[:, k], 1, generator=generator)
         return torch.full((B,), k), torch.cat([draft, bonus], dim=1)
+
+    adaptive = sampled_marginals(m, prompt, 3, 100, threshold=0.3)  # lengths cut by q, not p
+    assert max(tv(e, g) for e, g in zip(exact, adaptive, strict=True)) < 0.05
 
     monkeypatch.setattr(hybrid_mod, "accept_sampled", always_accept)
     wrong = sampled_marginals(m, prompt, 3, 30)
@@ -496,6 +502,42 @@ def test_a_shorter_draft_length_drafts_fewer_and_stays_exact(predraft, trained):
     assert widths[1] < widths[2] < widths[3]
 
 
+def forward_widths(m: Transformer, run: HybridRun) -> list[int]:
+    """The columns of each forward of ``run`` (run to the end)."""
+    seen: list[int] = []
+    h = m.register_forward_pre_hook(lambda mod, a, kw: seen.append(a[0].shape[1]),
+                                    with_kwargs=True)  # fmt: skip
+    try:
+        run.run()
+    finally:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("predraft", ["all", "ends"])
+def test_a_draft_threshold_cuts_unsure_drafts_and_their_columns(predraft, trained):
+    """``draft_threshold``: the output stays the causal greedy text (cache on = off), a row's
+    drafts end before its first draft under the bar (fewer drafted, a higher share kept), the
+    round after an unsure draft lays out fewer columns, and a bar no draft reaches drafts
+    nothing (one token per forward, as ar)."""
+    m = trained[0]
+    prompts = [[4, 5], [9], [6, 7, 8, 9]]
+    want = generate_ar(m, prompts, max_new_tokens=20, eos_id=None)
+    for t in (0.6, 0.9, 0.999999):
+        on, off = (HybridRun(m, prompts, max_new_tokens=20, eos_id=None, predraft=predraft,
+                             draft_threshold=t, use_cache=c).run() for c in (True, False))
+        assert on.gen_ids == off.gen_ids == want.gen_ids
+        assert (on.nfe, on.accepted, on.drafted) == (off.nfe, off.accepted, off.drafted)
+        if t > 0.99:
+            assert on.drafted == on.accepted == 0 and on.nfe == 20
+    runs = {t: HybridRun(m, [[9]], max_new_tokens=20, eos_id=None, predraft=predraft,
+                         draft_threshold=t) for t in (0.0, 0.6)}  # fmt: skip
+    widths = {t: forward_widths(m, r) for t, r in runs.items()}
+    base, cut = runs[0.0].result(), runs[0.6].result()
+    assert cut.accepted == base.accepted > 0 and cut.drafted < base.drafted
+    assert cut.nfe == base.nfe and sum(widths[0.6]) < sum(widths[0.0])
+
+
 def test_draft_length_through_the_api_and_its_bounds(trained):
     """``SampleConfig.draft_length`` sets the hybrid's draft length (``api``: the same text as
     decoder ``ar``); more than the checkpoint's block, or on a decoder that drafts nothing, is
@@ -516,6 +558,11 @@ def test_draft_length_through_the_api_and_its_bounds(trained):
         api.generate(ld, "Hi", config=dataclasses.replace(base, draft_length=5))
     with pytest.raises(UserError, match="draft_length applies to decoder 'speculative'"):
         api.generate(ld, "Hi", config=dataclasses.replace(base, draft_length=2, decoder="ar"))
+    with pytest.raises(UserError, match="draft_threshold applies to decoder 'speculative'"):
+        api.generate(ld, "Hi", config=dataclasses.replace(base, draft_threshold=0.5,
+                                                          decoder="ar"))  # fmt: skip
+    got = api.generate(ld, ["Hi", "a"], config=dataclasses.replace(base, draft_threshold=0.5))
+    assert got.decoder == "hybrid" and got.ids == want
 
 
 def test_bad_input_is_one_line():
@@ -531,6 +578,8 @@ def test_bad_input_is_one_line():
         HybridRun(ar_model, [4, 5], max_new_tokens=4, eos_id=None, predraft="some")
     with pytest.raises(UserError, match="draft_block must be"):
         HybridRun(ar_model, [4, 5], max_new_tokens=4, eos_id=None, draft_block=0)
+    with pytest.raises(UserError, match="draft_threshold must be in \\[0, 1\\)"):
+        HybridRun(ar_model, [4, 5], max_new_tokens=4, eos_id=None, draft_threshold=1.0)
     with pytest.raises(UserError, match="draft_block=0 must be positive"):
         ModelConfig(draft_block=0)
     tok = byte_tokenizer()

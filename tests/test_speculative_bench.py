@@ -26,10 +26,13 @@ def test_quick_run_with_hybrid_draft_lengths(tmp_path, benchmark, capsys):
     out = tmp_path / "r.json"
     spec.main(["--quick", "--ar-model", paths["ar"], "--model", paths["mdlm"],
                "--hybrid", paths["hybrid"], "--predraft", "all", "--hybrid-draft-lengths", "1",
-               "4", "--batches", "1", "--threads", "1", "--json", str(out)])  # fmt: skip
+               "4", "--hybrid-thresholds", "0.99", "--batches", "1", "--threads", "1",
+               "--json", str(out)])  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
     by = {r["label"]: r for r in rows}
     assert {"ar", "spec k=4", "hybrid all n=1", "hybrid all n=4"} <= set(by)
+    sure = by["hybrid all n=4 thr=0.99"]  # a random model is never that sure: no drafts
+    assert sure["ids"] == by["hybrid all n=4"]["ids"] and sure["drafted"] == 0
     assert by["spec k=4"]["identity"] == 1.0  # greedy speculative = the verifier's greedy
     one, four = by["hybrid all n=1"], by["hybrid all n=4"]
     assert one["decoder"] == four["decoder"] == "hybrid"

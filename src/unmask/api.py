@@ -162,8 +162,8 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     token decoder on a continuous-diffusion checkpoint (its model wants a noise level; the
     llada loop would fail in the model, or sample a latent autoencoder as if it were a mask
     predictor), ``guide_words`` off the continuous decoders and ``predraft`` off ``hybrid``,
-    the only decoders that read them, and ``draft_length`` off ``speculative`` and
-    ``hybrid``."""
+    the only decoders that read them, and ``draft_length`` and ``draft_threshold`` off
+    ``speculative`` and ``hybrid``."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
     from unmask.sampling.segments import check_segments
 
@@ -179,9 +179,11 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
             f"guide_words steer the continuous decoders ({', '.join(CONTINUOUS_DECODERS)}), "
             f"not decoder {name!r}"
         )
-    if config.draft_length is not None and name not in ("speculative", "hybrid"):
+    given = [f for f in ("draft_length", "draft_threshold")
+             if getattr(config, f) != getattr(SampleConfig, f)]  # fmt: skip
+    if given and name not in ("speculative", "hybrid"):
         raise UserError(
-            f"draft_length applies to decoder 'speculative' (with a drafter) and to a "
+            f"{given[0]} applies to decoder 'speculative' (with a drafter) and to a "
             f"checkpoint trained with objective hybrid, not to decoder {name!r}"
         )
     if config.predraft != SampleConfig.predraft and name != "hybrid":

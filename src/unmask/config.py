@@ -624,8 +624,9 @@ class SampleConfig:
     """Decoder ``bd3lm`` with ``edit_threshold``: edit-only steps at most once a block has no
     mask (a step that changes nothing ends the block earlier)."""
     draft_threshold: float = 0.0
-    """Decoder ``speculative``: adaptive draft length. A row's draft ends before the first
-    token the drafter gives a probability below this (0 = always ``draft_length`` tokens)."""
+    """Decoders ``speculative`` and ``hybrid``: adaptive draft length. A row's draft ends before
+    the first token the drafter gives a probability below this (0 = always ``draft_length``
+    tokens); a hybrid's next forward then lays out only the drafts kept."""
     draft_steps: int = 1
     """Decoder ``speculative``: denoising steps per draft (the draft block in this many
     left-to-right chunks, one drafter forward each; >= 1)."""

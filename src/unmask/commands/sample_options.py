@@ -65,8 +65,13 @@ def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
 
 
 DRAFT_FIELDS = ("draft_length", "draft_threshold", "draft_steps", "draft_cache")
-"""The ``SampleConfig`` fields of drafting: all but ``draft_length`` only with a drafter
-(``--draft``); ``draft_length`` also sets a hybrid checkpoint's draft length."""
+"""The ``SampleConfig`` fields of drafting: ``draft_steps`` and ``draft_cache`` only with a
+drafter (``--draft``); ``draft_length`` and ``draft_threshold`` also set a hybrid
+checkpoint's drafts."""
+
+HYBRID_DRAFT_FIELDS = ("draft_length", "draft_threshold")
+"""The drafting fields a hybrid checkpoint reads too (no ``--draft``): checked once the
+decoder is known (``unmask.api``)."""
 
 
 def add_draft_flag(parser: argparse.ArgumentParser) -> None:
@@ -80,11 +85,12 @@ def add_draft_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def check_draft_flags(args: argparse.Namespace) -> None:
-    """Refuse ``--draft-*`` flags without ``--draft``: they would do nothing. ``--draft-length``
-    is checked once the decoder is known (``unmask.api``): a hybrid checkpoint reads it too."""
+    """Refuse ``--draft-*`` flags without ``--draft``: they would do nothing.
+    ``HYBRID_DRAFT_FIELDS`` are checked once the decoder is known (``unmask.api``): a hybrid
+    checkpoint reads them too."""
     if getattr(args, "draft", None) is not None:
         return
-    for name in (f for f in DRAFT_FIELDS if f != "draft_length"):
+    for name in (f for f in DRAFT_FIELDS if f not in HYBRID_DRAFT_FIELDS):
         if getattr(args, name, None) is not None:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} applies with --draft (speculative decoding)")

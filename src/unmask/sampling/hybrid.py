@@ -25,7 +25,11 @@ Each round (one ``advance()``, one forward over the exact KV cache of the commit
 The draft length is the checkpoint's ``draft_block`` (what it was trained to draft), or the
 first ``draft_length`` positions of it: each draft block then holds that many masks, so a
 forward computes fewer positions, and a small model's drafts far past the prefix are rarely
-kept anyway (the bench-size hybrid kept as many tokens per forward with 2 as with 8). Every
+kept anyway (the bench-size hybrid kept as many tokens per forward with 2 as with 8). With
+``draft_threshold`` the length adapts: a row's next drafts end before the first one whose
+confidence (the probability of the argmax; q's top probability when sampling, decided
+before the draw) is below it, and the next round lays out only as many drafts (and, with
+``predraft="all"``, blocks) as the longest row kept, so unsure drafts cost no columns. Every
 row of a batch commits its own n_i + 1 tokens and keeps its own positions in one shared KV
 cache (``unmask.sampling.ragged``; one layout for the batch, shifted to each row's positions),
 so each row decodes as it would alone and its next drafts come from its own block n_i. A row
@@ -181,6 +185,7 @@ class HybridRun(DecoderRun):
         mask_id: int | None = None,
         draft_block: int | None = None,
         predraft: str = "all",
+        draft_threshold: float = 0.0,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         on_view: ViewCallback | None = None,
@@ -197,6 +202,8 @@ class HybridRun(DecoderRun):
             raise UserError(f"draft_block must be >= 1, got {k}")
         if use_cache and not supports_kv_cache(model):
             raise UserError("decoder 'hybrid' needs a model with a KV cache (unmask.model)")
+        if not 0.0 <= draft_threshold < 1.0:
+            raise UserError(f"draft_threshold must be in [0, 1), got {draft_threshold}")
         if predraft not in PREDRAFT:
             raise UserError(f"unknown predraft {predraft!r}; choose one of {', '.join(PREDRAFT)}")
         if max_new_tokens <= 0:
@@ -232,6 +239,7 @@ class HybridRun(DecoderRun):
 
         self.model, self.eos_id, self.gen_length, self.k = model, eos_id, max_new_tokens, k
         self.mask_id, self.predraft, self.use_cache = mask_id, predraft, use_cache
+        self.threshold = draft_threshold
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
@@ -320,17 +328,22 @@ class HybridRun(DecoderRun):
         return forbid_id(logits.to(torch.float64) if self.temperature > 0 else logits,
                          self.mask_id)  # fmt: skip
 
-    def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Drafts (B, n) from a block's logits (B, n, V), and their proposal q at temperature
-        > 0 (None at 0); ``[MASK]`` is never drafted."""
+    def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Drafts (B, n) from a block's logits (B, n, V), their proposal q at temperature > 0
+        (None at 0), and with ``draft_threshold`` each draft's confidence (B, n) (None
+        without): the probability of the argmax greedy, q's top probability when sampling
+        (decided before the draw, as the two-model decoder does: a length cut by the drawn
+        token itself would bias the accepted drafts). ``[MASK]`` is never drafted."""
         logits = self._no_mask(logits)
         if self.temperature == 0:
-            return logits.argmax(dim=-1), None
+            conf = F.softmax(logits.float(), dim=-1).amax(dim=-1) if self.threshold > 0 else None
+            return logits.argmax(dim=-1), None, conf
         B, n, V = logits.shape
         q = F.softmax(logits / self.temperature, dim=-1)  # (B, n, V)
+        conf = q.amax(dim=-1) if self.threshold > 0 else None
         flat = sample_token(logits.reshape(B * n, V), temperature=self.temperature,
                             generator=self.generator)  # fmt: skip
-        return flat.reshape(B, n), q
+        return flat.reshape(B, n), q, conf
 
     def _choose(self, out: Tensor, plan: _Plan, n: Tensor) -> None:
         """Each row's next drafts (``out``: ``_forward``'s hidden states or logits): block
@@ -349,10 +362,15 @@ class HybridRun(DecoderRun):
             return
         idx = (start[:, None] + plan.columns[:D]).clamp(max=out.shape[1] - 1)  # (B, D)
         chosen = out.gather(1, idx[..., None].expand(B, D, out.shape[-1]))  # (B, D, D|V)
-        drafts, self._q = self._next_drafts(self._logits(chosen))
+        drafts, q, conf = self._next_drafts(self._logits(chosen))
+        if conf is not None:  # adaptive: a row's drafts end before its first unsure one
+            sure = (conf >= self.threshold).long().cumprod(dim=1).sum(dim=1)  # (B,)
+            length = torch.minimum(length, sure)
+            D = int(length.max())  # the next round verifies (and lays out) no more
+            drafts, q = drafts[:, :D], (q[:, :D] if q is not None and D else None)
         live = plan.columns[:D] < length[:, None]
         self.drafts = drafts.masked_fill(~live, self.mask_id)  # (B, D): mask past a row's own
-        self.dlen = length
+        self.dlen, self._q = length, q
 
     def advance(self) -> None:
         assert not self._stopped, "the run is finished"
@@ -468,6 +486,7 @@ class HybridDecoder(Decoder):
             mask_id=f.mask_id,
             draft_block=config.draft_length or f.draft_block,
             predraft=config.predraft,
+            draft_threshold=config.draft_threshold,
             generator=make_generator(config.seed, device),
             on_view=on_view,
         )
