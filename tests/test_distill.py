@@ -602,20 +602,35 @@ def test_hybrid_causal_part_learns_the_teachers_distributions(text_ar, tmp_path,
     assert held_out(ar_teacher) < kl < tokens_only - 0.02, (kl, tokens_only)
 
 
-def test_trajectory_teacher_gone_is_one_line(ar_teacher, corpus, tmp_path):
-    """A trajectory file whose teacher has been removed cannot train a hybrid: one line."""
+@pytest.mark.parametrize("change", ["removed", "retrained"])
+def test_trajectory_teacher_gone_or_changed_is_one_line(change, ar_teacher, corpus, tmp_path):
+    """A trajectory file whose teacher has been removed, or whose weights changed since (its
+    distributions would not be those of the tokens), cannot train a hybrid: one line, no run
+    folder left."""
     import shutil
+
+    from unmask.checkpoint import save_checkpoint
 
     teacher = tmp_path / "teacher"
     shutil.copytree(ar_teacher, teacher)
     cfg = replace(TRAJ, traj_temperature=0.0, traj_block_length=None, trajectories=3)
     traj = refresh_trajectories(str(teacher), str(corpus), tmp_path / "t.safetensors", cfg,
                                 student=str(teacher), progress=False)  # fmt: skip
-    shutil.rmtree(teacher)
     c = replace(_distill_cfg(traj, ar_teacher, tmp_path / "o"), objective="hybrid",
                 draft_block=4, steps=1)  # fmt: skip
-    with pytest.raises(UserError, match="its teacher cannot be loaded"):
+    if change == "removed":
+        shutil.rmtree(teacher)
+        message = "its teacher cannot be loaded"
+    else:
+        old = load(teacher)
+        with torch.no_grad():
+            next(old.model.parameters()).add_(0.01)  # trained on: other weights, same path
+        shutil.rmtree(teacher)
+        save_checkpoint(teacher, model=old.model, tokenizer=old.tokenizer)
+        message = "teacher's weights .* changed since the trajectories were made"
+    with pytest.raises(UserError, match=message) as e:
         train(c, progress=False)
+    assert "\n" not in str(e.value)
     assert not (tmp_path / "o").exists()
 
 

@@ -288,6 +288,17 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     )
 
 
+def weights_stamp(path: str | os.PathLike[str]) -> list[int] | None:
+    """[size, mtime_ns] of the weights file (model.safetensors) of the checkpoint at ``path``
+    (``checkpoint_dir``), None where there is none: what tells a checkpoint rewritten in place
+    from the one something was made with (``unmask distill``'s trajectory cache)."""
+    try:
+        stat = (checkpoint_dir(path) / "model.safetensors").stat()
+    except (UserError, OSError):
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     if getattr(model.config, "tie_embeddings", False):
         tensors = {k: v for k, v in tensors.items() if k != "lm_head.weight"}

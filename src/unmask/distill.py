@@ -144,14 +144,14 @@ def _settings(
     vocab: int | None = None,
 ) -> dict[str, Any]:
     """What makes trajectories: a cache with other settings is not reused."""
+    from unmask.checkpoint import weights_stamp
+
     sample = dataclasses.asdict(trajectory_sample_config(teacher, cfg, seed=0))
     del sample["seed"]  # per batch, stored with every row
-    weights = _weights_file(teacher_path) if teacher_path else None
-    stat = weights.stat() if weights is not None else None
     extra = {} if vocab is None else {"vocab": vocab}
     return extra | {
         "teacher": str(Path(teacher_path).resolve()) if teacher_path else None,
-        "teacher_weights": [stat.st_size, stat.st_mtime_ns] if stat is not None else None,
+        "teacher_weights": weights_stamp(teacher_path) if teacher_path else None,
         "data": str(Path(data).resolve()),
         "prompt_length": cfg.prompt_length,
         "gen_length": cfg.gen_length,
@@ -159,13 +159,6 @@ def _settings(
         "seed": cfg.traj_seed,
         "sample": sample,
     }
-
-
-def _weights_file(path: str) -> Path | None:
-    for cand in (Path(path) / "model.safetensors", Path(path) / "checkpoint" / "model.safetensors"):
-        if cand.is_file():
-            return cand
-    return None
 
 
 def _batch_seed(seed: int, batch: int) -> int:

@@ -600,16 +600,24 @@ def _train(
 
 def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
     """The frozen teacher named by a trajectory file (``TrajectoryData``), on ``device``, for
-    an objective that learns its distributions; one line if it is gone or does not fit."""
-    from unmask.checkpoint import load
+    an objective that learns its distributions; one line if it is gone, does not fit, or its
+    weights file is not the one that made the trajectories (size and mtime,
+    ``unmask.checkpoint.weights_stamp``)."""
+    from unmask.checkpoint import load, weights_stamp
 
-    path = data.trajectories.meta.get("teacher")
+    meta = data.trajectories.meta
+    path = meta.get("teacher")
     if not path:
         raise UserError(f"{data.path}: the trajectory file does not name its teacher")
     try:
         teacher = load(path, device=str(device))
     except UserError as e:
         raise UserError(f"{data.path}: its teacher cannot be loaded ({e})") from None
+    if meta.get("teacher_weights") not in (None, weights_stamp(path)):
+        raise UserError(
+            f"{data.path}: its teacher's weights ({path}) changed since the trajectories were "
+            f"made; make them again (unmask distill with this teacher and a new --cache)"
+        )
     if teacher.config.vocab_size != model_cfg.vocab_size:
         raise UserError(
             f"{data.path}: its teacher ({path}) has {teacher.config.vocab_size} tokens, the "
