@@ -305,16 +305,18 @@ def test_greedy_equals_causal_greedy(seed, predraft, trained):
             assert isinstance(r, HybridResult) and r.nfe == r.steps == r.verifier_nfe
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
 @pytest.mark.parametrize("temperature", [0.0, 2.0])
 @pytest.mark.parametrize("predraft", ["all", "ends"])
-def test_cache_on_equals_cache_off(temperature, predraft, trained):
+def test_cache_on_equals_cache_off(temperature, predraft, threshold, trained):
     """The cached run (prefix K/V kept, rejected drafts and blocks rolled back) gives the same
-    tokens, acceptances and forwards as recomputing the whole prefix every round."""
+    tokens, acceptances and forwards as recomputing the whole prefix every round (adaptive
+    draft lengths included)."""
     accepted = 0
     for m, prompts in ((model(3), PROMPTS), (trained[0], [[4, 5], [9], [6, 7, 8, 9]])):
         runs = [
             HybridRun(m, prompts, max_new_tokens=18, eos_id=2, temperature=temperature,
-                      predraft=predraft, use_cache=cache,
+                      predraft=predraft, use_cache=cache, draft_threshold=threshold,
                       generator=torch.Generator().manual_seed(4)).run()
             for cache in (True, False)
         ]  # fmt: skip
