@@ -352,9 +352,16 @@ def _greedy_reference(model: torch.nn.Module, prompt: torch.Tensor, n: int) -> l
 
 def test_ar_teacher_trajectories_are_its_greedy_continuations(ar_teacher, corpus):
     """An autoregressive teacher's trajectory is its greedy continuation committed left to
-    right (step i at generated position i), up to its first EOS."""
+    right (step i at generated position i), up to its first EOS: by default, although the
+    checkpoint recommends sampling (what its students draft for is greedy verification)."""
+    from unmask.distill import trajectory_sample_config
+
     loaded = load(ar_teacher)
-    cfg = replace(TRAJ, traj_temperature=0.0, traj_block_length=None, gen_length=12)
+    assert loaded.config.sample_defaults == {"temperature": 0.6}  # unmask train wrote it
+    cfg = replace(TRAJ, traj_temperature=None, traj_block_length=None, gen_length=12)
+    assert trajectory_sample_config(loaded, cfg, seed=0).temperature == 0.0
+    told = replace(cfg, traj_temperature=0.7)
+    assert trajectory_sample_config(loaded, told, seed=0).temperature == 0.7
     traj = make_trajectories(loaded, str(corpus), cfg, progress=False)
     P, G = cfg.prompt_length, cfg.gen_length
     eos = loaded.config.eos_id

@@ -12,7 +12,14 @@ from unmask import api
 from unmask.checkpoint import load, save_checkpoint
 from unmask.cli import main
 from unmask.commands.demo import asset_path
-from unmask.config import ModelConfig, SampleConfig, from_dict, model_preset, to_dict
+from unmask.config import (
+    ModelConfig,
+    SampleConfig,
+    TrainConfig,
+    from_dict,
+    model_preset,
+    to_dict,
+)
 from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.objectives import objective_spec
@@ -118,9 +125,20 @@ def test_the_cli_and_the_api_agree_once_the_options_are_resolved(recommended, ca
     assert api.generate(recommended, ["abc"], config=config).ids[0] == cli
 
 
+CAUSAL = {"temperature": 0.6}
+"""What ar and hybrid checkpoints recommend (benchmarks/defaults.py on the demo's AR twin)."""
+
+
 def test_objectives_record_their_measured_defaults():
     assert dict(objective_spec("mdlm").sample_defaults) == MEASURED
-    assert objective_spec("ar").sample_defaults == ()  # not measured: SampleConfig's defaults
+    for name in ("ar", "hybrid"):  # greedy causal text repeats itself: sampled at 0.6
+        spec = objective_spec(name)
+        assert dict(spec.sample_defaults) == CAUSAL
+        init = model_preset("tiny", vocab_size=300, attention="causal")
+        cfg = spec.configure(init, TrainConfig(objective=name, draft_block=4
+                                               if name == "hybrid" else None))  # fmt: skip
+        assert cfg.sample_defaults == CAUSAL  # what unmask train stores with the checkpoint
+    assert objective_spec("bd3lm").sample_defaults == ()  # not measured: SampleConfig's
 
 
 def test_the_shipped_demo_model_recommends_its_measured_setting():

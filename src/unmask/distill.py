@@ -60,8 +60,8 @@ class TrajectoryConfig:
     traj_seed: int = 0
     """Seed of the prompts drawn and of the teacher's sampling."""
     traj_temperature: float | None = None
-    """Teacher's sampling temperature; None = the teacher's recommended one
-    (``sample_defaults``)."""
+    """Teacher's sampling temperature; None = a diffusion teacher's recommended one
+    (``sample_defaults``), greedy (0) for an autoregressive teacher."""
     traj_block_length: int | None = None
     """Teacher's semi-autoregressive block length (llada decoder); None = the teacher's
     recommended one."""
@@ -81,7 +81,10 @@ DISTILL_DEFAULTS = TrainConfig(
 def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) -> SampleConfig:
     """The teacher's one-token-per-step, low-confidence sampler: ``gen_length`` steps for
     ``gen_length`` tokens, the ``llada`` policy, and the teacher's recommended options
-    (``unmask.api.sample_config``) where ``cfg`` leaves them unset."""
+    (``unmask.api.sample_config``) where ``cfg`` leaves them unset; an autoregressive
+    teacher decodes greedily unless ``traj_temperature`` says otherwise (its students draft
+    for greedy verification, which keeps the teacher's argmax, not its recommended
+    sampling)."""
     from unmask.api import sample_config
 
     given: dict[str, Any] = {
@@ -90,6 +93,8 @@ def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) 
     }  # fmt: skip
     if cfg.traj_temperature is not None:
         given["temperature"] = cfg.traj_temperature
+    elif is_causal_teacher(teacher.config):
+        given["temperature"] = 0.0
     if cfg.traj_block_length is not None:
         given["block_length"] = cfg.traj_block_length
     if cfg.traj_cache is not None:

@@ -37,6 +37,7 @@ from torch import Tensor
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
 from unmask.model import RowChunks, row_chunks
+from unmask.objectives.autoregressive import CAUSAL_SAMPLE_DEFAULTS
 from unmask.objectives.spec import (
     LossParts,
     MaskPredictor,
@@ -296,6 +297,7 @@ register_objective(
         tokenizer=_with_init_tokens,
         model_config=_model_config,
         trajectories=True,
+        sample_defaults=CAUSAL_SAMPLE_DEFAULTS,  # its causal text is an ar model's
         summary="causal next-token loss + one-step draft blocks (TiDAR hybrid; --init an ar run)",
     )
 )
