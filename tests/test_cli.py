@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+import unmask.commands as commands_mod
 import unmask.commands.generate as generate_cmd
 import unmask.commands.prepare as prepare_cmd
 from unmask.cli import EXIT_INTERRUPTED, EXIT_TERMINATED, main
@@ -103,6 +104,42 @@ def test_default_threads(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     cpus = os.sched_getaffinity(0)  # the physical cores among them (hyperthreads count once)
     assert default_threads() == (physical_cores(cpus) or len(cpus))
+
+
+def test_decoding_a_small_model_defaults_to_one_thread(monkeypatch, tmp_path):
+    """generate, chat, demo and the infill family (edit here) decode a small model (weights under
+    SMALL_WEIGHTS_BYTES, e.g. the shipped demo) on one thread unless told; a large one, a
+    training command and ``unmask demo --train`` keep the physical cores; the user's
+    --threads or OMP_NUM_THREADS wins."""
+    from unmask.cli import build_parser
+    from unmask.commands import SMALL_WEIGHTS_BYTES, command_threads, weights_bytes
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(commands_mod, "default_threads", lambda: 7)
+    big = tmp_path / "big" / "checkpoint"
+    big.mkdir(parents=True)
+    with open(big / "model.safetensors", "wb") as f:
+        f.truncate(SMALL_WEIGHTS_BYTES + 1)  # sparse: no disk used
+    small = tmp_path / "small"
+    small.mkdir()
+    (small / "model.safetensors").write_bytes(b"0" * 1000)
+    assert weights_bytes(str(tmp_path / "big")) == SMALL_WEIGHTS_BYTES + 1
+    assert weights_bytes(None) == weights_bytes("demo") < SMALL_WEIGHTS_BYTES
+    assert weights_bytes(str(tmp_path / "nowhere")) is None
+
+    def threads(*argv: str) -> int:
+        args = build_parser([argv[0]]).parse_args(list(argv))
+        return command_threads(args)
+
+    for cmd in (["generate", "x"], ["chat"], ["edit", "--text", "a b", "--lowest", "1"]):
+        assert threads(cmd[0], "--model", str(small), *cmd[1:]) == 1, cmd
+        assert threads(cmd[0], "--model", str(tmp_path / "big"), *cmd[1:]) == 7, cmd
+    assert threads("demo") == 1 and threads("demo", "--train") == 7
+    assert threads("generate", "--model", str(small), "x", "--threads", "2") == 2
+    assert threads("generate", "--model", str(tmp_path / "nowhere"), "x") == 7
+    assert threads("eval", str(small)) == 7  # not a decoding command
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert threads("generate", "--model", str(small), "x") == 3
 
 
 def test_threads_must_be_positive(capsys):

@@ -5,7 +5,7 @@ Everything every command shares happens here, once:
 - Only the command being run is imported (``unmask --help`` and argument errors import no
   torch), so they answer at once.
 - ``--threads`` (every command that runs a model): torch's CPU threads, default
-  ``commands.default_threads()``; ``OMP_WAIT_POLICY=PASSIVE`` is set before torch loads
+  ``commands.command_threads``; ``OMP_WAIT_POLICY=PASSIVE`` is set before torch loads
   unless the user set it, so idle OpenMP threads sleep instead of spinning (about 2x faster
   on a shared machine).
 - Exit codes: 0 done, 2 a user mistake (``UserError``: one line on stderr, no traceback;
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from unmask import __version__
-from unmask.commands import COMMANDS, default_threads, using_threads
+from unmask.commands import COMMANDS, command_threads, using_threads
 from unmask.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return EXIT_USER_ERROR
             threads = contextlib.nullcontext()
             if hasattr(args, "threads"):  # a command that runs a model
-                n = args.threads or default_threads()
+                n = command_threads(args)
                 _limit_threads_before_torch(n)
                 threads = using_threads(n)
             with threads:

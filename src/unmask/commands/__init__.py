@@ -248,10 +248,68 @@ def add_quantize_flag(parser: argparse.ArgumentParser | Any) -> None:
     ))
 
 
-def add_runtime_flags(parser: argparse.ArgumentParser | Any) -> None:
-    """``--device`` and ``--threads``: where a model runs."""
+def add_runtime_flags(parser: argparse.ArgumentParser | Any, *, decodes: bool = False) -> None:
+    """``--device`` and ``--threads``: where a model runs. ``decodes``: the command decodes a
+    few rows with ``--model`` (generate, chat, demo, infill, edit, fill-form), so an unset
+    ``--threads`` follows ``decode_threads``."""
     add_device_flag(parser)
     add_threads_flag(parser)
+    if decodes:
+        parser.set_defaults(decodes_model=True)
+
+
+def command_threads(args: argparse.Namespace) -> int:
+    """torch's CPU threads for a command that runs a model: ``--threads``, else
+    ``decode_threads`` for a command that decodes (``add_runtime_flags(decodes=True)``; not
+    ``unmask demo --train``, which trains first), else ``default_threads``."""
+    if getattr(args, "threads", None):
+        return int(args.threads)
+    if getattr(args, "decodes_model", False) and not getattr(args, "train", False):
+        return decode_threads(getattr(args, "model", None))
+    return default_threads()
+
+
+SMALL_WEIGHTS_BYTES = 100_000_000
+"""Checkpoints whose weights files are smaller than this decode on one CPU thread by default
+(``decode_threads``): about 25M parameters in float32, 50M in 16 bits."""
+
+
+def decode_threads(model: str | None) -> int:
+    """CPU threads for a command that decodes ``model`` (None: the shipped demo) when
+    ``--threads`` is not given: ``$OMP_NUM_THREADS`` when set; one thread for a small model
+    (weights under ``SMALL_WEIGHTS_BYTES``); else ``default_threads``. Measured on the 2-core
+    development machine (docs/sampling.md, "Threads"): a decoding step of a small model is
+    many tiny operations, and with ``OMP_WAIT_POLICY=PASSIVE`` every one of them wakes the
+    sleeping second thread, so one row of the demo's AR twin decoded 2.5x faster on one
+    thread than on two (the demo model 1.3x); at 91M parameters two threads were 1.17x
+    faster. Reads file sizes only: torch is not imported yet."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    size = weights_bytes(model)
+    return 1 if size is not None and size < SMALL_WEIGHTS_BYTES else default_threads()
+
+
+def weights_bytes(model: str | None) -> int | None:
+    """Total size of the ``*.safetensors`` / ``*.bin`` weights of the checkpoint ``model`` (a
+    run directory, checkpoint folder or publisher folder; None or ``demo``: the shipped demo
+    model), None when there are none to read (the command reports a bad path itself)."""
+    from pathlib import Path
+
+    from unmask.files import asset_path
+
+    root = Path(model) if model is not None else asset_path("demo")
+    if model == "demo" and not root.exists():
+        root = asset_path("demo")
+    for folder in (root, root / "checkpoint"):
+        try:
+            files = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")]
+        except OSError:
+            continue
+        files = [f for f in files if not f.name.endswith(".trajectories.safetensors")]
+        if files:
+            return sum(f.stat().st_size for f in files)
+    return None
 
 
 # -- registry-valued flags ---------------------------------------------------------------

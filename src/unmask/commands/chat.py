@@ -260,7 +260,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print each rendered prompt to stderr before sampling")
     add_json_flag(p, what="one per turn: user, reply, prompt, prompt_tokens, dropped, nfe, seconds")
     add_no_live_flag(p)
-    add_runtime_flags(p)
+    add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
     p.set_defaults(func=run)
 

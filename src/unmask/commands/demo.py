@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--block-length", type=int, default=2, metavar="N",
                    help="semi-autoregressive block length (default: 2)")
     add_no_live_flag(p)
-    add_runtime_flags(p)
+    add_runtime_flags(p, decodes=True)
     p.set_defaults(func=run)
 
 

@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sample_flags(p)
     add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s")
     add_no_live_flag(p)
-    add_runtime_flags(p)
+    add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
     p.set_defaults(func=run)
 

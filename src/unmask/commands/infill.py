@@ -35,7 +35,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     add_sample_flags(parser)
     add_json_flag(parser)
     add_no_live_flag(parser)
-    add_runtime_flags(parser)
+    add_runtime_flags(parser, decodes=True)
 
 
 def load_model(args: argparse.Namespace) -> Any:
