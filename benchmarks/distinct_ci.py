@@ -1,16 +1,19 @@
 """How sure is a distinct-2 comparison? A bootstrap over prompts of `benchmarks/decoding.py` rows.
 
     python benchmarks/distinct_ci.py RESULT.json [--rows 0 -1] [--resamples 2000] [--seed 0]
+    python benchmarks/distinct_ci.py A.json --other B.json   # row A of one run, row B of another
 
 Distinct-2 (``unmask.evaluate.distinct_n``) as the benchmarks report it is pooled over a
 row's texts, so one looping text moves it a lot when there are few prompts. This reads a
 ``decoding.py --json`` file and takes two of its rows (by index over all sections, in file
 order; default the first and the last: the diffusion model's first row and the AR twin's),
-which continue the same prompts. It prints each row's pooled distinct-2 (the benchmark's
-number), the mean over prompts of each text's own distinct-2, and the paired difference of
-those means with a 95% percentile interval from resampling the prompts with replacement (a
-per-prompt mean resamples soundly; the pooled number does not, since a prompt drawn twice
-repeats its bigrams). A difference whose interval holds 0 is not shown by these prompts.
+which continue the same prompts; with ``--other`` row B is read from a second file (each
+model at its own temperature, say), whose prompts must be the same. It prints each row's
+pooled distinct-2 (the benchmark's number), the mean over prompts of each text's own
+distinct-2, and the paired difference of those means with a 95% percentile interval from
+resampling the prompts with replacement (a per-prompt mean resamples soundly; the pooled
+number does not, since a prompt drawn twice repeats its bigrams). A difference whose
+interval holds 0 is not shown by these prompts.
 """
 
 from __future__ import annotations
@@ -62,10 +65,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rows", type=int, nargs=2, default=[0, -1], metavar=("A", "B"))
     p.add_argument("--resamples", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--other", metavar="FILE", help="take row B from this decoding.py --json file")
     args = p.parse_args(argv)
     with open(args.result) as f:
-        rows = rows_of(json.load(f))
-    ra, rb = rows[args.rows[0]], rows[args.rows[1]]
+        first = json.load(f)
+    second = first
+    if args.other:
+        with open(args.other) as f:
+            second = json.load(f)
+        if first.get("meta", {}).get("prompts") != second.get("meta", {}).get("prompts"):
+            raise SystemExit(f"{args.result} and {args.other} continue different prompts")
+    ra, rb = rows_of(first)[args.rows[0]], rows_of(second)[args.rows[1]]
     out = bootstrap(ra["texts"], rb["texts"], resamples=args.resamples, seed=args.seed)
     names = {"a": f"{ra['model']} / {ra['policy']}", "b": f"{rb['model']} / {rb['policy']}",
              "a - b": "difference"}  # fmt: skip

@@ -29,3 +29,21 @@ def test_identical_rows_differ_by_nothing_and_a_loop_loses(tmp_path, ci, capsys)
     assert "pooled distinct-2 d / p: 0.067" in text and "0 of 6" in text
     with pytest.raises(SystemExit, match="different prompt sets"):
         ci.bootstrap(loop, varied[:3], resamples=10, seed=0)
+
+
+def test_row_b_from_another_run_of_the_same_prompts(tmp_path, ci, capsys):
+    varied = [f"w{i} x{i} y{i} z{i} v{i}" for i in range(6)]
+    loop = ["a b a b a b"] * 6
+
+    def write(name: str, texts: list[str], prompts: list[str]) -> str:
+        path = tmp_path / name
+        path.write_text(json.dumps({"meta": {"prompts": prompts}, "sections": [
+            {"rows": [{"model": name, "policy": "p", "texts": texts}]}]}))  # fmt: skip
+        return str(path)
+
+    a = write("a", loop, ["p"] * 6)
+    assert ci.main([a, "--other", write("b", varied, ["p"] * 6), "--resamples", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "pooled distinct-2 b / p: 1.000" in text and "0 of 6" in text
+    with pytest.raises(SystemExit, match="continue different prompts"):
+        ci.main([a, "--other", write("c", varied, ["q"] * 6)])
