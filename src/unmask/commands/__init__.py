@@ -182,7 +182,8 @@ def add_threads_flag(parser: argparse.ArgumentParser | Any) -> None:
     _mark(parser.add_argument(
         "--threads", type=_positive_int, default=None, metavar="N",
         help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the physical "
-             "cores this process may use); fewer than the cores helps on a shared machine",
+             "cores this process may use; one for a decoding command whose model's weights "
+             "are under 100 MB); fewer than the cores helps on a shared machine",
     ))
 
 
