@@ -130,14 +130,20 @@ def default_threads() -> int:
     (``os.sched_getaffinity``: what a container or ``taskset`` allows rather than every core
     of the machine; hyperthread siblings count once, ``physical_cores``), as torch's own
     default counts them: a second thread on a core's sibling slows matrix products down."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    env = _env_threads()
+    if env is not None:
+        return env
     try:
         cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
     return max(1, physical_cores(cpus) or len(cpus))
+
+
+def _env_threads() -> int | None:
+    """``$OMP_NUM_THREADS`` when the user set it to a positive count, else None."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else None
 
 
 def physical_cores(cpus: Iterable[int], sysfs: str = "/sys/devices/system/cpu") -> int | None:
@@ -284,9 +290,9 @@ def decode_threads(model: str | None) -> int:
     sleeping second thread, so one row of the demo's AR twin decoded 2.5x faster on one
     thread than on two (the demo model 1.3x); at 91M parameters two threads were 1.17x
     faster. Reads file sizes only: torch is not imported yet."""
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    env = _env_threads()
+    if env is not None:
+        return env
     size = weights_bytes(model)
     return 1 if size is not None and size < SMALL_WEIGHTS_BYTES else default_threads()
 
@@ -307,7 +313,6 @@ def weights_bytes(model: str | None) -> int | None:
             files = [f for f in folder.iterdir() if f.suffix in (".safetensors", ".bin")]
         except OSError:
             continue
-        files = [f for f in files if not f.name.endswith(".trajectories.safetensors")]
         if files:
             return sum(f.stat().st_size for f in files)
     return None
