@@ -2,8 +2,8 @@
 
 Issue 16 item 8: with no flags (temperature 0, pure diffusion: one block) the demo model
 writes "the the the". This script decodes the same held-out prompts with every setting of
-a small grid (temperature × semi-autoregressive block length, one token per step, the
-default ``gen_length``) and reports, per setting:
+a small grid (temperature × semi-autoregressive block length × repetition penalties, one
+token per step, the default ``gen_length``) and reports, per setting:
 
 - gen ppl: generative perplexity of the continuations given their prompts under
   SmolLM2-135M (``unmask.scoring``; lower = more fluent as the reference judges it);
@@ -18,6 +18,9 @@ falls more than 15% below the held-out text's. The recommended default is the
 non-degenerate setting with the lowest gen ppl (ties: faster); the table marks it.
 
     python benchmarks/defaults.py [--model PATH] [--prompts 8] [--seeds 2]
+                                  [--temperatures T ..] [--blocks B ..]
+                                  [--repetition-penalties R ..] [--frequency-penalties F ..]
+                                  [--presence-penalties P ..]
                                   [--json benchmarks/results/defaults.json]
 """
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import platform
 import sys
@@ -97,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="temperatures of the grid")
     ap.add_argument("--blocks", type=int, nargs="+", default=list(BLOCKS),
                     help="block lengths of the grid (0 = one block)")
+    ap.add_argument("--repetition-penalties", type=float, nargs="+", default=[1.0],
+                    help="repetition_penalty values of the grid (1 = off)")
+    ap.add_argument("--frequency-penalties", type=float, nargs="+", default=[0.0],
+                    help="frequency_penalty values of the grid (0 = off)")
+    ap.add_argument("--presence-penalties", type=float, nargs="+", default=[0.0],
+                    help="presence_penalty values of the grid (0 = off)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
     ap.add_argument("--json", default=None, help="write the rows here")
@@ -119,21 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     truth = [tok.decode(tok.encode(c)[:G]) for _, c in pairs]  # the same length in tokens
     rows.append({"setting": "held-out text", "temperature": None, "block": None, "seconds": 0.0,
                  **quality(truth, prompts, tok, scorer)})
-    for temperature in args.temperatures:
-        for block in args.blocks:
-            seeds = range(args.seeds) if temperature > 0 else range(1)
-            texts, ctx = [], []
-            t0 = time.perf_counter()
-            for seed in seeds:
-                sc = SampleConfig(gen_length=G, steps=G, block_length=block or None,
-                                  temperature=temperature, seed=seed)
-                texts += api.generate(m, prompts, config=sc).texts
-                ctx += prompts
-            dt = time.perf_counter() - t0
-            label = f"T={temperature:g}, " + (f"blocks of {block}" if block else "one block")
-            rows.append({"setting": label, "temperature": temperature, "block": block or None,
-                         "seconds": dt, **quality(texts, ctx, tok, scorer)})
-            print(f"{label}: {rows[-1]}", file=sys.stderr)
+    grid = itertools.product(args.temperatures, args.blocks, args.repetition_penalties,
+                             args.frequency_penalties, args.presence_penalties)
+    for temperature, block, rp, fp, pp in grid:
+        seeds = range(args.seeds) if temperature > 0 else range(1)
+        texts, ctx = [], []
+        t0 = time.perf_counter()
+        for seed in seeds:
+            sc = SampleConfig(gen_length=G, steps=G, block_length=block or None,
+                              temperature=temperature, seed=seed, repetition_penalty=rp,
+                              frequency_penalty=fp, presence_penalty=pp)
+            texts += api.generate(m, prompts, config=sc).texts
+            ctx += prompts
+        dt = time.perf_counter() - t0
+        label = f"T={temperature:g}, " + (f"blocks of {block}" if block else "one block")
+        label += "".join(f", {name} {v:g}" for name, v, off in (
+            ("repetition", rp, 1.0), ("frequency", fp, 0.0), ("presence", pp, 0.0)) if v != off)
+        rows.append({"setting": label, "temperature": temperature, "block": block or None,
+                     "repetition_penalty": rp, "frequency_penalty": fp, "presence_penalty": pp,
+                     "seconds": dt, **quality(texts, ctx, tok, scorer)})
+        print(f"{label}: {rows[-1]}", file=sys.stderr)
 
     ref = rows[0]
     ok = [r for r in rows[1:] if r["dist2"] >= 0.85 * ref["dist2"]

@@ -417,12 +417,16 @@ def test_engine_cancel_drops_queued_job_and_stops_batch():
         engine.close()
 
 
-def test_openapi_and_neutral_penalties(echo_client):
+def test_openapi_and_penalty_ranges(echo_client):
     assert "/v1/completions" in echo_client.get("/openapi.json").json()["paths"]
-    ok = {"prompt": "x", "max_tokens": 2, "presence_penalty": 0, "frequency_penalty": 0.0}
+    ok = {"prompt": "x", "max_tokens": 2, "presence_penalty": 0, "frequency_penalty": None}
     assert echo_client.post("/v1/completions", json=ok).status_code == 200
-    r = echo_client.post("/v1/completions", json={**ok, "presence_penalty": 0.5})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "presence_penalty"
+    assert echo_client.post("/v1/completions", json={**ok, "presence_penalty": 0.5,
+                                                     "repetition_penalty": 1.2}).status_code == 200
+    for field, bad in (("presence_penalty", 2.5), ("frequency_penalty", -3),
+                       ("repetition_penalty", 0)):
+        r = echo_client.post("/v1/completions", json={**ok, field: bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == field
 
 
 def test_serve_command_user_errors(capsys):

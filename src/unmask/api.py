@@ -162,9 +162,11 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     token decoder on a continuous-diffusion checkpoint (its model wants a noise level; the
     llada loop would fail in the model, or sample a latent autoencoder as if it were a mask
     predictor), ``guide_words`` off the continuous decoders and ``predraft`` off ``hybrid``,
-    the only decoders that read them, and ``draft_length`` and ``draft_threshold`` off
-    ``speculative`` and ``hybrid``."""
+    the only decoders that read them, ``draft_length`` and ``draft_threshold`` off
+    ``speculative`` and ``hybrid``, and repetition penalties off the decoders that have no
+    logits to penalise (``unmask.sampling.penalties``)."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
+    from unmask.sampling.penalties import check_penalty_decoder
     from unmask.sampling.segments import check_segments
 
     check_segments(name, config)
@@ -179,6 +181,7 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
             f"guide_words steer the continuous decoders ({', '.join(CONTINUOUS_DECODERS)}), "
             f"not decoder {name!r}"
         )
+    check_penalty_decoder(name, config)
     given = [f for f in ("draft_length", "draft_threshold")
              if getattr(config, f) != getattr(SampleConfig, f)]  # fmt: skip
     if given and name not in ("speculative", "hybrid"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -600,6 +601,17 @@ class SampleConfig:
     """Autoregressive (causal) models only: sample among the k most likely tokens."""
     top_p: float | None = None
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
+    repetition_penalty: float = 1.0
+    """Divide the positive logits (multiply the negative ones) of every token already in the
+    text, prompt included, by this (CTRL / Hugging Face / vLLM; > 0, 1 = off, 1.1-1.3 typical).
+    Decoders ``llada``, ``bd3lm``, ``ar``, ``speculative``, ``hybrid``
+    (``unmask.sampling.penalties``)."""
+    presence_penalty: float = 0.0
+    """Subtract this from the logit of every token the generated text holds (OpenAI; in
+    [-2, 2], 0 = off). The same decoders."""
+    frequency_penalty: float = 0.0
+    """Subtract this times the number of times a token occurs in the generated text (OpenAI; in
+    [-2, 2], 0 = off). The same decoders."""
     draft_length: int | None = None
     """Draft tokens per round (>= 1). Decoder ``speculative``: tokens the diffusion drafter
     proposes (None = 8, ``unmask.sampling.speculative.SPECULATIVE_DRAFT_LENGTH``). Decoder
@@ -653,6 +665,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if self.draft_length is not None and self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
+        check_penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty)
         if self.guide_scale < 0:
             raise UserError(f"guide_scale must be >= 0, got {self.guide_scale}")
         if self.edit_threshold is not None and not 0.0 <= self.edit_threshold < 1.0:
@@ -682,6 +695,17 @@ class SampleConfig:
                 )
             self.decoder, self.policy = "sedd", "llada"
             self.sedd_sampler = alias  # type: ignore[assignment]
+
+
+def check_penalties(repetition: float, presence: float, frequency: float) -> None:
+    """Refuse, in one line, penalties no decoder can use: ``repetition_penalty`` must be a
+    finite number > 0; ``presence_penalty`` and ``frequency_penalty`` finite, in [-2, 2]
+    (OpenAI's range)."""
+    if not (math.isfinite(repetition) and repetition > 0):
+        raise UserError(f"repetition_penalty must be a finite number > 0, got {repetition}")
+    for name, value in (("presence_penalty", presence), ("frequency_penalty", frequency)):
+        if not (math.isfinite(value) and -2.0 <= value <= 2.0):
+            raise UserError(f"{name} must be in [-2, 2], got {value}")
 
 
 SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")

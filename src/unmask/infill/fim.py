@@ -38,6 +38,7 @@ from unmask.infill.template import DEFAULT_MAX_LEN, Gap, _named, parse_template,
 from unmask.sampling.ar import generate_ar
 from unmask.sampling.cache import call_model
 from unmask.sampling.loop import make_generator
+from unmask.sampling.penalties import Penalties
 
 _NO_FIM = (
     "this model was not trained for fill-in-the-middle (its config.json has no fim_prefix_id); "
@@ -131,6 +132,7 @@ def fill_middle_ids(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    penalties: Penalties | None = None,
 ) -> FimResult:
     """Decode the middle between ``prefix_ids`` and ``suffix_ids`` with an AR-FIM model.
 
@@ -139,7 +141,8 @@ def fill_middle_ids(
     ``fim_prompt`` runs once, then one position per token (``generate_ar``); decoding stops at
     EOS or after ``max_new_tokens`` tokens. EOS is banned until the middle has
     ``min_new_tokens`` tokens; mask, pad, BOS and the sentinels are always banned. Greedy at
-    ``temperature`` 0, else sampled with ``top_k`` / ``top_p`` from ``generator``.
+    ``temperature`` 0, else sampled with ``top_k`` / ``top_p`` from ``generator``;
+    ``penalties`` as ``generate_ar``'s (the FIM prompt, suffix included, counts as text).
     """
     cfg = _config(model)
     if max_new_tokens < 1:
@@ -178,6 +181,7 @@ def fill_middle_ids(
         eos_id=cfg.eos_id,
         pad_id=cfg.pad_id,
         generator=generator,
+        penalties=penalties,
     )
     gen = res.gen_ids[0][: res.steps]
     ended = cfg.eos_id in gen
@@ -197,6 +201,7 @@ def fill_middle(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    penalties: Penalties | None = None,
 ) -> FimResult:
     """The text between ``prefix`` and ``suffix``, written by an AR-FIM model (``fill_middle_ids``).
 
@@ -227,6 +232,7 @@ def fill_middle(
         top_k=top_k,
         top_p=top_p,
         generator=generator,
+        penalties=penalties,
     )
     res.middle = tokenizer.decode(res.tokens)
     res.text = prefix + res.middle + suffix
@@ -288,7 +294,8 @@ def infill_causal(
 
     ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
     middle with EOS after a to b tokens (the model chooses the length, not an ELBO search).
-    ``config`` supplies ``temperature``, ``top_k``, ``top_p`` and ``seed``. A space right before
+    ``config`` supplies ``temperature``, ``top_k``, ``top_p``, ``seed`` and the repetition
+    penalties. A space right before
     the gap moves into the middle by the rule of the diffusion path (``takes_space``). A
     constrained gap (regex, choices, class, banned words) is written under its automaton
     left to right (``unmask.infill.ordered``), so its text satisfies the constraint. Templates
@@ -330,6 +337,7 @@ def infill_causal(
             top_k=config.top_k,
             top_p=config.top_p,
             generator=make_generator(config.seed, device),
+            penalties=Penalties.of(config),
         )
     middle, ids = res.middle, tokenizer.encode(prefix[:-1] if space else prefix)
     if space:

@@ -34,6 +34,7 @@ from unmask.errors import UserError
 from unmask.infill.automaton import TokenAutomaton
 from unmask.sampling.ar import ARRun
 from unmask.sampling.loop import StepCallback, make_generator
+from unmask.sampling.penalties import Penalties
 from unmask.sampling.protocol import model_device
 
 Piece = tuple[str, Any]
@@ -246,9 +247,9 @@ def fill_left_to_right(
     locked text forced, every hole held to its automaton within its width.
 
     Leading locked text joins the prompt (one forward for all of it). ``config`` supplies
-    ``temperature``, ``top_k``, ``top_p`` and ``seed``. With ``canvas`` (B, L) and ``spans``
-    (the diffusion path's layout), ``step_callback(step, view)`` sees that canvas as far as
-    the run got (``_view``).
+    ``temperature``, ``top_k``, ``top_p``, ``seed`` and the repetition penalties. With
+    ``canvas`` (B, L) and ``spans`` (the diffusion path's layout), ``step_callback(step,
+    view)`` sees that canvas as far as the run got (``_view``).
     """
     prompts = [list(p) for p in prompts]
     pieces = [list(p) for p in pieces]
@@ -289,6 +290,7 @@ def fill_left_to_right(
         generator=generator,
         allowed=guide,
         step_callback=on_step,
+        penalties=Penalties.of(config),
     )
     run.run()
     return Ordered(holes=guide.tokens, nfe=run.nfe, steps=run.steps)

@@ -32,6 +32,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.cache import call_model, supports_kv_cache
+from unmask.sampling.penalties import Penalties, text_counts
 from unmask.sampling.policies import _rand
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -126,6 +127,8 @@ class ARRun(DecoderRun):
     one feeds the last token (1 NFE) and commits the next. It runs alone (``shares_forward``
     False): its KV cache holds this batch's keys and values. ``[MASK]`` is never proposed.
     ``allowed`` (``AllowedTokens``): each step samples only among the tokens it names.
+    ``penalties`` (``unmask.sampling.penalties``): each step's logits are penalised for the
+    prompt (a start token given to an empty prompt not counted) and the tokens so far.
     """
 
     def __init__(
@@ -145,6 +148,7 @@ class ARRun(DecoderRun):
         step_callback: ARStepCallback | None = None,
         on_view: ViewCallback | None = None,
         allowed: AllowedTokens | None = None,
+        penalties: Penalties | None = None,
     ) -> None:
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
@@ -173,7 +177,8 @@ class ARRun(DecoderRun):
                 "an autoregressive model cannot fill a [MASK] in the prompt; "
                 "use a masked diffusion model (or infill)"
             )
-        if any(not r for r in rows):
+        started = [not r for r in rows]  # rows given a start token: not text, never counted
+        if any(started):
             if start_id is None:
                 raise UserError("an empty prompt needs a start token (start_id or eos_id)")
             rows = [r or [start_id] for r in rows]
@@ -209,6 +214,7 @@ class ARRun(DecoderRun):
         self.kv = KVCache()
         self.step_callback, self.on_view = step_callback, on_view
         self.allowed = allowed
+        self._counts = text_counts(penalties, self.prompt, self.real, started)
         self.nfe = self.steps = 0
         self._logits: Tensor | None = None  # (B, V) predicting the next position
         self._stopped = False
@@ -235,6 +241,8 @@ class ARRun(DecoderRun):
                 )[:, -1]  # (B, V)
             self.nfe += 1
             logits = self._logits
+            if self._counts is not None:
+                logits = self._counts.penalise(logits)
             logits = forbid_id(logits, self._forbid)
             if self.allowed is not None:
                 ok = self.allowed(t, torch.cat([self.prompt, self.gen[:, :t]], dim=1))
@@ -248,6 +256,8 @@ class ARRun(DecoderRun):
                 generator=self.generator,
             )
         nxt = torch.where(self.finished, torch.full_like(nxt, self.fill), nxt)  # (B,)
+        if self._counts is not None:
+            self._counts.add(nxt[:, None], ~self.finished[:, None])
         self.gen[:, t] = nxt
         self.steps += 1
         self.finished |= rows_finished(nxt[:, None], self.eos_id)
@@ -308,6 +318,7 @@ def generate_ar(
     start_id: int | None = None,
     generator: torch.Generator | None = None,
     step_callback: ARStepCallback | None = None,
+    penalties: Penalties | None = None,
 ) -> GenerateResult:
     """Decode up to ``max_new_tokens`` tokens after each prompt with a causal model and a KV cache.
 
@@ -316,7 +327,8 @@ def generate_ar(
     decodes as it would alone), or a 2-D tensor of equal-length prompts. An empty prompt
     starts from ``start_id`` (default ``eos_id``, the document separator of our training
     data). The prompt runs once (1 NFE); every further token is one forward of one
-    position (1 NFE). A row that emits ``eos_id`` is finished: its later positions hold
+    position (1 NFE). ``penalties``: repetition penalties (``unmask.sampling.penalties``).
+    A row that emits ``eos_id`` is finished: its later positions hold
     ``pad_id``; decoding stops when every row is finished. ``ARRun(...).run()``.
 
     Returns a ``GenerateResult`` with ``tokens`` (B, P + max_new_tokens), ``region`` =
@@ -334,6 +346,7 @@ def generate_ar(
         start_id=start_id,
         generator=generator,
         step_callback=step_callback,
+        penalties=penalties,
     ).run()
 
 
@@ -389,4 +402,5 @@ class ARDecoder(Decoder):
             mask_id=f.mask_id,
             generator=make_generator(config.seed, device),
             on_view=on_view,
+            penalties=Penalties.of(config),
         )

@@ -64,6 +64,7 @@ from unmask.sampling.ar import (
     sample_token,
 )
 from unmask.sampling.cache import supports_kv_cache
+from unmask.sampling.penalties import Penalties, text_counts
 from unmask.sampling.protocol import (
     DecoderRun,
     ViewCallback,
@@ -189,6 +190,7 @@ class HybridRun(DecoderRun):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         on_view: ViewCallback | None = None,
+        penalties: Penalties | None = None,
     ) -> None:
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
@@ -221,7 +223,8 @@ class HybridRun(DecoderRun):
         rows = as_rows(prompt_ids)
         if any(mask_id in r for r in rows):
             raise UserError("decoder 'hybrid' cannot fill a [MASK] in the prompt")
-        if any(not r for r in rows):
+        started = [not r for r in rows]  # rows given a start token: not text, never counted
+        if any(started):
             if eos_id is None:
                 raise UserError("an empty prompt needs a start token (eos_id)")
             rows = [r or [eos_id] for r in rows]
@@ -242,6 +245,7 @@ class HybridRun(DecoderRun):
         self.threshold = draft_threshold
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
+        self._counts = text_counts(penalties, self.prompt, self.real, started)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
         # the head runs on the columns a round reads (d + 1 verified, one block per row), not
@@ -335,6 +339,8 @@ class HybridRun(DecoderRun):
         (decided before the draw, as the two-model decoder does: a length cut by the drawn
         token itself would bias the accepted drafts). ``[MASK]`` is never drafted."""
         logits = self._no_mask(logits)
+        if self._counts is not None:  # for the committed text (not the drafts before): exact,
+            logits = self._counts.penalise(logits)  # as any proposal is, and kept more often
         if self.temperature == 0:
             conf = F.softmax(logits.float(), dim=-1).amax(dim=-1) if self.threshold > 0 else None
             return logits.argmax(dim=-1), None, conf
@@ -380,6 +386,9 @@ class HybridRun(DecoderRun):
         with torch.no_grad():
             hid, h, plan = self._forward(blocks)  # (B, T, D|V)
             p_logits = self._no_mask(self._logits(hid[:, h - 1 : h + d]))  # (B, d + 1, V)
+            if self._counts is not None:  # each position judged for the text before it
+                live = torch.arange(d, device=p_logits.device)[None, :] < self.dlen[:, None]
+                p_logits = self._counts.penalise(p_logits, self.drafts, live)
             if self.temperature == 0:
                 n, out = accept_greedy(self.drafts, p_logits)
                 n = torch.minimum(n, self.dlen)  # a row accepts no more than it drafted
@@ -392,6 +401,9 @@ class HybridRun(DecoderRun):
             n = torch.where(active, torch.minimum(n, self.gen_length - 1 - self.committed), 0)
             N = P + self.committed
             count, ended = commit_rows(self.gen, self.committed, out, n, active, self.eos_id)
+            if self._counts is not None:
+                kept = torch.arange(d + 1, device=n.device)[None, :] < count[:, None]
+                self._counts.add(out, kept)
             keep = (plan.columns < h + n[:, None]) & active[:, None]  # head + accepted drafts
             self.cache.commit(keep, torch.where(active, N + n, self.cache.fed))
             self._drafted += self.dlen * active
@@ -489,6 +501,7 @@ class HybridDecoder(Decoder):
             draft_threshold=config.draft_threshold,
             generator=make_generator(config.seed, device),
             on_view=on_view,
+            penalties=Penalties.of(config),
         )
 
 

@@ -68,6 +68,7 @@ from unmask.sampling.ar import (
     sample_token,
 )
 from unmask.sampling.cache import call_model, shift_logits, supports_kv_cache
+from unmask.sampling.penalties import Penalties, text_counts
 from unmask.sampling.policies import _rand
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -284,6 +285,7 @@ class SpeculativeRun(DecoderRun):
         shared_vocab: int | None = None,
         generator: torch.Generator | None = None,
         on_view: ViewCallback | None = None,
+        penalties: Penalties | None = None,
     ) -> None:
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
@@ -313,7 +315,8 @@ class SpeculativeRun(DecoderRun):
         rows = as_rows(prompt_ids)
         if mask_id is not None and any(mask_id in r for r in rows):
             raise UserError("speculative decoding cannot fill a [MASK] in the prompt")
-        if any(not r for r in rows):
+        started = [not r for r in rows]  # rows given a start token: not text, never counted
+        if any(started):
             if eos_id is None:
                 raise UserError("an empty prompt needs a start token (eos_id)")
             rows = [r or [eos_id] for r in rows]
@@ -333,6 +336,7 @@ class SpeculativeRun(DecoderRun):
         self.model, self.drafter, self.dfacts = model, drafter, dfacts
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
+        self._counts = text_counts(penalties, self.prompt, self.real, started)
         self.eos_id, self.gen_length, self.k = eos_id, max_new_tokens, draft_length
         self.threshold, self.draft_steps = draft_threshold, draft_steps
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
@@ -522,6 +526,9 @@ class SpeculativeRun(DecoderRun):
             K = draft.shape[1]
             logits, h = self._verify(draft, lengths)
             logits = self._forbid_mask(logits.to(torch.float64))  # (B, K + 1, V)
+            if self._counts is not None:  # each position judged for the text before it
+                live = torch.arange(K, device=logits.device)[None, :] < lengths[:, None]
+                logits = self._counts.penalise(logits, draft, live)
             if q is not None and q.shape[-1] != logits.shape[-1]:
                 raise UserError(self._vocab_error(q.shape[-1], logits.shape[-1]))
             if self.temperature == 0:
@@ -536,6 +543,9 @@ class SpeculativeRun(DecoderRun):
             n = torch.where(active, torch.minimum(n, self.gen_length - 1 - self.committed), 0)
             N = P + self.committed
             count, ended = commit_rows(self.gen, self.committed, out, n, active, self.eos_id)
+            if self._counts is not None:
+                kept = torch.arange(K + 1, device=n.device)[None, :] < count[:, None]
+                self._counts.add(out, kept)
             j = torch.arange(h + K, device=n.device)[None, :]
             keep = (j < h + n[:, None]) & active[:, None]  # the head and the accepted drafts
             self.kv.commit(keep, torch.where(active, N + n, self.kv.fed))
@@ -618,6 +628,7 @@ class SpeculativeDecoder(Decoder):
             shared_vocab=target.aux.get("shared_vocab"),
             generator=make_generator(config.seed, device),
             on_view=on_view,
+            penalties=Penalties.of(config),
         )
 
 

@@ -157,7 +157,10 @@ def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *
                         threshold=opts.threshold, cache=opts.cache,
                         temperature=opts.temperature, seed=opts.seed,
                         edit_threshold=opts.edit_threshold, max_post_steps=opts.max_post_steps,
-                        segment_length=opts.segment_length)
+                        segment_length=opts.segment_length,
+                        repetition_penalty=opts.repetition_penalty or 1.0,
+                        presence_penalty=opts.presence_penalty or 0.0,
+                        frequency_penalty=opts.frequency_penalty or 0.0)
 
 
 def note(request: Request, **fields: float | int | str) -> None:

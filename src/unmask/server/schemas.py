@@ -1,8 +1,9 @@
 """Request bodies of the HTTP API (pydantic v2), in OpenAI's shapes plus diffusion options.
 
 Inside: ``DiffusionOptions`` (``steps``, ``block_length``, ``policy``, ``threshold``,
-``cache``, ``stream_denoising``), ``CompletionRequest``, ``ChatMessage``, ``ChatRequest``,
-``InfillRequest``, ``FormRequest``, ``EditRequest``, ``TokenizeRequest``. Every model forbids
+``cache``, the repetition penalties, ``stream_denoising``), ``CompletionRequest``,
+``ChatMessage``, ``ChatRequest``, ``InfillRequest``, ``FormRequest``, ``EditRequest``,
+``TokenizeRequest``. Every model forbids
 unknown fields, so a misspelled option is a 400, never silently ignored. Limits that depend
 on the served model or the server's ``ServerLimits`` (context length, most steps, most
 choices) are checked by the routes, not here.
@@ -50,6 +51,15 @@ class DiffusionOptions(_Strict):
     probability above this; None = no editing (docs/large-models.md)."""
     max_post_steps: int = Field(16, ge=0, le=64)
     """With ``edit_threshold``: edit-only steps at most once a block has no mask."""
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    """Lower the logit of every token the generated text holds by this (OpenAI); 0 or None =
+    off."""
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    """Lower a token's logit by this times its count in the generated text (OpenAI); 0 or None
+    = off."""
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    """Extension (vLLM's): divide the positive logits (multiply the negative ones) of tokens
+    already in the text, prompt included, by this; 1 or None = off (docs/sampling.md)."""
     segment_length: int | None = Field(None, ge=1)
     """Extension: write ``max_tokens`` in segments of this many tokens, each seeing the latest
     ``context - segment_length`` tokens, so ``max_tokens`` may exceed the model's context
@@ -89,10 +99,6 @@ class _Generation(DiffusionOptions, Guided):
     """``{"include_usage": true}``: a last chunk with ``usage`` (as OpenAI)."""
     user: str | None = Field(None, max_length=256)
     """Accepted for compatibility; ignored."""
-    presence_penalty: float | None = Field(None, ge=0.0, le=0.0)
-    """Accepted for compatibility at its neutral value 0 only (clients send it by default)."""
-    frequency_penalty: float | None = Field(None, ge=0.0, le=0.0)
-    """Accepted for compatibility at its neutral value 0 only."""
 
     def stops(self) -> list[str]:
         """``stop`` as a list."""

@@ -22,6 +22,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import choose_decoder, cut_at_eos, validate
 from unmask.sampling.cache import check_cache_name
+from unmask.sampling.penalties import PENALTY_FIELDS, check_penalty_decoder
 from unmask.sampling.policies import make_policy
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
@@ -83,6 +84,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                        code="context_length_exceeded")
     config = sample_config(req, req.max_tokens, req.max_tokens, segments=True)
     config = dataclasses.replace(config, top_p=top_p)
+    check_penalties_apply(state, config)
     try:
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
@@ -101,6 +103,18 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = req.seed is not None and req.temperature > 0
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
+
+
+def check_penalties_apply(state: ServerState, config: SampleConfig) -> None:
+    """A 400 naming the penalty that the served checkpoint's decoder cannot apply (SEDD, the
+    continuous families), before a stream starts."""
+    given = [f for f in PENALTY_FIELDS if getattr(config, f) != getattr(SampleConfig, f)]
+    if not given:
+        return
+    try:
+        check_penalty_decoder(choose_decoder(api.facts_of(state.loaded), config).name, config)
+    except UserError as e:
+        raise APIError(400, str(e), param=given[0], code="invalid_value") from None
 
 
 def check_names(config: SampleConfig) -> None:

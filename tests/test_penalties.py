@@ -1,0 +1,326 @@
+"""Repetition penalties (``unmask.sampling.penalties``): the formula by hand, every decoder that
+reads logits against an independent reference, exactness of the two speculative decoders under
+penalties (greedy and sampled), and the one-line refusals."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from unmask import api
+from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
+from unmask.loaded import Loaded
+from unmask.model import Transformer
+from unmask.sampling import generate, generate_ar
+from unmask.sampling import penalties as pen_mod
+from unmask.sampling.hybrid import HybridRun
+from unmask.sampling.penalties import Penalties, prefix_counts, token_counts
+from unmask.sampling.speculative import SpeculativeRun
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+def reference(logits: torch.Tensor, prompt: list[int], gen: list[int], r: float = 1.0,
+              a: float = 0.0, f: float = 0.0) -> torch.Tensor:
+    """The penalties written out token by token (the definition the module implements)."""
+    out = logits.clone()
+    for v in set(prompt) | set(gen):
+        out[v] = out[v] / r if out[v] > 0 else out[v] * r
+    for v in set(gen):
+        out[v] -= a + f * gen.count(v)
+    return out
+
+
+def test_the_formula_by_hand():
+    logits = torch.tensor([2.0, -2.0, 1.0, 0.5, 3.0])
+    seen = torch.tensor([1.0, 1.0, 2.0, 0.0, 0.0])  # prompt + generated
+    gen = torch.tensor([0.0, 1.0, 2.0, 0.0, 0.0])  # generated only
+    got = Penalties(repetition=2.0, presence=0.5, frequency=0.25).apply(logits, seen, gen)
+    # 2/2; -2*2 - 0.5 - 0.25; 1/2 - 0.5 - 0.5; untouched; untouched
+    assert got.tolist() == pytest.approx([1.0, -4.75, -0.5, 0.5, 3.0])
+    assert got.tolist() == pytest.approx(
+        reference(logits, [0, 1, 2], [1, 2, 2], 2.0, 0.5, 0.25).tolist())
+    assert Penalties.of(SampleConfig()) is None  # neutral: no work anywhere
+    assert Penalties.of(SampleConfig(presence_penalty=-0.5)) == Penalties(presence=-0.5)
+
+
+def test_counts_and_prefix_counts():
+    tokens = torch.tensor([[3, 3, 1, 9], [0, 2, 2, 2]])
+    keep = torch.tensor([[True, True, False, True], [True, True, True, False]])
+    c = token_counts(tokens, keep, 4)  # id 9 is outside the vocabulary: ignored
+    assert c.tolist() == [[0, 0, 0, 2], [1, 0, 2, 0]]
+    base = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    drafts = torch.tensor([[1, 1], [2, 0]])
+    live = torch.tensor([[True, True], [True, False]])
+    pc = prefix_counts(base, drafts, live)  # position j sees the first j live drafts
+    assert pc.tolist() == [
+        [[1, 0, 0], [1, 1, 0], [1, 2, 0]],
+        [[0, 0, 0], [0, 0, 1], [0, 0, 1]],
+    ]
+
+
+def causal(seed: int) -> Transformer:
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, attention="causal",
+                       init_std=0.3, **TOK.special_ids())  # fmt: skip
+    torch.manual_seed(seed)
+    return Transformer(cfg).double().eval()
+
+
+KNOBS = [dict(r=1.5), dict(a=0.7, f=0.4), dict(r=1.3, a=-0.3, f=0.9)]
+
+
+def as_config(knobs: dict) -> dict:
+    return dict(repetition_penalty=knobs.get("r", 1.0), presence_penalty=knobs.get("a", 0.0),
+                frequency_penalty=knobs.get("f", 0.0))  # fmt: skip
+
+
+def ar_reference(m: Transformer, prompt: list[int], n: int, knobs: dict) -> list[int]:
+    """Greedy decoding without a cache, the penalties by ``reference``."""
+    start = prompt or [m.config.eos_id]  # an empty prompt's start token is not text
+    gen: list[int] = []
+    with torch.no_grad():
+        for _ in range(n):
+            logits = m(torch.tensor([start + gen]))[0, -1]
+            logits = reference(logits, prompt, gen, **knobs)
+            logits[m.config.mask_id] = float("-inf")
+            gen.append(int(logits.argmax()))
+    return gen
+
+
+PROMPTS = [[10, 20, 30, 40, 50], [7, 8], [], [100, 101, 100, 101]]
+
+
+@pytest.mark.parametrize("knobs", KNOBS)
+def test_ar_greedy_equals_the_reference_loop(knobs):
+    m = causal(0)
+    want = [ar_reference(m, p, 16, knobs) for p in PROMPTS]
+    start = m.config.eos_id
+    got = generate_ar(m, PROMPTS, max_new_tokens=16, eos_id=None, start_id=start,
+                      penalties=Penalties.of(SampleConfig(**as_config(knobs))))  # fmt: skip
+    assert got.gen_ids == want  # padded batch, an empty prompt: as each row alone
+    plain = generate_ar(m, PROMPTS, max_new_tokens=16, eos_id=None, start_id=start)
+    assert plain.gen_ids != want  # the penalties changed the text
+
+
+@pytest.mark.parametrize("knobs", KNOBS)
+@pytest.mark.parametrize("draft_length", [2, 5])
+def test_speculative_greedy_equals_ar_with_the_same_penalties(knobs, draft_length):
+    verifier = causal(1)
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64,
+                       attention="bidirectional", init_std=0.3, **TOK.special_ids())  # fmt: skip
+    torch.manual_seed(11)
+    drafter = Transformer(cfg).double().eval()
+    penalties = Penalties.of(SampleConfig(**as_config(knobs)))
+    prompts = [p for p in PROMPTS if p]
+    want = generate_ar(verifier, prompts, max_new_tokens=20, eos_id=None, penalties=penalties)
+    got = SpeculativeRun(verifier, drafter, prompts, max_new_tokens=20, eos_id=None,
+                         draft_length=draft_length, penalties=penalties).run()  # fmt: skip
+    assert got.gen_ids == want.gen_ids
+
+
+def hybrid_model(seed: int) -> Transformer:
+    cfg = model_preset("tiny", vocab_size=12, max_seq_len=64, attention="causal",
+                       init_std=0.6, draft_block=3, mask_id=0, pad_id=1, eos_id=2,
+                       bos_id=3)  # fmt: skip
+    torch.manual_seed(seed)
+    return Transformer(cfg).double().eval()
+
+
+@pytest.mark.parametrize("knobs", KNOBS)
+@pytest.mark.parametrize("predraft", ["all", "ends"])
+def test_hybrid_greedy_equals_ar_with_the_same_penalties(knobs, predraft):
+    m = hybrid_model(0)
+    prompts = [[4, 5, 6, 7, 4], [7, 6], [5, 6, 7, 4, 5, 6, 7, 4]]
+    penalties = Penalties.of(SampleConfig(**as_config(knobs)))
+    want = generate_ar(m, prompts, max_new_tokens=18, eos_id=None, penalties=penalties)
+    for rows in (prompts, prompts[:1]):
+        got = HybridRun(m, rows, max_new_tokens=18, eos_id=None, predraft=predraft,
+                        penalties=penalties).run()  # fmt: skip
+        assert got.gen_ids == want.gen_ids[: len(rows)]
+
+
+def exact_marginals(next_logits, prompt: list[int], V: int, n: int, mask_id: int,
+                    knobs: dict) -> list[torch.Tensor]:
+    """Exact distributions of generated tokens 1..n at temperature 1 with the penalties, by
+    enumerating every path (``next_logits(seq) -> (V,)``)."""
+    out = [torch.zeros(V, dtype=torch.float64) for _ in range(n)]
+    for path in itertools.product(range(V), repeat=n):
+        prob = 1.0
+        for j in range(n):
+            logits = reference(next_logits(prompt + list(path[:j])).double(), prompt,
+                               list(path[:j]), **knobs)  # fmt: skip
+            logits[mask_id] = float("-inf")
+            prob *= float(torch.softmax(logits, dim=-1)[path[j]])
+        for j in range(n):
+            out[j][path[j]] += prob
+    return out
+
+
+def tv(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().sum() / 2)
+
+
+def marginals(rows: list[list[int]], V: int, n: int) -> list[torch.Tensor]:
+    counts = torch.zeros(n, V, dtype=torch.float64)
+    for row in rows:
+        for j in range(n):
+            counts[j, row[j]] += 1
+    return list(counts / counts.sum(dim=1, keepdim=True))
+
+
+STRONG = dict(r=1.5, a=0.5, f=1.5)
+
+
+def test_speculative_sampling_is_distributed_as_ar_with_penalties(monkeypatch):
+    """Temperature 1 over a Markov verifier: the committed tokens follow the penalised AR
+    distribution; judging every draft by the committed text alone (ignoring the drafts before
+    it) fails the same check."""
+    from tests.test_speculative import MASK, TABLE, FixedDrafter, Markov, V
+
+    prompt, n = [1, 2], 3
+    exact = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, STRONG)
+    plain = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, {})
+    assert max(tv(e, p) for e, p in zip(exact, plain, strict=True)) > 0.1  # they matter
+    penalties = Penalties.of(SampleConfig(**as_config(STRONG)))
+
+    def draw(rows: int) -> list[list[int]]:
+        return SpeculativeRun(Markov(), FixedDrafter(), [prompt] * rows, max_new_tokens=n,
+                              draft_length=2, temperature=1.0, eos_id=None, penalties=penalties,
+                              generator=torch.Generator().manual_seed(0)).run().gen_ids  # fmt: skip
+
+    got = marginals(draw(3000), V, n)
+    assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) < 0.05
+
+    monkeypatch.setattr(pen_mod, "prefix_counts",
+                        lambda base, drafts, live=None: base[:, None].expand(
+                            -1, drafts.shape[1] + 1, -1))  # fmt: skip
+    wrong = marginals(draw(3000), V, n)
+    assert max(tv(e, g) for e, g in zip(exact, wrong, strict=True)) > 0.1
+
+
+def test_hybrid_sampling_is_distributed_as_ar_with_penalties():
+    m = hybrid_model(5)
+    prompt, n, V = [4, 6, 5], 3, m.config.vocab_size
+    with torch.no_grad():
+        exact, plain = (exact_marginals(lambda seq: m(torch.tensor([seq]))[0, -1], prompt, V, n,
+                                        m.config.mask_id, knobs) for knobs in (STRONG, {}))
+    assert max(tv(e, p) for e, p in zip(exact, plain, strict=True)) > 0.1  # they matter
+    penalties = Penalties.of(SampleConfig(**as_config(STRONG)))
+    rows: list[list[int]] = []
+    for s in range(150):
+        rows += HybridRun(m, [prompt] * 10, max_new_tokens=n, temperature=1.0, eos_id=None,
+                          penalties=penalties,
+                          generator=torch.Generator().manual_seed(s)).run().gen_ids  # fmt: skip
+    got = marginals(rows, V, n)
+    assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) < 0.05
+
+
+class Constant:
+    """Every position proposes token 5 (logit 3), then 6 (2), then 7 (1.5); the rest 0."""
+
+    def __call__(self, tokens: torch.Tensor, attention_mask=None) -> torch.Tensor:
+        logits = torch.zeros(*tokens.shape, 16, dtype=torch.float64)
+        logits[..., 5], logits[..., 6], logits[..., 7] = 3.0, 2.0, 1.5
+        return logits
+
+
+@pytest.mark.parametrize(
+    ("prompt", "n", "pen", "want"),
+    [
+        ([9], 3, {}, [5, 5, 5]),
+        ([9], 3, dict(frequency_penalty=1.2), [5, 5, 6]),  # 5, 6 (2 > 1.8), 5 (1.8 > 1.5, .8)
+        ([9], 3, dict(presence_penalty=2.0), [5, 6, 7]),  # 5, 6 (2 > 1), 7 (1.5 > 1, 0)
+        ([9], 3, dict(repetition_penalty=4.0), [5, 6, 7]),  # 5, 6 (2 > .75), 7 (1.5 > .75, .5)
+        ([5], 1, dict(repetition_penalty=2.0), [6]),  # the prompt's 5 counts: 1.5 < 2
+        ([5, 9], 1, dict(presence_penalty=2.0), [5]),  # presence: generated text only
+    ],
+)
+def test_commit_loop_penalises_masked_positions_by_the_committed_text(prompt, n, pen, want):
+    cfg = SampleConfig(gen_length=n, steps=n, **pen)
+    r = generate(Constant(), [prompt], cfg, mask_id=0, pad_id=1, eos_id=None)
+    assert sorted(r.gen_ids[0]) == want  # one token a step; the order of positions is free
+
+
+def test_decoders_without_logits_refuse_and_bad_values_are_one_line():
+    with pytest.raises(UserError, match="repetition_penalty must be a finite number > 0"):
+        SampleConfig(repetition_penalty=0)
+    with pytest.raises(UserError, match=r"frequency_penalty must be in \[-2, 2\]"):
+        SampleConfig(frequency_penalty=3)
+    with pytest.raises(UserError, match="presence_penalty must be in"):
+        SampleConfig(presence_penalty=float("nan"))
+    sedd_cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=32,
+                            objective="sedd", **TOK.special_ids())  # fmt: skip
+    sedd = Loaded(model=Transformer(sedd_cfg).eval(), tokenizer=TOK, config=sedd_cfg,
+                  path=Path("runs/x"))  # fmt: skip
+    with pytest.raises(UserError, match="presence_penalty applies to the decoders"):
+        api.start(sedd, [5, 6], SampleConfig(gen_length=4, steps=4, presence_penalty=0.5))
+
+
+def test_cli_flags_reach_the_decoder(tmp_path, capsys):
+    import json
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+
+    ar = str(save_checkpoint(tmp_path / "ar", model=causal(0).float(), tokenizer=TOK))
+    argv = ["generate", "--model", ar, "--gen-length", "24", "--temperature", "0", "--json",
+            "--no-live", "--device", "cpu", "abab"]  # fmt: skip
+    out = []
+    for flags in ([], ["--frequency-penalty", "2"]):
+        assert main([*argv, *flags]) == 0
+        out.append(json.loads(capsys.readouterr().out)["results"][0]["tokens"])
+    assert out[0] != out[1]
+    assert main([*argv, "--repetition-penalty", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "repetition_penalty must be a finite number > 0" in err
+
+
+@pytest.mark.parametrize("attention", ["bidirectional", "causal"])
+def test_server_equals_api_with_penalties(attention):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, attention=attention,
+                       init_std=0.1, **TOK.special_ids())  # fmt: skip
+    torch.manual_seed(3)  # a model that repeats one token: the penalties must show
+    lm = Loaded(model=Transformer(cfg).eval(), tokenizer=TOK, config=cfg, path=Path("runs/x"))
+    body = {"prompt": "abcabc", "max_tokens": 12, "frequency_penalty": 1.5,
+            "repetition_penalty": 1.3}  # fmt: skip
+    want = api.generate(lm, "abcabc", config=SampleConfig(
+        gen_length=12, steps=12, frequency_penalty=1.5, repetition_penalty=1.3)).texts[0]
+    plain = api.generate(lm, "abcabc", config=SampleConfig(gen_length=12, steps=12)).texts[0]
+    app = create_app(lm, limits=ServerLimits(max_steps=64), chat_template="plain")
+    with TestClient(app) as c:
+        r = c.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == want != plain
+
+
+def test_a_sedd_server_refuses_penalties_before_any_stream():
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=32, objective="sedd",
+                       **TOK.special_ids())  # fmt: skip
+    lm = Loaded(model=Transformer(cfg).eval(), tokenizer=TOK, config=cfg, path=Path("runs/x"))
+    app = create_app(lm, limits=ServerLimits(max_steps=64), chat_template="plain")
+    with TestClient(app) as c:
+        for stream in (False, True):
+            r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4, "stream": stream,
+                                                "frequency_penalty": 0.5})  # fmt: skip
+            err = r.json()["error"]
+            assert r.status_code == 400 and err["param"] == "frequency_penalty"
+            assert "not to decoder 'sedd'" in err["message"]
+        assert c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4,
+                                               "frequency_penalty": 0}).status_code == 200
