@@ -148,6 +148,7 @@ def measure(
         "batch": batch,
         "prompts": len(gen),
         "temperature": config.temperature,
+        "repetition_penalty": config.repetition_penalty,
         "seconds": seconds,
         "tokens": tokens,
         "tokens_per_s": tokens / seconds,
@@ -292,6 +293,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="of the ar, spec and hybrid rows (0 = greedy: identity is exact-match)",
     )
     ap.add_argument(
+        "--repetition-penalty", type=float, default=1.0,
+        help="of the ar, spec and hybrid rows (1 = off; the causal checkpoints' recommendation "
+             "is in their sample_defaults)",
+    )  # fmt: skip
+    ap.add_argument(
         "--repeats", type=int, default=1,
         help="timed runs per row (median), taken round-robin over the rows",
     )  # fmt: skip
@@ -388,12 +394,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     print(HEADER, flush=True)
     T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
+    pen = {"repetition_penalty": args.repetition_penalty}  # the causal rows'
     for g in lengths:
         for b in args.batches:
             prompts = prompts_all  # every row decodes them all, in batches of b
             ids = [ar.tokenizer.encode(p) for p in prompts]
             groups = [ids[i : i + b] for i in range(0, len(ids), b)]
-            cfg = SampleConfig(gen_length=g, temperature=T, seed=seed, **seg)
+            cfg = SampleConfig(gen_length=g, temperature=T, seed=seed, **pen, **seg)
             cases = [Case("ar", ar, cfg)]
             dcfg = api.sample_config(diff, {"gen_length": g, "steps": g, "seed": args.seed,
                                             **seg})
@@ -412,14 +419,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             for label, opts in specs:
                 sc = SampleConfig(
                     gen_length=g, temperature=T, seed=seed, draft_steps=args.draft_steps,
-                    **opts, **seg,
+                    **opts, **pen, **seg,
                 )
                 cases.append(Case(label, ar, sc, draft=diff))
             layouts = product(hybrids, args.predraft, args.hybrid_draft_lengths or [None],
                               [0.0, *args.hybrid_thresholds])  # fmt: skip
             for (name, hybrid), pre, n, thr in layouts:
                 hc = SampleConfig(gen_length=g, temperature=T, seed=seed, predraft=pre,
-                                  draft_length=n, draft_threshold=thr, **seg)  # fmt: skip
+                                  draft_length=n, draft_threshold=thr, **pen, **seg)  # fmt: skip
                 label = f"{name} {pre}" + ("" if n is None else f" n={n}")
                 cases.append(Case(label + (f" thr={thr:g}" if thr else ""), hybrid, hc))
             timings = time_cases(cases, groups, args.repeats, device)

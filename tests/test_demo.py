@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -41,6 +42,29 @@ def test_demo_with_given_model_shows_every_example(tiny_bible_checkpoint, capsys
         assert before in out and after in out
     assert out.count("NFE") == len(PROMPTS) + len(BLANKS)
     assert "unmask prepare" in out  # how to train on your own text
+
+
+def test_demo_takes_the_models_recommendation_for_options_not_given(
+    tiny_bible_checkpoint, tmp_path, monkeypatch, capsys
+):
+    from unmask import api
+
+    shutil.copytree(tiny_bible_checkpoint, tmp_path / "m")
+    cfg_file = checkpoint_dir(tmp_path / "m") / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["sample_defaults"] = {"temperature": 0.0, "block_length": 4, "repetition_penalty": 1.3}
+    cfg_file.write_text(json.dumps(cfg))
+    seen = []
+    real = api.generate
+    monkeypatch.setattr(api, "generate", lambda *a, config, **kw: (
+        seen.append(config), real(*a, config=config, **kw))[1])  # fmt: skip
+    argv = ["demo", "--model", str(tmp_path / "m"), "--gen-length", "16", "--no-live"]
+    assert main(argv) == 0
+    assert {(c.temperature, c.block_length, c.repetition_penalty) for c in seen} == {(0.0, 4, 1.3)}
+    seen.clear()
+    assert main([*argv, "--temperature", "0.5", "--repetition-penalty", "1"]) == 0
+    assert {(c.temperature, c.block_length, c.repetition_penalty) for c in seen} == {(0.5, 4, 1.0)}
+    capsys.readouterr()
 
 
 def test_shipped_demo_model_loads_and_generates(capsys):

@@ -65,13 +65,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="denoising steps (default: the generation length)")
     add_seed_flag(p, what="sampling", default=0)
-    # Chosen by generative perplexity vs diversity on the shipped model (TRAINING.md): argmax
-    # decoding of a small model repeats itself; temperature 0.8 in blocks of 2 is the most
-    # fluent setting that does not, also after short prompts (docs/sampling.md).
-    p.add_argument("--temperature", type=float, default=0.8, metavar="X",
-                   help="Gumbel-max temperature (default: 0.8)")
-    p.add_argument("--block-length", type=int, default=2, metavar="N",
-                   help="semi-autoregressive block length (default: 2)")
+    # Not given: the model's own recommendation (sample_defaults in its config.json, chosen by
+    # generative perplexity vs diversity: benchmarks/defaults.py, TRAINING.md), as generate.
+    p.add_argument("--temperature", type=float, default=None, metavar="X",
+                   help="Gumbel-max temperature (default: the model's recommendation)")
+    p.add_argument("--block-length", type=int, default=None, metavar="N",
+                   help="semi-autoregressive block length (default: the model's recommendation)")
+    p.add_argument("--repetition-penalty", type=float, default=None, metavar="R",
+                   help="penalty on tokens already in the text, > 0, 1 = off (default: the "
+                        "model's recommendation)")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     p.set_defaults(func=run)
@@ -113,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.gen_length <= 0:
         raise UserError(f"--gen-length must be positive, got {args.gen_length}")
-    if args.block_length <= 0:
+    if args.block_length is not None and args.block_length <= 0:
         raise UserError(f"--block-length must be positive, got {args.block_length}")
     if args.train:
         path: Path | str = train_demo(args.out)
@@ -139,12 +141,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, "
               f"{n / dt:,.0f} tokens/s\n")
 
+    flags = {"temperature": args.temperature, "block_length": args.block_length,
+             "repetition_penalty": args.repetition_penalty}
+    given = {k: v for k, v in flags.items() if v is not None}
     for i, prompt in enumerate(PROMPTS, 1):
-        block = args.block_length if args.gen_length % args.block_length == 0 else None
-        if block and steps % (args.gen_length // block):
-            block = None
-        config = SampleConfig(gen_length=args.gen_length, steps=steps, block_length=block,
-                              temperature=args.temperature, seed=args.seed + i)
+        config = api.sample_config(m, {"gen_length": args.gen_length, "steps": steps,
+                                       "seed": args.seed + i, **given})
         show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", prompt, config)
     for j, template in enumerate(BLANKS, len(PROMPTS) + 1):
         shown = re.sub(r" ?\[MASK:[0-9-]+\]", " ____", template)
