@@ -4,6 +4,7 @@ penalties (greedy and sampled), and the one-line refusals."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from unmask.model import Transformer
 from unmask.sampling import generate, generate_ar
 from unmask.sampling import penalties as pen_mod
 from unmask.sampling.hybrid import HybridRun
-from unmask.sampling.penalties import Penalties, prefix_counts, token_counts
+from unmask.sampling.penalties import (
+    Penalties,
+    prefix_counts,
+    special_ids,
+    text_counts,
+    token_counts,
+)
 from unmask.sampling.speculative import SpeculativeRun
 from unmask.tokenizer import byte_tokenizer
 
@@ -26,12 +33,13 @@ TOK = byte_tokenizer()
 
 
 def reference(logits: torch.Tensor, prompt: list[int], gen: list[int], r: float = 1.0,
-              a: float = 0.0, f: float = 0.0) -> torch.Tensor:
-    """The penalties written out token by token (the definition the module implements)."""
+              a: float = 0.0, f: float = 0.0, exempt: tuple[int, ...] = ()) -> torch.Tensor:
+    """The penalties written out token by token (the definition the module implements; the
+    model's special ids are never counted)."""
     out = logits.clone()
-    for v in set(prompt) | set(gen):
+    for v in (set(prompt) | set(gen)) - set(exempt):
         out[v] = out[v] / r if out[v] > 0 else out[v] * r
-    for v in set(gen):
+    for v in set(gen) - set(exempt):
         out[v] -= a + f * gen.count(v)
     return out
 
@@ -86,7 +94,7 @@ def ar_reference(m: Transformer, prompt: list[int], n: int, knobs: dict) -> list
     with torch.no_grad():
         for _ in range(n):
             logits = m(torch.tensor([start + gen]))[0, -1]
-            logits = reference(logits, prompt, gen, **knobs)
+            logits = reference(logits, prompt, gen, **knobs, exempt=special_ids(m.config))
             logits[m.config.mask_id] = float("-inf")
             gen.append(int(logits.argmax()))
     return gen
@@ -145,7 +153,7 @@ def test_hybrid_greedy_equals_ar_with_the_same_penalties(knobs, predraft):
 
 
 def exact_marginals(next_logits, prompt: list[int], V: int, n: int, mask_id: int,
-                    knobs: dict) -> list[torch.Tensor]:
+                    knobs: dict, exempt: tuple[int, ...]) -> list[torch.Tensor]:
     """Exact distributions of generated tokens 1..n at temperature 1 with the penalties, by
     enumerating every path (``next_logits(seq) -> (V,)``)."""
     out = [torch.zeros(V, dtype=torch.float64) for _ in range(n)]
@@ -153,7 +161,7 @@ def exact_marginals(next_logits, prompt: list[int], V: int, n: int, mask_id: int
         prob = 1.0
         for j in range(n):
             logits = reference(next_logits(prompt + list(path[:j])).double(), prompt,
-                               list(path[:j]), **knobs)  # fmt: skip
+                               list(path[:j]), **knobs, exempt=exempt)  # fmt: skip
             logits[mask_id] = float("-inf")
             prob *= float(torch.softmax(logits, dim=-1)[path[j]])
         for j in range(n):
@@ -183,13 +191,20 @@ def test_speculative_sampling_is_distributed_as_ar_with_penalties(monkeypatch):
     from tests.test_speculative import MASK, TABLE, FixedDrafter, Markov, V
 
     prompt, n = [1, 2], 3
-    exact = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, STRONG)
-    plain = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, {})
+    def verifier() -> Markov:  # no pad token: every one of 0..3 is text (mask 4 is exempt)
+        m = Markov()
+        m.config = dataclasses.replace(m.config, pad_id=None)
+        return m
+
+    exempt = special_ids(verifier().config)
+    assert exempt == (MASK,)
+    exact = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, STRONG, exempt)
+    plain = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, {}, exempt)
     assert max(tv(e, p) for e, p in zip(exact, plain, strict=True)) > 0.1  # they matter
     penalties = Penalties.of(SampleConfig(**as_config(STRONG)))
 
     def draw(rows: int) -> list[list[int]]:
-        return SpeculativeRun(Markov(), FixedDrafter(), [prompt] * rows, max_new_tokens=n,
+        return SpeculativeRun(verifier(), FixedDrafter(), [prompt] * rows, max_new_tokens=n,
                               draft_length=2, temperature=1.0, eos_id=None, penalties=penalties,
                               generator=torch.Generator().manual_seed(0)).run().gen_ids  # fmt: skip
 
@@ -197,7 +212,7 @@ def test_speculative_sampling_is_distributed_as_ar_with_penalties(monkeypatch):
     assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) < 0.05
 
     monkeypatch.setattr(pen_mod, "prefix_counts",
-                        lambda base, drafts, live=None: base[:, None].expand(
+                        lambda base, drafts, live=None, exempt=(): base[:, None].expand(
                             -1, drafts.shape[1] + 1, -1))  # fmt: skip
     wrong = marginals(draw(3000), V, n)
     assert max(tv(e, g) for e, g in zip(exact, wrong, strict=True)) > 0.1
@@ -208,7 +223,8 @@ def test_hybrid_sampling_is_distributed_as_ar_with_penalties():
     prompt, n, V = [4, 6, 5], 3, m.config.vocab_size
     with torch.no_grad():
         exact, plain = (exact_marginals(lambda seq: m(torch.tensor([seq]))[0, -1], prompt, V, n,
-                                        m.config.mask_id, knobs) for knobs in (STRONG, {}))
+                                        m.config.mask_id, knobs, special_ids(m.config))
+                        for knobs in (STRONG, {}))
     assert max(tv(e, p) for e, p in zip(exact, plain, strict=True)) > 0.1  # they matter
     penalties = Penalties.of(SampleConfig(**as_config(STRONG)))
     rows: list[list[int]] = []
@@ -244,6 +260,20 @@ def test_commit_loop_penalises_masked_positions_by_the_committed_text(prompt, n,
     cfg = SampleConfig(gen_length=n, steps=n, **pen)
     r = generate(Constant(), [prompt], cfg, mask_id=0, pad_id=1, eos_id=None)
     assert sorted(r.gen_ids[0]) == want  # one token a step; the order of positions is free
+
+
+def test_special_tokens_are_never_penalised():
+    """EOS in the text (a document separator, an earlier turn's end) must not keep the model
+    from stopping: the commit loop and the left-to-right decoders never count special ids."""
+    cfg = SampleConfig(gen_length=1, steps=1, repetition_penalty=2.0, frequency_penalty=2.0)
+    assert generate(Constant(), [[5]], cfg, mask_id=0, pad_id=1, eos_id=None).gen_ids == [[6]]
+    assert generate(Constant(), [[5]], cfg, mask_id=0, pad_id=1, eos_id=5).gen_ids == [[5]]
+    cfg = causal(4).config
+    eos, bos = cfg.eos_id, cfg.bos_id
+    counts = text_counts(Penalties(repetition=2.0), torch.tensor([[eos, 7, bos]]),
+                         torch.ones(1, 3, dtype=torch.bool), [False], cfg)  # fmt: skip
+    out = counts.penalise(torch.ones(1, cfg.vocab_size))
+    assert (out[0, eos], out[0, bos], out[0, 7], out[0, 8]) == (1.0, 1.0, 0.5, 1.0)
 
 
 def test_decoders_without_logits_refuse_and_bad_values_are_one_line():

@@ -214,7 +214,7 @@ class ARRun(DecoderRun):
         self.kv = KVCache()
         self.step_callback, self.on_view = step_callback, on_view
         self.allowed = allowed
-        self._counts = text_counts(penalties, self.prompt, self.real, started)
+        self._counts = text_counts(penalties, self.prompt, self.real, started, mcfg)
         self.nfe = self.steps = 0
         self._logits: Tensor | None = None  # (B, V) predicting the next position
         self._stopped = False

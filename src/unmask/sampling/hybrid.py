@@ -245,7 +245,7 @@ class HybridRun(DecoderRun):
         self.threshold = draft_threshold
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
-        self._counts = text_counts(penalties, self.prompt, self.real, started)
+        self._counts = text_counts(penalties, self.prompt, self.real, started, mcfg)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
         # the head runs on the columns a round reads (d + 1 verified, one block per row), not

@@ -37,7 +37,7 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.cache import NoCache, check_cache_name, make_cache
 from unmask.sampling.cache import shift_logits as shift_logits  # re-exported: it used to live here
-from unmask.sampling.penalties import Penalties, PenaltyConstraint
+from unmask.sampling.penalties import Penalties, PenaltyConstraint, special_ids
 from unmask.sampling.policies import StepState, _rand, make_policy, scorer
 
 # Re-exported: these lived here before the decoder protocol (``protocol``) took them.
@@ -231,9 +231,11 @@ class Denoiser(DecoderRun):
         canvas.constraints.append(forbid_tokens([canvas.mask_id]))
         penalties = Penalties.of(config)
         if penalties is not None:  # after the bans: a penalty never revives a banned token
+            ids = {*special_ids(getattr(model, "config", None)), canvas.mask_id,
+                   *(() if eos_id is None else (eos_id,))}
             canvas.constraints.append(PenaltyConstraint(
                 penalties, mask_id=canvas.mask_id, locked=canvas.locked,
-                attention_mask=canvas.attention_mask))
+                attention_mask=canvas.attention_mask, exempt=sorted(ids)))
         self.canvas = canvas
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.shift = model_logit_shift(model)

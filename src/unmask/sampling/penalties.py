@@ -93,32 +93,52 @@ class Penalties:
         return out.index_copy_(-1, cols, pen.to(out.dtype))
 
 
-def token_counts(tokens: Tensor, keep: Tensor | None, vocab: int) -> Tensor:
+SPECIAL_ID_FIELDS: tuple[str, ...] = (
+    "eos_id", "pad_id", "bos_id", "mask_id", "fim_prefix_id", "fim_suffix_id", "fim_middle_id",
+)
+"""The model config fields whose tokens the penalties never count (``special_ids``)."""
+
+
+def special_ids(model_config: Any) -> tuple[int, ...]:
+    """The model's special token ids (``SPECIAL_ID_FIELDS`` of its config): never counted, so
+    never penalised. An end-of-text token in the prompt (a document separator, the end of an
+    earlier chat turn) must not make the model less willing to stop."""
+    ids = (getattr(model_config, f, None) for f in SPECIAL_ID_FIELDS)
+    return tuple(sorted({int(i) for i in ids if i is not None}))
+
+
+def token_counts(tokens: Tensor, keep: Tensor | None, vocab: int,
+                 exempt: Sequence[int] = ()) -> Tensor:
     """(B, V) float32: how often each token id occurs in each row of ``tokens`` (B, L), counting
-    only the positions where ``keep`` (B, L) bool is True (all when None). Ids outside
-    [0, V) are ignored."""
+    only the positions where ``keep`` (B, L) bool is True (all when None) and never the ids in
+    ``exempt``. Ids outside [0, V) are ignored."""
     B = tokens.shape[0]
     ok = (tokens >= 0) & (tokens < vocab)
     if keep is not None:
         ok = ok & keep
+    if exempt:
+        ok = ok & ~torch.isin(tokens, torch.tensor(list(exempt), device=tokens.device))
     out = torch.zeros(B, vocab, dtype=torch.float32, device=tokens.device)
     return out.scatter_add_(1, tokens.clamp(0, vocab - 1), ok.to(torch.float32))
 
 
-def prefix_counts(base: Tensor, drafts: Tensor, live: Tensor | None = None) -> Tensor:
+def prefix_counts(base: Tensor, drafts: Tensor, live: Tensor | None = None,
+                  exempt: Sequence[int] = ()) -> Tensor:
     """Counts (B, K + 1, V) before each of K + 1 positions that follow a committed text with
     counts ``base`` (B, V) and the drafts (B, K) in between: position j sees the first j
-    drafts (only the ``live`` (B, K) ones, where given). Position 0 is ``base`` itself."""
+    drafts (only the ``live`` (B, K) ones, where given; never the ids in ``exempt``).
+    Position 0 is ``base`` itself."""
     B, K = drafts.shape
     V = base.shape[-1]
     if K == 0:
         return base[:, None]
     one = torch.zeros(B, K, V, dtype=base.dtype, device=base.device)
-    w = torch.ones(B, K, 1, dtype=base.dtype, device=base.device)
-    if live is not None:
-        w = live[..., None].to(base.dtype)
     valid = (drafts >= 0) & (drafts < V)
-    one.scatter_(2, drafts.clamp(0, V - 1)[..., None], w * valid[..., None].to(base.dtype))
+    if live is not None:
+        valid = valid & live
+    if exempt:
+        valid = valid & ~torch.isin(drafts, torch.tensor(list(exempt), device=drafts.device))
+    one.scatter_(2, drafts.clamp(0, V - 1)[..., None], valid[..., None].to(base.dtype))
     before = torch.cat([torch.zeros_like(one[:, :1]), one.cumsum(dim=1)], dim=1)  # (B, K+1, V)
     return base[:, None] + before
 
@@ -128,24 +148,27 @@ class TextCounts:
     penalties they drive: ``seen`` (B, V) over prompt and generated tokens, ``generated``
     (B, V) over generated ones only, built from ``prompt`` (B, P) where ``keep`` (B, P) on the
     first ``penalise`` (which learns V from the logits). ``add(tokens, keep)`` counts newly
-    committed tokens (B, n) where ``keep`` (B, n)."""
+    committed tokens (B, n) where ``keep`` (B, n). Ids in ``exempt`` are never counted."""
 
-    def __init__(self, penalties: Penalties, prompt: Tensor, keep: Tensor) -> None:
+    def __init__(self, penalties: Penalties, prompt: Tensor, keep: Tensor,
+                 exempt: Sequence[int] = ()) -> None:
         self.penalties, self._prompt, self._keep = penalties, prompt, keep
+        self.exempt = tuple(exempt)
         self.seen: Tensor | None = None  # (B, V)
         self.generated: Tensor | None = None  # (B, V)
 
     def _counts(self, vocab: int) -> tuple[Tensor, Tensor]:
         if self.seen is None or self.generated is None:
-            self.seen = token_counts(self._prompt, self._keep, vocab)
+            self.seen = token_counts(self._prompt, self._keep, vocab, self.exempt)
             self.generated = torch.zeros_like(self.seen)
         return self.seen, self.generated
 
     def add(self, tokens: Tensor, keep: Tensor | None = None) -> None:
-        seen, generated = self._counts(self.seen.shape[-1] if self.seen is not None else 0)
-        new = token_counts(tokens, keep, seen.shape[-1])
-        seen += new
-        generated += new
+        if self.seen is None or self.generated is None:  # a run penalises, then commits
+            raise RuntimeError("TextCounts.add before the first penalise (V unknown)")
+        new = token_counts(tokens, keep, self.seen.shape[-1], self.exempt)
+        self.seen += new
+        self.generated += new
 
     def penalise(self, logits: Tensor, drafts: Tensor | None = None,
                  live: Tensor | None = None) -> Tensor:
@@ -158,30 +181,31 @@ class TextCounts:
             if logits.dim() == 3:
                 seen, generated = seen[:, None], generated[:, None]
             return self.penalties.apply(logits, seen, generated)
-        return self.penalties.apply(logits, prefix_counts(seen, drafts, live),
-                                    prefix_counts(generated, drafts, live))
+        return self.penalties.apply(logits, prefix_counts(seen, drafts, live, self.exempt),
+                                    prefix_counts(generated, drafts, live, self.exempt))
 
 
 def text_counts(penalties: Penalties | None, prompt: Tensor, real: Tensor,
-                started: Sequence[bool]) -> TextCounts | None:
+                started: Sequence[bool], model_config: Any) -> TextCounts | None:
     """The ``TextCounts`` of a left-to-right run with ``penalties`` (None without) over
     ``prompt`` (B, P), counting its ``real`` (B, P) positions except in the rows ``started``
-    (an empty prompt given a start token: not text)."""
+    (an empty prompt given a start token: not text), never the model's ``special_ids``."""
     if penalties is None:
         return None
     no_text = torch.tensor(list(started), dtype=torch.bool, device=prompt.device)
-    return TextCounts(penalties, prompt, real & ~no_text[:, None])
+    return TextCounts(penalties, prompt, real & ~no_text[:, None], special_ids(model_config))
 
 
 class PenaltyConstraint(CanvasConstraint):
     """The penalties as a canvas constraint of the commit loop (``llada``, ``bd3lm``): every
     masked position's logits are penalised for the tokens committed so far (``seen``: every
     non-mask token of the row that is not padding; ``generated``: those the sampler wrote, i.e.
-    not locked). Committed positions keep their logits (block editing reads them)."""
+    not locked), except the ``exempt`` ids (``special_ids``). Committed positions keep their
+    logits (block editing reads them)."""
 
     def __init__(self, penalties: Penalties, *, mask_id: int, locked: Tensor,
-                 attention_mask: Tensor | None) -> None:
-        self.penalties, self.mask_id = penalties, mask_id
+                 attention_mask: Tensor | None, exempt: Sequence[int] = ()) -> None:
+        self.penalties, self.mask_id, self.exempt = penalties, mask_id, tuple(exempt)
         self.locked, self.attention_mask = locked, attention_mask
 
     def apply(self, logits: Tensor, tokens: Tensor) -> Tensor:
@@ -191,8 +215,8 @@ class PenaltyConstraint(CanvasConstraint):
         filled = tokens != self.mask_id
         if self.attention_mask is not None:
             filled = filled & self.attention_mask.bool()
-        seen = token_counts(tokens, filled, V)[:, None]  # (B, 1, V)
-        generated = token_counts(tokens, filled & ~self.locked, V)[:, None]
+        seen = token_counts(tokens, filled, V, self.exempt)[:, None]  # (B, 1, V)
+        generated = token_counts(tokens, filled & ~self.locked, V, self.exempt)[:, None]
         open_ = (tokens == self.mask_id) & ~self.locked  # (B, L)
         return self.penalties.apply(logits, seen, generated, where=open_, inplace=True)
 
@@ -216,6 +240,7 @@ __all__ = [
     "TextCounts",
     "check_penalty_decoder",
     "prefix_counts",
+    "special_ids",
     "text_counts",
     "token_counts",
 ]

@@ -336,7 +336,7 @@ class SpeculativeRun(DecoderRun):
         self.model, self.drafter, self.dfacts = model, drafter, dfacts
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
-        self._counts = text_counts(penalties, self.prompt, self.real, started)
+        self._counts = text_counts(penalties, self.prompt, self.real, started, mcfg)
         self.eos_id, self.gen_length, self.k = eos_id, max_new_tokens, draft_length
         self.threshold, self.draft_steps = draft_threshold, draft_steps
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
