@@ -86,6 +86,7 @@ class Policy:
         temperature: float = 0.0,
         seed: int = 0,
         segment_length: int | None = None,
+        repetition_penalty: float = 1.0,
     ) -> SampleConfig:
         num_blocks = gen_length // block_length
         steps = max(num_blocks, gen_length // self.tokens_per_step // num_blocks * num_blocks)
@@ -101,6 +102,7 @@ class Policy:
             temperature=temperature,
             seed=seed if temperature > 0 else None,
             segment_length=segment_length,
+            repetition_penalty=repetition_penalty,
         )
 
 
@@ -234,7 +236,7 @@ def run_section(
         for pol, cache in combos:
             sc = pol.sample_config(
                 gen_length, args.block_length, cache, args.temperature, args.seed,
-                args.segment_length,
+                args.segment_length, args.repetition_penalty,
             )
 
             def run(sc: SampleConfig = sc) -> Any:
@@ -284,7 +286,8 @@ def run_ar(
 
         def run(n: int = gen_length) -> Any:
             sc = SampleConfig(gen_length=n, temperature=args.temperature, seed=args.seed,
-                              segment_length=args.segment_length)
+                              segment_length=args.segment_length,
+                              repetition_penalty=args.repetition_penalty)
             return api.start(loaded, ids, sc).run()
 
         res, sec_s = timed(run, args.repeats, device)
@@ -528,6 +531,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="sampling temperature of every row (0 = greedy; agreement is then exact-match)",
     )
+    ap.add_argument(
+        "--repetition-penalty",
+        type=float,
+        default=1.0,
+        help="repetition penalty of every row (1 = off; docs/sampling.md)",
+    )
     ap.add_argument("--json", help="write all rows (and the generated texts) here")
     ap.add_argument(
         "--quick",
@@ -667,6 +676,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "gen_lengths": args.gen_lengths,
                 "baseline": policies[0].label,
                 "temperature": args.temperature,
+                "repetition_penalty": args.repetition_penalty,
                 "seed": args.seed,
                 "scorer": repr(scorer) if scorer else None,
                 "quick": args.quick,

@@ -31,6 +31,7 @@ from unmask.errors import UserError
 from unmask.objectives import objective_spec
 from unmask.objectives.distill import Trajectories, distill, trajectory_states, window_states
 from unmask.objectives.spec import ObjectiveOptions
+from unmask.sampling.penalties import special_ids
 from unmask.train import train
 from unmask.train_guards import TrainingStopped
 
@@ -42,6 +43,7 @@ TRAJ = TrajectoryConfig(
     traj_batch=3,
     traj_temperature=0.8,
     traj_block_length=4,
+    traj_repetition_penalty=1.0,
 )
 
 
@@ -341,32 +343,43 @@ def ar_teacher(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _teacher(corpus, tmp_path_factory.mktemp("ar") / "run", objective="ar", steps=40)
 
 
-def _greedy_reference(model: torch.nn.Module, prompt: torch.Tensor, n: int) -> list[int]:
-    """Left-to-right argmax without a cache, one full forward per token."""
+def _greedy_reference(model: torch.nn.Module, prompt: torch.Tensor, n: int, r: float = 1.0,
+                      exempt: tuple[int, ...] = ()) -> list[int]:
+    """Left-to-right argmax without a cache, one full forward per token; with repetition
+    penalty ``r`` on every token of the text so far but the ``exempt`` ids."""
     x = prompt[None]
     with torch.no_grad():
         for _ in range(n):
-            x = torch.cat([x, model(x)[:, -1].argmax(-1, keepdim=True)], dim=1)
+            logits = model(x)[0, -1].clone()
+            for v in set(x[0].tolist()) - set(exempt):
+                logits[v] = logits[v] / r if logits[v] > 0 else logits[v] * r
+            x = torch.cat([x, logits.argmax()[None, None]], dim=1)
     return x[0, prompt.shape[0] :].tolist()
 
 
 def test_ar_teacher_trajectories_are_its_greedy_continuations(ar_teacher, corpus):
-    """An autoregressive teacher's trajectory is its greedy continuation committed left to
-    right (step i at generated position i), up to its first EOS: by default, although the
-    checkpoint recommends sampling (what its students draft for is greedy verification)."""
+    """An autoregressive teacher's trajectory is its greedy continuation (with the repetition
+    penalty it recommends) committed left to right (step i at generated position i), up to its
+    first EOS: greedy even when told a temperature only by its checkpoint (what its students
+    draft for is greedy verification)."""
     from unmask.distill import trajectory_sample_config
 
     loaded = load(ar_teacher)
-    assert loaded.config.sample_defaults == {"temperature": 0.6}  # unmask train wrote it
-    cfg = replace(TRAJ, traj_temperature=None, traj_block_length=None, gen_length=12)
+    assert loaded.config.sample_defaults == {"temperature": 0.0, "repetition_penalty": 1.15}
+    cfg = replace(TRAJ, traj_temperature=None, traj_block_length=None,
+                  traj_repetition_penalty=None, gen_length=12)  # fmt: skip
     assert trajectory_sample_config(loaded, cfg, seed=0).temperature == 0.0
+    assert trajectory_sample_config(loaded, cfg, seed=0).repetition_penalty == 1.15
+    off = replace(cfg, traj_repetition_penalty=1.0)
+    assert trajectory_sample_config(loaded, off, seed=0).repetition_penalty == 1.0
     told = replace(cfg, traj_temperature=0.7)
     assert trajectory_sample_config(loaded, told, seed=0).temperature == 0.7
     traj = make_trajectories(loaded, str(corpus), cfg, progress=False)
     P, G = cfg.prompt_length, cfg.gen_length
     eos = loaded.config.eos_id
     for i in range(len(traj)):
-        want = _greedy_reference(loaded.model, traj.tokens[i, :P], G)
+        want = _greedy_reference(loaded.model, traj.tokens[i, :P], G, r=1.15,
+                                 exempt=special_ids(loaded.config))
         n = want.index(eos) + 1 if eos in want else G
         assert traj.tokens[i, P : P + n].tolist() == want[:n]
         assert traj.commit_step[i, P : P + n].tolist() == list(range(n))

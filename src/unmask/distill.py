@@ -65,6 +65,10 @@ class TrajectoryConfig:
     traj_block_length: int | None = None
     """Teacher's semi-autoregressive block length (llada decoder); None = the teacher's
     recommended one."""
+    traj_repetition_penalty: float | None = None
+    """Teacher's repetition penalty (> 0, 1 = off; docs/sampling.md); None = the teacher's
+    recommended one. A causal teacher's trajectories are what its students' drafts will be
+    verified against, so keep the penalty you will decode with."""
     traj_cache: str | None = None
     """Teacher's KV cache while it decodes (``none``, ``prefix``, ``dual``); None = the
     teacher's recommended one. ``dual`` with small blocks makes the trajectories several times
@@ -81,10 +85,10 @@ DISTILL_DEFAULTS = TrainConfig(
 def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) -> SampleConfig:
     """The teacher's one-token-per-step, low-confidence sampler: ``gen_length`` steps for
     ``gen_length`` tokens, the ``llada`` policy, and the teacher's recommended options
-    (``unmask.api.sample_config``) where ``cfg`` leaves them unset; an autoregressive
-    teacher decodes greedily unless ``traj_temperature`` says otherwise (its students draft
-    for greedy verification, which keeps the teacher's argmax, not its recommended
-    sampling)."""
+    (``unmask.api.sample_config``: its repetition penalty among them) where ``cfg`` leaves
+    them unset; an autoregressive teacher decodes greedily unless ``traj_temperature`` says
+    otherwise (its students draft for greedy verification, which keeps the teacher's
+    argmax, whatever temperature it recommends)."""
     from unmask.api import sample_config
 
     given: dict[str, Any] = {
@@ -97,6 +101,8 @@ def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) 
         given["temperature"] = 0.0
     if cfg.traj_block_length is not None:
         given["block_length"] = cfg.traj_block_length
+    if cfg.traj_repetition_penalty is not None:
+        given["repetition_penalty"] = cfg.traj_repetition_penalty
     if cfg.traj_cache is not None:
         given["cache"] = cfg.traj_cache
     return sample_config(teacher, given)

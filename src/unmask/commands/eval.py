@@ -396,6 +396,9 @@ def _score(
             "block_length": config.block_length,
             "steps": config.steps,
             "policy": config.policy,
+            "repetition_penalty": config.repetition_penalty,
+            "presence_penalty": config.presence_penalty,
+            "frequency_penalty": config.frequency_penalty,
         },
     }
 

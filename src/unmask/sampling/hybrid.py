@@ -339,8 +339,8 @@ class HybridRun(DecoderRun):
         (decided before the draw, as the two-model decoder does: a length cut by the drawn
         token itself would bias the accepted drafts). ``[MASK]`` is never drafted."""
         logits = self._no_mask(logits)
-        if self._counts is not None:  # for the committed text (not the drafts before): exact,
-            logits = self._counts.penalise(logits)  # as any proposal is, and kept more often
+        if self._counts is not None:  # for the committed text, not the drafts before (exact
+            logits = self._counts.penalise(logits)  # either way; those too gained nothing)
         if self.temperature == 0:
             conf = F.softmax(logits.float(), dim=-1).amax(dim=-1) if self.threshold > 0 else None
             return logits.argmax(dim=-1), None, conf
