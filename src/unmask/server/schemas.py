@@ -59,7 +59,8 @@ class DiffusionOptions(_Strict):
     = off."""
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
     """Extension (vLLM's): divide the positive logits (multiply the negative ones) of tokens
-    already in the text, prompt included, by this; 1 or None = off (docs/sampling.md)."""
+    already in the text, prompt included, by this; 1 = off; None (not sent) = the checkpoint's
+    recommendation in text generation (completions, chat), else off (docs/sampling.md)."""
     segment_length: int | None = Field(None, ge=1)
     """Extension: write ``max_tokens`` in segments of this many tokens, each seeing the latest
     ``context - segment_length`` tokens, so ``max_tokens`` may exceed the model's context

@@ -84,6 +84,10 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                        code="context_length_exceeded")
     config = sample_config(req, req.max_tokens, req.max_tokens, segments=True)
     config = dataclasses.replace(config, top_p=top_p)
+    if req.repetition_penalty is None:  # not sent: the checkpoint's recommendation, as the CLI
+        recommended = api.facts_of(state.loaded).sample_defaults.get("repetition_penalty")
+        if recommended is not None:
+            config = dataclasses.replace(config, repetition_penalty=float(recommended))
     check_penalties_apply(state, config)
     try:
         parts = [config]
