@@ -21,6 +21,8 @@
   (Fast-dLLM), ``entropy`` (EB-sampler); ``CONFIDENCES``, ``REMASKING``: how they are scored.
 - ``CACHES``, ``register_cache``, ``CachePolicy`` (``cache``): KV-cache reuse (none, prefix,
   dual).
+- ``Penalties`` (``penalties``): repetition / presence / frequency penalties, one definition
+  for the commit loop (a canvas constraint) and the left-to-right decoders (``TextCounts``).
 - ``LiveView`` (``live``): draws the generation region in the terminal after every step.
 
 Most callers want ``unmask.api`` (one entry per task), not this package.
@@ -48,6 +50,7 @@ from unmask.sampling.loop import (
     step_together,
     validate,
 )
+from unmask.sampling.penalties import Penalties
 from unmask.sampling.policies import (
     CONFIDENCES,
     POLICIES,
@@ -107,6 +110,7 @@ __all__ = [
     "GenerateResult",
     "LLaDAPolicy",
     "LiveView",
+    "Penalties",
     "StepState",
     "ThresholdPolicy",
     "add_gumbel_noise",
