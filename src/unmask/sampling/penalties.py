@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from unmask.canvas import CanvasConstraint
-from unmask.config import check_penalties
+from unmask.config import SampleConfig, check_penalties
 from unmask.errors import UserError
 
 PENALTY_FIELDS: tuple[str, ...] = ("repetition_penalty", "presence_penalty", "frequency_penalty")
@@ -221,10 +221,14 @@ class PenaltyConstraint(CanvasConstraint):
         return self.penalties.apply(logits, seen, generated, where=open_, inplace=True)
 
 
-def check_penalty_decoder(decoder: str, config: Any) -> None:
+def given_penalties(config: SampleConfig) -> list[str]:
+    """The ``PENALTY_FIELDS`` of ``config`` that are not at their neutral default."""
+    return [f for f in PENALTY_FIELDS if getattr(config, f) != getattr(SampleConfig, f)]
+
+
+def check_penalty_decoder(decoder: str, config: SampleConfig) -> None:
     """Refuse penalties for a decoder that has no logits to apply them to (one line)."""
-    given = [f for f in PENALTY_FIELDS
-             if getattr(config, f) != (1.0 if f == "repetition_penalty" else 0.0)]
+    given = given_penalties(config)
     if given and decoder not in PENALTY_DECODERS:
         raise UserError(
             f"{given[0]} applies to the decoders that sample from logits "
@@ -239,6 +243,7 @@ __all__ = [
     "PenaltyConstraint",
     "TextCounts",
     "check_penalty_decoder",
+    "given_penalties",
     "prefix_counts",
     "special_ids",
     "text_counts",

@@ -22,7 +22,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import choose_decoder, cut_at_eos, validate
 from unmask.sampling.cache import check_cache_name
-from unmask.sampling.penalties import PENALTY_FIELDS, check_penalty_decoder
+from unmask.sampling.penalties import check_penalty_decoder, given_penalties
 from unmask.sampling.policies import make_policy
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
@@ -112,7 +112,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
 def check_penalties_apply(state: ServerState, config: SampleConfig) -> None:
     """A 400 naming the penalty that the served checkpoint's decoder cannot apply (SEDD, the
     continuous families), before a stream starts."""
-    given = [f for f in PENALTY_FIELDS if getattr(config, f) != getattr(SampleConfig, f)]
+    given = given_penalties(config)
     if not given:
         return
     try:
