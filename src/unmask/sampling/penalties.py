@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from unmask.canvas import CanvasConstraint
-from unmask.config import SampleConfig, check_penalties
+from unmask.config import SampleConfig
 from unmask.errors import UserError
 
 PENALTY_FIELDS: tuple[str, ...] = ("repetition_penalty", "presence_penalty", "frequency_penalty")
@@ -54,16 +54,14 @@ class Penalties:
     frequency: float = 0.0
 
     @classmethod
-    def of(cls, config: Any) -> Penalties | None:
-        """The penalties a ``SampleConfig`` asks for; None when every one is neutral."""
-        p = cls(
-            repetition=float(getattr(config, "repetition_penalty", 1.0)),
-            presence=float(getattr(config, "presence_penalty", 0.0)),
-            frequency=float(getattr(config, "frequency_penalty", 0.0)),
-        )
-        check_penalties(p.repetition, p.presence, p.frequency)
-        neutral = p.repetition == 1.0 and p.presence == 0.0 and p.frequency == 0.0
-        return None if neutral else p
+    def of(cls, config: SampleConfig) -> Penalties | None:
+        """The penalties a ``SampleConfig`` asks for (checked when it was made); None when
+        every one is neutral."""
+        if not given_penalties(config):
+            return None
+        return cls(repetition=float(config.repetition_penalty),
+                   presence=float(config.presence_penalty),
+                   frequency=float(config.frequency_penalty))  # fmt: skip
 
     def apply(self, logits: Tensor, seen: Tensor, generated: Tensor, *,
               where: Tensor | None = None, inplace: bool = False) -> Tensor:

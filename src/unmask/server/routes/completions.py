@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
+from unmask.facts import ModelFacts
 from unmask.sampling import choose_decoder, cut_at_eos, validate
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.penalties import check_penalty_decoder, given_penalties
@@ -84,15 +85,16 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                        code="context_length_exceeded")
     config = sample_config(req, req.max_tokens, req.max_tokens, segments=True)
     config = dataclasses.replace(config, top_p=top_p)
+    facts = api.facts_of(state.loaded)
     if req.repetition_penalty is None:  # not sent: the checkpoint's recommendation, as the CLI
-        recommended = api.facts_of(state.loaded).sample_defaults.get("repetition_penalty")
+        recommended = facts.sample_defaults.get("repetition_penalty")
         if recommended is not None:
             config = dataclasses.replace(config, repetition_penalty=float(recommended))
-    check_penalties_apply(state, config)
+    check_penalties_apply(facts, config)
     try:
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
-            facts = api.facts_of(state.loaded)  # (a drafter's decoder uses no steps either)
+            # (a drafter's decoder uses no steps either)
             align, uses_steps = facts.block_size or 1, choose_decoder(facts, config).uses_steps
             parts = segment_configs(config, align=align, uses_steps=uses_steps(config))
             windows = segment_windows(parts, ctx, align=align)
@@ -109,14 +111,14 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
 
 
-def check_penalties_apply(state: ServerState, config: SampleConfig) -> None:
-    """A 400 naming the penalty that the served checkpoint's decoder cannot apply (SEDD, the
-    continuous families), before a stream starts."""
+def check_penalties_apply(facts: ModelFacts, config: SampleConfig) -> None:
+    """A 400 naming the penalty that the served checkpoint's decoder (chosen from its
+    ``facts``) cannot apply (SEDD, the continuous families), before a stream starts."""
     given = given_penalties(config)
     if not given:
         return
     try:
-        check_penalty_decoder(choose_decoder(api.facts_of(state.loaded), config).name, config)
+        check_penalty_decoder(choose_decoder(facts, config).name, config)
     except UserError as e:
         raise APIError(400, str(e), param=given[0], code="invalid_value") from None
 
