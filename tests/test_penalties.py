@@ -354,30 +354,3 @@ def test_a_sedd_server_refuses_penalties_before_any_stream():
             assert "not to decoder 'sedd'" in err["message"]
         assert c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4,
                                                "frequency_penalty": 0}).status_code == 200
-
-
-def test_the_server_takes_the_checkpoints_recommended_penalty_when_none_is_sent():
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
-    from fastapi.testclient import TestClient
-
-    from unmask.server import ServerLimits, create_app
-
-    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, init_std=0.1,
-                       sample_defaults={"repetition_penalty": 1.5}, **TOK.special_ids())
-    torch.manual_seed(3)
-    lm = Loaded(model=Transformer(cfg).eval(), tokenizer=TOK, config=cfg, path=Path("runs/x"))
-
-    def text(**pen: float) -> str:
-        config = SampleConfig(gen_length=12, steps=12, **pen)
-        return api.generate(lm, "abcabc", config=config).texts[0]
-
-    app = create_app(lm, limits=ServerLimits(max_steps=64), chat_template="plain")
-    with TestClient(app) as c:
-        def served(**extra: float) -> str:
-            r = c.post("/v1/completions", json={"prompt": "abcabc", "max_tokens": 12, **extra})
-            assert r.status_code == 200, r.text
-            return r.json()["choices"][0]["text"]
-
-        assert served() == text(repetition_penalty=1.5) != text()
-        assert served(repetition_penalty=1) == text()

@@ -22,6 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from unmask import api
+from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.options import ConstraintError
@@ -144,14 +146,31 @@ def diffusion_only(state: ServerState, what: str) -> None:
                        "autoregressive (causal)", code="unsupported")
 
 
+SAMPLE_OPTIONS: tuple[str, ...] = (
+    "temperature", "seed", "steps", "block_length", "policy", "threshold", "cache",
+    "edit_threshold", "max_post_steps", "segment_length", "repetition_penalty",
+    "presence_penalty", "frequency_penalty",
+)
+"""The ``DiffusionOptions`` fields that are ``SampleConfig`` fields of the same name."""
+
+
 def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *,
-                  segments: bool = False) -> SampleConfig:
+                  segments: bool = False, loaded: Loaded | None = None) -> SampleConfig:
     """The request's diffusion options as a ``SampleConfig``; ``segment_length`` is refused
-    (400) unless ``segments`` (plain text generation: the template tasks fill canvases)."""
+    (400) unless ``segments`` (plain text generation: the template tasks fill canvases).
+
+    With ``loaded`` (text generation: completions and chat), every option the request did not
+    send (or sent as null) is the checkpoint's recommendation, else the default, exactly as
+    ``unmask generate`` without that flag (``api.sample_config``; ``steps`` one per token):
+    the server and the command line write the same text for the same options."""
     if opts.segment_length is not None and not segments:
         raise APIError(400, "segment_length applies to text generation (completions and chat "
                        "completions without structured output)", param="segment_length",
                        code="invalid_value")
+    if loaded is not None:
+        sent = {k: getattr(opts, k) for k in SAMPLE_OPTIONS if k in opts.model_fields_set}
+        given = {k: v for k, v in sent.items() if v is not None}
+        return api.sample_config(loaded, {"gen_length": gen_length, **given})
     return SampleConfig(gen_length=gen_length, steps=opts.steps or default_steps,
                         block_length=opts.block_length, policy=opts.policy,
                         threshold=opts.threshold, cache=opts.cache,

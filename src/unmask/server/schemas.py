@@ -26,7 +26,10 @@ class _Strict(BaseModel):
 
 
 class DiffusionOptions(_Strict):
-    """Sampler options shared by every generating endpoint (mapped onto ``SampleConfig``)."""
+    """Sampler options shared by every generating endpoint (mapped onto ``SampleConfig``). In
+    completions and chat completions an option not sent (or null) is the checkpoint's
+    recommendation where it has one, as on the command line (``plumbing.sample_config``); the
+    defaults below are the rest."""
 
     model: str | None = None
     """Model id (``GET /v1/models``); None = the served model."""
@@ -60,7 +63,8 @@ class DiffusionOptions(_Strict):
     repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
     """Extension (vLLM's): divide the positive logits (multiply the negative ones) of tokens
     already in the text, prompt included, by this; 1 = off; None (not sent) = the checkpoint's
-    recommendation in text generation (completions, chat), else off (docs/sampling.md)."""
+    recommendation in text generation (completions, chat; as every option here), else off
+    (docs/sampling.md)."""
     segment_length: int | None = Field(None, ge=1)
     """Extension: write ``max_tokens`` in segments of this many tokens, each seeing the latest
     ``context - segment_length`` tokens, so ``max_tokens`` may exceed the model's context

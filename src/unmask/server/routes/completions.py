@@ -83,13 +83,13 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                        f"the model's context of {ctx} tokens; {fix}segment_length (e.g. "
                        f"{ctx // 2}) to write it in segments", param="max_tokens",
                        code="context_length_exceeded")
-    config = sample_config(req, req.max_tokens, req.max_tokens, segments=True)
+    try:  # what the request did not send: the checkpoint's recommendation, as the CLI
+        config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
+                               loaded=state.loaded)
+    except UserError as e:
+        raise user_error(e) from None
     config = dataclasses.replace(config, top_p=top_p)
     facts = api.facts_of(state.loaded)
-    if req.repetition_penalty is None:  # not sent: the checkpoint's recommendation, as the CLI
-        recommended = facts.sample_defaults.get("repetition_penalty")
-        if recommended is not None:
-            config = dataclasses.replace(config, repetition_penalty=float(recommended))
     check_penalties_apply(facts, config)
     try:
         parts = [config]
@@ -107,7 +107,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     except UserError as e:
         raise user_error(e) from None
     rows = [i for i in ids for _ in range(req.n)]
-    seeded_sampling = req.seed is not None and req.temperature > 0
+    seeded_sampling = config.seed is not None and config.temperature > 0
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
 
 
