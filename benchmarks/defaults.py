@@ -20,7 +20,7 @@ non-degenerate setting with the lowest gen ppl (ties: faster); the table marks i
     python benchmarks/defaults.py [--model PATH] [--prompts 8] [--seeds 2]
                                   [--temperatures T ..] [--blocks B ..]
                                   [--repetition-penalties R ..] [--frequency-penalties F ..]
-                                  [--presence-penalties P ..]
+                                  [--presence-penalties P ..] [--no-repeat-ngram-sizes N ..]
                                   [--json benchmarks/results/defaults.json]
 """
 
@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="frequency_penalty values of the grid (0 = off)")
     ap.add_argument("--presence-penalties", type=float, nargs="+", default=[0.0],
                     help="presence_penalty values of the grid (0 = off)")
+    ap.add_argument("--no-repeat-ngram-sizes", type=int, nargs="+", default=[0],
+                    help="no_repeat_ngram_size values of the grid (0 = off)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
     ap.add_argument("--json", default=None, help="write the rows here")
@@ -130,23 +132,27 @@ def main(argv: list[str] | None = None) -> int:
     rows.append({"setting": "held-out text", "temperature": None, "block": None, "seconds": 0.0,
                  **quality(truth, prompts, tok, scorer)})
     grid = itertools.product(args.temperatures, args.blocks, args.repetition_penalties,
-                             args.frequency_penalties, args.presence_penalties)
-    for temperature, block, rp, fp, pp in grid:
+                             args.frequency_penalties, args.presence_penalties,
+                             args.no_repeat_ngram_sizes)
+    for temperature, block, rp, fp, pp, ng in grid:
         seeds = range(args.seeds) if temperature > 0 else range(1)
         texts, ctx = [], []
         t0 = time.perf_counter()
         for seed in seeds:
             sc = SampleConfig(gen_length=G, steps=G, block_length=block or None,
                               temperature=temperature, seed=seed, repetition_penalty=rp,
-                              frequency_penalty=fp, presence_penalty=pp)
+                              frequency_penalty=fp, presence_penalty=pp,
+                              no_repeat_ngram_size=ng)
             texts += api.generate(m, prompts, config=sc).texts
             ctx += prompts
         dt = time.perf_counter() - t0
         label = f"T={temperature:g}, " + (f"blocks of {block}" if block else "one block")
         label += "".join(f", {name} {v:g}" for name, v, off in (
-            ("repetition", rp, 1.0), ("frequency", fp, 0.0), ("presence", pp, 0.0)) if v != off)
+            ("repetition", rp, 1.0), ("frequency", fp, 0.0), ("presence", pp, 0.0),
+            ("no-repeat n-gram", ng, 0)) if v != off)
         rows.append({"setting": label, "temperature": temperature, "block": block or None,
                      "repetition_penalty": rp, "frequency_penalty": fp, "presence_penalty": pp,
+                     "no_repeat_ngram_size": ng,
                      "seconds": dt, **quality(texts, ctx, tok, scorer)})
         print(f"{label}: {rows[-1]}", file=sys.stderr)
 

@@ -130,7 +130,7 @@ def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch)
     # wins over its argmax
     assert q["sampling"] == {"temperature": 1.0, "block_length": 4, "steps": 8, "policy": "llada",
                              "repetition_penalty": 1.3, "presence_penalty": 0.0,
-                             "frequency_penalty": 0.0}
+                             "frequency_penalty": 0.0, "no_repeat_ngram_size": 0}
 
 
 def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch):

@@ -33,7 +33,8 @@ TOK = byte_tokenizer()
 
 
 def reference(logits: torch.Tensor, prompt: list[int], gen: list[int], r: float = 1.0,
-              a: float = 0.0, f: float = 0.0, exempt: tuple[int, ...] = ()) -> torch.Tensor:
+              a: float = 0.0, f: float = 0.0, n: int = 0,
+              exempt: tuple[int, ...] = ()) -> torch.Tensor:
     """The penalties written out token by token (the definition the module implements; the
     model's special ids are never counted)."""
     out = logits.clone()
@@ -41,7 +42,21 @@ def reference(logits: torch.Tensor, prompt: list[int], gen: list[int], r: float 
         out[v] = out[v] / r if out[v] > 0 else out[v] * r
     for v in set(gen) - set(exempt):
         out[v] -= a + f * gen.count(v)
+    for v in banned_next(prompt + gen, n, exempt):
+        out[v] = float("-inf")
     return out
+
+
+def banned_next(text: list[int], n: int, exempt: tuple[int, ...] = ()) -> set[int]:
+    """The tokens that would complete an n-gram ``text`` already holds (none with a special
+    id), written out by hand."""
+    if n < 1 or len(text) < n - 1:
+        return set()
+    ctx = text[len(text) - n + 1:]
+    if any(t in exempt for t in ctx):
+        return set()
+    return {text[i + n - 1] for i in range(len(text) - n + 1)
+            if text[i:i + n - 1] == ctx and not any(t in exempt for t in text[i:i + n])}
 
 
 def test_the_formula_by_hand():
@@ -79,12 +94,14 @@ def causal(seed: int) -> Transformer:
     return Transformer(cfg).double().eval()
 
 
-KNOBS = [dict(r=1.5), dict(a=0.7, f=0.4), dict(r=1.3, a=-0.3, f=0.9)]
+KNOBS = [dict(r=1.5), dict(a=0.7, f=0.4), dict(r=1.3, a=-0.3, f=0.9), dict(n=2),
+         dict(r=1.2, n=3)]
 
 
 def as_config(knobs: dict) -> dict:
     return dict(repetition_penalty=knobs.get("r", 1.0), presence_penalty=knobs.get("a", 0.0),
-                frequency_penalty=knobs.get("f", 0.0))  # fmt: skip
+                frequency_penalty=knobs.get("f", 0.0),
+                no_repeat_ngram_size=knobs.get("n", 0))  # fmt: skip
 
 
 def ar_reference(m: Transformer, prompt: list[int], n: int, knobs: dict) -> list[int]:
@@ -184,7 +201,11 @@ def marginals(rows: list[list[int]], V: int, n: int) -> list[torch.Tensor]:
 STRONG = dict(r=1.5, a=0.5, f=1.5)
 
 
-def test_speculative_sampling_is_distributed_as_ar_with_penalties(monkeypatch):
+NGRAM = dict(r=1.2, n=2)
+
+
+@pytest.mark.parametrize("knobs", [STRONG, NGRAM])
+def test_speculative_sampling_is_distributed_as_ar_with_penalties(monkeypatch, knobs):
     """Temperature 1 over a Markov verifier: the committed tokens follow the penalised AR
     distribution; judging every draft by the committed text alone (ignoring the drafts before
     it) fails the same check."""
@@ -198,10 +219,10 @@ def test_speculative_sampling_is_distributed_as_ar_with_penalties(monkeypatch):
 
     exempt = special_ids(verifier().config)
     assert exempt == (MASK,)
-    exact = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, STRONG, exempt)
+    exact = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, knobs, exempt)
     plain = exact_marginals(lambda seq: TABLE[seq[-1]], prompt, V, n, MASK, {}, exempt)
     assert max(tv(e, p) for e, p in zip(exact, plain, strict=True)) > 0.1  # they matter
-    penalties = Penalties.of(SampleConfig(**as_config(STRONG)))
+    penalties = Penalties.of(SampleConfig(**as_config(knobs)))
 
     def draw(rows: int) -> list[list[int]]:
         return SpeculativeRun(verifier(), FixedDrafter(), [prompt] * rows, max_new_tokens=n,
@@ -210,7 +231,8 @@ def test_speculative_sampling_is_distributed_as_ar_with_penalties(monkeypatch):
 
     got = marginals(draw(3000), V, n)
     assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) < 0.05
-
+    if knobs is not STRONG:
+        return
     monkeypatch.setattr(pen_mod, "prefix_counts",
                         lambda base, drafts, live=None, exempt=(): base[:, None].expand(
                             -1, drafts.shape[1] + 1, -1))  # fmt: skip
@@ -218,15 +240,16 @@ def test_speculative_sampling_is_distributed_as_ar_with_penalties(monkeypatch):
     assert max(tv(e, g) for e, g in zip(exact, wrong, strict=True)) > 0.1
 
 
-def test_hybrid_sampling_is_distributed_as_ar_with_penalties():
+@pytest.mark.parametrize("knobs", [STRONG, NGRAM])
+def test_hybrid_sampling_is_distributed_as_ar_with_penalties(knobs):
     m = hybrid_model(5)
     prompt, n, V = [4, 6, 5], 3, m.config.vocab_size
     with torch.no_grad():
         exact, plain = (exact_marginals(lambda seq: m(torch.tensor([seq]))[0, -1], prompt, V, n,
-                                        m.config.mask_id, knobs, special_ids(m.config))
-                        for knobs in (STRONG, {}))
+                                        m.config.mask_id, k, special_ids(m.config))
+                        for k in (knobs, {}))
     assert max(tv(e, p) for e, p in zip(exact, plain, strict=True)) > 0.1  # they matter
-    penalties = Penalties.of(SampleConfig(**as_config(STRONG)))
+    penalties = Penalties.of(SampleConfig(**as_config(knobs)))
     rows: list[list[int]] = []
     for s in range(150):
         rows += HybridRun(m, [prompt] * 10, max_new_tokens=n, temperature=1.0, eos_id=None,
@@ -260,6 +283,72 @@ def test_commit_loop_penalises_masked_positions_by_the_committed_text(prompt, n,
     cfg = SampleConfig(gen_length=n, steps=n, **pen)
     r = generate(Constant(), [prompt], cfg, mask_id=0, pad_id=1, eos_id=None)
     assert sorted(r.gen_ids[0]) == want  # one token a step; the order of positions is free
+
+
+def repeats(text: list[int], n: int, exempt: tuple[int, ...] = ()) -> int:
+    """How many n-grams of ``text`` (none with a special id) repeat an earlier one."""
+    grams = [tuple(text[i:i + n]) for i in range(len(text) - n + 1)]
+    grams = [g for g in grams if not any(t in exempt for t in g)]
+    return len(grams) - len(set(grams))
+
+
+def brute_bans(t: list[int], k: list[bool], p: int, n: int, causal_: bool) -> set[int]:
+    """Every token that, written at position p, makes an n-gram of text through p equal to
+    another n-gram of text (causal: ending at p, against those that end before it)."""
+    L, out = len(t), set()
+    for v in range(3):
+        tt, kk = t[:p] + [v] + t[p + 1:], k[:p] + [True] + k[p + 1:]
+        if causal_:
+            kk = kk[: p + 1]  # the text ends at the query
+        grams = {s: tuple(tt[s:s + n]) for s in range(len(kk) - n + 1) if all(kk[s:s + n])}
+        for s, g in grams.items():
+            if s <= p < s + n and (not causal_ or s + n - 1 == p):
+                if any(g == h and s2 != s for s2, h in grams.items()):
+                    out.add(v)
+    return out if 0 <= p < L else set()
+
+
+@pytest.mark.parametrize("causal_", [True, False])
+def test_ngram_bans_equal_a_brute_force_search(causal_):
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        B, L, n = 3, int(torch.randint(1, 14, (1,), generator=g)), 1 + trial % 4
+        tokens = torch.randint(0, 3, (B, L), generator=g)  # 3 ids: n-grams repeat often
+        ok = torch.rand(B, L, generator=g) < 0.8
+        query = torch.randint(-1, L + 1, (B, 4), generator=g)
+        if not causal_:  # a canvas asks about its open positions
+            ok[torch.arange(B)[:, None], query.clamp(0, L - 1)] = False
+        b, q, v = pen_mod.ngram_bans(tokens, ok, query, n, causal=causal_)
+        got = {(int(i), int(j), int(t)) for i, j, t in zip(b, q, v, strict=True)}
+        want = {(i, j, v) for i in range(B) for j, p in enumerate(query[i].tolist())
+                for v in brute_bans(tokens[i].tolist(), ok[i].tolist(), p, n, causal_)}
+        assert got == want, (trial, tokens, ok, query, n)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_no_repeated_ngram_left_to_right_or_on_the_canvas(n):
+    """Eight text ids (4..11): a random model loops; with the ban, neither the causal decoder
+    nor the commit loop (one token a step) writes an n-gram twice."""
+    def tiny(attention: str, seed: int) -> Transformer:
+        cfg = model_preset("tiny", vocab_size=12, max_seq_len=64, attention=attention,
+                           init_std=0.6, mask_id=0, pad_id=1, eos_id=2, bos_id=3)  # fmt: skip
+        torch.manual_seed(seed)
+        return Transformer(cfg).double().eval()
+
+    prompt, exempt = [4, 5, 6, 4, 5], (0, 1, 2, 3)
+    given = repeats(prompt, n, exempt)  # the prompt's own repeat stays
+    ar, mdlm = tiny("causal", 0), tiny("bidirectional", 1)
+    for knobs in ({}, dict(no_repeat_ngram_size=n)):
+        pen = Penalties.of(SampleConfig(**knobs))
+        texts = [generate_ar(ar, [prompt], max_new_tokens=24, eos_id=None,
+                             penalties=pen).gen_ids[0],
+                 generate(mdlm, [prompt], SampleConfig(gen_length=24, steps=24, **knobs),
+                          mask_id=0, pad_id=1, eos_id=None).gen_ids[0]]  # fmt: skip
+        for text in texts:
+            if knobs:
+                assert repeats(prompt + text, n, exempt) == given
+            else:
+                assert repeats(prompt + text, n, exempt) > given  # the model loops
 
 
 def test_special_tokens_are_never_penalised():
@@ -323,9 +412,10 @@ def test_server_equals_api_with_penalties(attention):
     torch.manual_seed(3)  # a model that repeats one token: the penalties must show
     lm = Loaded(model=Transformer(cfg).eval(), tokenizer=TOK, config=cfg, path=Path("runs/x"))
     body = {"prompt": "abcabc", "max_tokens": 12, "frequency_penalty": 1.5,
-            "repetition_penalty": 1.3}  # fmt: skip
+            "repetition_penalty": 1.3, "no_repeat_ngram_size": 2}  # fmt: skip
     want = api.generate(lm, "abcabc", config=SampleConfig(
-        gen_length=12, steps=12, frequency_penalty=1.5, repetition_penalty=1.3)).texts[0]
+        gen_length=12, steps=12, frequency_penalty=1.5, repetition_penalty=1.3,
+        no_repeat_ngram_size=2)).texts[0]
     plain = api.generate(lm, "abcabc", config=SampleConfig(gen_length=12, steps=12)).texts[0]
     app = create_app(lm, limits=ServerLimits(max_steps=64), chat_template="plain")
     with TestClient(app) as c:

@@ -612,6 +612,11 @@ class SampleConfig:
     frequency_penalty: float = 0.0
     """Subtract this times the number of times a token occurs in the generated text (OpenAI; in
     [-2, 2], 0 = off). The same decoders."""
+    no_repeat_ngram_size: int = 0
+    """Never write an n-gram of this many tokens that the text already holds, prompt included
+    (Hugging Face's ``no_repeat_ngram_size``; 0 = off, 3-4 typical): the tokens that would
+    complete one are forbidden. The same decoders; n-grams with a special token (EOS, padding,
+    mask) never count."""
     draft_length: int | None = None
     """Draft tokens per round (>= 1). Decoder ``speculative``: tokens the diffusion drafter
     proposes (None = 8, ``unmask.sampling.speculative.SPECULATIVE_DRAFT_LENGTH``). Decoder
@@ -665,7 +670,8 @@ class SampleConfig:
     def __post_init__(self) -> None:
         if self.draft_length is not None and self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
-        check_penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty)
+        check_penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty,
+                        self.no_repeat_ngram_size)
         if self.guide_scale < 0:
             raise UserError(f"guide_scale must be >= 0, got {self.guide_scale}")
         if self.edit_threshold is not None and not 0.0 <= self.edit_threshold < 1.0:
@@ -697,15 +703,19 @@ class SampleConfig:
             self.sedd_sampler = alias  # type: ignore[assignment]
 
 
-def check_penalties(repetition: float, presence: float, frequency: float) -> None:
+def check_penalties(repetition: float, presence: float, frequency: float,
+                    ngram: int = 0) -> None:
     """Refuse, in one line, penalties no decoder can use: ``repetition_penalty`` must be a
     finite number > 0; ``presence_penalty`` and ``frequency_penalty`` finite, in [-2, 2]
-    (OpenAI's range)."""
+    (OpenAI's range); ``no_repeat_ngram_size`` a whole number >= 0."""
     if not (math.isfinite(repetition) and repetition > 0):
         raise UserError(f"repetition_penalty must be a finite number > 0, got {repetition}")
     for name, value in (("presence_penalty", presence), ("frequency_penalty", frequency)):
         if not (math.isfinite(value) and -2.0 <= value <= 2.0):
             raise UserError(f"{name} must be in [-2, 2], got {value}")
+    if isinstance(ngram, bool) or not isinstance(ngram, int) or ngram < 0:
+        raise UserError(f"no_repeat_ngram_size must be a whole number >= 0 (0 = off), got "
+                        f"{ngram!r}")
 
 
 SEDD_SAMPLERS: tuple[str, ...] = ("analytic", "euler")

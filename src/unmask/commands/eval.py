@@ -399,6 +399,7 @@ def _score(
             "repetition_penalty": config.repetition_penalty,
             "presence_penalty": config.presence_penalty,
             "frequency_penalty": config.frequency_penalty,
+            "no_repeat_ngram_size": config.no_repeat_ngram_size,
         },
     }
 

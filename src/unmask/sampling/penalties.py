@@ -9,8 +9,12 @@ Three knobs, as the tools users know define them (and with their neutral values 
   lowered by ``a · [c_v > 0] + f · c_v``, c_v = how often v occurs in the *generated* text so
   far (the prompt is not counted); 0 = off, negative values encourage repeats.
 
-r is applied first, then a and f (vLLM's order). What "the text so far" is depends on the
-decoder, and each says it in one place:
+- ``no_repeat_ngram_size`` n (Hugging Face ``generate``): a token that would complete an
+  n-gram the text already holds (prompt included) is forbidden (its logit -inf); 0 = off.
+  N-grams holding a special id never count, so EOS padding never forbids EOS.
+
+r is applied first, then a and f (vLLM's order), then the n-gram ban (Hugging Face's). What
+"the text so far" is depends on the decoder, and each says it in one place:
 
 - left to right (``ar``, and the verifier of ``speculative`` / ``hybrid``): the prompt and the
   tokens before the position being predicted, drafts included where a draft is verified, so
@@ -18,7 +22,10 @@ decoder, and each says it in one place:
   token-identical to ``ar`` with the same penalties, sampled output distributed as it);
 - the commit loop (``llada``, ``bd3lm``; ``PenaltyConstraint``): every token committed so far
   anywhere on the canvas, given tokens included for r; every masked position is penalised
-  for all of them (a masked diffusion model sees the whole canvas, not a prefix).
+  for all of them (a masked diffusion model sees the whole canvas, not a prefix). A masked
+  position may not take a token that makes any n-gram around it (the other n - 1 positions
+  committed) equal to a committed n-gram elsewhere; two positions committed in the same step
+  are not checked against each other.
 
 ``SampleConfig.repetition_penalty`` etc. carry them; ``Penalties.of(config)`` is None when all
 three are neutral, and then no decoder does any extra work.
@@ -26,6 +33,7 @@ three are neutral, and then no decoder does any extra work.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +45,9 @@ from unmask.canvas import CanvasConstraint
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 
-PENALTY_FIELDS: tuple[str, ...] = ("repetition_penalty", "presence_penalty", "frequency_penalty")
+PENALTY_FIELDS: tuple[str, ...] = (
+    "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size",
+)
 """The ``SampleConfig`` fields of the penalties."""
 
 PENALTY_DECODERS: tuple[str, ...] = ("llada", "bd3lm", "ar", "speculative", "hybrid")
@@ -52,6 +62,7 @@ class Penalties:
     repetition: float = 1.0
     presence: float = 0.0
     frequency: float = 0.0
+    ngram: int = 0
 
     @classmethod
     def of(cls, config: SampleConfig) -> Penalties | None:
@@ -61,7 +72,13 @@ class Penalties:
             return None
         return cls(repetition=float(config.repetition_penalty),
                    presence=float(config.presence_penalty),
-                   frequency=float(config.frequency_penalty))  # fmt: skip
+                   frequency=float(config.frequency_penalty),
+                   ngram=int(config.no_repeat_ngram_size))  # fmt: skip
+
+    @property
+    def counted(self) -> bool:
+        """Whether a count-driven penalty (r, a or f) is on (``apply`` changes something)."""
+        return self.repetition != 1.0 or self.presence != 0.0 or self.frequency != 0.0
 
     def apply(self, logits: Tensor, seen: Tensor, generated: Tensor, *,
               where: Tensor | None = None, inplace: bool = False) -> Tensor:
@@ -141,12 +158,85 @@ def prefix_counts(base: Tensor, drafts: Tensor, live: Tensor | None = None,
     return base[:, None] + before
 
 
+def ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor, n: int, *,
+               causal: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Where a token would repeat an n-gram: (row, query index, token id) triples, each (M,).
+
+    ``tokens`` (B, L) with ``ok`` (B, L) bool, the positions that are text (written, not
+    special); ``query`` (B, Q) long, the positions to be written (entries outside [0, L) ask
+    nothing). ``causal``: the n - 1 positions before a query are its context and only the
+    n-grams that end before it count (left to right, drafts included up to the query). Else
+    (a canvas): for every place o of the query inside an n-gram whose other n - 1 positions
+    are text, the token that would make it equal to an n-gram of text anywhere is banned.
+    Exact (tokens are compared, not hashed); a (B, Q, L - n + 1, n - 1) comparison."""
+    B, L = tokens.shape
+    W = L - n + 1
+    empty = query.new_zeros(0)
+    if n < 1 or W < 1 or query.numel() == 0:
+        return empty, empty, empty
+    win = tokens.unfold(1, n, 1)  # (B, W, n)
+    whole = ok.unfold(1, n, 1).all(dim=-1)  # (B, W): n-grams of text
+    out: list[tuple[Tensor, Tensor, Tensor]] = []
+    for o in ([n - 1] if causal else range(n)):
+        start = query - o  # (B, Q): the n-gram with the query at place o
+        valid = (start >= 0) & (start < W) & (query >= 0) & (query < L)
+        start = start.clamp(0, W - 1)
+        others = [j for j in range(n) if j != o]
+        pos = start[..., None] + torch.tensor(others, device=tokens.device)  # (B, Q, n - 1)
+        flat = pos.reshape(B, -1)
+        ctx = tokens.gather(1, flat).reshape(pos.shape)  # (B, Q, n - 1)
+        valid = valid & ok.gather(1, flat).reshape(pos.shape).all(dim=-1)
+        seen = whole[:, None, :]  # (B, 1, W)
+        if causal:  # only the n-grams that end before the query
+            seen = seen & (torch.arange(W, device=tokens.device) < start[..., None])
+        same = (win[:, None, :, others] == ctx[:, :, None, :]).all(dim=-1)  # (B, Q, W)
+        b, q, w = (same & seen & valid[..., None]).nonzero(as_tuple=True)
+        out.append((b, q, win[b, w, o]))
+    if not causal:  # one token in two new n-grams (places o1 < o2) that would equal each other
+        for o1, o2 in itertools.combinations(range(n), 2):
+            out.append(_self_repeat(tokens, ok, query, n, o1, o2))
+    return tuple(torch.cat(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]
+
+
+def _self_repeat(tokens: Tensor, ok: Tensor, query: Tensor, n: int, o1: int,
+                 o2: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The bans of ``ngram_bans`` (canvas) where the query's token t would make the n-gram with
+    it at place o1 equal the one with it at place o2 (they overlap): t must equal the token d
+    = o2 - o1 before the query, so that is the only candidate, banned when the two n-grams
+    with it are equal."""
+    B, L = tokens.shape
+    d = o2 - o1
+    s1, s2 = query - o1, query - o2  # (B, Q) starts
+    valid = (s2 >= 0) & (s1 + n <= L) & (query >= 0) & (query < L)
+    span = s2[..., None] + torch.arange(n + d, device=tokens.device)  # both n-grams' positions
+    span = span.clamp(0, L - 1)
+    flat = span.reshape(B, -1)
+    tok = tokens.gather(1, flat).reshape(span.shape)  # (B, Q, n + d)
+    is_q = span == query[..., None]
+    valid = valid & (ok.gather(1, flat).reshape(span.shape) | is_q).all(dim=-1)
+    t = tok[..., o2 - d]  # the token d before the query (place o2 - d of the second n-gram)
+    tok = torch.where(is_q, t[..., None], tok)
+    equal = (tok[..., d:] == tok[..., :n]).all(dim=-1)  # first n-gram = second
+    b, q = (equal & valid).nonzero(as_tuple=True)
+    return b, q, t[b, q]
+
+
+def ban(logits: Tensor, bans: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """``logits`` (B, Q, V) with -inf at each (row, query, token) of ``ngram_bans``, in place."""
+    b, q, v = bans
+    if b.numel():
+        logits[b, q, v] = float("-inf")
+    return logits
+
+
 class TextCounts:
     """Running counts of a left-to-right text (``ar``, ``speculative``, ``hybrid``) and the
     penalties they drive: ``seen`` (B, V) over prompt and generated tokens, ``generated``
     (B, V) over generated ones only, built from ``prompt`` (B, P) where ``keep`` (B, P) on the
     first ``penalise`` (which learns V from the logits). ``add(tokens, keep)`` counts newly
-    committed tokens (B, n) where ``keep`` (B, n). Ids in ``exempt`` are never counted."""
+    committed tokens (B, n) where ``keep`` (B, n) (a prefix of each row). Ids in ``exempt``
+    are never counted. With the n-gram ban it also keeps the text itself (``text`` (B, T),
+    ``is_text`` (B, T): prompt, then each row's committed tokens from ``end`` (B,) on)."""
 
     def __init__(self, penalties: Penalties, prompt: Tensor, keep: Tensor,
                  exempt: Sequence[int] = ()) -> None:
@@ -154,6 +244,15 @@ class TextCounts:
         self.exempt = tuple(exempt)
         self.seen: Tensor | None = None  # (B, V)
         self.generated: Tensor | None = None  # (B, V)
+        B, P = prompt.shape
+        self.text = prompt.clone()
+        self.is_text = keep & ~self._special(prompt)
+        self.end = torch.full((B,), P, dtype=torch.long, device=prompt.device)
+
+    def _special(self, tokens: Tensor) -> Tensor:
+        if not self.exempt:
+            return torch.zeros_like(tokens, dtype=torch.bool)
+        return torch.isin(tokens, torch.tensor(self.exempt, device=tokens.device))
 
     def _counts(self, vocab: int) -> tuple[Tensor, Tensor]:
         if self.seen is None or self.generated is None:
@@ -161,7 +260,31 @@ class TextCounts:
             self.generated = torch.zeros_like(self.seen)
         return self.seen, self.generated
 
+    def _room(self, n: int) -> None:
+        """Grow ``text`` so every row has n free positions after its ``end``."""
+        need = int(self.end.max()) + n - self.text.shape[1]
+        if need > 0:
+            grow = max(need, self.text.shape[1])
+            self.text = torch.cat([self.text, self.text.new_zeros(self.text.shape[0], grow)], 1)
+            self.is_text = torch.cat([self.is_text, self.is_text.new_zeros(
+                self.is_text.shape[0], grow)], 1)  # fmt: skip
+
+    def _placed(self, tokens: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(positions (B, n) after each row's ``end``, tokens, whether each is text)."""
+        n = tokens.shape[1]
+        self._room(n)
+        pos = self.end[:, None] + torch.arange(n, device=tokens.device)
+        return pos, tokens, keep & ~self._special(tokens)
+
     def add(self, tokens: Tensor, keep: Tensor | None = None) -> None:
+        if self.penalties.ngram:
+            keep = torch.ones_like(tokens, dtype=torch.bool) if keep is None else keep
+            pos, tok, real = self._placed(tokens, keep)
+            self.text.scatter_(1, pos, torch.where(keep, tok, self.text.gather(1, pos)))
+            self.is_text.scatter_(1, pos, real)
+            self.end += keep.sum(dim=1)
+        if not self.penalties.counted:
+            return
         if self.seen is None or self.generated is None:  # a run penalises, then commits
             raise RuntimeError("TextCounts.add before the first penalise (V unknown)")
         new = token_counts(tokens, keep, self.seen.shape[-1], self.exempt)
@@ -171,16 +294,35 @@ class TextCounts:
     def penalise(self, logits: Tensor, drafts: Tensor | None = None,
                  live: Tensor | None = None) -> Tensor:
         """``logits`` (B, V) of the next position, or (B, K + 1, V) of the positions after
-        each of K ``drafts`` (B, K) (``live`` (B, K): which of them a row drafted), each
-        penalised for the text before it; without ``drafts``, (B, n, V) logits are all
-        penalised for the committed text alone."""
-        seen, generated = self._counts(logits.shape[-1])
-        if drafts is None:
-            if logits.dim() == 3:
-                seen, generated = seen[:, None], generated[:, None]
-            return self.penalties.apply(logits, seen, generated)
-        return self.penalties.apply(logits, prefix_counts(seen, drafts, live, self.exempt),
-                                    prefix_counts(generated, drafts, live, self.exempt))
+        each of K ``drafts`` (B, K) (``live`` (B, K): which of them a row drafted, a prefix),
+        each penalised for the text before it; without ``drafts``, (B, n, V) logits are all
+        penalised for the committed text alone, and only the first is checked for n-grams (the
+        others do not know the tokens before them)."""
+        p = self.penalties
+        out = logits
+        if p.counted:
+            seen, generated = self._counts(logits.shape[-1])
+            if drafts is None:
+                if logits.dim() == 3:
+                    seen, generated = seen[:, None], generated[:, None]
+                out = p.apply(logits, seen, generated)
+            else:
+                out = p.apply(logits, prefix_counts(seen, drafts, live, self.exempt),
+                              prefix_counts(generated, drafts, live, self.exempt))
+        if not p.ngram:
+            return out
+        out = out if p.counted else out.clone()
+        K = 0 if drafts is None else drafts.shape[1]
+        self._room(K + 1)  # the drafts and the position after them
+        text, is_text = self.text, self.is_text
+        if K:
+            live = torch.ones_like(drafts, dtype=torch.bool) if live is None else live
+            pos, tok, real = self._placed(drafts, live)
+            text = self.text.scatter(1, pos, torch.where(live, tok, self.text.gather(1, pos)))
+            is_text = self.is_text.scatter(1, pos, real)
+        query = self.end[:, None] + torch.arange(K + 1, device=self.end.device)  # (B, K + 1)
+        bans = ngram_bans(text, is_text, query, p.ngram, causal=True)
+        return ban(out if out.dim() == 3 else out[:, None], bans).reshape(out.shape)
 
 
 def text_counts(penalties: Penalties | None, prompt: Tensor, real: Tensor,
@@ -213,10 +355,20 @@ class PenaltyConstraint(CanvasConstraint):
         filled = tokens != self.mask_id
         if self.attention_mask is not None:
             filled = filled & self.attention_mask.bool()
-        seen = token_counts(tokens, filled, V, self.exempt)[:, None]  # (B, 1, V)
-        generated = token_counts(tokens, filled & ~self.locked, V, self.exempt)[:, None]
         open_ = (tokens == self.mask_id) & ~self.locked  # (B, L)
-        return self.penalties.apply(logits, seen, generated, where=open_, inplace=True)
+        p = self.penalties
+        if p.counted:
+            seen = token_counts(tokens, filled, V, self.exempt)[:, None]  # (B, 1, V)
+            generated = token_counts(tokens, filled & ~self.locked, V, self.exempt)[:, None]
+            logits = p.apply(logits, seen, generated, where=open_, inplace=True)
+        if p.ngram:
+            text = filled
+            if self.exempt:
+                text = text & ~torch.isin(tokens, torch.tensor(self.exempt, device=tokens.device))
+            query = torch.arange(L, device=tokens.device).expand(B, L)
+            query = torch.where(open_, query, -1)  # committed positions ask nothing
+            logits = ban(logits, ngram_bans(tokens, text, query, p.ngram, causal=False))
+        return logits
 
 
 def given_penalties(config: SampleConfig) -> list[str]:
@@ -241,7 +393,9 @@ __all__ = [
     "PenaltyConstraint",
     "TextCounts",
     "check_penalty_decoder",
+    "ban",
     "given_penalties",
+    "ngram_bans",
     "prefix_counts",
     "special_ids",
     "text_counts",

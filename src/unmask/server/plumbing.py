@@ -149,7 +149,7 @@ def diffusion_only(state: ServerState, what: str) -> None:
 SAMPLE_OPTIONS: tuple[str, ...] = (
     "temperature", "seed", "steps", "block_length", "policy", "threshold", "cache",
     "edit_threshold", "max_post_steps", "segment_length", "repetition_penalty",
-    "presence_penalty", "frequency_penalty",
+    "presence_penalty", "frequency_penalty", "no_repeat_ngram_size",
 )
 """The ``DiffusionOptions`` fields that are ``SampleConfig`` fields of the same name."""
 
@@ -179,7 +179,8 @@ def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *
                         segment_length=opts.segment_length,
                         repetition_penalty=opts.repetition_penalty or 1.0,
                         presence_penalty=opts.presence_penalty or 0.0,
-                        frequency_penalty=opts.frequency_penalty or 0.0)
+                        frequency_penalty=opts.frequency_penalty or 0.0,
+                        no_repeat_ngram_size=opts.no_repeat_ngram_size or 0)
 
 
 def note(request: Request, **fields: float | int | str) -> None:

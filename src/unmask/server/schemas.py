@@ -65,6 +65,10 @@ class DiffusionOptions(_Strict):
     already in the text, prompt included, by this; 1 = off; None (not sent) = the checkpoint's
     recommendation in text generation (completions, chat; as every option here), else off
     (docs/sampling.md)."""
+    no_repeat_ngram_size: int | None = Field(None, ge=0, le=64)
+    """Extension (Hugging Face's ``no_repeat_ngram_size``): never write an n-gram of this many
+    tokens that the text already holds; 0 = off; None (not sent) = the checkpoint's
+    recommendation in text generation, else off."""
     segment_length: int | None = Field(None, ge=1)
     """Extension: write ``max_tokens`` in segments of this many tokens, each seeing the latest
     ``context - segment_length`` tokens, so ``max_tokens`` may exceed the model's context
