@@ -325,6 +325,26 @@ def test_ngram_bans_equal_a_brute_force_search(causal_):
         assert got == want, (trial, tokens, ok, query, n)
 
 
+def test_the_canvas_asks_only_where_a_ban_can_reach():
+    """``PenaltyConstraint`` asks ``ngram_bans`` about the open positions near committed text
+    only: the same bans as asking about every open position."""
+    g = torch.Generator().manual_seed(1)
+    for trial in range(30):
+        B, L, n, V = 2, 12, 1 + trial % 3, 6
+        tokens = torch.randint(4, V, (B, L), generator=g)
+        tokens[torch.rand(B, L, generator=g) < 0.4] = 0  # masks
+        locked = torch.zeros(B, L, dtype=torch.bool)
+        c = pen_mod.PenaltyConstraint(Penalties(ngram=n), mask_id=0, locked=locked,
+                                      attention_mask=None, exempt=(0,))  # fmt: skip
+        got = c.apply(torch.zeros(B, L, V), tokens)
+        open_ = tokens == 0
+        every = torch.where(open_, torch.arange(L).expand(B, L), -1)
+        b, q, v = pen_mod.ngram_bans(tokens, ~open_, every, n, causal=False)
+        want = torch.zeros(B, L, V)
+        want[b, every[b, q], v] = float("-inf")
+        assert torch.equal(got, want), trial
+
+
 @pytest.mark.parametrize("n", [2, 3])
 def test_no_repeated_ngram_left_to_right_or_on_the_canvas(n):
     """Eight text ids (4..11): a random model loops; with the ban, neither the causal decoder

@@ -365,10 +365,29 @@ class PenaltyConstraint(CanvasConstraint):
             text = filled
             if self.exempt:
                 text = text & ~torch.isin(tokens, torch.tensor(self.exempt, device=tokens.device))
-            query = torch.arange(L, device=tokens.device).expand(B, L)
-            query = torch.where(open_, query, -1)  # committed positions ask nothing
-            logits = ban(logits, ngram_bans(tokens, text, query, p.ngram, causal=False))
+            query = _near_text(open_, text, p.ngram)  # (B, Q) positions, -1 = none
+            b, q, v = ngram_bans(tokens, text, query, p.ngram, causal=False)
+            logits = ban(logits, (b, query[b, q], v))
         return logits
+
+
+def _near_text(open_: Tensor, text: Tensor, n: int) -> Tensor:
+    """(B, Q) the open positions of each row that some n-gram of otherwise-text positions runs
+    through (the only ones an n-gram ban can reach: usually the edges of what is committed),
+    then -1; Q = the most in a row. Asking only about them keeps the ban's comparison small
+    (all L positions: 20-30 ms a step for 8 rows of 250 on a CPU core)."""
+    B, L = open_.shape
+    near = torch.zeros_like(open_)
+    if L >= n:
+        win = text.unfold(1, n, 1)  # (B, W, n)
+        for o in range(n):
+            others = [j for j in range(n) if j != o]
+            near[:, o : o + L - n + 1] |= win[..., others].all(dim=-1)
+    near &= open_
+    Q = int(near.sum(dim=1).max()) if B else 0
+    order = torch.sort(near.to(torch.int8), dim=1, descending=True, stable=True).indices
+    query = order[:, :Q]
+    return torch.where(near.gather(1, query), query, -1)
 
 
 def given_penalties(config: SampleConfig) -> list[str]:
