@@ -87,6 +87,7 @@ class Policy:
         seed: int = 0,
         segment_length: int | None = None,
         repetition_penalty: float = 1.0,
+        no_repeat_ngram_size: int = 0,
     ) -> SampleConfig:
         num_blocks = gen_length // block_length
         steps = max(num_blocks, gen_length // self.tokens_per_step // num_blocks * num_blocks)
@@ -103,6 +104,7 @@ class Policy:
             seed=seed if temperature > 0 else None,
             segment_length=segment_length,
             repetition_penalty=repetition_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
         )
 
 
@@ -236,7 +238,7 @@ def run_section(
         for pol, cache in combos:
             sc = pol.sample_config(
                 gen_length, args.block_length, cache, args.temperature, args.seed,
-                args.segment_length, args.repetition_penalty,
+                args.segment_length, args.repetition_penalty, args.no_repeat_ngram_size,
             )
 
             def run(sc: SampleConfig = sc) -> Any:
@@ -287,7 +289,8 @@ def run_ar(
         def run(n: int = gen_length) -> Any:
             sc = SampleConfig(gen_length=n, temperature=args.temperature, seed=args.seed,
                               segment_length=args.segment_length,
-                              repetition_penalty=args.repetition_penalty)
+                              repetition_penalty=args.repetition_penalty,
+                              no_repeat_ngram_size=args.no_repeat_ngram_size)
             return api.start(loaded, ids, sc).run()
 
         res, sec_s = timed(run, args.repeats, device)
@@ -537,6 +540,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="repetition penalty of every row (1 = off; docs/sampling.md)",
     )
+    ap.add_argument(
+        "--no-repeat-ngram-size",
+        type=int,
+        default=0,
+        help="n-gram ban of every row (0 = off; docs/sampling.md)",
+    )
     ap.add_argument("--json", help="write all rows (and the generated texts) here")
     ap.add_argument(
         "--quick",
@@ -677,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "baseline": policies[0].label,
                 "temperature": args.temperature,
                 "repetition_penalty": args.repetition_penalty,
+                "no_repeat_ngram_size": args.no_repeat_ngram_size,
                 "seed": args.seed,
                 "scorer": repr(scorer) if scorer else None,
                 "quick": args.quick,

@@ -149,6 +149,7 @@ def measure(
         "prompts": len(gen),
         "temperature": config.temperature,
         "repetition_penalty": config.repetition_penalty,
+        "no_repeat_ngram_size": config.no_repeat_ngram_size,
         "seconds": seconds,
         "tokens": tokens,
         "tokens_per_s": tokens / seconds,
@@ -298,6 +299,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "is in their sample_defaults)",
     )  # fmt: skip
     ap.add_argument(
+        "--no-repeat-ngram-size", type=int, default=0,
+        help="of the ar, spec and hybrid rows (0 = off)",
+    )  # fmt: skip
+    ap.add_argument(
         "--repeats", type=int, default=1,
         help="timed runs per row (median), taken round-robin over the rows",
     )  # fmt: skip
@@ -394,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     print(HEADER, flush=True)
     T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
-    pen = {"repetition_penalty": args.repetition_penalty}  # the causal rows'
+    pen = {"repetition_penalty": args.repetition_penalty,  # the causal rows'
+           "no_repeat_ngram_size": args.no_repeat_ngram_size}
     for g in lengths:
         for b in args.batches:
             prompts = prompts_all  # every row decodes them all, in batches of b
