@@ -1,6 +1,6 @@
 """Repetition penalties on the logits, one definition for every decoder that reads them.
 
-Three knobs, as the tools users know define them (and with their neutral values as defaults):
+Four knobs, as the tools users know define them (and with their neutral values as defaults):
 
 - ``repetition_penalty`` r (CTRL, Keskar et al. 2019; Hugging Face ``generate``, vLLM): the
   logit of every token already in the text (prompt or generated) is divided by r where it is
@@ -28,7 +28,7 @@ r is applied first, then a and f (vLLM's order), then the n-gram ban (Hugging Fa
   are not checked against each other.
 
 ``SampleConfig.repetition_penalty`` etc. carry them; ``Penalties.of(config)`` is None when all
-three are neutral, and then no decoder does any extra work.
+four are neutral, and then no decoder does any extra work.
 """
 
 from __future__ import annotations
