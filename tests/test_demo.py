@@ -52,7 +52,8 @@ def test_demo_takes_the_models_recommendation_for_options_not_given(
     shutil.copytree(tiny_bible_checkpoint, tmp_path / "m")
     cfg_file = checkpoint_dir(tmp_path / "m") / "config.json"
     cfg = json.loads(cfg_file.read_text())
-    cfg["sample_defaults"] = {"temperature": 0.0, "block_length": 4, "repetition_penalty": 1.3}
+    cfg["sample_defaults"] = {"temperature": 0.0, "block_length": 4, "repetition_penalty": 1.3,
+                              "no_repeat_ngram_size": 3}
     cfg_file.write_text(json.dumps(cfg))
     seen = []
     real = api.generate
@@ -60,10 +61,15 @@ def test_demo_takes_the_models_recommendation_for_options_not_given(
         seen.append(config), real(*a, config=config, **kw))[1])  # fmt: skip
     argv = ["demo", "--model", str(tmp_path / "m"), "--gen-length", "16", "--no-live"]
     assert main(argv) == 0
-    assert {(c.temperature, c.block_length, c.repetition_penalty) for c in seen} == {(0.0, 4, 1.3)}
+    def used() -> set[tuple]:
+        return {(c.temperature, c.block_length, c.repetition_penalty, c.no_repeat_ngram_size)
+                for c in seen}  # fmt: skip
+
+    assert used() == {(0.0, 4, 1.3, 3)}
     seen.clear()
-    assert main([*argv, "--temperature", "0.5", "--repetition-penalty", "1"]) == 0
-    assert {(c.temperature, c.block_length, c.repetition_penalty) for c in seen} == {(0.5, 4, 1.0)}
+    assert main([*argv, "--temperature", "0.5", "--repetition-penalty", "1",
+                 "--no-repeat-ngram-size", "0"]) == 0  # fmt: skip
+    assert used() == {(0.5, 4, 1.0, 0)}
     capsys.readouterr()
 
 

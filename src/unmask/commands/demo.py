@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repetition-penalty", type=float, default=None, metavar="R",
                    help="penalty on tokens already in the text, > 0, 1 = off (default: the "
                         "model's recommendation)")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",
+                   help="never repeat an n-gram of this many tokens, 0 = off (default: the "
+                        "model's recommendation)")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     p.set_defaults(func=run)
@@ -142,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
               f"{n / dt:,.0f} tokens/s\n")
 
     flags = {"temperature": args.temperature, "block_length": args.block_length,
-             "repetition_penalty": args.repetition_penalty}
+             "repetition_penalty": args.repetition_penalty,
+             "no_repeat_ngram_size": args.no_repeat_ngram_size}
     given = {k: v for k, v in flags.items() if v is not None}
     for i, prompt in enumerate(PROMPTS, 1):
         config = api.sample_config(m, {"gen_length": args.gen_length, "steps": steps,
