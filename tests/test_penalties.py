@@ -325,6 +325,34 @@ def test_ngram_bans_equal_a_brute_force_search(causal_):
         assert got == want, (trial, tokens, ok, query, n)
 
 
+def test_a_ban_never_leaves_a_position_without_a_token():
+    """A constraint allows two tokens at position 1 and one at position 0; banning both of
+    position 1's keeps them (nothing else is left), banning position 0's only one keeps it."""
+    logits = torch.full((1, 3, 5), float("-inf"))
+    logits[0, 0, 2] = 1.0
+    logits[0, 1, 3], logits[0, 1, 4] = 1.0, 2.0
+    logits[0, 2] = 0.0
+    bans = (torch.tensor([0, 0, 0, 0]), torch.tensor([0, 1, 1, 2]), torch.tensor([2, 3, 4, 1]))
+    out = pen_mod.ban(logits.clone(), bans)
+    assert out[0, 0, 2] == 1.0 and out[0, 1, 3] == 1.0 and out[0, 1, 4] == 2.0
+    assert out[0, 2, 1] == float("-inf") and torch.isfinite(out[0, 2, [0, 2, 3, 4]]).all()
+    out = pen_mod.ban(logits.clone(), (bans[0][1:2], bans[1][1:2], bans[2][1:2]))
+    assert out[0, 1, 3] == float("-inf") and out[0, 1, 4] == 2.0  # one of two: banned
+
+
+def test_a_constraint_wins_over_the_ban_left_to_right():
+    """Constrained causal decoding (``ARRun(allowed=...)``) that allows only token 7 after a
+    prompt of 7s: the bigram (7, 7) is banned, but nothing else is allowed, so 7 it is."""
+    from unmask.sampling.ar import ARRun
+
+    m = causal(0)
+    only7 = torch.zeros(1, m.config.vocab_size, dtype=torch.bool)
+    only7[0, 7] = True
+    run = ARRun(m, [[7, 7, 7]], max_new_tokens=5, eos_id=None, allowed=lambda t, x: only7,
+                penalties=Penalties(repetition=1.3, ngram=2))  # fmt: skip
+    assert run.run().gen_ids == [[7] * 5]
+
+
 def test_the_canvas_asks_only_where_a_ban_can_reach():
     """``PenaltyConstraint`` asks ``ngram_bans`` about the open positions near committed text
     only: the same bans as asking about every open position."""

@@ -240,14 +240,13 @@ class ARRun(DecoderRun):
                     self.model, last, self.attn, cache=self.kv, start=P + t - 1
                 )[:, -1]  # (B, V)
             self.nfe += 1
-            logits = self._logits
-            if self._counts is not None:
-                logits = self._counts.penalise(logits)
-            logits = forbid_id(logits, self._forbid)
+            logits = forbid_id(self._logits, self._forbid)
             if self.allowed is not None:
                 ok = self.allowed(t, torch.cat([self.prompt, self.gen[:, :t]], dim=1))
                 if ok is not None:  # (B, V) bool
                     logits = keep_allowed(logits, ok)
+            if self._counts is not None:  # after the constraint: an n-gram ban never takes
+                logits = self._counts.penalise(logits)  # a position's last allowed token
             nxt = sample_token(
                 logits,
                 temperature=self.temperature,

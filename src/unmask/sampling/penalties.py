@@ -222,10 +222,18 @@ def _self_repeat(tokens: Tensor, ok: Tensor, query: Tensor, n: int, o1: int,
 
 
 def ban(logits: Tensor, bans: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-    """``logits`` (B, Q, V) with -inf at each (row, query, token) of ``ngram_bans``, in place."""
+    """``logits`` (B, Q, V) with -inf at each (row, query, token) of ``ngram_bans``, in place,
+    except where that would leave a position no finite logit (every token a constraint allows
+    banned): there the n-gram may repeat rather than the decoder choose among nothing."""
     b, q, v = bans
-    if b.numel():
-        logits[b, q, v] = float("-inf")
+    if not b.numel():
+        return logits
+    where, inverse = torch.unique(b * logits.shape[1] + q, return_inverse=True)  # positions
+    rows = logits[where // logits.shape[1], where % logits.shape[1]]  # (U, V)
+    banned = torch.zeros_like(rows, dtype=torch.bool)
+    banned[inverse, v] = True
+    alive = (torch.isfinite(rows) & ~banned).any(dim=-1)[inverse]  # (M,)
+    logits[b[alive], q[alive], v[alive]] = float("-inf")
     return logits
 
 
