@@ -119,6 +119,23 @@ def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path
     assert not torch.equal(Trajectories.load(path).tokens, old.tokens)
 
 
+def test_a_file_made_before_a_sampling_option_existed_is_reused(teacher, corpus, cache,
+                                                                tmp_path, capsys):
+    """A trajectory file whose settings predate a ``SampleConfig`` field (here: without
+    ``no_repeat_ngram_size``) was made with that field's default: reused, not decoded again."""
+    old = Trajectories.load(cache)
+    sample = {k: v for k, v in old.meta["sample"].items() if k != "no_repeat_ngram_size"}
+    assert sample != old.meta["sample"]
+    path = tmp_path / "c.safetensors"
+    Trajectories(old.tokens, old.commit_step, old.seed, {**old.meta, "sample": sample}).save(path)
+    stamp = path.stat().st_mtime_ns
+    refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False)
+    assert path.stat().st_mtime_ns == stamp and "other settings" not in capsys.readouterr().err
+    banned = replace(TRAJ, traj_no_repeat_ngram_size=3)  # a value it was not made with
+    refresh_trajectories(str(teacher), str(corpus), path, banned, progress=False)
+    assert "other settings" in capsys.readouterr().err
+
+
 def test_teacher_cache_option_is_used_and_recorded(teacher, corpus, tmp_path):
     """``traj_cache`` decodes the trajectories with that KV cache: still one token per step,
     replayable, recorded in the settings (so a cache made without it is not reused)."""
@@ -344,15 +361,17 @@ def ar_teacher(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _greedy_reference(model: torch.nn.Module, prompt: torch.Tensor, n: int, r: float = 1.0,
-                      exempt: tuple[int, ...] = ()) -> list[int]:
+                      ngram: int = 0, exempt: tuple[int, ...] = ()) -> list[int]:
     """Left-to-right argmax without a cache, one full forward per token; with repetition
-    penalty ``r`` on every token of the text so far but the ``exempt`` ids."""
+    penalty ``r`` on every token of the text so far but the ``exempt`` ids and the ``ngram``
+    ban (``tests.test_penalties.reference``)."""
+    from tests.test_penalties import reference
+
     x = prompt[None]
     with torch.no_grad():
         for _ in range(n):
-            logits = model(x)[0, -1].clone()
-            for v in set(x[0].tolist()) - set(exempt):
-                logits[v] = logits[v] / r if logits[v] > 0 else logits[v] * r
+            logits = model(x)[0, -1]
+            logits = reference(logits, x[0].tolist(), [], r=r, n=ngram, exempt=exempt)
             x = torch.cat([x, logits.argmax()[None, None]], dim=1)
     return x[0, prompt.shape[0] :].tolist()
 
@@ -365,7 +384,8 @@ def test_ar_teacher_trajectories_are_its_greedy_continuations(ar_teacher, corpus
     from unmask.distill import trajectory_sample_config
 
     loaded = load(ar_teacher)
-    assert loaded.config.sample_defaults == {"temperature": 0.0, "repetition_penalty": 1.15}
+    assert loaded.config.sample_defaults == {"temperature": 0.0, "repetition_penalty": 1.15,
+                                             "no_repeat_ngram_size": 4}
     cfg = replace(TRAJ, traj_temperature=None, traj_block_length=None,
                   traj_repetition_penalty=None, gen_length=12)  # fmt: skip
     assert trajectory_sample_config(loaded, cfg, seed=0).temperature == 0.0
@@ -378,7 +398,7 @@ def test_ar_teacher_trajectories_are_its_greedy_continuations(ar_teacher, corpus
     P, G = cfg.prompt_length, cfg.gen_length
     eos = loaded.config.eos_id
     for i in range(len(traj)):
-        want = _greedy_reference(loaded.model, traj.tokens[i, :P], G, r=1.15,
+        want = _greedy_reference(loaded.model, traj.tokens[i, :P], G, r=1.15, ngram=4,
                                  exempt=special_ids(loaded.config))
         n = want.index(eos) + 1 if eos in want else G
         assert traj.tokens[i, P : P + n].tolist() == want[:n]

@@ -125,7 +125,7 @@ def test_the_cli_and_the_api_agree_once_the_options_are_resolved(recommended, ca
     assert api.generate(recommended, ["abc"], config=config).ids[0] == cli
 
 
-CAUSAL = {"temperature": 0.0, "repetition_penalty": 1.15}
+CAUSAL = {"temperature": 0.0, "repetition_penalty": 1.15, "no_repeat_ngram_size": 4}
 """What ar and hybrid checkpoints recommend (benchmarks/defaults.py on the demo's AR twin)."""
 
 

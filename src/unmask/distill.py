@@ -69,6 +69,9 @@ class TrajectoryConfig:
     """Teacher's repetition penalty (> 0, 1 = off; docs/sampling.md); None = the teacher's
     recommended one. A causal teacher's trajectories are what its students' drafts will be
     verified against, so keep the penalty you will decode with."""
+    traj_no_repeat_ngram_size: int | None = None
+    """Teacher's n-gram ban (0 = off; docs/sampling.md); None = the teacher's recommended one,
+    for the same reason."""
     traj_cache: str | None = None
     """Teacher's KV cache while it decodes (``none``, ``prefix``, ``dual``); None = the
     teacher's recommended one. ``dual`` with small blocks makes the trajectories several times
@@ -103,6 +106,8 @@ def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) 
         given["block_length"] = cfg.traj_block_length
     if cfg.traj_repetition_penalty is not None:
         given["repetition_penalty"] = cfg.traj_repetition_penalty
+    if cfg.traj_no_repeat_ngram_size is not None:
+        given["no_repeat_ngram_size"] = cfg.traj_no_repeat_ngram_size
     if cfg.traj_cache is not None:
         given["cache"] = cfg.traj_cache
     return sample_config(teacher, given)
@@ -170,6 +175,18 @@ def _settings(
         "seed": cfg.traj_seed,
         "sample": sample,
     }
+
+
+def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether trajectories made with ``stored`` settings are those ``settings`` asks for; a
+    sampling option the file predates (added to ``SampleConfig`` since) had its default."""
+    sample = stored.get("sample")
+    if isinstance(sample, dict):
+        defaults = dataclasses.asdict(SampleConfig())
+        del defaults["seed"]
+        known = {k: v for k, v in defaults.items() if k not in sample}
+        stored = {**stored, "sample": {**sample, **known}}
+    return stored == settings
 
 
 def _batch_seed(seed: int, batch: int) -> int:
@@ -338,7 +355,7 @@ def refresh_trajectories(
     have = None
     if path.is_file():
         old = Trajectories.load(path)
-        if old.meta == settings:
+        if _same_settings(old.meta, settings):
             if len(old) >= cfg.trajectories:
                 return path
             have = old
@@ -363,7 +380,7 @@ def _wait_for(path: Path, settings: dict[str, Any], n: int, poll_s: float = 2.0)
     while True:
         if path.is_file():
             have = Trajectories.load(path)
-            if have.meta == settings and len(have) >= n:
+            if _same_settings(have.meta, settings) and len(have) >= n:
                 return
         time.sleep(poll_s)
 
