@@ -119,19 +119,22 @@ def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path
     assert not torch.equal(Trajectories.load(path).tokens, old.tokens)
 
 
-def test_a_file_made_before_a_sampling_option_existed_is_reused(teacher, corpus, cache,
-                                                                tmp_path, capsys):
+def test_a_file_made_before_a_sampling_option_existed_is_reused(teacher, corpus, tmp_path,
+                                                                capsys):
     """A trajectory file whose settings predate a ``SampleConfig`` field (here: without
-    ``no_repeat_ngram_size``) was made with that field's default: reused, not decoded again."""
-    old = Trajectories.load(cache)
+    ``no_repeat_ngram_size``) was made with that field's default: reused when that is what is
+    asked for, decoded again when it is not."""
+    path = tmp_path / "c.safetensors"
+    plain = replace(TRAJ, trajectories=3, traj_no_repeat_ngram_size=0)  # the default, 0
+    refresh_trajectories(str(teacher), str(corpus), path, plain, progress=False)
+    old = Trajectories.load(path)
     sample = {k: v for k, v in old.meta["sample"].items() if k != "no_repeat_ngram_size"}
     assert sample != old.meta["sample"]
-    path = tmp_path / "c.safetensors"
     Trajectories(old.tokens, old.commit_step, old.seed, {**old.meta, "sample": sample}).save(path)
     stamp = path.stat().st_mtime_ns
-    refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False)
+    refresh_trajectories(str(teacher), str(corpus), path, plain, progress=False)
     assert path.stat().st_mtime_ns == stamp and "other settings" not in capsys.readouterr().err
-    banned = replace(TRAJ, traj_no_repeat_ngram_size=3)  # a value it was not made with
+    banned = replace(plain, traj_no_repeat_ngram_size=3)  # a value it was not made with
     refresh_trajectories(str(teacher), str(corpus), path, banned, progress=False)
     assert "other settings" in capsys.readouterr().err
 

@@ -126,11 +126,11 @@ def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch)
     assert q["samples"] == 3 and q["gen_length"] == 8 and q["scorer"] == "uniform"
     assert q["gen_ppl"] == pytest.approx(V, rel=1e-5)
     assert q["entropy"] >= 0
-    # an mdlm run recommends blocks of 4 and repetition penalty 1.3; the given temperature
-    # wins over its argmax
+    # an mdlm run recommends blocks of 4, repetition penalty 1.3, the 4-gram ban; the given
+    # temperature wins over its argmax
     assert q["sampling"] == {"temperature": 1.0, "block_length": 4, "steps": 8, "policy": "llada",
                              "repetition_penalty": 1.3, "presence_penalty": 0.0,
-                             "frequency_penalty": 0.0, "no_repeat_ngram_size": 0}
+                             "frequency_penalty": 0.0, "no_repeat_ngram_size": 4}
 
 
 def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch):

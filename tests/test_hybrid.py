@@ -665,7 +665,8 @@ def test_init_from_ar_then_every_entry_decodes_it(dataset, tmp_path, capsys):
     loaded = load(run)
     assert (loaded.config.objective, loaded.config.draft_block) == ("hybrid", 4)
     assert loaded.config.has_fim and loaded.tokenizer.fim_ids()  # the init's sentinels kept
-    cfg = SampleConfig(gen_length=10, temperature=0.0)
+    cfg = api.sample_config(loaded, {"gen_length": 10, "temperature": 0.0})  # as the CLI
+    assert cfg.no_repeat_ngram_size == 4 and cfg.repetition_penalty == 1.15  # recommended
     h = api.generate(loaded, ["the lord", "go"], config=cfg)
     a = api.generate(loaded, ["the lord", "go"], config=dataclasses.replace(cfg, decoder="ar"))
     assert (h.decoder, a.decoder) == ("hybrid", "ar")

@@ -28,7 +28,8 @@ from unmask.tokenizer import byte_tokenizer
 TOK = byte_tokenizer()
 RECOMMENDED = {"temperature": 0.8, "block_length": 4}
 """A recommendation of the tiny test checkpoints (the fitting tests below assume blocks of 4)."""
-MEASURED = {"temperature": 0.0, "block_length": 4, "repetition_penalty": 1.3}
+MEASURED = {"temperature": 0.0, "block_length": 4, "repetition_penalty": 1.3,
+            "no_repeat_ngram_size": 4}
 """What mdlm checkpoints and the shipped demo model recommend (benchmarks/defaults.py)."""
 
 
