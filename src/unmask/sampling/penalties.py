@@ -253,6 +253,7 @@ class TextCounts:
         self.seen: Tensor | None = None  # (B, V)
         self.generated: Tensor | None = None  # (B, V)
         B, P = prompt.shape
+        self._exempt_ids = torch.tensor(self.exempt, dtype=torch.long, device=prompt.device)
         self.text = prompt.clone()
         self.is_text = keep & ~self._special(prompt)
         self.end = torch.full((B,), P, dtype=torch.long, device=prompt.device)
@@ -260,7 +261,7 @@ class TextCounts:
     def _special(self, tokens: Tensor) -> Tensor:
         if not self.exempt:
             return torch.zeros_like(tokens, dtype=torch.bool)
-        return torch.isin(tokens, torch.tensor(self.exempt, device=tokens.device))
+        return torch.isin(tokens, self._exempt_ids)
 
     def _counts(self, vocab: int) -> tuple[Tensor, Tensor]:
         if self.seen is None or self.generated is None:
@@ -277,18 +278,18 @@ class TextCounts:
             self.is_text = torch.cat([self.is_text, self.is_text.new_zeros(
                 self.is_text.shape[0], grow)], 1)  # fmt: skip
 
-    def _placed(self, tokens: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(positions (B, n) after each row's ``end``, tokens, whether each is text)."""
+    def _placed(self, tokens: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+        """(positions (B, n) after each row's ``end``, whether each of ``tokens`` is text)."""
         n = tokens.shape[1]
         self._room(n)
         pos = self.end[:, None] + torch.arange(n, device=tokens.device)
-        return pos, tokens, keep & ~self._special(tokens)
+        return pos, keep & ~self._special(tokens)
 
     def add(self, tokens: Tensor, keep: Tensor | None = None) -> None:
         if self.penalties.ngram:
             keep = torch.ones_like(tokens, dtype=torch.bool) if keep is None else keep
-            pos, tok, real = self._placed(tokens, keep)
-            self.text.scatter_(1, pos, torch.where(keep, tok, self.text.gather(1, pos)))
+            pos, real = self._placed(tokens, keep)
+            self.text.scatter_(1, pos, torch.where(keep, tokens, self.text.gather(1, pos)))
             self.is_text.scatter_(1, pos, real)
             self.end += keep.sum(dim=1)
         if not self.penalties.counted:
@@ -325,8 +326,8 @@ class TextCounts:
         text, is_text = self.text, self.is_text
         if K:
             live = torch.ones_like(drafts, dtype=torch.bool) if live is None else live
-            pos, tok, real = self._placed(drafts, live)
-            text = self.text.scatter(1, pos, torch.where(live, tok, self.text.gather(1, pos)))
+            pos, real = self._placed(drafts, live)
+            text = self.text.scatter(1, pos, torch.where(live, drafts, self.text.gather(1, pos)))
             is_text = self.is_text.scatter(1, pos, real)
         query = self.end[:, None] + torch.arange(K + 1, device=self.end.device)  # (B, K + 1)
         bans = ngram_bans(text, is_text, query, p.ngram, causal=True)
