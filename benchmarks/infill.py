@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -148,7 +149,20 @@ def fixed_methods(diff: GapFiller, ar_model: Any) -> dict[str, Method]:
     return methods
 
 
-ELBO, EMPTY = "diffusion (ELBO)", "diffusion (EMPTY)"
+ELBO = {"total": "diffusion (ELBO)", "per_token": "diffusion (ELBO/tok)"}
+"""Row names of the ELBO length search by ``InfillOptions.length_score``: one fill of every
+candidate length per gap, the choice made from its candidates by each score."""
+EMPTY = "diffusion (EMPTY)"
+
+
+def chosen(result: Any, score: str) -> list[int]:
+    """The gap's tokens in the candidate of ``result`` (an ``InfillResult``) that ``score``
+    picks, as ``unmask.infill`` would with that ``length_score``."""
+    def key(c: Any) -> float:
+        v = c.nll if score == "total" else c.elbo
+        return float("inf") if math.isnan(v) else v
+
+    return min(result.candidates, key=key).gaps[0].tokens
 
 
 def variable_methods(diff: GapFiller, ar_model: Any) -> dict[str, Method]:
@@ -159,7 +173,11 @@ def variable_methods(diff: GapFiller, ar_model: Any) -> dict[str, Method]:
 
         return fill
 
-    methods: dict[str, Method] = {ELBO: diffusion("elbo")}
+    def elbo(x: GapSample) -> tuple[Any, int]:  # the whole result: every score's choice
+        r = diff(x, x.lo, x.hi, SampleConfig(steps=x.hi), "elbo")
+        return r, r.nfe
+
+    methods: dict[str, Method] = {"elbo": elbo}  # type: ignore[dict-item]
     if diff.has_empty:
         methods[EMPTY] = diffusion("empty")
     if ar_model is not None:
@@ -223,7 +241,11 @@ def run_variable(
     rows = []
     methods = variable_methods(diff, ar_model)
     for s, batch in samples.items():
-        for name in (ELBO, EMPTY, AR + " (EOS)"):
+        res = measure(methods["elbo"], batch)
+        for score, name in ELBO.items():
+            got = [(chosen(r, score), nfe, sec) for r, nfe, sec in res]
+            rows.append(_variable_row(name, s, got, batch))
+        for name in (EMPTY, AR + " (EOS)"):
             if name not in methods:  # no [EMPTY] token / no AR model
                 rows.append(
                     {
@@ -232,30 +254,32 @@ def run_variable(
                         "n": 0,
                         "length_match": None,
                         "mean_abs_len_err": None,
+                        "mean_len_err": None,
                         "exact": None,
                         "nfe": None,
                         "s_per_fill": None,
                     }
                 )
                 continue
-            res = measure(methods[name], batch)
-            pairs = list(zip(res, batch, strict=True))
-            rows.append(
-                {
-                    "method": name,
-                    "span": s,
-                    "n": len(batch),
-                    "length_match": sum(len(got) == x.length for (got, _, _), x in pairs)
-                    / len(batch),
-                    "mean_abs_len_err": statistics.fmean(
-                        abs(len(got) - x.length) for (got, _, _), x in pairs
-                    ),
-                    "exact": sum(got == x.truth for (got, _, _), x in pairs) / len(batch),
-                    "nfe": statistics.fmean(r[1] for r in res),
-                    "s_per_fill": statistics.fmean(r[2] for r in res),
-                }
-            )
+            rows.append(_variable_row(name, s, measure(methods[name], batch), batch))
     return rows
+
+
+def _variable_row(
+    name: str, s: int, res: list[tuple[list[int], int, float]], batch: list[GapSample]
+) -> dict[str, Any]:
+    pairs = list(zip(res, batch, strict=True))
+    return {
+        "method": name,
+        "span": s,
+        "n": len(batch),
+        "length_match": sum(len(got) == x.length for (got, _, _), x in pairs) / len(batch),
+        "mean_abs_len_err": statistics.fmean(abs(len(got) - x.length) for (got, _, _), x in pairs),
+        "mean_len_err": statistics.fmean(len(got) - x.length for (got, _, _), x in pairs),
+        "exact": sum(got == x.truth for (got, _, _), x in pairs) / len(batch),
+        "nfe": statistics.fmean(r[1] for r in res),
+        "s_per_fill": statistics.fmean(r[2] for r in res),
+    }
 
 
 def _f(v: Any, fmt: str) -> str:
@@ -276,13 +300,15 @@ def print_tables(fixed: list[dict[str, Any]], variable: list[dict[str, Any]]) ->
         )
     print(f"\nvariable-length gaps [MASK:a-b], b - a = {SLACK - 1}, true length inside")
     print(
-        f"{'method':<18} {'span':>4} {'n':>4} {'len match':>9} {'|Δlen|':>7} {'exact':>6} "
+        f"{'method':<20} {'span':>4} {'n':>4} {'len match':>9} {'|Δlen|':>7} {'Δlen':>6} "
+        f"{'exact':>6} "
         f"{'NFE':>6} {'s/fill':>8}"
     )
     for r in variable:
         print(
-            f"{r['method']:<18} {r['span']:>4} {r['n']:>4} {_f(r['length_match'], '.2f'):>9} "
-            f"{_f(r['mean_abs_len_err'], '.2f'):>7} {_f(r['exact'], '.2f'):>6} "
+            f"{r['method']:<20} {r['span']:>4} {r['n']:>4} {_f(r['length_match'], '.2f'):>9} "
+            f"{_f(r['mean_abs_len_err'], '.2f'):>7} {_f(r['mean_len_err'], '+.2f'):>6} "
+            f"{_f(r['exact'], '.2f'):>6} "
             f"{_f(r['nfe'], '.1f'):>6} "
             f"{_f(r['s_per_fill'], '.4f'):>8}"
         )
@@ -323,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--write-gaps",
         metavar="FILE",
         help="also write the drawn gaps (all span sizes) as a gap set for `unmask eval --gaps`",
+    )
+    ap.add_argument(
+        "--no-fixed", action="store_true", help="only the variable-length rows (length choice)"
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
@@ -399,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ar_model = ar.model if ar is not None else None
     with torch.no_grad():
-        fixed = run_fixed(samples, diff, ar_model)
+        fixed = [] if args.no_fixed else run_fixed(samples, diff, ar_model)
         variable = run_variable(samples, diff, ar_model)
     print_tables(fixed, variable)
     total = time.perf_counter() - t_start

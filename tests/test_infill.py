@@ -256,6 +256,70 @@ def test_variable_length_picks_the_true_length():
     assert sorted(c.lengths[0] for c in r2.candidates) == [1, 3, 5, 7, 9, 11] and r2.text == TRUTH
 
 
+class CostlyText:
+    """Canvas-independent: the first ``n`` positions make their given token cost about 15.6 nats
+    (logit -10 against 0 for every other token), every other position is uniform (log V)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = torch.tensor(ids(text))
+
+    def __call__(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, V)
+        n = min(L, len(self.text))
+        logits[:, torch.arange(n), self.text[:n]] = -10.0
+        return logits
+
+
+@pytest.mark.parametrize("score,expected", [("total", 1), ("per_token", 5)])
+def test_length_score_total_vs_per_token(score, expected):
+    # Each extra gap token adds log V nats to the whole text but lowers the mean of a text whose
+    # given tokens cost 15.6 nats each: the whole-text bound picks the shortest fill, the bound
+    # per token the longest.
+    r = infill(CostlyText("wx"), TOK, "wx[MASK:1-5]",
+               options=InfillOptions(elbo_samples=1024, length_score=score))
+    assert len(r.gaps[0].tokens) == expected
+    for c in r.candidates:  # the whole-text bound is the bound per token times the tokens
+        assert c.nll == pytest.approx(c.elbo * (2 + c.lengths[0]), rel=1e-9)
+    key = (lambda c: c.nll) if score == "total" else (lambda c: c.elbo)
+    assert min(r.candidates, key=key).lengths == (expected,)
+    expected_total = [15.6 * 2 + math.log(V) * n for n in range(1, 6)]
+    got_total = [c.nll for c in sorted(r.candidates, key=lambda c: c.lengths)]
+    assert got_total == pytest.approx(expected_total, rel=0.1)
+
+
+def test_candidates_share_the_noise_of_their_common_text():
+    # The given text is masked alike in every candidate, so with only 16 noisy copies each extra
+    # gap token adds about log V nats to the whole-text bound. With masks drawn per row
+    # position, the differences drowned in noise (std 17 nats over 20 seeds; 16 of 80
+    # consecutive pairs in the wrong order).
+    for seed in range(10):
+        r = infill(CostlyText("wx"), TOK, "wx[MASK:1-5]yz",
+                   options=InfillOptions(elbo_samples=16, elbo_seed=seed, length_score="total"))
+        total = [c.nll for c in sorted(r.candidates, key=lambda c: c.lengths)]
+        steps = [b - a for a, b in zip(total, total[1:], strict=False)]
+        assert all(0 < d < 3 * math.log(V) for d in steps), (seed, steps)
+
+
+def test_noise_slots_follow_the_text_items():
+    from unmask.infill.fill import noise_slots
+    from unmask.infill.template import Spans
+
+    # row 0: text [0, 2), gap [2, 3), text [3, 5); row 1: the gap is 3 long; width 8
+    spans = Spans(holes=[[(2, 3)], [(2, 5)]], texts=[[(0, 2), (3, 5)], [(0, 2), (5, 7)]])
+    slots = noise_slots(spans, 2, 8)
+    # widths 2, 3, 2: bases 0, 2, 5; columns past the items: 7 + column
+    assert slots[0].tolist() == [0, 1, 2, 5, 6, 12, 13, 14]
+    assert slots[1].tolist() == [0, 1, 2, 3, 4, 5, 6, 14]
+
+
+def test_unknown_length_score_is_a_user_error():
+    with pytest.raises(UserError, match="unknown length score 'mean'; choose one of total"):
+        infill(Oracle(TRUTH), TOK, "The [MASK:1-3] sat", options=InfillOptions(length_score="mean"))
+
+
 def test_two_variable_gaps_jointly_and_one_at_a_time():
     oracle = Oracle(TRUTH)
     template = "The [MASK:2-4] sat on the [MASK:2-4], naïve café."

@@ -69,8 +69,10 @@ def test_infill_constraints_hold_and_match_the_library(client):
     # streamed: the steps over the whole canvas, then exactly the plain body
     steps, final = streamed(client, "/v1/infill", body)
     assert final == res
-    assert steps[-1]["choices"][0]["masked"] == 0 and "".join(
-        steps[-1]["choices"][0]["tokens"]) == res["text"]
+    # the last run fills one row per candidate length; the answer is one of them
+    last = steps[-1]["choices"]
+    assert all(c["masked"] == 0 for c in last)
+    assert res["text"] in ["".join(c["tokens"]) for c in last]
 
 
 @pytest.mark.parametrize(("extra", "param", "message"), [

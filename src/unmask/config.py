@@ -759,10 +759,16 @@ class InfillOptions:
     lowest ELBO per token; any model), ``empty`` (one pass at the longest length, unused trailing
     slots filled with [EMPTY] and dropped; models trained with --empty-rate), ``auto`` (empty
     when the model has an [EMPTY] token, else elbo)."""
+    length_score: str = "per_token"
+    """What the ``elbo`` mode compares between candidate lengths: ``total`` (the bound on -log p
+    of the whole completed text, i.e. the model's probability of each complete text) or
+    ``per_token`` (that bound divided by the text's tokens)."""
 
 
 LENGTH_MODES = ("auto", "elbo", "empty")
 """How variable-length gaps get their length (``InfillOptions.length_mode``)."""
+LENGTH_SCORES = ("total", "per_token")
+"""What the ELBO length search compares (``InfillOptions.length_score``)."""
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

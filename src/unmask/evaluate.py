@@ -139,34 +139,51 @@ def sequence_elbo(
     n_samples: int,
     generator: torch.Generator,
     attention_mask: Tensor | None = None,
+    noise_slots: Tensor | None = None,
 ) -> Tensor:
     """(B,) the masked-diffusion bound on -log p(x) per token, in nats, for each row of ``tokens``.
 
     The ``mdlm`` objective (Sahoo et al. 2024, eq. 10; Nie et al. 2025, eq. 3) evaluated on
     ``n_samples`` noisy copies of each row (antithetic times): a Monte-Carlo estimate of the
     bound, lower = more likely. Only real tokens (``attention_mask`` True) are kept, masked
-    and counted. ``generator`` (CPU) is rewound for every row, so rows see the same noise
-    (common random numbers: differences between candidates are not noise differences).
-    ``model`` is any mask predictor (``(B, L)`` ids → ``(B, L, V)`` logits or ``.logits``).
+    and counted. Rows share their noise (common random numbers: differences between rows are
+    not noise differences): the same ``n_samples`` times for every row, and one table of
+    uniform masking draws, indexed by ``noise_slots`` (B, L; default: the position), so
+    positions of the same slot are masked together in every row. Give the same slot to the
+    same token in texts that differ elsewhere (the text around gaps of different lengths,
+    ``unmask.infill``), and their difference is estimated with far less noise.
+    ``generator`` (CPU) draws all of it. ``model`` is any mask predictor (``(B, L)`` ids →
+    ``(B, L, V)`` logits or ``.logits``).
     """
     from unmask.objectives import mdlm
 
     if n_samples <= 0:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
+    B, L = tokens.shape
+    real = torch.ones(B, L, dtype=torch.bool)
+    if attention_mask is not None:
+        real = attention_mask.bool().cpu()
+    slots = torch.arange(L).expand(B, L) if noise_slots is None else noise_slots.long().cpu()
+    if slots.shape != (B, L) or (slots[real] < 0).any():
+        raise ValueError("noise_slots must be (B, L) non-negative slot ids")
     config = getattr(model, "config", None)
     cfg = SimpleNamespace(attention=getattr(config, "attention", "bidirectional"), mask_id=mask_id)
     predictor = _mask_predictor(model)
     options = ObjectiveOptions(schedule=get_schedule("linear"), antithetic=True)
-    state = generator.get_state()
-    out = torch.empty(tokens.shape[0], dtype=torch.float64)
-    for b in range(tokens.shape[0]):
-        row = tokens[b] if attention_mask is None else tokens[b][attention_mask[b].bool()]
-        if row.numel() == 0:
+    t = options.schedule.sample_t(n_samples, generator, antithetic=True)
+    n_slots = int(slots[real].max()) + 1 if real.any() else 0
+    # slot-major, so a slot's draws do not depend on how many slots there are
+    table = torch.rand(n_slots, n_samples, generator=generator).T
+    out = torch.empty(B, dtype=torch.float64)
+    for b in range(B):
+        keep = real[b]
+        if not keep.any():
             out[b] = float("nan")
             continue
-        generator.set_state(state)
-        x0 = row[None].expand(n_samples, -1)  # (n, L_b)
-        parts = mdlm(predictor, cfg, x0, attention_mask=None, generator=generator, options=options)
+        x0 = tokens[b][keep.to(tokens.device)][None].expand(n_samples, -1)  # (n, L_b)
+        u = table[:, slots[b][keep]]
+        parts = mdlm(predictor, cfg, x0, attention_mask=None, generator=generator,
+                     options=options, t=t, u=u)
         out[b] = float(parts.loss_sum) / float(parts.n_tokens)
     return out
 

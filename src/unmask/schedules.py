@@ -71,13 +71,17 @@ class Schedule:
         mask_id: int,
         generator: torch.Generator,
         maskable: Tensor | None = None,
+        u: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Forward process: each maskable token of x0 (B, L) becomes ``mask_id`` with probability
-        p_mask (B,).
+        p_mask (B,): where its uniform draw is below p_mask. ``u`` (B, L) gives the draws
+        instead of ``generator``.
 
         Returns (xt, masked) with masked (B, L) bool.
         """
-        u = torch.rand(x0.shape, generator=generator).to(x0.device)
+        if u is None:
+            u = torch.rand(x0.shape, generator=generator)
+        u = u.to(x0.device)
         masked = u < p_mask.to(x0.device)[:, None]  # (B, L)
         if maskable is not None:
             masked &= maskable

@@ -63,7 +63,8 @@ import the infill package (and torch); a test keeps the two equal."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from unmask.config import LENGTH_MODES, InfillOptions  # torch-free: --help stays fast
+    # torch-free: --help stays fast
+    from unmask.config import LENGTH_MODES, LENGTH_SCORES, InfillOptions
 
     p = sub.add_parser(
         "infill",
@@ -95,7 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     gaps.add_argument("--ban", action="append", default=[], metavar="WORD",
                       help="no gap holds a token containing WORD; repeatable")
     add_common_flags(p)
-    add_dataclass_flags(p, InfillOptions, choices={"length_mode": LENGTH_MODES})
+    add_dataclass_flags(
+        p, InfillOptions, choices={"length_mode": LENGTH_MODES, "length_score": LENGTH_SCORES}
+    )
     p.set_defaults(func=run)
 
 

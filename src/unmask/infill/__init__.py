@@ -8,7 +8,7 @@ constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.s
   the BPE spacing rule (``takes_space``).
 - ``fill``: ``infill`` (templates; variable-length gaps chosen by ELBO per token, or in one
   pass with ``[EMPTY]`` fillers), ``fill_canvas`` (sample + constraint repair),
-  ``InfillOptions``, ``InfillResult``, ``LENGTH_MODES``.
+  ``InfillOptions``, ``InfillResult``, ``LENGTH_MODES``, ``LENGTH_SCORES``.
 - ``edit``: ``edit`` (re-mask character spans, regex matches or the least confident
   tokens and refill), ``revise`` (repeat on the least confident tokens), ``token_confidence``.
 - ``fim``: the autoregressive baseline: ``fill_middle`` (PSM fill-in-the-middle with a causal
@@ -30,6 +30,7 @@ from unmask.infill.automaton import GapConstraint, TokenAutomaton, Vocab, vocab_
 from unmask.infill.edit import Change, EditResult, edit, revise, token_confidence
 from unmask.infill.fill import (
     LENGTH_MODES,
+    LENGTH_SCORES,
     Candidate,
     Filled,
     FilledGap,
@@ -55,6 +56,7 @@ from unmask.infill.template import (
 
 __all__ = [
     "LENGTH_MODES",
+    "LENGTH_SCORES",
     "Candidate",
     "Change",
     "EditResult",

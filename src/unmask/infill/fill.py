@@ -30,7 +30,12 @@ import torch
 from torch import Tensor
 
 from unmask.canvas import Canvas
-from unmask.config import LENGTH_MODES, InfillOptions, SampleConfig  # noqa: F401 (re-exported)
+from unmask.config import (  # noqa: F401 (re-exported)
+    LENGTH_MODES,
+    LENGTH_SCORES,
+    InfillOptions,
+    SampleConfig,
+)
 from unmask.errors import UserError
 from unmask.evaluate import sequence_elbo
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
@@ -211,6 +216,10 @@ class Candidate:
     elbo: float
     """ELBO bound per token (nats, lower = more likely); NaN when nothing was scored."""
     text: str
+    nll: float = float("nan")
+    """The bound on -log p of the whole completed text (nats): ``elbo`` times its tokens."""
+    gaps: list[FilledGap] = field(default_factory=list)
+    """The gaps as this candidate filled them."""
 
 
 @dataclass
@@ -289,7 +298,7 @@ def fill_plan(
     step_callback: StepCallback | None = None,
 ) -> InfillResult:
     """Fill a planned template; variable-length gaps get their length by ``options.length_mode``."""
-    mode, empty_id = _length_mode(model, plan, options.length_mode)
+    mode, empty_id = _length_mode(model, plan, options)
     if mode == "empty":
         plan = _empty_plan(plan, tokenizer, empty_id)  # type: ignore[arg-type]
     automata = [h.automaton for h in plan.holes]
@@ -316,7 +325,8 @@ def fill_plan(
         repaired += filled.repaired
         return filled.tokens.tolist(), spans, layouts
 
-    def score(rows: list[list[int]], spans: Spans) -> list[float]:
+    def score(rows: list[list[int]], spans: Spans) -> tuple[list[float], list[float]]:
+        """(bound per token, bound on the whole text) of each row."""
         nonlocal nfe
         lengths = [_row_end(spans, r) for r in range(len(rows))]
         L = max(lengths)
@@ -334,15 +344,22 @@ def fill_plan(
             n_samples=options.elbo_samples,
             generator=gen,
             attention_mask=real.to(device),
+            noise_slots=noise_slots(spans, len(rows), L),
         )
         nfe += len(rows)  # one batched call of elbo_samples copies per row
-        return elbo.tolist()
+        return elbo.tolist(), (elbo * torch.tensor(lengths, dtype=elbo.dtype)).tolist()
 
-    def record(combos: list[tuple[int, ...]], rows: list[list[int]], spans: Spans,
-               layouts: list[list[tuple[str, Any]]], elbos: list[float]) -> None:
+    def choose(combos: list[tuple[int, ...]], rows: list[list[int]], spans: Spans,
+               layouts: list[list[tuple[str, Any]]]) -> int:
+        """Score every row, record it as a candidate, return the index of the best."""
+        per_token, whole = score(rows, spans)
         for r, c in enumerate(combos):
-            text, _, _ = _render(plan, layouts[r], rows[r], spans, r, tokenizer)
-            candidates.append(Candidate(lengths=c, elbo=elbos[r], text=text))
+            text, gaps, _ = _render(plan, layouts[r], rows[r], spans, r, tokenizer)
+            candidates.append(
+                Candidate(lengths=c, elbo=per_token[r], text=text, nll=whole[r], gaps=gaps)
+            )
+        key = whole if options.length_score == "total" else per_token
+        return min(range(len(combos)), key=lambda r: (_nan_last(key[r]), r))
 
     choices = [h.candidates for h in plan.holes]
     n_combos = 1
@@ -355,9 +372,7 @@ def fill_plan(
     elif n_combos <= options.max_joint:
         combos = list(itertools.product(*choices))
         rows, spans, layouts = run(combos)
-        elbos = score(rows, spans)
-        record(combos, rows, spans, layouts, elbos)
-        best = min(range(len(combos)), key=lambda r: (_nan_last(elbos[r]), r))
+        best = choose(combos, rows, spans, layouts)
     else:  # one variable gap at a time, the undecided ones at their middle candidate
         current = [c[len(c) // 2] for c in choices]
         rows, spans, layouts, best = [], Spans(holes=[]), [], 0
@@ -366,9 +381,7 @@ def fill_plan(
                 continue
             combos = [tuple(current[:k]) + (n,) + tuple(current[k + 1 :]) for n in cands]
             rows, spans, layouts = run(combos)
-            elbos = score(rows, spans)
-            record(combos, rows, spans, layouts, elbos)
-            best = min(range(len(combos)), key=lambda r: (_nan_last(elbos[r]), r))
+            best = choose(combos, rows, spans, layouts)
             current[k] = cands[best]
     text, gaps, tokens = _render(plan, layouts[best], rows[best], spans, best, tokenizer, empty_id)
     return InfillResult(
@@ -382,10 +395,16 @@ def fill_plan(
     )
 
 
-def _length_mode(model: Any, plan: Plan, asked: str) -> tuple[str | None, int | None]:
+def _length_mode(
+    model: Any, plan: Plan, options: InfillOptions
+) -> tuple[str | None, int | None]:
     """(``elbo`` | ``empty`` | None when no gap has a variable length, the model's empty id)."""
+    asked = options.length_mode
     if asked not in LENGTH_MODES:
         raise UserError(f"unknown length mode {asked!r}; choose one of {', '.join(LENGTH_MODES)}")
+    if options.length_score not in LENGTH_SCORES:
+        raise UserError(f"unknown length score {options.length_score!r}; choose one of "
+                        f"{', '.join(LENGTH_SCORES)}")
     empty_id = getattr(getattr(model, "config", None), "empty_id", None)
     if asked == "empty" and empty_id is None:
         raise UserError(
@@ -411,6 +430,23 @@ def _empty_plan(plan: Plan, tokenizer: Any, empty_id: int) -> Plan:
             h = dataclasses.replace(h, automaton=tail, candidates=[hi], feasible=[hi])
         holes.append(h)
     return Plan(items=plan.items, holes=holes)
+
+
+def noise_slots(spans: Spans, n_rows: int, width: int) -> Tensor:
+    """(n_rows, width) ``sequence_elbo`` noise slots for rows of one template at different gap
+    lengths: the i-th token of each text item and of each gap has the same slot in every row,
+    so the given text is masked alike in all candidates and the comparison of their bounds is
+    not drowned in masking noise. Columns outside every item get slots of their own."""
+    items = [sorted(spans.texts[r] + spans.holes[r]) for r in range(n_rows)]
+    n_items = max((len(i) for i in items), default=0)
+    widths = [max((i[k][1] - i[k][0] for i in items if k < len(i)), default=0)
+              for k in range(n_items)]
+    base = [sum(widths[:k]) for k in range(n_items)]
+    out = torch.arange(width).add(sum(widths)).expand(n_rows, width).clone()
+    for r, row in enumerate(items):
+        for k, (s, e) in enumerate(row):
+            out[r, s:e] = torch.arange(base[k], base[k] + e - s)
+    return out
 
 
 def _row_end(spans: Spans, r: int) -> int:
@@ -460,7 +496,7 @@ def infill(
     options = options or InfillOptions()
     if options.max_candidates < 1 or options.max_joint < 1 or options.elbo_samples < 1:
         raise UserError("max_candidates, max_joint and elbo_samples must be at least 1")
-    _length_mode(model, Plan(items=[], holes=[]), options.length_mode)  # a bad mode before any work
+    _length_mode(model, Plan(items=[], holes=[]), options)  # bad options before any work
     plan = plan_template(
         template,
         tokenizer,

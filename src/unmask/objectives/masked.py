@@ -87,6 +87,7 @@ def mdlm(
     generator: torch.Generator,
     options: ObjectiveOptions,
     t: Tensor | None = None,
+    u: Tensor | None = None,
 ) -> LossParts:
     """Masked-diffusion ELBO (Sahoo et al. 2024, eq. 10; Nie et al. 2025, eq. 3).
 
@@ -96,7 +97,8 @@ def mdlm(
     False) is never masked and never counted. Random draws happen on CPU from
     ``generator`` so a batch's noise is the same on every device. With
     ``options.empty_rate`` > 0 rows first get ``[EMPTY]`` runs (``insert_empty``, with
-    ``config.empty_id``), which are then masked and predicted like any token.
+    ``config.empty_id``), which are then masked and predicted like any token. ``t`` (B,) and
+    ``u`` (B, L), the masking draws (``Schedule.mask``), replace the random ones when given.
     """
     if config.attention != "bidirectional":
         raise UserError(
@@ -121,7 +123,7 @@ def mdlm(
     p_mask = options.schedule.p_mask(t)  # (B,)
     valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
     xt, masked = options.schedule.mask(
-        x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=valid
+        x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=valid, u=u
     )
     logits = model(xt, attention_mask=attention_mask)  # (B, L, V)
     w = options.schedule.weight(t).to(x0.device)[:, None].expand_as(masked)[masked]  # (M,)
