@@ -756,13 +756,14 @@ class InfillOptions:
     max_len is given (``unmask.infill.template.DEFAULT_MAX_LEN``)."""
     length_mode: str = "auto"
     """How variable-length gaps get their length: ``elbo`` (fill each candidate length, keep the
-    lowest ELBO per token; any model), ``empty`` (one pass at the longest length, unused trailing
-    slots filled with [EMPTY] and dropped; models trained with --empty-rate), ``auto`` (empty
-    when the model has an [EMPTY] token, else elbo)."""
-    length_score: str = "per_token"
+    lowest ELBO bound by ``length_score``; any model), ``empty`` (one pass at the longest
+    length, unused trailing slots filled with [EMPTY] and dropped; models trained with
+    --empty-rate), ``auto`` (empty when the model has an [EMPTY] token, else elbo)."""
+    length_score: str = "total"
     """What the ``elbo`` mode compares between candidate lengths: ``total`` (the bound on -log p
-    of the whole completed text, i.e. the model's probability of each complete text) or
-    ``per_token`` (that bound divided by the text's tokens)."""
+    of the whole completed text, i.e. the model's probability of each complete text; leans
+    short) or ``per_token`` (that bound divided by the text's tokens; leans long). Measured in
+    docs/infill.md, "Length choice"."""
 
 
 LENGTH_MODES = ("auto", "elbo", "empty")

@@ -6,7 +6,7 @@ constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.s
 - ``template``: ``Gap``, ``parse_template`` (``"The [MASK:6] sat on the [MASK:city]."``),
   ``find_gap``, ``split_choices``, ``template_canvas``, gap constraints (``gap_automaton``),
   the BPE spacing rule (``takes_space``).
-- ``fill``: ``infill`` (templates; variable-length gaps chosen by ELBO per token, or in one
+- ``fill``: ``infill`` (templates; variable-length gaps chosen by their ELBO bound, or in one
   pass with ``[EMPTY]`` fillers), ``fill_canvas`` (sample + constraint repair),
   ``InfillOptions``, ``InfillResult``, ``LENGTH_MODES``, ``LENGTH_SCORES``.
 - ``edit``: ``edit`` (re-mask character spans, regex matches or the least confident

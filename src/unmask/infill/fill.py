@@ -9,10 +9,11 @@ Inside:
 - ``infill``: a template (text or segments and ``Gap`` s) → ``InfillResult``. Gaps with a
   length range get their length in one of two ways (``InfillOptions.length_mode``):
   ``elbo``: filled at several candidate lengths (in one batch), the completion with the
-  lowest ELBO per token (``unmask.evaluate.sequence_elbo``) wins: training-free, for any
-  mask predictor; ``empty``: one pass at the longest length on a model trained with
-  ``[EMPTY]`` (``ModelConfig.empty_id``), whose trailing unused slots hold ``[EMPTY]`` and
-  are dropped.
+  lowest ELBO bound (``unmask.evaluate.sequence_elbo``; of the whole text, or per token:
+  ``InfillOptions.length_score``) wins, the candidates sharing their masking noise
+  (``noise_slots``): training-free, for any mask predictor; ``empty``: one pass at the
+  longest length on a model trained with ``[EMPTY]`` (``ModelConfig.empty_id``), whose
+  trailing unused slots hold ``[EMPTY]`` and are dropped.
 
 A gap that took in the space before it (``unmask.infill.template.takes_space``) gets it back
 in the output unless its fill starts with a space.
@@ -483,7 +484,8 @@ def infill(
     constrained (``Gap``); all gaps are denoised together in one canvas by
     ``unmask.sampling.sample`` with ``config`` (``steps`` is capped at the number of masks;
     ``gen_length`` is ignored). Gaps with a length range are filled at each candidate
-    length and the completion with the lowest ELBO per token wins, or, on a model trained
+    length and the completion with the lowest ELBO bound wins (of the whole text by default:
+    ``InfillOptions.length_score``), or, on a model trained
     with ``[EMPTY]``, in one pass at the longest length with the unused trailing slots
     dropped (``InfillOptions.length_mode``). Every gap of the result satisfies its
     constraints, whatever the model. An unconstrained gap right after a space may take the
