@@ -256,29 +256,13 @@ def test_variable_length_picks_the_true_length():
     assert sorted(c.lengths[0] for c in r2.candidates) == [1, 3, 5, 7, 9, 11] and r2.text == TRUTH
 
 
-class CostlyText:
-    """Canvas-independent: the first ``n`` positions make their given token cost about 15.6 nats
-    (logit -10 against 0 for every other token), every other position is uniform (log V)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = torch.tensor(ids(text))
-
-    def __call__(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        B, L = tokens.shape
-        logits = torch.zeros(B, L, V)
-        n = min(L, len(self.text))
-        logits[:, torch.arange(n), self.text[:n]] = -10.0
-        return logits
-
-
 @pytest.mark.parametrize("score,expected", [("total", 1), ("per_token", 5)])
 def test_length_score_total_vs_per_token(score, expected):
-    # Each extra gap token adds log V nats to the whole text but lowers the mean of a text whose
-    # given tokens cost 15.6 nats each: the whole-text bound picks the shortest fill, the bound
-    # per token the longest.
-    r = infill(CostlyText("wx"), TOK, "wx[MASK:1-5]",
+    # Canvas-independent: "wx" costs about 15.6 nats a token (logit -10 against 0 for every
+    # other token), the gap log V a token. Each extra gap token adds log V nats to the whole
+    # text but lowers the mean of a text whose given tokens cost 15.6 nats each: the
+    # whole-text bound picks the shortest fill, the bound per token the longest.
+    r = infill(Oracle("wx", margin=-10.0), TOK, "wx[MASK:1-5]",
                options=InfillOptions(elbo_samples=1024, length_score=score))
     assert len(r.gaps[0].tokens) == expected
     for c in r.candidates:  # the whole-text bound is the bound per token times the tokens
@@ -296,7 +280,7 @@ def test_candidates_share_the_noise_of_their_common_text():
     # position, the differences drowned in noise (std 17 nats over 20 seeds; 16 of 80
     # consecutive pairs in the wrong order).
     for seed in range(10):
-        r = infill(CostlyText("wx"), TOK, "wx[MASK:1-5]yz",
+        r = infill(Oracle("wx", margin=-10.0), TOK, "wx[MASK:1-5]yz",
                    options=InfillOptions(elbo_samples=16, elbo_seed=seed, length_score="total"))
         total = [c.nll for c in sorted(r.candidates, key=lambda c: c.lengths)]
         steps = [b - a for a, b in zip(total, total[1:], strict=False)]
