@@ -18,7 +18,7 @@ from server_helpers import loaded, tiny_config  # noqa: E402
 from test_server import sse_events  # noqa: E402
 
 from unmask.config import SampleConfig  # noqa: E402
-from unmask.infill import fill_form, infill, parse_template  # noqa: E402
+from unmask.infill import InfillOptions, fill_form, infill, parse_template  # noqa: E402
 from unmask.infill.options import constrain_gaps  # noqa: E402
 from unmask.model import Transformer  # noqa: E402
 from unmask.server import ServerLimits, create_app  # noqa: E402
@@ -73,6 +73,38 @@ def test_infill_constraints_hold_and_match_the_library(client):
     last = steps[-1]["choices"]
     assert all(c["masked"] == 0 for c in last)
     assert res["text"] in ["".join(c["tokens"]) for c in last]
+
+
+@pytest.mark.parametrize("score", ["total", "per_token"])
+def test_infill_length_options_match_the_library(client, score):
+    template = "The cat [MASK:1-5] on the mat."
+    body = {"template": template, "steps": 4, "temperature": 0, "length_score": score,
+            "elbo_samples": 4, "max_candidates": 3}
+    r = client.post("/v1/infill", json=body)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    lib = infill(MODEL, TOK, template, SampleConfig(gen_length=1, steps=4),
+                 options=InfillOptions(length_score=score, elbo_samples=4, max_candidates=3))
+    assert res["text"] == lib.text and res["length_mode"] == "elbo"
+    assert [c["lengths"] for c in res["candidates"]] == [[1], [3], [5]]
+    assert [(c["text"], c["elbo"], c["nll"]) for c in res["candidates"]] == [
+        (c.text, c.elbo, c.nll) for c in lib.candidates]
+    key = "nll" if score == "total" else "elbo"
+    assert min(res["candidates"], key=lambda c: c[key])["text"] == res["text"]
+
+
+@pytest.mark.parametrize(("extra", "param", "message"), [
+    ({"length_score": "mean"}, "length_score", "Input should be 'total' or 'per_token'"),
+    ({"elbo_samples": 0}, "elbo_samples", "greater than or equal to 1"),
+    ({"max_candidates": 100}, "max_candidates", "less than or equal to 16"),
+    ({"length_mode": "empty"}, None, "length mode 'empty' needs a model trained with"),
+])
+def test_bad_length_options_are_400s(client, extra, param, message):
+    r = client.post("/v1/infill", json={"template": "The [MASK:1-3] sat.", **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert message in err["message"] and err["param"] == param, err
+    assert "\n" not in err["message"]
 
 
 @pytest.mark.parametrize(("extra", "param", "message"), [

@@ -176,6 +176,14 @@ class InfillRequest(DiffusionOptions, Guided):
     ban: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
         None, max_length=MAX_GAP_OPTIONS)
     """Words no gap may hold a token of."""
+    length_mode: Literal["auto", "elbo", "empty"] | None = None
+    """How gaps of a length range get their length (``InfillOptions.length_mode``)."""
+    length_score: Literal["total", "per_token"] | None = None
+    """What the ELBO length search compares (``InfillOptions.length_score``)."""
+    max_candidates: int | None = Field(None, ge=1, le=16)
+    """Lengths tried per variable gap (``InfillOptions.max_candidates``)."""
+    elbo_samples: int | None = Field(None, ge=1, le=64)
+    """Noisy copies per candidate in the ELBO estimate (``InfillOptions.elbo_samples``)."""
     stream: bool = False
     """Server-sent events: one ``denoising.step`` event per sampler step, then the response
     body."""

@@ -13,6 +13,7 @@ Inside: ``infill_body``, ``form_body`` and ``router``.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from unmask.config import InfillOptions
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
 from unmask.server.plumbing import (
@@ -37,12 +39,24 @@ from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, In
 from unmask.server.state import ServerState
 from unmask.server.streaming import DenoisingEvents, stream_job
 
+INFILL_FIELDS = ("length_mode", "length_score", "max_candidates", "elbo_samples")
+"""``InfillRequest`` fields that are ``InfillOptions`` fields (unset: the library's default)."""
+
 
 def infill_body(state: ServerState, res: Any) -> dict[str, Any]:
-    """The response to ``/v1/infill`` for an ``InfillResult``."""
+    """The response to ``/v1/infill`` for an ``InfillResult``: with the length candidates that
+    were scored, as ``unmask infill --json`` lists them."""
     gaps = [{"name": g.name, "text": g.text, "start": g.start, "end": g.end} for g in res.gaps]
+    candidates = [{"lengths": list(c.lengths), "text": c.text, "elbo": _finite(c.elbo),
+                   "nll": _finite(c.nll)} for c in getattr(res, "candidates", [])]
     return {"object": "infill", "model": state.name, "text": res.text, "gaps": gaps,
-            "nfe": res.nfe, "repaired": res.repaired}
+            "nfe": res.nfe, "repaired": res.repaired,
+            "length_mode": getattr(res, "length_mode", None), "candidates": candidates}
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: an unscored bound is null."""
+    return x if math.isfinite(x) else None
 
 
 def form_body(state: ServerState, res: Any) -> dict[str, Any]:
@@ -120,6 +134,8 @@ def router(state: ServerState) -> APIRouter:
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
+        options = InfillOptions(**{k: v for k in INFILL_FIELDS
+                                   if (v := getattr(req, k)) is not None})
 
         def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
             segments = constrain_gaps(parse_template(req.template),
@@ -128,7 +144,8 @@ def router(state: ServerState) -> APIRouter:
                                       charset=list((req.charset or {}).items()),
                                       ban=req.ban or ())
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
-            return api.infill(state.loaded, segments, config=config, step_callback=on_step).detail
+            return api.infill(state.loaded, segments, config=config, options=options,
+                              step_callback=on_step).detail
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
 
