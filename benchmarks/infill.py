@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import math
 import statistics
 import sys
 import tempfile
@@ -158,11 +157,7 @@ EMPTY = "diffusion (EMPTY)"
 def chosen(result: Any, score: str) -> list[int]:
     """The gap's tokens in the candidate of ``result`` (an ``InfillResult``) that ``score``
     picks, as ``unmask.infill`` would with that ``length_score``."""
-    def key(c: Any) -> float:
-        v = c.nll if score == "total" else c.elbo
-        return float("inf") if math.isnan(v) else v
-
-    return min(result.candidates, key=key).gaps[0].tokens
+    return min(result.candidates, key=lambda c: c.score(score)).gaps[0].tokens
 
 
 def variable_methods(diff: GapFiller, ar_model: Any) -> dict[str, Method]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,6 +223,12 @@ class Candidate:
     gaps: list[FilledGap] = field(default_factory=list)
     """The gaps as this candidate filled them."""
 
+    def score(self, length_score: str) -> float:
+        """What the length search minimises under ``length_score`` (``LENGTH_SCORES``); an
+        unscored candidate (NaN) ranks last."""
+        v = self.nll if length_score == "total" else self.elbo
+        return float("inf") if math.isnan(v) else v
+
 
 @dataclass
 class InfillResult:
@@ -354,13 +361,14 @@ def fill_plan(
                layouts: list[list[tuple[str, Any]]]) -> int:
         """Score every row, record it as a candidate, return the index of the best."""
         per_token, whole = score(rows, spans)
+        scored = []
         for r, c in enumerate(combos):
             text, gaps, _ = _render(plan, layouts[r], rows[r], spans, r, tokenizer)
-            candidates.append(
+            scored.append(
                 Candidate(lengths=c, elbo=per_token[r], text=text, nll=whole[r], gaps=gaps)
             )
-        key = whole if options.length_score == "total" else per_token
-        return min(range(len(combos)), key=lambda r: (_nan_last(key[r]), r))
+        candidates.extend(scored)
+        return min(range(len(combos)), key=lambda r: (scored[r].score(options.length_score), r))
 
     choices = [h.candidates for h in plan.holes]
     n_combos = 1
@@ -461,10 +469,6 @@ def _device(model: Any) -> torch.device:
         for p in params():
             return p.device
     return torch.device("cpu")
-
-
-def _nan_last(x: float) -> float:
-    return float("inf") if x != x else x
 
 
 def infill(
