@@ -24,7 +24,7 @@ PROMPTS = ("In the beginning, God", "Jesus said to his disciples,", "Yahweh is m
 # moves inside it, since BPE tokens carry their leading space (docs/infill.md).
 BLANKS = (
     "Yahweh is my [MASK:1-3]; I shall lack nothing.",
-    "For God so loved the [MASK:1-3], that he gave his one and only Son.",
+    "Honor your father and your [MASK:1-3].",
 )
 OWN_TEXT = (
     "Train on your own text: unmask prepare my.txt --out data/mine && "
