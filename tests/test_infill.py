@@ -514,9 +514,14 @@ def test_cli_infill(ckpt, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["text"].startswith("Hi ") and data["text"].endswith("!")
     assert [len(g["tokens"]) for g in data["gaps"]][0] == 3 and len(data["candidates"]) == 3
+    best = min(data["candidates"], key=lambda c: c["nll"])  # the default: the whole text
+    assert best["text"] == data["text"] and best["gaps"][1]["tokens"] == data["gaps"][1]["tokens"]
     assert main(["infill", "--model", ckpt, "--no-live", "a[MASK:2]b"]) == 0
     out = capsys.readouterr()
     assert out.out.startswith("a") and "NFE" in out.err
+    assert main(["infill", "--model", ckpt, "--no-live", "--elbo-samples", "2",
+                 "--length-score", "per_token", "a[MASK:1-3]b"]) == 0
+    assert "lengths by elbo (per token)" in capsys.readouterr().err
     for template, msg in [("The [MASK:6", "template column 5: unclosed '[MASK'"),
                           ("x [MASK:4-2]", "gap bounds inverted"),
                           ("x [MASK:2-500]", "but only 62 fit in the model's context")]:

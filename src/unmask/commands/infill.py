@@ -151,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     print(result.text)
     lengths = ", ".join(f"{g.name}: {len(g.tokens)}" for g in result.gaps)
     how = f", lengths by {result.length_mode}" if result.length_mode else ""
+    if result.length_mode == "elbo":
+        how += f" ({options.length_score.replace('_', ' ')})"
     print(f"{plural(len(result.gaps), 'gap')} ({lengths}{how}), {result.nfe} NFE in "
           f"{seconds:.2f} s", file=sys.stderr)
     return 0
