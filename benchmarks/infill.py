@@ -15,11 +15,13 @@ masked and refilled from the text on both sides:
   tokens), "n/a" without one;
 - variable length: the gap is ``[MASK:a-b]`` with ``b - a = 4`` and the true length at a
   random place inside; the diffusion model picks the length by ELBO (length mode ``elbo``:
-  all 5 lengths tried, llada one token per step) and, when it was trained with
+  all 5 lengths filled once, llada one token per step, the choice by each ``length_score``
+  read from the same candidates: rows ``diffusion (ELBO)``, whole text, and
+  ``diffusion (ELBO/tok)``, per token) and, when it was trained with
   ``--empty-rate`` (``config.empty_id``), also in one pass of b slots whose unused trailing
   slots hold ``[EMPTY]`` (length mode ``empty``; "n/a" otherwise); the AR model by where it
-  writes EOS. Reported: how often the chosen length is the true one, the mean length error,
-  exact match, seconds.
+  writes EOS. Reported: how often the chosen length is the true one, the mean absolute and
+  signed length error, exact match, seconds. ``--no-fixed`` runs only these rows.
 
 Every method sees the same windows and spans; times are means over the fills of one run
 (batch 1), with the ratio to the diffusion model's one-token-per-step fill.
