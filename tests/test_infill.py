@@ -299,6 +299,16 @@ def test_noise_slots_follow_the_text_items():
     assert slots[1].tolist() == [0, 1, 2, 3, 4, 5, 6, 14]
 
 
+def test_unscored_candidates_are_null_in_json():
+    from unmask.infill.fill import Candidate, InfillResult
+
+    r = InfillResult(text="x", gaps=[], tokens=[], nfe=0,
+                     candidates=[Candidate(lengths=(1,), elbo=float("nan"), text="x")])
+    out = json.loads(json.dumps(r.as_dict(), allow_nan=False))
+    assert out["candidates"][0]["elbo"] is None and out["candidates"][0]["nll"] is None
+    assert r.candidates[0].score("total") == float("inf")  # ranks last
+
+
 def test_unknown_length_score_is_a_user_error():
     with pytest.raises(UserError, match="unknown length score 'mean'; choose one of total"):
         infill(Oracle(TRUTH), TOK, "The [MASK:1-3] sat", options=InfillOptions(length_score="mean"))

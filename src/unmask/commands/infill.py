@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         out = result.as_dict()
         out["seconds"] = round(seconds, 4)
         out["config"] = dataclasses.asdict(config)
-        print(json.dumps(out, ensure_ascii=False, allow_nan=True))
+        print(json.dumps(out, ensure_ascii=False))
         return 0
     print(result.text)
     lengths = ", ".join(f"{g.name}: {len(g.tokens)}" for g in result.gaps)

@@ -249,7 +249,13 @@ class InfillResult:
     """``elbo`` or ``empty``: how the variable-length gaps got their length (None: none had to)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The result as plain data for JSON; an unscored bound (NaN) is None."""
+        out = dataclasses.asdict(self)
+        for c in out["candidates"]:
+            for k in ("elbo", "nll"):
+                if math.isnan(c[k]):
+                    c[k] = None
+        return out
 
 
 def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Spans, r: int,
