@@ -211,17 +211,9 @@ class GapFiller:
         return getattr(self.model.config, "empty_id", None) is not None
 
     def __call__(
-        self,
-        sample: GapSample,
-        lo: int,
-        hi: int,
-        config: SampleConfig,
-        mode: str = "elbo",
-        score: str | None = None,
+        self, sample: GapSample, lo: int, hi: int, config: SampleConfig, mode: str = "elbo"
     ) -> Any:
-        """The ``InfillResult`` of the gap of ``sample`` as a ``lo..hi``-token gap; ``mode`` and
-        ``score`` (default: the filler's options) as ``InfillOptions.length_mode`` and
-        ``length_score``."""
+        """The ``InfillResult`` of the gap of ``sample`` as a ``lo..hi``-token gap."""
         from unmask.infill import Gap, plan_template
         from unmask.infill.fill import fill_plan
         from unmask.infill.template import Plan, check_context
@@ -244,9 +236,7 @@ class GapFiller:
             self.tok,
             plan,
             config,
-            options=replace(
-                self.options, length_mode=mode, length_score=score or self.options.length_score
-            ),
+            options=replace(self.options, length_mode=mode),
             generator=torch.Generator().manual_seed(0),
         )
 

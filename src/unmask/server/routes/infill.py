@@ -13,7 +13,6 @@ Inside: ``infill_body``, ``form_body`` and ``router``.
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -47,16 +46,11 @@ def infill_body(state: ServerState, res: Any) -> dict[str, Any]:
     """The response to ``/v1/infill`` for an ``InfillResult``: with the length candidates that
     were scored, as ``unmask infill --json`` lists them."""
     gaps = [{"name": g.name, "text": g.text, "start": g.start, "end": g.end} for g in res.gaps]
-    candidates = [{"lengths": list(c.lengths), "text": c.text, "elbo": _finite(c.elbo),
-                   "nll": _finite(c.nll)} for c in getattr(res, "candidates", [])]
+    candidates = [{k: c[k] for k in ("lengths", "text", "elbo", "nll")}
+                  for c in res.as_dict()["candidates"]]  # an unscored bound is None there
     return {"object": "infill", "model": state.name, "text": res.text, "gaps": gaps,
             "nfe": res.nfe, "repaired": res.repaired,
-            "length_mode": getattr(res, "length_mode", None), "candidates": candidates}
-
-
-def _finite(x: float) -> float | None:
-    """JSON has no NaN: an unscored bound is null."""
-    return x if math.isfinite(x) else None
+            "length_mode": res.length_mode, "candidates": candidates}
 
 
 def form_body(state: ServerState, res: Any) -> dict[str, Any]:
