@@ -247,6 +247,55 @@ def test_train_validates_empty_rate(empty_run, tmp_path):
         train(replace(cfg, out=str(tmp_path / "b"), objective="ar"), progress=False)
 
 
+def test_init_grows_the_vocabulary_for_empty(empty_run, tmp_path):
+    """--init from a model without [EMPTY] continues with --empty-rate: the token is appended,
+    the embedding and head grow by one row, every other weight is the init's."""
+    from unmask.checkpoint import load
+    from unmask.model import Transformer
+    from unmask.objectives.spec import objective_spec
+    from unmask.train import _init_state, _init_vocabulary, train
+
+    cfg, _ = empty_run
+    plain = train(replace(cfg, out=str(tmp_path / "plain"), empty_rate=0.0, steps=2),
+                  progress=False)
+    base = load(plain)
+    assert base.config.empty_id is None and base.config.vocab_size == V - 1
+    grown_cfg = replace(cfg, out=str(tmp_path / "grown"), init=str(plain), steps=0)
+    spec = objective_spec("mdlm")
+    tok, model_cfg = _init_vocabulary(spec, base, base.tokenizer, grown_cfg)
+    assert tok.empty_ids() == {"empty_id": E} and model_cfg.empty_id == E
+    assert model_cfg.vocab_size == V and replace(model_cfg, vocab_size=V - 1, empty_id=None) \
+        == base.config
+    torch.manual_seed(0)
+    model = Transformer(model_cfg)
+    state = _init_state(model, base, spec, grown_cfg)
+    theirs = base.model.state_dict()
+    for k, v in state.items():
+        if v.shape == theirs[k].shape:
+            assert torch.equal(v, theirs[k]), k
+        else:  # the appended row is the model's own initialisation
+            fresh = model.state_dict()[k]
+            assert torch.equal(v[: V - 1], theirs[k]) and torch.equal(v[V - 1:], fresh[V - 1:])
+    run = train(replace(grown_cfg, steps=2), progress=False)
+    m = load(run)
+    assert m.config.empty_id == E and m.tokenizer.empty_ids() == {"empty_id": E}
+    out = infill(m.model, m.tokenizer, "the lord [MASK:1-6] unto moses", SampleConfig(steps=6))
+    assert out.length_mode == "empty" and 1 <= len(out.gaps[0].tokens) <= 6
+
+
+def test_init_refuses_data_of_another_tokenizer(empty_run, tmp_path):
+    from unmask.data import prepare
+    from unmask.train import train
+
+    cfg, run = empty_run
+    (tmp_path / "b.txt").write_text("another corpus with another vocabulary entirely.\n" * 100)
+    prepare([tmp_path / "b.txt"], tmp_path / "bpe", tokenizer="bpe", vocab_size=300,
+            val_fraction=0.0, progress=False)
+    with pytest.raises(UserError, match="its tokenizer differs from the dataset's"):
+        train(replace(cfg, data=str(tmp_path / "bpe"), out=str(tmp_path / "o"), init=str(run)),
+              progress=False)
+
+
 def test_cli_length_modes(empty_run, capsys):
     from unmask.cli import main
 

@@ -300,6 +300,23 @@ def test_fim_resume_equals_uninterrupted(fim_run, tmp_path):
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
+def test_init_from_a_plain_ar_model_grows_the_sentinels(fim_run, tmp_path):
+    """An AR checkpoint without sentinels continues with --fim-rate: the three are appended
+    after its vocabulary, and fill-in-the-middle works on the result."""
+    from dataclasses import replace
+
+    cfg, _ = fim_run
+    plain = train(replace(cfg, out=str(tmp_path / "plain"), fim_rate=0.0, steps=2),
+                  progress=False)
+    assert load(plain).config.vocab_size == 260 and not load(plain).config.has_fim
+    run = train(replace(cfg, out=str(tmp_path / "fim"), init=str(plain), steps=2), progress=False)
+    m = load(run)
+    assert m.config.vocab_size == V and m.tokenizer.fim_ids()["fim_middle_id"] == MID
+    assert m.config.fim_middle_id == MID
+    r = fill_middle(m.model, m.tokenizer, "the lord said ", " moses", max_new_tokens=4)
+    assert r.text.startswith("the lord said ") and r.text.endswith(" moses")
+
+
 def test_train_rejects_fim_without_ar(fim_run, tmp_path):
     from dataclasses import replace
 

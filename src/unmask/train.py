@@ -297,14 +297,8 @@ def _train(
         if resume:
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
         elif init is not None:
-            model_cfg = init.config
+            tokenizer, model_cfg = _init_vocabulary(spec, init, train_ds.tokenizer(), config)
             _check_init(spec, model_cfg, config)
-            if (init.tokenizer.vocab_size != tokenizer.vocab_size
-                    or init.tokenizer.special_ids() != tokenizer.special_ids()):
-                raise UserError(
-                    f"--init {config.init}: its tokenizer differs from the dataset's "
-                    f"({config.data})"
-                )
         else:
             ids = {**tokenizer.special_ids(), **tokenizer.fim_ids(), **tokenizer.empty_ids()}
             model_cfg = build_model_config(config, tokenizer.vocab_size, ids)
@@ -325,8 +319,7 @@ def _train(
     torch.manual_seed(config.seed)
     model = Transformer(model_cfg)
     if init is not None:
-        _check_init_weights(model, init, spec, config)
-        model.load_state_dict(init.model.state_dict())
+        model.load_state_dict(_init_state(model, init, spec, config))
     model = model.to(device)
     n_params = sum(p.numel() for p in model.parameters())
     ema_model = copy.deepcopy(model).requires_grad_(False) if config.ema > 0 else None
@@ -633,12 +626,51 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
         raise UserError(f"--init {config.init}: {why}")
 
 
-def _check_init_weights(model: nn.Module, init: Any, spec: ObjectiveSpec,
+def _init_vocabulary(spec: ObjectiveSpec, init: Any, data_tokenizer: Any,
+                     config: TrainConfig) -> tuple[Any, ModelConfig]:
+    """(tokenizer, model config) of a run continued from ``init`` on token data: ``init``'s
+    tokenizer with the tokens the objective adds (``--fim-rate``'s sentinels, ``--empty-rate``'s
+    ``[EMPTY]``) appended when it lacks them, its vocabulary grown to hold them (their rows
+    are new: ``_init_state``). Data tokenized by another tokenizer is refused in one line."""
+    from unmask.tokenizer import first_difference
+
+    theirs = init.tokenizer
+    if (data_tokenizer.vocab_size > theirs.vocab_size
+            or first_difference(theirs, data_tokenizer) is not None
+            or theirs.special_ids() != data_tokenizer.special_ids()):
+        raise UserError(
+            f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})"
+        )
+    tokenizer = spec.prepare_tokenizer(theirs, config)
+    model_cfg = init.config
+    if tokenizer is not theirs:  # tokens appended: ids at or past the old vocabulary's end
+        model_cfg = replace(model_cfg, vocab_size=max(model_cfg.vocab_size, tokenizer.vocab_size),
+                            **tokenizer.fim_ids(), **tokenizer.empty_ids())
+    return tokenizer, model_cfg
+
+
+def _init_state(model: nn.Module, init: Any, spec: ObjectiveSpec,
+                config: TrainConfig) -> dict[str, Any]:
+    """``init``'s weights for ``model``: where the vocabulary grew (``_init_vocabulary``), the
+    rows of the appended tokens keep ``model``'s fresh initialisation. Weights that do not fit
+    the model the objective builds (an mdlm checkpoint for ``embed-diffusion``, whose blocks
+    are time-conditioned) are refused in one line instead of load_state_dict's traceback."""
+    ours, theirs = model.state_dict(), dict(init.model.state_dict())
+    old_v, new_v = init.config.vocab_size, getattr(model, "config", init.config).vocab_size
+    for k in set(ours) & set(theirs):
+        a, b = ours[k], theirs[k]
+        if (new_v > old_v and a.dim() == b.dim() and a.shape[1:] == b.shape[1:]
+                and (a.shape[0], b.shape[0]) == (new_v, old_v)):
+            grown = a.clone()
+            grown[:old_v] = b.to(a.dtype)
+            theirs[k] = grown
+    _check_init_weights(ours, theirs, spec, config)
+    return theirs
+
+
+def _check_init_weights(ours: dict[str, Any], theirs: dict[str, Any], spec: ObjectiveSpec,
                         config: TrainConfig) -> None:
-    """Refuse in one line an ``init`` whose weights do not fit the model the objective builds
-    (an mdlm checkpoint for ``embed-diffusion``, whose blocks are time-conditioned), instead
-    of load_state_dict's traceback."""
-    ours, theirs = model.state_dict(), init.model.state_dict()
+    """Refuse in one line weights ``theirs`` that do not fit the state ``ours``."""
     missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     shapes = sorted(k for k in set(ours) & set(theirs) if ours[k].shape != theirs[k].shape)
     if missing or extra or shapes:
