@@ -16,8 +16,9 @@ masked and refilled from the text on both sides:
 - variable length: the gap is ``[MASK:a-b]`` with ``b - a = 4`` and the true length at a
   random place inside; the diffusion model picks the length by ELBO (length mode ``elbo``:
   all 5 lengths filled once, llada one token per step, the choice by each ``length_score``
-  read from the same candidates: rows ``diffusion (ELBO)``, whole text, and
-  ``diffusion (ELBO/tok)``, per token) and, when it was trained with
+  read from the same candidates: rows ``diffusion (ELBO)``, whole text,
+  ``diffusion (ELBO/tok)``, per token, and ``diffusion (ELBO/context)``, the given text
+  only) and, when it was trained with
   ``--empty-rate`` (``config.empty_id``), also in one pass of b slots whose unused trailing
   slots hold ``[EMPTY]`` (length mode ``empty``; "n/a" otherwise); the AR model by where it
   writes EOS. Reported: how often the chosen length is the true one, the mean absolute and
@@ -150,7 +151,8 @@ def fixed_methods(diff: GapFiller, ar_model: Any) -> dict[str, Method]:
     return methods
 
 
-ELBO = {"total": "diffusion (ELBO)", "per_token": "diffusion (ELBO/tok)"}
+ELBO = {"total": "diffusion (ELBO)", "per_token": "diffusion (ELBO/tok)",
+        "context": "diffusion (ELBO/context)"}
 """Row names of the ELBO length search by ``InfillOptions.length_score``: one fill of every
 candidate length per gap, the choice made from its candidates by each score."""
 EMPTY = "diffusion (EMPTY)"
@@ -297,13 +299,13 @@ def print_tables(fixed: list[dict[str, Any]], variable: list[dict[str, Any]]) ->
         )
     print(f"\nvariable-length gaps [MASK:a-b], b - a = {SLACK - 1}, true length inside")
     print(
-        f"{'method':<20} {'span':>4} {'n':>4} {'len match':>9} {'|Δlen|':>7} {'Δlen':>6} "
+        f"{'method':<24} {'span':>4} {'n':>4} {'len match':>9} {'|Δlen|':>7} {'Δlen':>6} "
         f"{'exact':>6} "
         f"{'NFE':>6} {'s/fill':>8}"
     )
     for r in variable:
         print(
-            f"{r['method']:<20} {r['span']:>4} {r['n']:>4} {_f(r['length_match'], '.2f'):>9} "
+            f"{r['method']:<24} {r['span']:>4} {r['n']:>4} {_f(r['length_match'], '.2f'):>9} "
             f"{_f(r['mean_abs_len_err'], '.2f'):>7} {_f(r['mean_len_err'], '+.2f'):>6} "
             f"{_f(r['exact'], '.2f'):>6} "
             f"{_f(r['nfe'], '.1f'):>6} "

@@ -14,7 +14,7 @@ import torch
 from unmask.canvas import CanvasConstraint, TokenMask
 from unmask.config import SampleConfig, model_preset
 from unmask.errors import UserError
-from unmask.evaluate import sequence_elbo
+from unmask.evaluate import sequence_elbo, sequence_elbo_terms
 from unmask.infill import (
     Gap,
     InfillOptions,
@@ -274,6 +274,21 @@ def test_length_score_total_vs_per_token(score, expected):
     assert got_total == pytest.approx(expected_total, rel=0.1)
 
 
+def test_context_score_counts_the_given_text_only():
+    # "wx" costs about 15.6 nats a token, "yz" (past the oracle's text) log V, every gap token
+    # log V: the given text's share is the same for every length, the whole text adds the gap.
+    r = infill(Oracle("wx", margin=-10.0), TOK, "wx[MASK:1-5]yz",
+               options=InfillOptions(elbo_samples=1024, length_score="context"))
+    given = 15.6 * 2 + 2 * math.log(V)
+    for c in r.candidates:
+        assert c.context == pytest.approx(given, rel=0.1)
+        assert c.nll - c.context == pytest.approx(math.log(V) * c.lengths[0], rel=0.15)
+    # where the fill decides how well the text after it is predicted, the score finds the length
+    r = infill(Oracle(TRUTH), TOK, "The [MASK:1-6] sat on the mat, naïve café.",
+               options=InfillOptions(elbo_samples=8, length_score="context"))
+    assert r.text == TRUTH and min(r.candidates, key=lambda c: c.context).lengths == (3,)
+
+
 def test_candidates_share_the_noise_of_their_common_text():
     # The given text is masked alike in every candidate, so with only 16 noisy copies each extra
     # gap token adds about log V nats to the whole-text bound. With masks drawn per row
@@ -305,7 +320,7 @@ def test_unscored_candidates_are_null_in_json():
     r = InfillResult(text="x", gaps=[], tokens=[], nfe=0,
                      candidates=[Candidate(lengths=(1,), elbo=float("nan"), text="x")])
     out = json.loads(json.dumps(r.as_dict(), allow_nan=False))
-    assert out["candidates"][0]["elbo"] is None and out["candidates"][0]["nll"] is None
+    assert all(out["candidates"][0][k] is None for k in ("elbo", "nll", "context"))
     assert r.candidates[0].score("total") == float("inf")  # ranks last
 
 
@@ -437,6 +452,24 @@ def test_sequence_elbo_padding_and_common_noise(model):
     alone = sequence_elbo(model, torch.tensor([row]), mask_id=TOK.mask_id, n_samples=4,
                           generator=torch.Generator().manual_seed(1))
     assert padded[0] == alone[0]  # padding dropped, same noise for every row
+
+
+def test_sequence_elbo_terms_sum_to_the_bound_and_are_log_v_each_for_a_uniform_predictor(model):
+    uniform = lambda x, attention_mask=None: torch.zeros(*x.shape, V)  # noqa: E731
+    tokens = torch.tensor([ids("hello world, hello")])
+    terms = sequence_elbo_terms(uniform, tokens, mask_id=TOK.mask_id, n_samples=4096,
+                                generator=torch.Generator().manual_seed(0))
+    # a position's expected term is P(masked) x weight x log V = log V, at every position
+    assert terms.shape == tokens.shape
+    assert torch.allclose(terms, torch.full_like(terms, math.log(V)), rtol=0.1)
+    row = ids("some text")
+    batch = torch.tensor([row + [TOK.pad_id] * 3, row + ids("abc")])
+    real = torch.tensor([[True] * len(row) + [False] * 3, [True] * (len(row) + 3)])
+    kw = dict(mask_id=TOK.mask_id, n_samples=4, attention_mask=real)
+    terms = sequence_elbo_terms(model, batch, generator=torch.Generator().manual_seed(2), **kw)
+    elbo = sequence_elbo(model, batch, generator=torch.Generator().manual_seed(2), **kw)
+    assert (terms[0, len(row):] == 0).all() and (terms[real] >= 0).all()
+    assert torch.allclose(terms.sum(1) / real.sum(1), elbo)
 
 
 # -- editing ---------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_infill_constraints_hold_and_match_the_library(client):
     assert res["text"] in ["".join(c["tokens"]) for c in last]
 
 
-@pytest.mark.parametrize("score", ["total", "per_token"])
+@pytest.mark.parametrize("score", ["total", "per_token", "context"])
 def test_infill_length_options_match_the_library(client, score):
     template = "The cat [MASK:1-5] on the mat."
     body = {"template": template, "steps": 4, "temperature": 0, "length_score": score,
@@ -87,14 +87,14 @@ def test_infill_length_options_match_the_library(client, score):
                  options=InfillOptions(length_score=score, elbo_samples=4, max_candidates=3))
     assert res["text"] == lib.text and res["length_mode"] == "elbo"
     assert [c["lengths"] for c in res["candidates"]] == [[1], [3], [5]]
-    assert [(c["text"], c["elbo"], c["nll"]) for c in res["candidates"]] == [
-        (c.text, c.elbo, c.nll) for c in lib.candidates]
-    key = "nll" if score == "total" else "elbo"
+    assert [(c["text"], c["elbo"], c["nll"], c["context"]) for c in res["candidates"]] == [
+        (c.text, c.elbo, c.nll, c.context) for c in lib.candidates]
+    key = {"total": "nll", "per_token": "elbo", "context": "context"}[score]
     assert min(res["candidates"], key=lambda c: c[key])["text"] == res["text"]
 
 
 @pytest.mark.parametrize(("extra", "param", "message"), [
-    ({"length_score": "mean"}, "length_score", "Input should be 'total' or 'per_token'"),
+    ({"length_score": "mean"}, "length_score", "Input should be 'total', 'per_token' or 'context'"),
     ({"elbo_samples": 0}, "elbo_samples", "greater than or equal to 1"),
     ({"max_candidates": 100}, "max_candidates", "less than or equal to 16"),
     ({"length_mode": "empty"}, None, "length mode 'empty' needs a model trained with"),

@@ -762,13 +762,14 @@ class InfillOptions:
     length_score: str = "total"
     """What the ``elbo`` mode compares between candidate lengths: ``total`` (the bound on -log p
     of the whole completed text, i.e. the model's probability of each complete text; leans
-    short) or ``per_token`` (that bound divided by the text's tokens; leans long). Measured in
-    docs/infill.md, "Length choice"."""
+    short), ``per_token`` (that bound divided by the text's tokens; leans long) or ``context``
+    (the bound's terms on the given text alone, the fill's own tokens not counted: which fill
+    makes the text around it most likely). Measured in docs/infill.md, "Length choice"."""
 
 
 LENGTH_MODES = ("auto", "elbo", "empty")
 """How variable-length gaps get their length (``InfillOptions.length_mode``)."""
-LENGTH_SCORES = ("total", "per_token")
+LENGTH_SCORES = ("total", "per_token", "context")
 """What the ELBO length search compares (``InfillOptions.length_score``)."""
 
 

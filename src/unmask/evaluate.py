@@ -7,7 +7,8 @@ the nats per token by ln 2 and by the corpus' UTF-8 bytes per token, so numbers 
 comparable across tokenizers.
 
 Inside: ``EvalResult``, ``evaluate_loss``, ``sequence_elbo`` (the same bound per sequence,
-for scoring candidate texts, e.g. gap lengths in ``unmask.infill``).
+for scoring candidate texts, e.g. gap lengths in ``unmask.infill``) and
+``sequence_elbo_terms`` (that bound's terms per position).
 
 Log-likelihood of a continuation given a context (what lm-evaluation-harness asks of a
 model; ``unmask.lm_eval``): ``LogLikelihood``, ``elbo_loglikelihood`` (LLaDA's Monte Carlo
@@ -141,19 +142,43 @@ def sequence_elbo(
     attention_mask: Tensor | None = None,
     noise_slots: Tensor | None = None,
 ) -> Tensor:
-    """(B,) the masked-diffusion bound on -log p(x) per token, in nats, for each row of ``tokens``.
+    """(B,) the masked-diffusion bound on -log p(x) per token, in nats, for each row of ``tokens``
+    (NaN for a row without real tokens): ``sequence_elbo_terms`` summed over the row and
+    divided by its real tokens. Arguments as there."""
+    terms = sequence_elbo_terms(model, tokens, mask_id=mask_id, n_samples=n_samples,
+                                generator=generator, attention_mask=attention_mask,
+                                noise_slots=noise_slots)
+    n = (torch.ones(tokens.shape, dtype=torch.bool) if attention_mask is None
+         else attention_mask.bool().cpu()).sum(1)
+    return torch.where(n > 0, terms.sum(1) / n.clamp_min(1), torch.nan)
+
+
+@torch.no_grad()
+def sequence_elbo_terms(
+    model: Any,
+    tokens: Tensor,
+    *,
+    mask_id: int,
+    n_samples: int,
+    generator: torch.Generator,
+    attention_mask: Tensor | None = None,
+    noise_slots: Tensor | None = None,
+) -> Tensor:
+    """(B, L) float64: each position's term of the masked-diffusion bound on -log p(x) of its
+    row, in nats (0 at padding); a row's terms sum to its whole bound.
 
     The ``mdlm`` objective (Sahoo et al. 2024, eq. 10; Nie et al. 2025, eq. 3) evaluated on
-    ``n_samples`` noisy copies of each row (antithetic times): a Monte-Carlo estimate of the
-    bound, lower = more likely. Only real tokens (``attention_mask`` True) are kept, masked
-    and counted. Rows share their noise (common random numbers: differences between rows are
-    not noise differences): the same ``n_samples`` times for every row, and one table of
-    uniform masking draws, indexed by ``noise_slots`` (B, L; default: the position), so
-    positions of the same slot are masked together in every row. Give the same slot to the
-    same token in texts that differ elsewhere (the text around gaps of different lengths,
-    ``unmask.infill``), and their difference is estimated with far less noise.
-    ``generator`` (CPU) draws all of it. ``model`` is any mask predictor (``(B, L)`` ids →
-    ``(B, L, V)`` logits or ``.logits``).
+    ``n_samples`` noisy copies of each row (antithetic times): a position's term is the mean
+    over the copies of its weighted cross-entropy where it was masked, so the sum is a
+    Monte-Carlo estimate of the bound, lower = more likely. Only real tokens
+    (``attention_mask`` True) are kept, masked and counted. Rows share their noise (common
+    random numbers: differences between rows are not noise differences): the same
+    ``n_samples`` times for every row, and one table of uniform masking draws, indexed by
+    ``noise_slots`` (B, L; default: the position), so positions of the same slot are masked
+    together in every row. Give the same slot to the same token in texts that differ
+    elsewhere (the text around gaps of different lengths, ``unmask.infill``), and their
+    difference is estimated with far less noise. ``generator`` (CPU) draws all of it.
+    ``model`` is any mask predictor (``(B, L)`` ids → ``(B, L, V)`` logits or ``.logits``).
     """
     from unmask.objectives import mdlm
 
@@ -174,17 +199,16 @@ def sequence_elbo(
     n_slots = int(slots[real].max()) + 1 if real.any() else 0
     # slot-major, so a slot's draws do not depend on how many slots there are
     table = torch.rand(n_slots, n_samples, generator=generator).T
-    out = torch.empty(B, dtype=torch.float64)
+    out = torch.zeros(B, L, dtype=torch.float64)
     for b in range(B):
         keep = real[b]
         if not keep.any():
-            out[b] = float("nan")
             continue
         x0 = tokens[b][keep.to(tokens.device)][None].expand(n_samples, -1)  # (n, L_b)
         u = table[:, slots[b][keep]]
         parts = mdlm(predictor, cfg, x0, attention_mask=None, generator=generator,
-                     options=options, t=t, u=u)
-        out[b] = float(parts.loss_sum) / float(parts.n_tokens)
+                     options=options, t=t, u=u, keep_terms=True)
+        out[b, keep] = parts.terms.double().mean(0).cpu()  # type: ignore[union-attr]
     return out
 
 

@@ -39,7 +39,7 @@ from unmask.config import (  # noqa: F401 (re-exported)
     SampleConfig,
 )
 from unmask.errors import UserError
-from unmask.evaluate import sequence_elbo
+from unmask.evaluate import sequence_elbo_terms
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
 from unmask.infill.template import Gap, Plan, Spans, layouts_canvas, plan_template
 from unmask.sampling import make_generator, sample
@@ -222,11 +222,14 @@ class Candidate:
     """The bound on -log p of the whole completed text (nats): ``elbo`` times its tokens."""
     gaps: list[FilledGap] = field(default_factory=list)
     """The gaps as this candidate filled them."""
+    context: float = float("nan")
+    """The terms of ``nll`` on the given text alone (nats), the gaps' own tokens not counted:
+    how likely this fill makes the text around it."""
 
     def score(self, length_score: str) -> float:
         """What the length search minimises under ``length_score`` (``LENGTH_SCORES``); an
         unscored candidate (NaN) ranks last."""
-        v = self.nll if length_score == "total" else self.elbo
+        v = {"total": self.nll, "per_token": self.elbo, "context": self.context}[length_score]
         return float("inf") if math.isnan(v) else v
 
 
@@ -252,7 +255,7 @@ class InfillResult:
         """The result as plain data for JSON; an unscored bound (NaN) is None."""
         out = dataclasses.asdict(self)
         for c in out["candidates"]:
-            for k in ("elbo", "nll"):
+            for k in ("elbo", "nll", "context"):
                 if math.isnan(c[k]):
                     c[k] = None
         return out
@@ -339,8 +342,9 @@ def fill_plan(
         repaired += filled.repaired
         return filled.tokens.tolist(), spans, layouts
 
-    def score(rows: list[list[int]], spans: Spans) -> tuple[list[float], list[float]]:
-        """(bound per token, bound on the whole text) of each row."""
+    def score(rows: list[list[int]], spans: Spans) -> list[tuple[float, float, float]]:
+        """(bound per token, bound on the whole text, its terms on the given text) of each
+        row."""
         nonlocal nfe
         lengths = [_row_end(spans, r) for r in range(len(rows))]
         L = max(lengths)
@@ -351,7 +355,7 @@ def fill_plan(
             real[r, : lengths[r]] = True
         device = _device(model)
         gen = torch.Generator().manual_seed(options.elbo_seed)
-        elbo = sequence_elbo(
+        terms = sequence_elbo_terms(
             model,
             tok.to(device),
             mask_id=tokenizer.mask_id,
@@ -361,18 +365,23 @@ def fill_plan(
             noise_slots=noise_slots(spans, len(rows), L),
         )
         nfe += len(rows)  # one batched call of elbo_samples copies per row
-        return elbo.tolist(), (elbo * torch.tensor(lengths, dtype=elbo.dtype)).tolist()
+        out = []
+        for r, n in enumerate(lengths):
+            whole = float(terms[r].sum())
+            given = sum(float(terms[r, s:e].sum()) for s, e in spans.texts[r])
+            out.append((whole / n, whole, given))
+        return out
 
     def choose(combos: list[tuple[int, ...]], rows: list[list[int]], spans: Spans,
                layouts: list[list[tuple[str, Any]]]) -> int:
         """Score every row, record it as a candidate, return the index of the best."""
-        per_token, whole = score(rows, spans)
+        bounds = score(rows, spans)
         scored = []
         for r, c in enumerate(combos):
             text, gaps, _ = _render(plan, layouts[r], rows[r], spans, r, tokenizer)
-            scored.append(
-                Candidate(lengths=c, elbo=per_token[r], text=text, nll=whole[r], gaps=gaps)
-            )
+            per_token, whole, given = bounds[r]
+            scored.append(Candidate(lengths=c, elbo=per_token, text=text, nll=whole, gaps=gaps,
+                                    context=given))
         candidates.extend(scored)
         return min(range(len(combos)), key=lambda r: (scored[r].score(options.length_score), r))
 

@@ -88,6 +88,7 @@ def mdlm(
     options: ObjectiveOptions,
     t: Tensor | None = None,
     u: Tensor | None = None,
+    keep_terms: bool = False,
 ) -> LossParts:
     """Masked-diffusion ELBO (Sahoo et al. 2024, eq. 10; Nie et al. 2025, eq. 3).
 
@@ -99,6 +100,7 @@ def mdlm(
     ``options.empty_rate`` > 0 rows first get ``[EMPTY]`` runs (``insert_empty``, with
     ``config.empty_id``), which are then masked and predicted like any token. ``t`` (B,) and
     ``u`` (B, L), the masking draws (``Schedule.mask``), replace the random ones when given.
+    ``keep_terms``: also return each position's weighted cross-entropy (``LossParts.terms``).
     """
     if config.attention != "bidirectional":
         raise UserError(
@@ -128,7 +130,11 @@ def mdlm(
     logits = model(xt, attention_mask=attention_mask)  # (B, L, V)
     w = options.schedule.weight(t).to(x0.device)[:, None].expand_as(masked)[masked]  # (M,)
     ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
-    return LossParts(loss_sum=(ce * w).sum(), n_tokens=valid.sum())
+    terms = None
+    if keep_terms:
+        terms = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
+        terms[masked] = ce * w
+    return LossParts(loss_sum=(ce * w).sum(), n_tokens=valid.sum(), terms=terms)
 
 
 def sft(

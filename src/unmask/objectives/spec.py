@@ -51,6 +51,9 @@ class LossParts:
     """Sum of per-token losses (scalar, differentiable)."""
     n_tokens: Tensor
     """Number of (non-pad) tokens the sum is normalised by (scalar)."""
+    terms: Tensor | None = None
+    """(B, L) each position's share of ``loss_sum`` (0 where nothing was counted), when the
+    objective was asked for it (``mdlm(..., keep_terms=True)``); else None."""
 
 
 @dataclass(kw_only=True)

@@ -178,7 +178,7 @@ class InfillRequest(DiffusionOptions, Guided):
     """Words no gap may hold a token of."""
     length_mode: Literal["auto", "elbo", "empty"] | None = None
     """How gaps of a length range get their length (``InfillOptions.length_mode``)."""
-    length_score: Literal["total", "per_token"] | None = None
+    length_score: Literal["total", "per_token", "context"] | None = None
     """What the ELBO length search compares (``InfillOptions.length_score``)."""
     max_candidates: int | None = Field(None, ge=1, le=16)
     """Lengths tried per variable gap (``InfillOptions.max_candidates``)."""

@@ -46,7 +46,7 @@ def infill_body(state: ServerState, res: Any) -> dict[str, Any]:
     """The response to ``/v1/infill`` for an ``InfillResult``: with the length candidates that
     were scored, as ``unmask infill --json`` lists them."""
     gaps = [{"name": g.name, "text": g.text, "start": g.start, "end": g.end} for g in res.gaps]
-    candidates = [{k: c[k] for k in ("lengths", "text", "elbo", "nll")}
+    candidates = [{k: c[k] for k in ("lengths", "text", "elbo", "nll", "context")}
                   for c in res.as_dict()["candidates"]]  # an unscored bound is None there
     return {"object": "infill", "model": state.name, "text": res.text, "gaps": gaps,
             "nfe": res.nfe, "repaired": res.repaired,
