@@ -317,6 +317,18 @@ def test_init_from_a_plain_ar_model_grows_the_sentinels(fim_run, tmp_path):
     assert r.text.startswith("the lord said ") and r.text.endswith(" moses")
 
 
+def test_continuing_a_fim_model_without_fim_keeps_its_sentinels_through_resume(fim_run, tmp_path):
+    from dataclasses import replace
+
+    cfg, run = fim_run
+    part = replace(cfg, out=str(tmp_path / "plain-ar"), init=str(run), fim_rate=0.0, steps=1)
+    train(part, progress=False)
+    assert load(tmp_path / "plain-ar").tokenizer.fim_ids()["fim_middle_id"] == MID
+    train(replace(part, steps=2), resume=True, progress=False)
+    m = load(tmp_path / "plain-ar")
+    assert m.tokenizer.vocab_size == V and m.tokenizer.fim_ids()["fim_middle_id"] == MID
+
+
 def test_train_rejects_fim_without_ar(fim_run, tmp_path):
     from dataclasses import replace
 

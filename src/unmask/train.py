@@ -294,8 +294,9 @@ def _train(
         val_ds = TokenDataset(config.data, "val")
         # tokens the objective adds (FIM sentinels, [EMPTY]) are saved with every checkpoint
         tokenizer = spec.prepare_tokenizer(train_ds.tokenizer(), config)
-        if resume:
+        if resume:  # the run's own tokenizer: an --init's may hold more tokens than the data's
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
+            tokenizer = load_checkpoint_tokenizer(run)
         elif init is not None:
             tokenizer, model_cfg = _init_vocabulary(spec, init, train_ds.tokenizer(), config)
             _check_init(spec, model_cfg, config)
