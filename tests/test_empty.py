@@ -168,6 +168,23 @@ def test_fixed_gaps_never_hold_empty_and_auto_needs_the_token():
         infill(model, TOK, "The [MASK:1-4] sat", options=InfillOptions(length_mode="guess"))
 
 
+def test_free_generation_never_proposes_empty():
+    from unmask.sampling import generate
+
+    # a model that wants [EMPTY] at every generated column: generate must not write it
+    model = Canvas(ids("ab") + [E] * 6, margin=20.0)
+    for temperature in (0.0, 1.0):
+        out = generate(model, [ids("ab")], SampleConfig(gen_length=6, steps=6,
+                                                       temperature=temperature, seed=0),
+                       mask_id=TOK.mask_id, pad_id=TOK.pad_id, eos_id=TOK.eos_id)
+        tokens = getattr(out, "tokens", out)
+        assert E not in tokens[0].tolist() and TOK.mask_id not in tokens[0].tolist()
+    # the same model fills an infill gap's unused slots with it (and drops them)
+    r = infill(Canvas(ids("ab") + [E] * 4 + ids("c"), margin=20.0), TOK, "ab[MASK:1-4]c",
+               SampleConfig(steps=4))
+    assert len(r.gaps[0].tokens) == 1 and r.text.startswith("ab") and r.text.endswith("c")
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_fillers_stay_trailing_and_the_minimum_holds_whatever_the_model(seed):
     g = torch.Generator().manual_seed(seed)

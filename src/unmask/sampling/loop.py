@@ -437,9 +437,13 @@ class Denoiser(DecoderRun):
         on_view: ViewCallback | None = None,
     ) -> Denoiser:
         """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length``
-        masks."""
+        masks. A model trained with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
+        the filler belongs to the unused slots of infilled gaps, not to free text."""
         validate(config)  # clear messages before any tensor is built
         canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
+        empty_id = getattr(getattr(model, "config", None), "empty_id", None)
+        if empty_id is not None:
+            canvas.constraints.append(forbid_tokens([empty_id]))
         return cls(
             model,
             canvas,
