@@ -293,7 +293,6 @@ def _train(
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
         # tokens the objective adds (FIM sentinels, [EMPTY]) are saved with every checkpoint
-        tokenizer = spec.prepare_tokenizer(train_ds.tokenizer(), config)
         if resume:  # the run's own tokenizer: an --init's may hold more tokens than the data's
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
             tokenizer = load_checkpoint_tokenizer(run)
@@ -301,6 +300,7 @@ def _train(
             tokenizer, model_cfg = _init_vocabulary(spec, init, train_ds.tokenizer(), config)
             _check_init(spec, model_cfg, config)
         else:
+            tokenizer = spec.prepare_tokenizer(train_ds.tokenizer(), config)
             ids = {**tokenizer.special_ids(), **tokenizer.fim_ids(), **tokenizer.empty_ids()}
             model_cfg = build_model_config(config, tokenizer.vocab_size, ids)
     if init is not None and pairs:
