@@ -135,7 +135,7 @@ def test_client_disconnect_stops_the_work():
     assert gated.calls < 32, gated.calls
 
 
-def test_client_timeout_cancels_a_plain_request():
+def test_client_timeout_cancels_a_plain_request(caplog: pytest.LogCaptureFixture):
     gated = Gated(Echo(tiny_config()))
     app = create_app(loaded(gated))
     engine, metrics = app.state.engine, app.state.metrics
@@ -155,3 +155,7 @@ def test_client_timeout_cancels_a_plain_request():
             assert time.monotonic() - t0 < 5
             time.sleep(0.005)
     assert gated.calls < 32, gated.calls
+    # a quiet cancellation: answered (and counted) as 499, never a 500 with a traceback
+    assert metrics.get("requests", endpoint="/v1/completions", status="499") == 1
+    assert not metrics.get("requests", endpoint="/v1/completions", status="500")
+    assert not [r for r in caplog.records if r.exc_info or "never retrieved" in r.getMessage()]

@@ -242,7 +242,7 @@ async def wait(state: ServerState, job: Job, request: Request) -> Any:
             if done:
                 break
             if await request.is_disconnected():
-                raise Cancelled
+                raise job_failure(Cancelled())  # a 499, logged as one line
         try:
             return fut.result()
         except BaseException as e:  # noqa: BLE001
@@ -250,6 +250,14 @@ async def wait(state: ServerState, job: Job, request: Request) -> Any:
     finally:
         if not fut.done():
             drop(state, job)
+            # the job ends later with ``Cancelled``: retrieve it, so asyncio does not log
+            # "exception was never retrieved"
+            fut.add_done_callback(_retrieve)
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def alone(fn: Callable[[StepCallback], Any]) -> Job:
