@@ -124,6 +124,12 @@ def test_streamed_denoising_shows_the_form_filling_in(client):
         ({"guided_regex": "a{9000}"}, "guided_regex", "too large"),
         ({"response_format": {"type": "yaml"}}, "response_format", "not one of text"),
         ({"guided_regex": "a", "guided_choice": ["b"]}, "guided_choice", "one structured"),
+        ({"guided_json": '{"items": ' * 3000 + "{}" + "}" * 3000}, "guided_json",
+         "nested too deep"),
+        ({"guided_json": {"enum": []}}, "guided_json", "enum must be a non-empty list"),
+        ({"response_format": {"type": "json_object"}, "stop": ["{"]}, "stop",
+         "stop does not apply with response_format"),
+        ({"guided_choice": ["yes", "yes please"], "stop": "s"}, "stop", "does not apply"),
     ],
 )
 def test_unenforceable_constraints_are_400_in_openai_shape(client, body, param, message):

@@ -164,6 +164,8 @@ def test_forms_fill_like_fill_form_plain_and_streamed(client):
     ('{"a": "<int>"', "form: invalid JSON at line 1 column"),
     ({"a": 1}, "no holes"),
     ({"a": "<date>"}, "<date>"),
+    ("[" * 3000 + '"<int>"' + "]" * 3000, "form: JSON nested too deep"),
+    ('{"a": "<int>", "b": ' + "9" * 5000 + "}", "form: invalid JSON"),
 ])
 def test_bad_forms_are_400s(client, form, message):
     for stream in (False, True):

@@ -367,6 +367,9 @@ class ValueHole:
     width: int
     spec: str = "<json>"
     """How messages and results name it (``<schema:...>``)."""
+    bound: str | None = None
+    """A second language the value must also be in (the automata are intersected): a
+    string's length where ``regex`` is its pattern."""
 
 
 def _hole(
@@ -376,7 +379,7 @@ def _hole(
     (the hole took in the skeleton's space before it) an optional space first."""
     if isinstance(spec, ValueHole):
         kind, where = "json", f"hole {path} {spec.spec}"
-        regex, width, quoted, bound = spec.regex, spec.width, False, None
+        regex, width, quoted, bound = spec.regex, spec.width, False, spec.bound
         name = spec.spec
     else:
         m = _HOLE.fullmatch(spec)
@@ -411,15 +414,23 @@ def _hole(
 # -- templates --------------------------------------------------------------------------------
 
 
-def _load(template: str | Any, source: str) -> Any:
-    if not isinstance(template, str):
-        return template
+def load_json(text: str, source: str) -> Any:
+    """``json.loads(text)`` for text a user gave (a form, a schema): a ``UserError`` naming
+    ``source`` for broken JSON, nesting too deep to parse, or numbers too long to convert."""
     try:
-        return json.loads(template)
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(
             f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
         ) from None
+    except RecursionError:
+        raise UserError(f"{source}: JSON nested too deep") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise UserError(f"{source}: invalid JSON ({e})") from None
+
+
+def _load(template: str | Any, source: str) -> Any:
+    return load_json(template, source) if isinstance(template, str) else template
 
 
 def parse_form(

@@ -32,7 +32,14 @@ import torch
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.automaton import TokenAutomaton, cached_automaton, check_regex, vocab_of
-from unmask.infill.forms import FormResult, ValueHole, fill_form, float_range, int_range
+from unmask.infill.forms import (
+    FormResult,
+    ValueHole,
+    fill_form,
+    float_range,
+    int_range,
+    load_json,
+)
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
 MAX_VALUE_TOKENS = 32
@@ -98,18 +105,35 @@ def load_schema(schema: str | Mapping[str, Any], source: str = "schema") -> dict
     """A schema from JSON text or a mapping; OpenAI's ``{"name", "schema", "strict"}`` wrapper
     (``response_format.json_schema``) is unwrapped."""
     if isinstance(schema, str):
-        try:
-            schema = json.loads(schema)
-        except json.JSONDecodeError as e:
-            raise UserError(
-                f"{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}"
-            ) from None
+        schema = load_json(schema, source)
     if not isinstance(schema, Mapping):
         raise UserError(f"{source}: a JSON Schema is an object, not {type(schema).__name__}")
     out = dict(schema)
     if "schema" in out and isinstance(out["schema"], Mapping) and "type" not in out:
         out = dict(out["schema"])
-    return out
+    return _whole_counts(out)
+
+
+_COUNTS = ("minLength", "maxLength", "minItems", "maxItems")
+_TYPES = ("string", "number", "integer", "boolean", "null", "object", "array")
+ANY_VALUE = {"type": ["string", "number", "boolean", "null"]}
+"""What an unconstrained subschema (``true``, ``{}``) is filled with: any scalar, a subset of
+what it admits. outlines-core's own regex for ``{}`` inside an object is a bare alternation
+that matches outside the object too."""
+
+
+def _whole_counts(doc: Any) -> Any:
+    """``doc`` with integer-valued float counts (``"minLength": 1e3``, JSON's spelling of an
+    integer too) made ints, so that they are enforced and not silently dropped."""
+    if isinstance(doc, list):
+        return [_whole_counts(v) for v in doc]
+    if not isinstance(doc, Mapping):
+        return doc
+    return {
+        k: int(v) if (k in _COUNTS and isinstance(v, float) and v.is_integer()) else
+        _whole_counts(v)
+        for k, v in doc.items()
+    }
 
 
 def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> Any:
@@ -131,7 +155,47 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
         node = _merge_all(node, root, path, depth)
     if isinstance(node, Mapping) and "oneOf" in node:
         node = _one_of(node, root, path)
+    if isinstance(node, Mapping):
+        node = _typed_values(_required_present(node, path), path)
     return node
+
+
+def _required_present(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """An object schema whose ``required`` names all have a ``properties`` entry: a name it
+    lacks gets ``additionalProperties``' schema (any value without one), so the output holds
+    it; ``UserError`` when ``additionalProperties`` is false."""
+    required, props = node.get("required"), node.get("properties")
+    if not isinstance(required, list) or (props is not None and not isinstance(props, Mapping)):
+        return node
+    missing = [n for n in required if isinstance(n, str) and n not in (props or {})]
+    if not missing:
+        return node
+    extra = node.get("additionalProperties", True)
+    if extra is False:
+        raise UserError(f"{_where(path)}: required property {missing[0]!r} is not in "
+                        "properties and additionalProperties is false: no object satisfies it")
+    more = {n: (extra if isinstance(extra, Mapping) else {}) for n in missing}
+    return {**node, "properties": {**(props or {}), **more}}
+
+
+def _typed_values(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """A schema with both ``type`` and ``enum`` / ``const``: the values of the wrong type
+    dropped (the output must satisfy both); ``UserError`` when none is left."""
+    if not ("enum" in node or "const" in node) or not _types(node) or any(
+        not isinstance(t, str) or t not in _TYPES for t in _types(node)
+    ):
+        return node  # (a bad type: check_schema names it)
+    kinds = _kinds({"type": node["type"]}) or set()
+    values = node["enum"] if "enum" in node else [node["const"]]
+    if not isinstance(values, list):
+        return node  # check_schema names it
+    keep = [v for v in values if _kinds({"const": v}) and _kinds({"const": v}) <= kinds]
+    key = "enum" if "enum" in node else "const"
+    if not keep:
+        raise UserError(f"{_where(path)}: no {key} value is of type {node['type']!r}")
+    if len(keep) == len(values):
+        return node
+    return {**node, "enum": keep} if key == "enum" else node
 
 
 # -- allOf / oneOf ---------------------------------------------------------------------------
@@ -333,6 +397,19 @@ def check_schema(
     for key in node:  # what allOf branches brought in
         if key not in ENFORCED:
             raise UserError(f"{_where(path)}: keyword {key!r} cannot be enforced")
+    for key in _COUNTS:
+        v = node.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise UserError(f"{_where(path)}: {key} must be a non-negative integer, not {v!r}")
+    for key in ("enum", "anyOf", "oneOf", "allOf", "prefixItems"):
+        if key in node and (not isinstance(node[key], list) or not node[key]):
+            raise UserError(f"{_where(path)}: {key} must be a non-empty list")
+    if "type" in node:
+        types = node["type"] if isinstance(node["type"], list) else [node["type"]]
+        bad = [t for t in types if t not in _TYPES]
+        if not types or bad:
+            raise UserError(f"{_where(path)}: type must be one of {', '.join(_TYPES)} (or a "
+                            f"non-empty list of them), not {node['type']!r}")
     fmt = node.get("format")
     if fmt is not None and fmt not in FORMATS:
         raise UserError(
@@ -373,6 +450,8 @@ def _number_bounds(node: Mapping[str, Any], path: str) -> tuple[int, int] | None
     for k in keys:
         if k in node and (isinstance(node[k], bool) or not isinstance(node[k], (int, float))):
             raise UserError(f"{_where(path)}: {k} must be a number")
+        if isinstance(node.get(k), float) and not math.isfinite(node[k]):
+            raise UserError(f"{_where(path)}: {k} must be a finite number, not {node[k]!r}")
     lows = [math.ceil(node["minimum"])] if "minimum" in node else []
     if "exclusiveMinimum" in node:
         lows.append(math.floor(node["exclusiveMinimum"]) + 1)
@@ -393,6 +472,18 @@ def _number_bounds(node: Mapping[str, Any], path: str) -> tuple[int, int] | None
     return lo, hi
 
 
+def _lengths_with_pattern(node: Mapping[str, Any]) -> bool:
+    """A string schema with ``pattern`` or ``format`` and a length bound: outlines-core's
+    regex keeps only the length, so the two are enforced as two languages (``ValueHole``'s
+    ``bound``)."""
+    return (
+        _types(node) == ["string"]
+        and ("pattern" in node or "format" in node)
+        and ("minLength" in node or "maxLength" in node)
+        and not any(k in node for k in ("enum", "const", "anyOf"))
+    )
+
+
 def _types(node: Mapping[str, Any]) -> list[str]:
     t = node.get("type")
     return [t] if isinstance(t, str) else list(t or [])
@@ -401,9 +492,16 @@ def _types(node: Mapping[str, Any]) -> list[str]:
 def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]) -> Any:
     """A copy of ``node`` with every numeric range replaced by a ``const`` marker, whose regex
     ``schema_regex`` substitutes (the library would drop the range)."""
+    if node is True or (isinstance(node, Mapping) and not set(node) - set(_NOTES)):
+        return dict(ANY_VALUE)
     if not isinstance(node, Mapping):
         return node
     node = _resolve(node, root, path)
+    if _lengths_with_pattern(node):
+        raise UserError(
+            f"{_where(path)}: pattern or format together with minLength/maxLength can only be "
+            "enforced on a value of its own, not inside anyOf or a variable-length array"
+        )
     bounds = _number_bounds(node, path)
     if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
         regex = (int_range if _types(node) == ["integer"] else _number_regex)(*bounds)
@@ -418,7 +516,9 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
     for k, v in node.items():
         if k in ("properties", "$defs", "definitions"):
             out[k] = {n: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
-        elif k in ("items", "additionalProperties") and isinstance(v, Mapping):
+        elif (k == "items" and (v is True or isinstance(v, Mapping))) or (
+            k == "additionalProperties" and isinstance(v, Mapping)
+        ):
             out[k] = _marked(v, root, f"{path}[]", marks)
         elif k in ("prefixItems", "anyOf"):
             out[k] = [_marked(s, root, f"{path}[{i}]", marks) for i, s in enumerate(v)]
@@ -490,12 +590,16 @@ def schema_regex(
     return regex
 
 
-def _width(regex: str, tokenizer: Any, path: str, max_tokens: int) -> int:
-    auto = cached_automaton(
-        tokenizer,
-        ("schema-value", regex),
-        lambda: TokenAutomaton.from_regex(regex, vocab_of(tokenizer), what=_where(path)),
-    )
+def _width(regex: str, tokenizer: Any, path: str, max_tokens: int, bound: str | None = None
+           ) -> int:
+    def build() -> TokenAutomaton:
+        out = TokenAutomaton.from_regex(regex, vocab_of(tokenizer), what=_where(path))
+        if bound is not None:
+            out = out.intersect(TokenAutomaton.from_regex(bound, vocab_of(tokenizer),
+                                                          what=_where(path)))
+        return out
+
+    auto = cached_automaton(tokenizer, ("schema-value", regex, bound), build)
     shortest = auto.min_tokens()
     if shortest is None:
         raise UserError(f"{_where(path)}: no value of this tokenizer's tokens satisfies it")
@@ -529,11 +633,17 @@ def schema_form(
                 return [walk(sub, f"{path}[{i}]") for i, sub in enumerate(fixed)]
             if fixed is None and n is not None and n == node.get("maxItems"):
                 return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
+        bound = None
+        if _lengths_with_pattern(node):  # two languages, intersected
+            lengths = {k: node[k] for k in ("minLength", "maxLength") if k in node}
+            bound = schema_regex({"type": "string", **lengths}, root, path)
+            node = {k: v for k, v in node.items() if k not in lengths}
         regex = schema_regex(node, root, path)
         return ValueHole(
             regex=regex,
-            width=_width(regex, tokenizer, path, max_value_tokens),
+            width=_width(regex, tokenizer, path, max_value_tokens, bound),
             spec=f"<schema {path}>",
+            bound=bound,
         )
 
     return walk(root, "$")

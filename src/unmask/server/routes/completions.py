@@ -269,6 +269,10 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
 
     guided = guidance(req)
     if guided is not None:
+        if req.stops():
+            raise APIError(400, f"stop does not apply with {guided['source']}: a structured "
+                           "answer is the constraint's whole text (cutting it would break it)",
+                           param="stop", code="unsupported")
         for p in prompts:
             check_text(state, p, "prompt")
         return await run_guided(state, request, req, [encode(p) for p in prompts], guided,

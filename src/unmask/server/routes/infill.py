@@ -184,6 +184,8 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
         from unmask import api
+        from unmask.errors import UserError
+        from unmask.infill.forms import load_json
 
         check(req, "form filling", causal_ok=True)
         user_call(lambda: api.refuse_continuous(state.loaded, "form filling"), "model")
@@ -196,8 +198,8 @@ def router(state: ServerState) -> APIRouter:
         check_text(state, text, "form")
         if not state.limits.allow_regex and "<regex:" in text:
             try:
-                form = json.loads(text)
-            except json.JSONDecodeError:
+                form = load_json(text, "form")
+            except UserError:
                 form = None  # the worker says where the JSON is broken
             if _has_regex_hole(form):
                 raise no_regex("form")
