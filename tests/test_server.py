@@ -14,6 +14,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
 import httpx  # noqa: E402
+import torch  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from server_helpers import (  # noqa: E402
     Broken,
@@ -207,7 +208,13 @@ def test_infill_and_edit(echo_client):
         ('{"prompt": "x", "n": 5}', 400, "n", "invalid_value"),
         ('{"prompt": "x", "steps": 65}', 400, "steps", "invalid_value"),
         ('{"prompt": "x", "max_tokens": 6, "block_length": 4}', 400, None, "invalid_value"),
-        ('{"prompt": "x", "policy": "nope"}', 400, None, "invalid_value"),
+        ('{"prompt": "x", "policy": "nope"}', 400, "policy", "invalid_value"),
+        ('{"prompt": "x", "cache": "nope"}', 400, "cache", "invalid_value"),
+        ('{"prompt": "x", "max_tokens": "4"}', 400, "max_tokens", "invalid_value"),
+        ('{"prompt": "x", "max_tokens": true}', 400, "max_tokens", "invalid_value"),
+        ('{"prompt": "x", "n": "2"}', 400, "n", "invalid_value"),
+        ('{"prompt": "x", "stream": "yes"}', 400, "stream", "invalid_value"),
+        ('{"prompt": "x", "temperature": "0.5"}', 400, "temperature", "invalid_value"),
         ('{"prompt": "x", "top_p": 0.5}', 400, "top_p", "invalid_value"),
         ('{"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}', 400, "stop", "invalid_value"),
         ('{"prompt": "x", "stream_denoising": true}', 400, "stream_denoising", "invalid_value"),
@@ -224,6 +231,47 @@ def test_bad_requests_get_openai_errors(echo_client, body, status, param, code):
     assert set(err) == {"message", "type", "param", "code"}
     assert err["param"] == param and err["code"] == code
     assert "Traceback" not in err["message"]
+
+
+def test_chat_takes_max_completion_tokens(echo_client):
+    msgs = [{"role": "user", "content": "Hi"}]
+    a = echo_client.post("/v1/chat/completions", json={"messages": msgs, "max_tokens": 5})
+    b = echo_client.post("/v1/chat/completions",
+                         json={"messages": msgs, "max_completion_tokens": 5})
+    assert b.status_code == 200, b.text
+    assert a.json()["choices"] == b.json()["choices"]
+    assert len(b.json()["choices"][0]["message"]["content"]) == 5
+    r = echo_client.post("/v1/chat/completions",
+                         json={"messages": msgs, "max_tokens": 4, "max_completion_tokens": 5})
+    assert r.status_code == 400 and "differ" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("body", "headers", "message", "code"), [
+    (b'{"prompt": "x"}', {}, "Content-Type: application/json", "invalid_value"),
+    (b"", {"content-type": "application/json"}, "the request body is empty", "missing_field"),
+    (b'{"prompt": "\xff"}', {"content-type": "application/json"}, "not valid JSON",
+     "invalid_json"),
+    (b"[" * 5000 + b"]" * 5000, {"content-type": "application/json"}, "not valid JSON",
+     "invalid_json"),
+    (b'{"prompt": "x", "n": ' + b"9" * 5000 + b"}", {"content-type": "application/json"},
+     "not valid JSON", "invalid_json"),
+])
+def test_bodies_that_are_not_json_objects_say_what_is_wrong(echo_client, body, headers, message,
+                                                           code):
+    r = echo_client.post("/v1/completions", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert message in err["message"] and err["code"] == code and err["param"] is None
+
+
+def test_null_options_take_their_defaults(echo_client):
+    body = {"prompt": "x", "max_tokens": None, "n": None, "stream": None, "temperature": None,
+            "stop": None, "seed": None, "policy": None}
+    r = echo_client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"] == echo_client.post(
+        "/v1/completions", json={"prompt": "x"}).json()["choices"]
+    assert len(r.json()["choices"]) == 1 and len(r.json()["choices"][0]["text"]) == 16
 
 
 def test_oversize_body_wrong_method_unknown_path(echo_client):
@@ -639,3 +687,48 @@ def test_chat_without_a_chat_template_is_refused_as_the_cli_refuses():
         assert c.get("/v1/models").json()["data"][0]["chat"] is True
     with pytest.raises(UserError, match="no such file"):
         create_app(loaded(Echo(tiny_config())), chat_template="/no/such/template.jinja")
+
+
+class Scripted(torch.nn.Module):
+    """Sure of ``script[p - start]`` at canvas column p >= start (byte tokenizer ids)."""
+
+    def __init__(self, config, script: list[int], start: int) -> None:
+        super().__init__()
+        self.config, self.script, self.start = config, script, start
+
+    def forward(self, tokens, attention_mask=None):
+        B, L = tokens.shape
+        logits = torch.full((B, L, self.config.vocab_size), -10.0)
+        for p in range(self.start, min(L, self.start + len(self.script))):
+            logits[:, p, self.script[p - self.start]] = 10.0
+        return logits
+
+
+def test_chat_replies_end_and_strip_as_the_library_does():
+    """A chat answer ends at the template's end-of-turn token (here BOS, which the template
+    writes) and is stripped, as ``ChatTemplate.reply`` (``unmask chat``, ``generate --chat``)
+    makes it; streamed chunks join to the same text."""
+    import dataclasses
+
+    from unmask.chat import ChatTemplate
+
+    tok = byte_tokenizer()
+    template = "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    config = dataclasses.replace(tiny_config(), chat_template=template)
+    start = 1 + len("Hi")  # BOS, then the message
+    script = tok.encode("  Hi there ") + [config.bos_id] + tok.encode(" more")
+    with TestClient(create_app(loaded(Scripted(config, script, start)))) as c:
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": len(script)}
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        content = r.json()["choices"][0]["message"]["content"]
+        expected = ChatTemplate.with_tokens(template, tok, bos_id=config.bos_id,
+                                            eos_id=config.eos_id).reply(tok, script, config.eos_id)
+        assert content == expected == "Hi there"
+        assert r.json()["choices"][0]["finish_reason"] == "stop"
+        r = c.post("/v1/chat/completions", json={**body, "stream": True})
+        chunks = [json.loads(d) for _, d in sse_events(r.text)[:-1]]
+        assert "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks) == content
+        # completions are not chat: the text is left as written, up to EOS only
+        r = c.post("/v1/completions", json={"prompt": "\x00Hi", "max_tokens": len(script)})
+        assert r.json()["choices"][0]["text"].startswith("  Hi there ")

@@ -47,7 +47,7 @@ def test_access_log_has_one_line_per_request(caplog):
     ], strict=True):
         assert line.startswith(f'testclient "{method} {path}" {status} '), line
         assert float(line.split()[4].rstrip("s")) >= 0  # the duration in seconds
-    assert lines[0].endswith(" rows=4 prompt_tokens=6 completion_tokens=16"), lines[0]
+    assert lines[0].endswith(" rows=4 prompt_tokens=3 completion_tokens=16"), lines[0]
     assert lines[1].endswith(" rows=1 prompt_tokens=2 completion_tokens=3"), lines[1]  # streamed
     assert lines[2].endswith(" nfe=2"), lines[2]
     caplog.clear()

@@ -56,7 +56,14 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
                                or (str(p).isidentifier() and p not in _TYPE_TAGS))]
     param = None if code == "invalid_json" else ".".join(loc) or None
     msg = first.get("msg", "invalid request")
-    if code == "invalid_json":
+    if tuple(first.get("loc", ())) == ("body",):  # the body as a whole
+        if code == "missing_field":
+            msg = "the request body is empty: send a JSON object"
+        elif "json" not in request.headers.get("content-type", ""):
+            msg = "send the body as JSON, with the header Content-Type: application/json"
+        else:
+            msg = f"the request body must be a JSON object ({msg})"
+    elif code == "invalid_json":
         msg = f"request body is not valid JSON ({first.get('ctx', {}).get('error', msg)})"
     elif code == "unknown_field":
         msg = f"unknown field {param!r}"
@@ -67,6 +74,10 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     kind = _STATUS_TYPES.get(exc.status_code, "invalid_request_error")
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        # FastAPI's words for a body json.loads refused beyond a syntax error
+        return APIError(400, "request body is not valid JSON (not UTF-8, nested too deep, or "
+                        "a number too long)", code="invalid_json").response()
     return APIError(exc.status_code, str(exc.detail), type=kind, code=None).response()
 
 

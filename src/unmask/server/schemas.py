@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 MAX_STOP = 4
 """Most stop sequences per request (as OpenAI)."""
@@ -22,7 +30,20 @@ StopText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_max_length=1_000_000)
+    """Unknown fields are refused, types are not coerced (``"max_tokens": "4"`` or ``true``
+    is a 400, as at OpenAI), and a field sent as null takes its default."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, str_max_length=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_default(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        names = set(cls.model_fields) | {
+            f.alias for f in cls.model_fields.values() if f.alias is not None
+        }
+        return {k: v for k, v in data.items() if v is not None or k not in names}
 
 
 class DiffusionOptions(_Strict):
@@ -148,6 +169,17 @@ class ChatRequest(_Generation):
     """``POST /v1/chat/completions``."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_completion_tokens: int | None = Field(None, ge=1)
+    """OpenAI's newer name for ``max_tokens`` in chat: either may be given (equal if both)."""
+
+    @model_validator(mode="after")
+    def _max_completion_tokens(self) -> ChatRequest:
+        given = self.max_completion_tokens
+        if given is not None:
+            if "max_tokens" in self.model_fields_set and self.max_tokens != given:
+                raise ValueError("max_tokens and max_completion_tokens differ; give one")
+            self.max_tokens = given
+        return self
 
 
 GapKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -207,7 +239,8 @@ class EditRequest(DiffusionOptions):
     """``POST /v1/edit``: re-mask character spans, regex matches or the least confident tokens."""
 
     text: str = Field(min_length=1)
-    spans: list[tuple[int, int]] | None = Field(None, max_length=64)
+    spans: list[Annotated[tuple[StrictInt, StrictInt], Strict(False)]] | None = Field(
+        None, max_length=64)
     """Character spans ``[start, end)`` to rewrite."""
     regex: str | None = Field(None, min_length=1, max_length=256)
     """Python regex; every match is rewritten."""

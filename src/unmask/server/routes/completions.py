@@ -21,7 +21,7 @@ from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling import choose_decoder, cut_at_eos, validate
+from unmask.sampling import choose_decoder, validate
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.penalties import check_penalty_decoder, given_penalties
 from unmask.sampling.policies import make_policy
@@ -100,10 +100,9 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
             windows = segment_windows(parts, ctx, align=align)
             longest = min(longest, min(windows))
         for part in parts:
+            check_names(part)  # (a causal decoder has no use for them: still checked)
             if not state.causal:
                 validate(part, prompt_length=longest, max_seq_len=ctx)
-            else:  # a causal decoder has no use for these, but a misspelt name is refused
-                check_names(part)
     except UserError as e:
         raise user_error(e) from None
     rows = [i for i in ids for _ in range(req.n)]
@@ -125,42 +124,61 @@ def check_penalties_apply(facts: ModelFacts, config: SampleConfig) -> None:
 
 def check_names(config: SampleConfig) -> None:
     """The registry names of ``config`` (commit policy and its parameters, cache), checked as
-    ``validate`` checks them for a diffusion model."""
-    make_policy(config)
-    check_cache_name(config.cache)
+    ``validate`` checks them for a diffusion model; a 400 naming the field."""
+    try:
+        make_policy(config)
+    except UserError as e:
+        raise user_error(e, "policy") from None
+    try:
+        check_cache_name(config.cache)
+    except UserError as e:
+        raise user_error(e, "cache") from None
 
 
-def finish(state: ServerState, ids: list[int], stops: list[str]) -> tuple[str, str, int]:
-    """(text, finish_reason, completion tokens) of one generated row."""
-    eos = state.cfg.eos_id
-    cut = cut_at_eos(ids, eos)
+def _end(ids: list[int], ends: frozenset[int]) -> int:
+    """Index of the first token of ``ends`` in ``ids`` (``len(ids)``: none)."""
+    return next((k for k, i in enumerate(ids) if i in ends), len(ids))
+
+
+def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
+           ) -> tuple[str, str, int]:
+    """(text, finish_reason, completion tokens) of one generated row: up to EOS (for chat,
+    also the template's end-of-turn tokens, and stripped, as ``ChatTemplate.reply``), then
+    up to the first stop sequence."""
+    cut = ids[: _end(ids, reply.ends)]
     text = state.tok.decode(cut)
-    reason = "stop" if len(cut) < len(ids) and ids[len(cut)] == eos else "length"
+    reason = "stop" if len(cut) < len(ids) else "length"
     n_tokens = len(cut)
     hits = [text.find(s) for s in stops if s in text]
     if hits:
         text, reason = text[: min(hits)], "stop"
         n_tokens = len(state.tok.encode(text))
-    return text, reason, n_tokens
+    return (text.strip() if reply.chat else text), reason, n_tokens
 
 
-def prefix_text(state: ServerState, row: list[int], stops: list[str]) -> tuple[str, bool]:
-    """Text of the committed prefix of a generation row; True when the row cannot grow."""
-    mask_id, eos = state.cfg.mask_id, state.cfg.eos_id
+def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply
+                ) -> tuple[str, bool]:
+    """Text of the committed prefix of a generation row (what ``finish`` makes of it, so far:
+    chat holds back trailing whitespace); True when the row cannot grow."""
+    mask_id = state.cfg.mask_id
     k = row.index(mask_id) if mask_id in row else len(row)
     prefix = row[:k]
-    done = k == len(row) or (eos is not None and eos in prefix)
-    text = state.tok.decode(cut_at_eos(prefix, eos))
+    end = _end(prefix, reply.ends)
+    done = k == len(row) or end < len(prefix)
+    text = state.tok.decode(prefix[:end])
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
     hits = [text.find(s) for s in stops if s in text]
     if hits:
-        return text[: min(hits)], True
+        text, done = text[: min(hits)], True
+    if reply.chat:
+        text = text.strip() if done else text.lstrip().rstrip()
     return text, done
 
 
-def usage(prompt_ids: list[list[int]], n: int, completion: int) -> dict[str, int]:
-    prompt = sum(len(i) for i in prompt_ids) * n
+def usage(prompt_ids: list[list[int]], completion: int) -> dict[str, int]:
+    """OpenAI's ``usage``: each prompt counts once, whatever ``n`` (as OpenAI and vLLM count)."""
+    prompt = sum(len(i) for i in prompt_ids)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
 
@@ -168,7 +186,7 @@ def usage(prompt_ids: list[list[int]], n: int, completion: int) -> dict[str, int
 def account(state: ServerState, request: Request, ids: list[list[int]], n: int,
             completion: int) -> None:
     """Count a finished generation's tokens (metrics and the access log)."""
-    prompt = sum(len(i) for i in ids) * n
+    prompt = sum(len(i) for i in ids)
     state.metrics.inc("prompt_tokens", prompt)
     state.metrics.inc("completion_tokens", completion)
     note(request, rows=len(ids) * n, prompt_tokens=prompt, completion_tokens=completion)
@@ -182,6 +200,8 @@ class Reply:
     created: int
     chat: bool
     ids: list[list[int]]
+    ends: frozenset[int] = frozenset()
+    """Tokens that end a row's text: EOS, and for chat the template's end-of-turn tokens."""
 
     @property
     def object(self) -> str:
@@ -229,7 +249,7 @@ class GenerationEvents:
         for i, row in enumerate(rows):
             if self.closed[i]:
                 continue
-            text, done = prefix_text(self.state, row, self.stops)
+            text, done = prefix_text(self.state, row, self.stops, self.reply)
             sent = self.sent[i]
             if done:
                 self.closed[i] = True
@@ -246,7 +266,7 @@ class GenerationEvents:
     def result(self, result: GenOutput) -> Iterable[str]:
         out, completion = [], 0
         for i, row in enumerate(result.gen_ids):
-            text, reason, n_tok = finish(self.state, row, self.stops)
+            text, reason, n_tok = finish(self.state, row, self.stops, self.reply)
             completion += n_tok
             sent = self.sent[i]
             rest = text[len(sent):] if text.startswith(sent) else ""
@@ -255,8 +275,7 @@ class GenerationEvents:
         if (self.req.stream_options or {}).get("include_usage"):
             out.append(sse({"id": self.reply.rid, "object": self.obj,
                             "created": self.reply.created, "model": self.state.name,
-                            "choices": [], "usage": usage(self.reply.ids, self.req.n,
-                                                          completion)}))
+                            "choices": [], "usage": usage(self.reply.ids, completion)}))
         return out
 
 
@@ -278,8 +297,11 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
         return await run_guided(state, request, req, [encode(p) for p in prompts], guided,
                                 chat=chat)
     job, ids = prepare(state, req, prompts, encode)
+    ends = {state.cfg.eos_id} - {None}
+    if chat and state.chat is not None:
+        ends |= set(state.chat.specials(state.tok).values())
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
-                  created=int(time.time()), chat=chat, ids=ids)
+                  created=int(time.time()), chat=chat, ids=ids, ends=frozenset(ends))
     if req.stream:  # headers at once (the first step may take long); a decoder's refusal at
         # its start arrives as the stream's error event
         return await stream_job(state, request, job,
@@ -289,7 +311,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     stops = req.stops()
     choices, completion = [], 0
     for i, row in enumerate(out.gen_ids):
-        text, reason, n_tok = finish(state, row, stops)
+        text, reason, n_tok = finish(state, row, stops, reply)
         completion += n_tok
         if chat:
             choices.append({"index": i, "message": {"role": "assistant", "content": text},
@@ -304,7 +326,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     account(state, request, ids, req.n, completion)
     return JSONResponse({"id": reply.rid, "object": reply.object, "created": reply.created,
                          "model": state.name, "choices": choices,
-                         "usage": usage(ids, req.n, completion), "nfe": out.nfe,
+                         "usage": usage(ids, completion), "nfe": out.nfe,
                          "steps": out.steps, "batch_rows": out.batch_rows})
 
 
