@@ -428,7 +428,26 @@ def test_gumbel_noise_formula():
     out = add_gumbel_noise(logits, 0.7, torch.Generator().manual_seed(0))
     u = torch.rand(logits.shape, dtype=torch.float64, generator=g)
     assert out.dtype == torch.float64
-    torch.testing.assert_close(out, logits.double().exp() / (-u.log()) ** 0.7)
+    torch.testing.assert_close(out, logits.double() - 0.7 * (-u.log()).log())
+    llada = logits.double().exp() / (-u.log()) ** 0.7  # LLaDA's form: the same argmax
+    assert torch.equal(out.argmax(-1), llada.argmax(-1))
+
+
+def test_gumbel_noise_at_huge_temperatures_stays_uniform_over_allowed_tokens():
+    """LLaDA's exp(logits) / (-log u) ** T overflows for large T (every score 0, argmax the
+    first id) and gives 0 / 0 = NaN for a forbidden token (logit -inf), which argmax picks.
+    In log space a huge temperature samples uniformly over the allowed tokens."""
+    V = 8
+    logits = torch.zeros(1, 4000, V)
+    logits[..., :2] = float("-inf")  # forbidden, as [MASK] and [PAD] are
+    logits[..., 2] = 5.0
+    for T in (200.0, 1e6, 1e300):
+        picks = add_gumbel_noise(logits, T, torch.Generator().manual_seed(1)).argmax(-1)
+        counts = torch.bincount(picks.flatten(), minlength=V)
+        assert counts[:2].sum() == 0, (T, counts)
+        expected = 4000 / (V - 2)
+        chi2 = float((((counts[2:] - expected) ** 2) / expected).sum())
+        assert chi2 < 20.5, (T, counts)  # chi-square, 5 degrees of freedom, p = 0.001
 
 
 class GuidanceModel:

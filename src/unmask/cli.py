@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from unmask import __version__
 from unmask.commands import COMMANDS, command_threads, using_threads
@@ -69,12 +69,20 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser with one-line errors: the command, what is wrong, where the help is
+    (argparse prints the whole usage block first, 20 lines for ``generate``)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
     """The ``unmask`` parser. Only the modules of ``commands`` (module names, default all)
     are imported and register their flags; the others appear in the list by name and
     summary, which is all ``unmask --help`` shows."""
     wanted = set(COMMANDS if commands is None else commands)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="unmask",
         description="Train, run and infill with masked diffusion language models.",
         epilog=EPILOG,

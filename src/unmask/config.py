@@ -894,6 +894,11 @@ def resolve_device(name: str) -> Any:
         dev = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}; use auto, cpu or cuda[:i]") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"device {name!r} is not supported; use auto, cpu or cuda[:i]")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} was asked for but torch sees no CUDA device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"device {name!r}: torch sees {torch.cuda.device_count()} CUDA "
+                        "device(s)")
     return dev

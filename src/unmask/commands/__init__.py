@@ -183,10 +183,22 @@ def _finite_float(text: str) -> float:
     return x
 
 
+def _threads(text: str) -> int:
+    """``--threads``: at least 1, at most 4 threads per CPU this process may use (more only
+    slows it down: 1,000 threads on 2 CPUs took 150 times as long, 100,000 crashed)."""
+    n = _positive_int(text)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    most = 4 * max(1, cpus or 1)
+    if n > most:
+        raise argparse.ArgumentTypeError(
+            f"at most {most} (4 per CPU; this process may use {cpus}), got {n}")
+    return n
+
+
 def add_threads_flag(parser: argparse.ArgumentParser | Any) -> None:
     """``--threads N``: torch's CPU threads, on every command that runs a model."""
     _mark(parser.add_argument(
-        "--threads", type=_positive_int, default=None, metavar="N",
+        "--threads", type=_threads, default=None, metavar="N",
         help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the physical "
              "cores this process may use; one for a decoding command whose model's weights "
              "are under 100 MB); fewer than the cores helps on a shared machine",
@@ -207,6 +219,20 @@ def using_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+MAX_SEED = 2**63 - 1
+"""Largest seed (torch's generators take a signed 64-bit one; the server's ``seed`` too)."""
+
+
+def _seed(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= n <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**63 - 1, got {n}")
+    return n
+
+
 def add_seed_flag(
     parser: argparse.ArgumentParser | Any,
     *,
@@ -220,7 +246,7 @@ def add_seed_flag(
     shown = default if shown_default is None else shown_default
     said = f" (default: {shown})" if shown is not None else " (default: a fresh one each run)"
     _mark(parser.add_argument(
-        "--seed", type=int, default=default, metavar="N",
+        "--seed", type=_seed, default=default, metavar="N",
         help=f"seed for {what}; the same seed gives the same output{said}",
     ))
 

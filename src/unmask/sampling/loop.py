@@ -65,9 +65,12 @@ def add_gumbel_noise(
 ) -> Tensor:
     """Gumbel-max perturbation whose argmax samples ``softmax(logits / temperature)``.
 
-    LLaDA's ``add_gumbel_noise``: in float64 (low precision Gumbel-max hurts quality,
-    arXiv:2409.02908), ``exp(logits) / (-log u) ** temperature``; temperature 0 returns the
-    logits unchanged (argmax decoding). With ``window = (lo, hi)`` only columns ``[lo, hi)``
+    LLaDA's ``add_gumbel_noise`` in float64 (low precision Gumbel-max hurts quality,
+    arXiv:2409.02908), taken in log space: ``logits - temperature * log(-log u)``, the log of
+    LLaDA's ``exp(logits) / (-log u) ** temperature``, so the same argmax, but finite at any
+    temperature (LLaDA's form overflows past ~150 and underflows to 0 / 0 = NaN on a forbidden
+    token, which argmax then picks); temperature 0 returns the logits unchanged (argmax
+    decoding). With ``window = (lo, hi)`` only columns ``[lo, hi)``
     are perturbed and returned, (B, hi - lo, V), while the uniform draws still cover the
     whole (B, L, V) shape, so the generator's stream, and the samples, are the same.
     """
@@ -76,13 +79,11 @@ def add_gumbel_noise(
         if temperature == 0:
             return logits[:, lo:hi]
         noise = _rand(logits.shape, torch.float64, logits.device, generator)[:, lo:hi]  # (B, W, V)
-        return logits[:, lo:hi].to(torch.float64).exp() / (-torch.log(noise)) ** temperature
+        return logits[:, lo:hi].to(torch.float64) - temperature * (-torch.log(noise)).log()
     if temperature == 0:
         return logits
-    logits = logits.to(torch.float64)
     noise = _rand(logits.shape, torch.float64, logits.device, generator)  # (B, L, V)
-    gumbel_noise = (-torch.log(noise)) ** temperature
-    return logits.exp() / gumbel_noise
+    return logits.to(torch.float64) - temperature * (-torch.log(noise)).log()
 
 
 def model_logit_shift(model: Any) -> bool:

@@ -120,7 +120,10 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     """A generator seeded with ``seed`` on ``device``; None (global RNG) when seed is None."""
     if seed is None:
         return None
-    return torch.Generator(device=device).manual_seed(seed)
+    try:
+        return torch.Generator(device=device).manual_seed(seed)
+    except (ValueError, RuntimeError, OverflowError):  # beyond torch's 64 bits
+        raise UserError(f"seed must be from 0 to 2**63 - 1, got {seed}") from None
 
 
 def rows_finished(ids: Tensor, eos_id: int | None) -> Tensor:
