@@ -123,6 +123,39 @@ def test_a_new_run_that_fails_before_its_checkpoint_leaves_no_folder(runs, tmp_p
     assert (out / "checkpoint" / "model.safetensors").is_file()
 
 
+def test_every_sft_example_is_checked_before_the_first_step(runs, tmp_path, capsys):
+    """One over-long example among many is refused before training, not when a batch first
+    draws it (a short run never did; a long one died mid-run, and so did every resume)."""
+    pairs = tmp_path / "pairs.jsonl"
+    good = [json.dumps({"prompt": "the cat", "response": "sat"})] * 40
+    pairs.write_text("\n".join([*good, json.dumps({"prompt": "the cat " * 12,
+                                                    "response": "sat"})]) + "\n")
+    out = tmp_path / "run"
+    argv = ["train", "--objective", "sft", "--data", str(pairs), "--init", str(runs["mdlm"]),
+            "--out", str(out), *TRAIN, "--seq-len", "64"]  # fmt: skip
+    assert "pairs.jsonl:41" in fails(capsys, argv, "leaves no room for the response")
+    assert not out.exists()
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(runs, tmp_path, capsys):
+    """Changed settings a resume refuses (too long for the model, not divisible) are not
+    saved into the run's plan: the next plain --resume continues as before."""
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", str(runs["data"]), "--out", str(out), *TRAIN]) == 0
+    plan = (out / "train_config.json").read_bytes()
+    for extra, words in [(["--steps", "4", "--seq-len", "40000"], "exceeds the model's"),
+                         (["--steps", "4", "--batch-size", "3", "--grad-accum", "2"],
+                          "not divisible"),
+                         (["--steps", "4", "--grad-accum", "0"], "grad_accum=0 must be positive")]:
+        assert cli.main(["train", "--resume", "--out", str(out), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()  # "resuming at ...", the error
+        assert err[-1].startswith("unmask train: error:") and words in err[-1], err
+        assert (out / "train_config.json").read_bytes() == plan, extra
+    assert cli.main(["train", "--resume", "--out", str(out), "--steps", "2",
+                     "--no-progress"]) == 0
+    assert json.loads((out / "train_config.json").read_text())["steps"] == 2
+
+
 def test_the_library_train_refuses_as_the_cli_does_and_leaves_no_folder(runs, tmp_path):
     """``unmask.train.train`` itself checks the numbers and the --init family, and a new run
     it refuses after making the run folder leaves no folder behind."""

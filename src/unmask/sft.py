@@ -128,15 +128,21 @@ class SFTData:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batch(self, indices: list[int], seq_len: int) -> tuple[Tensor, Tensor]:
-        """x0 (B, L) and prompt_mask (B, L) of the examples ``indices`` (see the class
-        docstring)."""
-        for i in indices:
+    def check_fits(self, seq_len: int, indices: list[int] | None = None) -> None:
+        """``UserError`` naming the first example (of ``indices``, default all) whose prompt
+        leaves no room in ``seq_len`` for a response token; training checks every example
+        before its first step, so a bad line is found before anything is written."""
+        for i in range(len(self.rows)) if indices is None else indices:
             if len(self.rows[i][0]) >= seq_len:
                 raise UserError(
                     f"{self.sources[i]}: the prompt has {len(self.rows[i][0])} tokens; "
                     f"seq_len={seq_len} leaves no room for the response"
                 )
+
+    def batch(self, indices: list[int], seq_len: int) -> tuple[Tensor, Tensor]:
+        """x0 (B, L) and prompt_mask (B, L) of the examples ``indices`` (see the class
+        docstring)."""
+        self.check_fits(seq_len, indices)
         L = min(seq_len, max(len(p) + len(r) for p, r in (self.rows[i] for i in indices)))
         x0 = torch.full((len(indices), L), self.eos_id, dtype=torch.long)  # (B, L) EOS padding
         prompt_mask = torch.zeros(len(indices), L, dtype=torch.bool)

@@ -228,6 +228,7 @@ def _train(
 
     run = _prepare_run_dir(config, resume, is_main)
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
+    changes: dict[str, Any] = {}
     if resume:
         saved = load_json(TrainConfig, run / "train_config.json")
         changes = resume_plan(saved, config)
@@ -236,16 +237,14 @@ def _train(
         line = describe_resume(done, saved, config, changes, name=name_setting)
         if is_main:
             print(line, file=sys.stderr, flush=True)
-            if changes:  # the next resume continues the changed plan
-                save_json(config, run / "train_config.json")
+    for name in ("steps", "batch_size", "seq_len", "grad_accum"):
+        if getattr(config, name) <= 0:
+            raise UserError(f"{name}={getattr(config, name)} must be positive")
     if config.batch_size % (world * config.grad_accum):
         raise UserError(
             f"batch_size={config.batch_size} is not divisible by "
             f"processes×grad_accum={world * config.grad_accum}"
         )
-    for name in ("steps", "batch_size", "seq_len", "grad_accum"):
-        if getattr(config, name) <= 0:
-            raise UserError(f"{name}={getattr(config, name)} must be positive")
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
     objective = spec.loss
@@ -289,6 +288,7 @@ def _train(
             model_cfg = replace(init.config, chat_template=template)
         train_ds = SFTData(read_sft_jsonl(config.data), tokenizer, eos_id=model_cfg.eos_id,
                            chat_template=model_cfg.chat_template)
+        train_ds.check_fits(config.seq_len)
     else:
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
@@ -351,6 +351,8 @@ def _train(
         prior_best = dict(meta.get("best") or {})
         if scaler is not None and "grad_scaler" in meta:
             scaler.load_state_dict(meta["grad_scaler"])
+        if is_main and changes:  # the next resume continues the changed plan, saved only
+            save_json(config, run / "train_config.json")  # now that all of it was accepted
     elif is_main:
         save_json(config, run / "train_config.json")
 
