@@ -343,3 +343,28 @@ def test_runtime_flags_out_of_range_are_one_line(runs, capsys):
     with pytest.raises(UserError, match="seed must be from 0"):
         api.generate(load(runs["mdlm"]), "x",
                      config=SampleConfig(gen_length=4, steps=4, seed=2**70))
+
+
+def test_eval_refuses_what_it_cannot_report_and_writes_strict_json(runs, tmp_path, capsys):
+    """A dataset of another tokenizer (its ids mean other tokens to the model: the bound would
+    be garbage), a plot path that cannot be written or is not a PNG (metrics.jsonl was
+    overwritten), and --json never writes NaN (not JSON) for a run without a bound."""
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text("the cat sat on the mat and ran far away\n" * 3000)
+    other = tmp_path / "bpe"
+    prepare([tmp_path / "a.txt"], other, tokenizer="bpe", vocab_size=300, val_fraction=0.2,
+            progress=False)  # fmt: skip
+    run = str(runs["mdlm"])
+    base = ["eval", run, "--no-score", "--no-plot", "--device", "cpu"]
+    fails(capsys, [*base, "--data", str(other)], "another tokenizer")
+    metrics = Path(run) / "metrics.jsonl"
+    before = metrics.read_bytes()
+    fails(capsys, ["eval", run, "--no-score", "--plot", str(metrics)], "PNG")
+    fails(capsys, ["eval", run, "--no-score", "--plot", str(tmp_path / "no" / "x.png")],
+          "no folder")
+    assert metrics.read_bytes() == before
+    assert cli.main(["eval", str(runs["embed-diffusion"]), "--no-score", "--no-plot",
+                     "--json", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json output"))

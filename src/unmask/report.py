@@ -276,6 +276,17 @@ def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[in
     return out
 
 
+def _finite(x: Any) -> Any:
+    """``x`` with every non-finite float (in dicts and lists) replaced by None."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
 def plot_loss_curve(summary: TrainingSummary, out: str | Path, *, title: str = "") -> Path:
     """Training loss and validation bound (nats per token) against step, as a PNG at
     ``out`` (written atomically). ``ImportError`` when matplotlib is not installed."""
@@ -331,7 +342,9 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report as JSON-ready data: a number that is not finite (no bound: NaN) is
+        None, since NaN is not JSON."""
+        return _finite(asdict(self))
 
     def lines(self) -> list[str]:
         """The report as aligned ``label  value`` lines, notes last."""

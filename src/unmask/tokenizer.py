@@ -434,6 +434,14 @@ def first_difference(a: Tokenizer, b: Tokenizer) -> int | None:
     return None
 
 
+def reads_ids_of(model: Tokenizer, data: Tokenizer) -> bool:
+    """Whether a model of tokenizer ``model`` reads token data of tokenizer ``data`` as it was
+    written: every data id means the same token (the model's may hold more, appended: FIM
+    sentinels, ``[EMPTY]``) and the special tokens agree."""
+    return (data.vocab_size <= model.vocab_size and first_difference(model, data) is None
+            and model.special_ids() == data.special_ids())
+
+
 def with_fim_tokens(tokenizer: Tokenizer) -> Tokenizer:
     """``tokenizer`` with the FIM sentinels ``[FIM_PREFIX]``, ``[FIM_SUFFIX]``, ``[FIM_MIDDLE]``.
 

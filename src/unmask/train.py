@@ -635,12 +635,10 @@ def _init_vocabulary(spec: ObjectiveSpec, init: Any, data_tokenizer: Any,
     tokenizer with the tokens the objective adds (``--fim-rate``'s sentinels, ``--empty-rate``'s
     ``[EMPTY]``) appended when it lacks them, its vocabulary grown to hold them (their rows
     are new: ``_init_state``). Data tokenized by another tokenizer is refused in one line."""
-    from unmask.tokenizer import first_difference
+    from unmask.tokenizer import reads_ids_of
 
     theirs = init.tokenizer
-    if (data_tokenizer.vocab_size > theirs.vocab_size
-            or first_difference(theirs, data_tokenizer) is not None
-            or theirs.special_ids() != data_tokenizer.special_ids()):
+    if not reads_ids_of(theirs, data_tokenizer):
         raise UserError(
             f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})"
         )

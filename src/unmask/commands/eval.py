@@ -190,6 +190,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     _counts(args)
+    if args.plot is not None and not args.no_plot:
+        plot = Path(args.plot)
+        if plot.suffix.lower() != ".png":
+            raise UserError(f"--plot {args.plot}: the loss curve is a PNG; give a FILE.png")
+        if not plot.parent.is_dir():
+            raise UserError(f"--plot {args.plot}: no folder {plot.parent} to write it in")
     config = sample_config_from_args(args)
     items = None
     if args.task_file is not None:
@@ -247,6 +253,12 @@ def run(args: argparse.Namespace) -> int:
             "is not here (give --data DIR)"
         )
     else:
+        from unmask.data import TokenDataset
+        from unmask.tokenizer import reads_ids_of
+
+        if not reads_ids_of(loaded.tokenizer, TokenDataset(data, "val").tokenizer()):
+            raise UserError(f"--data {data}: tokenized by another tokenizer than the "
+                            "checkpoint's; its held-out bound would mean nothing")
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device)
             report.heldout = dataclasses.asdict(res)
