@@ -413,6 +413,9 @@ def test_bad_options(tmp_path: Path, docs: list[Path]) -> None:
         prepare(docs, tmp_path / "d", errors="ignore", progress=False)
     with pytest.raises(UserError, match="too small"):
         prepare(docs, tmp_path / "d", vocab_size=100, progress=False)
+    with pytest.raises(UserError, match="larger than any BPE vocabulary needs"):
+        prepare(docs, tmp_path / "d", vocab_size=5_000_000_000, progress=False)  # aborted
+    assert not (tmp_path / "d").exists()
 
 
 def test_not_a_dataset(tmp_path: Path) -> None:

@@ -521,6 +521,11 @@ def _make_tokenizer(
     return load_tokenizer(spec)
 
 
+MAX_VOCAB_SIZE = 1 << 20
+"""Largest BPE vocabulary ``prepare`` trains (published models use up to ~256k): the trainer
+allocates for the whole vocabulary up front, and 5e9 aborted with a 283 GB allocation."""
+
+
 def prepare(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -577,6 +582,9 @@ def prepare(
         raise UserError(f"shard_tokens={shard_tokens} must be positive")
     if tokenizer == "bpe" and vocab_size < 260:
         raise UserError(f"vocab_size={vocab_size} is too small for byte-level BPE (minimum 260)")
+    if tokenizer == "bpe" and vocab_size > MAX_VOCAB_SIZE:
+        raise UserError(f"vocab_size={vocab_size:,} is larger than any BPE vocabulary needs "
+                        f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
     _check_out(out, overwrite)
     files = resolve_inputs(inputs, exclude=[out])
     total_bytes = sum(f.stat().st_size for f in files)
