@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,37 @@ def test_eval_refuses_what_it_cannot_report_and_writes_strict_json(runs, tmp_pat
                      "--json", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json output"))
+
+
+def test_input_that_is_not_utf8_and_paths_that_cannot_be_made_are_one_line(
+    runs, tmp_path, capsys, monkeypatch
+):
+    """Bytes the locale could not decode (argv holds them as surrogate escapes; stdin), and an
+    output path under a file: one line, exit 2, never the tokenizer's or the OS's traceback."""
+    import io
+
+    model = str(runs["mdlm"])
+    fails(capsys, ["generate", "--model", model, "--no-live", "--gen-length", "4",
+                   b"caf\xe9".decode("utf-8", "surrogateescape")], "is not UTF-8 text")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"caf\xe9 ole\n"),
+                                                       encoding="utf-8",
+                                                       errors="surrogateescape"))
+    fails(capsys, ["edit", "--model", model, "--no-live", "--text", "-", "--lowest", "1"],
+          "input is not UTF-8 text")
+    (tmp_path / "file").write_text("x")
+    fails(capsys, ["convert", model, str(tmp_path / "file" / "sub")], str(tmp_path / "file"))
+    fails(capsys, ["prepare", str(tmp_path / "file"), "-o", str(tmp_path / "file" / "d"),
+                   "--tokenizer", "byte", "--no-progress"], str(tmp_path / "file"))
+
+
+def test_step_counts_and_overlong_edits_are_refused_on_every_command(runs, capsys):
+    """``--steps 0`` or negative is refused by infill, edit and fill-form as by generate (it
+    filled in one forward, silently); ``edit --lowest`` on a text longer than the context is
+    one line, as ``--span`` on it is."""
+    model = ["--model", str(runs["mdlm"]), "--no-live"]
+    fails(capsys, ["infill", *model, "a [MASK:2] b", "--steps", "-3"], "--steps")
+    fails(capsys, ["edit", *model, "--text", "the cat", "--span", "0:3", "--steps", "0"],
+          "--steps")
+    fails(capsys, ["fill-form", *model, '{"a": "<int:0..9>"}', "--steps", "0"], "--steps")
+    fails(capsys, ["edit", *model, "--text", "word " * 400, "--lowest", "2"],
+          "more than the model's context")

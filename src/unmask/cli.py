@@ -125,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     name = command_of(argv)
     label = f"unmask {argv[0]}" if name else "unmask"
+    bad = next((a for a in argv if not _is_utf8(a)), None)
+    if bad is not None:  # bytes the locale could not decode arrive as surrogate escapes
+        shown = bad.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        print(f"{label}: error: argument {shown[:60]!r} is not UTF-8 text", file=sys.stderr)
+        return EXIT_USER_ERROR
+    with contextlib.suppress(AttributeError, ValueError):  # stdin as text read: UTF-8, strict
+        sys.stdin.reconfigure(encoding="utf-8", errors="strict")  # type: ignore[union-attr]
     try:
         with _sigterm_raises():
             parser = build_parser([name] if name else [])
@@ -144,16 +151,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as e:
         print(f"{label}: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except UnicodeDecodeError as e:  # text a user gave (stdin, a file) that is not UTF-8
+        print(f"{label}: error: input is not UTF-8 text ({e.reason} at byte {e.start})",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # `unmask ... | head`: the reader left; not an error of ours
+        with contextlib.suppress(OSError):  # keep the interpreter's final flush quiet too
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+    except OSError as e:  # a path that cannot be made or written (a file where a folder
+        # goes, no permission, a full disk): what the system said, in one line
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"{label}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{label}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Terminated:
         print(f"{label}: terminated", file=sys.stderr)
         return EXIT_TERMINATED
-    except BrokenPipeError:  # `unmask ... | head`: the reader left; not an error of ours
-        with contextlib.suppress(OSError):  # keep the interpreter's final flush quiet too
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+
+
+def _is_utf8(arg: str) -> bool:
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

@@ -398,6 +398,11 @@ def _shared_field(parser: Any, cls: type, name: str, default: Any) -> bool:
 _PATH_METAVARS = {"data": "PATH", "out": "DIR", "init": "PATH", "config": "FILE"}
 
 
+_POSITIVE = ("steps",)
+"""Integer fields whose flag must be at least 1 on every command (``--steps 0`` filled a gap
+in one forward, silently, where generate refused it)."""
+
+
 def add_dataclass_flags(
     parser: argparse.ArgumentParser | Any,
     cls: type,
@@ -430,7 +435,8 @@ def add_dataclass_flags(
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_)
         elif kind.startswith("int"):
-            parser.add_argument(flag, type=int, default=None, metavar="N", help=help_)
+            parser.add_argument(flag, type=_positive_int if f.name in _POSITIVE else int,
+                                default=None, metavar="N", help=help_)
         elif kind.startswith("float"):
             parser.add_argument(flag, type=_finite_float, default=None, metavar="X",
                                 help=help_)

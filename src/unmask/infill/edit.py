@@ -154,6 +154,10 @@ def _lowest_plan(
     ids = list(tokenizer.encode(text))
     if not ids:
         raise UserError("the text is empty")
+    context = _max_seq_len(model)
+    if context is not None and len(ids) > context:
+        raise UserError(f"the text has {len(ids)} tokens, more than the model's context "
+                        f"(max_seq_len {context}); edit a shorter part")
     conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode)
     nfe = 1 if mode == "visible" else -(-len(ids) // 32)
     chosen = sorted(torch.argsort(conf, stable=True)[: min(k, len(ids))].tolist())
