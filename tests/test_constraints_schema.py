@@ -176,6 +176,11 @@ def test_scalar_schema_and_json_object():
         ({"type": "string", "const": 3}, "no const value is of type 'string'"),
         ({"type": "string", "pattern": "^$", "minLength": 3}, "no value of this tokenizer"),
         ({"type": "string", "pattern": "a", "maxLength": 0}, "no value of this tokenizer"),
+        # a pattern needing a quote, backslash or control character: written between the
+        # quotes as it matches, it would break the JSON (fill-form failed after filling)
+        ({"type": "string", "pattern": '^a"b$'}, "no value of this tokenizer"),
+        ({"type": "string", "pattern": "^\\\\[a-z]$"}, "no value of this tokenizer"),
+        ({"type": "string", "pattern": "^\\t$"}, "no value of this tokenizer"),
         ({"type": "object", "properties": {}, "required": ["b"], "additionalProperties": False},
          "required property 'b' is not in properties"),
         ({"anyOf": [{"type": "string", "pattern": "[0-9]+", "maxLength": 3}, {"type": "null"}]},

@@ -475,13 +475,35 @@ def _number_bounds(node: Mapping[str, Any], path: str) -> tuple[int, int] | None
 def _lengths_with_pattern(node: Mapping[str, Any]) -> bool:
     """A string schema with ``pattern`` or ``format`` and a length bound: outlines-core's
     regex keeps only the length, so the two are enforced as two languages (``ValueHole``'s
-    ``bound``)."""
+    ``bound``, ``_string_bound``)."""
     return (
         _types(node) == ["string"]
         and ("pattern" in node or "format" in node)
         and ("minLength" in node or "maxLength" in node)
         and not any(k in node for k in ("enum", "const", "anyOf"))
     )
+
+
+_PLAIN_CHAR = r'[^"\\\x00-\x1f]'
+"""A character a JSON string holds as itself (no quote, backslash or control character)."""
+
+
+def _string_bound(node: Mapping[str, Any]) -> str | None:
+    """The second language of a string value with a ``pattern`` (and its length bound, if
+    any): JSON text of plain characters. The pattern's regex is written between the quotes
+    as it matches, so a quote, backslash or control character it needs would break the JSON
+    (or, escaped, be another string); such a pattern is refused as unsatisfiable. A
+    ``format`` with a length bound: the length's regex (our formats are plain). None: one
+    language does."""
+    if _types(node) != ["string"] or any(k in node for k in ("enum", "const", "anyOf")):
+        return None
+    lo, hi = node.get("minLength", 0), node.get("maxLength")
+    if "pattern" in node:
+        return f'"{_PLAIN_CHAR}{{{lo},{"" if hi is None else hi}}}"'
+    if _lengths_with_pattern(node):
+        lengths = {k: node[k] for k in ("minLength", "maxLength") if k in node}
+        return schema_regex({"type": "string", **lengths})
+    return None
 
 
 def _types(node: Mapping[str, Any]) -> list[str]:
@@ -633,11 +655,9 @@ def schema_form(
                 return [walk(sub, f"{path}[{i}]") for i, sub in enumerate(fixed)]
             if fixed is None and n is not None and n == node.get("maxItems"):
                 return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
-        bound = None
-        if _lengths_with_pattern(node):  # two languages, intersected
-            lengths = {k: node[k] for k in ("minLength", "maxLength") if k in node}
-            bound = schema_regex({"type": "string", **lengths}, root, path)
-            node = {k: v for k, v in node.items() if k not in lengths}
+        bound = _string_bound(node)  # a second language, intersected
+        if bound is not None:
+            node = {k: v for k, v in node.items() if k not in ("minLength", "maxLength")}
         regex = schema_regex(node, root, path)
         return ValueHole(
             regex=regex,
