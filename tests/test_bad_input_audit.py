@@ -403,3 +403,53 @@ def test_step_counts_and_overlong_edits_are_refused_on_every_command(runs, capsy
     fails(capsys, ["fill-form", *model, '{"a": "<int:0..9>"}', "--steps", "0"], "--steps")
     fails(capsys, ["edit", *model, "--text", "word " * 400, "--lowest", "2"],
           "more than the model's context")
+
+
+@pytest.mark.parametrize(("meta", "task", "words"), [
+    ({}, "sudoku4", "needs 'puzzle'"),
+    ({"puzzle": "zz"}, "sudoku4", "needs 'puzzle'"),  # no cells: was scored as solved
+    ({"puzzle": "1" * 81}, "sudoku4", "4x4 grid"),
+    ({}, "countdown3", "needs 'numbers'"),
+    ({"numbers": [1, 2], "target": "7"}, "countdown3", "'target' (an integer)"),
+])
+def test_task_items_with_a_bad_meta_are_refused_when_read(tmp_path, meta, task, words):
+    from unmask.tasks import read_items
+
+    f = tmp_path / "eval.jsonl"
+    f.write_text(json.dumps({"task": task, "prompt": "abc", "answer": "cba", "meta": meta}))
+    with pytest.raises(UserError, match=re.escape(words)):
+        read_items(f)
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ("n_heads=0", "n_heads=0 must be a whole number of at least 1"),
+    ("d_model=0", "d_model=0 must be"),
+    ("init_std=-1", "init_std=-1"),
+    ("norm_eps=-1", "norm_eps=-1"),
+    ("vocab_size=10", "smaller than the tokenizer's"),
+])
+def test_model_settings_that_cannot_train_are_refused(runs, tmp_path, capsys, setting, words):
+    """--model-set values that crashed (n_heads 0), trained a model of no parameters
+    (d_model 0) or of NaN losses (norm_eps -1), or could not read the data (vocab 10)."""
+    out = tmp_path / "run"
+    fails(capsys, ["train", "--data", str(runs["data"]), "--out", str(out), *TRAIN,
+                   "--model-set", setting], words)
+    assert not out.exists()
+
+
+def test_a_token_id_beyond_the_vocabulary_is_a_one_line_error(runs, tmp_path, capsys):
+    """A shard changed since prepare (an id past the vocabulary) is named, not an
+    IndexError deep in the embedding."""
+    import shutil
+
+    import numpy as np
+
+    data = tmp_path / "data"
+    shutil.copytree(runs["data"], data)
+    shard = sorted(data.glob("train-*.bin"))[0]
+    index = json.loads((data / "index.json").read_text())
+    a = np.fromfile(shard, dtype=index.get("dtype", "uint16"))
+    a[:] = 250 + 40  # every window holds it
+    a.tofile(shard)
+    fails(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "run"), *TRAIN],
+          "is not below the vocabulary size")

@@ -253,6 +253,18 @@ class ModelConfig:
         if self.ffn_hidden is None:
             gelu = self.mlp == "gelu"
             self.ffn_hidden = 4 * self.d_model if gelu else 64 * -(-(8 * self.d_model // 3) // 64)
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads",
+                     "ffn_hidden", "max_seq_len"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UserError(f"{name}={v!r} must be a whole number of at least 1")
+        for name, low, strict in (("norm_eps", 0.0, True), ("init_std", 0.0, False),
+                                  ("rope_theta", 0.0, True)):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or (
+                    v <= low if strict else v < low):
+                raise UserError(f"{name}={v!r} must be a finite number "
+                                f"{'>' if strict else '>='} {low:g}")
         if self.d_model % self.n_heads:
             raise UserError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.n_heads % self.n_kv_heads:

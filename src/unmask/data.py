@@ -854,6 +854,12 @@ class TokenDataset:
             out[pos : pos + take] = self._shards[k][lo : lo + take]
             pos += take
             k += 1
+        if length and int(out.max()) >= self.vocab_size:  # a shard changed since prepare
+            raise UserError(
+                f"{self.directory}: token id {int(out.max())} near token {start} of split "
+                f"{self.split!r} is not below the vocabulary size {self.vocab_size} (a corrupt "
+                "shard? prepare the data again)"
+            )
         return out
 
     def _check_len(self, seq_len: int) -> None:

@@ -307,6 +307,9 @@ def _train(
         _check_init(spec, model_cfg, config)
     # the objective's facts (SEDD's graph), its name and the schedule go into every checkpoint
     model_cfg = spec.configure(model_cfg, config)
+    if model_cfg.vocab_size < tokenizer.vocab_size:  # e.g. --model-set vocab_size=10
+        raise UserError(f"vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
+                        f"{tokenizer.vocab_size} tokens")
     if config.seq_len > model_cfg.max_seq_len:
         raise UserError(
             f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"

@@ -74,6 +74,8 @@ def add_gumbel_noise(
     are perturbed and returned, (B, hi - lo, V), while the uniform draws still cover the
     whole (B, L, V) shape, so the generator's stream, and the samples, are the same.
     """
+    temperature = min(temperature, 1e300)  # as uniform as any larger one; the product stays
+    # finite (log(-log u) lies within about [-37, 4])
     if window is not None:
         lo, hi = window
         if temperature == 0:

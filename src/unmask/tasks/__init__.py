@@ -254,6 +254,24 @@ def write_task(
     return record
 
 
+def _meta_problem(item: Item) -> str | None:
+    """What is wrong with ``item.meta`` for its task's checker (None: nothing): a puzzle
+    without its grid was a crash, or, with no cells, counted as solved."""
+    meta = item.meta
+    if item.task.startswith("sudoku"):
+        size = int(item.task.removeprefix("sudoku"))
+        puzzle = meta.get("puzzle")
+        if not isinstance(puzzle, str) or len(sudoku.from_text(puzzle)) != size * size:
+            return f"needs 'puzzle': the {size}x{size} grid as text ({size * size} cells)"
+    if item.task.startswith("countdown"):
+        numbers, target = meta.get("numbers"), meta.get("target")
+        if (not isinstance(numbers, list) or not numbers
+                or not all(isinstance(x, int) and not isinstance(x, bool) for x in numbers)
+                or not isinstance(target, int) or isinstance(target, bool)):
+            return "needs 'numbers' (a list of integers) and 'target' (an integer)"
+    return None
+
+
 def read_items(path: str | Path) -> list[Item]:
     """The items of an ``eval.jsonl`` (or of the ``eval.jsonl`` in folder ``path``); a line
     that does not parse, or names an unknown task, is a ``UserError`` naming it."""
@@ -281,6 +299,9 @@ def read_items(path: str | Path) -> list[Item]:
             ) from None
         if item.task not in TASKS:
             raise UserError(f"{p}:{n}: unknown task {item.task!r}; one of {', '.join(TASKS)}")
+        problem = _meta_problem(item)
+        if problem:
+            raise UserError(f"{p}:{n}: {item.task} item's meta {problem}")
         items.append(item)
     if not items:
         raise UserError(f"{p}: no items")
