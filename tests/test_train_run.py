@@ -92,6 +92,27 @@ def test_cli_resume_continues_the_saved_plan(dataset, tmp_path, monkeypatch, cap
     assert load_train_config(part / "train_config.json") == cfg(dataset, part)
 
 
+def test_resume_after_a_hard_kill_reads_as_an_uninterrupted_run(dataset, tmp_path,
+                                                                  monkeypatch):
+    """A kill -9 leaves log lines past the last checkpoint (those steps run again) and a
+    half-staged checkpoint folder; resuming drops both, so the log equals the uninterrupted
+    run's step for step."""
+    full = train(cfg(dataset, tmp_path / "full"), progress=False)
+    part = interrupted(cfg(dataset, tmp_path / "part"), 2, monkeypatch)  # saved at step 3
+    lines = (full / "metrics.jsonl").read_text().splitlines()
+    killed = [ln for ln in lines if json.loads(ln).get("step", 0) in (4, 5)]
+    with open(part / "metrics.jsonl", "a") as f:  # what the killed session had logged
+        f.write("\n".join(killed) + '\n{"step": 6, "lo')  # and a line cut short
+    (part / ".checkpoint.tmpdead").mkdir()
+    (part / ".checkpoint.tmpdead" / "model.safetensors").write_bytes(b"half")
+    assert main(["train", "--resume", "--out", str(part), "--no-progress"]) == 0
+    steps = [json.loads(ln).get("step")
+             for ln in (part / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(ln).get("step") for ln in lines]
+    assert losses(part) == pytest.approx(losses(full), rel=1e-5)
+    assert not list(part.glob(".checkpoint.tmp*"))
+
+
 def test_cli_resume_flags_change_the_plan(dataset, tmp_path, monkeypatch, capsys):
     run = interrupted(cfg(dataset, tmp_path / "run", steps=8), 2, monkeypatch)
     capsys.readouterr()

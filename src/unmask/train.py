@@ -36,6 +36,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -356,6 +357,8 @@ def _train(
             scaler.load_state_dict(meta["grad_scaler"])
         if is_main and changes:  # the next resume continues the changed plan, saved only
             save_json(config, run / "train_config.json")  # now that all of it was accepted
+        if is_main:
+            _tidy_resumed_run(run, start_step)
     elif is_main:
         save_json(config, run / "train_config.json")
 
@@ -630,6 +633,32 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
     why = spec.mismatch(model_cfg, config)
     if why is not None:
         raise UserError(f"--init {config.init}: {why}")
+
+
+def _tidy_resumed_run(run: Path, step: int) -> None:
+    """A run resumed at checkpoint ``step`` after a hard kill (SIGKILL, out of memory, power):
+    the log's lines past ``step`` are dropped (those steps run again, so the log reads as an
+    uninterrupted run's) and a checkpoint staged but never finished is removed."""
+    from unmask.checkpoint import TMP_PREFIX
+    from unmask.files import atomic_write_text
+
+    for stale in run.glob(f"{TMP_PREFIX}*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by the kill
+            continue
+        if not isinstance(record, dict) or int(record.get("step", 0)) <= step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    if len(keep) != len(lines) or (lines and not lines[-1].endswith("\n")):
+        atomic_write_text(path, "".join(keep))
 
 
 def _init_vocabulary(spec: ObjectiveSpec, init: Any, data_tokenizer: Any,
