@@ -279,6 +279,16 @@ def test_cli_end_to_end(teacher, corpus, tmp_path, capsys):
     assert (out / "checkpoint" / "model.safetensors").is_file()
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["objective"] == "distill" and saved["seq_len"] == 16
+    # eval measures the student as the model it is (mdlm) on a corpus; without one it says
+    # why there is no bound (trajectories have no validation split), not that a file is gone
+    capsys.readouterr()
+    assert main(["eval", str(out), "--no-score", "--no-plot", "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("pairs or trajectories" in n for n in notes), notes
+    assert main(["eval", str(out), "--data", str(corpus), "--no-score", "--no-plot",
+                 "--json"]) == 0
+    heldout = json.loads(capsys.readouterr().out)["heldout"]
+    assert heldout is not None and heldout["bpb"] > 0
 
 
 def test_bd3lm_teacher(corpus, tmp_path):

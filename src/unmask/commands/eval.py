@@ -235,6 +235,11 @@ def run(args: argparse.Namespace) -> int:
     # checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
     data = args.data or (cfg.data if cfg else None)
+    trained = getattr(model.config, "objective", None)
+    if cfg is not None and trained and trained != cfg.objective:
+        # a distilled student or an SFT model: trained by one objective, a model of another
+        # (its checkpoint's), measured on a corpus as that one
+        cfg = dataclasses.replace(cfg, objective=trained)
     if cfg is None and args.data:  # an imported checkpoint: evaluate as its attention says
         causal = getattr(model.config, "attention", None) == "causal"
         cfg = TrainConfig(
@@ -246,6 +251,11 @@ def run(args: argparse.Namespace) -> int:
         report.notes.append(
             "held-out bound: not measured, the checkpoint has no training "
             "configuration (give --data DIR)"
+        )
+    elif data and Path(data).is_file():
+        report.notes.append(
+            f"held-out bound: not measured, the run trained on {data} (pairs or trajectories, "
+            "no validation split); give --data DIR, a prepared corpus of its tokenizer"
         )
     elif not data or not (Path(data) / "index.json").is_file():
         report.notes.append(
