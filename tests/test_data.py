@@ -446,3 +446,14 @@ def test_cli_prepare(tmp_path: Path, docs: list[Path], capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("unmask prepare: error:") and "nope" in err and err.count("\n") == 1
+
+
+def test_bpe_training_runs_beside_the_waiting_thread_and_reports_its_errors() -> None:
+    """The BPE merges run on a worker thread so Ctrl-C reaches the main one at once (the
+    trainer's native loop does not look at signals); its result and its errors come back."""
+    from unmask.tokenizer import _interruptible, train_bpe
+
+    tok = train_bpe(["the cat sat on the mat"] * 50, 270)
+    assert tok.decode(tok.encode("the cat")) == "the cat"
+    with pytest.raises(ValueError, match="boom"):
+        _interruptible(lambda: (_ for _ in ()).throw(ValueError("boom")))

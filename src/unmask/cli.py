@@ -166,6 +166,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"{label}: interrupted", file=sys.stderr)
+        if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
+            sys.stdout.flush()  # a thread left in native code (BPE training): exit now, the
+            sys.stderr.flush()  # interpreter's shutdown would abort on it
+            os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
     except Terminated:
         print(f"{label}: terminated", file=sys.stderr)

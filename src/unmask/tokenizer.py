@@ -26,7 +26,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -354,9 +354,44 @@ def train_bpe(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    hf.train_from_iterator(texts, trainer=trainer)
+    _interruptible(lambda: hf.train_from_iterator(texts, trainer=trainer))
     hf.add_special_tokens(list(SPECIAL_TOKENS))
     return _ours(hf)
+
+
+def _interruptible(work: Callable[[], object]) -> None:
+    """Run ``work`` (native code that holds no Python frame for seconds: the BPE merges) on a
+    daemon thread while this one waits, so Ctrl-C stops the command at once instead of when
+    the trainer is done; the abandoned thread dies with the process."""
+    import threading
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            failed.append(e)
+
+    if threading.current_thread() is not threading.main_thread():
+        work()  # signals reach only the main thread: nothing to gain
+        return
+    thread = threading.Thread(target=run, name="unmask-bpe", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+    except BaseException:
+        global ABANDONED
+        ABANDONED = True  # the CLI then ends the process without finalising (``cli.main``)
+        raise
+    if failed:
+        raise failed[0]
+
+
+ABANDONED = False
+"""True once ``_interruptible`` left a thread running in native code: the interpreter's
+normal shutdown would abort on it, so the command line exits with ``os._exit``."""
 
 
 def _find(
