@@ -263,7 +263,15 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
                 if all(length % b == 0 for length in lengths)
                 and (dynamic or config.steps % (config.gen_length // b) == 0)]
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
+    for option, policy in _POLICY_OPTIONS.items():
+        if option in given and config.policy != policy:
+            raise UserError(f"--{option.replace('_', '-')} is an option of --policy {policy}; "
+                            f"this run's policy is {config.policy!r}")
     return config
+
+
+_POLICY_OPTIONS = {"threshold": "threshold", "factor": "factor", "entropy_bound": "entropy"}
+"""Options that only one commit policy reads: given with another, they would do nothing."""
 
 
 @dataclass
