@@ -326,3 +326,17 @@ def test_cli_signal_mid_run_saves_and_exits(dataset, tmp_path, sig, code):
     assert not [p for p in run.iterdir() if p.name.startswith(".checkpoint")]
     assert load(run).model is not None
     assert load_train_config(run / "train_config.json").steps == 100000
+
+
+def test_a_signal_after_the_last_step_does_not_ask_for_a_resume(tmp_path):
+    """SIGTERM in the final validation or save: the run is complete, and a resume would be
+    refused ("already finished"), so the message says so instead of suggesting one."""
+    from unmask.train_guards import resume_hint
+
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "train_config.json").write_text(json.dumps({"steps": 6}))
+    done = TrainingStopped(signal.SIGTERM, 6, tmp_path)
+    assert resume_hint(done, "train") == "; all 6 steps were done, the run is complete"
+    early = TrainingStopped(signal.SIGTERM, 3, tmp_path)
+    want = f"; resume with: unmask distill --resume --out {tmp_path}"
+    assert resume_hint(early, "distill") == want

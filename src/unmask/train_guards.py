@@ -282,6 +282,20 @@ class TrainingStopped(KeyboardInterrupt):
         super().__init__(f"stopped by {signal.Signals(signum).name} {detail}")
 
 
+def resume_hint(stopped: TrainingStopped, command: str) -> str:
+    """What to tell a user whose run ``stopped``: how to resume it, or, when the signal came
+    after its last step (in the final validation or save), that nothing is left to do."""
+    if not (stopped.run / "checkpoint").is_dir():
+        return ""
+    try:
+        planned = int(json.loads((stopped.run / "train_config.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        planned = None
+    if stopped.step is not None and planned is not None and stopped.step >= planned:
+        return f"; all {planned} steps were done, the run is complete"
+    return f"; resume with: unmask {command} --resume --out {stopped.run}"
+
+
 class StopFlag:
     """SIGINT/SIGTERM handling for the whole of ``train``.
 

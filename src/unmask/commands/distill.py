@@ -171,7 +171,7 @@ def _check_corpus(teacher: str, data: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from unmask.distill import distill
     from unmask.run_checks import check_out, check_train_numbers, no_empty_run
-    from unmask.train_guards import TrainingStopped
+    from unmask.train_guards import TrainingStopped, resume_hint
 
     try:
         if args.resume:
@@ -196,10 +196,7 @@ def run(args: argparse.Namespace) -> int:
                     cache=args.cache, progress=not args.no_progress,
                 )  # fmt: skip
     except TrainingStopped as e:
-        hint = ""
-        if (e.run / "checkpoint").is_dir():
-            hint = f"; resume with: unmask distill --resume --out {e.run}"
-        print(f"unmask distill: {e}{hint}", file=sys.stderr)
+        print(f"unmask distill: {e}{resume_hint(e, 'distill')}", file=sys.stderr)
         return e.exit_code
     print(f"checkpoint: {run_dir}/checkpoint")
     return 0

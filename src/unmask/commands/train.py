@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         no_empty_run,
     )
     from unmask.train import load_train_config, train
-    from unmask.train_guards import TrainingStopped
+    from unmask.train_guards import TrainingStopped, resume_hint
 
     if args.resume:
         cfg = _resume_config(args)
@@ -138,10 +138,7 @@ def run(args: argparse.Namespace) -> int:
             run_dir = train(cfg, resume=args.resume, progress=not args.no_progress,
                             name_setting=_flag)
     except TrainingStopped as e:
-        hint = ""
-        if (e.run / "checkpoint").is_dir():
-            hint = f"; resume with: unmask train --resume --out {e.run}"
-        print(f"unmask train: {e}{hint}", file=sys.stderr)
+        print(f"unmask train: {e}{resume_hint(e, 'train')}", file=sys.stderr)
         return e.exit_code
     print(f"checkpoint: {run_dir}/checkpoint")
     return 0
