@@ -90,6 +90,8 @@ def test_infill_and_forms_take_the_same_constraints(client):
     gap = r.json()["gaps"][0]
     jsonschema.validate(json.loads(gap["text"]), SCHEMA)
     assert r.json()["text"] == f"Ref: {gap['text']} end"
+    assert r.json()["text"][gap["start"]:gap["end"]] == gap["text"]  # as a plain infill's gap
+    assert r.json()["candidates"] == [] and r.json()["length_mode"] is None
     r = client.post("/v1/forms", json={"schema": SCHEMA, "steps": 4, "seed": 3})
     assert r.status_code == 200, r.text
     jsonschema.validate(r.json()["value"], SCHEMA)

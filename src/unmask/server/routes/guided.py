@@ -329,6 +329,8 @@ async def run_guided(
                 "total_tokens": len(ids) + completion,
             },
             "nfe": res.nfe,
+            "steps": res.nfe,  # alone on the worker: every step one forward of its own row
+            "batch_rows": 1,
         }
     )
 

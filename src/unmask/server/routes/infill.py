@@ -175,9 +175,12 @@ def router(state: ServerState) -> APIRouter:
 
             text = answer_text(res, parse)
             name = gap.name or "1"
+            start = len(before)
             return {"object": "infill", "model": state.name, "text": before + text + after,
-                    "gaps": [{"name": name, "text": text, "value": res.value}],
-                    "nfe": res.nfe, "repaired": res.repaired}
+                    "gaps": [{"name": name, "text": text, "start": start,
+                              "end": start + len(text), "value": res.value}],
+                    "nfe": res.nfe, "repaired": res.repaired,
+                    "length_mode": None, "candidates": []}  # the constraint sets the length
 
         return await _run(state, request, req, req.stream, "infill-", run, body)
 
