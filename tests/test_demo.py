@@ -106,6 +106,13 @@ def test_demo_bad_input(capsys, tmp_path):
     assert "gen-length" in capsys.readouterr().err
     assert main(["demo", "--model", str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+    # refused before anything is shown (the banner and a first example came out before)
+    for argv, words in ((["--temperature", "-1"], "temperature"),
+                        (["--block-length", "7"], "block_length"),
+                        (["--out", str(tmp_path / "x")], "give --train too")):
+        assert main(["demo", "--no-live", *argv]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and words in err, (argv, out, err)
 
 
 def test_demo_train_small_plan(tmp_path, monkeypatch):

@@ -13,7 +13,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from unmask.commands import add_model_flag, add_no_live_flag, add_runtime_flags, add_seed_flag
+from unmask.commands import (
+    _positive_int,
+    add_model_flag,
+    add_no_live_flag,
+    add_runtime_flags,
+    add_seed_flag,
+)
 from unmask.errors import UserError
 from unmask.files import asset_path
 from unmask.messages import plural
@@ -57,12 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", action="store_true",
                    help="first train the demo model from scratch on the packaged corpus (~15 min "
                         "on 2 CPU cores)")
-    p.add_argument("--out", default="runs/demo-train", metavar="DIR",
+    p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory for --train (default: runs/demo-train)")
     add_model_flag(p, required=False, default_help="the shipped demo model")
     p.add_argument("--gen-length", type=int, default=48, metavar="N",
                    help="tokens to generate per prompt (default: 48)")
-    p.add_argument("--steps", type=int, default=None, metavar="N",
+    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
                    help="denoising steps (default: the generation length)")
     add_seed_flag(p, what="sampling", default=0)
     # Not given: the model's own recommendation (sample_defaults in its config.json, chosen by
@@ -120,19 +126,30 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--gen-length must be positive, got {args.gen_length}")
     if args.block_length is not None and args.block_length <= 0:
         raise UserError(f"--block-length must be positive, got {args.block_length}")
+    if args.out is not None and not args.train:
+        raise UserError("--out is where --train puts its run; give --train too")
     if args.train:
-        path: Path | str = train_demo(args.out)
+        path: Path | str = train_demo(args.out or "runs/demo-train")
     elif args.model:
         path = args.model
     else:
         path = shipped_model("demo")
     m = load(path, device=str(resolve_device(args.device)))
     tok, cfg = m.tokenizer, m.config
+    steps = args.steps or args.gen_length
+    flags = {"temperature": args.temperature, "block_length": args.block_length,
+             "repetition_penalty": args.repetition_penalty,
+             "no_repeat_ngram_size": args.no_repeat_ngram_size}
+    given = {k: v for k, v in flags.items() if v is not None}
+    configs = [api.sample_config(m, {"gen_length": args.gen_length, "steps": steps,
+                                     "seed": args.seed + i, **given})
+               for i in range(1, len(PROMPTS) + 1)]
+    for prompt, config in zip(PROMPTS, configs, strict=True):  # a bad flag is refused
+        api.start(m, [api.encode_prompt(tok, prompt)], config)  # before any output
     n_params = sum(p.numel() for p in m.model.parameters())
     print(f"unmask demo: a {n_params / 1e6:.1f}M-parameter masked diffusion LM "
           f"({cfg.n_layers} layers, d={cfg.d_model}) trained on the World English Bible\n")
     live_ok = not args.no_live and sys.stdout.isatty()
-    steps = args.steps or args.gen_length
 
     def show(title: str, prompt: str, config: SampleConfig) -> None:
         print(title)
@@ -144,13 +161,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, "
               f"{n / dt:,.0f} tokens/s\n")
 
-    flags = {"temperature": args.temperature, "block_length": args.block_length,
-             "repetition_penalty": args.repetition_penalty,
-             "no_repeat_ngram_size": args.no_repeat_ngram_size}
-    given = {k: v for k, v in flags.items() if v is not None}
-    for i, prompt in enumerate(PROMPTS, 1):
-        config = api.sample_config(m, {"gen_length": args.gen_length, "steps": steps,
-                                       "seed": args.seed + i, **given})
+    for i, (prompt, config) in enumerate(zip(PROMPTS, configs, strict=True), 1):
         show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", prompt, config)
     for j, template in enumerate(BLANKS, len(PROMPTS) + 1):
         shown = re.sub(r" ?\[MASK:[0-9-]+\]", " ____", template)
