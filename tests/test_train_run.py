@@ -340,3 +340,22 @@ def test_a_signal_after_the_last_step_does_not_ask_for_a_resume(tmp_path):
     early = TrainingStopped(signal.SIGTERM, 3, tmp_path)
     want = f"; resume with: unmask distill --resume --out {tmp_path}"
     assert resume_hint(early, "distill") == want
+
+
+def test_unmask_train_stays_callable_after_its_module_is_imported(dataset, tmp_path):
+    """``import unmask.train`` (as any ``from unmask.train import ...`` does) sets the
+    package's ``train`` to the module; the README's ``unmask.train(config)`` still trains."""
+    import importlib
+
+    import unmask
+
+    importlib.import_module("unmask.train")
+    run = unmask.train(cfg(dataset, tmp_path / "run", steps=1), progress=False)
+    assert (run / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_log_every_0_logs_only_the_last_step(dataset, tmp_path):
+    run = train(cfg(dataset, tmp_path / "run", steps=3, log_every=0), progress=False)
+    steps = [json.loads(ln).get("step") for ln in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(ln)]
+    assert steps == [3]

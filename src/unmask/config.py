@@ -514,7 +514,7 @@ class TrainConfig:
     small corpus an ``ar`` model overfits after a few epochs while ``OUT/checkpoint`` keeps
     the last step (docs/training.md, "Small corpora")."""
     log_every: int = 10
-    """Append a training line to metrics.jsonl every N steps."""
+    """Append a training line to metrics.jsonl every N steps (0: only the last step's)."""
     seed: int = 0
     """Seed for init, data order and noise."""
     time_limit: float = 0.0

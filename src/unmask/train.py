@@ -39,6 +39,7 @@ import os
 import shutil
 import sys
 import time
+import types
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -547,7 +548,7 @@ def _train(
             elapsed = time.perf_counter() - t0
             tps = tokens_seen / max(elapsed, 1e-9)
             speed = _throughput(tps, flops_tok, peak, world, device)
-            if step % config.log_every == 0 or step == config.steps:
+            if (config.log_every and step % config.log_every == 0) or step == config.steps:
                 log(
                     {
                         "step": step,
@@ -798,3 +799,15 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     except json.JSONDecodeError as e:
         raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
     return from_dict(TrainConfig, data, source=str(p))
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as ``train``: importing ``unmask.train`` (any ``from unmask.train
+    import ...``) sets the package's attribute ``unmask.train`` to the module, over the
+    function ``unmask.train`` of the README's API; calling the module calls the function."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Path:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
