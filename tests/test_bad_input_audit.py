@@ -457,3 +457,42 @@ def test_a_token_id_beyond_the_vocabulary_is_a_one_line_error(runs, tmp_path, ca
     a.tofile(shard)
     fails(capsys, ["train", "--data", str(data), "--out", str(tmp_path / "run"), *TRAIN],
           "is not below the vocabulary size")
+
+
+def test_library_inputs_that_failed_deep_inside_are_user_errors(runs):
+    """Prompt ids outside the vocabulary, gaps too long for any context, a string where a
+    list of choices goes, config values of the wrong type, a seed torch cannot take: each a
+    one-line UserError from the library, not an IndexError, a ValueError from numpy, five
+    one-letter choices or a string counted as true."""
+    from unmask.infill import Gap
+
+    m = load(runs["mdlm"])
+    cfg = SampleConfig(gen_length=4, steps=4)
+    for ids, words in (([[999999]], "outside the model's vocabulary"), ([[-5]], "prompt id -5")):
+        with pytest.raises(UserError, match=re.escape(words)):
+            api.start(m, ids, cfg)
+    with pytest.raises(UserError, match="longer than any model's context"):
+        api.infill(m, "a [MASK:99999999999999999999] b", config=cfg)
+    with pytest.raises(UserError, match="choices is a list of strings"):
+        Gap(choices="Paris")
+    for kwargs, words in ((dict(gen_length="16"), "gen_length must be int"),
+                          (dict(temperature="0.5"), "temperature must be float"),
+                          (dict(forbid_eos="no"), "forbid_eos must be bool"),
+                          (dict(steps=0), "steps must be positive"),
+                          (dict(seed=-1), "seed must be from 0")):
+        with pytest.raises(UserError, match=re.escape(words)):
+            SampleConfig(**kwargs)
+
+
+def test_server_limits_and_an_empty_api_key_are_refused(runs):
+    """Limits no request can meet (a timeout of -1 answered every request 504, max_n 0 refused
+    every one) and an empty key (it turned authentication off) are refused at start-up."""
+    from unmask.server import create_app
+    from unmask.server.state import ServerLimits
+
+    for kwargs in (dict(request_timeout_s=-1), dict(max_n=0), dict(max_batch=0),
+                   dict(batch_wait_s=float("nan")), dict(max_steps="8")):
+        with pytest.raises(UserError, match="server limit|must be int"):
+            ServerLimits(**kwargs)
+    with pytest.raises(UserError, match="api_key is empty"):
+        create_app(load(runs["mdlm"]), api_key="")

@@ -594,9 +594,8 @@ def test_texts_cut_at_first_eos():
 )
 def test_validation_errors(kwargs, message):
     model = FixedModel.gen(1, [6] * 70, [0.5] * 70)
-    cfg = SampleConfig(**{"gen_length": 8, "steps": 8, **kwargs})
-    with pytest.raises(UserError, match=message):
-        generate(model, [5], cfg, **IDS)
+    with pytest.raises(UserError, match=message):  # found by the config or by the decoder
+        generate(model, [5], SampleConfig(**{"gen_length": 8, "steps": 8, **kwargs}), **IDS)
 
 
 def test_max_seq_len_error():

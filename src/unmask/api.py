@@ -84,6 +84,7 @@ def start(
     from unmask.sampling.segments import SegmentedRun
 
     facts = facts_of(loaded)
+    _check_ids(prompt_ids, loaded)
     config = _with_draft(config, draft)
     decoder = choose_decoder(facts, config)
     _check_choice(facts, config, decoder.name)
@@ -114,6 +115,27 @@ def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> int | None:
     drafter = aux.get("drafter_facts")
     limits = [f.max_seq_len for f in (facts, drafter) if f is not None and f.max_seq_len]
     return min(limits) if limits else None
+
+
+def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:
+    """Refuse in one line prompt ids the model has no embedding for (an id from another
+    tokenizer, a negative one), and a tokenizer larger than the model's vocabulary (its ids
+    past the end would fail inside the embedding)."""
+    from unmask.canvas import as_rows
+
+    vocab = int(loaded.config.vocab_size)
+    tok_size = getattr(loaded.tokenizer, "vocab_size", None)
+    if isinstance(tok_size, int) and tok_size > vocab:
+        raise UserError(f"the tokenizer has {tok_size} tokens, the model's vocabulary "
+                        f"{vocab}: not this model's tokenizer")
+    rows = as_rows(prompt_ids)
+    if not rows:
+        raise UserError("no prompts given")
+    for row in rows:
+        bad = [int(i) for i in row if not 0 <= int(i) < vocab]
+        if bad:
+            raise UserError(
+                f"prompt id {bad[0]} is outside the model's vocabulary (0..{vocab - 1})")
 
 
 def _check_fits(prompt_ids: Any, config: SampleConfig, limit: int | None) -> None:

@@ -680,6 +680,13 @@ class SampleConfig:
     ``cuda-graphs`` (inductor + CUDA graphs, CUDA only) or ``aot_eager`` (traced only)."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)
+        if self.gen_length < 1:
+            raise UserError(f"gen_length must be positive, got {self.gen_length}")
+        if self.steps < 1:
+            raise UserError(f"steps must be positive, got {self.steps}")
+        if self.seed is not None and not 0 <= self.seed <= 2**63 - 1:
+            raise UserError(f"seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.draft_length is not None and self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
         check_penalties(self.repetition_penalty, self.presence_penalty, self.frequency_penalty,
@@ -713,6 +720,29 @@ class SampleConfig:
                 )
             self.decoder, self.policy = "sedd", "llada"
             self.sedd_sampler = alias  # type: ignore[assignment]
+
+
+_SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,),
+                                         "str": (str,)}
+
+
+def check_field_types(obj: Any) -> None:
+    """``UserError`` naming the first field of dataclass ``obj`` whose value is not of its
+    declared scalar type (``int``, ``float``, ``bool``, ``str``, or one of them ``| None``):
+    ``gen_length="16"`` or ``forbid_eos="no"`` failed deep inside the sampler, or silently
+    counted as true. A bool is not an int here."""
+    for f in dataclasses.fields(obj):
+        kind = str(f.type).replace(" ", "")
+        optional = kind.endswith("|None")
+        allowed = _SCALARS.get(kind.removesuffix("|None"))
+        if allowed is None:
+            continue
+        v = getattr(obj, f.name)
+        if v is None and optional:
+            continue
+        if not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed):
+            want = kind.removesuffix("|None") + (" or None" if optional else "")
+            raise UserError(f"{f.name} must be {want}, not {v!r}")
 
 
 def check_penalties(repetition: float, presence: float, frequency: float,

@@ -58,6 +58,10 @@ ANY_TEXT = "(?s:.*)"
 NOT_A_SPACE = "(?s:(?:[^ ]|..).*)?"
 """Every text but the one space ``" "``."""
 
+MAX_GAP_TOKENS = 1 << 17
+"""Longest gap (tokens) a template may ask for: longer than any model's context, so one past
+it is refused by the context check anyway; bounded so that no automaton is sized for it."""
+
 DEFAULT_MAX_LEN = DEFAULT_MAX_LEN_TOKENS
 """Upper length bound (tokens) of a gap whose constraint allows unbounded text (``\\d+``)."""
 
@@ -105,6 +109,21 @@ class Gap:
     the given text (template: ``\\ [MASK]``)."""
     source: str | None = field(default=None, repr=False, compare=False)
     """The template text this gap came from (``[MASK:2-12]``), for messages."""
+
+    def __post_init__(self) -> None:
+        what = self.source or self.name or "a gap"
+        for key in ("length", "min_len", "max_len"):
+            v = getattr(self, key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise UserError(f"{what}: {key} must be a whole number of tokens, not {v!r}")
+            if v > MAX_GAP_TOKENS:
+                raise UserError(f"{what}: {v:,} tokens is longer than any model's context "
+                                f"(at most {MAX_GAP_TOKENS:,})")
+        if isinstance(self.choices, str):
+            raise UserError(f"{what}: choices is a list of strings, not one string "
+                            f"({self.choices!r})")
 
     @property
     def constrained(self) -> bool:

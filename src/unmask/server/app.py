@@ -63,6 +63,10 @@ def create_app(
 
         loaded_or_path = load(loaded_or_path, device=device)
     loaded = loaded_or_path
+    if api_key is not None and not api_key.strip():
+        from unmask.errors import UserError  # an empty key would have turned auth off
+
+        raise UserError("api_key is empty: give a key, or None for no authentication")
     limits = limits or ServerLimits()
     template = chat.chat_template(loaded, chat_template)  # a bad template fails here
     metrics = Metrics()

@@ -6,7 +6,9 @@ Inside: ``ServerLimits`` (what one request may ask for, how the queue behaves) a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 from unmask.chat import ChatTemplate
 from unmask.checkpoint import Loaded
+from unmask.errors import UserError
 from unmask.server.batching import Engine
 from unmask.server.metrics import Metrics
 
@@ -45,6 +48,21 @@ class ServerLimits:
     allow_regex: bool = True
     """Accept ``regex`` in ``/v1/edit`` and ``/v1/infill`` (a pattern runs or compiles on the
     worker: a pathological one can occupy it; turn off for untrusted clients)."""
+
+    def __post_init__(self) -> None:
+        from unmask.config import check_field_types
+
+        check_field_types(self)
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool):
+                continue
+            # a timeout of -1 answered every request 504, max_n 0 refused every one
+            if f.name == "batch_wait_s" and not (math.isfinite(v) and v >= 0):
+                raise UserError(f"server limit {f.name}={v!r} must be at least 0")
+            if f.name != "batch_wait_s" and not (math.isfinite(v) and v > 0 and (
+                    isinstance(v, float) or v >= 1)):
+                raise UserError(f"server limit {f.name}={v!r} must be positive")
 
 
 def model_name(loaded: Loaded) -> str:
