@@ -342,8 +342,8 @@ def test_runtime_flags_out_of_range_are_one_line(runs, capsys):
     fails(capsys, [*gen, "--device", "meta"], "device 'meta' is not supported")
     fails(capsys, [*gen, "--gen-length", "abc"], "--gen-length", "--help")
     # an option only another commit policy reads would do nothing
-    fails(capsys, [*gen, "--threshold", "0.5"], "--threshold is an option of --policy threshold")
-    fails(capsys, [*gen, "--factor", "2", "--policy", "threshold"], "--policy factor")
+    fails(capsys, [*gen, "--threshold", "0.5"], "threshold is an option of policy 'threshold'")
+    fails(capsys, [*gen, "--factor", "2", "--policy", "threshold"], "policy 'factor'")
     assert cli.main([*gen, "--threshold", "0.5", "--policy", "threshold"]) == 0
     with pytest.raises(UserError, match="seed must be from 0"):
         api.generate(load(runs["mdlm"]), "x",

@@ -332,8 +332,7 @@ def test_infill_click_to_mask(page, base_url):
         "policy": "llada",
         "temperature": 0,
         "steps": 32,
-        "threshold": 0.9,
-    }
+    }  # threshold only with its policy
     page.wait_for_function(
         "document.getElementById('status').textContent.includes('model evaluations')",
         timeout=30_000,
@@ -357,7 +356,7 @@ def test_infill_click_to_mask(page, base_url):
     res = httpx.post(
         base_url + "/v1/infill",
         timeout=30,
-        json={"template": want, "policy": "llada", "temperature": 0, "steps": 32, "threshold": 0.9},
+        json={"template": want, "policy": "llada", "temperature": 0, "steps": 32},
     ).json()
     assert page.text_content("#canvas") == res["text"]
     assert page.locator("#canvas .new").all_text_contents() == [g["text"] for g in res["gaps"]]
@@ -402,8 +401,7 @@ def test_infill_with_gap_constraints(page, base_url):
     body = json.loads(sent.value.post_data)
     assert body == {"template": "The [MASK:thing] sat on [MASK:2].", "stream": True,
                     "choices": {"thing": ["cat", "mat"]}, "charset": {"2": "lowercase"},
-                    "ban": ["x"], "policy": "llada", "temperature": 0, "steps": 32,
-                    "threshold": 0.9}
+                    "ban": ["x"], "policy": "llada", "temperature": 0, "steps": 32}
     page.wait_for_function(
         "document.getElementById('status').textContent.includes('model evaluations')",
         timeout=30_000)

@@ -90,6 +90,9 @@ def test_cli_resume_continues_the_saved_plan(dataset, tmp_path, monkeypatch, cap
     assert step_of(part) == 6
     assert losses(part) == pytest.approx(losses(full), rel=1e-5)
     assert load_train_config(part / "train_config.json") == cfg(dataset, part)
+    elapsed = [r["elapsed_s"] for r in map(json.loads, (part / "metrics.jsonl").read_text()
+                                           .splitlines()) if "elapsed_s" in r]
+    assert elapsed == sorted(elapsed)  # the run's time goes on across the resume
 
 
 def test_resume_after_a_hard_kill_reads_as_an_uninterrupted_run(dataset, tmp_path,

@@ -6,7 +6,8 @@ The Python API mirrors the CLI::
     unmask.prepare(["corpus.txt"], "data/corpus")                 # unmask prepare
     run = unmask.train(unmask.TrainConfig(data="data/corpus", out="runs/x", preset="demo"))
     m = unmask.load(run)                                           # model, tokenizer, config
-    out = unmask.api.generate(m, "In the beginning", config=unmask.SampleConfig(gen_length=32))
+    config = unmask.api.sample_config(m, {"gen_length": 32})     # the checkpoint's options
+    out = unmask.api.generate(m, "In the beginning", config=config)
     print(out.texts[0], out.nfe, out.decoder)                      # unmask generate
 
 ``unmask.api`` has one entry per task (``generate``, ``chat``, ``infill``, ``edit``,

@@ -287,8 +287,8 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
     for option, policy in _POLICY_OPTIONS.items():
         if option in given and config.policy != policy:
-            raise UserError(f"--{option.replace('_', '-')} is an option of --policy {policy}; "
-                            f"this run's policy is {config.policy!r}")
+            raise UserError(f"{option} is an option of policy {policy!r}; this run's policy "
+                            f"is {config.policy!r}")
     return config
 
 

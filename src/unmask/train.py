@@ -556,7 +556,7 @@ def _train(
                         "lr": lr,
                         "grad_norm": gnorm,
                         "tokens_per_s": tps,
-                        "elapsed_s": elapsed,
+                        "elapsed_s": prior_seconds + elapsed,  # the whole run, across resumes
                         **speed,
                     }
                 )

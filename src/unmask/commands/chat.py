@@ -251,7 +251,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_flag(p)
     p.add_argument("--system", metavar="TEXT",
                    help="system message at the start of the conversation")
-    p.add_argument("--template", metavar="FILE|NAME",
+    p.add_argument("--template", "--chat-template", dest="template", metavar="FILE|NAME",
                    help="chat template instead of the model's: a Jinja file, a JSON file with "
                         "chat_template (tokenizer_config.json), a Jinja string, or a built-in: "
                         "default (unmask's SFT format), plain (User:/Assistant: transcript)")

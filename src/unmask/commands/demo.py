@@ -41,7 +41,8 @@ OWN_TEXT = (
 
 @dataclass(kw_only=True)
 class DemoTrainPlan:
-    """How ``unmask demo --train`` trains: sized to finish within ~15 minutes on 2 CPU cores."""
+    """How ``unmask demo --train`` trains: sized to finish within ~15 minutes on 2 CPU cores
+    (about 12 measured, README)."""
 
     preset: str = "demo"
     steps: int = 500
@@ -61,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "network).",
     )
     p.add_argument("--train", action="store_true",
-                   help="first train the demo model from scratch on the packaged corpus (~15 min "
-                        "on 2 CPU cores)")
+                   help="first train the demo model from scratch on the packaged corpus (about 12 "
+                        "min on 2 CPU cores, at most 13 of training)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory for --train (default: runs/demo-train)")
     add_model_flag(p, required=False, default_help="the shipped demo model")

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "template (see unmask chat) and print only the reply")
     p.add_argument("--system", metavar="TEXT",
                    help="with --chat: a system message before each prompt")
-    p.add_argument("--template", metavar="FILE|NAME",
+    p.add_argument("--template", "--chat-template", dest="template", metavar="FILE|NAME",
                    help="with --chat: the chat template to use instead of the model's (as in "
                         "unmask chat)")
     add_draft_flag(p)
