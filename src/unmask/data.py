@@ -438,9 +438,10 @@ def _val_block_count(
     if by_minimum > by_fraction and 2 * by_minimum > n_blocks:  # train would be the smaller part
         k = by_fraction
         note = (
-            f"validation gets {min(k, n_blocks - 1) * SPLIT_BLOCK:,} tokens, below the minimum of "
-            f"{min_val_tokens:,}: the corpus ({n_tokens:,} tokens) is too small for both; "
-            "add text for stable validation numbers"
+            f"validation gets at least {min(k, n_blocks - 1) * SPLIT_BLOCK:,} tokens (its "
+            f"fraction; the summary has the count), below the minimum of {min_val_tokens:,}: "
+            f"the corpus ({n_tokens:,} tokens) is too small for both; add text for stable "
+            "validation numbers"
         )
     return min(k, n_blocks - 1), note
 
