@@ -72,6 +72,33 @@ def test_more_batches_score_more_tokens(run, capsys):
     assert n1 == 4 * 32 and n_all > n1
 
 
+def test_noise_draws_average_seeds_and_give_their_standard_error(run, capsys):
+    """K noise draws are the bound under seeds 1234.. 1234+K-1, averaged; the first is the
+    number training logs; the spread is the standard error of their mean. --seq-len sets
+    the windows."""
+    import statistics
+
+    from unmask.checkpoint import load
+    from unmask.data import TokenDataset
+    from unmask.evaluate import evaluate_loss
+
+    _, out, _ = _eval(capsys, run, "--json", "--no-score", "--no-plot", "--batches", "0",
+                      "--noise-draws", "3")
+    h = json.loads(out)["heldout"]
+    model = load(run).model
+    each = [evaluate_loss(model, TokenDataset(run.parent / "data", "val"), objective="mdlm",
+                          seq_len=32, batch_size=4, max_batches=None, seed=1234 + k).bpb
+            for k in range(3)]
+    assert h["noise_draws"] == 3 and h["seq_len"] == 32
+    assert h["bpb"] == pytest.approx(statistics.fmean(each), rel=1e-6)
+    assert h["bpb_se"] == pytest.approx(statistics.stdev(each) / math.sqrt(3), rel=1e-6)
+    assert len(set(each)) == 3  # the draws differ: a diffusion bound is an estimate
+    _, out, _ = _eval(capsys, run, "--json", "--no-score", "--no-plot", "--seq-len", "16")
+    assert json.loads(out)["heldout"]["seq_len"] == 16
+    rc, _, err = _eval(capsys, run, "--no-score", "--no-plot", "--seq-len", "100000")
+    assert rc == 2 and "longer than the model's context" in err
+
+
 def test_loss_curve_png_next_to_run(run, capsys):
     rc, out, _ = _eval(capsys, run, "--no-score")
     assert rc == 0

@@ -57,6 +57,10 @@ class EvalResult:
     likelihood: bool = True
     """``loss`` bounds a negative log-likelihood (``ObjectiveSpec.likelihood``); when False,
     ``ppl`` and ``bpb`` are NaN: the objective's loss is only a training loss."""
+    noise_draws: int = 1
+    """Independent noise draws averaged (``unmask.report.heldout_bound``)."""
+    bpb_se: float | None = None
+    """Standard error of ``bpb`` over those draws (None: one draw, or an exact likelihood)."""
 
     def as_dict(self, prefix: str = "val_") -> dict[str, float]:
         """The metrics record: loss, perplexity and bits per byte; the loss alone for an
