@@ -685,7 +685,7 @@ class SampleConfig:
             raise UserError(f"gen_length must be positive, got {self.gen_length}")
         if self.steps < 1:
             raise UserError(f"steps must be positive, got {self.steps}")
-        if self.seed is not None and not 0 <= self.seed <= 2**63 - 1:
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UserError(f"seed must be from 0 to 2**63 - 1, got {self.seed}")
         if self.draft_length is not None and self.draft_length < 1:
             raise UserError(f"draft_length must be >= 1, got {self.draft_length}")
@@ -721,6 +721,9 @@ class SampleConfig:
             self.decoder, self.policy = "sedd", "llada"
             self.sedd_sampler = alias  # type: ignore[assignment]
 
+
+MAX_SEED = 2**63 - 1
+"""Largest seed: torch's generators take a signed 64-bit one (CLI, API and server alike)."""
 
 _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,),
                                          "str": (str,)}

@@ -161,7 +161,8 @@ def physical_cores(cpus: Iterable[int], sysfs: str = "/sys/devices/system/cpu") 
     return len(cores) or None
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
     try:
         n = int(text)
     except ValueError:
@@ -186,7 +187,7 @@ def _finite_float(text: str) -> float:
 def _threads(text: str) -> int:
     """``--threads``: at least 1, at most 4 threads per CPU this process may use (more only
     slows it down: 1,000 threads on 2 CPUs took 150 times as long, 100,000 crashed)."""
-    n = _positive_int(text)
+    n = positive_int(text)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     most = 4 * max(1, cpus or 1)
     if n > most:
@@ -219,11 +220,9 @@ def using_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-MAX_SEED = 2**63 - 1
-"""Largest seed (torch's generators take a signed 64-bit one; the server's ``seed`` too)."""
-
-
 def _seed(text: str) -> int:
+    from unmask.config import MAX_SEED
+
     try:
         n = int(text)
     except ValueError:
@@ -435,7 +434,7 @@ def add_dataclass_flags(
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                                 help=help_)
         elif kind.startswith("int"):
-            parser.add_argument(flag, type=_positive_int if f.name in _POSITIVE else int,
+            parser.add_argument(flag, type=positive_int if f.name in _POSITIVE else int,
                                 default=None, metavar="N", help=help_)
         elif kind.startswith("float"):
             parser.add_argument(flag, type=_finite_float, default=None, metavar="X",

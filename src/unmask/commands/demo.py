@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unmask.commands import (
-    _positive_int,
     add_model_flag,
     add_no_live_flag,
     add_runtime_flags,
     add_seed_flag,
+    positive_int,
 )
 from unmask.errors import UserError
 from unmask.files import asset_path
@@ -69,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_flag(p, required=False, default_help="the shipped demo model")
     p.add_argument("--gen-length", type=int, default=48, metavar="N",
                    help="tokens to generate per prompt (default: 48)")
-    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="denoising steps (default: the generation length)")
     add_seed_flag(p, what="sampling", default=0)
     # Not given: the model's own recommendation (sample_defaults in its config.json, chosen by

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from unmask.config import MAX_SEED
+
 MAX_STOP = 4
 """Most stop sequences per request (as OpenAI)."""
 
@@ -56,7 +58,7 @@ class DiffusionOptions(_Strict):
     """Model id (``GET /v1/models``); None = the served model."""
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     """Gumbel-max temperature; 0 (the default, unlike OpenAI's 1) = argmax decoding."""
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """Seed for temperature / random remasking: same seed, same output. Each request has its
     own generator, so sharing forward passes does not change its output (in whole-batch
     runs, KV-cache modes and causal checkpoints, a seeded sampled request runs alone)."""
