@@ -496,3 +496,23 @@ def test_server_limits_and_an_empty_api_key_are_refused(runs):
             ServerLimits(**kwargs)
     with pytest.raises(UserError, match="api_key is empty"):
         create_app(load(runs["mdlm"]), api_key="")
+
+
+def test_a_chat_template_that_drops_the_messages_is_refused(runs, tmp_path, capsys):
+    """An empty template file, or one of fixed text, rendered every conversation to the same
+    prompt: the user's message never reached the model."""
+    for name, text in (("empty.jinja", ""), ("static.jinja", "static text")):
+        (tmp_path / name).write_text(text)
+        fails(capsys, ["chat", "--model", str(runs["mdlm"]), "--no-live", "--template",
+                       str(tmp_path / name)], "renders a user message without its text")
+
+
+def test_infill_gap_syntax_in_a_generate_prompt_is_refused(capsys):
+    """``[MASK:4]`` in a prompt stayed literal text (only a bare ``[MASK]`` is a blank):
+    refused with the way to a gap of four tokens."""
+    from unmask.tokenizer import train_bpe
+
+    tok = train_bpe(["the cat sat on the mat"] * 20, 270)
+    with pytest.raises(UserError, match=re.escape("[MASK:4] is a gap of the infill syntax")):
+        api.encode_prompt(tok, "The [MASK:4] sat.")
+    assert api.encode_prompt(tok, "The [MASK] sat.").count(tok.mask_id) == 1

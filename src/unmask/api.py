@@ -23,6 +23,7 @@ below them, so they decode a checkpoint the same way.
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -393,6 +394,12 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
     hf = getattr(tokenizer, "hf", None)
     mask_id = getattr(tokenizer, "mask_id", None)
     mask = hf.id_to_token(mask_id) if hf is not None and mask_id is not None else None
+    if mask and mask.endswith("]"):
+        gap = re.search(re.escape(mask[:-1]) + r":[^\]]*\]", text)
+        if gap is not None:  # infill's syntax would stay literal text here
+            raise UserError(
+                f"{gap.group(0)} is a gap of the infill syntax; a prompt fills a bare {mask} "
+                f"(one token each): use unmask infill (api.infill), or write {mask} per token")
     if not mask or mask not in text:
         return tokenizer.encode(text)
     from unmask.infill.template import joins_spaces

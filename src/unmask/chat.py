@@ -296,6 +296,21 @@ def render_chat(
     )
 
 
+def _uses_messages(template: ChatTemplate) -> ChatTemplate:
+    """``template``, refused in one line when it renders a user message without its text (an
+    empty file, a fixed string): the conversation would never reach the model. A template
+    that fails on this probe is left to fail on the real messages, with its own reason."""
+    probe = "unmask-probe-message"
+    try:
+        text = template.render([{"role": "user", "content": probe}], add_generation_prompt=True)
+    except UserError:
+        return template
+    if probe not in text:
+        raise UserError(f"{template.origin}: renders a user message without its text; the "
+                        "conversation would never reach the model")
+    return template
+
+
 def template_arg(value: str) -> ChatTemplate:
     """A ``--template`` value: a built-in name (``BUILTIN_TEMPLATES``), a Jinja file, a JSON
     file with a ``chat_template`` key (``tokenizer_config.json``, ``chat_template.json``), or
@@ -319,9 +334,9 @@ def template_arg(value: str) -> ChatTemplate:
             if source is None:
                 raise UserError(f"{path}: no chat_template in this file")
             text = source
-        return ChatTemplate(text, origin=f"chat template {path}")
+        return _uses_messages(ChatTemplate(text, origin=f"chat template {path}"))
     if "{{" in value or "{%" in value:
-        return ChatTemplate(value, origin="chat template (--template)")
+        return _uses_messages(ChatTemplate(value, origin="chat template (--template)"))
     raise UserError(
         f"--template {value!r}: no such file, not a built-in template "
         f"({', '.join(BUILTIN_TEMPLATES)}) "
