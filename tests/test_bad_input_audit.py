@@ -516,3 +516,14 @@ def test_infill_gap_syntax_in_a_generate_prompt_is_refused(capsys):
     with pytest.raises(UserError, match=re.escape("[MASK:4] is a gap of the infill syntax")):
         api.encode_prompt(tok, "The [MASK:4] sat.")
     assert api.encode_prompt(tok, "The [MASK] sat.").count(tok.mask_id) == 1
+
+
+def test_eval_of_a_causal_run_reports_its_likelihood_not_a_bound(runs, capsys):
+    assert cli.main(["eval", str(runs["ar"]), "--no-score", "--no-plot", "--device", "cpu",
+                     "--batches", "0"]) == 0
+    held = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held-out"))
+    assert " NLL " in held and "<=" not in held and "bound" not in held
+    assert cli.main(["eval", str(runs["mdlm"]), "--no-score", "--no-plot", "--device", "cpu",
+                     "--batches", "0"]) == 0
+    held = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held-out"))
+    assert " bound " in held and "<=" in held

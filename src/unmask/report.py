@@ -412,10 +412,11 @@ class RunReport:
             spread = (f" ± {h['bpb_se']:.4f} (standard error over {h['noise_draws']} noise "
                       "draws)" if h.get("bpb_se") is not None else "")
             seq = f", windows of {h['seq_len']}" if h.get("seq_len") else ""
+            what, le = ("NLL", "") if h.get("exact") else ("bound", "<= ")
             rows.append(
                 (
                     "held-out",
-                    f"bound {h['loss']:.4f} nats/token (perplexity <= "
+                    f"{what} {h['loss']:.4f} nats/token (perplexity {le}"
                     f"{h['ppl']:.2f}), {h['bpb']:.4f}{spread} bits/byte, "
                     f"{h['n_tokens']:,} tokens{seq}",
                 )

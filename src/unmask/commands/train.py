@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -140,5 +141,6 @@ def run(args: argparse.Namespace) -> int:
     except TrainingStopped as e:
         print(f"unmask train: {e}{resume_hint(e, 'train')}", file=sys.stderr)
         return e.exit_code
-    print(f"checkpoint: {run_dir}/checkpoint")
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun, not once per process
+        print(f"checkpoint: {run_dir}/checkpoint")
     return 0
