@@ -527,3 +527,12 @@ def test_eval_of_a_causal_run_reports_its_likelihood_not_a_bound(runs, capsys):
                      "--batches", "0"]) == 0
     held = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("held-out"))
     assert " bound " in held and "<=" in held
+
+
+def test_more_steps_than_tokens_gets_a_note(runs, capsys):
+    """2,000 steps for 16 tokens ran 2,000 forwards without a word; now a note says so."""
+    gen = ["generate", "x", "--model", str(runs["mdlm"]), "--gen-length", "4", "--no-live"]
+    assert cli.main([*gen, "--steps", "8"]) == 0
+    assert "a step past the last masked token commits nothing" in capsys.readouterr().err
+    assert cli.main([*gen, "--steps", "4"]) == 0
+    assert "note:" not in capsys.readouterr().err

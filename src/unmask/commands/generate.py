@@ -125,6 +125,11 @@ def run(args: argparse.Namespace) -> int:
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     template = api.chat_template(loaded, args.template) if args.chat else None
+    if (decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps
+            and config.steps > config.gen_length):
+        print(f"unmask generate: note: {config.steps} steps for {config.gen_length} tokens: a "
+              "step past the last masked token commits nothing but still runs the model "
+              "(--skip-empty-steps skips those)", file=sys.stderr)
 
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)
     try:
