@@ -855,9 +855,10 @@ class TokenDataset:
             out[pos : pos + take] = self._shards[k][lo : lo + take]
             pos += take
             k += 1
-        if length and int(out.max()) >= self.vocab_size:  # a shard changed since prepare
+        top = int(out.max()) if length else -1
+        if top >= self.vocab_size:  # a shard changed since prepare
             raise UserError(
-                f"{self.directory}: token id {int(out.max())} near token {start} of split "
+                f"{self.directory}: token id {top} near token {start} of split "
                 f"{self.split!r} is not below the vocabulary size {self.vocab_size} (a corrupt "
                 "shard? prepare the data again)"
             )

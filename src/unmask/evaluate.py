@@ -57,6 +57,9 @@ class EvalResult:
     likelihood: bool = True
     """``loss`` bounds a negative log-likelihood (``ObjectiveSpec.likelihood``); when False,
     ``ppl`` and ``bpb`` are NaN: the objective's loss is only a training loss."""
+    exact: bool = False
+    """``loss`` is the exact likelihood (a causal model), not a Monte Carlo bound: it does
+    not depend on the noise seed."""
     noise_draws: int = 1
     """Independent noise draws averaged (``unmask.report.heldout_bound``)."""
     bpb_se: float | None = None
@@ -125,13 +128,15 @@ def evaluate_loss(
     if count == 0:
         raise ValueError(f"validation split has fewer than seq_len={seq_len} tokens")
     loss = total / count
-    if not objective_spec(objective).likelihood:
+    spec = objective_spec(objective)
+    if not spec.likelihood:
         return EvalResult(loss=loss, ppl=math.nan, bpb=math.nan, n_tokens=count, likelihood=False)
     return EvalResult(
         loss=loss,
         ppl=math.exp(min(loss, 50.0)),
         bpb=loss / math.log(2) / dataset.bytes_per_token,
         n_tokens=count,
+        exact=spec.attention == "causal",
     )
 
 

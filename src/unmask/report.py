@@ -199,15 +199,14 @@ def heldout_bound(
         )
     if noise_draws < 1:
         raise UserError(f"noise draws must be at least 1, got {noise_draws}")
-    from unmask.objectives import objective_spec
-
     batches = config.eval_batches if max_batches is None else max_batches
     dev = torch.device(device)
-    draws = 1 if objective_spec(config.objective).attention == "causal" else noise_draws
-    results = [
-        evaluate_loss(
+    val = TokenDataset(folder, "val")
+
+    def draw(k: int) -> Any:
+        return evaluate_loss(
             model,
-            TokenDataset(folder, "val"),
+            val,
             objective=config.objective,
             seq_len=config.seq_len,
             batch_size=max(1, min(config.batch_size, 32)),
@@ -217,18 +216,19 @@ def heldout_bound(
             autocast_dtype=torch.bfloat16 if dev.type == "cuda" else None,
             seed=1234 + k,
         )
-        for k in range(draws)
-    ]
-    if draws == 1:
-        return results[0]
+
+    first = draw(0)
+    if noise_draws == 1 or first.exact:
+        return first
     import dataclasses
     import statistics
 
+    results = [first, *(draw(k) for k in range(1, noise_draws))]
     loss = statistics.fmean(r.loss for r in results)
     bpbs = [r.bpb for r in results]
     return dataclasses.replace(
-        results[0], loss=loss, ppl=math.exp(min(loss, 50.0)), bpb=statistics.fmean(bpbs),
-        noise_draws=draws, bpb_se=statistics.stdev(bpbs) / math.sqrt(draws),
+        first, loss=loss, ppl=math.exp(min(loss, 50.0)), bpb=statistics.fmean(bpbs),
+        noise_draws=noise_draws, bpb_se=statistics.stdev(bpbs) / math.sqrt(noise_draws),
     )
 
 

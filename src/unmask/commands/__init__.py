@@ -133,11 +133,19 @@ def default_threads() -> int:
     env = _env_threads()
     if env is not None:
         return env
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
+    cpus = _usable_cpus()
+    if cpus is None:  # macOS, Windows
         return max(1, os.cpu_count() or 1)
     return max(1, physical_cores(cpus) or len(cpus))
+
+
+def _usable_cpus() -> list[int] | None:
+    """The CPUs this process may run on (``os.sched_getaffinity``), None where the system
+    does not say (macOS, Windows)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
 
 
 def _env_threads() -> int | None:
@@ -188,7 +196,8 @@ def _threads(text: str) -> int:
     """``--threads``: at least 1, at most 4 threads per CPU this process may use (more only
     slows it down: 1,000 threads on 2 CPUs took 150 times as long, 100,000 crashed)."""
     n = positive_int(text)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = _usable_cpus()
+    cpus = len(usable) if usable is not None else os.cpu_count()
     most = 4 * max(1, cpus or 1)
     if n > most:
         raise argparse.ArgumentTypeError(

@@ -11,6 +11,7 @@ choices) are checked by the routes, not here.
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -42,10 +43,15 @@ class _Strict(BaseModel):
     def _null_is_default(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        names = set(cls.model_fields) | {
-            f.alias for f in cls.model_fields.values() if f.alias is not None
-        }
+        names = _field_names(cls)
         return {k: v for k, v in data.items() if v is not None or k not in names}
+
+
+@functools.cache
+def _field_names(cls: type[BaseModel]) -> frozenset[str]:
+    """A request model's field names and aliases (once per model, not per request)."""
+    fields = cls.model_fields
+    return frozenset(fields) | {f.alias for f in fields.values() if f.alias is not None}
 
 
 class DiffusionOptions(_Strict):

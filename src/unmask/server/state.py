@@ -60,8 +60,7 @@ class ServerLimits:
             # a timeout of -1 answered every request 504, max_n 0 refused every one
             if f.name == "batch_wait_s" and not (math.isfinite(v) and v >= 0):
                 raise UserError(f"server limit {f.name}={v!r} must be at least 0")
-            if f.name != "batch_wait_s" and not (math.isfinite(v) and v > 0 and (
-                    isinstance(v, float) or v >= 1)):
+            if f.name != "batch_wait_s" and not (math.isfinite(v) and v > 0):
                 raise UserError(f"server limit {f.name}={v!r} must be positive")
 
 
@@ -89,10 +88,17 @@ class ServerState:
     """The diffusion checkpoint that drafts for the served causal one (``--draft``), or None."""
     decode_one: Callable[[int], str] = field(init=False, repr=False)
     """One token's text (cached: streamed steps decode every position)."""
+    chat_ends: frozenset[int] = field(init=False, repr=False)
+    """Tokens that end a chat reply: EOS and the chat template's end-of-turn tokens
+    (``ChatTemplate.reply``), found once, not per request."""
 
     def __post_init__(self) -> None:
         tok = self.loaded.tokenizer
         self.decode_one = functools.lru_cache(maxsize=65536)(lambda i: tok.decode([i]))
+        ends = {getattr(self.loaded.config, "eos_id", None)} - {None}
+        if self.chat is not None:
+            ends |= set(self.chat.specials(tok).values())
+        self.chat_ends = frozenset(ends)
 
     @property
     def tok(self) -> Any:

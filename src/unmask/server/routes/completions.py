@@ -297,11 +297,9 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
         return await run_guided(state, request, req, [encode(p) for p in prompts], guided,
                                 chat=chat)
     job, ids = prepare(state, req, prompts, encode)
-    ends = {state.cfg.eos_id} - {None}
-    if chat and state.chat is not None:
-        ends |= set(state.chat.specials(state.tok).values())
+    ends = state.chat_ends if chat else frozenset({state.cfg.eos_id} - {None})
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
-                  created=int(time.time()), chat=chat, ids=ids, ends=frozenset(ends))
+                  created=int(time.time()), chat=chat, ids=ids, ends=ends)
     if req.stream:  # headers at once (the first step may take long); a decoder's refusal at
         # its start arrives as the stream's error event
         return await stream_job(state, request, job,
