@@ -62,6 +62,38 @@ def test_uniform_predictor_gives_log_v():
     assert total / n == pytest.approx(math.log(V), rel=0.02)
 
 
+class ShiftedOracle(Oracle):
+    """A Dream-style oracle (``logit_shift``): position i puts its mass on token i + 1."""
+
+    def forward(self, x, attention_mask=None):
+        logits = super().forward(x)
+        return torch.cat([logits[:, 1:], logits[:, -1:]], dim=1)
+
+
+def test_dream_models_train_on_shifted_logits():
+    """A ``logit_shift`` model's loss reads position i's prediction at i - 1, as decoding does
+    (a loss on the raw logits taught position i its own token: fine-tuned Dream models then
+    decoded garbage). Position 0, which nothing predicts, is kept unmasked by a prompt."""
+    from unmask.objectives import sft
+
+    x0 = torch.randint(4, V, (8, 16))
+    shifted = replace(cfg(), logit_shift=True)
+    gen = torch.Generator().manual_seed(1)
+    prompt = torch.zeros_like(x0, dtype=torch.bool)
+    prompt[:, 0] = True
+    parts = sft(ShiftedOracle(x0), shifted, x0, attention_mask=None, generator=gen,
+                options=opts(), prompt_mask=prompt)
+    assert float(parts.loss_sum) < 1e-6
+    parts = sft(ShiftedOracle(x0), cfg(), x0, attention_mask=None, generator=gen, options=opts(),
+                prompt_mask=prompt)
+    assert float(parts.loss_sum) > 10  # read unshifted, the same predictions are wrong
+    for row in range(x0.shape[0]):  # mdlm: every masked position but 0 is predicted exactly
+        one = x0[row:row + 1]
+        parts = mdlm(ShiftedOracle(one), shifted, one, attention_mask=None, generator=gen,
+                     options=opts(), keep_terms=True)
+        assert float(parts.terms[0, 1:].abs().max()) < 1e-6
+
+
 def test_oracle_gives_zero():
     x0 = torch.randint(4, V, (8, 16))
     parts = mdlm(

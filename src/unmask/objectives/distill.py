@@ -36,6 +36,7 @@ from unmask.objectives.spec import (
     ObjectiveSpec,
     objective_of,
     register_objective,
+    unshift,
 )
 
 TRAJECTORY_FORMAT = "unmask-trajectories/1"
@@ -272,7 +273,7 @@ def distill(
     if config.attention == "block-causal":
         logits = bd3lm_logits(model, xt, x0, block_size=unit)  # (B, L, V)
     else:
-        logits = model(xt, visible)  # (B, L, V); cut-off positions are keys no one sees
+        logits = unshift(model(xt, visible), config)  # (B, L, V); cut-off keys: no one sees them
     z = logits[masked].float()  # (M, V)
     target = x0[masked]  # (M,)
     ce = F.cross_entropy(z, target, reduction="none")  # (M,)

@@ -19,6 +19,7 @@ from unmask.objectives.spec import (
     ObjectiveOptions,
     ObjectiveSpec,
     register_objective,
+    unshift,
 )
 
 
@@ -127,7 +128,7 @@ def mdlm(
     xt, masked = options.schedule.mask(
         x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=valid, u=u
     )
-    logits = model(xt, attention_mask=attention_mask)  # (B, L, V)
+    logits = unshift(model(xt, attention_mask=attention_mask), config)  # (B, L, V)
     w = options.schedule.weight(t).to(x0.device)[:, None].expand_as(masked)[masked]  # (M,)
     ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
     terms = None
@@ -174,7 +175,7 @@ def sft(
     xt, masked = options.schedule.mask(
         x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=answer
     )
-    logits = model(xt, attention_mask=attention_mask)  # (B, L, V)
+    logits = unshift(model(xt, attention_mask=attention_mask), config)  # (B, L, V)
     w_row = options.schedule.weight(t).to(x0.device)[:, None] / answer_len[:, None]  # (B, 1)
     w = w_row.expand_as(masked)[masked]  # (M,)
     ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
 from torch import Tensor
 
 from unmask.config import AttentionMode, ModelConfig, TrainConfig
@@ -43,6 +44,16 @@ BatchKind = Literal["tokens", "prompt_response", "trajectory"]
 
 BATCH_EXTRA: dict[str, str] = {"prompt_response": "prompt_mask", "trajectory": "commit_step"}
 """The loss keyword of the second tensor a batch kind's ``sample`` returns besides ``x0``."""
+
+
+def unshift(logits: Tensor, config: ModelConfig) -> Tensor:
+    """``logits`` (B, L, V) where position i predicts token i. A Dream-style model
+    (``config.logit_shift``) predicts token i at position i - 1, so its logits move one to the
+    right (position 0 keeps its own), as decoding and evaluation read them; a masked loss over
+    the raw logits would train position i to predict its own token instead."""
+    if not getattr(config, "logit_shift", False):
+        return logits
+    return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
 
 
 @dataclass
