@@ -112,6 +112,15 @@ def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path
     refresh_trajectories(str(teacher), str(corpus), path, more, progress=False)
     old, new = Trajectories.load(cache), Trajectories.load(path)
     assert len(new) == 8 and torch.equal(new.tokens[:6], old.tokens)
+    # 8 rows end in a batch cut short (2 of 3): extending decodes that batch whole, so the
+    # file equals a fresh one (it repeated the cut batch's seed and prompts in new rows)
+    refresh_trajectories(str(teacher), str(corpus), path, replace(TRAJ, trajectories=9),
+                         progress=False)
+    fresh = Trajectories.load(refresh_trajectories(
+        str(teacher), str(corpus), tmp_path / "f.safetensors", replace(TRAJ, trajectories=9),
+        progress=False))
+    extended = Trajectories.load(path)
+    assert torch.equal(extended.tokens, fresh.tokens) and torch.equal(extended.seed, fresh.seed)
     refresh_trajectories(
         str(teacher), str(corpus), path, replace(TRAJ, traj_seed=5), progress=False
     )

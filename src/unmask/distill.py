@@ -274,6 +274,10 @@ def make_trajectories(
         torch.empty(0, cfg.prompt_length + cfg.gen_length, dtype=torch.long),
         torch.empty(0, dtype=torch.long), meta,
     )  # fmt: skip
+    cut = len(out) % cfg.traj_batch
+    if cut and len(out) < cfg.trajectories:  # the last batch was cut short: decode it whole,
+        keep = len(out) - cut  # as a fresh run does (its seed and prompts are the batch's)
+        out = Trajectories(out.tokens[:keep], out.commit_step[:keep], out.seed[:keep], out.meta)
     bar = None
     if progress:
         from tqdm import tqdm
