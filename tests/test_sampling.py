@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from unmask.config import SampleConfig
 from unmask.errors import UserError
+from unmask.loaded import Loaded
 from unmask.sampling import (
     POLICIES,
     CommitPolicy,
@@ -776,7 +777,7 @@ def _fake_loaded(path, *, device="cpu", **_):
         mask_id=MASK, pad_id=PAD, eos_id=EOS, bos_id=3, max_seq_len=64, logit_shift=False
     )
     model = TailModel(_ids("ok!") + [EOS] * 5, 260, cfg)
-    return SimpleNamespace(model=model, tokenizer=FakeTokenizer(), config=cfg, path=path)
+    return Loaded(model=model, tokenizer=FakeTokenizer(), config=cfg, path=path)
 
 
 def test_cli_generate_json(monkeypatch, capsys):

@@ -248,7 +248,7 @@ def test_cli_and_server_write_what_the_api_writes(tmp_path, capsys):
 
     rc = main(["generate", "--model", ck, "--prompt", "hello",
                "--gen-length", "48", "--segment-length", "16", "--seed", "0", "--json",
-               "--no-live"])
+               "--no-live", "--dtype", "fp32"])  # as saved: auto may run it in bf16
     assert rc in (0, None)
     assert json.loads(capsys.readouterr().out)["results"][0]["text"] == want
     rc = main(["generate", "--model", ck, "--prompt", "hello",

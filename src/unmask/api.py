@@ -23,13 +23,15 @@ below them, so they decode a checkpoint the same way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unmask.config import SampleConfig
+from unmask.config import SampleConfig, dtype_choice
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 
@@ -57,6 +59,78 @@ def facts_of(loaded: Loaded) -> ModelFacts:
     facts = ModelFacts.of(loaded.config)
     has_cache = bool(getattr(loaded.model, "supports_kv_cache", False))
     return dataclasses.replace(facts, has_kv_cache=has_cache)
+
+
+@functools.cache
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware: Intel AMX (``amx_bf16`` among
+    the flags of ``/proc/cpuinfo``; False where that file is missing). There a bfloat16 product
+    of 256 rows cost about what one of 1 row does (benchmarks/precision.py)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(
+        line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines()
+    )
+
+
+def decode_dtype(dtype: str, device: Any, config: Any) -> Any:
+    """The torch dtype that ``--dtype dtype`` (a name of ``unmask.config.DECODE_DTYPES`` or an
+    alias) gives the weights of ``config``'s checkpoint decoding on ``device``; None = as stored
+    (float32 for unmask's own checkpoints, ``torch_dtype`` for a publisher's folder).
+
+    ``auto`` is bfloat16 on a CPU with hardware bfloat16 matrix products (``cpu_has_bf16_matmul``)
+    for a checkpoint decoded by the masked-diffusion loop (``llada``: ``mdlm``, ``sft``), whose
+    every step runs the model over a whole block or canvas: measured 1.8x faster there at the
+    same quality (docs/sampling.md, "Precision"). Everything else stays as stored under
+    ``auto``: a decoder of a few positions per forward (``ar``, ``hybrid``, ``bd3lm``'s blocks,
+    a drafter) ran slower in bfloat16, and on CUDA nothing was measured yet."""
+    import torch
+
+    name = dtype_choice(dtype)
+    kind = torch.device(device).type
+    if name == "auto":
+        wide = config is not None and ModelFacts.of(config).default_decoder == "llada"
+        return torch.bfloat16 if kind == "cpu" and wide and cpu_has_bf16_matmul() else None
+    if name == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("dtype bf16: this GPU has no bfloat16; use fp16")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def load_for_decoding(
+    path: Any, *, device: str = "cpu", dtype: str = "auto", quantize: str | None = None
+) -> Loaded:
+    """``unmask.load`` as the decoding commands load ``--model``: in ``dtype`` (``auto``,
+    ``fp32``, ``bf16``, ``fp16``: ``decode_dtype``). A named dtype is read straight into (a
+    publisher's folder too); ``auto`` loads as stored and then turns an unmask checkpoint to
+    bfloat16 where ``decode_dtype`` says so (not a quantised model: it stays as measured)."""
+    from unmask.checkpoint import load
+
+    if dtype_choice(dtype) != "auto":
+        return load(path, device=device, dtype=decode_dtype(dtype, device, None),
+                    quantize=quantize)
+    import torch
+
+    loaded = load(path, device=device, quantize=quantize)
+    if quantize is None and loaded.family == "unmask" and isinstance(loaded.model, torch.nn.Module):
+        want = decode_dtype("auto", device, loaded.config)
+        if want is not None:
+            loaded.model.to(want)
+    return loaded
+
+
+_SHORT_DTYPES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+
+def weights_dtype(loaded: Loaded) -> str | None:
+    """The dtype the model's weights decode in, as ``--dtype`` spells it (``fp32``, ``bf16``,
+    ``fp16``; another dtype by torch's name); None for a model without parameters."""
+    params = getattr(loaded.model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    if first is None:
+        return None
+    return _SHORT_DTYPES.get(str(first.dtype), str(first.dtype).removeprefix("torch."))
 
 
 def start(

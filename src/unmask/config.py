@@ -771,6 +771,23 @@ DRAFT_CACHES: tuple[str, ...] = ("prefix", "none")
 """Values of ``SampleConfig.draft_cache``."""
 DECODE_COMPILES: tuple[str, ...] = ("off", "inductor", "cuda-graphs", "aot_eager")
 """Values of ``SampleConfig.compile``."""
+DECODE_DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+"""Values of the decoding commands' ``--dtype``: the weights' dtype while decoding
+(``unmask.checkpoint.decode_dtype``; ``auto`` = 16-bit where that was measured faster)."""
+DTYPE_ALIASES: dict[str, str] = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16",
+                                 "float16": "fp16", "half": "fp16"}
+"""Other spellings of ``DECODE_DTYPES`` (torch's names, vLLM's ``half`` and ``float``)."""
+
+
+def dtype_choice(name: str) -> str:
+    """``name`` as one of ``DECODE_DTYPES`` (aliases resolved), else a one-line error."""
+    canon = DTYPE_ALIASES.get(name, name)
+    if canon not in DECODE_DTYPES:
+        raise UserError(f"dtype {name!r}: choose one of {', '.join(DECODE_DTYPES)} "
+                        f"(or {', '.join(DTYPE_ALIASES)})")
+    return canon
+
+
 PREDRAFTS: tuple[str, ...] = ("all", "ends")
 """Values of ``SampleConfig.predraft``."""
 SEDD_POLICY_ALIASES: dict[str, str] = {"sedd-analytic": "analytic", "sedd-euler": "euler"}

@@ -626,7 +626,9 @@ class Transformer(nn.Module):
                 f"inputs_embeds must have shape ({B}, {L}, {self.config.d_model}), "
                 f"got {tuple(inputs_embeds.shape)}"
             )
-        x = self.embed(tokens) if inputs_embeds is None else inputs_embeds  # (B, L, D)
+        # (B, L, D); given vectors (a continuous decoder's, in float32) take the weights' dtype
+        dtype = self.embed.weight.dtype
+        x = self.embed(tokens) if inputs_embeds is None else inputs_embeds.to(dtype)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, mask, is_causal, cache, i, start, cond)
         if cond is None:

@@ -124,6 +124,24 @@ def add_device_flag(parser: argparse.ArgumentParser | Any, *, default: str | Non
     ))
 
 
+def add_dtype_flag(parser: argparse.ArgumentParser | Any) -> None:
+    """``--dtype``: the weights' dtype while decoding (``unmask.checkpoint.decode_dtype``)."""
+    from unmask.config import DECODE_DTYPES, dtype_choice
+
+    def choice(text: str) -> str:
+        try:
+            return dtype_choice(text)
+        except ValueError as e:  # UserError: argparse prints the one line and exits 2
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    _mark(parser.add_argument(
+        "--dtype", default="auto", type=choice, metavar="|".join(DECODE_DTYPES),
+        help="the weights' dtype while decoding: auto (bf16 on a CPU with AMX for a "
+             "masked-diffusion checkpoint, measured 1.8x faster at the same quality; otherwise "
+             "as stored), fp32, bf16 or fp16 (default: auto; docs/sampling.md, 'Precision')",
+    ))
+
+
 def default_threads() -> int:
     """CPU threads for torch when ``--threads`` is not given: ``$OMP_NUM_THREADS`` when the
     user set it, else the physical cores among the CPUs this process may run on
@@ -291,11 +309,12 @@ def add_quantize_flag(parser: argparse.ArgumentParser | Any) -> None:
 
 def add_runtime_flags(parser: argparse.ArgumentParser | Any, *, decodes: bool = False) -> None:
     """``--device`` and ``--threads``: where a model runs. ``decodes``: the command decodes a
-    few rows with ``--model`` (generate, chat, demo, infill, edit, fill-form), so an unset
-    ``--threads`` follows ``decode_threads``."""
+    few rows with ``--model`` (generate, chat, demo, infill, edit, fill-form), so it takes
+    ``--dtype`` too and an unset ``--threads`` follows ``decode_threads``."""
     add_device_flag(parser)
     add_threads_flag(parser)
     if decodes:
+        add_dtype_flag(parser)
         parser.set_defaults(decodes_model=True)
 
 

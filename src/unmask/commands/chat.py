@@ -275,15 +275,15 @@ def _read_stdin() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from unmask import api
-    from unmask.checkpoint import load
     from unmask.sampling import validate
 
     config = sample_config_from_args(args)
     validate(config)  # fail on impossible lengths before loading anything
     check_draft_flags(args)
     device = str(resolve_device(args.device))
-    loaded = load(args.model, device=device, quantize=args.quantize)
-    draft = load_draft(args.draft, device)
+    loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,
+                                    quantize=args.quantize)
+    draft = load_draft(args.draft, device, args.dtype)
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
     template = model_template(loaded, args.template)

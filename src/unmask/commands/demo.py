@@ -119,7 +119,7 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
 def run(args: argparse.Namespace) -> int:
 
     from unmask import api
-    from unmask.checkpoint import load, shipped_model
+    from unmask.checkpoint import shipped_model
     from unmask.config import SampleConfig, resolve_device
     from unmask.sampling import LiveView
 
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         path = args.model
     else:
         path = shipped_model("demo")
-    m = load(path, device=str(resolve_device(args.device)))
+    m = api.load_for_decoding(path, device=str(resolve_device(args.device)), dtype=args.dtype)
     tok, cfg = m.tokenizer, m.config
     steps = args.steps or args.gen_length
     flags = {"temperature": args.temperature, "block_length": args.block_length,
@@ -149,7 +149,8 @@ def run(args: argparse.Namespace) -> int:
     api.start(m, [api.encode_prompt(tok, max(PROMPTS, key=len))], configs[0])
     n_params = sum(p.numel() for p in m.model.parameters())
     print(f"unmask demo: a {n_params / 1e6:.1f}M-parameter masked diffusion LM "
-          f"({cfg.n_layers} layers, d={cfg.d_model}) trained on the World English Bible\n")
+          f"({cfg.n_layers} layers, d={cfg.d_model}, {api.weights_dtype(m)} weights) trained on "
+          "the World English Bible\n")
     live_ok = not args.no_live and sys.stdout.isatty()
 
     def show(title: str, prompt: str, config: SampleConfig) -> None:

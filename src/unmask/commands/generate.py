@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "unmask chat)")
     add_draft_flag(p)
     add_sample_flags(p)
-    add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s")
+    add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s, dtype")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
@@ -106,7 +106,6 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from unmask import api
-    from unmask.checkpoint import load
     from unmask.commands.sample_options import make_live
     from unmask.sampling import validate
 
@@ -117,9 +116,10 @@ def run(args: argparse.Namespace) -> int:
     check_draft_flags(args)
     prompts = _read_prompts(args)
     device = str(resolve_device(args.device))
-    loaded = load(args.model, device=device, quantize=args.quantize)
+    loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,
+                                    quantize=args.quantize)
     loaded.model.eval()
-    draft = load_draft(args.draft, device)
+    draft = load_draft(args.draft, device, args.dtype)
     # flags not given take the checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
     # refuse what the checkpoint cannot do, before sampling
@@ -152,6 +152,7 @@ def run(args: argparse.Namespace) -> int:
             "steps": out.steps,
             "seconds": round(out.seconds, 4),
             "tokens_per_s": round(tokens_per_s, 2),
+            "dtype": api.weights_dtype(loaded),
             "config": dataclasses.asdict(dataclasses.replace(config, decoder=out.decoder)),
         }
         if hasattr(out.result, "acceptance_stats"):  # speculative, hybrid: drafts and forwards
@@ -165,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
         print(text if template is not None else out.prompts[i] + text)
     print(
         f"{plural(n_tokens, 'token')}, {plural(out.steps, 'step')}, {out.nfe} NFE in "
-        f"{out.seconds:.2f} s ({tokens_per_s:.1f} tokens/s, decoder {out.decoder})",
+        f"{out.seconds:.2f} s ({tokens_per_s:.1f} tokens/s, decoder {out.decoder}"
+        + (f", {dtype})" if (dtype := api.weights_dtype(loaded)) else ")"),
         file=sys.stderr,
     )
     return 0

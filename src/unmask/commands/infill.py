@@ -39,10 +39,11 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def load_model(args: argparse.Namespace) -> Any:
-    """The checkpoint of ``--model`` on ``--device``, in eval mode."""
-    from unmask.checkpoint import load
+    """The checkpoint of ``--model`` on ``--device`` in ``--dtype``, in eval mode."""
+    from unmask import api
 
-    loaded = load(args.model, device=str(resolve_device(args.device)))
+    loaded = api.load_for_decoding(args.model, device=str(resolve_device(args.device)),
+                                    dtype=args.dtype)
     loaded.model.eval()
     return loaded
 

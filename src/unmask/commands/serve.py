@@ -14,7 +14,12 @@ import logging
 import os
 import sys
 
-from unmask.commands import add_model_flag, add_quantize_flag, add_runtime_flags
+from unmask.commands import (
+    add_dtype_flag,
+    add_model_flag,
+    add_quantize_flag,
+    add_runtime_flags,
+)
 from unmask.commands.sample_options import (
     DRAFT_FIELDS,
     add_draft_flag,
@@ -91,6 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(all, TiDAR) or for none and all accepted only (ends: fewer positions "
                         "per forward); default: all")
     add_runtime_flags(p)
+    add_dtype_flag(p)
     add_quantize_flag(p)
     p.set_defaults(func=run)
 
@@ -120,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as e:
         raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
                         f"{SERVE_HINT}") from None
-    from unmask.checkpoint import load
+    from unmask import api
     from unmask.config import resolve_device
 
     if not 0 < args.port < 65536:
@@ -140,8 +146,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)
     device = str(resolve_device(args.device))
-    loaded = load(args.model, device=device, quantize=args.quantize)
-    draft = load_draft(args.draft, device)
+    loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,
+                                    quantize=args.quantize)
+    draft = load_draft(args.draft, device, args.dtype)
     if args.compile is not None:  # every request runs the model compiled once here
         from unmask.parallel import compile_for_decoding
 
