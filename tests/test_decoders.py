@@ -287,6 +287,16 @@ def test_cli_refuses_a_sedd_sampler_on_an_mdlm_checkpoint(checkpoints, capsys):
     assert code == 2 and "needs a SEDD checkpoint" in err and "Traceback" not in err
 
 
+def test_a_commit_policy_on_the_sedd_decoder_is_refused_not_ignored(checkpoints, capsys):
+    args = ["generate", "--model", str(checkpoints["sedd"]), "--gen-length", "4", "--steps", "4",
+            "--policy", "threshold", "--threshold", "0.5", "x"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "policy 'threshold' is a commit policy of decoder 'llada'" in err
+    assert err.count("\n") == 1
+    assert main([*args, "--decoder", "llada"]) == 0  # an absorbing SEDD model runs it there
+
+
 # -- the worked example of docs/architecture.md ---------------------------------------------------
 
 

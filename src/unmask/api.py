@@ -257,8 +257,9 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     llada loop would fail in the model, or sample a latent autoencoder as if it were a mask
     predictor), ``guide_words`` off the continuous decoders and ``predraft`` off ``hybrid``,
     the only decoders that read them, ``draft_length`` and ``draft_threshold`` off
-    ``speculative`` and ``hybrid``, and repetition penalties off the decoders that have no
-    logits to penalise (``unmask.sampling.penalties``)."""
+    ``speculative`` and ``hybrid``, a commit ``policy`` on ``sedd`` (it has none), and
+    repetition penalties off the decoders that have no logits to penalise
+    (``unmask.sampling.penalties``)."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
     from unmask.sampling.penalties import check_penalty_decoder
     from unmask.sampling.segments import check_segments
@@ -276,6 +277,11 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
             f"not decoder {name!r}"
         )
     check_penalty_decoder(name, config)
+    if name == "sedd" and config.policy != SampleConfig.policy:
+        raise UserError(
+            f"policy {config.policy!r} is a commit policy of decoder 'llada'; decoder 'sedd' takes "
+            "SEDD's reverse steps (an absorbing SEDD model runs the policies with decoder llada)"
+        )
     given = [f for f in ("draft_length", "draft_threshold")
              if getattr(config, f) != getattr(SampleConfig, f)]  # fmt: skip
     if given and name not in ("speculative", "hybrid"):
