@@ -436,6 +436,37 @@ def test_export_native_to_family_layout_and_back(tmp_path: Path) -> None:
     assert not (tmp_path / "dream").exists()
 
 
+@pytest.mark.parametrize(("overrides", "family", "message"), [
+    (dict(sedd_graph="uniform"), "llada", "the option sedd_graph='uniform' has no place"),
+    (dict(time_conditioning=True), "llada", "the option time_conditioning=True has no place"),
+    (dict(latent_len=4, latent_window=16), "llada", "the option latent_len=4 has no place"),
+    (dict(), "mdlm", "cannot export as mdlm: the family is import only"),
+    (dict(), "sedd", "cannot export as sedd: the family is import only"),
+])
+def test_an_export_that_would_import_as_another_network_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: dict, family: str,
+    message: str,
+) -> None:
+    """A field the family's config.json cannot hold, which changes what the network computes,
+    stops the export (it was dropped: a SEDD or latent model came back as a LLaDA mask
+    predictor and decoded garbage); fields for samplers only (objective, sample_defaults) go."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(), **overrides)
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "out"), "--to", family]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    plain = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(),
+                         objective="sft", sample_defaults={"temperature": 0.5})
+    save_checkpoint(tmp_path / "plain", model=Transformer(plain), tokenizer=tok)
+    assert main(["convert", str(tmp_path / "plain"), str(tmp_path / "ok"), "--to", "llada"]) == 0
+
+
 def test_convert_native_checkpoint_to_fp16(tmp_path):
     """A native checkpoint re-saved in fp16 (how the demo model ships) loads back in fp32."""
     from safetensors.torch import load_file

@@ -24,6 +24,7 @@ folders ship no tokenizer: GPT-2's ``tokenizer.json`` must be put next to ``conf
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from unmask.convert.importer import REQUIRED, Importer
@@ -149,6 +150,17 @@ def _sedd_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
     )
 
 
+def _import_only(name: str) -> Callable[[Any], dict[str, Any]]:
+    def refuse(cfg: Any) -> dict[str, Any]:
+        raise UserError(
+            f"cannot export as {name}: the family is import only (unmask loads {name} folders; "
+            "writing them would mean joining q, k and v into their fused tensor); export --to "
+            "transformers instead"
+        )
+
+    return refuse
+
+
 MDLM = Importer(
     name="mdlm",
     model_types=("mdlm",),
@@ -164,6 +176,7 @@ MDLM = Importer(
     requires={},
     weights=dit_weights("backbone."),
     derive=_mdlm_derive,
+    underive=_import_only("mdlm"),
     reference=(
         "kuleshov-group/mdlm models/dit.py; kuleshov-group/mdlm-owt config.json, modeling_mdlm.py"
     ),
@@ -179,6 +192,7 @@ SEDD = Importer(
     requires={},
     weights=dit_weights(""),
     derive=_sedd_derive,
+    underive=_import_only("sedd"),
     reference=(
         "louaaron/Score-Entropy-Discrete-Diffusion model/transformer.py; "
         "louaaron/sedd-small config.json"

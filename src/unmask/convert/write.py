@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
-from unmask.convert.load import import_folder, is_publisher_folder, weight_map
+from unmask.convert.load import _shape_fields, import_folder, is_publisher_folder, weight_map
 from unmask.errors import UserError
 from unmask.files import staging_dir
 
@@ -132,6 +132,7 @@ def export_config(imp: Importer, config: ModelConfig, dtype: torch.dtype) -> dic
     """The family's ``config.json`` for a native ``ModelConfig``: the inverse of ``facts``,
     ``constants``, ``requires`` and the special ids; a ``UserError`` if the family cannot
     hold this model (e.g. a causal model as LLaDA, or no logit shift as Dream)."""
+    extra = imp.underive(config) if imp.underive is not None else {}  # import-only: refused
     for name, value in imp.constants.items():
         if getattr(config, name) != value:
             raise UserError(
@@ -144,12 +145,45 @@ def export_config(imp: Importer, config: ModelConfig, dtype: torch.dtype) -> dic
     for name, (keys, _default) in imp.facts.items():
         for key in keys:
             out[key] = getattr(config, name)
-    if imp.underive is not None:
-        out.update(imp.underive(config))
+    out.update(extra)
     for name, key in SPECIAL_KEYS.items():
         out[key] = getattr(config, name)
     out["torch_dtype"] = str(dtype).removeprefix("torch.")
+    _check_round_trip(imp, config, out)
     return out
+
+
+SAMPLER_FACTS = frozenset({
+    "objective", "schedule", "schedule_eps", "sample_defaults", "chat_template", "init_std",
+    "empty_id", "fim_prefix_id", "fim_suffix_id", "fim_middle_id",
+})
+"""``ModelConfig`` fields a publisher's ``config.json`` has no place for that do not change
+the network's function (how it is sampled or trained, token ids the tokenizer keeps): an
+export drops them (docs/models.md). Any other field it would drop is refused."""
+
+
+def _check_round_trip(imp: Importer, config: ModelConfig, header: dict[str, Any]) -> None:
+    """Refuse, in one line, an export whose ``config.json`` would import back as another
+    network: a field outside ``SAMPLER_FACTS`` that the family cannot hold (a SEDD graph, a
+    latent autoencoder's sizes, time conditioning...) would otherwise be dropped silently and
+    the folder decoded as a plain mask predictor."""
+    from dataclasses import fields
+
+    from unmask.config import ModelConfig
+
+    back = _shape_fields(imp, header, Path("config.json"))
+    defaults = ModelConfig(vocab_size=config.vocab_size)
+    skip = SAMPLER_FACTS | set(SPECIAL_KEYS) | _unused_fields(config)
+    for f in fields(config):
+        if f.name in skip:
+            continue
+        got = back.get(f.name, getattr(defaults, f.name))
+        if got != getattr(config, f.name):
+            raise UserError(
+                f"cannot export as {imp.name}: the option {f.name}={getattr(config, f.name)!r} "
+                f"has no place in a {imp.name} folder (it would import back as "
+                f"{f.name}={got!r}, another network); --to transformers keeps what it supports"
+            )
 
 
 def export(
@@ -194,3 +228,21 @@ def export(
     tensors = {names[k]: v for k, v in state.items()}
     files = imp.files(loaded.config, loaded.tokenizer) if imp.files is not None else None
     return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer, files)
+
+
+def _unused_fields(config: ModelConfig) -> set[str]:
+    """Fields this network does not read, whatever their value: the dense MLP's width when
+    every layer is a mixture of experts, the experts' settings without experts, the noise
+    embedding's without time conditioning, a block size without block-causal attention."""
+    unused: set[str] = set()
+    if config.n_experts and not config.dense_layers:
+        unused.add("ffn_hidden")
+    if not config.n_experts:
+        unused |= {"expert_hidden", "experts_top_k", "norm_topk_prob", "routed_scaling",
+                   "router", "router_expert_bias", "router_groups", "router_topk_groups",
+                   "shared_expert_hidden", "dense_layers"}
+    if not config.time_conditioning:
+        unused |= {"cond_dim", "sigma_input"}
+    if config.attention != "block-causal":
+        unused.add("block_size")
+    return unused
