@@ -349,6 +349,17 @@ def test_bad_folders_give_one_line_errors(
     # An option unmask cannot reproduce.
     (tmp_path / "mdlm" / "config.json").write_text(json.dumps({**cfg, "block_type": "sequential"}))
     assert "block_type" in _error(tmp_path / "mdlm")
+    # Special ids that are not token ids (a traceback before), and a broken config.json beside
+    # a publisher's shards (it was "no config.json + model.safetensors")
+    for key, value in (("eos_token_id", "<|endoftext|>"), ("mask_token_id", -1),
+                       ("pad_token_id", 1.5), ("bos_token_id", True)):
+        (tmp_path / "mdlm" / "config.json").write_text(json.dumps({**cfg, key: value}))
+        assert f"{key}={value!r} is not a token id" in _error(tmp_path / "mdlm")
+    make_llada(tmp_path / "broken", n_shards=2)
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    assert "config.json: not valid JSON" in _error(tmp_path / "broken")
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    assert "neither an unmask ModelConfig (no fields)" in _error(tmp_path / "broken")
 
     # Missing shard.
     make_llada(tmp_path / "shards", n_shards=2)

@@ -57,12 +57,15 @@ def is_publisher_folder(path: str | os.PathLike[str]) -> bool:
     cfg = p / "config.json"
     if not (p.is_dir() and cfg.is_file()):
         return False
+    # shards and no model.safetensors: a publisher's weights, whatever config.json says (a
+    # broken one is then reported by the importer, not as a folder without a checkpoint)
+    shards = not (p / "model.safetensors").is_file() and any(p.glob("*.safetensors"))
     try:
         data = json.loads(cfg.read_text())
-    except (json.JSONDecodeError, OSError):
-        return False  # the native loader reports it
-    if not isinstance(data, dict):
-        return False
+    except (json.JSONDecodeError, OSError, UnicodeDecodeError):
+        return shards  # else the native loader reports it
+    if not isinstance(data, dict) or not data:
+        return shards
     return "model_type" in data or "architectures" in data or bool(set(data) - _native_fields())
 
 
@@ -93,8 +96,9 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
         )
     if not model_type:
         unknown = ", ".join(sorted(set(hf) - _native_fields())[:3])
+        why = f"unknown fields {unknown}" if unknown else "no fields"
         raise UserError(
-            f"{source}: neither an unmask ModelConfig (unknown fields {unknown}) nor a published "
+            f"{source}: neither an unmask ModelConfig ({why}) nor a published "
             f"model's config (no model_type); supported families: {supported}"
         )
     raise UserError(
@@ -106,11 +110,16 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
 # -- config.json -> ModelConfig -----------------------------------------------------------
 
 
-def _first_id(value: Any) -> int | None:
-    """A token id from config.json, where some publishers store a list of EOS ids."""
+def _first_id(value: Any, key: str, source: Path) -> int | None:
+    """A token id from config.json ``key``, where some publishers store a list of EOS ids; a
+    value that is not a non-negative integer is a one-line error."""
     if isinstance(value, list):
         value = value[0] if value else None
-    return None if value is None else int(value)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UserError(f"{source}: {key}={value!r} is not a token id (an integer >= 0)")
+    return value
 
 
 def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, Any]:
@@ -155,7 +164,7 @@ def _tokenizer(folder: Path, hf: dict[str, Any], note: str = "") -> Tokenizer:
     tok_cfg = _read_json(tok_cfg_path) if tok_cfg_path.is_file() else {}
     names: dict[str, str | None] = {}
     for fld, key in SPECIAL_KEYS.items():
-        tid = _first_id(hf.get(key))
+        tid = _first_id(hf.get(key), key, folder / "config.json")
         if tid is not None:
             token = raw.id_to_token(tid)
             if token is None:
