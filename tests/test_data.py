@@ -374,8 +374,15 @@ def test_jsonl_errors(tmp_path: Path) -> None:
         with pytest.raises(UserError, match=pattern):
             prepare([p], tmp_path / "d", tokenizer="byte", progress=False)
     p.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
-    with pytest.raises(UserError, match=r"x\.jsonl:2: invalid UTF-8"):
+    with pytest.raises(UserError, match=r"x\.jsonl:2: invalid UTF-8.*--errors replace"):
         prepare([p], tmp_path / "d", tokenizer="byte", progress=False)
+    # SFT data and task files have no --errors: the hint is to fix the file, not that flag
+    from unmask.sft import read_sft_jsonl
+
+    p.write_bytes(b'{"prompt": "a", "response": "\xff"}\n')
+    with pytest.raises(UserError, match=r"x\.jsonl:1: invalid UTF-8 \(byte 0xff\); save the file "
+                       r"as UTF-8$"):
+        read_sft_jsonl(p)
 
 
 def test_out_dir_rules(tmp_path: Path, docs: list[Path]) -> None:

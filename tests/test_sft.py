@@ -4,6 +4,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -78,6 +79,18 @@ def test_template_failure_is_one_line(template):
     with pytest.raises(UserError, match="chat template failed") as e:
         render_chat(template, [{"role": "user", "content": "x"}], add_generation_prompt=True)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("template", [
+    "{% for m in messages %}{% if m.role == 'user' %}{{ m.content }}{% endif %}{% endfor %}",
+    "no vars",
+])
+def test_a_template_that_drops_the_response_is_refused(tmp_path, template):
+    """Every row's response would be EOS alone: the model learns to answer nothing."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    with pytest.raises(UserError, match=r"pairs\.jsonl:1: the chat template renders the "
+                       "conversation without the response's text"):
+        SFTData(read_sft_jsonl(data), byte_tokenizer(), eos_id=2, chat_template=template)
 
 
 def test_batch_prompt_mask_and_eos_padding(tmp_path):
@@ -179,3 +192,8 @@ def test_train_sft_from_init(tmp_path):
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     with pytest.raises(UserError, match="--init"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "x"), objective="sft"), progress=False)
+    # SFT pairs have no validation split: --keep-best would keep nothing (it was accepted)
+    with pytest.raises(UserError, match="^--keep-best keeps the checkpoint of the best "
+                       "validation score; objective 'sft' trains on .*no validation split$"):
+        train(replace(tc, out=str(tmp_path / "kb"), keep_best=True), progress=False)
+    assert not (tmp_path / "kb").exists()

@@ -165,12 +165,15 @@ class _Source:
         self._raw.close()
 
 
-def _decode_error(path: Path, lineno: int, e: UnicodeDecodeError) -> UserError:
+REPLACE_HINT = "pass --errors replace (errors='replace') to replace undecodable bytes"
+"""How ``prepare`` (which has ``--errors``) gets past undecodable bytes."""
+
+
+def _decode_error(
+    path: Path, lineno: int, e: UnicodeDecodeError, fix: str = REPLACE_HINT
+) -> UserError:
     bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
-    return UserError(
-        f"{path}:{lineno}: invalid UTF-8 (byte 0x{bad}); "
-        "pass --errors replace (errors='replace') to replace undecodable bytes"
-    )
+    return UserError(f"{path}:{lineno}: invalid UTF-8 (byte 0x{bad}); {fix}")
 
 
 def _cut(text: str, size: int) -> int:
@@ -274,9 +277,12 @@ def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             buf, n = [pending], len(pending)
 
 
-def _jsonl_objects(src: _Source, errors: str) -> Iterator[tuple[str, dict[str, Any]]]:
+def _jsonl_objects(
+    src: _Source, errors: str, fix: str = REPLACE_HINT
+) -> Iterator[tuple[str, dict[str, Any]]]:
     """(``file:line``, object) for every non-blank line of a JSONL source; one-line errors
-    naming file and line for undecodable bytes, invalid JSON and non-object lines."""
+    naming file and line for undecodable bytes (``fix`` says what to do), invalid JSON and
+    non-object lines."""
     lineno = 0
     while True:
         raw = src.readline()
@@ -287,7 +293,7 @@ def _jsonl_objects(src: _Source, errors: str) -> Iterator[tuple[str, dict[str, A
         try:
             line = raw.decode("utf-8", errors)
         except UnicodeDecodeError as e:
-            raise _decode_error(src.path, lineno, e) from None
+            raise _decode_error(src.path, lineno, e, fix) from None
         if lineno == 1:
             line = line.removeprefix("\ufeff")  # json.loads rejects a BOM
         if not line.strip():
@@ -309,8 +315,8 @@ def read_jsonl(
     if not p.is_file():
         raise UserError(f"{p}: no such file")
     src = _Source(p, lambda n: None)
-    try:
-        yield from _jsonl_objects(src, errors)
+    try:  # its readers (SFT data, task files) have no --errors flag
+        yield from _jsonl_objects(src, errors, "save the file as UTF-8")
     finally:
         src.close()
 

@@ -118,6 +118,12 @@ class SFTData:
                     "generation prompt as a prefix; the prompt/response split needs it"
                 )
             response = full[len(prompt) :]
+            text = str(ex.messages[-1].get("content") or "").strip()
+            if text and text not in response:  # the model would learn to answer nothing
+                raise UserError(
+                    f"{ex.source}: the chat template renders the conversation without the "
+                    "response's text; it must render every message's content"
+                )
             self.rows.append(
                 (
                     template.encode(tokenizer, prompt),

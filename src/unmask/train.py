@@ -252,6 +252,11 @@ def _train(
     objective = spec.loss
     batch = spec.batch_for(config.data)  # a trajectory file, for an objective that takes one
     pairs = batch != "tokens"  # SFT pairs, distillation trajectories: no validation split
+    if pairs and config.keep_best and not resume:  # (older runs saved it: they resume)
+        raise UserError(
+            f"--keep-best keeps the checkpoint of the best validation score; objective "
+            f"{spec.name!r} trains on {config.data}, which has no validation split"
+        )
     if batch == "tokens" and str(config.data).endswith(".safetensors"):
         takes = [s.name for s in OBJECTIVES.values() if s.batch == "trajectory" or s.trajectories]
         raise UserError(
