@@ -155,7 +155,8 @@ def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch)
     assert q["entropy"] >= 0
     # an mdlm run recommends blocks of 4, repetition penalty 1.3, the 4-gram ban; the given
     # temperature wins over its argmax
-    assert q["sampling"] == {"temperature": 1.0, "block_length": 4, "steps": 8, "policy": "llada",
+    assert q["sampling"] == {"decoder": "llada", "temperature": 1.0, "block_length": 4,
+                             "steps": 8, "policy": "llada",
                              "repetition_penalty": 1.3, "presence_penalty": 0.0,
                              "frequency_penalty": 0.0, "no_repeat_ngram_size": 4}
 

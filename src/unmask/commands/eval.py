@@ -437,13 +437,17 @@ def _score(
         gen_length=config.gen_length,
         eos_id=getattr(loaded.model.config, "eos_id", None),
     )
+    from unmask.api import choose
+
+    decoder = choose(loaded, config)
+    sampling = {"decoder": decoder, "temperature": config.temperature,
+                "block_length": config.block_length, "steps": config.steps}
+    if decoder in ("llada", "bd3lm"):  # the decoders with commit policies
+        sampling["policy"] = config.policy
     report.sample_quality = {
         **dataclasses.asdict(q),
         "sampling": {
-            "temperature": config.temperature,
-            "block_length": config.block_length,
-            "steps": config.steps,
-            "policy": config.policy,
+            **sampling,
             "repetition_penalty": config.repetition_penalty,
             "presence_penalty": config.presence_penalty,
             "frequency_penalty": config.frequency_penalty,
