@@ -126,6 +126,39 @@ def test_bad_constraints_are_400s_naming_the_field(client, extra, param, message
     assert r.status_code == 400 and r.json()["error"]["message"] == err["message"]
 
 
+def test_anchors_at_a_patterns_ends_change_nothing(client):
+    """docs/infill.md: a leading ^ and a trailing $ are accepted and change nothing, also
+    where the pattern is wrapped (a gap that takes in a space, a form's value, a guided
+    regex); they made every such constraint impossible."""
+    for plain, anchored in (
+        ({"template": "x [MASK:2] y", "regex": {"1": "[a-c]+"}},
+         {"template": "x [MASK:2] y", "regex": {"1": "^[a-c]+$"}}),
+        ({"template": "a [MASK:4] b", "guided_regex": "[0-9]+"},
+         {"template": "a [MASK:4] b", "guided_regex": "^[0-9]+$"}),
+    ):
+        want = client.post("/v1/infill", json={**plain, "steps": 2})
+        got = client.post("/v1/infill", json={**anchored, "steps": 2})
+        assert want.status_code == got.status_code == 200, got.text
+        assert got.json()["text"] == want.json()["text"]
+    r = client.post("/v1/forms", json={"form": {"a": "<regex:^ab$>"}, "steps": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["value"] == {"a": "ab"}
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 4,
+                                             "guided_regex": "^[0-9]{2}$"})
+    assert r.status_code == 200, r.text
+    assert re.fullmatch(r"[0-9]{2}", r.json()["choices"][0]["text"])
+
+
+@pytest.mark.parametrize("template", ["[MASK:0-3]", "[MASK:0-1][MASK:0-1]"])
+def test_a_template_of_optional_gaps_only_is_filled_with_something(client, template):
+    """Nothing at all is not a candidate (its per-token score divided by zero: a 500)."""
+    r = client.post("/v1/infill", json={"template": template, "steps": 2})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["text"] and all(sum(c["lengths"]) > 0 for c in res["candidates"])
+    assert res["text"] == infill(MODEL, TOK, template, SampleConfig(gen_length=1, steps=2)).text
+
+
 def test_regex_constraints_can_be_turned_off():
     with TestClient(create_app(loaded(MODEL), limits=ServerLimits(allow_regex=False))) as c:
         r = c.post("/v1/infill", json={"template": TEMPLATE, "regex": {"1": "a+"}})

@@ -569,9 +569,11 @@ START = "\U0010fffe"
 """A second noncharacter put before every pattern, with a token of its own (``_index``)."""
 
 
-def _whole(pattern: str) -> str:
+def whole_pattern(pattern: str) -> str:
     """``pattern`` without a leading ``^`` or a trailing unescaped ``$`` (a constraint always
-    matches the whole text; the engine refuses anchors)."""
+    matches the whole text; the engine refuses anchors). Applied where a user's pattern enters
+    (a gap's regex, a ``<regex:...>`` hole, ``guided_regex``), before it is wrapped in a
+    larger pattern, where an anchor would no longer sit at an end."""
     if pattern.startswith("^"):
         pattern = pattern[1:]
     if pattern.endswith("$"):
@@ -797,7 +799,7 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
     """
     from outlines_core import Index
 
-    guarded = guard_pattern(_whole(pattern), what)
+    guarded = guard_pattern(whole_pattern(pattern), what)
     try:
         return Index(f"{START}(?:{guarded}){SENTINEL}", outlines_vocabulary(vocab))
     except ValueError as e:

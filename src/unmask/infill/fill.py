@@ -369,7 +369,7 @@ def fill_plan(
         for r, n in enumerate(lengths):
             whole = float(terms[r].sum())
             given = sum(float(terms[r, s:e].sum()) for s, e in spans.texts[r])
-            out.append((whole / n, whole, given))
+            out.append((whole / max(n, 1), whole, given))
         return out
 
     def choose(combos: list[tuple[int, ...]], rows: list[list[int]], spans: Spans,
@@ -389,12 +389,14 @@ def fill_plan(
     n_combos = 1
     for c in choices:
         n_combos *= len(c)
+    # a template of gaps only is never filled with nothing at all (no text to score or show)
+    nothing = plan.fixed_tokens == 0 and all(0 in c for c in choices) and n_combos > 1
     if n_combos == 1:
         combo = tuple(c[0] for c in choices)
         rows, spans, layouts = run([combo])
         best = 0
-    elif n_combos <= options.max_joint:
-        combos = list(itertools.product(*choices))
+    elif n_combos - int(nothing) <= options.max_joint:
+        combos = [c for c in itertools.product(*choices) if any(c) or not nothing]
         rows, spans, layouts = run(combos)
         best = choose(combos, rows, spans, layouts)
     else:  # one variable gap at a time, the undecided ones at their middle candidate
@@ -404,9 +406,10 @@ def fill_plan(
             if len(cands) == 1:
                 continue
             combos = [tuple(current[:k]) + (n,) + tuple(current[k + 1 :]) for n in cands]
+            combos = [c for c in combos if any(c) or not nothing]
             rows, spans, layouts = run(combos)
             best = choose(combos, rows, spans, layouts)
-            current[k] = cands[best]
+            current[k] = combos[best][k]
     text, gaps, tokens = _render(plan, layouts[best], rows[best], spans, best, tokenizer, empty_id)
     return InfillResult(
         text=text,

@@ -53,6 +53,7 @@ from unmask.infill.automaton import (
     cached_automaton,
     check_regex,
     vocab_of,
+    whole_pattern,
 )
 from unmask.infill.fill import _max_seq_len, fill_canvas
 from unmask.infill.template import joins_spaces, layouts_canvas, split_choices
@@ -343,6 +344,7 @@ def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
     regex is unbounded (or its shortest match, when that is longer)."""
     if not args:
         raise UserError(f"{where}: <regex:...> needs a pattern")
+    args = whole_pattern(args)
     check_regex(args, f"{where}: regex")
     user = _automaton(args, tokenizer, f"{where}: regex")
     safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where))

@@ -31,7 +31,13 @@ import torch
 
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.infill.automaton import TokenAutomaton, cached_automaton, check_regex, vocab_of
+from unmask.infill.automaton import (
+    TokenAutomaton,
+    cached_automaton,
+    check_regex,
+    vocab_of,
+    whole_pattern,
+)
 from unmask.infill.forms import (
     FormResult,
     ValueHole,
@@ -754,7 +760,7 @@ def constraint_form(
         return ValueHole(regex=pattern, width=width, spec="<choice>"), False
     assert regex is not None
     check_regex(regex, f"{source}: regex {regex!r}")
-    return ValueHole(regex=regex, width=max_tokens, spec="<regex>"), False
+    return ValueHole(regex=whole_pattern(regex), width=max_tokens, spec="<regex>"), False
 
 
 __all__ = [

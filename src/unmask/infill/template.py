@@ -40,6 +40,7 @@ from unmask.infill.automaton import (
     cached_automaton,
     check_regex,
     vocab_of,
+    whole_pattern,
 )
 from unmask.messages import plural
 
@@ -321,7 +322,7 @@ def _own_regexes(gap: Gap, label: str) -> list[str]:
     """The regexes the gap's own text must match in full (all of them; empty = any text)."""
     parts: list[str] = []
     if gap.regex is not None:
-        parts.append(gap.regex)
+        parts.append(whole_pattern(gap.regex))
     if gap.choices is not None:
         choices = list(gap.choices)
         if not choices:
