@@ -291,6 +291,21 @@ def test_cli_fill_form(tmp_path, capsys):
     )
     assert main(["fill-form", "--model", ckpt, str(tmp_path / "missing.json")]) == 2
     assert "no such file" in capsys.readouterr().err
+    # a folder is a folder; any JSON value is JSON (they read "no such file")
+    assert main(["fill-form", "--model", ckpt, str(tmp_path)]) == 2
+    assert f"{tmp_path}: a folder, not a template file" in capsys.readouterr().err
+    assert main(["fill-form", "--model", ckpt, "--schema", str(tmp_path)]) == 2
+    assert "a folder, not a schema file" in capsys.readouterr().err
+    assert main(["fill-form", "--model", ckpt, '"<int:1..3>"', "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["value"] in (1, 2, 3)
+    assert main(["fill-form", "--model", ckpt, "--schema", "true", "--json"]) == 0  # anything
+    assert "value" in json.loads(capsys.readouterr().out)
+    # an unpaired surrogate (valid JSON, no text to encode): one line, not a traceback
+    for argv in (['{"a": "<choice:\\ud800|x>"}'], ['{"\\ud800": "<bool>"}'],
+                 ["--schema", '{"enum": ["\\ud800", "x"]}']):
+        assert main(["fill-form", "--model", ckpt, *argv]) == 2
+        err = capsys.readouterr().err
+        assert "holds an unpaired surrogate" in err and err.count("\n") == 1, err
 
 
 # -- units: <digits:a-b> counts digits, <int:LO..HI> / <float:LO..HI> are value ranges -------------

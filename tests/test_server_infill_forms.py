@@ -159,6 +159,23 @@ def test_a_template_of_optional_gaps_only_is_filled_with_something(client, templ
     assert res["text"] == infill(MODEL, TOK, template, SampleConfig(gen_length=1, steps=2)).text
 
 
+def test_unpaired_surrogates_in_forms_schemas_and_guided_json_are_400s(client):
+    """Valid JSON, no text a tokenizer can encode: they were 500s."""
+    bad = "\ud800"
+    for path, body in (("/v1/forms", {"form": {"a": f"<choice:{bad}|x>"}}),
+                       ("/v1/forms", {"form": {bad: "<bool>"}}),
+                       ("/v1/forms", {"schema": {"enum": [bad, "x"]}}),
+                       ("/v1/completions", {"prompt": "x", "max_tokens": 4,
+                                            "guided_json": {"enum": [bad, "x"]}}),
+                       ("/v1/completions", {"prompt": "x", "max_tokens": 4,
+                                            "guided_choice": [bad, "x"]})):
+        r = client.post(path, content=json.dumps(body),  # escaped: \\ud800 in the JSON
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 400, (body, r.text)
+        message = r.json()["error"]["message"]
+        assert "unpaired surrogate" in message or "unicode string" in message, message
+
+
 def test_regex_constraints_can_be_turned_off():
     with TestClient(create_app(loaded(MODEL), limits=ServerLimits(allow_regex=False))) as c:
         r = c.post("/v1/infill", json={"template": TEMPLATE, "regex": {"1": "a+"}})

@@ -40,8 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _read(arg: str) -> tuple[str, str]:
-    """(template text, name for messages)."""
+def _read(arg: str, what: str = "template") -> tuple[str, str]:
+    """(the text of a template or schema argument, its name for messages): stdin for ``-``,
+    a file's text, or the argument itself when it is JSON (any JSON value: ``true`` is a
+    schema, ``"<int>"`` a template) or starts like a JSON object or array (the parser then
+    says what is wrong where)."""
     if arg == "-":
         return sys.stdin.read(), "<stdin>"
     path = Path(arg)
@@ -51,9 +54,19 @@ def _read(arg: str) -> tuple[str, str]:
         except UnicodeDecodeError:
             raise UserError(f"{path}: not UTF-8 text") from None
     if arg.lstrip().startswith(("{", "[")):
-        return arg, "template"
+        return arg, what
+    try:
+        json.loads(arg)
+    except ValueError:  # not JSON (or too deep / too long: not a file name either way)
+        pass
+    except RecursionError:
+        return arg, what
+    else:
+        return arg, what
+    if path.is_dir():
+        raise UserError(f"{arg}: a folder, not a {what} file")
     raise UserError(
-        f"{arg}: no such file (give a template file, '-' for stdin, or the JSON itself)"
+        f"{arg}: no such file (give a {what} file, '-' for stdin, or the JSON itself)"
     )
 
 
@@ -66,7 +79,10 @@ def run(args: argparse.Namespace) -> int:
     from unmask.infill.schema import check_schema, load_schema, schema_form
 
     config = sample_config_from_args(args)
-    text, source = _read(args.template if args.schema is None else args.schema)
+    if args.schema is None:
+        text, source = _read(args.template)
+    else:
+        text, source = _read(args.schema, "schema")
     if args.schema is not None:
         check_schema(load_schema(text, source))  # unenforceable keywords before loading
     loaded = load_model(args)

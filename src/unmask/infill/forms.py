@@ -431,8 +431,32 @@ def load_json(text: str, source: str) -> Any:
         raise UserError(f"{source}: invalid JSON ({e})") from None
 
 
+def check_unicode(doc: Any, source: str) -> None:
+    """A ``UserError`` naming ``source`` when a string of ``doc`` (parsed JSON: keys and values,
+    at any depth) holds an unpaired surrogate such as ``\\ud800``: valid JSON, but no text a
+    tokenizer can encode."""
+    stack = [doc]
+    while stack:  # iterative: a form may nest thousands deep
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                raise UserError(
+                    f"{source}: the string {node[:40]!r} holds an unpaired surrogate (not "
+                    "valid UTF-8)"
+                ) from None
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+
+
 def _load(template: str | Any, source: str) -> Any:
-    return load_json(template, source) if isinstance(template, str) else template
+    doc = load_json(template, source) if isinstance(template, str) else template
+    check_unicode(doc, source)
+    return doc
 
 
 def parse_form(

@@ -41,6 +41,7 @@ from unmask.infill.automaton import (
 from unmask.infill.forms import (
     FormResult,
     ValueHole,
+    check_unicode,
     fill_form,
     float_range,
     int_range,
@@ -112,6 +113,9 @@ def load_schema(schema: str | Mapping[str, Any], source: str = "schema") -> dict
     (``response_format.json_schema``) is unwrapped."""
     if isinstance(schema, str):
         schema = load_json(schema, source)
+    check_unicode(schema, source)
+    if schema is True:  # the schema that admits any value
+        schema = {}
     if not isinstance(schema, Mapping):
         raise UserError(f"{source}: a JSON Schema is an object, not {type(schema).__name__}")
     out = dict(schema)
@@ -753,6 +757,7 @@ def constraint_form(
     if choice is not None:
         if not choice or any(not isinstance(c, str) or not c for c in choice):
             raise UserError(f"{source}: guided_choice needs non-empty strings")
+        check_unicode(choice, f"{source}: guided_choice")
         import re
 
         pattern = "|".join(re.escape(c) for c in choice)
