@@ -13,6 +13,7 @@ from unmask.cli import main
 from unmask.config import model_preset
 from unmask.errors import UserError
 from unmask.infill import Gap, find_gap, parse_template, split_choices
+from unmask.infill.template import plan_template
 from unmask.model import Transformer
 from unmask.tokenizer import byte_tokenizer
 
@@ -58,6 +59,12 @@ def test_named_gaps_and_locked_spaces_parse():
     ):
         find_gap(parts, "5")
     assert split_choices(r"a|b\|c|\\|") == ["a", "b|c", "\\", ""]
+    # a name twice (a constraint by name reached the first gap only), a name [MASK:..] cannot spell
+    twice = parse_template("[MASK:x] and [MASK:x]")
+    with pytest.raises(UserError, match="^gap name 'x' is used twice; give each gap its own name$"):
+        find_gap(twice, "x")
+    with pytest.raises(UserError, match="gap name 'x' is used twice"):
+        plan_template(twice, TOK)
 
 
 def test_cli_constraints_hold(ckpt, capsys):

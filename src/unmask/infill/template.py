@@ -256,9 +256,21 @@ def split_choices(spec: str) -> list[str]:
     return out
 
 
+def check_names(segments: Sequence[str | Gap]) -> None:
+    """``UserError`` when two gaps share a name (a constraint by name would reach only the
+    first, and results by name would be ambiguous)."""
+    seen: set[str] = set()
+    for p in segments:
+        if isinstance(p, Gap) and p.name is not None:
+            if p.name in seen:
+                raise UserError(f"gap name {p.name!r} is used twice; give each gap its own name")
+            seen.add(p.name)
+
+
 def find_gap(segments: Sequence[str | Gap], key: str) -> int:
     """Index in ``segments`` of the gap ``key`` names: its number (1-based, in template order)
     or its name. ``UserError`` listing the gaps when there is no such gap."""
+    check_names(segments)
     gaps = [k for k, p in enumerate(segments) if isinstance(p, Gap)]
     key = key.strip()
     if key.isdigit() and 1 <= int(key) <= len(gaps):
@@ -573,6 +585,7 @@ def plan_template(
     segments = parse_template(template) if isinstance(template, str) else list(template)
     if not any(isinstance(p, Gap) for p in segments):
         raise UserError("template has no gaps")
+    check_names(segments)
     for p in segments:
         if not isinstance(p, (str, Gap)):
             raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
