@@ -262,13 +262,17 @@ def test_generation_only_options_are_refused_by_the_template_tasks(runs, capsys)
     for flag, value, field in (("--draft-length", "4", "draft_length"),
                                ("--predraft", "ends", "predraft"),
                                ("--guide-words", "cat", "guide_words"),
-                               ("--segment-length", "8", "segment_length")):  # fmt: skip
+                               ("--segment-length", "8", "segment_length"),
+                               ("--edit-threshold", "0.5", "edit_threshold"),
+                               ("--max-post-steps", "4", "max_post_steps")):  # fmt: skip
         fails(capsys, ["infill", "the [MASK:2] sat", flag, value, *run],
               f"{field} applies to generation", "not to infill")  # fmt: skip
     fails(capsys, ["edit", "--text", "the cat", "--span", "4:7", "--draft-steps", "2", *run],
           "draft_steps applies to generation", "not to edit")  # fmt: skip
     fails(capsys, ["fill-form", '{"a": "<int:0..9>"}', "--draft-cache", "none", *run],
           "draft_cache applies to generation", "not to fill_form")  # fmt: skip
+    fails(capsys, ["infill", "the [MASK:2] sat", "--decoder", "bd3lm", *run],
+          "decoder 'bd3lm' applies to generation", "infill fills the canvas")  # fmt: skip
     ld = load(runs["mdlm"])
     with pytest.raises(UserError, match="guide_scale applies to generation"):
         api.infill(ld, "the [MASK:2] sat", config=SampleConfig(guide_scale=0.5))

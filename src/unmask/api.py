@@ -602,10 +602,12 @@ class Filled:
 
 GENERATION_ONLY = (
     "draft_length", "draft_threshold", "draft_steps", "draft_cache", "predraft", "guide_words",
-    "guide_scale", "segment_length",
+    "guide_scale", "segment_length", "edit_threshold", "max_post_steps",
 )  # fmt: skip
 """``SampleConfig`` fields that only the generation decoders read (drafting, the hybrid's
-layout, continuous guidance, segments): ``infill``, ``edit`` and ``fill_form`` refuse them."""
+layout, continuous guidance, segments, LLaDA 2's editing pass): ``infill``, ``edit`` and
+``fill_form`` refuse them, and a ``decoder`` other than ``auto`` or ``llada`` (they fill
+the canvas with the masked-diffusion loop, or left to right on a causal checkpoint)."""
 
 
 def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
@@ -616,6 +618,9 @@ def refuse_generation_only(config: SampleConfig | None, task: str) -> None:
     for name in GENERATION_ONLY:
         if getattr(config, name) != getattr(SampleConfig, name):  # the field's default
             raise UserError(f"{name} applies to generation (generate, chat, serve), not to {task}")
+    if config.decoder not in ("auto", "llada"):
+        raise UserError(f"decoder {config.decoder!r} applies to generation (generate, chat, "
+                        f"serve); {task} fills the canvas with its own loop (decoder auto)")
 
 
 def infill(
