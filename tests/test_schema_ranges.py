@@ -126,6 +126,55 @@ def test_counted_repetition_compiles_with_its_exact_language():
     assert auto.min_tokens() == auto.max_tokens() == 31
 
 
+def _max_tokens_by_rounds(auto: TokenAutomaton) -> int | None:
+    """The longest accepted sequence by relaxation, S+1 rounds (the first implementation)."""
+    import numpy as np
+
+    useful = auto._useful() & auto._reachable()
+    if not useful[auto.start]:
+        return None
+    sub = np.where(useful[auto.table], auto.table, -1)
+    best = np.where(auto.accept, 0, -1)
+    for _ in range(auto.table.shape[0] + 1):
+        ext = np.where(sub >= 0, best[np.maximum(sub, 0)] + 1, -1).max(axis=1)
+        nxt = np.maximum(best, np.where(useful, ext, -1))
+        if (nxt == best).all():
+            return int(best[auto.start])
+        best = nxt
+    return None
+
+
+@pytest.mark.parametrize("pattern", [
+    "a{3,9}", "(ab|c){2,5}", "[0-9]+", "x(y|zz)?w{0,4}", "(a|bc)*d", "(ab){2}|c{7}", "a?",
+    "[a-c]{1,3}(x|yy)*", "(foo|ba(r|z){1,3}){1,2}",
+])
+def test_max_tokens_is_the_longest_path_or_none_for_a_cycle(pattern):
+    auto = TokenAutomaton.from_regex(pattern, vocab_of(TOK))
+    assert auto.max_tokens() == _max_tokens_by_rounds(auto)
+
+
+def test_a_long_minimum_length_compiles_fast_enough_to_use():
+    """A string of at least 500 characters: thousands of states in a chain, minimised (500
+    refinement rounds) and found unbounded (no S+1 rounds over the table): seconds, where
+    1,000 characters took minutes."""
+    form = schema_form({"type": "string", "minLength": 500}, TOK)
+    auto = TokenAutomaton.from_regex(form.regex, vocab_of(TOK))
+    assert auto.max_tokens() is None and auto.min_tokens() == 502  # the quotes
+
+
+def test_row_classes_are_exact_even_when_hashes_collide():
+    import numpy as np
+
+    from unmask.infill.automaton import _row_classes
+
+    rows = np.random.default_rng(1).integers(0, 3, (200, 4))
+    want = np.unique(rows, axis=0, return_inverse=True)[1].reshape(-1)
+    for weights in (np.array([1, 7, 49, 343]), np.array([1, 1, 1, 1])):  # the second collides
+        got = _row_classes(rows, weights)
+        assert all((got[i] == got[j]) == (want[i] == want[j])
+                   for i in range(0, 200, 7) for j in range(0, 200, 3))
+
+
 def test_pattern_size_counts_expanded_positions():
     assert pattern_size("(?:ab){3}") == 6
     assert pattern_size("a{2,5}|[0-9]+") == 6
