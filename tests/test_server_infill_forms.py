@@ -176,6 +176,22 @@ def test_unpaired_surrogates_in_forms_schemas_and_guided_json_are_400s(client):
         assert "unpaired surrogate" in message or "unicode string" in message, message
 
 
+@pytest.mark.parametrize(("body", "param", "message"), [
+    ({"template": "a [MASK:5-8] b", "guided_choice": ["x", "y"]}, "template", "not a range"),
+    ({"template": "a [MASK:1] b", "guided_json": {"type": "string", "minLength": 30}},
+     "guided_json", "a value's shortest answer takes 32 tokens; the gap [MASK:1] bounds"),
+])
+def test_guided_infill_refuses_what_its_gap_cannot_hold(client, body, param, message):
+    """A range's minimum and a constraint longer than the gap were ignored (a 1-token answer
+    in [MASK:5-8], 4 tokens in [MASK:1])."""
+    r = client.post("/v1/infill", json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert message in err["message"] and err["param"] == param, err
+    r = client.post("/v1/infill", json={"template": "a [MASK:8] b", "guided_choice": ["x", "yy"]})
+    assert r.status_code == 200 and r.json()["gaps"][0]["text"] in ("x", "yy")
+
+
 def test_regex_constraints_can_be_turned_off():
     with TestClient(create_app(loaded(MODEL), limits=ServerLimits(allow_regex=False))) as c:
         r = c.post("/v1/infill", json={"template": TEMPLATE, "regex": {"1": "a+"}})

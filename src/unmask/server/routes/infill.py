@@ -148,7 +148,7 @@ def router(state: ServerState) -> APIRouter:
         """One gap ``[MASK:n]`` filled under ``response_format`` / ``guided_*``: the text
         around it is locked context; the gap gets at most n tokens."""
         from unmask import api
-        from unmask.infill import Gap, fill_form, parse_template
+        from unmask.infill import Gap, fill_form, parse_form, parse_template
         from unmask.server.routes.guided import build_form
 
         user_call(lambda: api.refuse_continuous(state.loaded, "guided infill"), "model")
@@ -158,11 +158,22 @@ def router(state: ServerState) -> APIRouter:
         if not isinstance(gap, Gap) or req.choices or req.regex or req.charset or req.ban:
             raise APIError(400, "with response_format or guided_*, the template has one gap "
                            "and no other gap constraints", param="template", code="invalid_value")
+        if gap.length is None and (gap.min_len is not None or gap.max_len is not None):
+            raise APIError(400, "with response_format or guided_*, the gap is [MASK:n] (at most "
+                           "n tokens; the constraint sets the length), not a range",
+                           param="template", code="invalid_value")
         k = gaps[0]
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
-        width = gap.length or gap.max_len or 32
+        width = gap.length or 32
         form, parse = build_form(state, guided, width)
+        _, _, automata = user_call(
+            lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
+        fewest = max((a.min_tokens() or 0 for a in automata), default=0)
+        if fewest > width:  # n bounds each value as max_tokens does (the skeleton on top)
+            raise APIError(400, f"{guided['source']}: a value's shortest answer takes {fewest} "
+                           f"tokens; the gap [MASK:{width}] bounds each value to {width}",
+                           param=guided["source"], code="invalid_value")
         config = sample_config(req, 1, state.max_seq_len)
 
         def run(on_step: StepCallback) -> Any:
