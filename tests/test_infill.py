@@ -7,6 +7,7 @@ import json
 import math
 import random
 import re
+from unittest.mock import ANY
 
 import pytest
 import torch
@@ -547,6 +548,19 @@ def ckpt(tmp_path_factory, model):
     from unmask.checkpoint import save_checkpoint
 
     return str(save_checkpoint(tmp_path_factory.mktemp("run"), model=model, tokenizer=TOK))
+
+
+def test_cli_infill_reads_its_template_from_stdin(ckpt, capsys, monkeypatch):
+    import io
+
+    from unmask.cli import main
+
+    args = ["infill", "--model", ckpt, "--json", "--seed", "3"]
+    assert main([*args, "a [MASK:2] b"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a [MASK:2] b\n"))
+    assert main([*args, "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == {**want, "seconds": ANY}
 
 
 def test_cli_infill(ckpt, capsys):

@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("template",
-                   help='template text, e.g. "The [MASK:6] sat on the [MASK:thing]."')
+                   help='template text, e.g. "The [MASK:6] sat on the [MASK:thing]." '
+                        "('-' = read stdin, as edit --text - and fill-form -)")
     gaps = p.add_argument_group("gap constraints (GAP = a gap's number, 1-based, or its name)")
     gaps.add_argument("--choices", action="append", default=[], metavar="GAP=A|B|C",
                       help="the gap's text is one of these (\\| for a literal bar); repeatable")
@@ -128,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = sample_config_from_args(args)
     options = dataclass_from_args(InfillOptions, args)
+    if args.template == "-":
+        args.template = sys.stdin.read().removesuffix("\n")  # the newline that ends the input
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
     causal = getattr(loaded.config, "attention", None) == "causal"
