@@ -8,6 +8,9 @@
   ``SampleConfig.compile`` its twin compiled for decoding once per loaded model.
 - ``sample_config``: the options of a command-line run: the user's, else the checkpoint's
   recommended ones (``ModelConfig.sample_defaults``).
+- ``load_for_decoding``: a checkpoint loaded as the decoding commands load ``--model``, in the
+  dtype of ``--dtype`` (``decode_dtype``: ``auto`` is bf16 for masked diffusion on a CPU with
+  AMX); ``weights_dtype`` names the dtype a loaded model runs in.
 - ``generate``: text continuations (``start`` run to the end); ``Generation`` holds texts,
   ids, the prompts as they ended (a ``[MASK]`` written in a prompt is filled), NFE, steps,
   seconds.
@@ -36,6 +39,7 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from unmask.chat import ChatTemplate
@@ -75,7 +79,7 @@ def cpu_has_bf16_matmul() -> bool:
     )
 
 
-def decode_dtype(dtype: str, device: Any, config: Any) -> Any:
+def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.dtype | None:
     """The torch dtype that ``--dtype dtype`` (a name of ``unmask.config.DECODE_DTYPES`` or an
     alias) gives the weights of ``config``'s checkpoint decoding on ``device``; None = as stored
     (float32 for unmask's own checkpoints, ``torch_dtype`` for a publisher's folder).
@@ -760,6 +764,8 @@ __all__ = [
     "chat",
     "chat_template",
     "choose",
+    "cpu_has_bf16_matmul",
+    "decode_dtype",
     "decoding_model",
     "draft_aux",
     "edit",
@@ -769,8 +775,10 @@ __all__ = [
     "fill_form",
     "generate",
     "infill",
+    "load_for_decoding",
     "refuse_continuous",
     "refuse_generation_only",
     "run_to_end",
     "start",
+    "weights_dtype",
 ]
