@@ -20,6 +20,11 @@ per-text distinct-2, unigram entropy, repeated word 4-grams).
     python benchmarks/precision.py [--models demo runs/ar ...] [--dtypes fp32 bf16]
                                    [--prompts 64] [--batch 8] [--gen-lengths 64]
                                    [--repeats 3] [--threads 1] [--no-score] [--json OUT]
+                                   [--bound DATA [--bound-seeds 1234 1 2]]
+
+``--bound DATA`` adds the held-out bound of each model in each dtype (``unmask eval``'s
+number: the validation split of a prepared corpus, whole, windows of ``--bound-seq-len``),
+with the same noise seeds for every dtype, so that a difference is the dtype's.
 """
 
 from __future__ import annotations
@@ -60,6 +65,25 @@ def _agreement(a: list[list[int]], b: list[list[int]]) -> float:
     return same / max(1, sum(len(r) for r in a))
 
 
+def _bounds(name: str, models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The held-out bound of one checkpoint in each dtype, per noise seed (the same seeds for
+    every dtype: the differences are the dtype's, not the Monte Carlo noise's)."""
+    from unmask.data import TokenDataset
+    from unmask.evaluate import evaluate_loss
+    from unmask.facts import ModelFacts
+
+    data = TokenDataset(args.bound, "val")
+    out = []
+    for seed in args.bound_seeds:
+        row: dict[str, Any] = {"model": name, "seed": seed}
+        for d, m in models.items():
+            r = evaluate_loss(m.model, data, objective=ModelFacts.of(m.config).objective,
+                              seq_len=args.bound_seq_len, max_batches=None, seed=seed)
+            row[d] = r.bpb
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["demo"],
@@ -73,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per dtype (fastest wins)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
+    ap.add_argument("--bound", metavar="DATA", default=None,
+                    help="also the held-out bound (bits/byte) of each model in each dtype on "
+                    "the validation split of this prepared corpus, with the same noise seeds")
+    ap.add_argument("--bound-seeds", type=int, nargs="+", default=[1234, 1, 2])
+    ap.add_argument("--bound-seq-len", type=int, default=256)
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -83,8 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         scorer = ReferenceScorer.from_smollm2()
 
     rows: list[dict[str, Any]] = []
+    bounds: list[dict[str, Any]] = []
     for name in args.models:
         models = {d: load_for_decoding(name, dtype=d) for d in args.dtypes}
+        if args.bound:
+            bounds += _bounds(name, models, args)
         ref = "fp32" if "fp32" in args.dtypes else args.dtypes[0]  # the ratios' reference
         first = models[ref]
         for G in args.gen_lengths:
@@ -118,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         vals = [f"{r[c]:.3f}" if c not in ("tok_s", "gen_ppl") else f"{r[c]:.1f}" for c in cols]
         print(f"| {r['model']} | {r['gen_length']} | {r['decoder']} | {r['dtype']} | "
               + " | ".join(vals) + " |")
+    for b in bounds:
+        print(f"held-out bound, {b['model']}, seed {b['seed']}: "
+              + ", ".join(f"{d} {b[d]:.4f}" for d in args.dtypes) + " bits/byte")
     if args.json:
-        out = {"rows": rows, "prompts": args.prompts, "batch": args.batch,
+        out = {"rows": rows, "bounds": bounds, "prompts": args.prompts, "batch": args.batch,
                "threads": args.threads, "repeats": args.repeats,
                "machine": platform.processor() or platform.machine(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
 
 from unmask import api  # noqa: E402
+from unmask.api import decode_dtype  # noqa: E402
 from unmask.checkpoint import Loaded, load  # noqa: E402
 from unmask.commands.demo import asset_path  # noqa: E402
 from unmask.config import SampleConfig, resolve_device  # noqa: E402
@@ -313,6 +314,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="gen ppl with the offline scorer (default: on when installed)",
     )
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="the weights' dtype of every model (docs/sampling.md, 'Precision')")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default="benchmarks/results/speculative.json")
@@ -347,8 +350,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    diff = load(args.model, device=str(device))
-    ar = load(args.ar_model, device=str(device))
+    dtype = decode_dtype(args.dtype, device, None)
+    diff = load(args.model, device=str(device), dtype=dtype)
+    ar = load(args.ar_model, device=str(device), dtype=dtype)
     for m in (diff, ar):
         m.model.eval()
     notes: list[str] = []
@@ -357,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not Path(path).exists():
             notes.append(f"hybrid: {path} skipped (not present)")
             continue
-        h = load(path, device=str(device))
+        h = load(path, device=str(device), dtype=dtype)
         h.model.eval()
         name = Path(path).name if Path(path).name != "checkpoint" else Path(path).parent.name
         hybrids.append(("hybrid" if len(args.hybrid) == 1 else f"hybrid {name}", h))
@@ -449,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "meta": {
             "torch": torch.__version__,
             "device": str(device),
+            "dtype": args.dtype,
             "threads": torch.get_num_threads(),
             "python": platform.python_version(),
             "drafter": str(diff.path),

@@ -143,3 +143,20 @@ def test_the_sample_config_is_the_same_in_every_dtype(checkpoints):
     configs = {n: api.sample_config(api.load_for_decoding(checkpoints["mdlm"], dtype=n), {})
                for n in ("fp32", "bf16")}
     assert configs["fp32"] == configs["bf16"] != SampleConfig(steps=1)
+
+
+def test_the_precision_benchmark_compares_dtypes_side_by_side(checkpoints, benchmark, tmp_path,
+                                                              capsys):
+    bench = benchmark("precision")
+    out = tmp_path / "p.json"
+    assert bench.main(["--models", checkpoints["mdlm"], checkpoints["ar"], "--prompts", "2",
+                       "--prompt-words", "3", "--gen-lengths", "6", "--repeats", "1",
+                       "--no-score", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["decoder"], r["dtype"]) for r in rows] == [
+        ("llada", "fp32"), ("llada", "bf16"), ("ar", "fp32"), ("ar", "bf16")]
+    for r in rows:
+        assert r["tok_s"] > 0 and 0 <= r["token_agreement"] <= 1
+        if r["dtype"] == "fp32":
+            assert r["speedup"] == 1.0 and r["token_agreement"] == 1.0
+    assert "| dtype |" in capsys.readouterr().out
