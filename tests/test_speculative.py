@@ -78,6 +78,36 @@ def test_greedy_equals_ar_greedy_with_a_random_drafter(draft_length, seed):
         assert r.nfe == r.verifier_nfe + r.drafter_nfe
 
 
+class FimLover(nn.Module):
+    """A causal model trained with --fim-rate whose every position puts its mass on the
+    fill-in-the-middle marker [FIM_MIDDLE] (greedy under the penalties wrote it, in plain
+    generation), its vocabulary three ids larger than the drafter's."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        v = inner.config.vocab_size
+        self.inner, self.supports_kv_cache = inner, True
+        self.config = dataclasses.replace(inner.config, fim_prefix_id=v - 3,
+                                          fim_suffix_id=v - 2, fim_middle_id=v - 1)
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        logits = self.inner(tokens, attention_mask, **kw)
+        return logits.index_add(-1, torch.tensor([self.config.fim_middle_id]),
+                                torch.full((*logits.shape[:-1], 1), 50.0, dtype=logits.dtype))
+
+
+def test_causal_decoders_never_write_fim_markers_and_the_drafter_never_sees_them():
+    verifier = FimLover(transformer("causal", 3, vocab=TOK.vocab_size + 3))
+    drafter = transformer("bidirectional", 13)  # the byte tokenizer's vocabulary: 3 fewer
+    fim = {verifier.config.fim_prefix_id, verifier.config.fim_suffix_id,
+           verifier.config.fim_middle_id}
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=16, eos_id=None)
+    assert not fim & {t for row in ar.gen_ids for t in row}  # each row: its best other token
+    run = SpeculativeRun(verifier, drafter, PROMPTS, max_new_tokens=16, draft_length=4,
+                         eos_id=None, shared_vocab=TOK.vocab_size)
+    assert run.run().gen_ids == ar.gen_ids
+
+
 def test_greedy_stops_at_eos_like_ar():
     verifier = transformer("causal", 3)
     drafter = transformer("bidirectional", 4)

@@ -60,6 +60,7 @@ from unmask.sampling.ar import (
     check_causal,
     filter_logits,
     forbid_id,
+    never_proposed,
     prompt_and_generation,
     sample_token,
 )
@@ -242,6 +243,7 @@ class HybridRun(DecoderRun):
 
         self.model, self.eos_id, self.gen_length, self.k = model, eos_id, max_new_tokens, k
         self.mask_id, self.predraft, self.use_cache = mask_id, predraft, use_cache
+        self._forbid = never_proposed(mcfg, mask_id)  # [MASK] and FIM markers
         self.threshold = draft_threshold
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
@@ -330,7 +332,7 @@ class HybridRun(DecoderRun):
         """``logits`` (..., V) with ``[MASK]`` at -inf (``forbid_id``): float64 when sampling
         (the acceptance ratios p/q), the model's dtype when greedy (the same argmax)."""
         return forbid_id(logits.to(torch.float64) if self.temperature > 0 else logits,
-                         self.mask_id)  # fmt: skip
+                         self._forbid)  # fmt: skip
 
     def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Drafts (B, n) from a block's logits (B, n, V), their proposal q at temperature > 0

@@ -64,6 +64,7 @@ from unmask.sampling.ar import (
     check_causal,
     filter_logits,
     forbid_id,
+    never_proposed,
     prompt_and_generation,
     sample_token,
 )
@@ -340,7 +341,7 @@ class SpeculativeRun(DecoderRun):
         self.eos_id, self.gen_length, self.k = eos_id, max_new_tokens, draft_length
         self.threshold, self.draft_steps = draft_threshold, draft_steps
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
-        self._forbid = mask_id
+        self._forbid = never_proposed(getattr(model, "config", None), mask_id)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
@@ -432,6 +433,9 @@ class SpeculativeRun(DecoderRun):
         N = P + self.committed  # (B,) each row's next position
         lo = self.dkv.fed if self.dkv is not None else torch.zeros_like(N)
         head, head_pos, head_real = columns(self.seq, self.seq_real, lo, N)  # (B, h)
+        vd = _vocab_size(self.drafter)
+        if vd is not None:  # an id only the verifier has (a special appended to its tokenizer)
+            head = head.masked_fill(head >= vd, self.dfacts.mask_id)  # is unknown to the drafter
         h = head.shape[1]
         mask_pos = (N[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
         tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
@@ -445,7 +449,7 @@ class SpeculativeRun(DecoderRun):
             out = self._drafter_logits(tokens, positions, real)  # (B, h + k, Vd)
             logits = out[:, h + a : h + a + size].to(torch.float64)
             logits = self._forbid_mask(self._to_model_vocab(logits))  # (B, size, V)
-            if dmask != self._forbid and dmask < logits.shape[-1]:
+            if dmask not in self._forbid and dmask < logits.shape[-1]:
                 logits[..., dmask] = float("-inf")
             if greedy:
                 tok = logits.argmax(dim=-1)  # (B, size)
