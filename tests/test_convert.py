@@ -4,6 +4,7 @@ here from the family's formulas (not by calling unmask.model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -445,6 +446,13 @@ def test_export_native_to_family_layout_and_back(tmp_path: Path) -> None:
     # Dream needs logit_shift and QKV biases, which this model does not have.
     assert main(["convert", str(tmp_path / "run"), str(tmp_path / "dream"), "--to", "dream"]) == 2
     assert not (tmp_path / "dream").exists()
+    # a chat model's template travels (the exported SFT model could no longer chat)
+    chat = dataclasses.replace(cfg, chat_template="{{ messages[0].content }}<reply>")
+    save_checkpoint(tmp_path / "chat", model=Transformer(chat), tokenizer=tok)
+    assert main(["convert", str(tmp_path / "chat"), str(tmp_path / "chat-llada"),
+                 "--to", "llada"]) == 0
+    assert (tmp_path / "chat-llada" / "chat_template.jinja").is_file()
+    assert unmask.load(tmp_path / "chat-llada").config.chat_template == chat.chat_template
 
 
 @pytest.mark.parametrize(("overrides", "family", "message"), [

@@ -226,7 +226,11 @@ def export(
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {names[k]: v for k, v in state.items()}
-    files = imp.files(loaded.config, loaded.tokenizer) if imp.files is not None else None
+    if imp.files is not None:  # transformers: tokenizer_config.json holds the template
+        files = imp.files(loaded.config, loaded.tokenizer)
+    else:  # where transformers and the importer look first: an SFT model stays chat-capable
+        template = loaded.config.chat_template
+        files = {"chat_template.jinja": template} if template else {}
     return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer, files)
 
 
