@@ -486,6 +486,26 @@ def test_an_export_that_would_import_as_another_network_is_refused(
     assert main(["convert", str(tmp_path / "plain"), str(tmp_path / "ok"), "--to", "llada"]) == 0
 
 
+def test_a_destination_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    for dst, message in ((tmp_path / "link", "is a link; give the path of a new folder"),
+                         (tmp_path / "file" / "out", "is not a writable folder")):
+        for extra in ([], ["--to", "llada"]):
+            assert main(["convert", str(tmp_path / "run"), str(dst), *extra]) == 2
+            err = capsys.readouterr().err
+            assert message in err and err.count("\n") == 1, err
+
+
 def test_convert_native_checkpoint_to_fp16(tmp_path):
     """A native checkpoint re-saved in fp16 (how the demo model ships) loads back in fp32."""
     from safetensors.torch import load_file

@@ -128,6 +128,18 @@ def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path
     assert not torch.equal(Trajectories.load(path).tokens, old.tokens)
 
 
+def test_a_cache_that_cannot_be_written_is_refused_before_decoding(teacher, corpus, tmp_path):
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(UserError, match=r"dir\.safetensors: is a folder; --cache is a "
+                       "trajectory file"):
+        refresh_trajectories(str(teacher), str(corpus), tmp_path / "dir.safetensors", TRAJ,
+                             progress=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="file is not a writable folder"):
+        refresh_trajectories(str(teacher), str(corpus), tmp_path / "file" / "t.safetensors",
+                             TRAJ, progress=False)
+
+
 def test_a_file_made_before_a_sampling_option_existed_is_reused(teacher, corpus, tmp_path,
                                                                 capsys):
     """A trajectory file whose settings predate a ``SampleConfig`` field (here: without

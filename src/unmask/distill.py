@@ -331,6 +331,17 @@ def default_cache(out: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".trajectories.safetensors")
 
 
+def _check_cache_path(path: Path) -> None:
+    """A one-line ``UserError`` when the trajectory file ``path`` cannot be written: a folder
+    there, or no writable folder to put it in (it failed after the first batch was decoded,
+    naming a hidden staging file)."""
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; --cache is a trajectory file (.safetensors)")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot be written ({parent} is not a writable folder)")
+
+
 def refresh_trajectories(
     teacher_path: str,
     data: str,
@@ -348,6 +359,7 @@ def refresh_trajectories(
     from unmask.checkpoint import load
     from unmask.objectives.distill import Trajectories
 
+    _check_cache_path(Path(cache))  # before the teacher decodes anything
     teacher = load(teacher_path, device=device)
     _check(teacher, cfg)
     vocab = student_vocab(teacher, student) if student else None

@@ -82,8 +82,7 @@ def convert(
     from unmask.config import to_dict
 
     out = Path(dst)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: already exists and is not empty")
+    check_destination(out)
     if is_publisher_folder(src):
         loaded = import_folder(src, device="cpu", dtype=dtype)
     else:  # a native checkpoint or run directory (load names what is wrong otherwise)
@@ -98,6 +97,18 @@ def convert(
     )
 
 
+def check_destination(out: Path) -> None:
+    """A one-line ``UserError`` before any work when ``out`` cannot become the new folder: it
+    exists and is not an empty folder, it is a link, or its parent cannot be written."""
+    if out.is_symlink():
+        raise UserError(f"{out}: is a link; give the path of a new folder")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out}: already exists and is not empty")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{out}: cannot be written ({parent} is not a writable folder)")
+
+
 def _write_folder(
     out: Path,
     tensors: Mapping[str, torch.Tensor],
@@ -109,7 +120,10 @@ def _write_folder(
     """Write model.safetensors + config.json + tokenizer.json (+ ``files``: name -> text) into a
     staging folder beside ``out`` and rename it into place, so a failure leaves nothing
     half-written."""
-    tmp = staging_dir(out.parent, f".{out.name}.tmp")
+    try:
+        tmp = staging_dir(out.parent, f".{out.name}.tmp")
+    except OSError as e:
+        raise UserError(f"{out}: cannot be written ({e.strerror})") from None
     try:
         write_safetensors(tensors, tmp / SINGLE, metadata=metadata)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -209,8 +223,7 @@ def export(
         raise UserError(f"unknown family {family!r}; choose one of {', '.join(IMPORTERS)}")
     imp = IMPORTERS[family]
     out = Path(dst)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out}: already exists and is not empty")
+    check_destination(out)
     loaded = load(src, device="cpu", dtype=dtype)
     if loaded.family != "unmask":
         raise UserError(
