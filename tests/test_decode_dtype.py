@@ -160,3 +160,16 @@ def test_the_precision_benchmark_compares_dtypes_side_by_side(checkpoints, bench
         if r["dtype"] == "fp32":
             assert r["speedup"] == 1.0 and r["token_agreement"] == 1.0
     assert "| dtype |" in capsys.readouterr().out
+
+
+def test_the_server_names_the_dtype_it_serves(checkpoints):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    for name in ("fp32", "bf16"):
+        with TestClient(create_app(api.load_for_decoding(checkpoints["mdlm"], dtype=name))) as c:
+            assert c.get("/v1/models").json()["data"][0]["dtype"] == name
+            r = c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4})
+            assert r.status_code == 200, r.text

@@ -166,8 +166,8 @@ def run(args: argparse.Namespace) -> int:
     except UserError as e:  # unmask.chat names the template option --template
         raise UserError(str(e).replace("--template", "--chat-template")) from None
     configure_access_log(args.quiet)
-    print(f"unmask serve: {args.model} on http://{args.host}:{args.port} (playground at /)",
-          file=sys.stderr)
+    print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
+          f"http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
     server.run()

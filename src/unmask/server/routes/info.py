@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
+from unmask import api
 from unmask.server.plumbing import check_model, check_text, secured
 from unmask.server.schemas import TokenizeRequest
 from unmask.server.state import ServerState
@@ -30,7 +31,7 @@ def router(state: ServerState) -> APIRouter:
         return {"object": "list", "data": [{
             "id": state.name, "object": "model", "created": 0, "owned_by": "unmask",
             "max_seq_len": state.max_seq_len, "attention": getattr(state.cfg, "attention", None),
-            "chat": state.chat is not None,
+            "chat": state.chat is not None, "dtype": api.weights_dtype(state.loaded),
         }]}
 
     @r.get("/healthz")  # open without the key: load balancers probe it
