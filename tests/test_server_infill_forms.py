@@ -109,8 +109,8 @@ def test_bad_length_options_are_400s(client, extra, param, message):
 
 @pytest.mark.parametrize(("extra", "param", "message"), [
     ({"choices": {"town": ["a"]}}, "choices.town", "choices 'town': no gap 'town' in the template"),
-    ({"regex": {"1": "(?=a)b"}}, None, "regex '(?=a)b': the regex engine"),
-    ({"charset": {"city": "hex"}}, None, "unknown character class 'hex'"),
+    ({"regex": {"1": "(?=a)b"}}, "regex.1", "regex '(?=a)b': the regex engine"),
+    ({"charset": {"city": "hex"}}, "charset.city", "unknown character class 'hex'"),
     ({"charset": {"1": "digits", "city": "alpha"}}, "charset", "is given twice"),
     ({"ban": [""]}, "ban", "ban: the word is empty"),
     ({"choices": {"city": []}}, "choices.city", "List should have at least 1 item"),

@@ -80,6 +80,12 @@ def constrain_gaps(
             if k in seen:
                 raise ConstraintError(option, f"{_named(gap, numbers[k])} is given twice")
             seen.add(k)
+            try:  # this entry's own language, so that its error names it (regex.2)
+                check_gap(Gap(**{field: value}), _named(gap, numbers[k]))
+            except ConstraintError:
+                raise
+            except UserError as e:
+                raise ConstraintError(option, str(e), index=index, key=key) from None
             out[k] = dataclasses.replace(gap, **{field: value})
     if any(not word for word in ban):
         raise ConstraintError("ban", "the word is empty")
