@@ -171,3 +171,23 @@ def test_native_checkpoint_quantized_after_loading() -> None:
     assert "torchao" in type(model.layers[0].mlp.up_proj.weight).__module__
     kl, top1 = _kl_top1(full, model)
     assert kl < 0.01 and top1 >= 0.9
+
+
+def test_a_tied_head_stays_the_embedding_in_either_path(tmp_path) -> None:
+    """One rule for a head tied to the embeddings (the native path quantised it into a second
+    copy, the publisher path kept it): it stays the embedding matrix, so the same weights give
+    the same quantised logits from a publisher's folder and from its native conversion."""
+    from test_convert import make_llada
+
+    from unmask.cli import main
+
+    torch.manual_seed(4)
+    make_llada(tmp_path / "pub", n_shards=1, tie=True)
+    assert main(["convert", str(tmp_path / "pub"), str(tmp_path / "native")]) == 0
+    a = unmask.load(tmp_path / "pub", quantize="int8").model
+    b = unmask.load(tmp_path / "native", quantize="int8").model
+    for m in (a, b):
+        assert m.lm_head.weight is m.embed.weight
+    tokens = torch.randint(3, 40, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(a(tokens), b(tokens))

@@ -155,6 +155,14 @@ def _quantizable(module: nn.Module, fqn: str, group: int = 1) -> bool:
     )
 
 
+def _tied_head(model: nn.Module) -> str | None:
+    """``"lm_head"`` when ``model``'s output head is its embedding matrix (``tie_embeddings``):
+    it stays that matrix, in full precision (quantising it would untie it into a second copy;
+    the publisher-folder path, which quantises as it loads, never did); None otherwise."""
+    tied = getattr(getattr(model, "config", None), "tie_embeddings", False)
+    return "lm_head" if tied and hasattr(model, "lm_head") else None
+
+
 def quantize_module(module: nn.Module, name: str, device: str | torch.device) -> None:
     """Quantise the linear layers of ``module`` in place (weight-only ``name``), routers kept.
 
@@ -168,6 +176,7 @@ def quantize_module(module: nn.Module, name: str, device: str | torch.device) ->
 
     root_linear = isinstance(module, nn.Linear)
     group = _group(name, device)
+    tied = _tied_head(module)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -176,6 +185,7 @@ def quantize_module(module: nn.Module, name: str, device: str | torch.device) ->
                 _config(name, device),
                 filter_fn=lambda m, fqn: (
                     _quantizable(m, fqn or "", group) and (bool(fqn) or root_linear)
+                    and fqn != tied
                 ),
             )
         except (RuntimeError, NotImplementedError, AssertionError, ImportError, ValueError) as e:
@@ -186,7 +196,8 @@ def quantize_module(module: nn.Module, name: str, device: str | torch.device) ->
 
 
 def quantize_model(model: nn.Module, name: str, device: str | torch.device) -> nn.Module:
-    """Quantise every block and the output head of ``model`` in place; returns it."""
+    """Quantise every block and the output head of ``model`` in place (a head tied to the
+    embeddings stays them, ``_tied_head``); returns it."""
     quantize_module(model, name, device)
     return model
 
@@ -207,10 +218,11 @@ def estimate_bytes(
     per_q = BYTES_PER_WEIGHT.get((quantize or "", _device_type(device)), float(item))
     quantized = 0
     if quantize is not None:
+        tied = _tied_head(model)
         quantized = sum(
             m.weight.numel()
             for fqn, m in model.named_modules()
-            if _quantizable(m, fqn, _group(quantize, device))
+            if _quantizable(m, fqn, _group(quantize, device)) and fqn != tied
         )
     total = sum(p.numel() for p in model.parameters())
     weights = (total - quantized) * item + quantized * per_q
