@@ -5,29 +5,18 @@ import json
 
 import pytest
 import torch
+from test_decoders import KINDS as DECODER_KINDS
+from test_decoders import TOK, tiny
 
 from unmask import api
 from unmask.checkpoint import load, save_checkpoint
 from unmask.cli import main
-from unmask.config import SampleConfig, model_preset
+from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.model import Transformer
-from unmask.tokenizer import byte_tokenizer
 
-TOK = byte_tokenizer()
-KINDS = {
-    "mdlm": dict(),
-    "bd3lm": dict(attention="block-causal", block_size=4),
-    "sedd": dict(sedd_graph="absorbing"),
-    "ar": dict(attention="causal"),
-    "hybrid": dict(attention="causal", draft_block=4, objective="hybrid"),
-}
-
-
-def tiny(**overrides):
-    return model_preset(
-        "tiny", vocab_size=TOK.vocab_size, max_seq_len=48, **TOK.special_ids(), **overrides
-    )
+KINDS = {**DECODER_KINDS,  # the kinds of tests/test_decoders.py, and the one-model hybrid
+         "hybrid": dict(attention="causal", draft_block=4, objective="hybrid")}
 
 
 @pytest.fixture(scope="module")
