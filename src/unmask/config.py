@@ -773,7 +773,7 @@ DECODE_COMPILES: tuple[str, ...] = ("off", "inductor", "cuda-graphs", "aot_eager
 """Values of ``SampleConfig.compile``."""
 DECODE_DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 """Values of the decoding commands' ``--dtype``: the weights' dtype while decoding
-(``unmask.checkpoint.decode_dtype``; ``auto`` = 16-bit where that was measured faster)."""
+(``unmask.api.decode_dtype``; ``auto`` = 16-bit where that was measured faster)."""
 DTYPE_ALIASES: dict[str, str] = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16",
                                  "float16": "fp16", "half": "fp16"}
 """Other spellings of ``DECODE_DTYPES`` (torch's names, vLLM's ``half`` and ``float``)."""

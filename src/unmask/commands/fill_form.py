@@ -57,12 +57,11 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
         return arg, what
     try:
         json.loads(arg)
-    except ValueError:  # not JSON (or too deep / too long: not a file name either way)
+        return arg, what  # any JSON value
+    except RecursionError:  # JSON nested too deep: the parser says so
+        return arg, what
+    except ValueError:  # not JSON
         pass
-    except RecursionError:
-        return arg, what
-    else:
-        return arg, what
     if path.is_dir():
         raise UserError(f"{arg}: a folder, not a {what} file")
     raise UserError(

@@ -99,7 +99,7 @@ def check_draft_flags(args: argparse.Namespace) -> None:
 def load_draft(path: str | None, device: str, dtype: str = "auto") -> Any:
     """The drafter checkpoint of ``--draft`` (in eval mode), or None without one. ``--dtype
     auto`` keeps it as stored: a drafter runs a draft's few positions per forward, where 16
-    bits did not pay (``unmask.checkpoint.decode_dtype``); another ``--dtype`` applies to it."""
+    bits did not pay (``unmask.api.decode_dtype``); another ``--dtype`` applies to it."""
     if path is None:
         return None
     from unmask.api import decode_dtype
