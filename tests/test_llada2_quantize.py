@@ -167,8 +167,12 @@ def test_native_checkpoint_quantized_after_loading() -> None:
 
     demo = Path(unmask.__file__).parent / "assets" / "demo"
     full = unmask.load(demo).model
-    model = unmask.load(demo, quantize="int8").model
+    loaded = unmask.load(demo, quantize="int8")
+    model = loaded.model
     assert "torchao" in type(model.layers[0].mlp.up_proj.weight).__module__
+    from unmask import api
+
+    assert api.weights_dtype(loaded) == "fp32 + quantized"  # what generate's line names
     kl, top1 = _kl_top1(full, model)
     assert kl < 0.01 and top1 >= 0.9
 

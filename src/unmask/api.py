@@ -129,12 +129,16 @@ _SHORT_DTYPES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float
 
 def weights_dtype(loaded: Loaded) -> str | None:
     """The dtype the model's weights decode in, as ``--dtype`` spells it (``fp32``, ``bf16``,
-    ``fp16``; another dtype by torch's name); None for a model without parameters."""
+    ``fp16``; another dtype by torch's name), with ``+ quantized`` when torchao quantised its
+    linear layers (``--quantize``: they compute in that dtype); None for a model without
+    parameters."""
     params = getattr(loaded.model, "parameters", None)
-    first = next(iter(params()), None) if callable(params) else None
-    if first is None:
+    weights = list(params()) if callable(params) else []
+    if not weights:
         return None
-    return _SHORT_DTYPES.get(str(first.dtype), str(first.dtype).removeprefix("torch."))
+    name = _SHORT_DTYPES.get(str(weights[0].dtype), str(weights[0].dtype).removeprefix("torch."))
+    quantized = any(type(w).__module__.startswith("torchao") for w in weights)
+    return f"{name} + quantized" if quantized else name
 
 
 def start(
