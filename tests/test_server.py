@@ -152,6 +152,42 @@ def test_chat_plain_and_stream(echo_client):
     )
 
 
+class StopReply(torch.nn.Module):
+    """A mask predictor sure of REPLY[i] at the i-th column after the prompt's last ':' (the
+    plain template's "Assistant:"), in byte tokenizer ids; its commits go left to right."""
+
+    REPLY = "It is 17 and more"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = tiny_config()
+
+    def forward(self, tokens, attention_mask=None):
+        B, L = tokens.shape
+        logits = torch.full((B, L, self.config.vocab_size), -10.0)
+        for b in range(B):
+            colon = max(i for i in range(L) if int(tokens[b, i]) == 4 + ord(":"))
+            for i in range(colon + 1, L):
+                reply = self.REPLY[(i - colon - 1) % len(self.REPLY)]
+                logits[b, i, 4 + ord(reply)] = 10.0 - 0.01 * (i - colon)  # earlier: surer
+        return logits
+
+
+def test_a_streamed_chat_reply_cut_by_a_stop_joins_to_the_plain_reply():
+    """The space before a stop sequence was streamed while the stop was still held back, and
+    the plain reply (stripped) ended before it: the chunks joined to "It is " against "It is"."""
+    app = create_app(loaded(StopReply()), chat_template="plain")
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 12, "stop": ["17"]}
+    with TestClient(app) as c:
+        plain = c.post("/v1/chat/completions", json=body).json()
+        assert plain["choices"][0]["message"]["content"] == "It is"
+        r = c.post("/v1/chat/completions", json={**body, "stream": True})
+        chunks = [json.loads(d) for _, d in sse_events(r.text)[:-1]]
+        joined = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks
+                         if ch["choices"])
+        assert joined == "It is"
+
+
 def test_render_chat_default_and_template():
     msgs = [ChatMessage(role="user", content="Hi"), ChatMessage(role="assistant", content="Yo")]
     assert render_chat(msgs) == "User: Hi\nAssistant: Yo\nAssistant:"

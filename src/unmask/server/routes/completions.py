@@ -258,6 +258,8 @@ class GenerationEvents:
                 self.sent[i] = text
                 continue
             ready = text[: len(text) - self.hold] if self.hold else text
+            if self.reply.chat:  # a reply ends stripped: a space held back by the stop
+                ready = ready.rstrip()  # sequences may turn out to be its end
             if len(ready) > len(sent) and ready.startswith(sent):
                 out.append(self.chunk(i, ready[len(sent):], None))
                 self.sent[i] = ready
