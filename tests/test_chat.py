@@ -512,4 +512,11 @@ def test_chat_reply_longer_than_the_context_in_segments(chat_model, monkeypatch,
     monkeypatch.setattr("sys.stdin", io.StringIO("hello\n"))
     rc = main(base)
     err = capsys.readouterr().err
-    assert rc == 2 and "segment_length" in err and err.count("\n") == 1
+    assert rc == 2 and "give --segment-length" in err and err.count("\n") == 1
+    # one message longer than the first segment's window: kept, each segment sees its latest
+    # text (as generate --chat and the server; chat refused it, advising --segment-length)
+    monkeypatch.setattr("sys.stdin", io.StringIO("hello " * 300 + "\n"))
+    rc = main([*base[:-5], "--gen-length", "8", "--steps", "8", "--segment-length", "4"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert json.loads(out.splitlines()[0])["nfe"] == 8

@@ -119,7 +119,9 @@ class ChatSession:
     def prepare(self, user: str) -> Prepared:
         """The prompt for ``user`` after the conversation so far, dropping the oldest exchanges
         while prompt + ``gen_length`` exceeds the model's ``max_seq_len`` (with
-        ``segment_length``: prompt + the first segment, so the whole prompt is its window)."""
+        ``segment_length``: prompt + the first segment, so the whole prompt is its window; a
+        single message longer than that is kept, and each segment sees its latest window,
+        as ``generate --chat`` and the server do)."""
         tok, mcfg = self.loaded.tokenizer, self.loaded.model.config
         limit = getattr(mcfg, "max_seq_len", None)
         first = self.config.gen_length  # what the prompt must leave room for
@@ -134,12 +136,13 @@ class ChatSession:
             if limit is None or len(ids) + first <= limit:
                 return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)
             if len(turns) == 1:
-                what = ("the first segment (--segment-length)" if first < self.config.gen_length
-                        else f"gen_length={self.config.gen_length}")
+                if self.config.segment_length is not None:  # each segment sees the latest
+                    return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)  # window
                 raise UserError(
-                    f"this message makes a prompt of {len(ids)} tokens; with {what} that "
-                    f"exceeds the model's max_seq_len ({limit}): send a shorter message, "
-                    "lower --gen-length or give segment_length (--segment-length)"
+                    f"this message makes a prompt of {len(ids)} tokens; with "
+                    f"gen_length={self.config.gen_length} that exceeds the model's max_seq_len "
+                    f"({limit}): send a shorter message, lower --gen-length or give "
+                    "--segment-length (each segment then sees the latest text)"
                 )
             turns, dropped = turns[2:], dropped + 1
 
