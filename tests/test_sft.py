@@ -192,6 +192,16 @@ def test_train_sft_from_init(tmp_path):
     assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
     with pytest.raises(UserError, match="--init"):
         train(TrainConfig(data=str(data), out=str(tmp_path / "x"), objective="sft"), progress=False)
+    # --chat-template takes what chat --template takes: a built-in name, a file, Jinja text
+    # (the name or path was used as the template's text: "plain" rendered no messages)
+    from unmask.chat import PLAIN_CHAT_TEMPLATE
+
+    (tmp_path / "t.jinja").write_text(PLAIN_CHAT_TEMPLATE)
+    for value, name in (("plain", "p"), (str(tmp_path / "t.jinja"), "f")):
+        run = train(replace(tc, out=str(tmp_path / name), chat_template=value), progress=False)
+        assert load(run).config.chat_template == PLAIN_CHAT_TEMPLATE
+    with pytest.raises(UserError, match="^--chat-template 'nope': no such file, not a built-in"):
+        train(replace(tc, out=str(tmp_path / "n"), chat_template="nope"), progress=False)
     # SFT pairs have no validation split: --keep-best would keep nothing (it was accepted)
     with pytest.raises(UserError, match="^--keep-best keeps the checkpoint of the best "
                        "validation score; objective 'sft' trains on .*no validation split$"):

@@ -59,7 +59,8 @@ PLAIN_CHAT_TEMPLATE = (
     "{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 """A transcript, one ``System: ...`` / ``User: ...`` / ``Assistant: ...`` line per message, then
-``Assistant:``: what the server uses for a model without a template, and ``--template plain``."""
+``Assistant:``: ``--template plain`` (and ``unmask serve --chat-template plain``, for a model
+without a template of its own; without one the server refuses chat)."""
 
 BUILTIN_TEMPLATES = {"default": DEFAULT_CHAT_TEMPLATE, "plain": PLAIN_CHAT_TEMPLATE}
 """Templates ``--template`` accepts by name."""

@@ -500,8 +500,9 @@ class TrainConfig:
     """Checkpoint (run directory or checkpoint folder) whose weights, config and tokenizer start
     the run (objective ``sft`` needs it); empty = a fresh model from ``preset``."""
     chat_template: str | None = None
-    """Objective ``sft``: Jinja chat template to train with and store in the checkpoint; None =
-    the ``--init`` model's template, else ``unmask.sft.DEFAULT_CHAT_TEMPLATE``."""
+    """Objective ``sft``: the chat template to train with and store in the checkpoint, as
+    ``unmask chat --template`` takes it (``default``, ``plain``, a Jinja or JSON file, or Jinja
+    text); None = the ``--init`` model's template, else ``unmask.sft.DEFAULT_CHAT_TEMPLATE``."""
     eval_every: int = 100
     """Validate every N steps (0 = only at the end)."""
     eval_batches: int = 8

@@ -291,7 +291,15 @@ def _train(
         if resume:
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
         else:
-            template = config.chat_template or init.config.chat_template or _default_template()
+            given = None
+            if config.chat_template:  # a built-in name, a Jinja or JSON file, or Jinja text
+                from unmask.chat import template_arg
+
+                try:
+                    given = template_arg(config.chat_template).source
+                except UserError as e:  # (it names --template: chat's flag)
+                    raise UserError(str(e).replace("--template", "--chat-template")) from None
+            template = given or init.config.chat_template or _default_template()
             model_cfg = replace(init.config, chat_template=template)
         train_ds = SFTData(read_sft_jsonl(config.data), tokenizer, eos_id=model_cfg.eos_id,
                            chat_template=model_cfg.chat_template)
