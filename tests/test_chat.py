@@ -26,6 +26,7 @@ from unmask.chat import (
     select_template,
 )
 from unmask.checkpoint import load, save_checkpoint
+from unmask.checkpoint import load as unmask_load
 from unmask.cli import main
 from unmask.commands import chat as chat_cmd
 from unmask.config import SampleConfig, model_preset
@@ -364,6 +365,22 @@ def test_chat_keeps_turns_and_resets(chat_model, monkeypatch, capsys):
         t[2]["prompt"] == "<|system|>\nBe brief.\n<|user|>\nagain\n<|assistant|>\n"
     )  # after /reset
     assert all(x["prompt_tokens"] == len(byte_tokenizer().encode(x["prompt"])) for x in t)
+
+
+def test_an_empty_system_message_is_a_message_as_on_the_server(chat_model, monkeypatch,
+                                                                  capsys):
+    """``--system ""`` renders an empty system turn, as a server request with one does (the
+    CLI dropped it: the same conversation made two prompts)."""
+    from unmask.server import render_chat
+    from unmask.server.schemas import ChatMessage
+
+    rc, out, _ = _chat(["--model", str(chat_model / "chat"), "--system", "", "--json"],
+                       "hello\n", monkeypatch, capsys)
+    assert rc == 0
+    template = unmask_load(chat_model / "chat").config.chat_template
+    want = render_chat([ChatMessage(role="system", content=""),
+                        ChatMessage(role="user", content="hello")], template)
+    assert json.loads(out.splitlines()[0])["prompt"] == want
 
 
 def test_chat_plain_output_exit_and_show_prompt(chat_model, monkeypatch, capsys):

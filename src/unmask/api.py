@@ -441,7 +441,7 @@ def generate(
         raise UserError("no prompts given")
     tok = loaded.tokenizer
     if template is not None:
-        head = [{"role": "system", "content": system}] if system else []
+        head = [{"role": "system", "content": system}] if system is not None else []
         prompt_ids = [
             template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts_in
         ]

@@ -101,7 +101,7 @@ class ChatSession:
 
     def messages(self, turns: list[dict[str, str]] | None = None) -> list[dict[str, str]]:
         """The system message (if any) and ``turns`` (default: the conversation so far)."""
-        head = [{"role": "system", "content": self.system}] if self.system else []
+        head = [{"role": "system", "content": self.system}] if self.system is not None else []
         return head + (self.turns if turns is None else turns)
 
     @property
