@@ -162,3 +162,11 @@ def test_the_server_names_the_dtype_it_serves(checkpoints):
             assert c.get("/v1/models").json()["data"][0]["dtype"] == name
             r = c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 4})
             assert r.status_code == 200, r.text
+
+
+def test_a_cuda_device_without_cuda_is_one_line_in_python(checkpoints, monkeypatch):
+    """The dtype's check ran first and blamed bf16; fp16 then hit torch's AssertionError."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in ("bf16", "fp16", "auto"):
+        with pytest.raises(UserError, match="torch sees no CUDA device"):
+            api.load_for_decoding(checkpoints["mdlm"], device="cuda", dtype=name)

@@ -287,6 +287,16 @@ def test_cli_refuses_a_sedd_sampler_on_an_mdlm_checkpoint(checkpoints, capsys):
     assert code == 2 and "needs a SEDD checkpoint" in err and "Traceback" not in err
 
 
+def test_a_length_range_on_a_block_causal_model_names_the_limit(checkpoints, capsys):
+    """It said "objective 'mdlm' needs attention='bidirectional'" of a bd3lm checkpoint."""
+    args = ["infill", "--model", str(checkpoints["bd3lm"]), "--no-live", "City [MASK:2-4]."]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "sized by the ELBO of a bidirectional" in err and "block-causal" in err
+    assert err.count("\n") == 1
+    assert main([*args[:-1], "City [MASK:4]."]) == 0  # a fixed length fills
+
+
 def test_a_commit_policy_on_the_sedd_decoder_is_refused_not_ignored(checkpoints, capsys):
     args = ["generate", "--model", str(checkpoints["sedd"]), "--gen-length", "4", "--steps", "4",
             "--policy", "threshold", "--threshold", "0.5", "x"]

@@ -105,12 +105,15 @@ def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.d
 def load_for_decoding(
     path: Any, *, device: str = "cpu", dtype: str = "auto", quantize: str | None = None
 ) -> Loaded:
-    """``unmask.load`` as the decoding commands load ``--model``: in ``dtype`` (``auto``,
-    ``fp32``, ``bf16``, ``fp16``: ``decode_dtype``). A named dtype is read straight into (a
+    """``unmask.load`` as the decoding commands load ``--model``: on ``device`` (``auto``,
+    ``cpu``, ``cuda[:i]``), in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``:
+    ``decode_dtype``). A named dtype is read straight into (a
     publisher's folder too); ``auto`` loads as stored and then turns an unmask checkpoint to
     bfloat16 where ``decode_dtype`` says so (not a quantised model: it stays as measured)."""
     from unmask.checkpoint import load
+    from unmask.config import resolve_device
 
+    device = str(resolve_device(device))  # auto, and no CUDA: one line before the dtype's
     if dtype_choice(dtype) != "auto":
         return load(path, device=device, dtype=decode_dtype(dtype, device, None),
                     quantize=quantize)

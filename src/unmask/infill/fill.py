@@ -442,6 +442,13 @@ def _length_mode(
         return None, None
     if asked == "auto":
         asked = "empty" if empty_id is not None else "elbo"
+    attention = getattr(getattr(model, "config", None), "attention", "bidirectional")
+    if asked == "elbo" and attention != "bidirectional":
+        raise UserError(
+            f"a gap of a length range is sized by the ELBO of a bidirectional masked-diffusion "
+            f"model; this one's attention is {attention!r}: give each gap a fixed length "
+            "([MASK:n])"
+        )
     return asked, (empty_id if asked == "empty" else None)
 
 
