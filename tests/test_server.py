@@ -188,6 +188,20 @@ def test_a_streamed_chat_reply_cut_by_a_stop_joins_to_the_plain_reply():
         assert joined == "It is"
 
 
+def test_request_wide_checks_and_stop_lengths_are_said_plainly(echo_client):
+    """A check across fields read "the request body must be a JSON object (...)", and an
+    empty stop sequence "Input should be a valid string"."""
+    base = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    r = echo_client.post("/v1/chat/completions", json={**base, "max_completion_tokens": 5})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "max_tokens and max_completion_tokens differ; give one"
+    for stop in ([""], "", ["x" * 65]):
+        r = echo_client.post("/v1/chat/completions", json={**base, "stop": stop})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == "stop", err
+        assert err["message"].startswith("stop: a stop sequence is 1 to 64 characters, got ")
+
+
 def test_render_chat_default_and_template():
     msgs = [ChatMessage(role="user", content="Hi"), ChatMessage(role="assistant", content="Yo")]
     assert render_chat(msgs) == "User: Hi\nAssistant: Yo\nAssistant:"

@@ -55,8 +55,10 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
            if p != "body" and (isinstance(p, int)
                                or (str(p).isidentifier() and p not in _TYPE_TAGS))]
     param = None if code == "invalid_json" else ".".join(loc) or None
-    msg = first.get("msg", "invalid request")
-    if tuple(first.get("loc", ())) == ("body",):  # the body as a whole
+    msg = first.get("msg", "invalid request").removeprefix("Value error, ")  # our validators'
+    if first.get("type") == "value_error" and not loc:  # a check of the whole request's
+        pass  # fields together (ours: max_tokens against max_completion_tokens): as it says
+    elif tuple(first.get("loc", ())) == ("body",):  # the body as a whole
         if code == "missing_field":
             msg = "the request body is empty: send a JSON object"
         elif "json" not in request.headers.get("content-type", ""):

@@ -21,6 +21,7 @@ from pydantic import (
     Strict,
     StrictInt,
     StringConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -137,6 +138,16 @@ class _Generation(DiffusionOptions, Guided):
     """``{"include_usage": true}``: a last chunk with ``usage`` (as OpenAI)."""
     user: str | None = Field(None, max_length=256)
     """Accepted for compatibility; ignored."""
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_lengths(cls, stop: Any) -> Any:
+        """An empty or over-long stop sequence, said plainly (the union of a string and a list
+        reported "Input should be a valid string" for ``[""]``)."""
+        for s in [stop] if isinstance(stop, str) else stop if isinstance(stop, list) else []:
+            if isinstance(s, str) and not 1 <= len(s) <= 64:
+                raise ValueError(f"a stop sequence is 1 to 64 characters, got {len(s)}")
+        return stop
 
     def stops(self) -> list[str]:
         """``stop`` as a list."""
