@@ -434,6 +434,9 @@ def test_cli_draft_flag_decodes_like_the_causal_model(tmp_path, capsys):
     spec = json.loads(capsys.readouterr().out)
     assert (plain["decoder"], spec["decoder"]) == ("ar", "speculative")
     assert [r["tokens"] for r in spec["results"]] == [r["tokens"] for r in plain["results"]]
+    # auto keeps both models as stored (a drafter runs a few positions a forward)
+    assert (spec["dtype"], spec["drafter_dtype"]) == ("fp32", "fp32")
+    assert "drafter_dtype" not in plain
     assert main([*argv, "--draft", drafter, "--decoder", "ar"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "applies to decoder 'speculative'" in err

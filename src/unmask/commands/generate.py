@@ -157,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
         }
         if hasattr(out.result, "acceptance_stats"):  # speculative, hybrid: drafts and forwards
             result.update(out.result.acceptance_stats())
+        if draft is not None:
+            result["drafter_dtype"] = api.weights_dtype(draft)
         print(json.dumps(result, ensure_ascii=False))
         return 0
     for i, text in enumerate(out.texts):
