@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.files import check_creatable
 
 if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
@@ -337,9 +338,7 @@ def _check_cache_path(path: Path) -> None:
     naming a hidden staging file)."""
     if path.is_dir():
         raise UserError(f"{path}: is a folder; --cache is a trajectory file (.safetensors)")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{path}: cannot be written ({parent} is not a writable folder)")
+    check_creatable(path)
 
 
 def refresh_trajectories(

@@ -65,7 +65,18 @@ def staging_dir(parent: Path, prefix: str) -> Path:
     return tmp
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "file_mode", "staging_dir"]
+def check_creatable(path: Path) -> None:
+    """A one-line ``UserError`` when ``path`` cannot be created: its nearest existing parent is
+    not a folder this process may write into (checked before the work that would write it)."""
+    from unmask.errors import UserError
+
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot be written ({parent} is not a writable folder)")
+
+
+__all__ = ["atomic_write_bytes", "atomic_write_text", "check_creatable", "file_mode",
+           "staging_dir"]
 
 
 def asset_path(name: str) -> Path:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import _shape_fields, import_folder, is_publisher_folder, weight_map
 from unmask.errors import UserError
-from unmask.files import staging_dir
+from unmask.files import check_creatable, staging_dir
 
 if TYPE_CHECKING:
     import torch
@@ -104,9 +104,7 @@ def check_destination(out: Path) -> None:
         raise UserError(f"{out}: is a link; give the path of a new folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: already exists and is not empty")
-    parent = next((p for p in out.absolute().parents if p.exists()), None)
-    if parent is None or not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{out}: cannot be written ({parent} is not a writable folder)")
+    check_creatable(out)
 
 
 def _write_folder(

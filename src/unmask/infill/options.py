@@ -68,6 +68,7 @@ def constrain_gaps(
     numbers = {k: n for n, k in enumerate(gaps, 1)}
     given = {"choices": [(key, list(v)) for key, v in choices], "regex": list(regex),
              "charset": list(charset)}
+    checked: dict[int, dict[str, None]] = {}  # per gap: the fields its entries set, checked
     for option, field in GAP_OPTIONS.items():
         seen: set[int] = set()
         for index, (key, value) in enumerate(given[option]):
@@ -82,11 +83,10 @@ def constrain_gaps(
             seen.add(k)
             try:  # this entry's own language, so that its error names it (regex.2)
                 check_gap(Gap(**{field: value}), _named(gap, numbers[k]))
-            except ConstraintError:
-                raise
             except UserError as e:
                 raise ConstraintError(option, str(e), index=index, key=key) from None
             out[k] = dataclasses.replace(gap, **{field: value})
+            checked.setdefault(k, {})[field] = None
     if any(not word for word in ban):
         raise ConstraintError("ban", "the word is empty")
     for k, n in numbers.items():
@@ -94,8 +94,9 @@ def constrain_gaps(
         assert isinstance(gap, Gap)
         if ban:
             gap = out[k] = dataclasses.replace(gap, banned=list(ban))
-        if gap.shapes_text:
-            check_gap(gap, _named(gap, n))  # class errors before loading anything
+        rest = dataclasses.replace(gap, **checked.get(k, {}))  # what no entry set (a Gap
+        if rest.shapes_text:  # given constrained): class errors before loading anything
+            check_gap(rest, _named(gap, n))
     return out
 
 

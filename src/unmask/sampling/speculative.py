@@ -363,7 +363,7 @@ class SpeculativeRun(DecoderRun):
         self.drafter_cache = "none"
         if self.dkv is not None:
             self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
-        self.vocab = _vocab_size(model)
+        self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
         self.shared_vocab = shared_vocab
         self.nfe = self.steps = 0
         self.verifier_nfe = self.drafter_nfe = self.drafted = self.accepted = 0
@@ -433,9 +433,8 @@ class SpeculativeRun(DecoderRun):
         N = P + self.committed  # (B,) each row's next position
         lo = self.dkv.fed if self.dkv is not None else torch.zeros_like(N)
         head, head_pos, head_real = columns(self.seq, self.seq_real, lo, N)  # (B, h)
-        vd = _vocab_size(self.drafter)
-        if vd is not None:  # an id only the verifier has (a special appended to its tokenizer)
-            head = head.masked_fill(head >= vd, self.dfacts.mask_id)  # is unknown to the drafter
+        if self._dvocab is not None:  # an id only the verifier has (a special appended to
+            head = head.masked_fill(head >= self._dvocab, self.dfacts.mask_id)  # its tokenizer)
         h = head.shape[1]
         mask_pos = (N[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
         tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
