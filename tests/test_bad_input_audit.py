@@ -537,6 +537,7 @@ def test_more_steps_than_tokens_gets_a_note(runs, capsys):
     """2,000 steps for 16 tokens ran 2,000 forwards without a word; now a note says so."""
     gen = ["generate", "x", "--model", str(runs["mdlm"]), "--gen-length", "4", "--no-live"]
     assert cli.main([*gen, "--steps", "8"]) == 0
-    assert "a step past the last masked token commits nothing" in capsys.readouterr().err
+    assert "8 steps for 4 masked tokens: a step past the last one commits nothing" in (
+        capsys.readouterr().err)
     assert cli.main([*gen, "--steps", "4"]) == 0
     assert "note:" not in capsys.readouterr().err

@@ -241,7 +241,7 @@ def test_sampling_errors():
             pad_id=1,
             eos_id=2,
         )
-    with pytest.raises(UserError, match="multiple of block_length"):
+    with pytest.raises(UserError, match=r"block_size \(4\); try gen_length 4 or 8"):
         sample_blocks(
             model, [5], SampleConfig(gen_length=6, steps=6), mask_id=0, pad_id=1, eos_id=2
         )

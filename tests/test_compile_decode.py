@@ -67,6 +67,19 @@ def test_compiled_llada_prefix_cache_equals_eager():
     assert decode(loaded, SampleConfig(**options, compile="aot_eager")) == eager
 
 
+def test_compiled_speculative_decoding_equals_eager():
+    """The verifier's cached forward with an explicit mask and positions traced by dynamo: a
+    valid (1, 1, 1, 1) mask was refused (``in`` on symbolic sizes)."""
+    torch._dynamo.reset()
+    verifier, drafter = tiny("causal", "ar"), tiny("bidirectional", "mdlm")
+    config = SampleConfig(gen_length=6, draft_length=2)
+    with torch.no_grad():
+        eager = api.start(verifier, [[5, 9, 17, 30]], config, draft=drafter).run().gen_ids
+        compiled = api.start(verifier, [[5, 9, 17, 30]], SampleConfig(
+            gen_length=6, draft_length=2, compile="aot_eager"), draft=drafter).run().gen_ids
+    assert compiled == eager
+
+
 def test_bad_compile_options_are_refused_in_one_line():
     with pytest.raises(UserError, match="unknown compile 'fast'; choose one of off, inductor"):
         SampleConfig(compile="fast")

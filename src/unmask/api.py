@@ -147,10 +147,10 @@ def weights_dtype(loaded: Loaded) -> str | None:
 def start(
     loaded: Loaded,
     prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
-    config: SampleConfig,
+    config: SampleConfig | Mapping[str, Any],
     *,
     step_callback: ViewCallback | None = None,
-    draft: Loaded | None = None,
+    draft: Loaded | str | Path | None = None,
 ) -> DecoderRun:
     """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped.
 
@@ -163,12 +163,17 @@ def start(
     (``unmask.parallel.compile_for_decoding``), made on the first such run and reused by the
     next ones; a mode the model cannot run is refused before any model call.
 
-    ``draft``: a loaded diffusion checkpoint of the same tokenizer that drafts for this
-    causal one (decoder ``speculative``, which ``auto`` then means); ``Target.aux["drafter"]``.
+    ``draft``: a diffusion checkpoint of the same tokenizer (loaded, or its path) that drafts
+    for this causal one (decoder ``speculative``, which ``auto`` then means);
+    ``Target.aux["drafter"]``.
+
+    ``config`` may be a mapping of the options to set: ``sample_config(loaded, config)``, the
+    checkpoint's recommendation for the rest (a ``SampleConfig`` is taken as it is).
     """
     from unmask.sampling import Target, choose_decoder
     from unmask.sampling.segments import SegmentedRun
 
+    config, draft = _as_config(loaded, config), _as_draft(loaded, draft)
     facts = facts_of(loaded)
     _check_ids(prompt_ids, loaded)
     config = _with_draft(config, draft)
@@ -181,7 +186,7 @@ def start(
     target = Target(decoding_model(loaded, config), facts, aux)
     limit = _context(facts, aux)
     if config.segment_length is None:
-        _check_fits(prompt_ids, config, limit)
+        _check_fits(prompt_ids, config, limit, _limited_by(facts, aux))
         run = decoder.start(target, prompt_ids, config, on_view=step_callback)
     else:
         if limit is None:
@@ -203,6 +208,48 @@ def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> int | None:
     return min(limits) if limits else None
 
 
+def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig:
+    """``config`` as a ``SampleConfig``: None is the dataclass's defaults, a mapping the
+    options it sets over the checkpoint's recommendation (``sample_config``)."""
+    if config is None:
+        return SampleConfig()
+    if isinstance(config, Mapping):
+        return sample_config(loaded, config)
+    if not isinstance(config, SampleConfig):
+        raise UserError(
+            f"config must be a SampleConfig or a mapping of its options, not "
+            f"{type(config).__name__}"
+        )
+    return config
+
+
+def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | None:
+    """A drafter given by its path, loaded (as stored) on the model's device and in eval
+    mode, as ``--draft`` loads it; a loaded one as it is."""
+    if draft is None or not isinstance(draft, (str, Path)):
+        return draft
+    from unmask.checkpoint import load
+
+    out = load(draft, device=str(_device(loaded)))
+    out.model.eval()
+    return out
+
+
+def _as_template(loaded: Loaded, template: ChatTemplate | str | None) -> ChatTemplate | None:
+    """A chat template given by name, file or Jinja text (``chat_template``) or as it is."""
+    return chat_template(loaded, template) if isinstance(template, str) else template
+
+
+def _limited_by(facts: ModelFacts, aux: Mapping[str, Any]) -> str:
+    """Whose ``max_seq_len`` is ``_context``: "model", or "drafter" when its is shorter."""
+    drafter = aux.get("drafter_facts")
+    if drafter is not None and drafter.max_seq_len and (
+        not facts.max_seq_len or drafter.max_seq_len < facts.max_seq_len
+    ):
+        return "drafter"
+    return "model"
+
+
 def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:
     """Refuse in one line prompt ids the model has no embedding for (an id from another
     tokenizer, a negative one): they failed inside the embedding."""
@@ -221,9 +268,12 @@ def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:
                 f"prompt id {bad[0]} is outside the model's vocabulary (0..{vocab - 1})")
 
 
-def _check_fits(prompt_ids: Any, config: SampleConfig, limit: int | None) -> None:
+def _check_fits(
+    prompt_ids: Any, config: SampleConfig, limit: int | None, who: str = "model"
+) -> None:
     """Refuse, in one line that names ``segment_length``, a prompt + ``gen_length`` longer
-    than the context (the decoders refuse it too, without the way out)."""
+    than the context of ``who`` (the model, or its drafter; the decoders refuse it too,
+    without the way out)."""
     from unmask.canvas import as_rows
 
     longest = max(len(r) for r in as_rows(prompt_ids))
@@ -231,7 +281,7 @@ def _check_fits(prompt_ids: Any, config: SampleConfig, limit: int | None) -> Non
         return
     fit = f"gen_length <= {limit - longest}, " if longest < limit else ""
     raise UserError(
-        f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the model's "
+        f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the {who}'s "
         f"max_seq_len ({limit}); use {fit}a shorter prompt, or segment_length (e.g. "
         f"{limit // 2}) to write it in segments that each see the latest text"
     )
@@ -268,7 +318,8 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     llada loop would fail in the model, or sample a latent autoencoder as if it were a mask
     predictor), ``guide_words`` off the continuous decoders and ``predraft`` off ``hybrid``,
     the only decoders that read them, ``draft_length`` and ``draft_threshold`` off
-    ``speculative`` and ``hybrid``, a commit ``policy`` on ``sedd`` (it has none), and
+    ``speculative`` and ``hybrid``, a commit ``policy`` on ``sedd`` (it has none) and
+    ``sedd_sampler`` off it, and
     repetition penalties off the decoders that have no logits to penalise
     (``unmask.sampling.penalties``)."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
@@ -288,6 +339,8 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
             f"not decoder {name!r}"
         )
     check_penalty_decoder(name, config)
+    if name != "sedd" and config.sedd_sampler != SampleConfig.sedd_sampler:
+        raise UserError(f"sedd_sampler applies to decoder 'sedd', not to decoder {name!r}")
     if name == "sedd" and config.policy != SampleConfig.policy:
         raise UserError(
             f"policy {config.policy!r} is a commit policy of decoder 'llada'; decoder 'sedd' takes "
@@ -355,6 +408,9 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     becomes the largest block length below it that does, or one block; a ``block_length``
     the user gave is never changed.
     """
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
+    if unknown:
+        raise UserError(f"unknown sampling option {unknown[0]!r} (the fields of SampleConfig)")
     recommended = {k: v for k, v in facts_of(loaded).sample_defaults.items() if k not in given}
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
     if window is not None and "gen_length" not in given:
@@ -425,20 +481,23 @@ def generate(
     loaded: Loaded,
     prompts: str | Sequence[str],
     *,
-    config: SampleConfig | None = None,
-    template: ChatTemplate | None = None,
+    config: SampleConfig | Mapping[str, Any] | None = None,
+    template: ChatTemplate | str | None = None,
     system: str | None = None,
     step_callback: ViewCallback | None = None,
-    draft: Loaded | None = None,
+    draft: Loaded | str | Path | None = None,
 ) -> Generation:
     """Continue each prompt with ``config.gen_length`` tokens (fewer when a decoder stops at
     EOS) by the checkpoint's decoder (``start``).
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
-    ``draft``: a diffusion drafter for a causal checkpoint (``start``).
+    ``draft``: a diffusion drafter for a causal checkpoint (``start``). ``config``: a
+    ``SampleConfig``, or a mapping of options over the checkpoint's recommendation
+    (``start``); ``template``: a ``ChatTemplate`` or a name, file or Jinja text
+    (``chat_template``).
     """
-    config = config or SampleConfig()
+    config, template = _as_config(loaded, config), _as_template(loaded, template)
     texts_in = [prompts] if isinstance(prompts, str) else list(prompts)
     if not texts_in:
         raise UserError("no prompts given")
@@ -573,16 +632,16 @@ def chat(
     loaded: Loaded,
     messages: Sequence[dict[str, str]],
     *,
-    config: SampleConfig | None = None,
-    template: ChatTemplate | None = None,
+    config: SampleConfig | Mapping[str, Any] | None = None,
+    template: ChatTemplate | str | None = None,
     step_callback: ViewCallback | None = None,
-    draft: Loaded | None = None,
+    draft: Loaded | str | Path | None = None,
 ) -> Reply:
     """The assistant's reply to ``messages`` (``role``/``content`` dicts, the last one the
-    user's), rendered through ``template`` (default: ``chat_template(loaded)``). ``draft``: a
-    diffusion drafter for a causal checkpoint (``start``)."""
-    config = config or SampleConfig()
-    template = template or chat_template(loaded)
+    user's), rendered through ``template`` (default: ``chat_template(loaded)``; a name, file
+    or Jinja text too). ``config`` and ``draft`` as ``generate`` takes them."""
+    config = _as_config(loaded, config)
+    template = _as_template(loaded, template) or chat_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
     run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))

@@ -23,8 +23,10 @@ the same sampler loop (``unmask.sampling.sample``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import operator
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -241,25 +243,52 @@ class Canvas:
 
 def as_rows(prompts: Sequence[Sequence[int]] | Sequence[int] | Tensor) -> list[list[int]]:
     """Prompt ids as a list of rows: one prompt (ids or a 1-D tensor), a batch (lists or a
-    2-D tensor); ``[]`` is one empty prompt. Raises ``UserError`` for mixed or bad input."""
+    2-D tensor); ``[]`` is one empty prompt. Raises ``UserError`` for mixed or bad input:
+    text, or numbers that are not whole (a float id was silently cut to an int)."""
     if isinstance(prompts, Tensor):
+        if prompts.is_floating_point() or prompts.is_complex():
+            raise UserError(_NOT_IDS + f", got a {prompts.dtype} tensor")
         if prompts.dim() == 1:
             return [prompts.tolist()]
         if prompts.dim() == 2:
             return prompts.tolist()
         raise UserError(f"prompt tensor must be 1-D or 2-D, got shape {tuple(prompts.shape)}")
+    if isinstance(prompts, (str, bytes)):
+        raise UserError(_NOT_IDS + ", got text")
     prompts = list(prompts)
     if not prompts:
         return [[]]
-    if all(isinstance(p, int) or (isinstance(p, Tensor) and p.dim() == 0) for p in prompts):
-        return [[int(t) for t in prompts]]
+    if all(_is_id(p) for p in prompts):
+        return [_ids(prompts)]
     rows: list[list[int]] = []
     for p in prompts:
-        if isinstance(p, int):
+        if _is_id(p):
             raise UserError("prompts mix token ids and lists of token ids")
-        rows.append([int(t) for t in p])
+        if isinstance(p, (str, bytes)) or not hasattr(p, "__iter__"):
+            raise UserError(_NOT_IDS + f", got {type(p).__name__} {p!r:.40}")
+        rows.append(_ids(p))
     return rows
 
+
+_NOT_IDS = (
+    "prompt ids must be whole numbers (token ids; text goes through the tokenizer: "
+    "unmask.api.encode_prompt, or api.generate)"
+)
+
+
+def _is_id(p: object) -> bool:
+    """Whether ``p`` is one token id (an int, a NumPy integer, a 0-d integer tensor)."""
+    if isinstance(p, Tensor):
+        return p.dim() == 0 and not (p.is_floating_point() or p.is_complex())
+    return hasattr(p, "__index__") and not hasattr(p, "__len__")
+
+
+def _ids(row: Iterable[Any]) -> list[int]:
+    try:
+        return [operator.index(t) for t in row]
+    except TypeError:
+        bad = next(t for t in row if not _is_id(t))
+        raise UserError(_NOT_IDS + f", got {type(bad).__name__} {bad!r:.40}") from None
 
 
 def left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int) -> tuple[Tensor, Tensor]:

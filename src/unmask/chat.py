@@ -320,10 +320,9 @@ def template_arg(value: str) -> ChatTemplate:
         return ChatTemplate(BUILTIN_TEMPLATES[value], origin=f"built-in chat template {value!r}")
     path = Path(value)
     if path.is_file():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not UTF-8 text") from None
+        from unmask.files import read_user_text
+
+        text = read_user_text(path, "chat template")
         if path.suffix == ".json":
             try:
                 data = json.loads(text)

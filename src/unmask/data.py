@@ -435,7 +435,7 @@ def _val_block_count(
     if n_blocks < 2:
         raise UserError(
             f"corpus too small to split: {n_tokens} tokens, fewer than 2 blocks of "
-            f"{SPLIT_BLOCK}; add text or pass --val-fraction 0"
+            f"{SPLIT_BLOCK}; add text or pass --val-fraction 0 (val_fraction=0 in Python)"
         )
     by_fraction = max(1, math.ceil(val_fraction * n_tokens / SPLIT_BLOCK))
     by_minimum = math.ceil(min_val_tokens / SPLIT_BLOCK)

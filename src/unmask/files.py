@@ -75,8 +75,26 @@ def check_creatable(path: Path) -> None:
         raise UserError(f"{path}: cannot be written ({parent} is not a writable folder)")
 
 
+def read_user_text(path: Path, what: str = "file") -> str:
+    """The UTF-8 text of a file the user named (a prompt file, a template, a gap set); a
+    one-line ``UserError`` that says why when it is missing, a folder, unreadable or not
+    UTF-8 (``what`` names the kind of file in the message)."""
+    from unmask.errors import UserError
+
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not a {what}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {what}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (save it as UTF-8)") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "check_creatable", "file_mode",
-           "staging_dir"]
+           "read_user_text", "staging_dir"]
 
 
 def asset_path(name: str) -> Path:

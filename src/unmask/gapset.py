@@ -149,11 +149,12 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
     """The gaps of a gap-set JSONL for a model with tokenizer ``tok``. A line that does not
     parse, lacks a field, has an empty middle, or whose ids belong to another tokenizer is a
     one-line ``UserError`` naming ``file:line``."""
+    from unmask.files import read_user_text
+
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{path}: no such gap set (a JSONL of prefix/middle/suffix lines)")
+    text = read_user_text(p, "gap set (a JSONL of prefix/middle/suffix lines)")
     out: list[GapSample] = []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{p}:{n}"

@@ -463,6 +463,19 @@ class Transformer(nn.Module):
             else:
                 p.normal_(0.0, std)
 
+    def _positions_end(self, positions: Tensor | None, end: int) -> int:
+        """One past the largest of ``positions`` (``end`` for the default ones, which need no
+        device read), checked against ``max_seq_len``. Traced by torch.compile, given
+        positions count as ``max_seq_len`` unread: ``.item()`` would break the graph, and the
+        RoPE tables cover every position anyway (``_rope_tables``)."""
+        if positions is not None and positions.numel():
+            if torch.compiler.is_compiling():
+                return self.config.max_seq_len
+            end = int(positions.max()) + 1
+        if end > self.config.max_seq_len:
+            raise ValueError(f"position {end - 1} exceeds max_seq_len={self.config.max_seq_len}")
+        return end
+
     def _rope_tables(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:
         if self._rope is None or self._rope[0].shape[0] < L or self._rope[0].device != device:
             n = max(L, self.config.max_seq_len)
@@ -519,13 +532,12 @@ class Transformer(nn.Module):
         device: torch.device,
     ) -> tuple[Tensor, Tensor, Tensor | RowChunks | None]:
         """RoPE tables (L, hd) at ``positions`` and the SDPA mask for an explicit ``attn_bias``."""
+        given = positions is not None
         if positions is None:
             positions = torch.arange(L, device=device)
         if positions.shape != (L,):
             raise ValueError(f"positions must have shape ({L},), got {tuple(positions.shape)}")
-        n = int(positions.max()) + 1 if L else 0
-        if n > self.config.max_seq_len:
-            raise ValueError(f"position {n - 1} exceeds max_seq_len={self.config.max_seq_len}")
+        n = self._positions_end(positions if given else None, L)
         cos, sin = self._rope_tables(n, device)
         cos, sin = cos[positions.to(device)], sin[positions.to(device)]  # (L, hd)
         if attn_bias is None:
@@ -744,6 +756,7 @@ class Transformer(nn.Module):
             raise ValueError(
                 f"start={start} leaves a gap after the {cache.length} cached positions"
             )
+        given = positions is not None
         if positions is None:
             positions = torch.arange(start, start + L, device=device)
         per_row = positions.dim() == 2  # (B, L): each row its own positions (ragged rows)
@@ -754,9 +767,7 @@ class Transformer(nn.Module):
         if per_row and attn_bias is None:
             raise ValueError("per-row positions (B, L) need an explicit attn_bias")
         positions = positions.to(device)
-        n = int(positions.max()) + 1 if L else 0
-        if n > self.config.max_seq_len:
-            raise ValueError(f"position {n - 1} exceeds max_seq_len={self.config.max_seq_len}")
+        n = self._positions_end(positions if given else None, start + L)
         kv_len = start + L
         cos, sin = self._rope_tables(n, device)
         cos, sin = cos[positions], sin[positions]  # (L, hd), or (B, L, hd) per row
@@ -777,7 +788,10 @@ class Transformer(nn.Module):
             if (
                 attn_bias.dtype != torch.bool
                 or attn_bias.dim() != 4
-                or (attn_bias.shape[-2] != L or attn_bias.shape[-1] not in (L, kv_len))
+                or attn_bias.shape[-2] != L
+                # two comparisons, not ``in (L, kv_len)``: traced by torch.compile, the tuple
+                # test of symbolic sizes refused a valid (1, 1, 1, 1) mask (--draft --compile)
+                or (attn_bias.shape[-1] != L and attn_bias.shape[-1] != kv_len)
             ):
                 raise ValueError(
                     f"attn_bias must be a bool tensor (B|1, 1, {L}, {kv_len} or {L}), "

@@ -38,9 +38,9 @@ from unmask.commands.sample_options import (
     add_draft_flag,
     add_sample_flags,
     check_draft_flags,
+    check_given_options,
     load_draft,
     make_live,
-    sample_config_from_args,
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
@@ -278,10 +278,8 @@ def _read_stdin() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from unmask import api
-    from unmask.sampling import validate
 
-    config = sample_config_from_args(args)
-    validate(config)  # fail on impossible lengths before loading anything
+    check_given_options(args)
     check_draft_flags(args)
     device = str(resolve_device(args.device))
     loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,

@@ -49,10 +49,9 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
         return sys.stdin.read(), "<stdin>"
     path = Path(arg)
     if path.is_file():
-        try:
-            return path.read_text(encoding="utf-8"), str(path)
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not UTF-8 text") from None
+        from unmask.files import read_user_text
+
+        return read_user_text(path, what), str(path)
     if arg.lstrip().startswith(("{", "[")):
         return arg, what
     try:

@@ -30,6 +30,7 @@ from unmask.commands.sample_options import (
     add_draft_flag,
     add_sample_flags,
     check_draft_flags,
+    check_given_options,
     load_draft,
     sample_config_from_args,
 )
@@ -88,13 +89,9 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         if args.prompt_file == "-":
             text = sys.stdin.read()
         else:
-            path = Path(args.prompt_file)
-            if not path.is_file():
-                raise UserError(f"{path}: no such file")
-            try:
-                text = path.read_text(encoding="utf-8")
-            except UnicodeDecodeError:
-                raise UserError(f"{path}: not UTF-8 text") from None
+            from unmask.files import read_user_text
+
+            text = read_user_text(Path(args.prompt_file), "prompt file")
         prompts += [line for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UserError(
@@ -104,13 +101,28 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     return prompts
 
 
+def _note_empty_steps(config: SampleConfig, prompts: list[str], tokenizer: Any) -> None:
+    """Say so when some step of the scheduled policy has no mask left to commit (it still
+    runs the model). A block's schedule has ``steps / blocks`` steps for its ``block_length``
+    masks, and the first block's also counts the prompt's ``[MASK]`` blanks (``prompt_masks``
+    fill), so with one block those blanks take up the extra steps."""
+    from unmask import api
+
+    blocks = config.gen_length // (config.block_length or config.gen_length)
+    blanks = 0
+    if blocks == 1 and config.prompt_masks == "fill" and tokenizer.mask_id is not None:
+        blanks = max(api.encode_prompt(tokenizer, p).count(tokenizer.mask_id) for p in prompts)
+    if config.steps > config.gen_length + blanks:
+        print(f"unmask generate: note: {config.steps} steps for {config.gen_length + blanks} "
+              "masked tokens: a step past the last one commits nothing but still runs the model "
+              "(--skip-empty-steps skips those)", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.sample_options import make_live
-    from unmask.sampling import validate
 
-    config = sample_config_from_args(args)
-    validate(config)  # fail on impossible lengths before loading anything
+    check_given_options(args)
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
     check_draft_flags(args)
@@ -125,11 +137,8 @@ def run(args: argparse.Namespace) -> int:
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     template = api.chat_template(loaded, args.template) if args.chat else None
-    if (decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps
-            and config.steps > config.gen_length):
-        print(f"unmask generate: note: {config.steps} steps for {config.gen_length} tokens: a "
-              "step past the last masked token commits nothing but still runs the model "
-              "(--skip-empty-steps skips those)", file=sys.stderr)
+    if decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps:
+        _note_empty_steps(config, prompts, loaded.tokenizer)
 
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)
     try:
@@ -138,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if live is not None:
             live.close(clear=True)
-    n_tokens = len(prompts) * config.gen_length
-    tokens_per_s = n_tokens / out.seconds if out.seconds > 0 else float("inf")
+    # the ids decoded (a block decoder that stopped at EOS decoded fewer than gen_length)
+    n_tokens, tokens_per_s = sum(len(r) for r in out.ids), out.tokens_per_s
 
     if args.json:
         result: dict[str, Any] = {

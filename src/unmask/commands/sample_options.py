@@ -64,6 +64,22 @@ def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
     return dataclass_from_args(SampleConfig, args)
 
 
+def check_given_options(args: argparse.Namespace) -> None:
+    """Fail on impossible lengths and options before loading anything: the flags given,
+    ``steps`` not given at one per token (``unmask.api.sample_config`` fills that in where the
+    checkpoint recommends no ``steps``; the run checks again with the checkpoint's options).
+    The dataclass's 64 steps would refuse ``--gen-length 12 --block-length 4``, a run that
+    never takes 64 steps."""
+    import dataclasses
+
+    from unmask.sampling import validate
+
+    config = sample_config_from_args(args)
+    if getattr(args, "steps", None) is None:
+        config = dataclasses.replace(config, steps=config.gen_length)
+    validate(config)
+
+
 DRAFT_FIELDS = ("draft_length", "draft_threshold", "draft_steps", "draft_cache")
 """The ``SampleConfig`` fields of drafting: ``draft_steps`` and ``draft_cache`` only with a
 drafter (``--draft``); ``draft_length`` and ``draft_threshold`` also set a hybrid

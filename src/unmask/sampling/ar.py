@@ -31,9 +31,9 @@ from unmask.canvas import as_rows, left_pad
 from unmask.config import FIM_FIELDS, SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.cache import call_model, supports_kv_cache
+from unmask.sampling.cache import call_model, check_cache_name, supports_kv_cache
 from unmask.sampling.penalties import Penalties, text_counts
-from unmask.sampling.policies import _rand
+from unmask.sampling.policies import _rand, make_policy, scorer
 from unmask.sampling.protocol import (
     DecoderRun,
     GenerateResult,
@@ -105,12 +105,15 @@ def sample_token(
     return torch.minimum(idx, last)
 
 
-def never_proposed(config: Any, mask_id: int | None) -> tuple[int, ...]:
+def never_proposed(
+    config: Any, mask_id: int | None, forbid: int | None = None
+) -> tuple[int, ...]:
     """The ids a causal decoder never proposes: ``[MASK]``, and the fill-in-the-middle markers
     of a model trained with ``--fim-rate`` (``config.fim_*_id``). Plain generation that wrote
     one (greedy under the default penalties did, in 3 of 8 rows of the demo's twin) would go
-    on as if a FIM prompt had begun; a FIM infill writes the middle after them, never one."""
-    ids = [mask_id, *(getattr(config, f, None) for f in FIM_FIELDS)]
+    on as if a FIM prompt had begun; a FIM infill writes the middle after them, never one.
+    ``forbid``: one more id, EOS under ``SampleConfig.forbid_eos``."""
+    ids = [mask_id, forbid, *(getattr(config, f, None) for f in FIM_FIELDS)]
     return tuple(sorted({int(i) for i in ids if i is not None}))
 
 
@@ -162,6 +165,7 @@ class ARRun(DecoderRun):
         on_view: ViewCallback | None = None,
         allowed: AllowedTokens | None = None,
         penalties: Penalties | None = None,
+        forbid_eos: bool = False,
     ) -> None:
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
@@ -214,7 +218,8 @@ class ARRun(DecoderRun):
 
         self.model, self.eos_id, self.gen_length = model, eos_id, max_new_tokens
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
-        self._forbid = never_proposed(mcfg, mask_id)  # [MASK] and FIM markers
+        # [MASK], FIM markers, EOS under forbid_eos
+        self._forbid = never_proposed(mcfg, mask_id, eos_id if forbid_eos else None)
         self.temperature, self.top_k, self.top_p, self.generator = (
             temperature,
             top_k,
@@ -381,6 +386,33 @@ def check_causal(
         raise UserError(
             "cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)"
         )
+    make_policy(config), scorer(config), check_cache_name(config.cache)  # an unknown name first
+    unused = [name for name, differs in _denoising_options(config).items() if differs]
+    if unused:
+        raise UserError(
+            f"{', '.join(unused)}: an option of the masked-diffusion loop, which decoder "
+            f"{decoder!r} does not run (it decodes token by token with a KV cache); leave it out"
+        )
+
+
+def _denoising_options(config: SampleConfig) -> dict[str, bool]:
+    """Whether each option only the denoising loop reads (``llada``, ``bd3lm``) is set in
+    ``config``: a causal decoder would ignore it. ``steps`` and ``block_length`` count as
+    unset at their defaults and at ``gen_length`` (one step per token, one block: what a
+    command fills in)."""
+    d = SampleConfig()
+    return {
+        "policy": config.policy != d.policy,
+        "steps": config.steps not in (d.steps, config.gen_length),
+        "block_length": config.block_length not in (None, config.gen_length),
+        "cache": config.cache != d.cache,
+        "remasking": config.remasking != d.remasking,
+        "confidence": config.confidence != d.confidence,
+        "prompt_masks": config.prompt_masks != d.prompt_masks,
+        "skip_empty_steps": config.skip_empty_steps != d.skip_empty_steps,
+        "edit_threshold": config.edit_threshold != d.edit_threshold,
+        "max_post_steps": config.max_post_steps != d.max_post_steps,
+    }
 
 
 @register_decoder("ar")
@@ -415,4 +447,5 @@ class ARDecoder(Decoder):
             generator=make_generator(config.seed, device),
             on_view=on_view,
             penalties=Penalties.of(config),
+            forbid_eos=config.forbid_eos,
         )

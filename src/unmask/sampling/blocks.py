@@ -42,7 +42,7 @@ from unmask.canvas import Canvas, as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.loop import Denoiser, validate
+from unmask.sampling.loop import Denoiser, nearest_multiples, validate
 from unmask.sampling.policies import make_policy
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -138,6 +138,11 @@ class BlockRun(DecoderRun):
             P = max(len(r) for r in rows)  # left padding: whole blocks (equal tails)
             need = P + self.first_new + (blocks - 1) * bs
         else:
+            if config.gen_length > 0 and config.gen_length % bs:  # the block length is the model's
+                raise UserError(
+                    f"gen_length ({config.gen_length}) must be a multiple of the model's "
+                    f"block_size ({bs}); try gen_length {nearest_multiples(config.gen_length, bs)}"
+                )
             self.num_blocks, steps_per_block = validate(config)
             P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, whole blocks
             need = P + config.gen_length

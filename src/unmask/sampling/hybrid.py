@@ -192,6 +192,7 @@ class HybridRun(DecoderRun):
         generator: torch.Generator | None = None,
         on_view: ViewCallback | None = None,
         penalties: Penalties | None = None,
+        forbid_eos: bool = False,
     ) -> None:
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
@@ -243,7 +244,8 @@ class HybridRun(DecoderRun):
 
         self.model, self.eos_id, self.gen_length, self.k = model, eos_id, max_new_tokens, k
         self.mask_id, self.predraft, self.use_cache = mask_id, predraft, use_cache
-        self._forbid = never_proposed(mcfg, mask_id)  # [MASK] and FIM markers
+        # [MASK], FIM markers, EOS under forbid_eos
+        self._forbid = never_proposed(mcfg, mask_id, eos_id if forbid_eos else None)
         self.threshold = draft_threshold
         self.prompt, self.real = prompt.to(device), real.to(device)
         self.padded = not bool(real.all())
@@ -504,6 +506,7 @@ class HybridDecoder(Decoder):
             generator=make_generator(config.seed, device),
             on_view=on_view,
             penalties=Penalties.of(config),
+            forbid_eos=config.forbid_eos,
         )
 
 

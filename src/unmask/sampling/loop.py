@@ -105,7 +105,9 @@ def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
     return proc
 
 
-def _nearest_multiples(value: int, of: int) -> str:
+def nearest_multiples(value: int, of: int) -> str:
+    """The multiples of ``of`` either side of ``value`` (positive, not ``value``), as "a or b":
+    the way out an error message offers."""
     lo, hi = (value // of) * of, -(-value // of) * of
     options = [m for m in (lo, hi) if m > 0 and m != value]
     return " or ".join(str(m) for m in dict.fromkeys(options)) or str(of)
@@ -139,7 +141,7 @@ def validate(
             f"gen_length ({config.gen_length}) must be a multiple of block_length "
             f"({block_length}); "
             f"try block_length {_divisors_near(config.gen_length, block_length)} "
-            f"or gen_length {_nearest_multiples(config.gen_length, block_length)}"
+            f"or gen_length {nearest_multiples(config.gen_length, block_length)}"
         )
     num_blocks = config.gen_length // block_length
     dynamic = make_policy(config).dynamic  # also checks the policy name and its parameters
@@ -147,7 +149,7 @@ def validate(
         raise UserError(
             f"steps ({config.steps}) must be a multiple of the number of blocks ({num_blocks} = "
             f"gen_length {config.gen_length} / block_length {block_length}); "
-            f"try {_nearest_multiples(config.steps, num_blocks)}"
+            f"try {nearest_multiples(config.steps, num_blocks)}"
         )
     if not (config.temperature >= 0 and math.isfinite(config.temperature)):
         raise UserError(f"temperature must be a finite number >= 0, got {config.temperature}")

@@ -161,7 +161,8 @@ def check_drafter(
     shared_vocab: int | None = None,
 ) -> ModelFacts:
     """Refuse, with one ``UserError`` line, a drafter that cannot draft for ``verifier``:
-    none given, a causal one (not a diffusion model), another vocabulary size (unless
+    none given, a causal one (not a diffusion model), a uniform-graph SEDD model (it has no
+    mask to draft into), another vocabulary size (unless
     ``shared_vocab``, from ``shared_vocabulary``, says the tokenizers agree on the ids they
     share). Returns the drafter's facts."""
     if drafter is None:
@@ -174,6 +175,11 @@ def check_drafter(
         raise UserError(
             "the drafter of decoder 'speculative' must be a diffusion model (a mask "
             "predictor); this one is causal (autoregressive)"
+        )
+    if facts.sedd_graph == "uniform":
+        raise UserError(
+            "the drafter of decoder 'speculative' must be a mask predictor; this one is a "
+            "uniform-graph SEDD model (no [MASK] to draft into)"
         )
     va, vd = _vocab_size(verifier), _vocab_size(drafter)
     if shared_vocab is None and va is not None and vd is not None and va != vd:
@@ -287,6 +293,7 @@ class SpeculativeRun(DecoderRun):
         generator: torch.Generator | None = None,
         on_view: ViewCallback | None = None,
         penalties: Penalties | None = None,
+        forbid_eos: bool = False,
     ) -> None:
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
@@ -341,7 +348,8 @@ class SpeculativeRun(DecoderRun):
         self.eos_id, self.gen_length, self.k = eos_id, max_new_tokens, draft_length
         self.threshold, self.draft_steps = draft_threshold, draft_steps
         self.mask_id = mask_id if mask_id is not None else (pad_id or 0)
-        self._forbid = never_proposed(getattr(model, "config", None), mask_id)
+        forbid = eos_id if forbid_eos else None  # [MASK], FIM markers, EOS under forbid_eos
+        self._forbid = never_proposed(getattr(model, "config", None), mask_id, forbid)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
@@ -632,6 +640,7 @@ class SpeculativeDecoder(Decoder):
             generator=make_generator(config.seed, device),
             on_view=on_view,
             penalties=Penalties.of(config),
+            forbid_eos=config.forbid_eos,
         )
 
 

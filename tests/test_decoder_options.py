@@ -1,0 +1,186 @@
+"""What each decoder does with the options it is given: options a decoder would ignore are
+refused in one line, ``forbid_eos`` holds on every decoder, and the commands' early checks
+refuse only runs that cannot happen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from unmask import api
+from unmask.checkpoint import save_checkpoint
+from unmask.cli import main
+from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
+from unmask.loaded import Loaded
+from unmask.model import Transformer
+from unmask.sampling import generate_ar
+from unmask.sampling.hybrid import HybridRun
+from unmask.sampling.speculative import SpeculativeRun
+from unmask.tokenizer import byte_tokenizer
+
+TOK = byte_tokenizer()
+
+
+def transformer(attention: str, seed: int, **extra) -> Transformer:
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, attention=attention,
+                       init_std=0.3, **TOK.special_ids(), **extra)  # fmt: skip
+    torch.manual_seed(seed)
+    return Transformer(cfg).double().eval()
+
+
+def loaded(model: nn.Module) -> Loaded:
+    return Loaded(model=model, tokenizer=TOK, config=model.config, path=Path("runs/x"))
+
+
+class EosLover(nn.Module):
+    """A causal model whose every position puts its mass on EOS."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config, self.supports_kv_cache = inner, inner.config, True
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        logits = self.inner(tokens, attention_mask, **kw).clone()
+        logits[..., self.config.eos_id] += 50.0
+        return logits
+
+
+PROMPTS = [[10, 20, 30, 40, 50], [7, 8]]
+
+
+def test_forbid_eos_holds_on_the_causal_decoders():
+    eos = TOK.eos_id
+    for inner in (transformer("causal", 0), transformer("causal", 1, draft_block=3)):
+        m = EosLover(inner)
+        assert generate_ar(m, PROMPTS, max_new_tokens=6, eos_id=eos).gen_ids[0][0] == eos
+        runs = {
+            "ar": lambda forbid, m=m: api.start(
+                loaded(m), PROMPTS, SampleConfig(decoder="ar", gen_length=6, forbid_eos=forbid)
+            ),
+            "speculative": lambda forbid, m=m: SpeculativeRun(
+                m, transformer("bidirectional", 2), PROMPTS, max_new_tokens=6, draft_length=3,
+                eos_id=eos, forbid_eos=forbid),
+        }  # fmt: skip
+        if inner.config.draft_block:
+            runs["hybrid"] = lambda forbid, m=m: HybridRun(
+                m, PROMPTS, max_new_tokens=6, eos_id=eos, forbid_eos=forbid)  # fmt: skip
+        for name, start in runs.items():
+            with torch.no_grad():
+                free, forbidden = start(False).run(), start(True).run()
+            assert free.gen_ids[0][0] == eos, name  # the model wants EOS at once
+            assert all(eos not in row for row in forbidden.gen_ids), name
+            assert all(len(row) == 6 for row in forbidden.gen_ids), name
+
+
+@pytest.mark.parametrize("option", [
+    {"policy": "threshold"}, {"cache": "prefix"}, {"remasking": "random"},
+    {"confidence": "margin"}, {"prompt_masks": "reference"}, {"skip_empty_steps": True},
+    {"block_length": 4}, {"steps": 4}, {"edit_threshold": 0.5}, {"max_post_steps": 3},
+])  # fmt: skip
+def test_causal_decoders_refuse_the_options_of_the_denoising_loop(option):
+    ar = loaded(transformer("causal", 0))
+    drafter = loaded(transformer("bidirectional", 1))
+    name = next(iter(option))
+    config = SampleConfig(gen_length=8, **option)
+    for draft in (None, drafter):
+        with pytest.raises(UserError, match=f"^{name}: an option of the masked-diffusion loop"):
+            api.start(ar, [[5, 6]], config, draft=draft)
+    # what a command fills in (one step per token, one block) is no option given
+    api.start(ar, [[5, 6]], SampleConfig(gen_length=8, steps=8, block_length=8))
+
+
+def test_sedd_sampler_applies_to_decoder_sedd_only():
+    diffusion = loaded(transformer("bidirectional", 1))
+    with pytest.raises(UserError, match="sedd_sampler applies to decoder 'sedd'"):
+        api.start(diffusion, [[5, 6]], SampleConfig(gen_length=8, sedd_sampler="euler"))
+
+
+def test_a_uniform_graph_sedd_model_cannot_draft():
+    ar = loaded(transformer("causal", 0))
+    uniform = loaded(transformer("bidirectional", 1, objective="sedd", sedd_graph="uniform"))
+    with pytest.raises(UserError, match="uniform-graph SEDD model"):
+        api.start(ar, [[5, 6]], SampleConfig(gen_length=8), draft=uniform)
+
+
+def test_the_context_error_names_the_drafter_when_its_context_is_the_limit():
+    ar = loaded(transformer("causal", 0))
+    small = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=16, init_std=0.3,
+                         **TOK.special_ids())  # fmt: skip
+    drafter = loaded(Transformer(small).double().eval())
+    with pytest.raises(UserError, match=r"exceeds the drafter's max_seq_len \(16\)"):
+        api.start(ar, [[5, 6, 7]], SampleConfig(gen_length=20), draft=drafter)
+    with pytest.raises(UserError, match=r"exceeds the model's max_seq_len \(64\)"):
+        api.start(ar, [[5, 6, 7]], SampleConfig(gen_length=62))
+
+
+def test_block_diffusion_names_its_block_size_when_the_length_does_not_divide():
+    bd = loaded(transformer("block-causal", 0, block_size=4, objective="bd3lm"))
+    with pytest.raises(UserError) as e:
+        api.start(bd, [[5, 6]], SampleConfig(gen_length=10, steps=10))
+    assert "multiple of the model's block_size (4); try gen_length 8 or 12" in str(e.value)
+
+
+def test_the_api_takes_options_by_name_and_paths_and_refuses_what_is_not_ids(tmp_path):
+    ar, drafter = loaded(transformer("causal", 0)), transformer("bidirectional", 1)
+    path = save_checkpoint(tmp_path / "drafter", model=drafter.float(), tokenizer=TOK)
+    given = {"gen_length": 6, "temperature": 0.0}
+    plain = api.generate(ar, "hello", config=SampleConfig(decoder="ar", **given))
+    spec = api.generate(ar, "hello", config=given, draft=str(path))
+    assert spec.decoder == "speculative" and spec.ids == plain.ids
+    mdlm = loaded(transformer("bidirectional", 3))
+    by_name = api.generate(mdlm, "hi", config={"gen_length": 4}, template="plain")
+    by_object = api.generate(mdlm, "hi", config=api.sample_config(mdlm, {"gen_length": 4}),
+                             template=api.chat_template(mdlm, "plain"))  # fmt: skip
+    assert by_name.ids == by_object.ids
+    with pytest.raises(UserError, match="unknown sampling option 'nope'"):
+        api.sample_config(mdlm, {"nope": 1})
+    with pytest.raises(UserError, match="config must be a SampleConfig"):
+        api.generate(mdlm, "hi", config=3)
+    for bad in ("hi", [[5.5, 6]], torch.tensor([[1.0, 2.0]]), [[5, None]]):
+        with pytest.raises(UserError, match="prompt ids must be whole numbers"):
+            api.start(mdlm, bad, SampleConfig(gen_length=4, steps=4))
+    import numpy as np
+
+    ids = api.start(mdlm, [np.int64(5), torch.tensor(6)], SampleConfig(gen_length=4, steps=4))
+    assert ids.run().tokens.shape == (1, 6)
+
+
+@pytest.fixture(scope="module")
+def mdlm_ckpt(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, init_std=0.3,
+                       **TOK.special_ids())  # fmt: skip
+    root = tmp_path_factory.mktemp("mdlm")
+    return str(save_checkpoint(root / "ck", model=Transformer(cfg).eval(), tokenizer=TOK))
+
+
+def test_cli_block_length_without_steps_runs_one_step_per_token(mdlm_ckpt, capsys):
+    import json
+
+    argv = ["generate", "--model", mdlm_ckpt, "--gen-length", "12", "--block-length", "4",
+            "--no-live", "--json", "hi"]  # fmt: skip
+    assert main(argv) == 0  # was: steps (64) must be a multiple of the number of blocks (3)
+    out = json.loads(capsys.readouterr().out)
+    assert out["steps"] == 12
+    assert main([*argv, "--steps", "7"]) == 2  # a given steps is still checked before loading
+    assert "steps (7) must be a multiple of the number of blocks (3 =" in capsys.readouterr().err
+
+
+def test_cli_notes_empty_steps_counting_the_prompt_blanks(mdlm_ckpt, capsys):
+    base = ["generate", "--model", mdlm_ckpt, "--no-live", "--gen-length", "4",
+            "[MASK][MASK] x"]  # fmt: skip
+    assert main([*base, "--steps", "6"]) == 0  # 6 masks, 6 steps: none empty
+    assert "note:" not in capsys.readouterr().err
+    assert main([*base, "--steps", "8"]) == 0
+    assert "note: 8 steps for 6 masked tokens" in capsys.readouterr().err
+
+
+def test_cli_prompt_file_that_is_a_folder_says_so(mdlm_ckpt, tmp_path, capsys):
+    assert main(["generate", "--model", mdlm_ckpt, "--prompt-file", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}: a folder, not a prompt file" in err and err.count("\n") == 1
+
