@@ -172,12 +172,14 @@ def _checkpoint(root, attention):
 
     tok = byte_tokenizer()
     torch.manual_seed(0)
-    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, attention=attention)
+    blocks = {"attention": "block-causal", "block_size": 8, "objective": "bd3lm"}
+    kind = blocks if attention == "bd3lm" else {"attention": attention}
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, **kind)
     save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
     return root
 
 
-@pytest.fixture(scope="module", params=["bidirectional", "causal"])
+@pytest.fixture(scope="module", params=["bidirectional", "causal", "bd3lm"])
 def checkpoint(request, tmp_path_factory):
     return _checkpoint(tmp_path_factory.mktemp(request.param), request.param)
 
@@ -236,8 +238,13 @@ def test_lm_eval_model_agrees_with_the_library(checkpoint):
     gen = Instance("generate_until", {}, ("abc", {"until": ["zz"], "max_gen_toks": 6}), 0)
     (text,) = lm.generate_until([gen])
     config = lm.generation_config({"max_gen_toks": 6})
-    ref = api.generate(loaded, "abc", config=config).texts[0]
-    assert text == ref.split("zz")[0]
+    ref = api.generate(loaded, "abc", config=config)
+    # a bd3lm model decodes whole blocks of 8: the answer keeps the 6 tokens asked for
+    assert config.gen_length == (8 if loaded.config.attention == "block-causal" else 6)
+    from unmask.sampling.protocol import decode_generations
+
+    (want,) = decode_generations([ref.ids[0][:6]], loaded.tokenizer, loaded.config.eos_id)
+    assert text == want.split("zz")[0]
 
 
 def test_unmask_eval_tasks_writes_lm_eval_results(checkpoint, task_dir, tmp_path, capsys):
