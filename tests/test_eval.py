@@ -259,3 +259,40 @@ def test_gaps_exact_match_in_the_report_equals_the_api(run, capsys, tmp_path):
     assert f"on 2 gaps of {gaps} (diffusion, true lengths" in out
     rc, _, err = _eval(capsys, run, "--no-score", "--gaps", tmp_path / "none.jsonl")
     assert rc == 2 and err.count("\n") == 1 and "no such gap set" in err
+
+
+@pytest.fixture(scope="module", params=["sedd", "bd3lm"])
+def kept(request, run):
+    """A ``--keep-best`` run of another objective on the ``run`` fixture's data, whose one
+    validation is its last step (RUN/best then holds the final weights); training batches of
+    TrainConfig's default size, which an imported checkpoint's bound uses too."""
+    from unmask.train import train
+
+    cfg = TrainConfig(
+        data=str(run.parent / "data"), out=str(run.parent / f"kept-{request.param}"),
+        objective=request.param, block_size=8 if request.param == "bd3lm" else None,
+        preset="tiny", seq_len=32, batch_size=32, steps=2, warmup=1, eval_every=2,
+        eval_batches=2, log_every=1, save_every=0, seed=3, keep_best=True,
+    )  # fmt: skip
+    return train(cfg, progress=False)
+
+
+def test_keep_best_weights_find_their_run_and_objective(kept, capsys, tmp_path):
+    """RUN/best is the run's (its step, objective and numbers); copied out of the run and
+    given --data, it is measured by the objective its checkpoint records, not as mdlm."""
+    import shutil
+
+    args = ("--json", "--no-score", "--no-plot", "--batches", "0")
+    _, out, _ = _eval(capsys, kept, *args)
+    whole = json.loads(out)
+    _, out, _ = _eval(capsys, kept / "best", *args)
+    best = json.loads(out)
+    assert best["run"] == str(kept) and best["step"] == 2
+    assert best["objective"] == whole["objective"] == kept.name.removeprefix("kept-")
+    assert best["heldout"]["bpb"] == pytest.approx(whole["heldout"]["bpb"], rel=1e-6)
+    shutil.copytree(kept / "best" / "checkpoint", tmp_path / "bare")
+    rc, out, _ = _eval(capsys, tmp_path / "bare", *args, "--data", kept.parent / "data",
+                       "--seq-len", "32")
+    bare = json.loads(out)
+    assert rc == 0 and bare["objective"] == whole["objective"] and bare["run"] is None
+    assert bare["heldout"]["bpb"] == pytest.approx(whole["heldout"]["bpb"], rel=1e-6)

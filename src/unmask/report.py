@@ -61,12 +61,16 @@ class RunInfo:
 
 
 def find_run(path: str | Path) -> RunInfo:
-    """Resolve a run directory or checkpoint folder; ``UserError`` when it is neither."""
+    """Resolve a run directory or checkpoint folder; ``UserError`` when it is neither. The
+    ``--keep-best`` weights (``RUN/best``, which hold no trainer state) belong to the run
+    above them, at the step of the run's last ``best`` event."""
     from unmask.checkpoint import checkpoint_dir
+    from unmask.train import BEST
 
     ckpt = checkpoint_dir(path)
     run: Path | None = None
-    for cand in (Path(path), ckpt.parent):
+    best = ckpt.parent.name == BEST
+    for cand in (Path(path), ckpt.parent, *([ckpt.parent.parent] if best else [])):
         if (cand / "train_config.json").is_file() or (cand / "metrics.jsonl").is_file():
             run = cand
             break
@@ -80,6 +84,9 @@ def find_run(path: str | Path) -> RunInfo:
         except json.JSONDecodeError:
             raise UserError(f"{trainer}: not valid JSON") from None
         step = meta.get("step")
+    if best and step is None and run is not None and (run / "metrics.jsonl").is_file():
+        events = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "best"]
+        step = events[-1].get("step") if events else None
     if run is not None and (run / "train_config.json").is_file():
         cfg = load_json(TrainConfig, run / "train_config.json")
     elif isinstance(meta.get("train_config"), dict):

@@ -260,13 +260,16 @@ def run(args: argparse.Namespace) -> int:
         # a distilled student or an SFT model: trained by one objective, a model of another
         # (its checkpoint's), measured on a corpus as that one
         cfg = dataclasses.replace(cfg, objective=trained)
-    if cfg is None and args.data:  # an imported checkpoint: evaluate as its attention says
+    if cfg is None and args.data:
+        # an imported checkpoint: evaluate by the objective it records (sedd, bd3lm, ...),
+        # else as its attention says
         causal = getattr(model.config, "attention", None) == "causal"
         cfg = TrainConfig(
             data=args.data,
-            objective="ar" if causal else "mdlm",
+            objective=trained or ("ar" if causal else "mdlm"),
             seq_len=min(TrainConfig().seq_len, model.config.max_seq_len),
         )
+        report.objective = cfg.objective
     if cfg is None:
         report.notes.append(
             "held-out bound: not measured, the checkpoint has no training "
