@@ -78,6 +78,21 @@ def test_reversal_split():
         assert check_item(item, item.answer + ".") and not check_item(item, "Xyz.")
 
 
+def test_reversal_names_grow_with_the_set_and_the_default_size_works(tmp_path, capsys):
+    """Up to 2450 names (half of the 70^2 two-syllable ones) keep 2 syllables; more get 3, so
+    the generator's own default --train works; a fixed syllable count past its limit is a
+    one-line error naming the true limit."""
+    from unmask.tasks.reversal import make_names
+
+    assert {len(n) for n in make_names(2450, random.Random(0))} == {4}
+    assert {len(n) for n in make_names(2451, random.Random(0))} == {6}
+    with pytest.raises(UserError, match=r"asked for 2451 names of 2 syllables; at most 2450"):
+        make_names(2451, random.Random(0), syllables=2)
+    assert tasks_main(["reversal", "--out", str(tmp_path)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["train_lines"], record["eval_items"]) == (2 * 10000 + 200, 400)
+
+
 def test_write_task_files_round_trip(tmp_path):
     record = write_task("countdown3", tmp_path, n_train=30, n_eval=10, seed=4)
     assert record["train_lines"] == 30 and record["eval_items"] == 10
