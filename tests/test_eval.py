@@ -121,8 +121,9 @@ def test_without_matplotlib_numbers_still_print(run, capsys, monkeypatch, tmp_pa
     assert "bits/byte" in out
 
 
-def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch):
-    """A reference that predicts every token uniformly over V scores perplexity exactly V."""
+@pytest.fixture
+def uniform_scorer(monkeypatch):
+    """The reference scorer replaced by one that predicts every token uniformly over V = 50."""
     from unmask.scoring import ReferenceScorer
 
     V = 50
@@ -134,6 +135,12 @@ def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch)
         uniform, lambda text: [ord(c) % V for c in text], start_id=0, name="uniform"
     )
     monkeypatch.setattr(ReferenceScorer, "from_smollm2", classmethod(lambda cls, device: scorer))
+    return V
+
+
+def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, uniform_scorer):
+    """A reference that predicts every token uniformly over V scores perplexity exactly V."""
+    V = uniform_scorer
     rc, out, _ = _eval(
         capsys,
         run,
@@ -159,6 +166,27 @@ def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch)
                              "steps": 8, "policy": "llada",
                              "repetition_penalty": 1.3, "presence_penalty": 0.0,
                              "frequency_penalty": 0.0, "no_repeat_ngram_size": 4}
+
+
+def test_data_without_validation_split_samples_unconditionally(run, capsys, uniform_scorer,
+                                                               tmp_path):
+    """A dataset prepared with no validation split: the bound is a note, the samples are
+    unconditional, and the rest of the report (the task scores too) still prints."""
+    from unmask.data import prepare
+    from unmask.tasks import write_task
+
+    (tmp_path / "a.txt").write_text("the lord said unto moses\n" * 20)
+    prepare([tmp_path / "a.txt"], tmp_path / "noval", tokenizer="byte", val_fraction=0,
+            min_val_tokens=0, progress=False)  # fmt: skip
+    write_task("reversal", tmp_path / "task", n_train=2, n_eval=1, seed=0)
+    rc, out, err = _eval(capsys, run, "--json", "--no-plot", "--data", tmp_path / "noval",
+                         "--samples", "2", "--gen-length", "8", "--steps", "8",
+                         "--task-file", tmp_path / "task")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["sample_quality"]["samples"] == 2 and report["tasks"]["total"] == 2
+    assert "generative perplexity: no held-out text, samples are unconditional" in report["notes"]
+    assert any(n.startswith("held-out bound: not measured") for n in report["notes"])
 
 
 def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch):

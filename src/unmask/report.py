@@ -299,11 +299,16 @@ def _cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
 
 def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:
     """The first ``length`` tokens of ``n`` consecutive validation windows: held-out text
-    the model has not trained on, so its continuations are not recitations."""
+    the model has not trained on, so its continuations are not recitations. Fewer when the
+    split is short, none when it holds fewer than ``length`` tokens (a dataset prepared
+    with ``--val-fraction 0``)."""
     from unmask.data import TokenDataset
 
+    val = TokenDataset(data, "val")
+    if len(val) < length:
+        return []
     out: list[list[int]] = []
-    for window in TokenDataset(data, "val").windows(length):
+    for window in val.windows(length):
         out.append([int(t) for t in window.tolist()])
         if len(out) == n:
             break
