@@ -324,3 +324,35 @@ def test_keep_best_weights_find_their_run_and_objective(kept, capsys, tmp_path):
     bare = json.loads(out)
     assert rc == 0 and bare["objective"] == whole["objective"] and bare["run"] is None
     assert bare["heldout"]["bpb"] == pytest.approx(whole["heldout"]["bpb"], rel=1e-6)
+
+
+def _bare(root, **kind):
+    """A fresh byte-level tiny checkpoint (no run) of attention/objective ``kind``."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **kind)
+    save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
+    return root
+
+
+def test_causal_seq_len_1_is_one_line(run, capsys, tmp_path):
+    """A causal window of one token has nothing to predict: --seq-len 1 is refused in one
+    line (exit 2), and evaluate_loss says why rather than blaming the split's size."""
+    from unmask.checkpoint import load
+    from unmask.data import TokenDataset
+    from unmask.errors import UserError
+    from unmask.evaluate import evaluate_loss
+
+    ar = _bare(tmp_path / "ar", attention="causal")
+    rc, _, err = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+                       "--seq-len", "1")
+    assert rc == 2 and err.count("\n") == 1
+    assert "--seq-len must be at least 2 for a causal model" in err
+    with pytest.raises(UserError, match="no token to score .*seq_len must be at least 2"):
+        evaluate_loss(load(ar).model, TokenDataset(run.parent / "data", "val"), objective="ar",
+                      seq_len=1, max_batches=1)

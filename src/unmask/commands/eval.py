@@ -187,6 +187,17 @@ def _counts(args: argparse.Namespace) -> None:
         raise UserError(f"--{stray[0].replace('_', '-')} applies to lm-eval tasks: give --tasks")
 
 
+def _check_seq_len(config: Any, seq_len: int) -> None:
+    """Refuse a ``--seq-len`` the model cannot be measured with: longer than its context, one
+    token for a causal model (no next token to predict)."""
+    if seq_len > config.max_seq_len:
+        raise UserError(f"--seq-len {seq_len} is longer than the model's context "
+                        f"({config.max_seq_len})")
+    if seq_len < 2 and getattr(config, "attention", None) == "causal":
+        raise UserError(f"--seq-len must be at least 2 for a causal model (each token is "
+                        f"predicted from the ones before it), got {seq_len}")
+
+
 def _plot(report: Any, summary: Any, path: Path) -> None:
     from unmask.report import PLOT_INSTALL, plot_loss_curve
 
@@ -293,9 +304,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--data {data}: tokenized by another tokenizer than the "
                             "checkpoint's; its held-out bound would mean nothing")
         if args.seq_len is not None:
-            if args.seq_len > model.config.max_seq_len:
-                raise UserError(f"--seq-len {args.seq_len} is longer than the model's context "
-                                f"({model.config.max_seq_len})")
+            _check_seq_len(model.config, args.seq_len)
             cfg = dataclasses.replace(cfg, seq_len=args.seq_len)
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device,
