@@ -356,3 +356,15 @@ def test_causal_seq_len_1_is_one_line(run, capsys, tmp_path):
     with pytest.raises(UserError, match="no token to score .*seq_len must be at least 2"):
         evaluate_loss(load(ar).model, TokenDataset(run.parent / "data", "val"), objective="ar",
                       seq_len=1, max_batches=1)
+
+
+def test_bd3lm_seq_len_off_the_blocks_is_one_line(run, capsys, tmp_path):
+    """A --seq-len that is not whole blocks of a bd3lm model is the user's flag: exit 2, one
+    line with the nearest lengths that work (it was a note and exit 0)."""
+    bd3 = _bare(tmp_path / "bd3", attention="block-causal", block_size=8, objective="bd3lm")
+    args = ("--no-score", "--no-plot", "--data", run.parent / "data", "--batches", "1")
+    rc, _, err = _eval(capsys, bd3, *args, "--seq-len", "12")
+    assert rc == 2 and err.count("\n") == 1
+    assert "--seq-len 12 is not a multiple of the model's block size (8); try 8 or 16" in err
+    rc, out, _ = _eval(capsys, bd3, *args, "--seq-len", "16", "--json")
+    assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 16

@@ -189,10 +189,17 @@ def _counts(args: argparse.Namespace) -> None:
 
 def _check_seq_len(config: Any, seq_len: int) -> None:
     """Refuse a ``--seq-len`` the model cannot be measured with: longer than its context, one
-    token for a causal model (no next token to predict)."""
+    token for a causal model (no next token to predict), not whole blocks of a block-causal
+    (bd3lm) model."""
     if seq_len > config.max_seq_len:
         raise UserError(f"--seq-len {seq_len} is longer than the model's context "
                         f"({config.max_seq_len})")
+    block = getattr(config, "block_size", None)
+    if getattr(config, "attention", None) == "block-causal" and block and seq_len % block:
+        lo, hi = seq_len // block * block, -(-seq_len // block) * block
+        near = " or ".join(str(n) for n in (lo, hi) if 0 < n <= config.max_seq_len)
+        raise UserError(f"--seq-len {seq_len} is not a multiple of the model's block size "
+                        f"({block}); try {near}")
     if seq_len < 2 and getattr(config, "attention", None) == "causal":
         raise UserError(f"--seq-len must be at least 2 for a causal model (each token is "
                         f"predicted from the ones before it), got {seq_len}")
