@@ -276,10 +276,16 @@ def test_unmask_eval_tasks_writes_lm_eval_results(checkpoint, task_dir, tmp_path
     assert report["lm_eval"]["config"]["limit"] == 2
     written = list(out.rglob("results_*.json"))
     assert len(written) == 1
-    assert (
-        json.loads(written[0].read_text())["results"]["tiny_mc"]["acc,none"]
-        == (report["lm_eval"]["results"]["tiny_mc"]["acc,none"])
+    saved = json.loads(written[0].read_text())
+    assert saved["results"]["tiny_mc"]["acc,none"] == (
+        report["lm_eval"]["results"]["tiny_mc"]["acc,none"]
     )
+    # as lm-eval's CLI writes it: a folder named after the checkpoint, which is recorded
+    from lm_eval.utils import sanitize_model_name
+
+    assert written[0].parent == out / sanitize_model_name(str(checkpoint))
+    args = saved["config"]["model_args"]
+    assert args["pretrained"] == str(checkpoint) and args["mc_samples"] == 4
 
 
 @pytest.mark.parametrize("bad", ["unknown", "no_tokenizer", "bad_yaml"])

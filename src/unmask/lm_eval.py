@@ -96,6 +96,8 @@ class UnmaskLM(LM):
         if int(mc_samples) < 1:
             raise UserError(f"mc_samples must be at least 1, got {mc_samples}")
         self.loaded = loaded
+        self.pretrained = str(pretrained if pretrained is not None else loaded.path)
+        """The checkpoint as the user named it (with ``loaded``: its folder, unless given)."""
         self.facts = facts_of(loaded)
         self.tokenizer = loaded.tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
@@ -118,6 +120,22 @@ class UnmaskLM(LM):
         """Every log-likelihood computed, in request order (with its standard error)."""
         self.model_seconds = 0.0
         """Seconds spent answering requests (lm-eval's own set-up not included)."""
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """This model's lm-eval ``model_args``: what rebuilds it by name, recorded in the
+        results (lm-eval names the ``output_path`` folder after ``pretrained``)."""
+        args: dict[str, Any] = {
+            "pretrained": self.pretrained,
+            "mc_samples": self.mc_samples,
+            "seed": self.seed,
+            "greedy_check": self.greedy_check,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+        }
+        if self.gen_length is not None:
+            args["gen_length"] = self.gen_length
+        return args | self.sampling
 
     # -- what lm-eval asks ---------------------------------------------------------------
 
@@ -394,6 +412,7 @@ def run_tasks(
     try:
         results = simple_evaluate(
             model=model,
+            model_args=model.model_args,  # with a model object: only recorded
             tasks=list(tasks),
             num_fewshot=num_fewshot,
             limit=limit,

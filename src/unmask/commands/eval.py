@@ -392,6 +392,7 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
     }
     extra = {"mc_samples": args.mc_samples} if args.mc_samples is not None else {}
     lm = UnmaskLM(
+        args.run,
         loaded=loaded,
         batch_size=args.batch_size,
         seed=args.seed,
