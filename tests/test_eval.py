@@ -368,3 +368,22 @@ def test_bd3lm_seq_len_off_the_blocks_is_one_line(run, capsys, tmp_path):
     assert "--seq-len 12 is not a multiple of the model's block size (8); try 8 or 16" in err
     rc, out, _ = _eval(capsys, bd3, *args, "--seq-len", "16", "--json")
     assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 16
+
+
+def test_default_gen_length_fits_a_small_context(run, capsys, uniform_scorer, tmp_path,
+                                                 monkeypatch):
+    """A 64-token model with 8-token prompts: the default 64-token samples shrink to the 56
+    that fit (the whole report was thrown away); a --gen-length that cannot fit fails before
+    the held-out bound and the scorer, in one line."""
+    from unmask.scoring import ReferenceScorer
+
+    small = _bare(tmp_path / "small")
+    args = ("--no-plot", "--data", run.parent / "data", "--samples", "2", "--batches", "1")
+    rc, out, err = _eval(capsys, small, *args, "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["sample_quality"]["gen_length"] == 56 and report["heldout"] is not None
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", None)  # reached: a TypeError
+    rc, _, err = _eval(capsys, small, *args, "--gen-length", "60")
+    assert rc == 2 and err.count("\n") == 1
+    assert "--gen-length 60 after --prompt-tokens 8 does not fit the model's context (64" in err

@@ -205,6 +205,32 @@ def _check_seq_len(config: Any, seq_len: int) -> None:
                         f"predicted from the ones before it), got {seq_len}")
 
 
+def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_tokens: int) -> Any:
+    """The generative-perplexity ``config`` with room beside its prompts of ``prompt_tokens``
+    (a block-causal model pads them to whole blocks and writes whole blocks): a gen_length
+    not given (the checkpoint's or the default 64) shrinks to the room the context leaves; a
+    given one that does not fit is a ``UserError`` naming the room."""
+    from unmask.api import facts_of, sample_config
+
+    facts = facts_of(loaded)
+    limit = facts.max_seq_len
+    if not limit or config.segment_length is not None:  # segments: any length fits
+        return config
+    block = facts.block_size if facts.attention == "block-causal" else None
+    used = -(-prompt_tokens // block) * block if block else prompt_tokens
+    room = (limit - used) // block * block if block else limit - used
+    if config.gen_length <= room:
+        return config
+    if room < 1:
+        raise UserError(f"--prompt-tokens {prompt_tokens} leaves no room to generate in the "
+                        f"model's context ({limit} tokens); give fewer, or --no-score")
+    if "gen_length" in given:
+        raise UserError(f"--gen-length {config.gen_length} after --prompt-tokens {prompt_tokens} "
+                        f"does not fit the model's context ({limit} tokens); use --gen-length "
+                        f"{room} or less, fewer --prompt-tokens, or --no-score")
+    return sample_config(loaded, {**given, "gen_length": room})
+
+
 def _plot(report: Any, summary: Any, path: Path) -> None:
     from unmask.report import PLOT_INSTALL, plot_loss_curve
 
@@ -272,6 +298,9 @@ def run(args: argparse.Namespace) -> int:
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
+    if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
+        config = _fit_gen_length(loaded, config, given_fields(SampleConfig, args),
+                                 args.prompt_tokens)
     data = args.data or (cfg.data if cfg else None)
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:
