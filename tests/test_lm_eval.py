@@ -334,3 +334,17 @@ def test_lm_eval_flags_without_tasks_are_refused(flag, tmp_path, capsys):
     rc = main(["eval", str(tmp_path), *flag])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "applies to lm-eval tasks: give --tasks" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "want"),
+    [
+        (["--tasks", ","], "--tasks ',' names no task"),
+        (["--tasks", "x", "--num-fewshot", "-1"], "--num-fewshot must be 0 or more, got -1"),
+        (["--tasks", "x", "--limit", "1.5"], "--limit 1.5: items per task is a whole number"),
+    ],
+)
+def test_odd_lm_eval_flag_values_are_refused(flag, want, tmp_path, capsys):
+    rc = main(["eval", str(tmp_path), *flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and want in err[0]

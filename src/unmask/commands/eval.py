@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--limit",
         type=float,
         metavar="X",
-        help="items per task (a fraction of the task when below 1)",
+        help="items per task (a whole number; a fraction of the task when below 1)",
     )
     g.add_argument("--include-path", metavar="DIR", help="a folder of extra task YAML files")
     g.add_argument(
@@ -179,6 +179,13 @@ def _counts(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
     if args.limit is not None and args.limit <= 0:
         raise UserError(f"--limit must be positive, got {args.limit}")
+    if args.limit is not None and args.limit >= 1 and not args.limit.is_integer():
+        raise UserError(f"--limit {args.limit}: items per task is a whole number (below 1, "
+                        "a fraction of the task)")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise UserError(f"--num-fewshot must be 0 or more, got {args.num_fewshot}")
+    if args.tasks is not None and not _task_names(args.tasks):
+        raise UserError(f"--tasks {args.tasks!r} names no task; give a comma-separated list")
     lm_flags = ("num_fewshot", "limit", "include_path", "output_path", "mc_samples")
     stray = [f for f in lm_flags if getattr(args, f) is not None] + [
         f for f in ("log_samples", "no_greedy_check") if getattr(args, f)
@@ -229,6 +236,11 @@ def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_toke
                         f"does not fit the model's context ({limit} tokens); use --gen-length "
                         f"{room} or less, fewer --prompt-tokens, or --no-score")
     return sample_config(loaded, {**given, "gen_length": room})
+
+
+def _task_names(tasks: str) -> list[str]:
+    """The names of a comma-separated ``--tasks`` list, blanks dropped."""
+    return [t.strip() for t in tasks.split(",") if t.strip()]
 
 
 def _plot(report: Any, summary: Any, path: Path) -> None:
@@ -432,7 +444,7 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
     t0 = time.perf_counter()
     res = run_tasks(
         lm,
-        [t for t in args.tasks.split(",") if t],
+        _task_names(args.tasks),
         num_fewshot=args.num_fewshot,
         limit=int(args.limit) if args.limit and args.limit >= 1 else args.limit,
         include_path=args.include_path,
