@@ -387,3 +387,22 @@ def test_default_gen_length_fits_a_small_context(run, capsys, uniform_scorer, tm
     rc, _, err = _eval(capsys, small, *args, "--gen-length", "60")
     assert rc == 2 and err.count("\n") == 1
     assert "--gen-length 60 after --prompt-tokens 8 does not fit the model's context (64" in err
+
+
+@pytest.mark.parametrize("kind", ["bd3lm", "causal"])
+def test_sampled_with_names_what_ran(kind, run, capsys, uniform_scorer, tmp_path):
+    """The gen-ppl "sampled with" line: a bd3lm model's own block size (not None); an ar
+    decoder has no steps, blocks or commit policy to name."""
+    spec = ({"attention": "block-causal", "block_size": 8, "objective": "bd3lm"}
+            if kind == "bd3lm" else {"attention": "causal"})
+    ckpt = _bare(tmp_path / kind, **spec)
+    rc, out, err = _eval(capsys, ckpt, "--json", "--no-plot", "--data", run.parent / "data",
+                         "--samples", "2", "--gen-length", "16", "--batches", "1")
+    assert rc == 0, err
+    sampling = json.loads(out)["sample_quality"]["sampling"]
+    if kind == "bd3lm":
+        assert (sampling["decoder"], sampling["block_length"], sampling["steps"]) == (
+            "bd3lm", 8, 16)
+    else:
+        assert sampling["decoder"] == "ar"
+        assert not {"steps", "block_length", "policy"} & set(sampling)

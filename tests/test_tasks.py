@@ -183,7 +183,10 @@ def test_unmask_eval_task_file_counts_what_the_checker_accepts(tiny_run, tmp_pat
     assert rc == 0
     tasks = json.loads(capsys.readouterr().out)["tasks"]
     assert tasks["total"] == 6 and tasks["by_group"]["reversal/reverse"][1] == 3
-    assert tasks["sampling"]["block_length"] is None and tasks["sampling"]["temperature"] == 0.0
+    # what ran: the decoder chosen (not "auto"), one block of the whole answer
+    sampling = tasks["sampling"]
+    assert sampling["decoder"] == "llada" and sampling["temperature"] == 0.0
+    assert sampling["block_length"] == sampling["gen_length"] == sampling["steps"]
     loaded = load(tiny_run)
     items = read_items(tmp_path)
     score = score_items(loaded, items, keep_examples=6)
@@ -204,3 +207,18 @@ def test_unmask_eval_bad_task_file_exits_2(tiny_run, tmp_path, capsys):
     rc = main(["eval", str(tiny_run), "--task-file", str(tmp_path), "--no-score", "--no-plot"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "eval.jsonl:1" in err[0]
+
+
+def test_task_file_gen_length_never_cuts_answers(tiny_run, tmp_path, capsys):
+    """A --gen-length shorter than the longest answer (sudoku4: 16 digits + EOS) would cut
+    every answer: refused in one line; a longer one keeps one token per step."""
+    write_task("sudoku4", tmp_path, n_train=1, n_eval=2, seed=0)
+    argv = ["eval", str(tiny_run), "--task-file", str(tmp_path), "--no-score", "--no-plot",
+            "--json", "--device", "cpu"]  # fmt: skip
+    rc = main([*argv, "--gen-length", "16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "--gen-length 16 would cut the task's answers (the longest takes 17 tokens" in err[0]
+    assert main([*argv, "--gen-length", "20"]) == 0
+    sampling = json.loads(capsys.readouterr().out)["tasks"]["sampling"]
+    assert sampling["gen_length"] == sampling["steps"] == 20

@@ -292,6 +292,29 @@ def sample_quality(
     )
 
 
+def decoding_options(loaded: Any, config: Any) -> dict[str, Any]:
+    """What a run of ``config`` on ``loaded`` decodes with, as a report names it: the decoder
+    ``unmask.api`` chooses (not ``auto``), the temperature, and only the options that decoder
+    reads: the block length it runs (a bd3lm model's own block size; one block of
+    ``gen_length`` for ``llada`` without one) and the commit policy of the commit-loop
+    decoders, the steps of a decoder with a fixed schedule (not of ``ar``)."""
+    from unmask.api import facts_of
+    from unmask.sampling import choose_decoder
+
+    facts = facts_of(loaded)
+    decoder = choose_decoder(facts, config)
+    out: dict[str, Any] = {"decoder": decoder.name, "temperature": config.temperature}
+    if decoder.name == "bd3lm":
+        out["block_length"] = facts.block_size
+    elif decoder.name == "llada":
+        out["block_length"] = config.block_length or config.gen_length
+    if decoder.uses_steps(config):
+        out["steps"] = config.steps
+    if decoder.name in ("llada", "bd3lm"):  # the decoders with commit policies
+        out["policy"] = config.policy
+    return out
+
+
 def _cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
     ids = [int(t) for t in ids]
     return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids

@@ -310,6 +310,10 @@ def run(args: argparse.Namespace) -> int:
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
+    if items is not None:  # a --gen-length that would cut the task's answers fails now
+        from unmask.tasks.score import task_config
+
+        task_config(loaded, items, given_fields(SampleConfig, args))
     if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
         config = _fit_gen_length(loaded, config, given_fields(SampleConfig, args),
                                  args.prompt_tokens)
@@ -476,7 +480,7 @@ def _score(
     report: Any, loaded: Any, config: Any, data: str | None, args: argparse.Namespace, device: str
 ) -> None:
     """The generative perplexity part: a note instead when the scorer is not installed."""
-    from unmask.report import sample_quality, validation_prompts
+    from unmask.report import decoding_options, sample_quality, validation_prompts
     from unmask.scoring import ReferenceScorer
 
     try:
@@ -498,17 +502,10 @@ def _score(
         gen_length=config.gen_length,
         eos_id=getattr(loaded.model.config, "eos_id", None),
     )
-    from unmask.api import choose
-
-    decoder = choose(loaded, config)
-    sampling = {"decoder": decoder, "temperature": config.temperature,
-                "block_length": config.block_length, "steps": config.steps}
-    if decoder in ("llada", "bd3lm"):  # the decoders with commit policies
-        sampling["policy"] = config.policy
     report.sample_quality = {
         **dataclasses.asdict(q),
         "sampling": {
-            **sampling,
+            **decoding_options(loaded, config),
             "repetition_penalty": config.repetition_penalty,
             "presence_penalty": config.presence_penalty,
             "frequency_penalty": config.frequency_penalty,
