@@ -121,8 +121,9 @@ def test_without_matplotlib_numbers_still_print(run, capsys, monkeypatch, tmp_pa
     assert "bits/byte" in out
 
 
-def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch):
-    """A reference that predicts every token uniformly over V scores perplexity exactly V."""
+@pytest.fixture
+def uniform_scorer(monkeypatch):
+    """The reference scorer replaced by one that predicts every token uniformly over V = 50."""
     from unmask.scoring import ReferenceScorer
 
     V = 50
@@ -134,6 +135,12 @@ def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch)
         uniform, lambda text: [ord(c) % V for c in text], start_id=0, name="uniform"
     )
     monkeypatch.setattr(ReferenceScorer, "from_smollm2", classmethod(lambda cls, device: scorer))
+    return V
+
+
+def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, uniform_scorer):
+    """A reference that predicts every token uniformly over V scores perplexity exactly V."""
+    V = uniform_scorer
     rc, out, _ = _eval(
         capsys,
         run,
@@ -159,6 +166,27 @@ def test_gen_ppl_of_a_uniform_scorer_is_its_vocabulary(run, capsys, monkeypatch)
                              "steps": 8, "policy": "llada",
                              "repetition_penalty": 1.3, "presence_penalty": 0.0,
                              "frequency_penalty": 0.0, "no_repeat_ngram_size": 4}
+
+
+def test_data_without_validation_split_samples_unconditionally(run, capsys, uniform_scorer,
+                                                               tmp_path):
+    """A dataset prepared with no validation split: the bound is a note, the samples are
+    unconditional, and the rest of the report (the task scores too) still prints."""
+    from unmask.data import prepare
+    from unmask.tasks import write_task
+
+    (tmp_path / "a.txt").write_text("the lord said unto moses\n" * 20)
+    prepare([tmp_path / "a.txt"], tmp_path / "noval", tokenizer="byte", val_fraction=0,
+            min_val_tokens=0, progress=False)  # fmt: skip
+    write_task("reversal", tmp_path / "task", n_train=2, n_eval=1, seed=0)
+    rc, out, err = _eval(capsys, run, "--json", "--no-plot", "--data", tmp_path / "noval",
+                         "--samples", "2", "--gen-length", "8", "--steps", "8",
+                         "--task-file", tmp_path / "task")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["sample_quality"]["samples"] == 2 and report["tasks"]["total"] == 2
+    assert "generative perplexity: no held-out text, samples are unconditional" in report["notes"]
+    assert any(n.startswith("held-out bound: not measured") for n in report["notes"])
 
 
 def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch):
@@ -259,3 +287,122 @@ def test_gaps_exact_match_in_the_report_equals_the_api(run, capsys, tmp_path):
     assert f"on 2 gaps of {gaps} (diffusion, true lengths" in out
     rc, _, err = _eval(capsys, run, "--no-score", "--gaps", tmp_path / "none.jsonl")
     assert rc == 2 and err.count("\n") == 1 and "no such gap set" in err
+
+
+@pytest.fixture(scope="module", params=["sedd", "bd3lm"])
+def kept(request, run):
+    """A ``--keep-best`` run of another objective on the ``run`` fixture's data, whose one
+    validation is its last step (RUN/best then holds the final weights); training batches of
+    TrainConfig's default size, which an imported checkpoint's bound uses too."""
+    from unmask.train import train
+
+    cfg = TrainConfig(
+        data=str(run.parent / "data"), out=str(run.parent / f"kept-{request.param}"),
+        objective=request.param, block_size=8 if request.param == "bd3lm" else None,
+        preset="tiny", seq_len=32, batch_size=32, steps=2, warmup=1, eval_every=2,
+        eval_batches=2, log_every=1, save_every=0, seed=3, keep_best=True,
+    )  # fmt: skip
+    return train(cfg, progress=False)
+
+
+def test_keep_best_weights_find_their_run_and_objective(kept, capsys, tmp_path):
+    """RUN/best is the run's (its step, objective and numbers); copied out of the run and
+    given --data, it is measured by the objective its checkpoint records, not as mdlm."""
+    import shutil
+
+    args = ("--json", "--no-score", "--no-plot", "--batches", "0")
+    _, out, _ = _eval(capsys, kept, *args)
+    whole = json.loads(out)
+    _, out, _ = _eval(capsys, kept / "best", *args)
+    best = json.loads(out)
+    assert best["run"] == str(kept) and best["step"] == 2
+    assert best["objective"] == whole["objective"] == kept.name.removeprefix("kept-")
+    assert best["heldout"]["bpb"] == pytest.approx(whole["heldout"]["bpb"], rel=1e-6)
+    shutil.copytree(kept / "best" / "checkpoint", tmp_path / "bare")
+    rc, out, _ = _eval(capsys, tmp_path / "bare", *args, "--data", kept.parent / "data",
+                       "--seq-len", "32")
+    bare = json.loads(out)
+    assert rc == 0 and bare["objective"] == whole["objective"] and bare["run"] is None
+    assert bare["heldout"]["bpb"] == pytest.approx(whole["heldout"]["bpb"], rel=1e-6)
+
+
+def _bare(root, **kind):
+    """A fresh byte-level tiny checkpoint (no run) of attention/objective ``kind``."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **kind)
+    save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
+    return root
+
+
+def test_causal_seq_len_1_is_one_line(run, capsys, tmp_path):
+    """A causal window of one token has nothing to predict: --seq-len 1 is refused in one
+    line (exit 2), and evaluate_loss says why rather than blaming the split's size."""
+    from unmask.checkpoint import load
+    from unmask.data import TokenDataset
+    from unmask.errors import UserError
+    from unmask.evaluate import evaluate_loss
+
+    ar = _bare(tmp_path / "ar", attention="causal")
+    rc, _, err = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+                       "--seq-len", "1")
+    assert rc == 2 and err.count("\n") == 1
+    assert "--seq-len must be at least 2 for a causal model" in err
+    with pytest.raises(UserError, match="no token to score .*seq_len must be at least 2"):
+        evaluate_loss(load(ar).model, TokenDataset(run.parent / "data", "val"), objective="ar",
+                      seq_len=1, max_batches=1)
+
+
+def test_bd3lm_seq_len_off_the_blocks_is_one_line(run, capsys, tmp_path):
+    """A --seq-len that is not whole blocks of a bd3lm model is the user's flag: exit 2, one
+    line with the nearest lengths that work (it was a note and exit 0)."""
+    bd3 = _bare(tmp_path / "bd3", attention="block-causal", block_size=8, objective="bd3lm")
+    args = ("--no-score", "--no-plot", "--data", run.parent / "data", "--batches", "1")
+    rc, _, err = _eval(capsys, bd3, *args, "--seq-len", "12")
+    assert rc == 2 and err.count("\n") == 1
+    assert "--seq-len 12 is not a multiple of the model's block size (8); try 8 or 16" in err
+    rc, out, _ = _eval(capsys, bd3, *args, "--seq-len", "16", "--json")
+    assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 16
+
+
+def test_default_gen_length_fits_a_small_context(run, capsys, uniform_scorer, tmp_path,
+                                                 monkeypatch):
+    """A 64-token model with 8-token prompts: the default 64-token samples shrink to the 56
+    that fit (the whole report was thrown away); a --gen-length that cannot fit fails before
+    the held-out bound and the scorer, in one line."""
+    from unmask.scoring import ReferenceScorer
+
+    small = _bare(tmp_path / "small")
+    args = ("--no-plot", "--data", run.parent / "data", "--samples", "2", "--batches", "1")
+    rc, out, err = _eval(capsys, small, *args, "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert report["sample_quality"]["gen_length"] == 56 and report["heldout"] is not None
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", None)  # reached: a TypeError
+    rc, _, err = _eval(capsys, small, *args, "--gen-length", "60")
+    assert rc == 2 and err.count("\n") == 1
+    assert "--gen-length 60 after --prompt-tokens 8 does not fit the model's context (64" in err
+
+
+@pytest.mark.parametrize("kind", ["bd3lm", "causal"])
+def test_sampled_with_names_what_ran(kind, run, capsys, uniform_scorer, tmp_path):
+    """The gen-ppl "sampled with" line: a bd3lm model's own block size (not None); an ar
+    decoder has no steps, blocks or commit policy to name."""
+    spec = ({"attention": "block-causal", "block_size": 8, "objective": "bd3lm"}
+            if kind == "bd3lm" else {"attention": "causal"})
+    ckpt = _bare(tmp_path / kind, **spec)
+    rc, out, err = _eval(capsys, ckpt, "--json", "--no-plot", "--data", run.parent / "data",
+                         "--samples", "2", "--gen-length", "16", "--batches", "1")
+    assert rc == 0, err
+    sampling = json.loads(out)["sample_quality"]["sampling"]
+    if kind == "bd3lm":
+        assert (sampling["decoder"], sampling["block_length"], sampling["steps"]) == (
+            "bd3lm", 8, 16)
+    else:
+        assert sampling["decoder"] == "ar"
+        assert not {"steps", "block_length", "policy"} & set(sampling)

@@ -172,12 +172,14 @@ def _checkpoint(root, attention):
 
     tok = byte_tokenizer()
     torch.manual_seed(0)
-    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, attention=attention)
+    blocks = {"attention": "block-causal", "block_size": 8, "objective": "bd3lm"}
+    kind = blocks if attention == "bd3lm" else {"attention": attention}
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, **kind)
     save_checkpoint(root, model=Transformer(cfg), tokenizer=tok)
     return root
 
 
-@pytest.fixture(scope="module", params=["bidirectional", "causal"])
+@pytest.fixture(scope="module", params=["bidirectional", "causal", "bd3lm"])
 def checkpoint(request, tmp_path_factory):
     return _checkpoint(tmp_path_factory.mktemp(request.param), request.param)
 
@@ -236,8 +238,13 @@ def test_lm_eval_model_agrees_with_the_library(checkpoint):
     gen = Instance("generate_until", {}, ("abc", {"until": ["zz"], "max_gen_toks": 6}), 0)
     (text,) = lm.generate_until([gen])
     config = lm.generation_config({"max_gen_toks": 6})
-    ref = api.generate(loaded, "abc", config=config).texts[0]
-    assert text == ref.split("zz")[0]
+    ref = api.generate(loaded, "abc", config=config)
+    # a bd3lm model decodes whole blocks of 8: the answer keeps the 6 tokens asked for
+    assert config.gen_length == (8 if loaded.config.attention == "block-causal" else 6)
+    from unmask.sampling.protocol import decode_generations
+
+    (want,) = decode_generations([ref.ids[0][:6]], loaded.tokenizer, loaded.config.eos_id)
+    assert text == want.split("zz")[0]
 
 
 def test_unmask_eval_tasks_writes_lm_eval_results(checkpoint, task_dir, tmp_path, capsys):
@@ -269,10 +276,16 @@ def test_unmask_eval_tasks_writes_lm_eval_results(checkpoint, task_dir, tmp_path
     assert report["lm_eval"]["config"]["limit"] == 2
     written = list(out.rglob("results_*.json"))
     assert len(written) == 1
-    assert (
-        json.loads(written[0].read_text())["results"]["tiny_mc"]["acc,none"]
-        == (report["lm_eval"]["results"]["tiny_mc"]["acc,none"])
+    saved = json.loads(written[0].read_text())
+    assert saved["results"]["tiny_mc"]["acc,none"] == (
+        report["lm_eval"]["results"]["tiny_mc"]["acc,none"]
     )
+    # as lm-eval's CLI writes it: a folder named after the checkpoint, which is recorded
+    from lm_eval.utils import sanitize_model_name
+
+    assert written[0].parent == out / sanitize_model_name(str(checkpoint))
+    args = saved["config"]["model_args"]
+    assert args["pretrained"] == str(checkpoint) and args["mc_samples"] == 4
 
 
 @pytest.mark.parametrize("bad", ["unknown", "no_tokenizer", "bad_yaml"])
@@ -321,3 +334,17 @@ def test_lm_eval_flags_without_tasks_are_refused(flag, tmp_path, capsys):
     rc = main(["eval", str(tmp_path), *flag])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "applies to lm-eval tasks: give --tasks" in err[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "want"),
+    [
+        (["--tasks", ","], "--tasks ',' names no task"),
+        (["--tasks", "x", "--num-fewshot", "-1"], "--num-fewshot must be 0 or more, got -1"),
+        (["--tasks", "x", "--limit", "1.5"], "--limit 1.5: items per task is a whole number"),
+    ],
+)
+def test_odd_lm_eval_flag_values_are_refused(flag, want, tmp_path, capsys):
+    rc = main(["eval", str(tmp_path), *flag])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and want in err[0]

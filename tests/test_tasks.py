@@ -78,6 +78,21 @@ def test_reversal_split():
         assert check_item(item, item.answer + ".") and not check_item(item, "Xyz.")
 
 
+def test_reversal_names_grow_with_the_set_and_the_default_size_works(tmp_path, capsys):
+    """Up to 2450 names (half of the 70^2 two-syllable ones) keep 2 syllables; more get 3, so
+    the generator's own default --train works; a fixed syllable count past its limit is a
+    one-line error naming the true limit."""
+    from unmask.tasks.reversal import make_names
+
+    assert {len(n) for n in make_names(2450, random.Random(0))} == {4}
+    assert {len(n) for n in make_names(2451, random.Random(0))} == {6}
+    with pytest.raises(UserError, match=r"asked for 2451 names of 2 syllables; at most 2450"):
+        make_names(2451, random.Random(0), syllables=2)
+    assert tasks_main(["reversal", "--out", str(tmp_path)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["train_lines"], record["eval_items"]) == (2 * 10000 + 200, 400)
+
+
 def test_write_task_files_round_trip(tmp_path):
     record = write_task("countdown3", tmp_path, n_train=30, n_eval=10, seed=4)
     assert record["train_lines"] == 30 and record["eval_items"] == 10
@@ -168,7 +183,10 @@ def test_unmask_eval_task_file_counts_what_the_checker_accepts(tiny_run, tmp_pat
     assert rc == 0
     tasks = json.loads(capsys.readouterr().out)["tasks"]
     assert tasks["total"] == 6 and tasks["by_group"]["reversal/reverse"][1] == 3
-    assert tasks["sampling"]["block_length"] is None and tasks["sampling"]["temperature"] == 0.0
+    # what ran: the decoder chosen (not "auto"), one block of the whole answer
+    sampling = tasks["sampling"]
+    assert sampling["decoder"] == "llada" and sampling["temperature"] == 0.0
+    assert sampling["block_length"] == sampling["gen_length"] == sampling["steps"]
     loaded = load(tiny_run)
     items = read_items(tmp_path)
     score = score_items(loaded, items, keep_examples=6)
@@ -189,3 +207,18 @@ def test_unmask_eval_bad_task_file_exits_2(tiny_run, tmp_path, capsys):
     rc = main(["eval", str(tiny_run), "--task-file", str(tmp_path), "--no-score", "--no-plot"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "eval.jsonl:1" in err[0]
+
+
+def test_task_file_gen_length_never_cuts_answers(tiny_run, tmp_path, capsys):
+    """A --gen-length shorter than the longest answer (sudoku4: 16 digits + EOS) would cut
+    every answer: refused in one line; a longer one keeps one token per step."""
+    write_task("sudoku4", tmp_path, n_train=1, n_eval=2, seed=0)
+    argv = ["eval", str(tiny_run), "--task-file", str(tmp_path), "--no-score", "--no-plot",
+            "--json", "--device", "cpu"]  # fmt: skip
+    rc = main([*argv, "--gen-length", "16"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert "--gen-length 16 would cut the task's answers (the longest takes 17 tokens" in err[0]
+    assert main([*argv, "--gen-length", "20"]) == 0
+    sampling = json.loads(capsys.readouterr().out)["tasks"]["sampling"]
+    assert sampling["gen_length"] == sampling["steps"] == 20

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from unmask.errors import UserError
 from unmask.objectives import ObjectiveOptions, get_objective, objective_spec
 from unmask.schedules import get_schedule
 
@@ -125,10 +126,16 @@ def evaluate_loss(
         flush()
     if was_training:
         model.train()
-    if count == 0:
-        raise ValueError(f"validation split has fewer than seq_len={seq_len} tokens")
-    loss = total / count
     spec = objective_spec(objective)
+    if count == 0 and n_batches:  # windows, but nothing in them to predict
+        raise UserError(
+            f"windows of seq_len={seq_len} tokens leave objective {objective} no token to "
+            "score" + (" (a causal model predicts each token from the ones before it: "
+                       "seq_len must be at least 2)" if spec.attention == "causal" else "")
+        )
+    if count == 0:
+        raise UserError(f"validation split has fewer than seq_len={seq_len} tokens")
+    loss = total / count
     if not spec.likelihood:
         return EvalResult(loss=loss, ppl=math.nan, bpb=math.nan, n_tokens=count, likelihood=False)
     return EvalResult(

@@ -96,6 +96,8 @@ class UnmaskLM(LM):
         if int(mc_samples) < 1:
             raise UserError(f"mc_samples must be at least 1, got {mc_samples}")
         self.loaded = loaded
+        self.pretrained = str(pretrained if pretrained is not None else loaded.path)
+        """The checkpoint as the user named it (with ``loaded``: its folder, unless given)."""
         self.facts = facts_of(loaded)
         self.tokenizer = loaded.tokenizer
         self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
@@ -119,6 +121,22 @@ class UnmaskLM(LM):
         self.model_seconds = 0.0
         """Seconds spent answering requests (lm-eval's own set-up not included)."""
 
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """This model's lm-eval ``model_args``: what rebuilds it by name, recorded in the
+        results (lm-eval names the ``output_path`` folder after ``pretrained``)."""
+        args: dict[str, Any] = {
+            "pretrained": self.pretrained,
+            "mc_samples": self.mc_samples,
+            "seed": self.seed,
+            "greedy_check": self.greedy_check,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+        }
+        if self.gen_length is not None:
+            args["gen_length"] = self.gen_length
+        return args | self.sampling
+
     # -- what lm-eval asks ---------------------------------------------------------------
 
     @property
@@ -130,6 +148,23 @@ class UnmaskLM(LM):
     def _start_id(self) -> int:
         eos = self.facts.eos_id
         return int(eos if eos is not None else self.facts.pad_id)
+
+    def _whole_blocks(self, n: int) -> int:
+        """Tokens to decode for ``n`` wanted: a block-causal (``bd3lm``) model decodes whole
+        blocks of its own size, so ``n`` rounded up to them (down where that would not fit
+        the context); ``n`` itself for any other model."""
+        block = self.facts.block_size if self.facts.attention == "block-causal" else None
+        if not block:
+            return n
+        up = -(-n // block) * block
+        return up if up <= self.max_length else max(block, self.max_length // block * block)
+
+    def _prompt_room(self, gen_length: int) -> int:
+        """Prompt tokens that fit beside ``gen_length`` generated ones (a block-causal model
+        pads its prompt to whole blocks)."""
+        room = self.max_length - gen_length
+        block = self.facts.block_size if self.facts.attention == "block-causal" else None
+        return max(0, room // block * block if block else room)
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Context and continuation ids, tokenised together (as lm-eval's HF model does): the
@@ -183,6 +218,7 @@ class UnmaskLM(LM):
         first of the request's ``until`` strings. Requests with equal generation options are
         decoded together, ``batch_size`` at a time."""
         from unmask.api import run_to_end, start
+        from unmask.sampling.protocol import decode_generations
 
         t0 = time.perf_counter()
         out: list[str | None] = [None] * len(requests)
@@ -194,15 +230,18 @@ class UnmaskLM(LM):
             until = kwargs.get("until") or []
             until = [until] if isinstance(until, str) else list(until)
             config = self.generation_config(kwargs)
+            wanted = self._wanted_tokens(kwargs)  # a bd3lm model decodes whole blocks: cut
+            room = self._prompt_room(config.gen_length)
             for lo in range(0, len(idx), self.batch_size):
                 chunk = idx[lo : lo + self.batch_size]
-                room = self.max_length - config.gen_length
                 prompts = [
                     self.tokenizer.encode(requests[i].args[0])[-room:] if room > 0 else []
                     for i in chunk
                 ]
                 result, _ = run_to_end(start(self.loaded, prompts, config))
-                for i, text in zip(chunk, result.texts(self.tokenizer), strict=True):
+                ids = [row[:wanted] for row in result.gen_ids]
+                texts = decode_generations(ids, self.tokenizer, result.eos_id)
+                for i, text in zip(chunk, texts, strict=True):
                     cut = min([text.index(s) for s in until if s and s in text], default=len(text))
                     out[i] = text[:cut]
                     self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
@@ -213,14 +252,12 @@ class UnmaskLM(LM):
 
     def generation_config(self, gen_kwargs: dict[str, Any]) -> SampleConfig:
         """The ``SampleConfig`` of a ``generate_until`` request: ``max_gen_toks`` (capped by
-        ``gen_length``) tokens, greedy unless the task samples, the model_args' sampling
-        options, the checkpoint's recommendation for the rest, one token per step by default."""
+        ``gen_length``) tokens (whole blocks for a bd3lm model, ``_whole_blocks``), greedy
+        unless the task samples, the model_args' sampling options, the checkpoint's
+        recommendation for the rest, one token per step by default."""
         from unmask.api import sample_config
 
-        length = int(gen_kwargs.get("max_gen_toks") or 256)
-        if self.gen_length:
-            length = min(length, int(self.gen_length))
-        length = max(1, min(length, self.max_length - 1))
+        length = self._whole_blocks(self._wanted_tokens(gen_kwargs))
         given: dict[str, Any] = {
             "gen_length": length,
             "steps": length,
@@ -231,6 +268,14 @@ class UnmaskLM(LM):
             given["temperature"] = float(gen_kwargs["temperature"])
         given.update(self.sampling)
         return sample_config(self.loaded, given)
+
+    def _wanted_tokens(self, gen_kwargs: dict[str, Any]) -> int:
+        """Tokens a ``generate_until`` request may get: its ``max_gen_toks`` capped by
+        ``gen_length`` and by the context."""
+        length = int(gen_kwargs.get("max_gen_toks") or 256)
+        if self.gen_length:
+            length = min(length, int(self.gen_length))
+        return max(1, min(length, self.max_length - 1))
 
     def _loglikelihoods(
         self, pairs: Sequence[tuple[list[int], list[int]]], *, greedy: bool
@@ -267,12 +312,19 @@ class UnmaskLM(LM):
 
     def _greedy(self, context: list[int], target: list[int]) -> bool:
         """Whether greedy decoding after ``context`` (one token per step, the most confident
-        first, no blocks: LLaDA's check) writes exactly ``target``."""
+        first, no blocks: LLaDA's check) writes exactly ``target``. A block-causal (``bd3lm``)
+        model decodes the whole blocks that hold ``target`` (``_whole_blocks``; the context
+        cut further where they would not fit) and their first tokens are compared."""
         from unmask.api import run_to_end, start
 
         n = len(target)
+        length = self._whole_blocks(n)
+        if length < n:  # the blocks of a context-long target do not fit
+            return False
+        room = self._prompt_room(length)
+        context = context[len(context) - room :] if room else []
         config = SampleConfig(
-            gen_length=n, steps=n, temperature=0.0, block_length=None, seed=self.seed
+            gen_length=length, steps=length, temperature=0.0, block_length=None, seed=self.seed
         )
         result, _ = run_to_end(start(self.loaded, [context], config))
         return [int(t) for t in result.gen_ids[0][:n]] == [int(t) for t in target]
@@ -360,6 +412,7 @@ def run_tasks(
     try:
         results = simple_evaluate(
             model=model,
+            model_args=model.model_args,  # with a model object: only recorded
             tasks=list(tasks),
             num_fewshot=num_fewshot,
             limit=limit,

@@ -61,12 +61,16 @@ class RunInfo:
 
 
 def find_run(path: str | Path) -> RunInfo:
-    """Resolve a run directory or checkpoint folder; ``UserError`` when it is neither."""
+    """Resolve a run directory or checkpoint folder; ``UserError`` when it is neither. The
+    ``--keep-best`` weights (``RUN/best``, which hold no trainer state) belong to the run
+    above them, at the step of the run's last ``best`` event."""
     from unmask.checkpoint import checkpoint_dir
+    from unmask.train import BEST
 
     ckpt = checkpoint_dir(path)
     run: Path | None = None
-    for cand in (Path(path), ckpt.parent):
+    best = ckpt.parent.name == BEST
+    for cand in (Path(path), ckpt.parent, *([ckpt.parent.parent] if best else [])):
         if (cand / "train_config.json").is_file() or (cand / "metrics.jsonl").is_file():
             run = cand
             break
@@ -80,6 +84,9 @@ def find_run(path: str | Path) -> RunInfo:
         except json.JSONDecodeError:
             raise UserError(f"{trainer}: not valid JSON") from None
         step = meta.get("step")
+    if best and step is None and run is not None and (run / "metrics.jsonl").is_file():
+        events = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "best"]
+        step = events[-1].get("step") if events else None
     if run is not None and (run / "train_config.json").is_file():
         cfg = load_json(TrainConfig, run / "train_config.json")
     elif isinstance(meta.get("train_config"), dict):
@@ -285,6 +292,29 @@ def sample_quality(
     )
 
 
+def decoding_options(loaded: Any, config: Any) -> dict[str, Any]:
+    """What a run of ``config`` on ``loaded`` decodes with, as a report names it: the decoder
+    ``unmask.api`` chooses (not ``auto``), the temperature, and only the options that decoder
+    reads: the block length it runs (a bd3lm model's own block size; one block of
+    ``gen_length`` for ``llada`` without one) and the commit policy of the commit-loop
+    decoders, the steps of a decoder with a fixed schedule (not of ``ar``)."""
+    from unmask.api import facts_of
+    from unmask.sampling import choose_decoder
+
+    facts = facts_of(loaded)
+    decoder = choose_decoder(facts, config)
+    out: dict[str, Any] = {"decoder": decoder.name, "temperature": config.temperature}
+    if decoder.name == "bd3lm":
+        out["block_length"] = facts.block_size
+    elif decoder.name == "llada":
+        out["block_length"] = config.block_length or config.gen_length
+    if decoder.uses_steps(config):
+        out["steps"] = config.steps
+    if decoder.name in ("llada", "bd3lm"):  # the decoders with commit policies
+        out["policy"] = config.policy
+    return out
+
+
 def _cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
     ids = [int(t) for t in ids]
     return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids
@@ -292,11 +322,16 @@ def _cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
 
 def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:
     """The first ``length`` tokens of ``n`` consecutive validation windows: held-out text
-    the model has not trained on, so its continuations are not recitations."""
+    the model has not trained on, so its continuations are not recitations. Fewer when the
+    split is short, none when it holds fewer than ``length`` tokens (a dataset prepared
+    with ``--val-fraction 0``)."""
     from unmask.data import TokenDataset
 
+    val = TokenDataset(data, "val")
+    if len(val) < length:
+        return []
     out: list[list[int]] = []
-    for window in TokenDataset(data, "val").windows(length):
+    for window in val.windows(length):
         out.append([int(t) for t in window.tolist()])
         if len(out) == n:
             break

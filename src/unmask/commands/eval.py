@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--limit",
         type=float,
         metavar="X",
-        help="items per task (a fraction of the task when below 1)",
+        help="items per task (a whole number; a fraction of the task when below 1)",
     )
     g.add_argument("--include-path", metavar="DIR", help="a folder of extra task YAML files")
     g.add_argument(
@@ -179,12 +179,68 @@ def _counts(args: argparse.Namespace) -> None:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
     if args.limit is not None and args.limit <= 0:
         raise UserError(f"--limit must be positive, got {args.limit}")
+    if args.limit is not None and args.limit >= 1 and not args.limit.is_integer():
+        raise UserError(f"--limit {args.limit}: items per task is a whole number (below 1, "
+                        "a fraction of the task)")
+    if args.num_fewshot is not None and args.num_fewshot < 0:
+        raise UserError(f"--num-fewshot must be 0 or more, got {args.num_fewshot}")
+    if args.tasks is not None and not _task_names(args.tasks):
+        raise UserError(f"--tasks {args.tasks!r} names no task; give a comma-separated list")
     lm_flags = ("num_fewshot", "limit", "include_path", "output_path", "mc_samples")
     stray = [f for f in lm_flags if getattr(args, f) is not None] + [
         f for f in ("log_samples", "no_greedy_check") if getattr(args, f)
     ]
     if stray and not args.tasks:
         raise UserError(f"--{stray[0].replace('_', '-')} applies to lm-eval tasks: give --tasks")
+
+
+def _check_seq_len(config: Any, seq_len: int) -> None:
+    """Refuse a ``--seq-len`` the model cannot be measured with: longer than its context, one
+    token for a causal model (no next token to predict), not whole blocks of a block-causal
+    (bd3lm) model."""
+    if seq_len > config.max_seq_len:
+        raise UserError(f"--seq-len {seq_len} is longer than the model's context "
+                        f"({config.max_seq_len})")
+    block = getattr(config, "block_size", None)
+    if getattr(config, "attention", None) == "block-causal" and block and seq_len % block:
+        lo, hi = seq_len // block * block, -(-seq_len // block) * block
+        near = " or ".join(str(n) for n in (lo, hi) if 0 < n <= config.max_seq_len)
+        raise UserError(f"--seq-len {seq_len} is not a multiple of the model's block size "
+                        f"({block}); try {near}")
+    if seq_len < 2 and getattr(config, "attention", None) == "causal":
+        raise UserError(f"--seq-len must be at least 2 for a causal model (each token is "
+                        f"predicted from the ones before it), got {seq_len}")
+
+
+def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_tokens: int) -> Any:
+    """The generative-perplexity ``config`` with room beside its prompts of ``prompt_tokens``
+    (a block-causal model pads them to whole blocks and writes whole blocks): a gen_length
+    not given (the checkpoint's or the default 64) shrinks to the room the context leaves; a
+    given one that does not fit is a ``UserError`` naming the room."""
+    from unmask.api import facts_of, sample_config
+
+    facts = facts_of(loaded)
+    limit = facts.max_seq_len
+    if not limit or config.segment_length is not None:  # segments: any length fits
+        return config
+    block = facts.block_size if facts.attention == "block-causal" else None
+    used = -(-prompt_tokens // block) * block if block else prompt_tokens
+    room = (limit - used) // block * block if block else limit - used
+    if config.gen_length <= room:
+        return config
+    if room < 1:
+        raise UserError(f"--prompt-tokens {prompt_tokens} leaves no room to generate in the "
+                        f"model's context ({limit} tokens); give fewer, or --no-score")
+    if "gen_length" in given:
+        raise UserError(f"--gen-length {config.gen_length} after --prompt-tokens {prompt_tokens} "
+                        f"does not fit the model's context ({limit} tokens); use --gen-length "
+                        f"{room} or less, fewer --prompt-tokens, or --no-score")
+    return sample_config(loaded, {**given, "gen_length": room})
+
+
+def _task_names(tasks: str) -> list[str]:
+    """The names of a comma-separated ``--tasks`` list, blanks dropped."""
+    return [t.strip() for t in tasks.split(",") if t.strip()]
 
 
 def _plot(report: Any, summary: Any, path: Path) -> None:
@@ -254,19 +310,29 @@ def run(args: argparse.Namespace) -> int:
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
+    if items is not None:  # a --gen-length that would cut the task's answers fails now
+        from unmask.tasks.score import task_config
+
+        task_config(loaded, items, given_fields(SampleConfig, args))
+    if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
+        config = _fit_gen_length(loaded, config, given_fields(SampleConfig, args),
+                                 args.prompt_tokens)
     data = args.data or (cfg.data if cfg else None)
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:
         # a distilled student or an SFT model: trained by one objective, a model of another
         # (its checkpoint's), measured on a corpus as that one
         cfg = dataclasses.replace(cfg, objective=trained)
-    if cfg is None and args.data:  # an imported checkpoint: evaluate as its attention says
+    if cfg is None and args.data:
+        # an imported checkpoint: evaluate by the objective it records (sedd, bd3lm, ...),
+        # else as its attention says
         causal = getattr(model.config, "attention", None) == "causal"
         cfg = TrainConfig(
             data=args.data,
-            objective="ar" if causal else "mdlm",
+            objective=trained or ("ar" if causal else "mdlm"),
             seq_len=min(TrainConfig().seq_len, model.config.max_seq_len),
         )
+        report.objective = cfg.objective
     if cfg is None:
         report.notes.append(
             "held-out bound: not measured, the checkpoint has no training "
@@ -290,9 +356,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--data {data}: tokenized by another tokenizer than the "
                             "checkpoint's; its held-out bound would mean nothing")
         if args.seq_len is not None:
-            if args.seq_len > model.config.max_seq_len:
-                raise UserError(f"--seq-len {args.seq_len} is longer than the model's context "
-                                f"({model.config.max_seq_len})")
+            _check_seq_len(model.config, args.seq_len)
             cfg = dataclasses.replace(cfg, seq_len=args.seq_len)
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device,
@@ -373,6 +437,7 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
     }
     extra = {"mc_samples": args.mc_samples} if args.mc_samples is not None else {}
     lm = UnmaskLM(
+        args.run,
         loaded=loaded,
         batch_size=args.batch_size,
         seed=args.seed,
@@ -383,7 +448,7 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
     t0 = time.perf_counter()
     res = run_tasks(
         lm,
-        [t for t in args.tasks.split(",") if t],
+        _task_names(args.tasks),
         num_fewshot=args.num_fewshot,
         limit=int(args.limit) if args.limit and args.limit >= 1 else args.limit,
         include_path=args.include_path,
@@ -415,7 +480,7 @@ def _score(
     report: Any, loaded: Any, config: Any, data: str | None, args: argparse.Namespace, device: str
 ) -> None:
     """The generative perplexity part: a note instead when the scorer is not installed."""
-    from unmask.report import sample_quality, validation_prompts
+    from unmask.report import decoding_options, sample_quality, validation_prompts
     from unmask.scoring import ReferenceScorer
 
     try:
@@ -437,17 +502,10 @@ def _score(
         gen_length=config.gen_length,
         eos_id=getattr(loaded.model.config, "eos_id", None),
     )
-    from unmask.api import choose
-
-    decoder = choose(loaded, config)
-    sampling = {"decoder": decoder, "temperature": config.temperature,
-                "block_length": config.block_length, "steps": config.steps}
-    if decoder in ("llada", "bd3lm"):  # the decoders with commit policies
-        sampling["policy"] = config.policy
     report.sample_quality = {
         **dataclasses.asdict(q),
         "sampling": {
-            **sampling,
+            **decoding_options(loaded, config),
             "repetition_penalty": config.repetition_penalty,
             "presence_penalty": config.presence_penalty,
             "frequency_penalty": config.frequency_penalty,

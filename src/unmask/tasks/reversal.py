@@ -18,16 +18,29 @@ from __future__ import annotations
 
 import random
 
+from unmask.errors import UserError
+
 CONSONANTS = "bdfgklmnprstvz"
 VOWELS = "aeiou"
 
 
-def make_names(n: int, rng: random.Random, *, syllables: int = 2) -> list[str]:
+def make_names(n: int, rng: random.Random, *, syllables: int | None = None) -> list[str]:
     """``n`` distinct capitalised names of ``syllables`` consonant-vowel syllables (``"Kato"``):
-    all of one length, so a gap of that many characters holds any of them."""
-    space = (len(CONSONANTS) * len(VOWELS)) ** syllables
-    if n > space // 2:
-        raise ValueError(f"asked for {n} names, only {space} exist with {syllables} syllables")
+    all of one length, so a gap of that many characters holds any of them. ``syllables``
+    defaults to the fewest (2 or more) that leave room for ``n``: names are drawn from at
+    most half of the ``70 ** syllables`` that exist, so drawing them stays quick. More than
+    that for a given ``syllables`` is a ``UserError`` naming the limit."""
+    per = len(CONSONANTS) * len(VOWELS)
+    if syllables is None:
+        syllables = 2
+        while n > per**syllables // 2:
+            syllables += 1
+    limit = per**syllables // 2
+    if n > limit:
+        raise UserError(
+            f"asked for {n} names of {syllables} syllables; at most {limit} are drawn "
+            f"(half of the {per**syllables} that exist)"
+        )
     names: set[str] = set()
     while len(names) < n:
         names.add("".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(syllables)))

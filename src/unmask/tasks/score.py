@@ -39,13 +39,21 @@ class TaskScore:
 
 def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) -> Any:
     """The ``SampleConfig`` of a task run: room for the longest reference answer plus its
-    EOS, one block, one token per step, greedy, then ``given`` on top."""
+    EOS, one block, one token per step, greedy, then ``given`` on top. A given
+    ``gen_length`` shorter than that room would cut answers: a ``UserError``."""
     from unmask.api import sample_config
+    from unmask.errors import UserError
 
     longest = max(len(loaded.tokenizer.encode(i.answer)) for i in items) + 1
+    length = int(given.get("gen_length", longest))
+    if length < longest:
+        raise UserError(
+            f"--gen-length {length} would cut the task's answers (the longest takes {longest} "
+            f"tokens with its EOS); give {longest} or more, or leave it out for the task file"
+        )
     base: dict[str, Any] = {
-        "gen_length": longest,
-        "steps": longest,
+        "gen_length": length,
+        "steps": length,
         "block_length": None,
         "temperature": 0.0,
         "seed": 0,
@@ -64,6 +72,7 @@ def score_items(
     """Decode every item's prompt (after the EOS that separates training examples, so the
     prompt starts a document as in training) and count the outputs its task accepts."""
     from unmask.api import facts_of, run_to_end, start
+    from unmask.report import decoding_options
 
     config = task_config(loaded, items, given or {})
     eos = facts_of(loaded).eos_id
@@ -86,14 +95,7 @@ def score_items(
                 examples.append(
                     {"prompt": item.prompt, "output": text, "answer": item.answer, "solved": ok}
                 )
-    sampling = {
-        "decoder": config.decoder,
-        "gen_length": config.gen_length,
-        "steps": config.steps,
-        "block_length": config.block_length,
-        "temperature": config.temperature,
-        "policy": config.policy,
-    }
+    sampling = {"gen_length": config.gen_length, **decoding_options(loaded, config)}
     return TaskScore(solved, len(items), dict(groups), sampling, examples)
 
 
