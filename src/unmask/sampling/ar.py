@@ -389,9 +389,12 @@ def check_causal(
     make_policy(config), scorer(config), check_cache_name(config.cache)  # an unknown name first
     unused = [name for name, differs in _denoising_options(config).items() if differs]
     if unused:
+        drafter = "; the drafter's are draft_steps, draft_cache and draft_threshold" * (
+            decoder == "speculative")
         raise UserError(
             f"{', '.join(unused)}: an option of the masked-diffusion loop, which decoder "
-            f"{decoder!r} does not run (it decodes token by token with a KV cache); leave it out"
+            f"{decoder!r} does not run (it decodes token by token with a KV cache); leave it "
+            f"out{drafter}"
         )
 
 
