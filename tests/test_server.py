@@ -108,6 +108,88 @@ def test_stream_matches_plain_and_ends_with_done(echo_client):
     assert chunks[-1]["usage"]["completion_tokens"] == 7
 
 
+def streamed_texts(client: TestClient, path: str, body: dict) -> tuple[list[str], list]:
+    """The joined text and last finish_reason of every choice of a streamed request."""
+    r = client.post(path, json={**body, "stream": True})
+    texts: dict[int, str] = {}
+    reasons: dict[int, str | None] = {}
+    for _, data in sse_events(r.text)[:-1]:
+        for c in json.loads(data)["choices"]:
+            piece = c["delta"].get("content") if "delta" in c else c["text"]
+            texts[c["index"]] = texts.get(c["index"], "") + (piece or "")
+            reasons[c["index"]] = c["finish_reason"] or reasons.get(c["index"])
+    return [texts[i] for i in sorted(texts)], [reasons[i] for i in sorted(reasons)]
+
+
+def test_a_stop_that_starts_earlier_but_completes_later_is_not_streamed(echo_client):
+    """Echo writes "abcdefghij" left to right: "cd" completes first, but "bcde" starts
+    earlier, so the text is "a"; the stream had sent "ab" once "cd" was found."""
+    body = {"prompt": "", "max_tokens": 10, "steps": 10, "block_length": 1,
+            "stop": ["bcde", "cd"]}
+    plain = echo_client.post("/v1/completions", json=body).json()["choices"][0]
+    assert (plain["text"], plain["finish_reason"]) == ("a", "stop")
+    assert streamed_texts(echo_client, "/v1/completions", body) == (["a"], ["stop"])
+
+
+class Shuffled(torch.nn.Module):
+    """A mask predictor sure of TEXT[p % len(TEXT)] at canvas column p (byte tokenizer ids),
+    each column with its own confidence (a permutation from ``seed``): the commit order is
+    random but fixed, the same for a streamed request and a plain one."""
+
+    TEXT = "ab abc  bab cab a"
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.config = tiny_config()
+        rng = torch.Generator().manual_seed(seed)
+        order = torch.randperm(self.config.max_seq_len, generator=rng)
+        self.sure = 10.0 - 0.01 * order.float()
+
+    def forward(self, tokens, attention_mask=None):
+        B, L = tokens.shape
+        logits = torch.full((B, L, self.config.vocab_size), -10.0)
+        ids = torch.tensor([4 + ord(self.TEXT[p % len(self.TEXT)]) for p in range(L)])
+        logits[:, torch.arange(L), ids] = self.sure[:L]
+        return logits
+
+
+def test_streamed_text_equals_plain_text_under_random_stops_and_commit_orders():
+    """Property: for random prompts, lengths, steps, block lengths, n, completions and chat,
+    and overlapping stop sequences (pieces of the model's text), the joined stream is the
+    plain answer, with the same finish_reason."""
+    import random
+
+    rng = random.Random(0)
+    text = Shuffled.TEXT * 3
+    for seed in range(4):
+        app = create_app(loaded(Shuffled(seed)), chat_template="plain", access_log=False,
+                         limits=ServerLimits(max_n=4))
+        with TestClient(app) as c:
+            for _ in range(25):
+                max_tokens = rng.choice([4, 6, 8, 12, 16])
+                stops = []
+                for _ in range(rng.randint(1, 4)):
+                    at = rng.randrange(len(Shuffled.TEXT))
+                    stops.append(text[at: at + rng.randint(1, 5)])
+                block = rng.choice([max_tokens, max_tokens // 2, 2])
+                steps = max_tokens // block * rng.randint(1, block)  # whole steps per block
+                body = {"max_tokens": max_tokens, "stop": stops, "n": rng.randint(1, 2),
+                        "steps": steps, "block_length": block}
+                if rng.random() < 0.5:
+                    path = "/v1/completions"
+                    body["prompt"] = "x" * rng.randint(0, 6)
+                else:
+                    path = "/v1/chat/completions"
+                    body["messages"] = [{"role": "user", "content": "y" * rng.randint(1, 4)}]
+                r = c.post(path, json=body)
+                assert r.status_code == 200, (body, r.text)
+                choices = r.json()["choices"]
+                plain = [ch["message"]["content"] if "message" in ch else ch["text"]
+                         for ch in choices]
+                reasons = [ch["finish_reason"] for ch in choices]
+                assert streamed_texts(c, path, body) == (plain, reasons), body
+
+
 def test_stream_denoising_events(echo_client):
     r = echo_client.post(
         "/v1/completions",

@@ -149,17 +149,38 @@ def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
     text = state.tok.decode(cut)
     reason = "stop" if len(cut) < len(ids) else "length"
     n_tokens = len(cut)
-    hits = [text.find(s) for s in stops if s in text]
-    if hits:
-        text, reason = text[: min(hits)], "stop"
+    at = stop_at(text, stops)
+    if at is not None:
+        text, reason = text[:at], "stop"
         n_tokens = len(state.tok.encode(text))
     return (text.strip() if reply.chat else text), reason, n_tokens
 
 
+def stop_at(text: str, stops: list[str]) -> int | None:
+    """Where the earliest-starting stop sequence in ``text`` begins (None: none): the text
+    is cut there."""
+    return min((text.find(s) for s in stops if s in text), default=None)
+
+
+def stop_may_start(text: str, stops: list[str]) -> int:
+    """The earliest position from which a stop sequence may still be completed when ``text``
+    grows (``text`` ends with a proper prefix of it there); ``len(text)``: none."""
+    longest = max((len(s) for s in stops), default=0)
+    for p in range(max(0, len(text) - longest + 1), len(text)):
+        if any(len(s) > len(text) - p and s.startswith(text[p:]) for s in stops):
+            return p
+    return len(text)
+
+
 def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply
                 ) -> tuple[str, bool]:
-    """Text of the committed prefix of a generation row (what ``finish`` makes of it, so far:
-    chat holds back trailing whitespace); True when the row cannot grow."""
+    """Text of the committed prefix of a generation row that ``finish`` is sure to keep
+    (chat holds back trailing whitespace); True when it is final.
+
+    A stop sequence found in the prefix cuts the text there, as ``finish`` cuts it, but it
+    is final only when no stop starting earlier may still be completed by the tokens to
+    come (``finish`` cuts at the earliest start, not the first stop completed): until then
+    the text is held back where that stop starts, as it is wherever one may start."""
     mask_id = state.cfg.mask_id
     k = row.index(mask_id) if mask_id in row else len(row)
     prefix = row[:k]
@@ -168,11 +189,14 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     text = state.tok.decode(prefix[:end])
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
-    hits = [text.find(s) for s in stops if s in text]
-    if hits:
-        text, done = text[: min(hits)], True
+    at = stop_at(text, stops)
+    may = len(text) if done else stop_may_start(text, stops)
+    if at is not None and at <= may:
+        text, done = text[:at], True
+    else:
+        text = text[:may]
     if reply.chat:
-        text = text.strip() if done else text.lstrip().rstrip()
+        text = text.strip()  # a reply ends stripped: a trailing space may turn out its end
     return text, done
 
 
@@ -210,15 +234,14 @@ class Reply:
 
 class GenerationEvents:
     """Streamed completions and chat: a chunk whenever a row's final text grows (the
-    longest committed run from the start, held back by the longest stop sequence), a
-    ``denoising.step`` event per step with ``stream_denoising``, the last chunks with
-    ``finish_reason``, and ``usage`` on request."""
+    longest committed run from the start, held back where a stop sequence may start:
+    ``prefix_text``), a ``denoising.step`` event per step with ``stream_denoising``, the
+    last chunks with ``finish_reason``, and ``usage`` on request."""
 
     def __init__(self, state: ServerState, request: Request, req: _Generation, job: Job,
                  reply: Reply) -> None:
         self.state, self.request, self.req, self.reply = state, request, req, reply
         self.stops = req.stops()
-        self.hold = max((len(s) for s in self.stops), default=1) - 1  # a stop may start late
         self.obj = "chat.completion.chunk" if reply.chat else "text_completion"
         self.sent = [""] * len(job.rows)
         self.closed = [False] * len(job.rows)
@@ -257,12 +280,9 @@ class GenerationEvents:
                     out.append(self.chunk(i, text[len(sent):], None))
                 self.sent[i] = text
                 continue
-            ready = text[: len(text) - self.hold] if self.hold else text
-            if self.reply.chat:  # a reply ends stripped: a space held back by the stop
-                ready = ready.rstrip()  # sequences may turn out to be its end
-            if len(ready) > len(sent) and ready.startswith(sent):
-                out.append(self.chunk(i, ready[len(sent):], None))
-                self.sent[i] = ready
+            if len(text) > len(sent) and text.startswith(sent):
+                out.append(self.chunk(i, text[len(sent):], None))
+                self.sent[i] = text
         return out
 
     def result(self, result: GenOutput) -> Iterable[str]:
