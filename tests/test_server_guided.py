@@ -141,6 +141,32 @@ def test_unenforceable_constraints_are_400_in_openai_shape(client, body, param, 
     assert err["param"] == param and message in err["message"] and "\n" not in err["message"]
 
 
+@pytest.mark.parametrize("guided", [{"guided_choice": ["yes", "no"]},
+                                    {"response_format": {"type": "json_object"}}])
+@pytest.mark.parametrize(
+    "body,param,message",
+    [
+        ({"top_p": 0.5}, "top_p", "autoregressive checkpoints only"),
+        ({"threshold": 0.5}, None, "threshold is an option of policy 'threshold'"),
+        ({"stream_denoising": True}, "stream_denoising", "needs stream: true"),
+        ({"policy": "nope"}, "policy", "unknown policy"),
+        ({"cache": "nope"}, "cache", "unknown cache"),
+        ({"n": 99}, "n", "n must be <= 8"),
+    ],
+)
+def test_structured_output_passes_the_checks_of_plain_completions(client, guided, body, param,
+                                                                  message):
+    """The same 400 with and without structured output (they were accepted and ignored)."""
+    for extra in ({}, guided):
+        for url, prompt in (("/v1/completions", {"prompt": "x"}),
+                            ("/v1/chat/completions",
+                             {"messages": [{"role": "user", "content": "x"}]})):
+            r = client.post(url, json={**prompt, "max_tokens": 8, **extra, **body})
+            assert r.status_code == 400, (url, extra, r.text)
+            err = r.json()["error"]
+            assert err["param"] == param and message in err["message"], (url, extra, err)
+
+
 def _streamed_content(client, url, body):
     """(content chunks, the joined text, usage) of a streamed completions / chat request."""
     r = client.post(url, json={**body, "stream": True, "stream_options": {"include_usage": True}})

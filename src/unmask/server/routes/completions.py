@@ -22,16 +22,13 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling import choose_decoder, validate
-from unmask.sampling.cache import check_cache_name
 from unmask.sampling.penalties import check_penalty_decoder, given_penalties
-from unmask.sampling.policies import make_policy
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
-    check_model,
-    check_steps,
-    check_text,
+    check_generation,
+    check_names,
     note,
     sample_config,
     secured,
@@ -39,7 +36,7 @@ from unmask.server.plumbing import (
     user_error,
     wait,
 )
-from unmask.server.schemas import MAX_STOP, CompletionRequest, _Generation
+from unmask.server.schemas import CompletionRequest, _Generation
 from unmask.server.state import ServerState
 from unmask.server.streaming import denoising_event, stream_job
 
@@ -49,25 +46,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     """The job for a generation request of ``prompts`` and their ids (``encode``), or a 400
     naming the option that cannot be served."""
     limits = state.limits
-    check_model(state, req.model)
-    check_steps(state, req)
-    if req.n > limits.max_n:
-        raise APIError(400, f"n must be <= {limits.max_n}", param="n", code="invalid_value")
-    if len(prompts) > limits.max_prompts:
-        raise APIError(400, f"at most {limits.max_prompts} prompts per request", param="prompt",
-                       code="invalid_value")
-    if len(req.stops()) > MAX_STOP:
-        raise APIError(400, f"at most {MAX_STOP} stop sequences", param="stop",
-                       code="invalid_value")
-    if req.stream_denoising and not req.stream:
-        raise APIError(400, "stream_denoising needs stream: true", param="stream_denoising",
-                       code="invalid_value")
-    top_p = None if req.top_p in (None, 1.0) else req.top_p
-    if top_p is not None and not state.causal:
-        raise APIError(400, "top_p applies to autoregressive checkpoints only; this one is a "
-                       "diffusion model", param="top_p", code="invalid_value")
-    for p in prompts:
-        check_text(state, p, "prompt")
+    top_p = check_generation(state, req, prompts)
     ids = [encode(p) for p in prompts]
     longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
     ctx = state.max_seq_len
@@ -120,19 +99,6 @@ def check_penalties_apply(facts: ModelFacts, config: SampleConfig) -> None:
         check_penalty_decoder(choose_decoder(facts, config).name, config)
     except UserError as e:
         raise APIError(400, str(e), param=given[0], code="invalid_value") from None
-
-
-def check_names(config: SampleConfig) -> None:
-    """The registry names of ``config`` (commit policy and its parameters, cache), checked as
-    ``validate`` checks them for a diffusion model; a 400 naming the field."""
-    try:
-        make_policy(config)
-    except UserError as e:
-        raise user_error(e, "policy") from None
-    try:
-        check_cache_name(config.cache)
-    except UserError as e:
-        raise user_error(e, "cache") from None
 
 
 def _end(ids: list[int], ends: frozenset[int]) -> int:
@@ -314,10 +280,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
             raise APIError(400, f"stop does not apply with {guided['source']}: a structured "
                            "answer is the constraint's whole text (cutting it would break it)",
                            param="stop", code="unsupported")
-        for p in prompts:
-            check_text(state, p, "prompt")
-        return await run_guided(state, request, req, [encode(p) for p in prompts], guided,
-                                chat=chat)
+        return await run_guided(state, request, req, prompts, encode, guided, chat=chat)
     job, ids = prepare(state, req, prompts, encode)
     ends = state.chat_ends if chat else frozenset({state.cfg.eos_id} - {None})
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],

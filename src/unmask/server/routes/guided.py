@@ -17,10 +17,11 @@ Inside: ``guidance`` (the request's constraint, or None; 400 for bad ones), ``An
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Request
@@ -32,8 +33,8 @@ from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
     alone,
-    check_model,
-    check_steps,
+    check_generation,
+    check_names,
     note,
     run_alone,
     sample_config,
@@ -255,25 +256,26 @@ async def run_guided(
     state: ServerState,
     request: Request,
     req: _Generation,
-    prompt_ids: list[list[int]],
+    prompts: list[str],
+    encode: Callable[[str], list[int]],
     kwargs: dict[str, Any],
     *,
     chat: bool,
 ) -> Response:
-    """Answer a constrained completions / chat request (one prompt, ``n`` = 1)."""
+    """Answer a constrained completions / chat request (one prompt of ids ``encode``,
+    ``n`` = 1), after the checks every completions request passes."""
     from unmask.infill import fill_form
 
-    check_model(state, req.model)
-    check_steps(state, req)
+    top_p = check_generation(state, req, prompts)
     try:
         api.refuse_continuous(state.loaded, "structured output")
     except UserError as e:
         raise user_error(e, "response_format") from None
-    if len(prompt_ids) != 1 or req.n != 1:
+    if len(prompts) != 1 or req.n != 1:
         raise APIError(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"
         )
-    ids = prompt_ids[0]
+    ids = encode(prompts[0])
     if len(ids) + req.max_tokens > state.max_seq_len:
         raise APIError(
             400,
@@ -283,7 +285,8 @@ async def run_guided(
             code="context_length_exceeded",
         )
     form, parse = build_form(state, kwargs, req.max_tokens)
-    config = sample_config(req, 1, state.max_seq_len)
+    config = dataclasses.replace(sample_config(req, 1, state.max_seq_len), top_p=top_p)
+    check_names(config)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
     def run(on_step: StepCallback) -> Any:
