@@ -147,7 +147,7 @@ def test_unenforceable_constraints_are_400_in_openai_shape(client, body, param, 
     "body,param,message",
     [
         ({"top_p": 0.5}, "top_p", "autoregressive checkpoints only"),
-        ({"threshold": 0.5}, None, "threshold is an option of policy 'threshold'"),
+        ({"threshold": 0.5}, "threshold", "threshold is an option of policy 'threshold'"),
         ({"stream_denoising": True}, "stream_denoising", "needs stream: true"),
         ({"policy": "nope"}, "policy", "unknown policy"),
         ({"cache": "nope"}, "cache", "unknown cache"),

@@ -266,6 +266,8 @@ def test_threshold_with_another_policy_is_refused_everywhere(client, path, body)
     nothing; with policy threshold it is taken."""
     r = client.post(path, json={**body, "threshold": 0.5})
     assert r.status_code == 400, r.text
-    assert "threshold is an option of policy 'threshold'" in r.json()["error"]["message"]
+    err = r.json()["error"]
+    assert "threshold is an option of policy 'threshold'" in err["message"], err
+    assert err["param"] == "threshold", err
     r = client.post(path, json={**body, "threshold": 0.5, "policy": "threshold"})
     assert r.status_code == 200, r.text

@@ -114,6 +114,14 @@ def user_error(e: UserError, param: str | None = None) -> APIError:
     return APIError(400, str(e), param=param, code="invalid_value")
 
 
+def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:
+    """The request field a library refusal ``e`` is about, for ``param``: the option its
+    message starts with, when the request sent it (else None: the checkpoint's
+    recommendation, or several options together)."""
+    first = str(e).split(" ", 1)[0]
+    return first if first in opts.model_fields_set else None
+
+
 # -- auth and checks -------------------------------------------------------------------------
 
 
@@ -230,7 +238,7 @@ def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *
     try:
         api.check_policy_options(opts.policy, given)
     except UserError as e:
-        raise user_error(e) from None
+        raise user_error(e, sent_option(opts, e)) from None
     return SampleConfig(gen_length=gen_length, steps=opts.steps or default_steps,
                         block_length=opts.block_length, policy=opts.policy,
                         threshold=opts.threshold, cache=opts.cache,

@@ -32,6 +32,7 @@ from unmask.server.plumbing import (
     note,
     sample_config,
     secured,
+    sent_option,
     submit,
     user_error,
     wait,
@@ -66,7 +67,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
                                loaded=state.loaded)
     except UserError as e:
-        raise user_error(e) from None
+        raise user_error(e, sent_option(req, e)) from None
     config = dataclasses.replace(config, top_p=top_p)
     facts = api.facts_of(state.loaded)
     try:
@@ -83,7 +84,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
             if not state.causal:
                 validate(part, prompt_length=longest, max_seq_len=ctx)
     except UserError as e:
-        raise user_error(e, sent_option(req, str(e))) from None
+        raise user_error(e, sent_option(req, e)) from None
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = config.seed is not None and config.temperature > 0
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
@@ -100,14 +101,6 @@ def check_penalties_apply(facts: ModelFacts, config: SampleConfig) -> None:
         check_penalty_decoder(decoder.name, config)
     except UserError as e:
         raise APIError(400, str(e), param=given[0], code="invalid_value") from None
-
-
-def sent_option(req: _Generation, message: str) -> str | None:
-    """The request field a library refusal (``message``) is about, for ``param``: the
-    option its message starts with, when the request sent it (else None: the checkpoint's
-    recommendation, or several options together)."""
-    first = message.split(" ", 1)[0]
-    return first if first in req.model_fields_set else None
 
 
 def _end(ids: list[int], ends: frozenset[int]) -> int:
