@@ -433,6 +433,25 @@ def test_metrics_text(echo_client):
     assert values["unmask_nfe_total"] >= 4 and values["unmask_completion_tokens_total"] >= 4
 
 
+@pytest.mark.parametrize("key", ["clé-secrète", " padded ", "tab\tkey", "new\n"])
+def test_an_api_key_no_client_can_send_is_refused_at_startup(key):
+    """A non-ASCII key or one with spaces at its ends started, then answered every request
+    401: Starlette reads the header as latin-1, the key was compared as UTF-8, unstripped."""
+    with pytest.raises(UserError, match="API key must be printable ASCII") as e:
+        create_app(loaded(Echo(tiny_config())), api_key=key)
+    assert "\n" not in str(e.value) and key.strip() not in str(e.value)  # not echoed
+
+
+def test_an_api_key_is_compared_as_the_header_bytes():
+    """Inner spaces are fine; a header's non-ASCII bytes (latin-1) never match, and are a
+    401, not an error."""
+    with TestClient(create_app(loaded(Echo(tiny_config())), api_key="two words")) as c:
+        ok = c.get("/v1/models", headers={"Authorization": "Bearer two words "})
+        assert ok.status_code == 200
+        for raw in ("Bearer two wordsé".encode(), "Bearer two wordsé".encode("latin-1")):
+            assert c.get("/v1/models", headers=[(b"authorization", raw)]).status_code == 401
+
+
 def test_api_key():
     app = create_app(loaded(Echo(tiny_config())), api_key="s3cret")
     with TestClient(app) as c:

@@ -116,6 +116,18 @@ def test_serve_chat_template_errors_name_the_serve_option(ckpt, served, capsys):
     assert served == []
 
 
+def test_serve_refuses_a_non_ascii_api_key_before_loading(served, capsys, monkeypatch):
+    """One line and exit 2, before the model loads (the run does not exist); the key from
+    $UNMASK_API_KEY too."""
+    assert main(["serve", "--model", "/no/such/run", "--api-key", "clé"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "API key must be printable ASCII" in err, err
+    monkeypatch.setenv("UNMASK_API_KEY", " padded")
+    assert main(["serve", "--model", "/no/such/run"]) == 2
+    assert "API key must be printable ASCII" in capsys.readouterr().err
+    assert served == []
+
+
 def test_missing_fastapi_hint(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now fails
     assert main(["serve", "--model", "/no/such/run"]) == 2

@@ -123,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         import uvicorn
 
         from unmask.server import ServerLimits, create_app
+        from unmask.server.plumbing import check_api_key
     except ModuleNotFoundError as e:
         raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
                         f"{SERVE_HINT}") from None
@@ -142,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
 
         SampleConfig(**draft_options)
     api_key = args.api_key or os.environ.get("UNMASK_API_KEY") or None
+    if api_key is not None:  # before the model loads
+        check_api_key(api_key)
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)

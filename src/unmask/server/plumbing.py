@@ -1,11 +1,11 @@
 """Request plumbing shared by every route: errors in OpenAI's shape, auth, limits, jobs.
 
 Inside: ``install_error_handlers`` (every error, pydantic's included, answered as
-``{"error": {"message", "type", "param", "code"}}``), ``secured`` (the Bearer check as a
-route dependency), the request checks (``check_model``, ``check_text``, ``check_steps``,
-``diffusion_only``, ``check_generation``, ``check_names``), ``sample_config``, the job life
-cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``) and
-``note`` (fields for the access log).
+``{"error": {"message", "type", "param", "code"}}``), ``check_api_key`` and ``secured`` (the
+Bearer check as a route dependency), the request checks (``check_model``, ``check_text``,
+``check_steps``, ``diffusion_only``, ``check_generation``, ``check_names``),
+``sample_config``, the job life cycle (``submit``, ``wait``, ``alone``, ``run_alone``,
+``job_failure``, ``timed_out``) and ``note`` (fields for the access log).
 """
 
 from __future__ import annotations
@@ -125,16 +125,28 @@ def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:
 # -- auth and checks -------------------------------------------------------------------------
 
 
+def check_api_key(key: str) -> None:
+    """A ``UserError`` (one line) for an API key no client could send: empty, or not
+    printable ASCII, or with spaces at its ends (a header value is ASCII in practice, read
+    as latin-1, and its ends are trimmed), so every request would be refused with a 401."""
+    if not key.strip():
+        raise UserError("api_key is empty: give a key, or None for no authentication")
+    if not key.isascii() or not key.isprintable() or key != key.strip():
+        raise UserError("the API key must be printable ASCII with no space at either end (an "
+                        "HTTP header carries it): choose another key")
+
+
 def secured(state: ServerState) -> list[Any]:
     """Route dependencies that require ``Authorization: Bearer <api key>`` when the server
-    has a key (compared in constant time)."""
+    has a key (``check_api_key``; compared in constant time, as the header's bytes)."""
     key = state.api_key
 
     async def auth(request: Request) -> None:
         if key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
+        token_bytes = token.strip().encode("latin-1")  # as sent (Starlette decodes latin-1)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token_bytes, key):
             raise APIError(401, "invalid or missing API key (Authorization: Bearer ...)",
                            type="authentication_error", code="invalid_api_key")
 
