@@ -691,6 +691,24 @@ def test_chat_template_special_tokens_are_encoded_as_their_ids():
         assert "no system turns" in r.json()["error"]["message"]
 
 
+def test_tokenize_counts_a_prompt_as_completions_do():
+    """A ``[MASK]`` is one blank token (it counted as the 6 characters' tokens), the count is
+    the completion's ``prompt_tokens``, and ``[MASK:3]``, a 400 in a prompt, is one here."""
+    tok = bpe_tokenizer()
+    with TestClient(create_app(loaded(random_transformer(tokenizer=tok), tok))) as c:
+        text = "The [MASK] sat on the mat."
+        body = c.post("/v1/tokenize", json={"text": text}).json()
+        done = c.post("/v1/completions", json={"prompt": text, "max_tokens": 2}).json()
+        assert body["count"] == done["usage"]["prompt_tokens"] == len(
+            tok.encode("The")) + 1 + len(tok.encode(" sat on the mat."))
+        assert tok.mask_id in body["tokens"]
+        for path, field in (("/v1/tokenize", "text"), ("/v1/completions", "prompt")):
+            r = c.post(path, json={field: "a [MASK:3] b", "max_tokens": 2}
+                       if field == "prompt" else {field: "a [MASK:3] b"})
+            assert r.status_code == 400 and "gap of the infill syntax" in r.text, r.text
+            assert r.json()["error"]["param"] in (field, None)
+
+
 def test_tokenize_matches_the_tokenizer():
     tok = bpe_tokenizer()
     app = create_app(
