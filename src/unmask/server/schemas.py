@@ -57,9 +57,9 @@ def _field_names(cls: type[BaseModel]) -> frozenset[str]:
 
 class DiffusionOptions(_Strict):
     """Sampler options shared by every generating endpoint (mapped onto ``SampleConfig``). In
-    completions and chat completions an option not sent (or null) is the checkpoint's
-    recommendation where it has one, as on the command line (``plumbing.sample_config``); the
-    defaults below are the rest."""
+    completions and chat completions without structured output an option not sent (or null)
+    is the checkpoint's recommendation where it has one, as on the command line
+    (``plumbing.sample_config``); the defaults below are the rest."""
 
     model: str | None = None
     """Model id (``GET /v1/models``); None = the served model."""

@@ -295,6 +295,8 @@ async def run_guided(
             code="context_length_exceeded",
         )
     form, parse = build_form(state, kwargs, req.max_tokens)
+    # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
+    # text, would fight the constraint (a structured answer repeats on purpose)
     config = dataclasses.replace(sample_config(req, 1, state.max_seq_len), top_p=top_p)
     check_names(config)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
