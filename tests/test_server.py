@@ -901,3 +901,40 @@ def test_chat_replies_end_and_strip_as_the_library_does():
         # completions are not chat: the text is left as written, up to EOS only
         r = c.post("/v1/completions", json={"prompt": "\x00Hi", "max_tokens": len(script)})
         assert r.json()["choices"][0]["text"].startswith("  Hi there ")
+
+
+def test_openai_fields_are_accepted_at_their_neutral_values_only(echo_client):
+    """Some clients always send ``logprobs: false`` and the like: those were 400
+    ``unknown_field``; a value that asks for something unmask does not do stays a 400."""
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    text = {"prompt": "x", "max_tokens": 2}
+    neutral = [{"logprobs": False}, {"logprobs": None}, {"logit_bias": {}},
+               {"logit_bias": None}]
+    for extra in [*neutral, {"echo": False}, {"best_of": 1}, {"best_of": None}]:
+        r = echo_client.post("/v1/completions", json={**text, **extra})
+        assert r.status_code == 200, (extra, r.text)
+    for extra in neutral:
+        r = echo_client.post("/v1/chat/completions", json={**chat, **extra})
+        assert r.status_code == 200, (extra, r.text)
+    for extra in [{"logprobs": True}, {"logprobs": 0}, {"logprobs": 5}, {"echo": True},
+                  {"best_of": 2}, {"best_of": True}, {"logit_bias": {"50": 10}}]:
+        r = echo_client.post("/v1/completions", json={**text, **extra})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == next(iter(extra)), (extra, err)
+        assert "unsupported" in err["message"], err
+
+
+@pytest.mark.parametrize("path,body,param,message", [
+    ("/v1/completions", {"prompt": []}, "prompt", "at least 1 item"),
+    ("/v1/chat/completions",
+     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     "messages.0.content.0.type", "Input should be 'text'"),
+    ("/v1/completions", {"prompt": 5}, "prompt", "valid string"),
+])
+def test_a_union_field_reports_the_member_its_type_matched(echo_client, path, body, param,
+                                                          message):
+    """An empty prompt list said "Input should be a valid string" (the string member's
+    error, pydantic's first)."""
+    r = echo_client.post(path, json=body)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == param and message in err["message"], err

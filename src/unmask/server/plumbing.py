@@ -48,14 +48,35 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
     return exc.response()
 
 
+def _field(error: Any) -> list[str]:
+    """Where a pydantic error is, as the request spells it: without "body" and pydantic's
+    union-member tags (``str``, ``list[constrained-str]``, ...)."""
+    return [str(p) for p in error.get("loc", ())
+            if p != "body" and (isinstance(p, int)
+                                or (str(p).isidentifier() and p not in _TYPE_TAGS))]
+
+
+def _telling(errors: list[Any]) -> Any:
+    """The error to report: pydantic lists one per member of a union, the first often of a
+    member whose type the value does not have ("Input should be a valid string" for a list);
+    then the first error of the same field that is not such a type mismatch, if any (the
+    member whose type matched: "should have at least 1 item")."""
+    first = errors[0]
+    if not str(first.get("type", "")).endswith("_type"):
+        return first
+    field = _field(first)
+    for e in errors[1:]:
+        at = _field(e)
+        if at[: len(field)] == field and not (at == field and e["type"].endswith("_type")):
+            return e
+    return first
+
+
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
-    first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
+    first = _telling(errors) if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
     code = _CODES.get(first.get("type", ""), "invalid_value")
-    # drop "body" and pydantic's union-member tags (``str``, ``list[constrained-str]``, ...)
-    loc = [str(p) for p in first.get("loc", ())
-           if p != "body" and (isinstance(p, int)
-                               or (str(p).isidentifier() and p not in _TYPE_TAGS))]
+    loc = _field(first)
     param = None if code == "invalid_json" else ".".join(loc) or None
     msg = first.get("msg", "invalid request").removeprefix("Value error, ")  # our validators'
     if first.get("type") == "value_error" and not loc:  # a check of the whole request's
