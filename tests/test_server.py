@@ -108,6 +108,88 @@ def test_stream_matches_plain_and_ends_with_done(echo_client):
     assert chunks[-1]["usage"]["completion_tokens"] == 7
 
 
+def streamed_texts(client: TestClient, path: str, body: dict) -> tuple[list[str], list]:
+    """The joined text and last finish_reason of every choice of a streamed request."""
+    r = client.post(path, json={**body, "stream": True})
+    texts: dict[int, str] = {}
+    reasons: dict[int, str | None] = {}
+    for _, data in sse_events(r.text)[:-1]:
+        for c in json.loads(data)["choices"]:
+            piece = c["delta"].get("content") if "delta" in c else c["text"]
+            texts[c["index"]] = texts.get(c["index"], "") + (piece or "")
+            reasons[c["index"]] = c["finish_reason"] or reasons.get(c["index"])
+    return [texts[i] for i in sorted(texts)], [reasons[i] for i in sorted(reasons)]
+
+
+def test_a_stop_that_starts_earlier_but_completes_later_is_not_streamed(echo_client):
+    """Echo writes "abcdefghij" left to right: "cd" completes first, but "bcde" starts
+    earlier, so the text is "a"; the stream had sent "ab" once "cd" was found."""
+    body = {"prompt": "", "max_tokens": 10, "steps": 10, "block_length": 1,
+            "stop": ["bcde", "cd"]}
+    plain = echo_client.post("/v1/completions", json=body).json()["choices"][0]
+    assert (plain["text"], plain["finish_reason"]) == ("a", "stop")
+    assert streamed_texts(echo_client, "/v1/completions", body) == (["a"], ["stop"])
+
+
+class Shuffled(torch.nn.Module):
+    """A mask predictor sure of TEXT[p % len(TEXT)] at canvas column p (byte tokenizer ids),
+    each column with its own confidence (a permutation from ``seed``): the commit order is
+    random but fixed, the same for a streamed request and a plain one."""
+
+    TEXT = "ab abc  bab cab a"
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.config = tiny_config()
+        rng = torch.Generator().manual_seed(seed)
+        order = torch.randperm(self.config.max_seq_len, generator=rng)
+        self.sure = 10.0 - 0.01 * order.float()
+
+    def forward(self, tokens, attention_mask=None):
+        B, L = tokens.shape
+        logits = torch.full((B, L, self.config.vocab_size), -10.0)
+        ids = torch.tensor([4 + ord(self.TEXT[p % len(self.TEXT)]) for p in range(L)])
+        logits[:, torch.arange(L), ids] = self.sure[:L]
+        return logits
+
+
+def test_streamed_text_equals_plain_text_under_random_stops_and_commit_orders():
+    """Property: for random prompts, lengths, steps, block lengths, n, completions and chat,
+    and overlapping stop sequences (pieces of the model's text), the joined stream is the
+    plain answer, with the same finish_reason."""
+    import random
+
+    rng = random.Random(0)
+    text = Shuffled.TEXT * 3
+    for seed in range(4):
+        app = create_app(loaded(Shuffled(seed)), chat_template="plain", access_log=False,
+                         limits=ServerLimits(max_n=4))
+        with TestClient(app) as c:
+            for _ in range(25):
+                max_tokens = rng.choice([4, 6, 8, 12, 16])
+                stops = []
+                for _ in range(rng.randint(1, 4)):
+                    at = rng.randrange(len(Shuffled.TEXT))
+                    stops.append(text[at: at + rng.randint(1, 5)])
+                block = rng.choice([max_tokens, max_tokens // 2, 2])
+                steps = max_tokens // block * rng.randint(1, block)  # whole steps per block
+                body = {"max_tokens": max_tokens, "stop": stops, "n": rng.randint(1, 2),
+                        "steps": steps, "block_length": block}
+                if rng.random() < 0.5:
+                    path = "/v1/completions"
+                    body["prompt"] = "x" * rng.randint(0, 6)
+                else:
+                    path = "/v1/chat/completions"
+                    body["messages"] = [{"role": "user", "content": "y" * rng.randint(1, 4)}]
+                r = c.post(path, json=body)
+                assert r.status_code == 200, (body, r.text)
+                choices = r.json()["choices"]
+                plain = [ch["message"]["content"] if "message" in ch else ch["text"]
+                         for ch in choices]
+                reasons = [ch["finish_reason"] for ch in choices]
+                assert streamed_texts(c, path, body) == (plain, reasons), body
+
+
 def test_stream_denoising_events(echo_client):
     r = echo_client.post(
         "/v1/completions",
@@ -351,6 +433,25 @@ def test_metrics_text(echo_client):
     assert values["unmask_nfe_total"] >= 4 and values["unmask_completion_tokens_total"] >= 4
 
 
+@pytest.mark.parametrize("key", ["clé-secrète", " padded ", "tab\tkey", "new\n"])
+def test_an_api_key_no_client_can_send_is_refused_at_startup(key):
+    """A non-ASCII key or one with spaces at its ends started, then answered every request
+    401: Starlette reads the header as latin-1, the key was compared as UTF-8, unstripped."""
+    with pytest.raises(UserError, match="API key must be printable ASCII") as e:
+        create_app(loaded(Echo(tiny_config())), api_key=key)
+    assert "\n" not in str(e.value) and key.strip() not in str(e.value)  # not echoed
+
+
+def test_an_api_key_is_compared_as_the_header_bytes():
+    """Inner spaces are fine; a header's non-ASCII bytes (latin-1) never match, and are a
+    401, not an error."""
+    with TestClient(create_app(loaded(Echo(tiny_config())), api_key="two words")) as c:
+        ok = c.get("/v1/models", headers={"Authorization": "Bearer two words "})
+        assert ok.status_code == 200
+        for raw in ("Bearer two wordsé".encode(), "Bearer two wordsé".encode("latin-1")):
+            assert c.get("/v1/models", headers=[(b"authorization", raw)]).status_code == 401
+
+
 def test_api_key():
     app = create_app(loaded(Echo(tiny_config())), api_key="s3cret")
     with TestClient(app) as c:
@@ -590,6 +691,24 @@ def test_chat_template_special_tokens_are_encoded_as_their_ids():
         assert "no system turns" in r.json()["error"]["message"]
 
 
+def test_tokenize_counts_a_prompt_as_completions_do():
+    """A ``[MASK]`` is one blank token (it counted as the 6 characters' tokens), the count is
+    the completion's ``prompt_tokens``, and ``[MASK:3]``, a 400 in a prompt, is one here."""
+    tok = bpe_tokenizer()
+    with TestClient(create_app(loaded(random_transformer(tokenizer=tok), tok))) as c:
+        text = "The [MASK] sat on the mat."
+        body = c.post("/v1/tokenize", json={"text": text}).json()
+        done = c.post("/v1/completions", json={"prompt": text, "max_tokens": 2}).json()
+        assert body["count"] == done["usage"]["prompt_tokens"] == len(
+            tok.encode("The")) + 1 + len(tok.encode(" sat on the mat."))
+        assert tok.mask_id in body["tokens"]
+        for path, field in (("/v1/tokenize", "text"), ("/v1/completions", "prompt")):
+            r = c.post(path, json={field: "a [MASK:3] b", "max_tokens": 2}
+                       if field == "prompt" else {field: "a [MASK:3] b"})
+            assert r.status_code == 400 and "gap of the infill syntax" in r.text, r.text
+            assert r.json()["error"]["param"] in (field, None)
+
+
 def test_tokenize_matches_the_tokenizer():
     tok = bpe_tokenizer()
     app = create_app(
@@ -782,3 +901,40 @@ def test_chat_replies_end_and_strip_as_the_library_does():
         # completions are not chat: the text is left as written, up to EOS only
         r = c.post("/v1/completions", json={"prompt": "\x00Hi", "max_tokens": len(script)})
         assert r.json()["choices"][0]["text"].startswith("  Hi there ")
+
+
+def test_openai_fields_are_accepted_at_their_neutral_values_only(echo_client):
+    """Some clients always send ``logprobs: false`` and the like: those were 400
+    ``unknown_field``; a value that asks for something unmask does not do stays a 400."""
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    text = {"prompt": "x", "max_tokens": 2}
+    neutral = [{"logprobs": False}, {"logprobs": None}, {"logit_bias": {}},
+               {"logit_bias": None}]
+    for extra in [*neutral, {"echo": False}, {"best_of": 1}, {"best_of": None}]:
+        r = echo_client.post("/v1/completions", json={**text, **extra})
+        assert r.status_code == 200, (extra, r.text)
+    for extra in neutral:
+        r = echo_client.post("/v1/chat/completions", json={**chat, **extra})
+        assert r.status_code == 200, (extra, r.text)
+    for extra in [{"logprobs": True}, {"logprobs": 0}, {"logprobs": 5}, {"echo": True},
+                  {"best_of": 2}, {"best_of": True}, {"logit_bias": {"50": 10}}]:
+        r = echo_client.post("/v1/completions", json={**text, **extra})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == next(iter(extra)), (extra, err)
+        assert "unsupported" in err["message"], err
+
+
+@pytest.mark.parametrize("path,body,param,message", [
+    ("/v1/completions", {"prompt": []}, "prompt", "at least 1 item"),
+    ("/v1/chat/completions",
+     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
+     "messages.0.content.0.type", "Input should be 'text'"),
+    ("/v1/completions", {"prompt": 5}, "prompt", "valid string"),
+])
+def test_a_union_field_reports_the_member_its_type_matched(echo_client, path, body, param,
+                                                          message):
+    """An empty prompt list said "Input should be a valid string" (the string member's
+    error, pydantic's first)."""
+    r = echo_client.post(path, json=body)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == param and message in err["message"], err

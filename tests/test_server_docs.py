@@ -70,8 +70,9 @@ def server(tmp_path_factory):
         def __init__(self, config: uvicorn.Config) -> None:
             self.server = real_server(config)
 
-        def run(self) -> None:
-            thread = threading.Thread(target=self.server.run, daemon=True)
+        def run(self, sockets: list[socket.socket] | None = None) -> None:
+            thread = threading.Thread(target=self.server.run, kwargs={"sockets": sockets},
+                                      daemon=True)
             thread.start()
             servers.append((self.server, thread))
 

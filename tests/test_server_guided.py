@@ -141,6 +141,68 @@ def test_unenforceable_constraints_are_400_in_openai_shape(client, body, param, 
     assert err["param"] == param and message in err["message"] and "\n" not in err["message"]
 
 
+@pytest.mark.parametrize("guided", [{"guided_choice": ["yes", "no"]},
+                                    {"response_format": {"type": "json_object"}}])
+@pytest.mark.parametrize(
+    "body,param,message",
+    [
+        ({"top_p": 0.5}, "top_p", "autoregressive checkpoints only"),
+        ({"threshold": 0.5}, "threshold", "threshold is an option of policy 'threshold'"),
+        ({"stream_denoising": True}, "stream_denoising", "needs stream: true"),
+        ({"policy": "nope"}, "policy", "unknown policy"),
+        ({"cache": "nope"}, "cache", "unknown cache"),
+        ({"n": 99}, "n", "n must be <= 8"),
+    ],
+)
+def test_structured_output_passes_the_checks_of_plain_completions(client, guided, body, param,
+                                                                  message):
+    """The same 400 with and without structured output (they were accepted and ignored)."""
+    for extra in ({}, guided):
+        for url, prompt in (("/v1/completions", {"prompt": "x"}),
+                            ("/v1/chat/completions",
+                             {"messages": [{"role": "user", "content": "x"}]})):
+            r = client.post(url, json={**prompt, "max_tokens": 8, **extra, **body})
+            assert r.status_code == 400, (url, extra, r.text)
+            err = r.json()["error"]
+            assert err["param"] == param and message in err["message"], (url, extra, err)
+
+
+def _counters(client) -> dict[str, float]:
+    lines = client.get("/metrics").text.splitlines()
+    return {k: float(v) for k, v in (line.split(" ") for line in lines if line[:1] != "#" and line)
+            if k in ("unmask_prompt_tokens_total", "unmask_completion_tokens_total")}
+
+
+@pytest.mark.parametrize("guided", [{"guided_regex": "[0-9]{1,3}"},
+                                    {"response_format": {"type": "json_object"}}])
+def test_structured_output_usage_counts_the_answer_not_the_canvas(client, guided, caplog):
+    """``completion_tokens`` is the returned text's tokens (it was the canvas, ``max_tokens``
+    wide with its padding), plain and streamed, and it is counted in the token metrics and
+    the access log as a plain completion's."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="unmask.server.access")
+    tok = loaded(MODEL).tokenizer
+    body = {"prompt": "Year:", "max_tokens": 24, "steps": 6, **guided}
+    before = _counters(client)
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    text, use = r.json()["choices"][0]["text"], r.json()["usage"]
+    n = len(tok.encode(text))
+    assert n <= 3 if "guided_regex" in guided else n <= 24
+    assert use == {"prompt_tokens": 5, "completion_tokens": n, "total_tokens": 5 + n}
+    after = _counters(client)
+    assert after["unmask_prompt_tokens_total"] - before["unmask_prompt_tokens_total"] == 5
+    assert after["unmask_completion_tokens_total"] - before["unmask_completion_tokens_total"] == n
+    lines = [r.getMessage() for r in caplog.records if r.name == "unmask.server.access"
+             and "/v1/completions" in r.getMessage()]
+    assert f"rows=1 prompt_tokens=5 completion_tokens={n}" in lines[-1], lines
+    _, streamed, streamed_use = _streamed_content(client, "/v1/completions", body)
+    assert streamed == text and streamed_use == use
+    assert _counters(client)["unmask_completion_tokens_total"] == after[
+        "unmask_completion_tokens_total"] + n
+
+
 def _streamed_content(client, url, body):
     """(content chunks, the joined text, usage) of a streamed completions / chat request."""
     r = client.post(url, json={**body, "stream": True, "stream_options": {"include_usage": True}})

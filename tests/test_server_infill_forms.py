@@ -252,3 +252,22 @@ def test_forms_on_causal_checkpoints_fill_left_to_right_and_unknown_fields():
         assert r.status_code == 200 and isinstance(r.json()["value"]["a"], int)
         r = c.post("/v1/forms", json={"form": {"a": "<int>"}, "template": "x"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_field"
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/infill", {"template": "a [MASK:3] b"}),
+    ("/v1/infill", {"template": "a [MASK:3] b", "guided_choice": ["xy", "z"]}),
+    ("/v1/forms", {"form": {"a": "<choice:x|y>"}}),
+    ("/v1/forms", {"schema": {"enum": ["x", "y"]}}),
+    ("/v1/edit", {"text": "abc", "spans": [[0, 1]]}),
+])
+def test_threshold_with_another_policy_is_refused_everywhere(client, path, body):
+    """As in completions: ``threshold`` sent with a policy that does not read it would do
+    nothing; with policy threshold it is taken."""
+    r = client.post(path, json={**body, "threshold": 0.5})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert "threshold is an option of policy 'threshold'" in err["message"], err
+    assert err["param"] == "threshold", err
+    r = client.post(path, json={**body, "threshold": 0.5, "policy": "threshold"})
+    assert r.status_code == 200, r.text

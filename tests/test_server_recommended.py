@@ -106,3 +106,15 @@ def test_cli_equals_server_with_no_flags(tmp_path, capsys):
     cli = json.loads(capsys.readouterr().out)["results"][0]["text"]
     with client(lm) as c:
         assert served(c) == cli
+
+
+def test_a_decoder_refusal_names_the_option_sent_not_the_recommended_penalty():
+    """``edit_threshold`` on a checkpoint whose decoder cannot edit, with a recommended
+    repetition penalty: the 400 named ``repetition_penalty`` (the first penalty), which the
+    request never sent."""
+    with client(model()) as c:
+        r = c.post("/v1/completions", json={"prompt": PROMPT, "max_tokens": 4,
+                                            "edit_threshold": 0.5})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "edit_threshold" and err["message"].startswith("edit_threshold"), err

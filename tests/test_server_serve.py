@@ -81,7 +81,9 @@ def served(monkeypatch):
         def __init__(self, config):
             self.config = config
 
-        def run(self):
+        def run(self, sockets=None):
+            address = sockets[0].getsockname()  # bound by unmask serve
+            assert address[1] == self.config.port
             apps.append((self.config.app, {"host": self.config.host, "port": self.config.port}))
 
     monkeypatch.setattr(uvicorn, "Server", Recorder)
@@ -90,12 +92,12 @@ def served(monkeypatch):
 
 
 @pytest.mark.parametrize("quiet", [False, True])
-def test_serve_prints_the_access_log_unless_quiet(ckpt, served, capsys, quiet):
-    argv = ["serve", "--model", ckpt, "--port", "8123", "--device", "cpu",
+def test_serve_prints_the_access_log_unless_quiet(ckpt, served, capsys, quiet, free_port):
+    argv = ["serve", "--model", ckpt, "--port", str(free_port), "--device", "cpu",
             "--chat-template", "plain"]
     assert main(argv + ["--quiet"] * quiet) == 0
     (app, kw), = served
-    assert kw["port"] == 8123 and kw["host"] == "127.0.0.1"
+    assert kw["port"] == free_port and kw["host"] == "127.0.0.1"
     with TestClient(app) as c:
         r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}],
                                                  "max_tokens": 2})
@@ -113,6 +115,33 @@ def test_serve_chat_template_errors_name_the_serve_option(ckpt, served, capsys):
     assert main(["serve", "--model", ckpt, "--device", "cpu", "--chat-template", "nope"]) == 2
     err = capsys.readouterr().err
     assert "--chat-template 'nope': no such file" in err and err.count("\n") == 1
+    assert served == []
+
+
+def test_serve_refuses_a_non_ascii_api_key_before_loading(served, capsys, monkeypatch):
+    """One line and exit 2, before the model loads (the run does not exist); the key from
+    $UNMASK_API_KEY too."""
+    assert main(["serve", "--model", "/no/such/run", "--api-key", "clé"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "API key must be printable ASCII" in err, err
+    monkeypatch.setenv("UNMASK_API_KEY", " padded")
+    assert main(["serve", "--model", "/no/such/run"]) == 2
+    assert "API key must be printable ASCII" in capsys.readouterr().err
+    assert served == []
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(ckpt, served, capsys, free_port):
+    """It printed where it listens, then uvicorn's own ERROR line, and exited 3."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", free_port))
+        other.listen()
+        argv = ["serve", "--model", ckpt, "--port", str(free_port), "--device", "cpu"]
+        assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"unmask serve: error: port {free_port} is in use (another server?): stop it, or "
+        "choose another --port\n")
     assert served == []
 
 

@@ -29,7 +29,7 @@ import dataclasses
 import functools
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -430,11 +430,17 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
                 if all(length % b == 0 for length in lengths)
                 and (dynamic or config.steps % (config.gen_length // b) == 0)]
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
-    for option, policy in _POLICY_OPTIONS.items():
-        if option in given and config.policy != policy:
-            raise UserError(f"{option} is an option of policy {policy!r}; this run's policy "
-                            f"is {config.policy!r}")
+    check_policy_options(config.policy, given)
     return config
+
+
+def check_policy_options(policy: str, given: Iterable[str]) -> None:
+    """A ``UserError`` for an option ``given`` that only another commit policy than
+    ``policy`` reads: it would do nothing."""
+    for option, owner in _POLICY_OPTIONS.items():
+        if option in given and policy != owner:
+            raise UserError(f"{option} is an option of policy {owner!r}; this run's policy "
+                            f"is {policy!r}")
 
 
 _POLICY_OPTIONS = {"threshold": "threshold", "factor": "factor", "entropy_bound": "entropy"}

@@ -10,8 +10,10 @@ See docs/serving.md.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import socket
 import sys
 
 from unmask.commands import (
@@ -117,12 +119,36 @@ def configure_access_log(quiet: bool) -> None:
     logger.propagate = False
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` for uvicorn to serve on (as uvicorn binds it),
+    or a one-line ``UserError`` (uvicorn logs its own line and exits 1)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # an IPv6 address
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            why = f"port {port} is in use (another server?): stop it, or choose another --port"
+        elif e.errno == errno.EACCES:
+            why = f"no permission to listen on port {port}: choose another --port (above 1023)"
+        elif e.errno == errno.EADDRNOTAVAIL:
+            why = f"{host} is not an address of this machine: check --host"
+        else:
+            why = f"cannot listen on {host}:{port} ({e.strerror or e})"
+        raise UserError(why) from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
         import uvicorn
 
         from unmask.server import ServerLimits, create_app
+        from unmask.server.plumbing import check_api_key
     except ModuleNotFoundError as e:
         raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
                         f"{SERVE_HINT}") from None
@@ -142,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
 
         SampleConfig(**draft_options)
     api_key = args.api_key or os.environ.get("UNMASK_API_KEY") or None
+    if api_key is not None:  # before the model loads
+        check_api_key(api_key)
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)
@@ -166,11 +194,12 @@ def run(args: argparse.Namespace) -> int:
     except UserError as e:  # unmask.chat names the template option --template
         raise UserError(str(e).replace("--template", "--chat-template")) from None
     configure_access_log(args.quiet)
+    sock = listen_socket(args.host, args.port)  # then the address: it is ours
     print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
           f"http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = uvicorn.Server(config)
-    server.run()
+    server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
     if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
         raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
     return 0

@@ -28,7 +28,7 @@ from unmask.checkpoint import Loaded
 from unmask.server.engine import make_engine
 from unmask.server.http import AccessLog, APIError, BodyLimit, RecordMetrics, render_chat, sse
 from unmask.server.metrics import Metrics
-from unmask.server.plumbing import install_error_handlers
+from unmask.server.plumbing import check_api_key, install_error_handlers
 from unmask.server.routes import chat, completions, infill, info, playground
 from unmask.server.state import ServerLimits, ServerState
 from unmask.server.state import model_name as default_name
@@ -63,10 +63,8 @@ def create_app(
 
         loaded_or_path = load(loaded_or_path, device=device)
     loaded = loaded_or_path
-    if api_key is not None and not api_key.strip():
-        from unmask.errors import UserError  # an empty key would have turned auth off
-
-        raise UserError("api_key is empty: give a key, or None for no authentication")
+    if api_key is not None:  # an empty key would have turned auth off; a non-ASCII one
+        check_api_key(api_key)  # refused every request
     limits = limits or ServerLimits()
     template = chat.chat_template(loaded, chat_template)  # a bad template fails here
     metrics = Metrics()

@@ -45,8 +45,8 @@ class Metrics:
         "completion_tokens": "Tokens generated (up to EOS or a stop sequence).",
         "nfe": "Model evaluations (forward passes) run by the worker; a step shared by many "
                "requests counts once.",
-        "forward_rows": "Canvas rows in those forward passes (forward_rows / nfe = mean rows "
-                        "per forward).",
+        "forward_rows": "Canvas rows in the forward passes of batched generation (completions "
+                        "and chat without structured output; the rest add nfe, not rows).",
         "joined": "Generation requests that joined a running batch at a step boundary.",
         "rejected": "Requests refused with 429 because the queue was full.",
         "timeouts": "Requests that ran past the per-request timeout.",

@@ -1,11 +1,11 @@
 """Request plumbing shared by every route: errors in OpenAI's shape, auth, limits, jobs.
 
 Inside: ``install_error_handlers`` (every error, pydantic's included, answered as
-``{"error": {"message", "type", "param", "code"}}``), ``secured`` (the Bearer check as a
-route dependency), the request checks (``check_model``, ``check_text``, ``check_steps``,
-``diffusion_only``), ``sample_config``, the job life cycle (``submit``, ``wait``,
-``alone``, ``run_alone``, ``job_failure``, ``timed_out``) and ``note`` (fields for the
-access log).
+``{"error": {"message", "type", "param", "code"}}``), ``check_api_key`` and ``secured`` (the
+Bearer check as a route dependency), the request checks (``check_model``, ``check_text``,
+``check_steps``, ``diffusion_only``, ``check_generation``, ``check_names``),
+``sample_config``, the job life cycle (``submit``, ``wait``, ``alone``, ``run_alone``,
+``job_failure``, ``timed_out``) and ``note`` (fields for the access log).
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.options import ConstraintError
+from unmask.sampling.cache import check_cache_name
 from unmask.sampling.loop import StepCallback
+from unmask.sampling.policies import make_policy
 from unmask.server.batching import Cancelled, Job, QueueFull
 from unmask.server.http import _STATUS_TYPES, _TYPE_TAGS, ACCESS_FIELDS, APIError
-from unmask.server.schemas import DiffusionOptions
+from unmask.server.schemas import MAX_STOP, DiffusionOptions, _Generation
 from unmask.server.state import ServerState
 
 log = logging.getLogger("unmask.server")
@@ -46,14 +48,35 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
     return exc.response()
 
 
+def _field(error: Any) -> list[str]:
+    """Where a pydantic error is, as the request spells it: without "body" and pydantic's
+    union-member tags (``str``, ``list[constrained-str]``, ...)."""
+    return [str(p) for p in error.get("loc", ())
+            if p != "body" and (isinstance(p, int)
+                                or (str(p).isidentifier() and p not in _TYPE_TAGS))]
+
+
+def _telling(errors: list[Any]) -> Any:
+    """The error to report: pydantic lists one per member of a union, the first often of a
+    member whose type the value does not have ("Input should be a valid string" for a list);
+    then the first error of the same field that is not such a type mismatch, if any (the
+    member whose type matched: "should have at least 1 item")."""
+    first = errors[0]
+    if not str(first.get("type", "")).endswith("_type"):
+        return first
+    field = _field(first)
+    for e in errors[1:]:
+        at = _field(e)
+        if at[: len(field)] == field and not (at == field and e["type"].endswith("_type")):
+            return e
+    return first
+
+
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
-    first = errors[0] if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
+    first = _telling(errors) if errors else {"type": "invalid", "loc": (), "msg": "invalid request"}
     code = _CODES.get(first.get("type", ""), "invalid_value")
-    # drop "body" and pydantic's union-member tags (``str``, ``list[constrained-str]``, ...)
-    loc = [str(p) for p in first.get("loc", ())
-           if p != "body" and (isinstance(p, int)
-                               or (str(p).isidentifier() and p not in _TYPE_TAGS))]
+    loc = _field(first)
     param = None if code == "invalid_json" else ".".join(loc) or None
     msg = first.get("msg", "invalid request").removeprefix("Value error, ")  # our validators'
     if first.get("type") == "value_error" and not loc:  # a check of the whole request's
@@ -112,19 +135,39 @@ def user_error(e: UserError, param: str | None = None) -> APIError:
     return APIError(400, str(e), param=param, code="invalid_value")
 
 
+def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:
+    """The request field a library refusal ``e`` is about, for ``param``: the option its
+    message starts with, when the request sent it (else None: the checkpoint's
+    recommendation, or several options together)."""
+    first = str(e).split(" ", 1)[0]
+    return first if first in opts.model_fields_set else None
+
+
 # -- auth and checks -------------------------------------------------------------------------
+
+
+def check_api_key(key: str) -> None:
+    """A ``UserError`` (one line) for an API key no client could send: empty, or not
+    printable ASCII, or with spaces at its ends (a header value is ASCII in practice, read
+    as latin-1, and its ends are trimmed), so every request would be refused with a 401."""
+    if not key.strip():
+        raise UserError("api_key is empty: give a key, or None for no authentication")
+    if not key.isascii() or not key.isprintable() or key != key.strip():
+        raise UserError("the API key must be printable ASCII with no space at either end (an "
+                        "HTTP header carries it): choose another key")
 
 
 def secured(state: ServerState) -> list[Any]:
     """Route dependencies that require ``Authorization: Bearer <api key>`` when the server
-    has a key (compared in constant time)."""
+    has a key (``check_api_key``; compared in constant time, as the header's bytes)."""
     key = state.api_key
 
     async def auth(request: Request) -> None:
         if key is None:
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key):
+        token_bytes = token.strip().encode("latin-1")  # as sent (Starlette decodes latin-1)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token_bytes, key):
             raise APIError(401, "invalid or missing API key (Authorization: Bearer ...)",
                            type="authentication_error", code="invalid_api_key")
 
@@ -159,6 +202,45 @@ def diffusion_only(state: ServerState, what: str) -> None:
                        "autoregressive (causal)", code="unsupported")
 
 
+def check_generation(state: ServerState, req: _Generation, prompts: list[str]) -> float | None:
+    """The checks of a completions or chat request that need only the request itself, with
+    structured output or without: a 400 naming the field. Returns its ``top_p`` (None: off)."""
+    limits = state.limits
+    check_model(state, req.model)
+    check_steps(state, req)
+    if req.n > limits.max_n:
+        raise APIError(400, f"n must be <= {limits.max_n}", param="n", code="invalid_value")
+    if len(prompts) > limits.max_prompts:
+        raise APIError(400, f"at most {limits.max_prompts} prompts per request", param="prompt",
+                       code="invalid_value")
+    if len(req.stops()) > MAX_STOP:
+        raise APIError(400, f"at most {MAX_STOP} stop sequences", param="stop",
+                       code="invalid_value")
+    if req.stream_denoising and not req.stream:
+        raise APIError(400, "stream_denoising needs stream: true", param="stream_denoising",
+                       code="invalid_value")
+    top_p = None if req.top_p in (None, 1.0) else req.top_p
+    if top_p is not None and not state.causal:
+        raise APIError(400, "top_p applies to autoregressive checkpoints only; this one is a "
+                       "diffusion model", param="top_p", code="invalid_value")
+    for p in prompts:
+        check_text(state, p, "prompt")
+    return top_p
+
+
+def check_names(config: SampleConfig) -> None:
+    """The registry names of ``config`` (commit policy and its parameters, cache), checked as
+    ``validate`` checks them for a diffusion model; a 400 naming the field."""
+    try:
+        make_policy(config)
+    except UserError as e:
+        raise user_error(e, "policy") from None
+    try:
+        check_cache_name(config.cache)
+    except UserError as e:
+        raise user_error(e, "cache") from None
+
+
 SAMPLE_OPTIONS: tuple[str, ...] = (
     "temperature", "seed", "steps", "block_length", "policy", "threshold", "cache",
     "edit_threshold", "max_post_steps", "segment_length", "repetition_penalty",
@@ -170,7 +252,9 @@ SAMPLE_OPTIONS: tuple[str, ...] = (
 def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *,
                   segments: bool = False, loaded: Loaded | None = None) -> SampleConfig:
     """The request's diffusion options as a ``SampleConfig``; ``segment_length`` is refused
-    (400) unless ``segments`` (plain text generation: the template tasks fill canvases).
+    (400) unless ``segments`` (plain text generation: the template tasks fill canvases); an
+    option of another commit policy than the request's (``threshold``) is refused too: it
+    would do nothing.
 
     With ``loaded`` (text generation: completions and chat), every option the request did not
     send (or sent as null) is the checkpoint's recommendation, else the default, exactly as
@@ -180,10 +264,14 @@ def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *
         raise APIError(400, "segment_length applies to text generation (completions and chat "
                        "completions without structured output)", param="segment_length",
                        code="invalid_value")
-    if loaded is not None:
-        sent = {k: getattr(opts, k) for k in SAMPLE_OPTIONS if k in opts.model_fields_set}
-        given = {k: v for k, v in sent.items() if v is not None}
+    sent = {k: getattr(opts, k) for k in SAMPLE_OPTIONS if k in opts.model_fields_set}
+    given = {k: v for k, v in sent.items() if v is not None}
+    if loaded is not None:  # (which checks the policy's options too)
         return api.sample_config(loaded, {"gen_length": gen_length, **given})
+    try:
+        api.check_policy_options(opts.policy, given)
+    except UserError as e:
+        raise user_error(e, sent_option(opts, e)) from None
     return SampleConfig(gen_length=gen_length, steps=opts.steps or default_steps,
                         block_length=opts.block_length, policy=opts.policy,
                         threshold=opts.threshold, cache=opts.cache,

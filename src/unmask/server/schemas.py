@@ -12,6 +12,7 @@ choices) are checked by the routes, not here.
 from __future__ import annotations
 
 import functools
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,6 +22,7 @@ from pydantic import (
     Strict,
     StrictInt,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,6 +33,19 @@ MAX_STOP = 4
 """Most stop sequences per request (as OpenAI)."""
 
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "logprobs": (False,), "echo": (False,), "best_of": (1,), "logit_bias": ({},)}
+"""OpenAI fields unmask does not implement, accepted at their neutral values (and null), as
+some clients always send them; any other value is a 400."""
+
+
+def _neutral_only(name: str, value: Any) -> Any:
+    """``value`` when it is one of ``NEUTRAL[name]`` (exactly: ``0`` is not ``false``)."""
+    if value is None or any(type(value) is type(n) and value == n for n in NEUTRAL[name]):
+        return value
+    allowed = " or ".join(json.dumps(n) for n in NEUTRAL[name])
+    raise ValueError(f"unsupported (unmask accepts only {allowed} or null here)")
 
 
 class _Strict(BaseModel):
@@ -57,9 +72,9 @@ def _field_names(cls: type[BaseModel]) -> frozenset[str]:
 
 class DiffusionOptions(_Strict):
     """Sampler options shared by every generating endpoint (mapped onto ``SampleConfig``). In
-    completions and chat completions an option not sent (or null) is the checkpoint's
-    recommendation where it has one, as on the command line (``plumbing.sample_config``); the
-    defaults below are the rest."""
+    completions and chat completions without structured output an option not sent (or null)
+    is the checkpoint's recommendation where it has one, as on the command line
+    (``plumbing.sample_config``); the defaults below are the rest."""
 
     model: str | None = None
     """Model id (``GET /v1/models``); None = the served model."""
@@ -138,6 +153,15 @@ class _Generation(DiffusionOptions, Guided):
     """``{"include_usage": true}``: a last chunk with ``usage`` (as OpenAI)."""
     user: str | None = Field(None, max_length=256)
     """Accepted for compatibility; ignored."""
+    logprobs: bool | None = None
+    """OpenAI's; only its neutral value (false) is accepted (``NEUTRAL``)."""
+    logit_bias: dict[str, Any] | None = None
+    """OpenAI's; only its neutral value (``{}``) is accepted."""
+
+    @field_validator("logprobs", "logit_bias", mode="before")
+    @classmethod
+    def _neutral(cls, value: Any, info: ValidationInfo) -> Any:
+        return _neutral_only(info.field_name or "", value)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -161,6 +185,15 @@ class CompletionRequest(_Generation):
 
     prompt: str | Annotated[list[str], Field(min_length=1)] = ""
     """One prompt or a list (each gets ``n`` choices)."""
+    echo: bool = False
+    """OpenAI's; only its neutral value (false) is accepted (``NEUTRAL``)."""
+    best_of: int | None = None
+    """OpenAI's; only its neutral value (1) is accepted."""
+
+    @field_validator("echo", "best_of", mode="before")
+    @classmethod
+    def _neutral_completion(cls, value: Any, info: ValidationInfo) -> Any:
+        return _neutral_only(info.field_name or "", value)
 
 
 class TextPart(_Strict):

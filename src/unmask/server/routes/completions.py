@@ -22,24 +22,22 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling import choose_decoder, validate
-from unmask.sampling.cache import check_cache_name
 from unmask.sampling.penalties import check_penalty_decoder, given_penalties
-from unmask.sampling.policies import make_policy
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
-    check_model,
-    check_steps,
-    check_text,
+    check_generation,
+    check_names,
     note,
     sample_config,
     secured,
+    sent_option,
     submit,
     user_error,
     wait,
 )
-from unmask.server.schemas import MAX_STOP, CompletionRequest, _Generation
+from unmask.server.schemas import CompletionRequest, _Generation
 from unmask.server.state import ServerState
 from unmask.server.streaming import denoising_event, stream_job
 
@@ -49,25 +47,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     """The job for a generation request of ``prompts`` and their ids (``encode``), or a 400
     naming the option that cannot be served."""
     limits = state.limits
-    check_model(state, req.model)
-    check_steps(state, req)
-    if req.n > limits.max_n:
-        raise APIError(400, f"n must be <= {limits.max_n}", param="n", code="invalid_value")
-    if len(prompts) > limits.max_prompts:
-        raise APIError(400, f"at most {limits.max_prompts} prompts per request", param="prompt",
-                       code="invalid_value")
-    if len(req.stops()) > MAX_STOP:
-        raise APIError(400, f"at most {MAX_STOP} stop sequences", param="stop",
-                       code="invalid_value")
-    if req.stream_denoising and not req.stream:
-        raise APIError(400, "stream_denoising needs stream: true", param="stream_denoising",
-                       code="invalid_value")
-    top_p = None if req.top_p in (None, 1.0) else req.top_p
-    if top_p is not None and not state.causal:
-        raise APIError(400, "top_p applies to autoregressive checkpoints only; this one is a "
-                       "diffusion model", param="top_p", code="invalid_value")
-    for p in prompts:
-        check_text(state, p, "prompt")
+    top_p = check_generation(state, req, prompts)
     ids = [encode(p) for p in prompts]
     longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
     ctx = state.max_seq_len
@@ -87,11 +67,11 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
                                loaded=state.loaded)
     except UserError as e:
-        raise user_error(e) from None
+        raise user_error(e, sent_option(req, e)) from None
     config = dataclasses.replace(config, top_p=top_p)
     facts = api.facts_of(state.loaded)
-    check_penalties_apply(facts, config)
     try:
+        check_penalties_apply(facts, config)
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
             # (a drafter's decoder uses no steps either)
@@ -104,7 +84,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
             if not state.causal:
                 validate(part, prompt_length=longest, max_seq_len=ctx)
     except UserError as e:
-        raise user_error(e) from None
+        raise user_error(e, sent_option(req, e)) from None
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = config.seed is not None and config.temperature > 0
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
@@ -116,23 +96,11 @@ def check_penalties_apply(facts: ModelFacts, config: SampleConfig) -> None:
     given = given_penalties(config)
     if not given:
         return
+    decoder = choose_decoder(facts, config)  # its refusals (UserError) are not the penalty's
     try:
-        check_penalty_decoder(choose_decoder(facts, config).name, config)
+        check_penalty_decoder(decoder.name, config)
     except UserError as e:
         raise APIError(400, str(e), param=given[0], code="invalid_value") from None
-
-
-def check_names(config: SampleConfig) -> None:
-    """The registry names of ``config`` (commit policy and its parameters, cache), checked as
-    ``validate`` checks them for a diffusion model; a 400 naming the field."""
-    try:
-        make_policy(config)
-    except UserError as e:
-        raise user_error(e, "policy") from None
-    try:
-        check_cache_name(config.cache)
-    except UserError as e:
-        raise user_error(e, "cache") from None
 
 
 def _end(ids: list[int], ends: frozenset[int]) -> int:
@@ -149,17 +117,38 @@ def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
     text = state.tok.decode(cut)
     reason = "stop" if len(cut) < len(ids) else "length"
     n_tokens = len(cut)
-    hits = [text.find(s) for s in stops if s in text]
-    if hits:
-        text, reason = text[: min(hits)], "stop"
+    at = stop_at(text, stops)
+    if at is not None:
+        text, reason = text[:at], "stop"
         n_tokens = len(state.tok.encode(text))
     return (text.strip() if reply.chat else text), reason, n_tokens
 
 
+def stop_at(text: str, stops: list[str]) -> int | None:
+    """Where the earliest-starting stop sequence in ``text`` begins (None: none): the text
+    is cut there."""
+    return min((text.find(s) for s in stops if s in text), default=None)
+
+
+def stop_may_start(text: str, stops: list[str]) -> int:
+    """The earliest position from which a stop sequence may still be completed when ``text``
+    grows (``text`` ends with a proper prefix of it there); ``len(text)``: none."""
+    longest = max((len(s) for s in stops), default=0)
+    for p in range(max(0, len(text) - longest + 1), len(text)):
+        if any(len(s) > len(text) - p and s.startswith(text[p:]) for s in stops):
+            return p
+    return len(text)
+
+
 def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Reply
                 ) -> tuple[str, bool]:
-    """Text of the committed prefix of a generation row (what ``finish`` makes of it, so far:
-    chat holds back trailing whitespace); True when the row cannot grow."""
+    """Text of the committed prefix of a generation row that ``finish`` is sure to keep
+    (chat holds back trailing whitespace); True when it is final.
+
+    A stop sequence found in the prefix cuts the text there, as ``finish`` cuts it, but it
+    is final only when no stop starting earlier may still be completed by the tokens to
+    come (``finish`` cuts at the earliest start, not the first stop completed): until then
+    the text is held back where that stop starts, as it is wherever one may start."""
     mask_id = state.cfg.mask_id
     k = row.index(mask_id) if mask_id in row else len(row)
     prefix = row[:k]
@@ -168,11 +157,14 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     text = state.tok.decode(prefix[:end])
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
-    hits = [text.find(s) for s in stops if s in text]
-    if hits:
-        text, done = text[: min(hits)], True
+    at = stop_at(text, stops)
+    may = len(text) if done else stop_may_start(text, stops)
+    if at is not None and at <= may:
+        text, done = text[:at], True
+    else:
+        text = text[:may]
     if reply.chat:
-        text = text.strip() if done else text.lstrip().rstrip()
+        text = text.strip()  # a reply ends stripped: a trailing space may turn out its end
     return text, done
 
 
@@ -210,15 +202,14 @@ class Reply:
 
 class GenerationEvents:
     """Streamed completions and chat: a chunk whenever a row's final text grows (the
-    longest committed run from the start, held back by the longest stop sequence), a
-    ``denoising.step`` event per step with ``stream_denoising``, the last chunks with
-    ``finish_reason``, and ``usage`` on request."""
+    longest committed run from the start, held back where a stop sequence may start:
+    ``prefix_text``), a ``denoising.step`` event per step with ``stream_denoising``, the
+    last chunks with ``finish_reason``, and ``usage`` on request."""
 
     def __init__(self, state: ServerState, request: Request, req: _Generation, job: Job,
                  reply: Reply) -> None:
         self.state, self.request, self.req, self.reply = state, request, req, reply
         self.stops = req.stops()
-        self.hold = max((len(s) for s in self.stops), default=1) - 1  # a stop may start late
         self.obj = "chat.completion.chunk" if reply.chat else "text_completion"
         self.sent = [""] * len(job.rows)
         self.closed = [False] * len(job.rows)
@@ -257,12 +248,9 @@ class GenerationEvents:
                     out.append(self.chunk(i, text[len(sent):], None))
                 self.sent[i] = text
                 continue
-            ready = text[: len(text) - self.hold] if self.hold else text
-            if self.reply.chat:  # a reply ends stripped: a space held back by the stop
-                ready = ready.rstrip()  # sequences may turn out to be its end
-            if len(ready) > len(sent) and ready.startswith(sent):
-                out.append(self.chunk(i, ready[len(sent):], None))
-                self.sent[i] = ready
+            if len(text) > len(sent) and text.startswith(sent):
+                out.append(self.chunk(i, text[len(sent):], None))
+                self.sent[i] = text
         return out
 
     def result(self, result: GenOutput) -> Iterable[str]:
@@ -294,10 +282,7 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
             raise APIError(400, f"stop does not apply with {guided['source']}: a structured "
                            "answer is the constraint's whole text (cutting it would break it)",
                            param="stop", code="unsupported")
-        for p in prompts:
-            check_text(state, p, "prompt")
-        return await run_guided(state, request, req, [encode(p) for p in prompts], guided,
-                                chat=chat)
+        return await run_guided(state, request, req, prompts, encode, guided, chat=chat)
     job, ids = prepare(state, req, prompts, encode)
     ends = state.chat_ends if chat else frozenset({state.cfg.eos_id} - {None})
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],

@@ -17,10 +17,11 @@ Inside: ``guidance`` (the request's constraint, or None; 400 for bad ones), ``An
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Request
@@ -32,13 +33,14 @@ from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
     alone,
-    check_model,
-    check_steps,
+    check_generation,
+    check_names,
     note,
     run_alone,
     sample_config,
     user_error,
 )
+from unmask.server.routes.completions import account, usage
 from unmask.server.schemas import Guided, _Generation
 from unmask.server.state import ServerState
 from unmask.server.streaming import denoising_event, stream_job
@@ -177,14 +179,15 @@ class GuidedEvents:
     def __init__(
         self,
         state: ServerState,
+        request: Request,
         req: _Generation,
         rid: str,
         chat: bool,
         so_far: AnswerSoFar,
-        prompt_tokens: int,
+        ids: list[int],
     ) -> None:
-        self.state, self.req, self.rid, self.chat = state, req, rid, chat
-        self.so_far, self.prompt_tokens = so_far, prompt_tokens
+        self.state, self.request, self.req, self.rid, self.chat = state, request, req, rid, chat
+        self.so_far, self.ids = so_far, ids
         self.obj = "chat.completion.chunk" if chat else "text_completion"
         self.last: list[list[int]] | None = None
         self.sent = ""
@@ -230,19 +233,13 @@ class GuidedEvents:
         return out
 
     def result(self, result: Any) -> Iterable[str]:
-        self.state.metrics.inc("nfe", result.nfe)
-        answer = answer_text(result, self.so_far.parse)
+        answer, completion = settle(self.state, self.request, self.ids, result,
+                                    self.so_far.parse)
         rest = answer[len(self.sent) :] if answer.startswith(self.sent) else ""
         out = [self._chunk(rest, None)] if rest else []
         out.append(self._chunk(None, "stop"))
         if (self.req.stream_options or {}).get("include_usage"):
-            n = len(result.tokens)
-            usage = {
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": n,
-                "total_tokens": self.prompt_tokens + n,
-            }
-            out.append(sse({**self._body([]), "usage": usage}))
+            out.append(sse({**self._body([]), "usage": usage([self.ids], completion)}))
         return out
 
 
@@ -251,29 +248,44 @@ def answer_text(res: Any, parse: bool) -> str:
     return json.dumps(res.value, ensure_ascii=False) if parse else res.text
 
 
+def settle(state: ServerState, request: Request, ids: list[int], res: Any, parse: bool
+           ) -> tuple[str, int]:
+    """The answer of a finished constrained request (prompt ``ids``) and its completion
+    tokens: the returned text's tokens, as a plain completion counts its text (not the
+    canvas, padding included). Counted in the metrics and the access log as every
+    completion (``account``), with its NFE."""
+    text = answer_text(res, parse)
+    completion = len(state.tok.encode(text))
+    state.metrics.inc("nfe", res.nfe)
+    note(request, nfe=res.nfe)
+    account(state, request, [ids], 1, completion)
+    return text, completion
+
+
 async def run_guided(
     state: ServerState,
     request: Request,
     req: _Generation,
-    prompt_ids: list[list[int]],
+    prompts: list[str],
+    encode: Callable[[str], list[int]],
     kwargs: dict[str, Any],
     *,
     chat: bool,
 ) -> Response:
-    """Answer a constrained completions / chat request (one prompt, ``n`` = 1)."""
+    """Answer a constrained completions / chat request (one prompt of ids ``encode``,
+    ``n`` = 1), after the checks every completions request passes."""
     from unmask.infill import fill_form
 
-    check_model(state, req.model)
-    check_steps(state, req)
+    top_p = check_generation(state, req, prompts)
     try:
         api.refuse_continuous(state.loaded, "structured output")
     except UserError as e:
         raise user_error(e, "response_format") from None
-    if len(prompt_ids) != 1 or req.n != 1:
+    if len(prompts) != 1 or req.n != 1:
         raise APIError(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"
         )
-    ids = prompt_ids[0]
+    ids = encode(prompts[0])
     if len(ids) + req.max_tokens > state.max_seq_len:
         raise APIError(
             400,
@@ -283,7 +295,10 @@ async def run_guided(
             code="context_length_exceeded",
         )
     form, parse = build_form(state, kwargs, req.max_tokens)
-    config = sample_config(req, 1, state.max_seq_len)
+    # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
+    # text, would fight the constraint (a structured answer repeats on purpose)
+    config = dataclasses.replace(sample_config(req, 1, state.max_seq_len), top_p=top_p)
+    check_names(config)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
     def run(on_step: StepCallback) -> Any:
@@ -300,13 +315,10 @@ async def run_guided(
 
     if req.stream:
         so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
-        events = GuidedEvents(state, req, rid, chat, so_far, len(ids))
+        events = GuidedEvents(state, request, req, rid, chat, so_far, ids)
         return await stream_job(state, request, alone(run), events, first_step=True)
     res = await run_alone(state, request, run)
-    state.metrics.inc("nfe", res.nfe)
-    note(request, nfe=res.nfe)
-    text = answer_text(res, parse)
-    completion = len(res.tokens)
+    text, completion = settle(state, request, ids, res, parse)
     if chat:
         choice: dict[str, Any] = {
             "index": 0,
@@ -323,11 +335,7 @@ async def run_guided(
             "created": int(time.time()),
             "model": state.name,
             "choices": [choice],
-            "usage": {
-                "prompt_tokens": len(ids),
-                "completion_tokens": completion,
-                "total_tokens": len(ids) + completion,
-            },
+            "usage": usage([ids], completion),
             "nfe": res.nfe,
             "steps": res.nfe,  # alone on the worker: every step one forward of its own row
             "batch_rows": 1,

@@ -9,7 +9,8 @@ from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse
 
 from unmask import api
-from unmask.server.plumbing import check_model, check_text, secured
+from unmask.errors import UserError
+from unmask.server.plumbing import check_model, check_text, secured, user_error
 from unmask.server.schemas import TokenizeRequest
 from unmask.server.state import ServerState
 
@@ -22,7 +23,10 @@ def router(state: ServerState) -> APIRouter:
     async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
         check_model(state, req.model)
         check_text(state, req.text, "text")
-        ids = state.tok.encode(req.text)
+        try:  # as completions encode a prompt: a [MASK] is one blank, [MASK:3] a 400
+            ids = api.encode_prompt(state.tok, req.text)
+        except UserError as e:
+            raise user_error(e, "text") from None
         return {"object": "tokens", "model": state.name, "tokens": ids, "count": len(ids),
                 "pieces": [state.decode_one(i) for i in ids]}
 
