@@ -292,6 +292,22 @@ def note(request: Request, **fields: float | int | str) -> None:
         line.update({k: v for k, v in fields.items() if k in ACCESS_FIELDS})
 
 
+def usage(prompt_ids: list[list[int]], completion: int) -> dict[str, int]:
+    """OpenAI's ``usage``: each prompt counts once, whatever ``n`` (as OpenAI and vLLM count)."""
+    prompt = sum(len(i) for i in prompt_ids)
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+def account(state: ServerState, request: Request, ids: list[list[int]], n: int,
+            completion: int) -> None:
+    """Count a finished generation's tokens (metrics and the access log)."""
+    prompt = sum(len(i) for i in ids)
+    state.metrics.inc("prompt_tokens", prompt)
+    state.metrics.inc("completion_tokens", completion)
+    note(request, rows=len(ids) * n, prompt_tokens=prompt, completion_tokens=completion)
+
+
 # -- jobs ------------------------------------------------------------------------------------
 
 

@@ -27,13 +27,14 @@ from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
+    account,
     check_generation,
     check_names,
-    note,
     sample_config,
     secured,
     sent_option,
     submit,
+    usage,
     user_error,
     wait,
 )
@@ -166,22 +167,6 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     if reply.chat:
         text = text.strip()  # a reply ends stripped: a trailing space may turn out its end
     return text, done
-
-
-def usage(prompt_ids: list[list[int]], completion: int) -> dict[str, int]:
-    """OpenAI's ``usage``: each prompt counts once, whatever ``n`` (as OpenAI and vLLM count)."""
-    prompt = sum(len(i) for i in prompt_ids)
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
-
-
-def account(state: ServerState, request: Request, ids: list[list[int]], n: int,
-            completion: int) -> None:
-    """Count a finished generation's tokens (metrics and the access log)."""
-    prompt = sum(len(i) for i in ids)
-    state.metrics.inc("prompt_tokens", prompt)
-    state.metrics.inc("completion_tokens", completion)
-    note(request, rows=len(ids) * n, prompt_tokens=prompt, completion_tokens=completion)
 
 
 @dataclasses.dataclass

@@ -32,15 +32,16 @@ from unmask.errors import UserError
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
+    account,
     alone,
     check_generation,
     check_names,
     note,
     run_alone,
     sample_config,
+    usage,
     user_error,
 )
-from unmask.server.routes.completions import account, usage
 from unmask.server.schemas import Guided, _Generation
 from unmask.server.state import ServerState
 from unmask.server.streaming import denoising_event, stream_job
