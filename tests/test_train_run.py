@@ -362,3 +362,23 @@ def test_log_every_0_logs_only_the_last_step(dataset, tmp_path):
     steps = [json.loads(ln).get("step") for ln in (run / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(ln)]
     assert steps == [3]
+
+
+def test_resume_refuses_data_of_another_tokenizer(dataset, tmp_path, capsys):
+    """--resume --data OTHER: data of another tokenizer (BPE ids for a byte model) is refused
+    in one line before the plan is saved, so a plain resume still works."""
+    from unmask.data import prepare
+
+    bpe = tmp_path / "bpe"
+    prepare([dataset.parent / "a.txt"], bpe, tokenizer="bpe", vocab_size=300, val_fraction=0,
+            progress=False)
+    run = train(cfg(dataset, tmp_path / "run", steps=2), progress=False)
+    plan = (run / "train_config.json").read_bytes()
+    capsys.readouterr()
+    args = ["train", "--resume", "--out", str(run), "--no-progress", "--steps", "3"]
+    assert main([*args, "--data", str(bpe)]) == 2
+    err = capsys.readouterr().err
+    assert f"--data {bpe}: its tokenizer differs from the run's" in err
+    assert "Traceback" not in err and err.count("\n") == 2  # the resume line, the refusal
+    assert (run / "train_config.json").read_bytes() == plan
+    assert main(args) == 0 and step_of(run) == 3

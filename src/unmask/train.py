@@ -311,6 +311,9 @@ def _train(
         if resume:  # the run's own tokenizer: an --init's may hold more tokens than the data's
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
             tokenizer = load_checkpoint_tokenizer(run)
+            _check_data_tokenizer(tokenizer, train_ds.tokenizer(),
+                                  f"--data {config.data}: its tokenizer differs from the run's "
+                                  f"({run}); resume with the run's dataset")
         elif init is not None:
             tokenizer, model_cfg = _init_vocabulary(spec, init, train_ds.tokenizer(), config)
             _check_init(spec, model_cfg, config)
@@ -681,19 +684,25 @@ def _init_vocabulary(spec: ObjectiveSpec, init: Any, data_tokenizer: Any,
     tokenizer with the tokens the objective adds (``--fim-rate``'s sentinels, ``--empty-rate``'s
     ``[EMPTY]``) appended when it lacks them, its vocabulary grown to hold them (their rows
     are new: ``_init_state``). Data tokenized by another tokenizer is refused in one line."""
-    from unmask.tokenizer import reads_ids_of
-
     theirs = init.tokenizer
-    if not reads_ids_of(theirs, data_tokenizer):
-        raise UserError(
-            f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})"
-        )
+    _check_data_tokenizer(theirs, data_tokenizer, f"--init {config.init}: its tokenizer "
+                          f"differs from the dataset's ({config.data})")
     tokenizer = spec.prepare_tokenizer(theirs, config)
     model_cfg = init.config
     if tokenizer is not theirs:  # tokens appended: ids at or past the old vocabulary's end
         model_cfg = replace(model_cfg, vocab_size=max(model_cfg.vocab_size, tokenizer.vocab_size),
                             **tokenizer.fim_ids(), **tokenizer.empty_ids())
     return tokenizer, model_cfg
+
+
+def _check_data_tokenizer(model_tokenizer: Any, data_tokenizer: Any, refusal: str) -> None:
+    """Refuse (``refusal``, one line) token data a model of ``model_tokenizer`` would misread:
+    the data's ids must mean the same tokens (``unmask.tokenizer.reads_ids_of``; the model's
+    may have FIM sentinels or ``[EMPTY]`` appended)."""
+    from unmask.tokenizer import reads_ids_of
+
+    if not reads_ids_of(model_tokenizer, data_tokenizer):
+        raise UserError(refusal)
 
 
 def _init_state(model: nn.Module, init: Any, spec: ObjectiveSpec,
