@@ -382,3 +382,17 @@ def test_resume_refuses_data_of_another_tokenizer(dataset, tmp_path, capsys):
     assert "Traceback" not in err and err.count("\n") == 2  # the resume line, the refusal
     assert (run / "train_config.json").read_bytes() == plan
     assert main(args) == 0 and step_of(run) == 3
+
+
+def test_eval_batches_0_validates_on_the_whole_split(dataset, tmp_path):
+    """--eval-batches 0 is the whole validation split, as unmask eval reads it: the logged
+    number is the one heldout_bound gives for the same weights (it was one batch's)."""
+    from unmask.report import heldout_bound
+
+    run = train(cfg(dataset, tmp_path / "run", steps=2, eval_batches=0), progress=False)
+    logged = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if "val_loss" in r][-1]["val_loss"]
+    plan = load_train_config(run / "train_config.json")
+    whole = heldout_bound(load(run).model, plan, max_batches=0).loss
+    one = heldout_bound(load(run).model, plan, max_batches=1).loss
+    assert logged == pytest.approx(whole, rel=1e-6) and whole != pytest.approx(one, rel=1e-6)

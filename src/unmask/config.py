@@ -506,7 +506,8 @@ class TrainConfig:
     eval_every: int = 100
     """Validate every N steps (0 = only at the end)."""
     eval_batches: int = 8
-    """Validation batches per evaluation (fixed seed, so numbers are comparable)."""
+    """Validation batches per evaluation (fixed seed, so numbers are comparable); 0 = the whole
+    validation split (as ``unmask eval`` reads it)."""
     save_every: int = 500
     """Checkpoint every N steps (also on SIGINT/SIGTERM and at the end)."""
     keep_best: bool = False

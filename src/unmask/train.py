@@ -407,7 +407,8 @@ def _train(
         target = ema_model if ema_model is not None else model
         res = evaluate_loss(
             target, val_ds, objective=config.objective, seq_len=config.seq_len,
-            batch_size=max(1, min(config.batch_size, 32)), max_batches=config.eval_batches,
+            batch_size=max(1, min(config.batch_size, 32)),
+            max_batches=config.eval_batches or None,  # 0: the whole split, as unmask eval reads
             eps=config.eps, device=device, autocast_dtype=autocast_dtype,
         )
         rec = {"step": step, **res.as_dict()}
