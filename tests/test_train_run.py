@@ -396,3 +396,28 @@ def test_eval_batches_0_validates_on_the_whole_split(dataset, tmp_path):
     whole = heldout_bound(load(run).model, plan, max_batches=0).loss
     one = heldout_bound(load(run).model, plan, max_batches=1).loss
     assert logged == pytest.approx(whole, rel=1e-6) and whole != pytest.approx(one, rel=1e-6)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoint(dataset, tmp_path):
+    """A checkpoint write that fails (here a file-size limit, as a full disk would) is one line
+    and exit 2; the checkpoint of the step before stays whole and resumable."""
+    run = train(cfg(dataset, tmp_path / "run", steps=2), progress=False)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()}
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(train_mod.__file__).parents[1])}
+    r = subprocess.run(
+        [sys.executable, "-m", "unmask.cli", "train", "--resume", "--out", str(run), "--steps", "3",
+         "--no-progress"], capture_output=True, text=True, env=env, preexec_fn=small_files,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == f"unmask train: error: File too large: {run / 'checkpoint'}"
+    assert "Traceback" not in r.stderr
+    assert {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()} == before
+    assert not list(run.glob(".checkpoint.*"))
+    assert main(["train", "--resume", "--out", str(run), "--steps", "3", "--no-progress"]) == 0
