@@ -465,3 +465,26 @@ def test_bpe_training_runs_beside_the_waiting_thread_and_reports_its_errors() ->
     assert tok.decode(tok.encode("the cat")) == "the cat"
     with pytest.raises(ValueError, match="boom"):
         _interruptible(lambda: (_ for _ in ()).throw(ValueError("boom")))
+
+
+def test_out_without_a_name_of_its_own_is_refused_up_front(
+    tmp_path: Path, docs: list[Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-o . (or .., or the current folder by its path) is refused in one line before the
+    tokenizer pass; it was a ValueError traceback after it."""
+    import unmask.data as data_mod
+
+    here = tmp_path / "empty" / "sub"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+
+    def no_pass(*a: object, **k: object) -> None:
+        raise AssertionError("tokenized before refusing")
+
+    monkeypatch.setattr(data_mod, "_make_tokenizer", no_pass)
+    for out in (".", "..", str(here), "/"):
+        assert main(["prepare", str(docs[0]), "-o", out, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "give the dataset a folder of its own" in err and err.count("\n") == 1, err
+    assert here.is_dir() and not any(here.iterdir()) and list(here.parent.iterdir()) == [here]

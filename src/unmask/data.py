@@ -466,6 +466,13 @@ def _split_stream(
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an ``out`` the dataset cannot be renamed into: one with no
+    name of its own (``.``, ``..``, ``/``) or the current folder (it would be replaced under
+    the shell that is in it), a file, or a folder that holds something else."""
+    whole = out.resolve()
+    if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
+        raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
+                        f"it is built beside that folder and renamed into it")
     if not out.exists():
         return
     if not out.is_dir():
