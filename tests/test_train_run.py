@@ -421,3 +421,46 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoint(dataset,
     assert {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()} == before
     assert not list(run.glob(".checkpoint.*"))
     assert main(["train", "--resume", "--out", str(run), "--steps", "3", "--no-progress"]) == 0
+
+
+def test_model_set_of_what_the_run_writes_is_refused(dataset, tmp_path, capsys):
+    """objective, schedule, schedule_eps and sample_defaults are written by the run itself
+    (ObjectiveSpec.configure): a --model-set of them, silently overwritten before, is refused
+    in one line naming the flag that sets them."""
+    args = ["train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--steps", "1",
+            "--seq-len", "32", "--batch-size", "4", "--no-progress"]
+    for setting, flag in [("objective=ar", "--objective"), ("schedule=cosine", "--schedule"),
+                          ("schedule_eps=0.5", "--eps"), ("sample_defaults=1", "measured")]:
+        assert main([*args, "--model-set", setting]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and err.count("\n") == 1, err
+    with pytest.raises(UserError, match="use --schedule"):  # the Python API and --config too
+        train(cfg(dataset, tmp_path / "r", model_overrides={"schedule": "cosine"}),
+              progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_model_overrides_are_one_line(dataset, tmp_path, capsys):
+    """model_overrides from --config (or a hand-edited train_config.json on --resume) get the
+    --model-set checks: a value of the wrong type, a list, an unknown field."""
+    args = ["train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--steps", "1",
+            "--seq-len", "32", "--batch-size", "4", "--no-progress"]
+    for overrides, says in [({"d_model": "x"}, "d_model='x' should be int"),
+                            ([1], "model_overrides=[1] should be"),
+                            ({"nope": 1}, "'nope' is not a ModelConfig field"),
+                            ({"sample_defaults": 1}, "sample_defaults=1 should be dict")]:
+        (tmp_path / "c.json").write_text(json.dumps({"model_overrides": overrides}))
+        assert main([*args, "--config", str(tmp_path / "c.json")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+    assert main([*args, "--model-set", "nope=1"]) == 2
+    assert "'nope' is not a ModelConfig field" in capsys.readouterr().err
+    run = train(cfg(dataset, tmp_path / "run", steps=1), progress=False)
+    plan = json.loads((run / "train_config.json").read_text())
+    plan["model_overrides"] = {"d_model": "x"}
+    (run / "train_config.json").write_text(json.dumps(plan))
+    assert main(["train", "--resume", "--out", str(run), "--steps", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "train_config.json: model_overrides: d_model='x' should be int" in err
+    assert err.count("\n") == 1 and step_of(run) == 1
+

@@ -62,6 +62,7 @@ from unmask.config import (
     MODEL_PRESETS,
     ModelConfig,
     TrainConfig,
+    check_objective_fields,
     from_dict,
     load_json,
     model_preset,
@@ -196,6 +197,7 @@ def train(
     check_out(config.out)
     if not resume:
         check_init_family(config.init, config.objective)
+        check_objective_fields(config.model_overrides)  # (a saved run has them unapplied)
     # A new run that fails before its first checkpoint (a refusal, Ctrl-C) leaves no folder:
     # one half made would make the next try fail with "already exists". Only rank 0 made it.
     main_rank = int(os.environ.get("RANK", "0")) == 0
