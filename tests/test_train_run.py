@@ -464,3 +464,24 @@ def test_bad_model_overrides_are_one_line(dataset, tmp_path, capsys):
     assert "train_config.json: model_overrides: d_model='x' should be int" in err
     assert err.count("\n") == 1 and step_of(run) == 1
 
+
+def test_init_refuses_preset_and_model_set_that_change_its_model(dataset, tmp_path, capsys):
+    """--init continues its checkpoint's model: a --preset or --model-set that would build
+    another is refused in one line (they were ignored, yet saved in the plan); ones that
+    describe it pass, and max_seq_len, which no weight depends on, sets the context."""
+    base = train(cfg(dataset, tmp_path / "base", steps=1), progress=False)  # tiny: d_model 32
+    args = ["train", "--data", str(dataset), "--init", str(base), "--steps", "1",
+            "--seq-len", "32", "--batch-size", "4", "--eval-batches", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--preset", "bench"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset bench is another model (d_model 64, the --init model's 32)" in err
+    assert err.count("\n") == 1
+    assert main([*args, "--out", str(tmp_path / "b"), "--model-set", "d_model=64"]) == 2
+    err = capsys.readouterr().err
+    assert "--model-set d_model=64 cannot change the --init model (its d_model is 32)" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    out = tmp_path / "c"
+    longer = [a if a != "32" else "96" for a in args]  # --seq-len 96: past the tiny 64
+    assert main([*longer, "--out", str(out), "--model-set", "d_model=32", "--model-set",
+                 "max_seq_len=96"]) == 0
+    assert load(out).config.max_seq_len == 96 and load(out).config.d_model == 32

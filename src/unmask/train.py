@@ -275,6 +275,7 @@ def _train(
         from unmask.checkpoint import load
 
         init = load(config.init, device="cpu")
+        init = replace(init, config=_init_model_config(init.config, config))
     train_ds: Any
     val_ds: Any = None
     if batch == "trajectory":  # a teacher's trajectories (unmask distill); init = teacher
@@ -646,6 +647,33 @@ def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device)
             f"model {model_cfg.vocab_size}; the causal part learns the teacher's distributions"
         )
     return teacher.model.eval().requires_grad_(False)
+
+
+def _init_model_config(model_cfg: ModelConfig, config: TrainConfig) -> ModelConfig:
+    """The ``--init`` model's config as this run continues it. ``--preset`` and ``--model-set``
+    cannot change the model (they are refused where they differ from it, as on resume; ones
+    that describe it pass), except ``max_seq_len``, on which no weight depends: it sets the
+    context the model is trained and used for (rotary positions extend to any length)."""
+    where = f"--init {config.init}"
+    if config.preset != TrainConfig().preset:  # the default is no choice of the user's
+        shape = {k: v for k, v in MODEL_PRESETS.get(config.preset, {}).items()
+                 if k != "max_seq_len"}
+        for k, v in shape.items():
+            if getattr(model_cfg, k) != v:
+                raise UserError(
+                    f"{where}: --preset {config.preset} is another model ({k} {v}, the --init "
+                    f"model's {getattr(model_cfg, k)}); the run continues the --init model, "
+                    f"leave --preset out"
+                )
+    for k, v in config.model_overrides.items():
+        if k != "max_seq_len" and getattr(model_cfg, k) != v:
+            raise UserError(
+                f"{where}: --model-set {k}={v} cannot change the --init model (its {k} is "
+                f"{getattr(model_cfg, k)}); of its fields only max_seq_len can be set"
+            )
+    if "max_seq_len" in config.model_overrides:
+        model_cfg = replace(model_cfg, max_seq_len=config.model_overrides["max_seq_len"])
+    return model_cfg
 
 
 def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig) -> None:
