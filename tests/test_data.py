@@ -369,6 +369,7 @@ def test_jsonl_errors(tmp_path: Path) -> None:
         ('{"text": 5}\n', r"x\.jsonl:1: field 'text' is int, not a string"),
         ("[1, 2]\n", r"x\.jsonl:1: expected a JSON object"),
         ('{"text": "lone \\ud800 surrogate"}\n', r"x\.jsonl:1: .*surrogates"),
+        ('{"text": "ok"}\n' + "[" * 100_000 + "\n", r"x\.jsonl:2: not valid JSON \(nested too"),
     ]:
         p.write_text(body)
         with pytest.raises(UserError, match=pattern):

@@ -302,6 +302,8 @@ def _jsonl_objects(
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:  # "[[[[..." deeper than the parser's stack
+            raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         yield where, obj
