@@ -485,3 +485,17 @@ def test_init_refuses_preset_and_model_set_that_change_its_model(dataset, tmp_pa
     assert main([*longer, "--out", str(out), "--model-set", "d_model=32", "--model-set",
                  "max_seq_len=96"]) == 0
     assert load(out).config.max_seq_len == 96 and load(out).config.d_model == 32
+
+
+@pytest.mark.parametrize("rank, says", [("0", True), ("1", False)])
+def test_only_rank_0_says_where_a_stopped_run_is(dataset, tmp_path, monkeypatch, capsys,
+                                                  rank, says):
+    """Under torchrun every process stops (and exits 130); the stop line is rank 0's alone."""
+    def stopped(config: TrainConfig, **kw: object) -> Path:
+        raise TrainingStopped(signal.SIGINT, 3, Path(config.out))
+
+    monkeypatch.setattr(train_mod, "train", stopped)
+    monkeypatch.setenv("RANK", rank)
+    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 130
+    assert ("stopped by SIGINT at step 3" in capsys.readouterr().err) == says

@@ -128,13 +128,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:
         check_init_family(cfg.init, cfg.objective)
     fresh = contextlib.nullcontext() if args.resume else no_empty_run(cfg.out)
+    first = os.environ.get("RANK", "0") == "0"  # says it once under torchrun, not per process
     try:
         with fresh:  # a new run that fails before its first checkpoint leaves no folder
             run_dir = train(cfg, resume=args.resume, progress=not args.no_progress,
                             name_setting=_flag)
     except TrainingStopped as e:
-        print(f"unmask train: {e}{resume_hint(e, 'train')}", file=sys.stderr)
+        if first:
+            print(f"unmask train: {e}{resume_hint(e, 'train')}", file=sys.stderr)
         return e.exit_code
-    if os.environ.get("RANK", "0") == "0":  # once under torchrun, not once per process
+    if first:
         print(f"checkpoint: {run_dir}/checkpoint")
     return 0
