@@ -489,3 +489,34 @@ def test_out_without_a_name_of_its_own_is_refused_up_front(
         err = capsys.readouterr().err
         assert "give the dataset a folder of its own" in err and err.count("\n") == 1, err
     assert here.is_dir() and not any(here.iterdir()) and list(here.parent.iterdir()) == [here]
+
+
+def test_prepare_notes_and_refusals_of_its_options(
+    tmp_path: Path, docs: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A BPE vocabulary smaller than asked gets a note; --vocab-size with another tokenizer is
+    refused; --tokenizer takes a run directory (its checkpoint's tokenizer); a file given
+    twice (or with its folder) is refused, since its text could land in train and val."""
+    info = prepare(docs, tmp_path / "big", vocab_size=100_000, val_fraction=0, progress=False)
+    assert info.vocab_size < 100_000
+    assert any(f"only {info.vocab_size:,} tokens" in n for n in info.notes)
+    args = ["--no-progress", "--val-fraction", "0", str(docs[0])]
+    assert main(["prepare", *args, "-o", str(tmp_path / "b"), "--tokenizer", "byte",
+                 "--vocab-size", "300"]) == 2
+    err = capsys.readouterr().err
+    assert "--vocab-size trains a BPE tokenizer" in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()
+    for twice in ([str(docs[0])], [str(docs[0].parent)]):
+        assert main(["prepare", *args, *twice, "-o", str(tmp_path / "t")]) == 2
+        err = capsys.readouterr().err
+        assert f"{docs[0]}: given" in err and err.count("\n") == 1, err
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import ModelConfig
+    from unmask.model import Transformer
+
+    tok = byte_tokenizer()
+    save_checkpoint(tmp_path / "run", model=Transformer(ModelConfig(vocab_size=tok.vocab_size)),
+                    tokenizer=tok)
+    assert main(["prepare", *args, "-o", str(tmp_path / "r"), "--tokenizer",
+                 str(tmp_path / "run")]) == 0
+    assert TokenDataset(tmp_path / "r", "train").vocab_size == tok.vocab_size

@@ -23,6 +23,7 @@ corpus that is one huge document as well as for millions of small ones.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import hashlib
 import json
@@ -125,6 +126,13 @@ def resolve_inputs(
             raise UserError(f"{p}: not a regular file or directory")
         else:
             raise UserError(f"{p}: no such file or directory")
+    seen: dict[Path, Path] = {}
+    for f in files:  # twice in the stream, its text could land in both train and validation
+        first = seen.setdefault(f.resolve(), f)
+        if first is not f:
+            also = f"once more as {f}" if str(f) != str(first) else "twice"
+            raise UserError(f"{first}: given {also} (a file and a folder holding it?); "
+                            f"name each file once")
     return files
 
 
@@ -534,7 +542,13 @@ def _make_tokenizer(
         if n_docs == 0:
             raise UserError("the inputs hold no text (empty corpus)")
         return tok
-    return load_tokenizer(spec)
+    p = Path(spec)
+    if p.is_dir() and not (p / "tokenizer.json").is_file():  # a run directory, as elsewhere
+        from unmask.checkpoint import checkpoint_dir
+
+        with contextlib.suppress(UserError):  # not a checkpoint: load_tokenizer says what is
+            p = checkpoint_dir(p)
+    return load_tokenizer(p)
 
 
 MAX_VOCAB_SIZE = 1 << 20
@@ -614,6 +628,10 @@ def prepare(
 
     tok = _make_tokenizer(tokenizer, vocab_size, pieces)
     V = tok.vocab_size
+    notes = []
+    if tokenizer == "bpe" and V < vocab_size:
+        notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
+                     f"{vocab_size:,} asked): no more pairs of tokens occur twice")
     dtype = np.dtype("<u2") if V <= 2**16 else np.dtype("<u4")
     dtype_name = "uint16" if dtype.itemsize == 2 else "uint32"
     byte_len = tok.token_byte_lengths()
@@ -705,7 +723,7 @@ def prepare(
         n_documents=n_docs,
         n_tokens={s: w.n_tokens for s, w in writers.items()},
         n_bytes={s: w.n_bytes for s, w in writers.items()},
-        notes=(note,) if note else (),
+        notes=(*notes, note) if note else tuple(notes),
     )
 
 
