@@ -245,6 +245,9 @@ def test_empty_validation_split_trains_without_validation(tmp_path):
     assert step_of(run) == 2
     assert not [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                 if "val_loss" in r]
+    with pytest.raises(UserError, match="--keep-best keeps .* has no validation split"):
+        train(cfg(data, tmp_path / "best", keep_best=True), progress=False)  # wrote no best/
+    assert not (tmp_path / "best").exists()
 
 
 # ----------------------------------------------------------------------------- signals

@@ -310,6 +310,11 @@ def _train(
     else:
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
+        if config.keep_best and not resume and val_ds.n_tokens == 0:
+            raise UserError(
+                f"--keep-best keeps the checkpoint of the best validation score; {config.data} "
+                f"has no validation split (prepared with --val-fraction 0)"
+            )
         # tokens the objective adds (FIM sentinels, [EMPTY]) are saved with every checkpoint
         if resume:  # the run's own tokenizer: an --init's may hold more tokens than the data's
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
