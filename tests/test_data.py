@@ -369,6 +369,7 @@ def test_jsonl_errors(tmp_path: Path) -> None:
         ('{"text": 5}\n', r"x\.jsonl:1: field 'text' is int, not a string"),
         ("[1, 2]\n", r"x\.jsonl:1: expected a JSON object"),
         ('{"text": "lone \\ud800 surrogate"}\n', r"x\.jsonl:1: .*surrogates"),
+        ('{"text": "ok"}\n' + "[" * 100_000 + "\n", r"x\.jsonl:2: not valid JSON \(nested too"),
     ]:
         p.write_text(body)
         with pytest.raises(UserError, match=pattern):
@@ -465,3 +466,57 @@ def test_bpe_training_runs_beside_the_waiting_thread_and_reports_its_errors() ->
     assert tok.decode(tok.encode("the cat")) == "the cat"
     with pytest.raises(ValueError, match="boom"):
         _interruptible(lambda: (_ for _ in ()).throw(ValueError("boom")))
+
+
+def test_out_without_a_name_of_its_own_is_refused_up_front(
+    tmp_path: Path, docs: list[Path], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """-o . (or .., or the current folder by its path) is refused in one line before the
+    tokenizer pass; it was a ValueError traceback after it."""
+    import unmask.data as data_mod
+
+    here = tmp_path / "empty" / "sub"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+
+    def no_pass(*a: object, **k: object) -> None:
+        raise AssertionError("tokenized before refusing")
+
+    monkeypatch.setattr(data_mod, "_make_tokenizer", no_pass)
+    for out in (".", "..", str(here), "/"):
+        assert main(["prepare", str(docs[0]), "-o", out, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert "give the dataset a folder of its own" in err and err.count("\n") == 1, err
+    assert here.is_dir() and not any(here.iterdir()) and list(here.parent.iterdir()) == [here]
+
+
+def test_prepare_notes_and_refusals_of_its_options(
+    tmp_path: Path, docs: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A BPE vocabulary smaller than asked gets a note; --vocab-size with another tokenizer is
+    refused; --tokenizer takes a run directory (its checkpoint's tokenizer); a file given
+    twice (or with its folder) is refused, since its text could land in train and val."""
+    info = prepare(docs, tmp_path / "big", vocab_size=100_000, val_fraction=0, progress=False)
+    assert info.vocab_size < 100_000
+    assert any(f"only {info.vocab_size:,} tokens" in n for n in info.notes)
+    args = ["--no-progress", "--val-fraction", "0", str(docs[0])]
+    assert main(["prepare", *args, "-o", str(tmp_path / "b"), "--tokenizer", "byte",
+                 "--vocab-size", "300"]) == 2
+    err = capsys.readouterr().err
+    assert "--vocab-size trains a BPE tokenizer" in err and err.count("\n") == 1
+    assert not (tmp_path / "b").exists()
+    for twice in ([str(docs[0])], [str(docs[0].parent)]):
+        assert main(["prepare", *args, *twice, "-o", str(tmp_path / "t")]) == 2
+        err = capsys.readouterr().err
+        assert f"{docs[0]}: given" in err and err.count("\n") == 1, err
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import ModelConfig
+    from unmask.model import Transformer
+
+    tok = byte_tokenizer()
+    save_checkpoint(tmp_path / "run", model=Transformer(ModelConfig(vocab_size=tok.vocab_size)),
+                    tokenizer=tok)
+    assert main(["prepare", *args, "-o", str(tmp_path / "r"), "--tokenizer",
+                 str(tmp_path / "run")]) == 0
+    assert TokenDataset(tmp_path / "r", "train").vocab_size == tok.vocab_size

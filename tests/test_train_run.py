@@ -245,6 +245,9 @@ def test_empty_validation_split_trains_without_validation(tmp_path):
     assert step_of(run) == 2
     assert not [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
                 if "val_loss" in r]
+    with pytest.raises(UserError, match="--keep-best keeps .* has no validation split"):
+        train(cfg(data, tmp_path / "best", keep_best=True), progress=False)  # wrote no best/
+    assert not (tmp_path / "best").exists()
 
 
 # ----------------------------------------------------------------------------- signals
@@ -362,3 +365,140 @@ def test_log_every_0_logs_only_the_last_step(dataset, tmp_path):
     steps = [json.loads(ln).get("step") for ln in (run / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(ln)]
     assert steps == [3]
+
+
+def test_resume_refuses_data_of_another_tokenizer(dataset, tmp_path, capsys):
+    """--resume --data OTHER: data of another tokenizer (BPE ids for a byte model) is refused
+    in one line before the plan is saved, so a plain resume still works."""
+    from unmask.data import prepare
+
+    bpe = tmp_path / "bpe"
+    prepare([dataset.parent / "a.txt"], bpe, tokenizer="bpe", vocab_size=300, val_fraction=0,
+            progress=False)
+    run = train(cfg(dataset, tmp_path / "run", steps=2), progress=False)
+    plan = (run / "train_config.json").read_bytes()
+    capsys.readouterr()
+    args = ["train", "--resume", "--out", str(run), "--no-progress", "--steps", "3"]
+    assert main([*args, "--data", str(bpe)]) == 2
+    err = capsys.readouterr().err
+    assert f"--data {bpe}: its tokenizer differs from the run's" in err
+    assert "Traceback" not in err and err.count("\n") == 2  # the resume line, the refusal
+    assert (run / "train_config.json").read_bytes() == plan
+    assert main(args) == 0 and step_of(run) == 3
+
+
+def test_eval_batches_0_validates_on_the_whole_split(dataset, tmp_path):
+    """--eval-batches 0 is the whole validation split, as unmask eval reads it: the logged
+    number is the one heldout_bound gives for the same weights (it was one batch's)."""
+    from unmask.report import heldout_bound
+
+    run = train(cfg(dataset, tmp_path / "run", steps=2, eval_batches=0), progress=False)
+    logged = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+              if "val_loss" in r][-1]["val_loss"]
+    plan = load_train_config(run / "train_config.json")
+    whole = heldout_bound(load(run).model, plan, max_batches=0).loss
+    one = heldout_bound(load(run).model, plan, max_batches=1).loss
+    assert logged == pytest.approx(whole, rel=1e-6) and whole != pytest.approx(one, rel=1e-6)
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_checkpoint(dataset, tmp_path):
+    """A checkpoint write that fails (here a file-size limit, as a full disk would) is one line
+    and exit 2; the checkpoint of the step before stays whole and resumable."""
+    run = train(cfg(dataset, tmp_path / "run", steps=2), progress=False)
+    before = {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()}
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(train_mod.__file__).parents[1])}
+    r = subprocess.run(
+        [sys.executable, "-m", "unmask.cli", "train", "--resume", "--out", str(run), "--steps", "3",
+         "--no-progress"], capture_output=True, text=True, env=env, preexec_fn=small_files,
+        timeout=120,
+    )
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == f"unmask train: error: File too large: {run / 'checkpoint'}"
+    assert "Traceback" not in r.stderr
+    assert {p.name: p.read_bytes() for p in (run / "checkpoint").iterdir()} == before
+    assert not list(run.glob(".checkpoint.*"))
+    assert main(["train", "--resume", "--out", str(run), "--steps", "3", "--no-progress"]) == 0
+
+
+def test_model_set_of_what_the_run_writes_is_refused(dataset, tmp_path, capsys):
+    """objective, schedule, schedule_eps and sample_defaults are written by the run itself
+    (ObjectiveSpec.configure): a --model-set of them, silently overwritten before, is refused
+    in one line naming the flag that sets them."""
+    args = ["train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--steps", "1",
+            "--seq-len", "32", "--batch-size", "4", "--no-progress"]
+    for setting, flag in [("objective=ar", "--objective"), ("schedule=cosine", "--schedule"),
+                          ("schedule_eps=0.5", "--eps"), ("sample_defaults=1", "measured")]:
+        assert main([*args, "--model-set", setting]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and err.count("\n") == 1, err
+    with pytest.raises(UserError, match="use --schedule"):  # the Python API and --config too
+        train(cfg(dataset, tmp_path / "r", model_overrides={"schedule": "cosine"}),
+              progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_model_overrides_are_one_line(dataset, tmp_path, capsys):
+    """model_overrides from --config (or a hand-edited train_config.json on --resume) get the
+    --model-set checks: a value of the wrong type, a list, an unknown field."""
+    args = ["train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--steps", "1",
+            "--seq-len", "32", "--batch-size", "4", "--no-progress"]
+    for overrides, says in [({"d_model": "x"}, "d_model='x' should be int"),
+                            ([1], "model_overrides=[1] should be"),
+                            ({"nope": 1}, "'nope' is not a ModelConfig field"),
+                            ({"sample_defaults": 1}, "sample_defaults=1 should be dict")]:
+        (tmp_path / "c.json").write_text(json.dumps({"model_overrides": overrides}))
+        assert main([*args, "--config", str(tmp_path / "c.json")]) == 2
+        err = capsys.readouterr().err
+        assert says in err and err.count("\n") == 1, err
+    assert main([*args, "--model-set", "nope=1"]) == 2
+    assert "'nope' is not a ModelConfig field" in capsys.readouterr().err
+    run = train(cfg(dataset, tmp_path / "run", steps=1), progress=False)
+    plan = json.loads((run / "train_config.json").read_text())
+    plan["model_overrides"] = {"d_model": "x"}
+    (run / "train_config.json").write_text(json.dumps(plan))
+    assert main(["train", "--resume", "--out", str(run), "--steps", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "train_config.json: model_overrides: d_model='x' should be int" in err
+    assert err.count("\n") == 1 and step_of(run) == 1
+
+
+def test_init_refuses_preset_and_model_set_that_change_its_model(dataset, tmp_path, capsys):
+    """--init continues its checkpoint's model: a --preset or --model-set that would build
+    another is refused in one line (they were ignored, yet saved in the plan); ones that
+    describe it pass, and max_seq_len, which no weight depends on, sets the context."""
+    base = train(cfg(dataset, tmp_path / "base", steps=1), progress=False)  # tiny: d_model 32
+    args = ["train", "--data", str(dataset), "--init", str(base), "--steps", "1",
+            "--seq-len", "32", "--batch-size", "4", "--eval-batches", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--preset", "bench"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset bench is another model (d_model 64, the --init model's 32)" in err
+    assert err.count("\n") == 1
+    assert main([*args, "--out", str(tmp_path / "b"), "--model-set", "d_model=64"]) == 2
+    err = capsys.readouterr().err
+    assert "--model-set d_model=64 cannot change the --init model (its d_model is 32)" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    out = tmp_path / "c"
+    longer = [a if a != "32" else "96" for a in args]  # --seq-len 96: past the tiny 64
+    assert main([*longer, "--out", str(out), "--model-set", "d_model=32", "--model-set",
+                 "max_seq_len=96"]) == 0
+    assert load(out).config.max_seq_len == 96 and load(out).config.d_model == 32
+
+
+@pytest.mark.parametrize("rank, says", [("0", True), ("1", False)])
+def test_only_rank_0_says_where_a_stopped_run_is(dataset, tmp_path, monkeypatch, capsys,
+                                                  rank, says):
+    """Under torchrun every process stops (and exits 130); the stop line is rank 0's alone."""
+    def stopped(config: TrainConfig, **kw: object) -> Path:
+        raise TrainingStopped(signal.SIGINT, 3, Path(config.out))
+
+    monkeypatch.setattr(train_mod, "train", stopped)
+    monkeypatch.setenv("RANK", rank)
+    assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 130
+    assert ("stopped by SIGINT at step 3" in capsys.readouterr().err) == says

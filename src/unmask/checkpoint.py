@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from unmask.errors import UserError
@@ -91,7 +91,8 @@ def save_checkpoint(
     weights: dict[str, torch.Tensor] | None = None,
     staging: Path | None = None,
 ) -> Path:
-    """Write ``run_dir/checkpoint`` atomically and return its path.
+    """Write ``run_dir/checkpoint`` atomically and return its path; a write that fails (a full
+    disk) raises ``OSError`` naming it and leaves the checkpoint there was intact.
 
     ``inference_model`` (e.g. the EMA copy) goes to model.safetensors when given; the raw
     ``model`` weights are then kept in trainer.safetensors for resuming. ``weights`` (a full
@@ -100,13 +101,14 @@ def save_checkpoint(
     shards), swapped in with the rest.
     """
     from unmask.config import to_dict
+    from unmask.convert.write import write_safetensors  # streamed: a real OSError when full
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     tmp = staging if staging is not None else staging_dir(run, TMP_PREFIX)
     try:
         infer = inference_model if inference_model is not None else model
-        save_file(_state_for_save(infer, weights), str(tmp / "model.safetensors"))
+        write_safetensors(_state_for_save(infer, weights), tmp / "model.safetensors")
         config_text = json.dumps(to_dict(model.config), indent=2, sort_keys=True) + "\n"
         (tmp / "config.json").write_text(config_text)
         tokenizer.save(tmp)
@@ -120,7 +122,7 @@ def save_checkpoint(
             if inference_model is not None:
                 tensors.update({f"model.{k}": v for k, v in _state_for_save(model).items()})
             meta["has_raw_model"] = inference_model is not None
-            save_file(tensors, str(tmp / "trainer.safetensors"))
+            write_safetensors(tensors, tmp / "trainer.safetensors")
             (tmp / "trainer.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         mode = file_mode()
         for f in tmp.rglob("*"):
@@ -137,6 +139,11 @@ def save_checkpoint(
         os.replace(tmp, final)
         shutil.rmtree(old, ignore_errors=True)
         return final
+    except OSError as e:  # a full disk: one line naming the checkpoint, which stays as it was
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(run / CKPT)) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

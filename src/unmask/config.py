@@ -506,7 +506,8 @@ class TrainConfig:
     eval_every: int = 100
     """Validate every N steps (0 = only at the end)."""
     eval_batches: int = 8
-    """Validation batches per evaluation (fixed seed, so numbers are comparable)."""
+    """Validation batches per evaluation (fixed seed, so numbers are comparable); 0 = the whole
+    validation split (as ``unmask eval`` reads it)."""
     save_every: int = 500
     """Checkpoint every N steps (also on SIGINT/SIGTERM and at the end)."""
     keep_best: bool = False
@@ -542,10 +543,46 @@ class TrainConfig:
     """``torch.compile`` every block of the training step (first steps pay the compile)."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model_overrides, dict):
+            raise UserError(f"model_overrides={self.model_overrides!r} should be an object of "
+                            f"ModelConfig fields")
+        for name, value in self.model_overrides.items():
+            problem = model_override_error(name, value)
+            if problem:
+                raise UserError(f"model_overrides: {problem}")
         check_mode("schedule", self.schedule, SCHEDULE_NAMES)
         check_mode("sedd_graph", self.sedd_graph, SEDD_GRAPHS)
         check_mode("parallel", self.parallel, PARALLEL_MODES)
         check_mode("precision", self.precision, PRECISIONS)
+
+
+OBJECTIVE_MODEL_FIELDS: dict[str, str] = {
+    "objective": "--objective", "schedule": "--schedule", "schedule_eps": "--eps",
+    "sample_defaults": "the objective's measured defaults",
+}  # fmt: skip
+"""ModelConfig fields a training run writes from its own settings (``ObjectiveSpec.configure``),
+so a ``--model-set`` of them would be overwritten: field -> what sets it."""
+
+
+def model_override_error(name: str, value: Any) -> str | None:
+    """Why ``value`` cannot override ModelConfig field ``name`` (``--model-set``, or
+    ``TrainConfig.model_overrides`` from a ``--config`` or a run's train_config.json), or
+    None: not a field, or not of the field's type (``d_model="x"``, ``sample_defaults=1``)."""
+    kinds = {f.name: str(f.type) for f in fields(ModelConfig)}
+    if name not in kinds:
+        return f"{name!r} is not a ModelConfig field (one of {', '.join(sorted(kinds))})"
+    return _type_error(name, kinds[name], value)
+
+
+def check_objective_fields(overrides: dict[str, Any]) -> None:
+    """Refuse in one line model overrides of the fields the run writes itself
+    (``OBJECTIVE_MODEL_FIELDS``), naming the flag to use instead; for a new run (a saved run
+    that has them resumes: they were never applied)."""
+    for name in overrides:
+        owner = OBJECTIVE_MODEL_FIELDS.get(name)
+        if owner is not None:
+            use = f"use {owner}" if owner.startswith("--") else f"training writes {owner}"
+            raise UserError(f"--model-set {name}: set by the run, not the preset; {use}")
 
 
 @dataclass(kw_only=True)
@@ -854,7 +891,9 @@ def _type_error(name: str, annotation: str, value: Any) -> str | None:
     """
     accepted: list[type] = []
     for part in (a.strip() for a in annotation.split("|")):
-        if part in _JSON_TYPES:
+        if part.startswith("dict["):
+            accepted.append(dict)  # its entries are the dataclass's to check
+        elif part in _JSON_TYPES:
             accepted.extend(_JSON_TYPES[part])
         elif part in _MODE_ALIASES:
             accepted.append(str)

@@ -23,6 +23,7 @@ corpus that is one huge document as well as for millions of small ones.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import gzip
 import hashlib
 import json
@@ -125,6 +126,13 @@ def resolve_inputs(
             raise UserError(f"{p}: not a regular file or directory")
         else:
             raise UserError(f"{p}: no such file or directory")
+    seen: dict[Path, Path] = {}
+    for f in files:  # twice in the stream, its text could land in both train and validation
+        first = seen.setdefault(f.resolve(), f)
+        if first is not f:
+            also = f"once more as {f}" if str(f) != str(first) else "twice"
+            raise UserError(f"{first}: given {also} (a file and a folder holding it?); "
+                            f"name each file once")
     return files
 
 
@@ -302,6 +310,8 @@ def _jsonl_objects(
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:  # "[[[[..." deeper than the parser's stack
+            raise UserError(f"{where}: not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         yield where, obj
@@ -466,6 +476,13 @@ def _split_stream(
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an ``out`` the dataset cannot be renamed into: one with no
+    name of its own (``.``, ``..``, ``/``) or the current folder (it would be replaced under
+    the shell that is in it), a file, or a folder that holds something else."""
+    whole = out.resolve()
+    if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
+        raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
+                        f"it is built beside that folder and renamed into it")
     if not out.exists():
         return
     if not out.is_dir():
@@ -525,7 +542,13 @@ def _make_tokenizer(
         if n_docs == 0:
             raise UserError("the inputs hold no text (empty corpus)")
         return tok
-    return load_tokenizer(spec)
+    p = Path(spec)
+    if p.is_dir() and not (p / "tokenizer.json").is_file():  # a run directory, as elsewhere
+        from unmask.checkpoint import checkpoint_dir
+
+        with contextlib.suppress(UserError):  # not a checkpoint: load_tokenizer says what is
+            p = checkpoint_dir(p)
+    return load_tokenizer(p)
 
 
 MAX_VOCAB_SIZE = 1 << 20
@@ -605,6 +628,10 @@ def prepare(
 
     tok = _make_tokenizer(tokenizer, vocab_size, pieces)
     V = tok.vocab_size
+    notes = []
+    if tokenizer == "bpe" and V < vocab_size:
+        notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
+                     f"{vocab_size:,} asked): no more pairs of tokens occur twice")
     dtype = np.dtype("<u2") if V <= 2**16 else np.dtype("<u4")
     dtype_name = "uint16" if dtype.itemsize == 2 else "uint32"
     byte_len = tok.token_byte_lengths()
@@ -696,7 +723,7 @@ def prepare(
         n_documents=n_docs,
         n_tokens={s: w.n_tokens for s, w in writers.items()},
         n_bytes={s: w.n_bytes for s, w in writers.items()},
-        notes=(note,) if note else (),
+        notes=(*notes, note) if note else tuple(notes),
     )
 
 

@@ -62,6 +62,7 @@ from unmask.config import (
     MODEL_PRESETS,
     ModelConfig,
     TrainConfig,
+    check_objective_fields,
     from_dict,
     load_json,
     model_preset,
@@ -196,6 +197,7 @@ def train(
     check_out(config.out)
     if not resume:
         check_init_family(config.init, config.objective)
+        check_objective_fields(config.model_overrides)  # (a saved run has them unapplied)
     # A new run that fails before its first checkpoint (a refusal, Ctrl-C) leaves no folder:
     # one half made would make the next try fail with "already exists". Only rank 0 made it.
     main_rank = int(os.environ.get("RANK", "0")) == 0
@@ -273,6 +275,7 @@ def _train(
         from unmask.checkpoint import load
 
         init = load(config.init, device="cpu")
+        init = replace(init, config=_init_model_config(init.config, config))
     train_ds: Any
     val_ds: Any = None
     if batch == "trajectory":  # a teacher's trajectories (unmask distill); init = teacher
@@ -307,10 +310,18 @@ def _train(
     else:
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
+        if config.keep_best and not resume and val_ds.n_tokens == 0:
+            raise UserError(
+                f"--keep-best keeps the checkpoint of the best validation score; {config.data} "
+                f"has no validation split (prepared with --val-fraction 0)"
+            )
         # tokens the objective adds (FIM sentinels, [EMPTY]) are saved with every checkpoint
         if resume:  # the run's own tokenizer: an --init's may hold more tokens than the data's
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
             tokenizer = load_checkpoint_tokenizer(run)
+            _check_data_tokenizer(tokenizer, train_ds.tokenizer(),
+                                  f"--data {config.data}: its tokenizer differs from the run's "
+                                  f"({run}); resume with the run's dataset")
         elif init is not None:
             tokenizer, model_cfg = _init_vocabulary(spec, init, train_ds.tokenizer(), config)
             _check_init(spec, model_cfg, config)
@@ -404,7 +415,8 @@ def _train(
         target = ema_model if ema_model is not None else model
         res = evaluate_loss(
             target, val_ds, objective=config.objective, seq_len=config.seq_len,
-            batch_size=max(1, min(config.batch_size, 32)), max_batches=config.eval_batches,
+            batch_size=max(1, min(config.batch_size, 32)),
+            max_batches=config.eval_batches or None,  # 0: the whole split, as unmask eval reads
             eps=config.eps, device=device, autocast_dtype=autocast_dtype,
         )
         rec = {"step": step, **res.as_dict()}
@@ -642,6 +654,33 @@ def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device)
     return teacher.model.eval().requires_grad_(False)
 
 
+def _init_model_config(model_cfg: ModelConfig, config: TrainConfig) -> ModelConfig:
+    """The ``--init`` model's config as this run continues it. ``--preset`` and ``--model-set``
+    cannot change the model (they are refused where they differ from it, as on resume; ones
+    that describe it pass), except ``max_seq_len``, on which no weight depends: it sets the
+    context the model is trained and used for (rotary positions extend to any length)."""
+    where = f"--init {config.init}"
+    if config.preset != TrainConfig().preset:  # the default is no choice of the user's
+        shape = {k: v for k, v in MODEL_PRESETS.get(config.preset, {}).items()
+                 if k != "max_seq_len"}
+        for k, v in shape.items():
+            if getattr(model_cfg, k) != v:
+                raise UserError(
+                    f"{where}: --preset {config.preset} is another model ({k} {v}, the --init "
+                    f"model's {getattr(model_cfg, k)}); the run continues the --init model, "
+                    f"leave --preset out"
+                )
+    for k, v in config.model_overrides.items():
+        if k != "max_seq_len" and getattr(model_cfg, k) != v:
+            raise UserError(
+                f"{where}: --model-set {k}={v} cannot change the --init model (its {k} is "
+                f"{getattr(model_cfg, k)}); of its fields only max_seq_len can be set"
+            )
+    if "max_seq_len" in config.model_overrides:
+        model_cfg = replace(model_cfg, max_seq_len=config.model_overrides["max_seq_len"])
+    return model_cfg
+
+
 def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig) -> None:
     """Refuse an ``init`` model the objective cannot continue (it would fail at the first step)."""
     why = spec.mismatch(model_cfg, config)
@@ -681,19 +720,25 @@ def _init_vocabulary(spec: ObjectiveSpec, init: Any, data_tokenizer: Any,
     tokenizer with the tokens the objective adds (``--fim-rate``'s sentinels, ``--empty-rate``'s
     ``[EMPTY]``) appended when it lacks them, its vocabulary grown to hold them (their rows
     are new: ``_init_state``). Data tokenized by another tokenizer is refused in one line."""
-    from unmask.tokenizer import reads_ids_of
-
     theirs = init.tokenizer
-    if not reads_ids_of(theirs, data_tokenizer):
-        raise UserError(
-            f"--init {config.init}: its tokenizer differs from the dataset's ({config.data})"
-        )
+    _check_data_tokenizer(theirs, data_tokenizer, f"--init {config.init}: its tokenizer "
+                          f"differs from the dataset's ({config.data})")
     tokenizer = spec.prepare_tokenizer(theirs, config)
     model_cfg = init.config
     if tokenizer is not theirs:  # tokens appended: ids at or past the old vocabulary's end
         model_cfg = replace(model_cfg, vocab_size=max(model_cfg.vocab_size, tokenizer.vocab_size),
                             **tokenizer.fim_ids(), **tokenizer.empty_ids())
     return tokenizer, model_cfg
+
+
+def _check_data_tokenizer(model_tokenizer: Any, data_tokenizer: Any, refusal: str) -> None:
+    """Refuse (``refusal``, one line) token data a model of ``model_tokenizer`` would misread:
+    the data's ids must mean the same tokens (``unmask.tokenizer.reads_ids_of``; the model's
+    may have FIM sentinels or ``[EMPTY]`` appended)."""
+    from unmask.tokenizer import reads_ids_of
+
+    if not reads_ids_of(model_tokenizer, data_tokenizer):
+        raise UserError(refusal)
 
 
 def _init_state(model: nn.Module, init: Any, spec: ObjectiveSpec,

@@ -32,8 +32,8 @@ def register(subparsers: Any) -> None:
         "tokenizer.json / directory (default: bpe)",
     )
     p.add_argument(
-        "--vocab-size", type=int, default=4096, metavar="N",
-        help="BPE vocabulary size (default: 4096)",
+        "--vocab-size", type=int, default=None, metavar="N",
+        help="BPE vocabulary size, --tokenizer bpe only (default: 4096)",
     )
     p.add_argument(
         "--text-field", default="text", metavar="NAME",
@@ -74,12 +74,16 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run ``prepare`` and print a short summary."""
     from unmask.data import prepare
+    from unmask.errors import UserError
 
+    if args.vocab_size is not None and args.tokenizer != "bpe":
+        raise UserError(f"--vocab-size trains a BPE tokenizer (--tokenizer bpe); "
+                        f"--tokenizer {args.tokenizer} brings its own vocabulary")
     info = prepare(
         args.inputs,
         args.out,
         tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
+        **({} if args.vocab_size is None else {"vocab_size": args.vocab_size}),
         text_field=args.text_field,
         val_fraction=args.val_fraction,
         min_val_tokens=args.min_val_tokens,

@@ -17,37 +17,31 @@ from unmask.commands import (
     dataclass_from_args,
     given_fields,
 )
-from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, ModelConfig, TrainConfig
+from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.errors import UserError
 
 _SKIP = {"model_overrides"}
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    """``--model-set FIELD=VALUE`` items as a dict, each value JSON (else a string) of the
+    field's type (``unmask.config.model_override_error``, as a config's ``model_overrides``)."""
+    from unmask.config import check_objective_fields, model_override_error
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE with FIELD one of "
-                            f"{', '.join(sorted(known))}")
+        if not sep:
+            raise UserError(f"--model-set {item!r}: expected FIELD=VALUE")
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
             out[key] = value
-        _check_override_type(item, key, out[key])
+        check_objective_fields({key: out[key]})
+        problem = model_override_error(key, out[key])
+        if problem:
+            raise UserError(f"--model-set {item!r}: {problem}")
     return out
-
-
-def _check_override_type(item: str, key: str, value: Any) -> None:
-    """A ``--model-set`` value of the field's kind (``d_model=abc`` would fail inside
-    ModelConfig with a TypeError traceback); the JSON config check's rule (``from_dict``)."""
-    from unmask.config import _type_error
-
-    kind = str(next(f.type for f in dataclasses.fields(ModelConfig) if f.name == key))
-    problem = _type_error(key, kind, value)
-    if problem:
-        raise UserError(f"--model-set {item!r}: {problem}")
 
 
 def _objectives() -> list[str]:
@@ -134,13 +128,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume:
         check_init_family(cfg.init, cfg.objective)
     fresh = contextlib.nullcontext() if args.resume else no_empty_run(cfg.out)
+    first = os.environ.get("RANK", "0") == "0"  # says it once under torchrun, not per process
     try:
         with fresh:  # a new run that fails before its first checkpoint leaves no folder
             run_dir = train(cfg, resume=args.resume, progress=not args.no_progress,
                             name_setting=_flag)
     except TrainingStopped as e:
-        print(f"unmask train: {e}{resume_hint(e, 'train')}", file=sys.stderr)
+        if first:
+            print(f"unmask train: {e}{resume_hint(e, 'train')}", file=sys.stderr)
         return e.exit_code
-    if os.environ.get("RANK", "0") == "0":  # once under torchrun, not once per process
+    if first:
         print(f"checkpoint: {run_dir}/checkpoint")
     return 0
