@@ -791,3 +791,20 @@ def test_prepare_slice_keeps_the_first_tokens_and_the_validation_split(corpus, t
     assert train_s.tokenizer().vocab_size == train_src.vocab_size
     with pytest.raises(UserError, match="train_tokens=0 must be in 1.."):
         prepare_slice(corpus, tmp_path / "t", train_tokens=0)
+
+
+@pytest.mark.parametrize("rank, says", [("0", True), ("1", False)])
+def test_only_rank_0_says_where_a_stopped_distillation_is(teacher, corpus, tmp_path,
+                                                          monkeypatch, capsys, rank, says):
+    """Under torchrun every process stops (exit 130); the stop line is rank 0's alone, as
+    ``unmask train`` says it."""
+    import unmask.distill as distill_mod
+
+    def stopped(teacher: object, data: object, out: str, **kw: object) -> Path:
+        raise TrainingStopped(signal.SIGINT, 3, Path(out))
+
+    monkeypatch.setattr(distill_mod, "distill", stopped)
+    monkeypatch.setenv("RANK", rank)
+    assert main(["distill", "--teacher", str(teacher), "--data", str(corpus), "--out",
+                 str(tmp_path / "d"), "--no-progress"]) == 130
+    assert ("stopped by SIGINT at step 3" in capsys.readouterr().err) == says

@@ -187,3 +187,23 @@ def test_checkpoint_folder_has_ordinary_permissions(dataset, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((run / "checkpoint").stat().st_mode) == 0o777 & ~umask
+
+
+def test_a_model_too_large_for_memory_is_refused_before_it_is_built(monkeypatch):
+    """``--model-set n_layers=100000`` spent minutes building a meta-device copy before the
+    memory check; the formula refuses it at once, in one line."""
+    from unmask import train_guards
+    from unmask.config import model_preset
+    from unmask.errors import UserError
+
+    cfg = model_preset("demo", vocab_size=4096, max_seq_len=256)
+    monkeypatch.setattr(train_guards, "available_memory", lambda device: 2 * cfg.num_params())
+    train_guards.check_model_size(cfg, "cpu")  # its weights fit
+    monkeypatch.setattr(train_guards, "available_memory", lambda device: cfg.num_params())
+    with pytest.raises(UserError, match=r"about 5\.\dM parameters: its weights alone need"):
+        train_guards.check_model_size(cfg, "cpu")
+    train_guards.check_model_size(cfg, "cpu", world=2)  # split over two processes, they fit
+    huge = model_preset("tiny", vocab_size=4096, max_seq_len=256, n_layers=100_000)
+    monkeypatch.setattr(train_guards, "available_memory", lambda device: 2**30)
+    with pytest.raises(UserError, match="choose a smaller model"):
+        train_guards.check_model_size(huge, "cpu")

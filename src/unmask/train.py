@@ -93,6 +93,7 @@ from unmask.train_guards import (
     available_memory,
     check_data_sizes,
     check_memory,
+    check_model_size,
     describe_resume,
     estimate_memory,
     resume_plan,
@@ -341,6 +342,7 @@ def _train(
             f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"
         )
     precision = resolve_precision(config.precision, device)
+    check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
     _check_sizes(config, model_cfg, train_ds, val_ds, device, world, kind)
     if val_ds is not None and val_ds.n_tokens == 0:  # prepared with val_fraction 0

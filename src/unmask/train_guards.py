@@ -242,6 +242,25 @@ def _size(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def check_model_size(model_cfg: ModelConfig, device: Any, world: int = 1) -> None:
+    """Refuse at once, from the formula (``ModelConfig.num_params``), a model whose weights
+    alone, at 2 bytes and split over ``world`` processes, exceed the free memory: building
+    even its meta-device copy (``estimate_memory``) took minutes at ``n_layers=100000``."""
+    available = available_memory(device)
+    n_params = model_cfg.num_params()
+    if available is None or 2 * n_params <= available * max(1, world):
+        return
+    raise UserError(
+        f"the model has about {_count(n_params)} parameters: its weights alone need "
+        f"{_size(2 * n_params)} per copy, more than the {_size(available)} available; choose a "
+        "smaller model (--preset, --model-set d_model=/n_layers=)"
+    )
+
+
+def _count(n: float) -> str:
+    return f"{n / 1e9:,.1f}B" if n >= 1e9 else f"{n / 1e6:,.1f}M"
+
+
 def check_memory(
     estimate: MemoryEstimate, available: int | None, *, config: TrainConfig, rows: int,
     processes: int = 1,

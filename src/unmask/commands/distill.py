@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import re
 import sys
 from pathlib import Path
@@ -196,7 +197,9 @@ def run(args: argparse.Namespace) -> int:
                     cache=args.cache, progress=not args.no_progress,
                 )  # fmt: skip
     except TrainingStopped as e:
-        print(f"unmask distill: {e}{resume_hint(e, 'distill')}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun, as unmask train says it
+            print(f"unmask distill: {e}{resume_hint(e, 'distill')}", file=sys.stderr)
         return e.exit_code
-    print(f"checkpoint: {run_dir}/checkpoint")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"checkpoint: {run_dir}/checkpoint")
     return 0
