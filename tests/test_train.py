@@ -117,7 +117,7 @@ def test_cli_train_and_errors(dataset, tmp_path, capsys):
 
 def test_interrupted_save_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
     import unmask.checkpoint as ckpt
-    import unmask.convert.write as write
+    import unmask.files as files
 
     run = train(cfg(dataset, tmp_path / "run", steps=2), progress=False)
     before = load_file(str(run / "checkpoint" / "model.safetensors"))
@@ -125,7 +125,7 @@ def test_interrupted_save_keeps_last_checkpoint(dataset, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(write, "write_safetensors", boom)
+    monkeypatch.setattr(files, "write_safetensors", boom)
     with pytest.raises(OSError):
         ckpt.save_checkpoint(run, model=load(run).model, tokenizer=load(run).tokenizer)
     after = load_file(str(run / "checkpoint" / "model.safetensors"))

@@ -101,7 +101,7 @@ def save_checkpoint(
     shards), swapped in with the rest.
     """
     from unmask.config import to_dict
-    from unmask.convert.write import write_safetensors  # streamed: a real OSError when full
+    from unmask.files import write_safetensors  # streamed: a real OSError when full
 
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)

@@ -3,17 +3,26 @@ converted folders): a reader never sees a half-written file or folder.
 
 Inside: ``file_mode`` (what the umask gives a new file), ``atomic_write_text`` and
 ``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
-before renaming it into place); ``asset_path``, a file shipped in ``unmask/assets``.
+before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
+``read_user_text`` (a file the user named, with one-line errors); ``asset_path``, a file
+shipped in ``unmask/assets``.
 
-It sits at the bottom of the import graph (standard library only), so ``config``,
-``checkpoint`` and ``convert`` all use it without importing each other.
+It sits at the bottom of the import graph (the standard library; torch only inside
+``write_safetensors``), so ``config``, ``checkpoint`` and ``convert`` all use it without
+importing each other.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
 def file_mode() -> int:
@@ -75,6 +84,53 @@ def check_creatable(path: Path) -> None:
         raise UserError(f"{path}: cannot be written ({parent} is not a writable folder)")
 
 
+SAFETENSORS_DTYPES = {
+    "float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64",
+    "int64": "I64", "int32": "I32", "bool": "BOOL", "uint8": "U8",
+}  # fmt: skip
+"""torch dtype name -> safetensors dtype tag."""
+
+
+def write_safetensors(
+    tensors: Mapping[str, torch.Tensor], path: Path, *, metadata: Mapping[str, str] | None = None
+) -> None:
+    """Write ``tensors`` to ``path`` in the safetensors format, streaming one tensor at a time.
+
+    ``safetensors.torch.save_file`` first turns every tensor into ``bytes`` (a second full
+    copy of the model in RAM); this writes each tensor's memory directly instead. The format
+    (github.com/huggingface/safetensors): an 8-byte little-endian header length, a JSON header
+    of ``{name: {dtype, shape, data_offsets}}`` padded with spaces to a multiple of 8, then
+    the tensors' bytes back to back.
+    """
+    import torch
+
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    names = sorted(tensors)
+    for name in names:
+        t = tensors[name]
+        tag = SAFETENSORS_DTYPES.get(str(t.dtype).removeprefix("torch."))
+        if tag is None:
+            raise ValueError(f"cannot write {name}: dtype {t.dtype} has no safetensors tag here")
+        size = t.numel() * t.element_size()
+        header[name] = {
+            "dtype": tag,
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + size],
+        }
+        offset += size
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little"))
+        f.write(raw)
+        for name in names:
+            t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
+            f.write(memoryview(t.view(torch.uint8).numpy()))  # the tensor's own memory, no copy
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def read_user_text(path: Path, what: str = "file") -> str:
     """The UTF-8 text of a file the user named (a prompt file, a template, a gap set); a
     one-line ``UserError`` that says why when it is missing, a folder, unreadable or not
@@ -93,8 +149,8 @@ def read_user_text(path: Path, what: str = "file") -> str:
         raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
 
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "check_creatable", "file_mode",
-           "read_user_text", "staging_dir"]
+__all__ = ["SAFETENSORS_DTYPES", "atomic_write_bytes", "atomic_write_text", "check_creatable",
+           "file_mode", "read_user_text", "staging_dir", "write_safetensors"]
 
 
 def asset_path(name: str) -> Path:

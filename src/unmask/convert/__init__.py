@@ -40,7 +40,8 @@ from unmask.convert.load import (
     shard_files,
     weight_map,
 )
-from unmask.convert.write import convert, export, export_config, write_safetensors
+from unmask.convert.write import convert, export, export_config
+from unmask.files import write_safetensors
 
 __all__ = [
     "IMPORTERS",

@@ -1,5 +1,6 @@
-"""Writing: ``write_safetensors`` (streamed, no second copy), ``convert`` (publisher folder
--> native checkpoint) and ``export`` (native checkpoint -> a family's publisher layout)."""
+"""Writing: ``convert`` (publisher folder -> native checkpoint) and ``export`` (native
+checkpoint -> a family's publisher layout), through ``unmask.files.write_safetensors``
+(streamed, no second copy)."""
 
 from __future__ import annotations
 
@@ -13,59 +14,12 @@ from typing import TYPE_CHECKING, Any
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import _shape_fields, import_folder, is_publisher_folder, weight_map
 from unmask.errors import UserError
-from unmask.files import check_creatable, staging_dir
+from unmask.files import check_creatable, staging_dir, write_safetensors
 
 if TYPE_CHECKING:
     import torch
 
     from unmask.config import ModelConfig
-
-
-SAFETENSORS_DTYPES = {
-    "float32": "F32", "bfloat16": "BF16", "float16": "F16", "float64": "F64",
-    "int64": "I64", "int32": "I32", "bool": "BOOL", "uint8": "U8",
-}  # fmt: skip
-"""torch dtype name -> safetensors dtype tag."""
-
-
-def write_safetensors(
-    tensors: Mapping[str, torch.Tensor], path: Path, *, metadata: Mapping[str, str] | None = None
-) -> None:
-    """Write ``tensors`` to ``path`` in the safetensors format, streaming one tensor at a time.
-
-    ``safetensors.torch.save_file`` first turns every tensor into ``bytes`` (a second full
-    copy of the model in RAM); this writes each tensor's memory directly instead. The format
-    (github.com/huggingface/safetensors): an 8-byte little-endian header length, a JSON header
-    of ``{name: {dtype, shape, data_offsets}}`` padded with spaces to a multiple of 8, then
-    the tensors' bytes back to back.
-    """
-    import torch
-
-    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
-    offset = 0
-    names = sorted(tensors)
-    for name in names:
-        t = tensors[name]
-        tag = SAFETENSORS_DTYPES.get(str(t.dtype).removeprefix("torch."))
-        if tag is None:
-            raise ValueError(f"cannot write {name}: dtype {t.dtype} has no safetensors tag here")
-        size = t.numel() * t.element_size()
-        header[name] = {
-            "dtype": tag,
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + size],
-        }
-        offset += size
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)
-    with open(path, "wb") as f:
-        f.write(len(raw).to_bytes(8, "little"))
-        f.write(raw)
-        for name in names:
-            t = tensors[name].detach().to("cpu").contiguous().reshape(-1)
-            f.write(memoryview(t.view(torch.uint8).numpy()))  # the tensor's own memory, no copy
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def convert(
