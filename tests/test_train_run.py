@@ -198,14 +198,17 @@ def test_impossible_sizes_refused_up_front(dataset, tmp_path, capsys):
     cases = {
         ("--seq-len", "100000000"): "seq_len=100000000 is longer than the train split",
         ("--batch-size", "10000000"): "batch_size=10000000 exceeds the",
-        ("--model-set", "d_model=4096", "--model-set", "n_layers=256"): "this run needs about",
+        # the weights alone (88 GB at 2 bytes) or with the optimizer state: by the free memory
+        ("--model-set", "d_model=4096", "--model-set", "n_layers=256"): (
+            "its weights alone need", "this run needs about"),
     }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for extra, message in cases.items():
         t = time.perf_counter()
         assert main([*base, *extra]) == 2
         err = capsys.readouterr().err
-        assert message in err and err.count("\n") == 1, err
+        alternatives = (message,) if isinstance(message, str) else message
+        assert any(m in err for m in alternatives) and err.count("\n") == 1, err
         assert time.perf_counter() - t < 30
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
     assert grown_mb < 300  # nothing big was allocated before the refusal
