@@ -184,3 +184,27 @@ def test_cli_prompt_file_that_is_a_folder_says_so(mdlm_ckpt, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path}: a folder, not a prompt file" in err and err.count("\n") == 1
 
+
+
+def test_cli_summary_names_the_policy_and_notes_one_token_a_step(mdlm_ckpt, capsys):
+    base = ["generate", "--model", mdlm_ckpt, "--no-live", "--gen-length", "8", "hi"]
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert "decoder llada, 1.00 tokens/step" in err and "note:" not in err
+    # a random tiny model is never 99.99% sure: the threshold policy falls back to one a step
+    assert main([*base, "--policy", "threshold", "--threshold", "0.9999", "--cache", "dual"]) == 0
+    err = capsys.readouterr().err
+    assert "decoder llada, policy threshold, cache dual, 1.00 tokens/step" in err
+    assert "note: policy threshold committed 1.00 tokens a step" in err
+
+
+def test_a_missing_local_model_is_not_sent_to_the_hub(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["generate", "--model", "runs/demo", "hi"]) == 2
+    err = capsys.readouterr().err
+    assert "the shipped model is --model demo" in err and "huggingface-cli" not in err
+    (tmp_path / "runs").mkdir()
+    assert main(["generate", "--model", "runs/mine", "hi"]) == 2
+    assert "runs/mine: no such folder\n" in capsys.readouterr().err
+    assert main(["generate", "--model", "org/model", "hi"]) == 2
+    assert "huggingface-cli download org/model" in capsys.readouterr().err

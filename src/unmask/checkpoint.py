@@ -279,12 +279,16 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
         p = shipped_model(str(path))
     if not p.exists():
         name = str(path)
-        if "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1:
+        hub = "/" in name and not name.startswith((".", "/", "~")) and name.count("/") == 1
+        local = p.parent.is_dir() or p.parent.name == "runs" or p.name in SHIPPED_MODELS
+        if hub and not local:  # org/name, not a folder of this machine's (runs/mine)
             raise UserError(
                 f"{path}: no such folder; unmask never downloads: fetch it first "
                 f"(e.g. `huggingface-cli download {path} --local-dir DIR`) and pass DIR"
             )
-        raise UserError(f"{path}: no such folder")
+        shipped = p.name in SHIPPED_MODELS
+        hint = f" (the shipped model is --model {p.name}, no folder)" if shipped else ""
+        raise UserError(f"{path}: no such folder{hint}")
     if not p.is_dir():
         raise UserError(f"{path}: not a folder (expected a run directory or checkpoint folder)")
     for cand in (p, p / CKPT, p / OLD):

@@ -175,10 +175,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"--- [{i}]")
         # a reply, or the prompt (as it ended: its [MASK]s filled) and its continuation
         print(text if template is not None else out.prompts[i] + text)
+    how = f"decoder {out.decoder}"
+    per_step = n_tokens / len(prompts) / max(out.steps, 1)
+    if out.decoder in ("llada", "bd3lm"):  # the commit loop: which policy and cache ran
+        how += "".join(f", {name} {value}" for name, value, default in (
+            ("policy", config.policy, "llada"), ("cache", config.cache, "none"))
+            if value != default)  # fmt: skip
+        how += f", {per_step:.2f} tokens/step"
     print(
         f"{plural(n_tokens, 'token')}, {plural(out.steps, 'step')}, {out.nfe} NFE in "
-        f"{out.seconds:.2f} s ({tokens_per_s:.1f} tokens/s, decoder {out.decoder}"
+        f"{out.seconds:.2f} s ({tokens_per_s:.1f} tokens/s, {how}"
         + (f", {dtype})" if (dtype := api.weights_dtype(loaded)) else ")"),
         file=sys.stderr,
     )
+    if out.decoder in ("llada", "bd3lm") and config.policy != "llada" and per_step < 1.2:
+        print(f"unmask generate: note: policy {config.policy} committed {per_step:.2f} tokens a "
+              "step: this model is rarely confident about several masked tokens at once; a "
+              "model distilled for it (unmask distill) decodes in parallel (docs/sampling.md, "
+              "Fast decoding)", file=sys.stderr)
     return 0
