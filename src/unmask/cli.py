@@ -10,7 +10,9 @@ Everything every command shares happens here, once:
   on a shared machine).
 - Exit codes: 0 done, 2 a user mistake (``UserError``: one line on stderr, no traceback;
   also argparse's errors), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as
-  a shell reports a process killed by it). Either signal prints one line, no traceback.
+  a shell reports a process killed by it), 129 hung up (SIGHUP). Each signal prints one
+  line, no traceback: torch is imported with the signals held (``_import_torch_whole``),
+  and a process ending by a signal blocks further ones (``_hold_signals``).
   141 when the reader of stdout left (``unmask ... | head``), silently.
 """
 
@@ -33,6 +35,7 @@ from unmask.errors import UserError
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_HUNG_UP = 129  # 128 + SIGHUP: the terminal or ssh session closed
 
 EPILOG = (
     "Run 'unmask COMMAND --help' for a command's options. Exit status: 0 done, 2 a usage "
@@ -43,30 +46,54 @@ EPILOG = (
 
 
 class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM, so ``finally`` blocks run and ``main`` exits 143.
+    """Raised in the main thread on SIGTERM (or SIGHUP: the terminal or ssh session closed),
+    so ``finally`` blocks run and ``main`` exits 128 + the signal (143, 129).
 
     A ``BaseException`` like ``KeyboardInterrupt`` but not one: code that treats Ctrl-C as
     "stop this reply" (``unmask chat``) must not swallow a request to terminate.
     """
 
+    def __init__(self, signum: int = signal.SIGTERM) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
 
 def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated
+    raise Terminated(signum)
+
+
+_TERMINATING = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises ``Terminated`` inside the block (main thread only; the old handler
-    comes back after). A command that saves on the signal (``train``) installs its own
-    handler and, once saved, re-raises the signal so it ends here too."""
+    """SIGTERM and SIGHUP raise ``Terminated`` inside the block (main thread only; the old
+    handlers come back after). A command that saves on the signal (``train``) installs its
+    own handler and, once saved, re-raises the signal so it ends here too."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.signal(signal.SIGTERM, _raise_terminated)
+    old = {sig: signal.signal(sig, _raise_terminated) for sig in _TERMINATING}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _import_torch_whole() -> None:
+    """Import torch with SIGINT/SIGTERM/SIGHUP held back: a signal that lands inside its C
+    extension's import (numpy's module init) was swallowed (the run went on and exited 0),
+    became an ``ImportError`` traceback, or aborted the process (SIGABRT). A signal that
+    came meanwhile is delivered when the mask is lifted, as the usual one line."""
+    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
+        return
+    held = {signal.SIGINT, *_TERMINATING}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        import torch  # noqa: F401
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,7 +146,25 @@ def _limit_threads_before_torch(n: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status."""
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status.
+
+    As the program (``argv`` None), a run that ends by a signal ignores further ones: a
+    second Ctrl-C would otherwise land in the interpreter's shutdown (threading's, torch's
+    atexit hooks) and print a traceback after the one line."""
+    status = _main(argv, program=argv is None)
+    if argv is None and status in (EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HUNG_UP):
+        _hold_signals()
+    return status
+
+
+def _hold_signals() -> None:
+    """Block SIGINT/SIGTERM/SIGHUP for the rest of the process (it is exiting): one C call,
+    so a second signal cannot interrupt the exit path between bytecodes."""
+    if threading.current_thread() is threading.main_thread():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *_TERMINATING})
+
+
+def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     # Idle OpenMP threads sleep instead of spinning; must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -144,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 n = command_threads(args)
                 _limit_threads_before_torch(n)
                 threads = using_threads(n)
+            _import_torch_whole()  # every command imports it; a signal meanwhile is one line
             with threads:
                 status = int(args.func(args) or 0)
             sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
@@ -165,15 +211,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{label}: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        if program:
+            _hold_signals()  # first: a second Ctrl-C must not interrupt this line
         print(f"{label}: interrupted", file=sys.stderr)
         if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
             sys.stdout.flush()  # a thread left in native code (BPE training): exit now, the
             sys.stderr.flush()  # interpreter's shutdown would abort on it
             os._exit(EXIT_INTERRUPTED)
         return EXIT_INTERRUPTED
-    except Terminated:
-        print(f"{label}: terminated", file=sys.stderr)
-        return EXIT_TERMINATED
+    except Terminated as e:
+        if program:
+            _hold_signals()
+        hung_up = e.signum == signal.SIGHUP
+        print(f"{label}: {'hung up (SIGHUP)' if hung_up else 'terminated'}", file=sys.stderr)
+        return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
 
 
 def _is_utf8(arg: str) -> bool:

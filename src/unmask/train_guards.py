@@ -288,7 +288,8 @@ class TrainingStopped(KeyboardInterrupt):
     """Raised by ``train`` when SIGINT/SIGTERM stopped it, after its checkpoint was saved.
 
     A ``KeyboardInterrupt``, so code that handles Ctrl-C handles it; ``exit_code`` is the
-    shell's convention for death by that signal (130 for SIGINT, 143 for SIGTERM).
+    shell's convention for death by that signal (130 for SIGINT, 143 for SIGTERM, 129 for
+    SIGHUP).
     """
 
     def __init__(self, signum: int, step: int | None, run: Path, *, detail: str = "") -> None:
@@ -315,8 +316,14 @@ def resume_hint(stopped: TrainingStopped, command: str) -> str:
     return f"; resume with: unmask {command} --resume --out {stopped.run}"
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""The signals that stop a run and save it: Ctrl-C, ``kill``, and the terminal or ssh
+session closing (SIGHUP, which killed a run outright and left a folder without a
+checkpoint)."""
+
+
 class StopFlag:
-    """SIGINT/SIGTERM handling for the whole of ``train``.
+    """SIGINT/SIGTERM/SIGHUP handling for the whole of ``train``.
 
     Outside ``deferring()`` (set-up: reading data, building the model) a signal stops at
     once. Inside it (the training loop) the first signal only sets ``signum``, and the loop
@@ -336,7 +343,7 @@ class StopFlag:
         return self.signum is not None
 
     def __enter__(self) -> StopFlag:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread: leave signals to the caller
@@ -351,8 +358,9 @@ class StopFlag:
                 "before training started")
             raise TrainingStopped(signum, None, run, detail=when)
         if self.signum is not None:  # the second signal: no more waiting for a save
-            raise TrainingStopped(signum, None, run, detail="at once (second signal); the last "
-                                  "saved checkpoint is kept")
+            kept = ("the last saved checkpoint is kept" if (run / "checkpoint").is_dir()
+                    else "no checkpoint had been saved yet")
+            raise TrainingStopped(signum, None, run, detail=f"at once (second signal); {kept}")
         self.signum = signum
 
     @contextlib.contextmanager

@@ -182,6 +182,8 @@ def converse(
                 print()
             return 0
         except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
+            if not interactive:  # piped input: nobody at a prompt, so Ctrl-C ends the run
+                raise
             print("\n(/exit or Ctrl-D quits)", file=sys.stderr)
             continue
         message = line.rstrip("\r\n")

@@ -10,11 +10,16 @@ See docs/serving.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
 
 from unmask.commands import (
     add_dtype_flag,
@@ -138,8 +143,46 @@ def listen_socket(host: str, port: int) -> socket.socket:
         else:
             why = f"cannot listen on {host}:{port} ({e.strerror or e})"
         raise UserError(why) from None
+    sock.listen(2048)  # connections wait in the backlog from the banner on (uvicorn's size)
     sock.set_inheritable(True)
     return sock
+
+
+def _server_class(base: type) -> type:
+    """uvicorn's ``Server`` whose second SIGINT/SIGTERM exits at once, in one line: uvicorn's
+    own force-quit cancelled the requests' tasks with a traceback each and left the decoding
+    thread inside a torch call, which aborted the process (SIGABRT) at exit."""
+
+    class Server(base):  # type: ignore[misc, valid-type]
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if self.should_exit and sig in (signal.SIGINT, signal.SIGTERM):
+                what = "interrupted" if sig == signal.SIGINT else "terminated"
+                print(f"unmask serve: {what} (second signal: requests in flight are dropped)",
+                      file=sys.stderr)
+                sys.stderr.flush()
+                os._exit(128 + sig)
+            super().handle_exit(sig, frame)
+
+    return Server
+
+
+@contextlib.contextmanager
+def _hangup_shuts_down(server: Any) -> Iterator[None]:
+    """SIGHUP (the terminal or ssh session closed) shuts the server down as SIGTERM does,
+    exit 143 (uvicorn handles only SIGINT and SIGTERM, and re-raises the one it got once
+    the server is down)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def as_sigterm(sig: int, frame: Any) -> None:
+        server.handle_exit(signal.SIGTERM, frame)
+
+    old = signal.signal(signal.SIGHUP, as_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, old)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -198,8 +241,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
           f"http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
-    server = uvicorn.Server(config)
-    server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
+    server = _server_class(uvicorn.Server)(config)
+    with _hangup_shuts_down(server):
+        server.run(sockets=[sock])  # (closed by uvicorn when it shuts down)
     if server.should_exit:  # Ctrl-C: uvicorn shut down gracefully and swallowed the interrupt
         raise KeyboardInterrupt  # so the exit status is 130, as for every command (cli.main)
     return 0
