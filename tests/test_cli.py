@@ -285,3 +285,12 @@ def test_closed_stdout_pipe_is_not_a_traceback():
     p.stdout.close()  # before the child writes: its output meets a closed pipe
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and "Traceback" not in err and "Exception" not in err, err
+
+
+def test_python_dash_m_unmask_is_the_command():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "unmask", "generate", "--model", "nope", "x"],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and r.stderr == "unmask generate: error: nope: no such folder\n"
