@@ -333,6 +333,14 @@ def test_small_corpus_never_gives_validation_more_than_training(tmp_path: Path) 
                                     "fraction (0.9): validation is never larger than training")
 
 
+def test_progress_bars_only_on_a_terminal(
+    tmp_path: Path, docs: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """progress=True draws no bars into a log (stderr not a terminal): no "0%" lines."""
+    prepare(docs, tmp_path / "d", vocab_size=300, val_fraction=0, progress=True)
+    assert capsys.readouterr().err == ""
+
+
 def test_cli_constant_matches_library() -> None:
     from unmask.commands import prepare as cmd
 

@@ -531,7 +531,7 @@ def _progress(desc: str, total: int, enabled: bool) -> Any:
 
     return tqdm(
         total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-        disable=not enabled, leave=False,
+        disable=None if enabled else True, leave=False,  # None: no bar when not a terminal
     )  # fmt: skip
 
 
