@@ -182,6 +182,19 @@ def test_teacher_cache_option_is_used_and_recorded(teacher, corpus, tmp_path):
     assert plain.meta["sample"]["cache"] == "none" and plain.meta != traj.meta
 
 
+def test_trajectories_print_plain_lines_when_stderr_is_not_a_terminal(teacher, corpus, capsys):
+    """No bar in a log: a start line and one line per batch at most every 30 s (the first
+    and the last always); progress=False prints nothing."""
+    traj = make_trajectories(load(teacher), str(corpus), TRAJ, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "trajectories: decoding 6 with the teacher in batches of 3 (8 prompt + 8 " \
+                       "tokens)"
+    assert [ln.split(" ETA ")[0] for ln in lines[1:]] == ["trajectories 3/6", "trajectories 6/6"]
+    assert make_trajectories(load(teacher), str(corpus), TRAJ, progress=False).tokens.equal(
+        traj.tokens)
+    assert capsys.readouterr().err == ""
+
+
 def test_trajectory_states_follow_the_commit_order():
     """k of n generated positions kept = the first k committed; u = 0 masks all of them, u
     just below 1 only the last committed; the prompt is never masked; bd3lm blocks draw

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
 from unmask.files import check_creatable
+from unmask.progress import progress_bar
 
 if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
@@ -279,19 +280,11 @@ def make_trajectories(
     if cut and len(out) < cfg.trajectories:  # the last batch was cut short: decode it whole,
         keep = len(out) - cut  # as a fresh run does (its seed and prompts are the batch's)
         out = Trajectories(out.tokens[:keep], out.commit_step[:keep], out.seed[:keep], out.meta)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=cfg.trajectories,
-            initial=len(out),
-            desc="trajectories",
-            unit="traj",
-            dynamic_ncols=True,
-            file=sys.stderr,
-            disable=None,
-        )
+    bar, plain = progress_bar("trajectories", cfg.trajectories, initial=len(out), unit="traj",
+                              enabled=progress and len(out) < cfg.trajectories)
+    if plain is not None:  # stderr is not a terminal: plain lines instead of the bar
+        plain.start(f"decoding {cfg.trajectories - len(out):,} with the teacher in batches of "
+                    f"{cfg.traj_batch} ({cfg.prompt_length} prompt + {cfg.gen_length} tokens)")
     while len(out) < cfg.trajectories:
         batch = len(out) // cfg.traj_batch
         rows = min(cfg.traj_batch, cfg.trajectories - len(out))
@@ -306,6 +299,8 @@ def make_trajectories(
             out.save(save_to)
         if bar is not None:
             bar.update(rows)
+        if plain is not None and plain.due(len(out)):
+            plain.line(len(out))
     if bar is not None:
         bar.close()
     return out
