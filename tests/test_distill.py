@@ -313,16 +313,25 @@ def test_cli_end_to_end(teacher, corpus, tmp_path, capsys):
     assert (out / "checkpoint" / "model.safetensors").is_file()
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["objective"] == "distill" and saved["seq_len"] == 16
-    # eval measures the student as the model it is (mdlm) on a corpus; without one it says
-    # why there is no bound (trajectories have no validation split), not that a file is gone
+    # the plan keeps the corpus and the teacher's window length: eval measures the student as
+    # the model it is (mdlm) on the corpus' held-out split as it measures the teacher
+    assert saved["heldout_data"] == str(corpus) and saved["heldout_seq_len"] == 32
     capsys.readouterr()
-    assert main(["eval", str(out), "--no-score", "--no-plot", "--json"]) == 0
+    evaluate = ["--no-score", "--no-plot", "--json"]
+    assert main(["eval", str(out), *evaluate]) == 0
+    heldout = json.loads(capsys.readouterr().out)["heldout"]
+    assert heldout is not None and heldout["bpb"] > 0 and heldout["seq_len"] == 32
+    assert main(["eval", str(teacher), *evaluate]) == 0
+    assert json.loads(capsys.readouterr().out)["heldout"]["seq_len"] == 32
+    assert main(["eval", str(out), "--data", str(corpus), "--seq-len", "32", *evaluate]) == 0
+    assert json.loads(capsys.readouterr().out)["heldout"] == heldout
+    # a run without them (unmask train on trajectories) says why there is no bound
+    # (trajectories have no validation split), not that a file is gone
+    del saved["heldout_data"], saved["heldout_seq_len"]
+    (out / "train_config.json").write_text(json.dumps(saved))
+    assert main(["eval", str(out), *evaluate]) == 0
     notes = json.loads(capsys.readouterr().out)["notes"]
     assert any("pairs or trajectories" in n for n in notes), notes
-    assert main(["eval", str(out), "--data", str(corpus), "--no-score", "--no-plot",
-                 "--json"]) == 0
-    heldout = json.loads(capsys.readouterr().out)["heldout"]
-    assert heldout is not None and heldout["bpb"] > 0
 
 
 def test_bd3lm_teacher(corpus, tmp_path):

@@ -501,6 +501,7 @@ def distill(
     config = dataclasses.replace(
         base, objective="hybrid" if hybrid else "distill", init=str(student or teacher),
         out=str(out), seq_len=tcfg.prompt_length + tcfg.gen_length,
+        heldout_data=str(data), heldout_seq_len=_trained_seq_len(teacher),
     )  # fmt: skip
     objective_spec(config.objective).validate(config)  # before minutes of decoding, not after
     path = Path(cache) if cache else default_cache(out)
@@ -509,6 +510,19 @@ def distill(
         teacher, data, path, tcfg, device=device, progress=progress, student=student
     )
     return train(dataclasses.replace(config, data=str(path)), progress=progress)
+
+
+def _trained_seq_len(path: str) -> int:
+    """The window length ``unmask eval`` measures the checkpoint at ``path`` with: the
+    ``seq_len`` of its run's plan, else (an imported or shipped checkpoint) the default one
+    (``unmask eval`` caps both at the model's context)."""
+    from unmask.report import find_run
+
+    try:
+        cfg = find_run(path).train_config
+    except UserError:  # not a checkpoint: left to load to report
+        cfg = None
+    return (cfg or TrainConfig()).seq_len
 
 
 def _causal_checkpoint(path: str, *, any_causal: bool = False) -> bool:
