@@ -258,20 +258,19 @@ def big_corpus(tmp_path: Path) -> tuple[Path, np.ndarray]:
 
 def test_val_split_sized_by_fraction(tmp_path: Path, big_corpus: tuple[Path, np.ndarray]) -> None:
     p, stream = big_corpus
-    n_blocks = len(stream) // SPLIT_BLOCK
     for frac in (0.05, 0.25, 0.5):
         info = prepare([p], tmp_path / f"f{frac}", tokenizer="byte", val_fraction=frac,
                        min_val_tokens=0, progress=False)
-        k = math.ceil(frac * len(stream) / SPLIT_BLOCK)
-        tail = len(stream) - n_blocks * SPLIT_BLOCK
-        assert info.n_tokens["val"] in (k * SPLIT_BLOCK, k * SPLIT_BLOCK + tail), frac
+        # rounded up to whole blocks, but never past half the corpus
+        k = min(math.ceil(frac * len(stream) / SPLIT_BLOCK), len(stream) // (2 * SPLIT_BLOCK))
+        assert info.n_tokens["val"] == k * SPLIT_BLOCK, frac
         assert_block_partition(stream, split_tokens(info.out, "train"),
                                split_tokens(info.out, "val"))
         assert info.notes == ()
     # The minimum wins over a small fraction: 32,768 tokens (8 blocks), not 1 block.
     info = prepare([p], tmp_path / "min", tokenizer="byte", val_fraction=0.01, progress=False)
     assert MIN_VAL_TOKENS == 8 * SPLIT_BLOCK
-    assert MIN_VAL_TOKENS <= info.n_tokens["val"] < MIN_VAL_TOKENS + SPLIT_BLOCK
+    assert info.n_tokens["val"] == MIN_VAL_TOKENS
     index = json.loads((info.out / "index.json").read_text())
     assert index["min_val_tokens"] == MIN_VAL_TOKENS and index["val_fraction"] == 0.01
     # Deterministic, and the seed picks other blocks of the same total.
@@ -291,12 +290,11 @@ def test_small_corpus_gets_fraction_and_a_note(
     info = prepare([p], tmp_path / "d", tokenizer="byte", val_fraction=0.1,
                    min_val_tokens=12 * SPLIT_BLOCK, progress=False)
     k = math.ceil(0.1 * len(stream) / SPLIT_BLOCK)
-    assert k * SPLIT_BLOCK <= info.n_tokens["val"] < (k + 1) * SPLIT_BLOCK
+    assert info.n_tokens["val"] == k * SPLIT_BLOCK
     assert len(info.notes) == 1
-    assert f"validation gets at least {k * SPLIT_BLOCK:,} tokens" in info.notes[0]
-    assert "below the minimum of 49,152" in (
-        info.notes[0]
-    )
+    pct = 100 * k * SPLIT_BLOCK / len(stream)
+    assert info.notes[0].startswith(f"validation gets {k * SPLIT_BLOCK:,} tokens ({pct:.1f}%), "
+                                    "below the minimum of 49,152")
     rc = main(["prepare", str(p), "-o", str(tmp_path / "cli"), "--tokenizer", "byte",
                "--val-fraction", "0.1", "--min-val-tokens", str(12 * SPLIT_BLOCK), "--no-progress"])
     out, err = capsys.readouterr()
@@ -307,6 +305,40 @@ def test_small_corpus_gets_fraction_and_a_note(
     assert err.startswith("unmask prepare: note: validation gets") and err.count("\n") == 1
     with pytest.raises(UserError, match="min_val_tokens=-1"):
         prepare([p], tmp_path / "e", min_val_tokens=-1, progress=False)
+
+
+def test_small_corpus_never_gives_validation_more_than_training(tmp_path: Path) -> None:
+    """2 blocks and a long tail (~11,900 tokens, like a few hundred lines): the tail joins the
+    last block, which must never be drawn for validation, whatever the seed; validation gets
+    one block, and the note gives its real size. A fraction over one half is capped too."""
+    text = sentences(300, seed=5)
+    text = text[: text.index(" ", 10_300)]
+    p = tmp_path / "small.txt"
+    p.write_text(text, encoding="utf-8")
+    stream = byte_stream([text])
+    assert 2 * SPLIT_BLOCK + 3700 <= len(stream) < 3 * SPLIT_BLOCK
+    pct = f"{100 * SPLIT_BLOCK / len(stream):.1f}%"
+    for seed in range(6):  # the old draw took the 7,800-token last block for some of these
+        info = prepare([p], tmp_path / f"s{seed}", tokenizer="byte", seed=seed, progress=False)
+        assert info.n_tokens == {"train": len(stream) - SPLIT_BLOCK, "val": SPLIT_BLOCK}, seed
+        assert_block_partition(stream, split_tokens(info.out, "train"),
+                               split_tokens(info.out, "val"))
+        assert info.notes == (f"validation gets {SPLIT_BLOCK:,} tokens ({pct}), below the "
+                              f"minimum of {MIN_VAL_TOKENS:,}: the corpus ({len(stream):,} "
+                              "tokens) is too small for both; add text for stable validation "
+                              "numbers",)
+    info = prepare([p], tmp_path / "most", tokenizer="byte", val_fraction=0.9, progress=False)
+    assert info.n_tokens["val"] == SPLIT_BLOCK
+    assert info.notes[0].startswith(f"validation gets {SPLIT_BLOCK:,} tokens ({pct}), not its "
+                                    "fraction (0.9): validation is never larger than training")
+
+
+def test_progress_bars_only_on_a_terminal(
+    tmp_path: Path, docs: list[Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """progress=True draws no bars into a log (stderr not a terminal): no "0%" lines."""
+    prepare(docs, tmp_path / "d", vocab_size=300, val_fraction=0, progress=True)
+    assert capsys.readouterr().err == ""
 
 
 def test_cli_constant_matches_library() -> None:

@@ -1,5 +1,6 @@
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -115,9 +116,11 @@ def test_demo_bad_input(capsys, tmp_path):
         assert out == "" and words in err, (argv, out, err)
 
 
-def test_demo_train_small_plan(tmp_path, monkeypatch):
-    # The packaged corpus, cut to its first 1500 lines: preparing all 5 MB of it (BPE
-    # training and encoding) cost this test ~12 s of its 14; the path is the same.
+@pytest.fixture
+def small_demo(tmp_path, monkeypatch):
+    """``unmask demo --train`` on the packaged corpus, cut to its first 1500 lines (preparing
+    all 5 MB of it, BPE training and encoding, cost ~12 s; the path is the same); call it to
+    make the default plan a tiny one, with ``kw`` changed."""
     import gzip
 
     import unmask.commands.demo as demo_mod
@@ -129,6 +132,15 @@ def test_demo_train_small_plan(tmp_path, monkeypatch):
     monkeypatch.setattr(
         demo_mod, "asset_path", lambda name: head if name == head.name else asset_path(name)
     )
+
+    def plan(**kw):
+        small = dict(preset="tiny", steps=3, batch_size=4, seq_len=32, warmup=1, vocab_size=300)
+        monkeypatch.setattr(demo_mod, "DemoTrainPlan", lambda: DemoTrainPlan(**{**small, **kw}))
+
+    return plan
+
+
+def test_demo_train_small_plan(small_demo, tmp_path):
     plan = DemoTrainPlan(
         preset="tiny", steps=3, batch_size=4, seq_len=32, warmup=1, vocab_size=300, time_limit=2
     )
@@ -138,3 +150,40 @@ def test_demo_train_small_plan(tmp_path, monkeypatch):
     assert (tmp_path / "run-data" / "index.json").is_file()
     with pytest.raises(Exception, match="already exists"):
         train_demo(str(tmp_path / "run"), plan=plan, progress=False)
+
+
+def test_demo_train_says_where_its_run_is_when_stopped_or_cut_short(
+    small_demo, tmp_path, monkeypatch, capsys
+):
+    """Ctrl-C: unmask train's message (checkpoint saved where) and how to resume and show it;
+    the time limit stopping it short: the step reached, and how to finish it."""
+    import signal
+
+    import unmask.train as train_mod
+    from unmask.train_guards import TrainingStopped
+
+    real_train = train_mod.train
+
+    def stopped(cfg, **kw):
+        run = real_train(replace(cfg, steps=1), **kw)  # a checkpoint at step 1 of 3
+        plan = json.loads((run / "train_config.json").read_text())
+        (run / "train_config.json").write_text(json.dumps({**plan, "steps": 3}))
+        raise TrainingStopped(signal.SIGINT, 1, run)
+
+    run = tmp_path / "stopped"
+    small_demo()
+    monkeypatch.setattr(train_mod, "train", stopped)
+    assert main(["demo", "--train", "--out", str(run), "--no-live"]) == 130
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (f"unmask demo: stopped by SIGINT at step 1; checkpoint saved in "
+                   f"{run / 'checkpoint'}; resume with: unmask train --resume --out {run}, "
+                   f"then: unmask demo --model {run}")
+    monkeypatch.setattr(train_mod, "train", real_train)
+    small_demo(time_limit=1e-9)  # stops before its first step
+    run = tmp_path / "capped"
+    assert main(["demo", "--train", "--out", str(run), "--no-live", "--gen-length", "4"]) == 0
+    out, err = capsys.readouterr()
+    assert (f"unmask demo: the 1e-09-min limit stopped training at step 0 of 3, so the model "
+            f"below is less trained; finish it with: unmask train --resume --out {run} "
+            f"--time-limit 0, then: unmask demo --model {run}\n") in err
+    assert out.startswith("unmask demo: a ")

@@ -182,6 +182,19 @@ def test_teacher_cache_option_is_used_and_recorded(teacher, corpus, tmp_path):
     assert plain.meta["sample"]["cache"] == "none" and plain.meta != traj.meta
 
 
+def test_trajectories_print_plain_lines_when_stderr_is_not_a_terminal(teacher, corpus, capsys):
+    """No bar in a log: a start line and one line per batch at most every 30 s (the first
+    and the last always); progress=False prints nothing."""
+    traj = make_trajectories(load(teacher), str(corpus), TRAJ, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "trajectories: decoding 6 with the teacher in batches of 3 (8 prompt + 8 " \
+                       "tokens)"
+    assert [ln.split(" ETA ")[0] for ln in lines[1:]] == ["trajectories 3/6", "trajectories 6/6"]
+    assert make_trajectories(load(teacher), str(corpus), TRAJ, progress=False).tokens.equal(
+        traj.tokens)
+    assert capsys.readouterr().err == ""
+
+
 def test_trajectory_states_follow_the_commit_order():
     """k of n generated positions kept = the first k committed; u = 0 masks all of them, u
     just below 1 only the last committed; the prompt is never masked; bd3lm blocks draw
@@ -300,16 +313,25 @@ def test_cli_end_to_end(teacher, corpus, tmp_path, capsys):
     assert (out / "checkpoint" / "model.safetensors").is_file()
     saved = json.loads((out / "train_config.json").read_text())
     assert saved["objective"] == "distill" and saved["seq_len"] == 16
-    # eval measures the student as the model it is (mdlm) on a corpus; without one it says
-    # why there is no bound (trajectories have no validation split), not that a file is gone
+    # the plan keeps the corpus and the teacher's window length: eval measures the student as
+    # the model it is (mdlm) on the corpus' held-out split as it measures the teacher
+    assert saved["heldout_data"] == str(corpus) and saved["heldout_seq_len"] == 32
     capsys.readouterr()
-    assert main(["eval", str(out), "--no-score", "--no-plot", "--json"]) == 0
+    evaluate = ["--no-score", "--no-plot", "--json"]
+    assert main(["eval", str(out), *evaluate]) == 0
+    heldout = json.loads(capsys.readouterr().out)["heldout"]
+    assert heldout is not None and heldout["bpb"] > 0 and heldout["seq_len"] == 32
+    assert main(["eval", str(teacher), *evaluate]) == 0
+    assert json.loads(capsys.readouterr().out)["heldout"]["seq_len"] == 32
+    assert main(["eval", str(out), "--data", str(corpus), "--seq-len", "32", *evaluate]) == 0
+    assert json.loads(capsys.readouterr().out)["heldout"] == heldout
+    # a run without them (unmask train on trajectories) says why there is no bound
+    # (trajectories have no validation split), not that a file is gone
+    del saved["heldout_data"], saved["heldout_seq_len"]
+    (out / "train_config.json").write_text(json.dumps(saved))
+    assert main(["eval", str(out), *evaluate]) == 0
     notes = json.loads(capsys.readouterr().out)["notes"]
     assert any("pairs or trajectories" in n for n in notes), notes
-    assert main(["eval", str(out), "--data", str(corpus), "--no-score", "--no-plot",
-                 "--json"]) == 0
-    heldout = json.loads(capsys.readouterr().out)["heldout"]
-    assert heldout is not None and heldout["bpb"] > 0
 
 
 def test_bd3lm_teacher(corpus, tmp_path):

@@ -505,3 +505,25 @@ def test_only_rank_0_says_where_a_stopped_run_is(dataset, tmp_path, monkeypatch,
     assert main(["train", "--data", str(dataset), "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 130
     assert ("stopped by SIGINT at step 3" in capsys.readouterr().err) == says
+
+
+def test_plain_progress_lines_when_stderr_is_not_a_terminal(dataset, tmp_path, capsys,
+                                                            monkeypatch):
+    """No bar in a log (stderr not a terminal): a start line, then a plain line at a log_every
+    step at most every 30 s (the first and the last always) and at each evaluation;
+    progress=False (--no-progress) prints nothing."""
+    import unmask.progress as progress_mod
+
+    run = train(cfg(dataset, tmp_path / "run", steps=6, log_every=2, eval_every=4), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (f"train: steps 0 to 6, 4×32 tokens each; metrics in "
+                        f"{run / 'metrics.jsonl'}")
+    assert [ln.split(" loss ")[0] for ln in lines[1:4]] == ["step 2/6", "step 4/6", "step 6/6"]
+    assert len(lines) == 5 and lines[4].startswith("step 6: val bpb")
+    assert "tok/s ETA" in lines[1] and " val_bpb " in lines[2] and "ETA 0.0 min" in lines[3]
+    monkeypatch.setattr(progress_mod, "PLAIN_EVERY_S", 0.0)  # every log_every step now
+    train(cfg(dataset, tmp_path / "often", steps=3, log_every=1), progress=True)
+    steps = [ln.split(" loss ")[0] for ln in capsys.readouterr().err.splitlines()[1:4]]
+    assert steps == ["step 1/3", "step 2/3", "step 3/3"]
+    train(cfg(dataset, tmp_path / "quiet", steps=2), progress=False)
+    assert capsys.readouterr().err == ""

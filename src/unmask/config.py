@@ -410,6 +410,13 @@ class TrainConfig:
     ``distill`` a trajectory file written by ``unmask distill`` (objective ``hybrid`` takes
     one too: an autoregressive teacher's rows, with ``init``, as ``unmask distill`` runs it
     for a causal student)."""
+    heldout_data: str = ""
+    """The prepared corpus ``unmask eval`` measures the held-out bound on when ``data`` has no
+    validation split; ``unmask distill`` sets its ``--data`` (the trajectories' corpus).
+    Empty = ``data``."""
+    heldout_seq_len: int = 0
+    """Window length of that bound (capped at the model's context); ``unmask distill`` sets
+    the teacher's ``seq_len``, so student and teacher are measured alike. 0 = ``seq_len``."""
     out: str = ""
     """Run directory: checkpoints, metrics.jsonl, train_config.json."""
     preset: str = "tiny"

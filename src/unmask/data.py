@@ -438,8 +438,11 @@ def _block_rank(seed: int, i: int) -> int:
 def _val_block_count(
     n_tokens: int, n_blocks: int, *, val_fraction: float, min_val_tokens: int
 ) -> tuple[int, str]:
-    """How many blocks go to validation, and a note when the corpus is too small for the
-    minimum (validation then gets only its fraction, at least one block)."""
+    """How many blocks go to validation, and a note when that is not what was asked: the
+    corpus is too small for the minimum (validation then gets only its fraction, at least
+    one block) or for a fraction over one half. Validation never gets more than half the
+    corpus; its blocks are whole ``SPLIT_BLOCK``s (``_split_stream`` keeps the oversized
+    tail block in training), so it gets exactly the count times ``SPLIT_BLOCK`` tokens."""
     if val_fraction <= 0:
         return 0, ""
     if n_blocks < 2:
@@ -449,27 +452,38 @@ def _val_block_count(
         )
     by_fraction = max(1, math.ceil(val_fraction * n_tokens / SPLIT_BLOCK))
     by_minimum = math.ceil(min_val_tokens / SPLIT_BLOCK)
-    note = ""
+    half = n_tokens // (2 * SPLIT_BLOCK)  # the most blocks that leave training no smaller
+    why = ""
     k = max(by_fraction, by_minimum)
-    if by_minimum > by_fraction and 2 * by_minimum > n_blocks:  # train would be the smaller part
-        k = by_fraction
-        note = (
-            f"validation gets at least {min(k, n_blocks - 1) * SPLIT_BLOCK:,} tokens (its "
-            f"fraction; the summary has the count), below the minimum of {min_val_tokens:,}: "
-            f"the corpus ({n_tokens:,} tokens) is too small for both; add text for stable "
-            "validation numbers"
+    if by_minimum > by_fraction and by_minimum > half:  # train would be the smaller part
+        k, why = by_fraction, (
+            f"below the minimum of {min_val_tokens:,}: the corpus ({n_tokens:,} tokens) is "
+            "too small for both; add text for stable validation numbers"
         )
-    return min(k, n_blocks - 1), note
+    if k > half:  # rounding up to blocks, or a fraction over one half
+        k = half
+        if val_fraction > 0.5:
+            why = f"not its fraction ({val_fraction:g}): validation is never larger than training"
+    if not why:
+        return k, ""
+    val = k * SPLIT_BLOCK
+    return k, f"validation gets {val:,} tokens ({100 * val / n_tokens:.1f}%), {why}"
 
 
 def _split_stream(
-    stream: np.ndarray, writers: dict[str, _ShardWriter], val_blocks: set[int]
+    stream: np.ndarray, writers: dict[str, _ShardWriter], *, seed: int, n_val: int
 ) -> None:
-    """Copy the token stream block by block to the split each block belongs to, in order."""
+    """Copy the token stream block by block to the split each block belongs to, in order.
+    The ``n_val`` blocks whose ``_block_rank`` is smallest go to validation, drawn from the
+    whole blocks only: a trailing partial block joins the last block, which then holds more
+    than ``SPLIT_BLOCK`` tokens and always goes to training."""
     n_blocks = max(1, len(stream) // SPLIT_BLOCK)
+    drawn = n_blocks - (len(stream) > n_blocks * SPLIT_BLOCK)  # leave an oversized tail out
+    val_blocks = set(sorted(range(drawn), key=lambda i: _block_rank(seed, i))[:n_val])
     for i in range(n_blocks):
         hi = len(stream) if i == n_blocks - 1 else (i + 1) * SPLIT_BLOCK  # last takes the tail
         writers["val" if i in val_blocks else "train"].write(stream[i * SPLIT_BLOCK : hi])
+    assert writers["val"].n_tokens <= writers["train"].n_tokens, "validation outgrew training"
 
 
 # ----------------------------------------------------------------------------- prepare
@@ -517,7 +531,7 @@ def _progress(desc: str, total: int, enabled: bool) -> Any:
 
     return tqdm(
         total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-        disable=not enabled, leave=False,
+        disable=None if enabled else True, leave=False,  # None: no bar when not a terminal
     )  # fmt: skip
 
 
@@ -585,7 +599,8 @@ def prepare(
         vocab_size: BPE vocabulary size, specials included (``"bpe"`` only).
         text_field: JSONL field holding the text.
         val_fraction: fraction of the tokens held out for validation, in [0, 1), rounded up
-            to whole ``SPLIT_BLOCK``-token blocks; 0 = no validation split.
+            to whole ``SPLIT_BLOCK``-token blocks and at most half the corpus (validation
+            is never larger than training); 0 = no validation split.
         min_val_tokens: smallest validation split in tokens (when ``val_fraction`` > 0); a
             corpus too small to spare it (it would leave less for training) gets only its
             fraction, at least one block, and a note in ``PreparedInfo.notes``.
@@ -680,8 +695,7 @@ def prepare(
         k, note = _val_block_count(
             n_tokens, n_blocks, val_fraction=val_fraction, min_val_tokens=min_val_tokens
         )
-        ranked = sorted(range(n_blocks), key=lambda i: _block_rank(seed, i))
-        _split_stream(stream, writers, set(ranked[:k]))
+        _split_stream(stream, writers, seed=seed, n_val=k)
         del stream
         stream_path.unlink()
         for w in writers.values():

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
 from unmask.files import check_creatable
+from unmask.progress import progress_bar
 
 if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
@@ -279,19 +280,11 @@ def make_trajectories(
     if cut and len(out) < cfg.trajectories:  # the last batch was cut short: decode it whole,
         keep = len(out) - cut  # as a fresh run does (its seed and prompts are the batch's)
         out = Trajectories(out.tokens[:keep], out.commit_step[:keep], out.seed[:keep], out.meta)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=cfg.trajectories,
-            initial=len(out),
-            desc="trajectories",
-            unit="traj",
-            dynamic_ncols=True,
-            file=sys.stderr,
-            disable=None,
-        )
+    bar, plain = progress_bar("trajectories", cfg.trajectories, initial=len(out), unit="traj",
+                              enabled=progress and len(out) < cfg.trajectories)
+    if plain is not None:  # stderr is not a terminal: plain lines instead of the bar
+        plain.start(f"decoding {cfg.trajectories - len(out):,} with the teacher in batches of "
+                    f"{cfg.traj_batch} ({cfg.prompt_length} prompt + {cfg.gen_length} tokens)")
     while len(out) < cfg.trajectories:
         batch = len(out) // cfg.traj_batch
         rows = min(cfg.traj_batch, cfg.trajectories - len(out))
@@ -306,6 +299,8 @@ def make_trajectories(
             out.save(save_to)
         if bar is not None:
             bar.update(rows)
+        if plain is not None and plain.due(len(out)):
+            plain.line(len(out))
     if bar is not None:
         bar.close()
     return out
@@ -506,6 +501,7 @@ def distill(
     config = dataclasses.replace(
         base, objective="hybrid" if hybrid else "distill", init=str(student or teacher),
         out=str(out), seq_len=tcfg.prompt_length + tcfg.gen_length,
+        heldout_data=str(data), heldout_seq_len=_trained_seq_len(teacher),
     )  # fmt: skip
     objective_spec(config.objective).validate(config)  # before minutes of decoding, not after
     path = Path(cache) if cache else default_cache(out)
@@ -514,6 +510,19 @@ def distill(
         teacher, data, path, tcfg, device=device, progress=progress, student=student
     )
     return train(dataclasses.replace(config, data=str(path)), progress=progress)
+
+
+def _trained_seq_len(path: str) -> int:
+    """The window length ``unmask eval`` measures the checkpoint at ``path`` with: the
+    ``seq_len`` of its run's plan, else (an imported or shipped checkpoint) the default one
+    (``unmask eval`` caps both at the model's context)."""
+    from unmask.report import find_run
+
+    try:
+        cfg = find_run(path).train_config
+    except UserError:  # not a checkpoint: left to load to report
+        cfg = None
+    return (cfg or TrainConfig()).seq_len
 
 
 def _causal_checkpoint(path: str, *, any_causal: bool = False) -> bool:

@@ -85,6 +85,7 @@ from unmask.parallel import (
     peak_memory_bytes,
     resolve_precision,
 )
+from unmask.progress import progress_bar
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     SettingNamer,
@@ -472,19 +473,11 @@ def _train(
              "parallel": kind, "precision": precision.name}
         )
 
-    bar = None
-    if is_main and progress:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=config.steps,
-            initial=start_step,
-            desc="train",
-            unit="step",
-            dynamic_ncols=True,
-            file=sys.stderr,
-            disable=None,
-        )
+    bar, plain = progress_bar("train", config.steps, initial=start_step, label="step",
+                              enabled=is_main and progress)
+    if plain is not None:  # stderr is not a terminal: plain lines instead of the bar
+        plain.start(f"steps {start_step} to {config.steps}, {config.batch_size}×{config.seq_len} "
+                    f"tokens each; metrics in {metrics_path}")
     last_val: dict[str, float] = {}
     tokens_seen = 0
     t0 = time.perf_counter()
@@ -587,17 +580,13 @@ def _train(
                         **speed,
                     }
                 )
+            val_now: dict[str, float] = {}
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
-                last_val = evaluate(step)
-                if is_main and progress and last_val and (bar is None or bar.disable):
-                    eta = (config.steps - step) * elapsed / max(1, step - start_step)
-                    print(
-                        f"step {step}/{config.steps} loss {loss:.3f} "
-                        f"{val_text(last_val)} "
-                        f"{tps:,.0f} tok/s ETA {eta / 60:.1f} min",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                last_val = val_now = evaluate(step)
+            logged = not config.log_every or step % config.log_every == 0 or step == config.steps
+            if plain is not None and (val_now or (logged and plain.due(step))):
+                val = f" {val_text(val_now)}" if val_now else ""
+                plain.line(step, f"loss {loss:.3f}{val} {tps:,.0f} tok/s")
             if bar is not None:
                 post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}",
                         "mem": f"{speed['peak_mem_gib']:.2f}G"}

@@ -90,10 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = True) -> Path:
-    """Prepare the packaged corpus into ``out/data`` and train the demo preset into ``out``."""
+    """Prepare the packaged corpus into ``out/data`` and train the demo preset into ``out``;
+    when the time limit stops it short of its steps, one line on stderr says where and how to
+    finish. ``TrainingStopped`` (Ctrl-C) as ``unmask.train.train`` raises it."""
+    from unmask.checkpoint import checkpoint_dir
     from unmask.config import TrainConfig
     from unmask.data import prepare
     from unmask.train import train
+    from unmask.train_guards import saved_progress
 
     plan = plan or DemoTrainPlan()
     run = Path(out)
@@ -113,7 +117,18 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     print(f"training the demo model: {plan.steps} steps of {plan.batch_size}×{plan.seq_len} tokens "
           f"(stops after {plan.time_limit:g} min at the latest; Ctrl-C saves and stops)",
           file=sys.stderr)
-    return train(cfg, progress=progress)
+    done = train(cfg, progress=progress)
+    step = saved_progress(checkpoint_dir(done)).step
+    if step < plan.steps:
+        print(f"unmask demo: the {plan.time_limit:g}-min limit stopped training at step {step} "
+              f"of {plan.steps}, so the model below is less trained; finish it with: unmask "
+              f"train --resume --out {done} --time-limit 0{_show(done)}", file=sys.stderr)
+    return done
+
+
+def _show(run: Path) -> str:
+    """The end of a hint about a demo run: how to show it once trained."""
+    return f", then: unmask demo --model {run}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,7 +145,14 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and not args.train:
         raise UserError("--out is where --train puts its run; give --train too")
     if args.train:
-        path: Path | str = train_demo(args.out or "runs/demo-train")
+        from unmask.train_guards import TrainingStopped, resume_hint
+
+        try:
+            path: Path | str = train_demo(args.out or "runs/demo-train")
+        except TrainingStopped as e:  # saved: say where, and how to go on (as unmask train)
+            hint = resume_hint(e, "train")
+            print(f"unmask demo: {e}{hint}{_show(e.run) if hint else ''}", file=sys.stderr)
+            return e.exit_code
     elif args.model:
         path = args.model
     else:

@@ -29,7 +29,7 @@ from unmask.errors import UserError
 _TRAIN_SKIP = (
     "data", "init", "objective", "preset", "seq_len", "block_size", "fim_rate", "empty_rate",
     "sedd_graph", "schedule", "chat_template", "random_length_frac", "antithetic", "eps",
-    "model_overrides", "eval_every", "eval_batches",
+    "model_overrides", "eval_every", "eval_batches", "heldout_data", "heldout_seq_len",
 )  # fmt: skip
 """TrainConfig fields that a distillation run fixes (teacher, trajectories) or has no use for."""
 

@@ -317,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
         config = _fit_gen_length(loaded, config, given_fields(SampleConfig, args),
                                  args.prompt_tokens)
-    data = args.data or (cfg.data if cfg else None)
+    data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:
         # a distilled student or an SFT model: trained by one objective, a model of another
@@ -358,6 +358,9 @@ def run(args: argparse.Namespace) -> int:
         if args.seq_len is not None:
             _check_seq_len(model.config, args.seq_len)
             cfg = dataclasses.replace(cfg, seq_len=args.seq_len)
+        elif cfg.heldout_seq_len:  # a distilled student: its teacher's windows
+            seq_len = min(cfg.heldout_seq_len, model.config.max_seq_len)
+            cfg = dataclasses.replace(cfg, seq_len=seq_len)
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device,
                                 noise_draws=args.noise_draws)

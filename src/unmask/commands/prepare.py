@@ -44,8 +44,8 @@ def register(subparsers: Any) -> None:
         type=float,
         default=0.01,
         metavar="X",
-        help="fraction of the tokens held out for validation, in whole 4096-token blocks; "
-        "0 = none (default: 0.01)",
+        help="fraction of the tokens held out for validation, in whole 4096-token blocks, "
+        "at most half the corpus; 0 = none (default: 0.01)",
     )
     p.add_argument(
         "--min-val-tokens",

@@ -20,7 +20,7 @@ from unmask.commands import (
 from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.errors import UserError
 
-_SKIP = {"model_overrides"}
+_SKIP = {"model_overrides", "heldout_data", "heldout_seq_len"}  # the last two: unmask distill
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
