@@ -187,3 +187,22 @@ def test_demo_train_says_where_its_run_is_when_stopped_or_cut_short(
             f"below is less trained; finish it with: unmask train --resume --out {run} "
             f"--time-limit 0, then: unmask demo --model {run}\n") in err
     assert out.startswith("unmask demo: a ")
+
+
+def test_demo_takes_term_dumb_as_no_terminal(monkeypatch):
+    """No live frame and no colour under TERM=dumb (916 escape sequences were written), as
+    ``unmask generate``'s live view decides."""
+    import io
+
+    from unmask.commands import demo
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(demo.sys, "stdout", Tty())
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert demo._terminal() and demo._color()
+    monkeypatch.setenv("TERM", "dumb")
+    assert not demo._terminal() and not demo._color()

@@ -207,3 +207,22 @@ def test_a_model_too_large_for_memory_is_refused_before_it_is_built(monkeypatch)
     monkeypatch.setattr(train_guards, "available_memory", lambda device: 2**30)
     with pytest.raises(UserError, match="choose a smaller model"):
         train_guards.check_model_size(huge, "cpu")
+
+
+def test_training_goes_on_when_the_reader_of_its_progress_leaves(dataset, tmp_path, monkeypatch):
+    """``unmask train ... 2>&1 | head -1``: progress on a closed pipe is dropped; the run
+    trains to its end and saves (a closed pipe had stopped it, and removed a new run)."""
+    import io
+    import sys
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def isatty(self):
+            return False
+
+    monkeypatch.setattr(sys, "stderr", Closed())
+    run = train(cfg(dataset, tmp_path / "run", steps=3), progress=True)
+    assert load(run).config is not None and (run / "checkpoint").is_dir()
+    assert isinstance(sys.stderr, Closed)  # put back as it was

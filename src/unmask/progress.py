@@ -7,9 +7,11 @@ a job that runs for minutes does not look stalled: ``progress_bar`` makes both.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 PLAIN_EVERY_S = 30.0  # the least time between two plain lines
 
@@ -59,3 +61,42 @@ def progress_bar(desc: str, total: int, *, initial: int = 0, unit: str = "step",
     b = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
              file=sys.stderr, disable=None)
     return b, PlainLines(desc, total, initial, label=label) if b.disable else None
+
+
+class _Tolerant:
+    """A text stream whose writes stop, silently, once its reader has left (a closed pipe:
+    ``unmask train ... 2>&1 | head``); everything else is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream, self.closed_pipe = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.closed_pipe:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ValueError):  # the reader left / the file was closed
+                self.closed_pipe = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed_pipe:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self.closed_pipe = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def stderr_may_close() -> Iterator[None]:
+    """Inside, progress on stderr that nobody reads any more is dropped instead of raising:
+    a long job goes on (and saves) when the reader of its log leaves. A closed pipe had
+    ended training between checkpoints, and removed a new run that had none yet."""
+    old = sys.stderr
+    sys.stderr = _Tolerant(old)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stderr = old

@@ -85,7 +85,7 @@ from unmask.parallel import (
     peak_memory_bytes,
     resolve_precision,
 )
-from unmask.progress import progress_bar
+from unmask.progress import progress_bar, stderr_may_close
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     SettingNamer,
@@ -204,7 +204,7 @@ def train(
     # one half made would make the next try fail with "already exists". Only rank 0 made it.
     main_rank = int(os.environ.get("RANK", "0")) == 0
     fresh = no_empty_run(config.out) if not resume and main_rank else contextlib.nullcontext()
-    with fresh, StopFlag(Path(config.out) if config.out else None) as flag:
+    with fresh, StopFlag(Path(config.out) if config.out else None) as flag, stderr_may_close():
         return _train(config, resume=resume, progress=progress, flag=flag,
                       name_setting=name_setting)
 

@@ -173,13 +173,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"unmask demo: a {n_params / 1e6:.1f}M-parameter masked diffusion LM "
           f"({cfg.n_layers} layers, d={cfg.d_model}, {api.weights_dtype(m)} weights) trained on "
           "the World English Bible\n")
-    live_ok = not args.no_live and sys.stdout.isatty()
+    live_ok = not args.no_live and _terminal()
 
     def show(title: str, prompt: str, config: SampleConfig) -> None:
         print(title)
         view = LiveView(tok, start=0, total_steps=config.steps, enabled=live_ok)
-        res = api.generate(m, prompt, config=config, step_callback=view)
-        view.close(clear=True)
+        try:
+            res = api.generate(m, prompt, config=config, step_callback=view)
+        finally:  # Ctrl-C too: the frame goes, the one line starts on a line of its own
+            view.close(clear=True)
         n, dt, text = config.gen_length, res.seconds, res.texts[0]
         print(f"  {prompt}\x1b[1m{text}\x1b[0m" if _color() else f"  {prompt}[{text}]")
         print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, "
@@ -191,10 +193,12 @@ def run(args: argparse.Namespace) -> int:
         shown = re.sub(r" ?\[MASK:[0-9-]+\]", " ____", template)
         print(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {shown}")
         view = LiveView(tok, start=0, enabled=live_ok)
-        filled = api.infill(m, template, config=SampleConfig(steps=8, seed=args.seed),
-                            step_callback=view)
+        try:
+            filled = api.infill(m, template, config=SampleConfig(steps=8, seed=args.seed),
+                                step_callback=view)
+        finally:
+            view.close(clear=True)
         res, dt = filled.detail, filled.seconds
-        view.close(clear=True)
         text, n = res.text, sum(len(g.tokens) for g in res.gaps)
         if _color():  # the filled gaps in bold
             for g in sorted(res.gaps, key=lambda g: -g.start):
@@ -210,7 +214,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _terminal() -> bool:
+    """Whether stdout is a terminal that takes escape codes (not ``TERM=dumb``), as
+    ``LiveView`` decides for itself."""
+    import os
+
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+
+
 def _color() -> bool:
     import os
 
-    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    return _terminal() and not os.environ.get("NO_COLOR")
