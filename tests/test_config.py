@@ -102,7 +102,9 @@ def test_the_shipped_demo_model_loads_unchanged(tmp_path):
     assert sum(p.numel() for p in loaded.model.parameters()) == cfg.num_params()
     assert cfg.sample_defaults == OLD_DEMO_CONFIG["sample_defaults"]  # read as written
     assert today.config.objective == "mdlm"
-    assert today.config.sample_defaults == dict(MASKED_SAMPLE_DEFAULTS)  # re-measured 12-05
+    # mdlm's, with the 3-gram ban: as varied as its AR twin (its TRAINING.md, session 21)
+    assert today.config.sample_defaults == {**dict(MASKED_SAMPLE_DEFAULTS),
+                                            "no_repeat_ngram_size": 3}
     ids = torch.arange(16)[None]
     with torch.no_grad():
         assert torch.equal(loaded.model(ids), today.model(ids))

@@ -143,7 +143,9 @@ def test_objectives_record_their_measured_defaults():
 
 
 def test_the_shipped_demo_model_recommends_its_measured_setting():
-    assert load(asset_path("demo")).config.sample_defaults == MEASURED
+    # the demo model bans a repeated 3-gram: as varied as its AR twin (TRAINING.md, session 21)
+    assert load(asset_path("demo")).config.sample_defaults == {**MEASURED,
+                                                               "no_repeat_ngram_size": 3}
 
 
 def test_unknown_options_in_config_json_are_one_line_errors():
