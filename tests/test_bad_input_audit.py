@@ -498,7 +498,7 @@ def test_server_limits_and_an_empty_api_key_are_refused(runs):
                    dict(batch_wait_s=float("nan")), dict(max_steps="8")):
         with pytest.raises(UserError, match="server limit|must be int"):
             ServerLimits(**kwargs)
-    with pytest.raises(UserError, match="api_key is empty"):
+    with pytest.raises(UserError, match="the API key is blank"):
         create_app(load(runs["mdlm"]), api_key="")
 
 

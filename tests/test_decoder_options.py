@@ -208,3 +208,33 @@ def test_a_missing_local_model_is_not_sent_to_the_hub(tmp_path, monkeypatch, cap
     assert "runs/mine: no such folder\n" in capsys.readouterr().err
     assert main(["generate", "--model", "org/model", "hi"]) == 2
     assert "huggingface-cli download org/model" in capsys.readouterr().err
+
+
+def test_the_task_entries_take_options_by_name_too():
+    mdlm = loaded(transformer("bidirectional", 3))
+    by_name = api.infill(mdlm, "a [MASK:3] b", config={"steps": 3})
+    by_object = api.infill(mdlm, "a [MASK:3] b", config=SampleConfig(steps=3))
+    assert by_name.text == by_object.text
+    assert api.edit(mdlm, "the cat sat", spans=[(4, 7)], config={"steps": 2}).text
+    with pytest.raises(UserError, match="unknown sampling option 'stepz'"):
+        api.fill_form(mdlm, '{"a": "<int>"}', config={"stepz": 2})
+
+
+def test_threshold_on_a_causal_model_is_one_refusal_naming_it():
+    ar = loaded(transformer("causal", 0))
+    for given in ({"threshold": 0.5}, {"threshold": 0.5, "policy": "threshold"}):
+        config = api.sample_config(ar, {"gen_length": 8, **given})  # no "use policy threshold"
+        with pytest.raises(UserError, match="threshold: an option of the masked-diffusion"):
+            api.start(ar, [[5, 6]], config)
+
+
+def test_prompt_ids_from_a_generator_and_template_errors_name_the_argument():
+    mdlm = loaded(transformer("bidirectional", 3))
+    from unmask.canvas import as_rows
+
+    assert as_rows([(i for i in [1, 2, 3])]) == [[1, 2, 3]]
+    with pytest.raises(UserError, match="got float 2.5"):
+        as_rows([(i for i in [1, 2.5, 3])])
+    with pytest.raises(UserError) as e:
+        api.chat(mdlm, [{"role": "user", "content": "hi"}], template="nope-nope")
+    assert "template= 'nope-nope'" in str(e.value) and "--template" not in str(e.value)

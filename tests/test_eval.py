@@ -406,3 +406,15 @@ def test_sampled_with_names_what_ran(kind, run, capsys, uniform_scorer, tmp_path
     else:
         assert sampling["decoder"] == "ar"
         assert not {"steps", "block_length", "policy"} & set(sampling)
+
+
+def test_unconditional_samples_keep_their_length(word_corpus, tmp_path):
+    """Without held-out text as long as --prompt-tokens the samples are unconditional: the
+    room beside the prompt is the whole context (it was shortened, or a given length
+    refused, for prompts that never come)."""
+    from unmask.commands.eval import _prompt_tokens
+
+    data = word_corpus("evalpt", ["alpha", "beta", "gamma"])
+    assert _prompt_tokens(str(data), 8) == 8
+    assert _prompt_tokens(str(data), 10**9) == 0  # the split is shorter: no prompts
+    assert _prompt_tokens(None, 8) == 0 and _prompt_tokens(str(tmp_path), 8) == 0

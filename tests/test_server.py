@@ -661,6 +661,15 @@ def test_causal_checkpoint_decodes_token_by_token():
         assert sse_events(r.text)[-1] == (None, "[DONE]")
         r = c.post("/v1/infill", json={"template": "a [MASK:2] b"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported"
+        # an option of the denoising loop is a 400 naming it, streamed or not (a streamed
+        # request got 200 and an error event: the refusal came when the job started)
+        for stream in (False, True):
+            for option in ({"block_length": 4}, {"steps": 5}, {"policy": "threshold"},
+                           {"threshold": 0.5}):  # fmt: skip
+                r = c.post("/v1/completions", json={"prompt": "hi", "max_tokens": 8,
+                                                    "stream": stream, **option})  # fmt: skip
+                assert r.status_code == 400, (option, r.text)
+                assert r.json()["error"]["param"] == next(iter(option)), r.text
 
 
 def test_chat_template_special_tokens_are_encoded_as_their_ids():

@@ -211,16 +211,30 @@ def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> int | None:
 def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig:
     """``config`` as a ``SampleConfig``: None is the dataclass's defaults, a mapping the
     options it sets over the checkpoint's recommendation (``sample_config``)."""
-    if config is None:
-        return SampleConfig()
     if isinstance(config, Mapping):
         return sample_config(loaded, config)
-    if not isinstance(config, SampleConfig):
+    return _task_config(config) or SampleConfig()
+
+
+def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig | None:
+    """``config`` of ``infill``, ``edit`` and ``fill_form``: a mapping is the options it
+    sets over the dataclass's defaults, as those commands take their flags (no checkpoint
+    recommendation: it was measured on free text)."""
+    if config is None or isinstance(config, SampleConfig):
+        return config
+    if not isinstance(config, Mapping):
         raise UserError(
             f"config must be a SampleConfig or a mapping of its options, not "
             f"{type(config).__name__}"
         )
-    return config
+    _check_option_names(config)
+    return SampleConfig(**config)
+
+
+def _check_option_names(given: Iterable[str]) -> None:
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
+    if unknown:
+        raise UserError(f"unknown sampling option {unknown[0]!r} (the fields of SampleConfig)")
 
 
 def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | None:
@@ -237,7 +251,12 @@ def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | Non
 
 def _as_template(loaded: Loaded, template: ChatTemplate | str | None) -> ChatTemplate | None:
     """A chat template given by name, file or Jinja text (``chat_template``) or as it is."""
-    return chat_template(loaded, template) if isinstance(template, str) else template
+    if not isinstance(template, str):
+        return template
+    try:
+        return chat_template(loaded, template)
+    except UserError as e:  # the message names the CLI's flag; here it is an argument
+        raise UserError(str(e).replace("--template", "template=")) from None
 
 
 def _limited_by(facts: ModelFacts, aux: Mapping[str, Any]) -> str:
@@ -408,9 +427,7 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     becomes the largest block length below it that does, or one block; a ``block_length``
     the user gave is never changed.
     """
-    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
-    if unknown:
-        raise UserError(f"unknown sampling option {unknown[0]!r} (the fields of SampleConfig)")
+    _check_option_names(given)
     recommended = {k: v for k, v in facts_of(loaded).sample_defaults.items() if k not in given}
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
     if window is not None and "gen_length" not in given:
@@ -430,7 +447,8 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
                 if all(length % b == 0 for length in lengths)
                 and (dynamic or config.steps % (config.gen_length // b) == 0)]
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
-    check_policy_options(config.policy, given)
+    if facts_of(loaded).attention != "causal":  # a causal decoder refuses them all, policy too
+        check_policy_options(config.policy, given)
     return config
 
 
@@ -703,7 +721,7 @@ def infill(
     loaded: Loaded,
     template: str | Sequence[str | Gap],
     *,
-    config: SampleConfig | None = None,
+    config: SampleConfig | Mapping[str, Any] | None = None,
     options: InfillOptions | None = None,
     step_callback: StepCallback | None = None,
 ) -> Filled:
@@ -714,6 +732,7 @@ def infill(
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal
 
+    config = _task_config(config)
     refuse_generation_only(config, "infill")
     config = config or SampleConfig()
     t0 = time.perf_counter()
@@ -755,7 +774,7 @@ def edit(
     regex: str | None = None,
     lowest: int | None = None,
     rounds: int = 1,
-    config: SampleConfig | None = None,
+    config: SampleConfig | Mapping[str, Any] | None = None,
     step_callback: StepCallback | None = None,
     confidence_mode: str = "masked",
 ) -> Filled:
@@ -767,6 +786,7 @@ def edit(
     from unmask.infill import revise
 
     edit_checks(loaded)
+    config = _task_config(config)
     refuse_generation_only(config, "edit")
     t0 = time.perf_counter()
     if rounds > 1 or (lowest is not None and not spans and regex is None):  # revise, 1 round
@@ -802,7 +822,7 @@ def fill_form(
     template: str | None = None,
     *,
     schema: str | Mapping[str, Any] | None = None,
-    config: SampleConfig | None = None,
+    config: SampleConfig | Mapping[str, Any] | None = None,
     step_callback: StepCallback | None = None,
     source: str | None = None,
 ) -> Filled:
@@ -814,6 +834,7 @@ def fill_form(
     from unmask.infill.schema import fill_schema
 
     refuse_continuous(loaded, "fill_form")
+    config = _task_config(config)
     refuse_generation_only(config, "fill_form")
     if (template is None) == (schema is None):
         raise UserError("give a form template or a JSON Schema (exactly one)")

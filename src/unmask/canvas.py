@@ -284,6 +284,7 @@ def _is_id(p: object) -> bool:
 
 
 def _ids(row: Iterable[Any]) -> list[int]:
+    row = list(row)  # a generator is read once
     try:
         return [operator.index(t) for t in row]
     except TypeError:

@@ -238,6 +238,17 @@ def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_toke
     return sample_config(loaded, {**given, "gen_length": room})
 
 
+def _prompt_tokens(data: str | None, wanted: int) -> int:
+    """The prompt length the generative-perplexity samples will have: ``wanted`` tokens of
+    held-out text, or none (unconditional samples) where ``data`` has no validation split
+    that long (``report.validation_prompts``)."""
+    if not data or not (Path(data) / "index.json").is_file():
+        return 0
+    from unmask.data import TokenDataset
+
+    return wanted if len(TokenDataset(data, "val")) >= wanted else 0
+
+
 def _task_names(tasks: str) -> list[str]:
     """The names of a comma-separated ``--tasks`` list, blanks dropped."""
     return [t.strip() for t in tasks.split(",") if t.strip()]
@@ -314,10 +325,10 @@ def run(args: argparse.Namespace) -> int:
         from unmask.tasks.score import task_config
 
         task_config(loaded, items, given_fields(SampleConfig, args))
+    data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
     if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
         config = _fit_gen_length(loaded, config, given_fields(SampleConfig, args),
-                                 args.prompt_tokens)
-    data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
+                                 _prompt_tokens(data, args.prompt_tokens))
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:
         # a distilled student or an SFT model: trained by one objective, a model of another

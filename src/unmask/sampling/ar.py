@@ -415,6 +415,9 @@ def _denoising_options(config: SampleConfig) -> dict[str, bool]:
         "skip_empty_steps": config.skip_empty_steps != d.skip_empty_steps,
         "edit_threshold": config.edit_threshold != d.edit_threshold,
         "max_post_steps": config.max_post_steps != d.max_post_steps,
+        "threshold": config.threshold != d.threshold,
+        "factor": config.factor != d.factor,
+        "entropy_bound": config.entropy_bound != d.entropy_bound,
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -139,7 +140,7 @@ def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:
     """The request field a library refusal ``e`` is about, for ``param``: the option its
     message starts with, when the request sent it (else None: the checkpoint's
     recommendation, or several options together)."""
-    first = str(e).split(" ", 1)[0]
+    first = re.match(r"[A-Za-z_]*", str(e)).group(0)  # "steps: ..." or "steps (7) ..."
     return first if first in opts.model_fields_set else None
 
 
@@ -151,7 +152,8 @@ def check_api_key(key: str) -> None:
     printable ASCII, or with spaces at its ends (a header value is ASCII in practice, read
     as latin-1, and its ends are trimmed), so every request would be refused with a 401."""
     if not key.strip():
-        raise UserError("api_key is empty: give a key, or None for no authentication")
+        raise UserError("the API key is blank: give a key (--api-key or UNMASK_API_KEY), or "
+                        "none for no authentication")
     if not key.isascii() or not key.isprintable() or key != key.strip():
         raise UserError("the API key must be printable ASCII with no space at either end (an "
                         "HTTP header carries it): choose another key")

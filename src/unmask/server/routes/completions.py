@@ -81,7 +81,8 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
             windows = segment_windows(parts, ctx, align=align)
             longest = min(longest, min(windows))
         for part in parts:
-            check_names(part)  # (a causal decoder has no use for them: still checked)
+            check_names(part)  # an unknown name first, whatever the decoder
+            choose_decoder(facts, part)  # its refusals (a causal model's denoising options)
             if not state.causal:
                 validate(part, prompt_length=longest, max_seq_len=ctx)
     except UserError as e:
