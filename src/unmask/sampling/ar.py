@@ -392,8 +392,9 @@ def check_causal(
         drafter = "; the drafter's are draft_steps, draft_cache and draft_threshold" * (
             decoder == "speculative")
         raise UserError(
-            f"{', '.join(unused)}: an option of the masked-diffusion loop, which decoder "
-            f"{decoder!r} does not run (it decodes token by token with a KV cache); leave it "
+            f"{', '.join(unused)}: {'an option' if len(unused) == 1 else 'options'} of the "
+            f"masked-diffusion loop, which decoder {decoder!r} does not run (it decodes token "
+            f"by token with a KV cache); leave {'it' if len(unused) == 1 else 'them'} "
             f"out{drafter}"
         )
 
