@@ -238,3 +238,9 @@ def test_prompt_ids_from_a_generator_and_template_errors_name_the_argument():
     with pytest.raises(UserError) as e:
         api.chat(mdlm, [{"role": "user", "content": "hi"}], template="nope-nope")
     assert "template= 'nope-nope'" in str(e.value) and "--template" not in str(e.value)
+
+
+def test_edit_refuses_spans_with_rounds():
+    mdlm = loaded(transformer("bidirectional", 3))
+    with pytest.raises(UserError, match="rounds > 1 revises the lowest-confidence tokens"):
+        api.edit(mdlm, "the cat sat", spans=[(4, 7)], lowest=1, rounds=2)

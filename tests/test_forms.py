@@ -379,3 +379,13 @@ def test_holes_at_the_top_level(template):
     for h in r.holes:
         check_hole(h.spec, h.text, h.value)
     assert json.loads(r.text) == r.value and TOK.decode(r.tokens) == r.text
+
+
+def test_inline_json_longer_than_a_file_name_is_json(capsys):
+    """A form of 256+ bytes given inline was "File name too long" (the path check raised)."""
+    import json
+
+    from unmask.commands.fill_form import _read
+
+    form = json.dumps({f"key{i}": "<int:0..9>" for i in range(40)})
+    assert len(form) > 255 and _read(form) == (form, "template")

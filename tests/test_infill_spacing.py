@@ -301,3 +301,24 @@ def test_a_blank_in_a_generate_prompt_takes_the_space_before_it():
     mask = byte.hf.id_to_token(byte.mask_id)
     expected = [*byte.encode("a "), byte.mask_id, *byte.encode("b")]
     assert encode_prompt(byte, f"a {mask}b") == expected
+
+
+def test_an_edited_word_gets_the_tokens_it_has_in_the_text():
+    """A word after a space is re-masked as the tokens it is in the text (" dog", one): its
+    bare spelling ("dog") is more tokens, and the extra ones were filled with junk."""
+    from unmask.infill import edit
+
+    assert len(BPE.encode("dog")) > len(BPE.encode(" dog")) == 1
+    r = edit(Prefers(b" cat"), BPE, "The dog sat on the mat.", spans=[(4, 7)],
+             config=SampleConfig(steps=1))  # fmt: skip
+    assert r.text == "The cat sat on the mat."
+
+
+def test_an_edited_span_leaves_the_next_words_space_to_it():
+    """A span that ends in a space ("cat ") gives that space back to the next word's
+    token (" sat"): re-masked with the span, it came back glued ("dogsat")."""
+    from unmask.infill import edit
+
+    r = edit(Prefers(b" dog"), BPE, "The cat sat on the mat.", spans=[(4, 8)],
+             config=SampleConfig(steps=1))  # fmt: skip
+    assert r.text == "The dog sat on the mat." and r.spans == [(4, 7)]

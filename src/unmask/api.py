@@ -789,6 +789,9 @@ def edit(
     config = _task_config(config)
     refuse_generation_only(config, "edit")
     t0 = time.perf_counter()
+    if rounds > 1 and (spans or regex is not None):  # revise re-masks the lowest, not these
+        raise UserError("rounds > 1 revises the lowest-confidence tokens; spans and regex are "
+                        "one round (choose spans/regex or lowest with rounds)")
     if rounds > 1 or (lowest is not None and not spans and regex is None):  # revise, 1 round
         if lowest is None:
             raise UserError("revising over rounds needs lowest (the tokens to re-mask per round)")

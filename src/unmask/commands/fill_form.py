@@ -48,7 +48,11 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
     if arg == "-":
         return sys.stdin.read(), "<stdin>"
     path = Path(arg)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a name too long for a path (inline JSON of 256+ bytes): not a file
+        is_file = False
+    if is_file:
         from unmask.files import read_user_text
 
         return read_user_text(path, what), str(path)

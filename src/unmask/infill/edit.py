@@ -25,7 +25,15 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.infill.automaton import vocab_of
 from unmask.infill.fill import InfillOptions, _device, _max_seq_len, fill_plan
-from unmask.infill.template import Gap, Hole, Plan, check_context, gap_automaton, plan_template
+from unmask.infill.template import (
+    Gap,
+    Hole,
+    Plan,
+    check_context,
+    gap_automaton,
+    plan_template,
+    takes_space,
+)
 from unmask.sampling import model_logit_shift, shift_logits
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -236,12 +244,15 @@ def edit(
                 char_spans.append((cursor, cursor + len(old)))
                 cursor += len(old)
     else:
-        char_spans = _char_spans(text, spans, regex)
+        char_spans = [_trim_end(text, s, e) for s, e in _char_spans(text, spans, regex)]
         segments: list[str | Gap] = []
         olds, pos = [], 0
         for s, e in char_spans:
             segments.append(text[pos:s])
-            n = len(tokenizer.encode(text[s:e]))
+            # the tokens the span is in the text: a gap after a space takes that space in,
+            # and " Jerusalem" is 1 token where "Jerusalem" is 3 (the 2 extra were junk)
+            space = " " if takes_space(Gap(), text[pos:s], tokenizer) else ""
+            n = len(tokenizer.encode(space + text[s:e]))
             segments.append(Gap(n, name=f"span {s}:{e}"))
             olds.append(text[s:e])
             pos = e
@@ -256,6 +267,16 @@ def edit(
         if g.text != old
     ]
     return EditResult(text=res.text, changes=changes, rounds=1, nfe=nfe + res.nfe, spans=char_spans)
+
+
+def _trim_end(text: str, s: int, e: int) -> tuple[int, int]:
+    """The span ``s:e`` without the spaces it ends with, when some text is left: those spaces
+    belong to the next word's token (" went"), which re-masked would come back glued
+    ("unwent")."""
+    end = e
+    while end > s + 1 and text[end - 1] == " ":
+        end -= 1
+    return (s, end) if text[s:end].strip() else (s, e)
 
 
 def revise(
