@@ -528,3 +528,26 @@ def test_convert_native_checkpoint_to_fp16(tmp_path):
     x = torch.randint(4, tok.vocab_size, (1, 12))
     torch.testing.assert_close(back.model(x), model.eval()(x), atol=2e-3, rtol=1e-2)
     assert main(["convert", str(tmp_path / "run"), str(tmp_path / "half")]) == 2  # never overwrites
+    # without --dtype a conversion or an export keeps the stored fp16 (it wrote fp32: twice
+    # the folder; the shipped demo model exported --to transformers was 22 MB, not 11)
+    for extra in ([], ["--to", "llada"], ["--to", "transformers"]):
+        out = tmp_path / f"again{len(extra)}{extra[-1] if extra else ''}"
+        assert main(["convert", str(tmp_path / "half"), str(out), *extra]) == 0
+        again = load_file(str(out / "model.safetensors"))
+        assert all(v.dtype == torch.float16 for v in again.values()), extra
+
+
+def test_an_index_naming_no_shard_of_this_folder_is_one_line(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    make_llada(tmp_path / "f", n_shards=2)
+    index = tmp_path / "f" / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    names = sorted(set(data["weight_map"].values()))
+    for bad in (None, "../" + names[0], "/etc/passwd", ""):
+        wm = dict(data["weight_map"])
+        wm[next(iter(wm))] = bad
+        index.write_text(json.dumps({**data, "weight_map": wm}))
+        assert "weight_map values must be shard file names in this folder" in _error(tmp_path / "f")
+    index.write_text(json.dumps(data))
+    (tmp_path / "f" / "config.json").write_bytes(b"\xff\xfe{}")
+    assert _error(tmp_path / "f") == f"{tmp_path / 'f' / 'config.json'}: not UTF-8 text"

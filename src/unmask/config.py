@@ -948,9 +948,11 @@ def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
     if not p.is_file():
         raise UserError(f"{p}: no such file")
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not UTF-8 text") from None
     return from_dict(cls, data, source=str(p))
 
 

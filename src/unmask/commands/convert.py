@@ -46,7 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dtype",
         choices=("bf16", "fp16", "fp32"),
         default=None,
-        help="dtype of the written weights (default: the folder's torch_dtype)",
+        help="dtype of the written weights (default: as stored: a publisher folder's "
+             "torch_dtype, a native checkpoint's weights)",
     )
     p.add_argument(
         "--to",

@@ -34,9 +34,11 @@ if TYPE_CHECKING:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
     return data
@@ -258,7 +260,13 @@ def shard_files(folder: Path) -> list[Path]:
         weight_map = _read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(f"{index}: no weight_map")
-        files = [folder / f for f in sorted(set(weight_map.values()))]
+        names = set(weight_map.values())
+        bad = [f for f in names if not isinstance(f, str) or Path(f).name != f
+               or f in ("", ".", "..")]  # fmt: skip
+        if bad:  # a name, of a file in this folder (not ../x, not null)
+            raise UserError(f"{index}: weight_map values must be shard file names in this "
+                            f"folder, got {bad[0]!r}")
+        files = [folder / f for f in sorted(names)]
         for f in files:
             if not f.is_file():
                 raise UserError(f"{f}: shard listed in {INDEX} is missing")

@@ -40,7 +40,7 @@ def convert(
     if is_publisher_folder(src):
         loaded = import_folder(src, device="cpu", dtype=dtype)
     else:  # a native checkpoint or run directory (load names what is wrong otherwise)
-        loaded = load(src, device="cpu", dtype=dtype)
+        loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
     out.parent.mkdir(parents=True, exist_ok=True)
     return _write_folder(
         out,
@@ -92,6 +92,32 @@ def _write_folder(
 
 
 # -- export: native -> publisher layout ------------------------------------------------------
+
+
+_SAFETENSORS_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32",
+                       "F64": "float64"}
+
+
+def stored_dtype(src: str | os.PathLike[str]) -> torch.dtype | None:
+    """The floating dtype a native checkpoint's weights are stored in (its first floating
+    tensor, read from the file's header), so that converting or exporting it without
+    ``--dtype`` keeps it: loading upcasts fp16 to fp32 on a CPU, which doubled the folder.
+    None where it cannot be read (a publisher folder; ``load`` says what is wrong)."""
+    import torch
+    from safetensors import safe_open
+
+    from unmask.checkpoint import checkpoint_dir
+
+    try:
+        path = checkpoint_dir(src) / "model.safetensors"
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
+                name = _SAFETENSORS_FLOATS.get(f.get_slice(key).get_dtype())
+                if name is not None:
+                    return getattr(torch, name)
+    except (UserError, OSError, ValueError, RuntimeError):
+        return None
+    return None
 
 
 def export_config(imp: Importer, config: ModelConfig, dtype: torch.dtype) -> dict[str, Any]:
@@ -176,7 +202,7 @@ def export(
     imp = IMPORTERS[family]
     out = Path(dst)
     check_destination(out)
-    loaded = load(src, device="cpu", dtype=dtype)
+    loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
     if loaded.family != "unmask":
         raise UserError(
             f"{src}: already a publisher folder ({loaded.family}); export takes a native checkpoint"
