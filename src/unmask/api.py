@@ -237,16 +237,23 @@ def _check_option_names(given: Iterable[str]) -> None:
         raise UserError(f"unknown sampling option {unknown[0]!r} (the fields of SampleConfig)")
 
 
-def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | None:
-    """A drafter given by its path, loaded (as stored) on the model's device and in eval
-    mode, as ``--draft`` loads it; a loaded one as it is."""
-    if draft is None or not isinstance(draft, (str, Path)):
-        return draft
+def load_drafter(path: str | Path, *, device: str, dtype: str = "auto") -> Loaded:
+    """A drafter checkpoint (``--draft``) on ``device``, in eval mode. ``dtype`` ``auto``
+    keeps it as stored: a drafter runs a draft's few positions per forward, where 16 bits
+    did not pay (``decode_dtype``); another dtype applies to it."""
     from unmask.checkpoint import load
 
-    out = load(draft, device=str(_device(loaded)))
+    out = load(path, device=device, dtype=decode_dtype(dtype, device, None))
     out.model.eval()
     return out
+
+
+def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | None:
+    """A drafter given by its path, loaded on the model's device (``load_drafter``); a
+    loaded one as it is."""
+    if draft is None or not isinstance(draft, (str, Path)):
+        return draft
+    return load_drafter(draft, device=str(_device(loaded)))
 
 
 def _as_template(loaded: Loaded, template: ChatTemplate | str | None) -> ChatTemplate | None:
@@ -859,6 +866,7 @@ __all__ = [
     "Reply",
     "chat",
     "chat_template",
+    "check_policy_options",
     "choose",
     "cpu_has_bf16_matmul",
     "decode_dtype",
@@ -871,6 +879,7 @@ __all__ = [
     "fill_form",
     "generate",
     "infill",
+    "load_drafter",
     "load_for_decoding",
     "refuse_continuous",
     "refuse_generation_only",

@@ -113,17 +113,13 @@ def check_draft_flags(args: argparse.Namespace) -> None:
 
 
 def load_draft(path: str | None, device: str, dtype: str = "auto") -> Any:
-    """The drafter checkpoint of ``--draft`` (in eval mode), or None without one. ``--dtype
-    auto`` keeps it as stored: a drafter runs a draft's few positions per forward, where 16
-    bits did not pay (``unmask.api.decode_dtype``); another ``--dtype`` applies to it."""
+    """The drafter checkpoint of ``--draft`` (``unmask.api.load_drafter``), or None without
+    one."""
     if path is None:
         return None
-    from unmask.api import decode_dtype
-    from unmask.checkpoint import load
+    from unmask.api import load_drafter
 
-    draft = load(path, device=device, dtype=decode_dtype(dtype, device, None))
-    draft.model.eval()
-    return draft
+    return load_drafter(path, device=device, dtype=dtype)
 
 
 def make_live(tok: Any, config: SampleConfig, decoder: str) -> Any:

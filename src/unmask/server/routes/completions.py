@@ -20,8 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.facts import ModelFacts
-from unmask.sampling import choose_decoder, validate
+from unmask.sampling import Decoder, choose_decoder, validate
 from unmask.sampling.penalties import check_penalty_decoder, given_penalties
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
@@ -72,17 +71,19 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     config = dataclasses.replace(config, top_p=top_p)
     facts = api.facts_of(state.loaded)
     try:
-        check_penalties_apply(facts, config)
+        check_names(config)  # an unknown name first, whatever the decoder
+        decoder = choose_decoder(facts, config)  # its refusals: a causal model's loop options
+        check_penalties_apply(decoder, config)
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
             # (a drafter's decoder uses no steps either)
-            align, uses_steps = facts.block_size or 1, choose_decoder(facts, config).uses_steps
-            parts = segment_configs(config, align=align, uses_steps=uses_steps(config))
+            align = facts.block_size or 1
+            parts = segment_configs(config, align=align, uses_steps=decoder.uses_steps(config))
             windows = segment_windows(parts, ctx, align=align)
             longest = min(longest, min(windows))
+            for part in parts:  # a segment's own lengths
+                choose_decoder(facts, part)
         for part in parts:
-            check_names(part)  # an unknown name first, whatever the decoder
-            choose_decoder(facts, part)  # its refusals (a causal model's denoising options)
             if not state.causal:
                 validate(part, prompt_length=longest, max_seq_len=ctx)
     except UserError as e:
@@ -92,13 +93,12 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
 
 
-def check_penalties_apply(facts: ModelFacts, config: SampleConfig) -> None:
-    """A 400 naming the penalty that the served checkpoint's decoder (chosen from its
-    ``facts``) cannot apply (SEDD, the continuous families), before a stream starts."""
+def check_penalties_apply(decoder: Decoder, config: SampleConfig) -> None:
+    """A 400 naming the penalty that the served checkpoint's ``decoder`` cannot apply (SEDD,
+    the continuous families), before a stream starts."""
     given = given_penalties(config)
     if not given:
         return
-    decoder = choose_decoder(facts, config)  # its refusals (UserError) are not the penalty's
     try:
         check_penalty_decoder(decoder.name, config)
     except UserError as e:
