@@ -406,3 +406,18 @@ def test_cosine_schedule_is_saved_and_loaded_through_the_cli(corpus, tmp_path):
     bad = ["train", "--data", str(corpus), "--out", str(tmp_path / "ar"), "--objective", "ar",
            "--schedule", "cosine"]  # fmt: skip
     assert main(bad) == 2  # schedule applies to the diffusion objectives only
+
+
+def test_time_conditioning_needs_an_objective_that_passes_the_noise_level():
+    """A model conditioned on a given noise level trains only where the loss passes it (SEDD,
+    embedding diffusion); elsewhere it must read the level off the canvas. Refused before the
+    first step, which would fail in the model with "pass sigma"."""
+    on = {"time_conditioning": True}
+    with pytest.raises(UserError, match="objective 'mdlm' passes the model no noise level") as e:
+        objective_spec("mdlm").validate(TrainConfig(model_overrides=on))
+    assert "sigma_input=masked_fraction" in str(e.value)
+    read = {**on, "sigma_input": "masked_fraction"}
+    objective_spec("mdlm").validate(TrainConfig(model_overrides=read))
+    objective_spec("sedd").validate(TrainConfig(objective="sedd", model_overrides=on))
+    objective_spec("embed-diffusion").validate(
+        TrainConfig(objective="embed-diffusion", model_overrides=on))

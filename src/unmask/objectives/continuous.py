@@ -182,6 +182,7 @@ register_objective(
         attention="bidirectional",
         decoder="embed-diffusion",
         model_config=continuous_model_config,
+        noise_level=True,
         model_options=("embed_self_condition",),
         summary="Gaussian diffusion on token embeddings (Diffusion-LM schedule, CDCD loss)",
         likelihood=False,  # a cross-entropy of x0 predictions, not a bound

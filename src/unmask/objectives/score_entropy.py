@@ -99,6 +99,7 @@ register_objective(
         decoder="sedd",
         options=("sedd_graph",),
         model_config=sedd_model_config,
+        noise_level=True,
         summary="score entropy (SEDD): DWDSE bound with the prior term",
     )
 )

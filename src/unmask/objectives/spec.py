@@ -153,6 +153,11 @@ class ObjectiveSpec:
     from it are bounds. False for training losses that are neither (the continuous families'
     cross-entropy of x0 predictions): validation then reports the loss alone, never a number
     that reads like a bound (``unmask.evaluate.EvalResult.likelihood``)."""
+    noise_level: bool = False
+    """The loss passes each row's noise level to a time-conditioned model (``sigma=``; SEDD,
+    embedding diffusion). Otherwise ``--model-set time_conditioning=true`` needs a model that
+    finds its level itself (``sigma_input`` ``masked_fraction`` or ``zero``): with ``given``
+    its first step would fail (``validate``)."""
     continues: bool = False
     """The objective fine-tunes an ``init`` model that stays a model of its own objective
     (``distill``): its attention, objective and schedule are kept, so it is sampled and
@@ -186,6 +191,14 @@ class ObjectiveSpec:
                 which = "objective" if len(owners) == 1 else "objectives"
                 raise UserError(f"--model-set {name} applies to {which} "
                                 f"{', '.join(map(repr, owners))}, not {self.name!r}")  # fmt: skip
+        overrides = cfg.model_overrides
+        given = overrides.get("sigma_input", "given") == "given"
+        if overrides.get("time_conditioning") and given and not self.noise_level:
+            raise UserError(
+                f"--model-set time_conditioning=true: objective {self.name!r} passes the model "
+                "no noise level; add --model-set sigma_input=masked_fraction (the level read "
+                "off the canvas's [MASK] count) or leave time conditioning off"
+            )
         if self.blocks:
             if not cfg.block_size or cfg.block_size < 1:
                 raise UserError(
