@@ -655,7 +655,8 @@ class SampleConfig:
     seed: int | None = None
     """Seed for temperature / random remasking; None = nondeterministic."""
     top_k: int | None = None
-    """Autoregressive (causal) models only: sample among the k most likely tokens."""
+    """Autoregressive (causal) models only: sample among the k most likely tokens (and any
+    tied with the k-th)."""
     top_p: float | None = None
     """Autoregressive (causal) models only: sample from the smallest set with probability >= p."""
     repetition_penalty: float = 1.0
