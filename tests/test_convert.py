@@ -455,20 +455,25 @@ def test_export_native_to_family_layout_and_back(tmp_path: Path) -> None:
     assert unmask.load(tmp_path / "chat-llada").config.chat_template == chat.chat_template
 
 
-@pytest.mark.parametrize(("overrides", "family", "message"), [
-    (dict(sedd_graph="uniform"), "llada", "the option sedd_graph='uniform' has no place"),
-    (dict(time_conditioning=True), "llada", "the option time_conditioning=True has no place"),
-    (dict(latent_len=4, latent_window=16), "llada", "the option latent_len=4 has no place"),
-    (dict(), "mdlm", "cannot export as mdlm: the family is import only"),
-    (dict(), "sedd", "cannot export as sedd: the family is import only"),
+@pytest.mark.parametrize(("overrides", "family", "message", "holders"), [
+    (dict(sedd_graph="uniform"), "llada", "the option sedd_graph='uniform' has no place", []),
+    (dict(time_conditioning=True), "llada", "the option time_conditioning=True has no place",
+     ["transformers"]),
+    (dict(latent_len=4, latent_window=16), "llada", "the option latent_len=4 has no place", []),
+    (dict(), "mdlm", "cannot export as mdlm: the family is import only",
+     ["llada", "transformers"]),
+    (dict(), "sedd", "cannot export as sedd: the family is import only",
+     ["llada", "transformers"]),
 ])
 def test_an_export_that_would_import_as_another_network_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], overrides: dict, family: str,
-    message: str,
+    message: str, holders: list[str],
 ) -> None:
     """A field the family's config.json cannot hold, which changes what the network computes,
     stops the export (it was dropped: a SEDD or latent model came back as a LLaDA mask
-    predictor and decoded garbage); fields for samplers only (objective, sample_defaults) go."""
+    predictor and decoded garbage); fields for samplers only (objective, sample_defaults) go.
+    The message names the families that do hold the model, and only those (it said --to
+    transformers, which refused a SEDD or latent model too)."""
     from unmask.checkpoint import save_checkpoint
     from unmask.config import model_preset
     from unmask.model import Transformer
@@ -480,6 +485,11 @@ def test_an_export_that_would_import_as_another_network_is_refused(
     assert main(["convert", str(tmp_path / "run"), str(tmp_path / "out"), "--to", family]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    hint = " or ".join(f"--to {h}" for h in holders)
+    assert err.endswith(f"; {hint} holds it\n" if holders else "another network)\n"), err
+    assert err.count("--to") == len(holders), err
+    for h in holders:  # the hint is true
+        assert main(["convert", str(tmp_path / "run"), str(tmp_path / h), "--to", h]) == 0
     plain = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(),
                          objective="sft", sample_defaults={"temperature": 0.5})
     save_checkpoint(tmp_path / "plain", model=Transformer(plain), tokenizer=tok)

@@ -335,6 +335,25 @@ def test_float_range_is_exactly_the_numbers_from_lo_to_hi(lo, hi):
     assert not any(dfa.matches(s) for s in ["1", "1.", ".5", "01.5", f"{lo}.000000000"])
 
 
+@pytest.mark.parametrize(
+    ("spec", "inside", "outside"),
+    [
+        ("<float:0.25..0.5>", ["0.25", "0.3", "0.5", "0.4999", "0.500"], ["0.2", "0.51", "0.5001"]),
+        ("<float:-1.5..-0.5>", ["-1.5", "-1.0", "-0.5", "-0.75"], ["-1.6", "-0.4", "-0.0", "0.5"]),
+        ("<float:0..0.001>", ["0.0", "0.001", "0.0005"], ["0.0011", "0.01", "-0.0"]),
+    ],
+)
+def test_float_range_takes_decimal_bounds(spec, inside, outside):
+    hole = parse_form({"x": spec}, TOK)[1][0]
+    assert all(hole.matches(t) for t in inside), spec
+    assert not any(hole.matches(t) for t in outside), spec
+
+
+def test_int_range_keeps_integer_bounds():
+    with pytest.raises(UserError, match=re.escape("bad range '0.5..2'; use <int:LO..HI>")):
+        parse_form({"x": "<int:0.5..2>"}, TOK)
+
+
 def test_digits_counts_digits_and_int_is_a_value():
     _, holes, _ = parse_form({"a": "<digits:1-3>", "b": "<int:1..3>", "c": "<int>"}, TOK)
     digits, value, plain = holes

@@ -105,8 +105,30 @@ def test_parse_template_gaps_and_escapes():
 
 
 @pytest.mark.parametrize(
+    ("spaced", "plain"),
+    [
+        ("[MASK: 3]", "[MASK:3]"),
+        ("[MASK:3 ]", "[MASK:3]"),
+        ("[MASK :3]", "[MASK:3]"),  # refused, where the space after ':' was accepted
+        ("[MASK ]", "[MASK]"),
+        ("[MASK\t: 2 - 5 ]", "[MASK:2-5]"),
+        ("[MASK : city ]", "[MASK:city]"),
+        ("[MASK : city : 2 - 5]", "[MASK:city:2-5]"),
+    ],
+)
+def test_spaces_inside_a_gap_are_ignored_everywhere(spaced, plain):
+    (a,), (b,) = ([p for p in parse_template(t) if isinstance(p, Gap)] for t in (spaced, plain))
+    assert (a.length, a.min_len, a.max_len, a.name) == (b.length, b.min_len, b.max_len, b.name)
+    assert a.source == spaced
+
+
+@pytest.mark.parametrize(
     "template,message",
     [
+        ("a [MASK:\u00b2]", "template column 3: bad gap length '\u00b2'"),  # was a traceback
+        ("a [MASK:\u0663]", "template column 3: bad gap length '\u0663'"),  # was length 3
+        ("a [MASK:1 2]", "template column 3: bad gap length '1 2'"),
+        ("a [MASK x]", "template column 3: expected ']' or ':' after '[MASK', got 'x'"),
         ("The cat sat on the [MASK", "template column 20: unclosed '[MASK'"),
         ("a [MASK:3 b [MASK]", "template column 3: unclosed '[MASK'"),
         (

@@ -195,3 +195,24 @@ def test_a_tied_head_stays_the_embedding_in_either_path(tmp_path) -> None:
     tokens = torch.randint(3, 40, (1, 12), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(a(tokens), b(tokens))
+
+
+def test_a_layer_one_input_wide_stays_in_full_precision(tmp_path) -> None:
+    """A shared expert 1 wide (its down projection takes one input) failed int8 with "shape
+    '[32, 1]' is invalid"; layers that narrow stay in full precision, the rest is quantised,
+    and the logits stay those of the full model."""
+    from test_moe import make_llada_moe
+
+    torch.manual_seed(0)
+    make_llada_moe(tmp_path / "pub", shared=1)
+    full = unmask.load(tmp_path / "pub").model
+    model = unmask.load(tmp_path / "pub", quantize="int8").model
+    narrow = model.layers[0].mlp.shared_expert.down_proj
+    assert narrow.in_features == 1 and type(narrow.weight.data) is torch.Tensor
+    assert torch.equal(narrow.weight, full.layers[0].mlp.shared_expert.down_proj.weight)
+    assert "torchao" in type(model.layers[0].mlp.shared_expert.up_proj.weight).__module__
+    tokens = torch.randint(0, 40, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, got = full(tokens).log_softmax(-1), model(tokens).log_softmax(-1)
+    assert (ref.exp() * (ref - got)).sum(-1).mean().item() < 0.01
+    assert (ref.argmax(-1) == got.argmax(-1)).float().mean().item() >= 0.9

@@ -400,3 +400,21 @@ def test_moe_transformer_cache_and_export(tmp_path: Path) -> None:
         assert torch.equal(pub.model(tokens), again.model(tokens))
     with pytest.raises(UserError, match="transformers"):
         export(tmp_path / "native", tmp_path / "hf", family="transformers")
+
+
+def test_a_refused_moe_export_names_the_family_that_holds_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--to llada and --to transformers both refuse a qk_norm MoE; the hint names llada-moe,
+    which writes it (it said '--to transformers keeps what it supports', refused as well)."""
+    make_llada_moe(tmp_path / "pub")
+    assert main(["convert", str(tmp_path / "pub"), str(tmp_path / "native")]) == 0
+    capsys.readouterr()
+    for family in ("llada", "transformers", "dream"):
+        out = tmp_path / family
+        assert main(["convert", str(tmp_path / "native"), str(out), "--to", family]) == 2
+        err = capsys.readouterr().err
+        assert err.endswith("; --to llada-moe holds it\n") and err.count("--to") == 1, err
+        assert not out.exists()
+    assert main(["convert", str(tmp_path / "native"), str(tmp_path / "ok"),
+                 "--to", "llada-moe"]) == 0

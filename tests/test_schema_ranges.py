@@ -3,8 +3,10 @@ compile work is bounded: a range or pattern too large to compile is refused by n
 
 from __future__ import annotations
 
+import json
 import random
 import re
+from decimal import Decimal
 from fractions import Fraction
 
 import pytest
@@ -254,3 +256,141 @@ def test_server_answers_400_for_a_constraint_too_large_to_compile(body, message)
         )
         assert ok.status_code == 200, ok.text
         assert 0 <= int(ok.json()["choices"][0]["text"]) <= 10**11
+
+
+# -- number ranges with fractional or exclusive bounds ---------------------------------------------
+
+
+def random_decimal(rng: random.Random) -> Decimal:
+    """A bound of 0-3 integer digits and 0-4 decimals, either sign, sometimes 0 or round."""
+    whole = rng.choice([0, 0, rng.randrange(10), rng.randrange(1000)])
+    places = rng.choice([0, 0, 1, 2, 4])
+    frac = rng.randrange(10**places) if places else 0
+    value = Decimal(whole) + Decimal(frac).scaleb(-places)
+    return -value if rng.random() < 0.4 else value
+
+
+def as_json_bound(d: Decimal) -> int | float:
+    """The bound as a JSON document holds it: an integer, or a float."""
+    return float(d) if "." in format(d, "f") else int(d)
+
+
+def number_candidates(lo: Decimal, hi: Decimal, places: int, rng: random.Random) -> set[str]:
+    """Texts at and around both bounds (a step of each decimal place either side, the bound
+    with trailing zeros), between them, integers nearby, and spellings JSON does not use."""
+    out = {"-0", "-0.0", "00", "0.", ".5", "+1", "1e2", ""}
+    for b in (lo, hi, (lo + hi) / 2, Decimal(0)):
+        for k in range(0, places + 3):
+            step = Decimal(1).scaleb(-k)
+            for v in (b - step, b, b + step):
+                out.add(format(v.quantize(step) if k else v.to_integral_value(), "f"))
+        out.add(format(b, "f") + "0" * rng.randint(1, 3) if "." in format(b, "f") else f"{b}.0")
+    for _ in range(40):
+        v = Decimal(rng.uniform(float(lo) - 1, float(hi) + 1))
+        out.add(format(v.quantize(Decimal(1).scaleb(-rng.randint(0, places + 2))), "f"))
+    return out
+
+
+def in_number_language(text: str, lo: Decimal, lo_open: bool, hi: Decimal, hi_open: bool,
+                       places: int) -> bool:
+    """JSON number text (no exponent) within the range; a decimal has at most
+    max(1, FLOAT_DIGITS - integer digits, places) decimals and is not a negative zero."""
+    m = re.fullmatch(r"(-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?", text)
+    if m is None or text == "-0":
+        return False
+    sign, whole, frac = m.groups()
+    value = Decimal(text)
+    if frac is not None and (
+        len(frac) > max(1, FLOAT_DIGITS - len(whole), places) or (sign and value == 0)
+    ):
+        return False
+    above = value > lo if lo_open else value >= lo
+    below = value < hi if hi_open else value <= hi
+    return above and below
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_number_ranges_accept_exactly_the_numbers_in_range(seed):
+    """Fractional and exclusive bounds, either sign: the schema's language is every integer
+    and every short decimal in the range, exactly, and nothing else (the bounds used to be
+    rounded inward to integers: (0, 1) was refused, [-1.5, 2.5] gave [-1, 2])."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from unmask.infill.forms import decimal_places
+
+    rng = random.Random(300 + seed)
+    checked = 0
+    while checked < 40:
+        a, b = sorted((random_decimal(rng), random_decimal(rng)))
+        lo_open, hi_open = rng.random() < 0.5, rng.random() < 0.5
+        if a == b and (lo_open or hi_open):
+            continue
+        schema = {"type": "number",
+                  "exclusiveMinimum" if lo_open else "minimum": as_json_bound(a),
+                  "exclusiveMaximum" if hi_open else "maximum": as_json_bound(b)}
+        pattern = re.compile(schema_regex(schema))
+        places = decimal_places(a, b)
+        for text in number_candidates(a, b, places, rng):
+            want = in_number_language(text, a, lo_open, b, hi_open, places)
+            assert bool(pattern.fullmatch(text)) == want, (schema, text)
+            if want:
+                jsonschema.validate(json.loads(text), schema)
+        checked += 1
+
+
+@pytest.mark.parametrize(
+    ("schema", "inside", "outside"),
+    [
+        ({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+         ["0.5", "0.0000001", "0.9999999", "0.1"], ["0", "1", "0.0", "1.0", "-0.1"]),
+        ({"type": "number", "minimum": 0.5, "maximum": 0.75},
+         ["0.5", "0.75", "0.6", "0.7499", "0.500"], ["0.4999", "0.7501", "0", "1", "0.76"]),
+        ({"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+         ["1", "1.0", "0.25", "0.0000001"], ["0", "0.0", "1.0000001", "-0.5"]),
+        ({"type": "number", "minimum": -1.5, "maximum": 2.5},
+         ["-1.5", "-1", "2.5", "2", "0", "-0.25"], ["-1.6", "2.6", "-2", "3", "-0.0"]),
+        ({"type": "number", "exclusiveMinimum": -0.001, "exclusiveMaximum": 0},
+         ["-0.0005", "-0.00099"], ["0", "-0.001", "-0.0", "-0.00100"]),
+        ({"type": "number", "minimum": 2, "exclusiveMinimum": 2},  # the stricter: open
+         ["2.5", "3", "999999"], ["2", "2.0"]),
+        ({"type": "integer", "exclusiveMinimum": 0.5, "maximum": 3.9}, ["1", "3"], ["0", "4"]),
+    ],
+)
+def test_the_audits_fractional_ranges(schema, inside, outside):
+    pattern = re.compile(schema_regex(schema))
+    for text in inside:
+        assert pattern.fullmatch(text), text
+    for text in outside:
+        assert not pattern.fullmatch(text), text
+
+
+@pytest.mark.parametrize(
+    ("schema", "message"),
+    [
+        ({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0}, "no number lies"),
+        ({"type": "number", "minimum": 0.75, "maximum": 0.5}, "no number lies"),
+        ({"type": "integer", "minimum": 0.25, "maximum": 0.75}, "no integer lies"),
+        ({"type": "number", "minimum": 1e-45}, "range too fine to enforce (a bound of 46"),
+    ],
+)
+def test_empty_or_too_fine_number_ranges_are_refused_by_name(schema, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        schema_regex(schema)
+
+
+def test_filled_probabilities_validate():
+    jsonschema = pytest.importorskip("jsonschema")
+    import torch
+
+    from unmask.config import SampleConfig, model_preset
+    from unmask.infill.schema import fill_schema
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=128)).eval()
+    schema = {"type": "object", "properties": {
+        "p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "q": {"type": "number", "minimum": -1.5, "maximum": 2.5},
+        "r": {"type": "number", "minimum": 0.5, "maximum": 0.75}}}
+    for seed in range(4):
+        r = fill_schema(model, TOK, schema, SampleConfig(steps=4, seed=seed, temperature=1.0))
+        jsonschema.validate(r.value, schema)

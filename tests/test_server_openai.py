@@ -101,6 +101,23 @@ def test_errors(client, base_url):
             bad.models.list()
 
 
+@pytest.mark.parametrize("chat", [False, True])
+def test_stream_options_need_stream(client, chat):
+    """As OpenAI: stream_options without stream is a 400 naming it (it was ignored)."""
+    create = client.chat.completions.create if chat else client.completions.create
+    prompt = {"messages": [{"role": "user", "content": "x"}]} if chat else {"prompt": "x"}
+    with pytest.raises(openai.BadRequestError) as e:
+        create(model="tiny", max_tokens=4, stream_options={"include_usage": True}, **prompt)
+    assert e.value.body["param"] == "stream_options", e.value.body
+    assert "only allowed when 'stream' is enabled" in e.value.body["message"]
+    # null is no option given; with stream it is the usage chunk
+    ok = create(model="tiny", max_tokens=4, extra_body={"stream_options": None}, **prompt)
+    assert ok.usage.completion_tokens == 4
+    chunks = list(create(model="tiny", max_tokens=4, stream=True,
+                         stream_options={"include_usage": True}, **prompt))
+    assert chunks[-1].usage.completion_tokens == 4
+
+
 def test_stream_denoising_through_the_client(client):
     stream = client.completions.create(
         model="tiny", prompt="Hey", max_tokens=4, stream=True, extra_body={"stream_denoising": True}

@@ -7,7 +7,8 @@ Inside:
   line, what torchao or the device cannot do, before anything is loaded.
 - ``quantize_module(module, name, device)``: the linear layers of ``module`` (a block, the head)
   quantised in place; the routers of mixtures of experts stay in full precision (a wrong expert
-  costs more than the bytes saved). ``quantize_model`` does a whole model.
+  costs more than the bytes saved), and so do layers narrower than ``MIN_IN_FEATURES`` inputs.
+  ``quantize_model`` does a whole model.
 - ``import_torchao()``, ``torchao_quiet()``: the import, without the warnings it logs about
   kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
@@ -143,15 +144,23 @@ def _group(name: str | None, device: str | torch.device) -> int:
     return 128 if _device_type(device) == "cuda" else 32
 
 
+MIN_IN_FEATURES = 8
+"""Narrowest input (weights a row) a quantised Linear has; a narrower one stays in full
+precision, as torchao-style quantisers skip layers too small to matter: its per-row scale (4
+bytes) eats most of the saving, and torchao's int8 path fails on a row of one weight (a
+shared expert 1 wide: "shape '[32, 1]' is invalid")."""
+
+
 def _quantizable(module: nn.Module, fqn: str, group: int = 1) -> bool:
     """Linear layers other than MoE routers (``...router``) whose input width is a multiple of
-    the scheme's group (others stay in full precision)."""
+    the scheme's group and at least ``MIN_IN_FEATURES`` (others stay in full precision)."""
     from torch import nn
 
     return (
         isinstance(module, nn.Linear)
         and fqn.split(".")[-1] != "router"
         and module.in_features % group == 0
+        and module.in_features >= MIN_IN_FEATURES
     )
 
 

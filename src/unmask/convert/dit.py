@@ -154,8 +154,7 @@ def _import_only(name: str) -> Callable[[Any], dict[str, Any]]:
     def refuse(cfg: Any) -> dict[str, Any]:
         raise UserError(
             f"cannot export as {name}: the family is import only (unmask loads {name} folders; "
-            "writing them would mean joining q, k and v into their fused tensor); export --to "
-            "transformers instead"
+            "writing them would mean joining q, k and v into their fused tensor)"
         )
 
     return refuse

@@ -174,7 +174,7 @@ def _check_round_trip(imp: Importer, config: ModelConfig, header: dict[str, Any]
             raise UserError(
                 f"cannot export as {imp.name}: the option {f.name}={getattr(config, f.name)!r} "
                 f"has no place in a {imp.name} folder (it would import back as "
-                f"{f.name}={got!r}, another network); --to transformers keeps what it supports"
+                f"{f.name}={got!r}, another network)"
             )
 
 
@@ -208,13 +208,12 @@ def export(
             f"{src}: already a publisher folder ({loaded.family}); export takes a native checkpoint"
         )
     state = _state_for_save(loaded.model)  # tied output head dropped, as the publishers do
-    header = export_config(imp, loaded.config, next(iter(state.values())).dtype)
-    names = {v: k for k, v in weight_map(imp, loaded.config, set(state)).items()}
-    unmapped = sorted(set(state) - set(names))
-    if unmapped:
-        raise UserError(
-            f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
-        )
+    stored = next(iter(state.values())).dtype
+    try:
+        header, names = _layout(imp, loaded.config, stored, set(state))
+    except UserError as e:  # a hint only where it is true: the families that hold it
+        others = [f"--to {n}" for n in _holders(loaded.config, stored, set(state)) if n != family]
+        raise UserError(f"{e}; {' or '.join(others)} holds it" if others else str(e)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {names[k]: v for k, v in state.items()}
     if imp.files is not None:  # transformers: tokenizer_config.json holds the template
@@ -223,6 +222,33 @@ def export(
         template = loaded.config.chat_template
         files = {"chat_template.jinja": template} if template else {}
     return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer, files)
+
+
+def _layout(
+    imp: Importer, config: ModelConfig, dtype: torch.dtype, params: set[str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """(config.json, parameter name -> tensor name) of ``config`` in ``imp``'s layout; a
+    ``UserError`` when the family cannot hold the model."""
+    header = export_config(imp, config, dtype)
+    names = {v: k for k, v in weight_map(imp, config, params).items() if isinstance(v, str)}
+    unmapped = sorted(params - set(names))
+    if unmapped:
+        raise UserError(
+            f"cannot export as {imp.name}: no {imp.name} name for {', '.join(unmapped[:3])}"
+        )
+    return header, names
+
+
+def _holders(config: ModelConfig, dtype: torch.dtype, params: set[str]) -> list[str]:
+    """The families whose layout holds this model (``_layout`` succeeds)."""
+    out = []
+    for imp in IMPORTERS.values():
+        try:
+            _layout(imp, config, dtype, params)
+        except UserError:
+            continue
+        out.append(imp.name)
+    return out
 
 
 def _unused_fields(config: ModelConfig) -> set[str]:

@@ -13,7 +13,7 @@ Inside:
   ``<int>``                       an integer of 1 to 6 digits, optional ``-``
   ``<int:LO..HI>``                an integer from LO to HI (exactly)
   ``<float>``                     ``-?digits.digits``, 2 to 8 digits in all
-  ``<float:LO..HI>``              a decimal from LO to HI, at most 8 digits
+  ``<float:LO..HI>``              a decimal from LO to HI (``0.25..0.5`` too)
   ``<bool>``                      ``true`` or ``false``
   ``<choice:A|B|C>``              one of the strings (``\\|`` for a literal ``|``)
   ``<regex:R>``                   a JSON string whose text matches ``R``         16 chars
@@ -40,6 +40,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import torch
@@ -158,15 +159,18 @@ def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
 
 
 _RANGE = re.compile(r"\s*(-?\d{1,18})\s*\.\.\s*(-?\d{1,18})\s*")
+_DECIMAL = r"-?\d{1,18}(?:\.\d{1,18})?"
+_DECIMAL_RANGE = re.compile(rf"\s*({_DECIMAL})\s*\.\.\s*({_DECIMAL})\s*")
 
 
-def _value_range(kind: str, args: str | None, where: str) -> tuple[int, int] | None:
-    """``LO..HI`` of an ``int`` or ``float`` hole (None: no arguments). Counts (``1-3``, ``3``)
-    are refused: users read ``<int:1-3>`` as a number from 1 to 3, it used to mean 1 to 3
-    digits; the message shows both unambiguous spellings."""
+def _value_range(kind: str, args: str | None, where: str) -> tuple[Decimal, Decimal] | None:
+    """``LO..HI`` of an ``int`` or ``float`` hole (None: no arguments); a ``float``'s bounds
+    may have decimals (``<float:0.5..2.25>``). Counts (``1-3``, ``3``) are refused: users
+    read ``<int:1-3>`` as a number from 1 to 3, it used to mean 1 to 3 digits; the message
+    shows both unambiguous spellings."""
     if args is None or args == "":
         return None
-    m = _RANGE.fullmatch(args)
+    m = (_DECIMAL_RANGE if kind == "float" else _RANGE).fullmatch(args)
     if m is None:
         lo_s, dash, hi_s = args.partition("-")
         if lo_s.strip().isdigit() and (not dash or hi_s.strip().isdigit()):
@@ -182,7 +186,7 @@ def _value_range(kind: str, args: str | None, where: str) -> tuple[int, int] | N
                      "<int:LO..HI> for a number from LO to HI")
             raise UserError(f"{where}: ambiguous; write {digits}, or {value}")
         raise UserError(f"{where}: bad range {args!r}; use <{kind}:LO..HI>, e.g. <{kind}:1..12>")
-    lo, hi = int(m.group(1)), int(m.group(2))
+    lo, hi = Decimal(m.group(1)), Decimal(m.group(2))
     if hi < lo:
         raise UserError(f"{where}: range inverted (from {lo} > to {hi})")
     return lo, hi
@@ -253,41 +257,111 @@ def int_range(lo: int, hi: int) -> str:
 
 FLOAT_DIGITS = 8
 """Digits in all (integer part and decimals) of a ``<float>`` or ``<float:LO..HI>`` value."""
+FREE_DECIMALS = 2
+"""Decimals a value may have beyond the most its range's bounds have (a range with a bound of
+2 decimals, ``0.25``, admits values of up to 4 decimals, more where ``FLOAT_DIGITS`` allows),
+so a range as narrow as its bounds' last digit still has values inside it."""
 
 
-def _magnitudes(a: int, b: int, *, nonzero: bool) -> str:
-    """Decimals ``I.F`` with a value from ``a`` to ``b`` (0 <= a <= b, integers), at most
-    ``FLOAT_DIGITS`` digits in all and at least one decimal; ``nonzero``: not 0.0.
+def _decimal_text(d: Decimal) -> tuple[int, str]:
+    """(integer part, decimals without trailing zeros) of a non-negative decimal, exactly
+    (no arithmetic: the decimal context would round a bound of 29+ digits)."""
+    return int(d), format(d, "f").partition(".")[2].rstrip("0")
 
-    ``I`` from ``a`` to ``b - 1`` with any decimals, or ``I = b`` with zeros only."""
 
-    def most(n: int) -> int:  # decimals after an integer part of n digits
-        return max(1, FLOAT_DIGITS - n)
+def decimal_places(*bounds: Decimal | int) -> int:
+    """Most decimals a value of a range with these bounds may need beyond ``FLOAT_DIGITS``'s
+    rule: none for integer bounds, else the bounds' decimals and ``FREE_DECIMALS``."""
+    most = max(len(_decimal_text(Decimal(b).copy_abs())[1]) for b in bounds)
+    return most + FREE_DECIMALS if most else 0
 
+
+def _fraction(lo: str | None, lo_open: bool, hi: str | None, hi_open: bool,
+              least: int, most: int) -> str | None:
+    """Digit strings F of ``least``..``most`` digits with ``0.lo <= 0.F <= 0.hi`` (``<``
+    where open); ``lo``/``hi`` are digits without trailing zeros (``""``: 0), None: that
+    side unbounded. None: no such F. One branch recurses per side, so O(``most``) branches."""
+    least = max(least, 0)
+    empty_ok = (lo is None or (lo == "" and not lo_open)) and not (hi == "" and hi_open)
+    if most == 0:
+        return "" if empty_ok and least == 0 else None
+    if hi == "":  # at most 0: zeros
+        return _rep("0", least, most) if empty_ok else None
+    if lo == "" and not lo_open:
+        lo = None
+    if lo is None and hi is None:
+        return _rep(DIGIT, least, most)
+    low = int(lo[0]) if lo else 0
+    high = (int(hi[0]) if hi else 0) if hi is not None else 9
+    rest_lo = None if lo is None else lo[1:]
+    rest_hi = None if hi is None else hi[1:]
     parts = []
-    if b > a:
-        first = a
-        if nonzero and a == 0:  # 0.F with some digit of F not 0
-            m = most(1)
-            parts.append(r"0\." + _alt(*(
-                "0" * j + NONZERO + _rep(DIGIT, 0, m - 1 - j) for j in range(m))))
-            first = 1
-        if b - 1 >= first:
-            for n, whole in _naturals(first, b - 1).items():
-                parts.append(whole + r"\." + _rep(DIGIT, 1, most(n)))
-    if not (nonzero and b == 0):
-        parts.append(str(b) + r"\." + _rep("0", 1, most(len(str(b)))))
-    return _alt(*parts)
+    if lo is not None and hi is not None and low == high:
+        sub = _fraction(rest_lo, lo_open, rest_hi, hi_open, least - 1, most - 1)
+        parts += [] if sub is None else [str(low) + sub]
+    else:
+        first, last = low, high
+        if lo is not None and (rest_lo or lo_open):  # else its rest is free: the middle class
+            first += 1
+            sub = _fraction(rest_lo, lo_open, None, False, least - 1, most - 1)
+            parts += [] if sub is None else [str(low) + sub]
+        if hi is not None:
+            last -= 1
+        if first <= last:
+            digit = str(first) if first == last else f"[{first}-{last}]"
+            parts.append(digit + _rep(DIGIT, max(least - 1, 0), most - 1))
+        if hi is not None:
+            sub = _fraction(None, False, rest_hi, hi_open, least - 1, most - 1)
+            parts += [] if sub is None else [str(high) + sub]
+    if not parts:
+        return "" if empty_ok and least == 0 else None
+    body = _alt(*parts)
+    return f"(?:{body})?" if empty_ok and least == 0 else body
 
 
-def float_range(lo: int, hi: int) -> str:
-    """Decimals with a value from ``lo`` to ``hi`` (integers), exactly, as a regex (no
-    ``-0.0``, at most ``FLOAT_DIGITS`` digits)."""
+def _magnitudes(a: Decimal, a_open: bool, b: Decimal, b_open: bool, places: int) -> list[str]:
+    """Decimals ``I.F`` from ``a`` to ``b`` (0 <= a <= b; ``<`` where open) with at least one
+    decimal and at most ``max(FLOAT_DIGITS - len(I), places)``: ``I`` is ``a``'s integer
+    part with ``F`` above its decimals, any ``I`` between with any ``F``, or ``b``'s integer
+    part with ``F`` below its decimals."""
+
+    def most(whole: int) -> int:  # decimals after this integer part
+        return max(1, FLOAT_DIGITS - len(str(whole)), places)
+
+    (low, low_frac), (high, high_frac) = _decimal_text(a), _decimal_text(b)
+    if low == high:
+        sides = [(low, _fraction(low_frac, a_open, high_frac, b_open, 1, most(low)))]
+    else:
+        sides = [(low, _fraction(low_frac, a_open, None, False, 1, most(low))),
+                 (high, _fraction(None, False, high_frac, b_open, 1, most(high)))]
+    parts = [f"{whole}\\.{frac}" for whole, frac in sides[:1] if frac is not None]
+    if high - low > 1:
+        for n, whole in _naturals(low + 1, high - 1).items():
+            parts.append(whole + r"\." + _rep(DIGIT, 1, most(10 ** (n - 1))))
+    parts += [f"{whole}\\.{frac}" for whole, frac in sides[1:] if frac is not None]
+    return parts
+
+
+def float_range(lo: Decimal | int, hi: Decimal | int, *, lo_open: bool = False,
+                hi_open: bool = False) -> str:
+    """Decimals (at least one decimal digit) with a value from ``lo`` to ``hi``, exactly, as a
+    regex; ``lo_open``/``hi_open``: the bound itself excluded. At most ``FLOAT_DIGITS``
+    digits in all, or the bounds' decimals and ``FREE_DECIMALS`` more (``decimal_places``);
+    no ``-0.0``. ``ValueError`` when no decimal lies in the range."""
+    lo, hi = Decimal(lo), Decimal(hi)
+    places = decimal_places(lo, hi)
     parts = []
-    if hi >= 0:
-        parts.append(_magnitudes(max(lo, 0), hi, nonzero=False))
-    if lo < 0:
-        parts.append("-" + _magnitudes(max(-hi, 0), -lo, nonzero=True))
+    if hi > 0 or (hi == 0 and not hi_open):
+        a, a_open = (lo, lo_open) if lo >= 0 else (Decimal(0), False)
+        if a < hi or (a == hi and not (a_open or hi_open)):
+            parts += _magnitudes(a, a_open, hi, hi_open, places)
+    if lo < 0:  # magnitudes above 0, no -0.0
+        a, a_open = (hi.copy_negate(), hi_open) if hi < 0 else (Decimal(0), True)
+        b = lo.copy_negate()
+        if a < b or (a == b and not (a_open or lo_open)):
+            parts += ["-" + _alt(*_magnitudes(a, a_open, b, lo_open, places))]
+    if not parts:
+        raise ValueError(f"no decimal lies between {lo} and {hi}")
     return _alt(*parts)
 
 
@@ -320,7 +394,7 @@ def _hole_regex(kind: str, args: str | None, where: str, tokenizer: Any) -> Lang
                 _int_node(i, i) + r"\." + _rep(DIGIT, f, f)
                 for i in range(1, FLOAT_DIGITS) for f in range(1, FLOAT_DIGITS - i + 1)))
         else:
-            node = (int_range if kind == "int" else float_range)(*bounds)
+            node = int_range(*map(int, bounds)) if kind == "int" else float_range(*bounds)
         return node, int(_automaton(node, tokenizer, where).max_tokens() or 1), False, None
     if kind == "bool":
         if args:

@@ -25,6 +25,7 @@ import copy
 import json
 import math
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import torch
@@ -447,39 +448,77 @@ def check_schema(
         check_schema(add, root, f"{path}.additionalProperties", depth + 1)
 
 
-def _number_bounds(node: Mapping[str, Any], path: str) -> tuple[int, int] | None:
-    """Integer bounds [lo, hi] of an ``integer`` / ``number`` schema: its range, or with no
-    range keyword ``INT_DIGITS`` digits either way (None: not a plain number schema). A
-    ``number`` gets the integers within its range as bounds of its decimals
-    (``float_range``), a subset of what the schema allows, so output stays valid."""
+NumberRange = tuple[Decimal, bool, Decimal, bool]
+"""(low, low excluded, high, high excluded) of a numeric schema, exactly as written."""
+
+
+def _decimal(value: int | float) -> Decimal:
+    """A bound as the decimal JSON spells it (``0.1`` is 0.1, not the nearest binary)."""
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(float(value)))
+
+
+def _number_bounds(node: Mapping[str, Any], path: str) -> NumberRange | None:
+    """The range of an ``integer`` / ``number`` schema (None: not a plain number schema):
+    the strictest of its range keywords, exactly (``exclusiveMinimum: 0`` stays open at 0).
+    A side left open lies ``INT_DIGITS`` digits from the other; with no range keyword
+    either way of 0. An ``integer``'s bounds are the integers within."""
     keys = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+    span = 10**INT_DIGITS - 1
     if not any(k in node for k in keys):
-        span = 10**INT_DIGITS - 1
         numeric = _types(node) and set(_types(node)) <= {"integer", "number"}
-        return (-span, span) if numeric and "enum" not in node and "const" not in node else None
+        if numeric and "enum" not in node and "const" not in node:
+            return Decimal(-span), False, Decimal(span), False
+        return None
     for k in keys:
         if k in node and (isinstance(node[k], bool) or not isinstance(node[k], (int, float))):
             raise UserError(f"{_where(path)}: {k} must be a number")
         if isinstance(node.get(k), float) and not math.isfinite(node[k]):
             raise UserError(f"{_where(path)}: {k} must be a finite number, not {node[k]!r}")
-    lows = [math.ceil(node["minimum"])] if "minimum" in node else []
-    if "exclusiveMinimum" in node:
-        lows.append(math.floor(node["exclusiveMinimum"]) + 1)
-    highs = [math.floor(node["maximum"])] if "maximum" in node else []
-    if "exclusiveMaximum" in node:
-        highs.append(math.ceil(node["exclusiveMaximum"]) - 1)
-    span = 10**INT_DIGITS - 1
-    lo = max(lows) if lows else min(highs) - span
-    hi = min(highs) if highs else lo + span
-    if hi < lo:
-        raise UserError(f"{_where(path)}: no integer-bounded value lies in its range")
-    digits = max(len(str(abs(lo))), len(str(abs(hi))))
+    lows = [(_decimal(node[k]), k == "exclusiveMinimum")
+            for k in ("minimum", "exclusiveMinimum") if k in node]
+    highs = [(_decimal(node[k]), k == "exclusiveMaximum")
+             for k in ("maximum", "exclusiveMaximum") if k in node]
+    if lows:  # the greatest low; at a tie the exclusive one
+        lo, lo_open = max(lows)
+    if highs:  # the least high; at a tie the exclusive one
+        hi, hi_open = min(highs, key=lambda b: (b[0], not b[1]))
+    if not lows:
+        lo, lo_open = Decimal((math.ceil(hi) - 1 if hi_open else math.floor(hi)) - span), False
+    if not highs:
+        hi, hi_open = Decimal((math.floor(lo) + 1 if lo_open else math.ceil(lo)) + span), False
+    digits = max(len(str(abs(int(b)))) for b in (lo, hi))
     if digits > MAX_NUMBER_DIGITS:
         raise UserError(
             f"{_where(path)}: range too wide to enforce (a bound of {digits} digits, at most "
             f"{MAX_NUMBER_DIGITS}); narrow minimum/maximum"
         )
-    return lo, hi
+    digits = max(len(str(abs(int(b)))) + len(_decimals(b)) for b in (lo, hi))
+    if digits > MAX_NUMBER_DIGITS:
+        raise UserError(
+            f"{_where(path)}: range too fine to enforce (a bound of {digits} digits with its "
+            f"decimals, at most {MAX_NUMBER_DIGITS}); give minimum/maximum fewer decimals"
+        )
+    if _types(node) == ["integer"]:
+        first, last = _integers((lo, lo_open, hi, hi_open))
+        if last < first:
+            raise UserError(f"{_where(path)}: no integer lies in its range")
+        return Decimal(first), False, Decimal(last), False
+    if hi < lo or (hi == lo and (lo_open or hi_open)):
+        raise UserError(f"{_where(path)}: no number lies in its range")
+    return lo, lo_open, hi, hi_open
+
+
+def _decimals(d: Decimal) -> str:
+    """The decimals of ``d``, without trailing zeros (exact: no context rounding)."""
+    return format(d, "f").partition(".")[2].rstrip("0")
+
+
+def _integers(bounds: NumberRange) -> tuple[int, int]:
+    """The least and the greatest integer in a range (the first greater when there is none)."""
+    lo, lo_open, hi, hi_open = bounds
+    first = math.floor(lo) + 1 if lo_open else math.ceil(lo)
+    last = math.ceil(hi) - 1 if hi_open else math.floor(hi)
+    return first, last
 
 
 def _lengths_with_pattern(node: Mapping[str, Any]) -> bool:
@@ -536,7 +575,10 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         )
     bounds = _number_bounds(node, path)
     if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
-        regex = (int_range if _types(node) == ["integer"] else _number_regex)(*bounds)
+        if _types(node) == ["integer"]:
+            regex = int_range(*_integers(bounds))
+        else:
+            regex = _number_regex(bounds)
         mark = _MARK.format(len(marks))
         marks[mark] = regex
         return {"const": mark}
@@ -589,9 +631,12 @@ def _format_regex(fmt: str) -> str:
     return f'"{own[fmt]}"' if fmt in own else lib.UUID
 
 
-def _number_regex(lo: int, hi: int) -> str:
-    """A JSON number from ``lo`` to ``hi``: an integer or a decimal in range."""
-    return f"(?:{int_range(lo, hi)}|{float_range(lo, hi)})"
+def _number_regex(bounds: NumberRange) -> str:
+    """A JSON number in range: an integer or a decimal (``float_range``)."""
+    lo, lo_open, hi, hi_open = bounds
+    first, last = _integers(bounds)
+    decimals = float_range(lo, hi, lo_open=lo_open, hi_open=hi_open)
+    return f"(?:{int_range(first, last)}|{decimals})" if first <= last else decimals
 
 
 def schema_regex(

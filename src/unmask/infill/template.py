@@ -153,7 +153,9 @@ def parse_template(text: str) -> list[str | Gap]:
     ``[MASK]`` is one token (or, once constrained, the lengths its regex or choices allow),
     ``[MASK:n]`` exactly n, ``[MASK:a-b]`` a to b tokens (the length is chosen when filling).
     A name may come first: ``[MASK:city]``, ``[MASK:city:3]``, ``[MASK:city:2-5]`` (letters,
-    digits and ``_``, not starting with a digit). A backslash before ``[`` or ``\\`` makes it
+    digits and ``_``, not starting with a digit). Whitespace inside the brackets around
+    ``:``, ``-``, the name and the length is ignored (``[MASK : 3 ]`` is ``[MASK:3]``);
+    lengths are ASCII digits. A backslash before ``[`` or ``\\`` makes it
     literal; ``\\ `` is a space that the next gap does not take in (``Gap.take_space``); any
     other backslash is kept as is. Malformed gaps raise ``UserError`` with the column.
     """
@@ -195,7 +197,7 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
     nxt_open = text.find("[", j)
     if close < 0 or (0 <= nxt_open < close):
         raise UserError(f"{_where(text, i)}: unclosed '[MASK' (write \\[ for a literal '[')")
-    body = text[j:close]
+    body = text[j:close].lstrip()  # spaces around the name and the length are insignificant
     source = text[i : close + 1]
     if body == "":
         return Gap(source=source), close + 1
@@ -213,7 +215,7 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
             return Gap(name=name, source=source), close + 1
         spec = rest.strip()
     lo_s, dash, hi_s = spec.partition("-")
-    if not lo_s.strip().isdigit() or (dash and not hi_s.strip().isdigit()):
+    if not _COUNT.fullmatch(lo_s.strip()) or (dash and not _COUNT.fullmatch(hi_s.strip())):
         raise UserError(
             f"{_where(text, i)}: bad gap length {spec!r} in {source!r}; use [MASK:n] (n tokens), "
             f"[MASK:min-max] or a name first ([MASK:name:n])"
@@ -236,6 +238,8 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
 
 
 _NAME = re.compile(r"[A-Za-z_]\w*", re.ASCII)
+_COUNT = re.compile(r"[0-9]+")
+"""A gap length: ASCII digits (``str.isdigit`` let ``²`` through to a traceback)."""
 
 
 def split_choices(spec: str) -> list[str]:

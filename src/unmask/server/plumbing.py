@@ -221,6 +221,9 @@ def check_generation(state: ServerState, req: _Generation, prompts: list[str]) -
     if req.stream_denoising and not req.stream:
         raise APIError(400, "stream_denoising needs stream: true", param="stream_denoising",
                        code="invalid_value")
+    if req.stream_options is not None and not req.stream:  # as OpenAI
+        raise APIError(400, "The 'stream_options' parameter is only allowed when 'stream' is "
+                       "enabled", param="stream_options", code="invalid_value")
     top_p = None if req.top_p in (None, 1.0) else req.top_p
     if top_p is not None and not state.causal:
         raise APIError(400, "top_p applies to autoregressive checkpoints only; this one is a "
