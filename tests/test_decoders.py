@@ -337,6 +337,19 @@ def test_the_docs_example_decoder_is_one_file_and_one_registration(checkpoints, 
     assert served == out.ids
     with pytest.raises(UserError, match="decoder 'oneshot' needs a bidirectional model"):
         choose_decoder(AR, config)
+    # as the CLI runs it, over the checkpoint's recommendation: its penalties are for the
+    # decoders that apply them, left out here (a new decoder was refused for them)
+    import dataclasses
+
+    recommended = {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3}  # the demo's
+    loaded = dataclasses.replace(loaded, config=dataclasses.replace(
+        loaded.config, sample_defaults=recommended))
+    cli = api.sample_config(loaded, {"decoder": "oneshot", "gen_length": 6})
+    assert (cli.repetition_penalty, cli.no_repeat_ngram_size) == (1.0, 0)
+    assert api.generate(loaded, ["ab", "c"], config=cli).ids == out.ids
+    given = api.sample_config(loaded, {"decoder": "oneshot", "repetition_penalty": 1.2})
+    with pytest.raises(UserError, match="repetition_penalty applies to the decoders .*oneshot"):
+        api.generate(loaded, ["ab"], config=given)
 
 
 @pytest.mark.parametrize("kind", list(OPTIONS))

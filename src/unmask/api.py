@@ -349,7 +349,7 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     repetition penalties off the decoders that have no logits to penalise
     (``unmask.sampling.penalties``)."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
-    from unmask.sampling.penalties import check_penalty_decoder
+    from unmask.sampling.registry import check_penalty_decoder
     from unmask.sampling.segments import check_segments
 
     check_segments(name, config)
@@ -432,10 +432,16 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     A recommended ``block_length`` that does not divide the run (``gen_length`` and each
     segment of ``segment_length``, and ``steps`` into whole blocks for the scheduled policy)
     becomes the largest block length below it that does, or one block; a ``block_length``
-    the user gave is never changed.
+    the user gave is never changed. The recommended penalties are left out for a decoder
+    that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones).
     """
     _check_option_names(given)
     recommended = {k: v for k, v in facts_of(loaded).sample_defaults.items() if k not in given}
+    if not _applies_penalties(loaded, given.get("decoder", "auto")):
+        from unmask.sampling.penalties import PENALTY_FIELDS
+
+        for name in PENALTY_FIELDS:  # recommended for the checkpoint's own decoder
+            recommended.pop(name, None)
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
     if window is not None and "gen_length" not in given:
         recommended["gen_length"] = window
@@ -457,6 +463,15 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     if facts_of(loaded).attention != "causal":  # a causal decoder refuses them all, policy too
         check_policy_options(config.policy, given)
     return config
+
+
+def _applies_penalties(loaded: Loaded, decoder: str) -> bool:
+    """Whether ``decoder`` (``auto``: the checkpoint's own) applies the penalties; an unknown
+    name counts as yes (``choose_decoder`` names it)."""
+    from unmask.sampling import DECODERS
+
+    name = facts_of(loaded).default_decoder if decoder == "auto" else decoder
+    return getattr(DECODERS.get(name), "penalties", True)
 
 
 def check_policy_options(policy: str, given: Iterable[str]) -> None:

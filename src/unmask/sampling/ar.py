@@ -426,6 +426,7 @@ def _denoising_options(config: SampleConfig) -> dict[str, bool]:
 class ARDecoder(Decoder):
     """Autoregressive decoding with a KV cache (``ARRun``), for causal checkpoints."""
 
+    penalties = True
     summary = "autoregressive: token by token with a KV cache (temperature, top_k, top_p)"
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:

@@ -360,6 +360,7 @@ def sample_blocks(
 class BD3LMDecoder(Decoder):
     """Block diffusion (BD3-LM): block by block, stopping after the block that holds EOS."""
 
+    penalties = True
     summary = "block diffusion: one block at a time over a block-causal model, stop at EOS"
 
     def uses_steps(self, config: SampleConfig) -> bool:

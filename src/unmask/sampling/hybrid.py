@@ -460,6 +460,7 @@ class HybridDecoder(Decoder):
     """A checkpoint of objective ``hybrid`` verifies its own drafts and drafts the next block in
     one forward (``HybridRun``)."""
 
+    penalties = True
     summary = (
         "hybrid: a model trained with objective 'hybrid' verifies its drafts causally and drafts "
         "the next block in the same forward (TiDAR); output distributed exactly as 'ar'"

@@ -545,6 +545,7 @@ class LLaDADecoder(Decoder):
     """LLaDA's reverse process over a bidirectional mask predictor, with its commit policies
     and KV caches (``Denoiser``)."""
 
+    penalties = True
     summary = "masked diffusion: commit policies (llada, threshold, ...) and KV caches"
 
     def uses_steps(self, config: SampleConfig) -> bool:

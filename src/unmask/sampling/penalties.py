@@ -43,17 +43,11 @@ from torch import Tensor
 
 from unmask.canvas import CanvasConstraint
 from unmask.config import SampleConfig
-from unmask.errors import UserError
 
 PENALTY_FIELDS: tuple[str, ...] = (
     "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size",
 )
 """The ``SampleConfig`` fields of the penalties."""
-
-PENALTY_DECODERS: tuple[str, ...] = ("llada", "bd3lm", "ar", "speculative", "hybrid")
-"""The decoders that apply them (the others have no logits to penalise: SEDD's score, the
-continuous decoders' vectors)."""
-
 
 @dataclass(frozen=True)
 class Penalties:
@@ -404,23 +398,11 @@ def given_penalties(config: SampleConfig) -> list[str]:
     return [f for f in PENALTY_FIELDS if getattr(config, f) != getattr(SampleConfig, f)]
 
 
-def check_penalty_decoder(decoder: str, config: SampleConfig) -> None:
-    """Refuse penalties for a decoder that has no logits to apply them to (one line)."""
-    given = given_penalties(config)
-    if given and decoder not in PENALTY_DECODERS:
-        raise UserError(
-            f"{given[0]} applies to the decoders that sample from logits "
-            f"({', '.join(PENALTY_DECODERS)}), not to decoder {decoder!r}"
-        )
-
-
 __all__ = [
-    "PENALTY_DECODERS",
     "PENALTY_FIELDS",
     "Penalties",
     "PenaltyConstraint",
     "TextCounts",
-    "check_penalty_decoder",
     "ban",
     "given_penalties",
     "ngram_bans",

@@ -15,7 +15,7 @@ under ``@register_decoder(name)`` and its import in ``unmask.sampling`` (docs/ar
 has a worked example; ``speculative`` is one).
 
 Inside: ``Target``, ``Decoder``, ``DECODERS``, ``register_decoder``, ``choose_decoder``,
-``refuse_top_k``.
+``refuse_top_k``, ``check_penalty_decoder``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class Decoder:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     """One line for ``--help`` and docs."""
+    penalties: ClassVar[bool] = False
+    """It samples tokens from logits and applies the repetition penalties and the n-gram ban
+    (``unmask.sampling.penalties``). Without it they are refused when given and left out of
+    the checkpoint's recommendation (``unmask.api.sample_config``)."""
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         """Refuse, with one ``UserError`` line, a combination this checkpoint cannot do."""
@@ -99,6 +103,23 @@ def refuse_top_k(decoder: str, config: SampleConfig) -> None:
         )
 
 
+def penalty_decoders() -> list[str]:
+    """The registered decoders that apply the penalties (``Decoder.penalties``)."""
+    return sorted(name for name, d in DECODERS.items() if d.penalties)
+
+
+def check_penalty_decoder(decoder: str, config: SampleConfig) -> None:
+    """Refuse penalties for a decoder that has no logits to apply them to (one line)."""
+    from unmask.sampling.penalties import given_penalties
+
+    given = given_penalties(config)
+    if given and not getattr(DECODERS.get(decoder), "penalties", False):
+        raise UserError(
+            f"{given[0]} applies to the decoders that sample from logits "
+            f"({', '.join(penalty_decoders())}), not to decoder {decoder!r}"
+        )
+
+
 def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
     """The decoder for a checkpoint with ``facts`` and the user's ``config``: ``config.decoder``,
     or the checkpoint's own for ``auto`` (``ModelFacts.default_decoder``). A combination the
@@ -124,7 +145,9 @@ __all__ = [
     "Decoder",
     "Prompts",
     "Target",
+    "check_penalty_decoder",
     "choose_decoder",
+    "penalty_decoders",
     "refuse_top_k",
     "register_decoder",
 ]

@@ -600,6 +600,7 @@ class SpeculativeDecoder(Decoder):
     """A causal checkpoint verifies the drafts of a diffusion model (``Target.aux["drafter"]``),
     lossless: ``SpeculativeRun``."""
 
+    penalties = True
     summary = (
         "speculative: a diffusion drafter (draft=) proposes draft_length tokens, the causal "
         "model verifies them in one forward; output distributed exactly as 'ar'"

@@ -21,7 +21,8 @@ from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import Decoder, choose_decoder, validate
-from unmask.sampling.penalties import check_penalty_decoder, given_penalties
+from unmask.sampling.penalties import given_penalties
+from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
 from unmask.server.batching import GenOutput, Job
 from unmask.server.http import APIError, sse
