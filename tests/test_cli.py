@@ -27,6 +27,18 @@ def test_user_error_is_one_line_exit_2(monkeypatch, capsys):
     assert capsys.readouterr().err == "unmask prepare: error: data/x: no such folder\n"
 
 
+def test_a_misspelt_flag_is_named_by_its_command(monkeypatch, capsys):
+    """argparse reports unknown flags from the top parser ("unmask: error: ... (see: unmask
+    --help)"); the line names the command and its help page, as its other errors do."""
+    monkeypatch.setattr(generate_cmd, "run", lambda args: pytest.fail("ran"))
+    assert main(["generate", "--model", "m", "--gen-lenght", "10", "x"]) == 2
+    assert capsys.readouterr().err == (
+        "unmask generate: error: unrecognized arguments: --gen-lenght "
+        "(see: unmask generate --help)\n")
+    assert main(["--bogus"]) == 2
+    assert capsys.readouterr().err.startswith("unmask: error: unrecognized arguments: --bogus")
+
+
 def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
     def run(args):
         raise KeyboardInterrupt

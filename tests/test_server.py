@@ -715,6 +715,7 @@ def test_tokenize_counts_a_prompt_as_completions_do():
             r = c.post(path, json={field: "a [MASK:3] b", "max_tokens": 2}
                        if field == "prompt" else {field: "a [MASK:3] b"})
             assert r.status_code == 400 and "gap of the infill syntax" in r.text, r.text
+            assert "use POST /v1/infill" in r.text and "api.infill" not in r.text  # not the CLI
             assert r.json()["error"]["param"] in (field, None)
 
 

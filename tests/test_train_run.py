@@ -164,13 +164,16 @@ def test_resume_line_and_time_limit():
 
     plan = replace(saved, steps=400)
     assert describe_resume(SavedProgress(150, 0.0), saved, plan, {"steps": 400}, name=flag) == (
-        "resuming at step 150 of 200 (0.0 of 10 min used); --steps 400 given: the run now ends "
+        "resuming at step 150 of 200 (0 of 10 min used); --steps 400 given: the run now ends "
         "at 400 or after 10 min of training"
     )
     assert describe_resume(SavedProgress(150, 0.0), replace(saved, time_limit=0.0),
                            replace(saved, time_limit=0.0), {}) == "resuming at step 150 of 200"
     with pytest.raises(UserError, match="used its time limit of 10 min"):
         describe_resume(SavedProgress(150, 600.0), saved, saved, {})
+    short = replace(saved, time_limit=0.02)  # 4 s trained: not "(0.0 min trained)"
+    with pytest.raises(UserError, match=r"time limit of 0.02 min \(0.067 min trained\)"):
+        describe_resume(SavedProgress(150, 4.0), short, short, {})
     assert "time_limit=20.0 given" in describe_resume(
         SavedProgress(150, 600.0), saved, replace(saved, time_limit=20.0), {"time_limit": 20.0}
     )

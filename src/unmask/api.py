@@ -582,11 +582,14 @@ def generate(
     )
 
 
-def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+def encode_prompt(
+    tokenizer: Any, text: str, infill: str = "unmask infill (api.infill)"
+) -> list[int]:
     """Ids of a generate prompt: plain text (``tokenizer.encode``), except that the mask
     token's own string (``[MASK]``) is a blank: the mask id, which the decoder fills. With a
     tokenizer whose words carry their leading space, a space right before a blank is left
-    to the blank's token."""
+    to the blank's token. A gap of the infill syntax is refused, pointing to ``infill``
+    (the server names its endpoint)."""
     hf = getattr(tokenizer, "hf", None)
     mask_id = getattr(tokenizer, "mask_id", None)
     mask = hf.id_to_token(mask_id) if hf is not None and mask_id is not None else None
@@ -595,7 +598,7 @@ def encode_prompt(tokenizer: Any, text: str) -> list[int]:
         if gap is not None:  # infill's syntax would stay literal text here
             raise UserError(
                 f"{gap.group(0)} is a gap of the infill syntax; a prompt fills a bare {mask} "
-                f"(one token each): use unmask infill (api.infill), or write {mask} per token")
+                f"(one token each): use {infill}, or write {mask} per token")
     if not mask or mask not in text:
         return tokenizer.encode(text)
     from unmask.infill.template import joins_spaces

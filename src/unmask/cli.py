@@ -180,7 +180,11 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     try:
         with _sigterm_raises():
             parser = build_parser([name] if name else [])
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
+            if extra:  # named by the command whose flags they are not (argparse: "unmask")
+                print(f"{label}: error: unrecognized arguments: {' '.join(extra)} "
+                      f"(see: {label} --help)", file=sys.stderr)
+                return EXIT_USER_ERROR
             if not getattr(args, "func", None):
                 parser.print_help()
                 return EXIT_USER_ERROR

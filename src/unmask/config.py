@@ -425,7 +425,8 @@ class TrainConfig:
     """Training objective by registry name (``mdlm``, ``ar``, ``bd3lm``, ``sft``, ``sedd``,
     ``embed-diffusion``, ``latent-ae``, ``latent-diffusion``, ``hybrid``, ``distill``)."""
     seq_len: int = 128
-    """Tokens per training row (≤ the model's max_seq_len)."""
+    """Tokens per training row. A new model's context (``max_seq_len``) is made at least this
+    long; an ``--init`` model's must already be (or ``--model-set max_seq_len=N``)."""
     batch_size: int = 32
     """Global rows per optimizer step (split across processes and accumulation steps)."""
     grad_accum: int = 1

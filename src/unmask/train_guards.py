@@ -110,17 +110,18 @@ def describe_resume(
             f"{name('steps', plan.steps)} is behind the run, which is already at step {step}"
         )
     used_min = progress.train_seconds / 60
+    used = f"{used_min:.1f}" if used_min >= 1 else f"{used_min:.2g}"  # not "0.0 min trained"
     if plan.steps == step:
         hint = "" if "steps" in changes else f"; give more steps ({name('steps', step * 2)})"
         raise UserError(f"the run already finished its {step} steps{hint}")
     if plan.time_limit and used_min >= plan.time_limit:
         raise UserError(
             f"the run used its time limit of {plan.time_limit:g} min "
-            f"({used_min:.1f} min trained); give a longer one ({name('time_limit', 0.0)} = none)"
+            f"({used} min trained); give a longer one ({name('time_limit', 0.0)} = none)"
         )
     line = f"resuming at step {step} of {saved.steps}"
     if saved.time_limit:
-        line += f" ({used_min:.1f} of {saved.time_limit:g} min used)"
+        line += f" ({used} of {saved.time_limit:g} min used)"
     if changes:
         given = ", ".join(name(k, v) for k, v in changes.items())
         end = f"the run now ends at {plan.steps}"

@@ -571,7 +571,10 @@ def parse_form(
             skeleton = "".join(buf)
             unquoted = isinstance(v, ValueHole) or m.group(1) not in QUOTED
             space = unquoted and skeleton.endswith(" ") and joins_spaces(tokenizer)
-            hole, automaton = _hole(v, path, tokenizer, space=space)
+            try:
+                hole, automaton = _hole(v, path, tokenizer, space=space)
+            except UserError as e:  # named like the form's other errors
+                raise UserError(f"{source}: {e}") from None
             buf.clear()
             skeleton = (skeleton[:-1] if space else skeleton) + ('"' if hole.quoted else "")
             if skeleton:

@@ -311,6 +311,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask.api import encode_prompt  # a [MASK] in the prompt is a blank, as in the CLI
 
         return await run_generation(state, request, req, prompts,
-                                    functools.partial(encode_prompt, state.tok), chat=False)
+                                    functools.partial(encode_prompt, state.tok,
+                                                      infill="POST /v1/infill"), chat=False)
 
     return r
