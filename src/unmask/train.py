@@ -86,6 +86,7 @@ from unmask.parallel import (
     resolve_precision,
 )
 from unmask.progress import progress_bar, stderr_may_close
+from unmask.run_checks import check_batch_split, check_context
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     SettingNamer,
@@ -243,14 +244,7 @@ def _train(
         line = describe_resume(done, saved, config, changes, name=name_setting)
         if is_main:
             print(line, file=sys.stderr, flush=True)
-    for name in ("steps", "batch_size", "seq_len", "grad_accum"):
-        if getattr(config, name) <= 0:
-            raise UserError(f"{name}={getattr(config, name)} must be positive")
-    if config.batch_size % (world * config.grad_accum):
-        raise UserError(
-            f"batch_size={config.batch_size} is not divisible by "
-            f"processes×grad_accum={world * config.grad_accum}"
-        )
+    check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
     objective = spec.loss
@@ -338,10 +332,7 @@ def _train(
     if model_cfg.vocab_size < tokenizer.vocab_size:  # e.g. --model-set vocab_size=10
         raise UserError(f"vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
                         f"{tokenizer.vocab_size} tokens")
-    if config.seq_len > model_cfg.max_seq_len:
-        raise UserError(
-            f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"
-        )
+    check_context(config.seq_len, model_cfg.max_seq_len)
     precision = resolve_precision(config.precision, device)
     check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
@@ -503,6 +494,7 @@ def _train(
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
             n_tok = torch.zeros((), device=device)
+            part_sums: dict[str, torch.Tensor] = {}  # named parts of the loss (LossParts)
             gen_batch = torch.Generator().manual_seed(_seed_for(config.seed, step, 10**6))
             x_global = train_ds.sample(config.batch_size, config.seq_len, gen_batch)  # (B, L)
             extra_global: dict[str, torch.Tensor] = {}
@@ -531,10 +523,12 @@ def _train(
                     (scaler.scale(micro_loss) if scaler is not None else micro_loss).backward()
                 loss_sum += parts.loss_sum.detach()
                 n_tok += parts.n_tokens
+                for name, value in (parts.parts or {}).items():
+                    part_sums[name] = part_sums.get(name, 0) + value.float()
             if dropped:
                 optimizer.zero_grad(set_to_none=True)
                 break
-            totals = torch.stack([loss_sum, n_tok.float()])
+            totals = torch.stack([loss_sum, n_tok.float(), *part_sums.values()])
             if distributed:
                 dist.all_reduce(totals)
             # Gradients hold sum-of-losses / nominal (averaged over processes by DDP);
@@ -564,6 +558,10 @@ def _train(
                         pe.lerp_(pm, 1.0 - decay)
             step += 1
             loss = float(totals[0] / totals[1])
+            loss_parts = {
+                name: float(totals[2 + i] / totals[1].clamp_min(1))
+                for i, name in enumerate(part_sums)
+            }
             tokens_seen += config.batch_size * config.seq_len
             elapsed = time.perf_counter() - t0
             tps = tokens_seen / max(elapsed, 1e-9)
@@ -573,6 +571,7 @@ def _train(
                     {
                         "step": step,
                         "loss": loss,
+                        **loss_parts,
                         "lr": lr,
                         "grad_norm": gnorm,
                         "tokens_per_s": tps,
@@ -586,10 +585,12 @@ def _train(
             logged = not config.log_every or step % config.log_every == 0 or step == config.steps
             if plain is not None and (val_now or (logged and plain.due(step))):
                 val = f" {val_text(val_now)}" if val_now else ""
-                plain.line(step, f"loss {loss:.3f}{val} {tps:,.0f} tok/s")
+                shown = f"loss {loss:.3f}{_parts_text(loss_parts)}{val}"
+                plain.line(step, f"{shown} {tps:,.0f} tok/s")
             if bar is not None:
-                post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}",
-                        "mem": f"{speed['peak_mem_gib']:.2f}G"}
+                post = {"loss": f"{loss:.3f}",
+                        **{_short(name): f"{value:.3f}" for name, value in loss_parts.items()},
+                        "tok/s": f"{tps:,.0f}", "mem": f"{speed['peak_mem_gib']:.2f}G"}
                 if "mfu" in speed:
                     post["mfu"] = f"{100 * speed['mfu']:.1f}%"
                 if last_val:
@@ -615,6 +616,29 @@ def _train(
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+def _short(name: str) -> str:
+    """A part of the loss as the progress line names it: ``loss_ce`` is ``ce``."""
+    return name.removeprefix("loss_").removeprefix("frac_")
+
+
+def _parts_text(parts: dict[str, float]) -> str:
+    """`` (ce 2.104, certainty 0.512, correct 0.631)``: the named parts of a loss, or ''."""
+    if not parts:
+        return ""
+    return " (" + ", ".join(f"{_short(k)} {v:.3f}" for k, v in parts.items()) + ")"
+
+
+def _saved_trajectory_stamp(run: Path) -> dict[str, Any] | None:
+    """The ``Trajectories.stamp`` of the file a run trains on, as its checkpoint recorded it
+    (None for a checkpoint written before runs recorded it)."""
+    try:
+        meta = json.loads((checkpoint_dir(run) / "trainer.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # saved_progress has said what is wrong with it
+    stamp = meta.get("trajectories") if isinstance(meta, dict) else None
+    return stamp if isinstance(stamp, dict) else None
 
 
 def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
