@@ -244,7 +244,7 @@ def decode_batch(
     if vocab is not None:
         undecided |= (final >= vocab).cumsum(dim=1) > 0  # an id the student does not have
     final[undecided] = facts.eos_id if facts.eos_id is not None else facts.pad_id
-    first[undecided] = count[0]  # after the last step: masked in every state
+    first[undecided] = G  # past every commit (at most G steps): masked in every state
     tokens = torch.cat([prompts, final], dim=1)  # (B, P + G)
     steps = torch.cat([torch.full((B, P), -1, dtype=torch.long), first], dim=1)  # (B, P + G)
     return tokens, steps
