@@ -236,10 +236,16 @@ def _train(
     run = _prepare_run_dir(config, resume, is_main)
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
     changes: dict[str, Any] = {}
+    resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
     if resume:
         saved = load_json(TrainConfig, run / "train_config.json")
         changes = resume_plan(saved, config)
         done = saved_progress(checkpoint_dir(run))
+        if objective_spec(config.objective).batch_for(config.data) == "trajectory":
+            from unmask.objectives.distill import TrajectoryData
+
+            resumed_rows = TrajectoryData(config.data, seq_len=config.seq_len,
+                                          started_on=_saved_trajectory_stamp(run))
         prior_seconds = done.train_seconds
         line = describe_resume(done, saved, config, changes, name=name_setting)
         if is_main:
@@ -282,7 +288,9 @@ def _train(
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
         else:
             model_cfg = init.config
-        train_ds = TrajectoryData(config.data, seq_len=config.seq_len)
+        train_ds = resumed_rows if resumed_rows is not None else TrajectoryData(
+            config.data, seq_len=config.seq_len
+        )
     elif pairs:  # SFT pairs are text; the tokenizer and template come with the model
         from unmask.sft import SFTData, read_sft_jsonl
 
@@ -441,6 +449,8 @@ def _train(
         }
         if best:
             state["best"] = dict(best)
+        if batch == "trajectory":  # what a resume checks it trains on (TrajectoryData)
+            state["trajectories"] = train_ds.stamp
         if scaler is not None:
             state["grad_scaler"] = scaler.state_dict()
         if kind == "fsdp":  # every process writes its shards; rank 0 the native files

@@ -92,7 +92,29 @@ class Trajectories:
             "seed": self.seed.contiguous(),
         }
         meta = {"format": TRAJECTORY_FORMAT, "settings": json.dumps(self.meta, sort_keys=True)}
-        atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+        try:
+            atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+        except OSError as e:  # a full disk: one line naming the file (it stays as it was)
+            if e.filename is None:
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+            raise
+
+    def stamp(self) -> dict[str, Any]:
+        """What a run records of the file it trains on (``TrajectoryData``), so a resume can
+        tell the same rows from a file rewritten since: rows, row length, teacher, corpus, a
+        hash of the settings and one of the rows themselves."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for t in (self.tokens, self.commit_step, self.seed):
+            digest.update(t.contiguous().numpy().tobytes())
+        settings = json.dumps(self.meta, sort_keys=True).encode()
+        return {
+            "rows": len(self), "length": int(self.tokens.shape[1]),
+            "teacher": self.meta.get("teacher"), "data": self.meta.get("data"),
+            "settings": hashlib.sha256(settings).hexdigest()[:16],
+            "rows_sha256": digest.hexdigest()[:16],
+        }  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Trajectories:
@@ -120,16 +142,27 @@ class TrajectoryData:
     ``commit_step`` (``unmask.objectives.spec.BATCH_EXTRA``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, seq_len: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        seq_len: int | None = None,
+        started_on: dict[str, Any] | None = None,
+    ) -> None:
+        """``started_on``: the ``Trajectories.stamp`` a resumed run recorded; a file that no
+        longer matches it is refused in one line (``check_same_rows``)."""
         self.path = Path(path)
         self.trajectories = Trajectories.load(self.path)
+        self.stamp = self.trajectories.stamp()
+        if started_on is not None:
+            check_same_rows(self.path, started_on, self.stamp)
         if len(self.trajectories) == 0:
             raise UserError(f"{self.path}: holds no trajectories")
         self.row_length = int(self.trajectories.tokens.shape[1])
         if seq_len is not None and seq_len != self.row_length:
             raise UserError(
-                f"{self.path}: trajectories are {self.row_length} tokens long; "
-                f"train them with seq_len={self.row_length}, not {seq_len}"
+                f"{self.path}: its trajectories are {self.row_length} tokens long (prompt + "
+                f"generation), not the run's seq_len {seq_len}"
             )
 
     def __len__(self) -> int:
@@ -144,6 +177,29 @@ class TrajectoryData:
             raise UserError(f"{self.path}: rows are {self.row_length} tokens, not {seq_len}")
         idx = torch.randint(0, len(self), (batch_size,), generator=generator)  # (B,)
         return self.trajectories.tokens[idx], self.trajectories.commit_step[idx]
+
+
+def check_same_rows(path: Path, then: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse, in one line, a trajectory file whose ``Trajectories.stamp`` ``now`` differs
+    from the one (``then``) its run started on: a resume must train on the same rows."""
+    if then == now:
+        return
+    if then.get("teacher") != now.get("teacher"):
+        what = f"teacher {then.get('teacher')} then, {now.get('teacher')} now"
+    elif then.get("data") != now.get("data"):
+        what = f"prompts from {then.get('data')} then, {now.get('data')} now"
+    elif then.get("length") != now.get("length"):
+        what = f"rows of {then.get('length')} tokens then, {now.get('length')} now"
+    elif then.get("rows") != now.get("rows"):
+        what = f"{then.get('rows')} rows then, {now.get('rows')} now"
+    elif then.get("settings") != now.get("settings"):
+        what = "made with other settings since (teacher weights, corpus or sampling)"
+    else:
+        what = "same settings and row count, other rows"
+    raise UserError(
+        f"{path}: the trajectory file changed since this run started ({what}); a resume "
+        "trains on the rows it started with: restore that file, or start a new run"
+    )
 
 
 def teacher_problem(config: ModelConfig) -> str | None:
@@ -316,6 +372,8 @@ def _check(cfg: TrainConfig) -> None:
 
 
 def _needs_teacher(model: ModelConfig, cfg: TrainConfig) -> str | None:
+    if cfg.distill_window and model.attention == "block-causal":
+        return "distill_window drafts with a bidirectional student (mdlm, sft), not a bd3lm one"
     return teacher_problem(model)
 
 
