@@ -830,3 +830,234 @@ def test_only_rank_0_says_where_a_stopped_distillation_is(teacher, corpus, tmp_p
     assert main(["distill", "--teacher", str(teacher), "--data", str(corpus), "--out",
                  str(tmp_path / "d"), "--no-progress"]) == 130
     assert ("stopped by SIGINT at step 3" in capsys.readouterr().err) == says
+
+
+# ------------------------------------------------------------------------- audit fixes
+
+
+def _args(teacher: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["distill", "--teacher", str(teacher), "--data", str(corpus), "--out", str(out),
+            "--trajectories", "3", "--prompt-length", "8", "--gen-length", "8",
+            "--traj-batch", "3", "--batch-size", "2", "--warmup", "1", "--threads", "1",
+            "--no-progress", *extra]  # fmt: skip
+
+
+@pytest.mark.parametrize("change", ["other rows", "more rows", "other length"])
+def test_resume_refuses_a_trajectory_file_rewritten_since(change, teacher, corpus, cache,
+                                                          tmp_path, monkeypatch, capsys):
+    """A run records what its trajectory file held; a resume after the file was rewritten
+    (another teacher or seed, extended, another generation length) is one line naming the
+    file and what changed, not a silent run on other rows (nor advice about a flag that
+    `unmask distill` does not have)."""
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(cache.read_bytes())
+    _stopped_at_step_3(_distill_cfg(path, teacher, tmp_path / "part"), monkeypatch)
+    cfg = {"other rows": replace(TRAJ, traj_seed=9), "more rows": replace(TRAJ, trajectories=9),
+           "other length": replace(TRAJ, gen_length=16)}[change]
+    refresh_trajectories(str(teacher), str(corpus), path, cfg, progress=False)
+    capsys.readouterr()
+    assert main(["distill", "--resume", "--out", str(tmp_path / "part"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    want = {"other rows": "made with other settings since", "more rows": "6 rows then, 9 now",
+            "other length": "rows of 16 tokens then, 24 now"}[change]
+    assert f"{path}: the trajectory file changed since this run started" in err, err
+    assert want in err and err.count("\n") == 1 and "seq_len=" not in err
+
+
+def test_a_corpus_prepared_again_at_the_same_path_is_decoded_again(teacher, tmp_path, capsys):
+    """The cache stamps the corpus' files as it stamps the teacher's weights: the same path
+    prepared again from other text is not the corpus the trajectories came from."""
+    import shutil
+
+    data = word_corpus(tmp_path, WORDS, lines=300, seed=3)
+    path = tmp_path / "c.safetensors"
+    cfg = replace(TRAJ, trajectories=3)
+    old = Trajectories.load(refresh_trajectories(str(teacher), str(data), path, cfg,
+                                                 progress=False))
+    shutil.rmtree(data)
+    assert word_corpus(tmp_path, WORDS, lines=300, seed=4) == data  # unmask prepare --overwrite
+    capsys.readouterr()
+    new = Trajectories.load(refresh_trajectories(str(teacher), str(data), path, cfg,
+                                                 progress=False))
+    err = capsys.readouterr().err
+    assert "made with other settings (corpus contents); decoding the trajectories again" in err
+    assert not torch.equal(new.tokens[:, :8], old.tokens[:, :8])  # the new corpus' prompts
+
+
+def test_a_reused_cache_says_so(teacher, corpus, cache, tmp_path, capsys):
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(cache.read_bytes())
+    capsys.readouterr()
+    refresh_trajectories(str(teacher), str(corpus), path, replace(TRAJ, trajectories=4),
+                         progress=False)
+    err = capsys.readouterr().err
+    assert err == (f"{path}: reusing its 6 trajectories (same teacher, corpus and settings; "
+                   "4 asked for, all are trained on)\n")
+
+
+def test_certainty_term_is_averaged_over_the_right_positions(teacher, cache):
+    """As dParallel's reference code (czg1225/dParallel, DLMTrainer.compute_loss): mean CE
+    over the masked positions + w_H × mean entropy over those the student gets right; the
+    logged parts are those two means and the fraction right, and compose to the loss."""
+    import torch.nn.functional as F
+
+    loaded = load(teacher)
+    traj = Trajectories.load(cache)
+    x0, steps = traj.tokens, traj.commit_step
+    u = torch.linspace(0.0, 0.9, len(traj))[:, None]
+    opts = ObjectiveOptions(schedule=None, distill_entropy_weight=2.0)  # type: ignore[arg-type]
+    with torch.no_grad():
+        parts = distill(loaded.model, loaded.config, x0, attention_mask=None,
+                        generator=torch.Generator(), options=opts, commit_step=steps, u=u)
+        masked = trajectory_states(steps, x0.shape[1], torch.Generator(), u)
+        xt = torch.where(masked, torch.full_like(x0, loaded.config.mask_id), x0)
+        z = loaded.model(xt).float()[masked]
+    target = x0[masked]
+    right = z.argmax(-1) == target
+    assert 0 < int(right.sum()) < len(target)  # some right, some not: the two means differ
+    logp = F.log_softmax(z / 0.5, dim=-1)
+    entropy = -(logp.exp() * logp).sum(-1)
+    ce = F.cross_entropy(z, target)
+    want = ce + 2.0 * entropy[right].mean()
+    n = parts.n_tokens
+    assert torch.allclose(parts.loss_sum / n, want, atol=1e-5)
+    got = {k: float(v / n) for k, v in (parts.parts or {}).items()}
+    assert got["loss_ce"] == pytest.approx(float(ce), abs=1e-5)
+    assert got["loss_certainty"] == pytest.approx(float(entropy[right].mean()), abs=1e-5)
+    assert got["frac_correct"] == pytest.approx(float(right.float().mean()), abs=1e-6)
+
+
+def test_loss_parts_are_logged(teacher, cache, tmp_path):
+    run = train(_distill_cfg(cache, teacher, tmp_path / "s", steps=2), progress=False)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "loss" in r][-1]
+    assert last["loss"] == pytest.approx(last["loss_ce"] + 2 * last["loss_certainty"], rel=1e-5)
+    assert 0 <= last["frac_correct"] <= 1
+
+
+@pytest.mark.parametrize("problem", ["fp16", "batch split", "short student", "bd3lm drafter"])
+def test_bad_training_setups_are_refused_before_decoding(problem, teacher, ar_teacher, corpus,
+                                                         tmp_path, monkeypatch, capsys):
+    """What training would refuse is refused before the teacher decodes a trajectory: one
+    line, exit 2, no trajectory file and no run directory left."""
+    import unmask.distill as distill_mod
+
+    def no_decoding(*a: object, **k: object) -> None:
+        raise AssertionError("the teacher decoded trajectories")
+
+    monkeypatch.setattr(distill_mod, "make_trajectories", no_decoding)
+    out = tmp_path / "o"
+    if problem == "fp16":
+        args = _args(teacher, corpus, out, "--precision", "fp16", "--device", "cpu")
+        want = "precision=fp16 needs a CUDA GPU"
+    elif problem == "batch split":
+        args = _args(teacher, corpus, out, "--batch-size", "3", "--grad-accum", "2")
+        want = "batch_size=3 is not divisible by processes×grad_accum=2"
+    elif problem == "short student":
+        short = tmp_path / "short"
+        shutil_copy(Path(teacher) / "checkpoint", short)
+        cfg = json.loads((short / "config.json").read_text())
+        (short / "config.json").write_text(json.dumps({**cfg, "max_seq_len": 12}))
+        args = _args(teacher, corpus, out, "--student", str(short))
+        want = f"--student {short}: prompt_length + gen_length = 16 exceeds its max_seq_len=12"
+    else:
+        bd = _teacher(corpus, tmp_path / "bd", objective="bd3lm", block_size=4, steps=1)
+        args = _args(ar_teacher, corpus, out, "--student", str(bd), "--distill-window", "4")
+        want = "distill_window drafts with a bidirectional student (mdlm, sft), not a bd3lm one"
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.count("\n") == 1, err
+    assert not out.exists() and not default_cache(out).exists()
+
+
+def shutil_copy(src: Path, dst: Path) -> None:
+    import shutil
+
+    shutil.copytree(src, dst)
+
+
+@pytest.mark.parametrize("where", ["the run directory", "inside the run directory"])
+def test_a_cache_in_the_run_directory_is_refused_up_front(where, teacher, corpus, tmp_path,
+                                                         capsys):
+    out = tmp_path / "s"
+    cache = out if where == "the run directory" else out / "checkpoint" / "t.safetensors"
+    capsys.readouterr()
+    assert main(_args(teacher, corpus, out, "--cache", str(cache), "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert f"--cache {cache} is {where} --out {out}; put the trajectory file elsewhere" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
+def test_resume_from_another_working_directory(teacher, corpus, tmp_path, monkeypatch, capsys):
+    """The run records its trajectory file and teacher as absolute paths: a resume from
+    another folder finds them (the default cache is relative when --out is)."""
+    (tmp_path / "here").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert main(_args(teacher, corpus, Path("run"), "--steps", "2")) == 0, capsys.readouterr()
+    saved = json.loads((tmp_path / "here" / "run" / "train_config.json").read_text())
+    assert Path(saved["data"]).is_absolute() and Path(saved["init"]).is_absolute()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    code = main(["distill", "--resume", "--out", str(tmp_path / "here" / "run"), "--steps", "3",
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    assert "resuming at step 2 of 2; --steps 3 given" in capsys.readouterr().err
+
+
+def test_positions_never_committed_are_masked_in_every_state():
+    """EOS fill (commit step G: never committed) is masked in every state; k counts only the
+    positions the teacher committed."""
+    steps = torch.tensor([[-1, -1, 0, 1, 2, 3, 7, 7, 7]])  # G = 7: three never committed
+    g = torch.Generator()
+    for u in (0.0, 0.3, 0.6, 0.99):
+        masked = trajectory_states(steps, 9, g, u=torch.tensor([[u]]))
+        assert masked[0, 6:].all() and not masked[0, :2].any()
+    late = trajectory_states(steps, 9, g, u=torch.tensor([[0.99]]))  # k = 3 of 4 committed
+    assert late.tolist() == [[False] * 5 + [True] * 4]
+    blocks = torch.tensor([[0, 1, 4, 4]])  # bd3lm blocks of 2, the second never decoded
+    assert trajectory_states(blocks, 2, g, u=torch.tensor([[0.9, 0.9]])).tolist() == [
+        [False, True, True, True]
+    ]
+
+
+def test_help_offers_no_flag_distill_always_refuses(capsys):
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    out = capsys.readouterr().out
+    assert "--keep-best" not in out and "--latent-len" not in out and "--steps" in out
+
+
+def test_a_full_disk_names_the_trajectory_file(teacher, corpus, tmp_path, monkeypatch, capsys):
+    import errno
+
+    import unmask.files as files
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files, "atomic_write_bytes", full)
+    out = tmp_path / "o"
+    capsys.readouterr()
+    assert main(_args(teacher, corpus, out)) == 2
+    err = capsys.readouterr().err
+    assert err == (f"unmask distill: error: No space left on device: {default_cache(out)}\n")
+
+
+def test_a_distilled_student_is_not_told_to_distil(teacher, cache, tmp_path, capsys):
+    """generate's note for a model that commits about one token a step under a parallel
+    policy: a distilled student is told it needs more distillation, not to be distilled."""
+    from unmask.commands.generate import _distilled
+
+    run = train(_distill_cfg(cache, teacher, tmp_path / "s", steps=1), progress=False)
+    assert _distilled(str(run)) and _distilled(str(run / "checkpoint"))
+    assert not _distilled(str(teacher))
+    capsys.readouterr()
+    args = ["--policy", "threshold", "--threshold", "0.99999", "--gen-length", "8", "--steps",
+            "8", "--no-live", "--seed", "0"]
+    assert main(["generate", "--model", str(run), "the lord", *args]) == 0
+    err = capsys.readouterr().err
+    assert "this distilled student is not yet confident" in err and "unmask distill" in err
+    assert main(["generate", "--model", str(teacher), "the lord", *args]) == 0
+    assert "a model distilled for it (unmask distill)" in capsys.readouterr().err

@@ -496,7 +496,8 @@ class TrainConfig:
     predictions on masked positions and the teacher's final tokens (``unmask distill``)."""
     distill_entropy_weight: float = 2.0
     """Objective ``distill`` only: weight of the certainty-forcing term, the entropy of the
-    student's distribution on masked positions it already predicts correctly (dParallel uses 2)."""
+    student's distribution averaged over the masked positions it already predicts correctly
+    (dParallel uses 2, with that average)."""
     distill_temperature: float = 0.5
     """Objective ``distill`` only: softmax temperature of that entropy (dParallel uses 0.5)."""
     distill_window: int = 0

@@ -171,12 +171,56 @@ def _settings(
         "teacher": str(Path(teacher_path).resolve()) if teacher_path else None,
         "teacher_weights": weights_stamp(teacher_path) if teacher_path else None,
         "data": str(Path(data).resolve()),
+        "data_files": corpus_stamp(data),
         "prompt_length": cfg.prompt_length,
         "gen_length": cfg.gen_length,
         "batch": cfg.traj_batch,
         "seed": cfg.traj_seed,
         "sample": sample,
     }
+
+
+def corpus_stamp(data: str | os.PathLike[str]) -> list[list[Any]] | None:
+    """[name, size, mtime_ns] of the prepared corpus ``data``'s ``index.json`` and train
+    shards, None where it has no index: what tells a corpus prepared again at the same path
+    (``unmask prepare --overwrite``) from the one trajectories were made from, as
+    ``weights_stamp`` tells a teacher's weights."""
+    import json
+
+    folder = Path(data)
+    try:
+        index = json.loads((folder / "index.json").read_text())
+        shards = list(index["splits"]["train"]["shards"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    stamp: list[list[Any]] = []
+    for name in ["index.json", *shards]:
+        try:
+            st = (folder / str(name)).stat()
+        except OSError:
+            return None
+        stamp.append([str(name), st.st_size, st.st_mtime_ns])
+    return stamp
+
+
+_SETTING_NAMES = {
+    "teacher": "teacher", "teacher_weights": "teacher's weights", "data": "corpus",
+    "data_files": "corpus contents", "vocab": "student's vocabulary",
+}  # fmt: skip
+"""How the settings of ``_settings`` are named when a cache is made again for them."""
+
+
+def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
+    """The settings in which a trajectory file differs from those asked for, in words."""
+    keys = sorted(set(stored) | set(settings), key=lambda k: (k not in _SETTING_NAMES, k))
+    names = []
+    for key in keys:
+        if stored.get(key) != settings.get(key):
+            if key == "data_files" and stored.get(key) is None:
+                names.append("corpus contents (not recorded by this older file)")
+            else:
+                names.append(_SETTING_NAMES.get(key, key.replace("_", " ")))
+    return ", ".join(names) or "settings"
 
 
 def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
@@ -244,7 +288,7 @@ def decode_batch(
     if vocab is not None:
         undecided |= (final >= vocab).cumsum(dim=1) > 0  # an id the student does not have
     final[undecided] = facts.eos_id if facts.eos_id is not None else facts.pad_id
-    first[undecided] = count[0]  # after the last step: masked in every state
+    first[undecided] = G  # past every commit (at most G steps): masked in every state
     tokens = torch.cat([prompts, final], dim=1)  # (B, P + G)
     steps = torch.cat([torch.full((B, P), -1, dtype=torch.long), first], dim=1)  # (B, P + G)
     return tokens, steps
@@ -367,11 +411,17 @@ def refresh_trajectories(
         old = Trajectories.load(path)
         if _same_settings(old.meta, settings):
             if len(old) >= cfg.trajectories:
+                print(
+                    f"{path}: reusing its {len(old):,} trajectories (same teacher, corpus and "
+                    f"settings; {cfg.trajectories:,} asked for, all are trained on)",
+                    file=sys.stderr,
+                )
                 return path
             have = old
         else:
             print(
-                f"{path}: made with other settings; decoding the trajectories again",
+                f"{path}: made with other settings ({_what_differs(old.meta, settings)}); "
+                "decoding the trajectories again",
                 file=sys.stderr,
             )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -468,6 +518,8 @@ def distill(
     if not out:
         raise UserError("no run directory given (--out)")
     run = Path(out)
+    path = Path(cache) if cache else default_cache(out)
+    _check_cache_outside(path, run)
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
         raise UserError(
             f"{run} already exists and is not empty; pass --resume to continue it "
@@ -496,20 +548,67 @@ def distill(
             f"--student {student} is causal: it drafts with a draft block (--draft-block K), "
             "not --distill-window (which trains a diffusion drafter)"
         )
-    from unmask.objectives import objective_spec
 
-    config = dataclasses.replace(
-        base, objective="hybrid" if hybrid else "distill", init=str(student or teacher),
+    config = dataclasses.replace(  # paths absolute: a resume from elsewhere finds them
+        base, objective="hybrid" if hybrid else "distill", init=_absolute(student or teacher),
         out=str(out), seq_len=tcfg.prompt_length + tcfg.gen_length,
-        heldout_data=str(data), heldout_seq_len=_trained_seq_len(teacher),
+        heldout_data=_absolute(data), heldout_seq_len=_trained_seq_len(teacher),
     )  # fmt: skip
-    objective_spec(config.objective).validate(config)  # before minutes of decoding, not after
-    path = Path(cache) if cache else default_cache(out)
     device = str(resolve_device(base.device))
+    _check_before_decoding(config, student, device)
     refresh_trajectories(
         teacher, data, path, tcfg, device=device, progress=progress, student=student
     )
-    return train(dataclasses.replace(config, data=str(path)), progress=progress)
+    return train(dataclasses.replace(config, data=str(path.resolve())), progress=progress)
+
+
+def _absolute(path: str) -> str:
+    """``path`` made absolute where it names something here (a shipped model's name, e.g.
+    ``demo``, stays a name)."""
+    p = Path(path)
+    return str(p.resolve()) if p.exists() else path
+
+
+def _check_cache_outside(cache: Path, run: Path) -> None:
+    """Refuse, in one line and before anything is decoded, a trajectory file at the run
+    directory or inside it: the run directory must start empty, and a cache there would
+    leave a run that can neither start nor resume."""
+    c, r = cache.resolve(), run.resolve()
+    if c == r or r in c.parents:
+        raise UserError(
+            f"--cache {cache} is {'the run directory' if c == r else 'inside the run directory'}"
+            f" --out {run}; put the trajectory file elsewhere (default: {default_cache(run)})"
+        )
+
+
+def _check_before_decoding(config: TrainConfig, student: str | None, device: str) -> None:
+    """What ``unmask.train.train`` would refuse about ``config`` and a ``student``, checked
+    before the teacher decodes a single trajectory: the options (``ObjectiveSpec.validate``),
+    the precision on this device, the batch split, and the student's context and whether its
+    objective can learn this way (``mismatch``: a bd3lm student of a drafter); the teacher as
+    its own student is checked by ``_check`` (its context, its objective)."""
+    import torch
+
+    from unmask.objectives import objective_spec
+    from unmask.parallel import resolve_precision
+    from unmask.run_checks import check_batch_split
+
+    spec = objective_spec(config.objective)
+    spec.validate(config)
+    resolve_precision(config.precision, torch.device(device))
+    check_batch_split(config, int(os.environ.get("WORLD_SIZE", "1")))
+    model = _model_config(student) if student else None
+    if student is None or model is None:  # loading it says what is wrong with it
+        return
+    context = int(config.model_overrides.get("max_seq_len", model.max_seq_len))
+    if config.seq_len > context:
+        raise UserError(
+            f"--student {student}: prompt_length + gen_length = {config.seq_len} exceeds its "
+            f"max_seq_len={context}"
+        )
+    why = spec.mismatch(model, config)
+    if why is not None:
+        raise UserError(f"--student {student}: {why}")
 
 
 def _trained_seq_len(path: str) -> int:
@@ -523,6 +622,22 @@ def _trained_seq_len(path: str) -> int:
     except UserError:  # not a checkpoint: left to load to report
         cfg = None
     return (cfg or TrainConfig()).seq_len
+
+
+def _model_config(path: str) -> ModelConfig | None:
+    """The model config of the checkpoint (or publisher's folder) at ``path``, read without
+    its weights; None where there is none (``load`` reports it)."""
+    from unmask.checkpoint import checkpoint_dir
+    from unmask.config import load_json
+    from unmask.convert.load import is_publisher_folder, model_config
+
+    try:
+        if is_publisher_folder(path):
+            return model_config(path)[1]
+        cfg_file = checkpoint_dir(path) / "config.json"
+    except UserError:
+        return None
+    return load_json(ModelConfig, cfg_file) if cfg_file.is_file() else None
 
 
 def _causal_checkpoint(path: str, *, any_causal: bool = False) -> bool:

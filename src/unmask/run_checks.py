@@ -3,6 +3,9 @@ checks before it starts, and cleans after it fails.
 
 - ``check_train_numbers``: the optimiser's numbers in range (a negative ``--lr`` or a
   ``--beta2`` of 1 would fail inside torch with a traceback, or train nothing).
+- ``check_batch_split``: positive steps and sizes; the batch splits into processes ×
+  micro-batches.
+- ``check_context``: the training window fits the model's context.
 - ``check_out``: ``--out`` is not a file.
 - ``check_init_family``: a continuous-diffusion ``--init`` only for its own family.
 - ``no_empty_run``: a new run that fails before its first checkpoint leaves no run directory
@@ -54,6 +57,27 @@ def check_train_numbers(config: Any) -> None:
     for name in _NON_NEGATIVE:
         if getattr(config, name) < 0:
             raise UserError(f"{name}={getattr(config, name)} must be >= 0")
+
+
+def check_batch_split(config: Any, world: int = 1) -> None:
+    """One ``UserError`` line when a ``TrainConfig``'s steps, batch size, window or
+    ``grad_accum`` is not positive, or the batch does not split into ``world`` processes ×
+    ``grad_accum`` micro-batches."""
+    for name in ("steps", "batch_size", "seq_len", "grad_accum"):
+        if getattr(config, name) <= 0:
+            raise UserError(f"{name}={getattr(config, name)} must be positive")
+    if config.batch_size % (world * config.grad_accum):
+        raise UserError(
+            f"batch_size={config.batch_size} is not divisible by "
+            f"processes×grad_accum={world * config.grad_accum}"
+        )
+
+
+def check_context(seq_len: int, max_seq_len: int) -> None:
+    """One ``UserError`` line when a training window of ``seq_len`` tokens exceeds the
+    model's context (``max_seq_len``)."""
+    if seq_len > max_seq_len:
+        raise UserError(f"seq_len={seq_len} exceeds the model's max_seq_len={max_seq_len}")
 
 
 def check_out(out: str) -> None:
@@ -132,4 +156,12 @@ def _remove_unfinished(run: Path, made: list[Path]) -> None:
             return
 
 
-__all__ = ["CONTINUES", "check_init_family", "check_out", "check_train_numbers", "no_empty_run"]
+__all__ = [
+    "CONTINUES",
+    "check_batch_split",
+    "check_context",
+    "check_init_family",
+    "check_out",
+    "check_train_numbers",
+    "no_empty_run",
+]

@@ -86,6 +86,7 @@ from unmask.parallel import (
     resolve_precision,
 )
 from unmask.progress import progress_bar, stderr_may_close
+from unmask.run_checks import check_batch_split, check_context
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     SettingNamer,
@@ -235,22 +236,21 @@ def _train(
     run = _prepare_run_dir(config, resume, is_main)
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
     changes: dict[str, Any] = {}
+    resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
     if resume:
         saved = load_json(TrainConfig, run / "train_config.json")
         changes = resume_plan(saved, config)
         done = saved_progress(checkpoint_dir(run))
+        if objective_spec(config.objective).batch_for(config.data) == "trajectory":
+            from unmask.objectives.distill import TrajectoryData
+
+            resumed_rows = TrajectoryData(config.data, seq_len=config.seq_len,
+                                          started_on=_saved_trajectory_stamp(run))
         prior_seconds = done.train_seconds
         line = describe_resume(done, saved, config, changes, name=name_setting)
         if is_main:
             print(line, file=sys.stderr, flush=True)
-    for name in ("steps", "batch_size", "seq_len", "grad_accum"):
-        if getattr(config, name) <= 0:
-            raise UserError(f"{name}={getattr(config, name)} must be positive")
-    if config.batch_size % (world * config.grad_accum):
-        raise UserError(
-            f"batch_size={config.batch_size} is not divisible by "
-            f"processes×grad_accum={world * config.grad_accum}"
-        )
+    check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
     objective = spec.loss
@@ -288,7 +288,9 @@ def _train(
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
         else:
             model_cfg = init.config
-        train_ds = TrajectoryData(config.data, seq_len=config.seq_len)
+        train_ds = resumed_rows if resumed_rows is not None else TrajectoryData(
+            config.data, seq_len=config.seq_len
+        )
     elif pairs:  # SFT pairs are text; the tokenizer and template come with the model
         from unmask.sft import SFTData, read_sft_jsonl
 
@@ -338,10 +340,7 @@ def _train(
     if model_cfg.vocab_size < tokenizer.vocab_size:  # e.g. --model-set vocab_size=10
         raise UserError(f"vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
                         f"{tokenizer.vocab_size} tokens")
-    if config.seq_len > model_cfg.max_seq_len:
-        raise UserError(
-            f"seq_len={config.seq_len} exceeds the model's max_seq_len={model_cfg.max_seq_len}"
-        )
+    check_context(config.seq_len, model_cfg.max_seq_len)
     precision = resolve_precision(config.precision, device)
     check_model_size(model_cfg, device, world)  # before building even a meta-device copy
     kind = _parallel_kind(config, model_cfg, device, world)
@@ -450,6 +449,8 @@ def _train(
         }
         if best:
             state["best"] = dict(best)
+        if batch == "trajectory":  # what a resume checks it trains on (TrajectoryData)
+            state["trajectories"] = train_ds.stamp
         if scaler is not None:
             state["grad_scaler"] = scaler.state_dict()
         if kind == "fsdp":  # every process writes its shards; rank 0 the native files
@@ -503,6 +504,7 @@ def _train(
                 group["lr"] = lr
             loss_sum = torch.zeros((), device=device)
             n_tok = torch.zeros((), device=device)
+            part_sums: dict[str, torch.Tensor] = {}  # named parts of the loss (LossParts)
             gen_batch = torch.Generator().manual_seed(_seed_for(config.seed, step, 10**6))
             x_global = train_ds.sample(config.batch_size, config.seq_len, gen_batch)  # (B, L)
             extra_global: dict[str, torch.Tensor] = {}
@@ -531,10 +533,12 @@ def _train(
                     (scaler.scale(micro_loss) if scaler is not None else micro_loss).backward()
                 loss_sum += parts.loss_sum.detach()
                 n_tok += parts.n_tokens
+                for name, value in (parts.parts or {}).items():
+                    part_sums[name] = part_sums.get(name, 0) + value.float()
             if dropped:
                 optimizer.zero_grad(set_to_none=True)
                 break
-            totals = torch.stack([loss_sum, n_tok.float()])
+            totals = torch.stack([loss_sum, n_tok.float(), *part_sums.values()])
             if distributed:
                 dist.all_reduce(totals)
             # Gradients hold sum-of-losses / nominal (averaged over processes by DDP);
@@ -564,6 +568,10 @@ def _train(
                         pe.lerp_(pm, 1.0 - decay)
             step += 1
             loss = float(totals[0] / totals[1])
+            loss_parts = {
+                name: float(totals[2 + i] / totals[1].clamp_min(1))
+                for i, name in enumerate(part_sums)
+            }
             tokens_seen += config.batch_size * config.seq_len
             elapsed = time.perf_counter() - t0
             tps = tokens_seen / max(elapsed, 1e-9)
@@ -573,6 +581,7 @@ def _train(
                     {
                         "step": step,
                         "loss": loss,
+                        **loss_parts,
                         "lr": lr,
                         "grad_norm": gnorm,
                         "tokens_per_s": tps,
@@ -586,10 +595,12 @@ def _train(
             logged = not config.log_every or step % config.log_every == 0 or step == config.steps
             if plain is not None and (val_now or (logged and plain.due(step))):
                 val = f" {val_text(val_now)}" if val_now else ""
-                plain.line(step, f"loss {loss:.3f}{val} {tps:,.0f} tok/s")
+                shown = f"loss {loss:.3f}{_parts_text(loss_parts)}{val}"
+                plain.line(step, f"{shown} {tps:,.0f} tok/s")
             if bar is not None:
-                post = {"loss": f"{loss:.3f}", "tok/s": f"{tps:,.0f}",
-                        "mem": f"{speed['peak_mem_gib']:.2f}G"}
+                post = {"loss": f"{loss:.3f}",
+                        **{_short(name): f"{value:.3f}" for name, value in loss_parts.items()},
+                        "tok/s": f"{tps:,.0f}", "mem": f"{speed['peak_mem_gib']:.2f}G"}
                 if "mfu" in speed:
                     post["mfu"] = f"{100 * speed['mfu']:.1f}%"
                 if last_val:
@@ -615,6 +626,29 @@ def _train(
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+def _short(name: str) -> str:
+    """A part of the loss as the progress line names it: ``loss_ce`` is ``ce``."""
+    return name.removeprefix("loss_").removeprefix("frac_")
+
+
+def _parts_text(parts: dict[str, float]) -> str:
+    """`` (ce 2.104, certainty 0.512, correct 0.631)``: the named parts of a loss, or ''."""
+    if not parts:
+        return ""
+    return " (" + ", ".join(f"{_short(k)} {v:.3f}" for k, v in parts.items()) + ")"
+
+
+def _saved_trajectory_stamp(run: Path) -> dict[str, Any] | None:
+    """The ``Trajectories.stamp`` of the file a run trains on, as its checkpoint recorded it
+    (None for a checkpoint written before runs recorded it)."""
+    try:
+        meta = json.loads((checkpoint_dir(run) / "trainer.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # saved_progress has said what is wrong with it
+    stamp = meta.get("trajectories") if isinstance(meta, dict) else None
+    return stamp if isinstance(stamp, dict) else None
 
 
 def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device) -> nn.Module:

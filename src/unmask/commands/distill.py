@@ -30,8 +30,10 @@ _TRAIN_SKIP = (
     "data", "init", "objective", "preset", "seq_len", "block_size", "fim_rate", "empty_rate",
     "sedd_graph", "schedule", "chat_template", "random_length_frac", "antithetic", "eps",
     "model_overrides", "eval_every", "eval_batches", "heldout_data", "heldout_seq_len",
+    "keep_best", "latent_len",
 )  # fmt: skip
-"""TrainConfig fields that a distillation run fixes (teacher, trajectories) or has no use for."""
+"""TrainConfig fields that a distillation run fixes (teacher, trajectories) or has no use for
+(``keep_best``: trajectories have no validation split; ``latent_len``: latent objectives)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -190,8 +190,26 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if out.decoder in ("llada", "bd3lm") and config.policy != "llada" and per_step < 1.2:
+        if _distilled(args.model):
+            why = ("this distilled student is not yet confident about several masked tokens at "
+                   "once; more distillation steps or trajectories may help (unmask distill "
+                   "--resume --out RUN --steps N; docs/training.md)")
+        else:
+            why = ("this model is rarely confident about several masked tokens at once; a model "
+                   "distilled for it (unmask distill) decodes in parallel (docs/sampling.md, "
+                   "Fast decoding)")
         print(f"unmask generate: note: policy {config.policy} committed {per_step:.2f} tokens a "
-              "step: this model is rarely confident about several masked tokens at once; a "
-              "model distilled for it (unmask distill) decodes in parallel (docs/sampling.md, "
-              "Fast decoding)", file=sys.stderr)
+              f"step: {why}", file=sys.stderr)
     return 0
+
+
+def _distilled(model: str) -> bool:
+    """Whether the checkpoint at ``model`` was trained by ``unmask distill`` (its trainer
+    state names objective ``distill``)."""
+    from unmask.checkpoint import checkpoint_dir
+
+    try:
+        meta = json.loads((checkpoint_dir(model) / "trainer.json").read_text())
+    except (UserError, OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("objective") == "distill"

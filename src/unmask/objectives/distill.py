@@ -58,8 +58,11 @@ class Trajectories:
     """(N, L) int64: the prompt (``prompt_length`` tokens), then the teacher's final tokens."""
     commit_step: Tensor
     """(N, L) int64: -1 on the prompt; k where the teacher committed the token at its step k
-    (0-based); the number of steps where it never did (a block decoder that stopped at EOS:
-    the token there is EOS)."""
+    (0-based, below the row's number of generated positions G: one token per step); G where
+    it never did (a block decoder that stopped at EOS, or a row cut at an id the student
+    lacks: the token there is EOS), masked in every training state (``trajectory_states``).
+    Files written before this rule hold the teacher's step count there, also past every
+    commit of the row."""
     seed: Tensor
     """(N,) int64: the decoder seed of the row's batch; rows sharing a seed were decoded
     together, in file order."""
@@ -89,7 +92,29 @@ class Trajectories:
             "seed": self.seed.contiguous(),
         }
         meta = {"format": TRAJECTORY_FORMAT, "settings": json.dumps(self.meta, sort_keys=True)}
-        atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+        try:
+            atomic_write_bytes(Path(path), save(tensors, metadata=meta))
+        except OSError as e:  # a full disk: one line naming the file (it stays as it was)
+            if e.filename is None:
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+            raise
+
+    def stamp(self) -> dict[str, Any]:
+        """What a run records of the file it trains on (``TrajectoryData``), so a resume can
+        tell the same rows from a file rewritten since: rows, row length, teacher, corpus, a
+        hash of the settings and one of the rows themselves."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for t in (self.tokens, self.commit_step, self.seed):
+            digest.update(t.contiguous().numpy().tobytes())
+        settings = json.dumps(self.meta, sort_keys=True).encode()
+        return {
+            "rows": len(self), "length": int(self.tokens.shape[1]),
+            "teacher": self.meta.get("teacher"), "data": self.meta.get("data"),
+            "settings": hashlib.sha256(settings).hexdigest()[:16],
+            "rows_sha256": digest.hexdigest()[:16],
+        }  # fmt: skip
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Trajectories:
@@ -117,16 +142,27 @@ class TrajectoryData:
     ``commit_step`` (``unmask.objectives.spec.BATCH_EXTRA``).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, seq_len: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        seq_len: int | None = None,
+        started_on: dict[str, Any] | None = None,
+    ) -> None:
+        """``started_on``: the ``Trajectories.stamp`` a resumed run recorded; a file that no
+        longer matches it is refused in one line (``check_same_rows``)."""
         self.path = Path(path)
         self.trajectories = Trajectories.load(self.path)
+        self.stamp = self.trajectories.stamp()
+        if started_on is not None:
+            check_same_rows(self.path, started_on, self.stamp)
         if len(self.trajectories) == 0:
             raise UserError(f"{self.path}: holds no trajectories")
         self.row_length = int(self.trajectories.tokens.shape[1])
         if seq_len is not None and seq_len != self.row_length:
             raise UserError(
-                f"{self.path}: trajectories are {self.row_length} tokens long; "
-                f"train them with seq_len={self.row_length}, not {seq_len}"
+                f"{self.path}: its trajectories are {self.row_length} tokens long (prompt + "
+                f"generation), not the run's seq_len {seq_len}"
             )
 
     def __len__(self) -> int:
@@ -141,6 +177,29 @@ class TrajectoryData:
             raise UserError(f"{self.path}: rows are {self.row_length} tokens, not {seq_len}")
         idx = torch.randint(0, len(self), (batch_size,), generator=generator)  # (B,)
         return self.trajectories.tokens[idx], self.trajectories.commit_step[idx]
+
+
+def check_same_rows(path: Path, then: dict[str, Any], now: dict[str, Any]) -> None:
+    """Refuse, in one line, a trajectory file whose ``Trajectories.stamp`` ``now`` differs
+    from the one (``then``) its run started on: a resume must train on the same rows."""
+    if then == now:
+        return
+    if then.get("teacher") != now.get("teacher"):
+        what = f"teacher {then.get('teacher')} then, {now.get('teacher')} now"
+    elif then.get("data") != now.get("data"):
+        what = f"prompts from {then.get('data')} then, {now.get('data')} now"
+    elif then.get("length") != now.get("length"):
+        what = f"rows of {then.get('length')} tokens then, {now.get('length')} now"
+    elif then.get("rows") != now.get("rows"):
+        what = f"{then.get('rows')} rows then, {now.get('rows')} now"
+    elif then.get("settings") != now.get("settings"):
+        what = "made with other settings since (teacher weights, corpus or sampling)"
+    else:
+        what = "same settings and row count, other rows"
+    raise UserError(
+        f"{path}: the trajectory file changed since this run started ({what}); a resume "
+        "trains on the rows it started with: restore that file, or start a new run"
+    )
 
 
 def teacher_problem(config: ModelConfig) -> str | None:
@@ -173,22 +232,26 @@ def trajectory_states(
     """Masked positions (B, L) of one state per unit along each trajectory.
 
     The row is cut into units of ``unit`` positions (a bd3lm block, or the whole row: what the
-    teacher decoded as one diffusion). In each unit with n generated positions, k ~ U{0..n-1}
-    (from ``u`` (B, n_units) in [0, 1), else drawn from ``generator`` on CPU) of them, the
-    first k the teacher committed there, are kept, and the rest are masked: the canvas the
-    teacher saw after its k-th commit in that unit. Prompt positions (-1) are never masked.
+    teacher decoded as one diffusion). In each unit with n positions the teacher committed,
+    k ~ U{0..n-1} (from ``u`` (B, n_units) in [0, 1), else drawn from ``generator`` on CPU)
+    of them, the first k it committed there, are kept, and the rest are masked: the canvas
+    the teacher saw after its k-th commit in that unit. Prompt positions (-1) are never
+    masked; positions it never committed (a step >= the row's G generated positions, EOS
+    fill: ``Trajectories.commit_step``) are masked in every state.
     """
     B, L = commit_step.shape
     n_units = L // unit
     gen = commit_step >= 0  # (B, L)
+    n_gen_row = gen.sum(-1, keepdim=True)  # (B, 1): G
+    committed = gen & (commit_step < n_gen_row)  # (B, L): not EOS fill
     key = torch.where(gen, commit_step, torch.full_like(commit_step, -1)).view(B, n_units, unit)
     order = torch.argsort(key, dim=-1, stable=True)  # (B, U, unit)
     rank = torch.argsort(order, dim=-1, stable=True)  # (B, U, unit): position's place in order
     n_prompt = (~gen).view(B, n_units, unit).sum(-1, keepdim=True)  # (B, U, 1)
-    n_gen = unit - n_prompt  # (B, U, 1)
+    n_done = committed.view(B, n_units, unit).sum(-1, keepdim=True)  # (B, U, 1)
     if u is None:
         u = torch.rand(B, n_units, generator=generator)
-    k = (u.to(commit_step.device)[..., None] * n_gen).floor()  # (B, U, 1) in [0, n_gen)
+    k = (u.to(commit_step.device)[..., None] * n_done).floor()  # (B, U, 1) in [0, n_done)
     masked = (rank - n_prompt) >= k  # (B, U, unit)
     return masked.view(B, L) & gen
 
@@ -236,16 +299,21 @@ def distill(
 
     ``x0`` (B, L) are a teacher's final tokens, ``commit_step`` (B, L) when it committed each
     (``Trajectories``). One state per unit is drawn along the trajectory
-    (``trajectory_states``); on its masked positions the loss per token is
+    (``trajectory_states``); on its masked positions the loss is
 
-        w_ce · CE(student, x0) + w_H · H(softmax(logits / T)) · [argmax = x0]
+        w_ce · mean over masked positions of CE(student, x0)
+          + w_H · mean over the masked positions it gets right of H(softmax(logits / T))
 
-    (``options.distill_ce_weight``, ``distill_entropy_weight``, ``distill_temperature``):
-    the cross-entropy keeps the student on the teacher's trajectory, the entropy term makes it
-    certain, sooner, where it is already right (the paper's "certainty forcing", which uses
-    T = 0.5 and weight 2). The sum is normalised by the number of masked positions. Unlike
-    the paper's semi-AR random masks of the final answer, the states are the teacher's own
-    (one per bd3lm block, since each block is decoded given the clean blocks before it;
+    (``options.distill_ce_weight``, ``distill_entropy_weight``, ``distill_temperature``;
+    "right": argmax of the raw logits = x0, a gate without gradient): the cross-entropy keeps
+    the student on the teacher's trajectory, the entropy term makes it certain, sooner, where
+    it is already right (the paper's "certainty forcing", with its T = 0.5 and weight 2 and,
+    as in its reference code, czg1225/dParallel ``DLMTrainer.compute_loss``, the entropy
+    averaged over the right positions alone, so its force does not shrink with the fraction
+    right). Both means are per micro-batch; the loop's sum over micro-batches and processes
+    weighs each by its masked positions. Unlike the paper's semi-AR random masks of the final
+    answer (and its second, complementary mask), the states are the teacher's own (one per
+    bd3lm block, since each block is decoded given the clean blocks before it;
     ``bd3lm_logits`` gives every block its own state in one pass).
 
     ``options.distill_window`` > 0 trains a drafter on an autoregressive teacher's
@@ -280,8 +348,15 @@ def distill(
     logp_t = F.log_softmax(z / options.distill_temperature, dim=-1)  # (M, V)
     entropy = -(logp_t.exp() * logp_t).sum(-1)  # (M,)
     correct = (z.argmax(-1) == target).float()  # (M,)
-    per_token = options.distill_ce_weight * ce + options.distill_entropy_weight * entropy * correct
-    return LossParts(loss_sum=per_token.sum(), n_tokens=masked.sum())
+    n_masked = masked.sum()
+    # sum over the right positions, scaled so that the loop's division by n_masked leaves
+    # their mean: mean CE + w_H · mean entropy over the right positions
+    per_right = (n_masked.float() / correct.sum().clamp_min(1.0)).detach()
+    certainty_sum = (entropy * correct).sum() * per_right
+    loss_sum = options.distill_ce_weight * ce.sum() + options.distill_entropy_weight * certainty_sum
+    parts = {"loss_ce": ce.sum().detach(), "loss_certainty": certainty_sum.detach(),
+             "frac_correct": correct.sum().detach()}  # fmt: skip
+    return LossParts(loss_sum=loss_sum, n_tokens=n_masked, parts=parts)
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -297,6 +372,8 @@ def _check(cfg: TrainConfig) -> None:
 
 
 def _needs_teacher(model: ModelConfig, cfg: TrainConfig) -> str | None:
+    if cfg.distill_window and model.attention == "block-causal":
+        return "distill_window drafts with a bidirectional student (mdlm, sft), not a bd3lm one"
     return teacher_problem(model)
 
 

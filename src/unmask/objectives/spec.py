@@ -65,6 +65,11 @@ class LossParts:
     terms: Tensor | None = None
     """(B, L) each position's share of ``loss_sum`` (0 where nothing was counted), when the
     objective was asked for it (``mdlm(..., keep_terms=True)``); else None."""
+    parts: dict[str, Tensor] | None = None
+    """Named parts of the loss, each a sum over the same tokens as ``loss_sum`` (scalars, no
+    gradient): the training loop logs each divided by ``n_tokens`` next to the loss, under
+    its name (``distill``: ``loss_ce``, ``loss_certainty`` and ``frac_correct``, the fraction
+    of masked positions it predicts right); None for an objective of one term."""
 
 
 @dataclass(kw_only=True)
