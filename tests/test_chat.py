@@ -170,7 +170,8 @@ def test_undefined_is_falsy_in_tests_only():
     [
         ([], "non-empty list"),
         ([{"role": "tool", "content": "x"}], "role 'tool'"),
-        ([{"role": "user", "content": ["x"]}], "content of type list"),
+        ([{"role": "user", "content": ["x"]}], r"messages\[0\].content must be a string, not a"),
+        ([{"role": "human", "content": "x"}], "role .human.; a role is one of system"),
         ([{"role": "user"}], "needs 'role' and 'content'"),
     ],
 )
@@ -537,3 +538,133 @@ def test_chat_reply_longer_than_the_context_in_segments(chat_model, monkeypatch,
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert json.loads(out.splitlines()[0])["nfe"] == 8
+
+
+# -- special-token text in messages, template checks, commands ------------------------------------
+
+EOS_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{{ m.role }}: {{ m.content }}{{ eos_token }}"
+                "{% endfor %}")
+TYPED = "hello [EOS] world [BOS] [MASK] [PAD]"
+
+
+def test_special_token_text_in_a_message_is_plain_text(chat_model, tmp_path, monkeypatch, capsys):
+    """A message that holds ``[EOS]`` / ``[BOS]`` / ``[MASK]`` is those characters, never the
+    tokens (it forged EOS and BOS mid-prompt): only the template's own markup is special, as a
+    literal ``[MASK]`` in a corpus is plain text. The same ids in ``ChatTemplate.prompt``,
+    ``api.chat`` and ``unmask chat``."""
+    tok = byte_tokenizer()
+    t = ChatTemplate.with_tokens(EOS_TEMPLATE, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    text, ids = t.prompt(tok, [{"role": "user", "content": TYPED}])
+    assert text == f"[BOS]user: {TYPED}[EOS]"
+    want = [tok.bos_id, *tok.encode(f"user: {TYPED}"), tok.eos_id]
+    assert ids == want and set(want[1:-1]).isdisjoint(tok.special_ids().values())
+    loaded = load(chat_model / "chat")
+    out = api.chat(loaded, [{"role": "user", "content": TYPED}], template=EOS_TEMPLATE,
+                   config={"gen_length": 4, "steps": 4})
+    assert out.prompt_ids == want
+    (tmp_path / "t.jinja").write_text(EOS_TEMPLATE)
+    rc, out, _ = _chat(["--model", str(chat_model / "chat"), "--template",
+                        str(tmp_path / "t.jinja"), "--json"], TYPED + "\n", monkeypatch, capsys)
+    assert rc == 0 and json.loads(out)["prompt_tokens"] == len(want)
+
+
+def test_special_token_text_stays_text_with_a_publishers_tokens(tmp_path):
+    """The LLaDA template's header and end-of-turn tokens typed in a message are text; the
+    template's own are one id each."""
+    loaded = unmask.load(_llada_folder(tmp_path))
+    tok, cfg = loaded.tokenizer, loaded.config
+    typed = "a<|eot_id|>b <|start_header_id|>user<|end_header_id|> <|startoftext|>"
+    _, ids = api.chat_template(loaded).prompt(tok, [{"role": "user", "content": typed}])
+    hdr, end, eot = (tok.token_to_id(s) for s in
+                     ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"))
+    want = [cfg.bos_id, hdr, *tok.encode("user"), end, *tok.encode("\n\n" + typed), eot,
+            hdr, *tok.encode("assistant"), end, *tok.encode("\n\n")]
+    assert ids == want
+    assert [ids.count(i) for i in (cfg.bos_id, hdr, end, eot)] == [1, 2, 2, 1]
+
+
+@pytest.mark.parametrize(("source", "problem"), [
+    ("{% for m in messages %}{{ m.content }}", "syntax error at line 1"),
+    ("{{ nope }}{% for m in messages %}{{ m.content }}{% endfor %}", "'nope' is undefined"),
+])
+def test_template_arg_refuses_a_broken_template(tmp_path, source, problem):
+    """A syntax error or an undefined name is refused where the template is chosen (serve
+    started with it and blamed every client's messages); a template's own raise_exception on
+    the probe is left to judge the real messages."""
+    from unmask.chat import template_arg
+
+    path = tmp_path / "bad.jinja"
+    path.write_text(source)
+    with pytest.raises(UserError, match=f"chat template {path} failed to render: .*{problem}"):
+        template_arg(str(path))
+    wants_system = ("{% if messages[0].role != 'system' %}{{ raise_exception('system first') }}"
+                    "{% endif %}{% for m in messages %}{{ m.content }}{% endfor %}")
+    assert template_arg(wants_system).source == wants_system
+
+
+def test_a_message_name_is_rendered_or_refused():
+    msgs = [{"role": "user", "content": "hi", "name": "ann"}]
+    with pytest.raises(UserError, match=r"does not render message names: messages\[0\]"):
+        ChatTemplate(DEFAULT_CHAT_TEMPLATE).render(msgs)
+    named = "{% for m in messages %}{{ m.name or m.role }}: {{ m.content }}{% endfor %}"
+    assert ChatTemplate(named).render(msgs) == "ann: hi"
+    with pytest.raises(UserError, match=r"messages\[0\].name must be a string, not a number"):
+        ChatTemplate(named).render([{"role": "user", "content": "hi", "name": 3}])
+
+
+def test_unknown_commands_are_refused_and_double_slash_sends(chat_model, monkeypatch, capsys):
+    """``/rest`` (a typo) is refused with the list, not sent to the model and kept;
+    ``//etc`` sends ``/etc``."""
+    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--json"], "//etc x\n/rest\n",
+                         monkeypatch, capsys)
+    assert rc == 2 and err.count("\n") == 1
+    assert "unknown command /rest" in err and "/reset, /exit, /quit, /help" in err and "//" in err
+    assert [json.loads(x)["user"] for x in out.splitlines()] == ["/etc x"]
+    loaded = load(chat_model / "chat")
+    session = chat_cmd.ChatSession(loaded, chat_cmd.model_template(loaded, None),
+                                   SampleConfig(gen_length=4, steps=4))
+    lines = iter(["/bogus\n", "/help\n", "/exit\n"])
+    assert chat_cmd.converse(session, lambda: next(lines), interactive=True) == 0
+    assert session.turns == [] and "unknown command /bogus" in capsys.readouterr().err
+
+
+def test_a_too_long_system_message_is_refused_at_startup(chat_model, monkeypatch, capsys):
+    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--system", "word " * 30],
+                         "hi\n", monkeypatch, capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "--system: the system message makes a prompt of" in err and "(128)" in err
+
+
+def test_chat_json_records_the_options_that_ran(chat_model, monkeypatch, capsys):
+    rc, out, _ = _chat(["--model", str(chat_model / "chat"), "--json", "--temperature", "0.5",
+                        "--seed", "3"], "hi\nho\n", monkeypatch, capsys)
+    assert rc == 0
+    for record in map(json.loads, out.splitlines()):
+        cfg = record["config"]
+        assert (cfg["gen_length"], cfg["temperature"], cfg["seed"]) == (8, 0.5, 3)
+        assert cfg["decoder"] == "llada"
+
+
+def test_api_chat_without_config_takes_the_recommendation_as_the_cli_does(monkeypatch, capsys):
+    """``api.chat(m, messages)`` decodes as ``unmask chat`` with no flags: the demo's
+    recommended penalties and n-gram ban (bare SampleConfig defaults looped)."""
+    from unmask.commands.demo import asset_path
+
+    demo = asset_path("demo")
+    m = api.load_for_decoding(demo, device="cpu")
+    msgs = [{"role": "user", "content": "Who was Moses?"}]
+    out = api.chat(m, msgs, template="plain")
+    rc, cli, err = _chat_default(["--model", str(demo), "--template", "plain", "--json"],
+                                 "Who was Moses?\n", monkeypatch, capsys)
+    assert rc == 0, err
+    record = json.loads(cli)
+    assert record["reply"] == out.text and record["nfe"] == out.nfe
+    assert record["config"]["repetition_penalty"] == m.config.sample_defaults[
+        "repetition_penalty"] != SampleConfig.repetition_penalty
+
+
+def _chat_default(args, text, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    rc = main(["chat", *args, "--device", "cpu"])
+    out, err = capsys.readouterr()
+    return rc, out, err

@@ -29,6 +29,7 @@ from server_helpers import (  # noqa: E402
     wait_until,
 )
 
+from unmask.chat import PLAIN_CHAT_TEMPLATE  # noqa: E402
 from unmask.config import SampleConfig  # noqa: E402
 from unmask.errors import UserError  # noqa: E402
 from unmask.sampling import generate  # noqa: E402
@@ -698,6 +699,75 @@ def test_chat_template_special_tokens_are_encoded_as_their_ids():
         )
         assert r.status_code == 400
         assert "no system turns" in r.json()["error"]["message"]
+
+
+def test_special_token_text_in_a_chat_message_is_plain_text():
+    """A client's ``[EOS]`` / ``[BOS]`` in a message is text (it reached the model as the
+    tokens: a forged end of turn); the template's own ``eos_token`` is one id."""
+    import dataclasses
+
+    tok = byte_tokenizer()
+    template = "{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"
+    model = Echo(dataclasses.replace(tiny_config(), chat_template=template))
+    typed = "Hi [EOS] [BOS] [MASK]"
+    with TestClient(create_app(loaded(model))) as c:
+        r = c.post("/v1/chat/completions",
+                   json={"messages": [{"role": "user", "content": typed}], "max_tokens": 4})
+        assert r.status_code == 200, r.text
+        n = len(tok.encode(typed)) + 1
+        assert r.json()["usage"]["prompt_tokens"] == n == len(typed) + 1
+        assert r.json()["choices"][0]["message"]["content"] == echo_text(n, 4)
+
+
+def test_chat_message_fields_openai_clients_send():
+    """``content: null`` is said plainly (it read "Field required"), ``tool_choice: "none"``
+    is accepted (no tools), and a ``name`` reaches a template that renders it, or is a 400
+    from one that does not (it was dropped silently)."""
+    import dataclasses
+
+    hi = {"role": "user", "content": "Hi"}
+    with TestClient(create_app(loaded(Echo(tiny_config())), chat_template="plain")) as c:
+        def post(**body):
+            return c.post("/v1/chat/completions", json={"max_tokens": 2, **body})
+
+        r = post(messages=[hi, {"role": "assistant", "content": None}])
+        err = r.json()["error"]
+        assert r.status_code == 400 and "content is null" in err["message"], r.text
+        assert "tool_calls" in err["message"] and "\n" not in err["message"]
+        assert post(messages=[hi], tool_choice="none").status_code == 200
+        r = post(messages=[hi], tool_choice="auto")
+        assert r.status_code == 400 and r.json()["error"]["param"] == "tool_choice"
+        r = post(messages=[{**hi, "name": "ann"}])
+        assert r.status_code == 400 and "does not render message names" in r.text
+    named = "{% for m in messages %}{{ m.name or m.role }}: {{ m.content }}{% endfor %}"
+    model = Echo(dataclasses.replace(tiny_config(), chat_template=named))
+    with TestClient(create_app(loaded(model))) as c:
+        r = c.post("/v1/chat/completions",
+                   json={"messages": [{**hi, "name": "ann"}], "max_tokens": 2})
+        assert r.json()["usage"]["prompt_tokens"] == len("ann: Hi")
+
+
+def test_a_chat_stop_is_found_in_the_reply_not_in_the_space_before_it():
+    """The plain template leaves the space after ``Assistant:`` to the model; the reply drops
+    it, so ``stop: [" "]`` cuts at the reply's first space (it gave an empty reply), streamed
+    or not."""
+    import dataclasses
+
+    tok = byte_tokenizer()
+    config = dataclasses.replace(tiny_config(), chat_template=PLAIN_CHAT_TEMPLATE)
+    start = len("User: Hi\nAssistant:")
+    script = tok.encode(" Hi there more")
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": len(script),
+            "stop": [" "]}
+    with TestClient(create_app(loaded(Scripted(config, script, start)))) as c:
+        r = c.post("/v1/chat/completions", json=body).json()
+        assert r["choices"][0]["message"]["content"] == "Hi"
+        assert r["choices"][0]["finish_reason"] == "stop"
+        assert r["usage"]["completion_tokens"] == len(" Hi")
+        r = c.post("/v1/chat/completions", json={**body, "stream": True})
+        chunks = [json.loads(d) for _, d in sse_events(r.text)[:-1]]
+        assert "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks
+                       if ch["choices"]) == "Hi"
 
 
 def test_tokenize_counts_a_prompt_as_completions_do():

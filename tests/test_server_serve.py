@@ -118,6 +118,21 @@ def test_serve_chat_template_errors_name_the_serve_option(ckpt, served, capsys):
     assert served == []
 
 
+def test_serve_refuses_a_broken_chat_template_at_startup(ckpt, served, capsys, tmp_path):
+    """A syntax error or an undefined name: one line naming the file, exit 2, as ``unmask
+    chat`` refuses it (the server started, said ``chat: true`` and answered every chat with a
+    400 blaming the client's messages)."""
+    for name, source in (("syntax.jinja", "{% for m in messages %}{{ m.content }}"),
+                         ("undef.jinja", "{{ nope }}")):
+        bad = tmp_path / name
+        bad.write_text(source)
+        argv = ["serve", "--model", ckpt, "--device", "cpu", "--chat-template", str(bad)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"chat template {bad} failed to render" in err and err.count("\n") == 1, err
+    assert served == []
+
+
 def test_serve_refuses_a_non_ascii_api_key_before_loading(served, capsys, monkeypatch):
     """One line and exit 2, before the model loads (the run does not exist); the key from
     $UNMASK_API_KEY too."""

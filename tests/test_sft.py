@@ -55,6 +55,19 @@ def test_reads_pairs_and_messages(tmp_path):
         ),
         (json.dumps({"messages": [{"role": "user"}]}), "needs 'role' and 'content'"),
         (json.dumps([1, 2]), "expected a JSON object"),
+        (
+            json.dumps({"messages": [{"role": "assistant", "content": "hi"}]}),
+            "a conversation needs a message before the assistant's response",
+        ),
+        (
+            json.dumps({"messages": PAIRS[1]["messages"], "prompt": "x", "response": "y"}),
+            "give 'messages' or 'prompt'/'response', not both",
+        ),
+        (
+            json.dumps({"messages": [{"role": "user", "content": None},
+                                     {"role": "assistant", "content": "y"}]}),
+            "messages[0].content must be a string, not null",
+        ),
     ],
 )
 def test_bad_data_names_file_and_line(tmp_path, line, message):
@@ -88,9 +101,46 @@ def test_template_failure_is_one_line(template):
 def test_a_template_that_drops_the_response_is_refused(tmp_path, template):
     """Every row's response would be EOS alone: the model learns to answer nothing."""
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
-    with pytest.raises(UserError, match=r"pairs\.jsonl:1: the chat template renders the "
+    with pytest.raises(UserError, match=r"pairs\.jsonl:1: chat template t\.jinja renders the "
                        "conversation without the response's text"):
-        SFTData(read_sft_jsonl(data), byte_tokenizer(), eos_id=2, chat_template=template)
+        SFTData(read_sft_jsonl(data), byte_tokenizer(), eos_id=2, chat_template=template,
+                origin="chat template t.jinja")
+
+
+def test_template_failure_names_the_line_and_the_template(tmp_path):
+    """A template that fails on an example names the data line and the template's file."""
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    with pytest.raises(UserError) as e:
+        SFTData(read_sft_jsonl(data), byte_tokenizer(), eos_id=2,
+                chat_template="{{ messages[0].nope }}", origin="chat template t.jinja")
+    assert str(e.value).startswith(f"{data}:1: chat template t.jinja failed to render: ")
+
+
+def test_a_name_the_template_does_not_render_is_refused(tmp_path):
+    row = {"messages": [{"role": "user", "content": "hi", "name": "ann"},
+                        {"role": "assistant", "content": "yo"}]}
+    data = write_jsonl(tmp_path / "d.jsonl", [row])
+    with pytest.raises(UserError, match=r"d\.jsonl:1: chat template does not render message "
+                       r"names: messages\[0\] has 'name'"):
+        SFTData(read_sft_jsonl(data), byte_tokenizer(), eos_id=2, chat_template=None)
+    named = "{% for m in messages %}{{ m.name or m.role }}: {{ m.content }}\n{% endfor %}"
+    rows = SFTData(read_sft_jsonl(data), byte_tokenizer(), eos_id=2, chat_template=named).rows
+    assert byte_tokenizer().decode(rows[0][0]) == "ann: hi\n"
+
+
+def test_special_token_text_in_data_is_plain_text(tmp_path):
+    """``[EOS]`` typed in a response is five characters, not EOS mid-answer (it trained the
+    model to stop there); only the template's own ``eos_token`` is the token."""
+    tok = byte_tokenizer()
+    template = ("{% for m in messages %}{{ m.content }}{% if m.role == 'user' %}{{ eos_token }}"
+                "{% endif %}{% endfor %}")
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "say [EOS] [BOS]",
+                                               "response": "ok [EOS] [MASK] done"}])
+    prompt, response = SFTData(read_sft_jsonl(data), tok, eos_id=tok.eos_id,
+                               chat_template=template).rows[0]
+    assert prompt == tok.encode("say [EOS] [BOS]") + [tok.eos_id]
+    assert response == tok.encode("ok [EOS] [MASK] done") + [tok.eos_id]
+    assert not set(prompt[:-1] + response[:-1]) & set(tok.special_ids().values())
 
 
 def test_batch_prompt_mask_and_eos_padding(tmp_path):

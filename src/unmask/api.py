@@ -209,10 +209,11 @@ def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> int | None:
 
 
 def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig:
-    """``config`` as a ``SampleConfig``: None is the dataclass's defaults, a mapping the
-    options it sets over the checkpoint's recommendation (``sample_config``)."""
-    if isinstance(config, Mapping):
-        return sample_config(loaded, config)
+    """``config`` of ``start``, ``generate`` and ``chat`` as a ``SampleConfig``: a mapping is
+    the options it sets over the checkpoint's recommendation (``sample_config``), None the
+    recommendation alone (as ``{}``, and as the CLI and the server with no option given)."""
+    if config is None or isinstance(config, Mapping):
+        return sample_config(loaded, config or {})
     return _task_config(config) or SampleConfig()
 
 
@@ -540,8 +541,8 @@ def generate(
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
     ``draft``: a diffusion drafter for a causal checkpoint (``start``). ``config``: a
     ``SampleConfig``, or a mapping of options over the checkpoint's recommendation
-    (``start``); ``template``: a ``ChatTemplate`` or a name, file or Jinja text
-    (``chat_template``).
+    (``start``; None: the recommendation alone, as ``unmask generate`` with no flags);
+    ``template``: a ``ChatTemplate`` or a name, file or Jinja text (``chat_template``).
     """
     config, template = _as_config(loaded, config), _as_template(loaded, template)
     texts_in = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -688,7 +689,9 @@ def chat(
 ) -> Reply:
     """The assistant's reply to ``messages`` (``role``/``content`` dicts, the last one the
     user's), rendered through ``template`` (default: ``chat_template(loaded)``; a name, file
-    or Jinja text too). ``config`` and ``draft`` as ``generate`` takes them."""
+    or Jinja text too; a content's special-token strings are plain text). ``config`` and
+    ``draft`` as ``generate`` takes them (None: the checkpoint's recommendation, as ``unmask
+    chat`` and the server use it)."""
     config = _as_config(loaded, config)
     template = _as_template(loaded, template) or chat_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))

@@ -13,11 +13,19 @@ failure is a one-line ``UserError``.
 
 Special tokens: the rendered text is encoded with the special tokens the template writes
 itself (``<|eot_id|>``, ``<|im_start|>``, ``bos_token`` ...) mapped to their ids, and every
-other string, message contents included, as plain text (``ChatTemplate.encode``). A reply
-ends at EOS or at the first of those tokens (the end-of-turn marker, ``ChatTemplate.reply``).
+other string, message contents included, as plain text (``ChatTemplate.prompt``,
+``ChatTemplate.example``): a message that holds ``[EOS]`` or ``<|im_start|>`` is those
+characters, never the token, as a literal ``[MASK]`` in a prompt or corpus is plain text
+(``Tokenizer.encode``). A reply ends at EOS or at the first of those tokens (the end-of-turn
+marker, ``ChatTemplate.reply``).
+
+Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
+the template sees as ``message.name``; a template that never mentions ``name`` refuses a
+message that has one, rather than silently dropping it.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
-``check_messages``, ``select_template``, ``ChatTemplate``, ``render_chat``, ``template_arg``.
+``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``, ``render_chat``,
+``template_arg``.
 """
 
 from __future__ import annotations
@@ -70,10 +78,16 @@ class _Raised(Exception):
     """``raise_exception(message)`` called by a template."""
 
 
+class TemplateRejected(UserError):
+    """A template's own ``raise_exception``: it refused these messages (not a broken
+    template)."""
+
+
 def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, str]]:
-    """``messages`` as a new list of ``{"role", "content"}`` dicts, or a one-line ``UserError``
-    naming ``where`` unless it is a non-empty list of objects whose role is one of ``ROLES``
-    and whose content is a string."""
+    """``messages`` as a new list of ``{"role", "content"}`` dicts (plus ``name`` where a
+    message has one), or a one-line ``UserError`` naming ``where`` unless it is a non-empty
+    list of objects whose role is one of ``ROLES`` and whose content (and name) is a
+    string."""
     if not isinstance(messages, list) or not messages:
         raise UserError(
             f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
@@ -82,13 +96,24 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise UserError(f"{where}: messages[{i}] needs 'role' and 'content'")
-        if m["role"] not in ROLES or not isinstance(m["content"], str):
-            raise UserError(
-                f"{where}: messages[{i}] has role {m['role']!r} (one of {', '.join(ROLES)}) "
-                f"and content of type {type(m['content']).__name__} (a string)"
-            )
-        out.append({"role": m["role"], "content": m["content"]})
+        if m["role"] not in ROLES:
+            raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
+                            f"{', '.join(ROLES)}")
+        for key in ("content", "name"):
+            if key in m and not isinstance(m[key], str):
+                raise UserError(f"{where}: messages[{i}].{key} must be a string, not "
+                                f"{_json_type(m[key])}")
+        out.append({k: m[k] for k in ("role", "content", "name") if k in m})
     return out
+
+
+def _json_type(value: Any) -> str:
+    """How a JSON reader names the type of ``value`` (null, a list, an object, ...)."""
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", int: "a number", float: "a number", list: "a list",
+             dict: "an object"}
+    return names.get(type(value), type(value).__name__)
 
 
 def select_template(value: Any, *, source: str) -> str | None:
@@ -207,6 +232,10 @@ class ChatTemplate:
         """The text of ``messages`` (checked by ``check_messages``); ``add_generation_prompt``
         appends the header of an assistant turn. Any failure is a one-line ``UserError``."""
         msgs = check_messages(list(messages))
+        named = next((i for i, m in enumerate(msgs) if "name" in m), None)
+        if named is not None and "name" not in self.source:
+            raise UserError(f"{self.origin} does not render message names: messages[{named}] "
+                            "has 'name' (drop it, or use a template that writes message.name)")
         _environment()  # a missing jinja2 is a UserError
         import jinja2
 
@@ -220,7 +249,10 @@ class ChatTemplate:
                 documents=None,
             )
         except _Raised as e:
-            detail = f"the template rejected these messages: {e}"
+            raise TemplateRejected(
+                f"{self.origin} failed to render: the template rejected these messages: "
+                f"{' '.join(str(e).split())}"
+            ) from None
         except jinja2.TemplateSyntaxError as e:
             detail = f"syntax error at line {e.lineno}: {e.message}"
         except jinja2.UndefinedError as e:
@@ -249,28 +281,94 @@ class ChatTemplate:
         return out
 
     def encode(self, tokenizer: Any, text: str) -> list[int]:
-        """Ids of rendered ``text``: the template's special tokens (``specials``) as their ids,
-        everything between them as plain text (``tokenizer.encode``), as ``transformers`` splits
-        special tokens out before tokenizing the rest."""
-        specials = self.specials(tokenizer)
+        """Ids of ``text`` rendered by this template around no message content: the template's
+        special tokens (``specials``) as their ids, everything between them as plain text
+        (``tokenizer.encode``), as ``transformers`` splits special tokens out before tokenizing
+        the rest. A conversation goes through ``prompt`` or ``example``, which keep the
+        special-token strings of its contents plain text."""
+        return self._encode(tokenizer, text, self.specials(tokenizer), {})
+
+    def _encode(
+        self, tokenizer: Any, text: str, specials: dict[str, int], plain: dict[str, str]
+    ) -> list[int]:
+        """``encode`` of a text ``_shield`` rendered: ``plain`` maps its stand-ins back to the
+        special-token strings of the contents, which are encoded as text."""
         if not specials:
-            return tokenizer.encode(text)
+            return tokenizer.encode(_unshield(text, plain))
         pattern = re.compile(
             "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))
         )
         ids: list[int] = []
         pos = 0
         for m in pattern.finditer(text):
-            ids += tokenizer.encode(text[pos : m.start()]) if m.start() > pos else []
+            if m.start() > pos:
+                ids += tokenizer.encode(_unshield(text[pos : m.start()], plain))
             ids.append(specials[m.group()])
             pos = m.end()
-        return ids + (tokenizer.encode(text[pos:]) if pos < len(text) else [])
+        return ids + (tokenizer.encode(_unshield(text[pos:], plain)) if pos < len(text) else [])
+
+    def _shield(
+        self, specials: dict[str, int], messages: Sequence[dict[str, str]]
+    ) -> tuple[list[dict[str, str]], dict[str, str]]:
+        """``messages`` (checked) with every special-token string in a content replaced by a
+        private-use character found nowhere in the conversation or the template, and the map
+        from those characters back to the strings: only the template's own markup then
+        matches a special token."""
+        msgs = check_messages(list(messages))
+        found = [s for s in specials if any(s in m["content"] for m in msgs)]
+        if not found:
+            return msgs, {}
+        taken = set(self.source).union(*(m["content"] for m in msgs))
+        stand_in: dict[str, str] = {}
+        code = 0xF0000  # Supplementary Private Use Area-A
+        for s in sorted(found, key=len, reverse=True):
+            while chr(code) in taken:
+                code += 1
+            stand_in[s] = chr(code)
+            code += 1
+        pattern = re.compile("|".join(re.escape(s) for s in stand_in))
+        shielded = [
+            {**m, "content": pattern.sub(lambda x: stand_in[x.group()], m["content"])}
+            for m in msgs
+        ]
+        return shielded, {v: k for k, v in stand_in.items()}
 
     def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
         """Text and ids of the prompt a chat model continues: ``messages`` and the generation
-        prompt."""
-        text = self.render(messages, add_generation_prompt=True)
-        return text, self.encode(tokenizer, text)
+        prompt (a content's special-token strings are plain text)."""
+        specials = self.specials(tokenizer)
+        shielded, plain = self._shield(specials, messages)
+        text = self.render(shielded, add_generation_prompt=True)
+        return _unshield(text, plain), self._encode(tokenizer, text, specials, plain)
+
+    def example(
+        self, tokenizer: Any, messages: Sequence[dict[str, str]]
+    ) -> tuple[list[int], list[int]]:
+        """Prompt ids and response ids (no EOS) of an SFT example whose last message is the
+        response: ``render(messages[:-1], add_generation_prompt=True)`` is the prompt and the
+        rest of ``render(messages)`` the response (a content's special-token strings are plain
+        text). A one-line ``UserError`` when the template does not render the prompt as a
+        prefix of the conversation, or drops the response's text."""
+        specials = self.specials(tokenizer)
+        shielded, plain = self._shield(specials, messages)
+        prompt = self.render(shielded[:-1], add_generation_prompt=True)
+        full = self.render(shielded, add_generation_prompt=False)
+        if not full.startswith(prompt):
+            raise UserError(
+                f"{self.origin} renders the conversation without its generation prompt as a "
+                "prefix; the prompt/response split needs it"
+            )
+        response = full[len(prompt) :]
+        text = shielded[-1]["content"].strip()
+        if text and text not in response:  # the model would learn to answer nothing
+            raise UserError(
+                f"{self.origin} renders the conversation without the response's text; it "
+                "must render every message's content"
+            )
+        return (
+            self._encode(tokenizer, prompt, specials, plain),
+            self._encode(tokenizer, response, specials, plain),
+        )
 
     def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None) -> str:
         """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
@@ -281,6 +379,13 @@ class ChatTemplate:
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
         return tokenizer.decode(ids[:end]).strip()
+
+
+def _unshield(text: str, plain: dict[str, str]) -> str:
+    """``text`` with the stand-ins of ``ChatTemplate._shield`` back as their strings."""
+    for stand_in, original in plain.items():
+        text = text.replace(stand_in, original)
+    return text
 
 
 def render_chat(
@@ -298,13 +403,15 @@ def render_chat(
 
 
 def _uses_messages(template: ChatTemplate) -> ChatTemplate:
-    """``template``, refused in one line when it renders a user message without its text (an
-    empty file, a fixed string): the conversation would never reach the model. A template
-    that fails on this probe is left to fail on the real messages, with its own reason."""
+    """``template``, refused in one line when it fails to render one user message (a syntax
+    error, an undefined name: ``UserError`` naming its origin), or renders it without its text
+    (an empty file, a fixed string): the conversation would never reach the model. A template
+    whose own ``raise_exception`` rejects the probe (it wants a system message, say) is left
+    to judge the real messages."""
     probe = "unmask-probe-message"
     try:
         text = template.render([{"role": "user", "content": probe}], add_generation_prompt=True)
-    except UserError:
+    except TemplateRejected:
         return template
     if probe not in text:
         raise UserError(f"{template.origin}: renders a user message without its text; the "
@@ -350,6 +457,7 @@ __all__ = [
     "PLAIN_CHAT_TEMPLATE",
     "ROLES",
     "ChatTemplate",
+    "TemplateRejected",
     "check_messages",
     "render_chat",
     "select_template",

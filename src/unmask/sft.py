@@ -12,7 +12,10 @@ Input: a JSONL file, one example per line, either
     {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
 
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
-everything before it (system prompt, earlier turns) the prompt. Text is laid out by a chat
+everything before it (system prompt, earlier turns; at least one message) the prompt. A
+line with both ``messages`` and ``prompt``/``response`` is refused (which one is meant?).
+Special-token strings in a message (``[EOS]``, ``<|im_end|>``) are plain text: only the
+template's own markup becomes special tokens (``ChatTemplate.example``). Text is laid out by a chat
 template (a Jinja string, ``ModelConfig.chat_template``, stored with the checkpoint; rendered
 and encoded by ``unmask.chat``, as ``unmask chat`` and the server do):
 ``render(messages[:-1], add_generation_prompt=True)`` is the prompt text and the rest of
@@ -56,6 +59,9 @@ def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
         raise UserError(
             f"{where}: the last message must be the assistant's response, not {out[-1]['role']!r}"
         )
+    if len(out) < 2:
+        raise UserError(f"{where}: a conversation needs a message before the assistant's "
+                        "response (the prompt)")
     if not out[-1]["content"].strip():
         raise UserError(f"{where}: empty response")
     return out
@@ -69,6 +75,10 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
 
     examples: list[SFTExample] = []
     for where, obj in read_jsonl(path):
+        both = [k for k in ("prompt", "response") if k in obj]
+        if "messages" in obj and both:
+            raise UserError(f"{where}: give 'messages' or 'prompt'/'response', not both (this "
+                            f"line has 'messages' and {' and '.join(repr(k) for k in both)})")
         if "messages" in obj:
             messages = _check_messages(obj["messages"], where)
         elif "prompt" in obj and "response" in obj:
@@ -100,36 +110,28 @@ class SFTData:
     """
 
     def __init__(
-        self, examples: list[SFTExample], tokenizer: Any, *, eos_id: int, chat_template: str | None
+        self,
+        examples: list[SFTExample],
+        tokenizer: Any,
+        *,
+        eos_id: int,
+        chat_template: str | None,
+        origin: str = "chat template",
     ) -> None:
+        """``origin`` names the template in error messages (its file: ``template_arg``)."""
         self.template = chat_template or DEFAULT_CHAT_TEMPLATE
         self.eos_id = eos_id
         self.rows: list[tuple[list[int], list[int]]] = []
         self.sources = [ex.source for ex in examples]
         template = ChatTemplate.with_tokens(
-            self.template, tokenizer, bos_id=tokenizer.bos_id, eos_id=eos_id
+            self.template, tokenizer, bos_id=tokenizer.bos_id, eos_id=eos_id, origin=origin
         )
         for ex in examples:
-            prompt = template.render(ex.messages[:-1], add_generation_prompt=True)
-            full = template.render(ex.messages, add_generation_prompt=False)
-            if not full.startswith(prompt):
-                raise UserError(
-                    f"{ex.source}: the chat template renders the conversation without its "
-                    "generation prompt as a prefix; the prompt/response split needs it"
-                )
-            response = full[len(prompt) :]
-            text = str(ex.messages[-1].get("content") or "").strip()
-            if text and text not in response:  # the model would learn to answer nothing
-                raise UserError(
-                    f"{ex.source}: the chat template renders the conversation without the "
-                    "response's text; it must render every message's content"
-                )
-            self.rows.append(
-                (
-                    template.encode(tokenizer, prompt),
-                    template.encode(tokenizer, response) + [eos_id],
-                )
-            )
+            try:
+                prompt, response = template.example(tokenizer, ex.messages)
+            except UserError as e:  # names the template; the line too
+                raise UserError(f"{ex.source}: {e}") from None
+            self.rows.append((prompt, response + [eos_id]))
 
     def __len__(self) -> int:
         return len(self.rows)

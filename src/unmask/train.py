@@ -297,19 +297,25 @@ def _train(
         tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
         if resume:
             model_cfg = load_json(ModelConfig, checkpoint_dir(run) / "config.json")
+            origin = f"chat template of {run}"
         else:
             given = None
             if config.chat_template:  # a built-in name, a Jinja or JSON file, or Jinja text
                 from unmask.chat import template_arg
 
                 try:
-                    given = template_arg(config.chat_template).source
+                    given = template_arg(config.chat_template)
                 except UserError as e:  # (it names --template: chat's flag)
                     raise UserError(str(e).replace("--template", "--chat-template")) from None
-            template = given or init.config.chat_template or _default_template()
-            model_cfg = replace(init.config, chat_template=template)
+                origin = given.origin.replace("--template", "--chat-template")
+            elif init.config.chat_template:
+                origin = f"chat template of --init {config.init}"
+            else:
+                origin = "built-in chat template 'default'"
+            template = (given.source if given else None) or init.config.chat_template
+            model_cfg = replace(init.config, chat_template=template or _default_template())
         train_ds = SFTData(read_sft_jsonl(config.data), tokenizer, eos_id=model_cfg.eos_id,
-                           chat_template=model_cfg.chat_template)
+                           chat_template=model_cfg.chat_template, origin=origin)
         train_ds.check_fits(config.seq_len)
     else:
         train_ds = TokenDataset(config.data, "train")

@@ -11,7 +11,11 @@ continues text, and silently chatting with it through an invented format mislead
 In a terminal: ``/reset`` starts over, ``/exit`` (or Ctrl-D) quits, Ctrl-C stops a reply and
 returns to the prompt. With standard input not a terminal each line is one user message
 (``/reset`` and ``/exit`` work there too) and each reply is printed as it comes (one JSON
-object per turn with ``--json``); any error ends the run with exit code 2.
+object per turn with ``--json``, the options that ran included); any error ends the run with
+exit code 2. Another line that starts with ``/`` is an unknown command, refused with the
+list of commands (a typo is not sent to the model); ``//`` sends a message that starts with
+``/`` (``//etc/hosts`` sends ``/etc/hosts``). A ``--system`` message that leaves no room for
+a reply is refused at startup.
 
 Inside: ``model_template``, ``ChatSession``, ``converse``, ``register``, ``run``.
 """
@@ -19,6 +23,7 @@ Inside: ``model_template``, ``ChatSession``, ``converse``, ``register``, ``run``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -47,8 +52,9 @@ from unmask.errors import UserError
 
 COMMANDS = {
     "/reset": "start a new conversation",
-    "/exit": "quit (also Ctrl-D)",
+    "/exit": "quit (also /quit, Ctrl-D)",
     "/help": "this list",
+    "//text": "send a message that starts with / (here /text)",
 }
 
 
@@ -138,13 +144,30 @@ class ChatSession:
             if len(turns) == 1:
                 if self.config.segment_length is not None:  # each segment sees the latest
                     return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)  # window
+                with_system = " (with the --system message)" if self.system is not None else ""
                 raise UserError(
-                    f"this message makes a prompt of {len(ids)} tokens; with "
+                    f"this message{with_system} makes a prompt of {len(ids)} tokens; with "
                     f"gen_length={self.config.gen_length} that exceeds the model's max_seq_len "
                     f"({limit}): send a shorter message, lower --gen-length or give "
                     "--segment-length (each segment then sees the latest text)"
                 )
             turns, dropped = turns[2:], dropped + 1
+
+    def check_system(self) -> None:
+        """A one-line ``UserError`` naming ``--system`` when the system message leaves no room
+        for a reply in the model's ``max_seq_len`` (checked at startup, not at the first
+        turn, where "this message" was blamed)."""
+        limit = getattr(self.loaded.model.config, "max_seq_len", None)
+        if self.system is None or limit is None or self.config.segment_length is not None:
+            return
+        _, ids = self.template.prompt(self.loaded.tokenizer,
+                                      self.messages([{"role": "user", "content": ""}]))
+        if len(ids) + self.config.gen_length > limit:
+            raise UserError(
+                f"--system: the system message makes a prompt of {len(ids)} tokens before any "
+                f"message; with gen_length={self.config.gen_length} that exceeds the model's "
+                f"max_seq_len ({limit}): shorten it, lower --gen-length or give --segment-length"
+            )
 
     def complete(self, prepared: Prepared, *, live: Any = None) -> Turn:
         """Sample the reply to ``prepared`` and add the exchange to the conversation; if
@@ -201,6 +224,7 @@ def converse(
             continue
         view = None
         try:
+            message = _message(message, command)
             prepared = session.prepare(message)
             if prepared.dropped:
                 print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the model's "
@@ -228,12 +252,27 @@ def converse(
                       "prompt_tokens": len(prepared.ids), "dropped": prepared.dropped,
                       "nfe": turn.nfe, "seconds": round(turn.seconds, 4)}
             record.update(turn.stats)  # speculative, hybrid: acceptance and forwards
+            record["config"] = dataclasses.asdict(  # the options that ran, as generate --json
+                dataclasses.replace(session.config, decoder=session.decoder))
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)
         if interactive:
             print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)",
                   file=sys.stderr)
+
+
+def _message(line: str, command: str) -> str:
+    """The user message of an input ``line`` (``command``: it stripped) that is not a known
+    command: ``//text`` sends ``/text``; any other ``/word`` is a ``UserError`` listing the
+    commands (a typo such as ``/rest`` was sent to the model and kept in the history)."""
+    if command.startswith("//"):
+        return line.replace("/", "", 1)
+    if command.startswith("/"):
+        raise UserError(f"unknown command {command.split()[0]}: the commands are /reset, "
+                        "/exit, /quit, /help; start a message with // to send one that begins "
+                        "with /")
+    return line
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -244,8 +283,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "A conversation with a chat model (an SFT checkpoint or an imported instruct "
             "model): each turn renders the whole conversation through the model's chat "
             "template and samples the reply with the options of `unmask generate`. In a "
-            "terminal: /reset, /exit (or Ctrl-D); Ctrl-C stops a reply. With standard input "
-            "not a terminal, each line is one user message and each reply is printed."
+            "terminal: /reset, /exit (or Ctrl-D), /help; Ctrl-C stops a reply; another /word "
+            "is refused, //text sends /text. With standard input not a terminal, each line is "
+            "one user message and each reply is printed."
             " Sampling flags not given take the checkpoint's recommended options "
             "(sample_defaults in its config.json, measured: argmax in blocks of 4 with "
             "repetition penalty 1.3 and no repeated 4-gram for mdlm models and the demo, "
@@ -264,7 +304,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_sample_flags(p)
     p.add_argument("--show-prompt", action="store_true",
                    help="print each rendered prompt to stderr before sampling")
-    add_json_flag(p, what="one per turn: user, reply, prompt, prompt_tokens, dropped, nfe, seconds")
+    add_json_flag(p, what="one per turn: user, reply, prompt, prompt_tokens, dropped, nfe, "
+                          "seconds, config")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
@@ -294,6 +335,7 @@ def run(args: argparse.Namespace) -> int:
                           draft=draft)
     # a broken template fails now, not at the first turn
     session.template.render(session.messages([{"role": "user", "content": "hi"}]))
+    session.check_system()  # a --system message too long for any reply fails now too
     session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn
     interactive = sys.stdin.isatty()
     if not interactive:

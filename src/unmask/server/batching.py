@@ -18,9 +18,12 @@ cancelled requests leave, queued requests join (first come, first served, while 
 holds at most ``max_batch`` rows), then one forward pass over every request that needs the
 model (``unmask.sampling.step_together``: left-padded to the longest canvas, padding masked
 out) and each request's own step; a request whose run is done leaves at once and its future
-resolves. A row's logits do not depend on the other rows, so at temperature 0 a request gets
-the same tokens alone, batched, or joining mid-way, and a seeded request the same tokens for
-the same seed (tests check both).
+resolves. A row's logits do not depend on the other rows, so in exact arithmetic a request
+at temperature 0 gets the same tokens alone, batched, or joining mid-way, and a seeded
+request the same tokens for the same seed (tests check both, in float32, on test models).
+In floating point a differently shaped batch rounds differently and can flip a near-tie:
+rarely in float32, more often in bf16 (``--dtype auto`` on a CPU with AMX): docs/serving.md
+("Continuous batching"); ``--dtype fp32 --max-batch 1`` for bitwise output.
 
 Runs alone: runs that cannot share a forward (KV caches ``prefix``/``dual``, ``bd3lm``
 blocks, ``sedd``, ``ar``) and infill/edit (``fn``): the worker waits for the running batch

@@ -35,7 +35,8 @@ MAX_STOP = 4
 StopText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 NEUTRAL: dict[str, tuple[Any, ...]] = {
-    "logprobs": (False,), "echo": (False,), "best_of": (1,), "logit_bias": ({},)}
+    "logprobs": (False,), "echo": (False,), "best_of": (1,), "logit_bias": ({},),
+    "tool_choice": ("none",)}
 """OpenAI fields unmask does not implement, accepted at their neutral values (and null), as
 some clients always send them; any other value is a 400."""
 
@@ -82,8 +83,11 @@ class DiffusionOptions(_Strict):
     """Gumbel-max temperature; 0 (the default, unlike OpenAI's 1) = argmax decoding."""
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """Seed for temperature / random remasking: same seed, same output. Each request has its
-    own generator, so sharing forward passes does not change its output (in whole-batch
-    runs, KV-cache modes and causal checkpoints, a seeded sampled request runs alone)."""
+    own generator, so sharing forward passes does not change its noise (in whole-batch runs,
+    KV-cache modes and causal checkpoints, a seeded sampled request runs alone); the logits
+    of a differently shaped batch round differently, which can flip a near-tie: rarely in
+    float32, more often in bf16 (``--dtype auto`` on a CPU with AMX). docs/serving.md;
+    ``--dtype fp32 --max-batch 1`` for bitwise reproducibility."""
     steps: int | None = Field(None, ge=1)
     """Denoising steps; None = one per generated token."""
     block_length: int | None = Field(None, ge=1)
@@ -209,6 +213,19 @@ class ChatMessage(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
     name: str | None = Field(None, max_length=64)
+    """The author's name, for a chat template that renders ``message.name`` (one that never
+    mentions ``name`` refuses it: ``unmask.chat``)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_content(cls, data: Any) -> Any:
+        """``"content": null``, said plainly (null is otherwise a field's default, and the
+        content has none: it read "Field required")."""
+        if isinstance(data, dict) and "content" in data and data["content"] is None:
+            raise ValueError("content is null; unmask takes text content (a string or text "
+                             "parts): null content is OpenAI's for an assistant message with "
+                             "tool_calls, and unmask has no tool calls")
+        return data
 
     def text(self) -> str:
         """The content as one string (text parts joined)."""
@@ -223,6 +240,14 @@ class ChatRequest(_Generation):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: int | None = Field(None, ge=1)
     """OpenAI's newer name for ``max_tokens`` in chat: either may be given (equal if both)."""
+    tool_choice: str | None = None
+    """OpenAI's; only its neutral value (``"none"``: no tool calls) is accepted (``NEUTRAL``);
+    ``tools`` is a 400."""
+
+    @field_validator("tool_choice", mode="before")
+    @classmethod
+    def _neutral_chat(cls, value: Any, info: ValidationInfo) -> Any:
+        return _neutral_only(info.field_name or "", value)
 
     @model_validator(mode="after")
     def _max_completion_tokens(self) -> ChatRequest:

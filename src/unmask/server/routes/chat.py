@@ -54,11 +54,10 @@ def router(state: ServerState) -> APIRouter:
                            "it: use /v1/completions, or serve the model with a chat template "
                            "(unmask serve --chat-template plain, default or FILE)",
                            code="unsupported")
-        try:
-            prompt = chat.render(chat_messages(req.messages), add_generation_prompt=True)
+        try:  # a message's "[EOS]" or "<|im_start|>" is text; the template's markup is not
+            prompt, ids = chat.prompt(state.tok, chat_messages(req.messages))
         except UserError as e:  # unmask.chat turns every template failure into one line
             raise APIError(400, str(e), param="messages", code="invalid_value") from None
-        return await run_generation(state, request, req, [prompt],
-                                    lambda p: chat.encode(state.tok, p), chat=True)
+        return await run_generation(state, request, req, [prompt], lambda _: ids, chat=True)
 
     return r

@@ -115,16 +115,26 @@ def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
            ) -> tuple[str, str, int]:
     """(text, finish_reason, completion tokens) of one generated row: up to EOS (for chat,
     also the template's end-of-turn tokens, and stripped, as ``ChatTemplate.reply``), then
-    up to the first stop sequence."""
+    up to the first stop sequence (in chat, the first one in the reply's text: whitespace
+    before it, which the reply drops, is not searched)."""
     cut = ids[: _end(ids, reply.ends)]
     text = state.tok.decode(cut)
     reason = "stop" if len(cut) < len(ids) else "length"
     n_tokens = len(cut)
-    at = stop_at(text, stops)
+    lead = _lead(text, reply)
+    at = stop_at(text[lead:], stops)
     if at is not None:
+        at += lead
         text, reason = text[:at], "stop"
         n_tokens = len(state.tok.encode(text))
     return (text.strip() if reply.chat else text), reason, n_tokens
+
+
+def _lead(text: str, reply: Reply) -> int:
+    """Length of the whitespace a chat reply starts with (0 for completions): a reply is
+    stripped (``ChatTemplate.reply``), so a stop sequence such as ``" "`` or ``"\n"`` is found
+    in the text the client gets, not in the space a template leaves after ``Assistant:``."""
+    return len(text) - len(text.lstrip()) if reply.chat else 0
 
 
 def stop_at(text: str, stops: list[str]) -> int | None:
@@ -160,8 +170,10 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     text = state.tok.decode(prefix[:end])
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
-    at = stop_at(text, stops)
-    may = len(text) if done else stop_may_start(text, stops)
+    lead = _lead(text, reply)
+    at = stop_at(text[lead:], stops)
+    at = None if at is None else lead + at
+    may = len(text) if done else lead + stop_may_start(text[lead:], stops)
     if at is not None and at <= may:
         text, done = text[:at], True
     else:
