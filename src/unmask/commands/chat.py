@@ -288,7 +288,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "one user message and each reply is printed."
             " Sampling flags not given take the checkpoint's recommended options "
             "(sample_defaults in its config.json, measured: argmax in blocks of 4 with "
-            "repetition penalty 1.3 and no repeated 4-gram for mdlm models and the demo, "
+            "repetition penalty 1.3 and no repeated 4-gram for mdlm models (3-gram for the "
+            "demo), "
             "greedy with 1.15 and no repeated 4-gram for ar and hybrid ones), else the "
             "defaults shown below; --json prints the options that ran."
         ),
