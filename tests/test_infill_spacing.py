@@ -322,3 +322,133 @@ def test_an_edited_span_leaves_the_next_words_space_to_it():
     r = edit(Prefers(b" dog"), BPE, "The cat sat on the mat.", spans=[(4, 8)],
              config=SampleConfig(steps=1))  # fmt: skip
     assert r.text == "The dog sat on the mat." and r.spans == [(4, 7)]
+
+
+# -- a gap at offset 0: a virtual space, dropped, and a line break before it (issue 22, 1) ---------
+
+NL = BPE.encode("\n")
+
+
+def test_a_gap_that_starts_the_text_drops_the_fills_leading_space():
+    model = Prefers(b" cat")
+    r = infill(model, BPE, "[MASK] sat on the mat.", SampleConfig(steps=1))
+    assert r.text == "cat sat on the mat." and r.gaps[0].text == "cat"
+    assert (r.gaps[0].start, r.gaps[0].end) == (0, 3) and r.gaps[0].tokens == BPE.encode("cat")
+    assert r.tokens == BPE.encode("cat") + BPE.encode(" sat on the mat.")
+    check_round_trip(r)
+    # the model sees a line break first (START_CONTEXT), then the masks; not part of the output
+    assert model.seen[0][: len(NL) + 1] == NL + [BPE.mask_id]
+    r = infill(Prefers(b" cat"), BPE, "[MASK:3] on the mat.", SampleConfig(steps=3))
+    assert r.text == "cat cat cat on the mat." and r.gaps[0].text == "cat cat cat"
+    check_round_trip(r)
+
+
+def test_a_gap_that_starts_the_text_keeps_a_fill_without_a_space():
+    r = infill(Prefers(b"cat", space_led=-5.0), BPE, "[MASK] sat", SampleConfig(steps=1))
+    assert r.text == "cat sat" and r.gaps[0].tokens == [tid(b"cat")]
+    check_round_trip(r)
+
+
+def test_a_gap_that_starts_the_text_never_starts_it_with_whitespace():
+    # every position wants a space (or a space-led word): the virtual space is dropped, and no
+    # second one may follow it
+    r = infill(Prefers(b" "), BPE, "[MASK:3] sat", SampleConfig(steps=3))
+    assert r.text.endswith(" sat") and r.text[:1].strip() and not r.gaps[0].text[:1].isspace()
+    check_round_trip(r)
+
+
+def test_a_constrained_gap_that_starts_the_text_may_use_the_space_led_token():
+    # "Rome" alone is no token, " Rome" is: [MASK:1] at the start was infeasible
+    model = Prefers(b" Rome", tokenizer=CITY)
+    r = infill(model, CITY, [Gap(1, choices=["Paris", "Rome"]), " is far."], SampleConfig(steps=1))
+    assert r.text == "Rome is far." and r.gaps[0].text == "Rome"
+    assert r.gaps[0].tokens == CITY.encode("Rome")
+    check_city(r)
+
+
+def test_a_later_gap_and_a_gap_after_text_get_no_start_context():
+    plan = plan_template("x [MASK] y", BPE)
+    assert [k for k, _ in plan.items] == ["text", "hole", "text"] and not plan.holes[0].lead
+    plan = plan_template("[MASK][MASK] y", BPE)
+    assert [k for k, _ in plan.items] == ["context", "hole", "hole", "text"]
+    assert plan.holes[0].lead and not plan.holes[1].lead
+    # a byte tokenizer joins no spaces to words: nothing changes for it
+    plan = plan_template("[MASK] y", byte_tokenizer())
+    assert [k for k, _ in plan.items] == ["hole", "text"] and not plan.holes[0].lead
+
+
+def test_an_edited_span_at_offset_0_does_not_start_the_text_with_a_space():
+    from unmask.infill import edit
+
+    r = edit(Prefers(b" dog"), BPE, "cat sat on the mat.", spans=[(0, 3)],
+             config=SampleConfig(steps=1))  # fmt: skip
+    assert r.text == "dog sat on the mat."
+    assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [(0, 3, "cat", "dog")]
+    # a text that starts with a space keeps it: the span's own space is refilled as it is
+    r = edit(Prefers(b" dog"), BPE, " cat sat.", spans=[(0, 4)], config=SampleConfig(steps=1))
+    assert r.text == " dog sat."
+
+
+class FirstWordAfterALineBreak:
+    """Predicts ``truth`` at every position, but the first token only after a line break (as
+    a model trained on chunks of running text does): alone, it predicts " mat" there."""
+
+    def __init__(self, truth: str) -> None:
+        self.truth = BPE.encode(truth)
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, V)
+        for b in range(B):
+            off = len(NL) if tokens[b, : len(NL)].tolist() == NL else 0
+            if off == 0:
+                logits[b, 0, tid(b" mat")] = 8.0
+            for i, t in enumerate(self.truth[off == 0 :], start=off + (off == 0)):
+                if i < L:
+                    logits[b, i, t] = 8.0
+        return logits
+
+
+def test_lowest_scores_the_first_token_after_a_line_break():
+    from unmask.infill import edit, token_confidence
+
+    text, typo = "The cat sat on the mat.", "The dog sat on the mat."
+    assert len(BPE.encode(text)) == len(BPE.encode(typo))
+    model = FirstWordAfterALineBreak(text)
+    alone = token_confidence(model, BPE.encode(typo), mask_id=BPE.mask_id)
+    ctx = token_confidence(model, BPE.encode(typo), mask_id=BPE.mask_id, context=NL)
+    assert alone.shape == ctx.shape == (len(BPE.encode(typo)),)
+    assert int(alone.argmin()) == 0 and alone[0] < 0.01 < ctx[0] and int(ctx.argmin()) == 1
+    r = edit(model, BPE, typo, lowest=1, config=SampleConfig(steps=2))
+    assert r.text == text and r.spans[0][0] > 0  # the typo, not "The"
+
+
+def test_lowest_leaves_the_closing_full_stop_alone():
+    from unmask.infill import edit
+
+    class EndsMidSentence(FirstWordAfterALineBreak):
+        def __call__(self, tokens, attention_mask=None):
+            logits = super().__call__(tokens, attention_mask)
+            logits[:, -1] = 0.0
+            logits[:, -1, tid(b" the")] = 8.0  # a chunk goes on after its last token
+            return logits
+
+    text = "The cat sat on the mat."
+    r = edit(EndsMidSentence(text), BPE, text, lowest=1, config=SampleConfig(steps=1))
+    assert r.text == text and r.spans != [(len(text) - 1, len(text))]
+
+
+def test_demo_lowest_does_not_always_pick_the_first_word():
+    from unmask.checkpoint import load
+    from unmask.files import asset_path
+    from unmask.infill import edit
+
+    if not (asset_path("demo") / "model.safetensors").is_file():
+        pytest.skip("demo checkpoint not bundled")
+    m = load(asset_path("demo"))
+    for text in ("In him was life, and the life was the light of men.",
+                 "So Solomon built the house and finished it.",
+                 "Therefore say, ‘Behold, I give to him my covenant of peace."):
+        r = edit(m.model, m.tokenizer, text, lowest=2, config=SampleConfig(steps=2))
+        assert min(s for s, _ in r.spans) > 0, (text, r.spans)
+        assert r.text[:1] == text[:1] and r.text.endswith(".")
