@@ -452,3 +452,36 @@ def test_demo_lowest_does_not_always_pick_the_first_word():
         r = edit(m.model, m.tokenizer, text, lowest=2, config=SampleConfig(steps=2))
         assert min(s for s, _ in r.spans) > 0, (text, r.spans)
         assert r.text[:1] == text[:1] and r.text.endswith(".")
+
+
+# -- a gap that took the space: a word follows it, not closing punctuation (issue 22, 2) ----------
+
+
+def test_a_gap_after_a_space_does_not_start_with_closing_punctuation():
+    # the model wants "." everywhere: put back after the space it read "The . sat"
+    r = infill(Prefers(b"."), BPE, "The [MASK] sat", SampleConfig(steps=1))
+    assert r.text.startswith("The ") and r.text[4] not in " .,", r.text
+    check_round_trip(r)
+    automaton = plan_template("The [MASK:2] sat", BPE).holes[0].automaton
+    for bad in (".", " .", "  ", " \n"):
+        assert not automaton.accepts_text(bad + "cat", BPE), bad
+    for good in (" cat", "cat", " cat."):
+        assert automaton.accepts_text(good, BPE), good
+    # constrained gaps are the user's language: a choice may start with punctuation
+    plan = plan_template(["The ", Gap(choices=[".", "cat"]), " sat"], BPE)
+    assert plan.holes[0].automaton.accepts_text(".", BPE)
+
+
+def test_demo_fill_after_a_space_is_a_word():
+    from unmask.checkpoint import load
+    from unmask.files import asset_path
+
+    if not (asset_path("demo") / "model.safetensors").is_file():
+        pytest.skip("demo checkpoint not bundled")
+    m = load(asset_path("demo"))
+    for seed in range(4):  # each wrote "king ’s ..." before
+        r = infill(m.model, m.tokenizer, "And the king [MASK:4] went up to Jerusalem.",
+                   SampleConfig(temperature=1.0, seed=seed))
+        first = r.gaps[0].text[:1]
+        assert first.isalnum() or first in "“‘(", r.text
+        assert r.text.startswith("And the king ") and "  " not in r.text

@@ -61,6 +61,12 @@ NOT_A_SPACE = "(?s:(?:[^ ]|..).*)?"
 LEAD_TEXT = r"(?s: ?\S.*)"
 """The fill of an unconstrained gap that starts the text (``leads``): an optional space (the
 virtual one, dropped from the output), then no more whitespace."""
+AFTER_SPACE_TEXT = r"(?s: ?[^\s,.;:!?)\]}'’”].*)"
+"""The fill of an unconstrained gap that took in the space before it (``takes_space``): an
+optional space (the template's), then neither whitespace nor closing punctuation. The user
+wrote a space, so a word follows it; the model, which sees the word before the gap glued to
+the masks, often wrote ``"’s"`` or ``","`` there, and the space put back gave
+``"king ’s army"``."""
 START_CONTEXT = "\n"
 """Locked context before a gap that starts the text, not part of the output: a line break,
 as most texts start in training corpora. The demo model, trained on chunks cut from running
@@ -393,13 +399,14 @@ def gap_automaton(
     )
     choices = None if gap.choices is None else tuple(gap.choices)
     shifted = space or lead
+    free = (LEAD_TEXT if lead else AFTER_SPACE_TEXT) if shifted and not gap.shapes_text else None
     key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), shifted and gap.shapes_text,
-           lead and not gap.shapes_text)
+           free)
 
     def build() -> TokenAutomaton:
         parts = _own_regexes(gap, label)
-        if lead and not gap.shapes_text:
-            parts = [LEAD_TEXT]
+        if free is not None:
+            parts = [free]
         if shifted and gap.shapes_text:
             own = own_automaton(gap, tokenizer, label)
             lone = not own.accepts_text(" ", tokenizer)
