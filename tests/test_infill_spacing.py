@@ -485,3 +485,101 @@ def test_demo_fill_after_a_space_is_a_word():
         first = r.gaps[0].text[:1]
         assert first.isalnum() or first in "“‘(", r.text
         assert r.text.startswith("And the king ") and "  " not in r.text
+
+
+# -- <text> holes and plain schema strings: a word, its leading space dropped (issue 22, 3) --------
+
+
+class OneWord:
+    """A JSON value writer: a quote after ":", " cat" after a quote, a quote after " cat",
+    spaces elsewhere (by the token before each position, as the canvas holds it)."""
+
+    def __init__(self, word: bytes = b" cat") -> None:
+        self.word = tid(word)
+        self.quote = tid(b'"')
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, V)
+        logits[:, :, tid(b" ")] = 2.0
+        for b in range(B):
+            for i in range(1, L):
+                prev = BPE.token_bytes(int(tokens[b, i - 1]))
+                if prev.endswith(b":"):
+                    logits[b, i, self.quote] = 9.0
+                elif prev.endswith(b'"'):
+                    logits[b, i, self.word] = 10.0
+                elif int(tokens[b, i - 1]) == self.word:
+                    logits[b, i, tid(b'"')] = 9.0
+        return logits
+
+
+def test_a_text_hole_drops_the_space_of_a_space_led_word():
+    from unmask.infill import fill_form
+
+    r = fill_form(OneWord(), BPE, {"a": "<text:2-8>", "n": "<text>"}, SampleConfig(steps=16))
+    assert r.value == {"a": "cat", "n": "cat"}, r.value  # " cat" before
+    assert r.text.startswith('{"a": "cat"') and BPE.decode(r.tokens) == r.text
+    assert [h.text for h in r.holes] == ['"cat"', '"cat"'] and all(h.inner_space for h in r.holes)
+
+
+def test_a_text_hole_starts_with_a_letter_or_digit_and_ends_without_a_space():
+    from unmask.infill import fill_form
+
+    for best in (b":", b".", b" "):  # ":" and "." were whole values before
+        r = fill_form(Prefers(best), BPE, {"a": "<text:1-6>"}, SampleConfig(steps=8))
+        v = r.value["a"]
+        assert v[:1].isalnum() and v == v.strip(), (best, v)
+        assert BPE.decode(r.tokens) == r.text
+
+
+def test_a_plain_schema_string_is_filled_as_a_text_hole():
+    import jsonschema
+
+    from unmask.infill.schema import fill_schema
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "minLength": 2},
+                                               "code": {"type": "string", "pattern": "^ ?[a-z]+$"}},
+              "required": ["name", "code"]}
+    r = fill_schema(OneWord(), BPE, schema, SampleConfig(steps=32))
+    assert r.value["name"] == "cat"  # " cat" before
+    assert r.value["code"] in ("cat", " cat")  # a pattern is the user's language: kept
+    jsonschema.validate(r.value, schema)
+    assert BPE.decode(r.tokens) == r.text
+    r = fill_schema(Prefers(b":"), BPE, {"type": "string", "maxLength": 4}, SampleConfig(steps=8))
+    assert r.value == "" or r.value[:1].isalnum(), r.value
+
+
+def test_a_streamed_schema_string_is_written_without_its_leading_space():
+    from types import SimpleNamespace
+
+    from unmask.infill.schema import constraint_form
+    from unmask.server.routes.guided import AnswerSoFar
+
+    state = SimpleNamespace(tok=BPE, cfg=SimpleNamespace(mask_id=BPE.mask_id))
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6}}}
+    form, parse = constraint_form(BPE, json_schema=schema, max_tokens=8)
+    so_far = AnswerSoFar(state, form, parse, 0, "guided_json")
+    row = [BPE.mask_id] * so_far.pieces[-1][1]
+    for start, end, piece in so_far.pieces:
+        if isinstance(piece, str):
+            row[start:end] = BPE.encode(piece)
+        else:
+            ids = BPE.encode(' "') + [tid(b" cat")] + BPE.encode('"')
+            row[start:end] = ids + BPE.encode(" ") * (end - start - len(ids))
+    assert so_far.text(row) == '{"name": "cat"}'
+
+
+def test_demo_form_text_values_are_words_without_spaces_at_the_ends():
+    from unmask.checkpoint import load
+    from unmask.files import asset_path
+    from unmask.infill import fill_form
+
+    if not (asset_path("demo") / "model.safetensors").is_file():
+        pytest.skip("demo checkpoint not bundled")
+    m = load(asset_path("demo"))
+    form = {"name": "<text:2-8>", "city": "<text>", "tribe": "<text:3-12>", "who": "<text:5>"}
+    r = fill_form(m.model, m.tokenizer, form, SampleConfig(steps=16))
+    for v in r.value.values():  # " 1", ":", " of", " John" before
+        assert v == v.strip() and v[:1].isalnum(), r.value
+    assert m.tokenizer.decode(r.tokens) == r.text
