@@ -129,3 +129,27 @@ def test_a_causal_model_without_fim_is_refused():
     )
     with pytest.raises(UserError, match="not trained for fill-in-the-middle"):
         infill_exact_match(Transformer(cfg).eval(), TOK, [_gap(TEXT, 3, 5)])
+
+
+def test_a_gap_after_a_bpe_prefix_is_filled_as_it_stands():
+    """A gap set's gap sits between exact ids, never at the start of a text: its fill keeps
+    its leading space, and the model sees the window as it is (no start context)."""
+    from unmask.tokenizer import train_bpe
+
+    bpe = train_bpe(["The cat sat on the mat. The dog sat."] * 20, vocab_size=300)
+    text = "The cat sat on the mat."
+    ids = bpe.encode(text)
+    assert bpe.token_bytes(ids[1]).startswith(b" ")
+
+    class BpeOracle(Oracle):
+        def __init__(self) -> None:
+            self.truth, self.wrong = torch.tensor(ids), frozenset()
+
+        def __call__(self, tokens, attention_mask=None):
+            B, L = tokens.shape
+            logits = torch.zeros(B, L, bpe.vocab_size)
+            logits[:, torch.arange(min(L, len(ids))), self.truth[: min(L, len(ids))]] = 8.0
+            return logits
+
+    s = infill_exact_match(BpeOracle(), bpe, [GapSample(ids, 1, 2, 2, 2)])
+    assert s.exact == 1.0 and s.examples[0]["fill"] == bpe.decode(ids[1:3])

@@ -322,3 +322,264 @@ def test_an_edited_span_leaves_the_next_words_space_to_it():
     r = edit(Prefers(b" dog"), BPE, "The cat sat on the mat.", spans=[(4, 8)],
              config=SampleConfig(steps=1))  # fmt: skip
     assert r.text == "The dog sat on the mat." and r.spans == [(4, 7)]
+
+
+# -- a gap at offset 0: a virtual space, dropped, and a line break before it (issue 22, 1) ---------
+
+NL = BPE.encode("\n")
+
+
+def test_a_gap_that_starts_the_text_drops_the_fills_leading_space():
+    model = Prefers(b" cat")
+    r = infill(model, BPE, "[MASK] sat on the mat.", SampleConfig(steps=1))
+    assert r.text == "cat sat on the mat." and r.gaps[0].text == "cat"
+    assert (r.gaps[0].start, r.gaps[0].end) == (0, 3) and r.gaps[0].tokens == BPE.encode("cat")
+    assert r.tokens == BPE.encode("cat") + BPE.encode(" sat on the mat.")
+    check_round_trip(r)
+    # the model sees a line break first (START_CONTEXT), then the masks; not part of the output
+    assert model.seen[0][: len(NL) + 1] == NL + [BPE.mask_id]
+    r = infill(Prefers(b" cat"), BPE, "[MASK:3] on the mat.", SampleConfig(steps=3))
+    assert r.text == "cat cat cat on the mat." and r.gaps[0].text == "cat cat cat"
+    check_round_trip(r)
+
+
+def test_a_gap_that_starts_the_text_keeps_a_fill_without_a_space():
+    r = infill(Prefers(b"cat", space_led=-5.0), BPE, "[MASK] sat", SampleConfig(steps=1))
+    assert r.text == "cat sat" and r.gaps[0].tokens == [tid(b"cat")]
+    check_round_trip(r)
+
+
+def test_a_gap_that_starts_the_text_never_starts_it_with_whitespace():
+    # every position wants a space (or a space-led word): the virtual space is dropped, and no
+    # second one may follow it
+    r = infill(Prefers(b" "), BPE, "[MASK:3] sat", SampleConfig(steps=3))
+    assert r.text.endswith(" sat") and r.text[:1].strip() and not r.gaps[0].text[:1].isspace()
+    check_round_trip(r)
+
+
+def test_a_constrained_gap_that_starts_the_text_may_use_the_space_led_token():
+    # "Rome" alone is no token, " Rome" is: [MASK:1] at the start was infeasible
+    model = Prefers(b" Rome", tokenizer=CITY)
+    r = infill(model, CITY, [Gap(1, choices=["Paris", "Rome"]), " is far."], SampleConfig(steps=1))
+    assert r.text == "Rome is far." and r.gaps[0].text == "Rome"
+    assert r.gaps[0].tokens == CITY.encode("Rome")
+    check_city(r)
+
+
+def test_a_later_gap_and_a_gap_after_text_get_no_start_context():
+    plan = plan_template("x [MASK] y", BPE)
+    assert [k for k, _ in plan.items] == ["text", "hole", "text"] and not plan.holes[0].lead
+    plan = plan_template("[MASK][MASK] y", BPE)
+    assert [k for k, _ in plan.items] == ["context", "hole", "hole", "text"]
+    assert plan.holes[0].lead and not plan.holes[1].lead
+    # a byte tokenizer joins no spaces to words: nothing changes for it
+    plan = plan_template("[MASK] y", byte_tokenizer())
+    assert [k for k, _ in plan.items] == ["hole", "text"] and not plan.holes[0].lead
+
+
+def test_an_edited_span_at_offset_0_does_not_start_the_text_with_a_space():
+    from unmask.infill import edit
+
+    r = edit(Prefers(b" dog"), BPE, "cat sat on the mat.", spans=[(0, 3)],
+             config=SampleConfig(steps=1))  # fmt: skip
+    assert r.text == "dog sat on the mat."
+    assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [(0, 3, "cat", "dog")]
+    # a text that starts with a space keeps it: the span's own space is refilled as it is
+    r = edit(Prefers(b" dog"), BPE, " cat sat.", spans=[(0, 4)], config=SampleConfig(steps=1))
+    assert r.text == " dog sat."
+
+
+class FirstWordAfterALineBreak:
+    """Predicts ``truth`` at every position, but the first token only after a line break (as
+    a model trained on chunks of running text does): alone, it predicts " mat" there."""
+
+    def __init__(self, truth: str) -> None:
+        self.truth = BPE.encode(truth)
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, V)
+        for b in range(B):
+            off = len(NL) if tokens[b, : len(NL)].tolist() == NL else 0
+            if off == 0:
+                logits[b, 0, tid(b" mat")] = 8.0
+            for i, t in enumerate(self.truth[off == 0 :], start=off + (off == 0)):
+                if i < L:
+                    logits[b, i, t] = 8.0
+        return logits
+
+
+def test_lowest_scores_the_first_token_after_a_line_break():
+    from unmask.infill import edit, token_confidence
+
+    text, typo = "The cat sat on the mat.", "The dog sat on the mat."
+    assert len(BPE.encode(text)) == len(BPE.encode(typo))
+    model = FirstWordAfterALineBreak(text)
+    alone = token_confidence(model, BPE.encode(typo), mask_id=BPE.mask_id)
+    ctx = token_confidence(model, BPE.encode(typo), mask_id=BPE.mask_id, context=NL)
+    assert alone.shape == ctx.shape == (len(BPE.encode(typo)),)
+    assert int(alone.argmin()) == 0 and alone[0] < 0.01 < ctx[0] and int(ctx.argmin()) == 1
+    r = edit(model, BPE, typo, lowest=1, config=SampleConfig(steps=2))
+    assert r.text == text and r.spans[0][0] > 0  # the typo, not "The"
+
+
+def test_lowest_leaves_the_closing_full_stop_alone():
+    from unmask.infill import edit
+
+    class EndsMidSentence(FirstWordAfterALineBreak):
+        def __call__(self, tokens, attention_mask=None):
+            logits = super().__call__(tokens, attention_mask)
+            logits[:, -1] = 0.0
+            logits[:, -1, tid(b" the")] = 8.0  # a chunk goes on after its last token
+            return logits
+
+    text = "The cat sat on the mat."
+    r = edit(EndsMidSentence(text), BPE, text, lowest=1, config=SampleConfig(steps=1))
+    assert r.text == text and r.spans != [(len(text) - 1, len(text))]
+
+
+def test_demo_lowest_does_not_always_pick_the_first_word():
+    from unmask.checkpoint import load
+    from unmask.files import asset_path
+    from unmask.infill import edit
+
+    if not (asset_path("demo") / "model.safetensors").is_file():
+        pytest.skip("demo checkpoint not bundled")
+    m = load(asset_path("demo"))
+    for text in ("In him was life, and the life was the light of men.",
+                 "So Solomon built the house and finished it.",
+                 "Therefore say, ‘Behold, I give to him my covenant of peace."):
+        r = edit(m.model, m.tokenizer, text, lowest=2, config=SampleConfig(steps=2))
+        assert min(s for s, _ in r.spans) > 0, (text, r.spans)
+        assert r.text[:1] == text[:1] and r.text.endswith(".")
+
+
+# -- a gap that took the space: a word follows it, not closing punctuation (issue 22, 2) ----------
+
+
+def test_a_gap_after_a_space_does_not_start_with_closing_punctuation():
+    # the model wants "." everywhere: put back after the space it read "The . sat"
+    r = infill(Prefers(b"."), BPE, "The [MASK] sat", SampleConfig(steps=1))
+    assert r.text.startswith("The ") and r.text[4] not in " .,", r.text
+    check_round_trip(r)
+    automaton = plan_template("The [MASK:2] sat", BPE).holes[0].automaton
+    for bad in (".", " .", "  ", " \n"):
+        assert not automaton.accepts_text(bad + "cat", BPE), bad
+    for good in (" cat", "cat", " cat."):
+        assert automaton.accepts_text(good, BPE), good
+    # constrained gaps are the user's language: a choice may start with punctuation
+    plan = plan_template(["The ", Gap(choices=[".", "cat"]), " sat"], BPE)
+    assert plan.holes[0].automaton.accepts_text(".", BPE)
+
+
+def test_demo_fill_after_a_space_is_a_word():
+    from unmask.checkpoint import load
+    from unmask.files import asset_path
+
+    if not (asset_path("demo") / "model.safetensors").is_file():
+        pytest.skip("demo checkpoint not bundled")
+    m = load(asset_path("demo"))
+    for seed in range(4):  # each wrote "king ’s ..." before
+        r = infill(m.model, m.tokenizer, "And the king [MASK:4] went up to Jerusalem.",
+                   SampleConfig(temperature=1.0, seed=seed))
+        first = r.gaps[0].text[:1]
+        assert first.isalnum() or first in "“‘(", r.text
+        assert r.text.startswith("And the king ") and "  " not in r.text
+
+
+# -- <text> holes and plain schema strings: a word, its leading space dropped (issue 22, 3) --------
+
+
+class OneWord:
+    """A JSON value writer: a quote after ":", " cat" after a quote, a quote after " cat",
+    spaces elsewhere (by the token before each position, as the canvas holds it)."""
+
+    def __init__(self, word: bytes = b" cat") -> None:
+        self.word = tid(word)
+        self.quote = tid(b'"')
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        B, L = tokens.shape
+        logits = torch.zeros(B, L, V)
+        logits[:, :, tid(b" ")] = 2.0
+        for b in range(B):
+            for i in range(1, L):
+                prev = BPE.token_bytes(int(tokens[b, i - 1]))
+                if prev.endswith(b":"):
+                    logits[b, i, self.quote] = 9.0
+                elif prev.endswith(b'"'):
+                    logits[b, i, self.word] = 10.0
+                elif int(tokens[b, i - 1]) == self.word:
+                    logits[b, i, tid(b'"')] = 9.0
+        return logits
+
+
+def test_a_text_hole_drops_the_space_of_a_space_led_word():
+    from unmask.infill import fill_form
+
+    r = fill_form(OneWord(), BPE, {"a": "<text:2-8>", "n": "<text>"}, SampleConfig(steps=16))
+    assert r.value == {"a": "cat", "n": "cat"}, r.value  # " cat" before
+    assert r.text.startswith('{"a": "cat"') and BPE.decode(r.tokens) == r.text
+    assert [h.text for h in r.holes] == ['"cat"', '"cat"'] and all(h.inner_space for h in r.holes)
+
+
+def test_a_text_hole_starts_with_a_letter_or_digit_and_ends_without_a_space():
+    from unmask.infill import fill_form
+
+    for best in (b":", b".", b" "):  # ":" and "." were whole values before
+        r = fill_form(Prefers(best), BPE, {"a": "<text:1-6>"}, SampleConfig(steps=8))
+        v = r.value["a"]
+        assert v[:1].isalnum() and v == v.strip(), (best, v)
+        assert BPE.decode(r.tokens) == r.text
+
+
+def test_a_plain_schema_string_is_filled_as_a_text_hole():
+    import jsonschema
+
+    from unmask.infill.schema import fill_schema
+
+    schema = {"type": "object", "properties": {"name": {"type": "string", "minLength": 2},
+                                               "code": {"type": "string", "pattern": "^ ?[a-z]+$"}},
+              "required": ["name", "code"]}
+    r = fill_schema(OneWord(), BPE, schema, SampleConfig(steps=32))
+    assert r.value["name"] == "cat"  # " cat" before
+    assert r.value["code"] in ("cat", " cat")  # a pattern is the user's language: kept
+    jsonschema.validate(r.value, schema)
+    assert BPE.decode(r.tokens) == r.text
+    r = fill_schema(Prefers(b":"), BPE, {"type": "string", "maxLength": 4}, SampleConfig(steps=8))
+    assert r.value == "" or r.value[:1].isalnum(), r.value
+
+
+def test_a_streamed_schema_string_is_written_without_its_leading_space():
+    from types import SimpleNamespace
+
+    from unmask.infill.schema import constraint_form
+    from unmask.server.routes.guided import AnswerSoFar
+
+    state = SimpleNamespace(tok=BPE, cfg=SimpleNamespace(mask_id=BPE.mask_id))
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 6}}}
+    form, parse = constraint_form(BPE, json_schema=schema, max_tokens=8)
+    so_far = AnswerSoFar(state, form, parse, 0, "guided_json")
+    row = [BPE.mask_id] * so_far.pieces[-1][1]
+    for start, end, piece in so_far.pieces:
+        if isinstance(piece, str):
+            row[start:end] = BPE.encode(piece)
+        else:
+            ids = BPE.encode(' "') + [tid(b" cat")] + BPE.encode('"')
+            row[start:end] = ids + BPE.encode(" ") * (end - start - len(ids))
+    assert so_far.text(row) == '{"name": "cat"}'
+
+
+def test_demo_form_text_values_are_words_without_spaces_at_the_ends():
+    from unmask.checkpoint import load
+    from unmask.files import asset_path
+    from unmask.infill import fill_form
+
+    if not (asset_path("demo") / "model.safetensors").is_file():
+        pytest.skip("demo checkpoint not bundled")
+    m = load(asset_path("demo"))
+    form = {"name": "<text:2-8>", "city": "<text>", "tribe": "<text:3-12>", "who": "<text:5>"}
+    r = fill_form(m.model, m.tokenizer, form, SampleConfig(steps=16))
+    for v in r.value.values():  # " 1", ":", " of", " John" before
+        assert v == v.strip() and v[:1].isalnum(), r.value
+    assert m.tokenizer.decode(r.tokens) == r.text

@@ -222,8 +222,9 @@ class GapFiller:
         key = (lo, hi)
         if key not in self._gaps:
             gap = Gap(lo) if lo == hi else Gap(min_len=lo, max_len=hi)
+            # a gap between ids (move_spaces=False: no space or start context of its own)
             self._gaps[key] = plan_template(
-                [gap], self.tok, max_candidates=self.options.max_candidates
+                [gap], self.tok, max_candidates=self.options.max_candidates, move_spaces=False
             )
         hole = self._gaps[key]
         # exact window ids (re-encoding decoded text could split tokens differently)

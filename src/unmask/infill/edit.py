@@ -31,8 +31,11 @@ from unmask.infill.template import (
     Plan,
     check_context,
     gap_automaton,
+    leads,
     plan_template,
+    start_context,
     takes_space,
+    with_start_context,
 )
 from unmask.sampling import model_logit_shift, shift_logits
 from unmask.sampling.loop import MaskPredictor, StepCallback
@@ -80,6 +83,7 @@ def token_confidence(
     mask_id: int,
     mode: str = "masked",
     batch_size: int = 32,
+    context: Sequence[int] = (),
 ) -> Tensor:
     """(L,) float64: the model's probability of each token of ``tokens`` where it stands.
 
@@ -87,12 +91,16 @@ def token_confidence(
     position (batched) — what a masked-diffusion model is trained to predict, so low values
     mark tokens the model would not have written. ``mode="visible"``: p(x_i | x) from one
     pass over the unmasked text (cheap, but such models are not trained on visible tokens).
+    ``context``: ids the model sees before ``tokens``, not scored (``_lowest_plan`` passes
+    ``START_CONTEXT``, so the first token is read as the start of a text).
     """
     if mode not in CONFIDENCE_MODES:
         raise UserError(
             f"unknown confidence mode {mode!r}; choose one of {', '.join(CONFIDENCE_MODES)}"
         )
-    x = torch.as_tensor(tokens, dtype=torch.long).reshape(-1).to(_device(model))
+    n_ctx = len(context)
+    x = torch.as_tensor([*context, *torch.as_tensor(tokens).reshape(-1).tolist()],
+                        dtype=torch.long).to(_device(model))
     L = x.shape[0]
     shift = model_logit_shift(model)
 
@@ -103,15 +111,15 @@ def token_confidence(
 
     if mode == "visible":
         p = F.softmax(logits_of(x[None])[0], dim=-1)  # (L, V)
-        return p.gather(-1, x[:, None])[:, 0].cpu()
+        return p.gather(-1, x[:, None])[n_ctx:, 0].cpu()
     out = torch.empty(L, dtype=torch.float64)
-    for lo in range(0, L, batch_size):
+    for lo in range(n_ctx, L, batch_size):
         pos = torch.arange(lo, min(lo + batch_size, L), device=x.device)
         batch = x[None].repeat(len(pos), 1)  # (b, L)
         batch[torch.arange(len(pos)), pos] = mask_id
         lg = logits_of(batch)[torch.arange(len(pos)), pos]  # (b, V)
         out[lo : lo + len(pos)] = F.softmax(lg, dim=-1).gather(-1, x[pos][:, None])[:, 0].cpu()
-    return out
+    return out[n_ctx:]
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -150,6 +158,10 @@ def _char_spans(
     return _merge(found)
 
 
+_SENTENCE_END = re.compile(r"[.!?]+[\"'\u2019\u201d)\]]*\s*")
+"""The text of a last token ``--lowest`` leaves alone: the end of the closing sentence."""
+
+
 def _lowest_plan(
     model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str
 ) -> tuple[Plan, list[str], int]:
@@ -166,10 +178,23 @@ def _lowest_plan(
     if context is not None and len(ids) > context:
         raise UserError(f"the text has {len(ids)} tokens, more than the model's context "
                         f"(max_seq_len {context}); edit a shorter part")
-    conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode)
+    # the first token is scored (and refilled) after START_CONTEXT: a model trained on chunks
+    # cut from running text gave it almost no probability alone (the demo: p("And") = 0.0001)
+    # and --lowest always rewrote the first word (24 of 40 verses in the lowest 4; 4 after it)
+    lead = not text[:1].isspace() and leads(Gap(), tokenizer)
+    start = start_context(tokenizer) if lead else []
+    if context is not None and len(ids) + len(start) > context:
+        start = []
+    conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode, context=start)
     nfe = 1 if mode == "visible" else -(-len(ids) // 32)
-    chosen = sorted(torch.argsort(conf, stable=True)[: min(k, len(ids))].tolist())
     vocab = vocab_of(tokenizer)
+    order = torch.argsort(conf, stable=True).tolist()
+    if len(ids) > 1 and _SENTENCE_END.fullmatch(vocab.decode(ids[-1:])):
+        # the text's closing '.': a model trained on chunks that end mid-sentence gives it
+        # little probability (in the lowest 4 of 11 of 40 verses), and its refill (" to")
+        # left the sentence unfinished
+        order.remove(len(ids) - 1)
+    chosen = sorted(order[: min(k, len(order))])
     offsets = [0]
     for t in ids:
         offsets.append(offsets[-1] + len(vocab.token_bytes(t)))
@@ -196,14 +221,16 @@ def _lowest_plan(
     for s, e in runs:
         if s > pos:
             items.append(("text", (ids[pos:s], vocab.decode(ids[pos:s]))))
-        holes.append(Hole(label=f"span {len(holes) + 1}", automaton=automaton, candidates=[e - s],
-                          feasible=[e - s]))
+        first = s == 0 and lead  # a virtual space, dropped from the output (``leads``)
+        holes.append(Hole(label=f"span {len(holes) + 1}", candidates=[e - s], feasible=[e - s],
+                          automaton=gap_automaton(Gap(), tokenizer, lead=True) if first
+                          else automaton, lead=first))
         items.append(("hole", len(holes) - 1))
         olds.append(vocab.decode(ids[s:e]))
         pos = e
     if pos < len(ids):
         items.append(("text", (ids[pos:], vocab.decode(ids[pos:]))))
-    return Plan(items=items, holes=holes), olds, nfe
+    return with_start_context(Plan(items=items, holes=holes), tokenizer, context), olds, nfe
 
 
 def edit(
@@ -237,6 +264,8 @@ def edit(
         char_spans: list[tuple[int, int]] = []
         cursor = 0
         for kind, v in plan.items:  # character spans of the holes in the input
+            if kind == "context":
+                continue
             if kind == "text":
                 cursor += len(v[1])
             else:
@@ -250,10 +279,14 @@ def edit(
         for s, e in char_spans:
             segments.append(text[pos:s])
             # the tokens the span is in the text: a gap after a space takes that space in,
-            # and " Jerusalem" is 1 token where "Jerusalem" is 3 (the 2 extra were junk)
-            space = " " if takes_space(Gap(), text[pos:s], tokenizer) else ""
+            # and " Jerusalem" is 1 token where "Jerusalem" is 3 (the 2 extra were junk); a
+            # span at offset 0 takes a virtual space (``leads``), dropped from the output,
+            # unless the text starts with whitespace of its own (kept as it is)
+            keep = s == 0 and text[:1].isspace()
+            lead = s == 0 and not keep and leads(Gap(), tokenizer)
+            space = " " if lead or takes_space(Gap(), text[pos:s], tokenizer) else ""
             n = len(tokenizer.encode(space + text[s:e]))
-            segments.append(Gap(n, name=f"span {s}:{e}"))
+            segments.append(Gap(n, name=f"span {s}:{e}", take_space=not keep))
             olds.append(text[s:e])
             pos = e
         segments.append(text[pos:])

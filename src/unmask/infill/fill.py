@@ -16,7 +16,10 @@ Inside:
   trailing unused slots hold ``[EMPTY]`` and are dropped.
 
 A gap that took in the space before it (``unmask.infill.template.takes_space``) gets it back
-in the output unless its fill starts with a space.
+in the output unless its fill starts with a space. A gap that starts the text takes a virtual
+space (``unmask.infill.template.leads``): a fill's leading space is dropped, and its tokens
+are the rest of the text encoded again, so the text never starts with a space it did not have;
+such a gap is filled after a locked line break (``START_CONTEXT``), not part of the output.
 """
 
 from __future__ import annotations
@@ -263,7 +266,8 @@ class InfillResult:
 
 def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Spans, r: int,
             tokenizer: Any, empty_id: int | None = None) -> tuple[str, list[FilledGap], list[int]]:
-    """Text, gaps and token ids of row ``r``: ``[EMPTY]`` fillers dropped, taken spaces put back."""
+    """Text, gaps and token ids of row ``r``: ``[EMPTY]`` fillers dropped, taken spaces put back,
+    the virtual space of a gap that starts the text dropped (its tokens encoded again)."""
     vocab = vocab_of(tokenizer)
     parts: list[str] = []
     gaps: list[FilledGap] = []
@@ -271,6 +275,8 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
     pos = 0
     space_ids: list[int] | None = None
     for kind, v in layout:
+        if kind == "context":  # seen by the model, not part of the output
+            continue
         if kind == "text":
             parts.append(v[1])
             tokens.extend(v[0])
@@ -289,6 +295,9 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
                 tokens.extend(space_ids)
             parts.append(" ")
             pos += 1
+        elif hole.lead and hole.space_is_taken(text):  # a virtual space at the start: dropped
+            text = text[1:]
+            ids = list(tokenizer.encode(text)) if text else []
         tokens.extend(ids)
         gaps.append(
             FilledGap(

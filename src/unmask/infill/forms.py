@@ -8,7 +8,8 @@ Inside:
   ==============================  =============================================  =======
   hole                            value                                          default
   ==============================  =============================================  =======
-  ``<text>`` ``<text:a-b>``       a JSON string of a to b characters (``:n``)    1-16
+  ``<text>`` ``<text:a-b>``       a JSON string of a to b characters (``:n``),   1-16
+                                  a letter or digit first, no space last
   ``<digits>`` ``<digits:a-b>``   an integer of a to b digits, optional ``-``    1-6
   ``<int>``                       an integer of 1 to 6 digits, optional ``-``
   ``<int:LO..HI>``                an integer from LO to HI (exactly)
@@ -29,7 +30,8 @@ How the guarantee holds for any model: each hole is a fixed number of canvas pos
 governed by one automaton over its whole span: an optional space (a number or ``true``
 after ``": "`` takes the skeleton's space in, as template gaps do, so a byte-level BPE may
 write ``" 42"``), the value (string characters without ``"``, ``\\`` or control
-characters, closing quote included), then spaces, which JSON allows after a value. The
+characters, closing quote included; a ``<text>`` value may start with a space-led word
+whose space the output drops), then spaces, which JSON allows after a value. The
 automaton is applied to the logits at every step and spans it rejects are refilled
 (``unmask.infill.fill_canvas``), so every span is a valid value.
 """
@@ -79,6 +81,32 @@ each further character doubling it (``<text:1-20>``: minutes); without it, milli
 here keeps this class's meaning explicit.)"""
 DIGIT = "[0-9]"
 NONZERO = "[1-9]"
+TEXT_FIRST = (r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\xbf\x{2000}-\x{206f}\x{3000}-\x{303f}"
+              + START + SENTINEL + "]")
+"""What a ``<text>`` value starts with: an ASCII letter or digit, or a non-ASCII character
+outside Latin-1's symbols, General Punctuation (``’ “ — …``, the wide spaces) and CJK
+punctuation. (Byte ranges only: Unicode's word class split the byte classes of every state
+of a counted run, and a 500-character string took four times as long to compile.)"""
+TEXT_LAST = r'[^"\\\x00-\x20\x7f\xa0\x{2000}-\x{200b}\x{3000}' + START + SENTINEL + "]"
+"""What a ``<text>`` value ends with: a JSON string character that is not a space."""
+
+
+def text_value(lo: int, hi: int | None) -> str:
+    """The text of a ``<text:lo-hi>`` hole or a plain schema string, without the quotes:
+    ``lo`` to ``hi`` (None: any number of) JSON string characters that start with a letter
+    or digit (``TEXT_FIRST``) and do not end with a space (``TEXT_LAST``); or nothing when
+    ``lo`` is 0. Any JSON string text let the demo fill ``<text:5>`` with ``" John"`` (a
+    byte-level BPE writes a word as a space-led token) and others with ``":"`` or ``" 1"``;
+    that leading space is now dropped (``FormHole.inner_space``). (One chain of states:
+    "some letter or digit anywhere", intersected with a counted run, multiplied its states:
+    200 characters went over the automaton limit.)"""
+    parts = [""] if lo == 0 else []
+    if lo <= 1 and (hi is None or hi >= 1):
+        parts.append(TEXT_FIRST)
+    if hi is None or hi >= 2:
+        rest = _rep(JSON_CHAR, max(lo - 2, 0), None if hi is None else hi - 2)
+        parts.append(TEXT_FIRST + rest + TEXT_LAST)
+    return _alt(*parts)
 
 
 @dataclass
@@ -99,6 +127,10 @@ class FormHole:
     space: bool = False
     """The hole took in the space before it (``": "``), so a byte-level BPE may write the value
     as it writes a word after a space (``" 42"``); the text keeps the space either way."""
+    inner_space: bool = False
+    """A string whose text may start with a space the output drops (``<text>``, a plain
+    schema string): a byte-level BPE writes a word as a space-led token (``" John"``), and
+    the value is ``"John"``, as a gap at the start of a text drops its virtual space."""
     text: str = ""
     """The filled JSON text of the value (after filling)."""
     value: Any = None
@@ -108,6 +140,16 @@ class FormHole:
     text after the opening quote, closing quote included)."""
     value_automaton: TokenAutomaton | None = field(default=None, repr=False)
     tokenizer: Any = field(default=None, repr=False)
+
+    def written(self, raw: str) -> str:
+        """The hole's text in the output for the text ``raw`` of its tokens: the skeleton's
+        space put back (``space``), a string's leading space dropped (``inner_space``)."""
+        if self.space and not raw.startswith(" "):
+            raw = " " + raw
+        cut = int(self.space) + int(not self.quoted)  # where the string's text starts
+        if self.inner_space and raw[cut : cut + 1] == " ":
+            raw = raw[:cut] + raw[cut + 1 :]
+        return raw
 
     def matches(self, text: str) -> bool:
         """Whether ``text`` is a value this hole may hold (its JSON text, as ``regex``)."""
@@ -381,7 +423,7 @@ def _hole_regex(kind: str, args: str | None, where: str, tokenizer: Any) -> Lang
     """The language of a hole's value (``Lang``)."""
     if kind == "text":
         lo, hi = _bounds(args, (1, 16), where, "characters")
-        return _rep(JSON_CHAR, lo, hi) + '"', hi + 1, True, None
+        return text_value(lo, hi) + '"', hi + 1, True, None
     if kind == "digits":
         lo, hi = _bounds(args, (1, 6), where, "digits", least=1)
         return "-?" + _int_node(lo, hi), hi + 1, False, None
@@ -446,6 +488,9 @@ class ValueHole:
     bound: str | None = None
     """A second language the value must also be in (the automata are intersected): a
     string's length where ``regex`` is its pattern."""
+    inner_space: bool = False
+    """``regex`` (and ``bound``) are of a JSON string (starting with ``"``) whose text may
+    start with a space that the output drops (``FormHole.inner_space``)."""
 
 
 def _hole(
@@ -456,7 +501,7 @@ def _hole(
     if isinstance(spec, ValueHole):
         kind, where = "json", f"hole {path} {spec.spec}"
         regex, width, quoted, bound = spec.regex, spec.width, False, spec.bound
-        name = spec.spec
+        name, inner = spec.spec, spec.inner_space and joins_spaces(tokenizer)
     else:
         m = _HOLE.fullmatch(spec)
         assert m is not None
@@ -464,18 +509,29 @@ def _hole(
         where = f"hole {path} {spec!r}"
         regex, width, quoted, bound = _hole_regex(kind, args, where, tokenizer)
         assert quoted == (kind in QUOTED)
-        name = spec
-    width += int(space)
+        name, inner = spec, kind == "text" and joins_spaces(tokenizer)
+    width += int(space) + int(inner)
     lead = " ?" if space else ""
 
+    def spaced(r: str) -> str:
+        """``r`` with an optional space where the string's text starts (``inner``)."""
+        if not inner:
+            return r
+        if quoted:  # the opening quote is skeleton
+            return f" ?(?:{r})"
+        assert r.startswith('"'), r
+        return f'" ?(?:{r[1:]})'
+
     def build() -> TokenAutomaton:
-        out = TokenAutomaton.from_regex(f"{lead}(?:{regex}) *", vocab_of(tokenizer), what=where)
+        out = TokenAutomaton.from_regex(f"{lead}(?:{spaced(regex)}) *", vocab_of(tokenizer),
+                                        what=where)
         if bound is not None:  # value, then spaces: both languages
-            other = TokenAutomaton.from_regex(f"(?:{bound}) *", vocab_of(tokenizer), what=where)
+            other = TokenAutomaton.from_regex(f"(?:{spaced(bound)}) *", vocab_of(tokenizer),
+                                              what=where)
             out = out.intersect(other)
         return out
 
-    automaton = cached_automaton(tokenizer, ("form", regex, bound, space), build)
+    automaton = cached_automaton(tokenizer, ("form", regex, bound, space, inner), build)
     if not automaton.feasible_lengths(width)[width]:
         raise UserError(f"{where}: no sequence of {plural(width, 'token')} satisfies it "
                         "with this tokenizer")
@@ -483,7 +539,7 @@ def _hole(
     if bound is not None:
         value = value.intersect(_automaton(bound, tokenizer, where))
     hole = FormHole(path=path, spec=name, kind=kind, width=width, quoted=quoted, space=space,
-                    regex=regex, value_automaton=value, tokenizer=tokenizer)
+                    inner_space=inner, regex=regex, value_automaton=value, tokenizer=tokenizer)
     return hole, automaton
 
 
@@ -674,10 +730,13 @@ def fill_form(
             continue
         hole = holes[v[0]]
         ids = hole_ids[v[0]]
-        raw = vocab.decode(ids)
-        if hole.space and not raw.startswith(" "):  # put the skeleton's space back
-            raw = " " + raw
+        sampled = vocab.decode(ids)
+        raw = hole.written(sampled)
+        back = hole.space and not sampled.startswith(" ")  # the skeleton's space put back
+        if back:
             tokens.extend(tokenizer.encode(" "))
+        if raw != (" " if back else "") + sampled:  # a string's leading space dropped
+            ids = list(tokenizer.encode(raw[1:] if back else raw))
         tokens.extend(ids)
         parts.append(raw)
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")

@@ -47,6 +47,7 @@ from unmask.infill.forms import (
     float_range,
     int_range,
     load_json,
+    text_value,
 )
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -555,6 +556,17 @@ def _string_bound(node: Mapping[str, Any]) -> str | None:
     return None
 
 
+_PLAIN = {"type", "minLength", "maxLength", "strict", "name", *_NOTES}
+
+
+def _plain_string(node: Mapping[str, Any]) -> bool:
+    """A string schema with at most a length (no pattern, format, enum, const...): filled as
+    a ``<text>`` hole is (``text_value``): a letter or digit first, no space at the end, and
+    a leading space-led token's space dropped (the demo wrote ``" 1"`` for
+    ``"minLength": 2``). A ``pattern`` gives any other language."""
+    return _types(node) == ["string"] and not set(node) - _PLAIN
+
+
 def _types(node: Mapping[str, Any]) -> list[str]:
     t = node.get("type")
     return [t] if isinstance(t, str) else list(t or [])
@@ -710,6 +722,10 @@ def schema_form(
                 return [walk(sub, f"{path}[{i}]") for i, sub in enumerate(fixed)]
             if fixed is None and n is not None and n == node.get("maxItems"):
                 return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
+        if _plain_string(node):  # text: a letter or digit first, no whitespace at the end
+            regex = f'"{text_value(node.get("minLength", 0), node.get("maxLength"))}"'
+            return ValueHole(regex=regex, inner_space=True, spec=f"<schema {path}>",
+                             width=_width(regex, tokenizer, path, max_value_tokens))
         bound = _string_bound(node)  # a second language, intersected
         if bound is not None:
             node = {k: v for k, v in node.items() if k not in ("minLength", "maxLength")}

@@ -58,6 +58,20 @@ ANY_TEXT = "(?s:.*)"
 """Any well-formed UTF-8 text (the regex engine matches characters as their UTF-8 bytes)."""
 NOT_A_SPACE = "(?s:(?:[^ ]|..).*)?"
 """Every text but the one space ``" "``."""
+LEAD_TEXT = r"(?s: ?\S.*)"
+"""The fill of an unconstrained gap that starts the text (``leads``): an optional space (the
+virtual one, dropped from the output), then no more whitespace."""
+AFTER_SPACE_TEXT = r"(?s: ?[^\s,.;:!?)\]}'’”].*)"
+"""The fill of an unconstrained gap that took in the space before it (``takes_space``): an
+optional space (the template's), then neither whitespace nor closing punctuation. The user
+wrote a space, so a word follows it; the model, which sees the word before the gap glued to
+the masks, often wrote ``"’s"`` or ``","`` there, and the space put back gave
+``"king ’s army"``."""
+START_CONTEXT = "\n"
+"""Locked context before a gap that starts the text, not part of the output: a line break,
+as most texts start in training corpora. The demo model, trained on chunks cut from running
+text, wrote a space-led word fragment there (``"ian king of Babylon."``); after a line break it
+starts a sentence (``"Pharaoh king of Babylon."``)."""
 
 MAX_GAP_TOKENS = 1 << 17
 """Longest gap (tokens) a template may ask for: longer than any model's context, so one past
@@ -373,7 +387,7 @@ def check_gap(gap: Gap, label: str = "gap") -> None:
 
 
 def gap_automaton(
-    gap: Gap, tokenizer: Any, label: str = "gap", *, space: bool = False
+    gap: Gap, tokenizer: Any, label: str = "gap", *, space: bool = False, lead: bool = False
 ) -> TokenAutomaton:
     """The ``TokenAutomaton`` a gap's tokens must be accepted by (cached per tokenizer).
 
@@ -381,16 +395,23 @@ def gap_automaton(
     constraint shapes its text accepts ``L | " " L``, its text with or without that space in
     front, so a byte-level BPE may spell it as it spells the word after a space
     (``" Rome"``, one token), while the gap never holds the space alone unless ``L`` does.
+    ``lead`` (the gap starts the text, ``leads``): the same for a constrained gap; an
+    unconstrained one holds ``LEAD_TEXT`` (an optional space, then no whitespace).
     """
     allowed = (
         gap.allowed if isinstance(gap.allowed, str) or gap.allowed is None else tuple(gap.allowed)
     )
     choices = None if gap.choices is None else tuple(gap.choices)
-    key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), space and gap.shapes_text)
+    shifted = space or lead
+    free = (LEAD_TEXT if lead else AFTER_SPACE_TEXT) if shifted and not gap.shapes_text else None
+    key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), shifted and gap.shapes_text,
+           free)
 
     def build() -> TokenAutomaton:
         parts = _own_regexes(gap, label)
-        if space and gap.shapes_text:
+        if free is not None:
+            parts = [free]
+        if shifted and gap.shapes_text:
             own = own_automaton(gap, tokenizer, label)
             lone = not own.accepts_text(" ", tokenizer)
             parts = [f"(?:{r})| (?:{r})" for r in parts] + ([NOT_A_SPACE] if lone else [])
@@ -440,11 +461,17 @@ class Hole:
     whether a fill's leading space is the template's (``" Rome"``) or part of a choice."""
     tok: Any = field(default=None, repr=False)
     """The tokenizer ``own`` reads."""
+    lead: bool = False
+    """The hole starts the text (no text before it) and takes a virtual space (``leads``):
+    the fill may start with a space-led token (``" Nebuchadnezzar"``), as the model almost
+    always writes one, and that space is dropped from the output; nothing is put back."""
 
     def space_is_taken(self, text: str) -> bool:
-        """Whether the leading space of a fill ``text`` is the template's space (then the
-        gap's text is ``text[1:]``); False: the space is put back in front of ``text``."""
-        if not (self.space and text.startswith(" ")):
+        """Whether the leading space of a fill ``text`` is the template's space, or the
+        virtual one of a hole that starts the text (``lead``): then the gap's text is
+        ``text[1:]``; False: the space is put back in front of ``text`` (``space``) or the
+        fill is kept as it is (``lead``)."""
+        if not ((self.space or self.lead) and text.startswith(" ")):
             return False
         return self.own is None or (len(text) > 1 and self.own.accepts_text(text[1:], self.tok))
 
@@ -454,16 +481,19 @@ class Plan:
     """A template ready to fill: encoded text pieces and holes, in order."""
 
     items: list[tuple[str, Any]]
-    """``("text", (ids, text))`` or ``("hole", hole_index)`` in template order."""
+    """``("text", (ids, text))`` or ``("hole", hole_index)`` in template order; first, maybe,
+    ``("context", (ids, ""))``: locked for the model, not part of the output
+    (``START_CONTEXT``)."""
     holes: list[Hole]
 
     def layout(self, lengths: Sequence[int]) -> list[tuple[str, Any]]:
-        """Items with each hole's length: ``("text", (ids, text))`` or ``("hole", (k, n))``."""
+        """Items with each hole's length: ``("text", (ids, text))``, ``("context", (ids, ""))``
+        or ``("hole", (k, n))``."""
         return [(kind, (v, lengths[v]) if kind == "hole" else v) for kind, v in self.items]
 
     @property
     def fixed_tokens(self) -> int:
-        return sum(len(v[0]) for kind, v in self.items if kind == "text")
+        return sum(len(v[0]) for kind, v in self.items if kind != "hole")
 
 
 def _bounds(gap: Gap, label: str, automaton: TokenAutomaton, default_max: int) -> tuple[int, int]:
@@ -550,6 +580,15 @@ def takes_space(gap: Gap, before: str, tokenizer: Any) -> bool:
     return before.endswith(" ") and gap.take_space and joins_spaces(tokenizer)
 
 
+def leads(gap: Gap, tokenizer: Any) -> bool:
+    """Whether ``gap``, with no text before it (the start of the template), takes a virtual
+    space: its fill may start with a space-led token, whose space is dropped from the output
+    (``Hole.lead``). The model, trained on chunks cut from running text, nearly always writes
+    one at the first position (``" Nebuchadnezzar"``); kept, the output began with a space.
+    The same tokenizer rule as ``takes_space``; ``Gap(take_space=False)`` opts out."""
+    return gap.take_space and joins_spaces(tokenizer)
+
+
 def _choice_lengths(gap: Gap, tokenizer: Any, space: bool, feasible: list[int]) -> list[int]:
     """Lengths to try for a ``choices`` gap with no length given: the token counts the
     tokenizer gives each choice, and each choice after a space when the gap took one in
@@ -581,6 +620,9 @@ def plan_template(
     encoded without it and the hole is marked (``Hole.space``); ``fill_plan`` puts the space
     back in the output when the fill does not start with one, so the output text is always
     the template with each gap replaced by its text.
+    A gap with no text before it takes a virtual space (``leads``, ``Hole.lead``): its fill
+    may start with a space, which ``fill_plan`` drops, and it is filled after
+    ``START_CONTEXT`` (locked, not part of the output; ``with_start_context``).
 
     Raises ``UserError`` for a malformed template, inverted bounds, a constraint no token
     sequence of an allowed length satisfies (naming the gap), or a template that cannot fit
@@ -600,15 +642,18 @@ def plan_template(
             label = _named(p, len(holes) + 1)
             before = segments[k - 1] if k and isinstance(segments[k - 1], str) else ""
             space = move_spaces and takes_space(p, before, tokenizer)  # type: ignore[arg-type]
-            automaton = gap_automaton(p, tokenizer, label, space=space)
+            # nothing before it: a virtual space, dropped from the output (``leads``)
+            lead = move_spaces and not space and not items and leads(p, tokenizer)
+            automaton = gap_automaton(p, tokenizer, label, space=space, lead=lead)
             lo, hi = _bounds(p, label, automaton, default_max_len)
             feas = automaton.feasible_lengths(hi)
             feasible = [n for n in range(lo, hi + 1) if feas[n]]
             if not feasible:
                 what = plural(lo, "token") if lo == hi else f"{lo}-{hi} tokens"
                 raise UserError(f"{label}: no sequence of {what} satisfies its constraint")
-            own = own_automaton(p, tokenizer, label) if space and p.shapes_text else None
-            natural = _choice_lengths(p, tokenizer, space, feasible)
+            shifted = space or lead
+            own = own_automaton(p, tokenizer, label) if shifted and p.shapes_text else None
+            natural = _choice_lengths(p, tokenizer, shifted, feasible)
             holes.append(
                 Hole(
                     label=label,
@@ -619,6 +664,7 @@ def plan_template(
                     space=space,
                     own=own,
                     tok=tokenizer,
+                    lead=lead,
                 )
             )
             items.append(("hole", len(holes) - 1))
@@ -630,7 +676,27 @@ def plan_template(
                 items.append(("text", (list(tokenizer.encode(p)), p)))
     plan = Plan(items=items, holes=holes)
     check_context(plan, max_seq_len)
-    return plan
+    return with_start_context(plan, tokenizer, max_seq_len)
+
+
+def start_context(tokenizer: Any) -> list[int]:
+    """The ids of ``START_CONTEXT``: what a gap (or an edited token) at the start of a text is
+    filled (or scored) after."""
+    return list(tokenizer.encode(START_CONTEXT))
+
+
+def with_start_context(plan: Plan, tokenizer: Any, max_seq_len: int | None = None) -> Plan:
+    """``plan`` with ``("context", START_CONTEXT)`` first when its first item is a hole that
+    starts the text (``Hole.lead``) and the context fits ``max_seq_len``; else ``plan``."""
+    if not plan.items or plan.items[0][0] != "hole" or not plan.holes[plan.items[0][1]].lead:
+        return plan
+    ids = start_context(tokenizer)
+    out = Plan(items=[("context", (ids, "")), *plan.items], holes=plan.holes)
+    try:
+        check_context(out, max_seq_len)
+    except UserError:
+        return plan
+    return out
 
 
 def check_context(plan: Plan, max_seq_len: int | None) -> None:
@@ -689,7 +755,7 @@ def layouts_canvas(
         hole_spans: list[tuple[int, int]] = [(0, 0)] * len(automata)
         text_spans: list[tuple[int, int]] = []
         for kind, v in layout:
-            if kind == "text":
+            if kind != "hole":  # text, or context
                 text_spans.append((len(ids), len(ids) + len(v[0])))
                 ids.extend(v[0])
             else:
@@ -770,7 +836,10 @@ __all__ = [
     "own_automaton",
     "joins_spaces",
     "layouts_canvas",
+    "leads",
     "parse_template",
+    "start_context",
+    "with_start_context",
     "plan_template",
     "split_choices",
     "takes_space",

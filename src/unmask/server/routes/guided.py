@@ -146,9 +146,7 @@ class AnswerSoFar:
                 return None
             lead = ids[: ids.index(self.mask_id)]  # a bare hole: its committed leading tokens
             return self.vocab.decode(lead).rstrip(" ").rstrip("\ufffd") or None
-        raw = self.vocab.decode(ids)
-        if hole.space and not raw.startswith(" "):
-            raw = " " + raw
+        raw = hole.written(self.vocab.decode(ids))
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
         if not hole.matches(body):
             return None
