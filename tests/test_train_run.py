@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -530,3 +531,27 @@ def test_plain_progress_lines_when_stderr_is_not_a_terminal(dataset, tmp_path, c
     assert steps == ["step 1/3", "step 2/3", "step 3/3"]
     train(cfg(dataset, tmp_path / "quiet", steps=2), progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_anew(dataset, tmp_path, capsys):
+    """SIGKILL (or the OOM killer) before the first save leaves the plan, the log and maybe a
+    staged checkpoint: --resume has nothing to resume and says to start again, and a new run
+    there starts anew (both refused before, each pointing at the other)."""
+    run = tmp_path / "run"
+    config = cfg(dataset, run, steps=2)
+    train(config, progress=False)
+    want = (run / "checkpoint" / "model.safetensors").read_bytes()
+    shutil.rmtree(run / "checkpoint")  # as killed at its first save: staged, never renamed
+    (run / ".checkpoint.tmp-1234").mkdir()
+    (run / ".checkpoint.tmp-1234" / "model.safetensors").write_bytes(b"partial")
+    with pytest.raises(UserError, match="stopped before its first checkpoint: start it again"):
+        train(config, resume=True, progress=False)
+    capsys.readouterr()
+    train(config, progress=False)
+    assert "starting it anew" in capsys.readouterr().err
+    assert (run / "checkpoint" / "model.safetensors").read_bytes() == want  # as a fresh run
+    assert len(losses(run)) == 2  # the killed run's log lines are gone
+    (run / "mine.txt").write_text("a user's file")  # anything else: still refused
+    shutil.rmtree(run / "checkpoint")
+    with pytest.raises(UserError, match="already exists and is not empty"):
+        train(config, progress=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -135,12 +136,40 @@ def no_empty_run(out: str) -> Iterator[None]:
         while not p.exists() and p != p.parent:
             made.append(p)
             p = p.parent
+    if run is not None and unfinished_run(run):  # killed (SIGKILL, out of memory) before
+        _clear_unfinished(run)                     # its first save: nothing to resume, start anew
+        print(f"note: {run} held a run stopped before its first checkpoint; starting it anew",
+              file=sys.stderr)
     fresh = run is not None and (bool(made) or (run.is_dir() and not any(run.iterdir())))
     try:
         yield
     finally:
         if fresh and run is not None and run.is_dir():
             _remove_unfinished(run, made)
+
+
+def unfinished_run(run: Path) -> bool:
+    """Whether ``run`` holds only what a run writes before its first checkpoint (its plan,
+    its log, a checkpoint being staged): a run killed before it saved, which can neither
+    resume nor be a reason to refuse a new run there."""
+    from unmask.checkpoint import TMP_PREFIX
+
+    try:
+        names = [p.name for p in run.iterdir()] if run.is_dir() else []
+    except OSError:
+        return False
+    return bool(names) and "train_config.json" in names and all(
+        n in _RUN_FILES or n.startswith(TMP_PREFIX) for n in names)
+
+
+def _clear_unfinished(run: Path) -> None:
+    import shutil
+
+    for p in run.iterdir():
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def _remove_unfinished(run: Path, made: list[Path]) -> None:
@@ -164,4 +193,5 @@ __all__ = [
     "check_out",
     "check_train_numbers",
     "no_empty_run",
+    "unfinished_run",
 ]

@@ -154,7 +154,11 @@ def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
     run = Path(cfg.out)
     if resume:
         if not (run / CKPT).exists() and not (run / ".checkpoint.old").exists():
-            raise UserError(f"{run}: nothing to resume (no checkpoint/ in it)")
+            from unmask.run_checks import unfinished_run
+
+            again = ("; it stopped before its first checkpoint: start it again without "
+                     "--resume" if unfinished_run(run) else "")
+            raise UserError(f"{run}: nothing to resume (no checkpoint/ in it){again}")
         return run
     if run.exists() and any(run.iterdir()):
         raise UserError(
