@@ -455,7 +455,8 @@ class TrainConfig:
     ``schedule_eps``."""
     schedule: ScheduleName = "linear"
     """Objectives ``mdlm``, ``bd3lm`` and ``sft``: the noise schedule α(t), ``linear`` (α = 1 - t;
-    LLaDA, MDLM) or ``cosine`` (α = 1 - sin(πt/2)); saved as the model's ``schedule``, which
+    LLaDA, MDLM) or ``cosine`` (α = 1 - sin(πt/2), MaskGIT's order; not MDLM's cos(πt/2));
+    saved as the model's ``schedule``, which
     the samplers follow."""
     antithetic: bool = True
     """Low-discrepancy time sampling across the batch (MDLM)."""

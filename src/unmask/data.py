@@ -889,6 +889,14 @@ class TokenDataset:
             raise UserError(f"{self.directory}: tokenizer.json does not match index.json")
         return tok
 
+    def token_byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes of each token id's text (special tokens 0), read once from the
+        tokenizer: the bytes of the windows an evaluation scores (``evaluate_loss``)."""
+        cached = self.__dict__.get("_byte_len")
+        if cached is None:
+            cached = self.__dict__["_byte_len"] = self.tokenizer().token_byte_lengths()
+        return cached
+
     def read(self, start: int, length: int) -> np.ndarray:
         """Tokens ``[start, start + length)`` of the split as an int64 array."""
         if start < 0 or length < 0 or start + length > self._n_tokens:

@@ -101,10 +101,17 @@ def evaluate_loss(
     total, count = 0.0, 0
     batch: list[torch.Tensor] = []
     n_batches = 0
+    byte_len = getattr(dataset, "token_byte_lengths", None)
+    byte_len = torch.from_numpy(byte_len()) if byte_len is not None else None
+    window_bytes, window_tokens = 0, 0  # of the windows scored: their own bytes per token
 
     def flush() -> None:
-        nonlocal total, count, n_batches
-        x0 = torch.stack(batch).to(device)
+        nonlocal total, count, n_batches, window_bytes, window_tokens
+        x0 = torch.stack(batch)
+        if byte_len is not None:
+            window_bytes += int(byte_len[x0].sum())
+            window_tokens += x0.numel()
+        x0 = x0.to(device)
         with torch.autocast(
             device_type=torch.device(device).type,
             dtype=autocast_dtype,
@@ -136,12 +143,14 @@ def evaluate_loss(
     if count == 0:
         raise UserError(f"validation split has fewer than seq_len={seq_len} tokens")
     loss = total / count
+    # the split's average would be off by ~0.5% where the windows scored are part of it
+    bytes_per_token = window_bytes / window_tokens if window_bytes else dataset.bytes_per_token
     if not spec.likelihood:
         return EvalResult(loss=loss, ppl=math.nan, bpb=math.nan, n_tokens=count, likelihood=False)
     return EvalResult(
         loss=loss,
         ppl=math.exp(min(loss, 50.0)),
-        bpb=loss / math.log(2) / dataset.bytes_per_token,
+        bpb=loss / math.log(2) / bytes_per_token,
         n_tokens=count,
         exact=spec.attention == "causal",
     )

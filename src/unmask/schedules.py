@@ -121,8 +121,9 @@ class LinearSchedule(Schedule):
 
 
 class CosineSchedule(Schedule):
-    """α(t) = 1 - sin(π t / 2): MDLM's cosine schedule; as MaskGIT's, it reveals few tokens
-    in the first reverse steps and many in the last."""
+    """α(t) = 1 - sin(π t / 2): MaskGIT's cosine in diffusion time, revealing few tokens in the
+    first reverse steps and many in the last (MDLM's ``CosineNoise`` is the mirror image,
+    α = cos(π t / 2), which reveals many first)."""
 
     name = "cosine"
 
