@@ -193,6 +193,29 @@ def test_time_limit_counts_earlier_sessions(dataset, tmp_path, monkeypatch):
     assert 2 <= step_of(run) < steps  # stopped by the limit (1 min in all), not by steps
 
 
+def test_a_time_limit_right_after_validation_does_not_validate_twice(dataset, tmp_path,
+                                                                       monkeypatch):
+    """The limit found just after a validation step stops there with one val record for
+    that step (it was validated twice, and an extra point could make a best/)."""
+    import types
+
+    clock = {"now": 0.0}
+    real_eval = train_mod.evaluate_loss
+
+    def evaluate_then_late(*args, **kwargs):  # the validation at step 2 outlasts the limit
+        clock["now"] = 600.0
+        return real_eval(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "evaluate_loss", evaluate_then_late)
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(
+        perf_counter=lambda: clock["now"], time=time.time))
+    run = tmp_path / "run"
+    train(cfg(dataset, run, steps=6, eval_every=2, time_limit=1.0), progress=False)
+    assert step_of(run) == 2
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_loss" in r] == [2]
+
+
 # ----------------------------------------------------------------------------- sizes
 
 

@@ -490,6 +490,7 @@ def _train(
         plain.start(f"steps {start_step} to {config.steps}, {config.batch_size}×{config.seq_len} "
                     f"tokens each; metrics in {metrics_path}")
     last_val: dict[str, float] = {}
+    val_step = -1  # the step last validated (a time-limit stop there does not validate again)
     tokens_seen = 0
     t0 = time.perf_counter()
     step = start_step
@@ -602,6 +603,7 @@ def _train(
             val_now: dict[str, float] = {}
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
                 last_val = val_now = evaluate(step)
+                val_step = step
             logged = not config.log_every or step % config.log_every == 0 or step == config.steps
             if plain is not None and (val_now or (logged and plain.due(step))):
                 val = f" {val_text(val_now)}" if val_now else ""
@@ -622,7 +624,7 @@ def _train(
                 checkpoint(step)
         if bar is not None:
             bar.close()
-        if step >= config.steps or timed_out:
+        if step >= config.steps or (timed_out and val_step != step):
             final = evaluate(step)
             if is_main and progress and final:
                 if "val_bpb" in final:
