@@ -1,0 +1,62 @@
+"""What the benchmark scripts share: one-line errors for a user's mistakes.
+
+A script ends with ``run(main)``: a ``UserError`` (a missing ``--model`` path, a checkpoint
+of the wrong kind, a bad value) prints ``NAME: error: MESSAGE`` and exits 2, as argparse
+does for a bad flag, instead of a traceback. ``positive_int`` and ``positive_float`` are
+argparse types for counts and durations; ``int_list`` parses a comma list such as
+``--clients 1,4,16``. Scripts import this module from their own folder (``python
+benchmarks/NAME.py`` puts it first on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from unmask.errors import UserError
+
+__all__ = ["UserError", "int_list", "positive_float", "positive_int", "run"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be positive")
+    return value
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """``"1,4,16"`` as ``[1, 4, 16]``; a ``UserError`` naming ``flag`` unless every item is a
+    positive integer."""
+    try:
+        return [positive_int(x.strip()) for x in text.split(",")]
+    except argparse.ArgumentTypeError as e:
+        raise UserError(f"{flag} {text}: {e} (a comma list of positive integers)") from None
+
+
+def run(main: Callable[[], int | None]) -> NoReturn:
+    """``sys.exit(main())``, with a ``UserError`` as one line on stderr and exit status 2."""
+    try:
+        code = main()
+    except UserError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code or 0)
