@@ -5,7 +5,9 @@ of the wrong kind, a bad value) prints ``NAME: error: MESSAGE`` and exits 2, as 
 does for a bad flag, instead of a traceback. ``positive_int`` and ``positive_float`` are
 argparse types for counts and durations; ``int_list`` parses a comma list such as
 ``--clients 1,4,16``. Scripts import this module from their own folder (``python
-benchmarks/NAME.py`` puts it first on ``sys.path``).
+benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only when an
+error is raised or caught, so a script may still choose where ``unmask`` comes from after
+importing it (startup.py puts ``src/`` first).
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from unmask.errors import UserError
-
-__all__ = ["UserError", "int_list", "positive_float", "positive_int", "run"]
+__all__ = ["int_list", "positive_float", "positive_int", "run"]
 
 
 def positive_int(text: str) -> int:
@@ -46,17 +46,22 @@ def positive_float(text: str) -> float:
 def int_list(text: str, flag: str) -> list[int]:
     """``"1,4,16"`` as ``[1, 4, 16]``; a ``UserError`` naming ``flag`` unless every item is a
     positive integer."""
+    from unmask.errors import UserError
+
     try:
         return [positive_int(x.strip()) for x in text.split(",")]
     except argparse.ArgumentTypeError as e:
         raise UserError(f"{flag} {text}: {e} (a comma list of positive integers)") from None
 
 
-def run(main: Callable[[], int | None]) -> NoReturn:
-    """``sys.exit(main())``, with a ``UserError`` as one line on stderr and exit status 2."""
+def run(main: Callable[[], object]) -> NoReturn:
+    """``sys.exit(main())``, with a ``UserError`` as one line on stderr and exit status 2. A
+    ``main`` that returns no exit status (``None``, or its rows) exits 0."""
+    from unmask.errors import UserError
+
     try:
         code = main()
     except UserError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         code = 2
-    sys.exit(code or 0)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,10 +18,11 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import positive_int
 
 
 def _time_runs(loaded: Any, prompt: list[list[int]], config: Any, repeats: int) -> dict[str, Any]:
@@ -50,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-length", type=int, default=32)
     ap.add_argument("--block-length", type=int, default=8)
     ap.add_argument("--prompt-length", type=int, default=16)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--quick", action="store_true", help="tiny shapes, modes off + aot_eager")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args(argv)
@@ -126,4 +127,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import run
+
+    run(main)

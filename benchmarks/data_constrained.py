@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 from unmask.config import TrainConfig, load_json
-from unmask.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 DIFFUSION = ("mdlm", "bd3lm")
@@ -264,8 +263,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print(f"data_constrained: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _common import run
+
+    run(main)

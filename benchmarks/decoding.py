@@ -46,7 +46,6 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import positive_int
 
 from unmask import api
 from unmask.checkpoint import Loaded, load
@@ -506,7 +506,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--batch", type=int, default=4, help="prompts decoded together")
     ap.add_argument("--prompt-words", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
+    ap.add_argument("--repeats", type=positive_int, default=1, help="timed runs per row (median)")
     ap.add_argument(
         "--policies",
         nargs="+",
@@ -700,8 +700,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _common import run
+
+    run(main)

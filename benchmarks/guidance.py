@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -35,7 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="an embed-diffusion checkpoint (else one is trained)")
     ap.add_argument("--data", default="data/bible", help="prepared dataset to train on")
-    ap.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
+    ap.add_argument("--steps", type=positive_int, default=300, help="training steps (default: 300)")
     ap.add_argument("--words", default="Moses, Israel", help="guide words, comma-separated")
     ap.add_argument("--prompt", default="And the LORD said")
     ap.add_argument("--scales", default="0,0.01,0.02,0.05,0.2", help="guide scales to try")
@@ -103,4 +104,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

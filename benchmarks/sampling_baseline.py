@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -35,7 +36,7 @@ PROMPT = "And God said,"
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(asset_path("demo")))
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
@@ -133,4 +134,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoding import prompt_texts  # noqa: E402
@@ -45,8 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=4, help="prompts")
     ap.add_argument("--prompt-words", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (fastest kept)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=1,
+                    help="timed runs per row (fastest kept)")
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip gen ppl")
     ap.add_argument("--json", default=None)
     ap.add_argument("--quick", action="store_true", help="gen 48, segments 16 and 32, 2 prompts")
@@ -124,4 +126,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import UserError, int_list, positive_float, positive_int, run
+from _common import int_list, positive_float, positive_int, run
+
+from unmask.errors import UserError
 
 PROMPTS = ["And God said,", "In the beginning", "The LORD is my shepherd;", "Blessed are the meek:"]
 RESULTS = Path(__file__).parent / "results" / "serve_load.json"
