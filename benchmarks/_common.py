@@ -16,9 +16,9 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-__all__ = ["int_list", "positive_float", "positive_int", "run"]
+__all__ = ["fill_defaults", "int_list", "positive_float", "positive_int", "run"]
 
 
 def positive_int(text: str) -> int:
@@ -65,3 +65,12 @@ def run(main: Callable[[], object]) -> NoReturn:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         code = 2
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def fill_defaults(args: Any, normal: dict[str, Any], quick: dict[str, Any]) -> None:
+    """Give every option in ``normal`` that the user left unset (``None``) its default:
+    ``quick``'s value under ``--quick`` (where it has one), else ``normal``'s. ``--quick``
+    thus picks small defaults and never overrides a flag the user gave."""
+    for key, value in normal.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick.get(key, value) if getattr(args, "quick", False) else value)
