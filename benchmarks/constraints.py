@@ -622,4 +622,6 @@ def print_tables(result: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _common import run
+
+    run(main)

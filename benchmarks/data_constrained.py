@@ -38,8 +38,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from _common import fill_defaults
+
 from unmask.config import TrainConfig, load_json
-from unmask.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 DIFFUSION = ("mdlm", "bd3lm")
@@ -53,47 +54,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prepared corpus to slice (default: data/bible)",
     )
     p.add_argument(
-        "--tokens", type=int, default=50_000, help="train tokens in the slice (default: 50000)"
+        "--tokens", type=int, default=None, help="train tokens in the slice (default: 50000)"
     )
-    p.add_argument("--epochs", type=float, default=100, help="passes over the slice")
+    p.add_argument("--epochs", type=float, default=None, help="passes over the slice (100)")
     p.add_argument(
         "--eval-epochs", type=float, default=1, help="validate every this many epochs (default: 1)"
     )
     p.add_argument("--objectives", default="ar,mdlm,bd3lm")
     p.add_argument(
         "--preset",
-        default="demo",
+        default=None,
         help="model preset (default: demo, 5.5M; bench: 0.26M at a 1,024-token vocabulary)",
     )
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=None, help="(default: 128)")
+    p.add_argument("--batch-size", type=int, default=None, help="(default: 16)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=None, help="(default: 100)")
     p.add_argument("--block-size", type=int, default=16, help="bd3lm block size")
-    p.add_argument("--eval-batches", type=int, default=8)
+    p.add_argument("--eval-batches", type=int, default=None, help="(default: 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--work",
-        default=str(ROOT / "benchmarks" / "results" / "data_constrained"),
-        help="folder of the slice and the runs (resumed when present)",
+        default=None,
+        help="folder of the slice and the runs (resumed when present; default: "
+        "benchmarks/results/data_constrained; --quick: a temporary folder, removed at the end)",
     )
-    p.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "data_constrained.json"))
-    p.add_argument("--plot", default=str(ROOT / "docs" / "data_constrained.png"))
+    p.add_argument("--json", default=None,
+                   help="default: benchmarks/results/data_constrained.json (--quick: none)")
+    p.add_argument("--plot", default=None,
+                   help="default: docs/data_constrained.png (--quick: none)")
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a tiny model, 4k tokens, 3 epochs, into a temporary folder",
+        help="defaults for a smoke run: a tiny model, 4k tokens, 3 epochs, in a temporary "
+        "folder, no JSON or plot unless asked (flags given still win)",
     )
     args = p.parse_args(argv)
-    if args.quick:
-        import tempfile
-
-        tmp = Path(tempfile.mkdtemp(prefix="unmask-dc-"))
-        args.tokens, args.epochs, args.preset, args.seq_len = 4096, 3, "tiny", 64
-        args.batch_size, args.warmup, args.eval_batches = 8, 5, 2
-        args.work, args.json, args.plot = str(tmp), str(tmp / "dc.json"), str(tmp / "dc.png")
+    results = ROOT / "benchmarks" / "results"
+    fill_defaults(
+        args,
+        normal={"tokens": 50_000, "epochs": 100, "preset": "demo", "seq_len": 128,
+                "batch_size": 16, "warmup": 100, "eval_batches": 8,
+                "work": str(results / "data_constrained"),
+                "json": str(results / "data_constrained.json"),
+                "plot": str(ROOT / "docs" / "data_constrained.png")},
+        quick={"tokens": 4096, "epochs": 3, "preset": "tiny", "seq_len": 64, "batch_size": 8,
+               "warmup": 5, "eval_batches": 2, "work": None, "json": None, "plot": None},
+    )  # fmt: skip
     return args
 
 
@@ -206,11 +215,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
+    torch.set_num_threads(args.threads)
+    if args.work is None:  # --quick without --work: a folder of its own, removed at the end
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="unmask-dc-") as tmp:
+            args.work = tmp
+            return main_in(args, argv)
+    return main_in(args, argv)
+
+
+def main_in(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """``main`` once ``args.work`` is known."""
+    import torch
+
     from unmask.data import prepare_slice
     from unmask.files import atomic_write_text
     from unmask.train_guards import TrainingStopped
 
-    torch.set_num_threads(args.threads)
     objectives = [o.strip() for o in args.objectives.split(",") if o.strip()]
     work = Path(args.work)
     data = work / f"slice-{args.tokens}"
@@ -240,14 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/data_constrained.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
     }  # fmt: skip
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
     title = (
         f"{args.preset} preset, {args.tokens:,} train tokens, seq {args.seq_len}, "
         f"batch {args.batch_size}, lr {args.lr:g}"
     )
     try:
-        plot(curves, Path(args.plot), title)
+        if args.plot:
+            plot(curves, Path(args.plot), title)
     except ImportError:
         print("matplotlib is not installed: no plot", file=sys.stderr)
     print(f"\n{'objective':<10}{'best epoch':>11}{'best bpb':>10}{'final bpb':>11}")
@@ -259,13 +283,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = result.get("best_ratio_to_ar", {}).get(k)
         said = f"epoch {v:g}" if v is not None else "none in this range"
         print(f"{k} below ar from: {said}; best {k} / best ar = {ratio:.3f}" if ratio else said)
-    print(f"json: {args.json}\nplot: {args.plot}")
+    print(f"json: {args.json or '(none)'}\nplot: {args.plot or '(none)'}")
     return 130 if stopped else 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print(f"data_constrained: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _common import run
+
+    run(main)

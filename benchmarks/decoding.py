@@ -25,10 +25,14 @@ Models:
   entropy when no scorer is installed, one curve per model).
 
 Columns: NFE (model calls), NFE÷ and speed-up (baseline NFE / NFE, baseline seconds /
-seconds), tok/s (generated tokens per second, the whole batch), gen ppl (generative
-perplexity of the continuations given their prompts under SmolLM2-135M, when the
+seconds), tok/s (positions decoded per second, the whole batch: batch × gen_length for a
+diffusion row, post-EOS padding included, as the committed results count it; batch × steps
+for an AR row, which stops when every row has ended; the JSON adds ``tokens_per_s_to_eos``,
+the tokens before each row's first EOS per second, the same definition for both), gen ppl
+(generative perplexity of the continuations given their prompts under SmolLM2-135M, when the
 ``score`` extra is installed; docs/evaluation.md), entropy (mean unigram entropy of the
-generated ids, nats; a drop flags repetition), dist-2 (distinct word bigrams, pooled),
+generated ids, nats; a drop flags repetition), dist-2 (distinct word bigrams, pooled over
+the batch: one count over all texts, not a mean per text),
 agree (fraction of generated positions equal to the baseline's tokens).
 
     python benchmarks/decoding.py [--model PATH] [--ar-model PATH] \
@@ -46,7 +50,6 @@ import json
 import math
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import fill_defaults, positive_int
 
 from unmask import api
 from unmask.checkpoint import Loaded, load
@@ -267,6 +271,7 @@ def run_section(
             row["nfe_ratio"] = base["nfe"] / res.nfe
             row["agreement"] = float((gen == base_tokens).float().mean())
             cut = [cut_at_eos(r, cfg.eos_id) for r in gen.tolist()]
+            row["tokens_per_s_to_eos"] = sum(map(len, cut)) / sec_s
             row.update(quality(res.texts(tok), cut, prompts, scorer if sec.trained else None))
             sec.rows.append(row)
             print_row(row, flush=True)
@@ -314,6 +319,7 @@ def run_ar(
             "agreement": None,
         }
         cut = [cut_at_eos(r, cfg.eos_id) for r in gen.tolist()]
+        row["tokens_per_s_to_eos"] = sum(map(len, cut)) / sec_s
         row.update(quality(res.texts(tok), cut, prompts, scorer))
         sec.rows.append(row)
         print_row(row, flush=True)
@@ -322,6 +328,8 @@ def run_ar(
 HEADER = (
     f"{'gen':>4} {'policy':<14} {'cache':<6} {'NFE':>5} {'NFE÷':>6} {'sec':>8} {'tok/s':>8} "
     f"{'speed-up':>8} {'gen ppl':>8} {'entropy':>7} {'dist-2':>6} {'agree':>6}"
+    "\n(tok/s: positions decoded, post-EOS included for diffusion rows; dist-2 pooled over "
+    "the batch)"
 )
 
 
@@ -477,12 +485,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--speed-preset",
-        default="small",
+        default=None,
         choices=[*MODEL_PRESETS, "none"],
-        help="preset of the random-weight speed model (none = skip it)",
+        help="preset of the random-weight speed model (none = skip it; default: small, "
+        "--quick: tiny)",
     )
     ap.add_argument(
-        "--speed-max-seq-len", type=int, default=1024, help="context of the speed model"
+        "--speed-max-seq-len",
+        type=positive_int,
+        default=None,
+        help="context of the speed model (default: 1024; --quick: 128)",
     )
     ap.add_argument(
         "--ar-model", help="a causal checkpoint to decode the same prompts with its KV cache"
@@ -494,9 +506,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--frontier",
         help="quality-speed frontier PNG (default with --student: docs/distill_frontier.png)",
     )
-    ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--gen-lengths", type=positive_int, nargs="+", default=None,
+                    help="(default: 256 512; --quick: 32)")  # fmt: skip
     ap.add_argument(
-        "--block-length", type=int, default=32, help="semi-AR block length of every diffusion row"
+        "--block-length",
+        type=positive_int,
+        default=None,
+        help="semi-AR block length of every diffusion row (default: 32; --quick: 16)",
     )
     ap.add_argument(
         "--segment-length", type=int, default=None, metavar="N",
@@ -504,9 +520,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "(SampleConfig.segment_length), so lengths past the context run instead of "
              "being cut to it",
     )
-    ap.add_argument("--batch", type=int, default=4, help="prompts decoded together")
-    ap.add_argument("--prompt-words", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
+    ap.add_argument("--batch", type=positive_int, default=None,
+                    help="prompts decoded together (default: 4; --quick: 2)")  # fmt: skip
+    ap.add_argument("--prompt-words", type=positive_int, default=None,
+                    help="(default: 8; --quick: 4)")  # fmt: skip
+    ap.add_argument("--repeats", type=positive_int, default=1, help="timed runs per row (median)")
     ap.add_argument(
         "--policies",
         nargs="+",
@@ -514,7 +532,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="LABEL",
         help=f"subset of: {', '.join(repr(p.label) for p in POLICY_SET)} (the first is always run)",
     )
-    ap.add_argument("--caches", nargs="+", choices=CACHES, default=list(CACHES))
+    ap.add_argument("--caches", nargs="+", choices=CACHES, default=None,
+                    help="(default: all; --quick: none dual)")  # fmt: skip
     ap.add_argument(
         "--score",
         action=argparse.BooleanOptionalAction,
@@ -550,15 +569,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="tiny subset (gen 32, blocks of 16, 2 policies, caches none/dual, tiny speed model)",
+        help="defaults for a tiny subset (gen 32, blocks of 16, 2 policies, caches none/dual, "
+        "tiny speed model, no scoring); flags given still win",
     )
     args = ap.parse_args(argv)
+    fill_defaults(
+        args,
+        normal={"gen_lengths": [256, 512], "block_length": 32, "batch": 4, "prompt_words": 8,
+                "policies": None, "caches": list(CACHES), "speed_preset": "small",
+                "speed_max_seq_len": 1024},
+        quick={"gen_lengths": [32], "block_length": 16, "batch": 2, "prompt_words": 4,
+               "policies": ["llada 1/step", "threshold .9"], "caches": ["none", "dual"],
+               "speed_preset": "tiny", "speed_max_seq_len": 128},
+    )  # fmt: skip
     if args.quick:
-        args.gen_lengths, args.block_length, args.batch, args.prompt_words = [32], 16, 2, 4
-        args.policies = args.policies or ["llada 1/step", "threshold .9"]
-        args.caches = ["none", "dual"] if args.caches == list(CACHES) else args.caches
-        args.speed_preset = "tiny" if args.speed_preset == "small" else args.speed_preset
-        args.speed_max_seq_len = 128
         args.threads = args.threads or 1
         args.score = bool(args.score)
     return args
@@ -690,6 +714,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "seed": args.seed,
                 "scorer": repr(scorer) if scorer else None,
                 "quick": args.quick,
+                "tokens_per_s": "positions decoded per second: batch x gen_length for "
+                "diffusion rows (post-EOS padding included), batch x steps for AR rows; "
+                "tokens_per_s_to_eos counts the tokens before each row's first EOS for both",
+                "distinct_2": "pooled over the batch (one count over all texts)",
             },
             "sections": [{"name": s.name, "notes": s.notes, "rows": s.rows} for s in sections],
             "teacher_vs_student": comparison,
@@ -700,8 +728,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _common import run
+
+    run(main)

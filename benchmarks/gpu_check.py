@@ -319,4 +319,6 @@ def _cell(v: Any) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import run
+
+    run(main)

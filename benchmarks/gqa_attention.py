@@ -15,7 +15,6 @@ import argparse
 import functools
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -127,4 +126,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import run
+
+    run(main)

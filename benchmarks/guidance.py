@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _common import positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -35,7 +36,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="an embed-diffusion checkpoint (else one is trained)")
     ap.add_argument("--data", default="data/bible", help="prepared dataset to train on")
-    ap.add_argument("--steps", type=int, default=300, help="training steps (default: 300)")
+    ap.add_argument("--steps", type=positive_int, default=None,
+                    help="training steps (default: 300; refused with --model, which trains "
+                    "nothing: --sample-steps sets the decoding steps)")
     ap.add_argument("--words", default="Moses, Israel", help="guide words, comma-separated")
     ap.add_argument("--prompt", default="And the LORD said")
     ap.add_argument("--scales", default="0,0.01,0.02,0.05,0.2", help="guide scales to try")
@@ -56,6 +59,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "guidance.json"))
     args = ap.parse_args()
+    if args.model and args.steps is not None:
+        from unmask.errors import UserError
+
+        raise UserError("--steps trains the tiny model; with --model nothing is trained "
+                        "(--sample-steps sets the decoding steps)")
+    args.steps = args.steps or 300
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="unmask-guidance-") as tmp:
         run = args.model
@@ -103,4 +112,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

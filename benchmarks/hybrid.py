@@ -176,6 +176,16 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    ld = None
+    if args.model:  # first: a wrong checkpoint is refused before minutes of forward costs
+        from unmask.checkpoint import load
+        from unmask.errors import UserError
+
+        ld = load(args.model, device="cpu")
+        if not ld.config.draft_block:
+            raise UserError(f"--model {args.model}: not a hybrid checkpoint (its config has no "
+                            "draft_block; train one with --objective hybrid)")
+        ld.model.eval()
     context = model_preset(args.preset, vocab_size=4100).max_seq_len
     if args.prefix < 1 or args.prefix + 2 * args.draft_block >= context:
         p.error(f"--prefix {args.prefix} with --draft-block {args.draft_block} reaches position "
@@ -189,13 +199,9 @@ def main() -> None:
             print(f"  batch {b:2d}  {r['layout']:36s} {r['positions']:4d} positions  "
                   f"{r['seconds'] * 1e3:8.2f} ms  {r['vs_ar_step']:5.2f}x ar step")  # fmt: skip
     out["decode"], out["skipped"] = [], []
-    ld = None
-    if args.model:
-        from unmask.checkpoint import load
+    if ld is not None:
         from unmask.data import TokenDataset
 
-        ld = load(args.model, device="cpu")
-        ld.model.eval()
         wins = TokenDataset(args.data, "val").windows(AGREEMENT_LEN)
         n = 8 * args.prompts
         windows = torch.stack([w.long() for _, w in zip(range(n), wins, strict=False)])
@@ -226,4 +232,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

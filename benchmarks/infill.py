@@ -47,7 +47,6 @@ import argparse
 import gzip
 import json
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -464,8 +463,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print(f"benchmarks/infill.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _common import run
+
+    run(main)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
+from unmask.errors import UserError
 from unmask.objectives.continuous import SqrtSchedule, rms_normalize
 from unmask.objectives.latent import decode_logits, denoise, encode
 
@@ -39,14 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", required=True, help="a latent-diffusion (or latent-ae) checkpoint")
     ap.add_argument("--data", required=True, help="the prepared corpus it trained on")
     ap.add_argument("--windows", type=int, default=64, help="held-out windows (default: 64)")
-    ap.add_argument("--seq-len", type=int, default=64, help="the run's window (default: 64)")
+    ap.add_argument("--seq-len", type=int, default=None,
+                    help="window in tokens (default: the one the model compresses, its "
+                    "latent_window; else its context less its latent vectors)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default=None, help="write the numbers here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = load(args.model, device="cpu")
     model, cfg = loaded.model.eval(), loaded.config
-    L = args.seq_len
+    if not cfg.latent_len:
+        raise UserError(f"--model {args.model}: not a latent model (objective "
+                        f"{cfg.objective!r}; latent-diffusion or latent-ae)")
+    most = cfg.max_seq_len - cfg.latent_len  # text and latent vectors share the context
+    L = args.seq_len or cfg.latent_window or most
+    if not 0 < L <= most:
+        raise UserError(f"--seq-len {L}: this model reads windows of 1..{most} tokens "
+                        f"(it was trained on {cfg.latent_window or 'unrecorded'})")
     val = TokenDataset(Path(args.data), "val")
     x = torch.stack([w for w, _ in zip(val.windows(L), range(args.windows), strict=False)])
     g = torch.Generator().manual_seed(0)
@@ -94,4 +104,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _common import run
+
+    run(main)

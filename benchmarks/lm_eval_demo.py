@@ -100,7 +100,8 @@ def build_tasks(data: str, folder: Path, n: int, seed: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     root = Path(__file__).resolve().parents[1]
-    p.add_argument("--model", action="append", metavar="LABEL=PATH")
+    p.add_argument("--model", action="append", metavar="[LABEL=]PATH",
+                   help="a checkpoint, labelled LABEL (default: its folder name); repeatable")
     p.add_argument("--data", default=str(root / "data/bible"))
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--mc-samples", type=int, default=None)
@@ -116,14 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     from unmask.checkpoint import load
+    from unmask.errors import UserError
     from unmask.lm_eval import UnmaskLM, run_tasks
 
-    models = args.model or [f"demo={root / 'src/unmask/assets/demo'}"]
+    models = []
+    for spec in args.model or [f"demo={root / 'src/unmask/assets/demo'}"]:
+        label, sep, path = spec.partition("=")
+        if not sep or Path(spec).exists():  # PATH alone (or a path holding "=")
+            label, path = Path(spec).name, spec
+        if not label or not path:
+            raise UserError(f"--model {spec}: expected LABEL=PATH or PATH")
+        if not Path(path).exists():
+            raise UserError(f"--model {spec}: {path}: no such file or folder")
+        models.append((label, path))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         build_tasks(args.data, Path(tmp), args.limit, seed=0)
-        for spec in models:
-            label, _, path = spec.partition("=")
+        for label, path in models:
             extra = {"mc_samples": args.mc_samples} if args.mc_samples else {}
             loaded = load(path)
             lm = UnmaskLM(loaded=loaded, greedy_check=not args.no_greedy_check, **extra)
@@ -165,4 +175,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _common import run
+
+    run(main)

@@ -865,11 +865,10 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from _common import run
+
     try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        run(main)
     except KeyboardInterrupt as e:  # SIGINT/SIGTERM: a training run saved its checkpoint first
         print("\nstopped: rerun the same command (same --work) to resume", file=sys.stderr)
         sys.exit(getattr(e, "exit_code", 130))

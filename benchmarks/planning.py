@@ -98,4 +98,6 @@ def _value(kv: str) -> tuple[str, object]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _common import run
+
+    run(main)

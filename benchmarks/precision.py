@@ -9,13 +9,14 @@ bfloat16 matrix product costs about the same at 1 and at 256 rows, and more than
 1 to 4 rows.
 
 For each model and generation length this decodes the same held-out prompts (those of
-``benchmarks/defaults.py``) with the checkpoint's recommended sampling options (what a user
-with no flags gets: ``api.sample_config``) in each dtype, interleaving the dtypes in every
-repeat, and reports per dtype: tokens/s (the fastest of ``--repeats`` runs of all prompts) and
-``speedup``, its ratio to fp32's (to the first dtype without fp32), the share of generated
-tokens equal to fp32's,
-and the quality columns of ``benchmarks/defaults.py`` (gen ppl under the offline scorer,
-per-text distinct-2, unigram entropy, repeated word 4-grams).
+``benchmarks/defaults.py``: ``--data``'s validation split, or ``--prompt-source
+corpus-tail``, training text, as the committed results were measured) with the checkpoint's
+recommended sampling options (what a user with no flags gets: ``api.sample_config``) in
+each dtype, interleaving the dtypes in every repeat, and reports per dtype: tokens/s (the
+fastest of ``--repeats`` runs of all prompts) and ``speedup``, its ratio to fp32's (to the
+first dtype without fp32), the share of generated tokens equal to fp32's, and the quality
+columns of ``benchmarks/defaults.py`` (gen ppl under the offline scorer, per-text
+distinct-2, unigram entropy, repeated word 4-grams).
 
     python benchmarks/precision.py [--models demo runs/ar ...] [--dtypes fp32 bf16]
                                    [--prompts 64] [--batch 8] [--gen-lengths 64]
@@ -41,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/defaults.py
 
-from defaults import held_out, quality  # noqa: E402
+from defaults import add_prompt_args, prompt_pairs, quality  # noqa: E402
 
 from unmask import api  # noqa: E402
 from unmask.api import cpu_has_bf16_matmul, load_for_decoding  # noqa: E402
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                     choices=[d for d in DECODE_DTYPES if d != "auto"])
     ap.add_argument("--prompts", type=int, default=64, help="held-out prompts")
     ap.add_argument("--prompt-words", type=int, default=12)
+    add_prompt_args(ap)
     ap.add_argument("--batch", type=int, default=8, help="rows per generate call")
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[64])
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per dtype (fastest wins)")
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         scorer = ReferenceScorer.from_smollm2()
 
     rows: list[dict[str, Any]] = []
+    source = ""
     bounds: list[dict[str, Any]] = []
     for name in args.models:
         models = {d: load_for_decoding(name, dtype=d) for d in args.dtypes}
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         ref = "fp32" if "fp32" in args.dtypes else args.dtypes[0]  # the ratios' reference
         first = models[ref]
         for G in args.gen_lengths:
-            pairs = held_out(args.prompts, args.prompt_words, G)
+            pairs, source = prompt_pairs(args, args.prompts, G)
             prompts = [p for p, _ in pairs]
             cfg = api.sample_config(first, {"gen_length": G})
             best: dict[str, float] = {d: float("inf") for d in args.dtypes}
@@ -154,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"held-out bound, {b['model']}, seed {b['seed']}: "
               + ", ".join(f"{d} {b[d]:.4f}" for d in args.dtypes) + " bits/byte")
     if args.json:
-        out = {"rows": rows, "bounds": bounds, "prompts": args.prompts, "batch": args.batch,
+        out = {"rows": rows, "bounds": bounds, "prompts": args.prompts, "prompt_source": source,
+               "dist2": "per text (mean of each text's distinct-2)", "batch": args.batch,
                "threads": args.threads, "repeats": args.repeats,
                "machine": platform.processor() or platform.machine(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -164,4 +168,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import run
+
+    run(main)

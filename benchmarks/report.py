@@ -43,6 +43,8 @@ class Section:
     """Columns to show (default: every scalar column)."""
     plot: Callable[[list[tuple[str, dict[str, Any]]], Path], str | None] | None = None
     """Draws the section's PNG from all its files; returns a note when it cannot."""
+    shown: tuple[str, ...] = ("rows",)
+    """The top-level keys ``rows`` shows; the file's other numbers follow as generic tables."""
 
 
 def _top_rows(d: dict[str, Any]) -> Rows:
@@ -62,6 +64,84 @@ def _serve_rows(d: dict[str, Any]) -> Rows:
 
 def _planning_rows(d: dict[str, Any]) -> Rows:
     return _top_rows(d)
+
+
+def _distill_rows(d: dict[str, Any]) -> Rows:
+    """decoding.py's tables of a distillation run, then its teacher-vs-student summary."""
+    tvs = d.get("teacher_vs_student", [])
+    return _section_rows(d) + [
+        {"table": "teacher vs student", **r} for r in tvs if isinstance(r, dict)
+    ]
+
+
+def _infill_rows(d: dict[str, Any]) -> Rows:
+    """infill.py's fixed-length and variable-length tables, one row per method and span."""
+    return [
+        {"length": kind, **r}
+        for kind in ("fixed", "variable")
+        for r in d.get(kind, [])
+        if isinstance(r, dict)
+    ]
+
+
+_META = frozenset({"args", "meta", "settings", "machine"})
+"""Top-level dicts that record how a file was made, not what it measured."""
+
+
+def _scalar(v: Any) -> bool:
+    return not isinstance(v, (list, dict))
+
+
+def _scalars(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if _scalar(v)}
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def generic_tables(d: Any, path: str = "", skip: Sequence[str] = ()) -> list[tuple[str, Rows]]:
+    """Every table a JSON value holds, as ``(where, rows)``: a list of objects is a table, an
+    object's scalars are a row, and an object's sub-objects are a table with a ``key`` column.
+    Top-level keys in ``skip`` (and run metadata such as ``args``) are left out."""
+    out: list[tuple[str, Rows]] = []
+    if isinstance(d, list):
+        rows = [r for r in d if isinstance(r, dict)]
+        rows += [  # short tuples (a setting and its values); long ones are token ids or texts
+            {str(i): x for i, x in enumerate(r)}
+            for r in d
+            if isinstance(r, list) and 0 < len(r) <= 8 and all(_scalar(x) for x in r)
+        ]
+        if any(_scalars(r) for r in rows):
+            out.append((path, rows))
+        for i, r in enumerate(r for r in d if isinstance(r, dict)):
+            out += _children(r, f"{path}[{i}]")
+    elif isinstance(d, dict):
+        if not path:
+            d = {
+                k: v
+                for k, v in d.items()
+                if k not in skip and not (k in _META and isinstance(v, dict))
+            }
+        if _scalars(d):
+            out.append((path, [_scalars(d)]))
+        out += _children(d, path)
+    return out
+
+
+def _children(d: dict[str, Any], path: str) -> list[tuple[str, Rows]]:
+    """The tables under an object's containers (its scalars are left to the caller)."""
+    out: list[tuple[str, Rows]] = []
+    subs = {k: v for k, v in d.items() if isinstance(v, dict)}
+    keyed = [{"key": k, **_scalars(v)} for k, v in subs.items() if _scalars(v)]
+    if keyed:
+        out.append((path, keyed))
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += _children(v, _join(path, k))
+        elif isinstance(v, list):
+            out += generic_tables(v, _join(path, k))
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -240,8 +320,37 @@ SECTIONS = [
             "speedup",
             "gen_ppl",
             "entropy",
-            "agree",
+            "distinct_2",
+            "agreement",
         ),
+        shown=("sections",),
+    ),
+    Section(
+        "Distillation",
+        "a distilled student against its teacher (and the AR model) at fewer steps, "
+        "with the teacher-vs-student summary last",
+        ("distill_*.json",),
+        "bash benchmarks/distill_scale.sh (decoding.py --student; docs/training.md)",
+        _distill_rows,
+        (
+            "table",
+            "which",
+            "policy",
+            "cache",
+            "gen_length",
+            "nfe",
+            "tokens_per_s",
+            "speedup",
+            "x_teacher_1step",
+            "x_ar",
+            "tokens_per_forward",
+            "keeps_quality",
+            "gen_ppl",
+            "entropy",
+            "distinct_2",
+            "agreement",
+        ),
+        shown=("sections", "teacher_vs_student"),
     ),
     Section(
         "Sampling defaults",
@@ -255,7 +364,8 @@ SECTIONS = [
         "gap filling: diffusion vs the AR model's fill-in-the-middle",
         ("infill*.json",),
         "python benchmarks/infill.py --json benchmarks/results/infill.json",
-        lambda d: _top_rows(d) or [{k: v for k, v in d.items() if not isinstance(v, (list, dict))}],
+        _infill_rows,
+        shown=("fixed", "variable"),
     ),
     Section(
         "Planning and reversal",
@@ -290,6 +400,7 @@ SECTIONS = [
         ("serve_load*.json",),
         "python benchmarks/serve_load.py --json benchmarks/results/serve_load.json",
         _serve_rows,
+        shown=("speedup",),
     ),
     Section(
         "Startup",
@@ -332,7 +443,10 @@ def build(results: Path, out: Path) -> list[str]:
                 lines += [f"`{name}`: not valid JSON ({e.msg}), skipped.", ""]
                 notes.append(f"{name}: not valid JSON, skipped")
         for name, d in loaded:
-            lines += [f"`{name}`:", "", *markdown_table(sec.rows(d), sec.columns), ""]
+            rows, extra = sec.rows(d), _extra_tables(name, d, sec.shown)
+            if rows or not extra:
+                lines += [f"`{name}`:", "", *markdown_table(rows, sec.columns), ""]
+            lines += extra
         if sec.plot is not None and loaded:
             png = png_dir / f"{Path(sec.patterns[0]).stem.rstrip('*')}.png"
             try:
@@ -352,12 +466,27 @@ def build(results: Path, out: Path) -> list[str]:
                 d = json.loads(files[name].read_text())
             except json.JSONDecodeError:
                 continue
-            rows = _top_rows(d) if isinstance(d, dict) else []
-            lines += [f"`{name}`:", "", *markdown_table(rows), ""]
+            tables = generic_tables(d)
+            if not tables:
+                lines += [f"`{name}`:", "", "(no rows)", ""]
+            for where, rows in tables:
+                label = f" `{where}`" if where else ""
+                lines += [f"`{name}`{label}:", "", *markdown_table(rows), ""]
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("\n".join(lines).rstrip() + "\n")
     os.replace(tmp, out)
     return notes
+
+
+def _extra_tables(name: str, d: Any, shown: Sequence[str]) -> list[str]:
+    """The numbers of a section's file that its table does not show."""
+    if not isinstance(d, dict):
+        return []
+    lines: list[str] = []
+    for where, rows in generic_tables(d, skip=shown):
+        label = f" `{where}`" if where else " (other fields)"
+        lines += [f"`{name}`{label}:", "", *markdown_table(rows), ""]
+    return lines
 
 
 def _rel(path: Path, start: Path = ROOT) -> str:
@@ -384,4 +513,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from _common import run
+
+    run(main)

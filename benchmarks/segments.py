@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import fill_defaults, positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoding import prompt_texts  # noqa: E402
@@ -35,24 +36,34 @@ from unmask.sampling import cut_at_eos  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="demo", help="checkpoint (demo = the shipped one)")
-    ap.add_argument("--gen-length", type=int, default=512)
-    ap.add_argument("--segments", type=int, nargs="+", default=[32, 64, 128, 192, 224])
+    ap.add_argument("--gen-length", type=positive_int, default=None,
+                    help="(default: 512; --quick: 48)")
+    ap.add_argument("--segments", type=positive_int, nargs="+", default=None,
+                    help="(default: 32 64 128 192 224; --quick: 16 32)")
     ap.add_argument("--block-length", type=int, default=None)
     ap.add_argument("--cache", default="none")
     ap.add_argument("--policy", default="llada")
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--batch", type=int, default=4, help="prompts")
+    ap.add_argument("--batch", type=positive_int, default=None,
+                    help="prompts (default: 4; --quick: 2)")
     ap.add_argument("--prompt-words", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (fastest kept)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=1,
+                    help="timed runs per row (fastest kept)")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--score", action="store_true", default=None,
+                    help="gen ppl under SmolLM2 (the default, but for --quick)")
     ap.add_argument("--no-score", action="store_true", help="skip gen ppl")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--quick", action="store_true", help="gen 48, segments 16 and 32, 2 prompts")
+    ap.add_argument("--quick", action="store_true",
+                    help="defaults for a smoke run: gen 48, segments 16 and 32, 2 prompts, no "
+                    "scoring (flags given still win)")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.gen_length, args.segments, args.batch, args.no_score = 48, [16, 32], 2, True
+    fill_defaults(args, normal={"gen_length": 512, "segments": [32, 64, 128, 192, 224],
+                                "batch": 4, "score": True},
+                  quick={"gen_length": 48, "segments": [16, 32], "batch": 2, "score": False})
+    args.no_score = args.no_score or not args.score
     return args
 
 
@@ -124,4 +135,6 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

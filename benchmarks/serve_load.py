@@ -5,7 +5,10 @@ demo model (``unmask/assets/demo``, loaded by ``unmask serve`` with ``unmask.loa
 with continuous batching (``--max-batch``) and once with ``--max-batch 1`` (the same
 requests served one at a time). Against each, 1, 4, 16 and 64 concurrent clients send
 ``/v1/completions`` requests for ``--seconds`` each (a client finishes the request it has
-in flight at the deadline). Reports per level requests/s, generated tokens/s, p50/p95
+in flight at the deadline). Both servers run side by side: each answers a warm-up request
+(one per ``--max-tokens`` length, untimed) before any timing, and at each level the two are
+measured one after the other, the first alternating between levels, so neither pays the
+first request's cost or always runs first. Reports per level requests/s, generated tokens/s, p50/p95
 latency, errors (must be 0), rows per forward pass on the server (``/metrics``:
 ``forward_rows / nfe``), the server's RSS before and after, and the batched/sequential
 throughput ratio. Prints a table and writes JSON (default
@@ -34,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import int_list, positive_float, positive_int, run
+
+from unmask.errors import UserError
 
 PROMPTS = ["And God said,", "In the beginning", "The LORD is my shepherd;", "Blessed are the meek:"]
 RESULTS = Path(__file__).parent / "results" / "serve_load.json"
@@ -94,6 +100,14 @@ def server_counters(base: str) -> dict[str, float]:
         if name in ("unmask_nfe_total", "unmask_forward_rows_total"):
             out[name] = float(value)
     return out
+
+
+def warm_up(base: str, lengths: list[int], steps: int | None) -> None:
+    """One untimed request per length: the server's first-request costs (allocations, lazy
+    initialisation) land here, not in the first timed level."""
+    for n in dict.fromkeys(lengths):
+        body = {"prompt": PROMPTS[0], "max_tokens": n, "steps": steps or n}
+        httpx.post(f"{base}/v1/completions", json=body, timeout=600).raise_for_status()
 
 
 async def load(
@@ -159,31 +173,37 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", help="checkpoint (default: the packaged demo model)")
     ap.add_argument(
-        "--clients", default="1,4,16,64", help="concurrency levels (default: 1,4,16,64)"
+        "--clients", default=None, help="concurrency levels (default: 1,4,16,64; --quick 1,4)"
     )
     ap.add_argument(
-        "--seconds", type=float, default=20.0, help="duration of each level (default: 20)"
+        "--seconds",
+        type=positive_float,
+        default=None,
+        help="duration of each level (default: 20; --quick 1)",
     )
     ap.add_argument(
         "--max-tokens",
-        default="32",
-        help="tokens per request; a comma list is cycled over requests (default: 32)",
+        default=None,
+        help="tokens per request; a comma list is cycled over requests (default: 32; --quick 8)",
     )
     ap.add_argument(
-        "--steps", type=int, default=None, help="denoising steps (default: one per token)"
+        "--steps", type=positive_int, default=None, help="denoising steps (default: one per token)"
     )
     ap.add_argument(
         "--max-batch",
-        type=int,
+        type=positive_int,
         default=16,
         help="server --max-batch of the batched run (default: 16)",
     )
     ap.add_argument(
-        "--threads", type=int, default=1, help="torch threads of the server (default: 1)"
+        "--threads", type=positive_int, default=1, help="torch threads of the server (default: 1)"
     )
     ap.add_argument("--device", default="cpu", help="server --device (default: cpu)")
     ap.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 and 4 clients, 1 s each, 8 tokens"
+        "--quick",
+        action="store_true",
+        help="smoke run: the defaults become 1 and 4 clients, 1 s each, 8 tokens (flags given "
+        "still win)",
     )
     ap.add_argument(
         "--json",
@@ -191,33 +211,48 @@ def main() -> int:
         "with --quick only when given)",
     )
     args = ap.parse_args()
-    levels = [int(c) for c in args.clients.split(",")]
-    lengths = [int(n) for n in args.max_tokens.split(",")]
-    if args.quick:
-        levels, args.seconds, lengths = [1, 4], 1.0, [8]
+    if args.clients is None:
+        args.clients = "1,4" if args.quick else "1,4,16,64"
+    if args.seconds is None:
+        args.seconds = 1.0 if args.quick else 20.0
+    if args.max_tokens is None:
+        args.max_tokens = "8" if args.quick else "32"
+    levels = int_list(args.clients, "--clients")
+    lengths = int_list(args.max_tokens, "--max-tokens")
     if args.model:
         model = args.model
+        if not Path(model).exists():
+            raise UserError(f"--model {model}: no such file or folder")
     else:
         from unmask.commands.demo import asset_path
 
         model = str(asset_path("demo"))
-    runs: dict[str, list[dict[str, Any]]] = {}
+    modes = {"batched": args.max_batch, "sequential": 1}
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     rss: dict[str, tuple[float, float]] = {}
-    for mode, max_batch in (("batched", args.max_batch), ("sequential", 1)):
-        port = free_port()
-        proc = start_server(model, port, max_batch, args.threads, args.device)
-        try:
-            before = rss_mb(proc.pid)
-            base = f"http://127.0.0.1:{port}"
-            runs[mode] = [
-                asyncio.run(load(base, c, args.seconds, lengths, args.steps)) for c in levels
-            ]
-            rss[mode] = (before, rss_mb(proc.pid))
-        finally:
-            stop_server(proc)
+    procs: dict[str, subprocess.Popen] = {}
+    bases: dict[str, str] = {}
+    try:
+        for mode, max_batch in modes.items():  # both up at once: the levels interleave
+            port = free_port()
+            procs[mode] = start_server(model, port, max_batch, args.threads, args.device)
+            bases[mode] = f"http://127.0.0.1:{port}"
+        before = {m: rss_mb(p.pid) for m, p in procs.items()}
+        for mode in modes:
+            warm_up(bases[mode], lengths, args.steps)
+        for i, c in enumerate(levels):
+            order = list(modes) if i % 2 == 0 else list(modes)[::-1]
+            for mode in order:
+                runs[mode].append(
+                    asyncio.run(load(bases[mode], c, args.seconds, lengths, args.steps))
+                )
+        rss = {m: (before[m], rss_mb(p.pid)) for m, p in procs.items()}
+    finally:
+        for p in procs.values():
+            stop_server(p)
 
     print(
-        f"model {model}, max_tokens {args.max_tokens if not args.quick else lengths[0]}, "
+        f"model {model}, max_tokens {args.max_tokens}, "
         f"steps {args.steps or 'one per token'}, {args.seconds:g} s per level, batched run "
         "--max-batch "
         f"{args.max_batch}, server threads {args.threads}, {args.device}"
@@ -267,6 +302,8 @@ def main() -> int:
                         "python": platform.python_version(),
                         "cpus": os.cpu_count(),
                         "quick": args.quick,
+                        "order": "both servers up, one warm-up request each; per level "
+                        "both modes, the first alternating (batched first at even levels)",
                     },
                     "runs": runs,
                     "speedup": speedup,
@@ -284,4 +321,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -26,8 +26,8 @@ forward (generated tokens per row / model forwards, drafter and verifier both co
 row of a batch commits its own accepted length, so a batch runs as many rounds as its slowest
 row), acceptance (drafted tokens accepted), acc/round (drafts a row commits per round), gen
 ppl (continuations given their prompts under the offline scorer, ``unmask.scoring``, when its
-model is installed), dist-2 (distinct word bigrams), ident (fraction of generated positions
-equal to ``ar``'s greedy tokens; rows are cut at EOS).
+model is installed), dist-2 (distinct word bigrams, pooled over the batch), ident (fraction
+of generated positions equal to ``ar``'s greedy tokens; rows are cut at EOS).
 
 The demo models' context is 256 tokens: a requested length that does not fit after the
 prompt is cut to the longest multiple of 8 that does, and the table says so.
@@ -451,6 +451,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows += done
     out = {
         "meta": {
+            "distinct_2": "pooled over the batch (one count over all texts)",
             "torch": torch.__version__,
             "device": str(device),
             "dtype": args.dtype,
@@ -476,8 +477,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from _common import run
+
+    run(main)

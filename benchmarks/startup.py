@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import positive_int
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
 
@@ -70,7 +72,7 @@ def measure(argv: list[str], src: Path, repeats: int) -> dict[str, object]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=5, metavar="N",
+    ap.add_argument("--repeats", type=positive_int, default=5, metavar="N",
                     help="runs per case (default: 5)")
     ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
     ap.add_argument("--baseline-src", metavar="DIR",
@@ -110,4 +112,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from _common import run
+
+    run(main)

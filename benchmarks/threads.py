@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from _common import positive_int
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as `unmask` does
 
 import torch  # noqa: E402
@@ -35,9 +37,9 @@ from unmask.sampling.ar import generate_ar  # noqa: E402
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", nargs="+", default=["demo", "small", "base"])
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2])
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--json", default=None, help="write the rows here")
     return ap.parse_args(argv)
 
@@ -76,4 +78,6 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float | int | str]
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

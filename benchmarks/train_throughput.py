@@ -42,6 +42,7 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+from _common import positive_int
 from torch import nn
 
 from unmask.config import model_preset
@@ -335,7 +336,7 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=4096)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
+    ap.add_argument("--steps", type=positive_int, default=5, help="timed steps per round and side")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
@@ -387,4 +388,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from _common import run
+
+    run(main)

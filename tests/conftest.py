@@ -28,7 +28,10 @@ def benchmark():
     from pathlib import Path
 
     def load(name: str):
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        folder = Path(__file__).resolve().parents[1] / "benchmarks"
+        if str(folder) not in sys.path:  # as `python benchmarks/NAME.py` has it: _common.py
+            sys.path.insert(0, str(folder))
+        path = folder / f"{name}.py"
         spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[f"bench_{name}"] = module

@@ -90,3 +90,48 @@ def test_objectives_table_shows_broken_samples_where_recorded(tmp_path, report):
     assert "| embed | embed-diffusion | – | 880 | 0 | 0.95 |" in page  # no bound: not blank
     # a file from before the column existed keeps its table without an empty column
     assert "| name | objective | val_bpb | gen_ppl |\n" in page
+
+
+def test_every_committed_result_renders_its_numbers(tmp_path, report):
+    """Nothing measured is lost: each committed results file shows at least one table with
+    rows, whatever its shape (bare lists, nested dicts, decoding.py's sections, infill.py's
+    fixed/variable lists), and the decoding table keeps its agreement column."""
+    from pathlib import Path
+
+    results = Path(report.__file__).resolve().parent / "results"
+    names = sorted(p.name for p in results.glob("*.json"))
+    assert names
+    out = tmp_path / "report.md"
+    report.build(results, out)
+    page = out.read_text()
+    blocks = page.split("\n\n")
+    for name in names:
+        mine = [i for i, b in enumerate(blocks) if b.startswith(f"`{name}`")]
+        assert mine, f"{name} is not in the report"
+        tables = [blocks[i + 1] for i in mine]
+        assert any(t.startswith("| ") and t.count("\n") >= 2 for t in tables), name
+    assert "(no rows)" not in page
+    decoding = page.split("## Decoding frontier", 1)[1].split("\n## ", 1)[0]
+    assert "| agreement |" in decoding
+
+
+def test_infill_and_list_shaped_results_show_their_numbers(tmp_path, report):
+    results = tmp_path / "results"
+    results.mkdir()
+    infill = {
+        "model": "m",
+        "fixed": [{"method": "llada 1/step", "span": 1, "exact": 0.5625}],
+        "variable": [{"method": "diffusion (ELBO)", "span": 2, "length_match": 0.1875}],
+    }
+    (results / "infill.json").write_text(json.dumps(infill))
+    (results / "compile_x.json").write_text(json.dumps([{"mode": "off", "vs_eager": 1.0}]))
+    nested = {"args": {"n": 1}, "models": {"a": {"objective": "mdlm", "rows": [{"T": 0.5}]}}}
+    (results / "rounding_x.json").write_text(json.dumps(nested))
+    out = tmp_path / "report.md"
+    report.build(results, out)
+    page = out.read_text()
+    assert "| fixed | llada 1/step | 1 | 0.5625 |" in page
+    assert "| variable | diffusion (ELBO) | 2 |  | 0.1875 |" in page
+    assert "| off | 1 |" in page
+    assert "| a | mdlm |" in page and "`models.a.rows`" in page and "| 0.5 |" in page
+    assert "(no rows)" not in page

@@ -1,0 +1,76 @@
+"""What the benchmark scripts share: one-line errors for a user's mistakes.
+
+A script ends with ``run(main)``: a ``UserError`` (a missing ``--model`` path, a checkpoint
+of the wrong kind, a bad value) prints ``NAME: error: MESSAGE`` and exits 2, as argparse
+does for a bad flag, instead of a traceback. ``positive_int`` and ``positive_float`` are
+argparse types for counts and durations; ``int_list`` parses a comma list such as
+``--clients 1,4,16``. Scripts import this module from their own folder (``python
+benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only when an
+error is raised or caught, so a script may still choose where ``unmask`` comes from after
+importing it (startup.py puts ``src/`` first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["fill_defaults", "int_list", "positive_float", "positive_int", "run"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g} must be positive")
+    return value
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """``"1,4,16"`` as ``[1, 4, 16]``; a ``UserError`` naming ``flag`` unless every item is a
+    positive integer."""
+    from unmask.errors import UserError
+
+    try:
+        return [positive_int(x.strip()) for x in text.split(",")]
+    except argparse.ArgumentTypeError as e:
+        raise UserError(f"{flag} {text}: {e} (a comma list of positive integers)") from None
+
+
+def run(main: Callable[[], object]) -> NoReturn:
+    """``sys.exit(main())``, with a ``UserError`` as one line on stderr and exit status 2. A
+    ``main`` that returns no exit status (``None``, or its rows) exits 0."""
+    from unmask.errors import UserError
+
+    try:
+        code = main()
+    except UserError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def fill_defaults(args: Any, normal: dict[str, Any], quick: dict[str, Any]) -> None:
+    """Give every option in ``normal`` that the user left unset (``None``) its default:
+    ``quick``'s value under ``--quick`` (where it has one), else ``normal``'s. ``--quick``
+    thus picks small defaults and never overrides a flag the user gave."""
+    for key, value in normal.items():
+        if getattr(args, key) is None:
+            setattr(args, key, quick.get(key, value) if getattr(args, "quick", False) else value)

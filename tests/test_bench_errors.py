@@ -1,0 +1,61 @@
+"""The benchmark scripts answer a user's mistake with one line and exit 2, not a traceback
+(``benchmarks/_common.py``)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {"PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["segments.py", "--model", "/nonexistent/x"], "/nonexistent/x: no such folder"),
+        (["hybrid.py", "--model", "src/unmask/assets/demo", "--repeats", "1"],
+         "not a hybrid checkpoint"),  # fmt: skip
+        (["serve_load.py", "--clients", "a"], "--clients a: 'a' is not an integer"),
+        (["sampling_baseline.py", "--repeats", "0"], "argument --repeats: 0 must be positive"),
+    ],
+)
+def test_a_mistake_is_one_line_and_exit_2(argv, message):
+    r = _run(f"benchmarks/{argv[0]}", *argv[1:])
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{argv[0]}: error: ") and message in last, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_int_list(benchmark):
+    common = benchmark("_common")
+    assert common.int_list("1,4, 16", "--clients") == [1, 4, 16]
+    from unmask.errors import UserError
+
+    with pytest.raises(UserError, match="--clients 1,0"):
+        common.int_list("1,0", "--clients")
+
+
+def test_quick_picks_defaults_but_keeps_given_flags(benchmark, tmp_path):
+    decoding = benchmark("decoding")
+    a = decoding.parse_args(["--quick", "--gen-lengths", "16", "--batch", "3"])
+    assert a.gen_lengths == [16] and a.batch == 3 and a.block_length == 16
+    assert decoding.parse_args([]).gen_lengths == [256, 512]
+    segments = benchmark("segments")
+    a = segments.parse_args(["--quick", "--segments", "8", "--score"])
+    assert a.segments == [8] and a.gen_length == 48 and not a.no_score
+    dc = benchmark("data_constrained")
+    given = ["--quick", "--json", str(tmp_path / "dc.json"), "--work", str(tmp_path / "w"),
+             "--plot", str(tmp_path / "dc.png"), "--epochs", "1"]  # fmt: skip
+    a = dc.parse_args(given)
+    assert (a.json, a.work, a.plot) == (given[2], given[4], given[6])
+    assert a.epochs == 1 and a.preset == "tiny"
+    a = dc.parse_args(["--quick"])
+    assert a.work is None and a.json is None and a.plot is None  # a temporary folder, removed
