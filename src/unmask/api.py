@@ -192,7 +192,8 @@ def start(
         if limit is None:
             raise UserError("segment_length needs a model with a known context (max_seq_len)")
         run = SegmentedRun(
-            lambda rows, cfg: decoder.start(target, rows, cfg), prompt_ids, config,
+            lambda rows, cfg, view: decoder.start(target, rows, cfg, on_view=view),
+            prompt_ids, config,
             limit=limit, align=facts.block_size or 1, uses_steps=decoder.uses_steps(config),
             mask_id=facts.mask_id,
             eos_id=facts.eos_id, pad_id=facts.pad_id, on_view=step_callback,
