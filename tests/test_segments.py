@@ -342,3 +342,27 @@ def test_segmented_runs_show_each_segments_drafts_in_the_whole_region(kind):
         assert bool((view[shown] == TOK.mask_id).all())
     # the run's own views only: every one the whole region
     assert all(v.shape == (2, 40) for v in rec.views)
+
+
+def test_impossible_segmented_lengths_are_refused_before_anything_is_allocated(
+    tmp_path, capsys, monkeypatch
+):
+    import io
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+
+    ld = loaded(model("causal"))
+    for huge in (10**12, 10**23):  # a MemoryError and an OverflowError before
+        with pytest.raises(UserError, match=r"at most 1048576 tokens"):
+            api.generate(ld, "a", config=dict(gen_length=huge, segment_length=16))
+    with pytest.raises(UserError, match=r"131072 segments, more than 65536.*at least 16"):
+        api.generate(ld, "a", config=dict(gen_length=1 << 20, segment_length=8))
+    save_checkpoint(tmp_path / "run", model=ld.model, tokenizer=ld.tokenizer)
+    ck = str(tmp_path / "run" / "checkpoint")
+    for cmd in (["generate", "--no-live", "--prompt", "a"], ["chat", "--template", "plain"]):
+        monkeypatch.setattr("sys.stdin", io.StringIO("a\n"))  # chat's one message
+        rc = main([*cmd, "--model", ck, "--device", "cpu",
+                   "--gen-length", str(10**23), "--segment-length", "16"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "at most 1048576 tokens" in err and err.count("\n") == 1, err

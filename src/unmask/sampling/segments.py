@@ -56,10 +56,28 @@ def segment_seed(seed: int | None, k: int) -> int | None:
     return (seed * 1_000_003 + k) % (1 << 63)
 
 
+MAX_SEGMENTED_LENGTH = 1 << 20
+"""The most tokens one run writes in segments (``gen_length``; 8 MiB of ids a row)."""
+MAX_SEGMENTS = 1 << 16
+"""The most segments one run has (a config each, made up front: about a second)."""
+
+
 def segment_lengths(gen_length: int, segment_length: int) -> list[int]:
     """The lengths of the segments of ``gen_length`` tokens: ``segment_length`` each, the
-    last one shorter when it does not divide ``gen_length``."""
+    last one shorter when it does not divide ``gen_length``. Refuses in one line, before
+    anything is allocated, more than ``MAX_SEGMENTED_LENGTH`` tokens or ``MAX_SEGMENTS``
+    segments."""
     n, G = segment_length, gen_length
+    if G > MAX_SEGMENTED_LENGTH:
+        raise UserError(
+            f"gen_length ({G}) is more than a run writes in segments: at most "
+            f"{MAX_SEGMENTED_LENGTH} tokens"
+        )
+    if n >= 1 and -(-G // n) > MAX_SEGMENTS:
+        raise UserError(
+            f"gen_length {G} in segments of {n} tokens makes {-(-G // n)} segments, more than "
+            f"{MAX_SEGMENTS}: use a segment_length of at least {-(-G // MAX_SEGMENTS)}"
+        )
     return [n] * (G // n) + ([G % n] if G % n else [])
 
 
@@ -358,6 +376,8 @@ class SegmentedRun(DecoderRun):
 
 
 __all__ = [
+    "MAX_SEGMENTED_LENGTH",
+    "MAX_SEGMENTS",
     "SegmentedRun",
     "check_segments",
     "segment_configs",
