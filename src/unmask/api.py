@@ -509,8 +509,18 @@ class Generation:
     """The decoder's own result (canvas, region, history)."""
 
     @property
+    def n_tokens(self) -> int:
+        """The ids decoded: each row's up to and including its first EOS (all of a row
+        without one), for every decoder alike, so the padding a causal decoder writes after
+        EOS, or the EOS a diffusion decoder fills the rest of the canvas with, is not
+        counted."""
+        eos = getattr(self.result, "eos_id", None)
+        return sum(r.index(eos) + 1 if eos in r else len(r) for r in self.ids)
+
+    @property
     def tokens_per_s(self) -> float:
-        n = sum(len(r) for r in self.ids)
+        """``n_tokens`` over ``seconds``."""
+        n = self.n_tokens
         return n / self.seconds if self.seconds > 0 else float("inf")
 
 
