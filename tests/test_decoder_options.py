@@ -306,3 +306,23 @@ def test_cli_summary_and_json_count_the_ids_up_to_eos(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert [len(r["tokens"]) for r in data["results"]] == [16, 16]  # the ids, padding kept
     assert data["tokens_per_s"] == pytest.approx(2 / data["seconds"], rel=0.05)
+
+
+def test_acceptance_counts_only_the_drafts_committed():
+    """A round whose accepted drafts hold an EOS commits up to it; the drafts after it are not
+    committed, so ``accepted`` (and ``acceptance_rate``) leave them out. Here every row's
+    drafts from canvas position 7 on are EOS and the verifier agrees: per row, one of the
+    accepted drafts (the EOS) is committed and the 3 after it are not."""
+    eos = TOK.eos_id
+    spec = SpeculativeRun(EosLate(transformer("causal", 0), 7),
+                          EosLate(transformer("bidirectional", 2), 7), PROMPTS,
+                          max_new_tokens=12, draft_length=4, eos_id=eos)
+    hyb = HybridRun(EosLate(transformer("causal", 1, draft_block=4), 7), PROMPTS,
+                    max_new_tokens=12, eos_id=eos)
+    for run in (spec, hyb):
+        with torch.no_grad():
+            res = run.run()
+        assert [r.index(eos) for r in res.gen_ids] == [3, 3]  # EOS at canvas position 8
+        assert res.accepted == 2 and res.accepted <= res.committed
+        assert res.acceptance_rate == pytest.approx(2 / res.drafted)
+        assert res.acceptance_stats()["accepted"] == 2
