@@ -202,6 +202,15 @@ def start(
     return run
 
 
+def context_limit(loaded: Loaded, draft: Loaded | None = None) -> tuple[int | None, str]:
+    """The longest canvas (prompt + generation) a run of ``loaded`` may use, with ``draft``
+    drafting for it: the smaller ``max_seq_len`` of the two (None: unknown), and whose it is
+    ("model", or "drafter" when the drafter's is shorter)."""
+    aux = {} if draft is None else {"drafter_facts": facts_of(draft)}
+    facts = facts_of(loaded)
+    return _context(facts, aux), _limited_by(facts, aux)
+
+
 def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> int | None:
     """The longest canvas a run may use: the model's ``max_seq_len``, and its drafter's."""
     drafter = aux.get("drafter_facts")
