@@ -244,3 +244,85 @@ def test_edit_refuses_spans_with_rounds():
     mdlm = loaded(transformer("bidirectional", 3))
     with pytest.raises(UserError, match="rounds > 1 revises the lowest-confidence tokens"):
         api.edit(mdlm, "the cat sat", spans=[(4, 7)], lowest=1, rounds=2)
+
+
+class EosLate(nn.Module):
+    """A model that puts its mass on EOS from canvas position ``at`` on (``start`` counts the
+    positions a cached call skips)."""
+
+    def __init__(self, inner: nn.Module, at: int) -> None:
+        super().__init__()
+        self.inner, self.config, self.at = inner, inner.config, at
+        self.supports_kv_cache = getattr(inner, "supports_kv_cache", True)
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        logits = self.inner(tokens, attention_mask, **kw).clone()
+        pos = kw.get("start", 0) + torch.arange(tokens.shape[1])
+        logits[:, pos >= self.at, self.config.eos_id] += 50.0
+        return logits
+
+
+def test_token_counts_stop_at_eos_on_every_decoder():
+    """``Generation.n_tokens`` (the summary line's count and ``tokens_per_s``): each row's ids
+    up to and including its first EOS, not the padding a causal decoder writes after it (nor
+    the EOS a diffusion decoder fills the rest with)."""
+    eos, G = TOK.eos_id, 12
+    causal = EosLate(transformer("causal", 0), 8)
+    cases = {
+        "ar": (causal, None),
+        "speculative": (causal, EosLate(transformer("bidirectional", 2), 8)),
+        "hybrid": (EosLate(transformer("causal", 1, draft_block=3, objective="hybrid"), 8),
+                   None),
+        "llada": (EosLate(transformer("bidirectional", 3), 8), None),
+    }
+    for name, (m, d) in cases.items():
+        config = SampleConfig(gen_length=G, steps=G, seed=0)
+        out = api.generate(loaded(m), ["abcde", "xy"], config=config,
+                           draft=None if d is None else loaded(d))
+        assert out.decoder == name
+        ends = [r.index(eos) + 1 for r in out.ids]  # every row writes EOS before G
+        assert max(ends) < G and out.n_tokens == sum(ends), (name, out.ids)
+        assert out.tokens_per_s == pytest.approx(sum(ends) / out.seconds)
+    with_pad = api.Generation(texts=["", ""], ids=[[5, eos, 0, 0], [6, 7, 8, 9]], prompts=[],
+                              prompt_ids=[], nfe=1, steps=1, seconds=2.0, decoder="ar")
+    assert with_pad.n_tokens == 8  # no result: no EOS known, every id counts
+    with_pad.result = api.start(loaded(causal), [[5]], SampleConfig(gen_length=1)).run()
+    assert with_pad.n_tokens == 2 + 4 and with_pad.tokens_per_s == 3.0
+
+
+def test_cli_summary_and_json_count_the_ids_up_to_eos(tmp_path, capsys):
+    import json
+
+    m = transformer("causal", 0, head_bias=True)
+    with torch.no_grad():
+        m.lm_head.bias[TOK.eos_id] = 50.0  # EOS first: one token a row, then padding
+    save_checkpoint(tmp_path / "run", model=m, tokenizer=TOK)
+    base = ["generate", "--model", str(tmp_path / "run" / "checkpoint"), "--device", "cpu",
+            "--gen-length", "16", "--no-live", "a", "bc"]
+    assert main(base) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("2 tokens, 1 step,"), err
+    assert main([*base, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [len(r["tokens"]) for r in data["results"]] == [16, 16]  # the ids, padding kept
+    assert data["tokens_per_s"] == pytest.approx(2 / data["seconds"], rel=0.05)
+
+
+def test_acceptance_counts_only_the_drafts_committed():
+    """A round whose accepted drafts hold an EOS commits up to it; the drafts after it are not
+    committed, so ``accepted`` (and ``acceptance_rate``) leave them out. Here every row's
+    drafts from canvas position 7 on are EOS and the verifier agrees: per row, one of the
+    accepted drafts (the EOS) is committed and the 3 after it are not."""
+    eos = TOK.eos_id
+    spec = SpeculativeRun(EosLate(transformer("causal", 0), 7),
+                          EosLate(transformer("bidirectional", 2), 7), PROMPTS,
+                          max_new_tokens=12, draft_length=4, eos_id=eos)
+    hyb = HybridRun(EosLate(transformer("causal", 1, draft_block=4), 7), PROMPTS,
+                    max_new_tokens=12, eos_id=eos)
+    for run in (spec, hyb):
+        with torch.no_grad():
+            res = run.run()
+        assert [r.index(eos) for r in res.gen_ids] == [3, 3]  # EOS at canvas position 8
+        assert res.accepted == 2 and res.accepted <= res.committed
+        assert res.acceptance_rate == pytest.approx(2 / res.drafted)
+        assert res.acceptance_stats()["accepted"] == 2

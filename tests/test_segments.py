@@ -302,3 +302,67 @@ def test_sedd_segments_equal_plain_runs_on_the_moving_window():
     assert res.gen_ids == chained(ld, [[5, 6, 7], [8]], config)
     with pytest.raises(UserError, match=r"steps \(32\) do not split evenly"):  # sedd uses steps
         api.start(ld, [[5]], dataclasses.replace(config, steps=32))
+
+
+class DraftRecorder:
+    """An ``on_view`` that also takes each round's drafts (as ``LiveView`` does)."""
+
+    def __init__(self) -> None:
+        self.views: list[torch.Tensor] = []
+        self.drafts: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, step: int, view: torch.Tensor) -> None:
+        self.views.append(view.clone())
+
+    def draft(self, step: int, view: torch.Tensor, drafts: torch.Tensor) -> None:
+        self.drafts.append((step, view.clone(), drafts.clone()))
+
+
+@pytest.mark.parametrize("kind", ["speculative", "hybrid"])
+def test_segmented_runs_show_each_segments_drafts_in_the_whole_region(kind):
+    config = SampleConfig(gen_length=40, segment_length=16, draft_length=3)
+    if kind == "speculative":
+        verifier, draft = loaded(model("causal", seed=1)), loaded(model(seed=2))
+    else:
+        verifier = loaded(model("causal", seed=1, draft_block=3, objective="hybrid"))
+        draft = None
+    rec = DraftRecorder()
+    prompts = [TOK.encode("abc"), TOK.encode("hello there")]
+    run = api.start(verifier, prompts, config, step_callback=rec, draft=draft)
+    assert run.decoder == kind
+    res = run.run()
+    assert len(res.segments) == 3 and len(rec.views) == res.steps
+    assert rec.drafts and all(d.shape == v.shape == (2, 40) for _, v, d in rec.drafts)
+    steps = [s for s, _, _ in rec.drafts]
+    assert steps == sorted(steps) and steps[-1] < res.steps  # the run's steps, not a segment's
+    cols = {int(c) for _, _, d in rec.drafts for c in (d != TOK.mask_id).nonzero()[:, 1]}
+    assert min(cols) < 16 and max(cols) >= 32  # drafts of the first and the last segment
+    for _, view, drafts in rec.drafts:  # drafted where nothing is committed yet
+        shown = drafts != TOK.mask_id
+        assert bool((view[shown] == TOK.mask_id).all())
+    # the run's own views only: every one the whole region
+    assert all(v.shape == (2, 40) for v in rec.views)
+
+
+def test_impossible_segmented_lengths_are_refused_before_anything_is_allocated(
+    tmp_path, capsys, monkeypatch
+):
+    import io
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.cli import main
+
+    ld = loaded(model("causal"))
+    for huge in (10**12, 10**23):  # a MemoryError and an OverflowError before
+        with pytest.raises(UserError, match=r"at most 1048576 tokens"):
+            api.generate(ld, "a", config=dict(gen_length=huge, segment_length=16))
+    with pytest.raises(UserError, match=r"131072 segments, more than 65536.*at least 16"):
+        api.generate(ld, "a", config=dict(gen_length=1 << 20, segment_length=8))
+    save_checkpoint(tmp_path / "run", model=ld.model, tokenizer=ld.tokenizer)
+    ck = str(tmp_path / "run" / "checkpoint")
+    for cmd in (["generate", "--no-live", "--prompt", "a"], ["chat", "--template", "plain"]):
+        monkeypatch.setattr("sys.stdin", io.StringIO("a\n"))  # chat's one message
+        rc = main([*cmd, "--model", ck, "--device", "cpu",
+                   "--gen-length", str(10**23), "--segment-length", "16"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "at most 1048576 tokens" in err and err.count("\n") == 1, err

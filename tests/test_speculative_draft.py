@@ -328,14 +328,15 @@ def test_server_with_a_drafter_completes_as_the_causal_model_streaming_included(
 # ---- the command line -------------------------------------------------------------------------
 
 
-def save(tmp_path: Path, name: str, attention: str, seed: int, tok: Tokenizer = TOK) -> str:
+def save(tmp_path: Path, name: str, attention: str, seed: int, tok: Tokenizer = TOK,
+         max_seq_len: int = 64) -> str:
     from unmask.checkpoint import save_checkpoint
 
     torch.manual_seed(seed)
     cfg = model_preset(
         "tiny",
         vocab_size=tok.vocab_size,
-        max_seq_len=64,
+        max_seq_len=max_seq_len,
         attention=attention,
         init_std=0.3,
         **tok.special_ids(),
@@ -438,3 +439,50 @@ def test_physical_cores_count_hyperthread_siblings_once(tmp_path):
     assert physical_cores([0, 1, 2, 3, 4], str(tmp_path)) == 3
     assert physical_cores([0, 2], str(tmp_path)) == 1
     assert physical_cores([0, 9], str(tmp_path)) is None  # topology unknown: caller falls back
+
+
+def test_chat_drops_old_exchanges_to_fit_a_drafter_of_shorter_context(tmp_path, capsys,
+                                                                       monkeypatch):
+    """With ``--draft`` the context is the smaller of the two (as ``api.start`` checks), so
+    ``unmask chat`` drops the oldest exchanges to fit the drafter's too, as it does for the
+    model's (it stopped at the second turn)."""
+    from unmask.cli import main
+
+    ar = save(tmp_path, "ar", "causal", 0, max_seq_len=128)
+    drafter = save(tmp_path, "d", "bidirectional", 1, max_seq_len=32)
+    argv = ["chat", "--model", ar, "--draft", drafter, "--template", "plain", "--gen-length",
+            "6", "--temperature", "0", "--json", "--device", "cpu"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hi\nOk\nYo\n"))
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    turns = [json.loads(x) for x in out.splitlines()]
+    assert len(turns) == 3 and [t["dropped"] for t in turns] == [0, 1, 1], turns
+    assert all(t["prompt_tokens"] + 6 <= 32 for t in turns)
+    assert "oldest exchange(s) to fit the drafter's context" in err
+    # a --system message that leaves no room in the drafter's context is named at startup
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi\n"))
+    assert main([*argv, "--system", "x" * 40]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--system" in err and "drafter's max_seq_len (32)" in err
+
+
+def test_server_refuses_max_tokens_past_the_drafters_context_as_the_models():
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    short = Transformer(dataclasses.replace(transformer("bidirectional", 12).config,
+                                            max_seq_len=32)).double().eval()
+    ar = loaded(transformer("causal", 11))
+    for draft, who, ctx in ((loaded(short), "drafter", 32), (None, "model", 64)):
+        with TestClient(create_app(ar, draft=draft)) as c:
+            body = {"prompt": "hello", "max_tokens": ctx - 2}
+            r = c.post("/v1/completions", json=body)
+            assert r.status_code == 400, r.text
+            e = r.json()["error"]
+            assert e["param"] == "max_tokens" and e["code"] == "context_length_exceeded", e
+            assert f"max_tokens ({ctx - 2}) exceeds the {who}'s context of {ctx} tokens; use " \
+                f"max_tokens <= {ctx - 5}" in e["message"] and "gen_length" not in e["message"]
+            r = c.post("/v1/completions", json={**body, "max_tokens": ctx - 5})
+            assert r.status_code == 200, r.text

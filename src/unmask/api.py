@@ -192,13 +192,23 @@ def start(
         if limit is None:
             raise UserError("segment_length needs a model with a known context (max_seq_len)")
         run = SegmentedRun(
-            lambda rows, cfg: decoder.start(target, rows, cfg), prompt_ids, config,
+            lambda rows, cfg, view: decoder.start(target, rows, cfg, on_view=view),
+            prompt_ids, config,
             limit=limit, align=facts.block_size or 1, uses_steps=decoder.uses_steps(config),
             mask_id=facts.mask_id,
             eos_id=facts.eos_id, pad_id=facts.pad_id, on_view=step_callback,
         )
     run.decoder = decoder.name
     return run
+
+
+def context_limit(loaded: Loaded, draft: Loaded | None = None) -> tuple[int | None, str]:
+    """The longest canvas (prompt + generation) a run of ``loaded`` may use, with ``draft``
+    drafting for it: the smaller ``max_seq_len`` of the two (None: unknown), and whose it is
+    ("model", or "drafter" when the drafter's is shorter)."""
+    aux = {} if draft is None else {"drafter_facts": facts_of(draft)}
+    facts = facts_of(loaded)
+    return _context(facts, aux), _limited_by(facts, aux)
 
 
 def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> int | None:
@@ -508,8 +518,18 @@ class Generation:
     """The decoder's own result (canvas, region, history)."""
 
     @property
+    def n_tokens(self) -> int:
+        """The ids decoded: each row's up to and including its first EOS (all of a row
+        without one), for every decoder alike, so the padding a causal decoder writes after
+        EOS, or the EOS a diffusion decoder fills the rest of the canvas with, is not
+        counted."""
+        eos = getattr(self.result, "eos_id", None)
+        return sum(r.index(eos) + 1 if eos in r else len(r) for r in self.ids)
+
+    @property
     def tokens_per_s(self) -> float:
-        n = sum(len(r) for r in self.ids)
+        """``n_tokens`` over ``seconds``."""
+        n = self.n_tokens
         return n / self.seconds if self.seconds > 0 else float("inf")
 
 

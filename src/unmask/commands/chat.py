@@ -3,8 +3,9 @@
 Each turn re-renders the whole conversation (the ``--system`` message, every earlier turn,
 the new message) through the model's chat template (``unmask.api.chat_template``;
 ``--template`` to use another) and samples the reply with the options of ``unmask generate``
-(``unmask.api.chat``). When the conversation outgrows the model's ``max_seq_len`` the oldest
-turns are dropped, one exchange at a time, and a note says so. A model without a chat
+(``unmask.api.chat``). When the conversation outgrows the model's ``max_seq_len`` (with
+``--draft``, the smaller context of the two) the oldest turns are dropped, one exchange at a
+time, and a note says so. A model without a chat
 template is refused with a one-line error naming ``--template`` and SFT: a base model
 continues text, and silently chatting with it through an invented format misleads.
 
@@ -77,6 +78,8 @@ class Prepared:
     """The turns it holds (oldest ones dropped to fit), the new user message last."""
     dropped: int
     """Exchanges (user + assistant turn) dropped to fit ``max_seq_len``."""
+    limited_by: str = "model"
+    """Whose ``max_seq_len`` the context is: "model", or "drafter" when its is shorter."""
 
 
 @dataclass
@@ -124,12 +127,15 @@ class ChatSession:
 
     def prepare(self, user: str) -> Prepared:
         """The prompt for ``user`` after the conversation so far, dropping the oldest exchanges
-        while prompt + ``gen_length`` exceeds the model's ``max_seq_len`` (with
-        ``segment_length``: prompt + the first segment, so the whole prompt is its window; a
-        single message longer than that is kept, and each segment sees its latest window,
-        as ``generate --chat`` and the server do)."""
-        tok, mcfg = self.loaded.tokenizer, self.loaded.model.config
-        limit = getattr(mcfg, "max_seq_len", None)
+        while prompt + ``gen_length`` exceeds the context (the model's ``max_seq_len``; with a
+        drafter, the smaller of the two: ``api.context_limit``; with ``segment_length``:
+        prompt + the first segment, so the whole prompt is its window; a single message longer
+        than that is kept, and each segment sees its latest window, as ``generate --chat`` and
+        the server do)."""
+        from unmask import api
+
+        tok = self.loaded.tokenizer
+        limit, who = api.context_limit(self.loaded, self.draft)
         first = self.config.gen_length  # what the prompt must leave room for
         if self.config.segment_length is not None:
             from unmask.sampling.segments import segment_lengths
@@ -140,14 +146,16 @@ class ChatSession:
         while True:
             text, ids = self.template.prompt(tok, self.messages(turns))
             if limit is None or len(ids) + first <= limit:
-                return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)
+                return Prepared(text=text, ids=ids, turns=turns, dropped=dropped,
+                                limited_by=who)
             if len(turns) == 1:
                 if self.config.segment_length is not None:  # each segment sees the latest
-                    return Prepared(text=text, ids=ids, turns=turns, dropped=dropped)  # window
+                    return Prepared(text=text, ids=ids, turns=turns, dropped=dropped,  # window
+                                    limited_by=who)
                 with_system = " (with the --system message)" if self.system is not None else ""
                 raise UserError(
                     f"this message{with_system} makes a prompt of {len(ids)} tokens; with "
-                    f"gen_length={self.config.gen_length} that exceeds the model's max_seq_len "
+                    f"gen_length={self.config.gen_length} that exceeds the {who}'s max_seq_len "
                     f"({limit}): send a shorter message, lower --gen-length or give "
                     "--segment-length (each segment then sees the latest text)"
                 )
@@ -155,9 +163,11 @@ class ChatSession:
 
     def check_system(self) -> None:
         """A one-line ``UserError`` naming ``--system`` when the system message leaves no room
-        for a reply in the model's ``max_seq_len`` (checked at startup, not at the first
-        turn, where "this message" was blamed)."""
-        limit = getattr(self.loaded.model.config, "max_seq_len", None)
+        for a reply in the context (``prepare``'s: with a drafter, the smaller of the two;
+        checked at startup, not at the first turn, where "this message" was blamed)."""
+        from unmask import api
+
+        limit, who = api.context_limit(self.loaded, self.draft)
         if self.system is None or limit is None or self.config.segment_length is not None:
             return
         _, ids = self.template.prompt(self.loaded.tokenizer,
@@ -165,7 +175,7 @@ class ChatSession:
         if len(ids) + self.config.gen_length > limit:
             raise UserError(
                 f"--system: the system message makes a prompt of {len(ids)} tokens before any "
-                f"message; with gen_length={self.config.gen_length} that exceeds the model's "
+                f"message; with gen_length={self.config.gen_length} that exceeds the {who}'s "
                 f"max_seq_len ({limit}): shorten it, lower --gen-length or give --segment-length"
             )
 
@@ -227,8 +237,8 @@ def converse(
             message = _message(message, command)
             prepared = session.prepare(message)
             if prepared.dropped:
-                print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the model's "
-                      "context)", file=sys.stderr)
+                print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the "
+                      f"{prepared.limited_by}'s context)", file=sys.stderr)
             if show_prompt:
                 print(prepared.text, file=sys.stderr)
             view = make_live(tok, session.config, session.decoder) if live else None

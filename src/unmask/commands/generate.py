@@ -148,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if live is not None:
             live.close(clear=True)
-    # the ids decoded (a block decoder that stopped at EOS decoded fewer than gen_length)
-    n_tokens, tokens_per_s = sum(len(r) for r in out.ids), out.tokens_per_s
+    # the ids decoded, each row's up to and including its EOS (api.Generation.n_tokens)
+    n_tokens, tokens_per_s = out.n_tokens, out.tokens_per_s
 
     if args.json:
         result: dict[str, Any] = {
@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         # a reply, or the prompt (as it ended: its [MASK]s filled) and its continuation
         print(text if template is not None else out.prompts[i] + text)
     how = f"decoder {out.decoder}"
-    per_step = n_tokens / len(prompts) / max(out.steps, 1)
+    # the commit loop's parallelism: positions committed per step (EOS filled after EOS too)
+    per_step = sum(len(r) for r in out.ids) / len(prompts) / max(out.steps, 1)
     if out.decoder in ("llada", "bd3lm"):  # the commit loop: which policy and cache ran
         how += "".join(f", {name} {value}" for name, value, default in (
             ("policy", config.policy, "llada"), ("cache", config.cache, "none"))

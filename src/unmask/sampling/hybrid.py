@@ -411,7 +411,7 @@ class HybridRun(DecoderRun):
             keep = (plan.columns < h + n[:, None]) & active[:, None]  # head + accepted drafts
             self.cache.commit(keep, torch.where(active, N + n, self.cache.fed))
             self._drafted += self.dlen * active
-            self._accepted += n
+            self._accepted += torch.minimum(n, count)  # committed drafts: none after an EOS
             self._rounds += active
             self.committed += count
             self.finished |= ended | (self.committed >= self.gen_length)

@@ -12,7 +12,6 @@ the view draws nothing unless its stream is a terminal (or it is forced on).
 from __future__ import annotations
 
 import codecs
-import math
 import os
 import shutil
 import sys
@@ -50,14 +49,32 @@ def _sanitize(text: str) -> str:
     return "".join(out)
 
 
-def _cell_width(text: str) -> int:
-    """Terminal columns ``text`` (one line) takes: wide East Asian characters count 2."""
-    w = 0
+def _char_width(ch: str) -> int:
+    """Terminal columns one character takes (as wcwidth): wide and full-width East Asian
+    characters (CJK, most emoji) 2; combining and enclosing marks and the zero-width joiner
+    0; anything else 1."""
+    if ch == "\u200d" or unicodedata.category(ch) in ("Mn", "Me"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def _line_rows(text: str, cols: int) -> int:
+    """Terminal rows one line of ``text`` (no newline) takes on a screen ``cols`` wide.
+
+    Simulates the terminal's wrap, as xterm does it: a double-width character that does not
+    fit in what is left of a row starts the next row (the last column stays empty), so
+    ``ceil(width / cols)`` can be short. A line exactly ``cols`` wide takes one row (the
+    cursor waits at the margin; the newline after it does not add a row)."""
+    cols = max(cols, 1)
+    rows, col = 1, 0
     for ch in text:
-        if unicodedata.combining(ch):
+        w = _char_width(ch)
+        if not w:
             continue
-        w += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-    return w
+        if col and col + w > cols:
+            rows, col = rows + 1, 0
+        col += w
+    return rows
 
 
 def _merge(line: list[Segment]) -> list[Segment]:
@@ -242,7 +259,7 @@ class LiveView:
         size = shutil.get_terminal_size()
         cols = max(self._width or size.columns, 1)
         max_rows = max((self._height or size.lines) - 1, 1)
-        heights = [max(1, math.ceil(_cell_width("".join(t for t, _ in ln)) / cols)) for ln in lines]
+        heights = [_line_rows("".join(t for t, _ in ln), cols) for ln in lines]
         # Keep the frame within the screen (cursor-up cannot pass the top): drop lines from the top.
         while len(lines) > 1 and sum(heights) > max_rows:
             lines, heights = lines[1:], heights[1:]

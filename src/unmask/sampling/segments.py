@@ -43,9 +43,9 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling.protocol import DecoderRun, GenerateResult, ViewCallback, rows_finished
 
-SegmentStarter = Callable[[list[list[int]], SampleConfig], DecoderRun]
-"""``start(prompt_rows, config)``: the decoder's run for one segment (``unmask.api.start``
-passes the checkpoint's chosen decoder)."""
+SegmentStarter = Callable[[list[list[int]], SampleConfig, ViewCallback | None], DecoderRun]
+"""``start(prompt_rows, config, on_view)``: the decoder's run for one segment, reporting to
+``on_view`` (``unmask.api.start`` passes the checkpoint's chosen decoder)."""
 
 def segment_seed(seed: int | None, k: int) -> int | None:
     """The seed of segment ``k``: ``seed`` itself for the first (so one segment is the plain
@@ -56,10 +56,28 @@ def segment_seed(seed: int | None, k: int) -> int | None:
     return (seed * 1_000_003 + k) % (1 << 63)
 
 
+MAX_SEGMENTED_LENGTH = 1 << 20
+"""The most tokens one run writes in segments (``gen_length``; 8 MiB of ids a row)."""
+MAX_SEGMENTS = 1 << 16
+"""The most segments one run has (a config each, made up front: about a second)."""
+
+
 def segment_lengths(gen_length: int, segment_length: int) -> list[int]:
     """The lengths of the segments of ``gen_length`` tokens: ``segment_length`` each, the
-    last one shorter when it does not divide ``gen_length``."""
+    last one shorter when it does not divide ``gen_length``. Refuses in one line, before
+    anything is allocated, more than ``MAX_SEGMENTED_LENGTH`` tokens or ``MAX_SEGMENTS``
+    segments."""
     n, G = segment_length, gen_length
+    if G > MAX_SEGMENTED_LENGTH:
+        raise UserError(
+            f"gen_length ({G}) is more than a run writes in segments: at most "
+            f"{MAX_SEGMENTED_LENGTH} tokens"
+        )
+    if n >= 1 and -(-G // n) > MAX_SEGMENTS:
+        raise UserError(
+            f"gen_length {G} in segments of {n} tokens makes {-(-G // n)} segments, more than "
+            f"{MAX_SEGMENTS}: use a segment_length of at least {-(-G // MAX_SEGMENTS)}"
+        )
     return [n] * (G // n) + ([G % n] if G % n else [])
 
 
@@ -134,6 +152,21 @@ def check_segments(decoder: str, config: SampleConfig) -> None:
         )
 
 
+class _SegmentDrafts:
+    """The ``on_view`` of one segment when the run's own draws drafts (``LiveView``): the
+    segment's drafts go to the run's view, placed in the whole region; its step views do not
+    (the run reports the whole view after each step itself)."""
+
+    def __init__(self, run: SegmentedRun) -> None:
+        self.run = run
+
+    def __call__(self, step: int, view: Tensor) -> None:
+        pass
+
+    def draft(self, step: int, view: Tensor, drafts: Tensor) -> None:
+        self.run._show_drafts(step, view, drafts)
+
+
 class SegmentedRun(DecoderRun):
     """One run of ``gen_length`` tokens as consecutive segment runs (module docstring).
 
@@ -196,7 +229,9 @@ class SegmentedRun(DecoderRun):
             over = len(row) - window
             cut = -(-over // self.align) * self.align if over > 0 else 0
             history.append(row[cut:])
-        run = self._start_segment(history, self.configs[self._k])
+        # a view that draws drafts gets the segment's (a segment's step views are not passed on)
+        seg_view = _SegmentDrafts(self) if hasattr(self.on_view, "draft") else None
+        run = self._start_segment(history, self.configs[self._k], seg_view)
         if self.gen is None:
             self.model = run.model
             device = run.view().device
@@ -206,6 +241,19 @@ class SegmentedRun(DecoderRun):
             )
         self._index = torch.tensor(self._active, device=self.gen.device)
         self._run = run
+
+    def _show_drafts(self, step: int, view: Tensor, drafts: Tensor) -> None:
+        """The current segment's drafts (its view and drafts: its rows, its columns) to the
+        ``on_view`` that draws them, placed in the whole (B, gen_length) region."""
+        show = getattr(self.on_view, "draft", None)
+        if show is None or self.gen is None:
+            return
+        span = slice(self._offset, self._offset + view.shape[1])
+        whole = self.gen.clone()
+        whole[self._index, span] = view.to(whole.device)
+        placed = torch.full_like(whole, self.mask_id)
+        placed[self._index, span] = drafts.to(whole.device)
+        show(self._done_steps + step, whole, placed)
 
     def _after(self) -> None:
         """After a step of the current segment: if it ended, keep its tokens and start the
@@ -328,6 +376,8 @@ class SegmentedRun(DecoderRun):
 
 
 __all__ = [
+    "MAX_SEGMENTED_LENGTH",
+    "MAX_SEGMENTS",
     "SegmentedRun",
     "check_segments",
     "segment_configs",

@@ -561,7 +561,7 @@ class SpeculativeRun(DecoderRun):
             keep = (j < h + n[:, None]) & active[:, None]  # the head and the accepted drafts
             self.kv.commit(keep, torch.where(active, N + n, self.kv.fed))
         self.drafted += int(lengths.sum())
-        self.accepted += int(n.sum())
+        self.accepted += int(torch.minimum(n, count).sum())  # committed: none after an EOS
         self.row_rounds += int(active.sum())
         self.n_committed += int(count.sum())
         self.committed += count

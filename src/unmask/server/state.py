@@ -120,3 +120,13 @@ class ServerState:
     @property
     def max_seq_len(self) -> int:
         return int(getattr(self.cfg, "max_seq_len", 0) or 1 << 30)
+
+    @property
+    def context(self) -> tuple[int, str]:
+        """The longest canvas (prompt + max_tokens) a generation may use, and whose limit it
+        is: the model's ``max_seq_len``, or with ``--draft`` the drafter's where that is
+        shorter ("model" or "drafter"; ``unmask.api.context_limit``)."""
+        from unmask import api
+
+        limit, who = api.context_limit(self.loaded, self.draft)
+        return int(limit or 1 << 30), who

@@ -51,7 +51,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     top_p = check_generation(state, req, prompts)
     ids = [encode(p) for p in prompts]
     longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
-    ctx = state.max_seq_len
+    ctx, who = state.context  # with a drafter, the smaller context of the two
     segmented = req.segment_length is not None
     if segmented and req.max_tokens > limits.max_steps:  # past the context: bounded by steps
         raise APIError(400, f"max_tokens must be <= {limits.max_steps} (the server's "
@@ -61,7 +61,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         fix = (f"use max_tokens <= {ctx - longest}, or " if longest < ctx else "shorten the "
                "prompt, or use ")
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
-                       f"the model's context of {ctx} tokens; {fix}segment_length (e.g. "
+                       f"the {who}'s context of {ctx} tokens; {fix}segment_length (e.g. "
                        f"{ctx // 2}) to write it in segments", param="max_tokens",
                        code="context_length_exceeded")
     try:  # what the request did not send: the checkpoint's recommendation, as the CLI
