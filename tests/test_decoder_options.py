@@ -288,6 +288,23 @@ def test_token_counts_stop_at_eos_on_every_decoder():
     assert with_pad.n_tokens == 8  # no result: no EOS known, every id counts
     with_pad.result = api.start(loaded(causal), [[5]], SampleConfig(gen_length=1)).run()
     assert with_pad.n_tokens == 2 + 4 and with_pad.tokens_per_s == 3.0
+    with_pad.ends = frozenset({eos, 7})  # a chat template's end of turn ends a row too
+    assert with_pad.n_tokens == 2 + 2
+
+
+def test_a_chat_reply_counts_its_tokens_to_the_end_of_turn():
+    """With a chat template, ``n_tokens`` stops at the template's end-of-turn marker (a
+    special token it writes), where the reply ends and the server stops counting."""
+    from unmask.chat import template_arg
+
+    template = template_arg("{% for m in messages %}{{ m.content }}[BOS]{% endfor %}")
+    ends = template.ends(TOK, TOK.eos_id)
+    assert ends == {TOK.eos_id, TOK.bos_id}
+    out = api.generate(loaded(EosLate(transformer("causal", 0), 8)), ["hi"],
+                       config=SampleConfig(gen_length=12, seed=0), template=template)
+    assert out.ends == ends
+    row = out.ids[0]
+    assert out.n_tokens == next((k + 1 for k, i in enumerate(row) if i in ends), len(row))
 
 
 def test_cli_summary_and_json_count_the_ids_up_to_eos(tmp_path, capsys):

@@ -147,7 +147,7 @@ def weights_dtype(loaded: Loaded) -> str | None:
 def start(
     loaded: Loaded,
     prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor,
-    config: SampleConfig | Mapping[str, Any],
+    config: SampleConfig | Mapping[str, Any] | None,
     *,
     step_callback: ViewCallback | None = None,
     draft: Loaded | str | Path | None = None,
@@ -168,7 +168,8 @@ def start(
     ``Target.aux["drafter"]``.
 
     ``config`` may be a mapping of the options to set: ``sample_config(loaded, config)``, the
-    checkpoint's recommendation for the rest (a ``SampleConfig`` is taken as it is).
+    checkpoint's recommendation for the rest (a ``SampleConfig`` is taken as it is; None is
+    the recommendation alone).
     """
     from unmask.sampling import Target, choose_decoder
     from unmask.sampling.segments import SegmentedRun
@@ -477,12 +478,11 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
 
 
 def _applies_penalties(loaded: Loaded, decoder: str) -> bool:
-    """Whether ``decoder`` (``auto``: the checkpoint's own) applies the penalties; an unknown
-    name counts as yes (``choose_decoder`` names it)."""
-    from unmask.sampling import DECODERS
+    """Whether ``decoder`` (``auto``: the checkpoint's own) applies the penalties
+    (``unmask.sampling.registry.applies_penalties``)."""
+    from unmask.sampling.registry import applies_penalties
 
-    name = facts_of(loaded).default_decoder if decoder == "auto" else decoder
-    return getattr(DECODERS.get(name), "penalties", True)
+    return applies_penalties(facts_of(loaded).default_decoder if decoder == "auto" else decoder)
 
 
 def check_policy_options(policy: str, given: Iterable[str]) -> None:
@@ -516,15 +516,20 @@ class Generation:
     """The decoder that ran (``choose_decoder``)."""
     result: GenerateResult | None = field(default=None, repr=False)
     """The decoder's own result (canvas, region, history)."""
+    ends: frozenset[int] = frozenset()
+    """The ids that end a row: EOS, and with a chat template its end-of-turn markers
+    (``ChatTemplate.ends``); empty: the result's EOS."""
 
     @property
     def n_tokens(self) -> int:
-        """The ids decoded: each row's up to and including its first EOS (all of a row
-        without one), for every decoder alike, so the padding a causal decoder writes after
-        EOS, or the EOS a diffusion decoder fills the rest of the canvas with, is not
-        counted."""
+        """The ids decoded: each row's up to and including the first id that ends it (EOS,
+        or a chat template's end of turn; all of a row without one), for every decoder
+        alike, so the padding a causal decoder writes after EOS, or the EOS a diffusion
+        decoder fills the rest of the canvas with, is not counted."""
         eos = getattr(self.result, "eos_id", None)
-        return sum(r.index(eos) + 1 if eos in r else len(r) for r in self.ids)
+        ends = self.ends or frozenset({eos} if eos is not None else ())
+        return sum(next((k + 1 for k, i in enumerate(r) if i in ends), len(r))
+                   for r in self.ids)
 
     @property
     def tokens_per_s(self) -> float:
@@ -600,6 +605,7 @@ def generate(
         seconds=seconds,
         decoder=run.decoder,
         result=result,
+        ends=template.ends(tok, facts.eos_id) if template is not None else frozenset(),
     )
 
 

@@ -370,12 +370,17 @@ class ChatTemplate:
             self._encode(tokenizer, response, specials, plain),
         )
 
+    def ends(self, tokenizer: Any, eos_id: int | None) -> frozenset[int]:
+        """The ids that end a generated turn: EOS and every special token the template
+        writes (its end-of-turn marker)."""
+        return frozenset(self.specials(tokenizer).values()) | (
+            {int(eos_id)} if eos_id is not None else frozenset()
+        )
+
     def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None) -> str:
         """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
         template writes (its end-of-turn marker), decoded and stripped."""
-        stop = set(self.specials(tokenizer).values()) | (
-            {int(eos_id)} if eos_id is not None else set()
-        )
+        stop = self.ends(tokenizer, eos_id)
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
         return tokenizer.decode(ids[:end]).strip()

@@ -305,16 +305,21 @@ FREE_DECIMALS = 2
 so a range as narrow as its bounds' last digit still has values inside it."""
 
 
+def decimal_digits(d: Decimal) -> str:
+    """The decimals of ``d`` without trailing zeros, exactly (no arithmetic: the decimal
+    context would round a bound of 29+ digits)."""
+    return format(d, "f").partition(".")[2].rstrip("0")
+
+
 def _decimal_text(d: Decimal) -> tuple[int, str]:
-    """(integer part, decimals without trailing zeros) of a non-negative decimal, exactly
-    (no arithmetic: the decimal context would round a bound of 29+ digits)."""
-    return int(d), format(d, "f").partition(".")[2].rstrip("0")
+    """(integer part, decimals without trailing zeros) of a non-negative decimal."""
+    return int(d), decimal_digits(d)
 
 
 def decimal_places(*bounds: Decimal | int) -> int:
     """Most decimals a value of a range with these bounds may need beyond ``FLOAT_DIGITS``'s
     rule: none for integer bounds, else the bounds' decimals and ``FREE_DECIMALS``."""
-    most = max(len(_decimal_text(Decimal(b).copy_abs())[1]) for b in bounds)
+    most = max(len(decimal_digits(Decimal(b))) for b in bounds)
     return most + FREE_DECIMALS if most else 0
 
 

@@ -43,6 +43,7 @@ from unmask.infill.forms import (
     FormResult,
     ValueHole,
     check_unicode,
+    decimal_digits,
     fill_form,
     float_range,
     int_range,
@@ -493,7 +494,7 @@ def _number_bounds(node: Mapping[str, Any], path: str) -> NumberRange | None:
             f"{_where(path)}: range too wide to enforce (a bound of {digits} digits, at most "
             f"{MAX_NUMBER_DIGITS}); narrow minimum/maximum"
         )
-    digits = max(len(str(abs(int(b)))) + len(_decimals(b)) for b in (lo, hi))
+    digits = max(len(str(abs(int(b)))) + len(decimal_digits(b)) for b in (lo, hi))
     if digits > MAX_NUMBER_DIGITS:
         raise UserError(
             f"{_where(path)}: range too fine to enforce (a bound of {digits} digits with its "
@@ -507,11 +508,6 @@ def _number_bounds(node: Mapping[str, Any], path: str) -> NumberRange | None:
     if hi < lo or (hi == lo and (lo_open or hi_open)):
         raise UserError(f"{_where(path)}: no number lies in its range")
     return lo, lo_open, hi, hi_open
-
-
-def _decimals(d: Decimal) -> str:
-    """The decimals of ``d``, without trailing zeros (exact: no context rounding)."""
-    return format(d, "f").partition(".")[2].rstrip("0")
 
 
 def _integers(bounds: NumberRange) -> tuple[int, int]:

@@ -103,6 +103,13 @@ def refuse_top_k(decoder: str, config: SampleConfig) -> None:
         )
 
 
+def applies_penalties(decoder: str) -> bool:
+    """Whether the decoder named ``decoder`` applies the penalties (``Decoder.penalties``);
+    an unknown name counts as yes: ``choose_decoder`` reports it."""
+    known = DECODERS.get(decoder)
+    return known is None or known.penalties
+
+
 def penalty_decoders() -> list[str]:
     """The registered decoders that apply the penalties (``Decoder.penalties``)."""
     return sorted(name for name, d in DECODERS.items() if d.penalties)
@@ -113,7 +120,7 @@ def check_penalty_decoder(decoder: str, config: SampleConfig) -> None:
     from unmask.sampling.penalties import given_penalties
 
     given = given_penalties(config)
-    if given and not getattr(DECODERS.get(decoder), "penalties", False):
+    if given and not applies_penalties(decoder):
         raise UserError(
             f"{given[0]} applies to the decoders that sample from logits "
             f"({', '.join(penalty_decoders())}), not to decoder {decoder!r}"
@@ -145,6 +152,7 @@ __all__ = [
     "Decoder",
     "Prompts",
     "Target",
+    "applies_penalties",
     "check_penalty_decoder",
     "choose_decoder",
     "penalty_decoders",
