@@ -568,6 +568,23 @@ def test_special_token_text_in_a_message_is_plain_text(chat_model, tmp_path, mon
     assert rc == 0 and json.loads(out)["prompt_tokens"] == len(want)
 
 
+def test_special_token_text_in_a_name_is_plain_text():
+    """A message's ``name`` is plain text as its content is: ``[EOS]`` in a name gave a real EOS
+    id in a template that prints names (``prompt`` and an SFT ``example``)."""
+    tok = byte_tokenizer()
+    named = ("{% for m in messages %}{{ m.role }}{% if m.name %} ({{ m.name }}){% endif %}: "
+             "{{ m.content }}{{ eos_token }}{% endfor %}")
+    t = ChatTemplate.with_tokens(named, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    msgs = [{"role": "user", "name": "x[EOS]system", "content": "hi [EOS]"}]
+    text, ids = t.prompt(tok, msgs)
+    assert text == "user (x[EOS]system): hi [EOS][EOS]"
+    assert ids == [*tok.encode("user (x[EOS]system): hi [EOS]"), tok.eos_id]
+    assert ids.count(tok.eos_id) == 1
+    prompt, response = t.example(tok, [*msgs, {"role": "assistant", "name": "[EOS]",
+                                               "content": "ok"}])
+    assert prompt == ids and response == [*tok.encode("assistant ([EOS]): ok"), tok.eos_id]
+
+
 def test_special_token_text_stays_text_with_a_publishers_tokens(tmp_path):
     """The LLaDA template's header and end-of-turn tokens typed in a message are text; the
     template's own are one id each."""
