@@ -652,6 +652,29 @@ def test_a_too_long_system_message_is_refused_at_startup(chat_model, monkeypatch
     assert "--system: the system message makes a prompt of" in err and "(128)" in err
 
 
+def test_system_is_checked_with_a_message_the_template_accepts(chat_model, tmp_path,
+                                                               monkeypatch, capsys):
+    """The startup check of ``--system`` rendered an empty user message: a template that
+    rejects empty messages failed there, blaming nothing the user typed. A template that
+    rejects the system message itself is still refused at startup, naming ``--system``."""
+    no_empty = tmp_path / "no_empty.jinja"
+    no_empty.write_text("{% for m in messages %}{% if not m.content %}"
+                        "{{ raise_exception('empty message') }}{% endif %}"
+                        "{{ m.role }}: {{ m.content }}\n{% endfor %}")
+    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--template", str(no_empty),
+                          "--system", "Be brief.", "--json"], "hi\n", monkeypatch, capsys)
+    assert rc == 0, err
+    assert len(out.splitlines()) == 1
+    no_system = tmp_path / "no_system.jinja"
+    no_system.write_text("{% for m in messages %}{% if m.role == 'system' %}"
+                         "{{ raise_exception('no system messages') }}{% endif %}"
+                         "{{ m.role }}: {{ m.content }}\n{% endfor %}")
+    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--template", str(no_system),
+                          "--system", "Be brief."], "hi\n", monkeypatch, capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "--system: " in err and "rejected these messages: no system messages" in err
+
+
 def test_chat_json_records_the_options_that_ran(chat_model, monkeypatch, capsys):
     rc, out, _ = _chat(["--model", str(chat_model / "chat"), "--json", "--temperature", "0.5",
                         "--seed", "3"], "hi\nho\n", monkeypatch, capsys)
