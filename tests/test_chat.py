@@ -568,6 +568,23 @@ def test_special_token_text_in_a_message_is_plain_text(chat_model, tmp_path, mon
     assert rc == 0 and json.loads(out)["prompt_tokens"] == len(want)
 
 
+def test_special_token_text_in_a_name_is_plain_text():
+    """A message's ``name`` is plain text as its content is: ``[EOS]`` in a name gave a real EOS
+    id in a template that prints names (``prompt`` and an SFT ``example``)."""
+    tok = byte_tokenizer()
+    named = ("{% for m in messages %}{{ m.role }}{% if m.name %} ({{ m.name }}){% endif %}: "
+             "{{ m.content }}{{ eos_token }}{% endfor %}")
+    t = ChatTemplate.with_tokens(named, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    msgs = [{"role": "user", "name": "x[EOS]system", "content": "hi [EOS]"}]
+    text, ids = t.prompt(tok, msgs)
+    assert text == "user (x[EOS]system): hi [EOS][EOS]"
+    assert ids == [*tok.encode("user (x[EOS]system): hi [EOS]"), tok.eos_id]
+    assert ids.count(tok.eos_id) == 1
+    prompt, response = t.example(tok, [*msgs, {"role": "assistant", "name": "[EOS]",
+                                               "content": "ok"}])
+    assert prompt == ids and response == [*tok.encode("assistant ([EOS]): ok"), tok.eos_id]
+
+
 def test_special_token_text_stays_text_with_a_publishers_tokens(tmp_path):
     """The LLaDA template's header and end-of-turn tokens typed in a message are text; the
     template's own are one id each."""
@@ -633,6 +650,29 @@ def test_a_too_long_system_message_is_refused_at_startup(chat_model, monkeypatch
                          "hi\n", monkeypatch, capsys)
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert "--system: the system message makes a prompt of" in err and "(128)" in err
+
+
+def test_system_is_checked_with_a_message_the_template_accepts(chat_model, tmp_path,
+                                                               monkeypatch, capsys):
+    """The startup check of ``--system`` rendered an empty user message: a template that
+    rejects empty messages failed there, blaming nothing the user typed. A template that
+    rejects the system message itself is still refused at startup, naming ``--system``."""
+    no_empty = tmp_path / "no_empty.jinja"
+    no_empty.write_text("{% for m in messages %}{% if not m.content %}"
+                        "{{ raise_exception('empty message') }}{% endif %}"
+                        "{{ m.role }}: {{ m.content }}\n{% endfor %}")
+    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--template", str(no_empty),
+                          "--system", "Be brief.", "--json"], "hi\n", monkeypatch, capsys)
+    assert rc == 0, err
+    assert len(out.splitlines()) == 1
+    no_system = tmp_path / "no_system.jinja"
+    no_system.write_text("{% for m in messages %}{% if m.role == 'system' %}"
+                         "{{ raise_exception('no system messages') }}{% endif %}"
+                         "{{ m.role }}: {{ m.content }}\n{% endfor %}")
+    rc, out, err = _chat(["--model", str(chat_model / "chat"), "--template", str(no_system),
+                          "--system", "Be brief."], "hi\n", monkeypatch, capsys)
+    assert rc == 2 and out == "" and err.count("\n") == 1
+    assert "--system: " in err and "rejected these messages: no system messages" in err
 
 
 def test_chat_json_records_the_options_that_ran(chat_model, monkeypatch, capsys):

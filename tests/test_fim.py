@@ -373,3 +373,27 @@ def test_server_infill_on_causal_checkpoints_equals_cli(fim_run, capsys):
         assert r.status_code == 400 and "exactly one gap" in r.json()["error"]["message"]
         r = c.post("/v1/infill", json={"template": template, "stream": True})
         assert r.status_code == 200 and r.text.rstrip().endswith("[DONE]")
+
+
+def test_infill_causal_follows_the_spacing_rules_of_the_diffusion_path():
+    """At offset 0 the virtual space is dropped (the middle was " cat": the text began with
+    a space); after a space the gap took, an unconstrained middle starts with a word, not
+    closing punctuation (the middle was ",": "The cat , sat")."""
+    from unmask.config import SampleConfig
+    from unmask.tokenizer import train_bpe
+
+    tok = with_fim_tokens(
+        train_bpe(["cat sat. The cat sat on the mat. The dog sat."] * 20, vocab_size=300)
+    )
+    model = FimOracle(tok.encode(" cat sat on the mat."), tok=tok)
+    r = infill_causal(model, tok, "[MASK:1-3] sat on the mat.")
+    assert r.text == "cat sat on the mat." and r.gaps[0].text == "cat"
+    assert (r.gaps[0].start, r.gaps[0].end) == (0, 3) and r.gaps[0].tokens == tok.encode("cat")
+    assert tok.decode(r.tokens) == r.text
+    model = FimOracle(tok.encode("The cat, sat on the mat."), tok=tok)
+    r = infill_causal(model, tok, "The cat [MASK:1-2] on the mat.", SampleConfig(temperature=0))
+    gap = r.gaps[0].text
+    assert gap and gap[0] not in " \n,.;:!?)]}'’”" and gap.endswith(" sat")
+    assert r.text == f"The cat {gap} on the mat." and tok.decode(r.tokens) == r.text
+    # a gap with no space before it is filled freely
+    assert infill_causal(model, tok, "The cat[MASK:1-2] on the mat.").gaps[0].text == ", sat"

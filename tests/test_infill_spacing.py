@@ -10,7 +10,7 @@ import torch
 
 from unmask.config import SampleConfig
 from unmask.infill import Gap, infill, plan_template, takes_space
-from unmask.tokenizer import byte_tokenizer, train_bpe
+from unmask.tokenizer import Tokenizer, byte_tokenizer, train_bpe
 
 BPE = train_bpe(["cat sat. The cat sat on the mat. The dog sat."] * 20, vocab_size=300)
 V = BPE.vocab_size
@@ -375,6 +375,41 @@ def test_a_later_gap_and_a_gap_after_text_get_no_start_context():
     # a byte tokenizer joins no spaces to words: nothing changes for it
     plan = plan_template("[MASK] y", byte_tokenizer())
     assert [k for k, _ in plan.items] == ["hole", "text"] and not plan.holes[0].lead
+
+
+def _sentencepiece(byte_fallback: bool) -> Tokenizer:
+    """A SentencePiece-style vocabulary (``▁`` word starts) without a line break: ``"\n"`` is
+    ``["▁", "<unk>"]``, or with byte fallback (Llama) ``["▁", "<0x0A>"]``, a stray space."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    from unmask.tokenizer import SPECIAL_TOKENS
+
+    pieces = [*SPECIAL_TOKENS, "<unk>", *(["<0x0A>"] if byte_fallback else []), "▁",
+              *"catsmo.", "▁c", "▁ca", "▁cat", "▁s", "▁sa", "▁sat"]
+    merges = [("▁", "c"), ("▁c", "a"), ("▁ca", "t"), ("▁", "s"), ("▁s", "a"), ("▁sa", "t")]
+    hf = HFTokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=merges,
+                                unk_token="<unk>", byte_fallback=byte_fallback))
+    hf.pre_tokenizer = pre_tokenizers.Metaspace()
+    hf.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
+    hf.add_special_tokens([*SPECIAL_TOKENS, "<unk>"])
+    return Tokenizer(hf, mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+
+
+@pytest.mark.parametrize("byte_fallback", [False, True])
+def test_no_start_context_without_a_line_break_token(byte_fallback):
+    """The line break before a gap at offset 0 is used only when the tokenizer has one: a
+    SentencePiece vocabulary without it filled the gap after ``<unk>`` (or a stray ``"▁"``)."""
+    from unmask.infill.template import start_context
+
+    tok = _sentencepiece(byte_fallback)
+    assert len(tok.encode("\n")) == 2 and start_context(tok) == []
+    plan = plan_template("[MASK] sat", tok)
+    assert [k for k, _ in plan.items] == ["hole", "text"] and plan.holes[0].lead
+    model = Prefers(b" cat", tokenizer=tok)
+    r = infill(model, tok, "[MASK] sat", SampleConfig(steps=1))
+    assert r.text == "cat sat" and model.seen[0][0] == tok.mask_id
+    assert start_context(BPE) == NL == [tid(b"\n")]
 
 
 def test_an_edited_span_at_offset_0_does_not_start_the_text_with_a_space():

@@ -271,3 +271,34 @@ def test_threshold_with_another_policy_is_refused_everywhere(client, path, body)
     assert err["param"] == "threshold", err
     r = client.post(path, json={**body, "threshold": 0.5, "policy": "threshold"})
     assert r.status_code == 200, r.text
+
+
+def test_streamed_infill_at_offset_0_shows_no_hidden_line_break():
+    """A gap that starts the text is filled after a locked line break (not part of the
+    output): the streamed steps and the API's step callback showed it as ``tokens[0] ==
+    "\\n"`` and shifted every position by one. They start at the gap, as the text does."""
+    from server_helpers import random_transformer
+
+    from unmask import api
+    from unmask.tokenizer import train_bpe
+
+    bpe = train_bpe(["The cat sat on the mat. The dog sat."] * 20, vocab_size=300)
+    model = random_transformer(0, tokenizer=bpe)
+    rest = bpe.encode(" sat on the mat.")
+    body = {"template": "[MASK:3] sat on the mat.", "steps": 3, "temperature": 0}
+    with TestClient(create_app(loaded(model, bpe))) as c:
+        steps, final = streamed(c, "/v1/infill", body)
+    assert final["text"].endswith(" sat on the mat.")
+    for k, ev in enumerate(steps, 1):
+        (choice,) = ev["choices"]
+        assert len(choice["tokens"]) == 3 + len(rest), choice
+        assert "".join(choice["tokens"][3:]) == " sat on the mat."
+        assert choice["masked"] == 3 - k == choice["tokens"][:3].count(None)
+    # the first step lists every unmasked position: the text, and one of the gap's
+    assert len(steps[0]["choices"][0]["committed"]) == 1 + len(rest)
+    views: list[list[int]] = []
+    res = api.infill(loaded(model, bpe), body["template"], config={"steps": 3, "temperature": 0},
+                     step_callback=lambda step, tokens: views.append(tokens[0].tolist()))
+    assert res.text == final["text"] and len(views) == 3
+    assert all(v[3:] == rest and len(v) == 3 + len(rest) for v in views)
+    assert bpe.decode(views[-1][:3]).removeprefix(" ") == res.detail.gaps[0].text

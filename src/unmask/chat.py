@@ -13,7 +13,7 @@ failure is a one-line ``UserError``.
 
 Special tokens: the rendered text is encoded with the special tokens the template writes
 itself (``<|eot_id|>``, ``<|im_start|>``, ``bos_token`` ...) mapped to their ids, and every
-other string, message contents included, as plain text (``ChatTemplate.prompt``,
+other string, message contents and names included, as plain text (``ChatTemplate.prompt``,
 ``ChatTemplate.example``): a message that holds ``[EOS]`` or ``<|im_start|>`` is those
 characters, never the token, as a literal ``[MASK]`` in a prompt or corpus is plain text
 (``Tokenizer.encode``). A reply ends at EOS or at the first of those tokens (the end-of-turn
@@ -81,6 +81,11 @@ class _Raised(Exception):
 class TemplateRejected(UserError):
     """A template's own ``raise_exception``: it refused these messages (not a broken
     template)."""
+
+
+# The free-text fields of a message (``check_messages`` keeps these and ``role``, which is one
+# of ``ROLES``): their special-token strings are plain text in a prompt or an SFT example.
+_TEXT_FIELDS = ("content", "name")
 
 
 def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, str]]:
@@ -285,14 +290,14 @@ class ChatTemplate:
         special tokens (``specials``) as their ids, everything between them as plain text
         (``tokenizer.encode``), as ``transformers`` splits special tokens out before tokenizing
         the rest. A conversation goes through ``prompt`` or ``example``, which keep the
-        special-token strings of its contents plain text."""
+        special-token strings of its messages (contents and names) plain text."""
         return self._encode(tokenizer, text, self.specials(tokenizer), {})
 
     def _encode(
         self, tokenizer: Any, text: str, specials: dict[str, int], plain: dict[str, str]
     ) -> list[int]:
         """``encode`` of a text ``_shield`` rendered: ``plain`` maps its stand-ins back to the
-        special-token strings of the contents, which are encoded as text."""
+        special-token strings of the messages, which are encoded as text."""
         if not specials:
             return tokenizer.encode(_unshield(text, plain))
         pattern = re.compile(
@@ -310,15 +315,16 @@ class ChatTemplate:
     def _shield(
         self, specials: dict[str, int], messages: Sequence[dict[str, str]]
     ) -> tuple[list[dict[str, str]], dict[str, str]]:
-        """``messages`` (checked) with every special-token string in a content replaced by a
-        private-use character found nowhere in the conversation or the template, and the map
-        from those characters back to the strings: only the template's own markup then
-        matches a special token."""
+        """``messages`` (checked) with every special-token string in a message's text (its
+        content and name, the strings a template prints) replaced by a private-use character
+        found nowhere in the conversation or the template, and the map from those characters
+        back to the strings: only the template's own markup then matches a special token."""
         msgs = check_messages(list(messages))
-        found = [s for s in specials if any(s in m["content"] for m in msgs)]
+        texts = [m[k] for m in msgs for k in _TEXT_FIELDS if k in m]
+        found = [s for s in specials if any(s in t for t in texts)]
         if not found:
             return msgs, {}
-        taken = set(self.source).union(*(m["content"] for m in msgs))
+        taken = set(self.source).union(*texts)
         stand_in: dict[str, str] = {}
         code = 0xF0000  # Supplementary Private Use Area-A
         for s in sorted(found, key=len, reverse=True):
@@ -328,14 +334,15 @@ class ChatTemplate:
             code += 1
         pattern = re.compile("|".join(re.escape(s) for s in stand_in))
         shielded = [
-            {**m, "content": pattern.sub(lambda x: stand_in[x.group()], m["content"])}
+            {**m, **{k: pattern.sub(lambda x: stand_in[x.group()], m[k])
+                     for k in _TEXT_FIELDS if k in m}}
             for m in msgs
         ]
         return shielded, {v: k for k, v in stand_in.items()}
 
     def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
         """Text and ids of the prompt a chat model continues: ``messages`` and the generation
-        prompt (a content's special-token strings are plain text)."""
+        prompt (a message's special-token strings are plain text, in its content and name)."""
         specials = self.specials(tokenizer)
         shielded, plain = self._shield(specials, messages)
         text = self.render(shielded, add_generation_prompt=True)
@@ -346,9 +353,9 @@ class ChatTemplate:
     ) -> tuple[list[int], list[int]]:
         """Prompt ids and response ids (no EOS) of an SFT example whose last message is the
         response: ``render(messages[:-1], add_generation_prompt=True)`` is the prompt and the
-        rest of ``render(messages)`` the response (a content's special-token strings are plain
-        text). A one-line ``UserError`` when the template does not render the prompt as a
-        prefix of the conversation, or drops the response's text."""
+        rest of ``render(messages)`` the response (a message's special-token strings are plain
+        text, in its content and name). A one-line ``UserError`` when the template does not
+        render the prompt as a prefix of the conversation, or drops the response's text."""
         specials = self.specials(tokenizer)
         shielded, plain = self._shield(specials, messages)
         prompt = self.render(shielded[:-1], add_generation_prompt=True)

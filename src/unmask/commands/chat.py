@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from unmask.chat import ChatTemplate
+from unmask.chat import ChatTemplate, TemplateRejected
 from unmask.commands import (
     add_json_flag,
     add_model_flag,
@@ -92,6 +92,10 @@ class Turn:
     seconds: float
     stats: dict[str, Any] = field(default_factory=dict)
     """Acceptance rate, tokens per forward, forwards (``speculative``, ``hybrid``)."""
+
+
+_PROBE = "x"
+"""The user message ``--system`` is checked with at startup (``ChatSession.check_system``)."""
 
 
 @dataclass
@@ -162,21 +166,32 @@ class ChatSession:
             turns, dropped = turns[2:], dropped + 1
 
     def check_system(self) -> None:
-        """A one-line ``UserError`` naming ``--system`` when the system message leaves no room
-        for a reply in the context (``prepare``'s: with a drafter, the smaller of the two;
-        checked at startup, not at the first turn, where "this message" was blamed)."""
+        """Startup checks of the template and ``--system``, on a prompt with a one-character
+        user message (an empty one failed on a template that rejects empty messages, blaming
+        nothing the user typed): a broken template, or one that rejects that message, fails
+        now, not at the first turn; a one-line ``UserError`` naming ``--system`` when the
+        template rejects the system message, or when it leaves no room for a reply in the
+        context (``prepare``'s: with a drafter, the smaller of the two; at the first turn
+        "this message" was blamed)."""
         from unmask import api
 
+        probe = [{"role": "user", "content": _PROBE}]
+        try:
+            _, ids = self.template.prompt(self.loaded.tokenizer, self.messages(probe))
+        except TemplateRejected as e:
+            if self.system is None:
+                raise
+            self.template.render(probe, add_generation_prompt=True)  # rejects the probe
+            raise UserError(f"--system: {e}") from None  # rejects the system message
         limit, who = api.context_limit(self.loaded, self.draft)
         if self.system is None or limit is None or self.config.segment_length is not None:
             return
-        _, ids = self.template.prompt(self.loaded.tokenizer,
-                                      self.messages([{"role": "user", "content": ""}]))
         if len(ids) + self.config.gen_length > limit:
             raise UserError(
-                f"--system: the system message makes a prompt of {len(ids)} tokens before any "
-                f"message; with gen_length={self.config.gen_length} that exceeds the {who}'s "
-                f"max_seq_len ({limit}): shorten it, lower --gen-length or give --segment-length"
+                f"--system: the system message makes a prompt of {len(ids)} tokens with a "
+                f"one-character message; with gen_length={self.config.gen_length} that exceeds "
+                f"the {who}'s max_seq_len ({limit}): shorten it, lower --gen-length or give "
+                "--segment-length"
             )
 
     def complete(self, prepared: Prepared, *, live: Any = None) -> Turn:
@@ -344,9 +359,9 @@ def run(args: argparse.Namespace) -> int:
     template = model_template(loaded, args.template)
     session = ChatSession(loaded, template, config, system=args.system, device=device,
                           draft=draft)
-    # a broken template fails now, not at the first turn
-    session.template.render(session.messages([{"role": "user", "content": "hi"}]))
-    session.check_system()  # a --system message too long for any reply fails now too
+    # a broken template, or a --system message it rejects or too long for any reply, fails
+    # now, not at the first turn
+    session.check_system()
     session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn
     interactive = sys.stdin.isatty()
     if not interactive:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.infill.fill import InfillResult, _render
+from unmask.infill.fill import InfillResult, _after_context, _render
 from unmask.infill.template import layouts_canvas, plan_template
 from unmask.sampling.continuous import EmbedRun, check_options
 from unmask.sampling.protocol import StepCallback, model_device
@@ -41,7 +41,8 @@ def infill_template(
     charset, banned words: the clamping rounds every position at once each step, so an
     automaton over the gap's tokens has no order to follow). ``config.steps`` is the number
     of denoising steps (``gen_length`` is ignored); ``step_callback(step, canvas)`` sees the
-    rounded canvas (B, L) after each step."""
+    rounded canvas (B, L) after each step (from the end of the hidden line break before a gap
+    at offset 0)."""
     config = config or SampleConfig()
     max_len = getattr(getattr(model, "config", None), "max_seq_len", None)
     plan = plan_template(template, tokenizer, max_seq_len=max_len)
@@ -67,10 +68,11 @@ def infill_template(
     config = replace(config, gen_length=end - start, block_length=None)
     check_options("embed-diffusion", config)
     run: EmbedRun | None = None
+    report = _after_context(plan, step_callback)  # not the hidden line break at offset 0
 
     def on_view(step: int, view: Tensor) -> None:
-        if step_callback is not None and run is not None:
-            step_callback(step, run.ids)  # (B, L): the rounded canvas
+        if report is not None and run is not None:
+            report(step, run.ids)  # (B, L): the rounded canvas
 
     run = EmbedRun(model, canvas, config, eos_id=getattr(tokenizer, "eos_id", None),
                    on_view=on_view)  # fmt: skip

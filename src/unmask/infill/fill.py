@@ -313,6 +313,22 @@ def _max_seq_len(model: Any) -> int | None:
     return getattr(getattr(model, "config", None), "max_seq_len", None)
 
 
+def _after_context(plan: Plan, step_callback: StepCallback | None) -> StepCallback | None:
+    """``step_callback`` fed each canvas from the end of ``plan``'s locked context
+    (``START_CONTEXT`` before a gap at offset 0, the same in every row): a step's view
+    covers the template's text and its gaps, as the result does, never the hidden line
+    break (it showed as ``tokens[0] == "\n"`` and shifted every position by one)."""
+    skip = len(plan.items[0][1][0]) if plan.items and plan.items[0][0] == "context" else 0
+    if step_callback is None or not skip:
+        return step_callback
+    report = step_callback
+
+    def on_step(step: int, tokens: Tensor) -> None:
+        report(step, tokens[:, skip:])
+
+    return on_step
+
+
 def fill_plan(
     model: MaskPredictor,
     tokenizer: Any,
@@ -330,6 +346,7 @@ def fill_plan(
     automata = [h.automaton for h in plan.holes]
     labels = [h.label for h in plan.holes]
     ids = dict(mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
+    on_step = _after_context(plan, step_callback)
     eos_id = getattr(tokenizer, "eos_id", None)
     if generator is None:
         generator = make_generator(config.seed)
@@ -343,7 +360,7 @@ def fill_plan(
         layouts = [plan.layout(c) for c in combos]
         canvas, spans = layouts_canvas(layouts, automata, labels, **ids)
         filled = fill_canvas(
-            model, canvas, config, eos_id=eos_id, generator=generator, step_callback=step_callback
+            model, canvas, config, eos_id=eos_id, generator=generator, step_callback=on_step
         )
         if step_callback is not None and hasattr(step_callback, "close"):
             step_callback.close(clear=True)
@@ -529,8 +546,9 @@ def infill(
     constraints, whatever the model. An unconstrained gap right after a space may take the
     space in (``unmask.infill.template.takes_space``); the text keeps it either way.
     Special ids come from ``tokenizer`` (``mask_id``, ``pad_id``, ``eos_id``).
-    ``step_callback`` sees every sampling run; one with a ``close`` method (``LiveView``)
-    is closed (``close(clear=True)``) after each run.
+    ``step_callback`` sees every sampling run, each canvas from the end of the hidden line
+    break before a gap at offset 0 (the template's text and its gaps); one with a ``close``
+    method (``LiveView``) is closed (``close(clear=True)``) after each run.
     """
     config = config or SampleConfig()
     options = options or InfillOptions()

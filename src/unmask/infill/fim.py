@@ -18,8 +18,9 @@ Inside:
   returned as an ``InfillResult`` (what ``unmask infill`` does with a causal checkpoint).
 
 An unconstrained middle need not be well-formed UTF-8 when the tokenizer splits characters;
-a gap with regex/choices/classes/banned words is written under its token automaton
-(``unmask.infill.ordered``), as the diffusion path holds it.
+a gap with regex/choices/classes/banned words, or one the diffusion path's spacing rules
+shape (after a space it took, or at the start of the text), is written under its token
+automaton (``unmask.infill.ordered``), as the diffusion path holds it.
 """
 
 from __future__ import annotations
@@ -33,8 +34,16 @@ from torch import Tensor
 
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.infill.fill import FilledGap, InfillResult
-from unmask.infill.template import DEFAULT_MAX_LEN, Gap, _named, parse_template, takes_space
+from unmask.infill.automaton import TokenAutomaton
+from unmask.infill.fill import InfillResult, _render
+from unmask.infill.template import (
+    DEFAULT_MAX_LEN,
+    Gap,
+    Spans,
+    _named,
+    parse_template,
+    plan_template,
+)
 from unmask.sampling.ar import generate_ar
 from unmask.sampling.cache import call_model
 from unmask.sampling.loop import make_generator
@@ -244,20 +253,18 @@ def _constrained(gap: Gap) -> bool:
                 gap.choices is not None)
 
 
-def _constrained_middle(
-    model: Any, tokenizer: Any, gap: Gap, label: str, prefix: str, suffix: str,
-    bounds: tuple[int, int], space: bool, config: SampleConfig,
+def _guided_middle(
+    model: Any, tokenizer: Any, auto: TokenAutomaton, label: str, prefix: str, suffix: str,
+    bounds: tuple[int, int], config: SampleConfig,
 ) -> FimResult:
-    """The middle of a constrained gap (regex, choices, character class, banned words),
-    written left to right under the gap's automaton (``unmask.infill.ordered``): at least
+    """The middle of a gap held to its automaton ``auto`` (a constraint, or the spacing
+    rules of a gap that took a space or starts the text: ``unmask.infill.template
+    .gap_automaton``), written left to right (``unmask.infill.ordered``): at least
     ``bounds[0]`` and at most ``bounds[1]`` tokens, ended by EOS only where accepted."""
-    from unmask.infill.automaton import TokenAutomaton
     from unmask.infill.ordered import fill_left_to_right
-    from unmask.infill.template import gap_automaton
 
     cfg = _config(model)
     lo, hi = bounds
-    auto = gap_automaton(gap, tokenizer, label, space=space)
     auto = auto.intersect(TokenAutomaton.at_least(lo, auto.vocab_size))
     if not auto.feasible_lengths(hi).any():
         raise UserError(f"{label}: no text of {lo} to {hi} tokens satisfies its constraint")
@@ -295,10 +302,14 @@ def infill_causal(
     ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
     middle with EOS after a to b tokens (the model chooses the length, not an ELBO search).
     ``config`` supplies ``temperature``, ``top_k``, ``top_p``, ``seed`` and the repetition
-    penalties. A space right before
-    the gap moves into the middle by the rule of the diffusion path (``takes_space``). A
-    constrained gap (regex, choices, class, banned words) is written under its automaton
-    left to right (``unmask.infill.ordered``), so its text satisfies the constraint. Templates
+    penalties. The spacing rules of the diffusion path hold (``plan_template``): a space
+    right before the gap moves into the middle (``takes_space``), and an unconstrained
+    middle then starts with neither whitespace nor closing punctuation after it
+    (``AFTER_SPACE_TEXT``); a gap that starts the text takes a virtual space, dropped from
+    the output (``leads``; ``LEAD_TEXT``), but is not given the diffusion path's locked line
+    break (``START_CONTEXT``): the FIM prompt's prefix is empty. Such a gap, and a
+    constrained one (regex, choices, class, banned words), is written under its automaton
+    left to right (``unmask.infill.ordered``), so its text satisfies it. Templates
     with several gaps raise ``UserError``: PSM conditions on one prefix and one suffix.
     """
     config = config or SampleConfig()
@@ -319,17 +330,21 @@ def infill_causal(
     lo, hi = _gap_bounds(gap, label)
     prefix = "".join(str(p) for p in segments[:k])
     suffix = "".join(str(p) for p in segments[k + 1 :])
-    # As on the diffusion path (docs/infill.md, BPE spacing).
-    space = takes_space(gap, prefix, tokenizer)
+    # The spacing rules of the diffusion path (docs/infill.md, BPE spacing): the plan says
+    # whether the gap took the space before it (Hole.space) or starts the text (Hole.lead),
+    # holds its fill to the same automaton and renders it the same way (fill._render).
+    plan = plan_template(segments, tokenizer)
+    hole = plan.holes[0]
+    before = prefix[:-1] if hole.space else prefix
     device = next(iter(_params(model)), torch.empty(0)).device
-    if _constrained(gap):
-        res = _constrained_middle(model, tokenizer, gap, label, prefix[:-1] if space else prefix,
-                                  suffix, (lo, hi), space, config)
+    if _constrained(gap) or hole.space or hole.lead:
+        res = _guided_middle(model, tokenizer, hole.automaton, label, before, suffix, (lo, hi),
+                             config)
     else:
         res = fill_middle(
             model,
             tokenizer,
-            prefix[:-1] if space else prefix,
+            before,
             suffix,
             max_new_tokens=hi,
             min_new_tokens=lo,
@@ -339,17 +354,17 @@ def infill_causal(
             generator=make_generator(config.seed, device),
             penalties=Penalties.of(config),
         )
-    middle, ids = res.middle, tokenizer.encode(prefix[:-1] if space else prefix)
-    if space:
-        if not middle.startswith(" "):  # put the space back
-            middle = " " + middle
-            ids += tokenizer.encode(" ")
-        middle = middle[1:]
-    gap_out = FilledGap(
-        name=label, text=middle, tokens=res.tokens, start=len(prefix), end=len(prefix) + len(middle)
-    )
-    ids += res.tokens + tokenizer.encode(suffix)
-    return InfillResult(text=prefix + middle + suffix, gaps=[gap_out], tokens=ids, nfe=res.nfe)
+    layout = plan.layout([len(res.tokens)])
+    row: list[int] = []
+    span = (0, 0)
+    for kind, v in layout:
+        if kind == "hole":
+            span = (len(row), len(row) + len(res.tokens))
+            row += res.tokens
+        else:
+            row += v[0]
+    text, gaps_out, ids = _render(plan, layout, row, Spans(holes=[[span]]), 0, tokenizer)
+    return InfillResult(text=text, gaps=gaps_out, tokens=ids, nfe=res.nfe)
 
 
 __all__ = ["FimResult", "fill_middle", "fill_middle_ids", "fim_prompt", "infill_causal"]

@@ -681,16 +681,28 @@ def plan_template(
 
 def start_context(tokenizer: Any) -> list[int]:
     """The ids of ``START_CONTEXT``: what a gap (or an edited token) at the start of a text is
-    filled (or scored) after."""
-    return list(tokenizer.encode(START_CONTEXT))
+    filled (or scored) after; ``[]`` (no context) when the tokenizer has no line break of its
+    own: the ids must decode to exactly ``START_CONTEXT`` and, where the tokenizer knows its
+    tokens' bytes, stand for exactly its bytes (a SentencePiece vocabulary without one gave
+    the unknown token, or a stray ``"▁"`` piece before ``<0x0A>``)."""
+    ids = list(tokenizer.encode(START_CONTEXT))
+    if not ids or tokenizer.decode(ids) != START_CONTEXT:
+        return []
+    token_bytes = getattr(tokenizer, "token_bytes", None)
+    if token_bytes is not None and b"".join(token_bytes(i) for i in ids) != START_CONTEXT.encode():
+        return []
+    return ids
 
 
 def with_start_context(plan: Plan, tokenizer: Any, max_seq_len: int | None = None) -> Plan:
     """``plan`` with ``("context", START_CONTEXT)`` first when its first item is a hole that
-    starts the text (``Hole.lead``) and the context fits ``max_seq_len``; else ``plan``."""
+    starts the text (``Hole.lead``), the tokenizer has the context (``start_context``) and it
+    fits ``max_seq_len``; else ``plan``."""
     if not plan.items or plan.items[0][0] != "hole" or not plan.holes[plan.items[0][1]].lead:
         return plan
     ids = start_context(tokenizer)
+    if not ids:
+        return plan
     out = Plan(items=[("context", (ids, "")), *plan.items], holes=plan.holes)
     try:
         check_context(out, max_seq_len)
