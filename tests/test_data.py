@@ -430,7 +430,7 @@ def test_out_dir_rules(tmp_path: Path, docs: list[Path]) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("precious")
-    with pytest.raises(UserError, match="not a prepared dataset; refusing"):
+    with pytest.raises(UserError, match=r"not a prepared dataset \(no index.json\); refusing"):
         prepare(docs, other, tokenizer="byte", overwrite=True, progress=False)
     assert (other / "keep.txt").read_text() == "precious"
     empty = tmp_path / "empty"
@@ -552,3 +552,26 @@ def test_prepare_notes_and_refusals_of_its_options(
     assert main(["prepare", *args, "-o", str(tmp_path / "r"), "--tokenizer",
                  str(tmp_path / "run")]) == 0
     assert TokenDataset(tmp_path / "r", "train").vocab_size == tok.vocab_size
+
+
+# ----------------------------------------------------------------------------- audit fixes
+
+
+def test_overwrite_replaces_only_what_prepare_wrote(tmp_path: Path, docs: list[Path]) -> None:
+    """--overwrite took any folder holding a file named index.json for a dataset and deleted
+    it whole; now the index must be one unmask wrote and the folder hold only its files."""
+    site = tmp_path / "site"
+    (site / "img").mkdir(parents=True)
+    (site / "index.json").write_text('{"pages": ["home"]}')
+    (site / "thesis.tex").write_text("my work")
+    with pytest.raises(UserError, match=r"not a prepared dataset \(its index.json is not"):
+        prepare(docs, site, tokenizer="byte", overwrite=True, progress=False)
+    ds = prepare(docs, tmp_path / "ds", tokenizer="byte", progress=False).out
+    (ds / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"\(it also holds notes.txt\); refusing"):
+        prepare(docs, ds, tokenizer="byte", overwrite=True, progress=False)
+    assert (site / "thesis.tex").is_file() and (site / "img").is_dir()
+    assert (ds / "notes.txt").is_file() and (ds / "train-00000.bin").is_file()
+    (ds / "notes.txt").unlink()
+    prepare(docs, ds, tokenizer="byte", overwrite=True, seed=3, progress=False)
+    assert json.loads((ds / "index.json").read_text())["seed"] == 3

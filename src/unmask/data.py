@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import zlib
@@ -505,10 +506,38 @@ def _check_out(out: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise UserError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    if not (out / "index.json").is_file():
+    why = _not_prepared(out)
+    if why:
         raise UserError(
-            f"{out} is not empty and is not a prepared dataset; refusing to overwrite it"
+            f"{out} is not empty and is not a prepared dataset ({why}); refusing to overwrite it"
         )
+
+
+_SHARD_NAME = re.compile(r"^(train|val)-\d{5,}\.bin$")
+
+
+def _not_prepared(folder: Path) -> str:
+    """Why ``folder`` is not a dataset ``prepare`` wrote (so ``--overwrite`` must not delete
+    it), or ``""`` when it is: its ``index.json`` parses and has the keys ``prepare`` writes,
+    and the folder holds nothing but that, ``tokenizer.json`` and token shards."""
+    try:
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no index.json"
+    except (OSError, ValueError):
+        return "its index.json is not one unmask wrote"
+    if not (
+        isinstance(index, dict)
+        and str(index.get("created_by", "")).startswith("unmask")
+        and isinstance(index.get("splits"), dict)
+        and all(k in index for k in ("version", "dtype", "vocab_size", "special_ids"))
+    ):
+        return "its index.json is not one unmask wrote"
+    for entry in sorted(folder.iterdir()):
+        ours = entry.name in ("index.json", "tokenizer.json") or _SHARD_NAME.match(entry.name)
+        if not ours or entry.is_symlink() or not entry.is_file():
+            return f"it also holds {entry.name}{'/' if entry.is_dir() else ''}"
+    return ""
 
 
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
