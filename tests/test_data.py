@@ -575,3 +575,49 @@ def test_overwrite_replaces_only_what_prepare_wrote(tmp_path: Path, docs: list[P
     (ds / "notes.txt").unlink()
     prepare(docs, ds, tokenizer="byte", overwrite=True, seed=3, progress=False)
     assert json.loads((ds / "index.json").read_text())["seed"] == 3
+
+
+def test_cut_off_shards_and_edited_index_fields_are_one_line_errors(
+    tmp_path: Path, docs: list[Path]
+) -> None:
+    """A shard of odd byte length or of 0 bytes (an interrupted copy) was a numpy ValueError
+    from np.memmap; a hand-edited index.json field of the wrong type or missing was a
+    KeyError / ValueError / TypeError."""
+    import shutil
+
+    good = prepare(docs, tmp_path / "good", tokenizer="byte", val_fraction=0.2,
+                   progress=False).out
+    cases: list[tuple[str, str]] = [("odd", r"train-00000.bin: shard holds 1 bytes, not a whole "
+                                     r"number of uint16 tokens \(incomplete copy\?\)"),
+                                    ("zero", r"val-00000.bin: shard is empty \(incomplete")]
+    for name, pattern in cases:
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        shard = d / ("train-00000.bin" if name == "odd" else "val-00000.bin")
+        shard.write_bytes(b"x" if name == "odd" else b"")
+        with pytest.raises(UserError, match=pattern):
+            TokenDataset(d, "train" if name == "odd" else "val")
+    edits = [
+        (("splits", "train", "n_tokens"), "abc", r"field splits.train.n_tokens is str 'abc'"),
+        (("splits", "train", "n_tokens"), None, r"field splits.train.n_tokens is missing"),
+        (("splits", "val", "n_bytes"), None, r"field splits.val.n_bytes is missing"),
+        (("special_ids",), None, r"field special_ids is missing"),
+        (("special_ids", "eos_id"), True, r"field special_ids.eos_id is bool"),
+        (("dtype",), "float32", r"field dtype is str 'float32', expected 'uint16' or"),
+        (("dtype",), "nonsense", r"field dtype is str 'nonsense'"),
+        (("splits",), ["train"], r"field splits is list"),
+        (("splits", "train", "shards"), "train-00000.bin", r"field splits.train.shards is str"),
+    ]
+    text = (good / "index.json").read_text()
+    for keys, value, pattern in edits:
+        index = json.loads(text)
+        node = index
+        for k in keys[:-1]:
+            node = node[k]
+        if value is None:
+            del node[keys[-1]]
+        else:
+            node[keys[-1]] = value
+        (good / "index.json").write_text(json.dumps(index))
+        with pytest.raises(UserError, match=r"index.json: " + pattern):
+            TokenDataset(good, "train")

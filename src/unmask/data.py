@@ -840,7 +840,50 @@ def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
         raise UserError(f"{path}: unsupported index version (expected {INDEX_VERSION})")
+    _check_index(path, index)
     return index
+
+
+DTYPES = ("uint16", "uint32")
+"""Shard element types ``prepare`` writes (little-endian)."""
+
+
+def _check_index(path: Path, index: dict[str, Any]) -> None:
+    """One line naming the field of a hand-edited or foreign ``index.json`` that has the wrong
+    type or is missing, instead of a KeyError / numpy error when it is used."""
+
+    def bad(key: str, want: str) -> UserError:
+        got = "missing" if key not in where else f"{type(where[key]).__name__} {where[key]!r}"
+        return UserError(f"{path}: field {name}{key} is {got[:60]}, expected {want}")
+
+    def count(key: str, lo: int = 0) -> None:
+        v = where.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise bad(key, f"an integer >= {lo}")
+
+    where, name = index, ""
+    if where.get("dtype") not in DTYPES:
+        raise bad("dtype", " or ".join(map(repr, DTYPES)))
+    count("vocab_size", 1)
+    if not isinstance(where.get("special_ids"), dict):
+        raise bad("special_ids", "an object of mask_id, pad_id, eos_id, bos_id")
+    if not isinstance(where.get("splits"), dict):
+        raise bad("splits", "an object of splits (train, val)")
+    if "tokenizer" in where and not isinstance(where["tokenizer"], str):
+        raise bad("tokenizer", "a file name")
+    where, name = index["special_ids"], "special_ids."
+    for key in ("mask_id", "pad_id", "eos_id", "bos_id"):
+        count(key)
+    for split, info in index["splits"].items():
+        where, name = index["splits"], "splits."
+        if not isinstance(info, dict):
+            raise bad(split, "an object of shards, n_tokens, n_bytes")
+        where, name = info, f"splits.{split}."
+        shards = where.get("shards")
+        if not isinstance(shards, list) or not all(isinstance(x, str) for x in shards):
+            raise bad("shards", "a list of file names")
+        count("n_tokens")
+        count("n_bytes")
 
 
 class TokenDataset:
@@ -859,19 +902,28 @@ class TokenDataset:
         self.split = split
         info = splits[split]
         self._dtype = np.dtype(self.index["dtype"]).newbyteorder("<")
-        self._shards: list[np.memmap] = []
+        item = self._dtype.itemsize
+        sizes = []
         for name in info["shards"]:
             p = self.directory / name
             if not p.is_file():
                 raise UserError(f"{p}: shard listed in index.json is missing")
-            self._shards.append(np.memmap(p, dtype=self._dtype, mode="r"))
-        sizes = [len(s) for s in self._shards]
+            size = p.stat().st_size  # before np.memmap, which fails on these with a ValueError
+            if size == 0 or size % item:
+                what = "is empty" if size == 0 else (
+                    f"holds {size:,} bytes, not a whole number of {self.index['dtype']} tokens")
+                raise UserError(f"{p}: shard {what} (incomplete copy?)")
+            sizes.append(size // item)
         self._offsets = np.cumsum([0, *sizes])
         if int(self._offsets[-1]) != int(info["n_tokens"]):
             raise UserError(
                 f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split "
                 f"{split!r}, index.json says {info['n_tokens']} (incomplete copy?)"
             )
+        self._shards = [
+            np.memmap(self.directory / name, dtype=self._dtype, mode="r")
+            for name in info["shards"]
+        ]
         self._n_tokens = int(info["n_tokens"])
         self._n_bytes = int(info["n_bytes"])
 
