@@ -621,3 +621,58 @@ def test_cut_off_shards_and_edited_index_fields_are_one_line_errors(
         (good / "index.json").write_text(json.dumps(index))
         with pytest.raises(UserError, match=r"index.json: " + pattern):
             TokenDataset(good, "train")
+
+
+def _foreign_with_specials_in_vocab(kind: str, path: Path) -> Path:
+    """A SentencePiece-style tokenizer.json whose <unk>, <s>, </s> sit in the model's own
+    vocabulary (ids 0-2; Unigram at the best score, BPE reachable by merges), like T5's or
+    Llama's."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyz<>/ .,") - {" "})
+    specials = ["<unk>", "<s>", "</s>"]
+    if kind == "unigram":
+        vocab = [(t, 0.0) for t in specials] + [("▁", -2.0)] + [(c, -3.0) for c in chars]
+        vocab += [("▁" + c, -2.5) for c in chars]
+        hf = HFTokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+        hf.pre_tokenizer = pre_tokenizers.Metaspace()
+        hf.decoder = decoders.Metaspace()
+    else:
+        pieces = [*specials, "▁", *chars, "</", "</s", "<s"]
+        merges = [("<", "/"), ("</", "s"), ("</s", ">"), ("<", "s"), ("<s", ">")]
+        hf = HFTokenizer(models.BPE({t: i for i, t in enumerate(pieces)}, merges,
+                                    unk_token="<unk>"))
+        hf.pre_tokenizer = pre_tokenizers.Metaspace()
+        hf.decoder = decoders.Metaspace()
+    hf.add_special_tokens(specials)
+    path.mkdir(parents=True, exist_ok=True)
+    hf.save(str(path / "tokenizer.json"))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+def test_literal_special_strings_stay_text_with_a_sentencepiece_vocabulary(
+    tmp_path: Path, kind: str
+) -> None:
+    """A Unigram or BPE model holding </s> in its own vocabulary turned a literal "</s>" in a
+    document into the EOS id (a false document boundary): encode_special_tokens stopped only
+    the added-token matcher."""
+    from unmask.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(_foreign_with_specials_in_vocab(kind, tmp_path / "tok"))
+    assert (tok.eos_id, tok.bos_id) == (2, 1)
+    text = "a </s> b <s> c <unk> end."
+    ids = tok.encode(text)
+    assert not [i for i in ids if tok.is_special(i)], ids
+    assert tok.decode(ids) == text
+    assert tok.encode(text, allow_special=True).count(2) == 1  # chat templates still parse it
+    plain = "a quiet one."
+    assert tok.encode(plain) == tok.hf.encode(plain, add_special_tokens=False).ids
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"text": "one </s> two <s> three"}\n{"text": "four"}\n')
+    info = prepare([src], tmp_path / "ds", tokenizer=str(tmp_path / "tok"), val_fraction=0,
+                   progress=False)
+    stream = split_tokens(info.out, "train")
+    assert (stream == tok.eos_id).sum() == info.n_documents == 2
+    assert (stream == tok.bos_id).sum() == 0
