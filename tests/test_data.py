@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -676,3 +677,60 @@ def test_literal_special_strings_stay_text_with_a_sentencepiece_vocabulary(
     stream = split_tokens(info.out, "train")
     assert (stream == tok.eos_id).sum() == info.n_documents == 2
     assert (stream == tok.bos_id).sum() == 0
+
+
+def test_archives_other_encodings_and_binary_files_are_told_apart_from_text(
+    tmp_path: Path, docs: list[Path]
+) -> None:
+    """A .tar.gz and UTF-16 without a BOM were read as NUL-filled "text"; zip, zstd, UTF-16
+    with a BOM got "invalid UTF-8 ...; pass --errors replace", which then trained on the
+    compressed bytes. Now gzip, xz and bzip2 are decompressed by their magic bytes (any name),
+    and the rest is refused by name before any pass, even with errors='replace'."""
+    import bz2
+    import io
+    import lzma
+    import tarfile
+    import zipfile
+
+    text = docs[0].read_text(encoding="utf-8")
+    raw = text.encode("utf-8")
+    want = byte_stream([text])
+    for name, data in (("a.txt.xz", lzma.compress(raw)), ("a.txt.bz2", bz2.compress(raw)),
+                       ("a.dat", gzip.compress(raw)), ("a.jsonl.xz", None)):
+        if data is None:
+            data = lzma.compress((json.dumps({"text": text}) + "\n").encode())
+        (tmp_path / name).write_bytes(data)
+        out = prepare([tmp_path / name], tmp_path / name.replace(".", "_"), tokenizer="byte",
+                      val_fraction=0, progress=False).out
+        assert np.array_equal(split_tokens(out, "train"), want), name
+
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w:gz") as tf:
+        tf.add(docs[0], arcname="a.txt")
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w") as zf:
+        zf.writestr("a.txt", text)
+    ascii_text = "plain words of a document\n" * 40
+    cases = {
+        "c.tar.gz": (tar.getvalue(), r"a tar archive \(gzip-compressed\), not text; unpack"),
+        "c.zip": (zbuf.getvalue(), r"a zip archive, not text; unpack it first \(unzip\)"),
+        "c.zst": (b"\x28\xb5\x2f\xfd" + bytes(200), r"zstd-compressed data, not text"),
+        "u16.txt": (ascii_text.encode("utf-16"),
+                    r"UTF-16 text: convert it to UTF-8 \(iconv -f UTF-16 -t UTF-8\)"),
+        "u16le.txt": (ascii_text.encode("utf-16-le"), r"UTF-16LE text \(no byte-order mark\)"),
+        "u16be.txt": (ascii_text.encode("utf-16-be"), r"iconv -f UTF-16BE -t UTF-8"),
+        "u32le.txt": (ascii_text.encode("utf-32-le"), r"iconv -f UTF-32LE -t UTF-8"),
+        "u32.txt": (ascii_text.encode("utf-32"), r"UTF-32 text: convert it to UTF-8"),
+        "blob.bin": (random.Random(0).randbytes(5000),
+                     r"binary data, not text"),
+        "zeros.txt": (bytes(3000) + b"\x01\x02" * 500, r"binary data \(NUL bytes\), not text"),
+        "plain.gz": (raw, r"not a valid gzip file \(no gzip header\)"),
+    }
+    for name, (data, pattern) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        for errors in ("strict", "replace"):
+            with pytest.raises(UserError, match=re.escape(name) + ": .*" + pattern) as e:
+                prepare([docs[0], tmp_path / name], tmp_path / "o", tokenizer="bpe",
+                        errors=errors, progress=False)
+            assert "--errors" not in str(e.value)
+    assert not (tmp_path / "o").exists()

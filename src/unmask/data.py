@@ -2,10 +2,10 @@
 
 Inside:
 
-- ``prepare(inputs, out, ...)``: text / gzip / JSONL files and directories → a directory of
-  ``uint16``/``uint32`` token shards split into train and validation, plus ``index.json``
-  and ``tokenizer.json`` (see docs/data.md). Streams: neither the corpus nor the token
-  stream is ever held in memory.
+- ``prepare(inputs, out, ...)``: text / gzip / xz / bzip2 / JSONL files and directories → a
+  directory of ``uint16``/``uint32`` token shards split into train and validation, plus
+  ``index.json`` and ``tokenizer.json`` (see docs/data.md). Streams: neither the corpus nor
+  the token stream is ever held in memory.
 - ``PreparedInfo``: what ``prepare`` wrote (counts, paths).
 - ``TokenDataset(directory, split)``: memory-mapped shards of one split as one token
   stream; random training windows (``sample``) and sequential validation windows
@@ -22,11 +22,13 @@ corpus that is one huge document as well as for millions of small ones.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import contextlib
 import gzip
 import hashlib
 import json
+import lzma
 import math
 import os
 import re
@@ -139,29 +141,132 @@ def resolve_inputs(
 
 def _is_jsonl(p: Path) -> bool:
     name = p.name.lower()
-    return name.endswith(".jsonl") or name.endswith(".jsonl.gz")
+    return any(name.endswith(".jsonl" + z) for z in ("", ".gz", ".xz", ".bz2"))
+
+
+_HEAD_BYTES = 4096  # what _Source reads ahead to tell text from other formats
+_COMPRESSED = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2"}
+
+
+def _compression(head: bytes) -> str | None:
+    """``gzip``, ``xz`` or ``bzip2`` by the file's magic bytes (whatever its name), else None."""
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head[:3] == b"BZh" and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):  # block or end magic
+        return "bzip2"
+    return None
+
+
+def _not_text(head: bytes, kind: str | None = None) -> str | None:
+    """What the first bytes of a (decompressed) input show it to be when that is not UTF-8 text
+    (an archive, another compression, UTF-16/32, binary data), with what to do; else None.
+    ``kind``: the compression the bytes came out of."""
+    packed = f" ({kind}-compressed)" if kind else ""
+    unpack = "unpack it first ({}) and pass its folder"
+    for magic, what, fix in (
+        (b"PK\x03\x04", "a zip archive", unpack.format("unzip")),
+        (b"PK\x05\x06", "an empty zip archive", "nothing to read"),
+        (b"7z\xbc\xaf\x27\x1c", "a 7z archive", unpack.format("7z x")),
+        (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (zstd -d); gzip, xz "
+                                                      "and bzip2 files are read as they are"),
+        (b"%PDF-", "a PDF document", "extract its text first"),
+        (b"PAR1", "a Parquet file", "export its text to JSONL first"),
+    ):
+        if head.startswith(magic):
+            return f"{what}{packed}, not text; {fix}"
+    if head[257:262] == b"ustar":
+        return f"a tar archive{packed}, not text; {unpack.format('tar -xf')}"
+    for bom, enc in ((b"\xff\xfe\x00\x00", "32"), (b"\x00\x00\xfe\xff", "32"),
+                     (b"\xff\xfe", "16"), (b"\xfe\xff", "16")):
+        if head.startswith(bom):
+            return f"UTF-{enc} text: convert it to UTF-8 (iconv -f UTF-{enc} -t UTF-8)"
+    if len(head) >= 8 and head.count(0) * 10 > len(head):  # real UTF-8 text has no NULs
+        n = len(head) // 4
+        zero = [head[k::4][:n].count(0) >= 0.8 * n for k in range(4)]
+        odd, even = head[1::2].count(0), head[0::2].count(0)
+        enc = (
+            "UTF-32LE" if zero[2] and zero[3] and not zero[0] else
+            "UTF-32BE" if zero[0] and zero[1] and not zero[3] else
+            "UTF-16LE" if odd > 0.4 * len(head) and even * 10 < odd else
+            "UTF-16BE" if even > 0.4 * len(head) and odd * 10 < even else None
+        )  # fmt: skip
+        if enc is None:
+            return "binary data (NUL bytes), not text"
+        return (f"{enc} text (no byte-order mark): convert it to UTF-8 "
+                f"(iconv -f {enc} -t UTF-8)")
+    controls = sum(head.count(c) for c in (*range(9), *range(14, 27), *range(28, 32), 127))
+    if controls * 30 > len(head):
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError:
+            return "binary data, not text"
+    return None
 
 
 class _Source:
-    """One input file opened for binary reading (gunzipped if ``.gz``), with progress."""
+    """One input file opened for binary reading, with progress. gzip, xz and bzip2 files are
+    decompressed (told by their first bytes, whatever their name); archives, UTF-16/32 and
+    other binary data are refused in one line naming the file."""
 
     def __init__(self, path: Path, on_progress: Callable[[int], None]) -> None:
         self.path = path
         try:
             self._raw: BinaryIO = open(path, "rb")  # closed in close()
+            head = self._raw.read(_HEAD_BYTES)
+            self._raw.seek(0)
         except OSError as e:
             raise UserError(f"{path}: cannot read ({e.strerror})") from None
         self._stream: Any = self._raw
-        if path.name.lower().endswith(".gz"):
-            self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
-        self._on_progress = on_progress
-        self._pos = 0
+        self.kind = _compression(head)
+        named = next((k for z, k in _COMPRESSED.items() if path.name.lower().endswith(z)), None)
+        try:
+            if named and head and self.kind != named:
+                raise UserError(f"{path}: not a valid {named} file (no {named} header)")
+            if self.kind == "gzip":
+                self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
+            elif self.kind == "xz":
+                self._stream = lzma.LZMAFile(self._raw, mode="rb")
+            elif self.kind == "bzip2":
+                self._stream = bz2.BZ2File(self._raw, mode="rb")
+            self._on_progress = on_progress
+            self._pos = 0
+            self._head = head
+            if self.kind is None:
+                self._raw.seek(len(head))
+            else:  # the first decompressed bytes
+                self._head = b""
+                while len(self._head) < _HEAD_BYTES:
+                    more = self._guard(lambda: self._stream.read(_HEAD_BYTES - len(self._head)))
+                    if not more:
+                        break
+                    self._head += more
+            problem = _not_text(self._head, self.kind)
+            if problem:
+                raise UserError(f"{path}: {problem}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _guard(self, read: Callable[[], bytes]) -> bytes:
+        try:
+            return read()
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+            what = f"not a valid {self.kind} file" if self.kind else "cannot read"
+            raise UserError(f"{self.path}: {what} ({e})") from None
 
     def readline(self, limit: int = -1) -> bytes:
-        try:
-            line = self._stream.readline(limit)
-        except (OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{self.path}: not a valid gzip file ({e})") from None
+        if self._head:  # bytes read ahead by __init__ come first
+            n = len(self._head) if limit < 0 else min(limit, len(self._head))
+            nl = self._head.find(b"\n", 0, n)
+            n = nl + 1 if nl >= 0 else n
+            line, self._head = self._head[:n], self._head[n:]
+            if not self._head and not line.endswith(b"\n") and len(line) != limit:
+                rest = -1 if limit < 0 else limit - len(line)
+                line += self._guard(lambda: self._stream.readline(rest))
+        else:
+            line = self._guard(lambda: self._stream.readline(limit))
         pos = self._raw.tell()
         if pos != self._pos:
             self._on_progress(pos - self._pos)
@@ -618,8 +723,9 @@ def prepare(
     """Tokenize a corpus into train/validation token shards under ``out``.
 
     Args:
-        inputs: text files (one file = one document), gzip'd text (``.gz``), JSONL files
-            (``.jsonl``/``.jsonl.gz``; one line = one document, text in ``text_field``)
+        inputs: text files (one file = one document), gzip'd, xz'd or bzip2'd text (told by
+            their first bytes), JSONL files (``.jsonl``, ``.jsonl.gz``, ...; one line = one
+            document, text in ``text_field``)
             and directories (searched recursively, sorted, hidden entries skipped).
         out: dataset directory to create. It is built in a hidden temp directory next to
             it and renamed at the end, so an interrupted run leaves nothing half-written.
@@ -661,6 +767,8 @@ def prepare(
                         f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
     _check_out(out, overwrite)
     files = resolve_inputs(inputs, exclude=[out])
+    for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
+        _Source(f, lambda n: None).close()
     total_bytes = sum(f.stat().st_size for f in files)
 
     def pieces(desc: str) -> Iterator[tuple[str, bool]]:
