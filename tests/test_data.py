@@ -734,3 +734,38 @@ def test_archives_other_encodings_and_binary_files_are_told_apart_from_text(
                         errors=errors, progress=False)
             assert "--errors" not in str(e.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_out_as_a_symlink_and_inputs_inside_out(
+    tmp_path: Path, docs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-o naming a link to a folder failed with "Not a directory" after all the work, and with
+    --overwrite swapped the link for a folder and left a stale link; now the dataset goes into
+    the folder the link names. An input inside the -o folder was deleted by --overwrite; now
+    it is refused before any work."""
+    import unmask.data as data_mod
+
+    disk = tmp_path / "disk"
+    (disk / "empty").mkdir(parents=True)
+    (tmp_path / "data").symlink_to(disk / "empty")
+    info = prepare(docs, tmp_path / "data", tokenizer="byte", progress=False)
+    assert info.out == tmp_path / "data" and (disk / "empty" / "index.json").is_file()
+    prepare(docs, tmp_path / "data", tokenizer="byte", overwrite=True, seed=4, progress=False)
+    assert (tmp_path / "data").is_symlink()
+    assert json.loads((disk / "empty" / "index.json").read_text())["seed"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "data", "disk"]
+    assert sorted(p.name for p in disk.iterdir()) == ["empty"]
+
+    def no_pass(*a: object, **k: object) -> None:
+        raise AssertionError("tokenized before refusing")
+
+    monkeypatch.setattr(data_mod, "_make_tokenizer", no_pass)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"dangling: a symbolic link to a missing path"):
+        prepare(docs, tmp_path / "dangling", tokenizer="byte", progress=False)
+    inside = disk / "empty" / "more.txt"
+    inside.write_text("more text")
+    for out in (tmp_path / "data", disk / "empty"):
+        with pytest.raises(UserError, match=r"more.txt: an input inside the output folder"):
+            prepare([inside], out, tokenizer="byte", overwrite=True, progress=False)
+    assert inside.read_text() == "more text"

@@ -595,14 +595,33 @@ def _split_stream(
 # ----------------------------------------------------------------------------- prepare
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _real_out(out: Path) -> Path:
+    """``out``, or the folder it links to when it is a symbolic link (a dataset folder linked
+    to a bigger disk): the dataset is built beside that folder and renamed into it, so the
+    link keeps pointing at the new dataset."""
+    if not out.is_symlink():
+        return out
+    target = out.resolve()
+    if not target.is_dir():
+        what = "a missing path" if not target.exists() else "something that is not a folder"
+        raise UserError(f"{out}: a symbolic link to {what} ({target}); "
+                        "give a folder, or a link to one")
+    return target
+
+
+def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse, before any work, an ``out`` the dataset cannot be renamed into: one with no
     name of its own (``.``, ``..``, ``/``) or the current folder (it would be replaced under
-    the shell that is in it), a file, or a folder that holds something else."""
+    the shell that is in it), a folder holding one of the ``inputs`` (replacing it would
+    delete them), a file, or a folder that holds something else."""
     whole = out.resolve()
     if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
         raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
                         f"it is built beside that folder and renamed into it")
+    for f in inputs:
+        if whole in f.resolve().parents:
+            raise UserError(f"{f}: an input inside the output folder {out}, which prepare "
+                            "replaces; move it out or give another -o")
     if not out.exists():
         return
     if not out.is_dir():
@@ -765,8 +784,9 @@ def prepare(
     if tokenizer == "bpe" and vocab_size > MAX_VOCAB_SIZE:
         raise UserError(f"vocab_size={vocab_size:,} is larger than any BPE vocabulary needs "
                         f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
-    _check_out(out, overwrite)
+    given, out = out, _real_out(out)
     files = resolve_inputs(inputs, exclude=[out])
+    _check_out(out, overwrite, files)
     for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
         _Source(f, lambda n: None).close()
     total_bytes = sum(f.stat().st_size for f in files)
@@ -867,7 +887,7 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PreparedInfo(
-        out=out,
+        out=given,
         vocab_size=V,
         dtype=dtype_name,
         special_ids=tok.special_ids(),
@@ -894,7 +914,8 @@ def prepare_slice(
         raise UserError(
             f"train_tokens={train_tokens} must be in 1..{src.n_tokens:,} (the train split)"
         )
-    out = Path(out)
+    given = Path(out)
+    out = _real_out(given)
     _check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tok = src.tokenizer()
@@ -923,7 +944,7 @@ def prepare_slice(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PreparedInfo(
-        out=out,
+        out=given,
         vocab_size=src.vocab_size,
         dtype=src.index["dtype"],
         special_ids=src.special_ids,
