@@ -769,3 +769,33 @@ def test_out_as_a_symlink_and_inputs_inside_out(
         with pytest.raises(UserError, match=r"more.txt: an input inside the output folder"):
             prepare([inside], out, tokenizer="byte", overwrite=True, progress=False)
     assert inside.read_text() == "more text"
+
+
+def test_lone_cr_line_ends_and_error_offsets_in_long_lines(tmp_path: Path) -> None:
+    """--line-docs read a file with old-Mac lone-CR line ends as one document; an invalid byte
+    deep in a long line (or a CR-only file) was reported at line 1 with no way to find it."""
+    lines = [f"line {i} of a file with cr ends" for i in range(200)]
+    cr = tmp_path / "cr.txt"
+    cr.write_text("\r".join(lines) + "\r", encoding="utf-8", newline="")
+    info = prepare([cr], tmp_path / "a", tokenizer="byte", val_fraction=0, line_docs=True,
+                   progress=False)
+    assert info.n_documents == 200
+    assert np.array_equal(split_tokens(info.out, "train"), byte_stream(lines))
+    # a \r\n split across the 64 KiB read boundary is one line end, not two
+    from unmask.data import _READ_BYTES
+
+    first = "x" * (_READ_BYTES - 1)
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_bytes(first.encode() + b"\r\nnext\rlast\n\n")
+    info = prepare([mixed], tmp_path / "b", tokenizer="byte", val_fraction=0, line_docs=True,
+                   progress=False)
+    assert np.array_equal(split_tokens(info.out, "train"), byte_stream([first, "next", "last"]))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"short\n" + b"word " * 3000 + b"\xff tail\n")
+    for line_docs in (False, True):
+        with pytest.raises(UserError, match=r"bad\.txt:2: invalid UTF-8 \(byte 0xff at byte "
+                           r"offset 15006\); pass --errors"):
+            prepare([bad], tmp_path / "c", tokenizer="byte", line_docs=line_docs, progress=False)
+    bad.write_bytes(b"short\n\xff\n")  # near its line's start the line number says it all
+    with pytest.raises(UserError, match=r"bad\.txt:2: invalid UTF-8 \(byte 0xff\); pass"):
+        prepare([bad], tmp_path / "c", tokenizer="byte", progress=False)

@@ -284,10 +284,40 @@ REPLACE_HINT = "pass --errors replace (errors='replace') to replace undecodable 
 
 
 def _decode_error(
-    path: Path, lineno: int, e: UnicodeDecodeError, fix: str = REPLACE_HINT
+    path: Path, lineno: int, e: UnicodeDecodeError, fix: str = REPLACE_HINT,
+    offset: int | None = None,
 ) -> UserError:
+    """``file:line: invalid UTF-8 (byte 0xNN)``; with ``offset`` (the bad byte's place in the
+    file, given when it is far into a long line, where the line number says little) also
+    ``at byte offset N``."""
     bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
-    return UserError(f"{path}:{lineno}: invalid UTF-8 (byte 0x{bad}); {fix}")
+    at = f" at byte offset {offset}" if offset is not None else ""
+    return UserError(f"{path}:{lineno}: invalid UTF-8 (byte 0x{bad}{at}); {fix}")
+
+
+class _Lines:
+    """Line number and byte offset of an incrementally decoded file, for ``_decode_error``."""
+
+    FAR = 4096  # bytes into a line beyond which an error also gives its byte offset
+
+    def __init__(self) -> None:
+        self.lineno = 1
+        self.offset = 0  # bytes read so far
+        self.line_start = 0
+
+    def read(self, raw: bytes) -> None:
+        self.offset += len(raw)
+
+    def ended(self, raw: bytes) -> None:
+        if raw.endswith(b"\n"):
+            self.lineno += 1
+            self.line_start = self.offset
+
+    def error(self, path: Path, e: UnicodeDecodeError) -> UserError:
+        # the decoder's input is the bytes it held back plus the last read: it ends at offset
+        at = self.offset - len(e.object) + e.start if isinstance(e.object, bytes) else 0
+        return _decode_error(path, self.lineno, e, offset=at if at - self.line_start >= self.FAR
+                             else None)
 
 
 def _cut(text: str, size: int) -> int:
@@ -310,7 +340,7 @@ def _split_text(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:
 def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
     """One document (the whole file) in pieces; nothing for an empty file."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
-    lineno = 1
+    where = _Lines()
     buf: list[str] = []
     n = 0
     first = True
@@ -318,15 +348,15 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
     while True:
         line = src.readline(_READ_BYTES)
         final = not line
+        where.read(line)
         try:
             text = dec.decode(line, final=final)
         except UnicodeDecodeError as e:
-            raise _decode_error(src.path, lineno, e) from None
+            raise where.error(src.path, e) from None
         if first and text:
             text = text.removeprefix("\ufeff")  # a BOM is an encoding mark, not text
             first = False
-        if line.endswith(b"\n"):
-            lineno += 1
+        where.ended(line)
         if text:
             buf.append(text)
             n += len(text)
@@ -347,48 +377,53 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             yield p, i == len(pieces) - 1
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
-    """Each non-blank line one document, its line end (``\\n`` or ``\\r\\n``) left out; a line
-    longer than ``_CHUNK_CHARS`` comes in pieces."""
+    """Each non-blank line one document, its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``,
+    old Mac style) left out; a line longer than ``_CHUNK_CHARS`` comes in pieces."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
-    lineno = 1
-    buf: list[str] = []
-    n = 0
+    where = _Lines()
+    pending = ""  # the current line, not yet yielded
     first = True
     emitted = False  # pieces of the current line already yielded
+
+    def line_end(line: str) -> Iterator[tuple[str, bool]]:
+        if emitted or line.strip():
+            pieces = list(_split_text(line))
+            for i, p in enumerate(pieces):
+                yield p, i == len(pieces) - 1
+
     while True:
         raw = src.readline(_READ_BYTES)
         final = not raw
+        where.read(raw)
         try:
             text = dec.decode(raw, final=final)
         except UnicodeDecodeError as e:
-            raise _decode_error(src.path, lineno, e) from None
+            raise where.error(src.path, e) from None
+        where.ended(raw)
         if first and text:
             text = text.removeprefix("\ufeff")
             first = False
-        if text:
-            buf.append(text)
-            n += len(text)
-        if raw.endswith(b"\n") or final:
-            lineno += 1
-            line = "".join(buf)
-            line = line[:-1] if line.endswith("\n") else line
-            line = line[:-1] if line.endswith("\r") else line
-            if emitted or line.strip():
-                pieces = list(_split_text(line))
-                for i, p in enumerate(pieces):
-                    yield p, i == len(pieces) - 1
-            buf, n, emitted = [], 0, False
-            if final:
-                return
-        elif n > _CHUNK_CHARS:
-            pending = "".join(buf)
-            while len(pending) > _CHUNK_CHARS:
-                c = _cut(pending, _CHUNK_CHARS)
-                yield pending[:c], False
-                emitted = True
-                pending = pending[c:]
-            buf, n = [pending], len(pending)
+        pending += text
+        held = ""
+        if not final and pending.endswith("\r"):  # perhaps the first half of a \r\n
+            pending, held = pending[:-1], "\r"
+        *lines, pending = _LINE_END.split(pending)
+        for line in lines:
+            yield from line_end(line)
+            emitted = False
+        if final:
+            yield from line_end(pending)
+            return
+        pending += held
+        while len(pending) > _CHUNK_CHARS:
+            c = _cut(pending, _CHUNK_CHARS)
+            yield pending[:c], False
+            emitted = True
+            pending = pending[c:]
 
 
 def _jsonl_objects(
