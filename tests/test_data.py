@@ -799,3 +799,34 @@ def test_lone_cr_line_ends_and_error_offsets_in_long_lines(tmp_path: Path) -> No
     bad.write_bytes(b"short\n\xff\n")  # near its line's start the line number says it all
     with pytest.raises(UserError, match=r"bad\.txt:2: invalid UTF-8 \(byte 0xff\); pass"):
         prepare([bad], tmp_path / "c", tokenizer="byte", progress=False)
+
+
+def test_a_lossy_foreign_tokenizer_gets_a_note(tmp_path: Path, docs: list[Path]) -> None:
+    """A WordPiece tokenizer that lowercases and strips accents (or maps words to [UNK]) was
+    accepted without a word, and n_bytes (the bits-per-byte denominator) counted its tokens,
+    not the text."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+    hf = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
+    hf.normalizer = normalizers.BertNormalizer(lowercase=True)
+    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    hf.decoder = decoders.WordPiece()
+    hf.train_from_iterator([sentences(50)], trainers.WordPieceTrainer(
+        vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[MASK]"]))
+    (tmp_path / "bert").mkdir()
+    hf.save(str(tmp_path / "bert" / "tokenizer.json"))
+    src = tmp_path / "t.txt"
+    src.write_text("The Café in Ünïcödé town.\n" + sentences(20), encoding="utf-8")
+    info = prepare([src], tmp_path / "a", tokenizer=str(tmp_path / "bert"), val_fraction=0,
+                   progress=False)
+    lossy = [n for n in info.notes if "does not give back the text" in n]
+    assert len(lossy) == 1 and "'The Café" in lossy[0] and "'the cafe" in lossy[0], info.notes
+    for tok in ("byte", "bpe"):
+        info = prepare(docs, tmp_path / tok, tokenizer=tok, val_fraction=0, progress=False)
+        assert not [n for n in info.notes if "does not give back" in n], info.notes
+    _foreign_with_specials_in_vocab("unigram", tmp_path / "uni")
+    src.write_text("a quiet one </s> end.\n", encoding="utf-8")
+    info = prepare([src], tmp_path / "u", tokenizer=str(tmp_path / "uni"), val_fraction=0,
+                   progress=False)
+    assert not [n for n in info.notes if "does not give back" in n], info.notes

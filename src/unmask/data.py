@@ -857,12 +857,21 @@ def prepare(
         ends: list[bool] = []
         n_chars = 0
 
+        lossy: list[str] = []  # a note when the tokenizer does not give the text back
+        checked = 0
+
         def flush() -> None:
-            nonlocal n_chars
+            nonlocal n_chars, checked
             if not batch:
                 return
+            encoded = tok.encode_batch(batch)
+            for text, ids in zip(batch, encoded, strict=True):
+                if checked >= _ROUNDTRIP_CHARS or lossy:
+                    break
+                checked += len(text)
+                lossy.extend(_roundtrip_note(tok, text, ids))
             parts: list[np.ndarray] = []
-            for ids, end in zip(tok.encode_batch(batch), ends, strict=True):
+            for ids, end in zip(encoded, ends, strict=True):
                 parts.append(np.asarray(ids, dtype=np.int64))
                 if end:
                     parts.append(eos)
@@ -929,8 +938,27 @@ def prepare(
         n_documents=n_docs,
         n_tokens={s: w.n_tokens for s, w in writers.items()},
         n_bytes={s: w.n_bytes for s, w in writers.items()},
-        notes=(*notes, note) if note else tuple(notes),
+        notes=(*notes, *lossy, note) if note else (*notes, *lossy),
     )
+
+
+_ROUNDTRIP_CHARS = 1 << 16
+"""Characters at the start of the corpus that ``prepare`` decodes back to check the
+tokenizer reproduces its text (``_roundtrip_note``)."""
+
+
+def _roundtrip_note(tok: Tokenizer, text: str, ids: Sequence[int]) -> list[str]:
+    """A note when ``decode(encode(text))`` is not ``text`` (leading and trailing whitespace
+    aside, which SentencePiece-style decoders drop): a foreign tokenizer that lowercases,
+    normalizes or replaces unknown words. ``n_bytes`` then counts its tokens, not the text."""
+    a, b = text.strip(), tok.decode(ids).strip()
+    if a == b:
+        return []
+    i = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+    lo = max(0, i - 10)
+    return [f"the tokenizer does not give back the text it encodes ({a[lo : i + 20]!r} came "
+            f"back as {b[lo : i + 20]!r}): it lowercases, normalizes or drops characters, so "
+            "n_bytes and bits per byte are approximate, not comparable with other tokenizers"]
 
 
 def prepare_slice(
