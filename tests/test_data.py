@@ -6,6 +6,7 @@ import gzip
 import json
 import math
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -430,7 +431,7 @@ def test_out_dir_rules(tmp_path: Path, docs: list[Path]) -> None:
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("precious")
-    with pytest.raises(UserError, match="not a prepared dataset; refusing"):
+    with pytest.raises(UserError, match=r"not a prepared dataset \(no index.json\); refusing"):
         prepare(docs, other, tokenizer="byte", overwrite=True, progress=False)
     assert (other / "keep.txt").read_text() == "precious"
     empty = tmp_path / "empty"
@@ -552,3 +553,280 @@ def test_prepare_notes_and_refusals_of_its_options(
     assert main(["prepare", *args, "-o", str(tmp_path / "r"), "--tokenizer",
                  str(tmp_path / "run")]) == 0
     assert TokenDataset(tmp_path / "r", "train").vocab_size == tok.vocab_size
+
+
+# ----------------------------------------------------------------------------- audit fixes
+
+
+def test_overwrite_replaces_only_what_prepare_wrote(tmp_path: Path, docs: list[Path]) -> None:
+    """--overwrite took any folder holding a file named index.json for a dataset and deleted
+    it whole; now the index must be one unmask wrote and the folder hold only its files."""
+    site = tmp_path / "site"
+    (site / "img").mkdir(parents=True)
+    (site / "index.json").write_text('{"pages": ["home"]}')
+    (site / "thesis.tex").write_text("my work")
+    with pytest.raises(UserError, match=r"not a prepared dataset \(its index.json is not"):
+        prepare(docs, site, tokenizer="byte", overwrite=True, progress=False)
+    ds = prepare(docs, tmp_path / "ds", tokenizer="byte", progress=False).out
+    (ds / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"\(it also holds notes.txt\); refusing"):
+        prepare(docs, ds, tokenizer="byte", overwrite=True, progress=False)
+    assert (site / "thesis.tex").is_file() and (site / "img").is_dir()
+    assert (ds / "notes.txt").is_file() and (ds / "train-00000.bin").is_file()
+    (ds / "notes.txt").unlink()
+    prepare(docs, ds, tokenizer="byte", overwrite=True, seed=3, progress=False)
+    assert json.loads((ds / "index.json").read_text())["seed"] == 3
+
+
+def test_cut_off_shards_and_edited_index_fields_are_one_line_errors(
+    tmp_path: Path, docs: list[Path]
+) -> None:
+    """A shard of odd byte length or of 0 bytes (an interrupted copy) was a numpy ValueError
+    from np.memmap; a hand-edited index.json field of the wrong type or missing was a
+    KeyError / ValueError / TypeError."""
+    import shutil
+
+    good = prepare(docs, tmp_path / "good", tokenizer="byte", val_fraction=0.2,
+                   progress=False).out
+    cases: list[tuple[str, str]] = [("odd", r"train-00000.bin: shard holds 1 bytes, not a whole "
+                                     r"number of uint16 tokens \(incomplete copy\?\)"),
+                                    ("zero", r"val-00000.bin: shard is empty \(incomplete")]
+    for name, pattern in cases:
+        d = tmp_path / name
+        shutil.copytree(good, d)
+        shard = d / ("train-00000.bin" if name == "odd" else "val-00000.bin")
+        shard.write_bytes(b"x" if name == "odd" else b"")
+        with pytest.raises(UserError, match=pattern):
+            TokenDataset(d, "train" if name == "odd" else "val")
+    edits = [
+        (("splits", "train", "n_tokens"), "abc", r"field splits.train.n_tokens is str 'abc'"),
+        (("splits", "train", "n_tokens"), None, r"field splits.train.n_tokens is missing"),
+        (("splits", "val", "n_bytes"), None, r"field splits.val.n_bytes is missing"),
+        (("special_ids",), None, r"field special_ids is missing"),
+        (("special_ids", "eos_id"), True, r"field special_ids.eos_id is bool"),
+        (("dtype",), "float32", r"field dtype is str 'float32', expected 'uint16' or"),
+        (("dtype",), "nonsense", r"field dtype is str 'nonsense'"),
+        (("splits",), ["train"], r"field splits is list"),
+        (("splits", "train", "shards"), "train-00000.bin", r"field splits.train.shards is str"),
+    ]
+    text = (good / "index.json").read_text()
+    for keys, value, pattern in edits:
+        index = json.loads(text)
+        node = index
+        for k in keys[:-1]:
+            node = node[k]
+        if value is None:
+            del node[keys[-1]]
+        else:
+            node[keys[-1]] = value
+        (good / "index.json").write_text(json.dumps(index))
+        with pytest.raises(UserError, match=r"index.json: " + pattern):
+            TokenDataset(good, "train")
+
+
+def _foreign_with_specials_in_vocab(kind: str, path: Path) -> Path:
+    """A SentencePiece-style tokenizer.json whose <unk>, <s>, </s> sit in the model's own
+    vocabulary (ids 0-2; Unigram at the best score, BPE reachable by merges), like T5's or
+    Llama's."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers
+
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyz<>/ .,") - {" "})
+    specials = ["<unk>", "<s>", "</s>"]
+    if kind == "unigram":
+        vocab = [(t, 0.0) for t in specials] + [("▁", -2.0)] + [(c, -3.0) for c in chars]
+        vocab += [("▁" + c, -2.5) for c in chars]
+        hf = HFTokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+        hf.pre_tokenizer = pre_tokenizers.Metaspace()
+        hf.decoder = decoders.Metaspace()
+    else:
+        pieces = [*specials, "▁", *chars, "</", "</s", "<s"]
+        merges = [("<", "/"), ("</", "s"), ("</s", ">"), ("<", "s"), ("<s", ">")]
+        hf = HFTokenizer(models.BPE({t: i for i, t in enumerate(pieces)}, merges,
+                                    unk_token="<unk>"))
+        hf.pre_tokenizer = pre_tokenizers.Metaspace()
+        hf.decoder = decoders.Metaspace()
+    hf.add_special_tokens(specials)
+    path.mkdir(parents=True, exist_ok=True)
+    hf.save(str(path / "tokenizer.json"))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["unigram", "bpe"])
+def test_literal_special_strings_stay_text_with_a_sentencepiece_vocabulary(
+    tmp_path: Path, kind: str
+) -> None:
+    """A Unigram or BPE model holding </s> in its own vocabulary turned a literal "</s>" in a
+    document into the EOS id (a false document boundary): encode_special_tokens stopped only
+    the added-token matcher."""
+    from unmask.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(_foreign_with_specials_in_vocab(kind, tmp_path / "tok"))
+    assert (tok.eos_id, tok.bos_id) == (2, 1)
+    text = "a </s> b <s> c <unk> end."
+    ids = tok.encode(text)
+    assert not [i for i in ids if tok.is_special(i)], ids
+    assert tok.decode(ids) == text
+    assert tok.encode(text, allow_special=True).count(2) == 1  # chat templates still parse it
+    plain = "a quiet one."
+    assert tok.encode(plain) == tok.hf.encode(plain, add_special_tokens=False).ids
+    src = tmp_path / "d.jsonl"
+    src.write_text('{"text": "one </s> two <s> three"}\n{"text": "four"}\n')
+    info = prepare([src], tmp_path / "ds", tokenizer=str(tmp_path / "tok"), val_fraction=0,
+                   progress=False)
+    stream = split_tokens(info.out, "train")
+    assert (stream == tok.eos_id).sum() == info.n_documents == 2
+    assert (stream == tok.bos_id).sum() == 0
+
+
+def test_archives_other_encodings_and_binary_files_are_told_apart_from_text(
+    tmp_path: Path, docs: list[Path]
+) -> None:
+    """A .tar.gz and UTF-16 without a BOM were read as NUL-filled "text"; zip, zstd, UTF-16
+    with a BOM got "invalid UTF-8 ...; pass --errors replace", which then trained on the
+    compressed bytes. Now gzip, xz and bzip2 are decompressed by their magic bytes (any name),
+    and the rest is refused by name before any pass, even with errors='replace'."""
+    import bz2
+    import io
+    import lzma
+    import tarfile
+    import zipfile
+
+    text = docs[0].read_text(encoding="utf-8")
+    raw = text.encode("utf-8")
+    want = byte_stream([text])
+    for name, data in (("a.txt.xz", lzma.compress(raw)), ("a.txt.bz2", bz2.compress(raw)),
+                       ("a.dat", gzip.compress(raw)), ("a.jsonl.xz", None)):
+        if data is None:
+            data = lzma.compress((json.dumps({"text": text}) + "\n").encode())
+        (tmp_path / name).write_bytes(data)
+        out = prepare([tmp_path / name], tmp_path / name.replace(".", "_"), tokenizer="byte",
+                      val_fraction=0, progress=False).out
+        assert np.array_equal(split_tokens(out, "train"), want), name
+
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w:gz") as tf:
+        tf.add(docs[0], arcname="a.txt")
+    zbuf = io.BytesIO()
+    with zipfile.ZipFile(zbuf, "w") as zf:
+        zf.writestr("a.txt", text)
+    ascii_text = "plain words of a document\n" * 40
+    cases = {
+        "c.tar.gz": (tar.getvalue(), r"a tar archive \(gzip-compressed\), not text; unpack"),
+        "c.zip": (zbuf.getvalue(), r"a zip archive, not text; unpack it first \(unzip\)"),
+        "c.zst": (b"\x28\xb5\x2f\xfd" + bytes(200), r"zstd-compressed data, not text"),
+        "u16.txt": (ascii_text.encode("utf-16"),
+                    r"UTF-16 text: convert it to UTF-8 \(iconv -f UTF-16 -t UTF-8\)"),
+        "u16le.txt": (ascii_text.encode("utf-16-le"), r"UTF-16LE text \(no byte-order mark\)"),
+        "u16be.txt": (ascii_text.encode("utf-16-be"), r"iconv -f UTF-16BE -t UTF-8"),
+        "u32le.txt": (ascii_text.encode("utf-32-le"), r"iconv -f UTF-32LE -t UTF-8"),
+        "u32.txt": (ascii_text.encode("utf-32"), r"UTF-32 text: convert it to UTF-8"),
+        "blob.bin": (random.Random(0).randbytes(5000),
+                     r"binary data, not text"),
+        "zeros.txt": (bytes(3000) + b"\x01\x02" * 500, r"binary data \(NUL bytes\), not text"),
+        "plain.gz": (raw, r"not a valid gzip file \(no gzip header\)"),
+    }
+    for name, (data, pattern) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        for errors in ("strict", "replace"):
+            with pytest.raises(UserError, match=re.escape(name) + ": .*" + pattern) as e:
+                prepare([docs[0], tmp_path / name], tmp_path / "o", tokenizer="bpe",
+                        errors=errors, progress=False)
+            assert "--errors" not in str(e.value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_as_a_symlink_and_inputs_inside_out(
+    tmp_path: Path, docs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-o naming a link to a folder failed with "Not a directory" after all the work, and with
+    --overwrite swapped the link for a folder and left a stale link; now the dataset goes into
+    the folder the link names. An input inside the -o folder was deleted by --overwrite; now
+    it is refused before any work."""
+    import unmask.data as data_mod
+
+    disk = tmp_path / "disk"
+    (disk / "empty").mkdir(parents=True)
+    (tmp_path / "data").symlink_to(disk / "empty")
+    info = prepare(docs, tmp_path / "data", tokenizer="byte", progress=False)
+    assert info.out == tmp_path / "data" and (disk / "empty" / "index.json").is_file()
+    prepare(docs, tmp_path / "data", tokenizer="byte", overwrite=True, seed=4, progress=False)
+    assert (tmp_path / "data").is_symlink()
+    assert json.loads((disk / "empty" / "index.json").read_text())["seed"] == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus", "data", "disk"]
+    assert sorted(p.name for p in disk.iterdir()) == ["empty"]
+
+    def no_pass(*a: object, **k: object) -> None:
+        raise AssertionError("tokenized before refusing")
+
+    monkeypatch.setattr(data_mod, "_make_tokenizer", no_pass)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"dangling: a symbolic link to a missing path"):
+        prepare(docs, tmp_path / "dangling", tokenizer="byte", progress=False)
+    inside = disk / "empty" / "more.txt"
+    inside.write_text("more text")
+    for out in (tmp_path / "data", disk / "empty"):
+        with pytest.raises(UserError, match=r"more.txt: an input inside the output folder"):
+            prepare([inside], out, tokenizer="byte", overwrite=True, progress=False)
+    assert inside.read_text() == "more text"
+
+
+def test_lone_cr_line_ends_and_error_offsets_in_long_lines(tmp_path: Path) -> None:
+    """--line-docs read a file with old-Mac lone-CR line ends as one document; an invalid byte
+    deep in a long line (or a CR-only file) was reported at line 1 with no way to find it."""
+    lines = [f"line {i} of a file with cr ends" for i in range(200)]
+    cr = tmp_path / "cr.txt"
+    cr.write_text("\r".join(lines) + "\r", encoding="utf-8", newline="")
+    info = prepare([cr], tmp_path / "a", tokenizer="byte", val_fraction=0, line_docs=True,
+                   progress=False)
+    assert info.n_documents == 200
+    assert np.array_equal(split_tokens(info.out, "train"), byte_stream(lines))
+    # a \r\n split across the 64 KiB read boundary is one line end, not two
+    from unmask.data import _READ_BYTES
+
+    first = "x" * (_READ_BYTES - 1)
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_bytes(first.encode() + b"\r\nnext\rlast\n\n")
+    info = prepare([mixed], tmp_path / "b", tokenizer="byte", val_fraction=0, line_docs=True,
+                   progress=False)
+    assert np.array_equal(split_tokens(info.out, "train"), byte_stream([first, "next", "last"]))
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"short\n" + b"word " * 3000 + b"\xff tail\n")
+    for line_docs in (False, True):
+        with pytest.raises(UserError, match=r"bad\.txt:2: invalid UTF-8 \(byte 0xff at byte "
+                           r"offset 15006\); pass --errors"):
+            prepare([bad], tmp_path / "c", tokenizer="byte", line_docs=line_docs, progress=False)
+    bad.write_bytes(b"short\n\xff\n")  # near its line's start the line number says it all
+    with pytest.raises(UserError, match=r"bad\.txt:2: invalid UTF-8 \(byte 0xff\); pass"):
+        prepare([bad], tmp_path / "c", tokenizer="byte", progress=False)
+
+
+def test_a_lossy_foreign_tokenizer_gets_a_note(tmp_path: Path, docs: list[Path]) -> None:
+    """A WordPiece tokenizer that lowercases and strips accents (or maps words to [UNK]) was
+    accepted without a word, and n_bytes (the bits-per-byte denominator) counted its tokens,
+    not the text."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+
+    hf = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
+    hf.normalizer = normalizers.BertNormalizer(lowercase=True)
+    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    hf.decoder = decoders.WordPiece()
+    hf.train_from_iterator([sentences(50)], trainers.WordPieceTrainer(
+        vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[MASK]"]))
+    (tmp_path / "bert").mkdir()
+    hf.save(str(tmp_path / "bert" / "tokenizer.json"))
+    src = tmp_path / "t.txt"
+    src.write_text("The Café in Ünïcödé town.\n" + sentences(20), encoding="utf-8")
+    info = prepare([src], tmp_path / "a", tokenizer=str(tmp_path / "bert"), val_fraction=0,
+                   progress=False)
+    lossy = [n for n in info.notes if "does not give back the text" in n]
+    assert len(lossy) == 1 and "'The Café" in lossy[0] and "'the cafe" in lossy[0], info.notes
+    for tok in ("byte", "bpe"):
+        info = prepare(docs, tmp_path / tok, tokenizer=tok, val_fraction=0, progress=False)
+        assert not [n for n in info.notes if "does not give back" in n], info.notes
+    _foreign_with_specials_in_vocab("unigram", tmp_path / "uni")
+    src.write_text("a quiet one </s> end.\n", encoding="utf-8")
+    info = prepare([src], tmp_path / "u", tokenizer=str(tmp_path / "uni"), val_fraction=0,
+                   progress=False)
+    assert not [n for n in info.notes if "does not give back" in n], info.notes

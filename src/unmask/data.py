@@ -2,10 +2,10 @@
 
 Inside:
 
-- ``prepare(inputs, out, ...)``: text / gzip / JSONL files and directories → a directory of
-  ``uint16``/``uint32`` token shards split into train and validation, plus ``index.json``
-  and ``tokenizer.json`` (see docs/data.md). Streams: neither the corpus nor the token
-  stream is ever held in memory.
+- ``prepare(inputs, out, ...)``: text / gzip / xz / bzip2 / JSONL files and directories → a
+  directory of ``uint16``/``uint32`` token shards split into train and validation, plus
+  ``index.json`` and ``tokenizer.json`` (see docs/data.md). Streams: neither the corpus nor
+  the token stream is ever held in memory.
 - ``PreparedInfo``: what ``prepare`` wrote (counts, paths).
 - ``TokenDataset(directory, split)``: memory-mapped shards of one split as one token
   stream; random training windows (``sample``) and sequential validation windows
@@ -22,13 +22,16 @@ corpus that is one huge document as well as for millions of small ones.
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import contextlib
 import gzip
 import hashlib
 import json
+import lzma
 import math
 import os
+import re
 import secrets
 import shutil
 import zlib
@@ -138,29 +141,132 @@ def resolve_inputs(
 
 def _is_jsonl(p: Path) -> bool:
     name = p.name.lower()
-    return name.endswith(".jsonl") or name.endswith(".jsonl.gz")
+    return any(name.endswith(".jsonl" + z) for z in ("", ".gz", ".xz", ".bz2"))
+
+
+_HEAD_BYTES = 4096  # what _Source reads ahead to tell text from other formats
+_COMPRESSED = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2"}
+
+
+def _compression(head: bytes) -> str | None:
+    """``gzip``, ``xz`` or ``bzip2`` by the file's magic bytes (whatever its name), else None."""
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head[:3] == b"BZh" and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):  # block or end magic
+        return "bzip2"
+    return None
+
+
+def _not_text(head: bytes, kind: str | None = None) -> str | None:
+    """What the first bytes of a (decompressed) input show it to be when that is not UTF-8 text
+    (an archive, another compression, UTF-16/32, binary data), with what to do; else None.
+    ``kind``: the compression the bytes came out of."""
+    packed = f" ({kind}-compressed)" if kind else ""
+    unpack = "unpack it first ({}) and pass its folder"
+    for magic, what, fix in (
+        (b"PK\x03\x04", "a zip archive", unpack.format("unzip")),
+        (b"PK\x05\x06", "an empty zip archive", "nothing to read"),
+        (b"7z\xbc\xaf\x27\x1c", "a 7z archive", unpack.format("7z x")),
+        (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (zstd -d); gzip, xz "
+                                                      "and bzip2 files are read as they are"),
+        (b"%PDF-", "a PDF document", "extract its text first"),
+        (b"PAR1", "a Parquet file", "export its text to JSONL first"),
+    ):
+        if head.startswith(magic):
+            return f"{what}{packed}, not text; {fix}"
+    if head[257:262] == b"ustar":
+        return f"a tar archive{packed}, not text; {unpack.format('tar -xf')}"
+    for bom, enc in ((b"\xff\xfe\x00\x00", "32"), (b"\x00\x00\xfe\xff", "32"),
+                     (b"\xff\xfe", "16"), (b"\xfe\xff", "16")):
+        if head.startswith(bom):
+            return f"UTF-{enc} text: convert it to UTF-8 (iconv -f UTF-{enc} -t UTF-8)"
+    if len(head) >= 8 and head.count(0) * 10 > len(head):  # real UTF-8 text has no NULs
+        n = len(head) // 4
+        zero = [head[k::4][:n].count(0) >= 0.8 * n for k in range(4)]
+        odd, even = head[1::2].count(0), head[0::2].count(0)
+        enc = (
+            "UTF-32LE" if zero[2] and zero[3] and not zero[0] else
+            "UTF-32BE" if zero[0] and zero[1] and not zero[3] else
+            "UTF-16LE" if odd > 0.4 * len(head) and even * 10 < odd else
+            "UTF-16BE" if even > 0.4 * len(head) and odd * 10 < even else None
+        )  # fmt: skip
+        if enc is None:
+            return "binary data (NUL bytes), not text"
+        return (f"{enc} text (no byte-order mark): convert it to UTF-8 "
+                f"(iconv -f {enc} -t UTF-8)")
+    controls = sum(head.count(c) for c in (*range(9), *range(14, 27), *range(28, 32), 127))
+    if controls * 30 > len(head):
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        except UnicodeDecodeError:
+            return "binary data, not text"
+    return None
 
 
 class _Source:
-    """One input file opened for binary reading (gunzipped if ``.gz``), with progress."""
+    """One input file opened for binary reading, with progress. gzip, xz and bzip2 files are
+    decompressed (told by their first bytes, whatever their name); archives, UTF-16/32 and
+    other binary data are refused in one line naming the file."""
 
     def __init__(self, path: Path, on_progress: Callable[[int], None]) -> None:
         self.path = path
         try:
             self._raw: BinaryIO = open(path, "rb")  # closed in close()
+            head = self._raw.read(_HEAD_BYTES)
+            self._raw.seek(0)
         except OSError as e:
             raise UserError(f"{path}: cannot read ({e.strerror})") from None
         self._stream: Any = self._raw
-        if path.name.lower().endswith(".gz"):
-            self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
-        self._on_progress = on_progress
-        self._pos = 0
+        self.kind = _compression(head)
+        named = next((k for z, k in _COMPRESSED.items() if path.name.lower().endswith(z)), None)
+        try:
+            if named and head and self.kind != named:
+                raise UserError(f"{path}: not a valid {named} file (no {named} header)")
+            if self.kind == "gzip":
+                self._stream = gzip.GzipFile(fileobj=self._raw, mode="rb")
+            elif self.kind == "xz":
+                self._stream = lzma.LZMAFile(self._raw, mode="rb")
+            elif self.kind == "bzip2":
+                self._stream = bz2.BZ2File(self._raw, mode="rb")
+            self._on_progress = on_progress
+            self._pos = 0
+            self._head = head
+            if self.kind is None:
+                self._raw.seek(len(head))
+            else:  # the first decompressed bytes
+                self._head = b""
+                while len(self._head) < _HEAD_BYTES:
+                    more = self._guard(lambda: self._stream.read(_HEAD_BYTES - len(self._head)))
+                    if not more:
+                        break
+                    self._head += more
+            problem = _not_text(self._head, self.kind)
+            if problem:
+                raise UserError(f"{path}: {problem}")
+        except BaseException:
+            self.close()
+            raise
+
+    def _guard(self, read: Callable[[], bytes]) -> bytes:
+        try:
+            return read()
+        except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
+            what = f"not a valid {self.kind} file" if self.kind else "cannot read"
+            raise UserError(f"{self.path}: {what} ({e})") from None
 
     def readline(self, limit: int = -1) -> bytes:
-        try:
-            line = self._stream.readline(limit)
-        except (OSError, EOFError, zlib.error) as e:
-            raise UserError(f"{self.path}: not a valid gzip file ({e})") from None
+        if self._head:  # bytes read ahead by __init__ come first
+            n = len(self._head) if limit < 0 else min(limit, len(self._head))
+            nl = self._head.find(b"\n", 0, n)
+            n = nl + 1 if nl >= 0 else n
+            line, self._head = self._head[:n], self._head[n:]
+            if not self._head and not line.endswith(b"\n") and len(line) != limit:
+                rest = -1 if limit < 0 else limit - len(line)
+                line += self._guard(lambda: self._stream.readline(rest))
+        else:
+            line = self._guard(lambda: self._stream.readline(limit))
         pos = self._raw.tell()
         if pos != self._pos:
             self._on_progress(pos - self._pos)
@@ -178,10 +284,40 @@ REPLACE_HINT = "pass --errors replace (errors='replace') to replace undecodable 
 
 
 def _decode_error(
-    path: Path, lineno: int, e: UnicodeDecodeError, fix: str = REPLACE_HINT
+    path: Path, lineno: int, e: UnicodeDecodeError, fix: str = REPLACE_HINT,
+    offset: int | None = None,
 ) -> UserError:
+    """``file:line: invalid UTF-8 (byte 0xNN)``; with ``offset`` (the bad byte's place in the
+    file, given when it is far into a long line, where the line number says little) also
+    ``at byte offset N``."""
     bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
-    return UserError(f"{path}:{lineno}: invalid UTF-8 (byte 0x{bad}); {fix}")
+    at = f" at byte offset {offset}" if offset is not None else ""
+    return UserError(f"{path}:{lineno}: invalid UTF-8 (byte 0x{bad}{at}); {fix}")
+
+
+class _Lines:
+    """Line number and byte offset of an incrementally decoded file, for ``_decode_error``."""
+
+    FAR = 4096  # bytes into a line beyond which an error also gives its byte offset
+
+    def __init__(self) -> None:
+        self.lineno = 1
+        self.offset = 0  # bytes read so far
+        self.line_start = 0
+
+    def read(self, raw: bytes) -> None:
+        self.offset += len(raw)
+
+    def ended(self, raw: bytes) -> None:
+        if raw.endswith(b"\n"):
+            self.lineno += 1
+            self.line_start = self.offset
+
+    def error(self, path: Path, e: UnicodeDecodeError) -> UserError:
+        # the decoder's input is the bytes it held back plus the last read: it ends at offset
+        at = self.offset - len(e.object) + e.start if isinstance(e.object, bytes) else 0
+        return _decode_error(path, self.lineno, e, offset=at if at - self.line_start >= self.FAR
+                             else None)
 
 
 def _cut(text: str, size: int) -> int:
@@ -204,7 +340,7 @@ def _split_text(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:
 def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
     """One document (the whole file) in pieces; nothing for an empty file."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
-    lineno = 1
+    where = _Lines()
     buf: list[str] = []
     n = 0
     first = True
@@ -212,15 +348,15 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
     while True:
         line = src.readline(_READ_BYTES)
         final = not line
+        where.read(line)
         try:
             text = dec.decode(line, final=final)
         except UnicodeDecodeError as e:
-            raise _decode_error(src.path, lineno, e) from None
+            raise where.error(src.path, e) from None
         if first and text:
             text = text.removeprefix("\ufeff")  # a BOM is an encoding mark, not text
             first = False
-        if line.endswith(b"\n"):
-            lineno += 1
+        where.ended(line)
         if text:
             buf.append(text)
             n += len(text)
@@ -241,48 +377,53 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             yield p, i == len(pieces) - 1
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
 def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
-    """Each non-blank line one document, its line end (``\\n`` or ``\\r\\n``) left out; a line
-    longer than ``_CHUNK_CHARS`` comes in pieces."""
+    """Each non-blank line one document, its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``,
+    old Mac style) left out; a line longer than ``_CHUNK_CHARS`` comes in pieces."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
-    lineno = 1
-    buf: list[str] = []
-    n = 0
+    where = _Lines()
+    pending = ""  # the current line, not yet yielded
     first = True
     emitted = False  # pieces of the current line already yielded
+
+    def line_end(line: str) -> Iterator[tuple[str, bool]]:
+        if emitted or line.strip():
+            pieces = list(_split_text(line))
+            for i, p in enumerate(pieces):
+                yield p, i == len(pieces) - 1
+
     while True:
         raw = src.readline(_READ_BYTES)
         final = not raw
+        where.read(raw)
         try:
             text = dec.decode(raw, final=final)
         except UnicodeDecodeError as e:
-            raise _decode_error(src.path, lineno, e) from None
+            raise where.error(src.path, e) from None
+        where.ended(raw)
         if first and text:
             text = text.removeprefix("\ufeff")
             first = False
-        if text:
-            buf.append(text)
-            n += len(text)
-        if raw.endswith(b"\n") or final:
-            lineno += 1
-            line = "".join(buf)
-            line = line[:-1] if line.endswith("\n") else line
-            line = line[:-1] if line.endswith("\r") else line
-            if emitted or line.strip():
-                pieces = list(_split_text(line))
-                for i, p in enumerate(pieces):
-                    yield p, i == len(pieces) - 1
-            buf, n, emitted = [], 0, False
-            if final:
-                return
-        elif n > _CHUNK_CHARS:
-            pending = "".join(buf)
-            while len(pending) > _CHUNK_CHARS:
-                c = _cut(pending, _CHUNK_CHARS)
-                yield pending[:c], False
-                emitted = True
-                pending = pending[c:]
-            buf, n = [pending], len(pending)
+        pending += text
+        held = ""
+        if not final and pending.endswith("\r"):  # perhaps the first half of a \r\n
+            pending, held = pending[:-1], "\r"
+        *lines, pending = _LINE_END.split(pending)
+        for line in lines:
+            yield from line_end(line)
+            emitted = False
+        if final:
+            yield from line_end(pending)
+            return
+        pending += held
+        while len(pending) > _CHUNK_CHARS:
+            c = _cut(pending, _CHUNK_CHARS)
+            yield pending[:c], False
+            emitted = True
+            pending = pending[c:]
 
 
 def _jsonl_objects(
@@ -489,14 +630,33 @@ def _split_stream(
 # ----------------------------------------------------------------------------- prepare
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _real_out(out: Path) -> Path:
+    """``out``, or the folder it links to when it is a symbolic link (a dataset folder linked
+    to a bigger disk): the dataset is built beside that folder and renamed into it, so the
+    link keeps pointing at the new dataset."""
+    if not out.is_symlink():
+        return out
+    target = out.resolve()
+    if not target.is_dir():
+        what = "a missing path" if not target.exists() else "something that is not a folder"
+        raise UserError(f"{out}: a symbolic link to {what} ({target}); "
+                        "give a folder, or a link to one")
+    return target
+
+
+def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse, before any work, an ``out`` the dataset cannot be renamed into: one with no
     name of its own (``.``, ``..``, ``/``) or the current folder (it would be replaced under
-    the shell that is in it), a file, or a folder that holds something else."""
+    the shell that is in it), a folder holding one of the ``inputs`` (replacing it would
+    delete them), a file, or a folder that holds something else."""
     whole = out.resolve()
     if out.name in ("", "..") or whole == Path.cwd().resolve() or whole.parent == whole:
         raise UserError(f"{out}: give the dataset a folder of its own (e.g. {out / 'data'}); "
                         f"it is built beside that folder and renamed into it")
+    for f in inputs:
+        if whole in f.resolve().parents:
+            raise UserError(f"{f}: an input inside the output folder {out}, which prepare "
+                            "replaces; move it out or give another -o")
     if not out.exists():
         return
     if not out.is_dir():
@@ -505,10 +665,38 @@ def _check_out(out: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise UserError(f"{out} already exists and is not empty; pass --overwrite to replace it")
-    if not (out / "index.json").is_file():
+    why = _not_prepared(out)
+    if why:
         raise UserError(
-            f"{out} is not empty and is not a prepared dataset; refusing to overwrite it"
+            f"{out} is not empty and is not a prepared dataset ({why}); refusing to overwrite it"
         )
+
+
+_SHARD_NAME = re.compile(r"^(train|val)-\d{5,}\.bin$")
+
+
+def _not_prepared(folder: Path) -> str:
+    """Why ``folder`` is not a dataset ``prepare`` wrote (so ``--overwrite`` must not delete
+    it), or ``""`` when it is: its ``index.json`` parses and has the keys ``prepare`` writes,
+    and the folder holds nothing but that, ``tokenizer.json`` and token shards."""
+    try:
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no index.json"
+    except (OSError, ValueError):
+        return "its index.json is not one unmask wrote"
+    if not (
+        isinstance(index, dict)
+        and str(index.get("created_by", "")).startswith("unmask")
+        and isinstance(index.get("splits"), dict)
+        and all(k in index for k in ("version", "dtype", "vocab_size", "special_ids"))
+    ):
+        return "its index.json is not one unmask wrote"
+    for entry in sorted(folder.iterdir()):
+        ours = entry.name in ("index.json", "tokenizer.json") or _SHARD_NAME.match(entry.name)
+        if not ours or entry.is_symlink() or not entry.is_file():
+            return f"it also holds {entry.name}{'/' if entry.is_dir() else ''}"
+    return ""
 
 
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
@@ -589,8 +777,9 @@ def prepare(
     """Tokenize a corpus into train/validation token shards under ``out``.
 
     Args:
-        inputs: text files (one file = one document), gzip'd text (``.gz``), JSONL files
-            (``.jsonl``/``.jsonl.gz``; one line = one document, text in ``text_field``)
+        inputs: text files (one file = one document), gzip'd, xz'd or bzip2'd text (told by
+            their first bytes), JSONL files (``.jsonl``, ``.jsonl.gz``, ...; one line = one
+            document, text in ``text_field``)
             and directories (searched recursively, sorted, hidden entries skipped).
         out: dataset directory to create. It is built in a hidden temp directory next to
             it and renamed at the end, so an interrupted run leaves nothing half-written.
@@ -630,8 +819,11 @@ def prepare(
     if tokenizer == "bpe" and vocab_size > MAX_VOCAB_SIZE:
         raise UserError(f"vocab_size={vocab_size:,} is larger than any BPE vocabulary needs "
                         f"(at most {MAX_VOCAB_SIZE:,}; the trainer allocates for all of it)")
-    _check_out(out, overwrite)
+    given, out = out, _real_out(out)
     files = resolve_inputs(inputs, exclude=[out])
+    _check_out(out, overwrite, files)
+    for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
+        _Source(f, lambda n: None).close()
     total_bytes = sum(f.stat().st_size for f in files)
 
     def pieces(desc: str) -> Iterator[tuple[str, bool]]:
@@ -665,12 +857,21 @@ def prepare(
         ends: list[bool] = []
         n_chars = 0
 
+        lossy: list[str] = []  # a note when the tokenizer does not give the text back
+        checked = 0
+
         def flush() -> None:
-            nonlocal n_chars
+            nonlocal n_chars, checked
             if not batch:
                 return
+            encoded = tok.encode_batch(batch)
+            for text, ids in zip(batch, encoded, strict=True):
+                if checked >= _ROUNDTRIP_CHARS or lossy:
+                    break
+                checked += len(text)
+                lossy.extend(_roundtrip_note(tok, text, ids))
             parts: list[np.ndarray] = []
-            for ids, end in zip(tok.encode_batch(batch), ends, strict=True):
+            for ids, end in zip(encoded, ends, strict=True):
                 parts.append(np.asarray(ids, dtype=np.int64))
                 if end:
                     parts.append(eos)
@@ -730,15 +931,34 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PreparedInfo(
-        out=out,
+        out=given,
         vocab_size=V,
         dtype=dtype_name,
         special_ids=tok.special_ids(),
         n_documents=n_docs,
         n_tokens={s: w.n_tokens for s, w in writers.items()},
         n_bytes={s: w.n_bytes for s, w in writers.items()},
-        notes=(*notes, note) if note else tuple(notes),
+        notes=(*notes, *lossy, note) if note else (*notes, *lossy),
     )
+
+
+_ROUNDTRIP_CHARS = 1 << 16
+"""Characters at the start of the corpus that ``prepare`` decodes back to check the
+tokenizer reproduces its text (``_roundtrip_note``)."""
+
+
+def _roundtrip_note(tok: Tokenizer, text: str, ids: Sequence[int]) -> list[str]:
+    """A note when ``decode(encode(text))`` is not ``text`` (leading and trailing whitespace
+    aside, which SentencePiece-style decoders drop): a foreign tokenizer that lowercases,
+    normalizes or replaces unknown words. ``n_bytes`` then counts its tokens, not the text."""
+    a, b = text.strip(), tok.decode(ids).strip()
+    if a == b:
+        return []
+    i = next((k for k, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+    lo = max(0, i - 10)
+    return [f"the tokenizer does not give back the text it encodes ({a[lo : i + 20]!r} came "
+            f"back as {b[lo : i + 20]!r}): it lowercases, normalizes or drops characters, so "
+            "n_bytes and bits per byte are approximate, not comparable with other tokenizers"]
 
 
 def prepare_slice(
@@ -757,7 +977,8 @@ def prepare_slice(
         raise UserError(
             f"train_tokens={train_tokens} must be in 1..{src.n_tokens:,} (the train split)"
         )
-    out = Path(out)
+    given = Path(out)
+    out = _real_out(given)
     _check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tok = src.tokenizer()
@@ -786,7 +1007,7 @@ def prepare_slice(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return PreparedInfo(
-        out=out,
+        out=given,
         vocab_size=src.vocab_size,
         dtype=src.index["dtype"],
         special_ids=src.special_ids,
@@ -811,7 +1032,50 @@ def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
         raise UserError(f"{path}: unsupported index version (expected {INDEX_VERSION})")
+    _check_index(path, index)
     return index
+
+
+DTYPES = ("uint16", "uint32")
+"""Shard element types ``prepare`` writes (little-endian)."""
+
+
+def _check_index(path: Path, index: dict[str, Any]) -> None:
+    """One line naming the field of a hand-edited or foreign ``index.json`` that has the wrong
+    type or is missing, instead of a KeyError / numpy error when it is used."""
+
+    def bad(key: str, want: str) -> UserError:
+        got = "missing" if key not in where else f"{type(where[key]).__name__} {where[key]!r}"
+        return UserError(f"{path}: field {name}{key} is {got[:60]}, expected {want}")
+
+    def count(key: str, lo: int = 0) -> None:
+        v = where.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise bad(key, f"an integer >= {lo}")
+
+    where, name = index, ""
+    if where.get("dtype") not in DTYPES:
+        raise bad("dtype", " or ".join(map(repr, DTYPES)))
+    count("vocab_size", 1)
+    if not isinstance(where.get("special_ids"), dict):
+        raise bad("special_ids", "an object of mask_id, pad_id, eos_id, bos_id")
+    if not isinstance(where.get("splits"), dict):
+        raise bad("splits", "an object of splits (train, val)")
+    if "tokenizer" in where and not isinstance(where["tokenizer"], str):
+        raise bad("tokenizer", "a file name")
+    where, name = index["special_ids"], "special_ids."
+    for key in ("mask_id", "pad_id", "eos_id", "bos_id"):
+        count(key)
+    for split, info in index["splits"].items():
+        where, name = index["splits"], "splits."
+        if not isinstance(info, dict):
+            raise bad(split, "an object of shards, n_tokens, n_bytes")
+        where, name = info, f"splits.{split}."
+        shards = where.get("shards")
+        if not isinstance(shards, list) or not all(isinstance(x, str) for x in shards):
+            raise bad("shards", "a list of file names")
+        count("n_tokens")
+        count("n_bytes")
 
 
 class TokenDataset:
@@ -830,19 +1094,28 @@ class TokenDataset:
         self.split = split
         info = splits[split]
         self._dtype = np.dtype(self.index["dtype"]).newbyteorder("<")
-        self._shards: list[np.memmap] = []
+        item = self._dtype.itemsize
+        sizes = []
         for name in info["shards"]:
             p = self.directory / name
             if not p.is_file():
                 raise UserError(f"{p}: shard listed in index.json is missing")
-            self._shards.append(np.memmap(p, dtype=self._dtype, mode="r"))
-        sizes = [len(s) for s in self._shards]
+            size = p.stat().st_size  # before np.memmap, which fails on these with a ValueError
+            if size == 0 or size % item:
+                what = "is empty" if size == 0 else (
+                    f"holds {size:,} bytes, not a whole number of {self.index['dtype']} tokens")
+                raise UserError(f"{p}: shard {what} (incomplete copy?)")
+            sizes.append(size // item)
         self._offsets = np.cumsum([0, *sizes])
         if int(self._offsets[-1]) != int(info["n_tokens"]):
             raise UserError(
                 f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split "
                 f"{split!r}, index.json says {info['n_tokens']} (incomplete copy?)"
             )
+        self._shards = [
+            np.memmap(self.directory / name, dtype=self._dtype, mode="r")
+            for name in info["shards"]
+        ]
         self._n_tokens = int(info["n_tokens"])
         self._n_bytes = int(info["n_bytes"])
 

@@ -128,8 +128,6 @@ class Tokenizer:
         self, hf: HFTokenizer, *, mask_id: int, pad_id: int, eos_id: int, bos_id: int
     ) -> None:
         self._hf_special = hf  # parses special-token strings (allow_special=True)
-        self._hf_plain = HFTokenizer.from_str(hf.to_str())
-        self._hf_plain.encode_special_tokens = True  # specials are plain text here
         self.mask_id = int(mask_id)
         self.pad_id = int(pad_id)
         self.eos_id = int(eos_id)
@@ -139,6 +137,7 @@ class Tokenizer:
         self._vocab_size = max(hf.get_vocab_size(with_added_tokens=True), max(ids) + 1)
         self._special = {i for i, t in added.items() if t.special}
         self._special |= {self.mask_id, self.pad_id, self.eos_id, self.bos_id}
+        self._hf_plain = _plain_copy(hf, self._special)  # specials are plain text here
         self._token_bytes: list[bytes] | None = None
 
     # -- facts ------------------------------------------------------------------------
@@ -296,6 +295,54 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, mask_id={self.mask_id}, "
             f"pad_id={self.pad_id}, eos_id={self.eos_id}, bos_id={self.bos_id})"
         )
+
+
+def _unreachable(token_id: int) -> str:
+    """A vocabulary entry no text matches: U+FFFF is a noncharacter, absent from real text."""
+    return f"\uffff[special {token_id}]\uffff"
+
+
+def _plain_copy(hf: HFTokenizer, special: set[int]) -> HFTokenizer:
+    """A copy of ``hf`` that encodes the strings of special tokens as plain text.
+
+    ``encode_special_tokens`` only turns off the added-token matcher. Foreign tokenizers may
+    also hold their specials in the model's own vocabulary (SentencePiece-style Unigram and
+    BPE: ``<unk>``, ``<s>``, ``</s>`` at ids 0-2 with the best score), where the model itself
+    would turn a literal ``</s>`` in a document into the EOS id. Here those entries get a name
+    no text matches, merges that build or use them are dropped, and ``unk_token`` follows its
+    entry; every id keeps its meaning, so the ids of ordinary text do not change.
+    """
+    state = json.loads(hf.to_str())
+    model = state.get("model") or {}
+    vocab = model.get("vocab")
+    renamed: dict[str, str] = {}
+    if isinstance(vocab, list):  # Unigram: [piece, score] by id
+        for i in sorted(special):
+            if 0 <= i < len(vocab) and isinstance(vocab[i], list) and vocab[i]:
+                renamed[str(vocab[i][0])] = vocab[i][0] = _unreachable(i)
+    elif isinstance(vocab, dict):  # BPE, WordPiece, WordLevel: piece -> id
+        for piece, i in list(vocab.items()):
+            if i in special:
+                renamed[piece] = _unreachable(i)
+                vocab[renamed[piece]] = vocab.pop(piece)
+        if model.get("unk_token") in renamed:
+            model["unk_token"] = renamed[model["unk_token"]]
+        merges = model.get("merges")
+        if renamed and isinstance(merges, list):
+
+            def parts(m: Any) -> list[str]:
+                return m.split(" ", 1) if isinstance(m, str) else [str(x) for x in m]
+
+            model["merges"] = [
+                m for m in merges
+                if not any(p in renamed for p in (*parts(m), "".join(parts(m))))
+            ]  # fmt: skip
+    for t in state.get("added_tokens") or []:
+        if t.get("content") in renamed:
+            t["content"] = renamed[t["content"]]
+    plain = HFTokenizer.from_str(json.dumps(state) if renamed else hf.to_str())
+    plain.encode_special_tokens = True  # the added-token matcher leaves specials alone
+    return plain
 
 
 def _ours(hf: HFTokenizer) -> Tokenizer:
