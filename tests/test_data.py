@@ -734,6 +734,23 @@ def test_archives_other_encodings_and_binary_files_are_told_apart_from_text(
                         errors=errors, progress=False)
             assert "--errors" not in str(e.value)
     assert not (tmp_path / "o").exists()
+    # text that merely looks like a magic number is text; so is Latin-1 with control
+    # characters under --errors replace (refused as binary data before)
+    lookalikes = {
+        "mustard.txt": ("x" * 256 + " mustard and more words\n" * 20).encode(),
+        "pdf.txt": b"%PDF-1.4 is the version this note is about\n" * 20,
+        "par.txt": b"PAR1 of the report: words\n" * 20,
+    }
+    for name, data in lookalikes.items():
+        (tmp_path / name).write_bytes(data)
+        prepare([tmp_path / name], tmp_path / name.replace(".", "_"), tokenizer="byte",
+                val_fraction=0, progress=False)
+    latin = ("caf\xe9 na\xefve \x01\x02 words\n" * 40).encode("latin-1")
+    (tmp_path / "latin.txt").write_bytes(latin)
+    with pytest.raises(UserError, match="binary data, not text"):
+        prepare([tmp_path / "latin.txt"], tmp_path / "l1", tokenizer="byte", progress=False)
+    prepare([tmp_path / "latin.txt"], tmp_path / "l2", tokenizer="byte", errors="replace",
+            val_fraction=0, progress=False)
 
 
 def test_out_as_a_symlink_and_inputs_inside_out(

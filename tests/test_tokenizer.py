@@ -150,6 +150,11 @@ def test_foreign_tokenizer_found_by_name_and_overrides(tmp_path: Path) -> None:
     assert tok2.mask_id == 4 and tok2.eos_id == 2
     with pytest.raises(UserError, match="not in the tokenizer"):
         load_tokenizer(path, mask_token="<|nope|>")
+    # an ordinary character as a special token would vanish from every text that holds it
+    gpt2 = train_bpe(["Hi there! Hi again!"] * 4, 270)
+    gpt2.save(tmp_path / "bpe.json")
+    with pytest.raises(UserError, match="pad token '!' is an ordinary character"):
+        load_tokenizer(tmp_path / "bpe.json", pad_token="!")
 
 
 def test_foreign_tokenizer_without_any_specials(tmp_path: Path) -> None:

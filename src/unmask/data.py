@@ -159,12 +159,25 @@ def _compression(head: bytes) -> str | None:
     return None
 
 
-def _not_text(head: bytes, kind: str | None = None) -> str | None:
+def _is_utf8_start(head: bytes) -> bool:
+    """Whether ``head`` (the first bytes of a file) is valid UTF-8 as far as it goes."""
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _not_text(head: bytes, kind: str | None = None, errors: str = "strict") -> str | None:
     """What the first bytes of a (decompressed) input show it to be when that is not UTF-8 text
     (an archive, another compression, UTF-16/32, binary data), with what to do; else None.
-    ``kind``: the compression the bytes came out of."""
+    ``kind``: the compression the bytes came out of. A magic string that text can begin with
+    (``%PDF-``, ``PAR1``) counts only when the bytes are not UTF-8; under ``errors='replace'``
+    bytes with control characters that are mostly printable ASCII (Latin-1 or cp1252 text)
+    are read, as the user asked."""
     packed = f" ({kind}-compressed)" if kind else ""
     unpack = "unpack it first ({}) and pass its folder"
+    text_like = _is_utf8_start(head)
     for magic, what, fix in (
         (b"PK\x03\x04", "a zip archive", unpack.format("unzip")),
         (b"PK\x05\x06", "an empty zip archive", "nothing to read"),
@@ -174,9 +187,9 @@ def _not_text(head: bytes, kind: str | None = None) -> str | None:
         (b"%PDF-", "a PDF document", "extract its text first"),
         (b"PAR1", "a Parquet file", "export its text to JSONL first"),
     ):
-        if head.startswith(magic):
+        if head.startswith(magic) and not (text_like and magic in (b"%PDF-", b"PAR1")):
             return f"{what}{packed}, not text; {fix}"
-    if head[257:262] == b"ustar":
+    if head[257:263] == b"ustar\x00" or head[257:265] == b"ustar  \x00":  # POSIX, GNU
         return f"a tar archive{packed}, not text; {unpack.format('tar -xf')}"
     for bom, enc in ((b"\xff\xfe\x00\x00", "32"), (b"\x00\x00\xfe\xff", "32"),
                      (b"\xff\xfe", "16"), (b"\xfe\xff", "16")):
@@ -197,10 +210,9 @@ def _not_text(head: bytes, kind: str | None = None) -> str | None:
         return (f"{enc} text (no byte-order mark): convert it to UTF-8 "
                 f"(iconv -f {enc} -t UTF-8)")
     controls = sum(head.count(c) for c in (*range(9), *range(14, 27), *range(28, 32), 127))
-    if controls * 30 > len(head):
-        try:
-            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-        except UnicodeDecodeError:
+    if controls * 30 > len(head) and not text_like:
+        printable = sum(head.count(c) for c in (9, 10, 13, *range(32, 127)))
+        if errors != "replace" or printable < 0.7 * len(head):  # not text in another encoding
             return "binary data, not text"
     return None
 
@@ -210,7 +222,9 @@ class _Source:
     decompressed (told by their first bytes, whatever their name); archives, UTF-16/32 and
     other binary data are refused in one line naming the file."""
 
-    def __init__(self, path: Path, on_progress: Callable[[int], None]) -> None:
+    def __init__(
+        self, path: Path, on_progress: Callable[[int], None], errors: str = "strict"
+    ) -> None:
         self.path = path
         try:
             self._raw: BinaryIO = open(path, "rb")  # closed in close()
@@ -242,7 +256,7 @@ class _Source:
                     if not more:
                         break
                     self._head += more
-            problem = _not_text(self._head, self.kind)
+            problem = _not_text(self._head, self.kind, errors)
             if problem:
                 raise UserError(f"{path}: {problem}")
         except BaseException:
@@ -509,7 +523,7 @@ def _iter_pieces(
 ) -> Iterator[tuple[str, bool]]:
     """``(piece, end_of_document)`` over all files; pieces are at most ~64K characters."""
     for path in files:
-        src = _Source(path, on_progress)
+        src = _Source(path, on_progress, errors)
         try:
             if _is_jsonl(path):
                 yield from _jsonl_pieces(src, text_field, errors)
@@ -823,7 +837,7 @@ def prepare(
     files = resolve_inputs(inputs, exclude=[out])
     _check_out(out, overwrite, files)
     for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
-        _Source(f, lambda n: None).close()
+        _Source(f, lambda n: None, errors).close()
     total_bytes = sum(f.stat().st_size for f in files)
 
     def pieces(desc: str) -> Iterator[tuple[str, bool]]:

@@ -473,6 +473,13 @@ def _find(
         i = hf.token_to_id(override)
         if i is None:
             raise UserError(f"{role} token {override!r} is not in the tokenizer's vocabulary")
+        special = {j for j, t in hf.get_added_tokens_decoder().items() if t.special}
+        if len(override) == 1 and i not in special:  # the alphabet: text would lose it
+            raise UserError(
+                f"{role} token {override!r} is an ordinary character of the vocabulary: as a "
+                f"special token it could not appear in text; name a special token, or leave "
+                f"{role}_token out (unmask adds one)"
+            )
         return i
     for name in candidates:
         i = hf.token_to_id(name)
