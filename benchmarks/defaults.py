@@ -91,6 +91,11 @@ def validation(data: str | Path, n: int, prompt_words: int, gen_words: int
     """``n`` (prompt, true continuation) pairs from the validation split of the prepared
     dataset ``data``, spread evenly over it. A chunk never crosses a split block (validation
     blocks are not neighbours in the corpus), nor starts or ends on a block's cut word."""
+    if not (Path(data) / "index.json").is_file():
+        raise UserError(
+            f"--data {data}: no prepared dataset (make the demo's with `unmask prepare "
+            "src/unmask/assets/web-bible.txt.gz -o data/bible --line-docs`), or pass "
+            "--prompt-source corpus-tail")
     val = TokenDataset(data, "val")
     tok = val.tokenizer()
     eos = val.special_ids.get("eos_id")
