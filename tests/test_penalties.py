@@ -399,6 +399,29 @@ def test_no_repeated_ngram_left_to_right_or_on_the_canvas(n):
                 assert repeats(prompt + text, n, exempt) > given  # the model loops
 
 
+@pytest.mark.parametrize("n", [2, 3])
+def test_no_repeated_ngram_among_tokens_committed_in_one_step(n):
+    """Tokens committed in one step are placed one by one against the ban (most confident
+    first), so it holds at several tokens a step too: 4 a step, the threshold policy, and
+    sampled. Before, they were not checked against each other and most rows repeated."""
+    cfg = model_preset("tiny", vocab_size=12, max_seq_len=64, init_std=0.6, mask_id=0,
+                       pad_id=1, eos_id=2, bos_id=3)
+    torch.manual_seed(1)
+    mdlm = Transformer(cfg).double().eval()
+    prompt, exempt = [4, 5, 6, 4, 5], (0, 1, 2, 3)
+    given = repeats(prompt, n, exempt)
+    settings = [dict(steps=6), dict(steps=6, temperature=1.0),
+                dict(policy="threshold", threshold=0.05)]
+    for knobs, seed in itertools.product(settings, range(6)):
+        base = SampleConfig(gen_length=24, seed=seed, **knobs)
+        off = generate(mdlm, [prompt], base, mask_id=0, pad_id=1, eos_id=None).gen_ids[0]
+        on = generate(mdlm, [prompt], dataclasses.replace(base, no_repeat_ngram_size=n),
+                      mask_id=0, pad_id=1, eos_id=None).gen_ids[0]
+        assert repeats(prompt + on, n, exempt) == given, (knobs, seed, on)
+        if seed == 0:
+            assert repeats(prompt + off, n, exempt) > given  # the model loops without it
+
+
 def test_special_tokens_are_never_penalised():
     """EOS in the text (a document separator, an earlier turn's end) must not keep the model
     from stopping: the commit loop and the left-to-right decoders never count special ids."""

@@ -376,10 +376,9 @@ class Denoiser(DecoderRun):
         cols = candidates.any(dim=0).nonzero()
         w0 = int(cols[0]) if len(cols) else block_start
         x0 = x.clone()
-        x0[:, w0:block_end] = torch.argmax(
-            add_gumbel_noise(logits, config.temperature, self.generator, window=(w0, block_end)),
-            dim=-1,
-        )
+        noisy = add_gumbel_noise(logits, config.temperature, self.generator,
+                                 window=(w0, block_end))  # (B, block_end - w0, V)
+        x0[:, w0:block_end] = torch.argmax(noisy, dim=-1)
         if config.remasking == "low_confidence":  # a registered confidence measure: no draws
             x0_p = torch.full(x.shape, float("-inf"), dtype=torch.float64, device=x.device)
             x0_p[:, w0:block_end] = self.score(
@@ -402,6 +401,9 @@ class Denoiser(DecoderRun):
             logits=logits,
         )
         transfer = self.policy.select(state) & candidates  # (B, L)
+        for proc in canvas.constraints:  # the n-gram ban among this step's own commits too
+            if isinstance(proc, PenaltyConstraint):
+                x0 = proc.settle(x, transfer, x0, confidence, noisy, w0)
         canvas.commit(transfer, x0)
         self._after_step()
 

@@ -365,13 +365,60 @@ class PenaltyConstraint(CanvasConstraint):
             generated = token_counts(tokens, filled & ~self.locked, V, self.exempt)[:, None]
             logits = p.apply(logits, seen, generated, where=open_, inplace=True)
         if p.ngram:
-            text = filled
-            if self.exempt:
-                text = text & ~torch.isin(tokens, torch.tensor(self.exempt, device=tokens.device))
+            text = self._text(tokens, filled)
             query = _near_text(open_, text, p.ngram)  # (B, Q) positions, -1 = none
             b, q, v = ngram_bans(tokens, text, query, p.ngram, causal=False)
             logits = ban(logits, (b, query[b, q], v))
         return logits
+
+
+    def _text(self, tokens: Tensor, filled: Tensor) -> Tensor:
+        """The positions of ``tokens`` that count as text for the n-gram ban: filled, and not
+        an exempt (special) id."""
+        if not self.exempt:
+            return filled
+        return filled & ~torch.isin(tokens, torch.tensor(self.exempt, device=tokens.device))
+
+    def settle(self, tokens: Tensor, transfer: Tensor, x0: Tensor, order: Tensor,
+               scores: Tensor, offset: int) -> Tensor:
+        """``x0`` (B, L) with the n-gram ban also holding among the tokens one step commits
+        (``transfer``, (B, L)): they are placed one at a time, by ``order`` (B, L; highest
+        first), each checked against the canvas with the ones placed before it, and one that
+        would repeat an n-gram becomes the best token of its ``scores`` row ((B, W, V), the
+        step's (perturbed) logits of columns ``offset`` on) that does not (as ``ban``: kept
+        when every token is banned). A step that commits one token per row is unchanged."""
+        n = self.penalties.ngram
+        k = int(transfer.sum(dim=1).max()) if transfer.numel() else 0
+        if not n or k < 2:
+            return x0
+        B = tokens.shape[0]
+        canvas = tokens.clone()
+        filled = canvas != self.mask_id
+        if self.attention_mask is not None:
+            filled = filled & self.attention_mask.bool()
+        text = self._text(canvas, filled)
+        ranked = torch.where(transfer, order.double(), float("-inf")).argsort(
+            dim=1, descending=True)[:, :k]  # (B, k)
+        x0 = x0.clone()
+        rows = torch.arange(B, device=tokens.device)
+        for j in range(k):
+            pos = ranked[:, j]  # (B,)
+            live = transfer[rows, pos]
+            query = torch.where(live, pos, -1)[:, None]  # (B, 1)
+            b, _, v = ngram_bans(canvas, text, query, n, causal=False)
+            if b.numel():
+                cols = (pos - offset).clamp(0, scores.shape[1] - 1)
+                pick = scores[rows, cols][:, None].clone()  # (B, 1, V)
+                ban(pick, (b, torch.zeros_like(b), v))
+                hit = torch.zeros(B, dtype=torch.bool, device=tokens.device)
+                hit[b] = True
+                now = pick[:, 0].gather(1, x0[rows, pos][:, None])[:, 0]  # (B,)
+                hit &= live & (now == float("-inf"))
+                x0[rows[hit], pos[hit]] = pick[hit, 0].argmax(dim=-1)
+            r, p = rows[live], pos[live]
+            canvas[r, p] = x0[r, p]
+            text[r, p] = self._text(canvas[r, p], torch.ones_like(p, dtype=torch.bool))
+        return x0
 
 
 def _near_text(open_: Tensor, text: Tensor, n: int) -> Tensor:
