@@ -22,14 +22,11 @@ __all__ = ["fill_defaults", "int_list", "positive_float", "positive_int", "run"]
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer above 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be positive")
-    return value
+    """argparse type: an integer above 0 (the CLI's own, ``unmask.commands.positive_int``,
+    imported when a flag is parsed, after a script chose where ``unmask`` comes from)."""
+    from unmask.commands import positive_int as the_clis
+
+    return the_clis(text)
 
 
 def positive_float(text: str) -> float:

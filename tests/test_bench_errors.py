@@ -22,8 +22,9 @@ def _run(*args: str) -> subprocess.CompletedProcess:
         (["segments.py", "--model", "/nonexistent/x"], "/nonexistent/x: no such folder"),
         (["hybrid.py", "--model", "src/unmask/assets/demo", "--repeats", "1"],
          "not a hybrid checkpoint"),  # fmt: skip
-        (["serve_load.py", "--clients", "a"], "--clients a: 'a' is not an integer"),
-        (["sampling_baseline.py", "--repeats", "0"], "argument --repeats: 0 must be positive"),
+        (["serve_load.py", "--clients", "a"], "--clients a: expected a whole number, got 'a'"),
+        (["sampling_baseline.py", "--repeats", "0"],
+         "argument --repeats: must be at least 1, got 0"),
     ],
 )
 def test_a_mistake_is_one_line_and_exit_2(argv, message):
