@@ -5,10 +5,10 @@ refuse only runs that cannot happen."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from server_helpers import loaded
 from torch import nn
 
 from unmask import api
@@ -16,7 +16,6 @@ from unmask.checkpoint import save_checkpoint
 from unmask.cli import main
 from unmask.config import SampleConfig, model_preset
 from unmask.errors import UserError
-from unmask.loaded import Loaded
 from unmask.model import Transformer
 from unmask.sampling import generate_ar
 from unmask.sampling.hybrid import HybridRun
@@ -31,10 +30,6 @@ def transformer(attention: str, seed: int, **extra) -> Transformer:
                        init_std=0.3, **TOK.special_ids(), **extra)  # fmt: skip
     torch.manual_seed(seed)
     return Transformer(cfg).double().eval()
-
-
-def loaded(model: nn.Module) -> Loaded:
-    return Loaded(model=model, tokenizer=TOK, config=model.config, path=Path("runs/x"))
 
 
 class EosLover(nn.Module):
