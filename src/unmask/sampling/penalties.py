@@ -355,9 +355,7 @@ class PenaltyConstraint(CanvasConstraint):
         B, L, V = logits.shape
         if tokens.shape[0] != B:  # guidance's doubled batch is merged before constraints
             raise ValueError(f"logits for {B} rows, canvas of {tokens.shape[0]}")
-        filled = tokens != self.mask_id
-        if self.attention_mask is not None:
-            filled = filled & self.attention_mask.bool()
+        filled = self._filled(tokens)
         open_ = (tokens == self.mask_id) & ~self.locked  # (B, L)
         p = self.penalties
         if p.counted:
@@ -371,6 +369,13 @@ class PenaltyConstraint(CanvasConstraint):
             logits = ban(logits, (b, query[b, q], v))
         return logits
 
+
+    def _filled(self, tokens: Tensor) -> Tensor:
+        """(B, L) the positions of ``tokens`` that hold a token: not masked, not padding."""
+        filled = tokens != self.mask_id
+        if self.attention_mask is not None:
+            filled = filled & self.attention_mask.bool()
+        return filled
 
     def _text(self, tokens: Tensor, filled: Tensor) -> Tensor:
         """The positions of ``tokens`` that count as text for the n-gram ban: filled, and not
@@ -393,10 +398,7 @@ class PenaltyConstraint(CanvasConstraint):
             return x0
         B = tokens.shape[0]
         canvas = tokens.clone()
-        filled = canvas != self.mask_id
-        if self.attention_mask is not None:
-            filled = filled & self.attention_mask.bool()
-        text = self._text(canvas, filled)
+        text = self._text(canvas, self._filled(canvas))
         ranked = torch.where(transfer, order.double(), float("-inf")).argsort(
             dim=1, descending=True)[:, :k]  # (B, k)
         x0 = x0.clone()
