@@ -447,9 +447,13 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     the user gave is never changed. The recommended penalties are left out for a decoder
     that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones).
     """
+    from unmask.sampling.registry import applies_penalties
+
     _check_option_names(given)
-    recommended = {k: v for k, v in facts_of(loaded).sample_defaults.items() if k not in given}
-    if not _applies_penalties(loaded, given.get("decoder", "auto")):
+    facts = facts_of(loaded)
+    recommended = {k: v for k, v in facts.sample_defaults.items() if k not in given}
+    decoder = given.get("decoder", "auto")  # the checkpoint's own for auto
+    if not applies_penalties(facts.default_decoder if decoder == "auto" else decoder):
         from unmask.sampling.penalties import PENALTY_FIELDS
 
         for name in PENALTY_FIELDS:  # recommended for the checkpoint's own decoder
@@ -472,17 +476,9 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
                 if all(length % b == 0 for length in lengths)
                 and (dynamic or config.steps % (config.gen_length // b) == 0)]
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
-    if facts_of(loaded).attention != "causal":  # a causal decoder refuses them all, policy too
+    if facts.attention != "causal":  # a causal decoder refuses them all, policy too
         check_policy_options(config.policy, given)
     return config
-
-
-def _applies_penalties(loaded: Loaded, decoder: str) -> bool:
-    """Whether ``decoder`` (``auto``: the checkpoint's own) applies the penalties
-    (``unmask.sampling.registry.applies_penalties``)."""
-    from unmask.sampling.registry import applies_penalties
-
-    return applies_penalties(facts_of(loaded).default_decoder if decoder == "auto" else decoder)
 
 
 def check_policy_options(policy: str, given: Iterable[str]) -> None:

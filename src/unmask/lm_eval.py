@@ -153,7 +153,7 @@ class UnmaskLM(LM):
         """Tokens to decode for ``n`` wanted: a block-causal (``bd3lm``) model decodes whole
         blocks of its own size, so ``n`` rounded up to them (down where that would not fit
         the context); ``n`` itself for any other model."""
-        block = self.facts.block_size if self.facts.attention == "block-causal" else None
+        block = self.facts.block_size  # None but for block-causal models (ModelFacts.of)
         if not block:
             return n
         up = -(-n // block) * block
@@ -163,7 +163,7 @@ class UnmaskLM(LM):
         """Prompt tokens that fit beside ``gen_length`` generated ones (a block-causal model
         pads its prompt to whole blocks)."""
         room = self.max_length - gen_length
-        block = self.facts.block_size if self.facts.attention == "block-causal" else None
+        block = self.facts.block_size  # None but for block-causal models (ModelFacts.of)
         return max(0, room // block * block if block else room)
 
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:

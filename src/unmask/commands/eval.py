@@ -223,7 +223,7 @@ def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_toke
     limit = facts.max_seq_len
     if not limit or config.segment_length is not None:  # segments: any length fits
         return config
-    block = facts.block_size if facts.attention == "block-causal" else None
+    block = facts.block_size  # None but for block-causal models (ModelFacts.of)
     used = -(-prompt_tokens // block) * block if block else prompt_tokens
     room = (limit - used) // block * block if block else limit - used
     if config.gen_length <= room:

@@ -350,6 +350,7 @@ class PenaltyConstraint(CanvasConstraint):
                  attention_mask: Tensor | None, exempt: Sequence[int] = ()) -> None:
         self.penalties, self.mask_id, self.exempt = penalties, mask_id, tuple(exempt)
         self.locked, self.attention_mask = locked, attention_mask
+        self._exempt_ids: dict[torch.device, Tensor] = {}  # ``exempt`` on each device used
 
     def apply(self, logits: Tensor, tokens: Tensor) -> Tensor:
         B, L, V = logits.shape
@@ -382,7 +383,10 @@ class PenaltyConstraint(CanvasConstraint):
         an exempt (special) id."""
         if not self.exempt:
             return filled
-        return filled & ~torch.isin(tokens, torch.tensor(self.exempt, device=tokens.device))
+        ids = self._exempt_ids.get(tokens.device)
+        if ids is None:  # once per device, not per call (settle calls it per token placed)
+            ids = self._exempt_ids[tokens.device] = torch.tensor(self.exempt, device=tokens.device)
+        return filled & ~torch.isin(tokens, ids)
 
     def settle(self, tokens: Tensor, transfer: Tensor, x0: Tensor, order: Tensor,
                scores: Tensor, offset: int) -> Tensor:
@@ -410,7 +414,7 @@ class PenaltyConstraint(CanvasConstraint):
             b, _, v = ngram_bans(canvas, text, query, n, causal=False)
             if b.numel():
                 cols = (pos - offset).clamp(0, scores.shape[1] - 1)
-                pick = scores[rows, cols][:, None].clone()  # (B, 1, V)
+                pick = scores[rows, cols][:, None]  # (B, 1, V), a copy (advanced indexing)
                 ban(pick, (b, torch.zeros_like(b), v))
                 hit = torch.zeros(B, dtype=torch.bool, device=tokens.device)
                 hit[b] = True

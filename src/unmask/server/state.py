@@ -95,10 +95,9 @@ class ServerState:
     def __post_init__(self) -> None:
         tok = self.loaded.tokenizer
         self.decode_one = functools.lru_cache(maxsize=65536)(lambda i: tok.decode([i]))
-        ends = {getattr(self.loaded.config, "eos_id", None)} - {None}
-        if self.chat is not None:
-            ends |= set(self.chat.specials(tok).values())
-        self.chat_ends = frozenset(ends)
+        eos = getattr(self.loaded.config, "eos_id", None)
+        no_chat = frozenset({eos} - {None})
+        self.chat_ends = self.chat.ends(tok, eos) if self.chat is not None else no_chat
 
     @property
     def tok(self) -> Any:
@@ -121,11 +120,11 @@ class ServerState:
     def max_seq_len(self) -> int:
         return int(getattr(self.cfg, "max_seq_len", 0) or 1 << 30)
 
-    @property
+    @functools.cached_property
     def context(self) -> tuple[int, str]:
         """The longest canvas (prompt + max_tokens) a generation may use, and whose limit it
         is: the model's ``max_seq_len``, or with ``--draft`` the drafter's where that is
-        shorter ("model" or "drafter"; ``unmask.api.context_limit``)."""
+        shorter ("model" or "drafter"; ``unmask.api.context_limit``); found once."""
         from unmask import api
 
         limit, who = api.context_limit(self.loaded, self.draft)
