@@ -139,13 +139,13 @@ def resolve_inputs(
     return files
 
 
-def _is_jsonl(p: Path) -> bool:
-    name = p.name.lower()
-    return any(name.endswith(".jsonl" + z) for z in ("", ".gz", ".xz", ".bz2"))
-
-
 _HEAD_BYTES = 4096  # what _Source reads ahead to tell text from other formats
 _COMPRESSED = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2"}
+
+
+def _is_jsonl(p: Path) -> bool:
+    name = p.name.lower()
+    return any(name.endswith(".jsonl" + z) for z in ("", *_COMPRESSED))
 
 
 def _compression(head: bytes) -> str | None:

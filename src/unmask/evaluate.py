@@ -94,6 +94,7 @@ def evaluate_loss(
     times are antithetic, so two evaluations of one model give the same number.
     """
     fn = get_objective(objective)
+    spec = objective_spec(objective)
     options = ObjectiveOptions(schedule=get_schedule("linear", eps=eps), antithetic=True)
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
@@ -101,8 +102,8 @@ def evaluate_loss(
     total, count = 0.0, 0
     batch: list[torch.Tensor] = []
     n_batches = 0
-    byte_len = getattr(dataset, "token_byte_lengths", None)
-    byte_len = torch.from_numpy(byte_len()) if byte_len is not None else None
+    byte_len = getattr(dataset, "token_byte_lengths", None) if spec.likelihood else None
+    byte_len = torch.from_numpy(byte_len()) if byte_len is not None else None  # bpb only
     window_bytes, window_tokens = 0, 0  # of the windows scored: their own bytes per token
 
     def flush() -> None:
@@ -133,7 +134,6 @@ def evaluate_loss(
         flush()
     if was_training:
         model.train()
-    spec = objective_spec(objective)
     if count == 0 and n_batches:  # windows, but nothing in them to predict
         raise UserError(
             f"windows of seq_len={seq_len} tokens leave objective {objective} no token to "

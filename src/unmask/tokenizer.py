@@ -312,7 +312,8 @@ def _plain_copy(hf: HFTokenizer, special: set[int]) -> HFTokenizer:
     no text matches, merges that build or use them are dropped, and ``unk_token`` follows its
     entry; every id keeps its meaning, so the ids of ordinary text do not change.
     """
-    state = json.loads(hf.to_str())
+    text = hf.to_str()
+    state = json.loads(text)
     model = state.get("model") or {}
     vocab = model.get("vocab")
     renamed: dict[str, str] = {}
@@ -340,7 +341,7 @@ def _plain_copy(hf: HFTokenizer, special: set[int]) -> HFTokenizer:
     for t in state.get("added_tokens") or []:
         if t.get("content") in renamed:
             t["content"] = renamed[t["content"]]
-    plain = HFTokenizer.from_str(json.dumps(state) if renamed else hf.to_str())
+    plain = HFTokenizer.from_str(json.dumps(state) if renamed else text)
     plain.encode_special_tokens = True  # the added-token matcher leaves specials alone
     return plain
 

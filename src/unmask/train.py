@@ -249,7 +249,7 @@ def _train(
             from unmask.objectives.distill import TrajectoryData
 
             resumed_rows = TrajectoryData(config.data, seq_len=config.seq_len,
-                                          started_on=_saved_trajectory_stamp(run))
+                                          started_on=done.trajectories)
         prior_seconds = done.train_seconds
         line = describe_resume(done, saved, config, changes, name=name_setting)
         if is_main:
@@ -579,10 +579,9 @@ def _train(
                         pe.lerp_(pm, 1.0 - decay)
             step += 1
             loss = float(totals[0] / totals[1])
-            loss_parts = {
-                name: float(totals[2 + i] / totals[1].clamp_min(1))
-                for i, name in enumerate(part_sums)
-            }
+            # the named parts in one transfer (a float() each was a device sync each)
+            parts = (totals[2:] / totals[1].clamp_min(1)).tolist() if part_sums else []
+            loss_parts = dict(zip(part_sums, parts, strict=True))
             tokens_seen += config.batch_size * config.seq_len
             elapsed = time.perf_counter() - t0
             tps = tokens_seen / max(elapsed, 1e-9)
@@ -650,17 +649,6 @@ def _parts_text(parts: dict[str, float]) -> str:
     if not parts:
         return ""
     return " (" + ", ".join(f"{_short(k)} {v:.3f}" for k, v in parts.items()) + ")"
-
-
-def _saved_trajectory_stamp(run: Path) -> dict[str, Any] | None:
-    """The ``Trajectories.stamp`` of the file a run trains on, as its checkpoint recorded it
-    (None for a checkpoint written before runs recorded it)."""
-    try:
-        meta = json.loads((checkpoint_dir(run) / "trainer.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # saved_progress has said what is wrong with it
-    stamp = meta.get("trajectories") if isinstance(meta, dict) else None
-    return stamp if isinstance(stamp, dict) else None
 
 
 def _trajectory_teacher(data: Any, model_cfg: ModelConfig, device: torch.device) -> nn.Module:

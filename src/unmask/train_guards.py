@@ -77,6 +77,9 @@ class SavedProgress:
 
     step: int
     train_seconds: float
+    trajectories: dict[str, Any] | None = None
+    """The ``Trajectories.stamp`` of the file the run trains on, as its checkpoint recorded it
+    (None: no trajectory file, or a checkpoint written before runs recorded it)."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -86,8 +89,10 @@ def saved_progress(ckpt: Path) -> SavedProgress:
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
     try:
         meta = json.loads(path.read_text())
-        return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        stamp = meta.get("trajectories")
+        return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)),
+                             stamp if isinstance(stamp, dict) else None)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
 

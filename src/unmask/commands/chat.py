@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -117,10 +118,10 @@ class ChatSession:
         head = [{"role": "system", "content": self.system}] if self.system is not None else []
         return head + (self.turns if turns is None else turns)
 
-    @property
+    @functools.cached_property
     def decoder(self) -> str:
         """The decoder the replies are sampled with (``unmask.api.choose``; raises
-        ``UserError`` for options the checkpoint cannot do)."""
+        ``UserError`` for options the checkpoint cannot do); chosen once a session."""
         from unmask import api
 
         return api.choose(self.loaded, self.config, draft=self.draft)

@@ -320,15 +320,16 @@ def run(args: argparse.Namespace) -> int:
         api.refuse_continuous(loaded, "eval --gaps")
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
-    config = api.sample_config(loaded, given_fields(SampleConfig, args))
+    given = given_fields(SampleConfig, args)
+    config = api.sample_config(loaded, given)
+    task = None
     if items is not None:  # a --gen-length that would cut the task's answers fails now
         from unmask.tasks.score import task_config
 
-        task_config(loaded, items, given_fields(SampleConfig, args))
+        task = task_config(loaded, items, given)
     data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
     if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
-        config = _fit_gen_length(loaded, config, given_fields(SampleConfig, args),
-                                 _prompt_tokens(data, args.prompt_tokens))
+        config = _fit_gen_length(loaded, config, given, _prompt_tokens(data, args.prompt_tokens))
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:
         # a distilled student or an SFT model: trained by one objective, a model of another
@@ -390,11 +391,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         _score(report, loaded, config, data, args, device)
 
-    given = given_fields(SampleConfig, args)
     if items is not None:
         from unmask.tasks.score import score_items
 
-        report.tasks = dataclasses.asdict(score_items(loaded, items, given=given))
+        report.tasks = dataclasses.asdict(score_items(loaded, items, given=given, config=task))
     if args.gaps is not None:
         report.infill = _infill(loaded, args.gaps, given)
     if args.tasks:

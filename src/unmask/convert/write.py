@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import _shape_fields, import_folder, is_publisher_folder, weight_map
 from unmask.errors import UserError
-from unmask.files import check_creatable, staging_dir, write_safetensors
+from unmask.files import SAFETENSORS_DTYPES, check_creatable, staging_dir, write_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -94,8 +94,8 @@ def _write_folder(
 # -- export: native -> publisher layout ------------------------------------------------------
 
 
-_SAFETENSORS_FLOATS = {"F16": "float16", "BF16": "bfloat16", "F32": "float32",
-                       "F64": "float64"}
+_SAFETENSORS_FLOATS = {tag: name for name, tag in SAFETENSORS_DTYPES.items() if "float" in name}
+"""safetensors tag -> torch dtype name, the floating ones."""
 
 
 def stored_dtype(src: str | os.PathLike[str]) -> torch.dtype | None:

@@ -577,7 +577,7 @@ def takes_space(gap: Gap, before: str, tokenizer: Any) -> bool:
     takes the space too: its language gains an optional leading space (``gap_automaton``), so
     ``choices=["Rome"]`` may be the one token ``" Rome"``.
     """
-    return before.endswith(" ") and gap.take_space and joins_spaces(tokenizer)
+    return before.endswith(" ") and leads(gap, tokenizer)
 
 
 def leads(gap: Gap, tokenizer: Any) -> bool:

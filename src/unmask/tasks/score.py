@@ -68,13 +68,16 @@ def score_items(
     given: Mapping[str, Any] | None = None,
     batch_size: int = 32,
     keep_examples: int = 5,
+    config: Any = None,
 ) -> TaskScore:
     """Decode every item's prompt (after the EOS that separates training examples, so the
-    prompt starts a document as in training) and count the outputs its task accepts."""
+    prompt starts a document as in training) and count the outputs its task accepts.
+    ``config``: ``task_config(loaded, items, given)`` when the caller has it already."""
     from unmask.api import facts_of, run_to_end, start
     from unmask.report import decoding_options
 
-    config = task_config(loaded, items, given or {})
+    if config is None:
+        config = task_config(loaded, items, given or {})
     eos = facts_of(loaded).eos_id
     head = [eos] if eos is not None else []
     tok = loaded.tokenizer
