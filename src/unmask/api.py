@@ -185,9 +185,9 @@ def start(
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
     target = Target(decoding_model(loaded, config), facts, aux)
-    limit = _context(facts, aux)
+    limit, who = _context(facts, aux)
     if config.segment_length is None:
-        _check_fits(prompt_ids, config, limit, _limited_by(facts, aux))
+        _check_fits(prompt_ids, config, limit, who)
         run = decoder.start(target, prompt_ids, config, on_view=step_callback)
     else:
         if limit is None:
@@ -209,14 +209,19 @@ def context_limit(loaded: Loaded, draft: Loaded | None = None) -> tuple[int | No
     ("model", or "drafter" when the drafter's is shorter)."""
     aux = {} if draft is None else {"drafter_facts": facts_of(draft)}
     facts = facts_of(loaded)
-    return _context(facts, aux), _limited_by(facts, aux)
+    return _context(facts, aux)
 
 
-def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> int | None:
-    """The longest canvas a run may use: the model's ``max_seq_len``, and its drafter's."""
+def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> tuple[int | None, str]:
+    """The longest canvas a run may use, the smaller known ``max_seq_len`` of the model and
+    its drafter (None: neither known), and whose it is: "model", or "drafter" when its is
+    shorter."""
     drafter = aux.get("drafter_facts")
-    limits = [f.max_seq_len for f in (facts, drafter) if f is not None and f.max_seq_len]
-    return min(limits) if limits else None
+    mine = facts.max_seq_len or None
+    theirs = drafter.max_seq_len or None if drafter is not None else None
+    if theirs is not None and (mine is None or theirs < mine):
+        return theirs, "drafter"
+    return mine, "model"
 
 
 def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig:
@@ -276,16 +281,6 @@ def _as_template(loaded: Loaded, template: ChatTemplate | str | None) -> ChatTem
         return chat_template(loaded, template)
     except UserError as e:  # the message names the CLI's flag; here it is an argument
         raise UserError(str(e).replace("--template", "template=")) from None
-
-
-def _limited_by(facts: ModelFacts, aux: Mapping[str, Any]) -> str:
-    """Whose ``max_seq_len`` is ``_context``: "model", or "drafter" when its is shorter."""
-    drafter = aux.get("drafter_facts")
-    if drafter is not None and drafter.max_seq_len and (
-        not facts.max_seq_len or drafter.max_seq_len < facts.max_seq_len
-    ):
-        return "drafter"
-    return "model"
 
 
 def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:

@@ -63,6 +63,8 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 _TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+_STOPPING = frozenset({signal.SIGINT, *_TERMINATING})
+"""The signals held while torch imports and while the process exits."""
 
 
 @contextlib.contextmanager
@@ -88,8 +90,7 @@ def _import_torch_whole() -> None:
     came meanwhile is delivered when the mask is lifted, as the usual one line."""
     if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
         return
-    held = {signal.SIGINT, *_TERMINATING}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
     try:
         import torch  # noqa: F401
     finally:
@@ -161,7 +162,7 @@ def _hold_signals() -> None:
     """Block SIGINT/SIGTERM/SIGHUP for the rest of the process (it is exiting): one C call,
     so a second signal cannot interrupt the exit path between bytecodes."""
     if threading.current_thread() is threading.main_thread():
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *_TERMINATING})
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
 
 
 def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:

@@ -215,11 +215,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _terminal() -> bool:
-    """Whether stdout is a terminal that takes escape codes (not ``TERM=dumb``), as
-    ``LiveView`` decides for itself."""
-    import os
+    """Whether stdout is a terminal that takes escape codes, as ``LiveView`` decides."""
+    from unmask.sampling.live import is_terminal
 
-    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb"
+    return is_terminal(sys.stdout)
 
 
 def _color() -> bool:

@@ -88,6 +88,12 @@ def _merge(line: list[Segment]) -> list[Segment]:
     return out
 
 
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is a terminal that takes escape codes (a tty, not ``TERM=dumb``)."""
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+
+
 class LiveView:
     """A ``step_callback`` that redraws the generation region after each step.
 
@@ -116,8 +122,7 @@ class LiveView:
         self.total_steps = total_steps
         self.stream = stream if stream is not None else sys.stdout
         if enabled is None:
-            isatty = getattr(self.stream, "isatty", None)
-            enabled = bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
+            enabled = is_terminal(self.stream)
         self.enabled = enabled
         self.color = (not os.environ.get("NO_COLOR")) if color is None else color
         self._width, self._height = width, height

@@ -82,6 +82,12 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
             parts = segment_configs(config, align=align, uses_steps=decoder.uses_steps(config))
             windows = segment_windows(parts, ctx, align=align)
             longest = min(longest, min(windows))
+            shapes: list[SampleConfig] = []  # segments differ in seed and at most the last's
+            for part in parts:  # lengths: each distinct shape checked once, not per segment
+                shape = dataclasses.replace(part, seed=config.seed)
+                if shape not in shapes:
+                    shapes.append(shape)
+            parts = shapes
             for part in parts:  # a segment's own lengths
                 choose_decoder(facts, part)
         for part in parts:
