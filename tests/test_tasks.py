@@ -222,3 +222,23 @@ def test_task_file_gen_length_never_cuts_answers(tiny_run, tmp_path, capsys):
     assert main([*argv, "--gen-length", "20"]) == 0
     sampling = json.loads(capsys.readouterr().out)["tasks"]["sampling"]
     assert sampling["gen_length"] == sampling["steps"] == 20
+
+
+@pytest.mark.parametrize("name", ["reversal", "sudoku4", "countdown3"])
+def test_task_files_do_not_depend_on_the_hash_seed(name, tmp_path):
+    """The same seed writes the same files in every process: reversal's names were ordered
+    through a set, whose order follows the per-process string-hash salt."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import random, sys; from unmask.tasks import TASKS; "
+            f"tr, ev = TASKS[{name!r}].make(random.Random(0), 6, 3); "
+            "print([i.text for i in tr + ev])")
+    outs = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+        outs.add(run.stdout)
+    assert len(outs) == 1

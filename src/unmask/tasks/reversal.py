@@ -41,10 +41,11 @@ def make_names(n: int, rng: random.Random, *, syllables: int | None = None) -> l
             f"asked for {n} names of {syllables} syllables; at most {limit} are drawn "
             f"(half of the {per**syllables} that exist)"
         )
-    names: set[str] = set()
+    names: dict[str, None] = {}  # in the order drawn: a set's order changes with the
+    # process's string-hash salt (PYTHONHASHSEED), and the task files with it
     while len(names) < n:
-        names.add("".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(syllables)))
-    return [s.capitalize() for s in sorted(names, key=lambda _: rng.random())]
+        names["".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(syllables))] = None
+    return [s.capitalize() for s in names]
 
 
 def child_line(parent: str, child: str) -> tuple[str, str]:
