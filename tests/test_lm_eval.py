@@ -348,3 +348,39 @@ def test_odd_lm_eval_flag_values_are_refused(flag, want, tmp_path, capsys):
     rc = main(["eval", str(tmp_path), *flag])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and want in err[0]
+
+
+def test_empty_continuation_is_certain_and_greedy(checkpoint):
+    """An empty continuation has log-likelihood 0 and is what greedy decoding writes, for every
+    kind of model; the diffusion greedy check asked the decoder for 0 tokens (a UserError)."""
+    from lm_eval.api.instance import Instance
+
+    from unmask.checkpoint import load
+    from unmask.lm_eval import UnmaskLM
+
+    lm = UnmaskLM(loaded=load(checkpoint), mc_samples=4, greedy_check=True)
+    reqs = [Instance("loglikelihood", {}, ("hello", ""), 0)]
+    assert lm.loglikelihood(reqs) == [(0.0, True)]
+
+
+def test_continuous_checkpoint_log_likelihoods_are_one_line_errors(tmp_path):
+    """An embed-diffusion checkpoint has no token likelihood: a UserError saying so, not the
+    model's complaint about a missing noise level."""
+    from lm_eval.api.instance import Instance
+
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import TrainConfig
+    from unmask.errors import UserError
+    from unmask.lm_eval import UnmaskLM
+    from unmask.objectives import objective_spec
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)
+    cfg = objective_spec("embed-diffusion").configure(cfg, TrainConfig(seq_len=16))
+    save_checkpoint(tmp_path, model=Transformer(cfg), tokenizer=tok)
+    lm = UnmaskLM(loaded=load(tmp_path), mc_samples=2, greedy_check=False)
+    with pytest.raises(UserError, match="objective embed-diffusion .* has none to estimate"):
+        lm.loglikelihood([Instance("loglikelihood", {}, ("a", " b"), 0)])
+    with pytest.raises(UserError, match="has none to estimate"):
+        lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("a b c",), 0)])

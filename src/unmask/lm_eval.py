@@ -281,6 +281,14 @@ class UnmaskLM(LM):
         self, pairs: Sequence[tuple[list[int], list[int]]], *, greedy: bool
     ) -> list[LogLikelihood]:
         """Scored ``(context ids, continuation ids)`` pairs, cut to the model's context."""
+        from unmask.sampling.continuous import CONTINUOUS_DECODERS
+
+        if self.facts.default_decoder in CONTINUOUS_DECODERS:
+            raise UserError(
+                f"lm-eval log-likelihoods (multiple-choice and perplexity tasks) need a token "
+                f"model; a checkpoint of objective {self.facts.objective} (continuous "
+                "diffusion) has none to estimate"
+            )
         if self.causal:
             results = ar_loglikelihood(
                 self.loaded.model,
@@ -318,6 +326,8 @@ class UnmaskLM(LM):
         from unmask.api import run_to_end, start
 
         n = len(target)
+        if n == 0:  # nothing to write: greedy decoding writes it
+            return True
         length = self._whole_blocks(n)
         if length < n:  # the blocks of a context-long target do not fit
             return False
