@@ -242,3 +242,26 @@ def test_task_files_do_not_depend_on_the_hash_seed(name, tmp_path):
                              text=True, check=True)
         outs.add(run.stdout)
     assert len(outs) == 1
+
+
+def test_block_diffusion_task_run_decodes_whole_blocks(tmp_path):
+    """A bd3lm model decodes whole blocks: without --gen-length the task's room (sudoku4: 16
+    digits + EOS) rounds up to them (24 for blocks of 8) instead of failing."""
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tasks.score import score_items, task_config
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64,
+                       attention="block-causal", block_size=8, objective="bd3lm")
+    save_checkpoint(tmp_path / "ckpt", model=Transformer(cfg), tokenizer=tok)
+    loaded = load(tmp_path / "ckpt")
+    write_task("sudoku4", tmp_path / "task", n_train=1, n_eval=2, seed=0)
+    items = read_items(tmp_path / "task")
+    config = task_config(loaded, items, {})
+    assert config.gen_length == config.steps == 24
+    score = score_items(loaded, items, config=config)
+    assert score.total == 2 and score.sampling["gen_length"] == 24

@@ -39,13 +39,16 @@ class TaskScore:
 
 def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) -> Any:
     """The ``SampleConfig`` of a task run: room for the longest reference answer plus its
-    EOS, one block, one token per step, greedy, then ``given`` on top. A given
-    ``gen_length`` shorter than that room would cut answers: a ``UserError``."""
-    from unmask.api import sample_config
+    EOS (whole blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one
+    block, one token per step, greedy, then ``given`` on top. A given ``gen_length`` shorter
+    than that room would cut answers: a ``UserError``."""
+    from unmask.api import facts_of, sample_config
     from unmask.errors import UserError
 
     longest = max(len(loaded.tokenizer.encode(i.answer)) for i in items) + 1
-    length = int(given.get("gen_length", longest))
+    block = facts_of(loaded).block_size  # None but for block-causal models
+    room = -(-longest // block) * block if block else longest
+    length = int(given.get("gen_length", room))
     if length < longest:
         raise UserError(
             f"--gen-length {length} would cut the task's answers (the longest takes {longest} "
