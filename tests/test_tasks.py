@@ -53,6 +53,13 @@ def test_sudoku_check_accepts_the_solution_only():
         wrong = item.answer[1] + item.answer[0] + item.answer[2:]
         assert not check_item(item, wrong)
         assert not check_item(item, item.answer[:-1])
+        assert check_item(item, f" {item.answer[:8]} {item.answer[8:]} ")  # spaces aside
+        assert not check_item(item, item.answer + item.answer[-1])  # did not stop
+        assert not check_item(item, item.answer + "1234")
+        assert not check_item(item, ",".join(item.answer))  # not the grid's format
+        assert not check_item(item, "")
+        assert not check_item(item, "\u00b2" * 16)  # digits to str.isdigit, not to int
+        assert sudoku.from_text("1\u00b22") == [1, 2]
 
 
 def test_countdown_instances_are_solvable_and_checked():

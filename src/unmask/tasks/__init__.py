@@ -105,10 +105,13 @@ def _make_sudoku(n: int, name: str) -> Callable[..., tuple[list[Item], list[Item
 
 
 def _check_sudoku(item: Item, output: str) -> bool:
+    """The first line, spaces aside, is exactly the grid's digits: a solution followed by
+    more digits (the model did not stop) or with other characters in it is not one."""
     puzzle = sudoku.from_text(item.meta["puzzle"])
-    cells = len(puzzle)
-    digits = sudoku.from_text(_first_line(output))
-    return len(digits) >= cells and sudoku.is_solution(digits[:cells], puzzle)
+    line = "".join(_first_line(output).split())
+    if len(line) != len(puzzle) or not (line.isascii() and line.isdigit()):
+        return False
+    return sudoku.is_solution(sudoku.from_text(line), puzzle)
 
 
 # -- countdown ---------------------------------------------------------------------------

@@ -160,8 +160,8 @@ def to_text(grid: Sequence[int]) -> str:
 
 
 def from_text(text: str) -> Grid:
-    """Digits of ``text`` as a grid (non-digits skipped)."""
-    return [int(ch) for ch in text if ch.isdigit()]
+    """Digits 0-9 of ``text`` as a grid (anything else skipped: ``"²".isdigit()`` too)."""
+    return [int(ch) for ch in text if "0" <= ch <= "9"]
 
 
 __all__ = [
