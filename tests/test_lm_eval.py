@@ -11,6 +11,7 @@ from unmask.cli import main
 from unmask.config import model_preset
 from unmask.evaluate import (
     ar_loglikelihood,
+    block_elbo_loglikelihood,
     elbo_loglikelihood,
     exact_elbo,
     stratified_mask_counts,
@@ -85,6 +86,64 @@ def test_elbo_same_seed_same_number_and_batching_does_not_matter():
         model, [3], [7, 8, 9], batch_size=16, generator=torch.Generator().manual_seed(5), **args
     )
     assert a == b
+
+
+def _block_model(block_size):
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=48, max_seq_len=32, attention="block-causal",
+                       block_size=block_size, objective="bd3lm")
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)
+    return model
+
+
+def test_block_elbo_is_the_sum_of_block_bounds_given_clean_blocks():
+    """The bd3lm estimate averages to the sum over blocks of each block's bound given the
+    clean blocks before it (every mask pattern, through bd3lm_logits); one token per block is
+    exact; one block over everything is the masked-diffusion estimate, draw for draw."""
+    import itertools
+
+    from unmask.objectives.blocks import bd3lm_logits
+
+    model = _block_model(2)
+    context, target = [5], [7, 20, 31]  # blocks [5, 7] and [20, 31]
+    seq = torch.tensor([context + target])
+
+    def logp(masked):  # log p of each position with `masked` hidden, clean blocks before
+        xt = seq.clone()
+        xt[0, masked] = 0
+        return torch.log_softmax(bd3lm_logits(model, xt, seq, block_size=2)[0].float(), -1)
+
+    with torch.no_grad():
+        exact = float(logp([1])[1, 7])  # block 1: its one target token
+        for k in (1, 2):  # block 2: k ~ U{1, 2} of its 2 tokens masked, weight 2 / k
+            pats = list(itertools.combinations([2, 3], k))
+            exact += sum((2 / k) * sum(float(logp(list(m))[i, seq[0, i]]) for i in m)
+                         for m in pats) / len(pats) / 2
+    est = block_elbo_loglikelihood(model, context, target, mask_id=0, block_size=2,
+                                   n_samples=512, generator=torch.Generator().manual_seed(1))
+    assert est.stderr > 0 and abs(est.logprob - exact) < 4 * est.stderr
+
+    one = _block_model(1)  # next-token prediction: every draw is the same number
+    est = block_elbo_loglikelihood(one, context, target, mask_id=0, block_size=1, n_samples=4,
+                                   generator=torch.Generator().manual_seed(1))
+    want = 0.0
+    for i in range(1, 4):
+        xt = seq.clone()
+        xt[0, i] = 0
+        with torch.no_grad():
+            lp = torch.log_softmax(bd3lm_logits(one, xt, seq, block_size=1)[0].float(), -1)
+        want += float(lp[i, seq[0, i]])
+    assert est.logprob == pytest.approx(want, abs=1e-5) and est.stderr == pytest.approx(0, abs=1e-6)
+
+    whole = _block_model(32)
+    args = dict(mask_id=0, n_samples=16, batch_size=5)
+    a = block_elbo_loglikelihood(whole, context, target, block_size=32,
+                                 generator=torch.Generator().manual_seed(2), **args)
+    b = elbo_loglikelihood(whole, context, target, generator=torch.Generator().manual_seed(2),
+                           **args)
+    assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
 
 
 def test_ar_loglikelihood_is_the_sum_of_token_logprobs():
@@ -223,6 +282,16 @@ def test_lm_eval_model_agrees_with_the_library(checkpoint):
     ctx, cont = loaded.tokenizer.encode("hello"), loaded.tokenizer.encode(" world")
     if lm.causal:
         want = ar_loglikelihood(loaded.model, [(ctx, cont)], start_id=2)[0].logprob
+    elif loaded.config.attention == "block-causal":  # each block given the clean ones before
+        want = block_elbo_loglikelihood(
+            loaded.model,
+            ctx,
+            cont,
+            mask_id=0,
+            block_size=loaded.config.block_size,
+            n_samples=8,
+            generator=torch.Generator().manual_seed(3),
+        ).logprob
     else:
         want = elbo_loglikelihood(
             loaded.model,

@@ -13,7 +13,9 @@ for scoring candidate texts, e.g. gap lengths in ``unmask.infill``) and
 Log-likelihood of a continuation given a context (what lm-evaluation-harness asks of a
 model; ``unmask.lm_eval``): ``LogLikelihood``, ``elbo_loglikelihood`` (LLaDA's Monte Carlo
 estimate of the masked-diffusion bound, stratified mask counts, with its standard error),
-``exact_elbo`` (the same bound summed over every mask pattern, for tiny checks) and
+``block_elbo_loglikelihood`` (the same for a block-diffusion model, block by block given the
+clean blocks before), ``exact_elbo`` (the bound summed over every mask pattern, for tiny
+checks) and
 ``ar_loglikelihood`` (the exact log-likelihood of a causal model, batched).
 
 Sample quality (of generated text rather than of the model): ``generative_perplexity``
@@ -325,6 +327,68 @@ def elbo_loglikelihood(
         logits = predictor(xt.to(device))[:, P:].float().cpu()  # (b, L, V)
         logp = torch.log_softmax(logits, dim=-1).gather(-1, x0.expand(b, L)[..., None])[..., 0]
         values.append((logp * masked).sum(dim=1).double() * L / ls)  # (b,)
+    v = torch.cat(values)  # (n,)
+    se = float(v.std(unbiased=True) / math.sqrt(n_samples)) if n_samples > 1 else float("nan")
+    return LogLikelihood(float(v.mean()), se, n_samples)
+
+
+@torch.no_grad()
+def block_elbo_loglikelihood(
+    model: Any,
+    context: Sequence[int],
+    target: Sequence[int],
+    *,
+    mask_id: int,
+    block_size: int,
+    n_samples: int = DEFAULT_MC_SAMPLES,
+    batch_size: int = 32,
+    generator: torch.Generator,
+) -> LogLikelihood:
+    """Monte Carlo estimate of a block-diffusion (BD3-LM; Arriola et al. 2025,
+    arXiv:2503.09573, eq. 8) model's ELBO of ``target`` given ``context``: the sum over the
+    blocks of ``block_size`` (counted from the context's first token) of each block's
+    masked-diffusion bound given the clean blocks before it, as the model trains and decodes.
+
+    Each block draws its own stratified mask counts over its target tokens
+    (``stratified_mask_counts``; the context is never masked), weighted ``L_b / l_b``; every
+    block is scored in one pass over ``[x_t ; x_0]`` (``bd3lm_logits``). A plain forward
+    over ``x_t`` (``elbo_loglikelihood``) would show a block the masks of the blocks before
+    it, which it never saw in training. With one block spanning the whole sequence this is
+    ``elbo_loglikelihood``, draw for draw. ``stderr`` as there.
+    """
+    from unmask.objectives.blocks import bd3lm_logits
+
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be positive, got {n_samples}")
+    L, P = len(target), len(context)
+    if L == 0:
+        return LogLikelihood(0.0, 0.0, n_samples)
+    device = _model_device(model)
+    seq = torch.tensor([*context, *target], dtype=torch.long)  # (P + L,)
+    x0 = seq[P:]  # (L,)
+    # the target positions (0..L-1) of each block, in order
+    blocks = [
+        torch.arange(max(lo, P), min(lo + block_size, P + L)) - P
+        for lo in range(P // block_size * block_size, P + L, block_size)
+    ]
+    counts = [stratified_mask_counts(n_samples, len(pos), generator) for pos in blocks]
+    values: list[Tensor] = []
+    for lo in range(0, n_samples, batch_size):
+        b = min(batch_size, n_samples - lo)
+        masked = torch.zeros(b, L, dtype=torch.bool)
+        weight = torch.zeros(b, L, dtype=torch.float64)  # L_b / l_b at each target position
+        for pos, n in zip(blocks, counts, strict=True):
+            ls = n[lo : lo + b]  # (b,)
+            ranks = torch.rand(b, len(pos), generator=generator).argsort(dim=1).argsort(dim=1)
+            masked[:, pos] = ranks < ls[:, None]
+            weight[:, pos] = (len(pos) / ls.double())[:, None]
+        xt = seq.repeat(b, 1)  # (b, P + L)
+        xt[:, P:][masked] = mask_id
+        x0_rows = seq.repeat(b, 1).to(device)
+        logits = bd3lm_logits(model, xt.to(device), x0_rows, block_size=block_size)
+        logits = logits[:, P:].float().cpu()  # (b, L, V)
+        logp = torch.log_softmax(logits, dim=-1).gather(-1, x0.expand(b, L)[..., None])[..., 0]
+        values.append((logp.double() * masked * weight).sum(dim=1))  # (b,)
     v = torch.cat(values)  # (n,)
     se = float(v.std(unbiased=True) / math.sqrt(n_samples)) if n_samples > 1 else float("nan")
     return LogLikelihood(float(v.mean()), se, n_samples)

@@ -11,7 +11,8 @@ own evaluation. The three request types:
 
 - ``loglikelihood``: for a causal (``ar``) checkpoint the exact log-likelihood
   (``unmask.evaluate.ar_loglikelihood``); for a diffusion checkpoint LLaDA's Monte Carlo
-  estimate of the ELBO with stratified mask counts (``elbo_loglikelihood``), the same
+  estimate of the ELBO with stratified mask counts (``elbo_loglikelihood``; a block-diffusion
+  model's block by block, ``block_elbo_loglikelihood``), the same
   noise for every candidate of a question (common random numbers), its standard error kept
   in ``estimates``; ``is_greedy`` by greedy decoding through ``unmask.api`` (optional:
   ``greedy_check``).
@@ -44,6 +45,7 @@ from unmask.evaluate import (
     DEFAULT_MC_SAMPLES,
     LogLikelihood,
     ar_loglikelihood,
+    block_elbo_loglikelihood,
     elbo_loglikelihood,
 )
 
@@ -303,7 +305,10 @@ class UnmaskLM(LM):
                 target = target[-self.max_length :]
                 context = context[max(0, len(context) - (self.max_length - len(target))) :]
                 gen = torch.Generator().manual_seed(self.seed)  # same noise for every candidate
-                r = elbo_loglikelihood(
+                # a block-diffusion model: each block's bound given the clean blocks before it
+                blocks = {"block_size": self.facts.block_size} if self.facts.block_size else {}
+                estimate = block_elbo_loglikelihood if blocks else elbo_loglikelihood
+                r = estimate(
                     self.loaded.model,
                     context,
                     target,
@@ -311,6 +316,7 @@ class UnmaskLM(LM):
                     n_samples=self.mc_samples,
                     batch_size=self.batch_size,
                     generator=gen,
+                    **blocks,
                 )
                 if greedy:
                     r = dataclasses.replace(r, is_greedy=self._greedy(context, target))
