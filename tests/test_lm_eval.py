@@ -453,3 +453,30 @@ def test_continuous_checkpoint_log_likelihoods_are_one_line_errors(tmp_path):
         lm.loglikelihood([Instance("loglikelihood", {}, ("a", " b"), 0)])
     with pytest.raises(UserError, match="has none to estimate"):
         lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("a b c",), 0)])
+
+
+def test_generate_until_batches_and_stops_as_one_at_a_time(checkpoint):
+    """Prompts of different lengths decoded together give what each gives alone, and a stop
+    string that occurs cuts the answer at its first (earliest) occurrence."""
+    from lm_eval.api.instance import Instance
+
+    from unmask.checkpoint import load
+    from unmask.lm_eval import UnmaskLM
+
+    lm = UnmaskLM(loaded=load(checkpoint), batch_size=3, greedy_check=False)
+
+    def req(prompt, until):
+        return Instance("generate_until", {}, (prompt, {"until": until, "max_gen_toks": 8}), 0)
+
+    prompts = ["a", "hello there, a longer one", "xyz"]
+    together = lm.generate_until([req(p, []) for p in prompts])
+    assert together == [lm.generate_until([req(p, [])])[0] for p in prompts]
+    assert any(len(text) >= 4 for text in together)  # the cuts below are checked
+    for text, prompt in zip(together, prompts, strict=True):
+        if len(text) < 4:
+            continue
+        stop = text[2:4]
+        (cut,) = lm.generate_until([req(prompt, ["never there", stop])])
+        assert cut == text[: text.index(stop)]
+        (cut,) = lm.generate_until([req(prompt, [text[3:], text[1:2]])])
+        assert cut == text[: min(text.index(text[3:]), text.index(text[1:2]))]
