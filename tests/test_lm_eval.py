@@ -480,3 +480,24 @@ def test_generate_until_batches_and_stops_as_one_at_a_time(checkpoint):
         assert cut == text[: text.index(stop)]
         (cut,) = lm.generate_until([req(prompt, [text[3:], text[1:2]])])
         assert cut == text[: min(text.index(text[3:]), text.index(text[1:2]))]
+
+
+@pytest.mark.parametrize(
+    ("arg", "want"),
+    [
+        ({"max_length": 1}, "max_length must be at least 2, got 1"),
+        ({"max_length": 0}, "max_length must be at least 2, got 0"),
+        ({"batch_size": 0}, "batch_size must be a whole number of 1 or more, got 0"),
+        ({"batch_size": "-2"}, "batch_size must be a whole number of 1 or more, got -2"),
+    ],
+)
+def test_odd_model_args_are_one_line_errors(arg, want, checkpoint):
+    """model_args lm-eval passes through: a context of one token left lm-eval's own
+    AssertionError, a batch of 0 rows a ValueError, -2 rows silently 16."""
+    from unmask.checkpoint import load
+    from unmask.errors import UserError
+    from unmask.lm_eval import UnmaskLM
+
+    with pytest.raises(UserError, match=want):
+        UnmaskLM(loaded=load(checkpoint), **arg)
+    assert UnmaskLM(loaded=load(checkpoint), batch_size="auto").batch_size == 16

@@ -97,17 +97,22 @@ class UnmaskLM(LM):
             loaded = load(pretrained, device=str(resolve_device(device or "auto")))
         if int(mc_samples) < 1:
             raise UserError(f"mc_samples must be at least 1, got {mc_samples}")
+        if max_length is not None and int(max_length) < 2:  # one token of context, one scored
+            raise UserError(f"max_length must be at least 2, got {max_length}")
+        auto = str(batch_size).startswith("auto")  # lm-eval's "auto": our default
+        if not auto and (not str(batch_size).strip().isdigit() or int(str(batch_size)) < 1):
+            raise UserError(f"batch_size must be a whole number of 1 or more, got {batch_size}")
         self.loaded = loaded
         self.pretrained = str(pretrained if pretrained is not None else loaded.path)
         """The checkpoint as the user named it (with ``loaded``: its folder, unless given)."""
         self.facts = facts_of(loaded)
         self.tokenizer = loaded.tokenizer
-        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 16
+        self.batch_size = 16 if auto else int(str(batch_size))
         self.mc_samples = int(mc_samples)
         self.seed = int(seed)
         self.greedy_check = bool(greedy_check)
         limit = self.facts.max_seq_len or 2048
-        self.max_length = min(int(max_length), limit) if max_length else limit
+        self.max_length = min(int(max_length), limit) if max_length is not None else limit
         self.gen_length = gen_length
         given = {
             "steps": steps,
