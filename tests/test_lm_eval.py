@@ -501,3 +501,18 @@ def test_odd_model_args_are_one_line_errors(arg, want, checkpoint):
     with pytest.raises(UserError, match=want):
         UnmaskLM(loaded=load(checkpoint), **arg)
     assert UnmaskLM(loaded=load(checkpoint), batch_size="auto").batch_size == 16
+
+
+def test_empty_context_starts_a_document_as_the_rolling_windows_do(checkpoint):
+    """A continuation with no context is scored after the document separator, as a causal
+    model scores it and as the first rolling window is: for a text inside one window,
+    loglikelihood("", text) equals loglikelihood_rolling(text), same noise."""
+    from lm_eval.api.instance import Instance
+
+    from unmask.checkpoint import load
+    from unmask.lm_eval import UnmaskLM
+
+    lm = UnmaskLM(loaded=load(checkpoint), mc_samples=8, greedy_check=False)
+    ((logprob, _),) = lm.loglikelihood([Instance("loglikelihood", {}, ("", "the cat"), 0)])
+    (rolling,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("the cat",), 0)])
+    assert logprob == pytest.approx(rolling, abs=1e-5)

@@ -307,6 +307,9 @@ class UnmaskLM(LM):
         else:
             results = []
             for context, target in pairs:
+                # an empty context is the start of a document: after the separator, as a
+                # causal model and the rolling windows read it
+                context = list(context) or [self._start_id]
                 target = target[-self.max_length :]
                 context = context[max(0, len(context) - (self.max_length - len(target))) :]
                 gen = torch.Generator().manual_seed(self.seed)  # same noise for every candidate
