@@ -444,3 +444,31 @@ def test_unconditional_samples_keep_their_length(word_corpus, tmp_path):
     assert _prompt_tokens(str(data), 8) == 8
     assert _prompt_tokens(str(data), 10**9) == 0  # the split is shorter: no prompts
     assert _prompt_tokens(None, 8) == 0 and _prompt_tokens(str(tmp_path), 8) == 0
+
+
+def test_sft_model_gets_the_mdlm_bound_on_a_corpus(run, capsys, tmp_path):
+    """An sft run (prompt/response pairs, no validation split) with --data: the masked-diffusion
+    (mdlm) bound of its weights on that corpus, as the docs promise; it was a note that sft
+    has no validation split, --data or not."""
+    from unmask.checkpoint import load
+    from unmask.report import heldout_bound
+    from unmask.tasks import SFT_TEMPLATE
+    from unmask.train import train
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"the {w}", "response": " lord."}) + "\n"
+                             for w in WORDS))
+    sft = train(TrainConfig(data=str(pairs), out=str(tmp_path / "sft"), objective="sft",
+                            init=str(run), seq_len=32, batch_size=4, steps=2, warmup=1,
+                            save_every=0, chat_template=SFT_TEMPLATE), progress=False)
+    data = run.parent / "data"
+    rc, out, _ = _eval(capsys, sft, "--data", data, "--json", "--no-score", "--no-plot")
+    assert rc == 0
+    report = json.loads(out)
+    loaded = load(sft)
+    want = heldout_bound(loaded.model, TrainConfig(data=str(data), objective="mdlm", seq_len=32,
+                                                   batch_size=4), data=data)
+    assert report["heldout"]["loss"] == pytest.approx(want.loss, rel=1e-6)
+    assert report["heldout"]["bpb"] == pytest.approx(want.bpb, rel=1e-6)
+    rc, out, _ = _eval(capsys, sft, "--no-score", "--no-plot")  # its pairs: a note, not a bound
+    assert rc == 0 and "held-out bound: not measured" in out
