@@ -516,3 +516,25 @@ def test_empty_context_starts_a_document_as_the_rolling_windows_do(checkpoint):
     ((logprob, _),) = lm.loglikelihood([Instance("loglikelihood", {}, ("", "the cat"), 0)])
     (rolling,) = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, ("the cat",), 0)])
     assert logprob == pytest.approx(rolling, abs=1e-5)
+
+
+def test_uniform_sedd_log_likelihoods_are_one_line_errors(tmp_path):
+    """A SEDD model of the uniform graph never sees [MASK]: the masked-diffusion estimate of
+    its log-likelihood would read outputs it was never trained for, so it is refused."""
+    from lm_eval.api.instance import Instance
+
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import TrainConfig
+    from unmask.errors import UserError
+    from unmask.lm_eval import UnmaskLM
+    from unmask.objectives import objective_spec
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)
+    cfg = objective_spec("sedd").configure(cfg, TrainConfig(sedd_graph="uniform"))
+    assert cfg.sedd_graph == "uniform"
+    save_checkpoint(tmp_path, model=Transformer(cfg), tokenizer=tok)
+    lm = UnmaskLM(loaded=load(tmp_path), mc_samples=2, greedy_check=False)
+    with pytest.raises(UserError, match="uniform graph"):
+        lm.loglikelihood([Instance("loglikelihood", {}, ("a", " b"), 0)])

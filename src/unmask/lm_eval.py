@@ -296,6 +296,12 @@ class UnmaskLM(LM):
                 f"model; a checkpoint of objective {self.facts.objective} (continuous "
                 "diffusion) has none to estimate"
             )
+        if self.facts.sedd_graph == "uniform":
+            raise UserError(
+                "lm-eval log-likelihoods estimate the masked-diffusion bound, which a SEDD "
+                "model of the uniform graph (no [MASK] in its noise) does not have; its own "
+                "bound on held-out text: unmask eval RUN"
+            )
         if self.causal:
             results = ar_loglikelihood(
                 self.loaded.model,
