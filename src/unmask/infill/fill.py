@@ -14,6 +14,8 @@ Inside:
   (``noise_slots``): training-free, for any mask predictor; ``empty``: one pass at the
   longest length on a model trained with ``[EMPTY]`` (``ModelConfig.empty_id``), whose
   trailing unused slots hold ``[EMPTY]`` and are dropped.
+- ``count_elbo_terms``, ``paired_per_token_terms``: how ``per_token`` scores candidates (the
+  count estimator, more copies for close calls).
 
 A gap that took in the space before it (``unmask.infill.template.takes_space``) gets it back
 in the output unless its fill starts with a space. A gap that starts the text takes a virtual
@@ -602,8 +604,9 @@ def paired_per_token_terms(
     over the shared copies), another ``n_samples`` copies for just those rows, up to
     ``PER_TOKEN_ROUNDS`` rounds in all. Dividing by different lengths keeps the shared noise
     from cancelling in a difference of per-token bounds, as it does in ``total``; without
-    this, the default 16 copies picked the worse of two lengths 51 times in 100 where the
-    exact per-token bounds differed by 0.28 nats."""
+    this, the default 16 copies picked the worse of two lengths 152 times in 300 where the
+    exact per-token bounds differed by 0.28 nats (docs/infill.md, "per_token is scored
+    another way")."""
     B, L = tokens.shape
     sums = torch.zeros(B, L, dtype=torch.float64)
     drawn = torch.zeros(B, dtype=torch.float64)
