@@ -4,10 +4,11 @@ A script ends with ``run(main)``: a ``UserError`` (a missing ``--model`` path, a
 of the wrong kind, a bad value) prints ``NAME: error: MESSAGE`` and exits 2, as argparse
 does for a bad flag, instead of a traceback. ``positive_int`` and ``positive_float`` are
 argparse types for counts and durations; ``int_list`` parses a comma list such as
-``--clients 1,4,16``. Scripts import this module from their own folder (``python
-benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only when an
-error is raised or caught, so a script may still choose where ``unmask`` comes from after
-importing it (startup.py puts ``src/`` first).
+``--clients 1,4,16``. ``default_output(name)`` is where results go when no path is given
+(``runs/bench``, not the committed ``benchmarks/results``). Scripts import this module from
+their own folder (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports
+``unmask`` only when an error is raised or caught, so a script may still choose where
+``unmask`` comes from after importing it (startup.py puts ``src/`` first).
 """
 
 from __future__ import annotations
@@ -18,7 +19,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["fill_defaults", "int_list", "positive_float", "positive_int", "run"]
+__all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "positive_float",
+           "positive_int", "run"]
+
+OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
+"""Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
+
+
+def default_output(name: str) -> Path:
+    """``runs/bench/NAME`` of the checkout: a script's results file when no ``--json`` (or
+    ``--out``) is given. Never ``benchmarks/results``, whose files are the committed
+    measurements the docs cite: running a documented command again must not overwrite them.
+    To update one on purpose, name it: ``--json benchmarks/results/NAME``."""
+    return OUTPUT / name
 
 
 def positive_int(text: str) -> int:

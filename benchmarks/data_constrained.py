@@ -38,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import fill_defaults
+from _common import default_output, fill_defaults
 
 from unmask.config import TrainConfig, load_json
 
@@ -79,10 +79,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--work",
         default=None,
         help="folder of the slice and the runs (resumed when present; default: "
-        "benchmarks/results/data_constrained; --quick: a temporary folder, removed at the end)",
+        "runs/bench/data_constrained; --quick: a temporary folder, removed at the end)",
     )
     p.add_argument("--json", default=None,
-                   help="default: benchmarks/results/data_constrained.json (--quick: none)")
+                   help="default: runs/bench/data_constrained.json (--quick: none)")
     p.add_argument("--plot", default=None,
                    help="default: docs/data_constrained.png (--quick: none)")
     p.add_argument(
@@ -92,13 +92,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "folder, no JSON or plot unless asked (flags given still win)",
     )
     args = p.parse_args(argv)
-    results = ROOT / "benchmarks" / "results"
     fill_defaults(
         args,
         normal={"tokens": 50_000, "epochs": 100, "preset": "demo", "seq_len": 128,
                 "batch_size": 16, "warmup": 100, "eval_batches": 8,
-                "work": str(results / "data_constrained"),
-                "json": str(results / "data_constrained.json"),
+                "work": str(default_output("data_constrained")),
+                "json": str(default_output("data_constrained.json")),
                 "plot": str(ROOT / "docs" / "data_constrained.png")},
         quick={"tokens": 4096, "epochs": 3, "preset": "tiny", "seq_len": 64, "batch_size": 8,
                "warmup": 5, "eval_batches": 2, "work": None, "json": None, "plot": None},

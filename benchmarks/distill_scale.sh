@@ -33,7 +33,7 @@ DEVICE=${DEVICE:-auto}
 AR=${AR:-}                    # optional causal twin for the "vs AR" column
 GEN_LENGTHS=${GEN_LENGTHS:-256}
 BLOCK=${BLOCK:-32}            # semi-AR block length of every decoding row
-RESULT=${RESULT:-benchmarks/results/distill_scale.json}
+RESULT=${RESULT:-runs/bench/distill_scale.json}  # benchmarks/results: committed, name it
 FRONTIER=${FRONTIER:-docs/distill_frontier.png}
 SCORE=${SCORE:-auto}          # gen ppl with SmolLM2: auto (when installed), 1, 0
 

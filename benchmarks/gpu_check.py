@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import default_output
 from torch import nn
 
 from unmask.config import model_preset
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--port", type=int, default=29791, help="the one-process group's port")
-    ap.add_argument("--json", help="write the table here (default on CUDA: benchmarks/results/"
+    ap.add_argument("--json", help="write the table here (default on CUDA: runs/bench/"
                     "gpu_check_cuda.json)")  # fmt: skip
     ap.add_argument("--skip", action="append", default=[], choices=("train", "fsdp", "decode"))
     args = ap.parse_args(argv)
@@ -302,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in check.rows:
         cells = " ".join(f"{_cell(r.get(k)):>12}" for k in keys)
         print(f"{r['row']:<44} {cells}  {r.get('error', '')}")
-    path = args.json or ("benchmarks/results/gpu_check_cuda.json" if device.type == "cuda" else "")
+    path = args.json or (str(default_output("gpu_check_cuda.json")) if device.type == "cuda"
+                         else "")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps({"meta": meta, "rows": check.rows}, indent=2) + "\n")

@@ -2,7 +2,7 @@
 # The prepared GPU check (benchmarks/gpu_check.py): MFU of a ~125M model in bf16 with and
 # without torch.compile, FSDP2 on one device, and the cached decoding step at the 8B shape
 # (eager, CUDA graph, compiled), as one table, in under 8 minutes on one H200. It writes
-# benchmarks/results/gpu_check_cuda.json; record its numbers in docs/training.md.
+# runs/bench/gpu_check_cuda.json (--json PATH elsewhere); record its numbers in docs/training.md.
 #
 #   bash benchmarks/gpu_check.sh             # on the GPU machine
 #   bash benchmarks/gpu_check.sh --dry-run   # any machine: toy sizes on CPU, seconds

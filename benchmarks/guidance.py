@@ -12,7 +12,7 @@ budget of model calls.
     python benchmarks/guidance.py --model runs/embed --scales 0,0.02,0.1
     python benchmarks/guidance.py --model runs/latent --equal-nfe --words "LORD, God"
 
-Prints a table and writes ``--json`` (default ``benchmarks/results/guidance.json``).
+Prints a table and writes ``--json`` (default ``runs/bench/guidance.json``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import positive_int
+from _common import default_output, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -57,7 +57,8 @@ def main() -> None:
         help="guided rows get half the steps (the same model calls as unguided)",
     )
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "guidance.json"))
+    ap.add_argument("--json", default=str(default_output("guidance.json")),
+                    help="write the results here (default: runs/bench/guidance.json)")
     args = ap.parse_args()
     if args.model and args.steps is not None:
         from unmask.errors import UserError

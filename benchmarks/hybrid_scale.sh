@@ -36,7 +36,7 @@ THREADS=${THREADS:-0}                 # 0: the physical cores (unmask train's de
 MEASURE=${MEASURE:-1}
 DIFFUSION=${DIFFUSION:-src/unmask/assets/demo}  # drafter of the two-model rows
 GEN_LENGTHS=${GEN_LENGTHS:-240}       # the demo context is 256 tokens
-RESULT=${RESULT:-benchmarks/results/speculative.json}
+RESULT=${RESULT:-runs/bench/speculative.json}  # benchmarks/results: committed, name it
 QUICK=${QUICK:-0}                     # 1: a smoke run of the measurement
 
 if [ ! -f "$DATA/index.json" ]; then

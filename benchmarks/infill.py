@@ -30,8 +30,9 @@ Every method sees the same windows and spans; times are means over the fills of 
     python benchmarks/infill.py [--model PATH] [--ar-model PATH] [--n 50] [--json out.json]
     python benchmarks/infill.py --quick              # a seconds-long check (spans 1 and 4, n=2)
 
-A full run writes ``benchmarks/results/infill.json`` unless ``--json`` says otherwise; a
-``--quick`` run writes only where ``--json`` says.
+A full run writes ``runs/bench/infill.json`` unless ``--json`` says otherwise (``--json
+benchmarks/results/infill.json`` updates the committed results); a ``--quick`` run writes only
+where ``--json`` says.
 
 ``--write-gaps FILE`` also writes the drawn gaps as a gap set (``unmask.gapset``) that
 ``unmask eval RUN --gaps FILE`` scores.
@@ -54,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import default_output
 
 from unmask.checkpoint import load
 from unmask.commands.demo import asset_path
@@ -63,7 +65,7 @@ from unmask.errors import UserError
 from unmask.gapset import SLACK, GapFiller, GapSample, make_gap_set, write_gap_set
 from unmask.infill import InfillOptions, fill_middle_ids
 
-RESULTS = Path(__file__).resolve().parent / "results" / "infill.json"
+RESULTS = default_output("infill.json")
 """Where a full run writes its results by default."""
 SPANS = (1, 4, 16, 32)
 QUICK_SPANS = (1, 4)

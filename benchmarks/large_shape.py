@@ -31,7 +31,7 @@ saves per model call, not what the policy saves on a trained model (benchmarks/d
     python benchmarks/large_shape.py --shape 1b --device cpu --gen-lengths 64 --block-length 32
     python benchmarks/large_shape.py --shape tiny --gen-lengths 32 --block-length 16   # seconds
 
-Results go to ``benchmarks/results/large_shape_<device>.json`` (``--json`` to change).
+Results go to ``runs/bench/large_shape_<device>.json`` (``--json`` to change).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import default_output
 
 from unmask.config import ModelConfig, SampleConfig, resolve_device
 from unmask.errors import UserError
@@ -332,7 +333,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "shape is reused (default: a temporary folder, removed after the run)",
     )
     ap.add_argument(
-        "--json", help="results file (default: benchmarks/results/large_shape_<device>.json)"
+        "--json", help="results file (default: runs/bench/large_shape_<device>.json)"
     )
     ap.add_argument("--write-only", help=argparse.SUPPRESS)  # the child process of step 1
     args = ap.parse_args(argv)
@@ -472,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    out = Path(args.json or Path(__file__).parent / "results" / f"large_shape_{device.type}.json")
+    out = Path(args.json or default_output(f"large_shape_{device.type}.json"))
     result = {
         "meta": {"torch": torch.__version__, "python": platform.python_version(),
                  "device": str(device), "gpu": gpu,

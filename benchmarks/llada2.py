@@ -21,7 +21,7 @@ LLaDA2.x-mini in that setting). The table says which numbers are measured and wh
     nice -n 10 python benchmarks/llada2.py            # ~10 min on 2 busy cores
     nice -n 10 python benchmarks/llada2.py --layers 2 --skip-agreement
 
-Prints a table and writes benchmarks/results/llada2.json.
+Prints a table and writes runs/bench/llada2.json (``--out``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import default_output
 
 MINI: dict[str, Any] = {
     "model_type": "llada2_moe",
@@ -285,7 +287,8 @@ def main() -> None:
     ap.add_argument("--child", choices=["speed", "agreement"])
     ap.add_argument("--memory-only", action="store_true", help="child: build and measure only")
     ap.add_argument("--quantize", default="bf16", choices=["bf16", "int8", "int4"])
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "llada2.json"))
+    ap.add_argument("--out", default=str(default_output("llada2.json")),
+                    help="write the results here (default: runs/bench/llada2.json)")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if args.child == "speed":

@@ -72,7 +72,7 @@ OpenWebText (22.98 vs 17.54; Sahoo et al. 2024) and BD3-LM with blocks of 4 is 1
 
 By default the packaged demo corpus (the World English Bible) is prepared into a temporary
 directory as ``unmask demo --train`` does; ``--data DIR`` reuses a prepared dataset.
-Results: a table on stdout and ``benchmarks/results/objectives.json`` (``--json``).
+Results: a table on stdout and ``runs/bench/objectives.json`` (``--json``).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import default_output
 
 from unmask import api
 from unmask.checkpoint import checkpoint_dir, load
@@ -637,8 +638,8 @@ def main() -> None:
     )
     ap.add_argument(
         "--json",
-        default=str(Path(__file__).parent / "results" / "objectives.json"),
-        help="where to write the results (default: benchmarks/results/objectives.json)",
+        default=str(default_output("objectives.json")),
+        help="where to write the results (default: runs/bench/objectives.json)",
     )
     args = ap.parse_args()
     corpus_lines, vocab_size = None, DemoTrainPlan().vocab_size

@@ -23,8 +23,7 @@ lowest entropy that is not yet called degenerate (without the scorer: the lowest
 
     python benchmarks/rounding.py --data WORK/data --model WORK/embed --model WORK/latent
 
-Prints one table per model and writes ``--json`` (default
-``benchmarks/results/rounding.json``).
+Prints one table per model and writes ``--json`` (default ``runs/bench/rounding.json``).
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import default_output
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
 from objectives import (  # the prompts, the broken count and the tempered-unigram floor
     floor_at,
@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=64, help="denoising steps (default: 64)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
-    ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "rounding.json"))
+    ap.add_argument("--json", default=str(default_output("rounding.json")),
+                    help="write the results here (default: runs/bench/rounding.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     scorer = None

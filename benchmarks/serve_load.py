@@ -11,8 +11,9 @@ measured one after the other, the first alternating between levels, so neither p
 first request's cost or always runs first. Reports per level requests/s, generated tokens/s, p50/p95
 latency, errors (must be 0), rows per forward pass on the server (``/metrics``:
 ``forward_rows / nfe``), the server's RSS before and after, and the batched/sequential
-throughput ratio. Prints a table and writes JSON (default
-``benchmarks/results/serve_load.json``); exits 1 if any request failed.
+throughput ratio. Prints a table and writes JSON (default ``runs/bench/serve_load.json``;
+the committed results: ``--json benchmarks/results/serve_load.json``); exits 1 if any
+request failed.
 
     python benchmarks/serve_load.py [--model PATH] [--seconds 20] [--max-tokens 32] \
         [--json out.json]
@@ -37,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import int_list, positive_float, positive_int, run
+from _common import default_output, int_list, positive_float, positive_int, run
 
 from unmask.errors import UserError
 
 PROMPTS = ["And God said,", "In the beginning", "The LORD is my shepherd;", "Blessed are the meek:"]
-RESULTS = Path(__file__).parent / "results" / "serve_load.json"
+RESULTS = default_output("serve_load.json")
 
 
 def free_port() -> int:
@@ -207,7 +208,7 @@ def main() -> int:
     )
     ap.add_argument(
         "--json",
-        help="write results here (default: benchmarks/results/serve_load.json; "
+        help="write results here (default: runs/bench/serve_load.json; "
         "with --quick only when given)",
     )
     args = ap.parse_args()

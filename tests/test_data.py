@@ -847,3 +847,51 @@ def test_a_lossy_foreign_tokenizer_gets_a_note(tmp_path: Path, docs: list[Path])
     info = prepare([src], tmp_path / "u", tokenizer=str(tmp_path / "uni"), val_fraction=0,
                    progress=False)
     assert not [n for n in info.notes if "does not give back" in n], info.notes
+
+
+UDHR = {  # article 1 of the Universal Declaration of Human Rights, in several scripts
+    "zh": "人人生而自由，在尊严和权利上一律平等。他们赋有理性和良心，并应以兄弟关系的精神相对待。",
+    "ja": "すべての人間は、生まれながらにして自由であり、かつ、尊厳と権利とについて平等である。",
+    "ko": "모든 인간은 태어날 때부터 자유로우며 그 존엄과 권리에 있어 동등하다.",
+    "ru": "Все люди рождаются свободными и равными в своем достоинстве и правах.",
+    "el": "Όλοι οι άνθρωποι γεννιούνται ελεύθεροι και ίσοι στην αξιοπρέπεια.",
+    "ar": "يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق.",
+    "hi": "सभी मनुष्यों को गौरव और अधिकारों के मामले में जन्मजात स्वतन्त्रता प्राप्त है।",
+    "mixed": "第1条 All human beings 人人生而自由 are born free 😀, 在尊严和权利上一律平等.",
+    "en": "All human beings are born free and equal in dignity and rights.",
+}
+
+
+def test_utf16_without_a_bom_is_told_in_any_script_and_nothing_else_is(tmp_path: Path) -> None:
+    """UTF-16 without a byte-order mark was recognised only when mostly ASCII (by its NUL
+    bytes): CJK, Cyrillic or Greek text in it got "binary data, not text" (or was read as
+    text: Cyrillic UTF-16 is valid UTF-8). Now every script is told as UTF-16LE/BE with the
+    iconv line; UTF-8 text in those scripts, Latin-1 text and binary data are not."""
+    from unmask.sniff import not_text
+
+    for name, line in UDHR.items():
+        for n in (3, 40):
+            text = "\n".join([line] * n)
+            for enc, told in (("utf-16-le", "UTF-16LE"), ("utf-16-be", "UTF-16BE")):
+                head = text.encode(enc)[:4096]
+                assert not_text(head) == (f"{told} text (no byte-order mark): convert it to "
+                                          f"UTF-8 (iconv -f {told} -t UTF-8)"), (name, n, enc)
+            assert not_text(text.encode("utf-8")[:4096]) is None, (name, n)
+    gen = np.random.default_rng(0)
+    latin = ("caf\xe9 na\xefve r\xe9sum\xe9 fa\xe7ade \xfcber \u201cquoted\u201d words\n" * 60)
+    for data in (
+        latin.encode("cp1252"),
+        gen.standard_normal(2048).astype("<f2").tobytes(),  # fp16 weights
+        gen.standard_normal(1024).astype("<f4").tobytes(),
+        gen.integers(0, 50_000, 2048).astype("<u2").tobytes(),  # 16-bit token ids
+        gen.integers(0, 50_000, 2048).astype(">u2").tobytes(),
+        random.Random(0).randbytes(4096),
+    ):
+        assert "UTF-16" not in str(not_text(data, errors="replace")), data[:16]
+    (tmp_path / "zh.txt").write_bytes("\n".join([UDHR["zh"]] * 20).encode("utf-16-le"))
+    with pytest.raises(UserError, match=r"zh.txt: UTF-16LE text \(no byte-order mark\): "
+                                        r"convert it to UTF-8 \(iconv -f UTF-16LE -t UTF-8\)"):
+        prepare([tmp_path / "zh.txt"], tmp_path / "o", tokenizer="byte", progress=False)
+    (tmp_path / "zh8.txt").write_text("\n".join(UDHR.values()), encoding="utf-8")
+    prepare([tmp_path / "zh8.txt"], tmp_path / "o8", tokenizer="byte", val_fraction=0,
+            progress=False)

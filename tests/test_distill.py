@@ -891,8 +891,78 @@ def test_a_reused_cache_says_so(teacher, corpus, cache, tmp_path, capsys):
     refresh_trajectories(str(teacher), str(corpus), path, replace(TRAJ, trajectories=4),
                          progress=False)
     err = capsys.readouterr().err
-    assert err == (f"{path}: reusing its 6 trajectories (same teacher, corpus and settings; "
-                   "4 asked for, all are trained on)\n")
+    assert err == (f"{path}: reusing the first 4 of its 6 trajectories (same teacher, corpus "
+                   "and settings; the rows a fresh cache of 4 holds), trained on from "
+                   "c.first-4.safetensors\n")
+    refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False)
+    assert capsys.readouterr().err == (f"{path}: reusing its 6 trajectories (same teacher, "
+                                       "corpus and settings)\n")
+
+
+def test_a_cache_with_more_rows_trains_on_the_first_n_as_a_fresh_run_would(
+    teacher, corpus, cache, tmp_path, monkeypatch
+):
+    """A cache holding more rows than --trajectories was trained on whole (6 rows for 4
+    asked); now a run of n trains on its first n rows, the rows a fresh cache of n holds:
+    every batch is decoded whole (the 4th row comes from a batch of 3, not of 1) and cut."""
+    from unmask.distill import distill as run_distill
+    from unmask.distill import first_rows_path
+
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(cache.read_bytes())
+    four = replace(TRAJ, trajectories=4)
+    rows = refresh_trajectories(str(teacher), str(corpus), path, four, progress=False)
+    fresh_path = refresh_trajectories(str(teacher), str(corpus), tmp_path / "f.safetensors",
+                                      four, progress=False)
+    assert rows == first_rows_path(path, 4) and fresh_path == tmp_path / "f.safetensors"
+    first, fresh = Trajectories.load(rows), Trajectories.load(fresh_path)
+    assert len(first) == len(fresh) == 4 and len(Trajectories.load(path)) == 6
+    assert torch.equal(first.tokens, fresh.tokens) and torch.equal(first.seed, fresh.seed)
+    assert torch.equal(first.commit_step, fresh.commit_step)
+    # the fresh cache of 4 grows to the 6 of the bigger one, row for row
+    refresh_trajectories(str(teacher), str(corpus), fresh_path, TRAJ, progress=False)
+    assert torch.equal(Trajectories.load(fresh_path).tokens, Trajectories.load(path).tokens)
+    seen = {}
+    monkeypatch.setattr("unmask.train.train",
+                        lambda cfg, progress=True: seen.setdefault("data", cfg.data))
+    run_distill(str(teacher), str(corpus), str(tmp_path / "run"), trajectories=four,
+                train_config=_distill_cfg(path, teacher, tmp_path / "run"), cache=path,
+                progress=False)
+    assert seen["data"] == str(first_rows_path(path, 4).resolve())
+
+
+def test_the_corpus_stamp_reads_contents_not_times(teacher, tmp_path, capsys):
+    """The cache stamped the corpus' files by size and modification time: another corpus of
+    the same size copied over it with its times (cp -p) was taken for the same one, and a
+    touch of the same corpus forced a new decode. Now their contents are hashed (2 ms for
+    the demo corpus); a file stamped by times before is still reused while they hold."""
+    from unmask.objectives.distill import Trajectories as T
+
+    data = word_corpus(tmp_path, WORDS, lines=300, seed=3)
+    path = tmp_path / "c.safetensors"
+    cfg = replace(TRAJ, trajectories=3)
+    old = T.load(refresh_trajectories(str(teacher), str(data), path, cfg, progress=False))
+    shard = data / json.loads((data / "index.json").read_text())["splits"]["train"]["shards"][0]
+    st = shard.stat()
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touch: same contents
+    capsys.readouterr()
+    refresh_trajectories(str(teacher), str(data), path, cfg, progress=False)
+    assert "reusing its 3 trajectories" in capsys.readouterr().err
+    raw = shard.read_bytes()
+    k = len(raw) // 4 * 2  # whole uint16 tokens
+    shard.write_bytes(raw[k:] + raw[:k])  # same size, other prompts
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # and the same times
+    refresh_trajectories(str(teacher), str(data), path, cfg, progress=False)
+    assert "other settings (corpus contents)" in capsys.readouterr().err
+    new = T.load(path)
+    assert not torch.equal(new.tokens[:, :8], old.tokens[:, :8])
+    # a file from before: [name, size, mtime_ns] stamps, honoured while they hold
+    legacy = {**new.meta, "data_files": [[n, (data / n).stat().st_size,
+                                          (data / n).stat().st_mtime_ns]
+                                         for n in ("index.json", shard.name)]}
+    T(new.tokens, new.commit_step, new.seed, legacy).save(path)
+    refresh_trajectories(str(teacher), str(data), path, cfg, progress=False)
+    assert "reusing its 3 trajectories" in capsys.readouterr().err
 
 
 def test_certainty_term_is_averaged_over_the_right_positions(teacher, cache):

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from unmask.config import SampleConfig, dtype_choice
 from unmask.errors import UserError
@@ -230,7 +230,7 @@ def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None) 
     recommendation alone (as ``{}``, and as the CLI and the server with no option given)."""
     if config is None or isinstance(config, Mapping):
         return sample_config(loaded, config or {})
-    return _task_config(config) or SampleConfig()
+    return cast(SampleConfig, _task_config(config))  # not None here: a config, or refused
 
 
 def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig | None:

@@ -285,19 +285,14 @@ class ChatTemplate:
                 out[text] = int(tid)
         return out
 
-    def encode(self, tokenizer: Any, text: str) -> list[int]:
-        """Ids of ``text`` rendered by this template around no message content: the template's
-        special tokens (``specials``) as their ids, everything between them as plain text
-        (``tokenizer.encode``), as ``transformers`` splits special tokens out before tokenizing
-        the rest. A conversation goes through ``prompt`` or ``example``, which keep the
-        special-token strings of its messages (contents and names) plain text."""
-        return self._encode(tokenizer, text, self.specials(tokenizer), {})
-
     def _encode(
         self, tokenizer: Any, text: str, specials: dict[str, int], plain: dict[str, str]
     ) -> list[int]:
-        """``encode`` of a text ``_shield`` rendered: ``plain`` maps its stand-ins back to the
-        special-token strings of the messages, which are encoded as text."""
+        """Ids of a text ``_shield`` rendered: the template's special tokens (``specials``) as
+        their ids, everything between them as plain text (``tokenizer.encode``), as
+        ``transformers`` splits special tokens out before tokenizing the rest; ``plain`` maps
+        the stand-ins back to the special-token strings of the messages, which are encoded as
+        text."""
         if not specials:
             return tokenizer.encode(_unshield(text, plain))
         pattern = re.compile(

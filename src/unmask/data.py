@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from unmask.errors import UserError
+from unmask.sniff import not_text as _not_text
 from unmask.tokenizer import Tokenizer, byte_tokenizer, load_tokenizer, train_bpe
 
 INDEX_VERSION = 1
@@ -156,64 +157,6 @@ def _compression(head: bytes) -> str | None:
         return "xz"
     if head[:3] == b"BZh" and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):  # block or end magic
         return "bzip2"
-    return None
-
-
-def _is_utf8_start(head: bytes) -> bool:
-    """Whether ``head`` (the first bytes of a file) is valid UTF-8 as far as it goes."""
-    try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _not_text(head: bytes, kind: str | None = None, errors: str = "strict") -> str | None:
-    """What the first bytes of a (decompressed) input show it to be when that is not UTF-8 text
-    (an archive, another compression, UTF-16/32, binary data), with what to do; else None.
-    ``kind``: the compression the bytes came out of. A magic string that text can begin with
-    (``%PDF-``, ``PAR1``) counts only when the bytes are not UTF-8; under ``errors='replace'``
-    bytes with control characters that are mostly printable ASCII (Latin-1 or cp1252 text)
-    are read, as the user asked."""
-    packed = f" ({kind}-compressed)" if kind else ""
-    unpack = "unpack it first ({}) and pass its folder"
-    text_like = _is_utf8_start(head)
-    for magic, what, fix in (
-        (b"PK\x03\x04", "a zip archive", unpack.format("unzip")),
-        (b"PK\x05\x06", "an empty zip archive", "nothing to read"),
-        (b"7z\xbc\xaf\x27\x1c", "a 7z archive", unpack.format("7z x")),
-        (b"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (zstd -d); gzip, xz "
-                                                      "and bzip2 files are read as they are"),
-        (b"%PDF-", "a PDF document", "extract its text first"),
-        (b"PAR1", "a Parquet file", "export its text to JSONL first"),
-    ):
-        if head.startswith(magic) and not (text_like and magic in (b"%PDF-", b"PAR1")):
-            return f"{what}{packed}, not text; {fix}"
-    if head[257:263] == b"ustar\x00" or head[257:265] == b"ustar  \x00":  # POSIX, GNU
-        return f"a tar archive{packed}, not text; {unpack.format('tar -xf')}"
-    for bom, enc in ((b"\xff\xfe\x00\x00", "32"), (b"\x00\x00\xfe\xff", "32"),
-                     (b"\xff\xfe", "16"), (b"\xfe\xff", "16")):
-        if head.startswith(bom):
-            return f"UTF-{enc} text: convert it to UTF-8 (iconv -f UTF-{enc} -t UTF-8)"
-    if len(head) >= 8 and head.count(0) * 10 > len(head):  # real UTF-8 text has no NULs
-        n = len(head) // 4
-        zero = [head[k::4][:n].count(0) >= 0.8 * n for k in range(4)]
-        odd, even = head[1::2].count(0), head[0::2].count(0)
-        enc = (
-            "UTF-32LE" if zero[2] and zero[3] and not zero[0] else
-            "UTF-32BE" if zero[0] and zero[1] and not zero[3] else
-            "UTF-16LE" if odd > 0.4 * len(head) and even * 10 < odd else
-            "UTF-16BE" if even > 0.4 * len(head) and odd * 10 < even else None
-        )  # fmt: skip
-        if enc is None:
-            return "binary data (NUL bytes), not text"
-        return (f"{enc} text (no byte-order mark): convert it to UTF-8 "
-                f"(iconv -f {enc} -t UTF-8)")
-    controls = sum(head.count(c) for c in (*range(9), *range(14, 27), *range(28, 32), 127))
-    if controls * 30 > len(head) and not text_like:
-        printable = sum(head.count(c) for c in (9, 10, 13, *range(32, 127)))
-        if errors != "replace" or printable < 0.7 * len(head):  # not text in another encoding
-            return "binary data, not text"
     return None
 
 

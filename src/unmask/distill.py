@@ -50,8 +50,9 @@ class TrajectoryConfig:
     """How ``unmask distill`` makes the teacher's trajectories."""
 
     trajectories: int = 256
-    """Number of trajectories (prompts decoded by the teacher); a cache holding at least this
-    many with the same settings is reused, a smaller one is extended."""
+    """Number of trajectories (prompts decoded by the teacher) trained on; a cache with the same
+    settings is reused (its first this many rows, those a fresh cache of this many holds) or
+    extended."""
     prompt_length: int = 32
     """Tokens per prompt, a window of the corpus' train split (a multiple of a bd3lm teacher's
     block size)."""
@@ -177,14 +178,27 @@ def _settings(
         "batch": cfg.traj_batch,
         "seed": cfg.traj_seed,
         "sample": sample,
+        WHOLE_BATCHES: True,
     }
 
 
-def corpus_stamp(data: str | os.PathLike[str]) -> list[list[Any]] | None:
-    """[name, size, mtime_ns] of the prepared corpus ``data``'s ``index.json`` and train
-    shards, None where it has no index: what tells a corpus prepared again at the same path
-    (``unmask prepare --overwrite``) from the one trajectories were made from, as
-    ``weights_stamp`` tells a teacher's weights."""
+WHOLE_BATCHES = "whole_batches"
+"""Key of a trajectory file's settings: every batch was decoded whole (``traj_batch`` rows) and
+cut to the rows asked for. Files made before (without it) decoded a last batch cut short at
+its own size, so those rows differ from the same rows of a longer file."""
+
+
+def corpus_stamp(
+    data: str | os.PathLike[str], *, content: bool = True
+) -> list[list[Any]] | None:
+    """[name, size, sha256 (16 hex digits)] of the prepared corpus ``data``'s ``index.json``
+    and train shards, None where it has no index: what tells a corpus prepared again at the
+    same path (``unmask prepare --overwrite``), or another one copied over it with its times
+    (``cp -p``), from the one trajectories were made from. Reading the shards costs about a
+    second per GB (2 ms for the demo corpus), against minutes of decoding trajectories; a
+    copy or ``touch`` of the same corpus no longer counts as a change. ``content=False``:
+    [name, size, mtime_ns], the stamp of files written before (still honoured)."""
+    import hashlib
     import json
 
     folder = Path(data)
@@ -199,7 +213,17 @@ def corpus_stamp(data: str | os.PathLike[str]) -> list[list[Any]] | None:
             st = (folder / str(name)).stat()
         except OSError:
             return None
-        stamp.append([str(name), st.st_size, st.st_mtime_ns])
+        if not content:
+            stamp.append([str(name), st.st_size, st.st_mtime_ns])
+            continue
+        digest = hashlib.sha256()
+        try:
+            with open(folder / str(name), "rb") as f:
+                while chunk := f.read(1 << 20):
+                    digest.update(chunk)
+        except OSError:
+            return None
+        stamp.append([str(name), st.st_size, digest.hexdigest()[:16]])
     return stamp
 
 
@@ -225,7 +249,14 @@ def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
 
 def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
     """Whether trajectories made with ``stored`` settings are those ``settings`` asks for; a
-    sampling option the file predates (added to ``SampleConfig`` since) had its default."""
+    sampling option the file predates (added to ``SampleConfig`` since) had its default, and
+    a file made before ``WHOLE_BATCHES`` holds the same rows but for a batch cut short
+    (``make_trajectories`` decodes that one again)."""
+    stored = {**stored, WHOLE_BATCHES: settings.get(WHOLE_BATCHES)}
+    files = stored.get("data_files")
+    if files and all(isinstance(f, list) and isinstance(f[-1], int) for f in files) \
+            and files == corpus_stamp(str(settings.get("data")), content=False):
+        stored["data_files"] = settings.get("data_files")  # an older file's size + mtime
     sample = stored.get("sample")
     if isinstance(sample, dict):
         defaults = dataclasses.asdict(SampleConfig())
@@ -306,9 +337,12 @@ def make_trajectories(
     vocab: int | None = None,
 ) -> Trajectories:
     """``cfg.trajectories`` trajectories of ``teacher`` on prompts of the prepared corpus
-    ``data``, continuing ``have`` (rows of earlier batches, same settings). With ``save_to``
-    the file is written after every batch (atomically), so an interrupted run keeps what it
-    decoded. ``vocab``: cut rows at ids a student lacks (``decode_batch``)."""
+    ``data``, continuing ``have`` (rows of earlier batches, same settings). Every batch is
+    decoded whole (``traj_batch`` rows, its own seed and prompts) and the rows past
+    ``cfg.trajectories`` dropped, so the first n rows of any file are those a run of n makes.
+    With ``save_to`` the file is written after every batch (atomically), so an interrupted
+    run keeps what it decoded. ``vocab``: cut rows at ids a student lacks
+    (``decode_batch``)."""
     import torch
 
     from unmask.objectives.distill import Trajectories
@@ -321,9 +355,13 @@ def make_trajectories(
         torch.empty(0, dtype=torch.long), meta,
     )  # fmt: skip
     cut = len(out) % cfg.traj_batch
-    if cut and len(out) < cfg.trajectories:  # the last batch was cut short: decode it whole,
-        keep = len(out) - cut  # as a fresh run does (its seed and prompts are the batch's)
-        out = Trajectories(out.tokens[:keep], out.commit_step[:keep], out.seed[:keep], out.meta)
+    older = not out.meta.get(WHOLE_BATCHES)  # its cut batch was decoded at its own size
+    if cut and (len(out) < cfg.trajectories or older and len(out) - cut < cfg.trajectories):
+        keep = len(out) - cut  # the last batch was cut short: decode it whole, as a fresh
+        out = Trajectories(out.tokens[:keep], out.commit_step[:keep], out.seed[:keep], meta)
+    if len(out) > cfg.trajectories:  # the rows asked for: what a fresh run of them holds
+        n = cfg.trajectories
+        return Trajectories(out.tokens[:n], out.commit_step[:n], out.seed[:n], meta)
     bar, plain = progress_bar("trajectories", cfg.trajectories, initial=len(out), unit="traj",
                               enabled=progress and len(out) < cfg.trajectories)
     if plain is not None:  # stderr is not a terminal: plain lines instead of the bar
@@ -334,7 +372,8 @@ def make_trajectories(
         rows = min(cfg.traj_batch, cfg.trajectories - len(out))
         seed = _batch_seed(cfg.traj_seed, batch)
         config = trajectory_sample_config(teacher, cfg, seed)
-        tokens, steps = decode_batch(teacher, _prompts(data, cfg, batch, rows), config, vocab)
+        whole = decode_batch(teacher, _prompts(data, cfg, batch, cfg.traj_batch), config, vocab)
+        tokens, steps = whole[0][:rows], whole[1][:rows]
         out = Trajectories(
             torch.cat([out.tokens, tokens]), torch.cat([out.commit_step, steps]),
             torch.cat([out.seed, torch.full((rows,), seed, dtype=torch.long)]), meta,
@@ -392,8 +431,11 @@ def refresh_trajectories(
 ) -> Path:
     """Make sure ``cache`` holds at least ``cfg.trajectories`` trajectories of the teacher at
     ``teacher_path`` with these settings: reuse it, extend it, or (made with other settings,
-    said on stderr) make it again. ``student``: the checkpoint that will learn from them,
-    checked against the teacher (``student_vocab``; rows are cut at ids it lacks)."""
+    said on stderr) make it again. Returns the file to train on: ``cache``, or where it holds
+    more rows than asked for, ``first_rows_path(cache, n)`` with its first n rows (those a
+    fresh cache of n holds; the cache keeps the rest for runs that ask for more).
+    ``student``: the checkpoint that will learn from them, checked against the teacher
+    (``student_vocab``; rows are cut at ids it lacks)."""
     from unmask.checkpoint import load
     from unmask.objectives.distill import Trajectories
 
@@ -403,20 +445,25 @@ def refresh_trajectories(
     vocab = student_vocab(teacher, student) if student else None
     settings = _settings(teacher, teacher_path, data, cfg, vocab)
     path = Path(cache)
+    n = cfg.trajectories
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 decodes, the others wait
-        _wait_for(path, settings, cfg.trajectories)
-        return path
+        return _wait_for(path, settings, cfg)
     have = None
     if path.is_file():
         old = Trajectories.load(path)
         if _same_settings(old.meta, settings):
-            if len(old) >= cfg.trajectories:
-                print(
-                    f"{path}: reusing its {len(old):,} trajectories (same teacher, corpus and "
-                    f"settings; {cfg.trajectories:,} asked for, all are trained on)",
-                    file=sys.stderr,
-                )
-                return path
+            if _holds(old, cfg):
+                if len(old) == n:
+                    print(f"{path}: reusing its {n:,} trajectories (same teacher, corpus and "
+                          "settings)", file=sys.stderr)
+                    return path
+                first = first_rows_path(path, n)
+                Trajectories(old.tokens[:n], old.commit_step[:n], old.seed[:n],
+                             old.meta).save(first)
+                print(f"{path}: reusing the first {n:,} of its {len(old):,} trajectories (same "
+                      f"teacher, corpus and settings; the rows a fresh cache of {n:,} holds), "
+                      f"trained on from {first.name}", file=sys.stderr)
+                return first
             have = old
         else:
             print(
@@ -432,16 +479,38 @@ def refresh_trajectories(
     return path
 
 
-def _wait_for(path: Path, settings: dict[str, Any], n: int, poll_s: float = 2.0) -> None:
-    """Block until ``path`` holds ``n`` trajectories made with ``settings`` (another process
-    of a ``torchrun`` job writes it; the file is replaced atomically, so a read is whole)."""
+def first_rows_path(cache: str | os.PathLike[str], n: int) -> Path:
+    """Where a run of ``n`` trajectories trains on the first ``n`` rows of a ``cache`` that
+    holds more: ``NAME.first-N.safetensors`` next to it."""
+    p = Path(cache)
+    stem = p.name.removesuffix(".safetensors")
+    return p.with_name(f"{stem}.first-{n}.safetensors")
+
+
+def _holds(have: Trajectories, cfg: TrajectoryConfig) -> bool:
+    """Whether ``have`` (same settings) holds the first ``cfg.trajectories`` rows as a fresh
+    file of them would: enough rows, none of them from a batch an older file cut short."""
+    cut = len(have) % cfg.traj_batch
+    older = cut and not have.meta.get(WHOLE_BATCHES)
+    return len(have) - (cut if older else 0) >= cfg.trajectories
+
+
+def _wait_for(
+    path: Path, settings: dict[str, Any], cfg: TrajectoryConfig, poll_s: float = 2.0
+) -> Path:
+    """Block until ``path`` holds the ``cfg.trajectories`` trajectories made with ``settings``
+    (another process of a ``torchrun`` job writes it; the file is replaced atomically, so a
+    read is whole); returns the file to train on (``refresh_trajectories``)."""
     from unmask.objectives.distill import Trajectories
 
+    n = cfg.trajectories
+    first = first_rows_path(path, n)
     while True:
-        if path.is_file():
-            have = Trajectories.load(path)
-            if _same_settings(have.meta, settings) and len(have) >= n:
-                return
+        for p in (path, first):
+            if p.is_file():
+                have = Trajectories.load(p)
+                if _same_settings(have.meta, settings) and _holds(have, cfg) and len(have) == n:
+                    return p
         time.sleep(poll_s)
 
 
@@ -556,10 +625,10 @@ def distill(
     )  # fmt: skip
     device = str(resolve_device(base.device))
     _check_before_decoding(config, student, device)
-    refresh_trajectories(
+    rows = refresh_trajectories(
         teacher, data, path, tcfg, device=device, progress=progress, student=student
     )
-    return train(dataclasses.replace(config, data=str(path.resolve())), progress=progress)
+    return train(dataclasses.replace(config, data=str(rows.resolve())), progress=progress)
 
 
 def _absolute(path: str) -> str:
@@ -663,6 +732,7 @@ __all__ = [
     "decode_batch",
     "default_cache",
     "distill",
+    "first_rows_path",
     "is_causal_teacher",
     "make_trajectories",
     "refresh_trajectories",

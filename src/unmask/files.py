@@ -131,26 +131,54 @@ def write_safetensors(
         os.fsync(f.fileno())
 
 
+def _user_text(raw: bytes, name: object) -> str:
+    """``raw`` decoded as UTF-8, or a one-line ``UserError`` naming ``name`` and what the
+    bytes are instead (UTF-16 with the iconv line, binary data, an archive: ``sniff``)."""
+    from unmask.errors import UserError
+    from unmask.sniff import not_text
+
+    problem = not_text(raw[:4096])  # UTF-16 of ASCII or Cyrillic is valid UTF-8, with NULs
+    if problem:
+        raise UserError(f"{name}: {problem}")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        what = "input is" if name == "<stdin>" else f"{name}:"
+        raise UserError(f"{what} not UTF-8 text (byte 0x{raw[e.start]:02x} at {e.start}; "
+                        "save it as UTF-8)") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")  # as a file read as text
+
+
 def read_user_text(path: Path, what: str = "file") -> str:
     """The UTF-8 text of a file the user named (a prompt file, a template, a gap set); a
     one-line ``UserError`` that says why when it is missing, a folder, unreadable or not
-    UTF-8 (``what`` names the kind of file in the message)."""
+    UTF-8 (UTF-16 and binary data named as such; ``what`` names the kind of file)."""
     from unmask.errors import UserError
 
     if path.is_dir():
         raise UserError(f"{path}: a folder, not a {what}")
     try:
-        return path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: no such {what}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text (save it as UTF-8)") from None
     except OSError as e:
         raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
+    return _user_text(raw, path)
+
+
+def read_user_stdin() -> str:
+    """Standard input as UTF-8 text (a template, text or prompts given as ``-``), with
+    ``read_user_text``'s one-line errors naming ``<stdin>``."""
+    import sys
+
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:  # replaced by a text stream (a test, an embedding program)
+        return sys.stdin.read()
+    return _user_text(stream.read(), "<stdin>")
 
 
 __all__ = ["SAFETENSORS_DTYPES", "atomic_write_bytes", "atomic_write_text", "check_creatable",
-           "file_mode", "read_user_text", "staging_dir", "write_safetensors"]
+           "file_mode", "read_user_stdin", "read_user_text", "staging_dir", "write_safetensors"]
 
 
 def asset_path(name: str) -> Path:

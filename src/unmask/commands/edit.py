@@ -10,6 +10,7 @@ import time
 
 from unmask.commands.infill import add_common_flags, live_view, load_model
 from unmask.errors import UserError
+from unmask.files import read_user_stdin
 from unmask.messages import plural
 
 
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.commands.generate import sample_config_from_args
 
     config = sample_config_from_args(args)
-    text = sys.stdin.read() if args.text == "-" else args.text
+    text = read_user_stdin() if args.text == "-" else args.text
     if args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > 1 and args.lowest is None:

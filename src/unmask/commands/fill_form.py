@@ -11,6 +11,7 @@ from pathlib import Path
 
 from unmask.commands.infill import add_common_flags, live_view, load_model
 from unmask.errors import UserError
+from unmask.files import read_user_stdin
 from unmask.messages import plural
 
 
@@ -46,7 +47,7 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
     schema, ``"<int>"`` a template) or starts like a JSON object or array (the parser then
     says what is wrong where)."""
     if arg == "-":
-        return sys.stdin.read(), "<stdin>"
+        return read_user_stdin(), "<stdin>"
     path = Path(arg)
     try:
         is_file = path.is_file()

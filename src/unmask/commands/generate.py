@@ -88,7 +88,9 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = [*args.prompt, *args.prompt_flags]
     if args.prompt_file:
         if args.prompt_file == "-":
-            text = sys.stdin.read()
+            from unmask.files import read_user_stdin
+
+            text = read_user_stdin()
         else:
             from unmask.files import read_user_text
 

@@ -25,6 +25,7 @@ from unmask.commands import (
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
 from unmask.config import resolve_device
 from unmask.errors import UserError
+from unmask.files import read_user_stdin
 from unmask.messages import plural
 
 
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     config = sample_config_from_args(args)
     options = dataclass_from_args(InfillOptions, args)
     if args.template == "-":
-        args.template = sys.stdin.read().removesuffix("\n")  # the newline that ends the input
+        args.template = read_user_stdin().removesuffix("\n")  # the newline that ends the input
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
     causal = getattr(loaded.config, "attention", None) == "causal"

@@ -35,7 +35,6 @@ from unmask.infill.template import (
     plan_template,
     start_context,
     takes_space,
-    with_start_context,
 )
 from unmask.sampling import model_logit_shift, shift_logits
 from unmask.sampling.loop import MaskPredictor, StepCallback
@@ -230,7 +229,9 @@ def _lowest_plan(
         pos = e
     if pos < len(ids):
         items.append(("text", (ids[pos:], vocab.decode(ids[pos:]))))
-    return with_start_context(Plan(items=items, holes=holes), tokenizer, context), olds, nfe
+    if start and runs[0][0] == 0:  # the first token is refilled after the context it was
+        items = [("context", (start, "")), *items]  # scored after (``with_start_context``)
+    return Plan(items=items, holes=holes), olds, nfe
 
 
 def edit(
