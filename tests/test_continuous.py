@@ -507,3 +507,32 @@ def test_validation_reports_a_loss_not_a_bound(embed_run, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "not a likelihood bound" in out and "bits/byte" not in out
+
+
+def test_noise_draws_average_the_loss_of_a_family_without_a_bound(embed_run, capsys):
+    """``eval --noise-draws K`` on a family with no bound (NaN bits/byte) averages its loss over
+    the K seeds and gives the loss' standard error, as it does the bits/byte of a bound (it
+    crashed in ``statistics.stdev`` of NaNs)."""
+    import statistics
+
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.data import TokenDataset
+    from unmask.evaluate import evaluate_loss
+
+    argv = ["eval", str(embed_run), "--device", "cpu", "--batches", "1", "--no-score",
+            "--no-plot", "--noise-draws", "3"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    h = json.loads(capsys.readouterr().out)["heldout"]
+    model = load(embed_run).model
+    val = TokenDataset(Path(json.loads((embed_run / "train_config.json").read_text())["data"]),
+                       "val")  # fmt: skip
+    each = [evaluate_loss(model, val, objective="embed-diffusion", seq_len=16, batch_size=4,
+                          max_batches=1, seed=1234 + k).loss for k in range(3)]  # fmt: skip
+    assert len(set(each)) == 3 and h["noise_draws"] == 3
+    assert h["loss"] == pytest.approx(statistics.fmean(each), rel=1e-6)
+    assert h["loss_se"] == pytest.approx(statistics.stdev(each) / math.sqrt(3), rel=1e-6)
+    assert "bpb" not in h and h["bpb_se"] is None
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "± " in out and "over 3 noise draws" in out and "bits/byte" not in out
