@@ -536,3 +536,27 @@ def test_noise_draws_average_the_loss_of_a_family_without_a_bound(embed_run, cap
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "± " in out and "over 3 noise draws" in out and "bits/byte" not in out
+
+
+def test_eval_samples_a_latent_model_unconditionally(corpus, ae_run, tmp_path, capsys,
+                                                     monkeypatch):
+    """``unmask eval`` of a latent-diffusion run scores unconditional windows (the decoder
+    refuses a prompt; eval used to give it held-out prompts and fail), with a note saying so."""
+    from unmask.cli import main
+    from unmask.scoring import ReferenceScorer
+    from unmask.train import train
+
+    V = 50
+    scorer = ReferenceScorer(lambda ids, attention_mask: torch.zeros(*ids.shape, V),
+                             lambda text: [ord(c) % V for c in text], start_id=0, name="uniform")
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", classmethod(lambda cls, device: scorer))
+    run = train(_cfg(corpus, tmp_path / "l", objective="latent-diffusion", init=str(ae_run),
+                     steps=1), progress=False)  # fmt: skip
+    argv = ["eval", str(run), "--device", "cpu", "--batches", "1", "--no-plot", "--samples",
+            "2", "--steps", "2", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    q = report["sample_quality"]
+    assert q["samples"] == 2 and q["gen_length"] == 16  # the autoencoder's window
+    assert q["gen_ppl"] == pytest.approx(V, rel=1e-5)
+    assert any("unconditional" in n for n in report["notes"])

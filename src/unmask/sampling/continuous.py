@@ -367,6 +367,12 @@ def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
     )
 
 
+def takes_no_prompt(facts: ModelFacts) -> bool:
+    """Whether the checkpoint's own decoder samples whole windows from noise and refuses a
+    prompt (``latent-diffusion``): its samples can only be unconditional."""
+    return facts.default_decoder == "latent-diffusion"
+
+
 def _check_facts(name: str, facts: ModelFacts, objectives: tuple[str, ...]) -> None:
     if facts.objective not in objectives:
         raise UserError(
@@ -477,4 +483,5 @@ __all__ = [
     "check_options",
     "guide",
     "refuse_commit_loop",
+    "takes_no_prompt",
 ]
