@@ -560,3 +560,84 @@ def test_eval_samples_a_latent_model_unconditionally(corpus, ae_run, tmp_path, c
     assert q["samples"] == 2 and q["gen_length"] == 16  # the autoencoder's window
     assert q["gen_ppl"] == pytest.approx(V, rel=1e-5)
     assert any("unconditional" in n for n in report["notes"])
+
+
+class _PosteriorOracle(torch.nn.Module):
+    """The exact denoiser of a data distribution that writes token 5 or 6 (probabilities
+    ``pi``) at every position independently: logits = log p(x0 | x_t) under the sqrt schedule,
+    from the embeddings of ``model`` (rows 5 and 6 made close, so the posterior stays
+    uncertain over many steps)."""
+
+    def __init__(self, model: Transformer, pi: tuple[float, float]) -> None:
+        super().__init__()
+        self.embed, self.config = model.embed, model.config
+        self.pi = torch.tensor(pi, dtype=torch.float64)
+
+    def forward(self, tokens, attention_mask=None, sigma=None, inputs_embeds=None, **kw):
+        from unmask.objectives.continuous import TIME_SCALE
+
+        a = SqrtSchedule().alpha_bar(sigma.double() / TIME_SCALE)[:, None, None]  # (B, 1, 1)
+        e = token_embeddings(self).detach().double()[[5, 6]]  # (2, D)
+        x = inputs_embeds.double()  # (B, L, D)
+        d2 = (x[:, :, None] - a.sqrt()[..., None] * e[None, None]).pow(2).sum(-1)  # (B, L, 2)
+        loglik = torch.where(a > 0, -d2 / (2 * (1 - a)), torch.zeros_like(d2))
+        out = torch.full((*x.shape[:2], self.config.vocab_size), -1e30, dtype=torch.float64)
+        out[..., [5, 6]] = self.pi.log() + loglik
+        return out.float()  # (B, L, V)
+
+
+def test_with_the_exact_posterior_the_sampler_draws_the_data_distribution():
+    """Drawing x0 from the exact p(x0 | x_t) (temperature 1) and stepping with q(x_s | x_t, x0)
+    is exact ancestral sampling: the tokens follow the data distribution for any number of
+    steps (this fails if the sampler's time, grid or posterior step disagree with the
+    schedule). And an oracle that knows x0 returns it exactly at argmax rounding."""
+    model = _model("embed-diffusion")
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        u, v = torch.randn(2, model.config.d_model, generator=g)
+        model.embed.weight[5], model.embed.weight[6] = u + 0.05 * v, u - 0.05 * v
+    oracle = _PosteriorOracle(model, (0.8, 0.2))
+    facts = ModelFacts.of(model)
+    n = 1500
+    for steps in (1, 3, 12):
+        config = SampleConfig(gen_length=2, steps=steps, seed=1, temperature=1.0,
+                              decoder="embed-diffusion")  # fmt: skip
+        res = choose_decoder(facts, config).start(Target(oracle, facts), [[]] * n, config).run()
+        assert set(res.tokens.unique().tolist()) <= {5, 6}
+        share = float((res.tokens == 5).float().mean())
+        assert share == pytest.approx(0.8, abs=0.03), steps  # 4 standard errors
+    x0 = torch.tensor([[7, 9, 11, 13]])
+
+    def knows_x0(tokens, attention_mask=None, sigma=None, inputs_embeds=None, **kw):
+        return torch.nn.functional.one_hot(x0, 48).float().expand(len(tokens), -1, -1) * 20
+
+    knows = _PosteriorOracle(model, (0.5, 0.5))
+    knows.forward = knows_x0  # type: ignore[method-assign]
+    for steps in (1, 7):
+        config = SampleConfig(gen_length=4, steps=steps, seed=0, decoder="embed-diffusion")
+        res = choose_decoder(facts, config).start(Target(knows, facts), [[]], config).run()
+        assert res.tokens.tolist() == x0.tolist()
+
+
+def test_loss_equals_a_hand_implementation_of_the_paper_on_a_padded_batch():
+    """x_t = sqrt(ab)·E[x0] + sqrt(1 - ab)·eps with ab = 1 - sqrt(s + (1 - s)·t) and E the
+    embeddings at unit RMS; the loss is the cross-entropy at the real positions only."""
+    import torch.nn.functional as F
+
+    model = _model("embed-diffusion")
+    x0 = torch.randint(4, 48, (3, 10), generator=torch.Generator().manual_seed(0))
+    real = torch.ones(3, 10, dtype=torch.bool)
+    real[1, :3] = False
+    t = torch.tensor([0.03, 0.5, 0.97])
+    parts = objective_spec("embed-diffusion").loss(
+        model, model.config, x0, attention_mask=real, generator=torch.Generator().manual_seed(7),
+        options=ObjectiveOptions(schedule=get_schedule("linear")), t=t,
+    )  # fmt: skip
+    E = model.embed.weight / model.embed.weight.pow(2).mean(-1, keepdim=True).sqrt()
+    ab = (1 - torch.sqrt(1e-4 + (1 - 1e-4) * t.double())).float()[:, None, None]
+    eps = torch.randn(3, 10, E.shape[1], generator=torch.Generator().manual_seed(7))
+    xt = ab.sqrt() * E[x0] + (1 - ab).sqrt() * eps
+    logits = model(x0, attention_mask=real, sigma=1000 * t, inputs_embeds=xt)
+    want = F.cross_entropy(logits[real], x0[real], reduction="sum")
+    assert int(parts.n_tokens) == 27
+    assert float(parts.loss_sum.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
