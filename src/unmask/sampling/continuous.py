@@ -6,10 +6,12 @@ t_k = 1 - k/steps, one model call per step (``unmask.objectives.continuous.SqrtS
 the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
 
 - ``EmbedRun``: the state is one vector per canvas position. The prediction is rounded to
-  the nearest token embedding before it is used (Diffusion-LM's clamping trick, Li et al.
-  2022, §4.2: the argmax of the logits, or a draw at ``temperature``; the checkpoints
-  recommend a draw, measured: argmax repeats frequent tokens), so the predicted x0 is
-  always exactly a row of the embedding table. Known positions (the prompt, tokens around
+  a token before it is used (Diffusion-LM's clamping trick, Li et al. 2022, §4.2, which
+  maps a predicted vector to its nearest embedding; our network predicts logits, so the
+  token is their argmax, or a draw at ``temperature``; the checkpoints recommend a draw,
+  measured: argmax repeats frequent tokens), so the predicted x0 is always exactly a row of
+  the embedding table. Drawn at temperature 1 from the exact p(x0 | x_t), this is exact
+  ancestral sampling at any step count (tested with an oracle). Known positions (the prompt, tokens around
   a ``[MASK]``) are replaced at every step by a fresh draw of q(x_t | their embedding)
   (infilling by replacement), and come out verbatim. ``view()`` is the rounded canvas of the
   last step: it sharpens from noise to text.
