@@ -12,9 +12,9 @@ the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
   measured: argmax repeats frequent tokens), so the predicted x0 is always exactly a row of
   the embedding table. Drawn at temperature 1 from the exact p(x0 | x_t), this is exact
   ancestral sampling at any step count (tested with an oracle). Known positions (the
-  prompt, tokens around a ``[MASK]``) are replaced at every step by a fresh draw of q(x_t | their embedding)
-  (infilling by replacement), and come out verbatim. ``view()`` is the rounded canvas of the
-  last step: it sharpens from noise to text.
+  prompt, tokens around a ``[MASK]``) are replaced at every step by a fresh draw of
+  q(x_t | their embedding) (infilling by replacement), and come out verbatim. ``view()`` is
+  the rounded canvas of the last step: it sharpens from noise to text.
 - ``LatentRun``: the state is ``latent_len`` vectors; the prediction is the denoiser's z0 and
   the text it reads off z_t is the view; the last step decodes the predicted z0
   (``unmask.objectives.latent.decode_logits``, one more model call). A self-conditioned
