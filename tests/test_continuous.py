@@ -641,3 +641,19 @@ def test_loss_equals_a_hand_implementation_of_the_paper_on_a_padded_batch():
     want = F.cross_entropy(logits[real], x0[real], reduction="sum")
     assert int(parts.n_tokens) == 27
     assert float(parts.loss_sum.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-diffusion"])
+@pytest.mark.parametrize(
+    "option",
+    [{"prompt_masks": "reference"}, {"skip_empty_steps": True}, {"edit_threshold": 0.5},
+     {"max_post_steps": 3}],
+    ids=lambda o: next(iter(o)),
+)  # fmt: skip
+def test_commit_loop_options_are_refused_not_ignored(objective, option):
+    """Options of the masked commit loop and its token editing do nothing to a continuous
+    state: refused in one line (they were silently ignored)."""
+    facts = ModelFacts.of(_model(objective))
+    assert choose_decoder(facts, SampleConfig()).name == objective
+    with pytest.raises(UserError, match=f"{next(iter(option))} do.es. not apply to decoder"):
+        choose_decoder(facts, SampleConfig(**option))  # type: ignore[arg-type]

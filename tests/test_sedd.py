@@ -567,3 +567,22 @@ def test_uniform_graph_trains_and_samples_only_with_sedd_samplers(corpus, tmp_pa
                  "--no-live", "--decoder", "llada", "x"]) == 2
     assert "uniform-graph SEDD model" in capsys.readouterr().err
     assert _generate(run, capsys)["decoder"] == "sedd"  # decoder auto: the one that can sample it
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"remasking": "random"}, {"confidence": "margin"}, {"prompt_masks": "reference"},
+     {"skip_empty_steps": True}, {"edit_threshold": 0.5}, {"max_post_steps": 3}],
+    ids=lambda o: next(iter(o)),
+)  # fmt: skip
+def test_commit_loop_options_are_refused_not_ignored(option):
+    """The SEDD decoder moves tokens by its reverse process and commits none: the commit
+    loop's options are refused in one line (they were silently ignored)."""
+    from unmask.facts import ModelFacts
+    from unmask.sampling import choose_decoder
+
+    facts = ModelFacts.of(replace(model_preset("tiny", vocab_size=48), objective="sedd",
+                                  sedd_graph="absorbing"))  # fmt: skip
+    assert choose_decoder(facts, SampleConfig(decoder="sedd")).name == "sedd"
+    with pytest.raises(UserError, match=f"{next(iter(option))} do.es. not apply to the SEDD"):
+        choose_decoder(facts, SampleConfig(decoder="sedd", **option))

@@ -123,12 +123,16 @@ def check_options(name: str, config: SampleConfig) -> None:
         "block_length": config.block_length not in (None, config.gen_length),
         "cache": config.cache != "none",
         "cfg_scale": config.cfg_scale != 0,
+        "prompt_masks": config.prompt_masks != defaults.prompt_masks,
+        "skip_empty_steps": config.skip_empty_steps != defaults.skip_empty_steps,
+        "edit_threshold": config.edit_threshold != defaults.edit_threshold,
+        "max_post_steps": config.max_post_steps != defaults.max_post_steps,
     }
     bad = [k for k, given in unused.items() if given]
     if bad:
         raise UserError(
             f"{', '.join(bad)} do(es) not apply to decoder {name!r}, which denoises a "
-            "continuous state (no commit policy, blocks, cache or cfg)"
+            "continuous state (no commit policy, blocks, cache, token editing or cfg)"
         )
     if config.gen_length <= 0 or config.steps <= 0:
         raise UserError(
