@@ -586,3 +586,26 @@ def test_commit_loop_options_are_refused_not_ignored(option):
     assert choose_decoder(facts, SampleConfig(decoder="sedd")).name == "sedd"
     with pytest.raises(UserError, match=f"{next(iter(option))} do.es. not apply to the SEDD"):
         choose_decoder(facts, SampleConfig(decoder="sedd", **option))
+
+
+def test_uniform_graph_refuses_the_template_tasks_and_fills_a_blank_by_generate(
+    corpus, tmp_path, capsys
+):
+    """A uniform-graph model never read a [MASK]: infill and edit (the masked commit loop) are
+    refused in one line (infill used to run the loop and write garbage); a [MASK] in a
+    generate prompt is drawn by the sedd decoder, around given tokens that stay."""
+    from unmask.cli import main
+
+    run = _train(corpus, tmp_path / "uni", sedd_graph="uniform")
+    for argv in (["infill", "--model", str(run), "--steps", "2", "the [MASK:2] said"],
+                 ["edit", "--model", str(run), "--text", "the lord said", "--span", "4:8"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "uniform-graph SEDD checkpoint never saw a [MASK]" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["generate", "--model", str(run), "--gen-length", "2", "--steps", "4", "--json",
+                 "--no-live", "the [MASK] said"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["decoder"] == "sedd"
+    filled = out["results"][0]["filled_prompt"]
+    assert filled.startswith("the ") and filled.endswith(" said") and "[MASK]" not in filled

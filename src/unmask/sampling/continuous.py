@@ -359,7 +359,14 @@ CONTINUOUS_DECODERS = ("embed-diffusion", "latent-diffusion")
 
 def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
     """One-line ``UserError`` when ``task`` (a template task of ``unmask.infill``, which runs
-    the masked-diffusion commit loop) is asked of a continuous-diffusion checkpoint."""
+    the masked-diffusion commit loop) is asked of a checkpoint with no [MASK] state: a
+    continuous-diffusion one, or a uniform-graph SEDD one (its network never read a [MASK])."""
+    if facts.sedd_graph == "uniform":
+        raise UserError(
+            f"{task} runs the masked-diffusion commit loop, and a uniform-graph SEDD checkpoint "
+            "never saw a [MASK] token; write [MASK] in a generate prompt instead (the sedd "
+            "decoder draws those positions and keeps the given tokens)"
+        )
     if facts.default_decoder not in CONTINUOUS_DECODERS:
         return
     hint = (
