@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -657,3 +658,26 @@ def test_commit_loop_options_are_refused_not_ignored(objective, option):
     assert choose_decoder(facts, SampleConfig()).name == objective
     with pytest.raises(UserError, match=f"{next(iter(option))} do.es. not apply to decoder"):
         choose_decoder(facts, SampleConfig(**option))  # type: ignore[arg-type]
+
+
+def test_lm_eval_refuses_the_families_without_a_mask_elbo(embed_run, ae_run, corpus, tmp_path,
+                                                          capsys):  # fmt: skip
+    """lm-eval scores a diffusion model by the masked ELBO: an embed-diffusion or latent
+    checkpoint has none (it failed mid-run with an internal message about sigma, or about
+    prompts), nor has a uniform-graph SEDD one (it scored nonsense): one line, up front."""
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.lm_eval import UnmaskLM
+    from unmask.train import train
+
+    uniform = train(_cfg(corpus, tmp_path / "u", objective="sedd", sedd_graph="uniform",
+                         steps=1), progress=False)  # fmt: skip
+    for run, why in ((embed_run, "objective embed-diffusion has no likelihood"),
+                     (ae_run, "objective latent-ae has no likelihood"),
+                     (uniform, "uniform-graph SEDD checkpoint never read a [MASK]")):
+        with pytest.raises(UserError, match=re.escape(why)):
+            UnmaskLM(loaded=load(run))
+        argv = ["eval", str(run), "--device", "cpu", "--no-score", "--no-plot", "--tasks", "x"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1

@@ -386,6 +386,21 @@ def takes_no_prompt(facts: ModelFacts) -> bool:
     return facts.default_decoder == "latent-diffusion"
 
 
+def refuse_mask_elbo(facts: ModelFacts, task: str) -> None:
+    """One-line ``UserError`` when ``task`` scores text by the masked-diffusion ELBO (feeding
+    [MASK] tokens to a denoiser, ``unmask.evaluate.elbo_loglikelihood``) on a checkpoint that
+    has no [MASK] state and no likelihood: a continuous-diffusion one or a uniform-graph SEDD
+    one (a causal model is scored exactly, the others by their ELBO)."""
+    if facts.default_decoder in CONTINUOUS_DECODERS:
+        why = f"a checkpoint of objective {facts.objective} has no likelihood to score"
+    elif facts.sedd_graph == "uniform":
+        why = "a uniform-graph SEDD checkpoint never read a [MASK] token"
+    else:
+        return
+    raise UserError(f"{task}: a diffusion model's continuations are scored by the "
+                    f"masked-diffusion ELBO, and {why}")
+
+
 def _check_facts(name: str, facts: ModelFacts, objectives: tuple[str, ...]) -> None:
     if facts.objective not in objectives:
         raise UserError(
@@ -496,5 +511,6 @@ __all__ = [
     "check_options",
     "guide",
     "refuse_commit_loop",
+    "refuse_mask_elbo",
     "takes_no_prompt",
 ]
