@@ -609,3 +609,30 @@ def test_uniform_graph_refuses_the_template_tasks_and_fills_a_blank_by_generate(
     assert out["decoder"] == "sedd"
     filled = out["results"][0]["filled_prompt"]
     assert filled.startswith("the ") and filled.endswith(" said") and "[MASK]" not in filled
+
+
+def test_time_conditioned_sigma_given_model_refuses_the_mask_loops_with_a_way_out(
+    corpus, tmp_path, capsys
+):
+    """A time-conditioned SEDD model with sigma_input 'given' needs its noise level from the
+    caller: infill, edit and lm-eval (which call it on token ids alone) are refused in one line
+    naming the two ways out (they failed on the model's internal 'pass sigma (B,) to
+    forward'); the sedd decoder samples it, a [MASK] in the prompt included."""
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.facts import ModelFacts
+
+    run = _train(corpus, tmp_path / "tc", model_overrides={"time_conditioning": True,
+                                                          "sigma_input": "given"})  # fmt: skip
+    assert ModelFacts.of(load(run).config).needs_sigma
+    for argv in (["infill", "--model", str(run), "--steps", "2", "the [MASK:2] said"],
+                 ["edit", "--model", str(run), "--text", "the lord said", "--span", "4:8"],
+                 ["eval", str(run), "--no-score", "--no-plot", "--tasks", "x"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "cannot give this model its noise level" in err and "masked_fraction" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["generate", "--model", str(run), "--gen-length", "2", "--steps", "2", "--json",
+                 "--no-live", "the [MASK] said"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["decoder"] == "sedd"
+    assert not ModelFacts.of(replace(load(run).config, sigma_input="masked_fraction")).needs_sigma

@@ -357,6 +357,14 @@ CONTINUOUS_DECODERS = ("embed-diffusion", "latent-diffusion")
 """The decoders of this module: they denoise vectors, not a canvas of [MASK] tokens."""
 
 
+_SIGMA_HINT = (
+    'a time-conditioned SEDD checkpoint with "sigma_input": "given" reads it only from its '
+    "caller; sample it with decoder 'sedd' (a [MASK] in a generate prompt is filled too), or "
+    'set "sigma_input": "masked_fraction" in its config.json (the level read off the [MASK] '
+    "count, exact under the absorbing graph)"
+)
+
+
 def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
     """One-line ``UserError`` when ``task`` (a template task of ``unmask.infill``, which runs
     the masked-diffusion commit loop) is asked of a checkpoint with no [MASK] state: a
@@ -368,6 +376,9 @@ def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
             "decoder draws those positions and keeps the given tokens)"
         )
     if facts.default_decoder not in CONTINUOUS_DECODERS:
+        if facts.needs_sigma:
+            raise UserError(f"{task} runs the masked-diffusion commit loop, which cannot give "
+                            f"this model its noise level: {_SIGMA_HINT}")
         return
     hint = (
         "fill plain [MASK] / [MASK:n] gaps with infill (or write [MASK] in a generate prompt)"
@@ -395,6 +406,8 @@ def refuse_mask_elbo(facts: ModelFacts, task: str) -> None:
         why = f"a checkpoint of objective {facts.objective} has no likelihood to score"
     elif facts.sedd_graph == "uniform":
         why = "a uniform-graph SEDD checkpoint never read a [MASK] token"
+    elif facts.needs_sigma:
+        why = f"that ELBO cannot give this model its noise level: {_SIGMA_HINT}"
     else:
         return
     raise UserError(f"{task}: a diffusion model's continuations are scored by the "
