@@ -31,7 +31,9 @@ refused in one line (``check``). Neither run shares forward passes (each passes 
 vectors and time), so the server runs them alone, one ``advance()`` per step.
 
 Inside: ``BagOfWords``, ``guide``, ``EmbedRun``, ``LatentRun``, the decoders
-``EmbedDiffusionDecoder`` and ``LatentDiffusionDecoder``.
+``EmbedDiffusionDecoder`` and ``LatentDiffusionDecoder``; the refusals other tasks ask of a
+checkpoint's facts: ``refuse_commit_loop`` (template tasks), ``refuse_mask_elbo`` (lm-eval),
+``takes_no_prompt`` (a latent model's unconditional samples).
 """
 
 from __future__ import annotations
