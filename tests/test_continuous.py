@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -507,3 +508,176 @@ def test_validation_reports_a_loss_not_a_bound(embed_run, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "not a likelihood bound" in out and "bits/byte" not in out
+
+
+def test_noise_draws_average_the_loss_of_a_family_without_a_bound(embed_run, capsys):
+    """``eval --noise-draws K`` on a family with no bound (NaN bits/byte) averages its loss over
+    the K seeds and gives the loss' standard error, as it does the bits/byte of a bound (it
+    crashed in ``statistics.stdev`` of NaNs)."""
+    import statistics
+
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.data import TokenDataset
+    from unmask.evaluate import evaluate_loss
+
+    argv = ["eval", str(embed_run), "--device", "cpu", "--batches", "1", "--no-score",
+            "--no-plot", "--noise-draws", "3"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    h = json.loads(capsys.readouterr().out)["heldout"]
+    model = load(embed_run).model
+    val = TokenDataset(Path(json.loads((embed_run / "train_config.json").read_text())["data"]),
+                       "val")  # fmt: skip
+    each = [evaluate_loss(model, val, objective="embed-diffusion", seq_len=16, batch_size=4,
+                          max_batches=1, seed=1234 + k).loss for k in range(3)]  # fmt: skip
+    assert len(set(each)) == 3 and h["noise_draws"] == 3
+    assert h["loss"] == pytest.approx(statistics.fmean(each), rel=1e-6)
+    assert h["loss_se"] == pytest.approx(statistics.stdev(each) / math.sqrt(3), rel=1e-6)
+    assert "bpb" not in h and h["bpb_se"] is None
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "± " in out and "over 3 noise draws" in out and "bits/byte" not in out
+
+
+def test_eval_samples_a_latent_model_unconditionally(corpus, ae_run, tmp_path, capsys,
+                                                     monkeypatch):
+    """``unmask eval`` of a latent-diffusion run scores unconditional windows (the decoder
+    refuses a prompt; eval used to give it held-out prompts and fail), with a note saying so."""
+    from unmask.cli import main
+    from unmask.scoring import ReferenceScorer
+    from unmask.train import train
+
+    V = 50
+    scorer = ReferenceScorer(lambda ids, attention_mask: torch.zeros(*ids.shape, V),
+                             lambda text: [ord(c) % V for c in text], start_id=0, name="uniform")
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", classmethod(lambda cls, device: scorer))
+    run = train(_cfg(corpus, tmp_path / "l", objective="latent-diffusion", init=str(ae_run),
+                     steps=1), progress=False)  # fmt: skip
+    argv = ["eval", str(run), "--device", "cpu", "--batches", "1", "--no-plot", "--samples",
+            "2", "--steps", "2", "--json"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    q = report["sample_quality"]
+    assert q["samples"] == 2 and q["gen_length"] == 16  # the autoencoder's window
+    assert q["gen_ppl"] == pytest.approx(V, rel=1e-5)
+    assert any("unconditional" in n for n in report["notes"])
+
+
+class _PosteriorOracle(torch.nn.Module):
+    """The exact denoiser of a data distribution that writes token 5 or 6 (probabilities
+    ``pi``) at every position independently: logits = log p(x0 | x_t) under the sqrt schedule,
+    from the embeddings of ``model`` (rows 5 and 6 made close, so the posterior stays
+    uncertain over many steps)."""
+
+    def __init__(self, model: Transformer, pi: tuple[float, float]) -> None:
+        super().__init__()
+        self.embed, self.config = model.embed, model.config
+        self.pi = torch.tensor(pi, dtype=torch.float64)
+
+    def forward(self, tokens, attention_mask=None, sigma=None, inputs_embeds=None, **kw):
+        from unmask.objectives.continuous import TIME_SCALE
+
+        a = SqrtSchedule().alpha_bar(sigma.double() / TIME_SCALE)[:, None, None]  # (B, 1, 1)
+        e = token_embeddings(self).detach().double()[[5, 6]]  # (2, D)
+        x = inputs_embeds.double()  # (B, L, D)
+        d2 = (x[:, :, None] - a.sqrt()[..., None] * e[None, None]).pow(2).sum(-1)  # (B, L, 2)
+        loglik = torch.where(a > 0, -d2 / (2 * (1 - a)), torch.zeros_like(d2))
+        out = torch.full((*x.shape[:2], self.config.vocab_size), -1e30, dtype=torch.float64)
+        out[..., [5, 6]] = self.pi.log() + loglik
+        return out.float()  # (B, L, V)
+
+
+def test_with_the_exact_posterior_the_sampler_draws_the_data_distribution():
+    """Drawing x0 from the exact p(x0 | x_t) (temperature 1) and stepping with q(x_s | x_t, x0)
+    is exact ancestral sampling: the tokens follow the data distribution for any number of
+    steps (this fails if the sampler's time, grid or posterior step disagree with the
+    schedule). And an oracle that knows x0 returns it exactly at argmax rounding."""
+    model = _model("embed-diffusion")
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        u, v = torch.randn(2, model.config.d_model, generator=g)
+        model.embed.weight[5], model.embed.weight[6] = u + 0.05 * v, u - 0.05 * v
+    oracle = _PosteriorOracle(model, (0.8, 0.2))
+    facts = ModelFacts.of(model)
+    n = 1500
+    for steps in (1, 3, 12):
+        config = SampleConfig(gen_length=2, steps=steps, seed=1, temperature=1.0,
+                              decoder="embed-diffusion")  # fmt: skip
+        res = choose_decoder(facts, config).start(Target(oracle, facts), [[]] * n, config).run()
+        assert set(res.tokens.unique().tolist()) <= {5, 6}
+        share = float((res.tokens == 5).float().mean())
+        assert share == pytest.approx(0.8, abs=0.03), steps  # 4 standard errors
+    x0 = torch.tensor([[7, 9, 11, 13]])
+
+    def knows_x0(tokens, attention_mask=None, sigma=None, inputs_embeds=None, **kw):
+        return torch.nn.functional.one_hot(x0, 48).float().expand(len(tokens), -1, -1) * 20
+
+    knows = _PosteriorOracle(model, (0.5, 0.5))
+    knows.forward = knows_x0  # type: ignore[method-assign]
+    for steps in (1, 7):
+        config = SampleConfig(gen_length=4, steps=steps, seed=0, decoder="embed-diffusion")
+        res = choose_decoder(facts, config).start(Target(knows, facts), [[]], config).run()
+        assert res.tokens.tolist() == x0.tolist()
+
+
+def test_loss_equals_a_hand_implementation_of_the_paper_on_a_padded_batch():
+    """x_t = sqrt(ab)·E[x0] + sqrt(1 - ab)·eps with ab = 1 - sqrt(s + (1 - s)·t) and E the
+    embeddings at unit RMS; the loss is the cross-entropy at the real positions only."""
+    import torch.nn.functional as F
+
+    model = _model("embed-diffusion")
+    x0 = torch.randint(4, 48, (3, 10), generator=torch.Generator().manual_seed(0))
+    real = torch.ones(3, 10, dtype=torch.bool)
+    real[1, :3] = False
+    t = torch.tensor([0.03, 0.5, 0.97])
+    parts = objective_spec("embed-diffusion").loss(
+        model, model.config, x0, attention_mask=real, generator=torch.Generator().manual_seed(7),
+        options=ObjectiveOptions(schedule=get_schedule("linear")), t=t,
+    )  # fmt: skip
+    E = model.embed.weight / model.embed.weight.pow(2).mean(-1, keepdim=True).sqrt()
+    ab = (1 - torch.sqrt(1e-4 + (1 - 1e-4) * t.double())).float()[:, None, None]
+    eps = torch.randn(3, 10, E.shape[1], generator=torch.Generator().manual_seed(7))
+    xt = ab.sqrt() * E[x0] + (1 - ab).sqrt() * eps
+    logits = model(x0, attention_mask=real, sigma=1000 * t, inputs_embeds=xt)
+    want = F.cross_entropy(logits[real], x0[real], reduction="sum")
+    assert int(parts.n_tokens) == 27
+    assert float(parts.loss_sum.detach()) == pytest.approx(float(want.detach()), rel=1e-5)
+
+
+@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-diffusion"])
+@pytest.mark.parametrize(
+    "option",
+    [{"prompt_masks": "reference"}, {"skip_empty_steps": True}, {"edit_threshold": 0.5},
+     {"max_post_steps": 3}],
+    ids=lambda o: next(iter(o)),
+)  # fmt: skip
+def test_commit_loop_options_are_refused_not_ignored(objective, option):
+    """Options of the masked commit loop and its token editing do nothing to a continuous
+    state: refused in one line (they were silently ignored)."""
+    facts = ModelFacts.of(_model(objective))
+    assert choose_decoder(facts, SampleConfig()).name == objective
+    with pytest.raises(UserError, match=f"{next(iter(option))} do.es. not apply to decoder"):
+        choose_decoder(facts, SampleConfig(**option))  # type: ignore[arg-type]
+
+
+def test_lm_eval_refuses_the_families_without_a_mask_elbo(embed_run, ae_run, corpus, tmp_path,
+                                                          capsys):  # fmt: skip
+    """lm-eval scores a diffusion model by the masked ELBO: an embed-diffusion or latent
+    checkpoint has none (it failed mid-run with an internal message about sigma, or about
+    prompts), nor has a uniform-graph SEDD one (it scored nonsense): one line, up front."""
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.lm_eval import UnmaskLM
+    from unmask.train import train
+
+    uniform = train(_cfg(corpus, tmp_path / "u", objective="sedd", sedd_graph="uniform",
+                         steps=1), progress=False)  # fmt: skip
+    for run, why in ((embed_run, "objective embed-diffusion has no likelihood"),
+                     (ae_run, "objective latent-ae has no likelihood"),
+                     (uniform, "uniform-graph SEDD checkpoint never read a [MASK]")):
+        with pytest.raises(UserError, match=re.escape(why)):
+            UnmaskLM(loaded=load(run))
+        argv = ["eval", str(run), "--device", "cpu", "--no-score", "--no-plot", "--tasks", "x"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert why in err and len(err.strip().splitlines()) == 1

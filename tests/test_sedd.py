@@ -567,3 +567,72 @@ def test_uniform_graph_trains_and_samples_only_with_sedd_samplers(corpus, tmp_pa
                  "--no-live", "--decoder", "llada", "x"]) == 2
     assert "uniform-graph SEDD model" in capsys.readouterr().err
     assert _generate(run, capsys)["decoder"] == "sedd"  # decoder auto: the one that can sample it
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"remasking": "random"}, {"confidence": "margin"}, {"prompt_masks": "reference"},
+     {"skip_empty_steps": True}, {"edit_threshold": 0.5}, {"max_post_steps": 3}],
+    ids=lambda o: next(iter(o)),
+)  # fmt: skip
+def test_commit_loop_options_are_refused_not_ignored(option):
+    """The SEDD decoder moves tokens by its reverse process and commits none: the commit
+    loop's options are refused in one line (they were silently ignored)."""
+    from unmask.facts import ModelFacts
+    from unmask.sampling import choose_decoder
+
+    facts = ModelFacts.of(replace(model_preset("tiny", vocab_size=48), objective="sedd",
+                                  sedd_graph="absorbing"))  # fmt: skip
+    assert choose_decoder(facts, SampleConfig(decoder="sedd")).name == "sedd"
+    with pytest.raises(UserError, match=f"{next(iter(option))} do.es. not apply to the SEDD"):
+        choose_decoder(facts, SampleConfig(decoder="sedd", **option))
+
+
+def test_uniform_graph_refuses_the_template_tasks_and_fills_a_blank_by_generate(
+    corpus, tmp_path, capsys
+):
+    """A uniform-graph model never read a [MASK]: infill and edit (the masked commit loop) are
+    refused in one line (infill used to run the loop and write garbage); a [MASK] in a
+    generate prompt is drawn by the sedd decoder, around given tokens that stay."""
+    from unmask.cli import main
+
+    run = _train(corpus, tmp_path / "uni", sedd_graph="uniform")
+    for argv in (["infill", "--model", str(run), "--steps", "2", "the [MASK:2] said"],
+                 ["edit", "--model", str(run), "--text", "the lord said", "--span", "4:8"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "uniform-graph SEDD checkpoint never saw a [MASK]" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["generate", "--model", str(run), "--gen-length", "2", "--steps", "4", "--json",
+                 "--no-live", "the [MASK] said"]) == 0  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert out["decoder"] == "sedd"
+    filled = out["results"][0]["filled_prompt"]
+    assert filled.startswith("the ") and filled.endswith(" said") and "[MASK]" not in filled
+
+
+def test_time_conditioned_sigma_given_model_refuses_the_mask_loops_with_a_way_out(
+    corpus, tmp_path, capsys
+):
+    """A time-conditioned SEDD model with sigma_input 'given' needs its noise level from the
+    caller: infill, edit and lm-eval (which call it on token ids alone) are refused in one line
+    naming the two ways out (they failed on the model's internal 'pass sigma (B,) to
+    forward'); the sedd decoder samples it, a [MASK] in the prompt included."""
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.facts import ModelFacts
+
+    run = _train(corpus, tmp_path / "tc", model_overrides={"time_conditioning": True,
+                                                          "sigma_input": "given"})  # fmt: skip
+    assert ModelFacts.of(load(run).config).needs_sigma
+    for argv in (["infill", "--model", str(run), "--steps", "2", "the [MASK:2] said"],
+                 ["edit", "--model", str(run), "--text", "the lord said", "--span", "4:8"],
+                 ["eval", str(run), "--no-score", "--no-plot", "--tasks", "x"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "cannot give this model its noise level" in err and "masked_fraction" in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["generate", "--model", str(run), "--gen-length", "2", "--steps", "2", "--json",
+                 "--no-live", "the [MASK] said"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["decoder"] == "sedd"
+    assert not ModelFacts.of(replace(load(run).config, sigma_input="masked_fraction")).needs_sigma

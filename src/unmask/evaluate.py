@@ -66,7 +66,10 @@ class EvalResult:
     noise_draws: int = 1
     """Independent noise draws averaged (``unmask.report.heldout_bound``)."""
     bpb_se: float | None = None
-    """Standard error of ``bpb`` over those draws (None: one draw, or an exact likelihood)."""
+    """Standard error of ``bpb`` over those draws (None: one draw, an exact likelihood, or an
+    objective with no bound, whose ``bpb`` is NaN)."""
+    loss_se: float | None = None
+    """Standard error of ``loss`` over those draws (None: one draw, or an exact likelihood)."""
 
     def as_dict(self, prefix: str = "val_") -> dict[str, float]:
         """The metrics record: loss, perplexity and bits per byte; the loss alone for an

@@ -76,6 +76,10 @@ class ModelFacts:
     """Draft block length of a model trained with objective ``hybrid``; None otherwise."""
     has_kv_cache: bool = True
     """Whether the model takes ``cache=`` / ``start=`` (``unmask.model.Transformer`` does)."""
+    needs_sigma: bool = False
+    """The forward needs the noise level passed (``time_conditioning`` with ``sigma_input``
+    ``given``: a time-conditioned ``sedd`` or ``embed-diffusion`` model), so a loop that calls
+    it on token ids alone (the commit loop, the masked ELBO) cannot run it."""
 
     sample_defaults: dict[str, Any] = field(default_factory=dict, hash=False)
     """Sampling options recommended for the checkpoint (``ModelConfig.sample_defaults``)."""
@@ -117,6 +121,8 @@ class ModelFacts:
             max_seq_len=getattr(config, "max_seq_len", None),
             draft_block=getattr(config, "draft_block", None),
             has_kv_cache=has_cache,
+            needs_sigma=bool(getattr(config, "time_conditioning", False))
+            and getattr(config, "sigma_input", "given") == "given",
             sample_defaults=dict(getattr(config, "sample_defaults", None) or {}),
         )
 

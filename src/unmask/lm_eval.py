@@ -106,6 +106,9 @@ class UnmaskLM(LM):
         self.pretrained = str(pretrained if pretrained is not None else loaded.path)
         """The checkpoint as the user named it (with ``loaded``: its folder, unless given)."""
         self.facts = facts_of(loaded)
+        from unmask.sampling.continuous import refuse_mask_elbo
+
+        refuse_mask_elbo(self.facts, "lm-eval tasks")
         self.tokenizer = loaded.tokenizer
         self.batch_size = 16 if auto else int(str(batch_size))
         self.mc_samples = int(mc_samples)

@@ -236,11 +236,16 @@ def heldout_bound(
     import statistics
 
     results = [first, *(draw(k) for k in range(1, noise_draws))]
-    loss = statistics.fmean(r.loss for r in results)
+    losses = [r.loss for r in results]
+    loss = statistics.fmean(losses)
+    loss_se = statistics.stdev(losses) / math.sqrt(noise_draws)
+    if not first.likelihood:  # a training loss only: no bits/byte (NaN) to average
+        return dataclasses.replace(first, loss=loss, noise_draws=noise_draws, loss_se=loss_se)
     bpbs = [r.bpb for r in results]
     return dataclasses.replace(
         first, loss=loss, ppl=math.exp(min(loss, 50.0)), bpb=statistics.fmean(bpbs),
         noise_draws=noise_draws, bpb_se=statistics.stdev(bpbs) / math.sqrt(noise_draws),
+        loss_se=loss_se,
     )
 
 
@@ -441,11 +446,13 @@ class RunReport:
             )
         h = self.heldout
         if h is not None and not h.get("likelihood", True):
+            spread = (f" ± {h['loss_se']:.4f} (standard error over {h['noise_draws']} noise "
+                      "draws)" if h.get("loss_se") is not None else "")
             rows.append(
                 (
                     "held-out",
-                    f"loss {h['loss']:.4f} nats/token (the objective's training loss, not a "
-                    f"likelihood bound), {h['n_tokens']:,} tokens",
+                    f"loss {h['loss']:.4f}{spread} nats/token (the objective's training loss, "
+                    f"not a likelihood bound), {h['n_tokens']:,} tokens",
                 )
             )
         elif h is not None:

@@ -318,6 +318,10 @@ def run(args: argparse.Namespace) -> int:
     model = loaded.model.eval()
     if args.gaps is not None:  # gap sets are filled by the commit loop: refused now, not later
         api.refuse_continuous(loaded, "eval --gaps")
+    if args.tasks:  # lm-eval scores by the masked ELBO: refused now, not after the rest
+        from unmask.sampling.continuous import refuse_mask_elbo
+
+        refuse_mask_elbo(api.facts_of(loaded), "eval --tasks")
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
@@ -329,7 +333,8 @@ def run(args: argparse.Namespace) -> int:
         task = task_config(loaded, items, given)
     data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
     if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
-        config = _fit_gen_length(loaded, config, given, _prompt_tokens(data, args.prompt_tokens))
+        prompt_tokens = 0 if _unprompted(loaded) else _prompt_tokens(data, args.prompt_tokens)
+        config = _fit_gen_length(loaded, config, given, prompt_tokens)
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:
         # a distilled student or an SFT model: trained by one objective, a model of another
@@ -503,10 +508,16 @@ def _score(
         report.notes.append(f"generative perplexity: not measured, {e}")
         return
     prompts: list[list[int]] = []
-    if data and (Path(data) / "index.json").is_file():
+    unprompted = _unprompted(loaded)
+    if unprompted:
+        report.notes.append("generative perplexity: a latent-diffusion model samples whole "
+                            "windows from noise, so the samples are unconditional")
+    elif data and (Path(data) / "index.json").is_file():
         prompts = validation_prompts(data, n=args.samples, length=args.prompt_tokens)
     if not prompts:
-        report.notes.append("generative perplexity: no held-out text, samples are unconditional")
+        if not unprompted:
+            report.notes.append("generative perplexity: no held-out text, samples are "
+                                "unconditional")
         prompts = [[] for _ in range(args.samples)]
     q = sample_quality(
         loaded.tokenizer,
@@ -526,6 +537,14 @@ def _score(
             "no_repeat_ngram_size": config.no_repeat_ngram_size,
         },
     }
+
+
+def _unprompted(loaded: Any) -> bool:
+    """Whether the checkpoint's samples take no prompt (a latent-diffusion model)."""
+    from unmask.api import facts_of
+    from unmask.sampling.continuous import takes_no_prompt
+
+    return takes_no_prompt(facts_of(loaded))
 
 
 def _sampler(loaded: Any, config: Any, device: str) -> Any:

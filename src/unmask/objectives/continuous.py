@@ -5,8 +5,9 @@ forward process with CDCD's cross-entropy training, through the one transformer.
   L2-normalised to norm sqrt(D) (``token_embeddings``): every coordinate has unit scale,
   as the Gaussian noise does, and the loss cannot win by inflating norms (CDCD,
   Dieleman et al. 2022, §3.2, normalises its embeddings for the same reason).
-- Forward process (``SqrtSchedule``): Diffusion-LM's sqrt schedule (Li et al. 2022, §4.2,
-  App. A), ᾱ(t) = 1 - sqrt(s + (1 - s)·t), s = 1e-4, and
+- Forward process (``SqrtSchedule``): Diffusion-LM's sqrt schedule (Li et al. 2022, App. A:
+  ᾱ = 1 - sqrt(t/T + s), here rescaled to reach exactly 0 at t = 1),
+  ᾱ(t) = 1 - sqrt(s + (1 - s)·t), s = 1e-4, and
   x_t = sqrt(ᾱ(t))·x0 + sqrt(1 - ᾱ(t))·ε. We chose it over CDCD's learned time warping
   because it is a fixed closed form (testable, nothing to store, no extra training state)
   and it does what warping is for: it adds noise fast at small t, where embedding

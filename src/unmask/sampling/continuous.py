@@ -6,13 +6,15 @@ t_k = 1 - k/steps, one model call per step (``unmask.objectives.continuous.SqrtS
 the network predicts x0, the state moves to x_s ~ q(x_s | x_t, x0 = prediction).
 
 - ``EmbedRun``: the state is one vector per canvas position. The prediction is rounded to
-  the nearest token embedding before it is used (Diffusion-LM's clamping trick, Li et al.
-  2022, §4.2: the argmax of the logits, or a draw at ``temperature``; the checkpoints
-  recommend a draw, measured: argmax repeats frequent tokens), so the predicted x0 is
-  always exactly a row of the embedding table. Known positions (the prompt, tokens around
-  a ``[MASK]``) are replaced at every step by a fresh draw of q(x_t | their embedding)
-  (infilling by replacement), and come out verbatim. ``view()`` is the rounded canvas of the
-  last step: it sharpens from noise to text.
+  a token before it is used (Diffusion-LM's clamping trick, Li et al. 2022, §4.2, which
+  maps a predicted vector to its nearest embedding; our network predicts logits, so the
+  token is their argmax, or a draw at ``temperature``; the checkpoints recommend a draw,
+  measured: argmax repeats frequent tokens), so the predicted x0 is always exactly a row of
+  the embedding table. Drawn at temperature 1 from the exact p(x0 | x_t), this is exact
+  ancestral sampling at any step count (tested with an oracle). Known positions (the
+  prompt, tokens around a ``[MASK]``) are replaced at every step by a fresh draw of
+  q(x_t | their embedding) (infilling by replacement), and come out verbatim. ``view()`` is
+  the rounded canvas of the last step: it sharpens from noise to text.
 - ``LatentRun``: the state is ``latent_len`` vectors; the prediction is the denoiser's z0 and
   the text it reads off z_t is the view; the last step decodes the predicted z0
   (``unmask.objectives.latent.decode_logits``, one more model call). A self-conditioned
@@ -29,7 +31,9 @@ refused in one line (``check``). Neither run shares forward passes (each passes 
 vectors and time), so the server runs them alone, one ``advance()`` per step.
 
 Inside: ``BagOfWords``, ``guide``, ``EmbedRun``, ``LatentRun``, the decoders
-``EmbedDiffusionDecoder`` and ``LatentDiffusionDecoder``.
+``EmbedDiffusionDecoder`` and ``LatentDiffusionDecoder``; the refusals other tasks ask of a
+checkpoint's facts: ``refuse_commit_loop`` (template tasks), ``refuse_mask_elbo`` (lm-eval),
+``takes_no_prompt`` (a latent model's unconditional samples).
 """
 
 from __future__ import annotations
@@ -121,12 +125,16 @@ def check_options(name: str, config: SampleConfig) -> None:
         "block_length": config.block_length not in (None, config.gen_length),
         "cache": config.cache != "none",
         "cfg_scale": config.cfg_scale != 0,
+        "prompt_masks": config.prompt_masks != defaults.prompt_masks,
+        "skip_empty_steps": config.skip_empty_steps != defaults.skip_empty_steps,
+        "edit_threshold": config.edit_threshold != defaults.edit_threshold,
+        "max_post_steps": config.max_post_steps != defaults.max_post_steps,
     }
     bad = [k for k, given in unused.items() if given]
     if bad:
         raise UserError(
             f"{', '.join(bad)} do(es) not apply to decoder {name!r}, which denoises a "
-            "continuous state (no commit policy, blocks, cache or cfg)"
+            "continuous state (no commit policy, blocks, cache, token editing or cfg)"
         )
     if config.gen_length <= 0 or config.steps <= 0:
         raise UserError(
@@ -351,10 +359,28 @@ CONTINUOUS_DECODERS = ("embed-diffusion", "latent-diffusion")
 """The decoders of this module: they denoise vectors, not a canvas of [MASK] tokens."""
 
 
+_SIGMA_HINT = (
+    'a time-conditioned SEDD checkpoint with "sigma_input": "given" reads it only from its '
+    "caller; sample it with decoder 'sedd' (a [MASK] in a generate prompt is filled too), or "
+    'set "sigma_input": "masked_fraction" in its config.json (the level read off the [MASK] '
+    "count, exact under the absorbing graph)"
+)
+
+
 def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
     """One-line ``UserError`` when ``task`` (a template task of ``unmask.infill``, which runs
-    the masked-diffusion commit loop) is asked of a continuous-diffusion checkpoint."""
+    the masked-diffusion commit loop) is asked of a checkpoint with no [MASK] state: a
+    continuous-diffusion one, or a uniform-graph SEDD one (its network never read a [MASK])."""
+    if facts.sedd_graph == "uniform":
+        raise UserError(
+            f"{task} runs the masked-diffusion commit loop, and a uniform-graph SEDD checkpoint "
+            "never saw a [MASK] token; write [MASK] in a generate prompt instead (the sedd "
+            "decoder draws those positions and keeps the given tokens)"
+        )
     if facts.default_decoder not in CONTINUOUS_DECODERS:
+        if facts.needs_sigma:
+            raise UserError(f"{task} runs the masked-diffusion commit loop, which cannot give "
+                            f"this model its noise level: {_SIGMA_HINT}")
         return
     hint = (
         "fill plain [MASK] / [MASK:n] gaps with infill (or write [MASK] in a generate prompt)"
@@ -365,6 +391,29 @@ def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
         f"{task} runs the masked-diffusion commit loop, which a checkpoint of objective "
         f"{facts.objective} has no use for; {hint}"
     )
+
+
+def takes_no_prompt(facts: ModelFacts) -> bool:
+    """Whether the checkpoint's own decoder samples whole windows from noise and refuses a
+    prompt (``latent-diffusion``): its samples can only be unconditional."""
+    return facts.default_decoder == "latent-diffusion"
+
+
+def refuse_mask_elbo(facts: ModelFacts, task: str) -> None:
+    """One-line ``UserError`` when ``task`` scores text by the masked-diffusion ELBO (feeding
+    [MASK] tokens to a denoiser, ``unmask.evaluate.elbo_loglikelihood``) on a checkpoint that
+    has no [MASK] state and no likelihood: a continuous-diffusion one or a uniform-graph SEDD
+    one (a causal model is scored exactly, the others by their ELBO)."""
+    if facts.default_decoder in CONTINUOUS_DECODERS:
+        why = f"a checkpoint of objective {facts.objective} has no likelihood to score"
+    elif facts.sedd_graph == "uniform":
+        why = "a uniform-graph SEDD checkpoint never read a [MASK] token"
+    elif facts.needs_sigma:
+        why = f"that ELBO cannot give this model its noise level: {_SIGMA_HINT}"
+    else:
+        return
+    raise UserError(f"{task}: a diffusion model's continuations are scored by the "
+                    f"masked-diffusion ELBO, and {why}")
 
 
 def _check_facts(name: str, facts: ModelFacts, objectives: tuple[str, ...]) -> None:
@@ -477,4 +526,6 @@ __all__ = [
     "check_options",
     "guide",
     "refuse_commit_loop",
+    "refuse_mask_elbo",
+    "takes_no_prompt",
 ]

@@ -139,12 +139,19 @@ def _check_options(config: SampleConfig) -> None:
     """Refuse options the SEDD decoder has no use for (it draws, it does not commit)."""
     if config.decoder not in ("auto", "sedd"):
         raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
-    unused = {
+    d = SampleConfig()
+    unused = {  # the commit loop's options too: SEDD moves tokens, it commits none
         "temperature": config.temperature != 0,
         "cfg_scale": config.cfg_scale != 0,
         "cache": config.cache != "none",
         "top_k": config.top_k is not None,
         "top_p": config.top_p is not None,
+        "remasking": config.remasking != d.remasking,
+        "confidence": config.confidence != d.confidence,
+        "prompt_masks": config.prompt_masks != d.prompt_masks,
+        "skip_empty_steps": config.skip_empty_steps != d.skip_empty_steps,
+        "edit_threshold": config.edit_threshold != d.edit_threshold,
+        "max_post_steps": config.max_post_steps != d.max_post_steps,
     }
     bad = [name for name, given in unused.items() if given]
     if bad:
