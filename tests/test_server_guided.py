@@ -297,3 +297,66 @@ def test_no_regex_servers_refuse_guided_regex():
     with TestClient(app) as c:
         r = c.post("/v1/completions", json={"prompt": "x", "guided_regex": "[ab]+"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "guided_regex"
+
+
+@pytest.fixture(scope="module")
+def own_client():
+    """A client of an app of its own (``APP``'s engine is closed by the live-server test)."""
+    with TestClient(create_app(loaded(MODEL), chat_template="plain")) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "rf,param,code,message",
+    [
+        ({"type": "json_schema", "json_schema": {"schema": SCHEMA}},
+         "response_format.json_schema.name", "missing_field",
+         "Missing required parameter: 'response_format.json_schema.name'."),
+        ({"type": "json_schema", "json_schema": {"name": "a b", "schema": SCHEMA}},
+         "response_format.json_schema.name", "invalid_value", "letters, digits"),
+        ({"type": "json_schema", "json_schema": {"name": "x" * 65, "schema": SCHEMA}},
+         "response_format.json_schema.name", "invalid_value", "1 to 64"),
+        ({"type": "json_schema", "json_schema": {"name": 7, "schema": SCHEMA}},
+         "response_format.json_schema.name", "invalid_value", "expected a string"),
+        ({"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA,
+                                                 "strict": "yes"}},
+         "response_format.json_schema.strict", "invalid_value", "expected a boolean"),
+        ({"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA, "foo": 1}},
+         "response_format.json_schema.foo", "unknown_field", "Unknown parameter"),
+        ({"type": "json_schema", "json_schema": {"name": "r"}},
+         "response_format.json_schema.schema", "invalid_value", "JSON Schema object"),
+        ({"type": "json_schema"}, "response_format.json_schema", "missing_field",
+         "Missing required parameter: 'response_format.json_schema'."),
+        ({"type": "json_object", "json_schema": {"name": "r", "schema": SCHEMA}},
+         "response_format.json_schema", "unknown_field", "with type 'json_object'"),
+        ({}, "response_format.type", "missing_field", "'response_format.type'"),
+        ({"type": 3}, "response_format", "invalid_value", "not one of text"),
+    ],
+)
+def test_response_format_is_checked_as_openai_checks_it(own_client, rf, param, code, message):
+    """OpenAI requires ``json_schema.name`` (and refuses unknown keys and mistyped ones); a
+    ``json_schema`` without a name was accepted. The same 400 on every endpoint that takes
+    ``response_format``."""
+    for url, body in (("/v1/completions", {"prompt": "x", "max_tokens": 8}),
+                      ("/v1/chat/completions",
+                       {"messages": [{"role": "user", "content": "x"}], "max_tokens": 8}),
+                      ("/v1/infill", {"template": "x [MASK:8]"})):
+        r = own_client.post(url, json={**body, "response_format": rf})
+        assert r.status_code == 400, (url, r.text)
+        err = r.json()["error"]
+        assert (err["param"], err["code"]) == (param, code), (url, err)
+        assert message in err["message"] and "\n" not in err["message"], err
+
+
+def test_response_format_with_a_name_and_null_options_is_served(own_client):
+    client = own_client
+    rf = {"type": "json_schema",
+          "json_schema": {"name": "ref-1_x", "schema": SCHEMA, "strict": None,
+                          "description": "a reference"}}
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 24, "steps": 4,
+                                             "response_format": rf})
+    assert r.status_code == 200, r.text
+    jsonschema.validate(json.loads(r.json()["choices"][0]["text"]), SCHEMA)
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 4,
+                                             "response_format": {"type": "text"}})
+    assert r.status_code == 200, r.text
