@@ -194,3 +194,42 @@ def test_the_hint_and_install_sh_install_the_serve_extra(tmp_path):
         assert done.returncode == 0, done.stderr
         installs = [c for c in log.read_text().splitlines() if c.startswith("-m pip install")]
         assert f"-m pip install -q -e {extra}" in installs, installs
+
+
+def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_port):
+    """A port in use or a host that is not this machine's fails at once, before the model
+    loads (here the run does not even exist): it failed only after loading, which takes
+    minutes for a large model."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", free_port))
+        other.listen()
+        assert main(["serve", "--model", "/no/such/run", "--port", str(free_port)]) == 2
+        assert capsys.readouterr().err == (
+            f"unmask serve: error: port {free_port} is in use (another server?): stop it, or "
+            "choose another --port\n")
+    for host, says in (("nosuch.invalid", "--host 'nosuch.invalid' is not an address or a name"),
+                       ("999.1.1.1", "--host '999.1.1.1' is not an address or a name"),
+                       ("192.0.2.1", "192.0.2.1 is not an address of this machine")):
+        argv = ["serve", "--model", "/no/such/run", "--host", host, "--port", str(free_port)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and "no such" not in err, err
+    assert served == []
+
+
+@pytest.mark.parametrize("flag,value,says", [
+    ("--timeout", "nan", "--timeout must be a positive number, got nan"),
+    ("--timeout", "-1", "--timeout must be a positive number, got -1"),
+    ("--max-queue", "0", "--max-queue must be a positive number, got 0"),
+    ("--batch-wait", "inf", "--batch-wait must be a number of seconds >= 0, got inf"),
+    ("--batch-wait", "nan", "--batch-wait must be a number of seconds >= 0, got nan"),
+])
+def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
+    """``--timeout nan`` passed the flag check (nan <= 0 is False) and was refused later as
+    "server limit request_timeout_s=nan", a name the user never typed."""
+    assert main(["serve", "--model", "/no/such/run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"unmask serve: error: {says}\n", err
+    assert served == []

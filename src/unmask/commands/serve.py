@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -124,9 +125,12 @@ def configure_access_log(quiet: bool) -> None:
     logger.propagate = False
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host``:``port`` for uvicorn to serve on (as uvicorn binds it),
-    or a one-line ``UserError`` (uvicorn logs its own line and exits 1)."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (as uvicorn binds it), not yet listening, or a
+    one-line ``UserError`` (uvicorn logs its own line and exits 1). Bound before the model
+    loads, so a port in use or a wrong ``--host`` fails at once, not after minutes of loading,
+    and the port is ours from then on; until ``listen`` a client is refused, not kept
+    waiting."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET  # an IPv6 address
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -140,11 +144,19 @@ def listen_socket(host: str, port: int) -> socket.socket:
             why = f"no permission to listen on port {port}: choose another --port (above 1023)"
         elif e.errno == errno.EADDRNOTAVAIL:
             why = f"{host} is not an address of this machine: check --host"
+        elif isinstance(e, socket.gaierror):
+            why = f"--host {host!r} is not an address or a name this machine can resolve"
         else:
             why = f"cannot listen on {host}:{port} ({e.strerror or e})"
         raise UserError(why) from None
-    sock.listen(2048)  # connections wait in the backlog from the banner on (uvicorn's size)
     sock.set_inheritable(True)
+    return sock
+
+
+def listen(sock: socket.socket) -> socket.socket:
+    """``sock`` listening: connections wait in the backlog from the banner on (uvicorn's
+    size)."""
+    sock.listen(2048)
     return sock
 
 
@@ -188,22 +200,20 @@ def _hangup_shuts_down(server: Any) -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from unmask.server import ServerLimits, create_app
         from unmask.server.plumbing import check_api_key
     except ModuleNotFoundError as e:
         raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
                         f"{SERVE_HINT}") from None
-    from unmask import api
-    from unmask.config import resolve_device
-
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
-    if (args.max_batch < 1 or args.max_queue < 1 or args.max_steps < 1 or args.timeout <= 0
-            or args.batch_wait < 0):
-        raise UserError("--max-batch, --max-queue, --max-steps and --timeout must be positive, "
-                        "--batch-wait >= 0")
+    for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
+                        ("--max-steps", args.max_steps), ("--timeout", args.timeout)):
+        if not (math.isfinite(value) and value > 0):  # (nan > 0 is False: said here too)
+            raise UserError(f"{flag} must be a positive number, got {value:g}")
+    if not (math.isfinite(args.batch_wait) and args.batch_wait >= 0):
+        raise UserError(f"--batch-wait must be a number of seconds >= 0, got {args.batch_wait:g}")
     check_draft_flags(args)
     draft_options = {f: getattr(args, f) for f in DRAFT_FIELDS if getattr(args, f) is not None}
     if draft_options:  # refused now, in one line, as SampleConfig refuses them
@@ -213,6 +223,22 @@ def run(args: argparse.Namespace) -> int:
     api_key = args.api_key or os.environ.get("UNMASK_API_KEY") or None
     if api_key is not None:  # before the model loads
         check_api_key(api_key)
+    sock = bind_socket(args.host, args.port)  # before the model loads: the port is ours
+    try:
+        return _serve(args, sock, api_key, draft_options)
+    finally:
+        sock.close()  # (uvicorn closed it already when it served)
+
+
+def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
+           draft_options: dict[str, Any]) -> int:
+    """Load the model, build the app and serve it on ``sock`` (bound) until shut down."""
+    import uvicorn
+
+    from unmask import api
+    from unmask.config import resolve_device
+    from unmask.server import ServerLimits, create_app
+
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)
@@ -237,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
     except UserError as e:  # unmask.chat names the template option --template
         raise UserError(str(e).replace("--template", "--chat-template")) from None
     configure_access_log(args.quiet)
-    sock = listen_socket(args.host, args.port)  # then the address: it is ours
+    listen(sock)
     print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
           f"http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
