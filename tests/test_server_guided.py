@@ -4,6 +4,7 @@ client, streamed denoising, and 400s in OpenAI's error shape for what cannot be 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -360,3 +361,48 @@ def test_response_format_with_a_name_and_null_options_is_served(own_client):
     r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 4,
                                              "response_format": {"type": "text"}})
     assert r.status_code == 200, r.text
+
+
+class _Counted(torch.nn.Module):
+    """Wraps a model, counting its forward passes."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config, self.calls = inner, inner.config, 0
+        self.supports_kv_cache = getattr(inner, "supports_kv_cache", False)
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        self.calls += 1
+        return self.inner(tokens, attention_mask, **kw)
+
+
+def test_with_a_drafter_structured_output_forms_and_infill_use_the_model_alone():
+    """``--draft`` drafts for completions and chat only: structured output, ``/v1/forms`` and
+    ``/v1/infill`` fill a form under automata with the causal model alone (the drafter runs
+    no forward pass), so only the model's context bounds them, not the drafter's shorter one
+    (which plain completions keep to); each answers as the same server without a drafter."""
+    from test_speculative_draft import loaded as loaded_as
+    from test_speculative_draft import transformer
+
+    ar = loaded_as(transformer("causal", 11))  # context 64
+    short = Transformer(dataclasses.replace(transformer("bidirectional", 12).config,
+                                            max_seq_len=32)).double().eval()
+    drafter = _Counted(short)
+    guided = {"prompt": "hello", "max_tokens": 40, "guided_regex": "[a-c]{3,30}"}  # 5 + 40 > 32
+    form = {"form": {"n": "<int>", "word": "<text:2-20>"}}
+    infill = {"template": "hello [MASK:30]", "guided_choice": ["yes", "no"]}  # no FIM: at the end
+    answers = []
+    for draft in (loaded_as(drafter), None):
+        with TestClient(create_app(ar, draft=draft)) as c:
+            got = [c.post("/v1/completions", json=guided), c.post("/v1/forms", json=form),
+                   c.post("/v1/infill", json=infill)]
+            assert [r.status_code for r in got] == [200] * 3, [r.text for r in got]
+            answers.append([got[0].json()["choices"], got[1].json()["value"],
+                            got[2].json()["text"]])
+            r = c.post("/v1/completions", json={**guided, "max_tokens": 60})  # 5 + 60 > 64
+            assert r.status_code == 400 and "model's context of 64" in r.text, r.text
+            if draft is not None:
+                r = c.post("/v1/completions", json={"prompt": "hello", "max_tokens": 40})
+                assert r.status_code == 400 and "drafter's context of 32" in r.text, r.text
+    assert drafter.calls == 0
+    assert answers[0] == answers[1]
