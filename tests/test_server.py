@@ -809,6 +809,9 @@ def test_tokenize_matches_the_tokenizer():
         )
         assert " cat" in body["pieces"]  # merged with its space, as BPE does
         assert c.post("/v1/tokenize", json={"text": ""}).json()["count"] == 0
+        long = "xyzw " * 19  # 95 characters, more tokens than the context of 64
+        assert c.post("/v1/tokenize", json={"text": long}).json()["count"] == len(
+            tok.encode(long)) > 64  # counted, context or not (docs/serving.md)
         for bad, status, code, param in [
             ({"text": "x", "bogus": 1}, 400, "unknown_field", "bogus"),
             ({}, 400, "missing_field", "text"),
