@@ -226,8 +226,9 @@ def run(args: argparse.Namespace) -> int:
     sock = bind_socket(args.host, args.port)  # before the model loads: the port is ours
     try:
         return _serve(args, sock, api_key, draft_options)
-    finally:
-        sock.close()  # (uvicorn closed it already when it served)
+    except BaseException:  # not served (a bad model, template, drafter), or interrupted
+        sock.close()  # (which uvicorn's shutdown has done already: closing twice is harmless)
+        raise
 
 
 def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
