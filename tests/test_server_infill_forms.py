@@ -302,3 +302,31 @@ def test_streamed_infill_at_offset_0_shows_no_hidden_line_break():
     assert res.text == final["text"] and len(views) == 3
     assert all(v[3:] == rest and len(v) == 3 + len(rest) for v in views)
     assert bpe.decode(views[-1][:3]).removeprefix(" ") == res.detail.gaps[0].text
+
+
+WIDE = {"type": "object", "properties": {k: {"type": "string"} for k in "abcdef"},
+        "required": list("abcdef")}  # 6 strings of up to max_tokens: more than the context
+
+
+@pytest.mark.parametrize(("path", "body", "param", "message"), [
+    ("/v1/infill", {"template": "a [MASK:0] b"}, "template", "template column 3"),
+    ("/v1/infill", {"template": "a [MASK:2", "choices": {"1": ["x"]}}, "template", "column"),
+    ("/v1/forms", {"form": '{"a": "<int>"'}, "form", "form: invalid JSON"),
+    ("/v1/forms", {"form": {"a": "<text:1-100000>"}}, "form", "over 1000 characters"),
+    ("/v1/forms", {"schema": WIDE}, "schema", "more than the model's context"),
+    ("/v1/infill", {"template": "a [MASK:100] b", "guided_json": WIDE}, "guided_json",
+     "more than the model's context"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 100, "guided_json": WIDE}, "guided_json",
+     "more than the model's context"),
+    ("/v1/edit", {"text": "The cat sat.", "spans": [[5, 3]]}, "spans", "span 5:3 is empty"),
+    ("/v1/edit", {"text": "The cat sat.", "regex": "zzz"}, "regex", "matches nothing"),
+])
+def test_refusals_found_on_the_worker_name_their_field(client, path, body, param, message):
+    """A refusal the worker finds (a template's syntax, a form's JSON, a form too wide for the
+    context, an edit span outside the text) names the field it is about, as the refusals found
+    before it do: ``param`` was null. Streamed or not (``/v1/edit`` does not stream)."""
+    for stream in (False, True) if path != "/v1/edit" else (False,):
+        r = client.post(path, json={**body, **({"stream": True} if stream else {})})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == param and message in err["message"], (stream, err)

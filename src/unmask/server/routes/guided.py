@@ -35,6 +35,7 @@ from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
     account,
     alone,
+    blaming,
     check_generation,
     check_names,
     note,
@@ -355,11 +356,12 @@ async def run_guided(
             parse=parse,
         )
 
+    work = blaming(run, req, kwargs["source"])  # "the form needs 625 tokens": response_format
     if req.stream:
         so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
         events = GuidedEvents(state, request, req, rid, chat, so_far, ids)
-        return await stream_job(state, request, alone(run), events, first_step=True)
-    res = await run_alone(state, request, run)
+        return await stream_job(state, request, alone(work), events, first_step=True)
+    res = await run_alone(state, request, work)
     text, completion = settle(state, request, ids, res, parse)
     if chat:
         choice: dict[str, Any] = {
