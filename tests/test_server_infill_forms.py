@@ -330,3 +330,16 @@ def test_refusals_found_on_the_worker_name_their_field(client, path, body, param
         assert r.status_code == 400, r.text
         err = r.json()["error"]
         assert err["param"] == param and message in err["message"], (stream, err)
+
+
+@pytest.mark.parametrize("template", ["Ref: [MASK:8] end", "Ref: [MASK:ref:8] end"])
+def test_a_guided_gap_is_named_as_a_plain_gap(client, template):
+    """``gaps[].name`` of a guided infill was ``"1"`` (or the bare name) where the same gap
+    filled without a constraint is ``"gap 1 [MASK:8]"`` (``"'ref' [MASK:ref:8]"``), as
+    ``unmask infill --json`` names it."""
+    plain = client.post("/v1/infill", json={"template": template})
+    guided = client.post("/v1/infill", json={"template": template, "guided_choice": ["a"]})
+    assert plain.status_code == guided.status_code == 200, (plain.text, guided.text)
+    names = [r.json()["gaps"][0]["name"] for r in (plain, guided)]
+    assert names[0] == names[1] == ("gap 1 [MASK:8]" if ":ref:" not in template
+                                    else "'ref' [MASK:ref:8]"), names

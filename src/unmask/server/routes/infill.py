@@ -188,10 +188,11 @@ def router(state: ServerState) -> APIRouter:
                              suffix_ids=tok.encode(after), parse=parse)
 
         def body(state: ServerState, res: Any) -> dict[str, Any]:
+            from unmask.infill.template import _named
             from unmask.server.routes.guided import answer_text
 
             text = answer_text(res, parse)
-            name = gap.name or "1"
+            name = _named(gap, 1)  # as a plain infill labels its gaps: "gap 1 [MASK:8]"
             start = len(before)
             return {"object": "infill", "model": state.name, "text": before + text + after,
                     "gaps": [{"name": name, "text": text, "start": start,
