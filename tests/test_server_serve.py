@@ -233,3 +233,16 @@ def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
     err = capsys.readouterr().err
     assert err == f"unmask serve: error: {says}\n", err
     assert served == []
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--predraft", "ends"], "--predraft applies to a checkpoint trained with objective hybrid"),
+    (["--draft-length", "0"], "--draft-length must be >= 1, got 0"),
+    (["--draft-threshold", "2"], "--draft-threshold must be in [0, 1)"),
+])
+def test_serve_refusals_of_decoding_flags_name_the_flag(ckpt, served, capsys, argv, says):
+    """They named the ``SampleConfig`` field (``predraft applies to ...``), not the flag."""
+    assert main(["serve", "--model", ckpt, "--device", "cpu", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"unmask serve: error: {says}") and err.count("\n") == 1, err
+    assert served == []

@@ -15,6 +15,7 @@ import errno
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -160,6 +161,26 @@ def listen(sock: socket.socket) -> socket.socket:
     return sock
 
 
+FLAG_FIELDS = (*DRAFT_FIELDS, "predraft", "compile")
+"""``SampleConfig`` fields that ``unmask serve`` sets from a flag of the same name."""
+
+
+@contextlib.contextmanager
+def flags_named() -> Iterator[None]:
+    """A ``UserError`` raised inside, as the flags spell it: a refusal of ``SampleConfig`` or
+    of the decoder that starts with a field ``unmask serve`` sets from a flag (``predraft
+    applies to ...``) names the flag (``--predraft``), and ``unmask.chat``'s ``--template``
+    is ``--chat-template`` here."""
+    try:
+        yield
+    except UserError as e:
+        msg = str(e).replace("--template", "--chat-template")
+        field = re.match(r"[a-z_]*", msg).group(0)  # type: ignore[union-attr]
+        if field in FLAG_FIELDS:
+            msg = "--" + field.replace("_", "-") + msg[len(field):]
+        raise UserError(msg) from None
+
+
 def _server_class(base: type) -> type:
     """uvicorn's ``Server`` whose second SIGINT/SIGTERM exits at once, in one line: uvicorn's
     own force-quit cancelled the requests' tasks with a traceback each and left the decoding
@@ -219,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
     if draft_options:  # refused now, in one line, as SampleConfig refuses them
         from unmask.config import SampleConfig
 
-        SampleConfig(**draft_options)
+        with flags_named():
+            SampleConfig(**draft_options)
     api_key = args.api_key or os.environ.get("UNMASK_API_KEY") or None
     if api_key is not None:  # before the model loads
         check_api_key(api_key)
@@ -257,12 +279,10 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
                           allow_regex=not args.no_regex, batch_wait_s=args.batch_wait)
-    try:
+    with flags_named():
         app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name,
                          chat_template=args.chat_template, access_log=not args.quiet,
                          draft=draft, draft_options=draft_options)
-    except UserError as e:  # unmask.chat names the template option --template
-        raise UserError(str(e).replace("--template", "--chat-template")) from None
     configure_access_log(args.quiet)
     listen(sock)
     print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
