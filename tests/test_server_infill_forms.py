@@ -343,3 +343,14 @@ def test_a_guided_gap_is_named_as_a_plain_gap(client, template):
     names = [r.json()["gaps"][0]["name"] for r in (plain, guided)]
     assert names[0] == names[1] == ("gap 1 [MASK:8]" if ":ref:" not in template
                                     else "'ref' [MASK:ref:8]"), names
+
+
+def test_a_bare_guided_gap_bounds_values_to_32_tokens(client):
+    """As docs/serving.md says: a bare ``[MASK]`` under a constraint is ``[MASK:32]`` (an
+    answer longer than one token fits), the same answer as ``[MASK:32]``."""
+    body = {"guided_regex": "[0-9]{5}", "seed": 0, "temperature": 1.0, "steps": 4}
+    bare = client.post("/v1/infill", json={"template": "x [MASK] y", **body})
+    sized = client.post("/v1/infill", json={"template": "x [MASK:32] y", **body})
+    assert bare.status_code == sized.status_code == 200, (bare.text, sized.text)
+    assert re.fullmatch("[0-9]{5}", bare.json()["gaps"][0]["text"])
+    assert bare.json()["text"] == sized.json()["text"]
