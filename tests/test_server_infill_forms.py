@@ -354,3 +354,16 @@ def test_a_bare_guided_gap_bounds_values_to_32_tokens(client):
     assert bare.status_code == sized.status_code == 200, (bare.text, sized.text)
     assert re.fullmatch("[0-9]{5}", bare.json()["gaps"][0]["text"])
     assert bare.json()["text"] == sized.json()["text"]
+
+
+def test_an_error_that_quotes_a_huge_value_is_cut(client):
+    """A refusal that quotes the request (here a 300,000-character choice, in a regex) sent
+    it all back, twice: the message is cut at ``MAX_MESSAGE`` characters, saying how much
+    was left out (``unmask.server.http.MAX_MESSAGE``, 2,000)."""
+    r = client.post("/v1/infill", json={"template": "x [MASK:4] y",
+                                        "choices": {"1": ["a" * 300_000]}})
+    assert r.status_code == 400, r.text[:300]
+    err = r.json()["error"]
+    assert err["param"] == "choices.1" and err["message"].startswith("choices '1': gap 1")
+    assert len(err["message"]) < 2050
+    assert re.search(r"\.\.\. \(\d+ more characters\)$", err["message"]), err["message"][-80:]
