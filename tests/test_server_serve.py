@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,42 @@ def test_serve_refusals_of_decoding_flags_name_the_flag(ckpt, served, capsys, ar
     err = capsys.readouterr().err
     assert err.startswith(f"unmask serve: error: {says}") and err.count("\n") == 1, err
     assert served == []
+
+
+def test_sigterm_lets_a_streamed_request_in_flight_finish(ckpt, free_port):
+    """SIGTERM while a streamed infill is under way: the stream still ends with the response
+    body and ``[DONE]`` (graceful shutdown waits for it), then the server exits 143 with one
+    line and no traceback."""
+    import json
+    import signal
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unmask.cli", "serve", "--model", ckpt, "--port", str(free_port),
+         "--device", "cpu", "--threads", "1", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        url = f"http://127.0.0.1:{free_port}"
+        for _ in range(300):
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()[1]
+                time.sleep(0.1)
+        body = {"template": "a [MASK:40] b", "steps": 40, "stream": True}
+        with httpx.stream("POST", url + "/v1/infill", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))  # under way
+            proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line.startswith("data: ")]
+        assert rest[-1] == "data: [DONE]"
+        assert json.loads(rest[-2][len("data: "):])["object"] == "infill"
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == "unmask serve: terminated" and "Traceback" not in err, err
