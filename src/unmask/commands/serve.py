@@ -161,6 +161,11 @@ def listen(sock: socket.socket) -> socket.socket:
     return sock
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """``bind_socket`` and ``listen`` at once: a socket uvicorn can serve on."""
+    return listen(bind_socket(host, port))
+
+
 FLAG_FIELDS = (*DRAFT_FIELDS, "predraft", "compile")
 """``SampleConfig`` fields that ``unmask serve`` sets from a flag of the same name."""
 
