@@ -478,3 +478,51 @@ def test_schema_box_fills_a_form_that_validates_and_streams_its_steps(page, base
     page.click("#go")
     expect(page.locator("#status")).to_contain_text("multipleOf")
     page.errors.clear()
+
+
+MARKUP = '<img src=x onerror="window.pwned=1">'
+
+
+def test_markup_from_the_model_or_the_user_is_shown_as_text_and_nothing_leaves_the_server(
+        browser):
+    """Model output, typed prompts, templates and error messages that hold HTML are drawn as
+    text (no element is made from them, no handler runs), in every mode; and the page loads
+    and runs with nothing but the server: every request it makes goes to the server (no CDN
+    font, script or style)."""
+    from server_helpers import tiny_config
+    from test_server import Scripted
+
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    start = len(MARKUP)  # the prompt, then the model's markup
+    model = Scripted(tiny_config(max_seq_len=128), tok.encode(MARKUP) * 2, start)
+    with live_server(create_app(loaded(model, tok))) as port:
+        base = f"http://127.0.0.1:{port}"
+        pg = browser.new_page()
+        requests: list[str] = []
+        pg.on("request", lambda r: requests.append(r.url))
+        pg.goto(base + "/")
+        pg.fill("#prompt", MARKUP)
+        pg.fill("#max_tokens", str(len(MARKUP)))
+        pg.fill("#steps", "4")
+        pg.click("#go")
+        expect(pg.locator("#status")).to_contain_text(" steps in ", timeout=30_000)
+        assert pg.text_content("#canvas") == MARKUP + MARKUP
+        pg.check("input[name=mode][value=infill]")  # the typed text, clickable words, the fill
+        pg.fill("#prompt", MARKUP + " [MASK:4]")
+        pg.click("#go")
+        expect(pg.locator("#status")).to_contain_text("gaps", timeout=30_000)
+        assert pg.text_content("#words").startswith(MARKUP)
+        pg.fill("#prompt", f"[MASK:0] {MARKUP}")  # the server's 400 quotes the template
+        pg.click("#go")
+        expect(pg.locator("#status")).to_contain_text("400: ")
+        pg.check("input[name=mode][value=form]")
+        pg.fill("#form", json.dumps({"a": "<text:2-8>", MARKUP: MARKUP}))
+        pg.click("#go")
+        expect(pg.locator("#status")).to_contain_text("holes", timeout=30_000)
+        assert MARKUP in json.loads(pg.text_content("#canvas"))
+        assert pg.locator("body img").count() == 0
+        assert pg.evaluate("window.pwned") is None
+        pg.close()
+    assert requests and all(u.startswith(base + "/") for u in requests), requests

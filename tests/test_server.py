@@ -106,7 +106,8 @@ def test_stream_matches_plain_and_ends_with_done(echo_client):
     text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
     assert text == plain["choices"][0]["text"] == "fghijkl"
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "stop"
-    assert chunks[-1]["usage"]["completion_tokens"] == 7
+    # the tokens generated through the stop sequence ("fghijkl" + "mn"), as through an EOS
+    assert chunks[-1]["usage"]["completion_tokens"] == 9
 
 
 def streamed_texts(client: TestClient, path: str, body: dict) -> tuple[list[str], list]:
@@ -763,7 +764,7 @@ def test_a_chat_stop_is_found_in_the_reply_not_in_the_space_before_it():
         r = c.post("/v1/chat/completions", json=body).json()
         assert r["choices"][0]["message"]["content"] == "Hi"
         assert r["choices"][0]["finish_reason"] == "stop"
-        assert r["usage"]["completion_tokens"] == len(" Hi")
+        assert r["usage"]["completion_tokens"] == len(" Hi ")  # through the stop sequence
         r = c.post("/v1/chat/completions", json={**body, "stream": True})
         chunks = [json.loads(d) for _, d in sse_events(r.text)[:-1]]
         assert "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks
@@ -808,6 +809,9 @@ def test_tokenize_matches_the_tokenizer():
         )
         assert " cat" in body["pieces"]  # merged with its space, as BPE does
         assert c.post("/v1/tokenize", json={"text": ""}).json()["count"] == 0
+        long = "xyzw " * 19  # 95 characters, more tokens than the context of 64
+        assert c.post("/v1/tokenize", json={"text": long}).json()["count"] == len(
+            tok.encode(long)) > 64  # counted, context or not (docs/serving.md)
         for bad, status, code, param in [
             ({"text": "x", "bogus": 1}, 400, "unknown_field", "bogus"),
             ({}, 400, "missing_field", "text"),
@@ -981,6 +985,45 @@ def test_chat_replies_end_and_strip_as_the_library_does():
         # completions are not chat: the text is left as written, up to EOS only
         r = c.post("/v1/completions", json={"prompt": "\x00Hi", "max_tokens": len(script)})
         assert r.json()["choices"][0]["text"].startswith("  Hi there ")
+
+
+def test_completion_tokens_count_the_token_that_ended_the_text():
+    """``usage.completion_tokens`` counts the generated tokens through the one that ended the
+    text: the EOS (it was left out, while ``unmask generate`` counts it and OpenAI and vLLM
+    count the token that ends a completion), a chat template's end-of-turn token (and the
+    whitespace the reply drops: generated all the same), or the stop sequence; every token
+    when the text ran to ``max_tokens``. Streamed ``usage``, the metrics and the access log
+    count the same."""
+    import dataclasses
+
+    from unmask import api
+
+    tok = byte_tokenizer()
+    template = "{{ bos_token }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    config = dataclasses.replace(tiny_config(), chat_template=template)
+    start = 1 + len("Hi")  # BOS, then the message (and the prompt "\x00Hi" of completions)
+    script = tok.encode(" Hi there") + [config.eos_id] + tok.encode(" more")
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": len(script)}
+    text = {"prompt": "\x00Hi", "max_tokens": len(script)}
+    model = Scripted(config, script, start)
+    with TestClient(create_app(loaded(model))) as c:
+        cases = [(chat, {}, len(" Hi there") + 1), (text, {}, len(" Hi there") + 1),
+                 (text, {"stop": "er"}, len(" Hi ther")), (chat, {"stop": ["e", "th"]},
+                                                          len(" Hi th")),
+                 (text, {"max_tokens": 4}, 4)]
+        for url, body, extra, n in [("/v1/chat/completions" if b is chat else
+                                     "/v1/completions", b, e, n) for b, e, n in cases]:
+            r = c.post(url, json={**body, **extra})
+            assert r.json()["usage"]["completion_tokens"] == n, (extra, r.json())
+            r = c.post(url, json={**body, **extra, "stream": True,
+                                  "stream_options": {"include_usage": True}})
+            last = json.loads(sse_events(r.text)[-2][1])
+            assert last["usage"]["completion_tokens"] == n, (extra, last)
+        metrics = c.get("/metrics").text
+    assert "unmask_completion_tokens_total 76" in metrics  # 2 × (10 + 10 + 8 + 6 + 4)
+    # as the command line counts the same generation
+    cfg = SampleConfig(gen_length=len(script), temperature=0.0)
+    assert api.generate(loaded(model), ["\x00Hi"], config=cfg).n_tokens == len(" Hi there") + 1
 
 
 def test_openai_fields_are_accepted_at_their_neutral_values_only(echo_client):

@@ -444,3 +444,33 @@ def test_http_join_mid_batch_streams_429_and_seeded_equality():
         app.state.metrics.get("joined") == 2
         and "unmask_active_rows 0" in app.state.metrics.render()
     )
+
+
+def test_close_stops_a_job_running_alone_at_its_next_step():
+    """An infill or form (a job run alone, whose steps check for cancellation) ran on to its
+    end after ``close``: the worker outlived ``close``'s wait, and a process that exits with
+    it inside a torch call aborts. Now it stops at its next step, failing with ``Cancelled``."""
+    import threading
+    import time
+
+    from unmask.server.plumbing import alone as alone_job
+
+    started, steps = threading.Event(), []
+
+    def work(on_step):  # a long run of sampler steps, as api.infill makes
+        for step in range(1, 10_000):
+            started.set()
+            on_step(step, torch.zeros(1, 2, dtype=torch.long))
+            steps.append(step)
+            time.sleep(0.01)
+        return "finished"
+
+    engine = make_engine(Mixer(tiny_config()))
+    job = alone_job(work)
+    engine.submit(job)
+    assert started.wait(timeout=10)
+    engine.close()
+    assert not engine._thread.is_alive()  # stopped within close's wait
+    with pytest.raises(Cancelled):
+        job.future.result(timeout=1)
+    assert len(steps) < 1000

@@ -4,6 +4,7 @@ client, streamed denoising, and 400s in OpenAI's error shape for what cannot be 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -297,3 +298,111 @@ def test_no_regex_servers_refuse_guided_regex():
     with TestClient(app) as c:
         r = c.post("/v1/completions", json={"prompt": "x", "guided_regex": "[ab]+"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "guided_regex"
+
+
+@pytest.fixture(scope="module")
+def own_client():
+    """A client of an app of its own (``APP``'s engine is closed by the live-server test)."""
+    with TestClient(create_app(loaded(MODEL), chat_template="plain")) as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    "rf,param,code,message",
+    [
+        ({"type": "json_schema", "json_schema": {"schema": SCHEMA}},
+         "response_format.json_schema.name", "missing_field",
+         "Missing required parameter: 'response_format.json_schema.name'."),
+        ({"type": "json_schema", "json_schema": {"name": "a b", "schema": SCHEMA}},
+         "response_format.json_schema.name", "invalid_value", "letters, digits"),
+        ({"type": "json_schema", "json_schema": {"name": "x" * 65, "schema": SCHEMA}},
+         "response_format.json_schema.name", "invalid_value", "1 to 64"),
+        ({"type": "json_schema", "json_schema": {"name": 7, "schema": SCHEMA}},
+         "response_format.json_schema.name", "invalid_value", "expected a string"),
+        ({"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA,
+                                                 "strict": "yes"}},
+         "response_format.json_schema.strict", "invalid_value", "expected a boolean"),
+        ({"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA, "foo": 1}},
+         "response_format.json_schema.foo", "unknown_field", "Unknown parameter"),
+        ({"type": "json_schema", "json_schema": {"name": "r"}},
+         "response_format.json_schema.schema", "invalid_value", "JSON Schema object"),
+        ({"type": "json_schema"}, "response_format.json_schema", "missing_field",
+         "Missing required parameter: 'response_format.json_schema'."),
+        ({"type": "json_object", "json_schema": {"name": "r", "schema": SCHEMA}},
+         "response_format.json_schema", "unknown_field", "with type 'json_object'"),
+        ({}, "response_format.type", "missing_field", "'response_format.type'"),
+        ({"type": 3}, "response_format", "invalid_value", "not one of text"),
+    ],
+)
+def test_response_format_is_checked_as_openai_checks_it(own_client, rf, param, code, message):
+    """OpenAI requires ``json_schema.name`` (and refuses unknown keys and mistyped ones); a
+    ``json_schema`` without a name was accepted. The same 400 on every endpoint that takes
+    ``response_format``."""
+    for url, body in (("/v1/completions", {"prompt": "x", "max_tokens": 8}),
+                      ("/v1/chat/completions",
+                       {"messages": [{"role": "user", "content": "x"}], "max_tokens": 8}),
+                      ("/v1/infill", {"template": "x [MASK:8]"})):
+        r = own_client.post(url, json={**body, "response_format": rf})
+        assert r.status_code == 400, (url, r.text)
+        err = r.json()["error"]
+        assert (err["param"], err["code"]) == (param, code), (url, err)
+        assert message in err["message"] and "\n" not in err["message"], err
+
+
+def test_response_format_with_a_name_and_null_options_is_served(own_client):
+    client = own_client
+    rf = {"type": "json_schema",
+          "json_schema": {"name": "ref-1_x", "schema": SCHEMA, "strict": None,
+                          "description": "a reference"}}
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 24, "steps": 4,
+                                             "response_format": rf})
+    assert r.status_code == 200, r.text
+    jsonschema.validate(json.loads(r.json()["choices"][0]["text"]), SCHEMA)
+    r = client.post("/v1/completions", json={"prompt": "x", "max_tokens": 4,
+                                             "response_format": {"type": "text"}})
+    assert r.status_code == 200, r.text
+
+
+class _Counted(torch.nn.Module):
+    """Wraps a model, counting its forward passes."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.config, self.calls = inner, inner.config, 0
+        self.supports_kv_cache = getattr(inner, "supports_kv_cache", False)
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        self.calls += 1
+        return self.inner(tokens, attention_mask, **kw)
+
+
+def test_with_a_drafter_structured_output_forms_and_infill_use_the_model_alone():
+    """``--draft`` drafts for completions and chat only: structured output, ``/v1/forms`` and
+    ``/v1/infill`` fill a form under automata with the causal model alone (the drafter runs
+    no forward pass), so only the model's context bounds them, not the drafter's shorter one
+    (which plain completions keep to); each answers as the same server without a drafter."""
+    from test_speculative_draft import loaded as loaded_as
+    from test_speculative_draft import transformer
+
+    ar = loaded_as(transformer("causal", 11))  # context 64
+    short = Transformer(dataclasses.replace(transformer("bidirectional", 12).config,
+                                            max_seq_len=32)).double().eval()
+    drafter = _Counted(short)
+    guided = {"prompt": "hello", "max_tokens": 40, "guided_regex": "[a-c]{3,30}"}  # 5 + 40 > 32
+    form = {"form": {"n": "<int>", "word": "<text:2-20>"}}
+    infill = {"template": "hello [MASK:30]", "guided_choice": ["yes", "no"]}  # no FIM: at the end
+    answers = []
+    for draft in (loaded_as(drafter), None):
+        with TestClient(create_app(ar, draft=draft)) as c:
+            got = [c.post("/v1/completions", json=guided), c.post("/v1/forms", json=form),
+                   c.post("/v1/infill", json=infill)]
+            assert [r.status_code for r in got] == [200] * 3, [r.text for r in got]
+            answers.append([got[0].json()["choices"], got[1].json()["value"],
+                            got[2].json()["text"]])
+            r = c.post("/v1/completions", json={**guided, "max_tokens": 60})  # 5 + 60 > 64
+            assert r.status_code == 400 and "model's context of 64" in r.text, r.text
+            if draft is not None:
+                r = c.post("/v1/completions", json={"prompt": "hello", "max_tokens": 40})
+                assert r.status_code == 400 and "drafter's context of 32" in r.text, r.text
+    assert drafter.calls == 0
+    assert answers[0] == answers[1]

@@ -302,3 +302,68 @@ def test_streamed_infill_at_offset_0_shows_no_hidden_line_break():
     assert res.text == final["text"] and len(views) == 3
     assert all(v[3:] == rest and len(v) == 3 + len(rest) for v in views)
     assert bpe.decode(views[-1][:3]).removeprefix(" ") == res.detail.gaps[0].text
+
+
+WIDE = {"type": "object", "properties": {k: {"type": "string"} for k in "abcdef"},
+        "required": list("abcdef")}  # 6 strings of up to max_tokens: more than the context
+
+
+@pytest.mark.parametrize(("path", "body", "param", "message"), [
+    ("/v1/infill", {"template": "a [MASK:0] b"}, "template", "template column 3"),
+    ("/v1/infill", {"template": "a [MASK:2", "choices": {"1": ["x"]}}, "template", "column"),
+    ("/v1/forms", {"form": '{"a": "<int>"'}, "form", "form: invalid JSON"),
+    ("/v1/forms", {"form": {"a": "<text:1-100000>"}}, "form", "over 1000 characters"),
+    ("/v1/forms", {"schema": WIDE}, "schema", "more than the model's context"),
+    ("/v1/infill", {"template": "a [MASK:100] b", "guided_json": WIDE}, "guided_json",
+     "more than the model's context"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 100, "guided_json": WIDE}, "guided_json",
+     "more than the model's context"),
+    ("/v1/edit", {"text": "The cat sat.", "spans": [[5, 3]]}, "spans", "span 5:3 is empty"),
+    ("/v1/edit", {"text": "The cat sat.", "regex": "zzz"}, "regex", "matches nothing"),
+])
+def test_refusals_found_on_the_worker_name_their_field(client, path, body, param, message):
+    """A refusal the worker finds (a template's syntax, a form's JSON, a form too wide for the
+    context, an edit span outside the text) names the field it is about, as the refusals found
+    before it do: ``param`` was null. Streamed or not (``/v1/edit`` does not stream)."""
+    for stream in (False, True) if path != "/v1/edit" else (False,):
+        r = client.post(path, json={**body, **({"stream": True} if stream else {})})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == param and message in err["message"], (stream, err)
+
+
+@pytest.mark.parametrize("template", ["Ref: [MASK:8] end", "Ref: [MASK:ref:8] end"])
+def test_a_guided_gap_is_named_as_a_plain_gap(client, template):
+    """``gaps[].name`` of a guided infill was ``"1"`` (or the bare name) where the same gap
+    filled without a constraint is ``"gap 1 [MASK:8]"`` (``"'ref' [MASK:ref:8]"``), as
+    ``unmask infill --json`` names it."""
+    plain = client.post("/v1/infill", json={"template": template})
+    guided = client.post("/v1/infill", json={"template": template, "guided_choice": ["a"]})
+    assert plain.status_code == guided.status_code == 200, (plain.text, guided.text)
+    names = [r.json()["gaps"][0]["name"] for r in (plain, guided)]
+    assert names[0] == names[1] == ("gap 1 [MASK:8]" if ":ref:" not in template
+                                    else "'ref' [MASK:ref:8]"), names
+
+
+def test_a_bare_guided_gap_bounds_values_to_32_tokens(client):
+    """As docs/serving.md says: a bare ``[MASK]`` under a constraint is ``[MASK:32]`` (an
+    answer longer than one token fits), the same answer as ``[MASK:32]``."""
+    body = {"guided_regex": "[0-9]{5}", "seed": 0, "temperature": 1.0, "steps": 4}
+    bare = client.post("/v1/infill", json={"template": "x [MASK] y", **body})
+    sized = client.post("/v1/infill", json={"template": "x [MASK:32] y", **body})
+    assert bare.status_code == sized.status_code == 200, (bare.text, sized.text)
+    assert re.fullmatch("[0-9]{5}", bare.json()["gaps"][0]["text"])
+    assert bare.json()["text"] == sized.json()["text"]
+
+
+def test_an_error_that_quotes_a_huge_value_is_cut(client):
+    """A refusal that quotes the request (here a 300,000-character choice, in a regex) sent
+    it all back, twice: the message is cut at ``MAX_MESSAGE`` characters, saying how much
+    was left out (``unmask.server.http.MAX_MESSAGE``, 2,000)."""
+    r = client.post("/v1/infill", json={"template": "x [MASK:4] y",
+                                        "choices": {"1": ["a" * 300_000]}})
+    assert r.status_code == 400, r.text[:300]
+    err = r.json()["error"]
+    assert err["param"] == "choices.1" and err["message"].startswith("choices '1': gap 1")
+    assert len(err["message"]) < 2050
+    assert re.search(r"\.\.\. \(\d+ more characters\)$", err["message"]), err["message"][-80:]

@@ -58,6 +58,20 @@ def test_models(client):
     assert [m.id for m in client.models.list()] == ["tiny"]
 
 
+def test_retrieve_model(client):
+    """``client.models.retrieve`` (``GET /v1/models/{id}``) was a 404 "Not Found" for the
+    served model too; now the model, and for another id OpenAI's ``model_not_found``."""
+    m = client.models.retrieve("tiny")
+    assert m.id == "tiny" and m.object == "model"
+    assert m.model_dump() == client.models.list().data[0].model_dump()
+    with pytest.raises(openai.NotFoundError) as e:
+        client.models.retrieve("org/other")
+    assert e.value.body["code"] == "model_not_found" and "'org/other'" in e.value.body["message"]
+    with openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0) as c:
+        with pytest.raises(openai.AuthenticationError):
+            c.models.retrieve("tiny")
+
+
 def test_completion(client):
     r = client.completions.create(model="tiny", prompt="Hey", max_tokens=7, extra_body={"steps": 7})
     assert r.choices[0].text == echo_text(3, 7)

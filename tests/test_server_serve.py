@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,94 @@ def test_the_hint_and_install_sh_install_the_serve_extra(tmp_path):
         assert done.returncode == 0, done.stderr
         installs = [c for c in log.read_text().splitlines() if c.startswith("-m pip install")]
         assert f"-m pip install -q -e {extra}" in installs, installs
+
+
+def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_port):
+    """A port in use or a host that is not this machine's fails at once, before the model
+    loads (here the run does not even exist): it failed only after loading, which takes
+    minutes for a large model."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", free_port))
+        other.listen()
+        assert main(["serve", "--model", "/no/such/run", "--port", str(free_port)]) == 2
+        assert capsys.readouterr().err == (
+            f"unmask serve: error: port {free_port} is in use (another server?): stop it, or "
+            "choose another --port\n")
+    for host, says in (("nosuch.invalid", "--host 'nosuch.invalid' is not an address or a name"),
+                       ("999.1.1.1", "--host '999.1.1.1' is not an address or a name"),
+                       ("192.0.2.1", "192.0.2.1 is not an address of this machine")):
+        argv = ["serve", "--model", "/no/such/run", "--host", host, "--port", str(free_port)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and "no such" not in err, err
+    assert served == []
+
+
+@pytest.mark.parametrize("flag,value,says", [
+    ("--timeout", "nan", "--timeout must be a positive number, got nan"),
+    ("--timeout", "-1", "--timeout must be a positive number, got -1"),
+    ("--max-queue", "0", "--max-queue must be a positive number, got 0"),
+    ("--batch-wait", "inf", "--batch-wait must be a number of seconds >= 0, got inf"),
+    ("--batch-wait", "nan", "--batch-wait must be a number of seconds >= 0, got nan"),
+])
+def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
+    """``--timeout nan`` passed the flag check (nan <= 0 is False) and was refused later as
+    "server limit request_timeout_s=nan", a name the user never typed."""
+    assert main(["serve", "--model", "/no/such/run", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err == f"unmask serve: error: {says}\n", err
+    assert served == []
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["--predraft", "ends"], "--predraft applies to a checkpoint trained with objective hybrid"),
+    (["--draft-length", "0"], "--draft-length must be >= 1, got 0"),
+    (["--draft-threshold", "2"], "--draft-threshold must be in [0, 1)"),
+])
+def test_serve_refusals_of_decoding_flags_name_the_flag(ckpt, served, capsys, argv, says):
+    """They named the ``SampleConfig`` field (``predraft applies to ...``), not the flag."""
+    assert main(["serve", "--model", ckpt, "--device", "cpu", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"unmask serve: error: {says}") and err.count("\n") == 1, err
+    assert served == []
+
+
+def test_sigterm_lets_a_streamed_request_in_flight_finish(ckpt, free_port):
+    """SIGTERM while a streamed infill is under way: the stream still ends with the response
+    body and ``[DONE]`` (graceful shutdown waits for it), then the server exits 143 with one
+    line and no traceback."""
+    import json
+    import signal
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "unmask.cli", "serve", "--model", ckpt, "--port", str(free_port),
+         "--device", "cpu", "--threads", "1", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    try:
+        url = f"http://127.0.0.1:{free_port}"
+        for _ in range(300):
+            try:
+                httpx.get(url + "/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.communicate()[1]
+                time.sleep(0.1)
+        body = {"template": "a [MASK:40] b", "steps": 40, "stream": True}
+        with httpx.stream("POST", url + "/v1/infill", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            assert next(line for line in lines if line.startswith("data: "))  # under way
+            proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line.startswith("data: ")]
+        assert rest[-1] == "data: [DONE]"
+        assert json.loads(rest[-2][len("data: "):])["object"] == "infill"
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert err.splitlines()[-1] == "unmask serve: terminated" and "Traceback" not in err, err

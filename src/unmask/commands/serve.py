@@ -13,7 +13,9 @@ import argparse
 import contextlib
 import errno
 import logging
+import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -124,9 +126,12 @@ def configure_access_log(quiet: bool) -> None:
     logger.propagate = False
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host``:``port`` for uvicorn to serve on (as uvicorn binds it),
-    or a one-line ``UserError`` (uvicorn logs its own line and exits 1)."""
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (as uvicorn binds it), not yet listening, or a
+    one-line ``UserError`` (uvicorn logs its own line and exits 1). Bound before the model
+    loads, so a port in use or a wrong ``--host`` fails at once, not after minutes of loading,
+    and the port is ours from then on; until ``listen`` a client is refused, not kept
+    waiting."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET  # an IPv6 address
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -140,12 +145,45 @@ def listen_socket(host: str, port: int) -> socket.socket:
             why = f"no permission to listen on port {port}: choose another --port (above 1023)"
         elif e.errno == errno.EADDRNOTAVAIL:
             why = f"{host} is not an address of this machine: check --host"
+        elif isinstance(e, socket.gaierror):
+            why = f"--host {host!r} is not an address or a name this machine can resolve"
         else:
             why = f"cannot listen on {host}:{port} ({e.strerror or e})"
         raise UserError(why) from None
-    sock.listen(2048)  # connections wait in the backlog from the banner on (uvicorn's size)
     sock.set_inheritable(True)
     return sock
+
+
+def listen(sock: socket.socket) -> socket.socket:
+    """``sock`` listening: connections wait in the backlog from the banner on (uvicorn's
+    size)."""
+    sock.listen(2048)
+    return sock
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """``bind_socket`` and ``listen`` at once: a socket uvicorn can serve on."""
+    return listen(bind_socket(host, port))
+
+
+FLAG_FIELDS = (*DRAFT_FIELDS, "predraft", "compile")
+"""``SampleConfig`` fields that ``unmask serve`` sets from a flag of the same name."""
+
+
+@contextlib.contextmanager
+def flags_named() -> Iterator[None]:
+    """A ``UserError`` raised inside, as the flags spell it: a refusal of ``SampleConfig`` or
+    of the decoder that starts with a field ``unmask serve`` sets from a flag (``predraft
+    applies to ...``) names the flag (``--predraft``), and ``unmask.chat``'s ``--template``
+    is ``--chat-template`` here."""
+    try:
+        yield
+    except UserError as e:
+        msg = str(e).replace("--template", "--chat-template")
+        field = re.match(r"[a-z_]*", msg).group(0)  # type: ignore[union-attr]
+        if field in FLAG_FIELDS:
+            msg = "--" + field.replace("_", "-") + msg[len(field):]
+        raise UserError(msg) from None
 
 
 def _server_class(base: type) -> type:
@@ -188,31 +226,47 @@ def _hangup_shuts_down(server: Any) -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     try:
         import fastapi  # noqa: F401
-        import uvicorn
+        import uvicorn  # noqa: F401
 
-        from unmask.server import ServerLimits, create_app
         from unmask.server.plumbing import check_api_key
     except ModuleNotFoundError as e:
         raise UserError(f"serving needs FastAPI and uvicorn ({e.name} is missing): "
                         f"{SERVE_HINT}") from None
-    from unmask import api
-    from unmask.config import resolve_device
-
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535, got {args.port}")
-    if (args.max_batch < 1 or args.max_queue < 1 or args.max_steps < 1 or args.timeout <= 0
-            or args.batch_wait < 0):
-        raise UserError("--max-batch, --max-queue, --max-steps and --timeout must be positive, "
-                        "--batch-wait >= 0")
+    for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
+                        ("--max-steps", args.max_steps), ("--timeout", args.timeout)):
+        if not (math.isfinite(value) and value > 0):  # (nan > 0 is False: said here too)
+            raise UserError(f"{flag} must be a positive number, got {value:g}")
+    if not (math.isfinite(args.batch_wait) and args.batch_wait >= 0):
+        raise UserError(f"--batch-wait must be a number of seconds >= 0, got {args.batch_wait:g}")
     check_draft_flags(args)
     draft_options = {f: getattr(args, f) for f in DRAFT_FIELDS if getattr(args, f) is not None}
     if draft_options:  # refused now, in one line, as SampleConfig refuses them
         from unmask.config import SampleConfig
 
-        SampleConfig(**draft_options)
+        with flags_named():
+            SampleConfig(**draft_options)
     api_key = args.api_key or os.environ.get("UNMASK_API_KEY") or None
     if api_key is not None:  # before the model loads
         check_api_key(api_key)
+    sock = bind_socket(args.host, args.port)  # before the model loads: the port is ours
+    try:
+        return _serve(args, sock, api_key, draft_options)
+    except BaseException:  # not served (a bad model, template, drafter), or interrupted
+        sock.close()  # (which uvicorn's shutdown has done already: closing twice is harmless)
+        raise
+
+
+def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
+           draft_options: dict[str, Any]) -> int:
+    """Load the model, build the app and serve it on ``sock`` (bound) until shut down."""
+    import uvicorn
+
+    from unmask import api
+    from unmask.config import resolve_device
+    from unmask.server import ServerLimits, create_app
+
     if args.host not in LOOPBACK and not api_key:
         print(f"unmask serve: warning: listening on {args.host} without --api-key; anyone who "
               "can reach this port can use the model", file=sys.stderr)
@@ -230,14 +284,12 @@ def run(args: argparse.Namespace) -> int:
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
                           allow_regex=not args.no_regex, batch_wait_s=args.batch_wait)
-    try:
+    with flags_named():
         app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name,
                          chat_template=args.chat_template, access_log=not args.quiet,
                          draft=draft, draft_options=draft_options)
-    except UserError as e:  # unmask.chat names the template option --template
-        raise UserError(str(e).replace("--template", "--chat-template")) from None
     configure_access_log(args.quiet)
-    sock = listen_socket(args.host, args.port)  # then the address: it is ours
+    listen(sock)
     print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
           f"http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")

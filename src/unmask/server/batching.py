@@ -172,6 +172,8 @@ class Engine:
         self._stop = False
         self._running = 0
         self._rows = 0
+        self._whole: list[Job] = []
+        """The jobs of the whole-batch run under way (``close`` cancels them)."""
 
     # -- the caller's side -------------------------------------------------------------------
 
@@ -219,7 +221,9 @@ class Engine:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker at its next step boundary; queued and running jobs fail with
-        ``Cancelled``."""
+        ``Cancelled``, a whole-batch run (an infill, a form) included: it ran to its end,
+        past ``timeout``, and the process could exit with the worker inside a torch call
+        (an abort)."""
         with self._cond:
             self._stop = True
             pending = list(self._queue)
@@ -228,6 +232,8 @@ class Engine:
         for job in pending:
             job.cancel()
             _resolve(job.future, exc=Cancelled())
+        for job in list(self._whole):
+            job.cancel()
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -393,10 +399,15 @@ class Engine:
         if not live:
             return
         self._running, self._rows = len(live), sum(len(j.rows) for j in live)
+        self._whole = live
+        if self._stop:  # closed while these were taken from the queue
+            for j in live:
+                j.cancel()
         try:
             self._run(live)
         finally:
             self._running = self._rows = 0
+            self._whole = []
 
     def _run(self, batch: list[Job]) -> None:
         if batch[0].fn is not None:

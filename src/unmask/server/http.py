@@ -26,11 +26,19 @@ ENDPOINTS = (
 """Paths with their own metrics label (anything else counts as ``other``)."""
 
 
+MAX_MESSAGE = 2000
+"""Longest error message sent, in characters: a refusal that quotes the request (a regex,
+a choice, a template) is cut there, so a 400 for a 400,000-character choice is not as long."""
+
+
 class APIError(Exception):
-    """An error answered in OpenAI's shape."""
+    """An error answered in OpenAI's shape (a message over ``MAX_MESSAGE`` characters cut)."""
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = (f"{message[:MAX_MESSAGE]}... ({len(message) - MAX_MESSAGE} more "
+                       "characters)")
         super().__init__(message)
         self.status, self.message, self.type = status, message, type
         self.param, self.code = param, code

@@ -4,8 +4,9 @@ Inside: ``install_error_handlers`` (every error, pydantic's included, answered a
 ``{"error": {"message", "type", "param", "code"}}``), ``check_api_key`` and ``secured`` (the
 Bearer check as a route dependency), the request checks (``check_model``, ``check_text``,
 ``check_steps``, ``diffusion_only``, ``check_generation``, ``check_names``),
-``sample_config``, the job life cycle (``submit``, ``wait``, ``alone``, ``run_alone``,
-``job_failure``, ``timed_out``) and ``note`` (fields for the access log).
+``sample_config``, ``blaming`` (the field a refusal found on the worker names), the job life
+cycle (``submit``, ``wait``, ``alone``, ``run_alone``, ``job_failure``, ``timed_out``) and
+``note`` (fields for the access log).
 """
 
 from __future__ import annotations
@@ -139,9 +140,30 @@ def user_error(e: UserError, param: str | None = None) -> APIError:
 def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:
     """The request field a library refusal ``e`` is about, for ``param``: the option its
     message starts with, when the request sent it (else None: the checkpoint's
-    recommendation, or several options together)."""
+    recommendation, or several options together). A field is named as the request spells
+    it (``schema``, not ``schema_``)."""
     first = re.match(r"[A-Za-z_]*", str(e)).group(0)  # "steps: ..." or "steps (7) ..."
-    return first if first in opts.model_fields_set else None
+    fields = type(opts).model_fields
+    sent = {fields[k].alias or k for k in opts.model_fields_set if k in fields}
+    return first if first in sent else None
+
+
+def blaming(fn: Callable[[StepCallback], Any], opts: DiffusionOptions,
+            default: str | None = None) -> Callable[[StepCallback], Any]:
+    """``fn`` (work for the worker), its ``UserError`` a 400 whose ``param`` names the field
+    the message starts with when the request sent it (``sent_option``), else ``default``; a
+    gap constraint's error names its own field (``user_error``). Without this, a refusal found
+    on the worker (a template too long for the context, a form's bad JSON) had no ``param``."""
+
+    def run(on_step: StepCallback) -> Any:
+        try:
+            return fn(on_step)
+        except ConstraintError as e:
+            raise user_error(e) from None
+        except UserError as e:
+            raise user_error(e, sent_option(opts, e) or default) from None
+
+    return run
 
 
 # -- auth and checks -------------------------------------------------------------------------
@@ -327,8 +349,10 @@ def submit(state: ServerState, job: Job) -> None:
 
 
 def job_failure(e: BaseException) -> APIError:
-    """The answer for a job that failed: 499 cancelled, 400 for a ``UserError``, else 500
-    (logged; the client sees only the exception's type)."""
+    """The answer for a job that failed: its own ``APIError`` (``blaming``), 499 cancelled,
+    400 for a ``UserError``, else 500 (logged; the client sees only the exception's type)."""
+    if isinstance(e, APIError):  # the work's own refusal, as it is (``blaming``)
+        return e
     if isinstance(e, Cancelled):
         return APIError(499, "request cancelled", code="cancelled")
     if isinstance(e, UserError):

@@ -122,18 +122,39 @@ def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
     """(text, finish_reason, completion tokens) of one generated row: up to EOS (for chat,
     also the template's end-of-turn tokens, and stripped, as ``ChatTemplate.reply``), then
     up to the first stop sequence (in chat, the first one in the reply's text: whitespace
-    before it, which the reply drops, is not searched)."""
-    cut = ids[: _end(ids, reply.ends)]
+    before it, which the reply drops, is not searched).
+
+    The completion tokens are the generated tokens up to and including the one that ended
+    the text: the EOS or end-of-turn token (as OpenAI and vLLM count the token that ends a
+    completion, and ``unmask generate`` counts it: ``api.Generation.n_tokens``), or the last
+    token of the stop sequence found; all of the row when it ran to ``max_tokens``."""
+    end = _end(ids, reply.ends)
+    cut = ids[:end]
     text = state.tok.decode(cut)
-    reason = "stop" if len(cut) < len(ids) else "length"
-    n_tokens = len(cut)
+    reason = "stop" if end < len(ids) else "length"
+    n_tokens = end + (end < len(ids))  # the ending token too
     lead = _lead(text, reply)
     at = stop_at(text[lead:], stops)
     if at is not None:
         at += lead
+        ends_at = at + min(len(s) for s in stops if text.startswith(s, at))
+        n_tokens = tokens_through(state.tok, cut, text[:ends_at])
         text, reason = text[:at], "stop"
-        n_tokens = len(state.tok.encode(text))
     return (text.strip() if reply.chat else text), reason, n_tokens
+
+
+def tokens_through(tok: Any, ids: list[int], text: str) -> int:
+    """The fewest leading tokens of ``ids`` whose text starts with ``text`` (a prefix of the
+    text of ``ids`` that ends on a character: once a prefix of the ids covers it, every longer
+    one does, so a binary search finds it); ``len(ids)`` if none does."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if tok.decode(ids[:mid]).startswith(text):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _lead(text: str, reply: Reply) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
     account,
     alone,
+    blaming,
     check_generation,
     check_names,
     note,
@@ -51,29 +53,10 @@ def guidance(req: Guided) -> dict[str, Any] | None:
     """The keyword arguments of ``constraint_form`` the request asks for (None: plain text).
     400 naming the field for a malformed ``response_format`` or two constraints at once."""
     given: list[tuple[str, dict[str, Any]]] = []
-    rf = req.response_format
-    if rf is not None:
-        kind = rf.get("type")
-        if kind == "json_object":
-            given.append(("response_format", {"json_object": True}))
-        elif kind == "json_schema":
-            spec = rf.get("json_schema")
-            schema = spec.get("schema") if isinstance(spec, dict) else None
-            if not isinstance(schema, dict):
-                raise APIError(
-                    400,
-                    "response_format.json_schema.schema must be a JSON Schema object",
-                    param="response_format",
-                    code="invalid_value",
-                )
-            given.append(("response_format", {"json_schema": schema}))
-        elif kind != "text":
-            raise APIError(
-                400,
-                f"response_format type {kind!r} is not one of text, json_object, json_schema",
-                param="response_format",
-                code="invalid_value",
-            )
+    if req.response_format is not None:
+        kwargs = response_format(req.response_format)
+        if kwargs is not None:
+            given.append(("response_format", kwargs))
     if req.guided_json is not None:
         given.append(("guided_json", {"json_schema": req.guided_json}))
     if req.guided_regex is not None:
@@ -92,6 +75,67 @@ def guidance(req: Guided) -> dict[str, Any] | None:
         return None
     param, kwargs = given[0]
     return {**kwargs, "source": param}
+
+
+SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A ``json_schema.name`` OpenAI accepts: letters, digits, ``_`` and ``-``, at most 64."""
+
+_FORMAT_KEYS = {"text": {"type"}, "json_object": {"type"}, "json_schema": {"type", "json_schema"}}
+_JSON_SCHEMA_KEYS = {"name", "description", "schema", "strict"}
+
+
+def _format_error(message: str, param: str, code: str = "invalid_value") -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def response_format(rf: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``constraint_form`` keywords of OpenAI's ``response_format`` (None: ``text``), or a
+    400 naming the field in OpenAI's words where OpenAI refuses it: a missing ``type``, an
+    unknown key, ``json_schema`` without its ``name`` (required, ``[A-Za-z0-9_-]{1,64}``)
+    or ``schema``, a ``strict`` or ``description`` of the wrong type."""
+    kind = rf.get("type")
+    if kind is None:
+        raise _format_error("Missing required parameter: 'response_format.type'.",
+                            "response_format.type", "missing_field")
+    if not isinstance(kind, str) or kind not in _FORMAT_KEYS:
+        raise _format_error(f"response_format type {kind!r} is not one of text, json_object, "
+                            "json_schema", "response_format")
+    extra = sorted(set(rf) - _FORMAT_KEYS[kind])
+    if extra:
+        raise _format_error(f"Unknown parameter: 'response_format.{extra[0]}' (with type "
+                            f"{kind!r})", f"response_format.{extra[0]}", "unknown_field")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"json_object": True}
+    spec = rf.get("json_schema")
+    if spec is None:
+        raise _format_error("Missing required parameter: 'response_format.json_schema'.",
+                            "response_format.json_schema", "missing_field")
+    if not isinstance(spec, dict):
+        raise _format_error("response_format.json_schema must be an object with name and "
+                            "schema", "response_format.json_schema")
+    extra = sorted(set(spec) - _JSON_SCHEMA_KEYS)
+    if extra:
+        raise _format_error(f"Unknown parameter: 'response_format.json_schema.{extra[0]}'.",
+                            f"response_format.json_schema.{extra[0]}", "unknown_field")
+    name = spec.get("name")
+    if name is None:
+        raise _format_error("Missing required parameter: 'response_format.json_schema.name'.",
+                            "response_format.json_schema.name", "missing_field")
+    if not isinstance(name, str) or not SCHEMA_NAME.fullmatch(name):
+        raise _format_error("Invalid 'response_format.json_schema.name': expected a string of "
+                            "1 to 64 letters, digits, underscores or dashes "
+                            "('^[a-zA-Z0-9_-]+$')", "response_format.json_schema.name")
+    for key, kind_of, what in (("strict", bool, "a boolean"), ("description", str, "a string")):
+        if spec.get(key) is not None and not isinstance(spec[key], kind_of):
+            raise _format_error(f"Invalid type for 'response_format.json_schema.{key}': "
+                                f"expected {what}", f"response_format.json_schema.{key}")
+    schema = spec.get("schema")
+    if not isinstance(schema, dict):
+        raise _format_error("response_format.json_schema.schema must be a JSON Schema object",
+                            "response_format.json_schema.schema")
+    return {"json_schema": schema}
 
 
 def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> tuple[Any, bool]:
@@ -312,11 +356,12 @@ async def run_guided(
             parse=parse,
         )
 
+    work = blaming(run, req, kwargs["source"])  # "the form needs 625 tokens": response_format
     if req.stream:
         so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
         events = GuidedEvents(state, request, req, rid, chat, so_far, ids)
-        return await stream_job(state, request, alone(run), events, first_step=True)
-    res = await run_alone(state, request, run)
+        return await stream_job(state, request, alone(work), events, first_step=True)
+    res = await run_alone(state, request, work)
     text, completion = settle(state, request, ids, res, parse)
     if chat:
         choice: dict[str, Any] = {
@@ -342,4 +387,6 @@ async def run_guided(
     )
 
 
-__all__ = ["AnswerSoFar", "GuidedEvents", "build_form", "guidance", "run_guided"]
+__all__ = [
+    "AnswerSoFar", "GuidedEvents", "build_form", "guidance", "response_format", "run_guided",
+]

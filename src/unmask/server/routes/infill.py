@@ -25,6 +25,7 @@ from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
 from unmask.server.plumbing import (
     alone,
+    blaming,
     check_model,
     check_steps,
     check_text,
@@ -72,8 +73,12 @@ def _has_regex_hole(form: Any) -> bool:
 
 async def _run(state: ServerState, request: Request, opts: DiffusionOptions, stream: bool,
                prefix: str, fn: Callable[[StepCallback], Any],
-               body: Callable[[ServerState, Any], dict[str, Any]]) -> Response:
-    """Run ``fn`` alone on the worker; answer ``body(result)``, or stream its steps first."""
+               body: Callable[[ServerState, Any], dict[str, Any]],
+               blame: str | None = None) -> Response:
+    """Run ``fn`` alone on the worker; answer ``body(result)``, or stream its steps first. A
+    refusal found there names the field its message starts with, else ``blame``
+    (``plumbing.blaming``)."""
+    work = blaming(fn, opts, blame)
 
     def answer(res: Any) -> dict[str, Any]:
         state.metrics.inc("nfe", res.nfe)
@@ -82,8 +87,8 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
 
     if stream:
         events = DenoisingEvents(state, prefix + uuid.uuid4().hex[:24], answer)
-        return await stream_job(state, request, alone(fn), events, first_step=True)
-    return JSONResponse(answer(await run_alone(state, request, fn)))
+        return await stream_job(state, request, alone(work), events, first_step=True)
+    return JSONResponse(answer(await run_alone(state, request, work)))
 
 
 def user_call(fn: Callable[[], Any], param: str) -> Any:
@@ -127,6 +132,7 @@ def router(state: ServerState) -> APIRouter:
             return await _guided_infill(req, request, guided)
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
+        user_call(lambda: parse_template(req.template), "template")  # its syntax, named here
         config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
         options = InfillOptions(**{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
@@ -182,10 +188,11 @@ def router(state: ServerState) -> APIRouter:
                              suffix_ids=tok.encode(after), parse=parse)
 
         def body(state: ServerState, res: Any) -> dict[str, Any]:
+            from unmask.infill.template import _named
             from unmask.server.routes.guided import answer_text
 
             text = answer_text(res, parse)
-            name = gap.name or "1"
+            name = _named(gap, 1)  # as a plain infill labels its gaps: "gap 1 [MASK:8]"
             start = len(before)
             return {"object": "infill", "model": state.name, "text": before + text + after,
                     "gaps": [{"name": name, "text": text, "start": start,
@@ -193,7 +200,8 @@ def router(state: ServerState) -> APIRouter:
                     "nfe": res.nfe, "repaired": res.repaired,
                     "length_mode": None, "candidates": []}  # the constraint sets the length
 
-        return await _run(state, request, req, req.stream, "infill-", run, body)
+        return await _run(state, request, req, req.stream, "infill-", run, body,
+                          blame=guided["source"])
 
     @r.post("/v1/forms")
     async def forms(req: FormRequest, request: Request) -> Response:
@@ -223,7 +231,8 @@ def router(state: ServerState) -> APIRouter:
             return api.fill_form(state.loaded, text, config=config, step_callback=on_step,
                                  source="form").detail
 
-        return await _run(state, request, req, req.stream, "form-", run, form_body)
+        return await _run(state, request, req, req.stream, "form-", run, form_body,
+                          blame="form")
 
     async def _schema_form(req: FormRequest, request: Request) -> Response:
         from unmask import api
@@ -238,7 +247,8 @@ def router(state: ServerState) -> APIRouter:
             return api.fill_form(state.loaded, schema=schema, config=config,
                                  step_callback=on_step, source="schema").detail
 
-        return await _run(state, request, req, req.stream, "form-", run, form_body)
+        return await _run(state, request, req, req.stream, "form-", run, form_body,
+                          blame="schema")
 
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
@@ -262,7 +272,9 @@ def router(state: ServerState) -> APIRouter:
                             lowest=req.lowest, config=config,
                             confidence_mode=req.confidence_mode, step_callback=on_step).detail
 
-        res = await run_alone(state, request, run)
+        given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
+        blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
+        res = await run_alone(state, request, blaming(run, req, blame))
         state.metrics.inc("nfe", res.nfe)
         note(request, nfe=res.nfe)
         changes = [{"start": c.start, "end": c.end, "old": c.old, "new": c.new}

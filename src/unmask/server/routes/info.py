@@ -1,5 +1,5 @@
-"""What the server serves and how it is doing: ``GET /v1/models``, ``GET /healthz``,
-``GET /metrics`` (Prometheus text) and ``POST /v1/tokenize``."""
+"""What the server serves and how it is doing: ``GET /v1/models`` (and ``/v1/models/{id}``),
+``GET /healthz``, ``GET /metrics`` (Prometheus text) and ``POST /v1/tokenize``."""
 
 from __future__ import annotations
 
@@ -30,13 +30,22 @@ def router(state: ServerState) -> APIRouter:
         return {"object": "tokens", "model": state.name, "tokens": ids, "count": len(ids),
                 "pieces": [state.decode_one(i) for i in ids]}
 
+    def served() -> dict[str, Any]:
+        return {"id": state.name, "object": "model", "created": 0, "owned_by": "unmask",
+                "max_seq_len": state.max_seq_len,
+                "attention": getattr(state.cfg, "attention", None),
+                "chat": state.chat is not None, "dtype": api.weights_dtype(state.loaded)}
+
     @r.get("/v1/models", dependencies=guard)
     async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{
-            "id": state.name, "object": "model", "created": 0, "owned_by": "unmask",
-            "max_seq_len": state.max_seq_len, "attention": getattr(state.cfg, "attention", None),
-            "chat": state.chat is not None, "dtype": api.weights_dtype(state.loaded),
-        }]}
+        return {"object": "list", "data": [served()]}
+
+    @r.get("/v1/models/{model:path}", dependencies=guard)
+    async def model(model: str) -> dict[str, Any]:
+        """OpenAI's "retrieve model" (``client.models.retrieve``): the served model, else a
+        404 ``model_not_found``."""
+        check_model(state, model)
+        return served()
 
     @r.get("/healthz")  # open without the key: load balancers probe it
     async def healthz() -> dict[str, Any]:
