@@ -259,18 +259,15 @@ def test_generation_only_options_are_refused_by_the_template_tasks(runs, capsys)
     """Drafting, the hybrid's layout and continuous guidance do nothing for infill, edit and
     forms: one line instead of a silent no-op (``unmask infill --draft-length 4`` ran)."""
     run = ["--device", "cpu", "--no-live", "--model", str(runs["mdlm"])]
-    for flag, value, field in (("--draft-length", "4", "draft_length"),
-                               ("--predraft", "ends", "predraft"),
-                               ("--guide-words", "cat", "guide_words"),
-                               ("--segment-length", "8", "segment_length"),
-                               ("--edit-threshold", "0.5", "edit_threshold"),
-                               ("--max-post-steps", "4", "max_post_steps")):  # fmt: skip
+    for flag, value in (("--draft-length", "4"), ("--predraft", "ends"),
+                        ("--guide-words", "cat"), ("--segment-length", "8"),
+                        ("--edit-threshold", "0.5"), ("--max-post-steps", "4")):  # fmt: skip
         fails(capsys, ["infill", "the [MASK:2] sat", flag, value, *run],
-              f"{field} applies to generation", "not to infill")  # fmt: skip
+              f"error: {flag} applies to generation", "not to infill")  # fmt: skip
     fails(capsys, ["edit", "--text", "the cat", "--span", "4:7", "--draft-steps", "2", *run],
-          "draft_steps applies to generation", "not to edit")  # fmt: skip
+          "error: --draft-steps applies to generation", "not to edit")  # fmt: skip
     fails(capsys, ["fill-form", '{"a": "<int:0..9>"}', "--draft-cache", "none", *run],
-          "draft_cache applies to generation", "not to fill_form")  # fmt: skip
+          "error: --draft-cache applies to generation", "not to fill_form")  # fmt: skip
     fails(capsys, ["infill", "the [MASK:2] sat", "--decoder", "bd3lm", *run],
           "decoder 'bd3lm' applies to generation", "infill fills the canvas")  # fmt: skip
     ld = load(runs["mdlm"])
@@ -541,3 +538,22 @@ def test_more_steps_than_tokens_gets_a_note(runs, capsys):
         capsys.readouterr().err)
     assert cli.main([*gen, "--steps", "4"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_a_refusal_of_a_setting_names_the_flag_the_user_typed(runs, capsys):
+    """The library's checks name ``SampleConfig`` fields (``draft_length must be >= 1``); on
+    the command line they are the flags typed (``--draft-length``, also as ``--flag=value``),
+    for every command. A field no flag set keeps its name."""
+    from unmask.cli import as_typed
+
+    gen = ["generate", "x", "--model", str(runs["mdlm"]), "--device", "cpu", "--no-live"]
+    assert fails(capsys, [*gen, "--temperature", "-1"]).startswith(
+        "unmask generate: error: --temperature must be a finite number >= 0")
+    assert fails(capsys, [*gen, "--block-length=0"]).startswith(
+        "unmask generate: error: --block-length must be positive")
+    assert "error: --draft-length must be >= 1" in fails(
+        capsys, ["chat", "--model", str(runs["ar"]), "--draft-length", "0"])
+    said = "temperature must be a finite number >= 0, got -1.0"
+    assert as_typed(said, ["generate", "x", "--model", "m"]) == said
+    assert as_typed(said, ["generate", "--temperature", "-1"]) == "--" + said
+    assert as_typed("model m is not a checkpoint", ["generate", "--model", "m"]).startswith("m")

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -200,7 +201,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
             return status
     except UserError as e:
-        print(f"{label}: error: {e}", file=sys.stderr)
+        print(f"{label}: error: {as_typed(str(e), argv)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except UnicodeDecodeError as e:  # text a user gave (stdin, a file) that is not UTF-8
         print(f"{label}: error: input is not UTF-8 text ({e.reason} at byte {e.start})",
@@ -230,6 +231,25 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         hung_up = e.signum == signal.SIGHUP
         print(f"{label}: {'hung up (SIGHUP)' if hung_up else 'terminated'}", file=sys.stderr)
         return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
+
+
+_FIELD_RULE = re.compile(r"([a-z][a-z0-9_]*)( must | applies )")
+"""A refusal that opens with a setting's field name (``draft_length must be >= 1, got 0``,
+``predraft applies to ...``): ``SampleConfig``'s and the decoders' checks word them so."""
+
+
+def as_typed(message: str, argv: Sequence[str]) -> str:
+    """``message`` naming the flag the user typed where it opens with the field that flag
+    sets (``--draft-length must be >= 1, got 0``): the library's checks name fields, the
+    command line knows them as flags. Only a flag present in ``argv`` is named, so a value
+    that came from elsewhere (a checkpoint's recommendation) keeps its field name."""
+    m = _FIELD_RULE.match(message)
+    if m is None:
+        return message
+    flag = "--" + m.group(1).replace("_", "-")
+    if not any(a == flag or a.startswith(flag + "=") for a in argv[1:]):
+        return message
+    return flag + message[len(m.group(1)):]
 
 
 def _is_utf8(arg: str) -> bool:

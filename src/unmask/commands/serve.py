@@ -15,7 +15,6 @@ import errno
 import logging
 import math
 import os
-import re
 import signal
 import socket
 import sys
@@ -166,24 +165,15 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return listen(bind_socket(host, port))
 
 
-FLAG_FIELDS = (*DRAFT_FIELDS, "predraft", "compile")
-"""``SampleConfig`` fields that ``unmask serve`` sets from a flag of the same name."""
-
-
 @contextlib.contextmanager
 def flags_named() -> Iterator[None]:
-    """A ``UserError`` raised inside, as the flags spell it: a refusal of ``SampleConfig`` or
-    of the decoder that starts with a field ``unmask serve`` sets from a flag (``predraft
-    applies to ...``) names the flag (``--predraft``), and ``unmask.chat``'s ``--template``
-    is ``--chat-template`` here."""
+    """A ``UserError`` raised inside, as the flags spell it: ``unmask.chat``'s ``--template``
+    is ``--chat-template`` here (a refusal that opens with a field the user set by its flag,
+    ``predraft applies to ...``, is named by ``unmask.cli.as_typed`` for every command)."""
     try:
         yield
     except UserError as e:
-        msg = str(e).replace("--template", "--chat-template")
-        field = re.match(r"[a-z_]*", msg).group(0)  # type: ignore[union-attr]
-        if field in FLAG_FIELDS:
-            msg = "--" + field.replace("_", "-") + msg[len(field):]
-        raise UserError(msg) from None
+        raise UserError(str(e).replace("--template", "--chat-template")) from None
 
 
 def _server_class(base: type) -> type:
