@@ -263,6 +263,54 @@ def test_generation_streams_denoising_steps_into_the_canvas(page, base_url):
     )
 
 
+class EndsAt(nn.Module):
+    """``inner`` whose answer ends (EOS) at generated position ``at`` of ``gen``: EOS is the
+    argmax there and nowhere else, so the canvas holds tokens after the end of the text."""
+
+    def __init__(self, inner: nn.Module, eos: int, gen: int, at: int) -> None:
+        super().__init__()
+        self.inner, self.config = inner, inner.config
+        self.eos, self.gen, self.at = eos, gen, at
+
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        logits = self.inner(tokens, attention_mask=attention_mask).clone()
+        logits[..., self.eos] = -1e4
+        logits[:, tokens.shape[1] - self.gen + self.at, self.eos] = 1e4
+        return logits
+
+
+def test_generation_ends_with_the_answer_cut_at_eos(browser):
+    """The canvas's last denoising step holds the positions after EOS too; once the stream
+    ends, the page shows the answer a client receives (cut at EOS), not that step."""
+    model = EndsAt(random_transformer(tokenizer=TOK), TOK.eos_id, gen=8, at=3)
+    with live_server(create_app(loaded(model, TOK))) as port:
+        url = f"http://127.0.0.1:{port}"
+        body = {"prompt": "Hi", "max_tokens": 8, "steps": 8, "policy": "llada",
+                "temperature": 0}  # fmt: skip
+        answer = httpx.post(url + "/v1/completions", json=body, timeout=30).json()
+        assert answer["choices"][0]["finish_reason"] == "stop"
+        steps = last_denoising_step(url, {**body, "stream": True, "stream_denoising": True})
+        shown = "".join(t for t in steps if t is not None)
+        assert shown != answer["choices"][0]["text"] and shown.startswith(
+            answer["choices"][0]["text"])  # tokens after the end were on the canvas
+        pg = browser.new_page(viewport={"width": 800, "height": 600})
+        pg.goto(url + "/")
+        pg.fill("#prompt", "Hi")
+        pg.fill("#max_tokens", "8")
+        pg.fill("#steps", "8")
+        pg.fill("#temperature", "0")
+        pg.click("#go")
+        pg.wait_for_function(
+            "document.getElementById('status').textContent.includes(' steps in ')",
+            timeout=30_000,
+        )
+        assert pg.text_content("#canvas") == "Hi" + answer["choices"][0]["text"]
+        assert pg.text_content("#status").endswith("finish: stop")
+        pg.close()
+
+
 def word(page: Page, text: str):
     return page.locator("#words .word").filter(has_text=re.compile(f"^{re.escape(text)}$"))
 
