@@ -333,8 +333,8 @@ def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pa
 def load(
     path: str | os.PathLike[str],
     *,
-    device: str = "cpu",
-    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
     quantize: str | None = None,
 ) -> Loaded:
     """Load a checkpoint for inference, in eval mode.
@@ -345,12 +345,16 @@ def load(
     straight into ``dtype`` (default: the folder's ``torch_dtype``). ``quantize`` (``int8`` /
     ``int4``) quantises the linear layers weight-only with torchao (``unmask.quantize``); a
     model whose estimated memory exceeds what ``device`` has free is refused with one line.
+    ``device`` is ``cpu``, ``cuda[:i]`` or ``auto``; ``dtype`` a floating ``torch.dtype`` or a
+    name (``bf16``, ``fp16``, ``fp32``): anything else is a one-line ``UserError``
+    (``unmask.config.load_target``).
     """
-    from unmask.config import ModelConfig, load_json
+    from unmask.config import ModelConfig, load_json, load_target
     from unmask.convert.load import import_folder, is_publisher_folder
     from unmask.model import materialise, meta_model
     from unmask.tokenizer import load_tokenizer
 
+    device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)
     from unmask.quantize import check_fits, check_quantize, quantize_model

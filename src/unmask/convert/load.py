@@ -223,6 +223,7 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
             f"{p / 'tokenizer.json'}: tokenizer has {tok.vocab_size} tokens, "
             f"the model only {shape['vocab_size']}"
         )
+    _check_types(imp, hf, shape, source)
     ids = tok.special_ids()
     for name, value in ids.items():  # ids the family fixes (MDLM/SEDD: [MASK] is the last row)
         if name in shape and shape[name] != value:
@@ -237,6 +238,24 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
     return imp, config, tok
+
+
+def _check_types(imp: Importer, hf: dict[str, Any], shape: dict[str, Any], source: Path) -> None:
+    """A one-line ``UserError`` naming the ``config.json`` key whose value has the wrong JSON
+    type for its ``ModelConfig`` field: a string where a flag goes (``"weight_tying": "yes"``
+    was taken as true and reported as an unexpected output-head tensor), a list for a width."""
+    from dataclasses import fields
+
+    from unmask.config import ModelConfig, model_override_error
+
+    kinds = {f.name: str(f.type) for f in fields(ModelConfig)}
+    for name, value in shape.items():
+        if model_override_error(name, value) is None:
+            continue
+        keys = imp.facts.get(name, ((), None))[0]
+        key = next((k for k in keys if hf.get(k) is not None), name)
+        field = f" (unmask's {name})" if key != name else ""
+        raise UserError(f"{source}: {key}={value!r} should be {kinds[name]}{field}")
 
 
 # -- weights ------------------------------------------------------------------------------
@@ -491,7 +510,7 @@ def import_folder(
     path: str | os.PathLike[str],
     *,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     quantize: str | None = None,
 ) -> Loaded:
     """Load a publisher folder (LLaDA, Dream, MDLM, SEDD, LLaDA 2.x) as an unmask ``Transformer``
@@ -504,10 +523,12 @@ def import_folder(
     linear layers are quantised block by block as they are loaded (``load_weights_lazily``).
     """
 
+    from unmask.config import load_target
     from unmask.loaded import Loaded
     from unmask.model import materialise, meta_model
     from unmask.quantize import check_fits, check_quantize
 
+    device, dtype = load_target(device, dtype)
     folder = Path(path)
     imp, config, tok = model_config(folder)
     dtype = dtype if dtype is not None else _default_dtype(_read_json(folder / "config.json"))

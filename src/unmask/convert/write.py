@@ -82,9 +82,17 @@ def _write_folder(
         tokenizer.save(tmp)
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
+        for f in tmp.iterdir():  # on disk before the rename makes the folder the result
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
+    except OSError as e:  # a full disk: one line naming the folder (a write names no file)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(out)) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

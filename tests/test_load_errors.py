@@ -1,0 +1,123 @@
+"""``unmask.load`` and ``unmask convert`` on a user's own mistakes: a device or dtype it cannot
+take, a publisher ``config.json`` value of the wrong JSON type, a disk that fills up while a
+folder is written. Each is one line (``UserError``; exit 2 on the CLI), never torch's
+traceback from deep inside the load, and nothing half-written is left behind."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from convert_helpers import load_error
+from test_convert import make_llada
+
+import unmask
+from unmask.cli import main
+from unmask.errors import UserError
+
+
+def _native(path: Path) -> Path:
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    torch.manual_seed(0)
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    return save_checkpoint(path, model=Transformer(cfg), tokenizer=tok)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("load")
+    torch.manual_seed(1)
+    make_llada(root / "llada", n_shards=1)
+    return {"native": _native(root / "run"), "llada": root / "llada"}
+
+
+@pytest.mark.parametrize("kind", ["native", "llada"])
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(device="tpu"), "unknown device 'tpu'; use auto, cpu or cuda[:i]"),
+    (dict(device="mps"), "device 'mps' is not supported; use auto, cpu or cuda[:i]"),
+    (dict(dtype=torch.int8), "dtype torch.int8: the weights load as one of torch.float32"),
+    (dict(dtype="int8"), "dtype 'int8': choose fp32, bf16 or fp16"),
+    (dict(dtype=torch.float8_e4m3fn), "dtype torch.float8_e4m3fn: the weights load as one of"),
+])
+def test_a_device_or_dtype_load_cannot_take_is_one_line(folders, kind, kwargs, message) -> None:
+    """They were torch's RuntimeError / TypeError (``to() received an invalid combination of
+    arguments``) from inside the load, after the folder had been read."""
+    with pytest.raises(UserError) as e:
+        unmask.load(folders[kind], **kwargs)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize("kind", ["native", "llada"])
+def test_cuda_without_cuda_is_one_line(folders, kind) -> None:
+    """It was ``AssertionError: Torch not compiled with CUDA enabled``."""
+    for device in ("cuda", "cuda:0", torch.device("cuda")):
+        with pytest.raises(UserError, match="torch sees no CUDA device"):
+            unmask.load(folders[kind], device=device)
+
+
+@pytest.mark.parametrize("kind", ["native", "llada"])
+def test_dtype_by_name_and_device_object_load(folders, kind) -> None:
+    """``dtype="bf16"`` (the names ``--dtype`` takes) and a ``torch.device`` are accepted; the
+    name was a TypeError."""
+    for name, want in (("bf16", torch.bfloat16), ("half", torch.float16),
+                       ("float32", torch.float32), (torch.float16, torch.float16)):
+        m = unmask.load(folders[kind], dtype=name, device=torch.device("cpu"))
+        assert {p.dtype for p in m.model.parameters()} == {want}, name
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("weight_tying", "yes", "weight_tying='yes' should be bool (unmask's tie_embeddings)"),
+    ("n_heads", "4", "n_heads='4' should be int"),
+    ("rms_norm_eps", "1e-5", "rms_norm_eps='1e-5' should be float (unmask's norm_eps)"),
+    ("max_sequence_length", "64", "max_sequence_length='64' should be int (unmask's max_seq_len)"),
+    ("n_layers", [2], "n_layers=[2] should be int"),
+])
+def test_a_publisher_config_value_of_the_wrong_type_names_its_key(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    """``"weight_tying": "yes"`` was taken as true, and the folder then refused for an
+    "unexpected tensor model.transformer.ff_out.weight"; a list was "must be a whole number"
+    under unmask's field name, not the key the user has to edit."""
+    torch.manual_seed(2)
+    make_llada(tmp_path / "f", n_shards=1)
+    cfg_path = tmp_path / "f" / "config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), key: value}))
+    assert load_error(tmp_path / "f") == f"{cfg_path}: {message}"
+
+
+@pytest.mark.parametrize("extra", [[], ["--to", "llada"]])
+def test_a_disk_that_fills_up_during_convert_names_the_folder_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+) -> None:
+    """A full disk said ``No space left on device`` without a path (a write's OSError names no
+    file); the staging folder is removed and an empty destination stays empty."""
+    import unmask.convert.write as write
+
+    src = _native(tmp_path / "run")
+    real = write.write_safetensors
+
+    def full(tensors, path, **kw):
+        real(dict(list(tensors.items())[:1]), path, **kw)  # part of the file, then no space
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(write, "write_safetensors", full)
+    out = tmp_path / "out"
+    for exists in (False, True):
+        if exists:
+            out.mkdir()
+        assert main(["convert", str(src), str(out), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err == f"unmask convert: error: No space left on device: {out}\n"
+        assert sorted(p.name for p in tmp_path.iterdir()) == (["out", "run"] if exists
+                                                               else ["run"])
+        assert not exists or not any(out.iterdir())
