@@ -121,3 +121,37 @@ def test_a_disk_that_fills_up_during_convert_names_the_folder_and_leaves_nothing
         assert sorted(p.name for p in tmp_path.iterdir()) == (["out", "run"] if exists
                                                                else ["run"])
         assert not exists or not any(out.iterdir())
+
+
+def test_a_native_checkpoint_is_fit_checked_in_the_dtype_and_quantisation_it_loads_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The native loader built the model in float32 on the CPU (and read the whole file into
+    RAM beside it) whatever ``dtype`` was asked, so its fit check counted float32: a
+    checkpoint that fits in bfloat16, or with ``--quantize int8``, was refused, with the hint
+    to use ``--quantize int8`` given to a user who had. It now streams the file into the model
+    in its dtype, block by block, as a publisher folder, and checks what that needs."""
+    import unmask.quantize as q
+    from unmask.config import ModelConfig, load_json
+    from unmask.model import meta_model
+
+    src = _native(tmp_path / "run")
+    full = unmask.load(src)
+    config = load_json(ModelConfig, src / "config.json")
+
+    def need(dtype: torch.dtype, quantize: str | None) -> int:
+        return q.estimate_bytes(meta_model(config).to(dtype), dtype, quantize, "cpu")
+
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(4, config.vocab_size, (1, 10), generator=gen)
+    for dtype, quantize, below in ((torch.bfloat16, None, need(torch.float32, None)),
+                                   (torch.float32, "int8", need(torch.float32, None))):
+        free = (need(dtype, quantize) + below) // 2
+        monkeypatch.setattr(q, "free_bytes", lambda device, free=free: free)
+        m = unmask.load(src, dtype=dtype, quantize=quantize)
+        assert {p.dtype for p in m.model.parameters()} == {dtype}
+        with torch.no_grad():
+            got, want = m.model(tokens).float(), full.model(tokens)
+        assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.9
+        with pytest.raises(UserError, match="needs about .* with float32, .* free"):
+            unmask.load(src)

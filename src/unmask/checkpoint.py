@@ -330,6 +330,55 @@ def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pa
     model.load_state_dict(tensors, strict=False)
 
 
+def _stream_weights(
+    model: nn.Module, path: Path, device: str, quantize: str | None
+) -> None:
+    """Fill ``model`` (built on the meta device, in the load dtype) from the native weights file
+    ``path`` as a publisher folder is filled (``unmask.convert.load.load_weights_lazily``): every
+    name and shape checked first, then module by module materialised on ``device``, copied from
+    the memory-mapped file (``copy_`` casts) and, with ``quantize``, quantised before the next.
+    Memory holds the model in its dtype plus one module: the file was read whole into RAM and
+    the model built in float32 on the CPU before (an 8B bfloat16 checkpoint peaked at 48 GB, a
+    publisher folder of it at 16), and the fit check counted float32 whatever ``dtype`` was."""
+    from safetensors import safe_open
+
+    from unmask.convert.load import module_groups
+    from unmask.model import materialise
+    from unmask.quantize import quantize_module
+
+    tied = bool(getattr(model.config, "tie_embeddings", False))
+    params = dict(model.named_parameters())  # a tied head appears once, as embed.weight
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise UserError(f"{path}: cannot read ({e})") from None
+    with handle as f:
+        keys = set(f.keys()) - ({"lm_head.weight"} if tied else set())
+        missing, unexpected = sorted(set(params) - keys), sorted(keys - set(params))
+        if missing or unexpected:
+            raise UserError(
+                f"{path}: weights do not match config.json (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]})"
+            )
+        for k in sorted(keys):
+            shape = tuple(f.get_slice(k).get_shape())
+            if shape != tuple(params[k].shape):
+                raise UserError(
+                    f"{path}: tensor {k} has shape {shape}, config says {tuple(params[k].shape)}"
+                )
+        for prefix, module in module_groups(model):
+            if tied and prefix == "lm_head":
+                continue
+            materialise(module, device)
+            with torch.no_grad():
+                for name, param in module.named_parameters():
+                    param.copy_(f.get_tensor(f"{prefix}.{name}"))
+            if quantize is not None and (prefix.startswith("layers.") or prefix == "lm_head"):
+                quantize_module(module, quantize, device)
+    if tied:
+        model.lm_head.weight = model.embed.weight
+
+
 def load(
     path: str | os.PathLike[str],
     *,
@@ -351,13 +400,13 @@ def load(
     """
     from unmask.config import ModelConfig, load_json, load_target
     from unmask.convert.load import import_folder, is_publisher_folder
-    from unmask.model import materialise, meta_model
+    from unmask.model import meta_model
     from unmask.tokenizer import load_tokenizer
 
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)
-    from unmask.quantize import check_fits, check_quantize, quantize_model
+    from unmask.quantize import check_fits, check_quantize
 
     check_quantize(quantize, device, dtype)
     ckpt = checkpoint_dir(path)
@@ -372,20 +421,11 @@ def load(
             f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, "
             f"model only {config.vocab_size}"
         )
-    model = meta_model(config)
-    check_fits(model, torch.float32, None, "cpu", source=str(ckpt))  # it is read in fp32 first
-    materialise(model, "cpu")
-    try:
-        tensors = load_file(str(ckpt / "model.safetensors"))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise UserError(f"{ckpt / 'model.safetensors'}: cannot read ({e})") from None
-    _load_weights(model, tensors, ckpt / "model.safetensors")
-    if config.tie_embeddings:
-        model.lm_head.weight = model.embed.weight
+    load_dtype = dtype if dtype is not None else torch.float32
+    model = meta_model(config).to(dtype=load_dtype)
+    check_fits(model, load_dtype, quantize, device, source=str(ckpt))
     model._rope = None
-    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-    if quantize is not None:
-        quantize_model(model, quantize, device)
+    _stream_weights(model, ckpt / "model.safetensors", device, quantize)
     model.eval()
     return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt)
 

@@ -76,7 +76,12 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
     model_type = str(hf.get("model_type", "")).lower()
     if not model_type and {"graph", "noise"} <= set(hf):
         model_type = "sedd"  # SEDD's released config.json is its Hydra training config
-    archs = {str(a).lower() for a in hf.get("architectures") or []}
+    archs_value = hf.get("architectures") or []
+    if isinstance(archs_value, str):  # one name where a list goes
+        archs_value = [archs_value]
+    if not isinstance(archs_value, list):
+        raise UserError(f"{source}: architectures={archs_value!r} should be a list of names")
+    archs = {str(a).lower() for a in archs_value}
 
     def writes_archs(imp: Importer) -> bool:
         return bool(archs & {str(a).lower() for a in imp.header.get("architectures", ())})
@@ -138,9 +143,14 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
         if value is REQUIRED:
             raise UserError(f"{source}: missing {' or '.join(keys)} (needed for {imp.name})")
         out[name] = value
+    _check_types(imp, hf, out, source)  # before derive computes with them
     out.update(imp.constants)
     if imp.derive is not None:
-        imp.derive(hf, out)
+        try:
+            imp.derive(hf, out)
+        except (TypeError, ValueError, AttributeError, KeyError) as e:  # e.g. int("x")
+            raise UserError(f"{source}: a value {imp.name} cannot use ({e})") from None
+    _check_types(imp, hf, out, source)
     return out
 
 
@@ -223,7 +233,6 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
             f"{p / 'tokenizer.json'}: tokenizer has {tok.vocab_size} tokens, "
             f"the model only {shape['vocab_size']}"
         )
-    _check_types(imp, hf, shape, source)
     ids = tok.special_ids()
     for name, value in ids.items():  # ids the family fixes (MDLM/SEDD: [MASK] is the last row)
         if name in shape and shape[name] != value:
@@ -403,7 +412,7 @@ def _default_dtype(hf: dict[str, Any]) -> torch.dtype:
     return getattr(torch, DTYPES.get(str(name), "float32"))
 
 
-def _module_groups(model: Any) -> list[tuple[str, Any]]:
+def module_groups(model: Any) -> list[tuple[str, Any]]:
     """(prefix, module) in the order a lazy load materialises them: every block, then the
     other top-level modules (embedding, final norm, head, ...)."""
     groups = [(f"layers.{i}", layer) for i, layer in enumerate(model.layers)]
@@ -466,7 +475,7 @@ def load_weights_lazily(
             )
         source = {t: (k, j) for k, d in names.items() for j, t in enumerate(_targets(d))}
         tied = model.config.tie_embeddings
-        for prefix, module in _module_groups(model):
+        for prefix, module in module_groups(model):
             if tied and prefix == "lm_head":
                 continue
             _fill_module(module, prefix, names, source, where, device)
