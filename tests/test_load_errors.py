@@ -80,13 +80,16 @@ def test_dtype_by_name_and_device_object_load(folders, kind) -> None:
     ("rms_norm_eps", "1e-5", "rms_norm_eps='1e-5' should be float (unmask's norm_eps)"),
     ("max_sequence_length", "64", "max_sequence_length='64' should be int (unmask's max_seq_len)"),
     ("n_layers", [2], "n_layers=[2] should be int"),
+    ("embedding_size", "x", "embedding_size='x' should be int (unmask's vocab_size)"),
+    ("architectures", 5, "architectures=5 should be a list of names"),
 ])
 def test_a_publisher_config_value_of_the_wrong_type_names_its_key(
     tmp_path: Path, key: str, value: object, message: str
 ) -> None:
     """``"weight_tying": "yes"`` was taken as true, and the folder then refused for an
     "unexpected tensor model.transformer.ff_out.weight"; a list was "must be a whole number"
-    under unmask's field name, not the key the user has to edit."""
+    under unmask's field name, not the key the user has to edit; ``embedding_size`` "x" and
+    ``architectures`` 5 were a ValueError / TypeError traceback."""
     torch.manual_seed(2)
     make_llada(tmp_path / "f", n_shards=1)
     cfg_path = tmp_path / "f" / "config.json"
@@ -155,3 +158,30 @@ def test_a_native_checkpoint_is_fit_checked_in_the_dtype_and_quantisation_it_loa
         assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.9
         with pytest.raises(UserError, match="needs about .* with float32, .* free"):
             unmask.load(src)
+
+
+def test_a_config_too_large_for_any_setting_is_refused_before_the_model_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``n_layers`` 1000000000 in a config.json (a typo) built a billion layers on the meta
+    device for the fit check, for minutes and gigabytes; the parameter count refuses it first,
+    for a publisher folder and a native checkpoint alike."""
+    import unmask.model
+
+    def never(config):
+        raise AssertionError("the model was built")
+
+    torch.manual_seed(3)
+    make_llada(tmp_path / "pub", n_shards=1)
+    native = _native(tmp_path / "run")
+    for cfg_path, key in ((tmp_path / "pub" / "config.json", "n_layers"),
+                          (native / "config.json", "n_layers")):
+        cfg = json.loads(cfg_path.read_text())
+        cfg_path.write_text(json.dumps({**cfg, key: 10**9}))
+        monkeypatch.setattr(unmask.model, "meta_model", never)
+        msg = load_error(cfg_path.parent)
+        assert "parameters need at least" in msg and "no setting fits this device" in msg, msg
+        monkeypatch.setenv("UNMASK_NO_FIT_CHECK", "1")  # the escape hatch skips it too
+        with pytest.raises(AssertionError, match="the model was built"):
+            unmask.load(cfg_path.parent)
+        monkeypatch.delenv("UNMASK_NO_FIT_CHECK")

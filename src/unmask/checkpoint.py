@@ -406,7 +406,7 @@ def load(
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)
-    from unmask.quantize import check_fits, check_quantize
+    from unmask.quantize import check_fits, check_quantize, check_size
 
     check_quantize(quantize, device, dtype)
     ckpt = checkpoint_dir(path)
@@ -422,6 +422,7 @@ def load(
             f"model only {config.vocab_size}"
         )
     load_dtype = dtype if dtype is not None else torch.float32
+    check_size(config, load_dtype, device, source=str(ckpt))
     model = meta_model(config).to(dtype=load_dtype)
     check_fits(model, load_dtype, quantize, device, source=str(ckpt))
     model._rope = None

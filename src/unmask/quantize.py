@@ -304,11 +304,41 @@ def check_fits(
     )
 
 
+def check_size(
+    config: Any, dtype: torch.dtype, device: str | torch.device, *, source: str,
+    free: int | None = None,
+) -> None:
+    """Refuse, before the model is even built on the meta device, a ``config`` whose parameters
+    (``ModelConfig.num_params``) could not fit in what ``device`` has free at the fewest bytes a
+    weight of any setting (``dtype`` or a quantisation): a ``config.json`` saying ``n_layers``
+    1000000000 spent minutes and gigabytes building a billion meta layers for ``check_fits`` to
+    measure. ``UNMASK_NO_FIT_CHECK=1`` skips it, as it does ``check_fits``."""
+    import torch
+
+    if os.environ.get(SKIP_ENV) == "1":
+        return
+    free = free_bytes(device) if free is None else free
+    if free is None:
+        return
+    kind = _device_type(device)
+    per = [float(torch.empty((), dtype=dtype).element_size())]
+    per += [b for (_, k), b in BYTES_PER_WEIGHT.items() if k == kind]
+    n = config.num_params()
+    if n * min(per) <= free:
+        return
+    where = "GPU memory" if kind == "cuda" else "RAM"
+    raise UserError(
+        f"{source}: {n:,} parameters need at least {_gb(n * min(per))} of {where}, "
+        f"{_gb(free)} free: no setting fits this device (or {SKIP_ENV}=1 to try anyway)"
+    )
+
+
 __all__ = [
     "BYTES_PER_WEIGHT",
     "QUANTIZATIONS",
     "check_fits",
     "check_quantize",
+    "check_size",
     "estimate_bytes",
     "free_bytes",
     "quantize_model",

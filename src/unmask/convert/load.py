@@ -535,13 +535,14 @@ def import_folder(
     from unmask.config import load_target
     from unmask.loaded import Loaded
     from unmask.model import materialise, meta_model
-    from unmask.quantize import check_fits, check_quantize
+    from unmask.quantize import check_fits, check_quantize, check_size
 
     device, dtype = load_target(device, dtype)
     folder = Path(path)
     imp, config, tok = model_config(folder)
     dtype = dtype if dtype is not None else _default_dtype(_read_json(folder / "config.json"))
     check_quantize(quantize, device, dtype)
+    check_size(config, dtype, device, source=str(folder))
     model = meta_model(config)
     model = model.to(dtype=dtype)
     check_fits(model, dtype, quantize, device, source=str(folder))
