@@ -304,18 +304,26 @@ def check_fits(
     )
 
 
+MAX_META_MODULES = 100_000
+"""Blocks x (1 + experts) above which ``check_size`` judges a config from its parameter count
+before building it: LLaDA2.0-flash, the largest published shape, has 32 x 257."""
+
+
 def check_size(
     config: Any, dtype: torch.dtype, device: str | torch.device, *, source: str,
     free: int | None = None,
 ) -> None:
-    """Refuse, before the model is even built on the meta device, a ``config`` whose parameters
-    (``ModelConfig.num_params``) could not fit in what ``device`` has free at the fewest bytes a
-    weight of any setting (``dtype`` or a quantisation): a ``config.json`` saying ``n_layers``
-    1000000000 spent minutes and gigabytes building a billion meta layers for ``check_fits`` to
-    measure. ``UNMASK_NO_FIT_CHECK=1`` skips it, as it does ``check_fits``."""
+    """Refuse, before the model is even built on the meta device, a ``config`` of more than
+    ``MAX_META_MODULES`` blocks x experts whose parameters (``ModelConfig.num_params``) could
+    not fit in what ``device`` has free at the fewest bytes a weight of any setting (``dtype`` or
+    a quantisation): a ``config.json`` saying ``n_layers`` 1000000000 spent minutes and
+    gigabytes building a billion meta layers for ``check_fits`` to measure. Smaller models (all
+    published ones) are built and get ``check_fits``'s estimate and hint.
+    ``UNMASK_NO_FIT_CHECK=1`` skips it, as it does ``check_fits``."""
     import torch
 
-    if os.environ.get(SKIP_ENV) == "1":
+    modules = config.n_layers * (1 + config.n_experts)
+    if os.environ.get(SKIP_ENV) == "1" or modules <= MAX_META_MODULES:
         return
     free = free_bytes(device) if free is None else free
     if free is None:
