@@ -185,3 +185,41 @@ def test_a_config_too_large_for_any_setting_is_refused_before_the_model_is_built
         with pytest.raises(AssertionError, match="the model was built"):
             unmask.load(cfg_path.parent)
         monkeypatch.delenv("UNMASK_NO_FIT_CHECK")
+
+
+def _mdlm(p: Path) -> None:
+    from test_dit import make_mdlm
+
+    make_mdlm(p)
+
+
+def _moe(p: Path) -> None:
+    from test_moe import make_llada_moe
+
+    make_llada_moe(p)
+
+
+def _llada2(p: Path) -> None:
+    from llada2_helpers import write_llada2_folder
+
+    write_llada2_folder(p)
+
+
+@pytest.mark.parametrize(("build", "key", "value", "message"), [
+    (_mdlm, "hidden_dim", 10**9, "no model of this shape can be built (Storage size"),
+    (_moe, "num_experts", 0, "num_experts=0 is not supported for llada-moe (needs at least 1"),
+    (_llada2, "num_attention_heads", 0,
+     "num_attention_heads=0 should be a whole number of at least 1 (unmask's n_heads)"),
+])
+def test_an_impossible_size_in_a_publisher_config_is_one_line(
+    tmp_path: Path, build, key: str, value: int, message: str
+) -> None:
+    """Tracebacks before: torch's overflow building a 10**9-wide DiT on the meta device, the
+    importer's own RuntimeError ("weight map has no source") for a MoE of no experts, a
+    ZeroDivisionError in LLaDA 2's derive for 0 heads."""
+    torch.manual_seed(5)
+    build(tmp_path / "f")
+    cfg_path = tmp_path / "f" / "config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), key: value}))
+    msg = load_error(tmp_path / "f")
+    assert msg.startswith(f"{cfg_path}: ") and message in msg, msg

@@ -399,8 +399,7 @@ def load(
     (``unmask.config.load_target``).
     """
     from unmask.config import ModelConfig, load_json, load_target
-    from unmask.convert.load import import_folder, is_publisher_folder
-    from unmask.model import meta_model
+    from unmask.convert.load import build_meta, import_folder, is_publisher_folder
     from unmask.tokenizer import load_tokenizer
 
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
@@ -423,7 +422,7 @@ def load(
         )
     load_dtype = dtype if dtype is not None else torch.float32
     check_size(config, load_dtype, device, source=str(ckpt))
-    model = meta_model(config).to(dtype=load_dtype)
+    model = build_meta(config, ckpt / "config.json").to(dtype=load_dtype)
     check_fits(model, load_dtype, quantize, device, source=str(ckpt))
     model._rope = None
     _stream_weights(model, ckpt / "model.safetensors", device, quantize)

@@ -148,7 +148,7 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
     if imp.derive is not None:
         try:
             imp.derive(hf, out)
-        except (TypeError, ValueError, AttributeError, KeyError) as e:  # e.g. int("x")
+        except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError) as e:  # int("x")
             raise UserError(f"{source}: a value {imp.name} cannot use ({e})") from None
     _check_types(imp, hf, out, source)
     return out
@@ -259,12 +259,19 @@ def _check_types(imp: Importer, hf: dict[str, Any], shape: dict[str, Any], sourc
 
     kinds = {f.name: str(f.type) for f in fields(ModelConfig)}
     for name, value in shape.items():
-        if model_override_error(name, value) is None:
+        wrong = model_override_error(name, value) is not None
+        if not wrong and not (name in POSITIVE and isinstance(value, int) and value < 1):
             continue
         keys = imp.facts.get(name, ((), None))[0]
         key = next((k for k in keys if hf.get(k) is not None), name)
         field = f" (unmask's {name})" if key != name else ""
-        raise UserError(f"{source}: {key}={value!r} should be {kinds[name]}{field}")
+        want = kinds[name] if wrong else "a whole number of at least 1"
+        raise UserError(f"{source}: {key}={value!r} should be {want}{field}")
+
+
+POSITIVE = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden",
+            "max_seq_len")
+"""Sizes that must be at least 1, checked before a family's ``derive`` divides by them."""
 
 
 # -- weights ------------------------------------------------------------------------------
@@ -412,6 +419,19 @@ def _default_dtype(hf: dict[str, Any]) -> torch.dtype:
     return getattr(torch, DTYPES.get(str(name), "float32"))
 
 
+def build_meta(config: ModelConfig, source: Path) -> Any:
+    """``unmask.model.meta_model(config)``, with torch's refusal of a shape no tensor can have
+    (``hidden_dim`` 1000000000: "Storage size calculation overflowed") as a one-line
+    ``UserError`` naming ``source``."""
+    from unmask.model import meta_model
+
+    try:
+        return meta_model(config)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{source}: no model of this shape can be built ({first})") from None
+
+
 def module_groups(model: Any) -> list[tuple[str, Any]]:
     """(prefix, module) in the order a lazy load materialises them: every block, then the
     other top-level modules (embedding, final norm, head, ...)."""
@@ -534,7 +554,7 @@ def import_folder(
 
     from unmask.config import load_target
     from unmask.loaded import Loaded
-    from unmask.model import materialise, meta_model
+    from unmask.model import materialise
     from unmask.quantize import check_fits, check_quantize, check_size
 
     device, dtype = load_target(device, dtype)
@@ -543,7 +563,7 @@ def import_folder(
     dtype = dtype if dtype is not None else _default_dtype(_read_json(folder / "config.json"))
     check_quantize(quantize, device, dtype)
     check_size(config, dtype, device, source=str(folder))
-    model = meta_model(config)
+    model = build_meta(config, folder / "config.json")
     model = model.to(dtype=dtype)
     check_fits(model, dtype, quantize, device, source=str(folder))
     if quantize is not None:
