@@ -223,3 +223,28 @@ def test_an_impossible_size_in_a_publisher_config_is_one_line(
     cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), key: value}))
     msg = load_error(tmp_path / "f")
     assert msg.startswith(f"{cfg_path}: ") and message in msg, msg
+
+
+def test_convert_refuses_a_destination_inside_the_model_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A conversion written inside a run's checkpoint/ folder was deleted, without a word, by
+    the run's next save (which replaces that folder whole); inside a publisher folder it mixed
+    the output into the download. Beside the checkpoint, in the run directory, is fine."""
+    from unmask.checkpoint import save_checkpoint
+
+    ckpt = _native(tmp_path / "run")
+    torch.manual_seed(6)
+    make_llada(tmp_path / "pub", n_shards=1)
+    for src, dst, extra in ((tmp_path / "run", ckpt / "native", []),
+                            (ckpt, ckpt / "a" / "b", ["--to", "llada"]),
+                            (tmp_path / "pub", tmp_path / "pub" / "native", [])):
+        assert main(["convert", str(src), str(dst), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"unmask convert: error: {dst}: inside the model folder "
+                       f"{dst.parent if dst.parent != ckpt / 'a' else ckpt}; write it elsewhere\n")
+        assert not dst.exists() and not dst.parent.joinpath("a").exists()
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "run" / "native")]) == 0
+    loaded = unmask.load(tmp_path / "run")
+    save_checkpoint(tmp_path / "run", model=loaded.model, tokenizer=loaded.tokenizer)
+    assert unmask.load(tmp_path / "run" / "native").family == "unmask"
