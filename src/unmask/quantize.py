@@ -13,7 +13,8 @@ Inside:
   kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
   meta device, per dtype / quantisation; ``free_bytes(device)``; ``check_fits`` compares them
-  and refuses with the setting that fits (as Ollama's fit check does).
+  and refuses with the setting that fits (as Ollama's fit check does); ``check_size`` refuses
+  from the parameter count, before building it, a config too large to build.
 
 How each scheme is stored (torchao 0.18, measured in docs/large-models.md):
 
