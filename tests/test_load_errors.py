@@ -248,3 +248,37 @@ def test_convert_refuses_a_destination_inside_the_model_folder(
     loaded = unmask.load(tmp_path / "run")
     save_checkpoint(tmp_path / "run", model=loaded.model, tokenizer=loaded.tokenizer)
     assert unmask.load(tmp_path / "run" / "native").family == "unmask"
+
+
+def test_a_tied_head_with_its_own_bias_loads_block_by_block(tmp_path: Path) -> None:
+    """An output head tied to the embedding but with a bias of its own (``head_bias``): the
+    block-by-block loads skipped the whole head, so its bias stayed on the meta device ("Tensor
+    on device meta is not on the expected device cpu" at the first forward), natively and, with
+    ``--quantize``, from a ``--to transformers`` export."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    torch.manual_seed(7)
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(),
+                       tie_embeddings=True, head_bias=True)
+    model = Transformer(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.bias.normal_()
+    ckpt = save_checkpoint(tmp_path / "run", model=model, tokenizer=tok)
+    assert main(["convert", str(ckpt), str(tmp_path / "hf"), "--to", "transformers"]) == 0
+    tokens = torch.randint(4, tok.vocab_size, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = model(tokens)
+        for src in (ckpt, tmp_path / "hf"):
+            for quantize in (None, "int8"):
+                m = unmask.load(src, quantize=quantize, dtype=torch.float32).model
+                assert m.lm_head.weight is m.embed.weight
+                assert torch.equal(m.lm_head.bias, model.lm_head.bias)
+                got = m(tokens)
+                if quantize is None:
+                    assert torch.equal(got, want), src
+                else:
+                    assert (got.argmax(-1) == want.argmax(-1)).float().mean() >= 0.9

@@ -342,7 +342,7 @@ def _stream_weights(
     publisher folder of it at 16), and the fit check counted float32 whatever ``dtype`` was."""
     from safetensors import safe_open
 
-    from unmask.convert.load import module_groups
+    from unmask.convert.load import module_groups, quantizes
     from unmask.model import materialise
     from unmask.quantize import quantize_module
 
@@ -367,16 +367,15 @@ def _stream_weights(
                     f"{path}: tensor {k} has shape {shape}, config says {tuple(params[k].shape)}"
                 )
         for prefix, module in module_groups(model):
-            if tied and prefix == "lm_head":
-                continue
+            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
+                module.weight = model.embed.weight
             materialise(module, device)
             with torch.no_grad():
                 for name, param in module.named_parameters():
-                    param.copy_(f.get_tensor(f"{prefix}.{name}"))
-            if quantize is not None and (prefix.startswith("layers.") or prefix == "lm_head"):
+                    if f"{prefix}.{name}" in params:
+                        param.copy_(f.get_tensor(f"{prefix}.{name}"))
+            if quantize is not None and quantizes(prefix, tied):
                 quantize_module(module, quantize, device)
-    if tied:
-        model.lm_head.weight = model.embed.weight
 
 
 def load(

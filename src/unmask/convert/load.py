@@ -496,13 +496,17 @@ def load_weights_lazily(
         source = {t: (k, j) for k, d in names.items() for j, t in enumerate(_targets(d))}
         tied = model.config.tie_embeddings
         for prefix, module in module_groups(model):
-            if tied and prefix == "lm_head":
-                continue
+            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
+                module.weight = model.embed.weight
             _fill_module(module, prefix, names, source, where, device)
-            if quantize is not None and (prefix.startswith("layers.") or prefix == "lm_head"):
+            if quantize is not None and quantizes(prefix, tied):
                 quantize_module(module, quantize, device)
-    if tied:
-        model.lm_head.weight = model.embed.weight
+
+
+def quantizes(prefix: str, tied: bool) -> bool:
+    """Whether a block-by-block load quantises the module group ``prefix``: every block, and
+    the output head unless it is the embedding matrix (``tie_embeddings``)."""
+    return prefix.startswith("layers.") or (prefix == "lm_head" and not tied)
 
 
 def _fill_module(
@@ -523,6 +527,8 @@ def _fill_module(
     read: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for name, param in module.named_parameters():
+            if f"{prefix}.{name}" not in source:  # a tied head's weight: the embedding's
+                continue
             key, part = source[f"{prefix}.{name}"]
             if key not in read:
                 sizes = [p_.shape[0] for p_ in _target_params(module, prefix, names[key])]
