@@ -330,11 +330,59 @@ def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Pa
     model.load_state_dict(tensors, strict=False)
 
 
+def _stream_weights(
+    model: nn.Module, path: Path, device: str, quantize: str | None
+) -> None:
+    """Fill ``model`` (built on the meta device, in the load dtype) from the native weights file
+    ``path`` as a publisher folder is filled (``unmask.convert.load.load_weights_lazily``): every
+    name and shape checked first, then module by module materialised on ``device``, copied from
+    the memory-mapped file (``copy_`` casts) and, with ``quantize``, quantised before the next.
+    Memory holds the model in its dtype plus one module: the file was read whole into RAM and
+    the model built in float32 on the CPU before (an 8B bfloat16 checkpoint peaked at 48 GB, a
+    publisher folder of it at 16), and the fit check counted float32 whatever ``dtype`` was."""
+    from safetensors import safe_open
+
+    from unmask.convert.load import module_groups, quantizes
+    from unmask.model import materialise
+    from unmask.quantize import quantize_module
+
+    tied = bool(getattr(model.config, "tie_embeddings", False))
+    params = dict(model.named_parameters())  # a tied head appears once, as embed.weight
+    try:
+        handle = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise UserError(f"{path}: cannot read ({e})") from None
+    with handle as f:
+        keys = set(f.keys()) - ({"lm_head.weight"} if tied else set())
+        missing, unexpected = sorted(set(params) - keys), sorted(keys - set(params))
+        if missing or unexpected:
+            raise UserError(
+                f"{path}: weights do not match config.json (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]})"
+            )
+        for k in sorted(keys):
+            shape = tuple(f.get_slice(k).get_shape())
+            if shape != tuple(params[k].shape):
+                raise UserError(
+                    f"{path}: tensor {k} has shape {shape}, config says {tuple(params[k].shape)}"
+                )
+        for prefix, module in module_groups(model):
+            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
+                module.weight = model.embed.weight
+            materialise(module, device)
+            with torch.no_grad():
+                for name, param in module.named_parameters():
+                    if f"{prefix}.{name}" in params:
+                        param.copy_(f.get_tensor(f"{prefix}.{name}"))
+            if quantize is not None and quantizes(prefix, tied):
+                quantize_module(module, quantize, device)
+
+
 def load(
     path: str | os.PathLike[str],
     *,
-    device: str = "cpu",
-    dtype: torch.dtype | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
     quantize: str | None = None,
 ) -> Loaded:
     """Load a checkpoint for inference, in eval mode.
@@ -345,15 +393,18 @@ def load(
     straight into ``dtype`` (default: the folder's ``torch_dtype``). ``quantize`` (``int8`` /
     ``int4``) quantises the linear layers weight-only with torchao (``unmask.quantize``); a
     model whose estimated memory exceeds what ``device`` has free is refused with one line.
+    ``device`` is ``cpu``, ``cuda[:i]`` or ``auto``; ``dtype`` a floating ``torch.dtype`` or a
+    name (``bf16``, ``fp16``, ``fp32``): anything else is a one-line ``UserError``
+    (``unmask.config.load_target``).
     """
-    from unmask.config import ModelConfig, load_json
-    from unmask.convert.load import import_folder, is_publisher_folder
-    from unmask.model import materialise, meta_model
+    from unmask.config import ModelConfig, load_json, load_target
+    from unmask.convert.load import build_meta, import_folder, is_publisher_folder
     from unmask.tokenizer import load_tokenizer
 
+    device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)
-    from unmask.quantize import check_fits, check_quantize, quantize_model
+    from unmask.quantize import check_fits, check_quantize, check_size
 
     check_quantize(quantize, device, dtype)
     ckpt = checkpoint_dir(path)
@@ -368,20 +419,12 @@ def load(
             f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, "
             f"model only {config.vocab_size}"
         )
-    model = meta_model(config)
-    check_fits(model, torch.float32, None, "cpu", source=str(ckpt))  # it is read in fp32 first
-    materialise(model, "cpu")
-    try:
-        tensors = load_file(str(ckpt / "model.safetensors"))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise UserError(f"{ckpt / 'model.safetensors'}: cannot read ({e})") from None
-    _load_weights(model, tensors, ckpt / "model.safetensors")
-    if config.tie_embeddings:
-        model.lm_head.weight = model.embed.weight
+    load_dtype = dtype if dtype is not None else torch.float32
+    check_size(config, load_dtype, device, source=str(ckpt))
+    model = build_meta(config, ckpt / "config.json").to(dtype=load_dtype)
+    check_fits(model, load_dtype, quantize, device, source=str(ckpt))
     model._rope = None
-    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
-    if quantize is not None:
-        quantize_model(model, quantize, device)
+    _stream_weights(model, ckpt / "model.safetensors", device, quantize)
     model.eval()
     return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt)
 

@@ -1017,3 +1017,31 @@ def resolve_device(name: str) -> Any:
         raise UserError(f"device {name!r}: torch sees {torch.cuda.device_count()} CUDA "
                         "device(s)")
     return dev
+
+
+LOAD_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16", "float64")
+"""The torch dtypes ``unmask.load`` materialises weights in (``load_target``)."""
+
+
+def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
+    """``unmask.load``'s ``device`` and ``dtype`` checked before anything is read: the device
+    as ``resolve_device`` takes it (``auto``, ``cpu``, ``cuda[:i]``, or a ``torch.device``), the
+    dtype None (as stored), a floating ``torch.dtype`` of ``LOAD_DTYPES`` or a name ``--dtype``
+    takes (``bf16``, ``fp16``, ``fp32`` and their aliases). Returns (device string, torch dtype
+    or None); a one-line ``UserError`` otherwise (torch raised a TypeError or an
+    AssertionError from deep inside the load)."""
+    import torch
+
+    dev = str(resolve_device(str(device)))
+    if dtype is None:
+        return dev, None
+    if isinstance(dtype, str):
+        canon = DTYPE_ALIASES.get(dtype, dtype)
+        if canon not in ("fp32", "bf16", "fp16"):
+            raise UserError(f"dtype {dtype!r}: choose fp32, bf16 or fp16 "
+                            f"(or {', '.join(DTYPE_ALIASES)}, or a torch dtype)")
+        return dev, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[canon]
+    if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in LOAD_DTYPES:
+        raise UserError(f"dtype {dtype!r}: the weights load as one of "
+                        f"{', '.join(f'torch.{n}' for n in LOAD_DTYPES)} (or None: as stored)")
+    return dev, dtype

@@ -13,7 +13,8 @@ Inside:
   kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
   meta device, per dtype / quantisation; ``free_bytes(device)``; ``check_fits`` compares them
-  and refuses with the setting that fits (as Ollama's fit check does).
+  and refuses with the setting that fits (as Ollama's fit check does); ``check_size`` refuses
+  from the parameter count, before building it, a config too large to build.
 
 How each scheme is stored (torchao 0.18, measured in docs/large-models.md):
 
@@ -304,11 +305,49 @@ def check_fits(
     )
 
 
+MAX_META_MODULES = 100_000
+"""Blocks x (1 + experts) above which ``check_size`` judges a config from its parameter count
+before building it: LLaDA2.0-flash, the largest published shape, has 32 x 257."""
+
+
+def check_size(
+    config: Any, dtype: torch.dtype, device: str | torch.device, *, source: str,
+    free: int | None = None,
+) -> None:
+    """Refuse, before the model is even built on the meta device, a ``config`` of more than
+    ``MAX_META_MODULES`` blocks x experts whose parameters (``ModelConfig.num_params``) could
+    not fit in what ``device`` has free at the fewest bytes a weight of any setting (``dtype`` or
+    a quantisation): a ``config.json`` saying ``n_layers`` 1000000000 spent minutes and
+    gigabytes building a billion meta layers for ``check_fits`` to measure. Smaller models (all
+    published ones) are built and get ``check_fits``'s estimate and hint.
+    ``UNMASK_NO_FIT_CHECK=1`` skips it, as it does ``check_fits``."""
+    import torch
+
+    modules = config.n_layers * (1 + config.n_experts)
+    if os.environ.get(SKIP_ENV) == "1" or modules <= MAX_META_MODULES:
+        return
+    free = free_bytes(device) if free is None else free
+    if free is None:
+        return
+    kind = _device_type(device)
+    per = [float(torch.empty((), dtype=dtype).element_size())]
+    per += [b for (_, k), b in BYTES_PER_WEIGHT.items() if k == kind]
+    n = config.num_params()
+    if n * min(per) <= free:
+        return
+    where = "GPU memory" if kind == "cuda" else "RAM"
+    raise UserError(
+        f"{source}: {n:,} parameters need at least {_gb(n * min(per))} of {where}, "
+        f"{_gb(free)} free: no setting fits this device (or {SKIP_ENV}=1 to try anyway)"
+    )
+
+
 __all__ = [
     "BYTES_PER_WEIGHT",
     "QUANTIZATIONS",
     "check_fits",
     "check_quantize",
+    "check_size",
     "estimate_bytes",
     "free_bytes",
     "quantize_model",

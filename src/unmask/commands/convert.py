@@ -41,7 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "src", metavar="SRC",
         help="publisher folder (download it first; unmask never downloads) or native checkpoint",
     )
-    p.add_argument("dst", metavar="DST", help="output folder (must not exist or be empty)")
+    p.add_argument(
+        "dst", metavar="DST",
+        help="output folder (must not exist or be empty, nor lie inside SRC's model folder)",
+    )
     p.add_argument(
         "--dtype",
         choices=("bf16", "fp16", "fp32"),

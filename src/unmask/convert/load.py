@@ -76,7 +76,12 @@ def detect(hf: dict[str, Any], source: Path) -> Importer:
     model_type = str(hf.get("model_type", "")).lower()
     if not model_type and {"graph", "noise"} <= set(hf):
         model_type = "sedd"  # SEDD's released config.json is its Hydra training config
-    archs = {str(a).lower() for a in hf.get("architectures") or []}
+    archs_value = hf.get("architectures") or []
+    if isinstance(archs_value, str):  # one name where a list goes
+        archs_value = [archs_value]
+    if not isinstance(archs_value, list):
+        raise UserError(f"{source}: architectures={archs_value!r} should be a list of names")
+    archs = {str(a).lower() for a in archs_value}
 
     def writes_archs(imp: Importer) -> bool:
         return bool(archs & {str(a).lower() for a in imp.header.get("architectures", ())})
@@ -138,9 +143,14 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
         if value is REQUIRED:
             raise UserError(f"{source}: missing {' or '.join(keys)} (needed for {imp.name})")
         out[name] = value
+    _check_types(imp, hf, out, source)  # before derive computes with them
     out.update(imp.constants)
     if imp.derive is not None:
-        imp.derive(hf, out)
+        try:
+            imp.derive(hf, out)
+        except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError) as e:  # int("x")
+            raise UserError(f"{source}: a value {imp.name} cannot use ({e})") from None
+    _check_types(imp, hf, out, source)
     return out
 
 
@@ -237,6 +247,31 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
     return imp, config, tok
+
+
+def _check_types(imp: Importer, hf: dict[str, Any], shape: dict[str, Any], source: Path) -> None:
+    """A one-line ``UserError`` naming the ``config.json`` key whose value has the wrong JSON
+    type for its ``ModelConfig`` field: a string where a flag goes (``"weight_tying": "yes"``
+    was taken as true and reported as an unexpected output-head tensor), a list for a width."""
+    from dataclasses import fields
+
+    from unmask.config import ModelConfig, model_override_error
+
+    kinds = {f.name: str(f.type) for f in fields(ModelConfig)}
+    for name, value in shape.items():
+        wrong = model_override_error(name, value) is not None
+        if not wrong and not (name in POSITIVE and isinstance(value, int) and value < 1):
+            continue
+        keys = imp.facts.get(name, ((), None))[0]
+        key = next((k for k in keys if hf.get(k) is not None), name)
+        field = f" (unmask's {name})" if key != name else ""
+        want = kinds[name] if wrong else "a whole number of at least 1"
+        raise UserError(f"{source}: {key}={value!r} should be {want}{field}")
+
+
+POSITIVE = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_hidden",
+            "max_seq_len")
+"""Sizes that must be at least 1, checked before a family's ``derive`` divides by them."""
 
 
 # -- weights ------------------------------------------------------------------------------
@@ -384,7 +419,20 @@ def _default_dtype(hf: dict[str, Any]) -> torch.dtype:
     return getattr(torch, DTYPES.get(str(name), "float32"))
 
 
-def _module_groups(model: Any) -> list[tuple[str, Any]]:
+def build_meta(config: ModelConfig, source: Path) -> Any:
+    """``unmask.model.meta_model(config)``, with torch's refusal of a shape no tensor can have
+    (``hidden_dim`` 1000000000: "Storage size calculation overflowed") as a one-line
+    ``UserError`` naming ``source``."""
+    from unmask.model import meta_model
+
+    try:
+        return meta_model(config)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{source}: no model of this shape can be built ({first})") from None
+
+
+def module_groups(model: Any) -> list[tuple[str, Any]]:
     """(prefix, module) in the order a lazy load materialises them: every block, then the
     other top-level modules (embedding, final norm, head, ...)."""
     groups = [(f"layers.{i}", layer) for i, layer in enumerate(model.layers)]
@@ -447,14 +495,18 @@ def load_weights_lazily(
             )
         source = {t: (k, j) for k, d in names.items() for j, t in enumerate(_targets(d))}
         tied = model.config.tie_embeddings
-        for prefix, module in _module_groups(model):
-            if tied and prefix == "lm_head":
-                continue
+        for prefix, module in module_groups(model):
+            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
+                module.weight = model.embed.weight
             _fill_module(module, prefix, names, source, where, device)
-            if quantize is not None and (prefix.startswith("layers.") or prefix == "lm_head"):
+            if quantize is not None and quantizes(prefix, tied):
                 quantize_module(module, quantize, device)
-    if tied:
-        model.lm_head.weight = model.embed.weight
+
+
+def quantizes(prefix: str, tied: bool) -> bool:
+    """Whether a block-by-block load quantises the module group ``prefix``: every block, and
+    the output head unless it is the embedding matrix (``tie_embeddings``)."""
+    return prefix.startswith("layers.") or (prefix == "lm_head" and not tied)
 
 
 def _fill_module(
@@ -475,6 +527,8 @@ def _fill_module(
     read: dict[str, list[torch.Tensor]] = {}
     with torch.no_grad():
         for name, param in module.named_parameters():
+            if f"{prefix}.{name}" not in source:  # a tied head's weight: the embedding's
+                continue
             key, part = source[f"{prefix}.{name}"]
             if key not in read:
                 sizes = [p_.shape[0] for p_ in _target_params(module, prefix, names[key])]
@@ -491,7 +545,7 @@ def import_folder(
     path: str | os.PathLike[str],
     *,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     quantize: str | None = None,
 ) -> Loaded:
     """Load a publisher folder (LLaDA, Dream, MDLM, SEDD, LLaDA 2.x) as an unmask ``Transformer``
@@ -504,15 +558,18 @@ def import_folder(
     linear layers are quantised block by block as they are loaded (``load_weights_lazily``).
     """
 
+    from unmask.config import load_target
     from unmask.loaded import Loaded
-    from unmask.model import materialise, meta_model
-    from unmask.quantize import check_fits, check_quantize
+    from unmask.model import materialise
+    from unmask.quantize import check_fits, check_quantize, check_size
 
+    device, dtype = load_target(device, dtype)
     folder = Path(path)
     imp, config, tok = model_config(folder)
     dtype = dtype if dtype is not None else _default_dtype(_read_json(folder / "config.json"))
     check_quantize(quantize, device, dtype)
-    model = meta_model(config)
+    check_size(config, dtype, device, source=str(folder))
+    model = build_meta(config, folder / "config.json")
     model = model.to(dtype=dtype)
     check_fits(model, dtype, quantize, device, source=str(folder))
     if quantize is not None:

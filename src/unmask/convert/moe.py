@@ -48,6 +48,11 @@ def _derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
             f"config.json: shared_expert_intermediate_size={out['shared_expert_hidden']} "
             "(null = no shared expert)"
         )
+    if isinstance(out["n_experts"], int) and out["n_experts"] < 1:  # a dense model: not this
+        raise UserError(  # family (its weight map has no dense MLP; it was a RuntimeError)
+            f"config.json: num_experts={out['n_experts']} is not supported for llada-moe "
+            "(needs at least 1 expert)"
+        )
     out["qk_norm"] = bool(out["qk_norm"])
 
 

@@ -36,7 +36,7 @@ def convert(
     from unmask.config import to_dict
 
     out = Path(dst)
-    check_destination(out)
+    check_destination(out, src)
     if is_publisher_folder(src):
         loaded = import_folder(src, device="cpu", dtype=dtype)
     else:  # a native checkpoint or run directory (load names what is wrong otherwise)
@@ -51,9 +51,20 @@ def convert(
     )
 
 
-def check_destination(out: Path) -> None:
+def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> None:
     """A one-line ``UserError`` before any work when ``out`` cannot become the new folder: it
-    exists and is not an empty folder, it is a link, or its parent cannot be written."""
+    exists and is not an empty folder, it is a link, its parent cannot be written, or it lies
+    inside the model folder of ``src`` (a run's ``checkpoint/`` is replaced whole at the next
+    save, which deleted a conversion written into it; a publisher folder is the download's)."""
+    from unmask.checkpoint import checkpoint_dir
+
+    if src is not None:
+        try:
+            model_dir = Path(src) if is_publisher_folder(src) else checkpoint_dir(src)
+        except UserError:
+            model_dir = None  # the load names what is wrong with it
+        if model_dir is not None and out.resolve().is_relative_to(model_dir.resolve()):
+            raise UserError(f"{out}: inside the model folder {model_dir}; write it elsewhere")
     if out.is_symlink():
         raise UserError(f"{out}: is a link; give the path of a new folder")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -82,9 +93,17 @@ def _write_folder(
         tokenizer.save(tmp)
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
+        for f in tmp.iterdir():  # on disk before the rename makes the folder the result
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
+    except OSError as e:  # a full disk: one line naming the folder (a write names no file)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror or str(e), str(out)) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -201,7 +220,7 @@ def export(
         raise UserError(f"unknown family {family!r}; choose one of {', '.join(IMPORTERS)}")
     imp = IMPORTERS[family]
     out = Path(dst)
-    check_destination(out)
+    check_destination(out, src)
     loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
     if loaded.family != "unmask":
         raise UserError(
