@@ -106,9 +106,10 @@ class UnmaskLM(LM):
         self.pretrained = str(pretrained if pretrained is not None else loaded.path)
         """The checkpoint as the user named it (with ``loaded``: its folder, unless given)."""
         self.facts = facts_of(loaded)
-        from unmask.sampling.continuous import refuse_mask_elbo
+        from unmask.sampling.continuous import refuse_mask_elbo, takes_no_prompt
 
-        refuse_mask_elbo(self.facts, "lm-eval tasks")
+        if takes_no_prompt(self.facts):  # no prompt to decode from, no ELBO: no task runs
+            refuse_mask_elbo(self.facts, "lm-eval tasks")
         self.tokenizer = loaded.tokenizer
         self.batch_size = 16 if auto else int(str(batch_size))
         self.mc_samples = int(mc_samples)
@@ -291,20 +292,10 @@ class UnmaskLM(LM):
         self, pairs: Sequence[tuple[list[int], list[int]]], *, greedy: bool
     ) -> list[LogLikelihood]:
         """Scored ``(context ids, continuation ids)`` pairs, cut to the model's context."""
-        from unmask.sampling.continuous import CONTINUOUS_DECODERS
+        from unmask.sampling.continuous import refuse_mask_elbo
 
-        if self.facts.default_decoder in CONTINUOUS_DECODERS:
-            raise UserError(
-                f"lm-eval log-likelihoods (multiple-choice and perplexity tasks) need a token "
-                f"model; a checkpoint of objective {self.facts.objective} (continuous "
-                "diffusion) has none to estimate"
-            )
-        if self.facts.sedd_graph == "uniform":
-            raise UserError(
-                "lm-eval log-likelihoods estimate the masked-diffusion bound, which a SEDD "
-                "model of the uniform graph (no [MASK] in its noise) does not have; its own "
-                "bound on held-out text: unmask eval RUN"
-            )
+        # generate_until still runs on these models: only their log-likelihoods are refused
+        refuse_mask_elbo(self.facts, "lm-eval log-likelihoods (multiple-choice, perplexity)")
         if self.causal:
             results = ar_loglikelihood(
                 self.loaded.model,

@@ -318,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     model = loaded.model.eval()
     if args.gaps is not None:  # gap sets are filled by the commit loop: refused now, not later
         api.refuse_continuous(loaded, "eval --gaps")
-    if args.tasks:  # lm-eval scores by the masked ELBO: refused now, not after the rest
+    if args.tasks and _unprompted(loaded):  # no prompt, no ELBO: no lm-eval task can run
         from unmask.sampling.continuous import refuse_mask_elbo
 
         refuse_mask_elbo(api.facts_of(loaded), "eval --tasks")
