@@ -489,6 +489,8 @@ def test_generate_until_batches_and_stops_as_one_at_a_time(checkpoint):
         ({"max_length": 0}, "max_length must be at least 2, got 0"),
         ({"batch_size": 0}, "batch_size must be a whole number of 1 or more, got 0"),
         ({"batch_size": "-2"}, "batch_size must be a whole number of 1 or more, got -2"),
+        ({"max_length": "abc"}, "max_length must be a whole number, got 'abc'"),
+        ({"mc_samples": "2.5"}, "mc_samples must be a whole number, got '2.5'"),
     ],
 )
 def test_odd_model_args_are_one_line_errors(arg, want, checkpoint):
@@ -501,6 +503,8 @@ def test_odd_model_args_are_one_line_errors(arg, want, checkpoint):
     with pytest.raises(UserError, match=want):
         UnmaskLM(loaded=load(checkpoint), **arg)
     assert UnmaskLM(loaded=load(checkpoint), batch_size="auto").batch_size == 16
+    assert UnmaskLM(loaded=load(checkpoint), batch_size=None).batch_size == 16  # as typed
+    assert UnmaskLM(loaded=load(checkpoint), max_length="12", mc_samples="3").max_length == 12
 
 
 def test_empty_context_starts_a_document_as_the_rolling_windows_do(checkpoint):

@@ -53,6 +53,18 @@ LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e
 """How to get lm-eval."""
 
 
+def _at_least(name: str, value: Any, least: int) -> int:
+    """``value`` (a model_arg, maybe the string lm-eval parsed) as a whole number of at least
+    ``least``, else a one-line ``UserError`` (a bare ``int()`` gave a ``ValueError``)."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise UserError(f"{name} must be a whole number, got {value!r}") from None
+    if n < least:
+        raise UserError(f"{name} must be at least {least}, got {n}")
+    return n
+
+
 @register_model("unmask")
 class UnmaskLM(LM):
     """An unmask checkpoint as an lm-eval model (see the module docstring).
@@ -95,11 +107,11 @@ class UnmaskLM(LM):
             if pretrained is None:
                 raise UserError("model 'unmask' needs pretrained=PATH (a run or checkpoint folder)")
             loaded = load(pretrained, device=str(resolve_device(device or "auto")))
-        if int(mc_samples) < 1:
-            raise UserError(f"mc_samples must be at least 1, got {mc_samples}")
-        if max_length is not None and int(max_length) < 2:  # one token of context, one scored
-            raise UserError(f"max_length must be at least 2, got {max_length}")
-        auto = str(batch_size).startswith("auto")  # lm-eval's "auto": our default
+        mc_samples = _at_least("mc_samples", mc_samples, 1)
+        if max_length is not None:  # one token of context, one scored
+            max_length = _at_least("max_length", max_length, 2)
+        # lm-eval's "auto" (or none given, as the signature allows): our default
+        auto = batch_size is None or str(batch_size).startswith("auto")
         if not auto and (not str(batch_size).strip().isdigit() or int(str(batch_size)) < 1):
             raise UserError(f"batch_size must be a whole number of 1 or more, got {batch_size}")
         self.loaded = loaded
