@@ -65,6 +65,20 @@ def _at_least(name: str, value: Any, least: int) -> int:
     return n
 
 
+def refuse_unprompted(facts: Any, task: str) -> None:
+    """One-line ``UserError`` for a checkpoint no lm-eval task can run on: a latent model
+    (``takes_no_prompt``) has no log-likelihood to score and takes no prompt to continue.
+    Other models without a masked ELBO still run ``generate_until`` tasks (their
+    log-likelihood requests are refused, ``refuse_mask_elbo``)."""
+    from unmask.sampling.continuous import takes_no_prompt
+
+    if takes_no_prompt(facts):
+        raise UserError(
+            f"{task}: a checkpoint of objective {facts.objective} has no likelihood to score "
+            "and takes no prompt to continue (it samples whole windows from noise)"
+        )
+
+
 @register_model("unmask")
 class UnmaskLM(LM):
     """An unmask checkpoint as an lm-eval model (see the module docstring).
@@ -118,10 +132,7 @@ class UnmaskLM(LM):
         self.pretrained = str(pretrained if pretrained is not None else loaded.path)
         """The checkpoint as the user named it (with ``loaded``: its folder, unless given)."""
         self.facts = facts_of(loaded)
-        from unmask.sampling.continuous import refuse_mask_elbo, takes_no_prompt
-
-        if takes_no_prompt(self.facts):  # no prompt to decode from, no ELBO: no task runs
-            refuse_mask_elbo(self.facts, "lm-eval tasks")
+        refuse_unprompted(self.facts, "lm-eval tasks")
         self.tokenizer = loaded.tokenizer
         self.batch_size = 16 if auto else int(str(batch_size))
         self.mc_samples = int(mc_samples)
@@ -475,4 +486,4 @@ def run_tasks(
     return results
 
 
-__all__ = ["LM_EVAL_INSTALL", "UnmaskLM", "check_task_files", "run_tasks"]
+__all__ = ["LM_EVAL_INSTALL", "UnmaskLM", "check_task_files", "refuse_unprompted", "run_tasks"]
