@@ -664,20 +664,27 @@ def test_lm_eval_refuses_the_families_without_a_mask_elbo(embed_run, ae_run, cor
                                                           capsys):  # fmt: skip
     """lm-eval scores a diffusion model by the masked ELBO: an embed-diffusion or latent
     checkpoint has none (it failed mid-run with an internal message about sigma, or about
-    prompts), nor has a uniform-graph SEDD one (it scored nonsense): one line, up front."""
+    prompts), nor has a uniform-graph SEDD one (it scored nonsense): one line. A latent model
+    takes no prompt either, so no task can run: refused up front; the others still generate
+    (generate_until tasks), so only their log-likelihoods are refused."""
+    from lm_eval.api.instance import Instance
+
     from unmask.checkpoint import load
     from unmask.cli import main
     from unmask.lm_eval import UnmaskLM
     from unmask.train import train
 
+    why = "objective latent-ae has no likelihood"
+    with pytest.raises(UserError, match=re.escape(why)):
+        UnmaskLM(loaded=load(ae_run))
+    argv = ["eval", str(ae_run), "--device", "cpu", "--no-score", "--no-plot", "--tasks", "x"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert why in err and len(err.strip().splitlines()) == 1
     uniform = train(_cfg(corpus, tmp_path / "u", objective="sedd", sedd_graph="uniform",
                          steps=1), progress=False)  # fmt: skip
     for run, why in ((embed_run, "objective embed-diffusion has no likelihood"),
-                     (ae_run, "objective latent-ae has no likelihood"),
                      (uniform, "uniform-graph SEDD checkpoint never read a [MASK]")):
+        lm = UnmaskLM(loaded=load(run), greedy_check=False)
         with pytest.raises(UserError, match=re.escape(why)):
-            UnmaskLM(loaded=load(run))
-        argv = ["eval", str(run), "--device", "cpu", "--no-score", "--no-plot", "--tasks", "x"]
-        assert main(argv) == 2
-        err = capsys.readouterr().err
-        assert why in err and len(err.strip().splitlines()) == 1
+            lm.loglikelihood([Instance("loglikelihood", {}, ("a", " b"), 0)])

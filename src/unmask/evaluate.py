@@ -309,30 +309,8 @@ def elbo_loglikelihood(
     credit the stratification. ``model`` is any mask predictor (Dream's shifted logits are
     handled); positions beyond the model's context must be cut by the caller.
     """
-    if n_samples < 1:
-        raise ValueError(f"n_samples must be positive, got {n_samples}")
-    L, P = len(target), len(context)
-    if L == 0:
-        return LogLikelihood(0.0, 0.0, n_samples)
-    predictor = _mask_predictor(model)
-    device = _model_device(model)
-    seq = torch.tensor([*context, *target], dtype=torch.long)  # (P + L,)
-    x0 = seq[P:]  # (L,)
-    counts = stratified_mask_counts(n_samples, L, generator)  # (n,)
-    values: list[Tensor] = []
-    for lo in range(0, n_samples, batch_size):
-        ls = counts[lo : lo + batch_size]  # (b,)
-        b = ls.shape[0]
-        ranks = torch.rand(b, L, generator=generator).argsort(dim=1).argsort(dim=1)  # (b, L)
-        masked = ranks < ls[:, None]  # (b, L): l uniformly chosen positions per row
-        xt = seq.repeat(b, 1)  # (b, P + L)
-        xt[:, P:][masked] = mask_id
-        logits = predictor(xt.to(device))[:, P:].float().cpu()  # (b, L, V)
-        logp = torch.log_softmax(logits, dim=-1).gather(-1, x0.expand(b, L)[..., None])[..., 0]
-        values.append((logp * masked).sum(dim=1).double() * L / ls)  # (b,)
-    v = torch.cat(values)  # (n,)
-    se = float(v.std(unbiased=True) / math.sqrt(n_samples)) if n_samples > 1 else float("nan")
-    return LogLikelihood(float(v.mean()), se, n_samples)
+    return _stratified_elbo(model, context, target, mask_id=mask_id, block_size=None,
+                            n_samples=n_samples, batch_size=batch_size, generator=generator)
 
 
 @torch.no_grad()
@@ -359,8 +337,23 @@ def block_elbo_loglikelihood(
     it, which it never saw in training. With one block spanning the whole sequence this is
     ``elbo_loglikelihood``, draw for draw. ``stderr`` as there.
     """
-    from unmask.objectives.blocks import bd3lm_logits
+    return _stratified_elbo(model, context, target, mask_id=mask_id, block_size=block_size,
+                            n_samples=n_samples, batch_size=batch_size, generator=generator)
 
+
+def _stratified_elbo(
+    model: Any,
+    context: Sequence[int],
+    target: Sequence[int],
+    *,
+    mask_id: int,
+    block_size: int | None,
+    n_samples: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> LogLikelihood:
+    """``block_elbo_loglikelihood`` (``block_size``), or with one block holding the whole
+    target and a plain forward, ``elbo_loglikelihood`` (``None``): the one estimator."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
     L, P = len(target), len(context)
@@ -369,11 +362,25 @@ def block_elbo_loglikelihood(
     device = _model_device(model)
     seq = torch.tensor([*context, *target], dtype=torch.long)  # (P + L,)
     x0 = seq[P:]  # (L,)
-    # the target positions (0..L-1) of each block, in order
-    blocks = [
-        torch.arange(max(lo, P), min(lo + block_size, P + L)) - P
-        for lo in range(P // block_size * block_size, P + L, block_size)
-    ]
+    if block_size is None:
+        blocks = [torch.arange(L)]
+        predictor = _mask_predictor(model)
+
+        def logits_of(xt: Tensor) -> Tensor:
+            return predictor(xt.to(device))
+    else:
+        from unmask.objectives.blocks import bd3lm_logits
+
+        # the target positions (0..L-1) of each block, in order
+        blocks = [
+            torch.arange(max(lo, P), min(lo + block_size, P + L)) - P
+            for lo in range(P // block_size * block_size, P + L, block_size)
+        ]
+
+        def logits_of(xt: Tensor) -> Tensor:
+            x0_rows = seq.repeat(len(xt), 1).to(device)
+            return bd3lm_logits(model, xt.to(device), x0_rows, block_size=block_size)
+
     counts = [stratified_mask_counts(n_samples, len(pos), generator) for pos in blocks]
     values: list[Tensor] = []
     for lo in range(0, n_samples, batch_size):
@@ -383,13 +390,11 @@ def block_elbo_loglikelihood(
         for pos, n in zip(blocks, counts, strict=True):
             ls = n[lo : lo + b]  # (b,)
             ranks = torch.rand(b, len(pos), generator=generator).argsort(dim=1).argsort(dim=1)
-            masked[:, pos] = ranks < ls[:, None]
+            masked[:, pos] = ranks < ls[:, None]  # l_b uniformly chosen positions per row
             weight[:, pos] = (len(pos) / ls.double())[:, None]
         xt = seq.repeat(b, 1)  # (b, P + L)
         xt[:, P:][masked] = mask_id
-        x0_rows = seq.repeat(b, 1).to(device)
-        logits = bd3lm_logits(model, xt.to(device), x0_rows, block_size=block_size)
-        logits = logits[:, P:].float().cpu()  # (b, L, V)
+        logits = logits_of(xt)[:, P:].float().cpu()  # (b, L, V)
         logp = torch.log_softmax(logits, dim=-1).gather(-1, x0.expand(b, L)[..., None])[..., 0]
         values.append((logp.double() * masked * weight).sum(dim=1))  # (b,)
     v = torch.cat(values)  # (n,)

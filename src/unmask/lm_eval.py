@@ -53,6 +53,32 @@ LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e
 """How to get lm-eval."""
 
 
+def _at_least(name: str, value: Any, least: int) -> int:
+    """``value`` (a model_arg, maybe the string lm-eval parsed) as a whole number of at least
+    ``least``, else a one-line ``UserError`` (a bare ``int()`` gave a ``ValueError``)."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise UserError(f"{name} must be a whole number, got {value!r}") from None
+    if n < least:
+        raise UserError(f"{name} must be at least {least}, got {n}")
+    return n
+
+
+def refuse_unprompted(facts: Any, task: str) -> None:
+    """One-line ``UserError`` for a checkpoint no lm-eval task can run on: a latent model
+    (``takes_no_prompt``) has no log-likelihood to score and takes no prompt to continue.
+    Other models without a masked ELBO still run ``generate_until`` tasks (their
+    log-likelihood requests are refused, ``refuse_mask_elbo``)."""
+    from unmask.sampling.continuous import takes_no_prompt
+
+    if takes_no_prompt(facts):
+        raise UserError(
+            f"{task}: a checkpoint of objective {facts.objective} has no likelihood to score "
+            "and takes no prompt to continue (it samples whole windows from noise)"
+        )
+
+
 @register_model("unmask")
 class UnmaskLM(LM):
     """An unmask checkpoint as an lm-eval model (see the module docstring).
@@ -95,20 +121,18 @@ class UnmaskLM(LM):
             if pretrained is None:
                 raise UserError("model 'unmask' needs pretrained=PATH (a run or checkpoint folder)")
             loaded = load(pretrained, device=str(resolve_device(device or "auto")))
-        if int(mc_samples) < 1:
-            raise UserError(f"mc_samples must be at least 1, got {mc_samples}")
-        if max_length is not None and int(max_length) < 2:  # one token of context, one scored
-            raise UserError(f"max_length must be at least 2, got {max_length}")
-        auto = str(batch_size).startswith("auto")  # lm-eval's "auto": our default
+        mc_samples = _at_least("mc_samples", mc_samples, 1)
+        if max_length is not None:  # one token of context, one scored
+            max_length = _at_least("max_length", max_length, 2)
+        # lm-eval's "auto" (or none given, as the signature allows): our default
+        auto = batch_size is None or str(batch_size).startswith("auto")
         if not auto and (not str(batch_size).strip().isdigit() or int(str(batch_size)) < 1):
             raise UserError(f"batch_size must be a whole number of 1 or more, got {batch_size}")
         self.loaded = loaded
         self.pretrained = str(pretrained if pretrained is not None else loaded.path)
         """The checkpoint as the user named it (with ``loaded``: its folder, unless given)."""
         self.facts = facts_of(loaded)
-        from unmask.sampling.continuous import refuse_mask_elbo
-
-        refuse_mask_elbo(self.facts, "lm-eval tasks")
+        refuse_unprompted(self.facts, "lm-eval tasks")
         self.tokenizer = loaded.tokenizer
         self.batch_size = 16 if auto else int(str(batch_size))
         self.mc_samples = int(mc_samples)
@@ -291,20 +315,10 @@ class UnmaskLM(LM):
         self, pairs: Sequence[tuple[list[int], list[int]]], *, greedy: bool
     ) -> list[LogLikelihood]:
         """Scored ``(context ids, continuation ids)`` pairs, cut to the model's context."""
-        from unmask.sampling.continuous import CONTINUOUS_DECODERS
+        from unmask.sampling.continuous import refuse_mask_elbo
 
-        if self.facts.default_decoder in CONTINUOUS_DECODERS:
-            raise UserError(
-                f"lm-eval log-likelihoods (multiple-choice and perplexity tasks) need a token "
-                f"model; a checkpoint of objective {self.facts.objective} (continuous "
-                "diffusion) has none to estimate"
-            )
-        if self.facts.sedd_graph == "uniform":
-            raise UserError(
-                "lm-eval log-likelihoods estimate the masked-diffusion bound, which a SEDD "
-                "model of the uniform graph (no [MASK] in its noise) does not have; its own "
-                "bound on held-out text: unmask eval RUN"
-            )
+        # generate_until still runs on these models: only their log-likelihoods are refused
+        refuse_mask_elbo(self.facts, "lm-eval log-likelihoods (multiple-choice, perplexity)")
         if self.causal:
             results = ar_loglikelihood(
                 self.loaded.model,
@@ -472,4 +486,4 @@ def run_tasks(
     return results
 
 
-__all__ = ["LM_EVAL_INSTALL", "UnmaskLM", "check_task_files", "run_tasks"]
+__all__ = ["LM_EVAL_INSTALL", "UnmaskLM", "check_task_files", "refuse_unprompted", "run_tasks"]

@@ -318,10 +318,10 @@ def run(args: argparse.Namespace) -> int:
     model = loaded.model.eval()
     if args.gaps is not None:  # gap sets are filled by the commit loop: refused now, not later
         api.refuse_continuous(loaded, "eval --gaps")
-    if args.tasks:  # lm-eval scores by the masked ELBO: refused now, not after the rest
-        from unmask.sampling.continuous import refuse_mask_elbo
+    if args.tasks:  # a model no lm-eval task can run on: refused now, not after the rest
+        from unmask.lm_eval import refuse_unprompted
 
-        refuse_mask_elbo(api.facts_of(loaded), "eval --tasks")
+        refuse_unprompted(api.facts_of(loaded), "eval --tasks")
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
