@@ -72,6 +72,79 @@ def test_the_formula_by_hand():
     assert Penalties.of(SampleConfig(presence_penalty=-0.5)) == Penalties(presence=-0.5)
 
 
+
+def _dense_where(p: Penalties, logits, seen, gen, where):
+    """``Penalties.apply(..., where=...)`` as it was: every position of the canvas computed,
+    the unmarked ones put back (the reference of the sparse path)."""
+    V = logits.shape[-1]
+    cols = (seen.reshape(-1, V) > 0).any(dim=0).nonzero().flatten()
+    sub = logits.index_select(-1, cols)
+    pen = sub
+    if p.repetition != 1.0:
+        hit = seen.index_select(-1, cols) > 0
+        pen = torch.where(hit, torch.where(pen > 0, pen / p.repetition, pen * p.repetition), pen)
+    g = gen.index_select(-1, cols)
+    pen = pen - p.presence * (g > 0).to(pen.dtype) - p.frequency * g
+    pen = torch.where(where[..., None], pen, sub)
+    return logits.clone().index_copy_(-1, cols, pen)
+
+
+@pytest.mark.parametrize("knobs", [dict(repetition=1.3), dict(presence=0.4, frequency=-0.2),
+                                   dict(repetition=0.8, presence=-0.3, frequency=0.5)])
+def test_penalising_marked_positions_equals_the_dense_computation(knobs):
+    """With ``where`` (the commit loop's open positions) only the marked positions are read
+    and written: bit for bit what computing the whole canvas and putting the rest back gave,
+    -inf and NaN logits included, counts per row broadcast over the positions."""
+    g = torch.Generator().manual_seed(3)
+    p = Penalties(**knobs)
+    for trial in range(20):
+        B, L, V = 1 + trial % 3, 7, 11
+        logits = torch.randn(B, L, V, generator=g) * 3
+        logits[torch.rand(B, L, V, generator=g) < 0.1] = float("-inf")
+        logits[0, 0, 0] = float("nan")
+        seen = (torch.rand(B, 1, V, generator=g) < 0.4).float() * 2
+        gen = seen * (torch.rand(B, 1, V, generator=g) < 0.5)
+        where = torch.rand(B, L, generator=g) < 0.5
+        want = _dense_where(p, logits, seen, gen, where)
+        got = p.apply(logits.clone(), seen, gen, where=where, inplace=True)
+        assert torch.equal(got.isnan(), want.isnan()), trial
+        assert torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0)), trial
+        assert torch.equal(p.apply(logits, seen, gen, where=where).nan_to_num(0.0),
+                           want.nan_to_num(0.0))
+
+
+def test_the_canvas_penalty_computes_only_the_open_positions():
+    """A commit loop's penalty works on the open positions' columns, never on a (B, L, K)
+    slice of the whole canvas: no tensor it makes holds more than (open positions) x (seen
+    tokens), a row of counts per row (B, V) or a mask of the canvas (B, L) (the whole-canvas
+    version made the demo's dual-cache steps 1.4x slower)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and not func._schema.is_mutable:  # memory made
+                made = out.untyped_storage().nbytes() // out.element_size()  # (not a view's)
+                self.numel = max(self.numel, made)
+            return out
+
+    B, L, V = 2, 64, 50
+    tokens = torch.full((B, L), 0)
+    tokens[:, :8] = torch.arange(4, 12)  # 8 committed tokens per row, the rest open
+    tokens[:, 8:12] = 0
+    locked = torch.zeros(B, L, dtype=torch.bool)
+    locked[:, 12:] = True  # only 4 open positions per row
+    c = pen_mod.PenaltyConstraint(Penalties(repetition=1.3, presence=0.5), mask_id=0,
+                                  locked=locked, attention_mask=None, exempt=(0,))
+    logits = torch.randn(B, L, V)
+    with Largest() as seen:
+        c.apply(logits, tokens)
+    assert seen.numel <= max(B * 4 * 8, B * V, B * L), seen.numel  # the canvas: B * L * 8
+
 def test_counts_and_prefix_counts():
     tokens = torch.tensor([[3, 3, 1, 9], [0, 2, 2, 2]])
     keep = torch.tensor([[True, True, False, True], [True, True, True, False]])
