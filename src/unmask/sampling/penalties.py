@@ -143,7 +143,7 @@ class Penalties:
         rows, cols = where.nonzero(as_tuple=True)  # (N,) marked positions, by row
         per_row = where.sum(dim=1)  # (B,) marked positions of each row
         reps = per_row[pb]  # (M,) each pair once per marked position of its row
-        if int(reps.sum()) == 0:
+        if len(pb) == 0 or len(rows) == 0:  # sizes the host knows: no extra device sync
             return out
         first = torch.cumsum(per_row, 0) - per_row  # (B,) the row's first entry of rows/cols
         pair = torch.repeat_interleave(torch.arange(len(pb), device=seen.device), reps)
@@ -161,6 +161,7 @@ class Penalties:
             pen = pen - self.presence * (g > 0).to(pen.dtype) - self.frequency * g
         out[b, col, v] = pen.to(out.dtype)
         return out
+
 
 SPECIAL_ID_FIELDS: tuple[str, ...] = (
     "eos_id", "pad_id", "bos_id", "mask_id", "fim_prefix_id", "fim_suffix_id", "fim_middle_id",
