@@ -403,6 +403,34 @@ def test_ngram_bans_equal_a_brute_force_search(causal_):
         assert got == want, (trial, tokens, ok, query, n)
 
 
+
+def test_a_canvas_searches_every_place_of_the_query_in_one_pass(monkeypatch):
+    """``ngram_bans`` on a canvas looks for the query at every place of an n-gram in one
+    vectorised pass: the number of tensor operations of that search does not grow with n (a
+    loop over the places made n passes of ~30 small operations each, every step of a commit
+    loop with ``no_repeat_ngram_size``)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    empty = torch.zeros(0, dtype=torch.long)
+    monkeypatch.setattr(pen_mod, "_self_repeat", lambda *a: (empty, empty, empty))
+    tokens = torch.randint(4, 9, (2, 40), generator=torch.Generator().manual_seed(0))
+    ok = torch.ones(2, 40, dtype=torch.bool)
+    ok[:, 20:] = False
+    counts = []
+    for n in (2, 3, 4):
+        Count.ops = 0
+        with Count():
+            pen_mod.ngram_bans(tokens, ok, torch.tensor([[20, 21]] * 2), n, causal=False)
+        counts.append(Count.ops)
+    assert counts[0] == counts[1] == counts[2], counts
+
 def test_a_ban_never_leaves_a_position_without_a_token():
     """A constraint allows two tokens at position 1 and one at position 0; banning both of
     position 1's keeps them (nothing else is left), banning position 0's only one keeps it."""

@@ -33,6 +33,7 @@ four are neutral, and then no decoder does any extra work.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -231,26 +232,39 @@ def ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor, n: int, *,
         return empty, empty, empty
     win = tokens.unfold(1, n, 1)  # (B, W, n)
     whole = ok.unfold(1, n, 1).all(dim=-1)  # (B, W): n-grams of text
-    out: list[tuple[Tensor, Tensor, Tensor]] = []
-    for o in ([n - 1] if causal else range(n)):
-        start = query - o  # (B, Q): the n-gram with the query at place o
-        valid = (start >= 0) & (start < W) & (query >= 0) & (query < L)
-        start = start.clamp(0, W - 1)
-        others = [j for j in range(n) if j != o]
-        pos = start[..., None] + torch.tensor(others, device=tokens.device)  # (B, Q, n - 1)
-        flat = pos.reshape(B, -1)
-        ctx = tokens.gather(1, flat).reshape(pos.shape)  # (B, Q, n - 1)
-        valid = valid & ok.gather(1, flat).reshape(pos.shape).all(dim=-1)
-        seen = whole[:, None, :]  # (B, 1, W)
-        if causal:  # only the n-grams that end before the query
-            seen = seen & (torch.arange(W, device=tokens.device) < start[..., None])
-        same = (win[:, None, :, others] == ctx[:, :, None, :]).all(dim=-1)  # (B, Q, W)
-        b, q, w = (same & seen & valid[..., None]).nonzero(as_tuple=True)
-        out.append((b, q, win[b, w, o]))
+    device = tokens.device
+    # every place o of the query (the last one only, left to right) in one pass: (.., O)
+    o, others = _places(n, causal, device)  # (O,), (O, n - 1): the other places of each
+    start = query[..., None] - o  # (B, Q, O): the n-gram with the query at place o
+    inside = (query >= 0) & (query < L)
+    valid = (start >= 0) & (start < W) & inside[..., None]
+    start = start.clamp(0, W - 1)
+    pos = start[..., None] + others  # (B, Q, O, n - 1)
+    flat = pos.reshape(B, -1)
+    ctx = tokens.gather(1, flat).reshape(pos.shape)  # (B, Q, O, n - 1)
+    valid = valid & ok.gather(1, flat).reshape(pos.shape).all(dim=-1)
+    seen = whole[:, None, :, None]  # (B, 1, W, 1)
+    if causal:  # only the n-grams that end before the query
+        seen = seen & (torch.arange(W, device=device)[:, None] < start[:, :, None, :])
+    grams = win[:, :, others]  # (B, W, O, n - 1)
+    same = (grams[:, None] == ctx[:, :, None]).all(dim=-1)  # (B, Q, W, O)
+    b, q, w, k = (same & seen & valid[:, :, None, :]).nonzero(as_tuple=True)
+    out: list[tuple[Tensor, Tensor, Tensor]] = [(b, q, win[b, w, o[k]])]
     if not causal:  # one token in two new n-grams (places o1 < o2) that would equal each other
         for o1, o2 in itertools.combinations(range(n), 2):
             out.append(_self_repeat(tokens, ok, query, n, o1, o2))
     return tuple(torch.cat(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]
+
+
+@functools.lru_cache(maxsize=64)
+def _places(n: int, causal: bool, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The places o a query takes in an n-gram (``ngram_bans``: the last one left to right,
+    every one on a canvas), (O,), and for each the other places, in order, (O, n - 1);
+    made once per n, mode and device, never written to."""
+    places = [n - 1] if causal else list(range(n))
+    others = [[j for j in range(n) if j != o] for o in places]
+    return (torch.tensor(places, device=device),
+            torch.tensor(others, device=device, dtype=torch.long).reshape(len(places), n - 1))
 
 
 def _self_repeat(tokens: Tensor, ok: Tensor, query: Tensor, n: int, o1: int,
