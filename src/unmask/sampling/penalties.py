@@ -133,7 +133,6 @@ class Penalties:
         out[grid] = pen.to(out.dtype)
         return out
 
-
     def _apply_rows(self, out: Tensor, seen: Tensor, generated: Tensor, where: Tensor) -> Tensor:
         """``_apply_at`` for counts per row, ``seen`` (B, V) over positions ``where`` (B, L):
         each marked position (b, l) is penalised at the tokens its own row b holds only,
@@ -224,7 +223,8 @@ def ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor, n: int, *,
     n-grams that end before it count (left to right, drafts included up to the query). Else
     (a canvas): for every place o of the query inside an n-gram whose other n - 1 positions
     are text, the token that would make it equal to an n-gram of text anywhere is banned.
-    Exact (tokens are compared, not hashed); a (B, Q, L - n + 1, n - 1) comparison."""
+    Exact (tokens are compared, not hashed); one (B, Q, L - n + 1, O, n - 1) comparison
+    over the O places the query may take (1 left to right, n on a canvas)."""
     B, L = tokens.shape
     W = L - n + 1
     empty = query.new_zeros(0)
