@@ -5,7 +5,9 @@ take): the demo checkpoint (``--model``, default the packaged ``unmask/assets/de
 the ``llada`` decoder with the prefix KV cache, and a randomly initialised causal model of the
 demo's shape (objective ``ar``) under the ``ar`` decoder with its KV cache. Each mode runs
 ``--repeats + 1`` times: the first run pays the compile (``compile_s`` = first run minus the
-median of the others), the median of the others gives ``tok_s``. One shape per row: a new
+median of the others), the median of the others gives ``tok_s``. The timed runs of the modes
+are interleaved (one of each mode in turn), so a machine whose load drifts, as a shared one
+does, slows every mode alike and ``vs_eager`` stays a fair ratio. One shape per row: a new
 prompt length or batch size is a new compile.
 
     python benchmarks/compile_decode.py [--modes off inductor] [--json RESULT.json]
@@ -27,23 +29,38 @@ from _common import fill_defaults, positive_int
 from unmask.config import DECODE_COMPILES
 
 
-def _time_runs(loaded: Any, prompt: list[list[int]], config: Any, repeats: int) -> dict[str, Any]:
+def _time_modes(
+    loaded: Any, prompt: list[list[int]], configs: dict[str, Any], repeats: int
+) -> dict[str, dict[str, Any]]:
+    """Each mode's first run (which pays its compile), then ``repeats`` timed runs taken
+    round-robin over the modes, so that a load drift on a shared machine hits every mode
+    alike; the median of a mode's timed runs is its steady time."""
     from unmask import api
 
-    times, ids = [], None
-    for _ in range(repeats + 1):
+    first: dict[str, float] = {}
+    times: dict[str, list[float]] = {mode: [] for mode in configs}
+    ids: dict[str, Any] = {}
+
+    def once(mode: str) -> float:
         t0 = time.perf_counter()
-        result = api.start(loaded, prompt, config).run()
-        times.append(time.perf_counter() - t0)
-        ids = result.gen_ids
-    steady = statistics.median(times[1:])
-    tokens = len(prompt) * config.gen_length
-    return {
-        "first_s": round(times[0], 2),
-        "steady_s": round(steady, 3),
-        "tok_s": round(tokens / steady, 1),
-        "ids": ids,
-    }
+        ids[mode] = api.start(loaded, prompt, configs[mode]).run().gen_ids
+        return time.perf_counter() - t0
+
+    for mode in configs:
+        first[mode] = once(mode)
+    for _ in range(repeats):
+        for mode in configs:
+            times[mode].append(once(mode))
+    rows = {}
+    for mode, config in configs.items():
+        steady = statistics.median(times[mode])
+        rows[mode] = {
+            "first_s": round(first[mode], 2),
+            "steady_s": round(steady, 3),
+            "tok_s": round(len(prompt) * config.gen_length / steady, 1),
+            "ids": ids[mode],
+        }
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,15 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, loaded, options in cases:
         n_params = sum(p.numel() for p in loaded.model.parameters())
-        base: dict[str, Any] = {}
-        base_ids = None
-        for mode in args.modes:
-            config = SampleConfig(gen_length=args.gen_length, compile=mode, **options)
-            with torch.no_grad():
-                row = _time_runs(loaded, prompt, config, args.repeats)
+        configs = {mode: SampleConfig(gen_length=args.gen_length, compile=mode, **options)
+                   for mode in args.modes}  # fmt: skip
+        with torch.no_grad():
+            timed = _time_modes(loaded, prompt, configs, args.repeats)
+        base, base_ids = timed["off"], timed["off"]["ids"]
+        for mode, row in timed.items():
             ids = row.pop("ids")
-            base = base or row
-            base_ids = base_ids or ids
             # eager compiles nothing: its first-minus-steady is warm-up noise, not a cost
             row["compile_s"] = None if mode == "off" else round(row["first_s"] - row["steady_s"], 2)
             row["vs_eager"] = round(row["tok_s"] / base["tok_s"], 3)

@@ -72,6 +72,84 @@ def test_the_formula_by_hand():
     assert Penalties.of(SampleConfig(presence_penalty=-0.5)) == Penalties(presence=-0.5)
 
 
+
+def _dense_where(p: Penalties, logits, seen, gen, where):
+    """``Penalties.apply(..., where=...)`` as it was: every position of the canvas computed,
+    the unmarked ones put back (the reference of the sparse path)."""
+    V = logits.shape[-1]
+    cols = (seen.reshape(-1, V) > 0).any(dim=0).nonzero().flatten()
+    sub = logits.index_select(-1, cols)
+    pen = sub
+    if p.repetition != 1.0:
+        hit = seen.index_select(-1, cols) > 0
+        pen = torch.where(hit, torch.where(pen > 0, pen / p.repetition, pen * p.repetition), pen)
+    g = gen.index_select(-1, cols)
+    pen = pen - p.presence * (g > 0).to(pen.dtype) - p.frequency * g
+    pen = torch.where(where[..., None], pen, sub)
+    return logits.clone().index_copy_(-1, cols, pen)
+
+
+@pytest.mark.parametrize("knobs", [dict(repetition=1.3), dict(presence=0.4, frequency=-0.2),
+                                   dict(repetition=0.8, presence=-0.3, frequency=0.5)])
+def test_penalising_marked_positions_equals_the_dense_computation(knobs):
+    """With ``where`` (the commit loop's open positions) only the marked positions are read
+    and written: bit for bit what computing the whole canvas and putting the rest back gave,
+    -inf and NaN logits included, with counts per row (the canvas: each position at its own
+    row's tokens) and per position."""
+    g = torch.Generator().manual_seed(3)
+    p = Penalties(**knobs)
+    for trial in range(20):
+        B, L, V = 1 + trial % 3, 7, 11
+        logits = torch.randn(B, L, V, generator=g) * 3
+        logits[torch.rand(B, L, V, generator=g) < 0.1] = float("-inf")
+        logits[0, 0, 0] = float("nan")
+        seen = (torch.rand(B, 1, V, generator=g) < 0.4).float() * 2
+        gen = seen * (torch.rand(B, 1, V, generator=g) < 0.5)
+        where = torch.rand(B, L, generator=g) < 0.5
+        want = _dense_where(p, logits, seen, gen, where)
+        got = p.apply(logits.clone(), seen, gen, where=where, inplace=True)
+        assert torch.equal(got.isnan(), want.isnan()), trial
+        assert torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0)), trial
+        assert torch.equal(p.apply(logits, seen, gen, where=where).nan_to_num(0.0),
+                           want.nan_to_num(0.0))
+        # counts per position (not per row): the general path
+        each, each_gen = seen.expand(B, L, V).clone(), gen.expand(B, L, V).clone()
+        got = p.apply(logits.clone(), each, each_gen, where=where, inplace=True)
+        assert torch.equal(got.nan_to_num(0.0), want.nan_to_num(0.0)), trial
+
+
+def test_the_canvas_penalty_computes_only_the_open_positions():
+    """A commit loop's penalty works on the open positions' columns, never on a (B, L, K)
+    slice of the whole canvas: no tensor it makes holds more than (open positions) x (seen
+    tokens), a row of counts per row (B, V) or a mask of the canvas (B, L) (the whole-canvas
+    version took up to 12x as long at eight rows of the demo's canvas)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and not func._schema.is_mutable:  # memory made
+                made = out.untyped_storage().nbytes() // out.element_size()  # (not a view's)
+                self.numel = max(self.numel, made)
+            return out
+
+    B, L, V = 2, 64, 50
+    tokens = torch.full((B, L), 0)
+    tokens[:, :8] = torch.arange(4, 12)  # 8 committed tokens per row, the rest open
+    tokens[:, 8:12] = 0
+    locked = torch.zeros(B, L, dtype=torch.bool)
+    locked[:, 12:] = True  # only 4 open positions per row
+    c = pen_mod.PenaltyConstraint(Penalties(repetition=1.3, presence=0.5), mask_id=0,
+                                  locked=locked, attention_mask=None, exempt=(0,))
+    logits = torch.randn(B, L, V)
+    with Largest() as seen:
+        c.apply(logits, tokens)
+    assert seen.numel <= max(B * 4 * 8, B * V, B * L), seen.numel  # the canvas: B * L * 8
+
 def test_counts_and_prefix_counts():
     tokens = torch.tensor([[3, 3, 1, 9], [0, 2, 2, 2]])
     keep = torch.tensor([[True, True, False, True], [True, True, True, False]])
@@ -324,6 +402,34 @@ def test_ngram_bans_equal_a_brute_force_search(causal_):
                 for v in brute_bans(tokens[i].tolist(), ok[i].tolist(), p, n, causal_)}
         assert got == want, (trial, tokens, ok, query, n)
 
+
+
+def test_a_canvas_searches_every_place_of_the_query_in_one_pass(monkeypatch):
+    """``ngram_bans`` on a canvas looks for the query at every place of an n-gram in one
+    vectorised pass: the number of tensor operations of that search does not grow with n (a
+    loop over the places made n passes of ~30 small operations each, every step of a commit
+    loop with ``no_repeat_ngram_size``)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    empty = torch.zeros(0, dtype=torch.long)
+    monkeypatch.setattr(pen_mod, "_self_repeat", lambda *a: (empty, empty, empty))
+    tokens = torch.randint(4, 9, (2, 40), generator=torch.Generator().manual_seed(0))
+    ok = torch.ones(2, 40, dtype=torch.bool)
+    ok[:, 20:] = False
+    counts = []
+    for n in (2, 3, 4):
+        Count.ops = 0
+        with Count():
+            pen_mod.ngram_bans(tokens, ok, torch.tensor([[20, 21]] * 2), n, causal=False)
+        counts.append(Count.ops)
+    assert counts[0] == counts[1] == counts[2], counts
 
 def test_a_ban_never_leaves_a_position_without_a_token():
     """A constraint allows two tokens at position 1 and one at position 0; banning both of
