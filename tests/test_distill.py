@@ -584,7 +584,7 @@ def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corp
         want = "tokenizer"
     else:
         extra = ["--distill-window", "-1"]
-        want = "distill_window must be >= 0"
+        want = "--distill-window must be >= 0"
     args = ["distill", "--teacher", who, "--student", student, "--data", str(corpus),
             "--prompt-length", "8", "--gen-length", "8", "--no-progress", *extra,
             "--out", str(tmp_path / "o")]  # fmt: skip
