@@ -234,6 +234,10 @@ def test_an_option_given_without_the_one_it_acts_with_is_refused(decoder, checkp
             api.start(ld, [prompt], options, draft=draft)
         msg = str(e.value)
         assert field in msg and decoder in msg and "\n" not in msg, msg
+    # off is off: a guide scale of 0 without words, no edit-only steps without editing
+    off = {"llada": {"max_post_steps": 0}, "embed-diffusion": {"guide_scale": 0.0}}
+    if decoder in off:
+        api.start(ld, [PROMPT], {"decoder": decoder, "gen_length": G, **off[decoder]})
 
 
 def test_cli_api_and_server_refuse_an_ignored_option_alike(tmp_path, capsys):

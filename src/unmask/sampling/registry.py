@@ -153,17 +153,21 @@ def refuse_unused(decoder: Decoder, config: SampleConfig) -> None:
 
 DEPENDENT_OPTIONS = {
     "max_post_steps": ("edit_threshold", "it bounds the edit-only steps of decoder bd3lm's "
-                       "token editing"),
-    "guide_scale": ("guide_words", "it sets the strength of the continuous decoders' guidance"),
+                       "token editing", 0),
+    "guide_scale": ("guide_words", "it sets the strength of the continuous decoders' guidance",
+                    0.0),
 }
-"""Options that act only with another one set: option -> (that one, what it does)."""
+"""Options that act only with another one set: option -> (that one, what it does, its value
+that means off: without the other one, the run does what that value says)."""
 
 
 def refuse_dependent(decoder: Decoder, config: SampleConfig) -> None:
     """Refuse, in one ``UserError`` line, an option of ``DEPENDENT_OPTIONS`` given without
-    the option it acts with: the run would ignore it."""
-    for name, (needs, what) in DEPENDENT_OPTIONS.items():
-        if option_given(config, name) and not option_given(config, needs):
+    the option it acts with (at other than its default and its off value): the run would
+    ignore it."""
+    for name, (needs, what, off) in DEPENDENT_OPTIONS.items():
+        value = getattr(config, name)
+        if option_given(config, name) and value != off and not option_given(config, needs):
             raise UserError(
                 f"{name} applies only with {needs} ({what}); this run of decoder "
                 f"{decoder.name!r} has no {needs}"
