@@ -386,9 +386,9 @@ def test_cli_refusals_are_one_line_exit_2(tmp_path, capsys):
         (["--model", ar, "--draft", other], "tokenizer differs"),
         (["--model", diff, "--draft", diff], "needs a causal"),
         (["--model", ar, "--draft", ar], "must be a diffusion model"),
-        (["--model", ar, "--draft", diff, "--draft-length", "0"], "draft_length must be >= 1"),
-        (["--model", ar, "--draft", diff, "--draft-steps", "0"], "draft_steps must be >= 1"),
-        (["--model", ar, "--draft-threshold", "0.5"], "draft_threshold applies to decoder"),
+        (["--model", ar, "--draft", diff, "--draft-length", "0"], "--draft-length must be >= 1"),
+        (["--model", ar, "--draft", diff, "--draft-steps", "0"], "--draft-steps must be >= 1"),
+        (["--model", ar, "--draft-threshold", "0.5"], "--draft-threshold applies to decoder"),
         (["--model", ar, "--draft-steps", "2"], "--draft-steps applies with --draft"),
     ]
     for extra, message in cases:
