@@ -23,6 +23,7 @@ from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.objectives import objective_spec
 from unmask.sampling import DECODERS
+from unmask.sampling.registry import DEPENDENT_OPTIONS
 from unmask.tokenizer import byte_tokenizer
 
 TOK = byte_tokenizer()
@@ -178,6 +179,9 @@ def test_the_tables_cover_every_decoder_and_every_option():
     fields = {f.name for f in dataclasses.fields(SampleConfig)}
     assert set(PROBES) == fields, "a SampleConfig field without a probe (or a stale one)"
     assert set(MODELS) == set(DECODERS), "a registered decoder without a tiny checkpoint"
+    for d in DECODERS.values():  # what a decoder declares unused names real fields
+        assert set(d.unused) <= fields and (d.unused_why or not d.unused), d.name
+    assert {*DEPENDENT_OPTIONS, *(v[0] for v in DEPENDENT_OPTIONS.values())} <= fields
 
 
 @pytest.mark.parametrize("decoder", sorted(MODELS))
