@@ -193,8 +193,6 @@ def test_every_option_acts_or_is_refused_by_every_decoder(decoder, checkpoints):
             continue
         value, context = OVERRIDES.get((decoder, field), (value, context))
         base = {"decoder": decoder, "gen_length": G, "seed": 0, **context}
-        if decoder == "latent-diffusion":  # it writes windows of G tokens and no other
-            base["gen_length"] = G
         probe = {**base, field: value}
         model = _eos_written(ld, draft, base) if field == "forbid_eos" else ld
         try:
