@@ -333,7 +333,7 @@ def test_cli_equals_api_with_guidance_and_a_blank(embed_run, capsys):
     assert cli["results"][0]["tokens"] == out.ids[0] and cli["nfe"] == out.nfe == 8
     assert "[MASK]" not in cli["results"][0]["filled_prompt"]
     assert main([*args[:-2], "--policy", "threshold", prompt]) == 2
-    assert "policy do(es) not apply" in capsys.readouterr().err
+    assert "policy does not apply to decoder 'embed-diffusion'" in capsys.readouterr().err
 
 
 def test_checkpoints_recommend_a_rounding_temperature(corpus, embed_run, ae_run, tmp_path):
@@ -656,7 +656,7 @@ def test_commit_loop_options_are_refused_not_ignored(objective, option):
     state: refused in one line (they were silently ignored)."""
     facts = ModelFacts.of(_model(objective))
     assert choose_decoder(facts, SampleConfig()).name == objective
-    with pytest.raises(UserError, match=f"{next(iter(option))} do.es. not apply to decoder"):
+    with pytest.raises(UserError, match=f"{next(iter(option))} does not apply to decoder"):
         choose_decoder(facts, SampleConfig(**option))  # type: ignore[arg-type]
 
 

@@ -229,7 +229,7 @@ AR = ModelFacts.of(tiny(attention="causal"))
         (MDLM, dict(decoder="bd3lm"), "decoder 'bd3lm' needs a block-causal model"),
         (MDLM, dict(decoder="ar"), "decoder 'ar' needs a causal model"),
         (SEDD_UNIFORM, dict(decoder="llada"), "uniform-graph SEDD model"),
-        (SEDD_UNIFORM, dict(temperature=0.5), "temperature do.* not apply to the SEDD decoder"),
+        (SEDD_UNIFORM, dict(temperature=0.5), "temperature does not apply to decoder 'sedd'"),
         (SEDD_UNIFORM, dict(gen_length=8, block_length=4), "need the absorbing graph"),
         (BD3LM, dict(block_length=8, gen_length=16), "block_length=8 must equal the model's block"),
         (MDLM, dict(decoder="spec"), "unknown decoder 'spec'; choose one of auto, ar, bd3lm"),

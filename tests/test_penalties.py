@@ -573,7 +573,7 @@ def test_cli_flags_reach_the_decoder(tmp_path, capsys):
     assert out[0] != out[1]
     assert main([*argv, "--repetition-penalty", "-1"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "error: --repetition-penalty must be a finite number > 0" in err
+    assert err.count("\n") == 1 and "--repetition-penalty must be a finite number > 0" in err
 
 
 @pytest.mark.parametrize("attention", ["bidirectional", "causal"])

@@ -585,7 +585,7 @@ def test_commit_loop_options_are_refused_not_ignored(option):
     facts = ModelFacts.of(replace(model_preset("tiny", vocab_size=48), objective="sedd",
                                   sedd_graph="absorbing"))  # fmt: skip
     assert choose_decoder(facts, SampleConfig(decoder="sedd")).name == "sedd"
-    with pytest.raises(UserError, match=f"{next(iter(option))} do.es. not apply to the SEDD"):
+    with pytest.raises(UserError, match=f"{next(iter(option))} does not apply to decoder 'sedd'"):
         choose_decoder(facts, SampleConfig(decoder="sedd", **option))
 
 
@@ -644,3 +644,38 @@ def test_time_conditioned_sigma_given_model_refuses_the_mask_loops_with_a_way_ou
                  "--no-live", "the [MASK] said"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["decoder"] == "sedd"
     assert not ModelFacts.of(replace(load(run).config, sigma_input="masked_fraction")).needs_sigma
+
+
+def test_the_llada_decoder_refuses_a_model_that_needs_its_noise_level(capsys):
+    """A time-conditioned SEDD model with ``sigma_input: given`` reads its noise level from
+    the caller: ``--decoder llada`` ended in the model's internal "pass sigma (B,) to
+    forward"; now one line at the choice, with what to do, and its own decoder runs."""
+    from server_helpers import loaded
+
+    from unmask import api
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, **tok.special_ids())
+    cfg = objective_spec("sedd").configure(cfg, TrainConfig(seq_len=8, sedd_graph="absorbing"))
+    cfg = replace(cfg, time_conditioning=True, cond_dim=16, sigma_input="given")
+    torch.manual_seed(0)
+    model = loaded(Transformer(cfg).eval())
+    with pytest.raises(UserError, match="decoder 'llada' runs the masked-diffusion commit loop, "
+                                        "which cannot give this model its noise level") as e:
+        api.generate(model, "ab", config={"decoder": "llada", "gen_length": 4})
+    assert "masked_fraction" in str(e.value) and "pass sigma" not in str(e.value)
+    assert api.generate(model, "ab", config={"gen_length": 4}).decoder == "sedd"
+
+
+def test_a_uniform_graph_model_is_pointed_at_its_own_bound():
+    """lm-eval's masked ELBO cannot score a uniform-graph SEDD model: the refusal names where
+    its own bound on held-out text is (the hint had been lost in a rewrite)."""
+    from unmask.facts import ModelFacts
+    from unmask.sampling.continuous import refuse_mask_elbo
+
+    cfg = objective_spec("sedd").configure(model_preset("tiny", vocab_size=48),
+                                           TrainConfig(sedd_graph="uniform"))  # fmt: skip
+    with pytest.raises(UserError, match=r"never read a \[MASK\] token; its own bound on "
+                                        "held-out text: unmask eval RUN"):
+        refuse_mask_elbo(ModelFacts.of(cfg), "lm-eval")

@@ -442,6 +442,6 @@ def test_cli_draft_flag_decodes_like_the_causal_model(tmp_path, capsys):
     assert err.count("\n") == 1 and "applies to decoder 'speculative'" in err
     assert main([*argv, "--draft-length", "4"]) == 2  # without --draft it would do nothing
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "error: --draft-length applies to decoder 'speculative'" in err
+    assert err.count("\n") == 1 and "--draft-length applies to decoder 'speculative'" in err
     assert main([*argv, "--draft-steps", "2"]) == 2
     assert "--draft-steps applies with --draft" in capsys.readouterr().err

@@ -351,8 +351,8 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     llada loop would fail in the model, or sample a latent autoencoder as if it were a mask
     predictor), ``guide_words`` off the continuous decoders and ``predraft`` off ``hybrid``,
     the only decoders that read them, ``draft_length`` and ``draft_threshold`` off
-    ``speculative`` and ``hybrid``, a commit ``policy`` on ``sedd`` (it has none) and
-    ``sedd_sampler`` off it, and
+    ``speculative`` and ``hybrid``, ``draft_steps`` and ``draft_cache`` off ``speculative``
+    (its drafter's), ``sedd_sampler`` off ``sedd``, and
     repetition penalties off the decoders that have no logits to penalise
     (``unmask.sampling.penalties``)."""
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
@@ -374,17 +374,19 @@ def _check_choice(facts: ModelFacts, config: SampleConfig, name: str) -> None:
     check_penalty_decoder(name, config)
     if name != "sedd" and config.sedd_sampler != SampleConfig.sedd_sampler:
         raise UserError(f"sedd_sampler applies to decoder 'sedd', not to decoder {name!r}")
-    if name == "sedd" and config.policy != SampleConfig.policy:
-        raise UserError(
-            f"policy {config.policy!r} is a commit policy of decoder 'llada'; decoder 'sedd' takes "
-            "SEDD's reverse steps (an absorbing SEDD model runs the policies with decoder llada)"
-        )
     given = [f for f in ("draft_length", "draft_threshold")
              if getattr(config, f) != getattr(SampleConfig, f)]  # fmt: skip
     if given and name not in ("speculative", "hybrid"):
         raise UserError(
             f"{given[0]} applies to decoder 'speculative' (with a drafter) and to a "
             f"checkpoint trained with objective hybrid, not to decoder {name!r}"
+        )
+    given = [f for f in ("draft_steps", "draft_cache")
+             if getattr(config, f) != getattr(SampleConfig, f)]  # fmt: skip
+    if given and name != "speculative":
+        raise UserError(
+            f"{given[0]} applies to the drafter of decoder 'speculative' (a causal model "
+            f"given a drafter), not to decoder {name!r}"
         )
     if config.predraft != SampleConfig.predraft and name != "hybrid":
         raise UserError(
@@ -471,18 +473,19 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
                 if all(length % b == 0 for length in lengths)
                 and (dynamic or config.steps % (config.gen_length // b) == 0)]
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
-    if facts.attention != "causal":  # a causal decoder refuses them all, policy too
-        check_policy_options(config.policy, given)
+    runs = facts.default_decoder if config.decoder == "auto" else config.decoder
+    if runs in ("llada", "bd3lm"):  # the others refuse them all (Decoder.unused)
+        check_policy_options(config.policy, given, runs)
     return config
 
 
-def check_policy_options(policy: str, given: Iterable[str]) -> None:
+def check_policy_options(policy: str, given: Iterable[str], decoder: str | None = None) -> None:
     """A ``UserError`` for an option ``given`` that only another commit policy than
-    ``policy`` reads: it would do nothing."""
+    ``policy`` reads: it would do nothing (``decoder``, when known, is named)."""
+    run = "this run's policy is" if decoder is None else f"decoder {decoder!r} runs policy"
     for option, owner in _POLICY_OPTIONS.items():
         if option in given and policy != owner:
-            raise UserError(f"{option} is an option of policy {owner!r}; this run's policy "
-                            f"is {policy!r}")
+            raise UserError(f"{option} is an option of policy {owner!r}; {run} {policy!r}")
 
 
 _POLICY_OPTIONS = {"threshold": "threshold", "factor": "factor", "entropy_bound": "entropy"}

@@ -692,7 +692,8 @@ class SampleConfig:
     """Strength of ``guide_words`` guidance: the step on the continuous state, in units of the
     current noise's standard deviation (>= 0). Measured on a small embed-diffusion model
     (docs/sampling.md): 0.02 puts the words in every sample without repeating them
-    everywhere; 0.2 and more fills the text with them."""
+    everywhere; 0.2 and more fills the text with them. Refused without ``guide_words`` (0
+    excepted: no guidance)."""
     edit_threshold: float | None = None
     """Decoder ``bd3lm``: LLaDA 2.1's token-to-token editing; a committed token of the current
     block whose argmax differs from it with probability > this is replaced (0.5 in the
@@ -700,23 +701,25 @@ class SampleConfig:
     None = no editing (LLaDA 2.0, BD3-LM)."""
     max_post_steps: int = 16
     """Decoder ``bd3lm`` with ``edit_threshold``: edit-only steps at most once a block has no
-    mask (a step that changes nothing ends the block earlier)."""
+    mask (a step that changes nothing ends the block earlier); refused without
+    ``edit_threshold`` (0 excepted: none)."""
     draft_threshold: float = 0.0
     """Decoders ``speculative`` and ``hybrid``: adaptive draft length. A row's draft ends before
     the first token the drafter gives a probability below this (0 = always ``draft_length``
     tokens); a hybrid's next forward then lays out only the drafts kept."""
     draft_steps: int = 1
     """Decoder ``speculative``: denoising steps per draft (the draft block in this many
-    left-to-right chunks, one drafter forward each; >= 1)."""
+    left-to-right chunks, one drafter forward each; >= 1); refused on any other decoder."""
     draft_cache: str = "prefix"
     """Decoder ``speculative``: the drafter's KV cache of the committed prefix: ``prefix``
     (each committed token's keys/values computed once; exact for block-causal drafters,
-    approximate for bidirectional ones) or ``none`` (the whole canvas every forward)."""
+    approximate for bidirectional ones) or ``none`` (the whole canvas every forward); refused
+    on any other decoder."""
     predraft: str = "all"
     """Decoder ``hybrid``: which acceptance lengths get a pre-drafted block each forward:
     ``all`` (0 .. d, TiDAR: the next drafts always saw the whole accepted prefix) or ``ends``
     (0 and d only: fewer positions per forward, after a partial acceptance the drafts of block
-    0 after it); other decoders ignore it."""
+    0 after it); other decoders refuse it."""
     segment_length: int | None = None
     """Generate in segments of this many tokens, each conditioned on the latest
     ``max_seq_len - segment_length`` tokens of prompt and text so far (a sliding window), so

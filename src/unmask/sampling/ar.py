@@ -42,7 +42,13 @@ from unmask.sampling.protocol import (
     model_device,
     rows_finished,
 )
-from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
+from unmask.sampling.registry import (
+    COMMIT_LOOP_OPTIONS,
+    Decoder,
+    Prompts,
+    Target,
+    register_decoder,
+)
 
 ARStepCallback = Callable[[int, Tensor], None]
 """``callback(step, tokens)``: after each new token, ``tokens`` = (B, P + step) prompt and
@@ -372,7 +378,8 @@ def check_causal(
 ) -> None:
     """What every decoder over a causal checkpoint's KV cache (``ar``, ``speculative``,
     ``hybrid``) refuses, in one ``UserError`` line each: a model that is not causal, one
-    without a KV cache, classifier-free guidance."""
+    without a KV cache, classifier-free guidance, an unknown policy, confidence or cache name
+    (the options it has no use for are its ``Decoder.unused``: ``CAUSAL_UNUSED``)."""
     if facts.attention != "causal":
         raise UserError(
             f"decoder {decoder!r} needs {needs}; this checkpoint is "
@@ -384,42 +391,18 @@ def check_causal(
         )
     if config.cfg_scale > 0:
         raise UserError(
-            "cfg_scale applies to diffusion models; this checkpoint is autoregressive (causal)"
+            f"cfg_scale applies to diffusion models, not to decoder {decoder!r} (this checkpoint "
+            "is autoregressive, causal)"
         )
     make_policy(config), scorer(config), check_cache_name(config.cache)  # an unknown name first
-    unused = [name for name, differs in _denoising_options(config).items() if differs]
-    if unused:
-        drafter = "; the drafter's are draft_steps, draft_cache and draft_threshold" * (
-            decoder == "speculative")
-        raise UserError(
-            f"{', '.join(unused)}: {'an option' if len(unused) == 1 else 'options'} of the "
-            f"masked-diffusion loop, which decoder {decoder!r} does not run (it decodes token "
-            f"by token with a KV cache); leave {'it' if len(unused) == 1 else 'them'} "
-            f"out{drafter}"
-        )
 
 
-def _denoising_options(config: SampleConfig) -> dict[str, bool]:
-    """Whether each option only the denoising loop reads (``llada``, ``bd3lm``) is set in
-    ``config``: a causal decoder would ignore it. ``steps`` and ``block_length`` count as
-    unset at their defaults and at ``gen_length`` (one step per token, one block: what a
-    command fills in)."""
-    d = SampleConfig()
-    return {
-        "policy": config.policy != d.policy,
-        "steps": config.steps not in (d.steps, config.gen_length),
-        "block_length": config.block_length not in (None, config.gen_length),
-        "cache": config.cache != d.cache,
-        "remasking": config.remasking != d.remasking,
-        "confidence": config.confidence != d.confidence,
-        "prompt_masks": config.prompt_masks != d.prompt_masks,
-        "skip_empty_steps": config.skip_empty_steps != d.skip_empty_steps,
-        "edit_threshold": config.edit_threshold != d.edit_threshold,
-        "max_post_steps": config.max_post_steps != d.max_post_steps,
-        "threshold": config.threshold != d.threshold,
-        "factor": config.factor != d.factor,
-        "entropy_bound": config.entropy_bound != d.entropy_bound,
-    }
+CAUSAL_UNUSED = ("steps", "block_length", *COMMIT_LOOP_OPTIONS)
+"""What a decoder over a causal checkpoint's KV cache has no use for (``Decoder.unused``):
+the masked-diffusion loop's options, ``steps`` and ``block_length`` too (unset at
+``gen_length``: one step per token, one block, what a command fills in)."""
+
+CAUSAL_WHY = "decodes token by token with a KV cache (it runs no masked-diffusion loop)"
 
 
 @register_decoder("ar")
@@ -428,6 +411,7 @@ class ARDecoder(Decoder):
 
     penalties = True
     summary = "autoregressive: token by token with a KV cache (temperature, top_k, top_p)"
+    unused, unused_why = CAUSAL_UNUSED, CAUSAL_WHY
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         check_causal("ar", facts, config)

@@ -375,7 +375,8 @@ class BD3LMDecoder(Decoder):
         if config.block_length is not None and config.block_length != facts.block_size:
             raise UserError(
                 f"block_length={config.block_length} must equal the model's "
-                f"block_size={facts.block_size} (or be unset)"
+                f"block_size={facts.block_size} (or be unset): decoder 'bd3lm' decodes the "
+                "blocks it was trained on"
             )
         refuse_top_k(self.name, config)
 

@@ -64,7 +64,17 @@ from unmask.sampling.protocol import (
     make_generator,
     model_device,
 )
-from unmask.sampling.registry import Decoder, Prompts, Target, refuse_top_k, register_decoder
+from unmask.sampling.registry import (
+    COMMIT_LOOP_OPTIONS,
+    DECODERS,
+    SIGMA_HINT,
+    Decoder,
+    Prompts,
+    Target,
+    refuse_top_k,
+    refuse_unused,
+    register_decoder,
+)
 
 Constraint = Callable[[Tensor], Tensor]
 """``constraint(logits (B, G, V)) -> (B,)`` loss, differentiable; lower = better satisfied."""
@@ -114,28 +124,17 @@ def _guide_ids(target: Target, config: SampleConfig) -> list[int] | None:
     return ids
 
 
+CONTINUOUS_UNUSED = ("block_length", "cfg_scale", *COMMIT_LOOP_OPTIONS)
+"""What the continuous decoders have no use for (``Decoder.unused``)."""
+
+CONTINUOUS_WHY = ("denoises a continuous state (no commit policy, blocks, cache, token "
+                  "editing or cfg)")
+
+
 def check_options(name: str, config: SampleConfig) -> None:
     """Refuse options that belong to the commit loop or to causal models."""
     refuse_top_k(name, config)
-    defaults = SampleConfig()
-    unused = {
-        "policy": config.policy != defaults.policy,
-        "remasking": config.remasking != defaults.remasking,
-        "confidence": config.confidence != defaults.confidence,
-        "block_length": config.block_length not in (None, config.gen_length),
-        "cache": config.cache != "none",
-        "cfg_scale": config.cfg_scale != 0,
-        "prompt_masks": config.prompt_masks != defaults.prompt_masks,
-        "skip_empty_steps": config.skip_empty_steps != defaults.skip_empty_steps,
-        "edit_threshold": config.edit_threshold != defaults.edit_threshold,
-        "max_post_steps": config.max_post_steps != defaults.max_post_steps,
-    }
-    bad = [k for k, given in unused.items() if given]
-    if bad:
-        raise UserError(
-            f"{', '.join(bad)} do(es) not apply to decoder {name!r}, which denoises a "
-            "continuous state (no commit policy, blocks, cache, token editing or cfg)"
-        )
+    refuse_unused(DECODERS[name], config)
     if config.gen_length <= 0 or config.steps <= 0:
         raise UserError(
             f"gen_length and steps must be positive, got {config.gen_length}, {config.steps}"
@@ -359,14 +358,6 @@ CONTINUOUS_DECODERS = ("embed-diffusion", "latent-diffusion")
 """The decoders of this module: they denoise vectors, not a canvas of [MASK] tokens."""
 
 
-_SIGMA_HINT = (
-    'a time-conditioned SEDD checkpoint with "sigma_input": "given" reads it only from its '
-    "caller; sample it with decoder 'sedd' (a [MASK] in a generate prompt is filled too), or "
-    'set "sigma_input": "masked_fraction" in its config.json (the level read off the [MASK] '
-    "count, exact under the absorbing graph)"
-)
-
-
 def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
     """One-line ``UserError`` when ``task`` (a template task of ``unmask.infill``, which runs
     the masked-diffusion commit loop) is asked of a checkpoint with no [MASK] state: a
@@ -380,7 +371,7 @@ def refuse_commit_loop(facts: ModelFacts, task: str) -> None:
     if facts.default_decoder not in CONTINUOUS_DECODERS:
         if facts.needs_sigma:
             raise UserError(f"{task} runs the masked-diffusion commit loop, which cannot give "
-                            f"this model its noise level: {_SIGMA_HINT}")
+                            f"this model its noise level: {SIGMA_HINT}")
         return
     hint = (
         "fill plain [MASK] / [MASK:n] gaps with infill (or write [MASK] in a generate prompt)"
@@ -407,9 +398,10 @@ def refuse_mask_elbo(facts: ModelFacts, task: str) -> None:
     if facts.default_decoder in CONTINUOUS_DECODERS:
         why = f"a checkpoint of objective {facts.objective} has no likelihood to score"
     elif facts.sedd_graph == "uniform":
-        why = "a uniform-graph SEDD checkpoint never read a [MASK] token"
+        why = ("a uniform-graph SEDD checkpoint never read a [MASK] token; its own bound on "
+               "held-out text: unmask eval RUN")
     elif facts.needs_sigma:
-        why = f"that ELBO cannot give this model its noise level: {_SIGMA_HINT}"
+        why = f"that ELBO cannot give this model its noise level: {SIGMA_HINT}"
     else:
         return
     raise UserError(f"{task}: a diffusion model's continuations are scored by the "
@@ -444,6 +436,7 @@ class EmbedDiffusionDecoder(Decoder):
     """Gaussian diffusion on token embeddings with the clamping trick (``EmbedRun``)."""
 
     summary = "continuous diffusion on token embeddings: ancestral steps, clamping, guidance"
+    unused, unused_why = CONTINUOUS_UNUSED, CONTINUOUS_WHY
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         _check_facts("embed-diffusion", facts, ("embed-diffusion",))
@@ -473,6 +466,7 @@ class LatentDiffusionDecoder(Decoder):
     """Gaussian diffusion of an autoencoder's latents, decoded to text (``LatentRun``)."""
 
     summary = "latent diffusion: ancestral steps on latent vectors, then the decoder"
+    unused, unused_why = CONTINUOUS_UNUSED, CONTINUOUS_WHY
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.objective == "latent-ae":

@@ -57,6 +57,8 @@ from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.objectives.hybrid import draft_layout
 from unmask.sampling.ar import (
+    CAUSAL_UNUSED,
+    CAUSAL_WHY,
     check_causal,
     filter_logits,
     forbid_id,
@@ -465,6 +467,7 @@ class HybridDecoder(Decoder):
         "hybrid: a model trained with objective 'hybrid' verifies its drafts causally and drafts "
         "the next block in the same forward (TiDAR); output distributed exactly as 'ar'"
     )
+    unused, unused_why = CAUSAL_UNUSED, CAUSAL_WHY
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "causal" or not facts.draft_block:

@@ -54,7 +54,14 @@ from unmask.sampling.protocol import (
     step_together,
 )
 from unmask.sampling.protocol import model_device as _model_device
-from unmask.sampling.registry import Decoder, Prompts, Target, refuse_top_k, register_decoder
+from unmask.sampling.registry import (
+    SIGMA_HINT,
+    Decoder,
+    Prompts,
+    Target,
+    refuse_top_k,
+    register_decoder,
+)
 
 
 def add_gumbel_noise(
@@ -564,6 +571,11 @@ class LLaDADecoder(Decoder):
             raise UserError(
                 "this is a uniform-graph SEDD model; sample it with decoder 'sedd', "
                 f"not the commit policy {config.policy!r}"
+            )
+        if facts.needs_sigma and facts.default_decoder == "sedd":  # embed: api's own line
+            raise UserError(
+                "decoder 'llada' runs the masked-diffusion commit loop, which cannot give this "
+                f"model its noise level: {SIGMA_HINT}"
             )
         if config.edit_threshold is not None:
             raise UserError(

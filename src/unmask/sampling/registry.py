@@ -14,8 +14,9 @@ The decoders register themselves in their own modules (``loop``: ``llada``; ``bl
 under ``@register_decoder(name)`` and its import in ``unmask.sampling`` (docs/architecture.md
 has a worked example; ``speculative`` is one).
 
-Inside: ``Target``, ``Decoder``, ``DECODERS``, ``register_decoder``, ``choose_decoder``,
-``refuse_top_k``, ``check_penalty_decoder``.
+Inside: ``Target``, ``Decoder``, ``DECODERS``, ``COMMIT_LOOP_OPTIONS``, ``DEPENDENT_OPTIONS``,
+``SIGMA_HINT``, ``register_decoder``, ``choose_decoder``, ``refuse_top_k``, ``option_given``,
+``refuse_unused``, ``refuse_dependent``, ``check_penalty_decoder``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ class Decoder:
     (``unmask.sampling.penalties``). Without it they are refused when given and left out of
     the checkpoint's recommendation (``unmask.api.sample_config``)."""
 
+    unused: ClassVar[tuple[str, ...]] = ()
+    """``SampleConfig`` fields this decoder has no use for (the commit loop's, on a decoder
+    that commits nothing): given (``option_given``), ``refuse_unused`` refuses them in one
+    line with ``unused_why``, before any model call."""
+    unused_why: ClassVar[str] = ""
+    """What the decoder does instead, for that line: "decoder 'x', which {unused_why}"."""
+
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         """Refuse, with one ``UserError`` line, a combination this checkpoint cannot do."""
 
@@ -77,6 +85,23 @@ class Decoder:
         """The run for ``prompt_ids`` (``config.decoder`` is this decoder's name)."""
         raise NotImplementedError
 
+
+COMMIT_LOOP_OPTIONS = (
+    "policy", "threshold", "factor", "entropy_bound", "remasking", "confidence", "prompt_masks",
+    "skip_empty_steps", "cache", "edit_threshold", "max_post_steps",
+)
+"""Options only the masked-diffusion commit loop (``llada``, ``bd3lm``) reads: its commit
+policy and their parameters, its KV caches, its token editing; a decoder that commits nothing
+lists them in ``Decoder.unused``."""
+
+SIGMA_HINT = (
+    'a time-conditioned SEDD checkpoint with "sigma_input": "given" reads it only from its '
+    "caller; sample it with decoder 'sedd' (a [MASK] in a generate prompt is filled too), or "
+    'set "sigma_input": "masked_fraction" in its config.json (the level read off the [MASK] '
+    "count, exact under the absorbing graph)"
+)
+"""What to do with a checkpoint whose forward needs the noise level (``ModelFacts.needs_sigma``)
+where a loop calls it on token ids alone (the commit loop, the masked ELBO)."""
 
 DECODERS: dict[str, Decoder] = {}
 """Registered decoders by name (``SampleConfig.decoder``)."""
@@ -101,6 +126,52 @@ def refuse_top_k(decoder: str, config: SampleConfig) -> None:
         raise UserError(
             f"top_k and top_p apply to autoregressive (causal) models only, not decoder {decoder!r}"
         )
+
+
+def option_given(config: SampleConfig, name: str) -> bool:
+    """Whether option ``name`` of ``config`` is set to other than its default. ``steps`` and
+    ``block_length`` count as unset at ``gen_length`` too (one step per token, one block:
+    what a command fills in)."""
+    value = getattr(config, name)
+    if name in ("steps", "block_length") and value == config.gen_length:
+        return False
+    return bool(value != getattr(SampleConfig, name))
+
+
+def refuse_unused(decoder: Decoder, config: SampleConfig) -> None:
+    """Refuse, in one ``UserError`` line naming them and the decoder, the options of
+    ``decoder.unused`` that ``config`` sets (``option_given``): the decoder would ignore
+    them."""
+    given = [name for name in decoder.unused if option_given(config, name)]
+    if given:
+        one = len(given) == 1
+        raise UserError(
+            f"{', '.join(given)} {'does' if one else 'do'} not apply to decoder "
+            f"{decoder.name!r}, which {decoder.unused_why}; leave {'it' if one else 'them'} out"
+        )
+
+
+DEPENDENT_OPTIONS = {
+    "max_post_steps": ("edit_threshold", "it bounds the edit-only steps of decoder bd3lm's "
+                       "token editing", 0),
+    "guide_scale": ("guide_words", "it sets the strength of the continuous decoders' guidance",
+                    0.0),
+}
+"""Options that act only with another one set: option -> (that one, what it does, its value
+that means off: without the other one, the run does what that value says)."""
+
+
+def refuse_dependent(decoder: Decoder, config: SampleConfig) -> None:
+    """Refuse, in one ``UserError`` line, an option of ``DEPENDENT_OPTIONS`` given without
+    the option it acts with (at other than its default and its off value): the run would
+    ignore it."""
+    for name, (needs, what, off) in DEPENDENT_OPTIONS.items():
+        value = getattr(config, name)
+        if option_given(config, name) and value != off and not option_given(config, needs):
+            raise UserError(
+                f"{name} applies only with {needs} ({what}); this run of decoder "
+                f"{decoder.name!r} has no {needs}"
+            )
 
 
 def applies_penalties(decoder: str) -> bool:
@@ -132,7 +203,7 @@ def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
     or the checkpoint's own for ``auto`` (``ModelFacts.default_decoder``). A combination the
     checkpoint cannot do is refused here with one ``UserError`` line: an unknown decoder, a
     decoder that needs other attention or another objective, a KV cache on a model without
-    one, options the decoder has no use for (top_k on diffusion, cfg on AR, ...)."""
+    one, options the decoder has no use for (top_k on diffusion, cfg on AR, ``Decoder.unused``)."""
     name = facts.default_decoder if config.decoder == "auto" else config.decoder
     if name not in DECODERS:
         known = ", ".join(["auto", *sorted(DECODERS)])
@@ -144,18 +215,26 @@ def choose_decoder(facts: ModelFacts, config: SampleConfig) -> Decoder:
         )
     decoder = DECODERS[name]
     decoder.check(facts, config)
+    refuse_unused(decoder, config)
+    refuse_dependent(decoder, config)
     return decoder
 
 
 __all__ = [
+    "COMMIT_LOOP_OPTIONS",
     "DECODERS",
+    "DEPENDENT_OPTIONS",
+    "SIGMA_HINT",
     "Decoder",
     "Prompts",
     "Target",
     "applies_penalties",
     "check_penalty_decoder",
     "choose_decoder",
+    "option_given",
     "penalty_decoders",
+    "refuse_dependent",
     "refuse_top_k",
+    "refuse_unused",
     "register_decoder",
 ]

@@ -48,7 +48,15 @@ from unmask.sampling.protocol import (
     make_generator,
     model_device,
 )
-from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
+from unmask.sampling.registry import (
+    COMMIT_LOOP_OPTIONS,
+    DECODERS,
+    Decoder,
+    Prompts,
+    Target,
+    refuse_unused,
+    register_decoder,
+)
 from unmask.sedd import (
     SEDD_OUTPUT,
     AbsorbingGraph,
@@ -130,36 +138,17 @@ def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
     if num_blocks > 1 and not graph.absorbing:
         raise UserError(
             "semi-autoregressive blocks (block_length) need the absorbing graph; "
-            "a uniform-graph model denoises the whole region at once"
+            "decoder 'sedd' denoises the whole region at once on a uniform-graph model"
         )
     return config.sedd_sampler
 
 
 def _check_options(config: SampleConfig) -> None:
-    """Refuse options the SEDD decoder has no use for (it draws, it does not commit)."""
+    """Refuse options the SEDD decoder has no use for (``SEDDDecoder.unused``: it draws, it
+    does not commit)."""
     if config.decoder not in ("auto", "sedd"):
         raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
-    d = SampleConfig()
-    unused = {  # the commit loop's options too: SEDD moves tokens, it commits none
-        "temperature": config.temperature != 0,
-        "cfg_scale": config.cfg_scale != 0,
-        "cache": config.cache != "none",
-        "top_k": config.top_k is not None,
-        "top_p": config.top_p is not None,
-        "remasking": config.remasking != d.remasking,
-        "confidence": config.confidence != d.confidence,
-        "prompt_masks": config.prompt_masks != d.prompt_masks,
-        "skip_empty_steps": config.skip_empty_steps != d.skip_empty_steps,
-        "edit_threshold": config.edit_threshold != d.edit_threshold,
-        "max_post_steps": config.max_post_steps != d.max_post_steps,
-    }
-    bad = [name for name, given in unused.items() if given]
-    if bad:
-        raise UserError(
-            f"{', '.join(bad)} do(es) not apply to the SEDD decoder "
-            f"(sedd_sampler {config.sedd_sampler}), which draws from the model's "
-            "reverse process"
-        )
+    refuse_unused(DECODERS["sedd"], config)
 
 
 class SEDDRun(DecoderRun):
@@ -441,6 +430,9 @@ class SEDDDecoder(Decoder):
     """SEDD's reverse process (``sedd_sampler`` euler / analytic) over a SEDD checkpoint."""
 
     summary = "score entropy (SEDD): Euler or analytic reverse steps; no commit policy"
+    unused = ("temperature", "cfg_scale", "top_k", "top_p",
+              *(o for o in COMMIT_LOOP_OPTIONS if o != "policy"))  # policy: check's own line
+    unused_why = "draws tokens from the model's reverse process (sedd_sampler) and commits none"
 
     def uses_steps(self, config: SampleConfig) -> bool:
         return True
@@ -456,12 +448,18 @@ class SEDDDecoder(Decoder):
                 f"decoder 'sedd' needs a bidirectional diffusion model, "
                 f"not attention={facts.attention!r}"
             )
+        if config.policy != SampleConfig.policy:
+            raise UserError(
+                f"policy {config.policy!r} is a commit policy of decoder 'llada'; decoder 'sedd' "
+                "takes SEDD's reverse steps (an absorbing SEDD model runs the policies with "
+                "decoder llada)"
+            )
         _check_options(config)
         blocks = config.block_length is not None and config.block_length < config.gen_length
         if blocks and facts.sedd_graph == "uniform":
             raise UserError(
                 "semi-autoregressive blocks (block_length) need the absorbing graph; "
-                "a uniform-graph model denoises the whole region at once"
+                "decoder 'sedd' denoises the whole region at once on a uniform-graph model"
             )
 
     def start(

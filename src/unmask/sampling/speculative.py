@@ -61,6 +61,8 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import (
+    CAUSAL_UNUSED,
+    CAUSAL_WHY,
     check_causal,
     filter_logits,
     forbid_id,
@@ -605,6 +607,9 @@ class SpeculativeDecoder(Decoder):
         "speculative: a diffusion drafter (draft=) proposes draft_length tokens, the causal "
         "model verifies them in one forward; output distributed exactly as 'ar'"
     )
+    unused = CAUSAL_UNUSED
+    unused_why = (f"{CAUSAL_WHY}; the drafter's options are draft_steps, draft_cache and "
+                  "draft_threshold")
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         check_causal("speculative", facts, config, "a causal (autoregressive) model to verify")
