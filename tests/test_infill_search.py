@@ -72,13 +72,14 @@ def _row(template: str, gaps: list) -> list[int]:
 
 
 def test_coordinate_search_finds_the_exact_best_lengths_on_tiny_models():
-    """Two [MASK:1-4] gaps, one variable gap at a time (max_joint=1), on random tiny models:
-    the lengths whose text has the lowest exact bound, among all 16 combinations the
-    exhaustive search filled, are found as often as that search finds them. Measured over 60
-    models (2026-12-06): 47/60 now, 47/60 exhaustive, 39/60 with the single sweep before."""
-    template = "a[MASK:1-4]b[MASK:1-4]c"
+    """Two [MASK:1-3] gaps, one variable gap at a time (max_joint=1), on random tiny models:
+    the lengths whose text has the lowest exact bound, among all 9 combinations the
+    exhaustive search filled, are found about as often as that search finds them (9 and 10
+    of these 12 models). Larger runs in docs/infill.md ("Many variable gaps"): 47/60 with
+    two [MASK:1-4], as many as the exhaustive search, 39/60 with the one sweep before."""
+    template = "ab[MASK:1-3]c[MASK:1-3]"
     hits = {"coordinate": 0, "every": 0}
-    for seed in range(10):
+    for seed in range(12):
         model = _tiny(seed)
         cfg = SampleConfig(temperature=0.0, seed=seed)
         every = infill(model, TOK, template, cfg,
@@ -87,9 +88,10 @@ def test_coordinate_search_finds_the_exact_best_lengths_on_tiny_models():
         best = min(exact, key=exact.__getitem__)
         coord = infill(model, TOK, template, cfg,
                        options=InfillOptions(elbo_seed=seed, max_joint=1))  # fmt: skip
+        assert len(coord.candidates) > 3  # the coordinate search ran
         for name, r in (("coordinate", coord), ("every", every)):
             hits[name] += tuple(len(g.tokens) for g in r.gaps) == best
-    assert hits["coordinate"] >= hits["every"] - 1 and hits["coordinate"] >= 7, hits
+    assert hits["coordinate"] >= hits["every"] - 1 and hits["coordinate"] >= 8, hits
 
 
 def test_the_coordinate_search_is_deterministic_in_its_seeds():
