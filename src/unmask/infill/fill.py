@@ -11,7 +11,9 @@ Inside:
   ``elbo``: filled at several candidate lengths (in one batch), the completion with the
   lowest ELBO bound (``unmask.evaluate.sequence_elbo``; of the whole text, or per token:
   ``InfillOptions.length_score``) wins, the candidates sharing their masking noise
-  (``noise_slots``): training-free, for any mask predictor; ``empty``: one pass at the
+  (``noise_slots``): training-free, for any mask predictor (beyond ``max_joint``
+  combinations one gap at a time, ``_coordinate_search``, within ``max_search_calls``
+  model calls, ``search_calls``); ``empty``: one pass at the
   longest length on a model trained with ``[EMPTY]`` (``ModelConfig.empty_id``), whose
   trailing unused slots hold ``[EMPTY]`` and are dropped.
 - ``count_elbo_terms``, ``paired_per_token_terms``: how ``per_token`` scores candidates (the
