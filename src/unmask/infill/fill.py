@@ -11,7 +11,9 @@ Inside:
   ``elbo``: filled at several candidate lengths (in one batch), the completion with the
   lowest ELBO bound (``unmask.evaluate.sequence_elbo``; of the whole text, or per token:
   ``InfillOptions.length_score``) wins, the candidates sharing their masking noise
-  (``noise_slots``): training-free, for any mask predictor; ``empty``: one pass at the
+  (``noise_slots``): training-free, for any mask predictor (beyond ``max_joint``
+  combinations one gap at a time, ``_coordinate_search``, within ``max_search_calls``
+  model calls, ``search_calls``); ``empty``: one pass at the
   longest length on a model trained with ``[EMPTY]`` (``ModelConfig.empty_id``), whose
   trailing unused slots hold ``[EMPTY]`` and are dropped.
 - ``count_elbo_terms``, ``paired_per_token_terms``: how ``per_token`` scores candidates (the
@@ -29,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -340,9 +342,15 @@ def fill_plan(
     options: InfillOptions,
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
+    name: str = "the template",
 ) -> InfillResult:
-    """Fill a planned template; variable-length gaps get their length by ``options.length_mode``."""
+    """Fill a planned template; variable-length gaps get their length by ``options.length_mode``.
+    A search that would make more than ``options.max_search_calls`` model calls
+    (``search_calls``) is a ``UserError`` naming the template (``name``) before any model work.
+    """
     mode, empty_id = _length_mode(model, plan, options)
+    if mode == "elbo" and options.max_search_calls:
+        _check_search(plan, config, options, tokenizer, name)
     if mode == "empty":
         plan = _empty_plan(plan, tokenizer, empty_id)  # type: ignore[arg-type]
     automata = [h.automaton for h in plan.holes]
@@ -357,10 +365,11 @@ def fill_plan(
 
     def run(
         combos: list[tuple[int, ...]],
+        fill: list[list[list[int] | None]] | None = None,
     ) -> tuple[list[list[int]], Spans, list[list[tuple[str, Any]]]]:
         nonlocal nfe, repaired
         layouts = [plan.layout(c) for c in combos]
-        canvas, spans = layouts_canvas(layouts, automata, labels, **ids)
+        canvas, spans = layouts_canvas(layouts, automata, labels, fill=fill, **ids)
         filled = fill_canvas(
             model, canvas, config, eos_id=eos_id, generator=generator, step_callback=on_step
         )
@@ -421,12 +430,7 @@ def fill_plan(
         candidates.extend(scored)
         return min(range(len(combos)), key=lambda r: (scored[r].score(options.length_score), r))
 
-    choices = [h.candidates for h in plan.holes]
-    n_combos = 1
-    for c in choices:
-        n_combos *= len(c)
-    # a template of gaps only is never filled with nothing at all (no text to score or show)
-    nothing = plan.fixed_tokens == 0 and all(0 in c for c in choices) and n_combos > 1
+    choices, n_combos, nothing = _choices(plan)
     if n_combos == 1:
         combo = tuple(c[0] for c in choices)
         rows, spans, layouts = run([combo])
@@ -435,17 +439,13 @@ def fill_plan(
         combos = [c for c in itertools.product(*choices) if any(c) or not nothing]
         rows, spans, layouts = run(combos)
         best = choose(combos, rows, spans, layouts)
-    else:  # one variable gap at a time, the undecided ones at their middle candidate
-        current = [c[len(c) // 2] for c in choices]
-        rows, spans, layouts, best = [], Spans(holes=[]), [], 0
-        for k, cands in enumerate(choices):
-            if len(cands) == 1:
-                continue
-            combos = [tuple(current[:k]) + (n,) + tuple(current[k + 1 :]) for n in cands]
-            combos = [c for c in combos if any(c) or not nothing]
-            rows, spans, layouts = run(combos)
-            best = choose(combos, rows, spans, layouts)
-            current[k] = combos[best][k]
+    else:  # one variable gap at a time: see _coordinate_search
+        def afford(combos: list[tuple[int, ...]], k: int) -> bool:
+            limit = options.max_search_calls
+            return not limit or nfe + _run_calls(plan, config, options, combos, k,
+                                                 **ids) <= limit  # fmt: skip
+
+        rows, spans, layouts, best = _coordinate_search(choices, nothing, run, choose, afford)
     text, gaps, tokens = _render(plan, layouts[best], rows[best], spans, best, tokenizer, empty_id)
     return InfillResult(
         text=text,
@@ -456,6 +456,149 @@ def fill_plan(
         repaired=repaired,
         length_mode=mode,
     )
+
+
+def _check_search(plan: Plan, config: SampleConfig, options: InfillOptions, tokenizer: Any,
+                  name: str) -> None:
+    need = search_calls(plan, config, options, mask_id=tokenizer.mask_id,
+                        pad_id=tokenizer.pad_id)
+    if need > options.max_search_calls:
+        variable = sum(len(h.candidates) > 1 for h in plan.holes)
+        raise UserError(
+            f"{name}: choosing the lengths of its {variable} variable-length gap"
+            f"{'s' * (variable != 1)} needs up to {need} model calls, over the limit of "
+            f"{options.max_search_calls} (max_search_calls); give narrower length ranges or "
+            "fewer candidates (max_candidates), or raise max_search_calls (0: no limit)"
+        )
+
+
+def _template_name(template: str | Sequence[str | Gap]) -> str:
+    """``template 'TEXT'`` for errors, the text cut to 60 characters."""
+    text = template if isinstance(template, str) else "".join(
+        p if isinstance(p, str) else (p.source or f"[MASK:{p.name or ''}]") for p in template)
+    return f"template {text if len(text) <= 60 else text[:57] + '...'!r}"
+
+
+def _choices(plan: Plan) -> tuple[list[list[int]], int, bool]:
+    """(each hole's candidate lengths, how many combinations, whether the all-empty one is
+    left out: a template of gaps only is never filled with nothing at all, no text to score
+    or show)."""
+    choices = [h.candidates for h in plan.holes]
+    n_combos = math.prod(len(c) for c in choices)
+    nothing = plan.fixed_tokens == 0 and all(0 in c for c in choices) and n_combos > 1
+    return choices, n_combos, nothing
+
+
+def _run_calls(plan: Plan, config: SampleConfig, options: InfillOptions,
+               combos: list[tuple[int, ...]], masked: int | None, *, mask_id: int,
+               pad_id: int) -> int:
+    """The model calls of one run of the length search, counted as ``InfillResult.nfe``
+    counts them: its sampling steps (``infill_config`` on its canvas: every hole masked, or
+    only hole ``masked``) plus one scoring call per row (``PER_TOKEN_ROUNDS`` per row under
+    ``length_score="per_token"``)."""
+    fill = None if masked is None else [
+        [None if j == masked else [pad_id] * n for j, n in enumerate(c)] for c in combos]
+    canvas, _ = layouts_canvas([plan.layout(c) for c in combos], [h.automaton for h in plan.holes],
+                               [h.label for h in plan.holes], mask_id=mask_id, pad_id=pad_id,
+                               fill=fill)  # fmt: skip
+    per_row = PER_TOKEN_ROUNDS if options.length_score == "per_token" else 1
+    return infill_config(config, canvas)[0].steps + per_row * len(combos)
+
+
+def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, mask_id: int,
+                 pad_id: int) -> int:
+    """The most model calls ``fill_plan``'s length search (``length_mode="elbo"``) of ``plan``
+    needs before it can choose, counted as ``InfillResult.nfe`` counts them, known before any
+    model work: every combination in one run (at most ``max_joint``), or the first sweep of
+    the coordinate search (``_coordinate_search``; a run after the first at its largest, the
+    other gaps at their longest candidate). Further sweeps run only while they fit
+    ``options.max_search_calls``. Refills of spans that broke a constraint are not counted
+    (``fill_canvas``: only when several tokens of a constrained span were committed in one
+    step). 0 when no gap has a choice of length."""
+    choices, n_combos, nothing = _choices(plan)
+    if n_combos == 1:
+        return 0
+    ids = dict(mask_id=mask_id, pad_id=pad_id)
+    if n_combos - int(nothing) <= options.max_joint:
+        combos = [c for c in itertools.product(*choices) if any(c) or not nothing]
+        return _run_calls(plan, config, options, combos, None, **ids)
+    middle = [c[len(c) // 2] for c in choices]
+    longest = [max(c) for c in choices]
+    total, first = 0, True
+    for k, cands in enumerate(choices):
+        if len(cands) == 1:
+            continue
+        base = middle if first else longest
+        combos = [tuple(base[:k]) + (n,) + tuple(base[k + 1 :]) for n in cands]
+        combos = [c for c in combos if any(c) or not nothing]
+        total += _run_calls(plan, config, options, combos, None if first else k, **ids)
+        first = False
+    return total
+
+
+Run = Callable[[list[tuple[int, ...]], "list[list[list[int] | None]] | None"],
+               tuple[list[list[int]], Spans, list[list[tuple[str, Any]]]]]
+Choose = Callable[[list[tuple[int, ...]], list[list[int]], Spans, list[list[tuple[str, Any]]]],
+                  int]
+Afford = Callable[[list[tuple[int, ...]], int], bool]
+
+
+SWEEPS = 3
+"""Most sweeps of the coordinate search over the variable gaps (it stops after a sweep that
+changes no length)."""
+
+
+REFINE_NEAR = 1
+"""Sweeps after the first try, for each gap, only the candidates this close (in the list of
+its candidates) to its current length; 0: all of them."""
+
+
+def _coordinate_search(
+    choices: list[list[int]], nothing: bool, run: Run, choose: Choose, afford: Afford
+) -> tuple[list[list[int]], Spans, list[list[tuple[str, Any]]], int]:
+    """The length search when every combination is too many (``max_joint``): one variable gap
+    at a time, in template order, the gaps not yet decided at their middle candidate, in up
+    to ``SWEEPS`` sweeps over the gaps (it stops when a sweep changes no length).
+
+    The first run fills the whole canvas; after it, the best row so far is kept: every
+    other gap holds its text from that row, locked, and only the gap being decided is
+    filled at its candidate lengths, in one run, beside the kept row itself (scored again,
+    not refilled). A run then has as many steps as that gap has masks, not as the whole
+    canvas has (the sampler's steps are capped at the masks of a row), the choice of a
+    gap's length sees the text the other gaps hold, and a later sweep can undo a choice that
+    was made while the other gaps were still at their middle length. A run after the first
+    sweep is made only if ``afford(combos, k)`` (the budget, ``max_search_calls``). Returns
+    (rows, spans, layouts, best row) of the last run."""
+    current = [c[len(c) // 2] for c in choices]
+    kept: list[list[int]] | None = None  # each hole's tokens in the best row so far
+    rows: list[list[int]] = []
+    spans, layouts, best = Spans(holes=[]), [], 0
+    variable = [k for k, c in enumerate(choices) if len(c) > 1]
+    for sweep in range(SWEEPS):
+        changed = False
+        for k in variable:
+            cands = choices[k]
+            if sweep and REFINE_NEAR:  # later sweeps: the candidates next to the current one
+                i = cands.index(current[k])
+                cands = cands[max(0, i - REFINE_NEAR) : i + REFINE_NEAR + 1]
+            combos = [tuple(current[:k]) + (n,) + tuple(current[k + 1 :]) for n in cands]
+            combos = [c for c in combos if any(c) or not nothing]
+            fill: list[list[list[int] | None]] | None = None
+            if kept is not None:
+                this = tuple(current)
+                combos = [this] + [c for c in combos if c != this]
+                if sweep and not afford(combos, k):
+                    return rows, spans, layouts, best
+                fill = [[None if j == k and r else t for j, t in enumerate(kept)]
+                        for r in range(len(combos))]
+            rows, spans, layouts = run(combos, fill)
+            best = choose(combos, rows, spans, layouts)
+            changed |= kept is not None and best != 0
+            current[k] = combos[best][k]
+            kept = [rows[best][s:e] for s, e in spans.holes[best]]
+        if not changed:
+            break
+    return rows, spans, layouts, best
 
 
 def _length_mode(
@@ -677,6 +820,9 @@ def infill(
     options = options or InfillOptions()
     if options.max_candidates < 1 or options.max_joint < 1 or options.elbo_samples < 1:
         raise UserError("max_candidates, max_joint and elbo_samples must be at least 1")
+    if options.max_search_calls < 0:
+        raise UserError(f"max_search_calls must be 0 (no limit) or positive, got "
+                        f"{options.max_search_calls}")
     _length_mode(model, Plan(items=[], holes=[]), options)  # bad options before any work
     plan = plan_template(
         template,
@@ -686,4 +832,4 @@ def infill(
         default_max_len=options.default_max_len,
     )
     return fill_plan(model, tokenizer, plan, config, options=options, generator=generator,
-                     step_callback=step_callback)
+                     step_callback=step_callback, name=_template_name(template))
