@@ -147,7 +147,8 @@ def test_a_refused_resume_leaves_the_run_as_it_was(runs, tmp_path, capsys):
     for extra, words in [(["--steps", "4", "--seq-len", "40000"], "exceeds the model's"),
                          (["--steps", "4", "--batch-size", "3", "--grad-accum", "2"],
                           "not divisible"),
-                         (["--steps", "4", "--grad-accum", "0"], "grad_accum=0 must be positive")]:
+                         (["--steps", "4", "--grad-accum", "0"],
+                          "--grad-accum=0 must be positive")]:
         assert cli.main(["train", "--resume", "--out", str(out), "--no-progress", *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()  # "resuming at ...", the error
         assert err[-1].startswith("unmask train: error:") and words in err[-1], err
@@ -557,3 +558,23 @@ def test_a_refusal_of_a_setting_names_the_flag_the_user_typed(runs, capsys):
     assert as_typed(said, ["generate", "x", "--model", "m"]) == said
     assert as_typed(said, ["generate", "--temperature", "-1"]) == "--" + said
     assert as_typed("model m is not a checkpoint", ["generate", "--model", "m"]).startswith("m")
+
+
+def test_a_refusal_that_names_a_setting_with_its_value_names_the_flag(runs, capsys):
+    """``compile='cuda-graphs' needs a CUDA GPU``, ``dtype 'x': choose ...`` and the hybrid
+    decoder's ``draft_length 9: this hybrid checkpoint ...`` open with the field and its value:
+    ``unmask serve`` named the flag in them before ``as_typed`` replaced its rewrite, which
+    knew only ``must`` and ``applies``."""
+    from unmask.cli import as_typed
+
+    gen = ["generate", "x", "--model", str(runs["mdlm"]), "--device", "cpu", "--no-live"]
+    assert fails(capsys, [*gen, "--compile", "cuda-graphs"]).startswith(
+        "unmask generate: error: --compile='cuda-graphs' needs a CUDA GPU")
+    said = "draft_length 9: this hybrid checkpoint drafts blocks of 4 tokens; use 1 .. 4"
+    assert as_typed(said, ["serve", "--draft-length", "9"]) == "--" + said.replace("_", "-", 1)
+    assert as_typed(said, ["serve", "--model", "m"]) == said
+    said = "block_size=3 must divide seq_len=128"
+    assert as_typed(said, ["train", "--block-size=3"]) == "--block-size=3 must divide seq_len=128"
+    said = "device 'cuda:3': torch sees 1 CUDA device"
+    assert as_typed(said, ["generate", "--device", "cuda:3"]) == "--" + said
+    assert as_typed("model m is not a checkpoint: no config", ["x", "--model", "m"])[0] == "m"

@@ -111,5 +111,5 @@ def test_serve_compile_refuses_cuda_graphs_on_a_cpu_before_serving(capsys):
     assert main(["serve", "--model", demo, "--compile", "cuda-graphs", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        "unmask serve: error: compile='cuda-graphs' needs a CUDA GPU; the model is on cpu"
+        "unmask serve: error: --compile='cuda-graphs' needs a CUDA GPU; the model is on cpu"
     ]

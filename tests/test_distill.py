@@ -565,7 +565,7 @@ def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corp
         want = "this teacher is not autoregressive"
     elif problem == "draft block 0":
         student, extra = str(ar_teacher), ["--draft-block", "0"]
-        want = "draft_block=0 must be >= 1"
+        want = "--draft-block=0 must be >= 1"
     elif problem == "causal student, other tokenizer":
         from unmask.data import prepare
 
@@ -1022,7 +1022,7 @@ def test_bad_training_setups_are_refused_before_decoding(problem, teacher, ar_te
         want = "precision=fp16 needs a CUDA GPU"
     elif problem == "batch split":
         args = _args(teacher, corpus, out, "--batch-size", "3", "--grad-accum", "2")
-        want = "batch_size=3 is not divisible by processes×grad_accum=2"
+        want = "--batch-size=3 is not divisible by processes×grad_accum=2"
     elif problem == "short student":
         short = tmp_path / "short"
         shutil_copy(Path(teacher) / "checkpoint", short)

@@ -216,3 +216,27 @@ def test_a_layer_one_input_wide_stays_in_full_precision(tmp_path) -> None:
         ref, got = full(tokens).log_softmax(-1), model(tokens).log_softmax(-1)
     assert (ref.exp() * (ref - got)).sum(-1).mean().item() < 0.01
     assert (ref.argmax(-1) == got.argmax(-1)).float().mean().item() >= 0.9
+
+
+def test_a_native_checkpoint_quantizes_every_linear_layer_it_estimates(tmp_path) -> None:
+    """The block-by-block load quantised only the blocks and the head: a native checkpoint's
+    other linear layers (the noise-level embedding, the final modulation, embed-diffusion's
+    self-conditioning map) stayed in full precision, unlike the whole-model quantisation it
+    replaced and the memory estimate (``estimate_bytes``), which counts them quantised."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.quantize import _quantizable
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32, **tok.special_ids())
+    cfg.time_conditioning, cfg.sigma_input, cfg.embed_self_condition = (
+        True, "masked_fraction", True)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    model = unmask.load(tmp_path / "run", quantize="int8").model
+    left = [n for n, m in model.named_modules() if _quantizable(m, n)
+            and "torchao" not in type(m.weight).__module__ and n != "lm_head"]
+    assert left == []
+    assert "torchao" in type(model.self_condition.weight).__module__

@@ -18,6 +18,7 @@ jsonschema = pytest.importorskip("jsonschema")
 from fastapi.testclient import TestClient  # noqa: E402
 from server_helpers import loaded, tiny_config  # noqa: E402
 from test_server import sse_events  # noqa: E402
+from test_speculative import Counting  # noqa: E402
 
 from unmask.model import Transformer  # noqa: E402
 from unmask.server import create_app  # noqa: E402
@@ -363,19 +364,6 @@ def test_response_format_with_a_name_and_null_options_is_served(own_client):
     assert r.status_code == 200, r.text
 
 
-class _Counted(torch.nn.Module):
-    """Wraps a model, counting its forward passes."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner, self.config, self.calls = inner, inner.config, 0
-        self.supports_kv_cache = getattr(inner, "supports_kv_cache", False)
-
-    def forward(self, tokens, attention_mask=None, **kw):
-        self.calls += 1
-        return self.inner(tokens, attention_mask, **kw)
-
-
 def test_with_a_drafter_structured_output_forms_and_infill_use_the_model_alone():
     """``--draft`` drafts for completions and chat only: structured output, ``/v1/forms`` and
     ``/v1/infill`` fill a form under automata with the causal model alone (the drafter runs
@@ -387,7 +375,7 @@ def test_with_a_drafter_structured_output_forms_and_infill_use_the_model_alone()
     ar = loaded_as(transformer("causal", 11))  # context 64
     short = Transformer(dataclasses.replace(transformer("bidirectional", 12).config,
                                             max_seq_len=32)).double().eval()
-    drafter = _Counted(short)
+    drafter = Counting(short)
     guided = {"prompt": "hello", "max_tokens": 40, "guided_regex": "[a-c]{3,30}"}  # 5 + 40 > 32
     form = {"form": {"n": "<int>", "word": "<text:2-20>"}}
     infill = {"template": "hello [MASK:30]", "guided_choice": ["yes", "no"]}  # no FIM: at the end

@@ -286,3 +286,31 @@ def test_sigterm_lets_a_streamed_request_in_flight_finish(ckpt, free_port):
         proc.kill()
     assert proc.returncode == 143, err
     assert err.splitlines()[-1] == "unmask serve: terminated" and "Traceback" not in err, err
+
+
+def test_a_server_that_took_the_port_while_the_model_loaded_is_one_line(
+        ckpt, served, capsys, free_port, monkeypatch):
+    """The port is bound before the model loads but listened on only after; with
+    ``SO_REUSEADDR`` a second ``unmask serve`` started meanwhile binds it too and may listen
+    first. The later one got the bare ``Address already in use`` of ``socket.listen``."""
+    from unmask import api
+    from unmask.commands.serve import listen_socket
+
+    other = []
+    load = api.load_for_decoding
+
+    def load_while_another_starts(*a, **k):
+        other.append(listen_socket("127.0.0.1", free_port))
+        return load(*a, **k)
+
+    monkeypatch.setattr(api, "load_for_decoding", load_while_another_starts)
+    try:
+        argv = ["serve", "--model", ckpt, "--port", str(free_port), "--device", "cpu"]
+        assert main(argv) == 2
+    finally:
+        for s in other:
+            s.close()
+    assert capsys.readouterr().err == (
+        f"unmask serve: error: port {free_port} is in use: another server started listening "
+        "on it while the model loaded; stop it, or choose another --port\n")
+    assert served == []

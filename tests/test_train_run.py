@@ -223,8 +223,8 @@ def test_impossible_sizes_refused_up_front(dataset, tmp_path, capsys):
     base = ["train", "--data", str(dataset), "--out", str(tmp_path / "r"), "--no-progress",
             "--seq-len", "32", "--steps", "1"]
     cases = {
-        ("--seq-len", "100000000"): "seq_len=100000000 is longer than the train split",
-        ("--batch-size", "10000000"): "batch_size=10000000 exceeds the",
+        ("--seq-len", "100000000"): "--seq-len=100000000 is longer than the train split",
+        ("--batch-size", "10000000"): "--batch-size=10000000 exceeds the",
         # the weights alone (88 GB at 2 bytes) or with the optimizer state: by the free memory
         ("--model-set", "d_model=4096", "--model-set", "n_layers=256"): (
             "its weights alone need", "this run needs about"),

@@ -233,9 +233,10 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
 
 
-_FIELD_RULE = re.compile(r"([a-z][a-z0-9_]*)( must | applies )")
+_FIELD_RULE = re.compile(r"([a-z][a-z0-9_]*)(?= must | applies |=|\s\S+: )")
 """A refusal that opens with a setting's field name (``draft_length must be >= 1, got 0``,
-``predraft applies to ...``): ``SampleConfig``'s and the decoders' checks word them so."""
+``predraft applies to ...``, ``block_size=3 must divide ...``, ``draft_length 9: this hybrid
+checkpoint ...``, ``compile='cuda-graphs' needs ...``): the library's checks word them so."""
 
 
 def as_typed(message: str, argv: Sequence[str]) -> str:

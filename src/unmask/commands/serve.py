@@ -128,9 +128,11 @@ def configure_access_log(quiet: bool) -> None:
 def bind_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host``:``port`` (as uvicorn binds it), not yet listening, or a
     one-line ``UserError`` (uvicorn logs its own line and exits 1). Bound before the model
-    loads, so a port in use or a wrong ``--host`` fails at once, not after minutes of loading,
-    and the port is ours from then on; until ``listen`` a client is refused, not kept
-    waiting."""
+    loads, so a port in use or a wrong ``--host`` fails at once, not after minutes of loading;
+    until ``listen`` a client is refused, not kept waiting. (``SO_REUSEADDR``, which lets a
+    restarted server bind past connections in TIME_WAIT, also lets another socket bind the
+    port until one listens: two servers started on one port both bind, and ``listen`` refuses
+    the later one.)"""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET  # an IPv6 address
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -155,8 +157,17 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def listen(sock: socket.socket) -> socket.socket:
     """``sock`` listening: connections wait in the backlog from the banner on (uvicorn's
-    size)."""
-    sock.listen(2048)
+    size); a one-line ``UserError`` where another server took the port meanwhile (it bound it
+    too, ``bind_socket``, and listened first)."""
+    try:
+        sock.listen(2048)
+    except OSError as e:
+        port = sock.getsockname()[1]
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} is in use: another server started listening on it "
+                            "while the model loaded; stop it, or choose another --port") from None
+        raise UserError(f"cannot listen on port {port} ({e.strerror or e})") from None
     return sock
 
 

@@ -504,9 +504,11 @@ def load_weights_lazily(
 
 
 def quantizes(prefix: str, tied: bool) -> bool:
-    """Whether a block-by-block load quantises the module group ``prefix``: every block, and
-    the output head unless it is the embedding matrix (``tie_embeddings``)."""
-    return prefix.startswith("layers.") or (prefix == "lm_head" and not tied)
+    """Whether a block-by-block load quantises the module group ``prefix``: every one (its
+    linear layers, as ``quantize_model`` and ``estimate_bytes`` count them: the blocks, the
+    head, a noise-level embedding, a final modulation, a self-conditioning map) except an
+    output head that is the embedding matrix (``tie_embeddings``)."""
+    return not (prefix == "lm_head" and tied)
 
 
 def _fill_module(

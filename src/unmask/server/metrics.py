@@ -42,7 +42,7 @@ class Metrics:
     COUNTERS = {
         "requests": "HTTP requests answered, by endpoint and status code.",
         "prompt_tokens": "Prompt tokens of finished generation requests.",
-        "completion_tokens": "Tokens generated (up to EOS or a stop sequence).",
+        "completion_tokens": "Tokens generated (through the EOS or stop sequence that ended them).",
         "nfe": "Model evaluations (forward passes) run by the worker; a step shared by many "
                "requests counts once.",
         "forward_rows": "Canvas rows in the forward passes of batched generation (completions "
