@@ -621,3 +621,25 @@ def test_a_sedd_server_refuses_penalties_before_any_stream():
             assert "not to decoder 'sedd'" in err["message"]
         assert c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4,
                                                "frequency_penalty": 0}).status_code == 200
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_ngram_bans_in_chunks_of_queries_equal_one_pass(monkeypatch, causal):
+    """A long canvas compares its queries in chunks (memory bounded by ``_COMPARED``): the
+    bans are the same set as in one pass, for every n."""
+    from unmask.sampling import penalties
+
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(4, 9, (3, 40), generator=g)  # 5 ids: many repeated n-grams
+    ok = torch.rand(3, 40, generator=g) > 0.2
+    query = torch.randint(-2, 42, (3, 17), generator=g)  # some outside [0, L): ask nothing
+    found = 0
+    for n in (1, 2, 3, 5):
+        whole = penalties.ngram_bans(tokens, ok, query, n, causal=causal)
+        found += whole[0].numel()
+        monkeypatch.setattr(penalties, "_COMPARED", 7)  # one query per comparison
+        parts = penalties.ngram_bans(tokens, ok, query, n, causal=causal)
+        monkeypatch.undo()
+        assert sorted(zip(*(t.tolist() for t in whole), strict=True)) == sorted(
+            zip(*(t.tolist() for t in parts), strict=True)), n
+    assert found > 0
