@@ -1,0 +1,89 @@
+"""Distinct-2 of two checkpoints at equal length: a causal model that ends at EOS writes
+shorter texts than a diffusion model that fills its canvas, and a short text repeats fewer
+bigrams, so per-text distinct-2 at one --gen-length favours it. Here each text of --model is
+also cut to the words of --other's text for the same prompt, and both are compared there.
+
+    python benchmarks/distinct_matched.py --other runs/twin/best --data data/bible \\
+        --json benchmarks/results/NAME.json
+
+Prompts: the validation split of --data, as ``benchmarks/defaults.py`` takes them. Settings:
+each checkpoint's own recommendation (``default``) and plain greedy decoding (``greedy``:
+temperature 0, no penalties; --model in blocks of --greedy-block).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from _common import default_output, positive_int, run
+from defaults import validation
+
+GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+"""Plain greedy decoding: no sampling, no penalties."""
+
+
+def per_text_distinct2(texts: list[str]) -> float:
+    """The mean over texts of each text's own distinct-2 (``benchmarks/defaults.py``'s)."""
+    from unmask.evaluate import distinct_n
+
+    return sum(distinct_n([t], 2) for t in texts) / len(texts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="demo", help="diffusion checkpoint (default: the demo)")
+    ap.add_argument("--other", required=True, help="the checkpoint to match lengths with")
+    ap.add_argument("--data", default="data/bible", help="prepared dataset (its val split)")
+    ap.add_argument("--prompts", type=positive_int, default=64)
+    ap.add_argument("--prompt-words", type=positive_int, default=12)
+    ap.add_argument("--gen-length", type=positive_int, default=64)
+    ap.add_argument("--greedy-block", type=positive_int, default=2,
+                    help="--model's block length when greedy (the demo's earlier greedy rows)")
+    ap.add_argument("--json", type=Path, default=default_output("distinct_matched.json"))
+    args = ap.parse_args()
+
+    from unmask import api
+    from unmask.commands.demo import asset_path
+
+    model = str(asset_path("demo")) if args.model == "demo" else args.model
+    pairs = validation(args.data, args.prompts, args.prompt_words, args.gen_length)
+    prompts = [p for p, _ in pairs]
+    texts: dict[tuple[str, str], list[str]] = {}
+    for name, path in (("model", model), ("other", args.other)):
+        loaded = api.load_for_decoding(path)
+        for mode in ("default", "greedy"):
+            opts: dict[str, object] = {"gen_length": args.gen_length}
+            if mode == "greedy":
+                opts |= GREEDY
+                if name == "model" and api.facts_of(loaded).attention != "causal":
+                    opts["block_length"] = args.greedy_block
+            config = api.sample_config(loaded, opts)
+            texts[name, mode] = api.generate(loaded, prompts, config=config).texts
+    rows = []
+    for mode in ("default", "greedy"):
+        mine, theirs = texts["model", mode], texts["other", mode]
+        cut = [" ".join(m.split()[:max(1, len(t.split()))]) for m, t in zip(mine, theirs,
+                                                                          strict=True)]
+        rows.append({
+            "setting": mode,
+            "other_words": sum(len(t.split()) for t in theirs) / len(theirs),
+            "model_words": sum(len(m.split()) for m in mine) / len(mine),
+            "other_dist2": per_text_distinct2(theirs),
+            "model_dist2_matched": per_text_distinct2(cut),
+            "model_dist2_whole": per_text_distinct2(mine),
+        })
+        r = rows[-1]
+        print(f"{mode}: --other {r['other_words']:.1f} words a text, distinct-2 "
+              f"{r['other_dist2']:.3f}; --model cut to those words {r['model_dist2_matched']:.3f}"
+              f" (whole, {r['model_words']:.1f} words: {r['model_dist2_whole']:.3f})")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"model": model, "other": args.other, "data": args.data,
+                                     "prompts": prompts, "gen_length": args.gen_length,
+                                     "rows": rows}, indent=1) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    run(main)
