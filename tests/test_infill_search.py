@@ -152,3 +152,24 @@ def test_fixed_length_gaps_are_never_limited():
     pred = Counting()
     r = infill(pred, TOK, "a [MASK:40] b [MASK:40]", options=InfillOptions(max_search_calls=1))
     assert len(r.gaps[0].tokens) == 40 and r.candidates == []
+
+
+def test_the_call_limit_holds_with_blocks_and_counts_no_block_misfit():
+    """With ``block_length``, a run's steps are rounded up to a multiple of its blocks, and a
+    run whose other gaps are shorter than their longest has fewer blocks, which can round up
+    to more steps: ``search_calls`` counted the runs after the first at the longest only (45
+    planned, 53 made at block_length 5) and refused, as not fitting whole blocks, a canvas at
+    the longest lengths that the search never builds."""
+    template = "In the [MASK:1-6] God [MASK:1-6] the [MASK:1-6] and the earth."
+    config = SampleConfig(block_length=5)
+    plan = plan_template(parse_template(template), TOK, max_seq_len=256, max_candidates=6,
+                         default_max_len=16)
+    need = search_calls(plan, config, InfillOptions(), mask_id=TOK.mask_id, pad_id=TOK.pad_id)
+    pred = Counting()
+    r = infill(pred, TOK, template, config, options=InfillOptions(max_search_calls=need))
+    assert pred.calls == r.nfe <= need
+    template = "x" + "[MASK:1-4]y" * 6
+    free = infill(Counting(), TOK, template, SampleConfig(block_length=4),
+                  options=InfillOptions(max_search_calls=0))
+    capped = infill(Counting(), TOK, template, SampleConfig(block_length=4))
+    assert capped.text == free.text and capped.nfe == free.nfe <= InfillOptions().max_search_calls

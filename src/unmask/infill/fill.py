@@ -491,18 +491,36 @@ def _choices(plan: Plan) -> tuple[list[list[int]], int, bool]:
 
 def _run_calls(plan: Plan, config: SampleConfig, options: InfillOptions,
                combos: list[tuple[int, ...]], masked: int | None, *, mask_id: int,
-               pad_id: int) -> int:
+               pad_id: int, exact: bool = True) -> int:
     """The model calls of one run of the length search, counted as ``InfillResult.nfe``
     counts them: its sampling steps (``infill_config`` on its canvas: every hole masked, or
     only hole ``masked``) plus one scoring call per row (``PER_TOKEN_ROUNDS`` per row under
-    ``length_score="per_token"``)."""
+    ``length_score="per_token"``). Not ``exact``: the other holes are at their longest, the
+    real run's may be shorter (``_steps_bound``)."""
     fill = None if masked is None else [
         [None if j == masked else [pad_id] * n for j, n in enumerate(c)] for c in combos]
     canvas, _ = layouts_canvas([plan.layout(c) for c in combos], [h.automaton for h in plan.holes],
                                [h.label for h in plan.holes], mask_id=mask_id, pad_id=pad_id,
                                fill=fill)  # fmt: skip
     per_row = PER_TOKEN_ROUNDS if options.length_score == "per_token" else 1
-    return infill_config(config, canvas)[0].steps + per_row * len(combos)
+    steps = infill_config(config, canvas)[0].steps if exact else _steps_bound(config, canvas)
+    return steps + per_row * len(combos)
+
+
+def _steps_bound(config: SampleConfig, canvas: Canvas) -> int:
+    """The most sampling steps ``infill_config`` gives a run whose holes are at most as long as
+    ``canvas``'s and whose masks are ``canvas``'s: its steps are capped at the masks of a row
+    and rounded up to a multiple of its blocks, and a shorter region has fewer blocks, which
+    can round up to more steps (5 masks: 6 in 2 blocks, 5 in 5), so every block count up to
+    ``canvas``'s is tried. The canvas is not checked to fit whole blocks (a shorter run's
+    may not, ``infill_config`` refuses that run itself)."""
+    start, end = canvas.region
+    masked = canvas.masked[:, start:end].sum(dim=1)
+    steps = max(1, min(config.steps, int(masked.max()) if masked.numel() else 0))
+    if config.block_length is None or config.block_length <= 0:
+        return steps
+    most = -(-(end - start) // config.block_length)
+    return max(-(-steps // n) * n for n in range(1, max(most, 1) + 1))
 
 
 def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, mask_id: int,
@@ -531,7 +549,8 @@ def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, ma
         base = middle if first else longest
         combos = [tuple(base[:k]) + (n,) + tuple(base[k + 1 :]) for n in cands]
         combos = [c for c in combos if any(c) or not nothing]
-        total += _run_calls(plan, config, options, combos, None if first else k, **ids)
+        total += _run_calls(plan, config, options, combos, None if first else k, **ids,
+                            exact=first)
         first = False
     return total
 
