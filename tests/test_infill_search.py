@@ -173,3 +173,20 @@ def test_the_call_limit_holds_with_blocks_and_counts_no_block_misfit():
                   options=InfillOptions(max_search_calls=0))
     capped = infill(Counting(), TOK, template, SampleConfig(block_length=4))
     assert capped.text == free.text and capped.nfe == free.nfe <= InfillOptions().max_search_calls
+
+
+def test_a_block_length_longer_than_a_short_canvas_fits_the_longest_one_below_it():
+    """A length search builds canvases shorter than the template's longest: a block length
+    whose whole blocks overrun one ("block_length 2 does not fit a canvas of 21 tokens", where
+    the exhaustive search had filled longer canvases) becomes the longest that fits there,
+    and the planned calls still bound the real ones."""
+    for template, bl in (("[MASK:1-6] God [MASK:1-6] the [MASK:1-6]", 2),
+                         ("[MASK:1-3] x [MASK:1-3]", 4), ("a[MASK:1-5]", 7)):
+        config = SampleConfig(block_length=bl)
+        plan = plan_template(parse_template(template), TOK, max_seq_len=256, max_candidates=6,
+                             default_max_len=16)
+        need = search_calls(plan, config, InfillOptions(), mask_id=TOK.mask_id,
+                            pad_id=TOK.pad_id)
+        pred = Counting()
+        r = infill(pred, TOK, template, config, options=InfillOptions(max_search_calls=need))
+        assert pred.calls == r.nfe <= need, template

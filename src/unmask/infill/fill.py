@@ -71,8 +71,10 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
     """The sampler settings for a canvas with masks anywhere.
 
     The block region is the canvas region (widened to a multiple of ``block_length`` when
-    blocks are asked for); ``steps`` is capped at the most masked positions of a row (one
-    token per step at most) and rounded up to a multiple of the number of blocks.
+    blocks are asked for; where the canvas is too short for that, the longest block length
+    below it that fits: a length search's canvases are often short); ``steps`` is capped at
+    the most masked positions of a row (one token per step at most) and rounded up to a
+    multiple of the number of blocks.
     """
     start, end = canvas.region
     L = canvas.length
@@ -81,11 +83,10 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
         bl = config.block_length
         if bl <= 0:
             raise UserError(f"block_length must be positive, got {bl}")
+        while -(-(end - start) // bl) * bl > L:  # ends at 1 at the latest (end - start <= L)
+            bl -= 1
+        config = dataclasses.replace(config, block_length=bl)
         need = -(-(end - start) // bl) * bl
-        if need > L:
-            raise UserError(
-                f"block_length {bl} does not fit a canvas of {L} tokens; use a smaller one"
-            )
         end = min(L, start + need)
         start = end - need
         n_blocks = need // bl
