@@ -107,6 +107,17 @@ def test_bad_length_options_are_400s(client, extra, param, message):
     assert "\n" not in err["message"]
 
 
+def test_a_template_over_the_search_limit_is_a_400_without_advice_a_client_cannot_take(client):
+    """The length search's limit is the server's (``max_search_calls`` is no request field):
+    the refusal names the limit and the ways a client has (narrower ranges, fewer
+    candidates), not "raise max_search_calls"."""
+    r = client.post("/v1/infill", json={"template": "[MASK:1-16] " * 9})
+    assert r.status_code == 400, r.text
+    msg = r.json()["error"]["message"]
+    assert "over the limit of 256 (max_search_calls)" in msg and "max_candidates" in msg, msg
+    assert "raise" not in msg, msg
+
+
 @pytest.mark.parametrize(("extra", "param", "message"), [
     ({"choices": {"town": ["a"]}}, "choices.town", "choices 'town': no gap 'town' in the template"),
     ({"regex": {"1": "(?=a)b"}}, "regex.1", "regex '(?=a)b': the regex engine"),

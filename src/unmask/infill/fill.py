@@ -67,6 +67,11 @@ class Filled:
     """Spans that broke a constraint after the first pass and were refilled."""
 
 
+SEARCH_LIMIT_HINT = ", or raise max_search_calls (0: no limit)"
+"""The end of the search limit's refusal where the caller sets the limit (the server, whose
+clients cannot, leaves it out)."""
+
+
 def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, Canvas]:
     """The sampler settings for a canvas with masks anywhere.
 
@@ -469,7 +474,7 @@ def _check_search(plan: Plan, config: SampleConfig, options: InfillOptions, toke
             f"{name}: choosing the lengths of its {variable} variable-length gap"
             f"{'s' * (variable != 1)} needs up to {need} model calls, over the limit of "
             f"{options.max_search_calls} (max_search_calls); give narrower length ranges or "
-            "fewer candidates (max_candidates), or raise max_search_calls (0: no limit)"
+            f"fewer candidates (max_candidates){SEARCH_LIMIT_HINT}"
         )
 
 

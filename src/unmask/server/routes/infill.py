@@ -21,6 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from unmask.config import InfillOptions
+from unmask.errors import UserError
+from unmask.infill.fill import SEARCH_LIMIT_HINT
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
 from unmask.server.plumbing import (
@@ -144,8 +146,11 @@ def router(state: ServerState) -> APIRouter:
                                       charset=list((req.charset or {}).items()),
                                       ban=req.ban or ())
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
-            return api.infill(state.loaded, segments, config=config, options=options,
-                              step_callback=on_step).detail
+            try:
+                return api.infill(state.loaded, segments, config=config, options=options,
+                                  step_callback=on_step).detail
+            except UserError as e:  # a client cannot raise the search's limit here
+                raise UserError(str(e).replace(SEARCH_LIMIT_HINT, "")) from None
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
 
