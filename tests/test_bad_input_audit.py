@@ -558,6 +558,12 @@ def test_a_refusal_of_a_setting_names_the_flag_the_user_typed(runs, capsys):
     assert as_typed(said, ["generate", "x", "--model", "m"]) == said
     assert as_typed(said, ["generate", "--temperature", "-1"]) == "--" + said
     assert as_typed("model m is not a checkpoint", ["generate", "--model", "m"]).startswith("m")
+    said = "top_k and top_p apply to causal models only (see runs/top_k/x, my_top_k)"
+    assert as_typed(said, ["generate", "--top-k", "3", "--top-p=0.5"]) == (
+        "--top-k and --top-p apply to causal models only (see runs/top_k/x, my_top_k)")
+    assert as_typed("threshold is an option of policy 'threshold'",
+                    ["generate", "--threshold", "0.5"]) == (
+        "--threshold is an option of policy 'threshold'")
 
 
 def test_a_refusal_that_names_a_setting_with_its_value_names_the_flag(runs, capsys):

@@ -233,24 +233,34 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
 
 
-_FIELD_RULE = re.compile(r"([a-z][a-z0-9_]*)(?= must | applies |=|\s\S+: )")
+_FIELD_RULE = re.compile(r"([a-z][a-z0-9_]*)(?= must | applies | is an option |=|\s\S+: )")
 """A refusal that opens with a setting's field name (``draft_length must be >= 1, got 0``,
 ``predraft applies to ...``, ``block_size=3 must divide ...``, ``draft_length 9: this hybrid
-checkpoint ...``, ``compile='cuda-graphs' needs ...``): the library's checks word them so."""
+checkpoint ...``, ``compile='cuda-graphs' needs ...``, ``threshold is an option of policy
+...``): the library's checks word them so."""
+
+_SNAKE = re.compile(r"(?<![\w./-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w/.-])")
+"""A field name with an underscore anywhere in a refusal (``top_k and top_p apply to ...``):
+no word of prose, so it is named as its flag wherever that flag was typed (not inside a path
+or another identifier)."""
 
 
 def as_typed(message: str, argv: Sequence[str]) -> str:
-    """``message`` naming the flag the user typed where it opens with the field that flag
-    sets (``--draft-length must be >= 1, got 0``): the library's checks name fields, the
-    command line knows them as flags. Only a flag present in ``argv`` is named, so a value
-    that came from elsewhere (a checkpoint's recommendation) keeps its field name."""
+    """``message`` naming the flags the user typed where it names the fields they set
+    (``--draft-length must be >= 1, got 0``): the library's checks name fields, the command
+    line knows them as flags. A field that opens the message is named so (``steps must ...``),
+    one with an underscore anywhere. Only a flag present in ``argv`` is named, so a value that
+    came from elsewhere (a checkpoint's recommendation) keeps its field name."""
+    typed = {a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")}
+
+    def flag(field: str) -> str | None:
+        name = "--" + field.replace("_", "-")
+        return name if name in typed else None
+
     m = _FIELD_RULE.match(message)
-    if m is None:
-        return message
-    flag = "--" + m.group(1).replace("_", "-")
-    if not any(a == flag or a.startswith(flag + "=") for a in argv[1:]):
-        return message
-    return flag + message[len(m.group(1)):]
+    if m is not None and (opening := flag(m.group(1))) is not None:
+        message = opening + message[len(m.group(1)):]
+    return _SNAKE.sub(lambda w: flag(w.group(0)) or w.group(0), message)
 
 
 def _is_utf8(arg: str) -> bool:
