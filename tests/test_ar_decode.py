@@ -214,4 +214,4 @@ def test_cli_generate_uses_ar_for_causal_checkpoints(tmp_path, capsys):
         )
         == 2
     )
-    assert "top_k and top_p apply to autoregressive" in capsys.readouterr().err
+    assert "--top-k and top_p apply to autoregressive" in capsys.readouterr().err

@@ -109,7 +109,7 @@ def test_demo_bad_input(capsys, tmp_path):
     assert "no such folder" in capsys.readouterr().err
     # refused before anything is shown (the banner and a first example came out before)
     for argv, words in ((["--temperature", "-1"], "temperature"),
-                        (["--block-length", "7"], "block_length"),
+                        (["--block-length", "7"], "--block-length"),
                         (["--out", str(tmp_path / "x")], "give --train too")):
         assert main(["demo", "--no-live", *argv]) == 2
         out, err = capsys.readouterr()

@@ -376,7 +376,7 @@ def test_bad_input_is_one_line_exit_2(problem, teacher, corpus, tmp_path, capsys
         want = "a distillation teacher is a masked-diffusion model (mdlm, sft, bd3lm) or, with"
     elif problem == "window":
         args += ["--distill-window", "4"]
-        want = "distill_window trains a drafter on an autoregressive teacher's trajectories"
+        want = "--distill-window trains a drafter on an autoregressive teacher's trajectories"
     elif problem == "empty":
         args += ["--trajectories", "0"]
         want = "the prompt set is empty"
@@ -1022,18 +1022,18 @@ def test_bad_training_setups_are_refused_before_decoding(problem, teacher, ar_te
         want = "precision=fp16 needs a CUDA GPU"
     elif problem == "batch split":
         args = _args(teacher, corpus, out, "--batch-size", "3", "--grad-accum", "2")
-        want = "--batch-size=3 is not divisible by processes×grad_accum=2"
+        want = "--batch-size=3 is not divisible by processes×--grad-accum=2"
     elif problem == "short student":
         short = tmp_path / "short"
         shutil_copy(Path(teacher) / "checkpoint", short)
         cfg = json.loads((short / "config.json").read_text())
         (short / "config.json").write_text(json.dumps({**cfg, "max_seq_len": 12}))
         args = _args(teacher, corpus, out, "--student", str(short))
-        want = f"--student {short}: prompt_length + gen_length = 16 exceeds its max_seq_len=12"
+        want = f"--student {short}: --prompt-length + --gen-length = 16 exceeds its max_seq_len=12"
     else:
         bd = _teacher(corpus, tmp_path / "bd", objective="bd3lm", block_size=4, steps=1)
         args = _args(ar_teacher, corpus, out, "--student", str(bd), "--distill-window", "4")
-        want = "distill_window drafts with a bidirectional student (mdlm, sft), not a bd3lm one"
+        want = "--distill-window drafts with a bidirectional student (mdlm, sft), not a bd3lm one"
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err

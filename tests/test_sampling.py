@@ -839,7 +839,7 @@ def test_cli_generate_text_and_errors(monkeypatch, capsys, tmp_path):
     )
     err = capsys.readouterr().err
     assert (
-        err.startswith("unmask generate: error: gen_length (10) must be a multiple")
+        err.startswith("unmask generate: error: --gen-length (10) must be a multiple")
         and err.count("\n") == 1
     )
     assert main(["generate", "--model", "run"]) == 2
