@@ -152,10 +152,15 @@ def rep4(text: str) -> float:
     return rep / len(grams)
 
 
+def per_text_distinct2(texts: list[str]) -> float:
+    """The mean over texts of each text's own distinct-2 (no pooling across texts)."""
+    return sum(distinct_n([t], 2) for t in texts) / len(texts)
+
+
 def quality(texts: list[str], prompts: list[str], tok: Any, scorer: Any) -> dict[str, float]:
     ids = [tok.encode(t) for t in texts]
     row: dict[str, float] = {
-        "dist2": sum(distinct_n([t], 2) for t in texts) / len(texts),  # per text: no pooling
+        "dist2": per_text_distinct2(texts),
         "entropy": unigram_entropy(ids),
         "rep4": sum(rep4(t) for t in texts) / len(texts),
     }

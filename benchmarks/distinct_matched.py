@@ -18,17 +18,10 @@ import json
 from pathlib import Path
 
 from _common import default_output, positive_int, run
-from defaults import validation
+from defaults import per_text_distinct2, validation
 
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 """Plain greedy decoding: no sampling, no penalties."""
-
-
-def per_text_distinct2(texts: list[str]) -> float:
-    """The mean over texts of each text's own distinct-2 (``benchmarks/defaults.py``'s)."""
-    from unmask.evaluate import distinct_n
-
-    return sum(distinct_n([t], 2) for t in texts) / len(texts)
 
 
 def main() -> None:

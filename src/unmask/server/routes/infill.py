@@ -22,7 +22,6 @@ from fastapi.responses import JSONResponse, Response
 
 from unmask.config import InfillOptions
 from unmask.errors import UserError
-from unmask.infill.fill import SEARCH_LIMIT_HINT
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
 from unmask.server.plumbing import (
@@ -150,6 +149,8 @@ def router(state: ServerState) -> APIRouter:
                 return api.infill(state.loaded, segments, config=config, options=options,
                                   step_callback=on_step).detail
             except UserError as e:  # a client cannot raise the search's limit here
+                from unmask.infill.fill import SEARCH_LIMIT_HINT
+
                 raise UserError(str(e).replace(SEARCH_LIMIT_HINT, "")) from None
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
