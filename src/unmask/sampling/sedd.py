@@ -133,13 +133,15 @@ def sample_categorical(
     return torch.where(total.squeeze(-1) > 0, idx, fallback)
 
 
+UNIFORM_BLOCKS = ("semi-autoregressive blocks (block_length) need the absorbing graph; "
+                  "decoder 'sedd' denoises the whole region at once on a uniform-graph model")
+"""The refusal of blocks on a uniform-graph model (``_check``, ``SEDDDecoder.check``)."""
+
+
 def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
     _check_options(config)
     if num_blocks > 1 and not graph.absorbing:
-        raise UserError(
-            "semi-autoregressive blocks (block_length) need the absorbing graph; "
-            "decoder 'sedd' denoises the whole region at once on a uniform-graph model"
-        )
+        raise UserError(UNIFORM_BLOCKS)
     return config.sedd_sampler
 
 
@@ -457,10 +459,7 @@ class SEDDDecoder(Decoder):
         _check_options(config)
         blocks = config.block_length is not None and config.block_length < config.gen_length
         if blocks and facts.sedd_graph == "uniform":
-            raise UserError(
-                "semi-autoregressive blocks (block_length) need the absorbing graph; "
-                "decoder 'sedd' denoises the whole region at once on a uniform-graph model"
-            )
+            raise UserError(UNIFORM_BLOCKS)
 
     def start(
         self,

@@ -133,13 +133,13 @@ def router(state: ServerState) -> APIRouter:
             return await _guided_infill(req, request, guided)
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
-        user_call(lambda: parse_template(req.template), "template")  # its syntax, named here
+        parsed = user_call(lambda: parse_template(req.template), "template")  # named here
         config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
         options = InfillOptions(**{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
 
         def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
-            segments = constrain_gaps(parse_template(req.template),
+            segments = constrain_gaps(parsed,  # copies: the parsed segments stay as they are
                                       choices=list((req.choices or {}).items()),
                                       regex=list((req.regex or {}).items()),
                                       charset=list((req.charset or {}).items()),
