@@ -8,7 +8,8 @@ also cut to the words of --other's text for the same prompt, and both are compar
 
 Prompts: the validation split of --data, as ``benchmarks/defaults.py`` takes them. Settings:
 each checkpoint's own recommendation (``default``) and plain greedy decoding (``greedy``:
-temperature 0, no penalties; --model in blocks of --greedy-block).
+temperature 0, no penalties; --model in blocks of each --greedy-blocks length, each such row
+against --other's one greedy run).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=positive_int, default=64)
     ap.add_argument("--prompt-words", type=positive_int, default=12)
     ap.add_argument("--gen-length", type=positive_int, default=64)
-    ap.add_argument("--greedy-block", type=positive_int, default=2,
-                    help="--model's block length when greedy (the demo's earlier greedy rows)")
+    ap.add_argument("--greedy-blocks", type=positive_int, nargs="+", default=[2], metavar="N",
+                    help="--model's block lengths when greedy (default: 2, the demo's earlier "
+                         "greedy rows)")
     ap.add_argument("--json", type=Path, default=default_output("distinct_matched.json"))
     args = ap.parse_args()
 
@@ -44,19 +46,24 @@ def main() -> None:
     pairs = validation(args.data, args.prompts, args.prompt_words, args.gen_length)
     prompts = [p for p, _ in pairs]
     texts: dict[tuple[str, str], list[str]] = {}
+    settings: list[tuple[str, str]] = []  # (row name, --other's mode it is compared with)
     for name, path in (("model", model), ("other", args.other)):
         loaded = api.load_for_decoding(path)
-        for mode in ("default", "greedy"):
-            opts: dict[str, object] = {"gen_length": args.gen_length}
-            if mode == "greedy":
-                opts |= GREEDY
-                if name == "model" and api.facts_of(loaded).attention != "causal":
-                    opts["block_length"] = args.greedy_block
-            config = api.sample_config(loaded, opts)
+        diffusion = name == "model" and api.facts_of(loaded).attention != "causal"
+        runs: list[tuple[str, dict[str, object]]] = [("default", {}), ("greedy", dict(GREEDY))]
+        if diffusion and len(args.greedy_blocks) > 1:
+            runs = [("default", {})] + [(f"greedy, blocks of {b}", GREEDY | {"block_length": b})
+                                        for b in args.greedy_blocks]
+        elif diffusion:
+            runs[1][1]["block_length"] = args.greedy_blocks[0]
+        for mode, opts in runs:
+            config = api.sample_config(loaded, {"gen_length": args.gen_length} | opts)
             texts[name, mode] = api.generate(loaded, prompts, config=config).texts
+            if name == "model":
+                settings.append((mode, mode.split(",")[0]))
     rows = []
-    for mode in ("default", "greedy"):
-        mine, theirs = texts["model", mode], texts["other", mode]
+    for mode, other_mode in settings:
+        mine, theirs = texts["model", mode], texts["other", other_mode]
         cut = [" ".join(m.split()[:max(1, len(t.split()))]) for m, t in zip(mine, theirs,
                                                                           strict=True)]
         rows.append({
