@@ -35,7 +35,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
@@ -49,6 +49,9 @@ from unmask.files import (  # noqa: F401  (moved there; kept importable)
     staging_dir,
 )
 from unmask.loaded import Loaded
+
+if TYPE_CHECKING:
+    from unmask.config import ModelConfig
 
 CKPT = "checkpoint"
 SHARDED = "sharded"
@@ -334,48 +337,58 @@ def _stream_weights(
     model: nn.Module, path: Path, device: str, quantize: str | None
 ) -> None:
     """Fill ``model`` (built on the meta device, in the load dtype) from the native weights file
-    ``path`` as a publisher folder is filled (``unmask.convert.load.load_weights_lazily``): every
-    name and shape checked first, then module by module materialised on ``device``, copied from
-    the memory-mapped file (``copy_`` casts) and, with ``quantize``, quantised before the next.
-    Memory holds the model in its dtype plus one module: the file was read whole into RAM and
-    the model built in float32 on the CPU before (an 8B bfloat16 checkpoint peaked at 48 GB, a
-    publisher folder of it at 16), and the fit check counted float32 whatever ``dtype`` was."""
-    from safetensors import safe_open
-
-    from unmask.convert.load import module_groups, quantizes
-    from unmask.model import materialise
-    from unmask.quantize import quantize_module
+    ``path`` through the walk a publisher folder loads through
+    (``unmask.convert.stream.stream_weights``), every tensor under its own name: names and
+    shapes checked first, then module by module materialised on ``device``, copied from the
+    memory-mapped file and, with ``quantize``, quantised before the next. A tied output head
+    stored anyway is skipped."""
+    from unmask.convert.stream import stream_weights
 
     tied = bool(getattr(model.config, "tie_embeddings", False))
-    params = dict(model.named_parameters())  # a tied head appears once, as embed.weight
+    stream_weights(
+        model, {name: name for name, _ in model.named_parameters()}, [path],
+        device=device, quantize=quantize, folder=path.parent,
+        unexpected="not a parameter of the model config.json describes",
+        ignore=frozenset({"lm_head.weight"}) if tied else frozenset(),
+    )
+
+
+SIZE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads")
+"""The ``ModelConfig`` fields a native checkpoint's config.json must name (unmask writes every
+field): without them the defaults of the ``tiny`` preset were taken silently and the weights
+refused as the wrong shape. Other fields may be missing (a checkpoint older than the field)."""
+
+
+def read_config(ckpt: Path) -> ModelConfig:
+    """The ``ModelConfig`` of the native checkpoint folder ``ckpt`` (``checkpoint_dir``), with
+    one-line errors: not JSON (a trailing comma), an unknown field, a value of the wrong type,
+    a size of ``SIZE_FIELDS`` missing."""
+    from unmask.config import ModelConfig, from_dict
+    from unmask.convert.load import read_json
+
+    path = ckpt / "config.json"
+    data = read_json(path)
+    missing = [name for name in SIZE_FIELDS if name not in data]
+    if missing:
+        raise UserError(
+            f"{path}: missing {', '.join(missing)} (a checkpoint's config.json names its "
+            "model's sizes)"
+        )
+    return from_dict(ModelConfig, data, source=str(path))
+
+
+def native_config(path: str | os.PathLike[str]) -> ModelConfig | None:
+    """The ``ModelConfig`` of the native checkpoint at ``path`` (a run directory, a checkpoint
+    folder, ``demo``), read without loading it; None for a publisher's folder or where
+    ``load`` would refuse it (it says why then)."""
+    from unmask.convert.load import is_publisher_folder
+
+    if is_publisher_folder(path):
+        return None
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise UserError(f"{path}: cannot read ({e})") from None
-    with handle as f:
-        keys = set(f.keys()) - ({"lm_head.weight"} if tied else set())
-        missing, unexpected = sorted(set(params) - keys), sorted(keys - set(params))
-        if missing or unexpected:
-            raise UserError(
-                f"{path}: weights do not match config.json (missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]})"
-            )
-        for k in sorted(keys):
-            shape = tuple(f.get_slice(k).get_shape())
-            if shape != tuple(params[k].shape):
-                raise UserError(
-                    f"{path}: tensor {k} has shape {shape}, config says {tuple(params[k].shape)}"
-                )
-        for prefix, module in module_groups(model):
-            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
-                module.weight = model.embed.weight
-            materialise(module, device)
-            with torch.no_grad():
-                for name, param in module.named_parameters():
-                    if f"{prefix}.{name}" in params:
-                        param.copy_(f.get_tensor(f"{prefix}.{name}"))
-            if quantize is not None and quantizes(prefix, tied):
-                quantize_module(module, quantize, device)
+        return read_config(checkpoint_dir(path))
+    except UserError:
+        return None
 
 
 def load(
@@ -397,7 +410,7 @@ def load(
     name (``bf16``, ``fp16``, ``fp32``): anything else is a one-line ``UserError``
     (``unmask.config.load_target``).
     """
-    from unmask.config import ModelConfig, load_json, load_target
+    from unmask.config import load_target
     from unmask.convert.load import build_meta, import_folder, is_publisher_folder
     from unmask.tokenizer import load_tokenizer
 
@@ -408,7 +421,7 @@ def load(
 
     check_quantize(quantize, device, dtype)
     ckpt = checkpoint_dir(path)
-    config = load_json(ModelConfig, ckpt / "config.json")
+    config = read_config(ckpt)
     if not (ckpt / "tokenizer.json").is_file():
         raise UserError(
             f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with"
