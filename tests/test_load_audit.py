@@ -238,3 +238,106 @@ def test_a_killed_converts_staging_folder_is_removed_by_the_next(tmp_path) -> No
     assert not dead.exists() and live.exists() and other.exists()
     assert (dst / "model.safetensors").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp") and p != live]
+
+
+# -- a user's own folders -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [5000, 50])
+@pytest.mark.parametrize("kind", ["native", "llada"])
+def test_a_weights_file_cut_short_is_named_so(tmp_path, kind, size) -> None:
+    """It was safetensors' "incomplete metadata, file not fully covered" / "invalid header
+    length"."""
+    if kind == "native":
+        folder = _native(tmp_path / "run")
+    else:
+        make_llada(tmp_path / "llada", n_shards=2)
+        folder = tmp_path / "llada"
+    path = sorted(folder.glob("*.safetensors"))[0]
+    full = path.stat().st_size
+    os.truncate(path, size)
+    msg = load_error(folder)
+    assert msg.startswith(f"{path}: cut short ({size:,} ")
+    assert (f"of {full:,} bytes" in msg) if size == 5000 else ("its header alone" in msg)
+    assert msg.endswith("copy or download it again")
+
+
+def test_resuming_from_a_damaged_trainer_state_is_one_line(tmp_path) -> None:
+    """A cut-short trainer.safetensors or a broken trainer.json raised safetensors' or json's
+    exception from inside the resume."""
+    from unmask.checkpoint import load_train_state, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    model = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids()))
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
+    opt.step()
+    ckpt = save_checkpoint(tmp_path / "run", model=model, tokenizer=tok, optimizer=opt,
+                           trainer_state={"step": 1})
+    assert load_train_state(ckpt, model=model, optimizer=opt, ema_model=None)["step"] == 1
+    os.truncate(ckpt / "trainer.safetensors", 9000)
+    with pytest.raises(UserError, match=r"trainer\.safetensors: cut short \(9,000 of "):
+        load_train_state(ckpt, model=model, optimizer=opt, ema_model=None)
+    (ckpt / "trainer.json").write_text('{"step": 1,}')
+    with pytest.raises(UserError, match=r"trainer\.json: not valid JSON \(a comma after the last"):
+        load_train_state(ckpt, model=model, optimizer=opt, ema_model=None)
+
+
+def test_a_trailing_comma_in_config_json_is_named(tmp_path) -> None:
+    """Python's message pointed at the line after it ("Expecting property name enclosed in
+    double quotes at line 57")."""
+    ckpt = _native(tmp_path / "run")
+    lines = (ckpt / "config.json").read_text().rstrip().splitlines()
+    lines[-2] += ","
+    (ckpt / "config.json").write_text("\n".join(lines) + "\n")
+    assert load_error(tmp_path / "run") == (
+        f"{ckpt / 'config.json'}: not valid JSON (a comma after the last entry, "
+        f"line {len(lines) - 1})"
+    )
+
+
+def test_paths_a_user_gives_for_a_run(tmp_path) -> None:
+    """RUN, RUN/checkpoint, RUN/best, a link to either load; a run with only best/, a file inside
+    a checkpoint, and a link whose target is gone say what to pass."""
+    import shutil
+
+    ckpt = _native(tmp_path / "run")
+    shutil.copytree(ckpt, tmp_path / "run" / "best" / "checkpoint")
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    for path in ("run", "run/checkpoint", "run/best", "run/best/checkpoint", "link"):
+        assert unmask.load(tmp_path / path).model is not None, path
+    shutil.rmtree(ckpt)
+    assert load_error(tmp_path / "run") == (
+        f"{tmp_path / 'run'}: no latest checkpoint (checkpoint/), only the best one: "
+        f"--model {tmp_path / 'run' / 'best'}"
+    )
+    best = tmp_path / "run" / "best" / "checkpoint"
+    assert load_error(best / "model.safetensors").endswith(
+        f"; pass the folder that holds it, {best}")
+    (tmp_path / "gone").symlink_to(tmp_path / "moved")
+    assert load_error(tmp_path / "gone") == (
+        f"{tmp_path / 'gone'}: no such folder (a link to {tmp_path / 'moved'}, which does not "
+        "exist)"
+    )
+
+
+def test_a_read_only_model_folder_loads_and_converts(tmp_path) -> None:
+    """Nothing is written into the model's folder on load or convert (a shared, read-only model
+    store)."""
+    from unmask.convert import convert
+
+    ckpt = _native(tmp_path / "run")
+    before = sorted(p.name for p in ckpt.iterdir())
+    for p in (ckpt, tmp_path / "run"):
+        p.chmod(0o555)
+    try:
+        assert unmask.load(ckpt).model is not None
+        convert(ckpt, tmp_path / "out")
+    finally:
+        for p in (ckpt, tmp_path / "run"):
+            p.chmod(0o755)
+    assert sorted(p.name for p in ckpt.iterdir()) == before
+    assert unmask.load(tmp_path / "out").model is not None

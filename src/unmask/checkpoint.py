@@ -57,6 +57,9 @@ CKPT = "checkpoint"
 SHARDED = "sharded"
 OLD = ".checkpoint.old"
 TMP_PREFIX = ".checkpoint.tmp"
+BEST = "best"
+"""Where a ``--keep-best`` run keeps its best checkpoint: ``RUN/best/checkpoint`` (the value of
+``unmask.train.BEST``, which sits above this module)."""
 
 
 def _state_for_save(
@@ -291,12 +294,23 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
             )
         shipped = p.name in SHIPPED_MODELS
         hint = f" (the shipped model is --model {p.name}, no folder)" if shipped else ""
+        if p.is_symlink():  # a link whose target is gone (a moved or unmounted model store)
+            hint = f" (a link to {os.readlink(p)}, which does not exist)"
         raise UserError(f"{path}: no such folder{hint}")
     if not p.is_dir():
-        raise UserError(f"{path}: not a folder (expected a run directory or checkpoint folder)")
+        inside = p.parent if (p.parent / "config.json").is_file() else None
+        hint = f"; pass the folder that holds it, {inside}" if inside is not None else ""
+        raise UserError(
+            f"{path}: not a folder (expected a run directory or checkpoint folder){hint}"
+        )
     for cand in (p, p / CKPT, p / OLD):
         if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
             return cand
+    best = p / BEST / CKPT
+    if (best / "config.json").is_file() and (best / "model.safetensors").is_file():
+        raise UserError(
+            f"{path}: no latest checkpoint (checkpoint/), only the best one: --model {p / BEST}"
+        )
     raise UserError(
         f"{path}: not a checkpoint (no config.json + model.safetensors, nor a checkpoint/ folder)"
     )
@@ -311,6 +325,21 @@ def weights_stamp(path: str | os.PathLike[str]) -> list[int] | None:
     except (UserError, OSError):
         return None
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors file ``path``, with one-line errors for a file that is
+    missing, cut short or not safetensors (safetensors' own exception was a traceback)."""
+    from unmask.convert.stream import unreadable
+
+    if not path.is_file():
+        raise UserError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except MemoryError:
+        raise
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise unreadable(path, e) from None
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -450,14 +479,16 @@ def load_train_state(
     meta_path = ckpt / "trainer.json"
     if not meta_path.is_file():
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
-    meta = json.loads(meta_path.read_text())
+    from unmask.convert.load import read_json
+
+    meta = read_json(meta_path)
     if is_sharded(ckpt):
         _load_sharded(ckpt, model, optimizer)
         if ema_model is not None:  # FSDP runs keep no EMA: the weights are the inference ones
-            _load_weights(ema_model, load_file(str(ckpt / "model.safetensors")), ckpt)
+            _load_weights(ema_model, _read_tensors(ckpt / "model.safetensors"), ckpt)
         return meta
-    tensors = load_file(str(ckpt / "trainer.safetensors"))
-    inference = load_file(str(ckpt / "model.safetensors"))
+    tensors = _read_tensors(ckpt / "trainer.safetensors")
+    inference = _read_tensors(ckpt / "model.safetensors")
     device = next(model.parameters()).device
     if meta.get("has_raw_model"):
         raw = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}

@@ -130,7 +130,40 @@ def _open(file: Path, stack: contextlib.ExitStack) -> Any:
     try:
         return stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
     except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise UserError(f"{file}: cannot read ({e})") from None
+        raise unreadable(file, e) from None
+
+
+def unreadable(file: Path, error: Exception) -> UserError:
+    """The one-line error for a safetensors ``file`` that ``error`` kept from being read; a
+    file cut short (an interrupted download or copy) is named so, with its size and the size
+    its header promises, rather than as safetensors' "incomplete metadata, file not fully
+    covered"."""
+    short = _cut_short(file)
+    if short is not None:
+        return UserError(f"{file}: cut short ({short}: an interrupted download or copy?); "
+                         "copy or download it again")
+    return UserError(f"{file}: cannot read ({error})")
+
+
+def _cut_short(file: Path) -> str | None:
+    """"N of M bytes" when ``file`` is shorter than its safetensors header says, else None
+    (not cut short, or not a safetensors file at all)."""
+    import json
+
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n > 100 * 2**20:  # no header length, or not one: another format
+                return None
+            if size < 8 + n:
+                return f"{size:,} bytes, its header alone {8 + n:,}"
+            header = json.loads(fh.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+    want = 8 + n + max(ends, default=0)
+    return f"{size:,} of {want:,} bytes" if size < want else None
 
 
 def _check_buffer(got: torch.Tensor, want: torch.Tensor, key: str, file: Path) -> None:
@@ -211,4 +244,4 @@ def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-__all__ = ["Target", "module_groups", "quantizes", "stream_weights", "targets"]
+__all__ = ["Target", "module_groups", "quantizes", "stream_weights", "targets", "unreadable"]
