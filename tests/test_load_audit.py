@@ -341,3 +341,10 @@ def test_a_read_only_model_folder_loads_and_converts(tmp_path) -> None:
             p.chmod(0o755)
     assert sorted(p.name for p in ckpt.iterdir()) == before
     assert unmask.load(tmp_path / "out").model is not None
+
+
+def test_convert_onto_a_file_says_it_is_a_file(tmp_path) -> None:
+    """An empty file was reported as "already exists and is not empty"."""
+    (tmp_path / "out").touch()
+    with pytest.raises(UserError, match=r"out: is a file; give the path of a new folder$"):
+        unmask.convert.convert(_native(tmp_path / "run"), tmp_path / "out")

@@ -22,8 +22,10 @@ in ``sharded/`` instead of trainer.safetensors.
 
 Inside: ``save_checkpoint``, ``save_sharded_checkpoint``, ``load_train_state``, ``is_sharded``,
 ``load_full_train_state`` / ``finish_full_train_state`` (native checkpoint into an FSDP run),
-``checkpoint_dir`` (which also resolves the name ``demo``: ``shipped_model``), ``load`` (returning
-``unmask.loaded.Loaded``); atomic writes come from ``unmask.files``. ``load`` also accepts a
+``checkpoint_dir`` (which also resolves the name ``demo``: ``shipped_model``), ``read_config`` /
+``native_config`` (a checkpoint's ``ModelConfig`` without its weights), ``load`` (returning
+``unmask.loaded.Loaded``; the weights through ``unmask.convert.stream``, the walk publisher
+folders load through); atomic writes come from ``unmask.files``. ``load`` also accepts a
 publisher's folder (LLaDA, Dream, MDLM, SEDD, our own transformers export), imported by
 ``unmask.convert``.
 """

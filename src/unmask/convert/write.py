@@ -67,7 +67,9 @@ def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> N
             raise UserError(f"{out}: inside the model folder {model_dir}; write it elsewhere")
     if out.is_symlink():
         raise UserError(f"{out}: is a link; give the path of a new folder")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; give the path of a new folder")
+    if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty")
     check_creatable(out)
 
