@@ -299,6 +299,12 @@ def test_a_trailing_comma_in_config_json_is_named(tmp_path) -> None:
     )
 
 
+def test_an_empty_config_json_is_named(tmp_path) -> None:
+    ckpt = _native(tmp_path / "run")
+    (ckpt / "config.json").write_text("\n")
+    assert load_error(ckpt) == f"{ckpt / 'config.json'}: not valid JSON (the file is empty)"
+
+
 def test_paths_a_user_gives_for_a_run(tmp_path) -> None:
     """RUN, RUN/checkpoint, RUN/best, a link to either load; a run with only best/, a file inside
     a checkpoint, and a link whose target is gone say what to pass."""

@@ -49,8 +49,11 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def _json_problem(e: json.JSONDecodeError) -> str:
-    """What is wrong where ``e`` stopped: a comma before a closing bracket, as editors leave
-    after deleting the last entry, by its line; else Python's message and line."""
+    """What is wrong where ``e`` stopped: an empty file, or a comma before a closing bracket, as
+    editors leave after deleting the last entry, by its line; else Python's message and
+    line."""
+    if not e.doc.strip():
+        return "the file is empty"
     before = e.doc[: e.pos].rstrip()
     closing = e.doc[e.pos : e.pos + 1] in ("}", "]")
     if before.endswith(",") and closing:
