@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from _common import default_output
 
-from unmask.config import ModelConfig, SampleConfig, resolve_device
+from unmask.config import DTYPE_NAMES, ModelConfig, SampleConfig, resolve_device, torch_dtype
 from unmask.errors import UserError
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -69,7 +69,6 @@ SHAPES: dict[str, dict[str, Any]] = {
 LLADA_IDS = {"mask_id": 126336, "pad_id": 126081, "eos_id": 126081, "bos_id": 126080}
 """LLaDA's special ids (config.json), used when the vocabulary is LLaDA's size."""
 SPECIAL_NAMES = {"mask_id": "<|mdm_mask|>", "eos_id": "<|endoftext|>", "bos_id": "<|startoftext|>"}
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
@@ -311,7 +310,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i]")
     ap.add_argument(
         "--dtype",
-        choices=DTYPES,
+        choices=DTYPE_NAMES,
         help="weights on disk and in memory (default: bf16 on cuda, fp32 on cpu)",
     )
     ap.add_argument(
@@ -362,7 +361,7 @@ def ensure_folder(args: argparse.Namespace, config: ModelConfig, folder: Path) -
     expect = {"d_model": config.d_model, "n_layers": config.n_layers,
               "vocab_size": config.vocab_size, "mlp_hidden_size": config.ffn_hidden,
               "n_heads": config.n_heads,
-              "torch_dtype": str(DTYPES[args.dtype]).removeprefix("torch.")}  # fmt: skip
+              "torch_dtype": DTYPE_NAMES[args.dtype]}  # fmt: skip
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
         have = json.loads(cfg_path.read_text())
@@ -390,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     config = model_config(args)
-    dtype = DTYPES[args.dtype]
+    dtype = torch_dtype(args.dtype)
     if args.write_only:  # the child process of step 1
         write_folder(config, Path(args.write_only), dtype, args.seed, device)
         return

@@ -137,7 +137,7 @@ def build(config: Any, dtype: Any, quantize: str | None, seed: int = 0) -> tuple
     (N(0, 0.02), norms 1) and quantised. Returns it and the RSS delta of every group."""
     import torch
 
-    from unmask.convert.load import _module_groups
+    from unmask.convert.stream import module_groups
     from unmask.model import Transformer
     from unmask.quantize import quantize_module
 
@@ -146,7 +146,7 @@ def build(config: Any, dtype: Any, quantize: str | None, seed: int = 0) -> tuple
         model = Transformer(config)
     model = model.to(dtype=dtype)
     deltas: dict[str, int] = {}
-    for prefix, module in _module_groups(model):
+    for prefix, module in module_groups(model):
         before = rss()[0]
         module.to_empty(device="cpu")
         with torch.no_grad():

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from unmask.config import SampleConfig, dtype_choice
+from unmask.config import SampleConfig, dtype_choice, dtype_name, torch_dtype
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 
@@ -99,7 +99,7 @@ def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.d
         return torch.bfloat16 if kind == "cpu" and wide and cpu_has_bf16_matmul() else None
     if name == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
         raise UserError("dtype bf16: this GPU has no bfloat16; use fp16")
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    return torch_dtype(name)
 
 
 def load_for_decoding(
@@ -107,9 +107,10 @@ def load_for_decoding(
 ) -> Loaded:
     """``unmask.load`` as the decoding commands load ``--model``: on ``device`` (``auto``,
     ``cpu``, ``cuda[:i]``), in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``:
-    ``decode_dtype``). A named dtype is read straight into (a
-    publisher's folder too); ``auto`` loads as stored and then turns an unmask checkpoint to
-    bfloat16 where ``decode_dtype`` says so (not a quantised model: it stays as measured)."""
+    ``decode_dtype``). A named dtype is read straight into (a publisher's folder too), and so is
+    bfloat16 where ``auto`` means it for an unmask checkpoint (``decode_dtype``; it was loaded
+    in float32 and cast: twice the memory for a moment); under ``auto`` a publisher's folder and
+    a quantised model load as stored."""
     from unmask.checkpoint import load
     from unmask.config import resolve_device
 
@@ -117,17 +118,19 @@ def load_for_decoding(
     if dtype_choice(dtype) != "auto":
         return load(path, device=device, dtype=decode_dtype(dtype, device, None),
                     quantize=quantize)
-    import torch
-
-    loaded = load(path, device=device, quantize=quantize)
-    if quantize is None and loaded.family == "unmask" and isinstance(loaded.model, torch.nn.Module):
-        want = decode_dtype("auto", device, loaded.config)
-        if want is not None:
-            loaded.model.to(want)
-    return loaded
+    return load(path, device=device, dtype=_auto_dtype(path, device, quantize), quantize=quantize)
 
 
-_SHORT_DTYPES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+def _auto_dtype(path: Any, device: str, quantize: str | None) -> torch.dtype | None:
+    """What ``--dtype auto`` loads the checkpoint at ``path`` in: ``decode_dtype``'s rule for a
+    native checkpoint (its config.json read first), None (as stored) for a publisher's folder,
+    a quantised load, or a checkpoint ``load`` will refuse anyway."""
+    if quantize is not None or not device.startswith("cpu") or not cpu_has_bf16_matmul():
+        return None  # decode_dtype gives None there: no need to read the config
+    from unmask.checkpoint import native_config
+
+    config = native_config(path)
+    return None if config is None else decode_dtype("auto", device, config)
 
 
 def weights_dtype(loaded: Loaded) -> str | None:
@@ -139,7 +142,7 @@ def weights_dtype(loaded: Loaded) -> str | None:
     weights = list(params()) if callable(params) else []
     if not weights:
         return None
-    name = _SHORT_DTYPES.get(str(weights[0].dtype), str(weights[0].dtype).removeprefix("torch."))
+    name = dtype_name(weights[0].dtype)
     quantized = any(type(w).__module__.startswith("torchao") for w in weights)
     return f"{name} + quantized" if quantized else name
 

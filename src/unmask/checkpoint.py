@@ -22,8 +22,10 @@ in ``sharded/`` instead of trainer.safetensors.
 
 Inside: ``save_checkpoint``, ``save_sharded_checkpoint``, ``load_train_state``, ``is_sharded``,
 ``load_full_train_state`` / ``finish_full_train_state`` (native checkpoint into an FSDP run),
-``checkpoint_dir`` (which also resolves the name ``demo``: ``shipped_model``), ``load`` (returning
-``unmask.loaded.Loaded``); atomic writes come from ``unmask.files``. ``load`` also accepts a
+``checkpoint_dir`` (which also resolves the name ``demo``: ``shipped_model``), ``read_config`` /
+``native_config`` (a checkpoint's ``ModelConfig`` without its weights), ``load`` (returning
+``unmask.loaded.Loaded``; the weights through ``unmask.convert.stream``, the walk publisher
+folders load through); atomic writes come from ``unmask.files``. ``load`` also accepts a
 publisher's folder (LLaDA, Dream, MDLM, SEDD, our own transformers export), imported by
 ``unmask.convert``.
 """
@@ -35,7 +37,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file
@@ -50,10 +52,16 @@ from unmask.files import (  # noqa: F401  (moved there; kept importable)
 )
 from unmask.loaded import Loaded
 
+if TYPE_CHECKING:
+    from unmask.config import ModelConfig
+
 CKPT = "checkpoint"
 SHARDED = "sharded"
 OLD = ".checkpoint.old"
 TMP_PREFIX = ".checkpoint.tmp"
+BEST = "best"
+"""Where a ``--keep-best`` run keeps its best checkpoint: ``RUN/best/checkpoint`` (the value of
+``unmask.train.BEST``, which sits above this module)."""
 
 
 def _state_for_save(
@@ -288,12 +296,23 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
             )
         shipped = p.name in SHIPPED_MODELS
         hint = f" (the shipped model is --model {p.name}, no folder)" if shipped else ""
+        if p.is_symlink():  # a link whose target is gone (a moved or unmounted model store)
+            hint = f" (a link to {os.readlink(p)}, which does not exist)"
         raise UserError(f"{path}: no such folder{hint}")
     if not p.is_dir():
-        raise UserError(f"{path}: not a folder (expected a run directory or checkpoint folder)")
+        inside = p.parent if (p.parent / "config.json").is_file() else None
+        hint = f"; pass the folder that holds it, {inside}" if inside is not None else ""
+        raise UserError(
+            f"{path}: not a folder (expected a run directory or checkpoint folder){hint}"
+        )
     for cand in (p, p / CKPT, p / OLD):
         if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
             return cand
+    best = p / BEST / CKPT
+    if (best / "config.json").is_file() and (best / "model.safetensors").is_file():
+        raise UserError(
+            f"{path}: no latest checkpoint (checkpoint/), only the best one: --model {p / BEST}"
+        )
     raise UserError(
         f"{path}: not a checkpoint (no config.json + model.safetensors, nor a checkpoint/ folder)"
     )
@@ -308,6 +327,21 @@ def weights_stamp(path: str | os.PathLike[str]) -> list[int] | None:
     except (UserError, OSError):
         return None
     return [stat.st_size, stat.st_mtime_ns]
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the safetensors file ``path``, with one-line errors for a file that is
+    missing, cut short or not safetensors (safetensors' own exception was a traceback)."""
+    from unmask.convert.stream import unreadable
+
+    if not path.is_file():
+        raise UserError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except MemoryError:
+        raise
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise unreadable(path, e) from None
 
 
 def _load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
@@ -334,48 +368,58 @@ def _stream_weights(
     model: nn.Module, path: Path, device: str, quantize: str | None
 ) -> None:
     """Fill ``model`` (built on the meta device, in the load dtype) from the native weights file
-    ``path`` as a publisher folder is filled (``unmask.convert.load.load_weights_lazily``): every
-    name and shape checked first, then module by module materialised on ``device``, copied from
-    the memory-mapped file (``copy_`` casts) and, with ``quantize``, quantised before the next.
-    Memory holds the model in its dtype plus one module: the file was read whole into RAM and
-    the model built in float32 on the CPU before (an 8B bfloat16 checkpoint peaked at 48 GB, a
-    publisher folder of it at 16), and the fit check counted float32 whatever ``dtype`` was."""
-    from safetensors import safe_open
-
-    from unmask.convert.load import module_groups, quantizes
-    from unmask.model import materialise
-    from unmask.quantize import quantize_module
+    ``path`` through the walk a publisher folder loads through
+    (``unmask.convert.stream.stream_weights``), every tensor under its own name: names and
+    shapes checked first, then module by module materialised on ``device``, copied from the
+    memory-mapped file and, with ``quantize``, quantised before the next. A tied output head
+    stored anyway is skipped."""
+    from unmask.convert.stream import stream_weights
 
     tied = bool(getattr(model.config, "tie_embeddings", False))
-    params = dict(model.named_parameters())  # a tied head appears once, as embed.weight
+    stream_weights(
+        model, {name: name for name, _ in model.named_parameters()}, [path],
+        device=device, quantize=quantize, folder=path.parent,
+        unexpected="not a parameter of the model config.json describes",
+        ignore=frozenset({"lm_head.weight"}) if tied else frozenset(),
+    )
+
+
+SIZE_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads")
+"""The ``ModelConfig`` fields a native checkpoint's config.json must name (unmask writes every
+field): without them the defaults of the ``tiny`` preset were taken silently and the weights
+refused as the wrong shape. Other fields may be missing (a checkpoint older than the field)."""
+
+
+def read_config(ckpt: Path) -> ModelConfig:
+    """The ``ModelConfig`` of the native checkpoint folder ``ckpt`` (``checkpoint_dir``), with
+    one-line errors: not JSON (a trailing comma), an unknown field, a value of the wrong type,
+    a size of ``SIZE_FIELDS`` missing."""
+    from unmask.config import ModelConfig, from_dict
+    from unmask.convert.load import read_json
+
+    path = ckpt / "config.json"
+    data = read_json(path)
+    missing = [name for name in SIZE_FIELDS if name not in data]
+    if missing:
+        raise UserError(
+            f"{path}: missing {', '.join(missing)} (a checkpoint's config.json names its "
+            "model's sizes)"
+        )
+    return from_dict(ModelConfig, data, source=str(path))
+
+
+def native_config(path: str | os.PathLike[str]) -> ModelConfig | None:
+    """The ``ModelConfig`` of the native checkpoint at ``path`` (a run directory, a checkpoint
+    folder, ``demo``), read without loading it; None for a publisher's folder or where
+    ``load`` would refuse it (it says why then)."""
+    from unmask.convert.load import is_publisher_folder
+
+    if is_publisher_folder(path):
+        return None
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise UserError(f"{path}: cannot read ({e})") from None
-    with handle as f:
-        keys = set(f.keys()) - ({"lm_head.weight"} if tied else set())
-        missing, unexpected = sorted(set(params) - keys), sorted(keys - set(params))
-        if missing or unexpected:
-            raise UserError(
-                f"{path}: weights do not match config.json (missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]})"
-            )
-        for k in sorted(keys):
-            shape = tuple(f.get_slice(k).get_shape())
-            if shape != tuple(params[k].shape):
-                raise UserError(
-                    f"{path}: tensor {k} has shape {shape}, config says {tuple(params[k].shape)}"
-                )
-        for prefix, module in module_groups(model):
-            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
-                module.weight = model.embed.weight
-            materialise(module, device)
-            with torch.no_grad():
-                for name, param in module.named_parameters():
-                    if f"{prefix}.{name}" in params:
-                        param.copy_(f.get_tensor(f"{prefix}.{name}"))
-            if quantize is not None and quantizes(prefix, tied):
-                quantize_module(module, quantize, device)
+        return read_config(checkpoint_dir(path))
+    except UserError:
+        return None
 
 
 def load(
@@ -397,7 +441,7 @@ def load(
     name (``bf16``, ``fp16``, ``fp32``): anything else is a one-line ``UserError``
     (``unmask.config.load_target``).
     """
-    from unmask.config import ModelConfig, load_json, load_target
+    from unmask.config import load_target
     from unmask.convert.load import build_meta, import_folder, is_publisher_folder
     from unmask.tokenizer import load_tokenizer
 
@@ -408,7 +452,7 @@ def load(
 
     check_quantize(quantize, device, dtype)
     ckpt = checkpoint_dir(path)
-    config = load_json(ModelConfig, ckpt / "config.json")
+    config = read_config(ckpt)
     if not (ckpt / "tokenizer.json").is_file():
         raise UserError(
             f"{ckpt}: tokenizer.json is missing; copy the tokenizer the model was trained with"
@@ -437,14 +481,16 @@ def load_train_state(
     meta_path = ckpt / "trainer.json"
     if not meta_path.is_file():
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
-    meta = json.loads(meta_path.read_text())
+    from unmask.convert.load import read_json
+
+    meta = read_json(meta_path)
     if is_sharded(ckpt):
         _load_sharded(ckpt, model, optimizer)
         if ema_model is not None:  # FSDP runs keep no EMA: the weights are the inference ones
-            _load_weights(ema_model, load_file(str(ckpt / "model.safetensors")), ckpt)
+            _load_weights(ema_model, _read_tensors(ckpt / "model.safetensors"), ckpt)
         return meta
-    tensors = load_file(str(ckpt / "trainer.safetensors"))
-    inference = load_file(str(ckpt / "model.safetensors"))
+    tensors = _read_tensors(ckpt / "trainer.safetensors")
+    inference = _read_tensors(ckpt / "model.safetensors")
     device = next(model.parameters()).device
     if meta.get("has_raw_model"):
         raw = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}

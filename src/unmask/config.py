@@ -14,10 +14,13 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
 
 from unmask.errors import UserError
 from unmask.files import atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
 
 AttentionMode = Literal["bidirectional", "causal", "block-causal"]
 Norm = Literal["rms", "layer"]
@@ -829,6 +832,29 @@ DECODE_DTYPES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 DTYPE_ALIASES: dict[str, str] = {"float32": "fp32", "float": "fp32", "bfloat16": "bf16",
                                  "float16": "fp16", "half": "fp16"}
 """Other spellings of ``DECODE_DTYPES`` (torch's names, vLLM's ``half`` and ``float``)."""
+DTYPE_NAMES: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+"""``--dtype``'s names -> torch's: the one map from a dtype's name to a ``torch.dtype``
+(``torch_dtype``) and back (``dtype_name``)."""
+
+
+def torch_dtype(name: str, source: str = "dtype") -> torch.dtype:
+    """The ``torch.dtype`` that ``name`` means: ``fp32`` / ``bf16`` / ``fp16``, an alias of
+    ``DTYPE_ALIASES`` (torch's names, also as ``torch.bfloat16``), else a one-line error
+    naming ``source`` (the flag or the ``config.json`` key it came from)."""
+    import torch
+
+    short = DTYPE_ALIASES.get(name.removeprefix("torch."), name)
+    if short not in DTYPE_NAMES:
+        raise UserError(f"{source} {name!r}: choose fp32, bf16 or fp16 "
+                        f"(or {', '.join(DTYPE_ALIASES)})")
+    return getattr(torch, DTYPE_NAMES[short])
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``dtype`` as ``--dtype`` spells it (``fp32``, ``bf16``, ``fp16``; another by torch's
+    name, ``float64``)."""
+    name = str(dtype).removeprefix("torch.")
+    return next((short for short, full in DTYPE_NAMES.items() if full == name), name)
 
 
 def dtype_choice(name: str) -> str:
@@ -1043,11 +1069,7 @@ def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
     if dtype is None:
         return dev, None
     if isinstance(dtype, str):
-        canon = DTYPE_ALIASES.get(dtype, dtype)
-        if canon not in ("fp32", "bf16", "fp16"):
-            raise UserError(f"dtype {dtype!r}: choose fp32, bf16 or fp16 "
-                            f"(or {', '.join(DTYPE_ALIASES)}, or a torch dtype)")
-        return dev, {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[canon]
+        return dev, torch_dtype(dtype)
     if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in LOAD_DTYPES:
         raise UserError(f"dtype {dtype!r}: the weights load as one of "
                         f"{', '.join(f'torch.{n}' for n in LOAD_DTYPES)} (or None: as stored)")

@@ -221,7 +221,7 @@ def estimate_bytes(
     """Resident bytes of ``model`` (built on the meta device) loaded in ``dtype`` and quantised
     with ``quantize``, weights plus working memory (``OVERHEAD``, ``OVERHEAD_BYTES``); a
     quantised load also holds its largest block in ``dtype`` while quantising it (the peak of
-    ``unmask.convert.load.load_weights_lazily``)."""
+    ``unmask.convert.stream.stream_weights``)."""
     import torch
 
     item = torch.empty((), dtype=dtype).element_size()

@@ -18,11 +18,12 @@ Inside:
   ``export`` (native -> a family's layout), ``write_safetensors`` (``write``).
 
 Modules: ``importer`` (``Importer`` and the registry), ``families`` (the declarations),
-``load`` (reading), ``write`` (writing), ``hf_export`` (family ``transformers``: unmask's own
+``load`` (reading), ``stream`` (the block-by-block fill of a meta-device model, shared with
+native checkpoints), ``write`` (writing), ``hf_export`` (family ``transformers``: unmask's own
 model as a ``transformers`` folder with its modeling code, from ``hf_template/``).
 
-Weights are read shard by shard, tensor by tensor, with ``safetensors.safe_open`` straight
-into a model built on the meta device and materialised in the requested dtype, so RAM
+Weights are read block by block with ``safetensors.safe_open`` straight into a model built
+on the meta device, each block materialised in the requested dtype as it is filled, so RAM
 never holds a second full copy.
 """
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from unmask.convert.dit import MDLM, SEDD
 from unmask.convert.importer import (
-    DTYPES,
     IMPORTERS,
     INDEX,
     REQUIRED,
@@ -172,7 +171,6 @@ register(LLADA2)
 
 __all__ = [
     "DREAM",
-    "DTYPES",
     "IMPORTERS",
     "INDEX",
     "LLADA",

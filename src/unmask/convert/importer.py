@@ -23,10 +23,6 @@ REQUIRED = object()
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
-DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
-          "fp16": "float16", "float16": "float16"}  # fmt: skip
-"""Accepted dtype names (``--dtype``) -> torch dtype attribute."""
-
 SPECIAL_KEYS = {
     "mask_id": "mask_token_id",
     "pad_id": "pad_token_id",

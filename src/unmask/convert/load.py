@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unmask.convert.families import (
-    DTYPES,
     IMPORTERS,
     INDEX,
     REQUIRED,
@@ -19,6 +18,7 @@ from unmask.convert.families import (
     UNSUPPORTED,
     Importer,
 )
+from unmask.convert.stream import targets as _targets
 from unmask.errors import UserError
 
 if TYPE_CHECKING:
@@ -32,16 +32,33 @@ if TYPE_CHECKING:
 # -- detection --------------------------------------------------------------------------
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (a config.json, an index), with one-line errors: not JSON
+    (a trailing comma named as one: Python's "Expecting property name enclosed in double
+    quotes" pointed at the line after it), not UTF-8, not an object."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise UserError(f"{path}: not valid JSON ({_json_problem(e)})") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object")
     return data
+
+
+def _json_problem(e: json.JSONDecodeError) -> str:
+    """What is wrong where ``e`` stopped: an empty file, or a comma before a closing bracket, as
+    editors leave after deleting the last entry, by its line; else Python's message and
+    line."""
+    if not e.doc.strip():
+        return "the file is empty"
+    before = e.doc[: e.pos].rstrip()
+    closing = e.doc[e.pos : e.pos + 1] in ("}", "]")
+    if before.endswith(",") and closing:
+        return f"a comma after the last entry, line {e.doc.count(chr(10), 0, len(before)) + 1}"
+    return f"{e.msg} at line {e.lineno}"
 
 
 def _native_fields() -> set[str]:
@@ -173,7 +190,7 @@ def _tokenizer(folder: Path, hf: dict[str, Any], note: str = "") -> Tokenizer:
             f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0] if str(e) else e})"
         ) from None
     tok_cfg_path = folder / "tokenizer_config.json"
-    tok_cfg = _read_json(tok_cfg_path) if tok_cfg_path.is_file() else {}
+    tok_cfg = read_json(tok_cfg_path) if tok_cfg_path.is_file() else {}
     names: dict[str, str | None] = {}
     for fld, key in SPECIAL_KEYS.items():
         tid = _first_id(hf.get(key), key, folder / "config.json")
@@ -212,7 +229,7 @@ def chat_template(folder: Path) -> str | None:
             raise UserError(f"{jinja}: not UTF-8 text") from None
     for path in (folder / "chat_template.json", folder / "tokenizer_config.json"):
         if path.is_file():
-            template = select_template(_read_json(path).get("chat_template"), source=str(path))
+            template = select_template(read_json(path).get("chat_template"), source=str(path))
             if template is not None:
                 return template
     return None
@@ -224,7 +241,7 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
 
     p = Path(folder)
     source = p / "config.json"
-    hf = _read_json(source)
+    hf = read_json(source)
     imp = detect(hf, source)
     shape = _shape_fields(imp, hf, source)
     tok = _tokenizer(p, hf, imp.tokenizer_note)
@@ -278,21 +295,18 @@ POSITIVE = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_h
 
 
 def parse_dtype(name: str | None) -> torch.dtype | None:
-    """``bf16`` / ``fp16`` / ``fp32`` (or the torch names) -> ``torch.dtype``; None stays None."""
-    import torch
+    """``bf16`` / ``fp16`` / ``fp32`` (or the torch names) -> ``torch.dtype``
+    (``unmask.config.torch_dtype``); None stays None."""
+    from unmask.config import torch_dtype
 
-    if name is None:
-        return None
-    if name not in DTYPES:
-        raise UserError(f"unknown dtype {name!r}; choose bf16, fp16 or fp32")
-    return getattr(torch, DTYPES[name])
+    return None if name is None else torch_dtype(name)
 
 
 def shard_files(folder: Path) -> list[Path]:
     """The folder's safetensors files: those named in the index, or ``model.safetensors``."""
     index = folder / INDEX
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise UserError(f"{index}: no weight_map")
         names = set(weight_map.values())
@@ -340,83 +354,54 @@ def weight_map(
     return out
 
 
-def _targets(dst: str | tuple[str, ...]) -> tuple[str, ...]:
-    return (dst,) if isinstance(dst, str) else dst
+def load_weights(
+    model: Any,
+    imp: Importer,
+    folder: Path,
+    *,
+    device: str | torch.device = "cpu",
+    quantize: str | None = None,
+) -> None:
+    """Fill ``model`` (built on the meta device, or materialised) from the folder's shards
+    through the family's weight map, block by block (``unmask.convert.stream.stream_weights``,
+    the walk a native checkpoint loads through too): each block materialised on ``device``,
+    filled from the memory-mapped shards and quantised (``quantize``) before the next.
 
-
-def load_weights(model: Any, imp: Importer, folder: Path) -> None:
-    """Fill every parameter of ``model`` (already materialised) from the folder's shards,
-    one tensor at a time, casting to each parameter's dtype and device.
-
-    Raises a one-line ``UserError`` naming the file on an unexpected tensor, a shape that
-    disagrees with config.json, a tensor found twice, or a parameter left unfilled.
+    Every tensor's name and shape is checked against ``config.json`` before any is read; a
+    one-line ``UserError`` names the file on an unexpected tensor, a shape that disagrees, a
+    tensor found twice or missing, a stored buffer that disagrees with the config, and NaN or
+    infinity in a weight.
     """
-    import torch
-    from safetensors import safe_open
+    from unmask.convert.stream import stream_weights
 
-    params = dict(model.named_parameters())  # tied weights appear once
-    names = weight_map(imp, model.config, set(params))
-    unmapped = sorted(set(params) - {t for d in names.values() for t in _targets(d)})
-    if unmapped:  # an importer bug, not a user error: the map must cover the model
-        raise RuntimeError(f"{imp.name} weight map has no source for {unmapped[:3]}")
-    filled: dict[str, Path] = {}
-    for shard in shard_files(folder):
-        try:
-            handle = safe_open(str(shard), framework="pt", device="cpu")
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise UserError(f"{shard}: cannot read ({e})") from None
-        with handle as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
-                target = names.get(key)
-                if target is None and key in imp.buffers:
-                    _check_buffer(f.get_tensor(key), imp.buffers[key](model.config), key, shard)
-                    continue
-                if target is None:
-                    raise UserError(
-                        f"{shard}: unexpected tensor {key} "
-                        f"(not in the {imp.name} weight map for this config)"
-                    )
-                if key in filled:
-                    raise UserError(f"{shard}: tensor {key} also in {filled[key].name}")
-                parts = [params[t] for t in _targets(target)]
-                sizes = [p.shape[0] for p in parts]
-                want = (sum(sizes), *parts[0].shape[1:])  # a fused tensor stacks its parts on dim 0
-                shape = tuple(f.get_slice(key).get_shape())
-                if shape != want:
-                    raise UserError(
-                        f"{shard}: tensor {key} has shape {shape}, config.json implies {want}"
-                    )
-                with torch.no_grad():  # one tensor in RAM at a time; copy_ casts
-                    for param, value in zip(parts, f.get_tensor(key).split(sizes), strict=True):
-                        param.copy_(value)
-                filled[key] = shard
-    missing = sorted(set(names) - set(filled))
-    if missing:
+    names = weight_map(imp, model.config, {n for n, _ in model.named_parameters()})
+    stream_weights(
+        model, names, shard_files(folder), device=device, quantize=quantize, folder=folder,
+        unexpected=f"not in the {imp.name} weight map for this config", buffers=imp.buffers,
+    )
+
+
+def _default_dtype(hf: dict[str, Any], source: Path) -> torch.dtype:
+    """The dtype the publisher stored (``torch_dtype``, or ``dtype`` as newer ``transformers``
+    write it), float32 where it says none; a name unmask does not know is a one-line error
+    (it was taken as float32 silently, doubling a bfloat16 model's memory)."""
+    import torch
+
+    from unmask.config import torch_dtype
+
+    key = "torch_dtype" if hf.get("torch_dtype") is not None else "dtype"
+    name = hf.get(key)
+    if name is None:
+        return torch.float32
+    if not isinstance(name, str):
+        raise UserError(f"{source}: {key}={name!r} is not a dtype's name (e.g. \"bfloat16\")")
+    try:
+        return torch_dtype(name)
+    except UserError:
         raise UserError(
-            f"{folder}: missing tensor(s) "
-            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
-        )
-
-
-def _check_buffer(got: torch.Tensor, want: torch.Tensor, key: str, shard: Path) -> None:
-    """A stored buffer (not a weight) must hold what the config implies; it is not loaded."""
-    import torch
-
-    if got.shape != want.shape or not torch.allclose(
-        got.float(), want.float(), rtol=1e-2, atol=1e-6
-    ):
-        raise UserError(
-            f"{shard}: tensor {key} differs from what config.json implies "
-            "(not this family's model?)"
-        )
-
-
-def _default_dtype(hf: dict[str, Any]) -> torch.dtype:
-    """The dtype the publisher stored (``torch_dtype`` / ``dtype``), float32 if unknown."""
-    import torch
-
-    name = hf.get("torch_dtype") or hf.get("dtype")
-    return getattr(torch, DTYPES.get(str(name), "float32"))
+            f"{source}: {key}={name!r} is not a dtype unmask loads (bfloat16, float16, "
+            "float32); pass the one to load in (dtype=, --dtype)"
+        ) from None
 
 
 def build_meta(config: ModelConfig, source: Path) -> Any:
@@ -432,117 +417,6 @@ def build_meta(config: ModelConfig, source: Path) -> Any:
         raise UserError(f"{source}: no model of this shape can be built ({first})") from None
 
 
-def module_groups(model: Any) -> list[tuple[str, Any]]:
-    """(prefix, module) in the order a lazy load materialises them: every block, then the
-    other top-level modules (embedding, final norm, head, ...)."""
-    groups = [(f"layers.{i}", layer) for i, layer in enumerate(model.layers)]
-    return groups + [(n, m) for n, m in model.named_children() if n != "layers"]
-
-
-def load_weights_lazily(
-    model: Any, imp: Importer, folder: Path, device: str | torch.device, quantize: str | None
-) -> None:
-    """Fill a model built on the meta device module by module: each block (then the embedding,
-    norm and head) is materialised on ``device``, filled from the memory-mapped shards, and
-    quantised (``quantize``, ``unmask.quantize``) before the next one, so RAM never holds more
-    than the model so far plus one block in the load dtype.
-
-    Every tensor's name and shape is checked against ``config.json`` before any is read, with
-    the one-line errors of ``load_weights``; nothing is materialised for a folder that fails.
-    """
-    import contextlib
-
-    from safetensors import safe_open
-
-    from unmask.quantize import quantize_module
-
-    params = dict(model.named_parameters())
-    names = weight_map(imp, model.config, set(params))
-    unmapped = sorted(set(params) - {t for d in names.values() for t in _targets(d)})
-    if unmapped:  # an importer bug, not a user error: the map must cover the model
-        raise RuntimeError(f"{imp.name} weight map has no source for {unmapped[:3]}")
-    with contextlib.ExitStack() as stack:
-        where: dict[str, Any] = {}  # source key -> open safetensors handle
-        for shard in shard_files(folder):
-            try:
-                f = stack.enter_context(safe_open(str(shard), framework="pt", device="cpu"))
-            except Exception as e:  # safetensors raises its own error types for corrupt files
-                raise UserError(f"{shard}: cannot read ({e})") from None
-            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
-                target = names.get(key)
-                if target is None and key in imp.buffers:
-                    continue
-                if target is None:
-                    raise UserError(
-                        f"{shard}: unexpected tensor {key} "
-                        f"(not in the {imp.name} weight map for this config)"
-                    )
-                if key in where:
-                    raise UserError(f"{shard}: tensor {key} also in another shard")
-                parts = [params[t] for t in _targets(target)]
-                want = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
-                shape = tuple(f.get_slice(key).get_shape())
-                if shape != want:
-                    raise UserError(
-                        f"{shard}: tensor {key} has shape {shape}, config.json implies {want}"
-                    )
-                where[key] = f
-        missing = sorted(set(names) - set(where))
-        if missing:
-            raise UserError(
-                f"{folder}: missing tensor(s) "
-                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
-            )
-        source = {t: (k, j) for k, d in names.items() for j, t in enumerate(_targets(d))}
-        tied = model.config.tie_embeddings
-        for prefix, module in module_groups(model):
-            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
-                module.weight = model.embed.weight
-            _fill_module(module, prefix, names, source, where, device)
-            if quantize is not None and quantizes(prefix, tied):
-                quantize_module(module, quantize, device)
-
-
-def quantizes(prefix: str, tied: bool) -> bool:
-    """Whether a block-by-block load quantises the module group ``prefix``: every one (its
-    linear layers, as ``quantize_model`` and ``estimate_bytes`` count them: the blocks, the
-    head, a noise-level embedding, a final modulation, a self-conditioning map) except an
-    output head that is the embedding matrix (``tie_embeddings``)."""
-    return not (prefix == "lm_head" and tied)
-
-
-def _fill_module(
-    module: Any,
-    prefix: str,
-    names: dict[str, str | tuple[str, ...]],
-    source: dict[str, tuple[str, int]],
-    where: dict[str, Any],
-    device: str | torch.device,
-) -> None:
-    """Materialise ``module`` on ``device`` and copy its parameters from the open shards (a
-    fused source tensor is read once and split)."""
-    import torch
-
-    from unmask.model import materialise
-
-    materialise(module, device)
-    read: dict[str, list[torch.Tensor]] = {}
-    with torch.no_grad():
-        for name, param in module.named_parameters():
-            if f"{prefix}.{name}" not in source:  # a tied head's weight: the embedding's
-                continue
-            key, part = source[f"{prefix}.{name}"]
-            if key not in read:
-                sizes = [p_.shape[0] for p_ in _target_params(module, prefix, names[key])]
-                read[key] = list(where[key].get_tensor(key).split(sizes))
-            param.copy_(read[key][part])
-
-
-def _target_params(module: Any, prefix: str, dst: str | tuple[str, ...]) -> list[Any]:
-    params = dict(module.named_parameters())
-    return [params[t[len(prefix) + 1 :]] for t in _targets(dst)]
-
-
 def import_folder(
     path: str | os.PathLike[str],
     *,
@@ -555,34 +429,25 @@ def import_folder(
 
     The model is built on the meta device, its memory checked against what ``device`` has
     free (``unmask.quantize.check_fits``, a one-line refusal naming the setting that fits),
-    materialised on ``device`` in ``dtype`` (default: the folder's ``torch_dtype``), and filled
-    tensor by tensor from the shards. With ``quantize`` (``int8`` / ``int4``, torchao) the
-    linear layers are quantised block by block as they are loaded (``load_weights_lazily``).
+    filled block by block from the shards in ``dtype`` (default: the folder's ``torch_dtype``)
+    on ``device``, with ``quantize`` (``int8`` / ``int4``, torchao) quantising the linear layers
+    of each block as it is loaded (``load_weights``).
     """
-
     from unmask.config import load_target
     from unmask.loaded import Loaded
-    from unmask.model import materialise
     from unmask.quantize import check_fits, check_quantize, check_size
 
     device, dtype = load_target(device, dtype)
     folder = Path(path)
     imp, config, tok = model_config(folder)
-    dtype = dtype if dtype is not None else _default_dtype(_read_json(folder / "config.json"))
+    if dtype is None:
+        dtype = _default_dtype(read_json(folder / "config.json"), folder / "config.json")
     check_quantize(quantize, device, dtype)
     check_size(config, dtype, device, source=str(folder))
     model = build_meta(config, folder / "config.json")
     model = model.to(dtype=dtype)
     check_fits(model, dtype, quantize, device, source=str(folder))
-    if quantize is not None:
-        model._rope = None
-        load_weights_lazily(model, imp, folder, device, quantize)
-        model.eval()
-        return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name)
-    materialise(model, device)
-    if config.tie_embeddings:
-        model.lm_head.weight = model.embed.weight
     model._rope = None
-    load_weights(model, imp, folder)
+    load_weights(model, imp, folder, device=device, quantize=quantize)
     model.eval()
     return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name)

@@ -67,7 +67,9 @@ def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> N
             raise UserError(f"{out}: inside the model folder {model_dir}; write it elsewhere")
     if out.is_symlink():
         raise UserError(f"{out}: is a link; give the path of a new folder")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file; give the path of a new folder")
+    if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty")
     check_creatable(out)
 
@@ -84,7 +86,8 @@ def _write_folder(
     staging folder beside ``out`` and rename it into place, so a failure leaves nothing
     half-written."""
     try:
-        tmp = staging_dir(out.parent, f".{out.name}.tmp")
+        clear_stale_staging(out)
+        tmp = staging_dir(out.parent, _staging_prefix(out))
     except OSError as e:
         raise UserError(f"{out}: cannot be written ({e.strerror})") from None
     try:
@@ -108,6 +111,47 @@ def _write_folder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _staging_prefix(out: Path, pid: int | None = None) -> str:
+    """The name a staging folder for ``out`` starts with: hidden, and naming the machine and
+    process that writes it, so a later write can tell a dead one's leftovers from a live one."""
+    import socket
+
+    host = socket.gethostname().replace("-", "_")
+    return f".{out.name}.tmp-{host}-{pid or os.getpid()}-"
+
+
+def clear_stale_staging(out: Path) -> list[Path]:
+    """Remove the staging folders of writes to ``out`` whose process is gone (a convert killed
+    by SIGKILL or the out-of-memory killer leaves one beside ``out``, as big as the model);
+    returns them. A folder of a live process, or of another machine sharing the file system,
+    is left alone."""
+    import glob
+    import socket
+
+    host = socket.gethostname().replace("-", "_")
+    removed = []
+    for tmp in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
+        parts = tmp.name[len(f".{out.name}.tmp-"):].split("-")
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or not tmp.is_dir():
+            continue
+        if _alive(int(parts[1])):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # PermissionError: another user's
+        return True
+    return True
 
 
 # -- export: native -> publisher layout ------------------------------------------------------

@@ -1,0 +1,247 @@
+"""The one way weights get into a model for inference: ``stream_weights`` fills a model built on
+the meta device (``unmask.model.meta_model``) from safetensors files, module by module, for a
+native checkpoint (``unmask.checkpoint.load``: names map to themselves) and a publisher folder
+(``unmask.convert.load``: the family's weight map) alike.
+
+Every name and shape is checked before anything is read (one-line ``UserError`` naming the
+file); then each block, then the embedding, final norm and head, is materialised on the device
+in the load dtype, copied from the memory-mapped files (``copy_`` casts), checked for values
+that are not finite, and quantised (``--quantize``) before the next, so memory holds the model
+so far plus one block. Also ``module_groups`` (the walk's order) and ``quantizes`` (which
+groups a quantised load quantises).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from unmask.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+    from unmask.config import ModelConfig
+
+Target = str | tuple[str, ...]
+"""A source tensor's destination: a parameter name, or several for a fused tensor split along
+dim 0 (LLaDA 2's ``query_key_value``)."""
+
+
+def targets(dst: Target) -> tuple[str, ...]:
+    """The parameter names a source tensor fills."""
+    return (dst,) if isinstance(dst, str) else dst
+
+
+def module_groups(model: Any) -> list[tuple[str, Any]]:
+    """(prefix, module) in the order a load materialises them: every block, then the other
+    top-level modules (embedding, final norm, head, ...)."""
+    groups = [(f"layers.{i}", layer) for i, layer in enumerate(model.layers)]
+    return groups + [(n, m) for n, m in model.named_children() if n != "layers"]
+
+
+def quantizes(prefix: str, tied: bool) -> bool:
+    """Whether a quantised load quantises the module group ``prefix``: every one (its linear
+    layers, as ``quantize_model`` and ``estimate_bytes`` count them: the blocks, the head, a
+    noise-level embedding, a final modulation, a self-conditioning map) except an output head
+    that is the embedding matrix (``tie_embeddings``)."""
+    return not (prefix == "lm_head" and tied)
+
+
+def stream_weights(
+    model: Any,
+    names: Mapping[str, Target],
+    files: list[Path],
+    *,
+    device: str | torch.device,
+    quantize: str | None,
+    folder: Path,
+    unexpected: str,
+    buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor]] | None = None,
+    ignore: frozenset[str] = frozenset(),
+) -> None:
+    """Fill ``model`` (on the meta device, or already materialised) from the safetensors
+    ``files``: ``names`` maps each source tensor to the parameter(s) it fills, and must cover
+    every parameter (an importer bug otherwise). ``buffers`` are stored tensors that are not
+    loaded but must hold what the config implies (a rotary table), ``ignore`` tensors that may
+    be there and are skipped (a native checkpoint's tied output head). ``unexpected`` says, in
+    the error, why a tensor outside ``names`` is one.
+
+    One-line ``UserError`` naming the file for a file that cannot be read, an unexpected
+    tensor, one found twice, a shape that disagrees with config.json, a tensor missing (naming
+    ``folder``), and a tensor holding NaN or infinity, or values the load dtype cannot hold:
+    such a model's every output is NaN. Nothing is materialised for files that fail the name
+    and shape checks."""
+    params = dict(model.named_parameters())  # tied weights appear once
+    unmapped = sorted(set(params) - {t for d in names.values() for t in targets(d)})
+    if unmapped:  # an importer bug, not a user error: the map must cover the model
+        raise RuntimeError(f"the weight map has no source for {unmapped[:3]}")
+    buffers = buffers or {}
+    with contextlib.ExitStack() as stack:
+        where: dict[str, tuple[Any, Path]] = {}  # source key -> (open handle, its file)
+        for file in files:
+            f = _open(file, stack)
+            for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
+                if key in ignore:
+                    continue
+                if key not in names and key in buffers:
+                    _check_buffer(f.get_tensor(key), buffers[key](model.config), key, file)
+                    continue
+                if key not in names:
+                    raise UserError(f"{file}: unexpected tensor {key} ({unexpected})")
+                if key in where:
+                    raise UserError(f"{file}: tensor {key} also in {where[key][1].name}")
+                parts = [params[t] for t in targets(names[key])]
+                want = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != want:
+                    raise UserError(
+                        f"{file}: tensor {key} has shape {shape}, config.json implies {want}"
+                    )
+                where[key] = (f, file)
+        missing = sorted(set(names) - set(where))
+        if missing:
+            raise UserError(
+                f"{folder}: missing tensor(s) "
+                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+            )
+        source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
+        tied = bool(getattr(model.config, "tie_embeddings", False))
+        for prefix, module in module_groups(model):
+            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
+                module.weight = model.embed.weight
+            _fill_module(module, prefix, names, source, where, device)
+            if quantize is not None and quantizes(prefix, tied):
+                from unmask.quantize import quantize_module
+
+                quantize_module(module, quantize, device)
+    left = [n for n, p in model.named_parameters() if p.is_meta]
+    if left:  # a parameter outside every group: a bug of module_groups, not of the files
+        raise RuntimeError(f"parameters left unloaded: {left[:3]}")
+
+
+def _open(file: Path, stack: contextlib.ExitStack) -> Any:
+    """``safe_open(file)`` kept open by ``stack``; a one-line ``UserError`` for a file that is
+    not a safetensors file (cut short by an interrupted copy, an HTML error page, ...)."""
+    from safetensors import safe_open
+
+    try:
+        return stack.enter_context(safe_open(str(file), framework="pt", device="cpu"))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise unreadable(file, e) from None
+
+
+def unreadable(file: Path, error: Exception) -> UserError:
+    """The one-line error for a safetensors ``file`` that ``error`` kept from being read; a
+    file cut short (an interrupted download or copy) is named so, with its size and the size
+    its header promises, rather than as safetensors' "incomplete metadata, file not fully
+    covered"."""
+    short = _cut_short(file)
+    if short is not None:
+        return UserError(f"{file}: cut short ({short}: an interrupted download or copy?); "
+                         "copy or download it again")
+    return UserError(f"{file}: cannot read ({error})")
+
+
+def _cut_short(file: Path) -> str | None:
+    """"N of M bytes" when ``file`` is shorter than its safetensors header says, else None
+    (not cut short, or not a safetensors file at all)."""
+    import json
+
+    try:
+        size = file.stat().st_size
+        with open(file, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if size < 8 or n > 100 * 2**20:  # no header length, or not one: another format
+                return None
+            if size < 8 + n:
+                return f"{size:,} bytes, its header alone {8 + n:,}"
+            header = json.loads(fh.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return None
+    want = 8 + n + max(ends, default=0)
+    return f"{size:,} of {want:,} bytes" if size < want else None
+
+
+def _check_buffer(got: torch.Tensor, want: torch.Tensor, key: str, file: Path) -> None:
+    """A stored buffer (not a weight) must hold what the config implies; it is not loaded."""
+    import torch
+
+    if got.shape != want.shape or not torch.allclose(
+        got.float(), want.float(), rtol=1e-2, atol=1e-6
+    ):
+        raise UserError(
+            f"{file}: tensor {key} differs from what config.json implies "
+            "(not this family's model?)"
+        )
+
+
+def _fill_module(
+    module: Any,
+    prefix: str,
+    names: Mapping[str, Target],
+    source: dict[str, tuple[str, int]],
+    where: dict[str, tuple[Any, Path]],
+    device: str | torch.device,
+) -> None:
+    """Materialise ``module`` on ``device`` and copy its parameters from the open files (a
+    fused source tensor is read once and split), each checked by ``_check_finite``."""
+    import torch
+
+    from unmask.model import materialise
+
+    materialise(module, device)
+    read: dict[str, list[torch.Tensor]] = {}
+    own = dict(module.named_parameters())
+    with torch.no_grad():
+        for name, param in own.items():
+            if f"{prefix}.{name}" not in source:  # a tied head's weight: the embedding's
+                continue
+            key, part = source[f"{prefix}.{name}"]
+            if key not in read:
+                sizes = [own[t[len(prefix) + 1 :]].shape[0] for t in targets(names[key])]
+                read[key] = list(where[key][0].get_tensor(key).split(sizes))
+            param.copy_(read[key][part])
+            _check_finite(param, read[key][part], key, where[key][1])
+
+
+CHUNK = 1 << 20
+"""Elements counted at a time once a tensor is known to hold NaN or infinity."""
+
+
+def _check_finite(param: torch.Tensor, stored: torch.Tensor, key: str, file: Path) -> None:
+    """A one-line ``UserError`` when ``param`` (just filled from ``stored``) holds NaN or
+    infinity: stored so (a run that diverged), or beyond the range of the load dtype (float32
+    weights over 65504 loaded as float16). The test is the tensor's sum (NaN and infinity
+    survive a sum), so it allocates nothing; a per-element count of 4 MB chunks, scratch the
+    allocator kept, added a third to the resident memory of a float32 model."""
+    import torch
+
+    def bad(t: torch.Tensor) -> int:
+        flat = t.detach().reshape(-1)
+        return sum(int((~torch.isfinite(c)).sum()) for c in flat.split(CHUNK))
+
+    if bool(torch.isfinite(param.sum())):
+        return
+    n = bad(param)  # the sum overflowed (float16), or the tensor holds NaN or infinity
+    if n == 0:
+        return
+    if bad(stored) == 0:
+        raise UserError(
+            f"{file}: tensor {key} has {n} value(s) beyond the range of {_name(param.dtype)}; "
+            f"load it in a wider dtype (--dtype fp32 or bf16)"
+        )
+    raise UserError(
+        f"{file}: tensor {key} holds {n} NaN or infinite value(s) (a training run that "
+        "diverged?); every output of this model would be NaN"
+    )
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+__all__ = ["Target", "module_groups", "quantizes", "stream_weights", "targets", "unreadable"]
