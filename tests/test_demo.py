@@ -152,6 +152,21 @@ def test_demo_train_small_plan(small_demo, tmp_path):
         train_demo(str(tmp_path / "run"), plan=plan, progress=False)
 
 
+def test_demo_train_on_a_finished_run_says_how_to_show_it(small_demo, tmp_path, capsys):
+    """``unmask demo --train`` a second time: the run is there; the refusal says how to show
+    it rather than leaving a first-time user to find ``--model``."""
+    small_demo(time_limit=2)
+    run = tmp_path / "run"
+    assert main(["demo", "--train", "--out", str(run), "--no-live", "--gen-length", "4"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--train", "--out", str(run), "--no-live"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"unmask demo: error: {run} already exists (a run: show it with unmask demo "
+                   f"--model {run}); choose another --out or remove it\n")
+    assert main(["demo", "--model", str(run), "--no-live", "--gen-length", "4"]) == 0
+    assert capsys.readouterr().out.count("NFE") == len(PROMPTS) + len(BLANKS)
+
+
 def test_demo_train_says_where_its_run_is_when_stopped_or_cut_short(
     small_demo, tmp_path, monkeypatch, capsys
 ):

@@ -83,8 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run directory for --train (default: runs/demo-train)")
     add_model_flag(p, required=False, default_help="the shipped demo model")
     p.add_argument("--gen-length", type=int, default=None, metavar="N",
-                   help=f"tokens to generate per prompt (default: {DEFAULT_GEN_LENGTH}, or as many as "
-                        "fit after the prompt; a latent diffusion model: its window)")
+                   help=f"tokens to generate per prompt (default: {DEFAULT_GEN_LENGTH}, or as many "
+                        "as fit after the prompt; a latent diffusion model: its window)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="denoising steps (default: the generation length)")
     add_seed_flag(p, what="sampling", default=0)
@@ -119,7 +119,9 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     plan = plan or DemoTrainPlan()
     run = Path(out)
     if run.exists() and any(run.iterdir()):
-        raise UserError(f"{run} already exists; choose another --out or remove it")
+        trained = (run / "checkpoint" / "config.json").is_file()  # a run: say how to show it
+        hint = f" (a run: show it with unmask demo --model {quote(str(run))})" if trained else ""
+        raise UserError(f"{run} already exists{hint}; choose another --out or remove it")
     data = run.parent / f"{run.name}-data"
     if not (data / "index.json").is_file():
         print(f"preparing the demo corpus into {data} ...", file=sys.stderr)
