@@ -252,6 +252,7 @@ def family_runs(tmp_path_factory):
         ("ar", {"objective": "ar"}),
         ("ar-fim", {"objective": "ar", "fim_rate": 0.5}),
         ("hybrid", {"objective": "hybrid", "draft_block": 4}),
+        ("hybrid-fim", {"objective": "hybrid", "draft_block": 4, "init": str(root / "ar-fim")}),
         ("sedd", {"objective": "sedd"}),
         ("sedd-uniform", {"objective": "sedd", "sedd_graph": "uniform"}),
         ("embed-diffusion", {"objective": "embed-diffusion"}),
@@ -268,9 +269,12 @@ def family_runs(tmp_path_factory):
 FILLED = "chosen among 3 candidate lengths"
 FIXED = "as long as the verse's own word (this model fills fixed-length gaps only)"
 FIM = "a length the model chose by ending the middle (fill-in-the-middle)"
-NO_FIM = ("fill in the blank: skipped; this model writes left to right and was not trained for "
-          "fill-in-the-middle; to fill blanks train with unmask train --objective ar "
-          "--fim-rate 0.5, or use a masked diffusion model (unmask demo)")
+NO_FIM = ("fill in the blank: skipped; this autoregressive model writes left to right and was "
+          "not trained for fill-in-the-middle; train one with unmask train --objective ar "
+          "--fim-rate 0.5 to fill blanks, or use a masked diffusion model (unmask demo)\n")
+HYBRID_NO_FIM = ("fill in the blank: skipped; this hybrid model writes left to right and was not "
+                 "trained for fill-in-the-middle; --init a hybrid from an ar run trained with "
+                 "--fim-rate 0.5 to fill blanks, or use a masked diffusion model (unmask demo)\n")
 
 
 @pytest.mark.parametrize("family, family_line, fills", [
@@ -278,7 +282,8 @@ NO_FIM = ("fill in the blank: skipped; this model writes left to right and was n
     ("bd3lm", "block diffusion LM (BD3-LM, blocks of 4)", FIXED),
     ("ar", "autoregressive (causal) LM (", NO_FIM),
     ("ar-fim", "autoregressive (causal) LM trained for fill-in-the-middle", FIM),
-    ("hybrid", "hybrid autoregressive/diffusion LM (TiDAR, drafts of 4)", NO_FIM),
+    ("hybrid", "hybrid autoregressive/diffusion LM (TiDAR, drafts of 4)", HYBRID_NO_FIM),
+    ("hybrid-fim", "(TiDAR, drafts of 4) trained for fill-in-the-middle", FIM),
     ("sedd", "score-entropy discrete diffusion LM (SEDD, absorbing graph)", FILLED),
     ("sedd-uniform", "(SEDD, uniform graph)", "skipped; a uniform-graph SEDD model never saw"),
     ("embed-diffusion", "continuous (embedding) diffusion LM", FIXED),

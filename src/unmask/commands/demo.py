@@ -189,15 +189,17 @@ def plan_showcase(loaded: Any, name: str) -> Showcase:
     if facts.attention == "causal":
         if decoder == "hybrid":
             family = f"hybrid autoregressive/diffusion LM (TiDAR, drafts of {facts.draft_block})"
+            fim = "--init a hybrid from an ar run trained with --fim-rate 0.5"
         else:
             family = f"autoregressive (causal) LM{tuned}"
+            fim = "train one with unmask train --objective ar --fim-rate 0.5"
         if getattr(cfg, "has_fim", False):
             return Showcase(family=f"{family} trained for fill-in-the-middle", prompts=prompts,
                             chat=chat, blanks=BLANKS, how="fim")
         return Showcase(family=family, prompts=prompts, chat=chat,
-                        skip="this model writes left to right and was not trained for "
-                             "fill-in-the-middle; to fill blanks train with unmask train "
-                             "--objective ar --fim-rate 0.5, or use a masked diffusion model "
+                        skip=f"this {'hybrid' if decoder == 'hybrid' else 'autoregressive'} "
+                             "model writes left to right and was not trained for fill-in-the-"
+                             f"middle; {fim} to fill blanks, or use a masked diffusion model "
                              "(unmask demo)")
     family = _FAMILIES.get(objective, "masked diffusion LM")
     if objective == "bd3lm":
