@@ -214,7 +214,7 @@ def plan_showcase(loaded: Any, name: str) -> Showcase:
                              f"{quote(name)} {quote('Yahweh is my [MASK]; I shall lack nothing.')}")
     if decoder != "embed-diffusion":
         try:  # a checkpoint the commit loop cannot run (a time-conditioned one): its line
-            refuse_continuous(loaded, "fill in the blank")
+            refuse_continuous(loaded, "infill")
         except UserError as e:
             return Showcase(family=family, prompts=prompts, chat=chat, skip=str(e))
     if facts.attention != "bidirectional" or decoder == "embed-diffusion":
