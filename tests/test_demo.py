@@ -344,7 +344,7 @@ def test_demo_refuses_a_checkpoint_it_cannot_decode_and_options_a_family_ignores
 
 
 def test_demo_default_length_fits_a_model_trained_on_short_rows(family_runs, monkeypatch,
-                                                               capsys):
+                                                               tmp_path, capsys):
     """48 tokens after the longest prompt (28 bytes) exceed a --seq-len 64 model: the demo
     writes as many as fit, whole blocks of a block-diffusion model (it exited 2, naming an
     option the user never gave); --gen-length given is kept."""
@@ -359,6 +359,17 @@ def test_demo_default_length_fits_a_model_trained_on_short_rows(family_runs, mon
         seen.clear()
     assert main(["demo", "--model", str(family_runs["ar"]), "--no-live", "--gen-length", "40"]) == 2
     assert "exceeds the model's max_seq_len (64)" in capsys.readouterr().err
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    short = save_checkpoint(tmp_path / "short", model=Transformer(model_preset(
+        "tiny", vocab_size=tok.vocab_size, max_seq_len=24, **tok.special_ids())), tokenizer=tok)
+    assert main(["demo", "--model", str(short), "--no-live"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        "unmask demo: error: this model's rows hold 24 tokens, and the demo's longest prompt "
+        f"takes 28: no room to write after it; try unmask generate --model {short} with a "
+        "shorter prompt\n")
 
 
 def test_demo_train_refuses_options_before_training(monkeypatch, tmp_path, capsys):

@@ -325,17 +325,17 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
     else:
         ids = api.encode_prompt(m.tokenizer, longest)
     if "gen_length" not in given and show.prompts[0]:  # a latent model: its window
-        given["gen_length"] = _fitting(m, len(ids))
+        given["gen_length"] = _fitting(m, len(ids), name)
     configs = [api.sample_config(m, {**given, "seed": args.seed + i})
                for i in range(1, len(show.prompts) + 1)]
     api.start(m, [ids], configs[0])  # the configs differ only in their seed
     return show, configs, template
 
 
-def _fitting(m: Any, prompt_len: int) -> int:
+def _fitting(m: Any, prompt_len: int, name: str) -> int:
     """``DEFAULT_GEN_LENGTH``, or less where the model's canvas holds fewer tokens after the
     longest prompt (a model trained with a short --seq-len): as many as fit, whole blocks of
-    a block-diffusion model (too few is left to the decoder's own refusal)."""
+    a block-diffusion model; none fitting is one line."""
     from unmask.api import facts_of
 
     facts = facts_of(m)
@@ -344,7 +344,11 @@ def _fitting(m: Any, prompt_len: int) -> int:
     room = min(DEFAULT_GEN_LENGTH, facts.max_seq_len - prompt_len)
     if facts.block_size:
         room -= room % facts.block_size
-    return room if room > 0 else DEFAULT_GEN_LENGTH
+    if room <= 0:
+        raise UserError(f"this model's rows hold {facts.max_seq_len} tokens, and the demo's "
+                        f"longest prompt takes {prompt_len}: no room to write after it; try "
+                        f"unmask generate --model {quote(name)} with a shorter prompt")
+    return room
 
 
 def _continue(m: Any, n: str, prompt: str, config: Any, template: Any, live_ok: bool) -> None:
