@@ -188,7 +188,8 @@ def plan_showcase(loaded: Any, name: str) -> Showcase:
     tuned = " fine-tuned for chat" if chat else ""
     if facts.attention == "causal":
         if decoder == "hybrid":
-            family = f"hybrid autoregressive/diffusion LM (TiDAR, drafts of {facts.draft_block})"
+            family = (f"hybrid autoregressive/diffusion LM (TiDAR, drafts of "
+                      f"{facts.draft_block}){tuned}")
             fim = "--init a hybrid from an ar run trained with --fim-rate 0.5"
         else:
             family = f"autoregressive (causal) LM{tuned}"
@@ -240,6 +241,7 @@ def _fixed(template: str, word: str, tokenizer: Any) -> str:
 
 
 def _label(n_params: int) -> str:
+    """A parameter count as the banner writes it: 5.5M, or 39K for a test-sized model."""
     return f"{n_params / 1e6:.1f}M" if n_params >= 100_000 else f"{n_params / 1e3:.0f}K"
 
 
