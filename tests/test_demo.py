@@ -162,7 +162,8 @@ def test_demo_train_on_a_finished_run_says_how_to_show_it(small_demo, tmp_path, 
     assert main(["demo", "--train", "--out", str(run), "--no-live"]) == 2
     err = capsys.readouterr().err
     assert err == (f"unmask demo: error: {run} already exists (a run: show it with unmask demo "
-                   f"--model {run}); choose another --out or remove it\n")
+                   f"--model {run}, or train it on with unmask train --resume --out {run}); "
+                   "choose another --out or remove it\n")
     assert main(["demo", "--model", str(run), "--no-live", "--gen-length", "4"]) == 0
     assert capsys.readouterr().out.count("NFE") == len(PROMPTS) + len(BLANKS)
 

@@ -120,7 +120,8 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     run = Path(out)
     if run.exists() and any(run.iterdir()):
         trained = (run / "checkpoint" / "config.json").is_file()  # a run: say how to show it
-        hint = f" (a run: show it with unmask demo --model {quote(str(run))})" if trained else ""
+        hint = (f" (a run: show it with unmask demo --model {quote(str(run))}, or train it on "
+                f"with unmask train --resume --out {quote(str(run))})" if trained else "")
         raise UserError(f"{run} already exists{hint}; choose another --out or remove it")
     data = run.parent / f"{run.name}-data"
     if not (data / "index.json").is_file():
