@@ -152,6 +152,22 @@ def test_demo_train_small_plan(small_demo, tmp_path):
         train_demo(str(tmp_path / "run"), plan=plan, progress=False)
 
 
+def test_demo_train_on_a_finished_run_says_how_to_show_it(small_demo, tmp_path, capsys):
+    """``unmask demo --train`` a second time: the run is there; the refusal says how to show
+    it rather than leaving a first-time user to find ``--model``."""
+    small_demo(time_limit=2)
+    run = tmp_path / "run"
+    assert main(["demo", "--train", "--out", str(run), "--no-live", "--gen-length", "4"]) == 0
+    capsys.readouterr()
+    assert main(["demo", "--train", "--out", str(run), "--no-live"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"unmask demo: error: {run} already exists (a run: show it with unmask demo "
+                   f"--model {run}, or train it on with unmask train --resume --out {run}); "
+                   "choose another --out or remove it\n")
+    assert main(["demo", "--model", str(run), "--no-live", "--gen-length", "4"]) == 0
+    assert capsys.readouterr().out.count("NFE") == len(PROMPTS) + len(BLANKS)
+
+
 def test_demo_train_says_where_its_run_is_when_stopped_or_cut_short(
     small_demo, tmp_path, monkeypatch, capsys
 ):
@@ -206,3 +222,189 @@ def test_demo_takes_term_dumb_as_no_terminal(monkeypatch):
     assert demo._terminal() and demo._color()
     monkeypatch.setenv("TERM", "dumb")
     assert not demo._terminal() and not demo._color()
+
+
+WORDS = "the cat sat on a mat and ran far away under big red tree".split()
+
+
+@pytest.fixture(scope="module")
+def family_runs(tmp_path_factory):
+    """One-step runs of every family ``unmask train`` writes, on a byte corpus (a chat
+    checkpoint: ``sft`` on the masked one, with room for a chat prompt and its reply)."""
+    from unmask.config import TrainConfig
+    from unmask.data import prepare
+    from unmask.train import train
+
+    root = tmp_path_factory.mktemp("families")
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (8,), generator=g).tolist())
+             for _ in range(200)]  # fmt: skip
+    (root / "a.txt").write_text("\n".join(lines) + "\n")
+    data = root / "data"
+    prepare([root / "a.txt"], data, tokenizer="byte", val_fraction=0, progress=False)
+    pairs = root / "pairs.jsonl"
+    pairs.write_text("\n".join([json.dumps({"prompt": "the cat", "response": "sat"})] * 8))
+    base = TrainConfig(data=str(data), preset="tiny", seq_len=64, batch_size=2, steps=1,
+                       warmup=1, eval_every=0, eval_batches=1, save_every=0, device="cpu")
+    runs = {}
+    for name, kw in [
+        ("mdlm", {"seq_len": 96}),
+        ("bd3lm", {"objective": "bd3lm", "block_size": 4}),
+        ("ar", {"objective": "ar"}),
+        ("ar-fim", {"objective": "ar", "fim_rate": 0.5}),
+        ("hybrid", {"objective": "hybrid", "draft_block": 4}),
+        ("hybrid-fim", {"objective": "hybrid", "draft_block": 4, "init": str(root / "ar-fim")}),
+        ("sedd", {"objective": "sedd"}),
+        ("sedd-uniform", {"objective": "sedd", "sedd_graph": "uniform"}),
+        ("sedd-time", {"objective": "sedd", "model_overrides": {"time_conditioning": True}}),
+        ("embed-diffusion", {"objective": "embed-diffusion"}),
+        ("latent-ae", {"objective": "latent-ae", "latent_len": 4, "seq_len": 16}),
+        ("latent-diffusion", {"objective": "latent-diffusion", "latent_len": 4, "seq_len": 16,
+                              "init": str(root / "latent-ae")}),
+        ("sft", {"objective": "sft", "data": str(pairs), "init": str(root / "mdlm"),
+                 "seq_len": 96}),
+    ]:
+        runs[name] = train(replace(base, out=str(root / name), **kw), progress=False)
+    return runs
+
+
+FILLED = "chosen among 3 candidate lengths"
+FIXED = "as long as the verse's own word (this model fills fixed-length gaps only)"
+FIM = "a length the model chose by ending the middle (fill-in-the-middle)"
+NO_FIM = ("fill in the blank: skipped; this autoregressive model writes left to right and was "
+          "not trained for fill-in-the-middle; train one with unmask train --objective ar "
+          "--fim-rate 0.5 to fill blanks, or use a masked diffusion model (unmask demo)\n")
+HYBRID_NO_FIM = ("fill in the blank: skipped; this hybrid model writes left to right and was not "
+                 "trained for fill-in-the-middle; --init a hybrid from an ar run trained with "
+                 "--fim-rate 0.5 to fill blanks, or use a masked diffusion model (unmask demo)\n")
+
+
+@pytest.mark.parametrize("family, family_line, fills", [
+    ("mdlm", "masked diffusion LM", FILLED),
+    ("bd3lm", "block diffusion LM (BD3-LM, blocks of 4)", FIXED),
+    ("ar", "autoregressive (causal) LM (", NO_FIM),
+    ("ar-fim", "autoregressive (causal) LM trained for fill-in-the-middle", FIM),
+    ("hybrid", "hybrid autoregressive/diffusion LM (TiDAR, drafts of 4)", HYBRID_NO_FIM),
+    ("hybrid-fim", "(TiDAR, drafts of 4) trained for fill-in-the-middle", FIM),
+    ("sedd", "score-entropy discrete diffusion LM (SEDD, absorbing graph)", FILLED),
+    ("sedd-uniform", "(SEDD, uniform graph)", "skipped; a uniform-graph SEDD model never saw"),
+    ("sedd-time", "(SEDD, absorbing graph)",
+     "skipped; infill runs the masked-diffusion commit loop, which cannot give this model its"),
+    ("embed-diffusion", "continuous (embedding) diffusion LM", FIXED),
+    ("latent-diffusion", "latent diffusion LM", "skipped; a latent diffusion model samples"),
+    ("sft", "masked diffusion LM fine-tuned for chat", FILLED),
+])  # fmt: skip
+def test_demo_shows_what_each_family_can_do(family_runs, family, family_line, fills, capsys):
+    """``unmask demo --model RUN`` on a run of every family: it says what the model is,
+    generates (a chat model replies, a latent model samples from noise), and fills the
+    blanks the way the family can, or says in one line why not and what does (it exited 2
+    half-way on ar, hybrid, bd3lm, uniform SEDD and the continuous families)."""
+    run = family_runs[family]
+    length = [] if family == "latent-diffusion" else ["--gen-length", "4"]  # its window: 16
+    assert main(["demo", "--model", str(run), *length, "--no-live"]) == 0
+    out, err = capsys.readouterr()
+    first = out.splitlines()[0]
+    assert first.startswith("unmask demo: a ") and family_line in first, first
+    assert first.endswith(f"from {run}")  # not "trained on the World English Bible"
+    continued = out.count("tokens/s")
+    assert continued == len(PROMPTS), out
+    if fills in (FILLED, FIXED, FIM):
+        assert out.count(fills) == len(BLANKS), out
+        assert "[MASK" not in out and "skipped" not in out
+    else:
+        assert out.count("fill in the blank") == 1 and fills in out, out  # one line, once
+    if family == "sft":
+        assert out.count("  Assistant: ") == len(PROMPTS) and "chat: 'Who" in out
+        assert f"\nTry it: unmask chat --model {run}\n" in out
+    elif family == "latent-diffusion":
+        assert out.count("sample from noise") == len(PROMPTS)
+        assert "16 tokens" in out or "tokens, 16 steps" in out  # the window, not 48
+    else:
+        assert all(f"continue: {p!r}" in out for p in PROMPTS)
+        assert f'\nTry it: unmask generate --model {run} "Once upon a time"\n' in out
+    assert "error" not in err
+
+
+def test_demo_refuses_a_checkpoint_it_cannot_decode_and_options_a_family_ignores(
+    family_runs, capsys
+):
+    """Before any output: one line, exit 2."""
+    cases = [
+        ("latent-ae", [], "stage 1 of latent diffusion"),
+        ("ar", ["--block-length", "4"], "--block-length does not apply to decoder 'ar'"),
+        ("ar", ["--steps", "4"], "does not apply to decoder 'ar'"),
+        ("sedd", ["--temperature", "0.5"], "temperature does not apply to decoder 'sedd'"),
+        ("embed-diffusion", ["--repetition-penalty", "1.2"], "not to decoder 'embed-diffusion'"),
+        ("latent-diffusion", ["--gen-length", "8"], "windows of 16 tokens"),
+    ]
+    for family, extra, words in cases:
+        argv = ["demo", "--model", str(family_runs[family]), "--no-live", *extra]
+        assert main(argv) == 2, (family, extra)
+        out, err = capsys.readouterr()
+        assert out == "" and len(err.splitlines()) == 1 and words in err, (family, extra, err)
+
+
+def test_demo_default_length_fits_a_model_trained_on_short_rows(family_runs, monkeypatch,
+                                                               tmp_path, capsys):
+    """48 tokens after the longest prompt (28 bytes) exceed a --seq-len 64 model: the demo
+    writes as many as fit, whole blocks of a block-diffusion model (it exited 2, naming an
+    option the user never gave); --gen-length given is kept."""
+    from unmask import api
+
+    seen, real = [], api.generate
+    monkeypatch.setattr(api, "generate", lambda *a, config, **kw: (
+        seen.append(config.gen_length), real(*a, config=config, **kw))[1])  # fmt: skip
+    for family, length in (("ar", 36), ("bd3lm", 36), ("mdlm", 48)):  # mdlm: --seq-len 96
+        assert main(["demo", "--model", str(family_runs[family]), "--no-live"]) == 0
+        assert seen == [length] * len(PROMPTS), family
+        seen.clear()
+    assert main(["demo", "--model", str(family_runs["ar"]), "--no-live", "--gen-length", "40"]) == 2
+    assert "exceeds the model's max_seq_len (64)" in capsys.readouterr().err
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    short = save_checkpoint(tmp_path / "short", model=Transformer(model_preset(
+        "tiny", vocab_size=tok.vocab_size, max_seq_len=24, **tok.special_ids())), tokenizer=tok)
+    assert main(["demo", "--model", str(short), "--no-live"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == (
+        "unmask demo: error: this model's rows hold 24 tokens, and the demo's longest prompt "
+        f"takes 28: no room to write after it; try unmask generate --model {short} with a "
+        "shorter prompt\n")
+
+
+def test_demo_train_refuses_options_before_training(monkeypatch, tmp_path, capsys):
+    """A bad option, or --model with --train, is refused before minutes of training."""
+    import unmask.commands.demo as demo_mod
+
+    def never(*a, **k):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr(demo_mod, "train_demo", never)
+    out = str(tmp_path / "run")
+    if (asset_path("demo") / "model.safetensors").is_file():
+        for extra, words in ((["--block-length", "7"], "block"),
+                             (["--temperature", "-1"], "temperature")):
+            assert main(["demo", "--train", "--out", out, "--no-live", *extra]) == 2
+            assert words in capsys.readouterr().err
+    assert main(["demo", "--train", "--model", "demo", "--no-live"]) == 2
+    assert "give one" in capsys.readouterr().err
+
+
+def test_demo_ctrl_c_mid_showcase_exits_130_in_one_line(tiny_bible_checkpoint, monkeypatch,
+                                                         capsys):
+    from unmask import api
+
+    real, calls = api.generate, []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(api, "generate", interrupted)
+    argv = ["demo", "--model", str(tiny_bible_checkpoint), "--gen-length", "4", "--no-live"]
+    assert main(argv) == 130
+    out, err = capsys.readouterr()
+    assert out.count("tokens/s") == 1 and err == "unmask demo: interrupted\n"

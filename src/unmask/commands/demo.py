@@ -2,7 +2,12 @@
 
 ``unmask demo`` loads the checkpoint packaged in ``unmask/assets/demo`` (no network).
 ``unmask demo --train`` first prepares the packaged corpus and trains the same model
-from scratch with a progress bar, then shows the same showcase on it.
+from scratch with a progress bar, then shows the same showcase on it. ``unmask demo
+--model RUN`` shows a checkpoint of any family what it can do (``plan_showcase``): every
+family continues the prompts (a chat checkpoint answers them, a latent one samples from
+noise); the blanks are filled where the family can fill them, else one line says why.
+
+Inside: ``Showcase``, ``plan_showcase``, ``DemoTrainPlan``, ``train_demo``, ``run``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from shlex import quote
+from typing import Any
 
 from unmask.commands import (
     add_model_flag,
@@ -32,6 +39,13 @@ BLANKS = (
     "Yahweh is my [MASK:1-3]; I shall lack nothing.",
     "Honor your father and your [MASK:1-3].",
 )
+ANSWERS = ("shepherd", "mother")
+"""The words of the verses in ``BLANKS``: a family that fills fixed-length gaps only gets
+gaps of their length."""
+# A chat checkpoint (fine-tuned with --objective sft) answers these as user messages.
+CHAT_PROMPTS = ("Who created the heavens and the earth?", "What did Jesus teach his disciples?",
+                "Who is my shepherd?")
+DEFAULT_GEN_LENGTH = 48
 OWN_TEXT = (
     "Train on your own text: unmask prepare my.txt --out data/mine && "
     "unmask train --data data/mine --out runs/mine --preset demo && "
@@ -59,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo",
         help="show the shipped demo model generating and filling blanks",
         description="Generate and fill in blanks with the demo model shipped with unmask (no "
-                    "network).",
+                    "network), or with any checkpoint (--model RUN): each family shows what it "
+                    "can do, and a family that fills no blanks says why in one line.",
     )
     p.add_argument("--train", action="store_true",
                    help="first train the demo model from scratch on the packaged corpus (about 12 "
@@ -67,15 +82,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory for --train (default: runs/demo-train)")
     add_model_flag(p, required=False, default_help="the shipped demo model")
-    p.add_argument("--gen-length", type=int, default=48, metavar="N",
-                   help="tokens to generate per prompt (default: 48)")
+    p.add_argument("--gen-length", type=int, default=None, metavar="N",
+                   help=f"tokens to generate per prompt (default: {DEFAULT_GEN_LENGTH}, or as many "
+                        "as fit after the prompt; a latent diffusion model: its window)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="denoising steps (default: the generation length)")
     add_seed_flag(p, what="sampling", default=0)
     # Not given: the model's own recommendation (sample_defaults in its config.json, chosen by
     # generative perplexity vs diversity: benchmarks/defaults.py, TRAINING.md), as generate.
     p.add_argument("--temperature", type=float, default=None, metavar="X",
-                   help="Gumbel-max temperature (default: the model's recommendation)")
+                   help="Gumbel-max temperature of the continuations (default: the model's "
+                        "recommendation; the blanks are filled greedily)")
     p.add_argument("--block-length", type=int, default=None, metavar="N",
                    help="semi-autoregressive block length (default: the model's recommendation)")
     p.add_argument("--repetition-penalty", type=float, default=None, metavar="R",
@@ -102,7 +119,10 @@ def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = 
     plan = plan or DemoTrainPlan()
     run = Path(out)
     if run.exists() and any(run.iterdir()):
-        raise UserError(f"{run} already exists; choose another --out or remove it")
+        trained = (run / "checkpoint" / "config.json").is_file()  # a run: say how to show it
+        hint = (f" (a run: show it with unmask demo --model {quote(str(run))}, or train it on "
+                f"with unmask train --resume --out {quote(str(run))})" if trained else "")
+        raise UserError(f"{run} already exists{hint}; choose another --out or remove it")
     data = run.parent / f"{run.name}-data"
     if not (data / "index.json").is_file():
         print(f"preparing the demo corpus into {data} ...", file=sys.stderr)
@@ -131,22 +151,122 @@ def _show(run: Path) -> str:
     return f", then: unmask demo --model {run}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Showcase:
+    """What the demo shows a checkpoint doing, chosen once from its facts before any output:
+    every family generates; the blanks are filled the way the family can, or skipped in one
+    line that says why and what fills blanks instead."""
+
+    family: str
+    """What the model is, for the banner (``a masked diffusion LM``)."""
+    prompts: tuple[str, ...]
+    """The prompts continued (a chat model: user messages; a latent model: empty ones)."""
+    chat: bool = False
+    """The prompts are user messages, rendered by the model's chat template."""
+    blanks: tuple[str, ...] = ()
+    """The templates filled; empty when the family fills none (``skip`` says why)."""
+    how: str = "elbo"
+    """How the blanks get their length: ``elbo`` (the model's likelihood picks among the
+    range), ``fim`` (an AR model ends the middle itself), ``fixed`` (the original word's
+    length: the family fills fixed-length gaps only)."""
+    skip: str = ""
+    """Why the blanks are skipped, and what fills blanks instead."""
+
+
+def plan_showcase(loaded: Any, name: str) -> Showcase:
+    """The showcase of ``loaded`` (a checkpoint of any family ``unmask train`` writes or
+    ``unmask convert`` imports); ``name`` is how the user named it, for the hints."""
+    from unmask.api import facts_of, refuse_continuous
+
+    facts, cfg = facts_of(loaded), loaded.config
+    decoder, objective = facts.default_decoder, facts.objective
+    if decoder == "latent-diffusion":
+        return Showcase(family="latent diffusion LM", prompts=("",) * len(PROMPTS),
+                        skip="a latent diffusion model samples whole windows from noise and "
+                             "fills no blanks; a masked diffusion model does (unmask demo)")
+    chat = bool(facts.chat_template)
+    prompts = CHAT_PROMPTS if chat else PROMPTS
+    tuned = " fine-tuned for chat" if chat else ""
+    if facts.attention == "causal":
+        if decoder == "hybrid":
+            family = (f"hybrid autoregressive/diffusion LM (TiDAR, drafts of "
+                      f"{facts.draft_block}){tuned}")
+            fim = "--init a hybrid from an ar run trained with --fim-rate 0.5"
+        else:
+            family = f"autoregressive (causal) LM{tuned}"
+            fim = "train one with unmask train --objective ar --fim-rate 0.5"
+        if getattr(cfg, "has_fim", False):
+            return Showcase(family=f"{family} trained for fill-in-the-middle", prompts=prompts,
+                            chat=chat, blanks=BLANKS, how="fim")
+        return Showcase(family=family, prompts=prompts, chat=chat,
+                        skip=f"this {'hybrid' if decoder == 'hybrid' else 'autoregressive'} "
+                             "model writes left to right and was not trained for fill-in-the-"
+                             f"middle; {fim} to fill blanks, or use a masked diffusion model "
+                             "(unmask demo)")
+    family = _FAMILIES.get(objective, "masked diffusion LM")
+    if objective == "bd3lm":
+        family = f"{family} (BD3-LM, blocks of {facts.block_size})"
+    elif facts.sedd_graph is not None:
+        family = f"{family} (SEDD, {facts.sedd_graph} graph)"
+    family += tuned
+    if facts.sedd_graph == "uniform":
+        return Showcase(family=family, prompts=prompts, chat=chat,
+                        skip="a uniform-graph SEDD model never saw a [MASK] gap to fill; write "
+                             f"[MASK] per token in a prompt instead: unmask generate --model "
+                             f"{quote(name)} {quote('Yahweh is my [MASK]; I shall lack nothing.')}")
+    if decoder != "embed-diffusion":
+        try:  # a checkpoint the commit loop cannot run (a time-conditioned one): its line
+            refuse_continuous(loaded, "infill")
+        except UserError as e:
+            return Showcase(family=family, prompts=prompts, chat=chat, skip=str(e))
+    if facts.attention != "bidirectional" or decoder == "embed-diffusion":
+        fixed = tuple(_fixed(t, w, loaded.tokenizer) for t, w in zip(BLANKS, ANSWERS, strict=True))
+        return Showcase(family=family, prompts=prompts, chat=chat, blanks=fixed, how="fixed")
+    return Showcase(family=family, prompts=prompts, chat=chat, blanks=BLANKS)
+
+
+_FAMILIES = {
+    "bd3lm": "block diffusion LM",
+    "sedd": "score-entropy discrete diffusion LM",
+    "embed-diffusion": "continuous (embedding) diffusion LM",
+}
+
+
+def _fixed(template: str, word: str, tokenizer: Any) -> str:
+    """``template`` with its gap as long as ``word`` (its leading space included where the
+    tokenizer joins spaces to words, as the gap takes the space before it: docs/infill.md)."""
+    from unmask.infill.template import joins_spaces
+
+    n = len(tokenizer.encode(f" {word}" if joins_spaces(tokenizer) else word))
+    return re.sub(r"\[MASK:[0-9-]+\]", f"[MASK:{max(n, 1)}]", template)
+
+
+def _label(n_params: int) -> str:
+    """A parameter count as the banner writes it: 5.5M, or 39K for a test-sized model."""
+    return f"{n_params / 1e6:.1f}M" if n_params >= 100_000 else f"{n_params / 1e3:.0f}K"
+
+
 def run(args: argparse.Namespace) -> int:
-
     from unmask import api
-    from unmask.checkpoint import shipped_model
-    from unmask.config import SampleConfig, resolve_device
-    from unmask.sampling import LiveView
+    from unmask.checkpoint import checkpoint_dir, shipped_model
 
-    if args.gen_length <= 0:
+    if args.gen_length is not None and args.gen_length <= 0:
         raise UserError(f"--gen-length must be positive, got {args.gen_length}")
     if args.block_length is not None and args.block_length <= 0:
         raise UserError(f"--block-length must be positive, got {args.block_length}")
     if args.out is not None and not args.train:
         raise UserError("--out is where --train puts its run; give --train too")
+    if args.train and args.model:
+        raise UserError("--train shows the model it trains; --model shows another: give one")
     if args.train:
         from unmask.train_guards import TrainingStopped, resume_hint
 
+        try:  # the options are refused before minutes of training, on the same preset
+            shipped = shipped_model("demo")
+        except UserError:  # not in this install: checked on the trained model instead
+            pass
+        else:
+            _prepare(api.load_for_decoding(shipped, device="cpu"), args, str(shipped))
         try:
             path: Path | str = train_demo(args.out or "runs/demo-train")
         except TrainingStopped as e:  # saved: say where, and how to go on (as unmask train)
@@ -157,61 +277,134 @@ def run(args: argparse.Namespace) -> int:
         path = args.model
     else:
         path = shipped_model("demo")
-    m = api.load_for_decoding(path, device=str(resolve_device(args.device)), dtype=args.dtype)
-    tok, cfg = m.tokenizer, m.config
-    steps = args.steps or args.gen_length
-    flags = {"temperature": args.temperature, "block_length": args.block_length,
+    m = api.load_for_decoding(path, device=_device(args), dtype=args.dtype)
+    show, configs, template = _prepare(m, args, str(args.model or path))
+    cfg = m.config
+    bible = args.train or checkpoint_dir(path) == checkpoint_dir(asset_path("demo"))
+    n_params = sum(p.numel() for p in m.model.parameters())
+    print(f"unmask demo: a {_label(n_params)}-parameter {show.family} ({cfg.n_layers} layers, "
+          f"d={cfg.d_model}, {api.weights_dtype(m)} weights) "
+          + ("trained on the World English Bible" if bible else f"from {path}") + "\n")
+    live_ok = not args.no_live and _terminal()
+    total = len(show.prompts) + len(show.blanks)
+    for i, (prompt, config) in enumerate(zip(show.prompts, configs, strict=True), 1):
+        _continue(m, f"[{i}/{total}]", prompt, config, template, live_ok)
+    for j, blank in enumerate(show.blanks, len(show.prompts) + 1):
+        shown = re.sub(r" ?\[MASK:[0-9-]+\]", " ____", blank)
+        print(f"[{j}/{total}] fill in the blank: {shown}")
+        _fill(m, blank, show.how, args.seed, live_ok)
+    if show.skip:
+        print(f"fill in the blank: skipped; {show.skip}\n")
+    if args.model and not bible:  # the user's own model: the command that runs it
+        own = "" if show.chat else ' ""' if not show.prompts[0] else ' "Once upon a time"'
+        command = "chat" if show.chat else "generate"
+        print(f"Try it: unmask {command} --model {quote(args.model)}{own}")
+    print(OWN_TEXT)
+    return 0
+
+
+def _device(args: argparse.Namespace) -> str:
+    from unmask.config import resolve_device
+
+    return str(resolve_device(args.device))
+
+
+def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, list[Any], Any]:
+    """The showcase of ``m``, the sampling config of each continuation (the options given,
+    the model's recommendation for the rest) and its chat template (None: plain prompts);
+    an option the model's decoder cannot take is refused here, before any output."""
+    from unmask import api
+
+    show = plan_showcase(m, name)
+    flags = {"gen_length": args.gen_length, "steps": args.steps,
+             "temperature": args.temperature, "block_length": args.block_length,
              "repetition_penalty": args.repetition_penalty,
              "no_repeat_ngram_size": args.no_repeat_ngram_size}
     given = {k: v for k, v in flags.items() if v is not None}
-    configs = [api.sample_config(m, {"gen_length": args.gen_length, "steps": steps,
-                                     "seed": args.seed + i, **given})
-               for i in range(1, len(PROMPTS) + 1)]
-    # a bad flag is refused before any output (the configs differ only in their seed)
-    api.start(m, [api.encode_prompt(tok, max(PROMPTS, key=len))], configs[0])
-    n_params = sum(p.numel() for p in m.model.parameters())
-    print(f"unmask demo: a {n_params / 1e6:.1f}M-parameter masked diffusion LM "
-          f"({cfg.n_layers} layers, d={cfg.d_model}, {api.weights_dtype(m)} weights) trained on "
-          "the World English Bible\n")
-    live_ok = not args.no_live and _terminal()
+    template = api.chat_template(m) if show.chat else None
+    longest = max(show.prompts, key=len)
+    if template is not None:
+        ids = template.prompt(m.tokenizer, [{"role": "user", "content": longest}])[1]
+    else:
+        ids = api.encode_prompt(m.tokenizer, longest)
+    if "gen_length" not in given and show.prompts[0]:  # a latent model: its window
+        given["gen_length"] = _fitting(m, len(ids), name)
+    configs = [api.sample_config(m, {**given, "seed": args.seed + i})
+               for i in range(1, len(show.prompts) + 1)]
+    api.start(m, [ids], configs[0])  # the configs differ only in their seed
+    return show, configs, template
 
-    def show(title: str, prompt: str, config: SampleConfig) -> None:
-        print(title)
-        view = LiveView(tok, start=0, total_steps=config.steps, enabled=live_ok)
-        try:
-            res = api.generate(m, prompt, config=config, step_callback=view)
-        finally:  # Ctrl-C too: the frame goes, the one line starts on a line of its own
-            view.close(clear=True)
-        n, dt, text = config.gen_length, res.seconds, res.texts[0]
-        print(f"  {prompt}\x1b[1m{text}\x1b[0m" if _color() else f"  {prompt}[{text}]")
-        print(f"  {n} tokens, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s, "
-              f"{n / dt:,.0f} tokens/s\n")
 
-    for i, (prompt, config) in enumerate(zip(PROMPTS, configs, strict=True), 1):
-        show(f"[{i}/{len(PROMPTS) + len(BLANKS)}] continue: {prompt!r}", prompt, config)
-    for j, template in enumerate(BLANKS, len(PROMPTS) + 1):
-        shown = re.sub(r" ?\[MASK:[0-9-]+\]", " ____", template)
-        print(f"[{j}/{len(PROMPTS) + len(BLANKS)}] fill in the blank: {shown}")
-        view = LiveView(tok, start=0, enabled=live_ok)
-        try:
-            filled = api.infill(m, template, config=SampleConfig(steps=8, seed=args.seed),
-                                step_callback=view)
-        finally:
-            view.close(clear=True)
-        res, dt = filled.detail, filled.seconds
-        text, n = res.text, sum(len(g.tokens) for g in res.gaps)
-        if _color():  # the filled gaps in bold
-            for g in sorted(res.gaps, key=lambda g: -g.start):
-                text = f"{text[: g.start]}\x1b[1m{text[g.start : g.end]}\x1b[0m{text[g.end :]}"
-        else:
-            for g in sorted(res.gaps, key=lambda g: -g.start):
-                text = f"{text[: g.start]}[{text[g.start : g.end]}]{text[g.end :]}"
+def _fitting(m: Any, prompt_len: int, name: str) -> int:
+    """``DEFAULT_GEN_LENGTH``, or less where the model's canvas holds fewer tokens after the
+    longest prompt (a model trained with a short --seq-len): as many as fit, whole blocks of
+    a block-diffusion model; none fitting is one line."""
+    from unmask.api import facts_of
+
+    facts = facts_of(m)
+    if facts.max_seq_len is None:
+        return DEFAULT_GEN_LENGTH
+    room = min(DEFAULT_GEN_LENGTH, facts.max_seq_len - prompt_len)
+    if facts.block_size:
+        room -= room % facts.block_size
+    if room <= 0:
+        raise UserError(f"this model's rows hold {facts.max_seq_len} tokens, and the demo's "
+                        f"longest prompt takes {prompt_len}: no room to write after it; try "
+                        f"unmask generate --model {quote(name)} with a shorter prompt")
+    return room
+
+
+def _continue(m: Any, n: str, prompt: str, config: Any, template: Any, live_ok: bool) -> None:
+    """Show one continuation (a chat reply, or a sample from noise), live where it can."""
+    from unmask import api
+    from unmask.sampling import LiveView
+
+    if template is not None:
+        print(f"{n} chat: {prompt!r}")
+    elif prompt:
+        print(f"{n} continue: {prompt!r}")
+    else:
+        print(f"{n} sample from noise (a latent diffusion model takes no prompt)")
+    view = LiveView(m.tokenizer, start=0, total_steps=config.steps, enabled=live_ok)
+    try:
+        res = api.generate(m, prompt, config=config, template=template, step_callback=view)
+    finally:  # Ctrl-C too: the frame goes, the one line starts on a line of its own
+        view.close(clear=True)
+    n_tokens, dt, text = res.n_tokens, res.seconds, res.texts[0]
+    shown = f"\x1b[1m{text}\x1b[0m" if _color() else f"[{text}]"
+    print(f"  User: {prompt}\n  Assistant: {shown}" if template is not None
+          else f"  {prompt}{shown}")
+    rate = f", {n_tokens / dt:,.0f} tokens/s" if dt > 0 else ""
+    print(f"  {plural(n_tokens, 'token')}, {res.steps} steps, NFE {res.nfe}, {dt:.2f} s{rate}\n")
+
+
+def _fill(m: Any, template: str, how: str, seed: int, live_ok: bool) -> None:
+    """Fill the gaps of one template and show them, and how their lengths were chosen."""
+    from unmask import api
+    from unmask.config import SampleConfig
+    from unmask.sampling import LiveView
+
+    view = LiveView(m.tokenizer, start=0, enabled=live_ok)
+    try:
+        filled = api.infill(m, template, config=SampleConfig(steps=8, seed=seed),
+                            step_callback=view)
+    finally:
+        view.close(clear=True)
+    res, dt = filled.detail, filled.seconds
+    text, n = res.text, sum(len(g.tokens) for g in res.gaps)
+    for g in sorted(res.gaps, key=lambda g: -g.start):  # the filled gaps in bold, or [in]
+        inner = text[g.start : g.end]
+        inner = f"\x1b[1m{inner}\x1b[0m" if _color() else f"[{inner}]"
+        text = f"{text[: g.start]}{inner}{text[g.end :]}"
+    if how == "fim":
+        chosen = ", a length the model chose by ending the middle (fill-in-the-middle)"
+    elif how == "fixed":
+        chosen = ", as long as the verse's own word (this model fills fixed-length gaps only)"
+    else:
         tried = len(res.candidates) if res.candidates else 1
-        print(f"  {text}")
-        print(f"  {plural(n, 'token')} chosen among {plural(tried, 'candidate length')}, "
-              f"NFE {res.nfe}, {dt:.2f} s\n")
-    print(OWN_TEXT)
-    return 0
+        chosen = f" chosen among {plural(tried, 'candidate length')}"
+    print(f"  {text}")
+    print(f"  {plural(n, 'token')}{chosen}, NFE {res.nfe}, {dt:.2f} s\n")
 
 
 def _terminal() -> bool:
