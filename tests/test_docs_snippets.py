@@ -208,3 +208,23 @@ def test_data_library_example(in_workdir, monkeypatch):
                   ("    ...", "    assert window.shape[1] == 128"))
     scope = run(code, "docs/data.md")
     assert tuple(scope["batch"].shape) == (32, 128)
+
+
+def test_training_register_objective_example(in_workdir):
+    """The objective the example registers trains and decodes (its registration is undone,
+    so the other tests see the built-in objectives only)."""
+    import unmask
+    from unmask.config import TrainConfig
+    from unmask.objectives import OBJECTIVES
+
+    code = block("docs/training.md", "register_objective(")
+    name = re.search(r'name="([^"]+)"', code).group(1)
+    assert name not in OBJECTIVES
+    try:
+        run(code, "docs/training.md")
+        out = unmask.train(TrainConfig(data="data/mine", out="runs/custom", objective=name,
+                                       steps=1, batch_size=2, seq_len=32, eval_batches=1))
+        loaded = unmask.load(out)
+        assert unmask.api.generate(loaded, "a", config={"gen_length": 4}).decoder == "llada"
+    finally:
+        OBJECTIVES.pop(name, None)
