@@ -6,10 +6,11 @@ code's.
   parameters the function has, in its order, with its defaults; ``...`` stands for
   parameters left out.
 * The library examples of README.md, docs/sampling.md, docs/infill.md, docs/evaluation.md
-  and docs/data.md run in a fresh folder: the README's block prepares a small corpus and
-  trains a tiny model (its sizes shrunk), which the other blocks load in place of ``demo``
-  and ``runs/mine``. Each substitution must find its text, so an example that changes
-  fails here with the snippet named, rather than silently running something else.
+  and docs/data.md, and docs/training.md's objective registration, run in a fresh folder:
+  the README's block prepares a small corpus and trains a tiny model (its sizes shrunk),
+  which the other blocks load in place of ``demo`` and ``runs/mine``. Each substitution
+  must find its text, so an example that changes fails here with the snippet named,
+  rather than silently running something else.
 
 docs/serving.md and docs/architecture.md have their own tests (test_server_docs.py,
 test_decoders.py).
