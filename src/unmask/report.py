@@ -286,12 +286,13 @@ def sample_quality(
     (a ``unmask.scoring.ReferenceScorer``) as the continuation of the prompt's text; the
     entropy counts each sample's ids up to ``eos_id``."""
     from unmask.evaluate import unigram_entropy
+    from unmask.sampling.protocol import cut_at_eos
 
     result = sampler([list(p) for p in prompts])
     texts = result.texts(tokenizer)
     prompt_texts = [tokenizer.decode(list(p)) for p in prompts]
     ppl = scorer.perplexity(texts, prompts=prompt_texts)
-    entropy = unigram_entropy([_cut_at_eos(ids, eos_id) for ids in result.gen_ids])
+    entropy = unigram_entropy([cut_at_eos(ids, eos_id) for ids in result.gen_ids])
     return SampleQuality(
         gen_ppl=ppl,
         entropy=entropy,
@@ -323,11 +324,6 @@ def decoding_options(loaded: Any, config: Any) -> dict[str, Any]:
     if decoder.name in ("llada", "bd3lm"):  # the decoders with commit policies
         out["policy"] = config.policy
     return out
-
-
-def _cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
-    ids = [int(t) for t in ids]
-    return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids
 
 
 def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[int]]:

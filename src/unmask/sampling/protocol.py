@@ -48,8 +48,8 @@ ViewCallback = Callable[[int, Tensor], None]
 
 
 def cut_at_eos(ids: Sequence[int], eos_id: int | None) -> list[int]:
-    """``ids`` up to (not including) the first ``eos_id``."""
-    ids = list(ids)
+    """``ids`` (ints, or a 1-D tensor's items) up to (not including) the first ``eos_id``."""
+    ids = [int(t) for t in ids]
     if eos_id is not None and eos_id in ids:
         return ids[: ids.index(eos_id)]
     return ids
