@@ -231,7 +231,7 @@ def test_template_tasks_go_through_the_api_on_cli_and_server(runs, capsys):
     run = ["--device", "cpu", "--no-live"]
     schema = '{"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}'
     fails(capsys, ["fill-form", "--schema", schema, "--model", str(runs["latent-diffusion"]),
-                   *run], "fill_form runs the masked-diffusion commit loop")  # fmt: skip
+                   *run], "form filling runs the masked-diffusion commit loop")  # fmt: skip
     fails(capsys, ["fill-form", "--schema", schema, "--model", str(runs["embed-diffusion"]),
                    *run], "objective embed-diffusion has no use for")  # fmt: skip
     fails(capsys, ["edit", "--text", "the cat", "--span", "4:7", "--model", str(runs["ar"]),
@@ -584,3 +584,16 @@ def test_a_refusal_that_names_a_setting_with_its_value_names_the_flag(runs, caps
     said = "device 'cuda:3': torch sees 1 CUDA device"
     assert as_typed(said, ["generate", "--device", "cuda:3"]) == "--" + said
     assert as_typed("model m is not a checkpoint: no config", ["x", "--model", "m"])[0] == "m"
+
+
+def test_edit_on_a_causal_model_points_at_infill_only_where_it_can_fill(runs):
+    """edit refuses a causal checkpoint; its advice (fill-in-the-middle with infill) holds only
+    for one trained with FIM: without it, infill refuses too, so the line says so instead."""
+    from unmask import api
+
+    loaded = load(str(runs["ar"]), device="cpu")
+    with pytest.raises(UserError, match="fill-in-the-middle with infill instead"):
+        api.edit_checks(loaded)
+    loaded.model.config.fim_prefix_id = None
+    with pytest.raises(UserError, match="without fill-in-the-middle, it can only continue"):
+        api.edit_checks(loaded)

@@ -813,8 +813,11 @@ def edit_checks(loaded: Loaded) -> None:
     or a causal one (its logits at a position predict the next token, not a masked one)."""
     refuse_continuous(loaded, "edit")
     if facts_of(loaded).attention == "causal":
+        fim = getattr(loaded.model.config, "fim_prefix_id", None) is not None
         raise UserError("edit needs a masked diffusion checkpoint; this one is autoregressive "
-                        "(causal): fill one gap by fill-in-the-middle with infill instead")
+                        "(causal): " + ("fill one gap by fill-in-the-middle with infill instead"
+                                        if fim else "trained without fill-in-the-middle, it can "
+                                        "only continue a prompt"))
 
 
 def edit(
@@ -887,7 +890,7 @@ def fill_form(
     from unmask.infill import fill_form as _fill_form
     from unmask.infill.schema import fill_schema
 
-    refuse_continuous(loaded, "fill_form")
+    refuse_continuous(loaded, "form filling")
     config = _task_config(config)
     refuse_generation_only(config, "fill_form")
     if (template is None) == (schema is None):
