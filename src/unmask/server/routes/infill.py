@@ -121,7 +121,7 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
         from unmask import api
-        from unmask.infill import parse_template
+        from unmask.infill import SearchLimitError, parse_template
         from unmask.infill.options import constrain_gaps
         from unmask.server.routes.guided import guidance
 
@@ -148,10 +148,8 @@ def router(state: ServerState) -> APIRouter:
             try:
                 return api.infill(state.loaded, segments, config=config, options=options,
                                   step_callback=on_step).detail
-            except UserError as e:  # a client cannot raise the search's limit here
-                from unmask.infill.fill import SEARCH_LIMIT_HINT
-
-                raise UserError(str(e).replace(SEARCH_LIMIT_HINT, "")) from None
+            except SearchLimitError as e:  # the operator sets the limit, not the client
+                raise UserError(e.message(raise_hint=False)) from None
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
 
