@@ -135,7 +135,8 @@ def router(state: ServerState) -> APIRouter:
             raise no_regex("regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
         config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
-        options = InfillOptions(**{k: v for k in INFILL_FIELDS
+        options = InfillOptions(max_search_calls=state.limits.max_search_calls,
+                                **{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
 
         def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
