@@ -555,6 +555,31 @@ def test_edit_errors(model):
         edit(model, TOK, "short")
 
 
+def test_edit_lowest_over_the_text_is_refused_before_any_model_work():
+    """``lowest`` larger than the text rewrote all of it (200 on the server, exit 0): the
+    user asked for the least confident few and got a new text; a span rewrites it all."""
+    from unmask.infill.edit import _lowest_plan
+
+    pred = Oracle("the cat")
+    calls = []
+
+    def counting(x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(x.shape)
+        return pred(x, attention_mask)
+
+    with pytest.raises(UserError, match=r"^lowest 8: the text has 7 tokens, so at most 7 can "
+                                        r"be rewritten; .* 0:7 rewrites the whole text\)$"):
+        edit(counting, TOK, "the cat", lowest=8)
+    with pytest.raises(UserError, match="lowest 3: the text has 3 tokens and its closing '!' is "
+                                        "kept, so at most 2"):
+        revise(counting, TOK, "Hi!", rounds=2, lowest=3)
+    assert calls == []
+    assert edit(pred, TOK, "the cXt", lowest=7).text == "the cat"  # all of them, as asked
+    # a later round of revise whose text has become fewer tokens rewrites them all
+    plan, olds, _ = _lowest_plan(pred, TOK, "the", 5, "masked", clamp=True)
+    assert olds == ["the"]
+
+
 # -- live view and CLI -----------------------------------------------------------------------------
 
 
@@ -646,6 +671,10 @@ def test_cli_edit(ckpt, capsys):
     assert "expected START:END" in capsys.readouterr().err
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", "0:2", "--rounds", "2"]) == 2
     assert "--rounds needs --lowest" in capsys.readouterr().err
+    assert main(["edit", "--model", ckpt, "--text", "Hello", "--lowest", "9", "--no-live"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unmask edit: error: --lowest 9: the text has 5 tokens, so at most 5 "
+                          "can be rewritten; ") and err.count("\n") == 1, err
 
 
 def _exact_bound(model: torch.nn.Module, row: list[int]) -> float:

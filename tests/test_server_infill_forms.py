@@ -332,6 +332,9 @@ WIDE = {"type": "object", "properties": {k: {"type": "string"} for k in "abcdef"
      "more than the model's context"),
     ("/v1/edit", {"text": "The cat sat.", "spans": [[5, 3]]}, "spans", "span 5:3 is empty"),
     ("/v1/edit", {"text": "The cat sat.", "regex": "zzz"}, "regex", "matches nothing"),
+    ("/v1/edit", {"text": "The cat sat.", "lowest": 12}, "lowest",
+     "lowest 12: the text has 12 tokens and its closing '.' is kept, so at most 11 can be "
+     "rewritten"),
 ])
 def test_refusals_found_on_the_worker_name_their_field(client, path, body, param, message):
     """A refusal the worker finds (a template's syntax, a form's JSON, a form too wide for the
