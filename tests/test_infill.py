@@ -724,3 +724,13 @@ def test_per_token_length_choice_is_not_a_coin_flip_when_bounds_are_close():
         n_samples=8, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert torch.allclose(copies, torch.full((2, 8), 3 * math.log(V), dtype=torch.float64))
+
+
+def test_edit_of_a_text_over_the_context_names_the_text_not_a_template(model):
+    """A span or regex edit of a text longer than the context said "the template needs at
+    least 82 tokens (80 of text)"; the user gave a text, and ``--lowest`` says so."""
+    for kwargs in (dict(spans=[(0, 3)]), dict(regex="b+"), dict(lowest=1)):
+        with pytest.raises(UserError) as e:
+            edit(model, TOK, "ab " * 27, **kwargs)
+        assert str(e.value) == ("the text has 81 tokens, more than the model's context "
+                                "(max_seq_len 64); edit a shorter part"), kwargs

@@ -162,6 +162,13 @@ _SENTENCE_END = re.compile(r"[.!?]+[\"'\u2019\u201d)\]]*\s*")
 """The text of a last token ``--lowest`` leaves alone: the end of the closing sentence."""
 
 
+def _check_fits(n_tokens: int, context: int | None) -> None:
+    """A ``UserError`` for a text of ``n_tokens`` longer than the model's ``context``."""
+    if context is not None and n_tokens > context:
+        raise UserError(f"the text has {n_tokens} tokens, more than the model's context "
+                        f"(max_seq_len {context}); edit a shorter part")
+
+
 def _lowest_plan(
     model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str, clamp: bool = False
 ) -> tuple[Plan, list[str], int]:
@@ -186,9 +193,7 @@ def _lowest_plan(
                         f"at most {offered} can be rewritten; give a smaller number (a span "
                         f"such as 0:{len(text)} rewrites the whole text)")
     context = _max_seq_len(model)
-    if context is not None and len(ids) > context:
-        raise UserError(f"the text has {len(ids)} tokens, more than the model's context "
-                        f"(max_seq_len {context}); edit a shorter part")
+    _check_fits(len(ids), context)
     # the first token is scored (and refilled) after START_CONTEXT: a model trained on chunks
     # cut from running text gave it almost no probability alone (the demo: p("And") = 0.0001)
     # and --lowest always rewrote the first word (24 of 40 verses in the lowest 4; 4 after it)
@@ -308,6 +313,8 @@ def _edit(
                 cursor += len(old)
     else:
         char_spans = [_trim_end(text, s, e) for s, e in _char_spans(text, spans, regex)]
+        # as --lowest words it (the plan's own check spoke of "the template")
+        _check_fits(len(tokenizer.encode(text)), _max_seq_len(model))
         segments: list[str | Gap] = []
         olds, pos = [], 0
         for s, e in char_spans:
