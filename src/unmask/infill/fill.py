@@ -316,46 +316,59 @@ class InfillResult:
 
 def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Spans, r: int,
             tokenizer: Any, empty_id: int | None = None) -> tuple[str, list[FilledGap], list[int]]:
-    """Text, gaps and token ids of row ``r``: ``[EMPTY]`` fillers dropped, taken spaces put back,
-    the virtual space of a gap that starts the text dropped (its tokens encoded again)."""
+    """Text, gaps and token ids of row ``r``: ``[EMPTY]`` fillers dropped, taken spaces put back
+    (an empty fill's only where the text would glue two words: ``"In the [MASK:0-2]
+    beginning"`` left empty is ``"In the beginning"``, as the model read it, not two spaces;
+    ``"[MASK:0-2] In the"``, ``"In the"``), the virtual space of a gap that starts the text
+    dropped (its tokens encoded again)."""
     vocab = vocab_of(tokenizer)
-    parts: list[str] = []
-    gaps: list[FilledGap] = []
-    tokens: list[int] = []
-    pos = 0
-    space_ids: list[int] | None = None
+    space_ids = list(tokenizer.encode(" "))
+    # (text, ids, gap index or None); a None text: the space an empty fill took, decided below
+    pieces: list[tuple[str | None, list[int], int | None]] = []
     for kind, v in layout:
         if kind == "context":  # seen by the model, not part of the output
             continue
         if kind == "text":
-            parts.append(v[1])
-            tokens.extend(v[0])
-            pos += len(v[1])
+            pieces.append((v[1], list(v[0]), None))
             continue
         k, _ = v
         s, e = spans.holes[r][k]
         ids = [t for t in row[s:e] if t != empty_id]
         text = vocab.decode(ids)
         hole = plan.holes[k]
-        if hole.space:  # the space before the gap: the fill's own, or put back
+        if hole.space:  # the space before the gap: the fill's own (in its ids), or put back
             if hole.space_is_taken(text):
                 text = text[1:]
+                pieces.append((" ", [], None))
             else:
-                space_ids = list(tokenizer.encode(" ")) if space_ids is None else space_ids
-                tokens.extend(space_ids)
-            parts.append(" ")
-            pos += 1
+                pieces.append((" " if text else None, space_ids, None))
         elif hole.lead and hole.space_is_taken(text):  # a virtual space at the start: dropped
             text = text[1:]
             ids = list(tokenizer.encode(text)) if text else []
+        pieces.append((text, ids, k))
+    lead = next((i for i, (t, _, _) in enumerate(pieces) if t), None)
+    if lead is not None and pieces[lead][2] is None and lead > 0 and pieces[lead][0][:1] == " ":
+        # every gap before the first text left empty (``[MASK:0-2] In the``): that text's
+        # space is the gap's, as a gap's taken space is; the text does not start with it
+        text = pieces[lead][0][1:]
+        pieces[lead] = (text, list(tokenizer.encode(text)) if text else [], None)
+    parts: list[str] = []
+    gaps: list[FilledGap] = []
+    tokens: list[int] = []
+    pos = 0
+    last = ""  # the last character so far
+    for i, (text, ids, k) in enumerate(pieces):
+        if text is None:  # an empty fill's space: kept between two words only
+            after = next((t for t, _, _ in pieces[i + 1 :] if t), "")
+            glue = last != "" and not last.isspace() and after != "" and not after[0].isspace()
+            text, ids = (" ", ids) if glue else ("", [])
+        if k is not None:
+            gaps.append(FilledGap(name=plan.holes[k].label, text=text, tokens=ids, start=pos,
+                                  end=pos + len(text)))
         tokens.extend(ids)
-        gaps.append(
-            FilledGap(
-                name=plan.holes[k].label, text=text, tokens=ids, start=pos, end=pos + len(text)
-            )
-        )
         parts.append(text)
         pos += len(text)
+        last = text[-1:] or last
     return "".join(parts), gaps, tokens
 
 

@@ -404,6 +404,8 @@ def gap_automaton(
     choices = None if gap.choices is None else tuple(gap.choices)
     shifted = space or lead
     free = (LEAD_TEXT if lead else AFTER_SPACE_TEXT) if shifted and not gap.shapes_text else None
+    if free is not None and gap.min_len == 0:  # [MASK:0-n]: the gap may also stay empty
+        free = f"(?:{free})?"
     key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), shifted and gap.shapes_text,
            free)
 
