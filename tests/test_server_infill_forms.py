@@ -330,6 +330,8 @@ WIDE = {"type": "object", "properties": {k: {"type": "string"} for k in "abcdef"
      "more than the model's context"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 100, "guided_json": WIDE}, "guided_json",
      "more than the model's context"),
+    ("/v1/infill", {"template": "word " * 150 + "[MASK:2]"}, "template",
+     "template needs at least 752 tokens (750 of text), more than the model's context"),
     ("/v1/edit", {"text": "The cat sat.", "spans": [[5, 3]]}, "spans", "span 5:3 is empty"),
     ("/v1/edit", {"text": "The cat sat.", "regex": "zzz"}, "regex", "matches nothing"),
     ("/v1/edit", {"text": "The cat sat.", "lowest": 12}, "lowest",

@@ -721,7 +721,7 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
     mins = [h.candidates[0] for h in plan.holes]
     if fixed + sum(mins) > max_seq_len:
         raise UserError(
-            f"the template needs at least {fixed + sum(mins)} tokens ({fixed} of text), "
+            f"template needs at least {fixed + sum(mins)} tokens ({fixed} of text), "
             f"more than the model's context (max_seq_len {max_seq_len})"
         )
     for k, h in enumerate(plan.holes):
