@@ -734,3 +734,21 @@ def test_edit_of_a_text_over_the_context_names_the_text_not_a_template(model):
             edit(model, TOK, "ab " * 27, **kwargs)
         assert str(e.value) == ("the text has 81 tokens, more than the model's context "
                                 "(max_seq_len 64); edit a shorter part"), kwargs
+
+
+def test_cli_search_limit_names_the_flags_to_give(ckpt, capsys):
+    """The refusal named the fields (``raise max_search_calls``) unless the user had typed the
+    flags; the advice is a flag to give, typed or not."""
+    from unmask.cli import main
+
+    template = "a [MASK:1-9] b [MASK:1-9] c [MASK:1-9]"
+    for extra in ([], ["--max-candidates", "6"]):
+        assert main(["infill", "--model", ckpt, "--no-live", "--max-search-calls", "9", *extra,
+                     template]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "over the limit of 9 (--max-search-calls); give " \
+            "narrower length ranges or fewer candidates (--max-candidates), or raise " \
+            "--max-search-calls (0: no limit)" in err, err
+    assert main(["infill", "--model", ckpt, "--no-live", "--max-search-calls", "0",
+                 template]) == 0
+    capsys.readouterr()

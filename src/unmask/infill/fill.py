@@ -82,14 +82,16 @@ class SearchLimitError(UserError):
     def __reduce__(self) -> tuple[Any, ...]:  # its arguments, not its message (a copy, pickle)
         return (type(self), (self.name, self.variable, self.need, self.limit))
 
-    def message(self, *, raise_hint: bool = True) -> str:
-        """The one-line refusal; ``raise_hint``: ending with how to raise the limit."""
+    def message(self, *, raise_hint: bool = True,
+                spell: Callable[[str], str] = lambda field: field) -> str:
+        """The one-line refusal; ``raise_hint``: ending with how to raise the limit; ``spell``:
+        how the caller's users name an ``InfillOptions`` field (the CLI: its flag)."""
+        limit, candidates = spell("max_search_calls"), spell("max_candidates")
         return (
             f"{self.name}: choosing the lengths of its {self.variable} variable-length gap"
             f"{'s' * (self.variable != 1)} needs up to {self.need} model calls, over the limit "
-            f"of {self.limit} (max_search_calls); give narrower length ranges or fewer "
-            f"candidates (max_candidates)"
-            + (", or raise max_search_calls (0: no limit)" if raise_hint else "")
+            f"of {self.limit} ({limit}); give narrower length ranges or fewer candidates "
+            f"({candidates})" + (f", or raise {limit} (0: no limit)" if raise_hint else "")
         )
 
 
