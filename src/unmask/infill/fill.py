@@ -64,7 +64,8 @@ class Filled:
     steps: int
     """Denoising steps (repairs included)."""
     repaired: int
-    """Spans that broke a constraint after the first pass and were refilled."""
+    """Spans that broke a constraint after the first pass and were refilled (or completed
+    from their automaton, ``max_repair_calls``)."""
     repair_nfe: int = 0
     """The model evaluations of the refills (part of ``nfe``)."""
 
@@ -302,7 +303,8 @@ class InfillResult:
     candidates: list[Candidate] = field(default_factory=list)
     """Every length combination scored (empty when all gaps have a fixed length)."""
     repaired: int = 0
-    """Gaps refilled because a first pass broke their constraint."""
+    """Gaps refilled because a first pass broke their constraint (by the model, or from their
+    automaton where ``max_search_calls`` left no calls for it)."""
     length_mode: str | None = None
     """``elbo`` or ``empty``: how the variable-length gaps got their length (None: none had to)."""
 
