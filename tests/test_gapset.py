@@ -65,6 +65,26 @@ def test_exact_match_and_token_accuracy_count_wrong_tokens():
     assert s.examples[0]["fill"] == "t#e#b"
 
 
+def test_a_gap_over_the_context_is_refused_before_any_work_naming_it():
+    """A hand-written gap with a long prefix failed, after the gaps before it were filled,
+    with "template needs at least 806 tokens": a template the user never wrote, no gap named."""
+    long = _gap(TEXT * 2, 100, 5)  # 172 tokens, the context 128
+    calls = []
+    oracle = Oracle(TEXT)
+
+    def counting(tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        calls.append(1)
+        return oracle(tokens, attention_mask)
+
+    counting.config = Oracle.config
+    with pytest.raises(UserError) as e:
+        infill_exact_match(counting, TOK, [_gap(TEXT, 3, 5), long])
+    assert str(e.value) == ("gap 2 of the set has 172 tokens (prefix, middle and suffix), more "
+                            "than the model's context (max_seq_len 128); give it a shorter "
+                            "prefix and suffix")
+    assert calls == []
+
+
 @pytest.fixture(scope="module")
 def val(tmp_path_factory):
     from unmask.data import TokenDataset, prepare

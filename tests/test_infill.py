@@ -555,6 +555,31 @@ def test_edit_errors(model):
         edit(model, TOK, "short")
 
 
+def test_edit_lowest_over_the_text_is_refused_before_any_model_work():
+    """``lowest`` larger than the text rewrote all of it (200 on the server, exit 0): the
+    user asked for the least confident few and got a new text; a span rewrites it all."""
+    from unmask.infill.edit import _lowest_plan
+
+    pred = Oracle("the cat")
+    calls = []
+
+    def counting(x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(x.shape)
+        return pred(x, attention_mask)
+
+    with pytest.raises(UserError, match=r"^lowest 8: the text has 7 tokens, so at most 7 can "
+                                        r"be rewritten; .* 0:7 rewrites the whole text\)$"):
+        edit(counting, TOK, "the cat", lowest=8)
+    with pytest.raises(UserError, match="lowest 3: the text has 3 tokens and its closing '!' is "
+                                        "kept, so at most 2"):
+        revise(counting, TOK, "Hi!", rounds=2, lowest=3)
+    assert calls == []
+    assert edit(pred, TOK, "the cXt", lowest=7).text == "the cat"  # all of them, as asked
+    # a later round of revise whose text has become fewer tokens rewrites them all
+    plan, olds, _ = _lowest_plan(pred, TOK, "the", 5, "masked", clamp=True)
+    assert olds == ["the"]
+
+
 # -- live view and CLI -----------------------------------------------------------------------------
 
 
@@ -646,6 +671,10 @@ def test_cli_edit(ckpt, capsys):
     assert "expected START:END" in capsys.readouterr().err
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", "0:2", "--rounds", "2"]) == 2
     assert "--rounds needs --lowest" in capsys.readouterr().err
+    assert main(["edit", "--model", ckpt, "--text", "Hello", "--lowest", "9", "--no-live"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unmask edit: error: --lowest 9: the text has 5 tokens, so at most 5 "
+                          "can be rewritten; ") and err.count("\n") == 1, err
 
 
 def _exact_bound(model: torch.nn.Module, row: list[int]) -> float:
@@ -695,3 +724,31 @@ def test_per_token_length_choice_is_not_a_coin_flip_when_bounds_are_close():
         n_samples=8, generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert torch.allclose(copies, torch.full((2, 8), 3 * math.log(V), dtype=torch.float64))
+
+
+def test_edit_of_a_text_over_the_context_names_the_text_not_a_template(model):
+    """A span or regex edit of a text longer than the context said "the template needs at
+    least 82 tokens (80 of text)"; the user gave a text, and ``--lowest`` says so."""
+    for kwargs in (dict(spans=[(0, 3)]), dict(regex="b+"), dict(lowest=1)):
+        with pytest.raises(UserError) as e:
+            edit(model, TOK, "ab " * 27, **kwargs)
+        assert str(e.value) == ("the text has 81 tokens, more than the model's context "
+                                "(max_seq_len 64); edit a shorter part"), kwargs
+
+
+def test_cli_search_limit_names_the_flags_to_give(ckpt, capsys):
+    """The refusal named the fields (``raise max_search_calls``) unless the user had typed the
+    flags; the advice is a flag to give, typed or not."""
+    from unmask.cli import main
+
+    template = "a [MASK:1-9] b [MASK:1-9] c [MASK:1-9]"
+    for extra in ([], ["--max-candidates", "6"]):
+        assert main(["infill", "--model", ckpt, "--no-live", "--max-search-calls", "9", *extra,
+                     template]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "over the limit of 9 (--max-search-calls); give " \
+            "narrower length ranges or fewer candidates (--max-candidates), or raise " \
+            "--max-search-calls (0: no limit)" in err, err
+    assert main(["infill", "--model", ckpt, "--no-live", "--max-search-calls", "0",
+                 template]) == 0
+    capsys.readouterr()

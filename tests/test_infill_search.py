@@ -3,8 +3,10 @@ it picks against an exactly known likelihood, its cost in model calls, and its l
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import pickle
 import re
 
 import pytest
@@ -12,7 +14,7 @@ import torch
 
 from unmask.config import SampleConfig, model_preset
 from unmask.errors import UserError
-from unmask.infill import InfillOptions, infill, parse_template
+from unmask.infill import Gap, InfillOptions, SearchLimitError, infill, parse_template
 from unmask.infill.fill import search_calls
 from unmask.infill.template import plan_template
 from unmask.model import Transformer
@@ -190,3 +192,60 @@ def test_a_block_length_longer_than_a_short_canvas_fits_the_longest_one_below_it
         pred = Counting()
         r = infill(pred, TOK, template, config, options=InfillOptions(max_search_calls=need))
         assert pred.calls == r.nfe <= need, template
+
+
+def test_refills_of_broken_constraints_count_toward_the_call_limit():
+    """Several tokens of a regex gap committed in one step can break it, and its refill made
+    a model call per re-masked position: a search planned at exactly the limit (6 calls)
+    made 14. Now a refill is made only while it fits; past that, the broken gap is completed
+    from its automaton without the model, and every gap still satisfies its regex."""
+    template = ["<", Gap(min_len=2, max_len=8, regex=r"(ab|ba)+"), ">"]
+    config = SampleConfig(steps=2)
+    plan = plan_template(template, TOK, max_seq_len=256, max_candidates=6, default_max_len=16)
+    need = search_calls(plan, config, InfillOptions(), mask_id=TOK.mask_id, pad_id=TOK.pad_id)
+    repaired = 0
+    for seed in range(3):
+        pred = Counting(seed)
+        r = infill(pred, TOK, template, config, options=InfillOptions(max_search_calls=need))
+        assert pred.calls == r.nfe <= need, (seed, r.nfe, need)
+        assert re.fullmatch(r"<(ab|ba)+>", r.text) and len(r.candidates) == 4, r.text
+        repaired += r.repaired
+        # room for the refills: they are made with the model, as without a limit
+        free = infill(Counting(seed), TOK, template, config,
+                      options=InfillOptions(max_search_calls=0))
+        roomy = infill(Counting(seed), TOK, template, config,
+                       options=InfillOptions(max_search_calls=free.nfe))
+        assert roomy.as_dict() == free.as_dict()
+    assert repaired  # the predictor does break the gap
+
+
+def test_the_coordinate_search_counts_refills_in_its_later_sweeps_too():
+    """Over ``max_joint`` combinations, every run, first sweep or later, keeps its refills
+    within the limit (before: 36 to 58 calls at limits of 20 to 60)."""
+    template = ["x"] + [p for _ in range(4) for p in (Gap(min_len=2, max_len=6,
+                                                          regex=r"(ab|ba)+"), "y")]
+    config = SampleConfig(steps=2)
+    options = InfillOptions(max_joint=2)
+    plan = plan_template(template, TOK, max_seq_len=256, max_candidates=6, default_max_len=16)
+    need = search_calls(plan, config, options, mask_id=TOK.mask_id, pad_id=TOK.pad_id)
+    for limit in (need, need + 5, need + 40):
+        for seed in range(2):
+            pred = Counting(seed)
+            r = infill(pred, TOK, template, config,
+                       options=dataclasses.replace(options, max_search_calls=limit))
+            assert pred.calls == r.nfe <= limit, (limit, seed, r.nfe)
+            assert all(re.fullmatch(r"(ab|ba)+", g.text) for g in r.gaps), r.text
+
+
+def test_a_search_over_the_limit_is_a_search_limit_error_with_its_numbers():
+    """The server words the refusal without "raise max_search_calls" from these fields (its
+    clients cannot set the limit), not by cutting the library's text."""
+    with pytest.raises(SearchLimitError) as e:
+        infill(Counting(), TOK, "[MASK:1-50] " * 5, options=InfillOptions(max_search_calls=100))
+    err = e.value
+    assert isinstance(err, UserError) and (err.variable, err.limit) == (5, 100)
+    assert err.need > 100 and str(err) == err.message()
+    assert str(err).endswith(", or raise max_search_calls (0: no limit)")
+    assert err.message(raise_hint=False) == str(err).removesuffix(
+        ", or raise max_search_calls (0: no limit)")
+    assert str(pickle.loads(pickle.dumps(err))) == str(err)

@@ -618,3 +618,30 @@ def test_demo_form_text_values_are_words_without_spaces_at_the_ends():
     for v in r.value.values():  # " 1", ":", " of", " John" before
         assert v == v.strip() and v[:1].isalnum(), r.value
     assert m.tokenizer.decode(r.tokens) == r.text
+
+
+# -- [MASK:0-n] after a space: it may stay empty, and then leaves one space ---------------------
+
+
+@pytest.mark.parametrize(("template", "empty"), [
+    ("The [MASK:0-2] sat", "The sat"),
+    ("The cat [MASK:0-2]", "The cat"),
+    ("The [MASK:0-1] [MASK:0-1] sat", "The sat"),
+    ("The [MASK:0-2]sat", "The sat"),
+    ("[MASK:0-2] The cat", "The cat"),
+    ("[MASK:0-1] [MASK:0-1] The cat", "The cat"),
+])
+def test_a_gap_that_may_be_empty_can_be_empty_after_a_space(template, empty):
+    """A gap after a space never had length 0 among its candidates (its language, a word
+    after the space, had no empty text), so ``[MASK:0-2]`` silently meant 1-2; glued to the
+    word before it, 0 was tried. Left empty it reads as the model read it: one space
+    between the words, not two (nor a trailing one)."""
+    r = infill(Prefers(b" cat"), BPE, template, SampleConfig(steps=2))
+    assert all(0 in c.lengths for c in r.candidates[:1]) and r.candidates, r.candidates
+    rows = {c.lengths: c for c in r.candidates}
+    nothing = rows[tuple(0 for _ in r.gaps)]
+    assert nothing.text == empty and all(g.text == "" for g in nothing.gaps), nothing
+    for c in r.candidates:
+        assert "  " not in c.text and c.text.strip() == c.text, c.text
+        assert all(c.text[g.start : g.end] == g.text for g in c.gaps)
+    check_round_trip(r)

@@ -18,6 +18,7 @@ from server_helpers import loaded, tiny_config  # noqa: E402
 from test_server import sse_events  # noqa: E402
 
 from unmask.config import SampleConfig  # noqa: E402
+from unmask.errors import UserError  # noqa: E402
 from unmask.infill import InfillOptions, fill_form, infill, parse_template  # noqa: E402
 from unmask.infill.options import constrain_gaps  # noqa: E402
 from unmask.model import Transformer  # noqa: E402
@@ -329,8 +330,13 @@ WIDE = {"type": "object", "properties": {k: {"type": "string"} for k in "abcdef"
      "more than the model's context"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 100, "guided_json": WIDE}, "guided_json",
      "more than the model's context"),
+    ("/v1/infill", {"template": "word " * 150 + "[MASK:2]"}, "template",
+     "template needs at least 752 tokens (750 of text), more than the model's context"),
     ("/v1/edit", {"text": "The cat sat.", "spans": [[5, 3]]}, "spans", "span 5:3 is empty"),
     ("/v1/edit", {"text": "The cat sat.", "regex": "zzz"}, "regex", "matches nothing"),
+    ("/v1/edit", {"text": "The cat sat.", "lowest": 12}, "lowest",
+     "lowest 12: the text has 12 tokens and its closing '.' is kept, so at most 11 can be "
+     "rewritten"),
 ])
 def test_refusals_found_on_the_worker_name_their_field(client, path, body, param, message):
     """A refusal the worker finds (a template's syntax, a form's JSON, a form too wide for the
@@ -378,3 +384,29 @@ def test_an_error_that_quotes_a_huge_value_is_cut(client):
     assert err["param"] == "choices.1" and err["message"].startswith("choices '1': gap 1")
     assert len(err["message"]) < 2050
     assert re.search(r"\.\.\. \(\d+ more characters\)$", err["message"]), err["message"][-80:]
+
+
+def test_the_operator_sets_the_search_limit():
+    """``unmask serve --max-search-calls N`` (``ServerLimits.max_search_calls``; 0: none):
+    the server used the library's 256 whatever the operator wanted."""
+    from unmask.infill.fill import search_calls
+    from unmask.infill.template import plan_template
+
+    template = "The [MASK:1-4] sat on [MASK:1-4]."
+    plan = plan_template(parse_template(template), TOK, max_seq_len=128, max_candidates=6,
+                         default_max_len=16)
+    need = search_calls(plan, SampleConfig(), InfillOptions(), mask_id=TOK.mask_id,
+                        pad_id=TOK.pad_id)
+    for limit, status in ((need - 1, 400), (need, 200), (0, 200)):
+        app = create_app(loaded(MODEL), limits=ServerLimits(max_search_calls=limit))
+        with TestClient(app) as c:
+            r = c.post("/v1/infill", json={"template": template})
+        assert r.status_code == status, (limit, r.text)
+        if status == 400:
+            msg = r.json()["error"]["message"]
+            assert f"needs up to {need} model calls, over the limit of {need - 1}" in msg, msg
+            assert "raise" not in msg and "\n" not in msg, msg
+        else:  # 0: no limit (the refills of this template's gaps: none, unconstrained)
+            assert r.json()["nfe"] == need and len(r.json()["candidates"]) > 1
+    with pytest.raises(UserError, match="server limit max_search_calls=-1 must be at least 0"):
+        ServerLimits(max_search_calls=-1)

@@ -226,6 +226,7 @@ def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_
     ("--max-queue", "0", "--max-queue must be a positive number, got 0"),
     ("--batch-wait", "inf", "--batch-wait must be a number of seconds >= 0, got inf"),
     ("--batch-wait", "nan", "--batch-wait must be a number of seconds >= 0, got nan"),
+    ("--max-search-calls", "-1", "--max-search-calls must be 0 (no limit) or positive, got -1"),
 ])
 def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
     """``--timeout nan`` passed the flag check (nan <= 0 is False) and was refused later as
@@ -314,3 +315,18 @@ def test_a_server_that_took_the_port_while_the_model_loaded_is_one_line(
         f"unmask serve: error: port {free_port} is in use: another server started listening "
         "on it while the model loaded; stop it, or choose another --port\n")
     assert served == []
+
+
+@pytest.mark.parametrize("value", ["7", "0"])
+def test_serve_max_search_calls_is_the_infill_limit(ckpt, served, free_port, value):
+    """The operator's limit on an infill's length search (it was always the library's 256)."""
+    argv = ["serve", "--model", ckpt, "--port", str(free_port), "--device", "cpu", "--quiet",
+            "--max-search-calls", value]
+    assert main(argv) == 0
+    (app, _), = served
+    assert app.state.limits.max_search_calls == int(value)
+    with TestClient(app) as c:
+        r = c.post("/v1/infill", json={"template": "a [MASK:1-4] b [MASK:1-4]"})
+    assert r.status_code == (400 if value == "7" else 200), r.text
+    if value == "7":
+        assert "over the limit of 7 (max_search_calls)" in r.json()["error"]["message"]

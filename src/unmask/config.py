@@ -906,9 +906,10 @@ class InfillOptions:
     (the bound's terms on the given text alone, the fill's own tokens not counted: which fill
     makes the text around it most likely). Measured in docs/infill.md, "Length choice"."""
     max_search_calls: int = 256
-    """Most model calls the ``elbo`` length search of one template may plan
-    (``unmask.infill.fill.search_calls``); a template that needs more is refused before any
-    model work, with a one-line error. 0: no limit."""
+    """Most model calls the ``elbo`` length search of one template may make: a template whose
+    plan needs more (``unmask.infill.fill.search_calls``) is refused before any model work,
+    with a one-line error; a refill of a gap that broke its constraint is made only within
+    what is left, else the gap is completed from its automaton. 0: no limit."""
 
 
 LENGTH_MODES = ("auto", "elbo", "empty")

@@ -317,6 +317,14 @@ def infill_exact_match(
             r = filler(x, x.length, x.length, c)
             return r.gaps[0].tokens, r.nfe
 
+    context = getattr(cfg, "max_seq_len", None)
+    for i, x in enumerate(samples, 1):  # before any work (a late one failed after the rest)
+        if context is not None and len(x.window) > context:
+            raise UserError(
+                f"gap {i} of the set has {len(x.window)} tokens (prefix, middle and suffix), "
+                f"more than the model's context (max_seq_len {context}); give it a shorter "
+                "prefix and suffix"
+            )
     fill(samples[0])  # warm-up: plans the gap automata, first-call costs
     got: list[tuple[list[int], int, float]] = []
     for x in samples:

@@ -126,7 +126,7 @@ def constrained_template(args: argparse.Namespace) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     from unmask import api
-    from unmask.infill import InfillOptions
+    from unmask.infill import InfillOptions, SearchLimitError
 
     config = sample_config_from_args(args)
     options = dataclass_from_args(InfillOptions, args)
@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
         # model is refused
         result = api.infill(loaded, template, config=config, options=options,
                             step_callback=live).detail
+    except SearchLimitError as e:  # the flags to give, typed or not
+        raise UserError(e.message(spell=lambda f: "--" + f.replace("_", "-"))) from None
     finally:
         if live is not None:
             live.close(clear=True)

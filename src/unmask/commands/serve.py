@@ -34,7 +34,7 @@ from unmask.commands.sample_options import (
     check_draft_flags,
     load_draft,
 )
-from unmask.config import DECODE_COMPILES, DRAFT_CACHES, PREDRAFTS
+from unmask.config import DECODE_COMPILES, DRAFT_CACHES, PREDRAFTS, InfillOptions
 from unmask.errors import UserError
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -80,6 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-wait", type=float, default=0.0, metavar="SECONDS",
                    help="time the worker waits for more requests before a batch (default: 0, "
                         "greedy)")
+    searches = InfillOptions.max_search_calls
+    p.add_argument("--max-search-calls", type=int, default=searches, metavar="N",
+                   help="most model calls the length search of one /v1/infill template may "
+                        "make; a template that needs more is refused (400) before any work "
+                        f"(default: {searches}; 0: no limit)")
     p.add_argument("--no-regex", action="store_true",
                    help="refuse regex constraints from clients (/v1/edit, /v1/infill, /v1/forms)")
     p.add_argument("--quiet", action="store_true",
@@ -239,6 +244,9 @@ def run(args: argparse.Namespace) -> int:
                         ("--max-steps", args.max_steps), ("--timeout", args.timeout)):
         if not (math.isfinite(value) and value > 0):  # (nan > 0 is False: said here too)
             raise UserError(f"{flag} must be a positive number, got {value:g}")
+    if args.max_search_calls < 0:
+        raise UserError(f"--max-search-calls must be 0 (no limit) or positive, got "
+                        f"{args.max_search_calls}")
     if not (math.isfinite(args.batch_wait) and args.batch_wait >= 0):
         raise UserError(f"--batch-wait must be a number of seconds >= 0, got {args.batch_wait:g}")
     check_draft_flags(args)
@@ -284,7 +292,8 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
         draft_options["predraft"] = args.predraft
     limits = ServerLimits(max_batch=args.max_batch, max_queue=args.max_queue,
                           request_timeout_s=args.timeout, max_steps=args.max_steps,
-                          allow_regex=not args.no_regex, batch_wait_s=args.batch_wait)
+                          allow_regex=not args.no_regex, batch_wait_s=args.batch_wait,
+                          max_search_calls=args.max_search_calls)
     with flags_named():
         app = create_app(loaded, api_key=api_key, limits=limits, model_name=args.model_name,
                          chat_template=args.chat_template, access_log=not args.quiet,

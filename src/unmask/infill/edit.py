@@ -36,6 +36,7 @@ from unmask.infill.template import (
     start_context,
     takes_space,
 )
+from unmask.messages import plural
 from unmask.sampling import model_logit_shift, shift_logits
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -161,10 +162,20 @@ _SENTENCE_END = re.compile(r"[.!?]+[\"'\u2019\u201d)\]]*\s*")
 """The text of a last token ``--lowest`` leaves alone: the end of the closing sentence."""
 
 
+def _check_fits(n_tokens: int, context: int | None) -> None:
+    """A ``UserError`` for a text of ``n_tokens`` longer than the model's ``context``."""
+    if context is not None and n_tokens > context:
+        raise UserError(f"the text has {n_tokens} tokens, more than the model's context "
+                        f"(max_seq_len {context}); edit a shorter part")
+
+
 def _lowest_plan(
-    model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str
+    model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str, clamp: bool = False
 ) -> tuple[Plan, list[str], int]:
     """A plan with the ``k`` least confident tokens (widened to whole characters) as holes.
+    A ``k`` over the tokens the text offers is a ``UserError`` (it rewrote the whole text),
+    or, ``clamp``, all of them (a later round of ``revise``, whose text may have become
+    fewer tokens).
 
     Returns the plan, the old text of each hole, and the model evaluations spent.
     """
@@ -173,10 +184,16 @@ def _lowest_plan(
     ids = list(tokenizer.encode(text))
     if not ids:
         raise UserError("the text is empty")
+    vocab = vocab_of(tokenizer)
+    closing = len(ids) > 1 and bool(_SENTENCE_END.fullmatch(vocab.decode(ids[-1:])))
+    offered = len(ids) - closing  # every token but the closing '.' (below)
+    if k > offered and not clamp:  # before any model work
+        kept = f" and its closing {vocab.decode(ids[-1:])!r} is kept" * closing
+        raise UserError(f"lowest {k}: the text has {plural(len(ids), 'token')}{kept}, so "
+                        f"at most {offered} can be rewritten; give a smaller number (a span "
+                        f"such as 0:{len(text)} rewrites the whole text)")
     context = _max_seq_len(model)
-    if context is not None and len(ids) > context:
-        raise UserError(f"the text has {len(ids)} tokens, more than the model's context "
-                        f"(max_seq_len {context}); edit a shorter part")
+    _check_fits(len(ids), context)
     # the first token is scored (and refilled) after START_CONTEXT: a model trained on chunks
     # cut from running text gave it almost no probability alone (the demo: p("And") = 0.0001)
     # and --lowest always rewrote the first word (24 of 40 verses in the lowest 4; 4 after it)
@@ -186,9 +203,8 @@ def _lowest_plan(
         start = []
     conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode, context=start)
     nfe = 1 if mode == "visible" else -(-len(ids) // 32)
-    vocab = vocab_of(tokenizer)
     order = torch.argsort(conf, stable=True).tolist()
-    if len(ids) > 1 and _SENTENCE_END.fullmatch(vocab.decode(ids[-1:])):
+    if closing:
         # the text's closing '.': a model trained on chunks that end mid-sentence gives it
         # little probability (in the lowest 4 of 11 of 40 verses), and its refill (" to")
         # left the sentence unfinished
@@ -252,15 +268,37 @@ def edit(
     What to re-mask: character ``spans`` (``[(start, end), ...]``) and/or every match of the
     Python ``regex``, each refilled with as many tokens as it had (the span's text encoded
     on its own); or the ``lowest`` k tokens by ``token_confidence`` (``confidence_mode``),
-    widened to whole characters. Text outside the re-masked spans is kept exactly.
+    widened to whole characters (more than the text has is a ``UserError``). Text outside
+    the re-masked spans is kept exactly.
     """
+    return _edit(model, tokenizer, text, spans=spans, regex=regex, lowest=lowest, config=config,
+                 confidence_mode=confidence_mode, generator=generator,
+                 step_callback=step_callback)
+
+
+def _edit(
+    model: MaskPredictor,
+    tokenizer: Any,
+    text: str,
+    *,
+    spans: Sequence[tuple[int, int]] = (),
+    regex: str | None = None,
+    lowest: int | None = None,
+    config: SampleConfig | None = None,
+    confidence_mode: str = "masked",
+    generator: torch.Generator | None = None,
+    step_callback: StepCallback | None = None,
+    clamp: bool = False,
+) -> EditResult:
+    """``edit``; ``clamp``: a ``lowest`` over the text's tokens rewrites them all
+    (``_lowest_plan``)."""
     config = config or SampleConfig()
     if lowest is not None and (spans or regex is not None):
         raise UserError("choose spans/regex or lowest, not both")
     if lowest is None and not spans and regex is None:
         raise UserError("nothing to edit: give spans, a regex or lowest")
     if lowest is not None:
-        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode)
+        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode, clamp)
         check_context(plan, _max_seq_len(model))
         char_spans: list[tuple[int, int]] = []
         cursor = 0
@@ -275,6 +313,8 @@ def edit(
                 cursor += len(old)
     else:
         char_spans = [_trim_end(text, s, e) for s, e in _char_spans(text, spans, regex)]
+        # as --lowest words it (the plan's own check spoke of "the template")
+        _check_fits(len(tokenizer.encode(text)), _max_seq_len(model))
         segments: list[str | Gap] = []
         olds, pos = [], 0
         for s, e in char_spans:
@@ -328,13 +368,15 @@ def revise(
     """Repeat ``rounds`` times: re-mask the ``lowest`` least confident tokens and refill.
 
     ``changes`` lists ``(round, old span, new span)`` for every span that changed; a round
-    that changes nothing ends the revision early (the next would be the same).
+    that changes nothing ends the revision early (the next would be the same). A ``lowest``
+    over the tokens of ``text`` is a ``UserError``; a later round whose text has become
+    fewer tokens rewrites them all.
     """
     if rounds < 1:
         raise UserError(f"rounds must be at least 1, got {rounds}")
     out = EditResult(text=text, rounds=0)
     for r in range(1, rounds + 1):
-        res = edit(
+        res = _edit(
             model,
             tokenizer,
             out.text,
@@ -343,6 +385,7 @@ def revise(
             confidence_mode=confidence_mode,
             generator=generator,
             step_callback=step_callback,
+            clamp=r > 1,
         )
         for c in res.changes:
             c.round = r

@@ -64,12 +64,36 @@ class Filled:
     steps: int
     """Denoising steps (repairs included)."""
     repaired: int
-    """Spans that broke a constraint after the first pass and were refilled."""
+    """Spans that broke a constraint after the first pass and were refilled (or completed
+    from their automaton, ``max_repair_calls``)."""
+    repair_nfe: int = 0
+    """The model evaluations of the refills (part of ``nfe``)."""
 
 
-SEARCH_LIMIT_HINT = ", or raise max_search_calls (0: no limit)"
-"""The end of the search limit's refusal where the caller sets the limit (the server, whose
-clients cannot, leaves it out)."""
+class SearchLimitError(UserError):
+    """A length search that needs more model calls than ``InfillOptions.max_search_calls``,
+    refused before any model work. ``str()`` tells the caller to raise the limit as well;
+    ``message(raise_hint=False)`` leaves that out, for a caller that does not set the limit
+    (the server's clients: its operator does, ``unmask serve --max-search-calls``)."""
+
+    def __init__(self, name: str, variable: int, need: int, limit: int) -> None:
+        self.name, self.variable, self.need, self.limit = name, variable, need, limit
+        super().__init__(self.message())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # its arguments, not its message (a copy, pickle)
+        return (type(self), (self.name, self.variable, self.need, self.limit))
+
+    def message(self, *, raise_hint: bool = True,
+                spell: Callable[[str], str] = lambda field: field) -> str:
+        """The one-line refusal; ``raise_hint``: ending with how to raise the limit; ``spell``:
+        how the caller's users name an ``InfillOptions`` field (the CLI: its flag)."""
+        limit, candidates = spell("max_search_calls"), spell("max_candidates")
+        return (
+            f"{self.name}: choosing the lengths of its {self.variable} variable-length gap"
+            f"{'s' * (self.variable != 1)} needs up to {self.need} model calls, over the limit "
+            f"of {self.limit} ({limit}); give narrower length ranges or fewer candidates "
+            f"({candidates})" + (f", or raise {limit} (0: no limit)" if raise_hint else "")
+        )
 
 
 def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, Canvas]:
@@ -121,6 +145,7 @@ def fill_canvas(
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
+    max_repair_calls: int | None = None,
 ) -> Filled:
     """Fill every masked position of ``canvas``; the result satisfies all its constraints.
 
@@ -128,7 +153,10 @@ def fill_canvas(
     2. Spans that break a ``CanvasConstraint`` (possible only when several of their
        positions were committed in the same step, or a mask was left) are re-masked and
        refilled with the LLaDA schedule at one token per step: each commit then sees all
-       earlier ones, so the gap automata never let a span break again.
+       earlier ones, so the gap automata never let a span break again. That refill makes
+       as many model calls as the most re-masked positions of a row; where that is more
+       than ``max_repair_calls`` (None: no limit), no refill is made and step 3 completes
+       every broken span without the model.
     3. As a last resort (never reached with the built-in policies) a ``GapConstraint`` span
        is completed left to right from its automaton, keeping allowed sampled tokens.
     """
@@ -143,11 +171,13 @@ def fill_canvas(
     tokens, nfe, steps = res.tokens, res.nfe, res.steps
     broken = _broken(canvas, tokens)
     repaired = len(broken)
+    n1 = 0
     if broken:
-        tokens, n1, s1 = _refill(
-            model, canvas, tokens, broken, config, eos_id, generator, step_callback
-        )
-        nfe, steps = nfe + n1, steps + s1
+        if max_repair_calls is None or _refill_calls(canvas, broken) <= max_repair_calls:
+            tokens, n1, s1 = _refill(
+                model, canvas, tokens, broken, config, eos_id, generator, step_callback
+            )
+            nfe, steps = nfe + n1, steps + s1
         for proc in canvas.constraints:
             if isinstance(proc, GapConstraint):
                 for r, s, e in proc.violations(tokens):
@@ -156,10 +186,12 @@ def fill_canvas(
                     if done is None:  # pragma: no cover - plan_template checked feasibility
                         raise UserError(f"{proc.name}: no token sequence satisfies its constraint")
                     tokens[r, s:e] = torch.tensor(done, dtype=torch.long, device=tokens.device)
-        # Only a custom CanvasConstraint can get here.
-        if canvas.violations(tokens):  # pragma: no cover
+        # Only a custom CanvasConstraint, or a mask left outside every constrained span with
+        # no model calls left to refill it, can get here.
+        left = (tokens == canvas.mask_id) & ~canvas.locked.to(tokens.device)
+        if canvas.violations(tokens) or bool(left.any()):  # pragma: no cover
             raise UserError("the canvas constraints could not be satisfied")
-    return Filled(tokens=tokens, nfe=nfe, steps=steps, repaired=repaired)
+    return Filled(tokens=tokens, nfe=nfe, steps=steps, repaired=repaired, repair_nfe=n1)
 
 
 def _broken(canvas: Canvas, tokens: Tensor) -> list[tuple[int, int, int]]:
@@ -170,6 +202,20 @@ def _broken(canvas: Canvas, tokens: Tensor) -> list[tuple[int, int, int]]:
         if not any(r == sr and s <= c < e for sr, s, e in spans):
             spans.add((r, c, c + 1))
     return sorted(spans)
+
+
+def _reopened(canvas: Canvas, broken: list[tuple[int, int, int]], device: torch.device) -> Tensor:
+    """(B, L) the positions ``_refill`` masks again: the broken spans less the locked ones."""
+    open_ = torch.zeros_like(canvas.locked, device=device)
+    for r, s, e in broken:
+        open_[r, s:e] = True
+    return open_ & ~canvas.locked.to(device)
+
+
+def _refill_calls(canvas: Canvas, broken: list[tuple[int, int, int]]) -> int:
+    """The most model calls ``_refill`` makes for ``broken``: one step per re-masked position
+    of the row with the most (``_one_per_step``)."""
+    return max(1, int(_reopened(canvas, broken, canvas.locked.device).sum(dim=1).max()))
 
 
 def _refill(
@@ -183,10 +229,7 @@ def _refill(
     step_callback: StepCallback | None,
 ) -> tuple[Tensor, int, int]:
     tokens = tokens.clone()
-    open_ = torch.zeros_like(canvas.locked, device=tokens.device)
-    for r, s, e in broken:
-        open_[r, s:e] = True
-    open_ &= ~canvas.locked.to(tokens.device)
+    open_ = _reopened(canvas, broken, tokens.device)
     tokens[open_] = canvas.mask_id
     cols = open_.any(dim=0).nonzero().flatten()
     region = (int(cols.min()), int(cols.max()) + 1)
@@ -260,7 +303,8 @@ class InfillResult:
     candidates: list[Candidate] = field(default_factory=list)
     """Every length combination scored (empty when all gaps have a fixed length)."""
     repaired: int = 0
-    """Gaps refilled because a first pass broke their constraint."""
+    """Gaps refilled because a first pass broke their constraint (by the model, or from their
+    automaton where ``max_search_calls`` left no calls for it)."""
     length_mode: str | None = None
     """``elbo`` or ``empty``: how the variable-length gaps got their length (None: none had to)."""
 
@@ -276,46 +320,59 @@ class InfillResult:
 
 def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Spans, r: int,
             tokenizer: Any, empty_id: int | None = None) -> tuple[str, list[FilledGap], list[int]]:
-    """Text, gaps and token ids of row ``r``: ``[EMPTY]`` fillers dropped, taken spaces put back,
-    the virtual space of a gap that starts the text dropped (its tokens encoded again)."""
+    """Text, gaps and token ids of row ``r``: ``[EMPTY]`` fillers dropped, taken spaces put back
+    (an empty fill's only where the text would glue two words: ``"In the [MASK:0-2]
+    beginning"`` left empty is ``"In the beginning"``, as the model read it, not two spaces;
+    ``"[MASK:0-2] In the"``, ``"In the"``), the virtual space of a gap that starts the text
+    dropped (its tokens encoded again)."""
     vocab = vocab_of(tokenizer)
-    parts: list[str] = []
-    gaps: list[FilledGap] = []
-    tokens: list[int] = []
-    pos = 0
-    space_ids: list[int] | None = None
+    space_ids = list(tokenizer.encode(" "))
+    # (text, ids, gap index or None); a None text: the space an empty fill took, decided below
+    pieces: list[tuple[str | None, list[int], int | None]] = []
     for kind, v in layout:
         if kind == "context":  # seen by the model, not part of the output
             continue
         if kind == "text":
-            parts.append(v[1])
-            tokens.extend(v[0])
-            pos += len(v[1])
+            pieces.append((v[1], list(v[0]), None))
             continue
         k, _ = v
         s, e = spans.holes[r][k]
         ids = [t for t in row[s:e] if t != empty_id]
         text = vocab.decode(ids)
         hole = plan.holes[k]
-        if hole.space:  # the space before the gap: the fill's own, or put back
+        if hole.space:  # the space before the gap: the fill's own (in its ids), or put back
             if hole.space_is_taken(text):
                 text = text[1:]
+                pieces.append((" ", [], None))
             else:
-                space_ids = list(tokenizer.encode(" ")) if space_ids is None else space_ids
-                tokens.extend(space_ids)
-            parts.append(" ")
-            pos += 1
+                pieces.append((" " if text else None, space_ids, None))
         elif hole.lead and hole.space_is_taken(text):  # a virtual space at the start: dropped
             text = text[1:]
             ids = list(tokenizer.encode(text)) if text else []
+        pieces.append((text, ids, k))
+    lead = next((i for i, (t, _, _) in enumerate(pieces) if t), None)
+    if lead is not None and pieces[lead][2] is None and lead > 0 and pieces[lead][0][:1] == " ":
+        # every gap before the first text left empty (``[MASK:0-2] In the``): that text's
+        # space is the gap's, as a gap's taken space is; the text does not start with it
+        text = pieces[lead][0][1:]
+        pieces[lead] = (text, list(tokenizer.encode(text)) if text else [], None)
+    parts: list[str] = []
+    gaps: list[FilledGap] = []
+    tokens: list[int] = []
+    pos = 0
+    last = ""  # the last character so far
+    for i, (text, ids, k) in enumerate(pieces):
+        if text is None:  # an empty fill's space: kept between two words only
+            after = next((t for t, _, _ in pieces[i + 1 :] if t), "")
+            glue = last != "" and not last.isspace() and after != "" and not after[0].isspace()
+            text, ids = (" ", ids) if glue else ("", [])
+        if k is not None:
+            gaps.append(FilledGap(name=plan.holes[k].label, text=text, tokens=ids, start=pos,
+                                  end=pos + len(text)))
         tokens.extend(ids)
-        gaps.append(
-            FilledGap(
-                name=plan.holes[k].label, text=text, tokens=ids, start=pos, end=pos + len(text)
-            )
-        )
         parts.append(text)
         pos += len(text)
+        last = text[-1:] or last
     return "".join(parts), gaps, tokens
 
 
@@ -352,11 +409,17 @@ def fill_plan(
 ) -> InfillResult:
     """Fill a planned template; variable-length gaps get their length by ``options.length_mode``.
     A search that would make more than ``options.max_search_calls`` model calls
-    (``search_calls``) is a ``UserError`` naming the template (``name``) before any model work.
+    (``search_calls``) is a ``SearchLimitError`` naming the template (``name``) before any
+    model work. Within the limit, a refill of spans that broke a constraint (``fill_canvas``)
+    is made only if its calls fit what the search has not spent or planned; otherwise those
+    spans are completed from their automata without the model, so the search never makes more
+    than ``max_search_calls`` calls in all.
     """
     mode, empty_id = _length_mode(model, plan, options)
-    if mode == "elbo" and options.max_search_calls:
-        _check_search(plan, config, options, tokenizer, name)
+    limit = options.max_search_calls if mode == "elbo" and _choices(plan)[1] > 1 else 0
+    spare: int | None = None  # model calls a refill may make (None: no limit)
+    if limit:
+        spare = limit - _check_search(plan, config, options, tokenizer, name)
     if mode == "empty":
         plan = _empty_plan(plan, tokenizer, empty_id)  # type: ignore[arg-type]
     automata = [h.automaton for h in plan.holes]
@@ -373,16 +436,19 @@ def fill_plan(
         combos: list[tuple[int, ...]],
         fill: list[list[list[int] | None]] | None = None,
     ) -> tuple[list[list[int]], Spans, list[list[tuple[str, Any]]]]:
-        nonlocal nfe, repaired
+        nonlocal nfe, repaired, spare
         layouts = [plan.layout(c) for c in combos]
         canvas, spans = layouts_canvas(layouts, automata, labels, fill=fill, **ids)
         filled = fill_canvas(
-            model, canvas, config, eos_id=eos_id, generator=generator, step_callback=on_step
+            model, canvas, config, eos_id=eos_id, generator=generator, step_callback=on_step,
+            max_repair_calls=spare,
         )
         if step_callback is not None and hasattr(step_callback, "close"):
             step_callback.close(clear=True)
         nfe += filled.nfe
         repaired += filled.repaired
+        if spare is not None:
+            spare -= filled.repair_nfe
         return filled.tokens.tolist(), spans, layouts
 
     def score(rows: list[list[int]], spans: Spans) -> list[tuple[float, float, float]]:
@@ -447,9 +513,13 @@ def fill_plan(
         best = choose(combos, rows, spans, layouts)
     else:  # one variable gap at a time: see _coordinate_search
         def afford(combos: list[tuple[int, ...]], k: int) -> bool:
-            limit = options.max_search_calls
-            return not limit or nfe + _run_calls(plan, config, options, combos, k,
-                                                 **ids) <= limit  # fmt: skip
+            """Whether a later run fits the limit; its refills may then spend what it leaves."""
+            nonlocal spare
+            if not limit:
+                return True
+            left = limit - nfe - _run_calls(plan, config, options, combos, k, **ids)
+            spare = max(left, 0)
+            return left >= 0
 
         rows, spans, layouts, best = _coordinate_search(choices, nothing, run, choose, afford)
     text, gaps, tokens = _render(plan, layouts[best], rows[best], spans, best, tokenizer, empty_id)
@@ -465,17 +535,14 @@ def fill_plan(
 
 
 def _check_search(plan: Plan, config: SampleConfig, options: InfillOptions, tokenizer: Any,
-                  name: str) -> None:
+                  name: str) -> int:
+    """``search_calls`` of ``plan``, or a ``SearchLimitError`` where that is over the limit."""
     need = search_calls(plan, config, options, mask_id=tokenizer.mask_id,
                         pad_id=tokenizer.pad_id)
     if need > options.max_search_calls:
         variable = sum(len(h.candidates) > 1 for h in plan.holes)
-        raise UserError(
-            f"{name}: choosing the lengths of its {variable} variable-length gap"
-            f"{'s' * (variable != 1)} needs up to {need} model calls, over the limit of "
-            f"{options.max_search_calls} (max_search_calls); give narrower length ranges or "
-            f"fewer candidates (max_candidates){SEARCH_LIMIT_HINT}"
-        )
+        raise SearchLimitError(name, variable, need, options.max_search_calls)
+    return need
 
 
 def _template_name(template: str | Sequence[str | Gap]) -> str:
@@ -536,9 +603,10 @@ def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, ma
     model work: every combination in one run (at most ``max_joint``), or the first sweep of
     the coordinate search (``_coordinate_search``; a run after the first at its largest, the
     other gaps at their longest candidate). Further sweeps run only while they fit
-    ``options.max_search_calls``. Refills of spans that broke a constraint are not counted
-    (``fill_canvas``: only when several tokens of a constrained span were committed in one
-    step). 0 when no gap has a choice of length."""
+    ``options.max_search_calls``. Refills of spans that broke a constraint (``fill_canvas``:
+    only when several tokens of a constrained span were committed in one step) are not
+    planned: ``fill_plan`` makes one only while it fits the limit with these calls. 0 when no
+    gap has a choice of length."""
     choices, n_combos, nothing = _choices(plan)
     if n_combos == 1:
         return 0

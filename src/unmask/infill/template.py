@@ -404,6 +404,8 @@ def gap_automaton(
     choices = None if gap.choices is None else tuple(gap.choices)
     shifted = space or lead
     free = (LEAD_TEXT if lead else AFTER_SPACE_TEXT) if shifted and not gap.shapes_text else None
+    if free is not None and gap.min_len == 0:  # [MASK:0-n]: the gap may also stay empty
+        free = f"(?:{free})?"
     key = ("gap", gap.regex, choices, allowed, tuple(gap.banned), shifted and gap.shapes_text,
            free)
 
@@ -719,7 +721,7 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
     mins = [h.candidates[0] for h in plan.holes]
     if fixed + sum(mins) > max_seq_len:
         raise UserError(
-            f"the template needs at least {fixed + sum(mins)} tokens ({fixed} of text), "
+            f"template needs at least {fixed + sum(mins)} tokens ({fixed} of text), "
             f"more than the model's context (max_seq_len {max_seq_len})"
         )
     for k, h in enumerate(plan.holes):

@@ -16,6 +16,7 @@ from typing import Any
 
 from unmask.chat import ChatTemplate
 from unmask.checkpoint import Loaded
+from unmask.config import InfillOptions
 from unmask.errors import UserError
 from unmask.server.batching import Engine
 from unmask.server.metrics import Metrics
@@ -45,6 +46,10 @@ class ServerLimits:
     context)."""
     max_body_bytes: int = 1 << 20
     """Largest request body; beyond that, 413."""
+    max_search_calls: int = InfillOptions.max_search_calls
+    """Most model calls the length search of one ``/v1/infill`` template may make
+    (``InfillOptions.max_search_calls``, whose default this is; 0: no limit); a template
+    that needs more is a 400 before any model work."""
     allow_regex: bool = True
     """Accept ``regex`` in ``/v1/edit`` and ``/v1/infill`` (a pattern runs or compiles on the
     worker: a pathological one can occupy it; turn off for untrusted clients)."""
@@ -58,9 +63,10 @@ class ServerLimits:
             if isinstance(v, bool):
                 continue
             # a timeout of -1 answered every request 504, max_n 0 refused every one
-            if f.name == "batch_wait_s" and not (math.isfinite(v) and v >= 0):
+            at_least_0 = f.name in ("batch_wait_s", "max_search_calls")  # 0: none (search)
+            if at_least_0 and not (math.isfinite(v) and v >= 0):
                 raise UserError(f"server limit {f.name}={v!r} must be at least 0")
-            if f.name != "batch_wait_s" and not (math.isfinite(v) and v > 0):
+            if not at_least_0 and not (math.isfinite(v) and v > 0):
                 raise UserError(f"server limit {f.name}={v!r} must be positive")
 
 

@@ -121,7 +121,7 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/infill")
     async def infill_(req: InfillRequest, request: Request) -> Response:
         from unmask import api
-        from unmask.infill import parse_template
+        from unmask.infill import SearchLimitError, parse_template
         from unmask.infill.options import constrain_gaps
         from unmask.server.routes.guided import guidance
 
@@ -135,7 +135,8 @@ def router(state: ServerState) -> APIRouter:
             raise no_regex("regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
         config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
-        options = InfillOptions(**{k: v for k in INFILL_FIELDS
+        options = InfillOptions(max_search_calls=state.limits.max_search_calls,
+                                **{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
 
         def run(on_step: StepCallback) -> Any:  # worker thread: regexes compile here
@@ -148,10 +149,8 @@ def router(state: ServerState) -> APIRouter:
             try:
                 return api.infill(state.loaded, segments, config=config, options=options,
                                   step_callback=on_step).detail
-            except UserError as e:  # a client cannot raise the search's limit here
-                from unmask.infill.fill import SEARCH_LIMIT_HINT
-
-                raise UserError(str(e).replace(SEARCH_LIMIT_HINT, "")) from None
+            except SearchLimitError as e:  # the operator sets the limit, not the client
+                raise UserError(e.message(raise_hint=False)) from None
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
 
