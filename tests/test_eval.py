@@ -72,6 +72,26 @@ def test_more_batches_score_more_tokens(run, capsys):
     assert n1 == 4 * 32 and n_all > n1
 
 
+def test_evaluate_loss_max_batches_0_is_the_whole_split(run):
+    """``evaluate_loss(max_batches=0)`` reads the whole split, as ``--batches 0`` and a run's
+    ``eval_batches: 0`` do (called directly it scored one batch); a negative count is an
+    error, not one batch either."""
+    from unmask.checkpoint import load
+    from unmask.data import TokenDataset
+    from unmask.evaluate import evaluate_loss
+
+    model, val = load(run).model, TokenDataset(run.parent / "data", "val")
+
+    def tokens(n):
+        return evaluate_loss(model, val, objective="mdlm", seq_len=32, batch_size=4,
+                             max_batches=n).n_tokens
+
+    whole = tokens(None)
+    assert whole > 4 * 32 and tokens(0) == whole and tokens(1) == 4 * 32
+    with pytest.raises(ValueError, match="max_batches must be 0 .* got -1"):
+        tokens(-1)
+
+
 def test_bits_per_byte_count_the_bytes_of_the_windows_scored(tmp_path):
     """bits/byte = nats / ln 2 / the bytes of the windows evaluated (their tokens' text, EOS
     0 bytes), not the whole split's average bytes per token, which differs where the

@@ -93,11 +93,16 @@ def evaluate_loss(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> EvalResult:
-    """Average objective over the first ``max_batches`` batches of sequential windows.
+    """Average objective over the first ``max_batches`` batches of sequential windows
+    (``None`` or 0: every window of the split, as ``unmask eval --batches 0`` and a run's
+    ``eval_batches: 0`` read it; a negative count is a ``ValueError``).
 
     The noise of the diffusion bound comes from a generator seeded with ``seed`` and the
     times are antithetic, so two evaluations of one model give the same number.
     """
+    if max_batches is not None and max_batches < 0:
+        raise ValueError(f"max_batches must be 0 (the whole split) or more, got {max_batches}")
+    max_batches = max_batches or None  # 0 was one batch: the first flush already reached it
     fn = get_objective(objective)
     spec = objective_spec(objective)
     options = ObjectiveOptions(schedule=get_schedule("linear", eps=eps), antithetic=True)
