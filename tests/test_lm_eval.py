@@ -357,6 +357,21 @@ def test_unmask_eval_tasks_writes_lm_eval_results(checkpoint, task_dir, tmp_path
     assert args["pretrained"] == str(checkpoint) and args["mc_samples"] == 4
 
 
+def test_one_mc_sample_reports_no_standard_error(task_dir, tmp_path, capsys):
+    """``--mc-samples 1`` runs (a quick look), and says its standard error needs two or more:
+    one sample has no spread to estimate it from (it printed ``nan nats (max nan)``)."""
+    ckpt = _checkpoint(tmp_path / "m", "bidirectional")
+    argv = ["eval", str(ckpt), "--tasks", "tiny_mc", "--include-path", str(task_dir), "--limit",
+            "2", "--mc-samples", "1", "--no-score", "--no-plot", "--device", "cpu"]
+    assert main(argv) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("lm-eval ")]
+    assert "ELBO of 1 sample, no standard error (it needs --mc-samples 2 or more)" in line
+    assert "nan" not in line
+    assert main([*argv, "--json"]) == 0
+    u = json.loads(capsys.readouterr().out)["lm_eval"]["unmask"]
+    assert (u["mc_samples"], u["mean_stderr"], u["max_stderr"]) == (1, None, None)
+
+
 @pytest.mark.parametrize("bad", ["unknown", "no_tokenizer", "bad_yaml"])
 def test_eval_tasks_bad_input_is_one_line_exit_2(bad, tmp_path, capsys, monkeypatch):
     import functools

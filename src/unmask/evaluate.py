@@ -270,7 +270,8 @@ class LogLikelihood:
     """The estimate: exact for a causal model, else the Monte Carlo estimate of the ELBO (a
     lower bound on the log-likelihood, so comparisons between continuations are of bounds)."""
     stderr: float
-    """Standard error of ``logprob`` over its Monte Carlo samples (0.0 when exact)."""
+    """Standard error of ``logprob`` over its Monte Carlo samples (0.0 when exact; NaN from
+    one sample, whose spread cannot be estimated)."""
     n_samples: int
     """Monte Carlo samples behind the estimate (0 when exact)."""
     is_greedy: bool | None = None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -378,7 +379,8 @@ class UnmaskLM(LM):
 
     def summary(self) -> dict[str, Any]:
         """The Monte Carlo standard errors of the log-likelihoods computed so far, and the
-        seconds spent answering requests."""
+        seconds spent answering requests. ``mean_stderr`` and ``max_stderr`` are None where
+        no estimate has one: ``mc_samples`` 1 gives no spread to estimate it from."""
         est = [e for e in self.estimates if e.n_samples]
         out: dict[str, Any] = {
             "exact": not est,
@@ -386,11 +388,11 @@ class UnmaskLM(LM):
             "model_seconds": self.model_seconds,
         }
         if est:
-            se = [e.stderr for e in est]
+            se = [e.stderr for e in est if math.isfinite(e.stderr)]
             out |= {
                 "mc_samples": self.mc_samples,
-                "mean_stderr": sum(se) / len(se),
-                "max_stderr": max(se),
+                "mean_stderr": sum(se) / len(se) if se else None,
+                "max_stderr": max(se) if se else None,
             }
         return out
 

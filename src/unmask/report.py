@@ -31,6 +31,7 @@ from typing import Any
 
 from unmask.config import TrainConfig, from_dict, load_json
 from unmask.errors import UserError
+from unmask.messages import plural
 
 PLOT_INSTALL = "pip install matplotlib"
 """How to get the loss curve (also the ``plot`` extra of a source checkout)."""
@@ -504,12 +505,14 @@ class RunReport:
         if self.lm_eval is not None:
             m = self.lm_eval
             u = m.get("unmask") or {}
-            how = (
-                "exact log-likelihoods"
-                if u.get("exact", True)
-                else f"ELBO of {u['mc_samples']} samples, mean standard error "
-                f"{u['mean_stderr']:.3f} nats (max {u['max_stderr']:.3f})"
-            )
+            if u.get("exact", True):
+                how = "exact log-likelihoods"
+            elif u.get("mean_stderr") is None:  # one sample: no spread to estimate it from
+                how = (f"ELBO of {plural(u['mc_samples'], 'sample')}, no standard error (it "
+                       "needs --mc-samples 2 or more)")
+            else:
+                how = (f"ELBO of {plural(u['mc_samples'], 'sample')}, mean standard error "
+                       f"{u['mean_stderr']:.3f} nats (max {u['max_stderr']:.3f})")
             per = m.get("seconds_per_item")  # model time only, lm-eval's set-up excluded
             rows.append(
                 (
