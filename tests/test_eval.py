@@ -492,3 +492,30 @@ def test_sft_model_gets_the_mdlm_bound_on_a_corpus(run, capsys, tmp_path):
     assert report["heldout"]["bpb"] == pytest.approx(want.bpb, rel=1e-6)
     rc, out, _ = _eval(capsys, sft, "--no-score", "--no-plot")  # its pairs: a note, not a bound
     assert rc == 0 and "held-out bound: not measured" in out
+
+
+def test_bound_flags_without_a_bound_are_one_line(run, capsys, tmp_path):
+    """--seq-len, --batches and --noise-draws set the held-out bound: where it cannot be
+    measured (a checkpoint with no run and no --data, a run whose dataset has gone) they are
+    refused in one line, before anything is drawn, rather than silently ignored."""
+    bare = _bare(tmp_path / "bare")
+    rc, _, err = _eval(capsys, bare, "--no-score", "--no-plot", "--seq-len", "16")
+    assert rc == 2 and err == (
+        "unmask eval: error: --seq-len applies to the held-out bound, which cannot be "
+        "measured: the checkpoint has no training configuration (give --data DIR)\n")
+    cfg = json.loads((run / "train_config.json").read_text())
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("checkpoint", "metrics.jsonl"):
+        (moved / name).symlink_to(run / name)
+    (moved / "train_config.json").write_text(json.dumps({**cfg, "data": str(tmp_path / "gone")}))
+    for flag in (["--batches", "0"], ["--noise-draws", "2"]):
+        rc, _, err = _eval(capsys, moved, "--no-score", "--plot", tmp_path / "c.png", *flag)
+        assert rc == 2 and err.count("\n") == 1 and f"error: {flag[0]} applies to the held" in err
+        assert f"the run's dataset {tmp_path / 'gone'} is not here (give --data DIR)" in err
+    assert not (tmp_path / "c.png").exists()
+    rc, out, _ = _eval(capsys, moved, "--no-score", "--no-plot")  # not typed: a note, as before
+    assert rc == 0 and "held-out bound: not measured, the run's dataset" in out
+    rc, out, _ = _eval(capsys, bare, "--no-score", "--no-plot", "--json", "--seq-len", "16",
+                       "--data", run.parent / "data", "--batches", "1")
+    assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 16

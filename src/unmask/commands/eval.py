@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--noise-draws",
         type=int,
-        default=1,
+        default=None,
         metavar="K",
         help="average the diffusion bound over K noise draws and print its standard error "
         "(default 1, as training logs it; one draw moves by ~0.02 bits/byte on 32k tokens)",
@@ -167,7 +167,7 @@ def _counts(args: argparse.Namespace) -> None:
         if getattr(args, flag) < 1:
             n = getattr(args, flag)
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
-    if args.noise_draws < 1:
+    if args.noise_draws is not None and args.noise_draws < 1:
         raise UserError(f"--noise-draws must be at least 1, got {args.noise_draws}")
     if args.seq_len is not None and args.seq_len < 1:
         raise UserError(f"--seq-len must be at least 1, got {args.seq_len}")
@@ -210,6 +210,20 @@ def _check_seq_len(config: Any, seq_len: int) -> None:
     if seq_len < 2 and getattr(config, "attention", None) == "causal":
         raise UserError(f"--seq-len must be at least 2 for a causal model (each token is "
                         f"predicted from the ones before it), got {seq_len}")
+
+
+def _no_bound(cfg: Any, data: str | None) -> str | None:
+    """Why the held-out bound of a run with training configuration ``cfg`` (None: a bare
+    checkpoint) cannot be measured on ``data``, its dataset, without ``--data``; None when
+    it can."""
+    if cfg is None:
+        return "the checkpoint has no training configuration (give --data DIR)"
+    if data and Path(data).is_file():
+        return (f"the run trained on {data} (pairs or trajectories, no validation split); "
+                "give --data DIR, a prepared corpus of its tokenizer")
+    if not data or not (Path(data) / "index.json").is_file():
+        return f"the run's dataset {data or '(none)'} is not here (give --data DIR)"
+    return None
 
 
 def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_tokens: int) -> Any:
@@ -295,6 +309,17 @@ def run(args: argparse.Namespace) -> int:
         _check_lm_eval()
     info = find_run(args.run)
     cfg = info.train_config
+    if args.data is not None and not (Path(args.data) / "index.json").is_file():
+        raise UserError(
+            f"--data {args.data}: no prepared dataset here (index.json from 'unmask prepare')"
+        )
+    data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
+    no_bound = None if args.data else _no_bound(cfg, data)
+    bound_flags = [f for f in ("seq_len", "batches", "noise_draws") if getattr(args, f) is not None]
+    if no_bound and bound_flags:  # a flag of the bound, which cannot be measured: not ignored
+        flag = "--" + bound_flags[0].replace("_", "-")
+        raise UserError(f"{flag} applies to the held-out bound, which cannot be measured: "
+                        f"{no_bound}")
     report = RunReport(
         checkpoint=str(info.checkpoint),
         run=str(info.run) if info.run else None,
@@ -309,10 +334,6 @@ def run(args: argparse.Namespace) -> int:
     elif not args.no_plot:
         report.notes.append("loss curve: not drawn, no metrics.jsonl (not a training run)")
 
-    if args.data is not None and not (Path(args.data) / "index.json").is_file():
-        raise UserError(
-            f"--data {args.data}: no prepared dataset here (index.json from 'unmask prepare')"
-        )
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
@@ -331,7 +352,6 @@ def run(args: argparse.Namespace) -> int:
         from unmask.tasks.score import task_config
 
         task = task_config(loaded, items, given)
-    data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
     if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
         prompt_tokens = 0 if _unprompted(loaded) else _prompt_tokens(data, args.prompt_tokens)
         config = _fit_gen_length(loaded, config, given, prompt_tokens)
@@ -350,21 +370,8 @@ def run(args: argparse.Namespace) -> int:
             seq_len=min(TrainConfig().seq_len, model.config.max_seq_len),
         )
         report.objective = cfg.objective
-    if cfg is None:
-        report.notes.append(
-            "held-out bound: not measured, the checkpoint has no training "
-            "configuration (give --data DIR)"
-        )
-    elif data and Path(data).is_file():
-        report.notes.append(
-            f"held-out bound: not measured, the run trained on {data} (pairs or trajectories, "
-            "no validation split); give --data DIR, a prepared corpus of its tokenizer"
-        )
-    elif not data or not (Path(data) / "index.json").is_file():
-        report.notes.append(
-            f"held-out bound: not measured, the run's dataset {data or '(none)'} "
-            "is not here (give --data DIR)"
-        )
+    if no_bound is not None:
+        report.notes.append(f"held-out bound: not measured, {no_bound}")
     else:
         from unmask.data import TokenDataset
         from unmask.tokenizer import reads_ids_of
@@ -380,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, seq_len=seq_len)
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device,
-                                noise_draws=args.noise_draws)
+                                noise_draws=args.noise_draws or 1)
             report.heldout = {**dataclasses.asdict(res), "seq_len": cfg.seq_len}
             if not res.likelihood:  # no bound: no perplexity or bits/byte to report (not NaN)
                 del report.heldout["ppl"], report.heldout["bpb"]
