@@ -533,7 +533,7 @@ def test_noise_draws_average_the_loss_of_a_family_without_a_bound(embed_run, cap
     assert len(set(each)) == 3 and h["noise_draws"] == 3
     assert h["loss"] == pytest.approx(statistics.fmean(each), rel=1e-6)
     assert h["loss_se"] == pytest.approx(statistics.stdev(each) / math.sqrt(3), rel=1e-6)
-    assert "bpb" not in h and h["bpb_se"] is None
+    assert h["bpb"] is None and h["ppl"] is None and h["bpb_se"] is None  # keys of every family
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "± " in out and "over 3 noise draws" in out and "bits/byte" not in out

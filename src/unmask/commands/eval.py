@@ -388,9 +388,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device,
                                 noise_draws=args.noise_draws or 1)
+            # no bound (res.likelihood False): ppl and bpb are NaN, null in --json, where every
+            # family's report has the same keys
             report.heldout = {**dataclasses.asdict(res), "seq_len": cfg.seq_len}
-            if not res.likelihood:  # no bound: no perplexity or bits/byte to report (not NaN)
-                del report.heldout["ppl"], report.heldout["bpb"]
         except UserError as e:
             report.notes.append(f"held-out bound: not measured, {e}")
 
