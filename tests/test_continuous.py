@@ -563,6 +563,22 @@ def test_eval_samples_a_latent_model_unconditionally(corpus, ae_run, tmp_path, c
     assert any("unconditional" in n for n in report["notes"])
 
 
+def test_eval_of_an_autoencoder_reports_its_loss_and_a_note(ae_run, capsys, monkeypatch):
+    """``unmask eval`` of stage 1 (``latent-ae``, which samples no text): its held-out loss and
+    a note that the generative perplexity is not measured, exit 0 (the whole report was one
+    error line, after the bound and the scorer had run); the reference scorer is not loaded."""
+    from unmask.cli import main
+    from unmask.scoring import ReferenceScorer
+
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", None)  # reached: a TypeError
+    argv = ["eval", str(ae_run), "--device", "cpu", "--batches", "1", "--no-plot", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["heldout"]["loss"] > 0 and report["sample_quality"] is None
+    assert ("generative perplexity: not measured, this checkpoint is stage 1 of latent "
+            "diffusion (an autoencoder)") in report["notes"][0]
+
+
 class _PosteriorOracle(torch.nn.Module):
     """The exact denoiser of a data distribution that writes token 5 or 6 (probabilities
     ``pi``) at every position independently: logits = log p(x0 | x_t) under the sqrt schedule,

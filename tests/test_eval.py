@@ -519,3 +519,43 @@ def test_bound_flags_without_a_bound_are_one_line(run, capsys, tmp_path):
     rc, out, _ = _eval(capsys, bare, "--no-score", "--no-plot", "--json", "--seq-len", "16",
                        "--data", run.parent / "data", "--batches", "1")
     assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 16
+
+
+def test_sampling_flags_the_decoder_refuses_fail_before_the_bound(run, capsys, monkeypatch):
+    """A sampling flag the checkpoint's decoder refuses (``--top-k`` on a diffusion model) is
+    one line before the held-out bound and the scorer run: it came after both."""
+    import unmask.report
+
+    monkeypatch.setattr(unmask.report, "heldout_bound", lambda *a, **k: pytest.fail("ran"))
+    rc, _, err = _eval(capsys, run, "--no-plot", "--top-k", "3")
+    assert rc == 2 and err.count("\n") == 1 and "error: --top-k and top_p apply to" in err
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--no-score", "--samples", "3"],
+     "--samples applies to the generative perplexity, which --no-score skips"),
+    (["--no-score", "--prompt-tokens", "3", "--gaps", "g.jsonl"],
+     "--prompt-tokens applies to the generative perplexity, which --no-score skips"),
+    (["--no-score", "--steps", "3"], "--steps sets how text is sampled: for the generative "
+     "perplexity (which --no-score skips), --task-file, --gaps or --tasks"),
+    (["--plot", "c.png", "--no-plot"], "--plot FILE and --no-plot: give one of them"),
+    (["--batch-size", "4"], "--batch-size applies to lm-eval tasks: give --tasks"),
+])
+def test_flags_that_would_go_unused_are_one_line(flags, said, run, capsys, monkeypatch):
+    """A flag of a part that will not run (sampling flags with --no-score, the lm-eval batch
+    size without --tasks, --plot with --no-plot) is refused before anything loads: they were
+    silently ignored."""
+    import unmask.checkpoint
+
+    monkeypatch.setattr(unmask.checkpoint, "load", lambda *a, **k: pytest.fail("loaded"))
+    rc, _, err = _eval(capsys, run, *flags)
+    assert rc == 2 and err == f"unmask eval: error: {said}\n"
+
+
+def test_no_score_keeps_the_flags_of_the_other_parts(run, capsys, tmp_path):
+    """--seed is the run's, and with --gaps the sampling flags set how the gaps are filled."""
+    gaps = tmp_path / "gaps.jsonl"
+    gaps.write_text(json.dumps({"prefix": "the lord ", "middle": "said", "suffix": " unto"}) + "\n")
+    rc, out, _ = _eval(capsys, run, "--no-score", "--no-plot", "--seed", "3", "--batches", "1",
+                       "--gaps", gaps, "--steps", "2", "--json")
+    assert rc == 0 and json.loads(out)["infill"]["n"] == 1

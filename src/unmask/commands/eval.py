@@ -70,14 +70,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples",
         type=int,
-        default=8,
+        default=None,
         metavar="N",
         help="continuations sampled for the generative perplexity (default: 8)",
     )
     p.add_argument(
         "--prompt-tokens",
         type=int,
-        default=8,
+        default=None,
         metavar="N",
         help="held-out tokens each sample continues (default: 8)",
     )
@@ -132,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--batch-size",
         type=int,
-        default=16,
+        default=None,
         metavar="N",
         help="rows per forward pass (default: 16)",
     )
@@ -162,10 +162,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+SAMPLES, PROMPT_TOKENS = 8, 8
+"""``--samples`` and ``--prompt-tokens`` when not given."""
+
+
 def _counts(args: argparse.Namespace) -> None:
+    """Refuse flag values that cannot work and flags that would go unused, before anything
+    loads; then fill in the defaults of ``--samples`` and ``--prompt-tokens``."""
     for flag in ("samples", "prompt_tokens"):
-        if getattr(args, flag) < 1:
-            n = getattr(args, flag)
+        n = getattr(args, flag)
+        if n is not None and n < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
     if args.noise_draws is not None and args.noise_draws < 1:
         raise UserError(f"--noise-draws must be at least 1, got {args.noise_draws}")
@@ -186,12 +192,30 @@ def _counts(args: argparse.Namespace) -> None:
         raise UserError(f"--num-fewshot must be 0 or more, got {args.num_fewshot}")
     if args.tasks is not None and not _task_names(args.tasks):
         raise UserError(f"--tasks {args.tasks!r} names no task; give a comma-separated list")
-    lm_flags = ("num_fewshot", "limit", "include_path", "output_path", "mc_samples")
+    lm_flags = ("num_fewshot", "limit", "include_path", "output_path", "mc_samples",
+                "batch_size")
     stray = [f for f in lm_flags if getattr(args, f) is not None] + [
         f for f in ("log_samples", "no_greedy_check") if getattr(args, f)
     ]
     if stray and not args.tasks:
         raise UserError(f"--{stray[0].replace('_', '-')} applies to lm-eval tasks: give --tasks")
+    if args.plot is not None and args.no_plot:
+        raise UserError("--plot FILE and --no-plot: give one of them")
+    if args.no_score:  # flags of the samples that will not be drawn are not ignored
+        from unmask.config import SampleConfig
+
+        unused = [f for f in ("samples", "prompt_tokens") if getattr(args, f) is not None]
+        if not (args.task_file or args.gaps or args.tasks):
+            unused += [f for f in given_fields(SampleConfig, args) if f != "seed"]
+        if unused:
+            flag = "--" + unused[0].replace("_", "-")
+            if unused[0] in ("samples", "prompt_tokens"):
+                raise UserError(f"{flag} applies to the generative perplexity, which --no-score "
+                                "skips")
+            raise UserError(f"{flag} sets how text is sampled: for the generative perplexity "
+                            "(which --no-score skips), --task-file, --gaps or --tasks")
+    args.samples = SAMPLES if args.samples is None else args.samples
+    args.prompt_tokens = PROMPT_TOKENS if args.prompt_tokens is None else args.prompt_tokens
 
 
 def _check_seq_len(config: Any, seq_len: int) -> None:
@@ -291,7 +315,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     _counts(args)
-    if args.plot is not None and not args.no_plot:
+    if args.plot is not None:
         plot = Path(args.plot)
         if plot.suffix.lower() != ".png":
             raise UserError(f"--plot {args.plot}: the loss curve is a PNG; give a FILE.png")
@@ -352,7 +376,15 @@ def run(args: argparse.Namespace) -> int:
         from unmask.tasks.score import task_config
 
         task = task_config(loaded, items, given)
-    if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
+    score = not args.no_score
+    if score and (cannot := _cannot_sample(loaded)) is not None:  # the rest still prints
+        report.notes.append(f"generative perplexity: not measured, {cannot}")
+        score = False
+    if score:  # before the slow parts: sampling flags the decoder refuses fail now
+        if getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
+            raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
+                            "autoregressive (causal)")
+        api.choose(loaded, config)
         prompt_tokens = 0 if _unprompted(loaded) else _prompt_tokens(data, args.prompt_tokens)
         config = _fit_gen_length(loaded, config, given, prompt_tokens)
     trained = getattr(model.config, "objective", None)
@@ -394,13 +426,7 @@ def run(args: argparse.Namespace) -> int:
         except UserError as e:
             report.notes.append(f"held-out bound: not measured, {e}")
 
-    if args.no_score:
-        pass
-    elif getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
-        raise UserError(
-            "--cfg-scale applies to diffusion models; this checkpoint is autoregressive (causal)"
-        )
-    else:
+    if score:
         _score(report, loaded, config, data, args, device)
 
     if items is not None:
@@ -465,7 +491,7 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
     lm = UnmaskLM(
         args.run,
         loaded=loaded,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 16,
         seed=args.seed,
         greedy_check=not args.no_greedy_check,
         **extra,
@@ -544,6 +570,18 @@ def _score(
             "no_repeat_ngram_size": config.no_repeat_ngram_size,
         },
     }
+
+
+def _cannot_sample(loaded: Any) -> str | None:
+    """Why the checkpoint samples no text with any options (stage 1 of latent diffusion, an
+    autoencoder), or None: the decoder its own recommendation chooses refuses it."""
+    from unmask.api import choose, sample_config
+
+    try:
+        choose(loaded, sample_config(loaded, {}))
+    except UserError as e:
+        return str(e)
+    return None
 
 
 def _unprompted(loaded: Any) -> bool:
