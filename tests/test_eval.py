@@ -313,6 +313,21 @@ def test_eval_report_lines_align():
     assert Path(r.as_dict()["run"]) == Path("runs/x")
 
 
+def test_report_lines_of_a_family_without_a_bound_and_of_one_sample():
+    """The held-out line of a loss that is no bound names its windows too, as the bound's
+    does; one sample is "1 sample" (it said "1 samples")."""
+    from unmask.report import RunReport
+
+    r = RunReport(checkpoint="c", run=None, step=None, objective=None,
+                  heldout={"loss": 1.0, "ppl": math.nan, "bpb": math.nan, "n_tokens": 64,
+                           "likelihood": False, "seq_len": 32},
+                  sample_quality={"gen_ppl": 5.0, "scorer": "u", "entropy": 0.0, "samples": 1,
+                                  "gen_length": 8})
+    lines = r.lines()
+    assert lines[1].endswith("not a likelihood bound), 64 tokens, windows of 32")
+    assert lines[2].endswith("(1 sample of 8 tokens)")
+
+
 def test_gaps_exact_match_in_the_report_equals_the_api(run, capsys, tmp_path):
     """``--gaps``: the printed line and the JSON hold what ``infill_exact_match`` computes."""
     from unmask.checkpoint import load

@@ -303,6 +303,10 @@ def test_lm_eval_model_agrees_with_the_library(checkpoint):
         ).logprob
     assert logprob == pytest.approx(want, abs=1e-5)
     assert lm.summary()["exact"] is lm.causal and lm.summary()["model_seconds"] > 0
+    # one schema for every model (--json): what a causal model has not is None
+    assert set(lm.summary()) == {"exact", "requests", "model_seconds", "mc_samples",
+                                 "mean_stderr", "max_stderr"}
+    assert (lm.summary()["mc_samples"] is None) is lm.causal
 
     gen = Instance("generate_until", {}, ("abc", {"until": ["zz"], "max_gen_toks": 6}), 0)
     (text,) = lm.generate_until([gen])

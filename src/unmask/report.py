@@ -446,6 +446,7 @@ class RunReport:
                 )
             )
         h = self.heldout
+        seq = f", windows of {h['seq_len']}" if h and h.get("seq_len") else ""
         if h is not None and not h.get("likelihood", True):
             spread = (f" ± {h['loss_se']:.4f} (standard error over {h['noise_draws']} noise "
                       "draws)" if h.get("loss_se") is not None else "")
@@ -453,13 +454,12 @@ class RunReport:
                 (
                     "held-out",
                     f"loss {h['loss']:.4f}{spread} nats/token (the objective's training loss, "
-                    f"not a likelihood bound), {h['n_tokens']:,} tokens",
+                    f"not a likelihood bound), {h['n_tokens']:,} tokens{seq}",
                 )
             )
         elif h is not None:
             spread = (f" ± {h['bpb_se']:.4f} (standard error over {h['noise_draws']} noise "
                       "draws)" if h.get("bpb_se") is not None else "")
-            seq = f", windows of {h['seq_len']}" if h.get("seq_len") else ""
             what, le = ("NLL", "") if h.get("exact") else ("bound", "<= ")
             rows.append(
                 (
@@ -475,7 +475,7 @@ class RunReport:
                 (
                     "gen ppl",
                     f"{q['gen_ppl']:.2f} under {q['scorer']}, unigram entropy "
-                    f"{q['entropy']:.3f} nats ({q['samples']} samples of "
+                    f"{q['entropy']:.3f} nats ({plural(q['samples'], 'sample')} of "
                     f"{q['gen_length']} tokens)",
                 )
             )
