@@ -561,6 +561,15 @@ def test_eval_samples_a_latent_model_unconditionally(corpus, ae_run, tmp_path, c
     assert q["samples"] == 2 and q["gen_length"] == 16  # the autoencoder's window
     assert q["gen_ppl"] == pytest.approx(V, rel=1e-5)
     assert any("unconditional" in n for n in report["notes"])
+    # task items are decoded after their prompts, which a latent model cannot take: one line
+    # before the bound and the samples (it was generate's "give an empty prompt", after both)
+    from unmask.tasks import write_task
+
+    write_task("reversal", tmp_path / "task", n_train=1, n_eval=1, seed=0)
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", None)  # reached: a TypeError
+    assert main([*argv, "--task-file", str(tmp_path / "task")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "eval --task-file decodes each item's answer after" in err
 
 
 def test_eval_of_an_autoencoder_reports_its_loss_and_a_note(ae_run, capsys, monkeypatch):

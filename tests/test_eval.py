@@ -574,3 +574,20 @@ def test_no_score_keeps_the_flags_of_the_other_parts(run, capsys, tmp_path):
     rc, out, _ = _eval(capsys, run, "--no-score", "--no-plot", "--seed", "3", "--batches", "1",
                        "--gaps", gaps, "--steps", "2", "--json")
     assert rc == 0 and json.loads(out)["infill"]["n"] == 1
+
+
+def test_gaps_a_model_cannot_fill_fail_before_the_bound(run, capsys, tmp_path, monkeypatch):
+    """--gaps with a causal model trained without FIM sentinels, or a gap set that does not
+    parse, is one line before the held-out bound runs (it came after the whole report)."""
+    import unmask.report
+
+    gaps = tmp_path / "gaps.jsonl"
+    gaps.write_text(json.dumps({"prefix": "the lord ", "middle": "said", "suffix": " unto"}) + "\n")
+    monkeypatch.setattr(unmask.report, "heldout_bound", lambda *a, **k: pytest.fail("ran"))
+    ar = _bare(tmp_path / "ar", attention="causal")
+    rc, _, err = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+                       "--gaps", gaps)
+    assert rc == 2 and err.count("\n") == 1 and "not trained for fill-in-the-middle" in err
+    gaps.write_text(json.dumps({"prefix": "the lord "}) + "\n")
+    rc, _, err = _eval(capsys, run, "--no-score", "--no-plot", "--gaps", gaps)
+    assert rc == 2 and err.count("\n") == 1 and "missing field 'middle'" in err

@@ -361,8 +361,16 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
-    if args.gaps is not None:  # gap sets are filled by the commit loop: refused now, not later
-        api.refuse_continuous(loaded, "eval --gaps")
+    gaps = None
+    if args.gaps is not None:  # what cannot fill the gaps fails now, not after the rest
+        from unmask.gapset import read_gap_set, refuse_unfillable
+
+        api.refuse_continuous(loaded, "eval --gaps")  # gap sets are filled by the commit loop
+        refuse_unfillable(model.config)
+        gaps = read_gap_set(args.gaps, loaded.tokenizer)
+    if items is not None and _unprompted(loaded):
+        raise UserError("eval --task-file decodes each item's answer after its prompt; a "
+                        "latent-diffusion model takes no prompt (it samples whole windows)")
     if args.tasks:  # a model no lm-eval task can run on: refused now, not after the rest
         from unmask.lm_eval import refuse_unprompted
 
@@ -433,8 +441,8 @@ def run(args: argparse.Namespace) -> int:
         from unmask.tasks.score import score_items
 
         report.tasks = dataclasses.asdict(score_items(loaded, items, given=given, config=task))
-    if args.gaps is not None:
-        report.infill = _infill(loaded, args.gaps, given)
+    if gaps is not None:
+        report.infill = _infill(loaded, args.gaps, gaps, given)
     if args.tasks:
         report.lm_eval = _lm_eval(loaded, args, given)
 
@@ -445,13 +453,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _infill(loaded: Any, path: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Infill exact match on the gap set ``path`` (``unmask.gapset.infill_exact_match``): one
-    token per step unless sampling flags were given, then those."""
+def _infill(loaded: Any, path: str, samples: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """Infill exact match on ``samples``, the gap set read from ``path``
+    (``unmask.gapset.infill_exact_match``): one token per step unless sampling flags were
+    given, then those."""
     from unmask.config import SampleConfig
-    from unmask.gapset import infill_exact_match, read_gap_set
+    from unmask.gapset import infill_exact_match
 
-    samples = read_gap_set(path, loaded.tokenizer)
     config = SampleConfig(**given) if set(given) - {"seed"} else None
     score = infill_exact_match(loaded.model, loaded.tokenizer, samples, config=config)
     return {"gaps": path, **dataclasses.asdict(score)}
