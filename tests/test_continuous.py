@@ -588,6 +588,28 @@ def test_eval_of_an_autoencoder_reports_its_loss_and_a_note(ae_run, capsys, monk
             "diffusion (an autoencoder)") in report["notes"][0]
 
 
+def test_eval_of_a_bare_latent_checkpoint_uses_its_window(ae_run, corpus, capsys, tmp_path):
+    """A latent checkpoint without its run, given --data: the bound's windows are the ones its
+    autoencoder compresses (it took the model's context, and the slots after it overflowed
+    into a ValueError traceback); another --seq-len is one line."""
+    import shutil
+
+    from unmask.cli import main
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy(ae_run / "checkpoint" / name, bare / name)
+    argv = ["eval", str(bare), "--data", str(corpus), "--device", "cpu", "--batches", "1",
+            "--no-score", "--no-plot"]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["heldout"]["seq_len"] == 16
+    assert main([*argv, "--seq-len", "8"]) == 2
+    assert capsys.readouterr().err == (
+        "unmask eval: error: --seq-len 8: this latent model's autoencoder compresses windows "
+        "of 16 tokens; give 16 or leave --seq-len out\n")
+
+
 class _PosteriorOracle(torch.nn.Module):
     """The exact denoiser of a data distribution that writes token 5 or 6 (probabilities
     ``pi``) at every position independently: logits = log p(x0 | x_t) under the sqrt schedule,

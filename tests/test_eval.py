@@ -591,3 +591,15 @@ def test_gaps_a_model_cannot_fill_fail_before_the_bound(run, capsys, tmp_path, m
     gaps.write_text(json.dumps({"prefix": "the lord "}) + "\n")
     rc, _, err = _eval(capsys, run, "--no-score", "--no-plot", "--gaps", gaps)
     assert rc == 2 and err.count("\n") == 1 and "missing field 'middle'" in err
+
+
+def test_hybrid_seq_len_shorter_than_its_rows_is_one_line(run, capsys, tmp_path):
+    """A hybrid model's rows hold its draft block + 2 tokens or more: a shorter --seq-len is
+    the user's flag, one line and exit 2 (it was a note and exit 0)."""
+    hy = _bare(tmp_path / "hy", attention="causal", objective="hybrid", draft_block=4)
+    args = ("--no-score", "--no-plot", "--data", run.parent / "data", "--batches", "1")
+    rc, _, err = _eval(capsys, hy, *args, "--seq-len", "5")
+    assert rc == 2 and err == ("unmask eval: error: --seq-len 5 is shorter than this hybrid "
+                               "model's rows: its draft block (4) + 2 = 6 tokens or more\n")
+    rc, out, _ = _eval(capsys, hy, *args, "--seq-len", "6", "--json")
+    assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 6

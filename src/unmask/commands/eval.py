@@ -221,7 +221,16 @@ def _counts(args: argparse.Namespace) -> None:
 def _check_seq_len(config: Any, seq_len: int) -> None:
     """Refuse a ``--seq-len`` the model cannot be measured with: longer than its context, one
     token for a causal model (no next token to predict), not whole blocks of a block-causal
-    (bd3lm) model."""
+    (bd3lm) model, shorter than a hybrid model's rows (its draft block + 2), other than the
+    window a latent model's autoencoder compresses."""
+    window = getattr(config, "latent_window", None)
+    if window is not None and seq_len != window:  # its layout adds slots: a longer one crashed
+        raise UserError(f"--seq-len {seq_len}: this latent model's autoencoder compresses "
+                        f"windows of {window} tokens; give {window} or leave --seq-len out")
+    draft = getattr(config, "draft_block", None)
+    if getattr(config, "objective", None) == "hybrid" and draft and seq_len < draft + 2:
+        raise UserError(f"--seq-len {seq_len} is shorter than this hybrid model's rows: its "
+                        f"draft block ({draft}) + 2 = {draft + 2} tokens or more")
     if seq_len > config.max_seq_len:
         raise UserError(f"--seq-len {seq_len} is longer than the model's context "
                         f"({config.max_seq_len})")
@@ -404,10 +413,12 @@ def run(args: argparse.Namespace) -> int:
         # an imported checkpoint: evaluate by the objective it records (sedd, bd3lm, ...),
         # else as its attention says
         causal = getattr(model.config, "attention", None) == "causal"
+        # a latent model's windows are its autoencoder's: its layout adds slots after them
+        window = getattr(model.config, "latent_window", None)
         cfg = TrainConfig(
             data=args.data,
             objective=trained or ("ar" if causal else "mdlm"),
-            seq_len=min(TrainConfig().seq_len, model.config.max_seq_len),
+            seq_len=window or min(TrainConfig().seq_len, model.config.max_seq_len),
         )
         report.objective = cfg.objective
     if no_bound is not None:
