@@ -90,6 +90,8 @@ def test_evaluate_loss_max_batches_0_is_the_whole_split(run):
     assert whole > 4 * 32 and tokens(0) == whole and tokens(1) == 4 * 32
     with pytest.raises(ValueError, match="max_batches must be 0 .* got -1"):
         tokens(-1)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        evaluate_loss(model, val, objective="mdlm", seq_len=32, batch_size=0, max_batches=1)
 
 
 def test_bits_per_byte_count_the_bytes_of_the_windows_scored(tmp_path):

@@ -102,6 +102,8 @@ def evaluate_loss(
     """
     if max_batches is not None and max_batches < 0:
         raise ValueError(f"max_batches must be 0 (the whole split) or more, got {max_batches}")
+    if batch_size < 1:  # 0 put the whole split in one batch, and max_batches limited nothing
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     max_batches = max_batches or None  # 0 was one batch: the first flush already reached it
     fn = get_objective(objective)
     spec = objective_spec(objective)
