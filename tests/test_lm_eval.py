@@ -76,6 +76,17 @@ def test_elbo_standard_error_shrinks_with_samples():
     assert se[0] / se[2] == pytest.approx(4.0, rel=0.5)  # ~ 1/sqrt(n)
 
 
+def test_batch_size_below_1_is_a_value_error():
+    """A batch of no rows: a ValueError that names it (range() raised "arg 3 must not be
+    zero")."""
+    model = _model()
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        elbo_loglikelihood(model, [1, 2], [3, 4], mask_id=0, n_samples=2, batch_size=0,
+                           generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        ar_loglikelihood(_model("causal"), [([1, 2], [3])], start_id=2, batch_size=0)
+
+
 def test_elbo_same_seed_same_number_and_batching_does_not_matter():
     model = _model()
     args = dict(mask_id=0, n_samples=16)

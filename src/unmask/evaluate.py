@@ -364,6 +364,8 @@ def _stratified_elbo(
     target and a plain forward, ``elbo_loglikelihood`` (``None``): the one estimator."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     L, P = len(target), len(context)
     if L == 0:
         return LogLikelihood(0.0, 0.0, n_samples)
@@ -448,6 +450,8 @@ def ar_loglikelihood(
     document separator, as ``unmask.sampling.ar`` starts an empty prompt). Rows longer than
     ``max_length + 1`` lose the start of their context (as lm-eval's Hugging Face model does);
     rows are right-padded into batches, which a causal model never sees."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = _model_device(model)
     rows: list[tuple[list[int], int]] = []
     for context, target in requests:
