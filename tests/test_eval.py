@@ -605,3 +605,15 @@ def test_hybrid_seq_len_shorter_than_its_rows_is_one_line(run, capsys, tmp_path)
                                "model's rows: its draft block (4) + 2 = 6 tokens or more\n")
     rc, out, _ = _eval(capsys, hy, *args, "--seq-len", "6", "--json")
     assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 6
+
+
+def test_noise_draws_of_an_exact_likelihood_are_said_to_be_one(run, capsys, tmp_path):
+    """A causal model's likelihood is exact: --noise-draws K draws it once, and a note says
+    so (the K was dropped silently)."""
+    ar = _bare(tmp_path / "ar", attention="causal")
+    rc, out, _ = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+                       "--batches", "1", "--noise-draws", "3", "--json")
+    report = json.loads(out)
+    assert rc == 0 and report["heldout"]["noise_draws"] == 1 and report["heldout"]["exact"]
+    assert report["notes"] == ["held-out: the likelihood of a causal model is exact, drawn "
+                               "once (not 3 noise draws)"]

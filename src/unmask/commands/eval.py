@@ -442,6 +442,9 @@ def run(args: argparse.Namespace) -> int:
             # no bound (res.likelihood False): ppl and bpb are NaN, null in --json, where every
             # family's report has the same keys
             report.heldout = {**dataclasses.asdict(res), "seq_len": cfg.seq_len}
+            if res.exact and (args.noise_draws or 1) > 1:  # said, not silently dropped
+                report.notes.append(f"held-out: the likelihood of a causal model is exact, "
+                                    f"drawn once (not {args.noise_draws} noise draws)")
         except UserError as e:
             report.notes.append(f"held-out bound: not measured, {e}")
 
