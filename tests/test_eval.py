@@ -617,3 +617,23 @@ def test_noise_draws_of_an_exact_likelihood_are_said_to_be_one(run, capsys, tmp_
     assert rc == 0 and report["heldout"]["noise_draws"] == 1 and report["heldout"]["exact"]
     assert report["notes"] == ["held-out: the likelihood of a causal model is exact, drawn "
                                "once (not 3 noise draws)"]
+
+
+def test_sampled_with_names_every_option_set(run, capsys, uniform_scorer, tmp_path):
+    """The "sampled with" record names every option set away from its default (top_k, a
+    cfg scale, ...) and the one its commit policy reads: two reports that sampled differently
+    said the same."""
+    ar = _bare(tmp_path / "ar", attention="causal")
+    args = ("--json", "--no-plot", "--data", run.parent / "data", "--samples", "2",
+            "--gen-length", "8", "--batches", "1")
+    rc, out, err = _eval(capsys, ar, *args, "--top-k", "3", "--temperature", "0.5")
+    assert rc == 0, err
+    sampling = json.loads(out)["sample_quality"]["sampling"]
+    assert sampling["top_k"] == 3 and sampling["temperature"] == 0.5
+    assert list(sampling)[-4:] == ["repetition_penalty", "presence_penalty",
+                                   "frequency_penalty", "no_repeat_ngram_size"]
+    rc, out, err = _eval(capsys, run, *args, "--policy", "threshold", "--cfg-scale", "1")
+    assert rc == 0, err
+    sampling = json.loads(out)["sample_quality"]["sampling"]
+    assert (sampling["policy"], sampling["threshold"], sampling["cfg_scale"]) == (
+        "threshold", 0.9, 1.0)

@@ -303,13 +303,22 @@ def sample_quality(
     )
 
 
-def decoding_options(loaded: Any, config: Any) -> dict[str, Any]:
+def decoding_options(
+    loaded: Any, config: Any, *, always: Sequence[str] = ()
+) -> dict[str, Any]:
     """What a run of ``config`` on ``loaded`` decodes with, as a report names it: the decoder
     ``unmask.api`` chooses (not ``auto``), the temperature, and only the options that decoder
     reads: the block length it runs (a bd3lm model's own block size; one block of
     ``gen_length`` for ``llada`` without one) and the commit policy of the commit-loop
-    decoders, the steps of a decoder with a fixed schedule (not of ``ar``)."""
-    from unmask.api import facts_of
+    decoders, the steps of a decoder with a fixed schedule (not of ``ar``); then every other
+    option set away from its default (``top_k``, ``cfg_scale``, a cache, a threshold, ...:
+    the decoder refuses one it does not read), so two reports that differ in how they
+    sampled say so, with the options ``always`` named at their defaults too. Not
+    ``gen_length`` and ``seed``, which reports name apart."""
+    import dataclasses
+
+    from unmask.api import _POLICY_OPTIONS, facts_of
+    from unmask.config import SampleConfig
     from unmask.sampling import choose_decoder
 
     facts = facts_of(loaded)
@@ -323,6 +332,15 @@ def decoding_options(loaded: Any, config: Any) -> dict[str, Any]:
         out["steps"] = config.steps
     if decoder.name in ("llada", "bd3lm"):  # the decoders with commit policies
         out["policy"] = config.policy
+        for option, owner in _POLICY_OPTIONS.items():  # the one its policy reads, default or not
+            if config.policy == owner:
+                out[option] = getattr(config, option)
+    named = {*out, "gen_length", "seed", "block_length", "steps", "policy"}
+    for f in dataclasses.fields(SampleConfig):
+        value = getattr(config, f.name)
+        default = getattr(SampleConfig, f.name, value)
+        if f.name not in named and (value != default or f.name in always):
+            out[f.name] = value
     return out
 
 

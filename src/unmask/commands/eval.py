@@ -584,13 +584,9 @@ def _score(
     )
     report.sample_quality = {
         **dataclasses.asdict(q),
-        "sampling": {
-            **decoding_options(loaded, config),
-            "repetition_penalty": config.repetition_penalty,
-            "presence_penalty": config.presence_penalty,
-            "frequency_penalty": config.frequency_penalty,
-            "no_repeat_ngram_size": config.no_repeat_ngram_size,
-        },
+        "sampling": decoding_options(loaded, config, always=(
+            "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size",
+        )),
     }
 
 
