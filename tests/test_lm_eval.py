@@ -370,6 +370,11 @@ def test_unmask_eval_tasks_writes_lm_eval_results(checkpoint, task_dir, tmp_path
     assert written[0].parent == out / sanitize_model_name(str(checkpoint))
     args = saved["config"]["model_args"]
     assert args["pretrained"] == str(checkpoint) and args["mc_samples"] == 4
+    # a causal model's log-likelihoods are exact: --mc-samples is said to draw nothing
+    exact = [n for n in report["notes"] if n.startswith("lm-eval: the log-likelihoods")]
+    assert exact == (["lm-eval: the log-likelihoods of a causal model are exact "
+                      "(--mc-samples 4 drew no samples)"] if checkpoint.name.startswith("causal")
+                     else [])
 
 
 def test_one_mc_sample_reports_no_standard_error(task_dir, tmp_path, capsys):

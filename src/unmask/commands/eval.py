@@ -459,6 +459,9 @@ def run(args: argparse.Namespace) -> int:
         report.infill = _infill(loaded, args.gaps, gaps, given)
     if args.tasks:
         report.lm_eval = _lm_eval(loaded, args, given)
+        if args.mc_samples is not None and (report.lm_eval.get("unmask") or {}).get("exact"):
+            report.notes.append(f"lm-eval: the log-likelihoods of a causal model are exact "
+                                f"(--mc-samples {args.mc_samples} drew no samples)")
 
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
