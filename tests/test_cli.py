@@ -39,6 +39,28 @@ def test_a_misspelt_flag_is_named_by_its_command(monkeypatch, capsys):
     assert capsys.readouterr().err.startswith("unmask: error: unrecognized arguments: --bogus")
 
 
+def test_a_refusal_names_an_abbreviated_flag_in_full(capsys, tmp_path):
+    """argparse takes an unambiguous prefix for its flag (``--draft-len 0`` is
+    ``--draft-length 0``): the refusal names that flag, spelled in full, as it does a flag typed
+    whole (it kept the field name, ``draft_length must be >= 1``). A value after a bare ``--``
+    and a flag of another command are not flags typed."""
+    from unmask.cli import as_typed, build_parser, typed_flags
+
+    gen = ["generate", "x", "--model", str(tmp_path / "none"), "--device", "cpu"]
+    assert main([*gen, "--draft-len", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "unmask generate: error: --draft-length must be >= 1, got 0\n")
+    assert main([*gen, "--temperat=-1"]) == 2
+    assert capsys.readouterr().err.startswith("unmask generate: error: --temperature must be")
+    parser = build_parser(["generate"])
+    argv = ["generate", "--top-k", "3", "--top-p=0.5", "--draft-len", "2", "--", "--seed"]
+    assert typed_flags(argv, parser) == {"--top-k", "--top-p", "--draft-length"}
+    said = "seed must be >= 0; draft_length must be >= 1"
+    assert as_typed(said, argv, parser) == "seed must be >= 0; --draft-length must be >= 1"
+    assert as_typed(said, argv) == said  # without the parser: flags typed whole only
+    assert typed_flags(["bogus", "--draft-len"], parser) == {"--draft-len"}
+
+
 def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
     def run(args):
         raise KeyboardInterrupt

@@ -533,7 +533,7 @@ def test_noise_draws_average_the_loss_of_a_family_without_a_bound(embed_run, cap
     assert len(set(each)) == 3 and h["noise_draws"] == 3
     assert h["loss"] == pytest.approx(statistics.fmean(each), rel=1e-6)
     assert h["loss_se"] == pytest.approx(statistics.stdev(each) / math.sqrt(3), rel=1e-6)
-    assert "bpb" not in h and h["bpb_se"] is None
+    assert h["bpb"] is None and h["ppl"] is None and h["bpb_se"] is None  # keys of every family
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "± " in out and "over 3 noise draws" in out and "bits/byte" not in out
@@ -561,6 +561,53 @@ def test_eval_samples_a_latent_model_unconditionally(corpus, ae_run, tmp_path, c
     assert q["samples"] == 2 and q["gen_length"] == 16  # the autoencoder's window
     assert q["gen_ppl"] == pytest.approx(V, rel=1e-5)
     assert any("unconditional" in n for n in report["notes"])
+    # task items are decoded after their prompts, which a latent model cannot take: one line
+    # before the bound and the samples (it was generate's "give an empty prompt", after both)
+    from unmask.tasks import write_task
+
+    write_task("reversal", tmp_path / "task", n_train=1, n_eval=1, seed=0)
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", None)  # reached: a TypeError
+    assert main([*argv, "--task-file", str(tmp_path / "task")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "eval --task-file decodes each item's answer after" in err
+
+
+def test_eval_of_an_autoencoder_reports_its_loss_and_a_note(ae_run, capsys, monkeypatch):
+    """``unmask eval`` of stage 1 (``latent-ae``, which samples no text): its held-out loss and
+    a note that the generative perplexity is not measured, exit 0 (the whole report was one
+    error line, after the bound and the scorer had run); the reference scorer is not loaded."""
+    from unmask.cli import main
+    from unmask.scoring import ReferenceScorer
+
+    monkeypatch.setattr(ReferenceScorer, "from_smollm2", None)  # reached: a TypeError
+    argv = ["eval", str(ae_run), "--device", "cpu", "--batches", "1", "--no-plot", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["heldout"]["loss"] > 0 and report["sample_quality"] is None
+    assert ("generative perplexity: not measured, this checkpoint is stage 1 of latent "
+            "diffusion (an autoencoder)") in report["notes"][0]
+
+
+def test_eval_of_a_bare_latent_checkpoint_uses_its_window(ae_run, corpus, capsys, tmp_path):
+    """A latent checkpoint without its run, given --data: the bound's windows are the ones its
+    autoencoder compresses (it took the model's context, and the slots after it overflowed
+    into a ValueError traceback); another --seq-len is one line."""
+    import shutil
+
+    from unmask.cli import main
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy(ae_run / "checkpoint" / name, bare / name)
+    argv = ["eval", str(bare), "--data", str(corpus), "--device", "cpu", "--batches", "1",
+            "--no-score", "--no-plot"]
+    assert main([*argv, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["heldout"]["seq_len"] == 16
+    assert main([*argv, "--seq-len", "8"]) == 2
+    assert capsys.readouterr().err == (
+        "unmask eval: error: --seq-len 8: this latent model's autoencoder compresses windows "
+        "of 16 tokens; give 16 or leave --seq-len out\n")
 
 
 class _PosteriorOracle(torch.nn.Module):

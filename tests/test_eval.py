@@ -72,6 +72,28 @@ def test_more_batches_score_more_tokens(run, capsys):
     assert n1 == 4 * 32 and n_all > n1
 
 
+def test_evaluate_loss_max_batches_0_is_the_whole_split(run):
+    """``evaluate_loss(max_batches=0)`` reads the whole split, as ``--batches 0`` and a run's
+    ``eval_batches: 0`` do (called directly it scored one batch); a negative count is an
+    error, not one batch either."""
+    from unmask.checkpoint import load
+    from unmask.data import TokenDataset
+    from unmask.evaluate import evaluate_loss
+
+    model, val = load(run).model, TokenDataset(run.parent / "data", "val")
+
+    def tokens(n):
+        return evaluate_loss(model, val, objective="mdlm", seq_len=32, batch_size=4,
+                             max_batches=n).n_tokens
+
+    whole = tokens(None)
+    assert whole > 4 * 32 and tokens(0) == whole and tokens(1) == 4 * 32
+    with pytest.raises(ValueError, match="max_batches must be 0 .* got -1"):
+        tokens(-1)
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        evaluate_loss(model, val, objective="mdlm", seq_len=32, batch_size=0, max_batches=1)
+
+
 def test_bits_per_byte_count_the_bytes_of_the_windows_scored(tmp_path):
     """bits/byte = nats / ln 2 / the bytes of the windows evaluated (their tokens' text, EOS
     0 bytes), not the whole split's average bytes per token, which differs where the
@@ -293,6 +315,21 @@ def test_eval_report_lines_align():
     assert Path(r.as_dict()["run"]) == Path("runs/x")
 
 
+def test_report_lines_of_a_family_without_a_bound_and_of_one_sample():
+    """The held-out line of a loss that is no bound names its windows too, as the bound's
+    does; one sample is "1 sample" (it said "1 samples")."""
+    from unmask.report import RunReport
+
+    r = RunReport(checkpoint="c", run=None, step=None, objective=None,
+                  heldout={"loss": 1.0, "ppl": math.nan, "bpb": math.nan, "n_tokens": 64,
+                           "likelihood": False, "seq_len": 32},
+                  sample_quality={"gen_ppl": 5.0, "scorer": "u", "entropy": 0.0, "samples": 1,
+                                  "gen_length": 8})
+    lines = r.lines()
+    assert lines[1].endswith("not a likelihood bound), 64 tokens, windows of 32")
+    assert lines[2].endswith("(1 sample of 8 tokens)")
+
+
 def test_gaps_exact_match_in_the_report_equals_the_api(run, capsys, tmp_path):
     """``--gaps``: the printed line and the JSON hold what ``infill_exact_match`` computes."""
     from unmask.checkpoint import load
@@ -472,3 +509,131 @@ def test_sft_model_gets_the_mdlm_bound_on_a_corpus(run, capsys, tmp_path):
     assert report["heldout"]["bpb"] == pytest.approx(want.bpb, rel=1e-6)
     rc, out, _ = _eval(capsys, sft, "--no-score", "--no-plot")  # its pairs: a note, not a bound
     assert rc == 0 and "held-out bound: not measured" in out
+
+
+def test_bound_flags_without_a_bound_are_one_line(run, capsys, tmp_path):
+    """--seq-len, --batches and --noise-draws set the held-out bound: where it cannot be
+    measured (a checkpoint with no run and no --data, a run whose dataset has gone) they are
+    refused in one line, before anything is drawn, rather than silently ignored."""
+    bare = _bare(tmp_path / "bare")
+    rc, _, err = _eval(capsys, bare, "--no-score", "--no-plot", "--seq-len", "16")
+    assert rc == 2 and err == (
+        "unmask eval: error: --seq-len applies to the held-out bound, which cannot be "
+        "measured: the checkpoint has no training configuration (give --data DIR)\n")
+    cfg = json.loads((run / "train_config.json").read_text())
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("checkpoint", "metrics.jsonl"):
+        (moved / name).symlink_to(run / name)
+    (moved / "train_config.json").write_text(json.dumps({**cfg, "data": str(tmp_path / "gone")}))
+    for flag in (["--batches", "0"], ["--noise-draws", "2"]):
+        rc, _, err = _eval(capsys, moved, "--no-score", "--plot", tmp_path / "c.png", *flag)
+        assert rc == 2 and err.count("\n") == 1 and f"error: {flag[0]} applies to the held" in err
+        assert f"the run's dataset {tmp_path / 'gone'} is not here (give --data DIR)" in err
+    assert not (tmp_path / "c.png").exists()
+    rc, out, _ = _eval(capsys, moved, "--no-score", "--no-plot")  # not typed: a note, as before
+    assert rc == 0 and "held-out bound: not measured, the run's dataset" in out
+    rc, out, _ = _eval(capsys, bare, "--no-score", "--no-plot", "--json", "--seq-len", "16",
+                       "--data", run.parent / "data", "--batches", "1")
+    assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 16
+
+
+def test_sampling_flags_the_decoder_refuses_fail_before_the_bound(run, capsys, monkeypatch):
+    """A sampling flag the checkpoint's decoder refuses (``--top-k`` on a diffusion model) is
+    one line before the held-out bound and the scorer run: it came after both."""
+    import unmask.report
+
+    monkeypatch.setattr(unmask.report, "heldout_bound", lambda *a, **k: pytest.fail("ran"))
+    rc, _, err = _eval(capsys, run, "--no-plot", "--top-k", "3")
+    assert rc == 2 and err.count("\n") == 1 and "error: --top-k and top_p apply to" in err
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--no-score", "--samples", "3"],
+     "--samples applies to the generative perplexity, which --no-score skips"),
+    (["--no-score", "--prompt-tokens", "3", "--gaps", "g.jsonl"],
+     "--prompt-tokens applies to the generative perplexity, which --no-score skips"),
+    (["--no-score", "--steps", "3"], "--steps sets how text is sampled: for the generative "
+     "perplexity (which --no-score skips), --task-file, --gaps or --tasks"),
+    (["--plot", "c.png", "--no-plot"], "--plot FILE and --no-plot: give one of them"),
+    (["--batch-size", "4"], "--batch-size applies to lm-eval tasks: give --tasks"),
+])
+def test_flags_that_would_go_unused_are_one_line(flags, said, run, capsys, monkeypatch):
+    """A flag of a part that will not run (sampling flags with --no-score, the lm-eval batch
+    size without --tasks, --plot with --no-plot) is refused before anything loads: they were
+    silently ignored."""
+    import unmask.checkpoint
+
+    monkeypatch.setattr(unmask.checkpoint, "load", lambda *a, **k: pytest.fail("loaded"))
+    rc, _, err = _eval(capsys, run, *flags)
+    assert rc == 2 and err == f"unmask eval: error: {said}\n"
+
+
+def test_no_score_keeps_the_flags_of_the_other_parts(run, capsys, tmp_path):
+    """--seed is the run's, and with --gaps the sampling flags set how the gaps are filled."""
+    gaps = tmp_path / "gaps.jsonl"
+    gaps.write_text(json.dumps({"prefix": "the lord ", "middle": "said", "suffix": " unto"}) + "\n")
+    rc, out, _ = _eval(capsys, run, "--no-score", "--no-plot", "--seed", "3", "--batches", "1",
+                       "--gaps", gaps, "--steps", "2", "--json")
+    assert rc == 0 and json.loads(out)["infill"]["n"] == 1
+
+
+def test_gaps_a_model_cannot_fill_fail_before_the_bound(run, capsys, tmp_path, monkeypatch):
+    """--gaps with a causal model trained without FIM sentinels, or a gap set that does not
+    parse, is one line before the held-out bound runs (it came after the whole report)."""
+    import unmask.report
+
+    gaps = tmp_path / "gaps.jsonl"
+    gaps.write_text(json.dumps({"prefix": "the lord ", "middle": "said", "suffix": " unto"}) + "\n")
+    monkeypatch.setattr(unmask.report, "heldout_bound", lambda *a, **k: pytest.fail("ran"))
+    ar = _bare(tmp_path / "ar", attention="causal")
+    rc, _, err = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+                       "--gaps", gaps)
+    assert rc == 2 and err.count("\n") == 1 and "not trained for fill-in-the-middle" in err
+    gaps.write_text(json.dumps({"prefix": "the lord "}) + "\n")
+    rc, _, err = _eval(capsys, run, "--no-score", "--no-plot", "--gaps", gaps)
+    assert rc == 2 and err.count("\n") == 1 and "missing field 'middle'" in err
+
+
+def test_hybrid_seq_len_shorter_than_its_rows_is_one_line(run, capsys, tmp_path):
+    """A hybrid model's rows hold its draft block + 2 tokens or more: a shorter --seq-len is
+    the user's flag, one line and exit 2 (it was a note and exit 0)."""
+    hy = _bare(tmp_path / "hy", attention="causal", objective="hybrid", draft_block=4)
+    args = ("--no-score", "--no-plot", "--data", run.parent / "data", "--batches", "1")
+    rc, _, err = _eval(capsys, hy, *args, "--seq-len", "5")
+    assert rc == 2 and err == ("unmask eval: error: --seq-len 5 is shorter than this hybrid "
+                               "model's rows: its draft block (4) + 2 = 6 tokens or more\n")
+    rc, out, _ = _eval(capsys, hy, *args, "--seq-len", "6", "--json")
+    assert rc == 0 and json.loads(out)["heldout"]["seq_len"] == 6
+
+
+def test_noise_draws_of_an_exact_likelihood_are_said_to_be_one(run, capsys, tmp_path):
+    """A causal model's likelihood is exact: --noise-draws K draws it once, and a note says
+    so (the K was dropped silently)."""
+    ar = _bare(tmp_path / "ar", attention="causal")
+    rc, out, _ = _eval(capsys, ar, "--no-score", "--no-plot", "--data", run.parent / "data",
+                       "--batches", "1", "--noise-draws", "3", "--json")
+    report = json.loads(out)
+    assert rc == 0 and report["heldout"]["noise_draws"] == 1 and report["heldout"]["exact"]
+    assert report["notes"] == ["held-out: the likelihood of a causal model is exact, drawn "
+                               "once (not 3 noise draws)"]
+
+
+def test_sampled_with_names_every_option_set(run, capsys, uniform_scorer, tmp_path):
+    """The "sampled with" record names every option set away from its default (top_k, a
+    cfg scale, ...) and the one its commit policy reads: two reports that sampled differently
+    said the same."""
+    ar = _bare(tmp_path / "ar", attention="causal")
+    args = ("--json", "--no-plot", "--data", run.parent / "data", "--samples", "2",
+            "--gen-length", "8", "--batches", "1")
+    rc, out, err = _eval(capsys, ar, *args, "--top-k", "3", "--temperature", "0.5")
+    assert rc == 0, err
+    sampling = json.loads(out)["sample_quality"]["sampling"]
+    assert sampling["top_k"] == 3 and sampling["temperature"] == 0.5
+    assert list(sampling)[-4:] == ["repetition_penalty", "presence_penalty",
+                                   "frequency_penalty", "no_repeat_ngram_size"]
+    rc, out, err = _eval(capsys, run, *args, "--policy", "threshold", "--cfg-scale", "1")
+    assert rc == 0, err
+    sampling = json.loads(out)["sample_quality"]["sampling"]
+    assert (sampling["policy"], sampling["threshold"], sampling["cfg_scale"]) == (
+        "threshold", 0.9, 1.0)

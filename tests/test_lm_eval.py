@@ -76,6 +76,17 @@ def test_elbo_standard_error_shrinks_with_samples():
     assert se[0] / se[2] == pytest.approx(4.0, rel=0.5)  # ~ 1/sqrt(n)
 
 
+def test_batch_size_below_1_is_a_value_error():
+    """A batch of no rows: a ValueError that names it (range() raised "arg 3 must not be
+    zero")."""
+    model = _model()
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        elbo_loglikelihood(model, [1, 2], [3, 4], mask_id=0, n_samples=2, batch_size=0,
+                           generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="batch_size must be at least 1, got 0"):
+        ar_loglikelihood(_model("causal"), [([1, 2], [3])], start_id=2, batch_size=0)
+
+
 def test_elbo_same_seed_same_number_and_batching_does_not_matter():
     model = _model()
     args = dict(mask_id=0, n_samples=16)
@@ -303,6 +314,10 @@ def test_lm_eval_model_agrees_with_the_library(checkpoint):
         ).logprob
     assert logprob == pytest.approx(want, abs=1e-5)
     assert lm.summary()["exact"] is lm.causal and lm.summary()["model_seconds"] > 0
+    # one schema for every model (--json): what a causal model has not is None
+    assert set(lm.summary()) == {"exact", "requests", "model_seconds", "mc_samples",
+                                 "mean_stderr", "max_stderr"}
+    assert (lm.summary()["mc_samples"] is None) is lm.causal
 
     gen = Instance("generate_until", {}, ("abc", {"until": ["zz"], "max_gen_toks": 6}), 0)
     (text,) = lm.generate_until([gen])
@@ -355,6 +370,26 @@ def test_unmask_eval_tasks_writes_lm_eval_results(checkpoint, task_dir, tmp_path
     assert written[0].parent == out / sanitize_model_name(str(checkpoint))
     args = saved["config"]["model_args"]
     assert args["pretrained"] == str(checkpoint) and args["mc_samples"] == 4
+    # a causal model's log-likelihoods are exact: --mc-samples is said to draw nothing
+    exact = [n for n in report["notes"] if n.startswith("lm-eval: the log-likelihoods")]
+    assert exact == (["lm-eval: the log-likelihoods of a causal model are exact "
+                      "(--mc-samples 4 drew no samples)"] if checkpoint.name.startswith("causal")
+                     else [])
+
+
+def test_one_mc_sample_reports_no_standard_error(task_dir, tmp_path, capsys):
+    """``--mc-samples 1`` runs (a quick look), and says its standard error needs two or more:
+    one sample has no spread to estimate it from (it printed ``nan nats (max nan)``)."""
+    ckpt = _checkpoint(tmp_path / "m", "bidirectional")
+    argv = ["eval", str(ckpt), "--tasks", "tiny_mc", "--include-path", str(task_dir), "--limit",
+            "2", "--mc-samples", "1", "--no-score", "--no-plot", "--device", "cpu"]
+    assert main(argv) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("lm-eval ")]
+    assert "ELBO of 1 sample, no standard error (it needs --mc-samples 2 or more)" in line
+    assert "nan" not in line
+    assert main([*argv, "--json"]) == 0
+    u = json.loads(capsys.readouterr().out)["lm_eval"]["unmask"]
+    assert (u["mc_samples"], u["mean_stderr"], u["max_stderr"]) == (1, None, None)
 
 
 @pytest.mark.parametrize("bad", ["unknown", "no_tokenizer", "bad_yaml"])

@@ -179,6 +179,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_USER_ERROR
     with contextlib.suppress(AttributeError, ValueError):  # stdin as text read: UTF-8, strict
         sys.stdin.reconfigure(encoding="utf-8", errors="strict")  # type: ignore[union-attr]
+    parser: argparse.ArgumentParser | None = None  # named in a refusal: the flags typed
     try:
         with _sigterm_raises():
             parser = build_parser([name] if name else [])
@@ -201,7 +202,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
             return status
     except UserError as e:
-        print(f"{label}: error: {as_typed(str(e), argv)}", file=sys.stderr)
+        print(f"{label}: error: {as_typed(str(e), argv, parser)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except UnicodeDecodeError as e:  # text a user gave (stdin, a file) that is not UTF-8
         print(f"{label}: error: input is not UTF-8 text ({e.reason} at byte {e.start})",
@@ -245,13 +246,17 @@ no word of prose, so it is named as its flag wherever that flag was typed (not i
 or another identifier)."""
 
 
-def as_typed(message: str, argv: Sequence[str]) -> str:
+def as_typed(
+    message: str, argv: Sequence[str], parser: argparse.ArgumentParser | None = None
+) -> str:
     """``message`` naming the flags the user typed where it names the fields they set
     (``--draft-length must be >= 1, got 0``): the library's checks name fields, the command
     line knows them as flags. A field that opens the message is named so (``steps must ...``),
     one with an underscore anywhere. Only a flag present in ``argv`` is named, so a value that
-    came from elsewhere (a checkpoint's recommendation) keeps its field name."""
-    typed = {a.split("=", 1)[0] for a in argv[1:] if a.startswith("--")}
+    came from elsewhere (a checkpoint's recommendation) keeps its field name. With the
+    ``parser`` that read ``argv``, a flag typed abbreviated (argparse takes ``--draft-len``
+    for ``--draft-length``) counts as typed too, and is named in full."""
+    typed = typed_flags(argv, parser)
 
     def flag(field: str) -> str | None:
         name = "--" + field.replace("_", "-")
@@ -261,6 +266,46 @@ def as_typed(message: str, argv: Sequence[str]) -> str:
     if m is not None and (opening := flag(m.group(1))) is not None:
         message = opening + message[len(m.group(1)):]
     return _SNAKE.sub(lambda w: flag(w.group(0)) or w.group(0), message)
+
+
+def typed_flags(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> set[str]:
+    """The long flags in ``argv`` (a command and its arguments, up to a bare ``--``), as
+    spelled in full: ``--block-size=3`` is ``--block-size``; with the ``parser`` that read
+    ``argv``, an unambiguous prefix is the flag argparse took it for (``--draft-len``:
+    ``--draft-length``). A prefix that is no flag of the command stays as typed."""
+    words = list(argv[1:])
+    if "--" in words:
+        words = words[: words.index("--")]
+    typed = [a.split("=", 1)[0] for a in words if a.startswith("--") and len(a) > 2]
+    command = _command_parser(parser, argv[0]) if parser is not None and argv else None
+    if command is None:
+        return set(typed)
+    longs = [s for s in command._option_string_actions if s.startswith("--")]
+    return {_full_flag(command, longs, a) for a in typed}
+
+
+def _command_parser(
+    parser: argparse.ArgumentParser, name: str
+) -> argparse.ArgumentParser | None:
+    """The sub-parser of ``parser`` that reads command ``name`` (None: no such command)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
+def _full_flag(command: argparse.ArgumentParser, longs: list[str], typed: str) -> str:
+    """``typed`` as the long flag of ``command`` it selects: itself when exact, else the one
+    flag it is a prefix of, as argparse's ``allow_abbrev`` matches it (several flags of one
+    option: the one spelled as its destination)."""
+    if typed in longs or not command.allow_abbrev:
+        return typed
+    matches = [s for s in longs if s.startswith(typed)]
+    actions = {id(command._option_string_actions[s]) for s in matches}
+    if len(actions) != 1:  # no flag of this command, or ambiguous (argparse refused it)
+        return typed
+    dest = "--" + command._option_string_actions[matches[0]].dest.replace("_", "-")
+    return dest if dest in matches else matches[0]
 
 
 def _is_utf8(arg: str) -> bool:

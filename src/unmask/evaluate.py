@@ -93,11 +93,18 @@ def evaluate_loss(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> EvalResult:
-    """Average objective over the first ``max_batches`` batches of sequential windows.
+    """Average objective over the first ``max_batches`` batches of sequential windows
+    (``None`` or 0: every window of the split, as ``unmask eval --batches 0`` and a run's
+    ``eval_batches: 0`` read it; a negative count is a ``ValueError``).
 
     The noise of the diffusion bound comes from a generator seeded with ``seed`` and the
     times are antithetic, so two evaluations of one model give the same number.
     """
+    if max_batches is not None and max_batches < 0:
+        raise ValueError(f"max_batches must be 0 (the whole split) or more, got {max_batches}")
+    if batch_size < 1:  # 0 put the whole split in one batch, and max_batches limited nothing
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    max_batches = max_batches or None  # 0 was one batch: the first flush already reached it
     fn = get_objective(objective)
     spec = objective_spec(objective)
     options = ObjectiveOptions(schedule=get_schedule("linear", eps=eps), antithetic=True)
@@ -265,7 +272,8 @@ class LogLikelihood:
     """The estimate: exact for a causal model, else the Monte Carlo estimate of the ELBO (a
     lower bound on the log-likelihood, so comparisons between continuations are of bounds)."""
     stderr: float
-    """Standard error of ``logprob`` over its Monte Carlo samples (0.0 when exact)."""
+    """Standard error of ``logprob`` over its Monte Carlo samples (0.0 when exact; NaN from
+    one sample, whose spread cannot be estimated)."""
     n_samples: int
     """Monte Carlo samples behind the estimate (0 when exact)."""
     is_greedy: bool | None = None
@@ -356,6 +364,8 @@ def _stratified_elbo(
     target and a plain forward, ``elbo_loglikelihood`` (``None``): the one estimator."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be positive, got {n_samples}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     L, P = len(target), len(context)
     if L == 0:
         return LogLikelihood(0.0, 0.0, n_samples)
@@ -440,6 +450,8 @@ def ar_loglikelihood(
     document separator, as ``unmask.sampling.ar`` starts an empty prompt). Rows longer than
     ``max_length + 1`` lose the start of their context (as lm-eval's Hugging Face model does);
     rows are right-padded into batches, which a causal model never sees."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     device = _model_device(model)
     rows: list[tuple[list[int], int]] = []
     for context, target in requests:

@@ -264,6 +264,16 @@ class InfillScore:
 
 
 @torch.no_grad()
+def refuse_unfillable(config: Any) -> None:
+    """``UserError`` where ``infill_exact_match`` cannot fill gaps with a model of ``config``:
+    a causal model trained without fill-in-the-middle sentinels."""
+    if getattr(config, "attention", None) == "causal" and not getattr(config, "has_fim", False):
+        raise UserError(
+            "this causal model was not trained for fill-in-the-middle (no FIM ids in its "
+            "config.json; train with --fim-rate > 0)"
+        )
+
+
 def infill_exact_match(
     model: Any,
     tok: Any,
@@ -286,12 +296,8 @@ def infill_exact_match(
     if not samples:
         raise UserError("the gap set is empty")
     cfg = model.config
+    refuse_unfillable(cfg)
     if getattr(cfg, "attention", None) == "causal":
-        if not getattr(cfg, "has_fim", False):
-            raise UserError(
-                "this causal model was not trained for fill-in-the-middle (no FIM ids in its "
-                "config.json; train with --fim-rate > 0)"
-            )
         method = "ar-fim"
         sampling: dict[str, Any] = {"decoder": "ar-fim", "temperature": 0.0}
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -378,21 +379,20 @@ class UnmaskLM(LM):
 
     def summary(self) -> dict[str, Any]:
         """The Monte Carlo standard errors of the log-likelihoods computed so far, and the
-        seconds spent answering requests."""
+        seconds spent answering requests. ``mc_samples``, ``mean_stderr`` and ``max_stderr``
+        are None where the log-likelihoods are exact (a causal model), the last two also where
+        no estimate has a standard error: ``mc_samples`` 1 gives no spread to estimate it from."""
         est = [e for e in self.estimates if e.n_samples]
-        out: dict[str, Any] = {
+        se = [e.stderr for e in est if math.isfinite(e.stderr)]
+        return {
             "exact": not est,
             "requests": len(self.estimates),
             "model_seconds": self.model_seconds,
+            # the same keys for every model: None where exact (a causal model) or not estimable
+            "mc_samples": self.mc_samples if est else None,
+            "mean_stderr": sum(se) / len(se) if se else None,
+            "max_stderr": max(se) if se else None,
         }
-        if est:
-            se = [e.stderr for e in est]
-            out |= {
-                "mc_samples": self.mc_samples,
-                "mean_stderr": sum(se) / len(se),
-                "max_stderr": max(se),
-            }
-        return out
 
 
 def check_task_files(folder: str | Path) -> None:

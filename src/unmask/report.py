@@ -31,6 +31,7 @@ from typing import Any
 
 from unmask.config import TrainConfig, from_dict, load_json
 from unmask.errors import UserError
+from unmask.messages import plural
 
 PLOT_INSTALL = "pip install matplotlib"
 """How to get the loss curve (also the ``plot`` extra of a source checkout)."""
@@ -303,13 +304,22 @@ def sample_quality(
     )
 
 
-def decoding_options(loaded: Any, config: Any) -> dict[str, Any]:
+def decoding_options(
+    loaded: Any, config: Any, *, always: Sequence[str] = ()
+) -> dict[str, Any]:
     """What a run of ``config`` on ``loaded`` decodes with, as a report names it: the decoder
     ``unmask.api`` chooses (not ``auto``), the temperature, and only the options that decoder
     reads: the block length it runs (a bd3lm model's own block size; one block of
     ``gen_length`` for ``llada`` without one) and the commit policy of the commit-loop
-    decoders, the steps of a decoder with a fixed schedule (not of ``ar``)."""
-    from unmask.api import facts_of
+    decoders, the steps of a decoder with a fixed schedule (not of ``ar``); then every other
+    option set away from its default (``top_k``, ``cfg_scale``, a cache, a threshold, ...:
+    the decoder refuses one it does not read), so two reports that differ in how they
+    sampled say so, with the options ``always`` named at their defaults too. Not
+    ``gen_length`` and ``seed``, which reports name apart."""
+    import dataclasses
+
+    from unmask.api import _POLICY_OPTIONS, facts_of
+    from unmask.config import SampleConfig
     from unmask.sampling import choose_decoder
 
     facts = facts_of(loaded)
@@ -323,6 +333,15 @@ def decoding_options(loaded: Any, config: Any) -> dict[str, Any]:
         out["steps"] = config.steps
     if decoder.name in ("llada", "bd3lm"):  # the decoders with commit policies
         out["policy"] = config.policy
+        for option, owner in _POLICY_OPTIONS.items():  # the one its policy reads, default or not
+            if config.policy == owner:
+                out[option] = getattr(config, option)
+    named = {*out, "gen_length", "seed", "block_length", "steps", "policy"}
+    for f in dataclasses.fields(SampleConfig):
+        value = getattr(config, f.name)
+        default = getattr(SampleConfig, f.name, value)
+        if f.name not in named and (value != default or f.name in always):
+            out[f.name] = value
     return out
 
 
@@ -441,6 +460,7 @@ class RunReport:
                 )
             )
         h = self.heldout
+        seq = f", windows of {h['seq_len']}" if h and h.get("seq_len") else ""
         if h is not None and not h.get("likelihood", True):
             spread = (f" ± {h['loss_se']:.4f} (standard error over {h['noise_draws']} noise "
                       "draws)" if h.get("loss_se") is not None else "")
@@ -448,13 +468,12 @@ class RunReport:
                 (
                     "held-out",
                     f"loss {h['loss']:.4f}{spread} nats/token (the objective's training loss, "
-                    f"not a likelihood bound), {h['n_tokens']:,} tokens",
+                    f"not a likelihood bound), {h['n_tokens']:,} tokens{seq}",
                 )
             )
         elif h is not None:
             spread = (f" ± {h['bpb_se']:.4f} (standard error over {h['noise_draws']} noise "
                       "draws)" if h.get("bpb_se") is not None else "")
-            seq = f", windows of {h['seq_len']}" if h.get("seq_len") else ""
             what, le = ("NLL", "") if h.get("exact") else ("bound", "<= ")
             rows.append(
                 (
@@ -470,7 +489,7 @@ class RunReport:
                 (
                     "gen ppl",
                     f"{q['gen_ppl']:.2f} under {q['scorer']}, unigram entropy "
-                    f"{q['entropy']:.3f} nats ({q['samples']} samples of "
+                    f"{q['entropy']:.3f} nats ({plural(q['samples'], 'sample')} of "
                     f"{q['gen_length']} tokens)",
                 )
             )
@@ -500,12 +519,14 @@ class RunReport:
         if self.lm_eval is not None:
             m = self.lm_eval
             u = m.get("unmask") or {}
-            how = (
-                "exact log-likelihoods"
-                if u.get("exact", True)
-                else f"ELBO of {u['mc_samples']} samples, mean standard error "
-                f"{u['mean_stderr']:.3f} nats (max {u['max_stderr']:.3f})"
-            )
+            if u.get("exact", True):
+                how = "exact log-likelihoods"
+            elif u.get("mean_stderr") is None:  # one sample: no spread to estimate it from
+                how = (f"ELBO of {plural(u['mc_samples'], 'sample')}, no standard error (it "
+                       "needs --mc-samples 2 or more)")
+            else:
+                how = (f"ELBO of {plural(u['mc_samples'], 'sample')}, mean standard error "
+                       f"{u['mean_stderr']:.3f} nats (max {u['max_stderr']:.3f})")
             per = m.get("seconds_per_item")  # model time only, lm-eval's set-up excluded
             rows.append(
                 (

@@ -54,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--noise-draws",
         type=int,
-        default=1,
+        default=None,
         metavar="K",
         help="average the diffusion bound over K noise draws and print its standard error "
         "(default 1, as training logs it; one draw moves by ~0.02 bits/byte on 32k tokens)",
@@ -70,14 +70,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--samples",
         type=int,
-        default=8,
+        default=None,
         metavar="N",
         help="continuations sampled for the generative perplexity (default: 8)",
     )
     p.add_argument(
         "--prompt-tokens",
         type=int,
-        default=8,
+        default=None,
         metavar="N",
         help="held-out tokens each sample continues (default: 8)",
     )
@@ -132,7 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--batch-size",
         type=int,
-        default=16,
+        default=None,
         metavar="N",
         help="rows per forward pass (default: 16)",
     )
@@ -162,12 +162,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+SAMPLES, PROMPT_TOKENS = 8, 8
+"""``--samples`` and ``--prompt-tokens`` when not given."""
+
+
 def _counts(args: argparse.Namespace) -> None:
+    """Refuse flag values that cannot work and flags that would go unused, before anything
+    loads; then fill in the defaults of ``--samples`` and ``--prompt-tokens``."""
     for flag in ("samples", "prompt_tokens"):
-        if getattr(args, flag) < 1:
-            n = getattr(args, flag)
+        n = getattr(args, flag)
+        if n is not None and n < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
-    if args.noise_draws < 1:
+    if args.noise_draws is not None and args.noise_draws < 1:
         raise UserError(f"--noise-draws must be at least 1, got {args.noise_draws}")
     if args.seq_len is not None and args.seq_len < 1:
         raise UserError(f"--seq-len must be at least 1, got {args.seq_len}")
@@ -186,18 +192,45 @@ def _counts(args: argparse.Namespace) -> None:
         raise UserError(f"--num-fewshot must be 0 or more, got {args.num_fewshot}")
     if args.tasks is not None and not _task_names(args.tasks):
         raise UserError(f"--tasks {args.tasks!r} names no task; give a comma-separated list")
-    lm_flags = ("num_fewshot", "limit", "include_path", "output_path", "mc_samples")
+    lm_flags = ("num_fewshot", "limit", "include_path", "output_path", "mc_samples",
+                "batch_size")
     stray = [f for f in lm_flags if getattr(args, f) is not None] + [
         f for f in ("log_samples", "no_greedy_check") if getattr(args, f)
     ]
     if stray and not args.tasks:
         raise UserError(f"--{stray[0].replace('_', '-')} applies to lm-eval tasks: give --tasks")
+    if args.plot is not None and args.no_plot:
+        raise UserError("--plot FILE and --no-plot: give one of them")
+    if args.no_score:  # flags of the samples that will not be drawn are not ignored
+        from unmask.config import SampleConfig
+
+        unused = [f for f in ("samples", "prompt_tokens") if getattr(args, f) is not None]
+        if not (args.task_file or args.gaps or args.tasks):
+            unused += [f for f in given_fields(SampleConfig, args) if f != "seed"]
+        if unused:
+            flag = "--" + unused[0].replace("_", "-")
+            if unused[0] in ("samples", "prompt_tokens"):
+                raise UserError(f"{flag} applies to the generative perplexity, which --no-score "
+                                "skips")
+            raise UserError(f"{flag} sets how text is sampled: for the generative perplexity "
+                            "(which --no-score skips), --task-file, --gaps or --tasks")
+    args.samples = SAMPLES if args.samples is None else args.samples
+    args.prompt_tokens = PROMPT_TOKENS if args.prompt_tokens is None else args.prompt_tokens
 
 
 def _check_seq_len(config: Any, seq_len: int) -> None:
     """Refuse a ``--seq-len`` the model cannot be measured with: longer than its context, one
     token for a causal model (no next token to predict), not whole blocks of a block-causal
-    (bd3lm) model."""
+    (bd3lm) model, shorter than a hybrid model's rows (its draft block + 2), other than the
+    window a latent model's autoencoder compresses."""
+    window = getattr(config, "latent_window", None)
+    if window is not None and seq_len != window:  # its layout adds slots: a longer one crashed
+        raise UserError(f"--seq-len {seq_len}: this latent model's autoencoder compresses "
+                        f"windows of {window} tokens; give {window} or leave --seq-len out")
+    draft = getattr(config, "draft_block", None)
+    if getattr(config, "objective", None) == "hybrid" and draft and seq_len < draft + 2:
+        raise UserError(f"--seq-len {seq_len} is shorter than this hybrid model's rows: its "
+                        f"draft block ({draft}) + 2 = {draft + 2} tokens or more")
     if seq_len > config.max_seq_len:
         raise UserError(f"--seq-len {seq_len} is longer than the model's context "
                         f"({config.max_seq_len})")
@@ -210,6 +243,20 @@ def _check_seq_len(config: Any, seq_len: int) -> None:
     if seq_len < 2 and getattr(config, "attention", None) == "causal":
         raise UserError(f"--seq-len must be at least 2 for a causal model (each token is "
                         f"predicted from the ones before it), got {seq_len}")
+
+
+def _no_bound(cfg: Any, data: str | None) -> str | None:
+    """Why the held-out bound of a run with training configuration ``cfg`` (None: a bare
+    checkpoint) cannot be measured on ``data``, its dataset, without ``--data``; None when
+    it can."""
+    if cfg is None:
+        return "the checkpoint has no training configuration (give --data DIR)"
+    if data and Path(data).is_file():
+        return (f"the run trained on {data} (pairs or trajectories, no validation split); "
+                "give --data DIR, a prepared corpus of its tokenizer")
+    if not data or not (Path(data) / "index.json").is_file():
+        return f"the run's dataset {data or '(none)'} is not here (give --data DIR)"
+    return None
 
 
 def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_tokens: int) -> Any:
@@ -277,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     _counts(args)
-    if args.plot is not None and not args.no_plot:
+    if args.plot is not None:
         plot = Path(args.plot)
         if plot.suffix.lower() != ".png":
             raise UserError(f"--plot {args.plot}: the loss curve is a PNG; give a FILE.png")
@@ -295,6 +342,17 @@ def run(args: argparse.Namespace) -> int:
         _check_lm_eval()
     info = find_run(args.run)
     cfg = info.train_config
+    if args.data is not None and not (Path(args.data) / "index.json").is_file():
+        raise UserError(
+            f"--data {args.data}: no prepared dataset here (index.json from 'unmask prepare')"
+        )
+    data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
+    no_bound = None if args.data else _no_bound(cfg, data)
+    bound_flags = [f for f in ("seq_len", "batches", "noise_draws") if getattr(args, f) is not None]
+    if no_bound and bound_flags:  # a flag of the bound, which cannot be measured: not ignored
+        flag = "--" + bound_flags[0].replace("_", "-")
+        raise UserError(f"{flag} applies to the held-out bound, which cannot be measured: "
+                        f"{no_bound}")
     report = RunReport(
         checkpoint=str(info.checkpoint),
         run=str(info.run) if info.run else None,
@@ -309,15 +367,19 @@ def run(args: argparse.Namespace) -> int:
     elif not args.no_plot:
         report.notes.append("loss curve: not drawn, no metrics.jsonl (not a training run)")
 
-    if args.data is not None and not (Path(args.data) / "index.json").is_file():
-        raise UserError(
-            f"--data {args.data}: no prepared dataset here (index.json from 'unmask prepare')"
-        )
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
-    if args.gaps is not None:  # gap sets are filled by the commit loop: refused now, not later
-        api.refuse_continuous(loaded, "eval --gaps")
+    gaps = None
+    if args.gaps is not None:  # what cannot fill the gaps fails now, not after the rest
+        from unmask.gapset import read_gap_set, refuse_unfillable
+
+        api.refuse_continuous(loaded, "eval --gaps")  # gap sets are filled by the commit loop
+        refuse_unfillable(model.config)
+        gaps = read_gap_set(args.gaps, loaded.tokenizer)
+    if items is not None and _unprompted(loaded):
+        raise UserError("eval --task-file decodes each item's answer after its prompt; a "
+                        "latent-diffusion model takes no prompt (it samples whole windows)")
     if args.tasks:  # a model no lm-eval task can run on: refused now, not after the rest
         from unmask.lm_eval import refuse_unprompted
 
@@ -331,8 +393,15 @@ def run(args: argparse.Namespace) -> int:
         from unmask.tasks.score import task_config
 
         task = task_config(loaded, items, given)
-    data = args.data or ((cfg.heldout_data or cfg.data) if cfg else None)
-    if not args.no_score:  # before the slow parts: a --gen-length that cannot fit fails now
+    score = not args.no_score
+    if score and (cannot := _cannot_sample(loaded)) is not None:  # the rest still prints
+        report.notes.append(f"generative perplexity: not measured, {cannot}")
+        score = False
+    if score:  # before the slow parts: sampling flags the decoder refuses fail now
+        if getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
+            raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
+                            "autoregressive (causal)")
+        api.choose(loaded, config)
         prompt_tokens = 0 if _unprompted(loaded) else _prompt_tokens(data, args.prompt_tokens)
         config = _fit_gen_length(loaded, config, given, prompt_tokens)
     trained = getattr(model.config, "objective", None)
@@ -344,27 +413,16 @@ def run(args: argparse.Namespace) -> int:
         # an imported checkpoint: evaluate by the objective it records (sedd, bd3lm, ...),
         # else as its attention says
         causal = getattr(model.config, "attention", None) == "causal"
+        # a latent model's windows are its autoencoder's: its layout adds slots after them
+        window = getattr(model.config, "latent_window", None)
         cfg = TrainConfig(
             data=args.data,
             objective=trained or ("ar" if causal else "mdlm"),
-            seq_len=min(TrainConfig().seq_len, model.config.max_seq_len),
+            seq_len=window or min(TrainConfig().seq_len, model.config.max_seq_len),
         )
         report.objective = cfg.objective
-    if cfg is None:
-        report.notes.append(
-            "held-out bound: not measured, the checkpoint has no training "
-            "configuration (give --data DIR)"
-        )
-    elif data and Path(data).is_file():
-        report.notes.append(
-            f"held-out bound: not measured, the run trained on {data} (pairs or trajectories, "
-            "no validation split); give --data DIR, a prepared corpus of its tokenizer"
-        )
-    elif not data or not (Path(data) / "index.json").is_file():
-        report.notes.append(
-            f"held-out bound: not measured, the run's dataset {data or '(none)'} "
-            "is not here (give --data DIR)"
-        )
+    if no_bound is not None:
+        report.notes.append(f"held-out bound: not measured, {no_bound}")
     else:
         from unmask.data import TokenDataset
         from unmask.tokenizer import reads_ids_of
@@ -380,30 +438,30 @@ def run(args: argparse.Namespace) -> int:
             cfg = dataclasses.replace(cfg, seq_len=seq_len)
         try:
             res = heldout_bound(model, cfg, data=data, max_batches=args.batches, device=device,
-                                noise_draws=args.noise_draws)
+                                noise_draws=args.noise_draws or 1)
+            # no bound (res.likelihood False): ppl and bpb are NaN, null in --json, where every
+            # family's report has the same keys
             report.heldout = {**dataclasses.asdict(res), "seq_len": cfg.seq_len}
-            if not res.likelihood:  # no bound: no perplexity or bits/byte to report (not NaN)
-                del report.heldout["ppl"], report.heldout["bpb"]
+            if res.exact and (args.noise_draws or 1) > 1:  # said, not silently dropped
+                report.notes.append(f"held-out: the likelihood of a causal model is exact, "
+                                    f"drawn once (not {args.noise_draws} noise draws)")
         except UserError as e:
             report.notes.append(f"held-out bound: not measured, {e}")
 
-    if args.no_score:
-        pass
-    elif getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
-        raise UserError(
-            "--cfg-scale applies to diffusion models; this checkpoint is autoregressive (causal)"
-        )
-    else:
+    if score:
         _score(report, loaded, config, data, args, device)
 
     if items is not None:
         from unmask.tasks.score import score_items
 
         report.tasks = dataclasses.asdict(score_items(loaded, items, given=given, config=task))
-    if args.gaps is not None:
-        report.infill = _infill(loaded, args.gaps, given)
+    if gaps is not None:
+        report.infill = _infill(loaded, args.gaps, gaps, given)
     if args.tasks:
         report.lm_eval = _lm_eval(loaded, args, given)
+        if args.mc_samples is not None and (report.lm_eval.get("unmask") or {}).get("exact"):
+            report.notes.append(f"lm-eval: the log-likelihoods of a causal model are exact "
+                                f"(--mc-samples {args.mc_samples} drew no samples)")
 
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, default=str))
@@ -412,13 +470,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _infill(loaded: Any, path: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Infill exact match on the gap set ``path`` (``unmask.gapset.infill_exact_match``): one
-    token per step unless sampling flags were given, then those."""
+def _infill(loaded: Any, path: str, samples: Any, given: dict[str, Any]) -> dict[str, Any]:
+    """Infill exact match on ``samples``, the gap set read from ``path``
+    (``unmask.gapset.infill_exact_match``): one token per step unless sampling flags were
+    given, then those."""
     from unmask.config import SampleConfig
-    from unmask.gapset import infill_exact_match, read_gap_set
+    from unmask.gapset import infill_exact_match
 
-    samples = read_gap_set(path, loaded.tokenizer)
     config = SampleConfig(**given) if set(given) - {"seed"} else None
     score = infill_exact_match(loaded.model, loaded.tokenizer, samples, config=config)
     return {"gaps": path, **dataclasses.asdict(score)}
@@ -458,7 +516,7 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
     lm = UnmaskLM(
         args.run,
         loaded=loaded,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size or 16,
         seed=args.seed,
         greedy_check=not args.no_greedy_check,
         **extra,
@@ -529,14 +587,22 @@ def _score(
     )
     report.sample_quality = {
         **dataclasses.asdict(q),
-        "sampling": {
-            **decoding_options(loaded, config),
-            "repetition_penalty": config.repetition_penalty,
-            "presence_penalty": config.presence_penalty,
-            "frequency_penalty": config.frequency_penalty,
-            "no_repeat_ngram_size": config.no_repeat_ngram_size,
-        },
+        "sampling": decoding_options(loaded, config, always=(
+            "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size",
+        )),
     }
+
+
+def _cannot_sample(loaded: Any) -> str | None:
+    """Why the checkpoint samples no text with any options (stage 1 of latent diffusion, an
+    autoencoder), or None: the decoder its own recommendation chooses refuses it."""
+    from unmask.api import choose, sample_config
+
+    try:
+        choose(loaded, sample_config(loaded, {}))
+    except UserError as e:
+        return str(e)
+    return None
 
 
 def _unprompted(loaded: Any) -> bool:
