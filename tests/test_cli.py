@@ -61,6 +61,17 @@ def test_a_refusal_names_an_abbreviated_flag_in_full(capsys, tmp_path):
     assert typed_flags(["bogus", "--draft-len"], parser) == {"--draft-len"}
 
 
+def test_a_refusal_of_an_unused_option_names_its_flag():
+    """A decoder's refusal of an option it has no use for (``registry.refuse_unused``: "steps
+    does not apply to decoder 'ar'") names the flag typed, as the other refusals do."""
+    from unmask.cli import as_typed, build_parser
+
+    said = "steps does not apply to decoder 'ar' (it commits one token per model call)"
+    argv = ["generate", "x", "--steps", "4"]
+    assert as_typed(said, argv, build_parser(["generate"])) == "--" + said
+    assert as_typed(said, ["generate", "x"], build_parser(["generate"])) == said
+
+
 def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
     def run(args):
         raise KeyboardInterrupt

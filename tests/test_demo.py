@@ -332,7 +332,7 @@ def test_demo_refuses_a_checkpoint_it_cannot_decode_and_options_a_family_ignores
     cases = [
         ("latent-ae", [], "stage 1 of latent diffusion"),
         ("ar", ["--block-length", "4"], "--block-length does not apply to decoder 'ar'"),
-        ("ar", ["--steps", "4"], "does not apply to decoder 'ar'"),
+        ("ar", ["--steps", "4"], "--steps does not apply to decoder 'ar'"),
         ("sedd", ["--temperature", "0.5"], "temperature does not apply to decoder 'sedd'"),
         ("embed-diffusion", ["--repetition-penalty", "1.2"], "not to decoder 'embed-diffusion'"),
         ("latent-diffusion", ["--gen-length", "8"], "windows of 16 tokens"),

@@ -628,7 +628,8 @@ def test_cli_infill(ckpt, capsys):
     assert "lengths by elbo (per token)" in capsys.readouterr().err
     for template, msg in [("The [MASK:6", "template column 5: unclosed '[MASK'"),
                           ("x [MASK:4-2]", "gap bounds inverted"),
-                          ("x [MASK:2-500]", "but only 62 fit in the model's context")]:
+                          ("x [MASK:2-500]", "but only 62 fit in the model's context"),
+                          ("x[MASK:2-500]", "(max_seq_len 64, 1 token of text)")]:
         assert main(["infill", "--model", ckpt, template]) == 2
         err = capsys.readouterr().err
         assert err.startswith("unmask infill: error: ") and msg in err and err.count("\n") == 1

@@ -234,9 +234,11 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
 
 
-_FIELD_RULE = re.compile(r"([a-z][a-z0-9_]*)(?= must | applies | is an option |=|\s\S+: )")
+_FIELD_RULE = re.compile(
+    r"([a-z][a-z0-9_]*)(?= must | applies | does not apply | is an option |=|\s\S+: )")
 """A refusal that opens with a setting's field name (``draft_length must be >= 1, got 0``,
-``predraft applies to ...``, ``block_size=3 must divide ...``, ``draft_length 9: this hybrid
+``predraft applies to ...``, ``steps does not apply to decoder 'ar'``,
+``block_size=3 must divide ...``, ``draft_length 9: this hybrid
 checkpoint ...``, ``compile='cuda-graphs' needs ...``, ``threshold is an option of policy
 ...``): the library's checks word them so."""
 

@@ -729,7 +729,7 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
         if h.candidates[-1] > room:
             raise UserError(
                 f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in the "
-                f"model's context (max_seq_len {max_seq_len}, {fixed} tokens of text); "
+                f"model's context (max_seq_len {max_seq_len}, {plural(fixed, 'token')} of text); "
                 "lower its maximum"
             )
 
