@@ -647,6 +647,7 @@ def test_cli_edit(ckpt, capsys):
         and data["text"].endswith(" world")
         and data["spans"] == [[6, 9]]
     )
+    assert data["config"]["gen_length"] == SampleConfig().gen_length  # the options, as infill
     assert (
         main(
             [

@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         out = dataclasses.asdict(result)
         out["seconds"] = round(seconds, 4)
+        out["config"] = dataclasses.asdict(config)  # the options it ran with, as infill --json
         print(json.dumps(out, ensure_ascii=False))
         return 0
     print(result.text)
