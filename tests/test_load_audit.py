@@ -354,3 +354,21 @@ def test_convert_onto_a_file_says_it_is_a_file(tmp_path) -> None:
     (tmp_path / "out").touch()
     with pytest.raises(UserError, match=r"out: is a file; give the path of a new folder$"):
         unmask.convert.convert(_native(tmp_path / "run"), tmp_path / "out")
+
+
+def test_every_config_file_names_a_trailing_comma(tmp_path):
+    """A run's train_config.json (``config.load_json``: resume, report, distill) reads through
+    the same JSON reader as a checkpoint's config.json: a comma after the last entry is named
+    at its line (it was Python's "Expecting property name ... at line 3"), a missing file and
+    a list are one line too."""
+    from unmask.config import TrainConfig, load_json
+
+    path = tmp_path / "train_config.json"
+    path.write_text('{\n  "steps": 3,\n}\n')
+    with pytest.raises(UserError, match=r"not valid JSON \(a comma after the last entry, line 2\)"):
+        load_json(TrainConfig, path)
+    path.write_text("[1, 2]\n")
+    with pytest.raises(UserError, match="expected a JSON object"):
+        load_json(TrainConfig, path)
+    with pytest.raises(UserError, match="no such file"):
+        load_json(TrainConfig, tmp_path / "none.json")

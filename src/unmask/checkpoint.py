@@ -395,7 +395,7 @@ def read_config(ckpt: Path) -> ModelConfig:
     one-line errors: not JSON (a trailing comma), an unknown field, a value of the wrong type,
     a size of ``SIZE_FIELDS`` missing."""
     from unmask.config import ModelConfig, from_dict
-    from unmask.convert.load import read_json
+    from unmask.files import read_json
 
     path = ckpt / "config.json"
     data = read_json(path)
@@ -481,7 +481,7 @@ def load_train_state(
     meta_path = ckpt / "trainer.json"
     if not meta_path.is_file():
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
-    from unmask.convert.load import read_json
+    from unmask.files import read_json
 
     meta = read_json(meta_path)
     if is_sharded(ckpt):

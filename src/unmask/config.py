@@ -982,16 +982,9 @@ def save_json(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such file")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: not UTF-8 text") from None
-    return from_dict(cls, data, source=str(p))
+    from unmask.files import read_json
+
+    return from_dict(cls, read_json(path), source=str(path))
 
 
 @functools.cache

@@ -4,8 +4,9 @@ converted folders): a reader never sees a half-written file or folder.
 Inside: ``file_mode`` (what the umask gives a new file), ``atomic_write_text`` and
 ``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
 before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
-``read_user_text`` (a file the user named, with one-line errors); ``asset_path``, a file
-shipped in ``unmask/assets``.
+``read_user_text`` (a file the user named, with one-line errors), ``read_json`` (a JSON
+object, with one-line errors naming a trailing comma); ``asset_path``, a file shipped in
+``unmask/assets``.
 
 It sits at the bottom of the import graph (the standard library; torch only inside
 ``write_safetensors``), so ``config``, ``checkpoint`` and ``convert`` all use it without
@@ -187,3 +188,36 @@ def asset_path(name: str) -> Path:
 
     return Path(str(resources.files("unmask") / "assets" / name))
 
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON object in ``path`` (a config.json, an index), with one-line errors: not JSON
+    (a trailing comma named as one: Python's "Expecting property name enclosed in double
+    quotes" pointed at the line after it), not UTF-8, not an object."""
+    from unmask.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({_json_problem(e)})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def _json_problem(e: json.JSONDecodeError) -> str:
+    """What is wrong where ``e`` stopped: an empty file, or a comma before a closing bracket, as
+    editors leave after deleting the last entry, by its line; else Python's message and
+    line."""
+    if not e.doc.strip():
+        return "the file is empty"
+    before = e.doc[: e.pos].rstrip()
+    closing = e.doc[e.pos : e.pos + 1] in ("}", "]")
+    if before.endswith(",") and closing:
+        return f"a comma after the last entry, line {e.doc.count(chr(10), 0, len(before)) + 1}"
+    return f"{e.msg} at line {e.lineno}"

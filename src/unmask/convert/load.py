@@ -20,6 +20,7 @@ from unmask.convert.families import (
 )
 from unmask.convert.stream import targets as _targets
 from unmask.errors import UserError
+from unmask.files import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -30,35 +31,6 @@ if TYPE_CHECKING:
 
 
 # -- detection --------------------------------------------------------------------------
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path`` (a config.json, an index), with one-line errors: not JSON
-    (a trailing comma named as one: Python's "Expecting property name enclosed in double
-    quotes" pointed at the line after it), not UTF-8, not an object."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({_json_problem(e)})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return data
-
-
-def _json_problem(e: json.JSONDecodeError) -> str:
-    """What is wrong where ``e`` stopped: an empty file, or a comma before a closing bracket, as
-    editors leave after deleting the last entry, by its line; else Python's message and
-    line."""
-    if not e.doc.strip():
-        return "the file is empty"
-    before = e.doc[: e.pos].rstrip()
-    closing = e.doc[e.pos : e.pos + 1] in ("}", "]")
-    if before.endswith(",") and closing:
-        return f"a comma after the last entry, line {e.doc.count(chr(10), 0, len(before)) + 1}"
-    return f"{e.msg} at line {e.lineno}"
 
 
 def _native_fields() -> set[str]:
