@@ -119,8 +119,11 @@ def test_signal_exit_code_in_a_real_process(sig, code, module, argv):
     ``run`` replaced too, ran this same path; the real server under both signals is
     test_serve_exits_like_every_command_after_uvicorn_shuts_down)."""
     src = SLEEPER.format(module=module, argv=argv)
+    # started as from a terminal: a shell starts a background job (``pytest ... &``) with SIGINT
+    # ignored, which its children inherit and Python then keeps ignoring, as it should
     proc = subprocess.Popen([sys.executable, "-c", src], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout.readline() == "ready\n"
         proc.send_signal(sig)
