@@ -388,6 +388,7 @@ def _train(
                                            state=full_optim)
         else:
             meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
+        _plan_hyperparameters(optimizer, config)  # the saved state holds the saved plan's
         start_step = int(meta["step"])
         prior_best = dict(meta.get("best") or {})
         if scaler is not None and "grad_scaler" in meta:
@@ -804,6 +805,16 @@ def _adamw(model: nn.Module, config: TrainConfig, device: torch.device) -> torch
         _param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2),
         fused=device.type == "cuda",
     )
+
+
+def _plan_hyperparameters(optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+    """Set ``config``'s betas and weight decay on a resumed optimizer. Loading its state
+    restores the hyper-parameters saved with it, so a ``--weight-decay`` or ``--beta2`` given on
+    resume was announced as a change of plan but ignored. The groups are ``_param_groups``'
+    (decayed, then not decayed); the learning rate is set at every step (``lr_at``)."""
+    for group, decay in zip(optimizer.param_groups, (config.weight_decay, 0.0), strict=True):
+        group["betas"] = (config.beta1, config.beta2)
+        group["weight_decay"] = decay
 
 
 def _parallel_kind(
