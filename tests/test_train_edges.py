@@ -50,3 +50,77 @@ def test_weight_decay_and_betas_given_on_resume_are_used(dataset, tmp_path):
     a = load_file(str(runs["same"] / "checkpoint" / "model.safetensors"))
     b = load_file(str(runs["changed"] / "checkpoint" / "model.safetensors"))
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the new plan trained differently
+
+
+def _poisoned(monkeypatch: pytest.MonkeyPatch, bad: set[int]) -> None:
+    """Make the loss NaN at the optimizer steps (0-based) in ``bad`` (one micro-batch each)."""
+    import unmask.train as train_mod
+
+    spec_of = train_mod.objective_spec
+    calls = {"n": 0}
+
+    def spec(name: str):
+        s = spec_of(name)
+
+        def loss(*args, **kw):
+            parts = s.loss(*args, **kw)
+            step, calls["n"] = calls["n"], calls["n"] + 1
+            if step in bad:
+                parts = replace(parts, loss_sum=parts.loss_sum * float("nan"))
+            return parts
+
+        return replace(s, loss=loss)
+
+    monkeypatch.setattr(train_mod, "objective_spec", spec)
+
+
+def test_a_non_finite_step_is_skipped_and_training_goes_on(dataset, tmp_path, monkeypatch,
+                                                          capsys):
+    _poisoned(monkeypatch, {1})
+    run = train(cfg(dataset, tmp_path / "run", ema=0.5), progress=False)
+    recs = [r for r in records(run) if "loss" in r]
+    assert [r.get("skipped", False) for r in recs] == [False, True, False, False]
+    assert all(r["loss"] == r["loss"] for i, r in enumerate(recs) if i != 1)  # finite again
+    for name in ("model.safetensors", "trainer.safetensors"):  # EMA, raw weights, moments
+        tensors = load_file(str(run / "checkpoint" / name))
+        assert all(torch.isfinite(t).all() for t in tensors.values()), name
+    assert "step 2: loss nan, gradient norm nan: the step is skipped" in capsys.readouterr().err
+
+
+def test_a_diverged_run_stops_in_one_line_and_keeps_its_last_checkpoint(dataset, tmp_path,
+                                                                         monkeypatch):
+    from unmask.errors import UserError
+    from unmask.train import NON_FINITE_STOP
+
+    _poisoned(monkeypatch, set(range(2, 100)))
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=r"diverged: .* for 5 steps in a row \(steps 3 to 7, "
+                       r".*lower --lr .*step 6\) is kept$"):
+        train(cfg(dataset, run, steps=20, save_every=2), progress=False)
+    assert NON_FINITE_STOP == 5
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == 6
+    weights = load_file(str(run / "checkpoint" / "model.safetensors"))
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_a_nan_validation_is_never_the_best(dataset, tmp_path, monkeypatch):
+    import unmask.train as train_mod
+
+    evaluate_loss = train_mod.evaluate_loss
+    calls = {"n": 0}
+
+    def evaluate(*args, **kw):
+        res = evaluate_loss(*args, **kw)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the validation at step 2
+            res = replace(res, loss=float("nan"), ppl=float("nan"), bpb=float("nan"))
+        return res
+
+    monkeypatch.setattr(train_mod, "evaluate_loss", evaluate)
+    run = train(cfg(dataset, tmp_path / "run", eval_every=1, keep_best=True), progress=False)
+    vals = {r["step"]: r["val_bpb"] for r in records(run) if "val_bpb" in r}
+    assert vals[2] != vals[2]  # NaN
+    best = [r for r in records(run) if r.get("event") == "best"]
+    assert 2 not in [r["step"] for r in best]
+    low = min(v for v in vals.values() if v == v)
+    assert best[-1]["value"] == low  # later validations still compared with a real number

@@ -445,7 +445,9 @@ def _train(
             return
         metric = "val_bpb" if "val_bpb" in rec else "val_loss"
         value = rec.get(metric)
-        if value is None or (best and value >= best["value"]):
+        # a NaN beats nothing (it compares false with everything: taken as best, every later
+        # validation would have replaced it)
+        if value is None or not math.isfinite(value) or (best and value >= best["value"]):
             return
         save_checkpoint(run / BEST, model=model, tokenizer=tokenizer, inference_model=ema_model)
         best.update(step=rec["step"], metric=metric, value=float(value))
@@ -493,6 +495,7 @@ def _train(
     last_val: dict[str, float] = {}
     val_step = -1  # the step last validated (a time-limit stop there does not validate again)
     tokens_seen = 0
+    skipped = 0  # steps in a row skipped for a non-finite loss or gradient
     t0 = time.perf_counter()
     step = start_step
     with flag.deferring():
@@ -566,20 +569,27 @@ def _train(
                     model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
                 )
             )
+            loss = float(totals[0] / totals[1])
+            # A NaN or infinite loss or gradient would make every weight NaN from this step on
+            # (and the checkpoints after it): the step is skipped. fp16's scaler skips steps
+            # with overflowed gradients itself (and lowers its scale), so only the loss counts.
+            finite = math.isfinite(loss) and (scaler is not None or math.isfinite(gnorm))
             if scaler is not None:  # skips the step on inf/NaN gradients, adapts the scale
                 scaler.step(optimizer)
                 scaler.update()
-            else:
+            elif finite:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if ema_model is not None:
+            if ema_model is not None and finite:
                 # Warm the decay up so early weights (the random init) fade out fast.
                 decay = min(config.ema, (1 + step) / (10 + step))
                 with torch.no_grad():
                     for pe, pm in zip(ema_model.parameters(), model.parameters(), strict=True):
                         pe.lerp_(pm, 1.0 - decay)
             step += 1
-            loss = float(totals[0] / totals[1])
+            skipped = 0 if finite else skipped + 1
+            if skipped:
+                _non_finite(step, skipped, loss, gnorm, run, is_main)
             # the named parts in one transfer (a float() each was a device sync each)
             parts = (totals[2:] / totals[1].clamp_min(1)).tolist() if part_sums else []
             loss_parts = dict(zip(part_sums, parts, strict=True))
@@ -598,6 +608,7 @@ def _train(
                         "tokens_per_s": tps,
                         "elapsed_s": prior_seconds + elapsed,  # the whole run, across resumes
                         **speed,
+                        **({"skipped": True} if skipped else {}),
                     }
                 )
             val_now: dict[str, float] = {}
@@ -638,6 +649,36 @@ def _train(
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+NON_FINITE_STOP = 5
+"""Steps in a row with a non-finite loss or gradient norm (each skipped) that stop a run as
+diverged: one such step is skipped and training goes on; this many mean the weights give NaN."""
+
+
+def _non_finite(step: int, skipped: int, loss: float, gnorm: float, run: Path,
+                is_main: bool) -> None:
+    """Say that step ``step`` (1-based) was skipped for a non-finite loss or gradient norm, the
+    ``skipped``-th such step in a row; at ``NON_FINITE_STOP`` of them refuse to go on (one
+    line; the last checkpoint saved stays as it was)."""
+    what = f"loss {loss:g}, gradient norm {gnorm:g}"
+    if skipped < NON_FINITE_STOP:
+        if is_main and skipped == 1:
+            print(f"step {step}: {what}: the step is skipped (the weights stay as they were)",
+                  file=sys.stderr, flush=True)
+        return
+    from unmask.checkpoint import checkpoint_dir
+
+    try:
+        ckpt = checkpoint_dir(run)
+        kept = f"its last checkpoint ({ckpt}, step {saved_progress(ckpt).step}) is kept"
+    except UserError:
+        kept = "no checkpoint was saved"
+    raise UserError(
+        f"training diverged: the loss or gradients were not finite for {skipped} steps in a "
+        f"row (steps {step - skipped + 1} to {step}, each skipped; at the last {what}); "
+        f"lower --lr or raise --warmup; {kept}"
+    )
 
 
 def _short(name: str) -> str:
