@@ -124,3 +124,29 @@ def test_a_nan_validation_is_never_the_best(dataset, tmp_path, monkeypatch):
     assert 2 not in [r["step"] for r in best]
     low = min(v for v in vals.values() if v == v)
     assert best[-1]["value"] == low  # later validations still compared with a real number
+
+
+def test_a_save_after_a_kill_between_the_renames_keeps_the_only_checkpoint(dataset, tmp_path,
+                                                                           monkeypatch):
+    import unmask.checkpoint as ckpt_mod
+    from unmask.train_guards import saved_progress
+
+    run = tmp_path / "run"
+    train(cfg(dataset, run, steps=2), progress=False)
+    # a hard kill between save_checkpoint's two renames: only .checkpoint.old is whole
+    (run / "checkpoint").rename(run / ".checkpoint.old")
+    replace_file = ckpt_mod.os.replace
+
+    def killed_swapping_in(src, dst):  # the next save is killed as it swaps its folder in
+        if Path(src).name.startswith(ckpt_mod.TMP_PREFIX):
+            raise KeyboardInterrupt
+        return replace_file(src, dst)
+
+    monkeypatch.setattr(ckpt_mod.os, "replace", killed_swapping_in)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(dataset, run, steps=4), resume=True, progress=False)
+    monkeypatch.undo()
+    # the step-2 checkpoint survived (before, it was deleted before the new one was in)
+    assert saved_progress(ckpt_mod.checkpoint_dir(run)).step == 2
+    train(cfg(dataset, run, steps=4), resume=True, progress=False)
+    assert saved_progress(run / "checkpoint").step == 4
