@@ -156,13 +156,15 @@ def test_a_warmup_as_long_as_the_run_gets_a_note(dataset, tmp_path, capsys):
     from unmask.cli import main
 
     args = ["train", "--data", str(dataset), "--preset", "tiny", "--seq-len", "32",
-            "--batch-size", "4", "--eval-every", "0", "--no-progress", "--steps", "4",
-            "--log-every", "1"]
+            "--batch-size", "4", "--eval-every", "0", "--steps", "4", "--log-every", "1"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0  # the default warmup is 100
     err = capsys.readouterr().err
-    assert ("note: --warmup 100 is not shorter than --steps 4: the learning rate only rises, "
+    assert ("note: --warmup 100 is longer than --steps 4: the learning rate only rises, "
             "to 0.04 of --lr 0.001 at the last step, and never decays") in err
     lrs = [r["lr"] for r in records(tmp_path / "a") if "lr" in r]
     assert lrs == pytest.approx([1e-5, 2e-5, 3e-5, 4e-5])
-    assert main([*args, "--out", str(tmp_path / "b"), "--warmup", "3"]) == 0
-    assert "note:" not in capsys.readouterr().err
+    for warmup in ("4", "3"):  # the peak at the last step or before
+        assert main([*args, "--out", str(tmp_path / warmup), "--warmup", warmup]) == 0
+        assert "note:" not in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
+    assert "note:" not in capsys.readouterr().err  # --no-progress: nothing but errors

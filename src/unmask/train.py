@@ -118,12 +118,12 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def warmup_note(cfg: TrainConfig, name: SettingNamer | None = None) -> str:
-    """The note a run gets when its warmup (``lr_at``) is not shorter than its steps: the
-    learning rate never reaches ``lr`` (at the last step: steps/warmup of it) and never
-    decays, likely not what was meant (a short run with the default warmup of 100)."""
+    """The note a run gets when its warmup (``lr_at``) is longer than its steps: the learning
+    rate never reaches ``lr`` (at the last step: steps/warmup of it) and never decays, likely
+    not what was meant (a short run with the default warmup of 100)."""
     name = name or (lambda k, v: f"{k}={v}")
     top = cfg.steps / cfg.warmup
-    return (f"note: {name('warmup', cfg.warmup)} is not shorter than {name('steps', cfg.steps)}: "
+    return (f"note: {name('warmup', cfg.warmup)} is longer than {name('steps', cfg.steps)}: "
             f"the learning rate only rises, to {top:.3g} of {name('lr', cfg.lr)} at the last "
             f"step, and never decays; give a shorter warmup")
 
@@ -266,8 +266,6 @@ def _train(
         if is_main:
             print(line, file=sys.stderr, flush=True)
     check_batch_split(config, world)
-    if is_main and config.warmup >= config.steps:
-        print(warmup_note(config, name_setting), file=sys.stderr, flush=True)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
     objective = spec.loss
@@ -500,6 +498,8 @@ def _train(
              "parallel": kind, "precision": precision.name}
         )
 
+    if is_main and progress and config.warmup > config.steps:  # (once the run is accepted)
+        print(warmup_note(config, name_setting), file=sys.stderr, flush=True)
     bar, plain = progress_bar("train", config.steps, initial=start_step, label="step",
                               enabled=is_main and progress)
     if plain is not None:  # stderr is not a terminal: plain lines instead of the bar
