@@ -168,3 +168,20 @@ def test_a_warmup_as_long_as_the_run_gets_a_note(dataset, tmp_path, capsys):
         assert "note:" not in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "quiet"), "--no-progress"]) == 0
     assert "note:" not in capsys.readouterr().err  # --no-progress: nothing but errors
+
+
+def test_a_refused_resume_is_one_line_without_a_resuming_line(dataset, tmp_path, capsys):
+    from unmask.cli import main
+
+    run = tmp_path / "run"
+    train(cfg(dataset, run, steps=2), progress=False)
+    capsys.readouterr()
+    args = ["train", "--resume", "--out", str(run), "--steps", "4", "--no-progress"]
+    for extra, says in [(["--latent-len", "4"], "--latent-len applies to objectives"),
+                        (["--seq-len", "40000"], "exceeds the model's"),
+                        (["--batch-size", "3", "--grad-accum", "2"], "not divisible")]:
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and "resuming" not in err, err
+    assert main(args) == 0
+    assert "resuming at step 2 of 2; --steps 4 given" in capsys.readouterr().err

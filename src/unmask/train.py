@@ -252,6 +252,7 @@ def _train(
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
     changes: dict[str, Any] = {}
     resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
+    resume_line = ""
     if resume:
         saved = load_json(TrainConfig, run / "train_config.json")
         changes = resume_plan(saved, config)
@@ -262,9 +263,8 @@ def _train(
             resumed_rows = TrajectoryData(config.data, seq_len=config.seq_len,
                                           started_on=done.trajectories)
         prior_seconds = done.train_seconds
-        line = describe_resume(done, saved, config, changes, name=name_setting)
-        if is_main:
-            print(line, file=sys.stderr, flush=True)
+        # said once the resume is accepted: a refusal below is then the one line printed
+        resume_line = describe_resume(done, saved, config, changes, name=name_setting)
     check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
@@ -404,6 +404,8 @@ def _train(
         prior_best = dict(meta.get("best") or {})
         if scaler is not None and "grad_scaler" in meta:
             scaler.load_state_dict(meta["grad_scaler"])
+        if is_main:
+            print(resume_line, file=sys.stderr, flush=True)
         if is_main and changes:  # the next resume continues the changed plan, saved only
             save_json(config, run / "train_config.json")  # now that all of it was accepted
         if is_main:
