@@ -185,3 +185,19 @@ def test_a_refused_resume_is_one_line_without_a_resuming_line(dataset, tmp_path,
         assert err.count("\n") == 1 and says in err and "resuming" not in err, err
     assert main(args) == 0
     assert "resuming at step 2 of 2; --steps 4 given" in capsys.readouterr().err
+
+
+def test_latent_len_cannot_change_on_resume(dataset, tmp_path, capsys):
+    """The autoencoder's latent slots are its model: a resume kept them but announced and
+    saved the new --latent-len (train_config.json then disagreed with the checkpoint)."""
+    from unmask.cli import main
+
+    run = tmp_path / "ae"
+    train(cfg(dataset, run, objective="latent-ae", latent_len=8, steps=2), progress=False)
+    capsys.readouterr()
+    plan = (run / "train_config.json").read_bytes()
+    assert main(["train", "--resume", "--out", str(run), "--steps", "3", "--latent-len", "4",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--latent-len=4 differs from the run's 8" in err and err.count("\n") == 1, err
+    assert (run / "train_config.json").read_bytes() == plan
