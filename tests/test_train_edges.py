@@ -201,3 +201,20 @@ def test_latent_len_cannot_change_on_resume(dataset, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--latent-len=4 differs from the run's 8" in err and err.count("\n") == 1, err
     assert (run / "train_config.json").read_bytes() == plan
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ([], "--seq-len=1: objective 'ar' predicts each token from the ones before it"),
+    (["--fim-rate", "0.5", "--seq-len", "4"],
+     "--seq-len=4: fill-in-the-middle needs rows of at least 5 tokens"),
+])
+def test_ar_rows_too_short_are_refused_up_front(dataset, tmp_path, capsys, extra, says):
+    from unmask.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(out), "--objective", "ar",
+                 "--preset", "tiny", "--batch-size", "4", "--steps", "2", "--seq-len", "1",
+                 "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1, err
+    assert not out.exists()
