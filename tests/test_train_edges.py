@@ -177,7 +177,7 @@ def test_a_refused_resume_is_one_line_without_a_resuming_line(dataset, tmp_path,
     train(cfg(dataset, run, steps=2), progress=False)
     capsys.readouterr()
     args = ["train", "--resume", "--out", str(run), "--steps", "4", "--no-progress"]
-    for extra, says in [(["--latent-len", "4"], "--latent-len applies to objectives"),
+    for extra, says in [(["--draft-block", "4"], "--draft-block applies to objective"),
                         (["--seq-len", "40000"], "exceeds the model's"),
                         (["--batch-size", "3", "--grad-accum", "2"], "not divisible")]:
         assert main([*args, *extra]) == 2
