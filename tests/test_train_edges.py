@@ -218,3 +218,32 @@ def test_ar_rows_too_short_are_refused_up_front(dataset, tmp_path, capsys, extra
     err = capsys.readouterr().err
     assert says in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_a_signal_during_a_periodic_save_does_not_save_that_step_again(dataset, tmp_path,
+                                                                      monkeypatch):
+    import os
+    import signal
+
+    import unmask.train as train_mod
+    from unmask.train_guards import TrainingStopped, saved_progress
+
+    save = train_mod.save_checkpoint
+    steps = []
+
+    def save_and_get_a_signal(run, **kw):  # Ctrl-C lands while the step-2 save is written
+        steps.append(kw["trainer_state"]["step"])
+        out = save(run, **kw)
+        if len(steps) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(train_mod, "save_checkpoint", save_and_get_a_signal)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingStopped) as e:
+        train(cfg(dataset, run, steps=6, save_every=2), progress=False)
+    assert e.value.step == 2 and steps == [2]  # (it was written twice: [2, 2])
+    monkeypatch.undo()
+    assert saved_progress(run / "checkpoint").step == 2
+    train(cfg(dataset, run, steps=6, save_every=2), resume=True, progress=False)
+    assert saved_progress(run / "checkpoint").step == 6

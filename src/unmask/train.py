@@ -466,6 +466,8 @@ def _train(
         best.update(step=rec["step"], metric=metric, value=float(value))
         log({"event": "best", **best})
 
+    saved_at = [start_step if ckpt is not None else -1]  # the step the checkpoint holds
+
     def checkpoint(step: int) -> None:
         state = {
             "step": step,
@@ -493,6 +495,7 @@ def _train(
             )
         if distributed:
             dist.barrier()
+        saved_at[0] = step
 
     if is_main and not resume:
         log(
@@ -650,7 +653,8 @@ def _train(
                 checkpoint(step)
         if bar is not None:
             bar.close()
-        if step >= config.steps or (timed_out and val_step != step):
+        final_eval = step >= config.steps or (timed_out and val_step != step)
+        if final_eval:
             final = evaluate(step)
             if is_main and progress and final:
                 if "val_bpb" in final:
@@ -658,7 +662,8 @@ def _train(
                 else:
                     text = f"val loss {final['val_loss']:.4f} (not a likelihood bound)"
                 print(f"step {step}: {text}", file=sys.stderr)
-        checkpoint(step)
+        if final_eval or saved_at[0] != step:  # (a signal during a save: that one holds it)
+            checkpoint(step)
     if distributed:
         dist.destroy_process_group()
     if flag.signum is not None:
