@@ -607,6 +607,8 @@ def _train(
             step += 1
             skipped = 0 if finite else skipped + 1
             if skipped:
+                if skipped >= NON_FINITE_STOP and bar is not None:
+                    bar.close()  # the refusal that follows on a line of its own
                 _non_finite(step, skipped, loss, gnorm, run, is_main)
             # the named parts in one transfer (a float() each was a device sync each)
             parts = (totals[2:] / totals[1].clamp_min(1)).tolist() if part_sums else []
