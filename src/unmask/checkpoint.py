@@ -140,6 +140,8 @@ def save_checkpoint(
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
         final, old = run / CKPT, run / OLD
+        if old.exists() and not final.exists():  # a kill between the renames left only it:
+            os.replace(old, final)  # the last good checkpoint, kept until the new one is in
         if old.exists():
             shutil.rmtree(old)
         if final.exists():

@@ -103,8 +103,10 @@ def resolve_inputs(
     """The files that ``inputs`` stand for, in order.
 
     Files are taken as given; directories are searched recursively in sorted order,
-    skipping hidden files and folders (names starting with ``.``) and anything under
-    ``exclude``. A missing path raises ``UserError``.
+    skipping hidden files and folders (names starting with ``.``), datasets ``prepare`` wrote
+    (an earlier ``-o`` inside the corpus folder: its shards are token ids, not text) and
+    anything under ``exclude``. A missing path, or a prepared dataset given as an input,
+    raises ``UserError``.
     """
     if not inputs:
         raise UserError("no input files given")
@@ -118,10 +120,16 @@ def resolve_inputs(
     for item in inputs:
         p = Path(item)
         if p.is_dir():
+            if not _not_prepared(p):
+                raise UserError(f"{p}: a dataset written by unmask prepare (token ids), not "
+                                "text; give the text it was prepared from")
+            datasets = [d.parent for d in p.rglob("index.json")
+                        if not _hidden(d.relative_to(p).parts) and not _not_prepared(d.parent)]
             found = [
                 q
                 for q in p.rglob("*")
                 if q.is_file() and not _hidden(q.relative_to(p).parts) and not is_excluded(q)
+                and not any(d in q.parents for d in datasets)
             ]
             files.extend(sorted(found, key=lambda q: q.relative_to(p).parts))
         elif p.is_file():

@@ -117,6 +117,17 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_note(cfg: TrainConfig, name: SettingNamer | None = None) -> str:
+    """The note a run gets when its warmup (``lr_at``) is longer than its steps: the learning
+    rate never reaches ``lr`` (at the last step: steps/warmup of it) and never decays, likely
+    not what was meant (a short run with the default warmup of 100)."""
+    name = name or (lambda k, v: f"{k}={v}")
+    top = cfg.steps / cfg.warmup
+    return (f"note: {name('warmup', cfg.warmup)} is longer than {name('steps', cfg.steps)}: "
+            f"the learning rate only rises, to {top:.3g} of {name('lr', cfg.lr)} at the last "
+            f"step, and never decays; give a shorter warmup")
+
+
 def build_model_config(
     cfg: TrainConfig, vocab_size: int, special_ids: dict[str, int | None]
 ) -> ModelConfig:
@@ -241,6 +252,7 @@ def _train(
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
     changes: dict[str, Any] = {}
     resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
+    resume_line = ""
     if resume:
         saved = load_json(TrainConfig, run / "train_config.json")
         changes = resume_plan(saved, config)
@@ -251,9 +263,8 @@ def _train(
             resumed_rows = TrajectoryData(config.data, seq_len=config.seq_len,
                                           started_on=done.trajectories)
         prior_seconds = done.train_seconds
-        line = describe_resume(done, saved, config, changes, name=name_setting)
-        if is_main:
-            print(line, file=sys.stderr, flush=True)
+        # said once the resume is accepted: a refusal below is then the one line printed
+        resume_line = describe_resume(done, saved, config, changes, name=name_setting)
     check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
@@ -388,10 +399,13 @@ def _train(
                                            state=full_optim)
         else:
             meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
+        _plan_hyperparameters(optimizer, config)  # the saved state holds the saved plan's
         start_step = int(meta["step"])
         prior_best = dict(meta.get("best") or {})
         if scaler is not None and "grad_scaler" in meta:
             scaler.load_state_dict(meta["grad_scaler"])
+        if is_main:
+            print(resume_line, file=sys.stderr, flush=True)
         if is_main and changes:  # the next resume continues the changed plan, saved only
             save_json(config, run / "train_config.json")  # now that all of it was accepted
         if is_main:
@@ -444,11 +458,15 @@ def _train(
             return
         metric = "val_bpb" if "val_bpb" in rec else "val_loss"
         value = rec.get(metric)
-        if value is None or (best and value >= best["value"]):
+        # a NaN beats nothing (it compares false with everything: taken as best, every later
+        # validation would have replaced it)
+        if value is None or not math.isfinite(value) or (best and value >= best["value"]):
             return
         save_checkpoint(run / BEST, model=model, tokenizer=tokenizer, inference_model=ema_model)
         best.update(step=rec["step"], metric=metric, value=float(value))
         log({"event": "best", **best})
+
+    saved_at = [start_step if ckpt is not None else -1]  # the step the checkpoint holds
 
     def checkpoint(step: int) -> None:
         state = {
@@ -477,6 +495,7 @@ def _train(
             )
         if distributed:
             dist.barrier()
+        saved_at[0] = step
 
     if is_main and not resume:
         log(
@@ -484,6 +503,8 @@ def _train(
              "parallel": kind, "precision": precision.name}
         )
 
+    if is_main and progress and config.warmup > config.steps:  # (once the run is accepted)
+        print(warmup_note(config, name_setting), file=sys.stderr, flush=True)
     bar, plain = progress_bar("train", config.steps, initial=start_step, label="step",
                               enabled=is_main and progress)
     if plain is not None:  # stderr is not a terminal: plain lines instead of the bar
@@ -492,6 +513,7 @@ def _train(
     last_val: dict[str, float] = {}
     val_step = -1  # the step last validated (a time-limit stop there does not validate again)
     tokens_seen = 0
+    skipped = 0  # steps in a row skipped for a non-finite loss or gradient
     t0 = time.perf_counter()
     step = start_step
     with flag.deferring():
@@ -565,20 +587,29 @@ def _train(
                     model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf")
                 )
             )
+            loss = float(totals[0] / totals[1])
+            # A NaN or infinite loss or gradient would make every weight NaN from this step on
+            # (and the checkpoints after it): the step is skipped. fp16's scaler skips steps
+            # with overflowed gradients itself (and lowers its scale), so only the loss counts.
+            finite = math.isfinite(loss) and (scaler is not None or math.isfinite(gnorm))
             if scaler is not None:  # skips the step on inf/NaN gradients, adapts the scale
                 scaler.step(optimizer)
                 scaler.update()
-            else:
+            elif finite:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if ema_model is not None:
+            if ema_model is not None and finite:
                 # Warm the decay up so early weights (the random init) fade out fast.
                 decay = min(config.ema, (1 + step) / (10 + step))
                 with torch.no_grad():
                     for pe, pm in zip(ema_model.parameters(), model.parameters(), strict=True):
                         pe.lerp_(pm, 1.0 - decay)
             step += 1
-            loss = float(totals[0] / totals[1])
+            skipped = 0 if finite else skipped + 1
+            if skipped:
+                if skipped >= NON_FINITE_STOP and bar is not None:
+                    bar.close()  # the refusal that follows on a line of its own
+                _non_finite(step, skipped, loss, gnorm, run, is_main)
             # the named parts in one transfer (a float() each was a device sync each)
             parts = (totals[2:] / totals[1].clamp_min(1)).tolist() if part_sums else []
             loss_parts = dict(zip(part_sums, parts, strict=True))
@@ -597,6 +628,7 @@ def _train(
                         "tokens_per_s": tps,
                         "elapsed_s": prior_seconds + elapsed,  # the whole run, across resumes
                         **speed,
+                        **({"skipped": True} if skipped else {}),
                     }
                 )
             val_now: dict[str, float] = {}
@@ -623,7 +655,8 @@ def _train(
                 checkpoint(step)
         if bar is not None:
             bar.close()
-        if step >= config.steps or (timed_out and val_step != step):
+        final_eval = step >= config.steps or (timed_out and val_step != step)
+        if final_eval:
             final = evaluate(step)
             if is_main and progress and final:
                 if "val_bpb" in final:
@@ -631,12 +664,43 @@ def _train(
                 else:
                     text = f"val loss {final['val_loss']:.4f} (not a likelihood bound)"
                 print(f"step {step}: {text}", file=sys.stderr)
-        checkpoint(step)
+        if final_eval or saved_at[0] != step:  # (a signal during a save: that one holds it)
+            checkpoint(step)
     if distributed:
         dist.destroy_process_group()
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
     return run
+
+
+NON_FINITE_STOP = 5
+"""Steps in a row with a non-finite loss or gradient norm (each skipped) that stop a run as
+diverged: one such step is skipped and training goes on; this many mean the weights give NaN."""
+
+
+def _non_finite(step: int, skipped: int, loss: float, gnorm: float, run: Path,
+                is_main: bool) -> None:
+    """Say that step ``step`` (1-based) was skipped for a non-finite loss or gradient norm, the
+    ``skipped``-th such step in a row; at ``NON_FINITE_STOP`` of them refuse to go on (one
+    line; the last checkpoint saved stays as it was)."""
+    what = f"loss {loss:g}, gradient norm {gnorm:g}"
+    if skipped < NON_FINITE_STOP:
+        if is_main and skipped == 1:
+            print(f"step {step}: {what}: the step is skipped (the weights stay as they were)",
+                  file=sys.stderr, flush=True)
+        return
+    from unmask.checkpoint import checkpoint_dir
+
+    try:
+        ckpt = checkpoint_dir(run)
+        kept = f"its last checkpoint ({ckpt}, step {saved_progress(ckpt).step}) is kept"
+    except UserError:
+        kept = "no checkpoint was saved"
+    raise UserError(
+        f"training diverged: the loss or gradients were not finite for {skipped} steps in a "
+        f"row (steps {step - skipped + 1} to {step}, each skipped; at the last {what}); "
+        f"lower --lr or raise --warmup; {kept}"
+    )
 
 
 def _short(name: str) -> str:
@@ -804,6 +868,16 @@ def _adamw(model: nn.Module, config: TrainConfig, device: torch.device) -> torch
         _param_groups(model, config.weight_decay), lr=config.lr, betas=(config.beta1, config.beta2),
         fused=device.type == "cuda",
     )
+
+
+def _plan_hyperparameters(optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+    """Set ``config``'s betas and weight decay on a resumed optimizer. Loading its state
+    restores the hyper-parameters saved with it, so a ``--weight-decay`` or ``--beta2`` given on
+    resume was announced as a change of plan but ignored. The groups are ``_param_groups``'
+    (decayed, then not decayed); the learning rate is set at every step (``lr_at``)."""
+    for group, decay in zip(optimizer.param_groups, (config.weight_decay, 0.0), strict=True):
+        group["betas"] = (config.beta1, config.beta2)
+        group["weight_decay"] = decay
 
 
 def _parallel_kind(

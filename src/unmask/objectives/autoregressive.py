@@ -121,9 +121,22 @@ def ar(
     return LossParts(loss_sum=ce.sum(), n_tokens=valid.sum())
 
 
-def _check_fim_rate(cfg: TrainConfig) -> None:
+def _check_ar(cfg: TrainConfig) -> None:
+    """The FIM rate, and rows with a token to predict (a FIM row's sentinels and one more):
+    at ``seq_len`` 1 the step divided by zero tokens (a traceback), a FIM row too short
+    failed only at the first step."""
     if not 0.0 <= cfg.fim_rate <= 1.0:
         raise UserError(f"fim_rate={cfg.fim_rate} must be in [0, 1]")
+    if cfg.fim_rate > 0 and cfg.seq_len < FIM_EXTRA + 1:
+        raise UserError(
+            f"seq_len={cfg.seq_len}: fill-in-the-middle needs rows of at least "
+            f"{FIM_EXTRA + 1} tokens"
+        )
+    if cfg.seq_len < 2:
+        raise UserError(
+            f"seq_len={cfg.seq_len}: objective 'ar' predicts each token from the ones before "
+            "it, so rows need at least 2 tokens"
+        )
 
 
 def _with_fim(tokenizer: object, cfg: TrainConfig) -> object:
@@ -158,7 +171,7 @@ register_objective(
         attention="causal",
         decoder="ar",
         options=("fim_rate",),
-        check=_check_fim_rate,
+        check=_check_ar,
         tokenizer=_with_fim,
         needs=_needs_fim,
         summary="next-token cross-entropy (autoregressive baseline, optional FIM)",
