@@ -7,7 +7,8 @@ library's (``TextCounts`` with its incremental ``NgramIndex``, the logits writte
 Both run interleaved in one process on one model (random weights of the demo model's shape,
 causal, ``max_seq_len`` long enough for the longest text), greedy, under the causal default
 (repetition penalty 1.15, 4-gram ban), and every pair must decode the same tokens. Per-step
-time is the median over repeats of the mean of the steps after the prompt (the three run
+CPU time (``time.thread_time``: one thread, and a busy host's waits for a core are not
+counted) is the median over repeats of the mean of the steps after the prompt (the three run
 in turns, each first in a third of the repeats); "off" decodes without penalties (the
 floor), so old - off and new - off are the bookkeeping's cost.
 
@@ -205,13 +206,14 @@ def prompts(batch: int, length: int, vocab: int, seed: int) -> list[list[int]]:
 
 def timed_steps(model: Transformer, rows: list[list[int]], steps: int,
                 penalties: Penalties | None) -> tuple[float, list[list[int]]]:
-    """Mean seconds per step after the prompt's, and the generated tokens."""
+    """Mean CPU seconds per step after the prompt's (this thread's: on a busy host, time
+    spent waiting for a core is not counted), and the generated tokens."""
     r = ARRun(model, rows, max_new_tokens=steps + 1, eos_id=None, penalties=penalties)
     r.advance()  # the prompt
-    t = time.perf_counter()
+    t = time.thread_time()
     while not r.done:
         r.advance()
-    took = (time.perf_counter() - t) / steps
+    took = (time.thread_time() - t) / steps
     return took, r.result().gen_ids
 
 

@@ -14,7 +14,13 @@ from unmask.config import SampleConfig, model_preset
 from unmask.model import Transformer
 from unmask.sampling.ar import ARRun, forbid_id
 from unmask.sampling.hybrid import HybridRun
-from unmask.sampling.penalties import NgramIndex, Penalties, TextCounts, ngram_bans
+from unmask.sampling.penalties import (
+    NgramIndex,
+    Penalties,
+    TextCounts,
+    ngram_bans,
+    token_counts,
+)
 from unmask.sampling.speculative import SpeculativeRun
 
 V = 12  # a small vocabulary: n-grams repeat, so bans are common
@@ -144,3 +150,14 @@ def test_forbid_id_writes_in_place_only_when_asked():
     assert y is not x and not x.isinf().any() and y.isinf().sum() == 4
     z = forbid_id(x, (0, 3), inplace=True)
     assert z is x and x[:, [0, 3]].isinf().all() and x.isinf().sum() == 4
+
+
+def test_token_counts_into_running_counts():
+    """A step's counts added to the running ones in place equal counting anew."""
+    tokens = torch.tensor([[5, 5, 2, 9], [7, 1, 1, 30]])
+    keep = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    fresh = token_counts(tokens, keep, 16, (1, 2))
+    a, b = torch.ones(2, 16), torch.zeros(2, 16, dtype=torch.float64)
+    assert token_counts(tokens, keep, 16, (1, 2), into=(a, b)) is a
+    assert torch.equal(a, fresh + 1) and torch.equal(b, fresh.double())
+    assert fresh[0, 5] == 2 and fresh[0, 2] == 0 and fresh[1].sum() == 1  # 30: not an id

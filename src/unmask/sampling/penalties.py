@@ -178,18 +178,31 @@ def special_ids(model_config: Any) -> tuple[int, ...]:
 
 
 def token_counts(tokens: Tensor, keep: Tensor | None, vocab: int,
-                 exempt: Sequence[int] = ()) -> Tensor:
+                 exempt: Sequence[int] = (), *, into: Sequence[Tensor] = ()) -> Tensor:
     """(B, V) float32: how often each token id occurs in each row of ``tokens`` (B, L), counting
     only the positions where ``keep`` (B, L) bool is True (all when None) and never the ids in
-    ``exempt``. Ids outside [0, V) are ignored."""
+    ``exempt``. Ids outside [0, V) are ignored. ``into``: add the counts to each of these
+    (B, V) tensors instead (returns the first; a running count's step makes no (B, V)
+    tensor of its own)."""
     B = tokens.shape[0]
     ok = (tokens >= 0) & (tokens < vocab)
     if keep is not None:
         ok = ok & keep
     if exempt:
-        ok = ok & ~torch.isin(tokens, torch.tensor(list(exempt), device=tokens.device))
-    out = torch.zeros(B, vocab, dtype=torch.float32, device=tokens.device)
-    return out.scatter_add_(1, tokens.clamp(0, vocab - 1), ok.to(torch.float32))
+        ok = ok & ~torch.isin(tokens, _id_tensor(tuple(exempt), tokens.device))
+    index, weight = tokens.clamp(0, vocab - 1), ok.to(torch.float32)
+    if not into:
+        into = (torch.zeros(B, vocab, dtype=torch.float32, device=tokens.device),)
+    for out in into:
+        out.scatter_add_(1, index, weight.to(out.dtype))
+    return into[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _id_tensor(ids: tuple[int, ...], device: torch.device) -> Tensor:
+    """``tensor(ids)`` on ``device``, made once (``token_counts`` runs every step); never
+    written to."""
+    return torch.tensor(ids, dtype=torch.long, device=device)
 
 
 def prefix_counts(base: Tensor, drafts: Tensor, live: Tensor | None = None,
@@ -419,9 +432,8 @@ class TextCounts:
             return
         if self.seen is None or self.generated is None:  # a run penalises, then commits
             raise RuntimeError("TextCounts.add before the first penalise (V unknown)")
-        new = token_counts(tokens, keep, self.seen.shape[-1], self.exempt)
-        self.seen += new
-        self.generated += new
+        token_counts(tokens, keep, self.seen.shape[-1], self.exempt,
+                     into=(self.seen, self.generated))
 
     def penalise(self, logits: Tensor, drafts: Tensor | None = None,
                  live: Tensor | None = None, *, inplace: bool = False) -> Tensor:
