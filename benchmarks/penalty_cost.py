@@ -10,7 +10,9 @@ causal, ``max_seq_len`` long enough for the longest text), greedy, under the cau
 CPU time (``time.thread_time``: one thread, and a busy host's waits for a core are not
 counted) is the median over repeats of the mean of the steps after the prompt (the three run
 in turns, each first in a third of the repeats); "off" decodes without penalties (the
-floor), so old - off and new - off are the bookkeeping's cost.
+floor), so old - off and new - off are the bookkeeping's cost. "Replayed" times the
+bookkeeping alone (forbid, penalise, commit the argmax; random logits, no model), old and
+new in turns: the ratio the step's noise hides.
 
     python benchmarks/penalty_cost.py --lengths 64 256 1024 --batches 1 8 --threads 1
 """
@@ -50,6 +52,8 @@ from unmask.sampling.penalties import (  # noqa: E402
     special_ids,
     token_counts,
 )
+
+MASK, PAD, EOS, BOS = 0, 1, 2, 3  # the demo model's special ids
 
 DEFAULT = dict(repetition_penalty=1.15, no_repeat_ngram_size=4)
 """The causal checkpoints' recommended penalties (``ar``, ``hybrid``; docs/sampling.md)."""
@@ -181,7 +185,8 @@ assert pen_mod.TextCounts is TextCounts  # the new code is the library's own
 def demo_shaped(max_seq_len: int, seed: int = 0) -> Transformer:
     """A causal model of the demo model's shape with random weights."""
     cfg = model_preset("demo", vocab_size=4096, max_seq_len=max_seq_len, attention="causal",
-                       objective="ar", mask_id=0, pad_id=1, eos_id=2, bos_id=3)  # fmt: skip
+                       objective="ar", mask_id=MASK, pad_id=PAD, eos_id=EOS,
+                       bos_id=BOS)  # fmt: skip
     torch.manual_seed(seed)
     return Transformer(cfg).eval()
 
@@ -217,6 +222,28 @@ def timed_steps(model: Transformer, rows: list[list[int]], steps: int,
     return took, r.result().gen_ids
 
 
+def bookkeeping(rows: list[list[int]], vocab: int, steps: int, penalties: Penalties,
+                old: bool) -> float:
+    """CPU seconds per step of the bookkeeping alone, replayed without the model: forbid the
+    special ids, penalise (B, V) random logits, take the argmax and commit it, ``steps`` times
+    after ``rows`` (left-padded)."""
+    P = max(len(r) for r in rows)
+    prompt = torch.tensor([[PAD] * (P - len(r)) + r for r in rows])
+    keep = prompt != PAD
+    exempt = (MASK, PAD, EOS, BOS)
+    counts = (RecomputedTextCounts if old else TextCounts)(penalties, prompt, keep, exempt)
+    forbid = copying_forbid_id if old else ar_mod.forbid_id
+    g = torch.Generator().manual_seed(0)
+    logits = [torch.randn(len(rows), vocab, generator=g) for _ in range(steps + 1)]
+    ones = torch.ones(len(rows), 1, dtype=torch.bool)
+    counts.penalise(logits.pop())  # the prompt's counts, once
+    t = time.thread_time()
+    for x in logits:
+        x = counts.penalise(forbid(x, exempt, inplace=True), inplace=True)
+        counts.add(x.argmax(dim=-1)[:, None], ones)
+    return (time.thread_time() - t) / steps
+
+
 def main() -> list[dict[str, Any]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lengths", type=positive_int, nargs="+", default=[64, 256, 1024],
@@ -231,14 +258,15 @@ def main() -> list[dict[str, Any]]:
     model = demo_shaped(max(args.lengths) + args.steps + 8)
     pen = Penalties.of(SampleConfig(**DEFAULT))
     out = []
-    print("| text | batch | off ms | old ms | new ms | old / new | penalties old / new "
-          "(share of the step) |")
-    print("|---:|---:|---:|---:|---:|---:|---|")
+    print("| text | batch | step off ms | step old ms | step new ms | old / new | "
+          "penalties old / new (share of the step) | replayed old / new ms | old / new |")
+    print("|---:|---:|---:|---:|---:|---:|---|---|---:|")
     with torch.no_grad():
         for L in args.lengths:
             for B in args.batches:
                 rows = prompts(B, L, model.config.vocab_size, seed=L + B)
-                t: dict[str, list[float]] = {"off": [], "old": [], "new": []}
+                t: dict[str, list[float]] = {k: [] for k in ("off", "old", "new", "replay_old",
+                                                             "replay_new")}
                 got: dict[str, list[list[int]]] = {}
                 for i in range(args.repeats):  # interleaved, in turns: load hits all alike
                     for k in ("off", "old", "new")[i % 3:] + ("off", "old", "new")[: i % 3]:
@@ -248,6 +276,9 @@ def main() -> list[dict[str, Any]]:
                         t[k].append(s)
                     if got["old"] != got["new"]:
                         raise AssertionError(f"old and new decoded differently at {L}, {B}")
+                    for k in ("old", "new")[i % 2:] + ("old", "new")[: i % 2]:
+                        t[f"replay_{k}"].append(bookkeeping(rows, model.config.vocab_size,
+                                                            args.steps * 4, pen, k == "old"))
                 ms = {k: 1e3 * statistics.median(v) for k, v in t.items()}
                 row = dict(length=L, batch=B, steps=args.steps, **{f"{k}_ms": v
                                                                   for k, v in ms.items()})
@@ -255,7 +286,9 @@ def main() -> list[dict[str, Any]]:
                 po, pn = ms["old"] - ms["off"], ms["new"] - ms["off"]
                 print(f"| {L} | {B} | {ms['off']:.2f} | {ms['old']:.2f} | {ms['new']:.2f} | "
                       f"{ms['old'] / ms['new']:.2f} | {po:.2f} ({po / ms['old']:.0%}) / "
-                      f"{pn:.2f} ({pn / ms['new']:.0%}) |", flush=True)
+                      f"{pn:.2f} ({pn / ms['new']:.0%}) | {ms['replay_old']:.3f} / "
+                      f"{ms['replay_new']:.3f} | {ms['replay_old'] / ms['replay_new']:.1f} |",
+                      flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")

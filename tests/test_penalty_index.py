@@ -161,3 +161,16 @@ def test_token_counts_into_running_counts():
     assert token_counts(tokens, keep, 16, (1, 2), into=(a, b)) is a
     assert torch.equal(a, fresh + 1) and torch.equal(b, fresh.double())
     assert fresh[0, 5] == 2 and fresh[0, 2] == 0 and fresh[1].sum() == 1  # 30: not an id
+
+
+def test_the_benchmark_runs_and_checks_old_against_new(benchmark, monkeypatch, tmp_path, capsys):
+    """``benchmarks/penalty_cost.py`` at a tiny size: a row per length and batch, both
+    decoders' tokens compared inside (it raises when they differ)."""
+    bench = benchmark("penalty_cost")
+    out = tmp_path / "cost.json"
+    monkeypatch.setattr("sys.argv", ["penalty_cost.py", "--lengths", "6", "12", "--batches",
+                                     "2", "--steps", "2", "--repeats", "1", "--json", str(out)])
+    rows = bench.main()
+    assert [(r["length"], r["batch"]) for r in rows] == [(6, 2), (12, 2)]
+    assert all(r["replay_old_ms"] > 0 and r["replay_new_ms"] > 0 for r in rows)
+    assert out.exists() and capsys.readouterr().out.count("\n| 6 | 2 |") == 1
