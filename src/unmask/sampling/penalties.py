@@ -16,7 +16,8 @@ Four knobs, as the tools users know define them (and with their neutral values a
 r is applied first, then a and f (vLLM's order), then the n-gram ban (Hugging Face's). What
 "the text so far" is depends on the decoder, and each says it in one place:
 
-- left to right (``ar``, and the verifier of ``speculative`` / ``hybrid``): the prompt and the
+- left to right (``ar``, and the verifier of ``speculative`` / ``hybrid``; ``TextCounts``, its
+  n-grams in an ``NgramIndex`` updated with each committed token): the prompt and the
   tokens before the position being predicted, drafts included where a draft is verified, so
   a verified draft is judged exactly as ``ar`` would judge it (greedy output stays
   token-identical to ``ar`` with the same penalties, sampled output distributed as it);
@@ -341,8 +342,9 @@ class NgramIndex:
     tokens (only committed ones: a rejected draft never enters), ``bans`` reads the bans of
     the next position and of the positions after drafts. A step costs what its new tokens
     and queries do, not what the text's length does: searching the whole text every step
-    (``ngram_bans``) was 18% of an AR step of a demo-sized model at batch 1 after 256 tokens
-    and grew with the text. Host-side sets of token tuples: exact, as the search is."""
+    (``ngram_bans``) grew with it (with a copy of the logits, 13-21% of an AR step of a
+    demo-sized model: docs/sampling.md, "What they cost a step"). Host-side sets of token
+    tuples: exact, as the search is."""
 
     def __init__(self, n: int, rows: Sequence[Sequence[int | None]]) -> None:
         if n < 1:
