@@ -127,8 +127,9 @@ class Largest(TorchDispatchMode):
 
 def test_a_step_does_not_grow_with_the_text():
     """Penalising the next position and the positions after 4 drafts, then committing: no
-    tensor larger at a text of 2,000 tokens than at one of 20 (the whole-text search made
-    (B, W, ...) tensors at every step)."""
+    tensor larger than the step's logits or its ban triples (3 × B × 5 × V at most) at a
+    text of 2,000 tokens as at one of 20 (the whole-text search made (B, W, ...) tensors at
+    every step: 119,910 elements at 2,000 tokens)."""
     pen = Penalties(repetition=1.2, ngram=4)
     most = []
     for L in (20, 2000):
@@ -141,7 +142,7 @@ def test_a_step_does_not_grow_with_the_text():
             counts.penalise(torch.randn(2, 5, V), drafts, torch.ones_like(drafts).bool())
             counts.add(drafts[:, :2])
         most.append(seen.most)
-    assert most[0] == most[1] <= 5 * 2 * V
+    assert max(most) <= 3 * 2 * 5 * V
 
 
 def test_forbid_id_writes_in_place_only_when_asked():

@@ -355,6 +355,10 @@ class NgramIndex:
         for b, row in enumerate(rows):
             self.extend(b, row)
 
+    def __len__(self) -> int:
+        """The number of rows."""
+        return len(self._tail)
+
     def extend(self, row: int, tokens: Sequence[int | None]) -> None:
         """Append ``tokens`` (``None`` = not text) to row ``row``'s text."""
         n, tail, follow = self.n, self._tail[row], self._follow[row]
@@ -470,7 +474,7 @@ class TextCounts:
         """The (row, position, token) triples of ``ban`` at the positions ``penalise`` checks
         (the next one, and the one after each draft), from the index."""
         assert self.ngrams is not None
-        B = len(self.ngrams._tail)
+        B = len(self.ngrams)
         if drafts is None or drafts.shape[1] == 0:
             rows: list[list[int | None]] = [[] for _ in range(B)]
         else:
@@ -484,9 +488,8 @@ class TextCounts:
                 b_ += [b] * len(banned)
                 q_ += [q] * len(banned)
                 v_ += banned
-        return (torch.tensor(b_, dtype=torch.long, device=device),
-                torch.tensor(q_, dtype=torch.long, device=device),
-                torch.tensor(v_, dtype=torch.long, device=device))
+        b, q, v = torch.tensor([b_, q_, v_], dtype=torch.long, device=device)  # one transfer
+        return b, q, v
 
 
 def text_counts(penalties: Penalties | None, prompt: Tensor, real: Tensor,
