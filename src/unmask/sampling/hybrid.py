@@ -332,21 +332,24 @@ class HybridRun(DecoderRun):
         """Logits (B, n, V) of some columns (B, n, D|V) of ``_forward``'s output."""
         return out if self._head is None else self._head(out)
 
-    def _no_mask(self, logits: Tensor) -> Tensor:
-        """``logits`` (..., V) with ``[MASK]`` at -inf (``forbid_id``): float64 when sampling
-        (the acceptance ratios p/q), the model's dtype when greedy (the same argmax)."""
+    def _no_mask(self, logits: Tensor, *, inplace: bool = False) -> Tensor:
+        """``logits`` (..., V) with ``[MASK]`` at -inf (``forbid_id``; written in place when
+        ``inplace``): float64 when sampling (the acceptance ratios p/q), the model's dtype
+        when greedy (the same argmax)."""
         return forbid_id(logits.to(torch.float64) if self.temperature > 0 else logits,
-                         self._forbid)  # fmt: skip
+                         self._forbid, inplace=inplace)  # fmt: skip
 
     def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Drafts (B, n) from a block's logits (B, n, V), their proposal q at temperature > 0
-        (None at 0), and with ``draft_threshold`` each draft's confidence (B, n) (None
-        without): the probability of the argmax greedy, q's top probability when sampling
-        (decided before the draw, as the two-model decoder does: a length cut by the drawn
-        token itself would bias the accepted drafts). ``[MASK]`` is never drafted."""
-        logits = self._no_mask(logits)
-        if self._counts is not None:  # for the committed text, not the drafts before (exact
-            logits = self._counts.penalise(logits)  # either way; those too gained nothing)
+        """Drafts (B, n) from a block's logits (B, n, V; written to), their proposal q at
+        temperature > 0 (None at 0), and with ``draft_threshold`` each draft's confidence
+        (B, n) (None without): the probability of the argmax greedy, q's top probability
+        when sampling (decided before the draw, as the two-model decoder does: a length cut by
+        the drawn token itself would bias the accepted drafts). ``[MASK]`` is never drafted."""
+        logits = self._no_mask(logits, inplace=True)  # the caller's gather: ours to write
+        # penalised for the committed text, not the drafts before (exact either way; those
+        # too gained nothing)
+        if self._counts is not None:
+            logits = self._counts.penalise(logits, inplace=True)
         if self.temperature == 0:
             conf = F.softmax(logits.float(), dim=-1).amax(dim=-1) if self.threshold > 0 else None
             return logits.argmax(dim=-1), None, conf

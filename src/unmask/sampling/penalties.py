@@ -16,7 +16,8 @@ Four knobs, as the tools users know define them (and with their neutral values a
 r is applied first, then a and f (vLLM's order), then the n-gram ban (Hugging Face's). What
 "the text so far" is depends on the decoder, and each says it in one place:
 
-- left to right (``ar``, and the verifier of ``speculative`` / ``hybrid``): the prompt and the
+- left to right (``ar``, and the verifier of ``speculative`` / ``hybrid``; ``TextCounts``, its
+  n-grams in an ``NgramIndex`` updated with each committed token): the prompt and the
   tokens before the position being predicted, drafts included where a draft is verified, so
   a verified draft is judged exactly as ``ar`` would judge it (greedy output stays
   token-identical to ``ar`` with the same penalties, sampled output distributed as it);
@@ -178,18 +179,31 @@ def special_ids(model_config: Any) -> tuple[int, ...]:
 
 
 def token_counts(tokens: Tensor, keep: Tensor | None, vocab: int,
-                 exempt: Sequence[int] = ()) -> Tensor:
+                 exempt: Sequence[int] = (), *, into: Sequence[Tensor] = ()) -> Tensor:
     """(B, V) float32: how often each token id occurs in each row of ``tokens`` (B, L), counting
     only the positions where ``keep`` (B, L) bool is True (all when None) and never the ids in
-    ``exempt``. Ids outside [0, V) are ignored."""
+    ``exempt``. Ids outside [0, V) are ignored. ``into``: add the counts to each of these
+    (B, V) tensors instead (returns the first; a running count's step makes no (B, V)
+    tensor of its own)."""
     B = tokens.shape[0]
     ok = (tokens >= 0) & (tokens < vocab)
     if keep is not None:
         ok = ok & keep
     if exempt:
-        ok = ok & ~torch.isin(tokens, torch.tensor(list(exempt), device=tokens.device))
-    out = torch.zeros(B, vocab, dtype=torch.float32, device=tokens.device)
-    return out.scatter_add_(1, tokens.clamp(0, vocab - 1), ok.to(torch.float32))
+        ok = ok & ~torch.isin(tokens, _id_tensor(tuple(exempt), tokens.device))
+    index, weight = tokens.clamp(0, vocab - 1), ok.to(torch.float32)
+    if not into:
+        into = (torch.zeros(B, vocab, dtype=torch.float32, device=tokens.device),)
+    for out in into:
+        out.scatter_add_(1, index, weight.to(out.dtype))
+    return into[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _id_tensor(ids: tuple[int, ...], device: torch.device) -> Tensor:
+    """``tensor(ids)`` on ``device``, made once (``token_counts`` runs every step); never
+    written to."""
+    return torch.tensor(ids, dtype=torch.long, device=device)
 
 
 def prefix_counts(base: Tensor, drafts: Tensor, live: Tensor | None = None,
@@ -318,14 +332,75 @@ def ban(logits: Tensor, bans: tuple[Tensor, Tensor, Tensor]) -> Tensor:
     return logits
 
 
+class NgramIndex:
+    """The n-grams of each row of a left-to-right text, kept as the text grows, and the bans
+    they make (the causal ``ngram_bans`` at the end of the text, with no search over it).
+
+    ``rows``: each row's text so far (prompt; left padding included), ``None`` at a position
+    that is not text (padding, a special id). The index maps each context, the n - 1 tokens
+    of an n-gram of text, to the tokens that followed it; ``extend`` adds a row's committed
+    tokens (only committed ones: a rejected draft never enters), ``bans`` reads the bans of
+    the next position and of the positions after drafts. A step costs what its new tokens
+    and queries do, not what the text's length does: searching the whole text every step
+    (``ngram_bans``) grew with it (with a copy of the logits, 13-21% of an AR step of a
+    demo-sized model: docs/sampling.md, "What they cost a step"). Host-side sets of token
+    tuples: exact, as the search is."""
+
+    def __init__(self, n: int, rows: Sequence[Sequence[int | None]]) -> None:
+        if n < 1:
+            raise ValueError(f"an n-gram index needs n >= 1, got {n}")
+        self.n = n
+        self._follow: list[dict[tuple[int, ...], set[int]]] = [{} for _ in rows]
+        self._tail: list[list[int | None]] = [[] for _ in rows]  # the last n - 1 positions
+        for b, row in enumerate(rows):
+            self.extend(b, row)
+
+    def __len__(self) -> int:
+        """The number of rows."""
+        return len(self._tail)
+
+    def extend(self, row: int, tokens: Sequence[int | None]) -> None:
+        """Append ``tokens`` (``None`` = not text) to row ``row``'s text."""
+        n, tail, follow = self.n, self._tail[row], self._follow[row]
+        for t in tokens:
+            tail.append(t)
+            if len(tail) == n:  # the n-gram ending here
+                if t is not None and None not in tail:
+                    follow.setdefault(tuple(tail[:-1]), set()).add(t)  # type: ignore[arg-type]
+                del tail[0]
+
+    def bans(self, row: int, drafts: Sequence[int | None] = ()) -> list[set[int]]:
+        """The tokens banned at the K + 1 positions after row ``row``'s text and each of its
+        K ``drafts`` (``None`` = not text: a special id, or past the row's own drafts):
+        position j may not complete an n-gram that the text, or the text with the first j
+        drafts, already holds. Empty where the n - 1 positions before are not all text."""
+        n, follow = self.n, self._follow[row]
+        seq = self._tail[row] + list(drafts)
+        base = len(self._tail[row])  # < n - 1 only while the whole text is shorter
+        out: list[set[int]] = []
+        for e in range(base, len(seq) + 1):  # e: the queried position's index in seq
+            ctx = seq[e - n + 1 : e] if e >= n - 1 else [None]
+            if None in ctx:
+                out.append(set())
+                continue
+            key = tuple(ctx)
+            hit = follow.get(key, set())
+            for i in range(max(base, n - 1), e):  # n-grams that end at a draft before e
+                gram = seq[i - n + 1 : i + 1]
+                if tuple(gram[:-1]) == key and gram[-1] is not None and None not in gram:
+                    hit = hit | {gram[-1]}  # type: ignore[arg-type]
+            out.append(hit)
+        return out
+
+
 class TextCounts:
     """Running counts of a left-to-right text (``ar``, ``speculative``, ``hybrid``) and the
     penalties they drive: ``seen`` (B, V) over prompt and generated tokens, ``generated``
     (B, V) over generated ones only, built from ``prompt`` (B, P) where ``keep`` (B, P) on the
     first ``penalise`` (which learns V from the logits). ``add(tokens, keep)`` counts newly
     committed tokens (B, n) where ``keep`` (B, n) (a prefix of each row). Ids in ``exempt``
-    are never counted. With the n-gram ban it also keeps the text itself (``text`` (B, T),
-    ``is_text`` (B, T): prompt, then each row's committed tokens from ``end`` (B,) on)."""
+    are never counted. With the n-gram ban it also indexes the text's n-grams
+    (``NgramIndex``: the prompt, then each row's committed tokens)."""
 
     def __init__(self, penalties: Penalties, prompt: Tensor, keep: Tensor,
                  exempt: Sequence[int] = ()) -> None:
@@ -333,16 +408,20 @@ class TextCounts:
         self.exempt = tuple(exempt)
         self.seen: Tensor | None = None  # (B, V)
         self.generated: Tensor | None = None  # (B, V)
-        B, P = prompt.shape
-        self._exempt_ids = torch.tensor(self.exempt, dtype=torch.long, device=prompt.device)
-        self.text = prompt.clone()
-        self.is_text = keep & ~self._special(prompt)
-        self.end = torch.full((B,), P, dtype=torch.long, device=prompt.device)
+        self._special = frozenset(self.exempt)
+        self.ngrams: NgramIndex | None = None
+        if penalties.ngram:
+            self.ngrams = NgramIndex(penalties.ngram, self._as_text(prompt, keep, drop=False))
 
-    def _special(self, tokens: Tensor) -> Tensor:
-        if not self.exempt:
-            return torch.zeros_like(tokens, dtype=torch.bool)
-        return torch.isin(tokens, self._exempt_ids)
+    def _as_text(self, tokens: Tensor, keep: Tensor, *,
+                 drop: bool = True) -> list[list[int | None]]:
+        """Rows of ``tokens`` (B, n) on the host, ``None`` for an exempt id, and for a
+        position not ``keep`` (B, n) (``drop``: left out: ``keep`` is a prefix of each row,
+        the committed tokens or a row's own drafts). One transfer for both."""
+        both = torch.stack([tokens.long(), keep.long()]).tolist()
+        special = self._special
+        return [[None if t in special or not k else t for t, k in zip(r, ks, strict=True)
+                 if k or not drop] for r, ks in zip(*both, strict=True)]  # fmt: skip
 
     def _counts(self, vocab: int) -> tuple[Tensor, Tensor]:
         if self.seen is None or self.generated is None:
@@ -350,44 +429,26 @@ class TextCounts:
             self.generated = torch.zeros_like(self.seen)
         return self.seen, self.generated
 
-    def _room(self, n: int) -> None:
-        """Grow ``text`` so every row has n free positions after its ``end``."""
-        need = int(self.end.max()) + n - self.text.shape[1]
-        if need > 0:
-            grow = max(need, self.text.shape[1])
-            self.text = torch.cat([self.text, self.text.new_zeros(self.text.shape[0], grow)], 1)
-            self.is_text = torch.cat([self.is_text, self.is_text.new_zeros(
-                self.is_text.shape[0], grow)], 1)  # fmt: skip
-
-    def _placed(self, tokens: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
-        """(positions (B, n) after each row's ``end``, whether each of ``tokens`` is text)."""
-        n = tokens.shape[1]
-        self._room(n)
-        pos = self.end[:, None] + torch.arange(n, device=tokens.device)
-        return pos, keep & ~self._special(tokens)
-
     def add(self, tokens: Tensor, keep: Tensor | None = None) -> None:
-        if self.penalties.ngram:
+        if self.ngrams is not None:
             keep = torch.ones_like(tokens, dtype=torch.bool) if keep is None else keep
-            pos, real = self._placed(tokens, keep)
-            self.text.scatter_(1, pos, torch.where(keep, tokens, self.text.gather(1, pos)))
-            self.is_text.scatter_(1, pos, real)
-            self.end += keep.sum(dim=1)
+            for b, row in enumerate(self._as_text(tokens, keep)):
+                self.ngrams.extend(b, row)
         if not self.penalties.counted:
             return
         if self.seen is None or self.generated is None:  # a run penalises, then commits
             raise RuntimeError("TextCounts.add before the first penalise (V unknown)")
-        new = token_counts(tokens, keep, self.seen.shape[-1], self.exempt)
-        self.seen += new
-        self.generated += new
+        token_counts(tokens, keep, self.seen.shape[-1], self.exempt,
+                     into=(self.seen, self.generated))
 
     def penalise(self, logits: Tensor, drafts: Tensor | None = None,
-                 live: Tensor | None = None) -> Tensor:
+                 live: Tensor | None = None, *, inplace: bool = False) -> Tensor:
         """``logits`` (B, V) of the next position, or (B, K + 1, V) of the positions after
         each of K ``drafts`` (B, K) (``live`` (B, K): which of them a row drafted, a prefix),
         each penalised for the text before it; without ``drafts``, (B, n, V) logits are all
         penalised for the committed text alone, and only the first is checked for n-grams (the
-        others do not know the tokens before them)."""
+        others do not know the tokens before them). Written into ``logits`` when ``inplace``,
+        else into a copy (``logits`` itself when nothing changes)."""
         p = self.penalties
         out = logits
         if p.counted:
@@ -395,24 +456,40 @@ class TextCounts:
             if drafts is None:
                 if logits.dim() == 3:
                     seen, generated = seen[:, None], generated[:, None]
-                out = p.apply(logits, seen, generated)
+                out = p.apply(logits, seen, generated, inplace=inplace)
             else:
                 out = p.apply(logits, prefix_counts(seen, drafts, live, self.exempt),
-                              prefix_counts(generated, drafts, live, self.exempt))
-        if not p.ngram:
+                              prefix_counts(generated, drafts, live, self.exempt),
+                              inplace=inplace)  # fmt: skip
+        if self.ngrams is None:
             return out
-        out = out if p.counted else out.clone()
-        K = 0 if drafts is None else drafts.shape[1]
-        self._room(K + 1)  # the drafts and the position after them
-        text, is_text = self.text, self.is_text
-        if K:
-            live = torch.ones_like(drafts, dtype=torch.bool) if live is None else live
-            pos, real = self._placed(drafts, live)
-            text = self.text.scatter(1, pos, torch.where(live, drafts, self.text.gather(1, pos)))
-            is_text = self.is_text.scatter(1, pos, real)
-        query = self.end[:, None] + torch.arange(K + 1, device=self.end.device)  # (B, K + 1)
-        bans = ngram_bans(text, is_text, query, p.ngram, causal=True)
+        bans = self._ngram_bans(drafts, live, out.device)
+        if not bans[0].numel():
+            return out
+        out = out if p.counted or inplace else out.clone()
         return ban(out if out.dim() == 3 else out[:, None], bans).reshape(out.shape)
+
+    def _ngram_bans(self, drafts: Tensor | None, live: Tensor | None,
+                    device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        """The (row, position, token) triples of ``ban`` at the positions ``penalise`` checks
+        (the next one, and the one after each draft), from the index."""
+        assert self.ngrams is not None
+        B = len(self.ngrams)
+        if drafts is None or drafts.shape[1] == 0:
+            rows: list[list[int | None]] = [[] for _ in range(B)]
+        else:
+            live = torch.ones_like(drafts, dtype=torch.bool) if live is None else live
+            rows = self._as_text(drafts, live)
+        b_: list[int] = []
+        q_: list[int] = []
+        v_: list[int] = []
+        for b, row in enumerate(rows):
+            for q, banned in enumerate(self.ngrams.bans(b, row)):
+                b_ += [b] * len(banned)
+                q_ += [q] * len(banned)
+                v_ += banned
+        b, q, v = torch.tensor([b_, q_, v_], dtype=torch.long, device=device)  # one transfer
+        return b, q, v
 
 
 def text_counts(penalties: Penalties | None, prompt: Tensor, real: Tensor,
@@ -540,6 +617,7 @@ def given_penalties(config: SampleConfig) -> list[str]:
 
 __all__ = [
     "PENALTY_FIELDS",
+    "NgramIndex",
     "Penalties",
     "PenaltyConstraint",
     "TextCounts",

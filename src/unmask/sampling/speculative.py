@@ -384,8 +384,8 @@ class SpeculativeRun(DecoderRun):
     def done(self) -> bool:
         return self._stopped
 
-    def _forbid_mask(self, logits: Tensor) -> Tensor:
-        return forbid_id(logits, self._forbid)
+    def _forbid_mask(self, logits: Tensor, *, inplace: bool = False) -> Tensor:
+        return forbid_id(logits, self._forbid, inplace=inplace)
 
     @staticmethod
     def _vocab_error(drafter: int, model: int) -> str:
@@ -538,10 +538,11 @@ class SpeculativeRun(DecoderRun):
                 lengths = torch.zeros(B, dtype=torch.long, device=self.gen.device)
             K = draft.shape[1]
             logits, h = self._verify(draft, lengths)
-            logits = self._forbid_mask(logits.to(torch.float64))  # (B, K + 1, V)
+            # the verifier's logits are the round's own (read once): written in place
+            logits = self._forbid_mask(logits.to(torch.float64), inplace=True)  # (B, K + 1, V)
             if self._counts is not None:  # each position judged for the text before it
                 live = torch.arange(K, device=logits.device)[None, :] < lengths[:, None]
-                logits = self._counts.penalise(logits, draft, live)
+                logits = self._counts.penalise(logits, draft, live, inplace=True)
             if q is not None and q.shape[-1] != logits.shape[-1]:
                 raise UserError(self._vocab_error(q.shape[-1], logits.shape[-1]))
             if self.temperature == 0:
