@@ -60,8 +60,8 @@ SHARDED = "sharded"
 OLD = ".checkpoint.old"
 TMP_PREFIX = ".checkpoint.tmp"
 BEST = "best"
-"""Where a ``--keep-best`` run keeps its best checkpoint: ``RUN/best/checkpoint`` (the value of
-``unmask.train.BEST``, which sits above this module)."""
+"""Where a ``--keep-best`` run keeps its best checkpoint: ``RUN/best/checkpoint`` (training
+writes it, loading points at it; ``unmask.train`` re-exports it)."""
 
 
 def _state_for_save(

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from unmask.config import DECODE_COMPILES, PARALLEL_MODES, PRECISIONS
+from unmask.config import DECODE_COMPILES, PARALLEL_MODES, PRECISIONS, torch_dtype
 from unmask.errors import UserError
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def resolve_precision(mode: str, device: torch.device) -> Precision:
         raise UserError("precision=fp16 needs a CUDA GPU (its gradient scaler); use bf16 on CPU")
     if mode == "bf16" and not bf16_ok:
         raise UserError("precision=bf16: this GPU has no bf16; use fp16")
-    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    dtype = None if mode == "fp32" else torch_dtype(mode)
     return Precision(name=mode, autocast=dtype, scaled=mode == "fp16")
 
 

@@ -65,8 +65,7 @@ def find_run(path: str | Path) -> RunInfo:
     """Resolve a run directory or checkpoint folder; ``UserError`` when it is neither. The
     ``--keep-best`` weights (``RUN/best``, which hold no trainer state) belong to the run
     above them, at the step of the run's last ``best`` event."""
-    from unmask.checkpoint import checkpoint_dir
-    from unmask.train import BEST
+    from unmask.checkpoint import BEST, checkpoint_dir
 
     ckpt = checkpoint_dir(path)
     run: Path | None = None

@@ -49,6 +49,7 @@ import torch.distributed as dist
 from torch import nn
 
 from unmask.checkpoint import (
+    BEST,
     CKPT,
     checkpoint_dir,
     finish_full_train_state,
@@ -101,9 +102,6 @@ from unmask.train_guards import (
     resume_plan,
     saved_progress,
 )
-
-BEST = "best"
-"""The folder under a run where ``--keep-best`` keeps the best-validated weights."""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
