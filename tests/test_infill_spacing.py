@@ -630,6 +630,8 @@ def test_demo_form_text_values_are_words_without_spaces_at_the_ends():
     ("The [MASK:0-2]sat", "The sat"),
     ("[MASK:0-2] The cat", "The cat"),
     ("[MASK:0-1] [MASK:0-1] The cat", "The cat"),
+    ("The [MASK:0-2], sat", "The, sat"),
+    ("The cat [MASK:0-2].", "The cat."),
 ])
 def test_a_gap_that_may_be_empty_can_be_empty_after_a_space(template, empty):
     """A gap after a space never had length 0 among its candidates (its language, a word
@@ -645,3 +647,16 @@ def test_a_gap_that_may_be_empty_can_be_empty_after_a_space(template, empty):
         assert "  " not in c.text and c.text.strip() == c.text, c.text
         assert all(c.text[g.start : g.end] == g.text for g in c.gaps)
     check_round_trip(r)
+
+
+def test_closing_characters_are_the_ones_a_fill_after_a_space_cannot_start_with():
+    """``CLOSING`` (no space before it, for an empty fill) and ``AFTER_SPACE_TEXT`` (no fill
+    after a taken space starts with it) name one set of characters."""
+    import re
+
+    from unmask.infill.template import AFTER_SPACE_TEXT, CLOSING
+
+    for ch in CLOSING:
+        assert re.fullmatch(AFTER_SPACE_TEXT, " " + ch + "x") is None, ch
+    for ch in "a(-«\"1":
+        assert re.fullmatch(AFTER_SPACE_TEXT, " " + ch + "x") is not None, ch

@@ -48,7 +48,14 @@ from unmask.config import (  # noqa: F401 (re-exported)
 from unmask.errors import UserError
 from unmask.evaluate import sequence_elbo_terms
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
-from unmask.infill.template import Gap, Plan, Spans, layouts_canvas, plan_template
+from unmask.infill.template import (
+    CLOSING,
+    Gap,
+    Plan,
+    Spans,
+    layouts_canvas,
+    plan_template,
+)
 from unmask.sampling import make_generator, sample
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -362,9 +369,11 @@ def _render(plan: Plan, layout: list[tuple[str, Any]], row: list[int], spans: Sp
     pos = 0
     last = ""  # the last character so far
     for i, (text, ids, k) in enumerate(pieces):
-        if text is None:  # an empty fill's space: kept between two words only
+        if text is None:  # an empty fill's space: kept between two words only (as the model
+            # read it: not before a comma or a full stop)
             after = next((t for t, _, _ in pieces[i + 1 :] if t), "")
-            glue = last != "" and not last.isspace() and after != "" and not after[0].isspace()
+            glue = (last != "" and not last.isspace() and after != "" and not after[0].isspace()
+                    and after[0] not in CLOSING)
             text, ids = (" ", ids) if glue else ("", [])
         if k is not None:
             gaps.append(FilledGap(name=plan.holes[k].label, text=text, tokens=ids, start=pos,

@@ -61,9 +61,12 @@ NOT_A_SPACE = "(?s:(?:[^ ]|..).*)?"
 LEAD_TEXT = r"(?s: ?\S.*)"
 """The fill of an unconstrained gap that starts the text (``leads``): an optional space (the
 virtual one, dropped from the output), then no more whitespace."""
+CLOSING = ",.;:!?)]}'’”"
+"""Characters that close a phrase: no word starts with them, so no space goes before them (the
+fill after a taken space, ``AFTER_SPACE_TEXT``; an empty fill's space, ``fill._render``)."""
 AFTER_SPACE_TEXT = r"(?s: ?[^\s,.;:!?)\]}'’”].*)"
 """The fill of an unconstrained gap that took in the space before it (``takes_space``): an
-optional space (the template's), then neither whitespace nor closing punctuation. The user
+optional space (the template's), then neither whitespace nor ``CLOSING``. The user
 wrote a space, so a word follows it; the model, which sees the word before the gap glued to
 the masks, often wrote ``"’s"`` or ``","`` there, and the space put back gave
 ``"king ’s army"``."""
