@@ -406,6 +406,8 @@ def test_the_operator_sets_the_search_limit():
             msg = r.json()["error"]["message"]
             assert f"needs up to {need} model calls, over the limit of {need - 1}" in msg, msg
             assert "raise" not in msg and "\n" not in msg, msg
+            # not a request field: a client sending it gets "unknown field"
+            assert "(max_search_calls)" not in msg and "--max-search-calls" in msg, msg
         else:  # 0: no limit (the refills of this template's gaps: none, unconstrained)
             assert r.json()["nfe"] == need and len(r.json()["candidates"]) > 1
     with pytest.raises(UserError, match="server limit max_search_calls=-1 must be at least 0"):

@@ -150,7 +150,8 @@ def router(state: ServerState) -> APIRouter:
                 return api.infill(state.loaded, segments, config=config, options=options,
                                   step_callback=on_step).detail
             except SearchLimitError as e:  # the operator sets the limit, not the client
-                raise UserError(e.message(raise_hint=False)) from None
+                raise UserError(e.message(raise_hint=False, spell=lambda f: (
+                    "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
 
         return await _run(state, request, req, req.stream, "infill-", run, infill_body)
 
