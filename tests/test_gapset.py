@@ -173,3 +173,19 @@ def test_a_gap_after_a_bpe_prefix_is_filled_as_it_stands():
 
     s = infill_exact_match(BpeOracle(), bpe, [GapSample(ids, 1, 2, 2, 2)])
     assert s.exact == 1.0 and s.examples[0]["fill"] == bpe.decode(ids[1:3])
+
+
+def test_a_fim_gap_over_the_context_counts_the_sentinels_and_is_refused_first():
+    """On a causal model the FIM prompt adds 3 sentinels to prefix, middle and suffix: a gap
+    whose window fits the context by 2 tokens passed the check, the gaps before it were
+    filled, and it then failed unnamed ("prefix (...) + suffix (...) + 3 sentinels ...")."""
+    cfg = model_preset("tiny", vocab_size=V + 3, max_seq_len=32, attention="causal",
+                       fim_prefix_id=V, fim_suffix_id=V + 1, fim_middle_id=V + 2,
+                       **TOK.special_ids())
+    model = Transformer(cfg).eval()
+    fits, over = _gap(TEXT[:16], 3, 5), _gap(TEXT[:30], 10, 5)  # windows of 16 and 30 tokens
+    with pytest.raises(UserError) as e:
+        infill_exact_match(model, TOK, [fits, over])
+    assert str(e.value).startswith("gap 2 of the set has 33 tokens (prefix, suffix, FIM "
+                                   "sentinels and middle), more than the model's context")
+    assert infill_exact_match(model, TOK, [fits]).n == 1

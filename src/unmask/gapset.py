@@ -263,7 +263,6 @@ class InfillScore:
     """The first few gaps as text, with the fill."""
 
 
-@torch.no_grad()
 def refuse_unfillable(config: Any) -> None:
     """``UserError`` where ``infill_exact_match`` cannot fill gaps with a model of ``config``:
     a causal model trained without fill-in-the-middle sentinels."""
@@ -274,6 +273,7 @@ def refuse_unfillable(config: Any) -> None:
         )
 
 
+@torch.no_grad()
 def infill_exact_match(
     model: Any,
     tok: Any,
@@ -291,7 +291,7 @@ def infill_exact_match(
     gap's length greedily; a causal model without them is a ``UserError``.
     """
     from unmask.infill import InfillOptions
-    from unmask.infill.fim import fill_middle_ids
+    from unmask.infill.fim import fill_middle_ids, fim_prompt
 
     if not samples:
         raise UserError("the gap set is empty")
@@ -306,6 +306,11 @@ def infill_exact_match(
                 model, x.prefix, x.suffix, max_new_tokens=x.length, min_new_tokens=x.length
             )
             return r.tokens, r.nfe
+
+        def size(x: GapSample) -> int:  # the FIM prompt: prefix, suffix, sentinels; the middle
+            return len(fim_prompt(cfg, x.prefix, x.suffix)) + x.length
+
+        what = "prefix, suffix, FIM sentinels and middle"
 
     else:
         method = "diffusion"
@@ -323,11 +328,16 @@ def infill_exact_match(
             r = filler(x, x.length, x.length, c)
             return r.gaps[0].tokens, r.nfe
 
+        def size(x: GapSample) -> int:
+            return len(x.window)
+
+        what = "prefix, middle and suffix"
+
     context = getattr(cfg, "max_seq_len", None)
     for i, x in enumerate(samples, 1):  # before any work (a late one failed after the rest)
-        if context is not None and len(x.window) > context:
+        if context is not None and size(x) > context:
             raise UserError(
-                f"gap {i} of the set has {len(x.window)} tokens (prefix, middle and suffix), "
+                f"gap {i} of the set has {size(x)} tokens ({what}), "
                 f"more than the model's context (max_seq_len {context}); give it a shorter "
                 "prefix and suffix"
             )
