@@ -70,6 +70,10 @@ def test_a_refusal_of_an_unused_option_names_its_flag():
     argv = ["generate", "x", "--steps", "4"]
     assert as_typed(said, argv, build_parser(["generate"])) == "--" + said
     assert as_typed(said, ["generate", "x"], build_parser(["generate"])) == said
+    several = "steps, threshold, block_length do not apply to decoder 'ar' (...)"
+    argv = ["generate", "x", "--steps", "4", "--thresh", "0.5", "--block-length", "4"]
+    assert as_typed(several, argv, build_parser(["generate"])) == (
+        "--steps, --threshold, --block-length do not apply to decoder 'ar' (...)")
 
 
 def test_keyboard_interrupt_exits_130(monkeypatch, capsys):

@@ -235,9 +235,11 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
 
 
 _FIELD_RULE = re.compile(
-    r"([a-z][a-z0-9_]*)(?= must | applies | does not apply | is an option |=|\s\S+: )")
+    r"([a-z][a-z0-9_]*(?:, [a-z][a-z0-9_]*)*)"
+    r"(?= must | applies | do not apply | does not apply | is an option |=|\s\S+: )")
 """A refusal that opens with a setting's field name (``draft_length must be >= 1, got 0``,
-``predraft applies to ...``, ``steps does not apply to decoder 'ar'``,
+``predraft applies to ...``, ``steps does not apply to decoder 'ar'``, ``steps, threshold do
+not apply ...``,
 ``block_size=3 must divide ...``, ``draft_length 9: this hybrid
 checkpoint ...``, ``compile='cuda-graphs' needs ...``, ``threshold is an option of policy
 ...``): the library's checks word them so."""
@@ -265,7 +267,9 @@ def as_typed(
         return name if name in typed else None
 
     m = _FIELD_RULE.match(message)
-    if m is not None and (opening := flag(m.group(1))) is not None:
+    if m is not None:  # each field of the opening list by its flag, where typed
+        names = m.group(1).split(", ")
+        opening = ", ".join(flag(name) or name for name in names)
         message = opening + message[len(m.group(1)):]
     return _SNAKE.sub(lambda w: flag(w.group(0)) or w.group(0), message)
 
