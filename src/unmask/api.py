@@ -813,7 +813,7 @@ def edit_checks(loaded: Loaded) -> None:
     or a causal one (its logits at a position predict the next token, not a masked one)."""
     refuse_continuous(loaded, "edit")
     if facts_of(loaded).attention == "causal":
-        fim = getattr(loaded.model.config, "fim_prefix_id", None) is not None
+        fim = getattr(loaded.model.config, "has_fim", False)
         raise UserError("edit needs a masked diffusion checkpoint; this one is autoregressive "
                         "(causal): " + ("fill one gap by fill-in-the-middle with infill instead"
                                         if fim else "trained without fill-in-the-middle, it can "

@@ -18,7 +18,6 @@ Returns the same ``GenerateResult`` as the diffusion sampler, so callers (and
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,7 +31,7 @@ from unmask.config import FIM_FIELDS, SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.cache import call_model, check_cache_name, supports_kv_cache
-from unmask.sampling.penalties import Penalties, text_counts
+from unmask.sampling.penalties import Penalties, id_tensor, text_counts
 from unmask.sampling.policies import _rand, make_policy, scorer
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -130,7 +129,7 @@ def forbid_id(
     ``logits`` itself written to when ``inplace`` (a decoder that owns its logits: the copy
     was 3% of an AR step); unchanged for None and for ids outside the vocabulary (a test
     double's small one). Called on every decoding step: the index tensor is made once per ids
-    and device (``_id_index``)."""
+    and device (``penalties.id_tensor``)."""
     if token_id is None:
         return logits
     ids = (token_id,) if isinstance(token_id, int) else tuple(token_id)
@@ -138,13 +137,7 @@ def forbid_id(
     if not ids:
         return logits
     fill = logits.index_fill_ if inplace else logits.index_fill
-    return fill(-1, _id_index(ids, logits.device), float("-inf"))
-
-
-@functools.lru_cache(maxsize=64)
-def _id_index(token_ids: tuple[int, ...], device: torch.device) -> Tensor:
-    """``tensor(token_ids)`` on ``device``, kept (``forbid_id``); never written to."""
-    return torch.tensor(token_ids, device=device)
+    return fill(-1, id_tensor(ids, logits.device), float("-inf"))
 
 
 class ARRun(DecoderRun):

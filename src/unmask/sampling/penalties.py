@@ -190,7 +190,7 @@ def token_counts(tokens: Tensor, keep: Tensor | None, vocab: int,
     if keep is not None:
         ok = ok & keep
     if exempt:
-        ok = ok & ~torch.isin(tokens, _id_tensor(tuple(exempt), tokens.device))
+        ok = ok & ~torch.isin(tokens, id_tensor(tuple(exempt), tokens.device))
     index, weight = tokens.clamp(0, vocab - 1), ok.to(torch.float32)
     if not into:
         into = (torch.zeros(B, vocab, dtype=torch.float32, device=tokens.device),)
@@ -200,9 +200,9 @@ def token_counts(tokens: Tensor, keep: Tensor | None, vocab: int,
 
 
 @functools.lru_cache(maxsize=64)
-def _id_tensor(ids: tuple[int, ...], device: torch.device) -> Tensor:
-    """``tensor(ids)`` on ``device``, made once (``token_counts`` runs every step); never
-    written to."""
+def id_tensor(ids: tuple[int, ...], device: torch.device) -> Tensor:
+    """``tensor(ids)`` on ``device``, made once per ids and device (``token_counts``,
+    ``forbid_id`` and the n-gram ban's exempt ids run every step); never written to."""
     return torch.tensor(ids, dtype=torch.long, device=device)
 
 
@@ -371,7 +371,8 @@ class NgramIndex:
 
     def bans(self, row: int, drafts: Sequence[int | None] = ()) -> list[set[int]]:
         """The tokens banned at the K + 1 positions after row ``row``'s text and each of its
-        K ``drafts`` (``None`` = not text: a special id, or past the row's own drafts):
+        K ``drafts`` (``None`` = not text: a special id; a caller with fewer drafts for this
+        row than the batch's passes only the row's own, and gets fewer sets back):
         position j may not complete an n-gram that the text, or the text with the first j
         drafts, already holds. Empty where the n - 1 positions before are not all text."""
         n, follow = self.n, self._follow[row]
@@ -514,7 +515,6 @@ class PenaltyConstraint(CanvasConstraint):
                  attention_mask: Tensor | None, exempt: Sequence[int] = ()) -> None:
         self.penalties, self.mask_id, self.exempt = penalties, mask_id, tuple(exempt)
         self.locked, self.attention_mask = locked, attention_mask
-        self._exempt_ids: dict[torch.device, Tensor] = {}  # ``exempt`` on each device used
 
     def apply(self, logits: Tensor, tokens: Tensor) -> Tensor:
         B, L, V = logits.shape
@@ -547,10 +547,8 @@ class PenaltyConstraint(CanvasConstraint):
         an exempt (special) id."""
         if not self.exempt:
             return filled
-        ids = self._exempt_ids.get(tokens.device)
-        if ids is None:  # once per device, not per call (settle calls it per token placed)
-            ids = self._exempt_ids[tokens.device] = torch.tensor(self.exempt, device=tokens.device)
-        return filled & ~torch.isin(tokens, ids)
+        # made once per device, not per call (settle calls it per token placed)
+        return filled & ~torch.isin(tokens, id_tensor(self.exempt, tokens.device))
 
     def settle(self, tokens: Tensor, transfer: Tensor, x0: Tensor, order: Tensor,
                scores: Tensor, offset: int) -> Tensor:
