@@ -314,6 +314,7 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
     the model's recommendation for the rest) and its chat template (None: plain prompts);
     an option the model's decoder cannot take is refused here, before any output."""
     from unmask import api
+    from unmask.api import facts_of
 
     show = plan_showcase(m, name)
     flags = {"gen_length": args.gen_length, "steps": args.steps,
@@ -327,24 +328,29 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
         ids = template.prompt(m.tokenizer, [{"role": "user", "content": longest}])[1]
     else:
         ids = api.encode_prompt(m.tokenizer, longest)
-    if "gen_length" not in given and show.prompts[0]:  # a latent model: its window
-        given["gen_length"] = _fitting(m, len(ids), name)
+    if show.prompts[0]:  # a latent model samples its window (no prompt)
+        fits = _fitting(m, len(ids), name, given.get("gen_length", DEFAULT_GEN_LENGTH))
+        if "gen_length" in given and fits < given["gen_length"]:  # the demo has no other way
+            raise UserError(f"--gen-length {given['gen_length']}: this model's rows hold "
+                            f"{facts_of(m).max_seq_len} tokens and the demo's longest prompt "
+                            f"takes {len(ids)}; use --gen-length <= {fits}")
+        given["gen_length"] = fits
     configs = [api.sample_config(m, {**given, "seed": args.seed + i})
                for i in range(1, len(show.prompts) + 1)]
     api.start(m, [ids], configs[0])  # the configs differ only in their seed
     return show, configs, template
 
 
-def _fitting(m: Any, prompt_len: int, name: str) -> int:
-    """``DEFAULT_GEN_LENGTH``, or less where the model's canvas holds fewer tokens after the
-    longest prompt (a model trained with a short --seq-len): as many as fit, whole blocks of
-    a block-diffusion model; none fitting is one line."""
+def _fitting(m: Any, prompt_len: int, name: str, want: int) -> int:
+    """``want`` tokens, or less where the model's canvas holds fewer after the longest prompt
+    (a model trained with a short --seq-len): as many as fit, whole blocks of a
+    block-diffusion model; none fitting is one line."""
     from unmask.api import facts_of
 
     facts = facts_of(m)
     if facts.max_seq_len is None:
-        return DEFAULT_GEN_LENGTH
-    room = min(DEFAULT_GEN_LENGTH, facts.max_seq_len - prompt_len)
+        return want
+    room = min(want, facts.max_seq_len - prompt_len)
     if facts.block_size:
         room -= room % facts.block_size
     if room <= 0:
