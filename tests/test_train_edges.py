@@ -95,12 +95,37 @@ def test_a_diverged_run_stops_in_one_line_and_keeps_its_last_checkpoint(dataset,
     _poisoned(monkeypatch, set(range(2, 100)))
     run = tmp_path / "run"
     with pytest.raises(UserError, match=r"diverged: .* for 5 steps in a row \(steps 3 to 7, "
-                       r".*lower --lr .*step 6\) is kept$"):
+                       r".*lower --lr .*step 2\) is kept$"):
         train(cfg(dataset, run, steps=20, save_every=2), progress=False)
     assert NON_FINITE_STOP == 5
-    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == 6
+    # the periodic saves at steps 4 and 6 (inside the streak) did not replace step 2's
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] == 2
     weights = load_file(str(run / "checkpoint" / "model.safetensors"))
     assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_a_run_resumed_inside_a_nan_streak_stops_where_the_uninterrupted_run_stops(
+        dataset, tmp_path, monkeypatch):
+    """The steps skipped in a row are saved with a checkpoint taken inside the streak (the end
+    of a plan, a signal) and counted on after --resume: the count restarted at 0, so a resumed
+    run went on where the uninterrupted one stops as diverged."""
+    from unmask.errors import UserError
+
+    _poisoned(monkeypatch, set(range(2, 100)))
+    run = tmp_path / "run"
+    train(cfg(dataset, run, steps=5), progress=False)  # steps 3-5 skipped: 3 in a row
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["skipped_in_a_row"] == 3
+    with pytest.raises(UserError, match=r"for 5 steps in a row \(steps 3 to 7,"):
+        train(cfg(dataset, run, steps=20), resume=True, progress=False)
+
+
+def test_every_skipped_step_has_its_metrics_line(dataset, tmp_path, monkeypatch):
+    """A skipped step is marked in metrics.jsonl whatever --log-every (lines came every 10
+    steps, so a skipped step between them left no trace there)."""
+    _poisoned(monkeypatch, {1})
+    run = train(cfg(dataset, tmp_path / "run", log_every=10), progress=False)
+    steps = [(r["step"], r.get("skipped", False)) for r in records(run) if "loss" in r]
+    assert steps == [(2, True), (4, False)]
 
 
 def test_a_nan_validation_is_never_the_best(dataset, tmp_path, monkeypatch):

@@ -248,6 +248,7 @@ def _train(
 
     run = _prepare_run_dir(config, resume, is_main)
     prior_seconds = 0.0  # training time of earlier sessions, against time_limit
+    prior_skipped = 0  # steps in a row skipped for a non-finite loss when the checkpoint was saved
     changes: dict[str, Any] = {}
     resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
     resume_line = ""
@@ -261,6 +262,7 @@ def _train(
             resumed_rows = TrajectoryData(config.data, seq_len=config.seq_len,
                                           started_on=done.trajectories)
         prior_seconds = done.train_seconds
+        prior_skipped = done.skipped
         # said once the resume is accepted: a refusal below is then the one line printed
         resume_line = describe_resume(done, saved, config, changes, name=name_setting)
     check_batch_split(config, world)
@@ -465,6 +467,7 @@ def _train(
         log({"event": "best", **best})
 
     saved_at = [start_step if ckpt is not None else -1]  # the step the checkpoint holds
+    skipped = prior_skipped  # steps in a row skipped for a non-finite loss or gradient
 
     def checkpoint(step: int) -> None:
         state = {
@@ -473,6 +476,8 @@ def _train(
             "train_config": to_dict(config),
             "train_seconds": prior_seconds + time.perf_counter() - t0,
         }
+        if skipped:  # a stop inside a run of non-finite steps: the resume goes on counting
+            state["skipped_in_a_row"] = skipped
         if best:
             state["best"] = dict(best)
         if batch == "trajectory":  # what a resume checks it trains on (TrajectoryData)
@@ -511,7 +516,6 @@ def _train(
     last_val: dict[str, float] = {}
     val_step = -1  # the step last validated (a time-limit stop there does not validate again)
     tokens_seen = 0
-    skipped = 0  # steps in a row skipped for a non-finite loss or gradient
     t0 = time.perf_counter()
     step = start_step
     with flag.deferring():
@@ -615,7 +619,8 @@ def _train(
             elapsed = time.perf_counter() - t0
             tps = tokens_seen / max(elapsed, 1e-9)
             speed = _throughput(tps, flops_tok, peak, world, device)
-            if (config.log_every and step % config.log_every == 0) or step == config.steps:
+            if (config.log_every and step % config.log_every == 0) or step == config.steps or (
+                    skipped and config.log_every):  # every skipped step has its line
                 log(
                     {
                         "step": step,
@@ -649,7 +654,8 @@ def _train(
                     post[key] = f"{last_val[key]:.3f}"
                 bar.set_postfix(post, refresh=False)
                 bar.update(1)
-            if config.save_every and step % config.save_every == 0 and step < config.steps:
+            if (config.save_every and step % config.save_every == 0 and step < config.steps
+                    and not skipped):  # the last checkpoint stays the one before a NaN streak
                 checkpoint(step)
         if bar is not None:
             bar.close()

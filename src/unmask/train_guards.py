@@ -80,6 +80,9 @@ class SavedProgress:
     trajectories: dict[str, Any] | None = None
     """The ``Trajectories.stamp`` of the file the run trains on, as its checkpoint recorded it
     (None: no trajectory file, or a checkpoint written before runs recorded it)."""
+    skipped: int = 0
+    """Steps in a row skipped for a non-finite loss just before the checkpoint (a resume goes
+    on counting them toward the stop, as the uninterrupted run would)."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -91,7 +94,8 @@ def saved_progress(ckpt: Path) -> SavedProgress:
         meta = json.loads(path.read_text())
         stamp = meta.get("trajectories")
         return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)),
-                             stamp if isinstance(stamp, dict) else None)
+                             stamp if isinstance(stamp, dict) else None,
+                             int(meta.get("skipped_in_a_row", 0)))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
