@@ -231,13 +231,18 @@ def test_a_killed_converts_staging_folder_is_removed_by_the_next(tmp_path) -> No
     dead = tmp_path / f"{_staging_prefix(dst, _dead_pid())}abc"
     live = tmp_path / f"{_staging_prefix(dst, os.getpid())}def"
     other = tmp_path / ".out2.tmp-x-1-abc"  # another destination's: not ours to touch
-    for folder in (dead, live, other):
+    # a dead pid here, but another machine's or another container's process: not ours to judge
+    elsewhere = [tmp_path / f"{_staging_prefix(dst, _dead_pid(), host='elsewhere')}ghi",
+                 tmp_path / f"{_staging_prefix(dst, _dead_pid(), space='12345')}jkl"]
+    for folder in (dead, live, other, *elsewhere):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"partial")
     convert(src, dst)
     assert not dead.exists() and live.exists() and other.exists()
+    assert all(folder.exists() for folder in elsewhere)
     assert (dst / "model.safetensors").is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp") and p != live]
+    assert not [p for p in tmp_path.iterdir()
+                if p.name.startswith(".out.tmp") and p not in (live, *elsewhere)]
 
 
 # -- a user's own folders -----------------------------------------------------------------------

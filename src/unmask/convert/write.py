@@ -113,30 +113,44 @@ def _write_folder(
     return out
 
 
-def _staging_prefix(out: Path, pid: int | None = None) -> str:
-    """The name a staging folder for ``out`` starts with: hidden, and naming the machine and
-    process that writes it, so a later write can tell a dead one's leftovers from a live one."""
+def _staging_prefix(out: Path, pid: int | None = None, *, host: str | None = None,
+                    space: str | None = None) -> str:
+    """The name a staging folder for ``out`` starts with: hidden, and naming the machine, the
+    process-id namespace (containers sharing a host name and a volume number processes apart)
+    and the process that writes it, so a later write can tell a dead one's leftovers from a
+    live one's."""
+    return f".{out.name}.tmp-{host or _host()}-{space or _pid_space()}-{pid or os.getpid()}-"
+
+
+def _host() -> str:
     import socket
 
-    host = socket.gethostname().replace("-", "_")
-    return f".{out.name}.tmp-{host}-{pid or os.getpid()}-"
+    return socket.gethostname().replace("-", "_")
+
+
+def _pid_space() -> str:
+    """This process's PID namespace (Linux: the inode of /proc/self/ns/pid), else ``0``."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
 
 
 def clear_stale_staging(out: Path) -> list[Path]:
     """Remove the staging folders of writes to ``out`` whose process is gone (a convert killed
     by SIGKILL or the out-of-memory killer leaves one beside ``out``, as big as the model);
-    returns them. A folder of a live process, or of another machine sharing the file system,
-    is left alone."""
+    returns them. A folder of a live process, or of another machine or container sharing the
+    file system (another host name or PID namespace: its process ids are not ours to ask
+    about), is left alone."""
     import glob
-    import socket
 
-    host = socket.gethostname().replace("-", "_")
+    here = (_host(), _pid_space())
     removed = []
     for tmp in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
         parts = tmp.name[len(f".{out.name}.tmp-"):].split("-")
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit() or not tmp.is_dir():
+        if len(parts) != 4 or tuple(parts[:2]) != here or not parts[2].isdigit():
             continue
-        if _alive(int(parts[1])):
+        if not tmp.is_dir() or _alive(int(parts[2])):
             continue
         shutil.rmtree(tmp, ignore_errors=True)
         removed.append(tmp)
