@@ -329,4 +329,5 @@ def test_serve_max_search_calls_is_the_infill_limit(ckpt, served, free_port, val
         r = c.post("/v1/infill", json={"template": "a [MASK:1-4] b [MASK:1-4]"})
     assert r.status_code == (400 if value == "7" else 200), r.text
     if value == "7":
-        assert "over the limit of 7 (max_search_calls)" in r.json()["error"]["message"]
+        msg = r.json()["error"]["message"]
+        assert "over the limit of 7 (the server's --max-search-calls)" in msg, msg
