@@ -548,6 +548,11 @@ def test_sampling_flags_the_decoder_refuses_fail_before_the_bound(run, capsys, m
     assert rc == 2 and err.count("\n") == 1 and "error: --top-k and top_p apply to" in err
 
 
+DRAFTER = ("needs a drafter (--draft CKPT of unmask generate and unmask serve), which unmask "
+           "eval does not take: leave it out to sample a causal checkpoint with its own decoder "
+           "(ar), whose text speculative decoding reproduces")
+
+
 @pytest.mark.parametrize("flags, said", [
     (["--no-score", "--samples", "3"],
      "--samples applies to the generative perplexity, which --no-score skips"),
@@ -557,11 +562,15 @@ def test_sampling_flags_the_decoder_refuses_fail_before_the_bound(run, capsys, m
      "perplexity (which --no-score skips), --task-file, --gaps or --tasks"),
     (["--plot", "c.png", "--no-plot"], "--plot FILE and --no-plot: give one of them"),
     (["--batch-size", "4"], "--batch-size applies to lm-eval tasks: give --tasks"),
+    # eval has no --draft: the refusal names the commands that have it (not the API's draft=)
+    (["--decoder", "speculative"], f"--decoder speculative {DRAFTER}"),
+    (["--no-score", "--draft-cache", "none", "--gaps", "g.jsonl"], f"--draft-cache {DRAFTER}"),
 ])
 def test_flags_that_would_go_unused_are_one_line(flags, said, run, capsys, monkeypatch):
     """A flag of a part that will not run (sampling flags with --no-score, the lm-eval batch
     size without --tasks, --plot with --no-plot) is refused before anything loads: they were
-    silently ignored."""
+    silently ignored. So is a drafter's (--decoder speculative, --draft-cache), which eval
+    cannot take: that refusal named the API's draft= argument."""
     import unmask.checkpoint
 
     monkeypatch.setattr(unmask.checkpoint, "load", lambda *a, **k: pytest.fail("loaded"))

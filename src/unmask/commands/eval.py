@@ -166,9 +166,31 @@ SAMPLES, PROMPT_TOKENS = 8, 8
 """``--samples`` and ``--prompt-tokens`` when not given."""
 
 
+DRAFTER_ONLY = ("draft_steps", "draft_cache")
+"""The sampling flags that set a drafter's work: no use without ``--draft``, which eval has
+not (``--draft-length`` and ``--draft-threshold`` also set a hybrid checkpoint's drafts)."""
+
+
+def _no_drafter(args: argparse.Namespace) -> None:
+    """Refuse ``--decoder speculative`` and the drafter's own flags in one line that says what
+    to do: eval samples with no drafter (``--draft`` is ``unmask generate``'s and ``unmask
+    serve``'s), and the API's message named a Python argument."""
+    given = [f for f in DRAFTER_ONLY if getattr(args, f, None) is not None]
+    if getattr(args, "decoder", None) == "speculative":
+        given.insert(0, "decoder speculative")
+    if given:
+        raise UserError(
+            f"--{given[0].replace('_', '-')} needs a drafter (--draft CKPT of unmask generate "
+            "and unmask serve), which unmask eval does not take: leave it out to sample a "
+            "causal checkpoint with its own decoder (ar), whose text speculative decoding "
+            "reproduces"
+        )
+
+
 def _counts(args: argparse.Namespace) -> None:
     """Refuse flag values that cannot work and flags that would go unused, before anything
     loads; then fill in the defaults of ``--samples`` and ``--prompt-tokens``."""
+    _no_drafter(args)
     for flag in ("samples", "prompt_tokens"):
         n = getattr(args, flag)
         if n is not None and n < 1:
