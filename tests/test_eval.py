@@ -646,3 +646,21 @@ def test_sampled_with_names_every_option_set(run, capsys, uniform_scorer, tmp_pa
     sampling = json.loads(out)["sample_quality"]["sampling"]
     assert (sampling["policy"], sampling["threshold"], sampling["cfg_scale"]) == (
         "threshold", 0.9, 1.0)
+
+
+def test_eval_reads_the_checkpoints_facts_once(run, capsys, uniform_scorer, monkeypatch):
+    """The report's parts share one reading of the checkpoint's facts (``api.facts_of``):
+    eval itself read them three times (its latent check twice, the gen_length fit once)."""
+    import unmask.api
+
+    real, callers = unmask.api.facts_of, []
+
+    def counting(loaded):
+        callers.append(Path(sys._getframe(1).f_code.co_filename).as_posix())
+        return real(loaded)
+
+    monkeypatch.setattr(unmask.api, "facts_of", counting)
+    rc, out, _ = _eval(capsys, run, "--json", "--no-plot", "--samples", "2", "--gen-length", "8",
+                       "--steps", "8", "--batches", "1")
+    assert rc == 0 and json.loads(out)["sample_quality"]["samples"] == 2
+    assert sum(c.endswith("unmask/commands/eval.py") for c in callers) == 1

@@ -281,14 +281,16 @@ def _no_bound(cfg: Any, data: str | None) -> str | None:
     return None
 
 
-def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_tokens: int) -> Any:
+def _fit_gen_length(
+    loaded: Any, facts: Any, config: Any, given: dict[str, Any], prompt_tokens: int
+) -> Any:
     """The generative-perplexity ``config`` with room beside its prompts of ``prompt_tokens``
     (a block-causal model pads them to whole blocks and writes whole blocks): a gen_length
     not given (the checkpoint's or the default 64) shrinks to the room the context leaves; a
-    given one that does not fit is a ``UserError`` naming the room."""
-    from unmask.api import facts_of, sample_config
+    given one that does not fit is a ``UserError`` naming the room. ``facts``: the
+    checkpoint's (``api.facts_of``)."""
+    from unmask.api import sample_config
 
-    facts = facts_of(loaded)
     limit = facts.max_seq_len
     if not limit or config.segment_length is not None:  # segments: any length fits
         return config
@@ -392,6 +394,10 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
+    from unmask.sampling.continuous import takes_no_prompt
+
+    facts = api.facts_of(loaded)  # read once, for every part below
+    unprompted = takes_no_prompt(facts)  # a latent-diffusion model samples whole windows
     gaps = None
     if args.gaps is not None:  # what cannot fill the gaps fails now, not after the rest
         from unmask.gapset import read_gap_set, refuse_unfillable
@@ -399,13 +405,13 @@ def run(args: argparse.Namespace) -> int:
         api.refuse_continuous(loaded, "eval --gaps")  # gap sets are filled by the commit loop
         refuse_unfillable(model.config)
         gaps = read_gap_set(args.gaps, loaded.tokenizer)
-    if items is not None and _unprompted(loaded):
+    if items is not None and unprompted:
         raise UserError("eval --task-file decodes each item's answer after its prompt; a "
                         "latent-diffusion model takes no prompt (it samples whole windows)")
     if args.tasks:  # a model no lm-eval task can run on: refused now, not after the rest
         from unmask.lm_eval import refuse_unprompted
 
-        refuse_unprompted(api.facts_of(loaded), "eval --tasks")
+        refuse_unprompted(facts, "eval --tasks")
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
@@ -424,8 +430,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
                             "autoregressive (causal)")
         api.choose(loaded, config)
-        prompt_tokens = 0 if _unprompted(loaded) else _prompt_tokens(data, args.prompt_tokens)
-        config = _fit_gen_length(loaded, config, given, prompt_tokens)
+        prompt_tokens = 0 if unprompted else _prompt_tokens(data, args.prompt_tokens)
+        config = _fit_gen_length(loaded, facts, config, given, prompt_tokens)
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:
         # a distilled student or an SFT model: trained by one objective, a model of another
@@ -471,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
             report.notes.append(f"held-out bound: not measured, {e}")
 
     if score:
-        _score(report, loaded, config, data, args, device)
+        _score(report, loaded, config, data, args, device, unprompted=unprompted)
 
     if items is not None:
         from unmask.tasks.score import score_items
@@ -576,9 +582,17 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
 
 
 def _score(
-    report: Any, loaded: Any, config: Any, data: str | None, args: argparse.Namespace, device: str
+    report: Any,
+    loaded: Any,
+    config: Any,
+    data: str | None,
+    args: argparse.Namespace,
+    device: str,
+    *,
+    unprompted: bool,
 ) -> None:
-    """The generative perplexity part: a note instead when the scorer is not installed."""
+    """The generative perplexity part: a note instead when the scorer is not installed.
+    ``unprompted``: the checkpoint takes no prompt (``takes_no_prompt``)."""
     from unmask.report import decoding_options, sample_quality, validation_prompts
     from unmask.scoring import ReferenceScorer
 
@@ -588,7 +602,6 @@ def _score(
         report.notes.append(f"generative perplexity: not measured, {e}")
         return
     prompts: list[list[int]] = []
-    unprompted = _unprompted(loaded)
     if unprompted:
         report.notes.append("generative perplexity: a latent-diffusion model samples whole "
                             "windows from noise, so the samples are unconditional")
@@ -625,14 +638,6 @@ def _cannot_sample(loaded: Any) -> str | None:
     except UserError as e:
         return str(e)
     return None
-
-
-def _unprompted(loaded: Any) -> bool:
-    """Whether the checkpoint's samples take no prompt (a latent-diffusion model)."""
-    from unmask.api import facts_of
-    from unmask.sampling.continuous import takes_no_prompt
-
-    return takes_no_prompt(facts_of(loaded))
 
 
 def _sampler(loaded: Any, config: Any, device: str) -> Any:
