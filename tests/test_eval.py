@@ -664,3 +664,18 @@ def test_eval_reads_the_checkpoints_facts_once(run, capsys, uniform_scorer, monk
                        "--steps", "8", "--batches", "1")
     assert rc == 0 and json.loads(out)["sample_quality"]["samples"] == 2
     assert sum(c.endswith("unmask/commands/eval.py") for c in callers) == 1
+
+
+def test_sampled_with_names_the_penalties_only_where_the_decoder_applies_them(
+    run, capsys, uniform_scorer, tmp_path
+):
+    """The four penalties are named at their defaults too, for the decoders that apply
+    them: a SEDD model's record listed them, though its decoder refuses every one."""
+    sedd = _bare(tmp_path / "sedd", objective="sedd", sedd_graph="uniform")
+    rc, out, err = _eval(capsys, sedd, "--json", "--no-plot", "--data", run.parent / "data",
+                         "--samples", "2", "--gen-length", "8", "--steps", "4", "--batches", "1")
+    assert rc == 0, err
+    sampling = json.loads(out)["sample_quality"]["sampling"]
+    assert (sampling["decoder"], sampling["steps"]) == ("sedd", 4)
+    assert not {"repetition_penalty", "presence_penalty", "frequency_penalty",
+                "no_repeat_ngram_size"} & set(sampling)

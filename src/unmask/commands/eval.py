@@ -429,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
         if getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
             raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
                             "autoregressive (causal)")
-        api.choose(loaded, config)
+        decoder = api.choose(loaded, config)
         prompt_tokens = 0 if unprompted else _prompt_tokens(data, args.prompt_tokens)
         config = _fit_gen_length(loaded, facts, config, given, prompt_tokens)
     trained = getattr(model.config, "objective", None)
@@ -477,7 +477,8 @@ def run(args: argparse.Namespace) -> int:
             report.notes.append(f"held-out bound: not measured, {e}")
 
     if score:
-        _score(report, loaded, config, data, args, device, unprompted=unprompted)
+        _score(report, loaded, config, data, args, device, unprompted=unprompted,
+               decoder=decoder)
 
     if items is not None:
         from unmask.tasks.score import score_items
@@ -590,10 +591,14 @@ def _score(
     device: str,
     *,
     unprompted: bool,
+    decoder: str,
 ) -> None:
     """The generative perplexity part: a note instead when the scorer is not installed.
-    ``unprompted``: the checkpoint takes no prompt (``takes_no_prompt``)."""
+    ``unprompted``: the checkpoint takes no prompt (``takes_no_prompt``); ``decoder``: the
+    one that samples (``api.choose``), whose penalties the report names at their defaults
+    too, where it applies them (``registry.applies_penalties``)."""
     from unmask.report import decoding_options, sample_quality, validation_prompts
+    from unmask.sampling.registry import applies_penalties
     from unmask.scoring import ReferenceScorer
 
     try:
@@ -620,11 +625,13 @@ def _score(
         gen_length=config.gen_length,
         eos_id=getattr(loaded.model.config, "eos_id", None),
     )
+    penalties = ("repetition_penalty", "presence_penalty", "frequency_penalty",
+                 "no_repeat_ngram_size")
     report.sample_quality = {
         **dataclasses.asdict(q),
-        "sampling": decoding_options(loaded, config, always=(
-            "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size",
-        )),
+        "sampling": decoding_options(
+            loaded, config, always=penalties if applies_penalties(decoder) else ()
+        ),
     }
 
 
