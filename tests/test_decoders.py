@@ -240,6 +240,35 @@ def test_choose_decoder_refuses(facts, options, message):
         choose_decoder(facts, SampleConfig(**options))
 
 
+def test_choose_decoder_refuses_unused_options_once(monkeypatch):
+    """Each decoder's unused options are checked by one ``refuse_unused`` on the way through
+    ``choose_decoder``: the sedd and continuous decoders' own checks ran it a second time."""
+    import unmask.sampling.continuous
+    import unmask.sampling.registry
+    import unmask.sampling.sedd
+    from unmask.config import TrainConfig
+    from unmask.objectives import objective_spec
+
+    real, calls = unmask.sampling.registry.refuse_unused, []
+
+    def counting(decoder, config):
+        calls.append(decoder.name)
+        real(decoder, config)
+
+    for module in (unmask.sampling.registry, unmask.sampling.sedd, unmask.sampling.continuous):
+        monkeypatch.setattr(module, "refuse_unused", counting)
+    continuous = [ModelFacts.of(objective_spec(o).configure(tiny(), TrainConfig(seq_len=24,
+                  latent_len=4))) for o in ("embed-diffusion", "latent-diffusion")]  # fmt: skip
+    for facts in (MDLM, BD3LM, SEDD_UNIFORM, AR, *continuous):
+        calls.clear()
+        name = choose_decoder(facts, SampleConfig()).name
+        assert calls == [name]
+    with pytest.raises(UserError, match="temperature does not apply to decoder 'sedd'"):
+        choose_decoder(SEDD_UNIFORM, SampleConfig(temperature=0.5))  # still refused
+    with pytest.raises(UserError, match="cache does not apply to decoder 'embed-diffusion'"):
+        choose_decoder(continuous[0], SampleConfig(cache="prefix"))
+
+
 def test_choose_decoder_picks_the_checkpoints_own_and_honours_aliases():
     assert [choose_decoder(f, SampleConfig()).name for f in (MDLM, BD3LM, SEDD_UNIFORM, AR)] == [
         "llada",

@@ -548,6 +548,11 @@ def test_sampling_flags_the_decoder_refuses_fail_before_the_bound(run, capsys, m
     assert rc == 2 and err.count("\n") == 1 and "error: --top-k and top_p apply to" in err
 
 
+DRAFTER = ("needs a drafter (--draft CKPT of unmask generate and unmask serve), which unmask "
+           "eval does not take: leave it out to sample a causal checkpoint with its own decoder "
+           "(ar), whose text speculative decoding reproduces")
+
+
 @pytest.mark.parametrize("flags, said", [
     (["--no-score", "--samples", "3"],
      "--samples applies to the generative perplexity, which --no-score skips"),
@@ -557,11 +562,15 @@ def test_sampling_flags_the_decoder_refuses_fail_before_the_bound(run, capsys, m
      "perplexity (which --no-score skips), --task-file, --gaps or --tasks"),
     (["--plot", "c.png", "--no-plot"], "--plot FILE and --no-plot: give one of them"),
     (["--batch-size", "4"], "--batch-size applies to lm-eval tasks: give --tasks"),
+    # eval has no --draft: the refusal names the commands that have it (not the API's draft=)
+    (["--decoder", "speculative"], f"--decoder speculative {DRAFTER}"),
+    (["--no-score", "--draft-cache", "none", "--gaps", "g.jsonl"], f"--draft-cache {DRAFTER}"),
 ])
 def test_flags_that_would_go_unused_are_one_line(flags, said, run, capsys, monkeypatch):
     """A flag of a part that will not run (sampling flags with --no-score, the lm-eval batch
     size without --tasks, --plot with --no-plot) is refused before anything loads: they were
-    silently ignored."""
+    silently ignored. So is a drafter's (--decoder speculative, --draft-cache), which eval
+    cannot take: that refusal named the API's draft= argument."""
     import unmask.checkpoint
 
     monkeypatch.setattr(unmask.checkpoint, "load", lambda *a, **k: pytest.fail("loaded"))
@@ -637,3 +646,36 @@ def test_sampled_with_names_every_option_set(run, capsys, uniform_scorer, tmp_pa
     sampling = json.loads(out)["sample_quality"]["sampling"]
     assert (sampling["policy"], sampling["threshold"], sampling["cfg_scale"]) == (
         "threshold", 0.9, 1.0)
+
+
+def test_eval_reads_the_checkpoints_facts_once(run, capsys, uniform_scorer, monkeypatch):
+    """The report's parts share one reading of the checkpoint's facts (``api.facts_of``):
+    eval itself read them three times (its latent check twice, the gen_length fit once)."""
+    import unmask.api
+
+    real, callers = unmask.api.facts_of, []
+
+    def counting(loaded):
+        callers.append(Path(sys._getframe(1).f_code.co_filename).as_posix())
+        return real(loaded)
+
+    monkeypatch.setattr(unmask.api, "facts_of", counting)
+    rc, out, _ = _eval(capsys, run, "--json", "--no-plot", "--samples", "2", "--gen-length", "8",
+                       "--steps", "8", "--batches", "1")
+    assert rc == 0 and json.loads(out)["sample_quality"]["samples"] == 2
+    assert sum(c.endswith("unmask/commands/eval.py") for c in callers) == 1
+
+
+def test_sampled_with_names_the_penalties_only_where_the_decoder_applies_them(
+    run, capsys, uniform_scorer, tmp_path
+):
+    """The four penalties are named at their defaults too, for the decoders that apply
+    them: a SEDD model's record listed them, though its decoder refuses every one."""
+    sedd = _bare(tmp_path / "sedd", objective="sedd", sedd_graph="uniform")
+    rc, out, err = _eval(capsys, sedd, "--json", "--no-plot", "--data", run.parent / "data",
+                         "--samples", "2", "--gen-length", "8", "--steps", "4", "--batches", "1")
+    assert rc == 0, err
+    sampling = json.loads(out)["sample_quality"]["sampling"]
+    assert (sampling["decoder"], sampling["steps"]) == ("sedd", 4)
+    assert not {"repetition_penalty", "presence_penalty", "frequency_penalty",
+                "no_repeat_ngram_size"} & set(sampling)

@@ -604,12 +604,16 @@ def test_uniform_graph_refuses_the_template_tasks_and_fills_a_blank_by_generate(
         err = capsys.readouterr().err
         assert "uniform-graph SEDD checkpoint never saw a [MASK]" in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert main(["generate", "--model", str(run), "--gen-length", "2", "--steps", "4", "--json",
-                 "--no-live", "the [MASK] said"]) == 0  # fmt: skip
+    argv = ["generate", "--model", str(run), "--gen-length", "2", "--steps", "4", "--seed", "0",
+            "--no-live", "the [MASK] said"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["decoder"] == "sedd"
     filled = out["results"][0]["filled_prompt"]
     assert filled.startswith("the ") and filled.endswith(" said") and "[MASK]" not in filled
+    # the plain output shows it too: the prompt as it ended, then the continuation
+    assert main(argv) == 0
+    assert capsys.readouterr().out == filled + out["results"][0]["text"] + "\n"
 
 
 def test_time_conditioned_sigma_given_model_refuses_the_mask_loops_with_a_way_out(

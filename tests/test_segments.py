@@ -215,8 +215,12 @@ def test_bad_segment_options_are_one_line_errors():
         api.start(ld, PROMPTS, SampleConfig(gen_length=40, steps=40))
     with pytest.raises(UserError, match="no room for context.*at most 31"):
         api.start(ld, PROMPTS, SampleConfig(gen_length=40, steps=40, segment_length=32))
-    with pytest.raises(UserError, match=r"steps \(30\) do not split evenly.*multiple of 8"):
+    with pytest.raises(UserError, match=r"steps \(30\) do not split evenly over segments of "
+                                         r"2 x 15 \+ 10 tokens.*multiple of 8"):
         segment_configs(SampleConfig(gen_length=40, steps=30, segment_length=15))
+    # every segment full: "3 x 32" (it read "2 x 32 + 32")
+    with pytest.raises(UserError, match=r"over segments of 3 x 32 tokens \(gen_length 96\)"):
+        segment_configs(SampleConfig(gen_length=96, steps=10, segment_length=32))
     assert [c.steps for c in segment_configs(SampleConfig(gen_length=40, steps=32,
                                                           segment_length=15))] == [12, 12, 8]
     with pytest.raises(UserError, match="whole blocks of 4"):

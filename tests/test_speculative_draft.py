@@ -390,6 +390,8 @@ def test_cli_refusals_are_one_line_exit_2(tmp_path, capsys):
         (["--model", ar, "--draft", diff, "--draft-steps", "0"], "--draft-steps must be >= 1"),
         (["--model", ar, "--draft-threshold", "0.5"], "--draft-threshold applies to decoder"),
         (["--model", ar, "--draft-steps", "2"], "--draft-steps applies with --draft"),
+        # the flag, not the API's argument (api.start(..., draft=))
+        (["--model", ar, "--decoder", "speculative"], "--decoder speculative needs --draft CKPT"),
     ]
     for extra, message in cases:
         assert main([*gen, *extra]) == 2, extra

@@ -166,9 +166,31 @@ SAMPLES, PROMPT_TOKENS = 8, 8
 """``--samples`` and ``--prompt-tokens`` when not given."""
 
 
+DRAFTER_ONLY = ("draft_steps", "draft_cache")
+"""The sampling flags that set a drafter's work: no use without ``--draft``, which eval has
+not (``--draft-length`` and ``--draft-threshold`` also set a hybrid checkpoint's drafts)."""
+
+
+def _no_drafter(args: argparse.Namespace) -> None:
+    """Refuse ``--decoder speculative`` and the drafter's own flags in one line that says what
+    to do: eval samples with no drafter (``--draft`` is ``unmask generate``'s and ``unmask
+    serve``'s), and the API's message named a Python argument."""
+    given = [f for f in DRAFTER_ONLY if getattr(args, f, None) is not None]
+    if getattr(args, "decoder", None) == "speculative":
+        given.insert(0, "decoder speculative")
+    if given:
+        raise UserError(
+            f"--{given[0].replace('_', '-')} needs a drafter (--draft CKPT of unmask generate "
+            "and unmask serve), which unmask eval does not take: leave it out to sample a "
+            "causal checkpoint with its own decoder (ar), whose text speculative decoding "
+            "reproduces"
+        )
+
+
 def _counts(args: argparse.Namespace) -> None:
     """Refuse flag values that cannot work and flags that would go unused, before anything
     loads; then fill in the defaults of ``--samples`` and ``--prompt-tokens``."""
+    _no_drafter(args)
     for flag in ("samples", "prompt_tokens"):
         n = getattr(args, flag)
         if n is not None and n < 1:
@@ -259,14 +281,16 @@ def _no_bound(cfg: Any, data: str | None) -> str | None:
     return None
 
 
-def _fit_gen_length(loaded: Any, config: Any, given: dict[str, Any], prompt_tokens: int) -> Any:
+def _fit_gen_length(
+    loaded: Any, facts: Any, config: Any, given: dict[str, Any], prompt_tokens: int
+) -> Any:
     """The generative-perplexity ``config`` with room beside its prompts of ``prompt_tokens``
     (a block-causal model pads them to whole blocks and writes whole blocks): a gen_length
     not given (the checkpoint's or the default 64) shrinks to the room the context leaves; a
-    given one that does not fit is a ``UserError`` naming the room."""
-    from unmask.api import facts_of, sample_config
+    given one that does not fit is a ``UserError`` naming the room. ``facts``: the
+    checkpoint's (``api.facts_of``)."""
+    from unmask.api import sample_config
 
-    facts = facts_of(loaded)
     limit = facts.max_seq_len
     if not limit or config.segment_length is not None:  # segments: any length fits
         return config
@@ -370,6 +394,10 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device or "auto"))
     loaded = load(info.checkpoint, device=device)
     model = loaded.model.eval()
+    from unmask.sampling.continuous import takes_no_prompt
+
+    facts = api.facts_of(loaded)  # read once, for every part below
+    unprompted = takes_no_prompt(facts)  # a latent-diffusion model samples whole windows
     gaps = None
     if args.gaps is not None:  # what cannot fill the gaps fails now, not after the rest
         from unmask.gapset import read_gap_set, refuse_unfillable
@@ -377,13 +405,13 @@ def run(args: argparse.Namespace) -> int:
         api.refuse_continuous(loaded, "eval --gaps")  # gap sets are filled by the commit loop
         refuse_unfillable(model.config)
         gaps = read_gap_set(args.gaps, loaded.tokenizer)
-    if items is not None and _unprompted(loaded):
+    if items is not None and unprompted:
         raise UserError("eval --task-file decodes each item's answer after its prompt; a "
                         "latent-diffusion model takes no prompt (it samples whole windows)")
     if args.tasks:  # a model no lm-eval task can run on: refused now, not after the rest
         from unmask.lm_eval import refuse_unprompted
 
-        refuse_unprompted(api.facts_of(loaded), "eval --tasks")
+        refuse_unprompted(facts, "eval --tasks")
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
@@ -401,9 +429,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(model.config, "attention", None) == "causal" and config.cfg_scale > 0:
             raise UserError("--cfg-scale applies to diffusion models; this checkpoint is "
                             "autoregressive (causal)")
-        api.choose(loaded, config)
-        prompt_tokens = 0 if _unprompted(loaded) else _prompt_tokens(data, args.prompt_tokens)
-        config = _fit_gen_length(loaded, config, given, prompt_tokens)
+        decoder = api.choose(loaded, config)
+        prompt_tokens = 0 if unprompted else _prompt_tokens(data, args.prompt_tokens)
+        config = _fit_gen_length(loaded, facts, config, given, prompt_tokens)
     trained = getattr(model.config, "objective", None)
     if cfg is not None and trained and trained != cfg.objective:
         # a distilled student or an SFT model: trained by one objective, a model of another
@@ -449,7 +477,8 @@ def run(args: argparse.Namespace) -> int:
             report.notes.append(f"held-out bound: not measured, {e}")
 
     if score:
-        _score(report, loaded, config, data, args, device)
+        _score(report, loaded, config, data, args, device, unprompted=unprompted,
+               decoder=decoder)
 
     if items is not None:
         from unmask.tasks.score import score_items
@@ -554,10 +583,22 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
 
 
 def _score(
-    report: Any, loaded: Any, config: Any, data: str | None, args: argparse.Namespace, device: str
+    report: Any,
+    loaded: Any,
+    config: Any,
+    data: str | None,
+    args: argparse.Namespace,
+    device: str,
+    *,
+    unprompted: bool,
+    decoder: str,
 ) -> None:
-    """The generative perplexity part: a note instead when the scorer is not installed."""
+    """The generative perplexity part: a note instead when the scorer is not installed.
+    ``unprompted``: the checkpoint takes no prompt (``takes_no_prompt``); ``decoder``: the
+    one that samples (``api.choose``), whose penalties the report names at their defaults
+    too, where it applies them (``registry.applies_penalties``)."""
     from unmask.report import decoding_options, sample_quality, validation_prompts
+    from unmask.sampling.registry import applies_penalties
     from unmask.scoring import ReferenceScorer
 
     try:
@@ -566,7 +607,6 @@ def _score(
         report.notes.append(f"generative perplexity: not measured, {e}")
         return
     prompts: list[list[int]] = []
-    unprompted = _unprompted(loaded)
     if unprompted:
         report.notes.append("generative perplexity: a latent-diffusion model samples whole "
                             "windows from noise, so the samples are unconditional")
@@ -585,11 +625,13 @@ def _score(
         gen_length=config.gen_length,
         eos_id=getattr(loaded.model.config, "eos_id", None),
     )
+    penalties = ("repetition_penalty", "presence_penalty", "frequency_penalty",
+                 "no_repeat_ngram_size")
     report.sample_quality = {
         **dataclasses.asdict(q),
-        "sampling": decoding_options(loaded, config, always=(
-            "repetition_penalty", "presence_penalty", "frequency_penalty", "no_repeat_ngram_size",
-        )),
+        "sampling": decoding_options(
+            loaded, config, always=penalties if applies_penalties(decoder) else ()
+        ),
     }
 
 
@@ -603,14 +645,6 @@ def _cannot_sample(loaded: Any) -> str | None:
     except UserError as e:
         return str(e)
     return None
-
-
-def _unprompted(loaded: Any) -> bool:
-    """Whether the checkpoint's samples take no prompt (a latent-diffusion model)."""
-    from unmask.api import facts_of
-    from unmask.sampling.continuous import takes_no_prompt
-
-    return takes_no_prompt(facts_of(loaded))
 
 
 def _sampler(loaded: Any, config: Any, device: str) -> Any:

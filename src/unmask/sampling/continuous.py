@@ -132,9 +132,15 @@ CONTINUOUS_WHY = ("denoises a continuous state (no commit policy, blocks, cache,
 
 
 def check_options(name: str, config: SampleConfig) -> None:
-    """Refuse options that belong to the commit loop or to causal models."""
+    """Refuse options that belong to the commit loop or to causal models, and values that
+    cannot work, for a run started without ``choose_decoder`` (infill's)."""
     refuse_top_k(name, config)
     refuse_unused(DECODERS[name], config)
+    _check_values(config)
+
+
+def _check_values(config: SampleConfig) -> None:
+    """Refuse a gen_length, steps or temperature no run can take."""
     if config.gen_length <= 0 or config.steps <= 0:
         raise UserError(
             f"gen_length and steps must be positive, got {config.gen_length}, {config.steps}"
@@ -440,7 +446,8 @@ class EmbedDiffusionDecoder(Decoder):
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         _check_facts("embed-diffusion", facts, ("embed-diffusion",))
-        check_options("embed-diffusion", config)
+        refuse_top_k("embed-diffusion", config)  # unused options: choose_decoder refuses them
+        _check_values(config)
 
     def start(
         self,
@@ -475,7 +482,8 @@ class LatentDiffusionDecoder(Decoder):
                 "stage 2 on it: unmask train --objective latent-diffusion --init RUN"
             )
         _check_facts("latent-diffusion", facts, ("latent-diffusion",))
-        check_options("latent-diffusion", config)
+        refuse_top_k("latent-diffusion", config)  # unused options: choose_decoder refuses them
+        _check_values(config)
 
     def start(
         self,

@@ -147,7 +147,8 @@ def _check(config: SampleConfig, graph: Graph, num_blocks: int) -> str:
 
 def _check_options(config: SampleConfig) -> None:
     """Refuse options the SEDD decoder has no use for (``SEDDDecoder.unused``: it draws, it
-    does not commit)."""
+    does not commit): ``SEDDRun`` checks them itself, as it is also started without
+    ``choose_decoder`` (``sample_sedd``, ``sample_model``)."""
     if config.decoder not in ("auto", "sedd"):
         raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
     refuse_unused(DECODERS["sedd"], config)
@@ -456,7 +457,7 @@ class SEDDDecoder(Decoder):
                 "takes SEDD's reverse steps (an absorbing SEDD model runs the policies with "
                 "decoder llada)"
             )
-        _check_options(config)
+        # the options it has no use for (unused): choose_decoder's refuse_unused, once
         blocks = config.block_length is not None and config.block_length < config.gen_length
         if blocks and facts.sedd_graph == "uniform":
             raise UserError(UNIFORM_BLOCKS)

@@ -118,10 +118,13 @@ def segment_configs(
 
 
 def _lengths(lengths: Sequence[int]) -> str:
-    head = f"{len(lengths) - 1} x {lengths[0]}" if len(lengths) > 2 else ""
-    if not head:
-        return " + ".join(str(x) for x in lengths)
-    return head + (f" + {lengths[-1]}" if lengths[-1] != lengths[0] else f" + {lengths[0]}")
+    """The segment lengths for a message: "3 x 32", "4 x 12 + 2", "12 + 2", "12"."""
+    n, last = len(lengths), lengths[-1]
+    if n > 1 and last == lengths[0]:  # every segment full
+        return f"{n} x {last}"
+    if n > 2:
+        return f"{n - 1} x {lengths[0]} + {last}"
+    return " + ".join(str(x) for x in lengths)
 
 
 def segment_windows(
