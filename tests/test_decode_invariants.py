@@ -138,3 +138,17 @@ def test_seeded_runs_stepped_together_sample_as_alone():
         step_together(runs)
     for r, want in zip(runs, alone, strict=True):
         assert r.result().gen_ids == want.gen_ids
+
+
+@pytest.mark.parametrize("policy", ["threshold", "entropy"])
+def test_block_decoding_with_a_dynamic_policy_ignores_steps(policy):
+    """``steps`` is not used by the dynamic policies (docs/sampling.md), so fewer steps than
+    blocks is no error for ``bd3lm`` either, and the tokens are those of any other ``steps``."""
+    model = block_causal()
+    c = model.config
+    ids = dict(mask_id=c.mask_id, pad_id=c.pad_id, eos_id=None)
+    few = BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=2, policy=policy),
+                   **ids).run()  # fmt: skip
+    many = BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=16, policy=policy),
+                    **ids).run()  # fmt: skip
+    assert torch.equal(few.tokens, many.tokens) and few.nfe == many.nfe

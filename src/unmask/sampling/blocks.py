@@ -144,6 +144,8 @@ class BlockRun(DecoderRun):
                     f"block_size ({bs}); try gen_length {nearest_multiples(config.gen_length, bs)}"
                 )
             self.num_blocks, steps_per_block = validate(config)
+            # a dynamic policy does not use steps (validate lets it be < the number of blocks)
+            steps_per_block = max(1, steps_per_block)
             P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, whole blocks
             need = P + config.gen_length
         if config.top_k is not None or config.top_p is not None:
