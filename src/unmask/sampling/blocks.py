@@ -38,11 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas, as_rows, left_pad
+from unmask.canvas import Canvas, CanvasConstraint, as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.loop import Denoiser, nearest_multiples, validate
+from unmask.sampling.penalties import PenaltyConstraint
 from unmask.sampling.policies import make_policy
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -262,11 +263,17 @@ class BlockRun(DecoderRun):
     def _edit_logits(inner: Denoiser, logits: Tensor) -> Tensor:
         """The (B, L, V) logits edits read: guidance merged, then the canvas constraints (the
         token bans: ``[MASK]``, EOS under ``forbid_eos``), as the commits of the step see them.
-        The penalties touch only masked positions, never an editable one."""
+        The penalties are left out: they touch only masked positions, never an editable one."""
         if inner.config.cfg_scale > 0:
             cond, un = torch.chunk(logits, 2, dim=0)
             logits = un + (inner.config.cfg_scale + 1) * (cond - un)
-        return inner.canvas.apply_constraints(logits)
+        for proc in inner.canvas.constraints:
+            if isinstance(proc, CanvasConstraint):
+                if not isinstance(proc, PenaltyConstraint):
+                    logits = proc.apply(logits, inner.x)
+            else:
+                logits = proc(logits)
+        return logits
 
     def _mask_and_edit_step(self, inner: Denoiser) -> None:
         logits = self._logits(inner)
