@@ -38,11 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas, as_rows, left_pad
+from unmask.canvas import Canvas, CanvasConstraint, as_rows, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.loop import Denoiser, nearest_multiples, validate
+from unmask.sampling.penalties import PenaltyConstraint
 from unmask.sampling.policies import make_policy
 from unmask.sampling.protocol import (
     DecoderRun,
@@ -144,6 +145,8 @@ class BlockRun(DecoderRun):
                     f"block_size ({bs}); try gen_length {nearest_multiples(config.gen_length, bs)}"
                 )
             self.num_blocks, steps_per_block = validate(config)
+            # a dynamic policy does not use steps (validate lets it be < the number of blocks)
+            steps_per_block = max(1, steps_per_block)
             P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, whole blocks
             need = P + config.gen_length
         if config.top_k is not None or config.top_p is not None:
@@ -167,7 +170,6 @@ class BlockRun(DecoderRun):
         )
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)  # (B,) rows past EOS
         self.history: list[Tensor] | None = [] if return_history else None
-        self.return_history = return_history
         self.step_callback, self.on_view = step_callback, on_view
         self.nfe = self.steps = 0
         self.blocks_done = 0
@@ -200,13 +202,6 @@ class BlockRun(DecoderRun):
         )
         pad = torch.zeros(B, tokens.shape[1] - self.P, dtype=torch.bool, device=device)
         canvas = dataclasses.replace(canvas, prompt_index=torch.cat([self.prompt, pad], dim=1))
-        callback = None
-        if self.step_callback is not None:
-            outer, offset = self.step_callback, self.steps
-
-            def callback(step: int, toks: Tensor) -> None:
-                outer(offset + step, toks)
-
         self._attn = attn
         self._base = (self.nfe, self.steps)
         self._post, self._extra = None, (0, 0)
@@ -216,9 +211,7 @@ class BlockRun(DecoderRun):
             self.block_config,
             eos_id=self.eos_id,
             generator=self.generator,
-            return_history=self.return_history,
-            step_callback=callback,
-        )
+        )  # history and step_callback are kept here: a step ends after its edits
         if self._inner.done:  # nothing to denoise in this block
             self._end_block()
 
@@ -227,8 +220,6 @@ class BlockRun(DecoderRun):
         assert inner is not None
         L = self.x.shape[1]
         self.x, self.real = inner.x, self._attn
-        if self.history is not None and inner.history is not None:
-            self.history.extend(inner.history)
         self.finished |= rows_finished(self.x[:, L:], self.eos_id)
         self.blocks_done += 1
         self._next_block()
@@ -244,6 +235,10 @@ class BlockRun(DecoderRun):
             self._edit_only_step(inner)
         self.nfe = self._base[0] + inner.nfe + self._extra[0]
         self.steps = self._base[1] + inner.steps + self._extra[1]
+        if self.history is not None:  # the canvas after the whole step, its edits included
+            self.history.append(inner.x.clone())
+        if self.step_callback is not None:
+            self.step_callback(self.steps, inner.x)
         if inner.done and self.edit_threshold is not None and self._post is None:
             self._post = 0  # every mask is committed: edit-only steps follow
         elif inner.done and self._post is None:
@@ -264,24 +259,35 @@ class BlockRun(DecoderRun):
         editable[:, max(start, self.P) : end] = True
         return editable & (inner.x != self.mask_id) & ~self.finished[:, None]
 
+    @staticmethod
+    def _edit_logits(inner: Denoiser, logits: Tensor) -> Tensor:
+        """The (B, L, V) logits edits read: guidance merged, then the canvas constraints (the
+        token bans: ``[MASK]``, EOS under ``forbid_eos``), as the commits of the step see them.
+        The penalties are left out: they touch only masked positions, never an editable one."""
+        if inner.config.cfg_scale > 0:
+            cond, un = torch.chunk(logits, 2, dim=0)
+            logits = un + (inner.config.cfg_scale + 1) * (cond - un)
+        for proc in inner.canvas.constraints:
+            if isinstance(proc, CanvasConstraint):
+                if not isinstance(proc, PenaltyConstraint):
+                    logits = proc.apply(logits, inner.x)
+            else:
+                logits = proc(logits)
+        return logits
+
     def _mask_and_edit_step(self, inner: Denoiser) -> None:
         logits = self._logits(inner)
         editable = self._editable(inner)  # before this step's commits
         before = inner.x.clone()
         inner.step(logits)
-        if inner.config.cfg_scale > 0:
-            cond, un = torch.chunk(logits, 2, dim=0)
-            logits = un + (inner.config.cfg_scale + 1) * (cond - un)
         assert self.edit_threshold is not None
-        edit = edit_step(logits, before, editable, self.edit_threshold, self.mask_id)
+        edit = edit_step(self._edit_logits(inner, logits), before, editable,
+                         self.edit_threshold, self.mask_id)  # fmt: skip
         inner.x[edit] = before[edit]
 
     def _edit_only_step(self, inner: Denoiser) -> None:
         assert self._post is not None and self.edit_threshold is not None
-        logits = self._logits(inner)
-        if inner.config.cfg_scale > 0:
-            cond, un = torch.chunk(logits, 2, dim=0)
-            logits = un + (inner.config.cfg_scale + 1) * (cond - un)
+        logits = self._edit_logits(inner, self._logits(inner))
         edit = edit_step(logits, inner.x, self._editable(inner), self.edit_threshold, self.mask_id)
         self._post += 1
         self._extra = (self._extra[0] + 1, self._extra[1] + 1)

@@ -71,8 +71,8 @@ class CachePolicy:
     """Computes the (B, L, V) logits of a step, reusing what it may.
 
     The loop calls ``start_block`` when a block begins and ``logits`` at every step that
-    runs the model. Positions a policy does not recompute get zero logits; they are never
-    candidates of the step.
+    runs the model. Positions a policy does not recompute keep stale logits (those of the
+    block's first call); they are never candidates of the step.
     """
 
     needs_kv: bool = False
