@@ -341,7 +341,7 @@ def test_infill_and_edit(echo_client):
         ('{"prompt": "x", "temperature": 5}', 400, "temperature", "invalid_value"),
         ('{"prompt": "x", "n": 5}', 400, "n", "invalid_value"),
         ('{"prompt": "x", "steps": 65}', 400, "steps", "invalid_value"),
-        ('{"prompt": "x", "max_tokens": 6, "block_length": 4}', 400, None, "invalid_value"),
+        ('{"prompt": "x", "max_tokens": 6, "block_length": 4}', 400, "max_tokens", "invalid_value"),
         ('{"prompt": "x", "policy": "nope"}', 400, "policy", "invalid_value"),
         ('{"prompt": "x", "cache": "nope"}', 400, "cache", "invalid_value"),
         ('{"prompt": "x", "max_tokens": "4"}', 400, "max_tokens", "invalid_value"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import Decoder, choose_decoder, validate
+from unmask.sampling.loop import nearest_multiples
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
@@ -35,7 +37,6 @@ from unmask.server.plumbing import (
     sent_option,
     submit,
     usage,
-    user_error,
     wait,
 )
 from unmask.server.schemas import CompletionRequest, _Generation
@@ -68,7 +69,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
                                loaded=state.loaded)
     except UserError as e:
-        raise user_error(e, sent_option(req, e)) from None
+        raise request_error(req, e) from None
     config = dataclasses.replace(config, top_p=top_p)
     facts = api.facts_of(state.loaded)
     try:
@@ -93,11 +94,37 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         for part in parts:
             if not state.causal:
                 validate(part, prompt_length=longest, max_seq_len=ctx)
+            check_whole_blocks(state, decoder, part)
     except UserError as e:
-        raise user_error(e, sent_option(req, e)) from None
+        raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = config.seed is not None and config.temperature > 0
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
+
+
+def request_error(req: _Generation, e: UserError) -> APIError:
+    """The 400 for a library refusal ``e`` of a completions or chat request, in the API's
+    words: the library's ``gen_length`` is the request's ``max_tokens`` (the message named an
+    option the client never sent, and had no ``param``)."""
+    message = re.sub(r"(?<![-\w])gen_length\b", "max_tokens", str(e))
+    param = sent_option(req, e)
+    if param is None and message.startswith("max_tokens"):
+        param = "max_tokens"
+    return APIError(400, message, param=param, code="invalid_value")
+
+
+def check_whole_blocks(state: ServerState, decoder: Decoder, config: SampleConfig) -> None:
+    """A ``UserError`` for a block-diffusion checkpoint's canvas that is not whole blocks of
+    its ``block_size`` (unless its blocks count from the first prompt token: LLaDA 2.x), as
+    decoder bd3lm refuses it (``sampling.blocks``), found here so that a streamed request is
+    a 400 too, not an error event after a 200."""
+    bs = api.facts_of(state.loaded).block_size
+    if decoder.name != "bd3lm" or not bs or getattr(state.cfg, "block_align", "pad") == "absolute":
+        return
+    if config.gen_length % bs:
+        raise UserError(f"gen_length ({config.gen_length}) must be a multiple of the model's "
+                        f"block_size ({bs}); try gen_length "
+                        f"{nearest_multiples(config.gen_length, bs)}")
 
 
 def check_penalties_apply(decoder: Decoder, config: SampleConfig) -> None:

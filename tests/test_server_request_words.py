@@ -1,0 +1,61 @@
+"""Refusals of completions and chat requests in the API's words: a library refusal about
+``gen_length`` names ``max_tokens`` (the request's field), and a block-diffusion checkpoint's
+canvas that is not whole blocks is a 400 before a stream starts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+import torch  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import loaded, random_transformer, tiny_config  # noqa: E402
+
+from unmask.model import Transformer  # noqa: E402
+from unmask.server import create_app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bd3lm_client():
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), attention="block-causal", block_size=4,
+                                 objective="bd3lm")
+    return TestClient(create_app(loaded(Transformer(config).eval()), chat_template="plain"))
+
+
+@pytest.fixture(scope="module")
+def mdlm_client():
+    return TestClient(create_app(loaded(random_transformer()), chat_template="plain"))
+
+
+BLOCKS = ("max_tokens (10) must be a multiple of the model's block_size (4); try max_tokens "
+          "8 or 12")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"prompt": "abc"}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "abc"}]}),
+])
+def test_block_size_refusal_names_max_tokens_and_is_a_400_when_streamed(bd3lm_client, path,
+                                                                        body, stream):
+    r = bd3lm_client.post(path, json={**body, "max_tokens": 10, "stream": stream})
+    assert r.status_code == 400, r.text  # streamed: it was a 200 with an error event
+    assert r.json()["error"] == {"message": BLOCKS, "type": "invalid_request_error",
+                                 "param": "max_tokens", "code": "invalid_value"}
+    ok = bd3lm_client.post(path, json={**body, "max_tokens": 8, "stream": stream})
+    assert ok.status_code == 200 and "error" not in ok.text
+
+
+def test_block_length_refusal_names_max_tokens(mdlm_client):
+    r = mdlm_client.post("/v1/completions", json={"prompt": "abc", "max_tokens": 12,
+                                                  "block_length": 5})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["message"].startswith("max_tokens (12) must be a multiple of block_length (5)")
+    assert "gen_length" not in error["message"] and "or max_tokens 10 or 15" in error["message"]
+    assert error["param"] == "max_tokens"
