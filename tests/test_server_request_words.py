@@ -59,3 +59,28 @@ def test_block_length_refusal_names_max_tokens(mdlm_client):
     assert error["message"].startswith("max_tokens (12) must be a multiple of block_length (5)")
     assert "gen_length" not in error["message"] and "or max_tokens 10 or 15" in error["message"]
     assert error["param"] == "max_tokens"
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/completions", {"prompt": "x" * 70}, "prompt"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 70}]},
+     "messages"),
+])
+def test_a_prompt_that_fills_the_context_alone_is_blamed(mdlm_client, path, body, param):
+    """Over the context: ``param`` is ``max_tokens`` while a smaller one would fit, else the
+    prompt's field (it named ``max_tokens`` though no value of it could fit)."""
+    r = mdlm_client.post(path, json={**body, "max_tokens": 4})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "context_length_exceeded"
+    assert error["param"] == param and "shorten the prompt" in error["message"]
+    fits = {"prompt": "x"} if param == "prompt" else {
+        "messages": [{"role": "user", "content": "x"}]}
+    r = mdlm_client.post(path, json={**fits, "max_tokens": 80})
+    assert r.json()["error"]["param"] == "max_tokens"
+
+
+def test_structured_output_blames_a_prompt_that_fills_the_context(mdlm_client):
+    body = {"messages": [{"role": "user", "content": "x" * 70}], "max_tokens": 4,
+            "guided_choice": ["yes", "no"]}
+    error = mdlm_client.post("/v1/chat/completions", json=body).json()["error"]
+    assert (error["param"], error["code"]) == ("messages", "context_length_exceeded")

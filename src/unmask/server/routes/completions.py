@@ -32,6 +32,7 @@ from unmask.server.plumbing import (
     account,
     check_generation,
     check_names,
+    overflow_param,
     sample_config,
     secured,
     sent_option,
@@ -63,8 +64,8 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                "prompt, or use ")
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
                        f"the {who}'s context of {ctx} tokens; {fix}segment_length (e.g. "
-                       f"{ctx // 2}) to write it in segments", param="max_tokens",
-                       code="context_length_exceeded")
+                       f"{ctx // 2}) to write it in segments",
+                       param=overflow_param(req, longest, ctx), code="context_length_exceeded")
     try:  # what the request did not send: the checkpoint's recommendation, as the CLI
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
                                loaded=state.loaded)
