@@ -1052,7 +1052,7 @@ def test_openai_fields_are_accepted_at_their_neutral_values_only(echo_client):
     ("/v1/chat/completions",
      {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
      "messages.0.content.0.type", "Input should be 'text'"),
-    ("/v1/completions", {"prompt": 5}, "prompt", "valid string"),
+    ("/v1/completions", {"prompt": 5}, "prompt", "a prompt is a string"),
 ])
 def test_a_union_field_reports_the_member_its_type_matched(echo_client, path, body, param,
                                                           message):

@@ -5,6 +5,7 @@ canvas that is not whole blocks is a 400 before a stream starts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -84,3 +85,35 @@ def test_structured_output_blames_a_prompt_that_fills_the_context(mdlm_client):
             "guided_choice": ["yes", "no"]}
     error = mdlm_client.post("/v1/chat/completions", json=body).json()["error"]
     assert (error["param"], error["code"]) == ("messages", "context_length_exceeded")
+
+
+def test_token_id_prompts_as_at_openai(mdlm_client):
+    """A completions prompt may be token ids, one list or a list of them (OpenAI's shapes):
+    the same text as the prompt they encode; an id outside the vocabulary, or another shape,
+    is a 400 saying so (token ids were refused with "prompt.0: Input should be a valid
+    string")."""
+    ids = mdlm_client.post("/v1/tokenize", json={"text": "hello"}).json()["tokens"]
+    body = {"max_tokens": 6, "seed": 1, "temperature": 1.0}
+    text = mdlm_client.post("/v1/completions", json={**body, "prompt": "hello"}).json()
+    one = mdlm_client.post("/v1/completions", json={**body, "prompt": ids}).json()
+    assert one["choices"][0]["text"] == text["choices"][0]["text"]
+    assert one["usage"] == text["usage"]
+    greedy = {"max_tokens": 6, "prompt": "hello"}
+    want = mdlm_client.post("/v1/completions", json=greedy).json()["choices"][0]["text"]
+    two = mdlm_client.post("/v1/completions", json={**greedy, "prompt": [ids, ids[:2]]}).json()
+    assert want and two["choices"][0]["text"] == want
+    assert two["usage"]["prompt_tokens"] == len(ids) + 2
+    streamed = mdlm_client.post("/v1/completions", json={**body, "prompt": ids, "stream": True})
+    chunks = [json.loads(x[6:]) for x in streamed.text.split("\n\n") if x.startswith("data: {")]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == text["choices"][0]["text"]
+    for prompt, message in [
+        ([10**6], "prompt: token id 1000000 is not in the vocabulary (0 to "),
+        ([ids, [-1]], "prompt.1: token id -1 is not in the vocabulary"),
+        ([1.5], "a prompt is a string, a list of strings, a list of token ids"),
+        ([True], "a prompt is a string"),
+        (["a", 1], "a prompt is a string"),
+    ]:
+        r = mdlm_client.post("/v1/completions", json={**body, "prompt": prompt})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["param"] == "prompt", r.text
+        assert message in error["message"]

@@ -128,6 +128,18 @@ def check_whole_blocks(state: ServerState, decoder: Decoder, config: SampleConfi
                         f"{nearest_multiples(config.gen_length, bs)}")
 
 
+def check_token_prompts(state: ServerState, prompts: list[list[int]]) -> None:
+    """A 400 for a token-id prompt with an id outside the served tokenizer's vocabulary
+    (the mask id is a blank the model fills, as ``[MASK]`` in a text prompt)."""
+    vocab = state.cfg.vocab_size
+    for k, ids in enumerate(prompts):
+        bad = next((i for i in ids if not 0 <= i < vocab), None)
+        if bad is not None:
+            where = "prompt" if len(prompts) == 1 else f"prompt.{k}"
+            raise APIError(400, f"{where}: token id {bad} is not in the vocabulary (0 to "
+                           f"{vocab - 1})", param="prompt", code="invalid_value")
+
+
 def check_penalties_apply(decoder: Decoder, config: SampleConfig) -> None:
     """A 400 naming the penalty that the served checkpoint's ``decoder`` cannot apply (SEDD,
     the continuous families), before a stream starts."""
@@ -374,7 +386,12 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Response:
-        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        given = req.token_prompts()
+        if given is not None:  # token ids: the prompts are their numbers, encoded as given
+            check_token_prompts(state, given)
+            return await run_generation(state, request, req, [str(k) for k in range(len(given))],
+                                        lambda k: given[int(k)], chat=False)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)  # type: ignore
         from unmask.api import encode_prompt  # a [MASK] in the prompt is a blank, as in the CLI
 
         return await run_generation(state, request, req, prompts,
