@@ -117,3 +117,21 @@ def test_token_id_prompts_as_at_openai(mdlm_client):
         error = r.json()["error"]
         assert r.status_code == 400 and error["param"] == "prompt", r.text
         assert message in error["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_blank_in_an_autoregressive_prompt_is_a_400_before_a_stream(stream):
+    """An autoregressive model cannot fill a [MASK] in the prompt: a 400 naming the prompt,
+    streamed too (the decoder's refusal came as a 200 and an error event, ``param`` null)."""
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), attention="causal", objective="ar")
+    client = TestClient(create_app(loaded(Transformer(config).eval())))
+    mask_id = config.mask_id
+    for prompt in ("a[MASK]b", [100, mask_id, 101]):
+        r = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 4,
+                                                 "stream": stream})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["param"] == "prompt" and "cannot fill a [MASK]" in error["message"]
+    ok = client.post("/v1/completions", json={"prompt": "ab", "max_tokens": 4, "stream": stream})
+    assert ok.status_code == 200 and "error" not in ok.text

@@ -52,6 +52,12 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     limits = state.limits
     top_p = check_generation(state, req, prompts)
     ids = [encode(p) for p in prompts]
+    mask_id = state.cfg.mask_id
+    if state.causal and mask_id is not None and any(mask_id in i for i in ids):
+        # the decoder's refusal, found before a stream starts (it was a 200 and an error event)
+        raise APIError(400, "an autoregressive model cannot fill a [MASK] in the prompt; use a "
+                       "masked diffusion model", param="messages" if hasattr(req, "messages")
+                       else "prompt", code="invalid_value")
     longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
     ctx, who = state.context  # with a drafter, the smaller context of the two
     segmented = req.segment_length is not None
