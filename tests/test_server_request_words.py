@@ -52,6 +52,20 @@ def test_block_size_refusal_names_max_tokens_and_is_a_400_when_streamed(bd3lm_cl
     assert ok.status_code == 200 and "error" not in ok.text
 
 
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("option, param, message", [
+    ({"steps": 3}, "steps", "steps (3) must be a multiple of the number of blocks (2 = "
+                            "max_tokens 8 / block_length 4)"),
+])
+def test_what_bd3lm_refuses_at_its_start_is_a_400_before_a_stream(bd3lm_client, option, param,
+                                                                   message, stream):
+    r = bd3lm_client.post("/v1/completions", json={"prompt": "ab", "max_tokens": 8,
+                                                   "stream": stream, **option})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["message"].startswith(message), error
+
+
 def test_block_length_refusal_names_max_tokens(mdlm_client):
     r = mdlm_client.post("/v1/completions", json={"prompt": "abc", "max_tokens": 12,
                                                   "block_length": 5})

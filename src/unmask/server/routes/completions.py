@@ -121,10 +121,11 @@ def request_error(req: _Generation, e: UserError) -> APIError:
 
 
 def check_whole_blocks(state: ServerState, decoder: Decoder, config: SampleConfig) -> None:
-    """A ``UserError`` for a block-diffusion checkpoint's canvas that is not whole blocks of
-    its ``block_size`` (unless its blocks count from the first prompt token: LLaDA 2.x), as
-    decoder bd3lm refuses it (``sampling.blocks``), found here so that a streamed request is
-    a 400 too, not an error event after a 200."""
+    """A ``UserError`` for what decoder bd3lm refuses when it starts (``sampling.blocks``):
+    a canvas that is not whole blocks of the checkpoint's ``block_size`` (unless its blocks
+    count from the first prompt token: LLaDA 2.x), steps that do not split evenly over its
+    blocks; found here so that a streamed request is a 400 too, not an error event after a
+    200."""
     bs = api.facts_of(state.loaded).block_size
     if decoder.name != "bd3lm" or not bs or getattr(state.cfg, "block_align", "pad") == "absolute":
         return
@@ -132,6 +133,7 @@ def check_whole_blocks(state: ServerState, decoder: Decoder, config: SampleConfi
         raise UserError(f"gen_length ({config.gen_length}) must be a multiple of the model's "
                         f"block_size ({bs}); try gen_length "
                         f"{nearest_multiples(config.gen_length, bs)}")
+    validate(dataclasses.replace(config, block_length=bs))
 
 
 def check_token_prompts(state: ServerState, prompts: list[list[int]]) -> None:
