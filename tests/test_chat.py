@@ -645,6 +645,20 @@ def test_unknown_commands_are_refused_and_double_slash_sends(chat_model, monkeyp
     assert session.turns == [] and "unknown command /bogus" in capsys.readouterr().err
 
 
+def test_a_command_with_an_argument_is_refused_as_such(chat_model, monkeypatch, capsys):
+    """``/reset now`` is refused saying /reset takes no argument (it said "unknown command
+    /reset", a command the list then named), and nothing is sent to the model."""
+    loaded = load(chat_model / "chat")
+    session = chat_cmd.ChatSession(loaded, chat_cmd.model_template(loaded, None),
+                                   SampleConfig(gen_length=4, steps=4))
+    lines = iter(["/reset now\n", "/exit please\n", "/exit\n"])
+    assert chat_cmd.converse(session, lambda: next(lines), interactive=True) == 0
+    err = capsys.readouterr().err
+    assert session.turns == [] and "unknown command" not in err
+    assert "error: /reset takes no argument (a message that starts with / is sent with //: " \
+        "//reset now)" in err and "error: /exit takes no argument" in err
+
+
 def test_a_too_long_system_message_is_refused_at_startup(chat_model, monkeypatch, capsys):
     rc, out, err = _chat(["--model", str(chat_model / "chat"), "--system", "word " * 30],
                          "hi\n", monkeypatch, capsys)

@@ -341,7 +341,7 @@ def test_infill_and_edit(echo_client):
         ('{"prompt": "x", "temperature": 5}', 400, "temperature", "invalid_value"),
         ('{"prompt": "x", "n": 5}', 400, "n", "invalid_value"),
         ('{"prompt": "x", "steps": 65}', 400, "steps", "invalid_value"),
-        ('{"prompt": "x", "max_tokens": 6, "block_length": 4}', 400, None, "invalid_value"),
+        ('{"prompt": "x", "max_tokens": 6, "block_length": 4}', 400, "max_tokens", "invalid_value"),
         ('{"prompt": "x", "policy": "nope"}', 400, "policy", "invalid_value"),
         ('{"prompt": "x", "cache": "nope"}', 400, "cache", "invalid_value"),
         ('{"prompt": "x", "max_tokens": "4"}', 400, "max_tokens", "invalid_value"),
@@ -1052,7 +1052,7 @@ def test_openai_fields_are_accepted_at_their_neutral_values_only(echo_client):
     ("/v1/chat/completions",
      {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]},
      "messages.0.content.0.type", "Input should be 'text'"),
-    ("/v1/completions", {"prompt": 5}, "prompt", "valid string"),
+    ("/v1/completions", {"prompt": 5}, "prompt", "a prompt is a string"),
 ])
 def test_a_union_field_reports_the_member_its_type_matched(echo_client, path, body, param,
                                                           message):

@@ -291,11 +291,16 @@ def converse(
 def _message(line: str, command: str) -> str:
     """The user message of an input ``line`` (``command``: it stripped) that is not a known
     command: ``//text`` sends ``/text``; any other ``/word`` is a ``UserError`` listing the
-    commands (a typo such as ``/rest`` was sent to the model and kept in the history)."""
+    commands (a typo such as ``/rest`` was sent to the model and kept in the history); a
+    command given an argument (``/reset now``) is refused as such."""
     if command.startswith("//"):
         return line.replace("/", "", 1)
+    word = command.split()[0]
+    if word in ("/reset", "/exit", "/quit", "/help"):  # "/reset now" read "unknown command"
+        raise UserError(f"{word} takes no argument (a message that starts with / is sent with "
+                        f"//: //{command[1:]})")
     if command.startswith("/"):
-        raise UserError(f"unknown command {command.split()[0]}: the commands are /reset, "
+        raise UserError(f"unknown command {word}: the commands are /reset, "
                         "/exit, /quit, /help; start a message with // to send one that begins "
                         "with /")
     return line

@@ -255,6 +255,15 @@ def check_generation(state: ServerState, req: _Generation, prompts: list[str]) -
     return top_p
 
 
+def overflow_param(req: _Generation, prompt_tokens: int, context: int) -> str:
+    """``param`` of a ``context_length_exceeded`` 400: ``max_tokens`` while a smaller one
+    would fit, else the prompt's own field (``messages`` in chat, ``prompt``): no
+    ``max_tokens`` could fit it."""
+    if prompt_tokens < context:
+        return "max_tokens"
+    return "messages" if hasattr(req, "messages") else "prompt"
+
+
 def check_names(config: SampleConfig) -> None:
     """The registry names of ``config`` (commit policy and its parameters, cache), checked as
     ``validate`` checks them for a diffusion model; a 400 naming the field."""

@@ -187,8 +187,33 @@ class _Generation(DiffusionOptions, Guided):
 class CompletionRequest(_Generation):
     """``POST /v1/completions``."""
 
-    prompt: str | Annotated[list[str], Field(min_length=1)] = ""
-    """One prompt or a list (each gets ``n`` choices)."""
+    prompt: (str | Annotated[list[str], Field(min_length=1)]
+             | Annotated[list[StrictInt], Field(min_length=1)]
+             | Annotated[list[list[StrictInt]], Field(min_length=1)]) = ""
+    """One prompt or a list (each gets ``n`` choices); as at OpenAI, a prompt may be token
+    ids (of the served tokenizer: ``/v1/tokenize``), one list or a list of them."""
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_shape(cls, prompt: Any) -> Any:
+        """A prompt of none of the four shapes, said plainly (the union reported the first
+        shape's complaint: "Input should be a valid string" for ``[1.5]``)."""
+        def ids(x: Any) -> bool:
+            return isinstance(x, list) and all(type(i) is int for i in x)
+
+        if isinstance(prompt, str) or isinstance(prompt, list) and (
+                all(isinstance(x, str) for x in prompt) or ids(prompt)
+                or all(ids(x) for x in prompt)):
+            return prompt
+        raise ValueError("a prompt is a string, a list of strings, a list of token ids "
+                         "(integers) or a list of such lists")
+
+    def token_prompts(self) -> list[list[int]] | None:
+        """The prompts as token ids when they were sent so, else None (text)."""
+        p = self.prompt
+        if isinstance(p, str) or isinstance(p[0], str):
+            return None
+        return [list(x) for x in p] if isinstance(p[0], list) else [list(p)]  # type: ignore
     echo: bool = False
     """OpenAI's; only its neutral value (false) is accepted (``NEUTRAL``)."""
     best_of: int | None = None

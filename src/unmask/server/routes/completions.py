@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import Decoder, choose_decoder, validate
+from unmask.sampling.loop import nearest_multiples
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
@@ -30,12 +32,12 @@ from unmask.server.plumbing import (
     account,
     check_generation,
     check_names,
+    overflow_param,
     sample_config,
     secured,
     sent_option,
     submit,
     usage,
-    user_error,
     wait,
 )
 from unmask.server.schemas import CompletionRequest, _Generation
@@ -50,6 +52,12 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     limits = state.limits
     top_p = check_generation(state, req, prompts)
     ids = [encode(p) for p in prompts]
+    mask_id = state.cfg.mask_id
+    if state.causal and mask_id is not None and any(mask_id in i for i in ids):
+        # the decoder's refusal, found before a stream starts (it was a 200 and an error event)
+        raise APIError(400, "an autoregressive model cannot fill a [MASK] in the prompt; use a "
+                       "masked diffusion model", param="messages" if hasattr(req, "messages")
+                       else "prompt", code="invalid_value")
     longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
     ctx, who = state.context  # with a drafter, the smaller context of the two
     segmented = req.segment_length is not None
@@ -62,13 +70,13 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                "prompt, or use ")
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
                        f"the {who}'s context of {ctx} tokens; {fix}segment_length (e.g. "
-                       f"{ctx // 2}) to write it in segments", param="max_tokens",
-                       code="context_length_exceeded")
+                       f"{ctx // 2}) to write it in segments",
+                       param=overflow_param(req, longest, ctx), code="context_length_exceeded")
     try:  # what the request did not send: the checkpoint's recommendation, as the CLI
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
                                loaded=state.loaded)
     except UserError as e:
-        raise user_error(e, sent_option(req, e)) from None
+        raise request_error(req, e) from None
     config = dataclasses.replace(config, top_p=top_p)
     facts = api.facts_of(state.loaded)
     try:
@@ -93,11 +101,51 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         for part in parts:
             if not state.causal:
                 validate(part, prompt_length=longest, max_seq_len=ctx)
+            check_whole_blocks(state, decoder, part)
     except UserError as e:
-        raise user_error(e, sent_option(req, e)) from None
+        raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = config.seed is not None and config.temperature > 0
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
+
+
+def request_error(req: _Generation, e: UserError) -> APIError:
+    """The 400 for a library refusal ``e`` of a completions or chat request, in the API's
+    words: the library's ``gen_length`` is the request's ``max_tokens`` (the message named an
+    option the client never sent, and had no ``param``)."""
+    message = re.sub(r"(?<![-\w])gen_length\b", "max_tokens", str(e))
+    param = sent_option(req, e)
+    if param is None and message.startswith("max_tokens"):
+        param = "max_tokens"
+    return APIError(400, message, param=param, code="invalid_value")
+
+
+def check_whole_blocks(state: ServerState, decoder: Decoder, config: SampleConfig) -> None:
+    """A ``UserError`` for what decoder bd3lm refuses when it starts (``sampling.blocks``):
+    a canvas that is not whole blocks of the checkpoint's ``block_size`` (unless its blocks
+    count from the first prompt token: LLaDA 2.x), steps that do not split evenly over its
+    blocks; found here so that a streamed request is a 400 too, not an error event after a
+    200."""
+    bs = api.facts_of(state.loaded).block_size
+    if decoder.name != "bd3lm" or not bs or getattr(state.cfg, "block_align", "pad") == "absolute":
+        return
+    if config.gen_length % bs:
+        raise UserError(f"gen_length ({config.gen_length}) must be a multiple of the model's "
+                        f"block_size ({bs}); try gen_length "
+                        f"{nearest_multiples(config.gen_length, bs)}")
+    validate(dataclasses.replace(config, block_length=bs))
+
+
+def check_token_prompts(state: ServerState, prompts: list[list[int]]) -> None:
+    """A 400 for a token-id prompt with an id outside the served tokenizer's vocabulary
+    (the mask id is a blank the model fills, as ``[MASK]`` in a text prompt)."""
+    vocab = state.cfg.vocab_size
+    for k, ids in enumerate(prompts):
+        bad = next((i for i in ids if not 0 <= i < vocab), None)
+        if bad is not None:
+            where = "prompt" if len(prompts) == 1 else f"prompt.{k}"
+            raise APIError(400, f"{where}: token id {bad} is not in the vocabulary (0 to "
+                           f"{vocab - 1})", param="prompt", code="invalid_value")
 
 
 def check_penalties_apply(decoder: Decoder, config: SampleConfig) -> None:
@@ -346,7 +394,12 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Response:
-        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)
+        given = req.token_prompts()
+        if given is not None:  # token ids: the prompts are their numbers, encoded as given
+            check_token_prompts(state, given)
+            return await run_generation(state, request, req, [str(k) for k in range(len(given))],
+                                        lambda k: given[int(k)], chat=False)
+        prompts = [req.prompt] if isinstance(req.prompt, str) else list(req.prompt)  # type: ignore
         from unmask.api import encode_prompt  # a [MASK] in the prompt is a blank, as in the CLI
 
         return await run_generation(state, request, req, prompts,

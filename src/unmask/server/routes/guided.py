@@ -39,6 +39,7 @@ from unmask.server.plumbing import (
     check_generation,
     check_names,
     note,
+    overflow_param,
     run_alone,
     sample_config,
     usage,
@@ -334,7 +335,7 @@ async def run_guided(
             400,
             f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}) "
             f"exceeds the model's context of {state.max_seq_len} tokens",
-            param="max_tokens",
+            param=overflow_param(req, len(ids), state.max_seq_len),
             code="context_length_exceeded",
         )
     form, parse = build_form(state, kwargs, req.max_tokens)
