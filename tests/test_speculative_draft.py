@@ -400,6 +400,8 @@ def test_cli_refusals_are_one_line_exit_2(tmp_path, capsys):
     chat = ["chat", "--template", "plain", "--device", "cpu"]
     assert main([*chat, "--model", ar, "--draft", other]) == 2
     assert "tokenizer differs" in capsys.readouterr().err
+    assert main([*chat, "--model", ar, "--decoder", "speculative"]) == 2  # chat: the flag too
+    assert "--decoder speculative needs --draft CKPT" in capsys.readouterr().err
     pytest.importorskip("fastapi")
     assert main(["serve", "--model", diff, "--draft", diff, "--device", "cpu"]) == 2
     assert "needs a causal" in capsys.readouterr().err

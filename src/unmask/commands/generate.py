@@ -129,9 +129,6 @@ def run(args: argparse.Namespace) -> int:
     if (args.system is not None or args.template is not None) and not args.chat:
         raise UserError("--system and --template apply to --chat")
     check_draft_flags(args)
-    if args.decoder == "speculative" and args.draft is None:  # the API names its argument
-        raise UserError("--decoder speculative needs --draft CKPT: a masked-diffusion "
-                        "checkpoint of the same tokenizer that drafts for the causal --model")
     prompts = _read_prompts(args)
     device = str(resolve_device(args.device))
     loaded = api.load_for_decoding(args.model, device=device, dtype=args.dtype,

@@ -103,9 +103,13 @@ def add_draft_flag(parser: argparse.ArgumentParser) -> None:
 def check_draft_flags(args: argparse.Namespace) -> None:
     """Refuse ``--draft-*`` flags without ``--draft``: they would do nothing.
     ``HYBRID_DRAFT_FIELDS`` are checked once the decoder is known (``unmask.api``): a hybrid
-    checkpoint reads them too."""
+    checkpoint reads them too. ``--decoder speculative`` without ``--draft`` says which flag it
+    needs (the API's own message names its Python argument)."""
     if getattr(args, "draft", None) is not None:
         return
+    if getattr(args, "decoder", None) == "speculative":
+        raise UserError("--decoder speculative needs --draft CKPT: a masked-diffusion "
+                        "checkpoint of the same tokenizer that drafts for the causal --model")
     for name in (f for f in DRAFT_FIELDS if f not in HYBRID_DRAFT_FIELDS):
         if getattr(args, name, None) is not None:
             flag = "--" + name.replace("_", "-")
