@@ -380,6 +380,26 @@ def test_chat_takes_max_completion_tokens(echo_client):
     assert r.status_code == 400 and "differ" in r.json()["error"]["message"]
 
 
+def test_a_chat_request_without_max_tokens_gets_a_whole_reply_as_unmask_chat_writes():
+    """OpenAI's chat has no max_tokens default of 16 (that is its completions'), and chat
+    clients often send none: the reply is as long as ``unmask chat`` writes without
+    --gen-length (the library's 64 here), cut to the room the messages leave in the context."""
+    msgs = [{"role": "user", "content": "Hi"}]
+    for context in (256, 64):
+        app = create_app(loaded(Echo(tiny_config(context))), limits=ServerLimits(max_steps=64),
+                         chat_template="plain")
+        with TestClient(app) as c:
+            r = c.post("/v1/chat/completions", json={"messages": msgs})
+            completions = c.post("/v1/completions", json={"prompt": "Hi"})
+        assert r.status_code == 200, r.text
+        usage = r.json()["usage"]
+        room = context - usage["prompt_tokens"]
+        assert usage["completion_tokens"] == min(SampleConfig().gen_length, room) == (
+            64 if context == 256 else room)
+        assert r.json()["choices"][0]["finish_reason"] == "length"
+        assert completions.json()["usage"]["completion_tokens"] == 16  # OpenAI's, unchanged
+
+
 @pytest.mark.parametrize(("body", "headers", "message", "code"), [
     (b'{"prompt": "x"}', {}, "Content-Type: application/json", "invalid_value"),
     (b"", {"content-type": "application/json"}, "the request body is empty", "missing_field"),

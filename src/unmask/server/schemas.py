@@ -263,6 +263,10 @@ class ChatRequest(_Generation):
     """``POST /v1/chat/completions``."""
 
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: int | None = Field(None, ge=1)  # type: ignore[assignment]
+    """Tokens of the reply at most; not sent: as ``unmask chat`` (the checkpoint's
+    recommended ``gen_length``, else 64), as many as fit after the messages (OpenAI's chat has
+    no 16 of completions: a client that sends none wants a whole reply)."""
     max_completion_tokens: int | None = Field(None, ge=1)
     """OpenAI's newer name for ``max_tokens`` in chat: either may be given (equal if both)."""
     tool_choice: str | None = None

@@ -41,6 +41,22 @@ def chat_template(loaded: Loaded, value: str | None = None) -> ChatTemplate | No
                                     origin=origin)
 
 
+def reply_tokens(state: ServerState, prompt_len: int, *, segmented: bool) -> int:
+    """A chat reply's length when the request sends no ``max_tokens``: what ``unmask chat``
+    writes without ``--gen-length`` (the checkpoint's recommendation, else 64), cut to the room
+    the context leaves after the prompt (whole blocks of a block-diffusion model); with
+    segments, or no room at all (the length check then names the messages), uncut."""
+    from unmask import api
+
+    want = api.sample_config(state.loaded, {}).gen_length
+    if segmented:
+        return want
+    room = state.max_seq_len - prompt_len
+    block = api.facts_of(state.loaded).block_size or 1
+    room -= room % block
+    return min(want, room) if room >= 1 else want
+
+
 def router(state: ServerState) -> APIRouter:
     r = APIRouter(dependencies=secured(state))
 
@@ -58,6 +74,9 @@ def router(state: ServerState) -> APIRouter:
             prompt, ids = chat.prompt(state.tok, chat_messages(req.messages))
         except UserError as e:  # unmask.chat turns every template failure into one line
             raise APIError(400, str(e), param="messages", code="invalid_value") from None
+        if req.max_tokens is None:
+            req.max_tokens = reply_tokens(state, len(ids), segmented=req.segment_length
+                                          is not None)
         return await run_generation(state, request, req, [prompt], lambda _: ids, chat=True)
 
     return r
