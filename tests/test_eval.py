@@ -548,7 +548,7 @@ def test_sampling_flags_the_decoder_refuses_fail_before_the_bound(run, capsys, m
     assert rc == 2 and err.count("\n") == 1 and "error: --top-k and top_p apply to" in err
 
 
-DRAFTER = ("needs a drafter (--draft CKPT of unmask generate and unmask serve), which unmask "
+DRAFTER = ("needs a drafter (--draft CKPT of unmask generate, chat and serve), which unmask "
            "eval does not take: leave it out to sample a causal checkpoint with its own decoder "
            "(ar), whose text speculative decoding reproduces")
 

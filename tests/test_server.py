@@ -1081,3 +1081,31 @@ def test_a_union_field_reports_the_member_its_type_matched(echo_client, path, bo
     r = echo_client.post(path, json=body)
     err = r.json()["error"]
     assert r.status_code == 400 and err["param"] == param and message in err["message"], err
+
+
+def test_a_bd3lm_chat_with_less_than_a_block_of_room_blames_the_messages():
+    """Less room than one block after the messages: no max_tokens can fit (a bd3lm canvas is
+    whole blocks), so the 400 names the messages and says to shorten them; it advised
+    "max_tokens <= 3", itself refused as no multiple of the block size 4."""
+    import dataclasses
+
+    from unmask.model import Transformer
+
+    config = dataclasses.replace(tiny_config(), attention="block-causal", block_size=4,
+                                 objective="bd3lm")
+    torch.manual_seed(0)
+    app = create_app(loaded(Transformer(config).eval()), chat_template="plain")
+    with TestClient(app) as c:
+        for n, fits in ((40, True), (44, False)):
+            r = c.post("/v1/chat/completions",
+                       json={"messages": [{"role": "user", "content": "x" * n}]})
+            if fits:  # sent no max_tokens: what fits, whole blocks
+                assert r.status_code == 200, r.text
+                assert r.json()["usage"]["completion_tokens"] % 4 == 0
+                continue
+            err = r.json()["error"]
+            assert r.status_code == 400 and err["param"] == "messages", err
+            assert "shorten the prompt" in err["message"] and "<=" not in err["message"], err
+            sent = c.post("/v1/completions", json={"prompt": "x" * 59, "max_tokens": 8})
+            err = sent.json()["error"]  # 59 + 8 > 64: room 5, one block of 4
+            assert err["param"] == "max_tokens" and "use max_tokens <= 4," in err["message"]

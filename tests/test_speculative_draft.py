@@ -490,3 +490,23 @@ def test_server_refuses_max_tokens_past_the_drafters_context_as_the_models():
                 f"max_tokens <= {ctx - 5}" in e["message"] and "gen_length" not in e["message"]
             r = c.post("/v1/completions", json={**body, "max_tokens": ctx - 5})
             assert r.status_code == 200, r.text
+
+
+def test_a_served_chat_without_max_tokens_fits_the_drafters_shorter_context():
+    """A chat request that sends no max_tokens gets a reply that fits the context the server
+    decodes in (with --draft, the drafter's where it is shorter, as `unmask chat` fits it):
+    it measured the model's and was refused for a max_tokens the client never sent."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    short = Transformer(dataclasses.replace(transformer("bidirectional", 12).config,
+                                            max_seq_len=32)).double().eval()
+    ar = loaded(transformer("causal", 11))
+    msgs = [{"role": "user", "content": "hello"}]
+    with TestClient(create_app(ar, draft=loaded(short), chat_template="plain")) as c:
+        r = c.post("/v1/chat/completions", json={"messages": msgs})
+    assert r.status_code == 200, r.text
+    usage = r.json()["usage"]
+    assert usage["prompt_tokens"] + usage["completion_tokens"] <= 32

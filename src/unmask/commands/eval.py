@@ -173,15 +173,15 @@ not (``--draft-length`` and ``--draft-threshold`` also set a hybrid checkpoint's
 
 def _no_drafter(args: argparse.Namespace) -> None:
     """Refuse ``--decoder speculative`` and the drafter's own flags in one line that says what
-    to do: eval samples with no drafter (``--draft`` is ``unmask generate``'s and ``unmask
-    serve``'s), and the API's message named a Python argument."""
+    to do: eval samples with no drafter (``--draft`` is ``unmask generate``'s, ``chat``'s and
+    ``serve``'s), and the API's message named a Python argument."""
     given = [f for f in DRAFTER_ONLY if getattr(args, f, None) is not None]
     if getattr(args, "decoder", None) == "speculative":
         given.insert(0, "decoder speculative")
     if given:
         raise UserError(
-            f"--{given[0].replace('_', '-')} needs a drafter (--draft CKPT of unmask generate "
-            "and unmask serve), which unmask eval does not take: leave it out to sample a "
+            f"--{given[0].replace('_', '-')} needs a drafter (--draft CKPT of unmask generate, "
+            "chat and serve), which unmask eval does not take: leave it out to sample a "
             "causal checkpoint with its own decoder (ar), whose text speculative decoding "
             "reproduces"
         )

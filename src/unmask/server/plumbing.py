@@ -255,13 +255,27 @@ def check_generation(state: ServerState, req: _Generation, prompts: list[str]) -
     return top_p
 
 
-def overflow_param(req: _Generation, prompt_tokens: int, context: int) -> str:
+def overflow_param(req: _Generation, fits: int) -> str:
     """``param`` of a ``context_length_exceeded`` 400: ``max_tokens`` while a smaller one
-    would fit, else the prompt's own field (``messages`` in chat, ``prompt``): no
-    ``max_tokens`` could fit it."""
-    if prompt_tokens < context:
+    would fit (``fits``: the largest, ``max_tokens_room``), else the prompt's own field
+    (``messages`` in chat, ``prompt``): no ``max_tokens`` could fit it."""
+    if fits >= 1:
         return "max_tokens"
     return "messages" if hasattr(req, "messages") else "prompt"
+
+
+def max_tokens_room(state: Any, prompt_tokens: int) -> int:
+    """The largest ``max_tokens`` that fits after a prompt of ``prompt_tokens`` in the served
+    context (with ``--draft``, the smaller of the two: ``ServerState.context``), whole blocks
+    of a block-diffusion checkpoint whose blocks count from the canvas start (bd3lm; not
+    LLaDA 2.x's absolute layout); 0 or less: none fits."""
+    from unmask import api
+
+    room = state.context[0] - prompt_tokens
+    block = api.facts_of(state.loaded).block_size
+    if block and getattr(state.cfg, "block_align", "pad") != "absolute" and room > 0:
+        room -= room % block
+    return room
 
 
 def check_names(config: SampleConfig) -> None:

@@ -18,7 +18,7 @@ from unmask.chat import ChatTemplate, template_arg
 from unmask.checkpoint import Loaded
 from unmask.errors import UserError
 from unmask.server.http import APIError, chat_messages
-from unmask.server.plumbing import check_model, secured
+from unmask.server.plumbing import check_model, max_tokens_room, secured
 from unmask.server.routes.completions import run_generation
 from unmask.server.schemas import ChatRequest
 from unmask.server.state import ServerState
@@ -44,16 +44,15 @@ def chat_template(loaded: Loaded, value: str | None = None) -> ChatTemplate | No
 def reply_tokens(state: ServerState, prompt_len: int, *, segmented: bool) -> int:
     """A chat reply's length when the request sends no ``max_tokens``: what ``unmask chat``
     writes without ``--gen-length`` (the checkpoint's recommendation, else 64), cut to the room
-    the context leaves after the prompt (whole blocks of a block-diffusion model); with
-    segments, or no room at all (the length check then names the messages), uncut."""
+    the context leaves after the prompt (``max_tokens_room``: the drafter's context where it
+    is shorter, whole blocks of a bd3lm checkpoint); with segments, or no room at all (the
+    length check then names the messages), uncut."""
     from unmask import api
 
     want = api.sample_config(state.loaded, {}).gen_length
     if segmented:
         return want
-    room = state.max_seq_len - prompt_len
-    block = api.facts_of(state.loaded).block_size or 1
-    room -= room % block
+    room = max_tokens_room(state, prompt_len)
     return min(want, room) if room >= 1 else want
 
 

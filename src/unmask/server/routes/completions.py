@@ -32,6 +32,7 @@ from unmask.server.plumbing import (
     account,
     check_generation,
     check_names,
+    max_tokens_room,
     overflow_param,
     sample_config,
     secured,
@@ -66,12 +67,12 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                        "--max-steps) with segment_length", param="max_tokens",
                        code="invalid_value")
     if longest + req.max_tokens > ctx and not segmented:
-        fix = (f"use max_tokens <= {ctx - longest}, or " if longest < ctx else "shorten the "
-               "prompt, or use ")
+        fits = max_tokens_room(state, longest)  # whole blocks of a bd3lm checkpoint
+        fix = f"use max_tokens <= {fits}, or " if fits >= 1 else "shorten the prompt, or use "
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
                        f"the {who}'s context of {ctx} tokens; {fix}segment_length (e.g. "
                        f"{ctx // 2}) to write it in segments",
-                       param=overflow_param(req, longest, ctx), code="context_length_exceeded")
+                       param=overflow_param(req, fits), code="context_length_exceeded")
     try:  # what the request did not send: the checkpoint's recommendation, as the CLI
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
                                loaded=state.loaded)

@@ -335,7 +335,7 @@ async def run_guided(
             400,
             f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}) "
             f"exceeds the model's context of {state.max_seq_len} tokens",
-            param=overflow_param(req, len(ids), state.max_seq_len),
+            param=overflow_param(req, state.max_seq_len - len(ids)),
             code="context_length_exceeded",
         )
     form, parse = build_form(state, kwargs, req.max_tokens)
