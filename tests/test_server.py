@@ -1109,3 +1109,31 @@ def test_a_bd3lm_chat_with_less_than_a_block_of_room_blames_the_messages():
             sent = c.post("/v1/completions", json={"prompt": "x" * 59, "max_tokens": 8})
             err = sent.json()["error"]  # 59 + 8 > 64: room 5, one block of 4
             assert err["param"] == "max_tokens" and "use max_tokens <= 4," in err["message"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_llada2_block_layout_refusals_come_before_a_stream(stream):
+    """A checkpoint whose blocks count from the first prompt token (LLaDA 2.x,
+    ``block_align: absolute``) refuses prompts of unequal lengths modulo its block size, and
+    steps that do not split over the blocks its tokens span: the server asks the decoder's
+    own check (``blocks.plan_blocks``) first, so streamed they are 400s too (they were a 200
+    and an error event; plain, the steps line named a gen_length 12 for max_tokens 7)."""
+    import dataclasses
+
+    from unmask.model import Transformer
+
+    config = dataclasses.replace(tiny_config(), attention="block-causal", block_size=4,
+                                 objective="bd3lm", block_align="absolute")
+    torch.manual_seed(0)
+    with TestClient(create_app(loaded(Transformer(config).eval()))) as c:
+        r = c.post("/v1/completions", json={"prompt": ["ab", "abc"], "max_tokens": 8,
+                                            "stream": stream})
+        assert r.status_code == 400, r.text
+        assert "prompts of lengths [2, 3]" in r.json()["error"]["message"]
+        r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 7, "stream": stream})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["message"].startswith(
+            "steps (7) must be a multiple of the number of blocks the 7 new tokens span (3:")
+        ok = c.post("/v1/completions", json={"prompt": ["ab", "abcdef"], "max_tokens": 6,
+                                             "steps": 6, "stream": stream})
+        assert ok.status_code == 200, ok.text

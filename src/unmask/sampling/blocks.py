@@ -81,6 +81,68 @@ def block_size_of(model: Any) -> int | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockPlan:
+    """How ``BlockRun`` splits a run into blocks (``plan_blocks``)."""
+
+    first_new: int
+    """New tokens of the first block (LLaDA 2.x's absolute layout: what completes the prompt's
+    last block; else a whole block)."""
+    num_blocks: int
+    steps_per_block: int
+
+
+def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[int], *,
+                absolute: bool) -> BlockPlan:
+    """The blocks of a run of ``config`` over prompts of ``prompt_lengths`` with blocks of
+    ``block_size``, or the ``UserError`` ``BlockRun`` would start with: a ``block_length``
+    other than the model's, no prompts, a canvas that is not whole blocks (``absolute``:
+    blocks counted from the first prompt token, LLaDA 2.x, where a batch instead needs equal
+    lengths modulo the block size), steps that do not split over the blocks. The server asks
+    it before a stream starts (a refusal there was a 200 and an error event)."""
+    bs = block_size
+    if bs <= 0:
+        raise UserError(f"block_size must be positive, got {bs}")
+    if config.block_length is not None and config.block_length != bs:
+        raise UserError(
+            f"block_length={config.block_length} must equal the model's "
+            f"block_size={bs} (or be unset)"
+        )
+    config = dataclasses.replace(config, block_length=bs)
+    if not prompt_lengths:
+        raise UserError("no prompts given")
+    if absolute:  # LLaDA 2.x: blocks counted from the first prompt token
+        tails = {n % bs for n in prompt_lengths}
+        if len(tails) > 1:
+            raise UserError(
+                f"prompts of lengths {sorted(set(prompt_lengths))}: this model's blocks "
+                f"start at the first prompt token, so a batch needs equal lengths modulo "
+                f"{bs}; generate them one at a time"
+            )
+        first_new = bs - tails.pop()
+        blocks = 1 + -(-max(config.gen_length - first_new, 0) // bs)
+        try:
+            validate(dataclasses.replace(config, gen_length=blocks * bs))
+        except UserError as e:  # its gen_length is the blocks' span, not the one asked for
+            if "multiple of the number of blocks" not in str(e):
+                raise
+            raise UserError(
+                f"steps ({config.steps}) must be a multiple of the number of blocks the "
+                f"{config.gen_length} new tokens span ({blocks}: the rest of the prompt's last "
+                f"block of {bs}, then {blocks - 1} more); try "
+                f"{nearest_multiples(config.steps, blocks)}"
+            ) from None
+        return BlockPlan(first_new, blocks, max(1, config.steps // blocks))
+    if config.gen_length > 0 and config.gen_length % bs:  # the block length is the model's
+        raise UserError(
+            f"gen_length ({config.gen_length}) must be a multiple of the model's "
+            f"block_size ({bs}); try gen_length {nearest_multiples(config.gen_length, bs)}"
+        )
+    blocks, steps_per_block = validate(config)
+    # a dynamic policy does not use steps (validate lets it be < the number of blocks)
+    return BlockPlan(bs, blocks, max(1, steps_per_block))
+
+
 class BlockRun(DecoderRun):
     """The ``bd3lm`` decoder's run: one ``Denoiser`` per block over ``[prompt ; finished
     blocks ; one block of masks]``, a new block started when one ends, none once every row
@@ -111,42 +173,16 @@ class BlockRun(DecoderRun):
                 "sample_blocks needs a block-causal model (config.block_size) "
                 "or an explicit block_size"
             )
-        if bs <= 0:
-            raise UserError(f"block_size must be positive, got {bs}")
-        if config.block_length is not None and config.block_length != bs:
-            raise UserError(
-                f"block_length={config.block_length} must equal the model's "
-                f"block_size={bs} (or be unset)"
-            )
-        config = dataclasses.replace(config, block_length=bs)
         rows = as_rows(prompt_ids)
-        if not rows:
-            raise UserError("no prompts given")
         self.absolute = getattr(getattr(model, "config", None), "block_align", "pad") == "absolute"
-        self.first_new = bs  # new tokens of the first block (absolute: what completes the prompt)
-        if self.absolute:  # LLaDA 2.x: blocks counted from the first prompt token
-            tails = {len(r) % bs for r in rows}
-            if len(tails) > 1:
-                raise UserError(
-                    f"prompts of lengths {sorted({len(r) for r in rows})}: this model's blocks "
-                    f"start at the first prompt token, so a batch needs equal lengths modulo "
-                    f"{bs}; generate them one at a time"
-                )
-            self.first_new = bs - tails.pop()
-            blocks = 1 + -(-max(config.gen_length - self.first_new, 0) // bs)
-            validate(dataclasses.replace(config, gen_length=blocks * bs))
-            self.num_blocks, steps_per_block = blocks, max(1, config.steps // blocks)
-            P = max(len(r) for r in rows)  # left padding: whole blocks (equal tails)
-            need = P + self.first_new + (blocks - 1) * bs
+        plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute)
+        config = dataclasses.replace(config, block_length=bs)
+        self.first_new, self.num_blocks = plan.first_new, plan.num_blocks
+        steps_per_block = plan.steps_per_block
+        if self.absolute:  # left padding: whole blocks (equal tails)
+            P = max(len(r) for r in rows)
+            need = P + self.first_new + (self.num_blocks - 1) * bs
         else:
-            if config.gen_length > 0 and config.gen_length % bs:  # the block length is the model's
-                raise UserError(
-                    f"gen_length ({config.gen_length}) must be a multiple of the model's "
-                    f"block_size ({bs}); try gen_length {nearest_multiples(config.gen_length, bs)}"
-                )
-            self.num_blocks, steps_per_block = validate(config)
-            # a dynamic policy does not use steps (validate lets it be < the number of blocks)
-            steps_per_block = max(1, steps_per_block)
             P = -(-max(len(r) for r in rows) // bs) * bs  # prompt columns, whole blocks
             need = P + config.gen_length
         if config.top_k is not None or config.top_p is not None:

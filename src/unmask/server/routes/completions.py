@@ -22,7 +22,6 @@ from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import Decoder, choose_decoder, validate
-from unmask.sampling.loop import nearest_multiples
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
@@ -102,7 +101,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         for part in parts:
             if not state.causal:
                 validate(part, prompt_length=longest, max_seq_len=ctx)
-            check_whole_blocks(state, decoder, part)
+            check_whole_blocks(state, decoder, part, [len(i) for i in ids])
     except UserError as e:
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
@@ -121,20 +120,20 @@ def request_error(req: _Generation, e: UserError) -> APIError:
     return APIError(400, message, param=param, code="invalid_value")
 
 
-def check_whole_blocks(state: ServerState, decoder: Decoder, config: SampleConfig) -> None:
-    """A ``UserError`` for what decoder bd3lm refuses when it starts (``sampling.blocks``):
-    a canvas that is not whole blocks of the checkpoint's ``block_size`` (unless its blocks
-    count from the first prompt token: LLaDA 2.x), steps that do not split evenly over its
-    blocks; found here so that a streamed request is a 400 too, not an error event after a
-    200."""
+def check_whole_blocks(state: ServerState, decoder: Decoder, config: SampleConfig,
+                       prompt_lengths: list[int]) -> None:
+    """A ``UserError`` for what decoder bd3lm refuses when it starts (``blocks.plan_blocks``,
+    the same check): a canvas that is not whole blocks of the checkpoint's ``block_size``, or
+    for LLaDA 2.x (blocks counted from the first prompt token) a batch of prompts of unequal
+    lengths modulo it; steps that do not split evenly over its blocks. Found here so that a
+    streamed request is a 400 too, not an error event after a 200."""
+    from unmask.sampling.blocks import plan_blocks
+
     bs = api.facts_of(state.loaded).block_size
-    if decoder.name != "bd3lm" or not bs or getattr(state.cfg, "block_align", "pad") == "absolute":
+    if decoder.name != "bd3lm" or not bs:
         return
-    if config.gen_length % bs:
-        raise UserError(f"gen_length ({config.gen_length}) must be a multiple of the model's "
-                        f"block_size ({bs}); try gen_length "
-                        f"{nearest_multiples(config.gen_length, bs)}")
-    validate(dataclasses.replace(config, block_length=bs))
+    plan_blocks(config, bs, prompt_lengths,
+                absolute=getattr(state.cfg, "block_align", "pad") == "absolute")
 
 
 def check_token_prompts(state: ServerState, prompts: list[list[int]]) -> None:
