@@ -152,3 +152,24 @@ def test_block_decoding_with_a_dynamic_policy_ignores_steps(policy):
     many = BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=16, policy=policy),
                     **ids).run()  # fmt: skip
     assert torch.equal(few.tokens, many.tokens) and few.nfe == many.nfe
+
+
+def test_the_live_step_count_has_no_total_when_edits_add_steps(monkeypatch):
+    """With token editing (``edit_threshold``) edit-only steps come on top of ``steps``: the
+    live view showed "11/8"; it counts without a total there, as for the dynamic policies."""
+    import unmask.sampling as sampling
+    from unmask.commands.sample_options import make_live
+
+    seen = []
+
+    class Recording:
+        enabled = True
+
+        def __init__(self, tok, *, start, total_steps):
+            seen.append(total_steps)
+
+    monkeypatch.setattr(sampling, "LiveView", Recording)
+    make_live(None, SampleConfig(steps=8), "bd3lm")
+    make_live(None, SampleConfig(steps=8, edit_threshold=0.9), "bd3lm")
+    make_live(None, SampleConfig(steps=8, edit_threshold=0.9), "llada")
+    assert seen == [8, None, None]

@@ -129,11 +129,13 @@ def load_draft(path: str | None, device: str, dtype: str = "auto") -> Any:
 def make_live(tok: Any, config: SampleConfig, decoder: str) -> Any:
     """A ``LiveView`` of the generation region (a decoder run's ``view``) when stdout is a
     terminal, else None; the step count is shown against ``steps`` where the number of steps
-    is fixed (not for ``ar``, ``speculative``, ``hybrid`` or the dynamic commit policies)."""
+    is fixed (not for ``ar``, ``speculative``, ``hybrid``, the dynamic commit policies, or
+    token editing, ``edit_threshold``, whose edit-only steps come on top)."""
     from unmask.sampling import LiveView
 
     fixed = decoder == "sedd" or (
         decoder not in ("ar", "speculative", "hybrid") and config.policy == "llada"
+        and config.edit_threshold is None
     )
     total = config.steps if fixed else None
     live = LiveView(tok, start=0, total_steps=total)
