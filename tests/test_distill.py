@@ -1131,3 +1131,72 @@ def test_a_distilled_student_is_not_told_to_distil(teacher, cache, tmp_path, cap
     assert "this distilled student is not yet confident" in err and "unmask distill" in err
     assert main(["generate", "--model", str(teacher), "the lord", *args]) == 0
     assert "a model distilled for it (unmask distill)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- session 24
+
+
+def test_waiting_ranks_read_the_trajectory_file_only_when_it_changes(teacher, corpus, cache,
+                                                                      tmp_path, monkeypatch):
+    """A torchrun rank > 0 polls for rank 0's file; one that is not yet the rows asked for is
+    not read again (the whole file, thousands of rows) until rank 0 rewrites it."""
+    import unmask.distill as distill_mod
+
+    path = tmp_path / "c.safetensors"
+    have = Trajectories.load(cache)
+    Trajectories(have.tokens[:3], have.commit_step[:3], have.seed[:3], have.meta).save(path)
+    loads: list[Path] = []
+    real_load = Trajectories.load
+
+    def counted(p: Path) -> Trajectories:
+        loads.append(Path(p))
+        return real_load(p)
+
+    polls = [0]
+
+    def sleep(_: float) -> None:  # rank 0 decodes: its whole file lands after 5 polls
+        polls[0] += 1
+        if polls[0] == 5:
+            path.write_bytes(cache.read_bytes())
+
+    monkeypatch.setattr(Trajectories, "load", staticmethod(counted))
+    monkeypatch.setattr(distill_mod.time, "sleep", sleep)
+    monkeypatch.setenv("RANK", "1")
+    got = refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False)
+    assert got == path and polls[0] == 5
+    assert loads == [path, path]  # the 3-row file once, then the finished one
+
+
+def test_ctrl_c_while_decoding_keeps_the_rows_and_says_how_to_go_on(teacher, corpus, tmp_path,
+                                                                     monkeypatch, capsys):
+    """Ctrl-C while the teacher decodes: the finished batches stay in the trajectory file,
+    the stop line says so, and running the same command again continues them; --resume on
+    the run that never started training says to do that, not only 'nothing to resume'."""
+    import unmask.distill as distill_mod
+
+    real = distill_mod.decode_batch
+    calls = [0]
+
+    def decode(*a: object, **k: object) -> object:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(distill_mod, "decode_batch", decode)
+    out = tmp_path / "d"
+    args = [*_args(teacher, corpus, out), "--trajectories", "6", "--steps", "1"]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    kept = Trajectories.load(default_cache(out))
+    assert len(kept) == 3
+    assert f"{default_cache(out)}: 3 of 6 trajectories kept" in err
+    assert "run the same command again" in err
+    assert main(["distill", "--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "run the same `unmask distill` command" in err
+    monkeypatch.setattr(distill_mod, "decode_batch", real)
+    assert main(args) == 0
+    assert "3 of 6" not in capsys.readouterr().err
+    again = Trajectories.load(default_cache(out))
+    assert len(again) == 6 and torch.equal(again.tokens[:3], kept.tokens)

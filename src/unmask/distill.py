@@ -367,6 +367,46 @@ def make_trajectories(
     if plain is not None:  # stderr is not a terminal: plain lines instead of the bar
         plain.start(f"decoding {cfg.trajectories - len(out):,} with the teacher in batches of "
                     f"{cfg.traj_batch} ({cfg.prompt_length} prompt + {cfg.gen_length} tokens)")
+    try:
+        out = _decode_batches(teacher, data, cfg, out, meta, save_to, vocab, bar, plain)
+    except BaseException as e:
+        if save_to is not None and not isinstance(e, Exception):  # Ctrl-C, SIGTERM
+            _say_kept(Path(save_to), cfg.trajectories)
+        raise
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _say_kept(path: Path, asked: int) -> None:
+    """The stop line of a run interrupted while its teacher decodes: what the file kept and
+    how to continue (the run has not started training, so there is nothing to --resume)."""
+    from unmask.objectives.distill import Trajectories
+
+    try:
+        kept = len(Trajectories.load(path)) if path.is_file() else 0
+    except UserError:
+        kept = 0
+    print(f"\n{path}: {kept:,} of {asked:,} trajectories kept; run the same command again to "
+          "continue from them (--resume continues a run once it trains)", file=sys.stderr)
+
+
+def _decode_batches(
+    teacher: Loaded,
+    data: str,
+    cfg: TrajectoryConfig,
+    out: Trajectories,
+    meta: dict[str, Any],
+    save_to: str | os.PathLike[str] | None,
+    vocab: int | None,
+    bar: Any,
+    plain: Any,
+) -> Trajectories:
+    """The batches ``make_trajectories`` still needs, appended to ``out`` (saved after each)."""
+    import torch
+
+    from unmask.objectives.distill import Trajectories
+
     while len(out) < cfg.trajectories:
         batch = len(out) // cfg.traj_batch
         rows = min(cfg.traj_batch, cfg.trajectories - len(out))
@@ -384,8 +424,6 @@ def make_trajectories(
             bar.update(rows)
         if plain is not None and plain.due(len(out)):
             plain.line(len(out))
-    if bar is not None:
-        bar.close()
     return out
 
 
@@ -500,17 +538,28 @@ def _wait_for(
 ) -> Path:
     """Block until ``path`` holds the ``cfg.trajectories`` trajectories made with ``settings``
     (another process of a ``torchrun`` job writes it; the file is replaced atomically, so a
-    read is whole); returns the file to train on (``refresh_trajectories``)."""
+    read is whole, and its new version has a new inode); returns the file to train on
+    (``refresh_trajectories``). A file is read again only when it changed (inode, size,
+    modification time): rank 0 rewrites it once per decoded batch, which takes seconds to
+    minutes, so reading it at every poll would read the whole file thousands of times."""
     from unmask.objectives.distill import Trajectories
 
     n = cfg.trajectories
     first = first_rows_path(path, n)
+    seen: dict[Path, tuple[int, int, int]] = {}  # the file version each path was read at
     while True:
         for p in (path, first):
-            if p.is_file():
-                have = Trajectories.load(p)
-                if _same_settings(have.meta, settings) and _holds(have, cfg) and len(have) == n:
-                    return p
+            try:
+                st = p.stat()
+            except OSError:  # not written yet
+                continue
+            version = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if seen.get(p) == version:  # read already and not the rows asked for: a file
+                continue  # of thousands of rows is not read again every poll until it changes
+            seen[p] = version
+            have = Trajectories.load(p)
+            if _same_settings(have.meta, settings) and _holds(have, cfg) and len(have) == n:
+                return p
         time.sleep(poll_s)
 
 

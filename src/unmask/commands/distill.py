@@ -127,7 +127,13 @@ def _resume(args: argparse.Namespace) -> Path:
         )
     saved = Path(args.out) / "train_config.json"
     if not saved.is_file():
-        raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)")
+        from unmask.distill import default_cache
+
+        cache = default_cache(args.out)
+        hint = (f"; its trajectories were being decoded into {cache}: run the same "
+                "`unmask distill` command again (without --resume) to continue them"
+                if cache.is_file() else "")
+        raise UserError(f"{args.out}: nothing to resume (no train_config.json in it){hint}")
     cfg = load_train_config(saved)
     from unmask.objectives import objective_spec
 
