@@ -371,6 +371,8 @@ def make_trajectories(
         out = _decode_batches(teacher, data, cfg, out, meta, save_to, vocab, bar, plain)
     except BaseException as e:
         if save_to is not None and not isinstance(e, Exception):  # Ctrl-C, SIGTERM
+            if bar is not None:
+                bar.close()  # the line below starts on a line of its own
             _say_kept(Path(save_to), cfg.trajectories)
         raise
     if bar is not None:
@@ -387,7 +389,7 @@ def _say_kept(path: Path, asked: int) -> None:
         kept = len(Trajectories.load(path)) if path.is_file() else 0
     except UserError:
         kept = 0
-    print(f"\n{path}: {kept:,} of {asked:,} trajectories kept; run the same command again to "
+    print(f"{path}: {kept:,} of {asked:,} trajectories kept; run the same command again to "
           "continue from them (--resume continues a run once it trains)", file=sys.stderr)
 
 
