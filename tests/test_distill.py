@@ -553,7 +553,8 @@ def test_drafter_distillation_raises_acceptance(ar_teacher, corpus, tmp_path, ca
 
 @pytest.mark.parametrize("problem", ["causal student with a window", "other tokenizer",
                                      "negative window", "causal student, diffusion teacher",
-                                     "causal student, other tokenizer", "draft block 0"])
+                                     "causal student, other tokenizer", "draft block 0",
+                                     "sedd student"])
 def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corpus, tmp_path,
                                               capsys):
     student, extra, who = str(teacher), [], str(ar_teacher)
@@ -566,6 +567,11 @@ def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corp
     elif problem == "draft block 0":
         student, extra = str(ar_teacher), ["--draft-block", "0"]
         want = "--draft-block=0 must be >= 1"
+    elif problem == "sedd student":  # it was called a teacher ("needs a ... teacher")
+        student = str(_teacher(corpus, tmp_path / "sedd", objective="sedd", steps=1))
+        extra = ["--distill-window", "4"]
+        want = (f"--student {student}: objective 'distill' needs a masked-diffusion student "
+                "(mdlm, sft, bd3lm), not objective 'sedd'")
     elif problem == "causal student, other tokenizer":
         from unmask.data import prepare
 
@@ -1200,3 +1206,43 @@ def test_ctrl_c_while_decoding_keeps_the_rows_and_says_how_to_go_on(teacher, cor
     assert "3 of 6" not in capsys.readouterr().err
     again = Trajectories.load(default_cache(out))
     assert len(again) == 6 and torch.equal(again.tokens[:3], kept.tokens)
+
+
+@pytest.mark.parametrize("teacher_kind", ["publisher folder", "native checkpoint"])
+def test_a_corpus_of_another_tokenizer_is_refused_before_decoding(teacher_kind, teacher, corpus,
+                                                                  tmp_path, monkeypatch, capsys):
+    """The corpus' ids must be the teacher's: a publisher's folder (LLaDA) given a byte-level
+    corpus was not checked and failed inside the decoder ('prompt id 111 is outside the
+    model's vocabulary'); a corpus of a smaller tokenizer would have decoded other text."""
+    from test_convert import make_llada
+
+    import unmask.distill as distill_mod
+    from unmask.data import prepare
+
+    def no_decoding(*a: object, **k: object) -> None:
+        raise AssertionError("the teacher decoded")
+
+    monkeypatch.setattr(distill_mod, "decode_batch", no_decoding)
+    if teacher_kind == "publisher folder":
+        model, data = tmp_path / "llada", corpus  # the byte corpus: 260 tokens against 44
+        make_llada(model)
+        want = ("its tokenizer has 260 tokens, the teacher's 44; prepare the corpus with the "
+                f"teacher's tokenizer (unmask prepare --tokenizer {model / 'tokenizer.json'})")
+    else:  # a word-level corpus for the byte-level teacher: fewer ids, other meanings
+        make_llada(tmp_path / "llada")
+        (tmp_path / "w.txt").write_text(" ".join(f"w{i % 40}" for i in range(4000)) + "\n")
+        data = tmp_path / "wprep"
+        prepare([tmp_path / "w.txt"], data, tokenizer=str(tmp_path / "llada" / "tokenizer.json"),
+                val_fraction=0, progress=False)
+        model = teacher
+        want = "its tokenizer differs from the teacher's (id "
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main(["distill", "--teacher", str(model), "--data", str(data), "--out", str(out),
+                 "--prompt-length", "8", "--gen-length", "8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.count("\n") == 1, err
+    assert not out.exists() and not default_cache(out).exists()
+    with pytest.raises(UserError, match="its tokenizer"):  # the library checks it too
+        refresh_trajectories(str(model), str(data), tmp_path / "c.safetensors",
+                             replace(TRAJ, trajectories=1), progress=False)

@@ -482,6 +482,8 @@ def refresh_trajectories(
     _check_cache_path(Path(cache))  # before the teacher decodes anything
     teacher = load(teacher_path, device=device)
     _check(teacher, cfg)
+    tokenizer_file = Path(teacher.path) / "tokenizer.json"
+    check_corpus_tokenizer(teacher.tokenizer, data, tokenizer_file)
     vocab = student_vocab(teacher, student) if student else None
     settings = _settings(teacher, teacher_path, data, cfg, vocab)
     path = Path(cache)
@@ -517,6 +519,32 @@ def refresh_trajectories(
         vocab=vocab,
     )  # fmt: skip
     return path
+
+
+def check_corpus_tokenizer(teacher_tokenizer: Any, data: str, tokenizer_file: Path) -> None:
+    """Refuse, in one line, a prepared corpus whose token ids are not ``teacher_tokenizer``'s
+    (the teacher's may append special tokens): its prompts would index past the teacher's
+    embedding, or mean other text. ``tokenizer_file``: the teacher's, named in the hint
+    (``unmask prepare --tokenizer``). A corpus that is not prepared is refused by
+    ``TokenDataset``."""
+    from unmask.data import TokenDataset
+    from unmask.tokenizer import first_difference
+
+    ours = TokenDataset(data, "train").tokenizer()
+    hint = f"prepare the corpus with the teacher's tokenizer (unmask prepare --tokenizer " \
+           f"{tokenizer_file})"
+    if ours.vocab_size > teacher_tokenizer.vocab_size:
+        raise UserError(
+            f"--data {data}: its tokenizer has {ours.vocab_size} tokens, the teacher's "
+            f"{teacher_tokenizer.vocab_size}; {hint}"
+        )
+    i = first_difference(ours, teacher_tokenizer)
+    if i is not None:
+        raise UserError(
+            f"--data {data}: its tokenizer differs from the teacher's (id {i} is "
+            f"{ours.id_to_token(i)!r} there, {teacher_tokenizer.id_to_token(i)!r} in the "
+            f"teacher); {hint}"
+        )
 
 
 def first_rows_path(cache: str | os.PathLike[str], n: int) -> Path:
@@ -727,8 +755,8 @@ def _check_before_decoding(config: TrainConfig, student: str | None, device: str
             f"max_seq_len={context}"
         )
     why = spec.mismatch(model, config)
-    if why is not None:
-        raise UserError(f"--student {student}: {why}")
+    if why is not None:  # ``teacher_problem`` words it for a teacher: here it is the student
+        raise UserError(f"--student {student}: {why.replace('teacher', 'student')}")
 
 
 def _trained_seq_len(path: str) -> int:
