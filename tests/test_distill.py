@@ -554,7 +554,7 @@ def test_drafter_distillation_raises_acceptance(ar_teacher, corpus, tmp_path, ca
 @pytest.mark.parametrize("problem", ["causal student with a window", "other tokenizer",
                                      "negative window", "causal student, diffusion teacher",
                                      "causal student, other tokenizer", "draft block 0",
-                                     "sedd student"])
+                                     "sedd student", "window longer than the rows"])
 def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corpus, tmp_path,
                                               capsys):
     student, extra, who = str(teacher), [], str(ar_teacher)
@@ -567,6 +567,9 @@ def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corp
     elif problem == "draft block 0":
         student, extra = str(ar_teacher), ["--draft-block", "0"]
         want = "--draft-block=0 must be >= 1"
+    elif problem == "window longer than the rows":  # every state held fewer masks
+        extra = ["--distill-window", "9"]
+        want = "--distill-window=9 exceeds --gen-length=8: the drafter learns to fill"
     elif problem == "sedd student":  # it was called a teacher ("needs a ... teacher")
         student = str(_teacher(corpus, tmp_path / "sedd", objective="sedd", steps=1))
         extra = ["--distill-window", "4"]

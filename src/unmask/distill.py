@@ -680,6 +680,12 @@ def distill(
             "distill_window trains a drafter on an autoregressive teacher's trajectories; "
             "this teacher is not autoregressive (leave --distill-window at 0)"
         )
+    if base.distill_window > tcfg.gen_length:  # no state would hold the window's masks
+        raise UserError(
+            f"distill_window={base.distill_window} exceeds gen_length={tcfg.gen_length}: the "
+            "drafter learns to fill that many masks after the committed tokens, and the "
+            "teacher's rows generate fewer (lower --distill-window or raise --gen-length)"
+        )
     if not student and causal:
         raise UserError(
             "an autoregressive teacher teaches a drafter: give the diffusion checkpoint to "
