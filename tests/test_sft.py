@@ -257,3 +257,37 @@ def test_train_sft_from_init(tmp_path):
                        "validation score; objective 'sft' trains on .*no validation split$"):
         train(replace(tc, out=str(tmp_path / "kb"), keep_best=True), progress=False)
     assert not (tmp_path / "kb").exists()
+
+
+def test_prompt_tokens_get_no_loss_in_a_real_model(tmp_path):
+    """On a tiny Transformer and real SFT batches (a multi-turn conversation among them): the
+    loss's gradient reaches the logits of answer positions only (the response and its EOS
+    padding), never a prompt position, earlier assistant turns included."""
+    tok = byte_tokenizer()
+    rows = [*PAIRS, {"messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "b"}, {"role": "assistant", "content": "second"}]}]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", rows)), tok,
+                   eos_id=tok.eos_id, chat_template=None)
+    x0, pm = data.batch([0, 1, 2, 3], seq_len=96)
+    assert bool(pm[3, : len(tok.encode("<|user|>\na\n<|assistant|>\nfirst answer"))].all())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128, **tok.special_ids())
+    torch.manual_seed(0)
+    net = Transformer(cfg)
+    kept: dict[str, torch.Tensor] = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, attention_mask=None):
+            out = net(x, attention_mask=attention_mask)
+            out.retain_grad()
+            kept["logits"] = out
+            return out
+
+    opts = ObjectiveOptions(schedule=LinearSchedule(0.0))
+    parts = sft(Spy(), cfg, x0, attention_mask=None, generator=torch.Generator().manual_seed(1),
+                options=opts, prompt_mask=pm, t=torch.full((4,), 0.9))
+    parts.loss_sum.backward()
+    grad = kept["logits"].grad.abs().sum(-1)  # (B, L)
+    assert float(grad[pm].max()) == 0.0  # no prompt position is trained
+    for b in range(4):  # every row trains some answer position
+        assert float(grad[b][~pm[b]].max()) > 0.0
