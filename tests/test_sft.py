@@ -291,3 +291,22 @@ def test_prompt_tokens_get_no_loss_in_a_real_model(tmp_path):
     assert float(grad[pm].max()) == 0.0  # no prompt position is trained
     for b in range(4):  # every row trains some answer position
         assert float(grad[b][~pm[b]].max()) > 0.0
+
+
+@pytest.mark.parametrize("objective", ["mdlm", "ar", "bd3lm"])
+def test_a_chat_template_for_another_objective_is_refused(objective, tmp_path):
+    """--chat-template is the SFT template; another objective ignored it silently (the model
+    stored none), so a user who meant to fine-tune for chat got a model without a template."""
+    from unmask.cli import main
+    from unmask.train import train
+
+    blocks = ["--block-size", "4"] if objective == "bd3lm" else []
+    cfg = TrainConfig(data=str(tmp_path / "none"), out=str(tmp_path / "o"), objective=objective,
+                      block_size=4 if blocks else None, seq_len=16, chat_template="plain")
+    with pytest.raises(UserError, match=f"^chat_template applies to objective 'sft', not "
+                       f"'{objective}'$"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "o").exists()
+    assert main(["train", "--objective", objective, "--data", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "o"), "--chat-template", "plain", *blocks,
+                 "--seq-len", "16"]) == 2
