@@ -1249,3 +1249,21 @@ def test_a_corpus_of_another_tokenizer_is_refused_before_decoding(teacher_kind, 
     with pytest.raises(UserError, match="its tokenizer"):  # the library checks it too
         refresh_trajectories(str(model), str(data), tmp_path / "c.safetensors",
                              replace(TRAJ, trajectories=1), progress=False)
+
+
+@pytest.mark.parametrize(("flags", "want"), [
+    (["--traj-temperature", "-1"], "--traj-temperature must be a finite number >= 0, got -1.0"),
+    (["--traj-cache", "bogus"], "unknown --traj-cache 'bogus'; choose one of"),
+    (["--traj-block-length", "3"], "--gen-length (8) must be a multiple of --traj-block-length "
+     "(3); try --traj-block-length 2 or 4"),
+])
+def test_a_bad_trajectory_option_is_named_by_its_flag(flags, want, teacher, corpus, tmp_path,
+                                                      capsys):
+    """The sampler's refusals named its own fields (``temperature must be ...``, next to the
+    student's --distill-temperature): they name the --traj-* flag the user typed."""
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main(_args(teacher, corpus, out, *flags)) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.count("\n") == 1, err
+    assert not out.exists() and not default_cache(out).exists()

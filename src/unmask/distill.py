@@ -113,7 +113,30 @@ def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) 
         given["no_repeat_ngram_size"] = cfg.traj_no_repeat_ngram_size
     if cfg.traj_cache is not None:
         given["cache"] = cfg.traj_cache
-    return sample_config(teacher, given)
+    try:
+        return sample_config(teacher, given)
+    except UserError as e:  # named as the sampler names them: say which option of ours
+        raise UserError(_as_trajectory_options(str(e))) from None
+
+
+_TRAJECTORY_OPTIONS = {
+    "temperature": "traj_temperature", "block_length": "traj_block_length",
+    "repetition_penalty": "traj_repetition_penalty",
+    "no_repeat_ngram_size": "traj_no_repeat_ngram_size",
+}  # fmt: skip
+"""The sampling options ``TrajectoryConfig`` sets, by their ``SampleConfig`` names."""
+
+
+def _as_trajectory_options(message: str) -> str:
+    """A sampler's refusal of a trajectory option with the option named as ``unmask distill``
+    takes it (``temperature must be ...`` -> ``traj_temperature must be ...``, which the
+    command line shows as ``--traj-temperature``): ``temperature`` alone was ambiguous next
+    to the student's ``--distill-temperature``."""
+    import re
+
+    for name, ours in _TRAJECTORY_OPTIONS.items():
+        message = re.sub(rf"(?<![\w-]){name}\b", ours, message)
+    return re.sub(r"^unknown cache\b", "unknown traj_cache", message)
 
 
 def is_causal_teacher(config: ModelConfig) -> bool:
@@ -414,7 +437,11 @@ def _decode_batches(
         rows = min(cfg.traj_batch, cfg.trajectories - len(out))
         seed = _batch_seed(cfg.traj_seed, batch)
         config = trajectory_sample_config(teacher, cfg, seed)
-        whole = decode_batch(teacher, _prompts(data, cfg, batch, cfg.traj_batch), config, vocab)
+        prompts = _prompts(data, cfg, batch, cfg.traj_batch)
+        try:
+            whole = decode_batch(teacher, prompts, config, vocab)
+        except UserError as e:  # the sampler's checks (before its first step) name its fields
+            raise UserError(_as_trajectory_options(str(e))) from None
         tokens, steps = whole[0][:rows], whole[1][:rows]
         out = Trajectories(
             torch.cat([out.tokens, tokens]), torch.cat([out.commit_step, steps]),
