@@ -1207,6 +1207,11 @@ def test_ctrl_c_while_decoding_keeps_the_rows_and_says_how_to_go_on(teacher, cor
     monkeypatch.setattr(distill_mod, "decode_batch", real)
     assert main(args) == 0
     assert "3 of 6" not in capsys.readouterr().err
+    calls[0] = 1  # stopped in the first batch: nothing to continue from
+    monkeypatch.setattr(distill_mod, "decode_batch", decode)
+    assert main([*_args(teacher, corpus, tmp_path / "e"), "--steps", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "no batch of trajectories finished; nothing kept" in err and "of 3" not in err
     again = Trajectories.load(default_cache(out))
     assert len(again) == 6 and torch.equal(again.tokens[:3], kept.tokens)
 

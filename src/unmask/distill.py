@@ -412,6 +412,9 @@ def _say_kept(path: Path, asked: int) -> None:
         kept = len(Trajectories.load(path)) if path.is_file() else 0
     except UserError:
         kept = 0
+    if kept == 0:  # stopped inside the first batch: nothing was written
+        print(f"{path}: no batch of trajectories finished; nothing kept", file=sys.stderr)
+        return
     print(f"{path}: {kept:,} of {asked:,} trajectories kept; run the same command again to "
           "continue from them (--resume continues a run once it trains)", file=sys.stderr)
 
