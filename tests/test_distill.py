@@ -1272,3 +1272,23 @@ def test_a_bad_trajectory_option_is_named_by_its_flag(flags, want, teacher, corp
     err = capsys.readouterr().err
     assert want in err and err.count("\n") == 1, err
     assert not out.exists() and not default_cache(out).exists()
+
+
+def test_an_exported_autoregressive_teacher_is_known_as_one(ar_teacher, corpus, tmp_path,
+                                                           capsys):
+    """An ar model exported as a transformers folder is still autoregressive: without a
+    student it is refused before decoding (it decoded every trajectory, then training said
+    'objective distill needs a masked-diffusion teacher'), and as its own --student it
+    becomes a one-model hybrid (it was refused as a student that is not masked diffusion)."""
+    from unmask.convert.write import export
+
+    folder = export(ar_teacher, tmp_path / "hf", family="transformers")
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main(_args(folder, corpus, out)) == 2
+    err = capsys.readouterr().err
+    assert "an autoregressive teacher teaches a drafter" in err and err.count("\n") == 1
+    assert not default_cache(out).exists()
+    assert main(_args(folder, corpus, out, "--student", str(folder), "--draft-block", "4",
+                      "--steps", "1")) == 0
+    assert load(out).config.draft_block == 4

@@ -826,18 +826,12 @@ def _model_config(path: str) -> ModelConfig | None:
 
 def _causal_checkpoint(path: str, *, any_causal: bool = False) -> bool:
     """``is_causal_teacher`` of the checkpoint at ``path`` (with ``any_causal``: causal
-    attention, an ``ar`` or ``hybrid`` model), from its config alone (a publisher's folder is
-    a diffusion model; a missing one is left to ``load`` to report)."""
-    from unmask.checkpoint import checkpoint_dir
-    from unmask.config import load_json
-    from unmask.convert.load import is_publisher_folder
-
-    if is_publisher_folder(path):
+    attention, an ``ar`` or ``hybrid`` model), from its config alone (``_model_config``: a
+    native checkpoint's, or a folder's read by its importer, an unmask model exported as a
+    ``transformers`` folder among them; a missing one is left to ``load`` to report)."""
+    config = _model_config(path)
+    if config is None:
         return False
-    cfg_file = checkpoint_dir(path) / "config.json"
-    if not cfg_file.is_file():
-        return False
-    config = load_json(ModelConfig, cfg_file)
     return config.attention == "causal" if any_causal else is_causal_teacher(config)
 
 
