@@ -269,7 +269,7 @@ def test_prompt_tokens_get_no_loss_in_a_real_model(tmp_path):
         {"role": "user", "content": "b"}, {"role": "assistant", "content": "second"}]}]
     data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", rows)), tok,
                    eos_id=tok.eos_id, chat_template=None)
-    x0, pm = data.batch([0, 1, 2, 3], seq_len=96)
+    x0, pm = data.batch([0, 1, 2, data.turns[3][-1]], seq_len=96)  # its last turn
     assert bool(pm[3, : len(tok.encode("<|user|>\na\n<|assistant|>\nfirst answer"))].all())
     cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128, **tok.special_ids())
     torch.manual_seed(0)
@@ -310,3 +310,52 @@ def test_a_chat_template_for_another_objective_is_refused(objective, tmp_path):
     assert main(["train", "--objective", objective, "--data", str(tmp_path / "none"), "--out",
                  str(tmp_path / "o"), "--chat-template", "plain", *blocks,
                  "--seq-len", "16"]) == 2
+
+
+def test_every_assistant_turn_of_a_conversation_is_trained(tmp_path):
+    """LLaDA App. B.1: an n-turn dialogue is n single-turn pairs (turn i's prompt is every
+    turn before it) and one of them is drawn. Only the last turn was trained: the earlier
+    answers were prompt, never masked, so multi-turn data taught one answer per line."""
+    tok = byte_tokenizer()
+    rows = [
+        {"messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": ""},
+            {"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"}]},
+        {"prompt": "p", "response": "r"},
+    ]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", rows)), tok,
+                   eos_id=tok.eos_id, chat_template=None)
+    assert len(data) == 2 and data.turns == [[0, 1], [2]]  # the empty answer is not trained
+    msgs = rows[0]["messages"]
+    assert data.rows[0][0] == tok.encode(chat_prompt(None, msgs[:2]))
+    assert tok.decode(data.rows[0][1][:-1]).startswith("a1")
+    assert data.rows[1][0] == tok.encode(chat_prompt(None, msgs[:6]))
+    assert tok.decode(data.rows[1][1][:-1]) == "a3"
+    assert data.sources == [f"{tmp_path / 'd.jsonl'}:1 (assistant turn 1 of 2)",
+                            f"{tmp_path / 'd.jsonl'}:1", f"{tmp_path / 'd.jsonl'}:2"]
+    # draws: the conversation uniformly, then one of its turns uniformly
+    gen = torch.Generator().manual_seed(0)
+    first = data.rows[0][0] + data.rows[0][1]
+    last = data.rows[1][0] + data.rows[1][1]
+    seen = {"first": 0, "last": 0, "pair": 0}
+    for _ in range(60):
+        x0, pm = data.sample(4, 256, gen)
+        for b in range(4):
+            n = int(pm[b].sum())
+            row = x0[b].tolist()
+            if row[: len(first)] == first and n == len(data.rows[0][0]):
+                seen["first"] += 1
+            elif row[: len(last)] == last and n == len(data.rows[1][0]):
+                seen["last"] += 1
+            else:
+                seen["pair"] += 1
+    assert seen["first"] > 30 and seen["last"] > 30 and seen["pair"] > 90  # 60, 60, 120 expected
+    # single-turn data draws exactly as before (one randint, no second draw)
+    single = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "p.jsonl", PAIRS)), tok,
+                     eos_id=tok.eos_id, chat_template=None)
+    idx = torch.randint(0, 3, (5,), generator=torch.Generator().manual_seed(3)).tolist()
+    x_old, _ = single.batch(idx, 64)
+    x_new, _ = single.sample(5, 64, torch.Generator().manual_seed(3))
+    assert torch.equal(x_old, x_new)
