@@ -553,7 +553,8 @@ def test_drafter_distillation_raises_acceptance(ar_teacher, corpus, tmp_path, ca
 
 @pytest.mark.parametrize("problem", ["causal student with a window", "other tokenizer",
                                      "negative window", "causal student, diffusion teacher",
-                                     "causal student, other tokenizer", "draft block 0"])
+                                     "causal student, other tokenizer", "draft block 0",
+                                     "sedd student", "window longer than the rows"])
 def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corpus, tmp_path,
                                               capsys):
     student, extra, who = str(teacher), [], str(ar_teacher)
@@ -566,6 +567,14 @@ def test_drafter_bad_input_is_one_line_exit_2(problem, ar_teacher, teacher, corp
     elif problem == "draft block 0":
         student, extra = str(ar_teacher), ["--draft-block", "0"]
         want = "--draft-block=0 must be >= 1"
+    elif problem == "window longer than the rows":  # every state held fewer masks
+        extra = ["--distill-window", "9"]
+        want = "--distill-window=9 exceeds --gen-length=8: the drafter learns to fill"
+    elif problem == "sedd student":  # it was called a teacher ("needs a ... teacher")
+        student = str(_teacher(corpus, tmp_path / "sedd", objective="sedd", steps=1))
+        extra = ["--distill-window", "4"]
+        want = (f"--student {student}: objective 'distill' needs a masked-diffusion student "
+                "(mdlm, sft, bd3lm), not objective 'sedd'")
     elif problem == "causal student, other tokenizer":
         from unmask.data import prepare
 
@@ -1131,3 +1140,155 @@ def test_a_distilled_student_is_not_told_to_distil(teacher, cache, tmp_path, cap
     assert "this distilled student is not yet confident" in err and "unmask distill" in err
     assert main(["generate", "--model", str(teacher), "the lord", *args]) == 0
     assert "a model distilled for it (unmask distill)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- session 24
+
+
+def test_waiting_ranks_read_the_trajectory_file_only_when_it_changes(teacher, corpus, cache,
+                                                                      tmp_path, monkeypatch):
+    """A torchrun rank > 0 polls for rank 0's file; one that is not yet the rows asked for is
+    not read again (the whole file, thousands of rows) until rank 0 rewrites it."""
+    import unmask.distill as distill_mod
+
+    path = tmp_path / "c.safetensors"
+    have = Trajectories.load(cache)
+    Trajectories(have.tokens[:3], have.commit_step[:3], have.seed[:3], have.meta).save(path)
+    loads: list[Path] = []
+    real_load = Trajectories.load
+
+    def counted(p: Path) -> Trajectories:
+        loads.append(Path(p))
+        return real_load(p)
+
+    polls = [0]
+
+    def sleep(_: float) -> None:  # rank 0 decodes: its whole file lands after 5 polls
+        polls[0] += 1
+        if polls[0] == 5:
+            path.write_bytes(cache.read_bytes())
+
+    monkeypatch.setattr(Trajectories, "load", staticmethod(counted))
+    monkeypatch.setattr(distill_mod.time, "sleep", sleep)
+    monkeypatch.setenv("RANK", "1")
+    got = refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False)
+    assert got == path and polls[0] == 5
+    assert loads == [path, path]  # the 3-row file once, then the finished one
+
+
+def test_ctrl_c_while_decoding_keeps_the_rows_and_says_how_to_go_on(teacher, corpus, tmp_path,
+                                                                     monkeypatch, capsys):
+    """Ctrl-C while the teacher decodes: the finished batches stay in the trajectory file,
+    the stop line says so, and running the same command again continues them; --resume on
+    the run that never started training says to do that, not only 'nothing to resume'."""
+    import unmask.distill as distill_mod
+
+    real = distill_mod.decode_batch
+    calls = [0]
+
+    def decode(*a: object, **k: object) -> object:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(distill_mod, "decode_batch", decode)
+    out = tmp_path / "d"
+    args = [*_args(teacher, corpus, out), "--trajectories", "6", "--steps", "1"]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    kept = Trajectories.load(default_cache(out))
+    assert len(kept) == 3
+    assert f"{default_cache(out)}: 3 of 6 trajectories kept" in err
+    assert "run the same command again" in err
+    assert main(["distill", "--resume", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to resume" in err and "run the same `unmask distill` command" in err
+    monkeypatch.setattr(distill_mod, "decode_batch", real)
+    assert main(args) == 0
+    assert "3 of 6" not in capsys.readouterr().err
+    calls[0] = 1  # stopped in the first batch: nothing to continue from
+    monkeypatch.setattr(distill_mod, "decode_batch", decode)
+    assert main([*_args(teacher, corpus, tmp_path / "e"), "--steps", "1"]) == 130
+    err = capsys.readouterr().err
+    assert "no batch of trajectories finished; nothing kept" in err and "of 3" not in err
+    again = Trajectories.load(default_cache(out))
+    assert len(again) == 6 and torch.equal(again.tokens[:3], kept.tokens)
+
+
+@pytest.mark.parametrize("teacher_kind", ["publisher folder", "native checkpoint"])
+def test_a_corpus_of_another_tokenizer_is_refused_before_decoding(teacher_kind, teacher, corpus,
+                                                                  tmp_path, monkeypatch, capsys):
+    """The corpus' ids must be the teacher's: a publisher's folder (LLaDA) given a byte-level
+    corpus was not checked and failed inside the decoder ('prompt id 111 is outside the
+    model's vocabulary'); a corpus of a smaller tokenizer would have decoded other text."""
+    from test_convert import make_llada
+
+    import unmask.distill as distill_mod
+    from unmask.data import prepare
+
+    def no_decoding(*a: object, **k: object) -> None:
+        raise AssertionError("the teacher decoded")
+
+    monkeypatch.setattr(distill_mod, "decode_batch", no_decoding)
+    if teacher_kind == "publisher folder":
+        model, data = tmp_path / "llada", corpus  # the byte corpus: 260 tokens against 44
+        make_llada(model)
+        want = ("its tokenizer has 260 tokens, the teacher's 44; prepare the corpus with the "
+                f"teacher's tokenizer (unmask prepare --tokenizer {model / 'tokenizer.json'})")
+    else:  # a word-level corpus for the byte-level teacher: fewer ids, other meanings
+        make_llada(tmp_path / "llada")
+        (tmp_path / "w.txt").write_text(" ".join(f"w{i % 40}" for i in range(4000)) + "\n")
+        data = tmp_path / "wprep"
+        prepare([tmp_path / "w.txt"], data, tokenizer=str(tmp_path / "llada" / "tokenizer.json"),
+                val_fraction=0, progress=False)
+        model = teacher
+        want = "its tokenizer differs from the teacher's (id "
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main(["distill", "--teacher", str(model), "--data", str(data), "--out", str(out),
+                 "--prompt-length", "8", "--gen-length", "8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.count("\n") == 1, err
+    assert not out.exists() and not default_cache(out).exists()
+    with pytest.raises(UserError, match="its tokenizer"):  # the library checks it too
+        refresh_trajectories(str(model), str(data), tmp_path / "c.safetensors",
+                             replace(TRAJ, trajectories=1), progress=False)
+
+
+@pytest.mark.parametrize(("flags", "want"), [
+    (["--traj-temperature", "-1"], "--traj-temperature must be a finite number >= 0, got -1.0"),
+    (["--traj-cache", "bogus"], "unknown --traj-cache 'bogus'; choose one of"),
+    (["--traj-block-length", "3"], "--gen-length (8) must be a multiple of --traj-block-length "
+     "(3); try --traj-block-length 2 or 4"),
+])
+def test_a_bad_trajectory_option_is_named_by_its_flag(flags, want, teacher, corpus, tmp_path,
+                                                      capsys):
+    """The sampler's refusals named its own fields (``temperature must be ...``, next to the
+    student's --distill-temperature): they name the --traj-* flag the user typed."""
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main(_args(teacher, corpus, out, *flags)) == 2
+    err = capsys.readouterr().err
+    assert want in err and err.count("\n") == 1, err
+    assert not out.exists() and not default_cache(out).exists()
+
+
+def test_an_exported_autoregressive_teacher_is_known_as_one(ar_teacher, corpus, tmp_path,
+                                                           capsys):
+    """An ar model exported as a transformers folder is still autoregressive: without a
+    student it is refused before decoding (it decoded every trajectory, then training said
+    'objective distill needs a masked-diffusion teacher'), and as its own --student it
+    becomes a one-model hybrid (it was refused as a student that is not masked diffusion)."""
+    from unmask.convert.write import export
+
+    folder = export(ar_teacher, tmp_path / "hf", family="transformers")
+    capsys.readouterr()
+    out = tmp_path / "o"
+    assert main(_args(folder, corpus, out)) == 2
+    err = capsys.readouterr().err
+    assert "an autoregressive teacher teaches a drafter" in err and err.count("\n") == 1
+    assert not default_cache(out).exists()
+    assert main(_args(folder, corpus, out, "--student", str(folder), "--draft-block", "4",
+                      "--steps", "1")) == 0
+    assert load(out).config.draft_block == 4

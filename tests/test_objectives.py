@@ -223,7 +223,7 @@ def test_registry():
 
 SPECS = {  # name: (attention, decoder, batch, options)
     "mdlm": ("bidirectional", "llada", "tokens", {"empty_rate", "schedule"}),
-    "sft": ("bidirectional", "llada", "prompt_response", {"schedule"}),
+    "sft": ("bidirectional", "llada", "prompt_response", {"schedule", "chat_template"}),
     "ar": ("causal", "ar", "tokens", {"fim_rate"}),
     "bd3lm": ("block-causal", "bd3lm", "tokens", {"block_size", "schedule"}),
     "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph"}),
@@ -238,7 +238,8 @@ SPECS = {  # name: (attention, decoder, batch, options)
 NON_DEFAULT = {"fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4, "sedd_graph": "uniform",
                "schedule": "cosine", "latent_len": 4, "draft_block": 4, "draft_weight": 0.5,
                "distill_ce_weight": 0.5, "distill_entropy_weight": 1.0,
-               "distill_temperature": 1.0, "distill_window": 4}  # fmt: skip
+               "distill_temperature": 1.0, "distill_window": 4,
+               "chat_template": "plain"}  # fmt: skip
 
 
 def test_each_objective_is_a_spec():

@@ -257,3 +257,105 @@ def test_train_sft_from_init(tmp_path):
                        "validation score; objective 'sft' trains on .*no validation split$"):
         train(replace(tc, out=str(tmp_path / "kb"), keep_best=True), progress=False)
     assert not (tmp_path / "kb").exists()
+
+
+def test_prompt_tokens_get_no_loss_in_a_real_model(tmp_path):
+    """On a tiny Transformer and real SFT batches (a multi-turn conversation among them): the
+    loss's gradient reaches the logits of answer positions only (the response and its EOS
+    padding), never a prompt position, earlier assistant turns included."""
+    tok = byte_tokenizer()
+    rows = [*PAIRS, {"messages": [
+        {"role": "user", "content": "a"}, {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "b"}, {"role": "assistant", "content": "second"}]}]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", rows)), tok,
+                   eos_id=tok.eos_id, chat_template=None)
+    x0, pm = data.batch([0, 1, 2, data.turns[3][-1]], seq_len=96)  # its last turn
+    assert bool(pm[3, : len(tok.encode("<|user|>\na\n<|assistant|>\nfirst answer"))].all())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=128, **tok.special_ids())
+    torch.manual_seed(0)
+    net = Transformer(cfg)
+    kept: dict[str, torch.Tensor] = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, attention_mask=None):
+            out = net(x, attention_mask=attention_mask)
+            out.retain_grad()
+            kept["logits"] = out
+            return out
+
+    opts = ObjectiveOptions(schedule=LinearSchedule(0.0))
+    parts = sft(Spy(), cfg, x0, attention_mask=None, generator=torch.Generator().manual_seed(1),
+                options=opts, prompt_mask=pm, t=torch.full((4,), 0.9))
+    parts.loss_sum.backward()
+    grad = kept["logits"].grad.abs().sum(-1)  # (B, L)
+    assert float(grad[pm].max()) == 0.0  # no prompt position is trained
+    for b in range(4):  # every row trains some answer position
+        assert float(grad[b][~pm[b]].max()) > 0.0
+
+
+@pytest.mark.parametrize("objective", ["mdlm", "ar", "bd3lm"])
+def test_a_chat_template_for_another_objective_is_refused(objective, tmp_path):
+    """--chat-template is the SFT template; another objective ignored it silently (the model
+    stored none), so a user who meant to fine-tune for chat got a model without a template."""
+    from unmask.cli import main
+    from unmask.train import train
+
+    blocks = ["--block-size", "4"] if objective == "bd3lm" else []
+    cfg = TrainConfig(data=str(tmp_path / "none"), out=str(tmp_path / "o"), objective=objective,
+                      block_size=4 if blocks else None, seq_len=16, chat_template="plain")
+    with pytest.raises(UserError, match=f"^chat_template applies to objective 'sft', not "
+                       f"'{objective}'$"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "o").exists()
+    assert main(["train", "--objective", objective, "--data", str(tmp_path / "none"), "--out",
+                 str(tmp_path / "o"), "--chat-template", "plain", *blocks,
+                 "--seq-len", "16"]) == 2
+
+
+def test_every_assistant_turn_of_a_conversation_is_trained(tmp_path):
+    """LLaDA App. B.1: an n-turn dialogue is n single-turn pairs (turn i's prompt is every
+    turn before it) and one of them is drawn. Only the last turn was trained: the earlier
+    answers were prompt, never masked, so multi-turn data taught one answer per line."""
+    tok = byte_tokenizer()
+    rows = [
+        {"messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+            {"role": "user", "content": "q2"}, {"role": "assistant", "content": ""},
+            {"role": "user", "content": "q3"}, {"role": "assistant", "content": "a3"}]},
+        {"prompt": "p", "response": "r"},
+    ]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", rows)), tok,
+                   eos_id=tok.eos_id, chat_template=None)
+    assert len(data) == 2 and data.turns == [[0, 1], [2]]  # the empty answer is not trained
+    msgs = rows[0]["messages"]
+    assert data.rows[0][0] == tok.encode(chat_prompt(None, msgs[:2]))
+    assert tok.decode(data.rows[0][1][:-1]).startswith("a1")
+    assert data.rows[1][0] == tok.encode(chat_prompt(None, msgs[:6]))
+    assert tok.decode(data.rows[1][1][:-1]) == "a3"
+    assert data.sources == [f"{tmp_path / 'd.jsonl'}:1 (assistant turn 1 of 2)",
+                            f"{tmp_path / 'd.jsonl'}:1", f"{tmp_path / 'd.jsonl'}:2"]
+    # draws: the conversation uniformly, then one of its turns uniformly
+    gen = torch.Generator().manual_seed(0)
+    first = data.rows[0][0] + data.rows[0][1]
+    last = data.rows[1][0] + data.rows[1][1]
+    seen = {"first": 0, "last": 0, "pair": 0}
+    for _ in range(60):
+        x0, pm = data.sample(4, 256, gen)
+        for b in range(4):
+            n = int(pm[b].sum())
+            row = x0[b].tolist()
+            if row[: len(first)] == first and n == len(data.rows[0][0]):
+                seen["first"] += 1
+            elif row[: len(last)] == last and n == len(data.rows[1][0]):
+                seen["last"] += 1
+            else:
+                seen["pair"] += 1
+    assert seen["first"] > 30 and seen["last"] > 30 and seen["pair"] > 90  # 60, 60, 120 expected
+    # single-turn data draws exactly as before (one randint, no second draw)
+    single = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "p.jsonl", PAIRS)), tok,
+                     eos_id=tok.eos_id, chat_template=None)
+    idx = torch.randint(0, 3, (5,), generator=torch.Generator().manual_seed(3)).tolist()
+    x_old, _ = single.batch(idx, 64)
+    x_new, _ = single.sample(5, 64, torch.Generator().manual_seed(3))
+    assert torch.equal(x_old, x_new)

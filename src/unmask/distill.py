@@ -113,7 +113,30 @@ def trajectory_sample_config(teacher: Loaded, cfg: TrajectoryConfig, seed: int) 
         given["no_repeat_ngram_size"] = cfg.traj_no_repeat_ngram_size
     if cfg.traj_cache is not None:
         given["cache"] = cfg.traj_cache
-    return sample_config(teacher, given)
+    try:
+        return sample_config(teacher, given)
+    except UserError as e:  # named as the sampler names them: say which option of ours
+        raise UserError(_as_trajectory_options(str(e))) from None
+
+
+_TRAJECTORY_OPTIONS = {
+    "temperature": "traj_temperature", "block_length": "traj_block_length",
+    "repetition_penalty": "traj_repetition_penalty",
+    "no_repeat_ngram_size": "traj_no_repeat_ngram_size",
+}  # fmt: skip
+"""The sampling options ``TrajectoryConfig`` sets, by their ``SampleConfig`` names."""
+
+
+def _as_trajectory_options(message: str) -> str:
+    """A sampler's refusal of a trajectory option with the option named as ``unmask distill``
+    takes it (``temperature must be ...`` -> ``traj_temperature must be ...``, which the
+    command line shows as ``--traj-temperature``): ``temperature`` alone was ambiguous next
+    to the student's ``--distill-temperature``."""
+    import re
+
+    for name, ours in _TRAJECTORY_OPTIONS.items():
+        message = re.sub(rf"(?<![\w-]){name}\b", ours, message)
+    return re.sub(r"^unknown cache\b", "unknown traj_cache", message)
 
 
 def is_causal_teacher(config: ModelConfig) -> bool:
@@ -367,12 +390,61 @@ def make_trajectories(
     if plain is not None:  # stderr is not a terminal: plain lines instead of the bar
         plain.start(f"decoding {cfg.trajectories - len(out):,} with the teacher in batches of "
                     f"{cfg.traj_batch} ({cfg.prompt_length} prompt + {cfg.gen_length} tokens)")
+    try:
+        out = _decode_batches(teacher, data, cfg, out, meta, save_to, vocab, bar, plain)
+    except BaseException as e:
+        if save_to is not None and not isinstance(e, Exception):  # Ctrl-C, SIGTERM
+            if bar is not None:
+                bar.close()  # the line below starts on a line of its own
+            _say_kept(Path(save_to), cfg.trajectories)
+        raise
+    if bar is not None:
+        bar.close()
+    return out
+
+
+def _say_kept(path: Path, asked: int) -> None:
+    """The stop line of a run interrupted while its teacher decodes: what the file kept and
+    how to continue (the run has not started training, so there is nothing to --resume)."""
+    from unmask.objectives.distill import Trajectories
+
+    try:
+        kept = len(Trajectories.load(path)) if path.is_file() else 0
+    except UserError:
+        kept = 0
+    if kept == 0:  # stopped inside the first batch: nothing was written
+        print(f"{path}: no batch of trajectories finished; nothing kept", file=sys.stderr)
+        return
+    print(f"{path}: {kept:,} of {asked:,} trajectories kept; run the same command again to "
+          "continue from them (--resume continues a run once it trains)", file=sys.stderr)
+
+
+def _decode_batches(
+    teacher: Loaded,
+    data: str,
+    cfg: TrajectoryConfig,
+    out: Trajectories,
+    meta: dict[str, Any],
+    save_to: str | os.PathLike[str] | None,
+    vocab: int | None,
+    bar: Any,
+    plain: Any,
+) -> Trajectories:
+    """The batches ``make_trajectories`` still needs, appended to ``out`` (saved after each)."""
+    import torch
+
+    from unmask.objectives.distill import Trajectories
+
     while len(out) < cfg.trajectories:
         batch = len(out) // cfg.traj_batch
         rows = min(cfg.traj_batch, cfg.trajectories - len(out))
         seed = _batch_seed(cfg.traj_seed, batch)
         config = trajectory_sample_config(teacher, cfg, seed)
-        whole = decode_batch(teacher, _prompts(data, cfg, batch, cfg.traj_batch), config, vocab)
+        prompts = _prompts(data, cfg, batch, cfg.traj_batch)
+        try:
+            whole = decode_batch(teacher, prompts, config, vocab)
+        except UserError as e:  # the sampler's checks (before its first step) name its fields
+            raise UserError(_as_trajectory_options(str(e))) from None
         tokens, steps = whole[0][:rows], whole[1][:rows]
         out = Trajectories(
             torch.cat([out.tokens, tokens]), torch.cat([out.commit_step, steps]),
@@ -384,8 +456,6 @@ def make_trajectories(
             bar.update(rows)
         if plain is not None and plain.due(len(out)):
             plain.line(len(out))
-    if bar is not None:
-        bar.close()
     return out
 
 
@@ -442,6 +512,8 @@ def refresh_trajectories(
     _check_cache_path(Path(cache))  # before the teacher decodes anything
     teacher = load(teacher_path, device=device)
     _check(teacher, cfg)
+    tokenizer_file = Path(teacher.path) / "tokenizer.json"
+    check_corpus_tokenizer(teacher.tokenizer, data, tokenizer_file)
     vocab = student_vocab(teacher, student) if student else None
     settings = _settings(teacher, teacher_path, data, cfg, vocab)
     path = Path(cache)
@@ -479,6 +551,32 @@ def refresh_trajectories(
     return path
 
 
+def check_corpus_tokenizer(teacher_tokenizer: Any, data: str, tokenizer_file: Path) -> None:
+    """Refuse, in one line, a prepared corpus whose token ids are not ``teacher_tokenizer``'s
+    (the teacher's may append special tokens): its prompts would index past the teacher's
+    embedding, or mean other text. ``tokenizer_file``: the teacher's, named in the hint
+    (``unmask prepare --tokenizer``). A corpus that is not prepared is refused by
+    ``TokenDataset``."""
+    from unmask.data import TokenDataset
+    from unmask.tokenizer import first_difference
+
+    ours = TokenDataset(data, "train").tokenizer()
+    hint = f"prepare the corpus with the teacher's tokenizer (unmask prepare --tokenizer " \
+           f"{tokenizer_file})"
+    if ours.vocab_size > teacher_tokenizer.vocab_size:
+        raise UserError(
+            f"--data {data}: its tokenizer has {ours.vocab_size} tokens, the teacher's "
+            f"{teacher_tokenizer.vocab_size}; {hint}"
+        )
+    i = first_difference(ours, teacher_tokenizer)
+    if i is not None:
+        raise UserError(
+            f"--data {data}: its tokenizer differs from the teacher's (id {i} is "
+            f"{ours.id_to_token(i)!r} there, {teacher_tokenizer.id_to_token(i)!r} in the "
+            f"teacher); {hint}"
+        )
+
+
 def first_rows_path(cache: str | os.PathLike[str], n: int) -> Path:
     """Where a run of ``n`` trajectories trains on the first ``n`` rows of a ``cache`` that
     holds more: ``NAME.first-N.safetensors`` next to it."""
@@ -500,17 +598,28 @@ def _wait_for(
 ) -> Path:
     """Block until ``path`` holds the ``cfg.trajectories`` trajectories made with ``settings``
     (another process of a ``torchrun`` job writes it; the file is replaced atomically, so a
-    read is whole); returns the file to train on (``refresh_trajectories``)."""
+    read is whole, and its new version has a new inode); returns the file to train on
+    (``refresh_trajectories``). A file is read again only when it changed (inode, size,
+    modification time): rank 0 rewrites it once per decoded batch, which takes seconds to
+    minutes, so reading it at every poll would read the whole file thousands of times."""
     from unmask.objectives.distill import Trajectories
 
     n = cfg.trajectories
     first = first_rows_path(path, n)
+    seen: dict[Path, tuple[int, int, int]] = {}  # the file version each path was read at
     while True:
         for p in (path, first):
-            if p.is_file():
-                have = Trajectories.load(p)
-                if _same_settings(have.meta, settings) and _holds(have, cfg) and len(have) == n:
-                    return p
+            try:
+                st = p.stat()
+            except OSError:  # not written yet
+                continue
+            version = (st.st_ino, st.st_size, st.st_mtime_ns)
+            if seen.get(p) == version:  # read already and not the rows asked for: a file
+                continue  # of thousands of rows is not read again every poll until it changes
+            seen[p] = version
+            have = Trajectories.load(p)
+            if _same_settings(have.meta, settings) and _holds(have, cfg) and len(have) == n:
+                return p
         time.sleep(poll_s)
 
 
@@ -601,6 +710,12 @@ def distill(
             "distill_window trains a drafter on an autoregressive teacher's trajectories; "
             "this teacher is not autoregressive (leave --distill-window at 0)"
         )
+    if base.distill_window > tcfg.gen_length:  # no state would hold the window's masks
+        raise UserError(
+            f"distill_window={base.distill_window} exceeds gen_length={tcfg.gen_length}: the "
+            "drafter learns to fill that many masks after the committed tokens, and the "
+            "teacher's rows generate fewer (lower --distill-window or raise --gen-length)"
+        )
     if not student and causal:
         raise UserError(
             "an autoregressive teacher teaches a drafter: give the diffusion checkpoint to "
@@ -676,8 +791,8 @@ def _check_before_decoding(config: TrainConfig, student: str | None, device: str
             f"max_seq_len={context}"
         )
     why = spec.mismatch(model, config)
-    if why is not None:
-        raise UserError(f"--student {student}: {why}")
+    if why is not None:  # ``teacher_problem`` words it for a teacher: here it is the student
+        raise UserError(f"--student {student}: {why.replace('teacher', 'student')}")
 
 
 def _trained_seq_len(path: str) -> int:
@@ -711,18 +826,12 @@ def _model_config(path: str) -> ModelConfig | None:
 
 def _causal_checkpoint(path: str, *, any_causal: bool = False) -> bool:
     """``is_causal_teacher`` of the checkpoint at ``path`` (with ``any_causal``: causal
-    attention, an ``ar`` or ``hybrid`` model), from its config alone (a publisher's folder is
-    a diffusion model; a missing one is left to ``load`` to report)."""
-    from unmask.checkpoint import checkpoint_dir
-    from unmask.config import load_json
-    from unmask.convert.load import is_publisher_folder
-
-    if is_publisher_folder(path):
+    attention, an ``ar`` or ``hybrid`` model), from its config alone (``_model_config``: a
+    native checkpoint's, or a folder's read by its importer, an unmask model exported as a
+    ``transformers`` folder among them; a missing one is left to ``load`` to report)."""
+    config = _model_config(path)
+    if config is None:
         return False
-    cfg_file = checkpoint_dir(path) / "config.json"
-    if not cfg_file.is_file():
-        return False
-    config = load_json(ModelConfig, cfg_file)
     return config.attention == "causal" if any_causal else is_causal_teacher(config)
 
 

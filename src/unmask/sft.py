@@ -12,7 +12,10 @@ Input: a JSONL file, one example per line, either
     {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
 
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
-everything before it (system prompt, earlier turns; at least one message) the prompt. A
+everything before it (system prompt, earlier turns; at least one message) the prompt. Every
+earlier assistant turn with text and a message before it is trained too, as its own pair
+(the turns before it the prompt), and a batch draws one turn of each example drawn: LLaDA
+App. B.1 treats an n-turn dialogue as n single-turn pairs "and randomly sample[s] one". A
 line with both ``messages`` and ``prompt``/``response`` is refused (which one is meant?).
 Special-token strings in a message (``[EOS]``, ``<|im_end|>``) are plain text: only the
 template's own markup becomes special tokens (``ChatTemplate.example``). Text is laid out by a chat
@@ -122,19 +125,31 @@ class SFTData:
         self.template = chat_template or DEFAULT_CHAT_TEMPLATE
         self.eos_id = eos_id
         self.rows: list[tuple[list[int], list[int]]] = []
-        self.sources = [ex.source for ex in examples]
+        """(prompt ids, response ids + EOS) of every trained turn, conversation by
+        conversation, each conversation's turns in order (its last turn last)."""
+        self.sources: list[str] = []
+        """``file:line`` of each row (``... (assistant turn k of n)`` for an earlier turn)."""
+        self.turns: list[list[int]] = []
+        """Per example, the indices of its rows in ``rows``."""
         template = ChatTemplate.with_tokens(
             self.template, tokenizer, bos_id=tokenizer.bos_id, eos_id=eos_id, origin=origin
         )
         for ex in examples:
-            try:
-                prompt, response = template.example(tokenizer, ex.messages)
-            except UserError as e:  # names the template; the line too
-                raise UserError(f"{ex.source}: {e}") from None
-            self.rows.append((prompt, response + [eos_id]))
+            ends = _trained_turns(ex.messages)
+            self.turns.append(list(range(len(self.rows), len(self.rows) + len(ends))))
+            for k, end in enumerate(ends, start=1):
+                where = ex.source if k == len(ends) else \
+                    f"{ex.source} (assistant turn {k} of {len(ends)})"
+                try:
+                    prompt, response = template.example(tokenizer, ex.messages[: end + 1])
+                except UserError as e:  # names the template; the line too
+                    raise UserError(f"{where}: {e}") from None
+                self.rows.append((prompt, response + [eos_id]))
+                self.sources.append(where)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        """The number of examples (conversations; an example may train several turns)."""
+        return len(self.turns)
 
     def check_fits(self, seq_len: int, indices: list[int] | None = None) -> None:
         """``UserError`` naming the first example (of ``indices``, default all) whose prompt
@@ -164,9 +179,25 @@ class SFTData:
         self, batch_size: int, seq_len: int, generator: torch.Generator
     ) -> tuple[Tensor, Tensor]:
         """A batch of ``batch_size`` examples drawn uniformly (with replacement) by
-        ``generator``."""
-        idx = torch.randint(0, len(self.rows), (batch_size,), generator=generator).tolist()
+        ``generator``, and of each one of its trained turns, uniformly (LLaDA App. B.1:
+        "randomly sample one"; a conversation counts once however many turns it has)."""
+        conv = torch.randint(0, len(self.turns), (batch_size,), generator=generator).tolist()
+        if all(len(t) == 1 for t in self.turns):  # one turn each: no second draw
+            return self.batch([self.turns[c][0] for c in conv], seq_len)
+        u = torch.rand(batch_size, generator=generator).tolist()  # which turn of each
+        idx = [self.turns[c][int(x * len(self.turns[c]))] for c, x in zip(conv, u, strict=True)]
         return self.batch(idx, seq_len)
+
+
+def _trained_turns(messages: list[dict[str, str]]) -> list[int]:
+    """Indices of the assistant turns of a conversation that are trained: every one with a
+    message before it and text of its own (LLaDA App. B.1: an n-turn dialogue is n
+    single-turn pairs, turn i's prompt being everything before it). The last message is an
+    assistant turn with text (``read_sft_jsonl``), so there is at least one."""
+    return [
+        i for i, m in enumerate(messages)
+        if i > 0 and m["role"] == "assistant" and m["content"].strip()
+    ]  # fmt: skip
 
 
 __all__ = [

@@ -127,7 +127,13 @@ def _resume(args: argparse.Namespace) -> Path:
         )
     saved = Path(args.out) / "train_config.json"
     if not saved.is_file():
-        raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)")
+        from unmask.distill import default_cache
+
+        cache = default_cache(args.out)
+        hint = (f"; its trajectories were being decoded into {cache}: run the same "
+                "`unmask distill` command again (without --resume) to continue them"
+                if cache.is_file() else "")
+        raise UserError(f"{args.out}: nothing to resume (no train_config.json in it){hint}")
     cfg = load_train_config(saved)
     from unmask.objectives import objective_spec
 
@@ -141,34 +147,23 @@ def _resume(args: argparse.Namespace) -> Path:
 
 
 def _check_corpus(teacher: str, data: str) -> None:
-    """The corpus' prompts are token ids of the teacher's tokenizer (the teacher's may append
-    special tokens); another tokenizer's ids would index past its embedding, or mean other
-    text. Missing folders are left to ``distill``, which says what is wrong with them."""
+    """The corpus' prompts are token ids of the teacher's tokenizer, checked from the
+    checkpoint's ``tokenizer.json`` before the teacher is loaded
+    (``unmask.distill.check_corpus_tokenizer``; ``refresh_trajectories`` checks a publisher's
+    folder once loaded). Missing folders are left to ``distill``, which says what is wrong
+    with them."""
     from unmask.checkpoint import checkpoint_dir
     from unmask.convert.load import is_publisher_folder
-    from unmask.data import TokenDataset
-    from unmask.tokenizer import first_difference, load_tokenizer
+    from unmask.distill import check_corpus_tokenizer
+    from unmask.tokenizer import load_tokenizer
 
     if is_publisher_folder(teacher):
         return
     ckpt = checkpoint_dir(teacher)
     if not (ckpt / "tokenizer.json").is_file():
         return
-    ours = TokenDataset(data, "train").tokenizer()
     theirs = load_tokenizer(ckpt / "tokenizer.json")
-    if ours.vocab_size > theirs.vocab_size:
-        raise UserError(
-            f"--data {data}: its tokenizer has {ours.vocab_size} tokens, the teacher's "
-            f"{theirs.vocab_size}; prepare the corpus with the teacher's tokenizer "
-            f"(unmask prepare --tokenizer {ckpt / 'tokenizer.json'})"
-        )
-    i = first_difference(ours, theirs)
-    if i is not None:
-        raise UserError(
-            f"--data {data}: its tokenizer differs from the teacher's (id {i} is "
-            f"{ours.id_to_token(i)!r} there, {theirs.id_to_token(i)!r} in the teacher); "
-            f"prepare the corpus with unmask prepare --tokenizer {ckpt / 'tokenizer.json'}"
-        )
+    check_corpus_tokenizer(theirs, data, ckpt / "tokenizer.json")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -240,7 +240,7 @@ register_objective(
         attention="bidirectional",
         decoder="llada",
         batch="prompt_response",
-        options=("schedule",),
+        options=("schedule", "chat_template"),
         summary="LLaDA supervised fine-tuning: prompt kept, response masked",
     )
 )

@@ -280,6 +280,7 @@ OBJECTIVE_OPTIONS = (
     "distill_entropy_weight",
     "distill_temperature",
     "distill_window",
+    "chat_template",
 )
 """``TrainConfig`` fields that apply only to the objectives that list them in ``options``."""
 
