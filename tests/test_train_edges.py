@@ -272,3 +272,16 @@ def test_a_signal_during_a_periodic_save_does_not_save_that_step_again(dataset, 
     assert saved_progress(run / "checkpoint").step == 2
     train(cfg(dataset, run, steps=6, save_every=2), resume=True, progress=False)
     assert saved_progress(run / "checkpoint").step == 6
+
+
+def test_draft_block_cannot_change_on_resume():
+    """A hybrid's draft block is part of its model (its attention layout and the block its
+    checkpoint declares): --draft-block on a (distill) resume silently rewrote it mid-run."""
+    from unmask.errors import UserError
+    from unmask.train_guards import resume_plan
+
+    saved = TrainConfig(data="d", out="o", objective="hybrid", draft_block=2)
+    assert resume_plan(saved, replace(saved, steps=saved.steps + 10)) == {
+        "steps": saved.steps + 10}
+    with pytest.raises(UserError, match="draft_block=4 differs from the run's 2"):
+        resume_plan(saved, replace(saved, draft_block=4))

@@ -33,7 +33,7 @@ from unmask.errors import UserError
 
 FIXED_ON_RESUME = (
     "preset", "objective", "schedule", "model_overrides", "block_size", "sedd_graph", "init",
-    "chat_template", "fim_rate", "empty_rate", "latent_len",
+    "chat_template", "fim_rate", "empty_rate", "latent_len", "draft_block",
 )
 """Settings that define the model or its vocabulary: a resumed run keeps its own."""
 RUNTIME_FIELDS = ("out", "device", "threads")
