@@ -62,13 +62,24 @@ def resume_plan(saved: TrainConfig, config: TrainConfig) -> dict[str, Any]:
         new, old = getattr(config, f.name), getattr(saved, f.name)
         if f.name in RUNTIME_FIELDS or new == old:
             continue
-        if f.name in FIXED_ON_RESUME:
+        if f.name in FIXED_ON_RESUME and not _not_its_option(saved.objective, f.name):
             raise UserError(
                 f"{f.name}={new!r} differs from the run's {old!r}: a resumed run keeps its "
                 f"model; start a new run to change {f.name}"
             )
         changes[f.name] = new
     return changes
+
+
+def _not_its_option(objective: str, name: str) -> bool:
+    """Whether ``name`` is an option of some objective but not of ``objective``: given on a
+    resume it is refused by the objective's own check, which names the objectives it belongs
+    to (a "differs from the run's" line would name a default the run never used)."""
+    from unmask.objectives import OBJECTIVES
+
+    spec = OBJECTIVES.get(objective)
+    return spec is not None and name not in spec.options and any(
+        name in s.options for s in OBJECTIVES.values())
 
 
 @dataclass(frozen=True)
