@@ -405,3 +405,19 @@ def test_the_http_server_decodes_like_the_api(kind, checkpoints):
                                mask_id=loaded.config.mask_id, pad_id=loaded.config.pad_id,
                                eos_id=loaded.config.eos_id)
         assert got["nfe"] == blocks.nfe
+
+
+def test_a_report_names_what_the_sedd_decoder_draws_with():
+    """``report.decoding_options`` (eval's "sampled with" record) named a temperature for the
+    SEDD decoder, which refuses one, and never its ``sedd_sampler``; the other decoders keep
+    their temperature."""
+    from unmask.report import decoding_options
+
+    def of(cfg):
+        return SimpleNamespace(config=cfg, model=SimpleNamespace())
+
+    sedd = decoding_options(of(tiny(sedd_graph="uniform")), SampleConfig(sedd_sampler="euler"))
+    assert sedd["decoder"] == "sedd" and "temperature" not in sedd
+    assert sedd["sedd_sampler"] == "euler"
+    mdlm = decoding_options(of(tiny()), SampleConfig(temperature=0.5))
+    assert mdlm["temperature"] == 0.5 and "sedd_sampler" not in mdlm

@@ -307,7 +307,8 @@ def decoding_options(
     loaded: Any, config: Any, *, always: Sequence[str] = ()
 ) -> dict[str, Any]:
     """What a run of ``config`` on ``loaded`` decodes with, as a report names it: the decoder
-    ``unmask.api`` chooses (not ``auto``), the temperature, and only the options that decoder
+    ``unmask.api`` chooses (not ``auto``), the temperature (SEDD: its ``sedd_sampler``
+    instead), and only the options that decoder
     reads: the block length it runs (a bd3lm model's own block size; one block of
     ``gen_length`` for ``llada`` without one) and the commit policy of the commit-loop
     decoders, the steps of a decoder with a fixed schedule (not of ``ar``); then every other
@@ -323,7 +324,11 @@ def decoding_options(
 
     facts = facts_of(loaded)
     decoder = choose_decoder(facts, config)
-    out: dict[str, Any] = {"decoder": decoder.name, "temperature": config.temperature}
+    out: dict[str, Any] = {"decoder": decoder.name}
+    if "temperature" not in decoder.unused:  # sedd draws from its reverse process instead
+        out["temperature"] = config.temperature
+    if decoder.name == "sedd":  # what it draws with
+        out["sedd_sampler"] = config.sedd_sampler
     if decoder.name == "bd3lm":
         out["block_length"] = facts.block_size
     elif decoder.name == "llada":
