@@ -359,3 +359,20 @@ def test_every_assistant_turn_of_a_conversation_is_trained(tmp_path):
     x_old, _ = single.batch(idx, 64)
     x_new, _ = single.sample(5, 64, torch.Generator().manual_seed(3))
     assert torch.equal(x_old, x_new)
+
+
+def test_validation_flags_on_a_run_without_a_validation_split_are_refused(tmp_path, capsys):
+    """SFT pairs have no validation split: --eval-every / --eval-batches given were ignored
+    without a word (as --keep-best was); one line now, before anything is written."""
+    from unmask.cli import main
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "hi", "response": "there"}) + "\n")
+    for flag in ("--eval-every", "--eval-batches"):
+        out = tmp_path / flag.strip("-")
+        assert main(["train", "--objective", "sft", "--data", str(pairs), "--out", str(out),
+                     flag, "5"]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"unmask train: error: {flag} sets the validation of a run; objective "
+                       f"'sft' trains on {pairs}, which has no validation split\n"), err
+        assert not out.exists()

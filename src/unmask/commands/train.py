@@ -50,6 +50,20 @@ def _objectives() -> list[str]:
     return list(OBJECTIVES)
 
 
+def _refuse_validation_flags(cfg: TrainConfig, given: dict[str, Any]) -> None:
+    """``--eval-every`` / ``--eval-batches`` given to a run with no validation split (SFT
+    pairs, distillation trajectories): one line, as ``--keep-best`` there; they were ignored
+    without a word."""
+    from unmask.objectives import objective_spec
+
+    flags = [f for f in ("eval_every", "eval_batches") if f in given]
+    if flags and objective_spec(cfg.objective).batch_for(cfg.data) != "tokens":
+        raise UserError(
+            f"--{flags[0].replace('_', '-')} sets the validation of a run; objective "
+            f"{cfg.objective!r} trains on {cfg.data}, which has no validation split"
+        )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -123,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--data {cfg.data} is a folder; objective {cfg.objective} reads {what}"
             )
+        _refuse_validation_flags(cfg, given_fields(TrainConfig, args))
     check_train_numbers(cfg)
     check_out(cfg.out)
     if not args.resume:
