@@ -455,6 +455,35 @@ def test_export_native_to_family_layout_and_back(tmp_path: Path) -> None:
     assert unmask.load(tmp_path / "chat-llada").config.chat_template == chat.chat_template
 
 
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_an_export_names_its_special_tokens_in_tokenizer_config(tmp_path: Path,
+                                                               family: str) -> None:
+    """A publisher's folder ships tokenizer_config.json (LLaDA's and Dream's do): an export
+    without one gave AutoTokenizer a tokenizer with no mask, end or padding token."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    extra = dict(logit_shift=True, qkv_bias=True) if family == "dream" else {}
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(), **extra,
+                       chat_template="{{ messages[0].content }}<reply>")
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    out = tmp_path / family
+    assert main(["convert", str(tmp_path / "run"), str(out), "--to", family]) == 0
+    tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tok_cfg["mask_token"] == tok.id_to_token(cfg.mask_id)
+    assert tok_cfg["eos_token"] == tok.id_to_token(cfg.eos_id)
+    assert "chat_template" not in tok_cfg  # in chat_template.jinja, once
+    back = unmask.load(out)
+    assert back.config.mask_id == cfg.mask_id and back.config.chat_template == cfg.chat_template
+    transformers = pytest.importorskip("transformers")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    assert hf_tok.mask_token_id == cfg.mask_id and hf_tok.eos_token_id == cfg.eos_id
+
+
 @pytest.mark.parametrize(("overrides", "family", "message", "holders"), [
     (dict(sedd_graph="uniform"), "llada", "the option sedd_graph='uniform' has no place", []),
     (dict(time_conditioning=True), "llada", "the option time_conditioning=True has no place",
