@@ -525,6 +525,25 @@ def test_an_export_that_would_import_as_another_network_is_refused(
     assert main(["convert", str(tmp_path / "plain"), str(tmp_path / "ok"), "--to", "llada"]) == 0
 
 
+def test_llada_moe_export_of_dense_first_blocks_names_dense_layers(tmp_path, capsys) -> None:
+    """A mixture of experts with dense first blocks cannot be a LLaDA-MoE folder; the refusal
+    named ffn_hidden (the dense width the folder has no key for), not the option the user set."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(), n_experts=4,
+                       experts_top_k=2, expert_hidden=32, dense_layers=1)
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "out"),
+                 "--to", "llada-moe"]) == 2
+    err = capsys.readouterr().err
+    assert "dense_layers=1" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_destination_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys):
     from unmask.checkpoint import save_checkpoint
     from unmask.config import model_preset
