@@ -544,6 +544,27 @@ def test_llada_moe_export_of_dense_first_blocks_names_dense_layers(tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("extra", [[], ["--to", "llada"], ["--to", "transformers"]])
+def test_a_cut_short_checkpoint_is_one_line_for_convert_and_export(tmp_path, capsys,
+                                                                   extra: list[str]) -> None:
+    """A native checkpoint whose model.safetensors was cut short (an interrupted copy) was a
+    SafetensorError traceback from reading its stored dtype; it is load's one line."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    weights = next((tmp_path / "run").rglob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:5000])
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "cut short" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_destination_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys):
     from unmask.checkpoint import save_checkpoint
     from unmask.config import model_preset

@@ -181,7 +181,7 @@ def stored_dtype(src: str | os.PathLike[str]) -> torch.dtype | None:
     ``--dtype`` keeps it: loading upcasts fp16 to fp32 on a CPU, which doubled the folder.
     None where it cannot be read (a publisher folder; ``load`` says what is wrong)."""
     import torch
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from unmask.checkpoint import checkpoint_dir
 
@@ -192,8 +192,8 @@ def stored_dtype(src: str | os.PathLike[str]) -> torch.dtype | None:
                 name = _SAFETENSORS_FLOATS.get(f.get_slice(key).get_dtype())
                 if name is not None:
                     return getattr(torch, name)
-    except (UserError, OSError, ValueError, RuntimeError):
-        return None
+    except (UserError, OSError, ValueError, RuntimeError, SafetensorError):
+        return None  # a file cut short or not safetensors: load says so, in one line
     return None
 
 
