@@ -484,6 +484,31 @@ def test_an_export_names_its_special_tokens_in_tokenizer_config(tmp_path: Path,
     assert hf_tok.mask_token_id == cfg.mask_id and hf_tok.eos_token_id == cfg.eos_id
 
 
+def test_an_exported_empty_token_model_keeps_its_empty_id(tmp_path: Path) -> None:
+    """A model trained with [EMPTY] (variable-length gaps) exported to a publisher layout: its
+    config.json has no key for empty_id, which the export drops as kept by the tokenizer; the
+    import did not read it back, so the model proposed [EMPTY] in plain generation and lost
+    its variable-length infilling."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer, with_empty_token
+
+    tok = with_empty_token(byte_tokenizer())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(),
+                       **tok.empty_ids())
+    assert cfg.empty_id is not None
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "llada"), "--to", "llada"]) == 0
+    back = unmask.load(tmp_path / "llada")
+    assert back.config.empty_id == cfg.empty_id
+    plain = model_preset("tiny", vocab_size=byte_tokenizer().vocab_size,
+                         **byte_tokenizer().special_ids())
+    save_checkpoint(tmp_path / "plain", model=Transformer(plain), tokenizer=byte_tokenizer())
+    assert main(["convert", str(tmp_path / "plain"), str(tmp_path / "p"), "--to", "llada"]) == 0
+    assert unmask.load(tmp_path / "p").config.empty_id is None
+
+
 @pytest.mark.parametrize(("overrides", "family", "message", "holders"), [
     (dict(sedd_graph="uniform"), "llada", "the option sedd_graph='uniform' has no place", []),
     (dict(time_conditioning=True), "llada", "the option time_conditioning=True has no place",
