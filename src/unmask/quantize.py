@@ -118,7 +118,10 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
     import torch
 
     if name == "int4" and kind == "cuda" and dtype is not None and dtype != torch.bfloat16:
-        raise UserError("--quantize int4 on CUDA needs bfloat16 weights (torchao's int4 kernel)")
+        raise UserError(
+            "--quantize int4 on CUDA needs bfloat16 weights (torchao's int4 kernel): "
+            "add --dtype bf16 (dtype=torch.bfloat16)"
+        )
 
 
 def _config(name: str, device: str | torch.device) -> Any:
