@@ -455,6 +455,60 @@ def test_export_native_to_family_layout_and_back(tmp_path: Path) -> None:
     assert unmask.load(tmp_path / "chat-llada").config.chat_template == chat.chat_template
 
 
+@pytest.mark.parametrize("family", ["llada", "dream"])
+def test_an_export_names_its_special_tokens_in_tokenizer_config(tmp_path: Path,
+                                                               family: str) -> None:
+    """A publisher's folder ships tokenizer_config.json (LLaDA's and Dream's do): an export
+    without one gave AutoTokenizer a tokenizer with no mask, end or padding token."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    extra = dict(logit_shift=True, qkv_bias=True) if family == "dream" else {}
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(), **extra,
+                       chat_template="{{ messages[0].content }}<reply>")
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    out = tmp_path / family
+    assert main(["convert", str(tmp_path / "run"), str(out), "--to", family]) == 0
+    tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert tok_cfg["mask_token"] == tok.id_to_token(cfg.mask_id)
+    assert tok_cfg["eos_token"] == tok.id_to_token(cfg.eos_id)
+    assert "chat_template" not in tok_cfg  # in chat_template.jinja, once
+    back = unmask.load(out)
+    assert back.config.mask_id == cfg.mask_id and back.config.chat_template == cfg.chat_template
+    transformers = pytest.importorskip("transformers")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    assert hf_tok.mask_token_id == cfg.mask_id and hf_tok.eos_token_id == cfg.eos_id
+
+
+def test_an_exported_empty_token_model_keeps_its_empty_id(tmp_path: Path) -> None:
+    """A model trained with [EMPTY] (variable-length gaps) exported to a publisher layout: its
+    config.json has no key for empty_id, which the export drops as kept by the tokenizer; the
+    import did not read it back, so the model proposed [EMPTY] in plain generation and lost
+    its variable-length infilling."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer, with_empty_token
+
+    tok = with_empty_token(byte_tokenizer())
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(),
+                       **tok.empty_ids())
+    assert cfg.empty_id is not None
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "llada"), "--to", "llada"]) == 0
+    back = unmask.load(tmp_path / "llada")
+    assert back.config.empty_id == cfg.empty_id
+    plain = model_preset("tiny", vocab_size=byte_tokenizer().vocab_size,
+                         **byte_tokenizer().special_ids())
+    save_checkpoint(tmp_path / "plain", model=Transformer(plain), tokenizer=byte_tokenizer())
+    assert main(["convert", str(tmp_path / "plain"), str(tmp_path / "p"), "--to", "llada"]) == 0
+    assert unmask.load(tmp_path / "p").config.empty_id is None
+
+
 @pytest.mark.parametrize(("overrides", "family", "message", "holders"), [
     (dict(sedd_graph="uniform"), "llada", "the option sedd_graph='uniform' has no place", []),
     (dict(time_conditioning=True), "llada", "the option time_conditioning=True has no place",
@@ -494,6 +548,46 @@ def test_an_export_that_would_import_as_another_network_is_refused(
                          objective="sft", sample_defaults={"temperature": 0.5})
     save_checkpoint(tmp_path / "plain", model=Transformer(plain), tokenizer=tok)
     assert main(["convert", str(tmp_path / "plain"), str(tmp_path / "ok"), "--to", "llada"]) == 0
+
+
+def test_llada_moe_export_of_dense_first_blocks_names_dense_layers(tmp_path, capsys) -> None:
+    """A mixture of experts with dense first blocks cannot be a LLaDA-MoE folder; the refusal
+    named ffn_hidden (the dense width the folder has no key for), not the option the user set."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(), n_experts=4,
+                       experts_top_k=2, expert_hidden=32, dense_layers=1)
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "out"),
+                 "--to", "llada-moe"]) == 2
+    err = capsys.readouterr().err
+    assert "dense_layers=1" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--to", "llada"], ["--to", "transformers"]])
+def test_a_cut_short_checkpoint_is_one_line_for_convert_and_export(tmp_path, capsys,
+                                                                   extra: list[str]) -> None:
+    """A native checkpoint whose model.safetensors was cut short (an interrupted copy) was a
+    SafetensorError traceback from reading its stored dtype; it is load's one line."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    weights = next((tmp_path / "run").rglob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:5000])
+    assert main(["convert", str(tmp_path / "run"), str(tmp_path / "out"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "cut short" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_destination_that_cannot_be_written_is_one_line_before_any_work(tmp_path, capsys):

@@ -240,3 +240,40 @@ def test_a_native_checkpoint_quantizes_every_linear_layer_it_estimates(tmp_path)
             and "torchao" not in type(m.weight).__module__ and n != "lm_head"]
     assert left == []
     assert "torchao" in type(model.self_condition.weight).__module__
+
+
+def test_int4_on_cuda_refuses_a_native_checkpoint_loading_in_float32(tmp_path,
+                                                                     monkeypatch) -> None:
+    """A native checkpoint loads in float32 unless told: int4 on CUDA (bf16 only) was let
+    through check_quantize (dtype None) into torchao; it is the documented one-line refusal
+    before anything is read. CUDA is pretended (load_target), nothing runs on it."""
+    import unmask.config
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    monkeypatch.setattr(unmask.config, "load_target", lambda device, dtype: ("cuda", dtype))
+    with pytest.raises(UserError, match="int4 on CUDA needs bfloat16 weights.*--dtype bf16"):
+        load(tmp_path / "run", quantize="int4")
+
+
+def test_int4_that_would_quantise_no_layer_is_refused(tmp_path) -> None:
+    """int4 groups 32 inputs on CPU: a model 48 wide (72-wide MLP) has no layer it takes, and
+    loaded in full precision as if quantised, without a word; int8 (per row) quantises it."""
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids(), d_model=48,
+                       n_heads=4, n_kv_heads=2, ffn_hidden=72)
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    with pytest.raises(UserError, match=r"--quantize int4 would quantise no layer.*int8"):
+        load(tmp_path / "run", quantize="int4")
+    loaded = load(tmp_path / "run", quantize="int8")
+    assert any(type(p).__module__.startswith("torchao") for p in loaded.model.parameters())

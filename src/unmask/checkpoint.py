@@ -452,7 +452,8 @@ def load(
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)
     from unmask.quantize import check_fits, check_quantize, check_size
 
-    check_quantize(quantize, device, dtype)
+    load_dtype = dtype if dtype is not None else torch.float32
+    check_quantize(quantize, device, load_dtype)  # the dtype it loads in: int4 CUDA needs bf16
     ckpt = checkpoint_dir(path)
     config = read_config(ckpt)
     if not (ckpt / "tokenizer.json").is_file():
@@ -465,7 +466,6 @@ def load(
             f"{ckpt / 'tokenizer.json'}: tokenizer has {tokenizer.vocab_size} tokens, "
             f"model only {config.vocab_size}"
         )
-    load_dtype = dtype if dtype is not None else torch.float32
     check_size(config, load_dtype, device, source=str(ckpt))
     model = build_meta(config, ckpt / "config.json").to(dtype=load_dtype)
     check_fits(model, load_dtype, quantize, device, source=str(ckpt))

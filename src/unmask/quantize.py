@@ -118,7 +118,10 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
     import torch
 
     if name == "int4" and kind == "cuda" and dtype is not None and dtype != torch.bfloat16:
-        raise UserError("--quantize int4 on CUDA needs bfloat16 weights (torchao's int4 kernel)")
+        raise UserError(
+            "--quantize int4 on CUDA needs bfloat16 weights (torchao's int4 kernel): "
+            "add --dtype bf16 (dtype=torch.bfloat16)"
+        )
 
 
 def _config(name: str, device: str | torch.device) -> Any:
@@ -282,6 +285,7 @@ def check_fits(
     """Refuse, with one line and the setting that would fit, a model whose estimated memory
     (``estimate_bytes``) exceeds what ``device`` has free; returns the estimate. ``free``
     overrides the measurement (tests). ``UNMASK_NO_FIT_CHECK=1`` skips the refusal."""
+    check_quantizable(model, quantize, device, source=source)
     need = estimate_bytes(model, dtype, quantize, device)
     free = free_bytes(device) if free is None else free
     if free is None or need <= free or os.environ.get(SKIP_ENV) == "1":
@@ -302,6 +306,28 @@ def check_fits(
     raise UserError(
         f"{source}: needs about {_gb(need)} of {where} with {setting}, "
         f"{_gb(free)} free: {hint} (or {SKIP_ENV}=1 to try anyway)"
+    )
+
+
+def check_quantizable(
+    model: nn.Module, quantize: str | None, device: str | torch.device, *, source: str
+) -> None:
+    """Refuse, with one line, a ``quantize`` that would quantise no layer of ``model`` (built on
+    the meta device): int4 takes only layers whose input width is a multiple of its group (32
+    on CPU, 128 on CUDA), and a model of other widths loaded in full precision as if quantised,
+    without a word."""
+    if quantize is None:
+        return
+    group = _group(quantize, device)
+    tied = _tied_head(model)
+    if any(_quantizable(m, fqn, group) and fqn != tied for fqn, m in model.named_modules()):
+        return
+    hint = " (int4's group on this device)" if group > 1 else ""
+    other = [q for q in QUANTIZATIONS if q != quantize]
+    raise UserError(
+        f"{source}: --quantize {quantize} would quantise no layer: no linear layer is at least "
+        f"{MIN_IN_FEATURES} inputs wide and a multiple of {group}{hint}; "
+        f"use --quantize {other[0]} or none"
     )
 
 
@@ -346,6 +372,7 @@ __all__ = [
     "BYTES_PER_WEIGHT",
     "QUANTIZATIONS",
     "check_fits",
+    "check_quantizable",
     "check_quantize",
     "check_size",
     "estimate_bytes",

@@ -223,6 +223,8 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
             f"the model only {shape['vocab_size']}"
         )
     ids = tok.special_ids()
+    # [EMPTY] (variable-length gaps): an export drops empty_id, as its tokenizer keeps it
+    empty = tok.empty_ids()
     for name, value in ids.items():  # ids the family fixes (MDLM/SEDD: [MASK] is the last row)
         if name in shape and shape[name] != value:
             raise UserError(
@@ -230,7 +232,7 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
                 f"but {imp.name} puts it at id {shape[name]}"
             )
     try:
-        config = ModelConfig(**{**ids, **shape}, chat_template=chat_template(p))
+        config = ModelConfig(**{**ids, **empty, **shape}, chat_template=chat_template(p))
     except TypeError as e:  # a fact of the wrong type in config.json
         raise UserError(f"{source}: {e}") from None
     except UserError as e:

@@ -59,6 +59,12 @@ def _derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
 def _underive(cfg: ModelConfig) -> dict[str, Any]:
     if not cfg.n_experts:
         raise UserError("cannot export as llada-moe: the checkpoint has no experts (n_experts=0)")
+    if cfg.dense_layers:  # refused here by name (it was refused as ffn_hidden, a symptom)
+        raise UserError(
+            f"cannot export as llada-moe: its first {cfg.dense_layers} block(s) have a dense MLP "
+            f"(dense_layers={cfg.dense_layers}); llada-moe holds a mixture of experts in every "
+            "layer"
+        )
     return {
         "moe_layer_freq": [1] * cfg.n_layers,
         # The modeling code builds a shared expert whenever the key is not null.

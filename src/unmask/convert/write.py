@@ -181,7 +181,7 @@ def stored_dtype(src: str | os.PathLike[str]) -> torch.dtype | None:
     ``--dtype`` keeps it: loading upcasts fp16 to fp32 on a CPU, which doubled the folder.
     None where it cannot be read (a publisher folder; ``load`` says what is wrong)."""
     import torch
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from unmask.checkpoint import checkpoint_dir
 
@@ -192,8 +192,8 @@ def stored_dtype(src: str | os.PathLike[str]) -> torch.dtype | None:
                 name = _SAFETENSORS_FLOATS.get(f.get_slice(key).get_dtype())
                 if name is not None:
                     return getattr(torch, name)
-    except (UserError, OSError, ValueError, RuntimeError):
-        return None
+    except (UserError, OSError, ValueError, RuntimeError, SafetensorError):
+        return None  # a file cut short or not safetensors: load says so, in one line
     return None
 
 
@@ -263,7 +263,8 @@ def export(
     dtype: torch.dtype | None = None,
 ) -> Path:
     """Write a native checkpoint ``src`` as a folder in ``family``'s publisher layout at ``dst``
-    (``config.json``, ``model.safetensors``, ``tokenizer.json``); returns ``dst``.
+    (``config.json``, ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``);
+    returns ``dst``.
 
     Tensor names are the inverse of the family's weight map, so ``unmask.load(dst)`` imports
     it back exactly. Family ``transformers`` also writes its own modeling code and
@@ -298,7 +299,21 @@ def export(
     else:  # where transformers and the importer look first: an SFT model stays chat-capable
         template = loaded.config.chat_template
         files = {"chat_template.jinja": template} if template else {}
+        files["tokenizer_config.json"] = _tokenizer_config(loaded.config, loaded.tokenizer)
     return _write_folder(out, tensors, {"format": "pt"}, header, loaded.tokenizer, files)
+
+
+def _tokenizer_config(config: ModelConfig, tokenizer: Any) -> str:
+    """A publisher folder's ``tokenizer_config.json``, as LLaDA's and Dream's ship one: the
+    tokenizer class and the special tokens by name, so ``AutoTokenizer`` over the folder knows
+    its mask and end tokens (without it, it built a tokenizer with none). The chat template
+    stays in ``chat_template.jinja`` alone."""
+    import dataclasses
+
+    from unmask.convert.hf_export import tokenizer_config
+
+    plain = dataclasses.replace(config, chat_template=None)
+    return json.dumps(tokenizer_config(plain, tokenizer), indent=2) + "\n"
 
 
 def _layout(
