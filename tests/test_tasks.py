@@ -143,6 +143,29 @@ def test_bad_task_files_are_one_line_errors(tmp_path):
         read_items(bad)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"task": "reversal", "prompt": null, "answer": null}',  # was the prompt "None"
+        '{"task": "reversal", "prompt": "A is ", "answer": 7}',
+        '{"task": "reversal", "prompt": "A is ", "answer": "B", "meta": "ab"}',  # was a crash
+        '{"task": "reversal", "prompt": "A is ", "answer": "B", "meta": [1]}',
+    ],
+)
+def test_task_file_fields_of_the_wrong_type_are_one_line_errors(tmp_path, line):
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text(line + "\n")
+    with pytest.raises(UserError, match=r"eval.jsonl:1: task, prompt and answer must be str"):
+        read_items(bad)
+
+
+def test_generator_cli_out_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert tasks_main(["reversal", "--out", str(tmp_path / "f"), "--eval", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "File exists" in err[0] and err[0].endswith("/f")
+
+
 def test_generator_cli(tmp_path, capsys):
     assert tasks_main(["reversal", "--out", str(tmp_path), "--train", "3", "--eval", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["eval_items"] == 4

@@ -275,6 +275,10 @@ def _meta_problem(item: Item) -> str | None:
     return None
 
 
+class _BadItem(Exception):
+    """A task-file line whose fields have the wrong types."""
+
+
 def read_items(path: str | Path) -> list[Item]:
     """The items of an ``eval.jsonl`` (or of the ``eval.jsonl`` in folder ``path``); a line
     that does not parse, or names an unknown task, is a ``UserError`` naming it."""
@@ -289,14 +293,15 @@ def read_items(path: str | Path) -> list[Item]:
             continue
         try:
             d = json.loads(line)
-            item = Item(
-                task=str(d["task"]),
-                prompt=str(d["prompt"]),
-                answer=str(d["answer"]),
-                meta=dict(d.get("meta") or {}),
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            what = f"missing field {e}" if isinstance(e, KeyError) else "not a JSON object"
+            fields = [d["task"], d["prompt"], d["answer"]]
+            meta = d.get("meta") or {}
+            if not all(isinstance(f, str) for f in fields) or not isinstance(meta, dict):
+                # str(None) was a prompt "None"; dict("ab") a crash
+                raise _BadItem("task, prompt and answer must be strings, meta an object")
+            item = Item(*fields, meta=dict(meta))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, _BadItem) as e:
+            what = (f"missing field {e}" if isinstance(e, KeyError)
+                    else str(e) if isinstance(e, _BadItem) else "not a JSON object")
             raise UserError(
                 f"{p}:{n}: {what} (an item is {{task, prompt, answer, meta}})"
             ) from None
