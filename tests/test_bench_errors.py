@@ -60,3 +60,39 @@ def test_quick_picks_defaults_but_keeps_given_flags(benchmark, tmp_path):
     assert a.epochs == 1 and a.preset == "tiny"
     a = dc.parse_args(["--quick"])
     assert a.work is None and a.json is None and a.plot is None  # a temporary folder, removed
+
+
+def test_speculative_writes_under_runs_by_default(benchmark):
+    """Its default ``--json`` was ``benchmarks/results/speculative.json`` (relative to the
+    working folder): a documented command run again wrote into the committed results."""
+    common = benchmark("_common")
+    speculative = benchmark("speculative")
+    a = speculative.parse_args(["--ar-model", "x"])
+    assert Path(a.json) == common.default_output("speculative.json")
+    assert "benchmarks/results" not in str(Path(a.json).relative_to(ROOT))
+
+
+def test_every_script_answers_help():
+    """``python benchmarks/X.py --help`` of every script prints its usage, exit 0 (a script
+    that parses after loading a model, or imports a missing name, shows here)."""
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name[0] != "_")
+    code = (
+        "import runpy, sys\n"
+        "bad = []\n"
+        f"for name in {scripts!r}:\n"
+        "    sys.argv = [name, '--help']\n"
+        "    sys.path[:0] = ['benchmarks']\n"
+        "    try:\n"
+        "        runpy.run_path('benchmarks/' + name, run_name='__main__')\n"
+        "    except SystemExit as e:\n"
+        "        if e.code not in (0, None): bad.append((name, e.code))\n"
+        "    except BaseException as e:\n"
+        "        bad.append((name, repr(e)))\n"
+        "    else:\n"
+        "        bad.append((name, 'no usage printed'))\n"
+        "    del sys.path[0]\n"
+        "print('BAD', bad)\n"
+    )
+    r = _run("-c", code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "BAD []" in r.stdout, r.stdout[-2000:]
