@@ -65,7 +65,8 @@ def int_list(text: str, flag: str) -> list[int]:
 
 
 def run(main: Callable[[], object]) -> NoReturn:
-    """``sys.exit(main())``, with a ``UserError`` as one line on stderr and exit status 2. A
+    """``sys.exit(main())``, with a ``UserError`` (or an ``OSError``: a path that cannot be
+    read or written) as one line on stderr and exit status 2. A
     ``main`` that returns no exit status (``None``, or its rows) exits 0."""
     from unmask.errors import UserError
 
@@ -73,6 +74,11 @@ def run(main: Callable[[], object]) -> NoReturn:
         code = main()
     except UserError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        code = 2
+    except OSError as e:  # a --json under a file, a folder with no write permission, a
+        # full disk: what the system said, in one line, as the CLI does
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"{Path(sys.argv[0]).name}: error: {e.strerror or e}{where}", file=sys.stderr)
         code = 2
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -96,3 +96,40 @@ def test_every_script_answers_help():
     r = _run("-c", code)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "BAD []" in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--limit", "0"], "argument --limit: must be at least 1, got 0"),  # was max() of []
+        (["--limit", "-1"], "argument --limit: must be at least 1, got -1"),  # dropped one
+        (["--run", "nolabel"], "--run nolabel: expected LABEL=PATH"),  # was ": not a ..."
+        (["--json", "README.md/x.json"], "error: File exists: README.md"),  # was a traceback
+    ],
+)
+def test_planning_mistakes_are_one_line(tmp_path, extra, message):
+    from unmask.tasks import write_task
+
+    write_task("reversal", tmp_path, n_train=1, n_eval=1)
+    argv = ["--task-file", str(tmp_path)]
+    if "--run" not in extra:
+        argv += ["--run", "a=src/unmask/assets/demo"]
+    r = _run("benchmarks/planning.py", *argv, *extra)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]  # argparse's usage line may come before it
+    assert last.startswith("planning.py: error: ") and message in last, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_reports_an_os_error_in_one_line(benchmark, capsys, tmp_path):
+    common = benchmark("_common")
+
+    def main() -> None:
+        (tmp_path / "f").write_text("")
+        (tmp_path / "f" / "x.json").write_text("{}")
+
+    with pytest.raises(SystemExit) as e:
+        common.run(main)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Not a directory" in err[0] and err[0].endswith("x.json")
