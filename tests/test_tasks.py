@@ -74,6 +74,10 @@ def test_countdown_instances_are_solvable_and_checked():
     assert not countdown.check_steps("3*3=9,9+5=14", [3, 4, 5], 14)  # 3 used twice
     assert not countdown.check_steps("5/3=1,1+4=5", [3, 4, 5], 5)  # not a whole division
     assert not countdown.check_steps("three", [3, 4, 5], 17)
+    # other scripts' digits are not the numbers given (int() reads them; the sudoku
+    # checker refuses them too)
+    assert not countdown.check_steps("3*4=12,12+5=\u0661\u0667", [3, 4, 5], 17)
+    assert not countdown.check_steps("\u0663*4=12,12+5=17", [3, 4, 5], 17)
 
 
 def test_reversal_split():
