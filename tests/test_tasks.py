@@ -163,6 +163,18 @@ def test_task_file_fields_of_the_wrong_type_are_one_line_errors(tmp_path, line):
         read_items(bad)
 
 
+@pytest.mark.parametrize(
+    "puzzle", ["1100000000000000", "5000000000000000"]  # clashing clues; a clue past 4
+)
+def test_unsolvable_sudoku_items_are_refused(tmp_path, puzzle):
+    """Such an item was read and counted unsolved whatever the model wrote."""
+    bad = tmp_path / "eval.jsonl"
+    item = {"task": "sudoku4", "prompt": puzzle + "=", "answer": "", "meta": {"puzzle": puzzle}}
+    bad.write_text(json.dumps(item) + "\n")
+    with pytest.raises(UserError, match=rf"eval.jsonl:1: .*'puzzle' {puzzle} has no solution"):
+        read_items(bad)
+
+
 def test_generator_cli_out_is_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "f").write_text("")
     assert tasks_main(["reversal", "--out", str(tmp_path / "f"), "--eval", "1"]) == 2

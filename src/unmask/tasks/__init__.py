@@ -266,6 +266,8 @@ def _meta_problem(item: Item) -> str | None:
         puzzle = meta.get("puzzle")
         if not isinstance(puzzle, str) or len(sudoku.from_text(puzzle)) != size * size:
             return f"needs 'puzzle': the {size}x{size} grid as text ({size * size} cells)"
+        if sudoku.count_solutions(sudoku.from_text(puzzle), 1) == 0:  # no output could count
+            return f"'puzzle' {puzzle} has no solution (a clue above {size}, or clashing clues)"
     if item.task.startswith("countdown"):
         numbers, target = meta.get("numbers"), meta.get("target")
         if (not isinstance(numbers, list) or not numbers
