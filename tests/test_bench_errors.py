@@ -133,3 +133,21 @@ def test_run_reports_an_os_error_in_one_line(benchmark, capsys, tmp_path):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Not a directory" in err[0] and err[0].endswith("x.json")
+
+
+def test_json_text_is_strict_json(benchmark):
+    """serve_load.py (a level with no answered request, no forward) and constraints.py (no
+    completion to time) wrote NaN into their JSON: not JSON to jq or JavaScript."""
+    import json
+
+    common = benchmark("_common")
+    text = common.json_text({"p50_s": float("nan"), "rows": [1.5, float("inf"), (2, "a")]})
+    assert text.endswith("\n")
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    assert json.loads(text, parse_constant=refuse) == {"p50_s": None, "rows": [1.5, None, [2, "a"]]}
+    for script in ("serve_load", "constraints"):
+        source = (ROOT / "benchmarks" / f"{script}.py").read_text()
+        assert "json_text(" in source and "indent=2)" not in source, script
