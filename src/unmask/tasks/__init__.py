@@ -8,8 +8,9 @@ Each task writes what ``unmask prepare`` / ``unmask train`` read and what ``unma
 - ``sft.jsonl``: the same examples as prompt/response pairs, for a model trained on the
   answer given the prompt (``unmask train --objective sft --chat-template`` ``SFT_TEMPLATE``:
   the prompt never masked, Ye et al. 2024's setting for the planning tasks);
-- ``eval.jsonl``: held-out items ``{"task", "prompt", "answer", ...}`` (none of their
-  prompts occurs in ``train.txt``), each checked by its task's ``check``;
+- ``eval.jsonl``: held-out items ``{"task", "prompt", "answer", ...}``, each checked by its
+  task's ``check``: no sudoku or countdown prompt occurs in ``train.txt``; of reversal's, the
+  forward ones are facts it states (memory), the reverse ones never (the reversal);
 - ``task.json``: the task, its options and the counts.
 
 Tasks (``TASKS``): ``sudoku4`` and ``sudoku9`` (unique solutions, proved by the solver in
