@@ -311,3 +311,32 @@ def test_block_diffusion_task_run_decodes_whole_blocks(tmp_path):
     assert config.gen_length == config.steps == 24
     score = score_items(loaded, items, config=config)
     assert score.total == 2 and score.sampling["gen_length"] == 24
+
+
+def test_solve_counts_match_a_hand_count(tiny_run, tmp_path):
+    """Items whose answers are set to what the model writes (the first word, for reversal's
+    checker) count as solved, the others not: 2 of 3 forward, 1 of 3 reverse, 3 of 6, in
+    any batching (one decoding config throughout, so the answers do not change it)."""
+    import dataclasses
+
+    from unmask.checkpoint import load
+    from unmask.tasks.score import score_items, task_config
+
+    write_task("reversal", tmp_path, n_train=2, n_eval=3, seed=5)
+    loaded = load(tiny_run)
+    items = read_items(tmp_path)
+    config = task_config(loaded, items, {})
+    first = score_items(loaded, items, config=config, keep_examples=6)
+    words = [(ex["output"].strip().split("\n")[0].split(".")[0].split() or [""])[0]
+             for ex in first.examples]  # fmt: skip
+    wanted = {0, 2, 5}  # forward, forward, reverse (items alternate forward / reverse)
+    if not all(words[i] for i in wanted):
+        pytest.skip("the random model wrote no word where the test needs one")
+    fixed = [dataclasses.replace(it, answer=words[i] if i in wanted else words[i] + "x")
+             for i, it in enumerate(items)]  # fmt: skip
+    for batch in (1, 4, 32):
+        score = score_items(loaded, fixed, config=config, batch_size=batch)
+        assert (score.solved, score.total) == (3, 6), batch
+        assert score.by_group == {"reversal": [3, 6], "reversal/forward": [2, 3],
+                                  "reversal/reverse": [1, 3]}, batch  # fmt: skip
+        assert score.rate == 0.5
