@@ -151,3 +151,35 @@ def test_json_text_is_strict_json(benchmark):
     for script in ("serve_load", "constraints"):
         source = (ROOT / "benchmarks" / f"{script}.py").read_text()
         assert "json_text(" in source and "indent=2)" not in source, script
+
+
+@pytest.mark.parametrize(
+    "script, extra, message",
+    [
+        ("distinct_ci.py", ["RESULT", "--rows", "0", "5"],
+         "--rows 5: RESULT has 2 rows"),  # was an IndexError  # fmt: skip
+        ("distinct_ci.py", ["README.md"], "README.md: not a benchmarks/decoding.py --json file"),
+        ("distinct_ci.py", ["EMPTY"], "EMPTY: not a benchmarks/decoding.py --json file"),
+        ("distinct_ci.py", ["RESULT", "--resamples", "0"],
+         "argument --resamples: must be at least 1, got 0"),  # was an IndexError  # fmt: skip
+        ("gqa_attention.py", ["--repeats", "0"],
+         "argument --repeats: must be at least 1, got 0"),  # was no median  # fmt: skip
+    ],
+)
+def test_more_mistakes_are_one_line(tmp_path, script, extra, message):
+    import json
+
+    result = tmp_path / "r.json"
+    rows = [{"model": m, "policy": "p", "texts": ["a b c", "d e f"]} for m in ("x", "y")]
+    result.write_text(json.dumps({"meta": {}, "sections": [{"rows": rows}]}))
+    (tmp_path / "e.json").write_text("{}")
+    names = {"RESULT": str(result), "EMPTY": str(tmp_path / "e.json")}
+    argv = [names.get(a, a) for a in extra]
+    message = message.replace("RESULT", str(result)).replace("EMPTY", str(tmp_path / "e.json"))
+    r = _run(f"benchmarks/{script}", *argv)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error: ") and message in last, r.stderr
+    assert "Traceback" not in r.stderr
+    good = _run("benchmarks/distinct_ci.py", str(result), "--resamples", "20")
+    assert good.returncode == 0 and "2 prompts, 20 resamples" in good.stdout, good.stderr
