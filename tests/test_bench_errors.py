@@ -164,6 +164,10 @@ def test_json_text_is_strict_json(benchmark):
          "argument --resamples: must be at least 1, got 0"),  # was an IndexError  # fmt: skip
         ("gqa_attention.py", ["--repeats", "0"],
          "argument --repeats: must be at least 1, got 0"),  # was no median  # fmt: skip
+        ("large_shape.py", ["--repeats", "0"],
+         "argument --repeats: must be at least 1, got 0"),  # no median, after the run  # fmt: skip
+        ("hybrid.py", ["--repeats", "0"],
+         "argument --repeats: must be at least 1, got 0"),  # an IndexError  # fmt: skip
     ],
 )
 def test_more_mistakes_are_one_line(tmp_path, script, extra, message):
