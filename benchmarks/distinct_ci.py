@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.other:
         second, rows_b = read_rows(args.other)
         if first.get("meta", {}).get("prompts") != second.get("meta", {}).get("prompts"):
-            raise UserError(f"{args.result} and {args.other} continue different prompts")
+            raise SystemExit(f"{args.result} and {args.other} continue different prompts")
     ra = pick(rows_a, args.rows[0], args.result)
     rb = pick(rows_b, args.rows[1], args.other or args.result)
     out = bootstrap(ra["texts"], rb["texts"], resamples=args.resamples, seed=args.seed)
