@@ -299,7 +299,7 @@ def read_items(path: str | Path) -> list[Item]:
             fields = [d["task"], d["prompt"], d["answer"]]
             meta = d.get("meta") or {}
             if not all(isinstance(f, str) for f in fields) or not isinstance(meta, dict):
-                # str(None) was a prompt "None"; dict("ab") a crash
+                # str(None) was a prompt "None"; a meta "ab" "not a JSON object"
                 raise _BadItem("task, prompt and answer must be strings, meta an object")
             item = Item(*fields, meta=dict(meta))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, _BadItem) as e:
