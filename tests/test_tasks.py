@@ -152,7 +152,7 @@ def test_bad_task_files_are_one_line_errors(tmp_path):
     [
         '{"task": "reversal", "prompt": null, "answer": null}',  # was the prompt "None"
         '{"task": "reversal", "prompt": "A is ", "answer": 7}',
-        '{"task": "reversal", "prompt": "A is ", "answer": "B", "meta": "ab"}',  # was a crash
+        '{"task": "reversal", "prompt": "A is ", "answer": "B", "meta": "ab"}',
         '{"task": "reversal", "prompt": "A is ", "answer": "B", "meta": [1]}',
     ],
 )
