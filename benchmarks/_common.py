@@ -4,8 +4,9 @@ A script ends with ``run(main)``: a ``UserError`` (a missing ``--model`` path, a
 of the wrong kind, a bad value) prints ``NAME: error: MESSAGE`` and exits 2, as argparse
 does for a bad flag, instead of a traceback. ``positive_int`` and ``positive_float`` are
 argparse types for counts and durations; ``int_list`` parses a comma list such as
-``--clients 1,4,16``. ``default_output(name)`` is where results go when no path is given
-(``runs/bench``, not the committed ``benchmarks/results``). Scripts import this module from
+``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
+``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
+committed ``benchmarks/results``). Scripts import this module from
 their own folder (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports
 ``unmask`` only when an error is raised or caught, so a script may still choose where
 ``unmask`` comes from after importing it (startup.py puts ``src/`` first).
@@ -19,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "positive_float",
-           "positive_int", "run"]
+__all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "json_text",
+           "positive_float", "positive_int", "run"]
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 """Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
@@ -32,6 +33,25 @@ def default_output(name: str) -> Path:
     measurements the docs cite: running a documented command again must not overwrite them.
     To update one on purpose, name it: ``--json benchmarks/results/NAME``."""
     return OUTPUT / name
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """``obj`` as strict JSON text (and a newline): a NaN or infinite float (a rate with
+    nothing measured) becomes ``null``, where ``json.dumps`` writes ``NaN``, which is not
+    JSON (``jq`` and JavaScript refuse the file)."""
+    import json
+    import math
+
+    def finite(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(obj), indent=indent, allow_nan=False) + "\n"
 
 
 def positive_int(text: str) -> int:
@@ -65,7 +85,8 @@ def int_list(text: str, flag: str) -> list[int]:
 
 
 def run(main: Callable[[], object]) -> NoReturn:
-    """``sys.exit(main())``, with a ``UserError`` as one line on stderr and exit status 2. A
+    """``sys.exit(main())``, with a ``UserError`` (or an ``OSError``: a path that cannot be
+    read or written) as one line on stderr and exit status 2. A
     ``main`` that returns no exit status (``None``, or its rows) exits 0."""
     from unmask.errors import UserError
 
@@ -73,6 +94,11 @@ def run(main: Callable[[], object]) -> NoReturn:
         code = main()
     except UserError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        code = 2
+    except OSError as e:  # a --json under a file, a folder with no write permission, a
+        # full disk: what the system said, in one line, as the CLI does
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"{Path(sys.argv[0]).name}: error: {e.strerror or e}{where}", file=sys.stderr)
         code = 2
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -567,7 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        from _common import json_text
+
+        args.json.write_text(json_text(result))
     return 0
 
 

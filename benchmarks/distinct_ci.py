@@ -24,12 +24,38 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+from _common import positive_int
+
+from unmask.errors import UserError
 from unmask.evaluate import distinct_n
 
 
 def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
     """Every row of a ``decoding.py`` JSON, sections in order."""
     return [r for s in result["sections"] for r in s["rows"]]
+
+
+def read_rows(path: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the JSON, its rows) of a ``decoding.py --json`` file; a file that is not one (not
+    JSON, no ``sections`` of rows with ``texts``) is a ``UserError`` naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+        rows = rows_of(result)
+        if not all(isinstance(r["texts"], list) for r in rows):
+            raise TypeError
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{path}: not a benchmarks/decoding.py --json file (sections of rows "
+                        "with their texts)") from None
+    return result, rows
+
+
+def pick(rows: list[dict[str, Any]], index: int, path: str) -> dict[str, Any]:
+    """Row ``index`` (negative from the end) of ``rows``; out of range: a ``UserError``."""
+    if not -len(rows) <= index < len(rows):
+        raise UserError(f"--rows {index}: {path} has {len(rows)} rows (0..{len(rows) - 1}, or "
+                        "negative from the end)")
+    return rows[index]
 
 
 def bootstrap(
@@ -63,19 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("result", help="a benchmarks/decoding.py --json file")
     p.add_argument("--rows", type=int, nargs=2, default=[0, -1], metavar=("A", "B"))
-    p.add_argument("--resamples", type=int, default=2000)
+    p.add_argument("--resamples", type=positive_int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--other", metavar="FILE", help="take row B from this decoding.py --json file")
     args = p.parse_args(argv)
-    with open(args.result) as f:
-        first = json.load(f)
-    second = first
+    first, rows_a = read_rows(args.result)
+    second, rows_b = first, rows_a
     if args.other:
-        with open(args.other) as f:
-            second = json.load(f)
+        second, rows_b = read_rows(args.other)
         if first.get("meta", {}).get("prompts") != second.get("meta", {}).get("prompts"):
             raise SystemExit(f"{args.result} and {args.other} continue different prompts")
-    ra, rb = rows_of(first)[args.rows[0]], rows_of(second)[args.rows[1]]
+    ra = pick(rows_a, args.rows[0], args.result)
+    rb = pick(rows_b, args.rows[1], args.other or args.result)
     out = bootstrap(ra["texts"], rb["texts"], resamples=args.resamples, seed=args.seed)
     names = {"a": f"{ra['model']} / {ra['policy']}", "b": f"{rb['model']} / {rb['policy']}",
              "a - b": "difference"}  # fmt: skip

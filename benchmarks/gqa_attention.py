@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import positive_int
+
 
 def _median_time(fn: Any, repeats: int) -> float:
     times = []
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--gen", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     import torch

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import positive_int
 
 from unmask import api
 from unmask.config import SampleConfig, model_preset
@@ -165,7 +166,7 @@ def main() -> None:
     p.add_argument("--preset", default="demo")
     p.add_argument("--draft-block", type=int, default=8)
     p.add_argument("--prefix", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=positive_int, default=20)
     p.add_argument("--model")
     p.add_argument("--data", default="data/bible")
     p.add_argument("--prompts", type=int, default=8)

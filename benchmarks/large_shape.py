@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output
+from _common import default_output, positive_int
 
 from unmask.config import DTYPE_NAMES, ModelConfig, SampleConfig, resolve_device, torch_dtype
 from unmask.errors import UserError
@@ -321,7 +321,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--prompt-len", type=int, default=32, help="random prompt tokens per row")
     ap.add_argument("--batch", type=int, default=1, help="prompts decoded together")
-    ap.add_argument("--repeats", type=int, default=1, help="timed runs per row (median)")
+    ap.add_argument("--repeats", type=positive_int, default=1,
+                    help="timed runs per row (median)")
     ap.add_argument(
         "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)"
     )

@@ -20,8 +20,11 @@ import time
 from pathlib import Path
 
 import torch
+from _common import positive_int
 
 from unmask.checkpoint import load
+from unmask.errors import UserError
+from unmask.files import atomic_write_text
 from unmask.report import find_run
 from unmask.tasks import read_items
 from unmask.tasks.score import score_items
@@ -31,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="append", required=True, metavar="LABEL=PATH")
     p.add_argument("--task-file", required=True, metavar="FILE")
-    p.add_argument("--limit", type=int, default=None, help="first N items only")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N items only")
     p.add_argument(
         "--sample-set",
         action="append",
@@ -43,12 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    runs = []
+    for spec in args.run:
+        label, eq, path = spec.partition("=")
+        if not (eq and label and path):
+            raise UserError(f"--run {spec}: expected LABEL=PATH (e.g. mdlm=runs/mdlm)")
+        runs.append((label, path))
     items = read_items(args.task_file)[: args.limit]
+    if args.json:  # a path that cannot be written fails now, not after the decoding
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     given = dict(_value(kv) for kv in args.sample_set)
     rows = []
     print(f"{'group':<20} {'model':<10} {'solved':>11} {'rate':>7} {'steps':>6} {'sec':>7}")
-    for spec in args.run:
-        label, _, path = spec.partition("=")
+    for label, path in runs:
         info = find_run(path)
         loaded = load(info.checkpoint)
         t0 = time.perf_counter()
@@ -83,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "sample_set": given,
         }
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        text = json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+        atomic_write_text(Path(args.json), text)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import socket
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import default_output, int_list, positive_float, positive_int, run
+from _common import default_output, int_list, json_text, positive_float, positive_int, run
 
 from unmask.errors import UserError
 
@@ -289,7 +288,7 @@ def main() -> int:
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(
-            json.dumps(
+            json_text(
                 {
                     "meta": {
                         "model": model,
@@ -310,9 +309,7 @@ def main() -> int:
                     "speedup": speedup,
                     "rss_mb": {m: {"before": b, "after": a} for m, (b, a) in rss.items()},
                 },
-                indent=2,
             )
-            + "\n"
         )
         print(f"wrote {out}")
     if errors:

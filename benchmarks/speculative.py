@@ -56,6 +56,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.py
 
+from _common import default_output  # noqa: E402
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
 
 from unmask import api  # noqa: E402
@@ -318,7 +319,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="the weights' dtype of every model (docs/sampling.md, 'Precision')")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default="benchmarks/results/speculative.json")
+    ap.add_argument("--json", default=str(default_output("speculative.json")),
+                    help="write the results here (default: runs/bench/speculative.json; "
+                    "--json benchmarks/results/NAME.json updates a committed file)")
     ap.add_argument(
         "--quick",
         action="store_true",

@@ -60,3 +60,130 @@ def test_quick_picks_defaults_but_keeps_given_flags(benchmark, tmp_path):
     assert a.epochs == 1 and a.preset == "tiny"
     a = dc.parse_args(["--quick"])
     assert a.work is None and a.json is None and a.plot is None  # a temporary folder, removed
+
+
+def test_speculative_writes_under_runs_by_default(benchmark):
+    """Its default ``--json`` was ``benchmarks/results/speculative.json`` (relative to the
+    working folder): a documented command run again wrote into the committed results."""
+    common = benchmark("_common")
+    speculative = benchmark("speculative")
+    a = speculative.parse_args(["--ar-model", "x"])
+    assert Path(a.json) == common.default_output("speculative.json")
+    assert "benchmarks/results" not in str(Path(a.json).relative_to(ROOT))
+
+
+def test_every_script_answers_help():
+    """``python benchmarks/X.py --help`` of every script prints its usage, exit 0 (a script
+    that parses after loading a model, or imports a missing name, shows here)."""
+    scripts = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name[0] != "_")
+    code = (
+        "import runpy, sys\n"
+        "bad = []\n"
+        f"for name in {scripts!r}:\n"
+        "    sys.argv = [name, '--help']\n"
+        "    sys.path[:0] = ['benchmarks']\n"
+        "    try:\n"
+        "        runpy.run_path('benchmarks/' + name, run_name='__main__')\n"
+        "    except SystemExit as e:\n"
+        "        if e.code not in (0, None): bad.append((name, e.code))\n"
+        "    except BaseException as e:\n"
+        "        bad.append((name, repr(e)))\n"
+        "    else:\n"
+        "        bad.append((name, 'no usage printed'))\n"
+        "    del sys.path[0]\n"
+        "print('BAD', bad)\n"
+    )
+    r = _run("-c", code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "BAD []" in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--limit", "0"], "argument --limit: must be at least 1, got 0"),  # was max() of []
+        (["--limit", "-1"], "argument --limit: must be at least 1, got -1"),  # dropped one
+        (["--run", "nolabel"], "--run nolabel: expected LABEL=PATH"),  # was ": not a ..."
+        (["--json", "README.md/x.json"], "error: File exists: README.md"),  # was a traceback
+    ],
+)
+def test_planning_mistakes_are_one_line(tmp_path, extra, message):
+    from unmask.tasks import write_task
+
+    write_task("reversal", tmp_path, n_train=1, n_eval=1)
+    argv = ["--task-file", str(tmp_path)]
+    if "--run" not in extra:
+        argv += ["--run", "a=src/unmask/assets/demo"]
+    r = _run("benchmarks/planning.py", *argv, *extra)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]  # argparse's usage line may come before it
+    assert last.startswith("planning.py: error: ") and message in last, r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_reports_an_os_error_in_one_line(benchmark, capsys, tmp_path):
+    common = benchmark("_common")
+
+    def main() -> None:
+        (tmp_path / "f").write_text("")
+        (tmp_path / "f" / "x.json").write_text("{}")
+
+    with pytest.raises(SystemExit) as e:
+        common.run(main)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Not a directory" in err[0] and err[0].endswith("x.json")
+
+
+def test_json_text_is_strict_json(benchmark):
+    """serve_load.py (a level with no answered request, no forward) and constraints.py (no
+    completion to time) wrote NaN into their JSON: not JSON to jq or JavaScript."""
+    import json
+
+    common = benchmark("_common")
+    text = common.json_text({"p50_s": float("nan"), "rows": [1.5, float("inf"), (2, "a")]})
+    assert text.endswith("\n")
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    assert json.loads(text, parse_constant=refuse) == {"p50_s": None, "rows": [1.5, None, [2, "a"]]}
+    for script in ("serve_load", "constraints"):
+        source = (ROOT / "benchmarks" / f"{script}.py").read_text()
+        assert "json_text(" in source and "indent=2)" not in source, script
+
+
+@pytest.mark.parametrize(
+    "script, extra, message",
+    [
+        ("distinct_ci.py", ["RESULT", "--rows", "0", "5"],
+         "--rows 5: RESULT has 2 rows"),  # was an IndexError  # fmt: skip
+        ("distinct_ci.py", ["README.md"], "README.md: not a benchmarks/decoding.py --json file"),
+        ("distinct_ci.py", ["EMPTY"], "EMPTY: not a benchmarks/decoding.py --json file"),
+        ("distinct_ci.py", ["RESULT", "--resamples", "0"],
+         "argument --resamples: must be at least 1, got 0"),  # was an IndexError  # fmt: skip
+        ("gqa_attention.py", ["--repeats", "0"],
+         "argument --repeats: must be at least 1, got 0"),  # was no median  # fmt: skip
+        ("large_shape.py", ["--repeats", "0"],
+         "argument --repeats: must be at least 1, got 0"),  # no median, after the run  # fmt: skip
+        ("hybrid.py", ["--repeats", "0"],
+         "argument --repeats: must be at least 1, got 0"),  # an IndexError  # fmt: skip
+    ],
+)
+def test_more_mistakes_are_one_line(tmp_path, script, extra, message):
+    import json
+
+    result = tmp_path / "r.json"
+    rows = [{"model": m, "policy": "p", "texts": ["a b c", "d e f"]} for m in ("x", "y")]
+    result.write_text(json.dumps({"meta": {}, "sections": [{"rows": rows}]}))
+    (tmp_path / "e.json").write_text("{}")
+    names = {"RESULT": str(result), "EMPTY": str(tmp_path / "e.json")}
+    argv = [names.get(a, a) for a in extra]
+    message = message.replace("RESULT", str(result)).replace("EMPTY", str(tmp_path / "e.json"))
+    r = _run(f"benchmarks/{script}", *argv)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error: ") and message in last, r.stderr
+    assert "Traceback" not in r.stderr
+    good = _run("benchmarks/distinct_ci.py", str(result), "--resamples", "20")
+    assert good.returncode == 0 and "2 prompts, 20 resamples" in good.stdout, good.stderr

@@ -74,6 +74,10 @@ def test_countdown_instances_are_solvable_and_checked():
     assert not countdown.check_steps("3*3=9,9+5=14", [3, 4, 5], 14)  # 3 used twice
     assert not countdown.check_steps("5/3=1,1+4=5", [3, 4, 5], 5)  # not a whole division
     assert not countdown.check_steps("three", [3, 4, 5], 17)
+    # other scripts' digits are not the numbers given (int() reads them; the sudoku
+    # checker refuses them too)
+    assert not countdown.check_steps("3*4=12,12+5=\u0661\u0667", [3, 4, 5], 17)
+    assert not countdown.check_steps("\u0663*4=12,12+5=17", [3, 4, 5], 17)
 
 
 def test_reversal_split():
@@ -141,6 +145,41 @@ def test_bad_task_files_are_one_line_errors(tmp_path):
     bad.write_text('{"task": "chess", "prompt": "", "answer": ""}\n')
     with pytest.raises(UserError, match=r"unknown task 'chess'"):
         read_items(bad)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"task": "reversal", "prompt": null, "answer": null}',  # was the prompt "None"
+        '{"task": "reversal", "prompt": "A is ", "answer": 7}',
+        '{"task": "reversal", "prompt": "A is ", "answer": "B", "meta": "ab"}',
+        '{"task": "reversal", "prompt": "A is ", "answer": "B", "meta": [1]}',
+    ],
+)
+def test_task_file_fields_of_the_wrong_type_are_one_line_errors(tmp_path, line):
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text(line + "\n")
+    with pytest.raises(UserError, match=r"eval.jsonl:1: task, prompt and answer must be str"):
+        read_items(bad)
+
+
+@pytest.mark.parametrize(
+    "puzzle", ["1100000000000000", "5000000000000000"]  # clashing clues; a clue past 4
+)
+def test_unsolvable_sudoku_items_are_refused(tmp_path, puzzle):
+    """Such an item was read and counted unsolved whatever the model wrote."""
+    bad = tmp_path / "eval.jsonl"
+    item = {"task": "sudoku4", "prompt": puzzle + "=", "answer": "", "meta": {"puzzle": puzzle}}
+    bad.write_text(json.dumps(item) + "\n")
+    with pytest.raises(UserError, match=rf"eval.jsonl:1: .*'puzzle' {puzzle} has no solution"):
+        read_items(bad)
+
+
+def test_generator_cli_out_is_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert tasks_main(["reversal", "--out", str(tmp_path / "f"), "--eval", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "File exists" in err[0] and err[0].endswith("/f")
 
 
 def test_generator_cli(tmp_path, capsys):
@@ -272,3 +311,32 @@ def test_block_diffusion_task_run_decodes_whole_blocks(tmp_path):
     assert config.gen_length == config.steps == 24
     score = score_items(loaded, items, config=config)
     assert score.total == 2 and score.sampling["gen_length"] == 24
+
+
+def test_solve_counts_match_a_hand_count(tiny_run, tmp_path):
+    """Items whose answers are set to what the model writes (the first word, for reversal's
+    checker) count as solved, the others not: 2 of 3 forward, 1 of 3 reverse, 3 of 6, in
+    any batching (one decoding config throughout, so the answers do not change it)."""
+    import dataclasses
+
+    from unmask.checkpoint import load
+    from unmask.tasks.score import score_items, task_config
+
+    write_task("reversal", tmp_path, n_train=2, n_eval=3, seed=5)
+    loaded = load(tiny_run)
+    items = read_items(tmp_path)
+    config = task_config(loaded, items, {})
+    first = score_items(loaded, items, config=config, keep_examples=6)
+    words = [(ex["output"].strip().split("\n")[0].split(".")[0].split() or [""])[0]
+             for ex in first.examples]  # fmt: skip
+    wanted = {0, 2, 5}  # forward, forward, reverse (items alternate forward / reverse)
+    if not all(words[i] for i in wanted):
+        pytest.skip("the random model wrote no word where the test needs one")
+    fixed = [dataclasses.replace(it, answer=words[i] if i in wanted else words[i] + "x")
+             for i, it in enumerate(items)]  # fmt: skip
+    for batch in (1, 4, 32):
+        score = score_items(loaded, fixed, config=config, batch_size=batch)
+        assert (score.solved, score.total) == (3, 6), batch
+        assert score.by_group == {"reversal": [3, 6], "reversal/forward": [2, 3],
+                                  "reversal/reverse": [1, 3]}, batch  # fmt: skip
+        assert score.rate == 0.5

@@ -8,8 +8,9 @@ Each task writes what ``unmask prepare`` / ``unmask train`` read and what ``unma
 - ``sft.jsonl``: the same examples as prompt/response pairs, for a model trained on the
   answer given the prompt (``unmask train --objective sft --chat-template`` ``SFT_TEMPLATE``:
   the prompt never masked, Ye et al. 2024's setting for the planning tasks);
-- ``eval.jsonl``: held-out items ``{"task", "prompt", "answer", ...}`` (none of their
-  prompts occurs in ``train.txt``), each checked by its task's ``check``;
+- ``eval.jsonl``: held-out items ``{"task", "prompt", "answer", ...}``, each checked by its
+  task's ``check``: no sudoku or countdown prompt occurs in ``train.txt``; of reversal's, the
+  forward ones are facts it states (memory), the reverse ones never (the reversal);
 - ``task.json``: the task, its options and the counts.
 
 Tasks (``TASKS``): ``sudoku4`` and ``sudoku9`` (unique solutions, proved by the solver in
@@ -266,6 +267,8 @@ def _meta_problem(item: Item) -> str | None:
         puzzle = meta.get("puzzle")
         if not isinstance(puzzle, str) or len(sudoku.from_text(puzzle)) != size * size:
             return f"needs 'puzzle': the {size}x{size} grid as text ({size * size} cells)"
+        if sudoku.count_solutions(sudoku.from_text(puzzle), 1) == 0:  # no output could count
+            return f"'puzzle' {puzzle} has no solution (a clue above {size}, or clashing clues)"
     if item.task.startswith("countdown"):
         numbers, target = meta.get("numbers"), meta.get("target")
         if (not isinstance(numbers, list) or not numbers
@@ -273,6 +276,10 @@ def _meta_problem(item: Item) -> str | None:
                 or not isinstance(target, int) or isinstance(target, bool)):
             return "needs 'numbers' (a list of integers) and 'target' (an integer)"
     return None
+
+
+class _BadItem(Exception):
+    """A task-file line whose fields have the wrong types."""
 
 
 def read_items(path: str | Path) -> list[Item]:
@@ -289,14 +296,15 @@ def read_items(path: str | Path) -> list[Item]:
             continue
         try:
             d = json.loads(line)
-            item = Item(
-                task=str(d["task"]),
-                prompt=str(d["prompt"]),
-                answer=str(d["answer"]),
-                meta=dict(d.get("meta") or {}),
-            )
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            what = f"missing field {e}" if isinstance(e, KeyError) else "not a JSON object"
+            fields = [d["task"], d["prompt"], d["answer"]]
+            meta = d.get("meta") or {}
+            if not all(isinstance(f, str) for f in fields) or not isinstance(meta, dict):
+                # str(None) was a prompt "None"; a meta "ab" "not a JSON object"
+                raise _BadItem("task, prompt and answer must be strings, meta an object")
+            item = Item(*fields, meta=dict(meta))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, _BadItem) as e:
+            what = (f"missing field {e}" if isinstance(e, KeyError)
+                    else str(e) if isinstance(e, _BadItem) else "not a JSON object")
             raise UserError(
                 f"{p}:{n}: {what} (an item is {{task, prompt, answer, meta}})"
             ) from None

@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"{p.prog}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file where the folder goes, no permission, a full disk
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"{p.prog}: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 2
     print(json.dumps(record))
     return 0
 

@@ -21,7 +21,9 @@ from collections.abc import Sequence
 
 OPS = "+-*/"
 
-_STEP = re.compile(r"^\s*(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(\d+)\s*$")
+_STEP = re.compile(r"^\s*(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(\d+)\s*$", re.ASCII)
+"""One step, ASCII digits only: ``\\d`` alone reads Arabic-Indic digits as numbers (the
+sudoku checker refuses other digits too)."""
 
 
 def _apply(a: int, op: str, b: int) -> int | None:
