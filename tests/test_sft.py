@@ -362,17 +362,20 @@ def test_every_assistant_turn_of_a_conversation_is_trained(tmp_path):
 
 
 def test_validation_flags_on_a_run_without_a_validation_split_are_refused(tmp_path, capsys):
-    """SFT pairs have no validation split: --eval-every / --eval-batches given were ignored
-    without a word (as --keep-best was); one line now, before anything is written."""
+    """SFT pairs have no validation split: --eval-every N was ignored without a word (as
+    --keep-best was); one line now, before anything is written. --eval-every 0 is what such
+    a run does anyway, and stays accepted."""
     from unmask.cli import main
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "hi", "response": "there"}) + "\n")
-    for flag in ("--eval-every", "--eval-batches"):
-        out = tmp_path / flag.strip("-")
-        assert main(["train", "--objective", "sft", "--data", str(pairs), "--out", str(out),
-                     flag, "5"]) == 2
-        err = capsys.readouterr().err
-        assert err == (f"unmask train: error: {flag} sets the validation of a run; objective "
-                       f"'sft' trains on {pairs}, which has no validation split\n"), err
-        assert not out.exists()
+    out = tmp_path / "run"
+    assert main(["train", "--objective", "sft", "--data", str(pairs), "--out", str(out),
+                 "--eval-every", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("unmask train: error: --eval-every 5 validates a run; objective 'sft' trains "
+                   f"on {pairs}, which has no validation split (--eval-every 0)\n"), err
+    assert not out.exists()
+    assert main(["train", "--objective", "sft", "--data", str(pairs), "--out", str(out),
+                 "--eval-every", "0"]) == 2  # refused further on, for its missing --init
+    assert "--eval-every" not in capsys.readouterr().err

@@ -51,16 +51,16 @@ def _objectives() -> list[str]:
 
 
 def _refuse_validation_flags(cfg: TrainConfig, given: dict[str, Any]) -> None:
-    """``--eval-every`` / ``--eval-batches`` given to a run with no validation split (SFT
-    pairs, distillation trajectories): one line, as ``--keep-best`` there; they were ignored
-    without a word."""
+    """``--eval-every N`` (N > 0) given to a run with no validation split (SFT pairs,
+    distillation trajectories): one line, as ``--keep-best`` there; it was ignored without a
+    word. ``--eval-every 0`` (no validation) says what such a run does anyway."""
     from unmask.objectives import objective_spec
 
-    flags = [f for f in ("eval_every", "eval_batches") if f in given]
-    if flags and objective_spec(cfg.objective).batch_for(cfg.data) != "tokens":
+    if given.get("eval_every", 0) > 0 and objective_spec(cfg.objective).batch_for(
+            cfg.data) != "tokens":
         raise UserError(
-            f"--{flags[0].replace('_', '-')} sets the validation of a run; objective "
-            f"{cfg.objective!r} trains on {cfg.data}, which has no validation split"
+            f"--eval-every {cfg.eval_every} validates a run; objective {cfg.objective!r} "
+            f"trains on {cfg.data}, which has no validation split (--eval-every 0)"
         )
 
 
