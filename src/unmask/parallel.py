@@ -18,6 +18,9 @@
   ``SampleConfig.compile``: ``compile_for_decoding`` gives the compiled model that
   ``unmask.api.start`` hands every decoder, made once per loaded model.
 
+One line per refusal: ``said_once`` lets rank 0 alone print a user mistake that every process
+of a ``torchrun`` run meets.
+
 Throughput reporting: ``flops_per_token`` (PaLM's 6N + attention), ``device_peak_flops`` (a
 table of dense bf16/fp16 and fp32 peaks of common GPUs; none for CPUs, so no MFU there) and
 ``peak_memory_bytes``.
@@ -27,7 +30,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
+import signal
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -206,6 +213,45 @@ def gradient_sync(model: nn.Module, kind: str, sync: bool) -> Iterator[None]:
         yield
     else:
         yield
+
+
+FOLLOWER_ERROR_WAIT = 30.0
+"""Seconds a process other than rank 0 holds back a user mistake (``said_once``), waiting for
+torchrun to end it once rank 0 has said the same mistake and exited."""
+
+
+@contextlib.contextmanager
+def said_once(*, rank: int, world: int) -> Iterator[None]:
+    """Under torchrun every process meets the same user mistake (a missing dataset, a batch
+    the processes cannot split) and each printed its line: one per process. Here a
+    ``UserError`` leaves rank 0 at once, to be said, while another rank holds it back: torchrun
+    ends the others (SIGTERM) as soon as rank 0 exits, and this process then exits quietly with
+    status 2. A mistake only this rank meets (rank 0 is not there to say it) is raised after
+    ``FOLLOWER_ERROR_WAIT`` seconds, so it is never lost."""
+    try:
+        yield
+    except UserError:
+        if world > 1 and rank != 0:
+            _wait_for_rank_0()
+        raise
+
+
+def _quiet_exit(signum: int, frame: Any) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(2)  # the user-mistake status; rank 0 said why, the interpreter's exit is skipped
+
+
+def _wait_for_rank_0() -> None:
+    try:
+        old = signal.signal(signal.SIGTERM, _quiet_exit)
+    except ValueError:  # not the main thread: no handler to wait with; say it here
+        return
+    try:
+        time.sleep(FOLLOWER_ERROR_WAIT)
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:

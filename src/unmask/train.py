@@ -85,6 +85,7 @@ from unmask.parallel import (
     gradient_sync,
     peak_memory_bytes,
     resolve_precision,
+    said_once,
 )
 from unmask.progress import progress_bar, stderr_may_close
 from unmask.run_checks import check_batch_split, check_context
@@ -207,6 +208,20 @@ def train(
     SIGINT/SIGTERM stop the run at the next step (a second signal at once), after an atomic
     checkpoint of the steps done, and raise ``TrainingStopped`` (a ``KeyboardInterrupt``).
     """
+    rank = int(os.environ.get("RANK", "0"))
+    with said_once(rank=rank, world=int(os.environ.get("WORLD_SIZE", "1"))):  # torchrun: once
+        return _train_checked(config, resume=resume, progress=progress, name_setting=name_setting,
+                              main_rank=rank == 0)
+
+
+def _train_checked(
+    config: TrainConfig,
+    *,
+    resume: bool,
+    progress: bool,
+    name_setting: SettingNamer | None,
+    main_rank: bool,
+) -> Path:
     from unmask.run_checks import check_init_family, check_out, check_train_numbers, no_empty_run
 
     check_train_numbers(config)
@@ -216,7 +231,6 @@ def train(
         check_objective_fields(config.model_overrides)  # (a saved run has them unapplied)
     # A new run that fails before its first checkpoint (a refusal, Ctrl-C) leaves no folder:
     # one half made would make the next try fail with "already exists". Only rank 0 made it.
-    main_rank = int(os.environ.get("RANK", "0")) == 0
     fresh = no_empty_run(config.out) if not resume and main_rank else contextlib.nullcontext()
     with fresh, StopFlag(Path(config.out) if config.out else None) as flag, stderr_may_close():
         return _train(config, resume=resume, progress=progress, flag=flag,

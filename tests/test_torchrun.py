@@ -1,0 +1,70 @@
+"""`unmask train` under torchrun (gloo, 2 CPU processes): what the user sees when a run is
+refused, and the waiting a process other than rank 0 does so that the refusal is said once."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from corpus_helpers import word_corpus
+
+from unmask import parallel
+from unmask.errors import UserError
+
+WORDS = "in the beginning god created the heaven and the earth".split()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return word_corpus(tmp_path_factory.mktemp("corpus"), WORDS, lines=200, seed=0)
+
+
+def torchrun(args: list[str], port: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(port), "-m", "unmask.cli", "train", *args],
+        timeout=120, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["missing data", "batch split"])
+def test_a_refused_run_says_why_once_not_once_per_process(case, dataset, tmp_path, free_port):
+    """Every process meets the same mistake; each printed its line (two identical lines for
+    2 processes, 8 for 8). Rank 0 says it; the others end quietly with it (exit 2)."""
+    missing = case == "missing data"
+    data, batch = (str(tmp_path / "nowhere"), "8") if missing else (str(dataset), "7")
+    out = tmp_path / "run"
+    done = torchrun(["--data", data, "--out", str(out), "--preset", "tiny", "--seq-len", "32",
+                     "--batch-size", batch, "--steps", "2", "--no-progress", "--threads", "1"],
+                    free_port)  # fmt: skip
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("unmask train:")]
+    assert len(ours) == 1, done.stderr
+    expected = "is not a prepared dataset" if missing else "not divisible"
+    assert expected in ours[0] and ours[0].startswith("unmask train: error: ")
+    assert "exitcode  : 2" in done.stderr  # rank 0's status, the root cause torchrun names
+    assert not out.exists()
+
+
+def test_rank_0_says_a_refusal_at_once(monkeypatch):
+    monkeypatch.setattr(parallel, "FOLLOWER_ERROR_WAIT", 60.0)
+    with pytest.raises(UserError, match="bad"), parallel.said_once(rank=0, world=2):
+        raise UserError("bad")
+
+
+def test_another_rank_says_it_when_rank_0_goes_on(monkeypatch):
+    """A mistake only rank 1 meets (rank 0 is not there to say it) is said by rank 1 after the
+    wait; a process of one says it at once."""
+    waits = []
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(parallel, "FOLLOWER_ERROR_WAIT", 0.05)
+    monkeypatch.setattr(parallel.time, "sleep", waits.append)
+    with pytest.raises(UserError, match="only here"), parallel.said_once(rank=1, world=2):
+        raise UserError("only here")
+    assert waits == [0.05]
+    assert signal.getsignal(signal.SIGTERM) is before  # the quiet exit was for the wait only
+    with pytest.raises(UserError), parallel.said_once(rank=0, world=1):
+        raise UserError("alone")
+    assert waits == [0.05]
