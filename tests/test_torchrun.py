@@ -68,3 +68,42 @@ def test_another_rank_says_it_when_rank_0_goes_on(monkeypatch):
     with pytest.raises(UserError), parallel.said_once(rank=0, world=1):
         raise UserError("alone")
     assert waits == [0.05]
+
+
+SKEWED = """
+import os, runpy, sys, time
+if os.environ["RANK"] == "1":  # this process's clock runs 1000x fast: its time limit comes first
+    real = time.perf_counter
+    time.perf_counter = lambda: 1000.0 * real()
+sys.argv[0] = "unmask"
+runpy.run_module("unmask.cli", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("parallel_kind", ["ddp", "fsdp"])
+def test_a_time_limit_ends_every_process_the_same_way(parallel_kind, dataset, tmp_path,
+                                                      free_port):
+    """Each process timed its own run: when the limit fell between two processes' clocks, all
+    stopped (the stop is agreed) but only the one that had timed out validated and said why;
+    rank 0 ended silently (exit 0, no line) without its final validation; under FSDP the
+    validation of one met the other's checkpoint collectives: gloo aborted, no checkpoint."""
+    script = tmp_path / "skewed.py"
+    script.write_text(SKEWED)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(free_port), str(script), "train", "--data", str(dataset),
+         "--out", str(run), "--preset", "tiny", "--seq-len", "32", "--batch-size", "4",
+         "--steps", "50", "--time-limit", "1", "--eval-every", "0", "--eval-batches", "1",
+         "--no-progress", "--threads", "1", "--parallel", parallel_kind],
+        timeout=120, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "time limit of 1 min reached at step" in done.stderr
+    import json
+
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    step = json.loads((run / "checkpoint" / "trainer.json").read_text())["step"]
+    assert 0 < step < 50
+    assert [r["step"] for r in records if "val_bpb" in r] == [step]  # the final validation

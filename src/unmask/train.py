@@ -538,10 +538,13 @@ def _train(
         while step < config.steps:
             trained_s = prior_seconds + time.perf_counter() - t0
             timed_out = bool(config.time_limit) and trained_s > 60 * config.time_limit
-            stop = torch.tensor([float(flag.stop or timed_out)], device=device)
-            if distributed:  # every process stops at the same step, or collectives would hang
+            stop = torch.tensor([float(flag.stop), float(timed_out)], device=device)
+            if distributed:  # every process stops at the same step, or collectives would hang;
+                # and each agrees why: a time limit that only one process's clock had reached
+                # left the others without the final validation (a collective under FSDP)
                 dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-            if float(stop) > 0:
+                timed_out = bool(stop[1] > 0)
+            if bool(stop.max() > 0):
                 if timed_out and is_main:
                     print(
                         f"time limit of {config.time_limit:g} min reached at step {step}",
