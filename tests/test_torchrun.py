@@ -107,3 +107,44 @@ def test_a_time_limit_ends_every_process_the_same_way(parallel_kind, dataset, tm
     step = json.loads((run / "checkpoint" / "trainer.json").read_text())["step"]
     assert 0 < step < 50
     assert [r["step"] for r in records if "val_bpb" in r] == [step]  # the final validation
+
+
+SIGNALLED = """
+import os, runpy, signal, sys
+import unmask.train as t
+if os.environ["RANK"] == "1":  # only this process is sent SIGTERM, at its 4th step
+    orig = t.lr_at
+    def lr_at(step, config):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return orig(step, config)
+    t.lr_at = lr_at
+sys.argv[0] = "unmask"
+runpy.run_module("unmask.cli", run_name="__main__")
+"""
+
+
+def test_a_signal_to_one_process_is_said_by_rank_0(dataset, tmp_path, free_port):
+    """SIGTERM to one process (a scheduler, `kill PID`) stopped all of them at the same step,
+    but rank 0, not signalled, ended as a finished run (exit 0, "checkpoint: ...") and the
+    signalled one kept quiet: no line said the run stopped or how to resume it."""
+    script = tmp_path / "signalled.py"
+    script.write_text(SIGNALLED)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", str(free_port), str(script), "train", "--data", str(dataset),
+         "--out", str(run), "--preset", "tiny", "--seq-len", "32", "--batch-size", "4",
+         "--steps", "50", "--eval-every", "0", "--no-progress", "--threads", "1"],
+        timeout=120, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode != 0
+    import json
+
+    step = json.loads((run / "checkpoint" / "trainer.json").read_text())["step"]
+    assert step == 4
+    ours = [line for line in done.stderr.splitlines() if line.startswith("unmask train:")]
+    assert len(ours) == 1 and ours[0].startswith("unmask train: stopped by SIGTERM"), ours
+    assert f"resume with: unmask train --resume --out {run}" in ours[0]
+    assert "checkpoint:" not in done.stdout

@@ -538,12 +538,15 @@ def _train(
         while step < config.steps:
             trained_s = prior_seconds + time.perf_counter() - t0
             timed_out = bool(config.time_limit) and trained_s > 60 * config.time_limit
-            stop = torch.tensor([float(flag.stop), float(timed_out)], device=device)
+            stop = torch.tensor([float(flag.signum or 0), float(timed_out)], device=device)
             if distributed:  # every process stops at the same step, or collectives would hang;
                 # and each agrees why: a time limit that only one process's clock had reached
-                # left the others without the final validation (a collective under FSDP)
+                # left the others without the final validation (a collective under FSDP), a
+                # signal to one process left rank 0 to end as a finished run, saying nothing
                 dist.all_reduce(stop, op=dist.ReduceOp.MAX)
                 timed_out = bool(stop[1] > 0)
+                if flag.signum is None and stop[0] > 0:
+                    flag.signum = int(stop[0])
             if bool(stop.max() > 0):
                 if timed_out and is_main:
                     print(
