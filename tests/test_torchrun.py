@@ -148,3 +148,38 @@ def test_a_signal_to_one_process_is_said_by_rank_0(dataset, tmp_path, free_port)
     assert len(ours) == 1 and ours[0].startswith("unmask train: stopped by SIGTERM"), ours
     assert f"resume with: unmask train --resume --out {run}" in ours[0]
     assert "checkpoint:" not in done.stdout
+
+
+def test_fsdp_keeps_the_best_checkpoint_as_one_process_does(dataset, tmp_path, free_port):
+    """--keep-best under --parallel fsdp was refused ("not supported yet"): the best weights
+    are gathered from the shards like the checkpoint's, and equal one process's."""
+    from safetensors.torch import load_file
+
+    from unmask.cli import main
+
+    args = ["--data", str(dataset), "--preset", "tiny", "--seq-len", "32", "--batch-size", "4",
+            "--steps", "4", "--eval-every", "2", "--eval-batches", "2", "--keep-best",
+            "--warmup", "0", "--lr", "3e-3", "--seed", "5", "--no-progress", "--threads", "1",
+            "--precision", "fp32"]  # fmt: skip
+    sharded, one = tmp_path / "fsdp", tmp_path / "one"
+    done = torchrun(["--out", str(sharded), "--parallel", "fsdp", *args], free_port)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["train", "--out", str(one), "--grad-accum", "2", *args]) == 0
+    import json
+
+    def bests(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["value"]) for r in map(json.loads, lines) if r.get("event") == "best"]
+
+    assert [s for s, _ in bests(sharded)] == [s for s, _ in bests(one)] != []
+    for (_, a), (_, b) in zip(bests(sharded), bests(one), strict=True):
+        assert a == pytest.approx(b, rel=1e-4)
+    wa = load_file(str(sharded / "best" / "checkpoint" / "model.safetensors"))
+    wb = load_file(str(one / "best" / "checkpoint" / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    import torch
+
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=k)
+    meta = json.loads((sharded / "checkpoint" / "trainer.json").read_text())
+    assert meta["best"]["step"] == bests(one)[-1][0]

@@ -399,8 +399,6 @@ def _train(
         apply_activation_checkpointing(model)
     if config.compile:
         compile_blocks(model)
-    if kind == "fsdp" and config.keep_best:
-        raise UserError("--keep-best is not supported with --parallel fsdp yet; use ddp")
     if kind == "fsdp":
         apply_fsdp(model)  # before the optimizer: it must hold the sharded parameters
     optimizer = _adamw(model, config, device)
@@ -467,16 +465,32 @@ def _train(
     best: dict[str, Any] = dict(prior_best)  # {"step", "metric", "value"} of OUT/best
 
     def keep_if_best(rec: dict[str, Any]) -> None:
-        """Write OUT/best (atomically: ``save_checkpoint``) when ``rec`` beats it."""
-        if not config.keep_best or not is_main:
+        """Write OUT/best (atomically: ``save_checkpoint``) when ``rec`` beats it. Under FSDP
+        every process takes part (rank 0 decides, all gather the full weights, rank 0 writes)."""
+        if not config.keep_best or (kind != "fsdp" and not is_main):
             return
         metric = "val_bpb" if "val_bpb" in rec else "val_loss"
         value = rec.get(metric)
         # a NaN beats nothing (it compares false with everything: taken as best, every later
         # validation would have replaced it)
-        if value is None or not math.isfinite(value) or (best and value >= best["value"]):
+        better = [value is not None and math.isfinite(value)
+                  and not (best and value >= best["value"])]
+        weights = None
+        if kind == "fsdp":
+            dist.broadcast_object_list(better, src=0)  # one verdict: rank 0's numbers
+            if better[0]:
+                from torch.distributed.checkpoint.state_dict import (
+                    StateDictOptions,
+                    get_model_state_dict,
+                )
+
+                weights = get_model_state_dict(  # collective: rank 0 receives the full weights
+                    model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if not better[0]:
             return
-        save_checkpoint(run / BEST, model=model, tokenizer=tokenizer, inference_model=ema_model)
+        if is_main:
+            save_checkpoint(run / BEST, model=model, tokenizer=tokenizer,
+                            inference_model=ema_model, weights=weights)
         best.update(step=rec["step"], metric=metric, value=float(value))
         log({"event": "best", **best})
 
