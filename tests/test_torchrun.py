@@ -183,3 +183,23 @@ def test_fsdp_keeps_the_best_checkpoint_as_one_process_does(dataset, tmp_path, f
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=k)
     meta = json.loads((sharded / "checkpoint" / "trainer.json").read_text())
     assert meta["best"]["step"] == bests(one)[-1][0]
+
+
+def test_auto_parallel_counts_the_memory_a_cpu_process_has(monkeypatch):
+    """``--parallel auto`` picks FSDP once a replica's state passes a quarter of the memory a
+    process has; on CPU the processes of a node share its RAM, but each was compared with all
+    of it (2 processes: DDP kept up to twice the size it should)."""
+    import torch
+
+    from unmask import train as t
+    from unmask.config import TrainConfig, model_preset
+
+    cfg = model_preset("tiny", vocab_size=260, max_seq_len=64)
+    state = 16 * sum(p.numel() for p in t.meta_model(cfg).parameters())
+    monkeypatch.setattr(t, "available_memory", lambda device: 6 * state)  # 1/6 of it, 1/3 each
+    monkeypatch.setattr(t.dist, "broadcast_object_list", lambda obj, src: None)
+    auto = TrainConfig(parallel="auto")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert t._parallel_kind(auto, cfg, torch.device("cpu"), world=2) == "fsdp"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # one process a node (several machines)
+    assert t._parallel_kind(auto, cfg, torch.device("cpu"), world=2) == "ddp"

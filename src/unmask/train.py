@@ -927,6 +927,8 @@ def _parallel_kind(
         raise UserError("--ema is not supported with --parallel fsdp yet; use --parallel ddp")
     n_params = sum(p.numel() for p in meta_model(model_cfg).parameters())
     memory = available_memory(device)
+    if memory is not None and device.type != "cuda":  # the processes of a node share its RAM
+        memory //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if config.ema > 0:  # EMA keeps a full replica per process: DDP
         memory = None
     kind = [choose_parallel(config.parallel, world=world, n_params=n_params, memory=memory)]
