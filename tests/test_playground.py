@@ -574,3 +574,8 @@ def test_markup_from_the_model_or_the_user_is_shown_as_text_and_nothing_leaves_t
         assert pg.evaluate("window.pwned") is None
         pg.close()
     assert requests and all(u.startswith(base + "/") for u in requests), requests
+
+
+def test_the_page_answers_head_requests(base_url):
+    r = httpx.head(base_url + "/", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
