@@ -14,9 +14,12 @@ import json
 import os
 import re
 import shutil
+import socketserver
 import struct
+import threading
 import time
 import zlib
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -574,6 +577,109 @@ def test_markup_from_the_model_or_the_user_is_shown_as_text_and_nothing_leaves_t
         assert pg.evaluate("window.pwned") is None
         pg.close()
     assert requests and all(u.startswith(base + "/") for u in requests), requests
+
+
+DONE_STREAM = (
+    'data: {"object": "text_completion", "choices": [{"index": 0, "text": " there",'
+    ' "finish_reason": "length"}]}\n\ndata: [DONE]\n\n'
+)
+ONE_STEP = (
+    'data: {"object": "denoising.step", "step": 1, "choices": [{"index": 0,'
+    ' "tokens": ["a", null], "committed": [0], "masked": 1}]}\n\n'
+)
+
+
+def answer(body: str, status: int = 200, content_type: str = "text/event-stream"):
+    """A route handler that answers every request with ``body``."""
+    return lambda route: route.fulfill(status=status, content_type=content_type, body=body)
+
+
+def run_and_wait(page: Page) -> str:
+    """Click Run, wait until the run has ended (Run enabled again); the status text."""
+    page.click("#go")
+    expect(page.locator("#go")).to_be_enabled(timeout=30_000)
+    return page.text_content("#status")
+
+
+def test_broken_answers_and_a_lost_server_are_errors_in_words_not_a_finished_run(page):
+    """What a proxy or a stopped server sends instead of unmask's answer is shown as an error
+    that says what happened, in every mode: a stream that ends before its [DONE] is not a
+    finished run, and no answer of an earlier run stays on the canvas under the error."""
+    setups = {
+        "complete": ("completions", lambda: page.fill("#prompt", "Hi")),
+        "infill": ("infill", lambda: page.fill("#prompt", "a [MASK:2] b")),
+        "form": ("forms", lambda: None),
+    }
+    for mode, (endpoint, setup) in setups.items():
+        page.check(f"input[name=mode][value={mode}]")
+        setup()
+        url = f"**/v1/{endpoint}"
+        if mode == "complete":  # a finished run, then errors: its answer is cleared
+            page.route(url, answer(DONE_STREAM))
+            assert run_and_wait(page).startswith("0 steps in ")
+            assert page.text_content("#canvas") == "Hi there"
+            page.unroute(url)
+        cases = [
+            (answer("<html><body><h1>Bad Gateway</h1></body></html>", 502, "text/html"),
+             "502 Bad Gateway"),
+            (answer("overloaded, try later", 503, "text/plain"),
+             "503 Service Unavailable: overloaded, try later"),
+            (lambda route: route.abort(), "could not reach the server (Failed to fetch)"),
+            (answer(""), "the stream ended before the run finished"),
+            (answer(ONE_STEP), "the stream ended before the run finished"),
+            (answer("<p>sign in</p>", 200, "text/html"),
+             "200 OK: sign in (expected an event stream, got text/html)"),
+            (answer("data: {oops\n\n"), "the server sent an event that is not JSON: {oops"),
+        ]
+        for handler, want in cases:
+            page.route(url, handler)
+            assert want in run_and_wait(page), (mode, want)
+            assert page.get_attribute("#status", "class") == "err"
+            if handler is not cases[4][0]:
+                assert page.text_content("#canvas") == "", (mode, want)
+            page.unroute(url)
+    page.errors.clear()  # chromium logs every failed request
+
+
+class CutOff(socketserver.StreamRequestHandler):
+    """A server that stops mid-request: ``GET /`` is the playground, and every POST gets the
+    head of an event stream and one denoising step, then the connection is closed without
+    the end of its chunked body (what a killed ``unmask serve`` leaves)."""
+
+    def handle(self) -> None:
+        request = self.rfile.readline().decode()
+        length = 0
+        while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        self.rfile.read(length)
+        if request.startswith("GET / "):
+            page = resources.files("unmask.server").joinpath("static/playground.html")
+            html = page.read_bytes()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(html) + html)
+            return
+        chunk = ONE_STEP.encode()
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n"
+                         + b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        self.wfile.flush()
+
+
+def test_a_server_that_stops_mid_request_is_reported(browser):
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), CutOff) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        pg = browser.new_page()
+        pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        for mode in ("complete", "form"):
+            pg.check(f"input[name=mode][value={mode}]")
+            status = run_and_wait(pg)
+            assert status.startswith("lost the connection to the server mid-run ("), status
+            assert pg.get_attribute("#status", "class") == "err"
+        pg.close()
+        server.shutdown()
 
 
 def test_the_page_answers_head_requests(base_url):
