@@ -682,6 +682,57 @@ def test_a_server_that_stops_mid_request_is_reported(browser):
         server.shutdown()
 
 
+def cancelled_total(base_url: str) -> float:
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return float(re.search(r"^unmask_cancelled_total (\S+)$", text, re.M).group(1))
+
+
+def test_stop_ends_a_run_and_the_server_drops_it(page, base_url):
+    """Stop (or Escape) aborts the request: the page says so and keeps the canvas drawn so
+    far, Run is enabled again, and the server counts the request as cancelled (its work is
+    dropped, not run to the end)."""
+    assert page.is_disabled("#stop")
+    page.fill("#prompt", "Hi")
+    page.fill("#max_tokens", "48")
+    page.fill("#steps", "48")  # about 4 s of paced forwards if it were not stopped
+    for how in ("button", "Escape"):
+        before = cancelled_total(base_url)
+        page.click("#go")
+        expect(page.locator("#status")).to_have_text(re.compile(r"^step [2-9], "))
+        assert page.is_enabled("#stop") and page.is_disabled("#go")
+        if how == "button":
+            page.click("#stop")
+        else:
+            page.keyboard.press("Escape")
+        expect(page.locator("#status")).to_have_text("stopped")
+        assert page.get_attribute("#status", "class") == ""
+        assert page.is_enabled("#go") and page.is_disabled("#stop")
+        assert page.locator("#canvas .mask").count() > 0  # the canvas at the stop, kept
+        deadline = time.monotonic() + 20
+        while cancelled_total(base_url) <= before:
+            assert time.monotonic() < deadline, "the server did not drop the stopped request"
+            time.sleep(0.05)
+
+
+def test_keyboard_runs_and_the_controls_have_names(page):
+    page.route("**/v1/completions", answer(DONE_STREAM))
+    for field, keys in (("#prompt", "Control+Enter"), ("#steps", "Enter"),
+                        ("#temperature", "Enter")):
+        page.focus(field)
+        with page.expect_request("**/v1/completions"):
+            page.keyboard.press(keys)
+        expect(page.locator("#status")).to_contain_text(" steps in ")
+    page.evaluate("document.getElementById('status').textContent = ''")
+    page.focus("#prompt")
+    page.keyboard.press("Enter")  # a new line in the text box, not a run
+    assert page.input_value("#prompt") == "\nOnce upon a time"
+    assert page.text_content("#status") == ""
+    expect(page.get_by_role("textbox", name="text", exact=True)).to_have_id("prompt")
+    expect(page.get_by_role("radiogroup", name="mode")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+    assert page.get_attribute("#status", "role") == "status"
+
+
 def test_the_page_answers_head_requests(base_url):
     r = httpx.head(base_url + "/", timeout=10)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
