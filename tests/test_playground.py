@@ -733,6 +733,28 @@ def test_keyboard_runs_and_the_controls_have_names(page):
     assert page.get_attribute("#status", "role") == "status"
 
 
+def test_blank_fields_are_left_to_the_server_and_bad_numbers_are_refused(page):
+    """A blank number field is not sent (the server's default: for completions the
+    checkpoint's recommendation), not sent as 0; text that is not a number is an error before
+    anything is sent."""
+    page.route("**/v1/completions", answer(DONE_STREAM))
+    page.fill("#prompt", "Hi")
+    for field in ("#temperature", "#max_tokens", "#steps"):
+        page.fill(field, "")
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#go")
+    assert json.loads(sent.value.post_data) == {"prompt": "Hi", "stream": True,
+                                                "stream_denoising": True, "policy": "llada"}
+    expect(page.locator("#status")).to_contain_text(" steps in ")
+    sent_urls: list[str] = []
+    page.on("request", lambda r: sent_urls.append(r.url))
+    page.focus("#steps")
+    page.keyboard.type("1e")  # a number field holding no number: its value is ""
+    page.click("#go")
+    expect(page.locator("#status")).to_have_text("steps: not a number")
+    assert page.get_attribute("#status", "class") == "err" and not sent_urls
+
+
 def test_the_page_answers_head_requests(base_url):
     r = httpx.head(base_url + "/", timeout=10)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
