@@ -380,10 +380,7 @@ def test_infill_click_to_mask(page, base_url):
     assert json.loads(sent.value.post_data) == {
         "template": want,
         "stream": True,
-        "policy": "llada",
-        "temperature": 0,
-        "steps": 32,
-    }  # threshold only with its policy
+    }  # options left blank are the server's defaults
     page.wait_for_function(
         "document.getElementById('status').textContent.includes('model evaluations')",
         timeout=30_000,
@@ -407,7 +404,7 @@ def test_infill_click_to_mask(page, base_url):
     res = httpx.post(
         base_url + "/v1/infill",
         timeout=30,
-        json={"template": want, "policy": "llada", "temperature": 0, "steps": 32},
+        json={"template": want},
     ).json()
     assert page.text_content("#canvas") == res["text"]
     assert page.locator("#canvas .new").all_text_contents() == [g["text"] for g in res["gaps"]]
@@ -452,7 +449,7 @@ def test_infill_with_gap_constraints(page, base_url):
     body = json.loads(sent.value.post_data)
     assert body == {"template": "The [MASK:thing] sat on [MASK:2].", "stream": True,
                     "choices": {"thing": ["cat", "mat"]}, "charset": {"2": "lowercase"},
-                    "ban": ["x"], "policy": "llada", "temperature": 0, "steps": 32}
+                    "ban": ["x"]}
     page.wait_for_function(
         "document.getElementById('status').textContent.includes('model evaluations')",
         timeout=30_000)
@@ -744,7 +741,7 @@ def test_blank_fields_are_left_to_the_server_and_bad_numbers_are_refused(page):
     with page.expect_request("**/v1/completions") as sent:
         page.click("#go")
     assert json.loads(sent.value.post_data) == {"prompt": "Hi", "stream": True,
-                                                "stream_denoising": True, "policy": "llada"}
+                                                "stream_denoising": True}
     expect(page.locator("#status")).to_contain_text(" steps in ")
     sent_urls: list[str] = []
     page.on("request", lambda r: sent_urls.append(r.url))
@@ -758,3 +755,22 @@ def test_blank_fields_are_left_to_the_server_and_bad_numbers_are_refused(page):
 def test_the_page_answers_head_requests(base_url):
     r = httpx.head(base_url + "/", timeout=10)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+
+
+def test_untouched_fields_run_what_the_server_recommends(page, base_url):
+    """The page as it loads sends no steps, policy or temperature, so it runs what ``unmask
+    generate`` runs with no flags (the checkpoint's recommendation, else one token per step
+    at temperature 0): 8 tokens take 8 steps, not the 32 of a fixed steps field (24 forwards
+    that commit nothing); the threshold goes with its policy only."""
+    page.fill("#prompt", "Hi")
+    page.fill("#max_tokens", "8")
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#go")
+    assert json.loads(sent.value.post_data) == {"prompt": "Hi", "max_tokens": 8, "stream": True,
+                                                "stream_denoising": True}
+    expect(page.locator("#status")).to_have_text(re.compile(r"^8 steps in "), timeout=30_000)
+    page.route("**/v1/completions", answer(DONE_STREAM))
+    page.select_option("#policy", "threshold")
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#go")
+    assert json.loads(sent.value.post_data)["threshold"] == 0.9
