@@ -774,3 +774,33 @@ def test_untouched_fields_run_what_the_server_recommends(page, base_url):
     with page.expect_request("**/v1/completions") as sent:
         page.click("#go")
     assert json.loads(sent.value.post_data)["threshold"] == 0.9
+
+
+CONTRAST = """(el) => {
+    const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+    const lum = ([r, g, b]) => [r, g, b].map((v) => {
+        v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    }).reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+    let bg = el;  // the nearest box with a background of its own; the page's is white
+    while (bg && rgb(getComputedStyle(bg).backgroundColor)[3] === 0) bg = bg.parentElement;
+    const [a, b] = [lum(rgb(getComputedStyle(el).color)),
+                    lum(bg ? rgb(getComputedStyle(bg).backgroundColor) : [255, 255, 255])];
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def test_text_on_the_page_has_wcag_contrast(page):
+    """WCAG AA: 4.5:1 for text (the prompt drawn before the canvas, masked words, typed
+    gaps, notes), 3:1 for the mask glyph (a graphic that says a position is masked)."""
+    page.fill("#prompt", "Hi")
+    page.route("**/v1/completions", answer(ONE_STEP))  # one step drawn, then cut off
+    run_and_wait(page)
+    page.errors.clear()
+    ratio = lambda sel: page.locator(sel).first.evaluate(CONTRAST)  # noqa: E731
+    assert ratio("#canvas .prompt") >= 4.5, ratio("#canvas .prompt")
+    assert ratio("#canvas .mask") >= 3, ratio("#canvas .mask")
+    page.check("input[name=mode][value=infill]")
+    page.fill("#prompt", "a cat [MASK:2]")
+    word(page, "cat").click()
+    for sel in ("#words .gap", "#words .masked", "#count_note", "#status", "#template"):
+        assert ratio(sel) >= 4.5, (sel, ratio(sel))
