@@ -804,3 +804,13 @@ def test_text_on_the_page_has_wcag_contrast(page):
     word(page, "cat").click()
     for sel in ("#words .gap", "#words .masked", "#count_note", "#status", "#template"):
         assert ratio(sel) >= 4.5, (sel, ratio(sel))
+
+
+def test_the_threshold_field_is_live_only_with_its_policy(page):
+    """threshold is sent with policy threshold only, so with any other policy its field is
+    disabled rather than looking as if it did something."""
+    for policy in ("", "llada", "factor", "entropy"):
+        page.select_option("#policy", policy)
+        expect(page.locator("#threshold")).to_be_disabled()
+    page.select_option("#policy", "threshold")
+    expect(page.locator("#threshold")).to_be_enabled()
