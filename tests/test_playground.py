@@ -560,7 +560,7 @@ def test_markup_from_the_model_or_the_user_is_shown_as_text_and_nothing_leaves_t
         pg.check("input[name=mode][value=infill]")  # the typed text, clickable words, the fill
         pg.fill("#prompt", MARKUP + " [MASK:4]")
         pg.click("#go")
-        expect(pg.locator("#status")).to_contain_text("gaps", timeout=30_000)
+        expect(pg.locator("#status")).to_contain_text("1 gap, ", timeout=30_000)
         assert pg.text_content("#words").startswith(MARKUP)
         pg.fill("#prompt", f"[MASK:0] {MARKUP}")  # the server's 400 quotes the template
         pg.click("#go")
@@ -568,7 +568,7 @@ def test_markup_from_the_model_or_the_user_is_shown_as_text_and_nothing_leaves_t
         pg.check("input[name=mode][value=form]")
         pg.fill("#form", json.dumps({"a": "<text:2-8>", MARKUP: MARKUP}))
         pg.click("#go")
-        expect(pg.locator("#status")).to_contain_text("holes", timeout=30_000)
+        expect(pg.locator("#status")).to_contain_text("1 hole, ", timeout=30_000)
         assert MARKUP in json.loads(pg.text_content("#canvas"))
         assert pg.locator("body img").count() == 0
         assert pg.evaluate("window.pwned") is None
@@ -816,3 +816,15 @@ def test_the_threshold_field_is_live_only_with_its_policy(page):
         expect(page.locator("#threshold")).to_be_disabled()
     page.select_option("#policy", "threshold")
     expect(page.locator("#threshold")).to_be_enabled()
+
+
+def test_counts_in_the_status_line_agree_with_their_nouns(page):
+    page.route("**/v1/completions", answer(ONE_STEP + DONE_STREAM))
+    assert run_and_wait(page).startswith("1 step in ")
+    page.check("input[name=mode][value=infill]")
+    page.fill("#prompt", "a [MASK:1] b")
+    result = ('data: {"object": "infill", "text": "a x b", "nfe": 1,'
+              ' "gaps": [{"start": 2, "end": 3, "text": "x"}]}\n\n')
+    page.route("**/v1/infill", answer(ONE_STEP + result + "data: [DONE]\n\n"))
+    assert run_and_wait(page).startswith("1 gap, 1 step, 1 model evaluation in ")
+    assert page.text_content("#canvas") == "a x b"
