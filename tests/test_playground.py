@@ -14,9 +14,12 @@ import json
 import os
 import re
 import shutil
+import socketserver
 import struct
+import threading
 import time
 import zlib
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -377,10 +380,7 @@ def test_infill_click_to_mask(page, base_url):
     assert json.loads(sent.value.post_data) == {
         "template": want,
         "stream": True,
-        "policy": "llada",
-        "temperature": 0,
-        "steps": 32,
-    }  # threshold only with its policy
+    }  # options left blank are the server's defaults
     page.wait_for_function(
         "document.getElementById('status').textContent.includes('model evaluations')",
         timeout=30_000,
@@ -404,7 +404,7 @@ def test_infill_click_to_mask(page, base_url):
     res = httpx.post(
         base_url + "/v1/infill",
         timeout=30,
-        json={"template": want, "policy": "llada", "temperature": 0, "steps": 32},
+        json={"template": want},
     ).json()
     assert page.text_content("#canvas") == res["text"]
     assert page.locator("#canvas .new").all_text_contents() == [g["text"] for g in res["gaps"]]
@@ -449,7 +449,7 @@ def test_infill_with_gap_constraints(page, base_url):
     body = json.loads(sent.value.post_data)
     assert body == {"template": "The [MASK:thing] sat on [MASK:2].", "stream": True,
                     "choices": {"thing": ["cat", "mat"]}, "charset": {"2": "lowercase"},
-                    "ban": ["x"], "policy": "llada", "temperature": 0, "steps": 32}
+                    "ban": ["x"]}
     page.wait_for_function(
         "document.getElementById('status').textContent.includes('model evaluations')",
         timeout=30_000)
@@ -560,7 +560,7 @@ def test_markup_from_the_model_or_the_user_is_shown_as_text_and_nothing_leaves_t
         pg.check("input[name=mode][value=infill]")  # the typed text, clickable words, the fill
         pg.fill("#prompt", MARKUP + " [MASK:4]")
         pg.click("#go")
-        expect(pg.locator("#status")).to_contain_text("gaps", timeout=30_000)
+        expect(pg.locator("#status")).to_contain_text("1 gap, ", timeout=30_000)
         assert pg.text_content("#words").startswith(MARKUP)
         pg.fill("#prompt", f"[MASK:0] {MARKUP}")  # the server's 400 quotes the template
         pg.click("#go")
@@ -568,9 +568,263 @@ def test_markup_from_the_model_or_the_user_is_shown_as_text_and_nothing_leaves_t
         pg.check("input[name=mode][value=form]")
         pg.fill("#form", json.dumps({"a": "<text:2-8>", MARKUP: MARKUP}))
         pg.click("#go")
-        expect(pg.locator("#status")).to_contain_text("holes", timeout=30_000)
+        expect(pg.locator("#status")).to_contain_text("1 hole, ", timeout=30_000)
         assert MARKUP in json.loads(pg.text_content("#canvas"))
         assert pg.locator("body img").count() == 0
         assert pg.evaluate("window.pwned") is None
         pg.close()
     assert requests and all(u.startswith(base + "/") for u in requests), requests
+
+
+DONE_STREAM = (
+    'data: {"object": "text_completion", "choices": [{"index": 0, "text": " there",'
+    ' "finish_reason": "length"}]}\n\ndata: [DONE]\n\n'
+)
+ONE_STEP = (
+    'data: {"object": "denoising.step", "step": 1, "choices": [{"index": 0,'
+    ' "tokens": ["a", null], "committed": [0], "masked": 1}]}\n\n'
+)
+
+
+def answer(body: str, status: int = 200, content_type: str = "text/event-stream"):
+    """A route handler that answers every request with ``body``."""
+    return lambda route: route.fulfill(status=status, content_type=content_type, body=body)
+
+
+def run_and_wait(page: Page) -> str:
+    """Click Run, wait until the run has ended (Run enabled again); the status text."""
+    page.click("#go")
+    expect(page.locator("#go")).to_be_enabled(timeout=30_000)
+    return page.text_content("#status")
+
+
+def test_broken_answers_and_a_lost_server_are_errors_in_words_not_a_finished_run(page):
+    """What a proxy or a stopped server sends instead of unmask's answer is shown as an error
+    that says what happened, in every mode: a stream that ends before its [DONE] is not a
+    finished run, and no answer of an earlier run stays on the canvas under the error."""
+    setups = {
+        "complete": ("completions", lambda: page.fill("#prompt", "Hi")),
+        "infill": ("infill", lambda: page.fill("#prompt", "a [MASK:2] b")),
+        "form": ("forms", lambda: None),
+    }
+    for mode, (endpoint, setup) in setups.items():
+        page.check(f"input[name=mode][value={mode}]")
+        setup()
+        url = f"**/v1/{endpoint}"
+        if mode == "complete":  # a finished run, then errors: its answer is cleared
+            page.route(url, answer(DONE_STREAM))
+            assert run_and_wait(page).startswith("0 steps in ")
+            assert page.text_content("#canvas") == "Hi there"
+            page.unroute(url)
+        cases = [
+            (answer("<html><body><h1>Bad Gateway</h1></body></html>", 502, "text/html"),
+             "502 Bad Gateway"),
+            (answer("overloaded, try later", 503, "text/plain"),
+             "503 Service Unavailable: overloaded, try later"),
+            (lambda route: route.abort(), "could not reach the server (Failed to fetch)"),
+            (answer(""), "the stream ended before the run finished"),
+            (answer(ONE_STEP), "the stream ended before the run finished"),
+            (answer("<p>sign in</p>", 200, "text/html"),
+             "200 OK: sign in (expected an event stream, got text/html)"),
+            (answer("data: {oops\n\n"), "the server sent an event that is not JSON: {oops"),
+        ]
+        for handler, want in cases:
+            page.route(url, handler)
+            assert want in run_and_wait(page), (mode, want)
+            assert page.get_attribute("#status", "class") == "err"
+            if handler is not cases[4][0]:
+                assert page.text_content("#canvas") == "", (mode, want)
+            page.unroute(url)
+    page.errors.clear()  # chromium logs every failed request
+
+
+class CutOff(socketserver.StreamRequestHandler):
+    """A server that stops mid-request: ``GET /`` is the playground, and every POST gets the
+    head of an event stream and one denoising step, then the connection is closed without
+    the end of its chunked body (what a killed ``unmask serve`` leaves)."""
+
+    def handle(self) -> None:
+        request = self.rfile.readline().decode()
+        length = 0
+        while (line := self.rfile.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        self.rfile.read(length)
+        if request.startswith("GET / "):
+            page = resources.files("unmask.server").joinpath("static/playground.html")
+            html = page.read_bytes()
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(html) + html)
+            return
+        chunk = ONE_STEP.encode()
+        self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n"
+                         + b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+        self.wfile.flush()
+
+
+def test_a_server_that_stops_mid_request_is_reported(browser):
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), CutOff) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        pg = browser.new_page()
+        pg.goto(f"http://127.0.0.1:{server.server_address[1]}/")
+        for mode in ("complete", "form"):
+            pg.check(f"input[name=mode][value={mode}]")
+            status = run_and_wait(pg)
+            assert status.startswith("lost the connection to the server mid-run ("), status
+            assert pg.get_attribute("#status", "class") == "err"
+        pg.close()
+        server.shutdown()
+
+
+def cancelled_total(base_url: str) -> float:
+    text = httpx.get(base_url + "/metrics", timeout=10).text
+    return float(re.search(r"^unmask_cancelled_total (\S+)$", text, re.M).group(1))
+
+
+def test_stop_ends_a_run_and_the_server_drops_it(page, base_url):
+    """Stop (or Escape) aborts the request: the page says so and keeps the canvas drawn so
+    far, Run is enabled again, and the server counts the request as cancelled (its work is
+    dropped, not run to the end)."""
+    assert page.is_disabled("#stop")
+    page.fill("#prompt", "Hi")
+    page.fill("#max_tokens", "48")
+    page.fill("#steps", "48")  # about 4 s of paced forwards if it were not stopped
+    for how in ("button", "Escape"):
+        before = cancelled_total(base_url)
+        page.click("#go")
+        page.wait_for_function(  # polled at every frame: a step is drawn every 80 ms
+            "Number((/^step (\\d+), /.exec(document.getElementById('status').textContent)"
+            " || [0, 0])[1]) >= 2")
+        assert page.is_enabled("#stop") and page.is_disabled("#go")
+        if how == "button":
+            page.click("#stop")
+        else:
+            page.keyboard.press("Escape")
+        expect(page.locator("#status")).to_have_text("stopped")
+        assert page.get_attribute("#status", "class") == ""
+        assert page.is_enabled("#go") and page.is_disabled("#stop")
+        assert page.locator("#canvas .mask").count() > 0  # the canvas at the stop, kept
+        deadline = time.monotonic() + 20
+        while cancelled_total(base_url) <= before:
+            assert time.monotonic() < deadline, "the server did not drop the stopped request"
+            time.sleep(0.05)
+
+
+def test_keyboard_runs_and_the_controls_have_names(page):
+    page.route("**/v1/completions", answer(DONE_STREAM))
+    for field, keys in (("#prompt", "Control+Enter"), ("#steps", "Enter"),
+                        ("#temperature", "Enter")):
+        page.focus(field)
+        with page.expect_request("**/v1/completions"):
+            page.keyboard.press(keys)
+        expect(page.locator("#status")).to_contain_text(" steps in ")
+    page.evaluate("document.getElementById('status').textContent = ''")
+    page.focus("#prompt")
+    page.keyboard.press("Enter")  # a new line in the text box, not a run
+    assert page.input_value("#prompt") == "\nOnce upon a time"
+    assert page.text_content("#status") == ""
+    expect(page.get_by_role("textbox", name="text", exact=True)).to_have_id("prompt")
+    expect(page.get_by_role("radiogroup", name="mode")).to_be_visible()
+    expect(page.get_by_role("button", name="Stop")).to_be_disabled()
+    assert page.get_attribute("#status", "role") == "status"
+
+
+def test_blank_fields_are_left_to_the_server_and_bad_numbers_are_refused(page):
+    """A blank number field is not sent (the server's default: for completions the
+    checkpoint's recommendation), not sent as 0; text that is not a number is an error before
+    anything is sent."""
+    page.route("**/v1/completions", answer(DONE_STREAM))
+    page.fill("#prompt", "Hi")
+    for field in ("#temperature", "#max_tokens", "#steps"):
+        page.fill(field, "")
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#go")
+    assert json.loads(sent.value.post_data) == {"prompt": "Hi", "stream": True,
+                                                "stream_denoising": True}
+    expect(page.locator("#status")).to_contain_text(" steps in ")
+    sent_urls: list[str] = []
+    page.on("request", lambda r: sent_urls.append(r.url))
+    page.focus("#steps")
+    page.keyboard.type("1e")  # a number field holding no number: its value is ""
+    page.click("#go")
+    expect(page.locator("#status")).to_have_text("steps: not a number")
+    assert page.get_attribute("#status", "class") == "err" and not sent_urls
+
+
+def test_the_page_answers_head_requests(base_url):
+    r = httpx.head(base_url + "/", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+
+
+def test_untouched_fields_run_what_the_server_recommends(page, base_url):
+    """The page as it loads sends no steps, policy or temperature, so it runs what ``unmask
+    generate`` runs with no flags (the checkpoint's recommendation, else one token per step
+    at temperature 0): 8 tokens take 8 steps, not the 32 of a fixed steps field (24 forwards
+    that commit nothing); the threshold goes with its policy only."""
+    page.fill("#prompt", "Hi")
+    page.fill("#max_tokens", "8")
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#go")
+    assert json.loads(sent.value.post_data) == {"prompt": "Hi", "max_tokens": 8, "stream": True,
+                                                "stream_denoising": True}
+    expect(page.locator("#status")).to_have_text(re.compile(r"^8 steps in "), timeout=30_000)
+    page.route("**/v1/completions", answer(DONE_STREAM))
+    page.select_option("#policy", "threshold")
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#go")
+    assert json.loads(sent.value.post_data)["threshold"] == 0.9
+
+
+CONTRAST = """(el) => {
+    const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+    const lum = ([r, g, b]) => [r, g, b].map((v) => {
+        v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    }).reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+    let bg = el;  // the nearest box with a background of its own; the page's is white
+    while (bg && rgb(getComputedStyle(bg).backgroundColor)[3] === 0) bg = bg.parentElement;
+    const [a, b] = [lum(rgb(getComputedStyle(el).color)),
+                    lum(bg ? rgb(getComputedStyle(bg).backgroundColor) : [255, 255, 255])];
+    return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+}"""
+
+
+def test_text_on_the_page_has_wcag_contrast(page):
+    """WCAG AA: 4.5:1 for text (the prompt drawn before the canvas, masked words, typed
+    gaps, notes), 3:1 for the mask glyph (a graphic that says a position is masked)."""
+    page.fill("#prompt", "Hi")
+    page.route("**/v1/completions", answer(ONE_STEP))  # one step drawn, then cut off
+    run_and_wait(page)
+    page.errors.clear()
+    ratio = lambda sel: page.locator(sel).first.evaluate(CONTRAST)  # noqa: E731
+    assert ratio("#canvas .prompt") >= 4.5, ratio("#canvas .prompt")
+    assert ratio("#canvas .mask") >= 3, ratio("#canvas .mask")
+    page.check("input[name=mode][value=infill]")
+    page.fill("#prompt", "a cat [MASK:2]")
+    word(page, "cat").click()
+    for sel in ("#words .gap", "#words .masked", "#count_note", "#status", "#template"):
+        assert ratio(sel) >= 4.5, (sel, ratio(sel))
+
+
+def test_the_threshold_field_is_live_only_with_its_policy(page):
+    """threshold is sent with policy threshold only, so with any other policy its field is
+    disabled rather than looking as if it did something."""
+    for policy in ("", "llada", "factor", "entropy"):
+        page.select_option("#policy", policy)
+        expect(page.locator("#threshold")).to_be_disabled()
+    page.select_option("#policy", "threshold")
+    expect(page.locator("#threshold")).to_be_enabled()
+
+
+def test_counts_in_the_status_line_agree_with_their_nouns(page):
+    page.route("**/v1/completions", answer(ONE_STEP + DONE_STREAM))
+    assert run_and_wait(page).startswith("1 step in ")
+    page.check("input[name=mode][value=infill]")
+    page.fill("#prompt", "a [MASK:1] b")
+    result = ('data: {"object": "infill", "text": "a x b", "nfe": 1,'
+              ' "gaps": [{"start": 2, "end": 3, "text": "x"}]}\n\n')
+    page.route("**/v1/infill", answer(ONE_STEP + result + "data: [DONE]\n\n"))
+    assert run_and_wait(page).startswith("1 gap, 1 step, 1 model evaluation in ")
+    assert page.text_content("#canvas") == "a x b"

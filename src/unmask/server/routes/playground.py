@@ -1,5 +1,5 @@
-"""``GET /``: the playground, one static page (``unmask/server/static/playground.html``)
-that calls the same API as any client."""
+"""``GET /`` (and ``HEAD /``): the playground, one static page
+(``unmask/server/static/playground.html``) that calls the same API as any client."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from unmask.server.state import ServerState
 def router(state: ServerState) -> APIRouter:
     r = APIRouter()
 
-    @r.get("/")
+    @r.api_route("/", methods=["GET", "HEAD"])  # HEAD: what `curl -I` and uptime checks send
     async def playground() -> HTMLResponse:
         page = resources.files("unmask.server").joinpath("static/playground.html")
         text = page.read_text(encoding="utf-8") if page.is_file() else "<p>unmask server</p>"
