@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import models, pre_tokenizers
+
 from unmask.cli import main
+from unmask.errors import UserError
+from unmask.tokenizer import load_tokenizer
 
 
 def test_a_dataset_prepared_inside_the_corpus_folder_is_not_read_as_text(tmp_path, capsys):
@@ -27,3 +33,38 @@ def test_a_dataset_prepared_inside_the_corpus_folder_is_not_read_as_text(tmp_pat
     err = capsys.readouterr().err
     assert "a dataset written by unmask prepare (token ids), not text" in err
     assert err.count("\n") == 1
+
+
+def _foreign(tmp_path, name, model):
+    hf = HFTokenizer(model)
+    hf.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path / f"{name}.json"
+    hf.save(str(path))
+    return path
+
+
+def test_a_foreign_tokenizer_that_cannot_encode_the_text_is_a_one_line_error(tmp_path, capsys):
+    text = tmp_path / "a.txt"
+    text.write_text("hello world, some text\n")
+    # no unknown token for words outside the vocabulary: HF raises a bare Exception
+    no_unk = _foreign(tmp_path, "no_unk", models.WordLevel({"hello": 0}, unk_token="[UNK]"))
+    tok = load_tokenizer(no_unk)
+    assert tok.encode("hello") == [0]
+    for encode in (lambda: tok.encode("hello world"), lambda: tok.encode_batch(["world"])):
+        with pytest.raises(UserError, match="the tokenizer cannot encode this text"):
+            encode()
+    with pytest.raises(TypeError):  # a caller's bug is not turned into a user error
+        tok.encode(None)  # type: ignore[arg-type]
+    args = ["--val-fraction", "0", "--no-progress"]
+    assert main(["prepare", str(text), "-o", str(tmp_path / "d"), "--tokenizer", str(no_unk),
+                 *args]) == 2
+    err = capsys.readouterr().err
+    assert "cannot encode this text (WordLevel error" in err and err.count("\n") == 1
+    # a model with no pieces at all for the text: a dataset of nothing but EOS was written
+    empty = _foreign(tmp_path, "empty", models.BPE())
+    assert main(["prepare", str(text), "-o", str(tmp_path / "e"), "--tokenizer", str(empty),
+                 *args]) == 2
+    err = capsys.readouterr().err
+    assert "turns the text of the inputs into no tokens at all" in err
+    assert not (tmp_path / "e").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -855,6 +855,10 @@ def prepare(
         flush()
         if n_docs == 0:
             raise UserError("the inputs hold no text (empty corpus)")
+        if stream_file.tell() == n_docs * dtype.itemsize:  # EOS after EOS, nothing else
+            raise UserError(f"the tokenizer turns the text of the inputs into no tokens at "
+                            f"all (only the {n_docs:,} document ends): it has no pieces for "
+                            "its characters; choose another tokenizer")
         stream_file.close()
         stream = np.memmap(stream_path, dtype=dtype, mode="r")
         n_tokens, n_blocks = len(stream), len(stream) // SPLIT_BLOCK

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -202,12 +203,14 @@ class Tokenizer:
         text; with True they become their ids.
         """
         hf = self._hf_special if allow_special else self._hf_plain
-        return hf.encode(text, add_special_tokens=False).ids
+        with _encode_errors():
+            return hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str], *, allow_special: bool = False) -> list[list[int]]:
         """``encode`` for many texts at once (parallel in HF tokenizers)."""
         hf = self._hf_special if allow_special else self._hf_plain
-        return [e.ids for e in hf.encode_batch(list(texts), add_special_tokens=False)]
+        with _encode_errors():
+            return [e.ids for e in hf.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of ``ids``.
@@ -295,6 +298,22 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, mask_id={self.mask_id}, "
             f"pad_id={self.pad_id}, eos_id={self.eos_id}, bos_id={self.bos_id})"
         )
+
+
+@contextmanager
+def _encode_errors() -> Iterator[None]:
+    """A foreign ``tokenizer.json`` that cannot encode some text (a WordLevel or BPE model
+    whose ``unk_token`` is missing from its vocabulary, met at the first character it has no
+    piece for) as a ``UserError``. HF raises a plain ``Exception`` for these; anything more
+    specific (a ``TypeError`` for a non-string) is a caller's bug and stays as it is."""
+    try:
+        yield
+    except Exception as e:
+        if type(e) is not Exception:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else "no reason given"
+        raise UserError(f"the tokenizer cannot encode this text ({msg}); its tokenizer.json "
+                        "is broken or incomplete: choose another tokenizer") from None
 
 
 def _unreachable(token_id: int) -> str:
