@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models, pre_tokenizers
 
+from unmask import data
 from unmask.cli import main
 from unmask.errors import UserError
 from unmask.tokenizer import load_tokenizer
@@ -68,3 +70,30 @@ def test_a_foreign_tokenizer_that_cannot_encode_the_text_is_a_one_line_error(tmp
     assert "turns the text of the inputs into no tokens at all" in err
     assert not (tmp_path / "e").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_long_documents_fed_in_pieces_encode_to_the_tokens_of_the_whole_text(
+    tmp_path, monkeypatch
+):
+    rng = np.random.default_rng(0)
+    words = ["the", "word", "x1", "(a)", "café", "日本", "--", "it's"]
+    gaps = [" ", "  ", "    ", "\n", "\n\n", "\n\n\n", " \n", "\n    ", "\t", "\r\n\r\n"]
+    text = "".join(str(rng.choice(words)) + str(rng.choice(gaps)) for _ in range(3000))
+    tok = data.train_bpe([text], 400)
+    whole = tok.encode(text)
+    for size in (40, 97, 300):  # cuts at every kind of whitespace run
+        pieces = list(data._split_text(text, size))
+        assert "".join(pieces) == text and max(map(len, pieces)) <= size
+        assert [i for p in pieces for i in tok.encode(p)] == whole, size  # differed before
+    # the same in prepare, plain text and --line-docs (one long line)
+    tok.save(tmp_path / "tok")
+    (tmp_path / "doc.txt").write_text(text, encoding="utf-8", newline="")
+    line = text.replace("\n", " ").replace("\r", " ")
+    (tmp_path / "line.txt").write_text(line + "\n", encoding="utf-8")
+    monkeypatch.setattr(data, "_CHUNK_CHARS", 97)
+    for name, want, line_docs in (("doc.txt", whole, False), ("line.txt", tok.encode(line), True)):
+        out = tmp_path / f"out-{name}"
+        data.prepare([tmp_path / name], out, tokenizer=str(tmp_path / "tok"), val_fraction=0,
+                     line_docs=line_docs, progress=False)
+        ds = data.TokenDataset(out, "train")
+        assert ds.read(0, ds.n_tokens).tolist() == [*want, tok.eos_id], name

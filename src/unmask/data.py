@@ -285,16 +285,34 @@ class _Lines:
                              else None)
 
 
+_WORD_END = re.compile(
+    r"\S(?=[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])"
+)
+"""A character before whitespace as the tokenizers' regex (Unicode ``White_Space``) sees it;
+Python's ``\\s`` also takes the separators U+001C-U+001F, which that regex leaves in words."""
+
+
 def _cut(text: str, size: int) -> int:
-    """Where to cut ``text`` (longer than ``size``): after a newline, else before a space."""
-    c = text.rfind("\n", 0, size) + 1
-    if c <= 0:
-        c = text.rfind(" ", 1, size)
-    return c if c > 0 else size
+    """Where to cut ``text`` (longer than ``size``): the last place before ``size`` where a
+    whitespace run begins, preferably a space: GPT-2-style pre-tokenization (byte-level BPE)
+    ends a piece there anyway and treats a run at the start of a string as it does mid-text,
+    so the pieces encode to the tokens of the whole text (a cut after a newline in a run of
+    blank lines, or inside a run of spaces, gave different ones). A piece starting with a
+    space also keeps SentencePiece-style tokenizers from adding a word start of their own.
+    Without whitespace, ``size``."""
+    c = text.rfind(" ", 1, size)
+    while c > 0 and text[c - 1].isspace():  # inside a run of whitespace: look further back
+        c = text.rfind(" ", 1, c)
+    if c > 0:
+        return c
+    ends = [m.end() for m in _WORD_END.finditer(text, 0, size)]
+    return ends[-1] if ends else size
 
 
-def _split_text(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:
-    """``text`` in pieces of at most ``size`` characters, cut at line ends or spaces."""
+def _split_text(text: str, size: int | None = None) -> Iterator[str]:
+    """``text`` in pieces of at most ``size`` (default ``_CHUNK_CHARS``) characters, cut where
+    whitespace begins (``_cut``)."""
+    size = _CHUNK_CHARS if size is None else size
     while len(text) > size:
         c = _cut(text, size)
         yield text[:c]
