@@ -97,3 +97,26 @@ def test_long_documents_fed_in_pieces_encode_to_the_tokens_of_the_whole_text(
                      line_docs=line_docs, progress=False)
         ds = data.TokenDataset(out, "train")
         assert ds.read(0, ds.n_tokens).tolist() == [*want, tok.eos_id], name
+
+
+def test_a_tokenizer_that_is_not_there_says_what_tokenizer_takes(tmp_path, capsys):
+    text = tmp_path / "a.txt"
+    text.write_text("some text\n")
+    args = ["prepare", str(text), "-o", str(tmp_path / "d"), "--val-fraction", "0"]
+    assert main([*args, "--tokenizer", "gpt2"]) == 2  # a Hub name, or BPE for bpe
+    err = capsys.readouterr().err
+    assert "--tokenizer gpt2: no such file or folder; give bpe, byte, or the path" in err
+    assert err.count("\n") == 1
+    # a model folder in the older formats: how to get a tokenizer.json out of it
+    old = tmp_path / "gpt2-old"
+    old.mkdir()
+    (old / "vocab.json").write_text("{}")
+    (old / "merges.txt").write_text("")
+    with pytest.raises(UserError, match=r"holds vocab.json and merges.txt .*ByteLevelBPE"):
+        load_tokenizer(old)
+    (tmp_path / "t5").mkdir()
+    (tmp_path / "t5" / "spiece.model").write_bytes(b"\x00")
+    with pytest.raises(UserError, match="holds a SentencePiece model: save it as tokenizer"):
+        load_tokenizer(tmp_path / "t5" / "tokenizer.json")
+    with pytest.raises(UserError, match=r"no such tokenizer file$"):
+        load_tokenizer(tmp_path / "missing")

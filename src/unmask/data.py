@@ -728,6 +728,10 @@ def _make_tokenizer(
             raise UserError("the inputs hold no text (empty corpus)")
         return tok
     p = Path(spec)
+    if not p.exists():
+        raise UserError(f"--tokenizer {spec}: no such file or folder; give bpe, byte, or the "
+                        "path of a tokenizer.json or of a folder holding one (names of models "
+                        "on the Hugging Face Hub are not downloaded)")
     if p.is_dir() and not (p / "tokenizer.json").is_file():  # a run directory, as elsewhere
         from unmask.checkpoint import checkpoint_dir
 

@@ -508,6 +508,19 @@ def _find(
     return None
 
 
+def _other_format(folder: Path) -> str:
+    """What a folder without ``tokenizer.json`` holds instead, and how to convert it: the two
+    older formats that published models still ship alone. ``""`` when it holds neither."""
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return ("; it holds vocab.json and merges.txt (GPT-2's older format): save them as one "
+                "with tokenizers.ByteLevelBPETokenizer('vocab.json', 'merges.txt')"
+                ".save('tokenizer.json')")
+    if (folder / "tokenizer.model").is_file() or (folder / "spiece.model").is_file():
+        return ("; it holds a SentencePiece model: save it as tokenizer.json with transformers "
+                "(AutoTokenizer.from_pretrained(folder).save_pretrained(folder))")
+    return ""
+
+
 def load_tokenizer(
     path: str | os.PathLike[str],
     *,
@@ -530,7 +543,7 @@ def load_tokenizer(
     if p.is_dir():
         p = p / "tokenizer.json"
     if not p.is_file():
-        raise UserError(f"{p}: no such tokenizer file")
+        raise UserError(f"{p}: no such tokenizer file{_other_format(p.parent)}")
     try:
         hf = HFTokenizer.from_file(str(p))
     except Exception as e:  # HF raises plain Exception for bad JSON / unknown schema
