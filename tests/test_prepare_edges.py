@@ -120,3 +120,15 @@ def test_a_tokenizer_that_is_not_there_says_what_tokenizer_takes(tmp_path, capsy
         load_tokenizer(tmp_path / "t5" / "tokenizer.json")
     with pytest.raises(UserError, match=r"no such tokenizer file$"):
         load_tokenizer(tmp_path / "missing")
+
+
+def test_prepare_takes_one_path_as_well_as_a_list(tmp_path):
+    (tmp_path / "a.txt").write_text("one document of text\n")
+    kw = {"tokenizer": "byte", "val_fraction": 0, "progress": False}
+    want = data.prepare([tmp_path / "a.txt"], tmp_path / "list", **kw).n_tokens
+    # a str was taken character by character ("/: ..." or "a: no such file or directory"),
+    # a Path was not iterable (TypeError)
+    for one in (str(tmp_path / "a.txt"), tmp_path / "a.txt"):
+        out = tmp_path / f"one-{type(one).__name__}"
+        assert data.prepare(one, out, **kw).n_tokens == want
+        assert json.loads((out / "index.json").read_text())["sources"] == [str(tmp_path / "a.txt")]

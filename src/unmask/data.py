@@ -98,9 +98,11 @@ def _hidden(parts: Sequence[str]) -> bool:
 
 
 def resolve_inputs(
-    inputs: Sequence[str | os.PathLike[str]], *, exclude: Sequence[Path] = ()
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    exclude: Sequence[Path] = (),
 ) -> list[Path]:
-    """The files that ``inputs`` stand for, in order.
+    """The files that ``inputs`` (a list of paths, or one path) stand for, in order.
 
     Files are taken as given; directories are searched recursively in sorted order,
     skipping hidden files and folders (names starting with ``.``), datasets ``prepare`` wrote
@@ -108,6 +110,8 @@ def resolve_inputs(
     anything under ``exclude``. A missing path, or a prepared dataset given as an input,
     raises ``UserError``.
     """
+    if isinstance(inputs, str | os.PathLike):  # one path, not the characters of its name
+        inputs = [inputs]
     if not inputs:
         raise UserError("no input files given")
     excluded = [e.resolve() for e in exclude]
@@ -746,7 +750,7 @@ allocates for the whole vocabulary up front, and 5e9 aborted with a 283 GB alloc
 
 
 def prepare(
-    inputs: Sequence[str | os.PathLike[str]],
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
     tokenizer: str = "bpe",
@@ -764,10 +768,11 @@ def prepare(
     """Tokenize a corpus into train/validation token shards under ``out``.
 
     Args:
-        inputs: text files (one file = one document), gzip'd, xz'd or bzip2'd text (told by
-            their first bytes), JSONL files (``.jsonl``, ``.jsonl.gz``, ...; one line = one
-            document, text in ``text_field``)
-            and directories (searched recursively, sorted, hidden entries skipped).
+        inputs: a list of paths (or one path): text files (one file = one document),
+            gzip'd, xz'd or bzip2'd text (told by their first bytes), JSONL files
+            (``.jsonl``, ``.jsonl.gz``, ...; one line = one document, text in
+            ``text_field``) and directories (searched recursively, sorted, hidden entries
+            skipped).
         out: dataset directory to create. It is built in a hidden temp directory next to
             it and renamed at the end, so an interrupted run leaves nothing half-written.
         tokenizer: ``"bpe"`` (train byte-level BPE of ``vocab_size`` on the corpus),
