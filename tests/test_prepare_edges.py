@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
@@ -132,3 +133,28 @@ def test_prepare_takes_one_path_as_well_as_a_list(tmp_path):
         out = tmp_path / f"one-{type(one).__name__}"
         assert data.prepare(one, out, **kw).n_tokens == want
         assert json.loads((out / "index.json").read_text())["sources"] == [str(tmp_path / "a.txt")]
+
+
+def test_json_lines_in_a_json_file_are_documents_and_other_json_gets_a_note(tmp_path):
+    recs = [{"id": i, "text": f"record {i}: some words, café 日本"} for i in range(30)]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs)
+    (tmp_path / "a.jsonl").write_text(lines, encoding="utf-8")
+    (tmp_path / "hf.json").write_text("\ufeff" + lines, encoding="utf-8")  # datasets' to_json
+    with gzip.open(tmp_path / "b.ndjson.gz", "wt", encoding="utf-8") as f:
+        f.write(lines)
+    kw = {"tokenizer": "byte", "val_fraction": 0, "progress": False}
+    want = data.prepare([tmp_path / "a.jsonl"], tmp_path / "want", **kw)
+    stream = data.TokenDataset(tmp_path / "want", "train").read(0, want.n_tokens["train"])
+    for name in ("hf.json", "b.ndjson.gz"):  # each was one document of JSON syntax
+        info = data.prepare([tmp_path / name], tmp_path / f"o-{name}", **kw)
+        assert info.n_documents == 30 and info.notes == (), name
+        got = data.TokenDataset(tmp_path / f"o-{name}", "train")
+        assert got.read(0, got.n_tokens).tolist() == stream.tolist()
+    # a JSON array of records, a config file, records without the field: text, with a note
+    (tmp_path / "arr.json").write_text(json.dumps(recs, indent=2))
+    (tmp_path / "cfg.json").write_text('{"name": "x"}\n')
+    info = data.prepare([tmp_path / "arr.json", tmp_path / "cfg.json"], tmp_path / "o", **kw)
+    assert info.n_documents == 2
+    assert len(info.notes) == 1 and "arr.json and 1 more .json files read as plain" in info.notes[0]
+    info = data.prepare([tmp_path / "hf.json"], tmp_path / "o2", text_field="body", **kw)
+    assert info.n_documents == 1 and "no field" not in info.notes[0]

@@ -156,9 +156,35 @@ _HEAD_BYTES = 4096  # what _Source reads ahead to tell text from other formats
 _COMPRESSED = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2"}
 
 
-def _is_jsonl(p: Path) -> bool:
+def _named(p: Path, ext: str) -> bool:
+    """Whether ``p``'s name ends in ``ext``, compressed (``.gz``, ``.xz``, ``.bz2``) or not."""
     name = p.name.lower()
-    return any(name.endswith(".jsonl" + z) for z in ("", *_COMPRESSED))
+    return any(name.endswith(ext + z) for z in ("", *_COMPRESSED))
+
+
+def _is_jsonl(p: Path) -> bool:
+    return _named(p, ".jsonl") or _named(p, ".ndjson")
+
+
+_PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSON Lines
+
+
+def _json_lines(src: _Source, text_field: str) -> bool:
+    """Whether a ``.json`` file is JSON Lines (what ``datasets``' ``to_json`` writes): its first
+    line is a JSON object with ``text_field``. Any other ``.json`` (a config file, a JSON
+    array, one document pretty-printed over many lines) is text."""
+    line = src.peek_line(_PEEK_BYTES)
+    try:
+        obj = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and text_field in obj
+
+
+def _reads_as_jsonl(src: _Source, text_field: str) -> bool:
+    """Whether ``prepare`` reads ``src`` as JSONL: by name (``.jsonl``, ``.ndjson``), or a
+    ``.json`` file holding JSON Lines (``_json_lines``)."""
+    return _is_jsonl(src.path) or (_named(src.path, ".json") and _json_lines(src, text_field))
 
 
 def _compression(head: bytes) -> str | None:
@@ -240,6 +266,12 @@ class _Source:
         if pos != self._pos:
             self._on_progress(pos - self._pos)
             self._pos = pos
+        return line
+
+    def peek_line(self, limit: int) -> bytes:
+        """The first line (at most ``limit`` bytes), left to be read again."""
+        line = self.readline(limit)
+        self._head = line + self._head
         return line
 
     def close(self) -> None:
@@ -498,7 +530,7 @@ def _iter_pieces(
     for path in files:
         src = _Source(path, on_progress, errors)
         try:
-            if _is_jsonl(path):
+            if _reads_as_jsonl(src, text_field):
                 yield from _jsonl_pieces(src, text_field, errors)
             elif line_docs:
                 yield from _line_pieces(src, errors)
@@ -814,8 +846,14 @@ def prepare(
     given, out = out, _real_out(out)
     files = resolve_inputs(inputs, exclude=[out])
     _check_out(out, overwrite, files)
+    json_text = []  # .json files read as plain text, JSON syntax and all
     for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
-        _Source(f, lambda n: None, errors).close()
+        src = _Source(f, lambda n: None, errors)
+        try:
+            if _named(f, ".json") and not _reads_as_jsonl(src, text_field):
+                json_text.append(f)
+        finally:
+            src.close()
     total_bytes = sum(f.stat().st_size for f in files)
 
     def pieces(desc: str) -> Iterator[tuple[str, bool]]:
@@ -828,6 +866,11 @@ def prepare(
     tok = _make_tokenizer(tokenizer, vocab_size, pieces)
     V = tok.vocab_size
     notes = []
+    if json_text:
+        more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
+        notes.append(f"{json_text[0]}{more} read as plain text, JSON syntax and all (the first "
+                     f"line is not a JSON object with a field {text_field!r}, as in JSON Lines); "
+                     "convert a JSON array of records with jq -c '.[]' in.json > out.jsonl")
     if tokenizer == "bpe" and V < vocab_size:
         notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
                      f"{vocab_size:,} asked): no more pairs of tokens occur twice")
