@@ -158,3 +158,13 @@ def test_json_lines_in_a_json_file_are_documents_and_other_json_gets_a_note(tmp_
     assert len(info.notes) == 1 and "arr.json and 1 more .json files read as plain" in info.notes[0]
     info = data.prepare([tmp_path / "hf.json"], tmp_path / "o2", text_field="body", **kw)
     assert info.n_documents == 1 and "no field" not in info.notes[0]
+
+
+def test_chat_data_given_to_prepare_points_at_sft(tmp_path, capsys):
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    for name, rec in (("chat.jsonl", chat), ("pairs.jsonl", {"prompt": "a", "response": "b"})):
+        (tmp_path / name).write_text(json.dumps(rec) + "\n")
+        assert main(["prepare", str(tmp_path / name), "-o", str(tmp_path / "d")]) == 2
+        err = capsys.readouterr().err
+        assert f"{name}:1: no field 'text'" in err and "--objective sft" in err, err
+        assert "--text-field" not in err and err.count("\n") == 1  # no field to choose

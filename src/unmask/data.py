@@ -496,9 +496,12 @@ def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[
     for where, obj in _jsonl_objects(src, errors):
         if text_field not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) or "none"
-            raise UserError(
-                f"{where}: no field {text_field!r} (fields: {keys}); choose one with --text-field"
-            )
+            fix = "choose one with --text-field"
+            if "messages" in obj or {"prompt", "response"} <= obj.keys():
+                fix = ("chat or prompt/response data is not prepared: fine-tune a model on the "
+                       f"file itself (unmask train --objective sft --init RUN --data {src.path}; "
+                       "docs/training.md)")
+            raise UserError(f"{where}: no field {text_field!r} (fields: {keys}); {fix}")
         text = obj[text_field]
         if not isinstance(text, str):
             raise UserError(f"{where}: field {text_field!r} is {type(text).__name__}, not a string")
