@@ -168,3 +168,35 @@ def test_chat_data_given_to_prepare_points_at_sft(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"{name}:1: no field 'text'" in err and "--objective sft" in err, err
         assert "--text-field" not in err and err.count("\n") == 1  # no field to choose
+
+
+def test_the_tokenizer_gets_short_pieces_and_their_size_does_not_change_the_data(
+    tmp_path, monkeypatch
+):
+    rng = np.random.default_rng(1)
+    words = ["alpha", "beta", "gamma", "δέλτα", "x=1;", "\n", "\n\n", "  "]
+    text = " ".join(str(w) for w in rng.choice(words, 12000))
+    (tmp_path / "doc.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "line.txt").write_text(text.replace("\n", " ") + "\n", encoding="utf-8")
+    seen = []
+    encode_batch = data.Tokenizer.encode_batch
+
+    def spy(self, texts, **kw):
+        seen.extend(map(len, texts))
+        return encode_batch(self, texts, **kw)
+
+    monkeypatch.setattr(data.Tokenizer, "encode_batch", spy)
+    kw = {"vocab_size": 400, "val_fraction": 0, "progress": False}
+    for line_docs in (False, True):
+        name = "line.txt" if line_docs else "doc.txt"
+        seen.clear()
+        data.prepare([tmp_path / name], tmp_path / f"short-{line_docs}", line_docs=line_docs,
+                     **kw)
+        assert max(seen) <= 4096 and len(seen) > 1  # 64K-character pieces cost more CPU
+        with monkeypatch.context() as m:  # pieces as long as before: the same dataset
+            m.setattr(data, "_CHUNK_CHARS", 1 << 16)
+            data.prepare([tmp_path / name], tmp_path / f"long-{line_docs}", line_docs=line_docs,
+                         **kw)
+        for f in ("tokenizer.json", "train-00000.bin"):
+            a = (tmp_path / f"short-{line_docs}" / f).read_bytes()
+            assert a == (tmp_path / f"long-{line_docs}" / f).read_bytes(), (f, line_docs)
