@@ -13,7 +13,7 @@ from tokenizers import models, pre_tokenizers
 from unmask import data
 from unmask.cli import main
 from unmask.errors import UserError
-from unmask.tokenizer import load_tokenizer
+from unmask.tokenizer import byte_tokenizer, load_tokenizer
 
 
 def test_a_dataset_prepared_inside_the_corpus_folder_is_not_read_as_text(tmp_path, capsys):
@@ -200,3 +200,21 @@ def test_the_tokenizer_gets_short_pieces_and_their_size_does_not_change_the_data
         for f in ("tokenizer.json", "train-00000.bin"):
             a = (tmp_path / f"short-{line_docs}" / f).read_bytes()
             assert a == (tmp_path / f"long-{line_docs}" / f).read_bytes(), (f, line_docs)
+
+
+def test_a_tokenizer_saved_with_truncation_or_padding_on_encodes_whole_texts(tmp_path):
+    hf = HFTokenizer.from_str(byte_tokenizer().hf.to_str())
+    hf.enable_truncation(max_length=8)  # as saved by a model's training script
+    hf.enable_padding(length=12, pad_id=1, pad_token="[PAD]")
+    hf.save(str(tmp_path / "tokenizer.json"))
+    tok = load_tokenizer(tmp_path)
+    text = "a text longer than eight bytes"
+    want = [4 + b for b in text.encode()]
+    assert tok.encode(text) == want  # was cut to 8 ids and padded with 4 pad ids
+    assert tok.encode_batch(["hi", text]) == [[4 + ord("h"), 4 + ord("i")], want]
+    (tmp_path / "a.txt").write_text(text)
+    info = data.prepare([tmp_path / "a.txt"], tmp_path / "d", tokenizer=str(tmp_path),
+                        val_fraction=0, progress=False)
+    assert info.n_tokens["train"] == len(want) + 1 and info.notes == ()
+    saved = json.loads((tmp_path / "d" / "tokenizer.json").read_text())
+    assert saved["truncation"] is None and saved["padding"] is None

@@ -128,6 +128,11 @@ class Tokenizer:
     def __init__(
         self, hf: HFTokenizer, *, mask_id: int, pad_id: int, eos_id: int, bos_id: int
     ) -> None:
+        # A tokenizer.json saved with truncation or padding on (``enable_truncation``, a
+        # model's max length) would cut every text to its length and pad it with pad ids:
+        # ``encode`` gives all of a text's tokens and nothing else. Turned off on ``hf`` itself.
+        hf.no_truncation()
+        hf.no_padding()
         self._hf_special = hf  # parses special-token strings (allow_special=True)
         self.mask_id = int(mask_id)
         self.pad_id = int(pad_id)
