@@ -200,6 +200,14 @@ def test_the_tokenizer_gets_short_pieces_and_their_size_does_not_change_the_data
         for f in ("tokenizer.json", "train-00000.bin"):
             a = (tmp_path / f"short-{line_docs}" / f).read_bytes()
             assert a == (tmp_path / f"long-{line_docs}" / f).read_bytes(), (f, line_docs)
+    # a tokenizer whose tokens a cut may change (here: no byte-level pre-tokenization) keeps
+    # the long pieces, few cuts
+    vocab = {w: i for i, w in enumerate(["[UNK]", "alpha", "beta", "gamma", "δέλτα", "x=1;"])}
+    other = _foreign(tmp_path, "wl", models.WordLevel(vocab, unk_token="[UNK]"))
+    seen.clear()
+    data.prepare([tmp_path / "doc.txt"], tmp_path / "other", tokenizer=str(other),
+                 val_fraction=0, progress=False)
+    assert 4096 < max(seen) <= 1 << 16
 
 
 def test_a_tokenizer_saved_with_truncation_or_padding_on_encodes_whole_texts(tmp_path):

@@ -56,10 +56,13 @@ MIN_VAL_TOKENS = 8 * SPLIT_BLOCK
 ``unmask train`` reads (8 batches × 32 rows × 128 tokens), so it never repeats a window."""
 
 _CHUNK_CHARS = 1 << 12
-"""Longest piece of a document fed to the tokenizer at once. Pieces are cut where the
-tokenizer's pre-tokenization splits anyway (``_cut``), so their size does not change the
-tokens; HF tokenizers encode 4K-character pieces in about 2/3 of the CPU time of 64K ones
-(python-docs, 11 MB, a 4,096-token BPE: 9.4 s -> 5.8-7.7 s), the same bytes written."""
+"""Longest piece of a document fed at once to a tokenizer that ``_cuts_exactly``: the pieces
+are cut where its pre-tokenization splits anyway (``_cut``), so their size does not change
+the tokens, and HF tokenizers encode 4K-character pieces in about 2/3 of the CPU time of 64K
+ones (python-docs, 11 MB, a 4,096-token BPE: 9.4 s -> 5.8-7.7 s), the same bytes written."""
+_CHUNK_CHARS_OTHER = 1 << 16
+"""The same for other tokenizers, where a cut may change a token or two (a Llama-2-style
+normalizer puts a word start at the start of every piece): long pieces, few cuts."""
 _READ_BYTES = 1 << 16  # longest read from a plain-text file (a line or part of one)
 _BATCH_CHARS = 1 << 20  # characters per encode_batch call
 _NOT_DATASET = "is not a prepared dataset; run `unmask prepare` first"
@@ -349,6 +352,20 @@ def _cut(text: str, size: int) -> int:
     return ends[-1] if ends else size
 
 
+def _cuts_exactly(tok: Tokenizer) -> bool:
+    """Whether cutting text where whitespace begins (``_cut``) leaves its tokens as they are:
+    byte-level BPE with GPT-2's pre-tokenization regex, no prefix space and no normalizer
+    (ours, GPT-2's, RoBERTa's), or a byte-level vocabulary without merges (``byte``)."""
+    hf = tok.hf
+    if hf.normalizer is not None or hf.pre_tokenizer is None:
+        return False
+    pre = json.loads(hf.pre_tokenizer.__getstate__())
+    if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space"):
+        return False
+    return bool(pre.get("use_regex", True)) or json.loads(hf.model.__getstate__()).get(
+        "merges") == []
+
+
 def _split_text(text: str, size: int | None = None) -> Iterator[str]:
     """``text`` in pieces of at most ``size`` (default ``_CHUNK_CHARS``) characters, cut where
     whitespace begins (``_cut``)."""
@@ -360,8 +377,9 @@ def _split_text(text: str, size: int | None = None) -> Iterator[str]:
     yield text
 
 
-def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
-    """One document (the whole file) in pieces; nothing for an empty file."""
+def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
+    """One document (the whole file) in pieces of at most ``chunk`` characters; nothing for an
+    empty file."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     buf: list[str] = []
@@ -383,10 +401,10 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
         if text:
             buf.append(text)
             n += len(text)
-        if n > _CHUNK_CHARS and not final:
+        if n > chunk and not final:
             pending = "".join(buf)
-            while len(pending) > _CHUNK_CHARS:
-                c = _cut(pending, _CHUNK_CHARS)
+            while len(pending) > chunk:
+                c = _cut(pending, chunk)
                 yield pending[:c], False
                 emitted = True
                 pending = pending[c:]
@@ -395,7 +413,7 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             break
     rest = "".join(buf)
     if rest or emitted:
-        pieces = list(_split_text(rest))
+        pieces = list(_split_text(rest, chunk))
         for i, p in enumerate(pieces):
             yield p, i == len(pieces) - 1
 
@@ -403,9 +421,9 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
-def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
+def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
     """Each non-blank line one document, its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``,
-    old Mac style) left out; a line longer than ``_CHUNK_CHARS`` comes in pieces."""
+    old Mac style) left out; a line longer than ``chunk`` characters comes in pieces."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     pending = ""  # the current line, not yet yielded
@@ -414,7 +432,7 @@ def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
 
     def line_end(line: str) -> Iterator[tuple[str, bool]]:
         if emitted or line.strip():
-            pieces = list(_split_text(line))
+            pieces = list(_split_text(line, chunk))
             for i, p in enumerate(pieces):
                 yield p, i == len(pieces) - 1
 
@@ -442,8 +460,8 @@ def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             yield from line_end(pending)
             return
         pending += held
-        while len(pending) > _CHUNK_CHARS:
-            c = _cut(pending, _CHUNK_CHARS)
+        while len(pending) > chunk:
+            c = _cut(pending, chunk)
             yield pending[:c], False
             emitted = True
             pending = pending[c:]
@@ -495,7 +513,9 @@ def read_jsonl(
         src.close()
 
 
-def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[str, bool]]:
+def _jsonl_pieces(
+    src: _Source, text_field: str, errors: str, chunk: int
+) -> Iterator[tuple[str, bool]]:
     """One document per JSON line (``obj[text_field]``) in pieces; blank lines are skipped."""
     for where, obj in _jsonl_objects(src, errors):
         if text_field not in obj:
@@ -520,7 +540,7 @@ def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[
             text = text.encode("utf-8", "replace").decode("utf-8")
         if not text:
             continue
-        pieces = list(_split_text(text))
+        pieces = list(_split_text(text, chunk))
         for i, p in enumerate(pieces):
             yield p, i == len(pieces) - 1
 
@@ -532,17 +552,20 @@ def _iter_pieces(
     errors: str,
     on_progress: Callable[[int], None],
     line_docs: bool = False,
+    chunk: int | None = None,
 ) -> Iterator[tuple[str, bool]]:
-    """``(piece, end_of_document)`` over all files; pieces are at most ``_CHUNK_CHARS``."""
+    """``(piece, end_of_document)`` over all files; pieces are at most ``chunk`` characters
+    (default ``_CHUNK_CHARS``)."""
+    chunk = _CHUNK_CHARS if chunk is None else chunk
     for path in files:
         src = _Source(path, on_progress, errors)
         try:
             if _reads_as_jsonl(src, text_field):
-                yield from _jsonl_pieces(src, text_field, errors)
+                yield from _jsonl_pieces(src, text_field, errors, chunk)
             elif line_docs:
-                yield from _line_pieces(src, errors)
+                yield from _line_pieces(src, errors, chunk)
             else:
-                yield from _plain_pieces(src, errors)
+                yield from _plain_pieces(src, errors, chunk)
         finally:
             src.close()
 
@@ -863,11 +886,11 @@ def prepare(
             src.close()
     total_bytes = sum(f.stat().st_size for f in files)
 
-    def pieces(desc: str) -> Iterator[tuple[str, bool]]:
+    def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
         with _progress(desc, total_bytes, progress) as bar:
             yield from _iter_pieces(
                 files, text_field=text_field, errors=errors, on_progress=bar.update,
-                line_docs=line_docs,
+                line_docs=line_docs, chunk=chunk,
             )
 
     tok = _make_tokenizer(tokenizer, vocab_size, pieces)
@@ -922,7 +945,8 @@ def prepare(
             ends.clear()
             n_chars = 0
 
-        for piece, end in pieces("tokenizing"):
+        chunk = _CHUNK_CHARS if _cuts_exactly(tok) else _CHUNK_CHARS_OTHER
+        for piece, end in pieces("tokenizing", chunk):
             batch.append(piece)
             ends.append(end)
             n_docs += end
