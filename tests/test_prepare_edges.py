@@ -226,3 +226,14 @@ def test_a_tokenizer_saved_with_truncation_or_padding_on_encodes_whole_texts(tmp
     assert info.n_tokens["train"] == len(want) + 1 and info.notes == ()
     saved = json.loads((tmp_path / "d" / "tokenizer.json").read_text())
     assert saved["truncation"] is None and saved["padding"] is None
+
+
+def test_an_output_below_a_file_is_refused_up_front_naming_the_file(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("some text\n")
+    (tmp_path / "notes").write_text("a file, not a folder\n")
+    for out in ("notes/data", "notes/x/data"):  # said "File exists: .../notes"
+        args = ["prepare", str(tmp_path / "a.txt"), "-o", str(tmp_path / out)]
+        assert main([*args, "--tokenizer", "byte", "--val-fraction", "0"]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'notes'} is a file, not a folder" in err and err.count("\n") == 1
+    assert (tmp_path / "notes").read_text() == "a file, not a folder\n"

@@ -706,6 +706,11 @@ def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
         if whole in f.resolve().parents:
             raise UserError(f"{f}: an input inside the output folder {out}, which prepare "
                             "replaces; move it out or give another -o")
+    for parent in out.parents:  # the nearest one that exists must be a folder to build in
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{out}: {parent} is a file, not a folder")
+            break
     if not out.exists():
         return
     if not out.is_dir():
