@@ -237,3 +237,14 @@ def test_an_output_below_a_file_is_refused_up_front_naming_the_file(tmp_path, ca
         err = capsys.readouterr().err
         assert f"{tmp_path / 'notes'} is a file, not a folder" in err and err.count("\n") == 1
     assert (tmp_path / "notes").read_text() == "a file, not a folder\n"
+
+
+def test_a_text_field_with_no_jsonl_input_gets_a_note(tmp_path):
+    (tmp_path / "a.txt").write_text("plain text, no JSON\n")
+    (tmp_path / "b.jsonl").write_text('{"body": "a record"}\n')
+    kw = {"tokenizer": "byte", "val_fraction": 0, "progress": False, "text_field": "body"}
+    info = data.prepare([tmp_path / "a.txt"], tmp_path / "o1", **kw)
+    assert info.notes == ("--text-field body (text_field= in Python) was not used: no input is "
+                          "JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)",)
+    info = data.prepare([tmp_path / "a.txt", tmp_path / "b.jsonl"], tmp_path / "o2", **kw)
+    assert info.notes == () and info.n_documents == 2

@@ -882,13 +882,16 @@ def prepare(
     files = resolve_inputs(inputs, exclude=[out])
     _check_out(out, overwrite, files)
     json_text = []  # .json files read as plain text, JSON syntax and all
+    n_jsonl = 0
     for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
         src = _Source(f, lambda n: None, errors)
         try:
-            if _named(f, ".json") and not _reads_as_jsonl(src, text_field):
-                json_text.append(f)
+            jsonl = _reads_as_jsonl(src, text_field)
         finally:
             src.close()
+        n_jsonl += jsonl
+        if _named(f, ".json") and not jsonl:
+            json_text.append(f)
     total_bytes = sum(f.stat().st_size for f in files)
 
     def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
@@ -901,6 +904,9 @@ def prepare(
     tok = _make_tokenizer(tokenizer, vocab_size, pieces)
     V = tok.vocab_size
     notes = []
+    if text_field != "text" and not n_jsonl:
+        notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
+                     "input is JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)")
     if json_text:
         more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
         notes.append(f"{json_text[0]}{more} read as plain text, JSON syntax and all (the first "
