@@ -248,3 +248,20 @@ def test_a_text_field_with_no_jsonl_input_gets_a_note(tmp_path):
                           "JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)",)
     info = data.prepare([tmp_path / "a.txt", tmp_path / "b.jsonl"], tmp_path / "o2", **kw)
     assert info.notes == () and info.n_documents == 2
+
+
+def test_links_to_folders_inside_a_corpus_folder_are_followed_once(tmp_path):
+    corpus, other = tmp_path / "corpus", tmp_path / "other"
+    (corpus / "sub").mkdir(parents=True)
+    other.mkdir()
+    (corpus / "a.txt").write_text("text a\n")
+    (corpus / "sub" / "b.txt").write_text("text b\n")
+    (other / "c.txt").write_text("text c on another disk\n")
+    (corpus / "more").symlink_to(other, target_is_directory=True)  # was skipped silently
+    (corpus / "sub" / "up").symlink_to(corpus, target_is_directory=True)  # a loop
+    (corpus / "latest").symlink_to(corpus / "sub", target_is_directory=True)  # sub, twice
+    got = [p.relative_to(corpus).as_posix() for p in data.resolve_inputs([corpus])]
+    assert got == ["a.txt", "more/c.txt", "sub/b.txt"]
+    info = data.prepare([corpus], tmp_path / "d", tokenizer="byte", val_fraction=0,
+                        progress=False)
+    assert info.n_documents == 3

@@ -104,6 +104,26 @@ def _hidden(parts: Sequence[str]) -> bool:
     return any(p.startswith(".") for p in parts)
 
 
+def _walk(root: Path) -> list[Path]:
+    """The entries below ``root`` that are not folders, hidden ones (``.name``) left out.
+    Links to folders are followed (``rglob`` skipped them: a corpus folder holding a link to
+    another disk lost that text silently); each real folder is walked once, so a link to an
+    enclosing folder ends instead of looping, and a folder reached twice is read once."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    for d, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        shown = sorted(x for x in dirs if not x.startswith("."))
+        # real folders first: a folder also reached through a link keeps its own name
+        dirs[:] = sorted(shown, key=lambda x: os.path.islink(os.path.join(d, x)))
+        out.extend(Path(d) / n for n in names if not n.startswith("."))
+    return out
+
+
 def resolve_inputs(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     *,
@@ -134,13 +154,13 @@ def resolve_inputs(
             if not _not_prepared(p):
                 raise UserError(f"{p}: a dataset written by unmask prepare (token ids), not "
                                 "text; give the text it was prepared from")
-            datasets = [d.parent for d in p.rglob("index.json")
-                        if not _hidden(d.relative_to(p).parts) and not _not_prepared(d.parent)]
+            below = _walk(p)
+            datasets = [d.parent for d in below
+                        if d.name == "index.json" and not _not_prepared(d.parent)]
             found = [
                 q
-                for q in p.rglob("*")
-                if q.is_file() and not _hidden(q.relative_to(p).parts) and not is_excluded(q)
-                and not any(d in q.parents for d in datasets)
+                for q in below
+                if q.is_file() and not is_excluded(q) and not any(d in q.parents for d in datasets)
             ]
             files.extend(sorted(found, key=lambda q: q.relative_to(p).parts))
         elif p.is_file():
