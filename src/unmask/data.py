@@ -55,7 +55,14 @@ MIN_VAL_TOKENS = 8 * SPLIT_BLOCK
 """Default smallest validation split: 32,768 tokens, what one default evaluation of
 ``unmask train`` reads (8 batches × 32 rows × 128 tokens), so it never repeats a window."""
 
-_CHUNK_CHARS = 1 << 16  # longest piece of a document fed to the tokenizer at once
+_CHUNK_CHARS = 1 << 12
+"""Longest piece of a document fed at once to a tokenizer that ``_cuts_exactly``: the pieces
+are cut where its pre-tokenization splits anyway (``_cut``), so their size does not change
+the tokens, and HF tokenizers encode 4K-character pieces in about 2/3 of the CPU time of 64K
+ones (python-docs, 11 MB, a 4,096-token BPE: 9.4 s -> 5.8-7.7 s), the same bytes written."""
+_CHUNK_CHARS_OTHER = 1 << 16
+"""The same for other tokenizers, where a cut may change a token or two (a Llama-2-style
+normalizer puts a word start at the start of every piece): long pieces, few cuts."""
 _READ_BYTES = 1 << 16  # longest read from a plain-text file (a line or part of one)
 _BATCH_CHARS = 1 << 20  # characters per encode_batch call
 _NOT_DATASET = "is not a prepared dataset; run `unmask prepare` first"
@@ -97,10 +104,32 @@ def _hidden(parts: Sequence[str]) -> bool:
     return any(p.startswith(".") for p in parts)
 
 
+def _walk(root: Path) -> list[Path]:
+    """The entries below ``root`` that are not folders, hidden ones (``.name``) left out.
+    Links to folders are followed (``rglob`` skipped them: a corpus folder holding a link to
+    another disk lost that text silently); each real folder is walked once, so a link to an
+    enclosing folder ends instead of looping, and a folder reached twice is read once."""
+    seen: set[str] = set()
+    out: list[Path] = []
+    for d, dirs, names in os.walk(root, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        shown = sorted(x for x in dirs if not x.startswith("."))
+        # real folders first: a folder also reached through a link keeps its own name
+        dirs[:] = sorted(shown, key=lambda x: os.path.islink(os.path.join(d, x)))
+        out.extend(Path(d) / n for n in names if not n.startswith("."))
+    return out
+
+
 def resolve_inputs(
-    inputs: Sequence[str | os.PathLike[str]], *, exclude: Sequence[Path] = ()
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
+    *,
+    exclude: Sequence[Path] = (),
 ) -> list[Path]:
-    """The files that ``inputs`` stand for, in order.
+    """The files that ``inputs`` (a list of paths, or one path) stand for, in order.
 
     Files are taken as given; directories are searched recursively in sorted order,
     skipping hidden files and folders (names starting with ``.``), datasets ``prepare`` wrote
@@ -108,6 +137,8 @@ def resolve_inputs(
     anything under ``exclude``. A missing path, or a prepared dataset given as an input,
     raises ``UserError``.
     """
+    if isinstance(inputs, str | os.PathLike):  # one path, not the characters of its name
+        inputs = [inputs]
     if not inputs:
         raise UserError("no input files given")
     excluded = [e.resolve() for e in exclude]
@@ -123,13 +154,13 @@ def resolve_inputs(
             if not _not_prepared(p):
                 raise UserError(f"{p}: a dataset written by unmask prepare (token ids), not "
                                 "text; give the text it was prepared from")
-            datasets = [d.parent for d in p.rglob("index.json")
-                        if not _hidden(d.relative_to(p).parts) and not _not_prepared(d.parent)]
+            below = _walk(p)
+            datasets = [d.parent for d in below
+                        if d.name == "index.json" and not _not_prepared(d.parent)]
             found = [
                 q
-                for q in p.rglob("*")
-                if q.is_file() and not _hidden(q.relative_to(p).parts) and not is_excluded(q)
-                and not any(d in q.parents for d in datasets)
+                for q in below
+                if q.is_file() and not is_excluded(q) and not any(d in q.parents for d in datasets)
             ]
             files.extend(sorted(found, key=lambda q: q.relative_to(p).parts))
         elif p.is_file():
@@ -152,9 +183,35 @@ _HEAD_BYTES = 4096  # what _Source reads ahead to tell text from other formats
 _COMPRESSED = {".gz": "gzip", ".xz": "xz", ".bz2": "bzip2"}
 
 
-def _is_jsonl(p: Path) -> bool:
+def _named(p: Path, ext: str) -> bool:
+    """Whether ``p``'s name ends in ``ext``, compressed (``.gz``, ``.xz``, ``.bz2``) or not."""
     name = p.name.lower()
-    return any(name.endswith(".jsonl" + z) for z in ("", *_COMPRESSED))
+    return any(name.endswith(ext + z) for z in ("", *_COMPRESSED))
+
+
+def _is_jsonl(p: Path) -> bool:
+    return _named(p, ".jsonl") or _named(p, ".ndjson")
+
+
+_PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSON Lines
+
+
+def _json_lines(src: _Source, text_field: str) -> bool:
+    """Whether a ``.json`` file is JSON Lines (what ``datasets``' ``to_json`` writes): its first
+    line is a JSON object with ``text_field``. Any other ``.json`` (a config file, a JSON
+    array, one document pretty-printed over many lines) is text."""
+    line = src.peek_line(_PEEK_BYTES)
+    try:
+        obj = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and text_field in obj
+
+
+def _reads_as_jsonl(src: _Source, text_field: str) -> bool:
+    """Whether ``prepare`` reads ``src`` as JSONL: by name (``.jsonl``, ``.ndjson``), or a
+    ``.json`` file holding JSON Lines (``_json_lines``)."""
+    return _is_jsonl(src.path) or (_named(src.path, ".json") and _json_lines(src, text_field))
 
 
 def _compression(head: bytes) -> str | None:
@@ -238,6 +295,12 @@ class _Source:
             self._pos = pos
         return line
 
+    def peek_line(self, limit: int) -> bytes:
+        """The first line (at most ``limit`` bytes), left to be read again."""
+        line = self.readline(limit)
+        self._head = line + self._head
+        return line
+
     def close(self) -> None:
         if self._stream is not self._raw:
             self._stream.close()
@@ -285,16 +348,48 @@ class _Lines:
                              else None)
 
 
+_WORD_END = re.compile(
+    r"\S(?=[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])"
+)
+"""A character before whitespace as the tokenizers' regex (Unicode ``White_Space``) sees it;
+Python's ``\\s`` also takes the separators U+001C-U+001F, which that regex leaves in words."""
+
+
 def _cut(text: str, size: int) -> int:
-    """Where to cut ``text`` (longer than ``size``): after a newline, else before a space."""
-    c = text.rfind("\n", 0, size) + 1
-    if c <= 0:
-        c = text.rfind(" ", 1, size)
-    return c if c > 0 else size
+    """Where to cut ``text`` (longer than ``size``): the last place before ``size`` where a
+    whitespace run begins, preferably a space: GPT-2-style pre-tokenization (byte-level BPE)
+    ends a piece there anyway and treats a run at the start of a string as it does mid-text,
+    so the pieces encode to the tokens of the whole text (a cut after a newline in a run of
+    blank lines, or inside a run of spaces, gave different ones). A piece starting with a
+    space also keeps SentencePiece-style tokenizers from adding a word start of their own.
+    Without whitespace, ``size``."""
+    c = text.rfind(" ", 1, size)
+    while c > 0 and text[c - 1].isspace():  # inside a run of whitespace: look further back
+        c = text.rfind(" ", 1, c)
+    if c > 0:
+        return c
+    ends = [m.end() for m in _WORD_END.finditer(text, 0, size)]
+    return ends[-1] if ends else size
 
 
-def _split_text(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:
-    """``text`` in pieces of at most ``size`` characters, cut at line ends or spaces."""
+def _cuts_exactly(tok: Tokenizer) -> bool:
+    """Whether cutting text where whitespace begins (``_cut``) leaves its tokens as they are:
+    byte-level BPE with GPT-2's pre-tokenization regex, no prefix space and no normalizer
+    (ours, GPT-2's, RoBERTa's), or a byte-level vocabulary without merges (``byte``)."""
+    hf = tok.hf
+    if hf.normalizer is not None or hf.pre_tokenizer is None:
+        return False
+    pre = json.loads(hf.pre_tokenizer.__getstate__())
+    if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space"):
+        return False
+    return bool(pre.get("use_regex", True)) or json.loads(hf.model.__getstate__()).get(
+        "merges") == []
+
+
+def _split_text(text: str, size: int | None = None) -> Iterator[str]:
+    """``text`` in pieces of at most ``size`` (default ``_CHUNK_CHARS``) characters, cut where
+    whitespace begins (``_cut``)."""
+    size = _CHUNK_CHARS if size is None else size
     while len(text) > size:
         c = _cut(text, size)
         yield text[:c]
@@ -302,8 +397,9 @@ def _split_text(text: str, size: int = _CHUNK_CHARS) -> Iterator[str]:
     yield text
 
 
-def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
-    """One document (the whole file) in pieces; nothing for an empty file."""
+def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
+    """One document (the whole file) in pieces of at most ``chunk`` characters; nothing for an
+    empty file."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     buf: list[str] = []
@@ -325,10 +421,10 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
         if text:
             buf.append(text)
             n += len(text)
-        if n > _CHUNK_CHARS and not final:
+        if n > chunk and not final:
             pending = "".join(buf)
-            while len(pending) > _CHUNK_CHARS:
-                c = _cut(pending, _CHUNK_CHARS)
+            while len(pending) > chunk:
+                c = _cut(pending, chunk)
                 yield pending[:c], False
                 emitted = True
                 pending = pending[c:]
@@ -337,7 +433,7 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             break
     rest = "".join(buf)
     if rest or emitted:
-        pieces = list(_split_text(rest))
+        pieces = list(_split_text(rest, chunk))
         for i, p in enumerate(pieces):
             yield p, i == len(pieces) - 1
 
@@ -345,9 +441,9 @@ def _plain_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 
-def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
+def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
     """Each non-blank line one document, its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``,
-    old Mac style) left out; a line longer than ``_CHUNK_CHARS`` comes in pieces."""
+    old Mac style) left out; a line longer than ``chunk`` characters comes in pieces."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     pending = ""  # the current line, not yet yielded
@@ -356,7 +452,7 @@ def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
 
     def line_end(line: str) -> Iterator[tuple[str, bool]]:
         if emitted or line.strip():
-            pieces = list(_split_text(line))
+            pieces = list(_split_text(line, chunk))
             for i, p in enumerate(pieces):
                 yield p, i == len(pieces) - 1
 
@@ -384,8 +480,8 @@ def _line_pieces(src: _Source, errors: str) -> Iterator[tuple[str, bool]]:
             yield from line_end(pending)
             return
         pending += held
-        while len(pending) > _CHUNK_CHARS:
-            c = _cut(pending, _CHUNK_CHARS)
+        while len(pending) > chunk:
+            c = _cut(pending, chunk)
             yield pending[:c], False
             emitted = True
             pending = pending[c:]
@@ -437,14 +533,19 @@ def read_jsonl(
         src.close()
 
 
-def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[str, bool]]:
+def _jsonl_pieces(
+    src: _Source, text_field: str, errors: str, chunk: int
+) -> Iterator[tuple[str, bool]]:
     """One document per JSON line (``obj[text_field]``) in pieces; blank lines are skipped."""
     for where, obj in _jsonl_objects(src, errors):
         if text_field not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) or "none"
-            raise UserError(
-                f"{where}: no field {text_field!r} (fields: {keys}); choose one with --text-field"
-            )
+            fix = "choose one with --text-field"
+            if "messages" in obj or {"prompt", "response"} <= obj.keys():
+                fix = ("chat or prompt/response data is not prepared: fine-tune a model on the "
+                       f"file itself (unmask train --objective sft --init RUN --data {src.path}; "
+                       "docs/training.md)")
+            raise UserError(f"{where}: no field {text_field!r} (fields: {keys}); {fix}")
         text = obj[text_field]
         if not isinstance(text, str):
             raise UserError(f"{where}: field {text_field!r} is {type(text).__name__}, not a string")
@@ -459,7 +560,7 @@ def _jsonl_pieces(src: _Source, text_field: str, errors: str) -> Iterator[tuple[
             text = text.encode("utf-8", "replace").decode("utf-8")
         if not text:
             continue
-        pieces = list(_split_text(text))
+        pieces = list(_split_text(text, chunk))
         for i, p in enumerate(pieces):
             yield p, i == len(pieces) - 1
 
@@ -471,17 +572,20 @@ def _iter_pieces(
     errors: str,
     on_progress: Callable[[int], None],
     line_docs: bool = False,
+    chunk: int | None = None,
 ) -> Iterator[tuple[str, bool]]:
-    """``(piece, end_of_document)`` over all files; pieces are at most ~64K characters."""
+    """``(piece, end_of_document)`` over all files; pieces are at most ``chunk`` characters
+    (default ``_CHUNK_CHARS``)."""
+    chunk = _CHUNK_CHARS if chunk is None else chunk
     for path in files:
         src = _Source(path, on_progress, errors)
         try:
-            if _is_jsonl(path):
-                yield from _jsonl_pieces(src, text_field, errors)
+            if _reads_as_jsonl(src, text_field):
+                yield from _jsonl_pieces(src, text_field, errors, chunk)
             elif line_docs:
-                yield from _line_pieces(src, errors)
+                yield from _line_pieces(src, errors, chunk)
             else:
-                yield from _plain_pieces(src, errors)
+                yield from _plain_pieces(src, errors, chunk)
         finally:
             src.close()
 
@@ -622,6 +726,11 @@ def _check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
         if whole in f.resolve().parents:
             raise UserError(f"{f}: an input inside the output folder {out}, which prepare "
                             "replaces; move it out or give another -o")
+    for parent in out.parents:  # the nearest one that exists must be a folder to build in
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{out}: {parent} is a file, not a folder")
+            break
     if not out.exists():
         return
     if not out.is_dir():
@@ -710,6 +819,10 @@ def _make_tokenizer(
             raise UserError("the inputs hold no text (empty corpus)")
         return tok
     p = Path(spec)
+    if not p.exists():
+        raise UserError(f"--tokenizer {spec}: no such file or folder; give bpe, byte, or the "
+                        "path of a tokenizer.json or of a folder holding one (names of models "
+                        "on the Hugging Face Hub are not downloaded)")
     if p.is_dir() and not (p / "tokenizer.json").is_file():  # a run directory, as elsewhere
         from unmask.checkpoint import checkpoint_dir
 
@@ -724,7 +837,7 @@ allocates for the whole vocabulary up front, and 5e9 aborted with a 283 GB alloc
 
 
 def prepare(
-    inputs: Sequence[str | os.PathLike[str]],
+    inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
     tokenizer: str = "bpe",
@@ -742,10 +855,11 @@ def prepare(
     """Tokenize a corpus into train/validation token shards under ``out``.
 
     Args:
-        inputs: text files (one file = one document), gzip'd, xz'd or bzip2'd text (told by
-            their first bytes), JSONL files (``.jsonl``, ``.jsonl.gz``, ...; one line = one
-            document, text in ``text_field``)
-            and directories (searched recursively, sorted, hidden entries skipped).
+        inputs: a list of paths (or one path): text files (one file = one document),
+            gzip'd, xz'd or bzip2'd text (told by their first bytes), JSONL files
+            (``.jsonl``, ``.jsonl.gz``, ...; one line = one document, text in
+            ``text_field``) and directories (searched recursively, sorted, hidden entries
+            skipped).
         out: dataset directory to create. It is built in a hidden temp directory next to
             it and renamed at the end, so an interrupted run leaves nothing half-written.
         tokenizer: ``"bpe"`` (train byte-level BPE of ``vocab_size`` on the corpus),
@@ -787,20 +901,37 @@ def prepare(
     given, out = out, _real_out(out)
     files = resolve_inputs(inputs, exclude=[out])
     _check_out(out, overwrite, files)
+    json_text = []  # .json files read as plain text, JSON syntax and all
+    n_jsonl = 0
     for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
-        _Source(f, lambda n: None, errors).close()
+        src = _Source(f, lambda n: None, errors)
+        try:
+            jsonl = _reads_as_jsonl(src, text_field)
+        finally:
+            src.close()
+        n_jsonl += jsonl
+        if _named(f, ".json") and not jsonl:
+            json_text.append(f)
     total_bytes = sum(f.stat().st_size for f in files)
 
-    def pieces(desc: str) -> Iterator[tuple[str, bool]]:
+    def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
         with _progress(desc, total_bytes, progress) as bar:
             yield from _iter_pieces(
                 files, text_field=text_field, errors=errors, on_progress=bar.update,
-                line_docs=line_docs,
+                line_docs=line_docs, chunk=chunk,
             )
 
     tok = _make_tokenizer(tokenizer, vocab_size, pieces)
     V = tok.vocab_size
     notes = []
+    if text_field != "text" and not n_jsonl:
+        notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
+                     "input is JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)")
+    if json_text:
+        more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
+        notes.append(f"{json_text[0]}{more} read as plain text, JSON syntax and all (the first "
+                     f"line is not a JSON object with a field {text_field!r}, as in JSON Lines); "
+                     "convert a JSON array of records with jq -c '.[]' in.json > out.jsonl")
     if tokenizer == "bpe" and V < vocab_size:
         notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
                      f"{vocab_size:,} asked): no more pairs of tokens occur twice")
@@ -845,7 +976,8 @@ def prepare(
             ends.clear()
             n_chars = 0
 
-        for piece, end in pieces("tokenizing"):
+        chunk = _CHUNK_CHARS if _cuts_exactly(tok) else _CHUNK_CHARS_OTHER
+        for piece, end in pieces("tokenizing", chunk):
             batch.append(piece)
             ends.append(end)
             n_docs += end
@@ -855,6 +987,10 @@ def prepare(
         flush()
         if n_docs == 0:
             raise UserError("the inputs hold no text (empty corpus)")
+        if stream_file.tell() == n_docs * dtype.itemsize:  # EOS after EOS, nothing else
+            raise UserError(f"the tokenizer turns the text of the inputs into no tokens at "
+                            f"all (only the {n_docs:,} document ends): it has no pieces for "
+                            "its characters; choose another tokenizer")
         stream_file.close()
         stream = np.memmap(stream_path, dtype=dtype, mode="r")
         n_tokens, n_blocks = len(stream), len(stream) // SPLIT_BLOCK

@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,11 @@ class Tokenizer:
     def __init__(
         self, hf: HFTokenizer, *, mask_id: int, pad_id: int, eos_id: int, bos_id: int
     ) -> None:
+        # A tokenizer.json saved with truncation or padding on (``enable_truncation``, a
+        # model's max length) would cut every text to its length and pad it with pad ids:
+        # ``encode`` gives all of a text's tokens and nothing else. Turned off on ``hf`` itself.
+        hf.no_truncation()
+        hf.no_padding()
         self._hf_special = hf  # parses special-token strings (allow_special=True)
         self.mask_id = int(mask_id)
         self.pad_id = int(pad_id)
@@ -202,12 +208,14 @@ class Tokenizer:
         text; with True they become their ids.
         """
         hf = self._hf_special if allow_special else self._hf_plain
-        return hf.encode(text, add_special_tokens=False).ids
+        with _encode_errors():
+            return hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str], *, allow_special: bool = False) -> list[list[int]]:
         """``encode`` for many texts at once (parallel in HF tokenizers)."""
         hf = self._hf_special if allow_special else self._hf_plain
-        return [e.ids for e in hf.encode_batch(list(texts), add_special_tokens=False)]
+        with _encode_errors():
+            return [e.ids for e in hf.encode_batch(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int], *, skip_special: bool = True) -> str:
         """Text of ``ids``.
@@ -295,6 +303,22 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, mask_id={self.mask_id}, "
             f"pad_id={self.pad_id}, eos_id={self.eos_id}, bos_id={self.bos_id})"
         )
+
+
+@contextmanager
+def _encode_errors() -> Iterator[None]:
+    """A foreign ``tokenizer.json`` that cannot encode some text (a WordLevel or BPE model
+    whose ``unk_token`` is missing from its vocabulary, met at the first character it has no
+    piece for) as a ``UserError``. HF raises a plain ``Exception`` for these; anything more
+    specific (a ``TypeError`` for a non-string) is a caller's bug and stays as it is."""
+    try:
+        yield
+    except Exception as e:
+        if type(e) is not Exception:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else "no reason given"
+        raise UserError(f"the tokenizer cannot encode this text ({msg}); its tokenizer.json "
+                        "is broken or incomplete: choose another tokenizer") from None
 
 
 def _unreachable(token_id: int) -> str:
@@ -489,6 +513,19 @@ def _find(
     return None
 
 
+def _other_format(folder: Path) -> str:
+    """What a folder without ``tokenizer.json`` holds instead, and how to convert it: the two
+    older formats that published models still ship alone. ``""`` when it holds neither."""
+    if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
+        return ("; it holds vocab.json and merges.txt (GPT-2's older format): save them as one "
+                "with tokenizers.ByteLevelBPETokenizer('vocab.json', 'merges.txt')"
+                ".save('tokenizer.json')")
+    if (folder / "tokenizer.model").is_file() or (folder / "spiece.model").is_file():
+        return ("; it holds a SentencePiece model: save it as tokenizer.json with transformers "
+                "(AutoTokenizer.from_pretrained(folder).save_pretrained(folder))")
+    return ""
+
+
 def load_tokenizer(
     path: str | os.PathLike[str],
     *,
@@ -511,7 +548,7 @@ def load_tokenizer(
     if p.is_dir():
         p = p / "tokenizer.json"
     if not p.is_file():
-        raise UserError(f"{p}: no such tokenizer file")
+        raise UserError(f"{p}: no such tokenizer file{_other_format(p.parent)}")
     try:
         hf = HFTokenizer.from_file(str(p))
     except Exception as e:  # HF raises plain Exception for bad JSON / unknown schema
