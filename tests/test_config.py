@@ -154,3 +154,33 @@ def test_unknown_keys_and_non_objects_are_refused(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(UserError, match="expected a JSON object"):
         load_json(ModelConfig, path)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (TrainConfig, {"steps": "5"}, "steps must be int, not '5'"),
+        (TrainConfig, {"seq_len": 32.0}, "seq_len must be int, not 32.0"),
+        (TrainConfig, {"lr": "1e-3"}, "lr must be float, not '1e-3'"),
+        (TrainConfig, {"compile": "yes"}, "compile must be bool, not 'yes'"),
+        (ModelConfig, {"d_model": "64"}, "d_model must be int, not '64'"),
+        (ModelConfig, {"block_size": "4"}, "block_size must be int or None, not '4'"),
+        (ModelConfig, {"mask_id": 1.5}, "mask_id must be int, not 1.5"),
+        (ModelConfig, {"tie_embeddings": "no"}, "tie_embeddings must be bool, not 'no'"),
+    ],
+)
+def test_a_python_config_value_of_the_wrong_type_is_one_line(cls, kwargs, message):
+    """The Python API builds configs without from_dict's checks: a value of the wrong type
+    failed with a TypeError deep in the checks (d_model="64"), in the first training step
+    (steps="5", seq_len=32.0, after the run had started writing) or not at all."""
+    with pytest.raises(UserError) as e:
+        cls(**kwargs)
+    assert str(e.value) == message
+
+
+def test_an_int_is_a_float_config_value_and_a_saved_config_loads_back_equal(tmp_path):
+    train = TrainConfig(data="d", out="o", lr=1, model_overrides={"d_model": 64})
+    model = model_preset("tiny", block_size=4, attention="block-causal")
+    for cls, obj in ((TrainConfig, train), (ModelConfig, model)):
+        save_json(obj, tmp_path / "c.json")
+        assert load_json(cls, tmp_path / "c.json") == obj

@@ -251,6 +251,7 @@ class ModelConfig:
     as given. Empty = the ``SampleConfig`` defaults."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # d_model="64", block_size="4": a TypeError deep in the checks
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.ffn_hidden is None:
@@ -556,6 +557,7 @@ class TrainConfig:
     """``torch.compile`` every block of the training step (first steps pay the compile)."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # steps="5" failed deep in training, seq_len=32.0 after it began
         if not isinstance(self.model_overrides, dict):
             raise UserError(f"model_overrides={self.model_overrides!r} should be an object of "
                             f"ModelConfig fields")
