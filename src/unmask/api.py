@@ -111,9 +111,10 @@ def load_for_decoding(
     bfloat16 where ``auto`` means it for an unmask checkpoint (``decode_dtype``; it was loaded
     in float32 and cast: twice the memory for a moment); under ``auto`` a publisher's folder and
     a quantised model load as stored."""
-    from unmask.checkpoint import load
+    from unmask.checkpoint import check_model_path, load
     from unmask.config import resolve_device
 
+    check_model_path(path)
     device = str(resolve_device(device))  # auto, and no CUDA: one line before the dtype's
     if dtype_choice(dtype) != "auto":
         return load(path, device=device, dtype=decode_dtype(dtype, device, None),
@@ -177,6 +178,7 @@ def start(
     from unmask.sampling import Target, choose_decoder
     from unmask.sampling.segments import SegmentedRun
 
+    check_loaded(loaded)
     config, draft = _as_config(loaded, config), _as_draft(loaded, draft)
     facts = facts_of(loaded)
     _check_ids(prompt_ids, loaded)
@@ -227,6 +229,35 @@ def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> tuple[int | None, str
     return mine, "model"
 
 
+def check_loaded(loaded: Any, name: str = "loaded") -> None:
+    """Refuse in one line, naming the argument, what is not a loaded checkpoint (a path, None):
+    it failed as an ``AttributeError`` deep inside the task. Anything with the ``model`` and
+    ``config`` of ``unmask.loaded.Loaded`` passes."""
+    if hasattr(loaded, "model") and hasattr(loaded, "config"):
+        return
+    if isinstance(loaded, (str, Path)):
+        raise UserError(f"{name} must be a checkpoint loaded by unmask.load({str(loaded)!r}), "
+                        f"not the path itself")
+    raise UserError(f"{name} must be a checkpoint loaded by unmask.load, not "
+                    f"{type(loaded).__name__}")
+
+
+def _prompt_texts(prompts: Any) -> list[str]:
+    """``generate``'s ``prompts`` as a list of texts; anything else is refused in one line
+    (token ids are ``start``'s: ``generate(m, [1, 2])`` failed inside the tokenizer)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if isinstance(prompts, (bytes, Mapping)) or not isinstance(prompts, Iterable):
+        raise UserError(f"prompts must be a text or a list of texts, not "
+                        f"{type(prompts).__name__}")
+    texts = list(prompts)
+    for p in texts:
+        if not isinstance(p, str):
+            ids = " (token ids go to api.start)" if isinstance(p, int) else ""
+            raise UserError(f"prompts must be texts, got {type(p).__name__}{ids}")
+    return texts
+
+
 def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig:
     """``config`` of ``start``, ``generate`` and ``chat`` as a ``SampleConfig``: a mapping is
     the options it sets over the checkpoint's recommendation (``sample_config``), None the
@@ -272,6 +303,8 @@ def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | Non
     """A drafter given by its path, loaded on the model's device (``load_drafter``); a
     loaded one as it is."""
     if draft is None or not isinstance(draft, (str, Path)):
+        if draft is not None:
+            check_loaded(draft, "draft")
         return draft
     return load_drafter(draft, device=str(_device(loaded)))
 
@@ -430,7 +463,7 @@ def draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
     return {"drafter": draft.model, "drafter_facts": facts, "shared_vocab": shared}
 
 
-def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
+def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> SampleConfig:
     """The sampling options of a command-line run: what the user ``given`` explicitly, and
     for every other option the checkpoint's recommendation (``ModelConfig.sample_defaults``,
     measured per objective: ``benchmarks/defaults.py``), else the ``SampleConfig`` default.
@@ -446,9 +479,15 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     becomes the largest block length below it that does, or one block; a ``block_length``
     the user gave is never changed. The recommended penalties are left out for a decoder
     that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones).
+    ``given`` None is ``{}``: the recommendation alone.
     """
     from unmask.sampling.registry import applies_penalties
 
+    check_loaded(loaded)
+    given = {} if given is None else given
+    if not isinstance(given, Mapping):
+        raise UserError(f"given must be a mapping of SampleConfig options (a dict), not "
+                        f"{type(given).__name__}")
     _check_option_names(given)
     facts = facts_of(loaded)
     recommended = {k: v for k, v in facts.sample_defaults.items() if k not in given}
@@ -566,8 +605,9 @@ def generate(
     (``start``; None: the recommendation alone, as ``unmask generate`` with no flags);
     ``template``: a ``ChatTemplate`` or a name, file or Jinja text (``chat_template``).
     """
+    check_loaded(loaded)
+    texts_in = _prompt_texts(prompts)
     config, template = _as_config(loaded, config), _as_template(loaded, template)
-    texts_in = [prompts] if isinstance(prompts, str) else list(prompts)
     if not texts_in:
         raise UserError("no prompts given")
     tok = loaded.tokenizer
@@ -715,6 +755,7 @@ def chat(
     or Jinja text too; a content's special-token strings are plain text). ``config`` and
     ``draft`` as ``generate`` takes them (None: the checkpoint's recommendation, as ``unmask
     chat`` and the server use it)."""
+    check_loaded(loaded)
     config = _as_config(loaded, config)
     template = _as_template(loaded, template) or chat_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
@@ -783,6 +824,10 @@ def infill(
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal
 
+    check_loaded(loaded)
+    if not isinstance(template, (str, list, tuple)):  # list(5) failed inside the parser
+        raise UserError(f"template must be a text or a list of texts and Gap items, not "
+                        f"{type(template).__name__}")
     config = _task_config(config)
     refuse_generation_only(config, "infill")
     config = config or SampleConfig()
@@ -839,6 +884,7 @@ def edit(
     from unmask.infill import edit as _edit
     from unmask.infill import revise
 
+    check_loaded(loaded)
     edit_checks(loaded)
     config = _task_config(config)
     refuse_generation_only(config, "edit")
@@ -890,6 +936,7 @@ def fill_form(
     from unmask.infill import fill_form as _fill_form
     from unmask.infill.schema import fill_schema
 
+    check_loaded(loaded)
     refuse_continuous(loaded, "form filling")
     config = _task_config(config)
     refuse_generation_only(config, "fill_form")
@@ -913,6 +960,7 @@ __all__ = [
     "Reply",
     "chat",
     "chat_template",
+    "check_loaded",
     "check_policy_options",
     "choose",
     "cpu_has_bf16_matmul",

@@ -424,6 +424,14 @@ def native_config(path: str | os.PathLike[str]) -> ModelConfig | None:
         return None
 
 
+def check_model_path(path: Any) -> None:
+    """Refuse in one line a ``path`` argument that is no path (None, a number, a loaded model):
+    pathlib's ``TypeError`` named no argument."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(
+            f"path must be a model folder (str or os.PathLike), not {type(path).__name__}")
+
+
 def load(
     path: str | os.PathLike[str],
     *,
@@ -447,6 +455,7 @@ def load(
     from unmask.convert.load import build_meta, import_folder, is_publisher_folder
     from unmask.tokenizer import load_tokenizer
 
+    check_model_path(path)
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)

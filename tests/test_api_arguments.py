@@ -1,0 +1,100 @@
+"""The Python API's arguments as a library user gets them wrong: a path where a loaded
+checkpoint goes, token ids where texts go, None for a path. Each is a one-line ``UserError``
+(a ``ValueError``) naming the argument, not an ``AttributeError`` or ``TypeError`` from deep
+inside a task or pathlib."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import unmask
+from unmask import api
+from unmask.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    torch.manual_seed(0)
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    path = save_checkpoint(tmp_path_factory.mktemp("api") / "run", model=Transformer(cfg),
+                           tokenizer=tok)  # fmt: skip
+    return unmask.load(path)
+
+
+def one_line(call) -> str:
+    with pytest.raises(UserError) as e:
+        call()
+    message = str(e.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("task", ["generate", "chat", "infill", "edit", "fill_form", "start",
+                                  "sample_config"])  # fmt: skip
+@pytest.mark.parametrize("given", ["runs/mine", Path("runs/mine"), None, 3])
+def test_a_task_given_no_loaded_checkpoint_names_the_argument(task, given):
+    args = {
+        "generate": ("hi",), "chat": ([{"role": "user", "content": "hi"}],),
+        "infill": ("a [MASK] b",), "edit": ("a b",), "fill_form": ('{"a": "<int:0..9>"}',),
+        "start": ([[5, 6]], None), "sample_config": ({},),
+    }[task]  # fmt: skip
+    message = one_line(lambda: getattr(api, task)(given, *args))
+    assert message.startswith("loaded must be a checkpoint loaded by unmask.load")
+    if isinstance(given, (str, Path)):
+        assert "unmask.load('runs/mine')" in message
+
+
+def test_a_drafter_that_is_neither_loaded_nor_a_path_names_the_argument(loaded):
+    message = one_line(lambda: api.generate(loaded, "hi", config={"gen_length": 4}, draft=7))
+    assert message == "draft must be a checkpoint loaded by unmask.load, not int"
+
+
+@pytest.mark.parametrize(
+    ("prompts", "message"),
+    [
+        (5, "prompts must be a text or a list of texts, not int"),
+        (None, "prompts must be a text or a list of texts, not NoneType"),
+        (b"hi", "prompts must be a text or a list of texts, not bytes"),
+        ({"prompt": "hi"}, "prompts must be a text or a list of texts, not dict"),
+        ([72, 105], "prompts must be texts, got int (token ids go to api.start)"),
+        (["hi", None], "prompts must be texts, got NoneType"),
+    ],
+)
+def test_generate_prompts_that_are_not_texts_are_one_line(loaded, prompts, message):
+    assert one_line(lambda: api.generate(loaded, prompts, config={"gen_length": 4})) == message
+
+
+def test_generate_takes_any_iterable_of_texts(loaded):
+    out = api.generate(loaded, (p for p in ("a", "b")), config={"gen_length": 4, "seed": 0})
+    assert len(out.texts) == 2
+
+
+@pytest.mark.parametrize("template", [5, None, {"a": "[MASK]"}])
+def test_infill_template_of_the_wrong_type_is_one_line(loaded, template):
+    message = one_line(lambda: api.infill(loaded, template))
+    assert message == (f"template must be a text or a list of texts and Gap items, not "
+                       f"{type(template).__name__}")
+
+
+def test_sample_config_takes_none_as_no_options_and_refuses_a_non_mapping(loaded):
+    assert api.sample_config(loaded, None) == api.sample_config(loaded, {})
+    assert api.sample_config(loaded) == api.sample_config(loaded, {})
+    assert one_line(lambda: api.sample_config(loaded, ["gen_length"])) == (
+        "given must be a mapping of SampleConfig options (a dict), not list")
+
+
+@pytest.mark.parametrize("path", [None, 3, 1.5])
+@pytest.mark.parametrize("entry", ["load", "load_for_decoding"])
+def test_a_model_path_that_is_no_path_is_one_line(entry, path):
+    fn = unmask.load if entry == "load" else api.load_for_decoding
+    message = one_line(lambda: fn(path))
+    assert message == f"path must be a model folder (str or os.PathLike), not {type(path).__name__}"
