@@ -98,3 +98,24 @@ def test_a_model_path_that_is_no_path_is_one_line(entry, path):
     fn = unmask.load if entry == "load" else api.load_for_decoding
     message = one_line(lambda: fn(path))
     assert message == f"path must be a model folder (str or os.PathLike), not {type(path).__name__}"
+
+
+def test_choose_takes_options_as_start_does(loaded):
+    """``choose`` (the decoder ``start`` runs) took only a ``SampleConfig``: the dict every
+    other entry takes failed with an ``AttributeError``."""
+    from unmask.config import SampleConfig
+
+    assert api.choose(loaded, {"gen_length": 4}) == api.choose(loaded, SampleConfig()) == "llada"
+    assert api.choose(loaded, None) == "llada"
+    message = one_line(lambda: api.choose(loaded, {"decoder": "ar"}))
+    assert "ar" in message
+    assert one_line(lambda: api.choose("runs/mine", {})).startswith("loaded must be")
+
+
+@pytest.mark.parametrize("task", ["generate", "infill", "edit", "fill_form", "start"])
+def test_a_step_callback_that_is_not_callable_is_one_line(loaded, task):
+    args = {"generate": ("hi",), "infill": ("a [MASK] b",), "edit": ("a b",),
+            "fill_form": ('{"a": "<int:0..9>"}',), "start": ([[5, 6]], {"gen_length": 4})}[task]
+    kwargs = {"lowest": 1} if task == "edit" else {}
+    message = one_line(lambda: getattr(api, task)(loaded, *args, step_callback=5, **kwargs))
+    assert message == "step_callback must be callable (step, view) or None, not int"

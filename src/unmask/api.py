@@ -179,6 +179,7 @@ def start(
     from unmask.sampling.segments import SegmentedRun
 
     check_loaded(loaded)
+    _check_callback(step_callback)
     config, draft = _as_config(loaded, config), _as_draft(loaded, draft)
     facts = facts_of(loaded)
     _check_ids(prompt_ids, loaded)
@@ -240,6 +241,13 @@ def check_loaded(loaded: Any, name: str = "loaded") -> None:
                         f"not the path itself")
     raise UserError(f"{name} must be a checkpoint loaded by unmask.load, not "
                     f"{type(loaded).__name__}")
+
+
+def _check_callback(step_callback: Any) -> None:
+    """``step_callback`` None or callable, else one line (it failed after the first step)."""
+    if step_callback is not None and not callable(step_callback):
+        raise UserError(f"step_callback must be callable (step, view) or None, not "
+                        f"{type(step_callback).__name__}")
 
 
 def _prompt_texts(prompts: Any) -> list[str]:
@@ -368,12 +376,22 @@ def decoding_model(loaded: Loaded, config: SampleConfig | None) -> Any:
     return compile_for_decoding(loaded.model, config.compile)
 
 
-def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None) -> str:
+def choose(
+    loaded: Loaded,
+    config: SampleConfig | Mapping[str, Any] | None,
+    *,
+    draft: Loaded | None = None,
+) -> str:
     """The name of the decoder ``start`` runs for ``config`` on ``loaded`` (with ``draft``:
     ``speculative``); raises ``UserError`` for a combination the checkpoint cannot do
-    (``choose_decoder``)."""
+    (``choose_decoder``). ``config`` as ``start`` takes it: a mapping is the options it sets
+    over the checkpoint's recommendation."""
     from unmask.sampling import choose_decoder
 
+    check_loaded(loaded)
+    config = _as_config(loaded, config)
+    if draft is not None:
+        check_loaded(draft, "draft")
     facts = facts_of(loaded)
     name = choose_decoder(facts, _with_draft(config, draft)).name
     _check_choice(facts, config, name)
@@ -825,6 +843,7 @@ def infill(
     from unmask.infill import infill_causal
 
     check_loaded(loaded)
+    _check_callback(step_callback)
     if not isinstance(template, (str, list, tuple)):  # list(5) failed inside the parser
         raise UserError(f"template must be a text or a list of texts and Gap items, not "
                         f"{type(template).__name__}")
@@ -885,6 +904,7 @@ def edit(
     from unmask.infill import revise
 
     check_loaded(loaded)
+    _check_callback(step_callback)
     edit_checks(loaded)
     config = _task_config(config)
     refuse_generation_only(config, "edit")
@@ -937,6 +957,7 @@ def fill_form(
     from unmask.infill.schema import fill_schema
 
     check_loaded(loaded)
+    _check_callback(step_callback)
     refuse_continuous(loaded, "form filling")
     config = _task_config(config)
     refuse_generation_only(config, "fill_form")
