@@ -119,3 +119,12 @@ def test_a_step_callback_that_is_not_callable_is_one_line(loaded, task):
     kwargs = {"lowest": 1} if task == "edit" else {}
     message = one_line(lambda: getattr(api, task)(loaded, *args, step_callback=5, **kwargs))
     assert message == "step_callback must be callable (step, view) or None, not int"
+
+
+@pytest.mark.parametrize("messages", ["hi", {"role": "user", "content": "hi"}, None])
+def test_chat_messages_that_are_not_a_list_are_one_line(loaded, messages):
+    """A text or one message dict was iterated into characters or keys: "messages[0] needs
+    'role' and 'content'" about a character; None was a TypeError."""
+    message = one_line(lambda: api.chat(loaded, messages, template="plain"))
+    assert message == (f"messages must be a list of {{role, content}} dicts, not "
+                       f"{type(messages).__name__} (a single message goes in a list)")

@@ -774,6 +774,9 @@ def chat(
     ``draft`` as ``generate`` takes them (None: the checkpoint's recommendation, as ``unmask
     chat`` and the server use it)."""
     check_loaded(loaded)
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise UserError(f"messages must be a list of {{role, content}} dicts, not "
+                        f"{type(messages).__name__} (a single message goes in a list)")
     config = _as_config(loaded, config)
     template = _as_template(loaded, template) or chat_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
