@@ -1064,6 +1064,9 @@ def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
     dev = str(resolve_device(str(device)))
     if dtype is None:
         return dev, None
+    if dtype == "auto":  # the decoding commands' --dtype: a choice load does not make
+        raise UserError("dtype 'auto' is unmask.api.load_for_decoding's (--dtype auto); "
+                        "unmask.load takes None (as stored), fp32, bf16 or fp16")
     if isinstance(dtype, str):
         return dev, torch_dtype(dtype)
     if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in LOAD_DTYPES:
