@@ -184,3 +184,16 @@ def test_an_int_is_a_float_config_value_and_a_saved_config_loads_back_equal(tmp_
     for cls, obj in ((TrainConfig, train), (ModelConfig, model)):
         save_json(obj, tmp_path / "c.json")
         assert load_json(cls, tmp_path / "c.json") == obj
+
+
+def test_train_config_takes_pathlib_paths_for_its_paths(tmp_path):
+    """``TrainConfig(data=Path(...))`` trained until the run wrote train_config.json, where the
+    Path was a TypeError (not JSON serializable)."""
+    from pathlib import Path
+
+    cfg = TrainConfig(data=Path("data/mine"), out=tmp_path / "run", init=Path("runs/base"),
+                      heldout_data=Path("data/other"))  # fmt: skip
+    assert (cfg.data, cfg.init, cfg.heldout_data) == ("data/mine", "runs/base", "data/other")
+    assert cfg.out == str(tmp_path / "run")
+    save_json(cfg, tmp_path / "c.json")
+    assert load_json(TrainConfig, tmp_path / "c.json") == cfg

@@ -557,6 +557,9 @@ class TrainConfig:
     """``torch.compile`` every block of the training step (first steps pay the compile)."""
 
     def __post_init__(self) -> None:
+        for name in PATH_FIELDS:  # a pathlib.Path is a path: kept as its str (train_config.json)
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         check_field_types(self)  # steps="5" failed deep in training, seq_len=32.0 after it began
         if not isinstance(self.model_overrides, dict):
             raise UserError(f"model_overrides={self.model_overrides!r} should be an object of "
@@ -569,6 +572,11 @@ class TrainConfig:
         check_mode("sedd_graph", self.sedd_graph, SEDD_GRAPHS)
         check_mode("parallel", self.parallel, PARALLEL_MODES)
         check_mode("precision", self.precision, PRECISIONS)
+
+
+PATH_FIELDS = ("data", "heldout_data", "out", "init")
+"""``TrainConfig``'s path fields: a ``pathlib.Path`` given there is kept as its ``str`` (a Path
+failed as JSON when the run wrote train_config.json)."""
 
 
 OBJECTIVE_MODEL_FIELDS: dict[str, str] = {
