@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -103,7 +104,11 @@ def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.d
 
 
 def load_for_decoding(
-    path: Any, *, device: str = "cpu", dtype: str = "auto", quantize: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    dtype: str = "auto",
+    quantize: str | None = None,
 ) -> Loaded:
     """``unmask.load`` as the decoding commands load ``--model``: on ``device`` (``auto``,
     ``cpu``, ``cuda[:i]``), in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``:

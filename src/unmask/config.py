@@ -929,6 +929,7 @@ LENGTH_SCORES = ("total", "per_token", "context")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
+    """The fields of dataclass ``obj`` as a dict (what ``save_json`` writes)."""
     return dataclasses.asdict(obj)
 
 
@@ -992,6 +993,8 @@ def save_json(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
+    """The dataclass ``cls`` from the JSON file ``path`` (``save_json``'s), checked as
+    ``from_dict`` checks it: one-line errors that name the file."""
     from unmask.files import read_json
 
     return from_dict(cls, read_json(path), source=str(path))
