@@ -128,3 +128,46 @@ def test_chat_messages_that_are_not_a_list_are_one_line(loaded, messages):
     message = one_line(lambda: api.chat(loaded, messages, template="plain"))
     assert message == (f"messages must be a list of {{role, content}} dicts, not "
                        f"{type(messages).__name__} (a single message goes in a list)")
+
+
+@pytest.mark.parametrize("task", ["generate", "chat"])
+def test_a_chat_template_of_the_wrong_type_is_one_line(loaded, task):
+    first = "hi" if task == "generate" else [{"role": "user", "content": "hi"}]
+    message = one_line(lambda: getattr(api, task)(loaded, first, template=5))
+    assert message == ("template must be a ChatTemplate, a built-in name, a file or Jinja text, "
+                       "not int")
+
+
+def test_infill_options_as_a_dict_and_of_the_wrong_kind(loaded):
+    from unmask.config import InfillOptions
+
+    kw = {"config": {"seed": 0}}
+    as_dict = api.infill(loaded, "a [MASK:1-2] b", options={"max_candidates": 2}, **kw)
+    as_options = api.infill(loaded, "a [MASK:1-2] b", options=InfillOptions(max_candidates=2),
+                            **kw)  # fmt: skip
+    assert as_dict.text == as_options.text
+    assert one_line(lambda: api.infill(loaded, "a [MASK] b", options={"max_cands": 2})) == (
+        "unknown infill option 'max_cands' (the fields of InfillOptions)")
+    assert one_line(lambda: api.infill(loaded, "a [MASK] b", options=3)) == (
+        "options must be an InfillOptions or a mapping of its fields, not int")
+    assert one_line(lambda: InfillOptions(max_candidates="3")) == (
+        "max_candidates must be int, not '3'")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text": 5, "lowest": 1}, "text must be a str, not int"),
+        ({"text": "a b", "lowest": "2"}, "lowest must be an int, not str"),
+        ({"text": "a b", "lowest": 1, "rounds": "2"}, "rounds must be an int, not str"),
+        ({"text": "a b", "lowest": 1, "rounds": 2.0}, "rounds must be an int, not float"),
+    ],
+)
+def test_edit_arguments_of_the_wrong_type_are_one_line(loaded, kwargs, message):
+    assert one_line(lambda: api.edit(loaded, **kwargs)) == message
+
+
+def test_fill_form_takes_the_parsed_template(loaded):
+    as_text = api.fill_form(loaded, '{"a": "<int:0..9>"}', config={"seed": 0})
+    as_dict = api.fill_form(loaded, {"a": "<int:0..9>"}, config={"seed": 0})
+    assert as_text.text == as_dict.text

@@ -324,8 +324,13 @@ def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | Non
 
 def _as_template(loaded: Loaded, template: ChatTemplate | str | None) -> ChatTemplate | None:
     """A chat template given by name, file or Jinja text (``chat_template``) or as it is."""
-    if not isinstance(template, str):
+    from unmask.chat import ChatTemplate
+
+    if template is None or isinstance(template, ChatTemplate):
         return template
+    if not isinstance(template, str):
+        raise UserError(f"template must be a ChatTemplate, a built-in name, a file or Jinja "
+                        f"text, not {type(template).__name__}")
     try:
         return chat_template(loaded, template)
     except UserError as e:  # the message names the CLI's flag; here it is an argument
@@ -840,13 +845,14 @@ def infill(
     template: str | Sequence[str | Gap],
     *,
     config: SampleConfig | Mapping[str, Any] | None = None,
-    options: InfillOptions | None = None,
+    options: InfillOptions | Mapping[str, Any] | None = None,
     step_callback: StepCallback | None = None,
 ) -> Filled:
     """Fill the gaps of ``template`` (text, or parsed segments with their constraints;
     ``unmask.infill.infill``; a causal checkpoint fills its one gap by fill-in-the-middle,
     ``unmask.infill.infill_causal``). ``options`` is an
-    ``unmask.infill.InfillOptions``; ``step_callback(step, tokens)`` sees the canvas."""
+    ``unmask.infill.InfillOptions`` (or a dict of its fields); ``step_callback(step, tokens)``
+    sees the canvas."""
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal
 
@@ -855,6 +861,7 @@ def infill(
     if not isinstance(template, (str, list, tuple)):  # list(5) failed inside the parser
         raise UserError(f"template must be a text or a list of texts and Gap items, not "
                         f"{type(template).__name__}")
+    options = _infill_options(options)
     config = _task_config(config)
     refuse_generation_only(config, "infill")
     config = config or SampleConfig()
@@ -878,6 +885,23 @@ def infill(
             step_callback=step_callback,
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
+
+
+def _infill_options(options: InfillOptions | Mapping[str, Any] | None) -> InfillOptions | None:
+    """``infill``'s ``options``: an ``InfillOptions``, or a mapping of its fields (as ``config``
+    takes one); anything else, or an unknown field, is one line."""
+    from unmask.config import InfillOptions
+
+    if options is None or isinstance(options, InfillOptions):
+        return options
+    if not isinstance(options, Mapping):
+        raise UserError(f"options must be an InfillOptions or a mapping of its fields, not "
+                        f"{type(options).__name__}")
+    names = {f.name for f in dataclasses.fields(InfillOptions)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise UserError(f"unknown infill option {unknown[0]!r} (the fields of InfillOptions)")
+    return InfillOptions(**options)
 
 
 def edit_checks(loaded: Loaded) -> None:
@@ -913,6 +937,11 @@ def edit(
 
     check_loaded(loaded)
     _check_callback(step_callback)
+    if not isinstance(text, str):
+        raise UserError(f"text must be a str, not {type(text).__name__}")
+    for name, value in (("rounds", rounds), ("lowest", lowest)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UserError(f"{name} must be an int, not {type(value).__name__}")
     edit_checks(loaded)
     config = _task_config(config)
     refuse_generation_only(config, "edit")
@@ -950,7 +979,7 @@ def edit(
 
 def fill_form(
     loaded: Loaded,
-    template: str | None = None,
+    template: str | Mapping[str, Any] | Sequence[Any] | None = None,
     *,
     schema: str | Mapping[str, Any] | None = None,
     config: SampleConfig | Mapping[str, Any] | None = None,
@@ -959,7 +988,8 @@ def fill_form(
 ) -> Filled:
     """Fill a JSON form template with typed holes in one pass (``unmask.infill.fill_form``;
     the result always parses), or, with ``schema``, a JSON document that validates against
-    that JSON Schema (``unmask.infill.schema.fill_schema``). Exactly one of the two.
+    that JSON Schema (``unmask.infill.schema.fill_schema``). Exactly one of the two; the
+    template is its JSON text or the parsed value (a dict of holes such as ``"<int:0..9>"``).
     ``source`` names the template or schema in error messages (a file name)."""
     from unmask.infill import fill_form as _fill_form
     from unmask.infill.schema import fill_schema

@@ -921,6 +921,9 @@ class InfillOptions:
     with a one-line error; a refill of a gap that broke its constraint is made only within
     what is left, else the gap is completed from its automaton. 0: no limit."""
 
+    def __post_init__(self) -> None:
+        check_field_types(self)  # max_candidates="3" was a TypeError inside the length search
+
 
 LENGTH_MODES = ("auto", "elbo", "empty")
 """How variable-length gaps get their length (``InfillOptions.length_mode``)."""
