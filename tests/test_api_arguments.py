@@ -171,3 +171,15 @@ def test_fill_form_takes_the_parsed_template(loaded):
     as_text = api.fill_form(loaded, '{"a": "<int:0..9>"}', config={"seed": 0})
     as_dict = api.fill_form(loaded, {"a": "<int:0..9>"}, config={"seed": 0})
     assert as_text.text == as_dict.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_drafter_on_a_device_it_cannot_use_is_one_line():
+    """``load_drafter(device="cuda", dtype="bf16")`` without CUDA said "this GPU has no
+    bfloat16; use fp16"; ``device="gpu"`` was torch's RuntimeError listing its device types."""
+    message = one_line(lambda: api.load_drafter("runs/mine", device="cuda", dtype="bf16"))
+    assert message == "device 'cuda' was asked for but torch sees no CUDA device"
+    message = one_line(lambda: api.load_drafter("runs/mine", device="gpu"))
+    assert message == "unknown device 'gpu'; use auto, cpu or cuda[:i]"
+    assert one_line(lambda: api.decode_dtype("bf16", "cuda", None)) == (
+        "device 'cuda' was asked for but torch sees no CUDA device")

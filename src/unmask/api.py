@@ -90,11 +90,16 @@ def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.d
     every step runs the model over a whole block or canvas: measured 1.8x faster there at the
     same quality (docs/sampling.md, "Precision"). Everything else stays as stored under
     ``auto``: a decoder of a few positions per forward (``ar``, ``hybrid``, ``bd3lm``'s blocks,
-    a drafter) ran slower in bfloat16, and on CUDA nothing was measured yet."""
+    a drafter) ran slower in bfloat16, and on CUDA nothing was measured yet.
+
+    ``device`` as ``unmask.load`` takes it: one it cannot use (``gpu``, ``cuda`` without CUDA)
+    is a one-line ``UserError`` (``unmask.config.resolve_device``)."""
     import torch
 
+    from unmask.config import resolve_device
+
     name = dtype_choice(dtype)
-    kind = torch.device(device).type
+    kind = resolve_device(str(device)).type  # "cuda" without CUDA: not "this GPU has no bf16"
     if name == "auto":
         wide = config is not None and ModelFacts.of(config).default_decoder == "llada"
         return torch.bfloat16 if kind == "cpu" and wide and cpu_has_bf16_matmul() else None
