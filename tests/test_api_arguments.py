@@ -183,3 +183,9 @@ def test_a_drafter_on_a_device_it_cannot_use_is_one_line():
     assert message == "unknown device 'gpu'; use auto, cpu or cuda[:i]"
     assert one_line(lambda: api.decode_dtype("bf16", "cuda", None)) == (
         "device 'cuda' was asked for but torch sees no CUDA device")
+
+
+def test_chat_without_a_template_names_the_argument_not_the_flag(loaded):
+    message = one_line(lambda: api.chat(loaded, [{"role": "user", "content": "hi"}]))
+    assert "has no chat template" in message and "--template" not in message
+    assert 'pass template="plain"' in message and 'template="default" or template=PATH' in message

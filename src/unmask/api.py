@@ -758,6 +758,21 @@ def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
     )
 
 
+def _own_template(loaded: Loaded) -> ChatTemplate:
+    """``chat_template(loaded)``, its way out said as this API's argument (``template=``), not
+    as the CLI's flag: a Python caller was told to pass ``--template plain``."""
+    try:
+        return chat_template(loaded)
+    except UserError as e:
+        words = (("--template plain", 'template="plain"'),
+                 ("--template default", 'template="default"'),
+                 ("--template FILE", "template=PATH"))  # fmt: skip
+        message = str(e)
+        for flag, argument in words:
+            message = message.replace(flag, argument)
+        raise UserError(message) from None
+
+
 @dataclass
 class Reply:
     """What ``chat`` returns."""
@@ -793,7 +808,7 @@ def chat(
         raise UserError(f"messages must be a list of {{role, content}} dicts, not "
                         f"{type(messages).__name__} (a single message goes in a list)")
     config = _as_config(loaded, config)
-    template = _as_template(loaded, template) or chat_template(loaded)
+    template = _as_template(loaded, template) or _own_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
     run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
