@@ -189,3 +189,10 @@ def test_chat_without_a_template_names_the_argument_not_the_flag(loaded):
     message = one_line(lambda: api.chat(loaded, [{"role": "user", "content": "hi"}]))
     assert "has no chat template" in message and "--template" not in message
     assert 'pass template="plain"' in message and 'template="default" or template=PATH' in message
+
+
+@pytest.mark.parametrize("path", ["", "  "])
+def test_an_empty_model_path_is_one_line(path):
+    """``unmask.load("")`` (an unset variable) read the current folder: ": not a checkpoint"."""
+    assert one_line(lambda: unmask.load(path)) == (
+        "path is empty: give a run directory, a checkpoint folder or 'demo'")

@@ -426,10 +426,13 @@ def native_config(path: str | os.PathLike[str]) -> ModelConfig | None:
 
 def check_model_path(path: Any) -> None:
     """Refuse in one line a ``path`` argument that is no path (None, a number, a loaded model):
-    pathlib's ``TypeError`` named no argument."""
+    pathlib's ``TypeError`` named no argument; or an empty one, which loaded the current
+    folder (``: not a checkpoint``)."""
     if not isinstance(path, (str, os.PathLike)):
         raise UserError(
             f"path must be a model folder (str or os.PathLike), not {type(path).__name__}")
+    if not os.fspath(path).strip():  # "" is the current folder to pathlib: an unset variable
+        raise UserError("path is empty: give a run directory, a checkpoint folder or 'demo'")
 
 
 def load(
