@@ -34,3 +34,15 @@ def test_dir_lists_every_public_name():
     assert set(unmask.__all__) <= set(dir(unmask))
     for name in unmask.__all__:
         assert getattr(unmask, name) is not None
+
+
+def test_unmask_api_exports_every_public_function_and_class():
+    """``from unmask.api import *`` missed ``sample_config``, which the README's example calls,
+    and ``context_limit``."""
+    import inspect
+
+    from unmask import api
+
+    public = {n for n, o in vars(api).items() if not n.startswith("_")
+              and (inspect.isfunction(o) or inspect.isclass(o)) and o.__module__ == api.__name__}
+    assert public <= set(api.__all__), sorted(public - set(api.__all__))

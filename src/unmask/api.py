@@ -1042,6 +1042,7 @@ __all__ = [
     "check_loaded",
     "check_policy_options",
     "choose",
+    "context_limit",
     "cpu_has_bf16_matmul",
     "decode_dtype",
     "decoding_model",
@@ -1058,6 +1059,7 @@ __all__ = [
     "refuse_continuous",
     "refuse_generation_only",
     "run_to_end",
+    "sample_config",
     "start",
     "weights_dtype",
 ]
