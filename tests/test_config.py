@@ -197,3 +197,16 @@ def test_train_config_takes_pathlib_paths_for_its_paths(tmp_path):
     assert cfg.out == str(tmp_path / "run")
     save_json(cfg, tmp_path / "c.json")
     assert load_json(TrainConfig, tmp_path / "c.json") == cfg
+
+
+@pytest.mark.parametrize(("defaults", "message"), [
+    ({"gen_length": "x"}, "sample_defaults: gen_length must be int, not 'x'"),
+    ({"steps": -1}, "sample_defaults: steps must be positive, got -1"),
+])  # fmt: skip
+def test_a_bad_recommended_sampling_value_names_the_config_file(tmp_path, defaults, message):
+    """A checkpoint's sample_defaults were checked for their names only: a bad value failed at
+    the first run that did not override it, in a message that named no file."""
+    path = _write(tmp_path, sample_defaults=defaults)
+    with pytest.raises(UserError) as e:
+        load_json(ModelConfig, path)
+    assert str(e.value) == f"{path}: {message}"

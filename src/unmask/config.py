@@ -290,6 +290,10 @@ class ModelConfig:
         unknown = sorted(set(self.sample_defaults) - {f.name for f in fields(SampleConfig)})
         if unknown:
             raise UserError(f"sample_defaults: {', '.join(unknown)} not sampling options")
+        try:  # the values too: a bad one failed at the first run, not naming config.json
+            SampleConfig(**self.sample_defaults)
+        except UserError as e:
+            raise UserError(f"sample_defaults: {e}") from None
         if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):
             raise UserError(
                 f"n_experts={self.n_experts}, experts_top_k={self.experts_top_k}: "
