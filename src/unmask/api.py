@@ -329,9 +329,11 @@ def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | Non
 
 def _as_template(loaded: Loaded, template: ChatTemplate | str | None) -> ChatTemplate | None:
     """A chat template given by name, file or Jinja text (``chat_template``) or as it is."""
-    from unmask.chat import ChatTemplate
+    if template is None:
+        return None
+    from unmask.chat import ChatTemplate  # jinja2: only for a run with a template
 
-    if template is None or isinstance(template, ChatTemplate):
+    if isinstance(template, ChatTemplate):
         return template
     if not isinstance(template, str):
         raise UserError(f"template must be a ChatTemplate, a built-in name, a file or Jinja "
