@@ -82,8 +82,9 @@ def cpu_has_bf16_matmul() -> bool:
 
 def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.dtype | None:
     """The torch dtype that ``--dtype dtype`` (a name of ``unmask.config.DECODE_DTYPES`` or an
-    alias) gives the weights of ``config``'s checkpoint decoding on ``device``; None = as stored
-    (float32 for unmask's own checkpoints, ``torch_dtype`` for a publisher's folder).
+    alias) gives the weights of ``config``'s checkpoint decoding on ``device``; None = the load's
+    default (float32 for unmask's own checkpoints, whatever they are stored in: the demo's fp16
+    too; ``torch_dtype`` for a publisher's folder).
 
     ``auto`` is bfloat16 on a CPU with hardware bfloat16 matrix products (``cpu_has_bf16_matmul``)
     for a checkpoint decoded by the masked-diffusion loop (``llada``: ``mdlm``, ``sft``), whose
