@@ -447,7 +447,8 @@ def load(
     ``path`` is a run directory, a native checkpoint folder, or a local folder in a
     publisher's format (LLaDA, Dream, MDLM, SEDD: ``config.json`` with ``model_type``, safetensors
     shards, ``tokenizer.json``), which is imported by ``unmask.convert.import_folder``
-    straight into ``dtype`` (default: the folder's ``torch_dtype``). ``quantize`` (``int8`` /
+    straight into ``dtype`` (default: the folder's ``torch_dtype``; a native checkpoint's is
+    float32, whatever its file stores: the demo's fp16 too). ``quantize`` (``int8`` /
     ``int4``) quantises the linear layers weight-only with torchao (``unmask.quantize``); a
     model whose estimated memory exceeds what ``device`` has free is refused with one line.
     ``device`` is ``cpu``, ``cuda[:i]`` or ``auto``; ``dtype`` a floating ``torch.dtype`` or a
