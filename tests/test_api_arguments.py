@@ -196,3 +196,13 @@ def test_an_empty_model_path_is_one_line(path):
     """``unmask.load("")`` (an unset variable) read the current folder: ": not a checkpoint"."""
     assert one_line(lambda: unmask.load(path)) == (
         "path is empty: give a run directory, a checkpoint folder or 'demo'")
+
+
+def test_a_model_path_with_an_unexpanded_tilde_says_so(tmp_path, monkeypatch):
+    """``--model=~/runs/x`` (no shell expands ~ after ``=``) or ``unmask.load("~/runs/x")`` said
+    only "no such folder" about a folder that is there."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    message = one_line(lambda: unmask.load("~/runs/x"))
+    assert message == f"~/runs/x: no such folder (~ is not expanded here; pass {tmp_path}/runs/x)"
+    assert one_line(lambda: unmask.load("~/runs/y")) == "~/runs/y: no such folder"

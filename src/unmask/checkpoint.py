@@ -300,6 +300,8 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
         hint = f" (the shipped model is --model {p.name}, no folder)" if shipped else ""
         if p.is_symlink():  # a link whose target is gone (a moved or unmounted model store)
             hint = f" (a link to {os.readlink(p)}, which does not exist)"
+        elif name.startswith("~") and Path(os.path.expanduser(name)).exists():  # --model=~/x
+            hint = f" (~ is not expanded here; pass {os.path.expanduser(name)})"
         raise UserError(f"{path}: no such folder{hint}")
     if not p.is_dir():
         inside = p.parent if (p.parent / "config.json").is_file() else None
