@@ -154,3 +154,59 @@ def test_unknown_keys_and_non_objects_are_refused(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(UserError, match="expected a JSON object"):
         load_json(ModelConfig, path)
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "message"),
+    [
+        (TrainConfig, {"steps": "5"}, "steps must be int, not '5'"),
+        (TrainConfig, {"seq_len": 32.0}, "seq_len must be int, not 32.0"),
+        (TrainConfig, {"lr": "1e-3"}, "lr must be float, not '1e-3'"),
+        (TrainConfig, {"compile": "yes"}, "compile must be bool, not 'yes'"),
+        (ModelConfig, {"d_model": "64"}, "d_model must be int, not '64'"),
+        (ModelConfig, {"block_size": "4"}, "block_size must be int or None, not '4'"),
+        (ModelConfig, {"mask_id": 1.5}, "mask_id must be int, not 1.5"),
+        (ModelConfig, {"tie_embeddings": "no"}, "tie_embeddings must be bool, not 'no'"),
+    ],
+)
+def test_a_python_config_value_of_the_wrong_type_is_one_line(cls, kwargs, message):
+    """The Python API builds configs without from_dict's checks: a value of the wrong type
+    failed with a TypeError deep in the checks (d_model="64"), in the first training step
+    (steps="5", seq_len=32.0, after the run had started writing) or not at all."""
+    with pytest.raises(UserError) as e:
+        cls(**kwargs)
+    assert str(e.value) == message
+
+
+def test_an_int_is_a_float_config_value_and_a_saved_config_loads_back_equal(tmp_path):
+    train = TrainConfig(data="d", out="o", lr=1, model_overrides={"d_model": 64})
+    model = model_preset("tiny", block_size=4, attention="block-causal")
+    for cls, obj in ((TrainConfig, train), (ModelConfig, model)):
+        save_json(obj, tmp_path / "c.json")
+        assert load_json(cls, tmp_path / "c.json") == obj
+
+
+def test_train_config_takes_pathlib_paths_for_its_paths(tmp_path):
+    """``TrainConfig(data=Path(...))`` trained until the run wrote train_config.json, where the
+    Path was a TypeError (not JSON serializable)."""
+    from pathlib import Path
+
+    cfg = TrainConfig(data=Path("data/mine"), out=tmp_path / "run", init=Path("runs/base"),
+                      heldout_data=Path("data/other"))  # fmt: skip
+    assert (cfg.data, cfg.init, cfg.heldout_data) == ("data/mine", "runs/base", "data/other")
+    assert cfg.out == str(tmp_path / "run")
+    save_json(cfg, tmp_path / "c.json")
+    assert load_json(TrainConfig, tmp_path / "c.json") == cfg
+
+
+@pytest.mark.parametrize(("defaults", "message"), [
+    ({"gen_length": "x"}, "sample_defaults: gen_length must be int, not 'x'"),
+    ({"steps": -1}, "sample_defaults: steps must be positive, got -1"),
+])  # fmt: skip
+def test_a_bad_recommended_sampling_value_names_the_config_file(tmp_path, defaults, message):
+    """A checkpoint's sample_defaults were checked for their names only: a bad value failed at
+    the first run that did not override it, in a message that named no file."""
+    path = _write(tmp_path, sample_defaults=defaults)
+    with pytest.raises(UserError) as e:
+        load_json(ModelConfig, path)
+    assert str(e.value) == f"{path}: {message}"

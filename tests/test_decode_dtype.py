@@ -62,6 +62,7 @@ def test_named_dtypes_aliases_and_bad_names():
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, without bf16
     with pytest.raises(UserError, match="^dtype bf16: this GPU has no bfloat16; use fp16$"):
         api.decode_dtype("bf16", "cuda", tiny())
     assert api.decode_dtype("fp16", "cuda", tiny()) is torch.float16

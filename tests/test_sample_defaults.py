@@ -136,8 +136,8 @@ def test_objectives_record_their_measured_defaults():
         spec = objective_spec(name)
         assert dict(spec.sample_defaults) == CAUSAL
         init = model_preset("tiny", vocab_size=300, attention="causal")
-        cfg = spec.configure(init, TrainConfig(objective=name, draft_block=4
-                                               if name == "hybrid" else None))  # fmt: skip
+        block = {"draft_block": 4} if name == "hybrid" else {}  # None is no int: refused
+        cfg = spec.configure(init, TrainConfig(objective=name, **block))
         assert cfg.sample_defaults == CAUSAL  # what unmask train stores with the checkpoint
     assert objective_spec("bd3lm").sample_defaults == ()  # not measured: SampleConfig's
 

@@ -50,6 +50,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'unmask' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The lazy names too, so tab completion and help(unmask) see load, train, api, ...
+    return sorted({*globals(), *__all__})
+
+
 __all__ = [
     "ModelConfig",
     "SampleConfig",

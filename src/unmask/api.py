@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -81,19 +82,25 @@ def cpu_has_bf16_matmul() -> bool:
 
 def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.dtype | None:
     """The torch dtype that ``--dtype dtype`` (a name of ``unmask.config.DECODE_DTYPES`` or an
-    alias) gives the weights of ``config``'s checkpoint decoding on ``device``; None = as stored
-    (float32 for unmask's own checkpoints, ``torch_dtype`` for a publisher's folder).
+    alias) gives the weights of ``config``'s checkpoint decoding on ``device``; None = the load's
+    default (float32 for unmask's own checkpoints, whatever they are stored in: the demo's fp16
+    too; ``torch_dtype`` for a publisher's folder).
 
     ``auto`` is bfloat16 on a CPU with hardware bfloat16 matrix products (``cpu_has_bf16_matmul``)
     for a checkpoint decoded by the masked-diffusion loop (``llada``: ``mdlm``, ``sft``), whose
     every step runs the model over a whole block or canvas: measured 1.8x faster there at the
     same quality (docs/sampling.md, "Precision"). Everything else stays as stored under
     ``auto``: a decoder of a few positions per forward (``ar``, ``hybrid``, ``bd3lm``'s blocks,
-    a drafter) ran slower in bfloat16, and on CUDA nothing was measured yet."""
+    a drafter) ran slower in bfloat16, and on CUDA nothing was measured yet.
+
+    ``device`` as ``unmask.load`` takes it: one it cannot use (``gpu``, ``cuda`` without CUDA)
+    is a one-line ``UserError`` (``unmask.config.resolve_device``)."""
     import torch
 
+    from unmask.config import resolve_device
+
     name = dtype_choice(dtype)
-    kind = torch.device(device).type
+    kind = resolve_device(str(device)).type  # "cuda" without CUDA: not "this GPU has no bf16"
     if name == "auto":
         wide = config is not None and ModelFacts.of(config).default_decoder == "llada"
         return torch.bfloat16 if kind == "cpu" and wide and cpu_has_bf16_matmul() else None
@@ -103,7 +110,11 @@ def decode_dtype(dtype: str, device: str | torch.device, config: Any) -> torch.d
 
 
 def load_for_decoding(
-    path: Any, *, device: str = "cpu", dtype: str = "auto", quantize: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    device: str = "cpu",
+    dtype: str = "auto",
+    quantize: str | None = None,
 ) -> Loaded:
     """``unmask.load`` as the decoding commands load ``--model``: on ``device`` (``auto``,
     ``cpu``, ``cuda[:i]``), in ``dtype`` (``auto``, ``fp32``, ``bf16``, ``fp16``:
@@ -111,9 +122,10 @@ def load_for_decoding(
     bfloat16 where ``auto`` means it for an unmask checkpoint (``decode_dtype``; it was loaded
     in float32 and cast: twice the memory for a moment); under ``auto`` a publisher's folder and
     a quantised model load as stored."""
-    from unmask.checkpoint import load
+    from unmask.checkpoint import check_model_path, load
     from unmask.config import resolve_device
 
+    check_model_path(path)
     device = str(resolve_device(device))  # auto, and no CUDA: one line before the dtype's
     if dtype_choice(dtype) != "auto":
         return load(path, device=device, dtype=decode_dtype(dtype, device, None),
@@ -177,6 +189,8 @@ def start(
     from unmask.sampling import Target, choose_decoder
     from unmask.sampling.segments import SegmentedRun
 
+    check_loaded(loaded)
+    _check_callback(step_callback)
     config, draft = _as_config(loaded, config), _as_draft(loaded, draft)
     facts = facts_of(loaded)
     _check_ids(prompt_ids, loaded)
@@ -227,6 +241,42 @@ def _context(facts: ModelFacts, aux: Mapping[str, Any]) -> tuple[int | None, str
     return mine, "model"
 
 
+def check_loaded(loaded: Any, name: str = "loaded") -> None:
+    """Refuse in one line, naming the argument, what is not a loaded checkpoint (a path, None):
+    it failed as an ``AttributeError`` deep inside the task. Anything with the ``model`` and
+    ``config`` of ``unmask.loaded.Loaded`` passes."""
+    if hasattr(loaded, "model") and hasattr(loaded, "config"):
+        return
+    if isinstance(loaded, (str, Path)):
+        raise UserError(f"{name} must be a checkpoint loaded by unmask.load({str(loaded)!r}), "
+                        f"not the path itself")
+    raise UserError(f"{name} must be a checkpoint loaded by unmask.load, not "
+                    f"{type(loaded).__name__}")
+
+
+def _check_callback(step_callback: Any) -> None:
+    """``step_callback`` None or callable, else one line (it failed after the first step)."""
+    if step_callback is not None and not callable(step_callback):
+        raise UserError(f"step_callback must be callable (step, view) or None, not "
+                        f"{type(step_callback).__name__}")
+
+
+def _prompt_texts(prompts: Any) -> list[str]:
+    """``generate``'s ``prompts`` as a list of texts; anything else is refused in one line
+    (token ids are ``start``'s: ``generate(m, [1, 2])`` failed inside the tokenizer)."""
+    if isinstance(prompts, str):
+        return [prompts]
+    if isinstance(prompts, (bytes, Mapping)) or not isinstance(prompts, Iterable):
+        raise UserError(f"prompts must be a text or a list of texts, not "
+                        f"{type(prompts).__name__}")
+    texts = list(prompts)
+    for p in texts:
+        if not isinstance(p, str):
+            ids = " (token ids go to api.start)" if isinstance(p, int) else ""
+            raise UserError(f"prompts must be texts, got {type(p).__name__}{ids}")
+    return texts
+
+
 def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig:
     """``config`` of ``start``, ``generate`` and ``chat`` as a ``SampleConfig``: a mapping is
     the options it sets over the checkpoint's recommendation (``sample_config``), None the
@@ -272,14 +322,23 @@ def _as_draft(loaded: Loaded, draft: Loaded | str | Path | None) -> Loaded | Non
     """A drafter given by its path, loaded on the model's device (``load_drafter``); a
     loaded one as it is."""
     if draft is None or not isinstance(draft, (str, Path)):
+        if draft is not None:
+            check_loaded(draft, "draft")
         return draft
     return load_drafter(draft, device=str(_device(loaded)))
 
 
 def _as_template(loaded: Loaded, template: ChatTemplate | str | None) -> ChatTemplate | None:
     """A chat template given by name, file or Jinja text (``chat_template``) or as it is."""
-    if not isinstance(template, str):
+    if template is None:
+        return None
+    from unmask.chat import ChatTemplate  # jinja2: only for a run with a template
+
+    if isinstance(template, ChatTemplate):
         return template
+    if not isinstance(template, str):
+        raise UserError(f"template must be a ChatTemplate, a built-in name, a file or Jinja "
+                        f"text, not {type(template).__name__}")
     try:
         return chat_template(loaded, template)
     except UserError as e:  # the message names the CLI's flag; here it is an argument
@@ -335,12 +394,22 @@ def decoding_model(loaded: Loaded, config: SampleConfig | None) -> Any:
     return compile_for_decoding(loaded.model, config.compile)
 
 
-def choose(loaded: Loaded, config: SampleConfig, *, draft: Loaded | None = None) -> str:
+def choose(
+    loaded: Loaded,
+    config: SampleConfig | Mapping[str, Any] | None,
+    *,
+    draft: Loaded | None = None,
+) -> str:
     """The name of the decoder ``start`` runs for ``config`` on ``loaded`` (with ``draft``:
     ``speculative``); raises ``UserError`` for a combination the checkpoint cannot do
-    (``choose_decoder``)."""
+    (``choose_decoder``). ``config`` as ``start`` takes it: a mapping is the options it sets
+    over the checkpoint's recommendation."""
     from unmask.sampling import choose_decoder
 
+    check_loaded(loaded)
+    config = _as_config(loaded, config)
+    if draft is not None:
+        check_loaded(draft, "draft")
     facts = facts_of(loaded)
     name = choose_decoder(facts, _with_draft(config, draft)).name
     _check_choice(facts, config, name)
@@ -430,7 +499,7 @@ def draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
     return {"drafter": draft.model, "drafter_facts": facts, "shared_vocab": shared}
 
 
-def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
+def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> SampleConfig:
     """The sampling options of a command-line run: what the user ``given`` explicitly, and
     for every other option the checkpoint's recommendation (``ModelConfig.sample_defaults``,
     measured per objective: ``benchmarks/defaults.py``), else the ``SampleConfig`` default.
@@ -446,9 +515,15 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any]) -> SampleConfig:
     becomes the largest block length below it that does, or one block; a ``block_length``
     the user gave is never changed. The recommended penalties are left out for a decoder
     that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones).
+    ``given`` None is ``{}``: the recommendation alone.
     """
     from unmask.sampling.registry import applies_penalties
 
+    check_loaded(loaded)
+    given = {} if given is None else given
+    if not isinstance(given, Mapping):
+        raise UserError(f"given must be a mapping of SampleConfig options (a dict), not "
+                        f"{type(given).__name__}")
     _check_option_names(given)
     facts = facts_of(loaded)
     recommended = {k: v for k, v in facts.sample_defaults.items() if k not in given}
@@ -566,8 +641,9 @@ def generate(
     (``start``; None: the recommendation alone, as ``unmask generate`` with no flags);
     ``template``: a ``ChatTemplate`` or a name, file or Jinja text (``chat_template``).
     """
+    check_loaded(loaded)
+    texts_in = _prompt_texts(prompts)
     config, template = _as_config(loaded, config), _as_template(loaded, template)
-    texts_in = [prompts] if isinstance(prompts, str) else list(prompts)
     if not texts_in:
         raise UserError("no prompts given")
     tok = loaded.tokenizer
@@ -685,6 +761,21 @@ def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
     )
 
 
+def _own_template(loaded: Loaded) -> ChatTemplate:
+    """``chat_template(loaded)``, its way out said as this API's argument (``template=``), not
+    as the CLI's flag: a Python caller was told to pass ``--template plain``."""
+    try:
+        return chat_template(loaded)
+    except UserError as e:
+        words = (("--template plain", 'template="plain"'),
+                 ("--template default", 'template="default"'),
+                 ("--template FILE", "template=PATH"))  # fmt: skip
+        message = str(e)
+        for flag, argument in words:
+            message = message.replace(flag, argument)
+        raise UserError(message) from None
+
+
 @dataclass
 class Reply:
     """What ``chat`` returns."""
@@ -715,8 +806,12 @@ def chat(
     or Jinja text too; a content's special-token strings are plain text). ``config`` and
     ``draft`` as ``generate`` takes them (None: the checkpoint's recommendation, as ``unmask
     chat`` and the server use it)."""
+    check_loaded(loaded)
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
+        raise UserError(f"messages must be a list of {{role, content}} dicts, not "
+                        f"{type(messages).__name__} (a single message goes in a list)")
     config = _as_config(loaded, config)
-    template = _as_template(loaded, template) or chat_template(loaded)
+    template = _as_template(loaded, template) or _own_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
     run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
@@ -773,16 +868,23 @@ def infill(
     template: str | Sequence[str | Gap],
     *,
     config: SampleConfig | Mapping[str, Any] | None = None,
-    options: InfillOptions | None = None,
+    options: InfillOptions | Mapping[str, Any] | None = None,
     step_callback: StepCallback | None = None,
 ) -> Filled:
     """Fill the gaps of ``template`` (text, or parsed segments with their constraints;
     ``unmask.infill.infill``; a causal checkpoint fills its one gap by fill-in-the-middle,
     ``unmask.infill.infill_causal``). ``options`` is an
-    ``unmask.infill.InfillOptions``; ``step_callback(step, tokens)`` sees the canvas."""
+    ``unmask.infill.InfillOptions`` (or a dict of its fields); ``step_callback(step, tokens)``
+    sees the canvas."""
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal
 
+    check_loaded(loaded)
+    _check_callback(step_callback)
+    if not isinstance(template, (str, list, tuple)):  # list(5) failed inside the parser
+        raise UserError(f"template must be a text or a list of texts and Gap items, not "
+                        f"{type(template).__name__}")
+    options = _infill_options(options)
     config = _task_config(config)
     refuse_generation_only(config, "infill")
     config = config or SampleConfig()
@@ -806,6 +908,23 @@ def infill(
             step_callback=step_callback,
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
+
+
+def _infill_options(options: InfillOptions | Mapping[str, Any] | None) -> InfillOptions | None:
+    """``infill``'s ``options``: an ``InfillOptions``, or a mapping of its fields (as ``config``
+    takes one); anything else, or an unknown field, is one line."""
+    from unmask.config import InfillOptions
+
+    if options is None or isinstance(options, InfillOptions):
+        return options
+    if not isinstance(options, Mapping):
+        raise UserError(f"options must be an InfillOptions or a mapping of its fields, not "
+                        f"{type(options).__name__}")
+    names = {f.name for f in dataclasses.fields(InfillOptions)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise UserError(f"unknown infill option {unknown[0]!r} (the fields of InfillOptions)")
+    return InfillOptions(**options)
 
 
 def edit_checks(loaded: Loaded) -> None:
@@ -839,6 +958,13 @@ def edit(
     from unmask.infill import edit as _edit
     from unmask.infill import revise
 
+    check_loaded(loaded)
+    _check_callback(step_callback)
+    if not isinstance(text, str):
+        raise UserError(f"text must be a str, not {type(text).__name__}")
+    for name, value in (("rounds", rounds), ("lowest", lowest)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise UserError(f"{name} must be an int, not {type(value).__name__}")
     edit_checks(loaded)
     config = _task_config(config)
     refuse_generation_only(config, "edit")
@@ -876,7 +1002,7 @@ def edit(
 
 def fill_form(
     loaded: Loaded,
-    template: str | None = None,
+    template: str | Mapping[str, Any] | Sequence[Any] | None = None,
     *,
     schema: str | Mapping[str, Any] | None = None,
     config: SampleConfig | Mapping[str, Any] | None = None,
@@ -885,11 +1011,14 @@ def fill_form(
 ) -> Filled:
     """Fill a JSON form template with typed holes in one pass (``unmask.infill.fill_form``;
     the result always parses), or, with ``schema``, a JSON document that validates against
-    that JSON Schema (``unmask.infill.schema.fill_schema``). Exactly one of the two.
+    that JSON Schema (``unmask.infill.schema.fill_schema``). Exactly one of the two; the
+    template is its JSON text or the parsed value (a dict of holes such as ``"<int:0..9>"``).
     ``source`` names the template or schema in error messages (a file name)."""
     from unmask.infill import fill_form as _fill_form
     from unmask.infill.schema import fill_schema
 
+    check_loaded(loaded)
+    _check_callback(step_callback)
     refuse_continuous(loaded, "form filling")
     config = _task_config(config)
     refuse_generation_only(config, "fill_form")
@@ -913,8 +1042,10 @@ __all__ = [
     "Reply",
     "chat",
     "chat_template",
+    "check_loaded",
     "check_policy_options",
     "choose",
+    "context_limit",
     "cpu_has_bf16_matmul",
     "decode_dtype",
     "decoding_model",
@@ -931,6 +1062,7 @@ __all__ = [
     "refuse_continuous",
     "refuse_generation_only",
     "run_to_end",
+    "sample_config",
     "start",
     "weights_dtype",
 ]

@@ -300,6 +300,8 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
         hint = f" (the shipped model is --model {p.name}, no folder)" if shipped else ""
         if p.is_symlink():  # a link whose target is gone (a moved or unmounted model store)
             hint = f" (a link to {os.readlink(p)}, which does not exist)"
+        elif name.startswith("~") and Path(os.path.expanduser(name)).exists():  # --model=~/x
+            hint = f" (~ is not expanded here; pass {os.path.expanduser(name)})"
         raise UserError(f"{path}: no such folder{hint}")
     if not p.is_dir():
         inside = p.parent if (p.parent / "config.json").is_file() else None
@@ -424,6 +426,17 @@ def native_config(path: str | os.PathLike[str]) -> ModelConfig | None:
         return None
 
 
+def check_model_path(path: Any) -> None:
+    """Refuse in one line a ``path`` argument that is no path (None, a number, a loaded model):
+    pathlib's ``TypeError`` named no argument; or an empty one, which loaded the current
+    folder (``: not a checkpoint``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(
+            f"path must be a model folder (str or os.PathLike), not {type(path).__name__}")
+    if not os.fspath(path).strip():  # "" is the current folder to pathlib: an unset variable
+        raise UserError("path is empty: give a run directory, a checkpoint folder or 'demo'")
+
+
 def load(
     path: str | os.PathLike[str],
     *,
@@ -436,7 +449,8 @@ def load(
     ``path`` is a run directory, a native checkpoint folder, or a local folder in a
     publisher's format (LLaDA, Dream, MDLM, SEDD: ``config.json`` with ``model_type``, safetensors
     shards, ``tokenizer.json``), which is imported by ``unmask.convert.import_folder``
-    straight into ``dtype`` (default: the folder's ``torch_dtype``). ``quantize`` (``int8`` /
+    straight into ``dtype`` (default: the folder's ``torch_dtype``; a native checkpoint's is
+    float32, whatever its file stores: the demo's fp16 too). ``quantize`` (``int8`` /
     ``int4``) quantises the linear layers weight-only with torchao (``unmask.quantize``); a
     model whose estimated memory exceeds what ``device`` has free is refused with one line.
     ``device`` is ``cpu``, ``cuda[:i]`` or ``auto``; ``dtype`` a floating ``torch.dtype`` or a
@@ -447,6 +461,7 @@ def load(
     from unmask.convert.load import build_meta, import_folder, is_publisher_folder
     from unmask.tokenizer import load_tokenizer
 
+    check_model_path(path)
     device, dtype = load_target(device, dtype)  # one line, not torch's error deep inside
     if is_publisher_folder(path):
         return import_folder(path, device=device, dtype=dtype, quantize=quantize)

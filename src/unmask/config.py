@@ -251,6 +251,7 @@ class ModelConfig:
     as given. Empty = the ``SampleConfig`` defaults."""
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # d_model="64", block_size="4": a TypeError deep in the checks
         if self.n_kv_heads is None:
             self.n_kv_heads = self.n_heads
         if self.ffn_hidden is None:
@@ -289,6 +290,10 @@ class ModelConfig:
         unknown = sorted(set(self.sample_defaults) - {f.name for f in fields(SampleConfig)})
         if unknown:
             raise UserError(f"sample_defaults: {', '.join(unknown)} not sampling options")
+        try:  # the values too: a bad one failed at the first run, not naming config.json
+            SampleConfig(**self.sample_defaults)
+        except UserError as e:
+            raise UserError(f"sample_defaults: {e}") from None
         if self.n_experts < 0 or (self.n_experts and not 1 <= self.experts_top_k <= self.n_experts):
             raise UserError(
                 f"n_experts={self.n_experts}, experts_top_k={self.experts_top_k}: "
@@ -556,6 +561,10 @@ class TrainConfig:
     """``torch.compile`` every block of the training step (first steps pay the compile)."""
 
     def __post_init__(self) -> None:
+        for name in PATH_FIELDS:  # a pathlib.Path is a path: kept as its str (train_config.json)
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        check_field_types(self)  # steps="5" failed deep in training, seq_len=32.0 after it began
         if not isinstance(self.model_overrides, dict):
             raise UserError(f"model_overrides={self.model_overrides!r} should be an object of "
                             f"ModelConfig fields")
@@ -567,6 +576,11 @@ class TrainConfig:
         check_mode("sedd_graph", self.sedd_graph, SEDD_GRAPHS)
         check_mode("parallel", self.parallel, PARALLEL_MODES)
         check_mode("precision", self.precision, PRECISIONS)
+
+
+PATH_FIELDS = ("data", "heldout_data", "out", "init")
+"""``TrainConfig``'s path fields: a ``pathlib.Path`` given there is kept as its ``str`` (a Path
+failed as JSON when the run wrote train_config.json)."""
 
 
 OBJECTIVE_MODEL_FIELDS: dict[str, str] = {
@@ -911,6 +925,9 @@ class InfillOptions:
     with a one-line error; a refill of a gap that broke its constraint is made only within
     what is left, else the gap is completed from its automaton. 0: no limit."""
 
+    def __post_init__(self) -> None:
+        check_field_types(self)  # max_candidates="3" was a TypeError inside the length search
+
 
 LENGTH_MODES = ("auto", "elbo", "empty")
 """How variable-length gaps get their length (``InfillOptions.length_mode``)."""
@@ -919,6 +936,7 @@ LENGTH_SCORES = ("total", "per_token", "context")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
+    """The fields of dataclass ``obj`` as a dict (what ``save_json`` writes)."""
     return dataclasses.asdict(obj)
 
 
@@ -982,6 +1000,8 @@ def save_json(obj: Any, path: str | os.PathLike[str]) -> None:
 
 
 def load_json(cls: type[T], path: str | os.PathLike[str]) -> T:
+    """The dataclass ``cls`` from the JSON file ``path`` (``save_json``'s), checked as
+    ``from_dict`` checks it: one-line errors that name the file."""
     from unmask.files import read_json
 
     return from_dict(cls, read_json(path), source=str(path))
@@ -1062,6 +1082,9 @@ def load_target(device: Any, dtype: Any) -> tuple[str, Any]:
     dev = str(resolve_device(str(device)))
     if dtype is None:
         return dev, None
+    if dtype == "auto":  # the decoding commands' --dtype: a choice load does not make
+        raise UserError("dtype 'auto' is unmask.api.load_for_decoding's (--dtype auto); "
+                        "unmask.load takes None (as stored), fp32, bf16 or fp16")
     if isinstance(dtype, str):
         return dev, torch_dtype(dtype)
     if not isinstance(dtype, torch.dtype) or str(dtype).removeprefix("torch.") not in LOAD_DTYPES:

@@ -16,8 +16,11 @@ class Loaded:
     model: Any
     """The ``torch.nn.Module`` (in eval mode)."""
     tokenizer: Any
+    """The ``unmask.tokenizer.Tokenizer`` (``encode``, ``decode``, the special ids)."""
     config: Any
+    """The ``unmask.config.ModelConfig`` of the model (its sizes, special ids, objective)."""
     path: Path
+    """The folder the checkpoint was read from (a run's ``checkpoint/``, or the publisher's)."""
     family: str = "unmask"
     """Where the weights came from: ``unmask`` (native) or the importer's name (``llada``,
     ``dream``)."""
