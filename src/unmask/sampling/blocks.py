@@ -26,7 +26,8 @@ same forward as the mask commits; once the block has no mask, edit-only steps fo
 changes nothing or ``max_post_steps`` have run.
 
 Inside: ``BlockRun`` (the ``bd3lm`` decoder's run), ``sample_blocks``, ``block_size_of``,
-``edit_step``.
+``edit_step``, ``plan_blocks``, ``room_after_prompt`` (the most new tokens that fit after a
+prompt, whole blocks where the model writes them) and ``absolute_blocks``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,37 @@ def block_size_of(model: Any) -> int | None:
     if getattr(cfg, "attention", None) == "block-causal":
         return getattr(cfg, "block_size", None)
     return None
+
+
+def absolute_blocks(model_or_config: Any) -> bool:
+    """Whether a block-diffusion model counts its blocks from the first prompt token (LLaDA
+    2.x: ``ModelConfig.block_align='absolute'``) rather than padding the prompt to whole
+    blocks (bd3lm); a model is read through its ``.config``."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "block_align", "pad") == "absolute"
+
+
+def room_after_prompt(prompt_len: int, context: int | None, *, block_size: int | None = None,
+                      absolute: bool = False) -> int | None:
+    """The most new tokens a run may write after a prompt of ``prompt_len`` tokens in a canvas
+    of at most ``context`` tokens (the model's ``max_seq_len``; with a drafter, speculative or
+    hybrid, the smaller of the two: ``unmask.api.context_limit``). None: no limit known (a
+    ``context`` of None); 0 or less: nothing fits.
+
+    With a ``block_size`` (a block-diffusion model), the canvas ``BlockRun`` builds must fit:
+    bd3lm pads the prompt to whole blocks and writes whole blocks, so the room is the whole
+    blocks after the padded prompt; LLaDA 2.x (``absolute``) completes the prompt's last block
+    first and its canvas ends on a block boundary, so the room ends at the context's last
+    block boundary. One answer for ``unmask serve`` (``max_tokens``), ``unmask demo`` and
+    ``unmask chat`` (history fitting)."""
+    if context is None:
+        return None
+    if not block_size:
+        return context - prompt_len
+    if absolute:  # canvas: up to the block boundary at or after prompt + new tokens
+        return context // block_size * block_size - prompt_len
+    room = context - -(-prompt_len // block_size) * block_size  # after the padded prompt
+    return room - room % block_size if room > 0 else room
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +206,7 @@ class BlockRun(DecoderRun):
                 "or an explicit block_size"
             )
         rows = as_rows(prompt_ids)
-        self.absolute = getattr(getattr(model, "config", None), "block_align", "pad") == "absolute"
+        self.absolute = absolute_blocks(model)
         plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute)
         config = dataclasses.replace(config, block_length=bs)
         self.first_new, self.num_blocks = plan.first_new, plan.num_blocks
