@@ -320,6 +320,33 @@ class BlockRun(DecoderRun):
         with torch.no_grad():
             return inner.cache.logits(self.model, tokens, attn, shift=inner.shift)  # (B', L, V)
 
+    def _edit(self, inner: Denoiser, logits: Tensor, tokens: Tensor, editable: Tensor) -> Tensor:
+        """LLaDA 2.1's token-to-token edit (``edit_step``) of ``tokens`` (B, L), in place, from
+        the step's model ``logits`` (B', L, V): (B, L) bool of the positions edited.
+
+        Only the columns of the current block's generated tokens can be edited, so only they
+        are read: the guidance merge and the token bans ([MASK], EOS under ``forbid_eos``) run
+        over those columns, not the whole canvas (prompt and finished blocks included) the
+        step's commits already processed, and the softmax over V runs there alone (per column,
+        so the edits are the same). The canvas holds no other constraint than those bans and
+        the penalties (``BlockRun`` builds it), and the penalties touch only masked positions,
+        never an editable one, so they are left out."""
+        start, end = inner.canvas.region
+        cols = slice(max(start, self.P), end)
+        sub = logits[:, cols]  # (B', n, V)
+        if inner.config.cfg_scale > 0:  # un + (s + 1)(cond - un), as the step merges them
+            cond, un = torch.chunk(sub, 2, dim=0)
+            sub = un + (inner.config.cfg_scale + 1) * (cond - un)  # (B, n, V)
+        for proc in inner.canvas.constraints:
+            if not isinstance(proc, CanvasConstraint):  # a token ban: the same in every column
+                sub = proc(sub)
+            else:  # the only constraint that reads the canvas here
+                assert isinstance(proc, PenaltyConstraint), type(proc)
+        edit = torch.zeros_like(editable)
+        edit[:, cols] = edit_step(sub, tokens[:, cols], editable[:, cols],  # in place: a view
+                                  self.edit_threshold, self.mask_id)  # fmt: skip
+        return edit
+
     def _editable(self, inner: Denoiser) -> Tensor:
         """(B, L) bool: committed generated tokens of the current block (not the prompt)."""
         start, end = inner.canvas.region
@@ -327,36 +354,17 @@ class BlockRun(DecoderRun):
         editable[:, max(start, self.P) : end] = True
         return editable & (inner.x != self.mask_id) & ~self.finished[:, None]
 
-    @staticmethod
-    def _edit_logits(inner: Denoiser, logits: Tensor) -> Tensor:
-        """The (B, L, V) logits edits read: guidance merged, then the canvas constraints (the
-        token bans: ``[MASK]``, EOS under ``forbid_eos``), as the commits of the step see them.
-        The penalties are left out: they touch only masked positions, never an editable one."""
-        if inner.config.cfg_scale > 0:
-            cond, un = torch.chunk(logits, 2, dim=0)
-            logits = un + (inner.config.cfg_scale + 1) * (cond - un)
-        for proc in inner.canvas.constraints:
-            if isinstance(proc, CanvasConstraint):
-                if not isinstance(proc, PenaltyConstraint):
-                    logits = proc.apply(logits, inner.x)
-            else:
-                logits = proc(logits)
-        return logits
-
     def _mask_and_edit_step(self, inner: Denoiser) -> None:
         logits = self._logits(inner)
         editable = self._editable(inner)  # before this step's commits
         before = inner.x.clone()
         inner.step(logits)
-        assert self.edit_threshold is not None
-        edit = edit_step(self._edit_logits(inner, logits), before, editable,
-                         self.edit_threshold, self.mask_id)  # fmt: skip
+        edit = self._edit(inner, logits, before, editable)
         inner.x[edit] = before[edit]
 
     def _edit_only_step(self, inner: Denoiser) -> None:
-        assert self._post is not None and self.edit_threshold is not None
-        logits = self._edit_logits(inner, self._logits(inner))
-        edit = edit_step(logits, inner.x, self._editable(inner), self.edit_threshold, self.mask_id)
+        assert self._post is not None
+        edit = self._edit(inner, self._logits(inner), inner.x, self._editable(inner))
         self._post += 1
         self._extra = (self._extra[0] + 1, self._extra[1] + 1)
         if not bool(edit.any()):
