@@ -194,3 +194,27 @@ def test_the_demo_default_is_whole_blocks_and_at_least_one() -> None:
                                   (32, True, 48)):
         _, configs, _ = demo._prepare(_bd3lm(256, block, absolute), args, "m")
         assert {c.gen_length for c in configs} == {want}, (block, absolute)
+
+
+def test_with_a_drafter_the_room_is_in_the_shorter_context() -> None:
+    """Speculative decoding (``--draft``): ``api.context_limit`` gives the drafter's context
+    where it is shorter, and the server's room is counted in it (a causal target: no blocks);
+    a bd3lm drafter's blocks do not cut the target's room (the target writes token by
+    token)."""
+    import dataclasses
+
+    from server_helpers import loaded, tiny_config
+
+    from unmask import api
+    from unmask.model import Transformer
+    from unmask.server.plumbing import max_tokens_room
+
+    torch.manual_seed(0)
+    target = loaded(Transformer(dataclasses.replace(tiny_config(64), attention="causal",
+                                                    objective="ar")).eval())
+    for drafter, context in ((loaded(Transformer(tiny_config(30)).eval()), 30),
+                             (_bd3lm(30), 30), (loaded(Transformer(tiny_config(96)).eval()), 64)):
+        limit = api.context_limit(target, drafter)
+        assert limit == (context, "drafter" if context < 64 else "model")
+        state = types.SimpleNamespace(context=limit, loaded=target, cfg=target.config)
+        assert max_tokens_room(state, 7) == context - 7
