@@ -106,8 +106,8 @@ def _bd3lm(max_seq_len: int, block: int = 4, absolute: bool = False):
 
 
 def test_the_server_offers_a_max_tokens_the_block_decoder_takes() -> None:
-    """A bd3lm checkpoint whose context (30) is not whole blocks of 4: after a prompt of 6
-    tokens (8 columns padded) 20 new tokens fit. The 400 offered ``max_tokens <= 24`` (30 - 6,
+    """A bd3lm checkpoint whose context (30) is not whole blocks of 4: after a prompt of 5
+    tokens (8 columns padded) 20 new tokens fit. The 400 offered ``max_tokens <= 24`` (30 - 5,
     cut to blocks), which the decoder then refused."""
     pytest.importorskip("fastapi")
     pytest.importorskip("httpx")
@@ -116,7 +116,7 @@ def test_the_server_offers_a_max_tokens_the_block_decoder_takes() -> None:
     from unmask.server import create_app
 
     client = TestClient(create_app(_bd3lm(30)))
-    prompt = "abcde"  # 5 bytes and BOS
+    prompt = "abcde"  # 5 bytes: 5 tokens
     r = client.post("/v1/completions", json={"prompt": prompt, "max_tokens": 40})
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_tokens"
     assert "use max_tokens <= 20, or segment_length" in r.json()["error"]["message"], r.text
