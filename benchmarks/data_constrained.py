@@ -41,6 +41,7 @@ from typing import Any
 from _common import default_output, fill_defaults
 
 from unmask.config import TrainConfig, load_json
+from unmask.files import as_number
 
 ROOT = Path(__file__).resolve().parent.parent
 DIFFUSION = ("mdlm", "bd3lm")
@@ -152,7 +153,8 @@ def curve(run: Path, spe: int) -> list[dict[str, float]]:
         r = json.loads(line)
         if "val_bpb" in r and r["step"] not in seen:
             seen.add(r["step"])
-            out.append({"epoch": r["step"] / spe, "step": r["step"], "val_bpb": r["val_bpb"]})
+            out.append({"epoch": r["step"] / spe, "step": r["step"],
+                        "val_bpb": as_number(r["val_bpb"])})  # null: a NaN (files.json_line)
     return sorted(out, key=lambda r: r["step"])
 
 

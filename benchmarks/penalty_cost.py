@@ -2,17 +2,18 @@
 
 "Old" is the bookkeeping before session 24, kept here verbatim as the reference
 (``RecomputedTextCounts``: the n-gram ban searched the whole text at every step with
-``ngram_bans``; ``copying_forbid_id``: ``forbid_id`` copied the logits); "new" is the
-library's (``TextCounts`` with its incremental ``NgramIndex``, the logits written in place).
-Both run interleaved in one process on one model (random weights of the demo model's shape,
-causal, ``max_seq_len`` long enough for the longest text), greedy, under the causal default
-(repetition penalty 1.15, 4-gram ban), and every pair must decode the same tokens. Per-step
-CPU time (``time.thread_time``: one thread, and a busy host's waits for a core are not
-counted) is the median over repeats of the mean of the steps after the prompt (the three run
-in turns, each first in a third of the repeats); "off" decodes without penalties (the
-floor), so old - off and new - off are the bookkeeping's cost. "Replayed" times the
-bookkeeping alone (forbid, penalise, commit the argmax; random logits, no model), old and
-new in turns: the ratio the step's noise hides.
+``searched_ngram_bans``, the causal mode ``unmask.sampling.penalties.ngram_bans`` had until
+session 25, kept here as only this reference used it; ``copying_forbid_id``: ``forbid_id``
+copied the logits); "new" is the library's (``TextCounts`` with its incremental
+``NgramIndex``, the logits written in place). Both run interleaved in one process on one
+model (random weights of the demo model's shape, causal, ``max_seq_len`` long enough for the
+longest text), greedy, under the causal default (repetition penalty 1.15, 4-gram ban), and
+every pair must decode the same tokens. Per-step CPU time (``time.thread_time``: one thread,
+and a busy host's waits for a core are not counted) is the median over repeats of the mean
+of the steps after the prompt (the three run in turns, each first in a third of the
+repeats); "off" decodes without penalties (the floor), so old - off and new - off are the
+bookkeeping's cost. "Replayed" times the bookkeeping alone (forbid, penalise, commit the
+argmax; random logits, no model), old and new in turns: the ratio the step's noise hides.
 
     python benchmarks/penalty_cost.py --lengths 64 256 1024 --batches 1 8 --threads 1
 """
@@ -47,7 +48,6 @@ from unmask.sampling.penalties import (  # noqa: E402
     Penalties,
     TextCounts,
     ban,
-    ngram_bans,
     prefix_counts,
     special_ids,
     token_counts,
@@ -59,10 +59,52 @@ DEFAULT = dict(repetition_penalty=1.15, no_repeat_ngram_size=4)
 """The causal checkpoints' recommended penalties (``ar``, ``hybrid``; docs/sampling.md)."""
 
 
+COMPARED = 1 << 24
+"""Most token comparisons ``searched_ngram_bans`` holds at once (as the library's canvas
+search: ``unmask.sampling.penalties._COMPARED``)."""
+
+
+def searched_ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor,
+                        n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Where a token would repeat an n-gram of a left-to-right text, by searching all of it:
+    (row, query index, token id) triples, each (M,). ``tokens`` (B, L) with ``ok`` (B, L)
+    bool, the positions that are text; ``query`` (B, Q) long, the positions to be written
+    (outside [0, L): nothing asked). The n - 1 positions before a query are its context, and
+    a token is banned when context + token equals an n-gram of text that ends before the
+    query (drafts included up to it). The causal mode of ``ngram_bans`` before session 25,
+    its place fixed at the last one (n - 1): a (B, Q, L - n + 1, n - 1) comparison in chunks
+    of queries of at most ``COMPARED`` elements."""
+    B, L = tokens.shape
+    W = L - n + 1
+    empty = query.new_zeros(0)
+    if n < 1 or W < 1 or query.numel() == 0:
+        return empty, empty, empty
+    win = tokens.unfold(1, n, 1)  # (B, W, n)
+    whole = ok.unfold(1, n, 1).all(dim=-1)  # (B, W): n-grams of text
+    start = query - (n - 1)  # (B, Q): the n-gram the query ends
+    valid = (start >= 0) & (start < W) & (query >= 0) & (query < L)
+    start = start.clamp(0, W - 1)
+    pos = start[..., None] + torch.arange(n - 1, device=tokens.device)  # (B, Q, n - 1)
+    flat = pos.reshape(B, -1)
+    ctx = tokens.gather(1, flat).reshape(pos.shape)  # (B, Q, n - 1)
+    valid = valid & ok.gather(1, flat).reshape(pos.shape).all(dim=-1)
+    grams = win[:, :, : n - 1]  # (B, W, n - 1)
+    out: list[tuple[Tensor, Tensor, Tensor]] = []
+    chunk = max(1, COMPARED // max(1, grams.numel()))  # queries per comparison
+    ends_before = torch.arange(W, device=tokens.device)  # (W,): only n-grams before the query
+    for q0 in range(0, query.shape[1], chunk):
+        part = slice(q0, q0 + chunk)
+        seen = whole[:, None, :] & (ends_before < start[:, part, None])  # (B, q, W)
+        same = (grams[:, None] == ctx[:, part, None]).all(dim=-1)  # (B, q, W)
+        b, q, w = (same & seen & valid[:, part, None]).nonzero(as_tuple=True)
+        out.append((b, q + q0, win[b, w, n - 1]))
+    return tuple(torch.cat(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]
+
+
 class RecomputedTextCounts:
     """``TextCounts`` as it was before the n-gram index (session 23), verbatim but for the
     ``inplace`` flag it ignores: the text is kept as tensors and the n-gram ban searches all
-    of it at every step (``ngram_bans``, causal). The reference the tests compare with."""
+    of it at every step (``searched_ngram_bans``). The reference the tests compare with."""
 
     def __init__(self, penalties: Penalties, prompt: Tensor, keep: Tensor,
                  exempt: Sequence[int] = ()) -> None:
@@ -142,7 +184,7 @@ class RecomputedTextCounts:
             text = self.text.scatter(1, pos, torch.where(live, drafts, self.text.gather(1, pos)))
             is_text = self.is_text.scatter(1, pos, real)
         query = self.end[:, None] + torch.arange(K + 1, device=self.end.device)
-        bans = ngram_bans(text, is_text, query, p.ngram, causal=True)
+        bans = searched_ngram_bans(text, is_text, query, p.ngram)
         return ban(out if out.dim() == 3 else out[:, None], bans).reshape(out.shape)
 
 

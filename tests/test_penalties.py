@@ -387,7 +387,12 @@ def brute_bans(t: list[int], k: list[bool], p: int, n: int, causal_: bool) -> se
 
 
 @pytest.mark.parametrize("causal_", [True, False])
-def test_ngram_bans_equal_a_brute_force_search(causal_):
+def test_ngram_bans_equal_a_brute_force_search(causal_, benchmark):
+    """The canvas search of the library, and the whole-text left-to-right search that the
+    n-gram index replaced (``benchmarks/penalty_cost.py``'s reference, which
+    ``test_penalty_index`` compares the index with)."""
+    search = (benchmark("penalty_cost").searched_ngram_bans if causal_
+              else pen_mod.ngram_bans)
     g = torch.Generator().manual_seed(0)
     for trial in range(60):
         B, L, n = 3, int(torch.randint(1, 14, (1,), generator=g)), 1 + trial % 4
@@ -396,7 +401,7 @@ def test_ngram_bans_equal_a_brute_force_search(causal_):
         query = torch.randint(-1, L + 1, (B, 4), generator=g)
         if not causal_:  # a canvas asks about its open positions
             ok[torch.arange(B)[:, None], query.clamp(0, L - 1)] = False
-        b, q, v = pen_mod.ngram_bans(tokens, ok, query, n, causal=causal_)
+        b, q, v = search(tokens, ok, query, n)
         got = {(int(i), int(j), int(t)) for i, j, t in zip(b, q, v, strict=True)}
         want = {(i, j, v) for i in range(B) for j, p in enumerate(query[i].tolist())
                 for v in brute_bans(tokens[i].tolist(), ok[i].tolist(), p, n, causal_)}
@@ -427,7 +432,7 @@ def test_a_canvas_searches_every_place_of_the_query_in_one_pass(monkeypatch):
     for n in (2, 3, 4):
         Count.ops = 0
         with Count():
-            pen_mod.ngram_bans(tokens, ok, torch.tensor([[20, 21]] * 2), n, causal=False)
+            pen_mod.ngram_bans(tokens, ok, torch.tensor([[20, 21]] * 2), n)
         counts.append(Count.ops)
     assert counts[0] == counts[1] == counts[2], counts
 
@@ -473,7 +478,7 @@ def test_the_canvas_asks_only_where_a_ban_can_reach():
         got = c.apply(torch.zeros(B, L, V), tokens)
         open_ = tokens == 0
         every = torch.where(open_, torch.arange(L).expand(B, L), -1)
-        b, q, v = pen_mod.ngram_bans(tokens, ~open_, every, n, causal=False)
+        b, q, v = pen_mod.ngram_bans(tokens, ~open_, every, n)
         want = torch.zeros(B, L, V)
         want[b, every[b, q], v] = float("-inf")
         assert torch.equal(got, want), trial
@@ -624,21 +629,25 @@ def test_a_sedd_server_refuses_penalties_before_any_stream():
 
 
 @pytest.mark.parametrize("causal", [False, True])
-def test_ngram_bans_in_chunks_of_queries_equal_one_pass(monkeypatch, causal):
+def test_ngram_bans_in_chunks_of_queries_equal_one_pass(monkeypatch, causal, benchmark):
     """A long canvas compares its queries in chunks (memory bounded by ``_COMPARED``): the
-    bans are the same set as in one pass, for every n."""
+    bans are the same set as in one pass, for every n (and so in the whole-text reference
+    of ``benchmarks/penalty_cost.py``)."""
     from unmask.sampling import penalties
 
+    module = benchmark("penalty_cost") if causal else penalties
+    search = module.searched_ngram_bans if causal else penalties.ngram_bans
+    limit = "COMPARED" if causal else "_COMPARED"
     g = torch.Generator().manual_seed(3)
     tokens = torch.randint(4, 9, (3, 40), generator=g)  # 5 ids: many repeated n-grams
     ok = torch.rand(3, 40, generator=g) > 0.2
     query = torch.randint(-2, 42, (3, 17), generator=g)  # some outside [0, L): ask nothing
     found = 0
     for n in (1, 2, 3, 5):
-        whole = penalties.ngram_bans(tokens, ok, query, n, causal=causal)
+        whole = search(tokens, ok, query, n)
         found += whole[0].numel()
-        monkeypatch.setattr(penalties, "_COMPARED", 7)  # one query per comparison
-        parts = penalties.ngram_bans(tokens, ok, query, n, causal=causal)
+        monkeypatch.setattr(module, limit, 7)  # one query per comparison
+        parts = search(tokens, ok, query, n)
         monkeypatch.undo()
         assert sorted(zip(*(t.tolist() for t in whole), strict=True)) == sorted(
             zip(*(t.tolist() for t in parts), strict=True)), n

@@ -18,7 +18,6 @@ from unmask.sampling.penalties import (
     NgramIndex,
     Penalties,
     TextCounts,
-    ngram_bans,
     token_counts,
 )
 from unmask.sampling.speculative import SpeculativeRun
@@ -27,14 +26,17 @@ V = 12  # a small vocabulary: n-grams repeat, so bans are common
 MASK, PAD, EOS, BOS = 0, 1, 2, 3
 
 
-def searched(text: list[int | None], drafts: list[int | None], n: int) -> list[set[int]]:
-    """The bans at the positions after ``text`` and each draft by the whole-text search."""
+def searched(search, text: list[int | None], drafts: list[int | None],
+             n: int) -> list[set[int]]:
+    """The bans at the positions after ``text`` and each draft by the whole-text ``search``
+    (``benchmarks/penalty_cost.py``'s ``searched_ngram_bans``, the causal mode the library's
+    ``ngram_bans`` had)."""
     seq = text + drafts
     L = len(seq) + 1
     tokens = torch.tensor([[0 if t is None else t for t in seq] + [0]])
     ok = torch.tensor([[t is not None for t in seq] + [False]])
     query = torch.arange(len(text), L)[None]
-    b, q, v = ngram_bans(tokens, ok, query, n, causal=True)
+    b, q, v = search(tokens, ok, query, n)
     out: list[set[int]] = [set() for _ in range(len(drafts) + 1)]
     for qi, vi in zip(q.tolist(), v.tolist(), strict=True):
         out[qi].add(vi)
@@ -42,9 +44,10 @@ def searched(text: list[int | None], drafts: list[int | None], n: int) -> list[s
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4])
-def test_the_index_bans_what_the_whole_text_search_bans(n):
+def test_the_index_bans_what_the_whole_text_search_bans(n, benchmark):
     """Random texts (holes: padding, special ids) grown in random pieces, then random drafts
-    (a hole among them too): at every position the same set as ``ngram_bans``."""
+    (a hole among them too): at every position the same set as the whole-text search."""
+    search = benchmark("penalty_cost").searched_ngram_bans
     rng = random.Random(n)
     checked = hits = 0
     for _ in range(60):
@@ -60,7 +63,7 @@ def test_the_index_bans_what_the_whole_text_search_bans(n):
         for _ in range(3):
             drafts = [tok() for _ in range(rng.randint(0, 5))]
             got = index.bans(0, drafts)
-            assert got == searched(text, drafts, n), (text, drafts)
+            assert got == searched(search, text, drafts, n), (text, drafts)
             checked += len(got)
             hits += sum(map(bool, got))
     assert hits > checked // 10  # the texts repeat: many checks ban something

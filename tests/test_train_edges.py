@@ -4,6 +4,7 @@ interrupted after a hard kill, the learning-rate schedule when warmup outlasts t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,8 +32,14 @@ def cfg(dataset: Path, out: Path, **kw: object) -> TrainConfig:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
+def _strict(constant: str) -> None:
+    raise AssertionError(f"metrics.jsonl holds a bare {constant}: not JSON for jq or JSON.parse")
+
+
 def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    """The lines of the run's metrics.jsonl, parsed as strict JSON (no bare NaN/Infinity)."""
+    return [json.loads(line, parse_constant=_strict)
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_weight_decay_and_betas_given_on_resume_are_used(dataset, tmp_path):
@@ -80,7 +87,12 @@ def test_a_non_finite_step_is_skipped_and_training_goes_on(dataset, tmp_path, mo
     run = train(cfg(dataset, tmp_path / "run", ema=0.5), progress=False)
     recs = [r for r in records(run) if "loss" in r]
     assert [r.get("skipped", False) for r in recs] == [False, True, False, False]
-    assert all(r["loss"] == r["loss"] for i, r in enumerate(recs) if i != 1)  # finite again
+    assert recs[1]["loss"] is None and recs[1]["grad_norm"] is None  # NaN, written as null
+    assert all(math.isfinite(r["loss"]) for i, r in enumerate(recs) if i != 1)  # finite again
+    from unmask.report import read_metrics, summarize_training  # unmask eval reads it back
+
+    loss = summarize_training(read_metrics(run / "metrics.jsonl")).loss
+    assert math.isnan(loss[1]) and all(math.isfinite(v) for i, v in enumerate(loss) if i != 1)
     for name in ("model.safetensors", "trainer.safetensors"):  # EMA, raw weights, moments
         tensors = load_file(str(run / "checkpoint" / name))
         assert all(torch.isfinite(t).all() for t in tensors.values()), name
@@ -144,10 +156,10 @@ def test_a_nan_validation_is_never_the_best(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "evaluate_loss", evaluate)
     run = train(cfg(dataset, tmp_path / "run", eval_every=1, keep_best=True), progress=False)
     vals = {r["step"]: r["val_bpb"] for r in records(run) if "val_bpb" in r}
-    assert vals[2] != vals[2]  # NaN
+    assert vals[2] is None  # NaN, written as null
     best = [r for r in records(run) if r.get("event") == "best"]
     assert 2 not in [r["step"] for r in best]
-    low = min(v for v in vals.values() if v == v)
+    low = min(v for v in vals.values() if v is not None)
     assert best[-1]["value"] == low  # later validations still compared with a real number
 
 

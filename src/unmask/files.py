@@ -5,8 +5,9 @@ Inside: ``file_mode`` (what the umask gives a new file), ``atomic_write_text`` a
 ``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
 before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
 ``read_user_text`` (a file the user named, with one-line errors), ``read_json`` (a JSON
-object, with one-line errors naming a trailing comma); ``asset_path``, a file shipped in
-``unmask/assets``.
+object, with one-line errors naming a trailing comma); ``json_line`` (one line of a JSON Lines
+log, strict JSON: a non-finite number written as null) and ``as_number`` (such a number read
+back, old logs' bare NaN too); ``asset_path``, a file shipped in ``unmask/assets``.
 
 It sits at the bottom of the import graph (the standard library; torch only inside
 ``write_safetensors``), so ``config``, ``checkpoint`` and ``convert`` all use it without
@@ -16,6 +17,7 @@ importing each other.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -178,8 +180,9 @@ def read_user_stdin() -> str:
     return _user_text(stream.read(), "<stdin>")
 
 
-__all__ = ["SAFETENSORS_DTYPES", "atomic_write_bytes", "atomic_write_text", "check_creatable",
-           "file_mode", "read_user_stdin", "read_user_text", "staging_dir", "write_safetensors"]
+__all__ = ["SAFETENSORS_DTYPES", "as_number", "atomic_write_bytes", "atomic_write_text",
+           "check_creatable", "file_mode", "json_line", "read_user_stdin", "read_user_text",
+           "staging_dir", "write_safetensors"]
 
 
 def asset_path(name: str) -> Path:
@@ -221,3 +224,28 @@ def _json_problem(e: json.JSONDecodeError) -> str:
     if before.endswith(",") and closing:
         return f"a comma after the last entry, line {e.doc.count(chr(10), 0, len(before)) + 1}"
     return f"{e.msg} at line {e.lineno}"
+
+
+def _finite_or_null(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, +-inf), nested ones too, as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
+
+
+def json_line(record: Mapping[str, Any]) -> str:
+    """``record`` as one line of a JSON Lines log (``metrics.jsonl``), newline included, in
+    strict JSON: a non-finite number (a skipped step's NaN loss) is written as null, since the
+    bare ``NaN`` Python's ``json`` writes by default is refused by strict parsers (``jq``,
+    JavaScript's ``JSON.parse``). ``as_number`` reads such a value back."""
+    return json.dumps(_finite_or_null(record), allow_nan=False) + "\n"
+
+
+def as_number(value: Any) -> float:
+    """A number of a JSON Lines log as a float: null (how ``json_line`` writes a non-finite
+    one) is NaN, as is the bare ``NaN`` of logs written before it (``json.loads`` reads it)."""
+    return math.nan if value is None else float(value)

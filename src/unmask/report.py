@@ -31,6 +31,7 @@ from typing import Any
 
 from unmask.config import TrainConfig, from_dict, load_json
 from unmask.errors import UserError
+from unmask.files import as_number
 from unmask.messages import plural
 
 PLOT_INSTALL = "pip install matplotlib"
@@ -156,13 +157,13 @@ def summarize_training(records: Sequence[dict[str, Any]]) -> TrainingSummary:
             s.params = r.get("params", s.params)
         elif "loss" in r and "step" in r:
             s.steps.append(int(r["step"]))
-            s.loss.append(float(r["loss"]))
+            s.loss.append(as_number(r["loss"]))  # null: a skipped step's NaN
             s.tokens_per_s = r.get("tokens_per_s", s.tokens_per_s)
             s.elapsed_s = r.get("elapsed_s", s.elapsed_s)
         elif "val_loss" in r and "step" in r:
             s.val_steps.append(int(r["step"]))
-            s.val_loss.append(float(r["val_loss"]))
-            s.val_bpb.append(float(r.get("val_bpb", math.nan)))
+            s.val_loss.append(as_number(r["val_loss"]))
+            s.val_bpb.append(as_number(r.get("val_bpb", math.nan)))
     return s
 
 

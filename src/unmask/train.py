@@ -73,6 +73,7 @@ from unmask.config import (
 )
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
+from unmask.files import json_line
 from unmask.model import Transformer, meta_model
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
@@ -443,9 +444,9 @@ def _train(
     metrics_path = run / "metrics.jsonl"
 
     def log(record: dict[str, Any]) -> None:
-        if is_main:
+        if is_main:  # strict JSON: a skipped step's NaN loss is null (files.json_line)
             with open(metrics_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json_line(record))
 
     def evaluate(step: int) -> dict[str, float]:
         if val_ds is None:  # SFT pairs have no validation split

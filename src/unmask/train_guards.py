@@ -97,17 +97,21 @@ class SavedProgress:
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
-    """Step and training time recorded in ``ckpt/trainer.json`` (0 s for older checkpoints)."""
+    """Step and training time recorded in ``ckpt/trainer.json`` (0 s for older checkpoints);
+    a one-line ``UserError`` when it is missing, not JSON, not UTF-8 (``read_json``'s lines:
+    a trailing comma named as one) or holds no valid step."""
+    from unmask.files import read_json
+
     path = ckpt / "trainer.json"
     if not path.is_file():
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
+    meta = read_json(path)
+    stamp = meta.get("trajectories")
     try:
-        meta = json.loads(path.read_text())
-        stamp = meta.get("trajectories")
         return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)),
                              stamp if isinstance(stamp, dict) else None,
                              int(meta.get("skipped_in_a_row", 0)))
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
 

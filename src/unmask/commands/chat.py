@@ -150,7 +150,7 @@ class ChatSession:
         dropped = 0
         while True:
             text, ids = self.template.prompt(tok, self.messages(turns))
-            if limit is None or len(ids) + first <= limit:
+            if self._fits(len(ids), first, limit):
                 return Prepared(text=text, ids=ids, turns=turns, dropped=dropped,
                                 limited_by=who)
             if len(turns) == 1:
@@ -165,6 +165,18 @@ class ChatSession:
                     "--segment-length (each segment then sees the latest text)"
                 )
             turns, dropped = turns[2:], dropped + 1
+
+    def _fits(self, prompt_len: int, new: int, limit: int | None) -> bool:
+        """Whether ``new`` tokens fit after a prompt of ``prompt_len`` in a context of
+        ``limit`` (``room_after_prompt``: a bd3lm model's canvas is the prompt padded to
+        whole blocks, then whole blocks, as the server's and the demo's)."""
+        from unmask import api
+        from unmask.sampling.blocks import absolute_blocks, room_after_prompt
+
+        room = room_after_prompt(prompt_len, limit,
+                                 block_size=api.facts_of(self.loaded).block_size,
+                                 absolute=absolute_blocks(self.loaded))
+        return room is None or new <= room
 
     def check_system(self) -> None:
         """Startup checks of the template and ``--system``, on a prompt with a one-character
@@ -185,9 +197,9 @@ class ChatSession:
             self.template.render(probe, add_generation_prompt=True)  # rejects the probe
             raise UserError(f"--system: {e}") from None  # rejects the system message
         limit, who = api.context_limit(self.loaded, self.draft)
-        if self.system is None or limit is None or self.config.segment_length is not None:
+        if self.system is None or self.config.segment_length is not None:
             return
-        if len(ids) + self.config.gen_length > limit:
+        if not self._fits(len(ids), self.config.gen_length, limit):
             raise UserError(
                 f"--system: the system message makes a prompt of {len(ids)} tokens with a "
                 f"one-character message; with gen_length={self.config.gen_length} that exceeds "

@@ -329,35 +329,47 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
     else:
         ids = api.encode_prompt(m.tokenizer, longest)
     if show.prompts[0]:  # a latent model samples its window (no prompt)
-        fits = _fitting(m, len(ids), name, given.get("gen_length", DEFAULT_GEN_LENGTH))
-        if "gen_length" in given and fits < given["gen_length"]:  # the demo has no other way
+        room = _room(m, len(ids), name)
+        if "gen_length" not in given:
+            given["gen_length"] = _fitting(m, room)
+        elif room is not None and room < given["gen_length"]:  # the demo has no other way
             raise UserError(f"--gen-length {given['gen_length']}: this model's rows hold "
                             f"{facts_of(m).max_seq_len} tokens and the demo's longest prompt "
-                            f"takes {len(ids)}; use --gen-length <= {fits}")
-        given["gen_length"] = fits
+                            f"takes {len(ids)}; use --gen-length <= {room}")
     configs = [api.sample_config(m, {**given, "seed": args.seed + i})
                for i in range(1, len(show.prompts) + 1)]
     api.start(m, [ids], configs[0])  # the configs differ only in their seed
     return show, configs, template
 
 
-def _fitting(m: Any, prompt_len: int, name: str, want: int) -> int:
-    """``want`` tokens, or less where the model's canvas holds fewer after the longest prompt
-    (a model trained with a short --seq-len): as many as fit, whole blocks of a
-    block-diffusion model; none fitting is one line."""
+def _room(m: Any, prompt_len: int, name: str) -> int | None:
+    """The most tokens the model's canvas holds after the longest prompt (a model trained with
+    a short --seq-len), whole blocks of a block-diffusion model as its decoder writes them
+    (``room_after_prompt``; None: no limit known); none fitting is one line."""
     from unmask.api import facts_of
+    from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
     facts = facts_of(m)
-    if facts.max_seq_len is None:
-        return want
-    room = min(want, facts.max_seq_len - prompt_len)
-    if facts.block_size:
-        room -= room % facts.block_size
-    if room <= 0:
+    room = room_after_prompt(prompt_len, facts.max_seq_len, block_size=facts.block_size,
+                             absolute=absolute_blocks(m))
+    if room is not None and room <= 0:
         raise UserError(f"this model's rows hold {facts.max_seq_len} tokens, and the demo's "
                         f"longest prompt takes {prompt_len}: no room to write after it; try "
                         f"unmask generate --model {quote(name)} with a shorter prompt")
     return room
+
+
+def _fitting(m: Any, room: int | None) -> int:
+    """The demo's own length (``DEFAULT_GEN_LENGTH``), or less where ``room`` is smaller; whole
+    blocks, at least one, of a bd3lm model (its decoder refuses a length that is not; its
+    ``room`` is whole blocks too)."""
+    from unmask.api import facts_of
+    from unmask.sampling.blocks import absolute_blocks
+
+    want, block = DEFAULT_GEN_LENGTH, facts_of(m).block_size
+    if block and not absolute_blocks(m):
+        want = max(block, want - want % block)
+    return want if room is None else min(want, room)
 
 
 def _continue(m: Any, n: str, prompt: str, config: Any, template: Any, live_ok: bool) -> None:

@@ -26,7 +26,8 @@ same forward as the mask commits; once the block has no mask, edit-only steps fo
 changes nothing or ``max_post_steps`` have run.
 
 Inside: ``BlockRun`` (the ``bd3lm`` decoder's run), ``sample_blocks``, ``block_size_of``,
-``edit_step``.
+``edit_step``, ``plan_blocks``, ``room_after_prompt`` (the most new tokens that fit after a
+prompt, whole blocks where the model writes them) and ``absolute_blocks``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,37 @@ def block_size_of(model: Any) -> int | None:
     if getattr(cfg, "attention", None) == "block-causal":
         return getattr(cfg, "block_size", None)
     return None
+
+
+def absolute_blocks(model_or_config: Any) -> bool:
+    """Whether a block-diffusion model counts its blocks from the first prompt token (LLaDA
+    2.x: ``ModelConfig.block_align='absolute'``) rather than padding the prompt to whole
+    blocks (bd3lm); a model is read through its ``.config``."""
+    config = getattr(model_or_config, "config", model_or_config)
+    return getattr(config, "block_align", "pad") == "absolute"
+
+
+def room_after_prompt(prompt_len: int, context: int | None, *, block_size: int | None = None,
+                      absolute: bool = False) -> int | None:
+    """The most new tokens a run may write after a prompt of ``prompt_len`` tokens in a canvas
+    of at most ``context`` tokens (the model's ``max_seq_len``; with a drafter, speculative or
+    hybrid, the smaller of the two: ``unmask.api.context_limit``). None: no limit known (a
+    ``context`` of None); 0 or less: nothing fits.
+
+    With a ``block_size`` (a block-diffusion model), the canvas ``BlockRun`` builds must fit:
+    bd3lm pads the prompt to whole blocks and writes whole blocks, so the room is the whole
+    blocks after the padded prompt; LLaDA 2.x (``absolute``) completes the prompt's last block
+    first and its canvas ends on a block boundary, so the room ends at the context's last
+    block boundary. One answer for ``unmask serve`` (``max_tokens``), ``unmask demo`` and
+    ``unmask chat`` (history fitting)."""
+    if context is None:
+        return None
+    if not block_size:
+        return context - prompt_len
+    if absolute:  # canvas: up to the block boundary at or after prompt + new tokens
+        return context // block_size * block_size - prompt_len
+    room = context - -(-prompt_len // block_size) * block_size  # after the padded prompt
+    return room - room % block_size if room > 0 else room
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +206,7 @@ class BlockRun(DecoderRun):
                 "or an explicit block_size"
             )
         rows = as_rows(prompt_ids)
-        self.absolute = getattr(getattr(model, "config", None), "block_align", "pad") == "absolute"
+        self.absolute = absolute_blocks(model)
         plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute)
         config = dataclasses.replace(config, block_length=bs)
         self.first_new, self.num_blocks = plan.first_new, plan.num_blocks
@@ -288,6 +320,33 @@ class BlockRun(DecoderRun):
         with torch.no_grad():
             return inner.cache.logits(self.model, tokens, attn, shift=inner.shift)  # (B', L, V)
 
+    def _edit(self, inner: Denoiser, logits: Tensor, tokens: Tensor, editable: Tensor) -> Tensor:
+        """LLaDA 2.1's token-to-token edit (``edit_step``) of ``tokens`` (B, L), in place, from
+        the step's model ``logits`` (B', L, V): (B, L) bool of the positions edited.
+
+        Only the columns of the current block's generated tokens can be edited, so only they
+        are read: the guidance merge and the token bans ([MASK], EOS under ``forbid_eos``) run
+        over those columns, not the whole canvas (prompt and finished blocks included) the
+        step's commits already processed, and the softmax over V runs there alone (per column,
+        so the edits are the same). The canvas holds no other constraint than those bans and
+        the penalties (``BlockRun`` builds it), and the penalties touch only masked positions,
+        never an editable one, so they are left out."""
+        start, end = inner.canvas.region
+        cols = slice(max(start, self.P), end)
+        sub = logits[:, cols]  # (B', n, V)
+        if inner.config.cfg_scale > 0:  # un + (s + 1)(cond - un), as the step merges them
+            cond, un = torch.chunk(sub, 2, dim=0)
+            sub = un + (inner.config.cfg_scale + 1) * (cond - un)  # (B, n, V)
+        for proc in inner.canvas.constraints:
+            if not isinstance(proc, CanvasConstraint):  # a token ban: the same in every column
+                sub = proc(sub)
+            else:  # the only constraint that reads the canvas here
+                assert isinstance(proc, PenaltyConstraint), type(proc)
+        edit = torch.zeros_like(editable)
+        edit[:, cols] = edit_step(sub, tokens[:, cols], editable[:, cols],  # in place: a view
+                                  self.edit_threshold, self.mask_id)  # fmt: skip
+        return edit
+
     def _editable(self, inner: Denoiser) -> Tensor:
         """(B, L) bool: committed generated tokens of the current block (not the prompt)."""
         start, end = inner.canvas.region
@@ -295,36 +354,17 @@ class BlockRun(DecoderRun):
         editable[:, max(start, self.P) : end] = True
         return editable & (inner.x != self.mask_id) & ~self.finished[:, None]
 
-    @staticmethod
-    def _edit_logits(inner: Denoiser, logits: Tensor) -> Tensor:
-        """The (B, L, V) logits edits read: guidance merged, then the canvas constraints (the
-        token bans: ``[MASK]``, EOS under ``forbid_eos``), as the commits of the step see them.
-        The penalties are left out: they touch only masked positions, never an editable one."""
-        if inner.config.cfg_scale > 0:
-            cond, un = torch.chunk(logits, 2, dim=0)
-            logits = un + (inner.config.cfg_scale + 1) * (cond - un)
-        for proc in inner.canvas.constraints:
-            if isinstance(proc, CanvasConstraint):
-                if not isinstance(proc, PenaltyConstraint):
-                    logits = proc.apply(logits, inner.x)
-            else:
-                logits = proc(logits)
-        return logits
-
     def _mask_and_edit_step(self, inner: Denoiser) -> None:
         logits = self._logits(inner)
         editable = self._editable(inner)  # before this step's commits
         before = inner.x.clone()
         inner.step(logits)
-        assert self.edit_threshold is not None
-        edit = edit_step(self._edit_logits(inner, logits), before, editable,
-                         self.edit_threshold, self.mask_id)  # fmt: skip
+        edit = self._edit(inner, logits, before, editable)
         inner.x[edit] = before[edit]
 
     def _edit_only_step(self, inner: Denoiser) -> None:
-        assert self._post is not None and self.edit_threshold is not None
-        logits = self._edit_logits(inner, self._logits(inner))
-        edit = edit_step(logits, inner.x, self._editable(inner), self.edit_threshold, self.mask_id)
+        assert self._post is not None
+        edit = self._edit(inner, self._logits(inner), inner.x, self._editable(inner))
         self._post += 1
         self._extra = (self._extra[0] + 1, self._extra[1] + 1)
         if not bool(edit.any()):

@@ -227,19 +227,19 @@ def prefix_counts(base: Tensor, drafts: Tensor, live: Tensor | None = None,
     return base[:, None] + before
 
 
-def ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor, n: int, *,
-               causal: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Where a token would repeat an n-gram: (row, query index, token id) triples, each (M,).
+def ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor,
+               n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Where a token would repeat an n-gram on a canvas: (row, query index, token id) triples,
+    each (M,).
 
     ``tokens`` (B, L) with ``ok`` (B, L) bool, the positions that are text (written, not
     special); ``query`` (B, Q) long, the positions to be written (entries outside [0, L) ask
-    nothing). ``causal``: the n - 1 positions before a query are its context and only the
-    n-grams that end before it count (left to right, drafts included up to the query). Else
-    (a canvas): for every place o of the query inside an n-gram whose other n - 1 positions
-    are text, the token that would make it equal to an n-gram of text anywhere is banned.
-    Exact (tokens are compared, not hashed); a (B, Q, L - n + 1, O, n - 1) comparison over the
-    O places the query may take (1 left to right, n on a canvas), in chunks of queries of at
-    most ``_COMPARED`` elements."""
+    nothing). For every place o of the query inside an n-gram whose other n - 1 positions are
+    text, the token that would make it equal to an n-gram of text anywhere is banned. Exact
+    (tokens are compared, not hashed); a (B, Q, L - n + 1, n, n - 1) comparison over the n
+    places the query may take, in chunks of queries of at most ``_COMPARED`` elements. (A
+    left-to-right text keeps an index instead, ``NgramIndex``; the whole-text search it
+    replaced is ``benchmarks/penalty_cost.py``'s reference.)"""
     B, L = tokens.shape
     W = L - n + 1
     empty = query.new_zeros(0)
@@ -247,9 +247,8 @@ def ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor, n: int, *,
         return empty, empty, empty
     win = tokens.unfold(1, n, 1)  # (B, W, n)
     whole = ok.unfold(1, n, 1).all(dim=-1)  # (B, W): n-grams of text
-    device = tokens.device
-    # every place o of the query (the last one only, left to right) in one pass: (.., O)
-    o, others = _places(n, causal, device)  # (O,), (O, n - 1): the other places of each
+    # every place o of the query in one pass: (.., O)
+    o, others = _places(n, tokens.device)  # (O,), (O, n - 1): the other places of each
     start = query[..., None] - o  # (B, Q, O): the n-gram with the query at place o
     inside = (query >= 0) & (query < L)
     valid = (start >= 0) & (start < W) & inside[..., None]
@@ -262,17 +261,15 @@ def ngram_bans(tokens: Tensor, ok: Tensor, query: Tensor, n: int, *,
     out: list[tuple[Tensor, Tensor, Tensor]] = []
     Q = query.shape[1]
     chunk = max(1, _COMPARED // max(1, grams.numel()))  # queries per comparison
+    seen = whole[:, None, :, None]  # (B, 1, W, 1)
     for q0 in range(0, Q, chunk):
         part = slice(q0, q0 + chunk)
-        seen = whole[:, None, :, None]  # (B, 1, W, 1)
-        if causal:  # only the n-grams that end before the query
-            seen = seen & (torch.arange(W, device=device)[:, None] < start[:, part, None, :])
         same = (grams[:, None] == ctx[:, part, None]).all(dim=-1)  # (B, q, W, O)
         b, q, w, k = (same & seen & valid[:, part, None, :]).nonzero(as_tuple=True)
         out.append((b, q + q0, win[b, w, o[k]]))
-    if not causal:  # one token in two new n-grams (places o1 < o2) that would equal each other
-        for o1, o2 in itertools.combinations(range(n), 2):
-            out.append(_self_repeat(tokens, ok, query, n, o1, o2))
+    # one token in two new n-grams (places o1 < o2) that would equal each other
+    for o1, o2 in itertools.combinations(range(n), 2):
+        out.append(_self_repeat(tokens, ok, query, n, o1, o2))
     return tuple(torch.cat(parts) for parts in zip(*out, strict=True))  # type: ignore[return-value]
 
 
@@ -283,14 +280,12 @@ are compared in chunks, so a long canvas at a large n costs time, not memory (on
 
 
 @functools.lru_cache(maxsize=64)
-def _places(n: int, causal: bool, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The places o a query takes in an n-gram (``ngram_bans``: the last one left to right,
-    every one on a canvas), (O,), and for each the other places, in order, (O, n - 1);
-    made once per n, mode and device, never written to."""
-    places = [n - 1] if causal else list(range(n))
-    others = [[j for j in range(n) if j != o] for o in places]
-    return (torch.tensor(places, device=device),
-            torch.tensor(others, device=device, dtype=torch.long).reshape(len(places), n - 1))
+def _places(n: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The places o a query takes in an n-gram (``ngram_bans``: every one), (n,), and for each
+    the other places, in order, (n, n - 1); made once per n and device, never written to."""
+    others = [[j for j in range(n) if j != o] for o in range(n)]
+    return (torch.arange(n, device=device),
+            torch.tensor(others, device=device, dtype=torch.long).reshape(n, n - 1))
 
 
 def _self_repeat(tokens: Tensor, ok: Tensor, query: Tensor, n: int, o1: int,
@@ -334,7 +329,7 @@ def ban(logits: Tensor, bans: tuple[Tensor, Tensor, Tensor]) -> Tensor:
 
 class NgramIndex:
     """The n-grams of each row of a left-to-right text, kept as the text grows, and the bans
-    they make (the causal ``ngram_bans`` at the end of the text, with no search over it).
+    they make at the end of the text, with no search over it.
 
     ``rows``: each row's text so far (prompt; left padding included), ``None`` at a position
     that is not text (padding, a special id). The index maps each context, the n - 1 tokens
@@ -342,9 +337,10 @@ class NgramIndex:
     tokens (only committed ones: a rejected draft never enters), ``bans`` reads the bans of
     the next position and of the positions after drafts. A step costs what its new tokens
     and queries do, not what the text's length does: searching the whole text every step
-    (``ngram_bans``) grew with it (with a copy of the logits, 13-21% of an AR step of a
-    demo-sized model: docs/sampling.md, "What they cost a step"). Host-side sets of token
-    tuples: exact, as the search is."""
+    (``benchmarks/penalty_cost.py``'s reference, which the tests compare it with) grew with
+    it (with a copy of the logits, 13-21% of an AR step of a demo-sized model:
+    docs/sampling.md, "What they cost a step"). Host-side sets of token tuples: exact, as the
+    search is."""
 
     def __init__(self, n: int, rows: Sequence[Sequence[int | None]]) -> None:
         if n < 1:
@@ -530,7 +526,7 @@ class PenaltyConstraint(CanvasConstraint):
         if p.ngram:
             text = self._text(tokens, filled)
             query = _near_text(open_, text, p.ngram)  # (B, Q) positions, -1 = none
-            b, q, v = ngram_bans(tokens, text, query, p.ngram, causal=False)
+            b, q, v = ngram_bans(tokens, text, query, p.ngram)
             logits = ban(logits, (b, query[b, q], v))
         return logits
 
@@ -573,7 +569,7 @@ class PenaltyConstraint(CanvasConstraint):
             pos = ranked[:, j]  # (B,)
             live = transfer[rows, pos]
             query = torch.where(live, pos, -1)[:, None]  # (B, 1)
-            b, _, v = ngram_bans(canvas, text, query, n, causal=False)
+            b, _, v = ngram_bans(canvas, text, query, n)
             if b.numel():
                 cols = (pos - offset).clamp(0, scores.shape[1] - 1)
                 pick = scores[rows, cols][:, None]  # (B, 1, V), a copy (advanced indexing)

@@ -267,14 +267,16 @@ def overflow_param(req: _Generation, fits: int) -> str:
 def max_tokens_room(state: Any, prompt_tokens: int) -> int:
     """The largest ``max_tokens`` that fits after a prompt of ``prompt_tokens`` in the served
     context (with ``--draft``, the smaller of the two: ``ServerState.context``), whole blocks
-    of a block-diffusion checkpoint whose blocks count from the canvas start (bd3lm; not
-    LLaDA 2.x's absolute layout); 0 or less: none fits."""
+    of a block-diffusion checkpoint as its decoder writes them
+    (``unmask.sampling.blocks.room_after_prompt``, as ``unmask demo`` and ``unmask chat``);
+    0 or less: none fits."""
     from unmask import api
+    from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
-    room = state.context[0] - prompt_tokens
-    block = api.facts_of(state.loaded).block_size
-    if block and getattr(state.cfg, "block_align", "pad") != "absolute" and room > 0:
-        room -= room % block
+    room = room_after_prompt(prompt_tokens, state.context[0],
+                             block_size=api.facts_of(state.loaded).block_size,
+                             absolute=absolute_blocks(state.cfg))
+    assert room is not None  # ServerState.context is always a number
     return room
 
 
