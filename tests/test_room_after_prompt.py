@@ -218,3 +218,18 @@ def test_with_a_drafter_the_room_is_in_the_shorter_context() -> None:
         assert limit == (context, "drafter" if context < 64 else "model")
         state = types.SimpleNamespace(context=limit, loaded=target, cfg=target.config)
         assert max_tokens_room(state, 7) == context - 7
+
+
+@pytest.mark.parametrize(("absolute", "fits"), [(False, 56), (True, 59)])
+def test_the_python_api_offers_a_gen_length_the_block_decoder_takes(absolute, fits) -> None:
+    """``unmask.api.start`` on a block-diffusion model with a 64-token context, blocks of 4
+    and a 5-token prompt: the refusal of a too-long run offers the room in whole blocks (it
+    offered ``gen_length <= 59`` for bd3lm, which the decoder then refused), and that
+    length starts."""
+    from unmask import api
+
+    m = _bd3lm(64, 4, absolute)
+    with pytest.raises(UserError, match=rf"use gen_length <= {fits}, "):
+        api.start(m, [[5] * 5], {"gen_length": 64, "steps": 16})
+    steps = 15 if absolute else 14  # one per block the new tokens span
+    api.start(m, [[5] * 5], {"gen_length": fits, "steps": steps})

@@ -204,7 +204,8 @@ def start(
     target = Target(decoding_model(loaded, config), facts, aux)
     limit, who = _context(facts, aux)
     if config.segment_length is None:
-        _check_fits(prompt_ids, config, limit, who)
+        _check_fits(prompt_ids, config, limit, who,
+                    block_model=loaded.model if decoder.name == "bd3lm" else None)
         run = decoder.start(target, prompt_ids, config, on_view=step_callback)
     else:
         if limit is None:
@@ -364,20 +365,31 @@ def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:
 
 
 def _check_fits(
-    prompt_ids: Any, config: SampleConfig, limit: int | None, who: str = "model"
+    prompt_ids: Any, config: SampleConfig, limit: int | None, who: str = "model",
+    block_model: Any = None,
 ) -> None:
     """Refuse, in one line that names ``segment_length``, a prompt + ``gen_length`` longer
     than the context of ``who`` (the model, or its drafter; the decoders refuse it too,
-    without the way out)."""
+    without the way out). With ``block_model`` (a block-diffusion model run by its block
+    decoder), the room is counted in whole blocks as that decoder lays out its canvas
+    (``unmask.sampling.blocks.room_after_prompt``), so the length offered is one it takes."""
     from unmask.canvas import as_rows
+    from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
     longest = max(len(r) for r in as_rows(prompt_ids))
-    if limit is None or longest + config.gen_length <= limit:
+    if limit is None:
         return
-    fit = f"gen_length <= {limit - longest}, " if longest < limit else ""
+    block = getattr(getattr(block_model, "config", None), "block_size", None)
+    room = room_after_prompt(longest, limit, block_size=block,
+                             absolute=block_model is not None and absolute_blocks(block_model))
+    assert room is not None  # limit is known
+    if config.gen_length <= room:
+        return
+    fit = f"gen_length <= {room}, " if room > 0 else ""
+    blocks = f" in whole blocks of {block}" if block else ""
     raise UserError(
         f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the {who}'s "
-        f"max_seq_len ({limit}); use {fit}a shorter prompt, or segment_length (e.g. "
+        f"max_seq_len ({limit}){blocks}; use {fit}a shorter prompt, or segment_length (e.g. "
         f"{limit // 2}) to write it in segments that each see the latest text"
     )
 
