@@ -157,6 +157,22 @@ def test_block_elbo_is_the_sum_of_block_bounds_given_clean_blocks():
     assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
 
 
+def test_elbo_estimates_do_not_depend_on_the_batch_size():
+    """``batch_size`` is rows per forward, a memory knob: the same seed gives the same
+    estimate at any batch size, also for a target over several blocks of a bd3lm model
+    (its masks were drawn per batch, block by block, so another batch size drew others)."""
+    context, target = [5], [7, 20, 31, 4, 12, 40, 9]  # four blocks of 2
+    model = _block_model(2)
+
+    def est(fn, batch_size, **args):
+        return fn(model, context, target, mask_id=0, n_samples=12, batch_size=batch_size,
+                  generator=torch.Generator().manual_seed(4), **args).logprob
+
+    for fn, args in ((block_elbo_loglikelihood, {"block_size": 2}), (elbo_loglikelihood, {})):
+        whole = est(fn, 12, **args)
+        assert [est(fn, b, **args) for b in (1, 5)] == pytest.approx([whole, whole], abs=1e-9)
+
+
 def test_ar_loglikelihood_is_the_sum_of_token_logprobs():
     model = _model("causal")
     requests = [([5, 9, 11], [7, 20]), ([], [4, 6, 8]), ([1, 2, 3, 4, 5], [9])]

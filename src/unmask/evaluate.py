@@ -392,14 +392,18 @@ def _stratified_elbo(
             return bd3lm_logits(model, xt.to(device), x0_rows, block_size=block_size)
 
     counts = [stratified_mask_counts(n_samples, len(pos), generator) for pos in blocks]
+    # every draw before the first forward, block by block: the estimate does not depend on
+    # batch_size (drawn per batch, a target of several blocks got other masks at another
+    # batch size); with one block the stream is the per-batch one, draw for draw
+    draws = [torch.rand(n_samples, len(pos), generator=generator) for pos in blocks]
     values: list[Tensor] = []
     for lo in range(0, n_samples, batch_size):
         b = min(batch_size, n_samples - lo)
         masked = torch.zeros(b, L, dtype=torch.bool)
         weight = torch.zeros(b, L, dtype=torch.float64)  # L_b / l_b at each target position
-        for pos, n in zip(blocks, counts, strict=True):
+        for pos, n, u in zip(blocks, counts, draws, strict=True):
             ls = n[lo : lo + b]  # (b,)
-            ranks = torch.rand(b, len(pos), generator=generator).argsort(dim=1).argsort(dim=1)
+            ranks = u[lo : lo + b].argsort(dim=1).argsort(dim=1)  # (b, L_b)
             masked[:, pos] = ranks < ls[:, None]  # l_b uniformly chosen positions per row
             weight[:, pos] = (len(pos) / ls.double())[:, None]
         xt = seq.repeat(b, 1)  # (b, P + L)
