@@ -157,6 +157,17 @@ def test_block_elbo_is_the_sum_of_block_bounds_given_clean_blocks():
     assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
 
 
+def test_empty_context_and_continuation_score_0_for_every_model():
+    """log p("" | "") = 0 and greedy, for a causal model as for a diffusion one (the causal
+    model had no column to forward: a RuntimeError from the reshape)."""
+    (r,) = ar_loglikelihood(_model("causal"), [([], [])], start_id=2)
+    assert (r.logprob, r.is_greedy) == (0.0, True)
+    both = ar_loglikelihood(_model("causal"), [([], []), ([5], [7, 9])], start_id=2)
+    assert both[0].logprob == 0.0 and both[1].logprob < 0
+    d = elbo_loglikelihood(_model(), [], [], mask_id=0, generator=torch.Generator())
+    assert d.logprob == 0.0
+
+
 def test_elbo_estimates_do_not_depend_on_the_batch_size():
     """``batch_size`` is rows per forward, a memory knob: the same seed gives the same
     estimate at any batch size, also for a target over several blocks of a bd3lm model

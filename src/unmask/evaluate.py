@@ -466,7 +466,8 @@ def ar_loglikelihood(
     out: list[LogLikelihood] = []
     for lo in range(0, len(rows), batch_size):
         chunk = rows[lo : lo + batch_size]
-        width = max(len(s) for s, _ in chunk) - 1
+        # at least one column: a chunk of ("", "") rows ([start_id] alone) had none to forward
+        width = max(1, max(len(s) for s, _ in chunk) - 1)
         x = torch.full((len(chunk), width), start_id, dtype=torch.long)  # (B, T)
         for b, (seq, _) in enumerate(chunk):
             x[b, : len(seq) - 1] = torch.tensor(seq[:-1])
