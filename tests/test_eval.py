@@ -689,3 +689,22 @@ def test_sampled_with_names_the_penalties_only_where_the_decoder_applies_them(
     assert (sampling["decoder"], sampling["steps"]) == ("sedd", 4)
     assert not {"repetition_penalty", "presence_penalty", "frequency_penalty",
                 "no_repeat_ngram_size"} & set(sampling)
+
+
+def test_best_logged_bpb_skips_a_non_finite_validation():
+    """The best logged bits/byte is the least finite one, wherever a NaN validation (an
+    overflow) falls in the run; NaN only when none is finite (an objective without a bound)."""
+    from unmask.report import RunReport, summarize_training
+
+    def best(*bpbs):
+        recs = [{"step": i, "val_loss": 1.0, "val_bpb": b} for i, b in enumerate(bpbs)]
+        return summarize_training(recs).as_dict()["best_val_bpb"]
+
+    assert best(math.nan, 8.0, 7.5) == 7.5 and best(8.0, math.nan, 7.5) == 7.5
+    assert math.isnan(best(math.nan, math.nan)) and best() is None
+    training = summarize_training([{"step": 0, "loss": 2.0}, {"step": 1, "val_loss": 1.0,
+                                   "val_bpb": math.nan}, {"step": 2, "val_loss": 1.0,
+                                   "val_bpb": 7.25}]).as_dict()
+    lines = RunReport(checkpoint="c", run="r", step=2, objective="mdlm",
+                      training=training).lines()
+    assert any("7.2500 bits/byte last, 7.2500 best" in line for line in lines)

@@ -139,7 +139,10 @@ class TrainingSummary:
             "last_step": self.steps[-1] if self.steps else None,
             "last_loss": self.loss[-1] if self.loss else None,
             "last_val_bpb": self.val_bpb[-1] if self.val_bpb else None,
-            "best_val_bpb": min(self.val_bpb) if self.val_bpb else None,  # NaN: no bound
+            # the least finite value (min() kept a NaN that came first: a validation that
+            # overflowed hid every later one); NaN when none is finite (no bound)
+            "best_val_bpb": min((v for v in self.val_bpb if math.isfinite(v)), default=math.nan)
+            if self.val_bpb else None,
             "params": self.params,
             "tokens_per_s": self.tokens_per_s,
             "elapsed_s": self.elapsed_s,
