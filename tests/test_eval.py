@@ -247,6 +247,20 @@ def test_data_without_validation_split_samples_unconditionally(run, capsys, unif
     assert any(n.startswith("held-out bound: not measured") for n in report["notes"])
 
 
+def test_a_split_shorter_than_the_prompts_is_named(run, capsys, uniform_scorer):
+    """Prompts longer than the validation split: the samples are unconditional, and the note
+    says that the split is too short for them (it said there was no held-out text)."""
+    from unmask.data import TokenDataset
+
+    n = len(TokenDataset(run.parent / "data", "val"))
+    rc, out, err = _eval(capsys, run, "--json", "--no-plot", "--samples", "1", "--gen-length",
+                         "8", "--steps", "8", "--prompt-tokens", n + 1)
+    assert rc == 0, err
+    note = (f"generative perplexity: the validation split holds {n:,} tokens, fewer than "
+            f"--prompt-tokens {n + 1}, samples are unconditional")
+    assert note in json.loads(out)["notes"]
+
+
 def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch):
     from unmask.errors import UserError
     from unmask.scoring import ReferenceScorer

@@ -320,6 +320,19 @@ def _prompt_tokens(data: str | None, wanted: int) -> int:
     return wanted if len(TokenDataset(data, "val")) >= wanted else 0
 
 
+def _no_prompts(data: str | None, wanted: int) -> str:
+    """Why no sample has a held-out prompt of ``wanted`` tokens: no validation split, or one
+    shorter than that (it read "no held-out text" there too)."""
+    if data and (Path(data) / "index.json").is_file():
+        from unmask.data import TokenDataset
+
+        n = len(TokenDataset(data, "val"))
+        if n:
+            return (f"the validation split holds {n:,} tokens, fewer than --prompt-tokens "
+                    f"{wanted}")
+    return "no held-out text"
+
+
 def _task_names(tasks: str) -> list[str]:
     """The names of a comma-separated ``--tasks`` list, blanks dropped."""
     return [t.strip() for t in tasks.split(",") if t.strip()]
@@ -614,8 +627,8 @@ def _score(
         prompts = validation_prompts(data, n=args.samples, length=args.prompt_tokens)
     if not prompts:
         if not unprompted:
-            report.notes.append("generative perplexity: no held-out text, samples are "
-                                "unconditional")
+            report.notes.append(f"generative perplexity: {_no_prompts(data, args.prompt_tokens)}"
+                                ", samples are unconditional")
         prompts = [[] for _ in range(args.samples)]
     q = sample_quality(
         loaded.tokenizer,
