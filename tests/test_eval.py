@@ -352,6 +352,10 @@ def test_report_lines_of_a_family_without_a_bound_and_of_one_sample():
     lines = r.lines()
     assert lines[1].endswith("not a likelihood bound), 64 tokens, windows of 32")
     assert lines[2].endswith("(1 sample of 8 tokens)")
+    # every sample ended at once: no perplexity (it printed "nan under u")
+    r.sample_quality["gen_ppl"] = math.nan
+    assert r.lines()[2].split(None, 2)[2].startswith(
+        "none (no sample has a token to score: each ended at once), unigram entropy 0.000")
 
 
 def test_gaps_exact_match_in_the_report_equals_the_api(run, capsys, tmp_path):

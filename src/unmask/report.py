@@ -492,10 +492,14 @@ class RunReport:
             )
         q = self.sample_quality
         if q is not None:
+            ppl = q.get("gen_ppl")
+            # NaN (None in JSON): every sample ended at once (EOS first), no token to score
+            ppl_text = (f"{ppl:.2f} under {q['scorer']}" if ppl is not None and math.isfinite(ppl)
+                        else "none (no sample has a token to score: each ended at once)")
             rows.append(
                 (
                     "gen ppl",
-                    f"{q['gen_ppl']:.2f} under {q['scorer']}, unigram entropy "
+                    f"{ppl_text}, unigram entropy "
                     f"{q['entropy']:.3f} nats ({plural(q['samples'], 'sample')} of "
                     f"{q['gen_length']} tokens)",
                 )
