@@ -3,6 +3,7 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -631,3 +632,35 @@ def test_families_without_a_mask_elbo_run_generation_tasks(family, task_dir, tmp
     err = capsys.readouterr().err
     # one line after lm-eval's own progress bars
     assert "Traceback" not in err and "scored by the masked-diffusion ELBO" in err.splitlines()[-1]
+
+
+def test_tasks_read_their_data_offline(checkpoint, task_dir, monkeypatch):
+    """lm-eval runs with the Hugging Face Hub and datasets offline (a task's data is local or
+    cached: online it was downloaded, offline the Hub was retried for a minute), as they were
+    afterwards; data that is not there is a one-line error that says so."""
+    import datasets
+    import huggingface_hub
+    import lm_eval
+
+    from unmask.checkpoint import load
+    from unmask.errors import UserError
+    from unmask.lm_eval import UnmaskLM, run_tasks
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    seen = {}
+
+    def evaluate(**kwargs):  # where lm-eval loads the tasks' datasets
+        seen["offline"] = (huggingface_hub.constants.is_offline_mode(),
+                           datasets.config.HF_HUB_OFFLINE,
+                           os.environ.get("HF_DATASETS_OFFLINE"))
+        raise ConnectionError("Couldn't reach 'someone/data' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", evaluate)
+    lm = UnmaskLM(loaded=load(checkpoint), mc_samples=2, greedy_check=False)
+    with pytest.raises(UserError, match="someone/data.*unmask does not download it"):
+        run_tasks(lm, ["tiny_mc"], include_path=str(task_dir))
+    assert seen["offline"] == (True, True, "1")
+    assert not huggingface_hub.constants.HF_HUB_OFFLINE and not datasets.config.HF_HUB_OFFLINE
+    assert "HF_DATASETS_OFFLINE" not in os.environ

@@ -27,11 +27,14 @@ module imports it at the top, so only import it when lm-eval is wanted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -419,6 +422,41 @@ def check_task_files(folder: str | Path) -> None:
             raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
 
 
+_OFFLINE_FLAGS = (
+    ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+    ("datasets.config", "HF_HUB_OFFLINE"),
+    ("datasets.config", "HF_DATASETS_OFFLINE"),
+)
+"""The switches that Hugging Face Hub and datasets read at call time, once imported."""
+
+
+@contextlib.contextmanager
+def offline_hub() -> Iterator[None]:
+    """The Hugging Face Hub and ``datasets`` offline while it runs, then as they were: a task's
+    dataset is read from local files or the cache, never downloaded (online, lm-eval
+    downloaded it; offline, it retried the Hub for a minute before failing). The variables
+    ``HF_HUB_OFFLINE`` and ``HF_DATASETS_OFFLINE`` for what is imported inside, the modules'
+    own switches for what was imported before."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    env = {k: os.environ.get(k) for k in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    flags = [(sys.modules[m], a) for m, a in _OFFLINE_FLAGS
+             if m in sys.modules and hasattr(sys.modules[m], a)]
+    saved = [getattr(mod, a) for mod, a in flags]
+    for mod, a in flags:
+        setattr(mod, a, True)
+    try:
+        yield
+    finally:
+        for (mod, a), value in zip(flags, saved, strict=True):
+            setattr(mod, a, value)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_tasks(
     model: UnmaskLM,
     tasks: Sequence[str],
@@ -457,22 +495,29 @@ def run_tasks(
         )
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
     try:
-        results = simple_evaluate(
-            model=model,
-            model_args=model.model_args,  # with a model object: only recorded
-            tasks=list(tasks),
-            num_fewshot=num_fewshot,
-            limit=limit,
-            task_manager=manager,
-            log_samples=log_samples,
-            evaluation_tracker=tracker,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+        with offline_hub():  # the tasks' data: local or cached, never downloaded
+            results = simple_evaluate(
+                model=model,
+                model_args=model.model_args,  # with a model object: only recorded
+                tasks=list(tasks),
+                num_fewshot=num_fewshot,
+                limit=limit,
+                task_manager=manager,
+                log_samples=log_samples,
+                evaluation_tracker=tracker,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
     except (FileNotFoundError, KeyError) as e:  # a task whose data or fields are missing
         raise UserError(f"lm-eval could not build the tasks {', '.join(tasks)}: {e}") from None
+    except ConnectionError as e:  # data neither local nor cached: the Hub is not asked
+        raise UserError(
+            f"lm-eval could not load the data of the tasks {', '.join(tasks)}: {e}; unmask "
+            "does not download it: use a local dataset (dataset_path: json with data_files) "
+            "or one already in the Hugging Face cache"
+        ) from None
     if results is None:
         return {}
     samples = results.pop("samples", None)
@@ -486,4 +531,11 @@ def run_tasks(
     return results
 
 
-__all__ = ["LM_EVAL_INSTALL", "UnmaskLM", "check_task_files", "refuse_unprompted", "run_tasks"]
+__all__ = [
+    "LM_EVAL_INSTALL",
+    "UnmaskLM",
+    "check_task_files",
+    "offline_hub",
+    "refuse_unprompted",
+    "run_tasks",
+]
