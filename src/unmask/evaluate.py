@@ -521,7 +521,22 @@ def _items(sample: str | Sequence[int] | Tensor) -> list[Any]:
         return sample.split()
     if isinstance(sample, Tensor):
         return sample.reshape(-1).tolist()
+    if not hasattr(sample, "__iter__"):  # an id where a sample was due: a flat list of ids
+        raise ValueError(f"each sample is a string or a sequence of ids, got {sample!r}; a "
+                         "flat list of ids is one sample: wrap it in a list")
     return [int(t) for t in sample]
+
+
+def _samples(samples: Any, what: str) -> Any:
+    """``samples`` as ``distinct_n`` and ``unigram_entropy`` read them, checked: one string
+    (its characters were read as one-word samples) or a tensor not 2-D (its ids as one-id
+    samples) scored 0 without a word."""
+    if isinstance(samples, str):
+        raise ValueError(f"{what} takes a list of samples, not one string: wrap it in a list")
+    if isinstance(samples, Tensor) and samples.dim() != 2:
+        raise ValueError(f"{what} takes a 2-D tensor (one row per sample), got shape "
+                         f"{tuple(samples.shape)}")
+    return samples
 
 
 def distinct_n(texts: Sequence[str] | Sequence[Sequence[int]] | Tensor, n: int) -> float:
@@ -536,7 +551,7 @@ def distinct_n(texts: Sequence[str] | Sequence[Sequence[int]] | Tensor, n: int) 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     grams: Counter[tuple[Any, ...]] = Counter()
-    for sample in texts:
+    for sample in _samples(texts, "distinct_n"):
         items = _items(sample)
         grams.update(tuple(items[i : i + n]) for i in range(len(items) - n + 1))
     total = sum(grams.values())
@@ -554,7 +569,7 @@ def unigram_entropy(token_ids: Sequence[Sequence[int]] | Tensor) -> float:
     one row per sample); cut them at EOS first if the padding after it should not count.
     An empty sample has H = 0; no samples give 0.0.
     """
-    rows = [_items(s) for s in token_ids]
+    rows = [_items(s) for s in _samples(token_ids, "unigram_entropy")]
     if not rows:
         return 0.0
     total = 0.0
