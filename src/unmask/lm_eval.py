@@ -7,7 +7,8 @@ Importing this module registers ``UnmaskLM`` with lm-eval under the name ``unmas
 
 works as for any lm-eval model, and ``unmask eval RUN --tasks ...`` calls ``run_tasks``,
 which hands task selection, few-shot, limits, include paths and output paths to lm-eval's
-own evaluation. The three request types:
+own evaluation, with the Hugging Face Hub and ``datasets`` offline (``offline_hub``: a task's
+data is local or cached, never downloaded). The three request types:
 
 - ``loglikelihood``: for a causal (``ar``) checkpoint the exact log-likelihood
   (``unmask.evaluate.ar_loglikelihood``); for a diffusion checkpoint LLaDA's Monte Carlo
