@@ -169,6 +169,20 @@ def test_loss_curve_png_next_to_run(run, capsys):
     assert "held-out" in out and "bits/byte" in out
 
 
+def test_loss_curve_writes_through_a_temp_file_of_its_own(tmp_path):
+    """The PNG goes through a temp file no other writer uses (one fixed name,
+    ``.loss_curve.png.tmp``, was shared by every eval writing that plot: RUN and RUN/best
+    both default to RUN/loss_curve.png), and nothing is left beside it; rewriting replaces it."""
+    from unmask.report import TrainingSummary, plot_loss_curve
+
+    (tmp_path / ".loss_curve.png.tmp").mkdir()  # another writer's, in the way of the old name
+    summary = TrainingSummary(steps=[1, 2], loss=[3.0, 2.5], val_steps=[2], val_loss=[2.7])
+    for _ in range(2):
+        path = plot_loss_curve(summary, tmp_path / "loss_curve.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".loss_curve.png.tmp", "loss_curve.png"]
+
+
 def test_without_matplotlib_numbers_still_print(run, capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     rc, out, _ = _eval(capsys, run, "--no-score", "--plot", tmp_path / "c.png")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -408,10 +407,13 @@ def plot_loss_curve(summary: TrainingSummary, out: str | Path, *, title: str = "
         fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
+    from unmask.files import atomic_write_bytes
+
     path = Path(out)
-    tmp = path.with_name(f".{path.name}.tmp")  # a plain open: the user's umask applies
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    # a temp file of its own (the user's umask applies): with one fixed name, two evals
+    # writing one plot (RUN and RUN/best both default to RUN/loss_curve.png) raced on it,
+    # and one could publish the other's half-written PNG
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
