@@ -461,6 +461,36 @@ def test_eval_tasks_bad_input_is_one_line_exit_2(bad, tmp_path, capsys, monkeypa
     assert want[bad] in err[0]
 
 
+def test_unknown_task_is_found_before_the_slow_parts(tmp_path, capsys, monkeypatch):
+    """An unknown task is refused before the held-out bound and the samples are measured
+    (it was found only when lm-eval ran, after them: minutes on a real model)."""
+    import functools
+
+    import lm_eval.tasks
+
+    import unmask.report
+
+    manager = functools.partial(lm_eval.tasks.TaskManager, include_defaults=False)
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", manager)
+
+    def too_early(*args, **kwargs):
+        raise AssertionError("measured before the tasks were checked")
+
+    monkeypatch.setattr(unmask.report, "heldout_bound", too_early)
+    monkeypatch.setattr(unmask.report, "sample_quality", too_early)
+    from unmask.data import prepare
+
+    ckpt, tasks = _checkpoint(tmp_path / "run", "bidirectional"), tmp_path / "t"
+    tasks.mkdir()
+    (tmp_path / "a.txt").write_text("the cat sat on the mat.\n" * 400)
+    prepare([tmp_path / "a.txt"], tmp_path / "data", tokenizer="byte", val_fraction=0.5,
+            progress=False)
+    rc = main(["eval", str(ckpt), "--tasks", "tiny_typo", "--include-path", str(tasks),
+               "--data", str(tmp_path / "data"), "--no-plot", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown task 'tiny_typo'" in err
+
+
 @pytest.mark.parametrize("flag", [["--limit", "2"], ["--no-greedy-check"], ["--mc-samples", "4"]])
 def test_lm_eval_flags_without_tasks_are_refused(flag, tmp_path, capsys):
     rc = main(["eval", str(tmp_path), *flag])

@@ -423,6 +423,30 @@ def check_task_files(folder: str | Path) -> None:
             raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
 
 
+def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
+    """lm-eval's ``TaskManager`` that knows every name of ``tasks`` (tasks, groups, tags or
+    YAML paths; ``include_path`` a folder of extra task YAMLs), built before anything slow
+    runs: a one-line ``UserError`` for an unknown task or a task file that does not parse."""
+    from lm_eval.tasks import TaskManager
+
+    if include_path is not None:
+        check_task_files(include_path)
+    manager = None
+    if include_path is not None:  # indexing lm-eval's own thousands of tasks takes seconds
+        manager = TaskManager(include_path=include_path, include_defaults=False)
+        if not all(t in manager.all_tasks for t in tasks):
+            manager = None
+    manager = manager or TaskManager(include_path=include_path)
+    unknown = [t for t in tasks if t not in manager.all_tasks and not Path(t).is_file()]
+    if unknown:
+        where = f" (nor in {include_path})" if include_path else ""
+        raise UserError(
+            f"unknown task {unknown[0]!r}: lm-eval does not know it{where}; "
+            "`lm-eval ls tasks` lists the known ones, --include-path adds a folder"
+        )
+    return manager
+
+
 _OFFLINE_FLAGS = (
     ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
     ("datasets.config", "HF_HUB_OFFLINE"),
@@ -468,32 +492,20 @@ def run_tasks(
     output_path: str | None = None,
     log_samples: bool = False,
     seed: int = 0,
+    task_manager: Any = None,
 ) -> dict[str, Any]:
     """lm-eval's ``simple_evaluate`` of ``model`` on ``tasks`` (names, groups or tags lm-eval
     knows, with ``include_path`` a folder of extra task YAMLs), written under
     ``output_path`` as lm-eval's CLI writes it (``EvaluationTracker``). Returns lm-eval's
     results dict plus ``unmask`` (the standard errors of the log-likelihoods) and
-    ``table`` (lm-eval's Markdown table). An unknown task is a one-line ``UserError``."""
+    ``table`` (lm-eval's Markdown table). ``task_manager``: ``find_tasks``' answer, when
+    the tasks were checked already; else they are checked here (an unknown task is a
+    one-line ``UserError``)."""
     from lm_eval import simple_evaluate
     from lm_eval.loggers import EvaluationTracker
-    from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
 
-    if include_path is not None:
-        check_task_files(include_path)
-    manager = None
-    if include_path is not None:  # indexing lm-eval's own thousands of tasks takes seconds
-        manager = TaskManager(include_path=include_path, include_defaults=False)
-        if not all(t in manager.all_tasks for t in tasks):
-            manager = None
-    manager = manager or TaskManager(include_path=include_path)
-    unknown = [t for t in tasks if t not in manager.all_tasks and not Path(t).is_file()]
-    if unknown:
-        where = f" (nor in {include_path})" if include_path else ""
-        raise UserError(
-            f"unknown task {unknown[0]!r}: lm-eval does not know it{where}; "
-            "`lm-eval ls tasks` lists the known ones, --include-path adds a folder"
-        )
+    manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
     try:
         with offline_hub():  # the tasks' data: local or cached, never downloaded
@@ -536,6 +548,7 @@ __all__ = [
     "LM_EVAL_INSTALL",
     "UnmaskLM",
     "check_task_files",
+    "find_tasks",
     "offline_hub",
     "refuse_unprompted",
     "run_tasks",
