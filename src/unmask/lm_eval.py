@@ -14,7 +14,8 @@ data is local or cached, never downloaded). The three request types:
   (``unmask.evaluate.ar_loglikelihood``); for a diffusion checkpoint LLaDA's Monte Carlo
   estimate of the ELBO with stratified mask counts (``elbo_loglikelihood``; a block-diffusion
   model's block by block, ``block_elbo_loglikelihood``), the same
-  noise for every candidate of a question (common random numbers), its standard error kept
+  seed for every candidate of a question (common random numbers between candidates of one
+  length in tokens), its standard error kept
   in ``estimates``; ``is_greedy`` by greedy decoding through ``unmask.api`` (optional:
   ``greedy_check``).
 - ``loglikelihood_rolling``: lm-eval's rolling windows over the model's context, each
@@ -340,7 +341,7 @@ class UnmaskLM(LM):
                 context = list(context) or [self._start_id]
                 target = target[-self.max_length :]
                 context = context[max(0, len(context) - (self.max_length - len(target))) :]
-                gen = torch.Generator().manual_seed(self.seed)  # same noise for every candidate
+                gen = torch.Generator().manual_seed(self.seed)  # one length: the same masks
                 # a block-diffusion model: each block's bound given the clean blocks before it
                 blocks = {"block_size": self.facts.block_size} if self.facts.block_size else {}
                 estimate = block_elbo_loglikelihood if blocks else elbo_loglikelihood
