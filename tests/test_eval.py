@@ -118,6 +118,16 @@ def test_bits_per_byte_count_the_bytes_of_the_windows_scored(tmp_path):
     nbytes = int(tok.token_byte_lengths()[windows.numpy()].sum())
     assert abs(nbytes / windows.numel() / data.bytes_per_token - 1) > 1e-3  # they differ here
     assert r.bpb == pytest.approx(r.loss / math.log(2) / (nbytes / windows.numel()), rel=1e-9)
+    # a causal model predicts tokens 1..L-1 of each window: the bytes are theirs (the first
+    # token is context); counted with it, the 4 windows' first tokens moved bits/byte 1.1%
+    torch.manual_seed(0)
+    ar = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32,
+                                  attention="causal", **tok.special_ids())).eval()
+    r = evaluate_loss(ar, data, objective="ar", seq_len=32, batch_size=4, max_batches=1)
+    scored = int(tok.token_byte_lengths()[windows[:, 1:].numpy()].sum())
+    assert r.n_tokens == 4 * 31
+    assert r.bpb == pytest.approx(r.loss * r.n_tokens / math.log(2) / scored, rel=1e-9)
+    assert abs(scored / (4 * 31) / (nbytes / windows.numel()) - 1) > 1e-3  # they differ here
 
 
 def test_noise_draws_average_seeds_and_give_their_standard_error(run, capsys):
@@ -157,6 +167,20 @@ def test_loss_curve_png_next_to_run(run, capsys):
     assert (width, height) == (700, 400)
     assert f"loss curve  {png}" in out
     assert "held-out" in out and "bits/byte" in out
+
+
+def test_loss_curve_writes_through_a_temp_file_of_its_own(tmp_path):
+    """The PNG goes through a temp file no other writer uses (one fixed name,
+    ``.loss_curve.png.tmp``, was shared by every eval writing that plot: RUN and RUN/best
+    both default to RUN/loss_curve.png), and nothing is left beside it; rewriting replaces it."""
+    from unmask.report import TrainingSummary, plot_loss_curve
+
+    (tmp_path / ".loss_curve.png.tmp").mkdir()  # another writer's, in the way of the old name
+    summary = TrainingSummary(steps=[1, 2], loss=[3.0, 2.5], val_steps=[2], val_loss=[2.7])
+    for _ in range(2):
+        path = plot_loss_curve(summary, tmp_path / "loss_curve.png")
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".loss_curve.png.tmp", "loss_curve.png"]
 
 
 def test_without_matplotlib_numbers_still_print(run, capsys, monkeypatch, tmp_path):
@@ -235,6 +259,20 @@ def test_data_without_validation_split_samples_unconditionally(run, capsys, unif
     assert report["sample_quality"]["samples"] == 2 and report["tasks"]["total"] == 2
     assert "generative perplexity: no held-out text, samples are unconditional" in report["notes"]
     assert any(n.startswith("held-out bound: not measured") for n in report["notes"])
+
+
+def test_a_split_shorter_than_the_prompts_is_named(run, capsys, uniform_scorer):
+    """Prompts longer than the validation split: the samples are unconditional, and the note
+    says that the split is too short for them (it said there was no held-out text)."""
+    from unmask.data import TokenDataset
+
+    n = len(TokenDataset(run.parent / "data", "val"))
+    rc, out, err = _eval(capsys, run, "--json", "--no-plot", "--samples", "1", "--gen-length",
+                         "8", "--steps", "8", "--prompt-tokens", n + 1)
+    assert rc == 0, err
+    note = (f"generative perplexity: the validation split holds {n:,} tokens, fewer than "
+            f"--prompt-tokens {n + 1}, samples are unconditional")
+    assert note in json.loads(out)["notes"]
 
 
 def test_missing_scorer_is_one_line_and_the_rest_prints(run, capsys, monkeypatch):
@@ -328,6 +366,10 @@ def test_report_lines_of_a_family_without_a_bound_and_of_one_sample():
     lines = r.lines()
     assert lines[1].endswith("not a likelihood bound), 64 tokens, windows of 32")
     assert lines[2].endswith("(1 sample of 8 tokens)")
+    # every sample ended at once: no perplexity (it printed "nan under u")
+    r.sample_quality["gen_ppl"] = math.nan
+    assert r.lines()[2].split(None, 2)[2].startswith(
+        "none (no sample has a token to score: each ended at once), unigram entropy 0.000")
 
 
 def test_gaps_exact_match_in_the_report_equals_the_api(run, capsys, tmp_path):
@@ -679,3 +721,22 @@ def test_sampled_with_names_the_penalties_only_where_the_decoder_applies_them(
     assert (sampling["decoder"], sampling["steps"]) == ("sedd", 4)
     assert not {"repetition_penalty", "presence_penalty", "frequency_penalty",
                 "no_repeat_ngram_size"} & set(sampling)
+
+
+def test_best_logged_bpb_skips_a_non_finite_validation():
+    """The best logged bits/byte is the least finite one, wherever a NaN validation (an
+    overflow) falls in the run; NaN only when none is finite (an objective without a bound)."""
+    from unmask.report import RunReport, summarize_training
+
+    def best(*bpbs):
+        recs = [{"step": i, "val_loss": 1.0, "val_bpb": b} for i, b in enumerate(bpbs)]
+        return summarize_training(recs).as_dict()["best_val_bpb"]
+
+    assert best(math.nan, 8.0, 7.5) == 7.5 and best(8.0, math.nan, 7.5) == 7.5
+    assert math.isnan(best(math.nan, math.nan)) and best() is None
+    training = summarize_training([{"step": 0, "loss": 2.0}, {"step": 1, "val_loss": 1.0,
+                                   "val_bpb": math.nan}, {"step": 2, "val_loss": 1.0,
+                                   "val_bpb": 7.25}]).as_dict()
+    lines = RunReport(checkpoint="c", run="r", step=2, objective="mdlm",
+                      training=training).lines()
+    assert any("7.2500 bits/byte last, 7.2500 best" in line for line in lines)

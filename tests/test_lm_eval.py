@@ -3,6 +3,7 @@
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -155,6 +156,33 @@ def test_block_elbo_is_the_sum_of_block_bounds_given_clean_blocks():
     b = elbo_loglikelihood(whole, context, target, generator=torch.Generator().manual_seed(2),
                            **args)
     assert a.logprob == pytest.approx(b.logprob, abs=1e-5)
+
+
+def test_empty_context_and_continuation_score_0_for_every_model():
+    """log p("" | "") = 0 and greedy, for a causal model as for a diffusion one (the causal
+    model had no column to forward: a RuntimeError from the reshape)."""
+    (r,) = ar_loglikelihood(_model("causal"), [([], [])], start_id=2)
+    assert (r.logprob, r.is_greedy) == (0.0, True)
+    both = ar_loglikelihood(_model("causal"), [([], []), ([5], [7, 9])], start_id=2)
+    assert both[0].logprob == 0.0 and both[1].logprob < 0
+    d = elbo_loglikelihood(_model(), [], [], mask_id=0, generator=torch.Generator())
+    assert d.logprob == 0.0
+
+
+def test_elbo_estimates_do_not_depend_on_the_batch_size():
+    """``batch_size`` is rows per forward, a memory knob: the same seed gives the same
+    estimate at any batch size, also for a target over several blocks of a bd3lm model
+    (its masks were drawn per batch, block by block, so another batch size drew others)."""
+    context, target = [5], [7, 20, 31, 4, 12, 40, 9]  # four blocks of 2
+    model = _block_model(2)
+
+    def est(fn, batch_size, **args):
+        return fn(model, context, target, mask_id=0, n_samples=12, batch_size=batch_size,
+                  generator=torch.Generator().manual_seed(4), **args).logprob
+
+    for fn, args in ((block_elbo_loglikelihood, {"block_size": 2}), (elbo_loglikelihood, {})):
+        whole = est(fn, 12, **args)
+        assert [est(fn, b, **args) for b in (1, 5)] == pytest.approx([whole, whole], abs=1e-9)
 
 
 def test_ar_loglikelihood_is_the_sum_of_token_logprobs():
@@ -433,6 +461,36 @@ def test_eval_tasks_bad_input_is_one_line_exit_2(bad, tmp_path, capsys, monkeypa
     assert want[bad] in err[0]
 
 
+def test_unknown_task_is_found_before_the_slow_parts(tmp_path, capsys, monkeypatch):
+    """An unknown task is refused before the held-out bound and the samples are measured
+    (it was found only when lm-eval ran, after them: minutes on a real model)."""
+    import functools
+
+    import lm_eval.tasks
+
+    import unmask.report
+
+    manager = functools.partial(lm_eval.tasks.TaskManager, include_defaults=False)
+    monkeypatch.setattr(lm_eval.tasks, "TaskManager", manager)
+
+    def too_early(*args, **kwargs):
+        raise AssertionError("measured before the tasks were checked")
+
+    monkeypatch.setattr(unmask.report, "heldout_bound", too_early)
+    monkeypatch.setattr(unmask.report, "sample_quality", too_early)
+    from unmask.data import prepare
+
+    ckpt, tasks = _checkpoint(tmp_path / "run", "bidirectional"), tmp_path / "t"
+    tasks.mkdir()
+    (tmp_path / "a.txt").write_text("the cat sat on the mat.\n" * 400)
+    prepare([tmp_path / "a.txt"], tmp_path / "data", tokenizer="byte", val_fraction=0.5,
+            progress=False)
+    rc = main(["eval", str(ckpt), "--tasks", "tiny_typo", "--include-path", str(tasks),
+               "--data", str(tmp_path / "data"), "--no-plot", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown task 'tiny_typo'" in err
+
+
 @pytest.mark.parametrize("flag", [["--limit", "2"], ["--no-greedy-check"], ["--mc-samples", "4"]])
 def test_lm_eval_flags_without_tasks_are_refused(flag, tmp_path, capsys):
     rc = main(["eval", str(tmp_path), *flag])
@@ -604,3 +662,35 @@ def test_families_without_a_mask_elbo_run_generation_tasks(family, task_dir, tmp
     err = capsys.readouterr().err
     # one line after lm-eval's own progress bars
     assert "Traceback" not in err and "scored by the masked-diffusion ELBO" in err.splitlines()[-1]
+
+
+def test_tasks_read_their_data_offline(checkpoint, task_dir, monkeypatch):
+    """lm-eval runs with the Hugging Face Hub and datasets offline (a task's data is local or
+    cached: online it was downloaded, offline the Hub was retried for a minute), as they were
+    afterwards; data that is not there is a one-line error that says so."""
+    import datasets
+    import huggingface_hub
+    import lm_eval
+
+    from unmask.checkpoint import load
+    from unmask.errors import UserError
+    from unmask.lm_eval import UnmaskLM, run_tasks
+
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    seen = {}
+
+    def evaluate(**kwargs):  # where lm-eval loads the tasks' datasets
+        seen["offline"] = (huggingface_hub.constants.is_offline_mode(),
+                           datasets.config.HF_HUB_OFFLINE,
+                           os.environ.get("HF_DATASETS_OFFLINE"))
+        raise ConnectionError("Couldn't reach 'someone/data' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", evaluate)
+    lm = UnmaskLM(loaded=load(checkpoint), mc_samples=2, greedy_check=False)
+    with pytest.raises(UserError, match="someone/data.*unmask does not download it"):
+        run_tasks(lm, ["tiny_mc"], include_path=str(task_dir))
+    assert seen["offline"] == (True, True, "1")
+    assert not huggingface_hub.constants.HF_HUB_OFFLINE and not datasets.config.HF_HUB_OFFLINE
+    assert "HF_DATASETS_OFFLINE" not in os.environ

@@ -55,6 +55,23 @@ def test_distinct_n_does_not_cross_samples_and_handles_empty() -> None:
         distinct_n(["a"], 0)
 
 
+def test_diversity_metrics_refuse_one_sample_given_bare() -> None:
+    """One text, one 1-D tensor of ids or a flat list of ids where a list of samples is due
+    is a ValueError that says how to pass it (the first two scored 0.0: characters or ids
+    taken as samples of one item each; a flat list was a TypeError from int())."""
+    for fn, bare in ((distinct_n, "a b a b"), (unigram_entropy, "a b a b")):
+        with pytest.raises(ValueError, match="not one string: wrap it in a list"):
+            fn(bare, 2) if fn is distinct_n else fn(bare)
+    with pytest.raises(ValueError, match=r"2-D tensor .* got shape \(4,\)"):
+        distinct_n(torch.tensor([1, 2, 1, 2]), 2)
+    with pytest.raises(ValueError, match=r"2-D tensor .* got shape \(4,\)"):
+        unigram_entropy(torch.tensor([1, 2, 1, 2]))
+    with pytest.raises(ValueError, match="a flat list of ids is one sample"):
+        unigram_entropy([1, 2, 1, 2])
+    assert distinct_n(torch.tensor([[1, 2, 1, 2]]), 2) == pytest.approx(2 / 3)
+    assert unigram_entropy(torch.tensor([[1, 2, 1, 2]])) == pytest.approx(math.log(2))
+
+
 def test_unigram_entropy_analytic() -> None:
     assert unigram_entropy([[7] * 10]) == 0.0
     for n in (2, 5, 64):

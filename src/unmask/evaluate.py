@@ -117,13 +117,16 @@ def evaluate_loss(
     byte_len = getattr(dataset, "token_byte_lengths", None) if spec.likelihood else None
     byte_len = torch.from_numpy(byte_len()) if byte_len is not None else None  # bpb only
     window_bytes, window_tokens = 0, 0  # of the windows scored: their own bytes per token
+    # a causal objective predicts positions 1..L-1 of a window: its first token's bytes are
+    # context, not scored (counted, a window opening on a long token lowered the bits/byte)
+    first = 1 if spec.attention == "causal" else 0
 
     def flush() -> None:
         nonlocal total, count, n_batches, window_bytes, window_tokens
         x0 = torch.stack(batch)
         if byte_len is not None:
-            window_bytes += int(byte_len[x0].sum())
-            window_tokens += x0.numel()
+            window_bytes += int(byte_len[x0[:, first:]].sum())
+            window_tokens += x0[:, first:].numel()
         x0 = x0.to(device)
         with torch.autocast(
             device_type=torch.device(device).type,
@@ -392,14 +395,18 @@ def _stratified_elbo(
             return bd3lm_logits(model, xt.to(device), x0_rows, block_size=block_size)
 
     counts = [stratified_mask_counts(n_samples, len(pos), generator) for pos in blocks]
+    # every draw before the first forward, block by block: the estimate does not depend on
+    # batch_size (drawn per batch, a target of several blocks got other masks at another
+    # batch size); with one block the stream is the per-batch one, draw for draw
+    draws = [torch.rand(n_samples, len(pos), generator=generator) for pos in blocks]
     values: list[Tensor] = []
     for lo in range(0, n_samples, batch_size):
         b = min(batch_size, n_samples - lo)
         masked = torch.zeros(b, L, dtype=torch.bool)
         weight = torch.zeros(b, L, dtype=torch.float64)  # L_b / l_b at each target position
-        for pos, n in zip(blocks, counts, strict=True):
+        for pos, n, u in zip(blocks, counts, draws, strict=True):
             ls = n[lo : lo + b]  # (b,)
-            ranks = torch.rand(b, len(pos), generator=generator).argsort(dim=1).argsort(dim=1)
+            ranks = u[lo : lo + b].argsort(dim=1).argsort(dim=1)  # (b, L_b)
             masked[:, pos] = ranks < ls[:, None]  # l_b uniformly chosen positions per row
             weight[:, pos] = (len(pos) / ls.double())[:, None]
         xt = seq.repeat(b, 1)  # (b, P + L)
@@ -462,7 +469,8 @@ def ar_loglikelihood(
     out: list[LogLikelihood] = []
     for lo in range(0, len(rows), batch_size):
         chunk = rows[lo : lo + batch_size]
-        width = max(len(s) for s, _ in chunk) - 1
+        # at least one column: a chunk of ("", "") rows ([start_id] alone) had none to forward
+        width = max(1, max(len(s) for s, _ in chunk) - 1)
         x = torch.full((len(chunk), width), start_id, dtype=torch.long)  # (B, T)
         for b, (seq, _) in enumerate(chunk):
             x[b, : len(seq) - 1] = torch.tensor(seq[:-1])
@@ -513,7 +521,22 @@ def _items(sample: str | Sequence[int] | Tensor) -> list[Any]:
         return sample.split()
     if isinstance(sample, Tensor):
         return sample.reshape(-1).tolist()
+    if not hasattr(sample, "__iter__"):  # an id where a sample was due: a flat list of ids
+        raise ValueError(f"each sample is a string or a sequence of ids, got {sample!r}; a "
+                         "flat list of ids is one sample: wrap it in a list")
     return [int(t) for t in sample]
+
+
+def _samples(samples: Any, what: str) -> Any:
+    """``samples`` as ``distinct_n`` and ``unigram_entropy`` read them, checked: one string
+    (its characters were read as one-word samples) or a tensor not 2-D (its ids as one-id
+    samples) scored 0 without a word."""
+    if isinstance(samples, str):
+        raise ValueError(f"{what} takes a list of samples, not one string: wrap it in a list")
+    if isinstance(samples, Tensor) and samples.dim() != 2:
+        raise ValueError(f"{what} takes a 2-D tensor (one row per sample), got shape "
+                         f"{tuple(samples.shape)}")
+    return samples
 
 
 def distinct_n(texts: Sequence[str] | Sequence[Sequence[int]] | Tensor, n: int) -> float:
@@ -528,7 +551,7 @@ def distinct_n(texts: Sequence[str] | Sequence[Sequence[int]] | Tensor, n: int) 
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     grams: Counter[tuple[Any, ...]] = Counter()
-    for sample in texts:
+    for sample in _samples(texts, "distinct_n"):
         items = _items(sample)
         grams.update(tuple(items[i : i + n]) for i in range(len(items) - n + 1))
     total = sum(grams.values())
@@ -546,7 +569,7 @@ def unigram_entropy(token_ids: Sequence[Sequence[int]] | Tensor) -> float:
     one row per sample); cut them at EOS first if the padding after it should not count.
     An empty sample has H = 0; no samples give 0.0.
     """
-    rows = [_items(s) for s in token_ids]
+    rows = [_items(s) for s in _samples(token_ids, "unigram_entropy")]
     if not rows:
         return 0.0
     total = 0.0

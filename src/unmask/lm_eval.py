@@ -7,13 +7,15 @@ Importing this module registers ``UnmaskLM`` with lm-eval under the name ``unmas
 
 works as for any lm-eval model, and ``unmask eval RUN --tasks ...`` calls ``run_tasks``,
 which hands task selection, few-shot, limits, include paths and output paths to lm-eval's
-own evaluation. The three request types:
+own evaluation, with the Hugging Face Hub and ``datasets`` offline (``offline_hub``: a task's
+data is local or cached, never downloaded). The three request types:
 
 - ``loglikelihood``: for a causal (``ar``) checkpoint the exact log-likelihood
   (``unmask.evaluate.ar_loglikelihood``); for a diffusion checkpoint LLaDA's Monte Carlo
   estimate of the ELBO with stratified mask counts (``elbo_loglikelihood``; a block-diffusion
   model's block by block, ``block_elbo_loglikelihood``), the same
-  noise for every candidate of a question (common random numbers), its standard error kept
+  seed for every candidate of a question (common random numbers between candidates of one
+  length in tokens), its standard error kept
   in ``estimates``; ``is_greedy`` by greedy decoding through ``unmask.api`` (optional:
   ``greedy_check``).
 - ``loglikelihood_rolling``: lm-eval's rolling windows over the model's context, each
@@ -27,11 +29,14 @@ module imports it at the top, so only import it when lm-eval is wanted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -336,7 +341,7 @@ class UnmaskLM(LM):
                 context = list(context) or [self._start_id]
                 target = target[-self.max_length :]
                 context = context[max(0, len(context) - (self.max_length - len(target))) :]
-                gen = torch.Generator().manual_seed(self.seed)  # same noise for every candidate
+                gen = torch.Generator().manual_seed(self.seed)  # one length: the same masks
                 # a block-diffusion model: each block's bound given the clean blocks before it
                 blocks = {"block_size": self.facts.block_size} if self.facts.block_size else {}
                 estimate = block_elbo_loglikelihood if blocks else elbo_loglikelihood
@@ -419,26 +424,11 @@ def check_task_files(folder: str | Path) -> None:
             raise UserError(f"{path}{where}: not a valid task file ({problem})") from None
 
 
-def run_tasks(
-    model: UnmaskLM,
-    tasks: Sequence[str],
-    *,
-    num_fewshot: int | None = None,
-    limit: float | None = None,
-    include_path: str | None = None,
-    output_path: str | None = None,
-    log_samples: bool = False,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """lm-eval's ``simple_evaluate`` of ``model`` on ``tasks`` (names, groups or tags lm-eval
-    knows, with ``include_path`` a folder of extra task YAMLs), written under
-    ``output_path`` as lm-eval's CLI writes it (``EvaluationTracker``). Returns lm-eval's
-    results dict plus ``unmask`` (the standard errors of the log-likelihoods) and
-    ``table`` (lm-eval's Markdown table). An unknown task is a one-line ``UserError``."""
-    from lm_eval import simple_evaluate
-    from lm_eval.loggers import EvaluationTracker
+def find_tasks(tasks: Sequence[str], include_path: str | None = None) -> Any:
+    """lm-eval's ``TaskManager`` that knows every name of ``tasks`` (tasks, groups, tags or
+    YAML paths; ``include_path`` a folder of extra task YAMLs), built before anything slow
+    runs: a one-line ``UserError`` for an unknown task or a task file that does not parse."""
     from lm_eval.tasks import TaskManager
-    from lm_eval.utils import make_table
 
     if include_path is not None:
         check_task_files(include_path)
@@ -455,24 +445,93 @@ def run_tasks(
             f"unknown task {unknown[0]!r}: lm-eval does not know it{where}; "
             "`lm-eval ls tasks` lists the known ones, --include-path adds a folder"
         )
+    return manager
+
+
+_OFFLINE_FLAGS = (
+    ("huggingface_hub.constants", "HF_HUB_OFFLINE"),
+    ("datasets.config", "HF_HUB_OFFLINE"),
+    ("datasets.config", "HF_DATASETS_OFFLINE"),
+)
+"""The switches that Hugging Face Hub and datasets read at call time, once imported."""
+
+
+@contextlib.contextmanager
+def offline_hub() -> Iterator[None]:
+    """The Hugging Face Hub and ``datasets`` offline while it runs, then as they were: a task's
+    dataset is read from local files or the cache, never downloaded (online, lm-eval
+    downloaded it; offline, it retried the Hub for a minute before failing). The variables
+    ``HF_HUB_OFFLINE`` and ``HF_DATASETS_OFFLINE`` for what is imported inside, the modules'
+    own switches for what was imported before."""
+    names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    env = {k: os.environ.get(k) for k in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    flags = [(sys.modules[m], a) for m, a in _OFFLINE_FLAGS
+             if m in sys.modules and hasattr(sys.modules[m], a)]
+    saved = [getattr(mod, a) for mod, a in flags]
+    for mod, a in flags:
+        setattr(mod, a, True)
+    try:
+        yield
+    finally:
+        for (mod, a), value in zip(flags, saved, strict=True):
+            setattr(mod, a, value)
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_tasks(
+    model: UnmaskLM,
+    tasks: Sequence[str],
+    *,
+    num_fewshot: int | None = None,
+    limit: float | None = None,
+    include_path: str | None = None,
+    output_path: str | None = None,
+    log_samples: bool = False,
+    seed: int = 0,
+    task_manager: Any = None,
+) -> dict[str, Any]:
+    """lm-eval's ``simple_evaluate`` of ``model`` on ``tasks`` (names, groups or tags lm-eval
+    knows, with ``include_path`` a folder of extra task YAMLs), written under
+    ``output_path`` as lm-eval's CLI writes it (``EvaluationTracker``). Returns lm-eval's
+    results dict plus ``unmask`` (the standard errors of the log-likelihoods) and
+    ``table`` (lm-eval's Markdown table). ``task_manager``: ``find_tasks``' answer, when
+    the tasks were checked already; else they are checked here (an unknown task is a
+    one-line ``UserError``)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+    from lm_eval.utils import make_table
+
+    manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
     try:
-        results = simple_evaluate(
-            model=model,
-            model_args=model.model_args,  # with a model object: only recorded
-            tasks=list(tasks),
-            num_fewshot=num_fewshot,
-            limit=limit,
-            task_manager=manager,
-            log_samples=log_samples,
-            evaluation_tracker=tracker,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+        with offline_hub():  # the tasks' data: local or cached, never downloaded
+            results = simple_evaluate(
+                model=model,
+                model_args=model.model_args,  # with a model object: only recorded
+                tasks=list(tasks),
+                num_fewshot=num_fewshot,
+                limit=limit,
+                task_manager=manager,
+                log_samples=log_samples,
+                evaluation_tracker=tracker,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
     except (FileNotFoundError, KeyError) as e:  # a task whose data or fields are missing
         raise UserError(f"lm-eval could not build the tasks {', '.join(tasks)}: {e}") from None
+    except ConnectionError as e:  # data neither local nor cached: the Hub is not asked
+        raise UserError(
+            f"lm-eval could not load the data of the tasks {', '.join(tasks)}: {e}; unmask "
+            "does not download it: use a local dataset (dataset_path: json with data_files) "
+            "or one already in the Hugging Face cache"
+        ) from None
     if results is None:
         return {}
     samples = results.pop("samples", None)
@@ -486,4 +545,12 @@ def run_tasks(
     return results
 
 
-__all__ = ["LM_EVAL_INSTALL", "UnmaskLM", "check_task_files", "refuse_unprompted", "run_tasks"]
+__all__ = [
+    "LM_EVAL_INSTALL",
+    "UnmaskLM",
+    "check_task_files",
+    "find_tasks",
+    "offline_hub",
+    "refuse_unprompted",
+    "run_tasks",
+]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -140,7 +139,10 @@ class TrainingSummary:
             "last_step": self.steps[-1] if self.steps else None,
             "last_loss": self.loss[-1] if self.loss else None,
             "last_val_bpb": self.val_bpb[-1] if self.val_bpb else None,
-            "best_val_bpb": min(self.val_bpb) if self.val_bpb else None,  # NaN: no bound
+            # the least finite value (min() kept a NaN that came first: a validation that
+            # overflowed hid every later one); NaN when none is finite (no bound)
+            "best_val_bpb": min((v for v in self.val_bpb if math.isfinite(v)), default=math.nan)
+            if self.val_bpb else None,
             "params": self.params,
             "tokens_per_s": self.tokens_per_s,
             "elapsed_s": self.elapsed_s,
@@ -406,10 +408,13 @@ def plot_loss_curve(summary: TrainingSummary, out: str | Path, *, title: str = "
         fig.savefig(buf, format="png")
     finally:
         plt.close(fig)
+    from unmask.files import atomic_write_bytes
+
     path = Path(out)
-    tmp = path.with_name(f".{path.name}.tmp")  # a plain open: the user's umask applies
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    # a temp file of its own (the user's umask applies): with one fixed name, two evals
+    # writing one plot (RUN and RUN/best both default to RUN/loss_curve.png) raced on it,
+    # and one could publish the other's half-written PNG
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -490,10 +495,14 @@ class RunReport:
             )
         q = self.sample_quality
         if q is not None:
+            ppl = q.get("gen_ppl")
+            # NaN (None in JSON): every sample ended at once (EOS first), no token to score
+            ppl_text = (f"{ppl:.2f} under {q['scorer']}" if ppl is not None and math.isfinite(ppl)
+                        else "none (no sample has a token to score: each ended at once)")
             rows.append(
                 (
                     "gen ppl",
-                    f"{q['gen_ppl']:.2f} under {q['scorer']}, unigram entropy "
+                    f"{ppl_text}, unigram entropy "
                     f"{q['entropy']:.3f} nats ({plural(q['samples'], 'sample')} of "
                     f"{q['gen_length']} tokens)",
                 )

@@ -320,6 +320,19 @@ def _prompt_tokens(data: str | None, wanted: int) -> int:
     return wanted if len(TokenDataset(data, "val")) >= wanted else 0
 
 
+def _no_prompts(data: str | None, wanted: int) -> str:
+    """Why no sample has a held-out prompt of ``wanted`` tokens: no validation split, or one
+    shorter than that (it read "no held-out text" there too)."""
+    if data and (Path(data) / "index.json").is_file():
+        from unmask.data import TokenDataset
+
+        n = len(TokenDataset(data, "val"))
+        if n:
+            return (f"the validation split holds {n:,} tokens, fewer than --prompt-tokens "
+                    f"{wanted}")
+    return "no held-out text"
+
+
 def _task_names(tasks: str) -> list[str]:
     """The names of a comma-separated ``--tasks`` list, blanks dropped."""
     return [t.strip() for t in tasks.split(",") if t.strip()]
@@ -408,10 +421,12 @@ def run(args: argparse.Namespace) -> int:
     if items is not None and unprompted:
         raise UserError("eval --task-file decodes each item's answer after its prompt; a "
                         "latent-diffusion model takes no prompt (it samples whole windows)")
-    if args.tasks:  # a model no lm-eval task can run on: refused now, not after the rest
-        from unmask.lm_eval import refuse_unprompted
+    manager = None
+    if args.tasks:  # a model no lm-eval task can run on, an unknown task: now, not after the rest
+        from unmask.lm_eval import find_tasks, refuse_unprompted
 
         refuse_unprompted(facts, "eval --tasks")
+        manager = find_tasks(_task_names(args.tasks), args.include_path)
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
@@ -487,7 +502,7 @@ def run(args: argparse.Namespace) -> int:
     if gaps is not None:
         report.infill = _infill(loaded, args.gaps, gaps, given)
     if args.tasks:
-        report.lm_eval = _lm_eval(loaded, args, given)
+        report.lm_eval = _lm_eval(loaded, args, given, manager)
         if args.mc_samples is not None and (report.lm_eval.get("unmask") or {}).get("exact"):
             report.notes.append(f"lm-eval: the log-likelihoods of a causal model are exact "
                                 f"(--mc-samples {args.mc_samples} drew no samples)")
@@ -521,9 +536,12 @@ def _check_lm_eval() -> None:
         raise UserError(f"--tasks needs lm-evaluation-harness: {LM_EVAL_INSTALL}")
 
 
-def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> dict[str, Any]:
-    """Run ``--tasks`` through lm-eval (``unmask.lm_eval.run_tasks``) and keep what the report
-    shows: the results, their config, the standard errors, seconds per item, the table."""
+def _lm_eval(
+    loaded: Any, args: argparse.Namespace, given: dict[str, Any], manager: Any = None
+) -> dict[str, Any]:
+    """Run ``--tasks`` through lm-eval (``unmask.lm_eval.run_tasks``; ``manager``: the tasks'
+    ``find_tasks``) and keep what the report shows: the results, their config, the standard
+    errors, seconds per item, the table."""
     import time
 
     from unmask.lm_eval import UnmaskLM, run_tasks
@@ -561,6 +579,7 @@ def _lm_eval(loaded: Any, args: argparse.Namespace, given: dict[str, Any]) -> di
         output_path=args.output_path,
         log_samples=args.log_samples,
         seed=args.seed,
+        task_manager=manager,
     )
     seconds = time.perf_counter() - t0
     items = sum(int(n.get("effective", 0)) for n in res.get("n-samples", {}).values())
@@ -614,8 +633,8 @@ def _score(
         prompts = validation_prompts(data, n=args.samples, length=args.prompt_tokens)
     if not prompts:
         if not unprompted:
-            report.notes.append("generative perplexity: no held-out text, samples are "
-                                "unconditional")
+            report.notes.append(f"generative perplexity: {_no_prompts(data, args.prompt_tokens)}"
+                                ", samples are unconditional")
         prompts = [[] for _ in range(args.samples)]
     q = sample_quality(
         loaded.tokenizer,
