@@ -176,6 +176,17 @@ def test_schedule_p_mask_and_weight():
     assert float(c.p_mask(torch.tensor(1.0))) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_a_tokens_expected_weight_is_one_for_every_schedule(name):
+    """E over t ~ U(0, 1) of weight(t) · p_mask(t) (a token's masked-CE weight times its chance
+    of being masked) is 1, so a uniform predictor's bound is log V a token under either
+    schedule. The cosine schedule's weight carried a (1 - eps) factor the linear one did not:
+    its bound came out eps short (0.999 log V at eps 1e-3, 0.9 at eps 0.1)."""
+    s = get_schedule(name, eps=0.1)
+    t = (torch.arange(200_000, dtype=torch.float64) + 0.5) / 200_000  # midpoint rule
+    assert float((s.weight(t) * s.p_mask(t)).mean()) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_transfer_counts_match_llada():
     s = get_schedule("linear")
     assert s.transfer_counts(10, 4) == [3, 3, 2, 2]

@@ -51,8 +51,12 @@ class Schedule:
         return (1.0 - self.eps) * (1.0 - self.alpha(t)) + self.eps
 
     def weight(self, t: Tensor) -> Tensor:
-        """ELBO weight of the masked-token cross-entropy at time t."""
-        return -(1.0 - self.eps) * self.dalpha(t) / self.p_mask(t)
+        """ELBO weight of the masked-token cross-entropy at time t: ``-α'(t) / p_mask(t)``, so
+        that a token's expected weight over t ~ U(0, 1), ``E[weight · p_mask]``, is 1 for every
+        schedule (a uniform predictor's bound is exactly log V a token, as with the linear
+        schedule's ``1/p_mask``; the floor ``eps`` stands in for the t≈0 end, conservatively:
+        a token is no harder to predict at less masking)."""
+        return -self.dalpha(t) / self.p_mask(t)
 
     def sample_t(
         self, batch: int, generator: torch.Generator, *, antithetic: bool = True
