@@ -1,5 +1,6 @@
 """``unmask eval RUN`` and ``unmask.report`` on a tiny run trained here."""
 
+import dataclasses
 import json
 import math
 import sys
@@ -740,3 +741,20 @@ def test_best_logged_bpb_skips_a_non_finite_validation():
     lines = RunReport(checkpoint="c", run="r", step=2, objective="mdlm",
                       training=training).lines()
     assert any("7.2500 bits/byte last, 7.2500 best" in line for line in lines)
+
+
+def test_a_diverged_models_perplexity_is_inf_not_a_false_finite_bound() -> None:
+    """Past what a float holds, perplexity is inf (it was capped at exp(50), and the report
+    then printed a finite "perplexity <= 5.2e21" for a model whose bound is far above it);
+    the report's JSON writes it as null, its text as inf."""
+    from unmask.evaluate import EvalResult, perplexity
+    from unmask.report import RunReport
+
+    assert perplexity(2.0) == pytest.approx(math.exp(2.0))
+    assert perplexity(60.0) == pytest.approx(math.exp(60.0))  # was exp(50)
+    assert perplexity(800.0) == math.inf  # math.exp would overflow
+    h = dataclasses.asdict(EvalResult(loss=800.0, ppl=perplexity(800.0), bpb=1000.0,
+                                      n_tokens=10))
+    report = RunReport(checkpoint="x", run=None, step=None, objective="mdlm", heldout=h)
+    assert "(perplexity <= inf)" in "\n".join(report.lines())
+    assert report.as_dict()["heldout"]["ppl"] is None

@@ -47,6 +47,12 @@ DEFAULT_MC_SAMPLES = 64
 its standard error against the number of samples (docs/evaluation.md); LLaDA uses 128."""
 
 
+def perplexity(loss: float) -> float:
+    """``exp(loss)`` of a loss in nats a token: inf past what a float holds (a diverged model;
+    the old cap at exp(50) printed a finite, false "perplexity <= 5.2e21")."""
+    return math.exp(loss) if loss < 700.0 else math.inf
+
+
 @dataclass
 class EvalResult:
     loss: float
@@ -164,7 +170,7 @@ def evaluate_loss(
         return EvalResult(loss=loss, ppl=math.nan, bpb=math.nan, n_tokens=count, likelihood=False)
     return EvalResult(
         loss=loss,
-        ppl=math.exp(min(loss, 50.0)),
+        ppl=perplexity(loss),
         bpb=loss / math.log(2) / bytes_per_token,
         n_tokens=count,
         exact=spec.attention == "causal",

@@ -226,14 +226,14 @@ def _json_problem(e: json.JSONDecodeError) -> str:
     return f"{e.msg} at line {e.lineno}"
 
 
-def _finite_or_null(value: Any) -> Any:
+def finite_or_null(value: Any) -> Any:
     """``value`` with every non-finite float (NaN, +-inf), nested ones too, as None."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Mapping):
-        return {k: _finite_or_null(v) for k, v in value.items()}
+        return {k: finite_or_null(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite_or_null(v) for v in value]
+        return [finite_or_null(v) for v in value]
     return value
 
 
@@ -242,7 +242,7 @@ def json_line(record: Mapping[str, Any]) -> str:
     strict JSON: a non-finite number (a skipped step's NaN loss) is written as null, since the
     bare ``NaN`` Python's ``json`` writes by default is refused by strict parsers (``jq``,
     JavaScript's ``JSON.parse``). ``as_number`` reads such a value back."""
-    return json.dumps(_finite_or_null(record), allow_nan=False) + "\n"
+    return json.dumps(finite_or_null(record), allow_nan=False) + "\n"
 
 
 def as_number(value: Any) -> float:

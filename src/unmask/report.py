@@ -30,7 +30,7 @@ from typing import Any
 
 from unmask.config import TrainConfig, from_dict, load_json
 from unmask.errors import UserError
-from unmask.files import as_number
+from unmask.files import as_number, finite_or_null
 from unmask.messages import plural
 
 PLOT_INSTALL = "pip install matplotlib"
@@ -197,7 +197,7 @@ def heldout_bound(
     import torch
 
     from unmask.data import TokenDataset
-    from unmask.evaluate import evaluate_loss
+    from unmask.evaluate import evaluate_loss, perplexity
 
     objective = config.objective
     if objective == "sft":  # LLaDA's SFT trains a masked-diffusion model: mdlm's bound
@@ -246,7 +246,7 @@ def heldout_bound(
         return dataclasses.replace(first, loss=loss, noise_draws=noise_draws, loss_se=loss_se)
     bpbs = [r.bpb for r in results]
     return dataclasses.replace(
-        first, loss=loss, ppl=math.exp(min(loss, 50.0)), bpb=statistics.fmean(bpbs),
+        first, loss=loss, ppl=perplexity(loss), bpb=statistics.fmean(bpbs),
         noise_draws=noise_draws, bpb_se=statistics.stdev(bpbs) / math.sqrt(noise_draws),
         loss_se=loss_se,
     )
@@ -370,17 +370,6 @@ def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[in
     return out
 
 
-def _finite(x: Any) -> Any:
-    """``x`` with every non-finite float (in dicts and lists) replaced by None."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
 def plot_loss_curve(summary: TrainingSummary, out: str | Path, *, title: str = "") -> Path:
     """Training loss and validation bound (nats per token) against step, as a PNG at
     ``out`` (written atomically). ``ImportError`` when matplotlib is not installed."""
@@ -441,7 +430,7 @@ class RunReport:
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-ready data: a number that is not finite (no bound: NaN) is
         None, since NaN is not JSON."""
-        return _finite(asdict(self))
+        return finite_or_null(asdict(self))
 
     def lines(self) -> list[str]:
         """The report as aligned ``label  value`` lines, notes last."""
