@@ -8,6 +8,7 @@ a process other than rank 0 recorded instead of slept; one torchrun run."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +80,42 @@ def test_a_signal_before_the_run_is_said_by_rank_0(rank, monkeypatch, capsys):
     monkeypatch.setattr(command, "run", stopped)
     assert cli.main(["train", "--data", "d", "--out", "o"]) == cli.EXIT_TERMINATED
     assert capsys.readouterr().err == ("" if rank else "unmask train: terminated\n")
+
+
+def half_made_run(out: Path) -> None:
+    """What a run killed before its first checkpoint leaves: its plan and a staging folder."""
+    (out / ".checkpoint.tmp").mkdir(parents=True)
+    (out / ".checkpoint.tmp" / "model.safetensors").write_text("x")
+    (out / "train_config.json").write_text("{}")
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_only_rank_0_clears_a_half_made_run(command, monkeypatch, tmp_path, capsys):
+    """Every process cleared it: two deleting the same files, one failing on a file the other
+    had deleted (``unmask train: error: No such file or directory``)."""
+    out = tmp_path / "run"
+    half_made_run(out)
+    seen = []
+
+    def fake(*args, **kwargs):  # train()/distill(): rank 0 clears the folder in there
+        seen.append(sorted(p.name for p in out.iterdir()))
+        return out
+
+    if command == "train":
+        import unmask.train
+
+        monkeypatch.setattr(unmask.train, "train", fake)
+        argv = ["train", "--data", str(tmp_path / "d"), "--out", str(out)]
+    else:
+        import unmask.distill
+
+        monkeypatch.setattr(unmask.distill, "distill", fake)
+        argv = ["distill", "--teacher", str(tmp_path / "t"), "--data", str(tmp_path / "d"),
+                "--out", str(out)]
+    as_rank(monkeypatch, 1)
+    assert cli.main(argv) == 0
+    assert seen == [[".checkpoint.tmp", "train_config.json"]]
+    assert capsys.readouterr().err == ""
 
 
 def test_torchrun_says_an_argument_error_once(tmp_path, free_port):
