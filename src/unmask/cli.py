@@ -14,6 +14,9 @@ Everything every command shares happens here, once:
   line, no traceback: torch is imported with the signals held (``_import_torch_whole``),
   and a process ending by a signal blocks further ones (``_hold_signals``).
   141 when the reader of stdout left (``unmask ... | head``), silently.
+- Under ``torchrun`` every process parses the same command line and meets the same
+  mistakes: rank 0 alone says a user mistake or a signal, in one line (``_said_by_rank_0``;
+  ``unmask.parallel.said_once`` for the library's refusals).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -103,7 +107,48 @@ class _Parser(argparse.ArgumentParser):
     (argparse prints the whole usage block first, 20 lines for ``generate``)."""
 
     def error(self, message: str) -> NoReturn:
+        _said_by_rank_0()
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
+def _torchrun_rank() -> tuple[int, int]:
+    """This process's rank and the number of processes (``torchrun``'s ``RANK`` and
+    ``WORLD_SIZE``; 0 of 1 outside it)."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
+def _follower() -> bool:
+    """Whether this is a process of ``torchrun`` other than rank 0."""
+    rank, world = _torchrun_rank()
+    return world > 1 and rank != 0
+
+
+def _said_by_rank_0() -> None:
+    """Before a user mistake is printed: under ``torchrun`` every process met it (the same
+    command line, the same files), so a process other than rank 0 holds its line back until
+    torchrun ends it, as soon as rank 0 has said it and exited, and then exits quietly with
+    status 2 (``unmask.parallel.said_once``'s wait). A mistake only this process meets is
+    said after that wait. Outside torchrun, and on rank 0, returns at once."""
+    if not _follower():
+        return
+    from unmask.parallel import said_once
+
+    rank, world = _torchrun_rank()
+    with contextlib.suppress(UserError), said_once(rank=rank, world=world):
+        raise UserError("this process's line is rank 0's to say")
+
+
+def _held_back_already(error: UserError) -> bool:
+    """Whether ``error`` came out of ``unmask.train.train`` (``unmask train``, the training
+    of ``unmask distill``), whose ``said_once`` held it back already: waiting again would
+    delay a mistake only this process meets by twice the wait."""
+    train = getattr(sys.modules.get("unmask.train"), "train", None)
+    code = getattr(train, "__code__", None)
+    return code is not None and any(
+        frame.f_code is code for frame, _ in traceback.walk_tb(error.__traceback__))
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -175,6 +220,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     bad = next((a for a in argv if not _is_utf8(a)), None)
     if bad is not None:  # bytes the locale could not decode arrive as surrogate escapes
         shown = bad.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        _said_by_rank_0()
         print(f"{label}: error: argument {shown[:60]!r} is not UTF-8 text", file=sys.stderr)
         return EXIT_USER_ERROR
     with contextlib.suppress(AttributeError, ValueError):  # stdin as text read: UTF-8, strict
@@ -185,10 +231,12 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             parser = build_parser([name] if name else [])
             args, extra = parser.parse_known_args(argv)
             if extra:  # named by the command whose flags they are not (argparse: "unmask")
+                _said_by_rank_0()
                 print(f"{label}: error: unrecognized arguments: {' '.join(extra)} "
                       f"(see: {label} --help)", file=sys.stderr)
                 return EXIT_USER_ERROR
             if not getattr(args, "func", None):
+                _said_by_rank_0()
                 parser.print_help()
                 return EXIT_USER_ERROR
             threads = contextlib.nullcontext()
@@ -202,9 +250,12 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
             return status
     except UserError as e:
+        if not _held_back_already(e):
+            _said_by_rank_0()
         print(f"{label}: error: {as_typed(str(e), argv, parser)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except UnicodeDecodeError as e:  # text a user gave (stdin, a file) that is not UTF-8
+        _said_by_rank_0()
         print(f"{label}: error: input is not UTF-8 text ({e.reason} at byte {e.start})",
               file=sys.stderr)
         return EXIT_USER_ERROR
@@ -215,12 +266,14 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     except OSError as e:  # a path that cannot be made or written (a file where a folder
         # goes, no permission, a full disk): what the system said, in one line
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        _said_by_rank_0()
         print(f"{label}: error: {e.strerror or e}{where}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         if program:
             _hold_signals()  # first: a second Ctrl-C must not interrupt this line
-        print(f"{label}: interrupted", file=sys.stderr)
+        if not _follower():  # torchrun: every process got it; rank 0 says it
+            print(f"{label}: interrupted", file=sys.stderr)
         if getattr(sys.modules.get("unmask.tokenizer"), "ABANDONED", False):
             sys.stdout.flush()  # a thread left in native code (BPE training): exit now, the
             sys.stderr.flush()  # interpreter's shutdown would abort on it
@@ -230,6 +283,8 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         if program:
             _hold_signals()
         hung_up = e.signum == signal.SIGHUP
+        if _follower():  # torchrun stops the others when one ends (rank 0 said why), or
+            return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED  # all got it: rank 0 says it
         print(f"{label}: {'hung up (SIGHUP)' if hung_up else 'terminated'}", file=sys.stderr)
         return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
 

@@ -9,6 +9,7 @@ Trajectory flags come from ``unmask.distill.TrajectoryConfig``, training flags f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -171,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.run_checks import check_out, check_train_numbers, no_empty_run
     from unmask.train_guards import TrainingStopped, resume_hint
 
+    first = os.environ.get("RANK", "0") == "0"  # says it once under torchrun, not per process
     try:
         if args.resume:
             run_dir = _resume(args)
@@ -186,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
             check_out(args.out)
             if Path(args.data).is_dir() and (Path(args.data) / "index.json").is_file():
                 _check_corpus(args.teacher, args.data)
-            with no_empty_run(args.out):  # no folder left by a run that never saved
+            # no folder left by a run that never saved; rank 0's to clear under torchrun
+            fresh = no_empty_run(args.out) if first else contextlib.nullcontext()
+            with fresh:
                 run_dir = distill(
                     args.teacher, args.data, args.out, student=args.student,
                     trajectories=dataclass_from_args(TrajectoryConfig, args),
@@ -194,9 +198,9 @@ def run(args: argparse.Namespace) -> int:
                     cache=args.cache, progress=not args.no_progress,
                 )  # fmt: skip
     except TrainingStopped as e:
-        if os.environ.get("RANK", "0") == "0":  # once under torchrun, as unmask train says it
+        if first:
             print(f"unmask distill: {e}{resume_hint(e, 'distill')}", file=sys.stderr)
         return e.exit_code
-    if os.environ.get("RANK", "0") == "0":
+    if first:
         print(f"checkpoint: {run_dir}/checkpoint")
     return 0

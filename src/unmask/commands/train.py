@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -112,12 +111,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from unmask.run_checks import (
-        check_init_family,
-        check_out,
-        check_train_numbers,
-        no_empty_run,
-    )
+    from unmask.run_checks import check_init_family, check_out, check_train_numbers
     from unmask.train import load_train_config, train
     from unmask.train_guards import TrainingStopped, resume_hint
 
@@ -142,12 +136,11 @@ def run(args: argparse.Namespace) -> int:
     check_out(cfg.out)
     if not args.resume:
         check_init_family(cfg.init, cfg.objective)
-    fresh = contextlib.nullcontext() if args.resume else no_empty_run(cfg.out)
     first = os.environ.get("RANK", "0") == "0"  # says it once under torchrun, not per process
-    try:
-        with fresh:  # a new run that fails before its first checkpoint leaves no folder
-            run_dir = train(cfg, resume=args.resume, progress=not args.no_progress,
-                            name_setting=_flag)
+    try:  # train() clears a half-made run and removes the folder of one that never saved, in
+        # rank 0 only (every process doing it raced: two clearing the same files)
+        run_dir = train(cfg, resume=args.resume, progress=not args.no_progress,
+                        name_setting=_flag)
     except TrainingStopped as e:
         if first:
             print(f"unmask train: {e}{resume_hint(e, 'train')}", file=sys.stderr)
