@@ -29,7 +29,6 @@ import re
 import signal
 import sys
 import threading
-import traceback
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -126,29 +125,20 @@ def _follower() -> bool:
     return world > 1 and rank != 0
 
 
-def _said_by_rank_0() -> None:
+def _said_by_rank_0(error: BaseException | None = None) -> None:
     """Before a user mistake is printed: under ``torchrun`` every process met it (the same
     command line, the same files), so a process other than rank 0 holds its line back until
     torchrun ends it, as soon as rank 0 has said it and exited, and then exits quietly with
-    status 2 (``unmask.parallel.said_once``'s wait). A mistake only this process meets is
-    said after that wait. Outside torchrun, and on rank 0, returns at once."""
+    status 2; a mistake only this process meets is said after that wait
+    (``unmask.parallel.hold_back_for_rank_0``; an ``error`` that ``unmask.train``'s
+    ``said_once`` held back already is said at once). Outside torchrun, and on rank 0,
+    returns at once (torch is not imported)."""
     if not _follower():
         return
-    from unmask.parallel import said_once
+    from unmask.parallel import hold_back_for_rank_0
 
     rank, world = _torchrun_rank()
-    with contextlib.suppress(UserError), said_once(rank=rank, world=world):
-        raise UserError("this process's line is rank 0's to say")
-
-
-def _held_back_already(error: UserError) -> bool:
-    """Whether ``error`` came out of ``unmask.train.train`` (``unmask train``, the training
-    of ``unmask distill``), whose ``said_once`` held it back already: waiting again would
-    delay a mistake only this process meets by twice the wait."""
-    train = getattr(sys.modules.get("unmask.train"), "train", None)
-    code = getattr(train, "__code__", None)
-    return code is not None and any(
-        frame.f_code is code for frame, _ in traceback.walk_tb(error.__traceback__))
+    hold_back_for_rank_0(error, rank=rank, world=world)
 
 
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
@@ -250,8 +240,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             sys.stdout.flush()  # a closed pipe shows here, inside the handlers below
             return status
     except UserError as e:
-        if not _held_back_already(e):
-            _said_by_rank_0()
+        _said_by_rank_0(e)
         print(f"{label}: error: {as_typed(str(e), argv, parser)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except UnicodeDecodeError as e:  # text a user gave (stdin, a file) that is not UTF-8

@@ -224,16 +224,28 @@ torchrun to end it once rank 0 has said the same mistake and exited."""
 def said_once(*, rank: int, world: int) -> Iterator[None]:
     """Under torchrun every process meets the same user mistake (a missing dataset, a batch
     the processes cannot split) and each printed its line: one per process. Here a
-    ``UserError`` leaves rank 0 at once, to be said, while another rank holds it back: torchrun
-    ends the others (SIGTERM) as soon as rank 0 exits, and this process then exits quietly with
-    status 2. A mistake only this rank meets (rank 0 is not there to say it) is raised after
-    ``FOLLOWER_ERROR_WAIT`` seconds, so it is never lost."""
+    ``UserError`` leaves rank 0 at once, to be said, while another rank holds it back
+    (``hold_back_for_rank_0``)."""
     try:
         yield
-    except UserError:
-        if world > 1 and rank != 0:
-            _wait_for_rank_0()
+    except UserError as e:
+        hold_back_for_rank_0(e, rank=rank, world=world)
         raise
+
+
+def hold_back_for_rank_0(error: BaseException | None, *, rank: int, world: int) -> None:
+    """Before a process says a user mistake: under torchrun (``world`` > 1) a rank other than
+    0 waits instead, since every process met it and rank 0 says it; torchrun ends the others
+    (SIGTERM) as soon as rank 0 exits, and this process then exits quietly with status 2. A
+    mistake only this rank meets (rank 0 is not there to say it) is said after
+    ``FOLLOWER_ERROR_WAIT`` seconds, so it is never lost. Rank 0, and one process alone,
+    return at once. ``error`` is marked as held back, so that a caller further out (the CLI
+    around ``unmask.train``) does not wait a second time."""
+    if world <= 1 or rank == 0 or getattr(error, "held_back", False):
+        return
+    _wait_for_rank_0()
+    if error is not None:
+        error.held_back = True  # type: ignore[union-attr]
 
 
 def _quiet_exit(signum: int, frame: Any) -> None:
