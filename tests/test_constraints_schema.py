@@ -387,3 +387,120 @@ def test_automata_are_cached_on_disk_per_pattern_and_tokenizer(tmp_path, monkeyp
     assert automaton.cache_dir() is None
     TokenAutomaton.from_regex("[a-c]{2,6}", vocab)
     assert len(list((tmp_path / "automata").iterdir())) == 4
+
+
+ENUMS_WITH_MORE = [
+    # the other keywords narrow the values: outlines-core's regex kept every enum value, and a
+    # numeric range or format replaced the enum altogether (6 for enum [1, 50], maximum 10)
+    {"type": "integer", "enum": [1, 50], "maximum": 10},
+    {"enum": [1, 50, "x"], "minimum": 10},
+    {"type": "string", "enum": ["abc", "x", "toolong"], "minLength": 2, "maxLength": 4},
+    {"type": "string", "enum": ["ab1", "abc"], "pattern": "^[a-z]+$"},
+    {"type": "string", "enum": ["2024-01-31", "soon"], "format": "date"},
+    {"enum": [[1, 2, 3], [1]], "maxItems": 1},
+    {"enum": [[1, "a"], [1, 2]], "items": {"type": "integer"}},
+    {"enum": [{"a": 1}, {"b": 2}], "required": ["b"]},
+    {"enum": [{"a": 1}, {"a": "x"}], "properties": {"a": {"type": "string"}}},
+    {"enum": ["a", "b", "c"], "const": "b"},
+    {"type": "object", "properties": {"k": {"enum": [0.5, 2, 7], "exclusiveMinimum": 2}}},
+]
+
+
+@pytest.mark.parametrize("schema", ENUMS_WITH_MORE)
+def test_enum_and_const_values_satisfy_every_other_keyword(schema):
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    for seed in range(3):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema, format_checker=checker)
+        assert json.loads(r.text) == r.value
+
+
+@pytest.mark.parametrize(
+    "schema,message",
+    [
+        ({"type": "string", "enum": ["a", "b"], "maxLength": 0}, "(maxLength, type)"),
+        ({"type": "string", "const": "abc", "maxLength": 2}, "no enum/const value satisfies"),
+        ({"const": "a", "enum": ["b"]}, "schema's other keywords (const)"),
+        ({"type": "number", "const": 5, "exclusiveMaximum": 5}, "(exclusiveMaximum, type)"),
+        ({"const": "hello", "format": "date"}, "(format)"),
+        ({"enum": [{"a": 1}], "properties": {"a": {"multipleOf": 2}}}, "'multipleOf' cannot"),
+        ({"type": "boolean", "enum": [1]}, "no enum value is of type 'boolean'"),
+    ],
+)
+def test_enum_values_no_other_keyword_admits_are_refused(schema, message):
+    with pytest.raises(UserError, match=re.escape(message)) as e:
+        schema_form(schema, TOK)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "schema,message",
+    [
+        # an AttributeError traceback before
+        ({"type": "object", "properties": [1, 2]}, "properties must be an object of schemas"),
+        ({"$defs": ["x"], "type": "integer"}, "$defs must be an object of schemas"),
+        # accepted and ignored before (the output did not validate: jsonschema's SchemaError)
+        ({"type": "object", "required": "a", "properties": {"a": {"type": "null"}}},
+         "required must be a list of property names"),
+        ({"type": "object", "required": [1]}, "required must be a list of property names"),
+        # outlines-core's "Unsupported JSON Schema structure [...]" before
+        ({"type": "array", "items": [{"type": "integer"}]}, "write prefixItems"),
+        ({"type": "array", "items": 3}, "items must be a schema"),
+        ({"type": "object", "additionalProperties": "no"}, "additionalProperties must be a"),
+        ({"type": "array", "items": False, "minItems": 1}, "no array satisfies it"),
+        ({"type": "array", "prefixItems": [{"type": "null"}], "items": False, "minItems": 2},
+         "no array satisfies it"),
+        ({"type": "array", "items": False}, "admits one value only ([])"),
+        ({"type": "object", "properties": {}}, "admits one value only ({})"),
+    ],
+)
+def test_malformed_structure_is_refused_in_one_line(schema, message):
+    with pytest.raises(UserError, match=re.escape(message)) as e:
+        schema_form(schema, TOK)
+    assert "\n" not in str(e.value)
+
+
+PREFIXES = [
+    # "items": false after prefixItems was refused ("false admits no value")
+    {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0, "maximum": 9}],
+     "items": False},
+    # maxItems below the prefix: the whole prefix was written, one item too many
+    {"type": "array", "prefixItems": [{"type": "boolean"}, {"type": "null"}], "maxItems": 1},
+    {"type": "array", "prefixItems": [{"type": "boolean"}, {"type": "null"}], "items": False,
+     "maxItems": 1},
+    # minItems above the prefix: outlines-core's regex ignores it (one item too few)
+    {"type": "array", "prefixItems": [{"type": "boolean"}, {"type": "null"}], "minItems": 3},
+    {"type": "array", "prefixItems": [{"type": "boolean"}], "items": {"type": "null"},
+     "minItems": 3},
+    {"type": "object", "properties": {"a": {"type": "array", "items": False},
+                                      "b": {"type": "boolean"}}},
+]
+
+
+@pytest.mark.parametrize("schema", PREFIXES)
+def test_prefix_items_with_item_counts_validate(schema):
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+        assert json.loads(r.text) == r.value
+
+
+def test_a_form_too_big_is_refused_before_it_is_built():
+    """A fixed-size array of a million values was built value by value (minutes, and memory
+    for 10^12) before the model's context refused it."""
+    from unmask.infill.schema import MAX_FORM_VALUES
+
+    for n in (MAX_FORM_VALUES + 1, 10**12):
+        for schema in ({"type": "array", "items": {"type": "boolean"}, "minItems": n,
+                        "maxItems": n},
+                       {"type": "array", "prefixItems": [{"type": "null"}], "minItems": n}):
+            with pytest.raises(UserError, match=f"over {MAX_FORM_VALUES} values"):
+                schema_form(schema, TOK)
+    nested = {"type": "array", "minItems": 100, "maxItems": 100,
+              "items": {"type": "array", "minItems": 100, "maxItems": 100}}
+    with pytest.raises(UserError, match=re.escape("over 8192 values")):
+        schema_form(nested, TOK)
+    small = {"type": "array", "items": {"type": "boolean"}, "minItems": 300, "maxItems": 300}
+    with pytest.raises(UserError, match=re.escape("over 256 values, at least a token each "
+                                                  "(the model's context is 256 tokens)")):
+        fill_schema(MODEL, TOK, small, cfg(0))

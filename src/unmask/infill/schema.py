@@ -39,6 +39,7 @@ from unmask.infill.automaton import (
     vocab_of,
     whole_pattern,
 )
+from unmask.infill.fill import _max_seq_len
 from unmask.infill.forms import (
     FormResult,
     ValueHole,
@@ -60,6 +61,11 @@ INT_DIGITS = 6
 no range keyword at all (``{"type": "integer"}``) lies in -999999..999999: without a bound a
 left-to-right (causal) fill never has to stop, and greedy decoding wrote digits to the hole's
 full width (33 of them). A schema's own ``minimum`` / ``maximum`` widen (or narrow) it."""
+
+MAX_FORM_VALUES = 8192
+"""Most values (skeleton nodes and holes) a schema's form may have: a fixed-size array of
+``minItems`` 10^6 would otherwise be built value by value (a millisecond each) before the
+model's context refused it. A model's own context (``schema_form(context=...)``) may lower it."""
 
 MAX_NUMBER_DIGITS = 40
 """Most digits a numeric range's bounds may have: a range compiles to a regex of a few
@@ -169,7 +175,7 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
     if isinstance(node, Mapping) and "oneOf" in node:
         node = _one_of(node, root, path)
     if isinstance(node, Mapping):
-        node = _typed_values(_required_present(node, path), path)
+        node = _typed_values(_required_present(node, path), root, path, depth)
     return node
 
 
@@ -191,24 +197,117 @@ def _required_present(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
     return {**node, "properties": {**(props or {}), **more}}
 
 
-def _typed_values(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
-    """A schema with both ``type`` and ``enum`` / ``const``: the values of the wrong type
-    dropped (the output must satisfy both); ``UserError`` when none is left."""
-    if not ("enum" in node or "const" in node) or not _types(node) or any(
-        not isinstance(t, str) or t not in _TYPES for t in _types(node)
-    ):
-        return node  # (a bad type: check_schema names it)
-    kinds = _kinds({"type": node["type"]}) or set()
-    values = node["enum"] if "enum" in node else [node["const"]]
-    if not isinstance(values, list):
-        return node  # check_schema names it
-    keep = [v for v in values if _kinds({"const": v}) and _kinds({"const": v}) <= kinds]
-    key = "enum" if "enum" in node else "const"
-    if not keep:
-        raise UserError(f"{_where(path)}: no {key} value is of type {node['type']!r}")
-    if len(keep) == len(values):
+def _typed_values(node: Mapping[str, Any], root: Mapping[str, Any], path: str,
+                  depth: int = 0) -> Mapping[str, Any]:
+    """A schema with ``enum`` / ``const``: the values every other keyword admits (the type,
+    the other of ``enum``/``const``, ranges, lengths, ``pattern``, ``format``, items,
+    properties...), as ``{"enum": [...]}`` (annotations kept); the output is one of them, so
+    it satisfies the whole schema. ``UserError`` when none is left. Unchanged without
+    ``enum``/``const`` or when a value list is malformed (``check_schema`` names it)."""
+    if not ("enum" in node or "const" in node):
         return node
-    return {**node, "enum": keep} if key == "enum" else node
+    values = node["enum"] if "enum" in node else [node["const"]]
+    if not isinstance(values, list) or not values:
+        return node  # check_schema names it
+    types = _types(node)
+    if types and all(isinstance(t, str) and t in _TYPES for t in types):
+        kinds = _kinds({"type": node["type"]}) or set()
+        typed = [v for v in values if _kinds({"const": v}) and _kinds({"const": v}) <= kinds]
+        if not typed:
+            key = "enum" if "enum" in node else "const"
+            raise UserError(f"{_where(path)}: no {key} value is of type {node['type']!r}")
+    rest = {k: v for k, v in node.items() if k not in ("enum", "const", *_NOTES)}
+    if "enum" in node and "const" in node:
+        rest["const"] = node["const"]
+    check_schema(rest, root, path, depth + 1)  # what the values are checked against
+    keep = [v for v in values if _admits(v, rest, root, path, depth + 1)]
+    if not keep:
+        others = ", ".join(sorted(rest)) or "none"
+        raise UserError(f"{_where(path)}: no enum/const value satisfies the schema's other "
+                        f"keywords ({others})")
+    return {**{k: v for k, v in node.items() if k in _NOTES}, "enum": keep}
+
+
+def _json_kind(v: Any) -> str:
+    """A value's JSON type (``integer`` for a whole number, ``1.0`` included)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer()):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(type(v), "?")
+
+
+def _text_matches(text: str, regex: str) -> bool:
+    """Whether ``text`` matches ``regex`` (outlines-core's syntax) in full."""
+    from unmask.infill.automaton import _BYTES
+
+    automaton = TokenAutomaton.from_regex(regex, _BYTES, what="regex")
+    return automaton.accepts(list(text.encode("utf-8")))
+
+
+def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: int) -> bool:
+    """Whether ``value`` satisfies ``schema`` (a ``check_schema``-ed one): each enforced
+    keyword as JSON Schema reads it, except that a ``pattern`` must match the whole string
+    (as it is enforced here) and ``format`` is our format's language."""
+    if isinstance(schema, bool):
+        return schema
+    if depth > 32:
+        raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
+    node = _resolve(schema, root, path, depth)
+    kind = _json_kind(value)
+    types = _types(node)
+    if types and not (kind in types or (kind == "integer" and "number" in types)):
+        return False
+    if "enum" in node and not any(_same_value(value, w) for w in node["enum"]):
+        return False
+    if "const" in node and not _same_value(value, node["const"]):
+        return False
+    if "anyOf" in node and not any(
+        _admits(value, sub, root, f"{path}.anyOf[{i}]", depth + 1)
+        for i, sub in enumerate(node["anyOf"])
+    ):
+        return False
+    if kind in ("integer", "number"):
+        v = _decimal(value)
+        for key, ok in (("minimum", v.__ge__), ("maximum", v.__le__),
+                        ("exclusiveMinimum", v.__gt__), ("exclusiveMaximum", v.__lt__)):
+            if key in node and not ok(_decimal(node[key])):
+                return False
+    if kind == "string":
+        if not node.get("minLength", 0) <= len(value) <= node.get("maxLength", len(value)):
+            return False
+        text = json.dumps(value, ensure_ascii=False)
+        if "pattern" in node and not _text_matches(
+            text, schema_regex({"type": "string", "pattern": node["pattern"]})
+        ):
+            return False
+        if node.get("format") in FORMATS and not _text_matches(text, _format_regex(
+            node["format"]
+        )):
+            return False
+    if kind == "array":
+        if not node.get("minItems", 0) <= len(value) <= node.get("maxItems", len(value)):
+            return False
+        prefix = node.get("prefixItems") or []
+        items = node.get("items", True)
+        for i, item in enumerate(value):
+            sub = prefix[i] if i < len(prefix) else items
+            if not _admits(item, sub, root, f"{path}[{i}]", depth + 1):
+                return False
+    if kind == "object":
+        props = node.get("properties") or {}
+        if any(name not in value for name in node.get("required") or []):
+            return False
+        extra = node.get("additionalProperties", True)
+        for name, item in value.items():
+            sub = props.get(name, extra)
+            if not _admits(item, sub, root, f"{path}.{name}", depth + 1):
+                return False
+    return True
 
 
 # -- allOf / oneOf ---------------------------------------------------------------------------
@@ -417,6 +516,7 @@ def check_schema(
     for key in ("enum", "anyOf", "oneOf", "allOf", "prefixItems"):
         if key in node and (not isinstance(node[key], list) or not node[key]):
             raise UserError(f"{_where(path)}: {key} must be a non-empty list")
+    _check_structure(node, path)
     if "type" in node:
         types = node["type"] if isinstance(node["type"], list) else [node["type"]]
         bad = [t for t in types if t not in _TYPES]
@@ -439,8 +539,8 @@ def check_schema(
     _number_bounds(node, path)  # bounds errors early
     for name, sub in (node.get("properties") or {}).items():
         check_schema(sub, root, f"{path}.{name}", depth + 1)
-    if isinstance(node.get("items"), (Mapping, bool)):
-        check_schema(node["items"], root, f"{path}[]", depth + 1)
+    if isinstance(node.get("items"), Mapping) or node.get("items") is True:
+        check_schema(node["items"], root, f"{path}[]", depth + 1)  # false: no more items
     for i, sub in enumerate(node.get("prefixItems") or []):
         check_schema(sub, root, f"{path}[{i}]", depth + 1)
     for i, sub in enumerate(node.get("anyOf") or []):
@@ -448,6 +548,30 @@ def check_schema(
     add = node.get("additionalProperties")
     if isinstance(add, Mapping):
         check_schema(add, root, f"{path}.additionalProperties", depth + 1)
+
+
+def _check_structure(node: Mapping[str, Any], path: str) -> None:
+    """``UserError`` for a malformed structural keyword: ``properties`` / ``$defs`` not an
+    object, ``required`` not a list of names, ``items`` / ``additionalProperties`` not a
+    schema (``items`` as a list, draft 4's tuples, is named: ``prefixItems`` says it)."""
+    for key in ("properties", "$defs", "definitions"):
+        if key in node and not isinstance(node[key], Mapping):
+            raise UserError(f"{_where(path)}: {key} must be an object of schemas, not "
+                            f"{type(node[key]).__name__}")
+    required = node.get("required")
+    if required is not None and (
+        not isinstance(required, list) or not all(isinstance(n, str) for n in required)
+    ):
+        raise UserError(f"{_where(path)}: required must be a list of property names, not "
+                        f"{required!r}")
+    items = node.get("items")
+    if isinstance(items, list):
+        raise UserError(f"{_where(path)}: items as a list (draft 4 tuples) cannot be enforced; "
+                        "write prefixItems (and items: false for no more)")
+    for key in ("items", "additionalProperties"):
+        if key in node and not isinstance(node[key], (Mapping, bool)):
+            raise UserError(f"{_where(path)}: {key} must be a schema (an object or a "
+                            f"boolean), not {type(node[key]).__name__}")
 
 
 NumberRange = tuple[Decimal, bool, Decimal, bool]
@@ -698,13 +822,27 @@ def schema_form(
     *,
     max_value_tokens: int = MAX_VALUE_TOKENS,
     source: str = "schema",
+    context: int | None = None,
 ) -> Any:
     """The form (``unmask.infill.fill_form`` template) a JSON Schema becomes: dicts and lists
-    for the fixed structure, ``ValueHole`` s for the values."""
+    for the fixed structure, ``ValueHole`` s for the values. ``UserError`` when it would
+    have more than ``MAX_FORM_VALUES`` values, or more than ``context`` (the model's
+    ``max_seq_len``; each value takes a token at least), before they are all built."""
     root = load_schema(schema, source)
     check_schema(root)
+    limit = MAX_FORM_VALUES if context is None else min(context, MAX_FORM_VALUES)
+    count = 0
+
+    def counted(n: int, path: str) -> None:
+        nonlocal count
+        count += n
+        if count > limit:
+            held = "" if limit == MAX_FORM_VALUES else f" (the model's context is {context} tokens)"
+            raise UserError(f"{_where(path)}: the form would have over {limit} values, at least "
+                            f"a token each{held}; lower minItems or use fewer properties")
 
     def walk(node: Any, path: str) -> Any:
+        counted(1, path)
         node = _resolve(node, root, path)
         if node is True or node == {}:
             node = {"type": ["string", "number", "boolean", "null"]}
@@ -713,10 +851,24 @@ def schema_form(
             return {name: walk(sub, f"{path}.{name}") for name, sub in node["properties"].items()}
         fixed = node.get("prefixItems")
         n = node.get("minItems")
+        if types == ["array"] and "anyOf" not in node and fixed is not None:
+            # skeleton: the prefix, then ``items`` up to minItems (what outlines-core's regex
+            # would drop: it ignores minItems and maxItems next to prefixItems)
+            size = min(max(n or 0, len(fixed)), node.get("maxItems", math.inf))
+            if size > len(fixed) and node.get("items") is False:
+                raise UserError(f"{_where(path)}: minItems {n} but items is false after "
+                                f"{len(fixed)} prefixItems: no array satisfies it")
+            counted(size, path)  # before building them
+            return [walk(fixed[i] if i < len(fixed) else node.get("items", True), f"{path}[{i}]")
+                    for i in range(size)]
+        if types == ["array"] and "anyOf" not in node and node.get("items") is False:
+            if n:
+                raise UserError(f"{_where(path)}: minItems {n} but items is false: no array "
+                                "satisfies it")
+            return []
         if types == ["array"] and "anyOf" not in node:
-            if fixed is not None and "items" not in node and n in (None, len(fixed)):
-                return [walk(sub, f"{path}[{i}]") for i, sub in enumerate(fixed)]
             if fixed is None and n is not None and n == node.get("maxItems"):
+                counted(n, path)  # before building them
                 return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
         if _plain_string(node):  # text: a letter or digit first, no whitespace at the end
             regex = f'"{text_value(node.get("minLength", 0), node.get("maxLength"))}"'
@@ -733,7 +885,19 @@ def schema_form(
             bound=bound,
         )
 
-    return walk(root, "$")
+    form = walk(root, "$")
+    if not _holes(form):
+        raise UserError(f"{source}: the schema admits one value only "
+                        f"({json.dumps(form, ensure_ascii=False)[:60]}), nothing to fill")
+    return form
+
+
+def _holes(form: Any) -> bool:
+    """Whether a form holds a ``ValueHole``."""
+    if isinstance(form, ValueHole):
+        return True
+    items = form.values() if isinstance(form, Mapping) else form if isinstance(form, list) else []
+    return any(_holes(v) for v in items)
 
 
 def fill_schema(
@@ -749,7 +913,8 @@ def fill_schema(
 ) -> FormResult:
     """Fill a JSON document that validates against ``schema`` in one diffusion pass
     (``schema_form`` then ``fill_form``)."""
-    form = schema_form(schema, tokenizer, max_value_tokens=max_value_tokens, source=source)
+    form = schema_form(schema, tokenizer, max_value_tokens=max_value_tokens, source=source,
+                       context=_max_seq_len(model))
     if not isinstance(form, (dict, list)):  # a scalar schema: one hole, no skeleton
         form = [form]
         res = fill_form(
