@@ -504,3 +504,45 @@ def test_a_form_too_big_is_refused_before_it_is_built():
     with pytest.raises(UserError, match=re.escape("over 256 values, at least a token each "
                                                   "(the model's context is 256 tokens)")):
         fill_schema(MODEL, TOK, small, cfg(0))
+
+
+KEYWORDS_DROPPED_BY_THE_LIBRARY = [
+    # a list of types: the range went with it (4 and -3 admitted)
+    {"type": ["integer", "null"], "minimum": 5, "maximum": 7},
+    {"type": ["number", "string"], "minimum": 5, "maximum": 7, "maxLength": 2},
+    # no type at all: a range or length applies to the values of its kind
+    {"minimum": 5, "maximum": 7},
+    {"anyOf": [{"minimum": 5, "maximum": 7}]},
+    # keywords beside anyOf/oneOf apply to every branch
+    {"anyOf": [{"type": "string"}, {"type": "integer"}], "minimum": 5, "maximum": 7},
+    {"anyOf": [{"type": "string"}, {"type": "integer"}], "maxLength": 2},
+    {"oneOf": [{"type": "integer"}, {"type": "string"}], "minimum": 3, "maximum": 4},
+    {"anyOf": [{"type": "boolean"}, {"type": "integer"}], "type": "integer", "maximum": 4},
+]
+CANDIDATES = ["null", "true", "3", "4", "5", "6", "7", "8", "-3", "5.5", "6.0", "7.5", '""',
+              '"x"', '"ab"', '"abc"', '"abcde"', '"2024-01-31"']
+
+
+@pytest.mark.parametrize("schema", KEYWORDS_DROPPED_BY_THE_LIBRARY)
+def test_keywords_beside_type_lists_and_any_of_are_enforced(schema):
+    auto = TokenAutomaton.from_regex(schema_regex(schema), vocab_of(TOK))
+    valid = jsonschema.Draft202012Validator(schema).is_valid
+    accepted = [c for c in CANDIDATES if auto.accepts_text(c, TOK)]
+    assert accepted and all(valid(json.loads(c)) for c in accepted), accepted
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        assert valid(r.value), r.text
+
+
+@pytest.mark.parametrize(
+    "schema,message",
+    [
+        ({"anyOf": [{"type": "boolean"}], "type": "integer"}, "no anyOf branch admits"),
+        # the pattern was dropped (any string of at most 3 characters)
+        ({"type": ["string", "null"], "pattern": "^[0-9]+$", "maxLength": 3},
+         "not inside anyOf, a list of types or a variable-length array"),
+    ],
+)
+def test_type_lists_and_any_of_siblings_that_cannot_hold_are_refused(schema, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        schema_form(schema, TOK)

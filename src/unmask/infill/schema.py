@@ -699,11 +699,12 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         return dict(ANY_VALUE)
     if not isinstance(node, Mapping):
         return node
-    node = _resolve(node, root, path)
+    node = _by_type(_resolve(node, root, path), root, path)
     if _lengths_with_pattern(node):
         raise UserError(
             f"{_where(path)}: pattern or format together with minLength/maxLength can only be "
-            "enforced on a value of its own, not inside anyOf or a variable-length array"
+            "enforced on a value of its own, not inside anyOf, a list of types "
+            "or a variable-length array"
         )
     bounds = _number_bounds(node, path)
     if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
@@ -733,6 +734,41 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+_OBJECT_OR_ARRAY = ("properties", "required", "additionalProperties", "items", "prefixItems",
+                    "minItems", "maxItems")
+
+
+def _by_type(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """``node`` as an ``anyOf`` of single-type schemas where outlines-core's regex would drop
+    keywords: a list of types (``{"type": ["integer", "null"], "minimum": 5}``: the range
+    was dropped, 4 written), no type next to a range or length (any scalar, each with the
+    keywords that apply to it), and keywords beside an ``anyOf`` (each branch gets them; a
+    branch they leave no value in is dropped)."""
+    rest = {k: v for k, v in node.items() if k not in _NOTES}
+    if "anyOf" in rest and len(rest) > 1:
+        siblings = {k: v for k, v in rest.items() if k != "anyOf"}
+        branches = []
+        for i, sub in enumerate(rest["anyOf"]):
+            try:
+                branches.append(_resolve({"allOf": [siblings, sub]}, root, f"{path}.anyOf[{i}]"))
+            except UserError:  # no value of this branch satisfies the keywords beside it
+                continue
+        if not branches:
+            raise UserError(f"{_where(path)}: no anyOf branch admits a value of the keywords "
+                            f"beside it ({', '.join(sorted(siblings))})")
+        return {"anyOf": branches}
+    if "anyOf" in rest or "enum" in rest or "const" in rest:
+        return node
+    types = _types(rest)
+    if not types and any(k in rest for k in _OBJECT_OR_ARRAY):
+        return node  # an object or array without a type: the library's regex
+    if not types and len(rest) > 0:
+        types = list(ANY_VALUE["type"])
+    if len(types) < 2:
+        return node
+    return {"anyOf": [{**rest, "type": t} for t in types]}
 
 
 _DATE = (
