@@ -546,3 +546,19 @@ def test_keywords_beside_type_lists_and_any_of_are_enforced(schema):
 def test_type_lists_and_any_of_siblings_that_cannot_hold_are_refused(schema, message):
     with pytest.raises(UserError, match=re.escape(message)):
         schema_form(schema, TOK)
+
+
+@pytest.mark.parametrize("key", ['a"b', "a\\b", "a\nb", "é\t", "plain.(x)+"])
+def test_property_names_json_escapes_are_written_escaped_outside_the_skeleton(key):
+    """Inside an array or anyOf an object is the library's regex, which wrote a property
+    name raw between quotes: '{"a"b": true}' (fill_schema then raised JSONDecodeError)."""
+    obj = {"type": "object", "properties": {key: {"type": "boolean"}}, "required": [key]}
+    for schema in ({"type": "array", "items": obj, "minItems": 1, "maxItems": 2},
+                   {"anyOf": [obj, {"type": "null"}]}):
+        auto = TokenAutomaton.from_regex(schema_regex(obj), vocab_of(TOK))
+        assert auto.accepts_text(json.dumps({key: True}, ensure_ascii=False), TOK)
+        assert not auto.accepts_text('{"%s": true}' % key, TOK) or key == "plain.(x)+"
+        for seed in range(2):
+            r = fill_schema(MODEL, TOK, schema, cfg(seed))
+            jsonschema.validate(r.value, schema)
+            assert json.loads(r.text) == r.value

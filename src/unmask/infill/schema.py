@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -111,6 +112,9 @@ ENFORCED = {
 FORMATS = ("date", "date-time", "time", "email", "uri", "uuid")
 """String formats enforced (``_format_regex``)."""
 _MARK = "UNMASKNUM{}"
+_KEY_MARK = "UNMASKKEY{}"
+_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
+"""A property name the library may write as it is between quotes (it does not JSON-escape)."""
 
 
 def _where(path: str) -> str:
@@ -720,8 +724,13 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         marks[mark] = _format_regex(node["format"])
         return {"const": mark}
     out: dict[str, Any] = {}
+    names = {n: _key_mark(n, marks) for n in node.get("properties") or {}}
     for k, v in node.items():
-        if k in ("properties", "$defs", "definitions"):
+        if k == "properties":
+            out[k] = {names[n]: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
+        elif k == "required" and isinstance(v, list):
+            out[k] = [names.get(n, n) for n in v]
+        elif k in ("$defs", "definitions"):
             out[k] = {n: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
         elif (k == "items" and (v is True or isinstance(v, Mapping))) or (
             k == "additionalProperties" and isinstance(v, Mapping)
@@ -738,6 +747,18 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
 
 _OBJECT_OR_ARRAY = ("properties", "required", "additionalProperties", "items", "prefixItems",
                     "minItems", "maxItems")
+
+
+def _key_mark(name: str, marks: dict[str, str]) -> str:
+    """``name``, or for a property name JSON must escape (a quote, backslash or control
+    character: the library wrote it raw, and the output did not parse) a marker that
+    ``schema_regex`` replaces by the regex of its escaped spelling."""
+    if _PLAIN_KEY.fullmatch(name):
+        return name
+    mark = _KEY_MARK.format(len(marks))
+    spelt = json.dumps(name, ensure_ascii=False)[1:-1]
+    marks[mark] = "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in spelt)
+    return mark
 
 
 def _by_type(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> Mapping[str, Any]:
@@ -831,7 +852,10 @@ def schema_regex(
     except ValueError as e:
         raise UserError(f"{_where(path)}: {str(e).splitlines()[0]}") from None
     for mark, sub in marks.items():
-        regex = regex.replace(f'"{mark}"', f"(?:{sub})")
+        if mark.startswith(_KEY_MARK[:-2]):  # a property name: its escaped spelling
+            regex = regex.replace(mark, sub)
+        else:
+            regex = regex.replace(f'"{mark}"', f"(?:{sub})")
     return regex
 
 
