@@ -557,8 +557,31 @@ def test_property_names_json_escapes_are_written_escaped_outside_the_skeleton(ke
                    {"anyOf": [obj, {"type": "null"}]}):
         auto = TokenAutomaton.from_regex(schema_regex(obj), vocab_of(TOK))
         assert auto.accepts_text(json.dumps({key: True}, ensure_ascii=False), TOK)
-        assert not auto.accepts_text('{"%s": true}' % key, TOK) or key == "plain.(x)+"
+        assert not auto.accepts_text('{"' + key + '": true}', TOK) or key == "plain.(x)+"
         for seed in range(2):
             r = fill_schema(MODEL, TOK, schema, cfg(seed))
             jsonschema.validate(r.value, schema)
             assert json.loads(r.text) == r.value
+
+
+def test_enum_values_are_checked_against_one_compiled_pattern(monkeypatch):
+    """Each value of an enum with a format or pattern is matched against the same automaton,
+    compiled once (1000 emails took 45 s compiled value by value)."""
+    import unmask.infill.schema as schema_mod
+
+    calls = []
+    real = TokenAutomaton.from_regex.__func__
+
+    def counting(cls, pattern, *args, **kwargs):
+        calls.append(pattern)
+        return real(cls, pattern, *args, **kwargs)
+
+    monkeypatch.setattr(TokenAutomaton, "from_regex", classmethod(counting))
+    schema_mod._byte_automaton.cache_clear()
+    values = [f"a{i}@example.com" for i in range(40)] + ["not an email"]
+    form = schema_form({"type": "string", "format": "email", "enum": values}, TOK)
+    assert calls.count(schema_mod._format_regex("email")) == 1
+    monkeypatch.undo()
+    auto = TokenAutomaton.from_regex(form.regex, vocab_of(TOK))
+    assert auto.accepts_text('"a7@example.com"', TOK)
+    assert not auto.accepts_text('"not an email"', TOK)
