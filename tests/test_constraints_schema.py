@@ -585,3 +585,18 @@ def test_enum_values_are_checked_against_one_compiled_pattern(monkeypatch):
     auto = TokenAutomaton.from_regex(form.regex, vocab_of(TOK))
     assert auto.accepts_text('"a7@example.com"', TOK)
     assert not auto.accepts_text('"not an email"', TOK)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": "^b", "format": "email"},
+        {"type": "array", "items": {"type": "string", "pattern": "^b", "format": "date"},
+         "maxItems": 2},
+        {"type": ["string", "null"], "pattern": "^x", "format": "date"},
+    ],
+)
+def test_pattern_with_format_is_refused_not_half_enforced(schema):
+    """The format's regex replaced the pattern: an email not starting with b was written."""
+    with pytest.raises(UserError, match="pattern together with format cannot be enforced"):
+        schema_form(schema, TOK)

@@ -539,6 +539,10 @@ def check_schema(
         raise UserError(
             f"{_where(path)}: format {fmt!r} cannot be enforced (supported: {', '.join(FORMATS)})"
         )
+    if fmt is not None and "pattern" in node and (not _types(node) or "string" in _types(node)):
+        # the format's regex replaced the pattern (an email that did not match it)
+        raise UserError(f"{_where(path)}: pattern together with format cannot be enforced; "
+                        "keep one (a pattern can spell the format)")
     if node.get("uniqueItems"):
         raise UserError(f"{_where(path)}: keyword 'uniqueItems' cannot be enforced")
     lo, hi = node.get("minLength", 0), node.get("maxLength")
