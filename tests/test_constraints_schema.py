@@ -600,3 +600,24 @@ def test_pattern_with_format_is_refused_not_half_enforced(schema):
     """The format's regex replaced the pattern: an email not starting with b was written."""
     with pytest.raises(UserError, match="pattern together with format cannot be enforced"):
         schema_form(schema, TOK)
+
+
+@pytest.mark.parametrize(
+    "array,admitted",
+    [
+        # the library's regex wrote the whole prefix (two items for maxItems 1) ...
+        ({"prefixItems": [{"type": "null"}, {"type": "null"}], "maxItems": 1}, ["[null]"]),
+        # ... and too few for minItems ...
+        ({"prefixItems": [{"type": "null"}], "minItems": 2}, ["[null, null]", "[null, true]"]),
+        # ... and refused items: false ("Unsupported JSON Schema structure false")
+        ({"items": False}, ["[]"]),
+        ({"prefixItems": [{"type": "null"}], "items": False}, ["[null]"]),
+    ],
+)
+def test_prefix_items_inside_a_hole_hold_their_counts(array, admitted):
+    schema = {"anyOf": [{"type": "array", **array}, {"type": "boolean"}]}
+    auto = TokenAutomaton.from_regex(schema_regex(schema), vocab_of(TOK))
+    valid = jsonschema.Draft202012Validator(schema).is_valid
+    texts = ["[]", "[null]", "[null, null]", "[null, true]", "[null, null, null]"]
+    assert [t for t in texts if auto.accepts_text(t, TOK)] == admitted
+    assert all(valid(json.loads(t)) for t in admitted)

@@ -721,6 +721,7 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
             "enforced on a value of its own, not inside anyOf, a list of types "
             "or a variable-length array"
         )
+    node = _prefix_exactly(node, path)
     bounds = _number_bounds(node, path)
     if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
         if _types(node) == ["integer"]:
@@ -758,6 +759,29 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
 
 _OBJECT_OR_ARRAY = ("properties", "required", "additionalProperties", "items", "prefixItems",
                     "minItems", "maxItems")
+
+
+def _prefix_exactly(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """An array schema with ``prefixItems`` (or ``items: false``) as the exact items a value
+    holds, as the skeleton writes them (``schema_form``): the prefix cut to ``maxItems``, then
+    ``items`` up to ``minItems``. The library's regex writes the prefix alone, whatever the
+    counts (two items for ``maxItems: 1``), and refuses ``items: false``."""
+    fixed = node.get("prefixItems")
+    if _types(node) != ["array"] or (fixed is None and node.get("items") is not False):
+        return node
+    fixed = fixed or []
+    size = min(max(node.get("minItems", 0), len(fixed)), node.get("maxItems", math.inf))
+    if size > len(fixed) and node.get("items") is False:
+        raise UserError(f"{_where(path)}: minItems {node.get('minItems')} but items is false "
+                        f"after {len(fixed)} prefixItems: no array satisfies it")
+    if size > MAX_FORM_VALUES:
+        raise UserError(f"{_where(path)}: the form would have over {MAX_FORM_VALUES} values; "
+                        "lower minItems")
+    if size == 0:
+        return {"const": []}
+    rest = {k: v for k, v in node.items() if k not in ("minItems", "maxItems", "items")}
+    items = node.get("items", True)
+    return {**rest, "prefixItems": [fixed[i] if i < len(fixed) else items for i in range(size)]}
 
 
 def _key_mark(name: str, marks: dict[str, str]) -> str:
