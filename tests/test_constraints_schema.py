@@ -621,3 +621,16 @@ def test_prefix_items_inside_a_hole_hold_their_counts(array, admitted):
     texts = ["[]", "[null]", "[null, null]", "[null, true]", "[null, null, null]"]
     assert [t for t in texts if auto.accepts_text(t, TOK)] == admitted
     assert all(valid(json.loads(t)) for t in admitted)
+
+
+def test_keywords_beside_a_ref_apply_as_well_as_the_target():
+    """They overrode the target's: "minimum": -2 beside a $ref to "minimum": 0 wrote -2."""
+    defs = {"d": {"type": "integer", "minimum": 0, "maximum": 4}}
+    for extra, allowed in [({"minimum": -2}, range(0, 5)), ({"maximum": 2}, range(0, 3))]:
+        schema = {"$ref": "#/$defs/d", **extra, "$defs": defs}
+        auto = TokenAutomaton.from_regex(schema_regex(schema), vocab_of(TOK))
+        assert {i for i in range(-5, 9) if auto.accepts_text(str(i), TOK)} == set(allowed)
+    for target, message in [(False, "is false, which admits no value"),
+                            (3, "points to no schema")]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            schema_form({"$ref": "#/$defs/x", "$defs": {"x": target}}, TOK)

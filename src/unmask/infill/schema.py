@@ -173,7 +173,19 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
             if not isinstance(target, Mapping) or part not in target:
                 raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
             target = target[part]
-        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        if target is False:
+            raise UserError(f"{_where(path)}: $ref {ref!r} is false, which admits no value")
+        if target is True:
+            target = {}
+        if not isinstance(target, Mapping):
+            raise UserError(f"{_where(path)}: $ref {ref!r} points to no schema")
+        if set(rest) - set(_NOTES) and set(target) - set(_NOTES):
+            # keywords beside a $ref apply too (they overrode the target's: a "minimum": -2
+            # beside a $ref to "minimum": 0 let -2 through)
+            node = {"allOf": [target, rest]}
+        else:
+            node = {**target, **rest}
         depth += 1
     if isinstance(node, Mapping) and "allOf" in node:
         node = _merge_all(node, root, path, depth)
