@@ -994,7 +994,7 @@ def schema_form(
 
     form = walk(root, "$")
     if not _holes(form):
-        raise UserError(f"{source}: the schema admits one value only "
+        raise UserError(f"{source}: admits one value only "
                         f"({json.dumps(form, ensure_ascii=False)[:60]}), nothing to fill")
     return form
 
