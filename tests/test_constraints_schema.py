@@ -634,3 +634,37 @@ def test_keywords_beside_a_ref_apply_as_well_as_the_target():
                             (3, "points to no schema")]:
         with pytest.raises(UserError, match=re.escape(message)):
             schema_form({"$ref": "#/$defs/x", "$defs": {"x": target}}, TOK)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "maxLength": 5000},
+        {"type": "object", "properties": {"d": {"type": "string", "maxLength": 4096},
+                                          "n": {"type": "integer", "minimum": 0, "maximum": 9}}},
+        {"type": "string", "pattern": "^[a-z]+$", "maxLength": 2000},
+        {"type": "array", "items": {"type": "string", "maxLength": 2000}, "maxItems": 2},
+    ],
+)
+def test_a_max_length_longer_than_any_hole_is_filled_not_refused(schema):
+    """A string's maxLength over what a hole can spell (here 34 bytes) was compiled as a
+    counted repetition: refused as too large over 1000 (and 30 s to compile at 1000 on the
+    demo). A hole cannot write a longer string anyway, so the bound is dropped."""
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+
+
+def test_a_dropped_max_length_is_kept_when_a_hole_is_wider_than_it():
+    """An array hole of 20 strings is wider than 34 tokens: the string's maxLength (40 bytes
+    here) is then compiled as given, so no string in it is longer."""
+    holder = {"type": "array", "items": {"type": "string", "maxLength": 40}, "minItems": 20}
+    form = schema_form(holder, TOK)
+    assert form.width > 34
+    auto = TokenAutomaton.from_regex(form.regex, vocab_of(TOK))
+
+    def array(first: str) -> str:
+        return "[" + ", ".join([json.dumps(first)] + ['"a"'] * 19) + "]"
+
+    assert auto.accepts_text(array("b" * 40), TOK)
+    assert not auto.accepts_text(array("b" * 41), TOK)

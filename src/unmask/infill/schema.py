@@ -935,8 +935,12 @@ def schema_form(
     for the fixed structure, ``ValueHole`` s for the values. ``UserError`` when it would
     have more than ``MAX_FORM_VALUES`` values, or more than ``context`` (the model's
     ``max_seq_len``; each value takes a token at least), before they are all built."""
-    root = load_schema(schema, source)
-    check_schema(root)
+    given = load_schema(schema, source)
+    check_schema(given)
+    widest = int(max(vocab_of(tokenizer).lengths.max(), 1))  # bytes of the longest token
+    dropped: list[int] = []
+    spare = 2  # a hole may take in a space before it and drop one inside (unmask.infill.forms)
+    root = _unbounded(given, (max_value_tokens + spare) * widest, dropped)
     limit = MAX_FORM_VALUES if context is None else min(context, MAX_FORM_VALUES)
     count = 0
 
@@ -993,10 +997,55 @@ def schema_form(
         )
 
     form = walk(root, "$")
+    if dropped and (_widest_hole(form) + spare) * widest >= min(dropped):
+        # a hole wide enough to spell a string over a dropped maxLength: build it as given
+        root, count = given, 0
+        form = walk(root, "$")
     if not _holes(form):
         raise UserError(f"{source}: admits one value only "
                         f"({json.dumps(form, ensure_ascii=False)[:60]}), nothing to fill")
     return form
+
+
+_SUBSCHEMAS = ("properties", "$defs", "definitions")
+_SUBSCHEMA = ("items", "additionalProperties")
+_SUBSCHEMA_LISTS = ("prefixItems", "anyOf", "oneOf", "allOf")
+
+
+def _unbounded(node: Any, chars: int, dropped: list[int]) -> Any:
+    """A schema with every ``maxLength`` over ``chars`` (the most characters a hole of
+    ``MAX_VALUE_TOKENS`` tokens can spell) dropped, each appended to ``dropped``: a longer
+    string cannot be written in the hole anyway (``schema_form`` checks the widths and builds
+    the schema as given otherwise), and its counted repetition was refused as too large
+    (``"maxLength": 5000``) or compiled for 30 s (1000). Nodes with ``enum``/``const`` keep
+    theirs (their values are written as they are)."""
+    if not isinstance(node, Mapping):
+        return node
+    out = dict(node)
+    hi = out.get("maxLength")
+    if "enum" not in out and "const" not in out and isinstance(hi, int) and hi > chars:
+        lo = out.get("minLength", 0)
+        if isinstance(lo, int) and lo <= chars:
+            dropped.append(hi)
+            del out["maxLength"]
+    for key in _SUBSCHEMAS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {n: _unbounded(sub, chars, dropped) for n, sub in out[key].items()}
+    for key in _SUBSCHEMA:
+        if key in out:
+            out[key] = _unbounded(out[key], chars, dropped)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_unbounded(sub, chars, dropped) for sub in out[key]]
+    return out
+
+
+def _widest_hole(form: Any) -> int:
+    """The most tokens a hole of ``form`` has."""
+    if isinstance(form, ValueHole):
+        return form.width
+    items = form.values() if isinstance(form, Mapping) else form if isinstance(form, list) else []
+    return max((_widest_hole(v) for v in items), default=0)
 
 
 def _holes(form: Any) -> bool:
