@@ -668,3 +668,13 @@ def test_a_dropped_max_length_is_kept_when_a_hole_is_wider_than_it():
 
     assert auto.accepts_text(array("b" * 40), TOK)
     assert not auto.accepts_text(array("b" * 41), TOK)
+
+
+def test_many_escaped_property_names_keep_their_own_spelling():
+    """Markers UNMASKKEY1 and UNMASKKEY10 must not be confused when they are replaced."""
+    keys = [f'k"{chr(97 + i)}' for i in range(12)]  # not k1 + 0 = k10
+    obj = {"type": "object", "properties": {k: {"type": "boolean"} for k in keys},
+           "required": keys}
+    auto = TokenAutomaton.from_regex(schema_regex({"anyOf": [obj, {"type": "null"}]}),
+                                     vocab_of(TOK))
+    assert auto.accepts_text(json.dumps({k: True for k in keys}), TOK)

@@ -900,7 +900,7 @@ def schema_regex(
         raise UserError(f"{_where(path)}: {str(e).splitlines()[0]}") from None
     for mark, sub in marks.items():
         if mark.startswith(_KEY_MARK[:-2]):  # a property name: its escaped spelling
-            regex = regex.replace(mark, sub)
+            regex = regex.replace(f'"{mark}"', f'"{sub}"')
         else:
             regex = regex.replace(f'"{mark}"', f"(?:{sub})")
     return regex
