@@ -387,3 +387,294 @@ def test_automata_are_cached_on_disk_per_pattern_and_tokenizer(tmp_path, monkeyp
     assert automaton.cache_dir() is None
     TokenAutomaton.from_regex("[a-c]{2,6}", vocab)
     assert len(list((tmp_path / "automata").iterdir())) == 4
+
+
+ENUMS_WITH_MORE = [
+    # the other keywords narrow the values: outlines-core's regex kept every enum value, and a
+    # numeric range or format replaced the enum altogether (6 for enum [1, 50], maximum 10)
+    {"type": "integer", "enum": [1, 50], "maximum": 10},
+    {"enum": [1, 50, "x"], "minimum": 10},
+    {"type": "string", "enum": ["abc", "x", "toolong"], "minLength": 2, "maxLength": 4},
+    {"type": "string", "enum": ["ab1", "abc"], "pattern": "^[a-z]+$"},
+    {"type": "string", "enum": ["2024-01-31", "soon"], "format": "date"},
+    {"enum": [[1, 2, 3], [1]], "maxItems": 1},
+    {"enum": [[1, "a"], [1, 2]], "items": {"type": "integer"}},
+    {"enum": [{"a": 1}, {"b": 2}], "required": ["b"]},
+    {"enum": [{"a": 1}, {"a": "x"}], "properties": {"a": {"type": "string"}}},
+    {"enum": ["a", "b", "c"], "const": "b"},
+    {"type": "object", "properties": {"k": {"enum": [0.5, 2, 7], "exclusiveMinimum": 2}}},
+]
+
+
+@pytest.mark.parametrize("schema", ENUMS_WITH_MORE)
+def test_enum_and_const_values_satisfy_every_other_keyword(schema):
+    checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+    for seed in range(3):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema, format_checker=checker)
+        assert json.loads(r.text) == r.value
+
+
+@pytest.mark.parametrize(
+    "schema,message",
+    [
+        ({"type": "string", "enum": ["a", "b"], "maxLength": 0}, "(maxLength, type)"),
+        ({"type": "string", "const": "abc", "maxLength": 2}, "no enum/const value satisfies"),
+        ({"const": "a", "enum": ["b"]}, "schema's other keywords (const)"),
+        ({"type": "number", "const": 5, "exclusiveMaximum": 5}, "(exclusiveMaximum, type)"),
+        ({"const": "hello", "format": "date"}, "(format)"),
+        ({"enum": [{"a": 1}], "properties": {"a": {"multipleOf": 2}}}, "'multipleOf' cannot"),
+        ({"type": "boolean", "enum": [1]}, "no enum value is of type 'boolean'"),
+    ],
+)
+def test_enum_values_no_other_keyword_admits_are_refused(schema, message):
+    with pytest.raises(UserError, match=re.escape(message)) as e:
+        schema_form(schema, TOK)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "schema,message",
+    [
+        # an AttributeError traceback before
+        ({"type": "object", "properties": [1, 2]}, "properties must be an object of schemas"),
+        ({"$defs": ["x"], "type": "integer"}, "$defs must be an object of schemas"),
+        # accepted and ignored before (the output did not validate: jsonschema's SchemaError)
+        ({"type": "object", "required": "a", "properties": {"a": {"type": "null"}}},
+         "required must be a list of property names"),
+        ({"type": "object", "required": [1]}, "required must be a list of property names"),
+        # outlines-core's "Unsupported JSON Schema structure [...]" before
+        ({"type": "array", "items": [{"type": "integer"}]}, "write prefixItems"),
+        ({"type": "array", "items": 3}, "items must be a schema"),
+        ({"type": "object", "additionalProperties": "no"}, "additionalProperties must be a"),
+        ({"type": "array", "items": False, "minItems": 1}, "no array satisfies it"),
+        ({"type": "array", "prefixItems": [{"type": "null"}], "items": False, "minItems": 2},
+         "no array satisfies it"),
+        ({"type": "array", "items": False}, "admits one value only ([])"),
+        ({"type": "object", "properties": {}}, "admits one value only ({})"),
+    ],
+)
+def test_malformed_structure_is_refused_in_one_line(schema, message):
+    with pytest.raises(UserError, match=re.escape(message)) as e:
+        schema_form(schema, TOK)
+    assert "\n" not in str(e.value)
+
+
+PREFIXES = [
+    # "items": false after prefixItems was refused ("false admits no value")
+    {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0, "maximum": 9}],
+     "items": False},
+    # maxItems below the prefix: the whole prefix was written, one item too many
+    {"type": "array", "prefixItems": [{"type": "boolean"}, {"type": "null"}], "maxItems": 1},
+    {"type": "array", "prefixItems": [{"type": "boolean"}, {"type": "null"}], "items": False,
+     "maxItems": 1},
+    # minItems above the prefix: outlines-core's regex ignores it (one item too few)
+    {"type": "array", "prefixItems": [{"type": "boolean"}, {"type": "null"}], "minItems": 3},
+    {"type": "array", "prefixItems": [{"type": "boolean"}], "items": {"type": "null"},
+     "minItems": 3},
+    {"type": "object", "properties": {"a": {"type": "array", "items": False},
+                                      "b": {"type": "boolean"}}},
+]
+
+
+@pytest.mark.parametrize("schema", PREFIXES)
+def test_prefix_items_with_item_counts_validate(schema):
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+        assert json.loads(r.text) == r.value
+
+
+def test_a_form_too_big_is_refused_before_it_is_built():
+    """A fixed-size array of a million values was built value by value (minutes, and memory
+    for 10^12) before the model's context refused it."""
+    from unmask.infill.schema import MAX_FORM_VALUES
+
+    for n in (MAX_FORM_VALUES + 1, 10**12):
+        for schema in ({"type": "array", "items": {"type": "boolean"}, "minItems": n,
+                        "maxItems": n},
+                       {"type": "array", "prefixItems": [{"type": "null"}], "minItems": n}):
+            with pytest.raises(UserError, match=f"over {MAX_FORM_VALUES} values"):
+                schema_form(schema, TOK)
+    nested = {"type": "array", "minItems": 100, "maxItems": 100,
+              "items": {"type": "array", "minItems": 100, "maxItems": 100}}
+    with pytest.raises(UserError, match=re.escape("over 8192 values")):
+        schema_form(nested, TOK)
+    small = {"type": "array", "items": {"type": "boolean"}, "minItems": 300, "maxItems": 300}
+    with pytest.raises(UserError, match=re.escape("over 256 values, at least a token each "
+                                                  "(the model's context is 256 tokens)")):
+        fill_schema(MODEL, TOK, small, cfg(0))
+
+
+KEYWORDS_DROPPED_BY_THE_LIBRARY = [
+    # a list of types: the range went with it (4 and -3 admitted)
+    {"type": ["integer", "null"], "minimum": 5, "maximum": 7},
+    {"type": ["number", "string"], "minimum": 5, "maximum": 7, "maxLength": 2},
+    # no type at all: a range or length applies to the values of its kind
+    {"minimum": 5, "maximum": 7},
+    {"anyOf": [{"minimum": 5, "maximum": 7}]},
+    # keywords beside anyOf/oneOf apply to every branch
+    {"anyOf": [{"type": "string"}, {"type": "integer"}], "minimum": 5, "maximum": 7},
+    {"anyOf": [{"type": "string"}, {"type": "integer"}], "maxLength": 2},
+    {"oneOf": [{"type": "integer"}, {"type": "string"}], "minimum": 3, "maximum": 4},
+    {"anyOf": [{"type": "boolean"}, {"type": "integer"}], "type": "integer", "maximum": 4},
+]
+CANDIDATES = ["null", "true", "3", "4", "5", "6", "7", "8", "-3", "5.5", "6.0", "7.5", '""',
+              '"x"', '"ab"', '"abc"', '"abcde"', '"2024-01-31"']
+
+
+@pytest.mark.parametrize("schema", KEYWORDS_DROPPED_BY_THE_LIBRARY)
+def test_keywords_beside_type_lists_and_any_of_are_enforced(schema):
+    auto = TokenAutomaton.from_regex(schema_regex(schema), vocab_of(TOK))
+    valid = jsonschema.Draft202012Validator(schema).is_valid
+    accepted = [c for c in CANDIDATES if auto.accepts_text(c, TOK)]
+    assert accepted and all(valid(json.loads(c)) for c in accepted), accepted
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        assert valid(r.value), r.text
+
+
+@pytest.mark.parametrize(
+    "schema,message",
+    [
+        ({"anyOf": [{"type": "boolean"}], "type": "integer"}, "no anyOf branch admits"),
+        # the pattern was dropped (any string of at most 3 characters)
+        ({"type": ["string", "null"], "pattern": "^[0-9]+$", "maxLength": 3},
+         "not inside anyOf, a list of types or a variable-length array"),
+    ],
+)
+def test_type_lists_and_any_of_siblings_that_cannot_hold_are_refused(schema, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        schema_form(schema, TOK)
+
+
+@pytest.mark.parametrize("key", ['a"b', "a\\b", "a\nb", "é\t", "plain.(x)+"])
+def test_property_names_json_escapes_are_written_escaped_outside_the_skeleton(key):
+    """Inside an array or anyOf an object is the library's regex, which wrote a property
+    name raw between quotes: '{"a"b": true}' (fill_schema then raised JSONDecodeError)."""
+    obj = {"type": "object", "properties": {key: {"type": "boolean"}}, "required": [key]}
+    for schema in ({"type": "array", "items": obj, "minItems": 1, "maxItems": 2},
+                   {"anyOf": [obj, {"type": "null"}]}):
+        auto = TokenAutomaton.from_regex(schema_regex(obj), vocab_of(TOK))
+        assert auto.accepts_text(json.dumps({key: True}, ensure_ascii=False), TOK)
+        assert not auto.accepts_text('{"' + key + '": true}', TOK) or key == "plain.(x)+"
+        for seed in range(2):
+            r = fill_schema(MODEL, TOK, schema, cfg(seed))
+            jsonschema.validate(r.value, schema)
+            assert json.loads(r.text) == r.value
+
+
+def test_enum_values_are_checked_against_one_compiled_pattern(monkeypatch):
+    """Each value of an enum with a format or pattern is matched against the same automaton,
+    compiled once (1000 emails took 45 s compiled value by value)."""
+    import unmask.infill.schema as schema_mod
+
+    calls = []
+    real = TokenAutomaton.from_regex.__func__
+
+    def counting(cls, pattern, *args, **kwargs):
+        calls.append(pattern)
+        return real(cls, pattern, *args, **kwargs)
+
+    monkeypatch.setattr(TokenAutomaton, "from_regex", classmethod(counting))
+    schema_mod._byte_automaton.cache_clear()
+    values = [f"a{i}@example.com" for i in range(40)] + ["not an email"]
+    form = schema_form({"type": "string", "format": "email", "enum": values}, TOK)
+    assert calls.count(schema_mod._format_regex("email")) == 1
+    monkeypatch.undo()
+    auto = TokenAutomaton.from_regex(form.regex, vocab_of(TOK))
+    assert auto.accepts_text('"a7@example.com"', TOK)
+    assert not auto.accepts_text('"not an email"', TOK)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "pattern": "^b", "format": "email"},
+        {"type": "array", "items": {"type": "string", "pattern": "^b", "format": "date"},
+         "maxItems": 2},
+        {"type": ["string", "null"], "pattern": "^x", "format": "date"},
+    ],
+)
+def test_pattern_with_format_is_refused_not_half_enforced(schema):
+    """The format's regex replaced the pattern: an email not starting with b was written."""
+    with pytest.raises(UserError, match="pattern together with format cannot be enforced"):
+        schema_form(schema, TOK)
+
+
+@pytest.mark.parametrize(
+    "array,admitted",
+    [
+        # the library's regex wrote the whole prefix (two items for maxItems 1) ...
+        ({"prefixItems": [{"type": "null"}, {"type": "null"}], "maxItems": 1}, ["[null]"]),
+        # ... and too few for minItems ...
+        ({"prefixItems": [{"type": "null"}], "minItems": 2}, ["[null, null]", "[null, true]"]),
+        # ... and refused items: false ("Unsupported JSON Schema structure false")
+        ({"items": False}, ["[]"]),
+        ({"prefixItems": [{"type": "null"}], "items": False}, ["[null]"]),
+    ],
+)
+def test_prefix_items_inside_a_hole_hold_their_counts(array, admitted):
+    schema = {"anyOf": [{"type": "array", **array}, {"type": "boolean"}]}
+    auto = TokenAutomaton.from_regex(schema_regex(schema), vocab_of(TOK))
+    valid = jsonschema.Draft202012Validator(schema).is_valid
+    texts = ["[]", "[null]", "[null, null]", "[null, true]", "[null, null, null]"]
+    assert [t for t in texts if auto.accepts_text(t, TOK)] == admitted
+    assert all(valid(json.loads(t)) for t in admitted)
+
+
+def test_keywords_beside_a_ref_apply_as_well_as_the_target():
+    """They overrode the target's: "minimum": -2 beside a $ref to "minimum": 0 wrote -2."""
+    defs = {"d": {"type": "integer", "minimum": 0, "maximum": 4}}
+    for extra, allowed in [({"minimum": -2}, range(0, 5)), ({"maximum": 2}, range(0, 3))]:
+        schema = {"$ref": "#/$defs/d", **extra, "$defs": defs}
+        auto = TokenAutomaton.from_regex(schema_regex(schema), vocab_of(TOK))
+        assert {i for i in range(-5, 9) if auto.accepts_text(str(i), TOK)} == set(allowed)
+    for target, message in [(False, "is false, which admits no value"),
+                            (3, "points to no schema")]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            schema_form({"$ref": "#/$defs/x", "$defs": {"x": target}}, TOK)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "maxLength": 5000},
+        {"type": "object", "properties": {"d": {"type": "string", "maxLength": 4096},
+                                          "n": {"type": "integer", "minimum": 0, "maximum": 9}}},
+        {"type": "string", "pattern": "^[a-z]+$", "maxLength": 2000},
+        {"type": "array", "items": {"type": "string", "maxLength": 2000}, "maxItems": 2},
+    ],
+)
+def test_a_max_length_longer_than_any_hole_is_filled_not_refused(schema):
+    """A string's maxLength over what a hole can spell (here 34 bytes) was compiled as a
+    counted repetition: refused as too large over 1000 (and 30 s to compile at 1000 on the
+    demo). A hole cannot write a longer string anyway, so the bound is dropped."""
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+
+
+def test_a_dropped_max_length_is_kept_when_a_hole_is_wider_than_it():
+    """An array hole of 20 strings is wider than 34 tokens: the string's maxLength (40 bytes
+    here) is then compiled as given, so no string in it is longer."""
+    holder = {"type": "array", "items": {"type": "string", "maxLength": 40}, "minItems": 20}
+    form = schema_form(holder, TOK)
+    assert form.width > 34
+    auto = TokenAutomaton.from_regex(form.regex, vocab_of(TOK))
+
+    def array(first: str) -> str:
+        return "[" + ", ".join([json.dumps(first)] + ['"a"'] * 19) + "]"
+
+    assert auto.accepts_text(array("b" * 40), TOK)
+    assert not auto.accepts_text(array("b" * 41), TOK)
+
+
+def test_many_escaped_property_names_keep_their_own_spelling():
+    """Markers UNMASKKEY1 and UNMASKKEY10 must not be confused when they are replaced."""
+    keys = [f'k"{chr(97 + i)}' for i in range(12)]  # not k1 + 0 = k10
+    obj = {"type": "object", "properties": {k: {"type": "boolean"} for k in keys},
+           "required": keys}
+    auto = TokenAutomaton.from_regex(schema_regex({"anyOf": [obj, {"type": "null"}]}),
+                                     vocab_of(TOK))
+    assert auto.accepts_text(json.dumps({k: True for k in keys}), TOK)

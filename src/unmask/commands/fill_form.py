@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
     from unmask.infill import parse_form
+    from unmask.infill.fill import _max_seq_len
     from unmask.infill.schema import check_schema, load_schema, schema_form
 
     config = sample_config_from_args(args)
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         check_schema(load_schema(text, source))  # unenforceable keywords before loading
     loaded = load_model(args)
     if args.schema is not None:
-        schema_form(text, loaded.tokenizer, source=source)  # schema errors before sampling
+        schema_form(text, loaded.tokenizer, source=source,  # schema errors before sampling
+                    context=_max_seq_len(loaded.model))
     else:
         parse_form(text, loaded.tokenizer, source=source)  # template errors before sampling
     live = live_view(args, loaded.tokenizer)

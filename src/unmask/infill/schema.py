@@ -22,8 +22,10 @@ open (optional structure, variable-length arrays, ``anyOf``) is a single hole.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -39,6 +41,7 @@ from unmask.infill.automaton import (
     vocab_of,
     whole_pattern,
 )
+from unmask.infill.fill import _max_seq_len
 from unmask.infill.forms import (
     FormResult,
     ValueHole,
@@ -60,6 +63,11 @@ INT_DIGITS = 6
 no range keyword at all (``{"type": "integer"}``) lies in -999999..999999: without a bound a
 left-to-right (causal) fill never has to stop, and greedy decoding wrote digits to the hole's
 full width (33 of them). A schema's own ``minimum`` / ``maximum`` widen (or narrow) it."""
+
+MAX_FORM_VALUES = 8192
+"""Most values (skeleton nodes and holes) a schema's form may have: a fixed-size array of
+``minItems`` 10^6 would otherwise be built value by value (a millisecond each) before the
+model's context refused it. A model's own context (``schema_form(context=...)``) may lower it."""
 
 MAX_NUMBER_DIGITS = 40
 """Most digits a numeric range's bounds may have: a range compiles to a regex of a few
@@ -105,6 +113,9 @@ ENFORCED = {
 FORMATS = ("date", "date-time", "time", "email", "uri", "uuid")
 """String formats enforced (``_format_regex``)."""
 _MARK = "UNMASKNUM{}"
+_KEY_MARK = "UNMASKKEY{}"
+_PLAIN_KEY = re.compile(r'[^"\\\x00-\x1f]*')
+"""A property name the library may write as it is between quotes (it does not JSON-escape)."""
 
 
 def _where(path: str) -> str:
@@ -162,14 +173,26 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
             if not isinstance(target, Mapping) or part not in target:
                 raise UserError(f"{_where(path)}: $ref {ref!r} points nowhere")
             target = target[part]
-        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        if target is False:
+            raise UserError(f"{_where(path)}: $ref {ref!r} is false, which admits no value")
+        if target is True:
+            target = {}
+        if not isinstance(target, Mapping):
+            raise UserError(f"{_where(path)}: $ref {ref!r} points to no schema")
+        if set(rest) - set(_NOTES) and set(target) - set(_NOTES):
+            # keywords beside a $ref apply too (they overrode the target's: a "minimum": -2
+            # beside a $ref to "minimum": 0 let -2 through)
+            node = {"allOf": [target, rest]}
+        else:
+            node = {**target, **rest}
         depth += 1
     if isinstance(node, Mapping) and "allOf" in node:
         node = _merge_all(node, root, path, depth)
     if isinstance(node, Mapping) and "oneOf" in node:
         node = _one_of(node, root, path)
     if isinstance(node, Mapping):
-        node = _typed_values(_required_present(node, path), path)
+        node = _typed_values(_required_present(node, path), root, path, depth)
     return node
 
 
@@ -191,24 +214,123 @@ def _required_present(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
     return {**node, "properties": {**(props or {}), **more}}
 
 
-def _typed_values(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
-    """A schema with both ``type`` and ``enum`` / ``const``: the values of the wrong type
-    dropped (the output must satisfy both); ``UserError`` when none is left."""
-    if not ("enum" in node or "const" in node) or not _types(node) or any(
-        not isinstance(t, str) or t not in _TYPES for t in _types(node)
-    ):
-        return node  # (a bad type: check_schema names it)
-    kinds = _kinds({"type": node["type"]}) or set()
-    values = node["enum"] if "enum" in node else [node["const"]]
-    if not isinstance(values, list):
-        return node  # check_schema names it
-    keep = [v for v in values if _kinds({"const": v}) and _kinds({"const": v}) <= kinds]
-    key = "enum" if "enum" in node else "const"
-    if not keep:
-        raise UserError(f"{_where(path)}: no {key} value is of type {node['type']!r}")
-    if len(keep) == len(values):
+def _typed_values(node: Mapping[str, Any], root: Mapping[str, Any], path: str,
+                  depth: int = 0) -> Mapping[str, Any]:
+    """A schema with ``enum`` / ``const``: the values every other keyword admits (the type,
+    the other of ``enum``/``const``, ranges, lengths, ``pattern``, ``format``, items,
+    properties...), as ``{"enum": [...]}`` (annotations kept); the output is one of them, so
+    it satisfies the whole schema. ``UserError`` when none is left. Unchanged without
+    ``enum``/``const`` or when a value list is malformed (``check_schema`` names it)."""
+    if not ("enum" in node or "const" in node):
         return node
-    return {**node, "enum": keep} if key == "enum" else node
+    values = node["enum"] if "enum" in node else [node["const"]]
+    if not isinstance(values, list) or not values:
+        return node  # check_schema names it
+    types = _types(node)
+    if types and all(isinstance(t, str) and t in _TYPES for t in types):
+        kinds = _kinds({"type": node["type"]}) or set()
+        typed = [v for v in values if _kinds({"const": v}) and _kinds({"const": v}) <= kinds]
+        if not typed:
+            key = "enum" if "enum" in node else "const"
+            raise UserError(f"{_where(path)}: no {key} value is of type {node['type']!r}")
+    rest = {k: v for k, v in node.items() if k not in ("enum", "const", *_NOTES)}
+    if "enum" in node and "const" in node:
+        rest["const"] = node["const"]
+    check_schema(rest, root, path, depth + 1)  # what the values are checked against
+    keep = [v for v in values if _admits(v, rest, root, path, depth + 1)]
+    if not keep:
+        others = ", ".join(sorted(rest)) or "none"
+        raise UserError(f"{_where(path)}: no enum/const value satisfies the schema's other "
+                        f"keywords ({others})")
+    return {**{k: v for k, v in node.items() if k in _NOTES}, "enum": keep}
+
+
+def _json_kind(v: Any) -> str:
+    """A value's JSON type (``integer`` for a whole number, ``1.0`` included)."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int) or (isinstance(v, float) and v.is_integer()):
+        return "integer"
+    if isinstance(v, float):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(type(v), "?")
+
+
+@functools.lru_cache(maxsize=64)
+def _byte_automaton(regex: str) -> TokenAutomaton:
+    """``regex`` over the 256 single bytes, compiled once per process (an enum of 1000
+    values checked against one ``format`` compiled it 1000 times: 45 s)."""
+    from unmask.infill.automaton import _BYTES
+
+    return TokenAutomaton.from_regex(regex, _BYTES, what="regex")
+
+
+def _text_matches(text: str, regex: str) -> bool:
+    """Whether ``text`` matches ``regex`` (outlines-core's syntax) in full."""
+    return _byte_automaton(regex).accepts(list(text.encode("utf-8")))
+
+
+def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: int) -> bool:
+    """Whether ``value`` satisfies ``schema`` (a ``check_schema``-ed one): each enforced
+    keyword as JSON Schema reads it, except that a ``pattern`` must match the whole string
+    (as it is enforced here) and ``format`` is our format's language."""
+    if isinstance(schema, bool):
+        return schema
+    if depth > 32:
+        raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
+    node = _resolve(schema, root, path, depth)
+    kind = _json_kind(value)
+    types = _types(node)
+    if types and not (kind in types or (kind == "integer" and "number" in types)):
+        return False
+    if "enum" in node and not any(_same_value(value, w) for w in node["enum"]):
+        return False
+    if "const" in node and not _same_value(value, node["const"]):
+        return False
+    if "anyOf" in node and not any(
+        _admits(value, sub, root, f"{path}.anyOf[{i}]", depth + 1)
+        for i, sub in enumerate(node["anyOf"])
+    ):
+        return False
+    if kind in ("integer", "number"):
+        v = _decimal(value)
+        for key, ok in (("minimum", v.__ge__), ("maximum", v.__le__),
+                        ("exclusiveMinimum", v.__gt__), ("exclusiveMaximum", v.__lt__)):
+            if key in node and not ok(_decimal(node[key])):
+                return False
+    if kind == "string":
+        if not node.get("minLength", 0) <= len(value) <= node.get("maxLength", len(value)):
+            return False
+        text = json.dumps(value, ensure_ascii=False)
+        if "pattern" in node and not _text_matches(
+            text, schema_regex({"type": "string", "pattern": node["pattern"]})
+        ):
+            return False
+        if node.get("format") in FORMATS and not _text_matches(text, _format_regex(
+            node["format"]
+        )):
+            return False
+    if kind == "array":
+        if not node.get("minItems", 0) <= len(value) <= node.get("maxItems", len(value)):
+            return False
+        prefix = node.get("prefixItems") or []
+        items = node.get("items", True)
+        for i, item in enumerate(value):
+            sub = prefix[i] if i < len(prefix) else items
+            if not _admits(item, sub, root, f"{path}[{i}]", depth + 1):
+                return False
+    if kind == "object":
+        props = node.get("properties") or {}
+        if any(name not in value for name in node.get("required") or []):
+            return False
+        extra = node.get("additionalProperties", True)
+        for name, item in value.items():
+            sub = props.get(name, extra)
+            if not _admits(item, sub, root, f"{path}.{name}", depth + 1):
+                return False
+    return True
 
 
 # -- allOf / oneOf ---------------------------------------------------------------------------
@@ -417,6 +539,7 @@ def check_schema(
     for key in ("enum", "anyOf", "oneOf", "allOf", "prefixItems"):
         if key in node and (not isinstance(node[key], list) or not node[key]):
             raise UserError(f"{_where(path)}: {key} must be a non-empty list")
+    _check_structure(node, path)
     if "type" in node:
         types = node["type"] if isinstance(node["type"], list) else [node["type"]]
         bad = [t for t in types if t not in _TYPES]
@@ -428,6 +551,10 @@ def check_schema(
         raise UserError(
             f"{_where(path)}: format {fmt!r} cannot be enforced (supported: {', '.join(FORMATS)})"
         )
+    if fmt is not None and "pattern" in node and (not _types(node) or "string" in _types(node)):
+        # the format's regex replaced the pattern (an email that did not match it)
+        raise UserError(f"{_where(path)}: pattern together with format cannot be enforced; "
+                        "keep one (a pattern can spell the format)")
     if node.get("uniqueItems"):
         raise UserError(f"{_where(path)}: keyword 'uniqueItems' cannot be enforced")
     lo, hi = node.get("minLength", 0), node.get("maxLength")
@@ -439,8 +566,8 @@ def check_schema(
     _number_bounds(node, path)  # bounds errors early
     for name, sub in (node.get("properties") or {}).items():
         check_schema(sub, root, f"{path}.{name}", depth + 1)
-    if isinstance(node.get("items"), (Mapping, bool)):
-        check_schema(node["items"], root, f"{path}[]", depth + 1)
+    if isinstance(node.get("items"), Mapping) or node.get("items") is True:
+        check_schema(node["items"], root, f"{path}[]", depth + 1)  # false: no more items
     for i, sub in enumerate(node.get("prefixItems") or []):
         check_schema(sub, root, f"{path}[{i}]", depth + 1)
     for i, sub in enumerate(node.get("anyOf") or []):
@@ -448,6 +575,30 @@ def check_schema(
     add = node.get("additionalProperties")
     if isinstance(add, Mapping):
         check_schema(add, root, f"{path}.additionalProperties", depth + 1)
+
+
+def _check_structure(node: Mapping[str, Any], path: str) -> None:
+    """``UserError`` for a malformed structural keyword: ``properties`` / ``$defs`` not an
+    object, ``required`` not a list of names, ``items`` / ``additionalProperties`` not a
+    schema (``items`` as a list, draft 4's tuples, is named: ``prefixItems`` says it)."""
+    for key in ("properties", "$defs", "definitions"):
+        if key in node and not isinstance(node[key], Mapping):
+            raise UserError(f"{_where(path)}: {key} must be an object of schemas, not "
+                            f"{type(node[key]).__name__}")
+    required = node.get("required")
+    if required is not None and (
+        not isinstance(required, list) or not all(isinstance(n, str) for n in required)
+    ):
+        raise UserError(f"{_where(path)}: required must be a list of property names, not "
+                        f"{required!r}")
+    items = node.get("items")
+    if isinstance(items, list):
+        raise UserError(f"{_where(path)}: items as a list (draft 4 tuples) cannot be enforced; "
+                        "write prefixItems (and items: false for no more)")
+    for key in ("items", "additionalProperties"):
+        if key in node and not isinstance(node[key], (Mapping, bool)):
+            raise UserError(f"{_where(path)}: {key} must be a schema (an object or a "
+                            f"boolean), not {type(node[key]).__name__}")
 
 
 NumberRange = tuple[Decimal, bool, Decimal, bool]
@@ -575,12 +726,14 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         return dict(ANY_VALUE)
     if not isinstance(node, Mapping):
         return node
-    node = _resolve(node, root, path)
+    node = _by_type(_resolve(node, root, path), root, path)
     if _lengths_with_pattern(node):
         raise UserError(
             f"{_where(path)}: pattern or format together with minLength/maxLength can only be "
-            "enforced on a value of its own, not inside anyOf or a variable-length array"
+            "enforced on a value of its own, not inside anyOf, a list of types "
+            "or a variable-length array"
         )
+    node = _prefix_exactly(node, path)
     bounds = _number_bounds(node, path)
     if bounds is not None and set(_types(node)) <= {"integer", "number"} and _types(node):
         if _types(node) == ["integer"]:
@@ -595,8 +748,13 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         marks[mark] = _format_regex(node["format"])
         return {"const": mark}
     out: dict[str, Any] = {}
+    names = {n: _key_mark(n, marks) for n in node.get("properties") or {}}
     for k, v in node.items():
-        if k in ("properties", "$defs", "definitions"):
+        if k == "properties":
+            out[k] = {names[n]: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
+        elif k == "required" and isinstance(v, list):
+            out[k] = [names.get(n, n) for n in v]
+        elif k in ("$defs", "definitions"):
             out[k] = {n: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
         elif (k == "items" and (v is True or isinstance(v, Mapping))) or (
             k == "additionalProperties" and isinstance(v, Mapping)
@@ -609,6 +767,76 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+_OBJECT_OR_ARRAY = ("properties", "required", "additionalProperties", "items", "prefixItems",
+                    "minItems", "maxItems")
+
+
+def _prefix_exactly(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """An array schema with ``prefixItems`` (or ``items: false``) as the exact items a value
+    holds, as the skeleton writes them (``schema_form``): the prefix cut to ``maxItems``, then
+    ``items`` up to ``minItems``. The library's regex writes the prefix alone, whatever the
+    counts (two items for ``maxItems: 1``), and refuses ``items: false``."""
+    fixed = node.get("prefixItems")
+    if _types(node) != ["array"] or (fixed is None and node.get("items") is not False):
+        return node
+    fixed = fixed or []
+    size = min(max(node.get("minItems", 0), len(fixed)), node.get("maxItems", math.inf))
+    if size > len(fixed) and node.get("items") is False:
+        raise UserError(f"{_where(path)}: minItems {node.get('minItems')} but items is false "
+                        f"after {len(fixed)} prefixItems: no array satisfies it")
+    if size > MAX_FORM_VALUES:
+        raise UserError(f"{_where(path)}: the form would have over {MAX_FORM_VALUES} values; "
+                        "lower minItems")
+    if size == 0:
+        return {"const": []}
+    rest = {k: v for k, v in node.items() if k not in ("minItems", "maxItems", "items")}
+    items = node.get("items", True)
+    return {**rest, "prefixItems": [fixed[i] if i < len(fixed) else items for i in range(size)]}
+
+
+def _key_mark(name: str, marks: dict[str, str]) -> str:
+    """``name``, or for a property name JSON must escape (a quote, backslash or control
+    character: the library wrote it raw, and the output did not parse) a marker that
+    ``schema_regex`` replaces by the regex of its escaped spelling."""
+    if _PLAIN_KEY.fullmatch(name):
+        return name
+    mark = _KEY_MARK.format(len(marks))
+    spelt = json.dumps(name, ensure_ascii=False)[1:-1]
+    marks[mark] = "".join(c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in spelt)
+    return mark
+
+
+def _by_type(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> Mapping[str, Any]:
+    """``node`` as an ``anyOf`` of single-type schemas where outlines-core's regex would drop
+    keywords: a list of types (``{"type": ["integer", "null"], "minimum": 5}``: the range
+    was dropped, 4 written), no type next to a range or length (any scalar, each with the
+    keywords that apply to it), and keywords beside an ``anyOf`` (each branch gets them; a
+    branch they leave no value in is dropped)."""
+    rest = {k: v for k, v in node.items() if k not in _NOTES}
+    if "anyOf" in rest and len(rest) > 1:
+        siblings = {k: v for k, v in rest.items() if k != "anyOf"}
+        branches = []
+        for i, sub in enumerate(rest["anyOf"]):
+            try:
+                branches.append(_resolve({"allOf": [siblings, sub]}, root, f"{path}.anyOf[{i}]"))
+            except UserError:  # no value of this branch satisfies the keywords beside it
+                continue
+        if not branches:
+            raise UserError(f"{_where(path)}: no anyOf branch admits a value of the keywords "
+                            f"beside it ({', '.join(sorted(siblings))})")
+        return {"anyOf": branches}
+    if "anyOf" in rest or "enum" in rest or "const" in rest:
+        return node
+    types = _types(rest)
+    if not types and any(k in rest for k in _OBJECT_OR_ARRAY):
+        return node  # an object or array without a type: the library's regex
+    if not types and len(rest) > 0:
+        types = list(ANY_VALUE["type"])
+    if len(types) < 2:
+        return node
+    return {"anyOf": [{**rest, "type": t} for t in types]}
 
 
 _DATE = (
@@ -671,7 +899,10 @@ def schema_regex(
     except ValueError as e:
         raise UserError(f"{_where(path)}: {str(e).splitlines()[0]}") from None
     for mark, sub in marks.items():
-        regex = regex.replace(f'"{mark}"', f"(?:{sub})")
+        if mark.startswith(_KEY_MARK[:-2]):  # a property name: its escaped spelling
+            regex = regex.replace(f'"{mark}"', f'"{sub}"')
+        else:
+            regex = regex.replace(f'"{mark}"', f"(?:{sub})")
     return regex
 
 
@@ -698,13 +929,31 @@ def schema_form(
     *,
     max_value_tokens: int = MAX_VALUE_TOKENS,
     source: str = "schema",
+    context: int | None = None,
 ) -> Any:
     """The form (``unmask.infill.fill_form`` template) a JSON Schema becomes: dicts and lists
-    for the fixed structure, ``ValueHole`` s for the values."""
-    root = load_schema(schema, source)
-    check_schema(root)
+    for the fixed structure, ``ValueHole`` s for the values. ``UserError`` when it would
+    have more than ``MAX_FORM_VALUES`` values, or more than ``context`` (the model's
+    ``max_seq_len``; each value takes a token at least), before they are all built."""
+    given = load_schema(schema, source)
+    check_schema(given)
+    widest = int(max(vocab_of(tokenizer).lengths.max(), 1))  # bytes of the longest token
+    dropped: list[int] = []
+    spare = 2  # a hole may take in a space before it and drop one inside (unmask.infill.forms)
+    root = _unbounded(given, (max_value_tokens + spare) * widest, dropped)
+    limit = MAX_FORM_VALUES if context is None else min(context, MAX_FORM_VALUES)
+    count = 0
+
+    def counted(n: int, path: str) -> None:
+        nonlocal count
+        count += n
+        if count > limit:
+            held = "" if limit == MAX_FORM_VALUES else f" (the model's context is {context} tokens)"
+            raise UserError(f"{_where(path)}: the form would have over {limit} values, at least "
+                            f"a token each{held}; lower minItems or use fewer properties")
 
     def walk(node: Any, path: str) -> Any:
+        counted(1, path)
         node = _resolve(node, root, path)
         if node is True or node == {}:
             node = {"type": ["string", "number", "boolean", "null"]}
@@ -713,10 +962,24 @@ def schema_form(
             return {name: walk(sub, f"{path}.{name}") for name, sub in node["properties"].items()}
         fixed = node.get("prefixItems")
         n = node.get("minItems")
+        if types == ["array"] and "anyOf" not in node and fixed is not None:
+            # skeleton: the prefix, then ``items`` up to minItems (what outlines-core's regex
+            # would drop: it ignores minItems and maxItems next to prefixItems)
+            size = min(max(n or 0, len(fixed)), node.get("maxItems", math.inf))
+            if size > len(fixed) and node.get("items") is False:
+                raise UserError(f"{_where(path)}: minItems {n} but items is false after "
+                                f"{len(fixed)} prefixItems: no array satisfies it")
+            counted(size, path)  # before building them
+            return [walk(fixed[i] if i < len(fixed) else node.get("items", True), f"{path}[{i}]")
+                    for i in range(size)]
+        if types == ["array"] and "anyOf" not in node and node.get("items") is False:
+            if n:
+                raise UserError(f"{_where(path)}: minItems {n} but items is false: no array "
+                                "satisfies it")
+            return []
         if types == ["array"] and "anyOf" not in node:
-            if fixed is not None and "items" not in node and n in (None, len(fixed)):
-                return [walk(sub, f"{path}[{i}]") for i, sub in enumerate(fixed)]
             if fixed is None and n is not None and n == node.get("maxItems"):
+                counted(n, path)  # before building them
                 return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
         if _plain_string(node):  # text: a letter or digit first, no whitespace at the end
             regex = f'"{text_value(node.get("minLength", 0), node.get("maxLength"))}"'
@@ -733,7 +996,64 @@ def schema_form(
             bound=bound,
         )
 
-    return walk(root, "$")
+    form = walk(root, "$")
+    if dropped and (_widest_hole(form) + spare) * widest >= min(dropped):
+        # a hole wide enough to spell a string over a dropped maxLength: build it as given
+        root, count = given, 0
+        form = walk(root, "$")
+    if not _holes(form):
+        raise UserError(f"{source}: admits one value only "
+                        f"({json.dumps(form, ensure_ascii=False)[:60]}), nothing to fill")
+    return form
+
+
+_SUBSCHEMAS = ("properties", "$defs", "definitions")
+_SUBSCHEMA = ("items", "additionalProperties")
+_SUBSCHEMA_LISTS = ("prefixItems", "anyOf", "oneOf", "allOf")
+
+
+def _unbounded(node: Any, chars: int, dropped: list[int]) -> Any:
+    """A schema with every ``maxLength`` over ``chars`` (the most characters a hole of
+    ``MAX_VALUE_TOKENS`` tokens can spell) dropped, each appended to ``dropped``: a longer
+    string cannot be written in the hole anyway (``schema_form`` checks the widths and builds
+    the schema as given otherwise), and its counted repetition was refused as too large
+    (``"maxLength": 5000``) or compiled for 30 s (1000). Nodes with ``enum``/``const`` keep
+    theirs (their values are written as they are)."""
+    if not isinstance(node, Mapping):
+        return node
+    out = dict(node)
+    hi = out.get("maxLength")
+    if "enum" not in out and "const" not in out and isinstance(hi, int) and hi > chars:
+        lo = out.get("minLength", 0)
+        if isinstance(lo, int) and lo <= chars:
+            dropped.append(hi)
+            del out["maxLength"]
+    for key in _SUBSCHEMAS:
+        if isinstance(out.get(key), Mapping):
+            out[key] = {n: _unbounded(sub, chars, dropped) for n, sub in out[key].items()}
+    for key in _SUBSCHEMA:
+        if key in out:
+            out[key] = _unbounded(out[key], chars, dropped)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [_unbounded(sub, chars, dropped) for sub in out[key]]
+    return out
+
+
+def _widest_hole(form: Any) -> int:
+    """The most tokens a hole of ``form`` has."""
+    if isinstance(form, ValueHole):
+        return form.width
+    items = form.values() if isinstance(form, Mapping) else form if isinstance(form, list) else []
+    return max((_widest_hole(v) for v in items), default=0)
+
+
+def _holes(form: Any) -> bool:
+    """Whether a form holds a ``ValueHole``."""
+    if isinstance(form, ValueHole):
+        return True
+    items = form.values() if isinstance(form, Mapping) else form if isinstance(form, list) else []
+    return any(_holes(v) for v in items)
 
 
 def fill_schema(
@@ -749,7 +1069,8 @@ def fill_schema(
 ) -> FormResult:
     """Fill a JSON document that validates against ``schema`` in one diffusion pass
     (``schema_form`` then ``fill_form``)."""
-    form = schema_form(schema, tokenizer, max_value_tokens=max_value_tokens, source=source)
+    form = schema_form(schema, tokenizer, max_value_tokens=max_value_tokens, source=source,
+                       context=_max_seq_len(model))
     if not isinstance(form, (dict, list)):  # a scalar schema: one hole, no skeleton
         form = [form]
         res = fill_form(
