@@ -460,6 +460,29 @@ def test_template_infill_refuses_what_it_cannot_fill(embed_run, capsys):
     assert "masked commit loop" in err and "Traceback" not in err
 
 
+def test_template_infill_refuses_blocks_and_a_commit_loop_decoder(embed_run, capsys):
+    """``block_length`` and ``decoder='llada'`` did nothing to an embed-diffusion infill (the
+    first was dropped, the second never read): refused in one line, as ``generate`` does."""
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.infill.continuous import infill_template
+
+    loaded = load(embed_run)
+    model, tok = loaded.model, loaded.tokenizer
+    with pytest.raises(UserError, match="block_length does not apply to decoder"):
+        infill_template(model, tok, "the [MASK:2] said", SampleConfig(steps=2, block_length=1))
+    with pytest.raises(UserError, match="decoder 'llada' cannot sample .* embed-diffusion"):
+        infill_template(model, tok, "the [MASK:2] said", SampleConfig(steps=2, decoder="llada"))
+    ok = infill_template(model, tok, "the [MASK:2] said",
+                         SampleConfig(steps=2, decoder="embed-diffusion"))  # fmt: skip
+    assert ok.nfe == 2
+    for flags in (["--block-length", "1"], ["--decoder", "llada"]):
+        argv = ["infill", "--model", str(embed_run), "--steps", "2", *flags, "the [MASK:2] said"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 # -- refusals ---------------------------------------------------------------------------------
 
 
