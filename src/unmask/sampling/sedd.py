@@ -218,7 +218,9 @@ class SEDDRun(DecoderRun):
             sigma = self.noise.sigma(torch.full((B,), t, dtype=torch.float64)).float()
             log_score = self.model(x, sigma.to(x.device)).float()  # (B, L, V)
             self.nfe += 1
-            log_score = canvas.apply_constraints(log_score).scatter(-1, x[..., None], 0.0)
+            log_score = canvas.apply_constraints(log_score)
+            forbidden = torch.isneginf(log_score)  # (B, L, V): ruled out by a constraint
+            log_score = log_score.scatter(-1, x[..., None], 0.0)
             moving = self.todo & in_block
             if self.graph.absorbing:
                 moving &= x == canvas.mask_id
@@ -228,6 +230,8 @@ class SEDDRun(DecoderRun):
                 last = k == self.steps_per_block - 1
                 step_fn = denoise_step if last else self.step_fn
                 probs = step_fn(self.graph, score, xm, t, s, self.noise)
+                if last:  # a forbidden token drawn by the uniform prior may not stay to the end
+                    probs = probs.masked_fill(forbidden[moving], 0.0)
                 x[moving] = sample_categorical(probs, self.generator, xm)
         self.steps += 1
         self.block_step += 1
@@ -277,7 +281,9 @@ def sample_sedd(
     may change at every step; given tokens (locked, prompt, padding) never change.
 
     The log-score goes through the canvas constraints (``forbid_eos`` among them), then the
-    entry of each position's current token is set to 0 (ratio 1: "stay" is always possible).
+    entry of each position's current token is set to 0 (ratio 1: "stay" is always possible,
+    except at the last step for a token a constraint rules out, which the uniform prior may
+    have drawn).
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
     canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, as training).
     ``SEDDRun(...).run()``.
