@@ -412,6 +412,31 @@ def test_sampler_is_deterministic_given_a_seed_and_keeps_given_tokens():
     assert torch.equal(sample_sedd(score_fn, canvas, seeded, graph=graph).tokens, a)
 
 
+@pytest.mark.parametrize("graph", ["absorbing", "uniform"])
+def test_a_checkpoint_samples_on_the_noise_it_was_trained_with(tiny_config, graph):
+    """A SEDD model trained with ``--eps 0.1`` never saw σ above -log(0.1) ≈ 2.3; the sampler
+    passed it σ(1) = -log(1e-3) ≈ 6.9 (the default eps), whatever the checkpoint said."""
+    cfg = replace(tiny_config, time_conditioning=True, sigma_input="given", objective="sedd",
+                  sedd_graph=graph, schedule_eps=0.1)  # fmt: skip
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    seen = []
+    forward = model.forward
+
+    def recording(*args, **kw):
+        seen.append(float(kw["sigma"][0]))
+        return forward(*args, **kw)
+
+    model.forward = recording  # type: ignore[method-assign]
+    res = generate_sedd(model, [[5, 6]], SampleConfig(decoder="sedd", gen_length=4, steps=4,
+                        seed=0), mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)  # fmt: skip
+    assert res.nfe == 4 and len(seen) == 4
+    noise = LogLinearNoise(0.1)
+    want = noise.sigma(torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64))
+    assert seen == pytest.approx(want.tolist(), rel=1e-5)
+    assert max(seen) == pytest.approx(noise.sigma_max, rel=1e-5)
+
+
 def test_model_sampling_blocks_options_and_errors(tiny_config):
     torch.manual_seed(0)
     model = Transformer(tiny_config).eval()  # a masked-diffusion model (logits)

@@ -17,7 +17,8 @@ probabilities), ``STEPPERS``; ``sample_categorical``; ``sample_sedd`` (any score
 ``Canvas``); ``model_score_fn`` (a checkpoint as a score function: SEDD models by their
 parameterisation, masked-diffusion checkpoints by the exact correspondence); ``SEDDRun`` (the
 ``sedd`` decoder's run, one grid step per ``advance()``), ``start_model``, ``sample_model`` and
-``generate_sedd`` (``unmask generate --decoder sedd``); ``SEDD_POLICIES`` (the old policy
+``generate_sedd`` (``unmask generate --decoder sedd``); ``model_noise`` (a checkpoint's
+training noise); ``SEDD_POLICIES`` (the old policy
 spellings ``sedd-euler`` / ``sedd-analytic``, aliases of ``decoder='sedd'``) and
 ``uses_sedd_sampler``. SEDD is a decoder of its own, not a commit policy: it moves tokens,
 the commit loop commits them.
@@ -285,7 +286,8 @@ def sample_sedd(
     except at the last step for a token a constraint rules out, which the uniform prior may
     have drawn).
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
-    canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, as training).
+    canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, the training default; a
+    checkpoint's run takes its own, ``model_noise``).
     ``SEDDRun(...).run()``.
     """
     return SEDDRun(
@@ -328,6 +330,17 @@ def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = 
     return score_fn
 
 
+def model_noise(config: Any) -> LogLinearNoise:
+    """The log-linear noise a checkpoint was trained with: a SEDD model's ``schedule_eps``
+    (``--eps``; a time-conditioned model never saw σ above -log(eps)), else the default
+    (masked-diffusion checkpoints: their denoiser's score needs no particular grid)."""
+    eps = getattr(config, "schedule_eps", None)
+    sedd = getattr(config, "objective", None) == "sedd" or getattr(config, "output", None) == (
+        SEDD_OUTPUT
+    )
+    return LogLinearNoise(eps) if sedd and eps is not None and 0.0 < eps < 1.0 else LogLinearNoise()
+
+
 def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
     """Whether ``config`` asks for the SEDD decoder (``decoder='sedd'``, or the old policy
     spellings); raises ``UserError`` for a pairing that cannot work (the SEDD decoder on a
@@ -357,7 +370,8 @@ def start_model(
     step_callback: StepCallback | None = None,
     on_view: ViewCallback | None = None,
 ) -> SEDDRun:
-    """The ``SEDDRun`` of a checkpoint (``model.config`` gives the graph and the max length)."""
+    """The ``SEDDRun`` of a checkpoint (``model.config`` gives the graph, the max length and
+    the noise it was trained with, ``model_noise``)."""
     cfg = getattr(model, "config", None)
     if cfg is None:
         raise UserError(
@@ -377,6 +391,7 @@ def start_model(
         canvas,
         config,
         graph=graph,
+        noise=model_noise(cfg),
         eos_id=eos_id,
         generator=generator,
         return_history=return_history,
@@ -494,6 +509,7 @@ __all__ = [
     "denoise_step",
     "euler_step",
     "generate_sedd",
+    "model_noise",
     "model_score_fn",
     "sample_categorical",
     "sample_model",
