@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -307,6 +308,40 @@ def test_uniform_prior_kl_matches_brute_force():
         assert graph.prior_kl(sigma) == pytest.approx(kl, rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "graph", [AbsorbingGraph(4, MASK), UniformGraph(3)], ids=["absorbing", "uniform"]
+)
+def test_with_the_exact_score_the_bound_is_the_entropy(graph):
+    """The DWDSE + prior term of a perfect score network, averaged exactly over x0 ~ p0 and
+    x_t ~ q(x_t | x0) and integrated over the noise, is the data's entropy per token (the
+    bound is tight at the true score, up to the prior mismatch that eps leaves), never below
+    it: the loss's weights σ'(t), its constants and ``prior_kl`` fit together."""
+    V, L = graph.vocab_size, 2
+    p0 = _data(V, 3)
+    entropy = float(-(p0[p0 > 0] * p0[p0 > 0].log()).sum()) / L
+    noise = LogLinearNoise(1e-3)
+    score_fn = joint_oracle(graph, p0, L)
+    seqs = torch.cartesian_prod(*[torch.arange(V)] * L)  # (S, L): every sequence
+    S = seqs.shape[0]
+    x0_of, xt_of = (i.flatten() for i in torch.meshgrid(torch.arange(S), torch.arange(S),
+                                                       indexing="ij"))  # fmt: skip
+    nodes, weights = (torch.tensor(a) for a in np.polynomial.legendre.leggauss(32))
+    lo, hi = math.log(1e-9), math.log(noise.sigma_max)  # ∫ σ'(t)·f dt = ∫ f dσ, over log σ
+    sigmas = (lo + (nodes + 1) / 2 * (hi - lo)).exp()
+    dsigmas = weights / 2 * (hi - lo) * sigmas
+    total = 0.0
+    for sigma, w in zip(sigmas.tolist(), dsigmas.tolist(), strict=True):
+        P = torch.linalg.matrix_exp(sigma * rate_matrix(graph))  # P[a, b] = q(b | a)
+        log_score = score_fn(seqs, torch.full((S,), sigma))  # (S, L, V)
+        joint = p0.flatten()[x0_of] * P[seqs[x0_of], seqs[xt_of]].prod(dim=-1)  # (S*S,)
+        for i in range(L):
+            dse = graph.score_entropy(log_score[xt_of, i], torch.full((S * S,), sigma),
+                                      seqs[xt_of, i], seqs[x0_of, i])  # fmt: skip
+            total += w * float((joint * dse.double()).sum())
+    bound = total / L + graph.prior_kl(noise.sigma_max)
+    assert entropy - 1e-6 <= bound <= entropy + 1e-4
+
+
 # -- samplers ------------------------------------------------------------------------------------
 
 
@@ -428,8 +463,9 @@ def test_a_checkpoint_samples_on_the_noise_it_was_trained_with(tiny_config, grap
         return forward(*args, **kw)
 
     model.forward = recording  # type: ignore[method-assign]
-    res = generate_sedd(model, [[5, 6]], SampleConfig(decoder="sedd", gen_length=4, steps=4,
-                        seed=0), mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)  # fmt: skip
+    config = SampleConfig(decoder="sedd", gen_length=4, steps=4, seed=0)
+    res = generate_sedd(model, [[5, 6]], config, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
+                        eos_id=cfg.eos_id)  # fmt: skip
     assert res.nfe == 4 and len(seen) == 4
     noise = LogLinearNoise(0.1)
     want = noise.sigma(torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64))

@@ -286,8 +286,8 @@ def sample_sedd(
     except at the last step for a token a constraint rules out, which the uniform prior may
     have drawn).
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
-    canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, the training default; a
-    checkpoint's run takes its own, ``model_noise``).
+    canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, the
+    training default; a checkpoint's run takes its own, ``model_noise``).
     ``SEDDRun(...).run()``.
     """
     return SEDDRun(
