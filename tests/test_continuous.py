@@ -125,6 +125,30 @@ def test_infilling_keeps_known_positions_verbatim():
     assert torch.equal(res.tokens, _start(model, [prompt, [13, 14]]).run().tokens)
 
 
+@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-diffusion"])
+def test_a_run_leaves_the_callers_canvas_alone(objective):
+    """``EmbedRun`` / ``LatentRun`` filled the caller's canvas in place (and appended the
+    ``forbid_eos`` constraint to it): a second run on the same canvas had nothing left to
+    sample and returned the first one's tokens whatever its seed."""
+    from unmask.canvas import Canvas
+    from unmask.sampling.continuous import LatentRun
+
+    model = _model(objective)
+    mask = model.config.mask_id
+    prompt = [[9, 10, mask, mask, 11]] if objective == "embed-diffusion" else [[]]
+    canvas = Canvas.from_prompts(prompt, 24 if objective == "latent-diffusion" else 6,
+                                 mask_id=mask, pad_id=model.config.pad_id)  # fmt: skip
+    before = canvas.tokens.clone()
+    run_of = EmbedRun if objective == "embed-diffusion" else LatentRun
+    outs = []
+    for seed in (0, 1, 0):
+        config = SampleConfig(gen_length=canvas.region[1] - canvas.region[0], steps=3, seed=seed,
+                              forbid_eos=True, temperature=1.0)  # fmt: skip
+        outs.append(run_of(model, canvas, config, eos_id=model.config.eos_id).run().tokens)
+    assert torch.equal(canvas.tokens, before) and canvas.constraints == []
+    assert torch.equal(outs[0], outs[2]) and not torch.equal(outs[0], outs[1])
+
+
 def _self_conditioned() -> Transformer:
     model = _model("embed-diffusion")
     torch.manual_seed(0)
