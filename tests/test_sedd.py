@@ -424,6 +424,25 @@ def test_forbid_eos_holds_under_the_uniform_graph(steps, sampler):
     assert counts[:eos].min() > 2000 / 3 * 0.85
 
 
+@pytest.mark.parametrize("policy", ["threshold", "entropy", "factor"])
+def test_the_library_samplers_refuse_a_commit_policy(policy, tiny_config):
+    """``sample_sedd`` / ``generate_sedd`` ran SEDD's steps under ``policy='threshold'`` as if
+    it were not given (only the CLI's ``choose_decoder`` refused it)."""
+    graph = AbsorbingGraph(4, MASK)
+    score_fn = joint_oracle(graph, _data(4, 3), 2)
+    canvas = Canvas.from_tokens(torch.full((2, 2), MASK), mask_id=MASK)
+    config = SampleConfig(gen_length=2, steps=2, seed=0, policy=policy)
+    with pytest.raises(UserError, match=f"policy '{policy}' is a commit policy"):
+        sample_sedd(score_fn, canvas, config, graph=graph)
+    model = Transformer(tiny_config).eval()
+    with pytest.raises(UserError, match="is a commit policy"):
+        generate_sedd(model, [[5]], replace(config, gen_length=4, steps=4),
+                      mask_id=tiny_config.mask_id, pad_id=tiny_config.pad_id,
+                      eos_id=None)  # fmt: skip
+    euler = replace(config, policy="sedd-euler")  # the old spelling is the decoder's own
+    assert sample_sedd(score_fn, canvas, euler, graph=graph).nfe == 2
+
+
 def test_sampler_is_deterministic_given_a_seed_and_keeps_given_tokens():
     graph = AbsorbingGraph(4, MASK)
     score_fn = joint_oracle(graph, _data(4, 3), 2)

@@ -152,7 +152,19 @@ def _check_options(config: SampleConfig) -> None:
     ``choose_decoder`` (``sample_sedd``, ``sample_model``)."""
     if config.decoder not in ("auto", "sedd"):
         raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
+    _refuse_policy(config)
     refuse_unused(DECODERS["sedd"], config)
+
+
+def _refuse_policy(config: SampleConfig) -> None:
+    """A commit policy (``threshold``, ...) means nothing to SEDD's reverse steps: one line
+    (``sample_sedd`` / ``generate_sedd`` ran it as if it were not given)."""
+    if config.policy != SampleConfig.policy:
+        raise UserError(
+            f"policy {config.policy!r} is a commit policy of decoder 'llada'; decoder 'sedd' "
+            "takes SEDD's reverse steps (an absorbing SEDD model runs the policies with "
+            "decoder llada)"
+        )
 
 
 class SEDDRun(DecoderRun):
@@ -472,12 +484,7 @@ class SEDDDecoder(Decoder):
                 f"decoder 'sedd' needs a bidirectional diffusion model, "
                 f"not attention={facts.attention!r}"
             )
-        if config.policy != SampleConfig.policy:
-            raise UserError(
-                f"policy {config.policy!r} is a commit policy of decoder 'llada'; decoder 'sedd' "
-                "takes SEDD's reverse steps (an absorbing SEDD model runs the policies with "
-                "decoder llada)"
-            )
+        _refuse_policy(config)
         # the options it has no use for (unused): choose_decoder's refuse_unused, once
         blocks = config.block_length is not None and config.block_length < config.gen_length
         if blocks and facts.sedd_graph == "uniform":
