@@ -149,6 +149,28 @@ def test_a_run_leaves_the_callers_canvas_alone(objective):
     assert torch.equal(outs[0], outs[2]) and not torch.equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-diffusion"])
+@pytest.mark.parametrize(
+    "option", [{"block_length": 2}, {"policy": "threshold"}, {"cfg_scale": 1.0}, {"top_k": 3}],
+    ids=lambda o: next(iter(o)),
+)  # fmt: skip
+def test_a_run_started_directly_refuses_what_it_cannot_use(objective, option):
+    """``EmbedRun`` / ``LatentRun`` (exported, started without ``choose_decoder``) ran with
+    blocks, a commit policy, cfg or top-k as if they were not given."""
+    from unmask.canvas import Canvas
+    from unmask.sampling.continuous import LatentRun
+
+    model = _model(objective)
+    length = 6 if objective == "embed-diffusion" else 24
+    canvas = Canvas.from_prompts([[]], length, mask_id=model.config.mask_id,
+                                 pad_id=model.config.pad_id)  # fmt: skip
+    run_of = EmbedRun if objective == "embed-diffusion" else LatentRun
+    config = SampleConfig(gen_length=length, steps=2, seed=0)
+    assert run_of(model, canvas, config).run().nfe >= 2
+    with pytest.raises(UserError, match=f"{next(iter(option))}.* not |does not apply"):
+        run_of(model, canvas, replace(config, **option))  # type: ignore[arg-type]
+
+
 def _self_conditioned() -> Transformer:
     model = _model("embed-diffusion")
     torch.manual_seed(0)

@@ -158,6 +158,8 @@ class _GaussianRun(DecoderRun):
     run on it found nothing left to sample, and ``forbid_eos`` added its constraint to it)."""
 
     schedule = SqrtSchedule()
+    decoder = ""
+    """The decoder's registry name (``check_options`` of a run started without it)."""
 
     def __init__(
         self,
@@ -169,6 +171,7 @@ class _GaussianRun(DecoderRun):
         constraint: Constraint | None,
         on_view: ViewCallback | None,
     ) -> None:
+        check_options(self.decoder, config)  # also when started without choose_decoder
         canvas = canvas.clone()  # the caller's canvas is not modified (as ``SEDDRun``)
         self.model, self.canvas, self.eos_id, self.on_view = model, canvas, eos_id, on_view
         self.mask_id = canvas.mask_id
@@ -260,6 +263,8 @@ class _GaussianRun(DecoderRun):
 class EmbedRun(_GaussianRun):
     """Embedding diffusion over a canvas (decoder ``embed-diffusion``; module docstring)."""
 
+    decoder = "embed-diffusion"
+
     def __init__(
         self,
         model: Any,
@@ -321,6 +326,8 @@ class EmbedRun(_GaussianRun):
 
 class LatentRun(_GaussianRun):
     """Latent diffusion of whole windows (decoder ``latent-diffusion``; module docstring)."""
+
+    decoder = "latent-diffusion"
 
     def __init__(
         self,
