@@ -232,7 +232,9 @@ class SEDDRun(DecoderRun):
             log_score = self.model(x, sigma.to(x.device)).float()  # (B, L, V)
             self.nfe += 1
             log_score = canvas.apply_constraints(log_score)
-            forbidden = torch.isneginf(log_score)  # (B, L, V): ruled out by a constraint
+            last = k == self.steps_per_block - 1
+            # (B, L, V): ruled out by a constraint (the last step only)
+            forbidden = torch.isneginf(log_score) if last and canvas.constraints else None
             log_score = log_score.scatter(-1, x[..., None], 0.0)
             moving = self.todo & in_block
             if self.graph.absorbing:
@@ -240,10 +242,9 @@ class SEDDRun(DecoderRun):
             if bool(moving.any()):
                 xm = x[moving]  # (N,)
                 score = log_score[moving].to(torch.float64).exp()  # (N, V)
-                last = k == self.steps_per_block - 1
                 step_fn = denoise_step if last else self.step_fn
                 probs = step_fn(self.graph, score, xm, t, s, self.noise)
-                if last:  # a forbidden token drawn by the uniform prior may not stay to the end
+                if forbidden is not None:  # a token the uniform prior drew may not stay
                     probs = probs.masked_fill(forbidden[moving], 0.0)
                 x[moving] = sample_categorical(probs, self.generator, xm)
         self.steps += 1
