@@ -125,6 +125,52 @@ def test_infilling_keeps_known_positions_verbatim():
     assert torch.equal(res.tokens, _start(model, [prompt, [13, 14]]).run().tokens)
 
 
+@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-diffusion"])
+def test_a_run_leaves_the_callers_canvas_alone(objective):
+    """``EmbedRun`` / ``LatentRun`` filled the caller's canvas in place (and appended the
+    ``forbid_eos`` constraint to it): a second run on the same canvas had nothing left to
+    sample and returned the first one's tokens whatever its seed."""
+    from unmask.canvas import Canvas
+    from unmask.sampling.continuous import LatentRun
+
+    model = _model(objective)
+    mask = model.config.mask_id
+    prompt = [[9, 10, mask, mask, 11]] if objective == "embed-diffusion" else [[]]
+    canvas = Canvas.from_prompts(prompt, 24 if objective == "latent-diffusion" else 6,
+                                 mask_id=mask, pad_id=model.config.pad_id)  # fmt: skip
+    before = canvas.tokens.clone()
+    run_of = EmbedRun if objective == "embed-diffusion" else LatentRun
+    outs = []
+    for seed in (0, 1, 0):
+        config = SampleConfig(gen_length=canvas.region[1] - canvas.region[0], steps=3, seed=seed,
+                              forbid_eos=True, temperature=1.0)  # fmt: skip
+        outs.append(run_of(model, canvas, config, eos_id=model.config.eos_id).run().tokens)
+    assert torch.equal(canvas.tokens, before) and canvas.constraints == []
+    assert torch.equal(outs[0], outs[2]) and not torch.equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("objective", ["embed-diffusion", "latent-diffusion"])
+@pytest.mark.parametrize(
+    "option", [{"block_length": 2}, {"policy": "threshold"}, {"cfg_scale": 1.0}, {"top_k": 3}],
+    ids=lambda o: next(iter(o)),
+)  # fmt: skip
+def test_a_run_started_directly_refuses_what_it_cannot_use(objective, option):
+    """``EmbedRun`` / ``LatentRun`` (exported, started without ``choose_decoder``) ran with
+    blocks, a commit policy, cfg or top-k as if they were not given."""
+    from unmask.canvas import Canvas
+    from unmask.sampling.continuous import LatentRun
+
+    model = _model(objective)
+    length = 6 if objective == "embed-diffusion" else 24
+    canvas = Canvas.from_prompts([[]], length, mask_id=model.config.mask_id,
+                                 pad_id=model.config.pad_id)  # fmt: skip
+    run_of = EmbedRun if objective == "embed-diffusion" else LatentRun
+    config = SampleConfig(gen_length=length, steps=2, seed=0)
+    assert run_of(model, canvas, config).run().nfe >= 2
+    with pytest.raises(UserError, match=f"{next(iter(option))}.* not |does not apply"):
+        run_of(model, canvas, replace(config, **option))  # type: ignore[arg-type]
+
+
 def _self_conditioned() -> Transformer:
     model = _model("embed-diffusion")
     torch.manual_seed(0)
@@ -458,6 +504,29 @@ def test_template_infill_refuses_what_it_cannot_fill(embed_run, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "masked commit loop" in err and "Traceback" not in err
+
+
+def test_template_infill_refuses_blocks_and_a_commit_loop_decoder(embed_run, capsys):
+    """``block_length`` and ``decoder='llada'`` did nothing to an embed-diffusion infill (the
+    first was dropped, the second never read): refused in one line, as ``generate`` does."""
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.infill.continuous import infill_template
+
+    loaded = load(embed_run)
+    model, tok = loaded.model, loaded.tokenizer
+    with pytest.raises(UserError, match="block_length does not apply to decoder"):
+        infill_template(model, tok, "the [MASK:2] said", SampleConfig(steps=2, block_length=1))
+    with pytest.raises(UserError, match="decoder 'llada' cannot sample .* embed-diffusion"):
+        infill_template(model, tok, "the [MASK:2] said", SampleConfig(steps=2, decoder="llada"))
+    ok = infill_template(model, tok, "the [MASK:2] said",
+                         SampleConfig(steps=2, decoder="embed-diffusion"))  # fmt: skip
+    assert ok.nfe == 2
+    for flags in (["--block-length", "1"], ["--decoder", "llada"]):
+        argv = ["infill", "--model", str(embed_run), "--steps", "2", *flags, "the [MASK:2] said"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 # -- refusals ---------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -307,6 +308,40 @@ def test_uniform_prior_kl_matches_brute_force():
         assert graph.prior_kl(sigma) == pytest.approx(kl, rel=1e-9)
 
 
+@pytest.mark.parametrize(
+    "graph", [AbsorbingGraph(4, MASK), UniformGraph(3)], ids=["absorbing", "uniform"]
+)
+def test_with_the_exact_score_the_bound_is_the_entropy(graph):
+    """The DWDSE + prior term of a perfect score network, averaged exactly over x0 ~ p0 and
+    x_t ~ q(x_t | x0) and integrated over the noise, is the data's entropy per token (the
+    bound is tight at the true score, up to the prior mismatch that eps leaves), never below
+    it: the loss's weights σ'(t), its constants and ``prior_kl`` fit together."""
+    V, L = graph.vocab_size, 2
+    p0 = _data(V, 3)
+    entropy = float(-(p0[p0 > 0] * p0[p0 > 0].log()).sum()) / L
+    noise = LogLinearNoise(1e-3)
+    score_fn = joint_oracle(graph, p0, L)
+    seqs = torch.cartesian_prod(*[torch.arange(V)] * L)  # (S, L): every sequence
+    S = seqs.shape[0]
+    x0_of, xt_of = (i.flatten() for i in torch.meshgrid(torch.arange(S), torch.arange(S),
+                                                       indexing="ij"))  # fmt: skip
+    nodes, weights = (torch.tensor(a) for a in np.polynomial.legendre.leggauss(32))
+    lo, hi = math.log(1e-9), math.log(noise.sigma_max)  # ∫ σ'(t)·f dt = ∫ f dσ, over log σ
+    sigmas = (lo + (nodes + 1) / 2 * (hi - lo)).exp()
+    dsigmas = weights / 2 * (hi - lo) * sigmas
+    total = 0.0
+    for sigma, w in zip(sigmas.tolist(), dsigmas.tolist(), strict=True):
+        P = torch.linalg.matrix_exp(sigma * rate_matrix(graph))  # P[a, b] = q(b | a)
+        log_score = score_fn(seqs, torch.full((S,), sigma))  # (S, L, V)
+        joint = p0.flatten()[x0_of] * P[seqs[x0_of], seqs[xt_of]].prod(dim=-1)  # (S*S,)
+        for i in range(L):
+            dse = graph.score_entropy(log_score[xt_of, i], torch.full((S * S,), sigma),
+                                      seqs[xt_of, i], seqs[x0_of, i])  # fmt: skip
+            total += w * float((joint * dse.double()).sum())
+    bound = total / L + graph.prior_kl(noise.sigma_max)
+    assert entropy - 1e-6 <= bound <= entropy + 1e-4
+
+
 # -- samplers ------------------------------------------------------------------------------------
 
 
@@ -373,6 +408,41 @@ def test_sampler_with_an_oracle_score_draws_the_data_distribution(graph, policy)
     assert _chi2(one.tokens, p0, V) > 100
 
 
+@pytest.mark.parametrize("steps", [1, 4])
+@pytest.mark.parametrize("sampler", ["analytic", "euler"])
+def test_forbid_eos_holds_under_the_uniform_graph(steps, sampler):
+    """The uniform prior draws every token, EOS too, and a position may keep its token to the
+    end: with ``forbid_eos`` the last step must move it off (EOS was left in ~7% of the
+    positions at 1 step, ~3% at 4). Under a score of all ratios 1 the rest stays uniform."""
+    V, eos = 4, 3
+    score_fn = lambda tokens, sigma: torch.zeros(*tokens.shape, V)  # noqa: E731
+    canvas = Canvas.from_tokens(torch.zeros(1000, 2, dtype=torch.long), mask_id=0)
+    cfg = SampleConfig(gen_length=2, steps=steps, sedd_sampler=sampler, seed=0, forbid_eos=True)
+    res = sample_sedd(score_fn, canvas, cfg, graph=UniformGraph(V), eos_id=eos)
+    counts = torch.bincount(res.tokens.flatten(), minlength=V)
+    assert counts[eos] == 0
+    assert counts[:eos].min() > 2000 / 3 * 0.85
+
+
+@pytest.mark.parametrize("policy", ["threshold", "entropy", "factor"])
+def test_the_library_samplers_refuse_a_commit_policy(policy, tiny_config):
+    """``sample_sedd`` / ``generate_sedd`` ran SEDD's steps under ``policy='threshold'`` as if
+    it were not given (only the CLI's ``choose_decoder`` refused it)."""
+    graph = AbsorbingGraph(4, MASK)
+    score_fn = joint_oracle(graph, _data(4, 3), 2)
+    canvas = Canvas.from_tokens(torch.full((2, 2), MASK), mask_id=MASK)
+    config = SampleConfig(gen_length=2, steps=2, seed=0, policy=policy)
+    with pytest.raises(UserError, match=f"policy '{policy}' is a commit policy"):
+        sample_sedd(score_fn, canvas, config, graph=graph)
+    model = Transformer(tiny_config).eval()
+    with pytest.raises(UserError, match="is a commit policy"):
+        generate_sedd(model, [[5]], replace(config, gen_length=4, steps=4),
+                      mask_id=tiny_config.mask_id, pad_id=tiny_config.pad_id,
+                      eos_id=None)  # fmt: skip
+    euler = replace(config, policy="sedd-euler")  # the old spelling is the decoder's own
+    assert sample_sedd(score_fn, canvas, euler, graph=graph).nfe == 2
+
+
 def test_sampler_is_deterministic_given_a_seed_and_keeps_given_tokens():
     graph = AbsorbingGraph(4, MASK)
     score_fn = joint_oracle(graph, _data(4, 3), 2)
@@ -394,6 +464,32 @@ def test_sampler_is_deterministic_given_a_seed_and_keeps_given_tokens():
     assert torch.equal(canvas.tokens, tokens)  # the caller's canvas is untouched
     seeded = SampleConfig(gen_length=2, steps=8, policy="sedd-analytic", seed=5)
     assert torch.equal(sample_sedd(score_fn, canvas, seeded, graph=graph).tokens, a)
+
+
+@pytest.mark.parametrize("graph", ["absorbing", "uniform"])
+def test_a_checkpoint_samples_on_the_noise_it_was_trained_with(tiny_config, graph):
+    """A SEDD model trained with ``--eps 0.1`` never saw σ above -log(0.1) ≈ 2.3; the sampler
+    passed it σ(1) = -log(1e-3) ≈ 6.9 (the default eps), whatever the checkpoint said."""
+    cfg = replace(tiny_config, time_conditioning=True, sigma_input="given", objective="sedd",
+                  sedd_graph=graph, schedule_eps=0.1)  # fmt: skip
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    seen = []
+    forward = model.forward
+
+    def recording(*args, **kw):
+        seen.append(float(kw["sigma"][0]))
+        return forward(*args, **kw)
+
+    model.forward = recording  # type: ignore[method-assign]
+    config = SampleConfig(decoder="sedd", gen_length=4, steps=4, seed=0)
+    res = generate_sedd(model, [[5, 6]], config, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
+                        eos_id=cfg.eos_id)  # fmt: skip
+    assert res.nfe == 4 and len(seen) == 4
+    noise = LogLinearNoise(0.1)
+    want = noise.sigma(torch.tensor([1.0, 0.75, 0.5, 0.25], dtype=torch.float64))
+    assert seen == pytest.approx(want.tolist(), rel=1e-5)
+    assert max(seen) == pytest.approx(noise.sigma_max, rel=1e-5)
 
 
 def test_model_sampling_blocks_options_and_errors(tiny_config):

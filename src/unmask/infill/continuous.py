@@ -39,11 +39,18 @@ def infill_template(
     Refused in one line: a gap of variable length (``[MASK:2-12]``: the masked models pick
     one by their ELBO, which this family has none of) and a constrained gap (regex, choices,
     charset, banned words: the clamping rounds every position at once each step, so an
-    automaton over the gap's tokens has no order to follow). ``config.steps`` is the number
+    automaton over the gap's tokens has no order to follow), and what the decoder has no use
+    for (``block_length``, the commit loop's options, a decoder other than ``auto`` /
+    ``embed-diffusion``: they were silently ignored). ``config.steps`` is the number
     of denoising steps (``gen_length`` is ignored); ``step_callback(step, canvas)`` sees the
     rounded canvas (B, L) after each step (from the end of the hidden line break before a gap
     at offset 0)."""
     config = config or SampleConfig()
+    if config.decoder not in ("auto", "embed-diffusion"):
+        raise UserError(
+            f"decoder {config.decoder!r} cannot sample a checkpoint of objective "
+            "embed-diffusion; infill fills its gaps with decoder 'embed-diffusion' (auto)"
+        )
     max_len = getattr(getattr(model, "config", None), "max_seq_len", None)
     plan = plan_template(template, tokenizer, max_seq_len=max_len)
     for h in plan.holes:
@@ -65,8 +72,8 @@ def infill_template(
     )  # fmt: skip
     canvas = canvas.to(model_device(model) or canvas.device)
     start, end = canvas.region
-    config = replace(config, gen_length=end - start, block_length=None)
-    check_options("embed-diffusion", config)
+    config = replace(config, gen_length=end - start)
+    check_options("embed-diffusion", config)  # block_length as given: refused, not ignored
     run: EmbedRun | None = None
     report = _after_context(plan, step_callback)  # not the hidden line break at offset 0
 

@@ -153,9 +153,13 @@ class _GaussianRun(DecoderRun):
     """The ancestral sampler both runs share (see the module docstring). Subclasses give
     ``_forward(state, t)`` (the model's output), ``_view_logits(out)`` (B, G, V),
     ``_x0(out)`` (the x0 prediction; it also sets the rounded canvas ``ids``) and
-    ``_finish(x0)``; ``_prepare(t)`` and ``_keep(old, new)`` serve infilling."""
+    ``_finish(x0)``; ``_prepare(t)`` and ``_keep(old, new)`` serve infilling. The run works
+    on a copy of the canvas: the caller's is not modified (it was filled in place, so a second
+    run on it found nothing left to sample, and ``forbid_eos`` added its constraint to it)."""
 
     schedule = SqrtSchedule()
+    decoder = ""
+    """The decoder's registry name (``check_options`` of a run started without it)."""
 
     def __init__(
         self,
@@ -167,6 +171,8 @@ class _GaussianRun(DecoderRun):
         constraint: Constraint | None,
         on_view: ViewCallback | None,
     ) -> None:
+        check_options(self.decoder, config)  # also when started without choose_decoder
+        canvas = canvas.clone()  # the caller's canvas is not modified (as ``SEDDRun``)
         self.model, self.canvas, self.eos_id, self.on_view = model, canvas, eos_id, on_view
         self.mask_id = canvas.mask_id
         start, end = canvas.region
@@ -257,6 +263,8 @@ class _GaussianRun(DecoderRun):
 class EmbedRun(_GaussianRun):
     """Embedding diffusion over a canvas (decoder ``embed-diffusion``; module docstring)."""
 
+    decoder = "embed-diffusion"
+
     def __init__(
         self,
         model: Any,
@@ -318,6 +326,8 @@ class EmbedRun(_GaussianRun):
 
 class LatentRun(_GaussianRun):
     """Latent diffusion of whole windows (decoder ``latent-diffusion``; module docstring)."""
+
+    decoder = "latent-diffusion"
 
     def __init__(
         self,

@@ -17,7 +17,8 @@ probabilities), ``STEPPERS``; ``sample_categorical``; ``sample_sedd`` (any score
 ``Canvas``); ``model_score_fn`` (a checkpoint as a score function: SEDD models by their
 parameterisation, masked-diffusion checkpoints by the exact correspondence); ``SEDDRun`` (the
 ``sedd`` decoder's run, one grid step per ``advance()``), ``start_model``, ``sample_model`` and
-``generate_sedd`` (``unmask generate --decoder sedd``); ``SEDD_POLICIES`` (the old policy
+``generate_sedd`` (``unmask generate --decoder sedd``); ``model_noise`` (a checkpoint's
+training noise); ``SEDD_POLICIES`` (the old policy
 spellings ``sedd-euler`` / ``sedd-analytic``, aliases of ``decoder='sedd'``) and
 ``uses_sedd_sampler``. SEDD is a decoder of its own, not a commit policy: it moves tokens,
 the commit loop commits them.
@@ -151,7 +152,19 @@ def _check_options(config: SampleConfig) -> None:
     ``choose_decoder`` (``sample_sedd``, ``sample_model``)."""
     if config.decoder not in ("auto", "sedd"):
         raise UserError(f"decoder {config.decoder!r} is not the SEDD decoder")
+    _refuse_policy(config)
     refuse_unused(DECODERS["sedd"], config)
+
+
+def _refuse_policy(config: SampleConfig) -> None:
+    """A commit policy (``threshold``, ...) means nothing to SEDD's reverse steps: one line
+    (``sample_sedd`` / ``generate_sedd`` ran it as if it were not given)."""
+    if config.policy != SampleConfig.policy:
+        raise UserError(
+            f"policy {config.policy!r} is a commit policy of decoder 'llada'; decoder 'sedd' "
+            "takes SEDD's reverse steps (an absorbing SEDD model runs the policies with "
+            "decoder llada)"
+        )
 
 
 class SEDDRun(DecoderRun):
@@ -218,16 +231,21 @@ class SEDDRun(DecoderRun):
             sigma = self.noise.sigma(torch.full((B,), t, dtype=torch.float64)).float()
             log_score = self.model(x, sigma.to(x.device)).float()  # (B, L, V)
             self.nfe += 1
-            log_score = canvas.apply_constraints(log_score).scatter(-1, x[..., None], 0.0)
+            log_score = canvas.apply_constraints(log_score)
+            last = k == self.steps_per_block - 1
+            # (B, L, V): ruled out by a constraint (the last step only)
+            forbidden = torch.isneginf(log_score) if last and canvas.constraints else None
+            log_score = log_score.scatter(-1, x[..., None], 0.0)
             moving = self.todo & in_block
             if self.graph.absorbing:
                 moving &= x == canvas.mask_id
             if bool(moving.any()):
                 xm = x[moving]  # (N,)
                 score = log_score[moving].to(torch.float64).exp()  # (N, V)
-                last = k == self.steps_per_block - 1
                 step_fn = denoise_step if last else self.step_fn
                 probs = step_fn(self.graph, score, xm, t, s, self.noise)
+                if forbidden is not None:  # a token the uniform prior drew may not stay
+                    probs = probs.masked_fill(forbidden[moving], 0.0)
                 x[moving] = sample_categorical(probs, self.generator, xm)
         self.steps += 1
         self.block_step += 1
@@ -277,9 +295,12 @@ def sample_sedd(
     may change at every step; given tokens (locked, prompt, padding) never change.
 
     The log-score goes through the canvas constraints (``forbid_eos`` among them), then the
-    entry of each position's current token is set to 0 (ratio 1: "stay" is always possible).
+    entry of each position's current token is set to 0 (ratio 1: "stay" is always possible,
+    except at the last step for a token a constraint rules out, which the uniform prior may
+    have drawn).
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
-    canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, as training).
+    canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, the
+    training default; a checkpoint's run takes its own, ``model_noise``).
     ``SEDDRun(...).run()``.
     """
     return SEDDRun(
@@ -322,6 +343,17 @@ def model_score_fn(model: Any, *, graph: Graph, attention_mask: Tensor | None = 
     return score_fn
 
 
+def model_noise(config: Any) -> LogLinearNoise:
+    """The log-linear noise a checkpoint was trained with: a SEDD model's ``schedule_eps``
+    (``--eps``; a time-conditioned model never saw σ above -log(eps)), else the default
+    (masked-diffusion checkpoints: their denoiser's score needs no particular grid)."""
+    eps = getattr(config, "schedule_eps", None)
+    sedd = getattr(config, "objective", None) == "sedd" or getattr(config, "output", None) == (
+        SEDD_OUTPUT
+    )
+    return LogLinearNoise(eps) if sedd and eps is not None and 0.0 < eps < 1.0 else LogLinearNoise()
+
+
 def uses_sedd_sampler(config: SampleConfig, model_config: Any) -> bool:
     """Whether ``config`` asks for the SEDD decoder (``decoder='sedd'``, or the old policy
     spellings); raises ``UserError`` for a pairing that cannot work (the SEDD decoder on a
@@ -351,7 +383,8 @@ def start_model(
     step_callback: StepCallback | None = None,
     on_view: ViewCallback | None = None,
 ) -> SEDDRun:
-    """The ``SEDDRun`` of a checkpoint (``model.config`` gives the graph and the max length)."""
+    """The ``SEDDRun`` of a checkpoint (``model.config`` gives the graph, the max length and
+    the noise it was trained with, ``model_noise``)."""
     cfg = getattr(model, "config", None)
     if cfg is None:
         raise UserError(
@@ -371,6 +404,7 @@ def start_model(
         canvas,
         config,
         graph=graph,
+        noise=model_noise(cfg),
         eos_id=eos_id,
         generator=generator,
         return_history=return_history,
@@ -451,12 +485,7 @@ class SEDDDecoder(Decoder):
                 f"decoder 'sedd' needs a bidirectional diffusion model, "
                 f"not attention={facts.attention!r}"
             )
-        if config.policy != SampleConfig.policy:
-            raise UserError(
-                f"policy {config.policy!r} is a commit policy of decoder 'llada'; decoder 'sedd' "
-                "takes SEDD's reverse steps (an absorbing SEDD model runs the policies with "
-                "decoder llada)"
-            )
+        _refuse_policy(config)
         # the options it has no use for (unused): choose_decoder's refuse_unused, once
         blocks = config.block_length is not None and config.block_length < config.gen_length
         if blocks and facts.sedd_graph == "uniform":
@@ -488,6 +517,7 @@ __all__ = [
     "denoise_step",
     "euler_step",
     "generate_sedd",
+    "model_noise",
     "model_score_fn",
     "sample_categorical",
     "sample_model",
