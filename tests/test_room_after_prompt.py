@@ -233,3 +233,21 @@ def test_the_python_api_offers_a_gen_length_the_block_decoder_takes(absolute, fi
         api.start(m, [[5] * 5], {"gen_length": 64, "steps": 16})
     steps = 15 if absolute else 14  # one per block the new tokens span
     api.start(m, [[5] * 5], {"gen_length": fits, "steps": steps})
+
+
+def test_a_continuous_model_is_not_offered_segments() -> None:
+    """An embed-diffusion model writes one fixed canvas and refuses ``segment_length``: its
+    too-long run is not told to use it (it was, and then refused it)."""
+    import dataclasses
+
+    from server_helpers import loaded, tiny_config
+
+    from unmask import api
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    m = loaded(Transformer(dataclasses.replace(tiny_config(32),
+                                               objective="embed-diffusion")).eval())
+    with pytest.raises(UserError) as e:
+        api.start(m, [[5] * 5], {"gen_length": 40})
+    assert str(e.value).endswith("use gen_length <= 27 or a shorter prompt")

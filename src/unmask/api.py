@@ -187,6 +187,7 @@ def start(
     the recommendation alone).
     """
     from unmask.sampling import Target, choose_decoder
+    from unmask.sampling.continuous import CONTINUOUS_DECODERS
     from unmask.sampling.segments import SegmentedRun
 
     check_loaded(loaded)
@@ -205,7 +206,8 @@ def start(
     limit, who = _context(facts, aux)
     if config.segment_length is None:
         _check_fits(prompt_ids, config, limit, who,
-                    block_model=loaded.model if decoder.name == "bd3lm" else None)
+                    block_model=loaded.model if decoder.name == "bd3lm" else None,
+                    segments=decoder.name not in CONTINUOUS_DECODERS)
         run = decoder.start(target, prompt_ids, config, on_view=step_callback)
     else:
         if limit is None:
@@ -366,13 +368,14 @@ def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:
 
 def _check_fits(
     prompt_ids: Any, config: SampleConfig, limit: int | None, who: str = "model",
-    block_model: Any = None,
+    block_model: Any = None, segments: bool = True,
 ) -> None:
     """Refuse, in one line that names ``segment_length``, a prompt + ``gen_length`` longer
     than the context of ``who`` (the model, or its drafter; the decoders refuse it too,
     without the way out). With ``block_model`` (a block-diffusion model run by its block
     decoder), the room is counted in whole blocks as that decoder lays out its canvas
-    (``unmask.sampling.blocks.room_after_prompt``), so the length offered is one it takes."""
+    (``unmask.sampling.blocks.room_after_prompt``), so the length offered is one it takes;
+    ``segments`` False (a continuous decoder: one fixed canvas) offers no segments."""
     from unmask.canvas import as_rows
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
@@ -387,10 +390,13 @@ def _check_fits(
         return
     fit = f"gen_length <= {room}, " if room > 0 else ""
     blocks = f" in whole blocks of {block}" if block else ""
+    way_out = (f"{fit}a shorter prompt, or segment_length (e.g. {limit // 2}) to write it in "
+               "segments that each see the latest text" if segments
+               else f"gen_length <= {room} or a shorter prompt" if room > 0
+               else "a shorter prompt")
     raise UserError(
         f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the {who}'s "
-        f"max_seq_len ({limit}){blocks}; use {fit}a shorter prompt, or segment_length (e.g. "
-        f"{limit // 2}) to write it in segments that each see the latest text"
+        f"max_seq_len ({limit}){blocks}; use {way_out}"
     )
 
 
