@@ -233,11 +233,11 @@ def test_registry():
 # -- specs -------------------------------------------------------------------------------------
 
 SPECS = {  # name: (attention, decoder, batch, options)
-    "mdlm": ("bidirectional", "llada", "tokens", {"empty_rate", "schedule"}),
-    "sft": ("bidirectional", "llada", "prompt_response", {"schedule", "chat_template"}),
+    "mdlm": ("bidirectional", "llada", "tokens", {"empty_rate", "schedule", "eps"}),
+    "sft": ("bidirectional", "llada", "prompt_response", {"schedule", "eps", "chat_template"}),
     "ar": ("causal", "ar", "tokens", {"fim_rate"}),
-    "bd3lm": ("block-causal", "bd3lm", "tokens", {"block_size", "schedule"}),
-    "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph"}),
+    "bd3lm": ("block-causal", "bd3lm", "tokens", {"block_size", "schedule", "eps"}),
+    "sedd": ("bidirectional", "sedd", "tokens", {"sedd_graph", "eps"}),
     "embed-diffusion": ("bidirectional", "embed-diffusion", "tokens", set()),
     "latent-ae": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
     "latent-diffusion": ("bidirectional", "latent-diffusion", "tokens", {"latent_len"}),
@@ -246,7 +246,8 @@ SPECS = {  # name: (attention, decoder, batch, options)
                 {"distill_ce_weight", "distill_entropy_weight", "distill_temperature",
                  "distill_window"}),
 }  # fmt: skip
-NON_DEFAULT = {"fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4, "sedd_graph": "uniform",
+NON_DEFAULT = {"eps": 0.01, "fim_rate": 0.5, "empty_rate": 0.3, "block_size": 4,
+               "sedd_graph": "uniform",
                "schedule": "cosine", "latent_len": 4, "draft_block": 4, "draft_weight": 0.5,
                "distill_ce_weight": 0.5, "distill_entropy_weight": 1.0,
                "distill_temperature": 1.0, "distill_window": 4,
@@ -278,6 +279,21 @@ def test_an_option_of_another_objective_is_a_one_line_error_naming_it(name):
         with pytest.raises(UserError, match=f"^{option} applies to objective") as e:
             spec.validate(cfg)
         assert "\n" not in str(e.value) and repr(name) in str(e.value)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_the_random_length_cut_is_refused_where_it_is_ignored(name):
+    """``random_length_frac`` other than its default: taken by mdlm (LLaDA's cut), refused in
+    one line by every other objective, which ignored it silently."""
+    spec = objective_spec(name)
+    cfg = TrainConfig(objective=name, seq_len=16, block_size=4 if spec.blocks else None,
+                      random_length_frac=0.2)
+    if name == "mdlm":
+        spec.validate(cfg)
+        return
+    with pytest.raises(UserError, match=rf"^random_length_frac applies to objective 'mdlm', "
+                                        rf"not {name!r}$"):
+        spec.validate(cfg)
 
 
 def test_option_values_and_blocks_are_checked():

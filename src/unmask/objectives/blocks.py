@@ -114,7 +114,7 @@ register_objective(
         attention="block-causal",
         decoder="bd3lm",
         blocks=True,
-        options=("block_size", "schedule"),
+        options=("block_size", "schedule", "eps"),
         summary="block diffusion NELBO (BD3-LM)",
     )
 )

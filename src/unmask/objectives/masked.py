@@ -218,7 +218,7 @@ register_objective(
         loss=mdlm,
         attention="bidirectional",
         decoder="llada",
-        options=("empty_rate", "schedule"),
+        options=("empty_rate", "schedule", "eps"),
         random_length=True,
         check=_check_empty_rate,
         tokenizer=_with_empty,
@@ -240,7 +240,7 @@ register_objective(
         attention="bidirectional",
         decoder="llada",
         batch="prompt_response",
-        options=("schedule", "chat_template"),
+        options=("schedule", "eps", "chat_template"),
         summary="LLaDA supervised fine-tuning: prompt kept, response masked",
     )
 )

@@ -97,7 +97,7 @@ register_objective(
         loss=sedd,
         attention="bidirectional",
         decoder="sedd",
-        options=("sedd_graph",),
+        options=("sedd_graph", "eps"),
         model_config=sedd_model_config,
         noise_level=True,
         summary="score entropy (SEDD): DWDSE bound with the prior term",

@@ -141,7 +141,8 @@ class ObjectiveSpec:
     """``ModelConfig`` fields (set with ``--model-set``) that only this objective reads; set
     for another objective they are refused (``validate``)."""
     random_length: bool = False
-    """LLaDA's random-length cut (``TrainConfig.random_length_frac``) applies; ignored otherwise."""
+    """LLaDA's random-length cut (``TrainConfig.random_length_frac``) applies; a value other
+    than the default or 0 (off) is refused otherwise (``validate``)."""
     check: Callable[[TrainConfig], None] | None = None
     """Validates the values of this objective's options (one-line ``UserError``)."""
     tokenizer: Callable[[Any, TrainConfig], Any] | None = None
@@ -196,6 +197,12 @@ class ObjectiveSpec:
                 which = "objective" if len(owners) == 1 else "objectives"
                 raise UserError(f"--model-set {name} applies to {which} "
                                 f"{', '.join(map(repr, owners))}, not {self.name!r}")  # fmt: skip
+        if not self.random_length and cfg.random_length_frac not in (
+                0.0, defaults.random_length_frac):  # a cut asked for that would not happen
+            owners = [s.name for s in OBJECTIVES.values() if s.random_length]
+            which = "objective" if len(owners) == 1 else "objectives"
+            raise UserError(f"random_length_frac applies to {which} "
+                            f"{', '.join(map(repr, owners))}, not {self.name!r}")
         overrides = cfg.model_overrides
         given = overrides.get("sigma_input", "given") == "given"
         if overrides.get("time_conditioning") and given and not self.noise_level:
@@ -268,6 +275,7 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {}
 """Registered objectives by name, in registration order."""
 
 OBJECTIVE_OPTIONS = (
+    "eps",
     "fim_rate",
     "empty_rate",
     "block_size",
