@@ -1,0 +1,37 @@
+"""``unmask.train``, the Python entry of the README: its signature, its help and its argument
+errors, as a library user sees them once ``unmask.train`` (the module) has been imported."""
+
+from __future__ import annotations
+
+import inspect
+import pydoc
+
+import pytest
+
+import unmask
+import unmask.train  # noqa: F401  (the package attribute is now the module, as in any program)
+from unmask.errors import UserError
+
+
+def test_signature_and_help_are_the_functions():
+    entry = unmask.train
+    assert list(inspect.signature(entry).parameters) == ["config", "resume", "progress",
+                                                         "name_setting"]  # fmt: skip
+    text = pydoc.render_doc(entry, renderer=pydoc.plaintext)
+    head = text[: text.index("DESCRIPTION") + 200]
+    assert "unmask.train(config: TrainConfig" in head
+    assert "Train a model as ``config`` says and return the run directory." in head
+
+
+def test_config_of_the_wrong_kind_is_one_line_naming_the_argument():
+    with pytest.raises(UserError, match=r"^config must be a TrainConfig or a mapping of its "
+                                        r"fields, not int$"):  # fmt: skip
+        unmask.train(5)
+    with pytest.raises(UserError, match=r"^config: unknown TrainConfig field\(s\): bogus$"):
+        unmask.train({"bogus": 1})
+
+
+def test_a_mapping_is_read_as_train_config_fields(tmp_path):
+    """A dict is checked as a TrainConfig is (here: its steps), not an AttributeError."""
+    with pytest.raises(UserError, match="steps"):
+        unmask.train({"data": str(tmp_path / "d"), "out": str(tmp_path / "r"), "steps": -1})
