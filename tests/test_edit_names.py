@@ -32,6 +32,8 @@ def model_dir(tmp_path_factory):
         ({"lowest": 0, "rounds": 2}, "lowest must be at least 1, got 0"),
         ({"lowest": 1, "confidence_mode": "seen"},
          "unknown confidence_mode 'seen'; choose one of masked, visible"),
+        ({"spans": [(0, 1)], "confidence_mode": "seen"},
+         "unknown confidence_mode 'seen'; choose one of masked, visible"),
     ],
 )
 def test_api_edit_names_the_python_argument(model_dir, kwargs, message):

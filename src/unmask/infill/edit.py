@@ -293,6 +293,9 @@ def _edit(
     """``edit``; ``clamp``: a ``lowest`` over the text's tokens rewrites them all
     (``_lowest_plan``)."""
     config = config or SampleConfig()
+    if confidence_mode not in CONFIDENCE_MODES:  # a typo with spans/regex was ignored
+        raise UserError(f"unknown confidence_mode {confidence_mode!r}; choose one of "
+                        f"{', '.join(CONFIDENCE_MODES)}")
     if lowest is not None and (spans or regex is not None):
         raise UserError("choose spans/regex or lowest, not both")
     if lowest is None and not spans and regex is None:
