@@ -773,6 +773,55 @@ def _not_prepared(folder: Path) -> str:
     return ""
 
 
+def _staging(out: Path) -> Path:
+    """A new hidden folder beside ``out`` to build the dataset in, named (as ``unmask convert``
+    names its own) by the machine, PID namespace and process that writes it, so that a later
+    prepare can tell a killed one's leftovers (``_clear_stale_staging``). ``mkdir``, not
+    ``mkdtemp`` (0700), so the dataset gets the usual umask permissions."""
+    from unmask.convert.write import _staging_prefix
+
+    tmp = out.with_name(f"{_staging_prefix(out)}{secrets.token_hex(4)}")
+    tmp.mkdir()
+    return tmp
+
+
+_STAGED_FILE = re.compile(
+    r"^(?:(?:train|val)-\d{5,}\.bin|\.stream\.bin|tokenizer\.json|index\.json"
+    r"|\.tokenizer\.json\.\d+\.[0-9a-f]+\.tmp)$"  # Tokenizer.save's own temp file
+)
+"""The files a staging folder of ``prepare`` / ``prepare_slice`` can hold."""
+
+
+def _clear_stale_staging(out: Path) -> list[str]:
+    """Remove the staging folders of prepares into ``out`` that were killed (SIGKILL, the
+    out-of-memory killer: nothing ran their cleanup), returning a note for each. Only a
+    folder named as ``_staging`` names them, by a process of this machine and PID namespace
+    that is gone, and holding nothing but files prepare writes, is removed: a live prepare's,
+    another machine's or container's (whose process ids are not ours to ask about), and
+    anything else are left alone."""
+    import glob
+
+    from unmask.convert.write import _alive, _host, _pid_space
+
+    here = (_host(), _pid_space())
+    notes: list[str] = []
+    for tmp in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
+        parts = tmp.name[len(f".{out.name}.tmp-"):].split("-")
+        if len(parts) != 4 or tuple(parts[:2]) != here or not parts[2].isdigit():
+            continue
+        if tmp.is_symlink() or not tmp.is_dir() or _alive(int(parts[2])):
+            continue
+        try:
+            ours = all(_STAGED_FILE.match(e.name) and e.is_file() and not e.is_symlink()
+                       for e in tmp.iterdir())
+        except OSError:
+            continue
+        if ours:
+            shutil.rmtree(tmp, ignore_errors=True)
+            notes.append(f"removed {tmp}, left by a prepare that was killed")
+    return notes
+
+
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move the finished temp directory to ``out``, replacing an old dataset if allowed."""
     _check_out(out, overwrite)
@@ -940,9 +989,8 @@ def prepare(
     byte_len = tok.token_byte_lengths()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    # mkdir (not mkdtemp, which is 0700) so the dataset gets the usual umask permissions.
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
+    notes.extend(_clear_stale_staging(out))
+    tmp = _staging(out)
     writers = {s: _ShardWriter(tmp, s, dtype, shard_tokens, byte_len) for s in SPLITS}
     stream_path = tmp / ".stream.bin"  # the whole token stream, split once its length is known
     stream_file = open(stream_path, "wb", buffering=1 << 20)
@@ -1085,8 +1133,8 @@ def prepare_slice(
     tok = src.tokenizer()
     byte_len = tok.token_byte_lengths()
     dtype = np.dtype(src.index["dtype"]).newbyteorder("<")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
+    _clear_stale_staging(out)
+    tmp = _staging(out)
     try:
         splits = {}
         for split, n in (("train", train_tokens), ("val", None)):
