@@ -398,14 +398,14 @@ def _split_text(text: str, size: int | None = None) -> Iterator[str]:
 
 
 def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
-    """One document (the whole file) in pieces of at most ``chunk`` characters; nothing for an
-    empty file."""
+    """One document (the whole file) in pieces of at most ``chunk`` characters; nothing for a
+    file that is empty or only whitespace (held back until a character that is not)."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     buf: list[str] = []
     n = 0
     first = True
-    emitted = False
+    seen = False  # a character that is not whitespace
     while True:
         line = src.readline(_READ_BYTES)
         final = not line
@@ -421,18 +421,18 @@ def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, 
         if text:
             buf.append(text)
             n += len(text)
-        if n > chunk and not final:
+            seen = seen or not text.isspace()
+        if n > chunk and not final and seen:
             pending = "".join(buf)
             while len(pending) > chunk:
                 c = _cut(pending, chunk)
                 yield pending[:c], False
-                emitted = True
                 pending = pending[c:]
             buf, n = [pending], len(pending)
         if final:
             break
     rest = "".join(buf)
-    if rest or emitted:
+    if seen:  # (rest or pieces already yielded)
         pieces = list(_split_text(rest, chunk))
         for i, p in enumerate(pieces):
             yield p, i == len(pieces) - 1
@@ -558,7 +558,7 @@ def _jsonl_pieces(
                     "pass --errors replace (errors='replace') to replace them"
                 ) from None
             text = text.encode("utf-8", "replace").decode("utf-8")
-        if not text:
+        if not text or text.isspace():  # no document, as a blank line of --line-docs
             continue
         pieces = list(_split_text(text, chunk))
         for i, p in enumerate(pieces):
@@ -976,6 +976,9 @@ def prepare(
     if text_field != "text" and not n_jsonl:
         notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
                      "input is JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)")
+    if line_docs and n_jsonl == len(files):
+        notes.append("--line-docs (line_docs= in Python) was not used: every input is JSONL, "
+                     "one document per record already (it splits text files by line)")
     if json_text:
         more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
         notes.append(f"{json_text[0]}{more} read as plain text, JSON syntax and all (the first "
