@@ -30,6 +30,7 @@ import hashlib
 import json
 import lzma
 import math
+import numbers
 import os
 import re
 import secrets
@@ -880,6 +881,24 @@ def _make_tokenizer(
     return load_tokenizer(p)
 
 
+_KINDS: dict[str, tuple[type, ...]] = {
+    "a name or path": (str, os.PathLike), "an integer or None": (numbers.Integral, type(None)),
+    "an integer": (numbers.Integral,), "a number": (numbers.Real,), "a str": (str,),
+    "a bool": (bool, np.bool_),
+}
+
+
+def _check_argument_types(**given: tuple[Any, str]) -> None:
+    """A one-line ``UserError`` naming the first argument that is not what ``_KINDS`` says
+    its kind takes (a bool is no number here), instead of a ``TypeError`` from deep inside
+    ``prepare`` or a truthy string taken for True."""
+    for name, (value, kind) in given.items():
+        wanted = _KINDS[kind]
+        is_bool = isinstance(value, (bool, np.bool_))
+        if (is_bool and bool not in wanted) or not isinstance(value, wanted):
+            raise UserError(f"{name} must be {kind}, not {type(value).__name__}")
+
+
 MAX_VOCAB_SIZE = 1 << 20
 """Largest BPE vocabulary ``prepare`` trains (published models use up to ~256k): the trainer
 allocates for the whole vocabulary up front, and 5e9 aborted with a 283 GB allocation."""
@@ -889,8 +908,8 @@ def prepare(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    tokenizer: str = "bpe",
-    vocab_size: int = 4096,
+    tokenizer: str | os.PathLike[str] = "bpe",
+    vocab_size: int | None = None,
     text_field: str = "text",
     val_fraction: float = 0.01,
     min_val_tokens: int = MIN_VAL_TOKENS,
@@ -913,7 +932,8 @@ def prepare(
             it and renamed at the end, so an interrupted run leaves nothing half-written.
         tokenizer: ``"bpe"`` (train byte-level BPE of ``vocab_size`` on the corpus),
             ``"byte"`` (bytes + 4 specials), or a path to a ``tokenizer.json`` / directory.
-        vocab_size: BPE vocabulary size, specials included (``"bpe"`` only).
+        vocab_size: BPE vocabulary size, specials included (``"bpe"`` only; default
+            4096); given with another tokenizer, a ``UserError``.
         text_field: JSONL field holding the text.
         val_fraction: fraction of the tokens held out for validation, in [0, 1), rounded up
             to whole ``SPLIT_BLOCK``-token blocks and at most half the corpus (validation
@@ -933,6 +953,21 @@ def prepare(
     Returns:
         ``PreparedInfo`` with token and byte counts per split.
     """
+    _check_argument_types(
+        tokenizer=(tokenizer, "a name or path"), vocab_size=(vocab_size, "an integer or None"),
+        text_field=(text_field, "a str"), val_fraction=(val_fraction, "a number"),
+        min_val_tokens=(min_val_tokens, "an integer"), line_docs=(line_docs, "a bool"),
+        shard_tokens=(shard_tokens, "an integer"), errors=(errors, "a str"),
+        seed=(seed, "an integer"), progress=(progress, "a bool"), overwrite=(overwrite, "a bool"),
+    )
+    if vocab_size is not None and tokenizer != "bpe":
+        raise UserError(f"vocab_size trains a BPE tokenizer (tokenizer='bpe'); tokenizer "
+                        f"{str(tokenizer)!r} brings its own vocabulary")
+    vocab_size = 4096 if vocab_size is None else int(vocab_size)
+    tokenizer = os.fspath(tokenizer)
+    # numpy scalars as the index's JSON takes them
+    val_fraction, min_val_tokens = float(val_fraction), int(min_val_tokens)
+    shard_tokens, seed, line_docs = int(shard_tokens), int(seed), bool(line_docs)
     out = Path(out)
     if errors not in ("strict", "replace"):
         raise UserError(f"errors={errors!r}; choose strict or replace")
