@@ -93,6 +93,7 @@ from unmask.progress import progress_bar, stderr_may_close
 from unmask.run_checks import check_batch_split, check_context
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
+    RUNTIME_FIELDS,
     SettingNamer,
     StopFlag,
     TrainingStopped,
@@ -211,20 +212,29 @@ def train(
     checkpoint of the steps done, and raise ``TrainingStopped`` (a ``KeyboardInterrupt``).
 
     ``config`` may also be a mapping of TrainConfig fields (as a train_config.json holds
-    them); anything else is a one-line ``UserError`` naming the argument.
+    them): with ``resume=True``, the fields it names over the plan saved in its ``out``
+    (``{"out": RUN, "steps": 4000}`` trains RUN on to step 4000); anything else is a one-line
+    ``UserError`` naming the argument.
     """
-    config = _train_config(config)
+    config = _train_config(config, resume)
     rank = int(os.environ.get("RANK", "0"))
     with said_once(rank=rank, world=int(os.environ.get("WORLD_SIZE", "1"))):  # torchrun: once
         return _train_checked(config, resume=resume, progress=progress, name_setting=name_setting,
                               main_rank=rank == 0)
 
 
-def _train_config(config: Any) -> TrainConfig:
+def _train_config(config: Any, resume: bool) -> TrainConfig:
     if isinstance(config, TrainConfig):
         return config
     if isinstance(config, Mapping):
-        return from_dict(TrainConfig, dict(config), source="config")
+        given = dict(config)
+        out = given.get("out")
+        plan = Path(out) / "train_config.json" if isinstance(out, str) and out else None
+        if resume and plan is not None and plan.is_file():  # (else: the resume says what)
+            saved = {k: v for k, v in to_dict(load_train_config(plan)).items()
+                     if k not in RUNTIME_FIELDS}  # always this call's, as for a TrainConfig
+            given = {**saved, **given}
+        return from_dict(TrainConfig, given, source="config")
     raise UserError(f"config must be a TrainConfig or a mapping of its fields, not "
                     f"{type(config).__name__}")
 
