@@ -62,3 +62,14 @@ def test_line_docs_with_only_jsonl_inputs_gets_a_note(tmp_path):
     mixed = data.prepare([tmp_path / "a.jsonl", tmp_path / "b.txt"], tmp_path / "mixed",
                          line_docs=True, **KW)  # fmt: skip
     assert note not in mixed.notes and mixed.n_documents == 4
+
+
+def test_a_long_line_of_only_whitespace_is_no_line_document(tmp_path):
+    """Longer than a piece fed at a time, it was cut into pieces before its end was read."""
+    lines = ["a real line", " " * 70_000, "\t" * 5_000 + " " * 70_000, "another line",
+             " " * 70_000 + "words after spaces"]  # fmt: skip
+    (tmp_path / "a.txt").write_text("\n".join(lines) + "\n")
+    info = data.prepare([tmp_path / "a.txt"], tmp_path / "out", line_docs=True, **KW)
+    assert info.n_documents == 3
+    want = sum(len(line.encode()) + 1 for line in lines if line.strip())  # bytes and an EOS
+    assert info.n_tokens["train"] == want

@@ -450,6 +450,8 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
     pending = ""  # the current line, not yet yielded
     first = True
     emitted = False  # pieces of the current line already yielded
+    seen = False  # a character of the current line that is not whitespace (so it is one)
+    checked = 0  # characters of ``pending`` known to be whitespace, while not ``seen``
 
     def line_end(line: str) -> Iterator[tuple[str, bool]]:
         if emitted or line.strip():
@@ -476,12 +478,15 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
         *lines, pending = _LINE_END.split(pending)
         for line in lines:
             yield from line_end(line)
-            emitted = False
+            emitted, seen, checked = False, False, 0
         if final:
             yield from line_end(pending)
             return
         pending += held
-        while len(pending) > chunk:
+        if not seen:  # a line of only whitespace is held whole, to be no document
+            new = pending[checked:]
+            seen, checked = bool(new) and not new.isspace(), len(pending)
+        while seen and len(pending) > chunk:
             c = _cut(pending, chunk)
             yield pending[:c], False
             emitted = True
