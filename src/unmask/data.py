@@ -30,6 +30,7 @@ import hashlib
 import json
 import lzma
 import math
+import numbers
 import os
 import re
 import secrets
@@ -398,14 +399,14 @@ def _split_text(text: str, size: int | None = None) -> Iterator[str]:
 
 
 def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
-    """One document (the whole file) in pieces of at most ``chunk`` characters; nothing for an
-    empty file."""
+    """One document (the whole file) in pieces of at most ``chunk`` characters; nothing for a
+    file that is empty or only whitespace (held back until a character that is not)."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     buf: list[str] = []
     n = 0
     first = True
-    emitted = False
+    seen = False  # a character that is not whitespace
     while True:
         line = src.readline(_READ_BYTES)
         final = not line
@@ -421,18 +422,18 @@ def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, 
         if text:
             buf.append(text)
             n += len(text)
-        if n > chunk and not final:
+            seen = seen or not text.isspace()
+        if n > chunk and not final and seen:
             pending = "".join(buf)
             while len(pending) > chunk:
                 c = _cut(pending, chunk)
                 yield pending[:c], False
-                emitted = True
                 pending = pending[c:]
             buf, n = [pending], len(pending)
         if final:
             break
     rest = "".join(buf)
-    if rest or emitted:
+    if seen:  # (rest or pieces already yielded)
         pieces = list(_split_text(rest, chunk))
         for i, p in enumerate(pieces):
             yield p, i == len(pieces) - 1
@@ -449,6 +450,8 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
     pending = ""  # the current line, not yet yielded
     first = True
     emitted = False  # pieces of the current line already yielded
+    seen = False  # a character of the current line that is not whitespace (so it is one)
+    checked = 0  # characters of ``pending`` known to be whitespace, while not ``seen``
 
     def line_end(line: str) -> Iterator[tuple[str, bool]]:
         if emitted or line.strip():
@@ -475,12 +478,15 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
         *lines, pending = _LINE_END.split(pending)
         for line in lines:
             yield from line_end(line)
-            emitted = False
+            emitted, seen, checked = False, False, 0
         if final:
             yield from line_end(pending)
             return
         pending += held
-        while len(pending) > chunk:
+        if not seen:  # a line of only whitespace is held whole, to be no document
+            new = pending[checked:]
+            seen, checked = bool(new) and not new.isspace(), len(pending)
+        while seen and len(pending) > chunk:
             c = _cut(pending, chunk)
             yield pending[:c], False
             emitted = True
@@ -558,7 +564,7 @@ def _jsonl_pieces(
                     "pass --errors replace (errors='replace') to replace them"
                 ) from None
             text = text.encode("utf-8", "replace").decode("utf-8")
-        if not text:
+        if not text or text.isspace():  # no document, as a blank line of --line-docs
             continue
         pieces = list(_split_text(text, chunk))
         for i, p in enumerate(pieces):
@@ -773,6 +779,55 @@ def _not_prepared(folder: Path) -> str:
     return ""
 
 
+def _staging(out: Path) -> Path:
+    """A new hidden folder beside ``out`` to build the dataset in, named (as ``unmask convert``
+    names its own) by the machine, PID namespace and process that writes it, so that a later
+    prepare can tell a killed one's leftovers (``_clear_stale_staging``). ``mkdir``, not
+    ``mkdtemp`` (0700), so the dataset gets the usual umask permissions."""
+    from unmask.convert.write import _staging_prefix
+
+    tmp = out.with_name(f"{_staging_prefix(out)}{secrets.token_hex(4)}")
+    tmp.mkdir()
+    return tmp
+
+
+_STAGED_FILE = re.compile(
+    r"^(?:(?:train|val)-\d{5,}\.bin|\.stream\.bin|tokenizer\.json|index\.json"
+    r"|\.tokenizer\.json\.\d+\.[0-9a-f]+\.tmp)$"  # Tokenizer.save's own temp file
+)
+"""The files a staging folder of ``prepare`` / ``prepare_slice`` can hold."""
+
+
+def _clear_stale_staging(out: Path) -> list[str]:
+    """Remove the staging folders of prepares into ``out`` that were killed (SIGKILL, the
+    out-of-memory killer: nothing ran their cleanup), returning a note for each. Only a
+    folder named as ``_staging`` names them, by a process of this machine and PID namespace
+    that is gone, and holding nothing but files prepare writes, is removed: a live prepare's,
+    another machine's or container's (whose process ids are not ours to ask about), and
+    anything else are left alone."""
+    import glob
+
+    from unmask.convert.write import _alive, _host, _pid_space
+
+    here = (_host(), _pid_space())
+    notes: list[str] = []
+    for tmp in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
+        parts = tmp.name[len(f".{out.name}.tmp-"):].split("-")
+        if len(parts) != 4 or tuple(parts[:2]) != here or not parts[2].isdigit():
+            continue
+        if tmp.is_symlink() or not tmp.is_dir() or _alive(int(parts[2])):
+            continue
+        try:
+            ours = all(_STAGED_FILE.match(e.name) and e.is_file() and not e.is_symlink()
+                       for e in tmp.iterdir())
+        except OSError:
+            continue
+        if ours:
+            shutil.rmtree(tmp, ignore_errors=True)
+            notes.append(f"removed {tmp}, left by a prepare that was killed")
+    return notes
+
+
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
     """Move the finished temp directory to ``out``, replacing an old dataset if allowed."""
     _check_out(out, overwrite)
@@ -831,6 +886,24 @@ def _make_tokenizer(
     return load_tokenizer(p)
 
 
+_KINDS: dict[str, tuple[type, ...]] = {
+    "a name or path": (str, os.PathLike), "an integer or None": (numbers.Integral, type(None)),
+    "an integer": (numbers.Integral,), "a number": (numbers.Real,), "a str": (str,),
+    "a bool": (bool, np.bool_),
+}
+
+
+def _check_argument_types(**given: tuple[Any, str]) -> None:
+    """A one-line ``UserError`` naming the first argument that is not what ``_KINDS`` says
+    its kind takes (a bool is no number here), instead of a ``TypeError`` from deep inside
+    ``prepare`` or a truthy string taken for True."""
+    for name, (value, kind) in given.items():
+        wanted = _KINDS[kind]
+        is_bool = isinstance(value, (bool, np.bool_))
+        if (is_bool and bool not in wanted) or not isinstance(value, wanted):
+            raise UserError(f"{name} must be {kind}, not {type(value).__name__}")
+
+
 MAX_VOCAB_SIZE = 1 << 20
 """Largest BPE vocabulary ``prepare`` trains (published models use up to ~256k): the trainer
 allocates for the whole vocabulary up front, and 5e9 aborted with a 283 GB allocation."""
@@ -840,8 +913,8 @@ def prepare(
     inputs: Sequence[str | os.PathLike[str]] | str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    tokenizer: str = "bpe",
-    vocab_size: int = 4096,
+    tokenizer: str | os.PathLike[str] = "bpe",
+    vocab_size: int | None = None,
     text_field: str = "text",
     val_fraction: float = 0.01,
     min_val_tokens: int = MIN_VAL_TOKENS,
@@ -864,7 +937,8 @@ def prepare(
             it and renamed at the end, so an interrupted run leaves nothing half-written.
         tokenizer: ``"bpe"`` (train byte-level BPE of ``vocab_size`` on the corpus),
             ``"byte"`` (bytes + 4 specials), or a path to a ``tokenizer.json`` / directory.
-        vocab_size: BPE vocabulary size, specials included (``"bpe"`` only).
+        vocab_size: BPE vocabulary size, specials included (``"bpe"`` only; default
+            4096); given with another tokenizer, a ``UserError``.
         text_field: JSONL field holding the text.
         val_fraction: fraction of the tokens held out for validation, in [0, 1), rounded up
             to whole ``SPLIT_BLOCK``-token blocks and at most half the corpus (validation
@@ -884,6 +958,21 @@ def prepare(
     Returns:
         ``PreparedInfo`` with token and byte counts per split.
     """
+    _check_argument_types(
+        tokenizer=(tokenizer, "a name or path"), vocab_size=(vocab_size, "an integer or None"),
+        text_field=(text_field, "a str"), val_fraction=(val_fraction, "a number"),
+        min_val_tokens=(min_val_tokens, "an integer"), line_docs=(line_docs, "a bool"),
+        shard_tokens=(shard_tokens, "an integer"), errors=(errors, "a str"),
+        seed=(seed, "an integer"), progress=(progress, "a bool"), overwrite=(overwrite, "a bool"),
+    )
+    if vocab_size is not None and tokenizer != "bpe":
+        raise UserError(f"vocab_size trains a BPE tokenizer (tokenizer='bpe'); tokenizer "
+                        f"{str(tokenizer)!r} brings its own vocabulary")
+    vocab_size = 4096 if vocab_size is None else int(vocab_size)
+    tokenizer = os.fspath(tokenizer)
+    # numpy scalars as the index's JSON takes them
+    val_fraction, min_val_tokens = float(val_fraction), int(min_val_tokens)
+    shard_tokens, seed, line_docs = int(shard_tokens), int(seed), bool(line_docs)
     out = Path(out)
     if errors not in ("strict", "replace"):
         raise UserError(f"errors={errors!r}; choose strict or replace")
@@ -927,6 +1016,9 @@ def prepare(
     if text_field != "text" and not n_jsonl:
         notes.append(f"--text-field {text_field} (text_field= in Python) was not used: no "
                      "input is JSONL (.jsonl, .ndjson, or JSON Lines in a .json file)")
+    if line_docs and n_jsonl == len(files):
+        notes.append("--line-docs (line_docs= in Python) was not used: every input is JSONL, "
+                     "one document per record already (it splits text files by line)")
     if json_text:
         more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
         notes.append(f"{json_text[0]}{more} read as plain text, JSON syntax and all (the first "
@@ -940,9 +1032,8 @@ def prepare(
     byte_len = tok.token_byte_lengths()
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    # mkdir (not mkdtemp, which is 0700) so the dataset gets the usual umask permissions.
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
+    notes.extend(_clear_stale_staging(out))
+    tmp = _staging(out)
     writers = {s: _ShardWriter(tmp, s, dtype, shard_tokens, byte_len) for s in SPLITS}
     stream_path = tmp / ".stream.bin"  # the whole token stream, split once its length is known
     stream_file = open(stream_path, "wb", buffering=1 << 20)
@@ -1085,8 +1176,8 @@ def prepare_slice(
     tok = src.tokenizer()
     byte_len = tok.token_byte_lengths()
     dtype = np.dtype(src.index["dtype"]).newbyteorder("<")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
+    _clear_stale_staging(out)
+    tmp = _staging(out)
     try:
         splits = {}
         for split, n in (("train", train_tokens), ("val", None)):

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import math
 import os
@@ -40,6 +41,7 @@ import shutil
 import sys
 import time
 import types
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,7 @@ from unmask.progress import progress_bar, stderr_may_close
 from unmask.run_checks import check_batch_split, check_context
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
+    RUNTIME_FIELDS,
     SettingNamer,
     StopFlag,
     TrainingStopped,
@@ -190,7 +193,7 @@ def val_text(record: dict[str, float]) -> str:
     return f"val_loss {record['val_loss']:.3f}"
 
 def train(
-    config: TrainConfig,
+    config: TrainConfig | Mapping[str, Any],
     *,
     resume: bool = False,
     progress: bool = True,
@@ -208,11 +211,33 @@ def train(
 
     SIGINT/SIGTERM stop the run at the next step (a second signal at once), after an atomic
     checkpoint of the steps done, and raise ``TrainingStopped`` (a ``KeyboardInterrupt``).
+
+    ``config`` may also be a mapping of TrainConfig fields (as a train_config.json holds
+    them): with ``resume=True``, the fields it names over the plan saved in its ``out``
+    (``{"out": RUN, "steps": 4000}`` trains RUN on to step 4000); anything else is a one-line
+    ``UserError`` naming the argument.
     """
+    config = _train_config(config, resume)
     rank = int(os.environ.get("RANK", "0"))
     with said_once(rank=rank, world=int(os.environ.get("WORLD_SIZE", "1"))):  # torchrun: once
         return _train_checked(config, resume=resume, progress=progress, name_setting=name_setting,
                               main_rank=rank == 0)
+
+
+def _train_config(config: Any, resume: bool) -> TrainConfig:
+    if isinstance(config, TrainConfig):
+        return config
+    if isinstance(config, Mapping):
+        given = dict(config)
+        out = given.get("out")
+        plan = Path(out) / "train_config.json" if isinstance(out, str) and out else None
+        if resume and plan is not None and plan.is_file():  # (else: the resume says what)
+            saved = {k: v for k, v in to_dict(load_train_config(plan)).items()
+                     if k not in RUNTIME_FIELDS}  # always this call's, as for a TrainConfig
+            given = {**saved, **given}
+        return from_dict(TrainConfig, given, source="config")
+    raise UserError(f"config must be a TrainConfig or a mapping of its fields, not "
+                    f"{type(config).__name__}")
 
 
 def _train_checked(
@@ -1002,10 +1027,19 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
 class _CallableModule(types.ModuleType):
     """This module, callable as ``train``: importing ``unmask.train`` (any ``from unmask.train
     import ...``) sets the package's attribute ``unmask.train`` to the module, over the
-    function ``unmask.train`` of the README's API; calling the module calls the function."""
+    function ``unmask.train`` of the README's API; calling the module calls the function.
+    ``inspect.signature`` sees the function's (``__signature__``) and ``help`` starts with
+    its usage and docstring (the module's docstring, below)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Path:
         return train(*args, **kwargs)
 
 
+def _entry_doc() -> str:
+    usage = f"unmask.train{__signature__}".replace("'", "")  # annotations are strings
+    return f"{usage}\n\n{inspect.getdoc(train)}\n\n{inspect.cleandoc(__doc__ or '')}"
+
+
 sys.modules[__name__].__class__ = _CallableModule
+__signature__ = inspect.signature(train)  # what the function itself shows
+__doc__ = _entry_doc()

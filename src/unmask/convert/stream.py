@@ -3,12 +3,12 @@ the meta device (``unmask.model.meta_model``) from safetensors files, module by 
 native checkpoint (``unmask.checkpoint.load``: names map to themselves) and a publisher folder
 (``unmask.convert.load``: the family's weight map) alike.
 
-Every name and shape is checked before anything is read (one-line ``UserError`` naming the
-file); then each block, then the embedding, final norm and head, is materialised on the device
-in the load dtype, copied from the memory-mapped files (``copy_`` casts), checked for values
-that are not finite, and quantised (``--quantize``) before the next, so memory holds the model
-so far plus one block. Also ``module_groups`` (the walk's order) and ``quantizes`` (which
-groups a quantised load quantises).
+Every name, shape and dtype (floating point) is checked before anything is read (one-line
+``UserError`` naming the file); then each block, then the embedding, final norm and head, is
+materialised on the device in the load dtype, copied from the memory-mapped files (``copy_``
+casts), checked for values that are not finite, and quantised (``--quantize``) before the next,
+so memory holds the model so far plus one block. Also ``module_groups`` (the walk's order) and
+``quantizes`` (which groups a quantised load quantises).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def stream_weights(
     the error, why a tensor outside ``names`` is one.
 
     One-line ``UserError`` naming the file for a file that cannot be read, an unexpected
-    tensor, one found twice, a shape that disagrees with config.json, a tensor missing (naming
+    tensor, one found twice, a shape that disagrees with config.json, a weight that is not
+    floating point (integers or booleans: quantisation happens at load), a tensor missing (naming
     ``folder``), and a tensor holding NaN or infinity, or values the load dtype cannot hold:
     such a model's every output is NaN. Nothing is materialised for files that fail the name
     and shape checks."""
@@ -99,6 +100,12 @@ def stream_weights(
                 if shape != want:
                     raise UserError(
                         f"{file}: tensor {key} has shape {shape}, config.json implies {want}"
+                    )
+                kind = f.get_slice(key).get_dtype()  # safetensors' name: F32, BF16, I64, ...
+                if not kind.startswith(("F", "BF")):  # copy_ would cast 0/1/... silently
+                    raise UserError(
+                        f"{file}: tensor {key} holds {kind} values, not floating-point weights "
+                        "(a corrupt or foreign checkpoint?)"
                     )
                 where[key] = (f, file)
         missing = sorted(set(names) - set(where))

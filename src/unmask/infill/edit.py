@@ -96,7 +96,7 @@ def token_confidence(
     """
     if mode not in CONFIDENCE_MODES:
         raise UserError(
-            f"unknown confidence mode {mode!r}; choose one of {', '.join(CONFIDENCE_MODES)}"
+            f"unknown confidence_mode {mode!r}; choose one of {', '.join(CONFIDENCE_MODES)}"
         )
     n_ctx = len(context)
     x = torch.as_tensor([*context, *torch.as_tensor(tokens).reshape(-1).tolist()],
@@ -180,7 +180,7 @@ def _lowest_plan(
     Returns the plan, the old text of each hole, and the model evaluations spent.
     """
     if k <= 0:
-        raise UserError(f"--lowest must be at least 1, got {k}")
+        raise UserError(f"lowest must be at least 1, got {k}")
     ids = list(tokenizer.encode(text))
     if not ids:
         raise UserError("the text is empty")
@@ -293,6 +293,9 @@ def _edit(
     """``edit``; ``clamp``: a ``lowest`` over the text's tokens rewrites them all
     (``_lowest_plan``)."""
     config = config or SampleConfig()
+    if confidence_mode not in CONFIDENCE_MODES:  # a typo with spans/regex was ignored
+        raise UserError(f"unknown confidence_mode {confidence_mode!r}; choose one of "
+                        f"{', '.join(CONFIDENCE_MODES)}")
     if lowest is not None and (spans or regex is not None):
         raise UserError("choose spans/regex or lowest, not both")
     if lowest is None and not spans and regex is None:
