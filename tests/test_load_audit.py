@@ -225,7 +225,8 @@ def _dead_pid() -> int:
 def test_a_killed_converts_staging_folder_is_removed_by_the_next(tmp_path) -> None:
     """A convert killed by SIGKILL (or the OOM killer) left a hidden folder as big as the model
     beside the destination, found by nobody."""
-    from unmask.convert.write import _staging_prefix, convert
+    from unmask.convert.write import convert
+    from unmask.files import staging_prefix as _staging_prefix
 
     src, dst = _native(tmp_path / "run"), tmp_path / "out"
     dead = tmp_path / f"{_staging_prefix(dst, _dead_pid())}abc"

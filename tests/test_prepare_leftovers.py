@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from unmask import data
-from unmask.convert.write import _staging_prefix
+from unmask.files import staging_prefix as _staging_prefix
 
 KW = {"tokenizer": "byte", "val_fraction": 0, "progress": False}
 

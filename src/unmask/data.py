@@ -784,9 +784,9 @@ def _staging(out: Path) -> Path:
     names its own) by the machine, PID namespace and process that writes it, so that a later
     prepare can tell a killed one's leftovers (``_clear_stale_staging``). ``mkdir``, not
     ``mkdtemp`` (0700), so the dataset gets the usual umask permissions."""
-    from unmask.convert.write import _staging_prefix
+    from unmask.files import staging_prefix
 
-    tmp = out.with_name(f"{_staging_prefix(out)}{secrets.token_hex(4)}")
+    tmp = out.with_name(f"{staging_prefix(out)}{secrets.token_hex(4)}")
     tmp.mkdir()
     return tmp
 
@@ -805,18 +805,10 @@ def _clear_stale_staging(out: Path) -> list[str]:
     that is gone, and holding nothing but files prepare writes, is removed: a live prepare's,
     another machine's or container's (whose process ids are not ours to ask about), and
     anything else are left alone."""
-    import glob
+    from unmask.files import stale_staging
 
-    from unmask.convert.write import _alive, _host, _pid_space
-
-    here = (_host(), _pid_space())
     notes: list[str] = []
-    for tmp in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
-        parts = tmp.name[len(f".{out.name}.tmp-"):].split("-")
-        if len(parts) != 4 or tuple(parts[:2]) != here or not parts[2].isdigit():
-            continue
-        if tmp.is_symlink() or not tmp.is_dir() or _alive(int(parts[2])):
-            continue
+    for tmp in stale_staging(out):
         try:
             ours = all(_STAGED_FILE.match(e.name) and e.is_file() and not e.is_symlink()
                        for e in tmp.iterdir())

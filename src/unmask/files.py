@@ -77,6 +77,60 @@ def staging_dir(parent: Path, prefix: str) -> Path:
     return tmp
 
 
+def staging_prefix(out: Path, pid: int | None = None, *, host: str | None = None,
+                   space: str | None = None) -> str:
+    """The name a staging folder for ``out`` starts with (``unmask convert``, ``unmask
+    prepare``): hidden, and naming the machine, the process-id namespace (containers sharing a
+    host name and a volume number processes apart) and the process that writes it, so a later
+    write can tell a dead one's leftovers from a live one's (``stale_staging``)."""
+    return f".{out.name}.tmp-{host or _host()}-{space or _pid_space()}-{pid or os.getpid()}-"
+
+
+def stale_staging(out: Path) -> list[Path]:
+    """The staging folders beside ``out`` (``staging_prefix``) whose process is gone: left by
+    a write that was killed (SIGKILL, the out-of-memory killer: nothing ran its cleanup). A
+    live process's, or one of another machine or container sharing the file system (another
+    host name or PID namespace: its process ids are not ours to ask about), and anything that
+    is not a real folder are not listed."""
+    import glob
+
+    here = (_host(), _pid_space())
+    found = []
+    for tmp in sorted(out.parent.glob(f".{glob.escape(out.name)}.tmp-*")):
+        parts = tmp.name[len(f".{out.name}.tmp-"):].split("-")
+        if len(parts) != 4 or tuple(parts[:2]) != here or not parts[2].isdigit():
+            continue
+        if tmp.is_symlink() or not tmp.is_dir() or _alive(int(parts[2])):
+            continue
+        found.append(tmp)
+    return found
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname().replace("-", "_")
+
+
+def _pid_space() -> str:
+    """This process's PID namespace (Linux: the inode of /proc/self/ns/pid), else ``0``."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "0"
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # PermissionError: another user's
+        return True
+    return True
+
+
 def check_creatable(path: Path) -> None:
     """A one-line ``UserError`` when ``path`` cannot be created: its nearest existing parent is
     not a folder this process may write into (checked before the work that would write it)."""

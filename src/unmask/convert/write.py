@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from unmask.convert.families import IMPORTERS, SINGLE, SPECIAL_KEYS, Importer
 from unmask.convert.load import _shape_fields, import_folder, is_publisher_folder, weight_map
 from unmask.errors import UserError
-from unmask.files import SAFETENSORS_DTYPES, check_creatable, staging_dir, write_safetensors
+from unmask.files import (
+    SAFETENSORS_DTYPES,
+    check_creatable,
+    staging_dir,
+    staging_prefix,
+    stale_staging,
+    write_safetensors,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -87,7 +94,7 @@ def _write_folder(
     half-written."""
     try:
         clear_stale_staging(out)
-        tmp = staging_dir(out.parent, _staging_prefix(out))
+        tmp = staging_dir(out.parent, staging_prefix(out))
     except OSError as e:
         raise UserError(f"{out}: cannot be written ({e.strerror})") from None
     try:
@@ -113,59 +120,15 @@ def _write_folder(
     return out
 
 
-def _staging_prefix(out: Path, pid: int | None = None, *, host: str | None = None,
-                    space: str | None = None) -> str:
-    """The name a staging folder for ``out`` starts with: hidden, and naming the machine, the
-    process-id namespace (containers sharing a host name and a volume number processes apart)
-    and the process that writes it, so a later write can tell a dead one's leftovers from a
-    live one's."""
-    return f".{out.name}.tmp-{host or _host()}-{space or _pid_space()}-{pid or os.getpid()}-"
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname().replace("-", "_")
-
-
-def _pid_space() -> str:
-    """This process's PID namespace (Linux: the inode of /proc/self/ns/pid), else ``0``."""
-    try:
-        return str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        return "0"
-
-
 def clear_stale_staging(out: Path) -> list[Path]:
     """Remove the staging folders of writes to ``out`` whose process is gone (a convert killed
     by SIGKILL or the out-of-memory killer leaves one beside ``out``, as big as the model);
-    returns them. A folder of a live process, or of another machine or container sharing the
-    file system (another host name or PID namespace: its process ids are not ours to ask
-    about), is left alone."""
-    import glob
-
-    here = (_host(), _pid_space())
-    removed = []
-    for tmp in out.parent.glob(f".{glob.escape(out.name)}.tmp-*"):
-        parts = tmp.name[len(f".{out.name}.tmp-"):].split("-")
-        if len(parts) != 4 or tuple(parts[:2]) != here or not parts[2].isdigit():
-            continue
-        if not tmp.is_dir() or _alive(int(parts[2])):
-            continue
+    returns them (``unmask.files.stale_staging``: a live process's, another machine's or
+    container's are left alone)."""
+    removed = stale_staging(out)
+    for tmp in removed:
         shutil.rmtree(tmp, ignore_errors=True)
-        removed.append(tmp)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (one of another user's counts)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except OSError:  # PermissionError: another user's
-        return True
-    return True
 
 
 # -- export: native -> publisher layout ------------------------------------------------------
