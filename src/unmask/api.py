@@ -983,6 +983,8 @@ def edit(
     for name, value in (("rounds", rounds), ("lowest", lowest)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise UserError(f"{name} must be an int, not {type(value).__name__}")
+    if rounds < 1:  # revise refuses it; spans and regex edited once regardless
+        raise UserError(f"rounds must be at least 1, got {rounds}")
     edit_checks(loaded)
     config = _task_config(config)
     refuse_generation_only(config, "edit")
