@@ -251,3 +251,20 @@ def test_a_continuous_model_is_not_offered_segments() -> None:
     with pytest.raises(UserError) as e:
         api.start(m, [[5] * 5], {"gen_length": 40})
     assert str(e.value).endswith("use gen_length <= 27 or a shorter prompt")
+
+
+def test_unmask_eval_offers_the_room_of_the_llada2_layout() -> None:
+    """``unmask eval``'s generative-perplexity length after ``--prompt-tokens``: a LLaDA 2.x
+    layout (blocks counted from the first prompt token), context 96, blocks of 32, a 33-token
+    prompt: 63 new tokens fit (the decoder takes them). Eval padded the prompt to whole blocks
+    as bd3lm does and refused 63, offering 32."""
+    from unmask import api
+    from unmask.commands.eval import _fit_gen_length
+
+    m = _bd3lm(96, 32, absolute=True)
+    facts = api.facts_of(m)
+    config = api.sample_config(m, {"gen_length": 63})
+    assert _fit_gen_length(m, facts, config, {"gen_length": 63}, 33).gen_length == 63
+    with pytest.raises(UserError, match="use --gen-length 63 or less"):
+        _fit_gen_length(m, facts, api.sample_config(m, {"gen_length": 64}),
+                        {"gen_length": 64}, 33)

@@ -285,18 +285,20 @@ def _fit_gen_length(
     loaded: Any, facts: Any, config: Any, given: dict[str, Any], prompt_tokens: int
 ) -> Any:
     """The generative-perplexity ``config`` with room beside its prompts of ``prompt_tokens``
-    (a block-causal model pads them to whole blocks and writes whole blocks): a gen_length
+    (``room_after_prompt``: whole blocks of a block-diffusion model as its decoder writes
+    them, bd3lm's padded prompt or LLaDA 2.x's absolute layout): a gen_length
     not given (the checkpoint's or the default 64) shrinks to the room the context leaves; a
     given one that does not fit is a ``UserError`` naming the room. ``facts``: the
     checkpoint's (``api.facts_of``)."""
     from unmask.api import sample_config
+    from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
     limit = facts.max_seq_len
     if not limit or config.segment_length is not None:  # segments: any length fits
         return config
-    block = facts.block_size  # None but for block-causal models (ModelFacts.of)
-    used = -(-prompt_tokens // block) * block if block else prompt_tokens
-    room = (limit - used) // block * block if block else limit - used
+    room = room_after_prompt(prompt_tokens, limit, block_size=facts.block_size,
+                             absolute=absolute_blocks(loaded))
+    assert room is not None  # the limit is known
     if config.gen_length <= room:
         return config
     if room < 1:
