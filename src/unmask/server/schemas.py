@@ -341,17 +341,25 @@ class FormRequest(DiffusionOptions):
     body."""
 
 
+MAX_EDIT_ROUNDS = 64
+"""Most ``rounds`` of one ``/v1/edit`` request (each round is a whole refill)."""
+
+
 class EditRequest(DiffusionOptions):
     """``POST /v1/edit``: re-mask character spans, regex matches or the least confident tokens."""
 
     text: str = Field(min_length=1)
     spans: list[Annotated[tuple[StrictInt, StrictInt], Strict(False)]] | None = Field(
         None, max_length=64)
-    """Character spans ``[start, end)`` to rewrite."""
+    """Character spans ``[start, end)`` to rewrite, in Unicode code points (Python ``str``
+    indices, not JavaScript's UTF-16 units), as every offset of the API."""
     regex: str | None = Field(None, min_length=1, max_length=256)
     """Python regex; every match is rewritten."""
     lowest: int | None = Field(None, ge=1)
     """Rewrite the k least confident tokens instead."""
+    rounds: int = Field(1, ge=1, le=MAX_EDIT_ROUNDS)
+    """With ``lowest``: repeat re-mask -> refill this many times (``unmask edit --rounds``,
+    ``api.edit(rounds=...)``); a round that changes nothing ends early."""
     confidence_mode: Literal["masked", "visible"] = "masked"
     """How ``lowest`` scores tokens (docs/infill.md)."""
 

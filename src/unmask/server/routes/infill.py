@@ -270,12 +270,15 @@ def router(state: ServerState) -> APIRouter:
         if n_tokens > state.max_seq_len:
             raise APIError(400, f"text has {n_tokens} tokens; the model's context is "
                            f"{state.max_seq_len}", param="text", code="context_length_exceeded")
+        if req.rounds > 1 and req.lowest is None:  # as `unmask edit --rounds` refuses it
+            raise APIError(400, "rounds needs lowest (spans and regex matches are rewritten "
+                           "once)", param="rounds", code="invalid_value")
         config = sample_config(req, 1, state.max_seq_len)
         spans = [tuple(s) for s in req.spans or ()]
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask edit`
             return api.edit(state.loaded, req.text, spans=spans, regex=req.regex,
-                            lowest=req.lowest, config=config,
+                            lowest=req.lowest, rounds=req.rounds, config=config,
                             confidence_mode=req.confidence_mode, step_callback=on_step).detail
 
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
@@ -283,10 +286,10 @@ def router(state: ServerState) -> APIRouter:
         res = await run_alone(state, request, blaming(run, req, blame))
         state.metrics.inc("nfe", res.nfe)
         note(request, nfe=res.nfe)
-        changes = [{"start": c.start, "end": c.end, "old": c.old, "new": c.new}
-                   for c in res.changes]
+        changes = [{"round": c.round, "start": c.start, "end": c.end, "old": c.old,
+                    "new": c.new} for c in res.changes]  # as `unmask edit --json`
         return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
                              "changes": changes, "spans": [list(s) for s in res.spans],
-                             "nfe": res.nfe})
+                             "rounds": res.rounds, "nfe": res.nfe})
 
     return r

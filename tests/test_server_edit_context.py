@@ -1,0 +1,95 @@
+"""``/v1/edit`` takes ``rounds`` as ``unmask edit --rounds`` and ``api.edit`` do (same result
+for the same seed), and ``/v1/infill`` / ``/v1/forms`` code a template too long for the
+model's context ``context_length_exceeded`` (as a too-long edit text or prompt is)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import loaded, tiny_config  # noqa: E402
+
+from unmask import api  # noqa: E402
+from unmask.model import Transformer  # noqa: E402
+from unmask.server import create_app  # noqa: E402
+
+torch.manual_seed(3)
+MODEL = Transformer(tiny_config(max_seq_len=128)).eval()
+LOADED = loaded(MODEL)
+TEXT = "The cat sat on the mat and the dog lay by the door."
+
+
+@pytest.fixture(scope="module")
+def client():
+    with TestClient(create_app(LOADED)) as c:
+        yield c
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_edit_rounds_match_the_api(client, temperature):
+    """``rounds`` was an unknown field (a 400) though ``unmask edit --rounds`` and
+    ``api.edit(rounds=...)`` take it; the body now reports each change's round and the rounds
+    run, as ``unmask edit --json``."""
+    body = {"text": TEXT, "lowest": 3, "rounds": 3, "seed": 5, "temperature": temperature}
+    r = client.post("/v1/edit", json=body)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    lib = api.edit(LOADED, TEXT, lowest=3, rounds=3,
+                   config={"seed": 5, "temperature": temperature, "gen_length": 1}).detail
+    want = dataclasses.asdict(lib)
+    assert res["text"] == want["text"] and res["nfe"] == want["nfe"]
+    assert res["rounds"] == want["rounds"] >= 1
+    assert res["changes"] == want["changes"] and res["spans"] == [list(s) for s in lib.spans]
+    assert all(c["round"] in range(1, res["rounds"] + 1) for c in res["changes"])
+
+
+def test_one_round_edits_report_round_one(client):
+    r = client.post("/v1/edit", json={"text": TEXT, "spans": [[4, 7]], "seed": 1})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["rounds"] == 1 and [c["round"] for c in res["changes"]] in ([], [1])
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"spans": [[4, 7]], "rounds": 2}, "rounds needs lowest"),
+    ({"regex": "cat", "rounds": 2}, "rounds needs lowest"),
+    ({"lowest": 2, "rounds": 0}, "greater than or equal to 1"),
+    ({"lowest": 2, "rounds": 65}, "less than or equal to 64"),
+    ({"lowest": 2, "rounds": "2x"}, "valid integer"),
+])
+def test_bad_rounds_are_400s_naming_rounds(client, extra, message):
+    r = client.post("/v1/edit", json={"text": TEXT, **extra})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "rounds" and message in err["message"], err
+
+
+def test_offsets_count_code_points_as_docs_say(client):
+    """docs/serving.md "Offsets": every offset counts code points (Python ``str`` indices),
+    so an emoji before a gap or span (2 UTF-16 units) shifts it by 1."""
+    head = "😀 é 𝄞 "  # 6 code points, 8 UTF-16 units
+    r = client.post("/v1/infill", json={"template": head + "[MASK:3] end.", "seed": 1})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    (gap,) = res["gaps"]
+    assert gap["start"] == len(head) and res["text"][gap["start"]:gap["end"]] == gap["text"]
+    r = client.post("/v1/infill", json={"template": head + "[MASK:8] end.",
+                                        "guided_choice": ["yes", "no"]})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    (gap,) = res["gaps"]
+    assert gap["start"] == len(head) and res["text"][gap["start"]:gap["end"]] == gap["text"]
+    text = head + "the cat sat."
+    r = client.post("/v1/edit", json={"text": text, "spans": [[len(head) + 4, len(head) + 7]],
+                                      "seed": 1})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["spans"] == [[10, 13]] and text[10:13] == "cat"
+    for c in res["changes"]:
+        assert c["start"] == 10 and res["text"][c["start"]:c["end"]] == c["new"]
