@@ -70,6 +70,40 @@ def test_bad_rounds_are_400s_naming_rounds(client, extra, message):
     assert err["param"] == "rounds" and message in err["message"], err
 
 
+LONG = "word " * 150
+WIDE = {"type": "object", "properties": {k: {"type": "string"} for k in "abcdef"},
+        "required": list("abcdef")}  # 6 strings of up to 32 tokens: more than the context
+
+
+@pytest.mark.parametrize(("body", "param"), [
+    ({"template": LONG + "[MASK:2]"}, "template"),
+    ({"template": "a [MASK:1-5] " + LONG}, "template"),
+    ({"template": LONG + "[MASK:8]", "guided_choice": ["yes", "no"]}, "template"),
+    ({"template": "a [MASK:100] b", "guided_json": WIDE},
+     "guided_json"),
+])
+def test_an_infill_over_the_context_is_coded_context_length_exceeded(client, body, param):
+    """A template too long for the context was ``invalid_value`` like a syntax error (and a
+    guided one blamed its constraint and said "use fewer or shorter holes" when the text was
+    too long); now it is ``context_length_exceeded``, naming the field to shorten, plain or
+    streamed (the stream has not started)."""
+    for stream in (False, True):
+        r = client.post("/v1/infill", json={**body, "stream": stream})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "context_length_exceeded" and err["param"] == param, err
+        assert "max_seq_len 128" in err["message"] and "\n" not in err["message"]
+    if param == "template":
+        assert "shorten the template" in err["message"]
+
+
+def test_a_form_over_the_context_is_coded_context_length_exceeded(client):
+    r = client.post("/v1/forms", json={"schema": WIDE})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "context_length_exceeded" and err["param"] == "schema", err
+
+
 def test_offsets_count_code_points_as_docs_say(client):
     """docs/serving.md "Offsets": every offset counts code points (Python ``str`` indices),
     so an emoji before a gap or span (2 UTF-16 units) shifts it by 1."""

@@ -79,7 +79,7 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
     """Run ``fn`` alone on the worker; answer ``body(result)``, or stream its steps first. A
     refusal found there names the field its message starts with, else ``blame``
     (``plumbing.blaming``)."""
-    work = blaming(fn, opts, blame)
+    work = context_code(blaming(fn, opts, blame))
 
     def answer(res: Any) -> dict[str, Any]:
         state.metrics.inc("nfe", res.nfe)
@@ -90,6 +90,31 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
         events = DenoisingEvents(state, prefix + uuid.uuid4().hex[:24], answer)
         return await stream_job(state, request, alone(work), events, first_step=True)
     return JSONResponse(answer(await run_alone(state, request, work)))
+
+
+CONTEXT_WORDS = "the model's context (max_seq_len"
+"""What every library refusal of a template, form or text too long for the context says."""
+
+
+def context_code(fn: Callable[[StepCallback], Any]) -> Callable[[StepCallback], Any]:
+    """``fn`` (``blaming`` work), its 400 for a template, form or schema that cannot fit the
+    model's context coded ``context_length_exceeded`` as a too-long prompt or edit text is
+    (it was ``invalid_value``, like a syntax error: a client could not tell "shorten it" from
+    "fix it"); a template whose text alone overflows says how to count its tokens."""
+
+    def run(on_step: StepCallback) -> Any:
+        try:
+            return fn(on_step)
+        except APIError as e:
+            if e.status != 400 or CONTEXT_WORDS not in e.message:
+                raise
+            message = e.message
+            if message.startswith("template needs at least"):
+                message += ": shorten the template's text or gaps (/v1/tokenize counts tokens)"
+            raise APIError(400, message, param=e.param,
+                           code="context_length_exceeded") from None
+
+    return run
 
 
 def user_call(fn: Callable[[], Any], param: str) -> Any:
@@ -177,6 +202,12 @@ def router(state: ServerState) -> APIRouter:
         k = gaps[0]
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
+        n_text = len(tok.encode(before)) + len(tok.encode(after))
+        if n_text + 1 > state.max_seq_len:  # the text and at least one token of the gap
+            raise APIError(400, f"template needs at least {n_text + 1} tokens ({n_text} of "
+                           f"text), more than {CONTEXT_WORDS} {state.max_seq_len}): shorten "
+                           "the template's text (/v1/tokenize counts tokens)", param="template",
+                           code="context_length_exceeded")
         width = gap.length or 32
         form, parse = build_form(state, guided, width)
         _, _, automata = user_call(
