@@ -127,3 +127,22 @@ def test_offsets_count_code_points_as_docs_say(client):
     assert res["spans"] == [[10, 13]] and text[10:13] == "cat"
     for c in res["changes"]:
         assert c["start"] == 10 and res["text"][c["start"]:c["end"]] == c["new"]
+
+
+@pytest.mark.parametrize("field", ["policy", "cache"])
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/infill", {"template": "a [MASK:2] b"}),
+    ("/v1/infill", {"template": "a [MASK:2] b", "stream": True}),
+    ("/v1/infill", {"template": "a [MASK:4] b", "guided_choice": ["x"]}),
+    ("/v1/forms", {"form": {"a": "<int:1..3>"}}),
+    ("/v1/forms", {"schema": {"type": "integer"}}),
+    ("/v1/edit", {"text": "The cat sat.", "lowest": 1}),
+    ("/v1/edit", {"text": "The cat sat.", "spans": [[4, 7]]}),
+])
+def test_an_unknown_policy_or_cache_names_its_field(client, field, path, body):
+    """An unknown ``policy`` / ``cache`` was found on the worker and blamed on another field
+    (``lowest``, ``spans``, ``form``) or on none; completions name it, and so do these."""
+    r = client.post(path, json={**body, field: "nope"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == field and f"unknown {field} 'nope'" in err["message"], err

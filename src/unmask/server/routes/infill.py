@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from unmask.config import InfillOptions
+from unmask.config import InfillOptions, SampleConfig
 from unmask.errors import UserError
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
@@ -28,6 +28,7 @@ from unmask.server.plumbing import (
     alone,
     blaming,
     check_model,
+    check_names,
     check_steps,
     check_text,
     diffusion_only,
@@ -139,6 +140,14 @@ def router(state: ServerState) -> APIRouter:
         if not causal_ok:
             diffusion_only(state, what)
 
+    def configure(opts: DiffusionOptions) -> SampleConfig:
+        """The request's ``SampleConfig`` (``steps`` capped at the masks by the library), an
+        unknown ``policy`` or ``cache`` a 400 naming it as in completions (it was found on
+        the worker and blamed on the template, form or edit field, or on nothing)."""
+        config = sample_config(opts, 1, state.max_seq_len)
+        check_names(config)
+        return config
+
     def no_regex(param: str) -> APIError:
         return APIError(400, f"regex constraints are turned off on this server ({param})",
                         param=param, code="unsupported")
@@ -159,7 +168,7 @@ def router(state: ServerState) -> APIRouter:
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
-        config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
+        config = configure(req)  # infill caps steps at the masks
         options = InfillOptions(max_search_calls=state.limits.max_search_calls,
                                 **{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
@@ -217,7 +226,7 @@ def router(state: ServerState) -> APIRouter:
             raise APIError(400, f"{guided['source']}: a value's shortest answer takes {fewest} "
                            f"tokens; the gap [MASK:{width}] bounds each value to {width}",
                            param=guided["source"], code="invalid_value")
-        config = sample_config(req, 1, state.max_seq_len)
+        config = configure(req)
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
@@ -262,7 +271,7 @@ def router(state: ServerState) -> APIRouter:
                 form = None  # the worker says where the JSON is broken
             if _has_regex_hole(form):
                 raise no_regex("form")
-        config = sample_config(req, 1, state.max_seq_len)
+        config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
             return api.fill_form(state.loaded, text, config=config, step_callback=on_step,
@@ -278,7 +287,7 @@ def router(state: ServerState) -> APIRouter:
         schema = req.schema_
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
-        config = sample_config(req, 1, state.max_seq_len)
+        config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
             return api.fill_form(state.loaded, schema=schema, config=config,
@@ -304,7 +313,7 @@ def router(state: ServerState) -> APIRouter:
         if req.rounds > 1 and req.lowest is None:  # as `unmask edit --rounds` refuses it
             raise APIError(400, "rounds needs lowest (spans and regex matches are rewritten "
                            "once)", param="rounds", code="invalid_value")
-        config = sample_config(req, 1, state.max_seq_len)
+        config = configure(req)
         spans = [tuple(s) for s in req.spans or ()]
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask edit`
