@@ -146,3 +146,15 @@ def test_an_unknown_policy_or_cache_names_its_field(client, field, path, body):
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == field and f"unknown {field} 'nope'" in err["message"], err
+
+
+def test_an_over_long_choice_is_a_short_400_naming_it(client):
+    """A choice of thousands of characters was compiled into a pattern on the worker, and its
+    400 quoted that pattern until the message was cut, reason and all; choices are bounded as
+    ``guided_choice`` is (256 characters)."""
+    r = client.post("/v1/infill", json={"template": "a [MASK:1-4] b",
+                                        "choices": {"1": ["ok", "x" * 3000]}})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "choices.1" and "at most 256 characters" in err["message"], err
+    assert len(err["message"]) < 200
