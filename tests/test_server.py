@@ -316,7 +316,8 @@ def test_infill_and_edit(echo_client):
     r = echo_client.post("/v1/edit", json={"text": "The cat sat.", "spans": [[4, 7]]})
     body = r.json()
     assert body["text"] == "The " + echo_text(4, 3) + " sat."
-    assert body["changes"] == [{"start": 4, "end": 7, "old": "cat", "new": echo_text(4, 3)}]
+    assert body["changes"] == [{"round": 1, "start": 4, "end": 7, "old": "cat",
+                                "new": echo_text(4, 3)}]
     r = echo_client.post("/v1/edit", json={"text": "The cat sat.", "regex": "c.t"})
     assert r.json()["spans"] == [[4, 7]]
     r = echo_client.post("/v1/edit", json={"text": "The cat sat.", "spans": [[4, 70]]})

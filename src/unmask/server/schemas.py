@@ -291,6 +291,9 @@ class ChatRequest(_Generation):
 GapKey = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 """A gap's number (1-based, in template order) or its name (``[MASK:city]``)."""
 
+Choice = Annotated[str, StringConstraints(max_length=256)]
+"""One text of an infill gap's ``choices``."""
+
 MAX_GAP_OPTIONS = 64
 """Most entries in each gap constraint option (``choices``, ``regex``, ``charset``, ``ban``)."""
 
@@ -302,9 +305,11 @@ class InfillRequest(DiffusionOptions, Guided):
     template: str = Field(min_length=1)
     """With ``response_format`` / ``guided_*``: a template of one ``[MASK:n]`` gap (n tokens at
     most) whose text takes that constraint."""
-    choices: dict[GapKey, Annotated[list[str], Field(min_length=1, max_length=256)]] | None = (
+    choices: dict[GapKey, Annotated[list[Choice], Field(min_length=1, max_length=256)]] | None = (
         Field(None, max_length=MAX_GAP_OPTIONS))
-    """Per gap: the texts it may hold (``{"city": ["Paris", "Rome"]}``)."""
+    """Per gap: the texts it may hold (``{"city": ["Paris", "Rome"]}``), each at most 256
+    characters as a ``guided_choice`` (a longer one became a pattern the error message quoted
+    for 2,000 characters before its reason was cut off)."""
     regex: dict[GapKey, Annotated[str, StringConstraints(min_length=1, max_length=256)]] | None = (
         Field(None, max_length=MAX_GAP_OPTIONS))
     """Per gap: a pattern its text matches in full (the regex subset of docs/infill.md)."""
@@ -341,17 +346,25 @@ class FormRequest(DiffusionOptions):
     body."""
 
 
+MAX_EDIT_ROUNDS = 64
+"""Most ``rounds`` of one ``/v1/edit`` request (each round is a whole refill)."""
+
+
 class EditRequest(DiffusionOptions):
     """``POST /v1/edit``: re-mask character spans, regex matches or the least confident tokens."""
 
     text: str = Field(min_length=1)
     spans: list[Annotated[tuple[StrictInt, StrictInt], Strict(False)]] | None = Field(
         None, max_length=64)
-    """Character spans ``[start, end)`` to rewrite."""
+    """Character spans ``[start, end)`` to rewrite, in Unicode code points (Python ``str``
+    indices, not JavaScript's UTF-16 units), as every offset of the API."""
     regex: str | None = Field(None, min_length=1, max_length=256)
     """Python regex; every match is rewritten."""
     lowest: int | None = Field(None, ge=1)
     """Rewrite the k least confident tokens instead."""
+    rounds: int = Field(1, ge=1, le=MAX_EDIT_ROUNDS)
+    """With ``lowest``: repeat re-mask -> refill this many times (``unmask edit --rounds``,
+    ``api.edit(rounds=...)``); a round that changes nothing ends early."""
     confidence_mode: Literal["masked", "visible"] = "masked"
     """How ``lowest`` scores tokens (docs/infill.md)."""
 

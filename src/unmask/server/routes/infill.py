@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from unmask.config import InfillOptions
+from unmask.config import InfillOptions, SampleConfig
 from unmask.errors import UserError
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
@@ -28,6 +28,7 @@ from unmask.server.plumbing import (
     alone,
     blaming,
     check_model,
+    check_names,
     check_steps,
     check_text,
     diffusion_only,
@@ -79,7 +80,7 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
     """Run ``fn`` alone on the worker; answer ``body(result)``, or stream its steps first. A
     refusal found there names the field its message starts with, else ``blame``
     (``plumbing.blaming``)."""
-    work = blaming(fn, opts, blame)
+    work = context_code(blaming(fn, opts, blame))
 
     def answer(res: Any) -> dict[str, Any]:
         state.metrics.inc("nfe", res.nfe)
@@ -90,6 +91,31 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
         events = DenoisingEvents(state, prefix + uuid.uuid4().hex[:24], answer)
         return await stream_job(state, request, alone(work), events, first_step=True)
     return JSONResponse(answer(await run_alone(state, request, work)))
+
+
+CONTEXT_WORDS = "the model's context (max_seq_len"
+"""What every library refusal of a template, form or text too long for the context says."""
+
+
+def context_code(fn: Callable[[StepCallback], Any]) -> Callable[[StepCallback], Any]:
+    """``fn`` (``blaming`` work), its 400 for a template, form or schema that cannot fit the
+    model's context coded ``context_length_exceeded`` as a too-long prompt or edit text is
+    (it was ``invalid_value``, like a syntax error: a client could not tell "shorten it" from
+    "fix it"); a template whose text alone overflows says how to count its tokens."""
+
+    def run(on_step: StepCallback) -> Any:
+        try:
+            return fn(on_step)
+        except APIError as e:
+            if e.status != 400 or CONTEXT_WORDS not in e.message:
+                raise
+            message = e.message
+            if message.startswith("template needs at least"):
+                message += ": shorten the template's text or gaps (/v1/tokenize counts tokens)"
+            raise APIError(400, message, param=e.param,
+                           code="context_length_exceeded") from None
+
+    return run
 
 
 def user_call(fn: Callable[[], Any], param: str) -> Any:
@@ -114,6 +140,14 @@ def router(state: ServerState) -> APIRouter:
         if not causal_ok:
             diffusion_only(state, what)
 
+    def configure(opts: DiffusionOptions) -> SampleConfig:
+        """The request's ``SampleConfig`` (``steps`` capped at the masks by the library), an
+        unknown ``policy`` or ``cache`` a 400 naming it as in completions (it was found on
+        the worker and blamed on the template, form or edit field, or on nothing)."""
+        config = sample_config(opts, 1, state.max_seq_len)
+        check_names(config)
+        return config
+
     def no_regex(param: str) -> APIError:
         return APIError(400, f"regex constraints are turned off on this server ({param})",
                         param=param, code="unsupported")
@@ -134,7 +168,7 @@ def router(state: ServerState) -> APIRouter:
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
-        config = sample_config(req, 1, state.max_seq_len)  # infill caps steps at the masks
+        config = configure(req)  # infill caps steps at the masks
         options = InfillOptions(max_search_calls=state.limits.max_search_calls,
                                 **{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
@@ -177,6 +211,12 @@ def router(state: ServerState) -> APIRouter:
         k = gaps[0]
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
+        n_text = len(tok.encode(before)) + len(tok.encode(after))
+        if n_text + 1 > state.max_seq_len:  # the text and at least one token of the gap
+            raise APIError(400, f"template needs at least {n_text + 1} tokens ({n_text} of "
+                           f"text), more than {CONTEXT_WORDS} {state.max_seq_len}): shorten "
+                           "the template's text (/v1/tokenize counts tokens)", param="template",
+                           code="context_length_exceeded")
         width = gap.length or 32
         form, parse = build_form(state, guided, width)
         _, _, automata = user_call(
@@ -186,7 +226,7 @@ def router(state: ServerState) -> APIRouter:
             raise APIError(400, f"{guided['source']}: a value's shortest answer takes {fewest} "
                            f"tokens; the gap [MASK:{width}] bounds each value to {width}",
                            param=guided["source"], code="invalid_value")
-        config = sample_config(req, 1, state.max_seq_len)
+        config = configure(req)
 
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
@@ -231,7 +271,7 @@ def router(state: ServerState) -> APIRouter:
                 form = None  # the worker says where the JSON is broken
             if _has_regex_hole(form):
                 raise no_regex("form")
-        config = sample_config(req, 1, state.max_seq_len)
+        config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
             return api.fill_form(state.loaded, text, config=config, step_callback=on_step,
@@ -247,7 +287,7 @@ def router(state: ServerState) -> APIRouter:
         schema = req.schema_
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
-        config = sample_config(req, 1, state.max_seq_len)
+        config = configure(req)
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
             return api.fill_form(state.loaded, schema=schema, config=config,
@@ -270,12 +310,15 @@ def router(state: ServerState) -> APIRouter:
         if n_tokens > state.max_seq_len:
             raise APIError(400, f"text has {n_tokens} tokens; the model's context is "
                            f"{state.max_seq_len}", param="text", code="context_length_exceeded")
-        config = sample_config(req, 1, state.max_seq_len)
+        if req.rounds > 1 and req.lowest is None:  # as `unmask edit --rounds` refuses it
+            raise APIError(400, "rounds needs lowest (spans and regex matches are rewritten "
+                           "once)", param="rounds", code="invalid_value")
+        config = configure(req)
         spans = [tuple(s) for s in req.spans or ()]
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask edit`
             return api.edit(state.loaded, req.text, spans=spans, regex=req.regex,
-                            lowest=req.lowest, config=config,
+                            lowest=req.lowest, rounds=req.rounds, config=config,
                             confidence_mode=req.confidence_mode, step_callback=on_step).detail
 
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
@@ -283,10 +326,10 @@ def router(state: ServerState) -> APIRouter:
         res = await run_alone(state, request, blaming(run, req, blame))
         state.metrics.inc("nfe", res.nfe)
         note(request, nfe=res.nfe)
-        changes = [{"start": c.start, "end": c.end, "old": c.old, "new": c.new}
-                   for c in res.changes]
+        changes = [{"round": c.round, "start": c.start, "end": c.end, "old": c.old,
+                    "new": c.new} for c in res.changes]  # as `unmask edit --json`
         return JSONResponse({"object": "edit", "model": state.name, "text": res.text,
                              "changes": changes, "spans": [list(s) for s in res.spans],
-                             "nfe": res.nfe})
+                             "rounds": res.rounds, "nfe": res.nfe})
 
     return r
