@@ -881,3 +881,24 @@ def test_placeholders_without_a_recommendation_are_the_server_defaults(page):
                                   "policy": "default (llada)"}
     page.check("input[name=mode][value=infill]")
     assert placeholders(page)["block_length"] == "default"
+
+
+def test_with_an_api_key_the_recommendation_is_read_once_the_key_is_typed(page):
+    """A server with ``--api-key`` refuses ``GET /v1/models`` without the key: the page says
+    *default* until the key is typed, then asks again and shows the recommendation."""
+    listed = {"object": "list", "data": [{"id": "tiny", "sample_defaults": {"temperature": 0.5}}]}
+
+    def models(route):
+        if route.request.headers.get("authorization") == "Bearer k":
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(listed))
+        else:
+            route.fulfill(status=401, content_type="application/json",
+                          body='{"error": {"message": "invalid API key"}}')
+
+    page.route("**/v1/models", models)
+    page.reload()
+    expect(page.locator("#temperature")).to_have_attribute("placeholder", "default")
+    page.fill("#key", "k")
+    page.dispatch_event("#key", "change")
+    expect(page.locator("#temperature")).to_have_attribute("placeholder", "0.5")
+    page.errors.clear()  # Chromium logs the 401 on the console
