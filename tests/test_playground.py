@@ -805,7 +805,8 @@ def test_text_on_the_page_has_wcag_contrast(page):
     page.check("input[name=mode][value=infill]")
     page.fill("#prompt", "a cat [MASK:2]")
     word(page, "cat").click()
-    for sel in ("#words .gap", "#words .masked", "#count_note", "#status", "#template"):
+    for sel in ("#words .gap", "#words .masked", "#count_note", "#status", "#template",
+                "#defaults_note"):
         assert ratio(sel) >= 4.5, (sel, ratio(sel))
 
 
