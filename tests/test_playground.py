@@ -46,6 +46,7 @@ from server_helpers import bpe_tokenizer, loaded, random_transformer  # noqa: E4
 from test_server_openai import live_server  # noqa: E402
 from torch import nn  # noqa: E402
 
+from unmask import api  # noqa: E402
 from unmask.server import create_app  # noqa: E402
 
 NEW_TOKEN_RGB = (0xC8, 0xF7, 0xC5)  # .new { background: #c8f7c5 }
@@ -804,7 +805,8 @@ def test_text_on_the_page_has_wcag_contrast(page):
     page.check("input[name=mode][value=infill]")
     page.fill("#prompt", "a cat [MASK:2]")
     word(page, "cat").click()
-    for sel in ("#words .gap", "#words .masked", "#count_note", "#status", "#template"):
+    for sel in ("#words .gap", "#words .masked", "#count_note", "#status", "#template",
+                "#defaults_note"):
         assert ratio(sel) >= 4.5, (sel, ratio(sel))
 
 
@@ -828,3 +830,76 @@ def test_counts_in_the_status_line_agree_with_their_nouns(page):
     page.route("**/v1/infill", answer(ONE_STEP + result + "data: [DONE]\n\n"))
     assert run_and_wait(page).startswith("1 gap, 1 step, 1 model evaluation in ")
     assert page.text_content("#canvas") == "a x b"
+
+
+def placeholders(page: Page) -> dict[str, str]:
+    out = {f: page.get_attribute(f"#{f}", "placeholder") for f in
+           ("steps", "block_length", "temperature")}
+    return {**out, "policy": page.text_content("#policy_default")}
+
+
+def test_blank_fields_show_the_recommendation_that_will_run(page):
+    """In complete mode a blank field's placeholder is what the server runs for it
+    (``api.sample_config`` with the checkpoint's ``sample_defaults`` of ``GET /v1/models``: a
+    recommended block length fitted to max_tokens and steps), and a note lists the
+    recommendation, penalties included; infill, form and schema take the server's defaults."""
+    recommended = {"block_length": 4, "temperature": 0.7, "repetition_penalty": 1.3}
+    listed = {"object": "list", "data": [{"id": "tiny", "object": "model",
+                                          "sample_defaults": recommended}]}
+    page.route("**/v1/models", answer(json.dumps(listed), content_type="application/json"))
+    page.reload()
+    expect(page.locator("#defaults_note")).to_contain_text("repetition_penalty 1.3")
+    model = random_transformer(tokenizer=TOK)
+    model.config.sample_defaults = recommended
+    served = loaded(model, TOK)
+    for max_tokens, steps, policy in (("8", "", ""), ("6", "", ""), ("5", "", ""),
+                                      ("8", "3", ""), ("8", "3", "threshold"), ("6", "2", "")):
+        page.fill("#max_tokens", max_tokens)
+        page.fill("#steps", steps)
+        page.select_option("#policy", policy)
+        given = {"gen_length": int(max_tokens), **({"steps": int(steps)} if steps else {}),
+                 **({"policy": policy} if policy else {})}
+        runs = api.sample_config(served, given)
+        block = "none" if runs.block_length is None else str(runs.block_length)
+        shown = placeholders(page)
+        if steps:  # a filled field shows its value, not its placeholder
+            shown["steps"] = steps
+        assert shown == {"steps": str(runs.steps), "block_length": block,
+                         "temperature": "0.7", "policy": "default (llada)"}, given
+    page.check("input[name=mode][value=form]")
+    assert placeholders(page) == dict.fromkeys(("steps", "block_length", "temperature",
+                                                "policy"), "default")
+    expect(page.locator("#defaults_note")).to_contain_text("the server's defaults")
+
+
+def test_placeholders_without_a_recommendation_are_the_server_defaults(page):
+    """The live server's checkpoint recommends nothing: a blank field runs the default (one
+    step per token, one block, argmax, policy llada), which the placeholders say; the
+    block_length placeholder never claims a recommendation there is none of."""
+    page.fill("#max_tokens", "8")
+    expect(page.locator("#defaults_note")).to_contain_text("recommends no sampling options")
+    assert placeholders(page) == {"steps": "8", "block_length": "none", "temperature": "0",
+                                  "policy": "default (llada)"}
+    page.check("input[name=mode][value=infill]")
+    assert placeholders(page)["block_length"] == "default"
+
+
+def test_with_an_api_key_the_recommendation_is_read_once_the_key_is_typed(page):
+    """A server with ``--api-key`` refuses ``GET /v1/models`` without the key: the page says
+    *default* until the key is typed, then asks again and shows the recommendation."""
+    listed = {"object": "list", "data": [{"id": "tiny", "sample_defaults": {"temperature": 0.5}}]}
+
+    def models(route):
+        if route.request.headers.get("authorization") == "Bearer k":
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(listed))
+        else:
+            route.fulfill(status=401, content_type="application/json",
+                          body='{"error": {"message": "invalid API key"}}')
+
+    page.route("**/v1/models", models)
+    page.reload()
+    expect(page.locator("#temperature")).to_have_attribute("placeholder", "default")
+    page.fill("#key", "k")
+    page.dispatch_event("#key", "change")
+    expect(page.locator("#temperature")).to_have_attribute("placeholder", "0.5")
+    page.errors.clear()  # Chromium logs the 401 on the console

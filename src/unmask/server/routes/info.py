@@ -34,7 +34,8 @@ def router(state: ServerState) -> APIRouter:
         return {"id": state.name, "object": "model", "created": 0, "owned_by": "unmask",
                 "max_seq_len": state.max_seq_len,
                 "attention": getattr(state.cfg, "attention", None),
-                "chat": state.chat is not None, "dtype": api.weights_dtype(state.loaded)}
+                "chat": state.chat is not None, "dtype": api.weights_dtype(state.loaded),
+                "sample_defaults": recommended(state)}
 
     @r.get("/v1/models", dependencies=guard)
     async def models() -> dict[str, Any]:
@@ -59,3 +60,21 @@ def router(state: ServerState) -> APIRouter:
                                  media_type="text/plain; version=0.0.4")
 
     return r
+
+
+def recommended(state: ServerState) -> dict[str, Any]:
+    """The checkpoint's recommended sampling options (``sample_defaults`` in its config.json)
+    that completions and chat completions apply to what a request does not send
+    (``api.sample_config``): the penalties are left out where the checkpoint's decoder applies
+    none. A recommended ``block_length`` runs as the largest length up to it that divides the
+    request's ``max_tokens`` (and, for policy llada, ``steps`` into whole blocks); ``steps``
+    not recommended is one per token. The template tasks (infill, forms) do not apply them."""
+    from unmask.sampling.penalties import PENALTY_FIELDS
+    from unmask.sampling.registry import applies_penalties
+
+    facts = api.facts_of(state.loaded)
+    out = dict(facts.sample_defaults)
+    if not applies_penalties(facts.default_decoder):
+        for name in PENALTY_FIELDS:
+            out.pop(name, None)
+    return out
