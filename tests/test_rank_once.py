@@ -27,8 +27,11 @@ def waits(monkeypatch):
 
 
 def as_rank(monkeypatch, rank: int) -> None:
+    """A worker of a one-machine torchrun of two."""
     monkeypatch.setenv("RANK", str(rank))
+    monkeypatch.setenv("LOCAL_RANK", str(rank))
     monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
 
 
 @pytest.mark.parametrize("rank", [0, 1])
@@ -133,3 +136,24 @@ def test_torchrun_says_an_argument_error_once(tmp_path, free_port):
     assert len(ours) == 1, done.stderr
     assert ours[0].startswith("unmask train: error: argument --steps: must be at least 1")
     assert "exitcode  : 2" in done.stderr  # rank 0's status, the root cause torchrun names
+
+
+@pytest.mark.parametrize(("env", "why"), [
+    ({"RANK": "1", "WORLD_SIZE": "2"}, "another launcher: no torchrun agent would end a wait"),
+    ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "TORCHELASTIC_RUN_ID": "x"},
+     "the first worker of a second machine: its agent ends the others, not rank 0's exit"),
+])  # fmt: skip
+def test_no_wait_where_no_one_would_end_it(env, why, monkeypatch, waits, capsys):
+    """Only a torchrun worker that is not its machine's first holds its line back: with RANK
+    and WORLD_SIZE from another launcher, or on another machine's first worker, it waited
+    30 s (34.5 s to a one-line refusal) and was then said anyway."""
+    for name in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["train", "--data", "d", "--out", "o", "--bogus"]) == 2
+    assert waits == [], why
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(UserError), parallel.said_once(rank=1, world=2):
+        raise UserError("said at once")
+    assert waits == [], why

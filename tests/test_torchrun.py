@@ -59,6 +59,8 @@ def test_another_rank_says_it_when_rank_0_goes_on(monkeypatch):
     wait; a process of one says it at once."""
     waits = []
     before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")  # a worker of torchrun's
+    monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(parallel, "FOLLOWER_ERROR_WAIT", 0.05)
     monkeypatch.setattr(parallel.time, "sleep", waits.append)
     with pytest.raises(UserError, match="only here"), parallel.said_once(rank=1, world=2):

@@ -120,9 +120,14 @@ def _torchrun_rank() -> tuple[int, int]:
 
 
 def _follower() -> bool:
-    """Whether this is a process of ``torchrun`` other than rank 0."""
+    """Whether this is a worker of ``torchrun`` that leaves its lines to another
+    (``unmask.parallel.holds_back``: not rank 0, nor the first worker of its machine)."""
     rank, world = _torchrun_rank()
-    return world > 1 and rank != 0
+    if world <= 1 or rank == 0:
+        return False  # the common case imports nothing
+    from unmask.parallel import holds_back
+
+    return holds_back(rank, world)
 
 
 def _said_by_rank_0(error: BaseException | None = None) -> None:

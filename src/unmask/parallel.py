@@ -233,15 +233,30 @@ def said_once(*, rank: int, world: int) -> Iterator[None]:
         raise
 
 
+def holds_back(rank: int, world: int) -> bool:
+    """Whether this process leaves the line of a user mistake or a signal to another: one of
+    torchrun's workers (``TORCHELASTIC_RUN_ID`` set: its agent ends a machine's workers once
+    one of them exits) other than its machine's first (``LOCAL_RANK`` 0 says it: rank 0, and on
+    each other machine of a multi-node run its own first worker, since that machine's agent
+    would end the others only when the rendezvous notices: one line a machine, no wait).
+    ``RANK`` and ``WORLD_SIZE`` set by another launcher: no one would end a wait, so none."""
+    if world <= 1 or rank == 0 or "TORCHELASTIC_RUN_ID" not in os.environ:
+        return False
+    try:
+        return int(os.environ.get("LOCAL_RANK", str(rank))) != 0
+    except ValueError:
+        return False
+
+
 def hold_back_for_rank_0(error: BaseException | None, *, rank: int, world: int) -> None:
-    """Before a process says a user mistake: under torchrun (``world`` > 1) a rank other than
-    0 waits instead, since every process met it and rank 0 says it; torchrun ends the others
+    """Before a process says a user mistake: under torchrun a worker that ``holds_back`` waits
+    instead, since every process met it and rank 0 says it; torchrun ends the others
     (SIGTERM) as soon as rank 0 exits, and this process then exits quietly with status 2. A
     mistake only this rank meets (rank 0 is not there to say it) is said after
     ``FOLLOWER_ERROR_WAIT`` seconds, so it is never lost. Rank 0, and one process alone,
     return at once. ``error`` is marked as held back, so that a caller further out (the CLI
     around ``unmask.train``) does not wait a second time."""
-    if world <= 1 or rank == 0 or getattr(error, "held_back", False):
+    if not holds_back(rank, world) or getattr(error, "held_back", False):
         return
     _wait_for_rank_0()
     if error is not None:
