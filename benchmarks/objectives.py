@@ -101,7 +101,7 @@ from unmask.commands.demo import DemoTrainPlan, asset_path
 from unmask.config import SampleConfig, TrainConfig
 from unmask.data import TokenDataset, prepare
 from unmask.errors import UserError
-from unmask.evaluate import evaluate_loss, unigram_entropy
+from unmask.evaluate import evaluate_loss, perplexity, unigram_entropy
 from unmask.files import atomic_write_text
 from unmask.sampling import decode_generations, generate, generate_ar, generate_sedd, sample_blocks
 from unmask.sampling.protocol import cut_at_eos
@@ -209,7 +209,7 @@ def held_out_bound(
     return {
         "loss": loss,
         "bpb": loss / math.log(2) / val.bytes_per_token,
-        "ppl": math.exp(min(loss, 50.0)),
+        "ppl": perplexity(loss),
         "windows": n_windows,
     }
 

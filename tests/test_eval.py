@@ -753,8 +753,44 @@ def test_a_diverged_models_perplexity_is_inf_not_a_false_finite_bound() -> None:
     assert perplexity(2.0) == pytest.approx(math.exp(2.0))
     assert perplexity(60.0) == pytest.approx(math.exp(60.0))  # was exp(50)
     assert perplexity(800.0) == math.inf  # math.exp would overflow
+    assert math.isnan(perplexity(math.nan))  # not inf: a NaN loss is no bound at all
     h = dataclasses.asdict(EvalResult(loss=800.0, ppl=perplexity(800.0), bpb=1000.0,
                                       n_tokens=10))
     report = RunReport(checkpoint="x", run=None, step=None, objective="mdlm", heldout=h)
     assert "(perplexity <= inf)" in "\n".join(report.lines())
     assert report.as_dict()["heldout"]["ppl"] is None
+
+
+def test_a_damaged_trainer_state_is_one_line(run, capsys, tmp_path):
+    """A trainer.json that is JSON but not an object (``[1]``) was an AttributeError
+    traceback; not UTF-8 likewise: one line naming the file."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    trainer = copy / "checkpoint" / "trainer.json"
+    for damage in (b"[1]", b"\xff\xfe{"):
+        trainer.write_bytes(damage)
+        assert main(["eval", str(copy), "--no-score", "--no-plot"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "trainer.json" in err, err
+
+
+def test_offline_hub_restores_the_switches_of_modules_imported_inside(tmp_path, monkeypatch):
+    """``offline_hub`` turns the Hub's and datasets' offline switches on, then back: a module
+    first imported inside it (it reads the variable at import, as ``datasets.config`` does)
+    kept its switch on afterwards."""
+    import importlib
+
+    from unmask import lm_eval
+
+    (tmp_path / "fake_hub_config.py").write_text(
+        "import os\nHF_HUB_OFFLINE = os.environ.get('HF_HUB_OFFLINE') == '1'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(lm_eval, "_OFFLINE_FLAGS", (("fake_hub_config", "HF_HUB_OFFLINE"),))
+    monkeypatch.delitem(sys.modules, "fake_hub_config", raising=False)
+    with lm_eval.offline_hub():
+        module = importlib.import_module("fake_hub_config")
+        assert module.HF_HUB_OFFLINE is True  # offline inside
+    assert module.HF_HUB_OFFLINE is False

@@ -50,7 +50,7 @@ its standard error against the number of samples (docs/evaluation.md); LLaDA use
 def perplexity(loss: float) -> float:
     """``exp(loss)`` of a loss in nats a token: inf past what a float holds (a diverged model;
     the old cap at exp(50) printed a finite, false "perplexity <= 5.2e21")."""
-    return math.exp(loss) if loss < 700.0 else math.inf
+    return math.inf if loss >= 709.0 else math.exp(loss)  # a NaN loss stays NaN
 
 
 @dataclass

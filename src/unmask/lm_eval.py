@@ -463,6 +463,11 @@ def offline_hub() -> Iterator[None]:
     downloaded it; offline, it retried the Hub for a minute before failing). The variables
     ``HF_HUB_OFFLINE`` and ``HF_DATASETS_OFFLINE`` for what is imported inside, the modules'
     own switches for what was imported before."""
+    import importlib
+
+    for module in {m for m, _ in _OFFLINE_FLAGS}:  # imported first (when installed): a module
+        with contextlib.suppress(ImportError):  # imported inside would keep its switch on
+            importlib.import_module(module)
     names = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     env = {k: os.environ.get(k) for k in names}
     os.environ.update(dict.fromkeys(names, "1"))

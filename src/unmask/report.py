@@ -30,7 +30,7 @@ from typing import Any
 
 from unmask.config import TrainConfig, from_dict, load_json
 from unmask.errors import UserError
-from unmask.files import as_number, finite_or_null
+from unmask.files import as_number, finite_or_null, read_json
 from unmask.messages import plural
 
 PLOT_INSTALL = "pip install matplotlib"
@@ -79,10 +79,7 @@ def find_run(path: str | Path) -> RunInfo:
     trainer = ckpt / "trainer.json"
     meta: dict[str, Any] = {}
     if trainer.is_file():
-        try:
-            meta = json.loads(trainer.read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{trainer}: not valid JSON") from None
+        meta = read_json(trainer)  # one-line errors: not JSON, not UTF-8, not an object
         step = meta.get("step")
     if best and step is None and run is not None and (run / "metrics.jsonl").is_file():
         events = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "best"]

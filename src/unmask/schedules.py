@@ -5,7 +5,7 @@ Nie et al. 2025):
 
 - ``p_mask(t)``: probability that a token is ``[MASK]`` at time t, floored at ``eps``
   as LLaDA trains it: ``p_mask = (1 - eps)·(1 - α(t)) + eps``;
-- ``weight(t)``: the ELBO weight ``-α'(t) / (1 - α(t))`` of the cross-entropy at a
+- ``weight(t)``: the ELBO weight ``-α'(t) / p_mask(t)`` of the cross-entropy at a
   masked token (``1/p_mask`` for the linear schedule, LLaDA's form);
 - ``sample_t``: t ~ U(0, 1) per row, optionally low-discrepancy ("antithetic") so a
   batch covers [0, 1) evenly (MDLM);
