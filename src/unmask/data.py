@@ -356,21 +356,40 @@ _WORD_END = re.compile(
 Python's ``\\s`` also takes the separators U+001C-U+001F, which that regex leaves in words."""
 
 
-def _cut(text: str, size: int) -> int:
-    """Where to cut ``text`` (longer than ``size``): the last place before ``size`` where a
-    whitespace run begins, preferably a space: GPT-2-style pre-tokenization (byte-level BPE)
-    ends a piece there anyway and treats a run at the start of a string as it does mid-text,
-    so the pieces encode to the tokens of the whole text (a cut after a newline in a run of
-    blank lines, or inside a run of spaces, gave different ones). A piece starting with a
-    space also keeps SentencePiece-style tokenizers from adding a word start of their own.
-    Without whitespace, ``size``."""
-    c = text.rfind(" ", 1, size)
-    while c > 0 and text[c - 1].isspace():  # inside a run of whitespace: look further back
-        c = text.rfind(" ", 1, c)
-    if c > 0:
+_WHITESPACE = re.compile(
+    r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+)
+
+
+def _reach(size: int) -> int:
+    """How far past ``size`` characters ``_cut`` looks for whitespace before it cuts hard: up
+    to the pieces of tokenizers that do not ``_cuts_exactly`` (``_CHUNK_CHARS_OTHER``)."""
+    return max(size, _CHUNK_CHARS_OTHER)
+
+
+def _cut(text: str, size: int, start: int = 0) -> int:
+    """Where to cut ``text[start:]`` (longer than ``size``), as an index into ``text``: the
+    last place before ``start + size`` where a whitespace run begins, preferably a space:
+    GPT-2-style pre-tokenization (byte-level BPE) ends a piece there anyway and treats a run at
+    the start of a string as it does mid-text, so the pieces encode to the tokens of the whole
+    text (a cut after a newline in a run of blank lines, or inside a run of spaces, gave
+    different ones). A piece starting with a space also keeps SentencePiece-style tokenizers
+    from adding a word start of their own. Without whitespace there (CJK paragraphs, minified
+    code, base64), the first whitespace up to ``start + _reach(size)``; without any, a hard
+    cut there, the one place where the tokens may differ from those of the whole text. Reads
+    only ``text[start:start + _reach(size)]``, and copies none of it."""
+    end = start + size
+    c = text.rfind(" ", start + 1, end)
+    while c > start and text[c - 1].isspace():  # inside a run of whitespace: look further back
+        c = text.rfind(" ", start + 1, c)
+    if c > start:
         return c
-    ends = [m.end() for m in _WORD_END.finditer(text, 0, size)]
-    return ends[-1] if ends else size
+    ends = [m.end() for m in _WORD_END.finditer(text, start, end)]
+    if ends:
+        return ends[-1]
+    reach = start + _reach(size)
+    ahead = _WHITESPACE.search(text, end, reach)  # none before ``end``: a run begins here
+    return ahead.start() if ahead else min(reach, len(text))
 
 
 def _cuts_exactly(tok: Tokenizer) -> bool:
@@ -389,18 +408,35 @@ def _cuts_exactly(tok: Tokenizer) -> bool:
 
 def _split_text(text: str, size: int | None = None) -> Iterator[str]:
     """``text`` in pieces of at most ``size`` (default ``_CHUNK_CHARS``) characters, cut where
-    whitespace begins (``_cut``)."""
+    whitespace begins (``_cut``; longer only where ``size`` characters hold none). Each
+    character is copied once: into its piece."""
     size = _CHUNK_CHARS if size is None else size
-    while len(text) > size:
-        c = _cut(text, size)
-        yield text[:c]
-        text = text[c:]
-    yield text
+    start = 0
+    while len(text) - start > size:
+        c = _cut(text, size, start)
+        if c == len(text):  # no whitespace to its end, within reach: one piece
+            break
+        yield text[start:c]
+        start = c
+    yield text[start:] if start else text
+
+
+def _cut_held(text: str, size: int) -> tuple[list[str], str]:
+    """The pieces ``_split_text`` gives of ``text`` that do not depend on what follows it
+    (those that start more than ``_reach(size)`` characters before its end), and the rest."""
+    pieces = []
+    start = 0
+    while len(text) - start > _reach(size):
+        c = _cut(text, size, start)
+        pieces.append(text[start:c])
+        start = c
+    return pieces, text[start:] if start else text
 
 
 def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
-    """One document (the whole file) in pieces of at most ``chunk`` characters; nothing for a
-    file that is empty or only whitespace (held back until a character that is not)."""
+    """One document (the whole file) in the pieces ``_split_text`` cuts it into (about
+    ``chunk`` characters), holding at most ``_reach(chunk)`` characters and a read; nothing
+    for a file that is empty or only whitespace (held back until a character that is not)."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     buf: list[str] = []
@@ -423,12 +459,10 @@ def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, 
             buf.append(text)
             n += len(text)
             seen = seen or not text.isspace()
-        if n > chunk and not final and seen:
-            pending = "".join(buf)
-            while len(pending) > chunk:
-                c = _cut(pending, chunk)
-                yield pending[:c], False
-                pending = pending[c:]
+        if n > _reach(chunk) and not final and seen:
+            done, pending = _cut_held("".join(buf), chunk)
+            for p in done:
+                yield p, False
             buf, n = [pending], len(pending)
         if final:
             break
@@ -444,7 +478,8 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 
 def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
     """Each non-blank line one document, its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``,
-    old Mac style) left out; a line longer than ``chunk`` characters comes in pieces."""
+    old Mac style) left out; a line longer than ``chunk`` characters comes in the pieces
+    ``_split_text`` cuts it into."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     pending = ""  # the current line, not yet yielded
@@ -486,11 +521,11 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
         if not seen:  # a line of only whitespace is held whole, to be no document
             new = pending[checked:]
             seen, checked = bool(new) and not new.isspace(), len(pending)
-        while seen and len(pending) > chunk:
-            c = _cut(pending, chunk)
-            yield pending[:c], False
-            emitted = True
-            pending = pending[c:]
+        if seen and len(pending) > _reach(chunk):
+            done, pending = _cut_held(pending, chunk)
+            for p in done:
+                yield p, False
+            emitted = emitted or bool(done)
 
 
 def _jsonl_objects(
@@ -580,8 +615,8 @@ def _iter_pieces(
     line_docs: bool = False,
     chunk: int | None = None,
 ) -> Iterator[tuple[str, bool]]:
-    """``(piece, end_of_document)`` over all files; pieces are at most ``chunk`` characters
-    (default ``_CHUNK_CHARS``)."""
+    """``(piece, end_of_document)`` over all files; pieces are about ``chunk`` characters
+    (default ``_CHUNK_CHARS``; ``_split_text``)."""
     chunk = _CHUNK_CHARS if chunk is None else chunk
     for path in files:
         src = _Source(path, on_progress, errors)
