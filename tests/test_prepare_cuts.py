@@ -1,5 +1,5 @@
 """Where ``prepare`` cuts long documents into pieces for the tokenizer: in linear time, at
-whitespace even past the piece size."""
+whitespace even past the piece size, never where an added token could lose its match."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import random
 import re
 
 import pytest
+from tokenizers import AddedToken
+from tokenizers import Tokenizer as HFTokenizer
 
 from unmask import data
+from unmask.tokenizer import load_tokenizer
 
 _OLD_WORD_END = re.compile(
     r"\S(?=[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])"
@@ -137,3 +140,30 @@ def test_a_cut_looks_past_the_piece_size_for_whitespace_before_cutting_hard(
         docs = paras if line_docs else [text]
         want = [i for d in docs for i in [*tok.encode(d), tok.eos_id]]
         assert ds.read(0, ds.n_tokens).tolist() == want, line_docs
+
+
+def _with_added(tmp_path, tok, name, added):
+    hf = HFTokenizer.from_str(tok.hf.to_str())
+    hf.add_tokens([added])
+    hf.save(str(tmp_path / f"{name}.json"))
+    return load_tokenizer(tmp_path / f"{name}.json")
+
+
+def test_a_tokenizer_with_added_tokens_that_take_in_whitespace_does_not_get_short_pieces(
+    tmp_path,
+):
+    tok = data.train_bpe(["some words to call on, and more words " * 50], 300)
+    assert data._cuts_exactly(_with_added(tmp_path, tok, "plain", AddedToken("<|tool|>")))
+    for name, added in (("rstrip", AddedToken("<|tool|>", rstrip=True)),
+                        ("lstrip", AddedToken("<|tool|>", lstrip=True)),
+                        ("space", AddedToken("call me"))):
+        assert not data._cuts_exactly(_with_added(tmp_path, tok, name, added)), name
+    # cut before " call" (4K characters in), the rstrip token lost the space it takes in
+    rstrip = tmp_path / "rstrip.json"
+    text = "a" * 4088 + "<|tool|>" + " call me"
+    (tmp_path / "doc.txt").write_text(text)
+    data.prepare([tmp_path / "doc.txt"], tmp_path / "out", tokenizer=str(rstrip),
+                 val_fraction=0, progress=False)
+    ds = data.TokenDataset(tmp_path / "out", "train")
+    tok = load_tokenizer(rstrip)
+    assert ds.read(0, ds.n_tokens).tolist() == [*tok.encode(text), tok.eos_id]

@@ -395,10 +395,18 @@ def _cut(text: str, size: int, start: int = 0) -> int:
 def _cuts_exactly(tok: Tokenizer) -> bool:
     """Whether cutting text where whitespace begins (``_cut``) leaves its tokens as they are:
     byte-level BPE with GPT-2's pre-tokenization regex, no prefix space and no normalizer
-    (ours, GPT-2's, RoBERTa's), or a byte-level vocabulary without merges (``byte``)."""
+    (ours, GPT-2's, RoBERTa's), or a byte-level vocabulary without merges (``byte``), and no
+    added tokens (matched before pre-tokenization) that hold whitespace or take it in from
+    beside them (``lstrip``/``rstrip``/``single_word``)."""
     hf = tok.hf
     if hf.normalizer is not None or hf.pre_tokenizer is None:
         return False
+    for added in hf.get_added_tokens_decoder().values():
+        # matched before pre-tokenization: a cut may split one that holds whitespace, or the
+        # whitespace it takes in (lstrip/rstrip) from the token beside it
+        if not added.special and (added.lstrip or added.rstrip or added.single_word
+                                  or _WHITESPACE.search(added.content) or added.content.isspace()):
+            return False
     pre = json.loads(hf.pre_tokenizer.__getstate__())
     if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space"):
         return False
