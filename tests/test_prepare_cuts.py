@@ -1,9 +1,11 @@
 """Where ``prepare`` cuts long documents into pieces for the tokenizer: in linear time, at
-whitespace even past the piece size, never where an added token could lose its match."""
+whitespace even past the piece size, never where an added token could lose its match; and
+which ``.json`` files it reads as JSON Lines."""
 
 from __future__ import annotations
 
 import io
+import json
 import random
 import re
 
@@ -12,6 +14,7 @@ from tokenizers import AddedToken
 from tokenizers import Tokenizer as HFTokenizer
 
 from unmask import data
+from unmask.errors import UserError
 from unmask.tokenizer import load_tokenizer
 
 _OLD_WORD_END = re.compile(
@@ -167,3 +170,28 @@ def test_a_tokenizer_with_added_tokens_that_take_in_whitespace_does_not_get_shor
     ds = data.TokenDataset(tmp_path / "out", "train")
     tok = load_tokenizer(rstrip)
     assert ds.read(0, ds.n_tokens).tolist() == [*tok.encode(text), tok.eos_id]
+
+
+def test_chat_data_in_a_json_file_points_at_sft_and_other_objects_name_their_fields(tmp_path):
+    kw = {"tokenizer": "byte", "val_fraction": 0, "progress": False}
+    chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    for name, rec in (("chat.json", chat), ("pairs.json", {"prompt": "a", "response": "b"})):
+        (tmp_path / name).write_text((json.dumps(rec) + "\n") * 3)  # datasets' to_json
+        with pytest.raises(UserError, match=rf"{name}:1: no field 'text' .*--objective sft"):
+            data.prepare([tmp_path / name], tmp_path / f"o-{name}", **kw)
+    # records without the text field: text, with a note naming their fields (not jq)
+    (tmp_path / "recs.json").write_text('{"body": "one", "id": 1}\n{"body": "two", "id": 2}\n')
+    info = data.prepare([tmp_path / "recs.json"], tmp_path / "o-recs", **kw)
+    assert info.n_documents == 1 and "fields: body, id" in info.notes[0]
+    assert "--text-field" in info.notes[0] and "jq" not in info.notes[0]
+    # a one-line config whose "text" is no string: plain text with the note, as before
+    (tmp_path / "cfg.json").write_text('{"text": {"nested": 1}, "config": 2}')
+    info = data.prepare([tmp_path / "cfg.json"], tmp_path / "o-cfg", **kw)
+    assert info.n_documents == 1 and "fields: text, config" in info.notes[0]
+    ds = data.TokenDataset(tmp_path / "o-cfg", "train")
+    assert ds.tokenizer().decode(ds.read(0, ds.n_tokens).tolist()) == (
+        tmp_path / "cfg.json").read_text()
+    # a JSON array: the jq note
+    (tmp_path / "arr.json").write_text(json.dumps([{"text": "a"}, {"text": "b"}], indent=1))
+    info = data.prepare([tmp_path / "arr.json"], tmp_path / "o-arr", **kw)
+    assert "jq -c" in info.notes[0]

@@ -197,16 +197,28 @@ def _is_jsonl(p: Path) -> bool:
 _PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSON Lines
 
 
-def _json_lines(src: _Source, text_field: str) -> bool:
-    """Whether a ``.json`` file is JSON Lines (what ``datasets``' ``to_json`` writes): its first
-    line is a JSON object with ``text_field``. Any other ``.json`` (a config file, a JSON
-    array, one document pretty-printed over many lines) is text."""
+def _first_json_line(src: _Source) -> Any:
+    """The first line of ``src`` parsed as JSON, or None where it is not JSON."""
     line = src.peek_line(_PEEK_BYTES)
     try:
-        obj = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+        return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
     except (ValueError, RecursionError):
-        return False
-    return isinstance(obj, dict) and text_field in obj
+        return None
+
+
+def _json_lines(src: _Source, text_field: str) -> bool:
+    """Whether a ``.json`` file is JSON Lines (what ``datasets``' ``to_json`` writes): its first
+    line is a JSON object whose ``text_field`` is a string, or chat or prompt/response records
+    (``messages``, ``prompt`` + ``response``: refused as JSONL with a pointer to SFT). Any
+    other ``.json`` (a config file, a JSON array, one document pretty-printed over many lines)
+    is text."""
+    obj = _first_json_line(src)
+    return isinstance(obj, dict) and (isinstance(obj.get(text_field), str) or _chat_record(obj))
+
+
+def _chat_record(obj: dict[str, Any]) -> bool:
+    """Whether a JSON record is chat (``messages``) or prompt/response data."""
+    return "messages" in obj or {"prompt", "response"} <= obj.keys()
 
 
 def _reads_as_jsonl(src: _Source, text_field: str) -> bool:
@@ -590,7 +602,7 @@ def _jsonl_pieces(
         if text_field not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) or "none"
             fix = "choose one with --text-field"
-            if "messages" in obj or {"prompt", "response"} <= obj.keys():
+            if _chat_record(obj):
                 fix = ("chat or prompt/response data is not prepared: fine-tune a model on the "
                        f"file itself (unmask train --objective sft --init RUN --data {src.path}; "
                        "docs/training.md)")
@@ -1026,16 +1038,18 @@ def prepare(
     files = resolve_inputs(inputs, exclude=[out])
     _check_out(out, overwrite, files)
     json_text = []  # .json files read as plain text, JSON syntax and all
+    first_line: Any = None  # the first line of the first of them, parsed
     n_jsonl = 0
     for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
         src = _Source(f, lambda n: None, errors)
         try:
             jsonl = _reads_as_jsonl(src, text_field)
+            if _named(f, ".json") and not jsonl:
+                first_line = _first_json_line(src) if not json_text else first_line
+                json_text.append(f)
         finally:
             src.close()
         n_jsonl += jsonl
-        if _named(f, ".json") and not jsonl:
-            json_text.append(f)
     total_bytes = sum(f.stat().st_size for f in files)
 
     def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
@@ -1056,9 +1070,16 @@ def prepare(
                      "one document per record already (it splits text files by line)")
     if json_text:
         more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
-        notes.append(f"{json_text[0]}{more} read as plain text, JSON syntax and all (the first "
-                     f"line is not a JSON object with a field {text_field!r}, as in JSON Lines); "
-                     "convert a JSON array of records with jq -c '.[]' in.json > out.jsonl")
+        said = f"{json_text[0]}{more} read as plain text, JSON syntax and all"
+        if isinstance(first_line, dict):  # records without the field, or a config file
+            keys = ", ".join(map(str, list(first_line)[:8])) or "none"
+            notes.append(f"{said} (its first line is a JSON object without a string field "
+                         f"{text_field!r}; fields: {keys}); if it is JSON Lines, name the field "
+                         "of the text with --text-field (text_field= in Python)")
+        else:
+            notes.append(f"{said} (the first line is not a JSON object with a field "
+                         f"{text_field!r}, as in JSON Lines); convert a JSON array of records "
+                         "with jq -c '.[]' in.json > out.jsonl")
     if tokenizer == "bpe" and V < vocab_size:
         notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
                      f"{vocab_size:,} asked): no more pairs of tokens occur twice")
