@@ -195,3 +195,17 @@ def test_chat_data_in_a_json_file_points_at_sft_and_other_objects_name_their_fie
     (tmp_path / "arr.json").write_text(json.dumps([{"text": "a"}, {"text": "b"}], indent=1))
     info = data.prepare([tmp_path / "arr.json"], tmp_path / "o-arr", **kw)
     assert "jq -c" in info.notes[0]
+
+
+def test_a_run_of_whitespace_longer_than_a_piece_is_not_cut_inside():
+    # blank lines or indentation longer than a piece: the window holds nothing but
+    # whitespace, and the cut goes on to the end of the next word (a hard cut, or a cut at
+    # the next whitespace, split the run, and the tokens of a run of spaces or newlines)
+    text = "word" + "\n" * 200 + "more text" + " " * 300 + "\tend\n" + "\r\n" * 120 + "x"
+    tok = data.train_bpe([text * 3], 400)
+    assert data._cuts_exactly(tok)
+    for size in (1, 7, 50, 97):
+        pieces = list(data._split_text(text, size))
+        assert "".join(pieces) == text and len(pieces) > 3
+        assert all(not p[-1].isspace() for p in pieces[:-1]), size  # each cut ends a word
+        assert [i for p in pieces for i in tok.encode(p)] == tok.encode(text), size

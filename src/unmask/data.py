@@ -361,16 +361,11 @@ class _Lines:
                              else None)
 
 
-_WORD_END = re.compile(
-    r"\S(?=[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])"
-)
+_SPACE = r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_WHITESPACE = re.compile(_SPACE)
+_WORD_END = re.compile(rf"\S(?={_SPACE})")
 """A character before whitespace as the tokenizers' regex (Unicode ``White_Space``) sees it;
 Python's ``\\s`` also takes the separators U+001C-U+001F, which that regex leaves in words."""
-
-
-_WHITESPACE = re.compile(
-    r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-)
 
 
 def _reach(size: int) -> int:
@@ -386,10 +381,11 @@ def _cut(text: str, size: int, start: int = 0) -> int:
     the start of a string as it does mid-text, so the pieces encode to the tokens of the whole
     text (a cut after a newline in a run of blank lines, or inside a run of spaces, gave
     different ones). A piece starting with a space also keeps SentencePiece-style tokenizers
-    from adding a word start of their own. Without whitespace there (CJK paragraphs, minified
-    code, base64), the first whitespace up to ``start + _reach(size)``; without any, a hard
-    cut there, the one place where the tokens may differ from those of the whole text. Reads
-    only ``text[start:start + _reach(size)]``, and copies none of it."""
+    from adding a word start of their own. Where no run begins there (CJK paragraphs, minified
+    code, base64, or a window that is all one run of whitespace), the first place up to
+    ``start + _reach(size)`` where one does; without any, a hard cut there, the one place where
+    the tokens may differ from those of the whole text. Reads only
+    ``text[start:start + _reach(size)]``, and copies none of it."""
     end = start + size
     c = text.rfind(" ", start + 1, end)
     while c > start and text[c - 1].isspace():  # inside a run of whitespace: look further back
@@ -400,8 +396,8 @@ def _cut(text: str, size: int, start: int = 0) -> int:
     if ends:
         return ends[-1]
     reach = start + _reach(size)
-    ahead = _WHITESPACE.search(text, end, reach)  # none before ``end``: a run begins here
-    return ahead.start() if ahead else min(reach, len(text))
+    ahead = _WORD_END.search(text, end - 1, reach)  # (not inside a run the window ends in)
+    return ahead.end() if ahead else min(reach, len(text))
 
 
 def _cuts_exactly(tok: Tokenizer) -> bool:
