@@ -197,16 +197,28 @@ def _is_jsonl(p: Path) -> bool:
 _PEEK_BYTES = 1 << 20  # the longest first line of a .json file read to tell JSON Lines
 
 
-def _json_lines(src: _Source, text_field: str) -> bool:
-    """Whether a ``.json`` file is JSON Lines (what ``datasets``' ``to_json`` writes): its first
-    line is a JSON object with ``text_field``. Any other ``.json`` (a config file, a JSON
-    array, one document pretty-printed over many lines) is text."""
+def _first_json_line(src: _Source) -> Any:
+    """The first line of ``src`` parsed as JSON, or None where it is not JSON."""
     line = src.peek_line(_PEEK_BYTES)
     try:
-        obj = json.loads(line.decode("utf-8").removeprefix("\ufeff"))
+        return json.loads(line.decode("utf-8").removeprefix("\ufeff"))
     except (ValueError, RecursionError):
-        return False
-    return isinstance(obj, dict) and text_field in obj
+        return None
+
+
+def _json_lines(src: _Source, text_field: str) -> bool:
+    """Whether a ``.json`` file is JSON Lines (what ``datasets``' ``to_json`` writes): its first
+    line is a JSON object whose ``text_field`` is a string, or chat or prompt/response records
+    (``messages``, ``prompt`` + ``response``: refused as JSONL with a pointer to SFT). Any
+    other ``.json`` (a config file, a JSON array, one document pretty-printed over many lines)
+    is text."""
+    obj = _first_json_line(src)
+    return isinstance(obj, dict) and (isinstance(obj.get(text_field), str) or _chat_record(obj))
+
+
+def _chat_record(obj: dict[str, Any]) -> bool:
+    """Whether a JSON record is chat (``messages``) or prompt/response data."""
+    return "messages" in obj or {"prompt", "response"} <= obj.keys()
 
 
 def _reads_as_jsonl(src: _Source, text_field: str) -> bool:
@@ -349,37 +361,60 @@ class _Lines:
                              else None)
 
 
-_WORD_END = re.compile(
-    r"\S(?=[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])"
-)
+_SPACE = r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+_WHITESPACE = re.compile(_SPACE)
+_WORD_END = re.compile(rf"\S(?={_SPACE})")
 """A character before whitespace as the tokenizers' regex (Unicode ``White_Space``) sees it;
 Python's ``\\s`` also takes the separators U+001C-U+001F, which that regex leaves in words."""
 
 
-def _cut(text: str, size: int) -> int:
-    """Where to cut ``text`` (longer than ``size``): the last place before ``size`` where a
-    whitespace run begins, preferably a space: GPT-2-style pre-tokenization (byte-level BPE)
-    ends a piece there anyway and treats a run at the start of a string as it does mid-text,
-    so the pieces encode to the tokens of the whole text (a cut after a newline in a run of
-    blank lines, or inside a run of spaces, gave different ones). A piece starting with a
-    space also keeps SentencePiece-style tokenizers from adding a word start of their own.
-    Without whitespace, ``size``."""
-    c = text.rfind(" ", 1, size)
-    while c > 0 and text[c - 1].isspace():  # inside a run of whitespace: look further back
-        c = text.rfind(" ", 1, c)
-    if c > 0:
+def _reach(size: int) -> int:
+    """How far past ``size`` characters ``_cut`` looks for whitespace before it cuts hard: up
+    to the pieces of tokenizers that do not ``_cuts_exactly`` (``_CHUNK_CHARS_OTHER``)."""
+    return max(size, _CHUNK_CHARS_OTHER)
+
+
+def _cut(text: str, size: int, start: int = 0) -> int:
+    """Where to cut ``text[start:]`` (longer than ``size``), as an index into ``text``: the
+    last place before ``start + size`` where a whitespace run begins, preferably a space:
+    GPT-2-style pre-tokenization (byte-level BPE) ends a piece there anyway and treats a run at
+    the start of a string as it does mid-text, so the pieces encode to the tokens of the whole
+    text (a cut after a newline in a run of blank lines, or inside a run of spaces, gave
+    different ones). A piece starting with a space also keeps SentencePiece-style tokenizers
+    from adding a word start of their own. Where no run begins there (CJK paragraphs, minified
+    code, base64, or a window that is all one run of whitespace), the first place up to
+    ``start + _reach(size)`` where one does; without any, a hard cut there, the one place where
+    the tokens may differ from those of the whole text. Reads only
+    ``text[start:start + _reach(size)]``, and copies none of it."""
+    end = start + size
+    c = text.rfind(" ", start + 1, end)
+    while c > start and text[c - 1].isspace():  # inside a run of whitespace: look further back
+        c = text.rfind(" ", start + 1, c)
+    if c > start:
         return c
-    ends = [m.end() for m in _WORD_END.finditer(text, 0, size)]
-    return ends[-1] if ends else size
+    ends = [m.end() for m in _WORD_END.finditer(text, start, end)]
+    if ends:
+        return ends[-1]
+    reach = start + _reach(size)
+    ahead = _WORD_END.search(text, end - 1, reach)  # (not inside a run the window ends in)
+    return ahead.end() if ahead else min(reach, len(text))
 
 
 def _cuts_exactly(tok: Tokenizer) -> bool:
     """Whether cutting text where whitespace begins (``_cut``) leaves its tokens as they are:
     byte-level BPE with GPT-2's pre-tokenization regex, no prefix space and no normalizer
-    (ours, GPT-2's, RoBERTa's), or a byte-level vocabulary without merges (``byte``)."""
+    (ours, GPT-2's, RoBERTa's), or a byte-level vocabulary without merges (``byte``), and no
+    added tokens (matched before pre-tokenization) that hold whitespace or take it in from
+    beside them (``lstrip``/``rstrip``/``single_word``)."""
     hf = tok.hf
     if hf.normalizer is not None or hf.pre_tokenizer is None:
         return False
+    for added in hf.get_added_tokens_decoder().values():
+        # matched before pre-tokenization: a cut may split one that holds whitespace, or the
+        # whitespace it takes in (lstrip/rstrip) from the token beside it
+        if not added.special and (added.lstrip or added.rstrip or added.single_word
+                                  or _WHITESPACE.search(added.content) or added.content.isspace()):
+            return False
     pre = json.loads(hf.pre_tokenizer.__getstate__())
     if pre.get("type") != "ByteLevel" or pre.get("add_prefix_space"):
         return False
@@ -389,18 +424,35 @@ def _cuts_exactly(tok: Tokenizer) -> bool:
 
 def _split_text(text: str, size: int | None = None) -> Iterator[str]:
     """``text`` in pieces of at most ``size`` (default ``_CHUNK_CHARS``) characters, cut where
-    whitespace begins (``_cut``)."""
+    whitespace begins (``_cut``; longer only where ``size`` characters hold none). Each
+    character is copied once: into its piece."""
     size = _CHUNK_CHARS if size is None else size
-    while len(text) > size:
-        c = _cut(text, size)
-        yield text[:c]
-        text = text[c:]
-    yield text
+    start = 0
+    while len(text) - start > size:
+        c = _cut(text, size, start)
+        if c == len(text):  # no whitespace to its end, within reach: one piece
+            break
+        yield text[start:c]
+        start = c
+    yield text[start:] if start else text
+
+
+def _cut_held(text: str, size: int) -> tuple[list[str], str]:
+    """The pieces ``_split_text`` gives of ``text`` that do not depend on what follows it
+    (those that start more than ``_reach(size)`` characters before its end), and the rest."""
+    pieces = []
+    start = 0
+    while len(text) - start > _reach(size):
+        c = _cut(text, size, start)
+        pieces.append(text[start:c])
+        start = c
+    return pieces, text[start:] if start else text
 
 
 def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
-    """One document (the whole file) in pieces of at most ``chunk`` characters; nothing for a
-    file that is empty or only whitespace (held back until a character that is not)."""
+    """One document (the whole file) in the pieces ``_split_text`` cuts it into (about
+    ``chunk`` characters), holding at most ``_reach(chunk)`` characters and a read; nothing
+    for a file that is empty or only whitespace (held back until a character that is not)."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     buf: list[str] = []
@@ -423,12 +475,10 @@ def _plain_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, 
             buf.append(text)
             n += len(text)
             seen = seen or not text.isspace()
-        if n > chunk and not final and seen:
-            pending = "".join(buf)
-            while len(pending) > chunk:
-                c = _cut(pending, chunk)
-                yield pending[:c], False
-                pending = pending[c:]
+        if n > _reach(chunk) and not final and seen:
+            done, pending = _cut_held("".join(buf), chunk)
+            for p in done:
+                yield p, False
             buf, n = [pending], len(pending)
         if final:
             break
@@ -444,7 +494,8 @@ _LINE_END = re.compile(r"\r\n|\r|\n")
 
 def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, bool]]:
     """Each non-blank line one document, its line end (``\\n``, ``\\r\\n`` or a lone ``\\r``,
-    old Mac style) left out; a line longer than ``chunk`` characters comes in pieces."""
+    old Mac style) left out; a line longer than ``chunk`` characters comes in the pieces
+    ``_split_text`` cuts it into."""
     dec = codecs.getincrementaldecoder("utf-8")(errors)
     where = _Lines()
     pending = ""  # the current line, not yet yielded
@@ -486,11 +537,11 @@ def _line_pieces(src: _Source, errors: str, chunk: int) -> Iterator[tuple[str, b
         if not seen:  # a line of only whitespace is held whole, to be no document
             new = pending[checked:]
             seen, checked = bool(new) and not new.isspace(), len(pending)
-        while seen and len(pending) > chunk:
-            c = _cut(pending, chunk)
-            yield pending[:c], False
-            emitted = True
-            pending = pending[c:]
+        if seen and len(pending) > _reach(chunk):
+            done, pending = _cut_held(pending, chunk)
+            for p in done:
+                yield p, False
+            emitted = emitted or bool(done)
 
 
 def _jsonl_objects(
@@ -547,7 +598,7 @@ def _jsonl_pieces(
         if text_field not in obj:
             keys = ", ".join(map(str, list(obj)[:8])) or "none"
             fix = "choose one with --text-field"
-            if "messages" in obj or {"prompt", "response"} <= obj.keys():
+            if _chat_record(obj):
                 fix = ("chat or prompt/response data is not prepared: fine-tune a model on the "
                        f"file itself (unmask train --objective sft --init RUN --data {src.path}; "
                        "docs/training.md)")
@@ -580,8 +631,8 @@ def _iter_pieces(
     line_docs: bool = False,
     chunk: int | None = None,
 ) -> Iterator[tuple[str, bool]]:
-    """``(piece, end_of_document)`` over all files; pieces are at most ``chunk`` characters
-    (default ``_CHUNK_CHARS``)."""
+    """``(piece, end_of_document)`` over all files; pieces are about ``chunk`` characters
+    (default ``_CHUNK_CHARS``; ``_split_text``)."""
     chunk = _CHUNK_CHARS if chunk is None else chunk
     for path in files:
         src = _Source(path, on_progress, errors)
@@ -983,16 +1034,18 @@ def prepare(
     files = resolve_inputs(inputs, exclude=[out])
     _check_out(out, overwrite, files)
     json_text = []  # .json files read as plain text, JSON syntax and all
+    first_line: Any = None  # the first line of the first of them, parsed
     n_jsonl = 0
     for f in files:  # archives, UTF-16, binary data: refused before any pass over the corpus
         src = _Source(f, lambda n: None, errors)
         try:
             jsonl = _reads_as_jsonl(src, text_field)
+            if _named(f, ".json") and not jsonl:
+                first_line = _first_json_line(src) if not json_text else first_line
+                json_text.append(f)
         finally:
             src.close()
         n_jsonl += jsonl
-        if _named(f, ".json") and not jsonl:
-            json_text.append(f)
     total_bytes = sum(f.stat().st_size for f in files)
 
     def pieces(desc: str, chunk: int | None = None) -> Iterator[tuple[str, bool]]:
@@ -1013,9 +1066,16 @@ def prepare(
                      "one document per record already (it splits text files by line)")
     if json_text:
         more = f" and {len(json_text) - 1} more .json files" if len(json_text) > 1 else ""
-        notes.append(f"{json_text[0]}{more} read as plain text, JSON syntax and all (the first "
-                     f"line is not a JSON object with a field {text_field!r}, as in JSON Lines); "
-                     "convert a JSON array of records with jq -c '.[]' in.json > out.jsonl")
+        said = f"{json_text[0]}{more} read as plain text, JSON syntax and all"
+        if isinstance(first_line, dict):  # records without the field, or a config file
+            keys = ", ".join(map(str, list(first_line)[:8])) or "none"
+            notes.append(f"{said} (its first line is a JSON object without a string field "
+                         f"{text_field!r}; fields: {keys}); if it is JSON Lines, name the field "
+                         "of the text with --text-field (text_field= in Python)")
+        else:
+            notes.append(f"{said} (the first line is not a JSON object with a field "
+                         f"{text_field!r}, as in JSON Lines); convert a JSON array of records "
+                         "with jq -c '.[]' in.json > out.jsonl")
     if tokenizer == "bpe" and V < vocab_size:
         notes.append(f"the corpus supports a BPE vocabulary of only {V:,} tokens (of the "
                      f"{vocab_size:,} asked): no more pairs of tokens occur twice")
