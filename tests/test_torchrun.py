@@ -111,31 +111,39 @@ def test_a_time_limit_ends_every_process_the_same_way(parallel_kind, dataset, tm
 SIGNALLED = """
 import os, runpy, signal, sys
 import unmask.train as t
-if os.environ["RANK"] == "1":  # only this process is sent SIGTERM, at its 4th step
-    orig = t.lr_at
+if os.environ["RANK"] == "1" and os.environ["SIGNAL_AT"] == "step":  # only this process is
+    orig = t.lr_at  # sent SIGTERM, at its 4th step
     def lr_at(step, config):
         if step == 3:
             os.kill(os.getpid(), signal.SIGTERM)
         return orig(step, config)
     t.lr_at = lr_at
+if os.environ["RANK"] == "1" and os.environ["SIGNAL_AT"] == "final":  # or in the final
+    orig_eval = t.evaluate_loss  # validation, every step done
+    def evaluate_loss(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return orig_eval(*args, **kwargs)
+    t.evaluate_loss = evaluate_loss
 sys.argv[0] = "unmask"
 runpy.run_module("unmask.cli", run_name="__main__")
 """
 
 
-def test_a_signal_to_one_process_is_said_by_rank_0(dataset, tmp_path, free_port):
+@pytest.mark.parametrize(("at", "steps"), [("step", 50), ("final", 4)])
+def test_a_signal_to_one_process_is_said_by_rank_0(at, steps, dataset, tmp_path, free_port):
     """SIGTERM to one process (a scheduler, `kill PID`) stopped all of them at the same step,
     but rank 0, not signalled, ended as a finished run (exit 0, "checkpoint: ...") and the
-    signalled one kept quiet: no line said the run stopped or how to resume it."""
+    signalled one kept quiet: no line said the run stopped or how to resume it. In the final
+    validation (every step done) likewise: rank 1 ended stopped (143), rank 0 finished."""
     script = tmp_path / "signalled.py"
     script.write_text(SIGNALLED)
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SIGNAL_AT": at}
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_port", str(free_port), str(script), "train", "--data", str(dataset),
          "--out", str(run), "--preset", "tiny", "--seq-len", "32", "--batch-size", "4",
-         "--steps", "50", "--eval-every", "0", "--no-progress", "--threads", "1"],
+         "--steps", str(steps), "--eval-every", "0", "--no-progress", "--threads", "1"],
         timeout=120, env=env, capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode != 0
@@ -145,7 +153,10 @@ def test_a_signal_to_one_process_is_said_by_rank_0(dataset, tmp_path, free_port)
     assert step == 4
     ours = [line for line in done.stderr.splitlines() if line.startswith("unmask train:")]
     assert len(ours) == 1 and ours[0].startswith("unmask train: stopped by SIGTERM"), ours
-    assert f"resume with: unmask train --resume --out {run}" in ours[0]
+    if at == "step":
+        assert f"resume with: unmask train --resume --out {run}" in ours[0]
+    else:
+        assert ours[0].endswith("all 4 steps were done, the run is complete")
     assert "checkpoint:" not in done.stdout
 
 

@@ -730,7 +730,12 @@ def _train(
                 print(f"step {step}: {text}", file=sys.stderr)
         if final_eval or saved_at[0] != step:  # (a signal during a save: that one holds it)
             checkpoint(step)
-    if distributed:
+    if distributed:  # a signal to one process during the final validation or save: every
+        # process ends the same way (rank 1 ended stopped, 143, while rank 0 ended finished)
+        agreed = torch.tensor([float(flag.signum or 0)], device=device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        if flag.signum is None and agreed[0] > 0:
+            flag.signum = int(agreed[0])
         dist.destroy_process_group()
     if flag.signum is not None:
         raise TrainingStopped(flag.signum, step, run)
