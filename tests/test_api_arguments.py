@@ -164,6 +164,7 @@ def test_infill_options_as_a_dict_and_of_the_wrong_kind(loaded):
         # with spans or a regex, rounds=0 edited once without a word
         ({"text": "a b", "spans": [(0, 1)], "rounds": 0}, "rounds must be at least 1, got 0"),
         ({"text": "a b", "regex": "b", "rounds": -1}, "rounds must be at least 1, got -1"),
+        ({"text": "a b", "lowest": 1, "rounds": None}, "rounds must be an int, not NoneType"),
     ],
 )
 def test_edit_arguments_of_the_wrong_type_are_one_line(loaded, kwargs, message):

@@ -754,6 +754,9 @@ def test_a_diverged_models_perplexity_is_inf_not_a_false_finite_bound() -> None:
     assert perplexity(60.0) == pytest.approx(math.exp(60.0))  # was exp(50)
     assert perplexity(800.0) == math.inf  # math.exp would overflow
     assert math.isnan(perplexity(math.nan))  # not inf: a NaN loss is no bound at all
+    from unmask.scoring import TextScore
+
+    assert TextScore(nll=1600.0, n_tokens=2).ppl == math.inf  # was an OverflowError
     h = dataclasses.asdict(EvalResult(loss=800.0, ppl=perplexity(800.0), bpb=1000.0,
                                       n_tokens=10))
     report = RunReport(checkpoint="x", run=None, step=None, objective="mdlm", heldout=h)

@@ -268,3 +268,26 @@ def test_unmask_eval_offers_the_room_of_the_llada2_layout() -> None:
     with pytest.raises(UserError, match="use --gen-length 63 or less"):
         _fit_gen_length(m, facts, api.sample_config(m, {"gen_length": 64}),
                         {"gen_length": 64}, 33)
+
+
+def test_a_latent_diffusion_model_offers_the_text_rows_of_its_context() -> None:
+    """A latent-diffusion denoiser adds its latent slots (twice, self-conditioned) and a time
+    row after the text: a model of max_seq_len 33 (seq_len 24, 4 slots) takes 24 text rows.
+    Any gen_length from 25 to 33 passed the length check and failed deep in the run with
+    a ValueError traceback; 40 was offered gen_length <= 33."""
+    from server_helpers import loaded
+
+    from unmask import api
+    from unmask.config import TrainConfig, model_preset
+    from unmask.model import Transformer
+    from unmask.objectives import objective_spec
+
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=260, max_seq_len=24)
+    spec = objective_spec("latent-diffusion")
+    m = loaded(Transformer(spec.configure(cfg, TrainConfig(seq_len=24, latent_len=4))).eval())
+    assert m.config.max_seq_len == 33 and api.facts_of(m).max_seq_len == 24
+    for g in (30, 40):
+        with pytest.raises(UserError, match=r"max_seq_len \(24\); use gen_length <= 24$"):
+            api.generate(m, "", config={"gen_length": g, "steps": 2})
+    api.generate(m, "", config={"gen_length": 24, "steps": 2})

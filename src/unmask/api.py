@@ -388,12 +388,15 @@ def _check_fits(
     assert room is not None  # limit is known
     if config.gen_length <= room:
         return
-    fit = f"gen_length <= {room}, " if room > 0 else ""
     blocks = f" in whole blocks of {block}" if block else ""
-    way_out = (f"{fit}a shorter prompt, or segment_length (e.g. {limit // 2}) to write it in "
-               "segments that each see the latest text" if segments
-               else f"gen_length <= {room} or a shorter prompt" if room > 0
-               else "a shorter prompt")
+    ways = [f"gen_length <= {room}"] if room > 0 else []
+    if longest:
+        ways.append("a shorter prompt")
+    if segments:
+        ways.append(f"segment_length (e.g. {limit // 2}) to write it in segments that each see "
+                    "the latest text")
+    way_out = ways[-1] if len(ways) == 1 else (
+        f"{', '.join(ways[:-1])}{',' if len(ways) > 2 else ''} or {ways[-1]}")
     raise UserError(
         f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the {who}'s "
         f"max_seq_len ({limit}){blocks}; use {way_out}"
@@ -981,7 +984,8 @@ def edit(
     if not isinstance(text, str):
         raise UserError(f"text must be a str, not {type(text).__name__}")
     for name, value in (("rounds", rounds), ("lowest", lowest)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        if (value is not None or name == "rounds") and (
+                isinstance(value, bool) or not isinstance(value, int)):
             raise UserError(f"{name} must be an int, not {type(value).__name__}")
     if rounds < 1:  # revise refuses it; spans and regex edited once regardless
         raise UserError(f"rounds must be at least 1, got {rounds}")

@@ -118,7 +118,7 @@ class ModelFacts:
             bos_id=getattr(config, "bos_id", None),
             chat_template=getattr(config, "chat_template", None),
             logit_shift=bool(getattr(config, "logit_shift", False)),
-            max_seq_len=getattr(config, "max_seq_len", None),
+            max_seq_len=_canvas_limit(config, str(objective)),
             draft_block=getattr(config, "draft_block", None),
             has_kv_cache=has_cache,
             needs_sigma=bool(getattr(config, "time_conditioning", False))
@@ -128,3 +128,14 @@ class ModelFacts:
 
 
 __all__ = ["Attention", "ModelFacts", "default_decoder", "infer_objective"]
+
+
+def _canvas_limit(config: Any, objective: str) -> int | None:
+    """The longest canvas (prompt + generation) the model takes: its ``max_seq_len``, less the
+    rows a latent-diffusion denoiser adds after the text (``latent_len`` slots, twice that when
+    self-conditioned, and one for the time: ``unmask.objectives.latent``)."""
+    limit = getattr(config, "max_seq_len", None)
+    slots = getattr(config, "latent_len", None) or 0
+    if limit is None or objective != "latent-diffusion" or not slots:
+        return limit
+    return int(limit) - slots * (2 if getattr(config, "latent_self_condition", False) else 1) - 1

@@ -114,9 +114,6 @@ class LinearSchedule(Schedule):
     def dalpha(self, t: Tensor) -> Tensor:
         return -torch.ones_like(t)
 
-    def weight(self, t: Tensor) -> Tensor:
-        return 1.0 / self.p_mask(t)
-
     def transfer_counts(self, n: int, steps: int) -> list[int]:
         if steps <= 0:
             raise UserError(f"steps={steps} must be positive")

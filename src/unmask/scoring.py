@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -134,8 +133,10 @@ class TextScore:
 
     @property
     def ppl(self) -> float:
-        """exp(mean_nll): the text's own perplexity."""
-        return math.exp(self.mean_nll) if self.n_tokens else float("nan")
+        """exp(mean_nll): the text's own perplexity (inf past a float)."""
+        from unmask.evaluate import perplexity
+
+        return perplexity(self.mean_nll) if self.n_tokens else float("nan")
 
 
 class ReferenceScorer:
@@ -323,9 +324,11 @@ class ReferenceScorer:
     ) -> float:
         """Generative perplexity: exp(total NLL / total tokens) over all ``texts`` (token-weighted,
         as MDLM computes it); NaN when no text has a token to score."""
+        from unmask.evaluate import perplexity
+
         scores = self.score(texts, prompts=prompts, batch_size=batch_size)
         n = sum(s.n_tokens for s in scores)
-        return math.exp(sum(s.nll for s in scores) / n) if n else float("nan")
+        return perplexity(sum(s.nll for s in scores) / n) if n else float("nan")
 
     def __repr__(self) -> str:
         return f"ReferenceScorer({self.name!r}, device={str(self.device)!r})"
