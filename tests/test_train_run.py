@@ -578,3 +578,19 @@ def test_a_run_killed_before_its_first_checkpoint_starts_anew(dataset, tmp_path,
     shutil.rmtree(run / "checkpoint")
     with pytest.raises(UserError, match="already exists and is not empty"):
         train(config, progress=False)
+
+
+def test_a_run_saved_with_options_its_objective_ignored_still_resumes(dataset, tmp_path,
+                                                                      monkeypatch, capsys):
+    """An ``ar`` run saved before ``--eps`` and ``--random-length-frac`` were refused for it
+    holds them in its plan; they never acted, so its resume (CLI and Python, the plan as a
+    dict) continues it as it trained, rather than refusing the saved plan."""
+    part = interrupted(cfg(dataset, tmp_path / "part", objective="ar"), 2, monkeypatch)
+    plan = part / "train_config.json"
+    saved = json.loads(plan.read_text())
+    plan.write_text(json.dumps({**saved, "eps": 0.01, "random_length_frac": 0.3}))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(part), "--steps", "4", "--no-progress"]) == 0
+    assert step_of(part) == 4
+    train({"out": str(part), "steps": 5}, resume=True, progress=False)
+    assert step_of(part) == 5

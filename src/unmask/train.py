@@ -232,7 +232,7 @@ def _train_config(config: Any, resume: bool) -> TrainConfig:
         out = given.get("out")
         plan = Path(out) / "train_config.json" if isinstance(out, str) and out else None
         if resume and plan is not None and plan.is_file():  # (else: the resume says what)
-            saved = {k: v for k, v in to_dict(load_train_config(plan)).items()
+            saved = {k: v for k, v in to_dict(load_saved_plan(plan)).items()
                      if k not in RUNTIME_FIELDS}  # always this call's, as for a TrainConfig
             given = {**saved, **given}
         return from_dict(TrainConfig, given, source="config")
@@ -293,7 +293,7 @@ def _train(
     resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
     resume_line = ""
     if resume:
-        saved = load_json(TrainConfig, run / "train_config.json")
+        saved = load_saved_plan(run / "train_config.json")
         changes = resume_plan(saved, config)
         done = saved_progress(checkpoint_dir(run))
         if objective_spec(config.objective).batch_for(config.data) == "trajectory":
@@ -1027,6 +1027,24 @@ def load_train_config(path: str | os.PathLike[str]) -> TrainConfig:
     except json.JSONDecodeError as e:
         raise UserError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
     return from_dict(TrainConfig, data, source=str(p))
+
+
+def load_saved_plan(path: str | os.PathLike[str]) -> TrainConfig:
+    """A run's saved ``train_config.json`` as a resume continues it: ``eps`` and
+    ``random_length_frac`` that its objective never read (a run saved before they were refused
+    for it, e.g. an ``ar`` run given ``--eps``) back to their defaults, as the run trained;
+    kept, they would make the objective's check refuse the resume."""
+    config = load_train_config(path)
+    spec = OBJECTIVES.get(config.objective)
+    if spec is None or spec.continues:  # a continuation keeps what its start saved
+        return config
+    defaults = TrainConfig()
+    unread = {}
+    if "eps" not in spec.options:
+        unread["eps"] = defaults.eps
+    if not spec.random_length:
+        unread["random_length_frac"] = defaults.random_length_frac
+    return replace(config, **unread)
 
 
 class _CallableModule(types.ModuleType):

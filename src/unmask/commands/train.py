@@ -95,7 +95,7 @@ def _flag(name: str, value: Any) -> str:
 def _resume_config(args: argparse.Namespace) -> TrainConfig:
     """The run's saved plan with the flags given now: only flags typed on this command line
     change it (``given_fields``), so defaults never shorten or stretch a resumed run."""
-    from unmask.train import load_train_config
+    from unmask.train import load_saved_plan
 
     if not args.out:
         raise UserError("--resume needs --out RUN, the run to continue")
@@ -107,7 +107,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
     saved = Path(args.out) / "train_config.json"
     if not saved.is_file():
         raise UserError(f"{args.out}: nothing to resume (no train_config.json in it)")
-    return dataclasses.replace(load_train_config(saved), **given_fields(TrainConfig, args))
+    return dataclasses.replace(load_saved_plan(saved), **given_fields(TrainConfig, args))
 
 
 def run(args: argparse.Namespace) -> int:
