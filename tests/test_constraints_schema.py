@@ -320,6 +320,41 @@ def test_one_of_with_disjoint_branches_and_merged_all_of_validate(schema):
         jsonschema.validate(r.value, schema)
 
 
+UNION = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 3}, {"type": "null"}]}
+SHAPE = {"oneOf": [
+    {"type": "object", "properties": {"kind": {"const": "circle"},
+                                      "r": {"type": "integer", "minimum": 0, "maximum": 9}},
+     "required": ["kind", "r"], "additionalProperties": False},
+    {"type": "object", "properties": {"kind": {"const": "square"},
+                                      "side": {"type": "integer", "minimum": 0, "maximum": 9}},
+     "required": ["kind", "side"], "additionalProperties": False},
+]}
+BOX = {"type": "object", "properties": {"x": {"type": "boolean"}}, "required": ["x"],
+       "additionalProperties": False}
+REFS_BESIDE = [
+    # zod-to-json-schema's named union: a root $ref beside its $defs / definitions
+    {"$ref": "#/$defs/U", "$defs": {"U": UNION}},
+    {"$ref": "#/definitions/Shape", "definitions": {"Shape": SHAPE},
+     "$schema": "http://json-schema.org/draft-07/schema#"},
+    # keywords beside a $ref to a union hold in each branch
+    {"$defs": {"U": {"anyOf": [{"type": "string"}, {"type": "null"}]}}, "type": "object",
+     "properties": {"a": {"$ref": "#/$defs/U", "maxLength": 3}}, "required": ["a"]},
+    {"$defs": {"U": UNION}, "$ref": "#/$defs/U", "maximum": 1},
+    # true beside false: the false holds (it was "two different values cannot be merged")
+    {"$defs": {"B": BOX}, "type": "object", "required": ["a"],
+     "properties": {"a": {"$ref": "#/$defs/B", "additionalProperties": True}}},
+    {"allOf": [{"type": "array", "items": {"type": "boolean"}, "minItems": 2,
+                "maxItems": 2}, {"items": True}]},
+]
+
+
+@pytest.mark.parametrize("schema", REFS_BESIDE)
+def test_a_ref_beside_definitions_or_a_union_is_filled_not_refused(schema):
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validators.validator_for(schema)(schema).validate(r.value)
+
+
 def test_one_of_disjointness_proofs_are_sound():
     """Whenever two branches are called disjoint, no value validates against both."""
     from unmask.infill.schema import _disjoint

@@ -180,10 +180,19 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
             target = {}
         if not isinstance(target, Mapping):
             raise UserError(f"{_where(path)}: $ref {ref!r} points to no schema")
-        if set(rest) - set(_NOTES) and set(target) - set(_NOTES):
+        if set(rest) - set(_INERT) and set(target) - set(_INERT):
             # keywords beside a $ref apply too (they overrode the target's: a "minimum": -2
             # beside a $ref to "minimum": 0 let -2 through)
-            node = {"allOf": [target, rest]}
+            target = _resolve(target, root, path, depth + 1)
+            if isinstance(target, Mapping) and "anyOf" in target:
+                # a union (zod's named union): the keywords beside it apply to each branch
+                # (``_by_type``); one both set merges as in allOf
+                node = dict(target)
+                for key, value in rest.items():
+                    node[key] = _merge_key(key, node[key], value, root, path, depth) if (
+                        key in node) else value
+            else:
+                node = {"allOf": [target, rest]}
         else:
             node = {**target, **rest}
         depth += 1
@@ -338,6 +347,9 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems")
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
 _NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment")
+_INERT = (*_NOTES, "$defs", "definitions")
+"""Keywords that constrain no value: annotations, and definitions (read through ``root``
+when a ``$ref`` names them)."""
 
 
 def _type_set(node: Mapping[str, Any]) -> set[str] | None:
@@ -377,7 +389,7 @@ def _merge_all(node: Mapping[str, Any], root: Mapping[str, Any], path: str, dept
 
 def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, depth: int) -> Any:
     """One keyword set by two ``allOf`` branches, combined (``_merge_all``)."""
-    if key in _NOTES or a == b:
+    if key in _INERT or a == b:
         return a
     if key == "type":
         both = (_type_set({"type": a}) or set()) & (_type_set({"type": b}) or set())
@@ -400,11 +412,19 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
         return keep if key == "enum" else keep[0]
     if key in _LOWER + _UPPER and isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return max(a, b) if key in _LOWER else min(a, b)
-    if key in ("items", "additionalProperties") and isinstance(a, Mapping) and isinstance(
-        b, Mapping
-    ):
-        return {"allOf": [a, b]}
+    if key in ("items", "additionalProperties"):
+        if _admits_any(a) or b is False:  # true (or {}) adds nothing; false admits nothing
+            return b
+        if _admits_any(b) or a is False:
+            return a
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            return {"allOf": [a, b]}
     raise UserError(f"{_where(path)}: allOf: two different {key!r} values cannot be merged")
+
+
+def _admits_any(schema: Any) -> bool:
+    """Whether a subschema admits every value (``true``, ``{}``, annotations only)."""
+    return schema is True or (isinstance(schema, Mapping) and not set(schema) - set(_NOTES))
 
 
 def _value_key(v: Any) -> tuple[str, Any]:
