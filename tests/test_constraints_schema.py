@@ -541,6 +541,22 @@ def test_a_form_too_big_is_refused_before_it_is_built():
         fill_schema(MODEL, TOK, small, cfg(0))
 
 
+def test_each_value_of_a_fixed_size_array_counts_once_against_the_context():
+    """Its items were counted when the array was checked and again as each was built: 128
+    booleans on a 256-token model were "over 256 values" at $[127]."""
+    for n, item in ((9, {"type": "boolean"}), (4, {"type": "object", "required": ["a"],
+                                                   "properties": {"a": {"type": "null"}}})):
+        for schema in ({"type": "array", "items": item, "minItems": n, "maxItems": n},
+                       {"type": "array", "prefixItems": [item] * n}):
+            assert len(schema_form(schema, TOK, context=10)) == n  # 1 + n (x 2) values
+    for schema in ({"type": "array", "items": {"type": "boolean"}, "minItems": 10,
+                    "maxItems": 10},
+                   {"type": "array", "prefixItems": [{"type": "boolean"}] * 10}):
+        with pytest.raises(UserError, match=re.escape("schema at $: the form would have over "
+                                                      "10 values")):
+            schema_form(schema, TOK, context=10)
+
+
 KEYWORDS_DROPPED_BY_THE_LIBRARY = [
     # a list of types: the range went with it (4 and -3 admitted)
     {"type": ["integer", "null"], "minimum": 5, "maximum": 7},

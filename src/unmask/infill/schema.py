@@ -964,10 +964,13 @@ def schema_form(
     limit = MAX_FORM_VALUES if context is None else min(context, MAX_FORM_VALUES)
     count = 0
 
-    def counted(n: int, path: str) -> None:
+    def counted(n: int, path: str, ahead: bool = False) -> None:
+        """``n`` more values at ``path``; ``ahead``: checked, not yet counted (the items of
+        a fixed-size array, counted as each is built)."""
         nonlocal count
-        count += n
-        if count > limit:
+        if not ahead:
+            count += n
+        if count + (n if ahead else 0) > limit:
             held = "" if limit == MAX_FORM_VALUES else f" (the model's context is {context} tokens)"
             raise UserError(f"{_where(path)}: the form would have over {limit} values, at least "
                             f"a token each{held}; lower minItems or use fewer properties")
@@ -989,7 +992,7 @@ def schema_form(
             if size > len(fixed) and node.get("items") is False:
                 raise UserError(f"{_where(path)}: minItems {n} but items is false after "
                                 f"{len(fixed)} prefixItems: no array satisfies it")
-            counted(size, path)  # before building them
+            counted(size, path, ahead=True)  # before building them
             return [walk(fixed[i] if i < len(fixed) else node.get("items", True), f"{path}[{i}]")
                     for i in range(size)]
         if types == ["array"] and "anyOf" not in node and node.get("items") is False:
@@ -999,7 +1002,7 @@ def schema_form(
             return []
         if types == ["array"] and "anyOf" not in node:
             if fixed is None and n is not None and n == node.get("maxItems"):
-                counted(n, path)  # before building them
+                counted(n, path, ahead=True)  # before building them
                 return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
         if _plain_string(node):  # text: a letter or digit first, no whitespace at the end
             regex = f'"{text_value(node.get("minLength", 0), node.get("maxLength"))}"'
