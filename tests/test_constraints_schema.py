@@ -226,6 +226,34 @@ def test_every_keyword_holds_together(schema):
         assert json.loads(r.text) == r.value
 
 
+@pytest.mark.parametrize("pattern", ["^b", "b$", "^[a-c][0-9]", "^", "^a|b"])
+def test_a_pattern_anchored_at_one_end_is_a_search_from_that_end(pattern):
+    """JSON Schema's pattern is a search: ``^b`` is "starts with b". The lone ``^`` sat
+    inside the quotes, where the engine matched nothing: no value, enum or not."""
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": pattern},
+                                               "e": {"enum": ["apple", "banana", "c1b"],
+                                                     "pattern": pattern}},
+              "required": ["s", "e"]}
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+    if "|" not in pattern:  # the values kept are exactly those the search finds
+        values = ["apple", "banana", "c1", "bob"]
+        enum = schema_form({"enum": values, "pattern": pattern}, TOK)
+        assert [v for v in values if f'"{v}"' in enum.regex] == [
+            v for v in values if re.search(pattern, v)]
+
+
+def test_an_enums_pattern_that_matches_nothing_is_named_with_its_place():
+    with pytest.raises(UserError, match=re.escape("schema at $.e: pattern '^x^' matches no "
+                                                  "string")):
+        schema_form({"type": "object", "properties": {"e": {"enum": ["x"], "pattern": "^x^"}}},
+                    TOK)
+    with pytest.raises(UserError, match=re.escape("schema at $: pattern 'a(': the regex "
+                                                  "engine (outlines-core) rejects it")):
+        schema_form({"enum": ["a"], "pattern": "a("}, TOK)
+
+
 def test_bad_regexes_are_refused_not_ignored():
     for pattern, message in [
         ("a{5000}", "too large"),

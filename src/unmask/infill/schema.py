@@ -276,15 +276,24 @@ def _byte_automaton(regex: str) -> TokenAutomaton:
     return TokenAutomaton.from_regex(regex, _BYTES, what="regex")
 
 
-def _text_matches(text: str, regex: str) -> bool:
-    """Whether ``text`` matches ``regex`` (outlines-core's syntax) in full."""
-    return _byte_automaton(regex).accepts(list(text.encode("utf-8")))
+def _text_matches(text: str, regex: str, what: str) -> bool:
+    """Whether ``text`` matches ``regex`` (outlines-core's syntax) in full; ``UserError``
+    naming ``what`` (a schema's place and keyword) for a regex the engine refuses or one
+    that matches nothing."""
+    try:
+        auto = _byte_automaton(regex)
+    except UserError as e:
+        why = str(e).removeprefix("regex: ")
+        if why.startswith("no sequence of this tokenizer's tokens"):
+            raise UserError(f"{what} matches no string") from None
+        raise UserError(f"{what}: {why}") from None
+    return auto.accepts(list(text.encode("utf-8")))
 
 
 def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: int) -> bool:
     """Whether ``value`` satisfies ``schema`` (a ``check_schema``-ed one): each enforced
     keyword as JSON Schema reads it, except that a ``pattern`` must match the whole string
-    (as it is enforced here) and ``format`` is our format's language."""
+    (``_anchored``: as it is enforced here) and ``format`` is our format's language."""
     if isinstance(schema, bool):
         return schema
     if depth > 32:
@@ -313,13 +322,15 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
         if not node.get("minLength", 0) <= len(value) <= node.get("maxLength", len(value)):
             return False
         text = json.dumps(value, ensure_ascii=False)
-        if "pattern" in node and not _text_matches(
-            text, schema_regex({"type": "string", "pattern": node["pattern"]})
+        pattern = node.get("pattern")
+        if pattern is not None and not _text_matches(
+            text, schema_regex({"type": "string", "pattern": pattern}, path=path),
+            f"{_where(path)}: pattern {pattern!r}",
         ):
             return False
-        if node.get("format") in FORMATS and not _text_matches(text, _format_regex(
-            node["format"]
-        )):
+        fmt = node.get("format")
+        if fmt in FORMATS and not _text_matches(text, _format_regex(fmt),
+                                                f"{_where(path)}: format {fmt!r}"):
             return False
     if kind == "array":
         if not node.get("minItems", 0) <= len(value) <= node.get("maxItems", len(value)):
@@ -784,6 +795,8 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
             out[k] = [_marked(s, root, f"{path}[{i}]", marks) for i, s in enumerate(v)]
         elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             continue
+        elif k == "pattern" and isinstance(v, str):
+            out[k] = _anchored(v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -814,6 +827,20 @@ def _prefix_exactly(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
     rest = {k: v for k, v in node.items() if k not in ("minItems", "maxItems", "items")}
     items = node.get("items", True)
     return {**rest, "prefixItems": [fixed[i] if i < len(fixed) else items for i in range(size)]}
+
+
+def _anchored(pattern: str) -> str:
+    """A schema ``pattern`` as the regex of the whole string: JSON Schema's pattern is a
+    search, so an end left open by an anchor at the other (``^b``: starts with b) admits any
+    plain JSON characters (the engine refused a lone ``^`` inside the quotes, and ``^b``
+    admitted no string); one anchored at both ends, or at neither, is matched whole (the
+    narrowing keeps the model writing the pattern itself rather than text around it)."""
+    core = whole_pattern(pattern)
+    start = pattern.startswith("^")
+    end = len(core) < len(pattern) - (1 if start else 0)
+    if start == end:
+        return core
+    return f"(?:{core}){_PLAIN_CHAR}*" if start else f"{_PLAIN_CHAR}*(?:{core})"
 
 
 def _key_mark(name: str, marks: dict[str, str]) -> str:
