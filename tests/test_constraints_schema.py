@@ -383,6 +383,39 @@ def test_a_ref_beside_definitions_or_a_union_is_filled_not_refused(schema):
         jsonschema.validators.validator_for(schema)(schema).validate(r.value)
 
 
+BRANCHES_SPEAK_OF_EACH_OTHER = [
+    # a property one branch lists and another's additionalProperties forbids: left out
+    {"type": "object", "allOf": [
+        {"properties": {"a": {"type": "boolean"}}, "additionalProperties": False},
+        {"properties": {"b": {"type": "boolean"}}}]},
+    {"$defs": {"B": BOX}, "$ref": "#/$defs/B", "properties": {"y": {"type": "boolean"}}},
+    # ...or held to that additionalProperties' schema
+    {"type": "object", "allOf": [
+        {"properties": {"a": {"type": "boolean"}},
+         "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 5}},
+        {"properties": {"b": {}}, "required": ["b"]}]},
+    # items of a branch without prefixItems hold from the first item
+    {"type": "array", "allOf": [{"prefixItems": [{"type": ["boolean", "null"]}]},
+                                {"items": {"type": "boolean"}}], "minItems": 1},
+    {"type": "object", "required": ["b", "l"], "properties": {"b": {"type": "boolean"}, "l": {
+        "type": "array", "allOf": [{"prefixItems": [{"type": "null"}, {"type": "null"}]},
+                                   {"items": False}]}}},
+]
+
+
+@pytest.mark.parametrize("schema", BRANCHES_SPEAK_OF_EACH_OTHER)
+def test_all_of_branches_hold_over_what_the_others_add(schema):
+    """Merged key by key, a property or prefix item one branch added escaped another branch's
+    additionalProperties / items: ``b`` was written where the first branch forbids it."""
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+    with pytest.raises(UserError, match="required property 'b' is forbidden by another"):
+        schema_form({"type": "object", "allOf": [
+            {"properties": {"a": {"type": "boolean"}}, "additionalProperties": False},
+            {"properties": {"b": {"type": "boolean"}}, "required": ["b"]}]}, TOK)
+
+
 def test_one_of_disjointness_proofs_are_sound():
     """Whenever two branches are called disjoint, no value validates against both."""
     from unmask.infill.schema import _disjoint

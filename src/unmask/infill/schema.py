@@ -389,13 +389,68 @@ def _merge_all(node: Mapping[str, Any], root: Mapping[str, Any], path: str, dept
         if not isinstance(sub, Mapping):
             raise UserError(f"{_where(f'{where}[{i}]')}: false admits no value")
         sub = _resolve(sub, root, f"{where}[{i}]", depth + 1)
+        if isinstance(sub, Mapping):
+            out, sub = _reach(out, sub), _reach(sub, out)
         for key, value in sub.items():
             if key in ("anyOf", "oneOf"):
                 raise UserError(f"{_where(f'{where}[{i}]')}: {key} inside allOf cannot be "
                                 "enforced (only simple constraints merge)")
             out[key] = _merge_key(key, out[key], value, root, f"{where}[{i}]", depth) if (
                 key in out) else copy.deepcopy(value)
+    return _forbidden_dropped(out, path)
+
+
+def _reach(node: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """``node`` with what ``other`` (another ``allOf`` branch) says of its parts beyond its
+    own: a property ``other`` does not list gets ``other``'s ``additionalProperties``, and
+    each ``prefixItems`` entry ``other``'s ``items`` when ``other`` has no prefix (merged
+    as they were, ``{"properties": {"a": ...}, "additionalProperties": false}`` beside
+    ``{"properties": {"b": ...}}`` wrote ``b``, which the first forbids)."""
+    out = dict(node)
+    extra = other.get("additionalProperties", True)
+    props = out.get("properties")
+    if not _admits_any(extra) and isinstance(props, Mapping):
+        theirs = other.get("properties") or {}
+        out["properties"] = {n: s if n in theirs else _both(s, extra) for n, s in props.items()}
+    items = other.get("items", True)
+    prefix = out.get("prefixItems")
+    if not _admits_any(items) and isinstance(prefix, list) and "prefixItems" not in other:
+        out["prefixItems"] = [_both(s, items) for s in prefix]
     return out
+
+
+def _both(a: Any, b: Any) -> Any:
+    """The subschema admitting what both ``a`` and ``b`` admit."""
+    if _admits_any(a) or b is False:
+        return b
+    if _admits_any(b) or a is False:
+        return a
+    return {"allOf": [a, b]}
+
+
+def _forbidden_dropped(node: dict[str, Any], path: str) -> dict[str, Any]:
+    """A merged ``allOf`` without the parts a branch forbids (``_reach``): a property whose
+    schema became ``false`` is left out (``UserError`` when required), and an array ends
+    before the first ``prefixItems`` entry that did."""
+    props = node.get("properties")
+    if isinstance(props, Mapping) and any(s is False for s in props.values()):
+        for name, sub in props.items():
+            if sub is False and name in (node.get("required") or []):
+                raise UserError(f"{_where(path)}: allOf: required property {name!r} is "
+                                "forbidden by another branch's additionalProperties")
+        node["properties"] = {n: s for n, s in props.items() if s is not False}
+    prefix = node.get("prefixItems")
+    if isinstance(prefix, list) and False in prefix:
+        k = next(i for i, s in enumerate(prefix) if s is False)
+        if node.get("minItems", 0) > k:
+            raise UserError(f"{_where(path)}: allOf: minItems {node['minItems']} but another "
+                            f"branch's items forbid item {k}: no array satisfies it")
+        node["maxItems"] = min(node.get("maxItems", k), k)
+        if k:
+            node["prefixItems"] = prefix[:k]
+        else:
+            del node["prefixItems"]
+    return node
 
 
 def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, depth: int) -> Any:
@@ -412,7 +467,7 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
     if key == "properties":
         merged = dict(a)
         for name, sub in b.items():
-            merged[name] = {"allOf": [merged[name], sub]} if name in merged else sub
+            merged[name] = _both(merged[name], sub) if name in merged else sub
         return merged
     if key in ("enum", "const"):
         values = a if key == "enum" else [a]
@@ -423,13 +478,10 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
         return keep if key == "enum" else keep[0]
     if key in _LOWER + _UPPER and isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return max(a, b) if key in _LOWER else min(a, b)
-    if key in ("items", "additionalProperties"):
-        if _admits_any(a) or b is False:  # true (or {}) adds nothing; false admits nothing
-            return b
-        if _admits_any(b) or a is False:
-            return a
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            return {"allOf": [a, b]}
+    if key in ("items", "additionalProperties") and all(
+        isinstance(x, (bool, Mapping)) for x in (a, b)
+    ):
+        return _both(a, b)  # true (or {}) adds nothing; false admits nothing
     raise UserError(f"{_where(path)}: allOf: two different {key!r} values cannot be merged")
 
 
