@@ -416,6 +416,32 @@ def test_all_of_branches_hold_over_what_the_others_add(schema):
             {"properties": {"b": {"type": "boolean"}}, "required": ["b"]}]}, TOK)
 
 
+def wrapped(sub, defs=None):
+    return {"$defs": defs or {}, "type": "object", "properties": {"a": sub}, "required": ["a"]}
+
+
+KEYWORDS_OF_ANOTHER_TYPE = [
+    wrapped({"type": "boolean", "properties": {"z": {"type": "null"}}}),
+    wrapped({"type": "string", "prefixItems": [{"type": "null"}], "maxLength": 3}),
+    # as a $ref and the keywords beside it merge
+    wrapped({"$ref": "#/$defs/U", "type": "string", "maxLength": 3},
+            {"U": {"properties": {"b": {"enum": ["ab", 3, None]}}}}),
+    wrapped({"$ref": "#/$defs/U", "properties": {"z": {"type": "null"}}},
+            {"U": {"anyOf": [{"type": "boolean"}, {"type": "string", "maxLength": 2}]}}),
+    wrapped({"$ref": "#/$defs/N", "properties": {"z": {"type": "null"}}},
+            {"N": {"type": ["null", "boolean"]}}),
+]
+
+
+@pytest.mark.parametrize("schema", KEYWORDS_OF_ANOTHER_TYPE)
+def test_object_and_array_keywords_on_another_type_do_not_make_one(schema):
+    """outlines-core's regex wrote an object for any schema with ``properties`` and an array
+    for one with ``prefixItems``, whatever its ``type``: ``{"z": null}`` for a boolean."""
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+
+
 def test_one_of_disjointness_proofs_are_sound():
     """Whenever two branches are called disjoint, no value validates against both."""
     from unmask.infill.schema import _disjoint

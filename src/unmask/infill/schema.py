@@ -809,7 +809,7 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         return dict(ANY_VALUE)
     if not isinstance(node, Mapping):
         return node
-    node = _by_type(_resolve(node, root, path), root, path)
+    node = _other_types_dropped(_by_type(_resolve(node, root, path), root, path))
     if _lengths_with_pattern(node):
         raise UserError(
             f"{_where(path)}: pattern or format together with minLength/maxLength can only be "
@@ -856,6 +856,23 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
 
 _OBJECT_OR_ARRAY = ("properties", "required", "additionalProperties", "items", "prefixItems",
                     "minItems", "maxItems")
+
+
+_OBJECT_ONLY = ("properties", "required", "additionalProperties")
+_ARRAY_ONLY = ("items", "prefixItems", "minItems", "maxItems")
+
+
+def _other_types_dropped(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A typed node without the object (array) keywords its type does not admit: they say
+    nothing of its values, but outlines-core's regex wrote an object for any node with
+    ``properties`` and an array for one with ``prefixItems``, whatever its ``type``
+    (``{"type": "null", "properties": {...}}``, as a ``$ref`` and the keywords beside it
+    merge, gave ``{}``)."""
+    types = set(_types(node))
+    if not types or "anyOf" in node:
+        return node
+    drop = (() if "object" in types else _OBJECT_ONLY) + (() if "array" in types else _ARRAY_ONLY)
+    return {k: v for k, v in node.items() if k not in drop}
 
 
 def _prefix_exactly(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
