@@ -442,6 +442,18 @@ def test_object_and_array_keywords_on_another_type_do_not_make_one(schema):
         jsonschema.validate(r.value, schema)
 
 
+def test_a_ref_to_the_empty_schema_is_any_value_in_json():
+    """A ``$ref`` to ``{}`` reached outlines-core as ``{}``, whose regex is a bare
+    alternation that matched outside the object too: ``{"b":{2222E-2}}`` was filled."""
+    schema = {"$defs": {"L": {}}, "type": "object", "required": ["o"], "properties": {
+        "o": {"properties": {"b": {"$ref": "#/$defs/L"}}}}}
+    regex = schema_regex(schema["properties"]["o"], schema)
+    assert re.fullmatch(regex, '{"b": null}') and re.fullmatch(regex, "{}")
+    assert not re.fullmatch(regex, "{null}") and not re.fullmatch(regex, "{2}")
+    for seed in range(2):
+        jsonschema.validate(fill_schema(MODEL, TOK, schema, cfg(seed)).value, schema)
+
+
 def test_one_of_disjointness_proofs_are_sound():
     """Whenever two branches are called disjoint, no value validates against both."""
     from unmask.infill.schema import _disjoint

@@ -809,7 +809,10 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
         return dict(ANY_VALUE)
     if not isinstance(node, Mapping):
         return node
-    node = _other_types_dropped(_by_type(_resolve(node, root, path), root, path))
+    node = _resolve(node, root, path)
+    if node is True or (isinstance(node, Mapping) and not set(node) - set(_INERT)):
+        return dict(ANY_VALUE)  # a $ref to {} (the library's bare alternation broke the JSON)
+    node = _other_types_dropped(_by_type(node, root, path))
     if _lengths_with_pattern(node):
         raise UserError(
             f"{_where(path)}: pattern or format together with minLength/maxLength can only be "
