@@ -454,6 +454,25 @@ def test_a_ref_to_the_empty_schema_is_any_value_in_json():
         jsonschema.validate(fill_schema(MODEL, TOK, schema, cfg(seed)).value, schema)
 
 
+UNTYPED = [
+    {"additionalProperties": True},
+    {"additionalProperties": {"type": "null"}},
+    {"items": True},
+    {"minItems": 1},
+    {"items": {"type": "boolean"}, "maxItems": 2},
+    {"minItems": 1, "required": ["a"]},
+]
+
+
+@pytest.mark.parametrize("sub", UNTYPED)
+def test_object_or_array_keywords_without_a_type_are_filled_not_refused(sub):
+    """outlines-core refused these as "Unsupported JSON Schema structure"."""
+    schema = wrapped(sub)
+    for seed in range(3):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+
+
 def test_one_of_disjointness_proofs_are_sound():
     """Whenever two branches are called disjoint, no value validates against both."""
     from unmask.infill.schema import _disjoint

@@ -950,7 +950,12 @@ def _by_type(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> Map
         return node
     types = _types(rest)
     if not types and any(k in rest for k in _OBJECT_OR_ARRAY):
-        return node  # an object or array without a type: the library's regex
+        # an object or array without a type: typed by its keywords (the library's regex
+        # refused {"additionalProperties": true} or {"minItems": 1} as "unsupported")
+        types = [t for t, keys in (("object", _OBJECT_ONLY), ("array", _ARRAY_ONLY))
+                 if any(k in rest for k in keys)]
+        if len(types) == 1:
+            return {**node, "type": types[0]}
     if not types and len(rest) > 0:
         types = list(ANY_VALUE["type"])
     if len(types) < 2:
