@@ -185,6 +185,18 @@ def test_scalar_schema_and_json_object():
          "required property 'b' is not in properties"),
         ({"anyOf": [{"type": "string", "pattern": "[0-9]+", "maxLength": 3}, {"type": "null"}]},
          "can only be enforced on a value of its own"),
+        # malformed: a pattern that is no string was ignored; a branch's malformed parts
+        # (beside a $ref too) crashed the merge (AttributeError) or were "cannot be merged"
+        ({"type": "string", "pattern": 5}, "pattern must be a string (a regex), not int"),
+        ({"enum": ["a"], "pattern": 5}, "pattern must be a string (a regex), not int"),
+        ({"$defs": {"B": {"type": "object", "properties": {"x": {"type": "null"}}}},
+          "$ref": "#/$defs/B", "properties": [1]}, "properties must be an object of schemas"),
+        ({"properties": [1], "allOf": [{"properties": {"a": {}}}]},
+         "schema at $: properties must be an object of schemas"),
+        ({"allOf": [{"type": "object"}, {"additionalProperties": 5}]},
+         "schema at $.allOf[1]: additionalProperties must be a schema"),
+        ({"$defs": {"U": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
+          "$ref": "#/$defs/U", "type": "integer"}, "keywords beside it (type)"),
     ],
 )
 def test_schemas_that_cannot_be_enforced_are_refused_in_one_line(schema, message):

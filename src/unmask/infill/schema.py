@@ -383,6 +383,7 @@ def _merge_all(node: Mapping[str, Any], root: Mapping[str, Any], path: str, dept
     if not isinstance(branches, list) or not branches:
         raise UserError(f"{_where(path)}: allOf must be a non-empty list of schemas")
     out: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
+    _check_structure(out, path)
     for i, sub in enumerate(branches):
         if sub is True:
             continue
@@ -390,6 +391,7 @@ def _merge_all(node: Mapping[str, Any], root: Mapping[str, Any], path: str, dept
             raise UserError(f"{_where(f'{where}[{i}]')}: false admits no value")
         sub = _resolve(sub, root, f"{where}[{i}]", depth + 1)
         if isinstance(sub, Mapping):
+            _check_structure(sub, f"{where}[{i}]")  # before its parts are merged
             out, sub = _reach(out, sub), _reach(sub, out)
         for key, value in sub.items():
             if key in ("anyOf", "oneOf"):
@@ -678,6 +680,9 @@ def _check_structure(node: Mapping[str, Any], path: str) -> None:
     if isinstance(items, list):
         raise UserError(f"{_where(path)}: items as a list (draft 4 tuples) cannot be enforced; "
                         "write prefixItems (and items: false for no more)")
+    if "pattern" in node and not isinstance(node["pattern"], str):
+        raise UserError(f"{_where(path)}: pattern must be a string (a regex), not "
+                        f"{type(node['pattern']).__name__}")
     for key in ("items", "additionalProperties"):
         if key in node and not isinstance(node[key], (Mapping, bool)):
             raise UserError(f"{_where(path)}: {key} must be a schema (an object or a "
@@ -933,7 +938,7 @@ def _by_type(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> Map
     was dropped, 4 written), no type next to a range or length (any scalar, each with the
     keywords that apply to it), and keywords beside an ``anyOf`` (each branch gets them; a
     branch they leave no value in is dropped)."""
-    rest = {k: v for k, v in node.items() if k not in _NOTES}
+    rest = {k: v for k, v in node.items() if k not in _INERT}
     if "anyOf" in rest and len(rest) > 1:
         siblings = {k: v for k, v in rest.items() if k != "anyOf"}
         branches = []
