@@ -485,6 +485,19 @@ def test_object_or_array_keywords_without_a_type_are_filled_not_refused(sub):
         jsonschema.validate(r.value, schema)
 
 
+def test_a_recursive_definition_is_no_recursion_error():
+    """Every $defs entry was marked for the regex, used or not: a recursive one (a tree
+    node) ran Python out of stack (RecursionError, a traceback)."""
+    tree = {"type": "object", "properties": {"kid": {"$ref": "#/$defs/T", "minimum": 1}}}
+    unused = {"$defs": {"T": tree}, "properties": {"b": {"type": "boolean"}}}
+    for seed in range(2):
+        jsonschema.validate(fill_schema(MODEL, TOK, unused, cfg(seed)).value, unused)
+    used = {"$defs": {"T": tree}, "properties": {"b": {"$ref": "#/$defs/T"}}}
+    for make in (lambda: schema_form(used, TOK), lambda: schema_regex(used)):
+        with pytest.raises(UserError, match=re.escape("nested too deep (recursive $ref?)")):
+            make()
+
+
 def test_one_of_disjointness_proofs_are_sound():
     """Whenever two branches are called disjoint, no value validates against both."""
     from unmask.infill.schema import _disjoint

@@ -807,13 +807,16 @@ def _types(node: Mapping[str, Any]) -> list[str]:
     return [t] if isinstance(t, str) else list(t or [])
 
 
-def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]) -> Any:
+def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str],
+            depth: int = 0) -> Any:
     """A copy of ``node`` with every numeric range replaced by a ``const`` marker, whose regex
     ``schema_regex`` substitutes (the library would drop the range)."""
     if node is True or (isinstance(node, Mapping) and not set(node) - set(_NOTES)):
         return dict(ANY_VALUE)
     if not isinstance(node, Mapping):
         return node
+    if depth > 32:  # a recursive $ref that check_schema did not see (schema_regex alone)
+        raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
     node = _resolve(node, root, path)
     if node is True or (isinstance(node, Mapping) and not set(node) - set(_INERT)):
         return dict(ANY_VALUE)  # a $ref to {} (the library's bare alternation broke the JSON)
@@ -842,17 +845,19 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
     names = {n: _key_mark(n, marks) for n in node.get("properties") or {}}
     for k, v in node.items():
         if k == "properties":
-            out[k] = {names[n]: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
+            out[k] = {names[n]: _marked(s, root, f"{path}.{n}", marks, depth + 1)
+                      for n, s in v.items()}
         elif k == "required" and isinstance(v, list):
             out[k] = [names.get(n, n) for n in v]
         elif k in ("$defs", "definitions"):
-            out[k] = {n: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
+            continue  # every $ref is followed here (marking them all recursed forever on a
+            # recursive definition, used or not)
         elif (k == "items" and (v is True or isinstance(v, Mapping))) or (
             k == "additionalProperties" and isinstance(v, Mapping)
         ):
-            out[k] = _marked(v, root, f"{path}[]", marks)
+            out[k] = _marked(v, root, f"{path}[]", marks, depth + 1)
         elif k in ("prefixItems", "anyOf"):
-            out[k] = [_marked(s, root, f"{path}[{i}]", marks) for i, s in enumerate(v)]
+            out[k] = [_marked(s, root, f"{path}[{i}]", marks, depth + 1) for i, s in enumerate(v)]
         elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             continue
         elif k == "pattern" and isinstance(v, str):
@@ -1013,16 +1018,7 @@ def schema_regex(
 
     root = schema if root is None else root
     marks: dict[str, str] = {}
-    marked = _marked(schema, root, path, marks)
-    if isinstance(marked, Mapping) and any(k in root for k in ("$defs", "definitions")):
-        marked = {
-            **{
-                k: _marked(root[k], root, path, marks)
-                for k in ("$defs", "definitions")
-                if k in root
-            },
-            **marked,
-        }
+    marked = _marked(schema, root, path, marks)  # every $ref followed: no $defs needed
     try:
         regex = build_regex_from_schema(json.dumps(marked), " ?")
     except ValueError as e:
