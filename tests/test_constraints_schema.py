@@ -185,6 +185,18 @@ def test_scalar_schema_and_json_object():
          "required property 'b' is not in properties"),
         ({"anyOf": [{"type": "string", "pattern": "[0-9]+", "maxLength": 3}, {"type": "null"}]},
          "can only be enforced on a value of its own"),
+        # malformed: a pattern that is no string was ignored; a branch's malformed parts
+        # (beside a $ref too) crashed the merge (AttributeError) or were "cannot be merged"
+        ({"type": "string", "pattern": 5}, "pattern must be a string (a regex), not int"),
+        ({"enum": ["a"], "pattern": 5}, "pattern must be a string (a regex), not int"),
+        ({"$defs": {"B": {"type": "object", "properties": {"x": {"type": "null"}}}},
+          "$ref": "#/$defs/B", "properties": [1]}, "properties must be an object of schemas"),
+        ({"properties": [1], "allOf": [{"properties": {"a": {}}}]},
+         "schema at $: properties must be an object of schemas"),
+        ({"allOf": [{"type": "object"}, {"additionalProperties": 5}]},
+         "schema at $.allOf[1]: additionalProperties must be a schema"),
+        ({"$defs": {"U": {"anyOf": [{"type": "string"}, {"type": "null"}]}},
+          "$ref": "#/$defs/U", "type": "integer"}, "keywords beside it (type)"),
     ],
 )
 def test_schemas_that_cannot_be_enforced_are_refused_in_one_line(schema, message):
@@ -224,6 +236,34 @@ def test_every_keyword_holds_together(schema):
         r = fill_schema(MODEL, TOK, schema, cfg(seed))
         jsonschema.validate(r.value, schema, format_checker=checker)
         assert json.loads(r.text) == r.value
+
+
+@pytest.mark.parametrize("pattern", ["^b", "b$", "^[a-c][0-9]", "^", "^a|b"])
+def test_a_pattern_anchored_at_one_end_is_a_search_from_that_end(pattern):
+    """JSON Schema's pattern is a search: ``^b`` is "starts with b". The lone ``^`` sat
+    inside the quotes, where the engine matched nothing: no value, enum or not."""
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": pattern},
+                                               "e": {"enum": ["apple", "banana", "c1b"],
+                                                     "pattern": pattern}},
+              "required": ["s", "e"]}
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+    if "|" not in pattern:  # the values kept are exactly those the search finds
+        values = ["apple", "banana", "c1", "bob"]
+        enum = schema_form({"enum": values, "pattern": pattern}, TOK)
+        assert [v for v in values if f'"{v}"' in enum.regex] == [
+            v for v in values if re.search(pattern, v)]
+
+
+def test_an_enums_pattern_that_matches_nothing_is_named_with_its_place():
+    with pytest.raises(UserError, match=re.escape("schema at $.e: pattern '^x^' matches no "
+                                                  "string")):
+        schema_form({"type": "object", "properties": {"e": {"enum": ["x"], "pattern": "^x^"}}},
+                    TOK)
+    with pytest.raises(UserError, match=re.escape("schema at $: pattern 'a(': the regex "
+                                                  "engine (outlines-core) rejects it")):
+        schema_form({"enum": ["a"], "pattern": "a("}, TOK)
 
 
 def test_bad_regexes_are_refused_not_ignored():
@@ -318,6 +358,144 @@ def test_one_of_with_disjoint_branches_and_merged_all_of_validate(schema):
     for seed in range(2):
         r = fill_schema(MODEL, TOK, schema, cfg(seed))
         jsonschema.validate(r.value, schema)
+
+
+UNION = {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 3}, {"type": "null"}]}
+SHAPE = {"oneOf": [
+    {"type": "object", "properties": {"kind": {"const": "circle"},
+                                      "r": {"type": "integer", "minimum": 0, "maximum": 9}},
+     "required": ["kind", "r"], "additionalProperties": False},
+    {"type": "object", "properties": {"kind": {"const": "square"},
+                                      "side": {"type": "integer", "minimum": 0, "maximum": 9}},
+     "required": ["kind", "side"], "additionalProperties": False},
+]}
+BOX = {"type": "object", "properties": {"x": {"type": "boolean"}}, "required": ["x"],
+       "additionalProperties": False}
+REFS_BESIDE = [
+    # zod-to-json-schema's named union: a root $ref beside its $defs / definitions
+    {"$ref": "#/$defs/U", "$defs": {"U": UNION}},
+    {"$ref": "#/definitions/Shape", "definitions": {"Shape": SHAPE},
+     "$schema": "http://json-schema.org/draft-07/schema#"},
+    # keywords beside a $ref to a union hold in each branch
+    {"$defs": {"U": {"anyOf": [{"type": "string"}, {"type": "null"}]}}, "type": "object",
+     "properties": {"a": {"$ref": "#/$defs/U", "maxLength": 3}}, "required": ["a"]},
+    {"$defs": {"U": UNION}, "$ref": "#/$defs/U", "maximum": 1},
+    # true beside false: the false holds (it was "two different values cannot be merged")
+    {"$defs": {"B": BOX}, "type": "object", "required": ["a"],
+     "properties": {"a": {"$ref": "#/$defs/B", "additionalProperties": True}}},
+    {"allOf": [{"type": "array", "items": {"type": "boolean"}, "minItems": 2,
+                "maxItems": 2}, {"items": True}]},
+]
+
+
+@pytest.mark.parametrize("schema", REFS_BESIDE)
+def test_a_ref_beside_definitions_or_a_union_is_filled_not_refused(schema):
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validators.validator_for(schema)(schema).validate(r.value)
+
+
+BRANCHES_SPEAK_OF_EACH_OTHER = [
+    # a property one branch lists and another's additionalProperties forbids: left out
+    {"type": "object", "allOf": [
+        {"properties": {"a": {"type": "boolean"}}, "additionalProperties": False},
+        {"properties": {"b": {"type": "boolean"}}}]},
+    {"$defs": {"B": BOX}, "$ref": "#/$defs/B", "properties": {"y": {"type": "boolean"}}},
+    # ...or held to that additionalProperties' schema
+    {"type": "object", "allOf": [
+        {"properties": {"a": {"type": "boolean"}},
+         "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 5}},
+        {"properties": {"b": {}}, "required": ["b"]}]},
+    # items of a branch without prefixItems hold from the first item
+    {"type": "array", "allOf": [{"prefixItems": [{"type": ["boolean", "null"]}]},
+                                {"items": {"type": "boolean"}}], "minItems": 1},
+    {"type": "object", "required": ["b", "l"], "properties": {"b": {"type": "boolean"}, "l": {
+        "type": "array", "allOf": [{"prefixItems": [{"type": "null"}, {"type": "null"}]},
+                                   {"items": False}]}}},
+]
+
+
+@pytest.mark.parametrize("schema", BRANCHES_SPEAK_OF_EACH_OTHER)
+def test_all_of_branches_hold_over_what_the_others_add(schema):
+    """Merged key by key, a property or prefix item one branch added escaped another branch's
+    additionalProperties / items: ``b`` was written where the first branch forbids it."""
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+    with pytest.raises(UserError, match="required property 'b' is forbidden by another"):
+        schema_form({"type": "object", "allOf": [
+            {"properties": {"a": {"type": "boolean"}}, "additionalProperties": False},
+            {"properties": {"b": {"type": "boolean"}}, "required": ["b"]}]}, TOK)
+
+
+def wrapped(sub, defs=None):
+    return {"$defs": defs or {}, "type": "object", "properties": {"a": sub}, "required": ["a"]}
+
+
+KEYWORDS_OF_ANOTHER_TYPE = [
+    wrapped({"type": "boolean", "properties": {"z": {"type": "null"}}}),
+    wrapped({"type": "string", "prefixItems": [{"type": "null"}], "maxLength": 3}),
+    # as a $ref and the keywords beside it merge
+    wrapped({"$ref": "#/$defs/U", "type": "string", "maxLength": 3},
+            {"U": {"properties": {"b": {"enum": ["ab", 3, None]}}}}),
+    wrapped({"$ref": "#/$defs/U", "properties": {"z": {"type": "null"}}},
+            {"U": {"anyOf": [{"type": "boolean"}, {"type": "string", "maxLength": 2}]}}),
+    wrapped({"$ref": "#/$defs/N", "properties": {"z": {"type": "null"}}},
+            {"N": {"type": ["null", "boolean"]}}),
+]
+
+
+@pytest.mark.parametrize("schema", KEYWORDS_OF_ANOTHER_TYPE)
+def test_object_and_array_keywords_on_another_type_do_not_make_one(schema):
+    """outlines-core's regex wrote an object for any schema with ``properties`` and an array
+    for one with ``prefixItems``, whatever its ``type``: ``{"z": null}`` for a boolean."""
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+
+
+def test_a_ref_to_the_empty_schema_is_any_value_in_json():
+    """A ``$ref`` to ``{}`` reached outlines-core as ``{}``, whose regex is a bare
+    alternation that matched outside the object too: ``{"b":{2222E-2}}`` was filled."""
+    schema = {"$defs": {"L": {}}, "type": "object", "required": ["o"], "properties": {
+        "o": {"properties": {"b": {"$ref": "#/$defs/L"}}}}}
+    regex = schema_regex(schema["properties"]["o"], schema)
+    assert re.fullmatch(regex, '{"b": null}') and re.fullmatch(regex, "{}")
+    assert not re.fullmatch(regex, "{null}") and not re.fullmatch(regex, "{2}")
+    for seed in range(2):
+        jsonschema.validate(fill_schema(MODEL, TOK, schema, cfg(seed)).value, schema)
+
+
+UNTYPED = [
+    {"additionalProperties": True},
+    {"additionalProperties": {"type": "null"}},
+    {"items": True},
+    {"minItems": 1},
+    {"items": {"type": "boolean"}, "maxItems": 2},
+    {"minItems": 1, "required": ["a"]},
+]
+
+
+@pytest.mark.parametrize("sub", UNTYPED)
+def test_object_or_array_keywords_without_a_type_are_filled_not_refused(sub):
+    """outlines-core refused these as "Unsupported JSON Schema structure"."""
+    schema = wrapped(sub)
+    for seed in range(3):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+
+
+def test_a_recursive_definition_is_no_recursion_error():
+    """Every $defs entry was marked for the regex, used or not: a recursive one (a tree
+    node) ran Python out of stack (RecursionError, a traceback)."""
+    tree = {"type": "object", "properties": {"kid": {"$ref": "#/$defs/T", "minimum": 1}}}
+    unused = {"$defs": {"T": tree}, "properties": {"b": {"type": "boolean"}}}
+    for seed in range(2):
+        jsonschema.validate(fill_schema(MODEL, TOK, unused, cfg(seed)).value, unused)
+    used = {"$defs": {"T": tree}, "properties": {"b": {"$ref": "#/$defs/T"}}}
+    for make in (lambda: schema_form(used, TOK), lambda: schema_regex(used)):
+        with pytest.raises(UserError, match=re.escape("nested too deep (recursive $ref?)")):
+            make()
 
 
 def test_one_of_disjointness_proofs_are_sound():
@@ -504,6 +682,22 @@ def test_a_form_too_big_is_refused_before_it_is_built():
     with pytest.raises(UserError, match=re.escape("over 256 values, at least a token each "
                                                   "(the model's context is 256 tokens)")):
         fill_schema(MODEL, TOK, small, cfg(0))
+
+
+def test_each_value_of_a_fixed_size_array_counts_once_against_the_context():
+    """Its items were counted when the array was checked and again as each was built: 128
+    booleans on a 256-token model were "over 256 values" at $[127]."""
+    for n, item in ((9, {"type": "boolean"}), (4, {"type": "object", "required": ["a"],
+                                                   "properties": {"a": {"type": "null"}}})):
+        for schema in ({"type": "array", "items": item, "minItems": n, "maxItems": n},
+                       {"type": "array", "prefixItems": [item] * n}):
+            assert len(schema_form(schema, TOK, context=10)) == n  # 1 + n (x 2) values
+    for schema in ({"type": "array", "items": {"type": "boolean"}, "minItems": 10,
+                    "maxItems": 10},
+                   {"type": "array", "prefixItems": [{"type": "boolean"}] * 10}):
+        with pytest.raises(UserError, match=re.escape("schema at $: the form would have over "
+                                                      "10 values")):
+            schema_form(schema, TOK, context=10)
 
 
 KEYWORDS_DROPPED_BY_THE_LIBRARY = [

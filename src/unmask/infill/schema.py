@@ -180,10 +180,19 @@ def _resolve(node: Any, root: Mapping[str, Any], path: str, depth: int = 0) -> A
             target = {}
         if not isinstance(target, Mapping):
             raise UserError(f"{_where(path)}: $ref {ref!r} points to no schema")
-        if set(rest) - set(_NOTES) and set(target) - set(_NOTES):
+        if set(rest) - set(_INERT) and set(target) - set(_INERT):
             # keywords beside a $ref apply too (they overrode the target's: a "minimum": -2
             # beside a $ref to "minimum": 0 let -2 through)
-            node = {"allOf": [target, rest]}
+            target = _resolve(target, root, path, depth + 1)
+            if isinstance(target, Mapping) and "anyOf" in target:
+                # a union (zod's named union): the keywords beside it apply to each branch
+                # (``_by_type``); one both set merges as in allOf
+                node = dict(target)
+                for key, value in rest.items():
+                    node[key] = _merge_key(key, node[key], value, root, path, depth) if (
+                        key in node) else value
+            else:
+                node = {"allOf": [target, rest]}
         else:
             node = {**target, **rest}
         depth += 1
@@ -267,15 +276,24 @@ def _byte_automaton(regex: str) -> TokenAutomaton:
     return TokenAutomaton.from_regex(regex, _BYTES, what="regex")
 
 
-def _text_matches(text: str, regex: str) -> bool:
-    """Whether ``text`` matches ``regex`` (outlines-core's syntax) in full."""
-    return _byte_automaton(regex).accepts(list(text.encode("utf-8")))
+def _text_matches(text: str, regex: str, what: str) -> bool:
+    """Whether ``text`` matches ``regex`` (outlines-core's syntax) in full; ``UserError``
+    naming ``what`` (a schema's place and keyword) for a regex the engine refuses or one
+    that matches nothing."""
+    try:
+        auto = _byte_automaton(regex)
+    except UserError as e:
+        why = str(e).removeprefix("regex: ")
+        if why.startswith("no sequence of this tokenizer's tokens"):
+            raise UserError(f"{what} matches no string") from None
+        raise UserError(f"{what}: {why}") from None
+    return auto.accepts(list(text.encode("utf-8")))
 
 
 def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: int) -> bool:
     """Whether ``value`` satisfies ``schema`` (a ``check_schema``-ed one): each enforced
     keyword as JSON Schema reads it, except that a ``pattern`` must match the whole string
-    (as it is enforced here) and ``format`` is our format's language."""
+    (``_anchored``: as it is enforced here) and ``format`` is our format's language."""
     if isinstance(schema, bool):
         return schema
     if depth > 32:
@@ -304,13 +322,15 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
         if not node.get("minLength", 0) <= len(value) <= node.get("maxLength", len(value)):
             return False
         text = json.dumps(value, ensure_ascii=False)
-        if "pattern" in node and not _text_matches(
-            text, schema_regex({"type": "string", "pattern": node["pattern"]})
+        pattern = node.get("pattern")
+        if pattern is not None and not _text_matches(
+            text, schema_regex({"type": "string", "pattern": pattern}, path=path),
+            f"{_where(path)}: pattern {pattern!r}",
         ):
             return False
-        if node.get("format") in FORMATS and not _text_matches(text, _format_regex(
-            node["format"]
-        )):
+        fmt = node.get("format")
+        if fmt in FORMATS and not _text_matches(text, _format_regex(fmt),
+                                                f"{_where(path)}: format {fmt!r}"):
             return False
     if kind == "array":
         if not node.get("minItems", 0) <= len(value) <= node.get("maxItems", len(value)):
@@ -338,6 +358,9 @@ def _admits(value: Any, schema: Any, root: Mapping[str, Any], path: str, depth: 
 _LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems")
 _UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems")
 _NOTES = ("title", "description", "$schema", "$id", "default", "examples", "$comment")
+_INERT = (*_NOTES, "$defs", "definitions")
+"""Keywords that constrain no value: annotations, and definitions (read through ``root``
+when a ``$ref`` names them)."""
 
 
 def _type_set(node: Mapping[str, Any]) -> set[str] | None:
@@ -360,24 +383,81 @@ def _merge_all(node: Mapping[str, Any], root: Mapping[str, Any], path: str, dept
     if not isinstance(branches, list) or not branches:
         raise UserError(f"{_where(path)}: allOf must be a non-empty list of schemas")
     out: dict[str, Any] = {k: v for k, v in node.items() if k != "allOf"}
+    _check_structure(out, path)
     for i, sub in enumerate(branches):
         if sub is True:
             continue
         if not isinstance(sub, Mapping):
             raise UserError(f"{_where(f'{where}[{i}]')}: false admits no value")
         sub = _resolve(sub, root, f"{where}[{i}]", depth + 1)
+        if isinstance(sub, Mapping):
+            _check_structure(sub, f"{where}[{i}]")  # before its parts are merged
+            out, sub = _reach(out, sub), _reach(sub, out)
         for key, value in sub.items():
             if key in ("anyOf", "oneOf"):
                 raise UserError(f"{_where(f'{where}[{i}]')}: {key} inside allOf cannot be "
                                 "enforced (only simple constraints merge)")
             out[key] = _merge_key(key, out[key], value, root, f"{where}[{i}]", depth) if (
                 key in out) else copy.deepcopy(value)
+    return _forbidden_dropped(out, path)
+
+
+def _reach(node: dict[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """``node`` with what ``other`` (another ``allOf`` branch) says of its parts beyond its
+    own: a property ``other`` does not list gets ``other``'s ``additionalProperties``, and
+    each ``prefixItems`` entry ``other``'s ``items`` when ``other`` has no prefix (merged
+    as they were, ``{"properties": {"a": ...}, "additionalProperties": false}`` beside
+    ``{"properties": {"b": ...}}`` wrote ``b``, which the first forbids)."""
+    out = dict(node)
+    extra = other.get("additionalProperties", True)
+    props = out.get("properties")
+    if not _admits_any(extra) and isinstance(props, Mapping):
+        theirs = other.get("properties") or {}
+        out["properties"] = {n: s if n in theirs else _both(s, extra) for n, s in props.items()}
+    items = other.get("items", True)
+    prefix = out.get("prefixItems")
+    if not _admits_any(items) and isinstance(prefix, list) and "prefixItems" not in other:
+        out["prefixItems"] = [_both(s, items) for s in prefix]
     return out
+
+
+def _both(a: Any, b: Any) -> Any:
+    """The subschema admitting what both ``a`` and ``b`` admit."""
+    if _admits_any(a) or b is False:
+        return b
+    if _admits_any(b) or a is False:
+        return a
+    return {"allOf": [a, b]}
+
+
+def _forbidden_dropped(node: dict[str, Any], path: str) -> dict[str, Any]:
+    """A merged ``allOf`` without the parts a branch forbids (``_reach``): a property whose
+    schema became ``false`` is left out (``UserError`` when required), and an array ends
+    before the first ``prefixItems`` entry that did."""
+    props = node.get("properties")
+    if isinstance(props, Mapping) and any(s is False for s in props.values()):
+        for name, sub in props.items():
+            if sub is False and name in (node.get("required") or []):
+                raise UserError(f"{_where(path)}: allOf: required property {name!r} is "
+                                "forbidden by another branch's additionalProperties")
+        node["properties"] = {n: s for n, s in props.items() if s is not False}
+    prefix = node.get("prefixItems")
+    if isinstance(prefix, list) and False in prefix:
+        k = next(i for i, s in enumerate(prefix) if s is False)
+        if node.get("minItems", 0) > k:
+            raise UserError(f"{_where(path)}: allOf: minItems {node['minItems']} but another "
+                            f"branch's items forbid item {k}: no array satisfies it")
+        node["maxItems"] = min(node.get("maxItems", k), k)
+        if k:
+            node["prefixItems"] = prefix[:k]
+        else:
+            del node["prefixItems"]
+    return node
 
 
 def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, depth: int) -> Any:
     """One keyword set by two ``allOf`` branches, combined (``_merge_all``)."""
-    if key in _NOTES or a == b:
+    if key in _INERT or a == b:
         return a
     if key == "type":
         both = (_type_set({"type": a}) or set()) & (_type_set({"type": b}) or set())
@@ -389,7 +469,7 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
     if key == "properties":
         merged = dict(a)
         for name, sub in b.items():
-            merged[name] = {"allOf": [merged[name], sub]} if name in merged else sub
+            merged[name] = _both(merged[name], sub) if name in merged else sub
         return merged
     if key in ("enum", "const"):
         values = a if key == "enum" else [a]
@@ -400,11 +480,16 @@ def _merge_key(key: str, a: Any, b: Any, root: Mapping[str, Any], path: str, dep
         return keep if key == "enum" else keep[0]
     if key in _LOWER + _UPPER and isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return max(a, b) if key in _LOWER else min(a, b)
-    if key in ("items", "additionalProperties") and isinstance(a, Mapping) and isinstance(
-        b, Mapping
+    if key in ("items", "additionalProperties") and all(
+        isinstance(x, (bool, Mapping)) for x in (a, b)
     ):
-        return {"allOf": [a, b]}
+        return _both(a, b)  # true (or {}) adds nothing; false admits nothing
     raise UserError(f"{_where(path)}: allOf: two different {key!r} values cannot be merged")
+
+
+def _admits_any(schema: Any) -> bool:
+    """Whether a subschema admits every value (``true``, ``{}``, annotations only)."""
+    return schema is True or (isinstance(schema, Mapping) and not set(schema) - set(_NOTES))
 
 
 def _value_key(v: Any) -> tuple[str, Any]:
@@ -595,6 +680,9 @@ def _check_structure(node: Mapping[str, Any], path: str) -> None:
     if isinstance(items, list):
         raise UserError(f"{_where(path)}: items as a list (draft 4 tuples) cannot be enforced; "
                         "write prefixItems (and items: false for no more)")
+    if "pattern" in node and not isinstance(node["pattern"], str):
+        raise UserError(f"{_where(path)}: pattern must be a string (a regex), not "
+                        f"{type(node['pattern']).__name__}")
     for key in ("items", "additionalProperties"):
         if key in node and not isinstance(node[key], (Mapping, bool)):
             raise UserError(f"{_where(path)}: {key} must be a schema (an object or a "
@@ -719,14 +807,20 @@ def _types(node: Mapping[str, Any]) -> list[str]:
     return [t] if isinstance(t, str) else list(t or [])
 
 
-def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]) -> Any:
+def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str],
+            depth: int = 0) -> Any:
     """A copy of ``node`` with every numeric range replaced by a ``const`` marker, whose regex
     ``schema_regex`` substitutes (the library would drop the range)."""
     if node is True or (isinstance(node, Mapping) and not set(node) - set(_NOTES)):
         return dict(ANY_VALUE)
     if not isinstance(node, Mapping):
         return node
-    node = _by_type(_resolve(node, root, path), root, path)
+    if depth > 32:  # a recursive $ref that check_schema did not see (schema_regex alone)
+        raise UserError(f"{_where(path)}: nested too deep (recursive $ref?)")
+    node = _resolve(node, root, path)
+    if node is True or (isinstance(node, Mapping) and not set(node) - set(_INERT)):
+        return dict(ANY_VALUE)  # a $ref to {} (the library's bare alternation broke the JSON)
+    node = _other_types_dropped(_by_type(node, root, path))
     if _lengths_with_pattern(node):
         raise UserError(
             f"{_where(path)}: pattern or format together with minLength/maxLength can only be "
@@ -751,19 +845,23 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
     names = {n: _key_mark(n, marks) for n in node.get("properties") or {}}
     for k, v in node.items():
         if k == "properties":
-            out[k] = {names[n]: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
+            out[k] = {names[n]: _marked(s, root, f"{path}.{n}", marks, depth + 1)
+                      for n, s in v.items()}
         elif k == "required" and isinstance(v, list):
             out[k] = [names.get(n, n) for n in v]
         elif k in ("$defs", "definitions"):
-            out[k] = {n: _marked(s, root, f"{path}.{n}", marks) for n, s in v.items()}
+            continue  # every $ref is followed here (marking them all recursed forever on a
+            # recursive definition, used or not)
         elif (k == "items" and (v is True or isinstance(v, Mapping))) or (
             k == "additionalProperties" and isinstance(v, Mapping)
         ):
-            out[k] = _marked(v, root, f"{path}[]", marks)
+            out[k] = _marked(v, root, f"{path}[]", marks, depth + 1)
         elif k in ("prefixItems", "anyOf"):
-            out[k] = [_marked(s, root, f"{path}[{i}]", marks) for i, s in enumerate(v)]
+            out[k] = [_marked(s, root, f"{path}[{i}]", marks, depth + 1) for i, s in enumerate(v)]
         elif k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             continue
+        elif k == "pattern" and isinstance(v, str):
+            out[k] = _anchored(v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -771,6 +869,23 @@ def _marked(node: Any, root: Mapping[str, Any], path: str, marks: dict[str, str]
 
 _OBJECT_OR_ARRAY = ("properties", "required", "additionalProperties", "items", "prefixItems",
                     "minItems", "maxItems")
+
+
+_OBJECT_ONLY = ("properties", "required", "additionalProperties")
+_ARRAY_ONLY = ("items", "prefixItems", "minItems", "maxItems")
+
+
+def _other_types_dropped(node: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A typed node without the object (array) keywords its type does not admit: they say
+    nothing of its values, but outlines-core's regex wrote an object for any node with
+    ``properties`` and an array for one with ``prefixItems``, whatever its ``type``
+    (``{"type": "null", "properties": {...}}``, as a ``$ref`` and the keywords beside it
+    merge, gave ``{}``)."""
+    types = set(_types(node))
+    if not types or "anyOf" in node:
+        return node
+    drop = (() if "object" in types else _OBJECT_ONLY) + (() if "array" in types else _ARRAY_ONLY)
+    return {k: v for k, v in node.items() if k not in drop}
 
 
 def _prefix_exactly(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
@@ -796,6 +911,20 @@ def _prefix_exactly(node: Mapping[str, Any], path: str) -> Mapping[str, Any]:
     return {**rest, "prefixItems": [fixed[i] if i < len(fixed) else items for i in range(size)]}
 
 
+def _anchored(pattern: str) -> str:
+    """A schema ``pattern`` as the regex of the whole string: JSON Schema's pattern is a
+    search, so an end left open by an anchor at the other (``^b``: starts with b) admits any
+    plain JSON characters (the engine refused a lone ``^`` inside the quotes, and ``^b``
+    admitted no string); one anchored at both ends, or at neither, is matched whole (the
+    narrowing keeps the model writing the pattern itself rather than text around it)."""
+    core = whole_pattern(pattern)
+    start = pattern.startswith("^")
+    end = len(core) < len(pattern) - (1 if start else 0)
+    if start == end:
+        return core
+    return f"(?:{core}){_PLAIN_CHAR}*" if start else f"{_PLAIN_CHAR}*(?:{core})"
+
+
 def _key_mark(name: str, marks: dict[str, str]) -> str:
     """``name``, or for a property name JSON must escape (a quote, backslash or control
     character: the library wrote it raw, and the output did not parse) a marker that
@@ -814,7 +943,7 @@ def _by_type(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> Map
     was dropped, 4 written), no type next to a range or length (any scalar, each with the
     keywords that apply to it), and keywords beside an ``anyOf`` (each branch gets them; a
     branch they leave no value in is dropped)."""
-    rest = {k: v for k, v in node.items() if k not in _NOTES}
+    rest = {k: v for k, v in node.items() if k not in _INERT}
     if "anyOf" in rest and len(rest) > 1:
         siblings = {k: v for k, v in rest.items() if k != "anyOf"}
         branches = []
@@ -831,7 +960,12 @@ def _by_type(node: Mapping[str, Any], root: Mapping[str, Any], path: str) -> Map
         return node
     types = _types(rest)
     if not types and any(k in rest for k in _OBJECT_OR_ARRAY):
-        return node  # an object or array without a type: the library's regex
+        # an object or array without a type: typed by its keywords (the library's regex
+        # refused {"additionalProperties": true} or {"minItems": 1} as "unsupported")
+        types = [t for t, keys in (("object", _OBJECT_ONLY), ("array", _ARRAY_ONLY))
+                 if any(k in rest for k in keys)]
+        if len(types) == 1:
+            return {**node, "type": types[0]}
     if not types and len(rest) > 0:
         types = list(ANY_VALUE["type"])
     if len(types) < 2:
@@ -884,16 +1018,7 @@ def schema_regex(
 
     root = schema if root is None else root
     marks: dict[str, str] = {}
-    marked = _marked(schema, root, path, marks)
-    if isinstance(marked, Mapping) and any(k in root for k in ("$defs", "definitions")):
-        marked = {
-            **{
-                k: _marked(root[k], root, path, marks)
-                for k in ("$defs", "definitions")
-                if k in root
-            },
-            **marked,
-        }
+    marked = _marked(schema, root, path, marks)  # every $ref followed: no $defs needed
     try:
         regex = build_regex_from_schema(json.dumps(marked), " ?")
     except ValueError as e:
@@ -944,10 +1069,13 @@ def schema_form(
     limit = MAX_FORM_VALUES if context is None else min(context, MAX_FORM_VALUES)
     count = 0
 
-    def counted(n: int, path: str) -> None:
+    def counted(n: int, path: str, ahead: bool = False) -> None:
+        """``n`` more values at ``path``; ``ahead``: checked, not yet counted (the items of
+        a fixed-size array, counted as each is built)."""
         nonlocal count
-        count += n
-        if count > limit:
+        if not ahead:
+            count += n
+        if count + (n if ahead else 0) > limit:
             held = "" if limit == MAX_FORM_VALUES else f" (the model's context is {context} tokens)"
             raise UserError(f"{_where(path)}: the form would have over {limit} values, at least "
                             f"a token each{held}; lower minItems or use fewer properties")
@@ -969,7 +1097,7 @@ def schema_form(
             if size > len(fixed) and node.get("items") is False:
                 raise UserError(f"{_where(path)}: minItems {n} but items is false after "
                                 f"{len(fixed)} prefixItems: no array satisfies it")
-            counted(size, path)  # before building them
+            counted(size, path, ahead=True)  # before building them
             return [walk(fixed[i] if i < len(fixed) else node.get("items", True), f"{path}[{i}]")
                     for i in range(size)]
         if types == ["array"] and "anyOf" not in node and node.get("items") is False:
@@ -979,7 +1107,7 @@ def schema_form(
             return []
         if types == ["array"] and "anyOf" not in node:
             if fixed is None and n is not None and n == node.get("maxItems"):
-                counted(n, path)  # before building them
+                counted(n, path, ahead=True)  # before building them
                 return [walk(node.get("items", True), f"{path}[{i}]") for i in range(n)]
         if _plain_string(node):  # text: a letter or digit first, no whitespace at the end
             regex = f'"{text_value(node.get("minLength", 0), node.get("maxLength"))}"'
