@@ -679,8 +679,9 @@ def test_a_form_too_big_is_refused_before_it_is_built():
     with pytest.raises(UserError, match=re.escape("over 8192 values")):
         schema_form(nested, TOK)
     small = {"type": "array", "items": {"type": "boolean"}, "minItems": 300, "maxItems": 300}
-    with pytest.raises(UserError, match=re.escape("over 256 values, at least a token each "
-                                                  "(the model's context is 256 tokens)")):
+    with pytest.raises(UserError, match=re.escape(
+            "over 256 values, at least a token each, more than the model's context "
+            "(max_seq_len 256) holds")):  # the words the server codes context_length_exceeded
         fill_schema(MODEL, TOK, small, cfg(0))
 
 

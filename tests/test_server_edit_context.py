@@ -97,8 +97,16 @@ def test_an_infill_over_the_context_is_coded_context_length_exceeded(client, bod
         assert "shorten the template" in err["message"]
 
 
-def test_a_form_over_the_context_is_coded_context_length_exceeded(client):
-    r = client.post("/v1/forms", json={"schema": WIDE})
+@pytest.mark.parametrize("schema", [
+    WIDE,
+    # more values than the context has tokens: said as "the form would have over 128
+    # values", which was coded invalid_value (docs/serving.md promises the context code)
+    {"type": "array", "items": {"type": "boolean"}, "minItems": 200, "maxItems": 200},
+    {"type": "object", "properties": {f"k{i}": {"type": "boolean"} for i in range(130)},
+     "required": [f"k{i}" for i in range(130)]},
+])  # fmt: skip
+def test_a_form_over_the_context_is_coded_context_length_exceeded(client, schema):
+    r = client.post("/v1/forms", json={"schema": schema})
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["code"] == "context_length_exceeded" and err["param"] == "schema", err

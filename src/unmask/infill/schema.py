@@ -1076,7 +1076,8 @@ def schema_form(
         if not ahead:
             count += n
         if count + (n if ahead else 0) > limit:
-            held = "" if limit == MAX_FORM_VALUES else f" (the model's context is {context} tokens)"
+            held = ("" if limit == MAX_FORM_VALUES else  # (words the server codes by)
+                    f", more than the model's context (max_seq_len {context}) holds")
             raise UserError(f"{_where(path)}: the form would have over {limit} values, at least "
                             f"a token each{held}; lower minItems or use fewer properties")
 
