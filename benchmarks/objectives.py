@@ -101,10 +101,11 @@ from unmask.commands.demo import DemoTrainPlan, asset_path
 from unmask.config import SampleConfig, TrainConfig
 from unmask.data import TokenDataset, prepare
 from unmask.errors import UserError
-from unmask.evaluate import evaluate_loss, perplexity, unigram_entropy
+from unmask.evaluate import evaluate_loss, unigram_entropy
 from unmask.files import atomic_write_text
 from unmask.sampling import decode_generations, generate, generate_ar, generate_sedd, sample_blocks
 from unmask.sampling.protocol import cut_at_eos
+from unmask.scoring import perplexity
 from unmask.train import load_train_config, train
 from unmask.train_guards import saved_progress
 

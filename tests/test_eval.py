@@ -747,8 +747,9 @@ def test_a_diverged_models_perplexity_is_inf_not_a_false_finite_bound() -> None:
     """Past what a float holds, perplexity is inf (it was capped at exp(50), and the report
     then printed a finite "perplexity <= 5.2e21" for a model whose bound is far above it);
     the report's JSON writes it as null, its text as inf."""
-    from unmask.evaluate import EvalResult, perplexity
+    from unmask.evaluate import EvalResult
     from unmask.report import RunReport
+    from unmask.scoring import perplexity
 
     assert perplexity(2.0) == pytest.approx(math.exp(2.0))
     assert perplexity(60.0) == pytest.approx(math.exp(60.0))  # was exp(50)

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from unmask.errors import UserError
 from unmask.objectives import ObjectiveOptions, get_objective, objective_spec
 from unmask.schedules import get_schedule
+from unmask.scoring import perplexity
 
 if TYPE_CHECKING:
     from unmask.scoring import ReferenceScorer
@@ -45,12 +46,6 @@ if TYPE_CHECKING:
 DEFAULT_MC_SAMPLES = 64
 """Monte Carlo samples of ``elbo_loglikelihood`` by default: chosen from the measured curve of
 its standard error against the number of samples (docs/evaluation.md); LLaDA uses 128."""
-
-
-def perplexity(loss: float) -> float:
-    """``exp(loss)`` of a loss in nats a token: inf past what a float holds (a diverged model;
-    the old cap at exp(50) printed a finite, false "perplexity <= 5.2e21")."""
-    return math.inf if loss >= 709.0 else math.exp(loss)  # a NaN loss stays NaN
 
 
 @dataclass

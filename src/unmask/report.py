@@ -194,7 +194,8 @@ def heldout_bound(
     import torch
 
     from unmask.data import TokenDataset
-    from unmask.evaluate import evaluate_loss, perplexity
+    from unmask.evaluate import evaluate_loss
+    from unmask.scoring import perplexity
 
     objective = config.objective
     if objective == "sft":  # LLaDA's SFT trains a masked-diffusion model: mdlm's bound

