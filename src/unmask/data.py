@@ -209,11 +209,16 @@ def _first_json_line(src: _Source) -> Any:
 def _json_lines(src: _Source, text_field: str) -> bool:
     """Whether a ``.json`` file is JSON Lines (what ``datasets``' ``to_json`` writes): its first
     line is a JSON object whose ``text_field`` is a string, or chat or prompt/response records
-    (``messages``, ``prompt`` + ``response``: refused as JSONL with a pointer to SFT). Any
-    other ``.json`` (a config file, a JSON array, one document pretty-printed over many lines)
-    is text."""
+    (``messages``, ``prompt`` + ``response``: refused as JSONL with a pointer to SFT), or it
+    has the field (null, a number: refused with its line, as in a ``.jsonl``) and more lines
+    follow. Any other ``.json`` (a one-line config file, a JSON array, one document
+    pretty-printed over many lines) is text."""
     obj = _first_json_line(src)
-    return isinstance(obj, dict) and (isinstance(obj.get(text_field), str) or _chat_record(obj))
+    if not isinstance(obj, dict):
+        return False
+    if isinstance(obj.get(text_field), str) or _chat_record(obj):
+        return True
+    return text_field in obj and bool(src.peek_lines(2, _PEEK_BYTES)[1].strip())
 
 
 def _chat_record(obj: dict[str, Any]) -> bool:
@@ -310,9 +315,14 @@ class _Source:
 
     def peek_line(self, limit: int) -> bytes:
         """The first line (at most ``limit`` bytes), left to be read again."""
-        line = self.readline(limit)
-        self._head = line + self._head
-        return line
+        return self.peek_lines(1, limit)[0]
+
+    def peek_lines(self, n: int, limit: int) -> list[bytes]:
+        """The first ``n`` lines (each at most ``limit`` bytes; b"" past the end), left to be
+        read again."""
+        lines = [self.readline(limit) for _ in range(n)]
+        self._head = b"".join(lines) + self._head
+        return lines
 
     def close(self) -> None:
         if self._stream is not self._raw:
