@@ -291,3 +291,30 @@ def test_a_latent_diffusion_model_offers_the_text_rows_of_its_context() -> None:
         with pytest.raises(UserError, match=r"max_seq_len \(24\); use gen_length <= 24$"):
             api.generate(m, "", config={"gen_length": g, "steps": 2})
     api.generate(m, "", config={"gen_length": 24, "steps": 2})
+
+
+def test_the_server_sizes_a_latent_diffusion_model_by_its_text_rows() -> None:
+    """``/v1/models`` said max_seq_len 33 for a latent-diffusion model of 24 text rows, and a
+    request sized by it was refused with a way out (segment_length) the model refuses too."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+    from server_helpers import loaded
+
+    from unmask.config import TrainConfig, model_preset
+    from unmask.model import Transformer
+    from unmask.objectives import objective_spec
+    from unmask.server import create_app
+
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=260, max_seq_len=24)
+    spec = objective_spec("latent-diffusion")
+    m = loaded(Transformer(spec.configure(cfg, TrainConfig(seq_len=24, latent_len=4))).eval())
+    client = TestClient(create_app(m))
+    assert client.get("/v1/models").json()["data"][0]["max_seq_len"] == 24
+    r = client.post("/v1/completions", json={"prompt": "", "max_tokens": 33, "steps": 2})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "context_length_exceeded"
+    assert err["message"].endswith("use max_tokens <= 24"), err
+    r = client.post("/v1/completions", json={"prompt": "", "max_tokens": 24, "steps": 2})
+    assert r.status_code == 200, r.text

@@ -122,9 +122,22 @@ class ServerState:
         """Whether the checkpoint is autoregressive (decoded token by token)."""
         return getattr(self.cfg, "attention", None) == "causal"
 
-    @property
+    @functools.cached_property
     def max_seq_len(self) -> int:
-        return int(getattr(self.cfg, "max_seq_len", 0) or 1 << 30)
+        """The longest canvas the model takes (``ModelFacts.max_seq_len``: a latent-diffusion
+        model's text rows, not the latent slots after them)."""
+        from unmask import api
+
+        return int(api.facts_of(self.loaded).max_seq_len or 1 << 30)
+
+    @functools.cached_property
+    def fixed_canvas(self) -> bool:
+        """Whether the checkpoint's decoder writes one fixed canvas (continuous diffusion), so
+        that it cannot continue in segments (``segment_length``)."""
+        from unmask import api
+        from unmask.sampling.continuous import CONTINUOUS_DECODERS
+
+        return api.facts_of(self.loaded).default_decoder in CONTINUOUS_DECODERS
 
     @functools.cached_property
     def context(self) -> tuple[int, str]:

@@ -67,10 +67,12 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                        code="invalid_value")
     if longest + req.max_tokens > ctx and not segmented:
         fits = max_tokens_room(state, longest)  # whole blocks of a bd3lm checkpoint
-        fix = f"use max_tokens <= {fits}, or " if fits >= 1 else "shorten the prompt, or use "
+        ways = [f"use max_tokens <= {fits}"] if fits >= 1 else ["shorten the prompt"]
+        if not state.fixed_canvas:  # a continuous model writes one canvas: no segments
+            ways.append(f"{'' if fits >= 1 else 'use '}segment_length (e.g. {ctx // 2}) to "
+                        "write it in segments")
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
-                       f"the {who}'s context of {ctx} tokens; {fix}segment_length (e.g. "
-                       f"{ctx // 2}) to write it in segments",
+                       f"the {who}'s context of {ctx} tokens; {', or '.join(ways)}",
                        param=overflow_param(req, fits), code="context_length_exceeded")
     try:  # what the request did not send: the checkpoint's recommendation, as the CLI
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
