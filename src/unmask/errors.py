@@ -6,6 +6,11 @@ without a traceback. Library callers can catch it like any ``ValueError``.
 
 from __future__ import annotations
 
+CONTEXT_WORDS = "the model's context (max_seq_len"
+"""How every refusal of a template, form, schema or text too long for the model's context
+says it (``f"... more than {CONTEXT_WORDS} {n})"``): the server codes such a 400
+``context_length_exceeded`` by these words (``unmask.server.routes.infill.context_code``)."""
+
 
 class UserError(ValueError):
     """Bad input from the user: a missing file, a bad template, an impossible length."""

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from unmask.config import SampleConfig
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 
 SLACK = 5
 """Lengths a variable gap of ``make_gap_set`` allows: ``lo..hi`` with ``hi - lo + 1 = SLACK``,
@@ -338,7 +338,7 @@ def infill_exact_match(
         if context is not None and size(x) > context:
             raise UserError(
                 f"gap {i} of the set has {size(x)} tokens ({what}), "
-                f"more than the model's context (max_seq_len {context}); give it a shorter "
+                f"more than {CONTEXT_WORDS} {context}); give it a shorter "
                 "prefix and suffix"
             )
     fill(samples[0])  # warm-up: plans the gap automata, first-call costs

@@ -48,7 +48,7 @@ from typing import Any
 import torch
 
 from unmask.config import SampleConfig
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
     SENTINEL,
     START,
@@ -702,8 +702,8 @@ def fill_form(
     max_seq_len = _max_seq_len(model)
     if max_seq_len is not None and total > max_seq_len:
         raise UserError(
-            f"{source}: the form needs {total} tokens (holes at their widest), more than the "
-            f"model's context (max_seq_len {max_seq_len}); use fewer or shorter holes"
+            f"{source}: the form needs {total} tokens (holes at their widest), more than "
+            f"{CONTEXT_WORDS} {max_seq_len}); use fewer or shorter holes"
         )
     canvas, spans = layouts_canvas([layout], automata, [f"hole {h.path}" for h in holes],
                                    mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from unmask.config import SampleConfig
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import TokenAutomaton
 from unmask.sampling.ar import ARRun
 from unmask.sampling.loop import StepCallback, make_generator
@@ -265,7 +265,7 @@ def fill_left_to_right(
     if max_seq_len is not None and need > max_seq_len:
         raise UserError(
             f"the form needs up to {need} tokens after the prompt is read (holes at their "
-            f"widest), more than the model's context (max_seq_len {max_seq_len}); use fewer "
+            f"widest), more than {CONTEXT_WORDS} {max_seq_len}); use fewer "
             "or shorter holes"
         )
     device = model_device(model) or torch.device("cpu")

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from unmask.config import SampleConfig
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
     TokenAutomaton,
     cached_automaton,
@@ -1077,7 +1077,7 @@ def schema_form(
             count += n
         if count + (n if ahead else 0) > limit:
             held = ("" if limit == MAX_FORM_VALUES else  # (words the server codes by)
-                    f", more than the model's context (max_seq_len {context}) holds")
+                    f", more than {CONTEXT_WORDS} {context}) holds")
             raise UserError(f"{_where(path)}: the form would have over {limit} values, at least "
                             f"a token each{held}; lower minItems or use fewer properties")
 

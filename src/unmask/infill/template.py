@@ -33,7 +33,7 @@ import torch
 
 from unmask.canvas import Canvas
 from unmask.config import DEFAULT_MAX_LEN_TOKENS
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.automaton import (
     GapConstraint,
     TokenAutomaton,
@@ -725,14 +725,14 @@ def check_context(plan: Plan, max_seq_len: int | None) -> None:
     if fixed + sum(mins) > max_seq_len:
         raise UserError(
             f"template needs at least {fixed + sum(mins)} tokens ({fixed} of text), "
-            f"more than the model's context (max_seq_len {max_seq_len})"
+            f"more than {CONTEXT_WORDS} {max_seq_len})"
         )
     for k, h in enumerate(plan.holes):
         room = max_seq_len - fixed - (sum(mins) - mins[k])
         if h.candidates[-1] > room:
             raise UserError(
-                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in the "
-                f"model's context (max_seq_len {max_seq_len}, {plural(fixed, 'token')} of text); "
+                f"{h.label}: up to {h.candidates[-1]} tokens, but only {room} fit in "
+                f"{CONTEXT_WORDS} {max_seq_len}, {plural(fixed, 'token')} of text); "
                 "lower its maximum"
             )
 

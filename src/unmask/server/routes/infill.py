@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from unmask.config import InfillOptions, SampleConfig
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
 from unmask.server.plumbing import (
@@ -93,8 +93,6 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
     return JSONResponse(answer(await run_alone(state, request, work)))
 
 
-CONTEXT_WORDS = "the model's context (max_seq_len"
-"""What every library refusal of a template, form or text too long for the context says."""
 
 
 def context_code(fn: Callable[[StepCallback], Any]) -> Callable[[StepCallback], Any]:
