@@ -14,7 +14,7 @@ from unmask.server.state import ServerState
 def router(state: ServerState) -> APIRouter:
     r = APIRouter()
 
-    @r.api_route("/", methods=["GET", "HEAD"])  # HEAD: what `curl -I` and uptime checks send
+    @r.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # HEAD: `curl -I`
     async def playground() -> HTMLResponse:
         page = resources.files("unmask.server").joinpath("static/playground.html")
         text = page.read_text(encoding="utf-8") if page.is_file() else "<p>unmask server</p>"
