@@ -256,6 +256,20 @@ def test_a_pattern_anchored_at_one_end_is_a_search_from_that_end(pattern):
             v for v in values if re.search(pattern, v)]
 
 
+@pytest.mark.parametrize("pattern", ["^foo$|^bar$", "^[A-Z]{2}$|^$", "^(a|b)x$|y$"])
+def test_anchors_belong_to_each_alternative(pattern):
+    """``^foo$|^bar$`` (pydantic writes such patterns): only the outermost ``^`` and ``$``
+    were stripped, leaving ``foo$|^bar`` whose inner anchors matched nothing: refused with
+    "no sequence of this tokenizer's tokens matches it"."""
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": pattern}},
+              "required": ["s"]}
+    for seed in range(2):
+        r = fill_schema(MODEL, TOK, schema, cfg(seed))
+        jsonschema.validate(r.value, schema)
+    if pattern == "^foo$|^bar$":
+        assert r.value["s"] in ("foo", "bar")
+
+
 def test_an_enums_pattern_that_matches_nothing_is_named_with_its_place():
     with pytest.raises(UserError, match=re.escape("schema at $.e: pattern '^x^' matches no "
                                                   "string")):

@@ -160,6 +160,11 @@ def test_anchors_at_a_patterns_ends_change_nothing(client):
                                              "guided_regex": "^[0-9]{2}$"})
     assert r.status_code == 200, r.text
     assert re.fullmatch(r"[0-9]{2}", r.json()["choices"][0]["text"])
+    # each alternative's own anchors (only the outer two were stripped: ``ab$|^cd`` matched
+    # nothing, a 400)
+    r = client.post("/v1/forms", json={"form": {"a": "<regex:^ab$|^cd$>"}, "steps": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["value"]["a"] in ("ab", "cd")
 
 
 @pytest.mark.parametrize("template", ["[MASK:0-3]", "[MASK:0-1][MASK:0-1]"])

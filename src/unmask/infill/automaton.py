@@ -598,11 +598,45 @@ START = "\U0010fffe"
 """A second noncharacter put before every pattern, with a token of its own (``_index``)."""
 
 
+def top_level_branches(pattern: str) -> list[str]:
+    """``pattern`` split at its top-level ``|`` (outside groups and character classes, not
+    escaped): ``^a$|^(b|c)$`` -> ``["^a$", "^(b|c)$"]``."""
+    branches, depth, start, i = [], 0, 0, 0
+    in_class = False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += 1  # a "]" first in the class (after an optional "^") is a member
+            if pattern[i:i + 1] == "^":
+                i += 1
+            if pattern[i:i + 1] == "]":
+                i += 1
+            continue
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            branches.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return [*branches, pattern[start:]]
+
+
 def whole_pattern(pattern: str) -> str:
     """``pattern`` without a leading ``^`` or a trailing unescaped ``$`` (a constraint always
     matches the whole text; the engine refuses anchors). Applied where a user's pattern enters
     (a gap's regex, a ``<regex:...>`` hole, ``guided_regex``), before it is wrapped in a
     larger pattern, where an anchor would no longer sit at an end."""
+    branches = top_level_branches(pattern)
+    if len(branches) > 1:  # ``^a$|^b$``: each alternative's anchors are its own
+        return "(?:" + "|".join(map(whole_pattern, branches)) + ")"
     if pattern.startswith("^"):
         pattern = pattern[1:]
     if pattern.endswith("$"):

@@ -38,6 +38,7 @@ from unmask.infill.automaton import (
     TokenAutomaton,
     cached_automaton,
     check_regex,
+    top_level_branches,
     vocab_of,
     whole_pattern,
 )
@@ -917,6 +918,9 @@ def _anchored(pattern: str) -> str:
     plain JSON characters (the engine refused a lone ``^`` inside the quotes, and ``^b``
     admitted no string); one anchored at both ends, or at neither, is matched whole (the
     narrowing keeps the model writing the pattern itself rather than text around it)."""
+    branches = top_level_branches(pattern)
+    if len(branches) > 1:  # ``^a$|^b$``: anchors belong to each branch (whole_pattern only
+        return "(?:" + "|".join(map(_anchored, branches)) + ")"  # stripped the outer two)
     core = whole_pattern(pattern)
     start = pattern.startswith("^")
     end = len(core) < len(pattern) - (1 if start else 0)
