@@ -88,6 +88,16 @@ def _optimizer_tensors(
     return tensors, {"param_groups": sd["param_groups"]}
 
 
+def gathered_weights(model: nn.Module) -> dict[str, Any]:
+    """The whole weights of an FSDP-sharded ``model``, on the CPU of rank 0 (a collective:
+    every process calls it; the others get an empty dict): what a single-file checkpoint or
+    ``best/`` is written from."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(
+        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike[str],
     *,
@@ -180,16 +190,10 @@ def save_sharded_checkpoint(
     (one machine, or a shared mount across nodes)."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_model_state_dict,
-        get_state_dict,
-    )
+    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     run = Path(run_dir)
-    full = get_model_state_dict(  # collective: rank 0 receives the gathered weights
-        model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-    )
+    full = gathered_weights(model)
     model_sd, optim_sd = get_state_dict(model, optimizer)
     name: list[str | None] = [None]
     if is_main:

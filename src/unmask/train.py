@@ -55,6 +55,7 @@ from unmask.checkpoint import (
     CKPT,
     checkpoint_dir,
     finish_full_train_state,
+    gathered_weights,
     is_sharded,
     load_full_train_state,
     load_train_state,
@@ -505,13 +506,7 @@ def _train(
         if kind == "fsdp":
             dist.broadcast_object_list(better, src=0)  # one verdict: rank 0's numbers
             if better[0]:
-                from torch.distributed.checkpoint.state_dict import (
-                    StateDictOptions,
-                    get_model_state_dict,
-                )
-
-                weights = get_model_state_dict(  # collective: rank 0 receives the full weights
-                    model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+                weights = gathered_weights(model)  # collective: rank 0 receives them
         if not better[0]:
             return
         if is_main:
