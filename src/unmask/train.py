@@ -953,8 +953,8 @@ def _parallel_kind(
         raise UserError("--ema is not supported with --parallel fsdp yet; use --parallel ddp")
     n_params = sum(p.numel() for p in meta_model(model_cfg).parameters())
     memory = available_memory(device)
-    if memory is not None and device.type != "cuda":  # the processes of a node share its RAM
-        memory //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if memory is not None:  # the processes of a node share its RAM
+        memory //= _sharing(device)
     if config.ema > 0:  # EMA keeps a full replica per process: DDP
         memory = None
     kind = [choose_parallel(config.parallel, world=world, n_params=n_params, memory=memory)]
@@ -995,8 +995,19 @@ def _check_sizes(
         model_cfg, config, rows=rows, cuda=device.type == "cuda",
         shards=world if kind == "fsdp" else 1,
     )  # fmt: skip
-    sharing = 1 if device.type == "cuda" else int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    check_memory(estimate, available_memory(device), config=config, rows=rows, processes=sharing)
+    check_memory(estimate, available_memory(device), config=config, rows=rows,
+                 processes=_sharing(device))
+
+
+def _sharing(device: torch.device) -> int:
+    """The processes that share ``device``'s memory: a GPU is one process's; the RAM of a CPU
+    node is shared by all of torchrun's processes on it (``LOCAL_WORLD_SIZE``)."""
+    if device.type == "cuda":
+        return 1
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
 
 
 def _default_template() -> str:
