@@ -157,3 +157,19 @@ def test_no_wait_where_no_one_would_end_it(env, why, monkeypatch, waits, capsys)
     with pytest.raises(UserError), parallel.said_once(rank=1, world=2):
         raise UserError("said at once")
     assert waits == [], why
+
+
+def test_the_python_distill_says_a_refusal_once(monkeypatch, waits):
+    """``unmask.distill.distill`` called from a script under torchrun: a refusal before
+    training (no run directory) was raised by every process at once; rank 1 now holds it
+    back for rank 0 to say, as ``unmask.train`` does."""
+    from unmask.distill import distill
+
+    as_rank(monkeypatch, 1)
+    with pytest.raises(UserError, match="no run directory given"):
+        distill("teacher", "data", "")
+    assert waits == [0.05]
+    as_rank(monkeypatch, 0)
+    with pytest.raises(UserError, match="no run directory given"):
+        distill("teacher", "data", "")
+    assert waits == [0.05]

@@ -687,7 +687,28 @@ def distill(
     which learns to draft its continuations (with ``train_config.distill_window`` = the draft
     length: ``unmask generate --model TEACHER --draft OUT``), or a causal one (the teacher
     itself, or a hybrid of it), which is trained as a ``hybrid`` with draft blocks of
-    ``train_config.draft_block`` on the teacher's rows (``unmask generate --model OUT``)."""
+    ``train_config.draft_block`` on the teacher's rows (``unmask generate --model OUT``).
+
+    Under torchrun a refusal is said once, by rank 0 (``unmask.parallel.said_once``)."""
+    from unmask.parallel import said_once
+
+    rank = int(os.environ.get("RANK", "0"))
+    with said_once(rank=rank, world=int(os.environ.get("WORLD_SIZE", "1"))):
+        return _distill(teacher, data, out, student=student, trajectories=trajectories,
+                        train_config=train_config, cache=cache, progress=progress)
+
+
+def _distill(
+    teacher: str,
+    data: str,
+    out: str,
+    *,
+    student: str | None,
+    trajectories: TrajectoryConfig | None,
+    train_config: TrainConfig | None,
+    cache: str | os.PathLike[str] | None,
+    progress: bool,
+) -> Path:
     from unmask.config import resolve_device
     from unmask.train import train
 
