@@ -40,18 +40,10 @@ def json_text(obj: Any, indent: int | None = 2) -> str:
     nothing measured) becomes ``null``, where ``json.dumps`` writes ``NaN``, which is not
     JSON (``jq`` and JavaScript refuse the file)."""
     import json
-    import math
 
-    def finite(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: finite(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [finite(x) for x in v]
-        return v
+    from unmask.files import finite_or_null
 
-    return json.dumps(finite(obj), indent=indent, allow_nan=False) + "\n"
+    return json.dumps(finite_or_null(obj), indent=indent, allow_nan=False) + "\n"
 
 
 def positive_int(text: str) -> int:

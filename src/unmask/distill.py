@@ -558,22 +558,29 @@ def check_corpus_tokenizer(teacher_tokenizer: Any, data: str, tokenizer_file: Pa
     (``unmask prepare --tokenizer``). A corpus that is not prepared is refused by
     ``TokenDataset``."""
     from unmask.data import TokenDataset
-    from unmask.tokenizer import first_difference
 
-    ours = TokenDataset(data, "train").tokenizer()
     hint = f"prepare the corpus with the teacher's tokenizer (unmask prepare --tokenizer " \
            f"{tokenizer_file})"
-    if ours.vocab_size > teacher_tokenizer.vocab_size:
-        raise UserError(
-            f"--data {data}: its tokenizer has {ours.vocab_size} tokens, the teacher's "
-            f"{teacher_tokenizer.vocab_size}; {hint}"
-        )
-    i = first_difference(ours, teacher_tokenizer)
+    _refuse_other_tokenizer(TokenDataset(data, "train").tokenizer(), teacher_tokenizer,
+                            f"--data {data}", appended_ok=True, fix=hint, fix_ids=f"; {hint}")
+
+
+def _refuse_other_tokenizer(theirs: Any, teacher: Any, who: str, *, appended_ok: bool, fix: str,
+                            fix_ids: str) -> None:
+    """Refuse, in one line opening with ``who``, a tokenizer ``theirs`` that is not the
+    teacher's: more tokens (any other count unless ``appended_ok``: the teacher's may append
+    special tokens), then ``fix``; or an id meaning another token, then ``fix_ids``."""
+    from unmask.tokenizer import first_difference
+
+    n, m = theirs.vocab_size, teacher.vocab_size
+    if n > m or (n != m and not appended_ok):
+        raise UserError(f"{who}: its tokenizer has {n} tokens, the teacher's {m}; {fix}")
+    i = first_difference(theirs, teacher)
     if i is not None:
         raise UserError(
-            f"--data {data}: its tokenizer differs from the teacher's (id {i} is "
-            f"{ours.id_to_token(i)!r} there, {teacher_tokenizer.id_to_token(i)!r} in the "
-            f"teacher); {hint}"
+            f"{who}: its tokenizer differs from the teacher's (id {i} is "
+            f"{theirs.id_to_token(i)!r} there, {teacher.id_to_token(i)!r} in the teacher)"
+            f"{fix_ids}"
         )
 
 
@@ -649,20 +656,9 @@ def student_vocab(teacher: Loaded, student_path: str) -> int | None:
 def _same_tokenizer(teacher: Loaded, student: Loaded, student_path: str) -> None:
     """Refuse, in one line, a causal student whose tokenizer is not the teacher's: it learns
     the teacher's token ids as its own text."""
-    from unmask.tokenizer import first_difference
-
-    ours, theirs = teacher.tokenizer, student.tokenizer
-    if ours.vocab_size != theirs.vocab_size:
-        raise UserError(
-            f"--student {student_path}: its tokenizer has {theirs.vocab_size} tokens, the "
-            f"teacher's {ours.vocab_size}; a causal student needs the teacher's tokenizer"
-        )
-    i = first_difference(ours, theirs)
-    if i is not None:
-        raise UserError(
-            f"--student {student_path}: its tokenizer differs from the teacher's (id {i} is "
-            f"{theirs.id_to_token(i)!r} there, {ours.id_to_token(i)!r} in the teacher)"
-        )
+    _refuse_other_tokenizer(student.tokenizer, teacher.tokenizer, f"--student {student_path}",
+                            appended_ok=False,
+                            fix="a causal student needs the teacher's tokenizer", fix_ids="")
 
 
 def distill(

@@ -235,8 +235,9 @@ def read_user_stdin() -> str:
 
 
 __all__ = ["SAFETENSORS_DTYPES", "as_number", "atomic_write_bytes", "atomic_write_text",
-           "check_creatable", "file_mode", "json_line", "read_user_stdin", "read_user_text",
-           "staging_dir", "write_safetensors"]
+           "check_creatable", "file_mode", "finite_or_null", "json_line", "read_user_stdin",
+           "read_user_text", "stale_staging", "staging_dir", "staging_prefix",
+           "write_safetensors"]
 
 
 def asset_path(name: str) -> Path:
