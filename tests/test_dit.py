@@ -131,7 +131,13 @@ def make_sedd(folder: Path, *, graph: str = "absorb") -> dict[str, torch.Tensor]
 
 
 def reference_dit(
-    t: dict[str, torch.Tensor], prefix: str, tokens: list[int], sigma: float, *, sedd: bool
+    t: dict[str, torch.Tensor],
+    prefix: str,
+    tokens: list[int],
+    sigma: float,
+    *,
+    sedd: bool,
+    block: int | None = None,
 ) -> torch.Tensor:
     """A DDiT forward pass in float64 for one sequence -> (L, V), from the published formulas.
 
@@ -140,6 +146,8 @@ def reference_dit(
     with LN bias-free; attention from the fused [q; k; v] rows, RoPE rotating (j, j + hd/2) by
     p·10000^(-2j/hd) on q and k; MLP W2·gelu_tanh(W1·h + b1) + b2; output (LN(x)·(1+scale)+shift)
     ·Wᵀ + b. SEDD: minus log(e^σ - 1) and log(V - 1), then 0 at each position's own token.
+    ``block``: BD3-LM's sampling mask, position p attends to position j iff j // block <=
+    p // block.
     """
 
     def g(name: str) -> torch.Tensor:
@@ -182,8 +190,15 @@ def reference_dit(
         h = ln(x, g(b + "norm1.weight")) * (1 + scale1) + shift1
         qkv = (h @ g(b + "attn_qkv.weight").T).view(L, 3, HEADS, hd)
         q, k, v = rope(qkv[:, 0]), rope(qkv[:, 1]), qkv[:, 2]
+        hidden = torch.zeros(L, L, dtype=torch.bool)
+        if block is not None:
+            p = torch.arange(L)
+            hidden = p[None, :] // block > p[:, None] // block  # a later block's key
         heads = [
-            torch.softmax(q[:, j] @ k[:, j].T / math.sqrt(hd), dim=-1) @ v[:, j]
+            torch.softmax(
+                (q[:, j] @ k[:, j].T / math.sqrt(hd)).masked_fill(hidden, float("-inf")), dim=-1
+            )
+            @ v[:, j]
             for j in range(HEADS)
         ]
         x = x + gate1 * (torch.cat(heads, dim=-1) @ g(b + "attn_out.weight").T)
@@ -386,6 +401,90 @@ def test_bad_dit_folders_give_one_line_errors(tmp_path: Path) -> None:
     cfg["model"]["scale_by_sigma"] = True
     (tmp_path / "uniform" / "config.json").write_text(json.dumps(cfg))
     assert "model.hidden_size" in _error(tmp_path / "uniform")
+
+
+# -- BD3-LM: MDLM's DiT with block-causal attention -------------------------------------------
+
+BLOCK = 4
+
+
+def make_bd3lm(folder: Path, **config: object) -> dict[str, torch.Tensor]:
+    """A tiny folder as kuleshov-group/bd3lm-owt-block_size4 (MDLM's ``backbone.`` names,
+    BD3LMConfig's keys, and the ``sampling_eps_min`` / ``_max`` buffers of ``var_min``)."""
+    folder.mkdir(parents=True)
+    _tokenizer_json(folder / "tokenizer.json")
+    hf = {
+        "architectures": ["BD3LM"],
+        "auto_map": {
+            "AutoConfig": "configuration_bd3lm.BD3LMConfig",
+            "AutoModelForMaskedLM": "modeling_bd3lm.BD3LM",
+        },
+        "attn_backend": "sdpa",
+        "block_size": BLOCK,
+        "cond_dim": COND,
+        "cross_attn": True,
+        "dropout": 0.1,
+        "hidden_dim": D,
+        "model_length": 64,
+        "model_type": "bd3lm",
+        "n_blocks": LAYERS,
+        "n_heads": HEADS,
+        "return_dict": False,
+        "sampling_eps_max": 1.0,
+        "sampling_eps_min": 0.001,
+        "time_conditioning": False,
+        "torch_dtype": "float32",
+        "var_min": True,
+        "vocab_size": VOCAB,
+        **config,
+    }
+    (folder / "config.json").write_text(json.dumps(hf))
+    tensors = _dit_tensors("backbone.")
+    # trained clipping bounds: not what config.json says, and not used to sample
+    tensors |= {"sampling_eps_min": torch.tensor(0.3), "sampling_eps_max": torch.tensor(0.8)}
+    save_file(tensors, str(folder / "model.safetensors"))
+    return tensors
+
+
+def test_bd3lm_import_matches_reference_and_decodes_block_by_block(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch.manual_seed(4)
+    t = make_bd3lm(tmp_path / "bd3lm")
+    loaded = unmask.load(tmp_path / "bd3lm")
+    cfg = loaded.config
+    assert loaded.family == "bd3lm"
+    assert (cfg.attention, cfg.block_size, cfg.sigma_input, cfg.output) == (
+        "block-causal", BLOCK, "zero", "logits"
+    )
+    assert (cfg.vocab_size, cfg.mask_id, cfg.max_seq_len, cfg.ffn_hidden) == (
+        VOCAB, MASK, 64, 4 * D
+    )
+    x = torch.tensor(ROWS)
+    with torch.no_grad():
+        got = loaded.model(x).double()
+    for b, row in enumerate(ROWS):  # time conditioning off: sigma = 0 whatever the noise
+        want = reference_dit(t, "backbone.", row, 0.0, sedd=False, block=BLOCK)
+        _close(got[b], want)
+        # the mask matters: a later block changes nothing before it, bidirectional within one
+        full = reference_dit(t, "backbone.", row, 0.0, sedd=False)
+        assert not torch.allclose(want[:BLOCK], full[:BLOCK], atol=1e-3)
+
+    args = ["generate", "w1 w2", "--model", str(tmp_path / "bd3lm"), "--json", "--device", "cpu"]
+    assert main([*args, "--gen-length", "8", "--steps", "8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["decoder"] == "bd3lm" and len(result["results"][0]["tokens"]) == 8
+
+    # import only, as MDLM; a folder without its block size says so
+    assert main(["convert", str(tmp_path / "bd3lm"), str(tmp_path / "native")]) == 0
+    capsys.readouterr()
+    assert main(["convert", str(tmp_path / "native"), str(tmp_path / "back"), "--to", "bd3lm"]) == 2
+    assert "import only" in capsys.readouterr().err
+    make_bd3lm(tmp_path / "noblock", block_size=None)
+    msg = _error(tmp_path / "noblock")
+    assert "config.json" in msg and "block_size" in msg
+    make_bd3lm(tmp_path / "noadaln", adaln=False)
+    assert "adaln=False" in _error(tmp_path / "noadaln")
 
 
 # -- the model options themselves ----------------------------------------------------------

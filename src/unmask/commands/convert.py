@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="FAMILY",
         help=(
             "export instead: SRC is a native checkpoint, DST is written in this family's "
-            "layout (dream, llada, llada-moe; mdlm, sedd and llada2 are import only); transformers "
+            "layout (dream, llada, llada-moe; mdlm, sedd, bd3lm and llada2 are import only); "
+            "transformers "
             "writes a folder that "
             "transformers' AutoModelForMaskedLM / AutoModel / AutoTokenizer load with "
             "trust_remote_code=True (its modeling code included)"

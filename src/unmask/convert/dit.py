@@ -1,4 +1,5 @@
-"""The DiT families as data: ``mdlm`` (Sahoo et al. 2024) and ``sedd`` (Lou et al. 2024).
+"""The DiT families as data: ``mdlm`` (Sahoo et al. 2024), ``sedd`` (Lou et al. 2024) and
+``bd3lm`` (block diffusion, Arriola et al. 2025).
 
 Both publish the same diffusion transformer (``DDiT``): a bias-free LayerNorm, a fused QKV
 projection without bias, half-split rotary embeddings with base 10000 on q and k, a
@@ -17,7 +18,14 @@ bias. unmask's Transformer holds it with ``norm='layer'``, ``mlp='gelu'``, ``hea
   (``output='sedd_log_score'``) and a sampler that passes no noise level gets it from the
   fraction of masks (``sigma_input='masked_fraction'``) and receives denoiser logits.
 
-In both, the absorbing state [MASK] is the last embedding row (GPT-2's 50257 tokens + 1). The
+- ``BD3LM``: ``kuleshov-group/bd3lm-owt-block_size4`` / ``8`` / ``16`` (``model_type``
+  ``bd3lm``; MDLM's wrapper and tensor names, plus the scalar buffers ``sampling_eps_min`` /
+  ``sampling_eps_max`` of its clipped training schedule, not used to sample). Attention is
+  block-causal over blocks of ``block_size`` counted from position 0: the ``x_0`` half of
+  its training mask, which is the mask its sampler runs (``sample_mode``). ``time_conditioning``
+  false as MDLM's: ``sigma_input='zero'``.
+
+In all three, the absorbing state [MASK] is the last embedding row (GPT-2's 50257 tokens + 1). The
 folders ship no tokenizer: GPT-2's ``tokenizer.json`` must be put next to ``config.json``;
 ``[MASK]`` is then appended at id 50257 by the tokenizer loader.
 """
@@ -98,7 +106,7 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
 
 def _mdlm_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
     out["ffn_hidden"] = MLP_RATIO * int(out["d_model"])
-    # time_conditioning false (mdlm-owt): DITBackbone zeroes sigma before embedding it.
+    # time_conditioning false (mdlm-owt, bd3lm-owt): DITBackbone zeroes sigma before embedding it.
     out["sigma_input"] = "masked_fraction" if hf.get("time_conditioning") else "zero"
     out["mask_id"] = int(out["vocab_size"]) - 1  # the mask is appended after GPT-2's tokens
 
@@ -197,5 +205,37 @@ SEDD = Importer(
         "louaaron/sedd-small config.json"
     ),
     buffers={"rotary_emb.inv_freq": rope_inv_freq},
+    tokenizer_note=TOKENIZER_NOTE,
+)
+
+
+def _unchecked(config: ModelConfig) -> None:
+    """A stored buffer that is accepted as it is: not loaded, and nothing the config implies."""
+    return None
+
+
+BD3LM = Importer(
+    name="bd3lm",
+    model_types=("bd3lm",),
+    facts={
+        **MDLM.facts,
+        "block_size": (("block_size",), REQUIRED),
+    },
+    constants={**DIT_CONSTANTS, "output": "logits", "attention": "block-causal"},
+    # options of BD3LMConfig (some versions) that the published checkpoints leave at these
+    requires={"adaln": (True, None), "causal": (False, None)},
+    weights=dit_weights("backbone."),
+    derive=_mdlm_derive,
+    underive=_import_only("bd3lm"),
+    reference=(
+        "kuleshov-group/bd3lms models/hf/modeling_bd3lm.py, configuration_bd3lm.py; "
+        "kuleshov-group/bd3lm-owt-block_size4 config.json"
+    ),
+    buffers={
+        "backbone.rotary_emb.inv_freq": rope_inv_freq,
+        # var_min: the noise-schedule clipping bounds found in training (BD3LM.__init__)
+        "sampling_eps_min": _unchecked,
+        "sampling_eps_max": _unchecked,
+    },
     tokenizer_note=TOKENIZER_NOTE,
 )

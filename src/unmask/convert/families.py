@@ -1,13 +1,14 @@
 """Published families as data: the ``llada`` and ``dream`` declarations here, the DiT families
-``mdlm`` and ``sedd`` from ``unmask.convert.dit``, ``llada-moe`` from ``unmask.convert.moe``, all
-registered in ``IMPORTERS``. ``Importer``, the registry and the shared constants are defined in
-``unmask.convert.importer`` (below every declaration module) and re-exported here."""
+``mdlm``, ``sedd`` and ``bd3lm`` from ``unmask.convert.dit``, ``llada-moe`` from
+``unmask.convert.moe``, all registered in ``IMPORTERS``. ``Importer``, the registry and the
+shared constants are defined in ``unmask.convert.importer`` (below every declaration module)
+and re-exported here."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from unmask.convert.dit import MDLM, SEDD
+from unmask.convert.dit import BD3LM, MDLM, SEDD
 from unmask.convert.importer import (
     IMPORTERS,
     INDEX,
@@ -166,6 +167,7 @@ register(LLADA)
 register(DREAM)
 register(MDLM)
 register(SEDD)
+register(BD3LM)
 register(LLADA_MOE)
 register(LLADA2)
 

@@ -59,15 +59,16 @@ def stream_weights(
     quantize: str | None,
     folder: Path,
     unexpected: str,
-    buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor]] | None = None,
+    buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor | None]] | None = None,
     ignore: frozenset[str] = frozenset(),
 ) -> None:
     """Fill ``model`` (on the meta device, or already materialised) from the safetensors
     ``files``: ``names`` maps each source tensor to the parameter(s) it fills, and must cover
     every parameter (an importer bug otherwise). ``buffers`` are stored tensors that are not
-    loaded but must hold what the config implies (a rotary table), ``ignore`` tensors that may
-    be there and are skipped (a native checkpoint's tied output head). ``unexpected`` says, in
-    the error, why a tensor outside ``names`` is one.
+    loaded but must hold what the config implies (a rotary table; a function returning None
+    accepts any value), ``ignore`` tensors that may be there and are skipped (a native
+    checkpoint's tied output head). ``unexpected`` says, in the error, why a tensor outside
+    ``names`` is one.
 
     One-line ``UserError`` naming the file for a file that cannot be read, an unexpected
     tensor, one found twice, a shape that disagrees with config.json, a weight that is not
@@ -88,7 +89,9 @@ def stream_weights(
                 if key in ignore:
                     continue
                 if key not in names and key in buffers:
-                    _check_buffer(f.get_tensor(key), buffers[key](model.config), key, file)
+                    want = buffers[key](model.config)  # None: any value (nothing it implies)
+                    if want is not None:
+                        _check_buffer(f.get_tensor(key), want, key, file)
                     continue
                 if key not in names:
                     raise UserError(f"{file}: unexpected tensor {key} ({unexpected})")
