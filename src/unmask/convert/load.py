@@ -137,6 +137,8 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
     if imp.derive is not None:
         try:
             imp.derive(hf, out)
+        except UserError as e:  # the family's own line about config.json: said once, of source
+            raise UserError(f"{source}: {str(e).removeprefix('config.json: ')}") from None
         except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError) as e:  # int("x")
             raise UserError(f"{source}: a value {imp.name} cannot use ({e})") from None
     _check_types(imp, hf, out, source)
