@@ -655,3 +655,38 @@ def test_an_index_naming_no_shard_of_this_folder_is_one_line(tmp_path: Path) -> 
     index.write_text(json.dumps(data))
     (tmp_path / "f" / "config.json").write_bytes(b"\xff\xfe{}")
     assert _error(tmp_path / "f") == f"{tmp_path / 'f' / 'config.json'}: not UTF-8 text"
+
+
+def test_llada_config_defaults_and_multi_query_attention_as_llada_reads_them(
+    tmp_path: Path,
+) -> None:
+    """Keys LLaDA's own ModelConfig fills in when config.json omits them: ``weight_tying``
+    (true there), and the deprecated ``multi_query_attention`` (one key/value head)."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(3)
+    make_llada(tmp_path / "tied", n_shards=1, tie=True)
+    cfg = json.loads((tmp_path / "tied" / "config.json").read_text())
+    del cfg["weight_tying"]
+    (tmp_path / "tied" / "config.json").write_text(json.dumps(cfg))
+    loaded = unmask.load(tmp_path / "tied")  # was: missing tensor model.transformer.ff_out
+    assert loaded.config.tie_embeddings
+
+    make_llada(tmp_path / "mqa", n_shards=1)
+    hd = D // HEADS
+    file = tmp_path / "mqa" / "model.safetensors"
+    t = load_file(str(file))
+    for i in range(LAYERS):  # one key/value head: the first of the two
+        for n in ("k", "v"):
+            key = f"model.transformer.blocks.{i}.{n}_proj.weight"
+            t[key] = t[key][:hd].contiguous()
+    save_file(t, str(file))
+    cfg = json.loads((tmp_path / "mqa" / "config.json").read_text())
+    cfg_path = tmp_path / "mqa" / "config.json"
+    cfg_path.write_text(json.dumps({**cfg, "n_kv_heads": None, "multi_query_attention": True}))
+    assert unmask.load(tmp_path / "mqa").config.n_kv_heads == 1  # was: a k_proj shape error
+    cfg_path.write_text(json.dumps({**cfg, "n_kv_heads": 2, "multi_query_attention": True}))
+    msg = _error(tmp_path / "mqa")
+    assert msg.startswith(f"{cfg_path}: n_kv_heads=2 disagrees with multi_query_attention=True")
+    cfg_path.write_text(json.dumps({**cfg, "multi_query_attention": "yes"}))
+    assert "multi_query_attention='yes' should be true or false" in _error(tmp_path / "mqa")

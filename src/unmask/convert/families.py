@@ -30,6 +30,20 @@ def _llada_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
     out["qkv_bias"] = bool(hf.get("include_bias") or hf.get("include_qkv_bias"))
     if out.get("ffn_hidden") is None and hf.get("mlp_ratio") is not None:
         out["ffn_hidden"] = int(hf["mlp_ratio"]) * int(out["d_model"])
+    # OLMo's deprecated flag, as LLaDA's ModelConfig.effective_n_kv_heads reads it: true means
+    # one key/value head, false as many as query heads; it must agree with n_kv_heads if both.
+    mqa = hf.get("multi_query_attention")
+    if mqa is None:
+        return
+    if not isinstance(mqa, bool):
+        raise UserError(f"config.json: multi_query_attention={mqa!r} should be true or false")
+    heads = 1 if mqa else int(out["n_heads"])
+    if out.get("n_kv_heads") is not None and out["n_kv_heads"] != heads:
+        raise UserError(
+            f"config.json: n_kv_heads={out['n_kv_heads']!r} disagrees with "
+            f"multi_query_attention={mqa!r} (which means {heads}); LLaDA refuses both set so"
+        )
+    out["n_kv_heads"] = heads
 
 
 def _dream_derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
@@ -54,7 +68,8 @@ LLADA = Importer(
         "max_seq_len": (("max_sequence_length",), 4096),
         "rope_theta": (("rope_theta",), 10000.0),
         "norm_eps": (("rms_norm_eps",), 1e-5),
-        "tie_embeddings": (("weight_tying",), False),
+        # LLaDA's ModelConfig ties by default (the released configs say false)
+        "tie_embeddings": (("weight_tying",), True),
     },
     constants={"attention": "bidirectional", "logit_shift": False},
     requires={
