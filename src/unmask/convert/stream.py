@@ -156,15 +156,18 @@ def unreadable(file: Path, error: Exception) -> UserError:
 
 
 def _cut_short(file: Path) -> str | None:
-    """"N of M bytes" when ``file`` is shorter than its safetensors header says, else None
-    (not cut short, or not a safetensors file at all)."""
+    """"N of M bytes" when ``file`` is shorter than its safetensors header says ("N bytes"
+    when shorter than the header's length field), else None (not cut short, or not a
+    safetensors file at all)."""
     import json
 
     try:
         size = file.stat().st_size
+        if size < 8:  # not even the header's length: a download that never began (0 bytes)
+            return f"{size:,} bytes"
         with open(file, "rb") as fh:
             n = int.from_bytes(fh.read(8), "little")
-            if size < 8 or n > 100 * 2**20:  # no header length, or not one: another format
+            if n > 100 * 2**20:  # not a header length: another format
                 return None
             if size < 8 + n:
                 return f"{size:,} bytes, its header alone {8 + n:,}"
