@@ -510,7 +510,8 @@ def test_an_exported_empty_token_model_keeps_its_empty_id(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize(("overrides", "family", "message", "holders"), [
-    (dict(sedd_graph="uniform"), "llada", "the option sedd_graph='uniform' has no place", []),
+    (dict(sedd_graph="uniform"), "llada", "the option sedd_graph='uniform' has no place",
+     ["transformers"]),
     (dict(time_conditioning=True), "llada", "the option time_conditioning=True has no place",
      ["transformers"]),
     (dict(latent_len=4, latent_window=16), "llada", "the option latent_len=4 has no place", []),

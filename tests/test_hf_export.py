@@ -5,6 +5,7 @@ and imports back into unmask exactly."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -222,6 +223,16 @@ def test_trained_facts_survive_the_export(tmp_path: Path) -> None:
     assert (back.config.objective, back.config.schedule, back.config.schedule_eps) == (
         "mdlm", "cosine", 0.01,
     )  # fmt: skip
+
+    # A model trained with objective sedd: its graph says which samplers read its head (the
+    # forward pass does not read it); it was refused as an option the modeling file lacks.
+    for graph in ("uniform", "absorbing"):
+        sedd = dataclasses.replace(cfg, objective="sedd", sedd_graph=graph)
+        run = tmp_path / f"sedd-{graph}"
+        save_checkpoint(run, model=Transformer(sedd), tokenizer=tok)
+        back = unmask.load(export(run, tmp_path / f"hf-{graph}", family="transformers"))
+        assert back.config == sedd
+        assert _auto("AutoModelForMaskedLM", tmp_path / f"hf-{graph}").config.sedd_graph == graph
 
 
 DIT = {
