@@ -233,6 +233,12 @@ def test_trained_facts_survive_the_export(tmp_path: Path) -> None:
         back = unmask.load(export(run, tmp_path / f"hf-{graph}", family="transformers"))
         assert back.config == sedd
         assert _auto("AutoModelForMaskedLM", tmp_path / f"hf-{graph}").config.sedd_graph == graph
+    # ... and where block decoding puts the prompt (LLaDA 2.x's blocks count from position 0)
+    blocks = dataclasses.replace(cfg, attention="block-causal", block_size=4,
+                                 block_align="absolute")
+    save_checkpoint(tmp_path / "blocks", model=Transformer(blocks), tokenizer=tok)
+    back = unmask.load(export(tmp_path / "blocks", tmp_path / "hf-blocks", family="transformers"))
+    assert back.config == blocks
 
 
 DIT = {
