@@ -486,6 +486,8 @@ def test_bd3lm_import_matches_reference_and_decodes_block_by_block(
     assert "config.json" in msg and "block_size" in msg
     make_bd3lm(tmp_path / "noadaln", adaln=False)
     assert "adaln=False" in _error(tmp_path / "noadaln")
+    make_bd3lm(tmp_path / "timed", time_conditioning=True)  # sigma of the block, not the canvas
+    assert "time_conditioning=True is not supported for bd3lm" in _error(tmp_path / "timed")
 
 
 # -- the model options themselves ----------------------------------------------------------

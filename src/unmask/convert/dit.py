@@ -23,7 +23,7 @@ bias. unmask's Transformer holds it with ``norm='layer'``, ``mlp='gelu'``, ``hea
   ``sampling_eps_max`` of its clipped training schedule, not used to sample). Attention is
   block-causal over blocks of ``block_size`` counted from position 0: the ``x_0`` half of
   its training mask, which is the mask its sampler runs (``sample_mode``). ``time_conditioning``
-  false as MDLM's: ``sigma_input='zero'``.
+  false as MDLM's: ``sigma_input='zero'`` (true is refused: its sigma is one block's noise).
 
 In all three, the absorbing state [MASK] is the last embedding row (GPT-2's 50257 tokens + 1). The
 folders ship no tokenizer: GPT-2's ``tokenizer.json`` must be put next to ``config.json``;
@@ -222,8 +222,10 @@ BD3LM = Importer(
         "block_size": (("block_size",), REQUIRED),
     },
     constants={**DIT_CONSTANTS, "output": "logits", "attention": "block-causal"},
-    # options of BD3LMConfig (some versions) that the published checkpoints leave at these
-    requires={"adaln": (True, None), "causal": (False, None)},
+    # options of BD3LMConfig (some versions) that the published checkpoints leave at these;
+    # with time conditioning its sigma is the current block's noise level, which a canvas-wide
+    # count of masks (sigma_input='masked_fraction') is not
+    requires={"adaln": (True, None), "causal": (False, None), "time_conditioning": (False, None)},
     weights=dit_weights("backbone."),
     derive=_mdlm_derive,
     underive=_import_only("bd3lm"),
