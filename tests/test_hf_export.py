@@ -193,7 +193,8 @@ def test_cli_export_and_clear_errors(
         main(["convert", str(tmp_path / "hf"), str(tmp_path / "again"), "--to", "transformers"])
         == 2
     )
-    assert "already a publisher folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already a publisher folder" in err and f"unmask convert {tmp_path / 'hf'} NATIVE" in err
 
     # An option the modeling file does not implement is refused by name, nothing written.
     from unmask.convert import hf_export

@@ -246,7 +246,8 @@ def export(
     loaded = load(src, device="cpu", dtype=dtype or stored_dtype(src))
     if loaded.family != "unmask":
         raise UserError(
-            f"{src}: already a publisher folder ({loaded.family}); export takes a native checkpoint"
+            f"{src}: already a publisher folder ({loaded.family}); export takes a native "
+            f"checkpoint: `unmask convert {src} NATIVE` first, then export NATIVE"
         )
     state = _state_for_save(loaded.model)  # tied output head dropped, as the publishers do
     stored = next(iter(state.values())).dtype
