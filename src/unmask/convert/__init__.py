@@ -10,9 +10,9 @@ Inside:
   ``config.json`` keys become which ``ModelConfig`` fields (``facts``), which options it must
   have for unmask's one Transformer to reproduce it (``requires``), and a weight-name map
   (source-name pattern -> unmask parameter name, ``{i}`` = layer index). Litgpt-style.
-- ``IMPORTERS`` (registry: ``llada``, ``dream``, ``mdlm``, ``sedd``, ``llada-moe``,
-  ``transformers``) and ``UNSUPPORTED`` (families we recognise but cannot run, with the
-  reason; empty today).
+- ``IMPORTERS`` (registry: ``llada``, ``dream``, ``mdlm``, ``sedd``, ``bd3lm``,
+  ``llada-moe``, ``llada2``, ``transformers``) and ``UNSUPPORTED`` (families we recognise
+  but cannot run, with the reason; empty today).
 - ``is_publisher_folder``, ``detect``, ``import_folder`` (-> ``unmask.loaded.Loaded``),
   ``parse_dtype`` (``load``); ``convert`` (publisher folder -> native unmask checkpoint),
   ``export`` (native -> a family's layout), ``write_safetensors`` (``write``).

@@ -65,9 +65,11 @@ class Importer:
     files: Callable[[ModelConfig, Tokenizer], dict[str, str]] | None = None
     """Extra text files an exported folder gets (name -> text), e.g. the modeling code that
     ``transformers`` loads with ``trust_remote_code=True`` (``unmask.convert.hf_export``)."""
-    buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor]] = field(default_factory=dict)
+    buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor | None]] = field(
+        default_factory=dict)
     """Source tensors that hold no weights but values the config implies (a saved RoPE
-    ``inv_freq`` buffer) -> that value: optional in the folder, checked when present, not loaded."""
+    ``inv_freq`` buffer) -> that value: optional in the folder, checked when present, not loaded
+    (a value of ``None``: any value is accepted, as BD3-LM's ``sampling_eps_*``)."""
     tokenizer_note: str = ""
     """Added to the error when the folder has no ``tokenizer.json`` (where to get it)."""
 
