@@ -99,3 +99,26 @@ def test_region_and_shape_checks():
             locked=torch.zeros(1, 2, dtype=torch.bool),
             prompt_index=torch.zeros(1, 3, dtype=torch.bool),
         )
+
+
+def test_float_canvas_tokens_are_refused_not_truncated():
+    # 0.5 became 0, the mask id: a given token silently turned into a hole
+    with pytest.raises(UserError, match="whole numbers"):
+        Canvas.from_tokens(torch.tensor([[0.5, 7.0]]), mask_id=MASK)
+    assert Canvas.from_tokens([[5, 0]], mask_id=MASK).tokens.dtype == torch.long
+
+
+def test_token_mask_of_the_wrong_shape_is_one_line():
+    canvas = Canvas.from_tokens(
+        torch.tensor([[5, 0, 0, 7]]), mask_id=MASK,
+        constraints=[TokenMask(torch.ones(3, 16, dtype=torch.bool))],
+    )
+    model = lambda x, attention_mask=None: torch.zeros(*x.shape, 16)  # noqa: E731
+    with pytest.raises(UserError, match=r"shape \(3, 16\); this canvas needs \(4, 16\)"):
+        sample(model, canvas, SampleConfig(gen_length=4, steps=2))
+    rows = TokenMask(torch.ones(2, 4, 16, dtype=torch.bool))  # two rows for a canvas of one
+    with pytest.raises(UserError, match="rows first"):
+        rows(torch.zeros(1, 4, 16))
+    assert TokenMask(torch.ones(1, 4, 16, dtype=torch.bool))(torch.zeros(3, 4, 16)).shape == (
+        3, 4, 16)
+

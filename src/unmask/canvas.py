@@ -182,7 +182,11 @@ class Canvas:
         By default every non-mask real token is locked and counts as prompt for guidance,
         padding (``attention_mask`` False) is locked, and the block region is the whole row.
         """
-        tokens = torch.as_tensor(tokens, dtype=torch.long)
+        given = torch.as_tensor(tokens)
+        if given.is_floating_point() or given.is_complex():
+            what = _NOT_IDS.replace("prompt ids", "canvas tokens")
+            raise UserError(f"{what}, got {given.dtype}")
+        tokens = given.to(torch.long)
         if tokens.dim() == 1:
             tokens = tokens[None]
         real = (
@@ -323,4 +327,12 @@ class TokenMask:
 
     def __call__(self, logits: Tensor) -> Tensor:  # (B, L, V)
         allowed = self.allowed.to(logits.device)
+        want = tuple(logits.shape[-allowed.dim():])
+        if tuple(allowed.shape) != want and not (
+            allowed.dim() == 3 and allowed.shape[0] == 1 and tuple(allowed.shape[1:]) == want[1:]
+        ):
+            raise UserError(
+                f"allowed-token mask has shape {tuple(allowed.shape)}; this canvas needs "
+                f"{want} (positions x vocabulary{', rows first' if allowed.dim() == 3 else ''})"
+            )
         return logits.masked_fill(~allowed, float("-inf"))
