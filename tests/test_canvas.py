@@ -122,3 +122,18 @@ def test_token_mask_of_the_wrong_shape_is_one_line():
     assert TokenMask(torch.ones(1, 4, 16, dtype=torch.bool))(torch.zeros(3, 4, 16)).shape == (
         3, 4, 16)
 
+
+@pytest.mark.parametrize("bad", [-1, 48])
+def test_ids_outside_the_vocabulary_are_one_line(bad):
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.sampling import generate
+
+    cfg = model_preset("tiny", vocab_size=48, max_seq_len=32)
+    model = Transformer(cfg).eval()
+    ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+    with pytest.raises(UserError, match=f"token id {bad} is outside the model's vocabulary"):
+        generate(model, [[5, bad]], SampleConfig(gen_length=4, steps=4), **ids)
+    canvas = Canvas.from_tokens(torch.tensor([[5, cfg.mask_id, bad]]), mask_id=cfg.mask_id)
+    with pytest.raises(UserError, match="outside the model's vocabulary"):
+        sample(model, canvas, SampleConfig(gen_length=3, steps=1))

@@ -173,6 +173,22 @@ def validate(
     return num_blocks, config.steps // num_blocks
 
 
+def check_ids(canvas: Canvas, vocab_size: int | None) -> None:
+    """Refuse in one line a canvas holding an id the model has no embedding for (negative, or
+    ``>= vocab_size``, as an id of another tokenizer): it failed inside the embedding with an
+    ``IndexError``. Padding counts too (the model embeds it); ``vocab_size`` None (a plain
+    callable) checks nothing."""
+    if not isinstance(vocab_size, int):
+        return
+    tokens = canvas.tokens
+    bad = (tokens < 0) | (tokens >= vocab_size)  # (B, L)
+    if bool(bad.any()):
+        first = int(tokens[bad][0])
+        raise UserError(
+            f"token id {first} is outside the model's vocabulary (0..{vocab_size - 1})"
+        )
+
+
 class Denoiser(DecoderRun):
     """One sampling run as a state object: the loop of ``sample``, one step at a time.
 
@@ -231,6 +247,7 @@ class Denoiser(DecoderRun):
         self.policy = make_policy(config)
         self.cache = make_cache(config, model)
 
+        check_ids(canvas, getattr(getattr(model, "config", None), "vocab_size", None))
         device = _model_device(model) or canvas.device
         canvas = canvas.to(device).clone()
         if config.forbid_eos:
@@ -613,6 +630,7 @@ __all__ = [
     "StepError",
     "ViewCallback",
     "add_gumbel_noise",
+    "check_ids",
     "cut_at_eos",
     "decode_generations",
     "forbid_tokens",
