@@ -360,3 +360,21 @@ def test_random_remasking_commits_a_uniform_position_first():
     first = (r.history[0][:, 1:] != MASK).double()  # (n, 4): the one committed at step 1
     assert first.sum(dim=1).eq(1).all()
     assert (first.mean(dim=0) - 0.25).abs().max() < 0.03
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_llada_counts_follow_the_checkpoints_schedule(schedule):
+    """ModelConfig.schedule: "samplers take the number of tokens to reveal per step from it"
+    (docs/training.md: a cosine checkpoint reveals few tokens first, many last); the loop
+    used the linear counts whatever the checkpoint said."""
+    from types import SimpleNamespace
+
+    from unmask.schedules import get_schedule
+
+    model = FixedModel.gen(1, [5, 6, 7, 8, 9, 10, 11, 12], [0.9] * 8)
+    model.config = SimpleNamespace(schedule=schedule, schedule_eps=1e-3)
+    r = generate(model, [4], SampleConfig(gen_length=8, steps=4), **IDS, return_history=True)
+    masks = [8] + [int((h[0, 1:] == MASK).sum()) for h in r.history]  # left after each step
+    per_step = [a - b for a, b in zip(masks[:-1], masks[1:], strict=True)]
+    assert per_step == get_schedule(schedule).transfer_counts(8, 4)
+    assert per_step == ([2, 2, 2, 2] if schedule == "linear" else [1, 1, 3, 3])

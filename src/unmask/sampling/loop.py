@@ -62,6 +62,7 @@ from unmask.sampling.registry import (
     refuse_top_k,
     register_decoder,
 )
+from unmask.schedules import schedule_of
 
 
 def add_gumbel_noise(
@@ -245,6 +246,8 @@ class Denoiser(DecoderRun):
         self._count_from_zero = config.prompt_masks == "fill"
         self.score = scorer(config)
         self.policy = make_policy(config)
+        # the counts follow the schedule the checkpoint was trained with (linear: LLaDA's)
+        self.policy.use_schedule(schedule_of(getattr(model, "config", None)))
         self.cache = make_cache(config, model)
 
         check_ids(canvas, getattr(getattr(model, "config", None), "vocab_size", None))
