@@ -137,3 +137,18 @@ def test_ids_outside_the_vocabulary_are_one_line(bad):
     canvas = Canvas.from_tokens(torch.tensor([[5, cfg.mask_id, bad]]), mask_id=cfg.mask_id)
     with pytest.raises(UserError, match="outside the model's vocabulary"):
         sample(model, canvas, SampleConfig(gen_length=3, steps=1))
+
+
+def test_canvas_flags_given_as_ints_act_as_bools():
+    """``Canvas(locked=0/1 ints)``: ``~locked`` was -1/-2 and ``masked`` an int tensor, which
+    ``commit`` then used as row indices (an IndexError, or writes to the wrong place)."""
+    c = Canvas(tokens=torch.tensor([[0, 5, 0]]), mask_id=MASK, locked=torch.tensor([[0, 1, 1]]),
+               prompt_index=torch.tensor([[0, 1, 0]]), attention_mask=torch.tensor([[1, 1, 1]]),
+               region=(0, 3))
+    assert c.masked.tolist() == [[True, False, False]]
+    c.commit(torch.ones(1, 3, dtype=torch.bool), torch.tensor([[7, 8, 9]]))
+    assert c.tokens.tolist() == [[7, 5, 0]]
+    assert c.prompt_index.dtype == c.attention_mask.dtype == torch.bool
+    with pytest.raises(UserError, match="whole numbers"):
+        Canvas(tokens=torch.tensor([[0.0, 5.0]]), mask_id=MASK,
+               locked=torch.zeros(1, 2, dtype=torch.bool), prompt_index=torch.zeros(1, 2))

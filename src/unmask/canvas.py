@@ -86,11 +86,16 @@ class Canvas:
     def __post_init__(self) -> None:
         if self.tokens.dim() != 2:
             raise UserError(f"canvas tokens must be (B, L), got shape {tuple(self.tokens.shape)}")
+        if self.tokens.is_floating_point() or self.tokens.is_complex():
+            what = _NOT_IDS.replace("prompt ids", "canvas tokens")
+            raise UserError(f"{what}, got {self.tokens.dtype}")
         shape = self.tokens.shape
         for name in ("locked", "prompt_index", "attention_mask"):
             t = getattr(self, name)
             if t is not None and t.shape != shape:
                 raise UserError(f"canvas {name} has shape {tuple(t.shape)}, tokens {tuple(shape)}")
+            if t is not None and t.dtype != torch.bool:  # 0/1 ints: ~ and indexing need bools
+                setattr(self, name, t != 0)
         start, end = self.region
         if not 0 <= start <= end <= shape[1]:
             raise UserError(
