@@ -378,3 +378,30 @@ def test_llada_counts_follow_the_checkpoints_schedule(schedule):
     per_step = [a - b for a, b in zip(masks[:-1], masks[1:], strict=True)]
     assert per_step == get_schedule(schedule).transfer_counts(8, 4)
     assert per_step == ([2, 2, 2, 2] if schedule == "linear" else [1, 1, 3, 3])
+
+
+@pytest.mark.parametrize("policy", ["threshold", "factor", "entropy"])
+def test_dynamic_reference_prompt_masks_batch_rows_equal_rows_alone(policy):
+    """prompt_masks 'reference': a row whose own block is filled while another row's is not
+    committed (the top-1 is always kept) one of its prompt masks at every waiting step,
+    where alone it moves on to the next block: its tokens depended on the batch."""
+    from unmask.model import Transformer
+
+    differ = 0
+    for seed in range(3):
+        cfg = model_preset("tiny", vocab_size=48, max_seq_len=64, init_std=0.5)
+        torch.manual_seed(seed)
+        model = Transformer(cfg).double().eval()
+        ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+        M = cfg.mask_id
+        prompts = [[5, M, 7, M], [9, 10, 11, 12, 13, 14], [20, M]]
+        for bar in (0.05, 0.2, 0.6):
+            conf = SampleConfig(gen_length=12, steps=12, block_length=4, policy=policy,
+                                threshold=bar, factor=2 * bar, entropy_bound=bar,
+                                prompt_masks="reference")
+            batch = generate(model, prompts, conf, **ids)
+            for i, p in enumerate(prompts):
+                alone = generate(model, [p], conf, **ids)
+                differ += batch.gen_ids[i] != alone.gen_ids[0]
+                differ += batch.prompt_ids[i] != alone.prompt_ids[0]
+    assert differ == 0

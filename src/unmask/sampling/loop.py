@@ -395,6 +395,9 @@ class Denoiser(DecoderRun):
 
         candidates = masked.clone()
         candidates[:, block_end:] = False
+        if self.policy.dynamic:  # a row whose block is done waits for the batch's (alone, it
+            # would move on), or it commits a prompt mask now (prompt_masks 'reference')
+            candidates[~self._counted(masked).any(dim=1)] = False
         # Proposals and scores are needed only for the candidates, which lie in the window
         # [first candidate column, block end): the Gumbel perturbation and the deterministic
         # confidences (a float64 softmax over V per position) are computed there alone;
