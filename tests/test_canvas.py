@@ -152,3 +152,12 @@ def test_canvas_flags_given_as_ints_act_as_bools():
     with pytest.raises(UserError, match="whole numbers"):
         Canvas(tokens=torch.tensor([[0.0, 5.0]]), mask_id=MASK,
                locked=torch.zeros(1, 2, dtype=torch.bool), prompt_index=torch.zeros(1, 2))
+
+
+def test_one_row_canvas_takes_a_one_row_padding_mask():
+    """1-D tokens are one row; their 1-D attention mask was refused ("shape (4,), tokens
+    (1, 4)") while a 1-D ``locked`` was taken."""
+    c = Canvas.from_tokens(torch.tensor([1, 5, 0, 0]), mask_id=MASK,
+                           attention_mask=torch.tensor([False, True, True, True]))
+    assert c.attention_mask.tolist() == [[False, True, True, True]]
+    assert c.locked.tolist() == [[True, True, False, False]]

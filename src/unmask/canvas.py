@@ -187,13 +187,15 @@ class Canvas:
         By default every non-mask real token is locked and counts as prompt for guidance,
         padding (``attention_mask`` False) is locked, and the block region is the whole row.
         """
-        given = torch.as_tensor(tokens)
-        if given.is_floating_point() or given.is_complex():
+        raw = torch.as_tensor(tokens)
+        if raw.is_floating_point() or raw.is_complex():
             what = _NOT_IDS.replace("prompt ids", "canvas tokens")
-            raise UserError(f"{what}, got {given.dtype}")
-        tokens = given.to(torch.long)
-        if tokens.dim() == 1:
+            raise UserError(f"{what}, got {raw.dtype}")
+        tokens = raw.to(torch.long)
+        if tokens.dim() == 1:  # one row: its mask and locks may be given as one row too
             tokens = tokens[None]
+            if attention_mask is not None and attention_mask.dim() == 1:
+                attention_mask = attention_mask[None]
         real = (
             torch.ones_like(tokens, dtype=torch.bool)
             if attention_mask is None
