@@ -284,3 +284,18 @@ def test_skip_empty_steps_saves_calls_not_tokens():
         m, [5, 6], SampleConfig(**base, skip_empty_steps=True, cache="dual"), **ids(m)
     )
     assert with_cache.nfe == 8
+
+
+@pytest.mark.parametrize("cache", ["prefix", "dual"])
+@pytest.mark.parametrize("policy", ["llada", "threshold"])
+def test_bidirectional_cached_padded_batch_equals_rows_alone(cache, policy):
+    """docs/sampling.md (Library): without masks in the prompts, every row of a padded batch
+    recomputes the same columns as alone, so an approximate cache still gives each row its
+    own tokens (a row's K/V and logits never depend on the others)."""
+    m = make("bidirectional", std=0.5)
+    conf = SampleConfig(gen_length=16, steps=16, block_length=4, policy=policy, threshold=0.3,
+                        cache=cache)
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13, 14], [20]]
+    batch = generate(m, prompts, conf, **ids(m))
+    for i, p in enumerate(prompts):
+        assert batch.gen_ids[i] == generate(m, [p], conf, **ids(m)).gen_ids[0]

@@ -99,3 +99,65 @@ def test_region_and_shape_checks():
             locked=torch.zeros(1, 2, dtype=torch.bool),
             prompt_index=torch.zeros(1, 3, dtype=torch.bool),
         )
+
+
+def test_float_canvas_tokens_are_refused_not_truncated():
+    # 0.5 became 0, the mask id: a given token silently turned into a hole
+    with pytest.raises(UserError, match="whole numbers"):
+        Canvas.from_tokens(torch.tensor([[0.5, 7.0]]), mask_id=MASK)
+    assert Canvas.from_tokens([[5, 0]], mask_id=MASK).tokens.dtype == torch.long
+
+
+def test_token_mask_of_the_wrong_shape_is_one_line():
+    canvas = Canvas.from_tokens(
+        torch.tensor([[5, 0, 0, 7]]), mask_id=MASK,
+        constraints=[TokenMask(torch.ones(3, 16, dtype=torch.bool))],
+    )
+    model = lambda x, attention_mask=None: torch.zeros(*x.shape, 16)  # noqa: E731
+    with pytest.raises(UserError, match=r"shape \(3, 16\); this canvas needs \(4, 16\)"):
+        sample(model, canvas, SampleConfig(gen_length=4, steps=2))
+    rows = TokenMask(torch.ones(2, 4, 16, dtype=torch.bool))  # two rows for a canvas of one
+    with pytest.raises(UserError, match="rows first"):
+        rows(torch.zeros(1, 4, 16))
+    assert TokenMask(torch.ones(1, 4, 16, dtype=torch.bool))(torch.zeros(3, 4, 16)).shape == (
+        3, 4, 16)
+
+
+@pytest.mark.parametrize("bad", [-1, 48])
+def test_ids_outside_the_vocabulary_are_one_line(bad):
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.sampling import generate
+
+    cfg = model_preset("tiny", vocab_size=48, max_seq_len=32)
+    model = Transformer(cfg).eval()
+    ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+    with pytest.raises(UserError, match=f"token id {bad} is outside the model's vocabulary"):
+        generate(model, [[5, bad]], SampleConfig(gen_length=4, steps=4), **ids)
+    canvas = Canvas.from_tokens(torch.tensor([[5, cfg.mask_id, bad]]), mask_id=cfg.mask_id)
+    with pytest.raises(UserError, match="outside the model's vocabulary"):
+        sample(model, canvas, SampleConfig(gen_length=3, steps=1))
+
+
+def test_canvas_flags_given_as_ints_act_as_bools():
+    """``Canvas(locked=0/1 ints)``: ``~locked`` was -1/-2 and ``masked`` an int tensor, which
+    ``commit`` then used as row indices (an IndexError, or writes to the wrong place)."""
+    c = Canvas(tokens=torch.tensor([[0, 5, 0]]), mask_id=MASK, locked=torch.tensor([[0, 1, 1]]),
+               prompt_index=torch.tensor([[0, 1, 0]]), attention_mask=torch.tensor([[1, 1, 1]]),
+               region=(0, 3))
+    assert c.masked.tolist() == [[True, False, False]]
+    c.commit(torch.ones(1, 3, dtype=torch.bool), torch.tensor([[7, 8, 9]]))
+    assert c.tokens.tolist() == [[7, 5, 0]]
+    assert c.prompt_index.dtype == c.attention_mask.dtype == torch.bool
+    with pytest.raises(UserError, match="whole numbers"):
+        Canvas(tokens=torch.tensor([[0.0, 5.0]]), mask_id=MASK,
+               locked=torch.zeros(1, 2, dtype=torch.bool), prompt_index=torch.zeros(1, 2))
+
+
+def test_one_row_canvas_takes_a_one_row_padding_mask():
+    """1-D tokens are one row; their 1-D attention mask was refused ("shape (4,), tokens
+    (1, 4)") while a 1-D ``locked`` was taken."""
+    c = Canvas.from_tokens(torch.tensor([1, 5, 0, 0]), mask_id=MASK,
+                           attention_mask=torch.tensor([False, True, True, True]))
+    assert c.attention_mask.tolist() == [[False, True, True, True]]
+    assert c.locked.tolist() == [[True, True, False, False]]

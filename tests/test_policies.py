@@ -319,3 +319,89 @@ def test_cli_flags_for_new_fields():
     assert set(POLICIES) >= {"llada", "threshold", "factor", "entropy"}
     with pytest.raises(SystemExit):
         p.parse_args(["--cache", "lru"])
+
+
+# -- statistics of the draws (fixed seeds) -------------------------------------------------------
+
+
+class TableModel:
+    """Every masked position gets the same logits ``row`` (V,), whatever the canvas."""
+
+    def __init__(self, row: torch.Tensor) -> None:
+        self.row = row
+
+    def __call__(self, tokens, attention_mask=None):
+        return self.row.expand(*tokens.shape, -1).clone()
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_temperature_samples_softmax_over_allowed_tokens(temperature):
+    """One masked position, one step: the token is a draw from softmax(logits / T) over the
+    tokens the loop allows (the mask id is never proposed), 4000 rows with one seed."""
+    row = torch.tensor([5.0, 2.0, 1.0, 0.0, -1.0, 1.5], dtype=torch.float64)
+    n = 4000
+    r = generate(TableModel(row), [[4]] * n,
+                 SampleConfig(gen_length=1, steps=1, temperature=temperature, seed=7), **IDS)
+    got = torch.bincount(torch.tensor(r.gen_ids).flatten(), minlength=6).double() / n
+    allowed = row.clone()
+    allowed[MASK] = float("-inf")
+    want = torch.softmax(allowed / temperature, dim=0)
+    assert got[MASK] == 0
+    assert (got - want).abs().max() < 0.03  # 4 standard errors at most
+
+
+def test_random_remasking_commits_a_uniform_position_first():
+    row = torch.zeros(6, dtype=torch.float64)
+    row[5] = 3.0
+    n = 4000
+    r = generate(TableModel(row), [[4]] * n,
+                 SampleConfig(gen_length=4, steps=4, remasking="random", seed=3), **IDS,
+                 return_history=True)
+    first = (r.history[0][:, 1:] != MASK).double()  # (n, 4): the one committed at step 1
+    assert first.sum(dim=1).eq(1).all()
+    assert (first.mean(dim=0) - 0.25).abs().max() < 0.03
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_llada_counts_follow_the_checkpoints_schedule(schedule):
+    """ModelConfig.schedule: "samplers take the number of tokens to reveal per step from it"
+    (docs/training.md: a cosine checkpoint reveals few tokens first, many last); the loop
+    used the linear counts whatever the checkpoint said."""
+    from types import SimpleNamespace
+
+    from unmask.schedules import get_schedule
+
+    model = FixedModel.gen(1, [5, 6, 7, 8, 9, 10, 11, 12], [0.9] * 8)
+    model.config = SimpleNamespace(schedule=schedule, schedule_eps=1e-3)
+    r = generate(model, [4], SampleConfig(gen_length=8, steps=4), **IDS, return_history=True)
+    masks = [8] + [int((h[0, 1:] == MASK).sum()) for h in r.history]  # left after each step
+    per_step = [a - b for a, b in zip(masks[:-1], masks[1:], strict=True)]
+    assert per_step == get_schedule(schedule).transfer_counts(8, 4)
+    assert per_step == ([2, 2, 2, 2] if schedule == "linear" else [1, 1, 3, 3])
+
+
+@pytest.mark.parametrize("policy", ["threshold", "factor", "entropy"])
+def test_dynamic_reference_prompt_masks_batch_rows_equal_rows_alone(policy):
+    """prompt_masks 'reference': a row whose own block is filled while another row's is not
+    committed (the top-1 is always kept) one of its prompt masks at every waiting step,
+    where alone it moves on to the next block: its tokens depended on the batch."""
+    from unmask.model import Transformer
+
+    differ = 0
+    for seed in range(3):
+        cfg = model_preset("tiny", vocab_size=48, max_seq_len=64, init_std=0.5)
+        torch.manual_seed(seed)
+        model = Transformer(cfg).double().eval()
+        ids = dict(mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id)
+        M = cfg.mask_id
+        prompts = [[5, M, 7, M], [9, 10, 11, 12, 13, 14], [20, M]]
+        for bar in (0.05, 0.2, 0.6):
+            conf = SampleConfig(gen_length=12, steps=12, block_length=4, policy=policy,
+                                threshold=bar, factor=2 * bar, entropy_bound=bar,
+                                prompt_masks="reference")
+            batch = generate(model, prompts, conf, **ids)
+            for i, p in enumerate(prompts):
+                alone = generate(model, [p], conf, **ids)
+                differ += batch.gen_ids[i] != alone.gen_ids[0]
+                differ += batch.prompt_ids[i] != alone.prompt_ids[0]
+    assert differ == 0

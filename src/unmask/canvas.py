@@ -86,11 +86,16 @@ class Canvas:
     def __post_init__(self) -> None:
         if self.tokens.dim() != 2:
             raise UserError(f"canvas tokens must be (B, L), got shape {tuple(self.tokens.shape)}")
+        if self.tokens.is_floating_point() or self.tokens.is_complex():
+            what = _NOT_IDS.replace("prompt ids", "canvas tokens")
+            raise UserError(f"{what}, got {self.tokens.dtype}")
         shape = self.tokens.shape
         for name in ("locked", "prompt_index", "attention_mask"):
             t = getattr(self, name)
             if t is not None and t.shape != shape:
                 raise UserError(f"canvas {name} has shape {tuple(t.shape)}, tokens {tuple(shape)}")
+            if t is not None and t.dtype != torch.bool:  # 0/1 ints: ~ and indexing need bools
+                setattr(self, name, t != 0)
         start, end = self.region
         if not 0 <= start <= end <= shape[1]:
             raise UserError(
@@ -182,9 +187,15 @@ class Canvas:
         By default every non-mask real token is locked and counts as prompt for guidance,
         padding (``attention_mask`` False) is locked, and the block region is the whole row.
         """
-        tokens = torch.as_tensor(tokens, dtype=torch.long)
-        if tokens.dim() == 1:
+        raw = torch.as_tensor(tokens)
+        if raw.is_floating_point() or raw.is_complex():
+            what = _NOT_IDS.replace("prompt ids", "canvas tokens")
+            raise UserError(f"{what}, got {raw.dtype}")
+        tokens = raw.to(torch.long)
+        if tokens.dim() == 1:  # one row: its mask and locks may be given as one row too
             tokens = tokens[None]
+            if attention_mask is not None and attention_mask.dim() == 1:
+                attention_mask = attention_mask[None]
         real = (
             torch.ones_like(tokens, dtype=torch.bool)
             if attention_mask is None
@@ -323,4 +334,12 @@ class TokenMask:
 
     def __call__(self, logits: Tensor) -> Tensor:  # (B, L, V)
         allowed = self.allowed.to(logits.device)
+        want = tuple(logits.shape[-allowed.dim():])
+        if tuple(allowed.shape) != want and not (
+            allowed.dim() == 3 and allowed.shape[0] == 1 and tuple(allowed.shape[1:]) == want[1:]
+        ):
+            raise UserError(
+                f"allowed-token mask has shape {tuple(allowed.shape)}; this canvas needs "
+                f"{want} (positions x vocabulary{', rows first' if allowed.dim() == 3 else ''})"
+            )
         return logits.masked_fill(~allowed, float("-inf"))

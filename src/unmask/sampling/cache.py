@@ -102,7 +102,10 @@ class WindowCache(CachePolicy):
     recompute only the window ``[lo, hi)`` and attend to the cached K/V elsewhere.
 
     ``lo`` is the block start, or the first still-masked column before it (a mask inside
-    the prompt), fixed when the block starts; ``hi`` is chosen by the subclass. The
+    the prompt) in any row, fixed when the block starts; ``hi`` is chosen by the subclass.
+    The window is the batch's: a row without prompt masks recomputes from the ``lo`` another
+    row needs, so with bidirectional attention its tokens may differ from the row alone
+    (docs/sampling.md, Library). The
     recomputed K/V overwrite the cached ones; those outside the window stay as they were at
     the block's first call.
     """

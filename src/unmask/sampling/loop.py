@@ -62,6 +62,7 @@ from unmask.sampling.registry import (
     refuse_top_k,
     register_decoder,
 )
+from unmask.schedules import schedule_of
 
 
 def add_gumbel_noise(
@@ -173,6 +174,22 @@ def validate(
     return num_blocks, config.steps // num_blocks
 
 
+def check_ids(canvas: Canvas, vocab_size: int | None) -> None:
+    """Refuse in one line a canvas holding an id the model has no embedding for (negative, or
+    ``>= vocab_size``, as an id of another tokenizer): it failed inside the embedding with an
+    ``IndexError``. Padding counts too (the model embeds it); ``vocab_size`` None (a plain
+    callable) checks nothing."""
+    if not isinstance(vocab_size, int):
+        return
+    tokens = canvas.tokens
+    bad = (tokens < 0) | (tokens >= vocab_size)  # (B, L)
+    if bool(bad.any()):
+        first = int(tokens[bad][0])
+        raise UserError(
+            f"token id {first} is outside the model's vocabulary (0..{vocab_size - 1})"
+        )
+
+
 class Denoiser(DecoderRun):
     """One sampling run as a state object: the loop of ``sample``, one step at a time.
 
@@ -229,8 +246,11 @@ class Denoiser(DecoderRun):
         self._count_from_zero = config.prompt_masks == "fill"
         self.score = scorer(config)
         self.policy = make_policy(config)
+        # the counts follow the schedule the checkpoint was trained with (linear: LLaDA's)
+        self.policy.use_schedule(schedule_of(getattr(model, "config", None)))
         self.cache = make_cache(config, model)
 
+        check_ids(canvas, getattr(getattr(model, "config", None), "vocab_size", None))
         device = _model_device(model) or canvas.device
         canvas = canvas.to(device).clone()
         if config.forbid_eos:
@@ -375,6 +395,9 @@ class Denoiser(DecoderRun):
 
         candidates = masked.clone()
         candidates[:, block_end:] = False
+        if self.policy.dynamic:  # a row whose block is done waits for the batch's (alone, it
+            # would move on), or it commits a prompt mask now (prompt_masks 'reference')
+            candidates[~self._counted(masked).any(dim=1)] = False
         # Proposals and scores are needed only for the candidates, which lie in the window
         # [first candidate column, block end): the Gumbel perturbation and the deterministic
         # confidences (a float64 softmax over V per position) are computed there alone;
@@ -613,6 +636,7 @@ __all__ = [
     "StepError",
     "ViewCallback",
     "add_gumbel_noise",
+    "check_ids",
     "cut_at_eos",
     "decode_generations",
     "forbid_tokens",

@@ -90,6 +90,11 @@ class CommitPolicy:
         the model runs (then ``SampleConfig.skip_empty_steps`` skips the model call)."""
         return False
 
+    def use_schedule(self, schedule: Schedule) -> None:
+        """The noise schedule the model was trained with (``unmask.schedules.schedule_of``),
+        given by the loop before the first block; a policy that schedules its counts follows
+        it, the others ignore it."""
+
 
 def num_transfer_tokens(
     block_masked: Tensor, steps: int, schedule: Schedule | None = None
@@ -123,12 +128,17 @@ class LLaDAPolicy(CommitPolicy):
     """Commit the scheduled number of most confident candidates (LLaDA, arXiv:2502.09992).
 
     At the start of each block the count schedule is fixed from the masked positions in
-    that block (``num_transfer_tokens``); each step commits ``topk(confidence, k)`` per row.
+    that block (``num_transfer_tokens``, under the model's schedule: linear, LLaDA's counts,
+    unless the checkpoint was trained with another); each step commits
+    ``topk(confidence, k)`` per row.
     """
 
     def __init__(self, schedule: Schedule | None = None) -> None:
         self.schedule = schedule or LinearSchedule()
         self._counts: Tensor | None = None
+
+    def use_schedule(self, schedule: Schedule) -> None:
+        self.schedule = schedule
 
     def start_block(self, block_masked: Tensor, steps: int) -> None:
         self._counts = num_transfer_tokens(block_masked, steps, self.schedule)  # (B, steps)
