@@ -165,6 +165,53 @@ def test_undefined_is_falsy_in_tests_only():
     assert t.render(TALK[:1]) == "ok"
 
 
+LLAMA3_TEMPLATE = (  # Llama 3's shape: BOS written by the template, trimmed contents
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+    "{{ m.content | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+GENERATION_TEMPLATE = (  # transformers' {% generation %} marks the assistant's text
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{%- if m.role == 'assistant' %}{% generation %}{{ m.content }}<|im_end|>{% endgeneration %}"
+    "{%- else %}{{ m.content }}<|im_end|>{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+NAMESPACE_TEMPLATE = (  # namespace, loop controls, dict, tojson with non-ASCII text
+    "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'system' %}"
+    "{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}{{ ns.n }}. {{ m.content | tojson }}\n"
+    "{% endfor %}{{ dict(turns=ns.n, note='\u00e9t\u00e9') | tojson }}"
+)
+
+
+@pytest.mark.parametrize("source", [LLADA_TEMPLATE, DREAM_TEMPLATE, DEFAULT_CHAT_TEMPLATE,
+                                    PLAIN_CHAT_TEMPLATE, LLAMA3_TEMPLATE, GENERATION_TEMPLATE,
+                                    NAMESPACE_TEMPLATE])
+def test_renders_and_encodes_as_transformers_apply_chat_template(source):
+    """The reference: ``transformers``' ``apply_chat_template`` with the same template string
+    and tokenizer, offline. Text with and without the generation prompt, and the prompt's ids
+    (the template's markup as special tokens, BOS once). ``{% generation %}`` (transformers'
+    assistant-mask tag, in published templates) was a syntax error."""
+    transformers = pytest.importorskip("transformers")
+    from unmask.tokenizer import Tokenizer
+
+    base = byte_tokenizer()
+    hf = base.hf
+    hf.add_special_tokens(["<|im_start|>", "<|im_end|>", "<|start_header_id|>",
+                           "<|end_header_id|>", "<|eot_id|>"])
+    tok = Tokenizer(hf, **base.special_ids())
+    ref = transformers.PreTrainedTokenizerFast(tokenizer_object=hf, bos_token="[BOS]",
+                                               eos_token="[EOS]")
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    talk = [*TALK[:3], {"role": "user", "content": "Bye, café ☕"}]
+    for gen in (True, False):
+        want = ref.apply_chat_template(talk, chat_template=source, tokenize=False,
+                                       add_generation_prompt=gen)
+        assert ours.render(talk, add_generation_prompt=gen) == want
+    want_ids = ref.apply_chat_template(talk, chat_template=source, tokenize=True,
+                                       return_dict=False, add_generation_prompt=True)
+    assert ours.prompt(tok, talk) == (ours.render(talk), list(want_ids))
+
+
 @pytest.mark.parametrize(
     ("messages", "problem"),
     [

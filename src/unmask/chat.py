@@ -3,10 +3,11 @@
 A chat template is a Hugging Face style Jinja string (``ModelConfig.chat_template``; read
 from a publisher's ``tokenizer_config.json`` / ``chat_template.jinja`` by the importers).
 It is rendered as ``transformers`` renders it (``apply_chat_template``): in an
-``ImmutableSandboxedEnvironment`` with ``trim_blocks``, ``lstrip_blocks`` and loop controls,
-seeing ``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token``, ``tools`` and
-``documents`` (None), ``raise_exception(msg)``, ``strftime_now(fmt)`` and a ``tojson`` filter
-that keeps non-ASCII text. An undefined name is falsy in a test (``{% if tools %}``,
+``ImmutableSandboxedEnvironment`` with ``trim_blocks``, ``lstrip_blocks``, loop controls and
+the ``{% generation %}`` tag (its body rendered as is), seeing ``messages``,
+``add_generation_prompt``, ``bos_token``, ``eos_token``, ``tools`` and ``documents`` (None),
+``raise_exception(msg)``, ``strftime_now(fmt)`` and a ``tojson`` filter that keeps non-ASCII
+text. An undefined name is falsy in a test (``{% if tools %}``,
 ``{% if not message.tool_calls %}``) but printing, iterating or computing with it fails, so
 a misspelt variable is an error that names it instead of silently rendering nothing. Every
 failure is a one-line ``UserError``.
@@ -145,6 +146,7 @@ def select_template(value: Any, *, source: str) -> str | None:
 def _environment() -> Any:
     try:
         import jinja2
+        import jinja2.ext
         from jinja2.ext import loopcontrols
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:  # pragma: no cover - jinja2 ships with torch
@@ -165,6 +167,15 @@ def _environment() -> Any:
 
         return datetime.now().strftime(fmt)
 
+    class Generation(jinja2.ext.Extension):
+        # transformers' {% generation %} ... {% endgeneration %}: it marks the assistant's
+        # text (return_assistant_tokens_mask) and renders its body unchanged
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> list[Any]:
+            next(parser.stream)
+            return list(parser.parse_statements(("name:endgeneration",), drop_needle=True))
+
     def tojson(
         x: Any,
         ensure_ascii: bool = False,
@@ -177,7 +188,10 @@ def _environment() -> Any:
         )
 
     env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols], undefined=Undefined
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[loopcontrols, Generation],
+        undefined=Undefined,
     )
     env.filters["tojson"] = tojson
     env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
