@@ -220,6 +220,9 @@ def test_renders_and_encodes_as_transformers_apply_chat_template(source):
         ([{"role": "user", "content": ["x"]}], r"messages\[0\].content must be a string, not a"),
         ([{"role": "human", "content": "x"}], "role .human.; a role is one of system"),
         ([{"role": "user"}], "needs 'role' and 'content'"),
+        # \ud800 in a JSON request or SFT line: a TypeError in the tokenizer
+        ([{"role": "user", "content": "a\ud800"}], r"messages\[0\].content holds an unpaired"),
+        ([{"role": "user", "content": "a", "name": "\udc80"}], r"messages\[0\].name holds an"),
     ],
 )
 def test_bad_messages(messages, problem):

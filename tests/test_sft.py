@@ -68,6 +68,12 @@ def test_reads_pairs_and_messages(tmp_path):
                                      {"role": "assistant", "content": "y"}]}),
             "messages[0].content must be a string, not null",
         ),
+        # an unpaired surrogate is valid JSON but no text: a TypeError from the tokenizer
+        ('{"prompt": "a\\ud800", "response": "b"}',
+         "'prompt' holds an unpaired surrogate (not valid UTF-8)"),
+        ('{"messages": [{"role": "user", "content": "a"}, '
+         '{"role": "assistant", "content": "b\\udfff"}]}',
+         "messages[1].content holds an unpaired surrogate (not valid UTF-8)"),
     ],
 )
 def test_bad_data_names_file_and_line(tmp_path, line, message):

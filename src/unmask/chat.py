@@ -93,7 +93,8 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     """``messages`` as a new list of ``{"role", "content"}`` dicts (plus ``name`` where a
     message has one), or a one-line ``UserError`` naming ``where`` unless it is a non-empty
     list of objects whose role is one of ``ROLES`` and whose content (and name) is a
-    string."""
+    string of valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the
+    tokenizer with a ``TypeError``)."""
     if not isinstance(messages, list) or not messages:
         raise UserError(
             f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
@@ -105,12 +106,24 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
                             f"{', '.join(ROLES)}")
-        for key in ("content", "name"):
+        for key in _TEXT_FIELDS:
             if key in m and not isinstance(m[key], str):
                 raise UserError(f"{where}: messages[{i}].{key} must be a string, not "
                                 f"{_json_type(m[key])}")
+            if key in m and not _encodable(m[key]):  # \ud800 in JSON: no tokenizer takes it
+                raise UserError(f"{where}: messages[{i}].{key} holds an unpaired surrogate "
+                                "(not valid UTF-8)")
         out.append({k: m[k] for k in ("role", "content", "name") if k in m})
     return out
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 text (no unpaired surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:

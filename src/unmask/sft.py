@@ -87,6 +87,12 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
         elif "prompt" in obj and "response" in obj:
             if not isinstance(obj["prompt"], str) or not isinstance(obj["response"], str):
                 raise UserError(f"{where}: 'prompt' and 'response' must be strings")
+            for key in ("prompt", "response"):
+                try:
+                    obj[key].encode("utf-8")
+                except UnicodeEncodeError:  # \ud800 in JSON: no tokenizer takes it
+                    raise UserError(f"{where}: {key!r} holds an unpaired surrogate (not valid "
+                                    "UTF-8)") from None
             messages = _check_messages(
                 [
                     {"role": "user", "content": obj["prompt"]},
