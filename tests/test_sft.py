@@ -385,3 +385,29 @@ def test_validation_flags_on_a_run_without_a_validation_split_are_refused(tmp_pa
     assert main(["train", "--objective", "sft", "--data", str(pairs), "--out", str(out),
                  "--eval-every", "0"]) == 2  # refused further on, for its missing --init
     assert "--eval-every" not in capsys.readouterr().err
+
+
+def test_sft_rows_are_the_prompts_unmask_chat_sends(tmp_path):
+    """An imported LLaDA folder (its template writes ``bos_token`` and special markers): every
+    trained turn's prompt ids are what ``api.chat_template(m).prompt`` (``unmask chat``, the
+    server) encodes for the turns before it, BOS once; the response runs to the end-of-turn
+    marker, where a reply is cut (``chat_prompt`` renders no BOS: text only)."""
+    from test_chat import _llada_folder
+
+    import unmask
+    from unmask import api
+
+    m = unmask.load(_llada_folder(tmp_path))
+    tok = m.tokenizer
+    msgs = [{"role": "user", "content": "w1"}, {"role": "assistant", "content": "w2 w3"},
+            {"role": "user", "content": "w4"}, {"role": "assistant", "content": "w5"}]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"messages": msgs}])),
+                   tok, eos_id=m.config.eos_id, chat_template=m.config.chat_template)
+    template = api.chat_template(m)
+    eot = tok.token_to_id("<|eot_id|>")
+    for (prompt, response), end in zip(data.rows, (1, 3), strict=True):
+        assert prompt == template.prompt(tok, msgs[:end])[1]
+        assert prompt.count(m.config.bos_id) == 1 and prompt[0] == m.config.bos_id
+        assert template.reply(tok, response, m.config.eos_id) == msgs[end]["content"]
+        assert response[len(tok.encode(msgs[end]["content"]))] == eot
+    assert not chat_prompt(m.config.chat_template, msgs[:1]).startswith("<|startoftext|>")

@@ -42,7 +42,10 @@ from unmask.errors import UserError
 
 
 def chat_prompt(template: str | None, messages: list[dict[str, str]]) -> str:
-    """The prompt text a chat model continues: ``messages`` rendered with the generation prompt."""
+    """The prompt text a chat model continues: ``messages`` rendered with the generation prompt,
+    ``bos_token`` and ``eos_token`` empty. The prompt a checkpoint is trained and sampled with
+    (its BOS/EOS text included, and its ids) is ``api.chat_template(m).prompt(m.tokenizer,
+    messages)``."""
     return render_chat(template or DEFAULT_CHAT_TEMPLATE, messages, add_generation_prompt=True)
 
 
