@@ -12,13 +12,14 @@ text. An undefined name is falsy in a test (``{% if tools %}``,
 a misspelt variable is an error that names it instead of silently rendering nothing. Every
 failure is a one-line ``UserError``.
 
-Special tokens: the rendered text is encoded with the special tokens the template writes
-itself (``<|eot_id|>``, ``<|im_start|>``, ``bos_token`` ...) mapped to their ids, and every
-other string, message contents and names included, as plain text (``ChatTemplate.prompt``,
-``ChatTemplate.example``): a message that holds ``[EOS]`` or ``<|im_start|>`` is those
-characters, never the token, as a literal ``[MASK]`` in a prompt or corpus is plain text
-(``Tokenizer.encode``). A reply ends at EOS or at the first of those tokens (the end-of-turn
-marker, ``ChatTemplate.reply``).
+Special tokens: the rendered text is encoded as ``transformers`` encodes it with
+``apply_chat_template(..., sanitize_control_tokens=True)`` (``ChatTemplate.prompt``,
+``ChatTemplate.example``): the special tokens the template writes itself (``<|eot_id|>``,
+``<|im_start|>``, ``bos_token`` ...) are their ids, and a control token in a message's
+content or name (any special token, or an added token the template writes, such as
+``<think>``) is those characters, never the token, as a literal ``[MASK]`` in a prompt or
+corpus is plain text (``Tokenizer.encode``). A reply ends at EOS or at the first special
+token the template writes (the end-of-turn marker, ``ChatTemplate.reply``).
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that never mentions ``name`` refuses a
@@ -299,7 +300,8 @@ class ChatTemplate:
 
     def specials(self, tokenizer: Any) -> dict[str, int]:
         """Special tokens the template writes itself (those of ``tokenizer`` whose text occurs
-        in the source, plus ``bos_token`` / ``eos_token`` when it uses them): text -> id."""
+        in the source, plus ``bos_token`` / ``eos_token`` when it uses them): text -> id. The
+        ids that end a reply (``ends``)."""
         out: dict[str, int] = {}
         hf = getattr(tokenizer, "hf", None)
         if hf is not None:
@@ -312,38 +314,52 @@ class ChatTemplate:
                 out[text] = int(tid)
         return out
 
-    def _encode(
-        self, tokenizer: Any, text: str, specials: dict[str, int], plain: dict[str, str]
-    ) -> list[int]:
-        """Ids of a text ``_shield`` rendered: the template's special tokens (``specials``) as
-        their ids, everything between them as plain text (``tokenizer.encode``), as
-        ``transformers`` splits special tokens out before tokenizing the rest; ``plain`` maps
-        the stand-ins back to the special-token strings of the messages, which are encoded as
-        text."""
-        if not specials:
-            return tokenizer.encode(_unshield(text, plain))
-        pattern = re.compile(
-            "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))
-        )
+    def _controls(self, tokenizer: Any) -> dict[str, int]:
+        """The strings a message may not forge (text -> id), as ``transformers``'
+        ``sanitize_control_tokens`` picks them: every special token of ``tokenizer``, the
+        template's own (``specials``), and the added tokens that are not special (Qwen's
+        ``<think>``, ``<tool_call>``) which the template writes, whitespace tokens apart."""
+        out = dict(self.specials(tokenizer))
+        hf = getattr(tokenizer, "hf", None)
+        if hf is not None:
+            for tid, added in hf.get_added_tokens_decoder().items():
+                text = added.content
+                if text and (added.special or (text in self.source and not text.isspace())):
+                    out.setdefault(text, int(tid))
+        return out
+
+    def _encode(self, tokenizer: Any, text: str, plain: dict[str, str]) -> list[int]:
+        """Ids of a text ``_shield`` rendered, as ``transformers`` encodes a chat whose control
+        tokens it sanitized: a control token typed in a message (a stand-in of ``plain``) as
+        plain text, without matching any added token; the text around them, the template's
+        own markup, in one ``tokenizer.encode`` with special tokens read (a message's are
+        stand-ins by then). A piece after the first is encoded after a newline that is then
+        dropped, as ``transformers`` does, so a SentencePiece tokenizer does not give it the
+        word-start mark of a text's start."""
+        if not plain:
+            return list(tokenizer.encode(text, allow_special=True))
         ids: list[int] = []
         pos = 0
-        for m in pattern.finditer(text):
+        for m in re.finditer("|".join(map(re.escape, plain)), text):
             if m.start() > pos:
-                ids += tokenizer.encode(_unshield(text[pos : m.start()], plain))
-            ids.append(specials[m.group()])
+                ids += _piece(tokenizer, text[pos : m.start()], first=pos == 0)
+            ids += _piece(tokenizer, plain[m.group()], first=m.start() == 0, as_text=True)
             pos = m.end()
-        return ids + (tokenizer.encode(_unshield(text[pos:], plain)) if pos < len(text) else [])
+        if pos < len(text):
+            ids += _piece(tokenizer, text[pos:], first=pos == 0)
+        return ids
 
     def _shield(
-        self, specials: dict[str, int], messages: Sequence[dict[str, str]]
+        self, controls: dict[str, int], messages: Sequence[dict[str, str]]
     ) -> tuple[list[dict[str, str]], dict[str, str]]:
-        """``messages`` (checked) with every special-token string in a message's text (its
-        content and name, the strings a template prints) replaced by a private-use character
-        found nowhere in the conversation or the template, and the map from those characters
-        back to the strings: only the template's own markup then matches a special token."""
+        """``messages`` (checked) with every control-token string (``_controls``) in a
+        message's text (its content and name, the strings a template prints) replaced by a
+        private-use character found nowhere in the conversation or the template, and the map
+        from those characters back to the strings: only the template's own markup then
+        matches a special token."""
         msgs = check_messages(list(messages))
         texts = [m[k] for m in msgs for k in _TEXT_FIELDS if k in m]
-        found = [s for s in specials if any(s in t for t in texts)]
+        found = [s for s in controls if any(s in t for t in texts)]
         if not found:
             return msgs, {}
         taken = set(self.source).union(*texts)
@@ -365,10 +381,9 @@ class ChatTemplate:
     def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
         """Text and ids of the prompt a chat model continues: ``messages`` and the generation
         prompt (a message's special-token strings are plain text, in its content and name)."""
-        specials = self.specials(tokenizer)
-        shielded, plain = self._shield(specials, messages)
+        shielded, plain = self._shield(self._controls(tokenizer), messages)
         text = self.render(shielded, add_generation_prompt=True)
-        return _unshield(text, plain), self._encode(tokenizer, text, specials, plain)
+        return _unshield(text, plain), self._encode(tokenizer, text, plain)
 
     def example(
         self, tokenizer: Any, messages: Sequence[dict[str, str]]
@@ -378,8 +393,7 @@ class ChatTemplate:
         rest of ``render(messages)`` the response (a message's special-token strings are plain
         text, in its content and name). A one-line ``UserError`` when the template does not
         render the prompt as a prefix of the conversation, or drops the response's text."""
-        specials = self.specials(tokenizer)
-        shielded, plain = self._shield(specials, messages)
+        shielded, plain = self._shield(self._controls(tokenizer), messages)
         prompt = self.render(shielded[:-1], add_generation_prompt=True)
         full = self.render(shielded, add_generation_prompt=False)
         if not full.startswith(prompt):
@@ -395,8 +409,8 @@ class ChatTemplate:
                 "must render every message's content"
             )
         return (
-            self._encode(tokenizer, prompt, specials, plain),
-            self._encode(tokenizer, response, specials, plain),
+            self._encode(tokenizer, prompt, plain),
+            self._encode(tokenizer, response, plain),
         )
 
     def ends(self, tokenizer: Any, eos_id: int | None) -> frozenset[int]:
@@ -413,6 +427,33 @@ class ChatTemplate:
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
         return tokenizer.decode(ids[:end]).strip()
+
+
+def _piece(tokenizer: Any, text: str, *, first: bool, as_text: bool = False) -> list[int]:
+    """Ids of one piece of a chat (``ChatTemplate._encode``): ``tokenizer.encode`` with special
+    tokens read, or with ``as_text`` (a control token typed in a message) as plain text: a
+    special one by ``tokenizer.encode``, which never builds a special id from text, another
+    added token (``<think>``) by the tokenizer's pipeline without its added tokens. A piece
+    that is not ``first`` is encoded after a newline whose ids are then dropped, as
+    ``transformers`` encodes the pieces of a chat."""
+    tid = tokenizer.token_to_id(text) if as_text else None
+    added = tid is not None and not tokenizer.is_special(tid)
+
+    def encode(t: str) -> list[int]:
+        if not added:
+            return list(tokenizer.encode(t, allow_special=not as_text))
+        hf = tokenizer.hf  # no added-token matching
+        if hf.normalizer is not None:
+            t = hf.normalizer.normalize_str(t)
+        splits = [p for p, _ in hf.pre_tokenizer.pre_tokenize_str(t)] if hf.pre_tokenizer \
+            else [t]
+        return [tok.id for p in splits for tok in hf.model.tokenize(p)]
+
+    if first:
+        return encode(text)
+    newline = list(tokenizer.encode("\n"))
+    ids = encode("\n" + text)
+    return ids[len(newline) :] if newline and ids[: len(newline)] == newline else encode(text)
 
 
 def _unshield(text: str, plain: dict[str, str]) -> str:
