@@ -254,12 +254,9 @@ def test_control_tokens_typed_in_a_message_as_transformers_sanitizes_them(typed)
     assert ours.prompt(tok, talk)[1].count(think) == 1  # the template's, not the user's
 
 
-@pytest.mark.parametrize("scheme", ["first", "always"])
-def test_a_sentencepiece_tokenizer_encodes_the_chat_as_transformers(scheme):
-    """A Metaspace (SentencePiece) tokenizer: the text after a template's special token is
-    encoded as ``apply_chat_template`` encodes it; each piece between special tokens was
-    encoded as the start of a text, so with ``prepend_scheme="first"`` (Llama 2, Mistral)
-    ``<|im_start|>user`` read ``▁user``, ids the model never saw after the marker."""
+def metaspace_tokenizer(scheme: str):
+    """A tiny SentencePiece-style tokenizer (Unigram, Metaspace with ``prepend_scheme``) with
+    ``<s>``, ``</s>``, ``[MASK]``, ``[PAD]``, ``<|im_start|>``, ``<|im_end|>`` special."""
     from tokenizers import Tokenizer as HFTok
     from tokenizers import decoders, models, pre_tokenizers
 
@@ -268,13 +265,23 @@ def test_a_sentencepiece_tokenizer_encodes_the_chat_as_transformers(scheme):
     pieces = ["<unk>", "<s>", "</s>", "[MASK]", "[PAD]", "▁", "\n"]
     for w in ("hello", "there", "user", "assistant", "hi", "yo"):
         pieces += [w, "▁" + w]
-    pieces += [c for c in "abcdefghijklmnopqrstuvwxyz"] + ["▁" + c for c in "abcdefghijklmno"]
+    pieces += [*"abcdefghijklmnopqrstuvwxyz|<>", *("▁" + c for c in "abcdefghijklmno")]
     hf = HFTok(models.Unigram([(p, -1.0 if len(p) == 1 else -0.5 * len(p)) for p in pieces],
                               unk_id=0))
     hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
     hf.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
     hf.add_special_tokens(["<s>", "</s>", "[MASK]", "[PAD]", "<|im_start|>", "<|im_end|>"])
-    tok = Tokenizer(hf, mask_id=3, pad_id=4, eos_id=2, bos_id=1)
+    return Tokenizer(hf, mask_id=3, pad_id=4, eos_id=2, bos_id=1)
+
+
+@pytest.mark.parametrize("scheme", ["first", "always"])
+def test_a_sentencepiece_tokenizer_encodes_the_chat_as_transformers(scheme):
+    """A Metaspace (SentencePiece) tokenizer: the text after a template's special token is
+    encoded as ``apply_chat_template`` encodes it; each piece between special tokens was
+    encoded as the start of a text, so with ``prepend_scheme="first"`` (Llama 2, Mistral)
+    ``<|im_start|>user`` read ``▁user``, ids the model never saw after the marker."""
+    tok = metaspace_tokenizer(scheme)
+    hf = tok.hf
     ref = _reference(hf, bos_token="<s>", eos_token="</s>")
     source = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }} {{ m.content }}"
               "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant "

@@ -411,3 +411,30 @@ def test_sft_rows_are_the_prompts_unmask_chat_sends(tmp_path):
         assert template.reply(tok, response, m.config.eos_id) == msgs[end]["content"]
         assert response[len(tok.encode(msgs[end]["content"]))] == eot
     assert not chat_prompt(m.config.chat_template, msgs[:1]).startswith("<|startoftext|>")
+
+
+@pytest.mark.parametrize("scheme", ["first", "always", "never"])
+def test_an_example_is_the_conversation_transformers_encodes(scheme):
+    """Prompt ids + response ids of an SFT example are the ids ``apply_chat_template`` gives
+    the whole conversation, on a SentencePiece tokenizer too: the response was encoded as the
+    start of a text, so with ``prepend_scheme="first"`` it began with a word-start mark it
+    never has after the prompt (``▁hi`` after ``assistant\n``)."""
+    transformers = pytest.importorskip("transformers")
+    from test_chat import metaspace_tokenizer
+
+    from unmask.chat import ChatTemplate
+
+    tok = metaspace_tokenizer(scheme)
+    ref = transformers.PreTrainedTokenizerFast(tokenizer_object=tok.hf, bos_token="<s>",
+                                               eos_token="</s>")
+    chatml = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>"
+              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    talk = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi yo"}]
+    for source in (chatml, DEFAULT_CHAT_TEMPLATE):
+        prompt, response = ChatTemplate(source).example(tok, talk)
+        want = ref.apply_chat_template(talk, chat_template=source, tokenize=True,
+                                       return_dict=False)
+        assert prompt + response == list(want)
+        assert prompt == list(ref.apply_chat_template(talk[:1], chat_template=source,
+                                                      tokenize=True, return_dict=False,
+                                                      add_generation_prompt=True))

@@ -328,25 +328,30 @@ class ChatTemplate:
                     out.setdefault(text, int(tid))
         return out
 
-    def _encode(self, tokenizer: Any, text: str, plain: dict[str, str]) -> list[int]:
+    def _encode(
+        self, tokenizer: Any, text: str, plain: dict[str, str], *, start: bool = True
+    ) -> list[int]:
         """Ids of a text ``_shield`` rendered, as ``transformers`` encodes a chat whose control
         tokens it sanitized: a control token typed in a message (a stand-in of ``plain``) as
         plain text, without matching any added token; the text around them, the template's
         own markup, in one ``tokenizer.encode`` with special tokens read (a message's are
         stand-ins by then). A piece after the first is encoded after a newline that is then
         dropped, as ``transformers`` does, so a SentencePiece tokenizer does not give it the
-        word-start mark of a text's start."""
-        if not plain:
+        word-start mark of a text's start; ``start=False``: ``text`` continues a text (an SFT
+        response after its prompt), so its first piece is one of those too."""
+        if not plain and start:
             return list(tokenizer.encode(text, allow_special=True))
         ids: list[int] = []
         pos = 0
-        for m in re.finditer("|".join(map(re.escape, plain)), text):
+        marks = re.finditer("|".join(map(re.escape, plain)), text) if plain else ()
+        for m in marks:
             if m.start() > pos:
-                ids += _piece(tokenizer, text[pos : m.start()], first=pos == 0)
-            ids += _piece(tokenizer, plain[m.group()], first=m.start() == 0, as_text=True)
+                ids += _piece(tokenizer, text[pos : m.start()], first=start and pos == 0)
+            ids += _piece(tokenizer, plain[m.group()], first=start and m.start() == 0,
+                          as_text=True)
             pos = m.end()
         if pos < len(text):
-            ids += _piece(tokenizer, text[pos:], first=pos == 0)
+            ids += _piece(tokenizer, text[pos:], first=start and pos == 0)
         return ids
 
     def _shield(
@@ -410,7 +415,7 @@ class ChatTemplate:
             )
         return (
             self._encode(tokenizer, prompt, plain),
-            self._encode(tokenizer, response, plain),
+            self._encode(tokenizer, response, plain, start=False),
         )
 
     def ends(self, tokenizer: Any, eos_id: int | None) -> frozenset[int]:
