@@ -859,3 +859,35 @@ def _chat_default(args, text, monkeypatch, capsys):
     rc = main(["chat", *args, "--device", "cpu"])
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def test_cli_api_and_server_chat_sample_the_same_conversation(chat_model, monkeypatch, capsys):
+    """One seed, two turns, sampled (temperature 1): ``unmask chat``, ``api.chat`` with the
+    checkpoint's recommendation and ``/v1/chat/completions`` give the same replies from the
+    same prompts (the second turn re-renders the first reply in all three)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    path = chat_model / "chat"
+    system = {"role": "system", "content": "S"}
+    rc, out, err = _chat(["--model", str(path), "--json", "--seed", "5", "--temperature", "1",
+                          "--system", "S"], "hello\nsecond\n", monkeypatch, capsys)
+    assert rc == 0, err
+    cli = [json.loads(x) for x in out.splitlines()]
+    m = unmask_load(path)
+    config = api.sample_config(m, {"gen_length": 8, "steps": 8, "seed": 5, "temperature": 1.0})
+    msgs = [system, {"role": "user", "content": "hello"}]
+    first = api.chat(m, msgs, config=config)
+    later = [*msgs, {"role": "assistant", "content": first.text},
+             {"role": "user", "content": "second"}]
+    second = api.chat(m, later, config=config)
+    assert [t["reply"] for t in cli] == [first.text, second.text]
+    assert [t["prompt"] for t in cli] == [first.prompt, second.prompt]
+    with TestClient(create_app(m)) as c:
+        body = {"max_tokens": 8, "steps": 8, "seed": 5, "temperature": 1.0}
+        replies = [c.post("/v1/chat/completions", json={**body, "messages": ms}).json()
+                   ["choices"][0]["message"]["content"] for ms in (msgs, later)]
+    assert replies == [first.text, second.text]
+    assert len(set(replies)) == 2  # two turns, two samples
