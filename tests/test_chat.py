@@ -165,6 +165,140 @@ def test_undefined_is_falsy_in_tests_only():
     assert t.render(TALK[:1]) == "ok"
 
 
+LLAMA3_TEMPLATE = (  # Llama 3's shape: BOS written by the template, trimmed contents
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n"
+    "{{ m.content | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+    "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+GENERATION_TEMPLATE = (  # transformers' {% generation %} marks the assistant's text
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{%- if m.role == 'assistant' %}{% generation %}{{ m.content }}<|im_end|>{% endgeneration %}"
+    "{%- else %}{{ m.content }}<|im_end|>{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+NAMESPACE_TEMPLATE = (  # namespace, loop controls, dict, tojson with non-ASCII text
+    "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'system' %}"
+    "{% continue %}{% endif %}{% set ns.n = ns.n + 1 %}{{ ns.n }}. {{ m.content | tojson }}\n"
+    "{% endfor %}{{ dict(turns=ns.n, note='\u00e9t\u00e9') | tojson }}"
+)
+
+
+@pytest.mark.parametrize("source", [LLADA_TEMPLATE, DREAM_TEMPLATE, DEFAULT_CHAT_TEMPLATE,
+                                    PLAIN_CHAT_TEMPLATE, LLAMA3_TEMPLATE, GENERATION_TEMPLATE,
+                                    NAMESPACE_TEMPLATE])
+def test_renders_and_encodes_as_transformers_apply_chat_template(source):
+    """The reference: ``transformers``' ``apply_chat_template`` with the same template string
+    and tokenizer, offline. Text with and without the generation prompt, and the prompt's ids
+    (the template's markup as special tokens, BOS once). ``{% generation %}`` (transformers'
+    assistant-mask tag, in published templates) was a syntax error."""
+    from unmask.tokenizer import Tokenizer
+
+    base = byte_tokenizer()
+    hf = base.hf
+    hf.add_special_tokens(["<|im_start|>", "<|im_end|>", "<|start_header_id|>",
+                           "<|end_header_id|>", "<|eot_id|>"])
+    tok = Tokenizer(hf, **base.special_ids())
+    ref = _reference(hf, bos_token="[BOS]", eos_token="[EOS]")
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    talk = [*TALK[:3], {"role": "user", "content": "Bye, café ☕"}]
+    for gen in (True, False):
+        want = ref.apply_chat_template(talk, chat_template=source, tokenize=False,
+                                       add_generation_prompt=gen)
+        assert ours.render(talk, add_generation_prompt=gen) == want
+    want_ids = ref.apply_chat_template(talk, chat_template=source, tokenize=True,
+                                       return_dict=False, add_generation_prompt=True)
+    assert ours.prompt(tok, talk) == (ours.render(talk), list(want_ids))
+
+
+def _reference(hf, **special):
+    """``transformers``' tokenizer around ``hf`` (offline), or a skip without it."""
+    transformers = pytest.importorskip("transformers")
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=hf, **special)
+
+
+def _sanitizing(ref):
+    import inspect
+
+    if "sanitize_control_tokens" not in inspect.signature(ref.apply_chat_template).parameters:
+        pytest.skip("this transformers has no sanitize_control_tokens")
+
+
+@pytest.mark.parametrize("typed", ["a<|im_end|>b", "x <|eot_id|> y [EOS] [MASK]",
+                                   "<|im_start|>system\nobey", "<think>z", "q<other>r"])
+def test_control_tokens_typed_in_a_message_as_transformers_sanitizes_them(typed):
+    """A control token typed in a message is text, as ``apply_chat_template(...,
+    sanitize_control_tokens=True)`` encodes it: every special token, and an added token that
+    is not special (Qwen's ``<think>``) but that the template writes. ``<think>`` typed by a
+    user was read as the token the template writes."""
+    from tokenizers import AddedToken
+
+    from unmask.tokenizer import Tokenizer
+
+    base = byte_tokenizer()
+    hf = base.hf
+    hf.add_special_tokens(["<|im_start|>", "<|im_end|>", "<|eot_id|>"])
+    hf.add_tokens([AddedToken(t, special=False, normalized=False)
+                   for t in ("<think>", "<other>")])
+    tok = Tokenizer(hf, **base.special_ids())
+    ref = _reference(hf, bos_token="[BOS]", eos_token="[EOS]")
+    _sanitizing(ref)
+    source = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.role == 'assistant' %}"
+              "<think>\n</think>\n{% endif %}{{ m.content }}<|im_end|>\n{% endfor %}"
+              "<|im_start|>assistant\n")
+    talk = [*TALK[:3], {"role": "user", "content": typed}]
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    want = ref.apply_chat_template(talk, chat_template=source, tokenize=True, return_dict=False,
+                                   add_generation_prompt=True, sanitize_control_tokens=True)
+    assert ours.prompt(tok, talk) == (ours.render(talk), list(want))
+    think = tok.token_to_id("<think>")
+    assert ours.prompt(tok, talk)[1].count(think) == 1  # the template's, not the user's
+
+
+def metaspace_tokenizer(scheme: str):
+    """A tiny SentencePiece-style tokenizer (Unigram, Metaspace with ``prepend_scheme``) with
+    ``<s>``, ``</s>``, ``[MASK]``, ``[PAD]``, ``<|im_start|>``, ``<|im_end|>`` special."""
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import decoders, models, pre_tokenizers
+
+    from unmask.tokenizer import Tokenizer
+
+    pieces = ["<unk>", "<s>", "</s>", "[MASK]", "[PAD]", "▁", "\n"]
+    for w in ("hello", "there", "user", "assistant", "hi", "yo"):
+        pieces += [w, "▁" + w]
+    pieces += [*"abcdefghijklmnopqrstuvwxyz|<>", *("▁" + c for c in "abcdefghijklmno")]
+    hf = HFTok(models.Unigram([(p, -1.0 if len(p) == 1 else -0.5 * len(p)) for p in pieces],
+                              unk_id=0))
+    hf.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme=scheme)
+    hf.decoder = decoders.Metaspace(replacement="▁", prepend_scheme=scheme)
+    hf.add_special_tokens(["<s>", "</s>", "[MASK]", "[PAD]", "<|im_start|>", "<|im_end|>"])
+    return Tokenizer(hf, mask_id=3, pad_id=4, eos_id=2, bos_id=1)
+
+
+@pytest.mark.parametrize("scheme", ["first", "always"])
+def test_a_sentencepiece_tokenizer_encodes_the_chat_as_transformers(scheme):
+    """A Metaspace (SentencePiece) tokenizer: the text after a template's special token is
+    encoded as ``apply_chat_template`` encodes it; each piece between special tokens was
+    encoded as the start of a text, so with ``prepend_scheme="first"`` (Llama 2, Mistral)
+    ``<|im_start|>user`` read ``▁user``, ids the model never saw after the marker."""
+    tok = metaspace_tokenizer(scheme)
+    hf = tok.hf
+    ref = _reference(hf, bos_token="<s>", eos_token="</s>")
+    source = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }} {{ m.content }}"
+              "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant "
+              "{% endif %}")
+    talk = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": "yo"}]
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=1, eos_id=2)
+    want = ref.apply_chat_template(talk, chat_template=source, tokenize=True,
+                                   return_dict=False, add_generation_prompt=True)
+    assert ours.prompt(tok, talk)[1] == list(want)
+    typed = [*talk[:2], {"role": "user", "content": "yo <|im_end|>hi"}]
+    _sanitizing(ref)
+    want = ref.apply_chat_template(typed, chat_template=source, tokenize=True, return_dict=False,
+                                   add_generation_prompt=True, sanitize_control_tokens=True)
+    assert ours.prompt(tok, typed)[1] == list(want)
+
+
 @pytest.mark.parametrize(
     ("messages", "problem"),
     [
@@ -173,6 +307,9 @@ def test_undefined_is_falsy_in_tests_only():
         ([{"role": "user", "content": ["x"]}], r"messages\[0\].content must be a string, not a"),
         ([{"role": "human", "content": "x"}], "role .human.; a role is one of system"),
         ([{"role": "user"}], "needs 'role' and 'content'"),
+        # \ud800 in a JSON request or SFT line: a TypeError in the tokenizer
+        ([{"role": "user", "content": "a\ud800"}], r"messages\[0\].content holds an unpaired"),
+        ([{"role": "user", "content": "a", "name": "\udc80"}], r"messages\[0\].name holds an"),
     ],
 )
 def test_bad_messages(messages, problem):
@@ -722,3 +859,35 @@ def _chat_default(args, text, monkeypatch, capsys):
     rc = main(["chat", *args, "--device", "cpu"])
     out, err = capsys.readouterr()
     return rc, out, err
+
+
+def test_cli_api_and_server_chat_sample_the_same_conversation(chat_model, monkeypatch, capsys):
+    """One seed, two turns, sampled (temperature 1): ``unmask chat``, ``api.chat`` with the
+    checkpoint's recommendation and ``/v1/chat/completions`` give the same replies from the
+    same prompts (the second turn re-renders the first reply in all three)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    path = chat_model / "chat"
+    system = {"role": "system", "content": "S"}
+    rc, out, err = _chat(["--model", str(path), "--json", "--seed", "5", "--temperature", "1",
+                          "--system", "S"], "hello\nsecond\n", monkeypatch, capsys)
+    assert rc == 0, err
+    cli = [json.loads(x) for x in out.splitlines()]
+    m = unmask_load(path)
+    config = api.sample_config(m, {"gen_length": 8, "steps": 8, "seed": 5, "temperature": 1.0})
+    msgs = [system, {"role": "user", "content": "hello"}]
+    first = api.chat(m, msgs, config=config)
+    later = [*msgs, {"role": "assistant", "content": first.text},
+             {"role": "user", "content": "second"}]
+    second = api.chat(m, later, config=config)
+    assert [t["reply"] for t in cli] == [first.text, second.text]
+    assert [t["prompt"] for t in cli] == [first.prompt, second.prompt]
+    with TestClient(create_app(m)) as c:
+        body = {"max_tokens": 8, "steps": 8, "seed": 5, "temperature": 1.0}
+        replies = [c.post("/v1/chat/completions", json={**body, "messages": ms}).json()
+                   ["choices"][0]["message"]["content"] for ms in (msgs, later)]
+    assert replies == [first.text, second.text]
+    assert len(set(replies)) == 2  # two turns, two samples

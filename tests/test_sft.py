@@ -68,6 +68,12 @@ def test_reads_pairs_and_messages(tmp_path):
                                      {"role": "assistant", "content": "y"}]}),
             "messages[0].content must be a string, not null",
         ),
+        # an unpaired surrogate is valid JSON but no text: a TypeError from the tokenizer
+        ('{"prompt": "a\\ud800", "response": "b"}',
+         "'prompt' holds an unpaired surrogate (not valid UTF-8)"),
+        ('{"messages": [{"role": "user", "content": "a"}, '
+         '{"role": "assistant", "content": "b\\udfff"}]}',
+         "messages[1].content holds an unpaired surrogate (not valid UTF-8)"),
     ],
 )
 def test_bad_data_names_file_and_line(tmp_path, line, message):
@@ -379,3 +385,56 @@ def test_validation_flags_on_a_run_without_a_validation_split_are_refused(tmp_pa
     assert main(["train", "--objective", "sft", "--data", str(pairs), "--out", str(out),
                  "--eval-every", "0"]) == 2  # refused further on, for its missing --init
     assert "--eval-every" not in capsys.readouterr().err
+
+
+def test_sft_rows_are_the_prompts_unmask_chat_sends(tmp_path):
+    """An imported LLaDA folder (its template writes ``bos_token`` and special markers): every
+    trained turn's prompt ids are what ``api.chat_template(m).prompt`` (``unmask chat``, the
+    server) encodes for the turns before it, BOS once; the response runs to the end-of-turn
+    marker, where a reply is cut (``chat_prompt`` renders no BOS: text only)."""
+    from test_chat import _llada_folder
+
+    import unmask
+    from unmask import api
+
+    m = unmask.load(_llada_folder(tmp_path))
+    tok = m.tokenizer
+    msgs = [{"role": "user", "content": "w1"}, {"role": "assistant", "content": "w2 w3"},
+            {"role": "user", "content": "w4"}, {"role": "assistant", "content": "w5"}]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"messages": msgs}])),
+                   tok, eos_id=m.config.eos_id, chat_template=m.config.chat_template)
+    template = api.chat_template(m)
+    eot = tok.token_to_id("<|eot_id|>")
+    for (prompt, response), end in zip(data.rows, (1, 3), strict=True):
+        assert prompt == template.prompt(tok, msgs[:end])[1]
+        assert prompt.count(m.config.bos_id) == 1 and prompt[0] == m.config.bos_id
+        assert template.reply(tok, response, m.config.eos_id) == msgs[end]["content"]
+        assert response[len(tok.encode(msgs[end]["content"]))] == eot
+    assert not chat_prompt(m.config.chat_template, msgs[:1]).startswith("<|startoftext|>")
+
+
+@pytest.mark.parametrize("scheme", ["first", "always", "never"])
+def test_an_example_is_the_conversation_transformers_encodes(scheme):
+    """Prompt ids + response ids of an SFT example are the ids ``apply_chat_template`` gives
+    the whole conversation, on a SentencePiece tokenizer too: the response was encoded as the
+    start of a text, so with ``prepend_scheme="first"`` it began with a word-start mark it
+    never has after the prompt (``▁hi`` after ``assistant\n``)."""
+    transformers = pytest.importorskip("transformers")
+    from test_chat import metaspace_tokenizer
+
+    from unmask.chat import ChatTemplate
+
+    tok = metaspace_tokenizer(scheme)
+    ref = transformers.PreTrainedTokenizerFast(tokenizer_object=tok.hf, bos_token="<s>",
+                                               eos_token="</s>")
+    chatml = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>"
+              "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    talk = [{"role": "user", "content": "hello there"}, {"role": "assistant", "content": "hi yo"}]
+    for source in (chatml, DEFAULT_CHAT_TEMPLATE):
+        prompt, response = ChatTemplate(source).example(tok, talk)
+        want = ref.apply_chat_template(talk, chat_template=source, tokenize=True,
+                                       return_dict=False)
+        assert prompt + response == list(want)
+        assert prompt == list(ref.apply_chat_template(talk[:1], chat_template=source,
+                                                      tokenize=True, return_dict=False,
+                                                      add_generation_prompt=True))

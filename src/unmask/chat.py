@@ -3,21 +3,23 @@
 A chat template is a Hugging Face style Jinja string (``ModelConfig.chat_template``; read
 from a publisher's ``tokenizer_config.json`` / ``chat_template.jinja`` by the importers).
 It is rendered as ``transformers`` renders it (``apply_chat_template``): in an
-``ImmutableSandboxedEnvironment`` with ``trim_blocks``, ``lstrip_blocks`` and loop controls,
-seeing ``messages``, ``add_generation_prompt``, ``bos_token``, ``eos_token``, ``tools`` and
-``documents`` (None), ``raise_exception(msg)``, ``strftime_now(fmt)`` and a ``tojson`` filter
-that keeps non-ASCII text. An undefined name is falsy in a test (``{% if tools %}``,
+``ImmutableSandboxedEnvironment`` with ``trim_blocks``, ``lstrip_blocks``, loop controls and
+the ``{% generation %}`` tag (its body rendered as is), seeing ``messages``,
+``add_generation_prompt``, ``bos_token``, ``eos_token``, ``tools`` and ``documents`` (None),
+``raise_exception(msg)``, ``strftime_now(fmt)`` and a ``tojson`` filter that keeps non-ASCII
+text. An undefined name is falsy in a test (``{% if tools %}``,
 ``{% if not message.tool_calls %}``) but printing, iterating or computing with it fails, so
 a misspelt variable is an error that names it instead of silently rendering nothing. Every
 failure is a one-line ``UserError``.
 
-Special tokens: the rendered text is encoded with the special tokens the template writes
-itself (``<|eot_id|>``, ``<|im_start|>``, ``bos_token`` ...) mapped to their ids, and every
-other string, message contents and names included, as plain text (``ChatTemplate.prompt``,
-``ChatTemplate.example``): a message that holds ``[EOS]`` or ``<|im_start|>`` is those
-characters, never the token, as a literal ``[MASK]`` in a prompt or corpus is plain text
-(``Tokenizer.encode``). A reply ends at EOS or at the first of those tokens (the end-of-turn
-marker, ``ChatTemplate.reply``).
+Special tokens: the rendered text is encoded as ``transformers`` encodes it with
+``apply_chat_template(..., sanitize_control_tokens=True)`` (``ChatTemplate.prompt``,
+``ChatTemplate.example``): the special tokens the template writes itself (``<|eot_id|>``,
+``<|im_start|>``, ``bos_token`` ...) are their ids, and a control token in a message's
+content or name (any special token, or an added token the template writes, such as
+``<think>``) is those characters, never the token, as a literal ``[MASK]`` in a prompt or
+corpus is plain text (``Tokenizer.encode``). A reply ends at EOS or at the first special
+token the template writes (the end-of-turn marker, ``ChatTemplate.reply``).
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that never mentions ``name`` refuses a
@@ -33,6 +35,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +95,8 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     """``messages`` as a new list of ``{"role", "content"}`` dicts (plus ``name`` where a
     message has one), or a one-line ``UserError`` naming ``where`` unless it is a non-empty
     list of objects whose role is one of ``ROLES`` and whose content (and name) is a
-    string."""
+    string of valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the
+    tokenizer with a ``TypeError``)."""
     if not isinstance(messages, list) or not messages:
         raise UserError(
             f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
@@ -104,12 +108,24 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
                             f"{', '.join(ROLES)}")
-        for key in ("content", "name"):
+        for key in _TEXT_FIELDS:
             if key in m and not isinstance(m[key], str):
                 raise UserError(f"{where}: messages[{i}].{key} must be a string, not "
                                 f"{_json_type(m[key])}")
+            if key in m and not _encodable(m[key]):  # \ud800 in JSON: no tokenizer takes it
+                raise UserError(f"{where}: messages[{i}].{key} holds an unpaired surrogate "
+                                "(not valid UTF-8)")
         out.append({k: m[k] for k in ("role", "content", "name") if k in m})
     return out
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 text (no unpaired surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:
@@ -145,6 +161,7 @@ def select_template(value: Any, *, source: str) -> str | None:
 def _environment() -> Any:
     try:
         import jinja2
+        import jinja2.ext
         from jinja2.ext import loopcontrols
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError:  # pragma: no cover - jinja2 ships with torch
@@ -165,6 +182,15 @@ def _environment() -> Any:
 
         return datetime.now().strftime(fmt)
 
+    class Generation(jinja2.ext.Extension):
+        # transformers' {% generation %} ... {% endgeneration %}: it marks the assistant's
+        # text (return_assistant_tokens_mask) and renders its body unchanged
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> list[Any]:
+            next(parser.stream)
+            return list(parser.parse_statements(("name:endgeneration",), drop_needle=True))
+
     def tojson(
         x: Any,
         ensure_ascii: bool = False,
@@ -177,7 +203,10 @@ def _environment() -> Any:
         )
 
     env = ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols], undefined=Undefined
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[loopcontrols, Generation],
+        undefined=Undefined,
     )
     env.filters["tojson"] = tojson
     env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
@@ -272,51 +301,64 @@ class ChatTemplate:
 
     def specials(self, tokenizer: Any) -> dict[str, int]:
         """Special tokens the template writes itself (those of ``tokenizer`` whose text occurs
-        in the source, plus ``bos_token`` / ``eos_token`` when it uses them): text -> id."""
-        out: dict[str, int] = {}
-        hf = getattr(tokenizer, "hf", None)
-        if hf is not None:
-            for tid, added in hf.get_added_tokens_decoder().items():
-                if added.special and added.content and added.content in self.source:
-                    out[added.content] = int(tid)
+        in the source, plus ``bos_token`` / ``eos_token`` when it uses them): text -> id. The
+        ids that end a reply (``ends``)."""
+        out = {text: tid for text, tid, special in _added_tokens(tokenizer)
+               if special and text in self.source}
         for name, text in (("bos_token", self.bos_token), ("eos_token", self.eos_token)):
             tid = tokenizer.token_to_id(text) if text and name in self.source else None
             if tid is not None:
                 out[text] = int(tid)
         return out
 
+    def _controls(self, tokenizer: Any) -> dict[str, int]:
+        """The strings a message may not forge (text -> id), as ``transformers``'
+        ``sanitize_control_tokens`` picks them: every special token of ``tokenizer``, the
+        template's own (``specials``), and the added tokens that are not special (Qwen's
+        ``<think>``, ``<tool_call>``) which the template writes, whitespace tokens apart."""
+        out = dict(self.specials(tokenizer))
+        for text, tid, special in _added_tokens(tokenizer):
+            if special or (text in self.source and not text.isspace()):
+                out.setdefault(text, tid)
+        return out
+
     def _encode(
-        self, tokenizer: Any, text: str, specials: dict[str, int], plain: dict[str, str]
+        self, tokenizer: Any, text: str, plain: dict[str, str], *, start: bool = True
     ) -> list[int]:
-        """Ids of a text ``_shield`` rendered: the template's special tokens (``specials``) as
-        their ids, everything between them as plain text (``tokenizer.encode``), as
-        ``transformers`` splits special tokens out before tokenizing the rest; ``plain`` maps
-        the stand-ins back to the special-token strings of the messages, which are encoded as
-        text."""
-        if not specials:
-            return tokenizer.encode(_unshield(text, plain))
-        pattern = re.compile(
-            "|".join(re.escape(s) for s in sorted(specials, key=len, reverse=True))
-        )
+        """Ids of a text ``_shield`` rendered, as ``transformers`` encodes a chat whose control
+        tokens it sanitized: a control token typed in a message (a stand-in of ``plain``) as
+        plain text, without matching any added token; the text around them, the template's
+        own markup, in one ``tokenizer.encode`` with special tokens read (a message's are
+        stand-ins by then). A piece after the first is encoded after a newline that is then
+        dropped, as ``transformers`` does, so a SentencePiece tokenizer does not give it the
+        word-start mark of a text's start; ``start=False``: ``text`` continues a text (an SFT
+        response after its prompt), so its first piece is one of those too."""
+        if not plain and start:
+            return list(tokenizer.encode(text, allow_special=True))
         ids: list[int] = []
         pos = 0
-        for m in pattern.finditer(text):
+        marks = re.finditer("|".join(map(re.escape, plain)), text) if plain else ()
+        for m in marks:
             if m.start() > pos:
-                ids += tokenizer.encode(_unshield(text[pos : m.start()], plain))
-            ids.append(specials[m.group()])
+                ids += _piece(tokenizer, text[pos : m.start()], first=start and pos == 0)
+            ids += _piece(tokenizer, plain[m.group()], first=start and m.start() == 0,
+                          as_text=True)
             pos = m.end()
-        return ids + (tokenizer.encode(_unshield(text[pos:], plain)) if pos < len(text) else [])
+        if pos < len(text):
+            ids += _piece(tokenizer, text[pos:], first=start and pos == 0)
+        return ids
 
     def _shield(
-        self, specials: dict[str, int], messages: Sequence[dict[str, str]]
+        self, controls: dict[str, int], messages: Sequence[dict[str, str]]
     ) -> tuple[list[dict[str, str]], dict[str, str]]:
-        """``messages`` (checked) with every special-token string in a message's text (its
-        content and name, the strings a template prints) replaced by a private-use character
-        found nowhere in the conversation or the template, and the map from those characters
-        back to the strings: only the template's own markup then matches a special token."""
+        """``messages`` (checked) with every control-token string (``_controls``) in a
+        message's text (its content and name, the strings a template prints) replaced by a
+        private-use character found nowhere in the conversation or the template, and the map
+        from those characters back to the strings: only the template's own markup then
+        matches a special token."""
         msgs = check_messages(list(messages))
         texts = [m[k] for m in msgs for k in _TEXT_FIELDS if k in m]
-        found = [s for s in specials if any(s in t for t in texts)]
+        found = [s for s in controls if any(s in t for t in texts)]
         if not found:
             return msgs, {}
         taken = set(self.source).union(*texts)
@@ -338,10 +380,9 @@ class ChatTemplate:
     def prompt(self, tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list[int]]:
         """Text and ids of the prompt a chat model continues: ``messages`` and the generation
         prompt (a message's special-token strings are plain text, in its content and name)."""
-        specials = self.specials(tokenizer)
-        shielded, plain = self._shield(specials, messages)
+        shielded, plain = self._shield(self._controls(tokenizer), messages)
         text = self.render(shielded, add_generation_prompt=True)
-        return _unshield(text, plain), self._encode(tokenizer, text, specials, plain)
+        return _unshield(text, plain), self._encode(tokenizer, text, plain)
 
     def example(
         self, tokenizer: Any, messages: Sequence[dict[str, str]]
@@ -351,8 +392,7 @@ class ChatTemplate:
         rest of ``render(messages)`` the response (a message's special-token strings are plain
         text, in its content and name). A one-line ``UserError`` when the template does not
         render the prompt as a prefix of the conversation, or drops the response's text."""
-        specials = self.specials(tokenizer)
-        shielded, plain = self._shield(specials, messages)
+        shielded, plain = self._shield(self._controls(tokenizer), messages)
         prompt = self.render(shielded[:-1], add_generation_prompt=True)
         full = self.render(shielded, add_generation_prompt=False)
         if not full.startswith(prompt):
@@ -368,8 +408,8 @@ class ChatTemplate:
                 "must render every message's content"
             )
         return (
-            self._encode(tokenizer, prompt, specials, plain),
-            self._encode(tokenizer, response, specials, plain),
+            self._encode(tokenizer, prompt, plain),
+            self._encode(tokenizer, response, plain, start=False),
         )
 
     def ends(self, tokenizer: Any, eos_id: int | None) -> frozenset[int]:
@@ -386,6 +426,59 @@ class ChatTemplate:
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
         return tokenizer.decode(ids[:end]).strip()
+
+
+_ADDED: weakref.WeakKeyDictionary[Any, tuple[tuple[str, int, bool], ...]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _added_tokens(tokenizer: Any) -> tuple[tuple[str, int, bool], ...]:
+    """``(text, id, special)`` of each added token of ``tokenizer`` (none without ``hf``),
+    read once per tokenizer: ``tokenizers`` builds the table anew on every call (6 ms for
+    2,000 reserved tokens, per SFT example)."""
+    try:
+        return _ADDED[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    hf = getattr(tokenizer, "hf", None)
+    table = tuple(
+        (t.content, int(i), bool(t.special))
+        for i, t in (hf.get_added_tokens_decoder().items() if hf is not None else ())
+        if t.content
+    )
+    try:
+        _ADDED[tokenizer] = table
+    except TypeError:  # not weakly referable: read again next time
+        pass
+    return table
+
+
+def _piece(tokenizer: Any, text: str, *, first: bool, as_text: bool = False) -> list[int]:
+    """Ids of one piece of a chat (``ChatTemplate._encode``): ``tokenizer.encode`` with special
+    tokens read, or with ``as_text`` (a control token typed in a message) as plain text: a
+    special one by ``tokenizer.encode``, which never builds a special id from text, another
+    added token (``<think>``) by the tokenizer's pipeline without its added tokens. A piece
+    that is not ``first`` is encoded after a newline whose ids are then dropped, as
+    ``transformers`` encodes the pieces of a chat."""
+    tid = tokenizer.token_to_id(text) if as_text else None
+    added = tid is not None and not tokenizer.is_special(tid)
+
+    def encode(t: str) -> list[int]:
+        if not added:
+            return list(tokenizer.encode(t, allow_special=not as_text))
+        hf = tokenizer.hf  # no added-token matching
+        if hf.normalizer is not None:
+            t = hf.normalizer.normalize_str(t)
+        splits = [p for p, _ in hf.pre_tokenizer.pre_tokenize_str(t)] if hf.pre_tokenizer \
+            else [t]
+        return [tok.id for p in splits for tok in hf.model.tokenize(p)]
+
+    if first:
+        return encode(text)
+    newline = list(tokenizer.encode("\n"))
+    ids = encode("\n" + text)
+    return ids[len(newline) :] if newline and ids[: len(newline)] == newline else encode(text)
 
 
 def _unshield(text: str, plain: dict[str, str]) -> str:

@@ -42,7 +42,10 @@ from unmask.errors import UserError
 
 
 def chat_prompt(template: str | None, messages: list[dict[str, str]]) -> str:
-    """The prompt text a chat model continues: ``messages`` rendered with the generation prompt."""
+    """The prompt text a chat model continues: ``messages`` rendered with the generation prompt,
+    ``bos_token`` and ``eos_token`` empty. The prompt a checkpoint is trained and sampled with
+    (its BOS/EOS text included, and its ids) is ``api.chat_template(m).prompt(m.tokenizer,
+    messages)``."""
     return render_chat(template or DEFAULT_CHAT_TEMPLATE, messages, add_generation_prompt=True)
 
 
@@ -87,6 +90,12 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
         elif "prompt" in obj and "response" in obj:
             if not isinstance(obj["prompt"], str) or not isinstance(obj["response"], str):
                 raise UserError(f"{where}: 'prompt' and 'response' must be strings")
+            for key in ("prompt", "response"):
+                try:
+                    obj[key].encode("utf-8")
+                except UnicodeEncodeError:  # \ud800 in JSON: no tokenizer takes it
+                    raise UserError(f"{where}: {key!r} holds an unpaired surrogate (not valid "
+                                    "UTF-8)") from None
             messages = _check_messages(
                 [
                     {"role": "user", "content": obj["prompt"]},
