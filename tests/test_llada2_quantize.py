@@ -277,3 +277,21 @@ def test_int4_that_would_quantise_no_layer_is_refused(tmp_path) -> None:
         load(tmp_path / "run", quantize="int4")
     loaded = load(tmp_path / "run", quantize="int8")
     assert any(type(p).__module__.startswith("torchao") for p in loaded.model.parameters())
+
+
+def test_quantizing_a_quantized_model_again_is_one_line(folder, full) -> None:
+    """A model loaded with quantize= cannot be quantised again (torchao's error was about its
+    tensor's missing aten.view); the model is left as it was."""
+    from unmask.quantize import quantize_model, quantized_layer
+
+    assert quantized_layer(full) is None
+    model = unmask.load(folder, quantize="int8").model
+    assert quantized_layer(model) == "layers.0.attn.q_proj"
+    before = {n: type(p) for n, p in model.named_parameters()}
+    for scheme in ("int8", "int4"):
+        with pytest.raises(UserError) as e:
+            quantize_model(model, scheme, "cpu")
+        msg = str(e.value)
+        assert "already quantised" in msg and "layers.0.attn.q_proj" in msg, msg
+        assert "\n" not in msg and "dispatch" not in msg
+    assert {n: type(p) for n, p in model.named_parameters()} == before

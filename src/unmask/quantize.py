@@ -8,7 +8,8 @@ Inside:
 - ``quantize_module(module, name, device)``: the linear layers of ``module`` (a block, the head)
   quantised in place; the routers of mixtures of experts stay in full precision (a wrong expert
   costs more than the bytes saved), and so do layers narrower than ``MIN_IN_FEATURES`` inputs.
-  ``quantize_model`` does a whole model.
+  ``quantize_model`` does a whole model; ``quantized_layer`` finds a layer already quantised
+  (a second quantisation is refused in one line).
 - ``import_torchao()``, ``torchao_quiet()``: the import, without the warnings it logs about
   kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
@@ -176,11 +177,26 @@ def _tied_head(model: nn.Module) -> str | None:
     return "lm_head" if tied and hasattr(model, "lm_head") else None
 
 
+def quantized_layer(module: nn.Module) -> str | None:
+    """The name of the first layer of ``module`` whose weight torchao has quantised (``""`` for
+    ``module`` itself), None when none has: a quantised weight is one of torchao's tensor
+    subclasses."""
+    for fqn, m in module.named_modules():
+        weight = getattr(m, "weight", None)
+        if weight is not None and any(
+            type(w).__module__.startswith("torchao") for w in (weight, weight.data)
+        ):
+            return fqn
+    return None
+
+
 def quantize_module(module: nn.Module, name: str, device: str | torch.device) -> None:
     """Quantise the linear layers of ``module`` in place (weight-only ``name``), routers kept.
 
-    A module that is itself a Linear is quantised too. Errors of torchao (a shape its kernel
-    cannot take, a missing kernel) become one-line ``UserError``s naming the scheme.
+    A module that is itself a Linear is quantised too. A module already quantised
+    (``quantized_layer``) is refused in one line: torchao cannot quantise its own weights
+    again. Errors of torchao (a shape its kernel cannot take, a missing kernel) become
+    one-line ``UserError``s naming the scheme.
     """
     import warnings
 
@@ -190,6 +206,12 @@ def quantize_module(module: nn.Module, name: str, device: str | torch.device) ->
     root_linear = isinstance(module, nn.Linear)
     group = _group(name, device)
     tied = _tied_head(module)
+    done = quantized_layer(module)
+    if done is not None:  # torchao's own error was "Int8Tensor dispatch: ... aten.view"
+        raise UserError(
+            f"--quantize {name}: the model is already quantised ({done or 'the layer'} holds "
+            "torchao weights); load it again with the quantisation wanted, once"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -379,4 +401,5 @@ __all__ = [
     "free_bytes",
     "quantize_model",
     "quantize_module",
+    "quantized_layer",
 ]
