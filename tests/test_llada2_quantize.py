@@ -295,3 +295,35 @@ def test_quantizing_a_quantized_model_again_is_one_line(folder, full) -> None:
         assert "already quantised" in msg and "layers.0.attn.q_proj" in msg, msg
         assert "\n" not in msg and "dispatch" not in msg
     assert {n: type(p) for n, p in model.named_parameters()} == before
+
+
+def test_the_fit_hint_names_a_bf16_load_and_int4_on_cuda_in_bf16() -> None:
+    """A float32 load (a native checkpoint's default) that does not fit is pointed at
+    ``--dtype bf16``, which loses less than int8, and at int8 in bf16 where int8 in float32
+    does not fit (it said "no setting fits"); int4 on CUDA is suggested with the bf16 its
+    kernel needs (alone, it was refused on loading)."""
+    from unmask.config import ModelConfig
+    from unmask.model import meta_model
+    from unmask.quantize import check_fits, estimate_bytes
+
+    model = meta_model(ModelConfig(d_model=512, n_layers=8, n_heads=4, vocab_size=4096))
+    f32, bf16 = torch.float32, torch.bfloat16
+
+    def size(dtype: torch.dtype, q: str | None, device: str = "cpu") -> int:
+        return estimate_bytes(model, dtype, q, device)
+
+    def hint(dtype: torch.dtype, q: str | None, device: str, free: int) -> str:
+        with pytest.raises(UserError) as e:
+            check_fits(model, dtype, q, device, source="m", free=free)
+        return str(e.value).split(" free: ")[1]
+
+    assert size(f32, None) > size(bf16, None) > size(f32, "int8") > size(bf16, "int8")
+    between = (size(f32, None) + size(bf16, None)) // 2  # bf16 fits, float32 does not
+    assert hint(f32, None, "cpu", between).startswith("use --dtype bf16 (")
+    between = (size(f32, "int8") + size(bf16, "int8")) // 2  # int8 fits only in bf16
+    assert hint(f32, None, "cpu", between).startswith("use --dtype bf16 --quantize int8 (")
+    assert hint(f32, "int8", "cpu", between).startswith("use --dtype bf16 (")
+    between = (size(bf16, "int8", "cuda") + size(bf16, "int4", "cuda")) // 2
+    assert hint(f32, None, "cuda", between).startswith("use --dtype bf16 --quantize int4 (")
+    assert hint(bf16, None, "cuda", between).startswith("use --quantize int4 (")
+    assert hint(bf16, "int8", "cpu", 1000).startswith("no setting fits")

@@ -314,14 +314,12 @@ def check_fits(
         return need
     kind = _device_type(device)
     where = "GPU memory" if kind == "cuda" else "RAM"
-    setting = f"--quantize {quantize}" if quantize else str(dtype).removeprefix("torch.")
+    setting = _dtype_name(dtype) + (f" + --quantize {quantize}" if quantize else "")
     fits = [
-        q for q in QUANTIZATIONS
-        if q != quantize and estimate_bytes(model, dtype, q, device) <= free
-        and (quantize is None or QUANTIZATIONS.index(q) > QUANTIZATIONS.index(quantize))
-    ]  # fmt: skip
+        (flags, size) for flags, size in _settings(model, dtype, quantize, device) if size <= free
+    ]
     hint = (
-        f"use --quantize {fits[0]} ({_gb(estimate_bytes(model, dtype, fits[0], device))})"
+        f"use {fits[0][0]} ({_gb(fits[0][1])})"
         if fits
         else "no setting fits this device; free memory or use a larger machine"
     )
@@ -331,6 +329,45 @@ def check_fits(
     )
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _settings(
+    model: nn.Module, dtype: torch.dtype, quantize: str | None, device: str | torch.device
+) -> Iterator[tuple[str, int]]:
+    """The settings other than (``dtype``, ``quantize``) that lose no less than it, least lossy
+    first, as the flags that change to them and their ``estimate_bytes``: a float32 load also
+    in bfloat16 (a ``--dtype bf16`` halves what is not quantised, and loses less than int8),
+    then each scheme at least as coarse as ``quantize`` that quantises some layer, in ``dtype``
+    and then, from float32, in bfloat16; int4 on CUDA always in bfloat16 (its kernel's)."""
+    import torch
+
+    schemes: list[str | None] = [None, *QUANTIZATIONS]
+    dtypes = [dtype, torch.bfloat16] if dtype == torch.float32 else [dtype]
+    seen = {(dtype, quantize)}
+    for q in schemes[schemes.index(quantize):]:
+        if q is not None and not _quantizes_any(model, q, device):
+            continue
+        for dt in dtypes:
+            if q == "int4" and _device_type(device) == "cuda":
+                dt = torch.bfloat16
+            if (dt, q) in seen:
+                continue
+            seen.add((dt, q))
+            flags = ["--dtype bf16"] if dt != dtype else []
+            flags += [f"--quantize {q}"] if q != quantize else []
+            yield " ".join(flags), estimate_bytes(model, dt, q, device)
+
+
+def _quantizes_any(model: nn.Module, quantize: str, device: str | torch.device) -> bool:
+    """Whether ``quantize`` on ``device`` quantises some layer of ``model`` (``_quantizable``,
+    the tied head excepted)."""
+    group = _group(quantize, device)
+    tied = _tied_head(model)
+    return any(_quantizable(m, fqn, group) and fqn != tied for fqn, m in model.named_modules())
+
+
 def check_quantizable(
     model: nn.Module, quantize: str | None, device: str | torch.device, *, source: str
 ) -> None:
@@ -338,12 +375,9 @@ def check_quantizable(
     the meta device): int4 takes only layers whose input width is a multiple of its group (32
     on CPU, 128 on CUDA), and a model of other widths loaded in full precision as if quantised,
     without a word."""
-    if quantize is None:
+    if quantize is None or _quantizes_any(model, quantize, device):
         return
     group = _group(quantize, device)
-    tied = _tied_head(model)
-    if any(_quantizable(m, fqn, group) and fqn != tied for fqn, m in model.named_modules()):
-        return
     hint = " (int4's group on this device)" if group > 1 else ""
     other = [q for q in QUANTIZATIONS if q != quantize]
     raise UserError(
