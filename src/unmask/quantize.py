@@ -9,7 +9,8 @@ Inside:
   quantised in place; the routers of mixtures of experts stay in full precision (a wrong expert
   costs more than the bytes saved), and so do layers narrower than ``MIN_IN_FEATURES`` inputs.
   ``quantize_model`` does a whole model; ``quantized_layer`` finds a layer already quantised
-  (a second quantisation is refused in one line).
+  (a second quantisation is refused in one line); ``refuse_prequantized`` refuses a publisher's
+  own quantised release (``quantization_config``) for the families that call it.
 - ``import_torchao()``, ``torchao_quiet()``: the import, without the warnings it logs about
   kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from unmask.errors import UserError
@@ -237,6 +238,23 @@ def quantize_model(model: nn.Module, name: str, device: str | torch.device) -> n
     return model
 
 
+def refuse_prequantized(hf: Mapping[str, Any], family: str) -> None:
+    """Refuse, with one line, a publisher folder whose ``config.json`` has a
+    ``quantization_config`` (an FP8, GPTQ, AWQ, bitsandbytes... release): its tensors are not
+    the plain weights of ``family`` (it failed on the first ``weight_scale_inv`` or
+    ``qweight``, as an unexpected tensor, or loaded the config without a word)."""
+    qc = hf.get("quantization_config")
+    if qc is None:
+        return
+    method = qc.get("quant_method") if isinstance(qc, Mapping) else None
+    raise UserError(
+        f"quantization_config: this {family} release was quantised by its publisher"
+        f"{f' ({method})' if isinstance(method, str) else ''}; unmask loads unquantised "
+        "(bf16, fp16, fp32) weights and quantises them itself: use the unquantised release "
+        f"with --quantize {' or '.join(QUANTIZATIONS)}"
+    )
+
+
 # -- memory ------------------------------------------------------------------------------------
 
 
@@ -436,4 +454,5 @@ __all__ = [
     "quantize_model",
     "quantize_module",
     "quantized_layer",
+    "refuse_prequantized",
 ]
