@@ -24,8 +24,9 @@ How each scheme is stored (torchao 0.18, measured in docs/large-models.md):
 - ``int4`` on CUDA: ``Int4WeightOnlyConfig`` (group 128, tinygemm ``tile_packed_to_4d``,
   bfloat16 only): half a byte a weight.
 - ``int4`` on CPU: ``IntxWeightOnlyConfig(int4, group 32)``: int4 values and accuracy, but
-  torchao has no packed int4 kernel for x86 CPUs, so each value is stored in an int8: the memory
-  of int8. Said in the docs and by ``estimate_bytes``, so the fit check is honest.
+  torchao has no packed int4 kernel for x86 CPUs, so each value is stored in an int8, with a
+  scale and a zero point a group: more than int8 (1.09 bytes a weight, 1.16 in a float32 load).
+  Said in the docs and by ``estimate_bytes``, so the fit check is honest.
 
 Nothing here is imported on the path of ``unmask --help``; torchao is imported when used.
 """
@@ -47,12 +48,29 @@ QUANTIZATIONS: tuple[str, ...] = ("int8", "int4")
 """Accepted ``--quantize`` values."""
 
 BYTES_PER_WEIGHT: dict[tuple[str, str], float] = {
-    ("int8", "cpu"): 1.0 + 4 / 2048,  # int8 + a float32 scale per row (rows of >= 2048)
-    ("int8", "cuda"): 1.0 + 4 / 2048,
-    ("int4", "cpu"): 1.0 + 2 / 32,  # int4 values kept in int8 + a bf16 scale per 32
+    # int8 + a float32 scale and an int8 zero point per row (rows of >= 2048)
+    ("int8", "cpu"): 1.0 + 5 / 2048,
+    ("int8", "cuda"): 1.0 + 5 / 2048,
+    # int4 values kept in int8 + a scale (bf16 / fp16) and an int8 zero point per group of 32
+    ("int4", "cpu"): 1.0 + 3 / 32,
     ("int4", "cuda"): 0.5 + 4 / 128,  # packed int4 + bf16 scale and zero per 128
 }
-"""Bytes per quantised weight, by (scheme, device type)."""
+"""Bytes per quantised weight, by (scheme, device type), for a bfloat16 / float16 load (as
+torchao 0.18 stores them, measured: tests/test_llada2_quantize.py); ``bytes_per_weight`` adds
+the wider scales of a float32 load (int4 on CPU keeps its scales in the load's dtype)."""
+
+
+def bytes_per_weight(quantize: str, device: str | torch.device, dtype: torch.dtype) -> float:
+    """Bytes a weight quantised with ``quantize`` on ``device`` takes in a ``dtype`` load:
+    ``BYTES_PER_WEIGHT``, plus 2 bytes a group of 32 more for int4's float32 scales on CPU."""
+    import torch
+
+    kind = _device_type(device)
+    per = BYTES_PER_WEIGHT[(quantize, kind)]
+    if quantize == "int4" and kind == "cpu" and torch.empty((), dtype=dtype).element_size() > 2:
+        per += 2 / 32
+    return per
+
 
 OVERHEAD = 1.05
 """Working memory on top of the weights (activations, KV cache, allocator slack)."""
@@ -268,7 +286,7 @@ def estimate_bytes(
     import torch
 
     item = torch.empty((), dtype=dtype).element_size()
-    per_q = BYTES_PER_WEIGHT.get((quantize or "", _device_type(device)), float(item))
+    per_q = float(item) if quantize is None else bytes_per_weight(quantize, device, dtype)
     quantized = 0
     if quantize is not None:
         tied = _tied_head(model)
@@ -444,6 +462,7 @@ def check_size(
 
 __all__ = [
     "BYTES_PER_WEIGHT",
+    "bytes_per_weight",
     "QUANTIZATIONS",
     "check_fits",
     "check_quantizable",
