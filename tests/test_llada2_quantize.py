@@ -357,3 +357,30 @@ def test_bytes_per_weight_is_what_torchao_stores_on_cpu(scheme, dtype) -> None:
     stored = _stored_bytes(layer.weight) / layer.weight.numel()
     assert "torchao" in type(layer.weight).__module__
     assert bytes_per_weight(scheme, "cpu", dtype) == pytest.approx(stored, rel=1e-3)
+
+
+def test_free_ram_is_capped_by_a_containers_memory_limit(tmp_path, monkeypatch) -> None:
+    """Inside a container ``MemAvailable`` is the host's: the fit check passed a model that
+    the container's limit then killed. Its cgroup (v2 or v1) limit less its use (dropable file
+    cache aside) caps what is free; no limit leaves ``MemAvailable``."""
+    import unmask.quantize as q
+
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1" / "memory", tmp_path / "none"
+    for d in (v2, v1, none):
+        d.mkdir(parents=True)
+    (v2 / "memory.max").write_text("4000000000\n")
+    (v2 / "memory.current").write_text("1500000000\n")
+    (v2 / "memory.stat").write_text("anon 1000000000\ninactive_file 500000000\n")
+    (v1 / "memory.limit_in_bytes").write_text("3000000000\n")
+    (v1 / "memory.usage_in_bytes").write_text("1000000000\n")
+    (v1 / "memory.stat").write_text("cache 10\ntotal_inactive_file 250000000\n")
+    (none / "memory.max").write_text("max\n")
+    (none / "memory.current").write_text("1500000000\n")
+    assert q.cgroup_free_bytes(str(v2)) == 4_000_000_000 - 1_000_000_000
+    assert q.cgroup_free_bytes(str(tmp_path / "v1")) == 3_000_000_000 - 750_000_000
+    assert q.cgroup_free_bytes(str(none)) is None
+    monkeypatch.setattr(q, "CGROUP_ROOT", str(none))
+    host = q.free_bytes("cpu")
+    assert host is not None and host > 0
+    monkeypatch.setattr(q, "CGROUP_ROOT", str(v2))
+    assert q.free_bytes("cpu") == min(host, 3_000_000_000)

@@ -14,7 +14,8 @@ Inside:
 - ``import_torchao()``, ``torchao_quiet()``: the import, without the warnings it logs about
   kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
-  meta device, per dtype / quantisation; ``free_bytes(device)``; ``check_fits`` compares them
+  meta device, per dtype / quantisation; ``free_bytes(device)`` (within a container's memory
+  limit, ``cgroup_free_bytes``); ``check_fits`` compares them
   and refuses with the setting that fits (as Ollama's fit check does); ``check_size`` refuses
   from the parameter count, before building it, a config too large to build.
 
@@ -304,27 +305,69 @@ def estimate_bytes(
     return int(weights * OVERHEAD + OVERHEAD_BYTES + transient)
 
 
+CGROUP_ROOT = "/sys/fs/cgroup"
+"""Where the control groups are mounted: a container's memory limit (Docker ``--memory``, a
+Kubernetes pod's limit) is there, while ``/proc/meminfo`` shows the host's memory."""
+
+_UNLIMITED = 2**60
+"""A cgroup v1 limit at or above this is none (the kernel writes 2^63 rounded to a page)."""
+
+
+def _read_int(path: str, key: str | None = None) -> int | None:
+    """The number in ``path`` (or on its line ``key <n>``); None when absent, unreadable or
+    ``max`` (no limit)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if key is not None:
+        line = next((ln for ln in text.splitlines() if ln.split()[:1] == [key]), None)
+        text = line.split()[1] if line else ""
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def cgroup_free_bytes(root: str | None = None) -> int | None:
+    """Memory this process's control group may still take: its limit less what it uses, the
+    file cache it can drop (``inactive_file``) not counted as used, as ``docker stats`` counts
+    it; None without a limit. cgroup v2 (``memory.max``) or v1 (``memory/``)."""
+    root = CGROUP_ROOT if root is None else root
+    for limit_file, used_file, stat_file, cache in (
+        ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
+         "total_inactive_file"),
+    ):  # fmt: skip
+        limit = _read_int(f"{root}/{limit_file}")
+        used = _read_int(f"{root}/{used_file}")
+        if limit is None or used is None or limit >= _UNLIMITED:
+            continue
+        used -= min(used, _read_int(f"{root}/{stat_file}", cache) or 0)
+        return max(limit - used, 0)
+    return None
+
+
 def free_bytes(device: str | torch.device) -> int | None:
     """Memory free for a model on ``device``: CUDA's free memory, or the system's available RAM
-    (``MemAvailable``); None where it cannot be read."""
+    (``MemAvailable``), no more than a container's memory limit leaves (``cgroup_free_bytes``:
+    inside one, ``MemAvailable`` is the host's); None where it cannot be read."""
     import torch
 
     if _device_type(device) == "cuda":
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
+    system = _read_int("/proc/meminfo", "MemAvailable:")
+    if system is not None:
+        system *= 1024
+    else:
+        try:
+            import psutil
 
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return None
+            system = int(psutil.virtual_memory().available)
+        except ImportError:
+            system = None
+    group = cgroup_free_bytes()
+    return group if system is None else system if group is None else min(system, group)
 
 
 def _gb(n: float) -> str:
@@ -463,6 +506,7 @@ def check_size(
 __all__ = [
     "BYTES_PER_WEIGHT",
     "bytes_per_weight",
+    "cgroup_free_bytes",
     "QUANTIZATIONS",
     "check_fits",
     "check_quantizable",
