@@ -384,3 +384,24 @@ def test_free_ram_is_capped_by_a_containers_memory_limit(tmp_path, monkeypatch) 
     assert host is not None and host > 0
     monkeypatch.setattr(q, "CGROUP_ROOT", str(v2))
     assert q.free_bytes("cpu") == min(host, 3_000_000_000)
+
+
+def test_the_estimate_counts_a_head_larger_than_a_block_in_flight() -> None:
+    """A quantised load holds one module group in the load dtype while quantising it; a dense
+    model's output head (LLaDA-8B's: 518M weights, a block 218M) is the largest, and the
+    estimate counted only the largest block."""
+    from unmask.config import ModelConfig
+    from unmask.model import meta_model
+    from unmask.quantize import OVERHEAD, OVERHEAD_BYTES, bytes_per_weight, estimate_bytes
+
+    model = meta_model(
+        ModelConfig(d_model=256, n_layers=2, n_heads=4, ffn_hidden=512, vocab_size=32768,
+                    tie_embeddings=False)
+    ).to(torch.bfloat16)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    rest = sum(p.numel() for p in model.parameters()) - linear
+    resident = (rest * 2 + linear * bytes_per_weight("int8", "cpu", torch.bfloat16)) * OVERHEAD
+    in_flight = estimate_bytes(model, torch.bfloat16, "int8", "cpu") - resident - OVERHEAD_BYTES
+    head = model.lm_head.weight.numel() * 2
+    assert head > 4 * sum(p.numel() for p in model.layers[0].parameters()) * 2
+    assert in_flight == pytest.approx(head, abs=2)

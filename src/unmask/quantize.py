@@ -282,26 +282,26 @@ def estimate_bytes(
 ) -> int:
     """Resident bytes of ``model`` (built on the meta device) loaded in ``dtype`` and quantised
     with ``quantize``, weights plus working memory (``OVERHEAD``, ``OVERHEAD_BYTES``); a
-    quantised load also holds its largest block in ``dtype`` while quantising it (the peak of
-    ``unmask.convert.stream.stream_weights``)."""
+    quantised load also holds the layers it quantises of one module group (a block, or the
+    output head: ``unmask.convert.stream.module_groups``) in ``dtype`` while quantising them,
+    the largest such group counts (the peak of ``unmask.convert.stream.stream_weights``; a
+    dense model's head outweighs its blocks: LLaDA-8B's by 2.4x)."""
     import torch
 
     item = torch.empty((), dtype=dtype).element_size()
     per_q = float(item) if quantize is None else bytes_per_weight(quantize, device, dtype)
-    quantized = 0
+    by_group: dict[str, int] = {}  # quantised weights per module group
     if quantize is not None:
         tied = _tied_head(model)
-        quantized = sum(
-            m.weight.numel()
-            for fqn, m in model.named_modules()
-            if _quantizable(m, fqn, _group(quantize, device)) and fqn != tied
-        )
+        for fqn, m in model.named_modules():
+            if _quantizable(m, fqn, _group(quantize, device)) and fqn != tied:
+                parts = fqn.split(".")
+                key = ".".join(parts[:2] if parts[0] == "layers" else parts[:1])
+                by_group[key] = by_group.get(key, 0) + m.weight.numel()
+    quantized = sum(by_group.values())
     total = sum(p.numel() for p in model.parameters())
     weights = (total - quantized) * item + quantized * per_q
-    transient = 0
-    if quantize is not None:
-        blocks = getattr(model, "layers", [model])
-        transient = max(sum(p.numel() for p in b.parameters()) for b in blocks) * item
+    transient = max(by_group.values(), default=0) * item
     return int(weights * OVERHEAD + OVERHEAD_BYTES + transient)
 
 
