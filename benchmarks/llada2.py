@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import default_output
+from _common import default_output, positive_int
 
 MINI: dict[str, Any] = {
     "model_type": "llada2_moe",
@@ -89,7 +89,7 @@ def config_of(hf: dict[str, Any], layers: int | None = None) -> Any:
     from unmask.convert.llada2 import LLADA2
     from unmask.convert.load import _shape_fields
 
-    hf = dict(hf, num_hidden_layers=layers or hf["num_hidden_layers"])
+    hf = dict(hf, num_hidden_layers=hf["num_hidden_layers"] if layers is None else layers)
     shape = _shape_fields(LLADA2, hf, Path("config.json"))
     ids = {"mask_id": hf["vocab_size"] - 1, "eos_id": hf["vocab_size"] - 2,
            "pad_id": hf["vocab_size"] - 2, "bos_id": None}  # fmt: skip
@@ -274,9 +274,10 @@ def agreement(threads: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layers", type=int, default=3, help="blocks built (1 dense + MoE)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--forwards", type=int, default=3, help="timed block forwards")
+    ap.add_argument("--layers", type=int, default=3,
+                    help="blocks built (1 dense + MoE): 2 to the shape's 20 (small: 4)")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--forwards", type=positive_int, default=3, help="timed block forwards")
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument(
         "--shape",
@@ -290,6 +291,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(default_output("llada2.json")),
                     help="write the results here (default: runs/bench/llada2.json)")
     args = ap.parse_args()
+    blocks = (SMALL if args.shape == "small" else MINI)["num_hidden_layers"]
+    if not 2 <= args.layers <= blocks:  # 0 built all 20 (33 GB), 1 had no MoE block to time
+        from unmask.errors import UserError
+
+        raise UserError(
+            f"--layers {args.layers}: build 2 to {blocks} blocks (the dense one and at least one "
+            "MoE block, whose figures are extrapolated)"
+        )
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if args.child == "speed":
         print(json.dumps(child_speed(args)))
