@@ -137,7 +137,7 @@ def build(config: Any, dtype: Any, quantize: str | None, seed: int = 0) -> tuple
     (N(0, 0.02), norms 1) and quantised. Returns it and the RSS delta of every group."""
     import torch
 
-    from unmask.convert.stream import module_groups
+    from unmask.convert.stream import module_groups, quantizes
     from unmask.model import Transformer
     from unmask.quantize import quantize_module
 
@@ -157,7 +157,7 @@ def build(config: Any, dtype: Any, quantize: str | None, seed: int = 0) -> tuple
                     p.zero_()
                 else:
                     p.normal_(0.0, 0.02)
-        if quantize is not None and (prefix.startswith("layers.") or prefix == "lm_head"):
+        if quantize is not None and quantizes(prefix, config.tie_embeddings):  # as a load does
             quantize_module(module, quantize, "cpu")
         trim()
         deltas[prefix] = rss()[0] - before
