@@ -405,3 +405,27 @@ def test_the_estimate_counts_a_head_larger_than_a_block_in_flight() -> None:
     head = model.lm_head.weight.numel() * 2
     assert head > 4 * sum(p.numel() for p in model.layers[0].parameters()) * 2
     assert in_flight == pytest.approx(head, abs=2)
+
+
+def test_quantize_model_refuses_what_load_refuses(full) -> None:
+    """The Python ``quantize_model`` quantised "int3", "INT8" and None as int4, and on "mps"
+    as on CPU; it refuses them as ``unmask.load(quantize=...)`` does (None quantises nothing),
+    and a model with no layer wide enough."""
+    import copy
+
+    from torch import nn
+
+    from unmask.quantize import quantize_model, quantized_layer
+
+    model = copy.deepcopy(full)
+    for name, device, words in [("int3", "cpu", "unknown quantization 'int3'"),
+                                ("INT8", "cpu", "unknown quantization 'INT8'"),
+                                ("int8", "mps", "cpu or cuda, not mps")]:  # fmt: skip
+        with pytest.raises(UserError, match=words):
+            quantize_model(model, name, device)
+        assert quantized_layer(model) is None
+    assert quantize_model(model, None, "cpu") is model and quantized_layer(model) is None
+    with pytest.raises(UserError, match="would quantise no layer"):
+        quantize_model(nn.Sequential(nn.Linear(4, 4)), "int8", "cpu")
+    quantize_model(model, "int8", "cpu")
+    assert quantized_layer(model) == "layers.0.attn.q_proj"

@@ -210,12 +210,13 @@ def quantized_layer(module: nn.Module) -> str | None:
     return None
 
 
-def quantize_module(module: nn.Module, name: str, device: str | torch.device) -> None:
+def quantize_module(module: nn.Module, name: str | None, device: str | torch.device) -> None:
     """Quantise the linear layers of ``module`` in place (weight-only ``name``), routers kept.
 
-    A module that is itself a Linear is quantised too. A module already quantised
-    (``quantized_layer``) is refused in one line: torchao cannot quantise its own weights
-    again. Errors of torchao (a shape its kernel cannot take, a missing kernel) become
+    A module that is itself a Linear is quantised too; ``name`` None quantises nothing. A
+    scheme, device or dtype ``check_quantize`` refuses is refused here too, and so is a module
+    already quantised (``quantized_layer``): torchao cannot quantise its own weights again.
+    Errors of torchao (a shape its kernel cannot take, a missing kernel) become
     one-line ``UserError``s naming the scheme.
     """
     import warnings
@@ -223,6 +224,10 @@ def quantize_module(module: nn.Module, name: str, device: str | torch.device) ->
     from torch import nn
     from torchao.quantization import quantize_
 
+    if name is None:  # as load(quantize=None); it quantised as int4
+        return
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    check_quantize(name, device, dtype)  # "int3", "mps": it quantised them as int4 / on cpu
     root_linear = isinstance(module, nn.Linear)
     group = _group(name, device)
     tied = _tied_head(module)
@@ -250,9 +255,16 @@ def quantize_module(module: nn.Module, name: str, device: str | torch.device) ->
             ) from None
 
 
-def quantize_model(model: nn.Module, name: str, device: str | torch.device) -> nn.Module:
+def quantize_model(
+    model: nn.Module, name: str | None, device: str | torch.device
+) -> nn.Module:
     """Quantise every block and the output head of ``model`` in place (a head tied to the
-    embeddings stays them, ``_tied_head``); returns it."""
+    embeddings stays them, ``_tied_head``); returns it (as it was for ``name`` None). What
+    ``check_quantize`` refuses, a model already quantised and one with no layer to quantise
+    (``check_quantizable``) are one-line ``UserError``s."""
+    if name is not None:
+        check_quantize(name, device)
+        check_quantizable(model, name, device, source="quantize_model")
     quantize_module(model, name, device)
     return model
 
