@@ -425,7 +425,9 @@ def test_quantize_model_refuses_what_load_refuses(full) -> None:
             quantize_model(model, name, device)
         assert quantized_layer(model) is None
     assert quantize_model(model, None, "cpu") is model and quantized_layer(model) is None
-    with pytest.raises(UserError, match="would quantise no layer"):
+    with pytest.raises(UserError, match="would quantise no layer") as e:
         quantize_model(nn.Sequential(nn.Linear(4, 4)), "int8", "cpu")
+    # int4 (groups of 32) takes no 4-wide layer either: it was offered as the way out
+    assert "int4" not in str(e.value) and "load it without --quantize" in str(e.value)
     quantize_model(model, "int8", "cpu")
     assert quantized_layer(model) == "layers.0.attn.q_proj"

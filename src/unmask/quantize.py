@@ -470,11 +470,11 @@ def check_quantizable(
         return
     group = _group(quantize, device)
     hint = " (int4's group on this device)" if group > 1 else ""
-    other = [q for q in QUANTIZATIONS if q != quantize]
+    other = [q for q in QUANTIZATIONS if q != quantize and _quantizes_any(model, q, device)]
+    way = f"use --quantize {other[0]} or none" if other else "load it without --quantize"
     raise UserError(
         f"{source}: --quantize {quantize} would quantise no layer: no linear layer is at least "
-        f"{MIN_IN_FEATURES} inputs wide and a multiple of {group}{hint}; "
-        f"use --quantize {other[0]} or none"
+        f"{MIN_IN_FEATURES} inputs wide and a multiple of {group}{hint}; {way}"
     )
 
 
