@@ -333,14 +333,16 @@ def main() -> None:
     gb = 1e9
     print(f"LLaDA2.0-{args.shape} shape, random weights, {args.layers} blocks built, "
           f"{args.threads} thread(s), shared machine")  # fmt: skip
-    print(f"{'setting':8} {'load s':>7} {'RSS built':>10} {'peak':>7} {'RSS 20 blk':>10} "
-          f"{'estimate':>9} {'s/fwd 20':>9}")  # fmt: skip
+    all_ = f"{blocks} blk"  # what the figures are extrapolated to: the shape's blocks
+    print(f"{'setting':8} {'load s':>7} {'RSS built':>10} {'peak':>7} {'RSS ' + all_:>10} "
+          f"{'estimate':>9} {'s/fwd ' + str(blocks):>9}")  # fmt: skip
     for r in rows:
         print(f"{r['setting']:8} {r['load_s']:7.1f} {r['rss_built'] / gb:9.2f}G "
               f"{r['peak_rss_built'] / gb:6.2f}G {r['rss_full_extrapolated'] / gb:9.2f}G "
               f"{r['fit_check_estimate_full'] / gb:8.2f}G "
               f"{r['s_per_forward_full_extrapolated']:9.2f}")  # fmt: skip
-    print("\ndecode tokens/s at mini (20 blocks) = published TPF / measured s per block forward")
+    print(f"\ndecode tokens/s at {args.shape} ({blocks} blocks) = published TPF / measured s "
+          "per block forward")
     print(f"{'setting':26} {'TPF':>5} " + " ".join(f"{r['setting']:>8}" for r in rows))
     for name, _, _, tpf in SETTINGS:
         speeds = [tpf / r["s_per_forward_full_extrapolated"] for r in rows]

@@ -70,3 +70,28 @@ def test_large_shape_refuses_negative_threads(benchmark) -> None:
     large_shape = benchmark("large_shape")
     with pytest.raises(UserError, match="--threads -1"):
         large_shape.parse_args(["--shape", "tiny", "--device", "cpu", "--threads", "-1"])
+
+
+def test_the_llada2_table_names_the_blocks_of_its_shape(benchmark, tmp_path, monkeypatch,
+                                                        capsys) -> None:
+    """``--shape small`` (4 blocks) extrapolates to 4 blocks; its table said "RSS 20 blk",
+    "s/fwd 20" and "at mini (20 blocks)". The children (a minute each) are faked here."""
+    import json
+
+    llada2 = benchmark("llada2")
+    row = {"load_s": 1.0, "rss_built": 1e9, "peak_rss_built": 1e9,
+           "rss_full_extrapolated": 2e9, "s_per_forward_full_extrapolated": 0.5}  # fmt: skip
+
+    def child(argv: list[str], **kw: object) -> subprocess.CompletedProcess:
+        setting = argv[argv.index("--quantize") + 1]
+        return subprocess.CompletedProcess(argv, 0, json.dumps({**row, "setting": setting}), "")
+
+    monkeypatch.setattr(llada2.subprocess, "run", child)
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["llada2.py", "--shape", "small", "--skip-agreement",
+                                      "--out", str(out)])  # fmt: skip
+    llada2.main()
+    text = capsys.readouterr().out
+    assert "RSS 4 blk" in text and "s/fwd 4" in text and "at small (4 blocks)" in text, text
+    assert "20" not in text.splitlines()[1] and "mini" not in text
+    assert [r["setting"] for r in json.loads(out.read_text())["rows"]] == ["bf16", "int8", "int4"]
