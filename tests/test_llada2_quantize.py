@@ -431,3 +431,17 @@ def test_quantize_model_refuses_what_load_refuses(full) -> None:
     assert "int4" not in str(e.value) and "load it without --quantize" in str(e.value)
     quantize_model(model, "int8", "cpu")
     assert quantized_layer(model) == "layers.0.attn.q_proj"
+
+
+def test_an_old_torchao_is_one_line(monkeypatch) -> None:
+    """An older torchao installed beside unmask (not through its extra) imports, and was used
+    with configs written for 0.18 (``int4_packing_format``...) in the first block."""
+    import types
+
+    import unmask.quantize as q
+
+    monkeypatch.setattr(q, "import_torchao", lambda: types.SimpleNamespace(__version__="0.12.0"))
+    with pytest.raises(UserError, match=r"needs torchao >= 0\.18, found 0\.12\.0: pip install -U"):
+        q.check_quantize("int8", "cpu")
+    monkeypatch.setattr(q, "import_torchao", lambda: types.SimpleNamespace(__version__="1.2+cu1"))
+    q.check_quantize("int8", "cpu")

@@ -120,6 +120,21 @@ def import_torchao() -> Any:
     return torchao
 
 
+TORCHAO_MIN = (0, 18)
+"""The oldest torchao whose configs ``_config`` uses as it does (``int4_packing_format``,
+``IntxWeightOnlyConfig``); pyproject's ``quantize`` extra asks for it. An older one installed
+beside unmask imports, and its configs then fail (a missing name or argument) or quantise in
+another layout than ``BYTES_PER_WEIGHT`` counts."""
+
+
+def _version(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as ``0.18.0+cu128``; (0, 0) if unreadable."""
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", text)
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
 def check_quantize(name: str | None, device: str | torch.device, dtype: Any = None) -> None:
     """Refuse, with one line, a quantisation that is unknown or that torchao / the device cannot
     do; None is no quantisation."""
@@ -131,11 +146,17 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
     if kind not in ("cpu", "cuda"):
         raise UserError(f"--quantize {name} runs on cpu or cuda, not {kind}")
     try:
-        import_torchao()
+        torchao = import_torchao()
     except ImportError:
         raise UserError(
             f"--quantize {name} needs torchao: pip install 'unmask[quantize]'"
         ) from None
+    found = str(getattr(torchao, "__version__", ""))
+    if _version(found) < TORCHAO_MIN:  # its configs' names and arguments differ before
+        raise UserError(
+            f"--quantize {name} needs torchao >= {'.'.join(map(str, TORCHAO_MIN))}, found "
+            f"{found or 'an unknown version'}: pip install -U 'unmask[quantize]'"
+        )
     import torch
 
     if name == "int4" and kind == "cuda" and dtype is not None and dtype != torch.bfloat16:
