@@ -288,6 +288,9 @@ def test_quantizing_a_quantized_model_again_is_one_line(folder, full) -> None:
     from unmask.quantize import quantize_model, quantized_layer
 
     assert quantized_layer(full) is None
+    odd = torch.nn.Module()
+    odd.weight = 3.0  # a "weight" that is no tensor (an AttributeError on .data)
+    assert quantized_layer(odd) is None
     model = unmask.load(folder, quantize="int8").model
     assert quantized_layer(model) == "layers.0.attn.q_proj"
     before = {n: type(p) for n, p in model.named_parameters()}

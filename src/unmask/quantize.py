@@ -222,9 +222,11 @@ def quantized_layer(module: nn.Module) -> str | None:
     """The name of the first layer of ``module`` whose weight torchao has quantised (``""`` for
     ``module`` itself), None when none has: a quantised weight is one of torchao's tensor
     subclasses."""
+    import torch
+
     for fqn, m in module.named_modules():
         weight = getattr(m, "weight", None)
-        if weight is not None and any(
+        if isinstance(weight, torch.Tensor) and any(
             type(w).__module__.startswith("torchao") for w in (weight, weight.data)
         ):
             return fqn
