@@ -148,10 +148,12 @@ def write_folder(
     (folder / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": index}, indent=2) + "\n"
     )
-    (folder / "config.json").write_text(
-        json.dumps(export_config(llada, config, dtype), indent=2) + "\n"
-    )
     write_tokenizer(config, folder)
+    # config.json last, renamed into place: it marks a complete folder (``ensure_folder``
+    # reuses one; a run stopped earlier, Ctrl-C, left one without its tokenizer to reuse)
+    part = folder / "config.json.part"
+    part.write_text(json.dumps(export_config(llada, config, dtype), indent=2) + "\n")
+    os.replace(part, folder / "config.json")
 
 
 # -- memory -------------------------------------------------------------------------------------
@@ -342,6 +344,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.shape = args.shape or ("8b" if cuda else "1b")
     args.dtype = args.dtype or ("bf16" if cuda else "fp32")
     args.gen_lengths = args.gen_lengths or ([256, 512] if cuda else [64])
+    if args.threads < 0:  # torch's RuntimeError, after the folder was written
+        raise UserError(f"--threads {args.threads}: give 1 or more (0 = torch's default)")
     if (
         args.block_length <= 0
         or args.prompt_len <= 0
@@ -357,6 +361,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def complete(folder: Path) -> bool:
+    """Whether ``folder`` holds every file ``write_folder`` writes: the index, each shard it
+    names, the tokenizer (beside config.json, which it writes last)."""
+    index = folder / "model.safetensors.index.json"
+    if not (index.is_file() and (folder / "tokenizer.json").is_file()):
+        return False
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (ValueError, KeyError, TypeError):
+        return False
+    return all((folder / s).is_file() for s in shards)
+
+
 def ensure_folder(args: argparse.Namespace, config: ModelConfig, folder: Path) -> float:
     """Write the folder in a child process (or reuse it); returns the seconds it took."""
     expect = {"d_model": config.d_model, "n_layers": config.n_layers,
@@ -366,13 +383,12 @@ def ensure_folder(args: argparse.Namespace, config: ModelConfig, folder: Path) -
     cfg_path = folder / "config.json"
     if cfg_path.is_file():
         have = json.loads(cfg_path.read_text())
-        if (
-            all(have.get(k) == v for k, v in expect.items())
-            and (folder / "model.safetensors.index.json").is_file()
-        ):
+        if not all(have.get(k) == v for k, v in expect.items()):
+            raise UserError(f"{folder}: holds another model; pass an empty --dir")
+        if complete(folder):
             print(f"reusing {folder}", flush=True)
             return 0.0
-        raise UserError(f"{folder}: holds another model; pass an empty --dir")
+        print(f"{folder}: incomplete (a stopped run?), writing it again", flush=True)
     folder.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, __file__, "--write-only", str(folder), "--shape", args.shape,
             "--dtype", args.dtype, "--device", args.device, "--seed", str(args.seed)]  # fmt: skip

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import default_output
+from _common import default_output, positive_int
 
 MINI: dict[str, Any] = {
     "model_type": "llada2_moe",
@@ -89,7 +89,7 @@ def config_of(hf: dict[str, Any], layers: int | None = None) -> Any:
     from unmask.convert.llada2 import LLADA2
     from unmask.convert.load import _shape_fields
 
-    hf = dict(hf, num_hidden_layers=layers or hf["num_hidden_layers"])
+    hf = dict(hf, num_hidden_layers=hf["num_hidden_layers"] if layers is None else layers)
     shape = _shape_fields(LLADA2, hf, Path("config.json"))
     ids = {"mask_id": hf["vocab_size"] - 1, "eos_id": hf["vocab_size"] - 2,
            "pad_id": hf["vocab_size"] - 2, "bos_id": None}  # fmt: skip
@@ -137,7 +137,7 @@ def build(config: Any, dtype: Any, quantize: str | None, seed: int = 0) -> tuple
     (N(0, 0.02), norms 1) and quantised. Returns it and the RSS delta of every group."""
     import torch
 
-    from unmask.convert.stream import module_groups
+    from unmask.convert.stream import module_groups, quantizes
     from unmask.model import Transformer
     from unmask.quantize import quantize_module
 
@@ -157,7 +157,7 @@ def build(config: Any, dtype: Any, quantize: str | None, seed: int = 0) -> tuple
                     p.zero_()
                 else:
                     p.normal_(0.0, 0.02)
-        if quantize is not None and (prefix.startswith("layers.") or prefix == "lm_head"):
+        if quantize is not None and quantizes(prefix, config.tie_embeddings):  # as a load does
             quantize_module(module, quantize, "cpu")
         trim()
         deltas[prefix] = rss()[0] - before
@@ -274,9 +274,10 @@ def agreement(threads: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--layers", type=int, default=3, help="blocks built (1 dense + MoE)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--forwards", type=int, default=3, help="timed block forwards")
+    ap.add_argument("--layers", type=int, default=3,
+                    help="blocks built (1 dense + MoE): 2 to the shape's 20 (small: 4)")
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--forwards", type=positive_int, default=3, help="timed block forwards")
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument(
         "--shape",
@@ -290,6 +291,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(default_output("llada2.json")),
                     help="write the results here (default: runs/bench/llada2.json)")
     args = ap.parse_args()
+    blocks = (SMALL if args.shape == "small" else MINI)["num_hidden_layers"]
+    if not 2 <= args.layers <= blocks:  # 0 built all 20 (33 GB), 1 had no MoE block to time
+        from unmask.errors import UserError
+
+        raise UserError(
+            f"--layers {args.layers}: build 2 to {blocks} blocks (the dense one and at least one "
+            "MoE block, whose figures are extrapolated)"
+        )
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if args.child == "speed":
         print(json.dumps(child_speed(args)))
@@ -324,14 +333,16 @@ def main() -> None:
     gb = 1e9
     print(f"LLaDA2.0-{args.shape} shape, random weights, {args.layers} blocks built, "
           f"{args.threads} thread(s), shared machine")  # fmt: skip
-    print(f"{'setting':8} {'load s':>7} {'RSS built':>10} {'peak':>7} {'RSS 20 blk':>10} "
-          f"{'estimate':>9} {'s/fwd 20':>9}")  # fmt: skip
+    all_ = f"{blocks} blk"  # what the figures are extrapolated to: the shape's blocks
+    print(f"{'setting':8} {'load s':>7} {'RSS built':>10} {'peak':>7} {'RSS ' + all_:>10} "
+          f"{'estimate':>9} {'s/fwd ' + str(blocks):>9}")  # fmt: skip
     for r in rows:
         print(f"{r['setting']:8} {r['load_s']:7.1f} {r['rss_built'] / gb:9.2f}G "
               f"{r['peak_rss_built'] / gb:6.2f}G {r['rss_full_extrapolated'] / gb:9.2f}G "
               f"{r['fit_check_estimate_full'] / gb:8.2f}G "
               f"{r['s_per_forward_full_extrapolated']:9.2f}")  # fmt: skip
-    print("\ndecode tokens/s at mini (20 blocks) = published TPF / measured s per block forward")
+    print(f"\ndecode tokens/s at {args.shape} ({blocks} blocks) = published TPF / measured s "
+          "per block forward")
     print(f"{'setting':26} {'TPF':>5} " + " ".join(f"{r['setting']:>8}" for r in rows))
     for name, _, _, tpf in SETTINGS:
         speeds = [tpf / r["s_per_forward_full_extrapolated"] for r in rows]

@@ -131,3 +131,12 @@ def test_shape_mismatch_names_the_tensor(tmp_path) -> None:
     msg = load_error(tmp_path)
     assert "shape" in msg and "mlp." in msg
     del tensors
+
+
+def test_a_release_quantised_by_its_publisher_is_refused_with_what_to_do(tmp_path) -> None:
+    """An FP8 / GPTQ release (``quantization_config``) is refused with the way out (the bf16
+    release with --quantize), not as an unknown key."""
+    msg = load_error(_variant(tmp_path, quantization_config={"quant_method": "fp8"}))
+    assert "quantised by its publisher (fp8)" in msg and "--quantize int8 or int4" in msg, msg
+    assert "unknown key" not in msg and "\n" not in msg
+

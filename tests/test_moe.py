@@ -418,3 +418,14 @@ def test_a_refused_moe_export_names_the_family_that_holds_it(
         assert not out.exists()
     assert main(["convert", str(tmp_path / "native"), str(tmp_path / "ok"),
                  "--to", "llada-moe"]) == 0
+
+
+def test_a_release_quantised_by_its_publisher_is_refused(tmp_path: Path) -> None:
+    """A GPTQ / FP8 llada-moe release: config.json's ``quantization_config`` is refused in one
+    line saying what to load instead; with plain tensors beside it, it loaded without a word
+    (weights of another scale), with its own tensors it failed on the first ``qweight``."""
+    make_llada_moe(tmp_path / "q", quantization_config={"quant_method": "gptq", "bits": 4})
+    msg = _error(tmp_path / "q")
+    assert "quantised by its publisher (gptq)" in msg and "--quantize int8 or int4" in msg, msg
+    make_llada_moe(tmp_path / "odd", quantization_config=["not", "a", "mapping"])
+    assert "quantised by its publisher;" in _error(tmp_path / "odd")

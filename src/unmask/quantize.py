@@ -8,11 +8,14 @@ Inside:
 - ``quantize_module(module, name, device)``: the linear layers of ``module`` (a block, the head)
   quantised in place; the routers of mixtures of experts stay in full precision (a wrong expert
   costs more than the bytes saved), and so do layers narrower than ``MIN_IN_FEATURES`` inputs.
-  ``quantize_model`` does a whole model.
+  ``quantize_model`` does a whole model; ``quantized_layer`` finds a layer already quantised
+  (a second quantisation is refused in one line); ``refuse_prequantized`` refuses a publisher's
+  own quantised release (``quantization_config``) for the families that call it.
 - ``import_torchao()``, ``torchao_quiet()``: the import, without the warnings it logs about
   kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
-  meta device, per dtype / quantisation; ``free_bytes(device)``; ``check_fits`` compares them
+  meta device, per dtype / quantisation; ``free_bytes(device)`` (within a container's memory
+  limit, ``cgroup_free_bytes``); ``check_fits`` compares them
   and refuses with the setting that fits (as Ollama's fit check does); ``check_size`` refuses
   from the parameter count, before building it, a config too large to build.
 
@@ -22,8 +25,9 @@ How each scheme is stored (torchao 0.18, measured in docs/large-models.md):
 - ``int4`` on CUDA: ``Int4WeightOnlyConfig`` (group 128, tinygemm ``tile_packed_to_4d``,
   bfloat16 only): half a byte a weight.
 - ``int4`` on CPU: ``IntxWeightOnlyConfig(int4, group 32)``: int4 values and accuracy, but
-  torchao has no packed int4 kernel for x86 CPUs, so each value is stored in an int8: the memory
-  of int8. Said in the docs and by ``estimate_bytes``, so the fit check is honest.
+  torchao has no packed int4 kernel for x86 CPUs, so each value is stored in an int8, with a
+  scale and a zero point a group: more than int8 (1.09 bytes a weight, 1.16 in a float32 load).
+  Said in the docs and by ``estimate_bytes``, so the fit check is honest.
 
 Nothing here is imported on the path of ``unmask --help``; torchao is imported when used.
 """
@@ -32,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from unmask.errors import UserError
@@ -45,12 +49,29 @@ QUANTIZATIONS: tuple[str, ...] = ("int8", "int4")
 """Accepted ``--quantize`` values."""
 
 BYTES_PER_WEIGHT: dict[tuple[str, str], float] = {
-    ("int8", "cpu"): 1.0 + 4 / 2048,  # int8 + a float32 scale per row (rows of >= 2048)
-    ("int8", "cuda"): 1.0 + 4 / 2048,
-    ("int4", "cpu"): 1.0 + 2 / 32,  # int4 values kept in int8 + a bf16 scale per 32
+    # int8 + a float32 scale and an int8 zero point per row (rows of >= 2048)
+    ("int8", "cpu"): 1.0 + 5 / 2048,
+    ("int8", "cuda"): 1.0 + 5 / 2048,
+    # int4 values kept in int8 + a scale (bf16 / fp16) and an int8 zero point per group of 32
+    ("int4", "cpu"): 1.0 + 3 / 32,
     ("int4", "cuda"): 0.5 + 4 / 128,  # packed int4 + bf16 scale and zero per 128
 }
-"""Bytes per quantised weight, by (scheme, device type)."""
+"""Bytes per quantised weight, by (scheme, device type), for a bfloat16 / float16 load (as
+torchao 0.18 stores them, measured: tests/test_llada2_quantize.py); ``bytes_per_weight`` adds
+the wider scales of a float32 load (int4 on CPU keeps its scales in the load's dtype)."""
+
+
+def bytes_per_weight(quantize: str, device: str | torch.device, dtype: torch.dtype) -> float:
+    """Bytes a weight quantised with ``quantize`` on ``device`` takes in a ``dtype`` load:
+    ``BYTES_PER_WEIGHT``, plus 2 bytes a group of 32 more for int4's float32 scales on CPU."""
+    import torch
+
+    kind = _device_type(device)
+    per = BYTES_PER_WEIGHT[(quantize, kind)]
+    if quantize == "int4" and kind == "cpu" and torch.empty((), dtype=dtype).element_size() > 2:
+        per += 2 / 32
+    return per
+
 
 OVERHEAD = 1.05
 """Working memory on top of the weights (activations, KV cache, allocator slack)."""
@@ -99,6 +120,21 @@ def import_torchao() -> Any:
     return torchao
 
 
+TORCHAO_MIN = (0, 18)
+"""The oldest torchao whose configs ``_config`` uses as it does (``int4_packing_format``,
+``IntxWeightOnlyConfig``); pyproject's ``quantize`` extra asks for it. An older one installed
+beside unmask imports, and its configs then fail (a missing name or argument) or quantise in
+another layout than ``BYTES_PER_WEIGHT`` counts."""
+
+
+def _version(text: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as ``0.18.0+cu128``; (0, 0) if unreadable."""
+    import re
+
+    m = re.match(r"(\d+)\.(\d+)", text)
+    return (int(m[1]), int(m[2])) if m else (0, 0)
+
+
 def check_quantize(name: str | None, device: str | torch.device, dtype: Any = None) -> None:
     """Refuse, with one line, a quantisation that is unknown or that torchao / the device cannot
     do; None is no quantisation."""
@@ -110,11 +146,17 @@ def check_quantize(name: str | None, device: str | torch.device, dtype: Any = No
     if kind not in ("cpu", "cuda"):
         raise UserError(f"--quantize {name} runs on cpu or cuda, not {kind}")
     try:
-        import_torchao()
+        torchao = import_torchao()
     except ImportError:
         raise UserError(
             f"--quantize {name} needs torchao: pip install 'unmask[quantize]'"
         ) from None
+    found = str(getattr(torchao, "__version__", ""))
+    if _version(found) < TORCHAO_MIN:  # its configs' names and arguments differ before
+        raise UserError(
+            f"--quantize {name} needs torchao >= {'.'.join(map(str, TORCHAO_MIN))}, found "
+            f"{found or 'an unknown version'}: pip install -U 'unmask[quantize]'"
+        )
     import torch
 
     if name == "int4" and kind == "cuda" and dtype is not None and dtype != torch.bfloat16:
@@ -176,20 +218,48 @@ def _tied_head(model: nn.Module) -> str | None:
     return "lm_head" if tied and hasattr(model, "lm_head") else None
 
 
-def quantize_module(module: nn.Module, name: str, device: str | torch.device) -> None:
+def quantized_layer(module: nn.Module) -> str | None:
+    """The name of the first layer of ``module`` whose weight torchao has quantised (``""`` for
+    ``module`` itself), None when none has: a quantised weight is one of torchao's tensor
+    subclasses."""
+    import torch
+
+    for fqn, m in module.named_modules():
+        weight = getattr(m, "weight", None)
+        if isinstance(weight, torch.Tensor) and any(
+            type(w).__module__.startswith("torchao") for w in (weight, weight.data)
+        ):
+            return fqn
+    return None
+
+
+def quantize_module(module: nn.Module, name: str | None, device: str | torch.device) -> None:
     """Quantise the linear layers of ``module`` in place (weight-only ``name``), routers kept.
 
-    A module that is itself a Linear is quantised too. Errors of torchao (a shape its kernel
-    cannot take, a missing kernel) become one-line ``UserError``s naming the scheme.
+    A module that is itself a Linear is quantised too; ``name`` None quantises nothing. A
+    scheme, device or dtype ``check_quantize`` refuses is refused here too, and so is a module
+    already quantised (``quantized_layer``): torchao cannot quantise its own weights again.
+    Errors of torchao (a shape its kernel cannot take, a missing kernel) become
+    one-line ``UserError``s naming the scheme.
     """
     import warnings
 
     from torch import nn
     from torchao.quantization import quantize_
 
+    if name is None:  # as load(quantize=None); it quantised as int4
+        return
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
+    check_quantize(name, device, dtype)  # "int3", "mps": it quantised them as int4 / on cpu
     root_linear = isinstance(module, nn.Linear)
     group = _group(name, device)
     tied = _tied_head(module)
+    done = quantized_layer(module)
+    if done is not None:  # torchao's own error was "Int8Tensor dispatch: ... aten.view"
+        raise UserError(
+            f"--quantize {name}: the model is already quantised ({done or 'the layer'} holds "
+            "torchao weights); load it again with the quantisation wanted, once"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -208,11 +278,35 @@ def quantize_module(module: nn.Module, name: str, device: str | torch.device) ->
             ) from None
 
 
-def quantize_model(model: nn.Module, name: str, device: str | torch.device) -> nn.Module:
+def quantize_model(
+    model: nn.Module, name: str | None, device: str | torch.device
+) -> nn.Module:
     """Quantise every block and the output head of ``model`` in place (a head tied to the
-    embeddings stays them, ``_tied_head``); returns it."""
+    embeddings stays them, ``_tied_head``); returns it (as it was for ``name`` None). What
+    ``check_quantize`` refuses, a model already quantised and one with no layer to quantise
+    (``check_quantizable``) are one-line ``UserError``s."""
+    if name is not None:
+        check_quantize(name, device)
+        check_quantizable(model, name, device, source="quantize_model")
     quantize_module(model, name, device)
     return model
+
+
+def refuse_prequantized(hf: Mapping[str, Any], family: str) -> None:
+    """Refuse, with one line, a publisher folder whose ``config.json`` has a
+    ``quantization_config`` (an FP8, GPTQ, AWQ, bitsandbytes... release): its tensors are not
+    the plain weights of ``family`` (it failed on the first ``weight_scale_inv`` or
+    ``qweight``, as an unexpected tensor, or loaded the config without a word)."""
+    qc = hf.get("quantization_config")
+    if qc is None:
+        return
+    method = qc.get("quant_method") if isinstance(qc, Mapping) else None
+    raise UserError(
+        f"quantization_config: this {family} release was quantised by its publisher"
+        f"{f' ({method})' if isinstance(method, str) else ''}; unmask loads unquantised "
+        "(bf16, fp16, fp32) weights and quantises them itself: use the unquantised release "
+        f"with --quantize {' or '.join(QUANTIZATIONS)}"
+    )
 
 
 # -- memory ------------------------------------------------------------------------------------
@@ -223,50 +317,92 @@ def estimate_bytes(
 ) -> int:
     """Resident bytes of ``model`` (built on the meta device) loaded in ``dtype`` and quantised
     with ``quantize``, weights plus working memory (``OVERHEAD``, ``OVERHEAD_BYTES``); a
-    quantised load also holds its largest block in ``dtype`` while quantising it (the peak of
-    ``unmask.convert.stream.stream_weights``)."""
+    quantised load also holds the layers it quantises of one module group (a block, or the
+    output head: ``unmask.convert.stream.module_groups``) in ``dtype`` while quantising them,
+    the largest such group counts (the peak of ``unmask.convert.stream.stream_weights``; a
+    dense model's head outweighs its blocks: LLaDA-8B's by 2.4x)."""
     import torch
 
     item = torch.empty((), dtype=dtype).element_size()
-    per_q = BYTES_PER_WEIGHT.get((quantize or "", _device_type(device)), float(item))
-    quantized = 0
+    per_q = float(item) if quantize is None else bytes_per_weight(quantize, device, dtype)
+    by_group: dict[str, int] = {}  # quantised weights per module group
     if quantize is not None:
         tied = _tied_head(model)
-        quantized = sum(
-            m.weight.numel()
-            for fqn, m in model.named_modules()
-            if _quantizable(m, fqn, _group(quantize, device)) and fqn != tied
-        )
+        for fqn, m in model.named_modules():
+            if _quantizable(m, fqn, _group(quantize, device)) and fqn != tied:
+                parts = fqn.split(".")
+                key = ".".join(parts[:2] if parts[0] == "layers" else parts[:1])
+                by_group[key] = by_group.get(key, 0) + m.weight.numel()
+    quantized = sum(by_group.values())
     total = sum(p.numel() for p in model.parameters())
     weights = (total - quantized) * item + quantized * per_q
-    transient = 0
-    if quantize is not None:
-        blocks = getattr(model, "layers", [model])
-        transient = max(sum(p.numel() for p in b.parameters()) for b in blocks) * item
+    transient = max(by_group.values(), default=0) * item
     return int(weights * OVERHEAD + OVERHEAD_BYTES + transient)
+
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+"""Where the control groups are mounted: a container's memory limit (Docker ``--memory``, a
+Kubernetes pod's limit) is there, while ``/proc/meminfo`` shows the host's memory."""
+
+_UNLIMITED = 2**60
+"""A cgroup v1 limit at or above this is none (the kernel writes 2^63 rounded to a page)."""
+
+
+def _read_int(path: str, key: str | None = None) -> int | None:
+    """The number in ``path`` (or on its line ``key <n>``); None when absent, unreadable or
+    ``max`` (no limit)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return None
+    if key is not None:
+        line = next((ln for ln in text.splitlines() if ln.split()[:1] == [key]), None)
+        text = line.split()[1] if line else ""
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def cgroup_free_bytes(root: str | None = None) -> int | None:
+    """Memory this process's control group may still take: its limit less what it uses, the
+    file cache it can drop (``inactive_file``) not counted as used, as ``docker stats`` counts
+    it; None without a limit. cgroup v2 (``memory.max``) or v1 (``memory/``)."""
+    root = CGROUP_ROOT if root is None else root
+    for limit_file, used_file, stat_file, cache in (
+        ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
+         "total_inactive_file"),
+    ):  # fmt: skip
+        limit = _read_int(f"{root}/{limit_file}")
+        used = _read_int(f"{root}/{used_file}")
+        if limit is None or used is None or limit >= _UNLIMITED:
+            continue
+        used -= min(used, _read_int(f"{root}/{stat_file}", cache) or 0)
+        return max(limit - used, 0)
+    return None
 
 
 def free_bytes(device: str | torch.device) -> int | None:
     """Memory free for a model on ``device``: CUDA's free memory, or the system's available RAM
-    (``MemAvailable``); None where it cannot be read."""
+    (``MemAvailable``), no more than a container's memory limit leaves (``cgroup_free_bytes``:
+    inside one, ``MemAvailable`` is the host's); None where it cannot be read."""
     import torch
 
     if _device_type(device) == "cuda":
         free, _ = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
+    system = _read_int("/proc/meminfo", "MemAvailable:")
+    if system is not None:
+        system *= 1024
+    else:
+        try:
+            import psutil
 
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        return None
+            system = int(psutil.virtual_memory().available)
+        except ImportError:
+            system = None
+    group = cgroup_free_bytes()
+    return group if system is None else system if group is None else min(system, group)
 
 
 def _gb(n: float) -> str:
@@ -292,14 +428,12 @@ def check_fits(
         return need
     kind = _device_type(device)
     where = "GPU memory" if kind == "cuda" else "RAM"
-    setting = f"--quantize {quantize}" if quantize else str(dtype).removeprefix("torch.")
+    setting = _dtype_name(dtype) + (f" + --quantize {quantize}" if quantize else "")
     fits = [
-        q for q in QUANTIZATIONS
-        if q != quantize and estimate_bytes(model, dtype, q, device) <= free
-        and (quantize is None or QUANTIZATIONS.index(q) > QUANTIZATIONS.index(quantize))
-    ]  # fmt: skip
+        (flags, size) for flags, size in _settings(model, dtype, quantize, device) if size <= free
+    ]
     hint = (
-        f"use --quantize {fits[0]} ({_gb(estimate_bytes(model, dtype, fits[0], device))})"
+        f"use {fits[0][0]} ({_gb(fits[0][1])})"
         if fits
         else "no setting fits this device; free memory or use a larger machine"
     )
@@ -309,6 +443,45 @@ def check_fits(
     )
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _settings(
+    model: nn.Module, dtype: torch.dtype, quantize: str | None, device: str | torch.device
+) -> Iterator[tuple[str, int]]:
+    """The settings other than (``dtype``, ``quantize``) that lose no less than it, least lossy
+    first, as the flags that change to them and their ``estimate_bytes``: a float32 load also
+    in bfloat16 (a ``--dtype bf16`` halves what is not quantised, and loses less than int8),
+    then each scheme at least as coarse as ``quantize`` that quantises some layer, in ``dtype``
+    and then, from float32, in bfloat16; int4 on CUDA always in bfloat16 (its kernel's)."""
+    import torch
+
+    schemes: list[str | None] = [None, *QUANTIZATIONS]
+    dtypes = [dtype, torch.bfloat16] if dtype == torch.float32 else [dtype]
+    seen = {(dtype, quantize)}
+    for q in schemes[schemes.index(quantize):]:
+        if q is not None and not _quantizes_any(model, q, device):
+            continue
+        for dt in dtypes:
+            if q == "int4" and _device_type(device) == "cuda":
+                dt = torch.bfloat16
+            if (dt, q) in seen:
+                continue
+            seen.add((dt, q))
+            flags = ["--dtype bf16"] if dt != dtype else []
+            flags += [f"--quantize {q}"] if q != quantize else []
+            yield " ".join(flags), estimate_bytes(model, dt, q, device)
+
+
+def _quantizes_any(model: nn.Module, quantize: str, device: str | torch.device) -> bool:
+    """Whether ``quantize`` on ``device`` quantises some layer of ``model`` (``_quantizable``,
+    the tied head excepted)."""
+    group = _group(quantize, device)
+    tied = _tied_head(model)
+    return any(_quantizable(m, fqn, group) and fqn != tied for fqn, m in model.named_modules())
+
+
 def check_quantizable(
     model: nn.Module, quantize: str | None, device: str | torch.device, *, source: str
 ) -> None:
@@ -316,18 +489,15 @@ def check_quantizable(
     the meta device): int4 takes only layers whose input width is a multiple of its group (32
     on CPU, 128 on CUDA), and a model of other widths loaded in full precision as if quantised,
     without a word."""
-    if quantize is None:
+    if quantize is None or _quantizes_any(model, quantize, device):
         return
     group = _group(quantize, device)
-    tied = _tied_head(model)
-    if any(_quantizable(m, fqn, group) and fqn != tied for fqn, m in model.named_modules()):
-        return
     hint = " (int4's group on this device)" if group > 1 else ""
-    other = [q for q in QUANTIZATIONS if q != quantize]
+    other = [q for q in QUANTIZATIONS if q != quantize and _quantizes_any(model, q, device)]
+    way = f"use --quantize {other[0]} or none" if other else "load it without --quantize"
     raise UserError(
         f"{source}: --quantize {quantize} would quantise no layer: no linear layer is at least "
-        f"{MIN_IN_FEATURES} inputs wide and a multiple of {group}{hint}; "
-        f"use --quantize {other[0]} or none"
+        f"{MIN_IN_FEATURES} inputs wide and a multiple of {group}{hint}; {way}"
     )
 
 
@@ -370,6 +540,8 @@ def check_size(
 
 __all__ = [
     "BYTES_PER_WEIGHT",
+    "bytes_per_weight",
+    "cgroup_free_bytes",
     "QUANTIZATIONS",
     "check_fits",
     "check_quantizable",
@@ -379,4 +551,6 @@ __all__ = [
     "free_bytes",
     "quantize_model",
     "quantize_module",
+    "quantized_layer",
+    "refuse_prequantized",
 ]
