@@ -56,6 +56,17 @@ def reply_tokens(state: ServerState, prompt_len: int, *, segmented: bool) -> int
     return min(want, room) if room >= 1 else want
 
 
+def check_length(state: ServerState, chars: int) -> None:
+    """400 naming ``messages`` when their text, or the prompt rendered from them, is longer
+    than ``max_prompt_chars``: found before the prompt is tokenized (a megabyte of messages
+    held the event loop for seconds, and the refusal named ``prompt``, a field chat has
+    not)."""
+    limit = state.limits.max_prompt_chars
+    if chars > limit:
+        raise APIError(400, f"messages are longer than {limit} characters (as the chat "
+                       "template renders them)", param="messages", code="too_long")
+
+
 def router(state: ServerState) -> APIRouter:
     r = APIRouter(dependencies=secured(state))
 
@@ -69,8 +80,11 @@ def router(state: ServerState) -> APIRouter:
                            "it: use /v1/completions, or serve the model with a chat template "
                            "(unmask serve --chat-template plain, default or FILE)",
                            code="unsupported")
+        messages = chat_messages(req.messages)
         try:  # a message's "[EOS]" or "<|im_start|>" is text; the template's markup is not
-            prompt, ids = chat.prompt(state.tok, chat_messages(req.messages))
+            check_length(state, sum(len(m["content"]) for m in messages))
+            check_length(state, len(chat.render(messages)))  # before tokenizing it
+            prompt, ids = chat.prompt(state.tok, messages)
         except UserError as e:  # unmask.chat turns every template failure into one line
             raise APIError(400, str(e), param="messages", code="invalid_value") from None
         if req.max_tokens is None:

@@ -1,0 +1,62 @@
+"""Request limits of the generating endpoints, found before any costly work, in the API's
+own words."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import Echo, loaded, tiny_config  # noqa: E402
+
+from unmask.server import ServerLimits, create_app  # noqa: E402
+
+
+class CountingTokenizer:
+    """The byte tokenizer, counting the characters it is asked to encode."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.encoded = 0
+
+    def encode(self, text: str, *args: object, **kwargs: object) -> list[int]:
+        self.encoded += len(text)
+        return self.inner.encode(text, *args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture(scope="module")
+def chat_client():
+    ld = loaded(Echo(tiny_config()))
+    tok = CountingTokenizer(ld.tokenizer)
+    ld.tokenizer = tok  # type: ignore[assignment]
+    app = create_app(ld, limits=ServerLimits(max_prompt_chars=200), chat_template="plain")
+    with TestClient(app) as c:
+        c.tok = tok  # type: ignore[attr-defined]
+        yield c
+
+
+@pytest.mark.parametrize("messages", [
+    [{"role": "user", "content": "x" * 201}],  # the text alone is too long
+    [{"role": "user", "content": "x"}] * 30,  # short texts, too long once rendered
+])
+def test_overlong_chat_messages_are_refused_by_name_before_tokenizing(chat_client, messages):
+    before = chat_client.tok.encoded
+    r = chat_client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 2})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["param"] == "messages" and err["code"] == "too_long"  # chat has no "prompt"
+    assert "200 characters" in err["message"]
+    assert chat_client.tok.encoded == before  # refused before the prompt was tokenized
+
+
+def test_chat_messages_within_the_limit_are_served(chat_client):
+    r = chat_client.post("/v1/chat/completions",
+                         json={"messages": [{"role": "user", "content": "x" * 20}],
+                               "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 2
