@@ -3,6 +3,9 @@ own words."""
 
 from __future__ import annotations
 
+import json
+from types import SimpleNamespace
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -12,6 +15,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from server_helpers import Echo, loaded, tiny_config  # noqa: E402
 
 from unmask.server import ServerLimits, create_app  # noqa: E402
+from unmask.server.routes import completions, guided  # noqa: E402
 
 
 class CountingTokenizer:
@@ -60,3 +64,35 @@ def test_chat_messages_within_the_limit_are_served(chat_client):
                                "max_tokens": 2})
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["completion_tokens"] == 2
+
+
+def stream_chunks(client: TestClient, path: str, body: dict) -> list[dict]:
+    """The JSON chunks of a streamed request (``[DONE]`` checked and left out)."""
+    r = client.post(path, json={**body, "stream": True})
+    assert r.status_code == 200, r.text
+    events = [b[len("data: "):] for b in r.text.strip().split("\n\n")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/completions", {"prompt": "Hi", "n": 2, "stop": ["q"]}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+    ("/v1/completions", {"prompt": "Hi", "guided_choice": ["yes", "no"]}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                              "guided_regex": "[a-z]{3}"}),
+])
+def test_include_usage_chunks_are_shaped_as_at_openai(chat_client, monkeypatch, path, body):
+    """OpenAI: with include_usage, every chunk before the last has "usage": null and the last
+    has the usage and no choices; every chunk of a stream has the same "created"."""
+    clock = iter(range(1_000_000, 2_000_000, 7))  # a clock that moves between chunks
+    monkeypatch.setattr(guided, "time", SimpleNamespace(time=lambda: next(clock)))
+    monkeypatch.setattr(completions, "time", SimpleNamespace(time=lambda: next(clock)))
+    chunks = stream_chunks(chat_client, path, {**body, "max_tokens": 6,
+                                               "stream_options": {"include_usage": True}})
+    *text_chunks, last = chunks
+    assert text_chunks and all("usage" in c and c["usage"] is None for c in text_chunks)
+    assert last["choices"] == [] and last["usage"]["completion_tokens"] >= 1
+    assert len({c["created"] for c in chunks}) == 1
+    plain = stream_chunks(chat_client, path, {**body, "max_tokens": 6})
+    assert all("usage" not in c for c in plain)  # without include_usage: no usage at all

@@ -290,6 +290,7 @@ class GenerationEvents:
         self.sent = [""] * len(job.rows)
         self.closed = [False] * len(job.rows)
         self.last: list[list[int]] | None = None
+        self.usage_chunk = bool((req.stream_options or {}).get("include_usage"))
 
     def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
         choice: dict[str, Any]
@@ -300,8 +301,11 @@ class GenerationEvents:
             choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
         else:
             choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
-        return sse({"id": self.reply.rid, "object": self.obj, "created": self.reply.created,
-                    "model": self.state.name, "choices": [choice]})
+        body = {"id": self.reply.rid, "object": self.obj, "created": self.reply.created,
+                "model": self.state.name, "choices": [choice]}
+        if self.usage_chunk:  # OpenAI: every chunk before the usage chunk has "usage": null
+            body["usage"] = None
+        return sse(body)
 
     def opening(self) -> Iterable[str]:
         if self.reply.chat:
@@ -338,7 +342,7 @@ class GenerationEvents:
             rest = text[len(sent):] if text.startswith(sent) else ""
             out.append(self.chunk(i, rest or None if self.reply.chat else rest, reason))
         account(self.state, self.request, self.reply.ids, self.req.n, completion)
-        if (self.req.stream_options or {}).get("include_usage"):
+        if self.usage_chunk:
             out.append(sse({"id": self.reply.rid, "object": self.obj,
                             "created": self.reply.created, "model": self.state.name,
                             "choices": [], "usage": usage(self.reply.ids, completion)}))
