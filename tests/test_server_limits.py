@@ -3,7 +3,9 @@ own words."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from types import SimpleNamespace
 
 import pytest
@@ -96,3 +98,31 @@ def test_include_usage_chunks_are_shaped_as_at_openai(chat_client, monkeypatch, 
     assert len({c["created"] for c in chunks}) == 1
     plain = stream_chunks(chat_client, path, {**body, "max_tokens": 6})
     assert all("usage" not in c for c in plain)  # without include_usage: no usage at all
+
+
+def test_a_client_gone_before_its_body_ended_is_no_server_error(caplog):
+    """A client that closes the connection in the middle of its body gets no answer: it
+    was counted (metrics and access log) as a 500, a server error, and is a 499 now."""
+    app = create_app(loaded(Echo(tiny_config())))
+    metrics = app.state.metrics
+    messages = iter([{"type": "http.request", "body": b'{"prompt": ', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "path": "/v1/completions", "raw_path": b"/v1/completions",
+             "query_string": b"", "root_path": "", "scheme": "http",
+             "headers": [(b"content-type", b"application/json")],
+             "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    with caplog.at_level(logging.INFO, logger="unmask.server.access"):
+        asyncio.run(app(scope, receive, send))
+    assert sent == []  # nobody to answer
+    assert metrics.get("requests", endpoint="/v1/completions", status="499") == 1
+    assert metrics.get("requests", endpoint="/v1/completions", status="500") == 0
+    assert [r.getMessage().split()[3] for r in caplog.records] == ["499"]
