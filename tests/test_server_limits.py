@@ -126,3 +126,9 @@ def test_a_client_gone_before_its_body_ended_is_no_server_error(caplog):
     assert metrics.get("requests", endpoint="/v1/completions", status="499") == 1
     assert metrics.get("requests", endpoint="/v1/completions", status="500") == 0
     assert [r.getMessage().split()[3] for r in caplog.records] == ["499"]
+
+
+def test_healthz_answers_head_probes(chat_client):
+    r = chat_client.head("/healthz")
+    assert r.status_code == 200 and r.content == b""  # was a 405: "down" to a HEAD probe
+    assert chat_client.get("/healthz").json()["status"] == "ok"

@@ -1,5 +1,5 @@
 """What the server serves and how it is doing: ``GET /v1/models`` (and ``/v1/models/{id}``),
-``GET /healthz``, ``GET /metrics`` (Prometheus text) and ``POST /v1/tokenize``."""
+``GET /healthz`` (and ``HEAD``), ``GET /metrics`` (Prometheus text) and ``POST /v1/tokenize``."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def router(state: ServerState) -> APIRouter:
         check_model(state, model)
         return served()
 
-    @r.get("/healthz")  # open without the key: load balancers probe it
+    # open without the key: load balancers probe it, some with HEAD (a 405 read as down)
+    @r.api_route("/healthz", methods=["GET", "HEAD"])
     async def healthz() -> dict[str, Any]:
         engine = state.engine
         return {"status": "ok", "model": state.name, "queue_depth": engine.queue_depth,
