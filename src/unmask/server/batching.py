@@ -378,7 +378,12 @@ class Engine:
                 _resolve(r.job.future, exc=failed[run])
             elif run.done:
                 active.remove(r)
-                result = run.result()
+                try:  # its own failure fails its job only: raised here, it ended the worker
+                    # thread, and every request after it waited for its timeout
+                    result = run.result()
+                except Exception as e:  # noqa: BLE001 -- reported to the request
+                    _resolve(r.job.future, exc=e)
+                    continue
                 _resolve(
                     r.job.future,
                     GenOutput(
