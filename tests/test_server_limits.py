@@ -132,3 +132,28 @@ def test_healthz_answers_head_probes(chat_client):
     r = chat_client.head("/healthz")
     assert r.status_code == 200 and r.content == b""  # was a 405: "down" to a HEAD probe
     assert chat_client.get("/healthz").json()["status"] == "ok"
+
+
+def test_max_steps_bounds_requests_that_do_not_send_steps():
+    """--max-steps bounded only a sent steps: without one, a request ran one step per token
+    of max_tokens, past the operator's limit."""
+    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(max_steps=8),
+                     chat_template="plain")
+    with TestClient(app) as c:
+        chat = c.post("/v1/chat/completions", json={"messages": [{"role": "user",
+                                                                   "content": "Hi"}]})
+        assert chat.status_code == 200, chat.text  # its default reply: cut to --max-steps
+        assert chat.json()["steps"] <= 8
+        over = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 16})
+        assert over.status_code == 400, over.text
+        err = over.json()["error"]
+        assert err["param"] == "steps" and "steps must be <= 8" in err["message"]
+        assert "runs 16" in err["message"]
+        for body in ({"max_tokens": 16, "steps": 8}, {"max_tokens": 8},
+                     {"max_tokens": 8, "segment_length": 4},
+                     {"max_tokens": 16, "policy": "threshold"}):  # as many steps as it takes
+            r = c.post("/v1/completions", json={"prompt": "Hi", **body})
+            assert r.status_code == 200, (body, r.text)
+            assert r.json()["usage"]["completion_tokens"] == body["max_tokens"]
+        assert c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 16,
+                                                "steps": 8}).json()["nfe"] == 8

@@ -43,13 +43,17 @@ def chat_template(loaded: Loaded, value: str | None = None) -> ChatTemplate | No
 
 def reply_tokens(state: ServerState, prompt_len: int, *, segmented: bool) -> int:
     """A chat reply's length when the request sends no ``max_tokens``: what ``unmask chat``
-    writes without ``--gen-length`` (the checkpoint's recommendation, else 64), cut to the room
-    the context leaves after the prompt (``max_tokens_room``: the drafter's context where it
-    is shorter, whole blocks of a bd3lm checkpoint); with segments, or no room at all (the
-    length check then names the messages), uncut."""
+    writes without ``--gen-length`` (the checkpoint's recommendation, else 64; for a diffusion
+    model at most ``--max-steps``, one step per token, in whole blocks of a bd3lm checkpoint),
+    cut to the room the context leaves after the prompt (``max_tokens_room``: the drafter's
+    context where it is shorter, whole blocks of a bd3lm checkpoint); with segments, or no
+    room at all (the length check then names the messages), uncut."""
     from unmask import api
 
     want = api.sample_config(state.loaded, {}).gen_length
+    if not state.causal:  # one denoising step per token: within the server's --max-steps
+        block, most = api.facts_of(state.loaded).block_size or 1, state.limits.max_steps
+        want = min(want, max(block, most - most % block))
     if segmented:
         return want
     room = max_tokens_room(state, prompt_len)
