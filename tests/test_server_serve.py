@@ -221,11 +221,12 @@ def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_
 
 
 @pytest.mark.parametrize("flag,value,says", [
-    ("--timeout", "nan", "--timeout must be a positive number, got nan"),
-    ("--timeout", "-1", "--timeout must be a positive number, got -1"),
-    ("--max-queue", "0", "--max-queue must be a positive number, got 0"),
-    ("--batch-wait", "inf", "--batch-wait must be a number of seconds >= 0, got inf"),
-    ("--batch-wait", "nan", "--batch-wait must be a number of seconds >= 0, got nan"),
+    ("--timeout", "nan", "--timeout must be a finite number > 0, got nan"),
+    ("--timeout", "-1", "--timeout must be a finite number > 0, got -1"),
+    ("--timeout", "inf", "--timeout must be a finite number > 0, got inf"),  # (inf is > 0)
+    ("--max-queue", "0", "--max-queue must be a finite number > 0, got 0"),
+    ("--batch-wait", "inf", "--batch-wait must be a finite number of seconds >= 0, got inf"),
+    ("--batch-wait", "nan", "--batch-wait must be a finite number of seconds >= 0, got nan"),
     ("--max-search-calls", "-1", "--max-search-calls must be 0 (no limit) or positive, got -1"),
 ])
 def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):

@@ -243,12 +243,13 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
                         ("--max-steps", args.max_steps), ("--timeout", args.timeout)):
         if not (math.isfinite(value) and value > 0):  # (nan > 0 is False: said here too)
-            raise UserError(f"{flag} must be a positive number, got {value:g}")
+            raise UserError(f"{flag} must be a finite number > 0, got {value:g}")
     if args.max_search_calls < 0:
         raise UserError(f"--max-search-calls must be 0 (no limit) or positive, got "
                         f"{args.max_search_calls}")
     if not (math.isfinite(args.batch_wait) and args.batch_wait >= 0):
-        raise UserError(f"--batch-wait must be a number of seconds >= 0, got {args.batch_wait:g}")
+        raise UserError(f"--batch-wait must be a finite number of seconds >= 0, got "
+                        f"{args.batch_wait:g}")
     check_draft_flags(args)
     draft_options = {f: getattr(args, f) for f in DRAFT_FIELDS if getattr(args, f) is not None}
     if draft_options:  # refused now, in one line, as SampleConfig refuses them
