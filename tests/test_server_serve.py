@@ -332,3 +332,20 @@ def test_serve_max_search_calls_is_the_infill_limit(ckpt, served, free_port, val
     if value == "7":
         msg = r.json()["error"]["message"]
         assert "over the limit of 7 (the server's --max-search-calls)" in msg, msg
+
+
+def test_the_banner_gives_a_url_a_client_can_open(ckpt, served, capsys):
+    """``--host ::1`` printed ``http://::1:PORT``, which no browser or curl takes."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    assert main(["serve", "--model", ckpt, "--host", "::1", "--port", str(port),
+                 "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"on http://[::1]:{port} (playground at /)" in err, err
+    assert served[0][1] == {"host": "::1", "port": port}

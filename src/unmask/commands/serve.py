@@ -160,6 +160,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def base_url(host: str, port: int) -> str:
+    """The server's URL as a browser or curl takes it: an IPv6 address in brackets
+    (``http://[::1]:8000``; ``http://::1:8000`` is not a URL)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def listen(sock: socket.socket) -> socket.socket:
     """``sock`` listening: connections wait in the backlog from the banner on (uvicorn's
     size); a one-line ``UserError`` where another server took the port meanwhile (it bound it
@@ -302,7 +308,7 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
     configure_access_log(args.quiet)
     listen(sock)
     print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
-          f"http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
+          f"{base_url(args.host, args.port)} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = _server_class(uvicorn.Server)(config)
     with _hangup_shuts_down(server):
