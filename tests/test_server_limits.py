@@ -157,3 +157,24 @@ def test_max_steps_bounds_requests_that_do_not_send_steps():
             assert r.json()["usage"]["completion_tokens"] == body["max_tokens"]
         assert c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 16,
                                                 "steps": 8}).json()["nfe"] == 8
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_healthz_says_down_when_the_model_worker_has_died(monkeypatch):
+    """A worker thread ended by an error nothing caught answers no request again (each waits
+    for its timeout); /healthz said "ok" all the same, so no probe restarted the server."""
+    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(request_timeout_s=2))
+    engine = app.state.engine
+
+    def broken(active):
+        raise RuntimeError("worker bug")
+
+    monkeypatch.setattr(engine, "_take", broken)
+    with TestClient(app) as c:
+        assert c.get("/healthz").json()["status"] == "ok"  # not started yet: fine
+        r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
+        assert r.status_code == 504  # the job was never run
+        engine._thread.join(timeout=5)
+        health = c.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "down"
+        assert c.head("/healthz").status_code == 503

@@ -192,6 +192,14 @@ class Engine:
         """Rows of the jobs the worker is running now."""
         return self._rows
 
+    @property
+    def alive(self) -> bool:
+        """Whether the worker can run jobs: not started yet (the first ``submit`` starts it),
+        or running. False once it has died of an error nothing caught (every job would then
+        wait for its timeout) or the engine is closed."""
+        thread = self._thread
+        return not self._stop and (thread is None or thread.is_alive())
+
     def submit(self, job: Job) -> concurrent.futures.Future:
         """Queue ``job``; raises ``QueueFull`` when ``max_queue`` jobs wait already."""
         with self._cond:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from unmask import api
 from unmask.errors import UserError
@@ -50,10 +50,12 @@ def router(state: ServerState) -> APIRouter:
 
     # open without the key: load balancers probe it, some with HEAD (a 405 read as down)
     @r.api_route("/healthz", methods=["GET", "HEAD"])
-    async def healthz() -> dict[str, Any]:
+    async def healthz() -> JSONResponse:
         engine = state.engine
-        return {"status": "ok", "model": state.name, "queue_depth": engine.queue_depth,
-                "in_flight": engine.in_flight}
+        up = engine.alive  # a dead model worker is a server that answers nothing: 503
+        return JSONResponse({"status": "ok" if up else "down", "model": state.name,
+                             "queue_depth": engine.queue_depth, "in_flight": engine.in_flight},
+                            status_code=200 if up else 503)
 
     @r.get("/metrics", dependencies=guard)
     async def metrics() -> PlainTextResponse:
