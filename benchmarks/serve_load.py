@@ -107,7 +107,19 @@ def warm_up(base: str, lengths: list[int], steps: int | None) -> None:
     initialisation) land here, not in the first timed level."""
     for n in dict.fromkeys(lengths):
         body = {"prompt": PROMPTS[0], "max_tokens": n, "steps": steps or n}
-        httpx.post(f"{base}/v1/completions", json=body, timeout=600).raise_for_status()
+        r = httpx.post(f"{base}/v1/completions", json=body, timeout=600)
+        if r.status_code != 200:  # the options themselves (a length past the context): one
+            # line, not an HTTPStatusError traceback
+            raise UserError(f"the server refused a request of max_tokens {n}, steps "
+                            f"{steps or n}: {error_message(r)}")
+
+
+def error_message(r: httpx.Response) -> str:
+    """The message of an error answer (``{"error": {"message": ...}}``), else its status."""
+    try:
+        return str(r.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {r.status_code}"
 
 
 async def load(

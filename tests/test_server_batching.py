@@ -474,3 +474,36 @@ def test_close_stops_a_job_running_alone_at_its_next_step():
     with pytest.raises(Cancelled):
         job.future.result(timeout=1)
     assert len(steps) < 1000
+
+
+def test_a_run_whose_result_fails_fails_its_own_request_only():
+    """A continuous-batch run that fails when its result is taken (after its last step) fails
+    its own request; the worker lives on (it died, and every later request hung)."""
+    inner = Mixer(tiny_config())
+    start = functools.partial(api.start, loaded(inner))
+
+    def start_run(rows, config, **kw):
+        run = start(rows, config, **kw)
+        if config.gen_length == 5:
+
+            def result():
+                raise RuntimeError("result failed")
+
+            run.result = result  # this run only
+        return run
+
+    engine = Engine(start_run, metrics=Metrics())
+    config = SampleConfig(gen_length=6, steps=6)
+    try:
+        bad = job("bad", SampleConfig(gen_length=5, steps=5))
+        good = job("good", config)
+        engine.submit(bad)
+        engine.submit(good)
+        with pytest.raises(RuntimeError, match="result failed"):
+            bad.future.result(timeout=10)
+        assert text(good.future.result(timeout=10)) == alone(inner, "good", config).gen_ids[0]
+        later = job("later", config)
+        engine.submit(later)
+        assert text(later.future.result(timeout=10)) == alone(inner, "later", config).gen_ids[0]
+    finally:
+        engine.close()

@@ -221,11 +221,12 @@ def test_serve_checks_the_address_before_loading_the_model(served, capsys, free_
 
 
 @pytest.mark.parametrize("flag,value,says", [
-    ("--timeout", "nan", "--timeout must be a positive number, got nan"),
-    ("--timeout", "-1", "--timeout must be a positive number, got -1"),
-    ("--max-queue", "0", "--max-queue must be a positive number, got 0"),
-    ("--batch-wait", "inf", "--batch-wait must be a number of seconds >= 0, got inf"),
-    ("--batch-wait", "nan", "--batch-wait must be a number of seconds >= 0, got nan"),
+    ("--timeout", "nan", "--timeout must be a finite number > 0, got nan"),
+    ("--timeout", "-1", "--timeout must be a finite number > 0, got -1"),
+    ("--timeout", "inf", "--timeout must be a finite number > 0, got inf"),  # (inf is > 0)
+    ("--max-queue", "0", "--max-queue must be a finite number > 0, got 0"),
+    ("--batch-wait", "inf", "--batch-wait must be a finite number of seconds >= 0, got inf"),
+    ("--batch-wait", "nan", "--batch-wait must be a finite number of seconds >= 0, got nan"),
     ("--max-search-calls", "-1", "--max-search-calls must be 0 (no limit) or positive, got -1"),
 ])
 def test_serve_names_the_flag_of_a_bad_limit(served, capsys, flag, value, says):
@@ -331,3 +332,20 @@ def test_serve_max_search_calls_is_the_infill_limit(ckpt, served, free_port, val
     if value == "7":
         msg = r.json()["error"]["message"]
         assert "over the limit of 7 (the server's --max-search-calls)" in msg, msg
+
+
+def test_the_banner_gives_a_url_a_client_can_open(ckpt, served, capsys):
+    """``--host ::1`` printed ``http://::1:PORT``, which no browser or curl takes."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+            port = s.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    assert main(["serve", "--model", ckpt, "--host", "::1", "--port", str(port),
+                 "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"on http://[::1]:{port} (playground at /)" in err, err
+    assert served[0][1] == {"host": "::1", "port": port}

@@ -160,6 +160,12 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def base_url(host: str, port: int) -> str:
+    """The server's URL as a browser or curl takes it: an IPv6 address in brackets
+    (``http://[::1]:8000``; ``http://::1:8000`` is not a URL)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def listen(sock: socket.socket) -> socket.socket:
     """``sock`` listening: connections wait in the backlog from the banner on (uvicorn's
     size); a one-line ``UserError`` where another server took the port meanwhile (it bound it
@@ -243,12 +249,13 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--max-batch", args.max_batch), ("--max-queue", args.max_queue),
                         ("--max-steps", args.max_steps), ("--timeout", args.timeout)):
         if not (math.isfinite(value) and value > 0):  # (nan > 0 is False: said here too)
-            raise UserError(f"{flag} must be a positive number, got {value:g}")
+            raise UserError(f"{flag} must be a finite number > 0, got {value:g}")
     if args.max_search_calls < 0:
         raise UserError(f"--max-search-calls must be 0 (no limit) or positive, got "
                         f"{args.max_search_calls}")
     if not (math.isfinite(args.batch_wait) and args.batch_wait >= 0):
-        raise UserError(f"--batch-wait must be a number of seconds >= 0, got {args.batch_wait:g}")
+        raise UserError(f"--batch-wait must be a finite number of seconds >= 0, got "
+                        f"{args.batch_wait:g}")
     check_draft_flags(args)
     draft_options = {f: getattr(args, f) for f in DRAFT_FIELDS if getattr(args, f) is not None}
     if draft_options:  # refused now, in one line, as SampleConfig refuses them
@@ -301,7 +308,7 @@ def _serve(args: argparse.Namespace, sock: socket.socket, api_key: str | None,
     configure_access_log(args.quiet)
     listen(sock)
     print(f"unmask serve: {args.model} ({api.weights_dtype(loaded)} weights) on "
-          f"http://{args.host}:{args.port} (playground at /)", file=sys.stderr)
+          f"{base_url(args.host, args.port)} (playground at /)", file=sys.stderr)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
     server = _server_class(uvicorn.Server)(config)
     with _hangup_shuts_down(server):

@@ -192,6 +192,14 @@ class Engine:
         """Rows of the jobs the worker is running now."""
         return self._rows
 
+    @property
+    def alive(self) -> bool:
+        """Whether the worker can run jobs: not started yet (the first ``submit`` starts it),
+        or running. False once it has died of an error nothing caught (every job would then
+        wait for its timeout) or the engine is closed."""
+        thread = self._thread
+        return not self._stop and (thread is None or thread.is_alive())
+
     def submit(self, job: Job) -> concurrent.futures.Future:
         """Queue ``job``; raises ``QueueFull`` when ``max_queue`` jobs wait already."""
         with self._cond:
@@ -378,7 +386,12 @@ class Engine:
                 _resolve(r.job.future, exc=failed[run])
             elif run.done:
                 active.remove(r)
-                result = run.result()
+                try:  # its own failure fails its job only: raised here, it ended the worker
+                    # thread, and every request after it waited for its timeout
+                    result = run.result()
+                except Exception as e:  # noqa: BLE001 -- reported to the request
+                    _resolve(r.job.future, exc=e)
+                    continue
                 _resolve(
                     r.job.future,
                     GenOutput(

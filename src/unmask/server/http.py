@@ -101,6 +101,32 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+CLIENT_GONE = 499
+"""The status recorded for a request that got no response because its client went away
+(nginx's "client closed request"), as the routes answer a client gone mid-request."""
+
+
+class _Status:
+    """The ``send`` of an app that notes the status of the response it starts: 500 while
+    none has started (an error the outer handler answers), ``CLIENT_GONE`` when the app
+    returned without one (``BodyLimit``: the client left before sending its whole body;
+    counted as a 500, it read as a server error)."""
+
+    def __init__(self, send: Callable) -> None:
+        self.send, self.status, self.started = send, 500, False
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status, self.started = message["status"], True
+        await self.send(message)
+
+    async def run(self, app: Any, scope: dict, receive: Callable) -> None:
+        """``app`` on ``scope``, its response sent through this."""
+        await app(scope, receive, self)
+        if not self.started:
+            self.status = CLIENT_GONE
+
+
 class RecordMetrics:
     """Counts responses by endpoint and status and times them to their last byte."""
 
@@ -111,18 +137,11 @@ class RecordMetrics:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         endpoint = scope["path"] if scope["path"] in ENDPOINTS else "other"
-        t0, status = time.perf_counter(), 500
-
-        async def send_(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        t0, response = time.perf_counter(), _Status(send)
         try:
-            await self.app(scope, receive, send_)
+            await response.run(self.app, scope, receive)
         finally:
-            self.metrics.inc("requests", endpoint=endpoint, status=str(status))
+            self.metrics.inc("requests", endpoint=endpoint, status=str(response.status))
             self.metrics.observe_latency(time.perf_counter() - t0, endpoint=endpoint)
 
 
@@ -146,23 +165,16 @@ class AccessLog:
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        t0, status = time.perf_counter(), 500
+        t0, response = time.perf_counter(), _Status(send)
         fields: dict[str, Any] = {}
         scope["unmask.access"] = fields
-
-        async def send_(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_)
+            await response.run(self.app, scope, receive)
         finally:
             client = (scope.get("client") or ("-",))[0]
             extra = "".join(f" {k}={fields[k]}" for k in ACCESS_FIELDS if k in fields)
             self.logger.info('%s "%s %s" %d %.3fs%s', client, scope["method"], scope["path"],
-                             status, time.perf_counter() - t0, extra)
+                             response.status, time.perf_counter() - t0, extra)
 
 
 # -- chat rendering ---------------------------------------------------------------------------

@@ -43,17 +43,32 @@ def chat_template(loaded: Loaded, value: str | None = None) -> ChatTemplate | No
 
 def reply_tokens(state: ServerState, prompt_len: int, *, segmented: bool) -> int:
     """A chat reply's length when the request sends no ``max_tokens``: what ``unmask chat``
-    writes without ``--gen-length`` (the checkpoint's recommendation, else 64), cut to the room
-    the context leaves after the prompt (``max_tokens_room``: the drafter's context where it
-    is shorter, whole blocks of a bd3lm checkpoint); with segments, or no room at all (the
-    length check then names the messages), uncut."""
+    writes without ``--gen-length`` (the checkpoint's recommendation, else 64; for a diffusion
+    model at most ``--max-steps``, one step per token, in whole blocks of a bd3lm checkpoint),
+    cut to the room the context leaves after the prompt (``max_tokens_room``: the drafter's
+    context where it is shorter, whole blocks of a bd3lm checkpoint); with segments, or no
+    room at all (the length check then names the messages), uncut."""
     from unmask import api
 
     want = api.sample_config(state.loaded, {}).gen_length
+    if not state.causal:  # one denoising step per token: within the server's --max-steps
+        block, most = api.facts_of(state.loaded).block_size or 1, state.limits.max_steps
+        want = min(want, max(block, most - most % block))
     if segmented:
         return want
     room = max_tokens_room(state, prompt_len)
     return min(want, room) if room >= 1 else want
+
+
+def check_length(state: ServerState, chars: int) -> None:
+    """400 naming ``messages`` when their text, or the prompt rendered from them, is longer
+    than ``max_prompt_chars``: found before the prompt is tokenized (a megabyte of messages
+    held the event loop for seconds, and the refusal named ``prompt``, a field chat has
+    not)."""
+    limit = state.limits.max_prompt_chars
+    if chars > limit:
+        raise APIError(400, f"messages are longer than {limit} characters (as the chat "
+                       "template renders them)", param="messages", code="too_long")
 
 
 def router(state: ServerState) -> APIRouter:
@@ -69,8 +84,11 @@ def router(state: ServerState) -> APIRouter:
                            "it: use /v1/completions, or serve the model with a chat template "
                            "(unmask serve --chat-template plain, default or FILE)",
                            code="unsupported")
+        messages = chat_messages(req.messages)
         try:  # a message's "[EOS]" or "<|im_start|>" is text; the template's markup is not
-            prompt, ids = chat.prompt(state.tok, chat_messages(req.messages))
+            check_length(state, sum(len(m["content"]) for m in messages))
+            check_length(state, len(chat.render(messages)))  # before tokenizing it
+            prompt, ids = chat.prompt(state.tok, messages)
         except UserError as e:  # unmask.chat turns every template failure into one line
             raise APIError(400, str(e), param="messages", code="invalid_value") from None
         if req.max_tokens is None:

@@ -85,6 +85,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         check_names(config)  # an unknown name first, whatever the decoder
         decoder = choose_decoder(facts, config)  # its refusals: a causal model's loop options
         check_penalties_apply(decoder, config)
+        check_default_steps(state, req, decoder, config)
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
             # (a drafter's decoder uses no steps either)
@@ -109,6 +110,21 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = config.seed is not None and config.temperature > 0
     return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
+
+
+def check_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
+                        config: SampleConfig) -> None:
+    """A 400 for a request that does not send ``steps`` but would run more denoising steps
+    than the server's ``--max-steps`` (one per token of ``max_tokens``, or the checkpoint's
+    recommendation): the limit bounds the work of every request, not only of those that
+    send ``steps`` (``check_steps``)."""
+    most = state.limits.max_steps
+    if req.steps is not None or config.steps <= most or not decoder.uses_steps(config):
+        return
+    raise APIError(400, f"steps must be <= {most} (the server's --max-steps); without steps "
+                   f"this request runs {config.steps} (one per token of max_tokens, or the "
+                   f"checkpoint's recommendation): send steps <= {most}, or a smaller "
+                   "max_tokens", param="steps", code="invalid_value")
 
 
 def request_error(req: _Generation, e: UserError) -> APIError:
@@ -290,6 +306,7 @@ class GenerationEvents:
         self.sent = [""] * len(job.rows)
         self.closed = [False] * len(job.rows)
         self.last: list[list[int]] | None = None
+        self.usage_chunk = bool((req.stream_options or {}).get("include_usage"))
 
     def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
         choice: dict[str, Any]
@@ -300,8 +317,11 @@ class GenerationEvents:
             choice = {"index": i, "delta": delta, "finish_reason": reason, "logprobs": None}
         else:
             choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
-        return sse({"id": self.reply.rid, "object": self.obj, "created": self.reply.created,
-                    "model": self.state.name, "choices": [choice]})
+        body = {"id": self.reply.rid, "object": self.obj, "created": self.reply.created,
+                "model": self.state.name, "choices": [choice]}
+        if self.usage_chunk:  # OpenAI: every chunk before the usage chunk has "usage": null
+            body["usage"] = None
+        return sse(body)
 
     def opening(self) -> Iterable[str]:
         if self.reply.chat:
@@ -338,7 +358,7 @@ class GenerationEvents:
             rest = text[len(sent):] if text.startswith(sent) else ""
             out.append(self.chunk(i, rest or None if self.reply.chat else rest, reason))
         account(self.state, self.request, self.reply.ids, self.req.n, completion)
-        if (self.req.stream_options or {}).get("include_usage"):
+        if self.usage_chunk:
             out.append(sse({"id": self.reply.rid, "object": self.obj,
                             "created": self.reply.created, "model": self.state.name,
                             "choices": [], "usage": usage(self.reply.ids, completion)}))

@@ -235,6 +235,8 @@ class GuidedEvents:
         self.obj = "chat.completion.chunk" if chat else "text_completion"
         self.last: list[list[int]] | None = None
         self.sent = ""
+        self.created = int(time.time())  # one for every chunk of the stream, as at OpenAI
+        self.usage_chunk = bool((req.stream_options or {}).get("include_usage"))
 
     def _chunk(self, text: str | None, reason: str | None, role: bool = False) -> str:
         if self.chat:
@@ -252,13 +254,16 @@ class GuidedEvents:
         return sse(self._body([choice]))
 
     def _body(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
+        body = {
             "id": self.rid,
             "object": self.obj,
-            "created": int(time.time()),
+            "created": self.created,
             "model": self.state.name,
             "choices": choices,
         }
+        if self.usage_chunk:  # OpenAI: every chunk before the usage chunk has "usage": null
+            body["usage"] = None
+        return body
 
     def opening(self) -> Iterable[str]:
         return [self._chunk("", None, role=True)] if self.chat else ()
@@ -282,7 +287,7 @@ class GuidedEvents:
         rest = answer[len(self.sent) :] if answer.startswith(self.sent) else ""
         out = [self._chunk(rest, None)] if rest else []
         out.append(self._chunk(None, "stop"))
-        if (self.req.stream_options or {}).get("include_usage"):
+        if self.usage_chunk:
             out.append(sse({**self._body([]), "usage": usage([self.ids], completion)}))
         return out
 

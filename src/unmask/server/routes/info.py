@@ -1,12 +1,12 @@
 """What the server serves and how it is doing: ``GET /v1/models`` (and ``/v1/models/{id}``),
-``GET /healthz``, ``GET /metrics`` (Prometheus text) and ``POST /v1/tokenize``."""
+``GET /healthz`` (and ``HEAD``), ``GET /metrics`` (Prometheus text) and ``POST /v1/tokenize``."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from unmask import api
 from unmask.errors import UserError
@@ -48,11 +48,16 @@ def router(state: ServerState) -> APIRouter:
         check_model(state, model)
         return served()
 
-    @r.get("/healthz")  # open without the key: load balancers probe it
-    async def healthz() -> dict[str, Any]:
+    # open without the key: load balancers probe it, some with HEAD (a 405 read as down;
+    # a route of its own, out of the OpenAPI schema: one operation per path and method there)
+    @r.head("/healthz", include_in_schema=False)
+    @r.get("/healthz")
+    async def healthz() -> JSONResponse:
         engine = state.engine
-        return {"status": "ok", "model": state.name, "queue_depth": engine.queue_depth,
-                "in_flight": engine.in_flight}
+        up = engine.alive  # a dead model worker is a server that answers nothing: 503
+        return JSONResponse({"status": "ok" if up else "down", "model": state.name,
+                             "queue_depth": engine.queue_depth, "in_flight": engine.in_flight},
+                            status_code=200 if up else 503)
 
     @r.get("/metrics", dependencies=guard)
     async def metrics() -> PlainTextResponse:
