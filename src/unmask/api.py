@@ -150,12 +150,15 @@ def weights_dtype(loaded: Loaded) -> str | None:
     ``fp16``; another dtype by torch's name), with ``+ quantized`` when torchao quantised its
     linear layers (``--quantize``: they compute in that dtype); None for a model without
     parameters."""
+    from unmask.quantize import quantized_layer
+
     params = getattr(loaded.model, "parameters", None)
     weights = list(params()) if callable(params) else []
     if not weights:
         return None
     name = dtype_name(weights[0].dtype)
-    quantized = any(type(w).__module__.startswith("torchao") for w in weights)
+    modules = callable(getattr(loaded.model, "named_modules", None))  # a module, not a stand-in
+    quantized = modules and quantized_layer(loaded.model) is not None
     return f"{name} + quantized" if quantized else name
 
 

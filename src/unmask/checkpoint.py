@@ -117,11 +117,24 @@ def save_checkpoint(
     state dict, as FSDP gathers it) replaces ``model``'s own state dict; ``staging`` is a
     folder from ``staging_dir`` that already holds parts written by other processes (the
     shards), swapped in with the rest.
+
+    A model quantised at load (``--quantize``, ``quantize=``: torchao weights,
+    ``unmask.quantize.quantized_layer``) is refused in one line before anything is written:
+    its weights are not a checkpoint's plain tensors (torchao's "Int8Tensor dispatch"
+    traceback otherwise); save the unquantised model and quantise it when loading.
     """
     from unmask.config import to_dict
     from unmask.files import write_safetensors  # streamed: a real OSError when full
+    from unmask.quantize import quantized_layer
 
     run = Path(run_dir)
+    for m in (model, inference_model):
+        layer = quantized_layer(m) if m is not None else None
+        if layer is not None:
+            raise UserError(
+                f"{run}: a quantised model is not saved ({layer or 'the model'} holds torchao "
+                "weights); save the unquantised model and quantise when loading it (--quantize)"
+            )
     run.mkdir(parents=True, exist_ok=True)
     tmp = staging if staging is not None else staging_dir(run, TMP_PREFIX)
     try:

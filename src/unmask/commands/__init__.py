@@ -299,9 +299,12 @@ def add_no_progress_flag(parser: argparse.ArgumentParser | Any) -> None:
 
 
 def add_quantize_flag(parser: argparse.ArgumentParser | Any) -> None:
-    """``--quantize int8|int4``: weight-only quantisation at load (``unmask.quantize``)."""
+    """``--quantize int8|int4``: weight-only quantisation at load (``unmask.quantize``, whose
+    ``QUANTIZATIONS`` are the choices; it imports no torch, so ``--help`` stays light)."""
+    from unmask.quantize import QUANTIZATIONS
+
     _mark(parser.add_argument(
-        "--quantize", choices=["int8", "int4"], default=None,
+        "--quantize", choices=list(QUANTIZATIONS), default=None,
         help="quantise the linear layers weight-only at load with torchao: int8 (half of bf16) "
              "or int4 (a quarter on CUDA; on CPU int4 values in int8 storage); "
              "docs/large-models.md",

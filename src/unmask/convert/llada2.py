@@ -26,8 +26,9 @@ published (threshold commits, LLaDA 2.1's editing as options; docs/large-models.
 
 Refused with the option's name: a key this family does not know (``KNOWN``), attention or dense
 biases, RoPE scaling, sliding windows, ``head_dim`` other than ``hidden_size /
-num_attention_heads``, a router other than sigmoid, a rotary width that is not even, a release
-quantised by its publisher (``quantization_config``: load the bf16 one with ``--quantize``).
+num_attention_heads``, a router other than sigmoid, a rotary width that is not even (a release
+quantised by its publisher, ``quantization_config``, is refused for every family by
+``unmask.convert.load.model_config``: load the bf16 one with ``--quantize``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from typing import Any
 
 from unmask.convert.importer import REQUIRED, Importer
 from unmask.errors import UserError
-from unmask.quantize import refuse_prequantized
 
 BLOCK_SIZE = 32
 """Block length of LLaDA 2.x's block diffusion (``generate(block_length=32)``)."""
@@ -66,7 +66,6 @@ the maths)."""
 
 
 def _derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
-    refuse_prequantized(hf, "llada2")  # before its unknown key, with what to do instead
     unknown = sorted(set(hf) - KNOWN)
     if unknown:
         raise UserError(

@@ -210,13 +210,23 @@ def chat_template(folder: Path) -> str | None:
 
 
 def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig, Tokenizer]:
-    """Detect the family of a publisher folder and read its facts into a ``ModelConfig``."""
+    """Detect the family of a publisher folder and read its facts into a ``ModelConfig``.
+
+    A release its publisher quantised (``quantization_config``: FP8, GPTQ, AWQ,
+    bitsandbytes...) is refused in one line, whatever the family
+    (``unmask.quantize.refuse_prequantized``): its tensors are not the family's plain weights.
+    """
     from unmask.config import ModelConfig
+    from unmask.quantize import refuse_prequantized
 
     p = Path(folder)
     source = p / "config.json"
     hf = read_json(source)
     imp = detect(hf, source)
+    try:  # every family, before its own checks of config.json's keys and of the tensors
+        refuse_prequantized(hf, imp.name)
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
     shape = _shape_fields(imp, hf, source)
     tok = _tokenizer(p, hf, imp.tokenizer_note)
     if tok.vocab_size > int(shape["vocab_size"]):

@@ -16,8 +16,9 @@ it is the tokenizer's ``<|mask|>`` (156895 in the published tokenizer).
 
 Refused with the option's name (``requires`` / ``_derive``): dense layers (a 0 in
 ``moe_layer_freq``), a router expert bias (``moe_router_enable_expert_bias``), partial rotary
-embeddings, RoPE scaling, attention biases, ``clip_qkv``, activations other than SiLU, a release
-quantised by its publisher (``quantization_config``: load the bf16 one with ``--quantize``).
+embeddings, RoPE scaling, attention biases, ``clip_qkv``, activations other than SiLU (a release
+quantised by its publisher, ``quantization_config``, is refused for every family by
+``unmask.convert.load.model_config``: load the bf16 one with ``--quantize``).
 """
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 from unmask.convert.importer import REQUIRED, Importer
 from unmask.errors import UserError
-from unmask.quantize import refuse_prequantized
 
 if TYPE_CHECKING:
     from unmask.config import ModelConfig
 
 
 def _derive(hf: dict[str, Any], out: dict[str, Any]) -> None:
-    refuse_prequantized(hf, "llada-moe")
     n_layers = int(out["n_layers"])
     freq = hf.get("moe_layer_freq")
     if freq is not None:  # per layer: 0 = a dense MLP, else MoE

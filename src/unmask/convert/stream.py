@@ -3,11 +3,12 @@ the meta device (``unmask.model.meta_model``) from safetensors files, module by 
 native checkpoint (``unmask.checkpoint.load``: names map to themselves) and a publisher folder
 (``unmask.convert.load``: the family's weight map) alike.
 
-Every name, shape and dtype (floating point) is checked before anything is read (one-line
-``UserError`` naming the file); then each block, then the embedding, final norm and head, is
-materialised on the device in the load dtype, copied from the memory-mapped files (``copy_``
-casts), checked for values that are not finite, and quantised (``--quantize``) before the next,
-so memory holds the model so far plus one block. Also ``module_groups`` (the walk's order) and
+Every name, shape and dtype (plain floating point: not integers, nor FP8 without its scales) is
+checked before anything is read (one-line ``UserError`` naming the file); then each block,
+then the embedding, final norm and head, is materialised on the device in the load dtype,
+copied from the memory-mapped files (``copy_`` casts), checked for values that are not finite,
+and quantised (``--quantize``) before the next, so memory holds the model so far plus one
+block. Also ``module_groups`` (the walk's order) and
 ``quantizes`` (which groups a quantised load quantises).
 """
 
@@ -105,11 +106,7 @@ def stream_weights(
                         f"{file}: tensor {key} has shape {shape}, config.json implies {want}"
                     )
                 kind = f.get_slice(key).get_dtype()  # safetensors' name: F32, BF16, I64, ...
-                if not kind.startswith(("F", "BF")):  # copy_ would cast 0/1/... silently
-                    raise UserError(
-                        f"{file}: tensor {key} holds {kind} values, not floating-point weights "
-                        "(a corrupt or foreign checkpoint?)"
-                    )
+                _check_dtype(kind, key, file)
                 where[key] = (f, file)
         missing = sorted(set(names) - set(where))
         if missing:
@@ -130,6 +127,33 @@ def stream_weights(
     left = [n for n, p in model.named_parameters() if p.is_meta]
     if left:  # a parameter outside every group: a bug of module_groups, not of the files
         raise RuntimeError(f"parameters left unloaded: {left[:3]}")
+
+
+WEIGHT_DTYPES = ("BF16", "F16", "F32", "F64")
+"""safetensors dtypes a weight may be stored in: plain floating point, which ``copy_`` casts to
+the load dtype exactly (up to its precision)."""
+
+
+def _check_dtype(kind: str, key: str, file: Path) -> None:
+    """Refuse, in one line, tensor ``key`` of ``file`` stored as ``kind`` (safetensors' name)
+    unless it is one of ``WEIGHT_DTYPES``: integers or booleans (``copy_`` cast 0/1/...
+    silently), and FP8 / FP6 / FP4 (``F8_E4M3``...), a publisher's quantised weights, which
+    ``copy_`` upcast without their scales (stored beside them, or per block) into wrong
+    weights, silently where ``config.json`` had lost its ``quantization_config``."""
+    if kind in WEIGHT_DTYPES:
+        return
+    if kind.startswith(("F8", "F6", "F4")):
+        from unmask.quantize import QUANTIZATIONS
+
+        raise UserError(
+            f"{file}: tensor {key} holds {kind} values, weights quantised by the publisher "
+            "whose scales unmask does not read; load the unquantised (bf16, fp16, fp32) "
+            f"release, with --quantize {' or '.join(QUANTIZATIONS)} to save memory"
+        )
+    raise UserError(
+        f"{file}: tensor {key} holds {kind} values, not floating-point weights "
+        "(a corrupt or foreign checkpoint?)"
+    )
 
 
 def _open(file: Path, stack: contextlib.ExitStack) -> Any:
