@@ -10,7 +10,8 @@ Inside:
   costs more than the bytes saved), and so do layers narrower than ``MIN_IN_FEATURES`` inputs.
   ``quantize_model`` does a whole model; ``quantized_layer`` finds a layer already quantised
   (a second quantisation is refused in one line); ``refuse_prequantized`` refuses a publisher's
-  own quantised release (``quantization_config``) for the families that call it.
+  own quantised release (``quantization_config``) for every family (``convert.load`` calls it
+  once, after detecting the family).
 - ``import_torchao()``, ``torchao_quiet()``: the import, without the warnings it logs about
   kernels we do not use.
 - ``estimate_bytes(model, dtype, quantize, device)``: resident bytes of a model built on the
