@@ -55,6 +55,7 @@ from unmask.infill.automaton import (
     TokenAutomaton,
     cached_automaton,
     check_regex,
+    quote_pattern,
     vocab_of,
     whole_pattern,
 )
@@ -465,8 +466,8 @@ def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
     regex is unbounded (or its shortest match, when that is longer)."""
     if not args:
         raise UserError(f"{where}: <regex:...> needs a pattern")
+    check_regex(args, f"{where}: regex")  # as written: an error's column points into it
     args = whole_pattern(args)
-    check_regex(args, f"{where}: regex")
     user = _automaton(args, tokenizer, f"{where}: regex")
     safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where))
     shortest = safe.min_tokens()
@@ -511,7 +512,8 @@ def _hole(
         m = _HOLE.fullmatch(spec)
         assert m is not None
         kind, args = m.group(1), m.group(2)
-        where = f"hole {path} {spec!r}"
+        shown = quote_pattern(spec) if kind == "regex" else repr(spec)  # a long pattern cut
+        where = f"hole {path} {shown}"
         regex, width, quoted, bound = _hole_regex(kind, args, where, tokenizer)
         assert quoted == (kind in QUOTED)
         name, inner = spec, kind == "text" and joins_spaces(tokenizer)

@@ -39,6 +39,7 @@ from unmask.infill.automaton import (
     TokenAutomaton,
     cached_automaton,
     check_regex,
+    quote_pattern,
     vocab_of,
     whole_pattern,
 )
@@ -352,10 +353,12 @@ def _regex_automaton(pattern: str, tokenizer: Any, what: str) -> TokenAutomaton:
 
 
 def _own_regexes(gap: Gap, label: str) -> list[str]:
-    """The regexes the gap's own text must match in full (all of them; empty = any text)."""
+    """The regexes the gap's own text must match in full (all of them; empty = any text).
+    The user's regex as written (``from_regex`` drops its anchors), so an error quotes it and
+    its column points into it (``^ab(c$`` was quoted as ``'ab(c'``, its column one short)."""
     parts: list[str] = []
     if gap.regex is not None:
-        parts.append(whole_pattern(gap.regex))
+        parts.append(gap.regex)
     if gap.choices is not None:
         choices = list(gap.choices)
         if not choices:
@@ -375,7 +378,8 @@ def own_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomato
     """The automaton of the gap's own text (no taken-in space, no token masks): every
     constraint intersected."""
     parts = _own_regexes(gap, label)
-    autos = [_regex_automaton(r, tokenizer, f"{label}: regex {r!r}") for r in parts or [ANY_TEXT]]
+    autos = [_regex_automaton(r, tokenizer, f"{label}: regex {quote_pattern(r)}")
+             for r in parts or [ANY_TEXT]]
     out = autos[0]
     for other in autos[1:]:
         out = out.intersect(other)
@@ -384,9 +388,11 @@ def own_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomato
 
 def check_gap(gap: Gap, label: str = "gap") -> None:
     """``UserError`` for a gap's unknown character class or empty choices, before any model or
-    tokenizer work (the regex is compiled over single bytes)."""
+    tokenizer work (the regex is compiled over single bytes). The user's regex is checked as
+    written, so an error quotes it and its column points into it (with its anchors stripped,
+    ``^ab(c$`` was quoted as ``'ab(c'`` and its column was one short)."""
     for r in _own_regexes(gap, label):
-        check_regex(r, f"{label}: regex {r!r}")
+        check_regex(r, f"{label}: regex {quote_pattern(r)}")
 
 
 def gap_automaton(
@@ -419,11 +425,12 @@ def gap_automaton(
         if shifted and gap.shapes_text:
             own = own_automaton(gap, tokenizer, label)
             lone = not own.accepts_text(" ", tokenizer)
-            parts = [f"(?:{r})| (?:{r})" for r in parts] + ([NOT_A_SPACE] if lone else [])
+            parts = [f"(?:{w})| (?:{w})" for w in map(whole_pattern, parts)]  # anchors off
+            parts += [NOT_A_SPACE] if lone else []
         mask = _token_mask(gap, tokenizer, label)
         out = None
         for r in parts or [ANY_TEXT]:
-            auto = _regex_automaton(r, tokenizer, f"{label}: regex {r!r}")
+            auto = _regex_automaton(r, tokenizer, f"{label}: regex {quote_pattern(r)}")
             out = auto if out is None else out.intersect(auto)
         assert out is not None
         if mask is not None:
