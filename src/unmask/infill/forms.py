@@ -53,6 +53,7 @@ from unmask.infill.automaton import (
     SENTINEL,
     START,
     TokenAutomaton,
+    Vocab,
     cached_automaton,
     check_regex,
     quote_pattern,
@@ -163,7 +164,8 @@ class FormResult:
     """What ``fill_form`` returns."""
 
     text: str
-    """The filled JSON text as sampled (holes may be followed by padding spaces)."""
+    """The filled JSON text: the template's text with each value written in (the spaces that
+    padded a value to its hole's width on the canvas dropped)."""
     value: Any
     """``json.loads(text)``."""
     holes: list[FormHole]
@@ -744,6 +746,9 @@ def fill_form(
             tokens.extend(tokenizer.encode(" "))
         if raw != (" " if back else "") + sampled:  # a string's leading space dropped
             ids = list(tokenizer.encode(raw[1:] if back else raw))
+        if parse:  # the spaces that pad a value to its hole's width are not the form's text
+            raw, ids = raw.rstrip(" "), _unpadded(ids, raw.rstrip(" ")[1 if back else 0 :],
+                                                  vocab, tokenizer)
         tokens.extend(ids)
         parts.append(raw)
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
@@ -757,6 +762,16 @@ def fill_form(
     text = "".join(parts)
     return FormResult(text=text, value=json.loads(text), holes=holes, nfe=nfe,
                       repaired=repaired, tokens=tokens)
+
+
+def _unpadded(ids: list[int], text: str, vocab: Vocab, tokenizer: Any) -> list[int]:
+    """The ids of a hole's ``text`` once the padding spaces after its value are dropped: its
+    sampled ids less the trailing ones that spell only spaces, or, where a token joined the
+    value to its padding, ``text`` encoded."""
+    keep = list(ids)
+    while keep and not vocab.decode(keep[-1:]).strip(" "):
+        keep.pop()
+    return keep if vocab.decode(keep) == text else list(tokenizer.encode(text))
 
 
 def is_causal(model: Any) -> bool:
