@@ -61,7 +61,7 @@ from unmask.infill.automaton import (
     whole_pattern,
 )
 from unmask.infill.fill import _max_seq_len, fill_canvas
-from unmask.infill.template import joins_spaces, layouts_canvas, split_choices
+from unmask.infill.template import is_count, joins_spaces, layouts_canvas, split_choices
 from unmask.messages import plural
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -190,8 +190,8 @@ def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
     if args is None or args == "":
         return default
     lo_s, dash, hi_s = args.partition("-")
-    if not lo_s.strip().isdigit() or (dash and not hi_s.strip().isdigit()):
-        raise UserError(f"{where}: bad length {args!r}; use N or MIN-MAX {unit}")
+    if not is_count(lo_s.strip()) or (dash and not is_count(hi_s.strip())):
+        raise UserError(f"{where}: bad length {args!r}; use N or MIN-MAX {unit} (ASCII digits)")
     lo = int(lo_s)
     hi = int(hi_s) if dash else lo
     if hi < lo:
@@ -203,8 +203,8 @@ def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
     return lo, hi
 
 
-_RANGE = re.compile(r"\s*(-?\d{1,18})\s*\.\.\s*(-?\d{1,18})\s*")
-_DECIMAL = r"-?\d{1,18}(?:\.\d{1,18})?"
+_RANGE = re.compile(r"\s*(-?[0-9]{1,18})\s*\.\.\s*(-?[0-9]{1,18})\s*")  # ASCII (is_count)
+_DECIMAL = r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?"
 _DECIMAL_RANGE = re.compile(rf"\s*({_DECIMAL})\s*\.\.\s*({_DECIMAL})\s*")
 
 
@@ -218,7 +218,7 @@ def _value_range(kind: str, args: str | None, where: str) -> tuple[Decimal, Deci
     m = (_DECIMAL_RANGE if kind == "float" else _RANGE).fullmatch(args)
     if m is None:
         lo_s, dash, hi_s = args.partition("-")
-        if lo_s.strip().isdigit() and (not dash or hi_s.strip().isdigit()):
+        if is_count(lo_s.strip()) and (not dash or is_count(hi_s.strip())):
             lo, hi = lo_s.strip(), hi_s.strip()
             if kind == "float":
                 new = (f"<float:{lo}..{hi}> for a number from {lo} to {hi}" if dash else
@@ -453,8 +453,12 @@ def _hole_regex(kind: str, args: str | None, where: str, tokenizer: Any) -> Lang
     if kind == "choice":
         if not args:
             raise UserError(f"{where}: <choice:...> needs choices, e.g. <choice:red|green|blue>")
+        choices = split_choices(args)
+        if not any(choices):  # <choice:|>: nothing to choose from (a gap refuses it too)
+            raise UserError(f"{where}: <choice:...> lists no choice, only empty ones; write "
+                            "e.g. <choice:red|green|blue>")
         # content + '"'
-        encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in split_choices(args)]
+        encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in choices]
         width = max(len(e.encode("utf-8")) for e in encoded)
         return _alt(*(re.escape(e) for e in encoded)), width, True, None
     if kind == "regex":

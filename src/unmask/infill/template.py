@@ -143,6 +143,14 @@ class Gap:
         if isinstance(self.choices, str):
             raise UserError(f"{what}: choices is a list of strings, not one string "
                             f"({self.choices!r})")
+        if self.choices is not None:  # refused here, in one line: [] was found only once a
+            # model was loaded, and [1] was a TypeError inside the automaton's compiler
+            if not self.choices:
+                raise UserError(f"{what}: choices is empty; list at least one text")
+            for c in self.choices:
+                if not isinstance(c, str):
+                    raise UserError(f"{what}: choices are texts, not {type(c).__name__} "
+                                    f"({c!r})")
 
     @property
     def constrained(self) -> bool:
@@ -260,6 +268,14 @@ _COUNT = re.compile(r"[0-9]+")
 """A gap length: ASCII digits (``str.isdigit`` let ``²`` through to a traceback)."""
 
 
+def is_count(text: str) -> bool:
+    """Whether ``text`` is a count as templates write one: ASCII digits only. ``str.isdigit``
+    and ``int`` also take other scripts' digits (``"３"``, ``"٣"``; ``"²"`` passes ``isdigit``
+    and fails ``int``), so a gap number or a form hole's length given so was read as a count
+    in one place, refused in another and a traceback in a third."""
+    return _COUNT.fullmatch(text) is not None
+
+
 def split_choices(spec: str) -> list[str]:
     """``"a|b|c"`` → ``["a", "b", "c"]``; ``\\|`` is a literal bar and ``\\\\`` a backslash."""
     out, buf, i = [], [], 0
@@ -295,7 +311,7 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
     check_names(segments)
     gaps = [k for k, p in enumerate(segments) if isinstance(p, Gap)]
     key = key.strip()
-    if key.isdigit() and 1 <= int(key) <= len(gaps):
+    if is_count(key) and 1 <= int(key) <= len(gaps):
         return gaps[int(key) - 1]
     for k in gaps:
         if segments[k].name == key:  # type: ignore[union-attr]
@@ -303,7 +319,8 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
     known = ", ".join(str(n) + (f" ({segments[k].name})" if segments[k].name else "")  # type: ignore[union-attr]
                       for n, k in enumerate(gaps, 1))
     raise UserError(
-        f"no gap {key!r} in the template (its gaps: {known}); name a gap by number or [MASK:name]"
+        f"no gap {key!r} in the template (its gaps: {known}); name a gap by number (ASCII "
+        "digits) or [MASK:name]"
     )
 
 
@@ -359,11 +376,8 @@ def _own_regexes(gap: Gap, label: str) -> list[str]:
     parts: list[str] = []
     if gap.regex is not None:
         parts.append(gap.regex)
-    if gap.choices is not None:
-        choices = list(gap.choices)
-        if not choices:
-            raise UserError(f"{label}: choices is empty")
-        parts.append("|".join(re.escape(c) for c in choices))
+    if gap.choices is not None:  # not empty, all texts: checked when the Gap was made
+        parts.append("|".join(re.escape(c) for c in gap.choices))
     if isinstance(gap.allowed, str):
         if gap.allowed not in NAMED_CLASSES:
             raise UserError(
@@ -387,10 +401,9 @@ def own_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomato
 
 
 def check_gap(gap: Gap, label: str = "gap") -> None:
-    """``UserError`` for a gap's unknown character class or empty choices, before any model or
-    tokenizer work (the regex is compiled over single bytes). The user's regex is checked as
-    written, so an error quotes it and its column points into it (with its anchors stripped,
-    ``^ab(c$`` was quoted as ``'ab(c'`` and its column was one short)."""
+    """``UserError`` for a gap's unknown character class or a regex the engine rejects,
+    before any model or tokenizer work (the regex is compiled over single bytes, as the user
+    wrote it: ``_own_regexes``)."""
     for r in _own_regexes(gap, label):
         check_regex(r, f"{label}: regex {quote_pattern(r)}")
 
@@ -865,6 +878,7 @@ __all__ = [
     "start_context",
     "with_start_context",
     "plan_template",
+    "is_count",
     "split_choices",
     "takes_space",
     "template_canvas",
