@@ -468,6 +468,33 @@ def test_template_infill_keeps_the_text_and_cli_equals_api(embed_run, capsys):
     assert other.text.startswith("the lord ") and other.text.endswith("go down")
 
 
+def test_template_infill_takes_the_recommendation_and_refuses_length_options(embed_run):
+    """``api.infill`` with no config (or a mapping) on an embed-diffusion checkpoint rounds at
+    its recommended temperature, as ``generate`` does (it rounded by argmax), a given
+    SampleConfig is taken as it is; an infill option that chooses gap lengths, which this
+    family never does, is refused in one line (it was silently dropped)."""
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.config import InfillOptions
+
+    loaded = load(embed_run)
+    template = "the lord [MASK:6] unto moses"
+    by_default = api.infill(loaded, template, config={"seed": 0, "steps": 4})
+    at_07 = api.infill(loaded, template, config=SampleConfig(seed=0, steps=4, temperature=0.7))
+    argmax = api.infill(loaded, template, config=SampleConfig(seed=0, steps=4))
+    assert by_default.text == at_07.text != argmax.text
+    assert by_default.nfe == 4
+    assert api.infill(loaded, template, config={"seed": 0, "steps": 4, "temperature": 0.0}
+                      ).text == argmax.text  # fmt: skip
+    assert api.infill(loaded, template).nfe == SampleConfig.steps  # the template sets the length
+    for options in ({"length_mode": "elbo"}, InfillOptions(max_candidates=2)):
+        with pytest.raises(UserError, match=r"^(length_mode|max_candidates) chooses the length "
+                           r"of a variable-length gap; an embed-diffusion"):
+            api.infill(loaded, template, config={"steps": 2}, options=options)
+    limit = InfillOptions(max_search_calls=8)  # a limit (the server's), not an option
+    assert api.infill(loaded, template, config={"steps": 2}, options=limit).nfe == 2
+
+
 def test_template_infill_through_the_server_equals_the_api(embed_run):
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

@@ -352,6 +352,23 @@ def test_cli_infill_on_causal_checkpoints(fim_run, tmp_path, capsys):
     assert "exactly one gap" in capsys.readouterr().err
 
 
+def test_infill_on_a_causal_checkpoint_refuses_length_options(fim_run, capsys):
+    """The model ends its one gap itself, so an option of the ELBO length search does nothing
+    there: one line (it was silently dropped), on the API and the CLI."""
+    from unmask import api
+
+    _, run = fim_run
+    loaded = load(run)
+    with pytest.raises(UserError, match=r"^length_score chooses the length of a variable-length "
+                       r"gap; a causal \(AR-FIM\) model ends its one gap itself"):
+        api.infill(loaded, "the lord [MASK:1-4] unto", options={"length_score": "context"})
+    assert api.infill(loaded, "the lord [MASK:1-4] unto", options={}).text.startswith("the lord")
+    argv = ["infill", "--model", str(run), "--max-candidates", "2", "the lord [MASK:1-4] unto"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max-candidates chooses the length" in err[0]
+
+
 def test_server_infill_on_causal_checkpoints_equals_cli(fim_run, capsys):
     """`/v1/infill` on an AR-FIM checkpoint fills its one gap as `unmask infill` does (same
     tokens at the same seed); several gaps are a 400 naming the limit, never a crash."""

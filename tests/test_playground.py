@@ -10,6 +10,7 @@ install.sh --test`` installs both where it can, so CI runs it); with
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -746,8 +747,8 @@ def test_blank_fields_are_left_to_the_server_and_bad_numbers_are_refused(page):
     assert json.loads(sent.value.post_data) == {"prompt": "Hi", "stream": True,
                                                 "stream_denoising": True}
     expect(page.locator("#status")).to_contain_text(" steps in ")
-    sent_urls: list[str] = []
-    page.on("request", lambda r: sent_urls.append(r.url))
+    sent_urls: list[str] = []  # runs (the placeholders' questions are not runs)
+    page.on("request", lambda r: sent_urls.append(r.url) if "/v1/" in r.url else None)
     page.focus("#steps")
     page.keyboard.type("1e")  # a number field holding no number: its value is ""
     page.click("#go")
@@ -774,9 +775,15 @@ def test_untouched_fields_run_what_the_server_recommends(page, base_url):
     expect(page.locator("#status")).to_have_text(re.compile(r"^8 steps in "), timeout=30_000)
     page.route("**/v1/completions", answer(DONE_STREAM))
     page.select_option("#policy", "threshold")
+    expect(page.locator("#threshold")).to_have_attribute("placeholder", "0.9")  # the default
     with page.expect_request("**/v1/completions") as sent:
         page.click("#go")
-    assert json.loads(sent.value.post_data)["threshold"] == 0.9
+    assert json.loads(sent.value.post_data)["policy"] == "threshold"
+    assert "threshold" not in json.loads(sent.value.post_data)  # blank: the server's runs
+    page.fill("#threshold", "0.8")
+    with page.expect_request("**/v1/completions") as sent:
+        page.click("#go")
+    assert json.loads(sent.value.post_data)["threshold"] == 0.8
 
 
 CONTRAST = """(el) => {
@@ -832,44 +839,86 @@ def test_counts_in_the_status_line_agree_with_their_nouns(page):
     assert page.text_content("#canvas") == "a x b"
 
 
-def placeholders(page: Page) -> dict[str, str]:
-    out = {f: page.get_attribute(f"#{f}", "placeholder") for f in
-           ("steps", "block_length", "temperature")}
-    return {**out, "policy": page.text_content("#policy_default")}
+PLACEHOLDERS = ("steps", "block_length", "temperature", "threshold")
+
+
+def expect_placeholders(page: Page, want: dict[str, str]) -> None:
+    """The fields' placeholders (they come from the server's answer) and the policy's default."""
+    for f in PLACEHOLDERS:
+        if f in want:
+            expect(page.locator(f"#{f}")).to_have_attribute("placeholder", want[f])
+    if "policy" in want:
+        expect(page.locator("#policy_default")).to_have_text(want["policy"])
+
+
+@contextlib.contextmanager
+def serving(page: Page, sample_defaults: dict, api_key: str | None = None):
+    """The page loaded from a live server of a checkpoint that recommends ``sample_defaults``;
+    yields that checkpoint."""
+    model = random_transformer(tokenizer=TOK)
+    model.config.sample_defaults = sample_defaults
+    served = loaded(model, TOK)
+    with live_server(create_app(served, api_key=api_key)) as port:
+        page.goto(f"http://127.0.0.1:{port}/")
+        yield served
 
 
 def test_blank_fields_show_the_recommendation_that_will_run(page):
-    """In complete mode a blank field's placeholder is what the server runs for it
-    (``api.sample_config`` with the checkpoint's ``sample_defaults`` of ``GET /v1/models``: a
-    recommended block length fitted to max_tokens and steps), and a note lists the
-    recommendation, penalties included; infill, form and schema take the server's defaults."""
+    """In complete mode a blank field's placeholder is what the server runs for it, as the
+    server computes it (``GET /playground/options``: ``api.sample_config`` with the
+    checkpoint's ``sample_defaults``, a recommended block length fitted to max_tokens and
+    steps; the page keeps no copy of that rule), and a note lists the recommendation,
+    penalties included; infill, form and schema take the server's defaults."""
     recommended = {"block_length": 4, "temperature": 0.7, "repetition_penalty": 1.3}
-    listed = {"object": "list", "data": [{"id": "tiny", "object": "model",
-                                          "sample_defaults": recommended}]}
-    page.route("**/v1/models", answer(json.dumps(listed), content_type="application/json"))
-    page.reload()
-    expect(page.locator("#defaults_note")).to_contain_text("repetition_penalty 1.3")
-    model = random_transformer(tokenizer=TOK)
-    model.config.sample_defaults = recommended
-    served = loaded(model, TOK)
-    for max_tokens, steps, policy in (("8", "", ""), ("6", "", ""), ("5", "", ""),
-                                      ("8", "3", ""), ("8", "3", "threshold"), ("6", "2", "")):
-        page.fill("#max_tokens", max_tokens)
-        page.fill("#steps", steps)
-        page.select_option("#policy", policy)
-        given = {"gen_length": int(max_tokens), **({"steps": int(steps)} if steps else {}),
-                 **({"policy": policy} if policy else {})}
-        runs = api.sample_config(served, given)
-        block = "none" if runs.block_length is None else str(runs.block_length)
-        shown = placeholders(page)
-        if steps:  # a filled field shows its value, not its placeholder
-            shown["steps"] = steps
-        assert shown == {"steps": str(runs.steps), "block_length": block,
-                         "temperature": "0.7", "policy": "default (llada)"}, given
-    page.check("input[name=mode][value=form]")
-    assert placeholders(page) == dict.fromkeys(("steps", "block_length", "temperature",
-                                                "policy"), "default")
-    expect(page.locator("#defaults_note")).to_contain_text("the server's defaults")
+    with serving(page, recommended) as served:
+        expect(page.locator("#defaults_note")).to_contain_text("repetition_penalty 1.3")
+        for max_tokens, steps, policy in (("8", "", ""), ("6", "", ""), ("5", "", ""),
+                                          ("8", "3", ""), ("8", "3", "threshold"),
+                                          ("6", "2", ""), ("", "", "")):
+            page.fill("#max_tokens", max_tokens)
+            page.fill("#steps", steps)
+            page.select_option("#policy", policy)
+            given = {"gen_length": int(max_tokens or 16), **({"steps": int(steps)} if steps
+                     else {}), **({"policy": policy} if policy else {})}  # fmt: skip
+            runs = api.sample_config(served, given)
+            block = "none" if runs.block_length is None else str(runs.block_length)
+            want = {"block_length": block, "temperature": "0.7", "threshold": "0.9",
+                    "policy": "default (llada)"}
+            if not steps:  # a filled field shows its value, not its placeholder
+                want["steps"] = str(runs.steps)
+            expect_placeholders(page, want)
+        page.check("input[name=mode][value=form]")
+        expect_placeholders(page, {"steps": "default", "block_length": "default",
+                                   "temperature": "0", "policy": "default (llada)"})
+        expect(page.locator("#defaults_note")).to_contain_text("the server's defaults")
+
+
+def test_a_recommended_threshold_is_what_a_blank_threshold_runs(page):
+    """LLaDA 2 recommends policy threshold at 0.95: with the default policy the threshold field
+    is live and shows 0.95, a blank one is not sent (the recommendation runs: the field's old
+    fixed 0.9 overrode it once the policy was chosen), a typed one is; infill runs the server's
+    defaults (policy llada), where the field is off again."""
+    with serving(page, {"policy": "threshold", "threshold": 0.95}) as served:
+        assert api.sample_config(served, {}).threshold == 0.95
+        expect_placeholders(page, {"threshold": "0.95", "policy": "default (threshold)"})
+        expect(page.locator("#threshold")).to_be_enabled()
+        page.route("**/v1/completions", answer(DONE_STREAM))
+        page.fill("#prompt", "Hi")
+        for policy in ("", "threshold"):
+            page.select_option("#policy", policy)
+            expect_placeholders(page, {"threshold": "0.95"})
+            with page.expect_request("**/v1/completions") as sent:
+                page.click("#go")
+            body = json.loads(sent.value.post_data)
+            assert "threshold" not in body and body.get("policy") == (policy or None)
+        page.select_option("#policy", "")
+        page.fill("#threshold", "0.97")
+        with page.expect_request("**/v1/completions") as sent:
+            page.click("#go")
+        assert json.loads(sent.value.post_data)["threshold"] == 0.97
+        page.check("input[name=mode][value=infill]")
+        expect_placeholders(page, {"threshold": "0.9", "policy": "default (llada)"})
+        expect(page.locator("#threshold")).to_be_disabled()
 
 
 def test_placeholders_without_a_recommendation_are_the_server_defaults(page):
@@ -878,28 +927,18 @@ def test_placeholders_without_a_recommendation_are_the_server_defaults(page):
     block_length placeholder never claims a recommendation there is none of."""
     page.fill("#max_tokens", "8")
     expect(page.locator("#defaults_note")).to_contain_text("recommends no sampling options")
-    assert placeholders(page) == {"steps": "8", "block_length": "none", "temperature": "0",
-                                  "policy": "default (llada)"}
+    expect_placeholders(page, {"steps": "8", "block_length": "none", "temperature": "0",
+                               "threshold": "0.9", "policy": "default (llada)"})
     page.check("input[name=mode][value=infill]")
-    assert placeholders(page)["block_length"] == "default"
+    expect_placeholders(page, {"block_length": "default"})
 
 
 def test_with_an_api_key_the_recommendation_is_read_once_the_key_is_typed(page):
-    """A server with ``--api-key`` refuses ``GET /v1/models`` without the key: the page says
-    *default* until the key is typed, then asks again and shows the recommendation."""
-    listed = {"object": "list", "data": [{"id": "tiny", "sample_defaults": {"temperature": 0.5}}]}
-
-    def models(route):
-        if route.request.headers.get("authorization") == "Bearer k":
-            route.fulfill(status=200, content_type="application/json", body=json.dumps(listed))
-        else:
-            route.fulfill(status=401, content_type="application/json",
-                          body='{"error": {"message": "invalid API key"}}')
-
-    page.route("**/v1/models", models)
-    page.reload()
-    expect(page.locator("#temperature")).to_have_attribute("placeholder", "default")
-    page.fill("#key", "k")
-    page.dispatch_event("#key", "change")
-    expect(page.locator("#temperature")).to_have_attribute("placeholder", "0.5")
-    page.errors.clear()  # Chromium logs the 401 on the console
+    """A server with ``--api-key`` refuses ``GET /playground/options`` without the key: the
+    page says *default* until the key is typed, then asks again and shows the recommendation."""
+    with serving(page, {"temperature": 0.5}, api_key="k"):
+        expect_placeholders(page, {"temperature": "default", "threshold": "default"})
+        page.fill("#key", "k")
+        page.dispatch_event("#key", "change")
+        expect_placeholders(page, {"temperature": "0.5", "threshold": "0.9"})
+        page.errors.clear()  # Chromium logs the 401 on the console

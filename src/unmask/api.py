@@ -909,18 +909,23 @@ def infill(
         raise UserError(f"template must be a text or a list of texts and Gap items, not "
                         f"{type(template).__name__}")
     options = _infill_options(options)
-    config = _task_config(config)
+    embed = facts_of(loaded).default_decoder == "embed-diffusion"
+    config = _embed_infill_config(loaded, config) if embed else _task_config(config)
     refuse_generation_only(config, "infill")
     config = config or SampleConfig()
     t0 = time.perf_counter()
-    if facts_of(loaded).default_decoder == "embed-diffusion":  # fixed-length gaps, kept context
+    if embed:  # fixed-length gaps, kept context
         from unmask.infill.continuous import infill_template
 
+        _refuse_length_options(options, "an embed-diffusion checkpoint fills fixed-length gaps "
+                               "only ([MASK:n])")
         res = infill_template(decoding_model(loaded, config), loaded.tokenizer, template, config,
                               step_callback=step_callback)  # fmt: skip
         return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
     refuse_continuous(loaded, "infill")
     if facts_of(loaded).attention == "causal":
+        _refuse_length_options(options, "a causal (AR-FIM) model ends its one gap itself "
+                               "(EOS, within the gap's bounds)")
         res = infill_causal(decoding_model(loaded, config), loaded.tokenizer, template, config)
     else:
         res = _infill(
@@ -932,6 +937,38 @@ def infill(
             step_callback=step_callback,
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
+
+
+def _embed_infill_config(
+    loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None
+) -> SampleConfig:
+    """``infill``'s ``config`` on an embed-diffusion checkpoint: a ``SampleConfig`` as given; a
+    mapping (or None) the options it sets over the checkpoint's recommendation, as ``generate``
+    takes it. The recommendation is this decoder's rounding ``temperature``, measured on it
+    (argmax rounding repeats frequent tokens), so it holds for a template's gaps too: the fill
+    ran at the dataclass's argmax instead. ``steps`` not given (nor recommended) stays the
+    dataclass's: the template, not ``gen_length``, sets the length."""
+    if config is None or isinstance(config, Mapping):
+        given = dict(config or {})
+        out = sample_config(loaded, given)
+        if "steps" not in given and "steps" not in facts_of(loaded).sample_defaults:
+            out = dataclasses.replace(out, steps=SampleConfig.steps)
+        return out
+    return cast(SampleConfig, _task_config(config))  # not None here: a config, or refused
+
+
+def _refuse_length_options(options: InfillOptions | None, why: str) -> None:
+    """One line for an ``InfillOptions`` field set away from its default where no gap length is
+    chosen (``why``): it was silently ignored. ``max_search_calls`` is a limit (the server's
+    operator sets it), which a fill that searches nothing keeps."""
+    from unmask.config import InfillOptions
+
+    if options is None:
+        return
+    for f in dataclasses.fields(InfillOptions):
+        if f.name != "max_search_calls" and getattr(options, f.name) != f.default:
+            raise UserError(f"{f.name} chooses the length of a variable-length gap; {why}, "
+                            "so it does not apply")
 
 
 def _infill_options(options: InfillOptions | Mapping[str, Any] | None) -> InfillOptions | None:

@@ -269,7 +269,8 @@ class ReferenceScorer:
     def _rows(
         self, texts: Sequence[str], prompts: Sequence[str] | None
     ) -> list[tuple[list[int], int]]:
-        """Per text: (context + text ids, length of the context)."""
+        """Per text: (context + text ids, length of the context); with a prompt, the two
+        tokenized as one text (``_continuation``)."""
         if isinstance(texts, str) or (prompts is not None and isinstance(prompts, str)):
             raise UserError("texts and prompts must be lists of strings, not one string")
         if prompts is not None and len(prompts) != len(texts):
@@ -277,14 +278,34 @@ class ReferenceScorer:
                             "give one prompt per text")
         rows = []
         for i, text in enumerate(texts):
-            context = [] if self.start_id is None else [int(self.start_id)]
-            if prompts is not None:
-                context += self.encode(prompts[i])
-            ids = context + self.encode(text)
+            start = [] if self.start_id is None else [int(self.start_id)]
+            ids, n_ctx = (self.encode(text), 0) if prompts is None else \
+                self._continuation(prompts[i], text)  # fmt: skip
+            ids, n_ctx = start + ids, len(start) + n_ctx
             if self.max_length is not None:
                 ids = ids[: self.max_length]
-            rows.append((ids, min(len(context), len(ids))))
+            rows.append((ids, min(n_ctx, len(ids))))
         return rows
+
+    def _continuation(self, prompt: str, text: str) -> tuple[list[int], int]:
+        """(ids of ``prompt + text`` tokenized whole, how many of them are the prompt's).
+
+        Tokenized apart, the boundary got tokens the reference never sees in running text:
+        ``"Hello wor" + "ld"`` scored ``ld`` after `` wor`` (not `` world``), and a prompt
+        ending in a space scored the continuation's first word without it (`` `` + ``sat``,
+        not `` sat``). As lm-eval-harness does, the prompt's trailing whitespace moves to the
+        text, and the whole is tokenized once; its context is the tokens it shares with the
+        prompt's own tokenization (a token that joins the prompt's end to the text is
+        scored: it holds text)."""
+        if not text:  # nothing to score (the prompt's trailing space is no continuation)
+            ids = self.encode(prompt)
+            return ids, len(ids)
+        ids = self.encode(prompt + text)
+        own = self.encode(prompt.rstrip())
+        n = 0
+        while n < min(len(own), len(ids)) and own[n] == ids[n]:
+            n += 1
+        return ids, n
 
     @torch.no_grad()
     def score(

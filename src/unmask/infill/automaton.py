@@ -10,6 +10,7 @@ Inside:
 - ``TokenAutomaton.with_empty_tail``: the same language with at least n tokens, then any
   number of ``[EMPTY]`` fillers (variable-length gaps filled in one pass).
 - ``GapConstraint``: a ``CanvasConstraint`` holding one automaton over spans of the canvas.
+- ``quote_pattern``: a pattern as an error quotes it (a long one shortened).
 
 Why an automaton over the whole gap: diffusion commits positions in any order, so whether
 a token is acceptable at position i depends on the tokens already committed before *and
@@ -52,6 +53,20 @@ MAX_PATTERN_SIZE = 100_000
 """Most positions a pattern may expand to (``pattern_size``): the bound on compile work that
 keeps one request from holding a worker for minutes (``a{1000}`` nested in ``{1000}`` is a
 million positions although each quantifier is under ``MAX_REPEAT``)."""
+
+QUOTE_CHARS = 60
+"""Most characters of a pattern an error message quotes (``quote_pattern``)."""
+
+
+def quote_pattern(pattern: str, limit: int = QUOTE_CHARS) -> str:
+    """``pattern`` as an error message quotes it: its ``repr``, or for a longer one its start
+    and end around an ellipsis with its length (an error about a pattern of thousands of
+    characters quoted all of it, twice: one line, but screens long)."""
+    if len(pattern) <= limit:
+        return repr(pattern)
+    head = limit * 2 // 3
+    tail = limit - head
+    return f"{pattern[:head]!r}...{pattern[-tail:]!r} ({len(pattern)} characters)"
 
 
 @dataclass(eq=False)
@@ -833,7 +848,8 @@ def check_size(pattern: str, what: str = "regex") -> None:
     for m in _QUANTIFIER.finditer(_BRACED_ESCAPE.sub("e", pattern)):  # not ``\x{10000}``
         bound = max(int(m.group(1)), int(m.group(2) or 0))
         if bound > MAX_REPEAT:
-            raise UserError(f"{what}: too large (quantifier {m.group(0)!r} over {MAX_REPEAT})")
+            raise UserError(f"{what}: too large (quantifier {quote_pattern(m.group(0))} over "
+                            f"{MAX_REPEAT})")
     n = pattern_size(pattern)
     if n > MAX_PATTERN_SIZE:
         raise UserError(
@@ -842,8 +858,9 @@ def check_size(pattern: str, what: str = "regex") -> None:
         )
 
 
-def _index(pattern: str, vocab: Vocab, what: str) -> Any:
-    """``outlines_core.Index`` of ``pattern`` + ``SENTINEL``, its errors as one ``UserError``.
+def _index(pattern: str, vocab: Vocab, what: str, *, matchable: bool = True) -> Any:
+    """``outlines_core.Index`` of ``pattern`` + ``SENTINEL``, its errors as one ``UserError``
+    (without ``matchable``, None for a pattern no token sequence matches).
 
     Why the sentinel: outlines-core 0.2.14 drops a token whose bytes run from a state where
     the pattern is matched into one where it is not (``[0-9]+(\\.[0-9]+)?`` has no ``"."``
@@ -868,6 +885,8 @@ def _index(pattern: str, vocab: Vocab, what: str) -> Any:
     except ValueError as e:
         msg = str(e)
         if "incompatible" in msg:
+            if not matchable:
+                return None
             raise UserError(f"{what}: no sequence of this tokenizer's tokens matches it") from None
         reason = msg.split(".")[0].replace("Failed to build DFA ", "")
         try:  # the engine's message has no position; Python's parser often names one
@@ -981,6 +1000,18 @@ def check_regex(pattern: str, what: str = "regex") -> None:
     check_size(pattern, what)
     index = _index(pattern, _BYTES, what)
     _pattern_start(index.get_transitions(), index.get_initial_state(), _BYTES, what)
+
+
+def check_syntax(pattern: str, what: str = "regex") -> None:
+    """``UserError`` for a pattern the engine rejects, checked alone, before it is written into
+    a larger regex (a JSON Schema value's), so the error's column points into the pattern as
+    written. A pattern over the size limits (``check_size``) or that matches no text is left to
+    the caller's checks of the larger regex, which name those in their own words."""
+    try:
+        check_size(pattern, what)
+    except UserError:
+        return
+    _index(pattern, _BYTES, what, matchable=False)
 
 
 def cached_automaton(tokenizer: Any, key: Any, build: Any) -> TokenAutomaton:

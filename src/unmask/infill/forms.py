@@ -53,13 +53,15 @@ from unmask.infill.automaton import (
     SENTINEL,
     START,
     TokenAutomaton,
+    Vocab,
     cached_automaton,
     check_regex,
+    quote_pattern,
     vocab_of,
     whole_pattern,
 )
 from unmask.infill.fill import _max_seq_len, fill_canvas
-from unmask.infill.template import joins_spaces, layouts_canvas, split_choices
+from unmask.infill.template import is_count, joins_spaces, layouts_canvas, split_choices
 from unmask.messages import plural
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
@@ -162,7 +164,8 @@ class FormResult:
     """What ``fill_form`` returns."""
 
     text: str
-    """The filled JSON text as sampled (holes may be followed by padding spaces)."""
+    """The filled JSON text: the template's text with each value written in (the spaces that
+    padded a value to its hole's width on the canvas dropped)."""
     value: Any
     """``json.loads(text)``."""
     holes: list[FormHole]
@@ -187,8 +190,8 @@ def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
     if args is None or args == "":
         return default
     lo_s, dash, hi_s = args.partition("-")
-    if not lo_s.strip().isdigit() or (dash and not hi_s.strip().isdigit()):
-        raise UserError(f"{where}: bad length {args!r}; use N or MIN-MAX {unit}")
+    if not is_count(lo_s.strip()) or (dash and not is_count(hi_s.strip())):
+        raise UserError(f"{where}: bad length {args!r}; use N or MIN-MAX {unit} (ASCII digits)")
     lo = int(lo_s)
     hi = int(hi_s) if dash else lo
     if hi < lo:
@@ -200,8 +203,8 @@ def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
     return lo, hi
 
 
-_RANGE = re.compile(r"\s*(-?\d{1,18})\s*\.\.\s*(-?\d{1,18})\s*")
-_DECIMAL = r"-?\d{1,18}(?:\.\d{1,18})?"
+_RANGE = re.compile(r"\s*(-?[0-9]{1,18})\s*\.\.\s*(-?[0-9]{1,18})\s*")  # ASCII (is_count)
+_DECIMAL = r"-?[0-9]{1,18}(?:\.[0-9]{1,18})?"
 _DECIMAL_RANGE = re.compile(rf"\s*({_DECIMAL})\s*\.\.\s*({_DECIMAL})\s*")
 
 
@@ -215,7 +218,7 @@ def _value_range(kind: str, args: str | None, where: str) -> tuple[Decimal, Deci
     m = (_DECIMAL_RANGE if kind == "float" else _RANGE).fullmatch(args)
     if m is None:
         lo_s, dash, hi_s = args.partition("-")
-        if lo_s.strip().isdigit() and (not dash or hi_s.strip().isdigit()):
+        if is_count(lo_s.strip()) and (not dash or is_count(hi_s.strip())):
             lo, hi = lo_s.strip(), hi_s.strip()
             if kind == "float":
                 new = (f"<float:{lo}..{hi}> for a number from {lo} to {hi}" if dash else
@@ -450,8 +453,12 @@ def _hole_regex(kind: str, args: str | None, where: str, tokenizer: Any) -> Lang
     if kind == "choice":
         if not args:
             raise UserError(f"{where}: <choice:...> needs choices, e.g. <choice:red|green|blue>")
+        choices = split_choices(args)
+        if not any(choices):  # <choice:|>: nothing to choose from (a gap refuses it too)
+            raise UserError(f"{where}: <choice:...> lists no choice, only empty ones; write "
+                            "e.g. <choice:red|green|blue>")
         # content + '"'
-        encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in split_choices(args)]
+        encoded = [json.dumps(c, ensure_ascii=False)[1:] for c in choices]
         width = max(len(e.encode("utf-8")) for e in encoded)
         return _alt(*(re.escape(e) for e in encoded)), width, True, None
     if kind == "regex":
@@ -465,8 +472,8 @@ def _regex_hole(args: str | None, where: str, tokenizer: Any) -> Lang:
     regex is unbounded (or its shortest match, when that is longer)."""
     if not args:
         raise UserError(f"{where}: <regex:...> needs a pattern")
+    check_regex(args, f"{where}: regex")  # as written: an error's column points into it
     args = whole_pattern(args)
-    check_regex(args, f"{where}: regex")
     user = _automaton(args, tokenizer, f"{where}: regex")
     safe = user.intersect(_automaton(JSON_CHAR + "*", tokenizer, where))
     shortest = safe.min_tokens()
@@ -511,7 +518,8 @@ def _hole(
         m = _HOLE.fullmatch(spec)
         assert m is not None
         kind, args = m.group(1), m.group(2)
-        where = f"hole {path} {spec!r}"
+        shown = quote_pattern(spec) if kind == "regex" else repr(spec)  # a long pattern cut
+        where = f"hole {path} {shown}"
         regex, width, quoted, bound = _hole_regex(kind, args, where, tokenizer)
         assert quoted == (kind in QUOTED)
         name, inner = spec, kind == "text" and joins_spaces(tokenizer)
@@ -742,6 +750,9 @@ def fill_form(
             tokens.extend(tokenizer.encode(" "))
         if raw != (" " if back else "") + sampled:  # a string's leading space dropped
             ids = list(tokenizer.encode(raw[1:] if back else raw))
+        if parse:  # the spaces that pad a value to its hole's width are not the form's text
+            raw, ids = raw.rstrip(" "), _unpadded(ids, raw.rstrip(" ")[1 if back else 0 :],
+                                                  vocab, tokenizer)
         tokens.extend(ids)
         parts.append(raw)
         body = raw.rstrip(" ")[1:] if hole.space else raw.rstrip(" ")
@@ -755,6 +766,16 @@ def fill_form(
     text = "".join(parts)
     return FormResult(text=text, value=json.loads(text), holes=holes, nfe=nfe,
                       repaired=repaired, tokens=tokens)
+
+
+def _unpadded(ids: list[int], text: str, vocab: Vocab, tokenizer: Any) -> list[int]:
+    """The ids of a hole's ``text`` once the padding spaces after its value are dropped: its
+    sampled ids less the trailing ones that spell only spaces, or, where a token joined the
+    value to its padding, ``text`` encoded."""
+    keep = list(ids)
+    while keep and not vocab.decode(keep[-1:]).strip(" "):
+        keep.pop()
+    return keep if vocab.decode(keep) == text else list(tokenizer.encode(text))
 
 
 def is_causal(model: Any) -> bool:

@@ -38,6 +38,8 @@ from unmask.infill.automaton import (
     TokenAutomaton,
     cached_automaton,
     check_regex,
+    check_syntax,
+    quote_pattern,
     top_level_branches,
     vocab_of,
     whole_pattern,
@@ -684,6 +686,9 @@ def _check_structure(node: Mapping[str, Any], path: str) -> None:
     if "pattern" in node and not isinstance(node["pattern"], str):
         raise UserError(f"{_where(path)}: pattern must be a string (a regex), not "
                         f"{type(node['pattern']).__name__}")
+    if isinstance(node.get("pattern"), str):  # alone, as written: an error quotes it and its
+        # column points into it, not into the value's JSON regex it is later written inside
+        check_syntax(node["pattern"], f"{_where(path)}: pattern {quote_pattern(node['pattern'])}")
     for key in ("items", "additionalProperties"):
         if key in node and not isinstance(node[key], (Mapping, bool)):
             raise UserError(f"{_where(path)}: {key} must be a schema (an object or a "
@@ -1275,7 +1280,7 @@ def constraint_form(
         width = max(len(tokenizer.encode(c)) for c in choice)
         return ValueHole(regex=pattern, width=width, spec="<choice>"), False
     assert regex is not None
-    check_regex(regex, f"{source}: regex {regex!r}")
+    check_regex(regex, f"{source}: regex {quote_pattern(regex)}")
     return ValueHole(regex=whole_pattern(regex), width=max_tokens, spec="<regex>"), False
 
 

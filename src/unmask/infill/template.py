@@ -39,6 +39,7 @@ from unmask.infill.automaton import (
     TokenAutomaton,
     cached_automaton,
     check_regex,
+    quote_pattern,
     vocab_of,
     whole_pattern,
 )
@@ -142,6 +143,14 @@ class Gap:
         if isinstance(self.choices, str):
             raise UserError(f"{what}: choices is a list of strings, not one string "
                             f"({self.choices!r})")
+        if self.choices is not None:  # refused here, in one line: [] was found only once a
+            # model was loaded, and [1] was a TypeError inside the automaton's compiler
+            if not self.choices:
+                raise UserError(f"{what}: choices is empty; list at least one text")
+            for c in self.choices:
+                if not isinstance(c, str):
+                    raise UserError(f"{what}: choices are texts, not {type(c).__name__} "
+                                    f"({c!r})")
 
     @property
     def constrained(self) -> bool:
@@ -259,6 +268,14 @@ _COUNT = re.compile(r"[0-9]+")
 """A gap length: ASCII digits (``str.isdigit`` let ``²`` through to a traceback)."""
 
 
+def is_count(text: str) -> bool:
+    """Whether ``text`` is a count as templates write one: ASCII digits only. ``str.isdigit``
+    and ``int`` also take other scripts' digits (``"３"``, ``"٣"``; ``"²"`` passes ``isdigit``
+    and fails ``int``), so a gap number or a form hole's length given so was read as a count
+    in one place, refused in another and a traceback in a third."""
+    return _COUNT.fullmatch(text) is not None
+
+
 def split_choices(spec: str) -> list[str]:
     """``"a|b|c"`` → ``["a", "b", "c"]``; ``\\|`` is a literal bar and ``\\\\`` a backslash."""
     out, buf, i = [], [], 0
@@ -294,7 +311,7 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
     check_names(segments)
     gaps = [k for k, p in enumerate(segments) if isinstance(p, Gap)]
     key = key.strip()
-    if key.isdigit() and 1 <= int(key) <= len(gaps):
+    if is_count(key) and 1 <= int(key) <= len(gaps):
         return gaps[int(key) - 1]
     for k in gaps:
         if segments[k].name == key:  # type: ignore[union-attr]
@@ -302,7 +319,8 @@ def find_gap(segments: Sequence[str | Gap], key: str) -> int:
     known = ", ".join(str(n) + (f" ({segments[k].name})" if segments[k].name else "")  # type: ignore[union-attr]
                       for n, k in enumerate(gaps, 1))
     raise UserError(
-        f"no gap {key!r} in the template (its gaps: {known}); name a gap by number or [MASK:name]"
+        f"no gap {key!r} in the template (its gaps: {known}); name a gap by number (ASCII "
+        "digits) or [MASK:name]"
     )
 
 
@@ -352,15 +370,14 @@ def _regex_automaton(pattern: str, tokenizer: Any, what: str) -> TokenAutomaton:
 
 
 def _own_regexes(gap: Gap, label: str) -> list[str]:
-    """The regexes the gap's own text must match in full (all of them; empty = any text)."""
+    """The regexes the gap's own text must match in full (all of them; empty = any text).
+    The user's regex as written (``from_regex`` drops its anchors), so an error quotes it and
+    its column points into it (``^ab(c$`` was quoted as ``'ab(c'``, its column one short)."""
     parts: list[str] = []
     if gap.regex is not None:
-        parts.append(whole_pattern(gap.regex))
-    if gap.choices is not None:
-        choices = list(gap.choices)
-        if not choices:
-            raise UserError(f"{label}: choices is empty")
-        parts.append("|".join(re.escape(c) for c in choices))
+        parts.append(gap.regex)
+    if gap.choices is not None:  # not empty, all texts: checked when the Gap was made
+        parts.append("|".join(re.escape(c) for c in gap.choices))
     if isinstance(gap.allowed, str):
         if gap.allowed not in NAMED_CLASSES:
             raise UserError(
@@ -375,7 +392,8 @@ def own_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomato
     """The automaton of the gap's own text (no taken-in space, no token masks): every
     constraint intersected."""
     parts = _own_regexes(gap, label)
-    autos = [_regex_automaton(r, tokenizer, f"{label}: regex {r!r}") for r in parts or [ANY_TEXT]]
+    autos = [_regex_automaton(r, tokenizer, f"{label}: regex {quote_pattern(r)}")
+             for r in parts or [ANY_TEXT]]
     out = autos[0]
     for other in autos[1:]:
         out = out.intersect(other)
@@ -383,10 +401,11 @@ def own_automaton(gap: Gap, tokenizer: Any, label: str = "gap") -> TokenAutomato
 
 
 def check_gap(gap: Gap, label: str = "gap") -> None:
-    """``UserError`` for a gap's unknown character class or empty choices, before any model or
-    tokenizer work (the regex is compiled over single bytes)."""
+    """``UserError`` for a gap's unknown character class or a regex the engine rejects,
+    before any model or tokenizer work (the regex is compiled over single bytes, as the user
+    wrote it: ``_own_regexes``)."""
     for r in _own_regexes(gap, label):
-        check_regex(r, f"{label}: regex {r!r}")
+        check_regex(r, f"{label}: regex {quote_pattern(r)}")
 
 
 def gap_automaton(
@@ -419,11 +438,12 @@ def gap_automaton(
         if shifted and gap.shapes_text:
             own = own_automaton(gap, tokenizer, label)
             lone = not own.accepts_text(" ", tokenizer)
-            parts = [f"(?:{r})| (?:{r})" for r in parts] + ([NOT_A_SPACE] if lone else [])
+            parts = [f"(?:{w})| (?:{w})" for w in map(whole_pattern, parts)]  # anchors off
+            parts += [NOT_A_SPACE] if lone else []
         mask = _token_mask(gap, tokenizer, label)
         out = None
         for r in parts or [ANY_TEXT]:
-            auto = _regex_automaton(r, tokenizer, f"{label}: regex {r!r}")
+            auto = _regex_automaton(r, tokenizer, f"{label}: regex {quote_pattern(r)}")
             out = auto if out is None else out.intersect(auto)
         assert out is not None
         if mask is not None:
@@ -858,6 +878,7 @@ __all__ = [
     "start_context",
     "with_start_context",
     "plan_template",
+    "is_count",
     "split_choices",
     "takes_space",
     "template_canvas",

@@ -1,14 +1,51 @@
 """``GET /`` (and ``HEAD /``): the playground, one static page
-(``unmask/server/static/playground.html``) that calls the same API as any client."""
+(``unmask/server/static/playground.html``) that calls the same API as any client; and
+``GET /playground/options``: what the page's blank fields run, computed by the library's
+rule (``api.sample_config``), so the page keeps no copy of it."""
 
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
+from unmask import api
+from unmask.errors import UserError
+from unmask.server.http import APIError
+from unmask.server.plumbing import check_names, secured
+from unmask.server.schemas import CompletionRequest, DiffusionOptions
 from unmask.server.state import ServerState
+
+SHOWN = ("steps", "block_length", "temperature", "policy", "threshold")
+"""The options the page has fields for (``max_tokens`` is the length itself)."""
+
+
+def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
+                 policy: str | None) -> dict[str, Any]:
+    """What a playground request that sends only ``max_tokens``, ``steps`` and ``policy`` (each
+    when given) runs with: ``complete`` as ``/v1/completions`` configures it (the checkpoint's
+    recommendation over the defaults, a recommended ``block_length`` fitted to the length and
+    steps: ``api.sample_config``), ``template`` as infill and forms do (the request defaults:
+    no recommendation, whatever ``policy`` is given), and the ``recommended`` options themselves
+    (``GET /v1/models``)."""
+    from unmask.server.routes.info import recommended
+
+    length = CompletionRequest.model_fields["max_tokens"].default if max_tokens is None \
+        else max_tokens  # fmt: skip
+    given: dict[str, Any] = {"gen_length": length}
+    given.update({k: v for k, v in (("steps", steps), ("policy", policy)) if v is not None})
+    try:
+        runs = api.sample_config(state.loaded, given)
+    except UserError as e:
+        raise APIError(400, str(e), code="invalid_value") from None
+    check_names(runs)  # an unknown policy: a 400 naming it
+    fields = DiffusionOptions.model_fields
+    template = {k: fields[k].default for k in ("temperature", "policy", "threshold")}
+    return {"recommended": recommended(state),
+            "complete": {k: getattr(runs, k) for k in SHOWN},
+            "template": template}
 
 
 def router(state: ServerState) -> APIRouter:
@@ -19,5 +56,11 @@ def router(state: ServerState) -> APIRouter:
         page = resources.files("unmask.server").joinpath("static/playground.html")
         text = page.read_text(encoding="utf-8") if page.is_file() else "<p>unmask server</p>"
         return HTMLResponse(text)
+
+    @r.get("/playground/options", include_in_schema=False, dependencies=secured(state))
+    async def options(max_tokens: int | None = Query(None, ge=1),
+                      steps: int | None = Query(None, ge=1),
+                      policy: str | None = Query(None, max_length=32)) -> dict[str, Any]:
+        return blank_fields(state, max_tokens, steps, policy or None)
 
     return r

@@ -1,0 +1,58 @@
+"""``GET /playground/options``: what the playground's blank fields run, computed by the server
+with the library's rule (``api.sample_config``), so the page keeps no copy of it (it had its own
+block_length fitting and a fixed threshold of 0.9). The page itself: tests/test_playground.py."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from server_helpers import bpe_tokenizer, loaded, random_transformer
+
+from unmask import api
+from unmask.server import create_app
+
+TOK = bpe_tokenizer()
+LLADA2_LIKE = {"policy": "threshold", "threshold": 0.95, "block_length": 4, "temperature": 0.3}
+
+
+@pytest.fixture(scope="module")
+def served():
+    model = random_transformer(tokenizer=TOK)
+    model.config.sample_defaults = dict(LLADA2_LIKE)
+    out = loaded(model, TOK)
+    with TestClient(create_app(out, api_key="k")) as client:
+        client.headers["Authorization"] = "Bearer k"
+        yield out, client
+
+
+@pytest.mark.parametrize("query, given", [
+    ("", {"gen_length": 16}),
+    ("max_tokens=6", {"gen_length": 6}),
+    ("max_tokens=6&steps=3&policy=llada", {"gen_length": 6, "steps": 3, "policy": "llada"}),
+    ("max_tokens=5&policy=factor", {"gen_length": 5, "policy": "factor"}),
+])  # fmt: skip
+def test_blank_fields_are_what_the_library_runs(served, query, given):
+    model, client = served
+    r = client.get("/playground/options?" + query)
+    assert r.status_code == 200, r.text
+    runs = api.sample_config(model, given)
+    body = r.json()
+    assert body["complete"] == {k: getattr(runs, k) for k in
+                                ("steps", "block_length", "temperature", "policy", "threshold")}
+    assert body["recommended"] == LLADA2_LIKE
+    assert body["template"] == {"temperature": 0.0, "policy": "llada", "threshold": 0.9}
+
+
+def test_the_recommended_threshold_runs_by_default(served):
+    complete = served[1].get("/playground/options").json()["complete"]
+    assert complete["policy"] == "threshold" and complete["threshold"] == 0.95
+
+
+def test_the_options_need_the_key_and_a_known_policy(served):
+    _, client = served
+    r = client.get("/playground/options", headers={"Authorization": "Bearer nope"})
+    assert r.status_code == 401
+    r = client.get("/playground/options?policy=bogus")
+    assert r.status_code == 400 and "bogus" in r.json()["error"]["message"]
+    assert "\n" not in r.json()["error"]["message"]
+    assert client.get("/playground/options?max_tokens=0").status_code == 400
