@@ -38,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, fill_defaults
+from _common import default_output, fill_defaults, positive_int
 
 from unmask.config import TrainConfig, load_json
 from unmask.files import as_number
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--block-size", type=int, default=16, help="bd3lm block size")
     p.add_argument("--eval-batches", type=int, default=None, help="(default: 8)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--work",

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fill_defaults, positive_int
+from _common import fill_defaults, non_negative_int, positive_int
 
 from unmask import api
 from unmask.checkpoint import Loaded, load
@@ -542,7 +542,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--device", default="auto")
     ap.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)"
+        "--threads", type=non_negative_int, default=0,
+        help="torch CPU threads (0 = torch's default)",
     )
     ap.add_argument(
         "--seed", type=int, default=0, help="init seed of the speed model and the sampling seed"

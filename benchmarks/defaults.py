@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="presence_penalty values of the grid (0 = off)")
     ap.add_argument("--no-repeat-ngram-sizes", type=int, nargs="+", default=[0],
                     help="no_repeat_ngram_size values of the grid (0 = off)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args(argv)

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import positive_int
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="8,32", help="continuation lengths in tokens")
     p.add_argument("--samples", default="1,2,4,8,16,32,64,128,256")
     p.add_argument("--repeats", type=int, default=6)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -56,7 +56,7 @@ def main() -> None:
         action="store_true",
         help="guided rows get half the steps (the same model calls as unguided)",
     )
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--json", default=str(default_output("guidance.json")),
                     help="write the results here (default: runs/bench/guidance.json)")
     args = ap.parse_args()

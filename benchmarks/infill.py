@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output
+from _common import default_output, non_negative_int
 
 from unmask.checkpoint import load
 from unmask.commands.demo import asset_path
@@ -355,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch CPU threads (0 = default)")  # fmt: skip
     ap.add_argument(
         "--json",
         help=f"write results here (default: {RESULTS.relative_to(RESULTS.parents[2])} "

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import positive_int
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seq-len", type=int, default=None,
                     help="window in tokens (default: the one the model compresses, its "
                     "latent_window; else its context less its latent vectors)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--json", default=None, help="write the numbers here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import positive_int
 
 MC = """task: verse_mc
 dataset_path: json
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip is_greedy (one forward per continuation token; multiple choice never uses it)",
     )
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

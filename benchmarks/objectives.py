@@ -93,7 +93,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import default_output
+from _common import default_output, non_negative_int
 
 from unmask import api
 from unmask.checkpoint import checkpoint_dir, load
@@ -633,7 +633,8 @@ def main() -> None:
     )
     ap.add_argument("--data", help="a prepared dataset (unmask prepare) instead of the demo corpus")
     ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(n for n, _, _ in RUNS))
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch CPU threads (default: torch's)")  # fmt: skip
     ap.add_argument(
         "--quick", action="store_true", help="smoke test: tiny preset, 20 steps, a corpus slice"
     )

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/defaults.py
 
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8, help="rows per generate call")
     ap.add_argument("--gen-lengths", type=int, nargs="+", default=[64])
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per dtype (fastest wins)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
     ap.add_argument("--bound", metavar="DATA", default=None,
                     help="also the held-out bound (bits/byte) of each model in each dtype on "

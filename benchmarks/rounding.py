@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output
+from _common import default_output, positive_int
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
 from objectives import (  # the prompts, the broken count and the tempered-unigram floor
     floor_at,
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prompt-len", type=int, default=8, help="held-out tokens before each (default: 8)"
     )
     ap.add_argument("--steps", type=int, default=64, help="denoising steps (default: 64)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
     ap.add_argument("--json", default=str(default_output("rounding.json")),
                     help="write the results here (default: runs/bench/rounding.json)")

@@ -42,7 +42,7 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
-from _common import positive_int
+from _common import non_negative_int, positive_int
 from torch import nn
 
 from unmask.config import model_preset
@@ -339,7 +339,8 @@ def main() -> None:
     ap.add_argument("--steps", type=positive_int, default=5, help="timed steps per round and side")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch threads (0 = default)")  # fmt: skip
     ap.add_argument("--activation-checkpointing", action="store_true")
     ap.add_argument(
         "--sides",

@@ -187,3 +187,51 @@ def test_more_mistakes_are_one_line(tmp_path, script, extra, message):
     assert "Traceback" not in r.stderr
     good = _run("benchmarks/distinct_ci.py", str(result), "--resamples", "20")
     assert good.returncode == 0 and "2 prompts, 20 resamples" in good.stdout, good.stderr
+
+
+THREADS_SCRIPTS = [  # (script, whether 0 means "torch's default" there)
+    ("data_constrained.py", False), ("decoding.py", True), ("defaults.py", False),
+    ("elbo_stderr.py", False), ("gqa_attention.py", False), ("guidance.py", False),
+    ("infill.py", True), ("latent_denoise.py", False), ("lm_eval_demo.py", False),
+    ("objectives.py", True), ("planning.py", False), ("precision.py", False),
+    ("rounding.py", False), ("train_throughput.py", True),
+]  # fmt: skip
+
+
+def test_a_bad_thread_count_is_refused_by_argparse():
+    """``--threads -1`` (or ``0`` where 0 is not "torch's default") was passed on to
+    ``torch.set_num_threads``: a RuntimeError traceback after the model had loaded. Every
+    script is parsed in one process; a parse that succeeds stops the script there."""
+    bad = [(name, "-1") for name, _ in THREADS_SCRIPTS]
+    bad += [(name, "0") for name, zero_ok in THREADS_SCRIPTS if not zero_ok]
+    code = (
+        "import argparse, contextlib, io, runpy, sys\n"
+        "parse = argparse.ArgumentParser.parse_args\n"
+        "def parsed(self, *a, **k):\n"
+        "    parse(self, *a, **k)\n"
+        "    raise RuntimeError('parsed')\n"
+        "argparse.ArgumentParser.parse_args = parsed\n"
+        "out = []\n"
+        f"for name, n in {bad!r}:\n"
+        "    sys.argv = [name, '--threads', n]\n"
+        "    sys.path[:0] = ['benchmarks']\n"
+        "    err = io.StringIO()\n"
+        "    try:\n"
+        "        with contextlib.redirect_stderr(err):\n"
+        "            runpy.run_path('benchmarks/' + name, run_name='__main__')\n"
+        "    except SystemExit as e:\n"
+        "        out.append((name, n, e.code, err.getvalue().strip().splitlines()[-1:]))\n"
+        "    except BaseException as e:\n"
+        "        out.append((name, n, repr(e), []))\n"
+        "    del sys.path[0]\n"
+        "print(repr(out))\n"
+    )
+    r = _run("-c", code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import ast
+
+    got = ast.literal_eval(r.stdout.strip().splitlines()[-1])
+    assert len(got) == len(bad)
+    for name, n, status, last in got:
+        assert status == 2 and last, (name, n, status, last)
+        assert last[0].startswith(f"{name}: error: argument --threads: must be at least"), last
