@@ -8,7 +8,7 @@ samples' unigram entropy (repetition shows as a drop) and the NFE. A guided step
 model calls; ``--equal-nfe`` gives the guided rows half the steps, so every row has the same
 budget of model calls.
 
-    python benchmarks/guidance.py --data /work/main/data/bible          # trains 300 tiny steps
+    python benchmarks/guidance.py --data data/bible          # trains 300 tiny steps
     python benchmarks/guidance.py --model runs/embed --scales 0,0.02,0.1
     python benchmarks/guidance.py --model runs/latent --equal-nfe --words "LORD, God"
 

@@ -235,3 +235,21 @@ def test_a_bad_thread_count_is_refused_by_argparse():
     for name, n, status, last in got:
         assert status == 2 and last, (name, n, status, last)
         assert last[0].startswith(f"{name}: error: argument --threads: must be at least"), last
+
+
+def test_constraints_defaults_are_this_checkouts_and_a_bad_rev_is_one_line(benchmark):
+    """constraints.py's --data and --ar-model defaulted to /work/main/...: another checkout
+    (a device machine's copy) read the wrong corpus or none; an unknown --old-rev was a
+    CalledProcessError traceback."""
+    constraints = benchmark("constraints")
+    a = constraints.parse_args([])
+    assert a.data == ROOT / "data" / "bible"
+    assert a.ar_model == ROOT / "runs" / "ar-fim" / "checkpoint"
+    for flag in ("--old-rev", "--convert-rev"):
+        other = "--convert-rev" if flag == "--old-rev" else "--old-rev"
+        r = _run("benchmarks/constraints.py", flag, "0000000nosuchrev", other, "none",
+                 "--quick", "--skip", "validity", "quality")  # fmt: skip
+        assert r.returncode == 2, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"constraints.py: error: {flag} 0000000nosuchrev: "), last
+        assert f"{flag} none skips it" in last and "Traceback" not in r.stderr
