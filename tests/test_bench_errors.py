@@ -253,3 +253,28 @@ def test_constraints_defaults_are_this_checkouts_and_a_bad_rev_is_one_line(bench
         last = r.stderr.strip().splitlines()[-1]
         assert last.startswith(f"constraints.py: error: {flag} 0000000nosuchrev: "), last
         assert f"{flag} none skips it" in last and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+        (["--warmup", "-1"], "argument --warmup: must be at least 0, got -1"),
+        (["--budget-s", "0"], "argument --budget-s: 0 must be positive"),
+    ],
+)
+def test_gpu_check_refuses_bad_counts(argv, message):
+    """``--repeats 0`` on the GPU failed every row with a StatisticsError traceback (the
+    median of no timings) and exit 1; on a CPU it was hidden by the no-CUDA message."""
+    r = _run("benchmarks/gpu_check.py", *argv)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == f"gpu_check.py: error: {message}", r.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CPU-only check")
+def test_gpu_check_without_a_gpu_says_so_in_the_scripts_format():
+    r = _run("benchmarks/gpu_check.py")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "gpu_check.py: error: no CUDA device; run with --dry-run to check the script")
