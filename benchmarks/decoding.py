@@ -400,10 +400,13 @@ def compare(
         if ar_row is not None:
             picks.append(("autoregressive", ar_row, keeps_quality(ar_row, ref)))
         for name, r, ok in picks:
+            # positions each row decoded: the whole length for diffusion, the steps taken for
+            # AR (its rows stop together at EOS)
+            decoded = r["steps"] if r["policy"] == "autoregressive" else g
             out.append({
                 "gen_length": g, "which": name, "model": r["model"], "policy": r["policy"],
                 "cache": r["cache"], "keeps_quality": ok,
-                "tokens_per_forward": g / r["nfe"] if r["nfe"] else None,
+                "tokens_per_forward": decoded / r["nfe"] if r["nfe"] else None,
                 "tokens_per_s": r["tokens_per_s"],
                 "x_teacher_1step": r["tokens_per_s"] / ref["tokens_per_s"],
                 "x_ar": r["tokens_per_s"] / ar_row["tokens_per_s"] if ar_row else None,
@@ -601,6 +604,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
 
     demo = load(args.model, device=str(device))  # before the scorer: a bad path fails at once
+    ar = None
+    if args.ar_model:  # now, not after the diffusion rows: a wrong path or model fails at once
+        ar = load(args.ar_model, device=str(device))
+        if ar.config.attention != "causal":
+            raise UserError(
+                f"--ar-model {args.ar_model}: attention is {ar.config.attention!r}, not causal"
+            )
     scorer = None
     if args.score is not False:
         from unmask.scoring import ReferenceScorer
@@ -667,12 +677,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         header(sec)
         run_section(sec, prompts, args, policies, args.caches, scorer, device)
 
-    if args.ar_model:
-        ar = load(args.ar_model, device=str(device))
-        if ar.config.attention != "causal":
-            raise UserError(
-                f"--ar-model {args.ar_model}: attention is {ar.config.attention!r}, not causal"
-            )
+    if ar is not None:
         sec = Section(
             f"autoregressive ({ar.path})", ar.model, ar.tokenizer, ar.config, trained=True
         )

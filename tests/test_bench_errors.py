@@ -278,3 +278,15 @@ def test_gpu_check_without_a_gpu_says_so_in_the_scripts_format():
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
         "gpu_check.py: error: no CUDA device; run with --dry-run to check the script")
+
+
+def test_decoding_checks_ar_model_before_decoding_anything():
+    """``--ar-model`` was loaded after every diffusion row had run: a wrong path or a
+    bidirectional checkpoint failed minutes (hours at full size) into the run."""
+    r = _run("benchmarks/decoding.py", "--quick", "--speed-preset", "none", "--ar-model",
+             "src/unmask/assets/demo")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ("decoding.py: error: --ar-model "
+                                                 "src/unmask/assets/demo: attention is "
+                                                 "'bidirectional', not causal")  # fmt: skip
+    assert "llada 1/step" not in r.stdout  # no row was decoded first

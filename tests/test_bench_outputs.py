@@ -51,3 +51,29 @@ def test_no_script_writes_into_benchmarks_results_by_default(benchmark) -> None:
     assert "/runs/" in (BENCH.parent / ".gitignore").read_text()
     assert benchmark("infill").RESULTS == common.default_output("infill.json")
     assert benchmark("serve_load").RESULTS == common.default_output("serve_load.json")
+
+
+def test_decoding_tokens_per_forward_of_an_ar_row_counts_the_steps_it_took(benchmark) -> None:
+    """decoding.py's teacher-vs-student table divided the requested length by an AR row's
+    forwards: an AR model whose rows all stopped at EOS after 16 of 64 tokens (16 forwards)
+    showed 4 tokens per forward, where it decodes one."""
+    decoding = benchmark("decoding")
+
+    def row(policy: str, steps: int, nfe: int, tps: float) -> dict:
+        return {"gen_length": 64, "policy": policy, "cache": "none", "model": policy,
+                "steps": steps, "nfe": nfe, "tokens_per_s": tps, "gen_ppl": None,
+                "entropy": 2.0, "distinct_2": 0.5}  # fmt: skip
+
+    def section(name: str, rows: list) -> object:
+        sec = decoding.Section(name, None, None, None, trained=True)
+        sec.lengths, sec.rows = [64], rows
+        return sec
+
+    teacher = section("t", [row("llada 1/step", 64, 64, 10.0), row("llada 4/step", 16, 16, 40.0)])
+    student = section("s", [row("llada 8/step", 8, 8, 80.0)])
+    ar = section("a", [row("autoregressive", 16, 16, 20.0)])
+    out = {r["which"]: r for r in decoding.compare(teacher, student, ar, "llada 1/step")}
+    assert out["autoregressive"]["tokens_per_forward"] == 1.0
+    assert out["teacher best"]["tokens_per_forward"] == 4.0
+    assert out["student best"]["tokens_per_forward"] == 8.0
+    assert out["student best"]["x_teacher_1step"] == 8.0 and out["student best"]["x_ar"] == 4.0
