@@ -35,15 +35,18 @@ def default_output(name: str) -> Path:
     return OUTPUT / name
 
 
-def json_text(obj: Any, indent: int | None = 2) -> str:
+def json_text(
+    obj: Any, indent: int | None = 2, default: Callable[[Any], Any] | None = None
+) -> str:
     """``obj`` as strict JSON text (and a newline): a NaN or infinite float (a rate with
-    nothing measured) becomes ``null``, where ``json.dumps`` writes ``NaN``, which is not
-    JSON (``jq`` and JavaScript refuse the file)."""
+    nothing measured, the gen ppl of texts with no token) becomes ``null``, where
+    ``json.dumps`` writes ``NaN``, which is not JSON (``jq`` and JavaScript refuse the file).
+    ``default`` is ``json.dumps``'s: what an object JSON has no form for is written as."""
     import json
 
     from unmask.files import finite_or_null
 
-    return json.dumps(finite_or_null(obj), indent=indent, allow_nan=False) + "\n"
+    return json.dumps(finite_or_null(obj), indent=indent, allow_nan=False, default=default) + "\n"
 
 
 def positive_int(text: str) -> int:

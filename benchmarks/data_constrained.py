@@ -38,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, fill_defaults, positive_int
+from _common import default_output, fill_defaults, json_text, positive_int
 
 from unmask.config import TrainConfig, load_json
 from unmask.files import as_number
@@ -265,7 +265,7 @@ def main_in(args: argparse.Namespace, argv: list[str] | None) -> int:
     }  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+        atomic_write_text(Path(args.json), json_text(result))
     title = (
         f"{args.preset} preset, {args.tokens:,} train tokens, seq {args.seq_len}, "
         f"batch {args.batch_size}, lr {args.lr:g}"

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import math
 import platform
 import statistics
@@ -57,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fill_defaults, non_negative_int, positive_int
+from _common import fill_defaults, json_text, non_negative_int, positive_int
 
 from unmask import api
 from unmask.checkpoint import Loaded, load
@@ -729,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "teacher_vs_student": comparison,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        Path(args.json).write_text(json_text(out))
         print(f"\nwrote {args.json}")
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import itertools
-import json
 import platform
 import sys
 import time
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import positive_int
+from _common import json_text, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                "model": str(args.model or "demo"),
                "machine": platform.processor() or platform.machine(),
                "torch": torch.__version__}
-        Path(args.json).write_text(json.dumps(out, indent=1, default=lambda x: None) + "\n")
+        Path(args.json).write_text(json_text(out, indent=1, default=lambda x: None))
     return 0
 
 

@@ -18,13 +18,12 @@ this curve (docs/evaluation.md).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from _common import positive_int
+from _common import json_text, positive_int
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -103,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json_text({"meta": meta, "rows": rows}))
     return 0
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, non_negative_int, positive_float, positive_int
+from _common import default_output, json_text, non_negative_int, positive_float, positive_int
 from torch import nn
 
 from unmask.config import model_preset
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                          else "")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"meta": meta, "rows": check.rows}, indent=2) + "\n")
+        Path(path).write_text(json_text({"meta": meta, "rows": check.rows}))
     failed = [r for r in check.rows if "error" in r and not r["error"].startswith("skipped")]
     return 1 if failed else 0
 

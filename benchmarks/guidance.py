@@ -18,12 +18,11 @@ Prints a table and writes ``--json`` (default ``runs/bench/guidance.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
-from _common import default_output, positive_int
+from _common import default_output, json_text, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -109,7 +108,7 @@ def main() -> None:
               f"{r['share_of_tokens']:>10.3f} {r['entropy']:>8.2f} {r['nfe']:>5}")  # fmt: skip
     out_path = Path(args.json)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+    out_path.write_text(json_text({"args": vars(args), "rows": rows}))
 
 
 if __name__ == "__main__":

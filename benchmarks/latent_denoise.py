@@ -20,12 +20,11 @@ pass's estimate.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import positive_int
+from _common import json_text, positive_int
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['t']} | {r['mse']:.3f} | {r['mse_mean']:.3f} | {r['decode_ce']:.3f} "
               f"| {r['decode_ce_rms']:.3f} |")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        Path(args.json).write_text(json_text(out, indent=1))
     return 0
 
 

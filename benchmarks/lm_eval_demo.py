@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import positive_int
+from _common import json_text, positive_int
 
 MC = """task: verse_mc
 dataset_path: json
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json_text({"meta": meta, "rows": rows}))
     return 0
 
 

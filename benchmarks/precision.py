@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import positive_int
+from _common import json_text, positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/defaults.py
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                "machine": platform.processor() or platform.machine(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "cpu_bf16_matmul": cpu_has_bf16_matmul(), "torch": torch.__version__}
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        Path(args.json).write_text(json_text(out, indent=1))
     return 0
 
 

@@ -29,14 +29,13 @@ Prints one table per model and writes ``--json`` (default ``runs/bench/rounding.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, positive_int
+from _common import default_output, json_text, positive_int
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
 from objectives import (  # the prompts, the broken count and the tempered-unigram floor
     floor_at,
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     report["floor_curves"] = {args.data: curve} if curve is not None else {}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=lambda x: None) + "\n")
+    out.write_text(json_text(report, indent=1, default=lambda x: None))
     return 0
 
 

@@ -16,7 +16,6 @@ run in increasing order; one thread by default): what ``unmask.commands.decode_t
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import positive_int
+from _common import json_text, positive_int
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as `unmask` does
 
@@ -78,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float | int | str]
                          "vs_first": tok_s / base})  # fmt: skip
             print(f"{name:>8} {params / 1e6:>7.1f}M {n:>7} {tok_s:>8.1f} {tok_s / base:>10.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=1))
+        Path(args.json).write_text(json_text({"argv": sys.argv[1:], "rows": rows}, indent=1))
     return rows
 
 

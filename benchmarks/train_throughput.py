@@ -39,10 +39,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import non_negative_int, positive_int
+from _common import json_text, non_negative_int, positive_int
 from torch import nn
 
 from unmask.config import model_preset
@@ -384,8 +385,7 @@ def main() -> None:
             rows.append({"side": name, "tokens_per_s": tps, "s_per_step": sec, "ratio": tps / base})
             print(f"{name:<28} {tps:>18,.0f} {sec:>8.3f} {tps / base:>30.3f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+        Path(args.json).write_text(json_text({"args": vars(args), "rows": rows}))
 
 
 if __name__ == "__main__":

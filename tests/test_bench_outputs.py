@@ -77,3 +77,42 @@ def test_decoding_tokens_per_forward_of_an_ar_row_counts_the_steps_it_took(bench
     assert out["teacher best"]["tokens_per_forward"] == 4.0
     assert out["student best"]["tokens_per_forward"] == 8.0
     assert out["student best"]["x_teacher_1step"] == 8.0 and out["student best"]["x_ar"] == 4.0
+
+
+def _strict(path) -> object:
+    import json
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_decoding_and_segments_write_strict_json_when_a_number_is_nan(
+    benchmark, tmp_path, monkeypatch
+) -> None:
+    """The gen ppl of texts with no token to score is NaN (``ReferenceScorer.perplexity``),
+    and a diverged one inf: decoding.py and segments.py (and the other scripts that scored
+    or divided) wrote them as bare NaN / Infinity, which jq and JavaScript refuse."""
+    import torch
+
+    before = torch.get_num_threads()
+    decoding = benchmark("decoding")
+    real = decoding.quality
+
+    def nan_quality(*a, **k):
+        return {**real(*a, **k), "gen_ppl": float("nan"), "entropy": float("inf")}
+
+    monkeypatch.setattr(decoding, "quality", nan_quality)
+    out = tmp_path / "d.json"
+    decoding.main(["--quick", "--speed-preset", "none", "--gen-lengths", "16",
+                   "--json", str(out)])  # fmt: skip
+    rows = _strict(out)["sections"][0]["rows"]
+    assert rows and all(r["gen_ppl"] is None and r["entropy"] is None for r in rows)
+
+    segments = benchmark("segments")
+    monkeypatch.setattr(segments, "unigram_entropy", lambda ids: float("nan"))
+    out = tmp_path / "s.json"
+    segments.main(["--quick", "--gen-length", "16", "--segments", "8", "--json", str(out)])
+    torch.set_num_threads(before)
+    assert [r["entropy"] for r in _strict(out)["rows"]] == [None]
