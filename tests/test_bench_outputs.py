@@ -116,3 +116,24 @@ def test_decoding_and_segments_write_strict_json_when_a_number_is_nan(
     segments.main(["--quick", "--gen-length", "16", "--segments", "8", "--json", str(out)])
     torch.set_num_threads(before)
     assert [r["entropy"] for r in _strict(out)["rows"]] == [None]
+
+
+def test_sampling_baseline_has_a_quick_mode_and_writes_what_it_prints(
+    benchmark, tmp_path, capsys
+) -> None:
+    """sampling_baseline.py had no small setting (its smallest run decoded 256 tokens four
+    times and scored the whole validation split: minutes on one thread) and no --threads."""
+    import torch
+
+    before = torch.get_num_threads()
+    sb = benchmark("sampling_baseline")
+    out = tmp_path / "sb.json"
+    sb.main(["--quick", "--threads", "1", "--json", str(out)])
+    torch.set_num_threads(before)
+    got = _strict(out)
+    assert [(r["gen_length"], r["steps"]) for r in got["rows"]] == [(16, 16), (16, 4)]
+    assert got["threads"] == 1 and got["quick"] is True and len(got["samples"]) == 1
+    printed = capsys.readouterr().out
+    for r in got["rows"]:
+        assert f"{r['tokens_per_s']:>9.1f}" in printed
+    assert f"{got['quality']['val_bpb']:.4f} bits/byte" in printed
