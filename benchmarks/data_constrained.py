@@ -38,7 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, fill_defaults, json_text, positive_int
+from _common import default_output, fill_defaults, json_text, non_negative_int, positive_int
 
 from unmask.config import TrainConfig, load_json
 from unmask.files import as_number
@@ -55,7 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prepared corpus to slice (default: data/bible)",
     )
     p.add_argument(
-        "--tokens", type=int, default=None, help="train tokens in the slice (default: 50000)"
+        "--tokens", type=positive_int, default=None,
+        help="train tokens in the slice (default: 50000)"
     )
     p.add_argument("--epochs", type=float, default=None, help="passes over the slice (100)")
     p.add_argument(
@@ -67,12 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="model preset (default: demo, 5.5M; bench: 0.26M at a 1,024-token vocabulary)",
     )
-    p.add_argument("--seq-len", type=int, default=None, help="(default: 128)")
-    p.add_argument("--batch-size", type=int, default=None, help="(default: 16)")
+    p.add_argument("--seq-len", type=positive_int, default=None, help="(default: 128)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="(default: 16)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=None, help="(default: 100)")
-    p.add_argument("--block-size", type=int, default=16, help="bd3lm block size")
-    p.add_argument("--eval-batches", type=int, default=None, help="(default: 8)")
+    p.add_argument("--warmup", type=non_negative_int, default=None, help="(default: 100)")
+    p.add_argument("--block-size", type=positive_int, default=16, help="bd3lm block size")
+    p.add_argument("--eval-batches", type=positive_int, default=None, help="(default: 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--device", default="auto")

@@ -172,14 +172,14 @@ def quality(texts: list[str], prompts: list[str], tok: Any, scorer: Any) -> dict
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="diffusion checkpoint (default: the demo)")
-    ap.add_argument("--prompts", type=int, default=8, help="held-out prompts")
-    ap.add_argument("--prompt-words", type=int, default=12)
+    ap.add_argument("--prompts", type=positive_int, default=8, help="held-out prompts")
+    ap.add_argument("--prompt-words", type=positive_int, default=12)
     add_prompt_args(ap)
-    ap.add_argument("--gen-length", type=int, default=SampleConfig().gen_length)
+    ap.add_argument("--gen-length", type=positive_int, default=SampleConfig().gen_length)
     ap.add_argument("--seeds", type=int, default=2, help="seeds per sampled setting")
     ap.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES),
                     help="temperatures of the grid")
-    ap.add_argument("--blocks", type=int, nargs="+", default=list(BLOCKS),
+    ap.add_argument("--blocks", type=positive_int, nargs="+", default=list(BLOCKS),
                     help="block lengths of the grid (0 = one block)")
     ap.add_argument("--repetition-penalties", type=float, nargs="+", default=[1.0],
                     help="repetition_penalty values of the grid (1 = off)")

@@ -106,7 +106,7 @@ def decode_row(gen: int, repeats: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=positive_int, default=1)
-    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--gen", type=positive_int, default=64)
     ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)

@@ -41,9 +41,9 @@ def main() -> None:
     ap.add_argument("--words", default="Moses, Israel", help="guide words, comma-separated")
     ap.add_argument("--prompt", default="And the LORD said")
     ap.add_argument("--scales", default="0,0.01,0.02,0.05,0.2", help="guide scales to try")
-    ap.add_argument("--n", type=int, default=16, help="samples per scale (default: 16)")
-    ap.add_argument("--gen-length", type=int, default=32)
-    ap.add_argument("--sample-steps", type=int, default=32)
+    ap.add_argument("--n", type=positive_int, default=16, help="samples per scale (default: 16)")
+    ap.add_argument("--gen-length", type=positive_int, default=32)
+    ap.add_argument("--sample-steps", type=positive_int, default=32)
     ap.add_argument(
         "--temperature",
         type=float,

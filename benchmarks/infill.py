@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, non_negative_int
+from _common import default_output, non_negative_int, positive_int
 
 from unmask.checkpoint import load
 from unmask.commands.demo import asset_path
@@ -323,13 +323,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ar-model", help="AR-FIM checkpoint (objective ar, --fim-rate > 0); n/a without one"
     )
     ap.add_argument(
-        "--n", type=int, default=None, help="samples per span size (default 50, 2 with --quick)"
+        "--n", type=positive_int, default=None,
+        help="samples per span size (default 50, 2 with --quick)"
     )
     ap.add_argument(
-        "--spans", type=int, nargs="+", default=None, help=f"span sizes (default {list(SPANS)})"
+        "--spans", type=positive_int, nargs="+", default=None,
+        help=f"span sizes (default {list(SPANS)})"
     )
     ap.add_argument(
-        "--window", type=int, default=None, help=f"window tokens (default: context - {MARGIN})"
+        "--window", type=positive_int, default=None,
+        help=f"window tokens (default: context - {MARGIN})"
     )
     ap.add_argument(
         "--data", help="dataset already prepared with the model's tokenizer (skips preparing)"

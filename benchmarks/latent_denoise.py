@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a latent-diffusion (or latent-ae) checkpoint")
     ap.add_argument("--data", required=True, help="the prepared corpus it trained on")
-    ap.add_argument("--windows", type=int, default=64, help="held-out windows (default: 64)")
-    ap.add_argument("--seq-len", type=int, default=None,
+    ap.add_argument("--windows", type=positive_int, default=64,
+                    help="held-out windows (default: 64)")  # fmt: skip
+    ap.add_argument("--seq-len", type=positive_int, default=None,
                     help="window in tokens (default: the one the model compresses, its "
                     "latent_window; else its context less its latent vectors)")
     ap.add_argument("--threads", type=positive_int, default=1)

@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", action="append", metavar="[LABEL=]PATH",
                    help="a checkpoint, labelled LABEL (default: its folder name); repeatable")
     p.add_argument("--data", default=str(root / "data/bible"))
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--mc-samples", type=int, default=None)
+    p.add_argument("--limit", type=positive_int, default=20)
+    p.add_argument("--mc-samples", type=positive_int, default=None)
     p.add_argument("--tasks", default="verse_mc,verse_gen", help="which of the two to run")
     p.add_argument(
         "--no-greedy-check",

@@ -93,7 +93,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import default_output, non_negative_int
+from _common import default_output, non_negative_int, positive_int
 
 from unmask import api
 from unmask.checkpoint import checkpoint_dir, load
@@ -562,39 +562,50 @@ def main() -> None:
         help="model preset of every run (default: demo; 'bench': d_model 64, 4 layers)",
     )
     ap.add_argument(
-        "--steps", type=int, default=2000, help="optimizer steps of every run (default: 2000)"
+        "--steps", type=positive_int, default=2000,
+        help="optimizer steps of every run (default: 2000)"
     )
-    ap.add_argument("--seq-len", type=int, default=128, help="tokens per row (default: 128)")
-    ap.add_argument("--batch-size", type=int, default=16, help="rows per step (default: 16)")
+    ap.add_argument("--seq-len", type=positive_int, default=128,
+                    help="tokens per row (default: 128)")  # fmt: skip
+    ap.add_argument("--batch-size", type=positive_int, default=16,
+                    help="rows per step (default: 16)")  # fmt: skip
     ap.add_argument(
         "--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3, as the demo)"
     )
     ap.add_argument(
-        "--warmup", type=int, default=None, help="warmup steps (default: min(100, steps/10))"
+        "--warmup", type=non_negative_int, default=None,
+        help="warmup steps (default: min(100, steps/10))"
     )
-    ap.add_argument("--eval-batches", type=int, default=16, help="held-out batches (default: 16)")
+    ap.add_argument("--eval-batches", type=positive_int, default=16,
+                    help="held-out batches (default: 16)")  # fmt: skip
     ap.add_argument(
-        "--eval-batch-size", type=int, default=16, help="held-out windows per batch (default: 16)"
+        "--eval-batch-size", type=positive_int, default=16,
+        help="held-out windows per batch (default: 16)"
     )
     ap.add_argument(
-        "--eval-repeats", type=int, default=4, help="noise draws per diffusion bound (default: 4)"
+        "--eval-repeats", type=positive_int, default=4,
+        help="noise draws per diffusion bound (default: 4)"
     )
-    ap.add_argument("--gen-samples", type=int, default=16, help="samples per model (default: 16)")
-    ap.add_argument("--gen-length", type=int, default=64, help="tokens per sample (default: 64)")
+    ap.add_argument("--gen-samples", type=positive_int, default=16,
+                    help="samples per model (default: 16)")  # fmt: skip
+    ap.add_argument("--gen-length", type=positive_int, default=64,
+                    help="tokens per sample (default: 64)")  # fmt: skip
     ap.add_argument(
         "--prompt-len",
-        type=int,
+        type=positive_int,
         default=8,
         help="held-out tokens each sample continues (a different window per sample; default: 8)",
     )
     ap.add_argument(
         "--sample-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="diffusion steps per sample (default: gen-length)",
     )
-    ap.add_argument("--infill-n", type=int, default=32, help="held-out spans (default: 32)")
-    ap.add_argument("--infill-span", type=int, default=4, help="tokens per span (default: 4)")
+    ap.add_argument("--infill-n", type=positive_int, default=32,
+                    help="held-out spans (default: 32)")  # fmt: skip
+    ap.add_argument("--infill-span", type=positive_int, default=4,
+                    help="tokens per span (default: 4)")  # fmt: skip
     ap.add_argument(
         "--step-sweep",
         action="store_true",

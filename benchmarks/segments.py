@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=positive_int, default=None,
                     help="prompts (default: 4; --quick: 2)")
-    ap.add_argument("--prompt-words", type=int, default=8)
+    ap.add_argument("--prompt-words", type=positive_int, default=8)
     ap.add_argument("--repeats", type=positive_int, default=1,
                     help="timed runs per row (fastest kept)")
     ap.add_argument("--threads", type=positive_int, default=1)

@@ -332,14 +332,16 @@ def main() -> None:
     ap.add_argument(
         "--compare", choices=("plain", "precision", "objectives", "memory"), default="plain"
     )
-    ap.add_argument("--draft-block", type=int, default=8, help="objectives: the hybrid's k")
+    ap.add_argument("--draft-block", type=positive_int, default=8,
+                    help="objectives: the hybrid's k")  # fmt: skip
     ap.add_argument("--preset", default="demo")
-    ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--vocab", type=positive_int, default=4096)
+    ap.add_argument("--batch", type=positive_int, default=16)
+    ap.add_argument("--seq-len", type=positive_int, default=128)
     ap.add_argument("--steps", type=positive_int, default=5, help="timed steps per round and side")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
+    ap.add_argument("--rounds", type=positive_int, default=5)
+    ap.add_argument("--warmup", type=non_negative_int, default=2,
+                    help="untimed steps per side first")  # fmt: skip
     ap.add_argument("--threads", type=non_negative_int, default=0,
                     help="torch threads (0 = default)")  # fmt: skip
     ap.add_argument("--activation-checkpointing", action="store_true")

@@ -202,8 +202,16 @@ def test_a_bad_thread_count_is_refused_by_argparse():
     """``--threads -1`` (or ``0`` where 0 is not "torch's default") was passed on to
     ``torch.set_num_threads``: a RuntimeError traceback after the model had loaded. Every
     script is parsed in one process; a parse that succeeds stops the script there."""
-    bad = [(name, "-1") for name, _ in THREADS_SCRIPTS]
-    bad += [(name, "0") for name, zero_ok in THREADS_SCRIPTS if not zero_ok]
+    bad = [(name, "--threads", "-1") for name, _ in THREADS_SCRIPTS]
+    bad += [(name, "--threads", "0") for name, zero_ok in THREADS_SCRIPTS if not zero_ok]
+    for name, flag, n, status, last in _parse_only(bad):
+        assert status == 2 and last, (name, flag, n, status, last)
+        assert last[0].startswith(f"{name}: error: argument --threads: must be at least"), last
+
+
+def _parse_only(cases: list[tuple[str, str, str]]) -> list[tuple]:
+    """Each (script, flag, value) parsed in one process: (script, flag, value, exit status,
+    [the last line on stderr]); a parse that succeeds stops the script there."""
     code = (
         "import argparse, contextlib, io, runpy, sys\n"
         "parse = argparse.ArgumentParser.parse_args\n"
@@ -212,17 +220,17 @@ def test_a_bad_thread_count_is_refused_by_argparse():
         "    raise RuntimeError('parsed')\n"
         "argparse.ArgumentParser.parse_args = parsed\n"
         "out = []\n"
-        f"for name, n in {bad!r}:\n"
-        "    sys.argv = [name, '--threads', n]\n"
+        f"for name, flag, n in {cases!r}:\n"
+        "    sys.argv = [name, flag, n]\n"
         "    sys.path[:0] = ['benchmarks']\n"
         "    err = io.StringIO()\n"
         "    try:\n"
         "        with contextlib.redirect_stderr(err):\n"
         "            runpy.run_path('benchmarks/' + name, run_name='__main__')\n"
         "    except SystemExit as e:\n"
-        "        out.append((name, n, e.code, err.getvalue().strip().splitlines()[-1:]))\n"
+        "        out.append((name, flag, n, e.code, err.getvalue().strip().splitlines()[-1:]))\n"
         "    except BaseException as e:\n"
-        "        out.append((name, n, repr(e), []))\n"
+        "        out.append((name, flag, n, repr(e), []))\n"
         "    del sys.path[0]\n"
         "print(repr(out))\n"
     )
@@ -231,10 +239,32 @@ def test_a_bad_thread_count_is_refused_by_argparse():
     import ast
 
     got = ast.literal_eval(r.stdout.strip().splitlines()[-1])
-    assert len(got) == len(bad)
-    for name, n, status, last in got:
-        assert status == 2 and last, (name, n, status, last)
-        assert last[0].startswith(f"{name}: error: argument --threads: must be at least"), last
+    assert len(got) == len(cases)
+    return got
+
+
+COUNTS = [  # (script, flag, value): a count of nothing, which ended in a traceback (a
+    # ZeroDivisionError, an empty median, an empty batch) or in a table of nothing
+    ("lm_eval_demo.py", "--limit", "0"), ("lm_eval_demo.py", "--mc-samples", "0"),
+    ("gqa_attention.py", "--gen", "0"), ("segments.py", "--prompt-words", "0"),
+    ("constraints.py", "--forms", "0"), ("constraints.py", "--quality-n", "-1"),
+    ("data_constrained.py", "--tokens", "0"), ("data_constrained.py", "--warmup", "-1"),
+    ("defaults.py", "--prompts", "0"), ("defaults.py", "--blocks", "0"),
+    ("elbo_stderr.py", "--repeats", "0"), ("elbo_stderr.py", "--items", "0"),
+    ("guidance.py", "--n", "0"), ("infill.py", "--n", "0"), ("infill.py", "--spans", "0"),
+    ("latent_denoise.py", "--windows", "0"), ("objectives.py", "--steps", "0"),
+    ("objectives.py", "--gen-samples", "0"), ("objectives.py", "--warmup", "-1"),
+    ("precision.py", "--repeats", "0"), ("precision.py", "--batch", "0"),
+    ("rounding.py", "--n", "0"), ("train_throughput.py", "--rounds", "0"),
+    ("train_throughput.py", "--warmup", "-1"),
+]  # fmt: skip
+
+
+def test_a_count_of_nothing_is_refused_by_argparse():
+    for name, flag, n, status, last in _parse_only(COUNTS):
+        assert status == 2 and last, (name, flag, n, status, last)
+        least = 0 if n == "-1" and flag == "--warmup" else 1
+        assert last[0] == f"{name}: error: argument {flag}: must be at least {least}, got {n}"
 
 
 def test_constraints_defaults_are_this_checkouts_and_a_bad_rev_is_one_line(benchmark):
