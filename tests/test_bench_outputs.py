@@ -137,3 +137,37 @@ def test_sampling_baseline_has_a_quick_mode_and_writes_what_it_prints(
     for r in got["rows"]:
         assert f"{r['tokens_per_s']:>9.1f}" in printed
     assert f"{got['quality']['val_bpb']:.4f} bits/byte" in printed
+
+
+def test_the_prepared_shell_scripts_run_with_python3_alone(tmp_path) -> None:
+    """distill_scale.sh and hybrid_scale.sh called ``python`` by default, which a fresh
+    machine (a device image, Debian/Ubuntu) often lacks: ``python: command not found`` before
+    anything ran (device_session.sh and gpu_check.sh use ``python3``). With a ``python3``
+    that records its arguments and nothing else on PATH, each script runs to its end and
+    passes the options its header documents."""
+    import subprocess
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.txt"
+    shim = bin_dir / "python3"
+    shim.write_text(f'#!/bin/sh\necho "$@" >> {log}\n')
+    shim.chmod(0o755)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "index.json").write_text("{}")
+    env = {"PATH": str(bin_dir), "DATA": str(data), "OUT": str(tmp_path / "out"),
+           "SHIP": str(tmp_path / "ship"), "RESULT": str(tmp_path / "r.json")}  # fmt: skip
+    for script, expect in (
+        ("distill_scale.sh", ["-m unmask.cli distill", "benchmarks/decoding.py --model"]),
+        ("hybrid_scale.sh", ["-m unmask.cli train --data", "-m unmask.cli convert",
+                             "benchmarks/speculative.py --ar-model"]),
+    ):  # fmt: skip
+        log.write_text("")
+        r = subprocess.run(["/bin/bash", str(BENCH / script)], cwd=BENCH.parent, env=env,
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, (script, r.stderr)
+        calls = log.read_text().splitlines()
+        assert len(calls) == len(expect), calls
+        for call, start in zip(calls, expect, strict=True):
+            assert call.startswith(start), (script, call)
