@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = api.sample_config(first, {"gen_length": G})
             best: dict[str, float] = {d: float("inf") for d in args.dtypes}
             outs: dict[str, tuple[list[list[int]], list[str]]] = {}
+            for d in args.dtypes:  # untimed: first-call costs (allocations, RoPE tables)
+                _decode_all(models[d], prompts[: args.batch], cfg, args.batch)
             for _ in range(args.repeats):
                 for d in args.dtypes:  # interleaved: a busy spell hits every dtype alike
                     ids, texts, dt = _decode_all(models[d], prompts, cfg, args.batch)

@@ -171,3 +171,31 @@ def test_the_prepared_shell_scripts_run_with_python3_alone(tmp_path) -> None:
         assert len(calls) == len(expect), calls
         for call, start in zip(calls, expect, strict=True):
             assert call.startswith(start), (script, call)
+
+
+def test_precision_times_no_first_call(benchmark, monkeypatch, capsys) -> None:
+    """precision.py timed each dtype's first decode: with --repeats 1 the reference dtype's
+    first-call costs were in its time and the other dtype's speed-up was inflated. A fake
+    decode whose first call per model takes 100 s and every later one 1 s: speed-up 1."""
+    import torch
+
+    before = torch.get_num_threads()
+    precision = benchmark("precision")
+    seen: set[int] = set()
+
+    def fake(m, prompts, cfg, batch):
+        first = id(m) not in seen
+        seen.add(id(m))
+        ids = [[5] * cfg.gen_length for _ in prompts]
+        return ids, ["x"] * len(prompts), 100.0 if first else 1.0
+
+    monkeypatch.setattr(precision, "_decode_all", fake)
+    precision.main(["--dtypes", "fp32", "bf16", "--prompts", "2", "--prompt-words", "4",
+                    "--prompt-source", "corpus-tail", "--batch", "2", "--gen-lengths", "8",
+                    "--repeats", "1", "--threads", "1", "--no-score"])  # fmt: skip
+    torch.set_num_threads(before)
+    table = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| demo")]
+    assert len(table) == 2
+    for line in table:
+        cells = [c.strip() for c in line.split("|")]
+        assert cells[5:7] == ["16.0", "1.000"], line  # tok_s = 2 x 8 tokens / 1 s, speed-up 1
