@@ -320,3 +320,14 @@ def test_decoding_checks_ar_model_before_decoding_anything():
                                                  "src/unmask/assets/demo: attention is "
                                                  "'bidirectional', not causal")  # fmt: skip
     assert "llada 1/step" not in r.stdout  # no row was decoded first
+
+
+def test_startup_refuses_a_baseline_src_without_unmask(tmp_path):
+    """``--baseline-src`` of a folder with no ``unmask`` in it (a typo, the checkout root
+    instead of its src/) timed whatever ``unmask`` the interpreter found instead, or a
+    failing import, and printed its speed-up as a before/after."""
+    r = _run("benchmarks/startup.py", "--repeats", "1", "--baseline-src", str(tmp_path))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"startup.py: error: --baseline-src {tmp_path}: no unmask package in it (give another "
+        "checkout's src/ folder)")
