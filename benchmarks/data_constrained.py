@@ -38,7 +38,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, fill_defaults, json_text, non_negative_int, positive_int
+from _common import (
+    default_output,
+    fill_defaults,
+    json_text,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 from unmask.config import TrainConfig, load_json
 from unmask.files import as_number
@@ -58,9 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--tokens", type=positive_int, default=None,
         help="train tokens in the slice (default: 50000)"
     )
-    p.add_argument("--epochs", type=float, default=None, help="passes over the slice (100)")
+    p.add_argument("--epochs", type=positive_float, default=None,
+                   help="passes over the slice (100)")  # fmt: skip
     p.add_argument(
-        "--eval-epochs", type=float, default=1, help="validate every this many epochs (default: 1)"
+        "--eval-epochs", type=positive_float, default=1,
+        help="validate every this many epochs (default: 1)",
     )
     p.add_argument("--objectives", default="ar,mdlm,bd3lm")
     p.add_argument(

@@ -119,6 +119,24 @@ RUNS: list[tuple[str, str, dict[str, Any]]] = [
     ("latent", "latent-diffusion", {"latent_len": 16}),
 ]
 CONTINUOUS = ("embed-diffusion", "latent-diffusion")
+
+
+def select_runs(only: str | None, keep_ar: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
+    """The rows of ``RUNS`` that ``--only`` names (all without it), ``ar`` first when
+    ``keep_ar`` (the ratios need it); a ``UserError`` for a name no row has."""
+    if not only:
+        return list(RUNS)
+    wanted = [w.strip() for w in only.split(",")]
+    unknown = [w for w in wanted if w not in {name for name, _, _ in RUNS}]
+    if unknown:
+        from unmask.errors import UserError
+
+        raise UserError(f"--only {only}: unknown {', '.join(map(repr, unknown))}; choose from "
+                        + ", ".join(name for name, _, _ in RUNS))  # fmt: skip
+    runs = [r for r in RUNS if r[0] in wanted]
+    if "ar" not in wanted and keep_ar:
+        runs = [RUNS[0], *runs]  # with --work: a later full rerun adds it
+    return runs
 FLOOR_TEMPERATURES = (1.2, 1.1, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 """The tempered-unigram floor: unigram samples at these temperatures trace gen ppl against
 sample entropy. Gen ppl alone rewards repeating frequent tokens (a unigram at temperature 0.6
@@ -662,12 +680,7 @@ def main() -> None:
         corpus_lines, vocab_size = QUICK["corpus_lines"], QUICK["vocab_size"]
     if args.vocab_size:
         vocab_size = args.vocab_size
-    runs = RUNS
-    if args.only:
-        wanted = args.only.split(",")
-        runs = [r for r in RUNS if r[0] in wanted]
-        if "ar" not in wanted and not args.work:
-            runs = [RUNS[0], *runs]  # the ratios need it (with --work: a later full rerun)
+    runs = select_runs(args.only, keep_ar=not args.work)
     check_sampling(args, runs)
     warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
     scorer = load_scorer()

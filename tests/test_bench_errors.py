@@ -331,3 +331,27 @@ def test_startup_refuses_a_baseline_src_without_unmask(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == (
         f"startup.py: error: --baseline-src {tmp_path}: no unmask package in it (give another "
         "checkout's src/ folder)")
+
+
+def test_data_constrained_refuses_no_epochs():
+    """``--epochs 0`` trained one step and reported its "best epoch 0.125"; ``--eval-epochs
+    0`` validated at every step."""
+    got = _parse_only([("data_constrained.py", "--epochs", "0"),
+                       ("data_constrained.py", "--eval-epochs", "-1")])  # fmt: skip
+    assert [(status, last) for *_, status, last in got] == [
+        (2, ["data_constrained.py: error: argument --epochs: 0 must be positive"]),
+        (2, ["data_constrained.py: error: argument --eval-epochs: -1 must be positive"]),
+    ]
+
+
+def test_objectives_only_refuses_an_unknown_name(benchmark):
+    """``--only foo`` (or a typo beside a good name) was dropped without a word: the run
+    trained ar alone and wrote its results as if asked for."""
+    objectives = benchmark("objectives")
+    from unmask.errors import UserError
+
+    assert [r[0] for r in objectives.select_runs("mdlm,sedd")] == ["ar", "mdlm", "sedd"]
+    assert [r[0] for r in objectives.select_runs("mdlm", keep_ar=False)] == ["mdlm"]
+    assert len(objectives.select_runs(None)) == len(objectives.RUNS)
+    with pytest.raises(UserError, match=r"--only mdlm,sedd2: unknown 'sedd2'; choose from ar, "):
+        objectives.select_runs("mdlm,sedd2")
