@@ -2,9 +2,9 @@
 
 A script ends with ``run(main)``: a ``UserError`` (a missing ``--model`` path, a checkpoint
 of the wrong kind, a bad value) prints ``NAME: error: MESSAGE`` and exits 2, as argparse
-does for a bad flag, instead of a traceback. ``positive_int`` and ``positive_float`` are
-argparse types for counts and durations; ``int_list`` parses a comma list such as
-``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
+does for a bad flag, instead of a traceback. ``positive_int``, ``non_negative_int`` and
+``positive_float`` are argparse types for counts and durations; ``int_list`` parses a comma
+list such as ``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from
 their own folder (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 __all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "json_text",
-           "positive_float", "positive_int", "run"]
+           "non_negative_int", "positive_float", "positive_int", "run"]  # fmt: skip
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 """Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
@@ -35,15 +35,18 @@ def default_output(name: str) -> Path:
     return OUTPUT / name
 
 
-def json_text(obj: Any, indent: int | None = 2) -> str:
+def json_text(
+    obj: Any, indent: int | None = 2, default: Callable[[Any], Any] | None = None
+) -> str:
     """``obj`` as strict JSON text (and a newline): a NaN or infinite float (a rate with
-    nothing measured) becomes ``null``, where ``json.dumps`` writes ``NaN``, which is not
-    JSON (``jq`` and JavaScript refuse the file)."""
+    nothing measured, the gen ppl of texts with no token) becomes ``null``, where
+    ``json.dumps`` writes ``NaN``, which is not JSON (``jq`` and JavaScript refuse the file).
+    ``default`` is ``json.dumps``'s: what an object JSON has no form for is written as."""
     import json
 
     from unmask.files import finite_or_null
 
-    return json.dumps(finite_or_null(obj), indent=indent, allow_nan=False) + "\n"
+    return json.dumps(finite_or_null(obj), indent=indent, allow_nan=False, default=default) + "\n"
 
 
 def positive_int(text: str) -> int:
@@ -52,6 +55,17 @@ def positive_int(text: str) -> int:
     from unmask.commands import positive_int as the_clis
 
     return the_clis(text)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number of at least 0 (``--threads 0``: torch's default)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {n}")
+    return n
 
 
 def positive_float(text: str) -> float:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import fill_defaults, positive_int
+from _common import fill_defaults, json_text, positive_int
 
 from unmask.config import DECODE_COMPILES
 
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from unmask.files import atomic_write_text
 
-        atomic_write_text(Path(args.json), json.dumps(rows, indent=1) + "\n")
+        atomic_write_text(Path(args.json), json_text(rows, indent=1))
     return 0
 
 

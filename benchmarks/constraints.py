@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _common import positive_int
 
 from unmask.config import SampleConfig, model_preset
 from unmask.infill import automaton as new_automaton
@@ -88,18 +89,32 @@ NESTED = {
 # -- the old engine, from history --------------------------------------------------------------
 
 
+def _source_at(rev: str, path: str, flag: str) -> str:
+    """The text of ``path`` at commit ``rev`` of this checkout (``git show``); a
+    ``UserError`` naming ``flag`` where git cannot give it (an unknown commit, a shallow
+    clone, no git, no .git)."""
+    from unmask.errors import UserError
+
+    try:
+        r = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"],
+                           capture_output=True, text=True)  # fmt: skip
+    except OSError as e:
+        why = f"cannot run git ({e.strerror})"
+        raise UserError(f"{flag} {rev}: {why} ({flag} none skips it)") from None
+    if r.returncode != 0:
+        why = (r.stderr.strip().splitlines() or ["git show failed"])[-1]
+        raise UserError(f"{flag} {rev}: {why} ({flag} none skips it)")
+    return r.stdout
+
+
 def old_engine(rev: str) -> Any:
     """The old ``regex``/``dfa``/``automaton`` modules as a package ``_old_infill``."""
+    sources = {name: _source_at(rev, f"src/unmask/infill/{name}.py", "--old-rev")
+               for name in ("dfa", "regex", "automaton")}  # fmt: skip
     tmp = Path(tempfile.mkdtemp()) / "_old_infill"
     tmp.mkdir()
     (tmp / "__init__.py").write_text("")
-    for name in ("dfa", "regex", "automaton"):
-        src = subprocess.run(
-            ["git", "-C", str(ROOT), "show", f"{rev}:src/unmask/infill/{name}.py"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
+    for name, src in sources.items():
         (tmp / f"{name}.py").write_text(src.replace("unmask.infill.", "_old_infill."))
     sys.path.insert(0, str(tmp.parent))
     spec = importlib.util.find_spec("_old_infill")
@@ -178,12 +193,7 @@ def per_step(automaton: Any, n: int = 24, calls: int = 5) -> float:
 def convert_module(rev: str) -> Any:
     """``unmask.infill.automaton`` as it was at ``rev`` (its conversion of the library's
     transitions, to time against today's on the same map)."""
-    src = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{rev}:src/unmask/infill/automaton.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    src = _source_at(rev, "src/unmask/infill/automaton.py", "--convert-rev")
     path = Path(tempfile.mkdtemp()) / "_convert_then.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("_convert_then", path)
@@ -514,20 +524,23 @@ def _accuracy(preds: dict[str, list[Any]], items: list[dict[str, Any]]) -> dict[
 # -- main ------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--forms", type=int, default=1000)
-    ap.add_argument("--quality-n", type=int, default=100)
-    ap.add_argument("--ar-model", type=Path, default=Path("/work/main/runs/ar-fim/checkpoint"))
+    ap.add_argument("--forms", type=positive_int, default=1000)
+    ap.add_argument("--quality-n", type=positive_int, default=100)
+    ap.add_argument("--ar-model", type=Path, default=ROOT / "runs" / "ar-fim" / "checkpoint",
+                    help="AR-FIM checkpoint of the quality rows (default: runs/ar-fim/checkpoint "
+                    "of this checkout; left out when absent)")  # fmt: skip
     ap.add_argument(
         "--old-rev", default=OLD_REV, help="commit of the hand-written engine; 'none' skips it"
     )
     ap.add_argument(
         "--data",
         type=Path,
-        default=Path("/work/main/data/bible"),
-        help="the prepared demo corpus (its validation split)",
+        default=ROOT / "data" / "bible",
+        help="the prepared demo corpus (its validation split; default: data/bible of this "
+        "checkout)",
     )
     ap.add_argument(
         "--quality-forms", nargs="+", default=["json", "cloze"], choices=["json", "cloze"]
@@ -540,7 +553,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--skip", nargs="*", default=[], choices=["engine", "validity", "quality"])
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     torch.set_num_threads(1)
     from unmask.commands.demo import asset_path
 

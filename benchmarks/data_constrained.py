@@ -38,7 +38,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, fill_defaults
+from _common import (
+    default_output,
+    fill_defaults,
+    json_text,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 from unmask.config import TrainConfig, load_json
 from unmask.files import as_number
@@ -55,11 +62,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prepared corpus to slice (default: data/bible)",
     )
     p.add_argument(
-        "--tokens", type=int, default=None, help="train tokens in the slice (default: 50000)"
+        "--tokens", type=positive_int, default=None,
+        help="train tokens in the slice (default: 50000)"
     )
-    p.add_argument("--epochs", type=float, default=None, help="passes over the slice (100)")
+    p.add_argument("--epochs", type=positive_float, default=None,
+                   help="passes over the slice (100)")  # fmt: skip
     p.add_argument(
-        "--eval-epochs", type=float, default=1, help="validate every this many epochs (default: 1)"
+        "--eval-epochs", type=positive_float, default=1,
+        help="validate every this many epochs (default: 1)",
     )
     p.add_argument("--objectives", default="ar,mdlm,bd3lm")
     p.add_argument(
@@ -67,14 +77,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="model preset (default: demo, 5.5M; bench: 0.26M at a 1,024-token vocabulary)",
     )
-    p.add_argument("--seq-len", type=int, default=None, help="(default: 128)")
-    p.add_argument("--batch-size", type=int, default=None, help="(default: 16)")
+    p.add_argument("--seq-len", type=positive_int, default=None, help="(default: 128)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="(default: 16)")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup", type=int, default=None, help="(default: 100)")
-    p.add_argument("--block-size", type=int, default=16, help="bd3lm block size")
-    p.add_argument("--eval-batches", type=int, default=None, help="(default: 8)")
+    p.add_argument("--warmup", type=non_negative_int, default=None, help="(default: 100)")
+    p.add_argument("--block-size", type=positive_int, default=16, help="bd3lm block size")
+    p.add_argument("--eval-batches", type=positive_int, default=None, help="(default: 8)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument(
         "--work",
@@ -265,7 +275,7 @@ def main_in(args: argparse.Namespace, argv: list[str] | None) -> int:
     }  # fmt: skip
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.json), json.dumps(result, indent=2) + "\n")
+        atomic_write_text(Path(args.json), json_text(result))
     title = (
         f"{args.preset} preset, {args.tokens:,} train tokens, seq {args.seq_len}, "
         f"batch {args.batch_size}, lr {args.lr:g}"

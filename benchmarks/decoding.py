@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import math
 import platform
 import statistics
@@ -57,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fill_defaults, positive_int
+from _common import fill_defaults, json_text, non_negative_int, positive_int
 
 from unmask import api
 from unmask.checkpoint import Loaded, load
@@ -400,10 +399,13 @@ def compare(
         if ar_row is not None:
             picks.append(("autoregressive", ar_row, keeps_quality(ar_row, ref)))
         for name, r, ok in picks:
+            # positions each row decoded: the whole length for diffusion, the steps taken for
+            # AR (its rows stop together at EOS)
+            decoded = r["steps"] if r["policy"] == "autoregressive" else g
             out.append({
                 "gen_length": g, "which": name, "model": r["model"], "policy": r["policy"],
                 "cache": r["cache"], "keeps_quality": ok,
-                "tokens_per_forward": g / r["nfe"] if r["nfe"] else None,
+                "tokens_per_forward": decoded / r["nfe"] if r["nfe"] else None,
                 "tokens_per_s": r["tokens_per_s"],
                 "x_teacher_1step": r["tokens_per_s"] / ref["tokens_per_s"],
                 "x_ar": r["tokens_per_s"] / ar_row["tokens_per_s"] if ar_row else None,
@@ -542,7 +544,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--device", default="auto")
     ap.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)"
+        "--threads", type=non_negative_int, default=0,
+        help="torch CPU threads (0 = torch's default)",
     )
     ap.add_argument(
         "--seed", type=int, default=0, help="init seed of the speed model and the sampling seed"
@@ -600,6 +603,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
 
     demo = load(args.model, device=str(device))  # before the scorer: a bad path fails at once
+    ar = None
+    if args.ar_model:  # now, not after the diffusion rows: a wrong path or model fails at once
+        ar = load(args.ar_model, device=str(device))
+        if ar.config.attention != "causal":
+            raise UserError(
+                f"--ar-model {args.ar_model}: attention is {ar.config.attention!r}, not causal"
+            )
     scorer = None
     if args.score is not False:
         from unmask.scoring import ReferenceScorer
@@ -666,12 +676,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         header(sec)
         run_section(sec, prompts, args, policies, args.caches, scorer, device)
 
-    if args.ar_model:
-        ar = load(args.ar_model, device=str(device))
-        if ar.config.attention != "causal":
-            raise UserError(
-                f"--ar-model {args.ar_model}: attention is {ar.config.attention!r}, not causal"
-            )
+    if ar is not None:
         sec = Section(
             f"autoregressive ({ar.path})", ar.model, ar.tokenizer, ar.config, trained=True
         )
@@ -723,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "teacher_vs_student": comparison,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        Path(args.json).write_text(json_text(out))
         print(f"\nwrote {args.json}")
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import itertools
-import json
 import platform
 import sys
 import time
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import json_text, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -172,14 +172,14 @@ def quality(texts: list[str], prompts: list[str], tok: Any, scorer: Any) -> dict
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="diffusion checkpoint (default: the demo)")
-    ap.add_argument("--prompts", type=int, default=8, help="held-out prompts")
-    ap.add_argument("--prompt-words", type=int, default=12)
+    ap.add_argument("--prompts", type=positive_int, default=8, help="held-out prompts")
+    ap.add_argument("--prompt-words", type=positive_int, default=12)
     add_prompt_args(ap)
-    ap.add_argument("--gen-length", type=int, default=SampleConfig().gen_length)
+    ap.add_argument("--gen-length", type=positive_int, default=SampleConfig().gen_length)
     ap.add_argument("--seeds", type=int, default=2, help="seeds per sampled setting")
     ap.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES),
                     help="temperatures of the grid")
-    ap.add_argument("--blocks", type=int, nargs="+", default=list(BLOCKS),
+    ap.add_argument("--blocks", type=positive_int, nargs="+", default=list(BLOCKS),
                     help="block lengths of the grid (0 = one block)")
     ap.add_argument("--repetition-penalties", type=float, nargs="+", default=[1.0],
                     help="repetition_penalty values of the grid (1 = off)")
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="presence_penalty values of the grid (0 = off)")
     ap.add_argument("--no-repeat-ngram-sizes", type=int, nargs="+", default=[0],
                     help="no_repeat_ngram_size values of the grid (0 = off)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
     ap.add_argument("--json", default=None, help="write the rows here")
     args = ap.parse_args(argv)
@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                "model": str(args.model or "demo"),
                "machine": platform.processor() or platform.machine(),
                "torch": torch.__version__}
-        Path(args.json).write_text(json.dumps(out, indent=1, default=lambda x: None) + "\n")
+        Path(args.json).write_text(json_text(out, indent=1, default=lambda x: None))
     return 0
 
 

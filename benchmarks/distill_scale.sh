@@ -15,7 +15,7 @@
 # the teacher's tokenizer when $DATA does not exist yet.
 set -euo pipefail
 
-PY=${PY:-python}
+PY=${PY:-python3}
 TEACHER=${TEACHER:-src/unmask/assets/demo}
 DATA=${DATA:-data/bible}
 OUT=${OUT:-runs/distill-scale}

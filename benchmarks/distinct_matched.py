@@ -15,10 +15,9 @@ against --other's one greedy run).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from _common import default_output, positive_int, run
+from _common import default_output, json_text, positive_int, run
 from defaults import per_text_distinct2, validation
 
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
@@ -79,9 +78,9 @@ def main() -> None:
               f"{r['other_dist2']:.3f}; --model cut to those words {r['model_dist2_matched']:.3f}"
               f" (whole, {r['model_words']:.1f} words: {r['model_dist2_whole']:.3f})")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"model": model, "other": args.other, "data": args.data,
+    args.json.write_text(json_text({"model": model, "other": args.other, "data": args.data,
                                      "prompts": prompts, "gen_length": args.gen_length,
-                                     "rows": rows}, indent=1) + "\n")
+                                     "rows": rows}, indent=1))
     print(f"wrote {args.json}")
 
 

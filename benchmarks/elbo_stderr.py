@@ -18,12 +18,12 @@ this curve (docs/evaluation.md).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _common import json_text, positive_int
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     here = Path(__file__).resolve().parents[1]
     p.add_argument("--model", default=str(here / "src/unmask/assets/demo"))
     p.add_argument("--data", default=str(here / "data/bible"), help="prepared dataset (val split)")
-    p.add_argument("--items", type=int, default=6)
-    p.add_argument("--context", type=int, default=32, help="context tokens per item")
+    p.add_argument("--items", type=positive_int, default=6)
+    p.add_argument("--context", type=positive_int, default=32, help="context tokens per item")
     p.add_argument("--targets", default="8,32", help="continuation lengths in tokens")
     p.add_argument("--samples", default="1,2,4,8,16,32,64,128,256")
-    p.add_argument("--repeats", type=int, default=6)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=positive_int, default=6)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json_text({"meta": meta, "rows": rows}))
     return 0
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output
+from _common import default_output, json_text, non_negative_int, positive_float, positive_int
 from torch import nn
 
 from unmask.config import model_preset
@@ -252,9 +252,10 @@ def _name(device: torch.device) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dry-run", action="store_true", help="toy sizes on CPU: the script runs")
-    ap.add_argument("--budget-s", type=float, default=420.0, help="skip rows after this")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--budget-s", type=positive_float, default=420.0,
+                    help="skip rows after this")  # fmt: skip
+    ap.add_argument("--warmup", type=non_negative_int, default=3)
+    ap.add_argument("--repeats", type=positive_int, default=10)
     ap.add_argument("--port", type=int, default=29791, help="the one-process group's port")
     ap.add_argument("--json", help="write the table here (default on CUDA: runs/bench/"
                     "gpu_check_cuda.json)")  # fmt: skip
@@ -264,8 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cpu")
         args.warmup, args.repeats = 1, 2
     elif not torch.cuda.is_available():
-        print("gpu_check: no CUDA device; run with --dry-run to check the script", file=sys.stderr)
-        return 2
+        from unmask.errors import UserError
+
+        raise UserError("no CUDA device; run with --dry-run to check the script")
     else:
         device = torch.device("cuda", 0)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -307,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                          else "")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"meta": meta, "rows": check.rows}, indent=2) + "\n")
+        Path(path).write_text(json_text({"meta": meta, "rows": check.rows}))
     failed = [r for r in check.rows if "error" in r and not r["error"].startswith("skipped")]
     return 1 if failed else 0
 

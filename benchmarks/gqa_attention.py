@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import positive_int
+from _common import json_text, positive_int
 
 
 def _median_time(fn: Any, repeats: int) -> float:
@@ -106,8 +105,8 @@ def decode_row(gen: int, repeats: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--gen", type=int, default=64)
+    ap.add_argument("--threads", type=positive_int, default=1)
+    ap.add_argument("--gen", type=positive_int, default=64)
     ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -122,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{dec['decode']}: repeat {dec['repeat_s']} s, enable_gqa {dec['gqa_s']} s, "
           f"{dec['speedup']}x, same tokens: {dec['same_tokens']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"ops": rows, "decode": dec, "threads": args.threads}, f, indent=1)
+        Path(args.json).write_text(
+            json_text({"ops": rows, "decode": dec, "threads": args.threads}, indent=1)
+        )
     return 0
 
 

@@ -8,7 +8,7 @@ samples' unigram entropy (repetition shows as a drop) and the NFE. A guided step
 model calls; ``--equal-nfe`` gives the guided rows half the steps, so every row has the same
 budget of model calls.
 
-    python benchmarks/guidance.py --data /work/main/data/bible          # trains 300 tiny steps
+    python benchmarks/guidance.py --data data/bible          # trains 300 tiny steps
     python benchmarks/guidance.py --model runs/embed --scales 0,0.02,0.1
     python benchmarks/guidance.py --model runs/latent --equal-nfe --words "LORD, God"
 
@@ -18,12 +18,11 @@ Prints a table and writes ``--json`` (default ``runs/bench/guidance.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
 import torch
-from _common import default_output, positive_int
+from _common import default_output, json_text, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -42,9 +41,9 @@ def main() -> None:
     ap.add_argument("--words", default="Moses, Israel", help="guide words, comma-separated")
     ap.add_argument("--prompt", default="And the LORD said")
     ap.add_argument("--scales", default="0,0.01,0.02,0.05,0.2", help="guide scales to try")
-    ap.add_argument("--n", type=int, default=16, help="samples per scale (default: 16)")
-    ap.add_argument("--gen-length", type=int, default=32)
-    ap.add_argument("--sample-steps", type=int, default=32)
+    ap.add_argument("--n", type=positive_int, default=16, help="samples per scale (default: 16)")
+    ap.add_argument("--gen-length", type=positive_int, default=32)
+    ap.add_argument("--sample-steps", type=positive_int, default=32)
     ap.add_argument(
         "--temperature",
         type=float,
@@ -56,7 +55,7 @@ def main() -> None:
         action="store_true",
         help="guided rows get half the steps (the same model calls as unguided)",
     )
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--json", default=str(default_output("guidance.json")),
                     help="write the results here (default: runs/bench/guidance.json)")
     args = ap.parse_args()
@@ -109,7 +108,7 @@ def main() -> None:
               f"{r['share_of_tokens']:>10.3f} {r['entropy']:>8.2f} {r['nfe']:>5}")  # fmt: skip
     out_path = Path(args.json)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+    out_path.write_text(json_text({"args": vars(args), "rows": rows}))
 
 
 if __name__ == "__main__":

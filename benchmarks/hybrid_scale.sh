@@ -19,7 +19,7 @@
 # Every setting is an environment variable.
 set -euo pipefail
 
-PY=${PY:-python}
+PY=${PY:-python3}
 INIT=${INIT:-runs/ar-fim/checkpoint}  # the AR twin (objective ar, the demo's tokenizer)
 DATA=${DATA:-data/bible}
 OUT=${OUT:-runs/hybrid}

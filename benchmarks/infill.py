@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output
+from _common import default_output, non_negative_int, positive_int
 
 from unmask.checkpoint import load
 from unmask.commands.demo import asset_path
@@ -323,13 +323,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ar-model", help="AR-FIM checkpoint (objective ar, --fim-rate > 0); n/a without one"
     )
     ap.add_argument(
-        "--n", type=int, default=None, help="samples per span size (default 50, 2 with --quick)"
+        "--n", type=positive_int, default=None,
+        help="samples per span size (default 50, 2 with --quick)"
     )
     ap.add_argument(
-        "--spans", type=int, nargs="+", default=None, help=f"span sizes (default {list(SPANS)})"
+        "--spans", type=positive_int, nargs="+", default=None,
+        help=f"span sizes (default {list(SPANS)})"
     )
     ap.add_argument(
-        "--window", type=int, default=None, help=f"window tokens (default: context - {MARGIN})"
+        "--window", type=positive_int, default=None,
+        help=f"window tokens (default: context - {MARGIN})"
     )
     ap.add_argument(
         "--data", help="dataset already prepared with the model's tokenizer (skips preparing)"
@@ -355,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch CPU threads (0 = default)")  # fmt: skip
     ap.add_argument(
         "--json",
         help=f"write results here (default: {RESULTS.relative_to(RESULTS.parents[2])} "

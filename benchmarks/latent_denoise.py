@@ -20,11 +20,11 @@ pass's estimate.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _common import json_text, positive_int
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -39,11 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="a latent-diffusion (or latent-ae) checkpoint")
     ap.add_argument("--data", required=True, help="the prepared corpus it trained on")
-    ap.add_argument("--windows", type=int, default=64, help="held-out windows (default: 64)")
-    ap.add_argument("--seq-len", type=int, default=None,
+    ap.add_argument("--windows", type=positive_int, default=64,
+                    help="held-out windows (default: 64)")  # fmt: skip
+    ap.add_argument("--seq-len", type=positive_int, default=None,
                     help="window in tokens (default: the one the model compresses, its "
                     "latent_window; else its context less its latent vectors)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--json", default=None, help="write the numbers here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['t']} | {r['mse']:.3f} | {r['mse_mean']:.3f} | {r['decode_ce']:.3f} "
               f"| {r['decode_ce_rms']:.3f} |")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        Path(args.json).write_text(json_text(out, indent=1))
     return 0
 
 

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import json_text, positive_int
 
 MC = """task: verse_mc
 dataset_path: json
@@ -103,15 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", action="append", metavar="[LABEL=]PATH",
                    help="a checkpoint, labelled LABEL (default: its folder name); repeatable")
     p.add_argument("--data", default=str(root / "data/bible"))
-    p.add_argument("--limit", type=int, default=20)
-    p.add_argument("--mc-samples", type=int, default=None)
+    p.add_argument("--limit", type=positive_int, default=20)
+    p.add_argument("--mc-samples", type=positive_int, default=None)
     p.add_argument("--tasks", default="verse_mc,verse_gen", help="which of the two to run")
     p.add_argument(
         "--no-greedy-check",
         action="store_true",
         help="skip is_greedy (one forward per continuation token; multiple choice never uses it)",
     )
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
-        Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json_text({"meta": meta, "rows": rows}))
     return 0
 
 

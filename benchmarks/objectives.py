@@ -93,7 +93,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import default_output
+from _common import default_output, non_negative_int, positive_int
 
 from unmask import api
 from unmask.checkpoint import checkpoint_dir, load
@@ -119,6 +119,24 @@ RUNS: list[tuple[str, str, dict[str, Any]]] = [
     ("latent", "latent-diffusion", {"latent_len": 16}),
 ]
 CONTINUOUS = ("embed-diffusion", "latent-diffusion")
+
+
+def select_runs(only: str | None, keep_ar: bool = True) -> list[tuple[str, str, dict[str, Any]]]:
+    """The rows of ``RUNS`` that ``--only`` names (all without it), ``ar`` first when
+    ``keep_ar`` (the ratios need it); a ``UserError`` for a name no row has."""
+    if not only:
+        return list(RUNS)
+    wanted = [w.strip() for w in only.split(",")]
+    unknown = [w for w in wanted if w not in {name for name, _, _ in RUNS}]
+    if unknown:
+        from unmask.errors import UserError
+
+        raise UserError(f"--only {only}: unknown {', '.join(map(repr, unknown))}; choose from "
+                        + ", ".join(name for name, _, _ in RUNS))  # fmt: skip
+    runs = [r for r in RUNS if r[0] in wanted]
+    if "ar" not in wanted and keep_ar:
+        runs = [RUNS[0], *runs]  # with --work: a later full rerun adds it
+    return runs
 FLOOR_TEMPERATURES = (1.2, 1.1, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 """The tempered-unigram floor: unigram samples at these temperatures trace gen ppl against
 sample entropy. Gen ppl alone rewards repeating frequent tokens (a unigram at temperature 0.6
@@ -562,39 +580,50 @@ def main() -> None:
         help="model preset of every run (default: demo; 'bench': d_model 64, 4 layers)",
     )
     ap.add_argument(
-        "--steps", type=int, default=2000, help="optimizer steps of every run (default: 2000)"
+        "--steps", type=positive_int, default=2000,
+        help="optimizer steps of every run (default: 2000)"
     )
-    ap.add_argument("--seq-len", type=int, default=128, help="tokens per row (default: 128)")
-    ap.add_argument("--batch-size", type=int, default=16, help="rows per step (default: 16)")
+    ap.add_argument("--seq-len", type=positive_int, default=128,
+                    help="tokens per row (default: 128)")  # fmt: skip
+    ap.add_argument("--batch-size", type=positive_int, default=16,
+                    help="rows per step (default: 16)")  # fmt: skip
     ap.add_argument(
         "--lr", type=float, default=2e-3, help="peak learning rate (default: 2e-3, as the demo)"
     )
     ap.add_argument(
-        "--warmup", type=int, default=None, help="warmup steps (default: min(100, steps/10))"
+        "--warmup", type=non_negative_int, default=None,
+        help="warmup steps (default: min(100, steps/10))"
     )
-    ap.add_argument("--eval-batches", type=int, default=16, help="held-out batches (default: 16)")
+    ap.add_argument("--eval-batches", type=positive_int, default=16,
+                    help="held-out batches (default: 16)")  # fmt: skip
     ap.add_argument(
-        "--eval-batch-size", type=int, default=16, help="held-out windows per batch (default: 16)"
+        "--eval-batch-size", type=positive_int, default=16,
+        help="held-out windows per batch (default: 16)"
     )
     ap.add_argument(
-        "--eval-repeats", type=int, default=4, help="noise draws per diffusion bound (default: 4)"
+        "--eval-repeats", type=positive_int, default=4,
+        help="noise draws per diffusion bound (default: 4)"
     )
-    ap.add_argument("--gen-samples", type=int, default=16, help="samples per model (default: 16)")
-    ap.add_argument("--gen-length", type=int, default=64, help="tokens per sample (default: 64)")
+    ap.add_argument("--gen-samples", type=positive_int, default=16,
+                    help="samples per model (default: 16)")  # fmt: skip
+    ap.add_argument("--gen-length", type=positive_int, default=64,
+                    help="tokens per sample (default: 64)")  # fmt: skip
     ap.add_argument(
         "--prompt-len",
-        type=int,
+        type=positive_int,
         default=8,
         help="held-out tokens each sample continues (a different window per sample; default: 8)",
     )
     ap.add_argument(
         "--sample-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="diffusion steps per sample (default: gen-length)",
     )
-    ap.add_argument("--infill-n", type=int, default=32, help="held-out spans (default: 32)")
-    ap.add_argument("--infill-span", type=int, default=4, help="tokens per span (default: 4)")
+    ap.add_argument("--infill-n", type=positive_int, default=32,
+                    help="held-out spans (default: 32)")  # fmt: skip
+    ap.add_argument("--infill-span", type=positive_int, default=4,
+                    help="tokens per span (default: 4)")  # fmt: skip
     ap.add_argument(
         "--step-sweep",
         action="store_true",
@@ -633,7 +662,8 @@ def main() -> None:
     )
     ap.add_argument("--data", help="a prepared dataset (unmask prepare) instead of the demo corpus")
     ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(n for n, _, _ in RUNS))
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch CPU threads (default: torch's)")  # fmt: skip
     ap.add_argument(
         "--quick", action="store_true", help="smoke test: tiny preset, 20 steps, a corpus slice"
     )
@@ -650,12 +680,7 @@ def main() -> None:
         corpus_lines, vocab_size = QUICK["corpus_lines"], QUICK["vocab_size"]
     if args.vocab_size:
         vocab_size = args.vocab_size
-    runs = RUNS
-    if args.only:
-        wanted = args.only.split(",")
-        runs = [r for r in RUNS if r[0] in wanted]
-        if "ar" not in wanted and not args.work:
-            runs = [RUNS[0], *runs]  # the ratios need it (with --work: a later full rerun)
+    runs = select_runs(args.only, keep_ar=not args.work)
     check_sampling(args, runs)
     warmup = args.warmup if args.warmup is not None else min(100, args.steps // 10)
     scorer = load_scorer()

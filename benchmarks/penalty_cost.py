@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from _common import positive_int, run  # noqa: E402
+from _common import json_text, positive_int, run  # noqa: E402
 
 from unmask.config import SampleConfig, model_preset  # noqa: E402
 from unmask.model import Transformer  # noqa: E402
@@ -333,7 +332,7 @@ def main() -> list[dict[str, Any]]:
                       flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
+        args.json.write_text(json_text(out, indent=1), encoding="utf-8")
     return out
 
 

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a SampleConfig field for every run (e.g. block_length=1: left to right)",
     )
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -464,7 +464,9 @@ def build(results: Path, out: Path) -> list[str]:
         for name in rest:
             try:
                 d = json.loads(files[name].read_text())
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as e:  # said, as in a section: nothing is lost unseen
+                lines += [f"`{name}`: not valid JSON ({e.msg}), skipped.", ""]
+                notes.append(f"{name}: not valid JSON, skipped")
                 continue
             tables = generic_tables(d)
             if not tables:
@@ -503,8 +505,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = Path(args.results)
     if not results.is_dir():
-        print(f"report.py: error: {results}: no such folder")
-        return 2
+        from unmask.errors import UserError
+
+        raise UserError(f"--results {results}: no such folder")
     notes = build(results, Path(args.out))
     print(f"wrote {args.out}")
     for n in notes:

@@ -29,14 +29,13 @@ Prints one table per model and writes ``--json`` (default ``runs/bench/rounding.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output
+from _common import default_output, json_text, positive_int
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
 from objectives import (  # the prompts, the broken count and the tempered-unigram floor
     floor_at,
@@ -89,13 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", required=True, help="checkpoint (repeatable)")
     ap.add_argument("--data", required=True, help="the prepared corpus the models trained on")
     ap.add_argument("--temperatures", default="0,0.3,0.5,0.7,0.85,1", help="comma-separated")
-    ap.add_argument("--n", type=int, default=16, help="samples per setting (default: 16)")
-    ap.add_argument("--gen-length", type=int, default=56, help="tokens scored (default: 56)")
+    ap.add_argument("--n", type=positive_int, default=16, help="samples per setting (default: 16)")
+    ap.add_argument("--gen-length", type=positive_int, default=56,
+                    help="tokens scored (default: 56)")  # fmt: skip
     ap.add_argument(
-        "--prompt-len", type=int, default=8, help="held-out tokens before each (default: 8)"
+        "--prompt-len", type=positive_int, default=8,
+        help="held-out tokens before each (default: 8)"
     )
-    ap.add_argument("--steps", type=int, default=64, help="denoising steps (default: 64)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=positive_int, default=64, help="denoising steps (default: 64)")
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
     ap.add_argument("--json", default=str(default_output("rounding.json")),
                     help="write the results here (default: runs/bench/rounding.json)")
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     report["floor_curves"] = {args.data: curve} if curve is not None else {}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1, default=lambda x: None) + "\n")
+    out.write_text(json_text(report, indent=1, default=lambda x: None))
     return 0
 
 

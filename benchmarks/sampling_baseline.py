@@ -9,19 +9,19 @@ that the fast-decoding policies are compared with.
 
     python benchmarks/sampling_baseline.py [--model PATH] \
         [--json benchmarks/results/sampling_baseline.json]
+    python benchmarks/sampling_baseline.py --quick   # does it run? (gen 16, 2 eval batches)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from _common import positive_int
+from _common import json_text, non_negative_int, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -33,13 +33,23 @@ from unmask.evaluate import evaluate_loss
 PROMPT = "And God said,"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(asset_path("demo")))
-    ap.add_argument("--repeats", type=positive_int, default=3)
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeats", type=positive_int, default=None,
+                    help="timed runs per row, median (default: 3; --quick: 1)")  # fmt: skip
+    ap.add_argument("--batch", type=positive_int, default=1)
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch CPU threads (0 = torch's default)")  # fmt: skip
+    ap.add_argument("--quick", action="store_true",
+                    help="a smoke run: gen_length 16 only, 1 repeat, 2 validation batches, one "
+                    "sample of 16 tokens (flags given still win)")  # fmt: skip
     ap.add_argument("--json", help="write results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.threads:
+        torch.set_num_threads(args.threads)
     m = load(args.model)
     cfg, tok = m.config, m.tokenizer
     prompt = tok.encode(PROMPT)
@@ -52,7 +62,7 @@ def main() -> None:
         f"{'gen_length':>10} {'steps':>6} {'block':>6} {'NFE':>5} {'seconds':>8} {'tokens/s':>9}  "
         "prompt"
     )
-    for gen_length in (64, 256):
+    for gen_length in (16,) if args.quick else (64, 256):
         # 256 new tokens fill the whole context of the demo model: generate unconditionally.
         ids = prompt if len(prompt) + gen_length <= cfg.max_seq_len else []
         for steps in (gen_length, gen_length // 4):
@@ -99,7 +109,7 @@ def main() -> None:
             objective="mdlm",
             seq_len=min(256, cfg.max_seq_len),
             batch_size=8,
-            max_batches=None,
+            max_batches=2 if args.quick else None,
             seed=1234,
         )
     print(
@@ -107,16 +117,20 @@ def main() -> None:
         f"perplexity bound {q.ppl:.2f}, {q.bpb:.4f} bits/byte"
     )
     samples = []
-    print("\nsamples at the demo's settings (gen_length 64, steps 64, block 4, temperature 0.8):")
-    for i, p in enumerate(["In the beginning, God", "Jesus answered them,", ""]):
-        sc = SampleConfig(gen_length=64, steps=64, block_length=4, temperature=0.8, seed=i)
+    n = 16 if args.quick else 64
+    print(f"\nsamples at the demo's settings (gen_length {n}, steps {n}, block 4, temperature "
+          "0.8):")  # fmt: skip
+    starts = ["In the beginning, God"] if args.quick else ["In the beginning, God",
+                                                            "Jesus answered them,", ""]
+    for i, p in enumerate(starts):
+        sc = SampleConfig(gen_length=n, steps=n, block_length=4, temperature=0.8, seed=i)
         text = p + api.generate(m, p, config=sc).texts[0]
         samples.append(text)
         print(f"  - {text!r}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
-            json.dumps(
+            json_text(
                 {
                     "model": args.model,
                     "rows": rows,
@@ -127,10 +141,10 @@ def main() -> None:
                         "val_tokens": q.n_tokens,
                     },
                     "samples": samples,
-                },
-                indent=2,
+                    "threads": torch.get_num_threads(),
+                    "quick": args.quick,
+                }
             )
-            + "\n"
         )
 
 

@@ -14,14 +14,13 @@ entropy and distinct-2, for the whole text and for its part past the first segme
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fill_defaults, positive_int
+from _common import fill_defaults, json_text, positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoding import prompt_texts  # noqa: E402
@@ -48,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=positive_int, default=None,
                     help="prompts (default: 4; --quick: 2)")
-    ap.add_argument("--prompt-words", type=int, default=8)
+    ap.add_argument("--prompt-words", type=positive_int, default=8)
     ap.add_argument("--repeats", type=positive_int, default=1,
                     help="timed runs per row (fastest kept)")
     ap.add_argument("--threads", type=positive_int, default=1)
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.json:
         out = {"argv": sys.argv[1:], "prompts": prompts, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "rows": rows}
-        Path(args.json).write_text(json.dumps(out, indent=1))
+        Path(args.json).write_text(json_text(out, indent=1))
         print(f"wrote {args.json}")
     return rows
 

@@ -80,6 +80,12 @@ def main() -> int:
     args = ap.parse_args()
 
     base = Path(args.baseline_src).resolve() if args.baseline_src else None
+    if base is not None and not (base / "unmask" / "__init__.py").is_file():
+        # else `python -m unmask.cli` finds the installed unmask, and the "baseline" times it
+        from unmask.errors import UserError
+
+        raise UserError(f"--baseline-src {args.baseline_src}: no unmask package in it (give "
+                        "another checkout's src/ folder)")  # fmt: skip
     rows = []
     for label, argv in cases():
         row: dict[str, object] = {"case": label, "argv": argv[1:]}

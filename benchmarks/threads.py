@@ -5,7 +5,8 @@ so the script sets ``PASSIVE``, unmask's default, before importing torch unless 
 Random causal models of the ``--presets`` (``unmask.config.MODEL_PRESETS``; the demo
 preset is the shipped model's shape), a 16-token prompt, ``--tokens`` generated, the median
 of ``--repeats`` runs per setting, settings taken round-robin so load drifts hit every row
-alike. Prints tokens/s and the ratio to one thread: what ``unmask.commands.decode_threads``
+alike. Prints tokens/s and the ratio to the fewest threads given (``vs_first``: the counts
+run in increasing order; one thread by default): what ``unmask.commands.decode_threads``
 (one thread for weights under 100 MB) was chosen from.
 
     python benchmarks/threads.py [--presets demo small base] [--threads 1 2]
@@ -15,7 +16,6 @@ alike. Prints tokens/s and the ratio to one thread: what ``unmask.commands.decod
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import positive_int
+from _common import json_text, positive_int
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as `unmask` does
 
@@ -38,17 +38,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--presets", nargs="+", default=["demo", "small", "base"])
     ap.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2])
-    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--tokens", type=positive_int, default=64)
     ap.add_argument("--repeats", type=positive_int, default=3)
     ap.add_argument("--json", default=None, help="write the rows here")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    args.threads = sorted(set(args.threads))  # the first, the ratios' base, is the fewest
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict[str, float | int | str]]:
     args = parse_args(argv)
     rows: list[dict[str, float | int | str]] = []
     print(f"torch {torch.__version__}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
-    print(f"{'preset':>8} {'params':>8} {'threads':>7} {'tok/s':>8} {'x1 thread':>9}")
+    fewest = args.threads[0]
+    base_label = f"x{fewest} thread{'s' if fewest > 1 else ''}"
+    print(f"{'preset':>8} {'params':>8} {'threads':>7} {'tok/s':>8} {base_label:>10}")
     for name in args.presets:
         cfg = model_preset(name, vocab_size=8192, attention="causal")
         torch.manual_seed(0)
@@ -71,9 +75,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float | int | str]
             base = base or tok_s
             rows.append({"preset": name, "params": params, "threads": n, "tok_s": tok_s,
                          "vs_first": tok_s / base})  # fmt: skip
-            print(f"{name:>8} {params / 1e6:>7.1f}M {n:>7} {tok_s:>8.1f} {tok_s / base:>9.2f}")
+            print(f"{name:>8} {params / 1e6:>7.1f}M {n:>7} {tok_s:>8.1f} {tok_s / base:>10.2f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"argv": sys.argv[1:], "rows": rows}, indent=1))
+        Path(args.json).write_text(json_text({"argv": sys.argv[1:], "rows": rows}, indent=1))
     return rows
 
 

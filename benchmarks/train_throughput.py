@@ -39,10 +39,11 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import positive_int
+from _common import json_text, non_negative_int, positive_int
 from torch import nn
 
 from unmask.config import model_preset
@@ -331,15 +332,18 @@ def main() -> None:
     ap.add_argument(
         "--compare", choices=("plain", "precision", "objectives", "memory"), default="plain"
     )
-    ap.add_argument("--draft-block", type=int, default=8, help="objectives: the hybrid's k")
+    ap.add_argument("--draft-block", type=positive_int, default=8,
+                    help="objectives: the hybrid's k")  # fmt: skip
     ap.add_argument("--preset", default="demo")
-    ap.add_argument("--vocab", type=int, default=4096)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--vocab", type=positive_int, default=4096)
+    ap.add_argument("--batch", type=positive_int, default=16)
+    ap.add_argument("--seq-len", type=positive_int, default=128)
     ap.add_argument("--steps", type=positive_int, default=5, help="timed steps per round and side")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per side first")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--rounds", type=positive_int, default=5)
+    ap.add_argument("--warmup", type=non_negative_int, default=2,
+                    help="untimed steps per side first")  # fmt: skip
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch threads (0 = default)")  # fmt: skip
     ap.add_argument("--activation-checkpointing", action="store_true")
     ap.add_argument(
         "--sides",
@@ -383,8 +387,7 @@ def main() -> None:
             rows.append({"side": name, "tokens_per_s": tps, "s_per_step": sec, "ratio": tps / base})
             print(f"{name:<28} {tps:>18,.0f} {sec:>8.3f} {tps / base:>30.3f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows}, f, indent=2)
+        Path(args.json).write_text(json_text({"args": vars(args), "rows": rows}))
 
 
 if __name__ == "__main__":

@@ -187,3 +187,171 @@ def test_more_mistakes_are_one_line(tmp_path, script, extra, message):
     assert "Traceback" not in r.stderr
     good = _run("benchmarks/distinct_ci.py", str(result), "--resamples", "20")
     assert good.returncode == 0 and "2 prompts, 20 resamples" in good.stdout, good.stderr
+
+
+THREADS_SCRIPTS = [  # (script, whether 0 means "torch's default" there)
+    ("data_constrained.py", False), ("decoding.py", True), ("defaults.py", False),
+    ("elbo_stderr.py", False), ("gqa_attention.py", False), ("guidance.py", False),
+    ("infill.py", True), ("latent_denoise.py", False), ("lm_eval_demo.py", False),
+    ("objectives.py", True), ("planning.py", False), ("precision.py", False),
+    ("rounding.py", False), ("train_throughput.py", True),
+]  # fmt: skip
+
+
+def test_a_bad_thread_count_is_refused_by_argparse():
+    """``--threads -1`` (or ``0`` where 0 is not "torch's default") was passed on to
+    ``torch.set_num_threads``: a RuntimeError traceback after the model had loaded. Every
+    script is parsed in one process; a parse that succeeds stops the script there."""
+    bad = [(name, "--threads", "-1") for name, _ in THREADS_SCRIPTS]
+    bad += [(name, "--threads", "0") for name, zero_ok in THREADS_SCRIPTS if not zero_ok]
+    for name, flag, n, status, last in _parse_only(bad):
+        assert status == 2 and last, (name, flag, n, status, last)
+        assert last[0].startswith(f"{name}: error: argument --threads: must be at least"), last
+
+
+def _parse_only(cases: list[tuple[str, str, str]]) -> list[tuple]:
+    """Each (script, flag, value) parsed in one process: (script, flag, value, exit status,
+    [the last line on stderr]); a parse that succeeds stops the script there."""
+    code = (
+        "import argparse, contextlib, io, runpy, sys\n"
+        "parse = argparse.ArgumentParser.parse_args\n"
+        "def parsed(self, *a, **k):\n"
+        "    parse(self, *a, **k)\n"
+        "    raise RuntimeError('parsed')\n"
+        "argparse.ArgumentParser.parse_args = parsed\n"
+        "out = []\n"
+        f"for name, flag, n in {cases!r}:\n"
+        "    sys.argv = [name, flag, n]\n"
+        "    sys.path[:0] = ['benchmarks']\n"
+        "    err = io.StringIO()\n"
+        "    try:\n"
+        "        with contextlib.redirect_stderr(err):\n"
+        "            runpy.run_path('benchmarks/' + name, run_name='__main__')\n"
+        "    except SystemExit as e:\n"
+        "        out.append((name, flag, n, e.code, err.getvalue().strip().splitlines()[-1:]))\n"
+        "    except BaseException as e:\n"
+        "        out.append((name, flag, n, repr(e), []))\n"
+        "    del sys.path[0]\n"
+        "print(repr(out))\n"
+    )
+    r = _run("-c", code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    import ast
+
+    got = ast.literal_eval(r.stdout.strip().splitlines()[-1])
+    assert len(got) == len(cases)
+    return got
+
+
+COUNTS = [  # (script, flag, value): a count of nothing, which ended in a traceback (a
+    # ZeroDivisionError, an empty median, an empty batch) or in a table of nothing
+    ("lm_eval_demo.py", "--limit", "0"), ("lm_eval_demo.py", "--mc-samples", "0"),
+    ("gqa_attention.py", "--gen", "0"), ("segments.py", "--prompt-words", "0"),
+    ("constraints.py", "--forms", "0"), ("constraints.py", "--quality-n", "-1"),
+    ("data_constrained.py", "--tokens", "0"), ("data_constrained.py", "--warmup", "-1"),
+    ("defaults.py", "--prompts", "0"), ("defaults.py", "--blocks", "0"),
+    ("elbo_stderr.py", "--repeats", "0"), ("elbo_stderr.py", "--items", "0"),
+    ("guidance.py", "--n", "0"), ("infill.py", "--n", "0"), ("infill.py", "--spans", "0"),
+    ("latent_denoise.py", "--windows", "0"), ("objectives.py", "--steps", "0"),
+    ("objectives.py", "--gen-samples", "0"), ("objectives.py", "--warmup", "-1"),
+    ("precision.py", "--repeats", "0"), ("precision.py", "--batch", "0"),
+    ("rounding.py", "--n", "0"), ("train_throughput.py", "--rounds", "0"),
+    ("train_throughput.py", "--warmup", "-1"),
+]  # fmt: skip
+
+
+def test_a_count_of_nothing_is_refused_by_argparse():
+    for name, flag, n, status, last in _parse_only(COUNTS):
+        assert status == 2 and last, (name, flag, n, status, last)
+        least = 0 if n == "-1" and flag == "--warmup" else 1
+        assert last[0] == f"{name}: error: argument {flag}: must be at least {least}, got {n}"
+
+
+def test_constraints_defaults_are_this_checkouts_and_a_bad_rev_is_one_line(benchmark):
+    """constraints.py's --data and --ar-model defaulted to /work/main/...: another checkout
+    (a device machine's copy) read the wrong corpus or none; an unknown --old-rev was a
+    CalledProcessError traceback."""
+    constraints = benchmark("constraints")
+    a = constraints.parse_args([])
+    assert a.data == ROOT / "data" / "bible"
+    assert a.ar_model == ROOT / "runs" / "ar-fim" / "checkpoint"
+    for flag in ("--old-rev", "--convert-rev"):
+        other = "--convert-rev" if flag == "--old-rev" else "--old-rev"
+        r = _run("benchmarks/constraints.py", flag, "0000000nosuchrev", other, "none",
+                 "--quick", "--skip", "validity", "quality")  # fmt: skip
+        assert r.returncode == 2, r.stderr
+        last = r.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"constraints.py: error: {flag} 0000000nosuchrev: "), last
+        assert f"{flag} none skips it" in last and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+        (["--warmup", "-1"], "argument --warmup: must be at least 0, got -1"),
+        (["--budget-s", "0"], "argument --budget-s: 0 must be positive"),
+    ],
+)
+def test_gpu_check_refuses_bad_counts(argv, message):
+    """``--repeats 0`` on the GPU failed every row with a StatisticsError traceback (the
+    median of no timings) and exit 1; on a CPU it was hidden by the no-CUDA message."""
+    r = _run("benchmarks/gpu_check.py", *argv)
+    assert r.returncode == 2, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == f"gpu_check.py: error: {message}", r.stderr
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CPU-only check")
+def test_gpu_check_without_a_gpu_says_so_in_the_scripts_format():
+    r = _run("benchmarks/gpu_check.py")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        "gpu_check.py: error: no CUDA device; run with --dry-run to check the script")
+
+
+def test_decoding_checks_ar_model_before_decoding_anything():
+    """``--ar-model`` was loaded after every diffusion row had run: a wrong path or a
+    bidirectional checkpoint failed minutes (hours at full size) into the run."""
+    r = _run("benchmarks/decoding.py", "--quick", "--speed-preset", "none", "--ar-model",
+             "src/unmask/assets/demo")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == ("decoding.py: error: --ar-model "
+                                                 "src/unmask/assets/demo: attention is "
+                                                 "'bidirectional', not causal")  # fmt: skip
+    assert "llada 1/step" not in r.stdout  # no row was decoded first
+
+
+def test_startup_refuses_a_baseline_src_without_unmask(tmp_path):
+    """``--baseline-src`` of a folder with no ``unmask`` in it (a typo, the checkout root
+    instead of its src/) timed whatever ``unmask`` the interpreter found instead, or a
+    failing import, and printed its speed-up as a before/after."""
+    r = _run("benchmarks/startup.py", "--repeats", "1", "--baseline-src", str(tmp_path))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"startup.py: error: --baseline-src {tmp_path}: no unmask package in it (give another "
+        "checkout's src/ folder)")
+
+
+def test_data_constrained_refuses_no_epochs():
+    """``--epochs 0`` trained one step and reported its "best epoch 0.125"; ``--eval-epochs
+    0`` validated at every step."""
+    got = _parse_only([("data_constrained.py", "--epochs", "0"),
+                       ("data_constrained.py", "--eval-epochs", "-1")])  # fmt: skip
+    assert [(status, last) for *_, status, last in got] == [
+        (2, ["data_constrained.py: error: argument --epochs: 0 must be positive"]),
+        (2, ["data_constrained.py: error: argument --eval-epochs: -1 must be positive"]),
+    ]
+
+
+def test_objectives_only_refuses_an_unknown_name(benchmark):
+    """``--only foo`` (or a typo beside a good name) was dropped without a word: the run
+    trained ar alone and wrote its results as if asked for."""
+    objectives = benchmark("objectives")
+    from unmask.errors import UserError
+
+    assert [r[0] for r in objectives.select_runs("mdlm,sedd")] == ["ar", "mdlm", "sedd"]
+    assert [r[0] for r in objectives.select_runs("mdlm", keep_ar=False)] == ["mdlm"]
+    assert len(objectives.select_runs(None)) == len(objectives.RUNS)
+    with pytest.raises(UserError, match=r"--only mdlm,sedd2: unknown 'sedd2'; choose from ar, "):
+        objectives.select_runs("mdlm,sedd2")

@@ -135,3 +135,30 @@ def test_infill_and_list_shaped_results_show_their_numbers(tmp_path, report):
     assert "| off | 1 |" in page
     assert "| a | mdlm |" in page and "`models.a.rows`" in page and "| 0.5 |" in page
     assert "(no rows)" not in page
+
+
+def test_a_torn_file_no_section_knows_is_said_not_dropped(tmp_path, report):
+    """A file of no section that is not valid JSON vanished from the page and the notes
+    (one a section knows was reported), against "nothing measured is lost"."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "custom_torn.json").write_text("{torn")
+    out = tmp_path / "report.md"
+    notes = report.build(results, out)
+    assert "custom_torn.json: not valid JSON, skipped" in notes
+    assert "`custom_torn.json`: not valid JSON" in out.read_text()
+
+
+def test_a_missing_results_folder_is_an_error_on_stderr(tmp_path):
+    """It was printed on stdout (exit 2), where a pipe into a file hides it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "benchmarks/report.py", "--results",
+                        str(tmp_path / "none"), "--out", str(tmp_path / "r.md")], cwd=root,
+                       env={"PYTHONPATH": str(root / "src"), "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == f"report.py: error: --results {tmp_path / 'none'}: no such folder"
