@@ -216,6 +216,30 @@ def test_each_row_commits_what_it_accepted(draft_cache):
     assert r.tokens_per_forward == pytest.approx(60 / r.row_rounds * r.steps / r.nfe)
 
 
+def test_a_batch_counts_what_its_rows_count_alone():
+    """A row ahead of the batch drafts only what it can still commit (its draft length alone),
+    so drafts, acceptances and rounds are the sums of the rows decoded one by one: row 0's
+    drafts are all right and it has 2 tokens left after 4 rounds of 5 (1 draft, not 4)."""
+    verifier = transformer("causal", 3)
+    G = 22
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=G, eos_id=None)
+    P = max(map(len, PROMPTS))
+    seqs = [ar.tokens[0].tolist()] + [[5] * (P + G)] * 2
+    fields = ("drafted", "accepted", "row_rounds", "committed")
+    for cache in ("prefix", "none"):
+        batch = SpeculativeRun(verifier, RowOracle(verifier.config, seqs), PROMPTS,
+                               max_new_tokens=G, draft_length=4, eos_id=None,
+                               draft_cache=cache).run()  # fmt: skip
+        alone = [SpeculativeRun(verifier, RowOracle(verifier.config, [s[P - len(p):]]), p,
+                                max_new_tokens=G, draft_length=4, eos_id=None,
+                                draft_cache=cache).run()
+                 for p, s in zip(PROMPTS, seqs, strict=True)]  # fmt: skip
+        assert batch.gen_ids == ar.gen_ids == [a.gen_ids[0] for a in alone]
+        assert (alone[0].drafted, alone[0].accepted) == (17, 17)
+        for f in fields:
+            assert getattr(batch, f) == sum(getattr(a, f) for a in alone), f
+
+
 # ---- sampling: the output distribution is the verifier's -----------------------------------
 
 V, MASK = 5, 4  # tokens 0..3, mask 4

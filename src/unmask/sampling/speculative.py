@@ -36,6 +36,9 @@ Each round (one ``advance()``):
    batch runs as many rounds as its slowest row. The verifier's forward feeds each row the
    committed tokens its cache lacks (its last committed token, or the prompt in the first
    round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
+   The batch drafts as many masks as its least advanced row can use; a row with less room
+   left drafts (and is counted for) only the tokens it can still commit, the masks past them
+   holes for a drafter with explicit layouts, so its drafts and counts are those it has alone.
 
 A row that commits EOS is finished (later positions hold the pad id); the run stops when
 every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
@@ -449,7 +452,14 @@ class SpeculativeRun(DecoderRun):
         mask_pos = (N[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
         tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
         positions = torch.cat([head_pos, mask_pos], dim=1)  # (B, h + k)
-        real = torch.cat([head_real, torch.ones_like(mask_pos, dtype=torch.bool)], dim=1)
+        # k is what the least advanced row can use; a row with less room drafts only what it
+        # can commit (its k alone): the masks past that are holes where the drafter has
+        # explicit layouts, so its drafts are the ones it makes alone
+        room = (G - 1 - self.committed).clamp(min=0)  # (B,)
+        own = torch.arange(k, device=device)[None, :] < room[:, None]  # (B, k)
+        if not self._explicit:  # left-padded rows only: every mask is a column
+            own = torch.ones_like(own)
+        real = torch.cat([head_real, own], dim=1)
         dmask, greedy = self.dfacts.mask_id, self.temperature == 0
         conf = torch.ones(B, k, dtype=torch.float64, device=device)
         parts: list[Tensor] = []
@@ -487,6 +497,7 @@ class SpeculativeRun(DecoderRun):
         lengths = torch.full((B,), a, dtype=torch.long, device=device)
         if self.threshold > 0:
             lengths = (conf[:, :a] >= self.threshold).long().cumprod(dim=1).sum(dim=1)
+        lengths = torch.minimum(lengths, room)  # drafts past a row's end are never verified
         draft = tokens[:, h : h + a]  # (B, a)
         q = torch.cat(parts, dim=1) if parts else None  # (B, a, V)
         return draft, q, lengths
