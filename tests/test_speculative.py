@@ -17,6 +17,7 @@ from unmask.loaded import Loaded
 from unmask.model import Transformer
 from unmask.sampling import choose_decoder, generate_ar
 from unmask.sampling import speculative as spec_mod
+from unmask.sampling.ar import filter_logits
 from unmask.sampling.speculative import SpeculativeRun
 from unmask.tokenizer import byte_tokenizer, train_bpe
 
@@ -372,6 +373,26 @@ def test_a_wrong_acceptance_rule_fails_the_same_check(monkeypatch):
     assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) > 0.1
 
 
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 2, None), (1.3, 3, 0.8)])
+def test_sampling_with_top_k_and_top_p_matches_the_filtered_verifier(temperature, top_k, top_p):
+    """The drafter's proposal is unfiltered, the verifier's distribution filtered as ``ar``
+    filters it (temperature, then top-k, then top-p): the committed tokens follow the latter."""
+    t = TABLE.clone()
+    t[:, MASK] = float("-inf")
+    step = torch.softmax(filter_logits(t / temperature, top_k, top_p), dim=-1)  # (V, V)
+    runs, gen = 3000, 3
+    r = SpeculativeRun(Markov(), FixedDrafter(), [[1, 2]] * runs, max_new_tokens=gen,
+                       draft_length=2, temperature=temperature, top_k=top_k, top_p=top_p,
+                       eos_id=None, generator=torch.Generator().manual_seed(0)).run()  # fmt: skip
+    ids = torch.tensor(r.gen_ids)  # (runs, gen)
+    dist = torch.zeros(V, dtype=torch.float64)
+    dist[2] = 1.0
+    for j in range(gen):
+        dist = dist @ step
+        got = torch.bincount(ids[:, j], minlength=V).double() / runs
+        assert tv(dist, got) < 0.04, (j, got, dist)
+
+
 # ---- refusals --------------------------------------------------------------------------------
 
 
@@ -385,6 +406,11 @@ def test_refusals():
         api.start(diff, [5, 6], cfg, draft=diff)
     with pytest.raises(UserError, match="must be a diffusion model"):
         api.start(ar_model, [5, 6], cfg, draft=ar_model)
+    for bad, match in ((dict(top_k=0), "top_k must be"), (dict(top_p=1.5), "top_p must be"),
+                       (dict(temperature=float("nan")), "temperature must be")):
+        with pytest.raises(UserError, match=match):  # the Python API too: one line
+            SpeculativeRun(ar_model.model, diff.model, [5, 6], max_new_tokens=4, draft_length=2,
+                           eos_id=None, **{"temperature": 1.0, **bad})  # fmt: skip
     # another tokenizer (same size or not): refused by the API, which sees both tokenizers
     bpe = train_bpe(["hello world the cat"] * 50, TOK.vocab_size + 10)
     other = Loaded(

@@ -110,6 +110,18 @@ def sample_token(
     return torch.minimum(idx, last)
 
 
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Refuse, in one ``UserError`` line, sampling options no left-to-right decoder (``ar``,
+    ``speculative``, ``hybrid``) can use: a temperature that is not a finite number >= 0,
+    ``top_k`` < 1, ``top_p`` outside (0, 1]."""
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def never_proposed(
     config: Any, mask_id: int | None, forbid: int | None = None
 ) -> tuple[int, ...]:
@@ -183,12 +195,7 @@ class ARRun(DecoderRun):
             )
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        if not (temperature >= 0 and math.isfinite(temperature)):
-            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise UserError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        check_sampling(temperature, top_k, top_p)
         pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
         mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
         start_id = start_id if start_id is not None else eos_id

@@ -51,7 +51,6 @@ Inside: ``SpeculativeRun``, ``SpeculativeResult``, ``SpeculativeDecoder`` (``spe
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +66,7 @@ from unmask.sampling.ar import (
     CAUSAL_UNUSED,
     CAUSAL_WHY,
     check_causal,
+    check_sampling,
     filter_logits,
     forbid_id,
     never_proposed,
@@ -321,8 +321,7 @@ class SpeculativeRun(DecoderRun):
             raise UserError(f"unknown draft_cache {draft_cache!r}; choose one of prefix, none")
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        if not (temperature >= 0 and math.isfinite(temperature)):
-            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+        check_sampling(temperature, top_k, top_p)
         pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
         mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
         rows = as_rows(prompt_ids)
