@@ -76,7 +76,12 @@ from unmask.sampling.protocol import (
 )
 from unmask.sampling.ragged import RaggedCache, columns, commit_rows, place_drafts, rows_view
 from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
-from unmask.sampling.speculative import SpeculativeResult, accept_greedy, accept_sampled
+from unmask.sampling.speculative import (
+    SpeculativeResult,
+    accept_greedy,
+    accept_sampled,
+    separate_head,
+)
 
 PREDRAFT = PREDRAFTS
 """Which acceptance lengths get a pre-drafted block: ``all`` (0 .. d, TiDAR) or ``ends``
@@ -251,9 +256,7 @@ class HybridRun(DecoderRun):
         self.generator, self.on_view = generator, on_view
         # the head runs on the columns a round reads (d + 1 verified, one block per row), not
         # on all 1 + d + (d + 1)·k: ~8-15% of a demo-model forward (benchmarks/hybrid.py)
-        self._head = getattr(model, "lm_head", None)
-        if getattr(mcfg, "time_conditioning", False) or getattr(mcfg, "output", "") != "logits":
-            self._head = None  # a head that needs more than the hidden states: whole logits
+        self._head = separate_head(model)  # None: a head that needs more, whole logits
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
         gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.seq = torch.cat([self.prompt, gen], dim=1)  # (B, P + G): logical positions

@@ -137,6 +137,17 @@ class SpeculativeResult(GenerateResult):
         }
 
 
+def separate_head(model: Any) -> Any:
+    """The model's output head when its logits are ``lm_head(hidden)`` of the final hidden
+    states (``RaggedCache.forward(..., return_hidden=True)``), so that a decoder runs it only
+    on the columns it reads; None when the head needs more (time conditioning, SEDD scores)
+    or the model has none (whole logits then)."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "time_conditioning", False) or getattr(cfg, "output", "") != "logits":
+        return None
+    return getattr(model, "lm_head", None)
+
+
 def _vocab_size(model: Any) -> int | None:
     v = getattr(getattr(model, "config", None), "vocab_size", None)
     return int(v) if v is not None else None
@@ -376,6 +387,7 @@ class SpeculativeRun(DecoderRun):
         if self.dkv is not None:
             self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
         self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
+        self._head, self._dhead = separate_head(model), separate_head(drafter)
         self.shared_vocab = shared_vocab
         self.nfe = self.steps = 0
         self.verifier_nfe = self.drafter_nfe = self.drafted = self.accepted = 0
@@ -419,22 +431,32 @@ class SpeculativeRun(DecoderRun):
         blk = positions // self._dblock  # (B, L)
         return (blk[:, None, :] <= blk[:, :, None])[:, None]  # (B, 1, L, L)
 
-    def _drafter_logits(self, tokens: Tensor, positions: Tensor, real: Tensor) -> Tensor:
-        """The drafter's logits (B, L, V) of one round's columns (each row's tokens since its
-        cache, right-aligned, then the masks), against its prefix cache when it has one, else
-        of each row's whole canvas (left-padded)."""
+    def _drafter_logits(
+        self, tokens: Tensor, positions: Tensor, real: Tensor, lo: int, hi: int
+    ) -> Tensor:
+        """The drafter's logits (B, hi - lo, Vd) of columns [lo, hi) of one round's columns
+        (each row's tokens since its cache, right-aligned, then the masks), against its prefix
+        cache when it has one, else of each row's whole canvas (left-padded). With explicit
+        layouts and a separate head (``separate_head``) the head runs on those columns only
+        (the ones before are most of a round's columns without the prefix cache)."""
+        head = self._dhead if self._explicit else None
         if self.dkv is None and self._explicit:  # a fresh cache: each row at its positions
             once = RaggedCache(tokens.shape[0], tokens.device, slack=1)
-            out = once.forward(self.drafter, tokens, positions, self._drafter_bias(positions), real)
+            bias = self._drafter_bias(positions)
+            out = once.forward(self.drafter, tokens, positions, bias, real,
+                               return_hidden=head is not None)  # fmt: skip
         elif self.dkv is None:  # a mask predictor without explicit layouts: left-padded rows
             out = call_model(self.drafter, tokens, None if bool(real.all()) else real)
         else:
             bias = self._drafter_bias(positions)
-            out = self.dkv.forward(self.drafter, tokens, positions, bias, real)
+            out = self.dkv.forward(self.drafter, tokens, positions, bias, real,
+                                   return_hidden=head is not None)  # fmt: skip
         self.drafter_nfe += 1
         if self.dfacts.logit_shift:  # position i reads the logits of i - 1 (h >= 1 column)
-            out = shift_logits(out)
-        return out
+            out = shift_logits(out[:, :hi])[:, lo:]
+        else:
+            out = out[:, lo:hi]
+        return out if head is None else head(out)  # (B, hi - lo, Vd)
 
     def _draft(self, k: int, active: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
         """(draft (B, a), q (B, a, V) or None at temperature 0, lengths (B,)): the drafter
@@ -464,8 +486,8 @@ class SpeculativeRun(DecoderRun):
         parts: list[Tensor] = []
         a = 0
         for size in _chunks(k, self.draft_steps):
-            out = self._drafter_logits(tokens, positions, real)  # (B, h + k, Vd)
-            logits = out[:, h + a : h + a + size].to(torch.float64)
+            out = self._drafter_logits(tokens, positions, real, h + a, h + a + size)
+            logits = out.to(torch.float64)  # (B, size, Vd)
             logits = self._forbid_mask(self._to_model_vocab(logits))  # (B, size, V)
             if dmask not in self._forbid and dmask < logits.shape[-1]:
                 logits[..., dmask] = float("-inf")
@@ -517,9 +539,11 @@ class SpeculativeRun(DecoderRun):
         real = torch.cat([head_real, live], dim=1)
         L = h + K
         bias = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
-        logits = self.kv.forward(self.model, tokens, positions, bias, real)  # (B, L, V)
+        out = self.kv.forward(self.model, tokens, positions, bias, real,
+                              return_hidden=self._head is not None)  # (B, L, D|V)
         self.verifier_nfe += 1
-        return logits[:, h - 1 :], h  # (B, K + 1, V)
+        out = out[:, h - 1 :]  # the head only where it is read (the prompt: its last column)
+        return (out if self._head is None else self._head(out)), h  # (B, K + 1, V)
 
     def _show_drafts(self, draft: Tensor, lengths: Tensor) -> None:
         """Hand the round's drafts to an ``on_view`` that draws them (``LiveView.draft``)."""
@@ -669,5 +693,6 @@ __all__ = [
     "accept_greedy",
     "accept_sampled",
     "check_drafter",
+    "separate_head",
     "shared_vocabulary",
 ]
