@@ -241,6 +241,33 @@ def test_a_batch_counts_what_its_rows_count_alone():
             assert getattr(batch, f) == sum(getattr(a, f) for a in alone), f
 
 
+class Unsure(RowOracle):
+    """``RowOracle`` for the first row; flat (never sure) for the others."""
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        out = super().forward(tokens, attention_mask, **kw)
+        out[1:] = 0.0
+        return out
+
+
+def test_adaptive_chunks_stop_where_every_row_has_drafted_what_it_can_commit():
+    """Draft steps with a threshold stop once no row drafts further: a row whose drafts are
+    sure stops at its own end too (not at the batch's), as it does alone. Row 0 takes 4 chunks
+    a round for 4 rounds and 1 in its 5th (1 token left to draft); the unsure rows 1 a round
+    until the last round, which drafts nothing: 4·4 + 1 + 16 forwards (the mask columns past
+    row 0's end made it run all 4 chunks in its 5th round: 36)."""
+    verifier = transformer("causal", 3)
+    G = 22
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=G, eos_id=None)
+    seqs = [ar.tokens[0].tolist()] + [[5] * (8 + G)] * 2
+    r = SpeculativeRun(verifier, Unsure(verifier.config, seqs), PROMPTS, max_new_tokens=G,
+                       draft_length=4, draft_steps=4, draft_threshold=0.5,
+                       eos_id=None).run()  # fmt: skip
+    assert r.gen_ids == ar.gen_ids
+    assert (r.steps, r.accepted, r.drafted) == (22, 17, 17)
+    assert r.drafter_nfe == 4 * 4 + 1 + 16
+
+
 # ---- sampling: the output distribution is the verifier's -----------------------------------
 
 V, MASK = 5, 4  # tokens 0..3, mask 4

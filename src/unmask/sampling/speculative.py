@@ -38,7 +38,8 @@ Each round (one ``advance()``):
    round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
    The batch drafts as many masks as its least advanced row can use; a row with less room
    left drafts (and is counted for) only the tokens it can still commit, the masks past them
-   holes for a drafter with explicit layouts, so its drafts and counts are those it has alone.
+   holes for a drafter with explicit layouts, so (with one draft step: the chunks of
+   ``draft_steps`` are cut from the batch's k) its drafts and counts are those it has alone.
 
 A row that commits EOS is finished (later positions hold the pad id); the run stops when
 every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
@@ -506,7 +507,7 @@ class SpeculativeRun(DecoderRun):
             tokens[:, h + a : h + a + size] = tok
             a += size
             if self.threshold > 0:
-                ended = (conf[:, :a] < self.threshold).any(dim=1) | ~active
+                ended = (conf[:, :a] < self.threshold).any(dim=1) | ~active | (room <= a)
                 if bool(ended.all()):
                     break  # no row drafts further: skip the remaining chunks
         if self.dkv is not None:  # reuse next round: exact whole blocks, or every committed
