@@ -18,6 +18,7 @@ Returns the same ``GenerateResult`` as the diffusion sampler, so callers (and
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -152,6 +153,24 @@ def forbid_id(
     return fill(-1, id_tensor(ids, logits.device), float("-inf"))
 
 
+def separate_head(model: Any) -> Any:
+    """The model's output head when its logits are ``lm_head(hidden)`` of the final hidden
+    states that ``model(..., return_hidden=True)`` returns, so that a decoder runs the head
+    only on the columns it reads; None when the head needs more (time conditioning, SEDD
+    scores), the model has none or its ``forward`` takes no ``return_hidden`` (a wrapper):
+    whole logits then."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "time_conditioning", False) or getattr(cfg, "output", "") != "logits":
+        return None
+    try:  # a compiled model (``OptimizedModule``) takes what the module it wraps takes
+        params = inspect.signature(getattr(model, "_orig_mod", model).forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if "return_hidden" not in params:
+        return None
+    return getattr(model, "lm_head", None)
+
+
 class ARRun(DecoderRun):
     """The ``ar`` decoder's run: token by token with a KV cache (see ``generate_ar``).
 
@@ -241,6 +260,10 @@ class ARRun(DecoderRun):
         self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
         self.kv = KVCache()
+        # a long prompt's logits but the last are never read (a chat's history: most of its
+        # first forward's head); None: the model's own whole logits (and a compiled model's,
+        # whose prompt call keeps the graphs it compiled)
+        self._head = None if hasattr(model, "_orig_mod") else separate_head(model)
         self.step_callback, self.on_view = step_callback, on_view
         self.allowed = allowed
         self._counts = text_counts(penalties, self.prompt, self.real, started, mcfg)
@@ -256,7 +279,11 @@ class ARRun(DecoderRun):
         assert not self._stopped, "the run is finished"
         B, P, t = self.gen.shape[0], self.prompt.shape[1], self.steps
         with torch.no_grad():
-            if self._logits is None:  # the prompt, once: predicts position P
+            if self._logits is None and self._head is not None:  # the prompt, once: the head
+                hid = self.model(self.prompt, attention_mask=self.attn, cache=self.kv, start=0,
+                                 return_hidden=True)  # fmt: skip
+                self._logits = self._head(hid[:, -1])  # (B, V): on the column that is read
+            elif self._logits is None:  # the prompt, once: predicts position P
                 self._logits = call_model(
                     self.model, self.prompt, self.attn, cache=self.kv, start=0
                 )[:, -1]  # (B, V)

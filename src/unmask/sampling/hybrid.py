@@ -65,6 +65,7 @@ from unmask.sampling.ar import (
     never_proposed,
     prompt_and_generation,
     sample_token,
+    separate_head,
 )
 from unmask.sampling.cache import supports_kv_cache
 from unmask.sampling.penalties import Penalties, text_counts
@@ -76,12 +77,7 @@ from unmask.sampling.protocol import (
 )
 from unmask.sampling.ragged import RaggedCache, columns, commit_rows, place_drafts, rows_view
 from unmask.sampling.registry import Decoder, Prompts, Target, register_decoder
-from unmask.sampling.speculative import (
-    SpeculativeResult,
-    accept_greedy,
-    accept_sampled,
-    separate_head,
-)
+from unmask.sampling.speculative import SpeculativeResult, accept_greedy, accept_sampled
 
 PREDRAFT = PREDRAFTS
 """Which acceptance lengths get a pre-drafted block: ``all`` (0 .. d, TiDAR) or ``ends``

@@ -73,6 +73,7 @@ from unmask.sampling.ar import (
     never_proposed,
     prompt_and_generation,
     sample_token,
+    separate_head,
 )
 from unmask.sampling.cache import call_model, shift_logits, supports_kv_cache
 from unmask.sampling.penalties import Penalties, text_counts
@@ -136,17 +137,6 @@ class SpeculativeResult(GenerateResult):
             "accepted": self.accepted,
             "drafter_cache": self.drafter_cache,
         }
-
-
-def separate_head(model: Any) -> Any:
-    """The model's output head when its logits are ``lm_head(hidden)`` of the final hidden
-    states (``RaggedCache.forward(..., return_hidden=True)``), so that a decoder runs it only
-    on the columns it reads; None when the head needs more (time conditioning, SEDD scores)
-    or the model has none (whole logits then)."""
-    cfg = getattr(model, "config", None)
-    if getattr(cfg, "time_conditioning", False) or getattr(cfg, "output", "") != "logits":
-        return None
-    return getattr(model, "lm_head", None)
 
 
 def _vocab_size(model: Any) -> int | None:
@@ -694,6 +684,5 @@ __all__ = [
     "accept_greedy",
     "accept_sampled",
     "check_drafter",
-    "separate_head",
     "shared_vocabulary",
 ]
