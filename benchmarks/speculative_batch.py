@@ -28,7 +28,7 @@ from unmask.checkpoint import load  # noqa: E402
 from unmask.commands.demo import asset_path  # noqa: E402
 from unmask.sampling.ar import generate_ar  # noqa: E402
 from unmask.sampling.hybrid import HybridRun  # noqa: E402
-from unmask.sampling.speculative import SpeculativeRun  # noqa: E402
+from unmask.sampling.speculative import SpeculativeRun, shared_vocabulary  # noqa: E402
 
 
 def timed(fn: Any) -> tuple[Any, float]:
@@ -37,7 +37,7 @@ def timed(fn: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ar-model", required=True)
     ap.add_argument("--hybrid", required=True)
@@ -46,11 +46,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--draft-length", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ar, hy, dr = (load(p, device="cpu") for p in (args.ar_model, args.hybrid, args.drafter))
     for m in (ar, hy, dr):
         m.model.eval()
+    # the ids the two tokenizers share; another tokenizer is refused (one line)
+    shared = shared_vocabulary(ar.tokenizer, dr.tokenizer)
     ids = [ar.tokenizer.encode(p) for p in prompt_texts(args.batch, 8)]
     g, out = args.gen_length, {"gen": args.gen_length, "batch": len(ids)}
     with torch.no_grad():
@@ -60,7 +62,6 @@ def main() -> None:
                                                  eos_id=m.config.eos_id))  # fmt: skip
             ref[name] = (r.gen_ids, s)
             out[name] = {"s": s, "nfe": r.nfe}
-        shared = min(ar.config.vocab_size, dr.config.vocab_size)
         r, s = timed(lambda: SpeculativeRun(ar.model, dr.model, ids, max_new_tokens=g,
                                             draft_length=args.draft_length,
                                             eos_id=ar.config.eos_id,

@@ -11,6 +11,7 @@ from unmask.config import model_preset
 from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.sampling import filter_logits, generate_ar, sample_token
+from unmask.sampling.ar import ARRun
 
 
 def make(attention: str = "causal", seed: int = 0, std: float = 0.3) -> Transformer:
@@ -58,6 +59,34 @@ def test_each_new_token_is_one_position():
     model = Counting(cfg).eval()
     r = generate_ar(model, [[5, 6, 7], [8]], max_new_tokens=6, eos_id=None)
     assert model.widths == [3, 1, 1, 1, 1, 1] and r.nfe == 6
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_the_prompts_head_runs_on_its_last_column_only(temperature):
+    """The prompt's forward reads only its last column's logits: the head runs on that one
+    (one row per prompt), with the same tokens as the model's whole logits; a wrapper whose
+    forward takes no ``return_hidden`` keeps the whole logits."""
+    model = make(seed=2)
+    rows: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda _m, inp, _o: rows.append(
+        inp[0][..., 0].numel()))  # fmt: skip
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12]]
+    try:
+        runs = []
+        for whole in (False, True):
+            rows.clear()
+            run = ARRun(model, prompts, max_new_tokens=5, eos_id=None, temperature=temperature,
+                        generator=torch.Generator().manual_seed(1))  # fmt: skip
+            if whole:
+                run._head = None
+            runs.append((run.run(), list(rows)))
+    finally:
+        hook.remove()
+    (cut, n_cut), (full, n_full) = runs
+    assert cut.tokens.tolist() == full.tokens.tolist()
+    assert n_cut == [2] * 5 and n_full == [2 * 6] + [2] * 4
+    cfg = model_preset("tiny", vocab_size=48, max_seq_len=64, attention="causal")
+    assert ARRun(Counting(cfg), [5, 6], max_new_tokens=2, eos_id=None).run().nfe == 2
 
 
 def test_padded_batch_equals_rows_alone():

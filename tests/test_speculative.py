@@ -17,6 +17,7 @@ from unmask.loaded import Loaded
 from unmask.model import Transformer
 from unmask.sampling import choose_decoder, generate_ar
 from unmask.sampling import speculative as spec_mod
+from unmask.sampling.ar import filter_logits
 from unmask.sampling.speculative import SpeculativeRun
 from unmask.tokenizer import byte_tokenizer, train_bpe
 
@@ -216,6 +217,57 @@ def test_each_row_commits_what_it_accepted(draft_cache):
     assert r.tokens_per_forward == pytest.approx(60 / r.row_rounds * r.steps / r.nfe)
 
 
+def test_a_batch_counts_what_its_rows_count_alone():
+    """A row ahead of the batch drafts only what it can still commit (its draft length alone),
+    so drafts, acceptances and rounds are the sums of the rows decoded one by one: row 0's
+    drafts are all right and it has 2 tokens left after 4 rounds of 5 (1 draft, not 4)."""
+    verifier = transformer("causal", 3)
+    G = 22
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=G, eos_id=None)
+    P = max(map(len, PROMPTS))
+    seqs = [ar.tokens[0].tolist()] + [[5] * (P + G)] * 2
+    fields = ("drafted", "accepted", "row_rounds", "committed")
+    for cache in ("prefix", "none"):
+        batch = SpeculativeRun(verifier, RowOracle(verifier.config, seqs), PROMPTS,
+                               max_new_tokens=G, draft_length=4, eos_id=None,
+                               draft_cache=cache).run()  # fmt: skip
+        alone = [SpeculativeRun(verifier, RowOracle(verifier.config, [s[P - len(p):]]), p,
+                                max_new_tokens=G, draft_length=4, eos_id=None,
+                                draft_cache=cache).run()
+                 for p, s in zip(PROMPTS, seqs, strict=True)]  # fmt: skip
+        assert batch.gen_ids == ar.gen_ids == [a.gen_ids[0] for a in alone]
+        assert (alone[0].drafted, alone[0].accepted) == (17, 17)
+        for f in fields:
+            assert getattr(batch, f) == sum(getattr(a, f) for a in alone), f
+
+
+class Unsure(RowOracle):
+    """``RowOracle`` for the first row; flat (never sure) for the others."""
+
+    def forward(self, tokens, attention_mask=None, **kw):
+        out = super().forward(tokens, attention_mask, **kw)
+        out[1:] = 0.0
+        return out
+
+
+def test_adaptive_chunks_stop_where_every_row_has_drafted_what_it_can_commit():
+    """Draft steps with a threshold stop once no row drafts further: a row whose drafts are
+    sure stops at its own end too (not at the batch's), as it does alone. Row 0 takes 4 chunks
+    a round for 4 rounds and 1 in its 5th (1 token left to draft); the unsure rows 1 a round
+    until the last round, which drafts nothing: 4·4 + 1 + 16 forwards (the mask columns past
+    row 0's end made it run all 4 chunks in its 5th round: 36)."""
+    verifier = transformer("causal", 3)
+    G = 22
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=G, eos_id=None)
+    seqs = [ar.tokens[0].tolist()] + [[5] * (8 + G)] * 2
+    r = SpeculativeRun(verifier, Unsure(verifier.config, seqs), PROMPTS, max_new_tokens=G,
+                       draft_length=4, draft_steps=4, draft_threshold=0.5,
+                       eos_id=None).run()  # fmt: skip
+    assert r.gen_ids == ar.gen_ids
+    assert (r.steps, r.accepted, r.drafted) == (22, 17, 17)
+    assert r.drafter_nfe == 4 * 4 + 1 + 16
+
+
 # ---- sampling: the output distribution is the verifier's -----------------------------------
 
 V, MASK = 5, 4  # tokens 0..3, mask 4
@@ -348,6 +400,26 @@ def test_a_wrong_acceptance_rule_fails_the_same_check(monkeypatch):
     assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) > 0.1
 
 
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 2, None), (1.3, 3, 0.8)])
+def test_sampling_with_top_k_and_top_p_matches_the_filtered_verifier(temperature, top_k, top_p):
+    """The drafter's proposal is unfiltered, the verifier's distribution filtered as ``ar``
+    filters it (temperature, then top-k, then top-p): the committed tokens follow the latter."""
+    t = TABLE.clone()
+    t[:, MASK] = float("-inf")
+    step = torch.softmax(filter_logits(t / temperature, top_k, top_p), dim=-1)  # (V, V)
+    runs, gen = 3000, 3
+    r = SpeculativeRun(Markov(), FixedDrafter(), [[1, 2]] * runs, max_new_tokens=gen,
+                       draft_length=2, temperature=temperature, top_k=top_k, top_p=top_p,
+                       eos_id=None, generator=torch.Generator().manual_seed(0)).run()  # fmt: skip
+    ids = torch.tensor(r.gen_ids)  # (runs, gen)
+    dist = torch.zeros(V, dtype=torch.float64)
+    dist[2] = 1.0
+    for j in range(gen):
+        dist = dist @ step
+        got = torch.bincount(ids[:, j], minlength=V).double() / runs
+        assert tv(dist, got) < 0.04, (j, got, dist)
+
+
 # ---- refusals --------------------------------------------------------------------------------
 
 
@@ -361,6 +433,11 @@ def test_refusals():
         api.start(diff, [5, 6], cfg, draft=diff)
     with pytest.raises(UserError, match="must be a diffusion model"):
         api.start(ar_model, [5, 6], cfg, draft=ar_model)
+    for bad, match in ((dict(top_k=0), "top_k must be"), (dict(top_p=1.5), "top_p must be"),
+                       (dict(temperature=float("nan")), "temperature must be")):
+        with pytest.raises(UserError, match=match):  # the Python API too: one line
+            SpeculativeRun(ar_model.model, diff.model, [5, 6], max_new_tokens=4, draft_length=2,
+                           eos_id=None, **{"temperature": 1.0, **bad})  # fmt: skip
     # another tokenizer (same size or not): refused by the API, which sees both tokenizers
     bpe = train_bpe(["hello world the cat"] * 50, TOK.vocab_size + 10)
     other = Loaded(

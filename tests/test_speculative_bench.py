@@ -115,3 +115,28 @@ def test_every_row_decodes_every_prompt_in_batches(tmp_path, benchmark):
     with pytest.raises(Exception, match="multiple of every batch"):
         spec.main(["--ar-model", paths["ar"], "--model", paths["mdlm"], "--prompts", "3",
                    "--batches", "2", "--no-score", "--json", str(out)])
+
+
+def test_speculative_batch_refuses_a_drafter_of_another_tokenizer(tmp_path, benchmark):
+    """``benchmarks/speculative_batch.py`` checks the tokenizers as ``unmask generate --draft``
+    does (it took the smaller vocabulary size on trust, and decoded with another tokenizer's
+    drafts), and runs with the same tokenizer."""
+    from unmask.errors import UserError
+    from unmask.tokenizer import train_bpe
+
+    bench = benchmark("speculative_batch")
+    paths = _ar_and_mdlm(tmp_path, max_seq_len=64)
+    hyb = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=hyb.vocab_size, max_seq_len=64, init_std=0.3,
+                       attention="causal", draft_block=2, objective="hybrid",
+                       **hyb.special_ids())  # fmt: skip
+    save_checkpoint(tmp_path / "hybrid", model=Transformer(cfg), tokenizer=hyb)
+    bpe = train_bpe(["in the beginning was the word"] * 40, hyb.vocab_size + 20)
+    cfg = model_preset("tiny", vocab_size=bpe.vocab_size, max_seq_len=64, init_std=0.3,
+                       attention="bidirectional", **bpe.special_ids())  # fmt: skip
+    save_checkpoint(tmp_path / "other", model=Transformer(cfg), tokenizer=bpe)
+    args = ["--ar-model", paths["ar"], "--hybrid", str(tmp_path / "hybrid"), "--gen-length",
+            "8", "--batch", "2"]  # fmt: skip
+    with pytest.raises(UserError, match="tokenizer differs"):
+        bench.main([*args, "--drafter", str(tmp_path / "other")])
+    bench.main([*args, "--drafter", paths["mdlm"]])

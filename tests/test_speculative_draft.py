@@ -125,6 +125,43 @@ def test_bidirectional_drafter_cache_is_approximate_and_output_stays_exact():
     assert torch.equal(rec0.drafts[0], rec1.drafts[0])
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.5])
+@pytest.mark.parametrize("options", [{}, {"draft_cache": "none"}, {"draft_steps": 3},
+                                     {"shift": True}])  # fmt: skip
+def test_the_heads_run_only_on_the_columns_a_round_reads(temperature, options):
+    """Both models' heads run on the columns a round reads (the verifier's last head column
+    and drafts, the drafter's chunk of masks; with the logit shift, the column before each),
+    not on the prompt or the committed tokens fed again: the same drafts and tokens."""
+    options = dict(options)
+    verifier, drafter = transformer("causal", 5), transformer("bidirectional", 6)
+    if options.pop("shift", False):
+        drafter.config = dataclasses.replace(drafter.config, logit_shift=True)
+    rows: list[int] = []
+    hooks = [m.lm_head.register_forward_hook(lambda _m, inp, _o: rows.append(
+             inp[0][..., 0].numel())) for m in (verifier, drafter)]  # fmt: skip
+    results = []
+    try:
+        for whole in (False, True):
+            rows.clear()
+            rec = Recorder()
+            run = SpeculativeRun(verifier, drafter, PROMPTS, max_new_tokens=20, draft_length=4,
+                                 eos_id=None, temperature=temperature, on_view=rec,
+                                 generator=torch.Generator().manual_seed(3),
+                                 **options)  # fmt: skip
+            if whole:
+                run._head = run._dhead = None  # each model's own head over every column
+            results.append((run.run(), rec.drafts, sum(rows)))
+    finally:
+        for h in hooks:
+            h.remove()
+    (cut, d_cut, n_cut), (full, d_full, n_full) = results
+    assert cut.tokens.tolist() == full.tokens.tolist()
+    assert (cut.nfe, cut.accepted, cut.drafted) == (full.nfe, full.accepted, full.drafted)
+    assert len(d_cut) == len(d_full) and all(map(torch.equal, d_cut, d_full))
+    B, k = len(PROMPTS), 4
+    assert n_cut <= cut.steps * B * (k + 1) + cut.drafter_nfe * B * k < n_full
+
+
 # ---- adaptive draft length and steps per draft ----------------------------------------------
 
 

@@ -18,6 +18,7 @@ Returns the same ``GenerateResult`` as the diffusion sampler, so callers (and
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -110,6 +111,18 @@ def sample_token(
     return torch.minimum(idx, last)
 
 
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Refuse, in one ``UserError`` line, sampling options no left-to-right decoder (``ar``,
+    ``speculative``, ``hybrid``) can use: a temperature that is not a finite number >= 0,
+    ``top_k`` < 1, ``top_p`` outside (0, 1]."""
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def never_proposed(
     config: Any, mask_id: int | None, forbid: int | None = None
 ) -> tuple[int, ...]:
@@ -138,6 +151,24 @@ def forbid_id(
         return logits
     fill = logits.index_fill_ if inplace else logits.index_fill
     return fill(-1, id_tensor(ids, logits.device), float("-inf"))
+
+
+def separate_head(model: Any) -> Any:
+    """The model's output head when its logits are ``lm_head(hidden)`` of the final hidden
+    states that ``model(..., return_hidden=True)`` returns, so that a decoder runs the head
+    only on the columns it reads; None when the head needs more (time conditioning, SEDD
+    scores), the model has none or its ``forward`` takes no ``return_hidden`` (a wrapper):
+    whole logits then."""
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "time_conditioning", False) or getattr(cfg, "output", "") != "logits":
+        return None
+    try:  # a compiled model (``OptimizedModule``) takes what the module it wraps takes
+        params = inspect.signature(getattr(model, "_orig_mod", model).forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if "return_hidden" not in params:
+        return None
+    return getattr(model, "lm_head", None)
 
 
 class ARRun(DecoderRun):
@@ -183,12 +214,7 @@ class ARRun(DecoderRun):
             )
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        if not (temperature >= 0 and math.isfinite(temperature)):
-            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise UserError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        check_sampling(temperature, top_k, top_p)
         pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
         mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
         start_id = start_id if start_id is not None else eos_id
@@ -234,6 +260,10 @@ class ARRun(DecoderRun):
         self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
         self.kv = KVCache()
+        # a long prompt's logits but the last are never read (a chat's history: most of its
+        # first forward's head); None: the model's own whole logits (and a compiled model's,
+        # whose prompt call keeps the graphs it compiled)
+        self._head = None if hasattr(model, "_orig_mod") else separate_head(model)
         self.step_callback, self.on_view = step_callback, on_view
         self.allowed = allowed
         self._counts = text_counts(penalties, self.prompt, self.real, started, mcfg)
@@ -249,7 +279,11 @@ class ARRun(DecoderRun):
         assert not self._stopped, "the run is finished"
         B, P, t = self.gen.shape[0], self.prompt.shape[1], self.steps
         with torch.no_grad():
-            if self._logits is None:  # the prompt, once: predicts position P
+            if self._logits is None and self._head is not None:  # the prompt, once: the head
+                hid = self.model(self.prompt, attention_mask=self.attn, cache=self.kv, start=0,
+                                 return_hidden=True)  # fmt: skip
+                self._logits = self._head(hid[:, -1])  # (B, V): on the column that is read
+            elif self._logits is None:  # the prompt, once: predicts position P
                 self._logits = call_model(
                     self.model, self.prompt, self.attn, cache=self.kv, start=0
                 )[:, -1]  # (B, V)

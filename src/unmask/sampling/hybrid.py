@@ -43,7 +43,6 @@ Inside: ``HybridRun``, ``HybridResult``, ``HybridDecoder`` (``hybrid``), ``PREDR
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,11 +59,13 @@ from unmask.sampling.ar import (
     CAUSAL_UNUSED,
     CAUSAL_WHY,
     check_causal,
+    check_sampling,
     filter_logits,
     forbid_id,
     never_proposed,
     prompt_and_generation,
     sample_token,
+    separate_head,
 )
 from unmask.sampling.cache import supports_kv_cache
 from unmask.sampling.penalties import Penalties, text_counts
@@ -214,12 +215,7 @@ class HybridRun(DecoderRun):
             raise UserError(f"unknown predraft {predraft!r}; choose one of {', '.join(PREDRAFT)}")
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        if not (temperature >= 0 and math.isfinite(temperature)):
-            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise UserError(f"top_k must be >= 1, got {top_k}")
-        if top_p is not None and not 0.0 < top_p <= 1.0:
-            raise UserError(f"top_p must be in (0, 1], got {top_p}")
+        check_sampling(temperature, top_k, top_p)
         pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
         mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
         if mask_id is None:
@@ -256,9 +252,7 @@ class HybridRun(DecoderRun):
         self.generator, self.on_view = generator, on_view
         # the head runs on the columns a round reads (d + 1 verified, one block per row), not
         # on all 1 + d + (d + 1)·k: ~8-15% of a demo-model forward (benchmarks/hybrid.py)
-        self._head = getattr(model, "lm_head", None)
-        if getattr(mcfg, "time_conditioning", False) or getattr(mcfg, "output", "") != "logits":
-            self._head = None  # a head that needs more than the hidden states: whole logits
+        self._head = separate_head(model)  # None: a head that needs more, whole logits
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
         gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.seq = torch.cat([self.prompt, gen], dim=1)  # (B, P + G): logical positions

@@ -36,6 +36,10 @@ Each round (one ``advance()``):
    batch runs as many rounds as its slowest row. The verifier's forward feeds each row the
    committed tokens its cache lacks (its last committed token, or the prompt in the first
    round), right-aligned, then the drafts; the drafter's cache does the same for its rows.
+   The batch drafts as many masks as its least advanced row can use; a row with less room
+   left drafts (and is counted for) only the tokens it can still commit, the masks past them
+   holes for a drafter with explicit layouts, so (with one draft step: the chunks of
+   ``draft_steps`` are cut from the batch's k) its drafts and counts are those it has alone.
 
 A row that commits EOS is finished (later positions hold the pad id); the run stops when
 every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
@@ -48,7 +52,6 @@ Inside: ``SpeculativeRun``, ``SpeculativeResult``, ``SpeculativeDecoder`` (``spe
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +67,13 @@ from unmask.sampling.ar import (
     CAUSAL_UNUSED,
     CAUSAL_WHY,
     check_causal,
+    check_sampling,
     filter_logits,
     forbid_id,
     never_proposed,
     prompt_and_generation,
     sample_token,
+    separate_head,
 )
 from unmask.sampling.cache import call_model, shift_logits, supports_kv_cache
 from unmask.sampling.penalties import Penalties, text_counts
@@ -318,8 +323,7 @@ class SpeculativeRun(DecoderRun):
             raise UserError(f"unknown draft_cache {draft_cache!r}; choose one of prefix, none")
         if max_new_tokens <= 0:
             raise UserError(f"max_new_tokens must be positive, got {max_new_tokens}")
-        if not (temperature >= 0 and math.isfinite(temperature)):
-            raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+        check_sampling(temperature, top_k, top_p)
         pad_id = pad_id if pad_id is not None else getattr(mcfg, "pad_id", eos_id)
         mask_id = mask_id if mask_id is not None else getattr(mcfg, "mask_id", None)
         rows = as_rows(prompt_ids)
@@ -374,6 +378,7 @@ class SpeculativeRun(DecoderRun):
         if self.dkv is not None:
             self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
         self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
+        self._head, self._dhead = separate_head(model), separate_head(drafter)
         self.shared_vocab = shared_vocab
         self.nfe = self.steps = 0
         self.verifier_nfe = self.drafter_nfe = self.drafted = self.accepted = 0
@@ -417,22 +422,32 @@ class SpeculativeRun(DecoderRun):
         blk = positions // self._dblock  # (B, L)
         return (blk[:, None, :] <= blk[:, :, None])[:, None]  # (B, 1, L, L)
 
-    def _drafter_logits(self, tokens: Tensor, positions: Tensor, real: Tensor) -> Tensor:
-        """The drafter's logits (B, L, V) of one round's columns (each row's tokens since its
-        cache, right-aligned, then the masks), against its prefix cache when it has one, else
-        of each row's whole canvas (left-padded)."""
+    def _drafter_logits(
+        self, tokens: Tensor, positions: Tensor, real: Tensor, lo: int, hi: int
+    ) -> Tensor:
+        """The drafter's logits (B, hi - lo, Vd) of columns [lo, hi) of one round's columns
+        (each row's tokens since its cache, right-aligned, then the masks), against its prefix
+        cache when it has one, else of each row's whole canvas (left-padded). With explicit
+        layouts and a separate head (``separate_head``) the head runs on those columns only
+        (the ones before are most of a round's columns without the prefix cache)."""
+        head = self._dhead if self._explicit else None
         if self.dkv is None and self._explicit:  # a fresh cache: each row at its positions
             once = RaggedCache(tokens.shape[0], tokens.device, slack=1)
-            out = once.forward(self.drafter, tokens, positions, self._drafter_bias(positions), real)
+            bias = self._drafter_bias(positions)
+            out = once.forward(self.drafter, tokens, positions, bias, real,
+                               return_hidden=head is not None)  # fmt: skip
         elif self.dkv is None:  # a mask predictor without explicit layouts: left-padded rows
             out = call_model(self.drafter, tokens, None if bool(real.all()) else real)
         else:
             bias = self._drafter_bias(positions)
-            out = self.dkv.forward(self.drafter, tokens, positions, bias, real)
+            out = self.dkv.forward(self.drafter, tokens, positions, bias, real,
+                                   return_hidden=head is not None)  # fmt: skip
         self.drafter_nfe += 1
         if self.dfacts.logit_shift:  # position i reads the logits of i - 1 (h >= 1 column)
-            out = shift_logits(out)
-        return out
+            out = shift_logits(out[:, :hi])[:, lo:]
+        else:
+            out = out[:, lo:hi]
+        return out if head is None else head(out)  # (B, hi - lo, Vd)
 
     def _draft(self, k: int, active: Tensor) -> tuple[Tensor, Tensor | None, Tensor]:
         """(draft (B, a), q (B, a, V) or None at temperature 0, lengths (B,)): the drafter
@@ -449,14 +464,21 @@ class SpeculativeRun(DecoderRun):
         mask_pos = (N[:, None] + torch.arange(k, device=device)[None, :]).clamp(max=P + G - 1)
         tokens = torch.cat([head, torch.full_like(mask_pos, self.dfacts.mask_id)], dim=1)
         positions = torch.cat([head_pos, mask_pos], dim=1)  # (B, h + k)
-        real = torch.cat([head_real, torch.ones_like(mask_pos, dtype=torch.bool)], dim=1)
+        # k is what the least advanced row can use; a row with less room drafts only what it
+        # can commit (its k alone): the masks past that are holes where the drafter has
+        # explicit layouts, so its drafts are the ones it makes alone
+        room = (G - 1 - self.committed).clamp(min=0)  # (B,)
+        own = torch.arange(k, device=device)[None, :] < room[:, None]  # (B, k)
+        if not self._explicit:  # left-padded rows only: every mask is a column
+            own = torch.ones_like(own)
+        real = torch.cat([head_real, own], dim=1)
         dmask, greedy = self.dfacts.mask_id, self.temperature == 0
         conf = torch.ones(B, k, dtype=torch.float64, device=device)
         parts: list[Tensor] = []
         a = 0
         for size in _chunks(k, self.draft_steps):
-            out = self._drafter_logits(tokens, positions, real)  # (B, h + k, Vd)
-            logits = out[:, h + a : h + a + size].to(torch.float64)
+            out = self._drafter_logits(tokens, positions, real, h + a, h + a + size)
+            logits = out.to(torch.float64)  # (B, size, Vd)
             logits = self._forbid_mask(self._to_model_vocab(logits))  # (B, size, V)
             if dmask not in self._forbid and dmask < logits.shape[-1]:
                 logits[..., dmask] = float("-inf")
@@ -475,7 +497,7 @@ class SpeculativeRun(DecoderRun):
             tokens[:, h + a : h + a + size] = tok
             a += size
             if self.threshold > 0:
-                ended = (conf[:, :a] < self.threshold).any(dim=1) | ~active
+                ended = (conf[:, :a] < self.threshold).any(dim=1) | ~active | (room <= a)
                 if bool(ended.all()):
                     break  # no row drafts further: skip the remaining chunks
         if self.dkv is not None:  # reuse next round: exact whole blocks, or every committed
@@ -487,6 +509,7 @@ class SpeculativeRun(DecoderRun):
         lengths = torch.full((B,), a, dtype=torch.long, device=device)
         if self.threshold > 0:
             lengths = (conf[:, :a] >= self.threshold).long().cumprod(dim=1).sum(dim=1)
+        lengths = torch.minimum(lengths, room)  # drafts past a row's end are never verified
         draft = tokens[:, h : h + a]  # (B, a)
         q = torch.cat(parts, dim=1) if parts else None  # (B, a, V)
         return draft, q, lengths
@@ -507,9 +530,11 @@ class SpeculativeRun(DecoderRun):
         real = torch.cat([head_real, live], dim=1)
         L = h + K
         bias = torch.ones(L, L, dtype=torch.bool, device=device).tril()[None, None]
-        logits = self.kv.forward(self.model, tokens, positions, bias, real)  # (B, L, V)
+        out = self.kv.forward(self.model, tokens, positions, bias, real,
+                              return_hidden=self._head is not None)  # (B, L, D|V)
         self.verifier_nfe += 1
-        return logits[:, h - 1 :], h  # (B, K + 1, V)
+        out = out[:, h - 1 :]  # the head only where it is read (the prompt: its last column)
+        return (out if self._head is None else self._head(out)), h  # (B, K + 1, V)
 
     def _show_drafts(self, draft: Tensor, lengths: Tensor) -> None:
         """Hand the round's drafts to an ``on_view`` that draws them (``LiveView.draft``)."""
