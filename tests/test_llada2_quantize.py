@@ -373,20 +373,46 @@ def test_free_ram_is_capped_by_a_containers_memory_limit(tmp_path, monkeypatch) 
         d.mkdir(parents=True)
     (v2 / "memory.max").write_text("4000000000\n")
     (v2 / "memory.current").write_text("1500000000\n")
-    (v2 / "memory.stat").write_text("anon 1000000000\ninactive_file 500000000\n")
+    (v2 / "memory.stat").write_text(
+        "anon 1000000000\nactive_file 200000000\ninactive_file 300000000\n")
     (v1 / "memory.limit_in_bytes").write_text("3000000000\n")
     (v1 / "memory.usage_in_bytes").write_text("1000000000\n")
-    (v1 / "memory.stat").write_text("cache 10\ntotal_inactive_file 250000000\n")
+    (v1 / "memory.stat").write_text(
+        "cache 10\ntotal_active_file 50000000\ntotal_inactive_file 200000000\n")
     (none / "memory.max").write_text("max\n")
     (none / "memory.current").write_text("1500000000\n")
     assert q.cgroup_free_bytes(str(v2)) == 4_000_000_000 - 1_000_000_000
     assert q.cgroup_free_bytes(str(tmp_path / "v1")) == 3_000_000_000 - 750_000_000
     assert q.cgroup_free_bytes(str(none)) is None
+    read_int = q._read_int  # one host reading, so the two calls below see the same number
+    monkeypatch.setattr(q, "_read_int", lambda path, key=None: (
+        8_000_000 if path == "/proc/meminfo" else read_int(path, key)))
     monkeypatch.setattr(q, "CGROUP_ROOT", str(none))
-    host = q.free_bytes("cpu")
-    assert host is not None and host > 0
+    assert q.free_bytes("cpu") == 8_000_000 * 1024
     monkeypatch.setattr(q, "CGROUP_ROOT", str(v2))
-    assert q.free_bytes("cpu") == min(host, 3_000_000_000)
+    assert q.free_bytes("cpu") == 3_000_000_000
+
+
+def test_the_container_cap_reads_this_process_cgroup_and_those_above(
+    tmp_path, monkeypatch
+) -> None:
+    """A limit set on the process's own cgroup, or on one above it (a Slurm job's, a
+    ``systemd-run -p MemoryMax`` unit's), binds: the least free of them is the answer; only
+    the mount's top was read."""
+    import unmask.quantize as q
+
+    job = tmp_path / "slurm" / "job_7"
+    job.mkdir(parents=True)
+    (tmp_path / "slurm" / "memory.max").write_text("2000000000\n")
+    (tmp_path / "slurm" / "memory.current").write_text("500000000\n")
+    (job / "memory.max").write_text("max\n")
+    (job / "memory.current").write_text("400000000\n")
+    proc = tmp_path / "proc_cgroup"
+    proc.write_text("0::/slurm/job_7\n")
+    monkeypatch.setattr(q, "PROC_SELF_CGROUP", str(proc))
+    assert q.cgroup_free_bytes(str(tmp_path)) == 1_500_000_000
+    (job / "memory.max").write_text("1000000000\n")
+    assert q.cgroup_free_bytes(str(tmp_path)) == 600_000_000
 
 
 def test_the_estimate_counts_a_head_larger_than_a_block_in_flight() -> None:

@@ -135,3 +135,14 @@ def test_weights_dtype_uses_unmask_quantize_s_test(tmp_path, monkeypatch) -> Non
     monkeypatch.undo()
     pytest.importorskip("torchao")
     assert api.weights_dtype(unmask.load(tmp_path / "run", quantize="int8")) == "fp32 + quantized"
+
+
+def test_a_null_quantization_config_loads_for_llada2(tmp_path) -> None:
+    """``"quantization_config": null`` says nothing is quantised; LLaDA 2.x's own key check
+    called it an unknown key while every other family loaded it."""
+    from llada2_helpers import TINY, write_llada2_folder
+
+    write_llada2_folder(tmp_path, {**TINY, "quantization_config": None})
+    assert unmask.load(tmp_path).model is not None
+    _edit_config(tmp_path, quantization_config={"quant_method": "fp8"})
+    assert "quantised by its publisher (fp8)" in load_error(tmp_path)

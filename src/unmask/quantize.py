@@ -364,23 +364,49 @@ def _read_int(path: str, key: str | None = None) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+PROC_SELF_CGROUP = "/proc/self/cgroup"
+"""Where the kernel names this process's cgroup (v2: the line ``0::/its/path``)."""
+
+
+def _own_cgroups(root: str) -> list[str]:
+    """This process's cgroup v2 folder under ``root`` and every folder above it, innermost
+    first (a limit set on a parent, as Slurm and ``systemd-run -p MemoryMax`` set it, binds
+    too); just ``root`` where ``/proc/self/cgroup`` names no v2 path inside it."""
+    try:
+        with open(PROC_SELF_CGROUP) as f:
+            line = next((ln for ln in f.read().splitlines() if ln.startswith("0::")), "")
+    except OSError:
+        line = ""
+    parts = [p for p in line[3:].strip().split("/") if p and p != ".."]
+    found = [root]
+    for i in range(1, len(parts) + 1):
+        path = "/".join([root, *parts[:i]])
+        if os.path.isdir(path):
+            found.append(path)
+    return found[::-1]
+
+
 def cgroup_free_bytes(root: str | None = None) -> int | None:
-    """Memory this process's control group may still take: its limit less what it uses, the
-    file cache it can drop (``inactive_file``) not counted as used, as ``docker stats`` counts
-    it; None without a limit. cgroup v2 (``memory.max``) or v1 (``memory/``)."""
+    """Memory this process's control groups may still take: the least, over its cgroup and
+    those above it, of the limit less what is used, the file cache the kernel drops before
+    it kills (``active_file`` and ``inactive_file``) not counted as used; None without a
+    limit. cgroup v2 (``memory.max``) or v1 (``memory/``)."""
     root = CGROUP_ROOT if root is None else root
-    for limit_file, used_file, stat_file, cache in (
-        ("memory.max", "memory.current", "memory.stat", "inactive_file"),
-        ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes", "memory/memory.stat",
-         "total_inactive_file"),
-    ):  # fmt: skip
-        limit = _read_int(f"{root}/{limit_file}")
-        used = _read_int(f"{root}/{used_file}")
-        if limit is None or used is None or limit >= _UNLIMITED:
-            continue
-        used -= min(used, _read_int(f"{root}/{stat_file}", cache) or 0)
-        return max(limit - used, 0)
-    return None
+    free: list[int] = []
+    for folder in _own_cgroups(root):
+        for limit_file, used_file, stat_file, caches in (
+            ("memory.max", "memory.current", "memory.stat", ("active_file", "inactive_file")),
+            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+             "memory/memory.stat", ("total_active_file", "total_inactive_file")),
+        ):  # fmt: skip
+            limit = _read_int(f"{folder}/{limit_file}")
+            used = _read_int(f"{folder}/{used_file}")
+            if limit is None or used is None or limit >= _UNLIMITED:
+                continue
+            cache = sum(_read_int(f"{folder}/{stat_file}", key) or 0 for key in caches)
+            free.append(max(limit - (used - min(used, cache)), 0))
+            break
+    return min(free) if free else None
 
 
 def free_bytes(device: str | torch.device) -> int | None:

@@ -48,6 +48,7 @@ KNOWN = frozenset(
         "_name_or_path", "use_cache", "bos_token_id", "eos_token_id", "pad_token_id",
         "mask_token_id", "initializer_range", "embedding_dropout", "attention_dropout",
         "output_dropout", "output_router_logits", "max_window_layers", "sliding_window",
+        "quantization_config",  # null or absent only: refuse_prequantized refuses the rest
         "router_dtype", "norm_softmax", "norm_topk_prob", "moe_router_enable_expert_bias",
         "use_rmsnorm", "rotary_dim", "moe_shared_expert_intermediate_size",
         # shape and options (facts / requires below)
