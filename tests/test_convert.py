@@ -672,6 +672,14 @@ def test_llada_config_defaults_and_multi_query_attention_as_llada_reads_them(
     (tmp_path / "tied" / "config.json").write_text(json.dumps(cfg))
     loaded = unmask.load(tmp_path / "tied")  # was: missing tensor model.transformer.ff_out
     assert loaded.config.tie_embeddings
+    make_llada(tmp_path / "untied", n_shards=1, tie=False)  # its own head, no weight_tying key
+    cfg = json.loads((tmp_path / "untied" / "config.json").read_text())
+    del cfg["weight_tying"]
+    (tmp_path / "untied" / "config.json").write_text(json.dumps(cfg))
+    msg = _error(tmp_path / "untied")  # the error says why the head is unexpected
+    assert "unexpected tensor model.transformer.ff_out.weight" in msg, msg
+    assert 'ties the head to the embedding (weight_tying absent or true): set "weight_tying": ' \
+           'false' in msg, msg
 
     make_llada(tmp_path / "mqa", n_shards=1)
     hd = D // HEADS

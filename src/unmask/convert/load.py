@@ -360,10 +360,19 @@ def load_weights(
     """
     from unmask.convert.stream import stream_weights
 
-    names = weight_map(imp, model.config, {n for n, _ in model.named_parameters()})
+    targets = {n for n, _ in model.named_parameters()}
+    names = weight_map(imp, model.config, targets)
+    why = {}
+    tie = imp.facts.get("tie_embeddings", ((), None))[0]
+    if model.config.tie_embeddings and tie:  # a head of its own under a config that ties it
+        why = {k: f"an output head of its own, while config.json ties the head to the embedding "
+                  f"({tie[0]} absent or true): set \"{tie[0]}\": false"
+               for k in weight_map(imp, model.config, targets | {"lm_head.weight"})
+               if k not in names}  # fmt: skip
     stream_weights(
         model, names, shard_files(folder), device=device, quantize=quantize, folder=folder,
         unexpected=f"not in the {imp.name} weight map for this config", buffers=imp.buffers,
+        why=why,
     )
 
 

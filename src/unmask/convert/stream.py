@@ -62,6 +62,7 @@ def stream_weights(
     unexpected: str,
     buffers: Mapping[str, Callable[[ModelConfig], torch.Tensor | None]] | None = None,
     ignore: frozenset[str] = frozenset(),
+    why: Mapping[str, str] | None = None,
 ) -> None:
     """Fill ``model`` (on the meta device, or already materialised) from the safetensors
     ``files``: ``names`` maps each source tensor to the parameter(s) it fills, and must cover
@@ -69,7 +70,8 @@ def stream_weights(
     loaded but must hold what the config implies (a rotary table; a function returning None
     accepts any value), ``ignore`` tensors that may be there and are skipped (a native
     checkpoint's tied output head). ``unexpected`` says, in the error, why a tensor outside
-    ``names`` is one.
+    ``names`` is one, ``why`` the reason for particular tensors (an output head the config
+    ties).
 
     One-line ``UserError`` naming the file for a file that cannot be read, an unexpected
     tensor, one found twice, a shape that disagrees with config.json, a weight that is not
@@ -95,7 +97,8 @@ def stream_weights(
                         _check_buffer(f.get_tensor(key), want, key, file)
                     continue
                 if key not in names:
-                    raise UserError(f"{file}: unexpected tensor {key} ({unexpected})")
+                    reason = (why or {}).get(key, unexpected)
+                    raise UserError(f"{file}: unexpected tensor {key} ({reason})")
                 if key in where:
                     raise UserError(f"{file}: tensor {key} also in {where[key][1].name}")
                 parts = [params[t] for t in targets(names[key])]
