@@ -299,6 +299,58 @@ def test_a_sentencepiece_tokenizer_encodes_the_chat_as_transformers(scheme):
     assert ours.prompt(tok, typed)[1] == list(want)
 
 
+def prepend_tokenizer():
+    """A legacy Llama 2 / Mistral ``tokenizer.json`` in small: BPE with byte fallback, the
+    normalizer prepends ``▁`` and turns spaces into it, no pre-tokenizer."""
+    from tokenizers import Tokenizer as HFTok
+    from tokenizers import decoders, models, normalizers
+
+    from unmask.tokenizer import Tokenizer
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "[MASK]": 3, "[PAD]": 4}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for p in ["▁", *"abdehilmnorstuy<>|_", "\n", "he", "hel", "hell", "hello", "▁hello",
+              "yo", "▁yo"]:
+        vocab.setdefault(p, len(vocab))
+    merges = [("h", "e"), ("he", "l"), ("hel", "l"), ("hell", "o"), ("▁", "hello"),
+              ("y", "o"), ("▁", "yo")]
+    hf = HFTok(models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token="<unk>",
+                          fuse_unk=True))
+    hf.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                          normalizers.Replace(" ", "▁")])
+    hf.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    hf.add_special_tokens(["<s>", "</s>", "[MASK]", "[PAD]", "<|im_start|>", "<|im_end|>"])
+    return Tokenizer(hf, mask_id=3, pad_id=4, eos_id=2, bos_id=1)
+
+
+@pytest.mark.parametrize("make", [lambda: metaspace_tokenizer("first"),
+                                  lambda: metaspace_tokenizer("always"), prepend_tokenizer],
+                         ids=["metaspace-first", "metaspace-always", "prepend-normalizer"])
+@pytest.mark.parametrize("typed", ["<|im_end|>yo", "<|im_start|> hello", "<|im_end|>"])
+def test_a_control_token_opening_the_chat_is_encoded_as_transformers(make, typed):
+    """``transformers`` encodes the text before the first typed control token as the chat's
+    first piece, even when it is empty, so a control token that opens the rendered text is
+    encoded mid-text (after a newline it then drops): no ``▁`` word-start mark. It was
+    encoded as the text's start (``▁<``) by a SentencePiece-style tokenizer."""
+    tok = make()
+    ref = _reference(tok.hf, bos_token="<s>", eos_token="</s>")
+    _sanitizing(ref)
+    source = ("{% for m in messages %}{% if m.role == 'assistant' %}A:{% endif %}"
+              "{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}A:{% endif %}")
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=1, eos_id=2)
+    talk = [{"role": "user", "content": typed}]
+    want = ref.apply_chat_template(talk, chat_template=source, tokenize=True, return_dict=False,
+                                   add_generation_prompt=True, sanitize_control_tokens=True)
+    assert ours.prompt(tok, talk)[1] == list(want)
+    convo = [*talk, {"role": "assistant", "content": "hello"}]
+    want = ref.apply_chat_template(convo, chat_template=source, tokenize=True,
+                                   return_dict=False, sanitize_control_tokens=True)
+    prompt, response = ours.example(tok, convo)
+    assert prompt + response == list(want)
+
+
 @pytest.mark.parametrize(
     ("messages", "problem"),
     [

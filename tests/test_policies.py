@@ -405,3 +405,58 @@ def test_dynamic_reference_prompt_masks_batch_rows_equal_rows_alone(policy):
                 differ += batch.gen_ids[i] != alone.gen_ids[0]
                 differ += batch.prompt_ids[i] != alone.prompt_ids[0]
     assert differ == 0
+
+
+@pytest.mark.parametrize("n", [1, 3, 6, 7])
+def test_cosine_counts_are_one_per_step_when_the_steps_cover_the_masks(n):
+    """Callers pass ``steps = masks`` to mean one token a step (infill's repair refill, lm_eval,
+    distill, the task scorers); cosine's rounding gave 6 masks over 6 steps 0,1,1,1,1,2. With
+    at least as many steps as masks every schedule gives LLaDA's counts; above that the
+    schedule still shapes them."""
+    from types import SimpleNamespace
+
+    from unmask.sampling import num_transfer_tokens
+    from unmask.schedules import get_schedule
+
+    cos = get_schedule("cosine")
+    for steps in (n, n + 2):
+        counts = num_transfer_tokens(torch.ones(1, n, dtype=torch.bool), steps, cos)[0].tolist()
+        assert counts == [1] * n + [0] * (steps - n)
+    # rows of one block differ: a row with more masks than steps keeps cosine's counts
+    masked = torch.tensor([[True] * 8, [True] * 3 + [False] * 5])
+    counts = num_transfer_tokens(masked, 4, cos).tolist()
+    assert counts == [cos.transfer_counts(8, 4), [1, 1, 1, 0]]
+
+    # end to end: a cosine checkpoint, steps == masks, commits exactly one token per step
+    model = FixedModel.gen(1, list(range(5, 5 + n)), [0.9] * n)
+    model.config = SimpleNamespace(schedule="cosine", schedule_eps=1e-3)
+    cfg = SampleConfig(gen_length=n, steps=n)
+    r = generate(model, [4], cfg, **IDS, return_history=True)
+    masks = [n] + [int((h[0, 1:] == MASK).sum()) for h in r.history]
+    assert [a - b for a, b in zip(masks[:-1], masks[1:], strict=True)] == [1] * n
+    assert r.tokens[0, 1:].tolist() == list(range(5, 5 + n))
+
+
+@pytest.mark.parametrize("template", ["The [MASK:6] sat.", "[MASK:3] on [MASK:4]"])
+def test_infill_on_a_cosine_checkpoint_matches_linear_when_steps_cover_the_masks(template):
+    """docs/infill.md: ``--steps`` is capped at the masks, "so at most one token is committed
+    per step"; under a cosine checkpoint the capped steps committed 0, then 2 at once, so the
+    fill differed from linear's (the checkpoint's schedule cannot matter at one token a
+    step)."""
+    import dataclasses
+
+    from unmask.config import model_preset
+    from unmask.infill import infill
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    texts = {}
+    for schedule in ("linear", "cosine"):
+        cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **tok.special_ids())
+        torch.manual_seed(0)
+        model = Transformer(dataclasses.replace(cfg, schedule=schedule)).eval()
+        texts[schedule] = [
+            infill(model, tok, template, SampleConfig(steps=steps)).text for steps in (7, 100)
+        ]
+    assert texts["cosine"] == texts["linear"]

@@ -331,8 +331,10 @@ class ChatTemplate:
         own markup, in one ``tokenizer.encode`` with special tokens read (a message's are
         stand-ins by then). A piece after the first is encoded after a newline that is then
         dropped, as ``transformers`` does, so a SentencePiece tokenizer does not give it the
-        word-start mark of a text's start; ``start=False``: ``text`` continues a text (an SFT
-        response after its prompt), so its first piece is one of those too."""
+        word-start mark of a text's start; the first piece is the text before the first
+        stand-in, so a stand-in that opens ``text`` is not first (``encode_marked_chat``);
+        ``start=False``: ``text`` continues a text (an SFT response after its prompt), so its
+        first piece is one of those too."""
         if not plain and start:
             return list(tokenizer.encode(text, allow_special=True))
         ids: list[int] = []
@@ -341,8 +343,9 @@ class ChatTemplate:
         for m in marks:
             if m.start() > pos:
                 ids += _piece(tokenizer, text[pos : m.start()], first=start and pos == 0)
-            ids += _piece(tokenizer, plain[m.group()], first=start and m.start() == 0,
-                          as_text=True)
+            # never first: transformers encodes the text before the first stand-in as the
+            # first piece, even when it is empty (a message that opens the rendered text)
+            ids += _piece(tokenizer, plain[m.group()], first=False, as_text=True)
             pos = m.end()
         if pos < len(text):
             ids += _piece(tokenizer, text[pos:], first=start and pos == 0)

@@ -217,8 +217,11 @@ class ModelConfig:
     the model. None = not recorded (imported checkpoints, runs older than this field)."""
     schedule: ScheduleName = "linear"
     """Noise schedule α(t) the model was trained with (``unmask.schedules``): ``linear``
-    (LLaDA, MDLM) or ``cosine``; samplers take the number of tokens to reveal per step from it.
-    Checkpoints without the field were trained with ``linear``."""
+    (LLaDA, MDLM) or ``cosine``. In sampling it drives the ``llada`` policy's counts only
+    (tokens to reveal per step, decoders ``llada`` and ``bd3lm``, where a block has more masks
+    than steps; with no more masks than steps every schedule gives one token a step): the
+    parallel policies, the speculative drafter (linear left-to-right chunks) and the other
+    decoders do not read it. Checkpoints without the field were trained with ``linear``."""
     schedule_eps: float = 1e-3
     """The schedule's floor on the mask probability, p_mask = (1 - eps)·(1 - α(t)) + eps
     (``TrainConfig.eps``)."""

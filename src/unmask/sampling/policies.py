@@ -103,11 +103,15 @@ def num_transfer_tokens(
 
     With the linear schedule this is LLaDA's ``get_num_transfer_tokens``: n masked tokens
     over s steps give ``n // s`` per step and one more in the first ``n % s`` steps
-    (10 over 4 → 3, 3, 2, 2), per row.
+    (10 over 4 → 3, 3, 2, 2), per row. Another schedule shapes the counts only where a row
+    has more masks than steps: with ``n <= s`` every schedule gives LLaDA's counts, one token
+    in each of the first n steps (cosine's rounding would otherwise give 6 over 6 as
+    0, 1, 1, 1, 1, 2, and callers that pass ``steps = masks`` rely on one token a step).
     """
     schedule = schedule or LinearSchedule()
+    linear = LinearSchedule()
     counts = block_masked.sum(dim=1).tolist()  # (B,)
-    out = [schedule.transfer_counts(int(n), steps) for n in counts]
+    out = [(linear if n <= steps else schedule).transfer_counts(int(n), steps) for n in counts]
     return torch.tensor(out, dtype=torch.long, device=block_masked.device).reshape(
         len(counts), steps
     )
@@ -129,7 +133,8 @@ class LLaDAPolicy(CommitPolicy):
 
     At the start of each block the count schedule is fixed from the masked positions in
     that block (``num_transfer_tokens``, under the model's schedule: linear, LLaDA's counts,
-    unless the checkpoint was trained with another); each step commits
+    unless the checkpoint was trained with another, and LLaDA's counts whatever the schedule
+    where a row has no more masks than steps: one token a step); each step commits
     ``topk(confidence, k)`` per row.
     """
 
