@@ -81,6 +81,8 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
     loc = _field(first)
     param = None if code == "invalid_json" else ".".join(loc) or None
     msg = first.get("msg", "invalid request").removeprefix("Value error, ")  # our validators'
+    if first.get("type") == "value_error" and msg.startswith("unsupported"):
+        code = "unsupported"  # an OpenAI field at a value unmask does not do (schemas.NEUTRAL)
     if first.get("type") == "value_error" and not loc:  # a check of the whole request's
         pass  # fields together (ours: max_tokens against max_completion_tokens): as it says
     elif tuple(first.get("loc", ())) == ("body",):  # the body as a whole

@@ -306,7 +306,7 @@ class GenerationEvents:
         self.sent = [""] * len(job.rows)
         self.closed = [False] * len(job.rows)
         self.last: list[list[int]] | None = None
-        self.usage_chunk = bool((req.stream_options or {}).get("include_usage"))
+        self.usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
 
     def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
         choice: dict[str, Any]

@@ -236,7 +236,7 @@ class GuidedEvents:
         self.last: list[list[int]] | None = None
         self.sent = ""
         self.created = int(time.time())  # one for every chunk of the stream, as at OpenAI
-        self.usage_chunk = bool((req.stream_options or {}).get("include_usage"))
+        self.usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
 
     def _chunk(self, text: str | None, reason: str | None, role: bool = False) -> str:
         if self.chat:
