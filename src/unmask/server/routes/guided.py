@@ -364,7 +364,10 @@ async def run_guided(
 
     work = blaming(run, req, kwargs["source"])  # "the form needs 625 tokens": response_format
     if req.stream:
-        so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
+        try:  # its refusal before the stream starts names the field, as the plain one
+            so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
+        except UserError as e:
+            raise user_error(e, kwargs["source"]) from None
         events = GuidedEvents(state, request, req, rid, chat, so_far, ids)
         return await stream_job(state, request, alone(work), events, first_step=True)
     res = await run_alone(state, request, work)

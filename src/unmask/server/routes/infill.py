@@ -36,6 +36,7 @@ from unmask.server.plumbing import (
     run_alone,
     sample_config,
     secured,
+    spoken,
 )
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
 from unmask.server.state import ServerState
@@ -123,7 +124,7 @@ def user_call(fn: Callable[[], Any], param: str) -> Any:
     try:
         return fn()
     except UserError as e:
-        raise APIError(400, str(e), param=param, code="invalid_value") from None
+        raise APIError(400, spoken(str(e)), param=param, code="invalid_value") from None
 
 
 def router(state: ServerState) -> APIRouter:
