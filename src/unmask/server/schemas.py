@@ -106,8 +106,10 @@ class DiffusionOptions(_Strict):
     """Gumbel-max temperature; 0 (the default, unlike OpenAI's 1) = argmax decoding."""
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """Seed for temperature / random remasking: same seed, same output. Each request has its
-    own generator, so sharing forward passes does not change its noise (in whole-batch runs,
-    KV-cache modes and causal checkpoints, a seeded sampled request runs alone); the logits
+    own generator (each row, seeded ``seed + k`` for choice k, when it has several:
+    ``batching.row_seeds``), so sharing forward passes does not change its noise (in
+    whole-batch runs, KV-cache modes and causal checkpoints, a seeded sampled request runs
+    alone); the logits
     of a differently shaped batch round differently, which can flip a near-tie: rarely in
     float32, more often in bf16 (``--dtype auto`` on a CPU with AMX). docs/serving.md;
     ``--dtype fp32 --max-batch 1`` for bitwise reproducibility."""
