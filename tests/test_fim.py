@@ -397,3 +397,21 @@ def test_infill_causal_follows_the_spacing_rules_of_the_diffusion_path():
     assert r.text == f"The cat {gap} on the mat." and tok.decode(r.tokens) == r.text
     # a gap with no space before it is filled freely
     assert infill_causal(model, tok, "The cat[MASK:1-2] on the mat.").gaps[0].text == ", sat"
+
+
+def test_infill_causal_takes_the_gap_lengths_of_the_diffusion_path():
+    """A gap's lengths are the plan's, as on the diffusion path: ``[MASK:0-b]`` may stay empty
+    (it was refused: "1 <= min_len"), and a bare ``[MASK]`` with a regex or choices takes the
+    lengths its constraint allows (it was one token: "Call 9 now.")."""
+    from unmask.infill import Gap
+
+    tok = with_fim_tokens(byte_tokenizer())
+    model = FimOracle(tok.encode("The cat sat on the mat."))
+    r = infill_causal(model, tok, "The cat[MASK:0-3] sat on the mat.")
+    assert r.text == "The cat sat on the mat." and r.gaps[0].text == "" and r.gaps[0].tokens == []
+    assert r.nfe == 1  # the prompt, whose last position wrote EOS
+    model = FimOracle(tok.encode("Call 911 now."))
+    digits = infill_causal(model, tok, ["Call ", Gap(regex=r"\d{1,3}"), " now."])
+    assert digits.text == "Call 911 now." and digits.gaps[0].text == "911"
+    picked = infill_causal(model, tok, ["Call ", Gap(choices=["112", "911"]), " now."])
+    assert picked.text == "Call 911 now."

@@ -37,7 +37,6 @@ from unmask.errors import UserError
 from unmask.infill.automaton import TokenAutomaton
 from unmask.infill.fill import InfillResult, _render
 from unmask.infill.template import (
-    DEFAULT_MAX_LEN,
     Gap,
     Spans,
     _named,
@@ -275,22 +274,6 @@ def _guided_middle(
     return FimResult(tokens=tokens, ended=True, nfe=got.nfe, middle=tokenizer.decode(tokens))
 
 
-def _gap_bounds(gap: Gap, label: str) -> tuple[int, int]:
-    if gap.length is not None:
-        if gap.length < 1:
-            raise UserError(f"{label}: length must be at least 1 token")
-        return gap.length, gap.length
-    if gap.min_len is None and gap.max_len is None:
-        return 1, 1
-    lo = gap.min_len if gap.min_len is not None else 1
-    hi = gap.max_len if gap.max_len is not None else max(lo, DEFAULT_MAX_LEN)
-    if not 1 <= lo <= hi:
-        raise UserError(
-            f"{label}: gap bounds must satisfy 1 <= min_len <= max_len, got {lo}-{hi} tokens"
-        )
-    return lo, hi
-
-
 def infill_causal(
     model: Any,
     tokenizer: Any,
@@ -300,7 +283,9 @@ def infill_causal(
     """Fill a one-gap template with an AR-FIM model (``fill_middle``), as an ``InfillResult``.
 
     ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
-    middle with EOS after a to b tokens (the model chooses the length, not an ELBO search).
+    middle with EOS after a to b tokens (the model chooses the length, not an ELBO search;
+    ``[MASK:0-b]`` may stay empty); a gap takes the lengths the diffusion path gives it
+    (``Hole.feasible``: a bare ``[MASK]`` with a regex or choices, what its constraint allows).
     ``config`` supplies ``temperature``, ``top_k``, ``top_p``, ``seed`` and the repetition
     penalties. The spacing rules of the diffusion path hold (``plan_template``): a space
     right before the gap moves into the middle (``takes_space``), and an unconstrained
@@ -327,7 +312,6 @@ def infill_causal(
     gap = segments[k]
     assert isinstance(gap, Gap)
     label = _named(gap, 1)
-    lo, hi = _gap_bounds(gap, label)
     prefix = "".join(str(p) for p in segments[:k])
     suffix = "".join(str(p) for p in segments[k + 1 :])
     # The spacing rules of the diffusion path (docs/infill.md, BPE spacing): the plan says
@@ -335,9 +319,14 @@ def infill_causal(
     # holds its fill to the same automaton and renders it the same way (fill._render).
     plan = plan_template(segments, tokenizer)
     hole = plan.holes[0]
+    # the lengths the diffusion path may give it: [MASK:0-b] may stay empty, a bare [MASK]
+    # with a regex or choices takes the lengths its constraint allows
+    lo, hi = hole.feasible[0], hole.feasible[-1]
     before = prefix[:-1] if hole.space else prefix
     device = next(iter(_params(model)), torch.empty(0)).device
-    if _constrained(gap) or hole.space or hole.lead:
+    if hi == 0:  # a constraint that only the empty text satisfies: nothing to write
+        res = FimResult(tokens=[], ended=True, nfe=0)
+    elif _constrained(gap) or hole.space or hole.lead:
         res = _guided_middle(model, tokenizer, hole.automaton, label, before, suffix, (lo, hi),
                              config)
     else:
