@@ -415,3 +415,19 @@ def test_infill_causal_takes_the_gap_lengths_of_the_diffusion_path():
     assert digits.text == "Call 911 now." and digits.gaps[0].text == "911"
     picked = infill_causal(model, tok, ["Call ", Gap(choices=["112", "911"]), " now."])
     assert picked.text == "Call 911 now."
+
+
+def test_a_constrained_middle_over_the_context_is_refused_as_a_text_not_a_form():
+    """The guided middle was refused with the form filler's words ("use fewer or shorter
+    holes"); it is the text that is too long, as for an unconstrained middle."""
+    from unmask.infill import Gap
+
+    tok = with_fim_tokens(byte_tokenizer())
+    model = FimOracle(tok.encode("The cat sat on the mat."), max_seq_len=40)
+    for gap in (Gap(min_len=1, max_len=8), Gap(min_len=1, max_len=8, regex="a+")):
+        with pytest.raises(UserError, match=r"^prefix \(30 tokens\).*shorten the text$"):
+            infill_causal(model, tok, ["x" * 30, gap, "y" * 5])
+    # one token shorter fits: the check is the decoder's own bound, not a stricter one
+    model = FimOracle(tok.encode("x" * 28 + "aa" + "y" * 5), max_seq_len=40)
+    r = infill_causal(model, tok, ["x" * 28, Gap(min_len=1, max_len=3, regex="a+"), "y" * 5])
+    assert r.gaps[0].text == "aa"

@@ -92,6 +92,19 @@ def fim_prompt(config: Any, prefix_ids: Sequence[int], suffix_ids: Sequence[int]
     ]
 
 
+def _check_fits(config: Any, prefix: int, suffix: int, middle: int, *, eos: bool = False) -> None:
+    """``UserError`` when the PSM prompt (``prefix`` + ``suffix`` tokens and 3 sentinels) and
+    up to ``middle`` tokens (and the EOS that ends them, where the decoder feeds it: ``eos``)
+    do not fit the model's ``max_seq_len``: the text is refused, never cut."""
+    max_seq_len = getattr(config, "max_seq_len", None)
+    if max_seq_len is not None and prefix + suffix + 3 + middle + int(eos) > max_seq_len:
+        raise UserError(
+            f"prefix ({prefix} tokens) + suffix ({suffix} tokens) + 3 sentinels + up to "
+            f"{middle} middle tokens{' and EOS' * eos} exceed the model's max_seq_len "
+            f"({max_seq_len}); shorten the text"
+        )
+
+
 def _params(model: Any) -> Iterator[Any]:
     params = getattr(model, "parameters", None)
     return iter(params()) if callable(params) else iter(())
@@ -160,13 +173,7 @@ def fill_middle_ids(
             f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}"
         )
     prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
-    max_seq_len = getattr(cfg, "max_seq_len", None)
-    if max_seq_len is not None and len(prompt) + max_new_tokens > max_seq_len:
-        raise UserError(
-            f"prefix ({len(prefix_ids)} tokens) + suffix ({len(suffix_ids)} tokens) + 3 sentinels "
-            f"+ up to {max_new_tokens} middle tokens exceed the model's max_seq_len "
-            f"({max_seq_len}); shorten the text"
-        )
+    _check_fits(cfg, len(prefix_ids), len(suffix_ids), max_new_tokens)
     specials = (
         cfg.mask_id,
         cfg.pad_id,
@@ -267,7 +274,10 @@ def _guided_middle(
     auto = auto.intersect(TokenAutomaton.at_least(lo, auto.vocab_size))
     if not auto.feasible_lengths(hi).any():
         raise UserError(f"{label}: no text of {lo} to {hi} tokens satisfies its constraint")
-    prompt = fim_prompt(cfg, tokenizer.encode(prefix), tokenizer.encode(suffix))
+    prefix_ids, suffix_ids = tokenizer.encode(prefix), tokenizer.encode(suffix)
+    # fill_left_to_right's own check speaks of a form's holes
+    _check_fits(cfg, len(prefix_ids), len(suffix_ids), hi, eos=True)
+    prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
     got = fill_left_to_right(model, [prompt], [[("hole", 0)]], [auto], [hi], config,
                              eos_id=cfg.eos_id)
     tokens = got.holes[0][0]
