@@ -679,6 +679,25 @@ def test_cli_edit(ckpt, capsys):
                           "can be rewritten; ") and err.count("\n") == 1, err
 
 
+def test_cli_edit_reads_its_text_from_stdin_as_infill_its_template(ckpt, capsys, monkeypatch):
+    """The newline that ends the input is not part of the text (it was: the output ended with
+    a blank line, and --json's text and spans had it), as for ``unmask infill -``."""
+    import io
+
+    from unmask.cli import main
+
+    args = ["edit", "--model", ckpt, "--json", "--seed", "3", "--span", "6:9", "--text"]
+    assert main([*args, "Hello big world"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello big world\n"))
+    assert main([*args, "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == {**want, "seconds": ANY}
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello big world\n"))
+    assert main(["edit", "--model", ckpt, "--no-live", "--seed", "3", "--span", "6:9",
+                 "--text", "-"]) == 0
+    assert capsys.readouterr().out == want["text"] + "\n"
+
+
 def _exact_bound(model: torch.nn.Module, row: list[int]) -> float:
     """The masked-diffusion bound on -log p(row) by enumerating every mask set: a set of k of
     the n tokens has weight (k-1)! (n-k)! / n! (the integral of t^(k-1) (1-t)^(n-k) / t·t)."""
