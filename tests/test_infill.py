@@ -773,3 +773,15 @@ def test_cli_search_limit_names_the_flags_to_give(ckpt, capsys):
     assert main(["infill", "--model", ckpt, "--no-live", "--max-search-calls", "0",
                  template]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("flag", ["--max-candidates", "--max-joint", "--elbo-samples",
+                                  "--default-max-len"])
+def test_cli_infill_names_the_search_option_that_is_out_of_range(ckpt, capsys, flag):
+    """Each option is named alone with its value (it was all three at once, and
+    --default-max-len 0 was "its constraint allows only empty text", of a gap)."""
+    from unmask.cli import main
+
+    assert main(["infill", "--model", ckpt, "--regex", r"1=\d+", "Call [MASK] now", flag,
+                 "0"]) == 2
+    assert capsys.readouterr().err == f"unmask infill: error: {flag} must be at least 1, got 0\n"

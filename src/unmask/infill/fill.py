@@ -920,8 +920,10 @@ def infill(
     """
     config = config or SampleConfig()
     options = options or InfillOptions()
-    if options.max_candidates < 1 or options.max_joint < 1 or options.elbo_samples < 1:
-        raise UserError("max_candidates, max_joint and elbo_samples must be at least 1")
+    for name in ("max_candidates", "max_joint", "elbo_samples", "default_max_len"):
+        value = getattr(options, name)  # one field per message: the CLI names its flag
+        if value < 1:  # default_max_len 0 was "its constraint allows only empty text"
+            raise UserError(f"{name} must be at least 1, got {value}")
     if options.max_search_calls < 0:
         raise UserError(f"max_search_calls must be 0 (no limit) or positive, got "
                         f"{options.max_search_calls}")
