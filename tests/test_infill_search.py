@@ -249,3 +249,12 @@ def test_a_search_over_the_limit_is_a_search_limit_error_with_its_numbers():
     assert err.message(raise_hint=False) == str(err).removesuffix(
         ", or raise max_search_calls (0: no limit)")
     assert str(pickle.loads(pickle.dumps(err))) == str(err)
+
+
+def test_a_refused_template_of_gap_objects_is_named_in_the_template_syntax():
+    """Gaps built in Python were spelled ``[MASK:]`` (no gap of the syntax, lengths lost)."""
+    template = ["The ", Gap(min_len=1, max_len=20), " sat ", Gap(3), Gap(min_len=2, name="x"),
+                Gap(max_len=9), "."]
+    with pytest.raises(SearchLimitError, match=re.escape(
+            "template 'The [MASK:1-20] sat [MASK:3][MASK:x:2-?][MASK:?-9].': ")):
+        infill(Counting(), TOK, template, options=InfillOptions(max_search_calls=5))
