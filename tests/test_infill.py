@@ -553,6 +553,11 @@ def test_edit_errors(model):
         edit(model, TOK, "short", spans=[(0, 1)], lowest=1)
     with pytest.raises(UserError, match="nothing to edit"):
         edit(model, TOK, "short")
+    # offsets are whole numbers: 0.5 was cut to 0 and True read as 1, and the edit ran
+    for span in [(0.5, 3), (True, 3), ("0", 3), (0, 3, 4)]:
+        with pytest.raises(UserError, match=r"^span .* is not a \(start, end\) pair"):
+            edit(model, TOK, "short", spans=[span])
+    assert edit(model, TOK, "short", spans=[[0, 3]]).spans == [(0, 3)]
 
 
 def test_edit_lowest_over_the_text_is_refused_before_any_model_work():

@@ -12,6 +12,7 @@ Inside:
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -132,13 +133,21 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _offset(v: Any) -> int:
+    """A character offset: a whole number (``operator.index``: 0.5 was cut to 0), not a bool
+    (True was read as 1)."""
+    if isinstance(v, bool):
+        raise TypeError("a bool is no character offset")
+    return operator.index(v)
+
+
 def _char_spans(
     text: str, spans: Sequence[tuple[int, int]], regex: str | None
 ) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     for span in spans:
         try:
-            s, e = (int(v) for v in span)
+            s, e = (_offset(v) for v in span)
         except (TypeError, ValueError):
             raise UserError(
                 f"span {span!r} is not a (start, end) pair of character offsets"
