@@ -558,6 +558,12 @@ def test_edit_errors(model):
         with pytest.raises(UserError, match=r"^span .* is not a \(start, end\) pair"):
             edit(model, TOK, "short", spans=[span])
     assert edit(model, TOK, "short", spans=[[0, 3]]).spans == [(0, 3)]
+    with pytest.raises(UserError, match="^regex must be a str, not int$"):
+        edit(model, TOK, "short", regex=5)  # a TypeError from re.compile
+    for spans in (5, "0:3"):  # 5: a TypeError; "0:3": "span '0' is not a (start, end) pair"
+        with pytest.raises(UserError, match="^spans must be a list of .* pairs .*, not "):
+            edit(model, TOK, "short", spans=spans)
+    assert edit(model, TOK, "short", spans=None, lowest=1).rounds == 1  # None: no spans
 
 
 def test_edit_lowest_over_the_text_is_refused_before_any_model_work():
