@@ -42,6 +42,7 @@ from unmask.infill.template import (
     _named,
     parse_template,
     plan_template,
+    takes_space,
 )
 from unmask.sampling.ar import generate_ar
 from unmask.sampling.cache import call_model
@@ -101,7 +102,7 @@ def _check_fits(config: Any, prefix: int, suffix: int, middle: int, *, eos: bool
         raise UserError(
             f"prefix ({prefix} tokens) + suffix ({suffix} tokens) + 3 sentinels + up to "
             f"{middle} middle tokens{' and EOS' * eos} exceed the model's max_seq_len "
-            f"({max_seq_len}); shorten the text"
+            f"({max_seq_len}); shorten the text or the middle"
         )
 
 
@@ -327,6 +328,13 @@ def infill_causal(
     # The spacing rules of the diffusion path (docs/infill.md, BPE spacing): the plan says
     # whether the gap took the space before it (Hole.space) or starts the text (Hole.lead),
     # holds its fill to the same automaton and renders it the same way (fill._render).
+    declared = gap.length if gap.length is not None else gap.max_len
+    # refused before the gap is compiled ([MASK:1-100000] took seconds); an unconstrained
+    # gap can take every length up to its maximum, a constrained one maybe fewer (the plan's)
+    if isinstance(declared, int) and not _constrained(gap):
+        cut = prefix[:-1] if takes_space(gap, prefix, tokenizer) else prefix  # as the plan
+        _check_fits(_config(model), len(tokenizer.encode(cut)), len(tokenizer.encode(suffix)),
+                    declared)
     plan = plan_template(segments, tokenizer)
     hole = plan.holes[0]
     # the lengths the diffusion path may give it: [MASK:0-b] may stay empty, a bare [MASK]
