@@ -27,13 +27,12 @@ Two tables, one run:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import positive_int
+from _common import json_text, positive_int
 
 from unmask import api
 from unmask.config import SampleConfig, model_preset
@@ -164,16 +163,16 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="demo")
-    p.add_argument("--draft-block", type=int, default=8)
-    p.add_argument("--prefix", type=int, default=128)
+    p.add_argument("--draft-block", type=positive_int, default=8)
+    p.add_argument("--prefix", type=positive_int, default=128)
     p.add_argument("--repeats", type=positive_int, default=20)
     p.add_argument("--model")
     p.add_argument("--data", default="data/bible")
-    p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--gen-length", type=int, nargs="+", default=[128],
+    p.add_argument("--prompts", type=positive_int, default=8)
+    p.add_argument("--gen-length", type=positive_int, nargs="+", default=[128],
                    help="one or more; one past the context is skipped, saying why")  # fmt: skip
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -188,7 +187,7 @@ def main() -> None:
                             "draft_block; train one with --objective hybrid)")
         ld.model.eval()
     context = model_preset(args.preset, vocab_size=4100).max_seq_len
-    if args.prefix < 1 or args.prefix + 2 * args.draft_block >= context:
+    if args.prefix + 2 * args.draft_block >= context:
         p.error(f"--prefix {args.prefix} with --draft-block {args.draft_block} reaches position "
                 f"{args.prefix + 2 * args.draft_block}, past preset {args.preset}'s context of "
                 f"{context}; use --prefix 1 .. {context - 2 * args.draft_block - 1}")
@@ -229,7 +228,7 @@ def main() -> None:
                   f"{r['vs_ar']:5.2f}x ar  {r['tokens_per_forward']:5.2f} tok/forward  "
                   f"accept {acc:5s}  identical {r['identical']:.2f}")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        Path(args.json).write_text(json_text(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ prompt is cut to the longest multiple of 8 that does, and the table says so.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -56,7 +55,12 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.py
 
-from _common import default_output  # noqa: E402
+from _common import (  # noqa: E402
+    default_output,
+    json_text,
+    non_negative_int,
+    positive_int,
+)
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
 
 from unmask import api  # noqa: E402
@@ -252,7 +256,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--predraft", nargs="+", default=["all", "ends"], help="hybrid rows: predraft layouts"
     )
     ap.add_argument(
-        "--hybrid-draft-lengths", type=int, nargs="*", default=[],
+        "--hybrid-draft-lengths", type=positive_int, nargs="*", default=[],
         help="hybrid rows: draft lengths (the first n positions of its block; none: the "
         "checkpoint's whole block)",
     )  # fmt: skip
@@ -262,21 +266,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "for every layout and draft length)",
     )  # fmt: skip
     ap.add_argument("--no-diffusion-row", action="store_true", help="skip the plain-diffusion row")
-    ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--gen-lengths", type=positive_int, nargs="+", default=[256, 512])
     ap.add_argument(
-        "--segment-length", type=int, default=None, metavar="N",
+        "--segment-length", type=positive_int, default=None, metavar="N",
         help="every row in segments of N tokens over a sliding window "
              "(SampleConfig.segment_length): lengths past the context run instead of being cut",
     )
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--batches", type=positive_int, nargs="+", default=[1, 8])
     ap.add_argument(
-        "--prompts", type=int, default=None,
+        "--prompts", type=positive_int, default=None,
         help="prompts every row decodes, in batches of each --batches size (a multiple of "
         "each; default: the largest batch)",
     )  # fmt: skip
-    ap.add_argument("--prompt-words", type=int, default=8)
+    ap.add_argument("--prompt-words", type=positive_int, default=8)
     ap.add_argument(
-        "--draft-lengths", type=int, nargs="*", default=[4, 8], help="spec rows (none: no spec row)"
+        "--draft-lengths", type=positive_int, nargs="*", default=[4, 8],
+        help="spec rows (none: no spec row)",
     )
     ap.add_argument(
         "--thresholds",
@@ -285,7 +290,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[0.5],
         help="adaptive rows: draft_threshold values, with the longest draft length",
     )
-    ap.add_argument("--draft-steps", type=int, default=1, help="denoising steps per draft")
+    ap.add_argument("--draft-steps", type=positive_int, default=1, help="denoising steps per draft")
     ap.add_argument(
         "--no-cache-row", action="store_true", help="also a row with the drafter's prefix cache off"
     )
@@ -301,11 +306,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "is in their sample_defaults)",
     )  # fmt: skip
     ap.add_argument(
-        "--no-repeat-ngram-size", type=int, default=0,
+        "--no-repeat-ngram-size", type=non_negative_int, default=0,
         help="of the ar, spec and hybrid rows (0 = off)",
     )  # fmt: skip
     ap.add_argument(
-        "--repeats", type=int, default=1,
+        "--repeats", type=positive_int, default=1,
         help="timed runs per row (median), taken round-robin over the rows",
     )  # fmt: skip
     ap.add_argument(
@@ -317,7 +322,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                     help="the weights' dtype of every model (docs/sampling.md, 'Precision')")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch threads (0 = torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=str(default_output("speculative.json")),
                     help="write the results here (default: runs/bench/speculative.json; "
@@ -475,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     from unmask.files import atomic_write_text
 
-    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+    atomic_write_text(path, json_text(out, indent=1))
     print(f"wrote {path}")
 
 
