@@ -402,3 +402,16 @@ def test_the_decoder_scripts_write_strict_json():
         source = (ROOT / "benchmarks" / f"{script}.py").read_text()
         assert "json_text(" in source and "json.dumps(out" not in source, script
         assert "json.dumps(result" not in source and "json.dumps({\"rows\"" not in source, script
+
+
+def test_train_throughput_help_says_what_it_measures():
+    """``train_throughput.py --help`` printed the options alone: no description, and
+    ``--compare`` listed its four choices without what each compares."""
+    r = _run("benchmarks/train_throughput.py", "--help")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "Training-step throughput and memory, side by side in one run." in text
+    assert "memory: peak memory of 2-process DDP vs FSDP2" in text
+    got = _parse_only([("train_throughput.py", "--layers", "-1")])
+    assert got[0][3:] == (2, ["train_throughput.py: error: argument --layers: must be at least "
+                              "0, got -1"])  # fmt: skip
