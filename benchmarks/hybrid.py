@@ -12,8 +12,10 @@ Two tables, one run:
 - with ``--model RUN`` (a checkpoint trained with ``--objective hybrid``): greedy decoding of
   ``--prompts`` validation windows of ``--data`` (32-token prompts) for each ``--gen-length``
   (a length past the model's context is skipped with the reason), batch 1 and ``--batch``:
-  tokens/s and its ratio to the checkpoint's own ``ar`` decoding, tokens per forward, draft
-  acceptance, token identity with ``ar``; and **draft agreement** per draft position
+  tokens/s (text tokens, cut at EOS) and its ratio to the checkpoint's own ``ar`` decoding,
+  tokens per forward (tokens a row commits, its EOS included, per round it decodes: one
+  forward each; ``ar`` makes one token per forward), draft acceptance, token identity with
+  ``ar``; and **draft agreement** per draft position
   (``draft_agreement``): the share of one-step drafts equal to the held-out token and to the
   checkpoint's own greedy continuation (what greedy decoding keeps), on ``--prompts`` × 8
   validation windows of 64 tokens, beside its causal next-token accuracy. It shows which
@@ -38,6 +40,7 @@ from unmask import api
 from unmask.config import SampleConfig, model_preset
 from unmask.model import KVCache, Transformer
 from unmask.objectives import draft_layout
+from unmask.sampling import cut_at_eos
 from unmask.sampling.hybrid import HybridRun
 
 PROMPT_LEN = 32
@@ -133,7 +136,7 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
 
     windows = TokenDataset(data, "val").windows(200)
     prompts = [w[:PROMPT_LEN].tolist() for _, w in zip(range(n), windows, strict=False)]
-    rows, ar_ids, ar_s = [], None, 0.0
+    rows, ar_ids, ar_s, eos = [], None, 0.0, ld.config.eos_id
     for bs in sorted({1, batch}):
         for name in ("ar", "all", "ends"):
             t, ids, st = time.perf_counter(), [], [0, 0, 0, 0]
@@ -142,8 +145,8 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
                 if name == "ar":
                     r = api.start(ld, chunk, SampleConfig(gen_length=gen, decoder="ar")).run()
                 else:
-                    r = HybridRun(ld.model, chunk, max_new_tokens=gen, eos_id=ld.config.eos_id,
-                                  predraft=name).run()  # fmt: skip
+                    r = HybridRun(ld.model, chunk, max_new_tokens=gen, eos_id=eos,
+                                  predraft=name).run()
                     # committed is summed over rows; row_rounds counts each row's rounds
                     st = [a + b for a, b in zip(st, (r.row_rounds, r.committed, r.drafted,
                                                      r.accepted), strict=True)]  # fmt: skip
@@ -152,7 +155,8 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
             if name == "ar":
                 ar_ids, ar_s = ids, s
             rows.append({
-                "decoder": name, "batch": bs, "tok_s": len(prompts) * gen / s,
+                "decoder": name, "batch": bs,
+                "tok_s": sum(len(cut_at_eos(r, eos)) for r in ids) / s,
                 "vs_ar": ar_s / s, "tokens_per_forward": st[1] / st[0] if st[0] else 1.0,
                 "acceptance": st[3] / st[2] if st[2] else None,
                 "identical": sum(a == b for a, b in zip(ids, ar_ids, strict=True)) / len(ids),

@@ -21,13 +21,18 @@ batch size one after another, so batch-1 rows time as many prompts as batch-8 on
   ``--hybrid-thresholds`` adaptive rows (``hybrid all n=2 thr=0.5``: drafts end before the
   first one under the bar); skipped with a note when not given or not present.
 
-Columns: tok/s and its ratio to ``ar`` (same prompts, gen_length and batch), tokens per
-forward (generated tokens per row / model forwards, drafter and verifier both counted; every
-row of a batch commits its own accepted length, so a batch runs as many rounds as its slowest
-row), acceptance (drafted tokens accepted), acc/round (drafts a row commits per round), gen
-ppl (continuations given their prompts under the offline scorer, ``unmask.scoring``, when its
-model is installed), dist-2 (distinct word bigrams, pooled over the batch), ident (fraction
-of generated positions equal to ``ar``'s greedy tokens; rows are cut at EOS).
+Columns: tok/s (text tokens, cut at EOS, per second) and its ratio to ``ar`` (same prompts,
+gen_length and batch); tok/fwd: tokens generated per row, each row's EOS included (what comes
+after it is not counted, for any decoder), per forward of its batch, drafter and verifier
+both counted. ``ar`` generates one token per forward: 1.00 at batch 1 whether or not a row
+ends at EOS. Every row of a batch commits its own accepted length, so a batch runs as many
+rounds as its slowest row, and a row that ends early lowers its batch's tok/fwd, ``ar``'s
+too (the JSON's ``row_tokens_per_forward`` of a speculative or hybrid row counts each row's
+forwards while it decodes: the decoders' own ``tokens_per_forward``). acceptance (drafted
+tokens accepted), acc/rd (drafts a row commits per round), gen ppl (continuations given
+their prompts under the offline scorer, ``unmask.scoring``, when its model is installed),
+dist-2 (distinct word bigrams, pooled over the batch), ident (fraction of generated
+positions equal to ``ar``'s greedy tokens; rows are cut at EOS).
 
 The demo models' context is 256 tokens: a requested length that does not fit after the
 prompt is cut to the longest multiple of 8 that does, and the table says so.
@@ -74,6 +79,13 @@ from unmask.sampling import cut_at_eos  # noqa: E402
 
 LENGTH_MULTIPLE = 8
 """Generation lengths are cut to a multiple of this (blocks of 4 for the diffusion row)."""
+
+
+def generated(ids: Sequence[int], eos: int | None) -> int:
+    """Tokens a row generated: its text and the EOS that ended it (a forward made the EOS
+    too; after it, a left-to-right decoder makes nothing and a diffusion row no text)."""
+    text = len(cut_at_eos(ids, eos))
+    return text + (text < len(ids))
 
 
 def identity(ids: list[list[int]], ref: list[list[int]], eos: int | None) -> float:
@@ -145,6 +157,7 @@ def measure(
     gen = [r for res in results for r in res.gen_ids]
     cut = [cut_at_eos(r, eos) for r in gen]
     tokens = sum(len(r) for r in cut) or 1
+    made = sum(generated(r, eos) for r in gen)  # with each row's EOS: a forward made it too
     texts = [t for res in results for t in res.texts(loaded.tokenizer)]
     nfe = sum(res.nfe for res in results)
     row: dict[str, Any] = {
@@ -161,7 +174,7 @@ def measure(
         "tokens_per_s": tokens / seconds,
         "nfe": nfe,
         "steps": sum(res.steps for res in results),
-        "tokens_per_forward": tokens / batch / max(nfe, 1),
+        "tokens_per_forward": made / batch / max(nfe, 1),
         "gen_ppl": scorer.perplexity(texts, prompts=prompts) if scorer is not None else None,
         "distinct_2": distinct_n(texts, 2),
         "texts": texts,
@@ -218,6 +231,11 @@ HEADER = (
     f"{'gen':>4} {'B':>2} {'row':<30} {'tok/s':>8} {'×AR':>6} {'tok/fwd':>7} {'accept':>6} "
     f"{'acc/rd':>6} {'gen ppl':>8} {'dist-2':>6} {'ident':>6}"
 )
+LEGEND = (
+    "tok/s: text tokens (cut at EOS) per second; tok/fwd: tokens generated per row (its EOS "
+    "included) per forward of its batch, both models counted (ar: 1.00 at batch 1)"
+)
+"""Printed above ``HEADER``: what its two token columns count (module docstring)."""
 
 
 def _f(x: Any, spec: str) -> str:
@@ -410,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             + ", ".join(f"{w} pos {t * 1e3:.1f} ms ({t / c[1]:.2f}x)" for w, t in c.items())
         )
     rows: list[dict[str, Any]] = []
+    print(LEGEND)
     print(HEADER, flush=True)
     T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
     pen = {"repetition_penalty": args.repetition_penalty,  # the causal rows'
