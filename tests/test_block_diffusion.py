@@ -15,6 +15,7 @@ from unmask.objectives import (
     bd3lm_logits,
     get_objective,
     mdlm,
+    objective_spec,
 )
 from unmask.sampling.blocks import sample_blocks
 from unmask.schedules import LinearSchedule
@@ -289,3 +290,29 @@ def test_cli_generate_uses_block_sampler(tmp_path, capsys):
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["nfe"] > 0 and len(out["results"][0]["tokens"]) <= 8
+
+
+def test_a_time_conditioned_model_is_refused_with_the_reason():
+    """A model conditioned on one noise level per row cannot learn BD3-LM's per-block levels:
+    read off the canvas, the level of the ``[x_t ; x_0]`` pass was the masked share of both
+    halves (0.45 for a row 90% masked), which no sampling canvas shows. Refused by the loss,
+    before a fresh run (``--model-set``) and for an ``--init`` model; ``sigma_input=zero``
+    (conditioning off) still trains."""
+    read = {"time_conditioning": True, "sigma_input": "masked_fraction"}
+    cfg = model_preset("tiny", vocab_size=V, attention="block-causal", block_size=4, **read)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    x0 = torch.randint(4, V, (2, L))
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(UserError, match="its own noise level.*sigma_input='masked_fraction'"):
+        bd3lm(model, cfg, x0, attention_mask=None, generator=gen, options=opts())
+    spec = objective_spec("bd3lm")
+    train = TrainConfig(objective="bd3lm", block_size=4, seq_len=L, model_overrides=read)
+    with pytest.raises(UserError, match="its own noise level"):
+        spec.validate(train)
+    assert "its own noise level" in spec.mismatch(cfg, train)
+    zero = dataclasses.replace(cfg, sigma_input="zero")
+    spec.validate(dataclasses.replace(train, model_overrides={**read, "sigma_input": "zero"}))
+    assert spec.mismatch(zero, train) is None
+    parts = bd3lm(Transformer(zero), zero, x0, attention_mask=None, generator=gen, options=opts())
+    assert float(parts.loss_sum.detach()) > 0
