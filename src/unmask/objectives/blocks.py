@@ -12,6 +12,7 @@ from torch import Tensor
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.model import at_least_fp32
 from unmask.objectives.spec import (
     LossParts,
     MaskPredictor,
@@ -108,7 +109,7 @@ def bd3lm(
     xt = torch.where(masked, torch.full_like(x0, config.mask_id), x0)
     logits = bd3lm_logits(model, xt, x0, block_size=bs)  # (B, L, V)
     w = options.schedule.weight(t_pos).to(x0.device)[masked]  # (M,)
-    ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
+    ce = F.cross_entropy(at_least_fp32(logits[masked]), x0[masked], reduction="none")  # (M,)
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B * L, device=x0.device))
 
 

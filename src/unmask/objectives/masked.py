@@ -13,6 +13,7 @@ from torch import Tensor
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.model import at_least_fp32
 from unmask.objectives.spec import (
     LossParts,
     MaskPredictor,
@@ -130,7 +131,7 @@ def mdlm(
     )
     logits = unshift(model(xt, attention_mask=attention_mask), config)  # (B, L, V)
     w = options.schedule.weight(t).to(x0.device)[:, None].expand_as(masked)[masked]  # (M,)
-    ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
+    ce = F.cross_entropy(at_least_fp32(logits[masked]), x0[masked], reduction="none")  # (M,)
     terms = None
     if keep_terms:
         terms = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
@@ -178,7 +179,7 @@ def sft(
     logits = unshift(model(xt, attention_mask=attention_mask), config)  # (B, L, V)
     w_row = options.schedule.weight(t).to(x0.device)[:, None] / answer_len[:, None]  # (B, 1)
     w = w_row.expand_as(masked)[masked]  # (M,)
-    ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
+    ce = F.cross_entropy(at_least_fp32(logits[masked]), x0[masked], reduction="none")  # (M,)
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B, device=x0.device))
 
 
