@@ -492,3 +492,35 @@ def test_losses_keep_float64_logits_in_float64(name):
         want = (w * nll)[u < p].sum()
     assert parts.loss_sum.dtype == torch.float64
     torch.testing.assert_close(parts.loss_sum.detach(), want, rtol=1e-12, atol=0)
+
+
+def test_ar_scores_position_i_on_token_i_plus_1_and_skips_padding():
+    """The shift: the logits at i are scored on x0[i + 1] (a next-token oracle scores 0, one
+    that predicts its own token scores high); a pair that touches padding is not counted."""
+    x0 = torch.randint(4, V, (2, 8))
+    nxt = torch.cat([x0[:, 1:], x0[:, :1]], dim=1)  # position i knows x0[i + 1]
+    gen = torch.Generator()
+    parts = ar(Oracle(nxt), cfg("causal"), x0, attention_mask=None, generator=gen, options=opts())
+    assert float(parts.loss_sum) < 1e-6 and int(parts.n_tokens) == 14
+    own = ar(Oracle(x0), cfg("causal"), x0, attention_mask=None, generator=gen, options=opts())
+    assert float(own.loss_sum) > 100
+    am = torch.ones(2, 8, dtype=torch.bool)
+    am[1, 5:] = False  # row 1: 5 real tokens, 4 pairs
+    wrong = nxt.clone()
+    wrong[1, 4:] = 0  # the logits at the last real token and at padding are not scored
+    parts = ar(Oracle(wrong), cfg("causal"), x0, attention_mask=am, generator=gen, options=opts())
+    assert float(parts.loss_sum) < 1e-6 and int(parts.n_tokens) == 7 + 4
+
+
+def test_cosine_weight_is_the_elbo_weight_of_its_alpha():
+    """-α'(t)/p_mask(t) with α = 1 - sin(πt/2): (π/2)·cos(πt/2) / ((1 - eps)·sin(πt/2) + eps),
+    0 at t = 1 (no information lost there), and α' matches a finite difference of α."""
+    s = CosineSchedule(eps=1e-3)
+    t = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    want = (math.pi / 2) * torch.cos(math.pi * t / 2) / (
+        (1 - 1e-3) * torch.sin(math.pi * t / 2) + 1e-3)
+    torch.testing.assert_close(s.weight(t), want, rtol=1e-12, atol=1e-12)
+    h = 1e-6
+    mid = t[1:4]
+    torch.testing.assert_close(s.dalpha(mid), (s.alpha(mid + h) - s.alpha(mid - h)) / (2 * h),
+                               rtol=1e-6, atol=1e-9)
