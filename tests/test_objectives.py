@@ -524,3 +524,41 @@ def test_cosine_weight_is_the_elbo_weight_of_its_alpha():
     mid = t[1:4]
     torch.testing.assert_close(s.dalpha(mid), (s.alpha(mid + h) - s.alpha(mid - h)) / (2 * h),
                                rtol=1e-6, atol=1e-9)
+
+
+def test_a_dream_model_is_not_scored_where_no_logits_predict():
+    """A ``logit_shift`` model's logits at i - 1 predict token i, so position 0 (and a token
+    right after padding) has no prediction: never masked, never counted. Masked, position 0
+    was scored on the logits that predict token 1: an oracle's bound was ~100 nats a window,
+    not 0, and training pulled those logits towards two tokens."""
+    from unmask.objectives import sft
+
+    x0 = torch.randint(4, V, (4, 16))
+    shifted = replace(cfg(), logit_shift=True)
+    total = 0.0
+    for s in range(5):
+        parts = mdlm(ShiftedOracle(x0), shifted, x0, attention_mask=None,
+                     generator=torch.Generator().manual_seed(s), options=opts(),
+                     t=torch.full((4,), 0.999))
+        total += float(parts.loss_sum)
+        assert int(parts.n_tokens) == 4 * 15
+    assert total < 1e-6
+    am = torch.ones(4, 16, dtype=torch.bool)
+    am[1, :3] = False  # left padding: position 3 follows a pad, 4..15 are predicted
+    seen = {}
+
+    class Spy(ShiftedOracle):
+        def forward(self, x, attention_mask=None):
+            seen["xt"] = x
+            return super().forward(x)
+
+    parts = mdlm(Spy(x0), shifted, x0, attention_mask=am, generator=torch.Generator(),
+                 options=opts(), t=torch.full((4,), 0.999))
+    assert int(parts.n_tokens) == 3 * 15 + 12
+    assert not (seen["xt"][:, 0] == shifted.mask_id).any()
+    assert seen["xt"][1, 3] == x0[1, 3]
+    no_prompt = torch.zeros_like(x0, dtype=torch.bool)
+    parts = sft(Spy(x0), shifted, x0, attention_mask=None, generator=torch.Generator(),
+                options=opts(), prompt_mask=no_prompt, t=torch.full((4,), 0.999))
+    assert float(parts.loss_sum) < 1e-6
+    assert not (seen["xt"][:, 0] == shifted.mask_id).any()

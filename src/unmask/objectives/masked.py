@@ -19,6 +19,7 @@ from unmask.objectives.spec import (
     MaskPredictor,
     ObjectiveOptions,
     ObjectiveSpec,
+    predicted,
     register_objective,
     unshift,
 )
@@ -97,7 +98,9 @@ def mdlm(
     t ~ U(0, 1) per row, p_mask = (1 - eps)·t + eps, every non-pad token masked with
     prob p_mask, cross-entropy on masked positions weighted by the schedule (1/p_mask),
     summed and normalised by the number of non-pad tokens. Padding (``attention_mask``
-    False) is never masked and never counted. Random draws happen on CPU from
+    False) is never masked and never counted; nor is, for a Dream-style model
+    (``config.logit_shift``), a token that no logits predict (position 0, or one after
+    padding: ``predicted``). Random draws happen on CPU from
     ``generator`` so a batch's noise is the same on every device. With
     ``options.empty_rate`` > 0 rows first get ``[EMPTY]`` runs (``insert_empty``, with
     ``config.empty_id``), which are then masked and predicted like any token. ``t`` (B,) and
@@ -125,7 +128,8 @@ def mdlm(
     if t is None:
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
     p_mask = options.schedule.p_mask(t)  # (B,)
-    valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    real = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    valid = predicted(real, config)  # (B, L): a Dream-style model predicts no position 0
     xt, masked = options.schedule.mask(
         x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=valid, u=u
     )
@@ -166,9 +170,10 @@ def sft(
     if prompt_mask is None:
         raise UserError("objective 'sft' needs prompt_mask (SFT data from unmask.sft.SFTData)")
     B = x0.shape[0]
-    answer = ~prompt_mask.bool()  # (B, L)
+    real = torch.ones_like(x0, dtype=torch.bool)
     if attention_mask is not None:
-        answer &= attention_mask.bool()
+        real = attention_mask.bool()
+    answer = ~prompt_mask.bool() & predicted(real, config)  # (B, L)
     answer_len = answer.sum(dim=1).clamp_min(1)  # (B,)
     if t is None:
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)

@@ -56,6 +56,19 @@ def unshift(logits: Tensor, config: ModelConfig) -> Tensor:
     return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
 
 
+def predicted(real: Tensor, config: ModelConfig) -> Tensor:
+    """The positions (B, L) whose token the ``unshift``-ed logits predict, of the ``real`` (B, L)
+    bool ones: all of them, or for a Dream-style model (``config.logit_shift``) those whose
+    left neighbour is real too, since its logits at i - 1 predict token i. Position 0 then has
+    no prediction (its kept logits are trained to predict token 1): masked, it taught those
+    logits two tokens at once and added a loss no model could lower to the bound."""
+    if not getattr(config, "logit_shift", False):
+        return real
+    out = torch.zeros_like(real)
+    out[:, 1:] = real[:, 1:] & real[:, :-1]
+    return out
+
+
 @dataclass
 class LossParts:
     loss_sum: Tensor
