@@ -310,6 +310,8 @@ def test_a_time_conditioned_model_is_refused_with_the_reason():
     train = TrainConfig(objective="bd3lm", block_size=4, seq_len=L, model_overrides=read)
     with pytest.raises(UserError, match="its own noise level"):
         spec.validate(train)
+    with pytest.raises(UserError, match="its own noise level"):  # not "add masked_fraction"
+        spec.validate(dataclasses.replace(train, model_overrides={"time_conditioning": True}))
     assert "its own noise level" in spec.mismatch(cfg, train)
     zero = dataclasses.replace(cfg, sigma_input="zero")
     spec.validate(dataclasses.replace(train, model_overrides={**read, "sigma_input": "zero"}))

@@ -216,14 +216,6 @@ class ObjectiveSpec:
             which = "objective" if len(owners) == 1 else "objectives"
             raise UserError(f"random_length_frac applies to {which} "
                             f"{', '.join(map(repr, owners))}, not {self.name!r}")
-        overrides = cfg.model_overrides
-        given = overrides.get("sigma_input", "given") == "given"
-        if overrides.get("time_conditioning") and given and not self.noise_level:
-            raise UserError(
-                f"--model-set time_conditioning=true: objective {self.name!r} passes the model "
-                "no noise level; add --model-set sigma_input=masked_fraction (the level read "
-                "off the canvas's [MASK] count) or leave time conditioning off"
-            )
         if self.blocks:
             if not cfg.block_size or cfg.block_size < 1:
                 raise UserError(
@@ -232,8 +224,16 @@ class ObjectiveSpec:
                 )
             if cfg.seq_len % cfg.block_size:
                 raise UserError(f"block_size={cfg.block_size} must divide seq_len={cfg.seq_len}")
-        if self.check is not None:
+        if self.check is not None:  # before the advice below, which this objective may refuse
             self.check(cfg)
+        overrides = cfg.model_overrides
+        given = overrides.get("sigma_input", "given") == "given"
+        if overrides.get("time_conditioning") and given and not self.noise_level:
+            raise UserError(
+                f"--model-set time_conditioning=true: objective {self.name!r} passes the model "
+                "no noise level; add --model-set sigma_input=masked_fraction (the level read "
+                "off the canvas's [MASK] count) or leave time conditioning off"
+            )
 
     def facts(self, cfg: TrainConfig) -> dict[str, Any]:
         """The ``ModelConfig`` fields this objective fixes: attention, and block_size if blocks."""
