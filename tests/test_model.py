@@ -203,3 +203,36 @@ def test_forward_equals_the_formulas_in_float64(attention, extra):
         torch.testing.assert_close(m(x), _reference_logits(m, x), rtol=0, atol=1e-12)
         got, want = m(x, attention_mask=am), _reference_logits(m, x, am)
     torch.testing.assert_close(got[am], want[am], rtol=0, atol=1e-12)
+
+
+def test_half_precision_norms_rope_and_loss_compute_in_float32():
+    """fp16 activations whose squares overflow fp16 (300² > 65504) still normalise: RMSNorm and
+    LayerNorm compute in float32, as do rotary embeddings, and the losses' cross-entropy; the
+    outputs keep the input's dtype."""
+    from unmask.model import LayerNorm, RMSNorm, apply_rope, rope_cache
+    from unmask.objectives import ObjectiveOptions, mdlm
+    from unmask.schedules import LinearSchedule
+
+    x = torch.full((2, 8), 300.0, dtype=torch.float16)
+    x[:, ::2] = -300.0
+    for norm in (RMSNorm(8, 1e-5), LayerNorm(8, 1e-5)):
+        y = norm.half()(x)
+        assert y.dtype == torch.float16 and torch.isfinite(y).all()
+        torch.testing.assert_close(y.float(), norm.float()(x.float()), rtol=1e-3, atol=1e-3)
+    cos, sin = rope_cache(5, 8, 10000.0, torch.device("cpu"))
+    assert cos.dtype == torch.float32
+    q = torch.randn(1, 2, 5, 8).half()
+    torch.testing.assert_close(apply_rope(q, cos, sin).float(), apply_rope(q.float(), cos, sin),
+                               rtol=1e-3, atol=1e-3)
+
+    class Half(torch.nn.Module):  # fp16 logits far apart: fp16 softmax sums would overflow
+        def forward(self, tokens, attention_mask=None):
+            out = torch.zeros(*tokens.shape, 48, dtype=torch.float16)
+            out[..., 5] = 60000.0
+            return out
+
+    cfg = model_preset("tiny", vocab_size=48)
+    x0 = torch.full((2, 8), 5)
+    parts = mdlm(Half(), cfg, x0, attention_mask=None, generator=torch.Generator(),
+                 options=ObjectiveOptions(schedule=LinearSchedule()), t=torch.full((2,), 0.9))
+    assert parts.loss_sum.dtype == torch.float32 and float(parts.loss_sum) == 0.0
