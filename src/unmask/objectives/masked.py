@@ -95,12 +95,12 @@ def mdlm(
 ) -> LossParts:
     """Masked-diffusion ELBO (Sahoo et al. 2024, eq. 10; Nie et al. 2025, eq. 3).
 
-    t ~ U(0, 1) per row, p_mask = (1 - eps)·t + eps, every non-pad token masked with
-    prob p_mask, cross-entropy on masked positions weighted by the schedule (1/p_mask),
-    summed and normalised by the number of non-pad tokens. Padding (``attention_mask``
-    False) is never masked and never counted; nor is, for a Dream-style model
-    (``config.logit_shift``), a token that no logits predict (position 0, or one after
-    padding: ``predicted``). Random draws happen on CPU from
+    t ~ U(0, 1) per row, p_mask = (1 - eps)·(1 - α(t)) + eps, every non-pad token masked with
+    prob p_mask, cross-entropy on masked positions weighted by the schedule's ELBO weight
+    -α'(t)/p_mask (1/p_mask for the linear one, LLaDA's), summed and normalised by the number
+    of non-pad tokens. Padding (``attention_mask`` False) is never masked and never counted;
+    nor is, for a Dream-style model (``config.logit_shift``), a token that no logits predict
+    (position 0, or one after padding: ``predicted``). Random draws happen on CPU from
     ``generator`` so a batch's noise is the same on every device. With
     ``options.empty_rate`` > 0 rows first get ``[EMPTY]`` runs (``insert_empty``, with
     ``config.empty_id``), which are then masked and predicted like any token. ``t`` (B,) and
@@ -159,9 +159,10 @@ def sft(
     ``x0`` (B, L) = prompt, response, EOS padding (``unmask.sft.SFTData``); ``prompt_mask``
     (B, L) marks the prompt, which is never masked. t ~ U(0, 1) per row, response tokens (the
     EOS padding included) masked with p_mask(t), cross-entropy on masked tokens weighted by the
-    schedule (1/p_mask) and divided by the row's answer length (response + EOS padding), as in
-    LLaDA's SFT guidelines. ``loss_sum`` is the sum over rows and ``n_tokens`` the number of
-    rows, so the training loop reports the mean per-row answer loss (nats per answer token).
+    schedule (-α'(t)/p_mask: 1/p_mask for the linear one) and divided by the row's answer
+    length (response + EOS padding), as in LLaDA's SFT guidelines. ``loss_sum`` is the sum
+    over rows and ``n_tokens`` the number of rows, so the training loop reports the mean
+    per-row answer loss (nats per answer token).
     """
     if config.attention != "bidirectional":
         raise UserError(
