@@ -12,7 +12,6 @@ from torch import Tensor
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
-from unmask.model import at_least_fp32
 from unmask.objectives.spec import (
     LossParts,
     MaskPredictor,
@@ -118,7 +117,7 @@ def ar(
     valid = torch.ones_like(targets, dtype=torch.bool)
     if attention_mask is not None:
         valid = attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
-    ce = F.cross_entropy(at_least_fp32(logits[:, :-1][valid]), targets[valid], reduction="none")
+    ce = F.cross_entropy(logits[:, :-1][valid].float(), targets[valid], reduction="none")
     return LossParts(loss_sum=ce.sum(), n_tokens=valid.sum())
 
 
