@@ -15,6 +15,7 @@ from unmask.objectives import (
     bd3lm_logits,
     get_objective,
     mdlm,
+    objective_spec,
 )
 from unmask.sampling.blocks import sample_blocks
 from unmask.schedules import LinearSchedule
@@ -289,3 +290,64 @@ def test_cli_generate_uses_block_sampler(tmp_path, capsys):
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["nfe"] > 0 and len(out["results"][0]["tokens"]) <= 8
+
+
+def test_a_time_conditioned_model_is_refused_with_the_reason():
+    """A model conditioned on one noise level per row cannot learn BD3-LM's per-block levels:
+    read off the canvas, the level of the ``[x_t ; x_0]`` pass was the masked share of both
+    halves (0.45 for a row 90% masked), which no sampling canvas shows. Refused by the loss,
+    before a fresh run (``--model-set``) and for an ``--init`` model; ``sigma_input=zero``
+    (conditioning off) still trains."""
+    read = {"time_conditioning": True, "sigma_input": "masked_fraction"}
+    cfg = model_preset("tiny", vocab_size=V, attention="block-causal", block_size=4, **read)
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    x0 = torch.randint(4, V, (2, L))
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(UserError, match="its own noise level.*sigma_input='masked_fraction'"):
+        bd3lm(model, cfg, x0, attention_mask=None, generator=gen, options=opts())
+    spec = objective_spec("bd3lm")
+    train = TrainConfig(objective="bd3lm", block_size=4, seq_len=L, model_overrides=read)
+    with pytest.raises(UserError, match="its own noise level"):
+        spec.validate(train)
+    with pytest.raises(UserError, match="its own noise level"):  # not "add masked_fraction"
+        spec.validate(dataclasses.replace(train, model_overrides={"time_conditioning": True}))
+    assert "its own noise level" in spec.mismatch(cfg, train)
+    zero = dataclasses.replace(cfg, sigma_input="zero")
+    spec.validate(dataclasses.replace(train, model_overrides={**read, "sigma_input": "zero"}))
+    assert spec.mismatch(zero, train) is None
+    parts = bd3lm(Transformer(zero), zero, x0, attention_mask=None, generator=gen, options=opts())
+    assert float(parts.loss_sum.detach()) > 0
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_loss_equals_a_block_by_block_loop(schedule):
+    """The whole loss against a plain loop: block b of row r, masked where the row's draws
+    fall below p_mask(t_rb), run alone after the clean blocks before it; the cross-entropy of
+    its masked tokens times the schedule's weight -α'(t)/p_mask(t), summed, over B·L tokens."""
+    from unmask.schedules import get_schedule
+
+    model, bs = tiny(block_size=4), 4
+    sched = get_schedule(schedule, eps=1e-3)
+    B, n = 2, L // bs
+    x0 = torch.randint(4, V, (B, L))
+    t = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.2, 0.95, 0.7, 0.6]], dtype=torch.float64)
+    parts = bd3lm(model, model.config, x0, attention_mask=None,
+                  generator=torch.Generator().manual_seed(7),
+                  options=ObjectiveOptions(schedule=sched), t=t)
+    u = torch.rand(x0.shape, generator=torch.Generator().manual_seed(7))  # the loss's draws
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for r in range(B):
+            for b in range(n):
+                tb = t[r, b]
+                p = (1 - 1e-3) * (1 - float(sched.alpha(tb))) + 1e-3
+                w = -float(sched.dalpha(tb)) / p
+                block = x0[r, b * bs:(b + 1) * bs]
+                hide = u[r, b * bs:(b + 1) * bs] < p
+                xt = torch.where(hide, model.config.mask_id, block)
+                seq = torch.cat([x0[r, :b * bs], xt])[None]
+                logp = torch.log_softmax(model(seq)[0, b * bs:], -1)  # (bs, V)
+                total -= w * logp[hide, block[hide]].sum()
+    assert int(parts.n_tokens) == B * L
+    torch.testing.assert_close(parts.loss_sum.detach().double(), total, rtol=1e-9, atol=1e-9)

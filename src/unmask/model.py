@@ -107,8 +107,15 @@ def row_chunks(mask: Tensor, starts: list[int]) -> RowChunks:
     return RowChunks(mask=mask, chunks=tuple(chunks))
 
 
+def at_least_fp32(x: Tensor) -> Tensor:
+    """``x`` in float32, or as it is when already wider (float64): the precision norms and
+    rotary embeddings compute in, so half-precision models keep them in float32 and a float64
+    model (the tests' exact comparisons) stays float64 throughout."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 class RMSNorm(nn.Module):
-    """Root-mean-square layer norm (Zhang & Sennrich 2019), computed in float32."""
+    """Root-mean-square layer norm (Zhang & Sennrich 2019), computed in float32 (or wider)."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -116,13 +123,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
+        xf = at_least_fp32(x)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.float()).type_as(x)
+        return (xf * self.weight.to(xf.dtype)).type_as(x)
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm with a weight and no bias (the DiT of MDLM/SEDD), computed in float32."""
+    """LayerNorm with a weight and no bias (the DiT of MDLM/SEDD), computed in float32 (or
+    wider)."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -130,8 +138,8 @@ class LayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = F.layer_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return (xf * self.weight.float()).type_as(x)
+        xf = F.layer_norm(at_least_fp32(x), (x.shape[-1],), eps=self.eps)
+        return (xf * self.weight.to(xf.dtype)).type_as(x)
 
 
 def make_norm(cfg: ModelConfig) -> nn.Module:
@@ -144,13 +152,17 @@ def make_norm(cfg: ModelConfig) -> nn.Module:
 
 
 def rope_cache(
-    seq_len: int, head_dim: int, theta: float, device: torch.device
+    seq_len: int,
+    head_dim: int,
+    theta: float,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
-    """cos/sin tables of rotary embeddings (Su et al. 2021), half-split layout as in Llama/HF."""
-    inv_freq = 1.0 / (
-        theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    )
-    t = torch.arange(seq_len, device=device, dtype=torch.float32)
+    """cos/sin tables of rotary embeddings (Su et al. 2021), half-split layout as in Llama/HF,
+    computed in ``dtype``: float32 as HF computes them, float64 for a float64 model."""
+    dims = torch.arange(0, head_dim, 2, device=device, dtype=dtype)  # (hd/2,)
+    inv_freq = 1.0 / (theta ** (dims / head_dim))
+    t = torch.arange(seq_len, device=device, dtype=dtype)
     freqs = torch.outer(t, inv_freq)  # (L, hd/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (L, hd)
     return emb.cos(), emb.sin()
@@ -164,7 +176,7 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
         return torch.cat([apply_rope(x[..., :rd], cos, sin), x[..., rd:]], dim=-1)
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
-    return (x.float() * cos + rotated.float() * sin).type_as(x)
+    return (at_least_fp32(x) * cos + at_least_fp32(rotated) * sin).type_as(x)
 
 
 @dataclass
@@ -477,10 +489,15 @@ class Transformer(nn.Module):
         return end
 
     def _rope_tables(self, L: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        if self._rope is None or self._rope[0].shape[0] < L or self._rope[0].device != device:
+        """cos/sin (L, rd) of positions 0..L-1: float32, float64 for a float64 model."""
+        dtype = torch.float64 if self.embed.weight.dtype == torch.float64 else torch.float32
+        rope = self._rope
+        if rope is None or rope[0].shape[0] < L or rope[0].device != device or (
+            rope[0].dtype != dtype
+        ):
             n = max(L, self.config.max_seq_len)
             rd = self.config.rotary_dim or self.config.head_dim
-            self._rope = rope_cache(n, rd, self.config.rope_theta, device)
+            self._rope = rope_cache(n, rd, self.config.rope_theta, device, dtype)
         cos, sin = self._rope
         return cos[:L], sin[:L]
 

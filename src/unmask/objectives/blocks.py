@@ -10,8 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from unmask.config import ModelConfig
+from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.model import at_least_fp32
 from unmask.objectives.spec import (
     LossParts,
     MaskPredictor,
@@ -78,13 +79,18 @@ def bd3lm(
     given. The model must be ``block-causal`` (how it samples); with one block spanning the
     sequence this is exactly ``mdlm``, with ``block_size`` 1 every masked token is predicted
     from the clean tokens before it (next-token prediction). Padded batches are not supported.
-    BD3-LM's clipped "data-driven" noise schedules are not implemented.
+    BD3-LM's clipped "data-driven" noise schedules are not implemented, nor is a model
+    conditioned on the noise level (``time_conditioning`` other than ``sigma_input='zero'``:
+    refused, ``time_conditioning_problem``).
     """
     if config.attention != "block-causal" or not config.block_size:
         raise UserError(
             "objective 'bd3lm' needs attention='block-causal' with block_size, "
             f"not {config.attention!r}"
         )
+    why = time_conditioning_problem(config)
+    if why is not None:
+        raise UserError(why)
     if attention_mask is not None:
         raise UserError("objective 'bd3lm' does not support padded batches (attention_mask)")
     B, L = x0.shape
@@ -103,8 +109,43 @@ def bd3lm(
     xt = torch.where(masked, torch.full_like(x0, config.mask_id), x0)
     logits = bd3lm_logits(model, xt, x0, block_size=bs)  # (B, L, V)
     w = options.schedule.weight(t_pos).to(x0.device)[masked]  # (M,)
-    ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
+    ce = F.cross_entropy(at_least_fp32(logits[masked]), x0[masked], reduction="none")  # (M,)
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B * L, device=x0.device))
+
+
+def time_conditioning_problem(config: ModelConfig) -> str | None:
+    """Why ``bd3lm`` cannot train a model with ``config``'s time conditioning, or None.
+
+    Every block has its own noise level t_b, but the model's conditioning is one level per row:
+    read off the canvas (``sigma_input='masked_fraction'``) in the ``[x_t ; x_0]`` pass it is
+    the masked share of both halves (half of x_t's, the clean half holding no mask), which
+    sampling, on one canvas, never shows it; no per-row ``sigma`` the loss could pass is
+    right either. A ``zero`` level (conditioning off, as MDLM's released checkpoints) is fine.
+    """
+    return _time_problem(bool(config.time_conditioning), config.sigma_input)
+
+
+def _time_problem(time_conditioning: bool, sigma_input: str) -> str | None:
+    if time_conditioning and sigma_input != "zero":
+        return (
+            "objective 'bd3lm' gives every block its own noise level, which a time-conditioned "
+            f"model's one level per row (sigma_input={sigma_input!r}) cannot carry; "
+            "leave time conditioning off (or --model-set sigma_input=zero)"
+        )
+    return None
+
+
+def _check_bd3lm(cfg: TrainConfig) -> None:
+    overrides = cfg.model_overrides
+    why = _time_problem(
+        bool(overrides.get("time_conditioning")), overrides.get("sigma_input", "given")
+    )
+    if why is not None:
+        raise UserError(why)
+
+
+def _needs_untimed(model: ModelConfig, cfg: TrainConfig) -> str | None:
+    return time_conditioning_problem(model)
 
 
 register_objective(
@@ -115,8 +156,10 @@ register_objective(
         decoder="bd3lm",
         blocks=True,
         options=("block_size", "schedule", "eps"),
+        check=_check_bd3lm,
+        needs=_needs_untimed,
         summary="block diffusion NELBO (BD3-LM)",
     )
 )
 
-__all__ = ["bd3lm", "bd3lm_attention_bias", "bd3lm_logits"]
+__all__ = ["bd3lm", "bd3lm_attention_bias", "bd3lm_logits", "time_conditioning_problem"]

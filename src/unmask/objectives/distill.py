@@ -28,6 +28,7 @@ from torch import Tensor
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.model import at_least_fp32
 from unmask.objectives.blocks import bd3lm_logits
 from unmask.objectives.spec import (
     LossParts,
@@ -342,7 +343,7 @@ def distill(
         logits = bd3lm_logits(model, xt, x0, block_size=unit)  # (B, L, V)
     else:
         logits = unshift(model(xt, visible), config)  # (B, L, V); cut-off keys: no one sees them
-    z = logits[masked].float()  # (M, V)
+    z = at_least_fp32(logits[masked])  # (M, V)
     target = x0[masked]  # (M,)
     ce = F.cross_entropy(z, target, reduction="none")  # (M,)
     logp_t = F.log_softmax(z / options.distill_temperature, dim=-1)  # (M, V)

@@ -13,11 +13,13 @@ from torch import Tensor
 
 from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
+from unmask.model import at_least_fp32
 from unmask.objectives.spec import (
     LossParts,
     MaskPredictor,
     ObjectiveOptions,
     ObjectiveSpec,
+    predicted,
     register_objective,
     unshift,
 )
@@ -93,10 +95,12 @@ def mdlm(
 ) -> LossParts:
     """Masked-diffusion ELBO (Sahoo et al. 2024, eq. 10; Nie et al. 2025, eq. 3).
 
-    t ~ U(0, 1) per row, p_mask = (1 - eps)·t + eps, every non-pad token masked with
-    prob p_mask, cross-entropy on masked positions weighted by the schedule (1/p_mask),
-    summed and normalised by the number of non-pad tokens. Padding (``attention_mask``
-    False) is never masked and never counted. Random draws happen on CPU from
+    t ~ U(0, 1) per row, p_mask = (1 - eps)·(1 - α(t)) + eps, every non-pad token masked with
+    prob p_mask, cross-entropy on masked positions weighted by the schedule's ELBO weight
+    -α'(t)/p_mask (1/p_mask for the linear one, LLaDA's), summed and normalised by the number
+    of non-pad tokens. Padding (``attention_mask`` False) is never masked and never counted;
+    nor is, for a Dream-style model (``config.logit_shift``), a token that no logits predict
+    (position 0, or one after padding: ``predicted``). Random draws happen on CPU from
     ``generator`` so a batch's noise is the same on every device. With
     ``options.empty_rate`` > 0 rows first get ``[EMPTY]`` runs (``insert_empty``, with
     ``config.empty_id``), which are then masked and predicted like any token. ``t`` (B,) and
@@ -124,13 +128,14 @@ def mdlm(
     if t is None:
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
     p_mask = options.schedule.p_mask(t)  # (B,)
-    valid = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    real = attention_mask if attention_mask is not None else torch.ones_like(x0, dtype=torch.bool)
+    valid = predicted(real, config)  # (B, L): a Dream-style model predicts no position 0
     xt, masked = options.schedule.mask(
         x0, p_mask, mask_id=config.mask_id, generator=generator, maskable=valid, u=u
     )
     logits = unshift(model(xt, attention_mask=attention_mask), config)  # (B, L, V)
     w = options.schedule.weight(t).to(x0.device)[:, None].expand_as(masked)[masked]  # (M,)
-    ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
+    ce = F.cross_entropy(at_least_fp32(logits[masked]), x0[masked], reduction="none")  # (M,)
     terms = None
     if keep_terms:
         terms = torch.zeros(masked.shape, dtype=ce.dtype, device=ce.device)
@@ -154,9 +159,10 @@ def sft(
     ``x0`` (B, L) = prompt, response, EOS padding (``unmask.sft.SFTData``); ``prompt_mask``
     (B, L) marks the prompt, which is never masked. t ~ U(0, 1) per row, response tokens (the
     EOS padding included) masked with p_mask(t), cross-entropy on masked tokens weighted by the
-    schedule (1/p_mask) and divided by the row's answer length (response + EOS padding), as in
-    LLaDA's SFT guidelines. ``loss_sum`` is the sum over rows and ``n_tokens`` the number of
-    rows, so the training loop reports the mean per-row answer loss (nats per answer token).
+    schedule (-α'(t)/p_mask: 1/p_mask for the linear one) and divided by the row's answer
+    length (response + EOS padding), as in LLaDA's SFT guidelines. ``loss_sum`` is the sum
+    over rows and ``n_tokens`` the number of rows, so the training loop reports the mean
+    per-row answer loss (nats per answer token).
     """
     if config.attention != "bidirectional":
         raise UserError(
@@ -165,9 +171,10 @@ def sft(
     if prompt_mask is None:
         raise UserError("objective 'sft' needs prompt_mask (SFT data from unmask.sft.SFTData)")
     B = x0.shape[0]
-    answer = ~prompt_mask.bool()  # (B, L)
+    real = torch.ones_like(x0, dtype=torch.bool)
     if attention_mask is not None:
-        answer &= attention_mask.bool()
+        real = attention_mask.bool()
+    answer = ~prompt_mask.bool() & predicted(real, config)  # (B, L)
     answer_len = answer.sum(dim=1).clamp_min(1)  # (B,)
     if t is None:
         t = options.schedule.sample_t(B, generator, antithetic=options.antithetic)
@@ -178,7 +185,7 @@ def sft(
     logits = unshift(model(xt, attention_mask=attention_mask), config)  # (B, L, V)
     w_row = options.schedule.weight(t).to(x0.device)[:, None] / answer_len[:, None]  # (B, 1)
     w = w_row.expand_as(masked)[masked]  # (M,)
-    ce = F.cross_entropy(logits[masked].float(), x0[masked], reduction="none")  # (M,)
+    ce = F.cross_entropy(at_least_fp32(logits[masked]), x0[masked], reduction="none")  # (M,)
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B, device=x0.device))
 
 

@@ -56,6 +56,19 @@ def unshift(logits: Tensor, config: ModelConfig) -> Tensor:
     return torch.cat([logits[:, :1], logits[:, :-1]], dim=1)
 
 
+def predicted(real: Tensor, config: ModelConfig) -> Tensor:
+    """The positions (B, L) whose token the ``unshift``-ed logits predict, of the ``real`` (B, L)
+    bool ones: all of them, or for a Dream-style model (``config.logit_shift``) those whose
+    left neighbour is real too, since its logits at i - 1 predict token i. Position 0 then has
+    no prediction (its kept logits are trained to predict token 1): masked, it taught those
+    logits two tokens at once and added a loss no model could lower to the bound."""
+    if not getattr(config, "logit_shift", False):
+        return real
+    out = torch.zeros_like(real)
+    out[:, 1:] = real[:, 1:] & real[:, :-1]
+    return out
+
+
 @dataclass
 class LossParts:
     loss_sum: Tensor
@@ -203,14 +216,6 @@ class ObjectiveSpec:
             which = "objective" if len(owners) == 1 else "objectives"
             raise UserError(f"random_length_frac applies to {which} "
                             f"{', '.join(map(repr, owners))}, not {self.name!r}")
-        overrides = cfg.model_overrides
-        given = overrides.get("sigma_input", "given") == "given"
-        if overrides.get("time_conditioning") and given and not self.noise_level:
-            raise UserError(
-                f"--model-set time_conditioning=true: objective {self.name!r} passes the model "
-                "no noise level; add --model-set sigma_input=masked_fraction (the level read "
-                "off the canvas's [MASK] count) or leave time conditioning off"
-            )
         if self.blocks:
             if not cfg.block_size or cfg.block_size < 1:
                 raise UserError(
@@ -219,8 +224,16 @@ class ObjectiveSpec:
                 )
             if cfg.seq_len % cfg.block_size:
                 raise UserError(f"block_size={cfg.block_size} must divide seq_len={cfg.seq_len}")
-        if self.check is not None:
+        if self.check is not None:  # before the advice below, which this objective may refuse
             self.check(cfg)
+        overrides = cfg.model_overrides
+        given = overrides.get("sigma_input", "given") == "given"
+        if overrides.get("time_conditioning") and given and not self.noise_level:
+            raise UserError(
+                f"--model-set time_conditioning=true: objective {self.name!r} passes the model "
+                "no noise level; add --model-set sigma_input=masked_fraction (the level read "
+                "off the canvas's [MASK] count) or leave time conditioning off"
+            )
 
     def facts(self, cfg: TrainConfig) -> dict[str, Any]:
         """The ``ModelConfig`` fields this objective fixes: attention, and block_size if blocks."""
