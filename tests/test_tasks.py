@@ -1,5 +1,7 @@
 """Planning and reversal tasks (``unmask.tasks``): generators, checkers, files, scoring."""
 
+import functools
+import itertools
 import json
 import random
 
@@ -340,3 +342,142 @@ def test_solve_counts_match_a_hand_count(tiny_run, tmp_path):
         assert score.by_group == {"reversal": [3, 6], "reversal/forward": [2, 3],
                                   "reversal/reverse": [1, 3]}, batch  # fmt: skip
         assert score.rate == 0.5
+
+
+@functools.cache
+def _all_grids_by_brute_force(n: int) -> tuple[tuple[int, ...], ...]:
+    """Every valid n x n grid: rows drawn from all permutations, each kept when no column
+    or box repeats a digit (nothing shared with ``unmask.tasks.sudoku``)."""
+    b = int(n**0.5)
+    perms = list(itertools.permutations(range(1, n + 1)))
+    grids: list[tuple[int, ...]] = []
+
+    def extend(rows: list[tuple[int, ...]]) -> None:
+        if len(rows) == n:
+            grids.append(tuple(v for row in rows for v in row))
+            return
+        r = len(rows)
+        band = rows[r - r % b :]
+        for p in perms:
+            if any(p[c] == row[c] for row in rows for c in range(n)):
+                continue
+            if any(p[c] in {row[k] for row in band for k in range(c - c % b, c - c % b + b)}
+                   for c in range(n)):  # fmt: skip
+                continue
+            extend([*rows, p])
+
+    extend([])
+    return tuple(grids)
+
+
+def _exact_cover_solutions(puzzle: list[int], limit: int) -> list[list[int]]:
+    """Completions of a 9x9 puzzle by Knuth's Algorithm X on the exact-cover constraints
+    (cell, row-digit, column-digit, box-digit), up to ``limit``: an independent solver."""
+    n, b = 9, 3
+    choices = {
+        (r, c, d): [("cell", r, c), ("row", r, d), ("col", c, d), ("box", r // b * b + c // b, d)]
+        for r in range(n) for c in range(n) for d in range(1, n + 1)
+    }
+    cols: dict[tuple, set] = {}
+    for k, cons in choices.items():
+        for con in cons:
+            cols.setdefault(con, set()).add(k)
+
+    def select(k):
+        removed = []
+        for con in choices[k]:
+            for other in cols[con]:
+                for c2 in choices[other]:
+                    if c2 != con:
+                        cols[c2].discard(other)
+            removed.append(cols.pop(con))
+        return removed
+
+    def deselect(k, removed):
+        for con in reversed(choices[k]):
+            cols[con] = removed.pop()
+            for other in cols[con]:
+                for c2 in choices[other]:
+                    if c2 != con:
+                        cols[c2].add(other)
+
+    chosen = []
+    for i, v in enumerate(puzzle):
+        if v:
+            k = (i // n, i % n, v)
+            if any(con not in cols for con in choices[k]):
+                return []
+            chosen.append(k)
+            select(k)
+    found: list[list[int]] = []
+
+    def search():
+        if not cols:
+            grid = [0] * 81
+            for r, c, d in chosen:
+                grid[r * n + c] = d
+            found.append(grid)
+            return
+        con = min(cols, key=lambda x: len(cols[x]))
+        for k in list(cols[con]):
+            chosen.append(k)
+            removed = select(k)
+            search()
+            deselect(k, removed)
+            chosen.pop()
+            if len(found) >= limit:
+                return
+
+    search()
+    return found
+
+
+def test_generated_4x4_puzzles_are_unique_and_minimal_by_brute_force():
+    """Checked against all 288 grids enumerated independently: each eval item's puzzle has
+    exactly one completion, the item's answer, and loses uniqueness without any clue."""
+    grids = _all_grids_by_brute_force(4)
+    assert len(grids) == 288
+
+    def completions(puzzle):
+        return [g for g in grids if all(p in (0, v) for p, v in zip(puzzle, g, strict=True))]
+
+    train, evals = TASKS["sudoku4"].make(random.Random(7), 10, 20)
+    for item in train + evals:
+        puzzle = sudoku.from_text(item.meta["puzzle"])
+        assert item.prompt == item.meta["puzzle"] + "="
+        assert [sudoku.to_text(g) for g in completions(puzzle)] == [item.answer]
+        for i, v in enumerate(puzzle):
+            if v:
+                assert len(completions(puzzle[:i] + [0] + puzzle[i + 1 :])) > 1
+
+
+def test_generated_9x9_puzzles_are_unique_by_an_independent_solver():
+    train, evals = TASKS["sudoku9"].make(random.Random(8), 1, 2)
+    for item in train + evals:
+        puzzle = sudoku.from_text(item.meta["puzzle"])
+        found = _exact_cover_solutions(puzzle, 2)
+        assert [sudoku.to_text(g) for g in found] == [item.answer]
+        assert check_item(item, item.answer)
+    # the independent solver does find two completions where there are two
+    assert len(_exact_cover_solutions([0] * 81, 2)) == 2
+
+
+def test_random_grids_reach_every_4x4_grid_and_no_single_9x9_family():
+    """The shuffled pattern grid reached 96 of the 288 4x4 grids, and at 9x9 only grids
+    whose three rows in a band split into the same three digit sets box by box."""
+    rng = random.Random(0)
+    assert {tuple(sudoku.random_grid(4, rng)) for _ in range(5000)} == set(
+        _all_grids_by_brute_force(4)
+    )
+
+    def pattern_like(g):
+        for band in range(3):
+            rows = [g[(3 * band + r) * 9 : (3 * band + r + 1) * 9] for r in range(3)]
+            sets = [{frozenset(row[3 * k : 3 * k + 3]) for k in range(3)} for row in rows]
+            if not sets[0] == sets[1] == sets[2]:
+                return False
+        return True
+
+    grids = [sudoku.random_grid(9, rng) for _ in range(20)]
+    assert all(sudoku.is_solution(g, [0] * 81) for g in grids)
+    assert sum(pattern_like(g) for g in grids) < 5
