@@ -481,3 +481,22 @@ def test_random_grids_reach_every_4x4_grid_and_no_single_9x9_family():
     grids = [sudoku.random_grid(9, rng) for _ in range(20)]
     assert all(sudoku.is_solution(g, [0] * 81) for g in grids)
     assert sum(pattern_like(g) for g in grids) < 5
+
+
+def test_countdown_eval_instances_are_not_training_ones_in_another_order():
+    """Prompts were kept distinct, so "3,4,5>17:" could be held out with "4,3,5>17:" in
+    training (seed 0: one of 200 held-out countdown3 instances)."""
+    train, evals = TASKS["countdown3"].make(random.Random(0), 10000, 200)
+
+    def key(i):
+        return tuple(sorted(i.meta["numbers"])), i.meta["target"]
+
+    seen = {key(i) for i in train}
+    assert len(seen) == len(train) and not [i.prompt for i in evals if key(i) in seen]
+
+
+def test_countdown_check_refuses_numbers_past_int_digit_limit():
+    """A model that never stops can write more digits than int() reads: a wrong answer,
+    not a ValueError in the middle of scoring."""
+    assert not countdown.check_steps("1" * 5000 + "+1=2", [1, 1], 2)
+    assert countdown.parse_steps("3+4=" + "7" * 4400) is None

@@ -9,8 +9,9 @@ Each task writes what ``unmask prepare`` / ``unmask train`` read and what ``unma
   answer given the prompt (``unmask train --objective sft --chat-template`` ``SFT_TEMPLATE``:
   the prompt never masked, Ye et al. 2024's setting for the planning tasks);
 - ``eval.jsonl``: held-out items ``{"task", "prompt", "answer", ...}``, each checked by its
-  task's ``check``: no sudoku or countdown prompt occurs in ``train.txt``; of reversal's, the
-  forward ones are facts it states (memory), the reverse ones never (the reversal);
+  task's ``check``: no sudoku puzzle or countdown instance (its numbers in any order, its
+  target) occurs in ``train.txt``; of reversal's, the forward ones are facts it states
+  (memory), the reverse ones never (the reversal);
 - ``task.json``: the task, its options and the counts.
 
 Tasks (``TASKS``): ``sudoku4`` and ``sudoku9`` (unique solutions, proved by the solver in
@@ -120,14 +121,15 @@ def _check_sudoku(item: Item, output: str) -> bool:
 
 def _make_countdown(k: int, name: str) -> Callable[..., tuple[list[Item], list[Item]]]:
     def make(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[Item], list[Item]]:
-        seen: set[str] = set()
+        seen: set[tuple[tuple[int, ...], int]] = set()
         items: list[Item] = []
         while len(items) < n_train + n_eval:
             numbers, target, steps = countdown.make_instance(k, rng)
             prompt = f"{','.join(map(str, numbers))}>{target}:"
-            if prompt in seen:
+            key = (tuple(sorted(numbers)), target)  # the numbers in another order: the same
+            if key in seen:  # instance, and the same solutions, as a training line's
                 continue
-            seen.add(prompt)
+            seen.add(key)
             items.append(
                 Item(name, prompt, ",".join(steps), {"numbers": numbers, "target": target})
             )
