@@ -500,3 +500,37 @@ def test_countdown_check_refuses_numbers_past_int_digit_limit():
     not a ValueError in the middle of scoring."""
     assert not countdown.check_steps("1" * 5000 + "+1=2", [1, 1], 2)
     assert countdown.parse_steps("3+4=" + "7" * 4400) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "meta"),
+    [
+        ("", {"puzzle": "1200340000000000"}),  # was read: gen_length 1, every output cut
+        ("1234123412341234", {"puzzle": "1200340000000000"}),  # not a solution
+        ("", {"numbers": [3, 4, 5], "target": 17}),
+        ("3*4=12,12+5=18", {"numbers": [3, 4, 5], "target": 17}),
+        ("Kato Mira", {"direction": "reverse"}),  # a first word never equals it
+    ],
+)
+def test_items_whose_answer_their_checker_refuses_are_one_line_errors(tmp_path, answer, meta):
+    """The reference answer sets the room decoded: an empty one left one token for every
+    output, and a wrong one scored a set that no model could solve."""
+    task = ("sudoku4" if "puzzle" in meta else "countdown3" if "numbers" in meta
+            else "reversal")  # fmt: skip
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text(json.dumps({"task": task, "prompt": "x", "answer": answer, "meta": meta}) + "\n")
+    with pytest.raises(UserError, match=rf"eval.jsonl:1: its answer .* not one the {task} chec"):
+        read_items(bad)
+
+
+def test_task_files_not_utf8_are_one_line_errors(tmp_path):
+    line = '{"task": "reversal", "prompt": "Kato\'s child is ", "answer": "Mira"}\n'
+    bad = tmp_path / "eval.jsonl"
+    bad.write_bytes(line.encode("utf-16"))
+    with pytest.raises(UserError, match=r"eval.jsonl: UTF-16 text: convert it to UTF-8"):
+        read_items(bad)
+    bad.write_bytes(line.encode("latin-1").replace(b"Mira", b"M\xefra"))
+    with pytest.raises(UserError, match=r"eval.jsonl: not UTF-8 text \(byte 0xef"):
+        read_items(bad)
+    bad.write_bytes(b"\xef\xbb\xbf" + line.encode())  # a UTF-8 byte-order mark (Notepad)
+    assert read_items(bad)[0].answer == "Mira"

@@ -286,14 +286,19 @@ class _BadItem(Exception):
 
 def read_items(path: str | Path) -> list[Item]:
     """The items of an ``eval.jsonl`` (or of the ``eval.jsonl`` in folder ``path``); a line
-    that does not parse, or names an unknown task, is a ``UserError`` naming it."""
+    that does not parse, names an unknown task, or whose reference answer its task's checker
+    refuses (the answer's length sets the room decoded) is a ``UserError`` naming it; a file
+    that is not UTF-8 text is one too (``unmask.files.read_user_text``)."""
     p = Path(path)
     if p.is_dir():
         p = p / "eval.jsonl"
     if not p.is_file():
         raise UserError(f"{path}: no such task file (an eval.jsonl from `python -m unmask.tasks`)")
+    from unmask.files import read_user_text
+
+    text = read_user_text(p, "task file").removeprefix("\ufeff")  # UTF-16, binary: one line
     items: list[Item] = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -315,6 +320,11 @@ def read_items(path: str | Path) -> list[Item]:
         problem = _meta_problem(item)
         if problem:
             raise UserError(f"{p}:{n}: {item.task} item's meta {problem}")
+        if not check_item(item, item.answer):  # the room decoded is the answer's length:
+            raise UserError(  # an empty or wrong one cut every output, or scored nothing
+                f"{p}:{n}: its answer {item.answer!r} is not one the {item.task} checker "
+                "accepts (the reference answer must solve the item)"
+            )
         items.append(item)
     if not items:
         raise UserError(f"{p}: no items")
