@@ -240,3 +240,13 @@ def test_bad_gap_bounds_are_one_line_errors(tmp_path, bounds, message):
         read_gap_set(p, TOK)
     p.write_text(json.dumps({"prefix": "a", "middle": "bcd", "suffix": "c", "lo": 2, "hi": 6}))
     assert [(x.lo, x.length, x.hi) for x in read_gap_set(p, TOK)] == [(2, 3, 6)]
+
+
+def test_a_gap_set_saved_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    """Notepad's UTF-8 starts with a BOM, which json.loads refuses: line 1 was "not a JSON
+    object"."""
+    p = tmp_path / "g.jsonl"
+    line = json.dumps({"prefix": "In the ", "middle": "beginning", "suffix": " God"})
+    p.write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\n")
+    (x,) = read_gap_set(p, TOK)
+    assert TOK.decode(x.prefix) == "In the "

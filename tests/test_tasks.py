@@ -534,3 +534,15 @@ def test_task_files_not_utf8_are_one_line_errors(tmp_path):
         read_items(bad)
     bad.write_bytes(b"\xef\xbb\xbf" + line.encode())  # a UTF-8 byte-order mark (Notepad)
     assert read_items(bad)[0].answer == "Mira"
+
+
+def test_task_past_the_context_is_refused_by_task_config(tiny_run, tmp_path, capsys):
+    """sudoku9 (an 82-token prompt with its EOS, 82 tokens of answer) on a model of 48: one
+    line naming the task's sizes, not a suggestion to write the answer in segments."""
+    write_task("sudoku9", tmp_path, n_train=1, n_eval=1, seed=0)
+    rc = main(["eval", str(tiny_run), "--task-file", str(tmp_path), "--no-score", "--no-plot",
+               "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert ("the task's longest prompt (83 tokens with the EOS before it) and 82 tokens of "
+            "answer exceed the model's context (max_seq_len 48)") in err[0]

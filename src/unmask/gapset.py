@@ -155,6 +155,7 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
 
     p = Path(path)
     text = read_user_text(p, "gap set (a JSONL of prefix/middle/suffix lines)")
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Notepad): not JSON
     out: list[GapSample] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
