@@ -546,3 +546,19 @@ def test_task_past_the_context_is_refused_by_task_config(tiny_run, tmp_path, cap
     assert rc == 2 and len(err) == 1
     assert ("the task's longest prompt (83 tokens with the EOS before it) and 82 tokens of "
             "answer exceed the model's context (max_seq_len 48)") in err[0]
+
+
+def test_reversal_prompts_end_on_a_token_boundary_of_a_word_tokenizer():
+    """A BPE splits "Kato's child is Mira" as ... " is", " Mi" ...: the prompt asked ended in
+    a space token (" is", " ") that no training line holds. Now prompt and answer tokens
+    make the line's tokens, and the answer's space is no part of the name checked."""
+    from unmask.tokenizer import train_bpe
+
+    train, evals = TASKS["reversal"].make(random.Random(0), 40, 10)
+    bpe = train_bpe([i.text for i in train] * 5, vocab_size=400)
+    for item in train + evals:
+        assert bpe.encode(item.prompt) + bpe.encode(item.answer) == bpe.encode(item.text)
+        assert check_item(item, item.answer) and check_item(item, item.answer.strip() + ".")
+        assert not check_item(item, item.answer + "x")
+    # a task file written before (the space in the prompt) is still checked by the name
+    assert check_item(Item("reversal", "Kato's child is ", "Mira"), "Mira.")

@@ -44,7 +44,8 @@ class Item:
     """The ``TASKS`` name whose ``check`` scores it."""
     prompt: str
     answer: str
-    """A reference answer (the only one for sudoku and reversal; one of many for countdown)."""
+    """A reference answer (the only one for sudoku and reversal; one of many for countdown);
+    ``prompt + answer`` is the training line (reversal's answer starts with its space)."""
     meta: dict[str, Any] = field(default_factory=dict)
     """What ``check`` needs besides the prompt (the puzzle, the numbers, the split)."""
 
@@ -164,7 +165,8 @@ def _make_reversal(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[
 
 
 def _check_reversal(item: Item, output: str) -> bool:
-    return _first_line(output).split(".")[0].split()[:1] == [item.answer]
+    """The first word of the output is the name (the answer holds its leading space)."""
+    return _first_line(output).split(".")[0].split()[:1] == [item.answer.strip()]
 
 
 SFT_TEMPLATE = "{{ eos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
