@@ -562,3 +562,17 @@ def test_reversal_prompts_end_on_a_token_boundary_of_a_word_tokenizer():
         assert not check_item(item, item.answer + "x")
     # a task file written before (the space in the prompt) is still checked by the name
     assert check_item(Item("reversal", "Kato's child is ", "Mira"), "Mira.")
+
+
+def test_reversal_training_lines_are_shuffled():
+    """A pair's two lines were adjacent (a training window read the reverse line's name off
+    the line before) and the forward-only facts were the file's last lines."""
+    train, evals = TASKS["reversal"].make(random.Random(0), 200, 50)
+    lines = [i.text for i in train]
+    adjacent = sum(
+        a.split("'")[0] == b.rsplit(" ", 1)[1] for a, b in zip(lines, lines[1:], strict=False)
+    )
+    assert adjacent < 20  # 200 in the order made
+    forward_only = {i.text for i in evals if i.meta["direction"] == "forward"}
+    assert forward_only <= set(lines) and not forward_only >= set(lines[-50:])
+    assert sum(line in forward_only for line in lines[:125]) > 5

@@ -147,8 +147,9 @@ def _check_countdown(item: Item, output: str) -> bool:
 
 
 def _make_reversal(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[Item], list[Item]]:
-    """``n_train`` pairs seen both ways and ``n_eval`` pairs seen forward only; the eval
-    items ask each forward-only pair both ways (2 * ``n_eval`` items)."""
+    """``n_train`` pairs seen both ways and ``n_eval`` pairs seen forward only, the training
+    lines shuffled; the eval items ask each forward-only pair both ways (2 * ``n_eval``
+    items)."""
     names = reversal.make_names(2 * (n_train + n_eval), rng)
     pairs = list(zip(names[0::2], names[1::2], strict=True))
     train: list[Item] = []
@@ -161,6 +162,11 @@ def _make_reversal(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[
         else:
             train.append(forward)  # the fact, stated one way only
             evals += [forward, backward]
+    # in the order made, a pair's two lines stood side by side (a window of the token stream
+    # trained the reverse line by copying the name from the line before, not from memory)
+    # and the forward-only facts formed the file's tail (one validation block could take
+    # them all out of training)
+    rng.shuffle(train)
     return train, evals
 
 
