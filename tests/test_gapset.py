@@ -250,3 +250,12 @@ def test_a_gap_set_saved_with_a_utf8_byte_order_mark_is_read(tmp_path):
     p.write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\n")
     (x,) = read_gap_set(p, TOK)
     assert TOK.decode(x.prefix) == "In the "
+
+
+def test_a_window_longer_than_the_split_block_is_refused(val):
+    """Such windows were drawn anywhere in the split, silently: across the blocks that
+    ``prepare`` deals to training and validation."""
+    with pytest.raises(UserError, match=r"a window of 40 tokens is longer than the split's "
+                                        r"blocks \(16 tokens\)"):
+        make_gap_set(val, TOK, window=40, spans=(1,), n=2, seed=0, block=16)
+    assert len(make_gap_set(val, TOK, window=16, spans=(1,), n=2, seed=0, block=16)[1]) == 2

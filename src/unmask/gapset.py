@@ -82,12 +82,19 @@ def make_gap_set(
     tokens and a span of that size at least one token from either edge, holding no special
     token and well-formed UTF-8 (a gap cannot hold half a character). With ``block`` (the
     split's block size, ``unmask.data.SPLIT_BLOCK``) a window lies inside one block, so it
-    never joins text from two sides of a train/validation cut. Deterministic in ``seed``."""
+    never joins text from two sides of a train/validation cut (a longer window is a
+    ``UserError``). Deterministic in ``seed``."""
     if val.n_tokens < window:
         raise UserError(
             f"the validation split has {val.n_tokens} tokens, fewer than a window of {window}"
         )
-    n_blocks = val.n_tokens // block if block and window <= block else 0
+    if block and window > block:  # was drawn across blocks, silently
+        raise UserError(
+            f"a window of {window} tokens is longer than the split's blocks ({block} tokens): "
+            "it would join two validation blocks that training text separated in the corpus; "
+            f"use a window of at most {block}"
+        )
+    n_blocks = val.n_tokens // block if block else 0
     out: dict[int, list[GapSample]] = {}
     for s in spans:
         if window < s + 2:
