@@ -189,3 +189,73 @@ def test_a_fim_gap_over_the_context_counts_the_sentinels_and_is_refused_first():
     assert str(e.value).startswith("gap 2 of the set has 33 tokens (prefix, suffix, FIM "
                                    "sentinels and middle), more than the model's context")
     assert infill_exact_match(model, TOK, [fits]).n == 1
+
+
+@pytest.mark.parametrize(
+    ("ids", "extra", "message"),
+    [
+        # ids past the vocabulary failed in the embedding after the gaps before were filled
+        ({"prefix": [99999], "middle": [102], "suffix": [103]}, {},
+         r"g.jsonl:1: ids.prefix holds 99999, outside the tokenizer's 260 ids"),
+        ({"prefix": [-5], "middle": [102], "suffix": [103]}, {}, r"ids.prefix holds -5"),
+        # only the middle was compared: a prefix of other ids was read
+        ({"prefix": [101, 101], "middle": [102], "suffix": [103]}, {},
+         r"g.jsonl:1: its token ids do not decode to its prefix"),
+        ({"prefix": [101], "middle": [102], "suffix": [104]}, {},
+         r"its token ids do not decode to its suffix"),
+        # a mask id decodes to nothing: a middle of [MASK] passed as an empty text
+        ({"prefix": [101], "middle": [0], "suffix": [103]}, {"middle": ""},
+         r"ids.middle holds the mask id 0"),
+        ({"prefix": [101, 0], "middle": [102], "suffix": [103]}, {},
+         r"ids.prefix holds the mask id 0"),
+        ({"prefix": [101], "middle": [102, 2], "suffix": [103]}, {},
+         r"ids.middle holds a special token"),
+        ({"prefix": [101], "middle": [True], "suffix": [103]}, {},
+         r"ids.middle must be a list of token ids"),
+    ],
+)
+def test_gap_ids_of_another_tokenizer_or_special_are_one_line_errors(tmp_path, ids, extra,
+                                                                      message):
+    p = tmp_path / "g.jsonl"
+    p.write_text(json.dumps({"prefix": "a", "middle": "b", "suffix": "c", "ids": ids,
+                             **extra}) + "\n")
+    with pytest.raises(UserError, match=message):
+        read_gap_set(p, TOK)
+
+
+@pytest.mark.parametrize(
+    ("bounds", "message"),
+    [
+        ({"lo": "x"}, r"g.jsonl:1: lo must be a whole number of tokens, got 'x'"),  # ValueError
+        ({"hi": None}, r"hi must be a whole number of tokens, got None"),  # was a TypeError
+        ({"lo": 5, "hi": 9}, r"lo=5, hi=9: a variable gap's bounds hold the middle's length"),
+        ({"lo": 0, "hi": 1}, r"lo=0, hi=1"),
+        ({"lo": 1, "hi": 0}, r"lo=1, hi=0"),
+    ],
+)
+def test_bad_gap_bounds_are_one_line_errors(tmp_path, bounds, message):
+    p = tmp_path / "g.jsonl"
+    p.write_text(json.dumps({"prefix": "a", "middle": "b", "suffix": "c", **bounds}) + "\n")
+    with pytest.raises(UserError, match=message):
+        read_gap_set(p, TOK)
+    p.write_text(json.dumps({"prefix": "a", "middle": "bcd", "suffix": "c", "lo": 2, "hi": 6}))
+    assert [(x.lo, x.length, x.hi) for x in read_gap_set(p, TOK)] == [(2, 3, 6)]
+
+
+def test_a_gap_set_saved_with_a_utf8_byte_order_mark_is_read(tmp_path):
+    """Notepad's UTF-8 starts with a BOM, which json.loads refuses: line 1 was "not a JSON
+    object"."""
+    p = tmp_path / "g.jsonl"
+    line = json.dumps({"prefix": "In the ", "middle": "beginning", "suffix": " God"})
+    p.write_bytes(b"\xef\xbb\xbf" + line.encode() + b"\n")
+    (x,) = read_gap_set(p, TOK)
+    assert TOK.decode(x.prefix) == "In the "
+
+
+def test_a_window_longer_than_the_split_block_is_refused(val):
+    """Such windows were drawn anywhere in the split, silently: across the blocks that
+    ``prepare`` deals to training and validation."""
+    with pytest.raises(UserError, match=r"a window of 40 tokens is longer than the split's "
+                                        r"blocks \(16 tokens\)"):
+        make_gap_set(val, TOK, window=40, spans=(1,), n=2, seed=0, block=16)
+    assert len(make_gap_set(val, TOK, window=16, spans=(1,), n=2, seed=0, block=16)[1]) == 2

@@ -1,5 +1,7 @@
 """Planning and reversal tasks (``unmask.tasks``): generators, checkers, files, scoring."""
 
+import functools
+import itertools
 import json
 import random
 
@@ -340,3 +342,237 @@ def test_solve_counts_match_a_hand_count(tiny_run, tmp_path):
         assert score.by_group == {"reversal": [3, 6], "reversal/forward": [2, 3],
                                   "reversal/reverse": [1, 3]}, batch  # fmt: skip
         assert score.rate == 0.5
+
+
+@functools.cache
+def _all_grids_by_brute_force(n: int) -> tuple[tuple[int, ...], ...]:
+    """Every valid n x n grid: rows drawn from all permutations, each kept when no column
+    or box repeats a digit (nothing shared with ``unmask.tasks.sudoku``)."""
+    b = int(n**0.5)
+    perms = list(itertools.permutations(range(1, n + 1)))
+    grids: list[tuple[int, ...]] = []
+
+    def extend(rows: list[tuple[int, ...]]) -> None:
+        if len(rows) == n:
+            grids.append(tuple(v for row in rows for v in row))
+            return
+        r = len(rows)
+        band = rows[r - r % b :]
+        for p in perms:
+            if any(p[c] == row[c] for row in rows for c in range(n)):
+                continue
+            if any(p[c] in {row[k] for row in band for k in range(c - c % b, c - c % b + b)}
+                   for c in range(n)):  # fmt: skip
+                continue
+            extend([*rows, p])
+
+    extend([])
+    return tuple(grids)
+
+
+def _exact_cover_solutions(puzzle: list[int], limit: int) -> list[list[int]]:
+    """Completions of a 9x9 puzzle by Knuth's Algorithm X on the exact-cover constraints
+    (cell, row-digit, column-digit, box-digit), up to ``limit``: an independent solver."""
+    n, b = 9, 3
+    choices = {
+        (r, c, d): [("cell", r, c), ("row", r, d), ("col", c, d), ("box", r // b * b + c // b, d)]
+        for r in range(n) for c in range(n) for d in range(1, n + 1)
+    }
+    cols: dict[tuple, set] = {}
+    for k, cons in choices.items():
+        for con in cons:
+            cols.setdefault(con, set()).add(k)
+
+    def select(k):
+        removed = []
+        for con in choices[k]:
+            for other in cols[con]:
+                for c2 in choices[other]:
+                    if c2 != con:
+                        cols[c2].discard(other)
+            removed.append(cols.pop(con))
+        return removed
+
+    def deselect(k, removed):
+        for con in reversed(choices[k]):
+            cols[con] = removed.pop()
+            for other in cols[con]:
+                for c2 in choices[other]:
+                    if c2 != con:
+                        cols[c2].add(other)
+
+    chosen = []
+    for i, v in enumerate(puzzle):
+        if v:
+            k = (i // n, i % n, v)
+            if any(con not in cols for con in choices[k]):
+                return []
+            chosen.append(k)
+            select(k)
+    found: list[list[int]] = []
+
+    def search():
+        if not cols:
+            grid = [0] * 81
+            for r, c, d in chosen:
+                grid[r * n + c] = d
+            found.append(grid)
+            return
+        con = min(cols, key=lambda x: len(cols[x]))
+        for k in list(cols[con]):
+            chosen.append(k)
+            removed = select(k)
+            search()
+            deselect(k, removed)
+            chosen.pop()
+            if len(found) >= limit:
+                return
+
+    search()
+    return found
+
+
+def test_generated_4x4_puzzles_are_unique_and_minimal_by_brute_force():
+    """Checked against all 288 grids enumerated independently: each eval item's puzzle has
+    exactly one completion, the item's answer, and loses uniqueness without any clue."""
+    grids = _all_grids_by_brute_force(4)
+    assert len(grids) == 288
+
+    def completions(puzzle):
+        return [g for g in grids if all(p in (0, v) for p, v in zip(puzzle, g, strict=True))]
+
+    train, evals = TASKS["sudoku4"].make(random.Random(7), 10, 20)
+    for item in train + evals:
+        puzzle = sudoku.from_text(item.meta["puzzle"])
+        assert item.prompt == item.meta["puzzle"] + "="
+        assert [sudoku.to_text(g) for g in completions(puzzle)] == [item.answer]
+        for i, v in enumerate(puzzle):
+            if v:
+                assert len(completions(puzzle[:i] + [0] + puzzle[i + 1 :])) > 1
+
+
+def test_generated_9x9_puzzles_are_unique_by_an_independent_solver():
+    train, evals = TASKS["sudoku9"].make(random.Random(8), 1, 2)
+    for item in train + evals:
+        puzzle = sudoku.from_text(item.meta["puzzle"])
+        found = _exact_cover_solutions(puzzle, 2)
+        assert [sudoku.to_text(g) for g in found] == [item.answer]
+        assert check_item(item, item.answer)
+    # the independent solver does find two completions where there are two
+    assert len(_exact_cover_solutions([0] * 81, 2)) == 2
+
+
+def test_random_grids_reach_every_4x4_grid_and_no_single_9x9_family():
+    """The shuffled pattern grid reached 96 of the 288 4x4 grids, and at 9x9 only grids
+    whose three rows in a band split into the same three digit sets box by box."""
+    rng = random.Random(0)
+    assert {tuple(sudoku.random_grid(4, rng)) for _ in range(5000)} == set(
+        _all_grids_by_brute_force(4)
+    )
+
+    def pattern_like(g):
+        for band in range(3):
+            rows = [g[(3 * band + r) * 9 : (3 * band + r + 1) * 9] for r in range(3)]
+            sets = [{frozenset(row[3 * k : 3 * k + 3]) for k in range(3)} for row in rows]
+            if not sets[0] == sets[1] == sets[2]:
+                return False
+        return True
+
+    grids = [sudoku.random_grid(9, rng) for _ in range(20)]
+    assert all(sudoku.is_solution(g, [0] * 81) for g in grids)
+    assert sum(pattern_like(g) for g in grids) < 5
+
+
+def test_countdown_eval_instances_are_not_training_ones_in_another_order():
+    """Prompts were kept distinct, so "3,4,5>17:" could be held out with "4,3,5>17:" in
+    training (seed 0: one of 200 held-out countdown3 instances)."""
+    train, evals = TASKS["countdown3"].make(random.Random(0), 10000, 200)
+
+    def key(i):
+        return tuple(sorted(i.meta["numbers"])), i.meta["target"]
+
+    seen = {key(i) for i in train}
+    assert len(seen) == len(train) and not [i.prompt for i in evals if key(i) in seen]
+
+
+def test_countdown_check_refuses_numbers_past_int_digit_limit():
+    """A model that never stops can write more digits than int() reads: a wrong answer,
+    not a ValueError in the middle of scoring."""
+    assert not countdown.check_steps("1" * 5000 + "+1=2", [1, 1], 2)
+    assert countdown.parse_steps("3+4=" + "7" * 4400) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "meta"),
+    [
+        ("", {"puzzle": "1200340000000000"}),  # was read: gen_length 1, every output cut
+        ("1234123412341234", {"puzzle": "1200340000000000"}),  # not a solution
+        ("", {"numbers": [3, 4, 5], "target": 17}),
+        ("3*4=12,12+5=18", {"numbers": [3, 4, 5], "target": 17}),
+        ("Kato Mira", {"direction": "reverse"}),  # a first word never equals it
+    ],
+)
+def test_items_whose_answer_their_checker_refuses_are_one_line_errors(tmp_path, answer, meta):
+    """The reference answer sets the room decoded: an empty one left one token for every
+    output, and a wrong one scored a set that no model could solve."""
+    task = ("sudoku4" if "puzzle" in meta else "countdown3" if "numbers" in meta
+            else "reversal")  # fmt: skip
+    bad = tmp_path / "eval.jsonl"
+    bad.write_text(json.dumps({"task": task, "prompt": "x", "answer": answer, "meta": meta}) + "\n")
+    with pytest.raises(UserError, match=rf"eval.jsonl:1: its answer .* not one the {task} chec"):
+        read_items(bad)
+
+
+def test_task_files_not_utf8_are_one_line_errors(tmp_path):
+    line = '{"task": "reversal", "prompt": "Kato\'s child is ", "answer": "Mira"}\n'
+    bad = tmp_path / "eval.jsonl"
+    bad.write_bytes(line.encode("utf-16"))
+    with pytest.raises(UserError, match=r"eval.jsonl: UTF-16 text: convert it to UTF-8"):
+        read_items(bad)
+    bad.write_bytes(line.encode("latin-1").replace(b"Mira", b"M\xefra"))
+    with pytest.raises(UserError, match=r"eval.jsonl: not UTF-8 text \(byte 0xef"):
+        read_items(bad)
+    bad.write_bytes(b"\xef\xbb\xbf" + line.encode())  # a UTF-8 byte-order mark (Notepad)
+    assert read_items(bad)[0].answer == "Mira"
+
+
+def test_task_past_the_context_is_refused_by_task_config(tiny_run, tmp_path, capsys):
+    """sudoku9 (an 82-token prompt with its EOS, 82 tokens of answer) on a model of 48: one
+    line naming the task's sizes, not a suggestion to write the answer in segments."""
+    write_task("sudoku9", tmp_path, n_train=1, n_eval=1, seed=0)
+    rc = main(["eval", str(tiny_run), "--task-file", str(tmp_path), "--no-score", "--no-plot",
+               "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert ("the task's longest prompt (83 tokens with the EOS before it) and 82 tokens of "
+            "answer exceed the model's context (max_seq_len 48)") in err[0]
+
+
+def test_reversal_prompts_end_on_a_token_boundary_of_a_word_tokenizer():
+    """A BPE splits "Kato's child is Mira" as ... " is", " Mi" ...: the prompt asked ended in
+    a space token (" is", " ") that no training line holds. Now prompt and answer tokens
+    make the line's tokens, and the answer's space is no part of the name checked."""
+    from unmask.tokenizer import train_bpe
+
+    train, evals = TASKS["reversal"].make(random.Random(0), 40, 10)
+    bpe = train_bpe([i.text for i in train] * 5, vocab_size=400)
+    for item in train + evals:
+        assert bpe.encode(item.prompt) + bpe.encode(item.answer) == bpe.encode(item.text)
+        assert check_item(item, item.answer) and check_item(item, item.answer.strip() + ".")
+        assert not check_item(item, item.answer + "x")
+    # a task file written before (the space in the prompt) is still checked by the name
+    assert check_item(Item("reversal", "Kato's child is ", "Mira"), "Mira.")
+
+
+def test_reversal_training_lines_are_shuffled():
+    """A pair's two lines were adjacent (a training window read the reverse line's name off
+    the line before) and the forward-only facts were the file's last lines."""
+    train, evals = TASKS["reversal"].make(random.Random(0), 200, 50)
+    lines = [i.text for i in train]
+    adjacent = sum(
+        a.split("'")[0] == b.rsplit(" ", 1)[1] for a, b in zip(lines, lines[1:], strict=False)
+    )
+    assert adjacent < 20  # 200 in the order made
+    forward_only = {i.text for i in evals if i.meta["direction"] == "forward"}
+    assert forward_only <= set(lines) and not forward_only >= set(lines[-50:])
+    assert sum(line in forward_only for line in lines[:125]) > 5

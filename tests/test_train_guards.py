@@ -46,3 +46,27 @@ def test_a_checkpoint_without_trainer_state_says_so(tmp_path) -> None:
     (tmp_path / "checkpoint").mkdir()
     with pytest.raises(UserError, match=r"no trainer state to resume from"):
         saved_progress(tmp_path / "checkpoint")
+
+
+def test_the_memory_estimate_builds_no_model(monkeypatch) -> None:
+    """It counted parameters on a meta-device copy: two minutes at n_layers=100000 before a
+    one-line refusal. The formula gives the same count as the built model."""
+    import unmask.model
+    from unmask.config import TrainConfig, model_preset
+    from unmask.train_guards import estimate_memory
+
+    configs = [model_preset("tiny", vocab_size=260, **kw) for kw in (
+        {}, {"tie_embeddings": False}, {"qkv_bias": True}, {"mlp": "gelu"},
+        {"time_conditioning": True}, {"qk_norm": True}, {"head_bias": True})]
+    counts = [sum(p.numel() for p in unmask.model.meta_model(c).parameters()) for c in configs]
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("estimate_memory built a model")
+
+    monkeypatch.setattr(unmask.model, "meta_model", no_model)
+    monkeypatch.setattr(unmask.model, "Transformer", no_model)
+    for cfg, n in zip(configs, counts, strict=True):
+        est = estimate_memory(cfg, TrainConfig(ema=0.0), rows=1, cuda=False)
+        assert est.state == 16 * n
+    huge = model_preset("tiny", vocab_size=260, n_layers=100_000)
+    assert estimate_memory(huge, TrainConfig(), rows=1, cuda=False).state > 20 * 10**9

@@ -82,12 +82,19 @@ def make_gap_set(
     tokens and a span of that size at least one token from either edge, holding no special
     token and well-formed UTF-8 (a gap cannot hold half a character). With ``block`` (the
     split's block size, ``unmask.data.SPLIT_BLOCK``) a window lies inside one block, so it
-    never joins text from two sides of a train/validation cut. Deterministic in ``seed``."""
+    never joins text from two sides of a train/validation cut (a longer window is a
+    ``UserError``). Deterministic in ``seed``."""
     if val.n_tokens < window:
         raise UserError(
             f"the validation split has {val.n_tokens} tokens, fewer than a window of {window}"
         )
-    n_blocks = val.n_tokens // block if block and window <= block else 0
+    if block and window > block:  # was drawn across blocks, silently
+        raise UserError(
+            f"a window of {window} tokens is longer than the split's blocks ({block} tokens): "
+            "it would join two validation blocks that training text separated in the corpus; "
+            f"use a window of at most {block}"
+        )
+    n_blocks = val.n_tokens // block if block else 0
     out: dict[int, list[GapSample]] = {}
     for s in spans:
         if window < s + 2:
@@ -147,12 +154,15 @@ def write_gap_set(path: str | Path, samples: Sequence[GapSample], tok: Any) -> P
 
 def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
     """The gaps of a gap-set JSONL for a model with tokenizer ``tok``. A line that does not
-    parse, lacks a field, has an empty middle, or whose ids belong to another tokenizer is a
-    one-line ``UserError`` naming ``file:line``."""
+    parse, lacks a field, has an empty middle, whose ids belong to another tokenizer (outside
+    its vocabulary, or not decoding to the line's prefix, middle and suffix), hold the mask id
+    (a special token in the middle), or whose ``lo``/``hi`` do not hold the middle's length is
+    a one-line ``UserError`` naming ``file:line``."""
     from unmask.files import read_user_text
 
     p = Path(path)
     text = read_user_text(p, "gap set (a JSONL of prefix/middle/suffix lines)")
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Notepad): not JSON
     out: list[GapSample] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -173,28 +183,56 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
             ) from None
         ids = d.get("ids")
         if ids is not None:
-            parts = [_ids(ids, k, where) for k in ("prefix", "middle", "suffix")]
-            if tok.decode(parts[1]) != text["middle"]:
-                raise UserError(
-                    f"{where}: its token ids do not decode to its middle: the gap set was made "
-                    "with another tokenizer (drop the ids to encode the text instead)"
-                )
+            parts = [_ids(ids, k, where, tok) for k in ("prefix", "middle", "suffix")]
+            for k, part in zip(("prefix", "middle", "suffix"), parts, strict=True):
+                if tok.decode(part) != text[k]:  # the middle alone let a prefix of other ids by
+                    raise UserError(
+                        f"{where}: its token ids do not decode to its {k}: the gap set was made "
+                        "with another tokenizer (drop the ids to encode the text instead)"
+                    )
+            if any(tok.is_special(t) for t in parts[1]):  # decoded to nothing: a middle of
+                raise UserError(f"{where}: ids.middle holds a special token")  # [MASK] ids
         else:
             parts = [tok.encode(text[k]) if text[k] else [] for k in ("prefix", "middle", "suffix")]
         prefix, middle, suffix = parts
         if not middle:
             raise UserError(f"{where}: the middle is empty")
-        lo, hi = int(d.get("lo", len(middle))), int(d.get("hi", len(middle)))
+        lo, hi = (_bound(d, k, len(middle), where) for k in ("lo", "hi"))
+        if not 1 <= lo <= len(middle) <= hi:
+            raise UserError(
+                f"{where}: lo={lo}, hi={hi}: a variable gap's bounds hold the middle's length "
+                f"({len(middle)} tokens) and lo is at least 1"
+            )
         out.append(GapSample(prefix + middle + suffix, len(prefix), len(middle), lo, hi))
     if not out:
         raise UserError(f"{p}: no gaps")
     return out
 
 
-def _ids(ids: Any, key: str, where: str) -> list[int]:
+def _ids(ids: Any, key: str, where: str, tok: Any) -> list[int]:
+    """``ids[key]``: token ids of ``tok``'s vocabulary, never its mask id (a mask in the
+    prefix or suffix is one more hole the model fills), else a one-line ``UserError``."""
     v = ids.get(key) if isinstance(ids, dict) else None
-    if not isinstance(v, list) or not all(isinstance(i, int) for i in v):
+    if not isinstance(v, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in v
+    ):
         raise UserError(f"{where}: ids.{key} must be a list of token ids")
+    bad = [i for i in v if not 0 <= i < tok.vocab_size]
+    if bad:  # an embedding lookup failed on them after the gaps before were filled
+        raise UserError(
+            f"{where}: ids.{key} holds {bad[0]}, outside the tokenizer's {tok.vocab_size} ids: "
+            "the gap set was made with another tokenizer"
+        )
+    if tok.mask_id in v:
+        raise UserError(f"{where}: ids.{key} holds the mask id {tok.mask_id}")
+    return v
+
+
+def _bound(d: dict[str, Any], key: str, length: int, where: str) -> int:
+    """A gap line's ``lo`` or ``hi`` (the middle's length when absent), a whole number."""
+    v = d.get(key, length)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise UserError(f"{where}: {key} must be a whole number of tokens, got {v!r}")
     return v
 
 

@@ -86,9 +86,15 @@ def not_text(head: bytes, kind: str | None = None, errors: str = "strict") -> st
                                                       "and bzip2 files are read as they are"),
         (b"%PDF-", "a PDF document", "extract its text first"),
         (b"PAR1", "a Parquet file", "export its text to JSONL first"),
+        # what `unmask prepare` reads as it is, but a prompt file, a template, a gap set or
+        # a task file does not (they were "binary data"), or compressed twice
+        (b"\x1f\x8b", "gzip-compressed data", "decompress it first (gunzip)"),
+        (b"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (unxz)"),
     ):
         if head.startswith(magic) and not (text_like and magic in (b"%PDF-", b"PAR1")):
             return f"{what}{packed}, not text; {fix}"
+    if head[:3] == b"BZh" and head[4:10] == b"1AY&SY" and not text_like:  # bzip2's block magic
+        return f"bzip2-compressed data{packed}, not text; decompress it first (bunzip2)"
     if head[257:263] == b"ustar\x00" or head[257:265] == b"ustar  \x00":  # POSIX, GNU
         return f"a tar archive{packed}, not text; {unpack.format('tar -xf')}"
     for bom, enc in ((b"\xff\xfe\x00\x00", "32"), (b"\x00\x00\xfe\xff", "32"),

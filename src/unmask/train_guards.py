@@ -197,18 +197,18 @@ def estimate_memory(
 ) -> MemoryEstimate:
     """Bytes a training process needs, roughly, from the configs alone (nothing allocated).
 
-    Parameters are counted on the meta device. Per parameter: fp32 weight, gradient and two
-    AdamW moments (16 bytes), plus 4 for EMA, divided by ``shards`` under FSDP. Per token of a
-    micro-batch of ``rows`` rows: about 16·d_model values per layer kept for backward (with
-    activation checkpointing, d_model per layer plus one block's 16·d_model recomputed), and
-    logits, their softmax and gradient (3·V); 2 bytes a value under CUDA's bf16 autocast, 4 on
-    CPU. A lower estimate: attention scores (L² per head when no fused kernel applies) are
-    left out.
+    Parameters are counted by ``ModelConfig.num_params``, the formula (the built model's
+    count, tested, but for embed-diffusion's d_model² self-condition map): building anything,
+    even on the meta device, is what this check runs before. Per parameter: fp32 weight,
+    gradient and two AdamW moments (16 bytes), plus 4 for EMA, divided by ``shards`` under
+    FSDP. Per token of a micro-batch of ``rows`` rows: about 16·d_model values per layer kept
+    for backward (with activation checkpointing, d_model per layer plus one block's
+    16·d_model recomputed), and logits, their softmax and gradient (3·V); 2 bytes a value
+    under CUDA's bf16 autocast, 4 on CPU. A lower estimate: attention scores (L² per head
+    when no fused kernel applies) are left out.
     """
-
-    from unmask.model import meta_model
-
-    n_params = sum(p.numel() for p in meta_model(model_cfg).parameters())
+    n_params = model_cfg.num_params()  # the formula: a meta-device copy of a model of
+    # n_layers=100000 took two minutes to build before this check could refuse it
     per_param = (16 + (4 if config.ema > 0 else 0)) / max(1, shards)
     value = 2 if cuda else 4
     kept = (model_cfg.n_layers + 16) if config.activation_checkpointing else 16 * model_cfg.n_layers

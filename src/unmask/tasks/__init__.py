@@ -9,8 +9,9 @@ Each task writes what ``unmask prepare`` / ``unmask train`` read and what ``unma
   answer given the prompt (``unmask train --objective sft --chat-template`` ``SFT_TEMPLATE``:
   the prompt never masked, Ye et al. 2024's setting for the planning tasks);
 - ``eval.jsonl``: held-out items ``{"task", "prompt", "answer", ...}``, each checked by its
-  task's ``check``: no sudoku or countdown prompt occurs in ``train.txt``; of reversal's, the
-  forward ones are facts it states (memory), the reverse ones never (the reversal);
+  task's ``check``: no sudoku puzzle or countdown instance (its numbers in any order, its
+  target) occurs in ``train.txt``; of reversal's, the forward ones are facts it states
+  (memory), the reverse ones never (the reversal);
 - ``task.json``: the task, its options and the counts.
 
 Tasks (``TASKS``): ``sudoku4`` and ``sudoku9`` (unique solutions, proved by the solver in
@@ -43,7 +44,8 @@ class Item:
     """The ``TASKS`` name whose ``check`` scores it."""
     prompt: str
     answer: str
-    """A reference answer (the only one for sudoku and reversal; one of many for countdown)."""
+    """A reference answer (the only one for sudoku and reversal; one of many for countdown);
+    ``prompt + answer`` is the training line (reversal's answer starts with its space)."""
     meta: dict[str, Any] = field(default_factory=dict)
     """What ``check`` needs besides the prompt (the puzzle, the numbers, the split)."""
 
@@ -120,14 +122,15 @@ def _check_sudoku(item: Item, output: str) -> bool:
 
 def _make_countdown(k: int, name: str) -> Callable[..., tuple[list[Item], list[Item]]]:
     def make(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[Item], list[Item]]:
-        seen: set[str] = set()
+        seen: set[tuple[tuple[int, ...], int]] = set()
         items: list[Item] = []
         while len(items) < n_train + n_eval:
             numbers, target, steps = countdown.make_instance(k, rng)
             prompt = f"{','.join(map(str, numbers))}>{target}:"
-            if prompt in seen:
+            key = (tuple(sorted(numbers)), target)  # the numbers in another order: the same
+            if key in seen:  # instance, and the same solutions, as a training line's
                 continue
-            seen.add(prompt)
+            seen.add(key)
             items.append(
                 Item(name, prompt, ",".join(steps), {"numbers": numbers, "target": target})
             )
@@ -144,8 +147,9 @@ def _check_countdown(item: Item, output: str) -> bool:
 
 
 def _make_reversal(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[Item], list[Item]]:
-    """``n_train`` pairs seen both ways and ``n_eval`` pairs seen forward only; the eval
-    items ask each forward-only pair both ways (2 * ``n_eval`` items)."""
+    """``n_train`` pairs seen both ways and ``n_eval`` pairs seen forward only, the training
+    lines shuffled; the eval items ask each forward-only pair both ways (2 * ``n_eval``
+    items)."""
     names = reversal.make_names(2 * (n_train + n_eval), rng)
     pairs = list(zip(names[0::2], names[1::2], strict=True))
     train: list[Item] = []
@@ -158,11 +162,17 @@ def _make_reversal(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[
         else:
             train.append(forward)  # the fact, stated one way only
             evals += [forward, backward]
+    # in the order made, a pair's two lines stood side by side (a window of the token stream
+    # trained the reverse line by copying the name from the line before, not from memory)
+    # and the forward-only facts formed the file's tail (one validation block could take
+    # them all out of training)
+    rng.shuffle(train)
     return train, evals
 
 
 def _check_reversal(item: Item, output: str) -> bool:
-    return _first_line(output).split(".")[0].split()[:1] == [item.answer]
+    """The first word of the output is the name (the answer holds its leading space)."""
+    return _first_line(output).split(".")[0].split()[:1] == [item.answer.strip()]
 
 
 SFT_TEMPLATE = "{{ eos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -284,14 +294,19 @@ class _BadItem(Exception):
 
 def read_items(path: str | Path) -> list[Item]:
     """The items of an ``eval.jsonl`` (or of the ``eval.jsonl`` in folder ``path``); a line
-    that does not parse, or names an unknown task, is a ``UserError`` naming it."""
+    that does not parse, names an unknown task, or whose reference answer its task's checker
+    refuses (the answer's length sets the room decoded) is a ``UserError`` naming it; a file
+    that is not UTF-8 text is one too (``unmask.files.read_user_text``)."""
     p = Path(path)
     if p.is_dir():
         p = p / "eval.jsonl"
     if not p.is_file():
         raise UserError(f"{path}: no such task file (an eval.jsonl from `python -m unmask.tasks`)")
+    from unmask.files import read_user_text
+
+    text = read_user_text(p, "task file").removeprefix("\ufeff")  # UTF-16, binary: one line
     items: list[Item] = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -313,6 +328,11 @@ def read_items(path: str | Path) -> list[Item]:
         problem = _meta_problem(item)
         if problem:
             raise UserError(f"{p}:{n}: {item.task} item's meta {problem}")
+        if not check_item(item, item.answer):  # the room decoded is the answer's length:
+            raise UserError(  # an empty or wrong one cut every output, or scored nothing
+                f"{p}:{n}: its answer {item.answer!r} is not one the {item.task} checker "
+                "accepts (the reference answer must solve the item)"
+            )
         items.append(item)
     if not items:
         raise UserError(f"{p}: no items")

@@ -71,7 +71,10 @@ def parse_steps(text: str) -> list[tuple[int, str, int, int]] | None:
         m = _STEP.match(part)
         if m is None:
             return None
-        out.append((int(m[1]), m[2], int(m[3]), int(m[4])))
+        try:
+            out.append((int(m[1]), m[2], int(m[3]), int(m[4])))
+        except ValueError:  # past int()'s 4,300 digits (a model that never stopped)
+            return None
     return out
 
 

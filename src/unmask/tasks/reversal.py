@@ -49,13 +49,16 @@ def make_names(n: int, rng: random.Random, *, syllables: int | None = None) -> l
 
 
 def child_line(parent: str, child: str) -> tuple[str, str]:
-    """(prompt, answer) of the forward fact: ``"Kato's child is "``, ``"Mira"``."""
-    return f"{parent}'s child is ", child
+    """(prompt, answer) of the forward fact: ``"Kato's child is"``, ``" Mira"``. The space
+    goes with the answer, as a word-level tokenizer (BPE) splits the whole line: a prompt
+    ending in a space token was one no training line holds (`` is``, `` M`` in training;
+    `` is``, `` ``, ``M`` asked), as written before 2026-12-06."""
+    return f"{parent}'s child is", f" {child}"
 
 
 def parent_line(parent: str, child: str) -> tuple[str, str]:
-    """(prompt, answer) of the reverse fact: ``"Mira's parent is "``, ``"Kato"``."""
-    return f"{child}'s parent is ", parent
+    """(prompt, answer) of the reverse fact: ``"Mira's parent is"``, ``" Kato"``."""
+    return f"{child}'s parent is", f" {parent}"
 
 
 __all__ = ["child_line", "make_names", "parent_line"]

@@ -41,7 +41,8 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
     """The ``SampleConfig`` of a task run: room for the longest reference answer plus its
     EOS (whole blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one
     block, one token per step, greedy, then ``given`` on top. A given ``gen_length`` shorter
-    than that room would cut answers: a ``UserError``."""
+    than that room would cut answers, and a prompt and room past the model's context would
+    not fit: each a ``UserError``."""
     from unmask.api import facts_of, sample_config
     from unmask.errors import UserError
 
@@ -53,6 +54,15 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
         raise UserError(
             f"--gen-length {length} would cut the task's answers (the longest takes {longest} "
             f"tokens with its EOS); give {longest} or more, or leave it out for the task file"
+        )
+    context = facts_of(loaded).max_seq_len
+    prompt = 1 + max(len(loaded.tokenizer.encode(i.prompt)) for i in items)  # EOS, prompt
+    segments = given.get("segment_length") is not None  # asked for: a sliding window
+    if context is not None and prompt + length > context and not segments:
+        raise UserError(  # was a line suggesting segment_length, after the rest of the eval
+            f"the task's longest prompt ({prompt} tokens with the EOS before it) and "
+            f"{length} tokens of answer exceed the model's context (max_seq_len {context}): "
+            "train a model with a longer max_seq_len for this task"
         )
     base: dict[str, Any] = {
         "gen_length": length,
