@@ -12,8 +12,10 @@ Two tables, one run:
 - with ``--model RUN`` (a checkpoint trained with ``--objective hybrid``): greedy decoding of
   ``--prompts`` validation windows of ``--data`` (32-token prompts) for each ``--gen-length``
   (a length past the model's context is skipped with the reason), batch 1 and ``--batch``:
-  tokens/s and its ratio to the checkpoint's own ``ar`` decoding, tokens per forward, draft
-  acceptance, token identity with ``ar``; and **draft agreement** per draft position
+  tokens/s (text tokens, cut at EOS) and its ratio to the checkpoint's own ``ar`` decoding,
+  tokens per forward (tokens a row commits, its EOS included, per round it decodes: one
+  forward each; ``ar`` makes one token per forward), draft acceptance, token identity with
+  ``ar``; and **draft agreement** per draft position
   (``draft_agreement``): the share of one-step drafts equal to the held-out token and to the
   checkpoint's own greedy continuation (what greedy decoding keeps), on ``--prompts`` × 8
   validation windows of 64 tokens, beside its causal next-token accuracy. It shows which
@@ -27,18 +29,18 @@ Two tables, one run:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from _common import positive_int
+from _common import json_text, positive_int
 
 from unmask import api
 from unmask.config import SampleConfig, model_preset
 from unmask.model import KVCache, Transformer
 from unmask.objectives import draft_layout
+from unmask.sampling import cut_at_eos
 from unmask.sampling.hybrid import HybridRun
 
 PROMPT_LEN = 32
@@ -134,7 +136,7 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
 
     windows = TokenDataset(data, "val").windows(200)
     prompts = [w[:PROMPT_LEN].tolist() for _, w in zip(range(n), windows, strict=False)]
-    rows, ar_ids, ar_s = [], None, 0.0
+    rows, ar_ids, ar_s, eos = [], None, 0.0, ld.config.eos_id
     for bs in sorted({1, batch}):
         for name in ("ar", "all", "ends"):
             t, ids, st = time.perf_counter(), [], [0, 0, 0, 0]
@@ -143,8 +145,8 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
                 if name == "ar":
                     r = api.start(ld, chunk, SampleConfig(gen_length=gen, decoder="ar")).run()
                 else:
-                    r = HybridRun(ld.model, chunk, max_new_tokens=gen, eos_id=ld.config.eos_id,
-                                  predraft=name).run()  # fmt: skip
+                    r = HybridRun(ld.model, chunk, max_new_tokens=gen, eos_id=eos,
+                                  predraft=name).run()
                     # committed is summed over rows; row_rounds counts each row's rounds
                     st = [a + b for a, b in zip(st, (r.row_rounds, r.committed, r.drafted,
                                                      r.accepted), strict=True)]  # fmt: skip
@@ -153,7 +155,8 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
             if name == "ar":
                 ar_ids, ar_s = ids, s
             rows.append({
-                "decoder": name, "batch": bs, "tok_s": len(prompts) * gen / s,
+                "decoder": name, "batch": bs,
+                "tok_s": sum(len(cut_at_eos(r, eos)) for r in ids) / s,
                 "vs_ar": ar_s / s, "tokens_per_forward": st[1] / st[0] if st[0] else 1.0,
                 "acceptance": st[3] / st[2] if st[2] else None,
                 "identical": sum(a == b for a, b in zip(ids, ar_ids, strict=True)) / len(ids),
@@ -164,16 +167,16 @@ def decode(ld: Any, data: str, n: int, gen: int, batch: int) -> list[dict]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="demo")
-    p.add_argument("--draft-block", type=int, default=8)
-    p.add_argument("--prefix", type=int, default=128)
+    p.add_argument("--draft-block", type=positive_int, default=8)
+    p.add_argument("--prefix", type=positive_int, default=128)
     p.add_argument("--repeats", type=positive_int, default=20)
     p.add_argument("--model")
     p.add_argument("--data", default="data/bible")
-    p.add_argument("--prompts", type=int, default=8)
-    p.add_argument("--gen-length", type=int, nargs="+", default=[128],
+    p.add_argument("--prompts", type=positive_int, default=8)
+    p.add_argument("--gen-length", type=positive_int, nargs="+", default=[128],
                    help="one or more; one past the context is skipped, saying why")  # fmt: skip
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=positive_int, default=8)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -188,7 +191,7 @@ def main() -> None:
                             "draft_block; train one with --objective hybrid)")
         ld.model.eval()
     context = model_preset(args.preset, vocab_size=4100).max_seq_len
-    if args.prefix < 1 or args.prefix + 2 * args.draft_block >= context:
+    if args.prefix + 2 * args.draft_block >= context:
         p.error(f"--prefix {args.prefix} with --draft-block {args.draft_block} reaches position "
                 f"{args.prefix + 2 * args.draft_block}, past preset {args.preset}'s context of "
                 f"{context}; use --prefix 1 .. {context - 2 * args.draft_block - 1}")
@@ -229,7 +232,7 @@ def main() -> None:
                   f"{r['vs_ar']:5.2f}x ar  {r['tokens_per_forward']:5.2f} tok/forward  "
                   f"accept {acc:5s}  identical {r['identical']:.2f}")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+        Path(args.json).write_text(json_text(out, indent=1))
 
 
 if __name__ == "__main__":

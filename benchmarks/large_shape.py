@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, positive_int
+from _common import default_output, json_text, non_negative_int, positive_int
 
 from unmask.config import DTYPE_NAMES, ModelConfig, SampleConfig, resolve_device, torch_dtype
 from unmask.errors import UserError
@@ -298,16 +298,20 @@ def print_row(r: dict[str, Any]) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=SHAPES, help="model shape (default: 8b on cuda, 1b on cpu)")
-    ap.add_argument("--d-model", dest="d_model", type=int, help="override the shape's width")
-    ap.add_argument("--n-layers", dest="n_layers", type=int, help="override the shape's depth")
     ap.add_argument(
-        "--n-heads", dest="n_heads", type=int, help="override the shape's heads (no GQA)"
+        "--d-model", dest="d_model", type=positive_int, help="override the shape's width"
     )
     ap.add_argument(
-        "--ffn-hidden", dest="ffn_hidden", type=int, help="override the shape's MLP width"
+        "--n-layers", dest="n_layers", type=positive_int, help="override the shape's depth"
     )
     ap.add_argument(
-        "--vocab-size", dest="vocab_size", type=int, help="override the vocabulary size"
+        "--n-heads", dest="n_heads", type=positive_int, help="override the shape's heads (no GQA)"
+    )
+    ap.add_argument(
+        "--ffn-hidden", dest="ffn_hidden", type=positive_int, help="override the shape's MLP width"
+    )
+    ap.add_argument(
+        "--vocab-size", dest="vocab_size", type=positive_int, help="override the vocabulary size"
     )
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda[:i]")
     ap.add_argument(
@@ -316,17 +320,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="weights on disk and in memory (default: bf16 on cuda, fp32 on cpu)",
     )
     ap.add_argument(
-        "--gen-lengths", type=int, nargs="+", help="default: 256 512 on cuda, 64 on cpu"
+        "--gen-lengths", type=positive_int, nargs="+", help="default: 256 512 on cuda, 64 on cpu"
     )
     ap.add_argument(
-        "--block-length", type=int, default=32, help="semi-autoregressive block length of every row"
+        "--block-length", type=positive_int, default=32,
+        help="semi-autoregressive block length of every row",
     )
-    ap.add_argument("--prompt-len", type=int, default=32, help="random prompt tokens per row")
-    ap.add_argument("--batch", type=int, default=1, help="prompts decoded together")
+    ap.add_argument(
+        "--prompt-len", type=positive_int, default=32, help="random prompt tokens per row"
+    )
+    ap.add_argument("--batch", type=positive_int, default=1, help="prompts decoded together")
     ap.add_argument("--repeats", type=positive_int, default=1,
                     help="timed runs per row (median)")
     ap.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)"
+        "--threads", type=non_negative_int, default=0,
+        help="torch CPU threads (0 = torch's default)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
@@ -344,15 +352,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.shape = args.shape or ("8b" if cuda else "1b")
     args.dtype = args.dtype or ("bf16" if cuda else "fp32")
     args.gen_lengths = args.gen_lengths or ([256, 512] if cuda else [64])
-    if args.threads < 0:  # torch's RuntimeError, after the folder was written
-        raise UserError(f"--threads {args.threads}: give 1 or more (0 = torch's default)")
-    if (
-        args.block_length <= 0
-        or args.prompt_len <= 0
-        or args.batch <= 0
-        or any(g <= 0 for g in args.gen_lengths)
-    ):
-        raise UserError("--block-length, --prompt-len, --batch and --gen-lengths must be positive")
     if any(g % args.block_length for g in args.gen_lengths):
         raise UserError(
             f"every --gen-lengths value must be a multiple of --block-length {args.block_length}"
@@ -504,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "rows": rows,
     }  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json_text(result))
     print(f"\nwrote {out}")
 
 

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, positive_int
+from _common import default_output, json_text, positive_int
 
 MINI: dict[str, Any] = {
     "model_type": "llada2_moe",
@@ -301,10 +301,10 @@ def main() -> None:
         )
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     if args.child == "speed":
-        print(json.dumps(child_speed(args)))
+        print(json_text(child_speed(args), indent=None), end="")
         return
     if args.child == "agreement":
-        print(json.dumps(agreement(args.threads)))
+        print(json_text(agreement(args.threads), indent=None), end="")
         return
     rows = []
     for q in ("bf16", "int8", "int4"):
@@ -352,8 +352,8 @@ def main() -> None:
         for k, v in agree.items():
             print(f"{k}: top-1 {v['top1_agreement']:.4f}  KL {v['kl_bf16_to_q']:.5f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"rows": rows, "agreement": agree,
-                                          "settings": SETTINGS}, indent=2))  # fmt: skip
+    Path(args.out).write_text(json_text({"rows": rows, "agreement": agree,
+                                         "settings": SETTINGS}))  # fmt: skip
 
 
 if __name__ == "__main__":

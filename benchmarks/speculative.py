@@ -21,13 +21,18 @@ batch size one after another, so batch-1 rows time as many prompts as batch-8 on
   ``--hybrid-thresholds`` adaptive rows (``hybrid all n=2 thr=0.5``: drafts end before the
   first one under the bar); skipped with a note when not given or not present.
 
-Columns: tok/s and its ratio to ``ar`` (same prompts, gen_length and batch), tokens per
-forward (generated tokens per row / model forwards, drafter and verifier both counted; every
-row of a batch commits its own accepted length, so a batch runs as many rounds as its slowest
-row), acceptance (drafted tokens accepted), acc/round (drafts a row commits per round), gen
-ppl (continuations given their prompts under the offline scorer, ``unmask.scoring``, when its
-model is installed), dist-2 (distinct word bigrams, pooled over the batch), ident (fraction
-of generated positions equal to ``ar``'s greedy tokens; rows are cut at EOS).
+Columns: tok/s (text tokens, cut at EOS, per second) and its ratio to ``ar`` (same prompts,
+gen_length and batch); tok/fwd: tokens generated per row, each row's EOS included (what comes
+after it is not counted, for any decoder), per forward of its batch, drafter and verifier
+both counted. ``ar`` generates one token per forward: 1.00 at batch 1 whether or not a row
+ends at EOS. Every row of a batch commits its own accepted length, so a batch runs as many
+rounds as its slowest row, and a row that ends early lowers its batch's tok/fwd, ``ar``'s
+too (the JSON's ``row_tokens_per_forward`` of a speculative or hybrid row counts each row's
+forwards while it decodes: the decoders' own ``tokens_per_forward``). acceptance (drafted
+tokens accepted), acc/rd (drafts a row commits per round), gen ppl (continuations given
+their prompts under the offline scorer, ``unmask.scoring``, when its model is installed),
+dist-2 (distinct word bigrams, pooled over the batch), ident (fraction of generated
+positions equal to ``ar``'s greedy tokens; rows are cut at EOS).
 
 The demo models' context is 256 tokens: a requested length that does not fit after the
 prompt is cut to the longest multiple of 8 that does, and the table says so.
@@ -40,7 +45,6 @@ prompt is cut to the longest multiple of 8 that does, and the table says so.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -56,7 +60,12 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.py
 
-from _common import default_output  # noqa: E402
+from _common import (  # noqa: E402
+    default_output,
+    json_text,
+    non_negative_int,
+    positive_int,
+)
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
 
 from unmask import api  # noqa: E402
@@ -70,6 +79,13 @@ from unmask.sampling import cut_at_eos  # noqa: E402
 
 LENGTH_MULTIPLE = 8
 """Generation lengths are cut to a multiple of this (blocks of 4 for the diffusion row)."""
+
+
+def generated(ids: Sequence[int], eos: int | None) -> int:
+    """Tokens a row generated: its text and the EOS that ended it (a forward made the EOS
+    too; after it, a left-to-right decoder makes nothing and a diffusion row no text)."""
+    text = len(cut_at_eos(ids, eos))
+    return text + (text < len(ids))
 
 
 def identity(ids: list[list[int]], ref: list[list[int]], eos: int | None) -> float:
@@ -141,6 +157,7 @@ def measure(
     gen = [r for res in results for r in res.gen_ids]
     cut = [cut_at_eos(r, eos) for r in gen]
     tokens = sum(len(r) for r in cut) or 1
+    made = sum(generated(r, eos) for r in gen)  # with each row's EOS: a forward made it too
     texts = [t for res in results for t in res.texts(loaded.tokenizer)]
     nfe = sum(res.nfe for res in results)
     row: dict[str, Any] = {
@@ -157,7 +174,7 @@ def measure(
         "tokens_per_s": tokens / seconds,
         "nfe": nfe,
         "steps": sum(res.steps for res in results),
-        "tokens_per_forward": tokens / batch / max(nfe, 1),
+        "tokens_per_forward": made / batch / max(nfe, 1),
         "gen_ppl": scorer.perplexity(texts, prompts=prompts) if scorer is not None else None,
         "distinct_2": distinct_n(texts, 2),
         "texts": texts,
@@ -214,6 +231,11 @@ HEADER = (
     f"{'gen':>4} {'B':>2} {'row':<30} {'tok/s':>8} {'×AR':>6} {'tok/fwd':>7} {'accept':>6} "
     f"{'acc/rd':>6} {'gen ppl':>8} {'dist-2':>6} {'ident':>6}"
 )
+LEGEND = (
+    "tok/s: text tokens (cut at EOS) per second; tok/fwd: tokens generated per row (its EOS "
+    "included) per forward of its batch, both models counted (ar: 1.00 at batch 1)"
+)
+"""Printed above ``HEADER``: what its two token columns count (module docstring)."""
 
 
 def _f(x: Any, spec: str) -> str:
@@ -252,7 +274,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--predraft", nargs="+", default=["all", "ends"], help="hybrid rows: predraft layouts"
     )
     ap.add_argument(
-        "--hybrid-draft-lengths", type=int, nargs="*", default=[],
+        "--hybrid-draft-lengths", type=positive_int, nargs="*", default=[],
         help="hybrid rows: draft lengths (the first n positions of its block; none: the "
         "checkpoint's whole block)",
     )  # fmt: skip
@@ -262,21 +284,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "for every layout and draft length)",
     )  # fmt: skip
     ap.add_argument("--no-diffusion-row", action="store_true", help="skip the plain-diffusion row")
-    ap.add_argument("--gen-lengths", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--gen-lengths", type=positive_int, nargs="+", default=[256, 512])
     ap.add_argument(
-        "--segment-length", type=int, default=None, metavar="N",
+        "--segment-length", type=positive_int, default=None, metavar="N",
         help="every row in segments of N tokens over a sliding window "
              "(SampleConfig.segment_length): lengths past the context run instead of being cut",
     )
-    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--batches", type=positive_int, nargs="+", default=[1, 8])
     ap.add_argument(
-        "--prompts", type=int, default=None,
+        "--prompts", type=positive_int, default=None,
         help="prompts every row decodes, in batches of each --batches size (a multiple of "
         "each; default: the largest batch)",
     )  # fmt: skip
-    ap.add_argument("--prompt-words", type=int, default=8)
+    ap.add_argument("--prompt-words", type=positive_int, default=8)
     ap.add_argument(
-        "--draft-lengths", type=int, nargs="*", default=[4, 8], help="spec rows (none: no spec row)"
+        "--draft-lengths", type=positive_int, nargs="*", default=[4, 8],
+        help="spec rows (none: no spec row)",
     )
     ap.add_argument(
         "--thresholds",
@@ -285,7 +308,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=[0.5],
         help="adaptive rows: draft_threshold values, with the longest draft length",
     )
-    ap.add_argument("--draft-steps", type=int, default=1, help="denoising steps per draft")
+    ap.add_argument("--draft-steps", type=positive_int, default=1, help="denoising steps per draft")
     ap.add_argument(
         "--no-cache-row", action="store_true", help="also a row with the drafter's prefix cache off"
     )
@@ -301,11 +324,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
              "is in their sample_defaults)",
     )  # fmt: skip
     ap.add_argument(
-        "--no-repeat-ngram-size", type=int, default=0,
+        "--no-repeat-ngram-size", type=non_negative_int, default=0,
         help="of the ar, spec and hybrid rows (0 = off)",
     )  # fmt: skip
     ap.add_argument(
-        "--repeats", type=int, default=1,
+        "--repeats", type=positive_int, default=1,
         help="timed runs per row (median), taken round-robin over the rows",
     )  # fmt: skip
     ap.add_argument(
@@ -317,7 +340,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                     help="the weights' dtype of every model (docs/sampling.md, 'Precision')")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's)")
+    ap.add_argument("--threads", type=non_negative_int, default=0,
+                    help="torch threads (0 = torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=str(default_output("speculative.json")),
                     help="write the results here (default: runs/bench/speculative.json; "
@@ -404,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             + ", ".join(f"{w} pos {t * 1e3:.1f} ms ({t / c[1]:.2f}x)" for w, t in c.items())
         )
     rows: list[dict[str, Any]] = []
+    print(LEGEND)
     print(HEADER, flush=True)
     T, seed = args.temperature, (args.seed if args.temperature > 0 else None)
     pen = {"repetition_penalty": args.repetition_penalty,  # the causal rows'
@@ -475,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     from unmask.files import atomic_write_text
 
-    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+    atomic_write_text(path, json_text(out, indent=1))
     print(f"wrote {path}")
 
 

@@ -12,7 +12,6 @@ identity with AR.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/decoding.py
 
+from _common import json_text, positive_int  # noqa: E402
 from decoding import prompt_texts  # noqa: E402
 
 from unmask.checkpoint import load  # noqa: E402
@@ -42,10 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ar-model", required=True)
     ap.add_argument("--hybrid", required=True)
     ap.add_argument("--drafter", default=str(asset_path("demo")))
-    ap.add_argument("--gen-length", type=int, default=64)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--draft-length", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--gen-length", type=positive_int, default=64)
+    ap.add_argument("--batch", type=positive_int, default=8)
+    ap.add_argument("--draft-length", type=positive_int, default=4)
+    ap.add_argument("--threads", type=positive_int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     ar, hy, dr = (load(p, device="cpu") for p in (args.ar_model, args.hybrid, args.drafter))
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                                                    predraft=pre).run())  # fmt: skip
             out[f"hybrid_{pre}"] = {"s": s, "vs_ar": ref["ar_hybrid"][1] / s, "nfe": r.nfe,
                                     "identical": r.gen_ids == ref["ar_hybrid"][0]}  # fmt: skip
-    print(json.dumps(out))
+    print(json_text(out, indent=None), end="")
 
 
 if __name__ == "__main__":

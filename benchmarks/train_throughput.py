@@ -328,10 +328,13 @@ def compare_memory(args: argparse.Namespace) -> list[dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
-        "--compare", choices=("plain", "precision", "objectives", "memory"), default="plain"
-    )
+        "--compare", choices=("plain", "precision", "objectives", "memory"), default="plain",
+        help="plain: unmask's mdlm and ar steps vs a plain-PyTorch causal LM; precision: the "
+        "mdlm step in fp32/bf16, eager/compiled; objectives: the ar, mdlm and hybrid steps; "
+        "memory: peak memory of 2-process DDP vs FSDP2 (default: plain)",
+    )  # fmt: skip
     ap.add_argument("--draft-block", type=positive_int, default=8,
                     help="objectives: the hybrid's k")  # fmt: skip
     ap.add_argument("--preset", default="demo")
@@ -351,8 +354,10 @@ def main() -> None:
         help="precision: only these, comma-separated, of fp32-eager, bf16-eager, fp32-compiled, "
         "bf16-compiled, fp32-eager-ckpt (the first is the ratios' base)",
     )
-    ap.add_argument("--d-model", type=int, default=0, help="memory: override the preset's width")
-    ap.add_argument("--layers", type=int, default=0, help="memory: override the preset's depth")
+    ap.add_argument("--d-model", type=non_negative_int, default=0,
+                    help="memory: override the preset's width (0: the preset's)")  # fmt: skip
+    ap.add_argument("--layers", type=non_negative_int, default=0,
+                    help="memory: override the preset's depth (0: the preset's)")  # fmt: skip
     ap.add_argument("--worker", choices=("ddp", "fsdp"), help=argparse.SUPPRESS)
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()

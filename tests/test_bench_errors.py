@@ -355,3 +355,63 @@ def test_objectives_only_refuses_an_unknown_name(benchmark):
     assert len(objectives.select_runs(None)) == len(objectives.RUNS)
     with pytest.raises(UserError, match=r"--only mdlm,sedd2: unknown 'sedd2'; choose from ar, "):
         objectives.select_runs("mdlm,sedd2")
+
+
+DECODER_COUNTS = [  # (script, flag, value): the decoder and large-model scripts' counts, which
+    # reached torch.set_num_threads (a RuntimeError after the models loaded), an empty median,
+    # an empty batch or the decoders' own errors minutes into a run
+    ("hybrid.py", "--threads", "-1"), ("hybrid.py", "--threads", "0"),
+    ("hybrid.py", "--draft-block", "0"), ("hybrid.py", "--prefix", "0"),
+    ("hybrid.py", "--prompts", "0"), ("hybrid.py", "--gen-length", "0"),
+    ("hybrid.py", "--batch", "0"),
+    ("speculative.py", "--threads", "-1"), ("speculative.py", "--repeats", "0"),
+    ("speculative.py", "--batches", "0"), ("speculative.py", "--gen-lengths", "0"),
+    ("speculative.py", "--draft-lengths", "0"), ("speculative.py", "--draft-steps", "0"),
+    ("speculative.py", "--prompts", "0"), ("speculative.py", "--prompt-words", "0"),
+    ("speculative.py", "--segment-length", "0"),
+    ("speculative.py", "--hybrid-draft-lengths", "0"),
+    ("speculative.py", "--no-repeat-ngram-size", "-1"),
+    ("speculative_batch.py", "--threads", "-1"), ("speculative_batch.py", "--threads", "0"),
+    ("speculative_batch.py", "--gen-length", "0"), ("speculative_batch.py", "--batch", "0"),
+    ("speculative_batch.py", "--draft-length", "0"),
+    ("large_shape.py", "--threads", "-1"), ("large_shape.py", "--batch", "0"),
+    ("large_shape.py", "--block-length", "0"), ("large_shape.py", "--gen-lengths", "0"),
+    ("large_shape.py", "--prompt-len", "-1"), ("large_shape.py", "--d-model", "0"),
+    ("llada2.py", "--threads", "-1"),
+]  # fmt: skip
+ZERO_OK = {("speculative.py", "--threads"), ("large_shape.py", "--threads"),  # torch's default
+           ("speculative.py", "--no-repeat-ngram-size")}  # off  # fmt: skip
+
+
+def test_the_decoder_scripts_refuse_bad_counts_when_options_are_read():
+    """``--threads -1`` of hybrid.py, speculative.py, speculative_batch.py went on to
+    ``torch.set_num_threads`` (a traceback once the models had loaded; large_shape.py said
+    so only after parsing); ``--batch 0``, ``--draft-length 0``, ... failed later or not at
+    all. argparse now refuses each, as the other scripts do."""
+    for name, flag, n, status, last in _parse_only(DECODER_COUNTS):
+        assert status == 2 and last, (name, flag, n, status, last)
+        least = 0 if (name, flag) in ZERO_OK else 1
+        assert last[0] == f"{name}: error: argument {flag}: must be at least {least}, got {n}"
+
+
+def test_the_decoder_scripts_write_strict_json():
+    """hybrid.py, speculative.py, speculative_batch.py, large_shape.py and llada2.py wrote
+    their results with ``json.dumps``: a NaN (a rate of nothing, the gen ppl of texts with
+    no token) became ``NaN``, which jq and JavaScript refuse. They write with ``json_text``."""
+    for script in ("hybrid", "speculative", "speculative_batch", "large_shape", "llada2"):
+        source = (ROOT / "benchmarks" / f"{script}.py").read_text()
+        assert "json_text(" in source and "json.dumps(out" not in source, script
+        assert "json.dumps(result" not in source and "json.dumps({\"rows\"" not in source, script
+
+
+def test_train_throughput_help_says_what_it_measures():
+    """``train_throughput.py --help`` printed the options alone: no description, and
+    ``--compare`` listed its four choices without what each compares."""
+    r = _run("benchmarks/train_throughput.py", "--help")
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    assert "Training-step throughput and memory, side by side in one run." in text
+    assert "memory: peak memory of 2-process DDP vs FSDP2" in text
+    got = _parse_only([("train_throughput.py", "--layers", "-1")])
+    assert got[0][3:] == (2, ["train_throughput.py: error: argument --layers: must be at least "
+                              "0, got -1"])  # fmt: skip

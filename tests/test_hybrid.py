@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from unmask import api
 from unmask.config import ModelConfig, SampleConfig, TrainConfig, model_preset
 from unmask.errors import UserError
+from unmask.facts import ModelFacts
 from unmask.loaded import Loaded
 from unmask.model import KVCache, Transformer
 from unmask.objectives import (
@@ -567,6 +568,24 @@ def test_draft_length_through_the_api_and_its_bounds(trained):
     assert got.decoder == "hybrid" and got.ids == want
 
 
+def test_a_run_refuses_a_block_longer_than_the_checkpoints():
+    """``HybridRun(draft_block=5)`` on a checkpoint trained with blocks of 3 ran, drafting
+    positions the model never learned; the decoder's ``check`` (the API, CLI and server)
+    refused it, the run called from Python did not."""
+    m = model(0, k=3)
+    with pytest.raises(UserError) as e:
+        HybridRun(m, [4, 5], max_new_tokens=4, eos_id=None, draft_block=4)
+    assert str(e.value) == ("draft_block 4: this hybrid checkpoint drafts blocks of 3 tokens; "
+                            "use 1 .. 3")  # fmt: skip
+    for n in (1, 3):  # within the trained block: runs
+        assert len(HybridRun(m, [4, 5], max_new_tokens=4, eos_id=None,
+                             draft_block=n).run().gen_ids[0]) == 4  # fmt: skip
+    facts = ModelFacts.of(m.config)
+    for n in (4, 9):  # the decoder's check is the same function, naming the config's field
+        with pytest.raises(UserError, match=f"^draft_length {n}: .*use 1 .. 3$"):
+            hybrid_mod.HybridDecoder().check(facts, SampleConfig(draft_length=n))
+
+
 def test_bad_input_is_one_line():
     ar_model = model(0)
     plain = dataclasses.replace(ar_model.config, draft_block=None)
@@ -578,7 +597,7 @@ def test_bad_input_is_one_line():
         HybridRun(ar_model, [4, 5], max_new_tokens=63, eos_id=None)
     with pytest.raises(UserError, match="predraft"):
         HybridRun(ar_model, [4, 5], max_new_tokens=4, eos_id=None, predraft="some")
-    with pytest.raises(UserError, match="draft_block must be"):
+    with pytest.raises(UserError, match="draft_block 0: .* blocks of 3 tokens; use 1 .. 3"):
         HybridRun(ar_model, [4, 5], max_new_tokens=4, eos_id=None, draft_block=0)
     with pytest.raises(UserError, match="draft_threshold must be in \\[0, 1\\)"):
         HybridRun(ar_model, [4, 5], max_new_tokens=4, eos_id=None, draft_threshold=1.0)

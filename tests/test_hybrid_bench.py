@@ -60,3 +60,57 @@ def test_greedy_agreement_follows_the_model_not_the_text(benchmark):
     # the model predicts counts by position whatever the text: its greedy continuation is
     # the counts, and so are its drafts
     assert got["greedy"] == [1.0] * 3
+
+
+def test_decoding_rows_count_the_text_they_made(benchmark, monkeypatch):
+    """tok/s of the decoding rows counted ``--prompts`` × gen_length tokens whether or not a
+    row ended at EOS (a row that stopped after 3 tokens counted 8). Now the text, cut at EOS,
+    as benchmarks/speculative.py counts it; tokens per forward: ``ar`` one, the hybrid its
+    commits (EOS included) per round."""
+    import dataclasses
+    import types
+    from pathlib import Path
+
+    import unmask.data
+    from unmask import api
+    from unmask.config import SampleConfig, model_preset
+    from unmask.loaded import Loaded
+    from unmask.model import Transformer
+    from unmask.sampling import cut_at_eos
+    from unmask.tokenizer import byte_tokenizer
+
+    hyb = benchmark("hybrid")
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=1.0,
+                       attention="causal", draft_block=2, objective="hybrid",
+                       **tok.special_ids())  # fmt: skip
+    torch.manual_seed(0)
+    ld = Loaded(model=Transformer(cfg).eval(), tokenizer=tok, config=cfg, path=Path("h"))
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randint(10, 100, (200,), generator=g) for _ in range(2)]
+
+    class Windows:  # TokenDataset(data, "val") of two windows, no data folder
+        def __init__(self, data, split):
+            pass
+
+        def windows(self, n):
+            return iter(rows)
+
+    monkeypatch.setattr(unmask.data, "TokenDataset", Windows)
+    prompts = [r[: hyb.PROMPT_LEN].tolist() for r in rows]
+    free = api.start(ld, prompts[:1], SampleConfig(gen_length=8, decoder="ar")).run().gen_ids[0]
+    eos = free[3]  # the greedy text's 4th token as EOS: the first row ends after 3 tokens
+    assert eos not in free[:3]
+    ld = dataclasses.replace(ld, config=dataclasses.replace(cfg, eos_id=eos))
+    want = api.start(ld, prompts, SampleConfig(gen_length=8, decoder="ar")).run().gen_ids
+    text = sum(len(cut_at_eos(r, eos)) for r in want)
+    assert text < 2 * 8
+    clock = iter(range(1000))  # every row takes one second
+    monkeypatch.setattr(hyb, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    got = hyb.decode(ld, "data", 2, 8, 2)
+    assert [(r["decoder"], r["batch"]) for r in got] == [
+        (d, b) for b in (1, 2) for d in ("ar", "all", "ends")]
+    for r in got:
+        assert r["tok_s"] == text and r["identical"] == 1.0, r
+        assert r["tokens_per_forward"] >= 1.0
+    assert got[0]["tokens_per_forward"] == 1.0

@@ -140,3 +140,71 @@ def test_speculative_batch_refuses_a_drafter_of_another_tokenizer(tmp_path, benc
     with pytest.raises(UserError, match="tokenizer differs"):
         bench.main([*args, "--drafter", str(tmp_path / "other")])
     bench.main([*args, "--drafter", paths["mdlm"]])
+
+
+def test_tokens_per_forward_counts_the_eos_a_forward_made(benchmark):
+    """tok/fwd divided the text cut at EOS by the forwards, the forward that made the EOS
+    among them: ``ar`` showed 0.75 for a row that ended after 3 tokens (0.89 on the twin).
+    Every row now counts its EOS: ``ar`` is 1.00 at batch 1; at batch 2 a row that ended
+    early lowers the batch's figure, for ``ar`` and ``speculative`` alike."""
+    import dataclasses
+    from pathlib import Path
+
+    from unmask import api
+    from unmask.config import SampleConfig
+    from unmask.loaded import Loaded
+
+    spec = benchmark("speculative")
+    tok = byte_tokenizer()
+    lds = {}
+    for name, attention in (("ar", "causal"), ("mdlm", "bidirectional")):
+        cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, init_std=0.3,
+                           attention=attention, **tok.special_ids())  # fmt: skip
+        torch.manual_seed(len(lds))
+        lds[name] = Loaded(model=Transformer(cfg).eval(), tokenizer=tok, config=cfg,
+                           path=Path(name))  # fmt: skip
+    prompts = [tok.encode("in the"), tok.encode("and the lord")]
+    free = api.start(lds["ar"], prompts[:1], SampleConfig(gen_length=12)).run().gen_ids[0]
+    eos = free[3]  # the greedy text's 4th token as EOS: the row ends after 3 text tokens
+    assert eos not in free[:3]
+    ar = dataclasses.replace(lds["ar"], config=dataclasses.replace(lds["ar"].config, eos_id=eos))
+    cfg = SampleConfig(gen_length=12, temperature=0.0)
+    kw = {"ref": None, "prompts": [], "scorer": None}
+
+    def row(case, ids: list[list[int]]) -> dict:
+        run = api.start(case.loaded, ids, case.config, draft=case.draft)
+        return spec.measure(case, [run], [run.run()], 1.0, batch=len(ids), **kw)
+
+    one = row(spec.Case("ar", ar, cfg), prompts[:1])
+    assert (one["tokens"], one["nfe"], one["tokens_per_forward"]) == (3, 4, 1.0)
+    sc = dataclasses.replace(cfg, draft_length=4)
+    fast = row(spec.Case("spec k=4", ar, sc, draft=lds["mdlm"]), prompts[:1])
+    assert fast["ids"] == one["ids"]
+    assert fast["tokens_per_forward"] == pytest.approx(4 / fast["nfe"])
+    two = row(spec.Case("ar", ar, cfg), prompts)  # the second row goes on to 12 (or its EOS)
+    n2 = spec.generated(two["ids"][1], eos)
+    assert two["nfe"] == n2 > 4
+    assert two["tokens_per_forward"] == pytest.approx((4 + n2) / 2 / n2)
+
+
+def test_a_nan_gen_ppl_is_written_as_null(tmp_path, benchmark, monkeypatch):
+    """The scorer's perplexity is NaN when no text has a token (every row ended at once):
+    speculative.py wrote it as ``NaN``, which is not JSON (jq and JavaScript refuse it)."""
+    spec = benchmark("speculative")
+
+    class NoTokens:
+        def perplexity(self, texts, prompts=None):
+            return float("nan")
+
+    monkeypatch.setattr(spec, "load_scorer", lambda args, device: (NoTokens(), "gen ppl: nan"))
+    paths = _ar_and_mdlm(tmp_path, max_seq_len=64)
+    out = tmp_path / "n.json"
+    spec.main(["--ar-model", paths["ar"], "--model", paths["mdlm"], "--gen-lengths", "8",
+               "--batches", "1", "--draft-lengths", "4", "--thresholds", "--no-diffusion-row",
+               "--prompt-words", "2", "--threads", "1", "--json", str(out)])  # fmt: skip
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"not JSON: {name}")
+
+    rows = json.loads(out.read_text(), parse_constant=refuse)["rows"]
+    assert [r["gen_ppl"] for r in rows] == [None, None]

@@ -37,7 +37,8 @@ that commits EOS is finished (later positions hold the pad id); the run stops wh
 is finished or has ``gen_length`` tokens. ``nfe`` = forward passes; the result
 (``HybridResult``) adds drafts made and accepted and the tokens committed.
 
-Inside: ``HybridRun``, ``HybridResult``, ``HybridDecoder`` (``hybrid``), ``PREDRAFT``.
+Inside: ``HybridRun``, ``HybridResult``, ``HybridDecoder`` (``hybrid``), ``PREDRAFT``,
+``check_draft_length``.
 """
 
 from __future__ import annotations
@@ -173,7 +174,9 @@ class HybridRun(DecoderRun):
     ``use_cache=False`` recomputes every row's whole prefix every round (the same layout over
     a fresh cache): the reference the kept cache is tested against. ``drafts`` (B, d) are the
     drafts the next round verifies (a live view may show them apart from the committed
-    ``view()``); ``dlen`` (B,) how many of them each row drafted.
+    ``view()``); ``dlen`` (B,) how many of them each row drafted. ``draft_block``: the
+    first that many positions of each block (default and at most the model's
+    ``config.draft_block``; ``check_draft_length``).
     """
 
     def __init__(
@@ -199,14 +202,14 @@ class HybridRun(DecoderRun):
     ) -> None:
         mcfg = getattr(model, "config", None)
         attention = getattr(mcfg, "attention", "causal")
-        k = draft_block if draft_block is not None else getattr(mcfg, "draft_block", None)
+        trained = getattr(mcfg, "draft_block", None)
+        k = draft_block if draft_block is not None else trained
         if attention != "causal" or k is None:
             raise UserError(
                 "decoder 'hybrid' needs a model trained with objective 'hybrid' (causal, with "
                 f"draft_block), not attention={attention!r}, draft_block={k!r}"
             )
-        if k < 1:
-            raise UserError(f"draft_block must be >= 1, got {k}")
+        check_draft_length(k, trained, "draft_block")
         if use_cache and not supports_kv_cache(model):
             raise UserError("decoder 'hybrid' needs a model with a KV cache (unmask.model)")
         if not 0.0 <= draft_threshold < 1.0:
@@ -454,6 +457,22 @@ class HybridRun(DecoderRun):
         )
 
 
+def check_draft_length(n: int, trained: int | None, name: str = "draft_length") -> None:
+    """Refuse, in one ``UserError`` line, a draft length ``n`` the checkpoint cannot draft:
+    below 1, or past ``trained``, the ``draft_block`` it was trained with (its mask blocks
+    hold that many positions; a longer block drafts positions it never learned). ``trained``
+    None (a causal model given an explicit block, a test double): only ``n >= 1``. The one
+    check of ``HybridRun`` (``name`` ``draft_block``) and of ``HybridDecoder.check`` (the
+    ``draft_length`` of a ``SampleConfig``: the CLI, the server, the API)."""
+    if trained is None and n < 1:
+        raise UserError(f"{name} must be >= 1, got {n}")
+    if trained is not None and not 1 <= n <= trained:
+        raise UserError(
+            f"{name} {n}: this hybrid checkpoint drafts blocks of {trained} tokens; "
+            f"use 1 .. {trained}"
+        )
+
+
 @register_decoder("hybrid")
 class HybridDecoder(Decoder):
     """A checkpoint of objective ``hybrid`` verifies its own drafts and drafts the next block in
@@ -474,12 +493,8 @@ class HybridDecoder(Decoder):
                 f"{facts.default_decoder!r}"
             )
         check_causal("hybrid", facts, config)
-        n = config.draft_length
-        if n is not None and not 1 <= n <= facts.draft_block:
-            raise UserError(
-                f"draft_length {n}: this hybrid checkpoint drafts blocks of {facts.draft_block} "
-                f"tokens; use 1 .. {facts.draft_block}"
-            )
+        if config.draft_length is not None:
+            check_draft_length(config.draft_length, facts.draft_block)
 
     def start(
         self,
@@ -511,4 +526,4 @@ class HybridDecoder(Decoder):
         )
 
 
-__all__ = ["PREDRAFT", "HybridDecoder", "HybridResult", "HybridRun"]
+__all__ = ["PREDRAFT", "HybridDecoder", "HybridResult", "HybridRun", "check_draft_length"]
