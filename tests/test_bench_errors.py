@@ -451,3 +451,32 @@ def test_train_throughput_memory_sets_omp_threads_only_when_given(benchmark, mon
     rows = tt.compare_memory(args)
     assert [r["mode"] for r in rows] == ["ddp", "fsdp"] and len(seen) == 2
     assert all(e.get("OMP_NUM_THREADS") == env for e in seen)
+
+
+def test_the_scripts_count_flags_are_the_clis_at_least(benchmark, monkeypatch):
+    """``_common.non_negative_int`` repeated ``unmask.commands.positive_int`` with another
+    floor: both are now ``unmask.commands.at_least(n)``, one check with the same messages."""
+    import argparse
+
+    import unmask.commands as commands
+
+    common = benchmark("_common")
+    for least, script in ((0, common.non_negative_int), (1, common.positive_int)):
+        check = commands.at_least(least)
+        assert script("7") == check("7") == 7 and script(str(least)) == least
+        for bad in ("x", "2.5", str(least - 1)):
+            with pytest.raises(argparse.ArgumentTypeError) as a:
+                script(bad)
+            with pytest.raises(argparse.ArgumentTypeError) as b:
+                check(bad)
+            assert str(a.value) == str(b.value)
+    assert str(b.value) == "must be at least 1, got 0"
+    with pytest.raises(argparse.ArgumentTypeError, match="^expected a whole number, got 'x'$"):
+        commands.at_least(3)("x")
+    with pytest.raises(argparse.ArgumentTypeError, match="^must be at least 3, got 2$"):
+        commands.at_least(3)("2")
+    floors: list[int] = []
+    real = commands.at_least
+    monkeypatch.setattr(commands, "at_least", lambda n: floors.append(n) or real(n))
+    common.non_negative_int("4"), common.positive_int("4")
+    assert floors == [0, 1]  # the scripts' types check with the CLI's, not their own copy
