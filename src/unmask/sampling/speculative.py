@@ -445,7 +445,15 @@ class SpeculativeRun(DecoderRun):
             out = once.forward(self.drafter, tokens, positions, bias, real,
                                return_hidden=head is not None)  # fmt: skip
         elif self.dkv is None:  # a mask predictor without explicit layouts: left-padded rows
-            out = call_model(self.drafter, tokens, None if bool(real.all()) else real)
+            mask = None if bool(real.all()) else real
+            if self._dblock is not None and supports_kv_cache(self.drafter):
+                # a Transformer reading its noise level off the canvas: each row's own blocks
+                # (its attention mode would count them from the padded canvas's first column)
+                out = self.drafter(tokens, attention_mask=mask,
+                                   attn_bias=self._drafter_bias(positions))  # fmt: skip
+                out = getattr(out, "logits", out)
+            else:
+                out = call_model(self.drafter, tokens, mask)
         else:
             bias = self._drafter_bias(positions)
             out = self.dkv.forward(self.drafter, tokens, positions, bias, real,
