@@ -2,13 +2,14 @@
 
 A script ends with ``run(main)``: a ``UserError`` (a missing ``--model`` path, a checkpoint
 of the wrong kind, a bad value) prints ``NAME: error: MESSAGE`` and exits 2, as argparse
-does for a bad flag, instead of a traceback. ``positive_int``, ``non_negative_int`` and
-``positive_float`` are argparse types for counts and durations; ``int_list`` parses a comma
-list such as ``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
+does for a bad flag, instead of a traceback. ``positive_int`` and ``non_negative_int`` (the
+CLI's own check, ``unmask.commands.at_least(1)`` and ``at_least(0)``) and ``positive_float``
+are argparse types for counts and durations; ``int_list`` parses a comma list such as
+``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
-committed ``benchmarks/results``). Scripts import this module from
-their own folder (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports
-``unmask`` only when an error is raised or caught, so a script may still choose where
+committed ``benchmarks/results``). Scripts import this module from their own folder
+(``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
+when a flag is parsed or an error is raised or caught, so a script may still choose where
 ``unmask`` comes from after importing it (startup.py puts ``src/`` first).
 """
 
@@ -50,22 +51,19 @@ def json_text(
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer above 0 (the CLI's own, ``unmask.commands.positive_int``,
+    """argparse type: a whole number of at least 1 (the CLI's ``unmask.commands.at_least``,
     imported when a flag is parsed, after a script chose where ``unmask`` comes from)."""
-    from unmask.commands import positive_int as the_clis
+    from unmask.commands import at_least
 
-    return the_clis(text)
+    return at_least(1)(text)
 
 
 def non_negative_int(text: str) -> int:
-    """argparse type: a whole number of at least 0 (``--threads 0``: torch's default)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {n}")
-    return n
+    """argparse type: a whole number of at least 0 (``--threads 0``: torch's default), the
+    CLI's ``unmask.commands.at_least(0)``."""
+    from unmask.commands import at_least
+
+    return at_least(0)(text)
 
 
 def positive_float(text: str) -> float:

@@ -544,8 +544,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--device", default="auto")
     ap.add_argument(
-        "--threads", type=non_negative_int, default=0,
-        help="torch CPU threads (0 = torch's default)",
+        "--threads", type=non_negative_int, default=None,
+        help="torch CPU threads (0 = torch's default; default: 0; --quick: 1)",
     )
     ap.add_argument(
         "--seed", type=int, default=0, help="init seed of the speed model and the sampling seed"
@@ -580,13 +580,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args,
         normal={"gen_lengths": [256, 512], "block_length": 32, "batch": 4, "prompt_words": 8,
                 "policies": None, "caches": list(CACHES), "speed_preset": "small",
-                "speed_max_seq_len": 1024},
+                "speed_max_seq_len": 1024, "threads": 0},
         quick={"gen_lengths": [32], "block_length": 16, "batch": 2, "prompt_words": 4,
                "policies": ["llada 1/step", "threshold .9"], "caches": ["none", "dual"],
-               "speed_preset": "tiny", "speed_max_seq_len": 128},
+               "speed_preset": "tiny", "speed_max_seq_len": 128, "threads": 1},
     )  # fmt: skip
     if args.quick:
-        args.threads = args.threads or 1
         args.score = bool(args.score)
     return args
 

@@ -313,7 +313,9 @@ def compare_memory(args: argparse.Namespace) -> list[dict]:
             cmd += ["--d-model", str(args.d_model)]
         if args.layers:
             cmd += ["--layers", str(args.layers)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        env = dict(os.environ)
+        if args.threads:  # 0 = torch's default: the children inherit OMP_NUM_THREADS as is
+            env["OMP_NUM_THREADS"] = str(args.threads)
         out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     print(

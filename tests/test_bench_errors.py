@@ -415,3 +415,68 @@ def test_train_throughput_help_says_what_it_measures():
     got = _parse_only([("train_throughput.py", "--layers", "-1")])
     assert got[0][3:] == (2, ["train_throughput.py: error: argument --layers: must be at least "
                               "0, got -1"])  # fmt: skip
+
+
+def test_decoding_quick_keeps_a_given_thread_count(benchmark):
+    """``--quick --threads 0`` ran on 1 thread (``args.threads or 1``), though the help says
+    0 is torch's default and --quick says flags given still win: 1 only when none is given."""
+    decoding = benchmark("decoding")
+    assert decoding.parse_args(["--quick"]).threads == 1
+    assert decoding.parse_args(["--quick", "--threads", "0"]).threads == 0
+    assert decoding.parse_args(["--quick", "--threads", "3"]).threads == 3
+    assert decoding.parse_args([]).threads == 0
+
+
+@pytest.mark.parametrize("threads, env", [(0, None), (3, "3")])
+def test_train_throughput_memory_sets_omp_threads_only_when_given(benchmark, monkeypatch,
+                                                                  threads, env):
+    """``--compare memory`` at the default ``--threads 0`` gave its workers
+    OMP_NUM_THREADS=0 (libgomp: "Invalid value for environment variable OMP_NUM_THREADS"):
+    0 = torch's default leaves the variable as it was."""
+    import argparse
+    import json
+
+    tt = benchmark("train_throughput")
+    seen: list[dict] = []
+
+    def fake_run(cmd, **kw):
+        seen.append(kw["env"])
+        row = {"mode": cmd[cmd.index("--worker") + 1], "params": 1e6, "peak_bytes": 2.0**30}
+        return subprocess.CompletedProcess(cmd, 0, stdout=json.dumps(row) + "\n")
+
+    monkeypatch.setattr(tt.subprocess, "run", fake_run)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    args = argparse.Namespace(threads=threads, preset="tiny", vocab=64, batch=2, seq_len=8,
+                              steps=1, d_model=0, layers=0)  # fmt: skip
+    rows = tt.compare_memory(args)
+    assert [r["mode"] for r in rows] == ["ddp", "fsdp"] and len(seen) == 2
+    assert all(e.get("OMP_NUM_THREADS") == env for e in seen)
+
+
+def test_the_scripts_count_flags_are_the_clis_at_least(benchmark, monkeypatch):
+    """``_common.non_negative_int`` repeated ``unmask.commands.positive_int`` with another
+    floor: both are now ``unmask.commands.at_least(n)``, one check with the same messages."""
+    import argparse
+
+    import unmask.commands as commands
+
+    common = benchmark("_common")
+    for least, script in ((0, common.non_negative_int), (1, common.positive_int)):
+        check = commands.at_least(least)
+        assert script("7") == check("7") == 7 and script(str(least)) == least
+        for bad in ("x", "2.5", str(least - 1)):
+            with pytest.raises(argparse.ArgumentTypeError) as a:
+                script(bad)
+            with pytest.raises(argparse.ArgumentTypeError) as b:
+                check(bad)
+            assert str(a.value) == str(b.value)
+    assert str(b.value) == "must be at least 1, got 0"
+    with pytest.raises(argparse.ArgumentTypeError, match="^expected a whole number, got 'x'$"):
+        commands.at_least(3)("x")
+    with pytest.raises(argparse.ArgumentTypeError, match="^must be at least 3, got 2$"):
+        commands.at_least(3)("2")
+    floors: list[int] = []
+    real = commands.at_least
+    monkeypatch.setattr(commands, "at_least", lambda n: floors.append(n) or real(n))
+    common.non_negative_int("4"), common.positive_int("4")
+    assert floors == [0, 1]  # the scripts' types check with the CLI's, not their own copy

@@ -112,6 +112,59 @@ def test_block_causal_drafter_cache_equals_no_cache_and_runs_fewer_positions():
     assert w1[0] == w0[0] and all(c < n for c, n in zip(w1[1:], w0[1:], strict=True))
 
 
+@pytest.mark.parametrize("cache", ["none", "prefix"])
+@pytest.mark.parametrize("threshold", [0.0, 0.2])
+def test_a_left_padded_row_drafts_with_a_block_causal_drafter_as_it_does_alone(cache, threshold):
+    """A block-causal drafter's blocks count from each row's first real token: a left-padded
+    row of a batch makes the drafts it makes alone, round by round (with and without the
+    prefix cache, which keeps each row's own whole blocks), so its counts are its counts
+    alone; the tokens are greedy AR's."""
+    verifier, drafter = transformer("causal", 5), transformer("block-causal", 7, block_size=4)
+    ar = generate_ar(verifier, PROMPTS, max_new_tokens=24, eos_id=None)
+    options = {"draft_cache": cache, "draft_threshold": threshold}
+    batch, rec = spec(verifier, drafter, **options)
+    assert batch.gen_ids == ar.gen_ids
+    mask = verifier.config.mask_id
+
+    def drafts(rec: Recorder, i: int) -> list[list[int]]:  # the rounds row i drafted in
+        return [d[i].tolist() for d in rec.drafts if bool((d[i] != mask).any())]
+
+    alone = []
+    for i, p in enumerate(PROMPTS):
+        one, rec1 = spec(verifier, drafter, [p], **options)
+        assert one.gen_ids[0] == batch.gen_ids[i]
+        assert drafts(rec, i) == drafts(rec1, 0), i
+        alone.append(one)
+    assert batch.drafted > 4
+    for f in ("drafted", "accepted", "committed", "row_rounds"):
+        assert getattr(batch, f) == sum(getattr(a, f) for a in alone), f
+
+
+def test_a_left_padded_row_drafts_as_alone_with_a_drafter_reading_the_canvas():
+    """A block-causal drafter that reads its noise level off the canvas (``masked_fraction``:
+    no cache, no explicit layouts) ran on the left-padded canvas, its blocks counted from the
+    first column by its attention mode: a padded row's blocks were shifted. It is given each
+    row's own blocks, so a row drafts as it does alone."""
+    verifier = transformer("causal", 5)
+    cfg = dataclasses.replace(transformer("block-causal", 7, block_size=4).config,
+                              time_conditioning=True, sigma_input="masked_fraction")  # fmt: skip
+    torch.manual_seed(7)
+    drafter = Transformer(cfg).double().eval()
+    with torch.no_grad():  # adaLN-Zero starts every block as the identity: drafts that read
+        for p in drafter.parameters():  # no context; random modulation reads it
+            if not p.any():
+                p.normal_(0, 0.3)
+    batch, rec = spec(verifier, drafter)
+    assert batch.drafter_cache == "none"
+    assert batch.gen_ids == generate_ar(verifier, PROMPTS, max_new_tokens=24, eos_id=None).gen_ids
+    mask = verifier.config.mask_id
+    for i, p in enumerate(PROMPTS):
+        one, rec1 = spec(verifier, drafter, [p])
+        assert one.gen_ids[0] == batch.gen_ids[i]
+        mine = [d[i].tolist() for d in rec.drafts if bool((d[i] != mask).any())]
+        assert mine == [d[0].tolist() for d in rec1.drafts] and len(mine) > 2, i
+
+
 def test_bidirectional_drafter_cache_is_approximate_and_output_stays_exact():
     """A bidirectional drafter's cache reuses keys/values computed in earlier rounds: its
     first draft is the uncached one, later drafts may differ, the output never does."""

@@ -188,15 +188,26 @@ def physical_cores(cpus: Iterable[int], sysfs: str = "/sys/devices/system/cpu") 
     return len(cores) or None
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type``: a whole number of at least 1."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number of at least ``least`` (``at_least(0)``: a count
+    where 0 means none or a default). A bad value is one line: ``expected a whole number, got
+    'x'`` or ``must be at least N, got n``. The CLI's and the benchmark scripts' one check."""
+
+    def whole_number(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
+        return n
+
+    whole_number.__doc__ = f"An argparse ``type``: a whole number of at least {least}."
+    return whole_number
+
+
+positive_int = at_least(1)
+"""An argparse ``type``: a whole number of at least 1 (``at_least(1)``)."""
 
 
 def _finite_float(text: str) -> float:

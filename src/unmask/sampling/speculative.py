@@ -16,6 +16,7 @@ Each round (one ``advance()``):
    tokens are kept in a ``KVCache`` and each forward runs only the tokens committed since
    the last round and the draft block. For a block-causal drafter (BD3-LM) the cache keeps
    whole blocks only and is exact (no cached position can see a position that changes);
+   its blocks count from each row's first real token, as they do for the row alone;
    for a bidirectional drafter each token's keys/values are those of the round it was
    committed in (they saw that round's draft block, not today's), so its drafts
    approximate the uncached drafter's. The verifier makes the output exact either way.
@@ -374,6 +375,7 @@ class SpeculativeRun(DecoderRun):
         )
         block = dfacts.block_size if dfacts.attention == "block-causal" else None
         self._dblock = block
+        self._pad = (~self.real).sum(dim=1)  # (B,) each row's left padding
         self.drafter_cache = "none"
         if self.dkv is not None:
             self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
@@ -415,12 +417,18 @@ class SpeculativeRun(DecoderRun):
 
     def _drafter_bias(self, positions: Tensor) -> Tensor:
         """Which of the drafter's new columns each one sees: all (bidirectional), or the
-        blocks up to its own (block-causal, by each row's positions): (B|1, 1, L, L)."""
+        blocks up to its own (block-causal): (B|1, 1, L, L). A row's blocks count from its
+        first real token (``_text_pos``), so a left-padded row has the blocks it has alone."""
         L = positions.shape[1]
         if self._dblock is None:
             return torch.ones(1, 1, L, L, dtype=torch.bool, device=positions.device)
-        blk = positions // self._dblock  # (B, L)
+        blk = self._text_pos(positions) // self._dblock  # (B, L)
         return (blk[:, None, :] <= blk[:, :, None])[:, None]  # (B, 1, L, L)
+
+    def _text_pos(self, positions: Tensor) -> Tensor:
+        """(B, L) each row's logical ``positions`` (B, L) counted from its first real token
+        (left padding off; a padding column's is 0): where the row's drafter blocks start."""
+        return (positions - self._pad[:, None]).clamp(min=0)
 
     def _drafter_logits(
         self, tokens: Tensor, positions: Tensor, real: Tensor, lo: int, hi: int
@@ -437,7 +445,15 @@ class SpeculativeRun(DecoderRun):
             out = once.forward(self.drafter, tokens, positions, bias, real,
                                return_hidden=head is not None)  # fmt: skip
         elif self.dkv is None:  # a mask predictor without explicit layouts: left-padded rows
-            out = call_model(self.drafter, tokens, None if bool(real.all()) else real)
+            mask = None if bool(real.all()) else real
+            if self._dblock is not None and supports_kv_cache(self.drafter):
+                # a Transformer reading its noise level off the canvas: each row's own blocks
+                # (its attention mode would count them from the padded canvas's first column)
+                out = self.drafter(tokens, attention_mask=mask,
+                                   attn_bias=self._drafter_bias(positions))  # fmt: skip
+                out = getattr(out, "logits", out)
+            else:
+                out = call_model(self.drafter, tokens, mask)
         else:
             bias = self._drafter_bias(positions)
             out = self.dkv.forward(self.drafter, tokens, positions, bias, real,
@@ -501,7 +517,9 @@ class SpeculativeRun(DecoderRun):
                 if bool(ended.all()):
                     break  # no row drafts further: skip the remaining chunks
         if self.dkv is not None:  # reuse next round: exact whole blocks, or every committed
-            safe = N if self._dblock is None else N // self._dblock * self._dblock
+            safe = N  # whole blocks of each row's own text (left padding off), if any:
+            if self._dblock is not None:
+                safe = self._pad + (N - self._pad) // self._dblock * self._dblock
             safe = torch.where(active, safe, lo)
             keep = positions < safe[:, None]
             keep[:, h:] = False  # never the drafts (their keys saw masks)
