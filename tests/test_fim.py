@@ -414,3 +414,57 @@ def test_infill_causal_follows_the_spacing_rules_of_the_diffusion_path():
     assert r.text == f"The cat {gap} on the mat." and tok.decode(r.tokens) == r.text
     # a gap with no space before it is filled freely
     assert infill_causal(model, tok, "The cat[MASK:1-2] on the mat.").gaps[0].text == ", sat"
+
+
+def test_infill_causal_takes_the_gap_lengths_of_the_diffusion_path():
+    """A gap's lengths are the plan's, as on the diffusion path: ``[MASK:0-b]`` may stay empty
+    (it was refused: "1 <= min_len"), and a bare ``[MASK]`` with a regex or choices takes the
+    lengths its constraint allows (it was one token: "Call 9 now.")."""
+    from unmask.infill import Gap
+
+    tok = with_fim_tokens(byte_tokenizer())
+    model = FimOracle(tok.encode("The cat sat on the mat."))
+    r = infill_causal(model, tok, "The cat[MASK:0-3] sat on the mat.")
+    assert r.text == "The cat sat on the mat." and r.gaps[0].text == "" and r.gaps[0].tokens == []
+    assert r.nfe == 1  # the prompt, whose last position wrote EOS
+    model = FimOracle(tok.encode("Call 911 now."))
+    digits = infill_causal(model, tok, ["Call ", Gap(regex=r"\d{1,3}"), " now."])
+    assert digits.text == "Call 911 now." and digits.gaps[0].text == "911"
+    picked = infill_causal(model, tok, ["Call ", Gap(choices=["112", "911"]), " now."])
+    assert picked.text == "Call 911 now."
+
+
+def test_a_constrained_middle_over_the_context_is_refused_as_a_text_not_a_form():
+    """The guided middle was refused with the form filler's words ("use fewer or shorter
+    holes"); it is the text that is too long, as for an unconstrained middle."""
+    from unmask.infill import Gap
+
+    tok = with_fim_tokens(byte_tokenizer())
+    model = FimOracle(tok.encode("The cat sat on the mat."), max_seq_len=40)
+    for gap in (Gap(min_len=1, max_len=8), Gap(min_len=1, max_len=8, regex="a+")):
+        with pytest.raises(UserError, match=r"^prefix \(30 tokens\).*the text or the middle$"):
+            infill_causal(model, tok, ["x" * 30, gap, "y" * 5])
+    # one token shorter fits: the check is the decoder's own bound, not a stricter one
+    model = FimOracle(tok.encode("x" * 28 + "aa" + "y" * 5), max_seq_len=40)
+    r = infill_causal(model, tok, ["x" * 28, Gap(min_len=1, max_len=3, regex="a+"), "y" * 5])
+    assert r.gaps[0].text == "aa"
+
+
+def test_a_middle_over_the_context_is_refused_before_its_gap_is_compiled(monkeypatch):
+    """``[MASK:1-100000]`` compiled the gap's automaton and its feasible lengths up to 100000
+    (3 s on the byte tokenizer) before the context check refused it; a constrained gap's
+    longest text is its constraint's, so it is still planned first."""
+    import unmask.infill.fim as fim
+    from unmask.infill import Gap
+
+    tok = with_fim_tokens(byte_tokenizer())
+    model = FimOracle(tok.encode("Call 911 now."))
+    planned = []
+    real = fim.plan_template
+    monkeypatch.setattr(fim, "plan_template", lambda *a, **k: planned.append(1) or real(*a, **k))
+    for template in ("Call [MASK:1-100000] now.", "Call [MASK:100000] now.", "[MASK:1-99999]"):
+        with pytest.raises(UserError, match=r"up to \d+ middle tokens exceed .* \(64\)"):
+            infill_causal(model, tok, template)
+    assert planned == []
+    r = infill_causal(model, tok, ["Call ", Gap(max_len=1000, regex=r"\d{1,3}"), " now."])
+    assert r.text == "Call 911 now." and planned == [1]

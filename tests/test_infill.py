@@ -553,6 +553,17 @@ def test_edit_errors(model):
         edit(model, TOK, "short", spans=[(0, 1)], lowest=1)
     with pytest.raises(UserError, match="nothing to edit"):
         edit(model, TOK, "short")
+    # offsets are whole numbers: 0.5 was cut to 0 and True read as 1, and the edit ran
+    for span in [(0.5, 3), (True, 3), ("0", 3), (0, 3, 4)]:
+        with pytest.raises(UserError, match=r"^span .* is not a \(start, end\) pair"):
+            edit(model, TOK, "short", spans=[span])
+    assert edit(model, TOK, "short", spans=[[0, 3]]).spans == [(0, 3)]
+    with pytest.raises(UserError, match="^regex must be a str, not int$"):
+        edit(model, TOK, "short", regex=5)  # a TypeError from re.compile
+    for spans in (5, "0:3"):  # 5: a TypeError; "0:3": "span '0' is not a (start, end) pair"
+        with pytest.raises(UserError, match="^spans must be a list of .* pairs .*, not "):
+            edit(model, TOK, "short", spans=spans)
+    assert edit(model, TOK, "short", spans=None, lowest=1).rounds == 1  # None: no spans
 
 
 def test_edit_lowest_over_the_text_is_refused_before_any_model_work():
@@ -679,6 +690,25 @@ def test_cli_edit(ckpt, capsys):
                           "can be rewritten; ") and err.count("\n") == 1, err
 
 
+def test_cli_edit_reads_its_text_from_stdin_as_infill_its_template(ckpt, capsys, monkeypatch):
+    """The newline that ends the input is not part of the text (it was: the output ended with
+    a blank line, and --json's text and spans had it), as for ``unmask infill -``."""
+    import io
+
+    from unmask.cli import main
+
+    args = ["edit", "--model", ckpt, "--json", "--seed", "3", "--span", "6:9", "--text"]
+    assert main([*args, "Hello big world"]) == 0
+    want = json.loads(capsys.readouterr().out)
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello big world\n"))
+    assert main([*args, "-"]) == 0
+    assert json.loads(capsys.readouterr().out) == {**want, "seconds": ANY}
+    monkeypatch.setattr("sys.stdin", io.StringIO("Hello big world\n"))
+    assert main(["edit", "--model", ckpt, "--no-live", "--seed", "3", "--span", "6:9",
+                 "--text", "-"]) == 0
+    assert capsys.readouterr().out == want["text"] + "\n"
+
+
 def _exact_bound(model: torch.nn.Module, row: list[int]) -> float:
     """The masked-diffusion bound on -log p(row) by enumerating every mask set: a set of k of
     the n tokens has weight (k-1)! (n-k)! / n! (the integral of t^(k-1) (1-t)^(n-k) / t·t)."""
@@ -754,3 +784,15 @@ def test_cli_search_limit_names_the_flags_to_give(ckpt, capsys):
     assert main(["infill", "--model", ckpt, "--no-live", "--max-search-calls", "0",
                  template]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("flag", ["--max-candidates", "--max-joint", "--elbo-samples",
+                                  "--default-max-len"])
+def test_cli_infill_names_the_search_option_that_is_out_of_range(ckpt, capsys, flag):
+    """Each option is named alone with its value (it was all three at once, and
+    --default-max-len 0 was "its constraint allows only empty text", of a gap)."""
+    from unmask.cli import main
+
+    assert main(["infill", "--model", ckpt, "--regex", r"1=\d+", "Call [MASK] now", flag,
+                 "0"]) == 2
+    assert capsys.readouterr().err == f"unmask infill: error: {flag} must be at least 1, got 0\n"

@@ -249,3 +249,29 @@ def test_a_search_over_the_limit_is_a_search_limit_error_with_its_numbers():
     assert err.message(raise_hint=False) == str(err).removesuffix(
         ", or raise max_search_calls (0: no limit)")
     assert str(pickle.loads(pickle.dumps(err))) == str(err)
+
+
+def test_a_refused_template_of_gap_objects_is_named_in_the_template_syntax():
+    """Gaps built in Python were spelled ``[MASK:]`` (no gap of the syntax, lengths lost)."""
+    template = ["The ", Gap(min_len=1, max_len=20), " sat ", Gap(3), Gap(min_len=2, name="x"),
+                Gap(max_len=9), "."]
+    with pytest.raises(SearchLimitError, match=re.escape(
+            "template 'The [MASK:1-20] sat [MASK:3][MASK:x:2-?][MASK:?-9].': ")):
+        infill(Counting(), TOK, template, options=InfillOptions(max_search_calls=5))
+
+
+@pytest.mark.parametrize("template", ["ab[MASK:1-4]cd", "[MASK:1-4]cd", "ab [MASK:1-4] cd",
+                                      "ab[MASK:0-3]"])
+def test_one_gap_gets_the_length_whose_text_has_the_lowest_exact_bound(template):
+    """Brute force: every candidate's text scored alone by the exact bound (all mask sets
+    enumerated); the search, scoring all candidates at once with shared noise, picks its
+    argmin on random tiny models: a gap at either end, between spaces, or allowed empty."""
+    for seed in range(4):
+        model = _tiny(seed)
+        r = infill(model, TOK, template, SampleConfig(temperature=0.0, seed=seed),
+                   options=InfillOptions(elbo_seed=seed, elbo_samples=64))
+        assert sorted(c.lengths for c in r.candidates) == [(n,) for n in range(
+            0 if "0-" in template else 1, 4 if "0-" in template else 5)]
+        exact = {c.lengths: _exact(model, list(TOK.encode(c.text))) for c in r.candidates}
+        chosen = next(c for c in r.candidates if c.text == r.text)
+        assert chosen.lengths == min(exact, key=exact.__getitem__), (seed, exact)

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--text", required=True, metavar="TEXT",
-                   help="the text to edit ('-' = read stdin)")
+                   help="the text to edit ('-' = read stdin, less the newline that ends it)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--span", action="append", metavar="START:END",
                       help="character range to rewrite (0-based, end exclusive); repeatable")
@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from unmask.commands.generate import sample_config_from_args
 
     config = sample_config_from_args(args)
-    text = read_user_stdin() if args.text == "-" else args.text
+    # as infill's template: the newline that ends the input is not part of the text
+    text = read_user_stdin().removesuffix("\n") if args.text == "-" else args.text
     if args.rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {args.rounds}")
     if args.rounds > 1 and args.lowest is None:

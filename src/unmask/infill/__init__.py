@@ -21,6 +21,9 @@ constraints per gap) and fills it with the one sampler loop, ``unmask.sampling.s
 - ``schema``: JSON Schema → a form (``schema_form``, ``fill_schema``).
 - ``ordered``: the same constraints left to right for causal (``ar``) models
   (``fill_left_to_right``; ``fill_form`` and ``infill_causal`` use it by themselves).
+- ``options``: gap constraints given beside a template (``constrain_gaps``: the CLI's
+  ``--choices``/``--regex``/``--charset``/``--ban`` and the server's fields).
+- ``continuous``: templates filled by an ``embed-diffusion`` checkpoint (``infill_template``).
 
 See docs/infill.md.
 """

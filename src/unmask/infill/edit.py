@@ -12,8 +12,9 @@ Inside:
 
 from __future__ import annotations
 
+import operator
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,13 +133,21 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+def _offset(v: Any) -> int:
+    """A character offset: a whole number (``operator.index``: 0.5 was cut to 0), not a bool
+    (True was read as 1)."""
+    if isinstance(v, bool):
+        raise TypeError("a bool is no character offset")
+    return operator.index(v)
+
+
 def _char_spans(
     text: str, spans: Sequence[tuple[int, int]], regex: str | None
 ) -> list[tuple[int, int]]:
     found: list[tuple[int, int]] = []
     for span in spans:
         try:
-            s, e = (int(v) for v in span)
+            s, e = (_offset(v) for v in span)
         except (TypeError, ValueError):
             raise UserError(
                 f"span {span!r} is not a (start, end) pair of character offsets"
@@ -296,6 +305,12 @@ def _edit(
     if confidence_mode not in CONFIDENCE_MODES:  # a typo with spans/regex was ignored
         raise UserError(f"unknown confidence_mode {confidence_mode!r}; choose one of "
                         f"{', '.join(CONFIDENCE_MODES)}")
+    if regex is not None and not isinstance(regex, str):  # re.compile(5) was a TypeError
+        raise UserError(f"regex must be a str, not {type(regex).__name__}")
+    spans = () if spans is None else spans
+    if isinstance(spans, (str, bytes)) or not isinstance(spans, Iterable):  # spans=5 too
+        raise UserError(f"spans must be a list of (start, end) pairs of character offsets, "
+                        f"not {type(spans).__name__}")
     if lowest is not None and (spans or regex is not None):
         raise UserError("choose spans/regex or lowest, not both")
     if lowest is None and not spans and regex is None:

@@ -557,8 +557,21 @@ def _check_search(plan: Plan, config: SampleConfig, options: InfillOptions, toke
 def _template_name(template: str | Sequence[str | Gap]) -> str:
     """``template 'TEXT'`` for errors, the text cut to 60 characters."""
     text = template if isinstance(template, str) else "".join(
-        p if isinstance(p, str) else (p.source or f"[MASK:{p.name or ''}]") for p in template)
+        p if isinstance(p, str) else (p.source or _spelled(p)) for p in template)
     return f"template {text if len(text) <= 60 else text[:57] + '...'!r}"
+
+
+def _spelled(gap: Gap) -> str:
+    """A ``Gap`` built in Python as its template would write it (``[MASK:city:2-5]``; an
+    unset bound is ``?``), for messages: it was ``[MASK:]``, no gap of the syntax."""
+    if gap.length is not None:
+        size = str(gap.length)
+    elif gap.min_len is None and gap.max_len is None:
+        size = ""
+    else:
+        size = "-".join("?" if n is None else str(n) for n in (gap.min_len, gap.max_len))
+    parts = [x for x in (gap.name, size) if x]
+    return "[MASK" + "".join(":" + x for x in parts) + "]"
 
 
 def _choices(plan: Plan) -> tuple[list[list[int]], int, bool]:
@@ -920,8 +933,10 @@ def infill(
     """
     config = config or SampleConfig()
     options = options or InfillOptions()
-    if options.max_candidates < 1 or options.max_joint < 1 or options.elbo_samples < 1:
-        raise UserError("max_candidates, max_joint and elbo_samples must be at least 1")
+    for name in ("max_candidates", "max_joint", "elbo_samples", "default_max_len"):
+        value = getattr(options, name)  # one field per message: the CLI names its flag
+        if value < 1:  # default_max_len 0 was "its constraint allows only empty text"
+            raise UserError(f"{name} must be at least 1, got {value}")
     if options.max_search_calls < 0:
         raise UserError(f"max_search_calls must be 0 (no limit) or positive, got "
                         f"{options.max_search_calls}")

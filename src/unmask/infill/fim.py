@@ -37,12 +37,12 @@ from unmask.errors import UserError
 from unmask.infill.automaton import TokenAutomaton
 from unmask.infill.fill import InfillResult, _render
 from unmask.infill.template import (
-    DEFAULT_MAX_LEN,
     Gap,
     Spans,
     _named,
     parse_template,
     plan_template,
+    takes_space,
 )
 from unmask.sampling.ar import generate_ar
 from unmask.sampling.cache import call_model
@@ -91,6 +91,19 @@ def fim_prompt(config: Any, prefix_ids: Sequence[int], suffix_ids: Sequence[int]
         *map(int, suffix_ids),
         config.fim_middle_id,
     ]
+
+
+def _check_fits(config: Any, prefix: int, suffix: int, middle: int, *, eos: bool = False) -> None:
+    """``UserError`` when the PSM prompt (``prefix`` + ``suffix`` tokens and 3 sentinels) and
+    up to ``middle`` tokens (and the EOS that ends them, where the decoder feeds it: ``eos``)
+    do not fit the model's ``max_seq_len``: the text is refused, never cut."""
+    max_seq_len = getattr(config, "max_seq_len", None)
+    if max_seq_len is not None and prefix + suffix + 3 + middle + int(eos) > max_seq_len:
+        raise UserError(
+            f"prefix ({prefix} tokens) + suffix ({suffix} tokens) + 3 sentinels + up to "
+            f"{middle} middle tokens{' and EOS' * eos} exceed the model's max_seq_len "
+            f"({max_seq_len}); shorten the text or the middle"
+        )
 
 
 def _params(model: Any) -> Iterator[Any]:
@@ -161,13 +174,7 @@ def fill_middle_ids(
             f"min_new_tokens must be in [0, max_new_tokens={max_new_tokens}], got {min_new_tokens}"
         )
     prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
-    max_seq_len = getattr(cfg, "max_seq_len", None)
-    if max_seq_len is not None and len(prompt) + max_new_tokens > max_seq_len:
-        raise UserError(
-            f"prefix ({len(prefix_ids)} tokens) + suffix ({len(suffix_ids)} tokens) + 3 sentinels "
-            f"+ up to {max_new_tokens} middle tokens exceed the model's max_seq_len "
-            f"({max_seq_len}); shorten the text"
-        )
+    _check_fits(cfg, len(prefix_ids), len(suffix_ids), max_new_tokens)
     specials = (
         cfg.mask_id,
         cfg.pad_id,
@@ -268,27 +275,14 @@ def _guided_middle(
     auto = auto.intersect(TokenAutomaton.at_least(lo, auto.vocab_size))
     if not auto.feasible_lengths(hi).any():
         raise UserError(f"{label}: no text of {lo} to {hi} tokens satisfies its constraint")
-    prompt = fim_prompt(cfg, tokenizer.encode(prefix), tokenizer.encode(suffix))
+    prefix_ids, suffix_ids = tokenizer.encode(prefix), tokenizer.encode(suffix)
+    # fill_left_to_right's own check speaks of a form's holes
+    _check_fits(cfg, len(prefix_ids), len(suffix_ids), hi, eos=True)
+    prompt = fim_prompt(cfg, prefix_ids, suffix_ids)
     got = fill_left_to_right(model, [prompt], [[("hole", 0)]], [auto], [hi], config,
                              eos_id=cfg.eos_id)
     tokens = got.holes[0][0]
     return FimResult(tokens=tokens, ended=True, nfe=got.nfe, middle=tokenizer.decode(tokens))
-
-
-def _gap_bounds(gap: Gap, label: str) -> tuple[int, int]:
-    if gap.length is not None:
-        if gap.length < 1:
-            raise UserError(f"{label}: length must be at least 1 token")
-        return gap.length, gap.length
-    if gap.min_len is None and gap.max_len is None:
-        return 1, 1
-    lo = gap.min_len if gap.min_len is not None else 1
-    hi = gap.max_len if gap.max_len is not None else max(lo, DEFAULT_MAX_LEN)
-    if not 1 <= lo <= hi:
-        raise UserError(
-            f"{label}: gap bounds must satisfy 1 <= min_len <= max_len, got {lo}-{hi} tokens"
-        )
-    return lo, hi
 
 
 def infill_causal(
@@ -300,7 +294,9 @@ def infill_causal(
     """Fill a one-gap template with an AR-FIM model (``fill_middle``), as an ``InfillResult``.
 
     ``[MASK:n]`` / ``Gap(n)`` gives exactly n tokens; ``[MASK:a-b]`` lets the model end the
-    middle with EOS after a to b tokens (the model chooses the length, not an ELBO search).
+    middle with EOS after a to b tokens (the model chooses the length, not an ELBO search;
+    ``[MASK:0-b]`` may stay empty); a gap takes the lengths the diffusion path gives it
+    (``Hole.feasible``: a bare ``[MASK]`` with a regex or choices, what its constraint allows).
     ``config`` supplies ``temperature``, ``top_k``, ``top_p``, ``seed`` and the repetition
     penalties. The spacing rules of the diffusion path hold (``plan_template``): a space
     right before the gap moves into the middle (``takes_space``), and an unconstrained
@@ -327,17 +323,28 @@ def infill_causal(
     gap = segments[k]
     assert isinstance(gap, Gap)
     label = _named(gap, 1)
-    lo, hi = _gap_bounds(gap, label)
     prefix = "".join(str(p) for p in segments[:k])
     suffix = "".join(str(p) for p in segments[k + 1 :])
     # The spacing rules of the diffusion path (docs/infill.md, BPE spacing): the plan says
     # whether the gap took the space before it (Hole.space) or starts the text (Hole.lead),
     # holds its fill to the same automaton and renders it the same way (fill._render).
+    declared = gap.length if gap.length is not None else gap.max_len
+    # refused before the gap is compiled ([MASK:1-100000] took seconds); an unconstrained
+    # gap can take every length up to its maximum, a constrained one maybe fewer (the plan's)
+    if isinstance(declared, int) and not _constrained(gap):
+        cut = prefix[:-1] if takes_space(gap, prefix, tokenizer) else prefix  # as the plan
+        _check_fits(_config(model), len(tokenizer.encode(cut)), len(tokenizer.encode(suffix)),
+                    declared)
     plan = plan_template(segments, tokenizer)
     hole = plan.holes[0]
+    # the lengths the diffusion path may give it: [MASK:0-b] may stay empty, a bare [MASK]
+    # with a regex or choices takes the lengths its constraint allows
+    lo, hi = hole.feasible[0], hole.feasible[-1]
     before = prefix[:-1] if hole.space else prefix
     device = next(iter(_params(model)), torch.empty(0)).device
-    if _constrained(gap) or hole.space or hole.lead:
+    if hi == 0:  # a constraint that only the empty text satisfies: nothing to write
+        res = FimResult(tokens=[], ended=True, nfe=0)
+    elif _constrained(gap) or hole.space or hole.lead:
         res = _guided_middle(model, tokenizer, hole.automaton, label, before, suffix, (lo, hi),
                              config)
     else:
