@@ -448,7 +448,7 @@ def test_template_infill_keeps_the_text_and_cli_equals_api(embed_run, capsys):
 
     loaded = load(embed_run)
     template = "the lord [MASK:3] unto moses[MASK]go down"
-    config = SampleConfig(steps=6, seed=0)
+    config = {"steps": 6, "seed": 0}  # the flags given: over the recommended temperature
     out = api.infill(loaded, template, config=config)
     res = out.detail
     assert [len(g.tokens) for g in res.gaps] == [3, 1] and out.nfe == 6
@@ -464,7 +464,7 @@ def test_template_infill_keeps_the_text_and_cli_equals_api(embed_run, capsys):
     cli = json.loads(capsys.readouterr().out)
     assert cli["text"] == out.text and cli["tokens"] == res.tokens and cli["nfe"] == 6
     # another seed fills differently somewhere but keeps the template's text again
-    other = api.infill(loaded, template, config=replace(config, seed=1)).detail
+    other = api.infill(loaded, template, config={**config, "seed": 1}).detail
     assert other.text.startswith("the lord ") and other.text.endswith("go down")
 
 
@@ -505,12 +505,49 @@ def test_template_infill_through_the_server_equals_the_api(embed_run):
 
     loaded = load(embed_run)
     template = "the lord [MASK:3] unto moses"
-    want = api.infill(loaded, template, config=SampleConfig(steps=5, seed=3))
+    want = api.infill(loaded, template, config={"steps": 5, "seed": 3})
     with TestClient(create_app(loaded)) as c:
         got = c.post("/v1/infill", json={"template": template, "steps": 5, "seed": 3})
         assert got.status_code == 200 and got.json()["text"] == want.text
         bad = c.post("/v1/infill", json={"template": "the [MASK:2-4] said", "steps": 5})
         assert bad.status_code == 400 and "variable length" in bad.json()["error"]["message"]
+
+
+def test_cli_api_and_server_round_a_fill_at_the_recommended_temperature(embed_run, capsys):
+    """``unmask infill``, ``api.infill`` and ``POST /v1/infill`` without a temperature all
+    round at the checkpoint's recommendation (the CLI and the server passed a full
+    SampleConfig, so they rounded by argmax while the API did not); the CLI's JSON reports the
+    options that ran, the drawn seed among them."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask import api
+    from unmask.checkpoint import load
+    from unmask.cli import main
+    from unmask.server import create_app
+
+    loaded = load(embed_run)
+    template = "the lord [MASK:6] unto moses"
+    want = api.infill(loaded, template, config={"steps": 4, "seed": 0}).text
+    argmax = api.infill(loaded, template, config={"steps": 4, "seed": 0, "temperature": 0.0})
+    assert want != argmax.text
+    assert main(["infill", "--model", str(embed_run), "--steps", "4", "--seed", "0", "--json",
+                 template]) == 0  # fmt: skip
+    cli = json.loads(capsys.readouterr().out)
+    assert cli["text"] == want and cli["config"]["temperature"] == 0.7
+    with TestClient(create_app(loaded)) as c:
+        got = c.post("/v1/infill", json={"template": template, "steps": 4, "seed": 0})
+        assert got.status_code == 200 and got.json()["text"] == want
+    # no --seed: the run samples, so it draws one and reports it; that seed reproduces it
+    assert main(["infill", "--model", str(embed_run), "--steps", "4", "--json", template]) == 0
+    drawn = json.loads(capsys.readouterr().out)
+    seed = drawn["config"]["seed"]
+    assert isinstance(seed, int) and drawn["config"]["steps"] == 4
+    again = api.infill(loaded, template, config={"steps": 4, "seed": seed})
+    assert again.text == drawn["text"]
+    # steps not given: the library's, as the API (the template sets the length)
+    assert main(["infill", "--model", str(embed_run), "--seed", "0", "--json", template]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["steps"] == SampleConfig.steps
 
 
 def test_template_infill_refuses_what_it_cannot_fill(embed_run, capsys):

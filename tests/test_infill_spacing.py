@@ -366,6 +366,20 @@ def test_a_constrained_gap_that_starts_the_text_may_use_the_space_led_token():
     check_city(r)
 
 
+def test_a_gap_after_a_line_break_drops_the_fills_leading_space():
+    # a line starts without a space: "mat.\n cat sat" was kept
+    r = infill(Prefers(b" cat"), BPE, "The mat.\n[MASK] sat", SampleConfig(steps=1))
+    assert r.text == "The mat.\ncat sat" and r.gaps[0].text == "cat"
+    assert r.gaps[0].tokens == BPE.encode("cat")
+    check_round_trip(r)
+    r = infill(Prefers(b"cat", space_led=-5.0), BPE, "The mat.\n[MASK] sat",
+               SampleConfig(steps=1))
+    assert r.text == "The mat.\ncat sat" and r.gaps[0].tokens == [tid(b"cat")]
+    plan = plan_template("x\n[MASK] y", BPE)  # the line break is given: no start context
+    assert [k for k, _ in plan.items] == ["text", "hole", "text"] and plan.holes[0].lead
+    assert not plan_template("x\n[MASK] y", byte_tokenizer()).holes[0].lead
+
+
 def test_a_later_gap_and_a_gap_after_text_get_no_start_context():
     plan = plan_template("x [MASK] y", BPE)
     assert [k for k, _ in plan.items] == ["text", "hole", "text"] and not plan.holes[0].lead

@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from unmask.commands.infill import add_common_flags, live_view, load_model
+from unmask.commands.infill import add_common_flags, live_view, load_model, with_seed
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
 from unmask.messages import plural
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.commands.generate import sample_config_from_args
 
-    config = sample_config_from_args(args)
+    config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
     # as infill's template: the newline that ends the input is not part of the text
     text = read_user_stdin().removesuffix("\n") if args.text == "-" else args.text
     if args.rounds < 1:

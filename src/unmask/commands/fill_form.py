@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from unmask.commands.infill import add_common_flags, live_view, load_model
+from unmask.commands.infill import add_common_flags, live_view, load_model, with_seed
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
 from unmask.messages import plural
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from unmask.infill.fill import _max_seq_len
     from unmask.infill.schema import check_schema, load_schema, schema_form
 
-    config = sample_config_from_args(args)
+    config = with_seed(sample_config_from_args(args))  # a sampled run reports its seed
     if args.schema is None:
         text, source = _read(args.template)
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import secrets
 import sys
 import time
 from typing import Any
@@ -21,9 +22,10 @@ from unmask.commands import (
     add_no_live_flag,
     add_runtime_flags,
     dataclass_from_args,
+    given_fields,
 )
-from unmask.commands.generate import add_sample_flags, sample_config_from_args
-from unmask.config import resolve_device
+from unmask.commands.generate import add_sample_flags
+from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
 from unmask.messages import plural
@@ -105,6 +107,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def with_seed(config: SampleConfig) -> SampleConfig:
+    """``config`` with a drawn ``seed`` where none was given and the run samples (a
+    ``temperature`` above 0 or ``remasking`` random), so that ``--json`` reports the seed that
+    reproduces it (``--seed``); a greedy run keeps None (it needs none)."""
+    if config.seed is not None or (config.temperature <= 0 and config.remasking != "random"):
+        return config
+    return dataclasses.replace(config, seed=secrets.randbelow(2**31))
+
+
+def infill_config(loaded: Any, given: dict[str, Any]) -> SampleConfig:
+    """The options ``api.infill`` runs for the sampling flags ``given``: the dataclass's
+    defaults under them; on an embed-diffusion checkpoint its recommendation (the rounding
+    temperature) under them, ``steps`` the dataclass's unless given or recommended."""
+    from unmask import api
+
+    facts = api.facts_of(loaded)
+    if facts.default_decoder != "embed-diffusion":
+        return SampleConfig(**given)
+    config = api.sample_config(loaded, given)
+    if "steps" not in given and "steps" not in facts.sample_defaults:
+        config = dataclasses.replace(config, steps=SampleConfig.steps)
+    return config
+
+
 def constrained_template(args: argparse.Namespace) -> list[Any]:
     """The template's segments with the gap constraints of ``--choices``, ``--regex``,
     ``--charset`` and ``--ban`` set on its ``Gap`` s (``unmask.infill.options``); ``UserError``
@@ -128,12 +154,16 @@ def run(args: argparse.Namespace) -> int:
     from unmask import api
     from unmask.infill import InfillOptions, SearchLimitError
 
-    config = sample_config_from_args(args)
+    given = given_fields(SampleConfig, args)
+    SampleConfig(**given)  # bad options before loading anything
     options = dataclass_from_args(InfillOptions, args)
     if args.template == "-":
         args.template = read_user_stdin().removesuffix("\n")  # the newline that ends the input
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
+    config = with_seed(infill_config(loaded, given))
+    if config.seed is not None:
+        given["seed"] = config.seed
     causal = getattr(loaded.config, "attention", None) == "causal"
     live = None if causal else live_view(args, loaded.tokenizer)
     t0 = time.perf_counter()
@@ -141,7 +171,9 @@ def run(args: argparse.Namespace) -> int:
         # the checkpoint's own way (api.infill, as the server): masked diffusion, fixed-length
         # gaps of embed-diffusion, one gap by fill-in-the-middle on a causal model; a latent
         # model is refused
-        result = api.infill(loaded, template, config=config, options=options,
+        # the options given (a dict, as the server): api.infill puts an embed-diffusion
+        # checkpoint's recommendation under them
+        result = api.infill(loaded, template, config=given, options=options,
                             step_callback=live).detail
     except SearchLimitError as e:  # the flags to give, typed or not
         raise UserError(e.message(spell=lambda f: "--" + f.replace("_", "-"))) from None

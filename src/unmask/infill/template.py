@@ -487,7 +487,8 @@ class Hole:
     tok: Any = field(default=None, repr=False)
     """The tokenizer ``own`` reads."""
     lead: bool = False
-    """The hole starts the text (no text before it) and takes a virtual space (``leads``):
+    """The hole starts the text or a line (nothing before it, or a line break) and takes a
+    virtual space (``leads``):
     the fill may start with a space-led token (``" Nebuchadnezzar"``), as the model almost
     always writes one, and that space is dropped from the output; nothing is put back."""
 
@@ -645,21 +646,22 @@ def plan_template(
     encoded without it and the hole is marked (``Hole.space``); ``fill_plan`` puts the space
     back in the output when the fill does not start with one, so the output text is always
     the template with each gap replaced by its text.
-    A gap with no text before it takes a virtual space (``leads``, ``Hole.lead``): its fill
-    may start with a space, which ``fill_plan`` drops, and it is filled after
-    ``START_CONTEXT`` (locked, not part of the output; ``with_start_context``).
+    A gap with no text before it, or right after a line break, takes a virtual space
+    (``leads``, ``Hole.lead``): its fill may start with a space, which ``fill_plan`` drops; at
+    the start of the template it is filled after ``START_CONTEXT`` (locked, not part of the
+    output; ``with_start_context``).
 
     Raises ``UserError`` for a malformed template, inverted bounds, a constraint no token
     sequence of an allowed length satisfies (naming the gap), or a template that cannot fit
     the model's context (``max_seq_len``).
     """
     segments = parse_template(template) if isinstance(template, str) else list(template)
+    for p in segments:  # first: ["a", 5] said "template has no gaps"
+        if not isinstance(p, (str, Gap)):
+            raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
     if not any(isinstance(p, Gap) for p in segments):
         raise UserError("template has no gaps")
     check_names(segments)
-    for p in segments:
-        if not isinstance(p, (str, Gap)):
-            raise UserError(f"template items must be text or Gap, got {type(p).__name__}")
     items: list[tuple[str, Any]] = []
     holes: list[Hole] = []
     for k, p in enumerate(segments):
@@ -667,8 +669,10 @@ def plan_template(
             label = _named(p, len(holes) + 1)
             before = segments[k - 1] if k and isinstance(segments[k - 1], str) else ""
             space = move_spaces and takes_space(p, before, tokenizer)  # type: ignore[arg-type]
-            # nothing before it: a virtual space, dropped from the output (``leads``)
-            lead = move_spaces and not space and not items and leads(p, tokenizer)
+            # nothing before it, or a line break: a virtual space, dropped from the output
+            # (``leads``; a line starts without one: "Light\n Selah." was kept)
+            lead = (move_spaces and not space and (not items or before.endswith("\n"))
+                    and leads(p, tokenizer))
             automaton = gap_automaton(p, tokenizer, label, space=space, lead=lead)
             lo, hi = _bounds(p, label, automaton, default_max_len)
             feas = automaton.feasible_lengths(hi)

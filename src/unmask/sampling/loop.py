@@ -262,12 +262,24 @@ class Denoiser(DecoderRun):
         # so this keeps LLaDA's reference output; it only matters for untrained models.
         canvas.constraints.append(forbid_tokens([canvas.mask_id]))
         penalties = Penalties.of(config)
-        if penalties is not None:  # after the bans: a penalty never revives a banned token
+        if penalties is not None:
             ids = {*special_ids(getattr(model, "config", None)), canvas.mask_id,
                    *(() if eos_id is None else (eos_id,))}
-            canvas.constraints.append(PenaltyConstraint(
-                penalties, mask_id=canvas.mask_id, locked=canvas.locked,
-                attention_mask=canvas.attention_mask, exempt=sorted(ids)))
+
+            def penalty(p: Penalties) -> PenaltyConstraint:
+                return PenaltyConstraint(p, mask_id=canvas.mask_id, locked=canvas.locked,
+                                         attention_mask=canvas.attention_mask,
+                                         exempt=sorted(ids))
+
+            # r, a and f first, on the model's own logits as in unconstrained generation: a
+            # gap's constraint shifts its best allowed logit to 0, which CTRL's division
+            # cannot lower (a penalty after it did nothing); the bans after them still ban.
+            if penalties.counted:
+                canvas.constraints.insert(0, penalty(dataclasses.replace(penalties, ngram=0)))
+            # the n-gram ban last: it never takes a position's last allowed token
+            if penalties.ngram:
+                canvas.constraints.append(penalty(dataclasses.replace(
+                    penalties, repetition=1.0, presence=0.0, frequency=0.0)))
         self.canvas = canvas
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.shift = model_logit_shift(model)

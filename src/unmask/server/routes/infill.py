@@ -25,6 +25,7 @@ from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.sampling.loop import StepCallback
 from unmask.server.http import APIError
 from unmask.server.plumbing import (
+    SAMPLE_OPTIONS,
     alone,
     blaming,
     check_model,
@@ -173,7 +174,17 @@ def router(state: ServerState) -> APIRouter:
         if req.regex and not state.limits.allow_regex:
             raise no_regex("regex")
         parsed = user_call(lambda: parse_template(req.template), "template")  # named here
-        config = configure(req)  # infill caps steps at the masks
+        config: SampleConfig | dict[str, Any] = configure(req)  # infill caps steps at masks
+        facts = api.facts_of(state.loaded)
+        if facts.default_decoder == "embed-diffusion":
+            # the options sent (a dict, as `unmask infill`): api.infill puts the checkpoint's
+            # recommendation (its rounding temperature) under them; a SampleConfig rounded by
+            # argmax. steps not sent: the library's, within --max-steps
+            config = {k: v for k in SAMPLE_OPTIONS
+                      if k in req.model_fields_set and (v := getattr(req, k)) is not None}
+            steps = facts.sample_defaults.get("steps", SampleConfig.steps)
+            if "steps" not in config and steps > state.limits.max_steps:
+                config["steps"] = state.limits.max_steps
         options = InfillOptions(max_search_calls=state.limits.max_search_calls,
                                 **{k: v for k in INFILL_FIELDS
                                    if (v := getattr(req, k)) is not None})
