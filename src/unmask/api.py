@@ -910,9 +910,7 @@ def infill(
                         f"{type(template).__name__}")
     options = _infill_options(options)
     embed = facts_of(loaded).default_decoder == "embed-diffusion"
-    config = _embed_infill_config(loaded, config) if embed else _task_config(config)
-    refuse_generation_only(config, "infill")
-    config = config or SampleConfig()
+    config = infill_sample_config(loaded, config)
     t0 = time.perf_counter()
     if embed:  # fixed-length gaps, kept context
         from unmask.infill.continuous import infill_template
@@ -939,22 +937,28 @@ def infill(
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 
-def _embed_infill_config(
-    loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None
+def infill_sample_config(
+    loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None = None
 ) -> SampleConfig:
-    """``infill``'s ``config`` on an embed-diffusion checkpoint: a ``SampleConfig`` as given; a
-    mapping (or None) the options it sets over the checkpoint's recommendation, as ``generate``
-    takes it. The recommendation is this decoder's rounding ``temperature``, measured on it
-    (argmax rounding repeats frequent tokens), so it holds for a template's gaps too: the fill
-    ran at the dataclass's argmax instead. ``steps`` not given (nor recommended) stays the
-    dataclass's: the template, not ``gen_length``, sets the length."""
-    if config is None or isinstance(config, Mapping):
+    """The sampling options ``infill`` runs for ``config``: a ``SampleConfig`` as given; a
+    mapping (or None) the options it sets over the dataclass's defaults, or, on an
+    embed-diffusion checkpoint, over the checkpoint's recommendation, as ``generate`` takes it.
+    That recommendation is this decoder's rounding ``temperature``, measured on it (argmax
+    rounding repeats frequent tokens), so it holds for a template's gaps too; ``steps`` not
+    given (nor recommended) stays the dataclass's: the template, not ``gen_length``, sets the
+    length. A generation-only option is refused in one line. ``unmask infill --json`` reports
+    what this returns."""
+    if facts_of(loaded).default_decoder == "embed-diffusion" and (
+            config is None or isinstance(config, Mapping)):
         given = dict(config or {})
+        _check_option_names(given)
         out = sample_config(loaded, given)
         if "steps" not in given and "steps" not in facts_of(loaded).sample_defaults:
             out = dataclasses.replace(out, steps=SampleConfig.steps)
-        return out
-    return cast(SampleConfig, _task_config(config))  # not None here: a config, or refused
+    else:
+        out = _task_config(config) or SampleConfig()
+    refuse_generation_only(out, "infill")
+    return out
 
 
 def _refuse_length_options(options: InfillOptions | None, why: str) -> None:
@@ -1121,6 +1125,7 @@ __all__ = [
     "fill_form",
     "generate",
     "infill",
+    "infill_sample_config",
     "load_drafter",
     "load_for_decoding",
     "refuse_continuous",

@@ -116,21 +116,6 @@ def with_seed(config: SampleConfig) -> SampleConfig:
     return dataclasses.replace(config, seed=secrets.randbelow(2**31))
 
 
-def infill_config(loaded: Any, given: dict[str, Any]) -> SampleConfig:
-    """The options ``api.infill`` runs for the sampling flags ``given``: the dataclass's
-    defaults under them; on an embed-diffusion checkpoint its recommendation (the rounding
-    temperature) under them, ``steps`` the dataclass's unless given or recommended."""
-    from unmask import api
-
-    facts = api.facts_of(loaded)
-    if facts.default_decoder != "embed-diffusion":
-        return SampleConfig(**given)
-    config = api.sample_config(loaded, given)
-    if "steps" not in given and "steps" not in facts.sample_defaults:
-        config = dataclasses.replace(config, steps=SampleConfig.steps)
-    return config
-
-
 def constrained_template(args: argparse.Namespace) -> list[Any]:
     """The template's segments with the gap constraints of ``--choices``, ``--regex``,
     ``--charset`` and ``--ban`` set on its ``Gap`` s (``unmask.infill.options``); ``UserError``
@@ -161,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         args.template = read_user_stdin().removesuffix("\n")  # the newline that ends the input
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
-    config = with_seed(infill_config(loaded, given))
+    config = with_seed(api.infill_sample_config(loaded, given))
     if config.seed is not None:
         given["seed"] = config.seed
     causal = getattr(loaded.config, "attention", None) == "causal"
