@@ -12,6 +12,10 @@ code's.
   must find its text, so an example that changes fails here with the snippet named,
   rather than silently running something else.
 
+* Every relative link of the repository's markdown files (README.md, docs/, benchmarks/,
+  the demo's TRAINING.md, ...) names a file that exists, and its ``#anchor`` a heading of
+  that file (GitHub's slugs), so a renamed section or moved file breaks no link.
+
 docs/serving.md and docs/architecture.md have their own tests (test_server_docs.py,
 test_decoders.py).
 """
@@ -209,6 +213,67 @@ def test_data_library_example(in_workdir, monkeypatch):
                   ("    ...", "    assert window.shape[1] == 128"))
     scope = run(code, "docs/data.md")
     assert tuple(scope["batch"].shape) == (32, 128)
+
+
+FENCED = re.compile(r"^(```|~~~).*?^\1", re.M | re.S)
+LINK = re.compile(r"\[(?:[^\[\]]|\[[^\]]*\])*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.M)
+SKIPPED = {".git", ".venv", "node_modules", "runs"}
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: links reduced to their text, lower case, punctuation
+    other than ``-`` and ``_`` dropped, spaces made hyphens."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors of a markdown text: its headings' slugs (a repeated one numbered -1, -2,
+    as GitHub does) and explicit ``<a name=...>`` / ``<a id=...>``."""
+    seen: dict[str, int] = {}
+    out = set(re.findall(r'<a (?:name|id)="([^"]+)"', text))
+    for heading in HEADING.findall(FENCED.sub("", text)):
+        s = slug(heading)
+        out.add(f"{s}-{seen[s]}" if s in seen else s)
+        seen[s] = seen.get(s, 0) + 1
+    return out
+
+
+def broken_links(root: Path) -> list[str]:
+    """``file: link`` for every relative link under ``root`` whose file or anchor is missing
+    (links inside fenced code blocks and to URLs are not checked)."""
+    bad = []
+    for doc in sorted(root.rglob("*.md")):
+        if SKIPPED & set(doc.relative_to(root).parts):
+            continue
+        for url in LINK.findall(FENCED.sub("", doc.read_text())):
+            if re.match(r"[a-z][a-z0-9+.-]*:", url):
+                continue
+            path, _, anchor = url.partition("#")
+            target = (doc.parent / path) if path else doc
+            if not target.exists():
+                bad.append(f"{doc.relative_to(root)}: {url} (no such file)")
+            elif anchor and target.suffix == ".md" and anchor not in anchors(target.read_text()):
+                bad.append(f"{doc.relative_to(root)}: {url} (no such heading)")
+    return bad
+
+
+def test_link_checker_sees_broken_links(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text(
+        "# Precision (`--dtype`)\n## Same\n## Same\n```\n[x](gone.md)\n```\n")
+    (tmp_path / "README.md").write_text(
+        "[ok](docs/a.md#precision---dtype) [ok](docs/a.md#same-1) [web](https://x.org/y)\n"
+        "[file](docs/gone.md) [heading](docs/a.md#precision) [self](#nowhere)\n# Top\n")
+    assert broken_links(tmp_path) == [
+        "README.md: docs/gone.md (no such file)",
+        "README.md: docs/a.md#precision (no such heading)",
+        "README.md: #nowhere (no such heading)"]
+
+
+def test_relative_links_and_anchors_resolve():
+    assert broken_links(ROOT) == []
 
 
 def test_training_register_objective_example(in_workdir):
