@@ -144,3 +144,15 @@ def test_help_text_and_defaults():
     assert with_default("x", True) == "x (default: on)"
     assert with_default("x", 0) == "x (default: 0)"
     assert with_default("x (default: auto)", "auto") == "x (default: auto)"
+
+
+def test_top_level_help_names_every_exit_status():
+    """``unmask --help`` lists each status the program exits with (129, SIGHUP's, was left
+    out though README.md and the signal handling have it)."""
+    from unmask import cli
+
+    text = " ".join(build_parser().format_help().split())
+    statuses = {v for k, v in vars(cli).items() if k.startswith("EXIT_")}
+    assert statuses == {2, 129, 130, 141, 143}
+    for status in sorted(statuses | {0}):
+        assert re.search(rf"\b{status} [a-z]", text), f"unmask --help does not say {status}"

@@ -41,11 +41,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_HUNG_UP = 129  # 128 + SIGHUP: the terminal or ssh session closed
 
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: the reader of stdout left
+
 EPILOG = (
     "Run 'unmask COMMAND --help' for a command's options. Exit status: 0 done, 2 a usage "
-    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 output pipe "
-    "closed. Docs: README.md "
-    "and docs/."
+    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up "
+    "(SIGHUP), 141 output pipe closed. Docs: README.md and docs/."
 )
 
 
@@ -256,7 +257,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     except BrokenPipeError:  # `unmask ... | head`: the reader left; not an error of ours
         with contextlib.suppress(OSError):  # keep the interpreter's final flush quiet too
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+        return EXIT_PIPE_CLOSED  # as a shell reports a command killed by a closed pipe
     except OSError as e:  # a path that cannot be made or written (a file where a folder
         # goes, no permission, a full disk): what the system said, in one line
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
