@@ -15,6 +15,8 @@ code's.
 * Every relative link of the repository's markdown files (README.md, docs/, benchmarks/,
   the demo's TRAINING.md, ...) names a file that exists, and its ``#anchor`` a heading of
   that file (GitHub's slugs), so a renamed section or moved file breaks no link.
+* Every measurement file the docs cite (``benchmarks/results/NAME.json``, brace lists and
+  ``*`` expanded) is in the repository, so the numbers quoted can be checked against it.
 
 docs/serving.md and docs/architecture.md have their own tests (test_server_docs.py,
 test_decoders.py).
@@ -274,6 +276,49 @@ def test_link_checker_sees_broken_links(tmp_path):
 
 def test_relative_links_and_anchors_resolve():
     assert broken_links(ROOT) == []
+
+
+CITED = re.compile(r"(--json\s+)?(benchmarks/results/[\w{},.*/-]+?\.(?:jsonl|json|png|md|log))"
+                   r"(`?\)?\s+has not been recorded)?")
+
+
+def expand(path: str) -> list[str]:
+    """A cited path's brace list expanded (``a_{x,y}.json`` -> ``a_x.json``, ``a_y.json``)."""
+    m = re.search(r"\{([^{}]*)\}", path)
+    if not m:
+        return [path]
+    return [full for alt in m.group(1).split(",")
+            for full in expand(path[:m.start()] + alt + path[m.end():])]  # fmt: skip
+
+
+def missing_results(root: Path, docs: list[str]) -> list[str]:
+    """``doc: path`` for each measurement file a doc cites that is not under ``root`` (a path
+    given to ``--json`` in a command, or said to be not recorded yet, is no citation)."""
+    bad = []
+    for doc in docs:
+        for json_flag, cited, unrecorded in CITED.findall((root / doc).read_text()):
+            if json_flag or unrecorded:
+                continue
+            bad += [f"{doc}: {path}" for path in expand(cited)
+                    if not any(root.glob(path))]  # fmt: skip
+    return bad
+
+
+def test_result_citation_checker(tmp_path):
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name in ("a_x.json", "a_y.json", "b.jsonl"):
+        (tmp_path / "benchmarks" / "results" / name).write_text("{}")
+    (tmp_path / "d.md").write_text(
+        "(`benchmarks/results/a_{x,y}.json`, `benchmarks/results/b.jsonl`,\n"
+        "benchmarks/results/a_*.json) --json benchmarks/results/new.json;\n"
+        "`benchmarks/results/c.json` has not been recorded yet; benchmarks/results/a_{y,z}.json")
+    assert missing_results(tmp_path, ["d.md"]) == ["d.md: benchmarks/results/a_z.json"]
+
+
+def test_cited_result_files_exist():
+    docs = [*DOCS, "src/unmask/assets/demo/TRAINING.md",
+            *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.md"))]
+    assert missing_results(ROOT, docs) == []
 
 
 def test_training_register_objective_example(in_workdir):
