@@ -346,3 +346,18 @@ def test_python_dash_m_unmask_is_the_command():
     r = subprocess.run([sys.executable, "-m", "unmask", "generate", "--model", "nope", "x"],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and r.stderr == "unmask generate: error: nope: no such folder\n"
+
+
+def test_as_typed_keeps_the_python_spelling_a_message_gives(tmp_path, capsys):
+    """``prepare``'s refusal says the flag and, in brackets, the Python argument; typing
+    --val-fraction made that ``(--val-fraction=0 in Python)``."""
+    from unmask.cli import as_typed, main
+
+    said = "add text or pass --val-fraction 0 (val_fraction=0 in Python); val_fraction must"
+    assert as_typed(said, ["prepare", "--val-fraction", "0.5"]) == (
+        "add text or pass --val-fraction 0 (val_fraction=0 in Python); --val-fraction must")
+    (tmp_path / "a.txt").write_text("a few words\n")
+    assert main(["prepare", str(tmp_path / "a.txt"), "-o", str(tmp_path / "d"),
+                 "--val-fraction", "0.5", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "(val_fraction=0 in Python)" in err and err.count("\n") == 1

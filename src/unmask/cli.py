@@ -294,10 +294,12 @@ not apply ...``,
 checkpoint ...``, ``compile='cuda-graphs' needs ...``, ``threshold is an option of policy
 ...``): the library's checks word them so."""
 
-_SNAKE = re.compile(r"(?<![\w./-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w/.-])")
+_SNAKE = re.compile(
+    r"(?<![\w./-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w/.-])(?!=\S* in Python\b)")
 """A field name with an underscore anywhere in a refusal (``top_k and top_p apply to ...``):
 no word of prose, so it is named as its flag wherever that flag was typed (not inside a path
-or another identifier)."""
+or another identifier, nor where the message spells the Python argument: ``pass
+--val-fraction 0 (val_fraction=0 in Python)``)."""
 
 
 def as_typed(
