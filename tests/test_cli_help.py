@@ -156,3 +156,12 @@ def test_top_level_help_names_every_exit_status():
     assert statuses == {2, 129, 130, 141, 143}
     for status in sorted(statuses | {0}):
         assert re.search(rf"\b{status} [a-z]", text), f"unmask --help does not say {status}"
+
+
+def test_each_command_summary_is_the_one_unmask_help_lists():
+    """``unmask --help`` lists COMMANDS' summaries without importing the commands; a command's
+    own registration must say the same (convert's named only LLaDA and Dream)."""
+    sub = next(a for a in build_parser()._actions
+               if a.__class__.__name__ == "_SubParsersAction")  # fmt: skip
+    for action in sub._choices_actions:
+        assert action.help == COMMANDS[action.dest.replace("-", "_")], action.dest
