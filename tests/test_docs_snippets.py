@@ -16,7 +16,8 @@ code's.
   the demo's TRAINING.md, ...) names a file that exists, and its ``#anchor`` a heading of
   that file (GitHub's slugs), so a renamed section or moved file breaks no link.
 * Every measurement file the docs cite (``benchmarks/results/NAME.json``, brace lists and
-  ``*`` expanded) is in the repository, so the numbers quoted can be checked against it.
+  ``*`` expanded) is in the repository, so the numbers quoted can be checked against it,
+  and so is every source file and test the docs name (``tests/test_x.py::test_name``).
 
 docs/serving.md and docs/architecture.md have their own tests (test_server_docs.py,
 test_decoders.py).
@@ -319,6 +320,41 @@ def test_cited_result_files_exist():
     docs = [*DOCS, "src/unmask/assets/demo/TRAINING.md",
             *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("*.md"))]
     assert missing_results(ROOT, docs) == []
+
+
+CODE_PATH = re.compile(r"(Save it as `)?\b((?:src/unmask|tests|benchmarks)/[\w{},/.-]+?\.(?:py|sh))"
+                       r"(?:::(\w+))?")
+
+
+def missing_code(root: Path, docs: list[str]) -> list[str]:
+    """``doc: path`` for each source file, script or test (``path::name``: a function or
+    class of it) a doc names that the repository lacks (a file the reader is told to create,
+    ``Save it as `...```, excepted)."""
+    bad = []
+    for doc in docs:
+        for to_create, cited, name in CODE_PATH.findall((root / doc).read_text()):
+            for path in [] if to_create else expand(cited):
+                if not (root / path).is_file():
+                    bad.append(f"{doc}: {path}")
+                elif name and not re.search(rf"^\s*(?:async )?(?:def|class) {name}\b",
+                                            (root / path).read_text(), re.M):
+                    bad.append(f"{doc}: {path}::{name}")
+    return bad
+
+
+def test_code_citation_checker(tmp_path):
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_a.py").write_text("def test_one():\n    pass\n")
+    (tmp_path / "d.md").write_text(
+        "`tests/test_a.py::test_one`, tests/test_a.py::test_two, tests/test_{a,b}.py;\n"
+        "Save it as `src/unmask/sampling/new.py`, then src/unmask/gone.py.")
+    assert missing_code(tmp_path, ["d.md"]) == [
+        "d.md: tests/test_a.py::test_two", "d.md: tests/test_b.py", "d.md: src/unmask/gone.py"]
+
+
+def test_cited_code_exists():
+    docs = [*DOCS, "src/unmask/assets/demo/TRAINING.md"]
+    assert missing_code(ROOT, docs) == []
 
 
 def test_training_register_objective_example(in_workdir):
