@@ -10,7 +10,8 @@ import pytest
 from unmask.cli import build_parser
 from unmask.commands import COMMANDS, SHARED_FLAGS, is_shared
 
-RUNS_A_MODEL = {"train", "eval", "generate", "chat", "demo", "infill", "edit", "fill_form", "serve"}
+RUNS_A_MODEL = {"train", "distill", "eval", "generate", "chat", "demo", "infill", "edit",
+                "fill_form", "serve"}
 
 
 def _subparsers():
@@ -165,3 +166,17 @@ def test_each_command_summary_is_the_one_unmask_help_lists():
                if a.__class__.__name__ == "_SubParsersAction")  # fmt: skip
     for action in sub._choices_actions:
         assert action.help == COMMANDS[action.dest.replace("-", "_")], action.dest
+
+
+def test_readme_lists_the_commands_that_take_threads():
+    """README's "Every command" names the commands with --threads (it left out distill)."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    listed = re.search(r"`--threads N` sets torch's CPU threads on every command that runs a "
+                       r"model \(([^)]*)\)", readme)
+    assert listed, "README.md no longer has the --threads sentence; update this test"
+    named = {n.replace("-", "_") for n in re.findall(r"`([a-z-]+)`", listed.group(1))}
+    have = {name for name, p in _subparsers().items()
+            if any("--threads" in a.option_strings for a in _options(p))}  # fmt: skip
+    assert named == {n.replace("-", "_") for n in have} == RUNS_A_MODEL
