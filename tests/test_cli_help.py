@@ -180,3 +180,15 @@ def test_readme_lists_the_commands_that_take_threads():
     have = {name for name, p in _subparsers().items()
             if any("--threads" in a.option_strings for a in _options(p))}  # fmt: skip
     assert named == {n.replace("-", "_") for n in have} == RUNS_A_MODEL
+
+
+def test_demo_flags_take_the_metavars_of_generate():
+    """A flag demo shares with generate reads alike in both usages (demo wrote
+    --repetition-penalty R, generate X)."""
+    def metavars(name):
+        return {s: a.metavar for a in _options(_subparsers()[name]) for s in a.option_strings}
+
+    demo, generate = metavars("demo"), metavars("generate")
+    shared = set(demo) & set(generate)
+    assert "--repetition-penalty" in shared
+    assert {f: demo[f] for f in shared} == {f: generate[f] for f in shared}
