@@ -17,7 +17,8 @@ code's.
   that file (GitHub's slugs), so a renamed section or moved file breaks no link.
 * Every measurement file the docs cite (``benchmarks/results/NAME.json``, brace lists and
   ``*`` expanded) is in the repository, so the numbers quoted can be checked against it,
-  and so is every source file and test the docs name (``tests/test_x.py::test_name``).
+  and so is every source file and test the docs name (``tests/test_x.py::test_name``), and
+  every dotted name (``unmask.sampling.penalties.Penalties``) imports or resolves.
 
 docs/serving.md and docs/architecture.md have their own tests (test_server_docs.py,
 test_decoders.py).
@@ -355,6 +356,39 @@ def test_code_citation_checker(tmp_path):
 def test_cited_code_exists():
     docs = [*DOCS, "src/unmask/assets/demo/TRAINING.md"]
     assert missing_code(ROOT, docs) == []
+
+
+DOTTED = re.compile(r"\bunmask(?:\.[a-z_]\w*)+")
+# Dotted names that are no module or attribute: a logger's name.
+NOT_CODE = {"unmask.server.access"}
+
+
+def unresolved(name: str) -> bool:
+    """Whether ``name`` (``unmask.a.b.C``) is neither a module nor an attribute of the longest
+    module it starts with."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError as e:
+            if not (e.name or "").startswith("unmask"):
+                pytest.skip(f"{name} needs {e.name}, not installed")
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return True
+            obj = getattr(obj, attr)
+        return False
+    return True
+
+
+def test_dotted_names_in_docs_resolve():
+    docs = [*DOCS, "src/unmask/assets/demo/TRAINING.md"]
+    named = {(doc, n) for doc in docs for n in DOTTED.findall((ROOT / doc).read_text())}
+    assert len(named) > 100
+    assert unresolved("unmask.sampling.no_such_thing") and unresolved("unmask.nothing")
+    bad = sorted(f"{doc}: {n}" for doc, n in named if n not in NOT_CODE and unresolved(n))
+    assert bad == []
 
 
 def test_training_register_objective_example(in_workdir):
