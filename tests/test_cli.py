@@ -361,3 +361,16 @@ def test_as_typed_keeps_the_python_spelling_a_message_gives(tmp_path, capsys):
                  "--val-fraction", "0.5", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "(val_fraction=0 in Python)" in err and err.count("\n") == 1
+
+
+def test_generate_prompt_file_without_prompts_says_so(tmp_path, capsys):
+    """A prompt file of blank lines is named as the problem (it said "no prompt: give one or
+    more prompts (or --prompt TEXT), or --prompt-file FILE", to a user who had)."""
+    from unmask.cli import main
+
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n  \n")
+    assert main(["generate", "--model", str(tmp_path / "run"), "--prompt-file", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"unmask generate: error: --prompt-file {empty}: no prompt in it (one prompt "
+                   "per line; blank lines are skipped)\n")
