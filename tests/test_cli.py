@@ -346,3 +346,55 @@ def test_python_dash_m_unmask_is_the_command():
     r = subprocess.run([sys.executable, "-m", "unmask", "generate", "--model", "nope", "x"],
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and r.stderr == "unmask generate: error: nope: no such folder\n"
+
+
+def test_as_typed_keeps_the_python_spelling_a_message_gives(tmp_path, capsys):
+    """``prepare``'s refusal says the flag and, in brackets, the Python argument; typing
+    --val-fraction made that ``(--val-fraction=0 in Python)``."""
+    from unmask.cli import as_typed, main
+
+    said = "add text or pass --val-fraction 0 (val_fraction=0 in Python); val_fraction must"
+    assert as_typed(said, ["prepare", "--val-fraction", "0.5"]) == (
+        "add text or pass --val-fraction 0 (val_fraction=0 in Python); --val-fraction must")
+    (tmp_path / "a.txt").write_text("a few words\n")
+    assert main(["prepare", str(tmp_path / "a.txt"), "-o", str(tmp_path / "d"),
+                 "--val-fraction", "0.5", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "(val_fraction=0 in Python)" in err and err.count("\n") == 1
+
+
+def test_generate_prompt_file_without_prompts_says_so(tmp_path, capsys):
+    """A prompt file of blank lines is named as the problem (it said "no prompt: give one or
+    more prompts (or --prompt TEXT), or --prompt-file FILE", to a user who had)."""
+    from unmask.cli import main
+
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n  \n")
+    assert main(["generate", "--model", str(tmp_path / "run"), "--prompt-file", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"unmask generate: error: --prompt-file {empty}: no prompt in it (one prompt "
+                   "per line; blank lines are skipped)\n")
+
+
+def test_as_typed_names_advice_and_a_bracketed_opening_as_flags():
+    """What a refusal advises to type is a flag on the command line (``try gen_length 42``
+    read as Python), and ``steps (7) must ...`` names --steps when it was typed."""
+    from unmask.cli import as_typed, build_parser
+
+    parser = build_parser(["generate"])
+    said = ("gen_length (48) must be a multiple of block_length (7); try block_length 6 or 8 "
+            "or gen_length 42 or 49")
+    argv = ["generate", "x", "--block-length", "7"]
+    assert as_typed(said, argv, parser) == (
+        "gen_length (48) must be a multiple of --block-length (7); try --block-length 6 or 8 "
+        "or --gen-length 42 or 49")
+    said = "use gen_length <= 255, a shorter prompt, or segment_length (e.g. 128) to write it"
+    assert as_typed(said, ["generate", "x"], parser) == (
+        "use --gen-length <= 255, a shorter prompt, or --segment-length (e.g. 128) to write it")
+    said = "steps (7) must be a multiple of the number of blocks; try 12"
+    assert as_typed(said, ["generate", "x", "--steps", "7"], parser).startswith("--steps (7)")
+    assert as_typed(said, ["generate", "x"], parser) == said  # not typed: the field's name
+    # a field the command has no flag for keeps its name (the model's block_size)
+    said = "gen_length (10) must be a multiple of the model's block_size (4); try gen_length 8"
+    assert as_typed(said, ["generate", "x"], parser).endswith("block_size (4); try --gen-length 8")
+    assert as_typed("try block_length 6", ["generate"]) == "try block_length 6"  # no parser

@@ -10,7 +10,8 @@ import pytest
 from unmask.cli import build_parser
 from unmask.commands import COMMANDS, SHARED_FLAGS, is_shared
 
-RUNS_A_MODEL = {"train", "eval", "generate", "chat", "demo", "infill", "edit", "fill_form", "serve"}
+RUNS_A_MODEL = {"train", "distill", "eval", "generate", "chat", "demo", "infill", "edit",
+                "fill_form", "serve"}
 
 
 def _subparsers():
@@ -144,3 +145,50 @@ def test_help_text_and_defaults():
     assert with_default("x", True) == "x (default: on)"
     assert with_default("x", 0) == "x (default: 0)"
     assert with_default("x (default: auto)", "auto") == "x (default: auto)"
+
+
+def test_top_level_help_names_every_exit_status():
+    """``unmask --help`` lists each status the program exits with (129, SIGHUP's, was left
+    out though README.md and the signal handling have it)."""
+    from unmask import cli
+
+    text = " ".join(build_parser().format_help().split())
+    statuses = {v for k, v in vars(cli).items() if k.startswith("EXIT_")}
+    assert statuses == {2, 129, 130, 141, 143}
+    for status in sorted(statuses | {0}):
+        assert re.search(rf"\b{status} [a-z]", text), f"unmask --help does not say {status}"
+
+
+def test_each_command_summary_is_the_one_unmask_help_lists():
+    """``unmask --help`` lists COMMANDS' summaries without importing the commands; a command's
+    own registration must say the same (convert's named only LLaDA and Dream)."""
+    sub = next(a for a in build_parser()._actions
+               if a.__class__.__name__ == "_SubParsersAction")  # fmt: skip
+    for action in sub._choices_actions:
+        assert action.help == COMMANDS[action.dest.replace("-", "_")], action.dest
+
+
+def test_readme_lists_the_commands_that_take_threads():
+    """README's "Every command" names the commands with --threads (it left out distill)."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    listed = re.search(r"`--threads N` sets torch's CPU threads on every command that runs a "
+                       r"model \(([^)]*)\)", readme)
+    assert listed, "README.md no longer has the --threads sentence; update this test"
+    named = {n.replace("-", "_") for n in re.findall(r"`([a-z-]+)`", listed.group(1))}
+    have = {name for name, p in _subparsers().items()
+            if any("--threads" in a.option_strings for a in _options(p))}  # fmt: skip
+    assert named == {n.replace("-", "_") for n in have} == RUNS_A_MODEL
+
+
+def test_demo_flags_take_the_metavars_of_generate():
+    """A flag demo shares with generate reads alike in both usages (demo wrote
+    --repetition-penalty R, generate X)."""
+    def metavars(name):
+        return {s: a.metavar for a in _options(_subparsers()[name]) for s in a.option_strings}
+
+    demo, generate = metavars("demo"), metavars("generate")
+    shared = set(demo) & set(generate)
+    assert "--repetition-penalty" in shared
+    assert {f: demo[f] for f in shared} == {f: generate[f] for f in shared}

@@ -258,7 +258,7 @@ def test_cli_and_server_write_what_the_api_writes(tmp_path, capsys):
     rc = main(["generate", "--model", ck, "--prompt", "hello",
                "--gen-length", "48"])
     err = capsys.readouterr().err
-    assert rc == 2 and "segment_length" in err and err.count("\n") == 1
+    assert rc == 2 and "--segment-length" in err and err.count("\n") == 1
 
     with TestClient(create_app(ld)) as c:
         body = {"prompt": "hello", "max_tokens": 48, "seed": 0, "segment_length": 16}

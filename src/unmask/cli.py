@@ -41,11 +41,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_HUNG_UP = 129  # 128 + SIGHUP: the terminal or ssh session closed
 
+EXIT_PIPE_CLOSED = 141  # 128 + SIGPIPE: the reader of stdout left
+
 EPILOG = (
     "Run 'unmask COMMAND --help' for a command's options. Exit status: 0 done, 2 a usage "
-    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 output pipe "
-    "closed. Docs: README.md "
-    "and docs/."
+    "error or bad input, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM), 129 hung up "
+    "(SIGHUP), 141 output pipe closed. Docs: README.md and docs/."
 )
 
 
@@ -256,7 +257,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
     except BrokenPipeError:  # `unmask ... | head`: the reader left; not an error of ours
         with contextlib.suppress(OSError):  # keep the interpreter's final flush quiet too
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+        return EXIT_PIPE_CLOSED  # as a shell reports a command killed by a closed pipe
     except OSError as e:  # a path that cannot be made or written (a file where a folder
         # goes, no permission, a full disk): what the system said, in one line
         where = f": {e.filename}" if getattr(e, "filename", None) else ""
@@ -285,18 +286,27 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
 
 _FIELD_RULE = re.compile(
     r"([a-z][a-z0-9_]*(?:, [a-z][a-z0-9_]*)*)"
-    r"(?= must | applies | do not apply | does not apply | is an option |=|\s\S+: )")
+    r"(?= must | \([^)]*\) must | applies | do not apply | does not apply | is an option |=|"
+    r"\s\S+: )")
 """A refusal that opens with a setting's field name (``draft_length must be >= 1, got 0``,
 ``predraft applies to ...``, ``steps does not apply to decoder 'ar'``, ``steps, threshold do
-not apply ...``,
-``block_size=3 must divide ...``, ``draft_length 9: this hybrid
-checkpoint ...``, ``compile='cuda-graphs' needs ...``, ``threshold is an option of policy
-...``): the library's checks word them so."""
+not apply ...``, ``block_size=3 must divide ...``, ``steps (7) must be a multiple ...``,
+``draft_length 9: this hybrid checkpoint ...``, ``compile='cuda-graphs' needs ...``,
+``threshold is an option of policy ...``): the library's checks word them so."""
 
-_SNAKE = re.compile(r"(?<![\w./-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w/.-])")
+_SNAKE = re.compile(
+    r"(?<![\w./-])[a-z][a-z0-9]*(?:_[a-z0-9]+)+(?![\w/.-])(?!=\S* in Python\b)")
 """A field name with an underscore anywhere in a refusal (``top_k and top_p apply to ...``):
 no word of prose, so it is named as its flag wherever that flag was typed (not inside a path
-or another identifier)."""
+or another identifier, nor where the message spells the Python argument: ``pass
+--val-fraction 0 (val_fraction=0 in Python)``)."""
+
+
+_ADVICE = re.compile(
+    r"\b(try|use|or) ([a-z][a-z0-9]*(?:_[a-z0-9]+)+)(?= (?:\(e\.g\. )?(?:[<>]=? )?\d)")
+"""A field in a refusal's advice, followed by the value to give it (``try block_length 6 or 8
+or gen_length 42 or 49``, ``use gen_length <= 250``, ``or segment_length (e.g. 128)``): what
+to type, so it is named as the command's flag whether or not it was typed."""
 
 
 def as_typed(
@@ -308,8 +318,17 @@ def as_typed(
     one with an underscore anywhere. Only a flag present in ``argv`` is named, so a value that
     came from elsewhere (a checkpoint's recommendation) keeps its field name. With the
     ``parser`` that read ``argv``, a flag typed abbreviated (argparse takes ``--draft-len``
-    for ``--draft-length``) counts as typed too, and is named in full."""
+    for ``--draft-length``) counts as typed too, and is named in full, and a field the
+    message advises a value for (``try gen_length 42``) is named as the command's flag when
+    it has one (``try --gen-length 42``)."""
     typed = typed_flags(argv, parser)
+    command = _command_parser(parser, argv[0]) if parser is not None and argv else None
+    if command is not None:
+        def advised(m: re.Match[str]) -> str:
+            name = "--" + m.group(2).replace("_", "-")
+            return f"{m.group(1)} {name}" if name in command._option_string_actions else m[0]
+
+        message = _ADVICE.sub(advised, message)
 
     def flag(field: str) -> str | None:
         name = "--" + field.replace("_", "-")

@@ -1,4 +1,5 @@
-"""``unmask convert SRC DST``: a publisher's folder (LLaDA, Dream) -> a native unmask checkpoint;
+"""``unmask convert SRC DST``: a publisher's folder (LLaDA, LLaDA-MoE, LLaDA 2.x, Dream, MDLM,
+SEDD, BD3-LM; docs/models.md) -> a native unmask checkpoint;
 with ``--to FAMILY``, a native checkpoint -> that family's publisher layout, and with
 ``--to transformers`` a folder that Hugging Face ``transformers`` loads
 (``trust_remote_code=True``; the modeling code is written into it).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unmask.commands import registry_choice
+from unmask.commands import COMMANDS, registry_choice
 
 
 def _families() -> list[str]:
@@ -25,8 +26,7 @@ def _families() -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
-        help="convert a published checkpoint folder (LLaDA, Dream) to a native one, or export "
-             "(--to)",
+        help=COMMANDS["convert"],
         description=(
             "Import a local folder in the publisher's format (config.json with model_type, "
             "model.safetensors or shards with model.safetensors.index.json, tokenizer.json) "

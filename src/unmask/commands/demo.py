@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "recommendation; the blanks are filled greedily)")
     p.add_argument("--block-length", type=int, default=None, metavar="N",
                    help="semi-autoregressive block length (default: the model's recommendation)")
-    p.add_argument("--repetition-penalty", type=float, default=None, metavar="R",
+    p.add_argument("--repetition-penalty", type=float, default=None, metavar="X",
                    help="penalty on tokens already in the text, > 0, 1 = off (default: the "
                         "model's recommendation)")
     p.add_argument("--no-repeat-ngram-size", type=int, default=None, metavar="N",

@@ -95,7 +95,12 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
             from unmask.files import read_user_text
 
             text = read_user_text(Path(args.prompt_file), "prompt file")
-        prompts += [line for line in text.splitlines() if line.strip()]
+        from_file = [line for line in text.splitlines() if line.strip()]
+        if not from_file:  # the user gave prompts, in a file that holds none
+            where = "stdin" if args.prompt_file == "-" else args.prompt_file
+            raise UserError(f"--prompt-file {where}: no prompt in it (one prompt per line; "
+                            "blank lines are skipped)")
+        prompts += from_file
     if not prompts:
         raise UserError(
             "no prompt: give one or more prompts (or --prompt TEXT), or --prompt-file FILE ('' for "

@@ -18,8 +18,9 @@ def register(subparsers: Any) -> None:
         help="tokenize text / JSONL files into token shards for training",
         description=(
             "Tokenize text files (one file = one document, or one line with --line-docs), "
-            "gzip'd text, JSONL files (one line = one document) and directories into "
-            "train/validation token shards plus index.json and tokenizer.json."
+            "gzip / xz / bzip2 compressed text, JSONL files (one line = one document) and "
+            "directories into train/validation token shards plus index.json and "
+            "tokenizer.json (docs/data.md)."
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
