@@ -174,3 +174,23 @@ def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     while not cond():
         assert time.monotonic() - t0 < timeout, "timed out waiting"
         time.sleep(0.002)
+
+
+class Recording(nn.Module):
+    """Wraps a model; records the rows of every forward (``sizes``)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+        self.sizes: list[int] = []
+
+    @property
+    def supports_kv_cache(self) -> bool:
+        return bool(getattr(self.inner, "supports_kv_cache", False))
+
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, **cache: object
+    ) -> torch.Tensor:
+        self.sizes.append(tokens.shape[0])
+        return self.inner(tokens, attention_mask=attention_mask, **cache)

@@ -1068,6 +1068,79 @@ def test_openai_fields_are_accepted_at_their_neutral_values_only(echo_client):
         assert "unsupported" in err["message"], err
 
 
+CHAT_NEUTRAL = [
+    {"tools": None}, {"tools": []}, {"tool_choice": "none"}, {"tool_choice": None},
+    {"parallel_tool_calls": True}, {"parallel_tool_calls": False},
+    {"parallel_tool_calls": None}, {"functions": []}, {"function_call": "none"},
+    {"top_logprobs": None}, {"top_logprobs": 0}, {"store": False}, {"store": None},
+    {"metadata": None}, {"metadata": {}}, {"service_tier": "auto"}, {"service_tier": None},
+    {"service_tier": "default"}, {"modalities": ["text"]}, {"modalities": None},
+    {"audio": None}, {"prediction": None}, {"reasoning_effort": None}, {"verbosity": "medium"},
+    {"web_search_options": None}, {"user": "u-1"}, {"safety_identifier": "h"},
+    {"prompt_cache_key": "k"}, {"prompt_cache_retention": "in_memory"},
+    {"stream": True, "stream_options": {"include_usage": True, "include_obfuscation": False}},
+]
+CHAT_UNSUPPORTED = [
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "no tool calls"),
+    ({"tool_choice": "auto"}, "no tool calls"), ({"tool_choice": "required"}, "no tool calls"),
+    ({"functions": [{"name": "f"}]}, "no function calls"),
+    ({"parallel_tool_calls": 1}, "no tool calls"), ({"top_logprobs": 3}, "no logprobs"),
+    ({"store": True}, "stores no completions"), ({"metadata": {"a": "b"}}, "stores no"),
+    ({"service_tier": "flex"}, "one tier"), ({"modalities": ["text", "audio"]}, "text only"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "text only"),
+    ({"prediction": {"type": "content", "content": "x"}}, "predicted outputs"),
+    ({"reasoning_effort": "low"}, "reasoning effort"), ({"verbosity": "low"}, "verbosity"),
+    ({"web_search_options": {}}, "search the web"),
+]
+
+
+def test_neutral_values_of_openai_chat_fields_are_accepted(echo_client):
+    """OpenAI clients send ``tools: null``, ``store: false``, ``service_tier: "auto"``, ...:
+    each was 400 ``unknown field``. Now accepted (they ask for nothing), on completions too
+    where OpenAI has them (``user``, ``suffix: ""``)."""
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    for extra in CHAT_NEUTRAL:
+        r = echo_client.post("/v1/chat/completions", json={**chat, **extra})
+        assert r.status_code == 200, (extra, r.text)
+    for extra in [{"suffix": None}, {"suffix": ""}, {"user": "u"}, {"safety_identifier": "h"}]:
+        r = echo_client.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, **extra})
+        assert r.status_code == 200, (extra, r.text)
+
+
+@pytest.mark.parametrize("extra,why", CHAT_UNSUPPORTED)
+def test_openai_chat_fields_that_ask_for_something_are_unsupported(echo_client, extra, why):
+    """A real tool (docs: "a 400 that says it is unsupported") said "unknown field 'tools'"."""
+    chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+    r = echo_client.post("/v1/chat/completions", json={**chat, **extra})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "unsupported", (extra, err)
+    assert err["param"] == next(iter(extra)), err
+    assert err["message"].startswith(f"{next(iter(extra))}: unsupported"), err
+    assert why in err["message"], err
+
+
+def test_completion_suffix_points_to_infill(echo_client):
+    r = echo_client.post("/v1/completions", json={"prompt": "a", "suffix": "b"})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "unsupported", err
+    assert err["param"] == "suffix" and "/v1/infill" in err["message"], err
+
+
+def test_an_unknown_stream_options_key_is_named(echo_client):
+    """``stream_options: {"foo": 1}`` said "stream_options.foo: Input should be
+    'include_usage'"."""
+    r = echo_client.post("/v1/completions", json={"prompt": "x", "stream": True,
+                                                   "stream_options": {"foo": 1}})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["code"] == "unknown_field", err
+    assert err["message"] == "unknown field 'stream_options.foo'", err
+    assert err["param"] == "stream_options.foo", err
+    r = echo_client.post("/v1/completions", json={"prompt": "x", "stream": True,
+                                                   "stream_options": {"include_usage": 1}})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == "stream_options.include_usage", r.text
+
+
 @pytest.mark.parametrize("path,body,param,message", [
     ("/v1/completions", {"prompt": []}, "prompt", "at least 1 item"),
     ("/v1/chat/completions",

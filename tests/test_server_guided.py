@@ -394,3 +394,25 @@ def test_with_a_drafter_structured_output_forms_and_infill_use_the_model_alone()
                 assert r.status_code == 400 and "drafter's context of 32" in r.text, r.text
     assert drafter.calls == 0
     assert answers[0] == answers[1]
+
+
+@pytest.mark.parametrize("path,body,source", [
+    ("/v1/completions", {"prompt": "x", "guided_regex": "[a-z]{10}", "max_tokens": 2},
+     "guided_regex"),
+    ("/v1/completions", {"prompt": "x", "guided_regex": "[a-z]{10}", "max_tokens": 2,
+                         "stream": True}, "guided_regex"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}],
+                              "response_format": {"type": "json_object"}, "max_tokens": 1},
+     "response_format"),
+    ("/v1/infill", {"template": "a [MASK:2] b", "guided_regex": "[a-z]{10}"}, "guided_regex"),
+])
+def test_an_impossible_constraint_is_refused_in_the_clients_words(path, body, source):
+    """It said "guided_regex: hole $ <regex>: no sequence of 2 tokens satisfies it": ``$`` and
+    ``<regex>`` are the form library's names for the constraint's one hole, which the client
+    never wrote (and a streamed request's 400 had no ``param``)."""
+    with TestClient(create_app(loaded(MODEL), chat_template="plain")) as c:
+        r = c.post(path, json=body)
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == source, err
+    assert "$" not in err["message"] and "hole" not in err["message"], err
+    assert err["message"].startswith(f"{source}: no sequence of "), err

@@ -178,3 +178,26 @@ def test_healthz_says_down_when_the_model_worker_has_died(monkeypatch):
         health = c.get("/healthz")
         assert health.status_code == 503 and health.json()["status"] == "down"
         assert c.head("/healthz").status_code == 503
+
+
+def test_max_steps_bounds_infill_forms_and_edits_that_do_not_send_steps():
+    """Infill, forms and edits ran one step per masked token when ``steps`` was not sent,
+    whatever --max-steps said (bounded by the context only): 24 masks, 24 forwards under
+    ``--max-steps 8``. Now at most --max-steps; a sent ``steps`` over it stays a 400."""
+    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(max_steps=8))
+    with TestClient(app) as c:
+        r = c.post("/v1/infill", json={"template": "ab[MASK:24]cd"})
+        assert r.status_code == 200, r.text
+        assert r.json()["nfe"] == 8, r.json()
+        r = c.post("/v1/infill", json={"template": "ab[MASK:3]cd"})
+        assert r.json()["nfe"] == 3, r.json()  # fewer masks: one step each, as before
+        r = c.post("/v1/forms", json={"form": {"a": "<text:20>"}})
+        assert r.status_code == 200, r.text
+        assert r.json()["nfe"] <= 8, r.json()
+        r = c.post("/v1/edit", json={"text": "abcdefghijklmnopqrstuvwxyz", "lowest": 20})
+        assert r.status_code == 200, r.text
+        assert r.json()["nfe"] <= 8 + 1, r.json()  # and the forward that scores the tokens
+        for path, body in (("/v1/infill", {"template": "ab[MASK:24]cd"}),
+                           ("/v1/forms", {"form": {"a": "<text:20>"}})):
+            r = c.post(path, json={**body, "steps": 9})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "steps", r.text

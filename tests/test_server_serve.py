@@ -349,3 +349,23 @@ def test_the_banner_gives_a_url_a_client_can_open(ckpt, served, capsys):
     err = capsys.readouterr().err
     assert f"on http://[::1]:{port} (playground at /)" in err, err
     assert served[0][1] == {"host": "::1", "port": port}
+
+
+def test_the_threads_help_of_serve_says_what_serve_does():
+    """The shared ``--threads`` help said "one for a decoding command whose model's weights
+    are under 100 MB": ``unmask serve`` decodes, yet takes the cores whatever the model
+    (``command_threads``). The help now names the commands the small-model rule is for, and
+    exactly those: each sets ``decodes_model``."""
+    from unmask.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions
+               if a.__class__.__name__ == "_SubParsersAction")
+    serve = sub.choices["serve"]
+    text = next(a.help for a in serve._actions if "--threads" in a.option_strings)
+    assert "decoding command" not in text, text
+    small = text.split("; for ", 1)[1].split(", one when")[0]  # "generate, chat, ..."
+    named = set(small.replace(" and ", ", ").split(", "))
+    decoding = {name for name, p in sub.choices.items()
+                if p.get_default("decodes_model")}
+    assert named == decoding, (named, decoding)
+    assert "serve" not in named and serve.get_default("decodes_model") is None

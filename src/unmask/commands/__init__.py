@@ -229,8 +229,9 @@ def add_threads_flag(parser: argparse.ArgumentParser | Any) -> None:
     _mark(parser.add_argument(
         "--threads", type=_threads, default=None, metavar="N",
         help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the physical "
-             "cores this process may use; one for a decoding command whose model's weights "
-             "are under 100 MB); fewer than the cores helps on a shared machine",
+             "cores this process may use; for generate, chat, demo, infill, edit and "
+             "fill-form, one when the model's weights are under 100 MB); fewer than the cores "
+             "helps on a shared machine",
     ))
 
 

@@ -15,7 +15,9 @@ Continuous batching (runs that ``shares_forward``: the ``llada`` decoder without
 cache): the worker keeps a running batch of requests, each with its own run (own canvas,
 length, steps, policy, temperature and generator). Every iteration is one step boundary:
 cancelled requests leave, queued requests join (first come, first served, while the batch
-holds at most ``max_batch`` rows), then one forward pass over every request that needs the
+holds at most ``max_batch`` rows; a job of more rows runs in slices of ``max_batch`` rows
+that join as rows free up, and a seeded job of several rows runs each row as a run of its
+own: ``Engine._split``), then one forward pass over every request that needs the
 model (``unmask.sampling.step_together``: left-padded to the longest canvas, padding masked
 out) and each request's own step; a request whose run is done leaves at once and its future
 resolves. A row's logits do not depend on the other rows, so in exact arithmetic a request
@@ -47,7 +49,7 @@ from typing import Any
 
 import torch
 
-from unmask.config import SampleConfig
+from unmask.config import MAX_SEED, SampleConfig
 from unmask.sampling.protocol import DecoderRun, ViewCallback, step_together
 from unmask.server.metrics import Metrics
 
@@ -99,25 +101,67 @@ class Job:
     sink: StepSink | None = None
     batchable: bool = True
     """Whether a whole-batch run may include other jobs (False for seeded sampling there)."""
+    seeds: list[int | None] | None = None
+    """Per-row seeds (``row_seeds``): each row then runs as a run of its own with its own
+    generator (seeded ``seeds[i]``), so its text depends on its seed only, not on the rows
+    beside it; None: the rows share one run (and ``config.seed``)."""
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
     _cancelled: threading.Event = field(default_factory=threading.Event)
-    _run: DecoderRun | None = field(default=None, repr=False)
-    """This job's own run, started when the worker first looks at it."""
+    _parts: list[_Part] = field(default_factory=list, repr=False)
+    """The runs the rows are split into (``Engine._split``, at ``submit``)."""
+    _next: int = 0
+    """Parts started so far (a job leaves the queue once all have)."""
+    _done: int = 0
+    _gen: list[list[int]] = field(default_factory=list, repr=False)
+    _prompts: list[list[int]] = field(default_factory=list, repr=False)
+    _nfe: int = 0
+    _steps: int = 0
+    _batch_rows: int = 0
+    _view: list[list[int]] | None = field(default=None, repr=False)
+    """The rows of every part as the sink last saw them (a job of several parts)."""
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
+    @property
+    def _run(self) -> DecoderRun | None:
+        """The run of the job's first part (None: not started)."""
+        return self._parts[0].run if self._parts else None
+
     def batch_key(self) -> Hashable:
         """Jobs with equal keys may share one whole-batch run."""
-        if self.fn is not None or not self.batchable or self.config is None:
+        if (self.fn is not None or not self.batchable or self.config is None
+                or len(self._parts) > 1 or self.seeds is not None):
             return ("alone", self.id)
         return ("generate", dataclasses.astuple(dataclasses.replace(self.config, seed=None)))
 
     def cancel(self) -> None:
         """Stop this job: skipped if queued, dropped from a continuous batch at the next step."""
         self._cancelled.set()
+
+
+def row_seeds(seed: int | None, prompts: int, n: int) -> list[int | None] | None:
+    """The seed of every row of a request of ``prompts`` prompts with ``n`` choices each (None
+    without a seed): choice k of every prompt gets ``seed + k`` (as vLLM seeds the choices
+    of ``n``), so a prompt's choices are the same sent alone or in a list of prompts, and
+    choice 0 is what the request with ``n`` = 1 writes."""
+    if seed is None:
+        return None
+    return [(seed + k) % (MAX_SEED + 1) for _ in range(prompts) for k in range(n)]
+
+
+@dataclass(eq=False)
+class _Part:
+    """Some rows of a job, run as one decoder run (``Engine._split``)."""
+
+    job: Job
+    offset: int
+    """The job's row index of the first row."""
+    rows: list[list[int]]
+    config: SampleConfig
+    run: DecoderRun | None = None
 
 
 def _resolve(
@@ -134,11 +178,14 @@ def _resolve(
 
 @dataclass(eq=False)
 class _Running:
-    """A job in the continuous batch."""
+    """A part of a job in the continuous batch."""
 
-    job: Job
+    part: _Part
     run: DecoderRun
-    batch_rows: int = 0
+
+    @property
+    def job(self) -> Job:
+        return self.part.job
 
 
 class Engine:
@@ -202,6 +249,7 @@ class Engine:
 
     def submit(self, job: Job) -> concurrent.futures.Future:
         """Queue ``job``; raises ``QueueFull`` when ``max_queue`` jobs wait already."""
+        job._parts = self._split(job)
         with self._cond:
             if self._stop:
                 raise RuntimeError("the engine is closed")
@@ -247,34 +295,69 @@ class Engine:
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _sink_callback(self, job: Job) -> ViewCallback | None:
-        """The run's step callback that streams ``job``'s rows to its sink."""
+    def _split(self, job: Job) -> list[_Part]:
+        """The runs of a generation job: one per row with ``seeds`` (each its own generator),
+        else slices of at most ``max_batch`` rows (a request of more rows than ``max_batch``
+        runs in several runs, as the batch admits them: the operator's bound on the rows of
+        one forward holds for a single request too)."""
+        if job.config is None or job.fn is not None:
+            return []
+        if job.seeds is not None:
+            return [_Part(job, k, [row], dataclasses.replace(job.config, seed=seed))
+                    for k, (row, seed) in enumerate(zip(job.rows, job.seeds, strict=True))]
+        size = self.max_batch
+        return [_Part(job, o, job.rows[o : o + size], job.config)
+                for o in range(0, max(len(job.rows), 1), size)]
+
+    def _sink_callback(self, part: _Part) -> ViewCallback | None:
+        """The run's step callback that streams the part's rows to its job's sink: a job of
+        several parts shows the sink every row, as they stand (``Job._view``)."""
+        job = part.job
         if job.sink is None:
             return None
         sink = job.sink
+        whole = len(job._parts) == 1
 
         def callback(step: int, view: torch.Tensor) -> None:
             try:
-                sink(step, view.tolist())
+                if whole:
+                    sink(step, view.tolist())
+                    return
+                assert job._view is not None
+                job._view[part.offset : part.offset + len(part.rows)] = view.tolist()
+                sink(step, [list(r) for r in job._view])
             except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
                 job.cancel()
 
         return callback
 
+    def _begin(self, part: _Part) -> DecoderRun:
+        """Start ``part``'s run (once); raises the decoder's refusal."""
+        if part.run is None:
+            part.run = self.start_run(part.rows, part.config,
+                                      step_callback=self._sink_callback(part))
+            job = part.job
+            if job._view is None and job.sink is not None and len(job._parts) > 1:
+                blank = part.run.view()[0].tolist()  # the region before any step: every
+                job._view = [list(blank) for _ in job.rows]  # row's is the same
+        return part.run
+
     def _kind(self, job: Job) -> str:
         """``join`` (continuous batch), ``alone`` or ``failed`` (its settings were refused:
-        the future holds the error). Starts the job's run the first time."""
+        the future holds the error). Starts the run of the job's next part the first time."""
         if job.fn is not None or job.config is None:
             return "alone"
-        if job._run is None:
-            try:
-                job._run = self.start_run(
-                    job.rows, job.config, step_callback=self._sink_callback(job)
-                )
-            except BaseException as e:  # noqa: BLE001 -- bad settings fail this job only
-                _resolve(job.future, exc=e)
-                return "failed"
-        return "join" if job._run.shares_forward else "alone"
+        try:
+            run = self._begin(job._parts[min(job._next, len(job._parts) - 1)])
+        except BaseException as e:  # noqa: BLE001 -- bad settings fail this job only
+            self._fail(job, e)
+            return "failed"
+        return "join" if run.shares_forward else "alone"
+
+    def _fail(self, job: Job, e: BaseException) -> None:
+        """End ``job`` with ``e``: its running parts leave the batch at the next step."""
+        job._cancelled.set()
+        _resolve(job.future, exc=e)
 
     def _work(self) -> None:
         active: list[_Running] = []
@@ -291,18 +374,20 @@ class Engine:
             if whole:
                 self._run_whole(whole)
                 continue
-            for job in joined:
-                self._start(job, active, joining=bool(active))
+            for part in joined:
+                self._start(part, active, joining=bool(active))
             self._step(active)
         for r in active:
             r.job.cancel()
             _resolve(r.job.future, exc=Cancelled())
         self._running = self._rows = 0
 
-    def _take(self, active: list[_Running]) -> tuple[list[Job], list[Job]]:
-        """(jobs that join the continuous batch, a run alone) from the head of the queue."""
-        rows = sum(len(r.job.rows) for r in active)
-        joined: list[Job] = []
+    def _take(self, active: list[_Running]) -> tuple[list[_Part], list[Job]]:
+        """(parts that join the continuous batch, a run alone) from the head of the queue.
+        A job whose parts do not all fit stays at the head: later jobs wait (first come,
+        first served) while its parts join as rows free up."""
+        rows = sum(len(r.part.rows) for r in active)
+        joined: list[_Part] = []
         dropped: list[Job] = []
         whole: list[Job] = []
         with self._cond:
@@ -315,17 +400,28 @@ class Engine:
                 if kind == "failed":
                     self._queue.popleft()
                 elif kind == "join":
-                    if (active or joined) and rows + len(job.rows) > self.max_batch:
+                    while job._next < len(job._parts):
+                        part = job._parts[job._next]
+                        if (active or joined) and rows + len(part.rows) > self.max_batch:
+                            break
+                        try:
+                            self._begin(part)
+                        except BaseException as e:  # noqa: BLE001 -- fails this job only
+                            self._fail(job, e)
+                            break
+                        joined.append(part)
+                        rows += len(part.rows)
+                        job._next += 1
+                    if job._next < len(job._parts) and not job.cancelled:
                         break  # first come, first served: later jobs wait too
-                    joined.append(self._queue.popleft())
-                    rows += len(job.rows)
+                    self._queue.popleft()
                 else:
                     if not active and not joined:  # runs alone wait for the batch to drain
                         whole = self._take_whole()
                     break
         for job in dropped:
             _resolve(job.future, exc=Cancelled())
-        return joined, whole
+        return [p for p in joined if not p.job.cancelled], whole
 
     def _take_whole(self) -> list[Job]:
         """The head job and its queued peers of the same ``batch_key`` (caller holds the lock)."""
@@ -343,19 +439,39 @@ class Engine:
                 rows += len(job.rows)
         return batch
 
-    def _start(self, job: Job, active: list[_Running], *, joining: bool) -> None:
-        if job.cancelled or not job.future.set_running_or_notify_cancel():
+    def _start(self, part: _Part, active: list[_Running], *, joining: bool) -> None:
+        job = part.job
+        if part.offset == 0 and not job.future.set_running_or_notify_cancel():
+            job.cancel()
+        if job.cancelled:
             _resolve(job.future, exc=Cancelled())
             return
-        assert job._run is not None
-        active.append(_Running(job, job._run))
-        if joining:
+        assert part.run is not None
+        active.append(_Running(part, part.run))
+        if joining and part.offset == 0:
             self.metrics.inc("joined")
         self._count(active)
 
     def _count(self, active: list[_Running]) -> None:
-        self._running = len(active)
-        self._rows = sum(len(r.job.rows) for r in active)
+        self._running = len({id(r.job) for r in active})
+        self._rows = sum(len(r.part.rows) for r in active)
+
+    def _finish(self, part: _Part, result: Any, steps: int, batch_rows: int) -> None:
+        """Record a finished part; the job's future resolves with its last part."""
+        job = part.job
+        if not job._gen:
+            job._gen = [[] for _ in job.rows]
+            job._prompts = [[] for _ in job.rows]
+        end = part.offset + len(part.rows)
+        job._gen[part.offset : end] = result.gen_ids
+        job._prompts[part.offset : end] = result.prompt_ids
+        job._steps = max(job._steps, steps)
+        job._batch_rows = max(job._batch_rows, batch_rows)
+        job._done += 1
+        if job._done == len(job._parts):
+            _resolve(job.future, GenOutput(gen_ids=job._gen, prompt_ids=job._prompts,
+                                           nfe=job._nfe, steps=job._steps,
+                                           batch_rows=job._batch_rows))
 
     def _step(self, active: list[_Running]) -> None:
         """One step boundary of the continuous batch: drop the cancelled, step, release the done."""
@@ -367,6 +483,7 @@ class Engine:
             return
         rows = self._rows
         failed: dict[DecoderRun, BaseException] = {}  # a run's own error fails its job only
+        before = {id(r): r.run.nfe for r in active}
         try:
             forward = step_together([r.run for r in active], on_error=failed.__setitem__)
         except BaseException as e:  # noqa: BLE001 -- every job of the forward gets the error
@@ -378,31 +495,37 @@ class Engine:
         if forward:
             self.metrics.inc("nfe")
             self.metrics.inc("forward_rows", forward)
+        jobs = {id(r.job): r.job for r in active}
+        for key, job in jobs.items():  # forwards a job took part in (its parts share them)
+            mine = [r for r in active if id(r.job) == key]
+            job._nfe += max(r.run.nfe - before[id(r)] for r in mine)
+            job._batch_rows = max(job._batch_rows, rows)
         for r in list(active):
-            r.batch_rows = max(r.batch_rows, rows)
             run = r.run
             if run in failed:
                 active.remove(r)
-                _resolve(r.job.future, exc=failed[run])
+                self._fail(r.job, failed[run])
+                self._unqueue(r.job)
             elif run.done:
                 active.remove(r)
                 try:  # its own failure fails its job only: raised here, it ended the worker
                     # thread, and every request after it waited for its timeout
                     result = run.result()
                 except Exception as e:  # noqa: BLE001 -- reported to the request
-                    _resolve(r.job.future, exc=e)
+                    self._fail(r.job, e)
+                    self._unqueue(r.job)
                     continue
-                _resolve(
-                    r.job.future,
-                    GenOutput(
-                        gen_ids=result.gen_ids,
-                        prompt_ids=result.prompt_ids,
-                        nfe=run.nfe,
-                        steps=run.steps,
-                        batch_rows=r.batch_rows,
-                    ),
-                )
+                if not r.job.cancelled:
+                    self._finish(r.part, result, run.steps, rows)
         self._count(active)
+
+    def _unqueue(self, job: Job) -> None:
+        """Take a failed job's parts not yet started off the queue."""
+        with self._cond:
+            try:
+                self._queue.remove(job)
+            except ValueError:
+                pass
 
     def _run_whole(self, batch: list[Job]) -> None:
         live = [j for j in batch if not j.cancelled and j.future.set_running_or_notify_cancel()]
@@ -430,6 +553,17 @@ class Engine:
             except BaseException as e:  # noqa: BLE001 -- reported to the request, the worker lives on
                 _resolve(job.future, exc=e)
             return
+        if len(batch) == 1:  # its parts one after another (one run: its rows together)
+            job = batch[0]
+            try:
+                for part in job._parts:
+                    run = self._begin(part)
+                    self._advance(run, [job], len(part.rows))
+                    job._nfe += run.nfe
+                    self._finish(part, run.result(), run.steps, len(part.rows))
+            except BaseException as e:  # noqa: BLE001 -- reported to the request
+                _resolve(job.future, exc=Cancelled() if job.cancelled else e)
+            return
         rows = [r for j in batch for r in j.rows]
         offsets = list(itertools.accumulate([0] + [len(j.rows) for j in batch]))
 
@@ -448,21 +582,10 @@ class Engine:
                 except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
                     j.cancel()
 
-        try:
-            run = batch[0]._run if len(batch) == 1 else None
-            if run is None:  # one run over the rows of every job of the batch
-                run = self.start_run(
-                    rows,
-                    batch[0].config,  # type: ignore[arg-type]
-                    step_callback=on_view,
-                )
-            while not run.done:
-                if all(j.cancelled for j in batch):
-                    raise Cancelled
-                nfe = run.nfe
-                run.advance()
-                self.metrics.inc("nfe", run.nfe - nfe)
-                self.metrics.inc("forward_rows", (run.nfe - nfe) * len(rows))
+        try:  # one run over the rows of every job of the batch
+            run = self.start_run(rows, batch[0].config,  # type: ignore[arg-type]
+                                 step_callback=on_view)
+            self._advance(run, batch, len(rows))
             result = run.result()
             gen, prompts = result.gen_ids, result.prompt_ids
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
@@ -480,3 +603,13 @@ class Engine:
                     batch_rows=len(rows),
                 ),
             )
+
+    def _advance(self, run: DecoderRun, batch: list[Job], rows: int) -> None:
+        """Advance a run alone to its end; ``Cancelled`` once every job of ``batch`` is."""
+        while not run.done:
+            if all(j.cancelled for j in batch):
+                raise Cancelled
+            nfe = run.nfe
+            run.advance()
+            self.metrics.inc("nfe", run.nfe - nfe)
+            self.metrics.inc("forward_rows", (run.nfe - nfe) * rows)

@@ -81,6 +81,8 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
     loc = _field(first)
     param = None if code == "invalid_json" else ".".join(loc) or None
     msg = first.get("msg", "invalid request").removeprefix("Value error, ")  # our validators'
+    if first.get("type") == "value_error" and msg.startswith("unsupported"):
+        code = "unsupported"  # an OpenAI field at a value unmask does not do (schemas.NEUTRAL)
     if first.get("type") == "value_error" and not loc:  # a check of the whole request's
         pass  # fields together (ours: max_tokens against max_completion_tokens): as it says
     elif tuple(first.get("loc", ())) == ("body",):  # the body as a whole
@@ -129,12 +131,24 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _crash)
 
 
+_INNER_HOLE = re.compile(r"hole \$ <(?:regex|choice|json_object)>: ")
+"""The label the form library gives the one hole of a ``guided_regex`` / ``guided_choice`` /
+``json_object`` constraint (its root path ``$`` and internal spec): the client wrote neither."""
+
+
+def spoken(message: str) -> str:
+    """A library message in the request's words: without the internal label of a structured
+    output constraint's hole (``"guided_regex: hole $ <regex>: no sequence of 2 tokens
+    satisfies it"`` reads ``"guided_regex: no sequence of 2 tokens satisfies it"``)."""
+    return _INNER_HOLE.sub("", message)
+
+
 def user_error(e: UserError, param: str | None = None) -> APIError:
     """A 400 for a ``UserError`` of the library (a bad template, impossible settings); a bad
     gap constraint names its field (``choices.city``)."""
     if param is None and isinstance(e, ConstraintError):
         param = e.option if e.key is None else f"{e.option}.{e.key}"
-    return APIError(400, str(e), param=param, code="invalid_value")
+    return APIError(400, spoken(str(e)), param=param, code="invalid_value")
 
 
 def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:

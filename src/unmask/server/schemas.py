@@ -36,17 +36,40 @@ StopText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logprobs": (False,), "echo": (False,), "best_of": (1,), "logit_bias": ({},),
-    "tool_choice": ("none",)}
+    "suffix": ("",),
+    # chat: tools and the rest of OpenAI's chat fields that would change what is generated
+    # or done with it; their neutral values ask for nothing (OpenAI's defaults)
+    "tools": ([],), "tool_choice": ("none",), "parallel_tool_calls": (True, False),
+    "functions": ([],), "function_call": ("none",), "top_logprobs": (0,),
+    "store": (False,), "metadata": ({},), "service_tier": ("auto", "default"),
+    "modalities": (["text"],), "audio": (), "prediction": (), "reasoning_effort": (),
+    "verbosity": ("medium",), "web_search_options": ()}
 """OpenAI fields unmask does not implement, accepted at their neutral values (and null), as
-some clients always send them; any other value is a 400."""
+some clients always send them; any other value is a 400 ``code: "unsupported"``."""
+
+_UNSUPPORTED: dict[str, str] = {
+    "tools": "unmask has no tool calls", "tool_choice": "unmask has no tool calls",
+    "functions": "unmask has no function calls", "function_call": "unmask has no function calls",
+    "parallel_tool_calls": "unmask has no tool calls",
+    "suffix": "for text after the gap use POST /v1/infill",
+    "top_logprobs": "unmask returns no logprobs", "logprobs": "unmask returns no logprobs",
+    "store": "unmask stores no completions", "metadata": "unmask stores no completions",
+    "service_tier": "unmask has one tier", "modalities": "unmask writes text only",
+    "audio": "unmask writes text only", "prediction": "unmask has no predicted outputs",
+    "reasoning_effort": "the served model has no reasoning effort setting",
+    "verbosity": "the served model has no verbosity setting",
+    "web_search_options": "unmask does not search the web"}
+"""Why a non-neutral value of a ``NEUTRAL`` field is refused, where there is more to say."""
 
 
 def _neutral_only(name: str, value: Any) -> Any:
     """``value`` when it is one of ``NEUTRAL[name]`` (exactly: ``0`` is not ``false``)."""
     if value is None or any(type(value) is type(n) and value == n for n in NEUTRAL[name]):
         return value
-    allowed = " or ".join(json.dumps(n) for n in NEUTRAL[name])
-    raise ValueError(f"unsupported (unmask accepts only {allowed} or null here)")
+    allowed = " or ".join([json.dumps(n) for n in NEUTRAL[name]] + ["null"])
+    why = _UNSUPPORTED.get(name)
+    raise ValueError(f"unsupported{f': {why}' if why else ''} (unmask accepts only "
+                     f"{allowed} here)")
 
 
 class _Strict(BaseModel):
@@ -83,8 +106,10 @@ class DiffusionOptions(_Strict):
     """Gumbel-max temperature; 0 (the default, unlike OpenAI's 1) = argmax decoding."""
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     """Seed for temperature / random remasking: same seed, same output. Each request has its
-    own generator, so sharing forward passes does not change its noise (in whole-batch runs,
-    KV-cache modes and causal checkpoints, a seeded sampled request runs alone); the logits
+    own generator (each row, seeded ``seed + k`` for choice k, when it has several:
+    ``batching.row_seeds``), so sharing forward passes does not change its noise (in
+    whole-batch runs, KV-cache modes and causal checkpoints, a seeded sampled request runs
+    alone); the logits
     of a differently shaped batch round differently, which can flip a near-tie: rarely in
     float32, more often in bf16 (``--dtype auto`` on a CPU with AMX). docs/serving.md;
     ``--dtype fp32 --max-batch 1`` for bitwise reproducibility."""
@@ -140,6 +165,17 @@ class Guided(_Strict):
     """vLLM: the output is one of these strings."""
 
 
+class StreamOptions(_Strict):
+    """``stream_options`` (OpenAI's): an unknown key is a 400 ``unknown field
+    'stream_options.<key>'``."""
+
+    include_usage: bool = False
+    """A last chunk with ``usage``, and ``"usage": null`` in every chunk before it."""
+    include_obfuscation: bool | None = None
+    """OpenAI's random padding of streamed chunks (against length side channels): accepted;
+    unmask adds no padding (clients ignore the field)."""
+
+
 class _Generation(DiffusionOptions, Guided):
     max_tokens: int = Field(16, ge=1)
     """Tokens to generate (the canvas length; text stops earlier at EOS or a stop sequence)."""
@@ -153,10 +189,14 @@ class _Generation(DiffusionOptions, Guided):
     """Server-sent events in OpenAI's chunk format, ending with ``data: [DONE]``."""
     stream_denoising: bool = False
     """Extension (with ``stream``): also send one ``denoising.step`` event per sampler step."""
-    stream_options: dict[Literal["include_usage"], bool] | None = None
+    stream_options: StreamOptions | None = None
     """``{"include_usage": true}``: a last chunk with ``usage`` (as OpenAI)."""
     user: str | None = Field(None, max_length=256)
     """Accepted for compatibility; ignored."""
+    safety_identifier: str | None = Field(None, max_length=256)
+    """OpenAI's (a hashed end-user id, ``user``'s successor): accepted; ignored."""
+    prompt_cache_key: str | None = Field(None, max_length=256)
+    """OpenAI's cache-routing hint: accepted; ignored (it changes no output)."""
     logprobs: bool | None = None
     """OpenAI's; only its neutral value (false) is accepted (``NEUTRAL``)."""
     logit_bias: dict[str, Any] | None = None
@@ -218,8 +258,11 @@ class CompletionRequest(_Generation):
     """OpenAI's; only its neutral value (false) is accepted (``NEUTRAL``)."""
     best_of: int | None = None
     """OpenAI's; only its neutral value (1) is accepted."""
+    suffix: str | None = None
+    """OpenAI's text after the completion; only ``""`` (and null) is accepted: a text between
+    a prefix and a suffix is ``POST /v1/infill``'s (``"a [MASK:8] b"``)."""
 
-    @field_validator("echo", "best_of", mode="before")
+    @field_validator("echo", "best_of", "suffix", mode="before")
     @classmethod
     def _neutral_completion(cls, value: Any, info: ValidationInfo) -> Any:
         return _neutral_only(info.field_name or "", value)
@@ -269,11 +312,44 @@ class ChatRequest(_Generation):
     no 16 of completions: a client that sends none wants a whole reply)."""
     max_completion_tokens: int | None = Field(None, ge=1)
     """OpenAI's newer name for ``max_tokens`` in chat: either may be given (equal if both)."""
-    tool_choice: str | None = None
-    """OpenAI's; only its neutral value (``"none"``: no tool calls) is accepted (``NEUTRAL``);
-    ``tools`` is a 400."""
+    tools: Any = None
+    """OpenAI's; only its neutral values are accepted (``[]``: no tools; ``NEUTRAL``), a tool
+    is a 400 ``unsupported``: unmask has no tool calls. So for every field below."""
+    tool_choice: Any = None
+    """``"none"`` (no tool calls)."""
+    parallel_tool_calls: Any = None
+    """``true`` or ``false`` (without tools either does nothing)."""
+    functions: Any = None
+    """``[]`` (OpenAI's deprecated ``tools``)."""
+    function_call: Any = None
+    """``"none"`` (OpenAI's deprecated ``tool_choice``)."""
+    top_logprobs: Any = None
+    """``0``."""
+    store: Any = None
+    """``false`` (unmask stores no completions)."""
+    metadata: Any = None
+    """``{}`` (it tags stored completions)."""
+    service_tier: Any = None
+    """``"auto"`` or ``"default"``."""
+    modalities: Any = None
+    """``["text"]``."""
+    audio: Any = None
+    """Null only."""
+    prediction: Any = None
+    """Null only."""
+    reasoning_effort: Any = None
+    """Null only."""
+    verbosity: Any = None
+    """``"medium"`` (OpenAI's default)."""
+    web_search_options: Any = None
+    """Null only."""
+    prompt_cache_retention: str | None = Field(None, max_length=32)
+    """OpenAI's cache hint: accepted; ignored (it changes no output)."""
 
-    @field_validator("tool_choice", mode="before")
+    @field_validator("tools", "tool_choice", "parallel_tool_calls", "functions",
+                     "function_call", "top_logprobs", "store", "metadata", "service_tier",
+                     "modalities", "audio", "prediction", "reasoning_effort", "verbosity",
+                     "web_search_options", mode="before")
     @classmethod
     def _neutral_chat(cls, value: Any, info: ValidationInfo) -> Any:
         return _neutral_only(info.field_name or "", value)

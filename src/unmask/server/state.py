@@ -27,7 +27,8 @@ class ServerLimits:
     """What one request may ask for, and how the queue behaves."""
 
     max_batch: int = 8
-    """Most rows (prompts × n) in the running batch (a single larger request runs alone)."""
+    """Most rows (prompts × n) in the running batch and in any forward pass: a single larger
+    request runs in slices of this many rows (``Engine._split``)."""
     max_queue: int = 64
     """Most requests waiting for the worker; beyond that, 429."""
     batch_wait_s: float = 0.0

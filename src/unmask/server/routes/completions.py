@@ -25,7 +25,7 @@ from unmask.sampling import Decoder, choose_decoder, validate
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
-from unmask.server.batching import GenOutput, Job
+from unmask.server.batching import GenOutput, Job, row_seeds
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
     account,
@@ -109,7 +109,10 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = config.seed is not None and config.temperature > 0
-    return Job(rows=rows, config=config, batchable=not seeded_sampling), ids
+    # with a seed, every row its own generator: choice k of a prompt writes the same text
+    # whatever the other prompts of the request (``row_seeds``)
+    seeds = row_seeds(config.seed, len(ids), req.n) if len(rows) > 1 else None
+    return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
 
 
 def check_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
@@ -306,7 +309,7 @@ class GenerationEvents:
         self.sent = [""] * len(job.rows)
         self.closed = [False] * len(job.rows)
         self.last: list[list[int]] | None = None
-        self.usage_chunk = bool((req.stream_options or {}).get("include_usage"))
+        self.usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
 
     def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
         choice: dict[str, Any]

@@ -236,7 +236,7 @@ class GuidedEvents:
         self.last: list[list[int]] | None = None
         self.sent = ""
         self.created = int(time.time())  # one for every chunk of the stream, as at OpenAI
-        self.usage_chunk = bool((req.stream_options or {}).get("include_usage"))
+        self.usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
 
     def _chunk(self, text: str | None, reason: str | None, role: bool = False) -> str:
         if self.chat:
@@ -364,7 +364,10 @@ async def run_guided(
 
     work = blaming(run, req, kwargs["source"])  # "the form needs 625 tokens": response_format
     if req.stream:
-        so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
+        try:  # its refusal before the stream starts names the field, as the plain one
+            so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
+        except UserError as e:
+            raise user_error(e, kwargs["source"]) from None
         events = GuidedEvents(state, request, req, rid, chat, so_far, ids)
         return await stream_job(state, request, alone(work), events, first_step=True)
     res = await run_alone(state, request, work)

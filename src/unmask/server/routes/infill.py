@@ -36,6 +36,7 @@ from unmask.server.plumbing import (
     run_alone,
     sample_config,
     secured,
+    spoken,
 )
 from unmask.server.schemas import DiffusionOptions, EditRequest, FormRequest, InfillRequest
 from unmask.server.state import ServerState
@@ -123,7 +124,7 @@ def user_call(fn: Callable[[], Any], param: str) -> Any:
     try:
         return fn()
     except UserError as e:
-        raise APIError(400, str(e), param=param, code="invalid_value") from None
+        raise APIError(400, spoken(str(e)), param=param, code="invalid_value") from None
 
 
 def router(state: ServerState) -> APIRouter:
@@ -141,8 +142,14 @@ def router(state: ServerState) -> APIRouter:
     def configure(opts: DiffusionOptions) -> SampleConfig:
         """The request's ``SampleConfig`` (``steps`` capped at the masks by the library), an
         unknown ``policy`` or ``cache`` a 400 naming it as in completions (it was found on
-        the worker and blamed on the template, form or edit field, or on nothing)."""
-        config = sample_config(opts, 1, state.max_seq_len)
+        the worker and blamed on the template, form or edit field, or on nothing).
+
+        ``steps`` not sent: one per masked token up to the server's ``--max-steps`` (a sent
+        one above it is a 400, ``check_steps``); past it a step commits several tokens. It
+        was one per masked token whatever their number (bounded by the context only). Not a
+        400 as in completions: the masks are counted on the worker (a variable gap's length
+        search, a form's hole widths), and a client could not know what to send."""
+        config = sample_config(opts, 1, min(state.max_seq_len, state.limits.max_steps))
         check_names(config)
         return config
 
