@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -161,23 +162,36 @@ def test_max_steps_bounds_requests_that_do_not_send_steps():
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_healthz_says_down_when_the_model_worker_has_died(monkeypatch):
-    """A worker thread ended by an error nothing caught answers no request again (each waits
-    for its timeout); /healthz said "ok" all the same, so no probe restarted the server."""
-    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(request_timeout_s=2))
+    """A worker thread ended by an error nothing caught answers no request again; /healthz
+    said "ok" all the same, so no probe restarted the server. The requests it held, and every
+    later one, are a 503 "the model worker has stopped" at once: they were queued and waited
+    the whole --timeout for a misleading 504 (30 s here)."""
+    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(request_timeout_s=30))
     engine = app.state.engine
 
     def broken(active):
         raise RuntimeError("worker bug")
 
     monkeypatch.setattr(engine, "_take", broken)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the thread's traceback
     with TestClient(app) as c:
         assert c.get("/healthz").json()["status"] == "ok"  # not started yet: fine
         r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
-        assert r.status_code == 504  # the job was never run
+        assert r.status_code == 503, r.text  # the job it held: failed when it died
+        assert r.json()["error"]["code"] == "worker_down"
         engine._thread.join(timeout=5)
         health = c.get("/healthz")
         assert health.status_code == 503 and health.json()["status"] == "down"
         assert c.head("/healthz").status_code == 503
+        for path, body in [("/v1/completions", {"prompt": "Hi", "max_tokens": 2}),
+                           ("/v1/completions", {"prompt": "Hi", "max_tokens": 2,
+                                                "stream": True}),
+                           ("/v1/infill", {"template": "ab[MASK:3]cd"})]:
+            r = c.post(path, json=body)
+            assert r.status_code == 503, (path, body, r.text)
+            err = r.json()["error"]
+            assert err["code"] == "worker_down" and "model worker has stopped" in err["message"]
+        assert engine.queue_depth == 0  # nothing left waiting for a worker
 
 
 def test_max_steps_bounds_infill_forms_and_edits_that_do_not_send_steps():
