@@ -115,13 +115,13 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
 
 
-def steps_follow_length(state: ServerState, req: _Generation) -> bool:
-    """Whether the request's denoising steps are one per token of ``max_tokens``, so that
-    a longer ``max_tokens`` means more steps: it sends no ``steps``, the checkpoint
-    recommends none, and its decoder's work is set by ``steps`` (not a dynamic policy such as
-    ``threshold``, sent or recommended; not a causal model; not structured output, whose
-    steps are its own). A request its options would refuse is False: ``prepare`` refuses it
-    in its own words."""
+def steps_follow_length(state: ServerState, req: _Generation, length: int) -> bool:
+    """Whether the request's denoising steps, for a ``max_tokens`` of ``length``, are one
+    per token, so that a longer ``max_tokens`` means more steps: it sends no ``steps``, the
+    checkpoint recommends none, and its decoder's work is set by ``steps`` (not a dynamic
+    policy such as ``threshold``, sent or recommended; not a causal model; not structured
+    output, whose steps are its own). A request its options would refuse is False:
+    ``prepare`` refuses it in its own words."""
     from unmask.server.routes.guided import guidance
 
     if req.steps is not None or state.causal:
@@ -131,8 +131,7 @@ def steps_follow_length(state: ServerState, req: _Generation) -> bool:
     try:
         if guidance(req) is not None:
             return False
-        config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
-                               loaded=state.loaded)
+        config = sample_config(req, length, length, segments=True, loaded=state.loaded)
         return choose_decoder(api.facts_of(state.loaded), config).uses_steps(config)
     except (UserError, APIError):
         return False
@@ -143,8 +142,7 @@ def default_length(state: ServerState, req: _Generation, length: int) -> int:
     16, chat's recommendation else 64), cut to the server's ``--max-steps`` (whole blocks of a
     bd3lm checkpoint) where its steps are one per token (``steps_follow_length``); else
     ``length``: its steps are sent, recommended or dynamic and do not grow with it."""
-    req.max_tokens = length
-    if not steps_follow_length(state, req):
+    if not steps_follow_length(state, req, length):
         return length
     block, most = api.facts_of(state.loaded).block_size or 1, state.limits.max_steps
     return min(length, max(block, most - most % block))
@@ -469,7 +467,9 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Response:
         if "max_tokens" not in req.model_fields_set:  # 16, within --max-steps
-            req.max_tokens = default_length(state, req, req.max_tokens)
+            cut = default_length(state, req, req.max_tokens)
+            if cut != req.max_tokens:  # (an assignment counts as sent: only when it changes)
+                req.max_tokens = cut
         given = req.token_prompts()
         if given is not None:  # token ids: the prompts are their numbers, encoded as given
             check_token_prompts(state, given)
