@@ -453,3 +453,23 @@ def test_structured_output_without_steps_runs_at_most_max_steps():
         r = c.post("/v1/completions", json={"prompt": "Hi", "guided_regex": "[a-z]{20}",
                                             "max_tokens": 24, "steps": 9})
         assert r.status_code == 400 and r.json()["error"]["param"] == "steps"
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/completions", {"prompt": "Hi"}, "guided_json"),
+    ("/v1/completions", {"prompt": "Hi", "stream": True}, "guided_json"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}, "guided_json"),
+])
+def test_a_form_too_long_for_the_context_is_context_length_exceeded(path, body, param):
+    """A structured-output form that cannot fit the context was ``code invalid_value`` on
+    completions and chat (as a syntax error) while /v1/forms said
+    ``context_length_exceeded`` for the same schema: a client could not tell "shorten it"."""
+    schema = {"type": "object", "required": [f"k{i}" for i in range(12)],
+              "properties": {f"k{i}": {"type": "string", "maxLength": 5} for i in range(12)}}
+    app = create_app(loaded(Echo(tiny_config(64))), chat_template="plain")
+    with TestClient(app) as c:
+        r = c.post(path, json={**body, "max_tokens": 4, param: schema})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "context_length_exceeded" and err["param"] == param, err
+        assert "the model's context" in err["message"]

@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from unmask import api
 from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.options import ConstraintError
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.loop import StepCallback
@@ -145,10 +145,15 @@ def spoken(message: str) -> str:
 
 def user_error(e: UserError, param: str | None = None) -> APIError:
     """A 400 for a ``UserError`` of the library (a bad template, impossible settings); a bad
-    gap constraint names its field (``choices.city``)."""
+    gap constraint names its field (``choices.city``). A refusal of something too long for
+    the model's context (its message says ``CONTEXT_WORDS``: a form, schema or template) is
+    coded ``context_length_exceeded``, as a too-long prompt is, on every endpoint (structured
+    output on completions and chat said ``invalid_value`` where ``/v1/forms`` said that)."""
     if param is None and isinstance(e, ConstraintError):
         param = e.option if e.key is None else f"{e.option}.{e.key}"
-    return APIError(400, spoken(str(e)), param=param, code="invalid_value")
+    message = spoken(str(e))
+    code = "context_length_exceeded" if CONTEXT_WORDS in message else "invalid_value"
+    return APIError(400, message, param=param, code=code)
 
 
 def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:
