@@ -108,11 +108,25 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     except UserError as e:
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
-    seeded_sampling = config.seed is not None and config.temperature > 0
+    seeded_sampling = config.seed is not None and draws_noise(decoder, config)
     # with a seed, every row its own generator: choice k of a prompt writes the same text
     # whatever the other prompts of the request (``row_seeds``)
     seeds = row_seeds(config.seed, len(ids), req.n) if len(rows) > 1 else None
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
+
+
+DETERMINISTIC_AT_ZERO = ("llada", "bd3lm", "ar")
+"""Decoders that draw no random number at temperature 0 (with ``low_confidence``
+remasking): their text does not depend on a generator, so on the batch it runs in."""
+
+
+def draws_noise(decoder: Decoder, config: SampleConfig) -> bool:
+    """Whether a run of ``config`` draws random numbers, so that with a seed its text
+    depends on the generator (and in a whole-batch run on the other rows of the batch):
+    sampling at a temperature, random remasking (a checkpoint may recommend it) or a decoder
+    whose steps draw noise whatever the temperature (SEDD, the continuous ones)."""
+    return (config.temperature > 0 or config.remasking == "random"
+            or decoder.name not in DETERMINISTIC_AT_ZERO)
 
 
 def steps_follow_length(state: ServerState, req: _Generation, length: int) -> bool:
