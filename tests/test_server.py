@@ -1049,23 +1049,28 @@ def test_completion_tokens_count_the_token_that_ended_the_text():
 
 def test_openai_fields_are_accepted_at_their_neutral_values_only(echo_client):
     """Some clients always send ``logprobs: false`` and the like: those were 400
-    ``unknown_field``; a value that asks for something unmask does not do stays a 400."""
+    ``unknown_field``; a value that asks for something unmask does not do stays a 400.
+    Completions' ``logprobs`` is a count at OpenAI (0 to 5): its 0 asks for nothing too
+    (it was refused); chat's is a boolean, where 0 stays a 400."""
     chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
     text = {"prompt": "x", "max_tokens": 2}
     neutral = [{"logprobs": False}, {"logprobs": None}, {"logit_bias": {}},
                {"logit_bias": None}]
-    for extra in [*neutral, {"echo": False}, {"best_of": 1}, {"best_of": None}]:
+    for extra in [*neutral, {"echo": False}, {"best_of": 1}, {"best_of": None},
+                  {"logprobs": 0}]:
         r = echo_client.post("/v1/completions", json={**text, **extra})
         assert r.status_code == 200, (extra, r.text)
     for extra in neutral:
         r = echo_client.post("/v1/chat/completions", json={**chat, **extra})
         assert r.status_code == 200, (extra, r.text)
-    for extra in [{"logprobs": True}, {"logprobs": 0}, {"logprobs": 5}, {"echo": True},
+    for extra in [{"logprobs": True}, {"logprobs": 1}, {"logprobs": 5}, {"echo": True},
                   {"best_of": 2}, {"best_of": True}, {"logit_bias": {"50": 10}}]:
         r = echo_client.post("/v1/completions", json={**text, **extra})
         err = r.json()["error"]
         assert r.status_code == 400 and err["param"] == next(iter(extra)), (extra, err)
         assert "unsupported" in err["message"], err
+    r = echo_client.post("/v1/chat/completions", json={**chat, "logprobs": 0})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "logprobs", r.text
 
 
 CHAT_NEUTRAL = [

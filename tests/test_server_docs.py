@@ -161,3 +161,35 @@ def test_the_flag_table_lists_every_serve_flag():
     flags = {s for a in parser._actions for s in a.option_strings if s.startswith("--")}
     documented = set(re.findall(r"^\| `(--[a-z-]+)", DOC.read_text(), re.M))
     assert documented == flags - {"--help"}
+
+
+def test_the_endpoint_table_lists_every_route():
+    """Every path the app answers has a row in the endpoint table (``GET /playground/options``
+    had none); the OpenAPI pages FastAPI adds are not unmask's."""
+    from fastapi.routing import APIRoute
+    from server_helpers import Echo, loaded
+
+    from unmask.server import create_app
+
+    def routes(group):  # an included router is a route of its own in newer FastAPI
+        for r in group:
+            inner = getattr(r, "original_router", None)
+            if inner is not None:
+                yield from routes(inner.routes)
+            elif isinstance(r, APIRoute):
+                yield r
+
+    app = create_app(loaded(Echo(tiny_config())), chat_template="plain")
+    served = {(m, r.path) for r in routes(app.routes) for m in r.methods if m != "HEAD"}
+    assert ("POST", "/v1/completions") in served and len(served) > 10, served
+    text = DOC.read_text()
+    table = text[text.index("## Endpoints"):]
+    table = table[: table.index("\n\n", table.index("| Method and path"))]
+    rows = set(re.findall(r"^\| `(GET|POST) (/[^`]*)`", table, re.M))
+    rows |= set(re.findall(r"`(GET|POST) (/[^`]*)`", table))  # a route named inside a row
+    def bare(path):  # "/v1/models/{model:path}" is written "/v1/models/{id}"
+        return re.sub(r"\{[^}]*\}", "{}", path)
+
+    rows = {(m, bare(p)) for m, p in rows}
+    missing = {(m, p) for m, p in served if (m, bare(p)) not in rows}
+    assert not missing, missing

@@ -16,12 +16,12 @@ pytest.importorskip("httpx")
 jsonschema = pytest.importorskip("jsonschema")
 
 from fastapi.testclient import TestClient  # noqa: E402
-from server_helpers import loaded, tiny_config  # noqa: E402
+from server_helpers import Echo, loaded, tiny_config  # noqa: E402
 from test_server import sse_events  # noqa: E402
 from test_speculative import Counting  # noqa: E402
 
 from unmask.model import Transformer  # noqa: E402
-from unmask.server import create_app  # noqa: E402
+from unmask.server import ServerLimits, create_app  # noqa: E402
 
 SCHEMA = {
     "type": "object",
@@ -416,3 +416,60 @@ def test_an_impossible_constraint_is_refused_in_the_clients_words(path, body, so
     assert r.status_code == 400 and err["param"] == source, err
     assert "$" not in err["message"] and "hole" not in err["message"], err
     assert err["message"].startswith(f"{source}: no sequence of "), err
+
+
+def test_guided_choice_keeps_to_a_sent_max_tokens():
+    """guided_choice answered its longest choice whatever max_tokens said (the hole's width is
+    the longest choice's tokens): a sent max_tokens now leaves out the choices it has no room
+    for, and is a 400 naming it when none fits. Not sent: every choice, as before."""
+    app = create_app(loaded(Echo(tiny_config(256))), limits=ServerLimits())
+    with TestClient(app) as c:
+        def post(body):
+            return c.post("/v1/completions", json={"prompt": "Hi", **body})
+
+        r = post({"guided_choice": ["abcdefgh"], "max_tokens": 2})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "max_tokens" and "no choice fits in max_tokens (2)" in err["message"]
+        assert "shortest is 8 tokens" in err["message"]
+        r = post({"guided_choice": ["abcdefgh", "xy"], "max_tokens": 2})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == "xy", r.text
+        assert r.json()["nfe"] <= 2  # a hole of 2 tokens, not the longest choice's 8
+        r = post({"guided_choice": ["abcdefghijklmnopqrstuvwxyz"]})  # not sent: not 16
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == "abcdefghijklmnopqrstuvwxyz"
+
+
+def test_structured_output_without_steps_runs_at_most_max_steps():
+    """Structured output that sends no steps ran one step per masked token, past the
+    server's --max-steps (24 forwards under a limit of 8), as infill and forms did."""
+    app = create_app(loaded(Echo(tiny_config(256))), limits=ServerLimits(max_steps=8))
+    with TestClient(app) as c:
+        r = c.post("/v1/completions", json={"prompt": "Hi", "guided_regex": "[a-z]{20}",
+                                            "max_tokens": 24})
+        assert r.status_code == 200, r.text
+        assert re.fullmatch("[a-z]{20}", r.json()["choices"][0]["text"])
+        assert r.json()["nfe"] == 8, r.json()
+        r = c.post("/v1/completions", json={"prompt": "Hi", "guided_regex": "[a-z]{20}",
+                                            "max_tokens": 24, "steps": 9})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "steps"
+
+
+@pytest.mark.parametrize("path,body,param", [
+    ("/v1/completions", {"prompt": "Hi"}, "guided_json"),
+    ("/v1/completions", {"prompt": "Hi", "stream": True}, "guided_json"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}, "guided_json"),
+])
+def test_a_form_too_long_for_the_context_is_context_length_exceeded(path, body, param):
+    """A structured-output form that cannot fit the context was ``code invalid_value`` on
+    completions and chat (as a syntax error) while /v1/forms said
+    ``context_length_exceeded`` for the same schema: a client could not tell "shorten it"."""
+    schema = {"type": "object", "required": [f"k{i}" for i in range(12)],
+              "properties": {f"k{i}": {"type": "string", "maxLength": 5} for i in range(12)}}
+    app = create_app(loaded(Echo(tiny_config(64))), chat_template="plain")
+    with TestClient(app) as c:
+        r = c.post(path, json={**body, "max_tokens": 4, param: schema})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["code"] == "context_length_exceeded" and err["param"] == param, err
+        assert "the model's context" in err["message"]

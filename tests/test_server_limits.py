@@ -4,8 +4,10 @@ own words."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -159,25 +161,89 @@ def test_max_steps_bounds_requests_that_do_not_send_steps():
                                                 "steps": 8}).json()["nfe"] == 8
 
 
+def _max_steps_client(limit: int, **defaults) -> TestClient:
+    cfg = dataclasses.replace(tiny_config(256), sample_defaults=defaults)
+    return TestClient(create_app(loaded(Echo(cfg)), limits=ServerLimits(max_steps=limit),
+                                 chat_template="plain"))
+
+
+HI = [{"role": "user", "content": "Hi"}]
+
+
+def test_the_max_steps_cut_of_a_default_length_follows_the_steps():
+    """A chat reply without max_tokens was cut to --max-steps whatever its steps: also with
+    steps sent (64 tokens in 8 steps is within the limit) or a dynamic policy (no steps
+    at all). Now it is cut only where its steps are one per token; completions' default 16
+    likewise (it was a 400 telling the client to send a smaller max_tokens it never sent)."""
+    with _max_steps_client(8) as c:
+        def tokens(path: str, body: dict) -> tuple[int, int]:
+            r = c.post(path, json={**({"messages": HI} if "chat" in path else {"prompt": "Hi"}),
+                                   **body})
+            assert r.status_code == 200, (path, body, r.text)
+            return r.json()["usage"]["completion_tokens"], r.json()["steps"]
+
+        chat = "/v1/chat/completions"
+        assert tokens(chat, {}) == (8, 8)  # one step per token: cut to the limit
+        assert tokens(chat, {"steps": 8}) == (64, 8)  # the recommendation's 64 in 8 steps
+        assert tokens(chat, {"policy": "threshold"})[0] == 64  # as many steps as it takes
+        assert tokens("/v1/completions", {}) == (8, 8)  # 16 not sent: within the limit
+        assert tokens("/v1/completions", {"steps": 4}) == (16, 4)
+        assert tokens("/v1/completions", {"policy": "threshold"})[0] == 16
+
+
+def test_recommended_steps_over_max_steps_are_capped():
+    """A checkpoint that recommends its steps (32 for 64 tokens) under --max-steps 16 was a
+    400 asking for a smaller max_tokens the chat client never sent; now the steps are capped
+    to the most within the limit that split over the run's blocks, the length kept."""
+    with _max_steps_client(16, steps=32, gen_length=64) as c:
+        r = c.post("/v1/chat/completions", json={"messages": HI})
+        assert r.status_code == 200, r.text
+        assert (r.json()["usage"]["completion_tokens"], r.json()["steps"]) == (64, 16)
+        r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 64})
+        assert r.status_code == 200 and r.json()["steps"] == 16, r.text
+        r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 64, "steps": 32})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "steps"  # sent: refused
+    with _max_steps_client(12, steps=32, gen_length=64, block_length=8) as c:
+        r = c.post("/v1/chat/completions", json={"messages": HI})  # 8 blocks: 8 steps, not 12
+        assert r.status_code == 200, r.text
+        assert (r.json()["usage"]["completion_tokens"], r.json()["steps"]) == (64, 8)
+    with _max_steps_client(16, policy="threshold", threshold=0.9, gen_length=64) as c:
+        r = c.post("/v1/chat/completions", json={"messages": HI})  # dynamic: not cut
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 64, r.text
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_healthz_says_down_when_the_model_worker_has_died(monkeypatch):
-    """A worker thread ended by an error nothing caught answers no request again (each waits
-    for its timeout); /healthz said "ok" all the same, so no probe restarted the server."""
-    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(request_timeout_s=2))
+    """A worker thread ended by an error nothing caught answers no request again; /healthz
+    said "ok" all the same, so no probe restarted the server. The requests it held, and every
+    later one, are a 503 "the model worker has stopped" at once: they were queued and waited
+    the whole --timeout for a misleading 504 (30 s here)."""
+    app = create_app(loaded(Echo(tiny_config())), limits=ServerLimits(request_timeout_s=30))
     engine = app.state.engine
 
     def broken(active):
         raise RuntimeError("worker bug")
 
     monkeypatch.setattr(engine, "_take", broken)
+    monkeypatch.setattr(threading, "excepthook", lambda args: None)  # the thread's traceback
     with TestClient(app) as c:
         assert c.get("/healthz").json()["status"] == "ok"  # not started yet: fine
         r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 2})
-        assert r.status_code == 504  # the job was never run
+        assert r.status_code == 503, r.text  # the job it held: failed when it died
+        assert r.json()["error"]["code"] == "worker_down"
         engine._thread.join(timeout=5)
         health = c.get("/healthz")
         assert health.status_code == 503 and health.json()["status"] == "down"
         assert c.head("/healthz").status_code == 503
+        for path, body in [("/v1/completions", {"prompt": "Hi", "max_tokens": 2}),
+                           ("/v1/completions", {"prompt": "Hi", "max_tokens": 2,
+                                                "stream": True}),
+                           ("/v1/infill", {"template": "ab[MASK:3]cd"})]:
+            r = c.post(path, json=body)
+            assert r.status_code == 503, (path, body, r.text)
+            err = r.json()["error"]
+            assert err["code"] == "worker_down" and "model worker has stopped" in err["message"]
+        assert engine.queue_depth == 0  # nothing left waiting for a worker
 
 
 def test_max_steps_bounds_infill_forms_and_edits_that_do_not_send_steps():

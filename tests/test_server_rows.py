@@ -177,3 +177,32 @@ def test_a_sliced_job_cancelled_mid_way_frees_the_batch_and_bad_slices_fail_it()
     finally:
         model.allow(1000)
         engine.close()
+
+
+@pytest.mark.parametrize("defaults,body,alone", [
+    ({}, {"seed": 3}, False),  # argmax, low-confidence order: no generator read
+    ({}, {"seed": 3, "temperature": 0.7}, True),
+    ({"remasking": "random"}, {"seed": 3}, True),  # the checkpoint's random order
+    ({"remasking": "random"}, {}, False),  # no seed: nothing to keep
+])
+def test_a_seeded_job_that_draws_noise_at_temperature_0_runs_alone(defaults, body, alone):
+    """A seeded single-row job at temperature 0 could share a whole-batch run (KV caches,
+    causal) with other jobs: fine for argmax, but a run that draws random numbers all the
+    same (random remasking recommended by the checkpoint, SEDD, continuous decoders) then
+    wrote text that depended on the batch. Such a job now runs alone, as seeded sampling."""
+    import dataclasses
+
+    from unmask.server import create_app
+    from unmask.server.routes.completions import prepare
+    from unmask.server.schemas import CompletionRequest
+
+    cfg = dataclasses.replace(tiny_config(), sample_defaults=defaults)
+    model = random_transformer()
+    model.config = cfg
+    app = create_app(loaded(model))
+    try:
+        req = CompletionRequest(prompt="Hi", max_tokens=4, **body)
+        job, _ = prepare(app.state.server, req, ["Hi"], app.state.server.tok.encode)
+        assert (job.batch_key()[0] == "alone") is alone, job.batch_key()
+    finally:
+        app.state.engine.close()

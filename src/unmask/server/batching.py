@@ -73,6 +73,14 @@ class Cancelled(Exception):
     """The job was cancelled before it finished."""
 
 
+class WorkerDown(RuntimeError):
+    """The model worker has stopped (an error nothing caught, or the engine was closed): no
+    job would run, so one is refused at once rather than left to wait for its timeout."""
+
+    def __init__(self, message: str = "the model worker has stopped") -> None:
+        super().__init__(message)
+
+
 @dataclass
 class GenOutput:
     """What a generation job resolves to."""
@@ -248,11 +256,12 @@ class Engine:
         return not self._stop and (thread is None or thread.is_alive())
 
     def submit(self, job: Job) -> concurrent.futures.Future:
-        """Queue ``job``; raises ``QueueFull`` when ``max_queue`` jobs wait already."""
+        """Queue ``job``; raises ``QueueFull`` when ``max_queue`` jobs wait already, and
+        ``WorkerDown`` once the worker has stopped (``alive`` False): it would wait forever."""
         job._parts = self._split(job)
         with self._cond:
-            if self._stop:
-                raise RuntimeError("the engine is closed")
+            if not self.alive:
+                raise WorkerDown()
             if len(self._queue) >= self.max_queue:
                 raise QueueFull
             self._queue.append(job)
@@ -360,7 +369,24 @@ class Engine:
         _resolve(job.future, exc=e)
 
     def _work(self) -> None:
+        """The worker thread: ``_loop``; if that dies of an error nothing caught, every job
+        it held or that waits fails at once with ``WorkerDown`` (they waited for their
+        timeout, a 504), then the error goes on to ``threading.excepthook`` (logged)."""
         active: list[_Running] = []
+        try:
+            self._loop(active)
+        except BaseException:
+            with self._cond:
+                self._stop = True  # ``alive`` is False from now: submit refuses
+                pending = [*self._queue, *self._whole, *(r.job for r in active)]
+                self._queue.clear()
+            for job in pending:
+                job.cancel()
+                _resolve(job.future, exc=WorkerDown())
+            self._running = self._rows = 0
+            raise
+
+    def _loop(self, active: list[_Running]) -> None:
         while True:
             with self._cond:
                 while not self._queue and not active and not self._stop:

@@ -27,12 +27,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from unmask import api
 from unmask.checkpoint import Loaded
 from unmask.config import SampleConfig
-from unmask.errors import UserError
+from unmask.errors import CONTEXT_WORDS, UserError
 from unmask.infill.options import ConstraintError
 from unmask.sampling.cache import check_cache_name
 from unmask.sampling.loop import StepCallback
 from unmask.sampling.policies import make_policy
-from unmask.server.batching import Cancelled, Job, QueueFull
+from unmask.server.batching import Cancelled, Job, QueueFull, WorkerDown
 from unmask.server.http import _STATUS_TYPES, _TYPE_TAGS, ACCESS_FIELDS, APIError
 from unmask.server.schemas import MAX_STOP, DiffusionOptions, _Generation
 from unmask.server.state import ServerState
@@ -145,10 +145,15 @@ def spoken(message: str) -> str:
 
 def user_error(e: UserError, param: str | None = None) -> APIError:
     """A 400 for a ``UserError`` of the library (a bad template, impossible settings); a bad
-    gap constraint names its field (``choices.city``)."""
+    gap constraint names its field (``choices.city``). A refusal of something too long for
+    the model's context (its message says ``CONTEXT_WORDS``: a form, schema or template) is
+    coded ``context_length_exceeded``, as a too-long prompt is, on every endpoint (structured
+    output on completions and chat said ``invalid_value`` where ``/v1/forms`` said that)."""
     if param is None and isinstance(e, ConstraintError):
         param = e.option if e.key is None else f"{e.option}.{e.key}"
-    return APIError(400, spoken(str(e)), param=param, code="invalid_value")
+    message = spoken(str(e))
+    code = "context_length_exceeded" if CONTEXT_WORDS in message else "invalid_value"
+    return APIError(400, message, param=param, code=code)
 
 
 def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:
@@ -378,13 +383,22 @@ def account(state: ServerState, request: Request, ids: list[list[int]], n: int,
 
 
 def submit(state: ServerState, job: Job) -> None:
-    """Queue ``job``; 429 when the queue is full."""
+    """Queue ``job``; 429 when the queue is full, 503 when the model worker has stopped."""
     try:
         state.engine.submit(job)
+    except WorkerDown:
+        raise worker_down() from None
     except QueueFull:
         state.metrics.inc("rejected")
         raise APIError(429, f"the server is busy ({state.limits.max_queue} requests queued); "
                        "retry later", type="rate_limit_error", code="queue_full") from None
+
+
+def worker_down() -> APIError:
+    """The 503 for a request the stopped model worker cannot run (``GET /healthz`` says
+    ``down`` too): at once, not a 504 after ``--timeout``."""
+    return APIError(503, "the model worker has stopped; no request can be answered until the "
+                    "server is restarted", type="server_error", code="worker_down")
 
 
 def job_failure(e: BaseException) -> APIError:
@@ -392,6 +406,8 @@ def job_failure(e: BaseException) -> APIError:
     400 for a ``UserError``, else 500 (logged; the client sees only the exception's type)."""
     if isinstance(e, APIError):  # the work's own refusal, as it is (``blaming``)
         return e
+    if isinstance(e, WorkerDown):
+        return worker_down()
     if isinstance(e, Cancelled):
         return APIError(499, "request cancelled", code="cancelled")
     if isinstance(e, UserError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -36,7 +36,7 @@ StopText = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logprobs": (False,), "echo": (False,), "best_of": (1,), "logit_bias": ({},),
-    "suffix": ("",),
+    "suffix": ("",), "completions.logprobs": (False, 0),
     # chat: tools and the rest of OpenAI's chat fields that would change what is generated
     # or done with it; their neutral values ask for nothing (OpenAI's defaults)
     "tools": ([],), "tool_choice": ("none",), "parallel_tool_calls": (True, False),
@@ -53,6 +53,7 @@ _UNSUPPORTED: dict[str, str] = {
     "parallel_tool_calls": "unmask has no tool calls",
     "suffix": "for text after the gap use POST /v1/infill",
     "top_logprobs": "unmask returns no logprobs", "logprobs": "unmask returns no logprobs",
+    "completions.logprobs": "unmask returns no logprobs",
     "store": "unmask stores no completions", "metadata": "unmask stores no completions",
     "service_tier": "unmask has one tier", "modalities": "unmask writes text only",
     "audio": "unmask writes text only", "prediction": "unmask has no predicted outputs",
@@ -63,7 +64,9 @@ _UNSUPPORTED: dict[str, str] = {
 
 
 def _neutral_only(name: str, value: Any) -> Any:
-    """``value`` when it is one of ``NEUTRAL[name]`` (exactly: ``0`` is not ``false``)."""
+    """``value`` when it is one of ``NEUTRAL[name]`` (exactly: ``0`` is not ``false``);
+    ``name`` may be ``endpoint.field`` where an endpoint's field differs (completions'
+    ``logprobs`` is a count, chat's a boolean)."""
     if value is None or any(type(value) is type(n) and value == n for n in NEUTRAL[name]):
         return value
     allowed = " or ".join([json.dumps(n) for n in NEUTRAL[name]] + ["null"])
@@ -205,7 +208,11 @@ class _Generation(DiffusionOptions, Guided):
     @field_validator("logprobs", "logit_bias", mode="before")
     @classmethod
     def _neutral(cls, value: Any, info: ValidationInfo) -> Any:
-        return _neutral_only(info.field_name or "", value)
+        name = info.field_name or ""
+        return _neutral_only(cls._NEUTRAL_AS.get(name, name), value)
+
+    _NEUTRAL_AS: ClassVar[dict[str, str]] = {}
+    """Fields whose neutral values are this endpoint's own (a ``NEUTRAL`` key)."""
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -254,6 +261,10 @@ class CompletionRequest(_Generation):
         if isinstance(p, str) or isinstance(p[0], str):
             return None
         return [list(x) for x in p] if isinstance(p[0], list) else [list(p)]  # type: ignore
+    logprobs: bool | int | None = None  # type: ignore[assignment]
+    """OpenAI's: in completions a count (0 to 5: the most likely tokens to list at each
+    position; chat's is a boolean); only its neutral values (0, false) are accepted."""
+    _NEUTRAL_AS: ClassVar[dict[str, str]] = {"logprobs": "completions.logprobs"}
     echo: bool = False
     """OpenAI's; only its neutral value (false) is accepted (``NEUTRAL``)."""
     best_of: int | None = None

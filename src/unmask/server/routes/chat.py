@@ -19,7 +19,7 @@ from unmask.checkpoint import Loaded
 from unmask.errors import UserError
 from unmask.server.http import APIError, chat_messages
 from unmask.server.plumbing import check_model, max_tokens_room, secured
-from unmask.server.routes.completions import run_generation
+from unmask.server.routes.completions import default_length, run_generation
 from unmask.server.schemas import ChatRequest
 from unmask.server.state import ServerState
 
@@ -41,20 +41,18 @@ def chat_template(loaded: Loaded, value: str | None = None) -> ChatTemplate | No
                                     origin=origin)
 
 
-def reply_tokens(state: ServerState, prompt_len: int, *, segmented: bool) -> int:
+def reply_tokens(state: ServerState, req: ChatRequest, prompt_len: int) -> int:
     """A chat reply's length when the request sends no ``max_tokens``: what ``unmask chat``
-    writes without ``--gen-length`` (the checkpoint's recommendation, else 64; for a diffusion
-    model at most ``--max-steps``, one step per token, in whole blocks of a bd3lm checkpoint),
-    cut to the room the context leaves after the prompt (``max_tokens_room``: the drafter's
-    context where it is shorter, whole blocks of a bd3lm checkpoint); with segments, or no
-    room at all (the length check then names the messages), uncut."""
+    writes without ``--gen-length`` (the checkpoint's recommendation, else 64), at most
+    ``--max-steps`` where its steps are one per token (no ``steps`` sent or recommended, no
+    dynamic policy: ``default_length``; whole blocks of a bd3lm checkpoint), cut to the room
+    the context leaves after the prompt (``max_tokens_room``: the drafter's context where it
+    is shorter, whole blocks of a bd3lm checkpoint); with segments, or no room at all (the
+    length check then names the messages), not cut to the room."""
     from unmask import api
 
-    want = api.sample_config(state.loaded, {}).gen_length
-    if not state.causal:  # one denoising step per token: within the server's --max-steps
-        block, most = api.facts_of(state.loaded).block_size or 1, state.limits.max_steps
-        want = min(want, max(block, most - most % block))
-    if segmented:
+    want = default_length(state, req, api.sample_config(state.loaded, {}).gen_length)
+    if req.segment_length is not None:
         return want
     room = max_tokens_room(state, prompt_len)
     return min(want, room) if room >= 1 else want
@@ -92,8 +90,7 @@ def router(state: ServerState) -> APIRouter:
         except UserError as e:  # unmask.chat turns every template failure into one line
             raise APIError(400, str(e), param="messages", code="invalid_value") from None
         if req.max_tokens is None:
-            req.max_tokens = reply_tokens(state, len(ids), segmented=req.segment_length
-                                          is not None)
+            req.max_tokens = reply_tokens(state, req, len(ids))
         return await run_generation(state, request, req, [prompt], lambda _: ids, chat=True)
 
     return r

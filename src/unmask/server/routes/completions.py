@@ -85,7 +85,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         check_names(config)  # an unknown name first, whatever the decoder
         decoder = choose_decoder(facts, config)  # its refusals: a causal model's loop options
         check_penalties_apply(decoder, config)
-        check_default_steps(state, req, decoder, config)
+        config = cap_default_steps(state, req, decoder, config, [len(i) for i in ids])
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
             # (a drafter's decoder uses no steps either)
@@ -108,26 +108,87 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     except UserError as e:
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
-    seeded_sampling = config.seed is not None and config.temperature > 0
+    seeded_sampling = config.seed is not None and draws_noise(decoder, config)
     # with a seed, every row its own generator: choice k of a prompt writes the same text
     # whatever the other prompts of the request (``row_seeds``)
     seeds = row_seeds(config.seed, len(ids), req.n) if len(rows) > 1 else None
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
 
 
-def check_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
-                        config: SampleConfig) -> None:
-    """A 400 for a request that does not send ``steps`` but would run more denoising steps
-    than the server's ``--max-steps`` (one per token of ``max_tokens``, or the checkpoint's
-    recommendation): the limit bounds the work of every request, not only of those that
-    send ``steps`` (``check_steps``)."""
+DETERMINISTIC_AT_ZERO = ("llada", "bd3lm", "ar")
+"""Decoders that draw no random number at temperature 0 (with ``low_confidence``
+remasking): their text does not depend on a generator, so on the batch it runs in."""
+
+
+def draws_noise(decoder: Decoder, config: SampleConfig) -> bool:
+    """Whether a run of ``config`` draws random numbers, so that with a seed its text
+    depends on the generator (and in a whole-batch run on the other rows of the batch):
+    sampling at a temperature, random remasking (a checkpoint may recommend it) or a decoder
+    whose steps draw noise whatever the temperature (SEDD, the continuous ones)."""
+    return (config.temperature > 0 or config.remasking == "random"
+            or decoder.name not in DETERMINISTIC_AT_ZERO)
+
+
+def steps_follow_length(state: ServerState, req: _Generation, length: int) -> bool:
+    """Whether the request's denoising steps, for a ``max_tokens`` of ``length``, are one
+    per token, so that a longer ``max_tokens`` means more steps: it sends no ``steps``, the
+    checkpoint recommends none, and its decoder's work is set by ``steps`` (not a dynamic
+    policy such as ``threshold``, sent or recommended; not a causal model; not structured
+    output, whose steps are its own). A request its options would refuse is False:
+    ``prepare`` refuses it in its own words."""
+    from unmask.server.routes.guided import guidance
+
+    if req.steps is not None or state.causal:
+        return False
+    if "steps" in api.facts_of(state.loaded).sample_defaults:
+        return False
+    try:
+        if guidance(req) is not None:
+            return False
+        config = sample_config(req, length, length, segments=True, loaded=state.loaded)
+        return choose_decoder(api.facts_of(state.loaded), config).uses_steps(config)
+    except (UserError, APIError):
+        return False
+
+
+def default_length(state: ServerState, req: _Generation, length: int) -> int:
+    """The ``max_tokens`` of a request that does not send it (``length``: completions'
+    16, chat's recommendation else 64), cut to the server's ``--max-steps`` (whole blocks of a
+    bd3lm checkpoint) where its steps are one per token (``steps_follow_length``); else
+    ``length``: its steps are sent, recommended or dynamic and do not grow with it."""
+    if not steps_follow_length(state, req, length):
+        return length
+    block, most = api.facts_of(state.loaded).block_size or 1, state.limits.max_steps
+    return min(length, max(block, most - most % block))
+
+
+def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
+                      config: SampleConfig, prompt_lengths: list[int]) -> SampleConfig:
+    """``config`` within the server's ``--max-steps`` when the request does not send
+    ``steps`` (the limit bounds the work of every request, not only of those that send
+    ``steps``: ``check_steps``). Steps the checkpoint recommends are capped: the most within
+    the limit that split over the run's blocks (the client chose no number to change). Steps
+    of one per token of a ``max_tokens`` the client sent over the limit are a 400 that says
+    what to send (a ``max_tokens`` not sent was cut already: ``default_length``)."""
     most = state.limits.max_steps
     if req.steps is not None or config.steps <= most or not decoder.uses_steps(config):
-        return
+        return config
+    if "steps" in api.facts_of(state.loaded).sample_defaults:
+        for steps in range(most, 0, -1):
+            capped = dataclasses.replace(config, steps=steps)
+            try:
+                validate(capped)
+                check_whole_blocks(state, decoder, capped, prompt_lengths)
+            except UserError:
+                continue
+            return capped
+        raise APIError(400, f"the checkpoint recommends {config.steps} steps, over the "
+                       f"server's --max-steps {most}, and no fewer split over its blocks: "
+                       f"send steps <= {most}", param="steps", code="invalid_value")
     raise APIError(400, f"steps must be <= {most} (the server's --max-steps); without steps "
-                   f"this request runs {config.steps} (one per token of max_tokens, or the "
-                   f"checkpoint's recommendation): send steps <= {most}, or a smaller "
-                   "max_tokens", param="steps", code="invalid_value")
+                   f"this request runs {config.steps} (one per token of max_tokens): send "
+                   f"steps <= {most}, or max_tokens <= {most}", param="steps",
+                   code="invalid_value")
 
 
 def request_error(req: _Generation, e: UserError) -> APIError:
@@ -419,6 +480,10 @@ def router(state: ServerState) -> APIRouter:
 
     @r.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request) -> Response:
+        if "max_tokens" not in req.model_fields_set:  # 16, within --max-steps
+            cut = default_length(state, req, req.max_tokens)
+            if cut != req.max_tokens:  # (an assignment counts as sent: only when it changes)
+                req.max_tokens = cut
         given = req.token_prompts()
         if given is not None:  # token ids: the prompts are their numbers, encoded as given
             check_token_prompts(state, given)

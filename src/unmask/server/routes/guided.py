@@ -157,6 +157,22 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> t
         raise APIError(400, str(e), param=kwargs["source"], code="invalid_value") from None
 
 
+def fitting_choices(state: ServerState, choices: list[Any], max_tokens: int) -> list[Any]:
+    """The ``guided_choice`` entries a sent ``max_tokens`` has room for (their tokens, as
+    ``constraint_form`` counts a choice's width), or a 400 naming ``max_tokens`` when none
+    fits: the answer was the longest choice whatever ``max_tokens`` said. A malformed list is
+    left as it is (``build_form`` refuses it in its words)."""
+    if not choices or not all(isinstance(c, str) and c for c in choices):
+        return choices
+    sizes = [len(state.tok.encode(c)) for c in choices]
+    fits = [c for c, n in zip(choices, sizes, strict=True) if n <= max_tokens]
+    if not fits:
+        raise APIError(400, f"guided_choice: no choice fits in max_tokens ({max_tokens}): the "
+                       f"shortest is {min(sizes)} tokens", param="max_tokens",
+                       code="invalid_value")
+    return fits
+
+
 class AnswerSoFar:
     """The answer's text as far as a partly filled canvas has made it final: the skeleton
     and every hole from the form's start up to the first hole still masked (or not yet in
@@ -343,10 +359,14 @@ async def run_guided(
             param=overflow_param(req, state.max_seq_len - len(ids)),
             code="context_length_exceeded",
         )
+    if "choice" in kwargs and "max_tokens" in req.model_fields_set:
+        kwargs = {**kwargs, "choice": fitting_choices(state, kwargs["choice"], req.max_tokens)}
     form, parse = build_form(state, kwargs, req.max_tokens)
     # not the checkpoint's recommendation (no ``loaded``): its penalties, measured on free
-    # text, would fight the constraint (a structured answer repeats on purpose)
-    config = dataclasses.replace(sample_config(req, 1, state.max_seq_len), top_p=top_p)
+    # text, would fight the constraint (a structured answer repeats on purpose); steps not
+    # sent: one per masked token, at most --max-steps (as infill and forms)
+    steps = min(state.max_seq_len, state.limits.max_steps)
+    config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
     check_names(config)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
@@ -397,5 +417,6 @@ async def run_guided(
 
 
 __all__ = [
-    "AnswerSoFar", "GuidedEvents", "build_form", "guidance", "response_format", "run_guided",
+    "AnswerSoFar", "GuidedEvents", "build_form", "fitting_choices", "guidance", "response_format",
+    "run_guided",
 ]
