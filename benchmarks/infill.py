@@ -332,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument(
         "--window", type=positive_int, default=None,
-        help=f"window tokens (default: context - {MARGIN})"
+        help=f"window tokens (default: context - {MARGIN}, at most {SPLIT_BLOCK}: one block of "
+             "the split)"
     )
     ap.add_argument(
         "--data", help="dataset already prepared with the model's tokenizer (skips preparing)"
@@ -386,7 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.ar_model} was not trained for fill-in-the-middle (no fim ids in config.json)"
         )
     ctx = m.config.max_seq_len if ar is None else min(m.config.max_seq_len, ar.config.max_seq_len)
-    window = args.window or (min(ctx - MARGIN, QUICK_WINDOW) if args.quick else ctx - MARGIN)
+    # within one block of the split (make_gap_set refuses a window across blocks): Dream's and
+    # LLaDA 2's contexts are longer than a block
+    window = args.window or min(ctx - MARGIN, QUICK_WINDOW if args.quick else SPLIT_BLOCK)
     if window + SLACK - 1 > m.config.max_seq_len or (
         ar is not None and window + 3 + SLACK - 1 > ar.config.max_seq_len
     ):

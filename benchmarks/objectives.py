@@ -381,7 +381,7 @@ def infill_scores(run: Path, data: Path, args: argparse.Namespace) -> dict[str, 
         return {"infill_exact_match": None, "infill_token_acc": None}
     val = TokenDataset(data, "val")
     span = args.infill_span
-    rows = make_gap_set(val, loaded.tokenizer, window=args.seq_len, spans=[span],
+    rows = make_gap_set(val, loaded.tokenizer, window=min(args.seq_len, SPLIT_BLOCK), spans=[span],
                         n=args.infill_n, seed=0, block=SPLIT_BLOCK)[span]  # fmt: skip
     steps = args.sample_steps or span
     hits = right = 0
