@@ -297,3 +297,27 @@ def test_draft_block_cannot_change_on_resume():
         "steps": saved.steps + 10}
     with pytest.raises(UserError, match="draft_block=4 differs from the run's 2"):
         resume_plan(saved, replace(saved, draft_block=4))
+
+
+def test_a_huge_model_is_refused_without_building_one(dataset, tmp_path, capsys, monkeypatch):
+    """``_parallel_kind`` counted parameters on a meta-device copy of the model: at
+    ``--model-set n_layers=100000`` about two minutes before the one-line memory refusal. It
+    reads ``ModelConfig.num_params`` now (equal to the built model's count, tests/test_config)."""
+    import unmask.model
+    import unmask.train
+    from unmask.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the refusal")
+
+    monkeypatch.setattr(unmask.model, "meta_model", no_model)
+    monkeypatch.setattr(unmask.model, "Transformer", no_model)
+    monkeypatch.setattr(unmask.train, "meta_model", no_model, raising=False)
+    monkeypatch.setattr(unmask.train, "Transformer", no_model)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
+                 "--batch-size", "4", "--steps", "2", "--seq-len", "16", "--no-progress",
+                 "--model-set", "n_layers=100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "memory" in err, err
+    assert not out.exists()

@@ -77,7 +77,7 @@ from unmask.config import (
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
 from unmask.files import json_line
-from unmask.model import Transformer, meta_model
+from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
     apply_activation_checkpointing,
@@ -951,7 +951,7 @@ def _parallel_kind(
     between processes, and all of them must wrap the model alike)."""
     if config.ema > 0 and config.parallel == "fsdp" and world > 1:
         raise UserError("--ema is not supported with --parallel fsdp yet; use --parallel ddp")
-    n_params = sum(p.numel() for p in meta_model(model_cfg).parameters())
+    n_params = model_cfg.num_params()  # no model built: n_layers=100000 took ~2 min here
     memory = available_memory(device)
     if memory is not None:  # the processes of a node share its RAM
         memory //= _sharing(device)
