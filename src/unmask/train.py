@@ -13,7 +13,10 @@ Determinism: every optimizer step draws its batch and noise from generators seed
 by (seed, step, micro-batch), never from global RNG state. A global batch is cut
 into ``world_size × grad_accum`` micro-batches; the result depends only on that
 count, not on how the micro-batches are spread over processes, and a resumed run
-repeats the uninterrupted one exactly.
+repeats the uninterrupted one exactly. The noise times of the objectives that take them
+(``t``) are drawn once for the whole batch with the batch (``_batch_times``: antithetic over
+all its rows) and split across micro-batches and processes; the rest of the noise is drawn
+per micro-batch.
 
 The objective is a spec (``unmask.objectives``): it says the attention and block size the
 model needs, which options apply, the tokens it adds to the tokenizer, what it stores in the
@@ -600,6 +603,7 @@ def _train(
             extra_global: dict[str, torch.Tensor] = {}
             if pairs:  # (x0, prompt_mask) or (x0, commit_step): BATCH_EXTRA names the second
                 x_global, extra_global[BATCH_EXTRA[batch]] = x_global
+            times = _batch_times(spec, options, config, model_cfg, gen_batch)  # CPU, or None
             dropped = False  # a signal between micro-batches drops the step; resume redoes it
             for a in range(config.grad_accum):
                 if a and flag.stop and not distributed:
@@ -611,6 +615,8 @@ def _train(
                     k: v[micro * rows : (micro + 1) * rows].to(device)
                     for k, v in extra_global.items()
                 }
+                if times is not None:  # the batch's times: its micro-batches share one grid
+                    extra["t"] = times[micro * rows : (micro + 1) * rows]
                 gen = torch.Generator().manual_seed(_seed_for(config.seed, step, micro))
                 sync = not distributed or a == config.grad_accum - 1
                 with gradient_sync(ddp_model, kind, sync):
@@ -942,6 +948,26 @@ def _plan_hyperparameters(optimizer: torch.optim.Optimizer, config: TrainConfig)
     for group, decay in zip(optimizer.param_groups, (config.weight_decay, 0.0), strict=True):
         group["betas"] = (config.beta1, config.beta2)
         group["weight_decay"] = decay
+
+
+def _batch_times(
+    spec: ObjectiveSpec,
+    options: Any,
+    config: TrainConfig,
+    model_cfg: ModelConfig,
+    generator: torch.Generator,
+) -> torch.Tensor | None:
+    """The noise times (``t``) of a step's whole batch for an objective whose loss takes them,
+    else None: (batch_size,), or (batch_size, blocks per row) for a ``blocks`` objective (the
+    layout ``bd3lm`` draws itself), from the step's batch ``generator``, which every process
+    shares. Drawn per micro-batch, the antithetic grid (one offset plus i/n) spread only each
+    micro-batch's rows, and one row per micro-batch was plain i.i.d. sampling."""
+    if "t" not in inspect.signature(spec.loss).parameters:
+        return None
+    per_row = config.seq_len // model_cfg.block_size if spec.blocks else 1
+    n = config.batch_size * per_row
+    t = options.schedule.sample_t(n, generator, antithetic=options.antithetic)
+    return t.view(config.batch_size, per_row) if spec.blocks else t
 
 
 def _parallel_kind(
