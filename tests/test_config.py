@@ -1,6 +1,7 @@
 """Configs as facts: modes validated at load with one-line errors, old config.json files load
 unchanged (the shipped demo model included), the schedule and objective are checkpoint facts."""
 
+import dataclasses
 import json
 from dataclasses import asdict
 from importlib import resources
@@ -17,6 +18,7 @@ from unmask.config import (
     save_json,
 )
 from unmask.errors import UserError
+from unmask.objectives import OBJECTIVES
 from unmask.schedules import SCHEDULES, LinearSchedule, get_schedule, schedule_of
 
 DEMO = resources.files("unmask") / "assets" / "demo"
@@ -210,3 +212,32 @@ def test_a_bad_recommended_sampling_value_names_the_config_file(tmp_path, defaul
     with pytest.raises(UserError) as e:
         load_json(ModelConfig, path)
     assert str(e.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_num_params_is_the_built_models_count_for_every_objective_and_option(objective):
+    """``ModelConfig.num_params`` (the memory guard, ``_parallel_kind``, quantize read it)
+    equals the parameters of the model the config builds: for the model every objective
+    configures (embed-diffusion's ``embed_self_condition`` map, d_model² weights, was left
+    out), and with each optional part switched on."""
+    from unmask.model import meta_model
+    from unmask.objectives import objective_spec
+    from unmask.train import build_model_config
+
+    special = dict(mask_id=0, pad_id=1, eos_id=2, bos_id=3)
+    cfg = TrainConfig(objective=objective, preset="tiny", seq_len=32, block_size=4,
+                      draft_block=3)
+    spec = objective_spec(objective)
+    base = spec.configure(build_model_config(cfg, 40, special), cfg)
+    variants = [
+        {}, {"tie_embeddings": False}, {"qkv_bias": True, "head_bias": True},
+        {"qk_norm": True, "mlp": "gelu", "norm": "layer"}, {"rotary_dim": 4},
+        {"embed_self_condition": True}, {"embed_self_condition": True, "tie_embeddings": False},
+        {"time_conditioning": True, "sigma_input": "masked_fraction"},
+        {"n_experts": 4, "experts_top_k": 2, "expert_hidden": 16, "shared_expert_hidden": 8,
+         "dense_layers": 1, "router_expert_bias": True},
+    ]
+    for extra in variants:
+        model = dataclasses.replace(base, **extra)
+        built = sum(p.numel() for p in meta_model(model).parameters())
+        assert model.num_params() == built, (objective, extra)

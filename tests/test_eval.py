@@ -798,3 +798,57 @@ def test_offline_hub_restores_the_switches_of_modules_imported_inside(tmp_path, 
         module = importlib.import_module("fake_hub_config")
         assert module.HF_HUB_OFFLINE is True  # offline inside
     assert module.HF_HUB_OFFLINE is False
+
+
+class _ShiftedOracle(torch.nn.Module):
+    """A perfect Dream-style (``logit_shift``) predictor of ``truth`` (L,): the logits at
+    position i put all their mass on token i + 1, whatever is masked."""
+
+    def __init__(self, truth: torch.Tensor, vocab: int):
+        super().__init__()
+        self.truth, self.vocab = truth, vocab
+        self.config = dataclasses.replace(
+            model_preset("tiny", vocab_size=vocab), logit_shift=True
+        )
+
+    def forward(self, x, attention_mask=None):
+        n, length = x.shape
+        assert length == self.truth.shape[0]
+        logits = torch.full((n, length, self.vocab), -60.0, dtype=torch.float64)
+        nxt = torch.cat([self.truth[1:], self.truth[:1]])  # position i predicts token i + 1
+        logits[:, torch.arange(length), nxt] = 60.0
+        return logits
+
+
+def test_sequence_elbo_of_a_dream_model_scores_no_token_that_no_logits_predict():
+    """A Dream-style model's logits at i - 1 predict token i, so the first real token of a
+    row (position 0, or the one after left padding) has no prediction: as the ``mdlm`` loss
+    (``objectives.predicted``), it is neither masked nor scored, and a perfect predictor's
+    bound is 0. Before, position 0 was masked and scored on the logits that predict token 1
+    (several nats a sample), and the per-token bound divided by a token without a term."""
+    from unmask.evaluate import sequence_elbo, sequence_elbo_terms
+
+    V = 16
+    g = torch.Generator().manual_seed(0)
+    truth = torch.randperm(V - 4, generator=g)[:10] + 4  # no token twice in a row
+    model = _ShiftedOracle(truth, V)
+    terms = sequence_elbo_terms(model, truth[None], mask_id=0, n_samples=16,
+                                generator=torch.Generator().manual_seed(1))
+    assert terms.shape == (1, 10)
+    assert float(terms.abs().max()) < 1e-9
+    # left padding: the first real token (index 3) is the one no logits predict
+    padded = torch.cat([torch.ones(3, dtype=torch.long), truth])[None]
+    am = torch.zeros(1, 13, dtype=torch.bool)
+    am[0, 3:] = True
+    terms = sequence_elbo_terms(model, padded, mask_id=0, n_samples=16, attention_mask=am,
+                                generator=torch.Generator().manual_seed(2))
+    assert float(terms.abs().max()) < 1e-9
+    per_token = sequence_elbo(model, padded, mask_id=0, n_samples=16, attention_mask=am,
+                              generator=torch.Generator().manual_seed(2))
+    assert float(per_token[0]) == pytest.approx(0.0, abs=1e-9)
+    # the same predictor read without the shift is wrong everywhere it is scored
+    plain = _ShiftedOracle(truth, V)
+    plain.config = dataclasses.replace(plain.config, logit_shift=False)
+    terms = sequence_elbo_terms(plain, truth[None], mask_id=0, n_samples=16,
+                                generator=torch.Generator().manual_seed(1))
+    assert float(terms[0, 1:].min()) > 1.0

@@ -742,3 +742,35 @@ def test_the_server_decodes_and_streams_a_hybrid_checkpoint():
         assert r.status_code == 200 and r.json()["choices"][0]["text"] == want
     with pytest.raises(UserError, match="drafts blocks of 4 tokens"):
         create_app(ld, draft_options={"draft_length": 5})
+
+
+def test_a_time_conditioned_model_is_refused_with_the_reason():
+    """As bd3lm (one shared check): the clean causal tokens have no noise and the draft blocks
+    are all masks, and read off the ``[x ; draft blocks]`` pass the level was the share of
+    draft columns, which decoding never shows. Refused by the loss, before a fresh run
+    (``--model-set``, with or without sigma_input) and for an ``--init`` model;
+    ``sigma_input=zero`` (conditioning off) still trains."""
+    read = {"time_conditioning": True, "sigma_input": "masked_fraction"}
+    cfg = model_preset(
+        "tiny", vocab_size=10, max_seq_len=64, attention="causal", draft_block=3, **SPECIAL,
+        **read,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    x0 = cyclic(torch.Generator().manual_seed(0), 2, 16)
+    gen = torch.Generator().manual_seed(0)
+    why = "objective 'hybrid' trains clean causal tokens.*sigma_input='masked_fraction'"
+    with pytest.raises(UserError, match=why):
+        hybrid(Transformer(cfg), cfg, x0, attention_mask=None, generator=gen, options=options(1))
+    spec = objective_spec("hybrid")
+    train = TrainConfig(objective="hybrid", draft_block=3, seq_len=16, model_overrides=read)
+    with pytest.raises(UserError, match="no noise level"):
+        spec.validate(train)
+    with pytest.raises(UserError, match="no noise level"):  # not "add masked_fraction"
+        spec.validate(dataclasses.replace(train, model_overrides={"time_conditioning": True}))
+    assert "no noise level" in (spec.mismatch(cfg, train) or "")
+    zero = dataclasses.replace(cfg, sigma_input="zero")
+    spec.validate(dataclasses.replace(train, model_overrides={**read, "sigma_input": "zero"}))
+    assert spec.mismatch(zero, train) is None
+    parts = hybrid(Transformer(zero), zero, x0, attention_mask=None, generator=gen,
+                   options=options(1))
+    assert float(parts.loss_sum.detach()) > 0

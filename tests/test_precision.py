@@ -173,10 +173,18 @@ def test_fsdp_memory_estimate_divides_the_state():
 
 
 def test_flops_and_peaks():
-    c = model_preset("tiny", vocab_size=64, max_seq_len=32)
-    n = sum(p.numel() for p in Transformer(c).parameters())
-    want = 6 * (n - 64 * c.d_model) + 12 * c.n_layers * c.d_model * 32
-    assert flops_per_token(c, n, 32) == want
+    """6 x the matmul weights a token goes through (PaLM): the tiny preset (d 32, 2 layers,
+    4 heads of 8, 2 KV heads, SwiGLU 128) at vocabulary 64 has per layer q, o 32x32, k, v
+    32x16, three 32x128 MLP matrices and two norms, a final norm and the 64x32 head. A tied
+    head (the default) is the embedding matrix: its matmul was left out (6·64·32 per token)."""
+    per_layer = 2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 128 + 2 * 32
+    matmul = 2 * per_layer + 32 + 64 * 32  # the head included, the input lookup not
+    attention = 12 * 2 * 32 * 32
+    for tied in (True, False):
+        c = model_preset("tiny", vocab_size=64, max_seq_len=32, tie_embeddings=tied)
+        n = sum(p.numel() for p in Transformer(c).parameters())
+        assert n == matmul + (0 if tied else 64 * 32)
+        assert flops_per_token(c, n, 32) == 6 * matmul + attention
     assert device_peak_flops("NVIDIA H200", "bf16") == 989e12
     assert device_peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
     assert device_peak_flops("NVIDIA A100-SXM4-80GB", "fp32") == 19.5e12

@@ -297,3 +297,78 @@ def test_draft_block_cannot_change_on_resume():
         "steps": saved.steps + 10}
     with pytest.raises(UserError, match="draft_block=4 differs from the run's 2"):
         resume_plan(saved, replace(saved, draft_block=4))
+
+
+def test_a_huge_model_is_refused_without_building_one(dataset, tmp_path, capsys, monkeypatch):
+    """``_parallel_kind`` counted parameters on a meta-device copy of the model: at
+    ``--model-set n_layers=100000`` about two minutes before the one-line memory refusal. It
+    reads ``ModelConfig.num_params`` now (equal to the built model's count, tests/test_config)."""
+    import unmask.model
+    import unmask.train
+    from unmask.cli import main
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was built before the refusal")
+
+    monkeypatch.setattr(unmask.model, "meta_model", no_model)
+    monkeypatch.setattr(unmask.model, "Transformer", no_model)
+    monkeypatch.setattr(unmask.train, "meta_model", no_model, raising=False)
+    monkeypatch.setattr(unmask.train, "Transformer", no_model)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
+                 "--batch-size", "4", "--steps", "2", "--seq-len", "16", "--no-progress",
+                 "--model-set", "n_layers=100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "memory" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("objective, extra, n_times", [
+    ("mdlm", {}, 8),  # one row per micro-batch: 8 times a step
+    ("bd3lm", {"block_size": 8}, 8 * 4),  # and 4 blocks a row, each its own time
+])
+def test_the_micro_batches_of_a_step_share_one_antithetic_grid(dataset, tmp_path, monkeypatch,
+                                                               objective, extra, n_times):
+    """The noise times of a step are drawn once for the whole batch (one offset plus i/n over
+    all its rows) and split across micro-batches: each micro-batch drew its own, so with one
+    row per micro-batch the grid was lost (plain i.i.d. times). The union of the times the
+    loss used over a step's micro-batches is the antithetic set; a second run uses the same."""
+    import unmask.schedules
+    from unmask.objectives import OBJECTIVES
+
+    spec = OBJECTIVES[objective]
+    real_loss, real_sample_t = spec.loss, unmask.schedules.Schedule.sample_t
+    inside: list[int] = []
+    used: list[torch.Tensor] = []
+
+    def sample_t(self, batch, generator, *, antithetic=True):
+        out = real_sample_t(self, batch, generator, antithetic=antithetic)
+        if inside:  # drawn by the loss itself
+            used.append(out.reshape(-1))
+        return out
+
+    def spy(model, config, x0, *, t=None, **kw):
+        if not model.training:  # the validation at the end, not a training step
+            return real_loss(model, config, x0, t=t, **kw)
+        inside.append(1)
+        try:
+            if t is not None:  # given by the training loop
+                used.append(t.reshape(-1))
+            return real_loss(model, config, x0, t=t, **kw)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(unmask.schedules.Schedule, "sample_t", sample_t)
+    monkeypatch.setitem(OBJECTIVES, objective, replace(spec, loss=spy))
+    runs = []
+    for name in ("a", "b"):
+        used.clear()
+        train(cfg(dataset, tmp_path / name, objective=objective, batch_size=8, grad_accum=8,
+                  steps=2, **extra))
+        runs.append(torch.cat(used))
+    for times in runs:
+        assert times.shape == (2 * n_times,)
+        for step in times.view(2, n_times):
+            grid = torch.sort((step - step[0]) % 1.0).values  # the offset taken out
+            assert torch.allclose(grid, torch.arange(n_times) / n_times, atol=1e-6), step
+    assert torch.equal(runs[0], runs[1])

@@ -69,3 +69,42 @@ def test_user_text_in_any_script_is_read_as_it_was(tmp_path: Path) -> None:
     path.write_bytes(b"caf\xe9 au lait\n")
     with pytest.raises(UserError, match=r"t.txt: not UTF-8 text \(byte 0xe9 at 3; save it"):
         read_user_text(path)
+
+
+def test_a_file_saved_with_a_utf8_byte_order_mark_is_read_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Notepad saves UTF-8 with a byte-order mark: JSON readers said line 1 was not JSON (a
+    form template, a schema), and a prompt file's first prompt began with U+FEFF. The mark
+    is not text: read without it, from a file or from stdin."""
+    import json
+
+    import torch
+
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64, **tok.special_ids())
+    torch.manual_seed(0)
+    ckpt = str(save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok))
+    bom = b"\xef\xbb\xbf"
+    form = tmp_path / "form.json"
+    form.write_bytes(bom + b'{"n": "<int:1..3>"}\r\n')
+    schema = tmp_path / "schema.json"
+    schema.write_bytes(bom + b'{"type": "integer", "minimum": 1, "maximum": 3}')
+    for argv, stdin in (
+        (["fill-form", "--model", ckpt, str(form), "--json"], None),
+        (["fill-form", "--model", ckpt, "-", "--json"], form.read_bytes()),
+        (["fill-form", "--model", ckpt, "--schema", str(schema), "--json"], None),
+    ):
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin), "utf-8"))
+        assert cli.main(argv) == 0, (argv, capsys.readouterr().err)
+        value = json.loads(capsys.readouterr().out)["value"]
+        assert value in (1, 2, 3) or value.get("n") in (1, 2, 3), value
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(bom + "Все люди\nthe cat\n".encode())
+    assert read_user_text(prompts) == "Все люди\nthe cat\n"

@@ -389,6 +389,8 @@ class ModelConfig:
             c = self.cond_dim
             total += SIGMA_FREQ_DIM * c + c + c * c + c
             total += self.n_layers * (c + 1) * 6 * d + (c + 1) * 2 * d
+        if self.embed_self_condition:  # embed-diffusion's self-condition map, d × d, no bias
+            total += d * d
         return total
 
 

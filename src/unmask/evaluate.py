@@ -184,13 +184,16 @@ def sequence_elbo(
     noise_slots: Tensor | None = None,
 ) -> Tensor:
     """(B,) the masked-diffusion bound on -log p(x) per token, in nats, for each row of ``tokens``
-    (NaN for a row without real tokens): ``sequence_elbo_terms`` summed over the row and
-    divided by its real tokens. Arguments as there."""
+    (NaN for a row without such tokens): ``sequence_elbo_terms`` summed over the row and
+    divided by its real tokens that have a term (all but a Dream-style model's first one).
+    Arguments as there."""
     terms = sequence_elbo_terms(model, tokens, mask_id=mask_id, n_samples=n_samples,
                                 generator=generator, attention_mask=attention_mask,
                                 noise_slots=noise_slots)
     n = (torch.ones(tokens.shape, dtype=torch.bool) if attention_mask is None
          else attention_mask.bool().cpu()).sum(1)
+    if getattr(getattr(model, "config", None), "logit_shift", False):
+        n = (n - 1).clamp_min(0)  # the row's first real token has no term
     return torch.where(n > 0, terms.sum(1) / n.clamp_min(1), torch.nan)
 
 
@@ -212,7 +215,10 @@ def sequence_elbo_terms(
     ``n_samples`` noisy copies of each row (antithetic times): a position's term is the mean
     over the copies of its weighted cross-entropy where it was masked, so the sum is a
     Monte-Carlo estimate of the bound, lower = more likely. Only real tokens
-    (``attention_mask`` True) are kept, masked and counted. Rows share their noise (common
+    (``attention_mask`` True) are kept, masked and counted; for a Dream-style model
+    (``config.logit_shift``) the first of a row's real tokens is neither masked nor counted
+    (no logits predict it: ``unmask.objectives.predicted``, as the ``mdlm`` loss), so its
+    term is 0 and the bound is of the tokens after it. Rows share their noise (common
     random numbers: differences between rows are not noise differences): the same
     ``n_samples`` times for every row, and one table of uniform masking draws, indexed by
     ``noise_slots`` (B, L; default: the position), so positions of the same slot are masked
@@ -233,8 +239,15 @@ def sequence_elbo_terms(
     if slots.shape != (B, L) or (slots[real] < 0).any():
         raise ValueError("noise_slots must be (B, L) non-negative slot ids")
     config = getattr(model, "config", None)
-    cfg = SimpleNamespace(attention=getattr(config, "attention", "bidirectional"), mask_id=mask_id)
-    predictor = _mask_predictor(model)
+    cfg = SimpleNamespace(  # mdlm's own rules: the shift, and no term where no logits predict
+        attention=getattr(config, "attention", "bidirectional"), mask_id=mask_id,
+        logit_shift=bool(getattr(config, "logit_shift", False)),
+    )
+
+    def predictor(x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        out = model(x, attention_mask=attention_mask)
+        return getattr(out, "logits", out)  # (n, L_b, V), as the model gives them
+
     options = ObjectiveOptions(schedule=get_schedule("linear"), antithetic=True)
     t = options.schedule.sample_t(n_samples, generator, antithetic=True)
     n_slots = int(slots[real].max()) + 1 if real.any() else 0

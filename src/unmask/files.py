@@ -189,8 +189,10 @@ def write_safetensors(
 
 
 def _user_text(raw: bytes, name: object) -> str:
-    """``raw`` decoded as UTF-8, or a one-line ``UserError`` naming ``name`` and what the
-    bytes are instead (UTF-16 with the iconv line, binary data, an archive: ``sniff``)."""
+    """``raw`` decoded as UTF-8 (without a leading byte-order mark, which JSON readers refuse
+    and no prompt means; newlines as a file read as text), or a one-line ``UserError`` naming
+    ``name`` and what the bytes are instead (UTF-16 with the iconv line, binary data, an
+    archive: ``sniff``)."""
     from unmask.errors import UserError
     from unmask.sniff import not_text
 
@@ -203,6 +205,7 @@ def _user_text(raw: bytes, name: object) -> str:
         what = "input is" if name == "<stdin>" else f"{name}:"
         raise UserError(f"{what} not UTF-8 text (byte 0x{raw[e.start]:02x} at {e.start}; "
                         "save it as UTF-8)") from None
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Notepad): a mark, not text
     return text.replace("\r\n", "\n").replace("\r", "\n")  # as a file read as text
 
 

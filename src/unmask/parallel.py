@@ -294,8 +294,11 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
 def flops_per_token(config: ModelConfig, n_params: int, seq_len: int) -> float:
     """Training FLOPs per token, forward + backward: 6·N for the matmuls of the N non-embedding
     parameters (the head included) plus 12·n_layers·d_model·seq_len for attention's scores and
-    values (PaLM, Chowdhery et al. 2022, appendix B)."""
-    embedding = config.vocab_size * config.d_model
+    values (PaLM, Chowdhery et al. 2022, appendix B). ``n_params`` counts a tied head once, as
+    the embedding: its matrix is then the head's, a matmul, and stays in N (only an untied
+    model's input embedding, a lookup, is left out). MoE models count every expert, not the
+    active ones."""
+    embedding = 0 if config.tie_embeddings else config.vocab_size * config.d_model
     return 6.0 * (n_params - embedding) + 12.0 * config.n_layers * config.d_model * seq_len
 
 

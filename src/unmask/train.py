@@ -13,7 +13,10 @@ Determinism: every optimizer step draws its batch and noise from generators seed
 by (seed, step, micro-batch), never from global RNG state. A global batch is cut
 into ``world_size × grad_accum`` micro-batches; the result depends only on that
 count, not on how the micro-batches are spread over processes, and a resumed run
-repeats the uninterrupted one exactly.
+repeats the uninterrupted one exactly. The noise times of the objectives that take them
+(``t``) are drawn once for the whole batch with the batch (``_batch_times``: antithetic over
+all its rows) and split across micro-batches and processes; the rest of the noise is drawn
+per micro-batch.
 
 The objective is a spec (``unmask.objectives``): it says the attention and block size the
 model needs, which options apply, the tokens it adds to the tokenizer, what it stores in the
@@ -77,7 +80,7 @@ from unmask.config import (
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
 from unmask.files import json_line
-from unmask.model import Transformer, meta_model
+from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
     apply_activation_checkpointing,
@@ -600,6 +603,7 @@ def _train(
             extra_global: dict[str, torch.Tensor] = {}
             if pairs:  # (x0, prompt_mask) or (x0, commit_step): BATCH_EXTRA names the second
                 x_global, extra_global[BATCH_EXTRA[batch]] = x_global
+            times = _batch_times(spec, options, config, model_cfg, gen_batch)  # CPU, or None
             dropped = False  # a signal between micro-batches drops the step; resume redoes it
             for a in range(config.grad_accum):
                 if a and flag.stop and not distributed:
@@ -611,6 +615,8 @@ def _train(
                     k: v[micro * rows : (micro + 1) * rows].to(device)
                     for k, v in extra_global.items()
                 }
+                if times is not None:  # the batch's times: its micro-batches share one grid
+                    extra["t"] = times[micro * rows : (micro + 1) * rows]
                 gen = torch.Generator().manual_seed(_seed_for(config.seed, step, micro))
                 sync = not distributed or a == config.grad_accum - 1
                 with gradient_sync(ddp_model, kind, sync):
@@ -944,6 +950,26 @@ def _plan_hyperparameters(optimizer: torch.optim.Optimizer, config: TrainConfig)
         group["weight_decay"] = decay
 
 
+def _batch_times(
+    spec: ObjectiveSpec,
+    options: Any,
+    config: TrainConfig,
+    model_cfg: ModelConfig,
+    generator: torch.Generator,
+) -> torch.Tensor | None:
+    """The noise times (``t``) of a step's whole batch for an objective whose loss takes them,
+    else None: (batch_size,), or (batch_size, blocks per row) for a ``blocks`` objective (the
+    layout ``bd3lm`` draws itself), from the step's batch ``generator``, which every process
+    shares. Drawn per micro-batch, the antithetic grid (one offset plus i/n) spread only each
+    micro-batch's rows, and one row per micro-batch was plain i.i.d. sampling."""
+    if "t" not in inspect.signature(spec.loss).parameters:
+        return None
+    per_row = config.seq_len // model_cfg.block_size if spec.blocks else 1
+    n = config.batch_size * per_row
+    t = options.schedule.sample_t(n, generator, antithetic=options.antithetic)
+    return t.view(config.batch_size, per_row) if spec.blocks else t
+
+
 def _parallel_kind(
     config: TrainConfig, model_cfg: ModelConfig, device: torch.device, world: int
 ) -> str:
@@ -951,7 +977,7 @@ def _parallel_kind(
     between processes, and all of them must wrap the model alike)."""
     if config.ema > 0 and config.parallel == "fsdp" and world > 1:
         raise UserError("--ema is not supported with --parallel fsdp yet; use --parallel ddp")
-    n_params = sum(p.numel() for p in meta_model(model_cfg).parameters())
+    n_params = model_cfg.num_params()  # no model built: n_layers=100000 took ~2 min here
     memory = available_memory(device)
     if memory is not None:  # the processes of a node share its RAM
         memory //= _sharing(device)

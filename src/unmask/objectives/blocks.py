@@ -6,6 +6,8 @@ Inside: ``bd3lm_attention_bias``, ``bd3lm_logits``, ``bd3lm``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -88,7 +90,7 @@ def bd3lm(
             "objective 'bd3lm' needs attention='block-causal' with block_size, "
             f"not {config.attention!r}"
         )
-    why = time_conditioning_problem(config)
+    why = time_conditioning_problem(config, "bd3lm")
     if why is not None:
         raise UserError(why)
     if attention_mask is not None:
@@ -113,39 +115,56 @@ def bd3lm(
     return LossParts(loss_sum=(ce * w).sum(), n_tokens=torch.tensor(B * L, device=x0.device))
 
 
-def time_conditioning_problem(config: ModelConfig) -> str | None:
-    """Why ``bd3lm`` cannot train a model with ``config``'s time conditioning, or None.
+def time_conditioning_problem(config: ModelConfig, objective: str = "bd3lm") -> str | None:
+    """Why ``objective`` (``bd3lm`` or ``hybrid``: ``UNTIMED``) cannot train a model with
+    ``config``'s time conditioning, or None.
 
-    Every block has its own noise level t_b, but the model's conditioning is one level per row:
-    read off the canvas (``sigma_input='masked_fraction'``) in the ``[x_t ; x_0]`` pass it is
-    the masked share of both halves (half of x_t's, the clean half holding no mask), which
-    sampling, on one canvas, never shows it; no per-row ``sigma`` the loss could pass is
-    right either. A ``zero`` level (conditioning off, as MDLM's released checkpoints) is fine.
+    bd3lm: every block has its own noise level t_b, but the model's conditioning is one level
+    per row: read off the canvas (``sigma_input='masked_fraction'``) in the ``[x_t ; x_0]``
+    pass it is the masked share of both halves (half of x_t's, the clean half holding no
+    mask), which sampling, on one canvas, never shows it; no per-row ``sigma`` the loss could
+    pass is right either. hybrid: the clean causal tokens carry no noise and the draft blocks
+    are all masks, so no level means anything; read off the ``[x ; draft blocks]`` pass it is
+    the share of draft columns, which decoding's rounds (a few new tokens and one block) never
+    show. A ``zero`` level (conditioning off, as MDLM's released checkpoints) is fine.
     """
-    return _time_problem(bool(config.time_conditioning), config.sigma_input)
+    return _time_problem(bool(config.time_conditioning), config.sigma_input, objective)
 
 
-def _time_problem(time_conditioning: bool, sigma_input: str) -> str | None:
+UNTIMED: dict[str, str] = {
+    "bd3lm": "gives every block its own noise level, which one level per row cannot carry",
+    "hybrid": "trains clean causal tokens and all-mask draft blocks, which have no noise "
+    "level to condition on",
+}
+"""The objectives that refuse a time-conditioned model, and why (``time_conditioning_problem``;
+their specs' ``check`` and ``needs`` are ``check_untimed`` and ``needs_untimed``)."""
+
+
+def _time_problem(time_conditioning: bool, sigma_input: str, objective: str) -> str | None:
     if time_conditioning and sigma_input != "zero":
         return (
-            "objective 'bd3lm' gives every block its own noise level, which a time-conditioned "
-            f"model's one level per row (sigma_input={sigma_input!r}) cannot carry; "
+            f"objective {objective!r} {UNTIMED[objective]}: a time-conditioned model "
+            f"(sigma_input={sigma_input!r}) cannot be trained by it; "
             "leave time conditioning off (or --model-set sigma_input=zero)"
         )
     return None
 
 
-def _check_bd3lm(cfg: TrainConfig) -> None:
+def check_untimed(objective: str, cfg: TrainConfig) -> None:
+    """For the ``check`` of an ``UNTIMED`` objective: refuses ``--model-set
+    time_conditioning=true`` (sigma_input other than ``zero``) before a fresh run."""
     overrides = cfg.model_overrides
     why = _time_problem(
-        bool(overrides.get("time_conditioning")), overrides.get("sigma_input", "given")
+        bool(overrides.get("time_conditioning")), overrides.get("sigma_input", "given"), objective
     )
     if why is not None:
         raise UserError(why)
 
 
-def _needs_untimed(model: ModelConfig, cfg: TrainConfig) -> str | None:
-    return time_conditioning_problem(model)
+def needs_untimed(objective: str, model: ModelConfig, cfg: TrainConfig) -> str | None:
+    """For the ``needs`` of an ``UNTIMED`` objective: why an ``--init`` model with time
+    conditioning cannot continue under it, or None."""
+    return time_conditioning_problem(model, objective)
 
 
 register_objective(
@@ -156,10 +175,18 @@ register_objective(
         decoder="bd3lm",
         blocks=True,
         options=("block_size", "schedule", "eps"),
-        check=_check_bd3lm,
-        needs=_needs_untimed,
+        check=functools.partial(check_untimed, "bd3lm"),
+        needs=functools.partial(needs_untimed, "bd3lm"),
         summary="block diffusion NELBO (BD3-LM)",
     )
 )
 
-__all__ = ["bd3lm", "bd3lm_attention_bias", "bd3lm_logits", "time_conditioning_problem"]
+__all__ = [
+    "UNTIMED",
+    "bd3lm",
+    "bd3lm_attention_bias",
+    "bd3lm_logits",
+    "check_untimed",
+    "needs_untimed",
+    "time_conditioning_problem",
+]

@@ -38,6 +38,7 @@ from unmask.config import ModelConfig, TrainConfig
 from unmask.errors import UserError
 from unmask.model import RowChunks, row_chunks
 from unmask.objectives.autoregressive import CAUSAL_SAMPLE_DEFAULTS
+from unmask.objectives.blocks import check_untimed, needs_untimed, time_conditioning_problem
 from unmask.objectives.spec import (
     LossParts,
     MaskPredictor,
@@ -160,7 +161,9 @@ def hybrid(
 
     ``n_tokens`` is the number of next-token targets B·(L - 1), so the training loop reports
     the AR loss plus the weighted draft loss, and ``draft_weight`` 0 (evaluation) the causal
-    NLL alone. Padded batches are not supported.
+    NLL alone. Padded batches are not supported, nor is a model conditioned on the noise
+    level (``time_conditioning`` other than ``sigma_input='zero'``: refused, as ``bd3lm``
+    refuses it, ``unmask.objectives.blocks.time_conditioning_problem``).
 
     ``commit_step`` (B, L): the rows are a teacher's trajectories (``unmask distill`` with a
     causal student; ``ObjectiveSpec.trajectories``): generated positions are >= 0, and the
@@ -176,6 +179,9 @@ def hybrid(
             "objective 'hybrid' needs attention='causal' with draft_block, "
             f"not attention={config.attention!r}, draft_block={config.draft_block!r}"
         )
+    why = time_conditioning_problem(config, "hybrid")  # as bd3lm: no noise level to read
+    if why is not None:
+        raise UserError(why)
     if attention_mask is not None:
         raise UserError("objective 'hybrid' does not support padded batches (attention_mask)")
     B, L = x0.shape
@@ -256,6 +262,7 @@ def _check(cfg: TrainConfig) -> None:
             f"seq_len={cfg.seq_len} must be >= draft_block + 2 = "
             f"{cfg.draft_block + 2} (a causal prefix, the token after it, a block)"
         )
+    check_untimed("hybrid", cfg)
 
 
 def _with_init_tokens(tokenizer: Any, cfg: TrainConfig) -> Any:
@@ -294,6 +301,7 @@ register_objective(
         decoder="hybrid",
         options=("draft_block", "draft_weight"),
         check=_check,
+        needs=functools.partial(needs_untimed, "hybrid"),
         tokenizer=_with_init_tokens,
         model_config=_model_config,
         trajectories=True,
