@@ -129,6 +129,13 @@ def test_bits_per_byte_count_the_bytes_of_the_windows_scored(tmp_path):
     assert r.n_tokens == 4 * 31
     assert r.bpb == pytest.approx(r.loss * r.n_tokens / math.log(2) / scored, rel=1e-9)
     assert abs(scored / (4 * 31) / (nbytes / windows.numel()) - 1) > 1e-3  # they differ here
+    # a Dream-style (logit_shift) model's bound scores positions 1..L-1 too: their bytes
+    torch.manual_seed(0)
+    dream = Transformer(model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32,
+                                     logit_shift=True, **tok.special_ids())).eval()
+    r = evaluate_loss(dream, data, objective="mdlm", seq_len=32, batch_size=4, max_batches=1)
+    assert r.n_tokens == 4 * 31
+    assert r.bpb == pytest.approx(r.loss * r.n_tokens / math.log(2) / scored, rel=1e-9)
 
 
 def test_noise_draws_average_seeds_and_give_their_standard_error(run, capsys):

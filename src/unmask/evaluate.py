@@ -118,9 +118,11 @@ def evaluate_loss(
     byte_len = getattr(dataset, "token_byte_lengths", None) if spec.likelihood else None
     byte_len = torch.from_numpy(byte_len()) if byte_len is not None else None  # bpb only
     window_bytes, window_tokens = 0, 0  # of the windows scored: their own bytes per token
-    # a causal objective predicts positions 1..L-1 of a window: its first token's bytes are
-    # context, not scored (counted, a window opening on a long token lowered the bits/byte)
-    first = 1 if spec.attention == "causal" else 0
+    # a causal objective, and a shifted (Dream-style, ``logit_shift``) model's bound, predict
+    # positions 1..L-1 of a window: its first token's bytes are context, not scored (counted,
+    # a window opening on a long token lowered the bits/byte)
+    shifted = bool(getattr(getattr(model, "config", None), "logit_shift", False))
+    first = 1 if spec.attention == "causal" or shifted else 0
 
     def flush() -> None:
         nonlocal total, count, n_batches, window_bytes, window_tokens
