@@ -161,8 +161,7 @@ def read_gap_set(path: str | Path, tok: Any) -> list[GapSample]:
     from unmask.files import read_user_text
 
     p = Path(path)
-    text = read_user_text(p, "gap set (a JSONL of prefix/middle/suffix lines)")
-    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark (Notepad): not JSON
+    text = read_user_text(p, "gap set (a JSONL of prefix/middle/suffix lines)")  # BOM dropped
     out: list[GapSample] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():

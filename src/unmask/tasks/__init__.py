@@ -304,7 +304,7 @@ def read_items(path: str | Path) -> list[Item]:
         raise UserError(f"{path}: no such task file (an eval.jsonl from `python -m unmask.tasks`)")
     from unmask.files import read_user_text
 
-    text = read_user_text(p, "task file").removeprefix("\ufeff")  # UTF-16, binary: one line
+    text = read_user_text(p, "task file")  # UTF-16, binary: one line; a BOM dropped
     items: list[Item] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
