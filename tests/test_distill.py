@@ -100,6 +100,21 @@ def test_trajectories_are_the_teachers_replayable_outputs(teacher, corpus, cache
     assert any(not torch.equal(replay(loaded, other, i)[0], traj.tokens[i]) for i in range(3))
 
 
+def test_a_row_of_a_cut_last_batch_is_replayed_exactly(teacher, corpus, tmp_path):
+    """4 rows in batches of 3: the second batch was decoded whole (3 prompts) and cut to one
+    row; replaying that row decodes the whole batch again (the sampler's noise depends on the
+    batch), so it gives the stored row; a corpus changed since is refused in one line."""
+    loaded = load(teacher)
+    traj = make_trajectories(loaded, str(corpus), replace(TRAJ, trajectories=4), progress=False)
+    assert traj.seed.tolist().count(int(traj.seed[3])) == 1
+    tokens, steps = replay(loaded, traj, 3)
+    assert torch.equal(tokens, traj.tokens[3]) and torch.equal(steps, traj.commit_step[3])
+    other = word_corpus(tmp_path, list(reversed(WORDS)), lines=300, seed=5)
+    moved = Trajectories(traj.tokens, traj.commit_step, traj.seed,
+                         {**traj.meta, "data": str(other)})
+    with pytest.raises(UserError, match="corpus changed"):
+        replay(loaded, moved, 3)
+
 def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path, capsys):
     """Same settings: the file is reused as is; more trajectories: the first rows stay and new
     batches are appended; other settings: decoded again, said on stderr."""
