@@ -819,6 +819,43 @@ def test_trajectory_file_for_a_corpus_objective_is_one_line(cache, tmp_path, cap
     assert not (tmp_path / "o").exists()
 
 
+_TRAJ_META = {"format": "unmask-trajectories/1", "settings": "{}"}
+_L = torch.zeros(2, 3, dtype=torch.long)
+
+
+@pytest.mark.parametrize("tensors, meta", [
+    ({"tokens": _L, "commit_step": torch.zeros(2, 4, dtype=torch.long),
+      "seed": torch.zeros(2, dtype=torch.long)}, _TRAJ_META),
+    ({"tokens": _L, "commit_step": _L.clone(), "seed": torch.zeros(2, dtype=torch.long)},
+     {**_TRAJ_META, "settings": "{not json"}),
+    ({"tokens": _L, "commit_step": _L.clone(), "seed": torch.zeros(2, dtype=torch.long)},
+     {"format": "unmask-trajectories/1"}),
+    ({"tokens": _L, "commit_step": _L.clone(), "seed": torch.zeros(2, dtype=torch.long)},
+     {**_TRAJ_META, "settings": "[]"}),
+    ({"tokens": _L.float(), "commit_step": _L.clone(), "seed": torch.zeros(2, dtype=torch.long)},
+     _TRAJ_META),
+    ({"tokens": torch.zeros(6, dtype=torch.long), "commit_step": torch.zeros(6, dtype=torch.long),
+      "seed": torch.zeros(6, dtype=torch.long)}, _TRAJ_META),
+], ids=["shapes", "settings-not-json", "no-settings", "settings-a-list", "float", "1-d"])
+def test_a_malformed_trajectory_file_is_one_line(tensors, meta, teacher, corpus, tmp_path,
+                                                 capsys):
+    """A file that says it is a trajectory file but is not one (shapes that disagree, settings
+    that are no JSON object, float tokens) is refused in one line, as `--cache` too (exit 2),
+    not with a ValueError, KeyError or TypeError."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(UserError, match="not a trajectory file"):
+        Trajectories.load(path)
+    capsys.readouterr()
+    args = ["distill", "--teacher", str(teacher), "--data", str(corpus), "--out",
+            str(tmp_path / "o"), "--cache", str(path), "--trajectories", "1", "--traj-batch",
+            "1", "--prompt-length", "8", "--gen-length", "8", "--steps", "1", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a trajectory file" in err and err.count("\n") == 1
+
 # ------------------------------------------------------------------------- the study's slice
 
 

@@ -133,7 +133,20 @@ class Trajectories:
                 tensors = {k: f.get_tensor(k) for k in ("tokens", "commit_step", "seed")}
         except SafetensorError as e:
             raise UserError(f"{p}: not a trajectory file ({e})") from None
-        return cls(**tensors, meta=json.loads(info["settings"]))
+        try:
+            meta = json.loads(info.get("settings", ""))
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise UserError(f"{p}: not a trajectory file (its settings are not a JSON object)")
+        tokens, steps, seed = tensors["tokens"], tensors["commit_step"], tensors["seed"]
+        if any(t.dtype != torch.long for t in (tokens, steps, seed)) or tokens.dim() != 2:
+            raise UserError(f"{p}: not a trajectory file (tokens, commit_step and seed must be "
+                            "int64, tokens (rows, length))")
+        try:
+            return cls(tokens, steps, seed, meta)
+        except ValueError as e:  # shapes that disagree
+            raise UserError(f"{p}: not a trajectory file ({e})") from None
 
 
 class TrajectoryData:
