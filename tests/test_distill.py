@@ -856,6 +856,24 @@ def test_a_malformed_trajectory_file_is_one_line(tensors, meta, teacher, corpus,
     err = capsys.readouterr().err
     assert "not a trajectory file" in err and err.count("\n") == 1
 
+def test_trajectories_of_a_bigger_vocabulary_are_one_line(teacher, cache, tmp_path, capsys):
+    """`unmask train --objective distill` on a trajectory file whose ids the model lacks (made
+    by a teacher of another tokenizer): one line, exit 2, no run folder; not an IndexError
+    from the embedding."""
+    traj = Trajectories.load(cache)
+    tokens = traj.tokens.clone()
+    tokens[:, -1] = load(teacher).config.vocab_size + 100
+    other = tmp_path / "other.safetensors"
+    Trajectories(tokens, traj.commit_step, traj.seed, traj.meta).save(other)
+    capsys.readouterr()
+    args = ["train", "--objective", "distill", "--init", str(teacher), "--data", str(other),
+            "--seq-len", "16", "--steps", "1", "--batch-size", "2", "--out",
+            str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "beyond this model's vocab_size" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
 # ------------------------------------------------------------------------- the study's slice
 
 

@@ -341,6 +341,12 @@ def distill(
     why = teacher_problem(config)
     if why is not None:
         raise UserError(why)
+    if bool((x0 >= config.vocab_size).any()):  # rows of another teacher's tokenizer
+        raise UserError(
+            f"the trajectories hold token id {int(x0.max())}, beyond this model's "
+            f"vocab_size={config.vocab_size}: they were made by a teacher of another "
+            "tokenizer; train on trajectories of this model's own"
+        )
     window = options.distill_window
     if window and config.attention == "block-causal":
         raise UserError(
