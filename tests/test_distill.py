@@ -115,6 +115,27 @@ def test_a_row_of_a_cut_last_batch_is_replayed_exactly(teacher, corpus, tmp_path
     with pytest.raises(UserError, match="corpus changed"):
         replay(loaded, moved, 3)
 
+def test_a_shipped_teacher_by_name_is_recorded_by_its_folder(tmp_path, monkeypatch, capsys):
+    """`--teacher demo` (a shipped model's name, no such path here): the file records the
+    folder the teacher was loaded from, not `CWD/demo`, so the same run from another folder
+    reuses the file instead of decoding it again as made by another teacher."""
+    from unmask.data import prepare
+
+    demo = load("demo")
+    (tmp_path / "a.txt").write_text(" ".join(WORDS * 40) + "\n")
+    data = tmp_path / "data"
+    prepare([tmp_path / "a.txt"], data, tokenizer=str(demo.path / "tokenizer.json"),
+            val_fraction=0, progress=False)
+    cfg = TrajectoryConfig(trajectories=1, prompt_length=4, gen_length=4, traj_batch=1,
+                           traj_temperature=0)
+    path = tmp_path / "t.safetensors"
+    for here in ("one", "two"):
+        (tmp_path / here).mkdir()
+        monkeypatch.chdir(tmp_path / here)
+        refresh_trajectories("demo", str(data), path, cfg, progress=False)
+    assert Trajectories.load(path).meta["teacher"] == str(Path(demo.path).resolve())
+    assert "reusing its 1 trajectories" in capsys.readouterr().err
+
 def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path, capsys):
     """Same settings: the file is reused as is; more trajectories: the first rows stay and new
     batches are appended; other settings: decoded again, said on stderr."""

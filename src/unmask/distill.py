@@ -192,7 +192,7 @@ def _settings(
     del sample["seed"]  # per batch, stored with every row
     extra = {} if vocab is None else {"vocab": vocab}
     return extra | {
-        "teacher": str(Path(teacher_path).resolve()) if teacher_path else None,
+        "teacher": _teacher_named(teacher, teacher_path) if teacher_path else None,
         "teacher_weights": weights_stamp(teacher_path) if teacher_path else None,
         "data": str(Path(data).resolve()),
         "data_files": corpus_stamp(data),
@@ -203,6 +203,16 @@ def _settings(
         "sample": sample,
         WHOLE_BATCHES: True,
     }
+
+
+def _teacher_named(teacher: Loaded, teacher_path: str) -> str:
+    """The teacher as a trajectory file records it: its path made absolute, or for a shipped
+    model's name (``demo``, no such path here) the folder it was loaded from; resolving the
+    name against the working folder recorded a path that does not exist, which a run from
+    another folder took for another teacher (and decoded again)."""
+    if Path(teacher_path).exists():
+        return str(Path(teacher_path).resolve())
+    return str(Path(teacher.path).resolve())
 
 
 WHOLE_BATCHES = "whole_batches"
