@@ -857,7 +857,10 @@ _L = torch.zeros(2, 3, dtype=torch.long)
      _TRAJ_META),
     ({"tokens": torch.zeros(6, dtype=torch.long), "commit_step": torch.zeros(6, dtype=torch.long),
       "seed": torch.zeros(6, dtype=torch.long)}, _TRAJ_META),
-], ids=["shapes", "settings-not-json", "no-settings", "settings-a-list", "float", "1-d"])
+    ({"tokens": torch.full((2, 3), -1, dtype=torch.long), "commit_step": _L.clone(),
+      "seed": torch.zeros(2, dtype=torch.long)}, _TRAJ_META),
+], ids=["shapes", "settings-not-json", "no-settings", "settings-a-list", "float", "1-d",
+        "negative-ids"])
 def test_a_malformed_trajectory_file_is_one_line(tensors, meta, teacher, corpus, tmp_path,
                                                  capsys):
     """A file that says it is a trajectory file but is not one (shapes that disagree, settings

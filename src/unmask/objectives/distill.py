@@ -144,9 +144,13 @@ class Trajectories:
             raise UserError(f"{p}: not a trajectory file (tokens, commit_step and seed must be "
                             "int64, tokens (rows, length))")
         try:
-            return cls(tokens, steps, seed, meta)
+            out = cls(tokens, steps, seed, meta)
         except ValueError as e:  # shapes that disagree
             raise UserError(f"{p}: not a trajectory file ({e})") from None
+        if tokens.numel() and (int(tokens.min()) < 0 or int(steps.min()) < -1):
+            raise UserError(f"{p}: not a trajectory file (negative token ids or commit steps "
+                            "below -1)")
+        return out
 
 
 class TrajectoryData:
