@@ -1386,3 +1386,34 @@ def test_an_exported_autoregressive_teacher_is_known_as_one(ar_teacher, corpus, 
     assert main(_args(folder, corpus, out, "--student", str(folder), "--draft-block", "4",
                       "--steps", "1")) == 0
     assert load(out).config.draft_block == 4
+
+
+def test_a_run_stopped_while_decoding_and_run_again_equals_an_uninterrupted_one(
+        teacher, corpus, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the second batch of trajectories, then the same command again: the file holds
+    the rows, and the student the weights, of the same command run without a stop."""
+    import unmask.distill as distill_mod
+
+    extra = ["--trajectories", "6", "--steps", "2", "--traj-temperature", "0.8"]
+    assert main(_args(teacher, corpus, tmp_path / "full", *extra)) == 0
+    real, calls = distill_mod.decode_batch, [0]
+
+    def decode(*a: object, **k: object) -> object:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(distill_mod, "decode_batch", decode)
+    args = _args(teacher, corpus, tmp_path / "part", *extra)
+    assert main(args) == 130
+    monkeypatch.setattr(distill_mod, "decode_batch", real)
+    assert main(args) == 0
+    capsys.readouterr()
+    a = Trajectories.load(default_cache(tmp_path / "full"))
+    b = Trajectories.load(default_cache(tmp_path / "part"))
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.commit_step, b.commit_step)
+    assert torch.equal(a.seed, b.seed)
+    x = load(tmp_path / "full").model.state_dict()
+    y = load(tmp_path / "part").model.state_dict()
+    assert all(torch.equal(x[k], y[k]) for k in x)
