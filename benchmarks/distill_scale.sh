@@ -10,6 +10,7 @@
 #   bash benchmarks/distill_scale.sh                       # defaults below
 #   N=400 STEPS=800 DEVICE=cpu bash benchmarks/distill_scale.sh
 #   AR=runs/ar-fim/checkpoint bash benchmarks/distill_scale.sh
+#   GEN_LENGTHS="256 512" SEGMENT=128 bash benchmarks/distill_scale.sh   # issue 14's lengths
 #
 # Every setting is an environment variable; the corpus is prepared from the packaged text with
 # the teacher's tokenizer when $DATA does not exist yet.
@@ -32,6 +33,9 @@ LR=${LR:-3e-4}
 DEVICE=${DEVICE:-auto}
 AR=${AR:-}                    # optional causal twin for the "vs AR" column
 GEN_LENGTHS=${GEN_LENGTHS:-256}
+SEGMENT=${SEGMENT:-}          # decode in segments of this many tokens over a sliding window,
+                              # so lengths past the context (512 on the demo's 256) run whole;
+                              # unset: each length is cut to the context's room after the prompt
 BLOCK=${BLOCK:-32}            # semi-AR block length of every decoding row
 RESULT=${RESULT:-runs/bench/distill_scale.json}  # benchmarks/results: committed, name it
 FRONTIER=${FRONTIER:-docs/distill_frontier.png}
@@ -59,6 +63,9 @@ fi
 EXTRA=()
 if [ -n "$AR" ]; then
     EXTRA+=(--ar-model "$AR")
+fi
+if [ -n "$SEGMENT" ]; then
+    EXTRA+=(--segment-length "$SEGMENT")
 fi
 case "$SCORE" in
     1) EXTRA+=(--score) ;;

@@ -100,6 +100,42 @@ def test_trajectories_are_the_teachers_replayable_outputs(teacher, corpus, cache
     assert any(not torch.equal(replay(loaded, other, i)[0], traj.tokens[i]) for i in range(3))
 
 
+def test_a_row_of_a_cut_last_batch_is_replayed_exactly(teacher, corpus, tmp_path):
+    """4 rows in batches of 3: the second batch was decoded whole (3 prompts) and cut to one
+    row; replaying that row decodes the whole batch again (the sampler's noise depends on the
+    batch), so it gives the stored row; a corpus changed since is refused in one line."""
+    loaded = load(teacher)
+    traj = make_trajectories(loaded, str(corpus), replace(TRAJ, trajectories=4), progress=False)
+    assert traj.seed.tolist().count(int(traj.seed[3])) == 1
+    tokens, steps = replay(loaded, traj, 3)
+    assert torch.equal(tokens, traj.tokens[3]) and torch.equal(steps, traj.commit_step[3])
+    other = word_corpus(tmp_path, list(reversed(WORDS)), lines=300, seed=5)
+    moved = Trajectories(traj.tokens, traj.commit_step, traj.seed,
+                         {**traj.meta, "data": str(other)})
+    with pytest.raises(UserError, match="corpus changed"):
+        replay(loaded, moved, 3)
+
+def test_a_shipped_teacher_by_name_is_recorded_by_its_folder(tmp_path, monkeypatch, capsys):
+    """`--teacher demo` (a shipped model's name, no such path here): the file records the
+    folder the teacher was loaded from, not `CWD/demo`, so the same run from another folder
+    reuses the file instead of decoding it again as made by another teacher."""
+    from unmask.data import prepare
+
+    demo = load("demo")
+    (tmp_path / "a.txt").write_text(" ".join(WORDS * 40) + "\n")
+    data = tmp_path / "data"
+    prepare([tmp_path / "a.txt"], data, tokenizer=str(demo.path / "tokenizer.json"),
+            val_fraction=0, progress=False)
+    cfg = TrajectoryConfig(trajectories=1, prompt_length=4, gen_length=4, traj_batch=1,
+                           traj_temperature=0)
+    path = tmp_path / "t.safetensors"
+    for here in ("one", "two"):
+        (tmp_path / here).mkdir()
+        monkeypatch.chdir(tmp_path / here)
+        refresh_trajectories("demo", str(data), path, cfg, progress=False)
+    assert Trajectories.load(path).meta["teacher"] == str(Path(demo.path).resolve())
+    assert "reusing its 1 trajectories" in capsys.readouterr().err
+
 def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path, capsys):
     """Same settings: the file is reused as is; more trajectories: the first rows stay and new
     batches are appended; other settings: decoded again, said on stderr."""
@@ -804,6 +840,64 @@ def test_trajectory_file_for_a_corpus_objective_is_one_line(cache, tmp_path, cap
     assert not (tmp_path / "o").exists()
 
 
+_TRAJ_META = {"format": "unmask-trajectories/1", "settings": "{}"}
+_L = torch.zeros(2, 3, dtype=torch.long)
+
+
+@pytest.mark.parametrize("tensors, meta", [
+    ({"tokens": _L, "commit_step": torch.zeros(2, 4, dtype=torch.long),
+      "seed": torch.zeros(2, dtype=torch.long)}, _TRAJ_META),
+    ({"tokens": _L, "commit_step": _L.clone(), "seed": torch.zeros(2, dtype=torch.long)},
+     {**_TRAJ_META, "settings": "{not json"}),
+    ({"tokens": _L, "commit_step": _L.clone(), "seed": torch.zeros(2, dtype=torch.long)},
+     {"format": "unmask-trajectories/1"}),
+    ({"tokens": _L, "commit_step": _L.clone(), "seed": torch.zeros(2, dtype=torch.long)},
+     {**_TRAJ_META, "settings": "[]"}),
+    ({"tokens": _L.float(), "commit_step": _L.clone(), "seed": torch.zeros(2, dtype=torch.long)},
+     _TRAJ_META),
+    ({"tokens": torch.zeros(6, dtype=torch.long), "commit_step": torch.zeros(6, dtype=torch.long),
+      "seed": torch.zeros(6, dtype=torch.long)}, _TRAJ_META),
+    ({"tokens": torch.full((2, 3), -1, dtype=torch.long), "commit_step": _L.clone(),
+      "seed": torch.zeros(2, dtype=torch.long)}, _TRAJ_META),
+], ids=["shapes", "settings-not-json", "no-settings", "settings-a-list", "float", "1-d",
+        "negative-ids"])
+def test_a_malformed_trajectory_file_is_one_line(tensors, meta, teacher, corpus, tmp_path,
+                                                 capsys):
+    """A file that says it is a trajectory file but is not one (shapes that disagree, settings
+    that are no JSON object, float tokens) is refused in one line, as `--cache` too (exit 2),
+    not with a ValueError, KeyError or TypeError."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(UserError, match="not a trajectory file"):
+        Trajectories.load(path)
+    capsys.readouterr()
+    args = ["distill", "--teacher", str(teacher), "--data", str(corpus), "--out",
+            str(tmp_path / "o"), "--cache", str(path), "--trajectories", "1", "--traj-batch",
+            "1", "--prompt-length", "8", "--gen-length", "8", "--steps", "1", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a trajectory file" in err and err.count("\n") == 1
+
+def test_trajectories_of_a_bigger_vocabulary_are_one_line(teacher, cache, tmp_path, capsys):
+    """`unmask train --objective distill` on a trajectory file whose ids the model lacks (made
+    by a teacher of another tokenizer): one line, exit 2, no run folder; not an IndexError
+    from the embedding."""
+    traj = Trajectories.load(cache)
+    tokens = traj.tokens.clone()
+    tokens[:, -1] = load(teacher).config.vocab_size + 100
+    other = tmp_path / "other.safetensors"
+    Trajectories(tokens, traj.commit_step, traj.seed, traj.meta).save(other)
+    capsys.readouterr()
+    args = ["train", "--objective", "distill", "--init", str(teacher), "--data", str(other),
+            "--seq-len", "16", "--steps", "1", "--batch-size", "2", "--out",
+            str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "beyond this model's vocab_size" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
 # ------------------------------------------------------------------------- the study's slice
 
 
@@ -1292,3 +1386,34 @@ def test_an_exported_autoregressive_teacher_is_known_as_one(ar_teacher, corpus, 
     assert main(_args(folder, corpus, out, "--student", str(folder), "--draft-block", "4",
                       "--steps", "1")) == 0
     assert load(out).config.draft_block == 4
+
+
+def test_a_run_stopped_while_decoding_and_run_again_equals_an_uninterrupted_one(
+        teacher, corpus, tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the second batch of trajectories, then the same command again: the file holds
+    the rows, and the student the weights, of the same command run without a stop."""
+    import unmask.distill as distill_mod
+
+    extra = ["--trajectories", "6", "--steps", "2", "--traj-temperature", "0.8"]
+    assert main(_args(teacher, corpus, tmp_path / "full", *extra)) == 0
+    real, calls = distill_mod.decode_batch, [0]
+
+    def decode(*a: object, **k: object) -> object:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(distill_mod, "decode_batch", decode)
+    args = _args(teacher, corpus, tmp_path / "part", *extra)
+    assert main(args) == 130
+    monkeypatch.setattr(distill_mod, "decode_batch", real)
+    assert main(args) == 0
+    capsys.readouterr()
+    a = Trajectories.load(default_cache(tmp_path / "full"))
+    b = Trajectories.load(default_cache(tmp_path / "part"))
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.commit_step, b.commit_step)
+    assert torch.equal(a.seed, b.seed)
+    x = load(tmp_path / "full").model.state_dict()
+    y = load(tmp_path / "part").model.state_dict()
+    assert all(torch.equal(x[k], y[k]) for k in x)

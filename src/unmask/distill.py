@@ -192,7 +192,7 @@ def _settings(
     del sample["seed"]  # per batch, stored with every row
     extra = {} if vocab is None else {"vocab": vocab}
     return extra | {
-        "teacher": str(Path(teacher_path).resolve()) if teacher_path else None,
+        "teacher": _teacher_named(teacher, teacher_path) if teacher_path else None,
         "teacher_weights": weights_stamp(teacher_path) if teacher_path else None,
         "data": str(Path(data).resolve()),
         "data_files": corpus_stamp(data),
@@ -203,6 +203,16 @@ def _settings(
         "sample": sample,
         WHOLE_BATCHES: True,
     }
+
+
+def _teacher_named(teacher: Loaded, teacher_path: str) -> str:
+    """The teacher as a trajectory file records it: its path made absolute, or for a shipped
+    model's name (``demo``, no such path here) the folder it was loaded from; resolving the
+    name against the working folder recorded a path that does not exist, which a run from
+    another folder took for another teacher (and decoded again)."""
+    if Path(teacher_path).exists():
+        return str(Path(teacher_path).resolve())
+    return str(Path(teacher.path).resolve())
 
 
 WHOLE_BATCHES = "whole_batches"
@@ -462,13 +472,31 @@ def _decode_batches(
 def replay(teacher: Loaded, trajectories: Trajectories, index: int) -> tuple[Any, Any]:
     """Decode row ``index`` of ``trajectories`` again: its batch (the rows with its seed, in
     file order) through the same sampler with the same seed. Returns (tokens (L,), commit
-    steps (L,)), equal to the stored row for the teacher that made it."""
+    steps (L,)), equal to the stored row for the teacher that made it.
+
+    A last batch the file holds only part of was decoded whole (``WHOLE_BATCHES``: its
+    ``traj_batch`` prompts, then cut), and a sampler's noise depends on the batch it draws
+    for, so its missing prompts are drawn again from the corpus the file names (a one-line
+    ``UserError`` when that corpus no longer gives the stored ones)."""
+    import torch
+
     seed = int(trajectories.seed[index])
     rows = (trajectories.seed == seed).nonzero().flatten()  # (b,)
     meta = trajectories.meta
     P = int(meta["prompt_length"])
+    prompts = trajectories.tokens[rows, :P]  # (b, P)
+    whole = int(meta.get("batch", len(rows)))
+    if meta.get(WHOLE_BATCHES) and len(rows) < whole:  # a cut batch: decode all of it
+        cfg = TrajectoryConfig(prompt_length=P, traj_seed=int(meta["seed"]))
+        drawn = _prompts(str(meta["data"]), cfg, int(rows[0]) // whole, whole)  # (whole, P)
+        if not torch.equal(drawn[: len(rows)], prompts):
+            raise UserError(
+                f"{meta['data']}: its prompts are not those row {index}'s batch was decoded "
+                "with (the corpus changed since): that row cannot be decoded again"
+            )
+        prompts = drawn
     config = SampleConfig(**{**meta["sample"], "seed": seed})
-    tokens, steps = decode_batch(teacher, trajectories.tokens[rows, :P], config, meta.get("vocab"))
+    tokens, steps = decode_batch(teacher, prompts, config, meta.get("vocab"))
     at = int((rows == index).nonzero()[0, 0])
     return tokens[at], steps[at]
 

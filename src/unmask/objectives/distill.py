@@ -133,7 +133,24 @@ class Trajectories:
                 tensors = {k: f.get_tensor(k) for k in ("tokens", "commit_step", "seed")}
         except SafetensorError as e:
             raise UserError(f"{p}: not a trajectory file ({e})") from None
-        return cls(**tensors, meta=json.loads(info["settings"]))
+        try:
+            meta = json.loads(info.get("settings", ""))
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise UserError(f"{p}: not a trajectory file (its settings are not a JSON object)")
+        tokens, steps, seed = tensors["tokens"], tensors["commit_step"], tensors["seed"]
+        if any(t.dtype != torch.long for t in (tokens, steps, seed)) or tokens.dim() != 2:
+            raise UserError(f"{p}: not a trajectory file (tokens, commit_step and seed must be "
+                            "int64, tokens (rows, length))")
+        try:
+            out = cls(tokens, steps, seed, meta)
+        except ValueError as e:  # shapes that disagree
+            raise UserError(f"{p}: not a trajectory file ({e})") from None
+        if tokens.numel() and (int(tokens.min()) < 0 or int(steps.min()) < -1):
+            raise UserError(f"{p}: not a trajectory file (negative token ids or commit steps "
+                            "below -1)")
+        return out
 
 
 class TrajectoryData:
@@ -328,6 +345,12 @@ def distill(
     why = teacher_problem(config)
     if why is not None:
         raise UserError(why)
+    if bool((x0 >= config.vocab_size).any()):  # rows of another teacher's tokenizer
+        raise UserError(
+            f"the trajectories hold token id {int(x0.max())}, beyond this model's "
+            f"vocab_size={config.vocab_size}: they were made by a teacher of another "
+            "tokenizer; train on trajectories of this model's own"
+        )
     window = options.distill_window
     if window and config.attention == "block-causal":
         raise UserError(
