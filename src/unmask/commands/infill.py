@@ -24,7 +24,7 @@ from unmask.commands import (
     dataclass_from_args,
     given_fields,
 )
-from unmask.commands.generate import add_sample_flags
+from unmask.commands.sample_options import STEPS_PER_MASK, add_sample_flags
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
@@ -35,7 +35,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """``--model``, the sampling flags of ``unmask generate``, ``--json``, ``--no-live``,
     ``--device``, ``--threads``."""
     add_model_flag(parser)
-    add_sample_flags(parser)
+    add_sample_flags(parser, steps=STEPS_PER_MASK)
     add_json_flag(parser)
     add_no_live_flag(parser)
     add_runtime_flags(parser, decodes=True)

@@ -54,9 +54,21 @@ def _sample_choices() -> dict[str, list[str] | Callable[[], list[str]]]:
     }
 
 
-def add_sample_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per ``SampleConfig`` field; unset flags keep the dataclass defaults."""
-    add_dataclass_flags(parser, SampleConfig, choices=_sample_choices())
+STEPS_PER_TOKEN = "the checkpoint's recommended steps, else --gen-length: one token per step"
+"""What ``--steps`` not given is on the commands that generate (``unmask.api.sample_config``:
+generate, chat, eval): the ``--help`` default of ``add_sample_flags``."""
+
+STEPS_PER_MASK = f"{SampleConfig.steps}, at most the number of masked tokens"
+"""What ``--steps`` not given is on the commands that fill masks of a text (infill, edit,
+fill-form): the dataclass's steps, capped at the masks (``unmask.infill.fill``)."""
+
+
+def add_sample_flags(parser: argparse.ArgumentParser, *, steps: str = STEPS_PER_TOKEN) -> None:
+    """One ``--flag`` per ``SampleConfig`` field; unset flags keep the dataclass defaults.
+    ``steps``: what ``--steps`` not given is on this command, as ``--help`` says it
+    (``STEPS_PER_TOKEN`` or ``STEPS_PER_MASK``)."""
+    add_dataclass_flags(parser, SampleConfig, choices=_sample_choices(),
+                        shown_defaults={"steps": steps})
 
 
 def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
