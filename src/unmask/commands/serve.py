@@ -104,7 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"{', '.join(DECODE_COMPILES)} (default: off; on a CPU the compile "
                         "takes minutes, docs/sampling.md)")
     p.add_argument("--draft-cache", default=None, choices=DRAFT_CACHES, metavar="NAME",
-                   help="with --draft: the drafter's prefix cache, prefix or none (default: prefix)")
+                   help="with --draft: the drafter's prefix cache, prefix or none "
+                        "(default: prefix)")
     p.add_argument("--predraft", default=None, choices=PREDRAFTS, metavar="NAME",
                    help="a hybrid checkpoint: pre-draft a block for every acceptance length "
                         "(all, TiDAR) or for none and all accepted only (ends: fewer positions "
