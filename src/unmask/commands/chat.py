@@ -356,6 +356,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def banner(model: str, loaded: Any, template: ChatTemplate) -> str:
+    """The model and template an interactive chat runs, as its first line says them: the
+    model as typed (``demo``, not the package folder it loads), its own template as such,
+    another by its origin (a built-in, a file)."""
+    own = template.origin == f"chat template of {loaded.path}"
+    return f"{model} ({'its chat template' if own else template.origin})"
+
+
 def _read_stdin() -> str:
     line = sys.stdin.readline()
     if not line:
@@ -389,7 +397,7 @@ def run(args: argparse.Namespace) -> int:
         import readline  # noqa: F401 (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
         pass
-    print(f"unmask chat: {loaded.path} ({template.origin}); /help lists commands, Ctrl-D quits",
-          file=sys.stderr)
+    print(f"unmask chat: {banner(args.model, loaded, template)}; /help lists commands, "
+          "Ctrl-D quits", file=sys.stderr)
     return converse(session, lambda: input("> "), interactive=True, json_lines=args.json,
                     show_prompt=args.show_prompt, live=not args.no_live and not args.json)
