@@ -48,6 +48,7 @@ from unmask.commands.sample_options import (
     check_given_options,
     load_draft,
     make_live,
+    with_seed,
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
@@ -389,6 +390,8 @@ def run(args: argparse.Namespace) -> int:
     # now, not at the first turn
     session.check_system()
     session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn
+    # a sampled conversation reports (--json) the seed that repeats it
+    session.config = with_seed(session.config, session.decoder)
     interactive = sys.stdin.isatty()
     if not interactive:
         return converse(session, _read_stdin, interactive=False, json_lines=args.json,
