@@ -34,6 +34,8 @@ def test_shipped_as_typed_renames_only_the_shipped_folder_typed(tmp_path, monkey
     assert shipped_as_typed(said, ["generate", "--draft=demo"]).startswith("demo has")
     assert shipped_as_typed(said, ["chat", "--model", DEMO]) == said  # typed in full
     assert shipped_as_typed(said, ["chat", "--system", "demo"]) == said  # not a model
+    assert shipped_as_typed(said, ["chat"]) == shipped_as_typed(said, []) == said
+    assert shipped_as_typed(said, ["chat", "--model"]) == said  # no value (argparse refuses)
     (tmp_path / "demo").mkdir()  # a local ./demo loads instead: its path is not the package's
     assert shipped_as_typed(said, ["chat", "--model", "demo"]) == said
 

@@ -359,8 +359,7 @@ def shipped_as_typed(message: str, argv: Sequence[str]) -> str:
     words = list(argv[1:])
     if "--" in words:
         words = words[: words.index("--")]
-    after = zip(words, [*words[1:], ""], strict=True)  # each word and the next
-    typed = [value for flag, value in after if flag in MODEL_FLAGS]
+    typed = [words[i + 1] for i in range(len(words) - 1) if words[i] in MODEL_FLAGS]
     typed += [w.partition("=")[2] for w in words if w.partition("=")[0] in MODEL_FLAGS]
     for name in typed:
         if not name or "/" in name or os.sep in name or Path(name).exists():
