@@ -192,3 +192,42 @@ def test_demo_flags_take_the_metavars_of_generate():
     shared = set(demo) & set(generate)
     assert "--repetition-penalty" in shared
     assert {f: demo[f] for f in shared} == {f: generate[f] for f in shared}
+
+
+def _help_of(command: str, flag: str) -> str:
+    action = next(a for a in _options(_subparsers()[command]) if flag in a.option_strings)
+    return " ".join(action.help.split())
+
+
+@pytest.mark.parametrize("name", ["generate", "chat", "eval", "infill", "edit", "fill-form"])
+def test_steps_help_states_the_default_the_command_takes(name):
+    """``--steps`` said "The commands and the server default it to gen_length ...; 64 is the
+    Python default (default: 64)": two defaults, and the appended one false where the command
+    takes one step per token. Each command now states its own rule, once."""
+    text = _help_of(name, "--steps")
+    assert text.count("default") == 1, text
+    if name in ("generate", "chat", "eval"):  # unmask.api.sample_config: one step per token
+        assert text.endswith("(default: the checkpoint's recommended steps, else "
+                             "--gen-length: one token per step)"), text
+    else:  # the dataclass's 64, capped at the masks of the text (unmask.infill.fill)
+        assert text.endswith("(default: 64, at most the number of masked tokens)"), text
+    assert text.startswith("Total denoising steps")
+
+
+def test_serve_flags_take_the_metavars_and_types_of_the_decoding_commands():
+    """A flag serve shares with generate (or chat's --chat-template) shows the same
+    placeholder and takes the same values: serve wrote --draft-threshold P (X elsewhere),
+    --compile MODE (NAME), --chat-template TEMPLATE (FILE|NAME), and no metavar for
+    --draft-cache and --predraft; its --draft-threshold took nan."""
+    def flags(name):
+        return {s: a for a in _options(_subparsers()[name]) for s in a.option_strings
+                if a.nargs != 0 and s not in SHARED_FLAGS}
+
+    serve, generate = flags("serve"), {**flags("chat"), **flags("generate")}
+    shared = set(serve) & set(generate)
+    assert {"--draft-threshold", "--compile", "--chat-template", "--predraft"} <= shared
+
+    def reads(a):
+        return a.metavar, tuple(a.choices or ()), getattr(a.type, "__name__", a.type)
+
+    assert {f: reads(serve[f]) for f in shared} == {f: reads(generate[f]) for f in shared}

@@ -89,6 +89,15 @@ def help_text(doc: str) -> str:
     return doc[:-1] if doc.endswith(".") and not doc.endswith("..") else doc
 
 
+def own_default(help_: str, shown: str) -> str:
+    """``help_`` with the sentences that state a default replaced by ``(default: shown)``: a
+    field's docstring can state the Python or server default, which a command's own rule
+    overrides (``--steps``: the docstring's "64 is the Python default" is the generation
+    length on ``unmask generate``)."""
+    kept = [s for s in help_.split(". ") if not re.search(r"\bdefault", s)]
+    return f"{'. '.join(kept)} (default: {shown})"
+
+
 def with_default(help_: str, default: Any) -> str:
     """``help_`` plus ``(default: X)`` when a default says something: not for None, empty
     values or False (an off switch), and not when the help already states it."""
@@ -210,7 +219,7 @@ positive_int = at_least(1)
 """An argparse ``type``: a whole number of at least 1 (``at_least(1)``)."""
 
 
-def _finite_float(text: str) -> float:
+def finite_float(text: str) -> float:
     """A number flag's value: any float but nan and inf (which no option means, and which
     would fail deep inside torch instead of here with one line)."""
     try:
@@ -452,13 +461,16 @@ def add_dataclass_flags(
     *,
     skip: Sequence[str] = (),
     choices: Mapping[str, Choices] | None = None,
+    shown_defaults: Mapping[str, str] | None = None,
 ) -> None:
     """One typed ``--flag`` per dataclass field, the field's docstring (plain text) as help.
 
     Unset flags stay None so ``dataclass_from_args`` keeps the dataclass (or base) value.
     Fields that are shared flags (``device``, ``threads``, ``seed``) use the shared
     definition, once per parser. A ``choices`` entry that is a function is a
-    registry, checked only when the flag is given.
+    registry, checked only when the flag is given. A ``shown_defaults`` entry is what the command
+    takes for that field when its flag is not given, where that is not the dataclass's
+    default (``own_default``).
     """
     from unmask.config import field_docs
 
@@ -471,7 +483,11 @@ def add_dataclass_flags(
         default = getattr(defaults, f.name)
         if _shared_field(parser, cls, f.name, default):
             continue
-        help_ = with_default(help_text(docs.get(f.name, "")), default)
+        help_ = help_text(docs.get(f.name, ""))
+        if f.name in (shown_defaults or {}):
+            help_ = own_default(help_, (shown_defaults or {})[f.name])
+        else:
+            help_ = with_default(help_, default)
         kind = str(f.type)
         allowed = (choices or {}).get(f.name)
         if kind == "bool":
@@ -481,7 +497,7 @@ def add_dataclass_flags(
             parser.add_argument(flag, type=positive_int if f.name in _POSITIVE else int,
                                 default=None, metavar="N", help=help_)
         elif kind.startswith("float"):
-            parser.add_argument(flag, type=_finite_float, default=None, metavar="X",
+            parser.add_argument(flag, type=finite_float, default=None, metavar="X",
                                 help=help_)
         elif callable(allowed):
             parser.add_argument(flag, type=registry_choice(f.name.replace("_", " "), allowed),

@@ -48,6 +48,7 @@ from unmask.commands.sample_options import (
     check_given_options,
     load_draft,
     make_live,
+    with_seed,
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
@@ -356,6 +357,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def banner(model: str, loaded: Any, template: ChatTemplate) -> str:
+    """The model and template an interactive chat runs, as its first line says them: the
+    model as typed (``demo``, not the package folder it loads), its own template as such,
+    another by its origin (a built-in, a file)."""
+    own = template.origin == f"chat template of {loaded.path}"
+    return f"{model} ({'its chat template' if own else template.origin})"
+
+
 def _read_stdin() -> str:
     line = sys.stdin.readline()
     if not line:
@@ -381,6 +390,8 @@ def run(args: argparse.Namespace) -> int:
     # now, not at the first turn
     session.check_system()
     session.decoder  # noqa: B018 -- options the checkpoint cannot do fail now, not at the first turn
+    # a sampled conversation reports (--json) the seed that repeats it
+    session.config = with_seed(session.config, session.decoder)
     interactive = sys.stdin.isatty()
     if not interactive:
         return converse(session, _read_stdin, interactive=False, json_lines=args.json,
@@ -389,7 +400,7 @@ def run(args: argparse.Namespace) -> int:
         import readline  # noqa: F401 (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
         pass
-    print(f"unmask chat: {loaded.path} ({template.origin}); /help lists commands, Ctrl-D quits",
-          file=sys.stderr)
+    print(f"unmask chat: {banner(args.model, loaded, template)}; /help lists commands, "
+          "Ctrl-D quits", file=sys.stderr)
     return converse(session, lambda: input("> "), interactive=True, json_lines=args.json,
                     show_prompt=args.show_prompt, live=not args.no_live and not args.json)

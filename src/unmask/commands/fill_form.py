@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from unmask.commands.infill import add_common_flags, live_view, load_model, with_seed
+from unmask.commands.infill import add_common_flags, live_view, load_model
+from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
 from unmask.messages import plural

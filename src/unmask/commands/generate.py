@@ -33,6 +33,7 @@ from unmask.commands.sample_options import (
     check_given_options,
     load_draft,
     sample_config_from_args,
+    with_seed,
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
     config = api.sample_config(loaded, given_fields(SampleConfig, args))
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
+    config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
     template = api.chat_template(loaded, args.template) if args.chat else None
     if decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps:
         _note_empty_steps(config, prompts, loaded.tokenizer)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import secrets
 import sys
 import time
 from typing import Any
@@ -24,7 +23,7 @@ from unmask.commands import (
     dataclass_from_args,
     given_fields,
 )
-from unmask.commands.generate import add_sample_flags
+from unmask.commands.sample_options import STEPS_PER_MASK, add_sample_flags, with_seed
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.files import read_user_stdin
@@ -35,7 +34,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """``--model``, the sampling flags of ``unmask generate``, ``--json``, ``--no-live``,
     ``--device``, ``--threads``."""
     add_model_flag(parser)
-    add_sample_flags(parser)
+    add_sample_flags(parser, steps=STEPS_PER_MASK)
     add_json_flag(parser)
     add_no_live_flag(parser)
     add_runtime_flags(parser, decodes=True)
@@ -105,15 +104,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, InfillOptions, choices={"length_mode": LENGTH_MODES, "length_score": LENGTH_SCORES}
     )
     p.set_defaults(func=run)
-
-
-def with_seed(config: SampleConfig) -> SampleConfig:
-    """``config`` with a drawn ``seed`` where none was given and the run samples (a
-    ``temperature`` above 0 or ``remasking`` random), so that ``--json`` reports the seed that
-    reproduces it (``--seed``); a greedy run keeps None (it needs none)."""
-    if config.seed is not None or (config.temperature <= 0 and config.remasking != "random"):
-        return config
-    return dataclasses.replace(config, seed=secrets.randbelow(2**31))
 
 
 def constrained_template(args: argparse.Namespace) -> list[Any]:

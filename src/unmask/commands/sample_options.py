@@ -2,10 +2,10 @@
 
 ``add_sample_flags`` / ``sample_config_from_args`` (one ``--flag`` per ``SampleConfig``
 field), ``add_draft_flag`` / ``check_draft_flags`` / ``load_draft`` (``--draft PATH``,
-speculative decoding) and ``make_live`` (a ``LiveView`` over the generation region when stdout is a
-terminal). ``unmask generate``, ``unmask chat`` and the infill commands import them from
-here, so no command module imports another.
-"""
+speculative decoding), ``make_live`` (a ``LiveView`` over the generation region when stdout
+is a terminal) and ``with_seed`` (the seed a sampled run draws and reports). ``unmask
+generate``, ``unmask chat`` and the infill commands import them from here, so no command
+module imports another."""
 
 from __future__ import annotations
 
@@ -54,9 +54,21 @@ def _sample_choices() -> dict[str, list[str] | Callable[[], list[str]]]:
     }
 
 
-def add_sample_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per ``SampleConfig`` field; unset flags keep the dataclass defaults."""
-    add_dataclass_flags(parser, SampleConfig, choices=_sample_choices())
+STEPS_PER_TOKEN = "the checkpoint's recommended steps, else --gen-length: one token per step"
+"""What ``--steps`` not given is on the commands that generate (``unmask.api.sample_config``:
+generate, chat, eval): the ``--help`` default of ``add_sample_flags``."""
+
+STEPS_PER_MASK = f"{SampleConfig.steps}, at most the number of masked tokens"
+"""What ``--steps`` not given is on the commands that fill masks of a text (infill, edit,
+fill-form): the dataclass's steps, capped at the masks (``unmask.infill.fill``)."""
+
+
+def add_sample_flags(parser: argparse.ArgumentParser, *, steps: str = STEPS_PER_TOKEN) -> None:
+    """One ``--flag`` per ``SampleConfig`` field; unset flags keep the dataclass defaults.
+    ``steps``: what ``--steps`` not given is on this command, as ``--help`` says it
+    (``STEPS_PER_TOKEN`` or ``STEPS_PER_MASK``)."""
+    add_dataclass_flags(parser, SampleConfig, choices=_sample_choices(),
+                        shown_defaults={"steps": steps})
 
 
 def sample_config_from_args(args: argparse.Namespace) -> SampleConfig:
@@ -78,6 +90,28 @@ def check_given_options(args: argparse.Namespace) -> None:
     if getattr(args, "steps", None) is None:
         config = dataclasses.replace(config, steps=config.gen_length)
     validate(config)
+
+
+SAMPLED_DECODERS = ("sedd", "embed-diffusion", "latent-diffusion")
+"""Decoders that draw at every run whatever the options: SEDD's reverse steps sample their
+tokens, the continuous ones start from Gaussian noise (``unmask.sampling.sedd``,
+``unmask.sampling.continuous``)."""
+
+
+def with_seed(config: SampleConfig, decoder: str | None = None) -> SampleConfig:
+    """``config`` with a drawn ``seed`` where none was given and the run samples (a
+    ``temperature`` above 0, ``remasking`` random, or a ``decoder`` of ``SAMPLED_DECODERS``),
+    so that ``--json`` reports the seed that reproduces it (``--seed``); a greedy run keeps
+    None (it needs none). Every command that samples calls it: generate, chat, infill, edit,
+    fill-form."""
+    import dataclasses
+    import secrets
+
+    greedy = (config.temperature <= 0 and config.remasking != "random"
+              and decoder not in SAMPLED_DECODERS)
+    if config.seed is not None or greedy:
+        return config
+    return dataclasses.replace(config, seed=secrets.randbelow(2**31))
 
 
 DRAFT_FIELDS = ("draft_length", "draft_threshold", "draft_steps", "draft_cache")

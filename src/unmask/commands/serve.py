@@ -27,6 +27,7 @@ from unmask.commands import (
     add_model_flag,
     add_quantize_flag,
     add_runtime_flags,
+    finite_float,
 )
 from unmask.commands.sample_options import (
     DRAFT_FIELDS,
@@ -65,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="require 'Authorization: Bearer KEY' (default: $UNMASK_API_KEY, else none)")
     p.add_argument("--model-name", default=None, metavar="NAME",
                    help="model id in the API (default: the run directory's name)")
-    p.add_argument("--chat-template", default=None, metavar="TEMPLATE",
+    p.add_argument("--chat-template", default=None, metavar="FILE|NAME",
                    help="chat template for /v1/chat/completions: plain, default, a Jinja or JSON "
                         "file, or Jinja text (default: the checkpoint's own; without one, chat "
                         "requests are refused)")
@@ -93,18 +94,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--draft-length", type=int, default=None, metavar="N",
                    help="tokens drafted per round: with --draft (default: 8), or the first N "
                         "of a hybrid checkpoint's draft block (default: all of it)")
-    p.add_argument("--draft-threshold", type=float, default=None, metavar="P",
+    p.add_argument("--draft-threshold", type=finite_float, default=None, metavar="X",
                    help="with --draft: end a draft before a token the drafter gives a "
-                        "probability below P (adaptive length; default: 0, off)")
+                        "probability below X (adaptive length; default: 0, off)")
     p.add_argument("--draft-steps", type=int, default=None, metavar="N",
                    help="with --draft: denoising steps per draft (default: 1)")
-    p.add_argument("--compile", default=None, choices=DECODE_COMPILES, metavar="MODE",
+    p.add_argument("--compile", default=None, choices=DECODE_COMPILES, metavar="NAME",
                    help="torch.compile the model for decoding, once, for every request: "
                         f"{', '.join(DECODE_COMPILES)} (default: off; on a CPU the compile "
                         "takes minutes, docs/sampling.md)")
-    p.add_argument("--draft-cache", default=None, choices=DRAFT_CACHES,
-                   help="with --draft: the drafter's prefix cache (default: prefix)")
-    p.add_argument("--predraft", default=None, choices=PREDRAFTS,
+    p.add_argument("--draft-cache", default=None, choices=DRAFT_CACHES, metavar="NAME",
+                   help="with --draft: the drafter's prefix cache, prefix or none "
+                        "(default: prefix)")
+    p.add_argument("--predraft", default=None, choices=PREDRAFTS, metavar="NAME",
                    help="a hybrid checkpoint: pre-draft a block for every acceptance length "
                         "(all, TiDAR) or for none and all accepted only (ends: fewer positions "
                         "per forward); default: all")
