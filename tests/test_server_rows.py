@@ -206,3 +206,39 @@ def test_a_seeded_job_that_draws_noise_at_temperature_0_runs_alone(defaults, bod
         assert (job.batch_key()[0] == "alone") is alone, job.batch_key()
     finally:
         app.state.engine.close()
+
+
+def _causal():
+    import dataclasses
+
+    import torch
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    return Transformer(dataclasses.replace(tiny_config(), attention="causal")).eval()
+
+
+@pytest.mark.parametrize("fresh,extra", [
+    (_causal, {}),  # AR: greedy at temperature 0
+    (random_transformer, {"cache": "prefix"}),  # a KV-cache run at temperature 0
+])
+def test_a_seed_that_draws_nothing_keeps_the_rows_in_one_run(fresh, extra):
+    """A seed made every row of a request a run of its own even where the run draws no
+    random number (greedy AR, KV-cache diffusion at temperature 0): the same text at about
+    one forward per row and step (8-10x the forwards). Now the rows share one run, as
+    without the seed: the same forwards and the same text."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+
+    body = {"prompt": PROMPTS, "max_tokens": 5, "n": 2, "temperature": 0, **extra}
+    runs = {}
+    for seed in (None, 3):
+        model = Recording(fresh())
+        with TestClient(create_app(loaded(model), limits=ServerLimits(max_batch=16))) as c:
+            texts = _texts(c, body if seed is None else {**body, "seed": seed})
+        runs[seed] = (texts, len(model.sizes), max(model.sizes))
+    assert runs[3] == runs[None], runs
+    assert runs[3][2] == 2 * len(PROMPTS)  # all rows in one forward
