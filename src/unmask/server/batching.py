@@ -133,11 +133,6 @@ class Job:
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
-    @property
-    def _run(self) -> DecoderRun | None:
-        """The run of the job's first part (None: not started)."""
-        return self._parts[0].run if self._parts else None
-
     def batch_key(self) -> Hashable:
         """Jobs with equal keys may share one whole-batch run."""
         if (self.fn is not None or not self.batchable or self.config is None
