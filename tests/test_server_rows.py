@@ -242,3 +242,38 @@ def test_a_seed_that_draws_nothing_keeps_the_rows_in_one_run(fresh, extra):
         runs[seed] = (texts, len(model.sizes), max(model.sizes))
     assert runs[3] == runs[None], runs
     assert runs[3][2] == 2 * len(PROMPTS)  # all rows in one forward
+
+
+def _denoising_steps(client, body):
+    r = client.post("/v1/completions", json={**body, "stream": True, "stream_denoising": True})
+    assert r.status_code == 200, r.text
+    steps = []
+    for block in r.text.strip().split("\n\n"):
+        if "event: denoising" in block:
+            data = block.split("data: ", 1)[1]
+            steps.append(json.loads(data)["step"])
+    return steps
+
+
+@pytest.mark.parametrize("max_batch,extra", [
+    (16, {"seed": 3, "temperature": 1.0}),  # a run per row, stepped together
+    (3, {}),  # slices of 3 rows, one after another
+    (3, {"seed": 3, "temperature": 1.0}),
+])
+def test_denoising_steps_of_a_job_of_several_runs_rise_one_per_forward(max_batch, extra):
+    """A job of several runs (seeded rows, or more rows than ``--max-batch``) streamed every
+    run's own steps: the same step once per run (10 events numbered 1 for seeded rows
+    stepped together) or 1..n again for each slice. Now one ``denoising.step`` event per
+    forward the job took part in, numbered 1, 2, 3, ..."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+
+    model = Recording(random_transformer())
+    body = {"prompt": PROMPTS, "max_tokens": 4, "n": 2, **extra}
+    with TestClient(create_app(loaded(model), limits=ServerLimits(max_batch=max_batch))) as c:
+        steps = _denoising_steps(c, body)
+        forwards = len(model.sizes)
+    assert steps == list(range(1, len(steps) + 1)), steps
+    assert len(steps) == forwards, (steps, model.sizes)
