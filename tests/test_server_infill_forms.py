@@ -418,3 +418,32 @@ def test_the_operator_sets_the_search_limit():
             assert r.json()["nfe"] == need and len(r.json()["candidates"]) > 1
     with pytest.raises(UserError, match="server limit max_search_calls=-1 must be at least 0"):
         ServerLimits(max_search_calls=-1)
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/infill", {"template": "a [MASK:30] b"}),
+    ("/v1/infill", {"template": "a [MASK:30] b", "steps": 6}),
+    ("/v1/forms", {"form": {"a": "<text:30>", "b": "<choice:yes|no>"}}),
+    ("/v1/completions", {"prompt": "Q:", "max_tokens": 30,
+                         "response_format": {"type": "json_object"}}),
+])
+def test_a_repair_stays_within_max_steps(path, body):
+    """Without ``steps``, infill and forms run at most ``--max-steps`` steps, but the refill
+    of a span that broke its constraint (one forward per re-masked token) came on top:
+    ``a [MASK:30] b`` at ``--max-steps 10`` ran 40 forwards, the demo form 46 (36 with no
+    cap at all). Now the refill gets what ``--max-steps`` leaves (``max_repair_calls``);
+    past it the broken span is completed from its automaton without the model."""
+    from server_helpers import Recording, random_transformer
+
+    model = Recording(random_transformer())
+    with TestClient(create_app(loaded(model), limits=ServerLimits(max_steps=10))) as c:
+        r = c.post(path, json=body)
+    assert r.status_code == 200, r.text
+    assert 0 < len(model.sizes) <= 10, len(model.sizes)
+    if path == "/v1/infill":
+        out = r.json()
+        assert out["nfe"] == len(model.sizes)
+        assert out["repaired"] >= 1  # the gap broke its constraint and was repaired
+        assert out["text"].startswith("a ") and out["text"].endswith(" b")
+    elif path == "/v1/forms":
+        assert set(r.json()["value"]) == {"a", "b"} and r.json()["value"]["b"] in ("yes", "no")

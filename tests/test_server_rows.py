@@ -206,3 +206,74 @@ def test_a_seeded_job_that_draws_noise_at_temperature_0_runs_alone(defaults, bod
         assert (job.batch_key()[0] == "alone") is alone, job.batch_key()
     finally:
         app.state.engine.close()
+
+
+def _causal():
+    import dataclasses
+
+    import torch
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    return Transformer(dataclasses.replace(tiny_config(), attention="causal")).eval()
+
+
+@pytest.mark.parametrize("fresh,extra", [
+    (_causal, {}),  # AR: greedy at temperature 0
+    (random_transformer, {"cache": "prefix"}),  # a KV-cache run at temperature 0
+])
+def test_a_seed_that_draws_nothing_keeps_the_rows_in_one_run(fresh, extra):
+    """A seed made every row of a request a run of its own even where the run draws no
+    random number (greedy AR, KV-cache diffusion at temperature 0): the same text at about
+    one forward per row and step (8-10x the forwards). Now the rows share one run, as
+    without the seed: the same forwards and the same text."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+
+    body = {"prompt": PROMPTS, "max_tokens": 5, "n": 2, "temperature": 0, **extra}
+    runs = {}
+    for seed in (None, 3):
+        model = Recording(fresh())
+        with TestClient(create_app(loaded(model), limits=ServerLimits(max_batch=16))) as c:
+            texts = _texts(c, body if seed is None else {**body, "seed": seed})
+        runs[seed] = (texts, len(model.sizes), max(model.sizes))
+    assert runs[3] == runs[None], runs
+    assert runs[3][2] == 2 * len(PROMPTS)  # all rows in one forward
+
+
+def _denoising_steps(client, body):
+    r = client.post("/v1/completions", json={**body, "stream": True, "stream_denoising": True})
+    assert r.status_code == 200, r.text
+    steps = []
+    for block in r.text.strip().split("\n\n"):
+        if "event: denoising" in block:
+            data = block.split("data: ", 1)[1]
+            steps.append(json.loads(data)["step"])
+    return steps
+
+
+@pytest.mark.parametrize("max_batch,extra", [
+    (16, {"seed": 3, "temperature": 1.0}),  # a run per row, stepped together
+    (3, {}),  # slices of 3 rows, one after another
+    (3, {"seed": 3, "temperature": 1.0}),
+])
+def test_denoising_steps_of_a_job_of_several_runs_rise_one_per_forward(max_batch, extra):
+    """A job of several runs (seeded rows, or more rows than ``--max-batch``) streamed every
+    run's own steps: the same step once per run (10 events numbered 1 for seeded rows
+    stepped together) or 1..n again for each slice. Now one ``denoising.step`` event per
+    forward the job took part in, numbered 1, 2, 3, ..."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+
+    model = Recording(random_transformer())
+    body = {"prompt": PROMPTS, "max_tokens": 4, "n": 2, **extra}
+    with TestClient(create_app(loaded(model), limits=ServerLimits(max_batch=max_batch))) as c:
+        steps = _denoising_steps(c, body)
+        forwards = len(model.sizes)
+    assert steps == list(range(1, len(steps) + 1)), steps
+    assert len(steps) == forwards, (steps, model.sizes)

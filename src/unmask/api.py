@@ -894,12 +894,15 @@ def infill(
     config: SampleConfig | Mapping[str, Any] | None = None,
     options: InfillOptions | Mapping[str, Any] | None = None,
     step_callback: StepCallback | None = None,
+    max_repair_calls: int | None = None,
 ) -> Filled:
     """Fill the gaps of ``template`` (text, or parsed segments with their constraints;
     ``unmask.infill.infill``; a causal checkpoint fills its one gap by fill-in-the-middle,
     ``unmask.infill.infill_causal``). ``options`` is an
     ``unmask.infill.InfillOptions`` (or a dict of its fields); ``step_callback(step, tokens)``
-    sees the canvas."""
+    sees the canvas. ``max_repair_calls``: the most model calls refills of gaps that broke
+    their constraint may make (``unmask.infill.fill_plan``; None: no limit; the server
+    gives what its ``--max-steps`` leaves)."""
     from unmask.infill import infill as _infill
     from unmask.infill import infill_causal
 
@@ -933,6 +936,7 @@ def infill(
             config,
             options=options,
             step_callback=step_callback,
+            max_repair_calls=max_repair_calls,
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
@@ -1076,12 +1080,15 @@ def fill_form(
     config: SampleConfig | Mapping[str, Any] | None = None,
     step_callback: StepCallback | None = None,
     source: str | None = None,
+    max_repair_calls: int | None = None,
 ) -> Filled:
     """Fill a JSON form template with typed holes in one pass (``unmask.infill.fill_form``;
     the result always parses), or, with ``schema``, a JSON document that validates against
     that JSON Schema (``unmask.infill.schema.fill_schema``). Exactly one of the two; the
     template is its JSON text or the parsed value (a dict of holes such as ``"<int:0..9>"``).
-    ``source`` names the template or schema in error messages (a file name)."""
+    ``source`` names the template or schema in error messages (a file name).
+    ``max_repair_calls``: the most model calls a refill of holes that broke their
+    constraint may make (``unmask.infill.fill_form``; None: no limit)."""
     from unmask.infill import fill_form as _fill_form
     from unmask.infill.schema import fill_schema
 
@@ -1095,11 +1102,13 @@ def fill_form(
     t0 = time.perf_counter()
     if schema is not None:
         res = fill_schema(decoding_model(loaded, config), loaded.tokenizer, schema, config,
-                          step_callback=step_callback, source=source or "schema")
+                          step_callback=step_callback, source=source or "schema",
+                          max_repair_calls=max_repair_calls)
     else:
         assert template is not None
         res = _fill_form(decoding_model(loaded, config), loaded.tokenizer, template, config,
-                         step_callback=step_callback, source=source or "form template")
+                         step_callback=step_callback, source=source or "form template",
+                         max_repair_calls=max_repair_calls)
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 
 

@@ -415,6 +415,7 @@ def fill_plan(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
     name: str = "the template",
+    max_repair_calls: int | None = None,
 ) -> InfillResult:
     """Fill a planned template; variable-length gaps get their length by ``options.length_mode``.
     A search that would make more than ``options.max_search_calls`` model calls
@@ -422,13 +423,16 @@ def fill_plan(
     model work. Within the limit, a refill of spans that broke a constraint (``fill_canvas``)
     is made only if its calls fit what the search has not spent or planned; otherwise those
     spans are completed from their automata without the model, so the search never makes more
-    than ``max_search_calls`` calls in all.
+    than ``max_search_calls`` calls in all. ``max_repair_calls``: the most model calls the
+    refills of all runs may make together (None: no limit; the smaller of the two holds).
     """
     mode, empty_id = _length_mode(model, plan, options)
     limit = options.max_search_calls if mode == "elbo" and _choices(plan)[1] > 1 else 0
     spare: int | None = None  # model calls a refill may make (None: no limit)
     if limit:
         spare = limit - _check_search(plan, config, options, tokenizer, name)
+    if max_repair_calls is not None:
+        spare = max_repair_calls if spare is None else min(spare, max_repair_calls)
     if mode == "empty":
         plan = _empty_plan(plan, tokenizer, empty_id)  # type: ignore[arg-type]
     automata = [h.automaton for h in plan.holes]
@@ -912,6 +916,7 @@ def infill(
     options: InfillOptions | None = None,
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
+    max_repair_calls: int | None = None,
 ) -> InfillResult:
     """Fill the gaps of ``template`` with ``model`` (any mask predictor).
 
@@ -930,6 +935,8 @@ def infill(
     ``step_callback`` sees every sampling run, each canvas from the end of the hidden line
     break before a gap at offset 0 (the template's text and its gaps); one with a ``close``
     method (``LiveView``) is closed (``close(clear=True)``) after each run.
+    ``max_repair_calls``: the most model calls refills of gaps that broke their constraint
+    may make in all (``fill_plan``; None: no limit).
     """
     config = config or SampleConfig()
     options = options or InfillOptions()
@@ -949,4 +956,5 @@ def infill(
         default_max_len=options.default_max_len,
     )
     return fill_plan(model, tokenizer, plan, config, options=options, generator=generator,
-                     step_callback=step_callback, name=_template_name(template))
+                     step_callback=step_callback, name=_template_name(template),
+                     max_repair_calls=max_repair_calls)

@@ -681,8 +681,11 @@ def fill_form(
     prefix_ids: Sequence[int] = (),
     suffix_ids: Sequence[int] = (),
     parse: bool = True,
+    max_repair_calls: int | None = None,
 ) -> FormResult:
     """Fill every hole of a JSON form template at once; the result always parses as JSON.
+    ``max_repair_calls``: the most model calls a refill of holes that broke their
+    constraint may make (``fill_canvas``; None: no limit).
 
     All holes are masked together in one canvas with the skeleton locked and denoised in
     one pass of ``unmask.sampling.sample`` (``config``; ``steps`` is capped at the number of
@@ -729,6 +732,7 @@ def fill_form(
             eos_id=getattr(tokenizer, "eos_id", None),
             generator=generator,
             step_callback=step_callback,
+            max_repair_calls=max_repair_calls,
         )
         row = filled.tokens[0].tolist()
         hole_ids = [row[s:e] for s, e in spans.holes[0]]

@@ -1204,9 +1204,10 @@ def fill_schema(
     step_callback: StepCallback | None = None,
     max_value_tokens: int = MAX_VALUE_TOKENS,
     source: str = "schema",
+    max_repair_calls: int | None = None,
 ) -> FormResult:
     """Fill a JSON document that validates against ``schema`` in one diffusion pass
-    (``schema_form`` then ``fill_form``)."""
+    (``schema_form`` then ``fill_form``; ``max_repair_calls`` as there)."""
     form = schema_form(schema, tokenizer, max_value_tokens=max_value_tokens, source=source,
                        context=_max_seq_len(model))
     if not isinstance(form, (dict, list)):  # a scalar schema: one hole, no skeleton
@@ -1219,6 +1220,7 @@ def fill_schema(
             generator=generator,
             step_callback=step_callback,
             source=source,
+            max_repair_calls=max_repair_calls,
         )
         inner = res.text.strip()[1:-1].strip()
         return FormResult(
@@ -1237,6 +1239,7 @@ def fill_schema(
         generator=generator,
         step_callback=step_callback,
         source=source,
+        max_repair_calls=max_repair_calls,
     )
 
 

@@ -127,16 +127,15 @@ class Job:
     _steps: int = 0
     _batch_rows: int = 0
     _view: list[list[int]] | None = field(default=None, repr=False)
-    """The rows of every part as the sink last saw them (a job of several parts)."""
+    """The rows of every part as they stand (a job of several parts)."""
+    _viewed: bool = False
+    """A part stepped since the sink last saw ``_view`` (``Engine._show``)."""
+    _shown: int = 0
+    """Steps the sink was shown (a job of several parts): its step numbers rise by one."""
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
-
-    @property
-    def _run(self) -> DecoderRun | None:
-        """The run of the job's first part (None: not started)."""
-        return self._parts[0].run if self._parts else None
 
     def batch_key(self) -> Hashable:
         """Jobs with equal keys may share one whole-batch run."""
@@ -319,8 +318,11 @@ class Engine:
                 for o in range(0, max(len(job.rows), 1), size)]
 
     def _sink_callback(self, part: _Part) -> ViewCallback | None:
-        """The run's step callback that streams the part's rows to its job's sink: a job of
-        several parts shows the sink every row, as they stand (``Job._view``)."""
+        """The run's step callback that streams the part's rows to its job's sink. A job of
+        several parts keeps every row as they stand (``Job._view``); the sink sees them once
+        per forward the job took part in (``_show``), numbered 1, 2, ... over its parts:
+        each part showed its own steps, so parts stepped together sent every step once per
+        part and parts run one after another sent 1..n again for each."""
         job = part.job
         if job.sink is None:
             return None
@@ -328,17 +330,30 @@ class Engine:
         whole = len(job._parts) == 1
 
         def callback(step: int, view: torch.Tensor) -> None:
-            try:
-                if whole:
-                    sink(step, view.tolist())
-                    return
+            if not whole:
                 assert job._view is not None
                 job._view[part.offset : part.offset + len(part.rows)] = view.tolist()
-                sink(step, [list(r) for r in job._view])
+                job._viewed = True
+                return
+            try:
+                sink(step, view.tolist())
             except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
                 job.cancel()
 
         return callback
+
+    @staticmethod
+    def _show(job: Job) -> None:
+        """Show the sink of a job of several parts its rows, once for the forward its parts
+        just made (nothing if none of them stepped)."""
+        if job.sink is None or not job._viewed or job._view is None or job.cancelled:
+            return
+        job._viewed = False
+        job._shown += 1
+        try:
+            job.sink(job._shown, [list(r) for r in job._view])
+        except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
+            job.cancel()
 
     def _begin(self, part: _Part) -> DecoderRun:
         """Start ``part``'s run (once); raises the decoder's refusal."""
@@ -522,6 +537,8 @@ class Engine:
             self.metrics.inc("nfe")
             self.metrics.inc("forward_rows", forward)
         jobs = {id(r.job): r.job for r in active}
+        for job in jobs.values():
+            self._show(job)
         for key, job in jobs.items():  # forwards a job took part in (its parts share them)
             mine = [r for r in active if id(r.job) == key]
             job._nfe += max(r.run.nfe - before[id(r)] for r in mine)
@@ -637,5 +654,7 @@ class Engine:
                 raise Cancelled
             nfe = run.nfe
             run.advance()
+            for job in batch:
+                self._show(job)
             self.metrics.inc("nfe", run.nfe - nfe)
             self.metrics.inc("forward_rows", (run.nfe - nfe) * rows)

@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -236,6 +236,18 @@ def check_steps(state: ServerState, opts: DiffusionOptions) -> None:
     if opts.steps is not None and opts.steps > state.limits.max_steps:
         raise APIError(400, f"steps must be <= {state.limits.max_steps}", param="steps",
                        code="invalid_value")
+
+
+def repair_calls(state: ServerState, config: SampleConfig | Mapping[str, Any]) -> int:
+    """The model calls a refill of constrained spans that broke may make (``max_repair_calls``
+    of ``unmask.infill.fill_canvas``): what ``--max-steps`` leaves after the sampler's own
+    steps, so that a request runs at most ``--max-steps`` forwards in all (past it the
+    broken spans are completed from their automata without the model). It was one call per
+    re-masked token on top of the steps: a form at ``--max-steps 10`` ran 46 forwards."""
+    steps = config.get("steps") if isinstance(config, Mapping) else config.steps
+    if steps is None:  # the library's (embed-diffusion: no refill)
+        steps = state.limits.max_steps
+    return max(0, state.limits.max_steps - int(steps))
 
 
 def diffusion_only(state: ServerState, what: str) -> None:

@@ -109,9 +109,11 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
     seeded_sampling = config.seed is not None and draws_noise(decoder, config)
-    # with a seed, every row its own generator: choice k of a prompt writes the same text
-    # whatever the other prompts of the request (``row_seeds``)
-    seeds = row_seeds(config.seed, len(ids), req.n) if len(rows) > 1 else None
+    # with a seed and a run that draws random numbers, every row its own generator: choice
+    # k of a prompt writes the same text whatever the other prompts of the request
+    # (``row_seeds``). A seed that draws nothing (greedy) changes no text: the rows share
+    # one run (one forward per step for all of them, not one per row)
+    seeds = row_seeds(config.seed, len(ids), req.n) if seeded_sampling and len(rows) > 1 else None
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
 
 

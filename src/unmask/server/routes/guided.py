@@ -40,6 +40,7 @@ from unmask.server.plumbing import (
     check_names,
     note,
     overflow_param,
+    repair_calls,
     run_alone,
     sample_config,
     usage,
@@ -380,6 +381,7 @@ async def run_guided(
             source=kwargs["source"],
             prefix_ids=ids,
             parse=parse,
+            max_repair_calls=repair_calls(state, config),
         )
 
     work = blaming(run, req, kwargs["source"])  # "the form needs 625 tokens": response_format

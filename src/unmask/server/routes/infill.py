@@ -34,6 +34,7 @@ from unmask.server.plumbing import (
     check_text,
     diffusion_only,
     note,
+    repair_calls,
     run_alone,
     sample_config,
     secured,
@@ -198,7 +199,8 @@ def router(state: ServerState) -> APIRouter:
             # the checkpoint's own way, as `unmask infill`: masked, embed-diffusion, AR-FIM
             try:
                 return api.infill(state.loaded, segments, config=config, options=options,
-                                  step_callback=on_step).detail
+                                  step_callback=on_step,
+                                  max_repair_calls=repair_calls(state, config)).detail
             except SearchLimitError as e:  # the operator sets the limit, not the client
                 raise UserError(e.message(raise_hint=False, spell=lambda f: (
                     "the server's --max-search-calls" if f == "max_search_calls" else f))) from None
@@ -247,7 +249,8 @@ def router(state: ServerState) -> APIRouter:
         def run(on_step: StepCallback) -> Any:
             return fill_form(model, tok, form, config, step_callback=on_step,
                              source=guided["source"], prefix_ids=tok.encode(before),
-                             suffix_ids=tok.encode(after), parse=parse)
+                             suffix_ids=tok.encode(after), parse=parse,
+                             max_repair_calls=repair_calls(state, config))
 
         def body(state: ServerState, res: Any) -> dict[str, Any]:
             from unmask.infill.template import _named
@@ -291,7 +294,8 @@ def router(state: ServerState) -> APIRouter:
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
             return api.fill_form(state.loaded, text, config=config, step_callback=on_step,
-                                 source="form").detail
+                                 source="form",
+                                 max_repair_calls=repair_calls(state, config)).detail
 
         return await _run(state, request, req, req.stream, "form-", run, form_body,
                           blame="form")
@@ -307,7 +311,8 @@ def router(state: ServerState) -> APIRouter:
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask fill-form`
             return api.fill_form(state.loaded, schema=schema, config=config,
-                                 step_callback=on_step, source="schema").detail
+                                 step_callback=on_step, source="schema",
+                                 max_repair_calls=repair_calls(state, config)).detail
 
         return await _run(state, request, req, req.stream, "form-", run, form_body,
                           blame="schema")
