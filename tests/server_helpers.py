@@ -136,46 +136,6 @@ class Mixer(nn.Module):
         return (torch.sin(phase.double()) * 4.0 + v * 1e-3).float()  # (B, L, V); v breaks ties
 
 
-class Stepped(nn.Module):
-    """Wraps a model; every forward waits for a permit (``allow``) and records its batch size,
-    so a test can hold the worker at a step boundary of its choosing."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.config = inner.config
-        self.permits = threading.Semaphore(0)
-        self.entered = 0
-        """Forwards started (the last may be waiting for its permit)."""
-        self.sizes: list[int] = []
-        """Rows of every forward that ran."""
-
-    def allow(self, n: int = 1) -> None:
-        for _ in range(n):
-            self.permits.release()
-
-    @property
-    def supports_kv_cache(self) -> bool:
-        return bool(getattr(self.inner, "supports_kv_cache", False))
-
-    def forward(
-        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, **cache: object
-    ) -> torch.Tensor:
-        self.entered += 1
-        if not self.permits.acquire(timeout=10):
-            raise RuntimeError("Stepped: no permit within 10 s")
-        self.sizes.append(tokens.shape[0])
-        return self.inner(tokens, attention_mask=attention_mask, **cache)
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``cond`` until it holds; fail after ``timeout`` seconds."""
-    t0 = time.monotonic()
-    while not cond():
-        assert time.monotonic() - t0 < timeout, "timed out waiting"
-        time.sleep(0.002)
-
-
 class Recording(nn.Module):
     """Wraps a model; records the rows of every forward (``sizes``)."""
 
@@ -194,3 +154,34 @@ class Recording(nn.Module):
     ) -> torch.Tensor:
         self.sizes.append(tokens.shape[0])
         return self.inner(tokens, attention_mask=attention_mask, **cache)
+
+
+class Stepped(Recording):
+    """Wraps a model; every forward waits for a permit (``allow``) and records its batch size,
+    so a test can hold the worker at a step boundary of its choosing."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__(inner)
+        self.permits = threading.Semaphore(0)
+        self.entered = 0
+        """Forwards started (the last may be waiting for its permit)."""
+
+    def allow(self, n: int = 1) -> None:
+        for _ in range(n):
+            self.permits.release()
+
+    def forward(
+        self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None, **cache: object
+    ) -> torch.Tensor:
+        self.entered += 1
+        if not self.permits.acquire(timeout=10):
+            raise RuntimeError("Stepped: no permit within 10 s")
+        return super().forward(tokens, attention_mask, **cache)
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``cond`` until it holds; fail after ``timeout`` seconds."""
+    t0 = time.monotonic()
+    while not cond():
+        assert time.monotonic() - t0 < timeout, "timed out waiting"
+        time.sleep(0.002)
