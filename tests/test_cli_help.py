@@ -231,3 +231,20 @@ def test_serve_flags_take_the_metavars_and_types_of_the_decoding_commands():
         return a.metavar, tuple(a.choices or ()), getattr(a.type, "__name__", a.type)
 
     assert {f: reads(serve[f]) for f in shared} == {f: reads(generate[f]) for f in shared}
+
+
+def test_distill_takes_trains_flags_as_train_shows_them():
+    """A TrainConfig flag distill shares with train shows the same placeholder and takes the
+    same values (distill wrote --parallel TEXT and --precision TEXT, no choices)."""
+    def flags(name):
+        return {s: a for a in _options(_subparsers()[name]) for s in a.option_strings
+                if a.nargs != 0 and s not in SHARED_FLAGS}
+
+    distill, train = flags("distill"), flags("train")
+    shared = {"--parallel", "--precision"}
+    assert shared <= set(distill) & set(train)
+
+    def reads(a):
+        return a.metavar, tuple(a.choices or ()), getattr(a.type, "__name__", a.type)
+
+    assert {f: reads(distill[f]) for f in shared} == {f: reads(train[f]) for f in shared}

@@ -23,7 +23,7 @@ from unmask.commands import (
     dataclass_from_args,
     given_fields,
 )
-from unmask.config import TrainConfig
+from unmask.config import PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.distill import DISTILL_DEFAULTS, TrajectoryConfig
 from unmask.errors import UserError
 
@@ -89,7 +89,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_no_progress_flag(p)
     add_dataclass_flags(p, TrajectoryConfig)
-    add_dataclass_flags(p, TrainConfig, skip=_TRAIN_SKIP)
+    add_dataclass_flags(p, TrainConfig, skip=_TRAIN_SKIP,  # the choices as unmask train shows them
+                        choices={"parallel": PARALLEL_MODES, "precision": PRECISIONS})
     _show_distill_defaults(p)
     p.set_defaults(func=run)
 
