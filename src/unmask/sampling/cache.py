@@ -43,14 +43,18 @@ def shift_logits(logits: Tensor) -> Tensor:
 
 
 def call_model(
-    model: Any, tokens: Tensor, attention_mask: Tensor | None, *, cache: Any = None, start: int = 0
+    model: Any, tokens: Tensor, attention_mask: Tensor | None, *, cache: Any = None, start: int = 0,
+    return_hidden: bool = False,
 ) -> Tensor:
     """logits (B, L, V) of ``model(tokens (B, L), attention_mask=...)``; accepts an object with
-    ``.logits`` (Hugging Face). ``cache``/``start`` are passed only when a cache is given."""
+    ``.logits`` (Hugging Face). ``cache``/``start`` are passed only when a cache is given,
+    ``return_hidden`` only when True (the final hidden states (B, L, D) instead, for a model
+    whose head ``unmask.sampling.ar.separate_head`` returns)."""
+    extra: dict[str, Any] = {"return_hidden": True} if return_hidden else {}
     if cache is None:
-        out = model(tokens, attention_mask=attention_mask)
+        out = model(tokens, attention_mask=attention_mask, **extra)
     else:
-        out = model(tokens, attention_mask=attention_mask, cache=cache, start=start)
+        out = model(tokens, attention_mask=attention_mask, cache=cache, start=start, **extra)
     logits = getattr(out, "logits", out)
     if not isinstance(logits, Tensor) or logits.dim() != 3 or logits.shape[:2] != tokens.shape:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -59,6 +63,34 @@ def call_model(
             f"{tuple(tokens.shape)}"
         )
     return logits  # (B, L, V)
+
+
+def head_window(
+    hidden: Tensor,
+    head: Any,
+    window: tuple[int, int],
+    *,
+    shift: bool,
+    offset: int = 0,
+    out: Tensor | None = None,
+) -> Tensor:
+    """Logits (B, L, V) whose columns ``[lo, hi)`` = ``window`` are ``head`` of the hidden
+    states (after Dream's shift when ``shift``): the head runs on those columns alone.
+
+    ``hidden`` (B, W, D) holds the canvas columns ``[offset, offset + W)`` and must cover the
+    columns the window reads (``lo - 1`` on with a shift, ``lo`` on without). The other
+    columns are those of ``out`` (default a new (B, L, V) of zeros, ``L = offset + W``), which
+    is filled in place: no step reads them (the loop checks that, ``Denoiser``)."""
+    lo, hi = window
+    B, W, _ = hidden.shape
+    src = torch.arange(lo, hi, device=hidden.device)
+    if shift:
+        src = (src - 1).clamp(min=0)  # position 0 keeps its own logits (``shift_logits``)
+    part = head(hidden.index_select(1, src - offset))  # (B, hi - lo, V)
+    if out is None:
+        out = part.new_zeros(B, offset + W, part.shape[-1])
+    out[:, lo:hi] = part
+    return out  # (B, L, V)
 
 
 def supports_kv_cache(model: Any) -> bool:
@@ -77,6 +109,11 @@ class CachePolicy:
 
     needs_kv: bool = False
     """Whether the model must support the KV-cache interface (``supports_kv_cache``)."""
+    narrow_head: bool = False
+    """Whether ``logits`` takes ``head`` and ``window``: the model's output head given
+    separately (``unmask.sampling.ar.separate_head``, the model then returns hidden states)
+    and the columns ``[lo, hi)`` the step reads, the only ones the head runs on (the others
+    are left as zeros or stale; see ``head_window``)."""
 
     def start_block(self, masked: Tensor, block_start: int, block_end: int) -> None:
         """A block begins; ``masked`` (B, L) bool = positions still to fill on the canvas."""
@@ -90,9 +127,15 @@ class CachePolicy:
 class NoCache(CachePolicy):
     """The whole canvas, every step: LLaDA's loop (and the only choice for plain callables)."""
 
+    narrow_head = True
+
     def logits(
-        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool
+        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool,
+        head: Any = None, window: tuple[int, int] | None = None,
     ) -> Tensor:
+        if head is not None and window is not None:
+            hidden = call_model(model, tokens, attention_mask, return_hidden=True)  # (B, L, D)
+            return head_window(hidden, head, window, shift=shift)
         logits = call_model(model, tokens, attention_mask)  # (B, L, V)
         return shift_logits(logits) if shift else logits
 
@@ -111,6 +154,7 @@ class WindowCache(CachePolicy):
     """
 
     needs_kv = True
+    narrow_head = True
 
     def __init__(self) -> None:
         self.kv: Any = None
@@ -127,20 +171,30 @@ class WindowCache(CachePolicy):
         self.hi = self.window_end(block_end, masked.shape[1])
 
     def logits(
-        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool
+        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool,
+        head: Any = None, window: tuple[int, int] | None = None,
     ) -> Tensor:
         from unmask.model import KVCache
 
+        narrow = head is not None and window is not None
         if self.kv is None:
             self.kv = KVCache()
-            logits = call_model(model, tokens, attention_mask, cache=self.kv, start=0)  # (B, L, V)
-            self.buf = shift_logits(logits) if shift else logits
+            out = call_model(model, tokens, attention_mask, cache=self.kv, start=0,
+                             return_hidden=narrow)  # (B, L, V|D)
+            if narrow:
+                self.buf = head_window(out, head, window, shift=shift)
+            else:
+                self.buf = shift_logits(out) if shift else out
             return self.buf
         # With a logit shift position lo needs the logits of lo - 1: run one more position.
         q0 = max(self.lo - 1, 0) if shift else self.lo
         part = call_model(
-            model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0
-        )  # (B, W, V)
+            model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0,
+            return_hidden=narrow,
+        )  # (B, W, V|D)
+        if narrow:  # the window lies in [lo, hi): masks only ever get filled
+            assert window is not None and self.buf is not None
+            return head_window(part, head, window, shift=shift, offset=q0, out=self.buf)
         if shift:
             part = shift_logits(part)[:, self.lo - q0 :]
         # Outside [lo, hi) the block's first logits stay: no candidate lies there (lo is the
