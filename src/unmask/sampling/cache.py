@@ -80,7 +80,9 @@ def head_window(
     ``hidden`` (B, W, D) holds the canvas columns ``[offset, offset + W)`` and must cover the
     columns the window reads (``lo - 1`` on with a shift, ``lo`` on without). The other
     columns are those of ``out`` (default a new (B, L, V) of zeros, ``L = offset + W``), which
-    is filled in place: no step reads them (the loop checks that, ``Denoiser``)."""
+    is filled in place: no step reads them (the loop checks that, ``Denoiser``), so a caller
+    may pass the buffer of its previous step (``reusable``), whatever the step did to it, and
+    save a (B, L, V) allocation per step."""
     lo, hi = window
     B, W, _ = hidden.shape
     src = torch.arange(lo, hi, device=hidden.device)
@@ -91,6 +93,16 @@ def head_window(
         out = part.new_zeros(B, offset + W, part.shape[-1])
     out[:, lo:hi] = part
     return out  # (B, L, V)
+
+
+def reusable(buf: Tensor | None, hidden: Tensor, head: Any) -> Tensor | None:
+    """``buf`` when it can hold the logits of the whole-canvas ``hidden`` (B, L, D) again:
+    the same (B, L, V), dtype and device as the ``head``'s output (else None: a new one)."""
+    weight = getattr(head, "weight", None)
+    if buf is None or not isinstance(weight, Tensor):
+        return None
+    same = buf.shape == (*hidden.shape[:2], weight.shape[0]) and buf.device == hidden.device
+    return buf if same and buf.dtype == torch.result_type(hidden, weight) else None
 
 
 def supports_kv_cache(model: Any) -> bool:
@@ -129,13 +141,18 @@ class NoCache(CachePolicy):
 
     narrow_head = True
 
+    def __init__(self) -> None:
+        self.buf: Tensor | None = None  # (B, L, V) logits of the previous narrow-head step
+
     def logits(
         self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool,
         head: Any = None, window: tuple[int, int] | None = None,
     ) -> Tensor:
         if head is not None and window is not None:
             hidden = call_model(model, tokens, attention_mask, return_hidden=True)  # (B, L, D)
-            return head_window(hidden, head, window, shift=shift)
+            out = reusable(self.buf, hidden, head)
+            self.buf = head_window(hidden, head, window, shift=shift, out=out)
+            return self.buf
         logits = call_model(model, tokens, attention_mask)  # (B, L, V)
         return shift_logits(logits) if shift else logits
 
@@ -181,8 +198,9 @@ class WindowCache(CachePolicy):
             self.kv = KVCache()
             out = call_model(model, tokens, attention_mask, cache=self.kv, start=0,
                              return_hidden=narrow)  # (B, L, V|D)
-            if narrow:
-                self.buf = head_window(out, head, window, shift=shift)
+            if narrow:  # the previous block's buffer serves again (``head_window``)
+                buf = reusable(self.buf, out, head)
+                self.buf = head_window(out, head, window, shift=shift, out=buf)
             else:
                 self.buf = shift_logits(out) if shift else out
             return self.buf
