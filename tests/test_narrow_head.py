@@ -132,5 +132,12 @@ def test_whole_logits_where_something_reads_other_columns():
 
     run = Denoiser.for_prompts(Wrapper(m), PROMPTS, config, **ids(m))
     assert run._head is None
+    class Compiled(Wrapper):  # a compiled twin (``OptimizedModule``): its graphs give logits
+        def forward(self, tokens, attention_mask=None, **kw):
+            return self.inner(tokens, attention_mask=attention_mask, **kw)
+
+    twin = Compiled(m)
+    twin._orig_mod, twin.lm_head = m, m.lm_head  # as OptimizedModule, which forwards getattr
+    assert Denoiser.for_prompts(twin, PROMPTS, config, **ids(m))._head is None
     timed = make(time_conditioning=True)  # the head's input is modulated by the noise level
     assert Denoiser.for_prompts(timed, PROMPTS, config, **ids(m))._head is None

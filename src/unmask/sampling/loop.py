@@ -296,7 +296,9 @@ class Denoiser(DecoderRun):
         self.canvas = canvas
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.shift = model_logit_shift(model)
-        self._head = separate_head(model)  # None: the model's forward gives whole logits
+        # None: the model's whole logits (a forward without hidden states; a compiled twin,
+        # whose graphs were compiled, and CUDA graphs captured, for its logits: as ``ar``)
+        self._head = None if hasattr(model, "_orig_mod") else separate_head(model)
 
         self.x = canvas.tokens  # (B, L), updated in place
         self.attn = canvas.attention_mask
