@@ -11,9 +11,10 @@ import torch
 from unmask.canvas import Canvas, CanvasConstraint
 from unmask.config import SampleConfig, model_preset
 from unmask.model import Transformer
+from unmask.sampling.cache import MIN_HEAD_ROWS, NoCache, exact_head, widened
 from unmask.sampling.loop import Denoiser
 
-PROMPTS = [[5, 9, 13, 7, 21, 30], [8, 11, 40]]  # a batch with padding
+PROMPTS = [[5, 9, 13, 7, 21, 30, 11, 12, 17, 19, 23, 25], [8, 11, 40]]  # padded batch
 
 
 def make(seed: int = 0, **kw) -> Transformer:
@@ -77,7 +78,8 @@ def test_the_head_runs_on_the_block_alone_with_the_same_tokens(case, shift):
     # each forward ran the head on at most the block's columns (the rows of both guidance
     # halves), fewer than the whole canvas (a one-block canvas still skips the prompt)
     rows = len(PROMPTS) * (2 if config.cfg_scale > 0 else 1)
-    assert n_narrow <= run.nfe * rows * run.block_length < n_full
+    per_step = max(rows * run.block_length, MIN_HEAD_ROWS + rows)  # ``widened``
+    assert n_narrow <= run.nfe * per_step and n_narrow < n_full
 
 
 def test_prompt_masks_are_read_and_filled():
@@ -141,3 +143,31 @@ def test_whole_logits_where_something_reads_other_columns():
     assert Denoiser.for_prompts(twin, PROMPTS, config, **ids(m))._head is None
     timed = make(time_conditioning=True)  # the head's input is modulated by the noise level
     assert Denoiser.for_prompts(timed, PROMPTS, config, **ids(m))._head is None
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3])
+@pytest.mark.parametrize("shift", [False, True])
+def test_a_widened_window_gives_the_whole_canvas_logits_bit_for_bit(batch, shift):
+    """The head on a window of at least ``MIN_HEAD_ROWS`` rows gives the bits of the whole
+    canvas' head (a one-row matmul takes another kernel and differs in the last bit)."""
+    m = make(4, d_model=64, n_heads=4)
+    m.lm_head = torch.nn.Linear(64, 4096, bias=False)  # a vocabulary as wide as the demo's
+    x = torch.randint(4, 64, (batch, 48), generator=torch.Generator().manual_seed(batch))
+    with torch.no_grad():
+        whole = NoCache().logits(m, x, None, shift=shift)
+        for end in (1, 7, 20, 48):
+            for lo in range(max(0, end - 6), end):
+                window = widened((lo, end), batch)
+                if end * batch < MIN_HEAD_ROWS:  # too few columns: whole logits
+                    assert window is None
+                    continue
+                assert window is not None and window[0] <= lo
+                assert (end - window[0]) * batch >= MIN_HEAD_ROWS
+                part = NoCache().logits(m, x, None, shift=shift, head=m.lm_head, window=window)
+                assert torch.equal(part[:, lo:end], whole[:, lo:end])
+
+
+def test_low_precision_heads_keep_whole_logits():
+    m = make(5)
+    assert exact_head(m.lm_head) and exact_head(m.double().lm_head)
+    assert not exact_head(m.to(torch.bfloat16).lm_head)

@@ -65,6 +65,32 @@ def call_model(
     return logits  # (B, L, V)
 
 
+MIN_HEAD_ROWS = 32
+"""The fewest rows (batch rows × columns) the head runs on when it runs on a window: below
+about 16, a CPU matmul (MKL, float32) takes another kernel whose rows differ from the whole
+canvas' in the last bit; from this many on they are the same bits (``widened``)."""
+
+
+def widened(window: tuple[int, int], rows: int) -> tuple[int, int] | None:
+    """``window`` ``[lo, hi)`` moved left to at least ``MIN_HEAD_ROWS / rows`` columns, so
+    that ``rows`` batch rows give the head at least ``MIN_HEAD_ROWS`` rows (see there); extra
+    columns on the left are computed, not read. None when column 0 comes first (a canvas
+    that short runs the head on every column: whole logits)."""
+    lo, hi = window
+    need = -(-MIN_HEAD_ROWS // max(rows, 1))
+    return None if hi < need else (min(lo, hi - need), hi)
+
+
+def exact_head(head: Any) -> bool:
+    """Whether running ``head`` on a window gives the bits of its whole-canvas rows: a
+    float32/float64 weight on the CPU, checked there (``tests/test_narrow_head.py``). Low
+    precision on the CPU is not (bfloat16 at d_model 4096 differed up to 200 rows), and on
+    a GPU the library may pick another kernel for another row count: whole logits there."""
+    weight = getattr(head, "weight", None)
+    return (isinstance(weight, Tensor) and weight.device.type == "cpu"
+            and weight.dtype in (torch.float32, torch.float64))
+
+
 def head_window(
     hidden: Tensor,
     head: Any,
@@ -210,9 +236,13 @@ class WindowCache(CachePolicy):
             model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0,
             return_hidden=narrow,
         )  # (B, W, V|D)
-        if narrow:  # the window lies in [lo, hi): masks only ever get filled
+        if narrow:  # the read columns lie in [lo, hi): masks only ever get filled
             assert window is not None and self.buf is not None
-            return head_window(part, head, window, shift=shift, offset=q0, out=self.buf)
+            lo = max(window[0], self.lo)  # the widening stops at the recomputed columns
+            if part.shape[0] * (window[1] - lo) >= MIN_HEAD_ROWS:
+                return head_window(part, head, (lo, window[1]), shift=shift, offset=q0,
+                                   out=self.buf)
+            part = head(part)  # too few rows for the same bits: the head on all of them
         if shift:
             part = shift_logits(part)[:, self.lo - q0 :]
         # Outside [lo, hi) the block's first logits stay: no candidate lies there (lo is the

@@ -36,7 +36,13 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.ar import separate_head
-from unmask.sampling.cache import NoCache, check_cache_name, make_cache
+from unmask.sampling.cache import (
+    NoCache,
+    check_cache_name,
+    exact_head,
+    make_cache,
+    widened,
+)
 from unmask.sampling.cache import shift_logits as shift_logits  # re-exported: it used to live here
 from unmask.sampling.penalties import Penalties, PenaltyConstraint, special_ids
 from unmask.sampling.policies import (
@@ -482,15 +488,16 @@ class Denoiser(DecoderRun):
 
     def _narrow_head(self) -> Any:
         """The model's output head when ``advance`` may run it on the columns the step reads
-        alone (``_read_window``): the model returns hidden states (``separate_head``), the
-        cache policy is a built-in one, and nothing in the step reads other columns: the
+        alone (``_read_window``): the model returns hidden states (``separate_head``) and its
+        head gives the same bits on a window (``exact_head``), the cache policy is a built-in
+        one, and nothing in the step reads other columns: the
         commit policy is a built-in one, the score is ``low_confidence`` (computed on the
         window) or ``random`` (no logits), and every canvas constraint works column by
         column (``forbid_tokens``; the penalties' ``PenaltyConstraint``, whose counts come
         from the tokens). None otherwise: whole logits (a gap constraint of an infill reads
         other columns; so may a registered policy, score or constraint). The tokens are the
         same either way: the Gumbel noise is still drawn over the whole (B, L, V)."""
-        if self._head is None or not self.cache.narrow_head:
+        if self._head is None or not self.cache.narrow_head or not exact_head(self._head):
             return None
         if POLICIES.get(self.config.policy) is not _COLUMN_POLICIES.get(self.config.policy):
             return None
@@ -501,12 +508,14 @@ class Denoiser(DecoderRun):
                 return None
         return self._head
 
-    def _read_window(self) -> tuple[int, int]:
+    def _read_window(self) -> tuple[int, int] | None:
         """Columns ``[lo, hi)`` the next step reads: from the first masked column before the
-        block end (a mask inside the prompt may be a candidate) to the block end."""
+        block end (a mask inside the prompt may be a candidate) to the block end, ``widened``
+        to enough head rows for the whole canvas' bits (None: whole logits)."""
         block_start, block_end = self.block_bounds
         cols = self.canvas.masked[:, :block_end].any(dim=0).nonzero()
-        return (int(cols[0]) if len(cols) else block_start), block_end
+        rows = self.batch_size * (2 if self.config.cfg_scale > 0 else 1)
+        return widened(((int(cols[0]) if len(cols) else block_start), block_end), rows)
 
     def result(self) -> GenerateResult:
         return GenerateResult(
