@@ -43,14 +43,18 @@ def shift_logits(logits: Tensor) -> Tensor:
 
 
 def call_model(
-    model: Any, tokens: Tensor, attention_mask: Tensor | None, *, cache: Any = None, start: int = 0
+    model: Any, tokens: Tensor, attention_mask: Tensor | None, *, cache: Any = None, start: int = 0,
+    return_hidden: bool = False,
 ) -> Tensor:
     """logits (B, L, V) of ``model(tokens (B, L), attention_mask=...)``; accepts an object with
-    ``.logits`` (Hugging Face). ``cache``/``start`` are passed only when a cache is given."""
+    ``.logits`` (Hugging Face). ``cache``/``start`` are passed only when a cache is given,
+    ``return_hidden`` only when True (the final hidden states (B, L, D) instead, for a model
+    whose head ``unmask.sampling.ar.separate_head`` returns)."""
+    extra: dict[str, Any] = {"return_hidden": True} if return_hidden else {}
     if cache is None:
-        out = model(tokens, attention_mask=attention_mask)
+        out = model(tokens, attention_mask=attention_mask, **extra)
     else:
-        out = model(tokens, attention_mask=attention_mask, cache=cache, start=start)
+        out = model(tokens, attention_mask=attention_mask, cache=cache, start=start, **extra)
     logits = getattr(out, "logits", out)
     if not isinstance(logits, Tensor) or logits.dim() != 3 or logits.shape[:2] != tokens.shape:
         got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -59,6 +63,72 @@ def call_model(
             f"{tuple(tokens.shape)}"
         )
     return logits  # (B, L, V)
+
+
+MIN_HEAD_ROWS = 32
+"""The fewest rows (batch rows × columns) the head runs on when it runs on a window: below
+about 16, a CPU matmul (MKL, float32) takes another kernel whose rows differ from the whole
+canvas' in the last bit; from this many on they are the same bits (``widened``)."""
+
+
+def widened(window: tuple[int, int], rows: int) -> tuple[int, int] | None:
+    """``window`` ``[lo, hi)`` moved left to at least ``MIN_HEAD_ROWS / rows`` columns, so
+    that ``rows`` batch rows give the head at least ``MIN_HEAD_ROWS`` rows (see there); extra
+    columns on the left are computed, not read. None when column 0 comes first (a canvas
+    that short runs the head on every column: whole logits)."""
+    lo, hi = window
+    need = -(-MIN_HEAD_ROWS // max(rows, 1))
+    return None if hi < need else (min(lo, hi - need), hi)
+
+
+def exact_head(head: Any) -> bool:
+    """Whether running ``head`` on a window gives the bits of its whole-canvas rows: a
+    float32/float64 weight on the CPU, checked there (``tests/test_narrow_head.py``). Low
+    precision on the CPU is not (bfloat16 at d_model 4096 differed up to 200 rows), and on
+    a GPU the library may pick another kernel for another row count: whole logits there."""
+    weight = getattr(head, "weight", None)
+    return (isinstance(weight, Tensor) and weight.device.type == "cpu"
+            and weight.dtype in (torch.float32, torch.float64))
+
+
+def head_window(
+    hidden: Tensor,
+    head: Any,
+    window: tuple[int, int],
+    *,
+    shift: bool,
+    offset: int = 0,
+    out: Tensor | None = None,
+) -> Tensor:
+    """Logits (B, L, V) whose columns ``[lo, hi)`` = ``window`` are ``head`` of the hidden
+    states (after Dream's shift when ``shift``): the head runs on those columns alone.
+
+    ``hidden`` (B, W, D) holds the canvas columns ``[offset, offset + W)`` and must cover the
+    columns the window reads (``lo - 1`` on with a shift, ``lo`` on without). The other
+    columns are those of ``out`` (default a new (B, L, V) of zeros, ``L = offset + W``), which
+    is filled in place: no step reads them (the loop checks that, ``Denoiser``), so a caller
+    may pass the buffer of its previous step (``reusable``), whatever the step did to it, and
+    save a (B, L, V) allocation per step."""
+    lo, hi = window
+    B, W, _ = hidden.shape
+    src = torch.arange(lo, hi, device=hidden.device)
+    if shift:
+        src = (src - 1).clamp(min=0)  # position 0 keeps its own logits (``shift_logits``)
+    part = head(hidden.index_select(1, src - offset))  # (B, hi - lo, V)
+    if out is None:
+        out = part.new_zeros(B, offset + W, part.shape[-1])
+    out[:, lo:hi] = part
+    return out  # (B, L, V)
+
+
+def reusable(buf: Tensor | None, hidden: Tensor, head: Any) -> Tensor | None:
+    """``buf`` when it can hold the logits of the whole-canvas ``hidden`` (B, L, D) again:
+    the same (B, L, V), dtype and device as the ``head``'s output (else None: a new one)."""
+    weight = getattr(head, "weight", None)
+    if buf is None or not isinstance(weight, Tensor):
+        return None
+    same = buf.shape == (*hidden.shape[:2], weight.shape[0]) and buf.device == hidden.device
+    return buf if same and buf.dtype == torch.result_type(hidden, weight) else None
 
 
 def supports_kv_cache(model: Any) -> bool:
@@ -77,6 +147,11 @@ class CachePolicy:
 
     needs_kv: bool = False
     """Whether the model must support the KV-cache interface (``supports_kv_cache``)."""
+    narrow_head: bool = False
+    """Whether ``logits`` takes ``head`` and ``window``: the model's output head given
+    separately (``unmask.sampling.ar.separate_head``, the model then returns hidden states)
+    and the columns ``[lo, hi)`` the step reads, the only ones the head runs on (the others
+    are left as zeros or stale; see ``head_window``)."""
 
     def start_block(self, masked: Tensor, block_start: int, block_end: int) -> None:
         """A block begins; ``masked`` (B, L) bool = positions still to fill on the canvas."""
@@ -90,9 +165,20 @@ class CachePolicy:
 class NoCache(CachePolicy):
     """The whole canvas, every step: LLaDA's loop (and the only choice for plain callables)."""
 
+    narrow_head = True
+
+    def __init__(self) -> None:
+        self.buf: Tensor | None = None  # (B, L, V) logits of the previous narrow-head step
+
     def logits(
-        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool
+        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool,
+        head: Any = None, window: tuple[int, int] | None = None,
     ) -> Tensor:
+        if head is not None and window is not None:
+            hidden = call_model(model, tokens, attention_mask, return_hidden=True)  # (B, L, D)
+            out = reusable(self.buf, hidden, head)
+            self.buf = head_window(hidden, head, window, shift=shift, out=out)
+            return self.buf
         logits = call_model(model, tokens, attention_mask)  # (B, L, V)
         return shift_logits(logits) if shift else logits
 
@@ -111,6 +197,7 @@ class WindowCache(CachePolicy):
     """
 
     needs_kv = True
+    narrow_head = True
 
     def __init__(self) -> None:
         self.kv: Any = None
@@ -127,20 +214,35 @@ class WindowCache(CachePolicy):
         self.hi = self.window_end(block_end, masked.shape[1])
 
     def logits(
-        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool
+        self, model: Any, tokens: Tensor, attention_mask: Tensor | None, *, shift: bool,
+        head: Any = None, window: tuple[int, int] | None = None,
     ) -> Tensor:
         from unmask.model import KVCache
 
+        narrow = head is not None and window is not None
         if self.kv is None:
             self.kv = KVCache()
-            logits = call_model(model, tokens, attention_mask, cache=self.kv, start=0)  # (B, L, V)
-            self.buf = shift_logits(logits) if shift else logits
+            out = call_model(model, tokens, attention_mask, cache=self.kv, start=0,
+                             return_hidden=narrow)  # (B, L, V|D)
+            if narrow:  # the previous block's buffer serves again (``head_window``)
+                buf = reusable(self.buf, out, head)
+                self.buf = head_window(out, head, window, shift=shift, out=buf)
+            else:
+                self.buf = shift_logits(out) if shift else out
             return self.buf
         # With a logit shift position lo needs the logits of lo - 1: run one more position.
         q0 = max(self.lo - 1, 0) if shift else self.lo
         part = call_model(
-            model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0
-        )  # (B, W, V)
+            model, tokens[:, q0 : self.hi], attention_mask, cache=self.kv, start=q0,
+            return_hidden=narrow,
+        )  # (B, W, V|D)
+        if narrow:  # the read columns lie in [lo, hi): masks only ever get filled
+            assert window is not None and self.buf is not None
+            lo = max(window[0], self.lo)  # the widening stops at the recomputed columns
+            if part.shape[0] * (window[1] - lo) >= MIN_HEAD_ROWS:
+                return head_window(part, head, (lo, window[1]), shift=shift, offset=q0,
+                                   out=self.buf)
+            part = head(part)  # too few rows for the same bits: the head on all of them
         if shift:
             part = shift_logits(part)[:, self.lo - q0 :]
         # Outside [lo, hi) the block's first logits stay: no candidate lies there (lo is the

@@ -35,10 +35,24 @@ from unmask.canvas import Canvas
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.cache import NoCache, check_cache_name, make_cache
+from unmask.sampling.ar import separate_head
+from unmask.sampling.cache import (
+    NoCache,
+    check_cache_name,
+    exact_head,
+    make_cache,
+    widened,
+)
 from unmask.sampling.cache import shift_logits as shift_logits  # re-exported: it used to live here
 from unmask.sampling.penalties import Penalties, PenaltyConstraint, special_ids
-from unmask.sampling.policies import StepState, _rand, make_policy, scorer
+from unmask.sampling.policies import (
+    POLICIES,
+    StepState,
+    _rand,
+    make_policy,
+    random_confidence,
+    scorer,
+)
 
 # Re-exported: these lived here before the decoder protocol (``protocol``) took them.
 from unmask.sampling.protocol import (
@@ -96,6 +110,10 @@ def add_gumbel_noise(
     return logits.to(torch.float64) - temperature * (-torch.log(noise)).log()
 
 
+_COLUMN_POLICIES = {name: POLICIES[name] for name in ("llada", "threshold", "factor", "entropy")}
+"""The built-in commit policies: each reads the logits of the step's candidates alone."""
+
+
 def model_logit_shift(model: Any) -> bool:
     """Whether ``model.config.logit_shift`` is set (default False)."""
     return bool(getattr(getattr(model, "config", None), "logit_shift", False))
@@ -110,6 +128,7 @@ def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
         index = torch.tensor(ids, dtype=torch.long, device=logits.device)
         return logits.index_fill_(-1, index, float("-inf"))
 
+    proc.columnwise = True  # type: ignore[attr-defined]  # each column's logits alone
     return proc
 
 
@@ -283,6 +302,9 @@ class Denoiser(DecoderRun):
         self.canvas = canvas
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.shift = model_logit_shift(model)
+        # None: the model's whole logits (a forward without hidden states; a compiled twin,
+        # whose graphs were compiled, and CUDA graphs captured, for its logits: as ``ar``)
+        self._head = None if hasattr(model, "_orig_mod") else separate_head(model)
 
         self.x = canvas.tokens  # (B, L), updated in place
         self.attn = canvas.attention_mask
@@ -455,9 +477,45 @@ class Denoiser(DecoderRun):
             self.skip()
             return
         tokens, attn = self.model_inputs()
+        head = self._narrow_head()
         with torch.no_grad():
-            logits = self.cache.logits(self.model, tokens, attn, shift=self.shift)  # (B', L, V)
-        self.step(logits)
+            if head is None:
+                logits = self.cache.logits(self.model, tokens, attn, shift=self.shift)
+            else:  # the head runs on the columns the step reads alone (``_narrow_head``)
+                logits = self.cache.logits(self.model, tokens, attn, shift=self.shift,
+                                           head=head, window=self._read_window())
+        self.step(logits)  # (B', L, V)
+
+    def _narrow_head(self) -> Any:
+        """The model's output head when ``advance`` may run it on the columns the step reads
+        alone (``_read_window``): the model returns hidden states (``separate_head``) and its
+        head gives the same bits on a window (``exact_head``), the cache policy is a built-in
+        one, and nothing in the step reads other columns: the
+        commit policy is a built-in one, the score is ``low_confidence`` (computed on the
+        window) or ``random`` (no logits), and every canvas constraint works column by
+        column (``forbid_tokens``; the penalties' ``PenaltyConstraint``, whose counts come
+        from the tokens). None otherwise: whole logits (a gap constraint of an infill reads
+        other columns; so may a registered policy, score or constraint). The tokens are the
+        same either way: the Gumbel noise is still drawn over the whole (B, L, V)."""
+        if self._head is None or not self.cache.narrow_head or not exact_head(self._head):
+            return None
+        if POLICIES.get(self.config.policy) is not _COLUMN_POLICIES.get(self.config.policy):
+            return None
+        if self.config.remasking != "low_confidence" and self.score is not random_confidence:
+            return None
+        for proc in self.canvas.constraints:
+            if not (isinstance(proc, PenaltyConstraint) or getattr(proc, "columnwise", False)):
+                return None
+        return self._head
+
+    def _read_window(self) -> tuple[int, int] | None:
+        """Columns ``[lo, hi)`` the next step reads: from the first masked column before the
+        block end (a mask inside the prompt may be a candidate) to the block end, ``widened``
+        to enough head rows for the whole canvas' bits (None: whole logits)."""
+        block_start, block_end = self.block_bounds
+        cols = self.canvas.masked[:, :block_end].any(dim=0).nonzero()
+        rows = self.batch_size * (2 if self.config.cfg_scale > 0 else 1)
+        return widened(((int(cols[0]) if len(cols) else block_start), block_end), rows)
 
     def result(self) -> GenerateResult:
         return GenerateResult(
