@@ -378,6 +378,7 @@ DECODER_COUNTS = [  # (script, flag, value): the decoder and large-model scripts
     ("large_shape.py", "--block-length", "0"), ("large_shape.py", "--gen-lengths", "0"),
     ("large_shape.py", "--prompt-len", "-1"), ("large_shape.py", "--d-model", "0"),
     ("llada2.py", "--threads", "-1"),
+    ("narrow_head.py", "--reps", "0"), ("narrow_head.py", "--threads", "0"),
 ]  # fmt: skip
 ZERO_OK = {("speculative.py", "--threads"), ("large_shape.py", "--threads"),  # torch's default
            ("speculative.py", "--no-repeat-ngram-size")}  # off  # fmt: skip
