@@ -121,8 +121,7 @@ def evaluate_loss(
     # a causal objective, and a shifted (Dream-style, ``logit_shift``) model's bound, predict
     # positions 1..L-1 of a window: its first token's bytes are context, not scored (counted,
     # a window opening on a long token lowered the bits/byte)
-    shifted = bool(getattr(getattr(model, "config", None), "logit_shift", False))
-    first = 1 if spec.attention == "causal" or shifted else 0
+    first = 1 if spec.attention == "causal" or _shifted(model) else 0
 
     def flush() -> None:
         nonlocal total, count, n_batches, window_bytes, window_tokens
@@ -194,7 +193,7 @@ def sequence_elbo(
                                 noise_slots=noise_slots)
     n = (torch.ones(tokens.shape, dtype=torch.bool) if attention_mask is None
          else attention_mask.bool().cpu()).sum(1)
-    if getattr(getattr(model, "config", None), "logit_shift", False):
+    if _shifted(model):
         n = (n - 1).clamp_min(0)  # the row's first real token has no term
     return torch.where(n > 0, terms.sum(1) / n.clamp_min(1), torch.nan)
 
@@ -243,7 +242,7 @@ def sequence_elbo_terms(
     config = getattr(model, "config", None)
     cfg = SimpleNamespace(  # mdlm's own rules: the shift, and no term where no logits predict
         attention=getattr(config, "attention", "bidirectional"), mask_id=mask_id,
-        logit_shift=bool(getattr(config, "logit_shift", False)),
+        logit_shift=_shifted(model),
     )
 
     def predictor(x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
@@ -268,10 +267,16 @@ def sequence_elbo_terms(
     return out
 
 
+def _shifted(model: Any) -> bool:
+    """Whether ``model`` is Dream-style (``config.logit_shift``: logits at i predict token
+    i + 1, so a row's first token has no prediction)."""
+    return bool(getattr(getattr(model, "config", None), "logit_shift", False))
+
+
 def _mask_predictor(model: Any) -> Any:
     """``x (n, L) -> logits (n, L, V)`` of ``model`` where position i predicts token i: Dream's
     shifted logits (``config.logit_shift``: logits at i predict token i + 1) are moved back."""
-    shift = bool(getattr(getattr(model, "config", None), "logit_shift", False))
+    shift = _shifted(model)
 
     def predictor(x: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         out = model(x, attention_mask=attention_mask)
