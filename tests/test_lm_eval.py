@@ -694,3 +694,56 @@ def test_tasks_read_their_data_offline(checkpoint, task_dir, monkeypatch):
     assert seen["offline"] == (True, True, "1")
     assert not huggingface_hub.constants.HF_HUB_OFFLINE and not datasets.config.HF_HUB_OFFLINE
     assert "HF_DATASETS_OFFLINE" not in os.environ
+
+
+def test_a_dream_style_target_is_never_scored_without_context(tmp_path):
+    """A shifted (Dream-style, ``logit_shift``) model has no logits for position 0: a target
+    as long as ``max_length`` lost its whole context to the cut and its first token was scored
+    with the logits meant for the next. As lm-eval cuts a causal model's pair: the last
+    ``max_length`` tokens, at least one of them context; an empty context is the prefix token
+    (the document separator), or the target's own first token where it is that token."""
+    from lm_eval.api.instance import Instance
+
+    from unmask import lm_eval as le
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, logit_shift=True)
+    save_checkpoint(tmp_path, model=Transformer(cfg), tokenizer=tok)
+    lm = le.UnmaskLM(loaded=load(tmp_path), mc_samples=4, greedy_check=False, max_length=8)
+    start, ids = lm._start_id, tok.encode("the cat sat")
+    assert len(ids) > 8
+    assert lm._fit([], ids) == (ids[-8:-7], ids[-7:])  # the first kept token is context
+    assert lm._fit([], ids[:3]) == ([start], ids[:3])
+    assert lm._fit([], [start, *ids[:3]]) == ([start], ids[:3])  # lm-eval: not twice
+    assert lm._fit([5, 6], ids[:7]) == ([6], ids[:7])
+    assert lm._fit([5], []) == ([5], [])
+    seen = []
+
+    def spy(model, context, target, **kw):
+        seen.append(list(context))
+        return elbo_loglikelihood(model, context, target, **kw)
+
+    lm_mod_fn, le.elbo_loglikelihood = le.elbo_loglikelihood, spy
+    try:
+        ((logprob, _),) = lm.loglikelihood([Instance("loglikelihood", {}, ("", "the cat sat"), 0)])
+    finally:
+        le.elbo_loglikelihood = lm_mod_fn
+    assert seen == [ids[-8:-7]] and math.isfinite(logprob)
+
+
+def test_elbo_of_a_dream_style_target_with_no_context_is_a_value_error():
+    """The estimators refuse what they cannot score: the first token of a target with no
+    context before it, on a model whose logits at i predict token i + 1."""
+    model = _model()
+    model.config.logit_shift = True
+    g = torch.Generator().manual_seed(0)
+    with pytest.raises(ValueError, match="position 0"):
+        elbo_loglikelihood(model, [], [7, 9], mask_id=0, n_samples=2, generator=g)
+    with pytest.raises(ValueError, match="position 0"):
+        exact_elbo(model, [], [7, 9], mask_id=0)
+    assert elbo_loglikelihood(model, [], [], mask_id=0, generator=g).logprob == 0.0
+    assert math.isfinite(elbo_loglikelihood(model, [2], [7, 9], mask_id=0, n_samples=2,
+                                            generator=g).logprob)

@@ -273,6 +273,16 @@ def _shifted(model: Any) -> bool:
     return bool(getattr(getattr(model, "config", None), "logit_shift", False))
 
 
+def _check_context(model: Any, n_context: int) -> None:
+    """``ValueError`` for a target with no context before it on a Dream-style model: no logits
+    predict its first token (``_mask_predictor`` would score it with the logits meant for the
+    next one). lm-eval's convention gives such a target a prefix token, the document
+    separator (``unmask.lm_eval``)."""
+    if n_context == 0 and _shifted(model):
+        raise ValueError("a Dream-style (logit_shift) model predicts no token at position 0: "
+                         "give at least one context token (e.g. the document separator)")
+
+
 def _mask_predictor(model: Any) -> Any:
     """``x (n, L) -> logits (n, L, V)`` of ``model`` where position i predicts token i: Dream's
     shifted logits (``config.logit_shift``: logits at i predict token i + 1) are moved back."""
@@ -393,6 +403,7 @@ def _stratified_elbo(
     L, P = len(target), len(context)
     if L == 0:
         return LogLikelihood(0.0, 0.0, n_samples)
+    _check_context(model, P)
     device = _model_device(model)
     seq = torch.tensor([*context, *target], dtype=torch.long)  # (P + L,)
     x0 = seq[P:]  # (L,)
@@ -448,6 +459,8 @@ def exact_elbo(model: Any, context: Sequence[int], target: Sequence[int], *, mas
     import itertools
 
     L, P = len(target), len(context)
+    if L:
+        _check_context(model, P)
     predictor = _mask_predictor(model)
     seq = torch.tensor([*context, *target], dtype=torch.long)
     total = 0.0

@@ -335,12 +335,8 @@ class UnmaskLM(LM):
             )
         else:
             results = []
-            for context, target in pairs:
-                # an empty context is the start of a document: after the separator, as a
-                # causal model and the rolling windows read it
-                context = list(context) or [self._start_id]
-                target = target[-self.max_length :]
-                context = context[max(0, len(context) - (self.max_length - len(target))) :]
+            for pair in pairs:
+                context, target = self._fit(*pair)
                 gen = torch.Generator().manual_seed(self.seed)  # one length: the same masks
                 # a block-diffusion model: each block's bound given the clean blocks before it
                 blocks = {"block_size": self.facts.block_size} if self.facts.block_size else {}
@@ -360,6 +356,25 @@ class UnmaskLM(LM):
                 results.append(r)
         self.estimates.extend(results)
         return results
+
+    def _fit(self, context: Sequence[int], target: Sequence[int]) -> tuple[list[int], list[int]]:
+        """A diffusion request's context and target as they are scored, by lm-eval's
+        conventions for a causal model: an empty context is lm-eval's prefix token, the
+        document separator (``_start_id``; or, where the target already starts with it, that
+        first target token, as lm-eval's ``loglikelihood`` does), and a pair longer than the
+        model's context keeps its last ``max_length`` tokens, at least one of them context
+        (a target of ``max_length`` tokens loses its first). No target token is scored
+        without a token before it: a Dream-style model (``logit_shift``) has no logits for
+        position 0 (a cut target scored its first token with the logits meant for the
+        next), and every model reads a document as the rolling windows read it."""
+        context, target = list(context), list(target)
+        if not context:
+            start = self._start_id
+            context, target = ([start], target) if target[:1] != [start] else (
+                target[:1], target[1:])
+        seq = (context + target)[-self.max_length :]  # max_length >= 2 (the constructor)
+        n = min(len(target), len(seq) - 1)
+        return seq[: len(seq) - n], seq[len(seq) - n :]
 
     def _greedy(self, context: list[int], target: list[int]) -> bool:
         """Whether greedy decoding after ``context`` (one token per step, the most confident
