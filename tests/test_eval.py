@@ -859,3 +859,24 @@ def test_sequence_elbo_of_a_dream_model_scores_no_token_that_no_logits_predict()
     terms = sequence_elbo_terms(plain, truth[None], mask_id=0, n_samples=16,
                                 generator=torch.Generator().manual_seed(1))
     assert float(terms[0, 1:].min()) > 1.0
+
+
+def test_an_old_time_conditioned_bd3lm_gets_an_evaluators_advice(run, capsys, tmp_path):
+    """A bd3lm model trained with time conditioning before bd3lm refused it has no bound:
+    the note said how to train (``--model-set``, a train flag); it says what eval still
+    measures. Its lm-eval log-likelihoods (the same bound, block by block) are refused too,
+    not computed with the noise level the refusal is about."""
+    from unmask.checkpoint import load
+    from unmask.errors import UserError
+    from unmask.evaluate import block_elbo_loglikelihood
+
+    timed = _bare(tmp_path / "timed", attention="block-causal", block_size=8, objective="bd3lm",
+                  time_conditioning=True, sigma_input="masked_fraction")
+    rc, out, _ = _eval(capsys, timed, "--no-score", "--no-plot", "--data", run.parent / "data")
+    assert rc == 0
+    (note,) = [line for line in out.splitlines() if line.startswith("held-out bound")]
+    assert "--model-set" not in note and "cannot be trained" not in note
+    assert "no bound" in note and "generative perplexity" in note
+    with pytest.raises(UserError, match="time-conditioned model .* no bound"):
+        block_elbo_loglikelihood(load(timed).model, [5], [7, 9], mask_id=0, block_size=8,
+                                 n_samples=2, generator=torch.Generator())

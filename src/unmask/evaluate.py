@@ -106,6 +106,7 @@ def evaluate_loss(
     if batch_size < 1:  # 0 put the whole split in one batch, and max_batches limited nothing
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     max_batches = max_batches or None  # 0 was one batch: the first flush already reached it
+    untimed_bound(getattr(model, "config", None), objective)
     fn = get_objective(objective)
     spec = objective_spec(objective)
     options = ObjectiveOptions(schedule=get_schedule("linear", eps=eps), antithetic=True)
@@ -170,6 +171,25 @@ def evaluate_loss(
         bpb=loss / math.log(2) / bytes_per_token,
         n_tokens=count,
         exact=spec.attention == "causal",
+    )
+
+
+def untimed_bound(config: Any, objective: str) -> None:
+    """One-line ``UserError`` where ``objective`` (``bd3lm``, ``hybrid``: the objectives that
+    refuse a time-conditioned model, ``unmask.objectives.blocks.UNTIMED``) has no bound for
+    a model of ``config``: one trained with time conditioning before unmask refused it. Its
+    loss says how to train another (training's advice); an evaluation says what is left."""
+    from unmask.objectives.blocks import UNTIMED, time_conditioning_problem
+
+    if config is None or objective not in UNTIMED:
+        return
+    if time_conditioning_problem(config, objective) is None:
+        return
+    raise UserError(
+        f"objective {objective!r} {UNTIMED[objective]}: this time-conditioned model "
+        f"(sigma_input={config.sigma_input!r}, trained before unmask refused it) has no bound "
+        "by it to measure; its samples are still scored (the generative perplexity, lm-eval "
+        "generation tasks), and a model trained with time conditioning off has a bound"
     )
 
 
@@ -379,6 +399,7 @@ def block_elbo_loglikelihood(
     it, which it never saw in training. With one block spanning the whole sequence this is
     ``elbo_loglikelihood``, draw for draw. ``stderr`` as there.
     """
+    untimed_bound(getattr(model, "config", None), "bd3lm")  # the bound is bd3lm's
     return _stratified_elbo(model, context, target, mask_id=mask_id, block_size=block_size,
                             n_samples=n_samples, batch_size=batch_size, generator=generator)
 
