@@ -880,3 +880,30 @@ def test_an_old_time_conditioned_bd3lm_gets_an_evaluators_advice(run, capsys, tm
     with pytest.raises(UserError, match="time-conditioned model .* no bound"):
         block_elbo_loglikelihood(load(timed).model, [5], [7, 9], mask_id=0, block_size=8,
                                  n_samples=2, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("line, said", [
+    ("[1, 2]", "not a JSON object"),
+    ('{"step": "abc", "loss": 1.0}', 'step is not a whole number ("abc")'),
+    ('{"step": 1.5, "loss": 1.0}', "step is not a whole number (1.5)"),
+    ('{"step": 1, "loss": "x"}', 'loss is not a number ("x")'),
+    ('{"step": 1, "val_loss": 2.0, "val_bpb": true}', "val_bpb is not a number (true)"),
+    ('{"event": "start", "params": "many"}', 'params is not a whole number ("many")'),
+    ('{"step": 1, "loss": 1.0, "tokens_per_s": "fast"}', "tokens_per_s is not a number"),
+])
+def test_a_metrics_record_of_the_wrong_shape_is_one_line(line, said, run, capsys, tmp_path):
+    """A metrics.jsonl line that is JSON but not a record the summary can read (a list, a
+    step or loss that is no number) was a traceback (AttributeError, ValueError, TypeError
+    from the report's format); it is one line naming the line, exit 2. A null (a non-finite
+    number as the log writes it) and a whole float step still read."""
+    import shutil
+
+    from unmask.report import read_metrics
+
+    shutil.copytree(run / "checkpoint", tmp_path / "r" / "checkpoint")
+    (tmp_path / "r" / "metrics.jsonl").write_text(f'{line}\n{{"step": 2, "loss": 1.0}}\n')
+    rc, _, err = _eval(capsys, tmp_path / "r", "--no-score", "--no-plot")
+    assert rc == 2 and err.count("\n") == 1 and f"metrics.jsonl:1: {said}" in err
+    ok = tmp_path / "ok.jsonl"
+    ok.write_text('{"step": 1.0, "loss": null, "val_loss": 2.0, "val_bpb": NaN}\n')
+    assert len(read_metrics(ok)) == 1

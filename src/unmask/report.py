@@ -91,9 +91,30 @@ def find_run(path: str | Path) -> RunInfo:
     return RunInfo(checkpoint=ckpt, run=run, train_config=cfg, step=step)
 
 
+_METRIC_FIELDS = {"step": int, "params": int, "loss": float, "val_loss": float,
+                  "val_bpb": float, "tokens_per_s": float, "elapsed_s": float}
+"""The fields of a ``metrics.jsonl`` record that ``summarize_training`` reads, by kind: a
+whole number, or any number (``null``: a non-finite one, as ``json_line`` writes it)."""
+
+
+def _bad_field(record: dict[str, Any]) -> str | None:
+    """Why ``record`` cannot be summed up (a field of ``_METRIC_FIELDS`` of another type), or
+    None."""
+    for name, value in record.items():
+        kind = _METRIC_FIELDS.get(name)
+        if kind is None or (value is None and name != "step"):
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or (kind is int and not float(value).is_integer()):
+            what = "a whole number" if kind is int else "a number"
+            return f"{name} is not {what} ({json.dumps(value)})"
+    return None
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The records of a ``metrics.jsonl``; a torn last line (a run killed mid-write) is
-    skipped, any other bad line is a ``UserError`` naming it."""
+    skipped, any other bad line (not JSON, not an object, a field ``summarize_training``
+    reads of another type) is a ``UserError`` naming it."""
     p = Path(path)
     lines = p.read_text().splitlines()
     out: list[dict[str, Any]] = []
@@ -101,11 +122,16 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines):
                 break
             raise UserError(f"{p}:{i}: not a JSON line") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{p}:{i}: not a JSON object (a metrics record is one)")
+        if (why := _bad_field(record)) is not None:
+            raise UserError(f"{p}:{i}: {why}")
+        out.append(record)
     return out
 
 
