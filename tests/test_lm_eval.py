@@ -504,6 +504,9 @@ def test_lm_eval_flags_without_tasks_are_refused(flag, tmp_path, capsys):
         (["--tasks", ","], "--tasks ',' names no task"),
         (["--tasks", "x", "--num-fewshot", "-1"], "--num-fewshot must be 0 or more, got -1"),
         (["--tasks", "x", "--limit", "1.5"], "--limit 1.5: items per task is a whole number"),
+        (["--tasks", "x", "--limit", "nan"], "--limit must be a positive number, got nan"),
+        (["--tasks", "x", "--limit", "inf"], "--limit must be a positive number, got inf"),
+        (["--tasks", "x", "--limit", "-1"], "--limit must be a positive number, got -1.0"),
     ],
 )
 def test_odd_lm_eval_flag_values_are_refused(flag, want, tmp_path, capsys):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -205,8 +206,8 @@ def _counts(args: argparse.Namespace) -> None:
         n = getattr(args, flag)
         if n is not None and n < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be at least 1, got {n}")
-    if args.limit is not None and args.limit <= 0:
-        raise UserError(f"--limit must be positive, got {args.limit}")
+    if args.limit is not None and not (math.isfinite(args.limit) and args.limit > 0):
+        raise UserError(f"--limit must be a positive number, got {args.limit}")  # nan passed
     if args.limit is not None and args.limit >= 1 and not args.limit.is_integer():
         raise UserError(f"--limit {args.limit}: items per task is a whole number (below 1, "
                         "a fraction of the task)")
