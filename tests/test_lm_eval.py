@@ -750,3 +750,22 @@ def test_elbo_of_a_dream_style_target_with_no_context_is_a_value_error():
     assert elbo_loglikelihood(model, [], [], mask_id=0, generator=g).logprob == 0.0
     assert math.isfinite(elbo_loglikelihood(model, [2], [7, 9], mask_id=0, n_samples=2,
                                             generator=g).logprob)
+
+
+@pytest.mark.parametrize("attention", ["causal", "bidirectional"])
+def test_a_continuation_that_starts_with_the_separator_is_its_own_prefix(attention, tmp_path):
+    """lm-eval's convention for an empty context, for every model: the prefix token (the
+    document separator), unless the continuation starts with it, whose first token is then
+    the context (the separator was scored after itself)."""
+    from unmask.checkpoint import load
+    from unmask.lm_eval import UnmaskLM
+
+    lm = UnmaskLM(loaded=load(_checkpoint(tmp_path, attention)), mc_samples=4,
+                  greedy_check=False)
+    start = lm._start_id
+    assert lm._prefixed([], [start, 70, 71]) == ([start], [70, 71])
+    assert lm._prefixed([], [70, 71]) == ([start], [70, 71])
+    assert lm._prefixed([5], [start]) == ([5], [start])
+    (a,) = lm._loglikelihoods([([], [start, 70, 71])], greedy=False)
+    (b,) = lm._loglikelihoods([([start], [70, 71])], greedy=False)
+    assert a.logprob == pytest.approx(b.logprob, abs=1e-6)

@@ -325,6 +325,7 @@ class UnmaskLM(LM):
 
         # generate_until still runs on these models: only their log-likelihoods are refused
         refuse_mask_elbo(self.facts, "lm-eval log-likelihoods (multiple-choice, perplexity)")
+        pairs = [self._prefixed(*pair) for pair in pairs]
         if self.causal:
             results = ar_loglikelihood(
                 self.loaded.model,
@@ -357,21 +358,29 @@ class UnmaskLM(LM):
         self.estimates.extend(results)
         return results
 
-    def _fit(self, context: Sequence[int], target: Sequence[int]) -> tuple[list[int], list[int]]:
-        """A diffusion request's context and target as they are scored, by lm-eval's
-        conventions for a causal model: an empty context is lm-eval's prefix token, the
-        document separator (``_start_id``; or, where the target already starts with it, that
-        first target token, as lm-eval's ``loglikelihood`` does), and a pair longer than the
-        model's context keeps its last ``max_length`` tokens, at least one of them context
-        (a target of ``max_length`` tokens loses its first). No target token is scored
-        without a token before it: a Dream-style model (``logit_shift``) has no logits for
-        position 0 (a cut target scored its first token with the logits meant for the
-        next), and every model reads a document as the rolling windows read it."""
+    def _prefixed(
+        self, context: Sequence[int], target: Sequence[int]
+    ) -> tuple[list[int], list[int]]:
+        """``context`` and ``target``, an empty context given lm-eval's prefix token for every
+        model: the document separator (``_start_id``), or, where the target already starts
+        with it, that first target token (as lm-eval's ``loglikelihood`` does: the separator
+        is not scored after itself)."""
         context, target = list(context), list(target)
-        if not context:
-            start = self._start_id
-            context, target = ([start], target) if target[:1] != [start] else (
-                target[:1], target[1:])
+        if context:
+            return context, target
+        start = self._start_id
+        return ([start], target) if target[:1] != [start] else (target[:1], target[1:])
+
+    def _fit(self, context: Sequence[int], target: Sequence[int]) -> tuple[list[int], list[int]]:
+        """A diffusion request's context and target as they are scored, cut as lm-eval cuts a
+        causal model's (and ``ar_loglikelihood`` does): a pair longer than the model's context
+        keeps its last ``max_length`` tokens, at least one of them context (a target of
+        ``max_length`` tokens loses its first). No target token is scored without a token
+        before it: a Dream-style model (``logit_shift``) has no logits for position 0 (the cut
+        left a target of ``max_length`` tokens no context, and its first token was scored with
+        the logits meant for the next), and every model reads a document as the rolling
+        windows read it. An empty context: ``_prefixed``."""
+        context, target = self._prefixed(context, target)
         seq = (context + target)[-self.max_length :]  # max_length >= 2 (the constructor)
         n = min(len(target), len(seq) - 1)
         return seq[: len(seq) - n], seq[len(seq) - n :]
