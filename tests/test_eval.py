@@ -904,6 +904,9 @@ def test_a_metrics_record_of_the_wrong_shape_is_one_line(line, said, run, capsys
     (tmp_path / "r" / "metrics.jsonl").write_text(f'{line}\n{{"step": 2, "loss": 1.0}}\n')
     rc, _, err = _eval(capsys, tmp_path / "r", "--no-score", "--no-plot")
     assert rc == 2 and err.count("\n") == 1 and f"metrics.jsonl:1: {said}" in err
+    (tmp_path / "r" / "metrics.jsonl").write_bytes(b'\xff{"step": 1}\n')
+    rc, _, err = _eval(capsys, tmp_path / "r", "--no-score", "--no-plot")
+    assert rc == 2 and err.count("\n") == 1 and "metrics.jsonl: not UTF-8 text (byte 0)" in err
     ok = tmp_path / "ok.jsonl"
     ok.write_text('{"step": 1.0, "loss": null, "val_loss": 2.0, "val_bpb": NaN}\n')
     assert len(read_metrics(ok)) == 1

@@ -116,7 +116,10 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     skipped, any other bad line (not JSON, not an object, a field ``summarize_training``
     reads of another type) is a ``UserError`` naming it."""
     p = Path(path)
-    lines = p.read_text().splitlines()
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:  # the CLI's catch-all named no file
+        raise UserError(f"{p}: not UTF-8 text (byte {e.start}), not a metrics log") from None
     out: list[dict[str, Any]] = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
