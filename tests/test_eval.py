@@ -910,3 +910,22 @@ def test_a_metrics_record_of_the_wrong_shape_is_one_line(line, said, run, capsys
     ok = tmp_path / "ok.jsonl"
     ok.write_text('{"step": 1.0, "loss": null, "val_loss": 2.0, "val_bpb": NaN}\n')
     assert len(read_metrics(ok)) == 1
+
+
+def test_dream_style_seq_len_1_is_one_line(run, capsys, tmp_path):
+    """A Dream-style (logit_shift) model predicts no window's first token: a window of one
+    has nothing to score, refused as a causal model's is (it was a note and exit 0 that did
+    not say why)."""
+    from unmask.checkpoint import load
+    from unmask.data import TokenDataset
+    from unmask.errors import UserError
+    from unmask.evaluate import evaluate_loss
+
+    dream = _bare(tmp_path / "dream", logit_shift=True)
+    rc, _, err = _eval(capsys, dream, "--no-score", "--no-plot", "--data", run.parent / "data",
+                       "--seq-len", "1")
+    assert rc == 2 and err.count("\n") == 1
+    assert "--seq-len must be at least 2 for a Dream-style model" in err
+    with pytest.raises(UserError, match="Dream-style.*seq_len must be at least 2"):
+        evaluate_loss(load(dream).model, TokenDataset(run.parent / "data", "val"),
+                      objective="mdlm", seq_len=1, max_batches=1)

@@ -156,7 +156,9 @@ def evaluate_loss(
         raise UserError(
             f"windows of seq_len={seq_len} tokens leave objective {objective} no token to "
             "score" + (" (a causal model predicts each token from the ones before it: "
-                       "seq_len must be at least 2)" if spec.attention == "causal" else "")
+                       "seq_len must be at least 2)" if spec.attention == "causal" else
+                       " (no logits of a Dream-style model, logit_shift, predict a window's "
+                       "first token: seq_len must be at least 2)" if first else "")
         )
     if count == 0:
         raise UserError(f"validation split has fewer than seq_len={seq_len} tokens")

@@ -266,6 +266,9 @@ def _check_seq_len(config: Any, seq_len: int) -> None:
     if seq_len < 2 and getattr(config, "attention", None) == "causal":
         raise UserError(f"--seq-len must be at least 2 for a causal model (each token is "
                         f"predicted from the ones before it), got {seq_len}")
+    if seq_len < 2 and getattr(config, "logit_shift", False):  # it was a note, exit 0
+        raise UserError(f"--seq-len must be at least 2 for a Dream-style model (logit_shift: "
+                        f"no logits predict a window's first token), got {seq_len}")
 
 
 def _no_bound(cfg: Any, data: str | None) -> str | None:
