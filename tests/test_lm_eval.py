@@ -769,3 +769,18 @@ def test_a_continuation_that_starts_with_the_separator_is_its_own_prefix(attenti
     (a,) = lm._loglikelihoods([([], [start, 70, 71])], greedy=False)
     (b,) = lm._loglikelihoods([([start], [70, 71])], greedy=False)
     assert a.logprob == pytest.approx(b.logprob, abs=1e-6)
+
+
+def test_generation_tasks_alone_claim_no_log_likelihoods(task_dir, tmp_path, capsys):
+    """A diffusion checkpoint that ran only ``generate_until`` tasks computed no
+    log-likelihood: the report said "exact log-likelihoods" (and ``exact: true``), which only a
+    causal model has."""
+    ckpt = _checkpoint(tmp_path / "m", "bidirectional")
+    argv = ["eval", str(ckpt), "--tasks", "tiny_gen", "--include-path", str(task_dir),
+            "--limit", "1", "--no-score", "--no-plot", "--device", "cpu", "--gen-length", "4"]
+    assert main(argv) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("lm-eval ")]
+    assert "exact" not in line and "no log-likelihood requests" in line
+    assert main([*argv, "--json"]) == 0
+    u = json.loads(capsys.readouterr().out)["lm_eval"]["unmask"]
+    assert (u["exact"], u["requests"], u["mc_samples"]) == (False, 0, None)

@@ -408,13 +408,16 @@ class UnmaskLM(LM):
 
     def summary(self) -> dict[str, Any]:
         """The Monte Carlo standard errors of the log-likelihoods computed so far, and the
-        seconds spent answering requests. ``mc_samples``, ``mean_stderr`` and ``max_stderr``
-        are None where the log-likelihoods are exact (a causal model), the last two also where
-        no estimate has a standard error: ``mc_samples`` 1 gives no spread to estimate it from."""
+        seconds spent answering requests. ``exact``: the model's log-likelihoods are exact (a
+        causal model; a diffusion model's are estimates, also where ``requests`` is 0, as
+        after generation tasks alone). ``mc_samples``, ``mean_stderr`` and ``max_stderr``
+        are None where no estimate was made (a causal model, no requests), the last two also
+        where no estimate has a standard error: ``mc_samples`` 1 gives no spread to estimate
+        it from."""
         est = [e for e in self.estimates if e.n_samples]
         se = [e.stderr for e in est if math.isfinite(e.stderr)]
         return {
-            "exact": not est,
+            "exact": self.causal,
             "requests": len(self.estimates),
             "model_seconds": self.model_seconds,
             # the same keys for every model: None where exact (a causal model) or not estimable

@@ -549,7 +549,9 @@ class RunReport:
         if self.lm_eval is not None:
             m = self.lm_eval
             u = m.get("unmask") or {}
-            if u.get("exact", True):
+            if u.get("requests") == 0:  # generation tasks alone
+                how = "no log-likelihood requests"
+            elif u.get("exact", True):
                 how = "exact log-likelihoods"
             elif u.get("mean_stderr") is None:  # one sample: no spread to estimate it from
                 how = (f"ELBO of {plural(u['mc_samples'], 'sample')}, no standard error (it "
