@@ -784,3 +784,32 @@ def test_generation_tasks_alone_claim_no_log_likelihoods(task_dir, tmp_path, cap
     assert main([*argv, "--json"]) == 0
     u = json.loads(capsys.readouterr().out)["lm_eval"]["unmask"]
     assert (u["exact"], u["requests"], u["mc_samples"]) == (False, 0, None)
+
+
+def test_generation_after_an_empty_context_starts_a_document(tmp_path, monkeypatch):
+    """``generate_until`` with an empty context decodes after the document separator, as a
+    log-likelihood is scored after it: a Dream-style model's canvas had no token before its
+    first generated position, which no logits predict."""
+    from lm_eval.api.instance import Instance
+
+    import unmask.api
+    from unmask.checkpoint import load, save_checkpoint
+    from unmask.lm_eval import UnmaskLM
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=48, logit_shift=True)
+    save_checkpoint(tmp_path, model=Transformer(cfg), tokenizer=tok)
+    lm = UnmaskLM(loaded=load(tmp_path), greedy_check=False)
+    seen = []
+    real = unmask.api.start
+
+    def spy(loaded, prompts, config):
+        seen.extend(prompts)
+        return real(loaded, prompts, config)
+
+    monkeypatch.setattr(unmask.api, "start", spy)
+    kwargs = {"until": ["\n"], "max_gen_toks": 3}
+    lm.generate_until([Instance("generate_until", {}, ("", kwargs), 0),
+                       Instance("generate_until", {}, ("ab", kwargs), 1)])
+    assert seen == [[lm._start_id], tok.encode("ab")]

@@ -274,8 +274,11 @@ class UnmaskLM(LM):
             room = self._prompt_room(config.gen_length)
             for lo in range(0, len(idx), self.batch_size):
                 chunk = idx[lo : lo + self.batch_size]
+                # an empty context starts a document, as for a log-likelihood (_prefixed): a
+                # Dream-style model has no logits for a canvas' first position
                 prompts = [
-                    self.tokenizer.encode(requests[i].args[0])[-room:] if room > 0 else []
+                    (self.tokenizer.encode(requests[i].args[0]) or [self._start_id])[-room:]
+                    if room > 0 else []
                     for i in chunk
                 ]
                 result, _ = run_to_end(start(self.loaded, prompts, config))
