@@ -813,3 +813,16 @@ def test_generation_after_an_empty_context_starts_a_document(tmp_path, monkeypat
     lm.generate_until([Instance("generate_until", {}, ("", kwargs), 0),
                        Instance("generate_until", {}, ("ab", kwargs), 1)])
     assert seen == [[lm._start_id], tok.encode("ab")]
+
+
+def test_a_seed_lm_eval_cannot_take_is_one_line(task_dir, tmp_path, capsys):
+    """lm-eval seeds numpy with ``--seed``, which takes 0 to 2**32 - 1: a larger seed (which
+    ``--seed`` accepts up to 2**63 - 1) was numpy's ValueError traceback after the rest of the
+    report had been measured; it is one line, exit 2, before."""
+    ckpt = _checkpoint(tmp_path / "m", "bidirectional")
+    argv = ["eval", str(ckpt), "--tasks", "tiny_mc", "--include-path", str(task_dir), "--limit",
+            "1", "--mc-samples", "2", "--no-score", "--no-plot", "--device", "cpu"]
+    assert main([*argv, "--seed", str(2**32)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lm-eval seeds numpy with it, which takes 0 to 2**32 - 1" in err
+    assert main([*argv, "--seed", str(2**32 - 1)]) == 0

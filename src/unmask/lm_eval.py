@@ -430,6 +430,14 @@ class UnmaskLM(LM):
         }
 
 
+def check_seed(seed: int) -> None:
+    """One-line ``UserError`` for a seed lm-eval cannot take: it seeds numpy's global
+    generator with it, which takes 0 to 2**32 - 1 (a larger one was numpy's traceback)."""
+    if not 0 <= seed < 2**32:
+        raise UserError(f"seed {seed}: lm-eval seeds numpy with it, which takes 0 to "
+                        f"2**32 - 1; give a smaller --seed with --tasks")
+
+
 def check_task_files(folder: str | Path) -> None:
     """Parse every YAML file under ``folder`` (lm-eval's own ``!function`` tags allowed) and
     raise a one-line ``UserError`` naming the first that does not parse: lm-eval itself only
@@ -541,6 +549,7 @@ def run_tasks(
     from lm_eval.loggers import EvaluationTracker
     from lm_eval.utils import make_table
 
+    check_seed(seed)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
     try:
@@ -583,6 +592,7 @@ def run_tasks(
 __all__ = [
     "LM_EVAL_INSTALL",
     "UnmaskLM",
+    "check_seed",
     "check_task_files",
     "find_tasks",
     "offline_hub",

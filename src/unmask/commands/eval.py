@@ -429,8 +429,9 @@ def run(args: argparse.Namespace) -> int:
                         "latent-diffusion model takes no prompt (it samples whole windows)")
     manager = None
     if args.tasks:  # a model no lm-eval task can run on, an unknown task: now, not after the rest
-        from unmask.lm_eval import find_tasks, refuse_unprompted
+        from unmask.lm_eval import check_seed, find_tasks, refuse_unprompted
 
+        check_seed(args.seed)
         refuse_unprompted(facts, "eval --tasks")
         manager = find_tasks(_task_names(args.tasks), args.include_path)
     # samples are drawn as `unmask generate` draws them: flags not given take the
