@@ -748,6 +748,13 @@ def test_best_logged_bpb_skips_a_non_finite_validation():
     lines = RunReport(checkpoint="c", run="r", step=2, objective="mdlm",
                       training=training).lines()
     assert any("7.2500 bits/byte last, 7.2500 best" in line for line in lines)
+    # the last validation overflowed, an earlier one did not: not "nan bits/byte last"
+    training = summarize_training([{"step": 1, "val_loss": 1.0, "val_bpb": 7.25},
+                                   {"step": 2, "val_loss": 1.0, "val_bpb": None}]).as_dict()
+    lines = RunReport(checkpoint="c", run="r", step=2, objective="mdlm",
+                      training=training).lines()
+    (line,) = [x for x in lines if x.startswith("logged val")]
+    assert "not finite last, 7.2500 best" in line and "nan" not in line
 
 
 def test_a_diverged_models_perplexity_is_inf_not_a_false_finite_bound() -> None:

@@ -479,11 +479,10 @@ class RunReport:
                 extra += f", {sec:.0f} s" if sec < 120 else f", {sec / 60:.1f} min"
             rows.append(("training", f"loss {t['last_loss']:.4f} at step {t['last_step']}{extra}"))
         if t.get("best_val_bpb") is not None and not math.isnan(t["best_val_bpb"]):
+            last = t["last_val_bpb"]  # not finite: the last validation overflowed ("nan")
+            last_text = f"{last:.4f} bits/byte" if math.isfinite(last) else "not finite"
             rows.append(
-                (
-                    "logged val",
-                    f"{t['last_val_bpb']:.4f} bits/byte last, {t['best_val_bpb']:.4f} best",
-                )
+                ("logged val", f"{last_text} last, {t['best_val_bpb']:.4f} best")
             )
         h = self.heldout
         seq = f", windows of {h['seq_len']}" if h and h.get("seq_len") else ""
