@@ -936,3 +936,22 @@ def test_dream_style_seq_len_1_is_one_line(run, capsys, tmp_path):
     with pytest.raises(UserError, match="Dream-style.*seq_len must be at least 2"):
         evaluate_loss(load(dream).model, TokenDataset(run.parent / "data", "val"),
                       objective="mdlm", seq_len=1, max_batches=1)
+
+
+def test_the_loss_curve_calls_a_loss_without_bound_a_loss(tmp_path, monkeypatch):
+    """The validation series is a "bound" where the run logged bits/byte, and a "loss" where
+    the family has no bound (embed-diffusion, latent: no bits/byte logged); it was called a
+    bound for every family."""
+    import matplotlib.pyplot as plt
+
+    from unmask.report import plot_loss_curve, summarize_training
+
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), close(fig)))
+    train = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}]
+    for val, want in (({"val_loss": 2.5, "val_bpb": 3.6}, "validation bound"),
+                      ({"val_loss": 0.4}, "validation loss")):
+        plot_loss_curve(summarize_training([*train, {"step": 2, **val}]), tmp_path / "c.png")
+        labels = figures[-1].axes[0].get_legend_handles_labels()[1]
+        assert labels == ["training loss", want]

@@ -399,7 +399,8 @@ def validation_prompts(data: str | Path, *, n: int, length: int) -> list[list[in
 
 def plot_loss_curve(summary: TrainingSummary, out: str | Path, *, title: str = "") -> Path:
     """Training loss and validation bound (nats per token) against step, as a PNG at
-    ``out`` (written atomically). ``ImportError`` when matplotlib is not installed."""
+    ``out`` (written atomically); "validation loss" for a family whose loss is no bound (it
+    logs no bits/byte). ``ImportError`` when matplotlib is not installed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
@@ -410,7 +411,10 @@ def plot_loss_curve(summary: TrainingSummary, out: str | Path, *, title: str = "
         if summary.steps:
             ax.plot(summary.steps, summary.loss, lw=1, label="training loss")
         if summary.val_steps:
-            ax.plot(summary.val_steps, summary.val_loss, "o-", ms=3, label="validation bound")
+            # a family without a bound logs no bits/byte (NaN): its loss is no bound
+            bound = any(math.isfinite(b) for b in summary.val_bpb)
+            ax.plot(summary.val_steps, summary.val_loss, "o-", ms=3,
+                    label="validation bound" if bound else "validation loss")
         ax.set_xlabel("step")
         ax.set_ylabel("nats per token")
         ax.set_title(title)
