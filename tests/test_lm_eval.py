@@ -526,6 +526,8 @@ def test_empty_continuation_is_certain_and_greedy(checkpoint):
     lm = UnmaskLM(loaded=load(checkpoint), mc_samples=4, greedy_check=True)
     reqs = [Instance("loglikelihood", {}, ("hello", ""), 0)]
     assert lm.loglikelihood(reqs) == [(0.0, True)]
+    # exact, so no Monte Carlo estimate: its 0.0 standard error pulled the mean one down
+    assert lm.estimates[-1].n_samples == 0 and lm.summary()["mean_stderr"] is None
 
 
 def test_continuous_checkpoint_log_likelihoods_are_one_line_errors(tmp_path):

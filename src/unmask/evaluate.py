@@ -424,8 +424,8 @@ def _stratified_elbo(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     L, P = len(target), len(context)
-    if L == 0:
-        return LogLikelihood(0.0, 0.0, n_samples)
+    if L == 0:  # log 1, exact: no samples drawn (counted as n, its 0.0 stderr pulled
+        return LogLikelihood(0.0, 0.0, 0)  # the lm-eval summary's mean standard error down)
     _check_context(model, P)
     device = _model_device(model)
     seq = torch.tensor([*context, *target], dtype=torch.long)  # (P + L,)
