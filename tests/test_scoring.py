@@ -143,6 +143,13 @@ def test_batched_scores_equal_one_by_one() -> None:
     # Truncation keeps the first max_length tokens, context included.
     short = ReferenceScorer(scorer.logits_fn, tok.encode, start_id=cfg.eos_id, max_length=5)
     assert short.score(texts[3:])[0].n_tokens == 4
+    # ... but a long prompt loses its start first: its continuation was left unscored (0
+    # tokens, the sample dropped from the perplexity without a word)
+    (long,) = short.score(["ab"], prompts=["And there was light"])
+    bare = ReferenceScorer(scorer.logits_fn, tok.encode, start_id=None)
+    (want,) = bare.score(["ab"], prompts=["ght"])  # what fits: the prompt's last 3 bytes
+    assert (long.n_tokens, want.n_tokens) == (2, 2)
+    assert long.nll == pytest.approx(want.nll, rel=1e-9)
 
 
 def test_scorer_rejects_bad_input() -> None:

@@ -152,8 +152,8 @@ class ReferenceScorer:
     (B, T, V); ``encode`` maps text to ids. ``start_id`` (when not None) is put before every
     text, so that its first token is scored too (conditioned on "a document starts here");
     without it the first token of a text with no prompt is context, not scored.
-    Sequences longer than ``max_length`` (context included) keep their first ``max_length``
-    tokens.
+    A sequence longer than ``max_length`` (context included) loses the start of its context
+    (one context token kept), then the end of its text.
     """
 
     def __init__(
@@ -282,8 +282,11 @@ class ReferenceScorer:
             ids, n_ctx = (self.encode(text), 0) if prompts is None else \
                 self._continuation(prompts[i], text)  # fmt: skip
             ids, n_ctx = start + ids, len(start) + n_ctx
-            if self.max_length is not None:
-                ids = ids[: self.max_length]
+            if self.max_length is not None and len(ids) > self.max_length:
+                # the context's start goes first (one token of it kept), then the text's end:
+                # a prompt as long as the context left its continuation unscored
+                cut = min(len(ids) - self.max_length, max(n_ctx - 1, 0))
+                ids, n_ctx = ids[cut:][: self.max_length], n_ctx - cut
             rows.append((ids, min(n_ctx, len(ids))))
         return rows
 
