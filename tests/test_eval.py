@@ -781,14 +781,15 @@ def test_a_diverged_models_perplexity_is_inf_not_a_false_finite_bound() -> None:
 
 def test_a_damaged_trainer_state_is_one_line(run, capsys, tmp_path):
     """A trainer.json that is JSON but not an object (``[1]``) was an AttributeError
-    traceback; not UTF-8 likewise: one line naming the file."""
+    traceback; not UTF-8 likewise: one line naming the file; a step that is no whole number
+    too (it was printed as the report's step)."""
     import shutil
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     trainer = copy / "checkpoint" / "trainer.json"
-    for damage in (b"[1]", b"\xff\xfe{"):
-        trainer.write_bytes(damage)
+    for damage in (b"[1]", b"\xff\xfe{", b'{"step": "abc"}', b'{"step": [4]}'):
+        trainer.write_bytes(damage)  # a step that is no number was printed: "step abc"
         assert main(["eval", str(copy), "--no-score", "--no-plot"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "trainer.json" in err, err

@@ -81,6 +81,8 @@ def find_run(path: str | Path) -> RunInfo:
     if trainer.is_file():
         meta = read_json(trainer)  # one-line errors: not JSON, not UTF-8, not an object
         step = meta.get("step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+            raise UserError(f"{trainer}: step is not a whole number ({json.dumps(step)})")
     if best and step is None and run is not None and (run / "metrics.jsonl").is_file():
         events = [r for r in read_metrics(run / "metrics.jsonl") if r.get("event") == "best"]
         step = events[-1].get("step") if events else None
