@@ -6,7 +6,9 @@ the perplexity; for an ``ar`` model the loss is the exact NLL. Bits per byte div
 the nats per token by ln 2 and by the corpus' UTF-8 bytes per token, so numbers are
 comparable across tokenizers.
 
-Inside: ``EvalResult``, ``evaluate_loss``, ``sequence_elbo`` (the same bound per sequence,
+Inside: ``EvalResult``, ``evaluate_loss`` (``untimed_bound``: the one-line refusal of a
+time-conditioned model by ``bd3lm`` / ``hybrid``, which have no bound for it),
+``sequence_elbo`` (the same bound per sequence,
 for scoring candidate texts, e.g. gap lengths in ``unmask.infill``) and
 ``sequence_elbo_terms`` (that bound's terms per position).
 
