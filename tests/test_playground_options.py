@@ -97,3 +97,16 @@ def test_the_options_say_the_refusal_of_steps_over_max_steps():
         assert body["refused"] == r.json()["error"]["message"]
         assert "--max-steps" in body["refused"] and body["max_steps"] == 8
         assert client.get("/playground/options?max_tokens=16&steps=8").json()["refused"] is None
+
+
+def test_the_options_say_a_max_tokens_past_the_context_first():
+    """A ``max_tokens`` past the context is refused for that before its steps: the note said
+    "send steps <= 8", and with steps the request was refused again, for the context."""
+    with _limited(8) as client:
+        body = client.get("/playground/options?max_tokens=100&steps=8").json()
+        r = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 100, "steps": 8})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert body["refused"] == ("max_tokens (100) exceeds the model's context of 64 tokens; "
+                                   "use max_tokens <= 64 less the prompt's tokens")
+        assert client.get("/playground/options?max_tokens=100").json()["refused"] == (
+            body["refused"])

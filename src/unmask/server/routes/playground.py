@@ -16,7 +16,7 @@ from unmask import api
 from unmask.errors import UserError
 from unmask.sampling import choose_decoder
 from unmask.server.http import APIError
-from unmask.server.plumbing import check_names, secured
+from unmask.server.plumbing import check_names, max_tokens_room, secured
 from unmask.server.schemas import CompletionRequest, DiffusionOptions
 from unmask.server.state import ServerState
 
@@ -34,7 +34,8 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
     no recommendation, whatever ``policy`` is given), the ``recommended`` options themselves
     (``GET /v1/models``), ``max_steps`` (the server's ``--max-steps``: the most ``steps`` any
     request may send) and ``refused``: the 400 that ``/v1/completions`` answers such a request
-    for its steps (one per token of a ``max_tokens`` over ``--max-steps``), else None."""
+    whatever its prompt (a ``max_tokens`` past the context; steps one per token of a
+    ``max_tokens`` over ``--max-steps``), else None."""
     from unmask.server.routes.completions import cap_default_steps, default_length
     from unmask.server.routes.info import recommended
 
@@ -51,11 +52,15 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
         raise APIError(400, str(e), code="invalid_value") from None
     check_names(runs)  # an unknown policy: a 400 naming it
     refused = None
+    ctx, who = state.context
+    if length > max_tokens_room(state, 0):  # whatever the prompt: the context check comes first
+        refused = (f"max_tokens ({length}) exceeds the {who}'s context of {ctx} tokens; use "
+                   f"max_tokens <= {max_tokens_room(state, 0)} less the prompt's tokens")
     try:
         decoder = choose_decoder(api.facts_of(state.loaded), runs)
         runs = cap_default_steps(state, req, decoder, runs, [0])
     except APIError as e:  # steps over --max-steps: the page shows the server's words
-        refused = e.message
+        refused = refused or e.message
     except UserError:  # another refusal: the run's own 400 says it, with the prompt known
         pass
     fields = DiffusionOptions.model_fields
