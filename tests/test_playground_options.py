@@ -110,3 +110,15 @@ def test_the_options_say_a_max_tokens_past_the_context_first():
                                    "use max_tokens <= 64 less the prompt's tokens")
         assert client.get("/playground/options?max_tokens=100").json()["refused"] == (
             body["refused"])
+
+
+@pytest.mark.parametrize("query", ["steps=9", "max_tokens=3&steps=9", "steps=100000000000"])
+def test_the_options_say_a_sent_steps_over_max_steps(query):
+    """A typed ``steps`` over the limit was answered as if it would run (``refused`` null);
+    it is the server's first refusal of the request."""
+    with _limited(8) as client:
+        body = client.get("/playground/options?" + query).json()
+        sent = {k: int(v) for k, v in (kv.split("=") for kv in query.split("&"))}
+        r = client.post("/v1/completions", json={"prompt": "the", **sent})
+        assert r.status_code == 400 and body["refused"] == r.json()["error"]["message"]
+        assert body["refused"] == "steps must be <= 8"

@@ -16,7 +16,7 @@ from unmask import api
 from unmask.errors import UserError
 from unmask.sampling import choose_decoder
 from unmask.server.http import APIError
-from unmask.server.plumbing import check_names, max_tokens_room, secured
+from unmask.server.plumbing import check_names, check_steps, max_tokens_room, secured
 from unmask.server.schemas import CompletionRequest, DiffusionOptions
 from unmask.server.state import ServerState
 
@@ -34,8 +34,8 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
     no recommendation, whatever ``policy`` is given), the ``recommended`` options themselves
     (``GET /v1/models``), ``max_steps`` (the server's ``--max-steps``: the most ``steps`` any
     request may send) and ``refused``: the 400 that ``/v1/completions`` answers such a request
-    whatever its prompt (a ``max_tokens`` past the context; steps one per token of a
-    ``max_tokens`` over ``--max-steps``), else None."""
+    whatever its prompt (a sent ``steps`` over ``--max-steps``; a ``max_tokens`` past the
+    context; steps one per token of a ``max_tokens`` over ``--max-steps``), else None."""
     from unmask.server.routes.completions import cap_default_steps, default_length
     from unmask.server.routes.info import recommended
 
@@ -52,8 +52,12 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
         raise APIError(400, str(e), code="invalid_value") from None
     check_names(runs)  # an unknown policy: a 400 naming it
     refused = None
+    try:
+        check_steps(state, req)  # a sent steps over --max-steps: the first check of the run
+    except APIError as e:
+        refused = e.message
     ctx, who = state.context
-    if length > max_tokens_room(state, 0):  # whatever the prompt: the context check comes first
+    if length > max_tokens_room(state, 0) and refused is None:  # whatever the prompt
         refused = (f"max_tokens ({length}) exceeds the {who}'s context of {ctx} tokens; use "
                    f"max_tokens <= {max_tokens_room(state, 0)} less the prompt's tokens")
     try:
