@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from unmask import api
+from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import choose_decoder
 from unmask.server.http import APIError
@@ -36,7 +37,7 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
     request may send) and ``refused``: the 400 that ``/v1/completions`` answers such a request
     whatever its prompt (a sent ``steps`` over ``--max-steps``; a ``max_tokens`` past the
     context; steps one per token of a ``max_tokens`` over ``--max-steps``), else None."""
-    from unmask.server.routes.completions import cap_default_steps, default_length
+    from unmask.server.routes.completions import default_length
     from unmask.server.routes.info import recommended
 
     sent = {k: v for k, v in (("max_tokens", max_tokens), ("steps", steps), ("policy", policy))
@@ -51,22 +52,7 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
     except UserError as e:
         raise APIError(400, str(e), code="invalid_value") from None
     check_names(runs)  # an unknown policy: a 400 naming it
-    refused = None
-    try:
-        check_steps(state, req)  # a sent steps over --max-steps: the first check of the run
-    except APIError as e:
-        refused = e.message
-    ctx, who = state.context
-    if length > max_tokens_room(state, 0) and refused is None:  # whatever the prompt
-        refused = (f"max_tokens ({length}) exceeds the {who}'s context of {ctx} tokens; use "
-                   f"max_tokens <= {max_tokens_room(state, 0)} less the prompt's tokens")
-    try:
-        decoder = choose_decoder(api.facts_of(state.loaded), runs)
-        runs = cap_default_steps(state, req, decoder, runs, [0])
-    except APIError as e:  # steps over --max-steps: the page shows the server's words
-        refused = refused or e.message
-    except UserError:  # another refusal: the run's own 400 says it, with the prompt known
-        pass
+    runs, refused = within_limits(state, req, runs, length)
     fields = DiffusionOptions.model_fields
     template = {k: fields[k].default for k in ("temperature", "policy", "threshold")}
     return {"recommended": recommended(state),
@@ -74,6 +60,35 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
             "template": template,
             "max_steps": state.limits.max_steps,
             "refused": refused}
+
+
+def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig,
+                  length: int) -> tuple[SampleConfig, str | None]:
+    """``runs`` with recommended steps capped to ``--max-steps`` as ``/v1/completions`` caps
+    them (``cap_default_steps``), and the first 400 it answers ``req`` whatever the prompt, in
+    its order: a sent ``steps`` over ``--max-steps`` (``check_steps``), a ``length`` past the
+    context even after an empty prompt (one token for a causal model), steps one per token
+    over ``--max-steps``; None when it runs."""
+    from unmask.server.routes.completions import cap_default_steps
+
+    refused = None
+    try:
+        check_steps(state, req)
+    except APIError as e:
+        refused = e.message
+    ctx, who = state.context
+    room = max_tokens_room(state, 1 if state.causal else 0)
+    if length > room and refused is None:
+        refused = (f"max_tokens ({length}) exceeds the {who}'s context of {ctx} tokens; use "
+                   f"max_tokens <= {room} less the prompt's tokens")
+    try:
+        decoder = choose_decoder(api.facts_of(state.loaded), runs)
+        runs = cap_default_steps(state, req, decoder, runs, [0])
+    except APIError as e:  # steps one per token over --max-steps: the server's words
+        refused = refused or e.message
+    except UserError:  # another refusal: the run's own 400 says it, with the prompt known
+        pass
+    return runs, refused
 
 
 def router(state: ServerState) -> APIRouter:
