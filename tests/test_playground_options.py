@@ -122,3 +122,27 @@ def test_the_options_say_a_sent_steps_over_max_steps(query):
         r = client.post("/v1/completions", json={"prompt": "the", **sent})
         assert r.status_code == 400 and body["refused"] == r.json()["error"]["message"]
         assert body["refused"] == "steps must be <= 8"
+
+
+def test_an_autoregressive_models_room_counts_its_one_token_prompt():
+    """A causal model runs on at least one prompt token (an empty prompt is its BOS): a
+    ``max_tokens`` of the whole context passes no request, and the answer says so."""
+    import dataclasses
+
+    import torch
+    from server_helpers import tiny_config
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), attention="causal", objective="ar")
+    with TestClient(create_app(loaded(Transformer(config).eval()))) as client:
+        ctx = config.max_seq_len
+        body = client.get(f"/playground/options?max_tokens={ctx}").json()
+        r = client.post("/v1/completions", json={"prompt": "", "max_tokens": ctx})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert body["refused"] == (f"max_tokens ({ctx}) exceeds the model's context of {ctx} "
+                                   f"tokens; use max_tokens <= {ctx - 1} less the prompt's "
+                                   "tokens")
+        fits = client.get(f"/playground/options?max_tokens={ctx - 1}").json()
+        assert fits["refused"] is None
