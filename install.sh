@@ -11,14 +11,21 @@
 #   the Debian `chromium` package that the browser test drives (never `playwright install`,
 #   which downloads a browser from outside PyPI and Debian).
 set -euo pipefail
+usage="usage: bash install.sh [--test]"
+case "$#:${1:-}" in  # anything else was taken for a plain install (--tests, --help too)
+  0:) extras="[serve]" ;;
+  1:--test) extras="[serve,test]" ;;
+  1:-h|1:--help) sed -n '2,12s/^# \{0,1\}//p' "$0"; exit 0 ;;
+  *) echo "install.sh: unexpected arguments: $* ($usage)" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")"
-extras="[serve]"
-[[ "${1:-}" == "--test" ]] && extras="[serve,test]"
 if [[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
   py=python
+  run=unmask
 else
   [[ -x .venv/bin/python ]] || python3 -m venv .venv
   py=.venv/bin/python
+  run=.venv/bin/unmask
 fi
 pipq() { "$py" -m pip install -q "$@" 2> >(grep -v "is ignored" >&2); }
 pipq --upgrade pip
@@ -36,3 +43,4 @@ if [[ "$extras" == *test* ]] && ! command -v chromium >/dev/null; then
   fi
 fi
 "$py" -c "import torch, unmask; print(f'unmask {unmask.__version__} ready (torch {torch.__version__}, python: $py)')"
+echo "next: $run demo"

@@ -214,6 +214,21 @@ def test_steps_help_states_the_default_the_command_takes(name):
     assert text.startswith("Total denoising steps")
 
 
+def test_demo_steps_help_states_the_default_demo_takes():
+    """``unmask demo --help`` said the steps default to the generation length; the demo runs a
+    checkpoint's recommended steps where it has them (``api.sample_config``), as generate."""
+    assert _help_of("demo", "--steps") == ("denoising steps (default: the checkpoint's "
+                                           "recommended steps, else --gen-length: one token per "
+                                           "step)")
+
+
+def test_top_level_help_tells_a_new_user_where_to_start():
+    """``unmask`` (or ``unmask --help``) listed twelve commands and no first step; it names
+    the demo, which needs no network and no arguments."""
+    text = " ".join(build_parser().format_help().split())
+    assert "New here? 'unmask demo' shows the shipped demo model (no network" in text
+
+
 def test_serve_flags_take_the_metavars_and_types_of_the_decoding_commands():
     """A flag serve shares with generate (or chat's --chat-template) shows the same
     placeholder and takes the same values: serve wrote --draft-threshold P (X elsewhere),

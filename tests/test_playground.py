@@ -48,7 +48,7 @@ from test_server_openai import live_server  # noqa: E402
 from torch import nn  # noqa: E402
 
 from unmask import api  # noqa: E402
-from unmask.server import create_app  # noqa: E402
+from unmask.server import ServerLimits, create_app  # noqa: E402
 
 NEW_TOKEN_RGB = (0xC8, 0xF7, 0xC5)  # .new { background: #c8f7c5 }
 
@@ -942,3 +942,34 @@ def test_with_an_api_key_the_recommendation_is_read_once_the_key_is_typed(page):
         page.dispatch_event("#key", "change")
         expect_placeholders(page, {"temperature": "0.5", "threshold": "0.9"})
         page.errors.clear()  # Chromium logs the 401 on the console
+
+
+def test_the_steps_field_keeps_within_the_servers_max_steps(page):
+    """The page offered any step count: under ``--max-steps 8`` it sent steps 50 and blank
+    steps over a 16-token max_tokens for the server to refuse. Now the steps field's max is
+    the limit (a step count over it is an error before anything is sent), the label says it,
+    and a length whose blank steps the server would refuse is said in the note, in the
+    server's words."""
+    model = random_transformer(tokenizer=TOK)
+    with live_server(create_app(loaded(model, TOK), limits=ServerLimits(max_steps=8))) as port:
+        page.goto(f"http://127.0.0.1:{port}/")
+        expect(page.locator("#steps")).to_have_attribute("max", "8")
+        expect(page.locator("#steps_label")).to_have_attribute(
+            "title", "at most 8 (the server's --max-steps)")
+        page.fill("#max_tokens", "16")
+        note = page.locator("#defaults_note")
+        expect(note).to_contain_text("steps must be <= 8 (the server's --max-steps)")
+        expect(note).to_have_class("err")
+        page.fill("#steps", "8")
+        expect(note).to_contain_text("the checkpoint recommends no sampling options")
+        expect(note).not_to_have_class("err")
+        sent_urls: list[str] = []
+        page.on("request", lambda r: sent_urls.append(r.url) if "/v1/" in r.url else None)
+        page.fill("#steps", "50")
+        page.click("#go")
+        expect(page.locator("#status")).to_have_text(
+            "steps must be <= 8 (the server's --max-steps)")
+        assert not sent_urls
+        page.fill("#steps", "4")
+        page.click("#go")
+        expect(page.locator("#status")).to_contain_text("4 steps in ")

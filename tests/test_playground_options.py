@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from server_helpers import bpe_tokenizer, loaded, random_transformer
 
 from unmask import api
-from unmask.server import create_app
+from unmask.server import ServerLimits, create_app
 
 TOK = bpe_tokenizer()
 LLADA2_LIKE = {"policy": "threshold", "threshold": 0.95, "block_length": 4, "temperature": 0.3}
@@ -56,3 +56,93 @@ def test_the_options_need_the_key_and_a_known_policy(served):
     assert r.status_code == 400 and "bogus" in r.json()["error"]["message"]
     assert "\n" not in r.json()["error"]["message"]
     assert client.get("/playground/options?max_tokens=0").status_code == 400
+
+
+def _limited(limit: int, **defaults) -> TestClient:
+    """A server at ``--max-steps limit`` of a checkpoint that recommends ``defaults``."""
+    model = random_transformer(tokenizer=TOK)
+    model.config.sample_defaults = defaults
+    return TestClient(create_app(loaded(model, TOK), limits=ServerLimits(max_steps=limit)))
+
+
+@pytest.mark.parametrize("defaults, query", [
+    ({}, ""),  # completions' 16 not sent: cut to the limit, steps one per token
+    ({}, "max_tokens=8"),
+    ({}, "max_tokens=16&steps=4"),
+    ({}, "max_tokens=16&policy=threshold"),  # as many steps as it takes
+    ({"steps": 32, "gen_length": 32}, "max_tokens=32"),  # the recommendation capped
+])  # fmt: skip
+def test_the_options_show_max_steps_and_the_steps_that_run_within_it(defaults, query):
+    """The page offered any step count and showed the uncapped steps as what a blank field
+    runs (``--max-steps`` was nowhere in the answer): now ``max_steps`` is the server's
+    limit and ``complete.steps`` what ``/v1/completions`` runs for the same fields."""
+    with _limited(8, **defaults) as client:
+        body = client.get("/playground/options?" + query).json()
+        assert body["max_steps"] == 8 and body["refused"] is None
+        sent = {k: (v if k == "policy" else int(v))
+                for k, v in (kv.split("=") for kv in query.split("&") if kv)}
+        r = client.post("/v1/completions", json={"prompt": "the", **sent})
+        assert r.status_code == 200, r.text
+        if body["complete"]["policy"] != "threshold":
+            assert r.json()["steps"] == body["complete"]["steps"] <= 8
+
+
+def test_the_options_say_the_refusal_of_steps_over_max_steps():
+    """A ``max_tokens`` over the limit with blank steps (one step per token) is the server's
+    400: the answer says it in the server's words, before the page sends the request."""
+    with _limited(8) as client:
+        body = client.get("/playground/options?max_tokens=16").json()
+        r = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 16})
+        assert r.status_code == 400
+        assert body["refused"] == r.json()["error"]["message"]
+        assert "--max-steps" in body["refused"] and body["max_steps"] == 8
+        assert client.get("/playground/options?max_tokens=16&steps=8").json()["refused"] is None
+
+
+def test_the_options_say_a_max_tokens_past_the_context_first():
+    """A ``max_tokens`` past the context is refused for that before its steps: the note said
+    "send steps <= 8", and with steps the request was refused again, for the context."""
+    with _limited(8) as client:
+        body = client.get("/playground/options?max_tokens=100&steps=8").json()
+        r = client.post("/v1/completions", json={"prompt": "the", "max_tokens": 100, "steps": 8})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert body["refused"] == ("max_tokens (100) exceeds the model's context of 64 tokens; "
+                                   "use max_tokens <= 64 less the prompt's tokens")
+        assert client.get("/playground/options?max_tokens=100").json()["refused"] == (
+            body["refused"])
+
+
+@pytest.mark.parametrize("query", ["steps=9", "max_tokens=3&steps=9", "steps=100000000000"])
+def test_the_options_say_a_sent_steps_over_max_steps(query):
+    """A typed ``steps`` over the limit was answered as if it would run (``refused`` null);
+    it is the server's first refusal of the request."""
+    with _limited(8) as client:
+        body = client.get("/playground/options?" + query).json()
+        sent = {k: int(v) for k, v in (kv.split("=") for kv in query.split("&"))}
+        r = client.post("/v1/completions", json={"prompt": "the", **sent})
+        assert r.status_code == 400 and body["refused"] == r.json()["error"]["message"]
+        assert body["refused"] == "steps must be <= 8"
+
+
+def test_an_autoregressive_models_room_counts_its_one_token_prompt():
+    """A causal model runs on at least one prompt token (an empty prompt is its BOS): a
+    ``max_tokens`` of the whole context passes no request, and the answer says so."""
+    import dataclasses
+
+    import torch
+    from server_helpers import tiny_config
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), attention="causal", objective="ar")
+    with TestClient(create_app(loaded(Transformer(config).eval()))) as client:
+        ctx = config.max_seq_len
+        body = client.get(f"/playground/options?max_tokens={ctx}").json()
+        r = client.post("/v1/completions", json={"prompt": "", "max_tokens": ctx})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"
+        assert body["refused"] == (f"max_tokens ({ctx}) exceeds the model's context of {ctx} "
+                                   f"tokens; use max_tokens <= {ctx - 1} less the prompt's "
+                                   "tokens")
+        fits = client.get(f"/playground/options?max_tokens={ctx - 1}").json()
+        assert fits["refused"] is None

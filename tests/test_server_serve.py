@@ -146,6 +146,24 @@ def test_serve_refuses_a_non_ascii_api_key_before_loading(served, capsys, monkey
     assert served == []
 
 
+def test_serve_refuses_an_empty_api_key_before_loading(served, capsys, monkeypatch):
+    """``--api-key ""`` (``--api-key "$KEY"`` with KEY unset) served every client without
+    authentication, silently: an empty key was taken for no key. Now it is refused in one line
+    before the model loads, from the flag and from ``$UNMASK_API_KEY``; no key at all still
+    serves without one."""
+    monkeypatch.delenv("UNMASK_API_KEY", raising=False)
+    assert main(["serve", "--model", "/no/such/run", "--api-key", ""]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the API key is blank" in err, err
+    monkeypatch.setenv("UNMASK_API_KEY", "")
+    assert main(["serve", "--model", "/no/such/run"]) == 2
+    assert "the API key is blank" in capsys.readouterr().err
+    monkeypatch.delenv("UNMASK_API_KEY")
+    assert main(["serve", "--model", "/no/such/run"]) == 2  # no key: on to the model
+    assert "/no/such/run: no such folder" in capsys.readouterr().err
+    assert served == []
+
+
 def test_serve_on_a_port_in_use_says_so_in_one_line(ckpt, served, capsys, free_port):
     """It printed where it listens, then uvicorn's own ERROR line, and exited 3."""
     import socket

@@ -154,7 +154,8 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     wanted = set(COMMANDS if commands is None else commands)
     parser = _Parser(
         prog="unmask",
-        description="Train, run and infill with masked diffusion language models.",
+        description="Train, run and infill with masked diffusion language models. New here? "
+                    "'unmask demo' shows the shipped demo model (no network, no arguments).",
         epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"unmask {__version__}")

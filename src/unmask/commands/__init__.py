@@ -400,17 +400,23 @@ def weights_bytes(model: str | None) -> int | None:
 
 
 def registry_choice(what: str, names: Callable[[], Iterable[str]]) -> Callable[[str], str]:
-    """An argparse ``type`` accepting a name of a registry. ``names`` is called only when
-    the flag is given (registries live in torch modules; ``--help`` must not import them),
-    and the help names the entries itself (a test checks every entry is named)."""
+    """An argparse ``type`` accepting a name of a registry, in any letter case (``--to LLaDA``
+    is ``llada``, as the papers and model cards spell it): the registry's own spelling is
+    returned; a name that matches none, or several entries that differ only in case, is
+    refused with the choices. ``names`` is called only when the flag is given (registries live
+    in torch modules; ``--help`` must not import them), and the help names the entries itself
+    (a test checks every entry is named)."""
 
     def check(value: str) -> str:
         known = sorted(names())
-        if value not in known:
+        if value in known:
+            return value
+        same = [n for n in known if n.casefold() == value.casefold()]
+        if len(same) != 1:
             raise argparse.ArgumentTypeError(
                 f"unknown {what} {value!r} (choose from {', '.join(known)})"
             )
-        return value
+        return same[0]
 
     check.__name__ = what  # argparse names the type in some messages
     check.registry_names = names  # type: ignore[attr-defined]

@@ -86,7 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"tokens to generate per prompt (default: {DEFAULT_GEN_LENGTH}, or as many "
                         "as fit after the prompt; a latent diffusion model: its window)")
     p.add_argument("--steps", type=positive_int, default=None, metavar="N",
-                   help="denoising steps (default: the generation length)")
+                   help="denoising steps (default: the checkpoint's recommended steps, else "
+                        "--gen-length: one token per step)")
     add_seed_flag(p, what="sampling", default=0)
     # Not given: the model's own recommendation (sample_defaults in its config.json, chosen by
     # generative perplexity vs diversity: benchmarks/defaults.py, TRAINING.md), as generate.
@@ -107,7 +108,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = True) -> Path:
-    """Prepare the packaged corpus into ``out/data`` and train the demo preset into ``out``;
+    """Prepare the packaged corpus into ``OUT-data`` beside ``out`` (kept when ``out`` is
+    removed, so a second run skips it) and train the demo preset into ``out``;
     when the time limit stops it short of its steps, one line on stderr says where and how to
     finish. ``TrainingStopped`` (Ctrl-C) as ``unmask.train.train`` raises it."""
     from unmask.checkpoint import checkpoint_dir

@@ -265,7 +265,9 @@ def run(args: argparse.Namespace) -> int:
 
         with flags_named():
             SampleConfig(**draft_options)
-    api_key = args.api_key or os.environ.get("UNMASK_API_KEY") or None
+    # an empty --api-key (or UNMASK_API_KEY set empty: --api-key "$KEY" of an unset KEY) is a
+    # mistake, not "no key": it served every client without authentication, silently
+    api_key = args.api_key if args.api_key is not None else os.environ.get("UNMASK_API_KEY")
     if api_key is not None:  # before the model loads
         check_api_key(api_key)
     sock = bind_socket(args.host, args.port)  # before the model loads: the port is ours

@@ -1,7 +1,8 @@
 """``GET /`` (and ``HEAD /``): the playground, one static page
 (``unmask/server/static/playground.html``) that calls the same API as any client; and
 ``GET /playground/options``: what the page's blank fields run, computed by the library's
-rule (``api.sample_config``), so the page keeps no copy of it."""
+rule (``api.sample_config``) within the server's ``--max-steps`` as ``/v1/completions`` applies
+it, so the page keeps no copy of either."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 
 from unmask import api
+from unmask.config import SampleConfig
 from unmask.errors import UserError
+from unmask.sampling import choose_decoder
 from unmask.server.http import APIError
-from unmask.server.plumbing import check_names, secured
+from unmask.server.plumbing import check_names, check_steps, max_tokens_room, secured
 from unmask.server.schemas import CompletionRequest, DiffusionOptions
 from unmask.server.state import ServerState
 
@@ -27,25 +30,65 @@ def blank_fields(state: ServerState, max_tokens: int | None, steps: int | None,
     """What a playground request that sends only ``max_tokens``, ``steps`` and ``policy`` (each
     when given) runs with: ``complete`` as ``/v1/completions`` configures it (the checkpoint's
     recommendation over the defaults, a recommended ``block_length`` fitted to the length and
-    steps: ``api.sample_config``), ``template`` as infill and forms do (the request defaults:
-    no recommendation, whatever ``policy`` is given), and the ``recommended`` options themselves
-    (``GET /v1/models``)."""
+    steps: ``api.sample_config``; a ``max_tokens`` not sent and recommended steps cut to the
+    server's ``--max-steps``), ``template`` as infill and forms do (the request defaults:
+    no recommendation, whatever ``policy`` is given), the ``recommended`` options themselves
+    (``GET /v1/models``), ``max_steps`` (the server's ``--max-steps``: the most ``steps`` any
+    request may send) and ``refused``: the 400 that ``/v1/completions`` answers such a request
+    whatever its prompt (a sent ``steps`` over ``--max-steps``; a ``max_tokens`` past the
+    context; steps one per token of a ``max_tokens`` over ``--max-steps``), else None."""
+    from unmask.server.routes.completions import default_length
     from unmask.server.routes.info import recommended
 
-    length = CompletionRequest.model_fields["max_tokens"].default if max_tokens is None \
-        else max_tokens  # fmt: skip
+    sent = {k: v for k, v in (("max_tokens", max_tokens), ("steps", steps), ("policy", policy))
+            if v is not None}
+    req = CompletionRequest(prompt="", **sent)
+    length = req.max_tokens if max_tokens is not None \
+        else default_length(state, req, req.max_tokens)  # fmt: skip
     given: dict[str, Any] = {"gen_length": length}
-    given.update({k: v for k, v in (("steps", steps), ("policy", policy)) if v is not None})
+    given.update({k: v for k, v in sent.items() if k != "max_tokens"})
     try:
         runs = api.sample_config(state.loaded, given)
     except UserError as e:
         raise APIError(400, str(e), code="invalid_value") from None
     check_names(runs)  # an unknown policy: a 400 naming it
+    runs, refused = within_limits(state, req, runs, length)
     fields = DiffusionOptions.model_fields
     template = {k: fields[k].default for k in ("temperature", "policy", "threshold")}
     return {"recommended": recommended(state),
             "complete": {k: getattr(runs, k) for k in SHOWN},
-            "template": template}
+            "template": template,
+            "max_steps": state.limits.max_steps,
+            "refused": refused}
+
+
+def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig,
+                  length: int) -> tuple[SampleConfig, str | None]:
+    """``runs`` with recommended steps capped to ``--max-steps`` as ``/v1/completions`` caps
+    them (``cap_default_steps``), and the first 400 it answers ``req`` whatever the prompt, in
+    its order: a sent ``steps`` over ``--max-steps`` (``check_steps``), a ``length`` past the
+    context even after an empty prompt (one token for a causal model), steps one per token
+    over ``--max-steps``; None when it runs."""
+    from unmask.server.routes.completions import cap_default_steps
+
+    refused = None
+    try:
+        check_steps(state, req)
+    except APIError as e:
+        refused = e.message
+    ctx, who = state.context
+    room = max_tokens_room(state, 1 if state.causal else 0)
+    if length > room and refused is None:
+        refused = (f"max_tokens ({length}) exceeds the {who}'s context of {ctx} tokens; use "
+                   f"max_tokens <= {room} less the prompt's tokens")
+    try:
+        decoder = choose_decoder(api.facts_of(state.loaded), runs)
+        runs = cap_default_steps(state, req, decoder, runs, [0])
+    except APIError as e:  # steps one per token over --max-steps: the server's words
+        refused = refused or e.message
+    except UserError:  # another refusal: the run's own 400 says it, with the prompt known
+        pass
+    return runs, refused
 
 
 def router(state: ServerState) -> APIRouter:
