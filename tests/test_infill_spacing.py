@@ -674,3 +674,32 @@ def test_closing_characters_are_the_ones_a_fill_after_a_space_cannot_start_with(
         assert re.fullmatch(AFTER_SPACE_TEXT, " " + ch + "x") is None, ch
     for ch in "a(-«\"1":
         assert re.fullmatch(AFTER_SPACE_TEXT, " " + ch + "x") is not None, ch
+
+
+class LowAfterALineBreak:
+    """Every token likely (logit 5) but ``low`` (-5), so ``--lowest 1`` picks it; ``best``
+    (10) fills."""
+
+    def __init__(self, best: bytes, low: bytes = b"The") -> None:
+        self.bias = torch.full((V,), 5.0)
+        self.bias[tid(low)] = -5.0
+        self.bias[tid(best)] = 10.0
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        return self.bias.expand(*tokens.shape, V).clone()  # (B, L, V)
+
+
+def test_lowest_drops_the_leading_space_of_a_refill_at_the_start_of_any_line():
+    """``--lowest`` refilled a line's first token with " dog" and kept the space ("\\n dog"):
+    only offset 0 took the virtual space. Now every line start does, as in templates."""
+    from unmask.infill import edit
+
+    text = "cat sat.\nThe cat sat."
+    r = edit(LowAfterALineBreak(b" dog"), BPE, text, lowest=1, config=SampleConfig(steps=1))
+    assert r.text == "cat sat.\ndog cat sat."
+    assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [(9, 12, "The", "dog")]
+    assert r.spans == [(9, 12)] and text[9:12] == "The"
+    # a line that starts with a space of its own keeps it: the refill is taken as written
+    r = edit(LowAfterALineBreak(b" dog", low=b" The"), BPE, "cat sat.\n The cat sat.",
+             lowest=1, config=SampleConfig(steps=1))
+    assert r.text == "cat sat.\n dog cat sat."

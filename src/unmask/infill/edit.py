@@ -245,7 +245,12 @@ def _lowest_plan(
     for s, e in runs:
         if s > pos:
             items.append(("text", (ids[pos:s], vocab.decode(ids[pos:s]))))
-        first = s == 0 and lead  # a virtual space, dropped from the output (``leads``)
+        # the start of the text, or of a line (a line starts without a space: "\n dog" was
+        # kept): a virtual space, dropped from the output (``leads``, as plan_template);
+        # a run that starts with whitespace of its own is refilled as it is
+        line = (s > 0 and raw[: offsets[s]].endswith(b"\n")
+                and not raw[offsets[s] : offsets[e]][:1].isspace() and leads(Gap(), tokenizer))
+        first = (s == 0 and lead) or line
         holes.append(Hole(label=f"span {len(holes) + 1}", candidates=[e - s], feasible=[e - s],
                           automaton=gap_automaton(Gap(), tokenizer, lead=True) if first
                           else automaton, lead=first))
