@@ -296,6 +296,11 @@ def test_cli_fill_form(tmp_path, capsys):
     assert f"{tmp_path}: a folder, not a template file" in capsys.readouterr().err
     assert main(["fill-form", "--model", ckpt, "--schema", str(tmp_path)]) == 2
     assert "a folder, not a schema file" in capsys.readouterr().err
+    # an empty argument is empty (it was Path(""), the current folder: "a folder")
+    for argv in ([""], [" "], ["--schema", ""]):
+        assert main(["fill-form", "--model", ckpt, *argv]) == 2
+        err = capsys.readouterr().err
+        assert "is empty (give a " in err and "folder" not in err and err.count("\n") == 1
     assert main(["fill-form", "--model", ckpt, '"<int:1..3>"', "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["value"] in (1, 2, 3)
     assert main(["fill-form", "--model", ckpt, "--schema", "true", "--json"]) == 0  # anything
