@@ -549,6 +549,9 @@ def test_edit_errors(model):
         edit(model, TOK, "short", spans=[(2, 9)])
     with pytest.raises(UserError, match="matches nothing"):
         edit(model, TOK, "short", regex=r"\d")
+    for empty in ("", r"\b", "x*"):  # they match, but only empty text ("nothing" was not so)
+        with pytest.raises(UserError, match=r"matches only empty text \(nothing to rewrite\)"):
+            edit(model, TOK, "short", regex=empty)
     with pytest.raises(UserError, match="not both"):
         edit(model, TOK, "short", spans=[(0, 1)], lowest=1)
     with pytest.raises(UserError, match="nothing to edit"):

@@ -160,9 +160,11 @@ def _char_spans(
             pattern = re.compile(regex)
         except re.error as err:
             raise UserError(f"bad regex {regex!r}: {err}") from None
-        matches = [(m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
-        if not matches:
-            raise UserError(f"regex {regex!r} matches nothing in the text")
+        every = [(m.start(), m.end()) for m in pattern.finditer(text)]
+        matches = [(s, e) for s, e in every if e > s]
+        if not matches:  # '' or '\b' match empty text only: "nothing" was not so
+            what = "only empty text (nothing to rewrite)" if every else "nothing"
+            raise UserError(f"regex {regex!r} matches {what} in the text")
         found.extend(matches)
     return _merge(found)
 
