@@ -137,6 +137,11 @@ def test_spaces_inside_a_gap_are_ignored_everywhere(spaced, plain):
         ),
         ("xx [MASK:city:x]", "template column 4: bad gap length 'x'"),
         ("xx [MASK:city:]", "template column 4: bad gap length ''"),
+        # a name the syntax does not take is named so (it said "bad gap length '3'")
+        ("a [MASK:my-city:3]", "template column 3: bad gap name 'my-city' in '[MASK:my-city:3]'; "
+         "a name is ASCII letters, digits and _"),
+        ("a [MASK:é]", "template column 3: bad gap name 'é'"),
+        ("a [MASK::2]", "template column 3: bad gap name ''"),
         ("[MASK:0]", "template column 1: gap length must be at least 1 token, got 0"),
         (
             "ab [MASK:5-2]",

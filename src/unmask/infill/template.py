@@ -273,6 +273,13 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
         if not colon:
             return Gap(name=name, source=source), close + 1
         spec = rest.strip()
+    head = head.strip()
+    if name is None and (colon or head) and not head[:1].isdigit() and head[:1] != "-":
+        # [MASK:my-city:3], [MASK:é]: a name the syntax does not take ("bad gap length '3'")
+        raise UserError(
+            f"{_where(text, i)}: bad gap name {head!r} in {source!r}; a name is ASCII letters, "
+            f"digits and _, not starting with a digit ([MASK:my_city:3])"
+        )
     lo_s, dash, hi_s = spec.partition("-")
     if not _COUNT.fullmatch(lo_s.strip()) or (dash and not _COUNT.fullmatch(hi_s.strip())):
         raise UserError(
