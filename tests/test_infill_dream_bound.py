@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 import torch
 
 from unmask.config import SampleConfig, model_preset
@@ -75,3 +76,41 @@ def test_per_token_candidates_of_a_dream_model_divide_by_the_tokens_that_have_a_
     for c in r.candidates:
         n = len(TOK.encode(c.text))
         assert math.isclose(c.elbo * (n - 1), c.nll, rel_tol=1e-9)
+
+
+class _ShiftedOracle:
+    """A Dream-style predictor of ``truth``: the logits at i put their mass on token i + 1,
+    whatever is masked (so position 0's own logits say the second token)."""
+
+    def __init__(self, truth: str) -> None:
+        self.truth = torch.tensor(TOK.encode(truth))
+        self.config = model_preset("tiny", vocab_size=TOK.vocab_size, logit_shift=True)
+
+    def __call__(self, x, attention_mask=None):
+        n, length = x.shape
+        logits = torch.full((n, length, TOK.vocab_size), -30.0)
+        nxt = torch.cat([self.truth[1:], self.truth[:1]])[:length]
+        logits[:, torch.arange(length), nxt] = 30.0
+        return logits
+
+
+def test_lowest_on_a_dream_model_never_scores_the_first_token_by_the_seconds_logits():
+    """With nothing before it (the byte tokenizer has no start context), no logits predict a
+    Dream-style model's first token: ``token_confidence`` is NaN there and ``--lowest`` takes
+    the typo, not the first character (scored ~0 by the logits of the second, it was picked
+    and refilled with the second's token: "hhe cXt")."""
+    from unmask.errors import UserError
+    from unmask.infill import edit, token_confidence
+
+    model = _ShiftedOracle("the cat")
+    ids = TOK.encode("the cXt")
+    for mode in ("masked", "visible"):
+        conf = token_confidence(model, ids, mask_id=TOK.mask_id, mode=mode)
+        assert math.isnan(float(conf[0])) and int(torch.nan_to_num(conf, 2.0).argmin()) == 5
+        ctx = token_confidence(model, ids[1:], mask_id=TOK.mask_id, mode=mode, context=ids[:1])
+        assert not ctx.isnan().any()  # after context every token has its prediction
+    r = edit(model, TOK, "the cXt", lowest=1, config=SampleConfig(temperature=0.0))
+    assert r.text == "the cat" and r.spans == [(5, 6)]
+    with pytest.raises(UserError, match=r"^lowest 7: the text has 7 tokens and its first \(no "
+                       r"logits predict it: logit_shift\) is kept, so at most 6 can be"):
+        edit(model, TOK, "the cXt", lowest=7)
