@@ -690,6 +690,11 @@ def test_cli_edit(ckpt, capsys):
     assert "matches nothing" in capsys.readouterr().err
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", "3-4"]) == 2
     assert "expected START:END" in capsys.readouterr().err
+    # ASCII digits only: '²' passed str.isdigit() and int() raised a traceback, '٣' was 3
+    for span in ("²:3", "0:٣"):
+        assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", span]) == 2
+        err = capsys.readouterr().err
+        assert "expected START:END" in err and err.count("\n") == 1, err
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", "0:2", "--rounds", "2"]) == 2
     assert "--rounds needs --lowest" in capsys.readouterr().err
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--lowest", "9", "--no-live"]) == 2
