@@ -224,6 +224,7 @@ def test_one_pass_all_holes_masked_at_once():
         ('{"a": "<int>",\n "b": }', "line 2 column 7"),
         ('{"a": "<integer>"}', "unknown hole type 'integer'"),
         ('{"a": "<digits:3-1>"}', "bounds inverted (min 3 > max 1 digits)"),
+        ('{"a": "<digits:0>"}', "length must be at least 1 digit, got 0"),  # "1 digits"
         ('{"a": "<text:x>"}', "bad length 'x'; use N or MIN-MAX characters"),
         ('{"a": "<int:3..1>"}', "range inverted (from 3 > to 1)"),
         (
