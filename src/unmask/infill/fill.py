@@ -286,8 +286,9 @@ class Candidate:
     gaps: list[FilledGap] = field(default_factory=list)
     """The gaps as this candidate filled them."""
     context: float = float("nan")
-    """The terms of ``nll`` on the given text alone (nats), the gaps' own tokens not counted:
-    how likely this fill makes the text around it."""
+    """The terms of ``nll`` on the given text alone (nats), the gaps' own tokens and the hidden
+    ``START_CONTEXT`` before a gap at offset 0 not counted: how likely this fill makes the
+    text around it."""
 
     def score(self, length_score: str) -> float:
         """What the length search minimises under ``length_score`` (``LENGTH_SCORES``); an
@@ -444,6 +445,8 @@ def fill_plan(
         generator = make_generator(config.seed)
     nfe = repaired = 0
     candidates: list[Candidate] = []
+    # START_CONTEXT before a gap at offset 0 is no given text: ``context`` leaves it out
+    hidden = sum(kind == "context" for kind, _ in plan.items)
 
     def run(
         combos: list[tuple[int, ...]],
@@ -498,7 +501,7 @@ def fill_plan(
         out = []
         for r, n in enumerate(lengths):
             whole = float(terms[r].sum())
-            given = sum(float(terms[r, s:e].sum()) for s, e in spans.texts[r])
+            given = sum((float(terms[r, s:e].sum()) for s, e in spans.texts[r][hidden:]), 0.0)
             out.append((_per_token(whole, n, model), whole, given))
         return out
 
