@@ -224,6 +224,7 @@ def test_one_pass_all_holes_masked_at_once():
         ('{"a": "<int>",\n "b": }', "line 2 column 7"),
         ('{"a": "<integer>"}', "unknown hole type 'integer'"),
         ('{"a": "<digits:3-1>"}', "bounds inverted (min 3 > max 1 digits)"),
+        ('{"a": "<digits:0>"}', "length must be at least 1 digit, got 0"),  # "1 digits"
         ('{"a": "<text:x>"}', "bad length 'x'; use N or MIN-MAX characters"),
         ('{"a": "<int:3..1>"}', "range inverted (from 3 > to 1)"),
         (
@@ -296,6 +297,11 @@ def test_cli_fill_form(tmp_path, capsys):
     assert f"{tmp_path}: a folder, not a template file" in capsys.readouterr().err
     assert main(["fill-form", "--model", ckpt, "--schema", str(tmp_path)]) == 2
     assert "a folder, not a schema file" in capsys.readouterr().err
+    # an empty argument is empty (it was Path(""), the current folder: "a folder")
+    for argv in ([""], [" "], ["--schema", ""]):
+        assert main(["fill-form", "--model", ckpt, *argv]) == 2
+        err = capsys.readouterr().err
+        assert "is empty (give a " in err and "folder" not in err and err.count("\n") == 1
     assert main(["fill-form", "--model", ckpt, '"<int:1..3>"', "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["value"] in (1, 2, 3)
     assert main(["fill-form", "--model", ckpt, "--schema", "true", "--json"]) == 0  # anything

@@ -137,6 +137,11 @@ def test_spaces_inside_a_gap_are_ignored_everywhere(spaced, plain):
         ),
         ("xx [MASK:city:x]", "template column 4: bad gap length 'x'"),
         ("xx [MASK:city:]", "template column 4: bad gap length ''"),
+        # a name the syntax does not take is named so (it said "bad gap length '3'")
+        ("a [MASK:my-city:3]", "template column 3: bad gap name 'my-city' in '[MASK:my-city:3]'; "
+         "a name is ASCII letters, digits and _"),
+        ("a [MASK:é]", "template column 3: bad gap name 'é'"),
+        ("a [MASK::2]", "template column 3: bad gap name ''"),
         ("[MASK:0]", "template column 1: gap length must be at least 1 token, got 0"),
         (
             "ab [MASK:5-2]",
@@ -549,6 +554,9 @@ def test_edit_errors(model):
         edit(model, TOK, "short", spans=[(2, 9)])
     with pytest.raises(UserError, match="matches nothing"):
         edit(model, TOK, "short", regex=r"\d")
+    for empty in ("", r"\b", "x*"):  # they match, but only empty text ("nothing" was not so)
+        with pytest.raises(UserError, match=r"matches only empty text \(nothing to rewrite\)"):
+            edit(model, TOK, "short", regex=empty)
     with pytest.raises(UserError, match="not both"):
         edit(model, TOK, "short", spans=[(0, 1)], lowest=1)
     with pytest.raises(UserError, match="nothing to edit"):
@@ -682,6 +690,11 @@ def test_cli_edit(ckpt, capsys):
     assert "matches nothing" in capsys.readouterr().err
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", "3-4"]) == 2
     assert "expected START:END" in capsys.readouterr().err
+    # ASCII digits only: '²' passed str.isdigit() and int() raised a traceback, '٣' was 3
+    for span in ("²:3", "0:٣"):
+        assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", span]) == 2
+        err = capsys.readouterr().err
+        assert "expected START:END" in err and err.count("\n") == 1, err
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--span", "0:2", "--rounds", "2"]) == 2
     assert "--rounds needs --lowest" in capsys.readouterr().err
     assert main(["edit", "--model", ckpt, "--text", "Hello", "--lowest", "9", "--no-live"]) == 2

@@ -674,3 +674,50 @@ def test_closing_characters_are_the_ones_a_fill_after_a_space_cannot_start_with(
         assert re.fullmatch(AFTER_SPACE_TEXT, " " + ch + "x") is None, ch
     for ch in "a(-«\"1":
         assert re.fullmatch(AFTER_SPACE_TEXT, " " + ch + "x") is not None, ch
+
+
+class LowAfterALineBreak:
+    """Every token likely (logit 5) but ``low`` (-5), so ``--lowest 1`` picks it; ``best``
+    (10) fills."""
+
+    def __init__(self, best: bytes, low: bytes = b"The") -> None:
+        self.bias = torch.full((V,), 5.0)
+        self.bias[tid(low)] = -5.0
+        self.bias[tid(best)] = 10.0
+
+    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        return self.bias.expand(*tokens.shape, V).clone()  # (B, L, V)
+
+
+def test_lowest_drops_the_leading_space_of_a_refill_at_the_start_of_any_line():
+    """``--lowest`` refilled a line's first token with " dog" and kept the space ("\\n dog"):
+    only offset 0 took the virtual space. Now every line start does, as in templates."""
+    from unmask.infill import edit
+
+    text = "cat sat.\nThe cat sat."
+    r = edit(LowAfterALineBreak(b" dog"), BPE, text, lowest=1, config=SampleConfig(steps=1))
+    assert r.text == "cat sat.\ndog cat sat."
+    assert [(c.start, c.end, c.old, c.new) for c in r.changes] == [(9, 12, "The", "dog")]
+    assert r.spans == [(9, 12)] and text[9:12] == "The"
+    # a line that starts with a space of its own keeps it: the refill is taken as written
+    r = edit(LowAfterALineBreak(b" dog", low=b" The"), BPE, "cat sat.\n The cat sat.",
+             lowest=1, config=SampleConfig(steps=1))
+    assert r.text == "cat sat.\n dog cat sat."
+
+
+def test_the_context_score_leaves_out_the_hidden_line_break_before_a_first_gap():
+    """``length_score="context"`` scores the given text only: the line break a gap at offset
+    0 is filled after (``START_CONTEXT``) is not the template's, so a template with no given
+    text scores 0 for every candidate and the shortest wins (docs/infill.md); it scored the
+    line break (the demo: 5.34, 4.91, 5.99 nats for `[MASK:2-4]`, the 3-token fill won)."""
+    from unmask.infill import InfillOptions
+
+    r = infill(Prefers(b" cat"), BPE, "[MASK:2-4]", SampleConfig(steps=4),
+               options=InfillOptions(length_score="context", elbo_samples=4))
+    assert [c.lengths for c in r.candidates] == [(2,), (3,), (4,)]
+    assert all(c.context == 0.0 for c in r.candidates)
+    assert next(c for c in r.candidates if c.text == r.text).lengths == (2,)  # the shortest
+    assert all(c.nll > 0 for c in r.candidates)  # the whole bound still scores every token
+    r = infill(Prefers(b" cat"), BPE, "[MASK:1-2] sat", SampleConfig(steps=2),
+               options=InfillOptions(length_score="context", elbo_samples=4))
+    assert all(c.context > 0 for c in r.candidates)  # " sat" is given text: scored

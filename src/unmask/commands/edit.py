@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 
@@ -45,11 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+_DIGITS = re.compile("[0-9]+")
+
+
 def _spans(raw: list[str]) -> list[tuple[int, int]]:
     out = []
     for s in raw:
         start, sep, end = s.partition(":")
-        if not sep or not start.strip().isdigit() or not end.strip().isdigit():
+        # ASCII digits: str.isdigit() took '²' (int() then raised a traceback) and '٣' (3)
+        if not sep or not _DIGITS.fullmatch(start.strip()) or not _DIGITS.fullmatch(end.strip()):
             raise UserError(f"--span {s!r}: expected START:END (character offsets, e.g. 6:15)")
         out.append((int(start), int(end)))
     return out

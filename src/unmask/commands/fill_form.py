@@ -49,6 +49,9 @@ def _read(arg: str, what: str = "template") -> tuple[str, str]:
     says what is wrong where)."""
     if arg == "-":
         return read_user_stdin(), "<stdin>"
+    if not arg.strip():  # Path("") is the current folder: "'': a folder, not a template file"
+        raise UserError(f"the {what} is empty (give a {what} file, '-' for stdin, or the "
+                        "JSON itself)")
     path = Path(arg)
     try:
         is_file = path.is_file()

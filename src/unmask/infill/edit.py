@@ -93,7 +93,10 @@ def token_confidence(
     mark tokens the model would not have written. ``mode="visible"``: p(x_i | x) from one
     pass over the unmasked text (cheap, but such models are not trained on visible tokens).
     ``context``: ids the model sees before ``tokens``, not scored (``_lowest_plan`` passes
-    ``START_CONTEXT``, so the first token is read as the start of a text).
+    ``START_CONTEXT``, so the first token is read as the start of a text). For a Dream-style
+    model (``config.logit_shift``: the logits at i predict token i + 1) the first token with
+    no context before it has no prediction: its value is NaN (it was scored by the logits
+    that predict the second token).
     """
     if mode not in CONFIDENCE_MODES:
         raise UserError(
@@ -112,7 +115,10 @@ def token_confidence(
 
     if mode == "visible":
         p = F.softmax(logits_of(x[None])[0], dim=-1)  # (L, V)
-        return p.gather(-1, x[:, None])[n_ctx:, 0].cpu()
+        out = p.gather(-1, x[:, None])[:, 0].cpu()
+        if shift and n_ctx == 0 and L:
+            out[0] = float("nan")
+        return out[n_ctx:]
     out = torch.empty(L, dtype=torch.float64)
     for lo in range(n_ctx, L, batch_size):
         pos = torch.arange(lo, min(lo + batch_size, L), device=x.device)
@@ -120,6 +126,8 @@ def token_confidence(
         batch[torch.arange(len(pos)), pos] = mask_id
         lg = logits_of(batch)[torch.arange(len(pos)), pos]  # (b, V)
         out[lo : lo + len(pos)] = F.softmax(lg, dim=-1).gather(-1, x[pos][:, None])[:, 0].cpu()
+    if shift and n_ctx == 0 and L:  # no logits predict it
+        out[0] = float("nan")
     return out[n_ctx:]
 
 
@@ -160,9 +168,11 @@ def _char_spans(
             pattern = re.compile(regex)
         except re.error as err:
             raise UserError(f"bad regex {regex!r}: {err}") from None
-        matches = [(m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
-        if not matches:
-            raise UserError(f"regex {regex!r} matches nothing in the text")
+        every = [(m.start(), m.end()) for m in pattern.finditer(text)]
+        matches = [(s, e) for s, e in every if e > s]
+        if not matches:  # '' or '\b' match empty text only: "nothing" was not so
+            what = "only empty text (nothing to rewrite)" if every else "nothing"
+            raise UserError(f"regex {regex!r} matches {what} in the text")
         found.extend(matches)
     return _merge(found)
 
@@ -195,14 +205,7 @@ def _lowest_plan(
         raise UserError("the text is empty")
     vocab = vocab_of(tokenizer)
     closing = len(ids) > 1 and bool(_SENTENCE_END.fullmatch(vocab.decode(ids[-1:])))
-    offered = len(ids) - closing  # every token but the closing '.' (below)
-    if k > offered and not clamp:  # before any model work
-        kept = f" and its closing {vocab.decode(ids[-1:])!r} is kept" * closing
-        raise UserError(f"lowest {k}: the text has {plural(len(ids), 'token')}{kept}, so "
-                        f"at most {offered} can be rewritten; give a smaller number (a span "
-                        f"such as 0:{len(text)} rewrites the whole text)")
     context = _max_seq_len(model)
-    _check_fits(len(ids), context)
     # the first token is scored (and refilled) after START_CONTEXT: a model trained on chunks
     # cut from running text gave it almost no probability alone (the demo: p("And") = 0.0001)
     # and --lowest always rewrote the first word (24 of 40 verses in the lowest 4; 4 after it)
@@ -210,6 +213,19 @@ def _lowest_plan(
     start = start_context(tokenizer) if lead else []
     if context is not None and len(ids) + len(start) > context:
         start = []
+    # a Dream-style model with nothing before the first token has no logits that predict it
+    # (token_confidence: NaN): it is never picked (it was scored by the second's logits)
+    unscored = model_logit_shift(model) and not start
+    offered = len(ids) - closing - unscored  # every token but those two (below)
+    if k > offered and not clamp:  # before any model work
+        parts = [p for p, on in ((f"its closing {vocab.decode(ids[-1:])!r}", closing),
+                                 ("its first (no logits predict it: logit_shift)", unscored))
+                 if on]
+        kept = f" and {' and '.join(parts)} {'are' if len(parts) > 1 else 'is'} kept" * bool(parts)
+        raise UserError(f"lowest {k}: the text has {plural(len(ids), 'token')}{kept}, so "
+                        f"at most {offered} can be rewritten; give a smaller number (a span "
+                        f"such as 0:{len(text)} rewrites the whole text)")
+    _check_fits(len(ids), context)
     conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode, context=start)
     nfe = 1 if mode == "visible" else -(-len(ids) // 32)
     order = torch.argsort(conf, stable=True).tolist()
@@ -218,6 +234,8 @@ def _lowest_plan(
         # little probability (in the lowest 4 of 11 of 40 verses), and its refill (" to")
         # left the sentence unfinished
         order.remove(len(ids) - 1)
+    if unscored:
+        order.remove(0)
     chosen = sorted(order[: min(k, len(order))])
     offsets = [0]
     for t in ids:
@@ -245,7 +263,12 @@ def _lowest_plan(
     for s, e in runs:
         if s > pos:
             items.append(("text", (ids[pos:s], vocab.decode(ids[pos:s]))))
-        first = s == 0 and lead  # a virtual space, dropped from the output (``leads``)
+        # the start of the text, or of a line (a line starts without a space: "\n dog" was
+        # kept): a virtual space, dropped from the output (``leads``, as plan_template);
+        # a run that starts with whitespace of its own is refilled as it is
+        line = (s > 0 and raw[: offsets[s]].endswith(b"\n")
+                and not raw[offsets[s] : offsets[e]][:1].isspace() and leads(Gap(), tokenizer))
+        first = (s == 0 and lead) or line
         holes.append(Hole(label=f"span {len(holes) + 1}", candidates=[e - s], feasible=[e - s],
                           automaton=gap_automaton(Gap(), tokenizer, lead=True) if first
                           else automaton, lead=first))

@@ -46,7 +46,7 @@ from unmask.config import (  # noqa: F401 (re-exported)
     SampleConfig,
 )
 from unmask.errors import UserError
-from unmask.evaluate import sequence_elbo_terms
+from unmask.evaluate import _shifted, sequence_elbo_terms
 from unmask.infill.automaton import GapConstraint, cached_automaton, vocab_of
 from unmask.infill.template import (
     CLOSING,
@@ -286,8 +286,9 @@ class Candidate:
     gaps: list[FilledGap] = field(default_factory=list)
     """The gaps as this candidate filled them."""
     context: float = float("nan")
-    """The terms of ``nll`` on the given text alone (nats), the gaps' own tokens not counted:
-    how likely this fill makes the text around it."""
+    """The terms of ``nll`` on the given text alone (nats), the gaps' own tokens and the hidden
+    ``START_CONTEXT`` before a gap at offset 0 not counted: how likely this fill makes the
+    text around it."""
 
     def score(self, length_score: str) -> float:
         """What the length search minimises under ``length_score`` (``LENGTH_SCORES``); an
@@ -444,6 +445,8 @@ def fill_plan(
         generator = make_generator(config.seed)
     nfe = repaired = 0
     candidates: list[Candidate] = []
+    # START_CONTEXT before a gap at offset 0 is no given text: ``context`` leaves it out
+    hidden = sum(kind == "context" for kind, _ in plan.items)
 
     def run(
         combos: list[tuple[int, ...]],
@@ -498,8 +501,8 @@ def fill_plan(
         out = []
         for r, n in enumerate(lengths):
             whole = float(terms[r].sum())
-            given = sum(float(terms[r, s:e].sum()) for s, e in spans.texts[r])
-            out.append((whole / max(n, 1), whole, given))
+            given = sum((float(terms[r, s:e].sum()) for s, e in spans.texts[r][hidden:]), 0.0)
+            out.append((_per_token(whole, n, model), whole, given))
         return out
 
     def choose(combos: list[tuple[int, ...]], rows: list[list[int]], spans: Spans,
@@ -800,13 +803,16 @@ def count_elbo_terms(
     that masks a few tokens at a small t: on rows of 2 and 3 tokens its standard deviation is
     9 times lower. Rows share their noise, as there: one stratified fraction ``v`` per copy
     (l = ceil(v n)) and one uniform draw per noise slot (``slots``, B, L), a row masking the
-    ``l`` of its tokens with the lowest draws. Returns (B, L) float64 terms (the mean over
-    the ``n_samples`` copies; 0 off ``real``) and (B, n_samples) each copy's whole-row
-    estimate."""
-    from unmask.evaluate import _mask_predictor
+    ``l`` of its tokens with the lowest draws. For a Dream-style model
+    (``config.logit_shift``) a row's first token is never masked nor counted (no logits
+    predict it; ``n`` is the tokens after it), as in ``sequence_elbo_terms`` and the ``mdlm``
+    loss. Returns (B, L) float64 terms (the mean over the ``n_samples`` copies; 0 off
+    ``real`` and at such a first token) and (B, n_samples) each copy's whole-row estimate."""
+    from unmask.evaluate import _mask_predictor, _shifted
 
     B, L = tokens.shape
     predictor = _mask_predictor(model)
+    first = 1 if _shifted(model) else 0
     v = 1.0 - (torch.rand(1, generator=generator) + torch.arange(n_samples) / n_samples) % 1.0
     n_slots = int(slots[real].max()) + 1 if real.any() else 0
     table = torch.rand(n_slots, n_samples, generator=generator).T  # (n, S), slot-major draws
@@ -814,19 +820,20 @@ def count_elbo_terms(
     copies = torch.zeros(B, n_samples, dtype=torch.float64)
     for b in range(B):
         keep = real[b]
-        n = int(keep.sum())
-        if not n:
+        n = int(keep.sum()) - first  # the tokens with a prediction
+        if n <= 0:
             continue
-        x0 = tokens[b][keep.to(tokens.device)][None].expand(n_samples, -1)  # (c, n)
-        rank = table[:, slots[b][keep]].argsort(1).argsort(1)  # (c, n): 0 = lowest draw
+        x0 = tokens[b][keep.to(tokens.device)][None].expand(n_samples, -1)  # (c, first + n)
+        rank = table[:, slots[b][keep][first:]].argsort(1).argsort(1)  # (c, n): 0 = lowest
         count = torch.ceil(v * n).clamp(1, n).long()  # (c,) l of each copy
         masked = rank < count[:, None]  # (c, n)
+        masked = torch.cat([torch.zeros(n_samples, first, dtype=torch.bool), masked], 1)
         xt = torch.where(masked.to(x0.device), mask_id, x0)
-        logits = predictor(xt)  # (c, n, V)
+        logits = predictor(xt)  # (c, first + n, V)
         ce = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2).float(), x0, reduction="none"
-        ).double().cpu()  # (c, n)
-        weighted = ce * masked * (n / count.double())[:, None]  # (c, n)
+        ).double().cpu()  # (c, first + n)
+        weighted = ce * masked * (n / count.double())[:, None]  # (c, first + n)
         terms[b, keep] = weighted.mean(0)
         copies[b] = weighted.sum(1)
     return terms, copies
@@ -884,7 +891,7 @@ def paired_per_token_terms(
         calls += len(active)
         sums[idx] += terms * n_samples
         drawn[idx] += n_samples
-        now = copies / torch.tensor([max(lengths[r], 1) for r in active])[:, None]
+        now = copies / torch.tensor([max(_scored(lengths[r], model), 1) for r in active])[:, None]
         per_token = now if per_token is None else torch.cat([per_token, now], dim=1)
         keep = _contested(per_token)
         if not keep:
@@ -892,6 +899,19 @@ def paired_per_token_terms(
         active = [active[k] for k in keep]
         per_token = per_token[keep]
     return sums / drawn.clamp_min(1)[:, None], calls
+
+
+def _scored(n: int, model: Any) -> int:
+    """How many of a row's ``n`` real tokens the bound has a term for: all, or all but the
+    first for a Dream-style model (``config.logit_shift``: no logits predict it)."""
+    return max(n - 1, 0) if _shifted(model) else n
+
+
+def _per_token(whole: float, n: int, model: Any) -> float:
+    """The bound ``whole`` of a row of ``n`` real tokens per token it has a term for
+    (``scored``); NaN when it has none (a Dream-style model's one-token row)."""
+    k = _scored(n, model)
+    return whole / k if k else float("nan")
 
 
 def _row_end(spans: Spans, r: int) -> int:

@@ -197,7 +197,8 @@ def _bounds(args: str | None, default: tuple[int, int], where: str, unit: str,
     if hi < lo:
         raise UserError(f"{where}: bounds inverted (min {lo} > max {hi} {unit})")
     if lo < least:
-        raise UserError(f"{where}: length must be at least {least} {unit}")
+        one = unit.removesuffix("s") if least == 1 else unit  # "at least 1 digits"
+        raise UserError(f"{where}: length must be at least {least} {one}, got {lo}")
     if hi > 1000:
         raise UserError(f"{where}: length over 1000 {unit}")
     return lo, hi

@@ -10,9 +10,11 @@ Inside:
 The same automata as the diffusion path, read in one direction only: in a hole the run is
 in one automaton state, and a token is allowed when its next state can still reach an
 accepting state within the tokens the hole has left (``TokenAutomaton.distance_to_accept``),
-so a bounded hole never runs out of room. The hole ends, by the first token of the locked
-text that follows it (or EOS after the last piece), only in an accepting state; the model
-chooses where by scoring that token against the hole's own. Locked text is forced token by
+so a bounded hole never runs out of room. The hole ends only in an accepting state, where
+the model may start the locked text that follows it (or EOS after the last piece); a token
+both readings allow is read both ways until the tokens after an accepting point spell that
+WHOLE text (the hole ends there) or stop matching it (the hole goes on), so a field is never
+cut short because its content starts like the text after it. Locked text is forced token by
 token. Unlike diffusion a hole holds as many tokens as the model writes, up to its width:
 no padding. Progress is reported on the same canvas the diffusion path fills (each hole's
 tokens at the start of its span, masks after them; a finished hole padded with spaces), so
@@ -22,7 +24,7 @@ live views and streamed answers read both alike.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,12 +45,44 @@ Piece = tuple[str, Any]
 
 @dataclass
 class _Cursor:
-    """Where one row's run stands: piece index, tokens used in it, automaton state."""
+    """Where one row's run stands: piece index, tokens used in it, automaton state.
+
+    In a hole, ``written`` holds the tokens since the hole began; ``open`` says whether they
+    can all still be the hole's (then ``state``/``used`` are that reading's), and ``splits``
+    the lengths at which the hole may have ended: each an accepting point whose tokens after
+    it spell the start of the text that follows (``FormGuide`` docs).
+    """
 
     piece: int = 0
     used: int = 0
     state: int = 0
     done: bool = False
+    open: bool = True
+    written: list[int] = field(default_factory=list)
+    splits: list[int] = field(default_factory=list)
+
+
+def _joined(pieces: Sequence[Piece]) -> list[Piece]:
+    """``pieces`` with empty texts dropped and adjacent texts joined; two holes with nothing
+    between them refused (where the first ends would be written nowhere)."""
+    out: list[Piece] = []
+    for kind, v in pieces:
+        if kind == "text":
+            ids = [int(t) for t in v]
+            if not ids:
+                continue
+            if out and out[-1][0] == "text":
+                out[-1] = ("text", out[-1][1] + ids)
+                continue
+            out.append(("text", ids))
+        else:
+            if out and out[-1][0] == "hole":
+                raise UserError(
+                    "two holes with no text between them cannot be filled left "
+                    "to right (where one ends is not written anywhere)"
+                )
+            out.append((kind, v))
+    return out
 
 
 class FormGuide:
@@ -57,6 +91,14 @@ class FormGuide:
     ``pieces[row]``: that row's layout after its prompt; ``automata[k]`` / ``widths[k]``: the
     language and the most tokens of hole k. After the last piece only EOS is allowed, so the
     run stops there. ``tokens[row][k]`` collects each hole's tokens as they are written.
+
+    Where a hole ends: the hole is followed by locked text (or by EOS after the last piece).
+    From an accepting state the run may start writing that text, and a token that is both the
+    text's first and one the hole may take is read both ways at once: the hole ends at the
+    first accepting point after which the tokens written spell the WHOLE following text; the
+    hole goes on when they stop matching it. So a field whose content starts like the text
+    after it (``a,b`` before ``, end``) is not cut at its first comma. Every token the run
+    takes keeps at least one reading alive, and each reading stays within the hole's width.
     """
 
     def __init__(
@@ -68,7 +110,7 @@ class FormGuide:
         vocab_size: int,
         eos_id: int,
     ) -> None:
-        self.pieces = [list(p) for p in pieces]
+        self.pieces = [_joined(p) for p in pieces]
         self.automata, self.widths = list(automata), [int(w) for w in widths]
         self.V, self.eos_id = int(vocab_size), int(eos_id)
         self.cursors = [_Cursor() for _ in self.pieces]
@@ -80,7 +122,7 @@ class FormGuide:
     # -- one row ---------------------------------------------------------------------------
 
     def _settle(self, r: int) -> None:
-        """Skip empty text pieces and set the state at the start of a hole."""
+        """Skip used-up text pieces and set the state at the start of a hole."""
         cur, pieces = self.cursors[r], self.pieces[r]
         while (
             cur.piece < len(pieces)
@@ -90,21 +132,12 @@ class FormGuide:
             cur.piece, cur.used = cur.piece + 1, 0
         if cur.piece < len(pieces) and pieces[cur.piece][0] == "hole" and cur.used == 0:
             cur.state = self.automata[pieces[cur.piece][1]].start
+            cur.open, cur.written, cur.splits = True, [], []
 
-    def _ender(self, r: int) -> int:
-        """The token that ends the current hole: the next locked text's first, else EOS."""
+    def _after(self, r: int) -> list[int]:
+        """The tokens that end the current hole: the locked text after it, else ``[EOS]``."""
         pieces, k = self.pieces[r], self.cursors[r].piece + 1
-        while k < len(pieces):
-            kind, v = pieces[k]
-            if kind == "hole":
-                raise UserError(
-                    "two holes with no text between them cannot be filled left "
-                    "to right (where one ends is not written anywhere)"
-                )
-            if v:
-                return int(v[0])
-            k += 1
-        return self.eos_id
+        return list(pieces[k][1]) if k < len(pieces) else [self.eos_id]
 
     def _in_hole(self, r: int) -> np.ndarray:
         """(V,) bool: the tokens that keep the current hole completable in its budget."""
@@ -113,11 +146,48 @@ class FormGuide:
         a = self.automata[k]
         left = self.widths[k] - cur.used
         ok = np.zeros(self.V, dtype=bool)
-        if left > 0:
+        if cur.open and left > 0:
             good = a.distance_to_accept()[a.table[cur.state]] <= left - 1  # (K,) per class
             n = min(self.V, a.vocab_size)
             ok[:n] = good[a.token_class[:n]]
         return ok
+
+    def _end_hole(self, r: int, split: int) -> None:
+        """Hole ends after ``written[:split]``; the rest of ``written`` is the next text's."""
+        cur, pieces = self.cursors[r], self.pieces[r]
+        k = pieces[cur.piece][1]
+        self.tokens[r][k] = cur.written[:split]
+        matched = len(cur.written) - split
+        cur.piece, cur.used = cur.piece + 1, matched
+        cur.open, cur.written, cur.splits = False, [], []
+        if cur.piece >= len(pieces):  # the hole was the last piece: EOS was written
+            cur.done = True
+            return
+        self._settle(r)
+
+    def _take_in_hole(self, r: int, token: int) -> None:
+        cur, pieces = self.cursors[r], self.pieces[r]
+        k = pieces[cur.piece][1]
+        a, text = self.automata[k], self._after(r)
+        n = len(cur.written)
+        splits = [p for p in cur.splits if text[n - p] == token]
+        if cur.open and bool(a.accept[cur.state]) and token == text[0]:
+            splits.append(n)
+        if cur.open and self._in_hole(r)[token]:
+            cur.state = int(a.table[cur.state, a.token_class[token]])
+            cur.used += 1
+        else:
+            cur.open = False
+        assert cur.open or splits, "the run took a token the guide did not allow"
+        cur.written.append(int(token))
+        cur.splits = splits
+        whole = [p for p in splits if n + 1 - p == len(text)]
+        if whole:  # the first time the whole following text is written, the hole ends
+            self._end_hole(r, whole[0])
+        elif not cur.open and len(splits) == 1:  # only one reading left: the hole ended
+            self._end_hole(r, splits[0])
+        else:  # still open, or several places it may have ended: shown at its longest
+            self.tokens[r][k] = cur.written[: splits[-1]] if not cur.open else list(cur.written)
 
     def _take(self, r: int, token: int) -> None:
         """Advance row ``r`` past ``token`` (the one it was allowed to take)."""
@@ -125,26 +195,10 @@ class FormGuide:
         if cur.piece >= len(pieces):
             cur.done = True
             return
-        kind, v = pieces[cur.piece]
-        if kind == "text":
-            cur.used += 1
-        else:
-            a = self.automata[v]
-            in_hole = self._in_hole(r)
-            if bool(a.accept[cur.state]) and token == self._ender(r):
-                # The hole ends here; the token is the next text's first (or EOS).
-                cur.piece, cur.used = cur.piece + 1, 0
-                self._settle(r)
-                if cur.piece >= len(pieces):
-                    cur.done = True
-                    return
-                cur.used = 1
-            else:
-                assert in_hole[token], "the run took a token the guide did not allow"
-                cur.state = int(a.table[cur.state, a.token_class[token]])
-                cur.used += 1
-                self.tokens[r][v].append(int(token))
-                return
+        if pieces[cur.piece][0] == "hole":
+            self._take_in_hole(r, token)
+            return
+        cur.used += 1
         self._settle(r)
 
     def _allowed(self, r: int) -> np.ndarray:
@@ -158,9 +212,11 @@ class FormGuide:
             ok[int(v[cur.used])] = True
             return ok
         ok = self._in_hole(r)
-        if self.automata[v].accept[cur.state]:
-            ender = self._ender(r)
-            ok[ender] = True
+        text, n = self._after(r), len(cur.written)
+        if cur.open and self.automata[v].accept[cur.state]:
+            ok[text[0]] = True
+        for p in cur.splits:
+            ok[text[n - p]] = True
         if not ok.any():  # cannot happen: the hole's start is within its width of acceptance
             raise RuntimeError("left-to-right hole ran out of room; please report this")
         return ok

@@ -22,6 +22,7 @@ that a byte-level BPE would have merged into the gap's first word, is avoided:
 
 from __future__ import annotations
 
+import operator
 import re
 import weakref
 from collections.abc import Sequence
@@ -130,7 +131,20 @@ class Gap:
     """The template text this gap came from (``[MASK:2-12]``), for messages."""
 
     def __post_init__(self) -> None:
+        if self.name is not None and not isinstance(self.name, str):  # was a TypeError in a
+            raise UserError(f"a gap: name must be a str, not {type(self.name).__name__} "
+                            f"({self.name!r})")  # message that joined it to text
         what = self.source or self.name or "a gap"
+        if self.regex is not None and not isinstance(self.regex, str):  # len(5) inside
+            raise UserError(f"{what}: regex must be a str, not {type(self.regex).__name__}")
+        if self.allowed is not None and not isinstance(self.allowed, str):
+            _token_ids(self.allowed, what, "allowed", "a character class name or token ids")
+        if isinstance(self.banned, (str, bytes)):  # "the" banned every t, h and e
+            raise UserError(f"{what}: banned is a list of strings or token ids, not one "
+                            f"string ({self.banned!r})")
+        _token_ids(self.banned, what, "banned", "strings or token ids", texts=True)
+        if not isinstance(self.take_space, bool):
+            raise UserError(f"{what}: take_space must be True or False, not {self.take_space!r}")
         for key in ("length", "min_len", "max_len"):
             v = getattr(self, key)
             if v is None:
@@ -165,6 +179,25 @@ class Gap:
 
 
 # -- parsing ----------------------------------------------------------------------------------
+
+
+def _token_ids(items: Any, what: str, key: str, kinds: str, texts: bool = False) -> None:
+    """A ``UserError`` unless ``items`` is a collection of token ids (whole numbers, not
+    bools), or of non-empty strings too (``texts``); ``kinds`` names them for the message."""
+    try:
+        values = list(items)
+    except TypeError:
+        raise UserError(f"{what}: {key} must be {kinds}, not {type(items).__name__}") from None
+    for v in values:
+        if texts and isinstance(v, str):
+            continue
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            operator.index(v)
+        except TypeError:
+            raise UserError(f"{what}: {key} must be {kinds}, not {type(v).__name__} "
+                            f"({v!r})") from None
 
 
 def _where(text: str, pos: int) -> str:
@@ -240,6 +273,13 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
         if not colon:
             return Gap(name=name, source=source), close + 1
         spec = rest.strip()
+    head = head.strip()
+    if name is None and (colon or head) and not head[:1].isdigit() and head[:1] != "-":
+        # [MASK:my-city:3], [MASK:é]: a name the syntax does not take ("bad gap length '3'")
+        raise UserError(
+            f"{_where(text, i)}: bad gap name {head!r} in {source!r}; a name is ASCII letters, "
+            f"digits and _, not starting with a digit ([MASK:my_city:3])"
+        )
     lo_s, dash, hi_s = spec.partition("-")
     if not _COUNT.fullmatch(lo_s.strip()) or (dash and not _COUNT.fullmatch(hi_s.strip())):
         raise UserError(

@@ -237,8 +237,17 @@ def router(state: ServerState) -> APIRouter:
                            code="context_length_exceeded")
         width = gap.length or 32
         form, parse = build_form(state, guided, width)
-        _, _, automata = user_call(
+        items, holes, automata = user_call(
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
+        answer = sum(len(tok.encode(v)) if kind == "text" else holes[v].width
+                     for kind, v in items)  # the answer at its longest, as fill_form counts
+        if n_text + answer > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
+            source, where = guided["source"], gap.source or "[MASK]"
+            raise APIError(400, f"{source}: its answer in {where} takes up to {answer} tokens "
+                           f"(each value at most {width}), {n_text + answer} with the "
+                           f"template's text, more than {CONTEXT_WORDS} {state.max_seq_len}): "
+                           f"give a smaller n in [MASK:n] or a smaller {source}",
+                           param=source, code="context_length_exceeded")
         fewest = max((a.min_tokens() or 0 for a in automata), default=0)
         if fewest > width:  # n bounds each value as max_tokens does (the skeleton on top)
             raise APIError(400, f"{guided['source']}: a value's shortest answer takes {fewest} "

@@ -1,0 +1,38 @@
+"""``/v1/infill`` with ``response_format`` / ``guided_*``: a ``[MASK:n]`` whose answer cannot fit
+the context is refused naming the gap and its n (it said "the form needs ... use fewer or
+shorter holes", of a form the client never sent); a constraint that bounds the answer itself
+still fills under any n."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from server_helpers import loaded, tiny_config  # noqa: E402
+
+from unmask.model import Transformer  # noqa: E402
+from unmask.server import create_app  # noqa: E402
+
+torch.manual_seed(0)
+MODEL = Transformer(tiny_config(max_seq_len=64)).eval()
+
+
+def test_a_guided_gap_too_wide_for_the_context_names_the_gap_and_its_n():
+    with TestClient(create_app(loaded(MODEL))) as c:
+        for source, value in (("response_format", {"type": "json_object"}),
+                              ("guided_regex", "[a-z]+")):
+            r = c.post("/v1/infill", json={"template": "A [MASK:200] b", source: value})
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["param"] == source and err["code"] == "context_length_exceeded"
+            assert err["message"].startswith(f"{source}: its answer in [MASK:200] takes up to ")
+            assert err["message"].endswith(f"give a smaller n in [MASK:n] or a smaller {source}")
+            assert "the form needs" not in err["message"] and "\n" not in err["message"]
+        # the choice bounds the answer: n is only a cap
+        r = c.post("/v1/infill", json={"template": "A [MASK:200] b", "guided_choice": ["xy"],
+                                       "temperature": 0})
+        assert r.status_code == 200 and r.json()["text"] == "A xy b"
