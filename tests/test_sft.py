@@ -438,3 +438,66 @@ def test_an_example_is_the_conversation_transformers_encodes(scheme):
         assert prompt == list(ref.apply_chat_template(talk[:1], chat_template=source,
                                                       tokenize=True, return_dict=False,
                                                       add_generation_prompt=True))
+
+
+def test_a_template_that_always_appends_the_assistant_header_trains_no_header(tmp_path):
+    """LLaDA-8B-Instruct's template appends ``<|start_header_id|>assistant<|end_header_id|>``
+    whatever ``add_generation_prompt`` says, so the rest of the conversation after the prompt
+    ended with a new assistant header, and every response was trained as ``answer<|eot_id|>``
+    + header + EOS. Now each trained turn is what ``transformers`` marks as the assistant's
+    (``return_assistant_tokens_mask``, the mask TRL's ``assistant_only_loss`` trains) with the
+    same template's ``{% generation %}`` form: the answer and its ``<|eot_id|>``, then EOS."""
+    transformers = pytest.importorskip("transformers")
+    from test_chat import LLADA_TEMPLATE, _llada_folder
+
+    import unmask
+
+    m = unmask.load(_llada_folder(tmp_path))
+    tok = m.tokenizer
+    msgs = [{"role": "user", "content": "w1"}, {"role": "assistant", "content": "w2 w3"},
+            {"role": "user", "content": "w4"}, {"role": "assistant", "content": "w5 "}]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"messages": msgs}])),
+                   tok, eos_id=m.config.eos_id, chat_template=m.config.chat_template)
+    marked = LLADA_TEMPLATE.replace(  # the assistant's content and end of turn, marked
+        "{{ content }}",
+        "{% if message['role'] == 'assistant' %}{{ content.split('<|end_header_id|>\n\n')[0] }}"
+        "{{ '<|end_header_id|>\n\n' }}{% generation %}"
+        "{{ content.split('<|end_header_id|>\n\n')[1] }}{% endgeneration %}"
+        "{% else %}{{ content }}{% endif %}")
+    ref = transformers.PreTrainedTokenizerFast(tokenizer_object=tok.hf,
+                                               bos_token="<|startoftext|>",
+                                               eos_token="<|endoftext|>")
+    out = ref.apply_chat_template(msgs, chat_template=marked, tokenize=True, return_dict=True,
+                                  return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    assert ref.apply_chat_template(msgs, chat_template=LLADA_TEMPLATE, return_dict=False) == ids
+    spans, start = [], None  # the assistant turns transformers marks, in order
+    for i, bit in enumerate([*mask, 0]):
+        if bit and start is None:
+            start = i
+        if not bit and start is not None:
+            spans.append((start, i))
+            start = None
+    assert len(spans) == 2
+    header = [tok.token_to_id("<|start_header_id|>"), tok.token_to_id("<|end_header_id|>")]
+    for (prompt, response), (a, b) in zip(data.rows, spans, strict=True):
+        assert prompt == ids[:a]
+        assert response == ids[a:b] + [m.config.eos_id]
+        assert not set(header) & set(response)
+
+
+@pytest.mark.parametrize("flag", ["", "{% if add_generation_prompt %}", "{% if true %}"])
+def test_a_plain_text_header_appended_after_every_conversation_is_not_trained(flag):
+    """A template without special tokens that appends its ``Assistant:`` line after every
+    conversation: the response is the answer alone (EOS then ends it), as with a template
+    that appends it only for the generation prompt."""
+    from unmask.chat import ChatTemplate
+
+    source = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+              + (flag + "assistant:" + ("{% endif %}" if flag else "")))
+    tok = byte_tokenizer()
+    talk = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    prompt, response = ChatTemplate(source).example(tok, talk)
+    assert tok.decode(prompt) == "user: hi\nassistant:"
+    want = " hello\n" if "add_generation_prompt" in flag else " hello"
+    assert tok.decode(response) == want

@@ -394,7 +394,9 @@ class ChatTemplate:
         response: ``render(messages[:-1], add_generation_prompt=True)`` is the prompt and the
         rest of ``render(messages)`` the response (a message's special-token strings are plain
         text, in its content and name). A one-line ``UserError`` when the template does not
-        render the prompt as a prefix of the conversation, or drops the response's text."""
+        render the prompt as a prefix of the conversation, or drops the response's text. A
+        template that ignores ``add_generation_prompt`` and appends its assistant header after
+        every conversation has that header cut off the response (``_without_header``)."""
         shielded, plain = self._shield(self._controls(tokenizer), messages)
         prompt = self.render(shielded[:-1], add_generation_prompt=True)
         full = self.render(shielded, add_generation_prompt=False)
@@ -410,10 +412,34 @@ class ChatTemplate:
                 f"{self.origin} renders the conversation without the response's text; it "
                 "must render every message's content"
             )
+        if self.render(shielded, add_generation_prompt=True) == full:
+            response = self._without_header(tokenizer, prompt, response, text)
         return (
             self._encode(tokenizer, prompt, plain),
             self._encode(tokenizer, response, plain, start=False),
         )
+
+    def _without_header(self, tokenizer: Any, prompt: str, response: str, text: str) -> str:
+        """``response`` (the text after ``prompt``, holding the reply ``text``) without the
+        generation prompt that a template which ignores ``add_generation_prompt`` appends
+        after every conversation (LLaDA-8B-Instruct's: ``<|start_header_id|>assistant
+        <|end_header_id|>``): the model would learn to open a new assistant turn after its
+        end of turn. The turn keeps what ``reply`` reads: the text up to and including the
+        first special token the template writes after the reply (its end-of-turn marker),
+        when the rest is text the prompt ends with too (the appended header); without such
+        a token, the longest text after the reply that the prompt also ends with is dropped
+        (the EOS that follows every response then ends the turn)."""
+        after = response.find(text) + len(text) if text else 0
+        tail = response[after:]
+        specials = sorted(self.specials(tokenizer), key=len, reverse=True)
+        stop = re.search("|".join(map(re.escape, specials)), tail) if specials else None
+        if stop is not None:
+            cut = after + stop.end()
+            return response[:cut] if prompt.endswith(response[cut:]) else response
+        n = len(tail)
+        while n and not prompt.endswith(tail[len(tail) - n :]):
+            n -= 1
+        return response[: len(response) - n]
 
     def ends(self, tokenizer: Any, eos_id: int | None) -> frozenset[int]:
         """The ids that end a generated turn: EOS and every special token the template

@@ -22,7 +22,9 @@ template's own markup becomes special tokens (``ChatTemplate.example``). Text is
 template (a Jinja string, ``ModelConfig.chat_template``, stored with the checkpoint; rendered
 and encoded by ``unmask.chat``, as ``unmask chat`` and the server do):
 ``render(messages[:-1], add_generation_prompt=True)`` is the prompt text and the rest of
-``render(messages)`` the response text, so sampling can build the same prompt.
+``render(messages)`` the response text, so sampling can build the same prompt (a template
+that appends its assistant header after every conversation, LLaDA-8B-Instruct's, has it cut
+off the response: ``ChatTemplate.example``).
 
 Inside: ``chat_prompt``, ``SFTExample``, ``read_sft_jsonl``, ``SFTData``; ``DEFAULT_CHAT_TEMPLATE``,
 ``ROLES`` and ``render_chat`` come from ``unmask.chat``.
