@@ -142,8 +142,9 @@ def test_default_template_and_checkpoints_saved_before_trim_blocks():
     ("source", "problem"),
     [
         ("{% for m in messages %}\n{{ m.content }}", "syntax error at line 2"),
-        ("{{ nope }}", "'nope' is undefined"),
-        ("{% for t in tools_list %}{% endfor %}", "'tools_list' is undefined"),
+        ("{{ nope.x }}", "'nope' is undefined"),
+        ("{{ tools_list + 'x' }}", "'tools_list' is undefined"),
+        ("{% set ns = namespace(n=0) %}{% set ns._n = 1 %}", "sandbox blocked"),
         ("{{ messages[0].content + 1 }}", "TypeError"),
         (
             "{% if messages|length > 1 %}{{ raise_exception('Only one turn') }}{% endif %}",
@@ -163,6 +164,39 @@ def test_failing_template_is_one_line_user_error(source, problem):
 def test_undefined_is_falsy_in_tests_only():
     t = ChatTemplate("{% if tools %}T{% endif %}{% if not messages[0].tool_calls %}ok{% endif %}")
     assert t.render(TALK[:1]) == "ok"
+
+
+UNDEFINED_TEMPLATE = (  # undefined names printed and looped over, unguarded optional fields
+    "{% for m in messages %}[{{ m.role }}|{{ m.reasoning_content }}|{{ m.content }}]"
+    "{% for c in m.tool_calls %}{{ c }}{% endfor %}{% endfor %}{{ nope }}{{ nope | trim }}"
+    "{% for x in nope %}x{% endfor %}{{ nope | length }}"
+)
+VARIABLES_TEMPLATE = (  # which names a template sees
+    "{% for m in messages %}{{ m.content }}{% endfor %}"
+    "{{ bos_token is defined }} {{ eos_token is defined }} {{ pad_token is defined }} "
+    "{{ unk_token is defined }} {{ mask_token is defined }} {{ sep_token is defined }} "
+    "{{ cls_token is defined }} {{ tools is none }} {{ documents is none }} "
+    "{{ add_generation_prompt }} {{ messages | length }} {{ strftime_now is defined }} "
+    "{{ raise_exception is defined }} {{ config is defined }} {{ tokenizer is defined }}"
+    "{% for m in messages %} {{ m | length }}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("source", [UNDEFINED_TEMPLATE, VARIABLES_TEMPLATE])
+def test_undefined_names_and_the_variables_a_template_sees_as_in_transformers(source):
+    """An undefined name prints as nothing and loops over nothing, as in ``transformers``
+    (``jinja2.Undefined``): a publisher template that prints an optional field unguarded
+    (``{{ message.reasoning_content }}``) failed here (StrictUndefined). The variables a
+    template sees are those ``apply_chat_template`` passes for a tokenizer that declares a
+    BOS and an EOS token: ``messages`` (role and content), ``add_generation_prompt``,
+    ``bos_token``, ``eos_token``, ``tools`` and ``documents`` (none), and nothing else."""
+    tok = byte_tokenizer()
+    ref = _reference(tok.hf, bos_token="[BOS]", eos_token="[EOS]")
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    for gen in (True, False):
+        want = ref.apply_chat_template(TALK, chat_template=source, tokenize=False,
+                                       add_generation_prompt=gen)
+        assert ours.render(TALK, add_generation_prompt=gen) == want
 
 
 LLAMA3_TEMPLATE = (  # Llama 3's shape: BOS written by the template, trimmed contents
@@ -392,7 +426,7 @@ def test_server_render_chat_uses_the_same_renderer():
     )
     assert server_render(msgs) == "System: Be brief.\nUser: Hi\nAssistant:"
     with pytest.raises(UserError, match="'nope' is undefined"):
-        server_render(msgs, "{{ nope }}")
+        server_render(msgs, "{{ nope.x }}")
 
 
 # -- templates read from publisher folders --------------------------------------------------------
@@ -791,7 +825,7 @@ def test_special_token_text_stays_text_with_a_publishers_tokens(tmp_path):
 
 @pytest.mark.parametrize(("source", "problem"), [
     ("{% for m in messages %}{{ m.content }}", "syntax error at line 1"),
-    ("{{ nope }}{% for m in messages %}{{ m.content }}{% endfor %}", "'nope' is undefined"),
+    ("{{ nope.x }}{% for m in messages %}{{ m.content }}{% endfor %}", "'nope' is undefined"),
 ])
 def test_template_arg_refuses_a_broken_template(tmp_path, source, problem):
     """A syntax error or an undefined name is refused where the template is chosen (serve

@@ -6,11 +6,12 @@ It is rendered as ``transformers`` renders it (``apply_chat_template``): in an
 ``ImmutableSandboxedEnvironment`` with ``trim_blocks``, ``lstrip_blocks``, loop controls and
 the ``{% generation %}`` tag (its body rendered as is), seeing ``messages``,
 ``add_generation_prompt``, ``bos_token``, ``eos_token``, ``tools`` and ``documents`` (None),
-``raise_exception(msg)``, ``strftime_now(fmt)`` and a ``tojson`` filter that keeps non-ASCII
-text. An undefined name is falsy in a test (``{% if tools %}``,
-``{% if not message.tool_calls %}``) but printing, iterating or computing with it fails, so
-a misspelt variable is an error that names it instead of silently rendering nothing. Every
-failure is a one-line ``UserError``.
+``raise_exception(msg)``, ``strftime_now(fmt)``, a ``tojson`` filter that keeps non-ASCII
+text and a ``namespace()`` that refuses attribute names starting with ``_``. Nothing else of
+the caller's reaches a template (no other special-token name, no message key but ``role``,
+``content`` and ``name``). An undefined name is Jinja's default ``Undefined``, as in
+``transformers``: false in a test, nothing when printed or looped over, an error when
+computed with or when its attribute is read. Every failure is a one-line ``UserError``.
 
 Special tokens: the rendered text is encoded as ``transformers`` encodes it with
 ``apply_chat_template(..., sanitize_control_tokens=True)`` (``ChatTemplate.prompt``,
@@ -167,12 +168,23 @@ def _environment() -> Any:
     except ImportError:  # pragma: no cover - jinja2 ships with torch
         raise UserError("chat templates need the jinja2 package (pip install jinja2)") from None
 
-    class Undefined(jinja2.StrictUndefined):
-        # Falsy and comparable (HF templates test optional variables); strict otherwise.
-        __bool__ = jinja2.Undefined.__bool__
-        __eq__ = jinja2.Undefined.__eq__
-        __ne__ = jinja2.Undefined.__ne__
-        __hash__ = jinja2.Undefined.__hash__
+    class Namespace(jinja2.utils.Namespace):
+        # transformers' namespace(): no attribute whose name starts with "_" (defence in depth)
+        def __init__(*args: Any, **kwargs: Any) -> None:  # Jinja's signature trick
+            self, rest = args[0], args[1:]
+            attrs = dict(*rest, **kwargs)
+            for name in attrs:
+                _check_name(name)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name: str, value: Any) -> None:
+            _check_name(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    def _check_name(name: Any) -> None:
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(
+                f"a namespace cannot store an attribute whose name starts with '_' ({name!r})")
 
     def raise_exception(message: str) -> None:
         raise _Raised(message)
@@ -206,10 +218,10 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[loopcontrols, Generation],
-        undefined=Undefined,
-    )
+    )  # jinja2.Undefined, as in transformers: an undefined name prints as nothing
     env.filters["tojson"] = tojson
-    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now,
+                       namespace=Namespace)
     return env
 
 
@@ -543,8 +555,9 @@ def _uses_messages(template: ChatTemplate) -> ChatTemplate:
     except TemplateRejected:
         return template
     if probe not in text:
-        raise UserError(f"{template.origin}: renders a user message without its text; the "
-                        "conversation would never reach the model")
+        raise UserError(f"{template.origin} failed to render: it renders a user message without "
+                        "its text (an undefined name prints as nothing); the conversation would "
+                        "never reach the model")
     return template
 
 
