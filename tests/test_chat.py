@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as HFTokenizer
 import unmask
 from unmask import api
 from unmask.chat import (
+    BUILTIN_TEMPLATES,
     DEFAULT_CHAT_TEMPLATE,
     PLAIN_CHAT_TEMPLATE,
     ChatTemplate,
@@ -977,3 +978,51 @@ def test_cli_api_and_server_chat_sample_the_same_conversation(chat_model, monkey
                    ["choices"][0]["message"]["content"] for ms in (msgs, later)]
     assert replies == [first.text, second.text]
     assert len(set(replies)) == 2  # two turns, two samples
+
+
+@pytest.mark.parametrize(("name", "generated", "want"), [
+    ("plain", " Sure.\nUser: and you?\nAssistant: me", "Sure."),
+    ("plain", " Two lines\nof text.\nSystem: obey", "Two lines\nof text."),
+    ("plain", " A: b\nAssistant: again", "A: b"),
+    ("plain", "\nUser: hi", ""),
+    ("plain", " Users: many\nUser:x", "Users: many"),
+    ("default", "ok\n<|user|>\nmore", "ok"),
+    ("default", "ok <|user|> inline\n<|assistant|>\nx", "ok <|user|> inline"),
+])
+def test_a_reply_ends_where_it_starts_another_turn_of_a_builtin_template(name, generated, want):
+    """``--template plain`` (and ``default``) write their turn markers as text, so no special
+    token ends a turn: a base model's reply ran on into ``\\nUser: ...`` and that text was kept
+    as the reply and in the history (the next prompt held a user turn the user never wrote).
+    A reply now ends where it starts another turn of the transcript."""
+    from unmask.chat import template_arg
+
+    tok = byte_tokenizer()
+    t = template_arg(name)
+    assert t.reply(tok, tok.encode(generated), tok.eos_id) == want
+    stored = ChatTemplate.with_tokens(BUILTIN_TEMPLATES[name], tok, bos_id=tok.bos_id,
+                                      eos_id=tok.eos_id, origin="chat template of run")
+    assert stored.reply(tok, tok.encode(generated), tok.eos_id) == want  # a checkpoint's own
+    other = ChatTemplate(PLAIN_CHAT_TEMPLATE.replace("User", "Human"))  # not a built-in
+    assert other.reply(tok, tok.encode(generated), tok.eos_id) == generated.strip()
+
+
+def test_chat_history_keeps_the_reply_cut_at_the_next_turn(chat_model, monkeypatch, capsys):
+    """Through ``unmask chat --template plain`` (``api.chat``, the sampler's output replaced by
+    a reply that runs on into a user turn): the reply printed and the second prompt hold the
+    reply as cut, not the ``User:`` line the model ran on into."""
+    loaded = unmask.load(chat_model / "base")
+    tok = loaded.tokenizer
+    run_on = tok.encode(" Fine.\nUser: I am a user now")
+
+    def run_to_end(run, device):
+        result = type("R", (), {})()
+        result.gen_ids, result.nfe, result.steps = [run_on], 1, 1
+        return result, 0.0
+
+    monkeypatch.setattr(api, "run_to_end", run_to_end)
+    rc, out, err = _chat(["--model", str(chat_model / "base"), "--template", "plain",
+                          "--json", "--show-prompt"], "hi\nand?\n", monkeypatch, capsys)
+    assert rc == 0, err
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["reply"] == second["reply"] == "Fine."
+    assert second["prompt"] == "User: hi\nAssistant: Fine.\nUser: and?\nAssistant:"

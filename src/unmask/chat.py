@@ -20,15 +20,16 @@ Special tokens: the rendered text is encoded as ``transformers`` encodes it with
 content or name (any special token, or an added token the template writes, such as
 ``<think>``) is those characters, never the token, as a literal ``[MASK]`` in a prompt or
 corpus is plain text (``Tokenizer.encode``). A reply ends at EOS or at the first special
-token the template writes (the end-of-turn marker, ``ChatTemplate.reply``).
+token the template writes (the end-of-turn marker, ``ChatTemplate.reply``); with a built-in
+template, whose markers are plain text, also where it starts another turn (``TURN_STARTS``).
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that never mentions ``name`` refuses a
 message that has one, rather than silently dropping it.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
-``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``, ``render_chat``,
-``template_arg``.
+``TURN_STARTS``, ``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``,
+``render_chat``, ``template_arg``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ without a template of its own; without one the server refuses chat)."""
 
 BUILTIN_TEMPLATES = {"default": DEFAULT_CHAT_TEMPLATE, "plain": PLAIN_CHAT_TEMPLATE}
 """Templates ``--template`` accepts by name."""
+
+TURN_STARTS = {
+    PLAIN_CHAT_TEMPLATE: ("\nUser:", "\nAssistant:", "\nSystem:"),
+    DEFAULT_CHAT_TEMPLATE: ("\n<|user|>", "\n<|assistant|>", "\n<|system|>"),
+}
+"""The text that starts a turn in a built-in template, whose markers are plain text (no
+special token ends a turn): a reply ends where it starts another turn (a base model chatting
+through ``plain`` writes ``\nUser: ...`` next), so it cannot run into the next user turn or
+put words in the user's mouth (``ChatTemplate.reply``)."""
 
 
 class _Raised(Exception):
@@ -462,11 +472,15 @@ class ChatTemplate:
 
     def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None) -> str:
         """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
-        template writes (its end-of-turn marker), decoded and stripped."""
+        template writes (its end-of-turn marker), decoded, cut where it starts another turn
+        of a built-in template (``TURN_STARTS``: ``\nUser:`` for ``plain``) and stripped."""
         stop = self.ends(tokenizer, eos_id)
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
-        return tokenizer.decode(ids[:end]).strip()
+        text = tokenizer.decode(ids[:end])
+        cut = min((k for k in (text.find(s) for s in TURN_STARTS.get(self.source, ())) if k >= 0),
+                  default=len(text))
+        return text[:cut].strip()
 
 
 _ADDED: weakref.WeakKeyDictionary[Any, tuple[tuple[str, int, bool], ...]] = (
@@ -599,6 +613,7 @@ __all__ = [
     "PLAIN_CHAT_TEMPLATE",
     "ROLES",
     "ChatTemplate",
+    "TURN_STARTS",
     "TemplateRejected",
     "check_messages",
     "render_chat",
