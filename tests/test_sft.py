@@ -74,6 +74,18 @@ def test_reads_pairs_and_messages(tmp_path):
         ('{"messages": [{"role": "user", "content": "a"}, '
          '{"role": "assistant", "content": "b\\udfff"}]}',
          "messages[1].content holds an unpaired surrogate (not valid UTF-8)"),
+        # a key no template sees was dropped and so not trained (TRL renders it)
+        (json.dumps({"messages": [{"role": "user", "content": "a"},
+                                  {"role": "assistant", "content": "b",
+                                   "reasoning_content": "think"}]}),
+         "messages[1] has key 'reasoning_content'; a message has role, content and an "
+         "optional name"),
+        (json.dumps({"messages": [{"role": "user", "content": "a", "nmae": "ann"},
+                                  {"role": "assistant", "content": "b"}]}),
+         "messages[0] has key 'nmae'"),
+        (json.dumps({"prompt": "a", "completion": "b"}),
+         "missing field(s) response (or give 'messages') (TRL's 'completion' is 'response' "
+         "here)"),
     ],
 )
 def test_bad_data_names_file_and_line(tmp_path, line, message):
@@ -501,3 +513,28 @@ def test_a_plain_text_header_appended_after_every_conversation_is_not_trained(fl
     assert tok.decode(prompt) == "user: hi\nassistant:"
     want = " hello\n" if "add_generation_prompt" in flag else " hello"
     assert tok.decode(response) == want
+
+
+def test_role_order_is_the_templates_call_as_in_transformers(tmp_path):
+    """Two user turns in a row (or a late system message) are rendered as the template
+    renders them, as ``apply_chat_template`` and TRL do; a template that wants alternation
+    refuses them with its own message, naming the line. Fields of a line other than the
+    example's (an ``id``) are ignored, as TRL drops unused columns."""
+    twice = {"id": 7, "messages": [{"role": "user", "content": "a"},
+                                   {"role": "user", "content": "b"},
+                                   {"role": "assistant", "content": "c"}]}
+    p = write_jsonl(tmp_path / "d.jsonl", [PAIRS[0], twice])
+    tok = byte_tokenizer()
+    data = SFTData(read_sft_jsonl(p), tok, eos_id=tok.eos_id, chat_template=None)
+    prompt, response = data.rows[1]
+    assert tok.decode(prompt) == "<|user|>\na\n<|user|>\nb\n<|assistant|>\n"
+    assert response == tok.encode("c") + [tok.eos_id]
+    alternating = ("{% for m in messages %}{% if loop.index0 > 0 and m.role == "
+                   "messages[loop.index0 - 1].role %}{{ raise_exception('Conversation roles "
+                   "must alternate') }}{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                   "{% if add_generation_prompt %}assistant:{% endif %}")
+    with pytest.raises(UserError) as e:
+        SFTData(read_sft_jsonl(p), tok, eos_id=tok.eos_id, chat_template=alternating,
+                origin="chat template t.jinja")
+    assert str(e.value) == (f"{p}:2: chat template t.jinja failed to render: the template "
+                            "rejected these messages: Conversation roles must alternate")

@@ -11,6 +11,12 @@ Input: a JSONL file, one example per line, either
     {"prompt": "...", "response": "..."}
     {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
 
+A message has ``role``, ``content`` and an optional ``name``; another key (``tool_calls``,
+``reasoning_content``, a typo) is refused, naming the line, as no other key reaches the
+template. Roles may come in any order (two user turns in a row, a system message later on):
+as in ``transformers`` and TRL, the order is the template's to accept or reject (its
+``raise_exception`` then names the line). Other fields of a line (an ``id``, a ``source``)
+are ignored, as TRL drops a dataset's unused columns.
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -61,8 +67,18 @@ class SFTExample:
     """``file:line`` it came from (for error messages)."""
 
 
+_MESSAGE_KEYS = ("role", "content", "name")
+"""The keys of a message a chat template sees (``unmask.chat``)."""
+
+
 def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
     out = check_messages(messages, where=where)
+    for i, m in enumerate(messages):  # dicts with role and content (check_messages)
+        extra = [k for k in m if k not in _MESSAGE_KEYS]
+        if extra:  # TRL hands it to the template; dropped here, it would not be trained
+            raise UserError(f"{where}: messages[{i}] has key {extra[0]!r}; a message has role, "
+                            "content and an optional name (no other key reaches the chat "
+                            "template, so it would not be trained)")
     if out[-1]["role"] != "assistant":
         raise UserError(
             f"{where}: the last message must be the assistant's response, not {out[-1]['role']!r}"
@@ -107,7 +123,9 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
             )
         else:
             missing = [k for k in ("prompt", "response") if k not in obj]
-            raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give 'messages')")
+            trl = " (TRL's 'completion' is 'response' here)" if "completion" in obj else ""
+            raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give "
+                            f"'messages'){trl}")
         examples.append(SFTExample(messages=messages, source=where))
     if not examples:
         raise UserError(f"{path}: no examples")
