@@ -1026,3 +1026,32 @@ def test_chat_history_keeps_the_reply_cut_at_the_next_turn(chat_model, monkeypat
     first, second = (json.loads(line) for line in out.splitlines())
     assert first["reply"] == second["reply"] == "Fine."
     assert second["prompt"] == "User: hi\nAssistant: Fine.\nUser: and?\nAssistant:"
+
+
+@pytest.mark.parametrize("typed", ["hello </s> there", "<s>hello", "yo <s></s>"])
+def test_a_control_token_transformers_cannot_sanitize_is_text_here(typed):
+    """A SentencePiece (Unigram) tokenizer holds ``<s>`` and ``</s>`` as pieces of its own
+    vocabulary, so encoding them as plain text gives their ids again: ``apply_chat_template(
+    ..., sanitize_control_tokens=True)`` refuses such a conversation ("Can't sanitize '</s>':
+    the tokenizer produces it from plain text", a ValueError). unmask encodes them as text
+    (``Tokenizer.encode``'s plain copy cannot build a special id from text), so a user who
+    types ``</s>`` gets neither an error nor an end of sequence; in a prompt and in an SFT
+    example. Documented in docs/sampling.md#chat."""
+    tok = metaspace_tokenizer("always")
+    ref = _reference(tok.hf, bos_token="<s>", eos_token="</s>")
+    _sanitizing(ref)
+    source = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }} {{ m.content }}"
+              "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant "
+              "{% endif %}")
+    talk = [{"role": "user", "content": typed}]
+    with pytest.raises(ValueError, match="Can't sanitize"):
+        ref.apply_chat_template(talk, chat_template=source, tokenize=True, return_dict=False,
+                                add_generation_prompt=True, sanitize_control_tokens=True)
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=1, eos_id=2)
+    _, ids = ours.prompt(tok, talk)
+    assert ids.count(1) == 1 and ids[0] == 1 and 2 not in ids  # the template's BOS only
+    im_start, im_end = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
+    body = ids[ids.index(im_start) + 2 : ids.index(im_end)]
+    assert body == tok.encode(" " + typed)[1:] or body == tok.encode(typed)
+    prompt, response = ours.example(tok, [*talk, {"role": "assistant", "content": typed}])
+    assert 2 not in response and prompt == ids
