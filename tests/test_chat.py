@@ -1055,3 +1055,42 @@ def test_a_control_token_transformers_cannot_sanitize_is_text_here(typed):
     assert body == tok.encode(" " + typed)[1:] or body == tok.encode(typed)
     prompt, response = ours.example(tok, [*talk, {"role": "assistant", "content": typed}])
     assert 2 not in response and prompt == ids
+
+
+def test_piped_input_is_decoded_line_by_line(chat_model, monkeypatch, capsys):
+    """A line that is not UTF-8 ended the run before the first reply ("input is not UTF-8
+    text ... at byte 3": the text stream decoded the whole chunk), naming no line; now the
+    lines before it are answered and the error names it. A UTF-8 BOM opening the input is
+    not part of the first message."""
+    data = b"\xef\xbb\xbfok\n\xff\xfe bad\nnot reached\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    rc = main(["chat", "--model", str(chat_model / "chat"), "--gen-length", "4", "--steps", "4",
+               "--device", "cpu", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert [json.loads(line)["user"] for line in out.splitlines()] == ["ok"]
+    assert err == ("unmask chat: error: standard input line 2 is not UTF-8 text (invalid start "
+                   "byte at byte 1)\n")
+
+
+def test_a_typed_line_that_is_not_text_does_not_end_the_chat(chat_model, monkeypatch, capsys):
+    """In a terminal, a line the terminal sends as bytes that are not UTF-8 ended the
+    session with exit 2; now it is an error line and the chat goes on."""
+    loaded = unmask.load(chat_model / "chat")
+    session = chat_cmd.ChatSession(loaded, chat_cmd.model_template(loaded, None),
+                                   SampleConfig(gen_length=4, steps=4))
+    lines = iter([UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "hi\n"])
+
+    def fake_input(prompt):
+        line = next(lines, None)
+        if line is None:
+            raise EOFError
+        if isinstance(line, Exception):
+            raise line
+        return line
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    assert chat_cmd.converse(session, chat_cmd._input_line, interactive=True) == 0
+    out, err = capsys.readouterr()
+    assert "error: that line is not UTF-8 text (invalid start byte)" in err
+    assert len(session.turns) == 2 and session.turns[0]["content"] == "hi"
