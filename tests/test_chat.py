@@ -1094,3 +1094,34 @@ def test_a_typed_line_that_is_not_text_does_not_end_the_chat(chat_model, monkeyp
     out, err = capsys.readouterr()
     assert "error: that line is not UTF-8 text (invalid start byte)" in err
     assert len(session.turns) == 2 and session.turns[0]["content"] == "hi"
+
+
+def test_an_empty_reply_is_said_in_a_terminal(chat_model, monkeypatch, capsys):
+    """A reply that is EOS at once printed a blank line and nothing else in a terminal."""
+    loaded = unmask.load(chat_model / "chat")
+    tok = loaded.tokenizer
+
+    def run_to_end(run, device):
+        result = type("R", (), {})()
+        result.gen_ids, result.nfe, result.steps = [[tok.eos_id] * 4], 1, 1
+        return result, 0.0
+
+    monkeypatch.setattr(api, "run_to_end", run_to_end)
+    session = chat_cmd.ChatSession(loaded, chat_cmd.model_template(loaded, None),
+                                   SampleConfig(gen_length=4, steps=4))
+
+    def reader():
+        lines = iter(["hi\n"])
+
+        def read():
+            line = next(lines, None)
+            if line is None:
+                raise EOFError
+            return line
+        return read
+
+    assert chat_cmd.converse(session, reader(), interactive=True) == 0
+    out, err = capsys.readouterr()
+    assert out == "\n\n" and "(an empty reply: the model ended its turn at once)" in err
+    assert chat_cmd.converse(session, reader(), interactive=False) == 0
+    assert "empty reply" not in capsys.readouterr().err  # piped: stdout alone

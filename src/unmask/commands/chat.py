@@ -302,6 +302,8 @@ def converse(
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)
+            if interactive and not turn.reply:  # a blank line alone looked like a hang or bug
+                print("(an empty reply: the model ended its turn at once)", file=sys.stderr)
         if interactive:
             print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)",
                   file=sys.stderr)
