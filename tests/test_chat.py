@@ -397,6 +397,9 @@ def test_a_control_token_opening_the_chat_is_encoded_as_transformers(make, typed
         # \ud800 in a JSON request or SFT line: a TypeError in the tokenizer
         ([{"role": "user", "content": "a\ud800"}], r"messages\[0\].content holds an unpaired"),
         ([{"role": "user", "content": "a", "name": "\udc80"}], r"messages\[0\].name holds an"),
+        # a key no template sees was dropped silently (transformers hands it to the template)
+        ([{"role": "user", "content": "a", "tool_calls": []}],
+         r"messages\[0\] has key 'tool_calls'; a message has role, content and an optional name"),
     ],
 )
 def test_bad_messages(messages, problem):

@@ -105,9 +105,10 @@ _TEXT_FIELDS = ("content", "name")
 def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, str]]:
     """``messages`` as a new list of ``{"role", "content"}`` dicts (plus ``name`` where a
     message has one), or a one-line ``UserError`` naming ``where`` unless it is a non-empty
-    list of objects whose role is one of ``ROLES`` and whose content (and name) is a
-    string of valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the
-    tokenizer with a ``TypeError``)."""
+    list of objects whose role is one of ``ROLES``, whose content (and name) is a string of
+    valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the tokenizer with a
+    ``TypeError``) and that hold no other key (``tool_calls``, ``reasoning_content``, a
+    typo: ``transformers`` would hand it to the template; dropped, it silently vanished)."""
     if not isinstance(messages, list) or not messages:
         raise UserError(
             f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
@@ -119,6 +120,11 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
                             f"{', '.join(ROLES)}")
+        extra = [k for k in m if k not in ("role", *_TEXT_FIELDS)]
+        if extra:  # transformers hands it to the template; dropped, it would silently vanish
+            raise UserError(f"{where}: messages[{i}] has key {extra[0]!r}; a message has role, "
+                            "content and an optional name (no other key reaches the chat "
+                            "template)")
         for key in _TEXT_FIELDS:
             if key in m and not isinstance(m[key], str):
                 raise UserError(f"{where}: messages[{i}].{key} must be a string, not "

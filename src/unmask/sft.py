@@ -67,18 +67,8 @@ class SFTExample:
     """``file:line`` it came from (for error messages)."""
 
 
-_MESSAGE_KEYS = ("role", "content", "name")
-"""The keys of a message a chat template sees (``unmask.chat``)."""
-
-
 def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
     out = check_messages(messages, where=where)
-    for i, m in enumerate(messages):  # dicts with role and content (check_messages)
-        extra = [k for k in m if k not in _MESSAGE_KEYS]
-        if extra:  # TRL hands it to the template; dropped here, it would not be trained
-            raise UserError(f"{where}: messages[{i}] has key {extra[0]!r}; a message has role, "
-                            "content and an optional name (no other key reaches the chat "
-                            "template, so it would not be trained)")
     if out[-1]["role"] != "assistant":
         raise UserError(
             f"{where}: the last message must be the assistant's response, not {out[-1]['role']!r}"
