@@ -538,3 +538,18 @@ def test_role_order_is_the_templates_call_as_in_transformers(tmp_path):
                 origin="chat template t.jinja")
     assert str(e.value) == (f"{p}:2: chat template t.jinja failed to render: the template "
                             "rejected these messages: Conversation roles must alternate")
+
+
+def test_a_template_that_refuses_a_generation_prompt_after_an_answer_still_trains():
+    """The check for a template that ignores ``add_generation_prompt`` renders the whole
+    conversation with it; a template that refuses that (its ``raise_exception``) is one that
+    honours the flag, and its examples are split as before."""
+    from unmask.chat import ChatTemplate
+
+    source = ("{% if add_generation_prompt and messages[-1].role == 'assistant' %}"
+              "{{ raise_exception('no generation prompt after an assistant turn') }}{% endif %}"
+              + DEFAULT_CHAT_TEMPLATE)
+    tok = byte_tokenizer()
+    talk = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    prompt, response = ChatTemplate(source).example(tok, talk)
+    assert tok.decode(prompt) == "<|user|>\nhi\n<|assistant|>\n" and tok.decode(response) == "yo"

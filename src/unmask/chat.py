@@ -440,7 +440,11 @@ class ChatTemplate:
                 f"{self.origin} renders the conversation without the response's text; it "
                 "must render every message's content"
             )
-        if self.render(shielded, add_generation_prompt=True) == full:
+        try:  # a template may refuse a generation prompt after an assistant turn
+            ignores_flag = self.render(shielded, add_generation_prompt=True) == full
+        except UserError:
+            ignores_flag = False
+        if ignores_flag:
             response = self._without_header(tokenizer, prompt, response, text)
         return (
             self._encode(tokenizer, prompt, plain),
