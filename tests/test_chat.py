@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as HFTokenizer
 import unmask
 from unmask import api
 from unmask.chat import (
+    BUILTIN_TEMPLATES,
     DEFAULT_CHAT_TEMPLATE,
     PLAIN_CHAT_TEMPLATE,
     ChatTemplate,
@@ -142,8 +143,9 @@ def test_default_template_and_checkpoints_saved_before_trim_blocks():
     ("source", "problem"),
     [
         ("{% for m in messages %}\n{{ m.content }}", "syntax error at line 2"),
-        ("{{ nope }}", "'nope' is undefined"),
-        ("{% for t in tools_list %}{% endfor %}", "'tools_list' is undefined"),
+        ("{{ nope.x }}", "'nope' is undefined"),
+        ("{{ tools_list + 'x' }}", "'tools_list' is undefined"),
+        ("{% set ns = namespace(n=0) %}{% set ns._n = 1 %}", "sandbox blocked"),
         ("{{ messages[0].content + 1 }}", "TypeError"),
         (
             "{% if messages|length > 1 %}{{ raise_exception('Only one turn') }}{% endif %}",
@@ -163,6 +165,39 @@ def test_failing_template_is_one_line_user_error(source, problem):
 def test_undefined_is_falsy_in_tests_only():
     t = ChatTemplate("{% if tools %}T{% endif %}{% if not messages[0].tool_calls %}ok{% endif %}")
     assert t.render(TALK[:1]) == "ok"
+
+
+UNDEFINED_TEMPLATE = (  # undefined names printed and looped over, unguarded optional fields
+    "{% for m in messages %}[{{ m.role }}|{{ m.reasoning_content }}|{{ m.content }}]"
+    "{% for c in m.tool_calls %}{{ c }}{% endfor %}{% endfor %}{{ nope }}{{ nope | trim }}"
+    "{% for x in nope %}x{% endfor %}{{ nope | length }}"
+)
+VARIABLES_TEMPLATE = (  # which names a template sees
+    "{% for m in messages %}{{ m.content }}{% endfor %}"
+    "{{ bos_token is defined }} {{ eos_token is defined }} {{ pad_token is defined }} "
+    "{{ unk_token is defined }} {{ mask_token is defined }} {{ sep_token is defined }} "
+    "{{ cls_token is defined }} {{ tools is none }} {{ documents is none }} "
+    "{{ add_generation_prompt }} {{ messages | length }} {{ strftime_now is defined }} "
+    "{{ raise_exception is defined }} {{ config is defined }} {{ tokenizer is defined }}"
+    "{% for m in messages %} {{ m | length }}{% endfor %}"
+)
+
+
+@pytest.mark.parametrize("source", [UNDEFINED_TEMPLATE, VARIABLES_TEMPLATE])
+def test_undefined_names_and_the_variables_a_template_sees_as_in_transformers(source):
+    """An undefined name prints as nothing and loops over nothing, as in ``transformers``
+    (``jinja2.Undefined``): a publisher template that prints an optional field unguarded
+    (``{{ message.reasoning_content }}``) failed here (StrictUndefined). The variables a
+    template sees are those ``apply_chat_template`` passes for a tokenizer that declares a
+    BOS and an EOS token: ``messages`` (role and content), ``add_generation_prompt``,
+    ``bos_token``, ``eos_token``, ``tools`` and ``documents`` (none), and nothing else."""
+    tok = byte_tokenizer()
+    ref = _reference(tok.hf, bos_token="[BOS]", eos_token="[EOS]")
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=tok.bos_id, eos_id=tok.eos_id)
+    for gen in (True, False):
+        want = ref.apply_chat_template(TALK, chat_template=source, tokenize=False,
+                                       add_generation_prompt=gen)
+        assert ours.render(TALK, add_generation_prompt=gen) == want
 
 
 LLAMA3_TEMPLATE = (  # Llama 3's shape: BOS written by the template, trimmed contents
@@ -362,6 +397,9 @@ def test_a_control_token_opening_the_chat_is_encoded_as_transformers(make, typed
         # \ud800 in a JSON request or SFT line: a TypeError in the tokenizer
         ([{"role": "user", "content": "a\ud800"}], r"messages\[0\].content holds an unpaired"),
         ([{"role": "user", "content": "a", "name": "\udc80"}], r"messages\[0\].name holds an"),
+        # a key no template sees was dropped silently (transformers hands it to the template)
+        ([{"role": "user", "content": "a", "tool_calls": []}],
+         r"messages\[0\] has key 'tool_calls'; a message has role, content and an optional name"),
     ],
 )
 def test_bad_messages(messages, problem):
@@ -392,7 +430,7 @@ def test_server_render_chat_uses_the_same_renderer():
     )
     assert server_render(msgs) == "System: Be brief.\nUser: Hi\nAssistant:"
     with pytest.raises(UserError, match="'nope' is undefined"):
-        server_render(msgs, "{{ nope }}")
+        server_render(msgs, "{{ nope.x }}")
 
 
 # -- templates read from publisher folders --------------------------------------------------------
@@ -791,7 +829,7 @@ def test_special_token_text_stays_text_with_a_publishers_tokens(tmp_path):
 
 @pytest.mark.parametrize(("source", "problem"), [
     ("{% for m in messages %}{{ m.content }}", "syntax error at line 1"),
-    ("{{ nope }}{% for m in messages %}{{ m.content }}{% endfor %}", "'nope' is undefined"),
+    ("{{ nope.x }}{% for m in messages %}{{ m.content }}{% endfor %}", "'nope' is undefined"),
 ])
 def test_template_arg_refuses_a_broken_template(tmp_path, source, problem):
     """A syntax error or an undefined name is refused where the template is chosen (serve
@@ -943,3 +981,150 @@ def test_cli_api_and_server_chat_sample_the_same_conversation(chat_model, monkey
                    ["choices"][0]["message"]["content"] for ms in (msgs, later)]
     assert replies == [first.text, second.text]
     assert len(set(replies)) == 2  # two turns, two samples
+
+
+@pytest.mark.parametrize(("name", "generated", "want"), [
+    ("plain", " Sure.\nUser: and you?\nAssistant: me", "Sure."),
+    ("plain", " Two lines\nof text.\nSystem: obey", "Two lines\nof text."),
+    ("plain", " A: b\nAssistant: again", "A: b"),
+    ("plain", "\nUser: hi", ""),
+    ("plain", " Users: many\nUser:x", "Users: many"),
+    ("default", "ok\n<|user|>\nmore", "ok"),
+    ("default", "ok <|user|> inline\n<|assistant|>\nx", "ok <|user|> inline"),
+])
+def test_a_reply_ends_where_it_starts_another_turn_of_a_builtin_template(name, generated, want):
+    """``--template plain`` (and ``default``) write their turn markers as text, so no special
+    token ends a turn: a base model's reply ran on into ``\\nUser: ...`` and that text was kept
+    as the reply and in the history (the next prompt held a user turn the user never wrote).
+    A reply now ends where it starts another turn of the transcript."""
+    from unmask.chat import template_arg
+
+    tok = byte_tokenizer()
+    t = template_arg(name)
+    assert t.reply(tok, tok.encode(generated), tok.eos_id) == want
+    stored = ChatTemplate.with_tokens(BUILTIN_TEMPLATES[name], tok, bos_id=tok.bos_id,
+                                      eos_id=tok.eos_id, origin="chat template of run")
+    assert stored.reply(tok, tok.encode(generated), tok.eos_id) == want  # a checkpoint's own
+    other = ChatTemplate(PLAIN_CHAT_TEMPLATE.replace("User", "Human"))  # not a built-in
+    assert other.reply(tok, tok.encode(generated), tok.eos_id) == generated.strip()
+
+
+def test_chat_history_keeps_the_reply_cut_at_the_next_turn(chat_model, monkeypatch, capsys):
+    """Through ``unmask chat --template plain`` (``api.chat``, the sampler's output replaced by
+    a reply that runs on into a user turn): the reply printed and the second prompt hold the
+    reply as cut, not the ``User:`` line the model ran on into."""
+    loaded = unmask.load(chat_model / "base")
+    tok = loaded.tokenizer
+    run_on = tok.encode(" Fine.\nUser: I am a user now")
+
+    def run_to_end(run, device):
+        result = type("R", (), {})()
+        result.gen_ids, result.nfe, result.steps = [run_on], 1, 1
+        return result, 0.0
+
+    monkeypatch.setattr(api, "run_to_end", run_to_end)
+    rc, out, err = _chat(["--model", str(chat_model / "base"), "--template", "plain",
+                          "--json", "--show-prompt"], "hi\nand?\n", monkeypatch, capsys)
+    assert rc == 0, err
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["reply"] == second["reply"] == "Fine."
+    assert second["prompt"] == "User: hi\nAssistant: Fine.\nUser: and?\nAssistant:"
+
+
+@pytest.mark.parametrize("typed", ["hello </s> there", "<s>hello", "yo <s></s>"])
+def test_a_control_token_transformers_cannot_sanitize_is_text_here(typed):
+    """A SentencePiece (Unigram) tokenizer holds ``<s>`` and ``</s>`` as pieces of its own
+    vocabulary, so encoding them as plain text gives their ids again: ``apply_chat_template(
+    ..., sanitize_control_tokens=True)`` refuses such a conversation ("Can't sanitize '</s>':
+    the tokenizer produces it from plain text", a ValueError). unmask encodes them as text
+    (``Tokenizer.encode``'s plain copy cannot build a special id from text), so a user who
+    types ``</s>`` gets neither an error nor an end of sequence; in a prompt and in an SFT
+    example. Documented in docs/sampling.md#chat."""
+    tok = metaspace_tokenizer("always")
+    ref = _reference(tok.hf, bos_token="<s>", eos_token="</s>")
+    _sanitizing(ref)
+    source = ("{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }} {{ m.content }}"
+              "<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant "
+              "{% endif %}")
+    talk = [{"role": "user", "content": typed}]
+    with pytest.raises(ValueError, match="Can't sanitize"):
+        ref.apply_chat_template(talk, chat_template=source, tokenize=True, return_dict=False,
+                                add_generation_prompt=True, sanitize_control_tokens=True)
+    ours = ChatTemplate.with_tokens(source, tok, bos_id=1, eos_id=2)
+    _, ids = ours.prompt(tok, talk)
+    assert ids.count(1) == 1 and ids[0] == 1 and 2 not in ids  # the template's BOS only
+    im_start, im_end = tok.token_to_id("<|im_start|>"), tok.token_to_id("<|im_end|>")
+    body = ids[ids.index(im_start) + 2 : ids.index(im_end)]
+    assert body == tok.encode(" " + typed)[1:] or body == tok.encode(typed)
+    prompt, response = ours.example(tok, [*talk, {"role": "assistant", "content": typed}])
+    assert 2 not in response and prompt == ids
+
+
+def test_piped_input_is_decoded_line_by_line(chat_model, monkeypatch, capsys):
+    """A line that is not UTF-8 ended the run before the first reply ("input is not UTF-8
+    text ... at byte 3": the text stream decoded the whole chunk), naming no line; now the
+    lines before it are answered and the error names it. A UTF-8 BOM opening the input is
+    not part of the first message."""
+    data = b"\xef\xbb\xbfok\n\xff\xfe bad\nnot reached\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    rc = main(["chat", "--model", str(chat_model / "chat"), "--gen-length", "4", "--steps", "4",
+               "--device", "cpu", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert [json.loads(line)["user"] for line in out.splitlines()] == ["ok"]
+    assert err == ("unmask chat: error: standard input line 2 is not UTF-8 text (invalid start "
+                   "byte at byte 1)\n")
+
+
+def test_a_typed_line_that_is_not_text_does_not_end_the_chat(chat_model, monkeypatch, capsys):
+    """In a terminal, a line the terminal sends as bytes that are not UTF-8 ended the
+    session with exit 2; now it is an error line and the chat goes on."""
+    loaded = unmask.load(chat_model / "chat")
+    session = chat_cmd.ChatSession(loaded, chat_cmd.model_template(loaded, None),
+                                   SampleConfig(gen_length=4, steps=4))
+    lines = iter([UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte"), "hi\n"])
+
+    def fake_input(prompt):
+        line = next(lines, None)
+        if line is None:
+            raise EOFError
+        if isinstance(line, Exception):
+            raise line
+        return line
+
+    monkeypatch.setattr("builtins.input", fake_input)
+    assert chat_cmd.converse(session, chat_cmd._input_line, interactive=True) == 0
+    out, err = capsys.readouterr()
+    assert "error: that line is not UTF-8 text (invalid start byte)" in err
+    assert len(session.turns) == 2 and session.turns[0]["content"] == "hi"
+
+
+def test_an_empty_reply_is_said_in_a_terminal(chat_model, monkeypatch, capsys):
+    """A reply that is EOS at once printed a blank line and nothing else in a terminal."""
+    loaded = unmask.load(chat_model / "chat")
+    tok = loaded.tokenizer
+
+    def run_to_end(run, device):
+        result = type("R", (), {})()
+        result.gen_ids, result.nfe, result.steps = [[tok.eos_id] * 4], 1, 1
+        return result, 0.0
+
+    monkeypatch.setattr(api, "run_to_end", run_to_end)
+    session = chat_cmd.ChatSession(loaded, chat_cmd.model_template(loaded, None),
+                                   SampleConfig(gen_length=4, steps=4))
+
+    def reader():
+        lines = iter(["hi\n"])
+
+        def read():
+            line = next(lines, None)
+            if line is None:
+                raise EOFError
+            return line
+        return read
+
+    assert chat_cmd.converse(session, reader(), interactive=True) == 0
+    out, err = capsys.readouterr()
+    assert out == "\n\n" and "(an empty reply: the model ended its turn at once)" in err
+    assert chat_cmd.converse(session, reader(), interactive=False) == 0
+    assert "empty reply" not in capsys.readouterr().err  # piped: stdout alone

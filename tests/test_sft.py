@@ -74,6 +74,18 @@ def test_reads_pairs_and_messages(tmp_path):
         ('{"messages": [{"role": "user", "content": "a"}, '
          '{"role": "assistant", "content": "b\\udfff"}]}',
          "messages[1].content holds an unpaired surrogate (not valid UTF-8)"),
+        # a key no template sees was dropped and so not trained (TRL renders it)
+        (json.dumps({"messages": [{"role": "user", "content": "a"},
+                                  {"role": "assistant", "content": "b",
+                                   "reasoning_content": "think"}]}),
+         "messages[1] has key 'reasoning_content'; a message has role, content and an "
+         "optional name"),
+        (json.dumps({"messages": [{"role": "user", "content": "a", "nmae": "ann"},
+                                  {"role": "assistant", "content": "b"}]}),
+         "messages[0] has key 'nmae'"),
+        (json.dumps({"prompt": "a", "completion": "b"}),
+         "missing field(s) response (or give 'messages') (TRL's 'completion' is 'response' "
+         "here)"),
     ],
 )
 def test_bad_data_names_file_and_line(tmp_path, line, message):
@@ -92,7 +104,7 @@ def test_default_template_splits_prompt_and_response():
 
 
 @pytest.mark.parametrize(
-    "template", ["{% for m in messages %}", "{{ messages[0].nope }}", "{{ 1 / 0 }}"]
+    "template", ["{% for m in messages %}", "{{ messages[0].nope.x }}", "{{ 1 / 0 }}"]
 )
 def test_template_failure_is_one_line(template):
     with pytest.raises(UserError, match="chat template failed") as e:
@@ -118,7 +130,7 @@ def test_template_failure_names_the_line_and_the_template(tmp_path):
     data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
     with pytest.raises(UserError) as e:
         SFTData(read_sft_jsonl(data), byte_tokenizer(), eos_id=2,
-                chat_template="{{ messages[0].nope }}", origin="chat template t.jinja")
+                chat_template="{{ messages[0].nope.x }}", origin="chat template t.jinja")
     assert str(e.value).startswith(f"{data}:1: chat template t.jinja failed to render: ")
 
 
@@ -438,3 +450,106 @@ def test_an_example_is_the_conversation_transformers_encodes(scheme):
         assert prompt == list(ref.apply_chat_template(talk[:1], chat_template=source,
                                                       tokenize=True, return_dict=False,
                                                       add_generation_prompt=True))
+
+
+def test_a_template_that_always_appends_the_assistant_header_trains_no_header(tmp_path):
+    """LLaDA-8B-Instruct's template appends ``<|start_header_id|>assistant<|end_header_id|>``
+    whatever ``add_generation_prompt`` says, so the rest of the conversation after the prompt
+    ended with a new assistant header, and every response was trained as ``answer<|eot_id|>``
+    + header + EOS. Now each trained turn is what ``transformers`` marks as the assistant's
+    (``return_assistant_tokens_mask``, the mask TRL's ``assistant_only_loss`` trains) with the
+    same template's ``{% generation %}`` form: the answer and its ``<|eot_id|>``, then EOS."""
+    transformers = pytest.importorskip("transformers")
+    from test_chat import LLADA_TEMPLATE, _llada_folder
+
+    import unmask
+
+    m = unmask.load(_llada_folder(tmp_path))
+    tok = m.tokenizer
+    msgs = [{"role": "user", "content": "w1"}, {"role": "assistant", "content": "w2 w3"},
+            {"role": "user", "content": "w4"}, {"role": "assistant", "content": "w5 "}]
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"messages": msgs}])),
+                   tok, eos_id=m.config.eos_id, chat_template=m.config.chat_template)
+    marked = LLADA_TEMPLATE.replace(  # the assistant's content and end of turn, marked
+        "{{ content }}",
+        "{% if message['role'] == 'assistant' %}{{ content.split('<|end_header_id|>\n\n')[0] }}"
+        "{{ '<|end_header_id|>\n\n' }}{% generation %}"
+        "{{ content.split('<|end_header_id|>\n\n')[1] }}{% endgeneration %}"
+        "{% else %}{{ content }}{% endif %}")
+    ref = transformers.PreTrainedTokenizerFast(tokenizer_object=tok.hf,
+                                               bos_token="<|startoftext|>",
+                                               eos_token="<|endoftext|>")
+    out = ref.apply_chat_template(msgs, chat_template=marked, tokenize=True, return_dict=True,
+                                  return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    assert ref.apply_chat_template(msgs, chat_template=LLADA_TEMPLATE, return_dict=False) == ids
+    spans, start = [], None  # the assistant turns transformers marks, in order
+    for i, bit in enumerate([*mask, 0]):
+        if bit and start is None:
+            start = i
+        if not bit and start is not None:
+            spans.append((start, i))
+            start = None
+    assert len(spans) == 2
+    header = [tok.token_to_id("<|start_header_id|>"), tok.token_to_id("<|end_header_id|>")]
+    for (prompt, response), (a, b) in zip(data.rows, spans, strict=True):
+        assert prompt == ids[:a]
+        assert response == ids[a:b] + [m.config.eos_id]
+        assert not set(header) & set(response)
+
+
+@pytest.mark.parametrize("flag", ["", "{% if add_generation_prompt %}", "{% if true %}"])
+def test_a_plain_text_header_appended_after_every_conversation_is_not_trained(flag):
+    """A template without special tokens that appends its ``Assistant:`` line after every
+    conversation: the response is the answer alone (EOS then ends it), as with a template
+    that appends it only for the generation prompt."""
+    from unmask.chat import ChatTemplate
+
+    source = ("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+              + (flag + "assistant:" + ("{% endif %}" if flag else "")))
+    tok = byte_tokenizer()
+    talk = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    prompt, response = ChatTemplate(source).example(tok, talk)
+    assert tok.decode(prompt) == "user: hi\nassistant:"
+    want = " hello\n" if "add_generation_prompt" in flag else " hello"
+    assert tok.decode(response) == want
+
+
+def test_role_order_is_the_templates_call_as_in_transformers(tmp_path):
+    """Two user turns in a row (or a late system message) are rendered as the template
+    renders them, as ``apply_chat_template`` and TRL do; a template that wants alternation
+    refuses them with its own message, naming the line. Fields of a line other than the
+    example's (an ``id``) are ignored, as TRL drops unused columns."""
+    twice = {"id": 7, "messages": [{"role": "user", "content": "a"},
+                                   {"role": "user", "content": "b"},
+                                   {"role": "assistant", "content": "c"}]}
+    p = write_jsonl(tmp_path / "d.jsonl", [PAIRS[0], twice])
+    tok = byte_tokenizer()
+    data = SFTData(read_sft_jsonl(p), tok, eos_id=tok.eos_id, chat_template=None)
+    prompt, response = data.rows[1]
+    assert tok.decode(prompt) == "<|user|>\na\n<|user|>\nb\n<|assistant|>\n"
+    assert response == tok.encode("c") + [tok.eos_id]
+    alternating = ("{% for m in messages %}{% if loop.index0 > 0 and m.role == "
+                   "messages[loop.index0 - 1].role %}{{ raise_exception('Conversation roles "
+                   "must alternate') }}{% endif %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+                   "{% if add_generation_prompt %}assistant:{% endif %}")
+    with pytest.raises(UserError) as e:
+        SFTData(read_sft_jsonl(p), tok, eos_id=tok.eos_id, chat_template=alternating,
+                origin="chat template t.jinja")
+    assert str(e.value) == (f"{p}:2: chat template t.jinja failed to render: the template "
+                            "rejected these messages: Conversation roles must alternate")
+
+
+def test_a_template_that_refuses_a_generation_prompt_after_an_answer_still_trains():
+    """The check for a template that ignores ``add_generation_prompt`` renders the whole
+    conversation with it; a template that refuses that (its ``raise_exception``) is one that
+    honours the flag, and its examples are split as before."""
+    from unmask.chat import ChatTemplate
+
+    source = ("{% if add_generation_prompt and messages[-1].role == 'assistant' %}"
+              "{{ raise_exception('no generation prompt after an assistant turn') }}{% endif %}"
+              + DEFAULT_CHAT_TEMPLATE)
+    tok = byte_tokenizer()
+    talk = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    prompt, response = ChatTemplate(source).example(tok, talk)
+    assert tok.decode(prompt) == "<|user|>\nhi\n<|assistant|>\n" and tok.decode(response) == "yo"

@@ -6,11 +6,12 @@ It is rendered as ``transformers`` renders it (``apply_chat_template``): in an
 ``ImmutableSandboxedEnvironment`` with ``trim_blocks``, ``lstrip_blocks``, loop controls and
 the ``{% generation %}`` tag (its body rendered as is), seeing ``messages``,
 ``add_generation_prompt``, ``bos_token``, ``eos_token``, ``tools`` and ``documents`` (None),
-``raise_exception(msg)``, ``strftime_now(fmt)`` and a ``tojson`` filter that keeps non-ASCII
-text. An undefined name is falsy in a test (``{% if tools %}``,
-``{% if not message.tool_calls %}``) but printing, iterating or computing with it fails, so
-a misspelt variable is an error that names it instead of silently rendering nothing. Every
-failure is a one-line ``UserError``.
+``raise_exception(msg)``, ``strftime_now(fmt)``, a ``tojson`` filter that keeps non-ASCII
+text and a ``namespace()`` that refuses attribute names starting with ``_``. Nothing else of
+the caller's reaches a template (no other special-token name, no message key but ``role``,
+``content`` and ``name``). An undefined name is Jinja's default ``Undefined``, as in
+``transformers``: false in a test, nothing when printed or looped over, an error when
+computed with or when its attribute is read. Every failure is a one-line ``UserError``.
 
 Special tokens: the rendered text is encoded as ``transformers`` encodes it with
 ``apply_chat_template(..., sanitize_control_tokens=True)`` (``ChatTemplate.prompt``,
@@ -19,15 +20,16 @@ Special tokens: the rendered text is encoded as ``transformers`` encodes it with
 content or name (any special token, or an added token the template writes, such as
 ``<think>``) is those characters, never the token, as a literal ``[MASK]`` in a prompt or
 corpus is plain text (``Tokenizer.encode``). A reply ends at EOS or at the first special
-token the template writes (the end-of-turn marker, ``ChatTemplate.reply``).
+token the template writes (the end-of-turn marker, ``ChatTemplate.reply``); with a built-in
+template, whose markers are plain text, also where it starts another turn (``TURN_STARTS``).
 
 Messages are ``{"role", "content"}`` objects, with an optional ``name`` (a string) that
 the template sees as ``message.name``; a template that never mentions ``name`` refuses a
 message that has one, rather than silently dropping it.
 
 Inside: ``ROLES``, ``DEFAULT_CHAT_TEMPLATE``, ``PLAIN_CHAT_TEMPLATE``, ``BUILTIN_TEMPLATES``,
-``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``, ``render_chat``,
-``template_arg``.
+``TURN_STARTS``, ``check_messages``, ``select_template``, ``ChatTemplate``, ``TemplateRejected``,
+``render_chat``, ``template_arg``.
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ without a template of its own; without one the server refuses chat)."""
 BUILTIN_TEMPLATES = {"default": DEFAULT_CHAT_TEMPLATE, "plain": PLAIN_CHAT_TEMPLATE}
 """Templates ``--template`` accepts by name."""
 
+TURN_STARTS = {
+    PLAIN_CHAT_TEMPLATE: ("\nUser:", "\nAssistant:", "\nSystem:"),
+    DEFAULT_CHAT_TEMPLATE: ("\n<|user|>", "\n<|assistant|>", "\n<|system|>"),
+}
+"""The text that starts a turn in a built-in template, whose markers are plain text (no
+special token ends a turn): a reply ends where it starts another turn (a base model chatting
+through ``plain`` writes ``\nUser: ...`` next), so it cannot run into the next user turn or
+put words in the user's mouth (``ChatTemplate.reply``)."""
+
 
 class _Raised(Exception):
     """``raise_exception(message)`` called by a template."""
@@ -94,9 +105,10 @@ _TEXT_FIELDS = ("content", "name")
 def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, str]]:
     """``messages`` as a new list of ``{"role", "content"}`` dicts (plus ``name`` where a
     message has one), or a one-line ``UserError`` naming ``where`` unless it is a non-empty
-    list of objects whose role is one of ``ROLES`` and whose content (and name) is a
-    string of valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the
-    tokenizer with a ``TypeError``)."""
+    list of objects whose role is one of ``ROLES``, whose content (and name) is a string of
+    valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the tokenizer with a
+    ``TypeError``) and that hold no other key (``tool_calls``, ``reasoning_content``, a
+    typo: ``transformers`` would hand it to the template; dropped, it silently vanished)."""
     if not isinstance(messages, list) or not messages:
         raise UserError(
             f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
@@ -108,6 +120,11 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
                             f"{', '.join(ROLES)}")
+        extra = [k for k in m if k not in ("role", *_TEXT_FIELDS)]
+        if extra:  # transformers hands it to the template; dropped, it would silently vanish
+            raise UserError(f"{where}: messages[{i}] has key {extra[0]!r}; a message has role, "
+                            "content and an optional name (no other key reaches the chat "
+                            "template)")
         for key in _TEXT_FIELDS:
             if key in m and not isinstance(m[key], str):
                 raise UserError(f"{where}: messages[{i}].{key} must be a string, not "
@@ -167,12 +184,23 @@ def _environment() -> Any:
     except ImportError:  # pragma: no cover - jinja2 ships with torch
         raise UserError("chat templates need the jinja2 package (pip install jinja2)") from None
 
-    class Undefined(jinja2.StrictUndefined):
-        # Falsy and comparable (HF templates test optional variables); strict otherwise.
-        __bool__ = jinja2.Undefined.__bool__
-        __eq__ = jinja2.Undefined.__eq__
-        __ne__ = jinja2.Undefined.__ne__
-        __hash__ = jinja2.Undefined.__hash__
+    class Namespace(jinja2.utils.Namespace):
+        # transformers' namespace(): no attribute whose name starts with "_" (defence in depth)
+        def __init__(*args: Any, **kwargs: Any) -> None:  # Jinja's signature trick
+            self, rest = args[0], args[1:]
+            attrs = dict(*rest, **kwargs)
+            for name in attrs:
+                _check_name(name)
+            jinja2.utils.Namespace.__init__(self, attrs)
+
+        def __setitem__(self, name: str, value: Any) -> None:
+            _check_name(name)
+            jinja2.utils.Namespace.__setitem__(self, name, value)
+
+    def _check_name(name: Any) -> None:
+        if isinstance(name, str) and name.startswith("_"):
+            raise jinja2.exceptions.SecurityError(
+                f"a namespace cannot store an attribute whose name starts with '_' ({name!r})")
 
     def raise_exception(message: str) -> None:
         raise _Raised(message)
@@ -206,10 +234,10 @@ def _environment() -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
         extensions=[loopcontrols, Generation],
-        undefined=Undefined,
-    )
+    )  # jinja2.Undefined, as in transformers: an undefined name prints as nothing
     env.filters["tojson"] = tojson
-    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now)
+    env.globals.update(raise_exception=raise_exception, strftime_now=strftime_now,
+                       namespace=Namespace)
     return env
 
 
@@ -394,7 +422,9 @@ class ChatTemplate:
         response: ``render(messages[:-1], add_generation_prompt=True)`` is the prompt and the
         rest of ``render(messages)`` the response (a message's special-token strings are plain
         text, in its content and name). A one-line ``UserError`` when the template does not
-        render the prompt as a prefix of the conversation, or drops the response's text."""
+        render the prompt as a prefix of the conversation, or drops the response's text. A
+        template that ignores ``add_generation_prompt`` and appends its assistant header after
+        every conversation has that header cut off the response (``_without_header``)."""
         shielded, plain = self._shield(self._controls(tokenizer), messages)
         prompt = self.render(shielded[:-1], add_generation_prompt=True)
         full = self.render(shielded, add_generation_prompt=False)
@@ -410,10 +440,38 @@ class ChatTemplate:
                 f"{self.origin} renders the conversation without the response's text; it "
                 "must render every message's content"
             )
+        try:  # a template may refuse a generation prompt after an assistant turn
+            ignores_flag = self.render(shielded, add_generation_prompt=True) == full
+        except UserError:
+            ignores_flag = False
+        if ignores_flag:
+            response = self._without_header(tokenizer, prompt, response, text)
         return (
             self._encode(tokenizer, prompt, plain),
             self._encode(tokenizer, response, plain, start=False),
         )
+
+    def _without_header(self, tokenizer: Any, prompt: str, response: str, text: str) -> str:
+        """``response`` (the text after ``prompt``, holding the reply ``text``) without the
+        generation prompt that a template which ignores ``add_generation_prompt`` appends
+        after every conversation (LLaDA-8B-Instruct's: ``<|start_header_id|>assistant
+        <|end_header_id|>``): the model would learn to open a new assistant turn after its
+        end of turn. The turn keeps what ``reply`` reads: the text up to and including the
+        first special token the template writes after the reply (its end-of-turn marker),
+        when the rest is text the prompt ends with too (the appended header); without such
+        a token, the longest text after the reply that the prompt also ends with is dropped
+        (the EOS that follows every response then ends the turn)."""
+        after = response.find(text) + len(text) if text else 0
+        tail = response[after:]
+        specials = sorted(self.specials(tokenizer), key=len, reverse=True)
+        stop = re.search("|".join(map(re.escape, specials)), tail) if specials else None
+        if stop is not None:
+            cut = after + stop.end()
+            return response[:cut] if prompt.endswith(response[cut:]) else response
+        n = len(tail)
+        while n and not prompt.endswith(tail[len(tail) - n :]):
+            n -= 1
+        return response[: len(response) - n]
 
     def ends(self, tokenizer: Any, eos_id: int | None) -> frozenset[int]:
         """The ids that end a generated turn: EOS and every special token the template
@@ -424,11 +482,15 @@ class ChatTemplate:
 
     def reply(self, tokenizer: Any, gen_ids: Sequence[int], eos_id: int | None) -> str:
         """The text of a generated turn: ``gen_ids`` up to EOS or the first special token the
-        template writes (its end-of-turn marker), decoded and stripped."""
+        template writes (its end-of-turn marker), decoded, cut where it starts another turn
+        of a built-in template (``TURN_STARTS``: ``\nUser:`` for ``plain``) and stripped."""
         stop = self.ends(tokenizer, eos_id)
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
-        return tokenizer.decode(ids[:end]).strip()
+        text = tokenizer.decode(ids[:end])
+        cut = min((k for k in (text.find(s) for s in TURN_STARTS.get(self.source, ())) if k >= 0),
+                  default=len(text))
+        return text[:cut].strip()
 
 
 _ADDED: weakref.WeakKeyDictionary[Any, tuple[tuple[str, int, bool], ...]] = (
@@ -517,8 +579,9 @@ def _uses_messages(template: ChatTemplate) -> ChatTemplate:
     except TemplateRejected:
         return template
     if probe not in text:
-        raise UserError(f"{template.origin}: renders a user message without its text; the "
-                        "conversation would never reach the model")
+        raise UserError(f"{template.origin} failed to render: it renders a user message without "
+                        "its text (an undefined name prints as nothing); the conversation would "
+                        "never reach the model")
     return template
 
 
@@ -560,6 +623,7 @@ __all__ = [
     "PLAIN_CHAT_TEMPLATE",
     "ROLES",
     "ChatTemplate",
+    "TURN_STARTS",
     "TemplateRejected",
     "check_messages",
     "render_chat",

@@ -11,6 +11,12 @@ Input: a JSONL file, one example per line, either
     {"prompt": "...", "response": "..."}
     {"messages": [{"role": "user", "content": "..."}, {"role": "assistant", "content": "..."}]}
 
+A message has ``role``, ``content`` and an optional ``name``; another key (``tool_calls``,
+``reasoning_content``, a typo) is refused, naming the line, as no other key reaches the
+template. Roles may come in any order (two user turns in a row, a system message later on):
+as in ``transformers`` and TRL, the order is the template's to accept or reject (its
+``raise_exception`` then names the line). Other fields of a line (an ``id``, a ``source``)
+are ignored, as TRL drops a dataset's unused columns.
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -22,7 +28,9 @@ template's own markup becomes special tokens (``ChatTemplate.example``). Text is
 template (a Jinja string, ``ModelConfig.chat_template``, stored with the checkpoint; rendered
 and encoded by ``unmask.chat``, as ``unmask chat`` and the server do):
 ``render(messages[:-1], add_generation_prompt=True)`` is the prompt text and the rest of
-``render(messages)`` the response text, so sampling can build the same prompt.
+``render(messages)`` the response text, so sampling can build the same prompt (a template
+that appends its assistant header after every conversation, LLaDA-8B-Instruct's, has it cut
+off the response: ``ChatTemplate.example``).
 
 Inside: ``chat_prompt``, ``SFTExample``, ``read_sft_jsonl``, ``SFTData``; ``DEFAULT_CHAT_TEMPLATE``,
 ``ROLES`` and ``render_chat`` come from ``unmask.chat``.
@@ -105,7 +113,9 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
             )
         else:
             missing = [k for k in ("prompt", "response") if k not in obj]
-            raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give 'messages')")
+            trl = " (TRL's 'completion' is 'response' here)" if "completion" in obj else ""
+            raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give "
+                            f"'messages'){trl}")
         examples.append(SFTExample(messages=messages, source=where))
     if not examples:
         raise UserError(f"{path}: no examples")

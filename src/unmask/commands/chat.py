@@ -11,8 +11,9 @@ continues text, and silently chatting with it through an invented format mislead
 
 In a terminal: ``/reset`` starts over, ``/exit`` (or Ctrl-D) quits, Ctrl-C stops a reply and
 returns to the prompt. With standard input not a terminal each line is one user message
-(``/reset`` and ``/exit`` work there too) and each reply is printed as it comes (one JSON
-object per turn with ``--json``, the options that ran included); any error ends the run with
+(``/reset`` and ``/exit`` work there too), decoded as UTF-8 on its own, and each reply is
+printed as it comes (one JSON object per turn with ``--json``, the options that ran
+included); any error (a line that is not UTF-8 text included, naming it) ends the run with
 exit code 2. Another line that starts with ``/`` is an unknown command, refused with the
 list of commands (a typo is not sent to the model); ``//`` sends a message that starts with
 ``/`` (``//etc/hosts`` sends ``/etc/hosts``). A ``--system`` message that leaves no room for
@@ -248,6 +249,11 @@ def converse(
                 raise
             print("\n(/exit or Ctrl-D quits)", file=sys.stderr)
             continue
+        except UserError as e:  # a line that is not text
+            if not interactive:
+                raise
+            print(f"error: {e}", file=sys.stderr)
+            continue
         message = line.rstrip("\r\n")
         command = message.strip()
         if not command:
@@ -296,6 +302,8 @@ def converse(
             print(json.dumps(record, ensure_ascii=False), flush=True)
         else:
             print(turn.reply, flush=True)
+            if interactive and not turn.reply:  # a blank line alone looked like a hang or bug
+                print("(an empty reply: the model ended its turn at once)", file=sys.stderr)
         if interactive:
             print(f"({len(prepared.ids)} prompt tokens, {turn.nfe} NFE, {turn.seconds:.1f} s)",
                   file=sys.stderr)
@@ -365,11 +373,38 @@ def banner(model: str, loaded: Any, template: ChatTemplate) -> str:
     return f"{model} ({'its chat template' if own else template.origin})"
 
 
-def _read_stdin() -> str:
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError
-    return line
+class _StdinLines:
+    """Lines of a piped standard input, each decoded as UTF-8 on its own: a line that is not
+    UTF-8 text is a ``UserError`` naming it, after the lines before it were answered (the
+    text stream decoded a whole chunk at once, so the error came before the first reply and
+    named no line). A UTF-8 byte-order mark opening the input is dropped."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> str:
+        stream = getattr(sys.stdin, "buffer", None)
+        raw = stream.readline() if stream is not None else sys.stdin.readline()
+        if not raw:
+            raise EOFError
+        self.count += 1
+        if isinstance(raw, str):
+            return raw
+        try:
+            return raw.decode("utf-8-sig" if self.count == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(f"standard input line {self.count} is not UTF-8 text ({e.reason} "
+                            f"at byte {e.start + 1})") from None
+
+
+def _input_line() -> str:
+    """A line typed at the ``> `` prompt; one the terminal sends as bytes that are not UTF-8
+    is a ``UserError`` (the chat goes on), not the end of the session."""
+    try:
+        return input("> ")
+    except UnicodeDecodeError as e:
+        raise UserError(f"that line is not UTF-8 text ({e.reason}); check the terminal's "
+                        "encoding") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -394,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
     session.config = with_seed(session.config, session.decoder)
     interactive = sys.stdin.isatty()
     if not interactive:
-        return converse(session, _read_stdin, interactive=False, json_lines=args.json,
+        return converse(session, _StdinLines(), interactive=False, json_lines=args.json,
                         show_prompt=args.show_prompt)
     try:
         import readline  # noqa: F401 (line editing and history for input())
@@ -402,5 +437,5 @@ def run(args: argparse.Namespace) -> int:
         pass
     print(f"unmask chat: {banner(args.model, loaded, template)}; /help lists commands, "
           "Ctrl-D quits", file=sys.stderr)
-    return converse(session, lambda: input("> "), interactive=True, json_lines=args.json,
+    return converse(session, _input_line, interactive=True, json_lines=args.json,
                     show_prompt=args.show_prompt, live=not args.no_live and not args.json)
