@@ -881,19 +881,52 @@ def _clear_stale_staging(out: Path) -> list[str]:
     return notes
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``), so
+    that each name holds one whole folder at every instant; False where the system or file
+    system cannot (then nothing was changed)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    # nonzero (EINVAL, ENOSYS, EPERM): a file system or kernel without the flag
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished temp directory to ``out``, replacing an old dataset if allowed."""
+    """Move the finished temp directory to ``out``, replacing an old dataset if allowed. The
+    old dataset is swapped out in one step where the system allows (``_exchange``: ``out``
+    holds the old dataset or the new one at every instant, so a kill leaves one of them and
+    the old one, then under ``tmp``'s name, is removed as a dead prepare's leftover by the
+    next one); elsewhere by two renames, the old one put back when the second fails or is
+    interrupted (Ctrl-C)."""
     _check_out(out, overwrite)
-    old: Path | None = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        else:
-            out.rmdir()
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if _exchange(tmp, out):
+        shutil.rmtree(tmp, ignore_errors=True)  # the old dataset now
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    try:
+        os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _progress(desc: str, total: int, enabled: bool) -> Any:

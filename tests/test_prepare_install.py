@@ -1,0 +1,95 @@
+"""How ``unmask prepare`` puts a dataset in place: replacing a dataset (``--overwrite``) leaves
+the old one or the new one in the output folder, whole, when it is interrupted at any point."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unmask import data
+from unmask.data import SPLIT_BLOCK, TokenDataset, prepare
+
+KW = {"tokenizer": "byte", "progress": False}
+
+
+def _corpus(tmp_path: Path, n_bytes: int = 5 * SPLIT_BLOCK + 123, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    text = " ".join("".join(rng.choice(list("abcdefgh"), 5)) for _ in range(n_bytes // 6))
+    p = tmp_path / "corpus.txt"
+    p.write_text(text[:n_bytes], encoding="utf-8")
+    return p
+
+
+def _stream(out: Path) -> np.ndarray:
+    parts = []
+    for split in ("train", "val"):
+        ds = TokenDataset(out, split)
+        parts.append(ds.read(0, ds.n_tokens))
+    return np.concatenate(parts)
+
+
+def _old_dataset(tmp_path: Path) -> tuple[Path, Path, dict]:
+    src = _corpus(tmp_path)
+    out = tmp_path / "ds"
+    prepare(src, out, val_fraction=0, seed=1, **KW)
+    return src, out, json.loads((out / "index.json").read_text())
+
+
+def _beside(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}"))
+
+
+def test_an_overwrite_interrupted_between_its_renames_keeps_the_old_dataset(
+    tmp_path, monkeypatch
+):
+    """Where the folders cannot be swapped in one step, the old dataset is renamed aside and
+    the new one into place. Ctrl-C between the two left no dataset at ``-o`` at all, the old
+    one hidden as ``.ds.old-PID`` and never cleaned up; now it is put back."""
+    src, out, index = _old_dataset(tmp_path)
+    monkeypatch.setattr(data, "_exchange", lambda a, b: False, raising=False)
+    real = os.replace
+
+    def interrupted(a: os.PathLike[str], b: os.PathLike[str]) -> None:
+        if Path(b) == out and ".tmp-" in Path(a).name:  # the new dataset going into place
+            raise KeyboardInterrupt
+        real(a, b)
+
+    monkeypatch.setattr(data.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(src, out, val_fraction=0, seed=2, overwrite=True, **KW)
+    monkeypatch.undo()
+    assert json.loads((out / "index.json").read_text()) == index
+    assert TokenDataset(out, "train").n_tokens == index["splits"]["train"]["n_tokens"]
+    assert _beside(out) == []
+    prepare(src, out, val_fraction=0, seed=2, overwrite=True, **KW)  # and it can be redone
+    assert json.loads((out / "index.json").read_text())["seed"] == 2
+
+
+def test_an_overwrite_interrupted_after_the_swap_leaves_the_new_dataset_and_no_old_one(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C while the old dataset is being deleted: the new one is in place, whole, and
+    nothing of the old one is left beside it (it was left hidden as ``.ds.old-PID``)."""
+    src, out, _ = _old_dataset(tmp_path)
+    real = shutil.rmtree
+    calls = []
+
+    def interrupted(path: os.PathLike[str], *args: object, **kwargs: object) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real(path, *args, **kwargs)
+
+    monkeypatch.setattr(data.shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(src, out, val_fraction=0, seed=2, overwrite=True, **KW)
+    monkeypatch.undo()
+    assert len(calls) >= 1
+    assert json.loads((out / "index.json").read_text())["seed"] == 2
+    assert len(TokenDataset(out, "train")) == len(src.read_bytes()) + 1
+    assert _beside(out) == []
