@@ -748,18 +748,25 @@ def _val_block_count(
 
 
 def _split_stream(
-    stream: np.ndarray, writers: dict[str, _ShardWriter], *, seed: int, n_val: int
+    stream: BinaryIO, n_tokens: int, dtype: np.dtype, writers: dict[str, _ShardWriter], *,
+    seed: int, n_val: int,
 ) -> None:
-    """Copy the token stream block by block to the split each block belongs to, in order.
-    The ``n_val`` blocks whose ``_block_rank`` is smallest go to validation, drawn from the
-    whole blocks only: a trailing partial block joins the last block, which then holds more
-    than ``SPLIT_BLOCK`` tokens and always goes to training."""
-    n_blocks = max(1, len(stream) // SPLIT_BLOCK)
-    drawn = n_blocks - (len(stream) > n_blocks * SPLIT_BLOCK)  # leave an oversized tail out
+    """Copy the token stream (``n_tokens`` of ``dtype`` in the file ``stream``) block by block
+    to the split each block belongs to, in order. The ``n_val`` blocks whose ``_block_rank``
+    is smallest go to validation, drawn from the whole blocks only: a trailing partial block
+    joins the last block, which then holds more than ``SPLIT_BLOCK`` tokens and always goes to
+    training. Read a block at a time, not memory-mapped: a map's pages stayed in the process's
+    resident memory once read, the whole stream by the end (twice the corpus with ``byte``)."""
+    n_blocks = max(1, n_tokens // SPLIT_BLOCK)
+    drawn = n_blocks - (n_tokens > n_blocks * SPLIT_BLOCK)  # leave an oversized tail out
     val_blocks = set(sorted(range(drawn), key=lambda i: _block_rank(seed, i))[:n_val])
     for i in range(n_blocks):
-        hi = len(stream) if i == n_blocks - 1 else (i + 1) * SPLIT_BLOCK  # last takes the tail
-        writers["val" if i in val_blocks else "train"].write(stream[i * SPLIT_BLOCK : hi])
+        hi = n_tokens if i == n_blocks - 1 else (i + 1) * SPLIT_BLOCK  # last takes the tail
+        n = hi - i * SPLIT_BLOCK
+        block = np.frombuffer(stream.read(n * dtype.itemsize), dtype=dtype)
+        if len(block) != n:
+            raise OSError(f"{stream.name}: the token stream ended early")
+        writers["val" if i in val_blocks else "train"].write(block)
     assert writers["val"].n_tokens <= writers["train"].n_tokens, "validation outgrew training"
 
 
@@ -1177,14 +1184,14 @@ def prepare(
             raise UserError(f"the tokenizer turns the text of the inputs into no tokens at "
                             f"all (only the {n_docs:,} document ends): it has no pieces for "
                             "its characters; choose another tokenizer")
+        n_tokens = stream_file.tell() // dtype.itemsize
         stream_file.close()
-        stream = np.memmap(stream_path, dtype=dtype, mode="r")
-        n_tokens, n_blocks = len(stream), len(stream) // SPLIT_BLOCK
         k, note = _val_block_count(
-            n_tokens, n_blocks, val_fraction=val_fraction, min_val_tokens=min_val_tokens
+            n_tokens, n_tokens // SPLIT_BLOCK, val_fraction=val_fraction,
+            min_val_tokens=min_val_tokens,
         )
-        _split_stream(stream, writers, seed=seed, n_val=k)
-        del stream
+        with open(stream_path, "rb", buffering=0) as stream:
+            _split_stream(stream, n_tokens, dtype, writers, seed=seed, n_val=k)
         stream_path.unlink()
         for w in writers.values():
             w.close()
