@@ -115,3 +115,29 @@ def test_an_overwrite_interrupted_after_the_swap_leaves_the_new_dataset_and_no_o
     assert json.loads((out / "index.json").read_text())["seed"] == 2
     assert len(TokenDataset(out, "train")) == len(src.read_bytes()) + 1
     assert _beside(out) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fsynced files by /proc")
+def test_every_file_is_on_disk_before_the_dataset_is_renamed_into_place(tmp_path, monkeypatch):
+    """The shards, index.json and tokenizer.json were written without fsync and the folder
+    renamed over the old dataset at once: after a power loss the rename could stand with
+    empty or cut-off files under it, and the old dataset gone. Each is now fsynced in the
+    staging folder, and the folders' entries after them."""
+    src = _corpus(tmp_path)
+    synced: list[str] = []
+    real = os.fsync
+
+    def recorded(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recorded)
+    out = tmp_path / "ds"
+    prepare(src, out, val_fraction=0.3, min_val_tokens=0, shard_tokens=SPLIT_BLOCK, **KW)
+    monkeypatch.undo()
+    files = sorted(p.name for p in out.iterdir())
+    assert "train-00001.bin" in files and "val-00000.bin" in files
+    staged = {Path(p).name for p in synced if ".tmp-" in Path(p).parent.name}
+    assert staged >= {*files} - {"tokenizer.json"} | {"index.json"}
+    assert any(Path(p).name.startswith(".tokenizer.json.") for p in synced)  # its temp file
+    assert str(tmp_path) in synced  # the rename

@@ -700,8 +700,32 @@ class _ShardWriter:
 
     def close(self) -> None:
         if self._f is not None:
+            self._f.flush()
+            os.fsync(self._f.fileno())  # on disk before the folder is renamed into place
             self._f.close()
             self._f = None
+
+
+def _write_index(directory: Path, index: dict[str, Any]) -> None:
+    """``directory/index.json``, on disk (fsync) before the folder is renamed into place."""
+    with open(directory / "index.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(index, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_dir(directory: Path) -> None:
+    """fsync a folder's entries (the names of new files, a rename), where the system can."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows opens no folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _block_rank(seed: int, i: int) -> int:
@@ -910,19 +934,24 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished temp directory to ``out``, replacing an old dataset if allowed. The
+    """Move the finished temp directory to ``out``, replacing an old dataset if allowed; its
+    files were fsynced as written, so after a crash (power loss) the renamed folder never
+    holds empty or cut-off files, and the rename itself is fsynced too. The
     old dataset is swapped out in one step where the system allows (``_exchange``: ``out``
     holds the old dataset or the new one at every instant, so a kill leaves one of them and
     the old one, then under ``tmp``'s name, is removed as a dead prepare's leftover by the
     next one); elsewhere by two renames, the old one put back when the second fails or is
     interrupted (Ctrl-C)."""
     _check_out(out, overwrite)
+    _sync_dir(tmp)  # its files (fsynced as written) under their names, before the rename
     if out.exists() and not any(out.iterdir()):
         out.rmdir()
     if not out.exists():
         os.replace(tmp, out)
+        _sync_dir(out.parent)
         return
     if _exchange(tmp, out):
+        _sync_dir(out.parent)
         shutil.rmtree(tmp, ignore_errors=True)  # the old dataset now
         return
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -933,6 +962,7 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
         if old.exists() and not out.exists():
             os.replace(old, out)
         raise
+    _sync_dir(out.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -1216,7 +1246,7 @@ def prepare(
             "sources": [str(f) for f in files],
             "created_by": "unmask prepare",
         }
-        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        _write_index(tmp, index)
         _install(tmp, out, overwrite)
     except BaseException:
         stream_file.close()
@@ -1295,7 +1325,7 @@ def prepare_slice(
             "sliced_from": str(Path(source).resolve()),
             "created_by": "unmask.data.prepare_slice",
         }
-        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        _write_index(tmp, index)
         _install(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
