@@ -27,6 +27,7 @@ import codecs
 import contextlib
 import gzip
 import hashlib
+import heapq
 import json
 import lzma
 import math
@@ -783,7 +784,9 @@ def _split_stream(
     resident memory once read, the whole stream by the end (twice the corpus with ``byte``)."""
     n_blocks = max(1, n_tokens // SPLIT_BLOCK)
     drawn = n_blocks - (n_tokens > n_blocks * SPLIT_BLOCK)  # leave an oversized tail out
-    val_blocks = set(sorted(range(drawn), key=lambda i: _block_rank(seed, i))[:n_val])
+    # the n_val smallest without sorting all: memory for n_val ranks, not for every block
+    # (2.5M blocks, a 40 GB corpus: +250 MB resident to sort them)
+    val_blocks = set(heapq.nsmallest(n_val, range(drawn), key=lambda i: _block_rank(seed, i)))
     for i in range(n_blocks):
         hi = n_tokens if i == n_blocks - 1 else (i + 1) * SPLIT_BLOCK  # last takes the tail
         n = hi - i * SPLIT_BLOCK
