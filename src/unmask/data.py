@@ -7,8 +7,8 @@ Inside:
   ``index.json`` and ``tokenizer.json`` (see docs/data.md). Streams: neither the corpus nor
   the token stream is ever held in memory.
 - ``PreparedInfo``: what ``prepare`` wrote (counts, paths).
-- ``TokenDataset(directory, split)``: memory-mapped shards of one split as one token
-  stream; random training windows (``sample``) and sequential validation windows
+- ``TokenDataset(directory, split)``: the shards of one split as one token stream, read
+  window by window; random training windows (``sample``) and sequential validation windows
   (``windows``).
 - ``resolve_inputs(inputs)``: the files a list of input paths stands for.
 
@@ -1406,10 +1406,12 @@ def _check_index(path: Path, index: dict[str, Any]) -> None:
 
 
 class TokenDataset:
-    """One split of a prepared dataset as a single memory-mapped token stream.
+    """One split of a prepared dataset as a single token stream.
 
-    Shards are concatenated logically (a list of memmaps + cumulative offsets); windows
-    may cross shard boundaries. Nothing is read until a window is asked for.
+    Shards are concatenated logically (a list of shard files + cumulative offsets); windows
+    may cross shard boundaries. Nothing is read until a window is asked for, and each window
+    is read from its file(s) (no memory map, whose pages would stay resident), so the object
+    pickles as paths (``DataLoader`` workers).
     """
 
     def __init__(self, directory: str | os.PathLike[str], split: str) -> None:
@@ -1427,7 +1429,7 @@ class TokenDataset:
             p = self.directory / name
             if not p.is_file():
                 raise UserError(f"{p}: shard listed in index.json is missing")
-            size = p.stat().st_size  # before np.memmap, which fails on these with a ValueError
+            size = p.stat().st_size
             if size == 0 or size % item:
                 what = "is empty" if size == 0 else (
                     f"holds {size:,} bytes, not a whole number of {self.index['dtype']} tokens")
@@ -1439,10 +1441,8 @@ class TokenDataset:
                 f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split "
                 f"{split!r}, index.json says {info['n_tokens']} (incomplete copy?)"
             )
-        self._shards = [
-            np.memmap(self.directory / name, dtype=self._dtype, mode="r")
-            for name in info["shards"]
-        ]
+        self._shards = [self.directory / name for name in info["shards"]]
+        self._sizes = sizes
         self._n_tokens = int(info["n_tokens"])
         self._n_bytes = int(info["n_bytes"])
 
@@ -1472,16 +1472,6 @@ class TokenDataset:
     def __len__(self) -> int:
         return self._n_tokens
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Pickle paths, not memmap contents (e.g. for DataLoader workers); reopen on load.
-        state = dict(self.__dict__)
-        state["_shards"] = [str(Path(m.filename)) for m in self._shards]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state["_shards"] = [np.memmap(p, dtype=state["_dtype"], mode="r") for p in state["_shards"]]
-        self.__dict__.update(state)
-
     def tokenizer(self) -> Tokenizer:
         """The dataset's tokenizer (``tokenizer.json`` next to the shards)."""
         tok = load_tokenizer(self.directory / self.index.get("tokenizer", "tokenizer.json"))
@@ -1506,8 +1496,8 @@ class TokenDataset:
         pos = 0
         while pos < length:
             lo = start + pos - int(self._offsets[k])
-            take = min(length - pos, len(self._shards[k]) - lo)
-            out[pos : pos + take] = self._shards[k][lo : lo + take]
+            take = min(length - pos, self._sizes[k] - lo)
+            out[pos : pos + take] = self._read_shard(k, lo, take)
             pos += take
             k += 1
         top = int(out.max()) if length else -1
@@ -1518,6 +1508,19 @@ class TokenDataset:
                 "shard? prepare the data again)"
             )
         return out
+
+    def _read_shard(self, k: int, lo: int, n: int) -> np.ndarray:
+        """Tokens ``[lo, lo + n)`` of shard ``k``, read from the file. Not memory-mapped: a
+        map's pages stay in the process's resident memory once read, so random training
+        windows grew it to the whole split (a 104 MB split: +103 MB over 3,000 batches)."""
+        buf = np.empty(n, dtype=self._dtype)
+        with open(self._shards[k], "rb", buffering=0) as f:
+            f.seek(lo * self._dtype.itemsize)
+            got = f.readinto(memoryview(buf).cast("B"))
+        if got != buf.nbytes:
+            raise UserError(f"{self._shards[k]}: shard ended early (changed since it was "
+                            "opened? prepare the data again)")
+        return buf
 
     def _check_len(self, seq_len: int) -> None:
         if seq_len < 1:
