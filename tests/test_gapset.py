@@ -259,3 +259,14 @@ def test_a_window_longer_than_the_split_block_is_refused(val):
                                         r"blocks \(16 tokens\)"):
         make_gap_set(val, TOK, window=40, spans=(1,), n=2, seed=0, block=16)
     assert len(make_gap_set(val, TOK, window=16, spans=(1,), n=2, seed=0, block=16)[1]) == 2
+
+
+@pytest.mark.parametrize("spans, n, message", [
+    ((0,), 2, r"spans=0:"), ((4, -3), 2, r"spans=-3:"), ((2.5,), 2, r"spans=2.5:"),
+    ((2,), 0, r"n=0:"),
+])
+def test_spans_and_counts_below_one_are_refused(val, spans, n, message):
+    """Span 0 or -3 drew gaps with empty middles (length 0 or -3) that ``write_gap_set``
+    wrote and ``read_gap_set`` then refused; n=0 gave no gaps at all, silently."""
+    with pytest.raises(UserError, match=message):
+        make_gap_set(val, TOK, window=40, spans=spans, n=n, seed=0)

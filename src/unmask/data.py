@@ -7,8 +7,8 @@ Inside:
   ``index.json`` and ``tokenizer.json`` (see docs/data.md). Streams: neither the corpus nor
   the token stream is ever held in memory.
 - ``PreparedInfo``: what ``prepare`` wrote (counts, paths).
-- ``TokenDataset(directory, split)``: memory-mapped shards of one split as one token
-  stream; random training windows (``sample``) and sequential validation windows
+- ``TokenDataset(directory, split)``: the shards of one split as one token stream, read
+  window by window; random training windows (``sample``) and sequential validation windows
   (``windows``).
 - ``resolve_inputs(inputs)``: the files a list of input paths stands for.
 
@@ -27,6 +27,7 @@ import codecs
 import contextlib
 import gzip
 import hashlib
+import heapq
 import json
 import lzma
 import math
@@ -700,8 +701,32 @@ class _ShardWriter:
 
     def close(self) -> None:
         if self._f is not None:
+            self._f.flush()
+            os.fsync(self._f.fileno())  # on disk before the folder is renamed into place
             self._f.close()
             self._f = None
+
+
+def _write_index(directory: Path, index: dict[str, Any]) -> None:
+    """``directory/index.json``, on disk (fsync) before the folder is renamed into place."""
+    with open(directory / "index.json", "w", encoding="utf-8") as f:
+        f.write(json.dumps(index, indent=2) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _sync_dir(directory: Path) -> None:
+    """fsync a folder's entries (the names of new files, a rename), where the system can."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows opens no folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _block_rank(seed: int, i: int) -> int:
@@ -748,18 +773,27 @@ def _val_block_count(
 
 
 def _split_stream(
-    stream: np.ndarray, writers: dict[str, _ShardWriter], *, seed: int, n_val: int
+    stream: BinaryIO, n_tokens: int, dtype: np.dtype, writers: dict[str, _ShardWriter], *,
+    seed: int, n_val: int,
 ) -> None:
-    """Copy the token stream block by block to the split each block belongs to, in order.
-    The ``n_val`` blocks whose ``_block_rank`` is smallest go to validation, drawn from the
-    whole blocks only: a trailing partial block joins the last block, which then holds more
-    than ``SPLIT_BLOCK`` tokens and always goes to training."""
-    n_blocks = max(1, len(stream) // SPLIT_BLOCK)
-    drawn = n_blocks - (len(stream) > n_blocks * SPLIT_BLOCK)  # leave an oversized tail out
-    val_blocks = set(sorted(range(drawn), key=lambda i: _block_rank(seed, i))[:n_val])
+    """Copy the token stream (``n_tokens`` of ``dtype`` in the file ``stream``) block by block
+    to the split each block belongs to, in order. The ``n_val`` blocks whose ``_block_rank``
+    is smallest go to validation, drawn from the whole blocks only: a trailing partial block
+    joins the last block, which then holds more than ``SPLIT_BLOCK`` tokens and always goes to
+    training. Read a block at a time, not memory-mapped: a map's pages stayed in the process's
+    resident memory once read, the whole stream by the end (twice the corpus with ``byte``)."""
+    n_blocks = max(1, n_tokens // SPLIT_BLOCK)
+    drawn = n_blocks - (n_tokens > n_blocks * SPLIT_BLOCK)  # leave an oversized tail out
+    # the n_val smallest without sorting all: memory for n_val ranks, not for every block
+    # (2.5M blocks, a 40 GB corpus: +250 MB resident to sort them)
+    val_blocks = set(heapq.nsmallest(n_val, range(drawn), key=lambda i: _block_rank(seed, i)))
     for i in range(n_blocks):
-        hi = len(stream) if i == n_blocks - 1 else (i + 1) * SPLIT_BLOCK  # last takes the tail
-        writers["val" if i in val_blocks else "train"].write(stream[i * SPLIT_BLOCK : hi])
+        hi = n_tokens if i == n_blocks - 1 else (i + 1) * SPLIT_BLOCK  # last takes the tail
+        n = hi - i * SPLIT_BLOCK
+        block = np.frombuffer(stream.read(n * dtype.itemsize), dtype=dtype)
+        if len(block) != n:
+            raise OSError(f"{stream.name}: the token stream ended early")
+        writers["val" if i in val_blocks else "train"].write(block)
     assert writers["val"].n_tokens <= writers["train"].n_tokens, "validation outgrew training"
 
 
@@ -881,19 +915,58 @@ def _clear_stale_staging(out: Path) -> list[str]:
     return notes
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the folders ``a`` and ``b`` in one step (Linux ``renameat2(RENAME_EXCHANGE)``), so
+    that each name holds one whole folder at every instant; False where the system or file
+    system cannot (then nothing was changed)."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    # nonzero (EINVAL, ENOSYS, EPERM): a file system or kernel without the flag
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _install(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Move the finished temp directory to ``out``, replacing an old dataset if allowed."""
+    """Move the finished temp directory to ``out``, replacing an old dataset if allowed; its
+    files were fsynced as written, so after a crash (power loss) the renamed folder never
+    holds empty or cut-off files, and the rename itself is fsynced too. The
+    old dataset is swapped out in one step where the system allows (``_exchange``: ``out``
+    holds the old dataset or the new one at every instant, so a kill leaves one of them and
+    the old one, then under ``tmp``'s name, is removed as a dead prepare's leftover by the
+    next one); elsewhere by two renames, the old one put back when the second fails or is
+    interrupted (Ctrl-C)."""
     _check_out(out, overwrite)
-    old: Path | None = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        else:
-            out.rmdir()
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    _sync_dir(tmp)  # its files (fsynced as written) under their names, before the rename
+    if out.exists() and not any(out.iterdir()):
+        out.rmdir()
+    if not out.exists():
+        os.replace(tmp, out)
+        _sync_dir(out.parent)
+        return
+    if _exchange(tmp, out):
+        _sync_dir(out.parent)
+        shutil.rmtree(tmp, ignore_errors=True)  # the old dataset now
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    try:
+        os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise
+    _sync_dir(out.parent)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _progress(desc: str, total: int, enabled: bool) -> Any:
@@ -1144,14 +1217,14 @@ def prepare(
             raise UserError(f"the tokenizer turns the text of the inputs into no tokens at "
                             f"all (only the {n_docs:,} document ends): it has no pieces for "
                             "its characters; choose another tokenizer")
+        n_tokens = stream_file.tell() // dtype.itemsize
         stream_file.close()
-        stream = np.memmap(stream_path, dtype=dtype, mode="r")
-        n_tokens, n_blocks = len(stream), len(stream) // SPLIT_BLOCK
         k, note = _val_block_count(
-            n_tokens, n_blocks, val_fraction=val_fraction, min_val_tokens=min_val_tokens
+            n_tokens, n_tokens // SPLIT_BLOCK, val_fraction=val_fraction,
+            min_val_tokens=min_val_tokens,
         )
-        _split_stream(stream, writers, seed=seed, n_val=k)
-        del stream
+        with open(stream_path, "rb", buffering=0) as stream:
+            _split_stream(stream, n_tokens, dtype, writers, seed=seed, n_val=k)
         stream_path.unlink()
         for w in writers.values():
             w.close()
@@ -1176,7 +1249,7 @@ def prepare(
             "sources": [str(f) for f in files],
             "created_by": "unmask prepare",
         }
-        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        _write_index(tmp, index)
         _install(tmp, out, overwrite)
     except BaseException:
         stream_file.close()
@@ -1255,7 +1328,7 @@ def prepare_slice(
             "sliced_from": str(Path(source).resolve()),
             "created_by": "unmask.data.prepare_slice",
         }
-        (tmp / "index.json").write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        _write_index(tmp, index)
         _install(tmp, out, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -1333,10 +1406,12 @@ def _check_index(path: Path, index: dict[str, Any]) -> None:
 
 
 class TokenDataset:
-    """One split of a prepared dataset as a single memory-mapped token stream.
+    """One split of a prepared dataset as a single token stream.
 
-    Shards are concatenated logically (a list of memmaps + cumulative offsets); windows
-    may cross shard boundaries. Nothing is read until a window is asked for.
+    Shards are concatenated logically (a list of shard files + cumulative offsets); windows
+    may cross shard boundaries. Nothing is read until a window is asked for, and each window
+    is read from its file(s) (no memory map, whose pages would stay resident), so the object
+    pickles as paths (``DataLoader`` workers).
     """
 
     def __init__(self, directory: str | os.PathLike[str], split: str) -> None:
@@ -1354,7 +1429,7 @@ class TokenDataset:
             p = self.directory / name
             if not p.is_file():
                 raise UserError(f"{p}: shard listed in index.json is missing")
-            size = p.stat().st_size  # before np.memmap, which fails on these with a ValueError
+            size = p.stat().st_size
             if size == 0 or size % item:
                 what = "is empty" if size == 0 else (
                     f"holds {size:,} bytes, not a whole number of {self.index['dtype']} tokens")
@@ -1366,10 +1441,8 @@ class TokenDataset:
                 f"{self.directory}: shards hold {int(self._offsets[-1])} tokens of split "
                 f"{split!r}, index.json says {info['n_tokens']} (incomplete copy?)"
             )
-        self._shards = [
-            np.memmap(self.directory / name, dtype=self._dtype, mode="r")
-            for name in info["shards"]
-        ]
+        self._shards = [self.directory / name for name in info["shards"]]
+        self._sizes = sizes
         self._n_tokens = int(info["n_tokens"])
         self._n_bytes = int(info["n_bytes"])
 
@@ -1399,16 +1472,6 @@ class TokenDataset:
     def __len__(self) -> int:
         return self._n_tokens
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Pickle paths, not memmap contents (e.g. for DataLoader workers); reopen on load.
-        state = dict(self.__dict__)
-        state["_shards"] = [str(Path(m.filename)) for m in self._shards]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        state["_shards"] = [np.memmap(p, dtype=state["_dtype"], mode="r") for p in state["_shards"]]
-        self.__dict__.update(state)
-
     def tokenizer(self) -> Tokenizer:
         """The dataset's tokenizer (``tokenizer.json`` next to the shards)."""
         tok = load_tokenizer(self.directory / self.index.get("tokenizer", "tokenizer.json"))
@@ -1433,8 +1496,8 @@ class TokenDataset:
         pos = 0
         while pos < length:
             lo = start + pos - int(self._offsets[k])
-            take = min(length - pos, len(self._shards[k]) - lo)
-            out[pos : pos + take] = self._shards[k][lo : lo + take]
+            take = min(length - pos, self._sizes[k] - lo)
+            out[pos : pos + take] = self._read_shard(k, lo, take)
             pos += take
             k += 1
         top = int(out.max()) if length else -1
@@ -1445,6 +1508,19 @@ class TokenDataset:
                 "shard? prepare the data again)"
             )
         return out
+
+    def _read_shard(self, k: int, lo: int, n: int) -> np.ndarray:
+        """Tokens ``[lo, lo + n)`` of shard ``k``, read from the file. Not memory-mapped: a
+        map's pages stay in the process's resident memory once read, so random training
+        windows grew it to the whole split (a 104 MB split: +103 MB over 3,000 batches)."""
+        buf = np.empty(n, dtype=self._dtype)
+        with open(self._shards[k], "rb", buffering=0) as f:
+            f.seek(lo * self._dtype.itemsize)
+            got = f.readinto(memoryview(buf).cast("B"))
+        if got != buf.nbytes:
+            raise UserError(f"{self._shards[k]}: shard ended early (changed since it was "
+                            "opened? prepare the data again)")
+        return buf
 
     def _check_len(self, seq_len: int) -> None:
         if seq_len < 1:

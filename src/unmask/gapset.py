@@ -83,7 +83,12 @@ def make_gap_set(
     token and well-formed UTF-8 (a gap cannot hold half a character). With ``block`` (the
     split's block size, ``unmask.data.SPLIT_BLOCK``) a window lies inside one block, so it
     never joins text from two sides of a train/validation cut (a longer window is a
-    ``UserError``). Deterministic in ``seed``."""
+    ``UserError``). Deterministic in ``seed``. A span or ``n`` below 1 is a ``UserError``
+    (span 0 drew empty middles, which ``read_gap_set`` then refused in the written file)."""
+    bad = [s for s in spans if isinstance(s, bool) or not isinstance(s, int) or s < 1]
+    if bad or isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        what = f"spans={bad[0]!r}" if bad else f"n={n!r}"
+        raise UserError(f"{what}: spans and n must be whole numbers >= 1 (tokens, gaps)")
     if val.n_tokens < window:
         raise UserError(
             f"the validation split has {val.n_tokens} tokens, fewer than a window of {window}"

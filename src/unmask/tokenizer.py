@@ -292,6 +292,8 @@ class Tokenizer:
         try:
             with open(tmp, "x", encoding="utf-8") as f:
                 f.write(self.to_str())
+                f.flush()
+                os.fsync(f.fileno())  # not an empty file under the name after a power loss
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
