@@ -898,6 +898,37 @@ def test_trajectories_of_a_bigger_vocabulary_are_one_line(teacher, cache, tmp_pa
     assert "beyond this model's vocab_size" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
+def test_trajectories_of_another_tokenizer_of_the_same_size_are_one_line(
+        teacher, cache, tmp_path, capsys):
+    """`unmask train --objective distill --init X` where X's tokenizer has as many tokens as
+    the teacher's that made the file but other ids (two tokens swapped): one line naming the
+    id, exit 2, no run folder; it trained on ids that mean other text without a word."""
+    import shutil
+
+    from unmask.checkpoint import checkpoint_dir
+
+    other = tmp_path / "other"
+    shutil.copytree(checkpoint_dir(teacher), other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    assert load(other).tokenizer.vocab_size == load(teacher).tokenizer.vocab_size
+    capsys.readouterr()
+    args = ["train", "--objective", "distill", "--init", str(other), "--data", str(cache),
+            "--seq-len", "16", "--steps", "1", "--batch-size", "2", "--out",
+            str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "its tokenizer differs from that of the teacher" in err and err.count("\n") == 1
+    assert f"id {min(vocab['a'], vocab['b'])} is" in err
+    assert not (tmp_path / "o").exists()
+    same = ["train", "--objective", "distill", "--init", str(teacher), "--data", str(cache),
+            "--seq-len", "16", "--steps", "1", "--batch-size", "2", "--out",
+            str(tmp_path / "p"), "--no-progress", "--save-every", "0"]  # fmt: skip
+    assert main(same) == 0  # the teacher's own tokenizer (a copy of it) trains as before
+
+
 # ------------------------------------------------------------------------- the study's slice
 
 

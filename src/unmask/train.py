@@ -340,7 +340,7 @@ def _train(
     train_ds: Any
     val_ds: Any = None
     if batch == "trajectory":  # a teacher's trajectories (unmask distill); init = teacher
-        from unmask.objectives.distill import TrajectoryData
+        from unmask.objectives.distill import TrajectoryData, check_student_tokenizer
 
         tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
         if resume:
@@ -350,6 +350,8 @@ def _train(
         train_ds = resumed_rows if resumed_rows is not None else TrajectoryData(
             config.data, seq_len=config.seq_len
         )
+        if init is not None:  # ids of another tokenizer of the same size fit, silently wrong
+            check_student_tokenizer(train_ds, init.tokenizer, f"--init {config.init}")
     elif pairs:  # SFT pairs are text; the tokenizer and template come with the model
         from unmask.sft import SFTData, read_sft_jsonl
 
