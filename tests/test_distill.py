@@ -976,6 +976,54 @@ def _args(teacher: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
             "--no-progress", *extra]  # fmt: skip
 
 
+def test_a_context_refusal_at_the_default_lengths_names_the_flags(teacher, corpus, tmp_path,
+                                                                  capsys):
+    """A teacher whose context is shorter than the default prompt + generation (32 + 128): the
+    refusal says which flags to lower and to what, though none was typed (it named the
+    fields prompt_length and gen_length, no flag)."""
+    context = load(teacher).config.max_seq_len
+    assert context < 32 + 128
+    capsys.readouterr()
+    args = ["distill", "--teacher", str(teacher), "--data", str(corpus), "--out",
+            str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"exceeds the teacher's max_seq_len={context}; use --gen-length <= {context - 32}" \
+        in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("spelling", ["--trajectory-file", "--cache"])
+def test_the_trajectory_file_flag_and_its_older_spelling(spelling, teacher, corpus, tmp_path,
+                                                        capsys):
+    """``--trajectory-file`` names the trajectory file (``--cache``, which means the KV cache
+    in ``unmask generate``, stays its alias): a refusal names the flag as typed, and a KV
+    cache's name given there is one line pointing at ``--traj-cache`` (it made a trajectory
+    file called ``dual``)."""
+    out = tmp_path / "s"
+    capsys.readouterr()
+    assert main(_args(teacher, corpus, out, spelling, str(out), "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert f"{spelling} {out} is the run directory --out {out}" in err
+    assert main(_args(teacher, corpus, out, spelling, "dual", "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert f"{spelling} dual: names the trajectory file" in err and "--traj-cache dual" in err
+    assert err.count("\n") == 1 and not out.exists() and not Path("dual").exists()
+    traj = tmp_path / "t.safetensors"
+    assert main(_args(teacher, corpus, out, spelling, str(traj), "--steps", "1")) == 0
+    assert Trajectories.load(traj).tokens.shape == (3, 16)
+
+
+def test_distill_compile_help_says_what_it_compiles(capsys):
+    """``unmask distill --compile`` is training's (the student's step), not the decoder's
+    ``generate --compile NAME``: its help says so."""
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "student's training step, as unmask train --compile" in text
+    assert "--trajectory-file FILE, --cache FILE" in text
+
+
 @pytest.mark.parametrize("change", ["other rows", "more rows", "other length"])
 def test_resume_refuses_a_trajectory_file_rewritten_since(change, teacher, corpus, cache,
                                                           tmp_path, monkeypatch, capsys):
