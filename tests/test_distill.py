@@ -166,8 +166,8 @@ def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path
 
 def test_a_cache_that_cannot_be_written_is_refused_before_decoding(teacher, corpus, tmp_path):
     (tmp_path / "dir.safetensors").mkdir()
-    with pytest.raises(UserError, match=r"dir\.safetensors: is a folder; --cache is a "
-                       "trajectory file"):
+    with pytest.raises(UserError, match=r"dir\.safetensors: is a folder; --trajectory-file "
+                       "names a file"):
         refresh_trajectories(str(teacher), str(corpus), tmp_path / "dir.safetensors", TRAJ,
                              progress=False)
     (tmp_path / "file").write_text("x")
