@@ -852,11 +852,13 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
 def _tidy_resumed_run(run: Path, step: int) -> None:
     """A run resumed at checkpoint ``step`` after a hard kill (SIGKILL, out of memory, power):
     the log's lines past ``step`` are dropped (those steps run again, so the log reads as an
-    uninterrupted run's) and a checkpoint staged but never finished is removed."""
+    uninterrupted run's) and a checkpoint staged but never finished is removed, the run's or
+    ``--keep-best``'s (``OUT/best``: a kill while it was written left its staging folder, a
+    partial copy of the weights, there for good)."""
     from unmask.checkpoint import TMP_PREFIX
     from unmask.files import atomic_write_text
 
-    for stale in run.glob(f"{TMP_PREFIX}*"):
+    for stale in (*run.glob(f"{TMP_PREFIX}*"), *(run / BEST).glob(f"{TMP_PREFIX}*")):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
     path = run / "metrics.jsonl"
