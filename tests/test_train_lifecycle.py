@@ -64,3 +64,56 @@ def test_a_resume_removes_a_best_checkpoint_a_kill_left_half_staged(dataset, tmp
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == 0
     assert not dead.exists()
     assert (run / "best" / "checkpoint" / "model.safetensors").is_file()
+
+
+def test_a_full_disk_while_logging_names_the_log(dataset, tmp_path):
+    """A metrics line that cannot be written (here a file-size limit, as a full disk would)
+    is one line naming ``metrics.jsonl``: it said only "File too large" (a write to an open
+    file names none), not which of the run's files. The checkpoint before stays resumable."""
+    import resource
+    import subprocess
+    import sys
+
+    run = train(cfg(dataset, tmp_path / "run", steps=2), progress=False)
+    limit = max(p.stat().st_size for p in (run / "checkpoint").iterdir()) + 50_000
+    log = run / "metrics.jsonl"
+    pad = limit - 40 - log.stat().st_size - len('{"note": ""}\n')
+    with open(log, "a") as f:  # near the limit: the next line does not fit
+        f.write('{"note": "' + "x" * pad + '"}\n')
+
+    def small_files() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    env = {**os.environ, "PYTHONPATH": str(Path(train_mod.__file__).parents[1])}
+    r = subprocess.run(
+        [sys.executable, "-m", "unmask.cli", "train", "--resume", "--out", str(run), "--steps",
+         "3", "--no-progress"], capture_output=True, text=True, env=env,
+        preexec_fn=small_files, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == f"unmask train: error: File too large: {log}"
+    assert "Traceback" not in r.stderr
+    assert main(["train", "--resume", "--out", str(run), "--steps", "3", "--no-progress"]) == 0
+
+
+def test_an_atomic_write_that_fails_names_its_file(tmp_path, monkeypatch):
+    """``atomic_write_text`` / ``atomic_write_bytes`` (train_config.json, trajectory files, the
+    log rewritten on resume): a write that fails names the file and leaves it as it was, with
+    no temporary file beside it."""
+    import errno
+
+    from unmask import files
+
+    path = tmp_path / "train_config.json"
+    path.write_text("old")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    for write, data in ((files.atomic_write_text, "new"), (files.atomic_write_bytes, b"new")):
+        with pytest.raises(OSError) as e:
+            write(path, data)  # type: ignore[operator]
+        assert e.value.filename == str(path) and e.value.errno == errno.ENOSPC
+        assert path.read_text() == "old" and sorted(tmp_path.iterdir()) == [path]

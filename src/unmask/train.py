@@ -79,7 +79,7 @@ from unmask.config import (
 )
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
-from unmask.files import json_line
+from unmask.files import json_line, named
 from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
@@ -476,8 +476,11 @@ def _train(
 
     def log(record: dict[str, Any]) -> None:
         if is_main:  # strict JSON: a skipped step's NaN loss is null (files.json_line)
-            with open(metrics_path, "a") as f:
-                f.write(json_line(record))
+            try:
+                with open(metrics_path, "a") as f:
+                    f.write(json_line(record))
+            except OSError as e:  # a full disk: one line naming the log, not just "No space"
+                raise named(e, metrics_path) from None
 
     def evaluate(step: int) -> dict[str, float]:
         if val_ds is None:  # SFT pairs have no validation split
