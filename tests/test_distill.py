@@ -1014,6 +1014,20 @@ def test_the_trajectory_file_flag_and_its_older_spelling(spelling, teacher, corp
     assert Trajectories.load(traj).tokens.shape == (3, 16)
 
 
+def test_a_run_directory_that_cannot_be_made_is_refused_before_decoding(teacher, corpus,
+                                                                       tmp_path, capsys):
+    """``--out`` under a file (or in a folder this process may not write): one line before
+    the teacher decodes anything; the trajectories were decoded first (into a
+    ``--trajectory-file`` elsewhere) and the run failed only when training made its folder."""
+    (tmp_path / "file").write_text("x")
+    out, traj = tmp_path / "file" / "run", tmp_path / "t.safetensors"
+    capsys.readouterr()
+    assert main(_args(teacher, corpus, out, "--trajectory-file", str(traj), "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: cannot be written" in err and err.count("\n") == 1
+    assert not traj.exists()
+
+
 def test_distill_compile_help_says_what_it_compiles(capsys):
     """``unmask distill --compile`` is training's (the student's step), not the decoder's
     ``generate --compile NAME``: its help says so."""

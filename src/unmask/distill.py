@@ -759,6 +759,8 @@ def _distill(
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
+    if not run.exists():  # before minutes of decoding: training makes it only after them
+        check_creatable(run)
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
         raise UserError(
             f"{run} already exists and is not empty; pass --resume to continue it "
