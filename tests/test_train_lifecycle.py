@@ -117,3 +117,26 @@ def test_an_atomic_write_that_fails_names_its_file(tmp_path, monkeypatch):
             write(path, data)  # type: ignore[operator]
         assert e.value.filename == str(path) and e.value.errno == errno.ENOSPC
         assert path.read_text() == "old" and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_resume_whose_data_is_not_there_says_to_pass_data(dataset, tmp_path, monkeypatch,
+                                                            capsys):
+    """A run trained on ``--data prepared`` (relative) resumed from another folder, or after
+    the dataset moved: one line saying the run's data is not there and to pass ``--data``
+    (it said "not a prepared dataset; run `unmask prepare` first"); ``--data`` resumes it."""
+    import shutil
+
+    shutil.copytree(dataset, tmp_path / "prepared")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    train(cfg(dataset, run, data="prepared", steps=2), progress=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    args = ["train", "--resume", "--out", str(run), "--steps", "3", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{run}: the data it trains on, prepared, is not there (a path relative" in err
+    assert f"resume with `unmask train --resume --out {run} --data PATH`" in err
+    assert err.count("\n") == 1
+    assert main([*args, "--data", str(tmp_path / "prepared")]) == 0

@@ -299,6 +299,8 @@ def _train(
     if resume:
         saved = load_saved_plan(run / "train_config.json")
         changes = resume_plan(saved, config)
+        if "data" not in changes:
+            _check_saved_data(run, config.data)
         done = saved_progress(checkpoint_dir(run))
         if objective_spec(config.objective).batch_for(config.data) == "trajectory":
             from unmask.objectives.distill import TrajectoryData
@@ -850,6 +852,21 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
     why = spec.mismatch(model_cfg, config)
     if why is not None:
         raise UserError(f"--init {config.init}: {why}")
+
+
+def _check_saved_data(run: Path, data: str) -> None:
+    """Refuse, in one line, a resume whose saved ``data`` (the run's plan) is no longer there:
+    moved or deleted, or a relative path and the resume runs from another folder. The
+    dataset's own refusal ("not a prepared dataset; run `unmask prepare` first") told the
+    user to prepare data they had; ``--data`` points the run at where it is now."""
+    if not data or Path(data).exists():
+        return
+    where = (f" (a path relative to the folder the run started in; this is {Path.cwd()})"
+             if not Path(data).is_absolute() else "")
+    raise UserError(  # (unmask distill --resume takes no --data; unmask train's resumes it)
+        f"{run}: the data it trains on, {data}, is not there{where}; resume with `unmask "
+        f"train --resume --out {run} --data PATH` where it is now"
+    )
 
 
 def _tidy_resumed_run(run: Path, step: int) -> None:
