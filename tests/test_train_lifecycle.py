@@ -140,3 +140,21 @@ def test_a_resume_whose_data_is_not_there_says_to_pass_data(dataset, tmp_path, m
     assert f"resume with `unmask train --resume --out {run} --data PATH`" in err
     assert err.count("\n") == 1
     assert main([*args, "--data", str(tmp_path / "prepared")]) == 0
+
+
+def test_an_init_of_another_objective_says_the_flags_that_continue_it(dataset, tmp_path,
+                                                                      capsys):
+    """``--init BD3LM_RUN`` without ``--objective bd3lm --block-size 4`` (the default mdlm, or
+    another block size) is refused naming the flags that continue the model as it was
+    trained; it said only that the attention or block size differs."""
+    bd = train(cfg(dataset, tmp_path / "bd", objective="bd3lm", block_size=4, steps=1),
+               progress=False)
+    base = ["train", "--data", str(dataset), "--init", str(bd), "--seq-len", "32",
+            "--batch-size", "4", "--steps", "1", "--no-progress", "--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "; it was trained as bd3lm: continue it with --objective bd3lm --block-size 4\n" in err
+    assert main([*base, "--objective", "bd3lm", "--block-size", "8"]) == 2
+    assert "it was trained as bd3lm: continue it with --block-size 4\n" in capsys.readouterr().err
+    assert main([*base, "--objective", "bd3lm", "--block-size", "4"]) == 0

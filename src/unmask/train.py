@@ -851,7 +851,18 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
     """Refuse an ``init`` model the objective cannot continue (it would fail at the first step)."""
     why = spec.mismatch(model_cfg, config)
     if why is not None:
-        raise UserError(f"--init {config.init}: {why}")
+        raise UserError(f"--init {config.init}: {why}{_continue_hint(model_cfg, config)}")
+
+
+def _continue_hint(model_cfg: ModelConfig, config: TrainConfig) -> str:
+    """The flags that continue an ``--init`` model as it was trained, for a refusal of the
+    objective or block size given (``--init BD3LM_RUN`` alone trains ``mdlm``, the default,
+    and was refused without saying which objective the model has)."""
+    theirs = getattr(model_cfg, "objective", None)
+    flags = [f"--objective {theirs}"] if theirs and theirs != config.objective else []
+    if model_cfg.attention == "block-causal" and model_cfg.block_size != config.block_size:
+        flags.append(f"--block-size {model_cfg.block_size}")
+    return f"; it was trained as {theirs}: continue it with {' '.join(flags)}" if flags else ""
 
 
 def _check_saved_data(run: Path, data: str) -> None:
