@@ -3,6 +3,7 @@ behind, writes that fail, and what the run directory holds after a resume."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from dataclasses import replace
@@ -158,3 +159,32 @@ def test_an_init_of_another_objective_says_the_flags_that_continue_it(dataset, t
     assert main([*base, "--objective", "bd3lm", "--block-size", "8"]) == 2
     assert "it was trained as bd3lm: continue it with --block-size 4\n" in capsys.readouterr().err
     assert main([*base, "--objective", "bd3lm", "--block-size", "4"]) == 0
+
+
+def test_tokens_per_s_leaves_out_validation_time(dataset, tmp_path, monkeypatch):
+    """``tokens_per_s`` (and MFU, from it) is the training throughput: a validation of the
+    whole held-out split (minutes on a large one) counted as training time made every line
+    after it report a fraction of the real rate. A fake clock: each reading advances 0.5 s,
+    each validation 1000 s."""
+    import types
+
+    clock = [0.0]
+
+    def perf_counter() -> float:
+        clock[0] += 0.5
+        return clock[0]
+
+    real = train_mod.evaluate_loss
+
+    def slow_validation(*args: object, **kw: object) -> object:
+        clock[0] += 1000.0
+        return real(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    monkeypatch.setattr(train_mod, "evaluate_loss", slow_validation)
+    run = train(cfg(dataset, tmp_path / "run", steps=4, eval_every=1), progress=False)
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    rates = {r["step"]: r["tokens_per_s"] for r in lines if "tokens_per_s" in r}
+    assert sorted(rates) == [1, 2, 3, 4]
+    for step, rate in rates.items():  # a few 0.5 s readings per step, not 1000 s each
+        assert rate > step * 4 * 32 / 100, (step, rate)

@@ -484,9 +484,18 @@ def _train(
             except OSError as e:  # a full disk: one line naming the log, not just "No space"
                 raise named(e, metrics_path) from None
 
+    paused = [0.0]  # seconds spent validating and saving: not training, kept out of tok/s
+
     def evaluate(step: int) -> dict[str, float]:
         if val_ds is None:  # SFT pairs have no validation split
             return {}
+        began = time.perf_counter()
+        try:
+            return _evaluate(step)
+        finally:
+            paused[0] += time.perf_counter() - began
+
+    def _evaluate(step: int) -> dict[str, float]:
         target = ema_model if ema_model is not None else model
         res = evaluate_loss(
             target, val_ds, objective=config.objective, seq_len=config.seq_len,
@@ -529,6 +538,13 @@ def _train(
     skipped = prior_skipped  # steps in a row skipped for a non-finite loss or gradient
 
     def checkpoint(step: int) -> None:
+        began = time.perf_counter()
+        try:
+            _checkpoint(step)
+        finally:
+            paused[0] += time.perf_counter() - began
+
+    def _checkpoint(step: int) -> None:
         state = {
             "step": step,
             "objective": config.objective,
@@ -685,7 +701,7 @@ def _train(
             loss_parts = dict(zip(part_sums, parts, strict=True))
             tokens_seen += config.batch_size * config.seq_len
             elapsed = time.perf_counter() - t0
-            tps = tokens_seen / max(elapsed, 1e-9)
+            tps = tokens_seen / max(elapsed - paused[0], 1e-9)  # training's, not validation's
             speed = _throughput(tps, flops_tok, peak, world, device)
             if (config.log_every and step % config.log_every == 0) or step == config.steps or (
                     skipped and config.log_every):  # every skipped step has its line
