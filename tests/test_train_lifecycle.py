@@ -188,3 +188,20 @@ def test_tokens_per_s_leaves_out_validation_time(dataset, tmp_path, monkeypatch)
     assert sorted(rates) == [1, 2, 3, 4]
     for step, rate in rates.items():  # a few 0.5 s readings per step, not 1000 s each
         assert rate > step * 4 * 32 / 100, (step, rate)
+
+
+def test_a_second_signal_between_the_renames_of_a_save_says_the_checkpoint_is_kept(tmp_path):
+    """A second Ctrl-C that lands between the two renames of a save (``checkpoint/`` moved
+    to ``.checkpoint.old``, the new one not yet in) said "no checkpoint had been saved yet",
+    though the resume takes ``.checkpoint.old``."""
+    import time
+
+    from unmask.train_guards import StopFlag
+
+    (tmp_path / ".checkpoint.old").mkdir()
+    with StopFlag(tmp_path) as flag, flag.deferring():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        with pytest.raises(TrainingStopped, match="the last saved checkpoint is kept"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs at the next bytecode
