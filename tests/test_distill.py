@@ -929,6 +929,19 @@ def test_trajectories_of_another_tokenizer_of_the_same_size_are_one_line(
     assert main(same) == 0  # the teacher's own tokenizer (a copy of it) trains as before
 
 
+def test_a_trajectory_file_of_other_rows_than_seq_len_says_which(teacher, cache, tmp_path,
+                                                                  capsys):
+    """`unmask train --objective distill` on a trajectory file without `--seq-len` (default
+    128, the rows 16): the refusal says which `--seq-len` to give; it named the field alone
+    ("not the run's seq_len 128"), no flag."""
+    capsys.readouterr()
+    args = ["train", "--objective", "distill", "--init", str(teacher), "--data", str(cache),
+            "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not the run's seq_len 128; use --seq-len 16\n" in err and err.count("\n") == 1
+
+
 # ------------------------------------------------------------------------- the study's slice
 
 

@@ -181,7 +181,8 @@ class TrajectoryData:
         if seq_len is not None and seq_len != self.row_length:
             raise UserError(
                 f"{self.path}: its trajectories are {self.row_length} tokens long (prompt + "
-                f"generation), not the run's seq_len {seq_len}"
+                f"generation), not the run's seq_len {seq_len}; use seq_len "
+                f"{self.row_length}"
             )
 
     def __len__(self) -> int:
