@@ -205,3 +205,16 @@ def test_a_second_signal_between_the_renames_of_a_save_says_the_checkpoint_is_ke
         with pytest.raises(TrainingStopped, match="the last saved checkpoint is kept"):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the handler runs at the next bytecode
+
+
+def test_an_out_that_cannot_be_made_names_the_flag(dataset, tmp_path, capsys):
+    """``--out`` under a file (or where this process may not write): one line naming
+    ``--out`` (it was the system's words alone: "Not a directory: FILE/run")."""
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "run"
+    capsys.readouterr()
+    assert main(["train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
+                 "--seq-len", "32", "--batch-size", "4", "--steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: cannot make the run directory (Not a directory)" in err
+    assert err.count("\n") == 1

@@ -184,7 +184,11 @@ def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
             f"or choose another --out"
         )
     if is_main:
-        run.mkdir(parents=True, exist_ok=True)
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # under a file, no permission: the flag, not just the system's words
+            raise UserError(f"--out {run}: cannot make the run directory "
+                            f"({e.strerror or e})") from None
     return run
 
 
