@@ -72,3 +72,21 @@ def test_a_save_interrupted_while_writing_leaves_the_old_checkpoint(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint"]
     assert torch.equal(_first(run), before)
 
+
+
+def test_quantised_weights_given_as_weights_are_refused_before_writing(tmp_path):
+    """``save_checkpoint(weights=...)`` (the FSDP path: weights gathered for the model) is
+    checked as the model's own weights are: torchao's tensors are one line, nothing written
+    (they went to ``write_safetensors`` and failed there, unchecked)."""
+    pytest.importorskip("torchao")
+    tok, plain, _ = _models()
+    save_checkpoint(tmp_path / "src", model=plain, tokenizer=tok)
+    quantised = unmask.load(tmp_path / "src", quantize="int8").model
+    dst = tmp_path / "saved"
+    with pytest.raises(unmask.UserError) as e:
+        save_checkpoint(dst, model=plain, tokenizer=tok, weights=quantised.state_dict(),
+                        trainer_state={"step": 1})
+    assert "a quantised model is not saved" in str(e.value) and "\n" not in str(e.value)
+    assert not dst.exists()
+    save_checkpoint(dst, model=quantised, tokenizer=tok, weights=plain.state_dict())
+    assert torch.equal(_first(dst), next(iter(plain.parameters())))  # plain weights: saved

@@ -166,8 +166,8 @@ def test_cache_is_reused_extended_and_refreshed(teacher, corpus, cache, tmp_path
 
 def test_a_cache_that_cannot_be_written_is_refused_before_decoding(teacher, corpus, tmp_path):
     (tmp_path / "dir.safetensors").mkdir()
-    with pytest.raises(UserError, match=r"dir\.safetensors: is a folder; --cache is a "
-                       "trajectory file"):
+    with pytest.raises(UserError, match=r"dir\.safetensors: is a folder; --trajectory-file "
+                       "names a file"):
         refresh_trajectories(str(teacher), str(corpus), tmp_path / "dir.safetensors", TRAJ,
                              progress=False)
     (tmp_path / "file").write_text("x")
@@ -898,6 +898,50 @@ def test_trajectories_of_a_bigger_vocabulary_are_one_line(teacher, cache, tmp_pa
     assert "beyond this model's vocab_size" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
+def test_trajectories_of_another_tokenizer_of_the_same_size_are_one_line(
+        teacher, cache, tmp_path, capsys):
+    """`unmask train --objective distill --init X` where X's tokenizer has as many tokens as
+    the teacher's that made the file but other ids (two tokens swapped): one line naming the
+    id, exit 2, no run folder; it trained on ids that mean other text without a word."""
+    import shutil
+
+    from unmask.checkpoint import checkpoint_dir
+
+    other = tmp_path / "other"
+    shutil.copytree(checkpoint_dir(teacher), other)
+    spec = json.loads((other / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (other / "tokenizer.json").write_text(json.dumps(spec))
+    assert load(other).tokenizer.vocab_size == load(teacher).tokenizer.vocab_size
+    capsys.readouterr()
+    args = ["train", "--objective", "distill", "--init", str(other), "--data", str(cache),
+            "--seq-len", "16", "--steps", "1", "--batch-size", "2", "--out",
+            str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "its tokenizer differs from that of the teacher" in err and err.count("\n") == 1
+    assert f"id {min(vocab['a'], vocab['b'])} is" in err
+    assert not (tmp_path / "o").exists()
+    same = ["train", "--objective", "distill", "--init", str(teacher), "--data", str(cache),
+            "--seq-len", "16", "--steps", "1", "--batch-size", "2", "--out",
+            str(tmp_path / "p"), "--no-progress", "--save-every", "0"]  # fmt: skip
+    assert main(same) == 0  # the teacher's own tokenizer (a copy of it) trains as before
+
+
+def test_a_trajectory_file_of_other_rows_than_seq_len_says_which(teacher, cache, tmp_path,
+                                                                  capsys):
+    """`unmask train --objective distill` on a trajectory file without `--seq-len` (default
+    128, the rows 16): the refusal says which `--seq-len` to give; it named the field alone
+    ("not the run's seq_len 128"), no flag."""
+    capsys.readouterr()
+    args = ["train", "--objective", "distill", "--init", str(teacher), "--data", str(cache),
+            "--steps", "1", "--batch-size", "2", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not the run's seq_len 128; use --seq-len 16\n" in err and err.count("\n") == 1
+
+
 # ------------------------------------------------------------------------- the study's slice
 
 
@@ -943,6 +987,68 @@ def _args(teacher: Path, corpus: Path, out: Path, *extra: str) -> list[str]:
             "--trajectories", "3", "--prompt-length", "8", "--gen-length", "8",
             "--traj-batch", "3", "--batch-size", "2", "--warmup", "1", "--threads", "1",
             "--no-progress", *extra]  # fmt: skip
+
+
+def test_a_context_refusal_at_the_default_lengths_names_the_flags(teacher, corpus, tmp_path,
+                                                                  capsys):
+    """A teacher whose context is shorter than the default prompt + generation (32 + 128): the
+    refusal says which flags to lower and to what, though none was typed (it named the
+    fields prompt_length and gen_length, no flag)."""
+    context = load(teacher).config.max_seq_len
+    assert context < 32 + 128
+    capsys.readouterr()
+    args = ["distill", "--teacher", str(teacher), "--data", str(corpus), "--out",
+            str(tmp_path / "o"), "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"exceeds the teacher's max_seq_len={context}; use --gen-length <= {context - 32}" \
+        in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("spelling", ["--trajectory-file", "--cache"])
+def test_the_trajectory_file_flag_and_its_older_spelling(spelling, teacher, corpus, tmp_path,
+                                                        capsys):
+    """``--trajectory-file`` names the trajectory file (``--cache``, which means the KV cache
+    in ``unmask generate``, stays its alias): a refusal names the flag as typed, and a KV
+    cache's name given there is one line pointing at ``--traj-cache`` (it made a trajectory
+    file called ``dual``)."""
+    out = tmp_path / "s"
+    capsys.readouterr()
+    assert main(_args(teacher, corpus, out, spelling, str(out), "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert f"{spelling} {out} is the run directory --out {out}" in err
+    assert main(_args(teacher, corpus, out, spelling, "dual", "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert f"{spelling} dual: names the trajectory file" in err and "--traj-cache dual" in err
+    assert err.count("\n") == 1 and not out.exists() and not Path("dual").exists()
+    traj = tmp_path / "t.safetensors"
+    assert main(_args(teacher, corpus, out, spelling, str(traj), "--steps", "1")) == 0
+    assert Trajectories.load(traj).tokens.shape == (3, 16)
+
+
+def test_a_run_directory_that_cannot_be_made_is_refused_before_decoding(teacher, corpus,
+                                                                       tmp_path, capsys):
+    """``--out`` under a file (or in a folder this process may not write): one line before
+    the teacher decodes anything; the trajectories were decoded first (into a
+    ``--trajectory-file`` elsewhere) and the run failed only when training made its folder."""
+    (tmp_path / "file").write_text("x")
+    out, traj = tmp_path / "file" / "run", tmp_path / "t.safetensors"
+    capsys.readouterr()
+    assert main(_args(teacher, corpus, out, "--trajectory-file", str(traj), "--steps", "1")) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: cannot be written" in err and err.count("\n") == 1
+    assert not traj.exists()
+
+
+def test_distill_compile_help_says_what_it_compiles(capsys):
+    """``unmask distill --compile`` is training's (the student's step), not the decoder's
+    ``generate --compile NAME``: its help says so."""
+    with pytest.raises(SystemExit):
+        main(["distill", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "student's training step, as unmask train --compile" in text
+    assert "--trajectory-file FILE, --cache FILE" in text
 
 
 @pytest.mark.parametrize("change", ["other rows", "more rows", "other length"])

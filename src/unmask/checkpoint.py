@@ -98,6 +98,18 @@ def gathered_weights(model: nn.Module) -> dict[str, Any]:
         model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def _quantized_tensor(tensors: dict[str, Any]) -> str | None:
+    """The name of the first tensor of a state dict that torchao has quantised (one of its
+    tensor subclasses, or a parameter wrapping one), None when none is: what a checkpoint
+    cannot hold as plain tensors, whether a model's own or gathered for it (FSDP)."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and any(
+            type(w).__module__.startswith("torchao") for w in (t, t.data)
+        ):
+            return name
+    return None
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike[str],
     *,
@@ -118,27 +130,31 @@ def save_checkpoint(
     folder from ``staging_dir`` that already holds parts written by other processes (the
     shards), swapped in with the rest.
 
-    A model quantised at load (``--quantize``, ``quantize=``: torchao weights,
-    ``unmask.quantize.quantized_layer``) is refused in one line before anything is written:
-    its weights are not a checkpoint's plain tensors (torchao's "Int8Tensor dispatch"
-    traceback otherwise); save the unquantised model and quantise it when loading.
+    A model quantised at load (``--quantize``, ``quantize=``: torchao weights) is refused in
+    one line before anything is written, by one check of the tensors to be written (a
+    model's own or ``weights``): they are not a checkpoint's plain tensors (torchao's
+    "Int8Tensor dispatch" traceback otherwise); save the unquantised model and quantise it
+    when loading.
     """
     from unmask.config import to_dict
     from unmask.files import write_safetensors  # streamed: a real OSError when full
-    from unmask.quantize import quantized_layer
 
     run = Path(run_dir)
-    for m in (model, inference_model):
-        layer = quantized_layer(m) if m is not None else None
-        if layer is not None:
+    infer = inference_model if inference_model is not None else model
+    written = [weights if weights is not None else infer.state_dict()]  # model.safetensors
+    if inference_model is not None and (optimizer is not None or trainer_state is not None):
+        written.append(model.state_dict())  # the raw weights, in trainer.safetensors
+    for tensors in written:  # one check, whichever path the weights come by (FSDP: gathered)
+        name = _quantized_tensor(tensors)
+        if name is not None:
             raise UserError(
-                f"{run}: a quantised model is not saved ({layer or 'the model'} holds torchao "
-                "weights); save the unquantised model and quantise when loading it (--quantize)"
+                f"{run}: a quantised model is not saved ({name.removesuffix('.weight')} holds "
+                "torchao weights); save the unquantised model and quantise when loading it "
+                "(--quantize)"
             )
     run.mkdir(parents=True, exist_ok=True)
     tmp = staging if staging is not None else staging_dir(run, TMP_PREFIX)
     try:
-        infer = inference_model if inference_model is not None else model
         write_safetensors(_state_for_save(infer, weights), tmp / "model.safetensors")
         config_text = json.dumps(to_dict(model.config), indent=2, sort_keys=True) + "\n"
         (tmp / "config.json").write_text(config_text)

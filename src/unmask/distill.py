@@ -159,7 +159,7 @@ def _check(teacher: Loaded, cfg: TrajectoryConfig) -> None:
         )
     if cfg.trajectories < 1:
         raise UserError(
-            f"no trajectories asked for (trajectories={cfg.trajectories}): the prompt set is empty"
+            f"trajectories={cfg.trajectories} must be at least 1: the prompt set is empty"
         )
     for name in ("prompt_length", "gen_length", "traj_batch"):
         if getattr(cfg, name) < 1:
@@ -175,7 +175,23 @@ def _check(teacher: Loaded, cfg: TrajectoryConfig) -> None:
         raise UserError(
             f"prompt_length + gen_length = {total} exceeds the teacher's "
             f"max_seq_len={teacher.config.max_seq_len}"
+            f"{_shorter(cfg.prompt_length, cfg.gen_length, teacher.config.max_seq_len, bs)}"
         )
+
+
+def _shorter(prompt: int, gen: int, context: int, unit: int | None = None) -> str:
+    """The advice of a refusal of ``prompt`` + ``gen`` tokens over a ``context``: the longest
+    generation, or prompt, that fits next to the other (multiples of a block ``unit``), worded
+    as ``use gen_length <= N or prompt_length <= M`` so the command line names its flags
+    (``--gen-length``) whether or not they were typed: with the defaults, the refusal named
+    no flag to change."""
+    step = unit or 1
+    fits = [f"{name} <= {(context - other) // step * step}"
+            for name, other in (("gen_length", prompt), ("prompt_length", gen))
+            if (context - other) // step * step >= 1]
+    if not fits:
+        return f"; use a prompt_length and gen_length that add up to at most {context}"
+    return "; use " + " or ".join(fits)
 
 
 def _settings(
@@ -513,7 +529,7 @@ def _check_cache_path(path: Path) -> None:
     there, or no writable folder to put it in (it failed after the first batch was decoded,
     naming a hidden staging file)."""
     if path.is_dir():
-        raise UserError(f"{path}: is a folder; --cache is a trajectory file (.safetensors)")
+        raise UserError(f"{path}: is a folder; --trajectory-file names a file (.safetensors)")
     check_creatable(path)
 
 
@@ -743,6 +759,8 @@ def _distill(
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
+    if not run.exists():  # before minutes of decoding: training makes it only after them
+        check_creatable(run)
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
         raise UserError(
             f"{run} already exists and is not empty; pass --resume to continue it "
@@ -784,7 +802,7 @@ def _distill(
         heldout_data=_absolute(data), heldout_seq_len=_trained_seq_len(teacher),
     )  # fmt: skip
     device = str(resolve_device(base.device))
-    _check_before_decoding(config, student, device)
+    _check_before_decoding(config, student, device, tcfg.prompt_length)
     rows = refresh_trajectories(
         teacher, data, path, tcfg, device=device, progress=progress, student=student
     )
@@ -805,17 +823,21 @@ def _check_cache_outside(cache: Path, run: Path) -> None:
     c, r = cache.resolve(), run.resolve()
     if c == r or r in c.parents:
         raise UserError(
-            f"--cache {cache} is {'the run directory' if c == r else 'inside the run directory'}"
+            f"--trajectory-file {cache} is "
+            f"{'the run directory' if c == r else 'inside the run directory'}"
             f" --out {run}; put the trajectory file elsewhere (default: {default_cache(run)})"
         )
 
 
-def _check_before_decoding(config: TrainConfig, student: str | None, device: str) -> None:
+def _check_before_decoding(
+    config: TrainConfig, student: str | None, device: str, prompt: int
+) -> None:
     """What ``unmask.train.train`` would refuse about ``config`` and a ``student``, checked
     before the teacher decodes a single trajectory: the options (``ObjectiveSpec.validate``),
     the precision on this device, the batch split, and the student's context and whether its
     objective can learn this way (``mismatch``: a bd3lm student of a drafter); the teacher as
-    its own student is checked by ``_check`` (its context, its objective)."""
+    its own student is checked by ``_check`` (its context, its objective). ``prompt``: the
+    prompt length, for the advice of a refusal of the student's context."""
     import torch
 
     from unmask.objectives import objective_spec
@@ -833,7 +855,7 @@ def _check_before_decoding(config: TrainConfig, student: str | None, device: str
     if config.seq_len > context:
         raise UserError(
             f"--student {student}: prompt_length + gen_length = {config.seq_len} exceeds its "
-            f"max_seq_len={context}"
+            f"max_seq_len={context}{_shorter(prompt, config.seq_len - prompt, context)}"
         )
     why = spec.mismatch(model, config)
     if why is not None:  # ``teacher_problem`` words it for a teacher: here it is the student

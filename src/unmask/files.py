@@ -1,7 +1,8 @@
 """Atomic file writes, shared by every layer that writes a result (configs, checkpoints,
 converted folders): a reader never sees a half-written file or folder.
 
-Inside: ``file_mode`` (what the umask gives a new file), ``atomic_write_text`` and
+Inside: ``file_mode`` (what the umask gives a new file), ``named`` (an ``OSError`` naming the
+file it failed on), ``atomic_write_text`` and
 ``atomic_write_bytes`` (temporary file + rename), ``staging_dir`` (a folder to fill
 before renaming it into place), ``write_safetensors`` (tensors streamed to a file),
 ``read_user_text`` (a file the user named, with one-line errors), ``read_json`` (a JSON
@@ -35,8 +36,18 @@ def file_mode() -> int:
     return 0o666 & ~umask
 
 
+def named(error: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``error`` naming ``path`` when it names no file: a write to an open file that fails (a
+    full disk: ENOSPC, a file-size limit: EFBIG) says only "No space left on device", and the
+    command's one line then did not say which file (``unmask.cli`` prints the name)."""
+    if error.filename is not None:
+        return error
+    return OSError(error.errno, error.strerror or str(error), str(path))
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename; a
+    failed write (a full disk) raises ``OSError`` naming ``path``, which stays as it was."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -46,13 +57,17 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise named(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename (a
+    failed write raises ``OSError`` naming ``path``, as ``atomic_write_text``)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -62,6 +77,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise named(e, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -238,8 +256,8 @@ def read_user_stdin() -> str:
 
 
 __all__ = ["SAFETENSORS_DTYPES", "as_number", "atomic_write_bytes", "atomic_write_text",
-           "check_creatable", "file_mode", "finite_or_null", "json_line", "read_user_stdin",
-           "read_user_text", "stale_staging", "staging_dir", "staging_prefix",
+           "check_creatable", "file_mode", "finite_or_null", "json_line", "named",
+           "read_user_stdin", "read_user_text", "stale_staging", "staging_dir", "staging_prefix",
            "write_safetensors"]
 
 

@@ -79,7 +79,7 @@ from unmask.config import (
 )
 from unmask.errors import UserError
 from unmask.evaluate import evaluate_loss
-from unmask.files import json_line
+from unmask.files import json_line, named
 from unmask.model import Transformer
 from unmask.objectives import BATCH_EXTRA, OBJECTIVES, ObjectiveSpec, objective_spec
 from unmask.parallel import (
@@ -184,7 +184,11 @@ def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
             f"or choose another --out"
         )
     if is_main:
-        run.mkdir(parents=True, exist_ok=True)
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # under a file, no permission: the flag, not just the system's words
+            raise UserError(f"--out {run}: cannot make the run directory "
+                            f"({e.strerror or e})") from None
     return run
 
 
@@ -299,6 +303,8 @@ def _train(
     if resume:
         saved = load_saved_plan(run / "train_config.json")
         changes = resume_plan(saved, config)
+        if "data" not in changes:
+            _check_saved_data(run, config.data)
         done = saved_progress(checkpoint_dir(run))
         if objective_spec(config.objective).batch_for(config.data) == "trajectory":
             from unmask.objectives.distill import TrajectoryData
@@ -340,7 +346,7 @@ def _train(
     train_ds: Any
     val_ds: Any = None
     if batch == "trajectory":  # a teacher's trajectories (unmask distill); init = teacher
-        from unmask.objectives.distill import TrajectoryData
+        from unmask.objectives.distill import TrajectoryData, check_student_tokenizer
 
         tokenizer = init.tokenizer if init is not None else load_checkpoint_tokenizer(run)
         if resume:
@@ -350,6 +356,8 @@ def _train(
         train_ds = resumed_rows if resumed_rows is not None else TrajectoryData(
             config.data, seq_len=config.seq_len
         )
+        if init is not None:  # ids of another tokenizer of the same size fit, silently wrong
+            check_student_tokenizer(train_ds, init.tokenizer, f"--init {config.init}")
     elif pairs:  # SFT pairs are text; the tokenizer and template come with the model
         from unmask.sft import SFTData, read_sft_jsonl
 
@@ -474,12 +482,24 @@ def _train(
 
     def log(record: dict[str, Any]) -> None:
         if is_main:  # strict JSON: a skipped step's NaN loss is null (files.json_line)
-            with open(metrics_path, "a") as f:
-                f.write(json_line(record))
+            try:
+                with open(metrics_path, "a") as f:
+                    f.write(json_line(record))
+            except OSError as e:  # a full disk: one line naming the log, not just "No space"
+                raise named(e, metrics_path) from None
+
+    paused = [0.0]  # seconds spent validating and saving: not training, kept out of tok/s
 
     def evaluate(step: int) -> dict[str, float]:
         if val_ds is None:  # SFT pairs have no validation split
             return {}
+        began = time.perf_counter()
+        try:
+            return _evaluate(step)
+        finally:
+            paused[0] += time.perf_counter() - began
+
+    def _evaluate(step: int) -> dict[str, float]:
         target = ema_model if ema_model is not None else model
         res = evaluate_loss(
             target, val_ds, objective=config.objective, seq_len=config.seq_len,
@@ -522,6 +542,13 @@ def _train(
     skipped = prior_skipped  # steps in a row skipped for a non-finite loss or gradient
 
     def checkpoint(step: int) -> None:
+        began = time.perf_counter()
+        try:
+            _checkpoint(step)
+        finally:
+            paused[0] += time.perf_counter() - began
+
+    def _checkpoint(step: int) -> None:
         state = {
             "step": step,
             "objective": config.objective,
@@ -678,7 +705,7 @@ def _train(
             loss_parts = dict(zip(part_sums, parts, strict=True))
             tokens_seen += config.batch_size * config.seq_len
             elapsed = time.perf_counter() - t0
-            tps = tokens_seen / max(elapsed, 1e-9)
+            tps = tokens_seen / max(elapsed - paused[0], 1e-9)  # training's, not validation's
             speed = _throughput(tps, flops_tok, peak, world, device)
             if (config.log_every and step % config.log_every == 0) or step == config.steps or (
                     skipped and config.log_every):  # every skipped step has its line
@@ -844,17 +871,45 @@ def _check_init(spec: ObjectiveSpec, model_cfg: ModelConfig, config: TrainConfig
     """Refuse an ``init`` model the objective cannot continue (it would fail at the first step)."""
     why = spec.mismatch(model_cfg, config)
     if why is not None:
-        raise UserError(f"--init {config.init}: {why}")
+        raise UserError(f"--init {config.init}: {why}{_continue_hint(model_cfg, config)}")
+
+
+def _continue_hint(model_cfg: ModelConfig, config: TrainConfig) -> str:
+    """The flags that continue an ``--init`` model as it was trained, for a refusal of the
+    objective or block size given (``--init BD3LM_RUN`` alone trains ``mdlm``, the default,
+    and was refused without saying which objective the model has)."""
+    theirs = getattr(model_cfg, "objective", None)
+    flags = [f"--objective {theirs}"] if theirs and theirs != config.objective else []
+    if model_cfg.attention == "block-causal" and model_cfg.block_size != config.block_size:
+        flags.append(f"--block-size {model_cfg.block_size}")
+    return f"; it was trained as {theirs}: continue it with {' '.join(flags)}" if flags else ""
+
+
+def _check_saved_data(run: Path, data: str) -> None:
+    """Refuse, in one line, a resume whose saved ``data`` (the run's plan) is no longer there:
+    moved or deleted, or a relative path and the resume runs from another folder. The
+    dataset's own refusal ("not a prepared dataset; run `unmask prepare` first") told the
+    user to prepare data they had; ``--data`` points the run at where it is now."""
+    if not data or Path(data).exists():
+        return
+    where = (f" (a path relative to the folder the run started in; this is {Path.cwd()})"
+             if not Path(data).is_absolute() else "")
+    raise UserError(  # (unmask distill --resume takes no --data; unmask train's resumes it)
+        f"{run}: the data it trains on, {data}, is not there{where}; resume with `unmask "
+        f"train --resume --out {run} --data PATH` where it is now"
+    )
 
 
 def _tidy_resumed_run(run: Path, step: int) -> None:
     """A run resumed at checkpoint ``step`` after a hard kill (SIGKILL, out of memory, power):
     the log's lines past ``step`` are dropped (those steps run again, so the log reads as an
-    uninterrupted run's) and a checkpoint staged but never finished is removed."""
+    uninterrupted run's) and a checkpoint staged but never finished is removed, the run's or
+    ``--keep-best``'s (``OUT/best``: a kill while it was written left its staging folder, a
+    partial copy of the weights, there for good)."""
     from unmask.checkpoint import TMP_PREFIX
     from unmask.files import atomic_write_text
 
-    for stale in run.glob(f"{TMP_PREFIX}*"):
+    for stale in (*run.glob(f"{TMP_PREFIX}*"), *(run / BEST).glob(f"{TMP_PREFIX}*")):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
     path = run / "metrics.jsonl"

@@ -383,8 +383,9 @@ class StopFlag:
                 "before training started")
             raise TrainingStopped(signum, None, run, detail=when)
         if self.signum is not None:  # the second signal: no more waiting for a save
-            kept = ("the last saved checkpoint is kept" if (run / "checkpoint").is_dir()
-                    else "no checkpoint had been saved yet")
+            saved = (run / "checkpoint").is_dir() or (run / ".checkpoint.old").is_dir()
+            kept = ("the last saved checkpoint is kept" if saved  # (.old: between the renames
+                    else "no checkpoint had been saved yet")  # of a save, which resume takes)
             raise TrainingStopped(signum, None, run, detail=f"at once (second signal); {kept}")
         self.signum = signum
 

@@ -76,11 +76,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="prepared corpus (unmask prepare) whose train split gives the prompts",
     )
     p.add_argument(
-        "--cache",
-        metavar="FILE",
-        help="trajectory file to make or reuse "
-        "(default: OUT.trajectories.safetensors next to the run directory)",
-    )
+        "--trajectory-file", "--cache",
+        metavar="FILE", dest="trajectory_file", action=_Spelled,
+        help="trajectory file to make or reuse (default: OUT.trajectories.safetensors next to "
+        "the run directory); --cache is its older spelling, kept for scripts (the teacher's KV "
+        "cache, generate's --cache, is --traj-cache here)",
+    )  # fmt: skip
     p.add_argument(
         "--resume",
         action="store_true",
@@ -92,7 +93,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_dataclass_flags(p, TrainConfig, skip=_TRAIN_SKIP,  # the choices as unmask train shows them
                         choices={"parallel": PARALLEL_MODES, "precision": PRECISIONS})
     _show_distill_defaults(p)
+    for action in p._actions:  # training's flag; generate's --compile NAME is the decoder's
+        if action.dest == "compile":
+            action.help = _COMPILE_HELP
     p.set_defaults(func=run)
+
+
+class _Spelled(argparse.Action):
+    """Stores the value and the spelling typed (``args.trajectory_file_flag``), so a refusal
+    names the flag as the user wrote it (``--trajectory-file`` or its older ``--cache``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.trajectory_file_flag = option_string
+
+
+_COMPILE_HELP = (
+    "torch.compile every block of the student's training step, as unmask train --compile "
+    "(first steps pay the compile); the teacher decodes its trajectories with its recommended "
+    "options, not compiled by this flag (unlike generate --compile NAME)"
+)
 
 
 def _show_distill_defaults(p: argparse.ArgumentParser) -> None:
@@ -121,11 +142,11 @@ def _resume(args: argparse.Namespace) -> Path:
 
     if not args.out:
         raise UserError("--resume needs --out RUN, the run to continue")
-    if (args.teacher or args.student or args.data or args.cache
+    if (args.teacher or args.student or args.data or args.trajectory_file
             or given_fields(TrajectoryConfig, args)):
         raise UserError(
             "--resume continues the run on its saved trajectories; --teacher, --student, "
-            "--data, --cache and trajectory flags start a new one"
+            "--data, --trajectory-file and trajectory flags start a new one"
         )
     saved = Path(args.out) / "train_config.json"
     if not saved.is_file():
@@ -168,7 +189,31 @@ def _check_corpus(teacher: str, data: str) -> None:
     check_corpus_tokenizer(theirs, data, ckpt / "tokenizer.json")
 
 
+def _check_trajectory_file(path: str | None) -> None:
+    """A KV cache's name given as the trajectory file (``--cache dual``, as ``unmask generate``
+    takes it) is one line naming ``--traj-cache``; it made a trajectory file called ``dual``."""
+    from unmask.sampling.cache import CACHES
+
+    if path in CACHES and not Path(path).exists():
+        raise UserError(
+            f"--trajectory-file {path}: names the trajectory file to make or reuse (a "
+            f".safetensors path); the teacher's KV cache is --traj-cache {path}"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    """``unmask distill``; a refusal names the trajectory file's flag as typed (``--cache`` is
+    ``--trajectory-file``'s older spelling)."""
+    typed = getattr(args, "trajectory_file_flag", None)
+    try:
+        return _run(args)
+    except UserError as e:
+        if typed is None or typed == "--trajectory-file":
+            raise
+        raise UserError(str(e).replace("--trajectory-file", typed)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from unmask.distill import distill
     from unmask.run_checks import check_out, check_train_numbers, no_empty_run
     from unmask.train_guards import TrainingStopped, resume_hint
@@ -184,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError("no corpus given (--data DIR from `unmask prepare`)")
             if not args.out:
                 raise UserError("no run directory given (--out DIR)")
+            _check_trajectory_file(args.trajectory_file)
             train_config = dataclass_from_args(TrainConfig, args, base=DISTILL_DEFAULTS)
             check_train_numbers(train_config)
             check_out(args.out)
@@ -196,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
                     args.teacher, args.data, args.out, student=args.student,
                     trajectories=dataclass_from_args(TrajectoryConfig, args),
                     train_config=train_config,
-                    cache=args.cache, progress=not args.no_progress,
+                    cache=args.trajectory_file, progress=not args.no_progress,
                 )  # fmt: skip
     except TrainingStopped as e:
         if first:

@@ -10,7 +10,8 @@ many masked positions pass a confidence threshold at once and parallel policies 
 together.
 
 Inside: ``Trajectories`` (the file: safetensors, written atomically), ``TrajectoryData`` (the
-``trajectory`` batch kind of ``unmask.train``), ``teacher_problem``, ``trajectory_states``,
+``trajectory`` batch kind of ``unmask.train``), ``teacher_tokenizer``,
+``check_student_tokenizer``, ``teacher_problem``, ``trajectory_states``,
 ``distill`` (the loss).
 """
 
@@ -180,7 +181,8 @@ class TrajectoryData:
         if seq_len is not None and seq_len != self.row_length:
             raise UserError(
                 f"{self.path}: its trajectories are {self.row_length} tokens long (prompt + "
-                f"generation), not the run's seq_len {seq_len}"
+                f"generation), not the run's seq_len {seq_len}; use seq_len "
+                f"{self.row_length}"
             )
 
     def __len__(self) -> int:
@@ -195,6 +197,48 @@ class TrajectoryData:
             raise UserError(f"{self.path}: rows are {self.row_length} tokens, not {seq_len}")
         idx = torch.randint(0, len(self), (batch_size,), generator=generator)  # (B,)
         return self.trajectories.tokens[idx], self.trajectories.commit_step[idx]
+
+
+def teacher_tokenizer(meta: dict[str, Any]) -> Any:
+    """The tokenizer of the teacher a trajectory file's settings name (``meta["teacher"]``: a
+    native checkpoint's ``tokenizer.json``, or a publisher's folder's), read without its
+    weights; None where that teacher is no longer there or names none (files made by
+    ``make_trajectories`` alone record no teacher)."""
+    from unmask.checkpoint import checkpoint_dir
+    from unmask.convert.load import is_publisher_folder, model_config
+    from unmask.tokenizer import load_tokenizer
+
+    teacher = meta.get("teacher")
+    if not isinstance(teacher, str) or not Path(teacher).exists():
+        return None
+    try:
+        if is_publisher_folder(teacher):
+            return model_config(teacher)[2]
+        file = checkpoint_dir(teacher) / "tokenizer.json"
+        return load_tokenizer(file) if file.is_file() else None
+    except UserError:  # no checkpoint there any more: nothing to compare with
+        return None
+
+
+def check_student_tokenizer(data: TrajectoryData, tokenizer: Any, who: str) -> None:
+    """Refuse, in one line opening with ``who``, a student whose ``tokenizer`` gives an id of
+    ``data``'s trajectories another meaning than the teacher's that made them: with as many
+    tokens, the ids fit its embedding and it would learn other text without a word (more or
+    fewer tokens appended are fine: ids past the student's are refused by the loss). Skipped
+    where the file's teacher is no longer there (``teacher_tokenizer``)."""
+    from unmask.tokenizer import first_difference
+
+    theirs = teacher_tokenizer(data.trajectories.meta)
+    if theirs is None or tokenizer is None:
+        return
+    i = first_difference(tokenizer, theirs)
+    if i is not None:
+        raise UserError(
+            f"{who}: its tokenizer differs from that of the teacher of {data.path} "
+            f"({data.trajectories.meta['teacher']}): id {i} is {tokenizer.id_to_token(i)!r} "
+            f"there, {theirs.id_to_token(i)!r} in the teacher; train on trajectories of "
+            "this model's own tokenizer"
+        )
 
 
 def check_same_rows(path: Path, then: dict[str, Any], now: dict[str, Any]) -> None:
@@ -424,8 +468,10 @@ __all__ = [
     "TRAJECTORY_FORMAT",
     "TrajectoryData",
     "Trajectories",
+    "check_student_tokenizer",
     "distill",
     "teacher_problem",
+    "teacher_tokenizer",
     "trajectory_states",
     "window_states",
 ]
