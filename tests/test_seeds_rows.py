@@ -168,3 +168,20 @@ def test_a_whole_batch_request_without_a_seed_reports_none():
         out = _served(c, {"prompt": "In the", "max_tokens": 4, "temperature": 1.0,
                           "cache": "prefix"})[1]
         assert out["seed"] is None
+
+
+def test_seeded_speculative_rows_keep_their_acceptance_counts(tmp_path):
+    """Seeded sampled rows of a causal model with a drafter run one after another; the
+    joined result lost ``acceptance_stats`` (``unmask generate --json`` dropped its
+    acceptance fields). Now the counts are the sums of the rows' own runs."""
+    ar = _loaded(_checkpoint(tmp_path / "ar", objective="ar", attention="causal"))
+    drafter = _loaded(_checkpoint(tmp_path / "mdlm"))
+    config = {"gen_length": 8, "temperature": 1.0, "seed": 3}
+    out = api.generate(ar, ["ab", "The cat"], config=config, draft=drafter)
+    assert out.decoder == "speculative"
+    alone = [api.generate(ar, p, config=config, draft=drafter) for p in ["ab", "The cat"]]
+    assert out.ids == [a.ids[0] for a in alone]
+    stats = out.result.acceptance_stats()
+    for name in ("drafted", "accepted", "verifier_forwards", "drafter_forwards"):
+        assert stats[name] == sum(a.result.acceptance_stats()[name] for a in alone), name
+    assert out.nfe == sum(a.nfe for a in alone) and out.steps == sum(a.steps for a in alone)

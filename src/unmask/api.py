@@ -831,14 +831,18 @@ def _run_rows(
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    return _joined(results, forwards, pad_id=facts_of(loaded).pad_id), seconds
+    steps = (max if together else sum)(r.steps for r in results)
+    return _joined(results, forwards, steps, pad_id=facts_of(loaded).pad_id), seconds
 
 
-def _joined(results: list[GenerateResult], nfe: int, *, pad_id: int | None) -> GenerateResult:
-    """One ``GenerateResult`` of the rows of ``results`` (runs of a row each): canvases
+def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
+            pad_id: int | None) -> GenerateResult:
+    """One result of the rows of ``results`` (runs of a row each, of one decoder): canvases
     left-padded to the longest prompt (padding masked out in ``attention_mask``), the
     generation regions aligned, ``nfe`` the forward passes they took (shared ones once),
-    ``steps`` the most any run took."""
+    ``steps`` the steps (the most of runs stepped together, the sum of runs one after
+    another). A decoder's own result class keeps its counts, summed over the runs (the
+    drafts and acceptances of ``speculative`` and ``hybrid``: ``acceptance_stats``)."""
     import torch
 
     from unmask.sampling.protocol import GenerateResult
@@ -855,10 +859,16 @@ def _joined(results: list[GenerateResult], nfe: int, *, pad_id: int | None) -> G
                 else r.attention_mask.bool())
         masks.append(torch.nn.functional.pad(real, (left, right), value=False))
     mask = torch.cat(masks)  # (B, L)
-    return GenerateResult(
-        tokens=torch.cat(tokens), region=(head, head + width), nfe=nfe,
-        steps=max(r.steps for r in results), eos_id=results[0].eos_id,
-        attention_mask=None if bool(mask.all()) else mask,
+    base = {f.name for f in dataclasses.fields(GenerateResult)}
+    own = {  # the counts of a subclass (SpeculativeResult): sums over the rows' runs
+        f.name: sum(getattr(r, f.name) for r in results)
+        for f in dataclasses.fields(results[0])
+        if f.name not in base and f.type in (int, "int")
+    }
+    return dataclasses.replace(
+        results[0], tokens=torch.cat(tokens), region=(head, head + width), nfe=nfe,
+        steps=steps, history=None, segments=None,
+        attention_mask=None if bool(mask.all()) else mask, **own,
     )
 
 
