@@ -185,3 +185,43 @@ def test_seeded_speculative_rows_keep_their_acceptance_counts(tmp_path):
     for name in ("drafted", "accepted", "verifier_forwards", "drafter_forwards"):
         assert stats[name] == sum(a.result.acceptance_stats()[name] for a in alone), name
     assert out.nfe == sum(a.nfe for a in alone) and out.steps == sum(a.steps for a in alone)
+
+
+@pytest.mark.parametrize("extra", [{"cache": "prefix"}, {"segment_length": 8},
+                                   {"block_length": 4}])
+def test_seeded_rows_match_with_caches_segments_and_blocks(extra):
+    """The same texts from the API and the server for seeded sampled rows whatever runs
+    them: one after another (a KV cache), in segments, or in blocks."""
+    from server_helpers import loaded, random_transformer
+
+    m = loaded(random_transformer())
+    prompts = ["In the", "x", "And God said,"]
+    with _client(m) as c:
+        served, out = _served(c, {"prompt": prompts, "max_tokens": 16, "temperature": 1.0,
+                                  "seed": 7, "n": 2, **extra})
+    config = {"gen_length": 16, "temperature": 1.0, "seed": 7, **extra}
+    assert api.generate(m, prompts, config=config, n=2).texts == served
+
+
+def test_a_chat_reply_repeats_from_its_reported_seed():
+    """Chat completions report the seed drawn for a sampled request; ``api.generate`` with
+    the chat template, that seed and the same ``n`` writes the same replies."""
+    from server_helpers import loaded, random_transformer
+
+    m = loaded(random_transformer())
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    with TestClient(create_app(m, chat_template="plain")) as c:
+        r = c.post("/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
+            "temperature": 1.0, "n": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+    seed = body["seed"]
+    assert isinstance(seed, int)
+    config = {"gen_length": 8, "temperature": 1.0, "seed": seed}
+    replies = api.generate(m, "hi", config=config, n=3, template="plain").texts
+    assert [ch["message"]["content"] for ch in body["choices"]] == replies

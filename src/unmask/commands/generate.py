@@ -84,7 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "writes the same texts alone or beside others (default 1)")
     add_draft_flag(p)
     add_sample_flags(p)
-    add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s, dtype")
+    add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
+                          "tokens_per_s, dtype, and config: the options that ran, its seed "
+                          "included")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
