@@ -747,7 +747,10 @@ def generate(
         prompt_ids = [encode_prompt(tok, p) for p in texts_in]
     rows = [ids for ids in prompt_ids for _ in range(n)]
     texts_in = [p for p in texts_in for _ in range(n)]
-    decoder = choose(loaded, config, draft=draft)
+    from unmask.sampling import choose_decoder
+
+    # the decoder's name decides the seeding (``start`` checks the combination, per run)
+    decoder = choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
     seeds = None
     if len(rows) > 1 and draws_noise(decoder, config):
         seeds = row_seeds(config.seed, len(prompt_ids), n)
