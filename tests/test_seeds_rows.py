@@ -225,3 +225,18 @@ def test_a_chat_reply_repeats_from_its_reported_seed():
     config = {"gen_length": 8, "temperature": 1.0, "seed": seed}
     replies = api.generate(m, "hi", config=config, n=3, template="plain").texts
     assert [ch["message"]["content"] for ch in body["choices"]] == replies
+
+
+def test_cli_n_of_a_greedy_run_says_every_choice_is_the_same(tmp_path, capsys):
+    """``--n 2`` at temperature 0 writes the same text twice: a note says so (and how to get
+    different ones); a sampled run has no note."""
+    path = _checkpoint(tmp_path)
+    out = _cli(capsys, path, ["ab"], "--gen-length", "4", "--n", "2", "--temperature", "0")
+    texts = [r["text"] for r in out["results"]]
+    assert len(texts) == 2 and texts[0] == texts[1]
+    main(["generate", "--model", path, "ab", "--gen-length", "4", "--n", "2", "--dtype", "fp32",
+          "--temperature", "0", "--no-live"])
+    assert "every choice is the same" in capsys.readouterr().err
+    main(["generate", "--model", path, "ab", "--gen-length", "4", "--n", "2", "--dtype", "fp32",
+          "--temperature", "1", "--no-live"])
+    assert "every choice is the same" not in capsys.readouterr().err

@@ -154,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
+    if args.n > 1 and not api.draws_noise(decoder, config):
+        print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
+              f"{decoder}, temperature {config.temperature:g}): every choice is the same; "
+              "sample (--temperature above 0) for different ones", file=sys.stderr)
     template = api.chat_template(loaded, args.template) if args.chat else None
     if decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps:
         _note_empty_steps(config, prompts, loaded.tokenizer)
