@@ -91,7 +91,7 @@ def main() -> None:
                 gen_length=args.gen_length, steps=steps, seed=0, temperature=temperature,
                 guide_words=args.words if scale > 0 else None, guide_scale=scale,
             )  # fmt: skip
-            out = api.generate(loaded, [prompt] * args.n, config=config)
+            out = api.generate(loaded, prompt, config=config, n=args.n)  # rows seeded 0..n-1
             holds = sum(
                 all(any(r[i : i + len(t)] == t for i in range(len(r))) for t in ids.values())
                 for r in out.ids

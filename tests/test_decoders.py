@@ -81,6 +81,13 @@ def test_api_cli_and_engine_return_the_same_tokens(kind, checkpoints, capsys):
         step_callback=lambda step, view: views.append(view.clone()),
     )
     assert out.decoder == DECODER[kind]
+    # seeded sampling: a run per row (api.row_seeds; both rows seed 3, choice 0), each row
+    # the text of its prompt alone; runs that share forwards step together (a view per
+    # step), the others run one after another (a view per step of each)
+    alone = [api.generate(loaded, p, config=config) for p in ["In the", "x"]]
+    assert [a.ids[0] for a in alone] == out.ids
+    together = kind in ("mdlm", "llada")
+    assert out.steps == (max if together else sum)(a.steps for a in alone)
     assert len(views) == out.steps and all(v.shape == (2, 8) for v in views)
     assert views[-1][:, : len(out.ids[0])].tolist() == out.ids  # the last view is the result
 
@@ -98,6 +105,8 @@ def test_api_cli_and_engine_return_the_same_tokens(kind, checkpoints, capsys):
         "--no-live",
         "--device",
         "cpu",
+        "--dtype",  # as unmask.load (auto is bf16 on a CPU with AMX: other near-ties)
+        "fp32",
         *OPTIONS[kind],
         "In the",
         "x",
@@ -110,7 +119,9 @@ def test_api_cli_and_engine_return_the_same_tokens(kind, checkpoints, capsys):
     engine = Engine(functools.partial(api.start, loaded))
     try:
         rows = [TOK.encode("In the"), TOK.encode("x")] if kind != "llada" else out.prompt_ids
-        job = Job(rows=rows, config=config)
+        # the seeds of the server's rows (routes.completions.prepare): the same rule
+        job = Job(rows=rows, config=config, seeds=api.row_seeds(config.seed, 2, 1),
+                  batchable=False)
         engine.submit(job)
         served = job.future.result(timeout=30)
     finally:
@@ -121,10 +132,13 @@ def test_api_cli_and_engine_return_the_same_tokens(kind, checkpoints, capsys):
 
     if kind == "bd3lm":  # the block decoder ran: the NFE of BD3-LM's block sampler
         cfg = loaded.config
-        ref = sample_blocks(
-            loaded.model, rows, config, mask_id=cfg.mask_id, pad_id=cfg.pad_id, eos_id=cfg.eos_id
-        )
-        assert out.nfe == ref.nfe and out.ids == ref.gen_ids
+        refs = [  # a run per row, seeded 3 each (above)
+            sample_blocks(loaded.model, [row], config, mask_id=cfg.mask_id, pad_id=cfg.pad_id,
+                          eos_id=cfg.eos_id)
+            for row in rows
+        ]
+        assert out.nfe == sum(r.nfe for r in refs)
+        assert out.ids == [r.gen_ids[0] for r in refs]
 
 
 def test_a_mask_in_a_generate_prompt_is_filled_and_shown(checkpoints, capsys):

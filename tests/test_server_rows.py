@@ -44,7 +44,7 @@ def test_a_job_of_more_rows_than_max_batch_runs_in_slices(config):
     with the same tokens as unsliced (temperature 0; with a seed, rows seeded each)."""
     seeds = None
     if config.seed is not None:
-        from unmask.server.batching import row_seeds
+        from unmask.api import row_seeds
 
         seeds = row_seeds(config.seed, len(PROMPTS), 1)
 
@@ -58,7 +58,7 @@ def test_a_job_of_more_rows_than_max_batch_runs_in_slices(config):
 
 
 def test_row_seeds_follow_the_choice_index():
-    from unmask.server.batching import row_seeds
+    from unmask.api import row_seeds
 
     assert row_seeds(None, 3, 2) is None
     assert row_seeds(7, 2, 3) == [7, 8, 9, 7, 8, 9]
@@ -183,7 +183,10 @@ def test_a_sliced_job_cancelled_mid_way_frees_the_batch_and_bad_slices_fail_it()
     ({}, {"seed": 3}, False),  # argmax, low-confidence order: no generator read
     ({}, {"seed": 3, "temperature": 0.7}, True),
     ({"remasking": "random"}, {"seed": 3}, True),  # the checkpoint's random order
-    ({"remasking": "random"}, {}, False),  # no seed: nothing to keep
+    # no seed, a whole-batch run: none drawn (that would make it run alone), it shares one
+    ({"remasking": "random"}, {"cache": "prefix"}, False),
+    # no seed, the continuous batch: one drawn (free there) and reported, so it is seeded
+    ({"remasking": "random"}, {}, True),
 ])
 def test_a_seeded_job_that_draws_noise_at_temperature_0_runs_alone(defaults, body, alone):
     """A seeded single-row job at temperature 0 could share a whole-batch run (KV caches,

@@ -11,9 +11,11 @@
 - ``load_for_decoding``: a checkpoint loaded as the decoding commands load ``--model``, in the
   dtype of ``--dtype`` (``decode_dtype``: ``auto`` is bf16 for masked diffusion on a CPU with
   AMX); ``weights_dtype`` names the dtype a loaded model runs in.
-- ``generate``: text continuations (``start`` run to the end); ``Generation`` holds texts,
-  ids, the prompts as they ended (a ``[MASK]`` written in a prompt is filled), NFE, steps,
-  seconds.
+- ``generate``: text continuations (``start`` run to the end), ``n`` per prompt;
+  ``Generation`` holds texts, ids, the prompts as they ended (a ``[MASK]`` written in a prompt
+  is filled), NFE, steps, seconds. ``draws_noise``, ``with_seed`` and ``row_seeds``: the one
+  seed rule of the CLI, the API and the server (which runs draw, the seed a sampled run
+  draws and reports, the seed of every row).
 - ``chat``: one assistant reply to a conversation through a chat template; ``chat_template``
   picks the template (the model's, or a ``--template`` value).
 - ``infill``, ``edit``, ``fill_form``: the tasks of ``unmask.infill`` (templates with gaps,
@@ -596,7 +598,8 @@ _POLICY_OPTIONS = {"threshold": "threshold", "factor": "factor", "entropy_bound"
 
 @dataclass
 class Generation:
-    """What ``generate`` returns: one entry per prompt in each list."""
+    """What ``generate`` returns: one entry per row in each list (prompt k's choice j is
+    row ``k * n + j``)."""
 
     texts: list[str]
     """The continuation (a reply, with a chat template), cut at EOS."""
@@ -645,18 +648,78 @@ def run_to_end(run: DecoderRun, *, device: str | None = None) -> tuple[GenerateR
     return result, time.perf_counter() - t0
 
 
+DETERMINISTIC_AT_ZERO = ("llada", "bd3lm", "ar", "speculative", "hybrid")
+"""Decoders that draw no random number at temperature 0 with ``low_confidence`` remasking
+(greedy speculative and hybrid runs accept by argmax): their text then depends on no
+generator. The others (SEDD's reverse steps, the continuous decoders' Gaussian start, a
+decoder registered later) draw at any temperature."""
+
+
+def draws_noise(decoder: str | None, config: SampleConfig) -> bool:
+    """Whether a run of ``decoder`` under ``config`` draws random numbers, so that its text
+    depends on a seed: a ``temperature`` above 0, ``remasking`` random (a checkpoint may
+    recommend it), or a decoder not in ``DETERMINISTIC_AT_ZERO``. ``decoder`` None is the
+    commit loop (the infill tasks). The one rule of the CLI (``with_seed``), ``generate``
+    (``row_seeds``) and the server."""
+    return (config.temperature > 0 or config.remasking == "random"
+            or (decoder is not None and decoder not in DETERMINISTIC_AT_ZERO))
+
+
+def with_seed(config: SampleConfig, decoder: str | None = None) -> SampleConfig:
+    """``config`` with a drawn ``seed`` (below 2**31) where none is set and the run draws
+    random numbers (``draws_noise``), so that the seed that reproduces the run can be
+    reported (``--json``'s ``config.seed``, the server's ``seed``); a run that draws nothing
+    keeps None (it needs none)."""
+    import secrets
+
+    if config.seed is not None or not draws_noise(decoder, config):
+        return config
+    return dataclasses.replace(config, seed=secrets.randbelow(2**31))
+
+
+def row_seeds(seed: int | None, prompts: int, n: int) -> list[int] | None:
+    """The seed of every row of ``prompts`` prompts with ``n`` choices each, prompt-major
+    (prompt k's choice j is row ``k * n + j``); None without a seed. Choice j of every prompt
+    gets ``seed + j`` (as vLLM seeds the choices of ``n``; wrapping past ``MAX_SEED``), so a
+    prompt's choices are the same alone or in a list of prompts, and choice 0 is what ``n`` 1
+    writes. ``generate``, ``unmask generate`` and the server seed their rows by this."""
+    from unmask.config import MAX_SEED
+
+    if seed is None:
+        return None
+    return [(seed + j) % (MAX_SEED + 1) for _ in range(prompts) for j in range(n)]
+
+
+def _check_n(n: Any) -> int:
+    """``generate``'s ``n``: a whole number of at least 1 (a bool is refused), else one line."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise UserError(f"n must be a whole number of choices per prompt, not {n!r}")
+    if n < 1:
+        raise UserError(f"n must be at least 1, got {n}")
+    return n
+
+
 def generate(
     loaded: Loaded,
     prompts: str | Sequence[str],
     *,
     config: SampleConfig | Mapping[str, Any] | None = None,
+    n: int = 1,
     template: ChatTemplate | str | None = None,
     system: str | None = None,
     step_callback: ViewCallback | None = None,
     draft: Loaded | str | Path | None = None,
 ) -> Generation:
     """Continue each prompt with ``config.gen_length`` tokens (fewer when a decoder stops at
-    EOS) by the checkpoint's decoder (``start``).
+    EOS) by the checkpoint's decoder (``start``), ``n`` times: the rows of the result are
+    prompt-major (prompt k's choice j is row ``k * n + j``), as the server's choices.
+
+    With a ``config.seed`` and a run that draws random numbers (``draws_noise``) and more
+    than one row, every row is a run of its own seeded ``row_seeds`` (choice j of a prompt:
+    ``seed + j``), so a prompt writes the same text alone or beside others, and the same as
+    the server for the same request; the runs share each forward pass where the decoder
+    can (``step_together``), else run one after another. Otherwise the rows are one batch
+    of one run (a greedy run's text depends on no generator).
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
@@ -667,9 +730,11 @@ def generate(
     """
     check_loaded(loaded)
     texts_in = _prompt_texts(prompts)
+    n = _check_n(n)
     config, template = _as_config(loaded, config), _as_template(loaded, template)
     if not texts_in:
         raise UserError("no prompts given")
+    draft = _as_draft(loaded, draft)  # a path loads once, not once per row
     tok = loaded.tokenizer
     if template is not None:
         head = [{"role": "system", "content": system}] if system is not None else []
@@ -680,17 +745,29 @@ def generate(
         raise UserError("a system message needs a chat template")
     else:
         prompt_ids = [encode_prompt(tok, p) for p in texts_in]
-    run = start(loaded, prompt_ids, config, step_callback=step_callback, draft=draft)
-    result, seconds = run_to_end(run, device=str(_device(loaded)))
+    rows = [ids for ids in prompt_ids for _ in range(n)]
+    texts_in = [p for p in texts_in for _ in range(n)]
+    from unmask.sampling import choose_decoder
+
+    # the decoder's name decides the seeding (``start`` checks the combination, per run)
+    decoder = choose_decoder(facts_of(loaded), _with_draft(config, draft)).name
+    seeds = None
+    if len(rows) > 1 and draws_noise(decoder, config):
+        seeds = row_seeds(config.seed, len(prompt_ids), n)
+    if seeds is None:
+        run = start(loaded, rows, config, step_callback=step_callback, draft=draft)
+        result, seconds = run_to_end(run, device=str(_device(loaded)))
+    else:
+        result, seconds = _run_rows(loaded, rows, config, seeds, step_callback, draft)
     facts = facts_of(loaded)
     if template is not None:
         texts = [template.reply(tok, ids, facts.eos_id) for ids in result.gen_ids]
     else:
         texts = result.texts(tok)
-    ended = _ended_prompts(prompt_ids, result, facts.mask_id)
+    ended = _ended_prompts(rows, result, facts.mask_id)
     shown = [
         tok.decode(ids) if ids != given else text
-        for ids, given, text in zip(ended, prompt_ids, texts_in, strict=True)
+        for ids, given, text in zip(ended, rows, texts_in, strict=True)
     ]
     return Generation(
         texts=texts,
@@ -700,9 +777,101 @@ def generate(
         nfe=result.nfe,
         steps=result.steps,
         seconds=seconds,
-        decoder=run.decoder,
+        decoder=decoder,
         result=result,
         ends=template.ends(tok, facts.eos_id) if template is not None else frozenset(),
+    )
+
+
+def _run_rows(
+    loaded: Loaded,
+    rows: list[list[int]],
+    config: SampleConfig,
+    seeds: list[int],
+    step_callback: ViewCallback | None,
+    draft: Loaded | None,
+) -> tuple[GenerateResult, float]:
+    """``rows`` as runs of one row each, row i seeded ``seeds[i]`` (``generate``), and their
+    results as one (``_joined``) with the wall time. Runs that share forward passes step
+    together, one forward per step for all rows (as the server's continuous batching steps
+    them); others run one after another. ``step_callback`` sees all rows, (B, gen_length)."""
+    import torch
+
+    from unmask.sampling.protocol import step_together
+
+    view = torch.full((len(rows), config.gen_length), facts_of(loaded).mask_id)  # (B, G)
+    shown = {"steps": 0, "together": False}
+
+    def row_view(i: int) -> ViewCallback | None:
+        if step_callback is None:
+            return None
+
+        def seen(step: int, part: Tensor) -> None:
+            view[i : i + 1] = part.to(view.device)
+            if not shown["together"]:  # else once per shared step, below
+                shown["steps"] += 1
+                step_callback(shown["steps"], view.clone())
+
+        return seen
+
+    runs = [start(loaded, [row], dataclasses.replace(config, seed=seed),
+                  step_callback=row_view(i), draft=draft)
+            for i, (row, seed) in enumerate(zip(rows, seeds, strict=True))]
+    together = shown["together"] = all(r.shares_forward for r in runs)
+    device = str(_device(loaded))
+    t0 = time.perf_counter()
+    if together:
+        forwards = 0
+        while not all(r.done for r in runs):
+            forwards += step_together(runs) > 0
+            if step_callback is not None:
+                shown["steps"] += 1
+                step_callback(shown["steps"], view.clone())
+        results = [r.result() for r in runs]
+    else:
+        results = [r.run() for r in runs]
+        forwards = sum(r.nfe for r in results)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    steps = (max if together else sum)(r.steps for r in results)
+    return _joined(results, forwards, steps, pad_id=facts_of(loaded).pad_id), seconds
+
+
+def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
+            pad_id: int | None) -> GenerateResult:
+    """One result of the rows of ``results`` (runs of a row each, of one decoder): canvases
+    left-padded to the longest prompt (padding masked out in ``attention_mask``), the
+    generation regions aligned, ``nfe`` the forward passes they took (shared ones once),
+    ``steps`` the steps (the most of runs stepped together, the sum of runs one after
+    another). A decoder's own result class keeps its counts, summed over the runs (the
+    drafts and acceptances of ``speculative`` and ``hybrid``: ``acceptance_stats``)."""
+    import torch
+
+    from unmask.sampling.protocol import GenerateResult
+
+    head = max(r.region[0] for r in results)
+    tail = max(r.tokens.shape[1] - r.region[0] for r in results)
+    width = results[0].region[1] - results[0].region[0]
+    fill = 0 if pad_id is None else pad_id
+    tokens, masks = [], []
+    for r in results:
+        left, right = head - r.region[0], tail - (r.tokens.shape[1] - r.region[0])
+        tokens.append(torch.nn.functional.pad(r.tokens, (left, right), value=fill))
+        real = (torch.ones_like(r.tokens, dtype=torch.bool) if r.attention_mask is None
+                else r.attention_mask.bool())
+        masks.append(torch.nn.functional.pad(real, (left, right), value=False))
+    mask = torch.cat(masks)  # (B, L)
+    base = {f.name for f in dataclasses.fields(GenerateResult)}
+    own = {  # the counts of a subclass (SpeculativeResult): sums over the rows' runs
+        f.name: sum(getattr(r, f.name) for r in results)
+        for f in dataclasses.fields(results[0])
+        if f.name not in base and f.type in (int, "int")
+    }
+    return dataclasses.replace(
+        results[0], tokens=torch.cat(tokens), region=(head, head + width), nfe=nfe,
+        steps=steps, history=None, segments=None,
+        attention_mask=None if bool(mask.all()) else mask, **own,
     )
 
 
@@ -1113,6 +1282,7 @@ def fill_form(
 
 
 __all__ = [
+    "DETERMINISTIC_AT_ZERO",
     "GENERATION_ONLY",
     "Filled",
     "Generation",
@@ -1127,6 +1297,7 @@ __all__ = [
     "decode_dtype",
     "decoding_model",
     "draft_aux",
+    "draws_noise",
     "edit",
     "edit_checks",
     "encode_prompt",
@@ -1139,8 +1310,10 @@ __all__ = [
     "load_for_decoding",
     "refuse_continuous",
     "refuse_generation_only",
+    "row_seeds",
     "run_to_end",
     "sample_config",
     "start",
     "weights_dtype",
+    "with_seed",
 ]

@@ -25,6 +25,7 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     given_fields,
+    positive_int,
 )
 from unmask.commands.sample_options import (
     add_draft_flag,
@@ -51,7 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "low-confidence remasking, optional semi-autoregressive blocks and guidance; "
             "parallel threshold/factor/entropy policies and KV caches for speed). "
             "Causal (autoregressive) checkpoints are decoded token by token with a KV cache. "
-            "Several prompts are sampled as one left-padded batch."
+            "Several prompts are sampled as one left-padded batch (with --seed and "
+            "sampling, each text a run of its own, seeded as the server seeds it)."
             " Sampling flags not given take the checkpoint's recommended options "
             "(sample_defaults in its config.json, measured: argmax in blocks of 4 with "
             "repetition penalty 1.3 and no repeated 4-gram for mdlm models (3-gram for the "
@@ -76,9 +78,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--template", "--chat-template", dest="template", metavar="FILE|NAME",
                    help="with --chat: the chat template to use instead of the model's (as in "
                         "unmask chat)")
+    p.add_argument("--n", type=positive_int, default=1, metavar="N",
+                   help="texts per prompt (as the server's n): prompt k's choice j is text "
+                        "k*N+j; with --seed and sampling, choice j is seeded SEED+j, so a prompt "
+                        "writes the same texts alone or beside others (default 1)")
     add_draft_flag(p)
     add_sample_flags(p)
-    add_json_flag(p, what="per prompt text and tokens, plus nfe, seconds, tokens_per_s, dtype")
+    add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "
+                          "tokens_per_s, dtype, and config: the options that ran, its seed "
+                          "included")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
     add_quantize_flag(p)
@@ -146,14 +154,18 @@ def run(args: argparse.Namespace) -> int:
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
+    if args.n > 1 and not api.draws_noise(decoder, config):
+        print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
+              f"{decoder}, temperature {config.temperature:g}): every choice is the same; "
+              "sample (--temperature above 0) for different ones", file=sys.stderr)
     template = api.chat_template(loaded, args.template) if args.chat else None
     if decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps:
         _note_empty_steps(config, prompts, loaded.tokenizer)
 
     live = None if args.no_live or args.json else make_live(loaded.tokenizer, config, decoder)
     try:
-        out = api.generate(loaded, prompts, config=config, template=template, system=args.system,
-                           step_callback=live, draft=draft)
+        out = api.generate(loaded, prompts, config=config, n=args.n, template=template,
+                           system=args.system, step_callback=live, draft=draft)
     finally:
         if live is not None:
             live.close(clear=True)
@@ -163,8 +175,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         result: dict[str, Any] = {
             "results": [
-                {"prompt": p, "text": t, "tokens": ids, "filled_prompt": shown}
-                for p, t, ids, shown in zip(prompts, out.texts, out.ids, out.prompts, strict=True)
+                {"prompt": p, "choice": k % args.n, "text": t, "tokens": ids,
+                 "filled_prompt": shown}
+                for k, (p, t, ids, shown) in enumerate(zip(
+                    [p for p in prompts for _ in range(args.n)], out.texts, out.ids,
+                    out.prompts, strict=True))
             ],
             "decoder": out.decoder,
             "nfe": out.nfe,
@@ -187,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         print(text if template is not None else out.prompts[i] + text)
     how = f"decoder {out.decoder}"
     # the commit loop's parallelism: positions committed per step (EOS filled after EOS too)
-    per_step = sum(len(r) for r in out.ids) / len(prompts) / max(out.steps, 1)
+    per_step = sum(len(r) for r in out.ids) / len(out.ids) / max(out.steps, 1)
     if out.decoder in ("llada", "bd3lm"):  # the commit loop: which policy and cache ran
         how += "".join(f", {name} {value}" for name, value, default in (
             ("policy", config.policy, "llada"), ("cache", config.cache, "none"))

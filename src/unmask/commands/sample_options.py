@@ -92,26 +92,16 @@ def check_given_options(args: argparse.Namespace) -> None:
     validate(config)
 
 
-SAMPLED_DECODERS = ("sedd", "embed-diffusion", "latent-diffusion")
-"""Decoders that draw at every run whatever the options: SEDD's reverse steps sample their
-tokens, the continuous ones start from Gaussian noise (``unmask.sampling.sedd``,
-``unmask.sampling.continuous``)."""
-
-
 def with_seed(config: SampleConfig, decoder: str | None = None) -> SampleConfig:
-    """``config`` with a drawn ``seed`` where none was given and the run samples (a
-    ``temperature`` above 0, ``remasking`` random, or a ``decoder`` of ``SAMPLED_DECODERS``),
-    so that ``--json`` reports the seed that reproduces it (``--seed``); a greedy run keeps
-    None (it needs none). Every command that samples calls it: generate, chat, infill, edit,
-    fill-form."""
-    import dataclasses
-    import secrets
+    """``config`` with a drawn ``seed`` where none was given and the run draws random numbers
+    (``unmask.api.draws_noise``: a ``temperature`` above 0, ``remasking`` random, or a
+    ``decoder`` that draws at any temperature, such as SEDD and the continuous ones), so that
+    ``--json`` reports the seed that reproduces it (``--seed``); a greedy run keeps None (it
+    needs none). Every command that samples calls it: generate, chat, infill, edit,
+    fill-form; the server draws by the same rule (``unmask.api.with_seed``)."""
+    from unmask.api import with_seed as drawn
 
-    greedy = (config.temperature <= 0 and config.remasking != "random"
-              and decoder not in SAMPLED_DECODERS)
-    if config.seed is not None or greedy:
-        return config
-    return dataclasses.replace(config, seed=secrets.randbelow(2**31))
+    return drawn(config, decoder)
 
 
 DRAFT_FIELDS = ("draft_length", "draft_threshold", "draft_steps", "draft_cache")

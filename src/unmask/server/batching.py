@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from unmask.config import MAX_SEED, SampleConfig
+from unmask.config import SampleConfig
 from unmask.sampling.protocol import DecoderRun, ViewCallback, step_together
 from unmask.server.metrics import Metrics
 
@@ -110,8 +110,8 @@ class Job:
     batchable: bool = True
     """Whether a whole-batch run may include other jobs (False for seeded sampling there)."""
     seeds: list[int | None] | None = None
-    """Per-row seeds (``row_seeds``): each row then runs as a run of its own with its own
-    generator (seeded ``seeds[i]``), so its text depends on its seed only, not on the rows
+    """Per-row seeds (``unmask.api.row_seeds``): each row then runs as a run of its own with
+    its own generator (seeded ``seeds[i]``), so its text depends on its seed only, not on the rows
     beside it; None: the rows share one run (and ``config.seed``)."""
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
@@ -147,16 +147,6 @@ class Job:
     def cancel(self) -> None:
         """Stop this job: skipped if queued, dropped from a continuous batch at the next step."""
         self._cancelled.set()
-
-
-def row_seeds(seed: int | None, prompts: int, n: int) -> list[int | None] | None:
-    """The seed of every row of a request of ``prompts`` prompts with ``n`` choices each (None
-    without a seed): choice k of every prompt gets ``seed + k`` (as vLLM seeds the choices
-    of ``n``), so a prompt's choices are the same sent alone or in a list of prompts, and
-    choice 0 is what the request with ``n`` = 1 writes."""
-    if seed is None:
-        return None
-    return [(seed + k) % (MAX_SEED + 1) for _ in range(prompts) for k in range(n)]
 
 
 @dataclass(eq=False)

@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -25,7 +25,7 @@ from unmask.sampling import Decoder, choose_decoder, validate
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
-from unmask.server.batching import GenOutput, Job, row_seeds
+from unmask.server.batching import GenOutput, Job
 from unmask.server.http import APIError, sse
 from unmask.server.plumbing import (
     account,
@@ -108,27 +108,32 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     except UserError as e:
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
-    seeded_sampling = config.seed is not None and draws_noise(decoder, config)
+    noisy = api.draws_noise(decoder.name, config)
+    if noisy and shares_forward(decoder, config):
+        # no seed sent: one drawn (as the CLI draws one), which the response reports so that
+        # sending it repeats the text; free here, as the rows share each forward pass anyway
+        config = api.with_seed(config, decoder.name)
+    seeded_sampling = config.seed is not None and noisy
     # with a seed and a run that draws random numbers, every row its own generator: choice
-    # k of a prompt writes the same text whatever the other prompts of the request
-    # (``row_seeds``). A seed that draws nothing (greedy) changes no text: the rows share
-    # one run (one forward per step for all of them, not one per row)
-    seeds = row_seeds(config.seed, len(ids), req.n) if seeded_sampling and len(rows) > 1 else None
+    # k of a prompt writes the same text whatever the other prompts of the request, and what
+    # unmask generate and api.generate write (``api.row_seeds``). A seed that draws nothing
+    # (greedy) changes no text: the rows share one run (one forward per step for all of
+    # them, not one per row)
+    seeds = None
+    if seeded_sampling and len(rows) > 1:
+        seeds = cast(list[int | None], api.row_seeds(config.seed, len(ids), req.n))
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
 
 
-DETERMINISTIC_AT_ZERO = ("llada", "bd3lm", "ar")
-"""Decoders that draw no random number at temperature 0 (with ``low_confidence``
-remasking): their text does not depend on a generator, so on the batch it runs in."""
-
-
-def draws_noise(decoder: Decoder, config: SampleConfig) -> bool:
-    """Whether a run of ``config`` draws random numbers, so that with a seed its text
-    depends on the generator (and in a whole-batch run on the other rows of the batch):
-    sampling at a temperature, random remasking (a checkpoint may recommend it) or a decoder
-    whose steps draw noise whatever the temperature (SEDD, the continuous ones)."""
-    return (config.temperature > 0 or config.remasking == "random"
-            or decoder.name not in DETERMINISTIC_AT_ZERO)
+def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
+    """Whether the request's rows run in the continuous batch, sharing each forward pass
+    with other requests whatever their seeds (the commit loop ``llada`` without a KV cache:
+    ``LLaDARun.shares_forward``): there a request that samples without a seed gets one drawn
+    at no cost. Elsewhere (whole-batch runs: KV caches, causal, bd3lm, SEDD, continuous) a
+    seeded request runs alone, row by row, while unseeded ones of the same settings share
+    one run, so none is drawn: the rows keep sharing a run, and the response's ``seed`` is
+    null."""
+    return decoder.name == "llada" and config.cache == "none"
 
 
 def steps_follow_length(state: ServerState, req: _Generation, length: int) -> bool:
@@ -373,6 +378,7 @@ class GenerationEvents:
         self.closed = [False] * len(job.rows)
         self.last: list[list[int]] | None = None
         self.usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
+        self.seed = job.config.seed if job.config is not None else None
 
     def chunk(self, i: int, text: str | None, reason: str | None, *, role: bool = False) -> str:
         choice: dict[str, Any]
@@ -384,7 +390,7 @@ class GenerationEvents:
         else:
             choice = {"index": i, "text": text or "", "finish_reason": reason, "logprobs": None}
         body = {"id": self.reply.rid, "object": self.obj, "created": self.reply.created,
-                "model": self.state.name, "choices": [choice]}
+                "model": self.state.name, "choices": [choice], "seed": self.seed}
         if self.usage_chunk:  # OpenAI: every chunk before the usage chunk has "usage": null
             body["usage"] = None
         return sse(body)
@@ -427,7 +433,8 @@ class GenerationEvents:
         if self.usage_chunk:
             out.append(sse({"id": self.reply.rid, "object": self.obj,
                             "created": self.reply.created, "model": self.state.name,
-                            "choices": [], "usage": usage(self.reply.ids, completion)}))
+                            "choices": [], "seed": self.seed,
+                            "usage": usage(self.reply.ids, completion)}))
         return out
 
 
@@ -474,7 +481,8 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     return JSONResponse({"id": reply.rid, "object": reply.object, "created": reply.created,
                          "model": state.name, "choices": choices,
                          "usage": usage(ids, completion), "nfe": out.nfe,
-                         "steps": out.steps, "batch_rows": out.batch_rows})
+                         "steps": out.steps, "batch_rows": out.batch_rows,
+                         "seed": job.config.seed if job.config is not None else None})
 
 
 def router(state: ServerState) -> APIRouter:
