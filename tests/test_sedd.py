@@ -876,3 +876,20 @@ def test_blocks_of_one_token_with_the_exact_score_sample_the_joint_exactly():
     assert _chi2(res.tokens, p0, V) < 26.1
     one = sample_sedd(score_fn, canvas, replace(cfg, steps=1, block_length=None), graph=graph)
     assert _chi2(one.tokens, p0, V) > 100
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+@pytest.mark.parametrize("sampler", ["analytic", "euler"])
+def test_forbid_eos_holds_when_the_score_favours_staying(steps, sampler):
+    """Under the uniform graph a score that favours staying (every other ratio 0.01) makes the
+    last step's staggered score negative for every other token: once EOS was masked out no
+    move was left, and a position the prior started at EOS kept it (a quarter of them here,
+    despite ``forbid_eos``). Such a position now draws by the score among the allowed tokens."""
+    V, eos = 4, 3
+    score_fn = lambda tokens, sigma: torch.full((*tokens.shape, V), math.log(0.01))  # noqa: E731
+    canvas = Canvas.from_tokens(torch.zeros(1000, 2, dtype=torch.long), mask_id=0)
+    cfg = SampleConfig(gen_length=2, steps=steps, sedd_sampler=sampler, seed=0, forbid_eos=True)
+    res = sample_sedd(score_fn, canvas, cfg, graph=UniformGraph(V), eos_id=eos)
+    counts = torch.bincount(res.tokens.flatten(), minlength=V)
+    assert counts[eos] == 0
+    assert counts[:eos].min() > 2000 / 3 * 0.85
