@@ -278,8 +278,9 @@ class EmbedRun(_GaussianRun):
         super().__init__(
             model, canvas, config, eos_id=eos_id, constraint=constraint, on_view=on_view
         )
-        with torch.no_grad():
-            self.table = token_embeddings(model)  # (V, D)
+        with torch.no_grad():  # float32 whatever the weights' dtype: the state is a
+            # Gaussian chain (it also turned float32 at the first re-noising of known positions)
+            self.table = token_embeddings(model).float()  # (V, D)
         self.self_conditioned = hasattr(getattr(model, "module", model), "self_condition")
         self.known = canvas.locked | ~canvas.masked  # (B, L): given tokens and padding
         B, L = canvas.tokens.shape
