@@ -514,9 +514,9 @@ class LatentDiffusionDecoder(Decoder):
         window = getattr(target.model.config, "latent_window", None)
         if window is not None and config.gen_length != window:
             raise UserError(
-                f"this latent model writes windows of {window} tokens (the --seq-len its "
-                f"latents were trained on); ask for {window} (--gen-length, max_tokens), "
-                f"got {config.gen_length}"
+                f"decoder 'latent-diffusion': this latent model writes windows of {window} "
+                f"tokens (the --seq-len its latents were trained on); ask for gen_length "
+                f"{window} (--gen-length, max_tokens), got {config.gen_length}"
             )
         canvas = _canvas(target, [[] for _ in rows], config)
         return LatentRun(
