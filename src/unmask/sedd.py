@@ -56,7 +56,8 @@ def r_phi(log_s: Tensor, log_r: Tensor) -> Tensor:
     """r·φ(log s - log r) = s - r - r·log(s/r), the score-entropy term of a score s against a
     ratio r (elementwise, from logs), without cancellation near s = r and finite at the edges:
     at r = 0 (σ = 0 under the uniform graph) it is its limit s, and where s/r would overflow
-    e^z it is s - r·(1 + log(s/r)) (once the NaN of 0·∞, or ∞ for a finite loss)."""
+    e^z it is s - r·(1 + log(s/r)) (``r·φ`` itself gave NaN = 0·∞ there, or ∞ for a finite
+    term)."""
     z = log_s - log_r
     near = z < 30.0  # e^z finite: the cancellation-free form
     zero = torch.zeros_like(z)

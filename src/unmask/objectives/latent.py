@@ -239,8 +239,8 @@ def latent_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> Model
     continues, and its window (``latent_window``); one with none to keep (a fresh network
     trained on both losses jointly, or an autoencoder from before the field) records the
     window it trains on, ``seq_len``: the sampler then writes those windows, as it does for
-    a two-stage model (it wrote any ``--gen-length`` its slots were never trained to hold,
-    64 tokens by default)."""
+    a two-stage model (a jointly trained one used to take any ``--gen-length``, 64 tokens by
+    default, which its slots were never trained to hold)."""
     K = model_cfg.latent_len or train_cfg.latent_len
     # a stage-2 checkpoint keeps its layout (older ones have no self-conditioning slots)
     sc = model_cfg.latent_self_condition or model_cfg.objective != "latent-diffusion"
