@@ -77,3 +77,31 @@ def test_the_sampler_feeds_each_step_the_previous_estimate():
     unfed, _ = sample(False)
     assert nfe == 4 + 1
     assert float((fed - unfed).abs().mean()) > 1e-5
+
+
+def test_a_jointly_trained_latent_model_records_its_window_and_samples_only_that():
+    """A stage-2 run without ``--init`` (both losses on a fresh network) recorded no
+    ``latent_window``, so its sampler wrote any ``--gen-length`` (64 tokens by default) from
+    slots trained on chunks of ``seq_len`` tokens. It records ``seq_len`` now, as an
+    autoencoder does; a stage-2 run keeps its autoencoder's window."""
+    import pytest
+
+    from unmask.errors import UserError
+    from unmask.facts import ModelFacts
+    from unmask.objectives import objective_spec
+    from unmask.sampling import Target, choose_decoder
+
+    train_cfg = TrainConfig(objective="latent-diffusion", seq_len=24, latent_len=4)
+    fresh = objective_spec("latent-diffusion").configure(_config(), train_cfg)
+    assert fresh.latent_window == 24
+    ae = _config(objective="latent-ae", latent_len=4, latent_window=16)
+    stage2 = objective_spec("latent-diffusion").configure(ae, replace(train_cfg, seq_len=16))
+    assert stage2.latent_window == 16
+    model = Transformer(fresh).eval()
+    facts = ModelFacts.of(model)
+    config = SampleConfig(gen_length=16, steps=2, seed=0, decoder="latent-diffusion")
+    with pytest.raises(UserError, match="windows of 24 tokens"):
+        choose_decoder(facts, config).start(Target(model, facts), [[]], config)
+    config = replace(config, gen_length=24)
+    res = choose_decoder(facts, config).start(Target(model, facts), [[]], config).run()
+    assert res.tokens.shape == (1, 24)

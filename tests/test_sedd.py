@@ -779,3 +779,117 @@ def test_a_uniform_graph_model_is_pointed_at_its_own_bound():
     with pytest.raises(UserError, match=r"never read a \[MASK\] token; its own bound on "
                                         "held-out text: unmask eval RUN"):
         refuse_mask_elbo(ModelFacts.of(cfg), "lm-eval")
+
+
+# -- edges of the loss and exactness of the steps ------------------------------------------------
+
+
+def test_uniform_loss_is_finite_at_t_zero_and_equals_its_limit():
+    """At t = 0 (σ = 0) nothing moves and every ratio r is 0: each term r·φ(log s - log r) is
+    its limit s. It was 0·∞ = NaN, so a batch whose antithetic times hit 0 (u + k/B rounding
+    to 1.0, about once in 10⁶ steps at B = 32) gave a NaN loss and gradient."""
+    V, B, L = 6, 4, 12
+    cfg = ModelConfig(vocab_size=V, d_model=8, n_layers=1, n_heads=2, mask_id=5, pad_id=4,
+                      eos_id=3, bos_id=None, sedd_graph="uniform")  # fmt: skip
+    x0 = torch.randint(0, 4, (B, L), generator=torch.Generator().manual_seed(0))
+
+    def loss(t0):
+        net = Leaf(B, L, V)
+        parts = sedd(net, cfg, x0, attention_mask=None, options=_options(),
+                     generator=torch.Generator().manual_seed(1),
+                     t=torch.tensor([t0, 0.5, 0.7, 0.9]))  # fmt: skip
+        parts.loss_sum.backward()
+        return float(parts.loss_sum.detach()), net.out.grad
+
+    at_zero, grad = loss(0.0)
+    near_zero, grad_near = loss(1e-30)
+    assert math.isfinite(at_zero) and torch.isfinite(grad).all()
+    assert at_zero == pytest.approx(near_zero, rel=1e-6)
+    assert torch.allclose(grad, grad_near)
+    graph = UniformGraph(V)
+    log_score = torch.randn(3, V, generator=torch.Generator().manual_seed(2))
+    x = torch.tensor([0, 2, 4])
+    dse = graph.score_entropy(log_score, torch.zeros(3), x, x)
+    want = (log_score.exp().sum(-1) - log_score.exp().gather(-1, x[:, None]).squeeze(-1)) / V
+    assert torch.allclose(dse, want)
+
+
+@pytest.mark.parametrize("graph", GRAPHS, ids=["absorbing", "uniform"])
+def test_score_entropy_of_a_huge_score_is_finite_and_exact(graph):
+    """A log-score far above log r (e^{log s - log r} past float32's range) gave ∞ (and NaN
+    gradients) instead of the large finite s - r - r·log(s/r)."""
+    V = graph.vocab_size
+    sigma = 6.5 if graph.absorbing else 0.01  # log r ≈ -6.5 (a masked token; x = x0 uniform)
+    x0 = torch.tensor([1, 0])
+    x = torch.tensor([MASK, MASK]) if graph.absorbing else x0
+    log_score = torch.full((2, V), 84.0, requires_grad=True)  # s finite, s/r ≈ e^90 is not
+    dse = graph.score_entropy(log_score, torch.full((2,), sigma), x, x0)
+    dse.sum().backward()
+    assert torch.isfinite(dse).all() and torch.isfinite(log_score.grad).all()
+    for i in range(2):
+        want = brute_dse(graph, log_score[i].detach().double(), sigma, int(x[i]), int(x0[i]))
+        assert float(dse[i].detach()) == pytest.approx(want, rel=1e-5)
+
+
+@pytest.mark.parametrize("graph", [AbsorbingGraph(5, 4), UniformGraph(4)],
+                         ids=["absorbing", "uniform"])  # fmt: skip
+def test_the_analytic_step_is_the_exact_reverse_transition_of_one_token(graph):
+    """For one token the analytic (Tweedie) step with the exact score is Bayes' rule:
+    P(x_s = y | x_t = x) = p_s(y)·q(x_t = x | x_s = y) / p_t(x), for any step size, under both
+    graphs; the denoiser is the same to s = 0 (the mask excluded, which has no mass there)."""
+    from unmask.sampling.sedd import analytic_step, denoise_step, euler_step
+
+    V, noise = graph.vocab_size, LogLinearNoise(1e-3)
+    Q = rate_matrix(graph)
+    p0 = torch.rand(V, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    if graph.absorbing:
+        p0[graph.mask_id] = 0.0
+    p0 /= p0.sum()
+    xs = torch.tensor([graph.mask_id]) if graph.absorbing else torch.arange(V)
+    for t, s in ((1.0, 0.75), (0.9, 0.6), (0.5, 0.1), (0.3, 0.0)):
+        sig_t, sig_s = (float(noise.sigma(torch.tensor(u, dtype=torch.float64))) for u in (t, s))
+        p_t = p0 @ torch.linalg.matrix_exp(sig_t * Q)  # (V,) marginal at t
+        p_s = p0 @ torch.linalg.matrix_exp(sig_s * Q)
+        T = torch.linalg.matrix_exp((sig_t - sig_s) * Q)  # T[a, b] = q(x_t = b | x_s = a)
+        score = p_t[None, :] / p_t[xs][:, None]  # (N, V) exact ratios
+        exact = p_s[None, :] * T[:, xs].T / p_t[xs][:, None]  # (N, V)
+        step = denoise_step if s == 0.0 else analytic_step
+        got = step(graph, score, xs, t, s, noise)
+        assert torch.allclose(got / got.sum(-1, keepdim=True), exact, atol=1e-10)
+        if graph.absorbing:  # Δt·σ'(t) = e^{Δσ} - 1: Euler gives the same law (sampling.md)
+            euler = euler_step(graph, score, xs, t, s, noise)
+            assert torch.allclose(euler / euler.sum(-1, keepdim=True), exact, atol=1e-10)
+
+
+def test_blocks_of_one_token_with_the_exact_score_sample_the_joint_exactly():
+    """Absorbing graph, block_length 1, one step per block: each block's denoiser draws its
+    token from p(x_i | the tokens before it) (the exact score of a masked position given
+    masked later ones), so the joint law is exact (chi-square at its 0.999 quantile), where
+    one step over both tokens draws them independently."""
+    graph, V, L, N = AbsorbingGraph(4, MASK), 4, 2, 4000
+    p0 = _data(V, 3)
+    score_fn = joint_oracle(graph, p0, L)
+    canvas = Canvas.from_tokens(torch.full((N, L), MASK), mask_id=MASK)
+    cfg = SampleConfig(gen_length=L, steps=2, block_length=1, decoder="sedd", seed=1)
+    res = sample_sedd(score_fn, canvas, cfg, graph=graph)
+    assert res.nfe == 2
+    assert _chi2(res.tokens, p0, V) < 26.1
+    one = sample_sedd(score_fn, canvas, replace(cfg, steps=1, block_length=None), graph=graph)
+    assert _chi2(one.tokens, p0, V) > 100
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+@pytest.mark.parametrize("sampler", ["analytic", "euler"])
+def test_forbid_eos_holds_when_the_score_favours_staying(steps, sampler):
+    """Under the uniform graph a score that favours staying (every other ratio 0.01) makes the
+    last step's staggered score negative for every other token: once EOS was masked out no
+    move was left, and a position the prior started at EOS kept it (a quarter of them here,
+    despite ``forbid_eos``). Such a position now draws by the score among the allowed tokens."""
+    V, eos = 4, 3
+    score_fn = lambda tokens, sigma: torch.full((*tokens.shape, V), math.log(0.01))  # noqa: E731
+    canvas = Canvas.from_tokens(torch.zeros(1000, 2, dtype=torch.long), mask_id=0)
+    cfg = SampleConfig(gen_length=2, steps=steps, sedd_sampler=sampler, seed=0, forbid_eos=True)
+    res = sample_sedd(score_fn, canvas, cfg, graph=UniformGraph(V), eos_id=eos)
+    counts = torch.bincount(res.tokens.flatten(), minlength=V)
+    assert counts[eos] == 0
+    assert counts[:eos].min() > 2000 / 3 * 0.85

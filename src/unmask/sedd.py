@@ -52,6 +52,22 @@ def phi(z: Tensor) -> Tensor:
     return torch.expm1(z) - z
 
 
+def r_phi(log_s: Tensor, log_r: Tensor) -> Tensor:
+    """r·φ(log s - log r) = s - r - r·log(s/r), the score-entropy term of a score s against a
+    ratio r (elementwise, from logs), without cancellation near s = r and finite at the edges:
+    at r = 0 (σ = 0 under the uniform graph) it is its limit s, and where s/r would overflow
+    e^z it is s - r·(1 + log(s/r)) (``r·φ`` itself gave NaN = 0·∞ there, or ∞ for a finite
+    term)."""
+    z = log_s - log_r
+    near = z < 30.0  # e^z finite: the cancellation-free form
+    zero = torch.zeros_like(z)
+    r = log_r.exp()
+    near_term = r * phi(torch.where(near, z, zero))
+    z_far = torch.where(near | torch.isneginf(log_r), zero, z)  # no 0·∞, even in the gradient
+    far_term = log_s.exp() - r * (1.0 + z_far)
+    return torch.where(near, near_term, far_term)
+
+
 def log_expm1(x: Tensor) -> Tensor:
     """log(e^x - 1) for x > 0, accurate for small and large x."""
     return torch.where(x < 20.0, torch.log(torch.expm1(x.clamp(max=20.0))), x)
@@ -230,7 +246,7 @@ class AbsorbingGraph(Graph):
         others.scatter_(-1, x0[:, None], True)
         others_ls = log_score.masked_fill(others, float("-inf"))  # (N, V)
         rest = torch.logsumexp(others_ls, dim=-1).exp()  # Σ_{y∉{m,x0}} s_y
-        dse = rest + log_r.exp() * phi(ls_x0 - log_r)
+        dse = rest + r_phi(ls_x0, log_r)
         return torch.where(is_mask, dse, torch.zeros_like(dse))
 
     def loss_positions(self, xt: Tensor) -> Tensor:
@@ -320,7 +336,7 @@ class UniformGraph(Graph):
             .clone()
         )
         log_r.scatter_(-1, x0[:, None], torch.where(same, log_rho, log_a)[:, None])
-        terms = log_r.exp() * phi(log_score - log_r)  # (N, V)
+        terms = r_phi(log_score, log_r)  # (N, V); at σ = 0 (no move, r = 0): the score itself
         terms = terms.scatter(-1, xt[:, None], 0.0)  # y = x_t is not a jump
         return terms.sum(dim=-1) / V
 
@@ -422,4 +438,5 @@ __all__ = [
     "log_expm1",
     "model_log_score",
     "phi",
+    "r_phi",
 ]

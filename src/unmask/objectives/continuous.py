@@ -121,8 +121,11 @@ def with_self_condition(model: MaskPredictor, xt: Tensor, previous: Tensor | Non
     core = getattr(model, "module", model)
     if not hasattr(core, "self_condition"):
         return xt
-    prev = torch.zeros_like(xt) if previous is None else previous.to(xt.dtype)
-    return xt + core.self_condition(prev)
+    prev = torch.zeros_like(xt) if previous is None else previous
+    # the map runs in its weights' dtype (a bf16 / fp16 checkpoint read a float32 state and
+    # estimate: "expected m1 and m2 to have the same dtype"), its output in the state's
+    weight = core.self_condition.weight
+    return xt + core.self_condition(prev.to(weight.dtype)).to(xt.dtype)
 
 
 def _check_model(config: ModelConfig, name: str) -> None:

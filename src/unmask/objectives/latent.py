@@ -236,7 +236,11 @@ def latent_diffusion(
 def latent_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> ModelConfig:
     """``latent_len`` slots and room for ``seq_len + latent_len + 1`` positions (the time
     is an input position, ``_run``). A stage-2 run keeps the slots of the autoencoder it
-    continues."""
+    continues, and its window (``latent_window``); one with none to keep (a fresh network
+    trained on both losses jointly, or an autoencoder from before the field) records the
+    window it trains on, ``seq_len``: the sampler then writes those windows, as it does for
+    a two-stage model (a jointly trained one used to take any ``--gen-length``, 64 tokens by
+    default, which its slots were never trained to hold)."""
     K = model_cfg.latent_len or train_cfg.latent_len
     # a stage-2 checkpoint keeps its layout (older ones have no self-conditioning slots)
     sc = model_cfg.latent_self_condition or model_cfg.objective != "latent-diffusion"
@@ -246,6 +250,7 @@ def latent_model_config(model_cfg: ModelConfig, train_cfg: TrainConfig) -> Model
         latent_len=K,
         max_seq_len=max(model_cfg.max_seq_len, n),
         latent_self_condition=sc,
+        latent_window=model_cfg.latent_window or train_cfg.seq_len,
     )
 
 

@@ -278,8 +278,9 @@ class EmbedRun(_GaussianRun):
         super().__init__(
             model, canvas, config, eos_id=eos_id, constraint=constraint, on_view=on_view
         )
-        with torch.no_grad():
-            self.table = token_embeddings(model)  # (V, D)
+        with torch.no_grad():  # float32 whatever the weights' dtype: the state is a
+            # Gaussian chain (it also turned float32 at the first re-noising of known positions)
+            self.table = token_embeddings(model).float()  # (V, D)
         self.self_conditioned = hasattr(getattr(model, "module", model), "self_condition")
         self.known = canvas.locked | ~canvas.masked  # (B, L): given tokens and padding
         B, L = canvas.tokens.shape
@@ -513,8 +514,9 @@ class LatentDiffusionDecoder(Decoder):
         window = getattr(target.model.config, "latent_window", None)
         if window is not None and config.gen_length != window:
             raise UserError(
-                f"this latent model writes windows of {window} tokens (its autoencoder's "
-                f"--seq-len); ask for {window} (--gen-length, max_tokens), got {config.gen_length}"
+                f"decoder 'latent-diffusion': this latent model writes windows of {window} "
+                f"tokens (the --seq-len its latents were trained on); ask for gen_length "
+                f"{window} (--gen-length, max_tokens), got {config.gen_length}"
             )
         canvas = _canvas(target, [[] for _ in rows], config)
         return LatentRun(

@@ -245,7 +245,13 @@ class SEDDRun(DecoderRun):
                 step_fn = denoise_step if last else self.step_fn
                 probs = step_fn(self.graph, score, xm, t, s, self.noise)
                 if forbidden is not None:  # a token the uniform prior drew may not stay
-                    probs = probs.masked_fill(forbidden[moving], 0.0)
+                    allowed = ~forbidden[moving]  # (N, V)
+                    probs = probs.masked_fill(~allowed, 0.0)
+                    # a score that favours staying clips every allowed move to 0 (the
+                    # staggered score goes negative): draw by the score among the allowed
+                    # tokens, not the fallback (the forbidden token itself)
+                    stuck = (probs.sum(dim=-1) <= 0)[:, None]  # (N, 1)
+                    probs = torch.where(stuck, score * allowed, probs)
                 x[moving] = sample_categorical(probs, self.generator, xm)
         self.steps += 1
         self.block_step += 1
@@ -297,7 +303,8 @@ def sample_sedd(
     The log-score goes through the canvas constraints (``forbid_eos`` among them), then the
     entry of each position's current token is set to 0 (ratio 1: "stay" is always possible,
     except at the last step for a token a constraint rules out, which the uniform prior may
-    have drawn).
+    have drawn: it moves, by the step's probabilities, or by the score among the allowed
+    tokens where the step leaves no allowed move).
     ``generator`` (else ``config.seed``, else the global RNG) drives every draw. The caller's
     canvas is not modified. ``noise`` defaults to ``LogLinearNoise()`` (eps 1e-3, the
     training default; a checkpoint's run takes its own, ``model_noise``).
