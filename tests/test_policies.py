@@ -250,11 +250,13 @@ def test_dynamic_policies_on_a_transformer_fill_every_block():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(policy="threshold", threshold=0.0), r"threshold must be in \(0, 1\], got 0.0"),
-        (dict(policy="threshold", threshold=1.5), r"threshold must be in \(0, 1\]"),
-        (dict(policy="factor", factor=0.0), "factor must be a finite number > 0"),
+        (dict(policy="threshold", threshold=0.0),
+         r"^threshold must be a finite number in \(0, 1\], got 0.0$"),
+        (dict(policy="threshold", threshold=1.5), r"threshold must be a finite number in \(0, 1\]"),
+        (dict(policy="factor", factor=0.0), "^factor must be a finite number > 0, got 0.0$"),
         (dict(policy="factor", factor=-1.0), "factor must be"),
-        (dict(policy="entropy", entropy_bound=-0.1), "entropy_bound must be >= 0"),
+        (dict(policy="entropy", entropy_bound=-0.1),
+         "^entropy_bound must be a finite number >= 0, got -0.1$"),
         (
             dict(confidence="certainty"),
             "unknown confidence 'certainty'; choose one of margin, neg_entropy, prob",
@@ -270,6 +272,18 @@ def test_validation_errors(kwargs, message):
     model = FixedModel.gen(1, [6] * 8, [0.5] * 8)
     with pytest.raises(UserError, match=message):
         generate(model, [5], SampleConfig(gen_length=8, steps=8, **kwargs), **IDS)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("policy,field", [("threshold", "threshold"), ("factor", "factor"),
+                                          ("entropy", "entropy_bound")])
+def test_policy_parameters_follow_one_rule(policy, field, value):
+    """One rule for the three bars: a finite number in range. ``entropy_bound=inf`` was taken
+    (it commits everything in one step) while ``factor=inf`` was refused."""
+    model = FixedModel.gen(1, [6] * 8, [0.5] * 8)
+    config = SampleConfig(gen_length=8, steps=8, policy=policy, **{field: value})
+    with pytest.raises(UserError, match=f"^{field} must be a finite number "):
+        generate(model, [5], config, **IDS)
 
 
 def test_dynamic_policy_ignores_steps_divisibility():

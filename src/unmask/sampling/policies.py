@@ -275,26 +275,38 @@ def _needs_ranked_scores(config: SampleConfig) -> None:
         )
 
 
+def check_parameter(name: str, value: float, low: float, *, open_low: bool,
+                    high: float = math.inf) -> float:
+    """The one rule of the policies' parameters: a finite number in its range (``low`` left
+    out where ``open_low``, ``high`` included), else one ``UserError`` line saying so.
+    ``threshold`` (0, 1], ``factor`` > 0, ``entropy_bound`` >= 0; an infinite ``factor`` or
+    ``entropy_bound`` (commit every candidate at once) is refused as NaN is."""
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    above = finite and (value > low if open_low else value >= low)
+    if not (above and value <= high):
+        where = f"in {'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else (
+            f"{'>' if open_low else '>='} {low:g}")
+        raise UserError(f"{name} must be a finite number {where}, got {value}")
+    return float(value)
+
+
 @register_policy("threshold")
 def _threshold(config: SampleConfig) -> CommitPolicy:
-    if not 0.0 < config.threshold <= 1.0:
-        raise UserError(f"threshold must be in (0, 1], got {config.threshold}")
+    check_parameter("threshold", config.threshold, 0.0, open_low=True, high=1.0)
     _needs_ranked_scores(config)
     return ThresholdPolicy(config.threshold)
 
 
 @register_policy("factor")
 def _factor(config: SampleConfig) -> CommitPolicy:
-    if not (config.factor > 0 and math.isfinite(config.factor)):
-        raise UserError(f"factor must be a finite number > 0, got {config.factor}")
+    check_parameter("factor", config.factor, 0.0, open_low=True)
     _needs_ranked_scores(config)
     return FactorPolicy(config.factor)
 
 
 @register_policy("entropy")
 def _entropy(config: SampleConfig) -> CommitPolicy:
-    if not config.entropy_bound >= 0:
-        raise UserError(f"entropy_bound must be >= 0, got {config.entropy_bound}")
+    check_parameter("entropy_bound", config.entropy_bound, 0.0, open_low=False)
     return EntropyBoundPolicy(config.entropy_bound)
 
 
