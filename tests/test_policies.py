@@ -187,13 +187,35 @@ def test_threshold_generation_blocks_and_step_counts():
     conf = [0.95, 0.5, 0.97, 0.6, 0.99, 0.98, 0.3, 0.92]
     model = FixedModel.gen(1, list(range(4, 12)), conf)
     cfg = SampleConfig(
-        gen_length=8, block_length=4, policy="threshold", threshold=0.9, steps=3
-    )  # steps unused
+        gen_length=8, block_length=4, policy="threshold", threshold=0.9, steps=8
+    )  # 4 steps a block for 4 masks: the bound never binds
     r = generate(model, [5], cfg, **IDS, return_history=True)
     assert r.gen_ids == [list(range(4, 12))]
     # block 1: {0, 2} then 3 (top-1) then 1; block 2: {4, 5, 7} then 6
     assert commit_steps(r) == [0, 2, 0, 1, 3, 3, 4, 3]
     assert r.nfe == r.steps == 5 == model.calls
+
+
+def test_dynamic_policies_take_steps_as_their_bound():
+    """``steps`` with a dynamic policy was accepted and not used (the run above took 5
+    forwards at steps 3). Now it bounds the forwards, as in LLaDA 2.x's ``generate``: each
+    block takes its share of the steps at most, and every step commits at least LLaDA's
+    scheduled count over that share, the most confident first."""
+    conf = [0.95, 0.5, 0.97, 0.6, 0.99, 0.98, 0.3, 0.92]
+    model = FixedModel.gen(1, list(range(4, 12)), conf)
+    for policy in ("threshold", "factor", "entropy"):
+        cfg = SampleConfig(gen_length=8, block_length=4, policy=policy, threshold=0.9,
+                           factor=0.1, entropy_bound=0.0, steps=3)  # 2 + 1 steps
+        model.calls = 0
+        r = generate(model, [5], cfg, **IDS, return_history=True)
+        assert r.gen_ids == [list(range(4, 12))], policy
+        assert r.nfe == r.steps == 3 == model.calls, policy
+        # block 1, 2 steps for 4 masks: 2 a step at least (threshold: {0, 2} pass, then
+        # {3, 1}); block 2, 1 step: all 4
+        assert commit_steps(r) == [0, 1, 0, 1, 2, 2, 2, 2], policy
+    # a bound over the masks changes nothing: the count is one, the top-1
+    loose = SampleConfig(gen_length=8, block_length=4, policy="threshold", steps=64)
+    assert generate(model, [5], loose, **IDS).nfe == 5
 
 
 def test_dynamic_policies_batch_rows_equal_rows_alone():
@@ -289,11 +311,16 @@ def test_policy_parameters_follow_one_rule(policy, field, value):
 def test_dynamic_policy_ignores_steps_divisibility():
     model = FixedModel.gen(1, [6] * 8, [0.95] * 8)
     r = generate(
-        model, [5], SampleConfig(gen_length=8, block_length=2, steps=3, policy="threshold"), **IDS
+        model, [5], SampleConfig(gen_length=8, block_length=2, steps=5, policy="threshold"), **IDS
     )
-    assert r.nfe == 4  # one step per block of 2
+    assert r.nfe == 4  # one step per block of 2 (bounds 2, 1, 1, 1)
     with pytest.raises(UserError, match="multiple of the number of blocks"):
-        generate(model, [5], SampleConfig(gen_length=8, block_length=2, steps=3), **IDS)
+        generate(model, [5], SampleConfig(gen_length=8, block_length=2, steps=5), **IDS)
+    # fewer steps than blocks: a bound no run can keep, refused in one line (was ignored)
+    few = SampleConfig(gen_length=8, block_length=2, steps=3, policy="threshold")
+    with pytest.raises(UserError, match=r"^steps \(3\) must be at least the number of blocks "
+                                        r"\(4 = gen_length 8 / block_length 2\)"):
+        generate(model, [5], few, **IDS)
 
 
 def test_cli_flags_for_new_fields():

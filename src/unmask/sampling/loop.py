@@ -148,13 +148,25 @@ def _divisors_near(n: int, target: int) -> str:
     return " or ".join(str(d) for d in dict.fromkeys(options))
 
 
+def split_steps(steps: int, num_blocks: int) -> list[int]:
+    """``steps`` over ``num_blocks`` blocks as evenly as they go, the extra ones first (10 over
+    4: 3, 3, 2, 2; a multiple: ``steps / num_blocks`` each): the total is ``steps``."""
+    base, extra = divmod(steps, num_blocks)
+    return [base + (b < extra) for b in range(num_blocks)]
+
+
 def validate(
-    config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None
+    config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None,
+    split: bool = False,
 ) -> tuple[int, int]:
     """Check lengths and options; return (num_blocks, steps_per_block). Raises ``UserError``.
 
-    Dynamic policies (threshold, factor, entropy) do not use ``steps``: it need not be a
-    multiple of the number of blocks, and the returned steps_per_block is meaningless then.
+    ``steps`` must be a multiple of the number of blocks for the scheduled ``llada`` policy
+    (LLaDA's rule), unless ``split`` (a caller that computes the steps, as infilling under a
+    cap: they are spread over the blocks, ``split_steps``). Dynamic policies (threshold,
+    factor, entropy) take ``steps`` as their bound, spread the same way. Where steps are
+    spread they must be at least the blocks (each block takes a step); steps_per_block is
+    then the first block's share.
     """
     if config.gen_length <= 0:
         raise UserError(f"gen_length must be positive, got {config.gen_length}")
@@ -172,7 +184,13 @@ def validate(
         )
     num_blocks = config.gen_length // block_length
     dynamic = make_policy(config).dynamic  # also checks the policy name and its parameters
-    if config.steps % num_blocks and not dynamic:
+    if config.steps < num_blocks and (dynamic or split):
+        raise UserError(
+            f"steps ({config.steps}) must be at least the number of blocks ({num_blocks} = "
+            f"gen_length {config.gen_length} / block_length {block_length}): each block "
+            f"takes a step; use steps >= {num_blocks} or longer blocks"
+        )
+    if config.steps % num_blocks and not (dynamic or split):
         raise UserError(
             f"steps ({config.steps}) must be a multiple of the number of blocks ({num_blocks} = "
             f"gen_length {config.gen_length} / block_length {block_length}); "
@@ -190,7 +208,7 @@ def validate(
             f"{prompt_length + config.gen_length} exceeds the model's max_seq_len ({max_seq_len}); "
             f"use gen_length <= {max(max_seq_len - prompt_length, 0)} or a shorter prompt"
         )
-    return num_blocks, config.steps // num_blocks
+    return num_blocks, split_steps(config.steps, num_blocks)[0]
 
 
 def check_ids(canvas: Canvas, vocab_size: int | None) -> None:
@@ -242,6 +260,7 @@ class Denoiser(DecoderRun):
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
+        split: bool = False,
     ) -> None:
         if config.decoder not in ("auto", "llada", "bd3lm"):
             raise UserError(
@@ -252,8 +271,10 @@ class Denoiser(DecoderRun):
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         check = dataclasses.replace(config, gen_length=region_len)
         self.num_blocks, self.steps_per_block = validate(
-            check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len
+            check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len,
+            split=split,
         )
+        self._block_steps = split_steps(config.steps, self.num_blocks)  # the total: steps
         self.block_length = region_len // self.num_blocks
         if config.top_k is not None or config.top_p is not None:
             raise UserError("top_k and top_p apply to autoregressive (causal) models only")
@@ -370,8 +391,10 @@ class Denoiser(DecoderRun):
     def _enter_block(self) -> None:
         block_start, block_end = self.block_bounds
         masked = self.canvas.masked  # (B, L)
-        if self.policy.dynamic:  # safety bound: every step commits >= 1 candidate per row
-            self.steps_per_block = max(1, int(masked[:, :block_end].sum(dim=1).max()))
+        self.steps_per_block = self._block_steps[self.block]
+        if self.policy.dynamic:  # no more than one step per mask: each commits >= 1 per row
+            most = max(1, int(masked[:, :block_end].sum(dim=1).max()))
+            self.steps_per_block = min(self.steps_per_block, most)
         self.policy.start_block(self._counted(masked), self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
@@ -572,12 +595,15 @@ def sample(
     generator: torch.Generator | None = None,
     return_history: bool = False,
     step_callback: StepCallback | None = None,
+    split: bool = False,
 ) -> GenerateResult:
     """Denoise ``canvas`` with ``model`` (LLaDA's reverse process, arXiv:2502.09992).
 
     The canvas region ``[start, end)`` is split into ``region_len / block_length`` blocks,
-    denoised left to right with ``steps / num_blocks`` steps each (dynamic policies: until
-    the block has no masks left). Every step:
+    denoised left to right with ``steps / num_blocks`` steps each (``split``: steps that are
+    not a multiple of the blocks spread over them, ``split_steps``, so the run takes
+    exactly ``steps``; dynamic policies: until the block has no masks left, within their
+    share of ``steps``). Every step:
 
     1. logits = model(x) (B, L, V), through the ``cache`` policy (which may recompute only
        part of the canvas); with ``cfg_scale`` > 0 also the unconditional pass
@@ -607,6 +633,7 @@ def sample(
         generator=generator,
         return_history=return_history,
         step_callback=step_callback,
+        split=split,
     ).run()
 
 
@@ -651,7 +678,7 @@ class LLaDADecoder(Decoder):
     summary = "masked diffusion: commit policies (llada, threshold, ...) and KV caches"
 
     def uses_steps(self, config: SampleConfig) -> bool:
-        return not make_policy(config).dynamic  # the dynamic policies run until no mask is left
+        return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "bidirectional":
@@ -715,6 +742,7 @@ __all__ = [
     "model_logit_shift",
     "sample",
     "shift_logits",
+    "split_steps",
     "step_together",
     "validate",
 ]
