@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas, CanvasConstraint, as_rows, left_pad
+from unmask.canvas import Canvas, CanvasConstraint, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -47,6 +47,8 @@ from unmask.sampling.loop import (
     Denoiser,
     nearest_multiples,
     split_steps,
+    start_empty_prompts,
+    unguided_starts,
     validate,
 )
 from unmask.sampling.penalties import PenaltyConstraint
@@ -215,7 +217,7 @@ class BlockRun(DecoderRun):
                 "sample_blocks needs a block-causal model (config.block_size) "
                 "or an explicit block_size"
             )
-        rows = as_rows(prompt_ids)
+        rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
         self.absolute = absolute_blocks(model)
         plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute)
         config = dataclasses.replace(config, block_length=bs)
@@ -242,7 +244,7 @@ class BlockRun(DecoderRun):
         self.model, self.mask_id, self.eos_id = model, mask_id, eos_id
         self.gen_length, self.block_size, self.P = config.gen_length, bs, P
         self.x, self.real = x.to(device), real.to(device)  # (B, L): prompt and finished blocks
-        self.prompt = self.real.clone()  # (B, P): what guidance blanks out
+        self.prompt = unguided_starts(self.real, started, P - 1)  # (B, P): what guidance blanks out
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.block_config = dataclasses.replace(
             config, gen_length=bs, block_length=None, steps=steps_per_block

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas
+from unmask.canvas import Canvas, as_rows
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -117,6 +117,38 @@ _COLUMN_POLICIES = {name: POLICIES[name] for name in ("llada", "threshold", "fac
 def model_logit_shift(model: Any) -> bool:
     """Whether ``model.config.logit_shift`` is set (default False)."""
     return bool(getattr(getattr(model, "config", None), "logit_shift", False))
+
+
+def start_empty_prompts(
+    model: Any, prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
+    eos_id: int | None, pad_id: int,
+) -> tuple[list[list[int]], list[bool]]:
+    """The prompts as rows, an empty one given a start token where the model is Dream-style
+    (``logit_shift``): its logits at a position predict the next token, so the first generated
+    position reads the column before it, and with nothing before it (``shift_logits``:
+    position 0 keeps its own logits, the prediction for token 1; in a batch, the padding's)
+    it was committed from the wrong prediction. The start token is the document separator
+    that lm-eval puts before an empty context (``unmask.lm_eval``: EOS, else the pad id), as
+    the ``ar``, ``hybrid`` and ``speculative`` decoders give an empty prompt one; the
+    generated tokens are the same count and region either way. Other models read the whole
+    canvas and take an empty prompt as it is. Returns the rows and, per row, whether it was
+    given the token (the last prompt column then, which guidance does not blank out: it is
+    no condition, so a row without a prompt has none to guide by, as before)."""
+    rows = as_rows(prompt_ids)
+    if all(rows) or not model_logit_shift(model):
+        return rows, [False] * len(rows)
+    start = eos_id if eos_id is not None else pad_id
+    return [r or [int(start)] for r in rows], [not r for r in rows]
+
+
+def unguided_starts(prompt_index: Tensor, started: Sequence[bool], column: int) -> Tensor:
+    """``prompt_index`` (B, L) with ``column`` cleared in the ``started`` rows: a start token
+    (``start_empty_prompts``) that guidance does not blank out."""
+    if not any(started):
+        return prompt_index
+    out = prompt_index.clone()
+    out[torch.tensor(started, device=out.device), column] = False
+    return out
 
 
 def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
@@ -567,10 +599,14 @@ class Denoiser(DecoderRun):
         on_view: ViewCallback | None = None,
     ) -> Denoiser:
         """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length``
-        masks. A model trained with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
+        masks; an empty prompt of a ``logit_shift`` model starts with ``start_empty_prompts``'
+        token. A model trained with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
         the filler belongs to the unused slots of infilled gaps, not to free text."""
         validate(config)  # clear messages before any tensor is built
-        canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
+        rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        canvas = Canvas.from_prompts(rows, config.gen_length, mask_id=mask_id, pad_id=pad_id)
+        canvas = dataclasses.replace(canvas, prompt_index=unguided_starts(
+            canvas.prompt_index, started, canvas.region[0] - 1))
         empty_id = getattr(getattr(model, "config", None), "empty_id", None)
         if empty_id is not None:
             canvas.constraints.append(forbid_tokens([empty_id]))
@@ -743,6 +779,7 @@ __all__ = [
     "sample",
     "shift_logits",
     "split_steps",
+    "start_empty_prompts",
     "step_together",
     "validate",
 ]
