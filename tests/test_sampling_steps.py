@@ -84,3 +84,16 @@ def test_dynamic_policies_keep_their_bound_in_every_block(policy):
     assert r.nfe == model.calls == 10 and MASK not in r.tokens.tolist()[0]
     loose = sample(Peaked(), holes(32), dataclasses.replace(config, steps=32))
     assert loose.nfe == 32  # one step per mask: the bound does not bind
+
+
+@pytest.mark.parametrize("policy", ["threshold", "entropy"])
+def test_a_dynamic_bound_fills_the_block_with_prompt_masks_under_reference(policy):
+    """Under ``prompt_masks='reference'`` the floor counted the block's own masks only, while
+    the prompt's masks compete for the commits: at a binding bound the block ended with masks
+    of its own left. The floor counts every candidate: the generated region is filled."""
+    tokens = torch.tensor([[5, MASK, 5, MASK] + [MASK] * 8])
+    canvas = Canvas.from_tokens(tokens, mask_id=MASK, region=(4, 12))
+    config = SampleConfig(gen_length=8, block_length=4, steps=4, policy=policy, threshold=1.0,
+                          entropy_bound=0.0, prompt_masks="reference")
+    r = sample(Peaked(), canvas, config)
+    assert r.nfe == 4 and MASK not in r.tokens[0, 4:].tolist()

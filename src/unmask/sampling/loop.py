@@ -427,7 +427,10 @@ class Denoiser(DecoderRun):
         if self.policy.dynamic:  # no more than one step per mask: each commits >= 1 per row
             most = max(1, int(masked[:, :block_end].sum(dim=1).max()))
             self.steps_per_block = min(self.steps_per_block, most)
-        self.policy.start_block(self._counted(masked), self.steps_per_block)
+        # a dynamic policy's floor counts every candidate (a prompt mask under 'reference'
+        # too), so the block is filled within its bound; llada counts LLaDA's masks
+        counted = masked[:, :block_end] if self.policy.dynamic else self._counted(masked)
+        self.policy.start_block(counted, self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
 
