@@ -220,7 +220,7 @@ def validate(
         raise UserError(
             f"steps ({config.steps}) must be at least the number of blocks ({num_blocks} = "
             f"gen_length {config.gen_length} / block_length {block_length}): each block "
-            f"takes a step; use steps >= {num_blocks} or longer blocks"
+            f"takes a step; try {num_blocks} or longer blocks"
         )
     if config.steps % num_blocks and not (dynamic or split):
         raise UserError(
