@@ -104,7 +104,11 @@ def test_prob_is_llada_low_confidence_and_random_overrides():
         scorer(SampleConfig(confidence="margin"))(logits, x0, None),
         CONFIDENCES["margin"](logits, x0, None),
     )
-    assert scorer(SampleConfig(remasking="random", confidence="margin")) is REMASKING["random"]
+    assert scorer(SampleConfig(remasking="random")) is REMASKING["random"]
+    # a measure that random remasking would replace: refused, not silently ignored
+    with pytest.raises(UserError, match=r"^confidence 'margin' ranks proposals under remasking "
+                                        r"low_confidence; remasking 'random' replaces"):
+        scorer(SampleConfig(remasking="random", confidence="margin"))
 
 
 def test_margin_changes_the_llada_commit_order():

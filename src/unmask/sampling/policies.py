@@ -424,13 +424,20 @@ def confidence_fn(name: str) -> ConfidenceFn:
 def scorer(config: SampleConfig) -> ConfidenceFn:
     """The score that ranks proposals: ``remasking='low_confidence'`` ranks by the
     ``confidence`` measure (``prob`` = LLaDA's low_confidence, bit for bit); any other
-    remasking (``random``, or one registered) replaces the measure."""
+    remasking (``random``, or one registered) replaces the measure, so a ``confidence`` other
+    than the default given with it is refused in one line (it was silently ignored)."""
     if config.confidence not in CONFIDENCES:
         raise UserError(
             f"unknown confidence {config.confidence!r}; choose one of "
             f"{', '.join(sorted(CONFIDENCES))}"
         )
     fn = confidence_fn(config.remasking)
+    if config.remasking != "low_confidence" and config.confidence != "prob":
+        raise UserError(
+            f"confidence {config.confidence!r} ranks proposals under remasking low_confidence; "
+            f"remasking {config.remasking!r} replaces the measure (it would do nothing): "
+            "give one of the two"
+        )
     if config.remasking == "low_confidence":
         return CONFIDENCES[config.confidence]
     return fn
