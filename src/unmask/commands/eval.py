@@ -567,8 +567,8 @@ def _lm_eval(
     manager: Any = None,
 ) -> dict[str, Any]:
     """Run ``tasks`` (of ``--tasks``) through lm-eval (``unmask.lm_eval.run_tasks``;
-    ``manager``: the tasks' ``find_tasks``) and keep what the report shows: the results, their config, the standard
-    errors, seconds per item, the table."""
+    ``manager``: the tasks' ``find_tasks``) and keep what the report shows: the results,
+    their config, the standard errors, seconds per item, the table."""
     import time
 
     from unmask.lm_eval import UnmaskLM, run_tasks
