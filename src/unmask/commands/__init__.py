@@ -405,9 +405,9 @@ def registry_choice(what: str, names: Callable[[], Iterable[str]]) -> Callable[[
     returned; a name that matches none is refused with the choices, one that matches several
     entries that differ only in case is ambiguous (refused naming them). The case-folding is
     the command line's convenience: the library (``SampleConfig``, ``unmask.api``) and the
-    server take a registry's exact names. ``names`` is called only when the flag is given (registries live
-    in torch modules; ``--help`` must not import them), and the help names the entries itself
-    (a test checks every entry is named)."""
+    server take a registry's exact names. ``names`` is called only when the flag is given
+    (registries live in torch modules; ``--help`` must not import them), and the help names
+    the entries itself (a test checks every entry is named)."""
 
     def check(value: str) -> str:
         known = sorted(names())
