@@ -41,5 +41,9 @@ def test_an_unknown_family_is_one_line_with_the_choices(capsys):
 def test_registry_choice_prefers_an_exact_name_and_refuses_an_ambiguous_case():
     check = registry_choice("thing", lambda: ["Ab", "aB", "cd"])
     assert check("Ab") == "Ab" and check("aB") == "aB" and check("CD") == "cd"
-    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown thing 'ab' \(choose from"):
-        check("ab")  # two entries differ only in case: no guess
+    # two entries differ only in case: no guess, and not "unknown" (it names two entries)
+    with pytest.raises(argparse.ArgumentTypeError,
+                       match=r"^ambiguous thing 'ab': matches Ab, aB \(give one exactly\)$"):
+        check("ab")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"unknown thing 'ef' \(choose from"):
+        check("ef")

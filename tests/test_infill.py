@@ -142,6 +142,11 @@ def test_spaces_inside_a_gap_are_ignored_everywhere(spaced, plain):
          "a name is ASCII letters, digits and _"),
         ("a [MASK:é]", "template column 3: bad gap name 'é'"),
         ("a [MASK::2]", "template column 3: bad gap name ''"),
+        # a length mistyped is a length (it said "bad gap name '+3'"): a lone head is a name
+        # only when it has a letter or _ ('é' above)
+        ("a [MASK:+3]", "template column 3: bad gap length '+3' in '[MASK:+3]'; use [MASK:n]"),
+        ("a [MASK:~3]", "template column 3: bad gap length '~3'"),
+        ("a [MASK:3.5]", "template column 3: bad gap length '3.5'"),
         ("[MASK:0]", "template column 1: gap length must be at least 1 token, got 0"),
         (
             "ab [MASK:5-2]",

@@ -36,3 +36,33 @@ def test_a_guided_gap_too_wide_for_the_context_names_the_gap_and_its_n():
         r = c.post("/v1/infill", json={"template": "A [MASK:200] b", "guided_choice": ["xy"],
                                        "temperature": 0})
         assert r.status_code == 200 and r.json()["text"] == "A xy b"
+
+
+def test_a_causal_models_guided_gap_counts_the_end_of_text_token():
+    """A causal model fills the gap left to right and reads an end-of-text token after it
+    (``unmask.infill.ordered``): the route's count left it out, so [MASK:62] after "A " in a
+    context of 64 passed the route and got the form's "use fewer or shorter holes" (a form
+    the client never sent). Now the route, ``fill_form`` and ``fill_left_to_right`` count by
+    one ``form_span``: 62 is refused naming the gap, 61 fills; a diffusion model fills 62."""
+    import dataclasses
+
+    from unmask.infill.ordered import form_span
+
+    torch.manual_seed(0)
+    causal = Transformer(dataclasses.replace(tiny_config(max_seq_len=64), attention="causal",
+                                             objective="ar")).eval()  # fmt: skip
+    body = {"guided_regex": "[a-z]+", "temperature": 0}
+    with TestClient(create_app(loaded(causal))) as c:
+        r = c.post("/v1/infill", json={"template": "A [MASK:62]", **body})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert err["param"] == "guided_regex" and err["code"] == "context_length_exceeded"
+        assert err["message"].startswith("guided_regex: its answer in [MASK:62] takes up to "
+                                         "62 tokens (each value at most 62), 65 with the "
+                                         "template's text and the end-of-text token")
+        r = c.post("/v1/infill", json={"template": "A [MASK:61]", **body})
+        assert r.status_code == 200, r.text
+    with TestClient(create_app(loaded(MODEL))) as c:
+        assert c.post("/v1/infill", json={"template": "A [MASK:62]", **body}).status_code == 200
+    assert form_span(2, 62, causal=False) == 64 and form_span(2, 62, causal=True) == 65
+    assert form_span(2, 62, causal=True, fim=True) == 68

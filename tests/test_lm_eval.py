@@ -669,6 +669,44 @@ def test_families_without_a_mask_elbo_run_generation_tasks(family, task_dir, tmp
     assert "Traceback" not in err and "scored by the masked-diffusion ELBO" in err.splitlines()[-1]
 
 
+def test_a_model_without_log_likelihoods_runs_the_rest_of_a_mixed_task_list(
+    task_dir, tmp_path, capsys, monkeypatch
+):
+    """A bd3lm model trained with time conditioning before bd3lm refused it has no bound, so
+    its lm-eval log-likelihoods are refused: with a generation task beside a multiple-choice
+    one, the run ended on that refusal after the generation work (exit 2, the report lost,
+    where the docs say such a part "gives one line, and the rest still prints"). The
+    multiple-choice task is a note and the rest prints; with log-likelihood tasks only, one
+    line before anything is measured."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.lm_eval import UnmaskLM
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=64,
+                       attention="block-causal", block_size=8, objective="bd3lm",
+                       time_conditioning=True, sigma_input="masked_fraction")  # fmt: skip
+    save_checkpoint(tmp_path / "timed", model=Transformer(cfg), tokenizer=tok)
+    args = ["eval", str(tmp_path / "timed"), "--include-path", str(task_dir), "--limit", "1",
+            "--mc-samples", "2", "--no-score", "--no-plot", "--device", "cpu", "--json",
+            "--tasks"]  # fmt: skip
+    assert main([*args, "tiny_gen,tiny_mc"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["lm_eval"]["results"]) == {"tiny_gen"}
+    (note,) = [n for n in report["notes"] if n.startswith("lm-eval tiny_mc: not measured")]
+    assert "time-conditioned model" in note and "no bound" in note
+
+    generated = []
+    monkeypatch.setattr(UnmaskLM, "generate_until",
+                        lambda self, requests: generated.append(requests) or [])  # fmt: skip
+    assert main([*args, "tiny_mc,tiny_ppl"]) == 2
+    err = capsys.readouterr().err
+    # one line after the datasets' progress bars
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("unmask eval: error: --tasks tiny_mc, tiny_ppl: ")
+    assert not generated
+
+
 def test_tasks_read_their_data_offline(checkpoint, task_dir, monkeypatch):
     """lm-eval runs with the Hugging Face Hub and datasets offline (a task's data is local or
     cached: online it was downloaded, offline the Hub was retried for a minute), as they were

@@ -146,3 +146,39 @@ def test_an_autoregressive_models_room_counts_its_one_token_prompt():
                                    "tokens")
         fits = client.get(f"/playground/options?max_tokens={ctx - 1}").json()
         assert fits["refused"] is None
+
+
+@pytest.mark.parametrize("kind, query", [
+    ("causal", "steps=8"),
+    ("causal", "policy=threshold"),
+    ("causal", "max_tokens=16&steps=4&policy=threshold"),
+    ("bd3lm", "max_tokens=5"),
+    ("bd3lm", "max_tokens=16&steps=3"),
+    ("bd3lm", "steps=3"),
+])
+def test_the_options_say_the_decoders_refusals_whatever_the_prompt(kind, query):
+    """What the decoder refuses whatever the prompt (a loop option sent to a causal model; a
+    bd3lm length that is not whole blocks, steps that do not split over the blocks) was
+    answered as if it would run (``refused`` null, ``except UserError: pass``) while
+    /v1/completions refused the request, empty prompt or not: it is that 400's message."""
+    import dataclasses
+
+    import torch
+    from server_helpers import tiny_config
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    config = (dataclasses.replace(tiny_config(), attention="causal", objective="ar")
+              if kind == "causal" else
+              dataclasses.replace(tiny_config(max_seq_len=64), attention="block-causal",
+                                  block_size=8, objective="bd3lm"))  # fmt: skip
+    app = create_app(loaded(Transformer(config).eval()), limits=ServerLimits(max_steps=8))
+    with TestClient(app) as client:
+        refused = client.get("/playground/options?" + query).json()["refused"]
+        sent = {k: (int(v) if v.isdigit() else v)
+                for k, v in (kv.split("=") for kv in query.split("&"))}  # fmt: skip
+        for prompt in ("", "ab"):
+            r = client.post("/v1/completions", json={"prompt": prompt, **sent})
+            assert r.status_code == 400, r.text
+            assert refused == r.json()["error"]["message"]

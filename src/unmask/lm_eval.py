@@ -53,6 +53,7 @@ from unmask.evaluate import (
     ar_loglikelihood,
     block_elbo_loglikelihood,
     elbo_loglikelihood,
+    untimed_bound,
 )
 
 LM_EVAL_INSTALL = 'pip install lm-eval (or, in a source checkout, pip install -e ".[lm-eval]")'
@@ -83,6 +84,40 @@ def refuse_unprompted(facts: Any, task: str) -> None:
             f"{task}: a checkpoint of objective {facts.objective} has no likelihood to score "
             "and takes no prompt to continue (it samples whole windows from noise)"
         )
+
+
+LOGLIKELIHOOD_TYPES = frozenset({"loglikelihood", "loglikelihood_rolling", "multiple_choice"})
+"""lm-eval's output types whose requests are log-likelihoods (the others generate)."""
+
+
+def loglikelihood_refusal(loaded: Any, facts: Any) -> str | None:
+    """Why lm-eval's log-likelihood requests are refused on the checkpoint ``loaded`` (its
+    ``facts``: ``unmask.sampling.facts_of``), or ``None``: no masked-diffusion ELBO
+    (``refuse_mask_elbo``), or a block-diffusion model trained with time conditioning before
+    ``bd3lm`` refused it, which has no bound (``unmask.evaluate.untimed_bound``). Its
+    ``generate_until`` tasks still run."""
+    from unmask.sampling.continuous import refuse_mask_elbo
+
+    try:
+        refuse_mask_elbo(facts, "lm-eval log-likelihoods (multiple-choice, perplexity)")
+        if facts.block_size and facts.attention != "causal":  # block_elbo_loglikelihood's
+            untimed_bound(getattr(loaded.model, "config", None), "bd3lm")
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def scoring_tasks(manager: Any, tasks: Sequence[str]) -> list[str]:
+    """The names of ``tasks`` (as ``find_tasks`` checked them, with its ``manager``) that
+    score log-likelihoods: a task of an output type in ``LOGLIKELIHOOD_TYPES``, or a group or
+    tag with one among its tasks. Builds the tasks (their data is read, offline)."""
+    scored = []
+    with _task_errors(tasks), offline_hub():
+        for name in tasks:
+            built = manager.load([name])["tasks"].values()
+            if any(t.OUTPUT_TYPE in LOGLIKELIHOOD_TYPES for t in built):
+                scored.append(name)
+    return scored
 
 
 @register_model("unmask")
@@ -324,10 +359,9 @@ class UnmaskLM(LM):
         self, pairs: Sequence[tuple[list[int], list[int]]], *, greedy: bool
     ) -> list[LogLikelihood]:
         """Scored ``(context ids, continuation ids)`` pairs, cut to the model's context."""
-        from unmask.sampling.continuous import refuse_mask_elbo
-
         # generate_until still runs on these models: only their log-likelihoods are refused
-        refuse_mask_elbo(self.facts, "lm-eval log-likelihoods (multiple-choice, perplexity)")
+        if (refusal := loglikelihood_refusal(self.loaded, self.facts)) is not None:
+            raise UserError(refusal)
         pairs = [self._prefixed(*pair) for pair in pairs]
         if self.causal:
             results = ar_loglikelihood(
@@ -526,6 +560,21 @@ def offline_hub() -> Iterator[None]:
                 os.environ[k] = v
 
 
+@contextlib.contextmanager
+def _task_errors(tasks: Sequence[str]) -> Iterator[None]:
+    """lm-eval's complaints about tasks it cannot build as one-line ``UserError``s."""
+    try:
+        yield
+    except (FileNotFoundError, KeyError) as e:  # a task whose data or fields are missing
+        raise UserError(f"lm-eval could not build the tasks {', '.join(tasks)}: {e}") from None
+    except ConnectionError as e:  # data neither local nor cached: the Hub is not asked
+        raise UserError(
+            f"lm-eval could not load the data of the tasks {', '.join(tasks)}: {e}; unmask "
+            "does not download it: use a local dataset (dataset_path: json with data_files) "
+            "or one already in the Hugging Face cache"
+        ) from None
+
+
 def run_tasks(
     model: UnmaskLM,
     tasks: Sequence[str],
@@ -552,30 +601,21 @@ def run_tasks(
     check_seed(seed)
     manager = task_manager if task_manager is not None else find_tasks(tasks, include_path)
     tracker = EvaluationTracker(output_path=output_path) if output_path else None
-    try:
-        with offline_hub():  # the tasks' data: local or cached, never downloaded
-            results = simple_evaluate(
-                model=model,
-                model_args=model.model_args,  # with a model object: only recorded
-                tasks=list(tasks),
-                num_fewshot=num_fewshot,
-                limit=limit,
-                task_manager=manager,
-                log_samples=log_samples,
-                evaluation_tracker=tracker,
-                random_seed=seed,
-                numpy_random_seed=seed,
-                torch_random_seed=seed,
-                fewshot_random_seed=seed,
-            )
-    except (FileNotFoundError, KeyError) as e:  # a task whose data or fields are missing
-        raise UserError(f"lm-eval could not build the tasks {', '.join(tasks)}: {e}") from None
-    except ConnectionError as e:  # data neither local nor cached: the Hub is not asked
-        raise UserError(
-            f"lm-eval could not load the data of the tasks {', '.join(tasks)}: {e}; unmask "
-            "does not download it: use a local dataset (dataset_path: json with data_files) "
-            "or one already in the Hugging Face cache"
-        ) from None
+    with _task_errors(tasks), offline_hub():  # the tasks' data: local or cached, never fetched
+        results = simple_evaluate(
+            model=model,
+            model_args=model.model_args,  # with a model object: only recorded
+            tasks=list(tasks),
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=log_samples,
+            evaluation_tracker=tracker,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     if results is None:
         return {}
     samples = results.pop("samples", None)
@@ -591,11 +631,14 @@ def run_tasks(
 
 __all__ = [
     "LM_EVAL_INSTALL",
+    "LOGLIKELIHOOD_TYPES",
     "UnmaskLM",
     "check_seed",
     "check_task_files",
     "find_tasks",
+    "loglikelihood_refusal",
     "offline_hub",
     "refuse_unprompted",
     "run_tasks",
+    "scoring_tasks",
 ]

@@ -402,17 +402,23 @@ def weights_bytes(model: str | None) -> int | None:
 def registry_choice(what: str, names: Callable[[], Iterable[str]]) -> Callable[[str], str]:
     """An argparse ``type`` accepting a name of a registry, in any letter case (``--to LLaDA``
     is ``llada``, as the papers and model cards spell it): the registry's own spelling is
-    returned; a name that matches none, or several entries that differ only in case, is
-    refused with the choices. ``names`` is called only when the flag is given (registries live
-    in torch modules; ``--help`` must not import them), and the help names the entries itself
-    (a test checks every entry is named)."""
+    returned; a name that matches none is refused with the choices, one that matches several
+    entries that differ only in case is ambiguous (refused naming them). The case-folding is
+    the command line's convenience: the library (``SampleConfig``, ``unmask.api``) and the
+    server take a registry's exact names. ``names`` is called only when the flag is given
+    (registries live in torch modules; ``--help`` must not import them), and the help names
+    the entries itself (a test checks every entry is named)."""
 
     def check(value: str) -> str:
         known = sorted(names())
         if value in known:
             return value
         same = [n for n in known if n.casefold() == value.casefold()]
-        if len(same) != 1:
+        if len(same) > 1:  # entries that differ only in case: the exact spelling picks one
+            raise argparse.ArgumentTypeError(
+                f"ambiguous {what} {value!r}: matches {', '.join(same)} (give one exactly)"
+            )
+        if not same:
             raise argparse.ArgumentTypeError(
                 f"unknown {what} {value!r} (choose from {', '.join(known)})"
             )

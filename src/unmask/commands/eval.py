@@ -428,12 +428,28 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("eval --task-file decodes each item's answer after its prompt; a "
                         "latent-diffusion model takes no prompt (it samples whole windows)")
     manager = None
+    tasks: list[str] = []
     if args.tasks:  # a model no lm-eval task can run on, an unknown task: now, not after the rest
-        from unmask.lm_eval import check_seed, find_tasks, refuse_unprompted
+        from unmask.lm_eval import (
+            check_seed,
+            find_tasks,
+            loglikelihood_refusal,
+            refuse_unprompted,
+            scoring_tasks,
+        )
 
         check_seed(args.seed)
         refuse_unprompted(facts, "eval --tasks")
-        manager = find_tasks(_task_names(args.tasks), args.include_path)
+        tasks = _task_names(args.tasks)
+        manager = find_tasks(tasks, args.include_path)
+        if (refusal := loglikelihood_refusal(loaded, facts)) is not None:
+            # its log-likelihood tasks are notes and the generation tasks run; with none of
+            # those, one line before anything is measured
+            scored = scoring_tasks(manager, tasks)
+            if scored == tasks:
+                raise UserError(f"--tasks {', '.join(tasks)}: {refusal}")
+            report.notes.extend(f"lm-eval {name}: not measured, {refusal}" for name in scored)
+            tasks = [name for name in tasks if name not in scored]
     # samples are drawn as `unmask generate` draws them: flags not given take the
     # checkpoint's recommended sampling options (sample_defaults)
     given = given_fields(SampleConfig, args)
@@ -509,7 +525,7 @@ def run(args: argparse.Namespace) -> int:
     if gaps is not None:
         report.infill = _infill(loaded, args.gaps, gaps, given)
     if args.tasks:
-        report.lm_eval = _lm_eval(loaded, args, given, manager)
+        report.lm_eval = _lm_eval(loaded, args, tasks, given, manager)
         if args.mc_samples is not None and (report.lm_eval.get("unmask") or {}).get("exact"):
             report.notes.append(f"lm-eval: the log-likelihoods of a causal model are exact "
                                 f"(--mc-samples {args.mc_samples} drew no samples)")
@@ -544,11 +560,15 @@ def _check_lm_eval() -> None:
 
 
 def _lm_eval(
-    loaded: Any, args: argparse.Namespace, given: dict[str, Any], manager: Any = None
+    loaded: Any,
+    args: argparse.Namespace,
+    tasks: list[str],
+    given: dict[str, Any],
+    manager: Any = None,
 ) -> dict[str, Any]:
-    """Run ``--tasks`` through lm-eval (``unmask.lm_eval.run_tasks``; ``manager``: the tasks'
-    ``find_tasks``) and keep what the report shows: the results, their config, the standard
-    errors, seconds per item, the table."""
+    """Run ``tasks`` (of ``--tasks``) through lm-eval (``unmask.lm_eval.run_tasks``;
+    ``manager``: the tasks' ``find_tasks``) and keep what the report shows: the results,
+    their config, the standard errors, seconds per item, the table."""
     import time
 
     from unmask.lm_eval import UnmaskLM, run_tasks
@@ -579,7 +599,7 @@ def _lm_eval(
     t0 = time.perf_counter()
     res = run_tasks(
         lm,
-        _task_names(args.tasks),
+        tasks,
         num_fewshot=args.num_fewshot,
         limit=int(args.limit) if args.limit and args.limit >= 1 else args.limit,
         include_path=args.include_path,

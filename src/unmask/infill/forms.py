@@ -61,6 +61,7 @@ from unmask.infill.automaton import (
     whole_pattern,
 )
 from unmask.infill.fill import _max_seq_len, fill_canvas
+from unmask.infill.ordered import form_span
 from unmask.infill.template import is_count, joins_spaces, layouts_canvas, split_choices
 from unmask.messages import plural
 from unmask.sampling.loop import MaskPredictor, StepCallback
@@ -710,16 +711,20 @@ def fill_form(
             layout.append(("hole", (v, holes[v].width)))
     if suffix_ids:
         layout.append(("text", (list(suffix_ids), "")))
-    total = sum(len(v[0]) if k == "text" else v[1] for k, v in layout)
+    causal = is_causal(model)
+    around = len(prefix_ids or ()) + len(suffix_ids or ())  # the locked text around the form
+    whole = sum(len(v[0]) if k == "text" else v[1] for k, v in layout)
+    total = form_span(around, whole - around, causal=causal, fim=causal and bool(suffix_ids))
     max_seq_len = _max_seq_len(model)
     if max_seq_len is not None and total > max_seq_len:
+        eos = ", and the end-of-text token a causal model writes after them" * causal
         raise UserError(
-            f"{source}: the form needs {total} tokens (holes at their widest), more than "
-            f"{CONTEXT_WORDS} {max_seq_len}); use fewer or shorter holes"
+            f"{source}: the form needs {total} tokens (holes at their widest{eos}), more "
+            f"than {CONTEXT_WORDS} {max_seq_len}); use fewer or shorter holes"
         )
     canvas, spans = layouts_canvas([layout], automata, [f"hole {h.path}" for h in holes],
                                    mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
-    if is_causal(model):
+    if causal:
         hole_ids, nfe, repaired = _fill_causal(
             model, tokenizer, layout, holes, automata, config, canvas, spans,
             prefix_ids=prefix_ids, suffix_ids=suffix_ids, generator=generator,

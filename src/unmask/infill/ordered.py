@@ -6,6 +6,8 @@ Inside:
   text and holes (each hole a ``TokenAutomaton`` and a budget of tokens).
 - ``fill_left_to_right``: a form's layout (``unmask.infill.forms.fill_form``) decoded by a
   causal model under the guide; the hole tokens per row, NFE and steps (``Ordered``).
+- ``form_span``: the tokens of context a form takes, filled either way (the one count
+  ``fill_form``, ``fill_left_to_right`` and the server's guided ``/v1/infill`` check).
 
 The same automata as the diffusion path, read in one direction only: in a hole the run is
 in one automaton state, and a token is allowed when its next state can still reach an
@@ -283,6 +285,16 @@ def _hole_index(pieces: Sequence[Piece], k: int) -> int:
     return next(i for i, (kind, v) in enumerate(pieces) if kind == "hole" and v == k)
 
 
+def form_span(text: int, form: int, *, causal: bool, fim: bool = False) -> int:
+    """The tokens of context a form takes: ``text`` tokens of locked text around it (a
+    prompt, a template's text before and after the form), the form at its widest (``form``:
+    its own text and every hole at its width), and, filled left to right by a causal model
+    (``causal``), the end-of-text token the fill reads after the last piece
+    (``fill_left_to_right``), with the three fill-in-the-middle sentinels when text after the
+    form is read before it (``fim``: ``unmask.infill.fim.fim_prompt``)."""
+    return text + form + (1 + 3 * int(fim) if causal else 0)
+
+
 def fill_left_to_right(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -317,12 +329,12 @@ def fill_left_to_right(
     vocab_size = int(getattr(mcfg, "vocab_size", max(a.vocab_size for a in automata)))
     guide = FormGuide(pieces, automata, widths, vocab_size=vocab_size, eos_id=eos_id)
     max_seq_len = getattr(mcfg, "max_seq_len", None)
-    need = max(len(p) for p in prompts) + longest + 1
+    need = form_span(max(len(p) for p in prompts), longest, causal=True)
     if max_seq_len is not None and need > max_seq_len:
         raise UserError(
-            f"the form needs up to {need} tokens after the prompt is read (holes at their "
-            f"widest), more than {CONTEXT_WORDS} {max_seq_len}); use fewer "
-            "or shorter holes"
+            f"the form needs up to {need} tokens with the prompt (holes at their widest, and "
+            f"the end-of-text token after them), more than {CONTEXT_WORDS} {max_seq_len}); "
+            "use fewer or shorter holes"
         )
     device = model_device(model) or torch.device("cpu")
     if generator is None:
@@ -352,4 +364,4 @@ def fill_left_to_right(
     return Ordered(holes=guide.tokens, nfe=run.nfe, steps=run.steps)
 
 
-__all__ = ["FormGuide", "Ordered", "fill_left_to_right"]
+__all__ = ["FormGuide", "Ordered", "fill_left_to_right", "form_span"]

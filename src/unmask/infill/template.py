@@ -274,7 +274,9 @@ def _parse_gap(text: str, i: int) -> tuple[Gap, int]:
             return Gap(name=name, source=source), close + 1
         spec = rest.strip()
     head = head.strip()
-    if name is None and (colon or head) and not head[:1].isdigit() and head[:1] != "-":
+    # in a name's place (a ':' after it) or looking like one; [MASK:+3], [MASK:~3]: a length
+    named = bool(colon) or any(c.isalpha() or c == "_" for c in head)
+    if name is None and named and not head[:1].isdigit() and head[:1] != "-":
         # [MASK:my-city:3], [MASK:é]: a name the syntax does not take ("bad gap length '3'")
         raise UserError(
             f"{_where(text, i)}: bad gap name {head!r} in {source!r}; a name is ASCII letters, "

@@ -213,6 +213,7 @@ def router(state: ServerState) -> APIRouter:
         around it is locked context; the gap gets at most n tokens."""
         from unmask import api
         from unmask.infill import Gap, fill_form, parse_form, parse_template
+        from unmask.infill.ordered import form_span
         from unmask.server.routes.guided import build_form
 
         user_call(lambda: api.refuse_continuous(state.loaded, "guided infill"), "model")
@@ -230,8 +231,10 @@ def router(state: ServerState) -> APIRouter:
         before = "".join(s for s in segments[:k] if isinstance(s, str))
         after = "".join(s for s in segments[k + 1 :] if isinstance(s, str))
         n_text = len(tok.encode(before)) + len(tok.encode(after))
-        if n_text + 1 > state.max_seq_len:  # the text and at least one token of the gap
-            raise APIError(400, f"template needs at least {n_text + 1} tokens ({n_text} of "
+        fim = state.causal and bool(after)  # a causal model reads the text after it first
+        least = form_span(n_text, 1, causal=state.causal, fim=fim)
+        if least > state.max_seq_len:  # the text and at least one token of the gap
+            raise APIError(400, f"template needs at least {least} tokens ({n_text} of "
                            f"text), more than {CONTEXT_WORDS} {state.max_seq_len}): shorten "
                            "the template's text (/v1/tokenize counts tokens)", param="template",
                            code="context_length_exceeded")
@@ -241,12 +244,15 @@ def router(state: ServerState) -> APIRouter:
             lambda: parse_form(form, tok, source=guided["source"]), guided["source"])
         answer = sum(len(tok.encode(v)) if kind == "text" else holes[v].width
                      for kind, v in items)  # the answer at its longest, as fill_form counts
-        if n_text + answer > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
+        need = form_span(n_text, answer, causal=state.causal, fim=fim)
+        if need > state.max_seq_len:  # fill_form said "use fewer or shorter holes"
             source, where = guided["source"], gap.source or "[MASK]"
+            extra = (" and the end-of-text token a causal model writes after it"
+                     + " (and 3 fill-in-the-middle sentinels)" * bool(after)) * state.causal
             raise APIError(400, f"{source}: its answer in {where} takes up to {answer} tokens "
-                           f"(each value at most {width}), {n_text + answer} with the "
-                           f"template's text, more than {CONTEXT_WORDS} {state.max_seq_len}): "
-                           f"give a smaller n in [MASK:n] or a smaller {source}",
+                           f"(each value at most {width}), {need} with the template's text"
+                           f"{extra}, more than {CONTEXT_WORDS} {state.max_seq_len}): give a "
+                           f"smaller n in [MASK:n] or a smaller {source}",
                            param=source, code="context_length_exceeded")
         fewest = max((a.min_tokens() or 0 for a in automata), default=0)
         if fewest > width:  # n bounds each value as max_tokens does (the skeleton on top)

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse
 from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling import choose_decoder
+from unmask.sampling import choose_decoder, validate
 from unmask.server.http import APIError
 from unmask.server.plumbing import check_names, check_steps, max_tokens_room, secured
 from unmask.server.schemas import CompletionRequest, DiffusionOptions
@@ -67,9 +67,15 @@ def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig
     """``runs`` with recommended steps capped to ``--max-steps`` as ``/v1/completions`` caps
     them (``cap_default_steps``), and the first 400 it answers ``req`` whatever the prompt, in
     its order: a sent ``steps`` over ``--max-steps`` (``check_steps``), a ``length`` past the
-    context even after an empty prompt (one token for a causal model), steps one per token
-    over ``--max-steps``; None when it runs."""
-    from unmask.server.routes.completions import cap_default_steps
+    context even after an empty prompt (one token for a causal model), a sent option the
+    decoder refuses (``steps`` or ``policy`` on a causal model), steps one per token over
+    ``--max-steps``, steps that do not split over the blocks, a length that is not whole
+    blocks of a bd3lm checkpoint; None when it runs."""
+    from unmask.server.routes.completions import (
+        cap_default_steps,
+        check_whole_blocks,
+        request_error,
+    )
 
     refused = None
     try:
@@ -81,13 +87,19 @@ def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig
     if length > room and refused is None:
         refused = (f"max_tokens ({length}) exceeds the {who}'s context of {ctx} tokens; use "
                    f"max_tokens <= {room} less the prompt's tokens")
-    try:
-        decoder = choose_decoder(api.facts_of(state.loaded), runs)
+    try:  # /v1/completions' checks in its order (``prepare``), those no prompt changes
+        decoder = choose_decoder(api.facts_of(state.loaded), runs)  # a causal model's loop
         runs = cap_default_steps(state, req, decoder, runs, [0])
+        if not state.causal:
+            validate(runs)  # steps that do not split over the blocks
+        # whole blocks of a bd3lm checkpoint; LLaDA 2.x counts its blocks from the first
+        # prompt token: that refusal depends on the prompt, and its run's own 400 says it
+        if getattr(state.cfg, "block_align", "pad") != "absolute":
+            check_whole_blocks(state, decoder, runs, [0])
     except APIError as e:  # steps one per token over --max-steps: the server's words
         refused = refused or e.message
-    except UserError:  # another refusal: the run's own 400 says it, with the prompt known
-        pass
+    except UserError as e:  # the library's refusal, in the API's words
+        refused = refused or request_error(req, e).message
     return runs, refused
 
 
