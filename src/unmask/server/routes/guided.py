@@ -341,6 +341,7 @@ async def run_guided(
     """Answer a constrained completions / chat request (one prompt of ids ``encode``,
     ``n`` = 1), after the checks every completions request passes."""
     from unmask.infill import fill_form
+    from unmask.infill.ordered import form_span
 
     top_p = check_generation(state, req, prompts)
     try:
@@ -352,12 +353,16 @@ async def run_guided(
             400, "structured output takes one prompt and n = 1", param="n", code="invalid_value"
         )
     ids = encode(prompts[0])
-    if len(ids) + req.max_tokens > state.max_seq_len:
+    # a causal checkpoint fills left to right and reads an end-of-text token after the answer
+    need = form_span(len(ids), req.max_tokens, causal=state.causal)
+    if need > state.max_seq_len:
+        room = state.max_seq_len - (need - req.max_tokens)
+        eot = " + the end-of-text token" if need > len(ids) + req.max_tokens else ""
         raise APIError(
             400,
-            f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}) "
+            f"prompt ({len(ids)} tokens) + max_tokens ({req.max_tokens}){eot} "
             f"exceeds the model's context of {state.max_seq_len} tokens",
-            param=overflow_param(req, state.max_seq_len - len(ids)),
+            param=overflow_param(req, room),
             code="context_length_exceeded",
         )
     if "choice" in kwargs and "max_tokens" in req.model_fields_set:
