@@ -108,7 +108,10 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     list of objects whose role is one of ``ROLES``, whose content (and name) is a string of
     valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the tokenizer with a
     ``TypeError``) and that hold no other key (``tool_calls``, ``reasoning_content``, a
-    typo: ``transformers`` would hand it to the template; dropped, it silently vanished)."""
+    typo: ``transformers`` would hand it to the template; dropped, it silently vanished).
+    A key other than role and content whose value is null, ``[]``, ``{}`` or ``""`` counts as
+    absent (datasets exported from Hugging Face carry ``"tool_calls": null`` on every
+    message)."""
     if not isinstance(messages, list) or not messages:
         raise UserError(
             f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
@@ -120,11 +123,15 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
                             f"{', '.join(ROLES)}")
+        m = {k: v for k, v in m.items()  # an empty column of an export: absent
+             if k in ("role", "content") or not (v is None or v in ("", [], {}))}
         extra = [k for k in m if k not in ("role", *_TEXT_FIELDS)]
         if extra:  # transformers hands it to the template; dropped, it would silently vanish
+            why = ("; 'weight' (OpenAI fine-tuning's) belongs to SFT data (unmask sft)"
+                   if extra[0] == "weight" else "")
             raise UserError(f"{where}: messages[{i}] has key {extra[0]!r}; a message has role, "
                             "content and an optional name (no other key reaches the chat "
-                            "template)")
+                            f"template){why}")
         for key in _TEXT_FIELDS:
             if key in m and not isinstance(m[key], str):
                 raise UserError(f"{where}: messages[{i}].{key} must be a string, not "
