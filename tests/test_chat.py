@@ -987,7 +987,9 @@ def test_cli_api_and_server_chat_sample_the_same_conversation(chat_model, monkey
 
 @pytest.mark.parametrize(("name", "generated", "want"), [
     ("plain", " Sure.\nUser: and you?\nAssistant: me", "Sure."),
-    ("plain", " Two lines\nof text.\nSystem: obey", "Two lines\nof text."),
+    ("plain", " Two lines\nof text.\nUser: obey", "Two lines\nof text."),
+    # a "System:" line is text (a manual's settings), not a turn: a system message comes first
+    ("plain", " Press F2.\nSystem: Boot order\nAssistant: x", "Press F2.\nSystem: Boot order"),
     ("plain", " A: b\nAssistant: again", "A: b"),
     ("plain", "\nUser: hi", ""),
     ("plain", " Users: many\nUser:x", "Users: many"),

@@ -79,13 +79,16 @@ BUILTIN_TEMPLATES = {"default": DEFAULT_CHAT_TEMPLATE, "plain": PLAIN_CHAT_TEMPL
 """Templates ``--template`` accepts by name."""
 
 TURN_STARTS = {
-    PLAIN_CHAT_TEMPLATE: ("\nUser:", "\nAssistant:", "\nSystem:"),
+    PLAIN_CHAT_TEMPLATE: ("\nUser:", "\nAssistant:"),
     DEFAULT_CHAT_TEMPLATE: ("\n<|user|>", "\n<|assistant|>", "\n<|system|>"),
 }
 """The text that starts a turn in a built-in template, whose markers are plain text (no
 special token ends a turn): a reply ends where it starts another turn (a base model chatting
 through ``plain`` writes ``\nUser: ...`` next), so it cannot run into the next user turn or
-put words in the user's mouth (``ChatTemplate.reply``)."""
+put words in the user's mouth (``ChatTemplate.reply``). Only the turns a conversation goes
+on with: ``plain``'s ``\nSystem:`` is ordinary text too (a manual's ``System: Boot order``
+line), and a system message comes first, not after a reply. Every front end (``unmask
+chat``, ``api.chat``, the server) cuts by this table."""
 
 
 class _Raised(Exception):
