@@ -309,3 +309,27 @@ def test_cli_n_of_a_greedy_run_says_every_choice_is_the_same(tmp_path, capsys):
     main(["generate", "--model", path, "ab", "--gen-length", "4", "--n", "2", "--dtype", "fp32",
           "--temperature", "1", "--no-live"])
     assert "every choice is the same" not in capsys.readouterr().err
+
+
+def test_a_sampled_cli_run_without_a_seed_seeds_each_row_and_its_help_says_so(
+        tmp_path, capsys, monkeypatch):
+    """The help said rows were seeded on their own "with --seed and sampling"; a run that
+    samples draws a seed where none is given, so every sampled run seeds its rows: each
+    prompt's text is its text alone under the reported seed (choice j: seed + j)."""
+    path = _checkpoint(tmp_path)
+    out = _cli(capsys, path, ["ab", "The cat"], "--gen-length", "6", "--temperature", "1",
+               "--n", "2")
+    seed = out["config"]["seed"]
+    assert isinstance(seed, int)
+    m = _loaded(path)
+    config = {"gen_length": 6, "temperature": 1.0}
+    for k, prompt in enumerate(["ab", "The cat"]):
+        for j in range(2):
+            alone = api.generate(m, prompt, config={**config, "seed": seed + j}).texts
+            assert [out["results"][2 * k + j]["text"]] == alone
+    monkeypatch.setenv("COLUMNS", "2000")  # argparse wraps the help to the terminal's width
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "seeds each row on its own" in text and "with --seed and sampling" not in text
+    assert "SEED drawn unless --seed is given" in text
