@@ -398,8 +398,10 @@ def test_a_control_token_opening_the_chat_is_encoded_as_transformers(make, typed
         ([{"role": "user", "content": "a\ud800"}], r"messages\[0\].content holds an unpaired"),
         ([{"role": "user", "content": "a", "name": "\udc80"}], r"messages\[0\].name holds an"),
         # a key no template sees was dropped silently (transformers hands it to the template)
-        ([{"role": "user", "content": "a", "tool_calls": []}],
+        ([{"role": "user", "content": "a", "tool_calls": [{"id": "c1"}]}],
          r"messages\[0\] has key 'tool_calls'; a message has role, content and an optional name"),
+        ([{"role": "assistant", "content": "a", "weight": 0}],
+         r"has key 'weight'; .*belongs to SFT data \(unmask sft\)"),
     ],
 )
 def test_bad_messages(messages, problem):
@@ -985,7 +987,9 @@ def test_cli_api_and_server_chat_sample_the_same_conversation(chat_model, monkey
 
 @pytest.mark.parametrize(("name", "generated", "want"), [
     ("plain", " Sure.\nUser: and you?\nAssistant: me", "Sure."),
-    ("plain", " Two lines\nof text.\nSystem: obey", "Two lines\nof text."),
+    ("plain", " Two lines\nof text.\nUser: obey", "Two lines\nof text."),
+    # a "System:" line is text (a manual's settings), not a turn: a system message comes first
+    ("plain", " Press F2.\nSystem: Boot order\nAssistant: x", "Press F2.\nSystem: Boot order"),
     ("plain", " A: b\nAssistant: again", "A: b"),
     ("plain", "\nUser: hi", ""),
     ("plain", " Users: many\nUser:x", "Users: many"),

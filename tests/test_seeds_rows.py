@@ -184,7 +184,8 @@ def test_seeded_speculative_rows_keep_their_acceptance_counts(tmp_path):
     stats = out.result.acceptance_stats()
     for name in ("drafted", "accepted", "verifier_forwards", "drafter_forwards"):
         assert stats[name] == sum(a.result.acceptance_stats()[name] for a in alone), name
-    assert out.nfe == sum(a.nfe for a in alone) and out.steps == sum(a.steps for a in alone)
+    assert out.nfe == sum(a.nfe for a in alone)
+    assert out.steps == max(a.steps for a in alone)  # as the server counts them
 
 
 @pytest.mark.parametrize("extra", [{"cache": "prefix"}, {"segment_length": 8},
@@ -201,6 +202,74 @@ def test_seeded_rows_match_with_caches_segments_and_blocks(extra):
                                   "seed": 7, "n": 2, **extra})
     config = {"gen_length": 16, "temperature": 1.0, "seed": 7, **extra}
     assert api.generate(m, prompts, config=config, n=2).texts == served
+
+
+class _EndsAtA(torch.nn.Module):
+    """A ``bd3lm`` model sure of EOS in a row whose canvas holds ``A`` and of ``z``
+    elsewhere: the row of prompt ``"A"`` ends after its first block, the other runs on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64,
+                                   attention="block-causal", block_size=4, objective="bd3lm",
+                                   **TOK.special_ids())  # fmt: skip
+        self.eos, self.a, self.z = TOK.special_ids()["eos_id"], TOK.encode("A")[-1], \
+            TOK.encode("z")[-1]
+
+    def forward(self, tokens: torch.Tensor, attention_mask=None) -> torch.Tensor:
+        logits = torch.full((*tokens.shape, self.config.vocab_size), -1e4)  # (B, L, V)
+        ended = (tokens == self.a).any(dim=1)  # (B,)
+        logits[ended, :, self.eos] = 1e4
+        logits[~ended, :, self.z] = 1e4
+        return logits
+
+
+def test_seeded_block_rows_that_end_early_keep_the_other_rows_whole():
+    """Seeded ``bd3lm`` rows run one after another; a row that ends at EOS after its first
+    block has a shorter canvas, and the joined rows were cut to the first row's width: the
+    other prompt's 16 tokens became 4. Now every row is as wide as the widest, the early one
+    right-padded with EOS as a batch writes it, and the texts are the server's."""
+    from server_helpers import loaded
+
+    m = loaded(_EndsAtA())
+    config = {"gen_length": 16, "steps": 16, "temperature": 1.0}
+    for prompts in (["A", "bb"], ["bb", "A"]):
+        seeded = api.generate(m, prompts, config={**config, "seed": 3})
+        assert seeded.decoder == "bd3lm"
+        long = prompts.index("bb")
+        assert seeded.texts[long] == "z" * 16 and seeded.texts[1 - long] == ""
+        assert [len(i) for i in seeded.ids] == [16, 16]
+        assert seeded.texts == api.generate(m, prompts, config=config).texts  # unseeded
+        with _client(m) as c:
+            served = _served(c, {"prompt": prompts, "max_tokens": 16, "steps": 16,
+                                 "temperature": 1.0, "seed": 3})[0]
+        assert served == seeded.texts
+
+
+def test_seeded_rows_report_the_steps_the_server_reports(tmp_path, capsys):
+    """Seeded rows that run one after another (a KV cache) reported the sum of their steps
+    through the API and the CLI (``32 steps`` and ``0.50 tokens/step`` for two 16-step
+    rows) and the most of them through the server. Now all three say the most, the steps a
+    row took; ``nfe`` still counts every forward."""
+    from server_helpers import loaded, random_transformer
+
+    m = loaded(random_transformer())
+    prompts, config = ["In the", "x"], {"gen_length": 8, "steps": 8, "temperature": 1.0,
+                                        "seed": 7, "cache": "prefix"}
+    out = api.generate(m, prompts, config=config)
+    alone = [api.generate(m, p, config=config) for p in prompts]
+    assert out.steps == max(a.steps for a in alone) == 8
+    assert out.nfe == sum(a.nfe for a in alone)
+    with _client(m) as c:
+        body = _served(c, {"prompt": prompts, "max_tokens": 8, "steps": 8,
+                           "temperature": 1.0, "seed": 7, "cache": "prefix"})[1]
+    assert body["steps"] == out.steps
+    path = _checkpoint(tmp_path)
+    main(["generate", "--model", path, *prompts, "--gen-length", "8", "--steps", "8",
+          "--temperature", "1", "--seed", "7", "--cache", "prefix", "--dtype", "fp32",
+          "--no-live", "--block-length", "8"])
+    err = capsys.readouterr().err
+    assert ", 8 steps," in err and "1.00 tokens/step" in err, err
 
 
 def test_a_chat_reply_repeats_from_its_reported_seed():
@@ -240,3 +309,27 @@ def test_cli_n_of_a_greedy_run_says_every_choice_is_the_same(tmp_path, capsys):
     main(["generate", "--model", path, "ab", "--gen-length", "4", "--n", "2", "--dtype", "fp32",
           "--temperature", "1", "--no-live"])
     assert "every choice is the same" not in capsys.readouterr().err
+
+
+def test_a_sampled_cli_run_without_a_seed_seeds_each_row_and_its_help_says_so(
+        tmp_path, capsys, monkeypatch):
+    """The help said rows were seeded on their own "with --seed and sampling"; a run that
+    samples draws a seed where none is given, so every sampled run seeds its rows: each
+    prompt's text is its text alone under the reported seed (choice j: seed + j)."""
+    path = _checkpoint(tmp_path)
+    out = _cli(capsys, path, ["ab", "The cat"], "--gen-length", "6", "--temperature", "1",
+               "--n", "2")
+    seed = out["config"]["seed"]
+    assert isinstance(seed, int)
+    m = _loaded(path)
+    config = {"gen_length": 6, "temperature": 1.0}
+    for k, prompt in enumerate(["ab", "The cat"]):
+        for j in range(2):
+            alone = api.generate(m, prompt, config={**config, "seed": seed + j}).texts
+            assert [out["results"][2 * k + j]["text"]] == alone
+    monkeypatch.setenv("COLUMNS", "2000")  # argparse wraps the help to the terminal's width
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "seeds each row on its own" in text and "with --seed and sampling" not in text
+    assert "SEED drawn unless --seed is given" in text

@@ -507,3 +507,36 @@ def test_a_run_whose_result_fails_fails_its_own_request_only():
         assert text(later.future.result(timeout=10)) == alone(inner, "later", config).gen_ids[0]
     finally:
         engine.close()
+
+
+def test_batch_wait_holds_a_sampled_request_without_a_seed_too(monkeypatch):
+    """``--batch-wait`` lets requests that arrive together start together. A sampled request
+    with no seed is run with a drawn one, which marked it not batchable (whole-batch runs),
+    so the wait was skipped for every such request although its rows join the continuous
+    batch as any other's do. Now the wait is decided by whether the head job joins the
+    continuous batch (or may share a whole run): greedy, sampled and seeded alike; a job
+    that runs alone (a KV cache with a seed) starts at once."""
+    pytest.importorskip("fastapi")
+    import time
+    import types
+
+    from fastapi.testclient import TestClient
+
+    import unmask.server.batching as batching
+    from unmask.server import ServerLimits, create_app
+
+    waits: list[float] = []  # the module's ``time`` with ``sleep`` recorded, not slept
+    clock = types.SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if n[0] != "_"})
+    clock.sleep = waits.append
+    monkeypatch.setattr(batching, "time", clock)
+    app = create_app(loaded(random_transformer()), limits=ServerLimits(batch_wait_s=0.125))
+    body = {"prompt": "In the", "max_tokens": 4, "steps": 4}
+    with TestClient(app) as c:
+        for extra in ({"temperature": 0}, {"temperature": 1.0}, {"temperature": 1.0, "seed": 3},
+                      {"temperature": 1.0, "seed": 3, "n": 2},
+                      {"temperature": 1.0, "seed": 3, "cache": "prefix"}):
+            waits.clear()
+            r = c.post("/v1/completions", json={**body, **extra})
+            assert r.status_code == 200, r.text
+            expected = [] if "cache" in extra else [0.125]
+            assert [w for w in waits if w == 0.125] == expected, extra

@@ -490,3 +490,34 @@ def test_a_causal_form_counts_its_end_of_text_token_against_max_tokens():
         err = r.json()["error"]
         assert err["param"] == "max_tokens" and err["code"] == "context_length_exceeded"
         assert "end-of-text token" in err["message"] and "holes" not in err["message"]
+
+
+@pytest.mark.parametrize(
+    "url,body",
+    [
+        ("/v1/chat/completions",
+         {"messages": [{"role": "user", "content": "A verse?"}], "guided_json": SCHEMA}),
+        ("/v1/completions", {"prompt": "Code: ", "guided_regex": "[a-z]{3}-[0-9]{3}"}),
+    ],
+)
+def test_structured_output_reports_the_seed_that_repeats_it(own_client, url, body):
+    """A completion reports the seed it ran with (drawn where a sampled request sent none);
+    a structured-output response had no ``seed``, so its sampled answer could not be
+    repeated. Now it reports one, in the response and in every streamed chunk: sent back, it
+    gives the same answer; a sent seed is reported as sent, a greedy request's is null."""
+    body = {**body, "max_tokens": 12, "steps": 8, "temperature": 1.0}
+
+    def answer(out: dict) -> str:
+        choice = out["choices"][0]
+        return choice["message"]["content"] if "message" in choice else choice["text"]
+
+    r = own_client.post(url, json=body)
+    assert r.status_code == 200, r.text
+    seed = r.json()["seed"]
+    assert isinstance(seed, int) and not isinstance(seed, bool)
+    again = own_client.post(url, json={**body, "seed": seed}).json()
+    assert again["seed"] == seed and answer(again) == answer(r.json())
+    assert own_client.post(url, json={**body, "temperature": 0}).json()["seed"] is None
+    s = own_client.post(url, json={**body, "seed": 9, "stream": True})
+    chunks = [json.loads(d) for _, d in sse_events(s.text) if d and d != "[DONE]"]
+    assert chunks and {c.get("seed") for c in chunks if "choices" in c} == {9}

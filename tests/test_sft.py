@@ -86,6 +86,16 @@ def test_reads_pairs_and_messages(tmp_path):
         (json.dumps({"prompt": "a", "completion": "b"}),
          "missing field(s) response (or give 'messages') (TRL's 'completion' is 'response' "
          "here)"),
+        # OpenAI fine-tuning's weight: 0 or 1, on assistant messages, some turn trained
+        (json.dumps({"messages": [{"role": "user", "content": "a", "weight": 1},
+                                  {"role": "assistant", "content": "b"}]}),
+         "messages[0] has a weight; only an assistant message has one"),
+        (json.dumps({"messages": [{"role": "user", "content": "a"},
+                                  {"role": "assistant", "content": "b", "weight": 0.5}]}),
+         "messages[1].weight must be 0 or 1, not 0.5"),
+        (json.dumps({"messages": [{"role": "user", "content": "a"},
+                                  {"role": "assistant", "content": "b", "weight": 0}]}),
+         "every assistant turn has weight 0; nothing to train"),
     ],
 )
 def test_bad_data_names_file_and_line(tmp_path, line, message):
@@ -377,6 +387,30 @@ def test_every_assistant_turn_of_a_conversation_is_trained(tmp_path):
     x_old, _ = single.batch(idx, 64)
     x_new, _ = single.sample(5, 64, torch.Generator().manual_seed(3))
     assert torch.equal(x_old, x_new)
+
+
+def test_empty_keys_of_an_export_are_absent_and_weight_0_turns_are_not_trained(tmp_path):
+    """Datasets exported from Hugging Face carry ``"tool_calls": null`` (and ``"name":
+    null``) on every message, and OpenAI fine-tuning data ``"weight": 0|1`` on assistant
+    messages: every such line was refused. A null, empty-list or empty-string key is now
+    absent; a turn of weight 0 is not trained (it stays in the prompt of the next one)."""
+    tok = byte_tokenizer()
+    msgs = [{"role": "user", "content": "q1", "tool_calls": None, "name": None},
+            {"role": "assistant", "content": "a1", "weight": 0, "tool_calls": []},
+            {"role": "user", "content": "q2", "name": ""},
+            {"role": "assistant", "content": "a2", "weight": 1, "reasoning_content": None}]
+    ex = read_sft_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"messages": msgs}]))
+    clean = [{"role": m["role"], "content": m["content"]} for m in msgs]
+    assert ex[0].messages == clean
+    data = SFTData(ex, tok, eos_id=tok.eos_id, chat_template=None)
+    assert data.turns == [[0]] and data.sources == [f"{tmp_path / 'd.jsonl'}:1"]
+    assert data.rows[0][0] == tok.encode(chat_prompt(None, clean[:3]))  # a1 is prompt
+    assert tok.decode(data.rows[0][1][:-1]) == "a2"
+    msgs[1]["weight"], msgs[3]["weight"] = 1, 0  # the last turn untrained, the first trained
+    data = SFTData(read_sft_jsonl(write_jsonl(tmp_path / "e.jsonl", [{"messages": msgs}])),
+                   tok, eos_id=tok.eos_id, chat_template=None)
+    assert [tok.decode(r[1][:-1]) for r in data.rows] == ["a1"]
+    assert data.rows[0][0] == tok.encode(chat_prompt(None, clean[:1]))
 
 
 def test_validation_flags_on_a_run_without_a_validation_split_are_refused(tmp_path, capsys):

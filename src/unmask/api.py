@@ -834,33 +834,43 @@ def _run_rows(
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
-    steps = (max if together else sum)(r.steps for r in results)
-    return _joined(results, forwards, steps, pad_id=facts_of(loaded).pad_id), seconds
+    steps = max(r.steps for r in results)  # the server's count, whether or not together
+    facts = facts_of(loaded)
+    return _joined(results, forwards, steps, pad_id=facts.pad_id, eos_id=facts.eos_id), seconds
 
 
 def _joined(results: list[GenerateResult], nfe: int, steps: int, *,
-            pad_id: int | None) -> GenerateResult:
+            pad_id: int | None, eos_id: int | None = None) -> GenerateResult:
     """One result of the rows of ``results`` (runs of a row each, of one decoder): canvases
     left-padded to the longest prompt (padding masked out in ``attention_mask``), the
-    generation regions aligned, ``nfe`` the forward passes they took (shared ones once),
-    ``steps`` the steps (the most of runs stepped together, the sum of runs one after
-    another). A decoder's own result class keeps its counts, summed over the runs (the
-    drafts and acceptances of ``speculative`` and ``hybrid``: ``acceptance_stats``)."""
+    generation regions aligned and as wide as the widest (a row that ended early, a
+    ``bd3lm`` run stopped at EOS before its last block, is right-padded with ``eos_id`` as
+    a batch writes its finished rows), ``nfe`` the forward passes they took (shared ones
+    once), ``steps`` the steps (the most of any row's run: what the server reports, the
+    depth of the batch rather than the work, which ``nfe`` counts). A decoder's own result
+    class keeps its counts, summed over the runs (the drafts and acceptances of
+    ``speculative`` and ``hybrid``: ``acceptance_stats``)."""
     import torch
 
     from unmask.sampling.protocol import GenerateResult
 
     head = max(r.region[0] for r in results)
-    tail = max(r.tokens.shape[1] - r.region[0] for r in results)
-    width = results[0].region[1] - results[0].region[0]
+    width = max(r.region[1] - r.region[0] for r in results)
+    tail = max(r.tokens.shape[1] - r.region[0] for r in results)  # >= width
     fill = 0 if pad_id is None else pad_id
     tokens, masks = [], []
     for r in results:
         left, right = head - r.region[0], tail - (r.tokens.shape[1] - r.region[0])
-        tokens.append(torch.nn.functional.pad(r.tokens, (left, right), value=fill))
+        row = torch.nn.functional.pad(r.tokens, (left, right), value=fill)  # (1, head + tail)
+        short = head + r.region[1] - r.region[0]  # where this row's generation ended
+        if short < head + width:  # ended early: EOS to the common width, as a batch pads
+            row[:, short : head + width] = fill if eos_id is None else eos_id
+        tokens.append(row)
         real = (torch.ones_like(r.tokens, dtype=torch.bool) if r.attention_mask is None
                 else r.attention_mask.bool())
-        masks.append(torch.nn.functional.pad(real, (left, right), value=False))
+        real = torch.nn.functional.pad(real, (left, right), value=False)
+        real[:, short : head + width] = True  # the EOS padding is the row's text
+        masks.append(real)
     mask = torch.cat(masks)  # (B, L)
     base = {f.name for f in dataclasses.fields(GenerateResult)}
     own = {  # the counts of a subclass (SpeculativeResult): sums over the rows' runs

@@ -79,13 +79,16 @@ BUILTIN_TEMPLATES = {"default": DEFAULT_CHAT_TEMPLATE, "plain": PLAIN_CHAT_TEMPL
 """Templates ``--template`` accepts by name."""
 
 TURN_STARTS = {
-    PLAIN_CHAT_TEMPLATE: ("\nUser:", "\nAssistant:", "\nSystem:"),
+    PLAIN_CHAT_TEMPLATE: ("\nUser:", "\nAssistant:"),
     DEFAULT_CHAT_TEMPLATE: ("\n<|user|>", "\n<|assistant|>", "\n<|system|>"),
 }
 """The text that starts a turn in a built-in template, whose markers are plain text (no
 special token ends a turn): a reply ends where it starts another turn (a base model chatting
 through ``plain`` writes ``\nUser: ...`` next), so it cannot run into the next user turn or
-put words in the user's mouth (``ChatTemplate.reply``)."""
+put words in the user's mouth (``ChatTemplate.reply``). Only the turns a conversation goes
+on with: ``plain``'s ``\nSystem:`` is ordinary text too (a manual's ``System: Boot order``
+line), and a system message comes first, not after a reply. Every front end (``unmask
+chat``, ``api.chat``, the server) cuts by this table."""
 
 
 class _Raised(Exception):
@@ -108,7 +111,10 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
     list of objects whose role is one of ``ROLES``, whose content (and name) is a string of
     valid text (an unpaired surrogate, ``\\ud800`` in JSON, failed in the tokenizer with a
     ``TypeError``) and that hold no other key (``tool_calls``, ``reasoning_content``, a
-    typo: ``transformers`` would hand it to the template; dropped, it silently vanished)."""
+    typo: ``transformers`` would hand it to the template; dropped, it silently vanished).
+    A key other than role and content whose value is null, ``[]``, ``{}`` or ``""`` counts as
+    absent (datasets exported from Hugging Face carry ``"tool_calls": null`` on every
+    message)."""
     if not isinstance(messages, list) or not messages:
         raise UserError(
             f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
@@ -120,11 +126,15 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
                             f"{', '.join(ROLES)}")
+        m = {k: v for k, v in m.items()  # an empty column of an export: absent
+             if k in ("role", "content") or not (v is None or v in ("", [], {}))}
         extra = [k for k in m if k not in ("role", *_TEXT_FIELDS)]
         if extra:  # transformers hands it to the template; dropped, it would silently vanish
+            why = ("; 'weight' (OpenAI fine-tuning's) belongs to SFT data (unmask sft)"
+                   if extra[0] == "weight" else "")
             raise UserError(f"{where}: messages[{i}] has key {extra[0]!r}; a message has role, "
                             "content and an optional name (no other key reaches the chat "
-                            "template)")
+                            f"template){why}")
         for key in _TEXT_FIELDS:
             if key in m and not isinstance(m[key], str):
                 raise UserError(f"{where}: messages[{i}].{key} must be a string, not "

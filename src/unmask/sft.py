@@ -13,10 +13,12 @@ Input: a JSONL file, one example per line, either
 
 A message has ``role``, ``content`` and an optional ``name``; another key (``tool_calls``,
 ``reasoning_content``, a typo) is refused, naming the line, as no other key reaches the
-template. Roles may come in any order (two user turns in a row, a system message later on):
-as in ``transformers`` and TRL, the order is the template's to accept or reject (its
-``raise_exception`` then names the line). Other fields of a line (an ``id``, a ``source``)
-are ignored, as TRL drops a dataset's unused columns.
+template, unless its value is null, ``[]``, ``{}`` or ``""`` (absent). An assistant message may
+carry OpenAI fine-tuning's ``"weight"``: 0 leaves that turn untrained (it stays in the
+prompt of later turns), 1 (or none) trains it. Roles may come in any order (two user turns
+in a row, a system message later on): as in ``transformers`` and TRL, the order is the
+template's to accept or reject (its ``raise_exception`` then names the line). Other fields
+of a line (an ``id``, a ``source``) are ignored, as TRL drops a dataset's unused columns.
 A ``messages`` list must end with an ``assistant`` turn: that last turn is the response,
 everything before it (system prompt, earlier turns; at least one message) the prompt. Every
 earlier assistant turn with text and a message before it is trained too, as its own pair
@@ -65,9 +67,36 @@ class SFTExample:
     """Turns as ``{"role", "content"}``; the last one is the response."""
     source: str
     """``file:line`` it came from (for error messages)."""
+    untrained: frozenset[int] = frozenset()
+    """Indices of the assistant turns given ``"weight": 0`` (OpenAI fine-tuning's key): part
+    of the prompt of later turns, never a response."""
 
 
-def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
+def _weights(messages: Any, where: str) -> tuple[Any, frozenset[int]]:
+    """``messages`` without OpenAI fine-tuning's ``weight`` key (0 or 1, on assistant
+    messages; null counts as absent) and the indices of the turns weighted 0."""
+    if not isinstance(messages, list):
+        return messages, frozenset()
+    out, untrained = [], set()
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("weight") is None:
+            out.append(m)
+            continue
+        w = m["weight"]
+        if m.get("role") != "assistant":
+            raise UserError(f"{where}: messages[{i}] has a weight; only an assistant message "
+                            "has one (0: that turn is not trained, 1: it is)")
+        if isinstance(w, bool) or w not in (0, 1):
+            raise UserError(f"{where}: messages[{i}].weight must be 0 or 1, not {w!r}")
+        if w == 0:
+            untrained.add(i)
+        out.append({k: v for k, v in m.items() if k != "weight"})
+    return out, frozenset(untrained)
+
+
+def _check_messages(messages: Any, where: str) -> tuple[list[dict[str, str]], frozenset[int]]:
+    """The checked messages of a line and the turns weighted 0 (``_weights``)."""
+    messages, untrained = _weights(messages, where)
     out = check_messages(messages, where=where)
     if out[-1]["role"] != "assistant":
         raise UserError(
@@ -78,7 +107,9 @@ def _check_messages(messages: Any, where: str) -> list[dict[str, str]]:
                         "response (the prompt)")
     if not out[-1]["content"].strip():
         raise UserError(f"{where}: empty response")
-    return out
+    if not _trained_turns(out, untrained):
+        raise UserError(f"{where}: every assistant turn has weight 0; nothing to train")
+    return out, untrained
 
 
 def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
@@ -93,8 +124,9 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
         if "messages" in obj and both:
             raise UserError(f"{where}: give 'messages' or 'prompt'/'response', not both (this "
                             f"line has 'messages' and {' and '.join(repr(k) for k in both)})")
+        untrained: frozenset[int] = frozenset()
         if "messages" in obj:
-            messages = _check_messages(obj["messages"], where)
+            messages, untrained = _check_messages(obj["messages"], where)
         elif "prompt" in obj and "response" in obj:
             if not isinstance(obj["prompt"], str) or not isinstance(obj["response"], str):
                 raise UserError(f"{where}: 'prompt' and 'response' must be strings")
@@ -110,13 +142,13 @@ def read_sft_jsonl(path: str | os.PathLike[str]) -> list[SFTExample]:
                     {"role": "assistant", "content": obj["response"]},
                 ],
                 where,
-            )
+            )[0]
         else:
             missing = [k for k in ("prompt", "response") if k not in obj]
             trl = " (TRL's 'completion' is 'response' here)" if "completion" in obj else ""
             raise UserError(f"{where}: missing field(s) {', '.join(missing)} (or give "
                             f"'messages'){trl}")
-        examples.append(SFTExample(messages=messages, source=where))
+        examples.append(SFTExample(messages=messages, source=where, untrained=untrained))
     if not examples:
         raise UserError(f"{path}: no examples")
     return examples
@@ -154,7 +186,7 @@ class SFTData:
             self.template, tokenizer, bos_id=tokenizer.bos_id, eos_id=eos_id, origin=origin
         )
         for ex in examples:
-            ends = _trained_turns(ex.messages)
+            ends = _trained_turns(ex.messages, ex.untrained)
             self.turns.append(list(range(len(self.rows), len(self.rows) + len(ends))))
             for k, end in enumerate(ends, start=1):
                 where = ex.source if k == len(ends) else \
@@ -208,14 +240,15 @@ class SFTData:
         return self.batch(idx, seq_len)
 
 
-def _trained_turns(messages: list[dict[str, str]]) -> list[int]:
+def _trained_turns(messages: list[dict[str, str]],
+                   untrained: frozenset[int] = frozenset()) -> list[int]:
     """Indices of the assistant turns of a conversation that are trained: every one with a
     message before it and text of its own (LLaDA App. B.1: an n-turn dialogue is n
-    single-turn pairs, turn i's prompt being everything before it). The last message is an
-    assistant turn with text (``read_sft_jsonl``), so there is at least one."""
+    single-turn pairs, turn i's prompt being everything before it), but those in
+    ``untrained`` (``"weight": 0``). ``read_sft_jsonl`` refuses a line with none."""
     return [
         i for i, m in enumerate(messages)
-        if i > 0 and m["role"] == "assistant" and m["content"].strip()
+        if i > 0 and m["role"] == "assistant" and m["content"].strip() and i not in untrained
     ]  # fmt: skip
 
 

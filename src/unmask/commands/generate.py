@@ -52,8 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "low-confidence remasking, optional semi-autoregressive blocks and guidance; "
             "parallel threshold/factor/entropy policies and KV caches for speed). "
             "Causal (autoregressive) checkpoints are decoded token by token with a KV cache. "
-            "Several prompts are sampled as one left-padded batch (with --seed and "
-            "sampling, each text a run of its own, seeded as the server seeds it)."
+            "Several prompts are sampled as one left-padded batch; a run that samples "
+            "seeds each row on its own, as the server seeds it (a seed is drawn where "
+            "--seed is not given, and --json reports it), so a prompt writes the same text "
+            "alone or beside others."
             " Sampling flags not given take the checkpoint's recommended options "
             "(sample_defaults in its config.json, measured: argmax in blocks of 4 with "
             "repetition penalty 1.3 and no repeated 4-gram for mdlm models (3-gram for the "
@@ -80,8 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "unmask chat)")
     p.add_argument("--n", type=positive_int, default=1, metavar="N",
                    help="texts per prompt (as the server's n): prompt k's choice j is text "
-                        "k*N+j; with --seed and sampling, choice j is seeded SEED+j, so a prompt "
-                        "writes the same texts alone or beside others (default 1)")
+                        "k*N+j; when sampling, choice j is seeded SEED+j (SEED drawn unless "
+                        "--seed is given), so a prompt writes the same texts alone or beside "
+                        "others (default 1)")
     add_draft_flag(p)
     add_sample_flags(p)
     add_json_flag(p, what="per prompt and choice: text and tokens; plus nfe, steps, seconds, "

@@ -398,7 +398,11 @@ class Engine:
                     self._cond.wait()
                 if self._stop:
                     break
-                fresh = not active and self._queue and self._queue[0].batch_key()[0] != "alone"
+                head = self._queue[0] if not active and self._queue else None
+                # a job that others may join: in a whole batch (its key) or in the continuous
+                # batch (a seeded sampled request, drawn seed included, steps with any other)
+                fresh = head is not None and not head.cancelled and (
+                    head.batch_key()[0] != "alone" or self._kind(head) == "join")
             if fresh and self.batch_wait_s > 0:
                 time.sleep(self.batch_wait_s)  # let requests that arrive together start together
             joined, whole = self._take(active)

@@ -246,6 +246,8 @@ class GuidedEvents:
         chat: bool,
         so_far: AnswerSoFar,
         ids: list[int],
+        *,
+        seed: int | None = None,
     ) -> None:
         self.state, self.request, self.req, self.rid, self.chat = state, request, req, rid, chat
         self.so_far, self.ids = so_far, ids
@@ -254,6 +256,7 @@ class GuidedEvents:
         self.sent = ""
         self.created = int(time.time())  # one for every chunk of the stream, as at OpenAI
         self.usage_chunk = bool(req.stream_options and req.stream_options.include_usage)
+        self.seed = seed  # the seed it ran with, in every chunk (as a completion's stream)
 
     def _chunk(self, text: str | None, reason: str | None, role: bool = False) -> str:
         if self.chat:
@@ -277,6 +280,7 @@ class GuidedEvents:
             "created": self.created,
             "model": self.state.name,
             "choices": choices,
+            "seed": self.seed,
         }
         if self.usage_chunk:  # OpenAI: every chunk before the usage chunk has "usage": null
             body["usage"] = None
@@ -374,6 +378,9 @@ async def run_guided(
     steps = min(state.max_seq_len, state.limits.max_steps)
     config = dataclasses.replace(sample_config(req, 1, steps), top_p=top_p)
     check_names(config)
+    # a sampled request sent no seed: one drawn and reported, as for a completion (it runs
+    # alone on the worker, so the seed costs nothing); sending it back repeats the answer
+    config = api.with_seed(config)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
     def run(on_step: StepCallback) -> Any:
@@ -395,7 +402,7 @@ async def run_guided(
             so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
         except UserError as e:
             raise user_error(e, kwargs["source"]) from None
-        events = GuidedEvents(state, request, req, rid, chat, so_far, ids)
+        events = GuidedEvents(state, request, req, rid, chat, so_far, ids, seed=config.seed)
         return await stream_job(state, request, alone(work), events, first_step=True)
     res = await run_alone(state, request, work)
     text, completion = settle(state, request, ids, res, parse)
@@ -419,6 +426,7 @@ async def run_guided(
             "nfe": res.nfe,
             "steps": res.nfe,  # alone on the worker: every step one forward of its own row
             "batch_rows": 1,
+            "seed": config.seed,
         }
     )
 
