@@ -1216,3 +1216,16 @@ def test_llada2_block_layout_refusals_come_before_a_stream(stream):
         ok = c.post("/v1/completions", json={"prompt": ["ab", "abcdef"], "max_tokens": 6,
                                              "steps": 6, "stream": stream})
         assert ok.status_code == 200, ok.text
+
+
+def test_a_message_key_that_is_null_or_empty_counts_as_absent(echo_client):
+    """A Hugging Face export carries ``"tool_calls": null`` on every message: absent, as
+    ``unmask chat`` and SFT read it (``unmask.chat.present_keys``); a real tool call is still
+    a 400 naming the field."""
+    for extra in ({"tool_calls": None}, {"tool_calls": []}, {"refusal": ""}):
+        msg = {"role": "user", "content": "hi", **extra}
+        r = echo_client.post("/v1/chat/completions", json={"messages": [msg], "max_tokens": 4})
+        assert r.status_code == 200, (extra, r.text)
+    msg = {"role": "user", "content": "hi", "tool_calls": [{"id": "x"}]}
+    r = echo_client.post("/v1/chat/completions", json={"messages": [msg], "max_tokens": 4})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages.0.tool_calls"

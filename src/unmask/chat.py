@@ -105,6 +105,14 @@ class TemplateRejected(UserError):
 _TEXT_FIELDS = ("content", "name")
 
 
+def present_keys(message: dict[str, Any]) -> dict[str, Any]:
+    """``message`` without the keys, other than role and content, whose value is null, ``[]``,
+    ``{}`` or ``""``: absent (datasets exported from Hugging Face carry ``"tool_calls": null``
+    on every message). ``check_messages`` and the server's ``ChatMessage`` read messages so."""
+    return {k: v for k, v in message.items()
+            if k in ("role", "content") or not (v is None or v in ("", [], {}))}
+
+
 def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, str]]:
     """``messages`` as a new list of ``{"role", "content"}`` dicts (plus ``name`` where a
     message has one), or a one-line ``UserError`` naming ``where`` unless it is a non-empty
@@ -126,8 +134,7 @@ def check_messages(messages: Any, *, where: str = "messages") -> list[dict[str, 
         if m["role"] not in ROLES:
             raise UserError(f"{where}: messages[{i}] has role {m['role']!r}; a role is one of "
                             f"{', '.join(ROLES)}")
-        m = {k: v for k, v in m.items()  # an empty column of an export: absent
-             if k in ("role", "content") or not (v is None or v in ("", [], {}))}
+        m = present_keys(m)  # an empty column of an export: absent
         extra = [k for k in m if k not in ("role", *_TEXT_FIELDS)]
         if extra:  # transformers hands it to the template; dropped, it would silently vanish
             why = ("; 'weight' (OpenAI fine-tuning's) belongs to SFT data (unmask sft)"

@@ -300,11 +300,17 @@ class ChatMessage(_Strict):
     @classmethod
     def _null_content(cls, data: Any) -> Any:
         """``"content": null``, said plainly (null is otherwise a field's default, and the
-        content has none: it read "Field required")."""
+        content has none: it read "Field required"); another key that is null, ``[]``, ``{}``
+        or ``""`` is absent (``unmask.chat.present_keys``: ``"tool_calls": null``, as
+        ``unmask chat`` and SFT read it)."""
         if isinstance(data, dict) and "content" in data and data["content"] is None:
             raise ValueError("content is null; unmask takes text content (a string or text "
                              "parts): null content is OpenAI's for an assistant message with "
                              "tool_calls, and unmask has no tool calls")
+        if isinstance(data, dict):
+            from unmask.chat import present_keys
+
+            return present_keys(data)
         return data
 
     def text(self) -> str:
