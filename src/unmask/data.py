@@ -879,11 +879,16 @@ def _staging(out: Path) -> Path:
     names its own) by the machine, PID namespace and process that writes it, so that a later
     prepare can tell a killed one's leftovers (``_clear_stale_staging``). ``mkdir``, not
     ``mkdtemp`` (0700), so the dataset gets the usual umask permissions."""
-    from unmask.files import staging_prefix
-
-    tmp = out.with_name(f"{staging_prefix(out)}{secrets.token_hex(4)}")
+    tmp = _staging_name(out)
     tmp.mkdir()
     return tmp
+
+
+def _staging_name(out: Path) -> Path:
+    """A fresh name for a staging folder beside ``out`` (``_staging``), not yet created."""
+    from unmask.files import staging_prefix
+
+    return out.with_name(f"{staging_prefix(out)}{secrets.token_hex(4)}")
 
 
 _STAGED_FILE = re.compile(
@@ -944,7 +949,10 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
     holds the old dataset or the new one at every instant, so a kill leaves one of them and
     the old one, then under ``tmp``'s name, is removed as a dead prepare's leftover by the
     next one); elsewhere by two renames, the old one put back when the second fails or is
-    interrupted (Ctrl-C)."""
+    interrupted (Ctrl-C). There the old dataset is set aside under a staging folder's name
+    too, so a kill between the renames or while it is deleted leaves nothing that the next
+    prepare does not remove (``_clear_stale_staging``; a kill between the renames leaves
+    ``out`` missing until then, the old dataset being replaced)."""
     _check_out(out, overwrite)
     _sync_dir(tmp)  # its files (fsynced as written) under their names, before the rename
     if out.exists() and not any(out.iterdir()):
@@ -957,7 +965,7 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
         _sync_dir(out.parent)
         shutil.rmtree(tmp, ignore_errors=True)  # the old dataset now
         return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    old = _staging_name(out)
     try:
         os.replace(out, old)
         os.replace(tmp, out)
@@ -966,7 +974,11 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
             os.replace(old, out)
         raise
     _sync_dir(out.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:  # Ctrl-C while deleting it: finish (as prepare does ``tmp``'s)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
 
 
 def _progress(desc: str, total: int, enabled: bool) -> Any:
