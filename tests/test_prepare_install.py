@@ -263,3 +263,47 @@ def test_training_windows_are_read_from_the_shards_not_a_memory_map(tmp_path, mo
     (tmp_path / "ds" / "train-00003.bin").write_bytes(b"\0\0")  # cut off after opening
     with pytest.raises(data.UserError, match="shard ended early"):
         ds.read(2990, 20)
+
+
+def test_a_dataset_replaced_under_a_reader_keeps_its_tokens_and_files_are_opened_once(
+    tmp_path, monkeypatch
+):
+    """``TokenDataset`` opened a shard by path for every window read (~10 us each), so a
+    ``prepare --overwrite`` of the dataset a run was reading switched the run to the new
+    tokens mid-run, with the old shard sizes. Shards are now opened once and read by
+    ``pread``: a shard read before the overwrite keeps its tokens (its old file), one first
+    read after it is a one-line error, and each shard is opened once, however many windows,
+    at most ``MAX_OPEN_SHARDS`` at a time."""
+    import pickle
+
+    src = _corpus(tmp_path, n_bytes=6000)
+    out = tmp_path / "ds"
+    prepare(src, out, val_fraction=0, shard_tokens=1000, **KW)
+    want = np.array([b + 4 for b in src.read_bytes()] + [2])
+    opened: list[str] = []
+    real = os.open
+
+    def counted(path: os.PathLike[str], *args: object) -> int:
+        opened.append(Path(path).name)
+        return real(path, *args)
+
+    monkeypatch.setattr(data.os, "open", counted)
+    ds = TokenDataset(out, "train")
+    monkeypatch.setattr(ds, "MAX_OPEN_SHARDS", 3, raising=False)
+    for _ in range(3):
+        for s in range(0, 2971, 7):  # shards 0-2
+            assert ds.read(s, 30).tolist() == want[s : s + 30].tolist()  # across shard ends
+    assert opened == ["train-00000.bin", "train-00001.bin", "train-00002.bin"]
+    assert ds.read(4995, 10).tolist() == want[4995:5005].tolist()  # shards 4, 5; 0, 1 closed
+    assert len(opened) == 5 and sorted(ds._fds) == [2, 4, 5]
+
+    other = tmp_path / "other.txt"
+    other.write_text("z" * 6000, encoding="utf-8")
+    prepare(other, out, val_fraction=0, shard_tokens=1000, overwrite=True, **KW)
+    assert ds.read(4995, 10).tolist() == want[4995:5005].tolist()  # the run's own tokens
+    with pytest.raises(data.UserError, match="train-00000.bin: shard changed or replaced"):
+        ds.read(0, 10)  # its handle was closed: the file there now is another one
+    fresh = pickle.loads(pickle.dumps(TokenDataset(out, "train")))  # no handles pickled
+    assert fresh._fds == {} and fresh.read(0, 3).tolist() == [ord("z") + 4] * 3
+    ds.close()
+    assert ds._fds == {}
