@@ -383,7 +383,9 @@ class StopFlag:
                 "before training started")
             raise TrainingStopped(signum, None, run, detail=when)
         if self.signum is not None:  # the second signal: no more waiting for a save
-            saved = (run / "checkpoint").is_dir() or (run / ".checkpoint.old").is_dir()
+            from unmask.checkpoint import CKPT, OLD  # loaded by then (training); torch-free here
+
+            saved = (run / CKPT).is_dir() or (run / OLD).is_dir()
             kept = ("the last saved checkpoint is kept" if saved  # (.old: between the renames
                     else "no checkpoint had been saved yet")  # of a save, which resume takes)
             raise TrainingStopped(signum, None, run, detail=f"at once (second signal); {kept}")
