@@ -246,12 +246,19 @@ def test_train_and_distill_check_out_with_one_helper_and_one_message(tmp_path):
 
 def test_the_old_checkpoint_folder_is_named_by_checkpoint_old(tmp_path, monkeypatch):
     """``train`` (resume) and the second-signal message spelled ``.checkpoint.old`` instead of
-    using ``checkpoint.OLD``: renaming it there would have made a run stopped between the
-    renames of a save "nothing to resume" and its checkpoint "not saved yet"."""
+    using ``checkpoint.OLD`` (and the stop line and resume hint ``checkpoint`` for ``CKPT``):
+    renaming them there would have made a run stopped between the renames of a save "nothing
+    to resume", its checkpoint "not saved yet", and a stopped run no resume hint."""
     import unmask.checkpoint as ckpt
-    from unmask.train_guards import StopFlag
+    from unmask.train_guards import StopFlag, resume_hint
 
     monkeypatch.setattr(ckpt, "OLD", ".ckpt.previous")
+    monkeypatch.setattr(ckpt, "CKPT", "ckpt")
+    (tmp_path / "ckpt").mkdir()
+    stopped = TrainingStopped(signal.SIGINT, 3, tmp_path)
+    assert str(tmp_path / "ckpt") in str(stopped)
+    assert "--resume" in resume_hint(stopped, "train")
+    (tmp_path / "ckpt").rmdir()
     monkeypatch.setattr(train_mod, "OLD", ".ckpt.previous", raising=False)
     (tmp_path / ".ckpt.previous").mkdir()
     assert train_mod._prepare_run_dir(TrainConfig(out=str(tmp_path)), True, True) == tmp_path
