@@ -1037,7 +1037,8 @@ def test_a_run_directory_that_cannot_be_made_is_refused_before_decoding(teacher,
     capsys.readouterr()
     assert main(_args(teacher, corpus, out, "--trajectory-file", str(traj), "--steps", "1")) == 2
     err = capsys.readouterr().err
-    assert f"{out}: cannot be written" in err and err.count("\n") == 1
+    assert (f"--out {out}: cannot make the run directory ({tmp_path / 'file'} is not a "
+            "folder)") in err and err.count("\n") == 1
     assert not traj.exists()
 
 

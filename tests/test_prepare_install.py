@@ -75,10 +75,13 @@ def test_an_overwrite_interrupted_between_its_renames_keeps_the_old_dataset(
     src, out, index = _old_dataset(tmp_path)
     monkeypatch.setattr(data, "_exchange", lambda a, b: False, raising=False)
     real = os.replace
+    into_out = []
 
     def interrupted(a: os.PathLike[str], b: os.PathLike[str]) -> None:
-        if Path(b) == out and ".tmp-" in Path(a).name:  # the new dataset going into place
-            raise KeyboardInterrupt
+        if Path(b) == out and ".tmp-" in Path(a).name:
+            into_out.append(a)
+            if len(into_out) == 1:  # the new dataset going into place (then the old back)
+                raise KeyboardInterrupt
         real(a, b)
 
     monkeypatch.setattr(data.os, "replace", interrupted)
@@ -92,12 +95,16 @@ def test_an_overwrite_interrupted_between_its_renames_keeps_the_old_dataset(
     assert json.loads((out / "index.json").read_text())["seed"] == 2
 
 
+@pytest.mark.parametrize("exchange", [True, False])
 def test_an_overwrite_interrupted_after_the_swap_leaves_the_new_dataset_and_no_old_one(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, exchange
 ):
     """Ctrl-C while the old dataset is being deleted: the new one is in place, whole, and
-    nothing of the old one is left beside it (it was left hidden as ``.ds.old-PID``)."""
+    nothing of the old one is left beside it (it was left hidden as ``.ds.old-PID``), also
+    where the folders are not swapped in one step but renamed one after the other."""
     src, out, _ = _old_dataset(tmp_path)
+    if not exchange:
+        monkeypatch.setattr(data, "_exchange", lambda a, b: False)
     real = shutil.rmtree
     calls = []
 
@@ -115,6 +122,52 @@ def test_an_overwrite_interrupted_after_the_swap_leaves_the_new_dataset_and_no_o
     assert json.loads((out / "index.json").read_text())["seed"] == 2
     assert len(TokenDataset(out, "train")) == len(src.read_bytes()) + 1
     assert _beside(out) == []
+
+
+_KILLED = """
+import os, sys
+from pathlib import Path
+from unmask import data
+out = Path(sys.argv[2])
+data._exchange = lambda a, b: False  # a file system without renameat2(RENAME_EXCHANGE)
+real = os.replace
+def replace(a, b):
+    if sys.argv[3] == "between" and Path(b) == out:  # the new dataset going into place
+        os.kill(os.getpid(), 9)
+    real(a, b)
+def rmtree(path, *args, **kwargs):  # deleting the old dataset, set aside
+    os.kill(os.getpid(), 9)
+data.os.replace, data.shutil.rmtree = replace, rmtree
+data.prepare(sys.argv[1], out, val_fraction=0, seed=2, overwrite=True, tokenizer="byte",
+             progress=False)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="kills a process with SIGKILL")
+@pytest.mark.parametrize("when", ["between", "deleting"])
+def test_a_kill_during_an_overwrite_without_the_exchange_leaves_nothing_behind(tmp_path, when):
+    """Where the folders cannot be swapped in one step, the old dataset was renamed aside to
+    ``.ds.old-PID``: a kill -9 between the two renames or while it was being deleted left
+    that folder forever (no later prepare looked for it). It is now set aside under a
+    staging folder's name, which the next prepare removes once its process is gone."""
+    import subprocess
+    import sys
+
+    src, out, index = _old_dataset(tmp_path)
+    r = subprocess.run([sys.executable, "-c", _KILLED, str(src), str(out), when],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == -9, r.stderr
+    left = _beside(out)  # the old dataset, whole or in part (and the new one, not in place)
+    assert len(left) == (2 if when == "between" else 1)
+    assert all(".tmp-" in name for name in left)
+    if when == "between":
+        assert not out.exists()
+    else:
+        assert json.loads((out / "index.json").read_text())["seed"] == 2
+    info = prepare(src, out, val_fraction=0, seed=3, overwrite=True, **KW)
+    assert _beside(out) == []
+    assert all(any(name in note for note in info.notes) for name in left)
+    assert json.loads((out / "index.json").read_text())["seed"] == 3
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names fsynced files by /proc")
@@ -210,3 +263,47 @@ def test_training_windows_are_read_from_the_shards_not_a_memory_map(tmp_path, mo
     (tmp_path / "ds" / "train-00003.bin").write_bytes(b"\0\0")  # cut off after opening
     with pytest.raises(data.UserError, match="shard ended early"):
         ds.read(2990, 20)
+
+
+def test_a_dataset_replaced_under_a_reader_keeps_its_tokens_and_files_are_opened_once(
+    tmp_path, monkeypatch
+):
+    """``TokenDataset`` opened a shard by path for every window read (~10 us each), so a
+    ``prepare --overwrite`` of the dataset a run was reading switched the run to the new
+    tokens mid-run, with the old shard sizes. Shards are now opened once and read by
+    ``pread``: a shard read before the overwrite keeps its tokens (its old file), one first
+    read after it is a one-line error, and each shard is opened once, however many windows,
+    at most ``MAX_OPEN_SHARDS`` at a time."""
+    import pickle
+
+    src = _corpus(tmp_path, n_bytes=6000)
+    out = tmp_path / "ds"
+    prepare(src, out, val_fraction=0, shard_tokens=1000, **KW)
+    want = np.array([b + 4 for b in src.read_bytes()] + [2])
+    opened: list[str] = []
+    real = os.open
+
+    def counted(path: os.PathLike[str], *args: object) -> int:
+        opened.append(Path(path).name)
+        return real(path, *args)
+
+    monkeypatch.setattr(data.os, "open", counted)
+    ds = TokenDataset(out, "train")
+    monkeypatch.setattr(ds, "MAX_OPEN_SHARDS", 3, raising=False)
+    for _ in range(3):
+        for s in range(0, 2971, 7):  # shards 0-2
+            assert ds.read(s, 30).tolist() == want[s : s + 30].tolist()  # across shard ends
+    assert opened == ["train-00000.bin", "train-00001.bin", "train-00002.bin"]
+    assert ds.read(4995, 10).tolist() == want[4995:5005].tolist()  # shards 4, 5; 0, 1 closed
+    assert len(opened) == 5 and sorted(ds._fds) == [2, 4, 5]
+
+    other = tmp_path / "other.txt"
+    other.write_text("z" * 6000, encoding="utf-8")
+    prepare(other, out, val_fraction=0, shard_tokens=1000, overwrite=True, **KW)
+    assert ds.read(4995, 10).tolist() == want[4995:5005].tolist()  # the run's own tokens
+    with pytest.raises(data.UserError, match="train-00000.bin: shard changed or replaced"):
+        ds.read(0, 10)  # its handle was closed: the file there now is another one
+    fresh = pickle.loads(pickle.dumps(TokenDataset(out, "train")))  # no handles pickled
+    assert fresh._fds == {} and fresh.read(0, 3).tolist() == [ord("z") + 4] * 3
+    ds.close()
+    assert ds._fds == {}

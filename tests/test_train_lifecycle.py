@@ -216,5 +216,53 @@ def test_an_out_that_cannot_be_made_names_the_flag(dataset, tmp_path, capsys):
     assert main(["train", "--data", str(dataset), "--out", str(out), "--preset", "tiny",
                  "--seq-len", "32", "--batch-size", "4", "--steps", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert f"--out {out}: cannot make the run directory (Not a directory)" in err
+    assert (f"--out {out}: cannot make the run directory ({tmp_path / 'file'} is not a "
+            "folder)") in err
     assert err.count("\n") == 1
+
+
+def test_train_and_distill_check_out_with_one_helper_and_one_message(tmp_path):
+    """Whether ``--out`` can be made was checked twice, in two wordings: ``unmask train`` said
+    "--out RUN: cannot make the run directory (Not a directory)", ``unmask distill`` "RUN:
+    cannot be written (FILE is not a writable folder)". Both now ask ``check_out``."""
+    import unmask.distill as distill_mod
+    from unmask.run_checks import check_out
+
+    (tmp_path / "file").write_text("x")
+    under_file = tmp_path / "file" / "run"
+    want = (f"--out {under_file}: cannot make the run directory ({tmp_path / 'file'} is not "
+            "a folder)")
+    for call in (lambda: check_out(under_file),
+                 lambda: train_mod._prepare_run_dir(TrainConfig(out=str(under_file)), False, True),
+                 lambda: distill_mod.distill("t", "d", str(under_file), progress=False)):
+        with pytest.raises(train_mod.UserError) as e:
+            call()
+        assert str(e.value) == want
+    with pytest.raises(train_mod.UserError, match="a file is there"):
+        check_out(tmp_path / "file")
+    check_out(tmp_path / "a" / "b", make=True)
+    assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_the_old_checkpoint_folder_is_named_by_checkpoint_old(tmp_path, monkeypatch):
+    """``train`` (resume) and the second-signal message spelled ``.checkpoint.old`` instead of
+    using ``checkpoint.OLD`` (and the stop line and resume hint ``checkpoint`` for ``CKPT``):
+    renaming them there would have made a run stopped between the renames of a save "nothing
+    to resume", its checkpoint "not saved yet", and a stopped run no resume hint."""
+    import unmask.checkpoint as ckpt
+    from unmask.train_guards import StopFlag, resume_hint
+
+    monkeypatch.setattr(ckpt, "OLD", ".ckpt.previous")
+    monkeypatch.setattr(ckpt, "CKPT", "ckpt")
+    (tmp_path / "ckpt").mkdir()
+    stopped = TrainingStopped(signal.SIGINT, 3, tmp_path)
+    assert str(tmp_path / "ckpt") in str(stopped)
+    assert "--resume" in resume_hint(stopped, "train")
+    (tmp_path / "ckpt").rmdir()
+    monkeypatch.setattr(train_mod, "OLD", ".ckpt.previous", raising=False)
+    (tmp_path / ".ckpt.previous").mkdir()
+    assert train_mod._prepare_run_dir(TrainConfig(out=str(tmp_path)), True, True) == tmp_path
+    flag = StopFlag(tmp_path)
+    flag._defer, flag.signum = True, signal.SIGINT
+    with pytest.raises(TrainingStopped, match="the last saved checkpoint is kept"):
+        flag._handle(signal.SIGINT, None)

@@ -36,7 +36,9 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -879,11 +881,16 @@ def _staging(out: Path) -> Path:
     names its own) by the machine, PID namespace and process that writes it, so that a later
     prepare can tell a killed one's leftovers (``_clear_stale_staging``). ``mkdir``, not
     ``mkdtemp`` (0700), so the dataset gets the usual umask permissions."""
-    from unmask.files import staging_prefix
-
-    tmp = out.with_name(f"{staging_prefix(out)}{secrets.token_hex(4)}")
+    tmp = _staging_name(out)
     tmp.mkdir()
     return tmp
+
+
+def _staging_name(out: Path) -> Path:
+    """A fresh name for a staging folder beside ``out`` (``_staging``), not yet created."""
+    from unmask.files import staging_prefix
+
+    return out.with_name(f"{staging_prefix(out)}{secrets.token_hex(4)}")
 
 
 _STAGED_FILE = re.compile(
@@ -944,7 +951,10 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
     holds the old dataset or the new one at every instant, so a kill leaves one of them and
     the old one, then under ``tmp``'s name, is removed as a dead prepare's leftover by the
     next one); elsewhere by two renames, the old one put back when the second fails or is
-    interrupted (Ctrl-C)."""
+    interrupted (Ctrl-C). There the old dataset is set aside under a staging folder's name
+    too, so a kill between the renames or while it is deleted leaves nothing that the next
+    prepare does not remove (``_clear_stale_staging``; a kill between the renames leaves
+    ``out`` missing until then, the old dataset being replaced)."""
     _check_out(out, overwrite)
     _sync_dir(tmp)  # its files (fsynced as written) under their names, before the rename
     if out.exists() and not any(out.iterdir()):
@@ -957,7 +967,7 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
         _sync_dir(out.parent)
         shutil.rmtree(tmp, ignore_errors=True)  # the old dataset now
         return
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    old = _staging_name(out)
     try:
         os.replace(out, old)
         os.replace(tmp, out)
@@ -966,7 +976,11 @@ def _install(tmp: Path, out: Path, overwrite: bool) -> None:
             os.replace(old, out)
         raise
     _sync_dir(out.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    try:
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:  # Ctrl-C while deleting it: finish (as prepare does ``tmp``'s)
+        shutil.rmtree(old, ignore_errors=True)
+        raise
 
 
 def _progress(desc: str, total: int, enabled: bool) -> Any:
@@ -1409,10 +1423,18 @@ class TokenDataset:
     """One split of a prepared dataset as a single token stream.
 
     Shards are concatenated logically (a list of shard files + cumulative offsets); windows
-    may cross shard boundaries. Nothing is read until a window is asked for, and each window
-    is read from its file(s) (no memory map, whose pages would stay resident), so the object
-    pickles as paths (``DataLoader`` workers).
+    may cross shard boundaries. Nothing is read until a window is asked for; each window is
+    read from its file(s) with ``os.pread`` (no memory map, whose pages would stay resident).
+    A shard is opened when first read and its handle kept (at most ``MAX_OPEN_SHARDS`` of
+    them, least recently read closed first), so a dataset replaced on disk (``prepare
+    --overwrite``) under a run does not change the run's tokens: each shard must be the file
+    that was there when the dataset was opened, or reading it is a one-line error. The
+    object pickles without its handles (``DataLoader`` workers reopen them).
     """
+
+    MAX_OPEN_SHARDS = 64
+    """Shard files held open at once per dataset (splits of ~1,000+ shards stay under the
+    usual limit of 1,024 open files; a shard whose handle was closed is opened again)."""
 
     def __init__(self, directory: str | os.PathLike[str], split: str) -> None:
         self.directory = Path(directory)
@@ -1424,12 +1446,14 @@ class TokenDataset:
         info = splits[split]
         self._dtype = np.dtype(self.index["dtype"]).newbyteorder("<")
         item = self._dtype.itemsize
-        sizes = []
+        sizes, ids = [], []
         for name in info["shards"]:
             p = self.directory / name
             if not p.is_file():
                 raise UserError(f"{p}: shard listed in index.json is missing")
-            size = p.stat().st_size
+            st = p.stat()
+            size = st.st_size
+            ids.append((st.st_dev, st.st_ino, size))
             if size == 0 or size % item:
                 what = "is empty" if size == 0 else (
                     f"holds {size:,} bytes, not a whole number of {self.index['dtype']} tokens")
@@ -1443,8 +1467,33 @@ class TokenDataset:
             )
         self._shards = [self.directory / name for name in info["shards"]]
         self._sizes = sizes
+        self._ids = ids  # (device, inode, bytes) of each shard, as opened
         self._n_tokens = int(info["n_tokens"])
         self._n_bytes = int(info["n_bytes"])
+        self._no_handles()
+
+    def _no_handles(self) -> None:
+        self._fds: OrderedDict[int, int] = OrderedDict()  # shard -> descriptor, LRU first
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)  # descriptors are this process's: reopened on load
+        del state["_fds"], state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._no_handles()
+
+    def close(self) -> None:
+        """Close the shard files held open (a later read opens them again)."""
+        with self._lock:
+            while self._fds:
+                os.close(self._fds.popitem()[1])
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
 
     @property
     def n_tokens(self) -> int:
@@ -1510,17 +1559,53 @@ class TokenDataset:
         return out
 
     def _read_shard(self, k: int, lo: int, n: int) -> np.ndarray:
-        """Tokens ``[lo, lo + n)`` of shard ``k``, read from the file. Not memory-mapped: a
-        map's pages stay in the process's resident memory once read, so random training
-        windows grew it to the whole split (a 104 MB split: +103 MB over 3,000 batches)."""
+        """Tokens ``[lo, lo + n)`` of shard ``k``, read from its held file. Not
+        memory-mapped: a map's pages stay in the process's resident memory once read, so
+        random training windows grew it to the whole split (a 104 MB split: +103 MB over
+        3,000 batches). Not opened per window either: ~10 us each, and a dataset replaced
+        under the run would have been read from then on with the old shard sizes."""
         buf = np.empty(n, dtype=self._dtype)
-        with open(self._shards[k], "rb", buffering=0) as f:
-            f.seek(lo * self._dtype.itemsize)
-            got = f.readinto(memoryview(buf).cast("B"))
-        if got != buf.nbytes:
-            raise UserError(f"{self._shards[k]}: shard ended early (changed since it was "
-                            "opened? prepare the data again)")
+        view = memoryview(buf).cast("B")
+        at, got = lo * self._dtype.itemsize, 0
+        with self._lock:
+            fd = self._fd(k)
+            while got < buf.nbytes:
+                if hasattr(os, "preadv"):
+                    step = os.preadv(fd, [view[got:]], at + got)
+                else:  # Windows: no pread; the descriptor is not shared with other readers
+                    os.lseek(fd, at + got, os.SEEK_SET)
+                    chunk = os.read(fd, buf.nbytes - got)
+                    view[got : got + len(chunk)] = chunk
+                    step = len(chunk)
+                if step == 0:
+                    raise UserError(f"{self._shards[k]}: shard ended early (changed since it "
+                                    "was opened? prepare the data again)")
+                got += step
         return buf
+
+    def _fd(self, k: int) -> int:
+        """Shard ``k``'s descriptor, opened the first time (call with ``_lock`` held)."""
+        fd = self._fds.get(k)
+        if fd is not None:
+            self._fds.move_to_end(k)
+            return fd
+        path = self._shards[k]
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as e:
+            raise UserError(f"{path}: cannot open the shard ({e.strerror}; removed or "
+                            "replaced since the dataset was opened? prepare the data "
+                            "again)") from None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino, st.st_size) != self._ids[k]:
+            os.close(fd)
+            raise UserError(f"{path}: shard changed or replaced since the dataset was "
+                            "opened (a new prepare into this folder?); start again on the "
+                            "new data")
+        while len(self._fds) >= self.MAX_OPEN_SHARDS:
+            os.close(self._fds.popitem(last=False)[1])
+        self._fds[k] = fd
+        return fd
 
     def _check_len(self, seq_len: int) -> None:
         if seq_len < 1:

@@ -39,6 +39,7 @@ from unmask.config import ModelConfig, SampleConfig, TrainConfig
 from unmask.errors import UserError
 from unmask.files import check_creatable
 from unmask.progress import progress_bar
+from unmask.run_checks import check_out
 
 if TYPE_CHECKING:
     from unmask.checkpoint import Loaded
@@ -759,8 +760,7 @@ def _distill(
     run = Path(out)
     path = Path(cache) if cache else default_cache(out)
     _check_cache_outside(path, run)
-    if not run.exists():  # before minutes of decoding: training makes it only after them
-        check_creatable(run)
+    check_out(run)  # before minutes of decoding: training makes it only after them
     if run.exists() and any(run.iterdir()):  # before minutes of decoding, not after
         raise UserError(
             f"{run} already exists and is not empty; pass --resume to continue it "

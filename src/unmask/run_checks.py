@@ -6,7 +6,7 @@ checks before it starts, and cleans after it fails.
 - ``check_batch_split``: positive steps and sizes; the batch splits into processes ×
   micro-batches.
 - ``check_context``: the training window fits the model's context.
-- ``check_out``: ``--out`` is not a file.
+- ``check_out``: ``--out`` is not a file and can be made.
 - ``check_init_family``: a continuous-diffusion ``--init`` only for its own family.
 - ``no_empty_run``: a new run that fails before its first checkpoint leaves no run directory
   behind (an empty or half-written one would make the next try with the same ``--out``
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,10 +82,29 @@ def check_context(seq_len: int, max_seq_len: int) -> None:
         raise UserError(f"seq_len={seq_len} exceeds the model's max_seq_len={max_seq_len}")
 
 
-def check_out(out: str) -> None:
-    """``--out`` names a folder (new or existing), not a file."""
-    if out and Path(out).exists() and not Path(out).is_dir():
+def check_out(out: str | os.PathLike[str], *, make: bool = False) -> None:
+    """``--out`` names a folder (new or existing), not a file, and one this process can make:
+    its nearest existing parent is a folder it may write in (``unmask train`` and ``unmask
+    distill`` check before their work; ``make``: make it too). One line naming the flag."""
+    if not out:
+        return
+    run = Path(out)
+    if run.exists() and not run.is_dir():
         raise UserError(f"--out {out}: a file is there; the run directory must be a folder")
+    why = ""
+    if not run.exists():
+        parent = next((p for p in run.absolute().parents if p.exists()), None)
+        if parent is None or not parent.is_dir():
+            why = f"{parent} is not a folder"
+        elif not os.access(parent, os.W_OK | os.X_OK):
+            why = f"no permission to write in {parent}"
+    if make and not why:
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            why = e.strerror or str(e)
+    if why:
+        raise UserError(f"--out {out}: cannot make the run directory ({why})")
 
 
 CONTINUES: dict[str, tuple[str, ...]] = {

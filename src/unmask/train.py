@@ -56,6 +56,7 @@ from torch import nn
 from unmask.checkpoint import (
     BEST,
     CKPT,
+    OLD,
     checkpoint_dir,
     finish_full_train_state,
     gathered_weights,
@@ -95,7 +96,7 @@ from unmask.parallel import (
     said_once,
 )
 from unmask.progress import progress_bar, stderr_may_close
-from unmask.run_checks import check_batch_split, check_context
+from unmask.run_checks import check_batch_split, check_context, check_out
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     RUNTIME_FIELDS,
@@ -171,24 +172,21 @@ def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
         raise UserError("no run directory given (--out)")
     run = Path(cfg.out)
     if resume:
-        if not (run / CKPT).exists() and not (run / ".checkpoint.old").exists():
+        if not (run / CKPT).exists() and not (run / OLD).exists():
             from unmask.run_checks import unfinished_run
 
             again = ("; it stopped before its first checkpoint: start it again without "
                      "--resume" if unfinished_run(run) else "")
             raise UserError(f"{run}: nothing to resume (no checkpoint/ in it){again}")
         return run
+    check_out(run)
     if run.exists() and any(run.iterdir()):
         raise UserError(
             f"{run} already exists and is not empty; pass --resume to continue it "
             f"or choose another --out"
         )
     if is_main:
-        try:
-            run.mkdir(parents=True, exist_ok=True)
-        except OSError as e:  # under a file, no permission: the flag, not just the system's words
-            raise UserError(f"--out {run}: cannot make the run directory "
-                            f"({e.strerror or e})") from None
+        check_out(run, make=True)
     return run
 
 
@@ -256,7 +254,7 @@ def _train_checked(
     name_setting: SettingNamer | None,
     main_rank: bool,
 ) -> Path:
-    from unmask.run_checks import check_init_family, check_out, check_train_numbers, no_empty_run
+    from unmask.run_checks import check_init_family, check_train_numbers, no_empty_run
 
     check_train_numbers(config)
     check_out(config.out)

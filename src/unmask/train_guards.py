@@ -323,14 +323,18 @@ class TrainingStopped(KeyboardInterrupt):
         self.run = run
         self.exit_code = 128 + signum
         if not detail:
-            detail = f"at step {step}; checkpoint saved in {run / 'checkpoint'}"
+            from unmask.checkpoint import CKPT  # loaded by then (training); torch-free here
+
+            detail = f"at step {step}; checkpoint saved in {run / CKPT}"
         super().__init__(f"stopped by {signal.Signals(signum).name} {detail}")
 
 
 def resume_hint(stopped: TrainingStopped, command: str) -> str:
     """What to tell a user whose run ``stopped``: how to resume it, or, when the signal came
     after its last step (in the final validation or save), that nothing is left to do."""
-    if not (stopped.run / "checkpoint").is_dir():
+    from unmask.checkpoint import CKPT
+
+    if not (stopped.run / CKPT).is_dir():
         return ""
     try:
         planned = int(json.loads((stopped.run / "train_config.json").read_text())["steps"])
@@ -383,7 +387,9 @@ class StopFlag:
                 "before training started")
             raise TrainingStopped(signum, None, run, detail=when)
         if self.signum is not None:  # the second signal: no more waiting for a save
-            saved = (run / "checkpoint").is_dir() or (run / ".checkpoint.old").is_dir()
+            from unmask.checkpoint import CKPT, OLD  # loaded by then (training); torch-free here
+
+            saved = (run / CKPT).is_dir() or (run / OLD).is_dir()
             kept = ("the last saved checkpoint is kept" if saved  # (.old: between the renames
                     else "no checkpoint had been saved yet")  # of a save, which resume takes)
             raise TrainingStopped(signum, None, run, detail=f"at once (second signal); {kept}")
