@@ -547,6 +547,13 @@ def test_cli_api_and_server_round_a_fill_at_the_recommended_temperature(embed_ru
     assert isinstance(seed, int) and drawn["config"]["steps"] == 4
     again = api.infill(loaded, template, config={"steps": 4, "seed": seed})
     assert again.text == drawn["text"]
+    # at temperature 0 the fill still draws (its Gaussian start): a seed is drawn and reported
+    assert main(["infill", "--model", str(embed_run), "--steps", "4", "--temperature", "0",
+                 "--json", template]) == 0  # fmt: skip
+    zero = json.loads(capsys.readouterr().out)
+    assert isinstance(zero["config"]["seed"], int)
+    cfg = {"steps": 4, "temperature": 0.0, "seed": zero["config"]["seed"]}
+    assert api.infill(loaded, template, config=cfg).text == zero["text"]
     # steps not given: the library's, as the API (the template sets the length)
     assert main(["infill", "--model", str(embed_run), "--seed", "0", "--json", template]) == 0
     assert json.loads(capsys.readouterr().out)["config"]["steps"] == SampleConfig.steps

@@ -136,7 +136,12 @@ def run(args: argparse.Namespace) -> int:
         args.template = read_user_stdin().removesuffix("\n")  # the newline that ends the input
     template = constrained_template(args)  # template and constraint errors before loading anything
     loaded = load_model(args)
-    config = with_seed(api.infill_sample_config(loaded, given))
+    config = api.infill_sample_config(loaded, given)
+    # the checkpoint's decoder decides whether the fill draws (a continuous one does at
+    # temperature 0 too: its Gaussian start), so whether it has a seed to report
+    from unmask.sampling import choose_decoder
+
+    config = with_seed(config, choose_decoder(api.facts_of(loaded), config).name)
     if config.seed is not None:
         given["seed"] = config.seed
     causal = getattr(loaded.config, "attention", None) == "causal"
