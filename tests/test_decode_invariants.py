@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.sampling import generate
 from unmask.sampling.blocks import BlockRun
@@ -141,17 +142,24 @@ def test_seeded_runs_stepped_together_sample_as_alone():
 
 
 @pytest.mark.parametrize("policy", ["threshold", "entropy"])
-def test_block_decoding_with_a_dynamic_policy_ignores_steps(policy):
-    """``steps`` is not used by the dynamic policies (docs/sampling.md), so fewer steps than
-    blocks is no error for ``bd3lm`` either, and the tokens are those of any other ``steps``."""
+def test_block_decoding_with_a_dynamic_policy_takes_steps_as_a_bound(policy):
+    """``steps`` bounds the dynamic policies (docs/sampling.md; it was not used until session
+    27): at one step per token or more it never binds, so the tokens are those of any larger
+    ``steps``; fewer steps than blocks is refused for ``bd3lm`` as for ``llada`` (each block
+    takes a step); steps that are no multiple of the blocks are spread over them."""
     model = block_causal()
     c = model.config
     ids = dict(mask_id=c.mask_id, pad_id=c.pad_id, eos_id=None)
-    few = BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=2, policy=policy),
-                   **ids).run()  # fmt: skip
-    many = BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=16, policy=policy),
+    exact = BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=16, policy=policy),
+                     **ids).run()  # fmt: skip
+    many = BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=64, policy=policy),
                     **ids).run()  # fmt: skip
-    assert torch.equal(few.tokens, many.tokens) and few.nfe == many.nfe
+    assert torch.equal(exact.tokens, many.tokens) and exact.nfe == many.nfe
+    with pytest.raises(UserError, match=r"^steps \(2\) must be at least the number of blocks"):
+        BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=2, policy=policy), **ids)
+    bound = BlockRun(model, [[5, 6, 7]], SampleConfig(gen_length=16, steps=5, policy=policy),
+                     **ids).run()  # fmt: skip
+    assert bound.nfe <= 5 and c.mask_id not in bound.tokens.tolist()[0]
 
 
 def test_the_live_step_count_has_no_total_when_edits_add_steps(monkeypatch):

@@ -68,7 +68,10 @@ PROBES: dict[str, tuple[Any, dict[str, Any]]] = {
     "gen_length": (4, {}),
     "steps": (2, {}),
     "block_length": (4, {}),
-    "policy": ("threshold", {"steps": 2}),
+    # more steps than tokens: llada runs them all (empty ones too), a dynamic policy stops
+    # when the block is full (at fewer steps than masks both take exactly ``steps``: a
+    # dynamic policy's bound, each step at least llada's count, the same on a random model)
+    "policy": ("threshold", {"steps": 16}),
     "sedd_sampler": ("euler", {}),
     "prompt_masks": ("reference", {"steps": 4, "_prompt": [70, TOK.mask_id, 72]}),
     "remasking": ("random", {}),

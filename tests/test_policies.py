@@ -104,7 +104,11 @@ def test_prob_is_llada_low_confidence_and_random_overrides():
         scorer(SampleConfig(confidence="margin"))(logits, x0, None),
         CONFIDENCES["margin"](logits, x0, None),
     )
-    assert scorer(SampleConfig(remasking="random", confidence="margin")) is REMASKING["random"]
+    assert scorer(SampleConfig(remasking="random")) is REMASKING["random"]
+    # a measure that random remasking would replace: refused, not silently ignored
+    with pytest.raises(UserError, match=r"^confidence 'margin' ranks proposals under remasking "
+                                        r"low_confidence; remasking 'random' replaces"):
+        scorer(SampleConfig(remasking="random", confidence="margin"))
 
 
 def test_margin_changes_the_llada_commit_order():
@@ -187,13 +191,35 @@ def test_threshold_generation_blocks_and_step_counts():
     conf = [0.95, 0.5, 0.97, 0.6, 0.99, 0.98, 0.3, 0.92]
     model = FixedModel.gen(1, list(range(4, 12)), conf)
     cfg = SampleConfig(
-        gen_length=8, block_length=4, policy="threshold", threshold=0.9, steps=3
-    )  # steps unused
+        gen_length=8, block_length=4, policy="threshold", threshold=0.9, steps=8
+    )  # 4 steps a block for 4 masks: the bound never binds
     r = generate(model, [5], cfg, **IDS, return_history=True)
     assert r.gen_ids == [list(range(4, 12))]
     # block 1: {0, 2} then 3 (top-1) then 1; block 2: {4, 5, 7} then 6
     assert commit_steps(r) == [0, 2, 0, 1, 3, 3, 4, 3]
     assert r.nfe == r.steps == 5 == model.calls
+
+
+def test_dynamic_policies_take_steps_as_their_bound():
+    """``steps`` with a dynamic policy was accepted and not used (the run above took 5
+    forwards at steps 3). Now it bounds the forwards, as in LLaDA 2.x's ``generate``: each
+    block takes its share of the steps at most, and every step commits at least LLaDA's
+    scheduled count over that share, the most confident first."""
+    conf = [0.95, 0.5, 0.97, 0.6, 0.99, 0.98, 0.3, 0.92]
+    model = FixedModel.gen(1, list(range(4, 12)), conf)
+    for policy in ("threshold", "factor", "entropy"):
+        cfg = SampleConfig(gen_length=8, block_length=4, policy=policy, threshold=0.9,
+                           factor=0.1, entropy_bound=0.0, steps=3)  # 2 + 1 steps
+        model.calls = 0
+        r = generate(model, [5], cfg, **IDS, return_history=True)
+        assert r.gen_ids == [list(range(4, 12))], policy
+        assert r.nfe == r.steps == 3 == model.calls, policy
+        # block 1, 2 steps for 4 masks: 2 a step at least (threshold: {0, 2} pass, then
+        # {3, 1}); block 2, 1 step: all 4
+        assert commit_steps(r) == [0, 1, 0, 1, 2, 2, 2, 2], policy
+    # a bound over the masks changes nothing: the count is one, the top-1
+    loose = SampleConfig(gen_length=8, block_length=4, policy="threshold", steps=64)
+    assert generate(model, [5], loose, **IDS).nfe == 5
 
 
 def test_dynamic_policies_batch_rows_equal_rows_alone():
@@ -250,11 +276,13 @@ def test_dynamic_policies_on_a_transformer_fill_every_block():
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        (dict(policy="threshold", threshold=0.0), r"threshold must be in \(0, 1\], got 0.0"),
-        (dict(policy="threshold", threshold=1.5), r"threshold must be in \(0, 1\]"),
-        (dict(policy="factor", factor=0.0), "factor must be a finite number > 0"),
+        (dict(policy="threshold", threshold=0.0),
+         r"^threshold must be a finite number in \(0, 1\], got 0.0$"),
+        (dict(policy="threshold", threshold=1.5), r"threshold must be a finite number in \(0, 1\]"),
+        (dict(policy="factor", factor=0.0), "^factor must be a finite number > 0, got 0.0$"),
         (dict(policy="factor", factor=-1.0), "factor must be"),
-        (dict(policy="entropy", entropy_bound=-0.1), "entropy_bound must be >= 0"),
+        (dict(policy="entropy", entropy_bound=-0.1),
+         "^entropy_bound must be a finite number >= 0, got -0.1$"),
         (
             dict(confidence="certainty"),
             "unknown confidence 'certainty'; choose one of margin, neg_entropy, prob",
@@ -272,14 +300,31 @@ def test_validation_errors(kwargs, message):
         generate(model, [5], SampleConfig(gen_length=8, steps=8, **kwargs), **IDS)
 
 
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("policy,field", [("threshold", "threshold"), ("factor", "factor"),
+                                          ("entropy", "entropy_bound")])
+def test_policy_parameters_follow_one_rule(policy, field, value):
+    """One rule for the three bars: a finite number in range. ``entropy_bound=inf`` was taken
+    (it commits everything in one step) while ``factor=inf`` was refused."""
+    model = FixedModel.gen(1, [6] * 8, [0.5] * 8)
+    config = SampleConfig(gen_length=8, steps=8, policy=policy, **{field: value})
+    with pytest.raises(UserError, match=f"^{field} must be a finite number "):
+        generate(model, [5], config, **IDS)
+
+
 def test_dynamic_policy_ignores_steps_divisibility():
     model = FixedModel.gen(1, [6] * 8, [0.95] * 8)
     r = generate(
-        model, [5], SampleConfig(gen_length=8, block_length=2, steps=3, policy="threshold"), **IDS
+        model, [5], SampleConfig(gen_length=8, block_length=2, steps=5, policy="threshold"), **IDS
     )
-    assert r.nfe == 4  # one step per block of 2
+    assert r.nfe == 4  # one step per block of 2 (bounds 2, 1, 1, 1)
     with pytest.raises(UserError, match="multiple of the number of blocks"):
-        generate(model, [5], SampleConfig(gen_length=8, block_length=2, steps=3), **IDS)
+        generate(model, [5], SampleConfig(gen_length=8, block_length=2, steps=5), **IDS)
+    # fewer steps than blocks: a bound no run can keep, refused in one line (was ignored)
+    few = SampleConfig(gen_length=8, block_length=2, steps=3, policy="threshold")
+    with pytest.raises(UserError, match=r"^steps \(3\) must be at least the number of blocks "
+                                        r"\(4 = gen_length 8 / block_length 2\)"):
+        generate(model, [5], few, **IDS)
 
 
 def test_cli_flags_for_new_fields():

@@ -636,9 +636,11 @@ class SampleConfig:
     gen_length: int = 64
     """Number of tokens to generate after the prompt."""
     steps: int = 64
-    """Total denoising steps (split evenly across blocks); unused by the dynamic policies
-    (threshold, factor, entropy), whose blocks run until no mask is left. The commands and the
-    server default it to ``gen_length`` (one token per step); 64 is the Python default."""
+    """Total denoising steps (split evenly across blocks); for the dynamic policies
+    (threshold, factor, entropy), whose blocks run until no mask is left, the most forwards
+    (each block at most its share, a step committing at least LLaDA's scheduled count). The
+    commands and the server default it to ``gen_length`` (one token per step: then it never
+    binds a dynamic policy); 64 is the Python default."""
     block_length: int | None = None
     """Semi-autoregressive block length; None = gen_length (pure diffusion)."""
     policy: str = "llada"

@@ -39,11 +39,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas, CanvasConstraint, as_rows, left_pad
+from unmask.canvas import Canvas, CanvasConstraint, left_pad
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
-from unmask.sampling.loop import Denoiser, nearest_multiples, validate
+from unmask.sampling.loop import (
+    Denoiser,
+    nearest_multiples,
+    split_steps,
+    start_empty_prompts,
+    unguided_starts,
+    validate,
+)
 from unmask.sampling.penalties import PenaltyConstraint
 from unmask.sampling.policies import make_policy
 from unmask.sampling.protocol import (
@@ -122,6 +129,10 @@ class BlockPlan:
     last block; else a whole block)."""
     num_blocks: int
     steps_per_block: int
+    """The first block's steps (every block's, where steps are a multiple of the blocks)."""
+    block_steps: tuple[int, ...] = ()
+    """Each block's steps (``split_steps``: a dynamic policy's bound spread over the blocks);
+    empty: ``steps_per_block`` each."""
 
 
 def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[int], *,
@@ -164,15 +175,16 @@ def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[
                 f"block of {bs}, then {blocks - 1} more); try "
                 f"{nearest_multiples(config.steps, blocks)}"
             ) from None
-        return BlockPlan(first_new, blocks, max(1, config.steps // blocks))
+        shares = tuple(split_steps(config.steps, blocks))
+        return BlockPlan(first_new, blocks, shares[0], shares)
     if config.gen_length > 0 and config.gen_length % bs:  # the block length is the model's
         raise UserError(
             f"gen_length ({config.gen_length}) must be a multiple of the model's "
             f"block_size ({bs}); try gen_length {nearest_multiples(config.gen_length, bs)}"
         )
     blocks, steps_per_block = validate(config)
-    # a dynamic policy does not use steps (validate lets it be < the number of blocks)
-    return BlockPlan(bs, blocks, max(1, steps_per_block))
+    # a dynamic policy's steps bound it: spread over the blocks (not a multiple of them)
+    return BlockPlan(bs, blocks, steps_per_block, tuple(split_steps(config.steps, blocks)))
 
 
 class BlockRun(DecoderRun):
@@ -205,12 +217,13 @@ class BlockRun(DecoderRun):
                 "sample_blocks needs a block-causal model (config.block_size) "
                 "or an explicit block_size"
             )
-        rows = as_rows(prompt_ids)
+        rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
         self.absolute = absolute_blocks(model)
         plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute)
         config = dataclasses.replace(config, block_length=bs)
         self.first_new, self.num_blocks = plan.first_new, plan.num_blocks
         steps_per_block = plan.steps_per_block
+        self._block_steps = plan.block_steps or (steps_per_block,) * plan.num_blocks
         if self.absolute:  # left padding: whole blocks (equal tails)
             P = max(len(r) for r in rows)
             need = P + self.first_new + (self.num_blocks - 1) * bs
@@ -231,7 +244,7 @@ class BlockRun(DecoderRun):
         self.model, self.mask_id, self.eos_id = model, mask_id, eos_id
         self.gen_length, self.block_size, self.P = config.gen_length, bs, P
         self.x, self.real = x.to(device), real.to(device)  # (B, L): prompt and finished blocks
-        self.prompt = self.real.clone()  # (B, P): what guidance blanks out
+        self.prompt = unguided_starts(self.real, started, P - 1)  # (B, P): what guidance blanks out
         self.generator = make_generator(config.seed, device) if generator is None else generator
         self.block_config = dataclasses.replace(
             config, gen_length=bs, block_length=None, steps=steps_per_block
@@ -276,7 +289,7 @@ class BlockRun(DecoderRun):
         self._inner = Denoiser(
             self.model,
             canvas,
-            self.block_config,
+            dataclasses.replace(self.block_config, steps=self._block_steps[self.blocks_done]),
             eos_id=self.eos_id,
             generator=self.generator,
         )  # history and step_callback are kept here: a step ends after its edits
@@ -446,7 +459,7 @@ class BD3LMDecoder(Decoder):
     summary = "block diffusion: one block at a time over a block-causal model, stop at EOS"
 
     def uses_steps(self, config: SampleConfig) -> bool:
-        return not make_policy(config).dynamic  # the dynamic policies run until no mask is left
+        return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "block-causal" or facts.block_size is None:

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from unmask.canvas import Canvas
+from unmask.canvas import Canvas, as_rows
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
@@ -119,6 +119,38 @@ def model_logit_shift(model: Any) -> bool:
     return bool(getattr(getattr(model, "config", None), "logit_shift", False))
 
 
+def start_empty_prompts(
+    model: Any, prompt_ids: Sequence[Sequence[int]] | Sequence[int] | Tensor, *,
+    eos_id: int | None, pad_id: int,
+) -> tuple[list[list[int]], list[bool]]:
+    """The prompts as rows, an empty one given a start token where the model is Dream-style
+    (``logit_shift``): its logits at a position predict the next token, so the first generated
+    position reads the column before it, and with nothing before it (``shift_logits``:
+    position 0 keeps its own logits, the prediction for token 1; in a batch, the padding's)
+    it was committed from the wrong prediction. The start token is the document separator
+    that lm-eval puts before an empty context (``unmask.lm_eval``: EOS, else the pad id), as
+    the ``ar``, ``hybrid`` and ``speculative`` decoders give an empty prompt one; the
+    generated tokens are the same count and region either way. Other models read the whole
+    canvas and take an empty prompt as it is. Returns the rows and, per row, whether it was
+    given the token (the last prompt column then, which guidance does not blank out: it is
+    no condition, so a row without a prompt has none to guide by, as before)."""
+    rows = as_rows(prompt_ids)
+    if all(rows) or not model_logit_shift(model):
+        return rows, [False] * len(rows)
+    start = eos_id if eos_id is not None else pad_id
+    return [r or [int(start)] for r in rows], [not r for r in rows]
+
+
+def unguided_starts(prompt_index: Tensor, started: Sequence[bool], column: int) -> Tensor:
+    """``prompt_index`` (B, L) with ``column`` cleared in the ``started`` rows: a start token
+    (``start_empty_prompts``) that guidance does not blank out."""
+    if not any(started):
+        return prompt_index
+    out = prompt_index.clone()
+    out[torch.tensor(started, device=out.device), column] = False
+    return out
+
+
 def forbid_tokens(token_ids: Sequence[int]) -> Callable[[Tensor], Tensor]:
     """A logits processor that sets the given tokens' logits to ``-inf`` (LLaDA
     ``logits_eos_inf``)."""
@@ -148,13 +180,25 @@ def _divisors_near(n: int, target: int) -> str:
     return " or ".join(str(d) for d in dict.fromkeys(options))
 
 
+def split_steps(steps: int, num_blocks: int) -> list[int]:
+    """``steps`` over ``num_blocks`` blocks as evenly as they go, the extra ones first (10 over
+    4: 3, 3, 2, 2; a multiple: ``steps / num_blocks`` each): the total is ``steps``."""
+    base, extra = divmod(steps, num_blocks)
+    return [base + (b < extra) for b in range(num_blocks)]
+
+
 def validate(
-    config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None
+    config: SampleConfig, *, prompt_length: int = 0, max_seq_len: int | None = None,
+    split: bool = False,
 ) -> tuple[int, int]:
     """Check lengths and options; return (num_blocks, steps_per_block). Raises ``UserError``.
 
-    Dynamic policies (threshold, factor, entropy) do not use ``steps``: it need not be a
-    multiple of the number of blocks, and the returned steps_per_block is meaningless then.
+    ``steps`` must be a multiple of the number of blocks for the scheduled ``llada`` policy
+    (LLaDA's rule), unless ``split`` (a caller that computes the steps, as infilling under a
+    cap: they are spread over the blocks, ``split_steps``). Dynamic policies (threshold,
+    factor, entropy) take ``steps`` as their bound, spread the same way. Where steps are
+    spread they must be at least the blocks (each block takes a step); steps_per_block is
+    then the first block's share.
     """
     if config.gen_length <= 0:
         raise UserError(f"gen_length must be positive, got {config.gen_length}")
@@ -172,7 +216,13 @@ def validate(
         )
     num_blocks = config.gen_length // block_length
     dynamic = make_policy(config).dynamic  # also checks the policy name and its parameters
-    if config.steps % num_blocks and not dynamic:
+    if config.steps < num_blocks and (dynamic or split):
+        raise UserError(
+            f"steps ({config.steps}) must be at least the number of blocks ({num_blocks} = "
+            f"gen_length {config.gen_length} / block_length {block_length}): each block "
+            f"takes a step; try {num_blocks} or longer blocks"
+        )
+    if config.steps % num_blocks and not (dynamic or split):
         raise UserError(
             f"steps ({config.steps}) must be a multiple of the number of blocks ({num_blocks} = "
             f"gen_length {config.gen_length} / block_length {block_length}); "
@@ -190,7 +240,7 @@ def validate(
             f"{prompt_length + config.gen_length} exceeds the model's max_seq_len ({max_seq_len}); "
             f"use gen_length <= {max(max_seq_len - prompt_length, 0)} or a shorter prompt"
         )
-    return num_blocks, config.steps // num_blocks
+    return num_blocks, split_steps(config.steps, num_blocks)[0]
 
 
 def check_ids(canvas: Canvas, vocab_size: int | None) -> None:
@@ -242,6 +292,7 @@ class Denoiser(DecoderRun):
         return_history: bool = False,
         step_callback: StepCallback | None = None,
         on_view: ViewCallback | None = None,
+        split: bool = False,
     ) -> None:
         if config.decoder not in ("auto", "llada", "bd3lm"):
             raise UserError(
@@ -252,8 +303,10 @@ class Denoiser(DecoderRun):
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         check = dataclasses.replace(config, gen_length=region_len)
         self.num_blocks, self.steps_per_block = validate(
-            check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len
+            check, prompt_length=canvas.length - region_len, max_seq_len=max_seq_len,
+            split=split,
         )
+        self._block_steps = split_steps(config.steps, self.num_blocks)  # the total: steps
         self.block_length = region_len // self.num_blocks
         if config.top_k is not None or config.top_p is not None:
             raise UserError("top_k and top_p apply to autoregressive (causal) models only")
@@ -370,9 +423,14 @@ class Denoiser(DecoderRun):
     def _enter_block(self) -> None:
         block_start, block_end = self.block_bounds
         masked = self.canvas.masked  # (B, L)
-        if self.policy.dynamic:  # safety bound: every step commits >= 1 candidate per row
-            self.steps_per_block = max(1, int(masked[:, :block_end].sum(dim=1).max()))
-        self.policy.start_block(self._counted(masked), self.steps_per_block)
+        self.steps_per_block = self._block_steps[self.block]
+        if self.policy.dynamic:  # no more than one step per mask: each commits >= 1 per row
+            most = max(1, int(masked[:, :block_end].sum(dim=1).max()))
+            self.steps_per_block = min(self.steps_per_block, most)
+        # a dynamic policy's floor counts every candidate (a prompt mask under 'reference'
+        # too), so the block is filled within its bound; llada counts LLaDA's masks
+        counted = masked[:, :block_end] if self.policy.dynamic else self._counted(masked)
+        self.policy.start_block(counted, self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
 
@@ -544,10 +602,14 @@ class Denoiser(DecoderRun):
         on_view: ViewCallback | None = None,
     ) -> Denoiser:
         """The run of ``generate``: prompts (left-padded) followed by ``config.gen_length``
-        masks. A model trained with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
+        masks; an empty prompt of a ``logit_shift`` model starts with ``start_empty_prompts``'
+        token. A model trained with ``[EMPTY]`` (``config.empty_id``) never proposes it here:
         the filler belongs to the unused slots of infilled gaps, not to free text."""
         validate(config)  # clear messages before any tensor is built
-        canvas = Canvas.from_prompts(prompt_ids, config.gen_length, mask_id=mask_id, pad_id=pad_id)
+        rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        canvas = Canvas.from_prompts(rows, config.gen_length, mask_id=mask_id, pad_id=pad_id)
+        canvas = dataclasses.replace(canvas, prompt_index=unguided_starts(
+            canvas.prompt_index, started, canvas.region[0] - 1))
         empty_id = getattr(getattr(model, "config", None), "empty_id", None)
         if empty_id is not None:
             canvas.constraints.append(forbid_tokens([empty_id]))
@@ -572,12 +634,15 @@ def sample(
     generator: torch.Generator | None = None,
     return_history: bool = False,
     step_callback: StepCallback | None = None,
+    split: bool = False,
 ) -> GenerateResult:
     """Denoise ``canvas`` with ``model`` (LLaDA's reverse process, arXiv:2502.09992).
 
     The canvas region ``[start, end)`` is split into ``region_len / block_length`` blocks,
-    denoised left to right with ``steps / num_blocks`` steps each (dynamic policies: until
-    the block has no masks left). Every step:
+    denoised left to right with ``steps / num_blocks`` steps each (``split``: steps that are
+    not a multiple of the blocks spread over them, ``split_steps``, so the run takes
+    exactly ``steps``; dynamic policies: until the block has no masks left, within their
+    share of ``steps``). Every step:
 
     1. logits = model(x) (B, L, V), through the ``cache`` policy (which may recompute only
        part of the canvas); with ``cfg_scale`` > 0 also the unconditional pass
@@ -607,6 +672,7 @@ def sample(
         generator=generator,
         return_history=return_history,
         step_callback=step_callback,
+        split=split,
     ).run()
 
 
@@ -651,7 +717,7 @@ class LLaDADecoder(Decoder):
     summary = "masked diffusion: commit policies (llada, threshold, ...) and KV caches"
 
     def uses_steps(self, config: SampleConfig) -> bool:
-        return not make_policy(config).dynamic  # the dynamic policies run until no mask is left
+        return not make_policy(config).dynamic  # dynamic: steps bound the run, not set it
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "bidirectional":
@@ -715,6 +781,8 @@ __all__ = [
     "model_logit_shift",
     "sample",
     "shift_logits",
+    "split_steps",
+    "start_empty_prompts",
     "step_together",
     "validate",
 ]

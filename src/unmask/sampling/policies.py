@@ -77,9 +77,9 @@ class CommitPolicy:
         raise NotImplementedError
 
     dynamic: bool = False
-    """True = the number of steps is not scheduled: the loop ignores ``SampleConfig.steps``,
-    passes as ``steps`` a safety bound (one step per masked position) and asks
-    ``block_done`` after every step."""
+    """True = the number of steps is not scheduled: the loop passes as ``steps`` a bound (the
+    block's share of ``SampleConfig.steps``, at most one step per masked position), asks
+    ``block_done`` after every step, and lets ``steps`` be no multiple of the blocks."""
 
     def block_done(self, block_steps_done: int, steps_per_block: int, block_masked: Tensor) -> bool:
         """Whether the block is finished; by default after exactly ``steps_per_block`` steps."""
@@ -166,11 +166,17 @@ def _ranked(confidence: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sort(confidence, dim=1, descending=True, stable=True)
 
 
-def _commit_sorted_prefix(state: StepState, keep_sorted: Tensor, order: Tensor) -> Tensor:
+def _commit_sorted_prefix(
+    state: StepState, keep_sorted: Tensor, order: Tensor, floor: Tensor | None = None
+) -> Tensor:
     """(B, L) bool from ``keep_sorted`` (B, L) given in confidence order: the top-1 candidate of
-    every row is always kept, and nothing outside ``state.candidates`` is."""
+    every row is always kept, the ``floor[b]`` (B,) most confident of row b too, and nothing
+    outside ``state.candidates`` is."""
     keep_sorted = keep_sorted.clone()
     keep_sorted[:, 0] = True
+    if floor is not None:
+        rank = torch.arange(keep_sorted.shape[1], device=keep_sorted.device)
+        keep_sorted |= rank < floor.to(keep_sorted.device).unsqueeze(1)  # (B, L)
     transfer = torch.zeros_like(state.candidates)
     transfer.scatter_(1, order, keep_sorted)
     return transfer & state.candidates
@@ -179,13 +185,33 @@ def _commit_sorted_prefix(state: StepState, keep_sorted: Tensor, order: Tensor) 
 class DynamicPolicy(CommitPolicy):
     """Base of the parallel policies: the number of commits per step comes from the confidences.
 
-    A block is done when it has no masks left. Each step commits at least the most
-    confident candidate of every row that has one, so a block takes at most one step per
-    masked position; the loop passes that bound as ``steps_per_block`` and it is reached only
-    when the model proposes the mask id itself (such a position stays masked).
+    A block is done when it has no masks left, or after ``steps_per_block`` steps, the bound
+    the loop passes: the block's share of ``SampleConfig.steps``, at most one step per masked
+    position. Each step commits at least the scheduled count of LLaDA's schedule over that
+    bound (``num_transfer_tokens``), the most confident first, so the block is filled within
+    it; with at least as many steps as masks the count is one, the top-1 candidate of every
+    row that has one. This is the dynamic rule of LLaDA 2.x's ``generate`` (SDAR's
+    ``low_confidence_dynamic``): the threshold's commits, or the scheduled top-k where fewer
+    pass. A subclass's ``select`` hands its own prefix to ``_commit``.
     """
 
     dynamic = True
+
+    def __init__(self) -> None:
+        self.schedule: Schedule = LinearSchedule()
+        self._counts: Tensor | None = None
+
+    def use_schedule(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    def start_block(self, block_masked: Tensor, steps: int) -> None:
+        self._counts = num_transfer_tokens(block_masked, steps, self.schedule)  # (B, steps)
+
+    def _commit(self, state: StepState, keep_sorted: Tensor, order: Tensor) -> Tensor:
+        floor = None
+        if self._counts is not None and state.block_step < self._counts.shape[1]:
+            floor = self._counts[:, state.block_step]  # (B,)
+        return _commit_sorted_prefix(state, keep_sorted, order, floor)
 
     def block_done(self, block_steps_done: int, steps_per_block: int, block_masked: Tensor) -> bool:
         return not bool(block_masked.any()) or block_steps_done >= steps_per_block
@@ -196,11 +222,12 @@ class ThresholdPolicy(DynamicPolicy):
     candidate with confidence >= ``threshold``, and the most confident one of each row always."""
 
     def __init__(self, threshold: float) -> None:
+        super().__init__()
         self.threshold = threshold
 
     def select(self, state: StepState) -> Tensor:
         conf, order = _ranked(state.confidence)  # (B, L) each
-        return _commit_sorted_prefix(state, conf >= self.threshold, order)
+        return self._commit(state, conf >= self.threshold, order)
 
 
 class FactorPolicy(DynamicPolicy):
@@ -209,6 +236,7 @@ class FactorPolicy(DynamicPolicy):
     always. Confidences fall and the bar rises with r, so the commits are a prefix."""
 
     def __init__(self, factor: float) -> None:
+        super().__init__()
         self.factor = factor
 
     def select(self, state: StepState) -> Tensor:
@@ -217,7 +245,7 @@ class FactorPolicy(DynamicPolicy):
         bar = 1.0 - self.factor / (rank + 2.0)  # (L,)
         ok = conf.to(torch.float64) >= bar
         keep = ok.long().cumprod(dim=1).bool()  # stop at the first rank that misses its bar
-        return _commit_sorted_prefix(state, keep, order)
+        return self._commit(state, keep, order)
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -234,6 +262,7 @@ class EntropyBoundPolicy(DynamicPolicy):
     canvas; the top-1 candidate always passes (its bound is 0)."""
 
     def __init__(self, gamma: float) -> None:
+        super().__init__()
         self.gamma = gamma
 
     def select(self, state: StepState) -> Tensor:
@@ -245,7 +274,7 @@ class EntropyBoundPolicy(DynamicPolicy):
         H_sorted = torch.gather(H, 1, order)  # (B, L) in confidence order
         bound = H_sorted.cumsum(dim=1) - H_sorted.cummax(dim=1).values
         keep = (bound <= self.gamma).long().cumprod(dim=1).bool()
-        return _commit_sorted_prefix(state, keep, order)
+        return self._commit(state, keep, order)
 
 
 PolicyFactory = Callable[[SampleConfig], CommitPolicy]
@@ -275,26 +304,38 @@ def _needs_ranked_scores(config: SampleConfig) -> None:
         )
 
 
+def check_parameter(name: str, value: float, low: float, *, open_low: bool,
+                    high: float = math.inf) -> float:
+    """The one rule of the policies' parameters: a finite number in its range (``low`` left
+    out where ``open_low``, ``high`` included), else one ``UserError`` line saying so.
+    ``threshold`` (0, 1], ``factor`` > 0, ``entropy_bound`` >= 0; an infinite ``factor`` or
+    ``entropy_bound`` (commit every candidate at once) is refused as NaN is."""
+    finite = isinstance(value, (int, float)) and math.isfinite(value)
+    above = finite and (value > low if open_low else value >= low)
+    if not (above and value <= high):
+        where = f"in {'(' if open_low else '['}{low:g}, {high:g}]" if math.isfinite(high) else (
+            f"{'>' if open_low else '>='} {low:g}")
+        raise UserError(f"{name} must be a finite number {where}, got {value}")
+    return float(value)
+
+
 @register_policy("threshold")
 def _threshold(config: SampleConfig) -> CommitPolicy:
-    if not 0.0 < config.threshold <= 1.0:
-        raise UserError(f"threshold must be in (0, 1], got {config.threshold}")
+    check_parameter("threshold", config.threshold, 0.0, open_low=True, high=1.0)
     _needs_ranked_scores(config)
     return ThresholdPolicy(config.threshold)
 
 
 @register_policy("factor")
 def _factor(config: SampleConfig) -> CommitPolicy:
-    if not (config.factor > 0 and math.isfinite(config.factor)):
-        raise UserError(f"factor must be a finite number > 0, got {config.factor}")
+    check_parameter("factor", config.factor, 0.0, open_low=True)
     _needs_ranked_scores(config)
     return FactorPolicy(config.factor)
 
 
 @register_policy("entropy")
 def _entropy(config: SampleConfig) -> CommitPolicy:
-    if not config.entropy_bound >= 0:
-        raise UserError(f"entropy_bound must be >= 0, got {config.entropy_bound}")
+    check_parameter("entropy_bound", config.entropy_bound, 0.0, open_low=False)
     return EntropyBoundPolicy(config.entropy_bound)
 
 
@@ -383,13 +424,20 @@ def confidence_fn(name: str) -> ConfidenceFn:
 def scorer(config: SampleConfig) -> ConfidenceFn:
     """The score that ranks proposals: ``remasking='low_confidence'`` ranks by the
     ``confidence`` measure (``prob`` = LLaDA's low_confidence, bit for bit); any other
-    remasking (``random``, or one registered) replaces the measure."""
+    remasking (``random``, or one registered) replaces the measure, so a ``confidence`` other
+    than the default given with it is refused in one line (it was silently ignored)."""
     if config.confidence not in CONFIDENCES:
         raise UserError(
             f"unknown confidence {config.confidence!r}; choose one of "
             f"{', '.join(sorted(CONFIDENCES))}"
         )
     fn = confidence_fn(config.remasking)
+    if config.remasking != "low_confidence" and config.confidence != "prob":
+        raise UserError(
+            f"confidence {config.confidence!r} ranks proposals under remasking low_confidence; "
+            f"remasking {config.remasking!r} replaces the measure (it would do nothing): "
+            "give one of the two"
+        )
     if config.remasking == "low_confidence":
         return CONFIDENCES[config.confidence]
     return fn
