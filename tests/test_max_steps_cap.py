@@ -51,7 +51,7 @@ def test_fewer_steps_than_blocks_is_one_line():
     message = str(e.value)
     assert "\n" not in message
     assert "steps (3) must be at least the number of blocks (4" in message
-    assert "try steps 4 or block_length 10" in message
+    assert "try 4 steps or block_length 10" in message
 
 
 def test_a_length_search_in_blocks_runs_within_the_steps_asked(monkeypatch):
@@ -198,9 +198,9 @@ def test_infill_with_more_blocks_than_max_steps_names_block_length():
             assert err["param"] == "block_length", err
             assert err["message"].startswith("steps (3: the server's --max-steps, none sent) "
                                              "must be at least the number of blocks"), err
-            assert "try steps" not in err["message"] and "; send block_length " in err["message"]
+            assert "try" not in err["message"] and "; send block_length " in err["message"]
         assert model.sizes == []
         r = c.post("/v1/infill", json={"template": TEMPLATE, "block_length": 10})
         assert r.status_code == 200 and len(model.sizes) == r.json()["nfe"] == 3, r.text
         r = c.post("/v1/infill", json={"template": TEMPLATE, "block_length": 8, "steps": 3})
-        assert r.status_code == 400 and "try steps 4" in r.json()["error"]["message"]  # sent
+        assert r.status_code == 400 and "try 4 steps" in r.json()["error"]["message"]  # sent

@@ -129,7 +129,7 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
             raise UserError(
                 f"steps ({config.steps}) must be at least the number of blocks ({blocks}: "
                 f"the {length} tokens from the first gap to the last in blocks of "
-                f"{config.block_length}): each block takes a step; try steps {blocks} or "
+                f"{config.block_length}): each block takes a step; try {blocks} steps or "
                 f"block_length {-(-length // config.steps)}"
             )
         bl, n_blocks = _fit_blocks(length, canvas.length, config.block_length, config.steps)

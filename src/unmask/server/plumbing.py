@@ -190,9 +190,9 @@ def max_steps_blocks(opts: DiffusionOptions, e: UserError) -> APIError | None:
     """The 400 for a fill's refusal of fewer steps than blocks (``infill_config``) where the
     request sent no ``steps``: they were the server's ``--max-steps``, which the client
     cannot raise, so the answer says so and offers the longer blocks only (it said
-    "steps (3) ... try steps 4" to a client that sent none). None for any other refusal."""
-    m = re.fullmatch(r"steps \((\d+)\) (must be at least the number of blocks .*); try steps "
-                     r"\d+ or (block_length \d+)", str(e))
+    "steps (3) ... try 4 steps" to a client that sent none). None for any other refusal."""
+    m = re.fullmatch(r"steps \((\d+)\) (must be at least the number of blocks .*); try \d+ "
+                     r"steps or (block_length \d+)", str(e))
     if m is None or "steps" in opts.model_fields_set:
         return None
     param = "block_length" if "block_length" in opts.model_fields_set else None
