@@ -204,3 +204,26 @@ def test_infill_with_more_blocks_than_max_steps_names_block_length():
         assert r.status_code == 200 and len(model.sizes) == r.json()["nfe"] == 3, r.text
         r = c.post("/v1/infill", json={"template": TEMPLATE, "block_length": 8, "steps": 3})
         assert r.status_code == 400 and "try 4 steps" in r.json()["error"]["message"]  # sent
+
+
+def test_a_continuous_completion_that_sends_no_steps_is_capped():
+    """An embed-diffusion checkpoint's denoising steps (one per token when none are sent) ran
+    whatever their number under --max-steps: 16 tokens at --max-steps 8 ran 16 forwards.
+    Now at most 8, the length kept (the steps are not per token there: nothing to refuse)."""
+    import dataclasses
+
+    import torch
+
+    from unmask.model import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(dataclasses.replace(tiny_config(), objective="embed-diffusion")).eval()
+    forwards: list[int] = []
+    model.register_forward_hook(lambda *_: forwards.append(1))
+    with _client(8, model) as c:
+        r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 16})
+        assert r.status_code == 200, r.text
+        assert r.json()["steps"] == 8 and len(forwards) == r.json()["nfe"] == 8  # was 16
+        assert r.json()["usage"]["completion_tokens"] <= 16
+        r = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 16, "steps": 4})
+        assert r.status_code == 200 and r.json()["steps"] == 4, r.text  # sent: as sent

@@ -181,14 +181,18 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
     sooner once every mask is committed) are capped to the limit, the length kept, unless
     its blocks are more (a step each): a 400 naming ``block_length`` (``max_tokens`` where
     the checkpoint's block size is fixed). They were left at one per token: 48 tokens under
-    ``--max-steps 16`` ran 48 forwards."""
+    ``--max-steps 16`` ran 48 forwards. So are the steps of a continuous decoder
+    (``embed-diffusion``, ``latent-diffusion``: its denoising steps, not tied to tokens;
+    they ran whatever their number)."""
     most = state.limits.max_steps
     if req.steps is not None or config.steps <= most:
         return config
     if bounded_by_steps(decoder, config):
         return cap_dynamic_steps(state, decoder, config, prompt_lengths)
-    if not decoder.uses_steps(config):
+    if "steps" in decoder.unused:  # a causal decoder: a token a forward, max_tokens bounds it
         return config
+    if not decoder.uses_steps(config):  # continuous diffusion: its steps set its work, not
+        return dataclasses.replace(config, steps=most)  # per token (it ran them all)
     if "steps" in api.facts_of(state.loaded).sample_defaults:
         for steps in range(most, 0, -1):
             capped = dataclasses.replace(config, steps=steps)
