@@ -153,7 +153,7 @@ def test_max_steps_bounds_requests_that_do_not_send_steps():
         assert "runs 16" in err["message"]
         for body in ({"max_tokens": 16, "steps": 8}, {"max_tokens": 8},
                      {"max_tokens": 8, "segment_length": 4},
-                     {"max_tokens": 16, "policy": "threshold"}):  # as many steps as it takes
+                     {"max_tokens": 16, "policy": "threshold"}):  # at most 8 steps
             r = c.post("/v1/completions", json={"prompt": "Hi", **body})
             assert r.status_code == 200, (body, r.text)
             assert r.json()["usage"]["completion_tokens"] == body["max_tokens"]
@@ -185,7 +185,8 @@ def test_the_max_steps_cut_of_a_default_length_follows_the_steps():
         chat = "/v1/chat/completions"
         assert tokens(chat, {}) == (8, 8)  # one step per token: cut to the limit
         assert tokens(chat, {"steps": 8}) == (64, 8)  # the recommendation's 64 in 8 steps
-        assert tokens(chat, {"policy": "threshold"})[0] == 64  # as many steps as it takes
+        assert tokens(chat, {"policy": "threshold"})[0] == 64  # the length is not cut
+        assert tokens(chat, {"policy": "threshold"})[1] <= 8  # its bound is (test_max_steps_cap)
         assert tokens("/v1/completions", {}) == (8, 8)  # 16 not sent: within the limit
         assert tokens("/v1/completions", {"steps": 4}) == (16, 4)
         assert tokens("/v1/completions", {"policy": "threshold"})[0] == 16
@@ -208,8 +209,9 @@ def test_recommended_steps_over_max_steps_are_capped():
         assert r.status_code == 200, r.text
         assert (r.json()["usage"]["completion_tokens"], r.json()["steps"]) == (64, 8)
     with _max_steps_client(16, policy="threshold", threshold=0.9, gen_length=64) as c:
-        r = c.post("/v1/chat/completions", json={"messages": HI})  # dynamic: not cut
+        r = c.post("/v1/chat/completions", json={"messages": HI})  # dynamic: length not cut
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 64, r.text
+        assert r.json()["steps"] <= 16  # its steps (a bound) are
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

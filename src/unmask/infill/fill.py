@@ -104,34 +104,59 @@ class SearchLimitError(UserError):
 
 
 def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, Canvas]:
-    """The sampler settings for a canvas with masks anywhere.
+    """The sampler settings for a canvas with masks anywhere, run with ``sample(...,
+    split=True)`` (``fill_canvas``).
 
     The block region is the canvas region (widened to a multiple of ``block_length`` when
     blocks are asked for; where the canvas is too short for that, the longest block length
-    below it that fits: a length search's canvases are often short); ``steps`` is capped at
-    the most masked positions of a row (one token per step at most) and rounded up to a
-    multiple of the number of blocks.
+    below it that fits, or the shortest longer one where that is more blocks than steps: a
+    length search's canvases are often short, ``_fit_blocks``). ``steps`` is capped at the
+    most masked positions of a row (one token per step at most), but not below the number
+    of blocks (each block takes a step), and never raised above ``config.steps``: spread
+    over the blocks (``unmask.sampling.loop.split_steps``), the run takes at most the steps
+    asked for (they were rounded up to a multiple of the blocks: 30 masks in 4 blocks at
+    steps 10 ran 12, past the server's ``--max-steps``). Fewer steps than blocks of
+    ``block_length`` over the region is a ``UserError``.
     """
     start, end = canvas.region
-    L = canvas.length
     n_blocks = 1
     if config.block_length is not None:
-        bl = config.block_length
-        if bl <= 0:
-            raise UserError(f"block_length must be positive, got {bl}")
-        while -(-(end - start) // bl) * bl > L:  # ends at 1 at the latest (end - start <= L)
-            bl -= 1
+        if config.block_length <= 0:
+            raise UserError(f"block_length must be positive, got {config.block_length}")
+        length = end - start
+        if 0 < config.steps < -(-length // config.block_length):  # not positive: the
+            blocks = -(-length // config.block_length)  # sampler's own line
+            raise UserError(
+                f"steps ({config.steps}) must be at least the number of blocks ({blocks}: "
+                f"the {length} tokens from the first gap to the last in blocks of "
+                f"{config.block_length}): each block takes a step; try {blocks} steps or "
+                f"block_length {-(-length // config.steps)}"
+            )
+        bl, n_blocks = _fit_blocks(length, canvas.length, config.block_length, config.steps)
         config = dataclasses.replace(config, block_length=bl)
-        need = -(-(end - start) // bl) * bl
-        end = min(L, start + need)
+        need = n_blocks * bl
+        end = min(canvas.length, start + need)
         start = end - need
-        n_blocks = need // bl
         canvas = dataclasses.replace(canvas, region=(start, end))
     masked = canvas.masked[:, start:end].sum(dim=1)
     most = int(masked.max()) if masked.numel() else 0
-    steps = max(1, min(config.steps, most))
-    steps = -(-steps // n_blocks) * n_blocks
+    steps = min(config.steps, max(1, most, n_blocks))
     return dataclasses.replace(config, steps=steps, gen_length=end - start), canvas
+
+
+def _fit_blocks(length: int, room: int, block_length: int, steps: int) -> tuple[int, int]:
+    """(block length, number of blocks) of a region of ``length`` tokens in a canvas of
+    ``room``: whole blocks of ``block_length`` when they fit, else of the longest block
+    length below it whose whole blocks do (1 at the latest: ``length <= room``), unless
+    that makes more blocks than ``steps`` (each takes a step): then the shortest longer one
+    that fits with at most ``steps`` blocks (``length`` at the latest: one block)."""
+    bl = block_length
+    while -(-length // bl) * bl > room:
+        bl -= 1
+    if -(-length // bl) > steps > 0:
+        bl = next(n for n in range(-(-length // steps), length + 1)
+                  if -(-length // n) * n <= room)
+    return bl, max(1, -(-length // bl))
 
 
 def _one_per_step(config: SampleConfig, steps: int) -> SampleConfig:
@@ -156,7 +181,8 @@ def fill_canvas(
 ) -> Filled:
     """Fill every masked position of ``canvas``; the result satisfies all its constraints.
 
-    1. ``sample`` with ``config`` (``infill_config``: steps capped at the masks per row).
+    1. ``sample`` with ``config`` (``infill_config``: steps capped at the masks per row, at
+       least one per block, never more than ``config.steps``; spread over the blocks).
     2. Spans that break a ``CanvasConstraint`` (possible only when several of their
        positions were committed in the same step, or a mask was left) are re-masked and
        refilled with the LLaDA schedule at one token per step: each commit then sees all
@@ -172,9 +198,8 @@ def fill_canvas(
     cfg, run_canvas = infill_config(config, canvas)
     if generator is None:
         generator = make_generator(config.seed)
-    res = sample(
-        model, run_canvas, cfg, eos_id=eos_id, generator=generator, step_callback=step_callback
-    )
+    res = sample(model, run_canvas, cfg, eos_id=eos_id, generator=generator,
+                 step_callback=step_callback, split=True)  # at most the steps asked for
     tokens, nfe, steps = res.tokens, res.nfe, res.steps
     broken = _broken(canvas, tokens)
     repaired = len(broken)
@@ -611,18 +636,21 @@ def _run_calls(plan: Plan, config: SampleConfig, options: InfillOptions,
 
 def _steps_bound(config: SampleConfig, canvas: Canvas) -> int:
     """The most sampling steps ``infill_config`` gives a run whose holes are at most as long as
-    ``canvas``'s and whose masks are ``canvas``'s: its steps are capped at the masks of a row
-    and rounded up to a multiple of its blocks, and a shorter region has fewer blocks, which
-    can round up to more steps (5 masks: 6 in 2 blocks, 5 in 5), so every block count up to
-    ``canvas``'s is tried. The canvas is not checked to fit whole blocks (a shorter run's
-    may not, ``infill_config`` refuses that run itself)."""
+    ``canvas``'s and whose masks are ``canvas``'s: the masks of a row, or the blocks where
+    they are more, at most ``config.steps``. A shorter region can have more blocks where the
+    canvas is too short for whole blocks of ``block_length`` (``_fit_blocks``), so every
+    region length up to ``canvas``'s is tried, each with the room ``canvas`` leaves after
+    its region."""
     start, end = canvas.region
     masked = canvas.masked[:, start:end].sum(dim=1)
-    steps = max(1, min(config.steps, int(masked.max()) if masked.numel() else 0))
-    if config.block_length is None or config.block_length <= 0:
-        return steps
-    most = -(-(end - start) // config.block_length)
-    return max(-(-steps // n) * n for n in range(1, max(most, 1) + 1))
+    most = int(masked.max()) if masked.numel() else 0
+    blocks = 1
+    if config.block_length is not None and config.block_length > 0:
+        slack, bl = canvas.length - (end - start), config.block_length
+        shorter = range(1, end - start + 1) if bl > slack + 1 else [end - start]  # else fits
+        blocks = max((_fit_blocks(n, n + slack, bl, config.steps)[1] for n in shorter),
+                     default=1)
+    return min(config.steps, max(1, most, blocks))
 
 
 def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, mask_id: int,

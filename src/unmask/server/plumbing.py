@@ -180,9 +180,24 @@ def blaming(fn: Callable[[StepCallback], Any], opts: DiffusionOptions,
         except ConstraintError as e:
             raise user_error(e) from None
         except UserError as e:
-            raise user_error(e, sent_option(opts, e) or default) from None
+            raise (max_steps_blocks(opts, e)
+                   or user_error(e, sent_option(opts, e) or default)) from None
 
     return run
+
+
+def max_steps_blocks(opts: DiffusionOptions, e: UserError) -> APIError | None:
+    """The 400 for a fill's refusal of fewer steps than blocks (``infill_config``) where the
+    request sent no ``steps``: they were the server's ``--max-steps``, which the client
+    cannot raise, so the answer says so and offers the longer blocks only (it said
+    "steps (3) ... try 4 steps" to a client that sent none). None for any other refusal."""
+    m = re.fullmatch(r"steps \((\d+)\) (must be at least the number of blocks .*); try \d+ "
+                     r"steps or (block_length \d+)", str(e))
+    if m is None or "steps" in opts.model_fields_set:
+        return None
+    param = "block_length" if "block_length" in opts.model_fields_set else None
+    return APIError(400, f"steps ({m[1]}: the server's --max-steps, none sent) {m[2]}; send "
+                    f"{m[3]}", param=param, code="invalid_value")
 
 
 # -- auth and checks -------------------------------------------------------------------------

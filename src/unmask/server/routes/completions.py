@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from unmask import api
 from unmask.config import SampleConfig
 from unmask.errors import UserError
-from unmask.sampling import Decoder, choose_decoder, validate
+from unmask.sampling import Decoder, choose_decoder, make_policy, validate
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
 from unmask.sampling.segments import segment_configs, segment_windows
@@ -176,10 +176,23 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
     ``steps``: ``check_steps``). Steps the checkpoint recommends are capped: the most within
     the limit that split over the run's blocks (the client chose no number to change). Steps
     of one per token of a ``max_tokens`` the client sent over the limit are a 400 that says
-    what to send (a ``max_tokens`` not sent was cut already: ``default_length``)."""
+    what to send (a ``max_tokens`` not sent was cut already: ``default_length``). A dynamic
+    policy's steps (``threshold``, ``factor``, ``entropy``: the most it may run, it stops
+    sooner once every mask is committed) are capped to the limit, the length kept, unless
+    its blocks are more (a step each): a 400 naming ``block_length`` (``max_tokens`` where
+    the checkpoint's block size is fixed). They were left at one per token: 48 tokens under
+    ``--max-steps 16`` ran 48 forwards. So are the steps of a continuous decoder
+    (``embed-diffusion``, ``latent-diffusion``: its denoising steps, not tied to tokens;
+    they ran whatever their number)."""
     most = state.limits.max_steps
-    if req.steps is not None or config.steps <= most or not decoder.uses_steps(config):
+    if req.steps is not None or config.steps <= most:
         return config
+    if bounded_by_steps(decoder, config):
+        return cap_dynamic_steps(state, decoder, config, prompt_lengths)
+    if "steps" in decoder.unused:  # a causal decoder: a token a forward, max_tokens bounds it
+        return config
+    if not decoder.uses_steps(config):  # continuous diffusion: its steps set its work, not
+        return dataclasses.replace(config, steps=most)  # per token (it ran them all)
     if "steps" in api.facts_of(state.loaded).sample_defaults:
         for steps in range(most, 0, -1):
             capped = dataclasses.replace(config, steps=steps)
@@ -196,6 +209,52 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
                    f"this request runs {config.steps} (one per token of max_tokens): send "
                    f"steps <= {most}, or max_tokens <= {most}", param="steps",
                    code="invalid_value")
+
+
+def bounded_by_steps(decoder: Decoder, config: SampleConfig) -> bool:
+    """Whether ``config.steps`` bounds ``decoder``'s work without setting it: the commit loop
+    (``llada``, ``bd3lm``: ``policy`` not among its unused options) under a dynamic policy,
+    which runs each block for at most its share of ``steps`` (``unmask.sampling.policies``)."""
+    if "policy" in decoder.unused:
+        return False
+    try:
+        return make_policy(config).dynamic
+    except UserError:  # an unknown policy or a bar out of range: prepare's own 400
+        return False
+
+
+def cap_dynamic_steps(state: ServerState, decoder: Decoder, config: SampleConfig,
+                      prompt_lengths: list[int]) -> SampleConfig:
+    """``config`` (a dynamic policy, steps not sent) with its steps cut to ``--max-steps``,
+    or a 400 where the run has more blocks than that: each block takes a step."""
+    most = state.limits.max_steps
+    capped = dataclasses.replace(config, steps=most)
+    G = config.gen_length
+    bs = api.facts_of(state.loaded).block_size
+    if decoder.name == "bd3lm" and bs:
+        from unmask.sampling.blocks import plan_blocks
+
+        try:
+            plan = plan_blocks(config, bs, prompt_lengths, absolute=getattr(
+                state.cfg, "block_align", "pad") == "absolute")
+        except UserError:  # another refusal: prepare's own 400 (check_whole_blocks)
+            return capped
+        if plan.num_blocks <= most:
+            return capped
+        raise APIError(400, f"max_tokens ({G}) spans {plan.num_blocks} blocks of the model's "
+                       f"block_size {bs}, more than the server's --max-steps ({most}); a "
+                       f"{config.policy} policy takes a step per block at least: send "
+                       f"max_tokens <= {plan.first_new + (most - 1) * bs}", param="max_tokens",
+                       code="invalid_value")
+    bl = config.block_length or G
+    blocks = G // bl if bl > 0 and G % bl == 0 else 1  # not whole blocks: prepare's 400
+    if blocks <= most:
+        return capped
+    fewer = next(d for d in range(-(-G // most), G + 1) if G % d == 0)  # whole blocks
+    raise APIError(400, f"max_tokens ({G}) in blocks of {bl} is {blocks} blocks, more than the "
+                   f"server's --max-steps ({most}); a {config.policy} policy takes a step "
+                   f"per block at least: send block_length {fewer}, or max_tokens "
+                   f"<= {most * bl}", param="block_length", code="invalid_value")
 
 
 def request_error(req: _Generation, e: UserError) -> APIError:
