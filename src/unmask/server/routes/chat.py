@@ -34,7 +34,7 @@ def chat_template(loaded: Loaded, value: str | None = None) -> ChatTemplate | No
         chosen = template_arg(value)
         source, origin = chosen.source, chosen.origin
     elif getattr(cfg, "chat_template", None):
-        source, origin = cfg.chat_template, f"chat template of {loaded.path}"
+        source, origin = cfg.chat_template, f"chat template of {loaded.shown}"
     else:
         return None
     return ChatTemplate.with_tokens(source, tok, bos_id=cfg.bos_id, eos_id=cfg.eos_id,
