@@ -90,3 +90,14 @@ def test_its_own_template_is_named_by_the_model_as_typed(tmp_path, monkeypatch):
     with pytest.raises(UserError) as e:  # a message it cannot render names the template so
         own.render([{"role": "user", "content": "hi", "name": "ann"}])
     assert str(e.value).startswith(f"chat template of {MINE} does not render message names")
+
+
+def test_a_publisher_folder_keeps_the_name_it_was_given(tmp_path, monkeypatch):
+    from test_convert import make_llada
+
+    monkeypatch.chdir(tmp_path)
+    make_llada(tmp_path / "models" / "tiny-llada", n_shards=1)
+    loaded = unmask.load("models/tiny-llada")
+    assert (loaded.family, loaded.name) == ("llada", "models/tiny-llada")
+    assert unmask.load(tmp_path / "models" / "tiny-llada").name == str(
+        tmp_path / "models" / "tiny-llada")
