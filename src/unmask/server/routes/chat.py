@@ -8,7 +8,7 @@ format returns confident nonsense. The server's operator can choose a template
 
 A reply ends where ``unmask chat`` and ``unmask.api.chat`` end it (``ChatTemplate.reply``): at
 EOS or the template's end-of-turn token, and through a built-in template (``plain``,
-``default``: plain-text markers) also where it starts another turn (``\nUser:``;
+``default``: plain-text markers) also where it starts another turn (``\\nUser:``;
 ``ChatTemplate.turn_start``, the one rule). Streamed, a reply's text is held back from where
 such a marker may be starting until the tokens after it show whether it does, so no chunk
 says what the cut drops.
@@ -131,8 +131,8 @@ def reply_prefix(state: ServerState, template: ChatTemplate, row: list[int], sto
                  reply: Reply) -> tuple[str, bool]:
     """``completions.prefix_text`` of a chat row (the text of its committed prefix that the
     reply is sure to keep; True when final), cut where it starts another turn of
-    ``template`` and held back where a marker of one may be starting (``\nUs`` may become
-    ``\nUser:``), so no streamed chunk holds text ``reply_finish`` drops."""
+    ``template`` and held back where a marker of one may be starting (``\\nUs`` may become
+    ``\\nUser:``), so no streamed chunk holds text ``reply_finish`` drops."""
     text, done = prefix_text(state, row, stops, reply)
     mask_id = state.cfg.mask_id
     k = row.index(mask_id) if mask_id in row else len(row)
