@@ -952,10 +952,10 @@ def chat_template(loaded: Loaded, template: str | None = None) -> ChatTemplate:
         chosen = template_arg(template)
         source, origin = chosen.source, chosen.origin
     elif getattr(cfg, "chat_template", None):
-        source, origin = cfg.chat_template, f"chat template of {loaded.path}"
+        source, origin = cfg.chat_template, f"chat template of {loaded.shown}"
     else:
         raise UserError(
-            f"{loaded.path} has no chat template (it was not fine-tuned for chat): fine-tune it "
+            f"{loaded.shown} has no chat template (it was not fine-tuned for chat): fine-tune it "
             "with `unmask train --objective sft`, or pass --template plain (a User:/Assistant: "
             "transcript), --template default or --template FILE"
         )

@@ -505,9 +505,21 @@ class ChatTemplate:
         ids = [int(i) for i in gen_ids]
         end = next((k for k, i in enumerate(ids) if i in stop), len(ids))
         text = tokenizer.decode(ids[:end])
-        cut = min((k for k in (text.find(s) for s in TURN_STARTS.get(self.source, ())) if k >= 0),
-                  default=len(text))
-        return text[:cut].strip()
+        turn = self.turn_start(text)
+        return (text if turn is None else text[: turn[0]]).strip()
+
+    @property
+    def turn_starts(self) -> tuple[str, ...]:
+        """The text that starts a turn of this template where it is a built-in one
+        (``TURN_STARTS``; ``()``: its turns end at a special token or EOS only)."""
+        return TURN_STARTS.get(self.source, ())
+
+    def turn_start(self, text: str) -> tuple[int, int] | None:
+        """Where ``text``, a reply as decoded (before it is stripped), starts another turn: the
+        span of the earliest of ``turn_starts`` in it (a reply is cut at its start), or None.
+        The one rule of ``reply``, ``unmask chat``, ``api.chat`` and the server's chat."""
+        found = [(k, k + len(s)) for s in self.turn_starts if (k := text.find(s)) >= 0]
+        return min(found) if found else None
 
 
 _ADDED: weakref.WeakKeyDictionary[Any, tuple[tuple[str, int, bool], ...]] = (

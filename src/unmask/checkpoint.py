@@ -520,7 +520,8 @@ def load(
     model._rope = None
     _stream_weights(model, ckpt / "model.safetensors", device, quantize)
     model.eval()
-    return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt)
+    return Loaded(model=model, tokenizer=tokenizer, config=config, path=ckpt,
+                  name=os.fsdecode(path))
 
 
 def load_train_state(

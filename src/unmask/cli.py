@@ -340,34 +340,7 @@ def as_typed(
         names = m.group(1).split(", ")
         opening = ", ".join(flag(name) or name for name in names)
         message = opening + message[len(m.group(1)):]
-    return shipped_as_typed(_SNAKE.sub(lambda w: flag(w.group(0)) or w.group(0), message), argv)
-
-
-MODEL_FLAGS = ("--model", "--draft")
-"""Flags whose value may name a shipped model (``unmask.checkpoint.SHIPPED_MODELS``)."""
-
-
-def shipped_as_typed(message: str, argv: Sequence[str]) -> str:
-    """``message`` naming a shipped model as typed: ``--model demo`` loads the package's
-    ``assets/demo`` folder, and a refusal that names the folder it loaded (``/…/site-packages/
-    unmask/assets/demo has no chat template``) names ``demo``, as the user wrote it. Only a
-    name typed after ``--model`` or ``--draft`` that is no path here (a local ``./demo``
-    folder is what loaded then), and only the folder itself, not a file inside it."""
-    from pathlib import Path
-
-    from unmask.files import asset_path
-
-    words = list(argv[1:])
-    if "--" in words:
-        words = words[: words.index("--")]
-    typed = [words[i + 1] for i in range(len(words) - 1) if words[i] in MODEL_FLAGS]
-    typed += [w.partition("=")[2] for w in words if w.partition("=")[0] in MODEL_FLAGS]
-    for name in typed:
-        if not name or "/" in name or os.sep in name or Path(name).exists():
-            continue
-        folder = re.escape(str(asset_path(name)))
-        message = re.sub(folder + r"(?![\w/.-])", lambda _m, n=name: n, message)
-    return message
+    return _SNAKE.sub(lambda w: flag(w.group(0)) or w.group(0), message)
 
 
 def typed_flags(argv: Sequence[str], parser: argparse.ArgumentParser | None = None) -> set[str]:

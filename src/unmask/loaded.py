@@ -24,6 +24,16 @@ class Loaded:
     family: str = "unmask"
     """Where the weights came from: ``unmask`` (native) or the importer's name (``llada``,
     ``dream``)."""
+    name: str = ""
+    """The model as the caller named it, for messages: ``load``'s ``path`` argument as given
+    (``demo``, ``runs/mine``), where ``path`` is the folder that name resolved to (the
+    package's ``assets/demo``, ``runs/mine/checkpoint``). Empty: not known (a ``Loaded``
+    built by hand), and ``shown`` is ``path``."""
+
+    @property
+    def shown(self) -> str:
+        """The model as messages name it: ``name`` as typed, else the folder ``path``."""
+        return self.name or str(self.path)
 
 
 __all__ = ["Loaded"]

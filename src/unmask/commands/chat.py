@@ -53,6 +53,7 @@ from unmask.commands.sample_options import (
 )
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
+from unmask.loaded import Loaded
 
 COMMANDS = {
     "/reset": "start a new conversation",
@@ -365,12 +366,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def banner(model: str, loaded: Any, template: ChatTemplate) -> str:
+def banner(loaded: Loaded, template: ChatTemplate) -> str:
     """The model and template an interactive chat runs, as its first line says them: the
-    model as typed (``demo``, not the package folder it loads), its own template as such,
-    another by its origin (a built-in, a file)."""
-    own = template.origin == f"chat template of {loaded.path}"
-    return f"{model} ({'its chat template' if own else template.origin})"
+    model as typed (``Loaded.shown``: ``demo``, not the package folder it loads), its own
+    template as such, another by its origin (a built-in, a file)."""
+    own = template.origin == f"chat template of {loaded.shown}"
+    return f"{loaded.shown} ({'its chat template' if own else template.origin})"
 
 
 class _StdinLines:
@@ -435,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
         import readline  # noqa: F401 (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
         pass
-    print(f"unmask chat: {banner(args.model, loaded, template)}; /help lists commands, "
+    print(f"unmask chat: {banner(loaded, template)}; /help lists commands, "
           "Ctrl-D quits", file=sys.stderr)
     return converse(session, _input_line, interactive=True, json_lines=args.json,
                     show_prompt=args.show_prompt, live=not args.no_live and not args.json)

@@ -445,4 +445,5 @@ def import_folder(
     model._rope = None
     load_weights(model, imp, folder, device=device, quantize=quantize)
     model.eval()
-    return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name)
+    return Loaded(model=model, tokenizer=tok, config=config, path=folder, family=imp.name,
+                  name=os.fsdecode(path))
