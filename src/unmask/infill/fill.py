@@ -58,6 +58,7 @@ from unmask.infill.template import (
 )
 from unmask.sampling import make_generator, sample
 from unmask.sampling.loop import MaskPredictor, StepCallback
+from unmask.sampling.policies import make_policy
 
 
 @dataclass
@@ -141,7 +142,25 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
     masked = canvas.masked[:, start:end].sum(dim=1)
     most = int(masked.max()) if masked.numel() else 0
     steps = min(config.steps, max(1, most, n_blocks))
+    if n_blocks > 1 and make_policy(config).dynamic:
+        steps = _dynamic_steps(config.steps, steps, canvas.masked[:, start:end], n_blocks)
     return dataclasses.replace(config, steps=steps, gen_length=end - start), canvas
+
+
+def _dynamic_steps(asked: int, capped: int, masked: Tensor, n_blocks: int) -> int:
+    """Steps of a dynamic policy (threshold, factor, entropy) over ``n_blocks`` blocks of the
+    (B, L) ``masked`` region. The loop gives each block an even share of the steps as its
+    bound of forwards, at most its own masks; masks are rarely spread evenly over a
+    template's blocks, so the share of ``capped`` (the masks of the fullest row) would bind
+    a full block below one forward per mask while the steps asked for cover them all. Where
+    the forwards one per mask in every block take (the fullest row's per block, summed) fit
+    in ``asked``, every block's share is the most masks of any block: the policy runs as if
+    unbounded, in at most ``asked`` forwards. Else ``capped``, spread: the bound binds."""
+    per_block = masked.reshape(masked.shape[0], n_blocks, -1).sum(dim=2)  # (B, n_blocks)
+    need = int(per_block.max(dim=0).values.sum())
+    if need > asked:
+        return capped
+    return n_blocks * max(1, int(per_block.max()))
 
 
 def _fit_blocks(length: int, room: int, block_length: int, steps: int) -> tuple[int, int]:
