@@ -70,6 +70,7 @@ def streamed(client: TestClient, body: dict) -> tuple[list[str], list[dict]]:
     ("plain", "\nUser: I speak first here", ""),  # a reply that opens with another turn
     ("default", "Fine.\n<|user|>\nme again!!", "Fine."),
     ("plain", " Users: are kept.\nA: b c", "Users: are kept.\nA:"),  # no turn starts
+    ("plain", " Boot:\nSystem: Boot order", "Boot:\nSystem: Boot"),  # docs/serving.md
 ])
 def test_the_server_cuts_a_chat_reply_where_api_chat_cuts_it(template, script, reply):
     model, client = setup(template, script)
@@ -116,3 +117,18 @@ def test_a_stop_sequence_before_the_turn_still_cuts_first():
             assert r.json()["choices"][0]["message"]["content"] == text
             assert r.json()["choices"][0]["finish_reason"] == "stop"
             assert "".join(streamed(client, {**body, "stop": stop})[0]) == text
+
+
+def test_a_turn_that_starts_before_a_stop_sequence_cuts_first_streamed_too():
+    """The stop "se" is found in " Fine.\\nUse" while "\\nUse" may still become "\\nUser:",
+    which starts first: streamed, nothing after "Fine." was final before the marker showed
+    (the stream said "Fine.\\nU", the plain answer "Fine.")."""
+    _, client = setup("plain", " Fine.\nUser: I am a user now")
+    body = {"messages": MESSAGES, "max_tokens": MAX_TOKENS, "stop": ["se"]}
+    with client:
+        r = client.post("/v1/chat/completions", json=body)
+        deltas, chunks = streamed(client, body)
+    assert r.json()["choices"][0]["message"]["content"] == "Fine."
+    assert "".join(deltas) == "Fine."
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert r.json()["usage"]["completion_tokens"] == len(" Fine.\nUser:")

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from unmask import api
+from unmask.chat import ChatTemplate
 from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling import Decoder, choose_decoder, make_policy, validate
@@ -318,25 +319,42 @@ def finish(state: ServerState, ids: list[int], stops: list[str], reply: Reply
     """(text, finish_reason, completion tokens) of one generated row: up to EOS (for chat,
     also the template's end-of-turn tokens, and stripped, as ``ChatTemplate.reply``), then
     up to the first stop sequence (in chat, the first one in the reply's text: whitespace
-    before it, which the reply drops, is not searched).
+    before it, which the reply drops, is not searched) or, in a chat through a built-in
+    template, where the reply starts another turn (``ChatTemplate.turn_start``), whichever
+    starts first: finish reason ``stop``.
 
     The completion tokens are the generated tokens up to and including the one that ended
     the text: the EOS or end-of-turn token (as OpenAI and vLLM count the token that ends a
     completion, and ``unmask generate`` counts it: ``api.Generation.n_tokens``), or the last
-    token of the stop sequence found; all of the row when it ran to ``max_tokens``."""
+    token of the stop sequence or turn marker found; all of the row when it ran to
+    ``max_tokens``."""
     end = _end(ids, reply.ends)
     cut = ids[:end]
     text = state.tok.decode(cut)
     reason = "stop" if end < len(ids) else "length"
     n_tokens = end + (end < len(ids))  # the ending token too
+    span = _cut(text, stops, reply)
+    if span is not None:
+        n_tokens = tokens_through(state.tok, cut, text[: span[1]])
+        text, reason = text[: span[0]], "stop"
+    return (text.strip() if reply.chat else text), reason, n_tokens
+
+
+def _cut(text: str, stops: list[str], reply: Reply) -> tuple[int, int] | None:
+    """The span of ``text`` that ends it, or None: the earliest-starting stop sequence (after
+    a chat reply's leading whitespace: ``_lead``; the shortest of those starting there), or
+    the marker where a chat reply starts another turn (``ChatTemplate.turn_start`` of
+    ``reply.template``) if that starts before it."""
     lead = _lead(text, reply)
     at = stop_at(text[lead:], stops)
+    span = None
     if at is not None:
         at += lead
-        ends_at = at + min(len(s) for s in stops if text.startswith(s, at))
-        n_tokens = tokens_through(state.tok, cut, text[:ends_at])
-        text, reason = text[:at], "stop"
-    return (text.strip() if reply.chat else text), reason, n_tokens
+        span = (at, at + min(len(s) for s in stops if text.startswith(s, at)))
+    turn = reply.template.turn_start(text) if reply.template is not None else None
+    if turn is not None and (span is None or turn[0] < span[0]):
+        span = turn
+    return span
 
 
 def tokens_through(tok: Any, ids: list[int], text: str) -> int:
@@ -384,7 +402,9 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     A stop sequence found in the prefix cuts the text there, as ``finish`` cuts it, but it
     is final only when no stop starting earlier may still be completed by the tokens to
     come (``finish`` cuts at the earliest start, not the first stop completed): until then
-    the text is held back where that stop starts, as it is wherever one may start."""
+    the text is held back where that stop starts, as it is wherever one may start. So does
+    a chat reply's turn marker (``\\nUs`` may become ``\\nUser:``), so no chunk holds text
+    that ``finish`` drops."""
     mask_id = state.cfg.mask_id
     k = row.index(mask_id) if mask_id in row else len(row)
     prefix = row[:k]
@@ -394,9 +414,12 @@ def prefix_text(state: ServerState, row: list[int], stops: list[str], reply: Rep
     if not done:
         text = text.rstrip("\ufffd")  # an incomplete multi-byte character
     lead = _lead(text, reply)
-    at = stop_at(text[lead:], stops)
-    at = None if at is None else lead + at
-    may = len(text) if done else lead + stop_may_start(text[lead:], stops)
+    span = _cut(text, stops, reply)
+    at = None if span is None else span[0]
+    may = len(text)
+    if not done:  # where a stop sequence or a turn marker may still be starting
+        turns = list(reply.template.turn_starts) if reply.template is not None else []
+        may = min(lead + stop_may_start(text[lead:], stops), stop_may_start(text, turns))
     if at is not None and at <= may:
         text, done = text[:at], True
     else:
@@ -416,6 +439,9 @@ class Reply:
     ids: list[list[int]]
     ends: frozenset[int] = frozenset()
     """Tokens that end a row's text: EOS, and for chat the template's end-of-turn tokens."""
+    template: ChatTemplate | None = None
+    """A chat's template: through a built-in one a reply also ends where it starts another
+    turn (``ChatTemplate.turn_start``, the rule of ``unmask chat`` and ``api.chat``)."""
 
     @property
     def object(self) -> str:
@@ -514,7 +540,8 @@ async def run_generation(state: ServerState, request: Request, req: _Generation,
     job, ids = prepare(state, req, prompts, encode)
     ends = state.chat_ends if chat else frozenset({state.cfg.eos_id} - {None})
     reply = Reply(rid=("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24],
-                  created=int(time.time()), chat=chat, ids=ids, ends=ends)
+                  created=int(time.time()), chat=chat, ids=ids, ends=ends,
+                  template=state.chat if chat else None)
     if req.stream:  # headers at once (the first step may take long); a decoder's refusal at
         # its start arrives as the stream's error event
         return await stream_job(state, request, job,
