@@ -161,3 +161,7 @@ def test_start_takes_seeds_only_where_the_decoder_has_a_generator_per_row(
         api.start(ar, [[65], [66]], {**config, "segment_length": 4}, seeds=[1, 2])
     with pytest.raises(UserError, match="3 seeds for 2 rows"):
         api.start(ar, [[65], [66]], config, seeds=[1, 2, 3])
+    for bad, words in [(-1, "from 0 to 2"), (2**63, "from 0 to 2"), (1.5, "whole numbers"),
+                       (True, "whole numbers"), (None, "whole numbers")]:
+        with pytest.raises(UserError, match=words):
+            api.start(ar, [[65], [66]], config, seeds=[1, bad])

@@ -221,6 +221,8 @@ def start(
                             f"rows need a run per row")
         if len(seeds) != len(as_rows(prompt_ids)):
             raise UserError(f"{len(seeds)} seeds for {len(as_rows(prompt_ids))} rows")
+        for seed in seeds:  # as SampleConfig.seed
+            dataclasses.replace(config, seed=_check_seed(seed))
     target = Target(decoding_model(loaded, config), facts, aux)
     limit, who = _context(facts, aux)
     if config.segment_length is None:
@@ -801,6 +803,14 @@ def generate(
         result=result,
         ends=template.ends(tok, facts.eos_id) if template is not None else frozenset(),
     )
+
+
+def _check_seed(seed: Any) -> int:
+    """A seed of ``start(..., seeds=)``: a whole number (not a bool), else one line; its
+    range is ``SampleConfig.seed``'s."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"seeds must be whole numbers, not {seed!r}")
+    return seed
 
 
 def seeds_in_one_run(
