@@ -80,6 +80,39 @@ def test_a_batch_of_seeded_rows_draws_what_each_row_draws_alone(sampling):
     assert batch.gen_ids[0] != batch.gen_ids[4]  # the same prompt, other seeds: other draws
 
 
+@pytest.mark.parametrize("sampling", [
+    {"temperature": 0.8},
+    {"temperature": 0.6, "top_k": 5, "top_p": 0.9},
+    {"temperature": 1.0, "draft_threshold": 0.3},
+    {"temperature": 1.0, "predraft": "ends", "penalties": Penalties(repetition=1.3)},
+])
+def test_a_hybrid_batch_of_seeded_rows_draws_what_each_row_draws_alone(sampling):
+    """The one-model hybrid (drafts, acceptance tests and corrections all drawn): row i of a
+    batch with a generator per row = the row alone under its seed, token for token, its
+    generator in the same state at the end; rows accept different numbers of drafts per
+    round and end at different steps."""
+    from unmask.sampling.ar import row_generators
+    from unmask.sampling.hybrid import HybridRun
+
+    cfg = model_preset("tiny", vocab_size=12, max_seq_len=64, attention="causal", init_std=0.3,
+                       draft_block=3, mask_id=0, pad_id=1, eos_id=2, bos_id=3)  # fmt: skip
+    torch.manual_seed(0)
+    model = Transformer(cfg).eval()
+    prompts = [[4, 5, 6], [], [7, 8, 9, 4, 5], [6], [4, 5, 6]]
+    seeds = [3, 4, 3, 99, 100]
+    kw = {"max_new_tokens": 20, "eos_id": 2, **sampling}
+    gens = row_generators(seeds)
+    batch = HybridRun(model, prompts, generator=gens, **kw).run()
+    accepted = 0
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True)):
+        g = make_generator(seed)
+        alone = HybridRun(model, [prompt], generator=g, **kw).run()
+        assert batch.gen_ids[i][: len(alone.gen_ids[0])] == alone.gen_ids[0], i
+        assert torch.equal(gens[i].get_state(), g.get_state()), i
+        accepted += alone.accepted
+    assert batch.accepted == accepted > 0
+
+
 def test_uniforms_from_one_generator_per_row():
     """Row i's uniform is the (1, 1) draw of its own generator; a row that does not draw
     leaves its generator as it was; a count that does not match is refused."""
@@ -115,6 +148,21 @@ def test_generate_runs_seeded_causal_rows_as_one_batch(ar_ckpt):
             alone = api.generate(loaded, prompt, config={**config, "seed": 5 + j})
             assert alone.ids == [out.ids[k * 2 + j]], (prompt, j)
     assert len(set(out.texts)) > 1
+
+
+def test_generate_runs_seeded_hybrid_rows_as_one_batch(tmp_path):
+    """A checkpoint of objective ``hybrid`` (decoder ``hybrid``): seeded sampled rows of
+    ``api.generate`` are one run too, each row the text of its prompt alone."""
+    loaded = _loaded(_checkpoint(tmp_path / "hybrid", objective="hybrid", attention="causal",
+                                 draft_block=3))
+    config = {"gen_length": 12, "temperature": 0.8, "seed": 2}
+    out = api.generate(loaded, PROMPTS, config=config)
+    assert out.decoder == "hybrid"
+    alone = [api.generate(loaded, p, config=config) for p in PROMPTS]
+    assert out.ids == [a.ids[0] for a in alone]
+    assert out.nfe == max(a.nfe for a in alone) < sum(a.nfe for a in alone)
+    stats = out.result.acceptance_stats()
+    assert stats["drafted"] == sum(a.result.acceptance_stats()["drafted"] for a in alone)
 
 
 def test_the_server_runs_seeded_causal_rows_as_one_batch(ar_ckpt):
@@ -153,6 +201,9 @@ def test_start_takes_seeds_only_where_the_decoder_has_a_generator_per_row(
     assert not api.seeds_in_one_run(ar, {**config, "segment_length": 4})
     assert not api.seeds_in_one_run(mdlm, config)
     assert not api.seeds_in_one_run(ar, config, draft=mdlm)  # speculative: a run per row
+    hybrid = _loaded(_checkpoint(tmp_path / "hybrid", objective="hybrid", attention="causal",
+                                 draft_block=3))
+    assert api.seeds_in_one_run(hybrid, config)
     run = api.start(ar, [[65, 66], [67]], config, seeds=[1, 2])
     assert run.run().tokens.shape[0] == 2
     with pytest.raises(UserError, match="one generator per run"):

@@ -194,7 +194,7 @@ def start(
 
     ``seeds``: one seed per row, in place of ``config.seed``: row i draws from a generator of
     its own seeded ``seeds[i]``, so it writes what it writes alone under ``seed=seeds[i]``, in
-    one batched run. Only where ``seeds_in_one_run`` (the ``ar`` decoder, not in segments);
+    one batched run. Only where ``seeds_in_one_run`` (``ar``, ``hybrid``, not in segments);
     elsewhere a ``UserError`` (run a run per row).
     """
     from unmask.canvas import as_rows
@@ -739,8 +739,8 @@ def generate(
     ``seed + j``), so a prompt writes the same text alone or beside others, and the same as
     the server for the same request; the runs share each forward pass where the decoder
     can (``step_together``), else run one after another; a decoder with a generator per row
-    (``ar``: ``seeds_in_one_run``) runs them as one batch, each row drawing from its own.
-    Otherwise the rows are one batch of one run (a greedy run's text depends on no
+    (``ar``, ``hybrid``: ``seeds_in_one_run``) runs them as one batch, each row drawing from
+    its own. Otherwise the rows are one batch of one run (a greedy run's text depends on no
     generator).
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
@@ -819,8 +819,8 @@ def seeds_in_one_run(
 ) -> bool:
     """Whether rows seeded one seed each run as one batched run (``start(..., seeds=)``): the
     decoder ``config`` chooses gives each row a generator of its own (``Decoder.row_seeds``:
-    ``ar``) and the run is not in segments (each segment's seeds are the segment runner's).
-    Otherwise each seeded row is a run of its own (``generate``, the server). False for a
+    ``ar``, ``hybrid``) and the run is not in segments (each segment's seeds are the segment
+    runner's). Otherwise each seeded row is a run of its own (``generate``, the server). False for a
     combination ``start`` refuses (it says why when run)."""
     from unmask.sampling import choose_decoder
 

@@ -33,7 +33,7 @@ to drain, takes the request with every queued request of the same ``batch_key`` 
 ``max_batch`` rows, one run over all their rows) and advances it step by step to the end,
 stopping early when all of them are cancelled. A seeded job of several rows runs alone, a
 run per row one after another, except where its decoder gives each row a generator of its
-own in one run (``ar``: ``Engine(seeds_in_one_run=...)``): then its rows run as one run
+own in one run (``ar``, ``hybrid``: ``Engine(seeds_in_one_run=...)``): then its rows run as one run
 (slices of ``max_batch`` rows), each drawing what it draws alone. A queued request that runs
 alone stops later requests from joining until it has run, so nothing waits forever.
 """
@@ -69,7 +69,7 @@ says the run can take them."""
 
 SeedsInOneRun = Callable[[SampleConfig], bool]
 """``seeds_in_one_run(config)``: whether rows seeded one seed each run as one batched run
-with a generator per row (``unmask.api.seeds_in_one_run``: the ``ar`` decoder), not a run
+with a generator per row (``unmask.api.seeds_in_one_run``: ``ar``, ``hybrid``), not a run
 per row."""
 
 _ids = itertools.count()
