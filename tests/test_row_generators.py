@@ -10,6 +10,8 @@ it draws alone, so the batch writes, token for token, what each row writes alone
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -182,11 +184,18 @@ def test_the_server_runs_seeded_causal_rows_as_one_batch(ar_ckpt):
     for max_batch, rows in [(16, 8), (3, 3)]:
         with TestClient(create_app(loaded, limits=ServerLimits(max_batch=max_batch))) as c:
             r = c.post("/v1/completions", json=body)
+            streamed = c.post("/v1/completions", json={**body, "stream": True})
         assert r.status_code == 200, r.text
         out = r.json()
         texts = [ch["text"] for ch in sorted(out["choices"], key=lambda ch: ch["index"])]
         assert texts == want
         assert out["batch_rows"] == rows and out["seed"] == 11
+        pieces = [""] * len(want)  # the stream's deltas add up to the same texts
+        for event in streamed.text.strip().split("\n\n"):
+            if "[DONE]" not in event:
+                for ch in json.loads(event.split("data: ", 1)[1])["choices"]:
+                    pieces[ch["index"]] += ch["text"]
+        assert pieces == want
 
 
 def test_start_takes_seeds_only_where_the_decoder_has_a_generator_per_row(
