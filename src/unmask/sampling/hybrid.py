@@ -179,7 +179,10 @@ class HybridRun(DecoderRun):
     drafts the next round verifies (a live view may show them apart from the committed
     ``view()``); ``dlen`` (B,) how many of them each row drafted. ``draft_block``: the
     first that many positions of each block (default and at most the model's
-    ``config.draft_block``; ``check_draft_length``).
+    ``config.draft_block``; ``check_draft_length``). ``generator``: one for the batch, or
+    one per row (``unmask.sampling.ar.RowGenerators``): each row then draws its drafts and
+    its acceptance tests on its own slice from its own, the calls it makes alone, so a batch
+    of seeded rows writes what each row writes alone (a finished row draws no more).
     """
 
     def __init__(
@@ -351,7 +354,9 @@ class HybridRun(DecoderRun):
         temperature > 0 (None at 0), and with ``draft_threshold`` each draft's confidence
         (B, n) (None without): the probability of the argmax greedy, q's top probability
         when sampling (decided before the draw, as the two-model decoder does: a length cut by
-        the drawn token itself would bias the accepted drafts). ``[MASK]`` is never drafted."""
+        the drawn token itself would bias the accepted drafts). ``[MASK]`` is never drafted.
+        ``length`` (B,): the drafts each row uses; with a generator per row only those are
+        drawn, in the one call of shape (length_i, 1) that the row alone makes."""
         logits = self._no_mask(logits, inplace=True)  # the caller's gather: ours to write
         # penalised for the committed text, not the drafts before (exact either way; those
         # too gained nothing)
