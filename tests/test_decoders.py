@@ -83,10 +83,11 @@ def test_api_cli_and_engine_return_the_same_tokens(kind, checkpoints, capsys):
     assert out.decoder == DECODER[kind]
     # seeded sampling: a run per row (api.row_seeds; both rows seed 3, choice 0), each row
     # the text of its prompt alone; runs that share forwards step together (a view per
-    # step), the others run one after another (a view per step of each)
+    # step), the others run one after another (a view per step of each); ar runs its rows
+    # as one batch, a generator per row (a view per step of the batch)
     alone = [api.generate(loaded, p, config=config) for p in ["In the", "x"]]
     assert [a.ids[0] for a in alone] == out.ids
-    together = kind in ("mdlm", "llada")
+    together = kind in ("mdlm", "llada", "ar")
     assert out.steps == max(a.steps for a in alone)  # a row's steps, as the server counts
     assert len(views) == (max if together else sum)(a.steps for a in alone)
     assert all(v.shape == (2, 8) for v in views)
@@ -117,7 +118,9 @@ def test_api_cli_and_engine_return_the_same_tokens(kind, checkpoints, capsys):
     assert [r["tokens"] for r in cli["results"]] == out.ids
     assert (cli["decoder"], cli["nfe"], cli["steps"]) == (out.decoder, out.nfe, out.steps)
 
-    engine = Engine(functools.partial(api.start, loaded))
+    # as the server's engine is made (server.engine.make_engine): ar's seeded rows, one run
+    engine = Engine(functools.partial(api.start, loaded),
+                    seeds_in_one_run=functools.partial(api.seeds_in_one_run, loaded))
     try:
         rows = [TOK.encode("In the"), TOK.encode("x")] if kind != "llada" else out.prompt_ids
         # the seeds of the server's rows (routes.completions.prepare): the same rule

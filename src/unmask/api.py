@@ -171,6 +171,7 @@ def start(
     *,
     step_callback: ViewCallback | None = None,
     draft: Loaded | str | Path | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> DecoderRun:
     """The decoder run for ``prompt_ids`` (one batch) under ``config``, not yet stepped.
 
@@ -190,7 +191,13 @@ def start(
     ``config`` may be a mapping of the options to set: ``sample_config(loaded, config)``, the
     checkpoint's recommendation for the rest (a ``SampleConfig`` is taken as it is; None is
     the recommendation alone).
+
+    ``seeds``: one seed per row, in place of ``config.seed``: row i draws from a generator of
+    its own seeded ``seeds[i]``, so it writes what it writes alone under ``seed=seeds[i]``, in
+    one batched run. Only where ``seeds_in_one_run`` (``ar``, ``hybrid``, not in segments);
+    elsewhere a ``UserError`` (run a run per row).
     """
+    from unmask.canvas import as_rows
     from unmask.sampling import Target, choose_decoder
     from unmask.sampling.continuous import CONTINUOUS_DECODERS
     from unmask.sampling.segments import SegmentedRun
@@ -207,13 +214,26 @@ def start(
     if config.guide_words is not None:  # the continuous decoders tokenize the guide words
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
+    if seeds is not None:
+        if not (decoder.row_seeds and config.segment_length is None):
+            raise UserError(f"decoder {decoder.name!r} draws from one generator per run"
+                            f"{' in segments' if decoder.row_seeds else ''}: seeds of its "
+                            f"rows need a run per row")
+        if len(seeds) != len(as_rows(prompt_ids)):
+            raise UserError(f"{len(seeds)} seeds for {len(as_rows(prompt_ids))} rows")
+        for seed in seeds:  # as SampleConfig.seed
+            dataclasses.replace(config, seed=_check_seed(seed))
     target = Target(decoding_model(loaded, config), facts, aux)
     limit, who = _context(facts, aux)
     if config.segment_length is None:
         _check_fits(prompt_ids, config, limit, who,
                     block_model=loaded.model if decoder.name == "bd3lm" else None,
                     segments=decoder.name not in CONTINUOUS_DECODERS)
-        run = decoder.start(target, prompt_ids, config, on_view=step_callback)
+        if seeds is None:
+            run = decoder.start(target, prompt_ids, config, on_view=step_callback)
+        else:  # a generator per row (``Decoder.row_seeds``)
+            run = decoder.start(target, prompt_ids, config, on_view=step_callback,
+                                seeds=list(seeds))
     else:
         if limit is None:
             raise UserError("segment_length needs a model with a known context (max_seq_len)")
@@ -718,8 +738,10 @@ def generate(
     than one row, every row is a run of its own seeded ``row_seeds`` (choice j of a prompt:
     ``seed + j``), so a prompt writes the same text alone or beside others, and the same as
     the server for the same request; the runs share each forward pass where the decoder
-    can (``step_together``), else run one after another. Otherwise the rows are one batch
-    of one run (a greedy run's text depends on no generator).
+    can (``step_together``), else run one after another; a decoder with a generator per row
+    (``ar``, ``hybrid``: ``seeds_in_one_run``) runs them as one batch, each row drawing from
+    its own. Otherwise the rows are one batch of one run (a greedy run's text depends on no
+    generator).
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
@@ -783,6 +805,33 @@ def generate(
     )
 
 
+def _check_seed(seed: Any) -> int:
+    """A seed of ``start(..., seeds=)``: a whole number (not a bool), else one line; its
+    range is ``SampleConfig.seed``'s."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise UserError(f"seeds must be whole numbers, not {seed!r}")
+    return seed
+
+
+def seeds_in_one_run(
+    loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None,
+    draft: Loaded | str | Path | None = None,
+) -> bool:
+    """Whether rows seeded one seed each run as one batched run (``start(..., seeds=)``): the
+    decoder ``config`` chooses gives each row a generator of its own (``Decoder.row_seeds``:
+    ``ar``, ``hybrid``) and the run is not in segments (each segment's seeds are the segment
+    runner's). Otherwise each seeded row is a run of its own (``generate``, the server). False for a
+    combination ``start`` refuses (it says why when run)."""
+    from unmask.sampling import choose_decoder
+
+    try:
+        config = _with_draft(_as_config(loaded, config), _as_draft(loaded, draft))
+        decoder = choose_decoder(facts_of(loaded), config)
+    except UserError:
+        return False
+    return decoder.row_seeds and config.segment_length is None
+
+
 def _run_rows(
     loaded: Loaded,
     rows: list[list[int]],
@@ -791,13 +840,19 @@ def _run_rows(
     step_callback: ViewCallback | None,
     draft: Loaded | None,
 ) -> tuple[GenerateResult, float]:
-    """``rows`` as runs of one row each, row i seeded ``seeds[i]`` (``generate``), and their
-    results as one (``_joined``) with the wall time. Runs that share forward passes step
-    together, one forward per step for all rows (as the server's continuous batching steps
-    them); others run one after another. ``step_callback`` sees all rows, (B, gen_length)."""
+    """``rows``, row i seeded ``seeds[i]`` (``generate``), and the wall time: one batched run
+    with a generator per row where the decoder has one (``seeds_in_one_run``), else runs of
+    one row each, their results joined as one (``_joined``). Runs that share forward passes
+    step together, one forward per step for all rows (as the server's continuous batching
+    steps them); others run one after another. ``step_callback`` sees all rows,
+    (B, gen_length). Each row writes what it writes alone under its seed, whichever way."""
     import torch
 
     from unmask.sampling.protocol import step_together
+
+    if seeds_in_one_run(loaded, config, draft):
+        run = start(loaded, rows, config, step_callback=step_callback, draft=draft, seeds=seeds)
+        return run_to_end(run, device=str(_device(loaded)))
 
     view = torch.full((len(rows), config.gen_length), facts_of(loaded).mask_id)  # (B, G)
     shown = {"steps": 0, "together": False}
@@ -1323,6 +1378,7 @@ __all__ = [
     "row_seeds",
     "run_to_end",
     "sample_config",
+    "seeds_in_one_run",
     "start",
     "weights_dtype",
     "with_seed",

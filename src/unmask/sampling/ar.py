@@ -7,7 +7,9 @@ Inside:
   sampling; the prompt runs once, then every new token costs one forward of one position
   against the cached keys/values (``unmask.model.KVCache``).
 - ``filter_logits``: top-k and top-p (nucleus; Holtzman et al. 2020, arXiv:1904.09751).
-- ``sample_token``: one token per row from (B, V) logits.
+- ``sample_token``: one token per row from (B, V) logits; ``uniforms`` its draws, from one
+  generator or one per row (``RowGenerators``, ``row_generators``: seeded rows in one batch
+  draw what each draws alone).
 - ``AllowedTokens`` / ``keep_allowed``: constrained decoding (``ARRun(allowed=...)``): a
   callback names the tokens each row may take next; every other logit becomes ``-inf``
   before sampling (``unmask.infill.ordered`` builds one from token automata).
@@ -21,7 +23,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -88,22 +90,62 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return logits
 
 
+RowGenerators = Sequence[torch.Generator]
+"""One generator per row of a batch: row i draws from ``generators[i]`` alone, so it draws
+what it would in a run of its own seeded as that generator is (``row_generators``)."""
+
+
+def row_generators(
+    seeds: Sequence[int], device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """A generator per row, row i's seeded ``seeds[i]`` (``make_generator``), on ``device``."""
+    gens = [make_generator(s, device) for s in seeds]
+    if any(g is None for g in gens):
+        raise ValueError("a generator per row needs a seed for every row")
+    return cast(list[torch.Generator], gens)
+
+
+def uniforms(
+    rows: int,
+    device: torch.device,
+    generator: torch.Generator | RowGenerators | None,
+    draws: Tensor | None = None,
+) -> Tensor:
+    """(rows, 1) float64 uniforms in [0, 1): one draw of that shape from ``generator`` (the
+    global RNG if None), or with ``RowGenerators`` one (1, 1) draw per row from its own, the
+    call a run of that row alone makes. ``draws`` (rows,) bool: the rows that draw (the others,
+    finished rows, get 0 and leave their generators as they are); None: every row."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return _rand((rows, 1), torch.float64, device, generator)
+    if len(generator) != rows:
+        raise ValueError(f"{len(generator)} generators for {rows} rows")
+    live = [True] * rows if draws is None else draws.tolist()
+    u = torch.zeros(rows, 1, dtype=torch.float64, device=device)
+    for i, (g, on) in enumerate(zip(generator, live, strict=True)):
+        if on:
+            u[i : i + 1] = _rand((1, 1), torch.float64, device, g)
+    return u  # (rows, 1)
+
+
 def sample_token(
     logits: Tensor,
     *,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
+    draws: Tensor | None = None,
 ) -> Tensor:
     """(B,) token ids from (B, V) logits: argmax at temperature 0, else a draw from
-    ``softmax(filter_logits(logits / temperature))`` by inverting the CDF at one uniform per row."""
+    ``softmax(filter_logits(logits / temperature))`` by inverting the CDF at one uniform per row
+    (``uniforms``: from ``generator``, or with one generator per row from each row's own; rows
+    outside ``draws`` draw nothing and get a token not to be used)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_logits(logits.to(torch.float64) / temperature, top_k, top_p)
     probs = F.softmax(logits, dim=-1)  # (B, V)
     cdf = probs.cumsum(dim=-1)
-    u = _rand((probs.shape[0], 1), torch.float64, probs.device, generator) * cdf[:, -1:]
+    u = uniforms(probs.shape[0], probs.device, generator, draws) * cdf[:, -1:]
     idx = (cdf <= u).sum(dim=-1)  # first token whose CDF passes u; zero-probability ones never do
     last = (
         probs.shape[-1] - 1 - (probs > 0).flip(-1).long().argmax(dim=-1)
@@ -180,6 +222,10 @@ class ARRun(DecoderRun):
     ``allowed`` (``AllowedTokens``): each step samples only among the tokens it names.
     ``penalties`` (``unmask.sampling.penalties``): each step's logits are penalised for the
     prompt (a start token given to an empty prompt not counted) and the tokens so far.
+    ``generator``: one for the batch, or one per row (``RowGenerators``): row i then draws
+    one uniform per token from ``generator[i]``, the draws of the row alone under that
+    generator, so a batch of seeded rows writes what each row writes alone (a finished row
+    draws no more: alone, its run has stopped).
     """
 
     def __init__(
@@ -195,7 +241,7 @@ class ARRun(DecoderRun):
         pad_id: int | None = None,
         start_id: int | None = None,
         mask_id: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowGenerators | None = None,
         step_callback: ARStepCallback | None = None,
         on_view: ViewCallback | None = None,
         allowed: AllowedTokens | None = None,
@@ -232,6 +278,9 @@ class ARRun(DecoderRun):
         if pad_id is None and len({len(r) for r in rows}) > 1:
             raise UserError("prompts of different lengths need a pad id")
         B, P = len(rows), max(len(r) for r in rows)
+        per_row = generator is not None and not isinstance(generator, torch.Generator)
+        if per_row and len(generator) != B:  # type: ignore[arg-type]
+            raise ValueError(f"{len(generator)} generators for {B} rows")  # type: ignore[arg-type]
         max_seq_len = getattr(mcfg, "max_seq_len", None)
         if max_seq_len is not None and P + max_new_tokens > max_seq_len:
             raise UserError(
@@ -256,6 +305,7 @@ class ARRun(DecoderRun):
             top_p,
             generator,
         )
+        self._per_row = per_row  # a finished row leaves its generator alone
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
         self.gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.finished = torch.zeros(B, dtype=torch.bool, device=device)
@@ -311,6 +361,7 @@ class ARRun(DecoderRun):
                 top_k=self.top_k,
                 top_p=self.top_p,
                 generator=self.generator,
+                draws=~self.finished if self._per_row else None,
             )
         nxt = torch.where(self.finished, torch.full_like(nxt, self.fill), nxt)  # (B,)
         if self._counts is not None:
@@ -373,7 +424,7 @@ def generate_ar(
     eos_id: int | None,
     pad_id: int | None = None,
     start_id: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     step_callback: ARStepCallback | None = None,
     penalties: Penalties | None = None,
 ) -> GenerateResult:
@@ -385,6 +436,7 @@ def generate_ar(
     starts from ``start_id`` (default ``eos_id``, the document separator of our training
     data). The prompt runs once (1 NFE); every further token is one forward of one
     position (1 NFE). ``penalties``: repetition penalties (``unmask.sampling.penalties``).
+    ``generator``: one, or one per row (``RowGenerators``: each row as alone under its own).
     A row that emits ``eos_id`` is finished: its later positions hold
     ``pad_id``; decoding stops when every row is finished. ``ARRun(...).run()``.
 
@@ -444,6 +496,7 @@ class ARDecoder(Decoder):
     """Autoregressive decoding with a KV cache (``ARRun``), for causal checkpoints."""
 
     penalties = True
+    row_seeds = True
     summary = "autoregressive: token by token with a KV cache (temperature, top_k, top_p)"
     unused, unused_why = CAUSAL_UNUSED, CAUSAL_WHY
 
@@ -457,9 +510,13 @@ class ARDecoder(Decoder):
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         f = target.facts
         device = model_device(target.model) or torch.device("cpu")
+        generator: torch.Generator | RowGenerators | None = make_generator(config.seed, device)
+        if seeds is not None:  # row i seeded seeds[i]: what it draws alone under that seed
+            generator = row_generators(seeds, device)
         return ARRun(
             target.model,
             prompt_ids,
@@ -470,7 +527,7 @@ class ARDecoder(Decoder):
             eos_id=f.eos_id,
             pad_id=f.pad_id,
             mask_id=f.mask_id,
-            generator=make_generator(config.seed, device),
+            generator=generator,
             on_view=on_view,
             penalties=Penalties.of(config),
             forbid_eos=config.forbid_eos,

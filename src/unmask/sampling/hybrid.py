@@ -44,6 +44,7 @@ Inside: ``HybridRun``, ``HybridResult``, ``HybridDecoder`` (``hybrid``), ``PREDR
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,12 +60,14 @@ from unmask.objectives.hybrid import draft_layout
 from unmask.sampling.ar import (
     CAUSAL_UNUSED,
     CAUSAL_WHY,
+    RowGenerators,
     check_causal,
     check_sampling,
     filter_logits,
     forbid_id,
     never_proposed,
     prompt_and_generation,
+    row_generators,
     sample_token,
     separate_head,
 )
@@ -176,7 +179,10 @@ class HybridRun(DecoderRun):
     drafts the next round verifies (a live view may show them apart from the committed
     ``view()``); ``dlen`` (B,) how many of them each row drafted. ``draft_block``: the
     first that many positions of each block (default and at most the model's
-    ``config.draft_block``; ``check_draft_length``).
+    ``config.draft_block``; ``check_draft_length``). ``generator``: one for the batch, or
+    one per row (``unmask.sampling.ar.RowGenerators``): each row then draws its drafts and
+    its acceptance tests on its own slice from its own, the calls it makes alone, so a batch
+    of seeded rows writes what each row writes alone (a finished row draws no more).
     """
 
     def __init__(
@@ -195,7 +201,7 @@ class HybridRun(DecoderRun):
         predraft: str = "all",
         draft_threshold: float = 0.0,
         use_cache: bool = True,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowGenerators | None = None,
         on_view: ViewCallback | None = None,
         penalties: Penalties | None = None,
         forbid_eos: bool = False,
@@ -234,6 +240,9 @@ class HybridRun(DecoderRun):
         if pad_id is None and len({len(r) for r in rows}) > 1:
             raise UserError("prompts of different lengths need a pad id")
         B, P = len(rows), max(len(r) for r in rows)
+        per_row = generator is not None and not isinstance(generator, torch.Generator)
+        if per_row and len(generator) != B:  # type: ignore[arg-type]
+            raise ValueError(f"{len(generator)} generators for {B} rows")  # type: ignore[arg-type]
         longest = getattr(mcfg, "max_seq_len", None)
         if longest is not None and P + max_new_tokens > longest:
             raise UserError(
@@ -253,6 +262,8 @@ class HybridRun(DecoderRun):
         self._counts = text_counts(penalties, self.prompt, self.real, started, mcfg)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
+        # one generator per row: each row draws what it draws alone (``_next_drafts``, ``_accept``)
+        self._rows = list(generator) if per_row else None  # type: ignore[arg-type]
         # the head runs on the columns a round reads (d + 1 verified, one block per row), not
         # on all 1 + d + (d + 1)·k: ~8-15% of a demo-model forward (benchmarks/hybrid.py)
         self._head = separate_head(model)  # None: a head that needs more, whole logits
@@ -336,12 +347,16 @@ class HybridRun(DecoderRun):
         return forbid_id(logits.to(torch.float64) if self.temperature > 0 else logits,
                          self._forbid, inplace=inplace)  # fmt: skip
 
-    def _next_drafts(self, logits: Tensor) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def _next_drafts(
+        self, logits: Tensor, length: Tensor
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """Drafts (B, n) from a block's logits (B, n, V; written to), their proposal q at
         temperature > 0 (None at 0), and with ``draft_threshold`` each draft's confidence
         (B, n) (None without): the probability of the argmax greedy, q's top probability
         when sampling (decided before the draw, as the two-model decoder does: a length cut by
-        the drawn token itself would bias the accepted drafts). ``[MASK]`` is never drafted."""
+        the drawn token itself would bias the accepted drafts). ``[MASK]`` is never drafted.
+        ``length`` (B,): the drafts each row uses; with a generator per row only those are
+        drawn, in the one call of shape (length_i, 1) that the row alone makes."""
         logits = self._no_mask(logits, inplace=True)  # the caller's gather: ours to write
         # penalised for the committed text, not the drafts before (exact either way; those
         # too gained nothing)
@@ -353,6 +368,13 @@ class HybridRun(DecoderRun):
         B, n, V = logits.shape
         q = F.softmax(logits / self.temperature, dim=-1)  # (B, n, V)
         conf = q.amax(dim=-1) if self.threshold > 0 else None
+        if self._rows is not None:  # row i: its own first length[i] drafts, as alone
+            drafts = torch.full((B, n), self.mask_id, dtype=torch.long, device=logits.device)
+            for i, (g, m) in enumerate(zip(self._rows, length.tolist(), strict=True)):
+                if m:
+                    drafts[i, :m] = sample_token(logits[i, :m], temperature=self.temperature,
+                                                 generator=g)  # fmt: skip
+            return drafts, q, conf
         flat = sample_token(logits.reshape(B * n, V), temperature=self.temperature,
                             generator=self.generator)  # fmt: skip
         return flat.reshape(B, n), q, conf
@@ -374,7 +396,7 @@ class HybridRun(DecoderRun):
             return
         idx = (start[:, None] + plan.columns[:D]).clamp(max=out.shape[1] - 1)  # (B, D)
         chosen = out.gather(1, idx[..., None].expand(B, D, out.shape[-1]))  # (B, D, D|V)
-        drafts, q, conf = self._next_drafts(self._logits(chosen))
+        drafts, q, conf = self._next_drafts(self._logits(chosen), length)
         if conf is not None:  # adaptive: a row's drafts end before its first unsure one
             sure = (conf >= self.threshold).long().cumprod(dim=1).sum(dim=1)  # (B,)
             length = torch.minimum(length, sure)
@@ -383,6 +405,25 @@ class HybridRun(DecoderRun):
         live = plan.columns[:D] < length[:, None]
         self.drafts = drafts.masked_fill(~live, self.mask_id)  # (B, D): mask past a row's own
         self.dlen, self._q = length, q
+
+    def _accept(self, p: Tensor, active: Tensor) -> tuple[Tensor, Tensor]:
+        """``accept_sampled`` of the round's drafts under the verifier's ``p`` (B, d + 1, V):
+        on one generator, or with one per row each active row on its own slice (its drafts,
+        its q, its d_i + 1 positions) with its own generator: the call it makes alone. A
+        finished row draws nothing (its n is 0 and its out unused)."""
+        if self._rows is None:
+            return accept_sampled(self.drafts, self._q, p, self.generator, self.dlen)
+        B, d = self.drafts.shape
+        n = torch.zeros(B, dtype=torch.long, device=p.device)
+        out = torch.full((B, d + 1), self.fill, dtype=torch.long, device=p.device)
+        lengths, live = self.dlen.tolist(), active.tolist()
+        for i, (g, m) in enumerate(zip(self._rows, lengths, strict=True)):
+            if not live[i]:
+                continue
+            q = None if self._q is None else self._q[i : i + 1, :m]
+            n[i : i + 1], out[i : i + 1, : m + 1] = accept_sampled(
+                self.drafts[i : i + 1, :m], q, p[i : i + 1, : m + 1], g, self.dlen[i : i + 1])
+        return n, out
 
     def advance(self) -> None:
         assert not self._stopped, "the run is finished"
@@ -401,8 +442,7 @@ class HybridRun(DecoderRun):
             else:
                 flat = p_logits.reshape(B * (d + 1), -1) / self.temperature
                 p = F.softmax(filter_logits(flat, self.top_k, self.top_p), dim=-1)
-                n, out = accept_sampled(self.drafts, self._q, p.reshape(B, d + 1, -1),
-                                        self.generator, self.dlen)  # fmt: skip
+                n, out = self._accept(p.reshape(B, d + 1, -1), active)
             # a row commits n + 1 tokens: none past gen_length (drafts past it were free)
             n = torch.where(active, torch.minimum(n, self.gen_length - 1 - self.committed), 0)
             N = P + self.committed
@@ -479,6 +519,7 @@ class HybridDecoder(Decoder):
     one forward (``HybridRun``)."""
 
     penalties = True
+    row_seeds = True
     summary = (
         "hybrid: a model trained with objective 'hybrid' verifies its drafts causally and drafts "
         "the next block in the same forward (TiDAR); output distributed exactly as 'ar'"
@@ -503,9 +544,13 @@ class HybridDecoder(Decoder):
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         f = target.facts
         device = model_device(target.model) or torch.device("cpu")
+        generator: torch.Generator | RowGenerators | None = make_generator(config.seed, device)
+        if seeds is not None:  # row i seeded seeds[i]: what it draws alone under that seed
+            generator = row_generators(seeds, device)
         return HybridRun(
             target.model,
             prompt_ids,
@@ -519,7 +564,7 @@ class HybridDecoder(Decoder):
             draft_block=config.draft_length or f.draft_block,
             predraft=config.predraft,
             draft_threshold=config.draft_threshold,
-            generator=make_generator(config.seed, device),
+            generator=generator,
             on_view=on_view,
             penalties=Penalties.of(config),
             forbid_eos=config.forbid_eos,

@@ -74,6 +74,11 @@ class Decoder:
         segments must split it evenly (``unmask.sampling.segments``)."""
         return False
 
+    row_seeds: ClassVar[bool] = False
+    """Its ``start`` takes ``seeds``, one per row: one batched run in which row i draws from a
+    generator of its own seeded ``seeds[i]``, exactly what the row draws alone under ``seed =
+    seeds[i]`` (so seeded rows need not run one run each: ``unmask.api.generate``)."""
+
     def start(
         self,
         target: Target,
@@ -81,8 +86,10 @@ class Decoder:
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
-        """The run for ``prompt_ids`` (``config.decoder`` is this decoder's name)."""
+        """The run for ``prompt_ids`` (``config.decoder`` is this decoder's name); ``seeds``
+        (only where ``row_seeds``): row i's seed, in place of ``config.seed``."""
         raise NotImplementedError
 
 

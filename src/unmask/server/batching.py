@@ -31,8 +31,11 @@ Runs alone: runs that cannot share a forward (KV caches ``prefix``/``dual``, ``b
 blocks, ``sedd``, ``ar``) and infill/edit (``fn``): the worker waits for the running batch
 to drain, takes the request with every queued request of the same ``batch_key`` (up to
 ``max_batch`` rows, one run over all their rows) and advances it step by step to the end,
-stopping early when all of them are cancelled. A queued request that runs alone stops later
-requests from joining until it has run, so nothing waits forever.
+stopping early when all of them are cancelled. A seeded job of several rows runs alone, a
+run per row one after another, except where its decoder gives each row a generator of its
+own in one run (``ar``, ``hybrid``: ``Engine(seeds_in_one_run=...)``): then its rows run as one run
+(slices of ``max_batch`` rows), each drawing what it draws alone. A queued request that runs
+alone stops later requests from joining until it has run, so nothing waits forever.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -60,7 +63,14 @@ StepSink = Callable[[int, list[list[int]]], None]
 StartRun = Callable[..., DecoderRun]
 """``start_run(rows, config, *, step_callback) -> run``: the decoder run for one batch of
 prompt ids (``functools.partial(unmask.api.start, loaded)``); raises ``UserError`` for
-settings the checkpoint cannot do. ``step_callback(step, view (B, G))`` after every step."""
+settings the checkpoint cannot do. ``step_callback(step, view (B, G))`` after every step.
+Called with ``seeds=`` (one per row: ``unmask.api.start``) only where ``SeedsInOneRun``
+says the run can take them."""
+
+SeedsInOneRun = Callable[[SampleConfig], bool]
+"""``seeds_in_one_run(config)``: whether rows seeded one seed each run as one batched run
+with a generator per row (``unmask.api.seeds_in_one_run``: ``ar``, ``hybrid``), not a run
+per row."""
 
 _ids = itertools.count()
 
@@ -110,9 +120,10 @@ class Job:
     batchable: bool = True
     """Whether a whole-batch run may include other jobs (False for seeded sampling there)."""
     seeds: list[int | None] | None = None
-    """Per-row seeds (``unmask.api.row_seeds``): each row then runs as a run of its own with
-    its own generator (seeded ``seeds[i]``), so its text depends on its seed only, not on the rows
-    beside it; None: the rows share one run (and ``config.seed``)."""
+    """Per-row seeds (``unmask.api.row_seeds``): each row then draws from its own generator
+    (seeded ``seeds[i]``), so its text depends on its seed only, not on the rows beside it: a
+    run per row, or one run of a generator per row where the decoder has that
+    (``Engine.seeds_in_one_run``); None: the rows share one run (and ``config.seed``)."""
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
     _cancelled: threading.Event = field(default_factory=threading.Event)
@@ -159,6 +170,8 @@ class _Part:
     rows: list[list[int]]
     config: SampleConfig
     run: DecoderRun | None = None
+    seeds: list[int] | None = None
+    """Row i's seed, each row drawing from a generator of its own in one run (``_split``)."""
 
 
 def _resolve(
@@ -191,7 +204,8 @@ class Engine:
     ``start_run(rows, config, *, step_callback) -> run`` starts the decoder run of a job
     (``functools.partial(unmask.api.start, loaded)``); runs that ``shares_forward`` join the
     continuous batch, the others run alone, ``advance()`` by ``advance()`` (see the module
-    docstring).
+    docstring). ``seeds_in_one_run(config)`` (``SeedsInOneRun``; None: never): whether a
+    seeded job's rows run as one run, ``start_run(..., seeds=)``, not a run per row.
     """
 
     def __init__(
@@ -202,10 +216,12 @@ class Engine:
         max_queue: int = 64,
         batch_wait_s: float = 0.0,
         metrics: Metrics | None = None,
+        seeds_in_one_run: SeedsInOneRun | None = None,
     ) -> None:
         if max_batch < 1 or max_queue < 1:
             raise ValueError("max_batch and max_queue must be at least 1")
         self.start_run = start_run
+        self.seeds_in_one_run = seeds_in_one_run
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.batch_wait_s = batch_wait_s
@@ -294,17 +310,22 @@ class Engine:
     # -- the worker ------------------------------------------------------------------------------
 
     def _split(self, job: Job) -> list[_Part]:
-        """The runs of a generation job: one per row with ``seeds`` (each its own generator),
-        else slices of at most ``max_batch`` rows (a request of more rows than ``max_batch``
-        runs in several runs, as the batch admits them: the operator's bound on the rows of
-        one forward holds for a single request too)."""
+        """The runs of a generation job: one per row with ``seeds`` (each its own generator)
+        unless its decoder gives each row a generator of its own in one run
+        (``seeds_in_one_run``), else slices of at most ``max_batch`` rows (a request of more
+        rows than ``max_batch`` runs in several runs, as the batch admits them: the operator's
+        bound on the rows of one forward holds for a single request too)."""
         if job.config is None or job.fn is not None:
             return []
-        if job.seeds is not None:
+        size = self.max_batch
+        if job.seeds is not None and (
+            self.seeds_in_one_run is None or not self.seeds_in_one_run(job.config)
+        ):
             return [_Part(job, k, [row], dataclasses.replace(job.config, seed=seed))
                     for k, (row, seed) in enumerate(zip(job.rows, job.seeds, strict=True))]
-        size = self.max_batch
-        return [_Part(job, o, job.rows[o : o + size], job.config)
+        seeds = cast("list[int] | None", job.seeds)
+        return [_Part(job, o, job.rows[o : o + size], job.config,
+                      seeds=None if seeds is None else seeds[o : o + size])
                 for o in range(0, max(len(job.rows), 1), size)]
 
     def _sink_callback(self, part: _Part) -> ViewCallback | None:
@@ -348,8 +369,12 @@ class Engine:
     def _begin(self, part: _Part) -> DecoderRun:
         """Start ``part``'s run (once); raises the decoder's refusal."""
         if part.run is None:
-            part.run = self.start_run(part.rows, part.config,
-                                      step_callback=self._sink_callback(part))
+            view = self._sink_callback(part)
+            if part.seeds is None:
+                part.run = self.start_run(part.rows, part.config, step_callback=view)
+            else:  # one run, a generator per row
+                part.run = self.start_run(part.rows, part.config, step_callback=view,
+                                          seeds=part.seeds)
             job = part.job
             if job._view is None and job.sink is not None and len(job._parts) > 1:
                 blank = part.run.view()[0].tolist()  # the region before any step: every

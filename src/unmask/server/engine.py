@@ -49,11 +49,18 @@ def make_engine(
         api.choose(loaded, SampleConfig(**extra), draft=draft)
 
     def start(
-        rows: Sequence[Sequence[int]], config: SampleConfig, *, step_callback: Any = None
+        rows: Sequence[Sequence[int]], config: SampleConfig, *, step_callback: Any = None,
+        seeds: Sequence[int] | None = None,
     ) -> Any:
         if extra:
             config = dataclasses.replace(config, **extra)
-        return api.start(loaded, rows, config, step_callback=step_callback, draft=draft)
+        return api.start(loaded, rows, config, step_callback=step_callback, draft=draft,
+                         seeds=seeds)
+
+    def seeds_in_one_run(config: SampleConfig) -> bool:  # else a run per seeded row
+        if extra:
+            config = dataclasses.replace(config, **extra)
+        return api.seeds_in_one_run(loaded, config, draft)
 
     return Engine(
         start,
@@ -61,6 +68,7 @@ def make_engine(
         max_queue=limits.max_queue,
         batch_wait_s=limits.batch_wait_s,
         metrics=metrics,
+        seeds_in_one_run=seeds_in_one_run,
     )
 
 
