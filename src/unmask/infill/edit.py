@@ -8,10 +8,14 @@ Inside:
   never changed. Returns an ``EditResult`` with one ``Change`` per rewritten span.
 - ``revise``: ``rounds`` times: re-mask the least confident tokens, refill, report what
   changed; stops early when a round changes nothing.
+- ``max_calls`` (both): the most model calls the whole edit makes, scoring, steps and refills
+  of every round together (the server's ``--max-steps``); ``CallLimitError`` where the
+  rounds cannot fit it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import re
 from collections.abc import Iterable, Sequence
@@ -42,6 +46,42 @@ from unmask.sampling import model_logit_shift, shift_logits
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
 CONFIDENCE_MODES = ("masked", "visible")
+
+SCORE_BATCH = 32
+"""Masked copies ``token_confidence`` scores per model call (``mode="masked"``)."""
+
+
+class CallLimitError(UserError):
+    """An edit whose rounds cannot fit ``max_calls`` model calls: each round scores the text
+    and refills in at least one step. ``message(limit=...)`` names the limit as the caller
+    spells it (the server: its ``--max-steps``)."""
+
+    def __init__(self, lowest: int, rounds: int, n_tokens: int, scoring: int,
+                 limit: int) -> None:
+        self.lowest, self.rounds, self.n_tokens = lowest, rounds, n_tokens
+        self.scoring, self.limit = scoring, limit
+        super().__init__(self.message())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # its arguments, not its message (a copy, pickle)
+        return (type(self), (self.lowest, self.rounds, self.n_tokens, self.scoring, self.limit))
+
+    def message(self, limit: str = "max_calls") -> str:
+        each = self.scoring + 1
+        fit = self.limit // each
+        rounds = f"{self.rounds} rounds take {self.rounds * each}" if self.rounds > 1 else (
+            f"the edit takes {each}")
+        hint = f"give rounds {fit} or fewer" if fit >= 1 else "edit a shorter text"
+        if self.scoring > 1:
+            hint += " (confidence_mode visible scores in 1 call)"
+        return (f"lowest {self.lowest}: scoring the text's {self.n_tokens} tokens takes "
+                f"{plural(self.scoring, 'model call')} and a refill at least 1, so {rounds}, "
+                f"more than {limit} ({self.limit}); {hint}")
+
+
+def scoring_calls(n_tokens: int, mode: str) -> int:
+    """Model calls ``token_confidence`` makes for a text of ``n_tokens``: one (``visible``),
+    or one per ``SCORE_BATCH`` masked copies (``masked``)."""
+    return 1 if mode == "visible" else -(-n_tokens // SCORE_BATCH)
 
 
 @dataclass
@@ -83,7 +123,7 @@ def token_confidence(
     *,
     mask_id: int,
     mode: str = "masked",
-    batch_size: int = 32,
+    batch_size: int = SCORE_BATCH,
     context: Sequence[int] = (),
 ) -> Tensor:
     """(L,) float64: the model's probability of each token of ``tokens`` where it stands.
@@ -189,12 +229,14 @@ def _check_fits(n_tokens: int, context: int | None) -> None:
 
 
 def _lowest_plan(
-    model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str, clamp: bool = False
+    model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str, clamp: bool = False,
+    max_calls: int | None = None,
 ) -> tuple[Plan, list[str], int]:
     """A plan with the ``k`` least confident tokens (widened to whole characters) as holes.
     A ``k`` over the tokens the text offers is a ``UserError`` (it rewrote the whole text),
     or, ``clamp``, all of them (a later round of ``revise``, whose text may have become
-    fewer tokens).
+    fewer tokens). Scoring and a one-step refill over ``max_calls`` is a ``CallLimitError``
+    (before any model work).
 
     Returns the plan, the old text of each hole, and the model evaluations spent.
     """
@@ -226,8 +268,10 @@ def _lowest_plan(
                         f"at most {offered} can be rewritten; give a smaller number (a span "
                         f"such as 0:{len(text)} rewrites the whole text)")
     _check_fits(len(ids), context)
+    nfe = scoring_calls(len(ids), mode)
+    if max_calls is not None and nfe + 1 > max_calls:
+        raise CallLimitError(k, 1, len(ids), nfe, max_calls)
     conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode, context=start)
-    nfe = 1 if mode == "visible" else -(-len(ids) // 32)
     order = torch.argsort(conf, stable=True).tolist()
     if closing:
         # the text's closing '.': a model trained on chunks that end mid-sentence gives it
@@ -294,6 +338,7 @@ def edit(
     confidence_mode: str = "masked",
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
+    max_calls: int | None = None,
 ) -> EditResult:
     """Re-mask parts of ``text`` and regenerate them conditioned on everything else.
 
@@ -302,10 +347,16 @@ def edit(
     on its own); or the ``lowest`` k tokens by ``token_confidence`` (``confidence_mode``),
     widened to whole characters (more than the text has is a ``UserError``). Text outside
     the re-masked spans is kept exactly.
+
+    ``max_calls``: the most model calls the edit makes, scoring, steps and refills together
+    (None: no limit). The steps are capped at what the scoring leaves; a refill of a span
+    that broke its constraint gets what the steps leave, and past it the span is completed
+    from its automaton without the model (``fill_canvas``). Scoring and one step over it is a
+    ``CallLimitError``.
     """
     return _edit(model, tokenizer, text, spans=spans, regex=regex, lowest=lowest, config=config,
                  confidence_mode=confidence_mode, generator=generator,
-                 step_callback=step_callback)
+                 step_callback=step_callback, max_calls=max_calls)
 
 
 def _edit(
@@ -321,6 +372,7 @@ def _edit(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
     clamp: bool = False,
+    max_calls: int | None = None,
 ) -> EditResult:
     """``edit``; ``clamp``: a ``lowest`` over the text's tokens rewrites them all
     (``_lowest_plan``)."""
@@ -338,8 +390,10 @@ def _edit(
         raise UserError("choose spans/regex or lowest, not both")
     if lowest is None and not spans and regex is None:
         raise UserError("nothing to edit: give spans, a regex or lowest")
+    _check_max_calls(max_calls)
     if lowest is not None:
-        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode, clamp)
+        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode, clamp,
+                                       max_calls)
         check_context(plan, _max_seq_len(model))
         char_spans: list[tuple[int, int]] = []
         cursor = 0
@@ -374,14 +428,34 @@ def _edit(
         segments.append(text[pos:])
         plan = plan_template(segments, tokenizer, max_seq_len=_max_seq_len(model))
         nfe = 0
+    config, repair = _within(config, plan, None if max_calls is None else max_calls - nfe)
     res = fill_plan(model, tokenizer, plan, config, options=InfillOptions(), generator=generator,
-                    step_callback=step_callback)
+                    step_callback=step_callback, max_repair_calls=repair)
     changes = [
         Change(round=1, start=g.start, end=g.end, old=old, new=g.text)
         for g, old in zip(res.gaps, olds, strict=True)
         if g.text != old
     ]
     return EditResult(text=res.text, changes=changes, rounds=1, nfe=nfe + res.nfe, spans=char_spans)
+
+
+def _check_max_calls(max_calls: int | None) -> None:
+    if max_calls is not None and (isinstance(max_calls, bool) or not isinstance(max_calls, int)
+                                  or max_calls < 1):
+        raise UserError(f"max_calls must be a positive int or None, got {max_calls!r}")
+
+
+def _within(config: SampleConfig, plan: Plan, calls: int | None) -> tuple[SampleConfig, int | None]:
+    """``config`` with its steps capped at ``calls`` (the model calls the fill may make; None:
+    no limit), and the calls a refill of broken spans may make (``max_repair_calls``): what
+    the steps leave. Without blocks, a fill runs at most one step per masked token
+    (``infill_config``), so fewer masks than steps leave the rest to the refill."""
+    if calls is None:
+        return config, None
+    steps = min(config.steps, calls) if config.steps > 0 else calls
+    masks = sum(max(h.candidates) for h in plan.holes)
+    runs = min(steps, max(1, masks)) if config.block_length is None else steps
+    return dataclasses.replace(config, steps=steps), calls - runs
 
 
 def _trim_end(text: str, s: int, e: int) -> tuple[int, int]:
@@ -405,6 +479,7 @@ def revise(
     confidence_mode: str = "masked",
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
+    max_calls: int | None = None,
 ) -> EditResult:
     """Repeat ``rounds`` times: re-mask the ``lowest`` least confident tokens and refill.
 
@@ -412,11 +487,31 @@ def revise(
     that changes nothing ends the revision early (the next would be the same). A ``lowest``
     over the tokens of ``text`` is a ``UserError``; a later round whose text has become
     fewer tokens rewrites them all.
+
+    ``max_calls``: the most model calls of all rounds together (None: no limit). Each round
+    gets an even share of what the rounds before it left (``edit``'s ``max_calls``: its
+    scoring, then its steps, then refills); rounds whose scoring and one step each cannot
+    fit it are a ``CallLimitError`` before any model work. A later round whose text now
+    takes more scoring calls than its share allows ends the revision there (``rounds``
+    says how many ran).
     """
     if rounds < 1:
         raise UserError(f"rounds must be at least 1, got {rounds}")
+    _check_max_calls(max_calls)
+    if (max_calls is not None and isinstance(lowest, int) and lowest > 0
+            and confidence_mode in CONFIDENCE_MODES):
+        n = len(tokenizer.encode(text))
+        scoring = scoring_calls(n, confidence_mode)
+        if n and rounds * (scoring + 1) > max_calls:
+            raise CallLimitError(lowest, rounds, n, scoring, max_calls)
     out = EditResult(text=text, rounds=0)
     for r in range(1, rounds + 1):
+        share = None
+        if max_calls is not None:
+            share = (max_calls - out.nfe) // (rounds - r + 1)
+            n = len(tokenizer.encode(out.text))
+            if r > 1 and scoring_calls(n, confidence_mode) + 1 > share:
+                break
         res = _edit(
             model,
             tokenizer,
@@ -427,6 +522,7 @@ def revise(
             generator=generator,
             step_callback=step_callback,
             clamp=r > 1,
+            max_calls=share,
         )
         for c in res.changes:
             c.round = r
