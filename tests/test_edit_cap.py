@@ -92,3 +92,17 @@ def test_library_max_calls_and_its_default(model):
     for bad in (0, -1, True, 2.5):
         with pytest.raises(UserError, match="max_calls must be a positive int or None"):
             api.edit(lo, ALPHABET, spans=[(2, 5)], max_calls=bad)
+
+
+def test_blocks_over_the_share_name_the_limit_not_steps(client, model):
+    # the fill's line said "steps (3: the server's --max-steps, none sent)" at --max-steps 8,
+    # or "steps (3) ... try 4 steps" to a client that sent steps 8
+    for extra in ({}, {"steps": 8}):
+        r = client.post("/v1/edit", json={"text": ALPHABET, "lowest": 3, "rounds": 2,
+                                          "block_length": 4, **extra})
+        assert r.status_code == 400
+        err = r.json()["error"]
+        assert err["param"] == "block_length"
+        assert err["message"].startswith("block_length 4: the ")
+        assert "steps the edit's share of the server's --max-steps (8) leaves after " \
+               "scoring; give block_length " in err["message"]

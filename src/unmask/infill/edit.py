@@ -52,30 +52,42 @@ SCORE_BATCH = 32
 
 
 class CallLimitError(UserError):
-    """An edit whose rounds cannot fit ``max_calls`` model calls: each round scores the text
-    and refills in at least one step. ``message(limit=...)`` names the limit as the caller
-    spells it (the server: its ``--max-steps``)."""
+    """An edit that cannot fit ``max_calls`` model calls: its rounds' scoring and a step each
+    (``rounds_over``), or a round's blocks (a step each, ``blocks_over``). ``message(limit=
+    ...)`` names the limit as the caller spells it (the server: its ``--max-steps``)."""
 
-    def __init__(self, lowest: int, rounds: int, n_tokens: int, scoring: int,
-                 limit: int) -> None:
-        self.lowest, self.rounds, self.n_tokens = lowest, rounds, n_tokens
-        self.scoring, self.limit = scoring, limit
+    def __init__(self, what: str, limit: int) -> None:
+        self.what, self.limit = what, limit
         super().__init__(self.message())
 
     def __reduce__(self) -> tuple[Any, ...]:  # its arguments, not its message (a copy, pickle)
-        return (type(self), (self.lowest, self.rounds, self.n_tokens, self.scoring, self.limit))
+        return (type(self), (self.what, self.limit))
 
     def message(self, limit: str = "max_calls") -> str:
-        each = self.scoring + 1
-        fit = self.limit // each
-        rounds = f"{self.rounds} rounds take {self.rounds * each}" if self.rounds > 1 else (
-            f"the edit takes {each}")
+        """The line, ``{limit}`` in ``what`` spelled ``limit (N)``."""
+        return self.what.replace("{limit}", f"{limit} ({self.limit})")
+
+    @classmethod
+    def rounds_over(cls, lowest: int, rounds: int, n_tokens: int, scoring: int,
+                    limit: int) -> CallLimitError:
+        each = scoring + 1
+        fit = limit // each
+        total = f"{rounds} rounds take {rounds * each}" if rounds > 1 else f"the edit takes {each}"
         hint = f"give rounds {fit} or fewer" if fit >= 1 else "edit a shorter text"
-        if self.scoring > 1:
+        if scoring > 1:
             hint += " (confidence_mode visible scores in 1 call)"
-        return (f"lowest {self.lowest}: scoring the text's {self.n_tokens} tokens takes "
-                f"{plural(self.scoring, 'model call')} and a refill at least 1, so {rounds}, "
-                f"more than {limit} ({self.limit}); {hint}")
+        return cls(f"lowest {lowest}: scoring the text's {n_tokens} tokens takes "
+                   f"{plural(scoring, 'model call')} and a refill at least 1, so {total}, "
+                   "more than {limit}; " + hint, limit)
+
+    @classmethod
+    def blocks_over(cls, block_length: int, length: int, steps: int, limit: int
+                    ) -> CallLimitError:
+        blocks = -(-length // block_length)
+        return cls(f"block_length {block_length}: the {length} tokens from the first re-masked "
+                   f"span to the last are {blocks} blocks, a step each, more than the {steps} "
+                   "steps the edit's share of {limit} leaves after scoring; give block_length "
+                   f"{-(-length // steps)}", limit)
 
 
 def scoring_calls(n_tokens: int, mode: str) -> int:
@@ -270,7 +282,7 @@ def _lowest_plan(
     _check_fits(len(ids), context)
     nfe = scoring_calls(len(ids), mode)
     if max_calls is not None and nfe + 1 > max_calls:
-        raise CallLimitError(k, 1, len(ids), nfe, max_calls)
+        raise CallLimitError.rounds_over(k, 1, len(ids), nfe, max_calls)
     conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode, context=start)
     order = torch.argsort(conf, stable=True).tolist()
     if closing:
@@ -373,9 +385,11 @@ def _edit(
     step_callback: StepCallback | None = None,
     clamp: bool = False,
     max_calls: int | None = None,
+    whole: int | None = None,
 ) -> EditResult:
     """``edit``; ``clamp``: a ``lowest`` over the text's tokens rewrites them all
-    (``_lowest_plan``)."""
+    (``_lowest_plan``); ``whole``: the limit ``max_calls`` is a round's share of, for
+    messages (``revise``)."""
     config = config or SampleConfig()
     if confidence_mode not in CONFIDENCE_MODES:  # a typo with spans/regex was ignored
         raise UserError(f"unknown confidence_mode {confidence_mode!r}; choose one of "
@@ -428,7 +442,7 @@ def _edit(
         segments.append(text[pos:])
         plan = plan_template(segments, tokenizer, max_seq_len=_max_seq_len(model))
         nfe = 0
-    config, repair = _within(config, plan, None if max_calls is None else max_calls - nfe)
+    config, repair = _within(config, plan, max_calls, nfe, whole)
     res = fill_plan(model, tokenizer, plan, config, options=InfillOptions(), generator=generator,
                     step_callback=step_callback, max_repair_calls=repair)
     changes = [
@@ -445,16 +459,34 @@ def _check_max_calls(max_calls: int | None) -> None:
         raise UserError(f"max_calls must be a positive int or None, got {max_calls!r}")
 
 
-def _within(config: SampleConfig, plan: Plan, calls: int | None) -> tuple[SampleConfig, int | None]:
-    """``config`` with its steps capped at ``calls`` (the model calls the fill may make; None:
-    no limit), and the calls a refill of broken spans may make (``max_repair_calls``): what
-    the steps leave. Without blocks, a fill runs at most one step per masked token
-    (``infill_config``), so fewer masks than steps leave the rest to the refill."""
-    if calls is None:
+def _within(config: SampleConfig, plan: Plan, max_calls: int | None, spent: int,
+            whole: int | None = None) -> tuple[SampleConfig, int | None]:
+    """``config`` with its steps capped at the model calls ``max_calls`` leaves after the
+    ``spent`` scoring (None: no limit), and the calls a refill of broken spans may make
+    (``max_repair_calls``): what the steps leave. Without blocks, a fill runs at most one
+    step per masked token (``infill_config``), so fewer masks than steps leave the rest to
+    the refill. Where the cap leaves fewer steps than the blocks over the holes' region (a
+    step each), a ``CallLimitError`` naming ``whole`` (the limit of the edit ``max_calls`` is
+    a round's share of; the fill's own line would have blamed steps the caller did not
+    give)."""
+    if max_calls is None:
         return config, None
+    calls = max_calls - spent
     steps = min(config.steps, calls) if config.steps > 0 else calls
     masks = sum(max(h.candidates) for h in plan.holes)
-    runs = min(steps, max(1, masks)) if config.block_length is None else steps
+    bl = config.block_length
+    if bl is not None and bl > 0:
+        pos, first, last = 0, None, 0
+        for kind, v in plan.items:
+            n = max(plan.holes[v].candidates) if kind == "hole" else len(v[0])
+            if kind == "hole":
+                first = pos if first is None else first
+                last = pos + n
+            pos += n
+        length = last - (first or 0)
+        if steps < -(-length // bl) and steps < config.steps:  # the cap's doing
+            raise CallLimitError.blocks_over(bl, length, steps, whole or max_calls)
+    runs = min(steps, max(1, masks)) if bl is None else steps
     return dataclasses.replace(config, steps=steps), calls - runs
 
 
@@ -503,7 +535,7 @@ def revise(
         n = len(tokenizer.encode(text))
         scoring = scoring_calls(n, confidence_mode)
         if n and rounds * (scoring + 1) > max_calls:
-            raise CallLimitError(lowest, rounds, n, scoring, max_calls)
+            raise CallLimitError.rounds_over(lowest, rounds, n, scoring, max_calls)
     out = EditResult(text=text, rounds=0)
     for r in range(1, rounds + 1):
         share = None
@@ -523,6 +555,7 @@ def revise(
             step_callback=step_callback,
             clamp=r > 1,
             max_calls=share,
+            whole=max_calls,
         )
         for c in res.changes:
             c.round = r
