@@ -104,5 +104,15 @@ def test_blocks_over_the_share_name_the_limit_not_steps(client, model):
         err = r.json()["error"]
         assert err["param"] == "block_length"
         assert err["message"].startswith("block_length 4: the ")
-        assert "steps the edit's share of the server's --max-steps (8) leaves after " \
+        assert "the edit's share of the server's --max-steps (8) leaves after " \
                "scoring; give block_length " in err["message"]
+
+
+def test_blocks_over_one_step_reads_step(model):
+    from unmask.infill.edit import CallLimitError
+
+    with pytest.raises(CallLimitError, match=r"more than the 1 step the edit's share of "
+                                             r"max_calls "
+                                             r"\(5\) leaves after scoring; give block_length"):
+        api.edit(loaded(model), ALPHABET * 2, lowest=30, rounds=2, max_calls=5,
+                 confidence_mode="visible", config={"block_length": 8})

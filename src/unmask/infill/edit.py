@@ -85,8 +85,9 @@ class CallLimitError(UserError):
                     ) -> CallLimitError:
         blocks = -(-length // block_length)
         return cls(f"block_length {block_length}: the {length} tokens from the first re-masked "
-                   f"span to the last are {blocks} blocks, a step each, more than the {steps} "
-                   "steps the edit's share of {limit} leaves after scoring; give block_length "
+                   f"span to the last are {blocks} blocks, a step each, more than the "
+                   f"{plural(steps, 'step')} the edit's share of " "{limit} leaves after "
+                   "scoring; give block_length "
                    f"{-(-length // steps)}", limit)
 
 
