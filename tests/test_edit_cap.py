@@ -116,3 +116,29 @@ def test_blocks_over_one_step_reads_step(model):
                                              r"\(5\) leaves after scoring; give block_length"):
         api.edit(loaded(model), ALPHABET * 2, lowest=30, rounds=2, max_calls=5,
                  confidence_mode="visible", config={"block_length": 8})
+
+
+def test_a_round_whose_text_grew_past_its_share_ends_the_revision(model, monkeypatch):
+    """A round's refill may re-encode to more tokens: a later round whose scoring then takes
+    more calls than its share is not run (it would pass max_calls)."""
+    import importlib
+
+    edit_mod = importlib.import_module("unmask.infill.edit")  # not the function `edit`
+    real = edit_mod._edit
+
+    def growing(*args, **kwargs):  # round 1's text comes back 8 tokens longer, changed
+        res = real(*args, **kwargs)
+        res.text += "a" * 8
+        res.changes.append(edit_mod.Change(round=1, start=0, end=1, old="a", new="b"))
+        return res
+
+    monkeypatch.setattr(edit_mod, "_edit", growing)
+    model.sizes.clear()
+    # 32 tokens: 1 scoring call; each round's share is 2 (scoring and a step); after round 1
+    # the text is 40 tokens, 2 scoring calls: round 2 would take 3
+    res = api.edit(loaded(model), "a" * 32, lowest=4, rounds=2, max_calls=4)
+    assert res.detail.rounds == 1
+    assert res.nfe == len(model.sizes) == 2
+    model.sizes.clear()
+    free = api.edit(loaded(model), "a" * 32, lowest=4, rounds=2)  # no bound: both rounds
+    assert free.detail.rounds == 2 and free.nfe == len(model.sizes)
