@@ -1253,11 +1253,15 @@ def edit(
     config: SampleConfig | Mapping[str, Any] | None = None,
     step_callback: StepCallback | None = None,
     confidence_mode: str = "masked",
+    max_calls: int | None = None,
 ) -> Filled:
     """Re-mask character ``spans``, ``regex`` matches or the ``lowest`` k tokens of ``text``
     and refill them (``unmask.infill.edit``; ``rounds`` > 1 revises the least confident
     tokens again, ``unmask.infill.revise``). ``confidence_mode`` (``masked`` / ``visible``):
-    how ``lowest`` scores a token."""
+    how ``lowest`` scores a token. ``max_calls``: the most model calls of the whole edit,
+    scoring, steps and refills of every round together (None: no limit; the server gives its
+    ``--max-steps``): the steps are capped to fit, rounds share it, and rounds that cannot
+    fit a scoring and a step each are a ``CallLimitError`` (``unmask.infill.revise``)."""
     from unmask.infill import edit as _edit
     from unmask.infill import revise
 
@@ -1290,6 +1294,7 @@ def edit(
             config=config,
             confidence_mode=confidence_mode,
             step_callback=step_callback,
+            max_calls=max_calls,
         )
     else:
         res = _edit(
@@ -1302,6 +1307,7 @@ def edit(
             config=config,
             confidence_mode=confidence_mode,
             step_callback=step_callback,
+            max_calls=max_calls,
         )
     return Filled(text=res.text, nfe=res.nfe, seconds=time.perf_counter() - t0, detail=res)
 

@@ -8,10 +8,14 @@ Inside:
   never changed. Returns an ``EditResult`` with one ``Change`` per rewritten span.
 - ``revise``: ``rounds`` times: re-mask the least confident tokens, refill, report what
   changed; stops early when a round changes nothing.
+- ``max_calls`` (both): the most model calls the whole edit makes, scoring, steps and refills
+  of every round together (the server's ``--max-steps``); ``CallLimitError`` where the
+  rounds cannot fit it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 import re
 from collections.abc import Iterable, Sequence
@@ -42,6 +46,55 @@ from unmask.sampling import model_logit_shift, shift_logits
 from unmask.sampling.loop import MaskPredictor, StepCallback
 
 CONFIDENCE_MODES = ("masked", "visible")
+
+SCORE_BATCH = 32
+"""Masked copies ``token_confidence`` scores per model call (``mode="masked"``)."""
+
+
+class CallLimitError(UserError):
+    """An edit that cannot fit ``max_calls`` model calls: its rounds' scoring and a step each
+    (``rounds_over``), or a round's blocks (a step each, ``blocks_over``). ``message(limit=
+    ...)`` names the limit as the caller spells it (the server: its ``--max-steps``)."""
+
+    def __init__(self, what: str, limit: int) -> None:
+        self.what, self.limit = what, limit
+        super().__init__(self.message())
+
+    def __reduce__(self) -> tuple[Any, ...]:  # its arguments, not its message (a copy, pickle)
+        return (type(self), (self.what, self.limit))
+
+    def message(self, limit: str = "max_calls") -> str:
+        """The line, ``{limit}`` in ``what`` spelled ``limit (N)``."""
+        return self.what.replace("{limit}", f"{limit} ({self.limit})")
+
+    @classmethod
+    def rounds_over(cls, lowest: int, rounds: int, n_tokens: int, scoring: int,
+                    limit: int) -> CallLimitError:
+        each = scoring + 1
+        fit = limit // each
+        total = f"{rounds} rounds take {rounds * each}" if rounds > 1 else f"the edit takes {each}"
+        hint = f"give rounds {fit} or fewer" if fit >= 1 else "edit a shorter text"
+        if scoring > 1:
+            hint += " (confidence_mode visible scores in 1 call)"
+        return cls(f"lowest {lowest}: scoring the text's {n_tokens} tokens takes "
+                   f"{plural(scoring, 'model call')} and a refill at least 1, so {total}, "
+                   "more than {limit}; " + hint, limit)
+
+    @classmethod
+    def blocks_over(cls, block_length: int, length: int, steps: int, limit: int
+                    ) -> CallLimitError:
+        blocks = -(-length // block_length)
+        return cls(f"block_length {block_length}: the {length} tokens from the first re-masked "
+                   f"span to the last are {blocks} blocks, a step each, more than the "
+                   f"{plural(steps, 'step')} the edit's share of " "{limit} leaves after "
+                   "scoring; give block_length "
+                   f"{-(-length // steps)}", limit)
+
+
+def scoring_calls(n_tokens: int, mode: str) -> int:
+    """Model calls ``token_confidence`` makes for a text of ``n_tokens``: one (``visible``),
+    or one per ``SCORE_BATCH`` masked copies (``masked``)."""
+    return 1 if mode == "visible" else -(-n_tokens // SCORE_BATCH)
 
 
 @dataclass
@@ -83,7 +136,7 @@ def token_confidence(
     *,
     mask_id: int,
     mode: str = "masked",
-    batch_size: int = 32,
+    batch_size: int = SCORE_BATCH,
     context: Sequence[int] = (),
 ) -> Tensor:
     """(L,) float64: the model's probability of each token of ``tokens`` where it stands.
@@ -189,12 +242,14 @@ def _check_fits(n_tokens: int, context: int | None) -> None:
 
 
 def _lowest_plan(
-    model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str, clamp: bool = False
+    model: MaskPredictor, tokenizer: Any, text: str, k: int, mode: str, clamp: bool = False,
+    max_calls: int | None = None,
 ) -> tuple[Plan, list[str], int]:
     """A plan with the ``k`` least confident tokens (widened to whole characters) as holes.
     A ``k`` over the tokens the text offers is a ``UserError`` (it rewrote the whole text),
     or, ``clamp``, all of them (a later round of ``revise``, whose text may have become
-    fewer tokens).
+    fewer tokens). Scoring and a one-step refill over ``max_calls`` is a ``CallLimitError``
+    (before any model work).
 
     Returns the plan, the old text of each hole, and the model evaluations spent.
     """
@@ -226,8 +281,10 @@ def _lowest_plan(
                         f"at most {offered} can be rewritten; give a smaller number (a span "
                         f"such as 0:{len(text)} rewrites the whole text)")
     _check_fits(len(ids), context)
+    nfe = scoring_calls(len(ids), mode)
+    if max_calls is not None and nfe + 1 > max_calls:
+        raise CallLimitError.rounds_over(k, 1, len(ids), nfe, max_calls)
     conf = token_confidence(model, ids, mask_id=tokenizer.mask_id, mode=mode, context=start)
-    nfe = 1 if mode == "visible" else -(-len(ids) // 32)
     order = torch.argsort(conf, stable=True).tolist()
     if closing:
         # the text's closing '.': a model trained on chunks that end mid-sentence gives it
@@ -294,6 +351,7 @@ def edit(
     confidence_mode: str = "masked",
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
+    max_calls: int | None = None,
 ) -> EditResult:
     """Re-mask parts of ``text`` and regenerate them conditioned on everything else.
 
@@ -302,10 +360,16 @@ def edit(
     on its own); or the ``lowest`` k tokens by ``token_confidence`` (``confidence_mode``),
     widened to whole characters (more than the text has is a ``UserError``). Text outside
     the re-masked spans is kept exactly.
+
+    ``max_calls``: the most model calls the edit makes, scoring, steps and refills together
+    (None: no limit). The steps are capped at what the scoring leaves; a refill of a span
+    that broke its constraint gets what the steps leave, and past it the span is completed
+    from its automaton without the model (``fill_canvas``). Scoring and one step over it is a
+    ``CallLimitError``.
     """
     return _edit(model, tokenizer, text, spans=spans, regex=regex, lowest=lowest, config=config,
                  confidence_mode=confidence_mode, generator=generator,
-                 step_callback=step_callback)
+                 step_callback=step_callback, max_calls=max_calls)
 
 
 def _edit(
@@ -321,9 +385,12 @@ def _edit(
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
     clamp: bool = False,
+    max_calls: int | None = None,
+    whole: int | None = None,
 ) -> EditResult:
     """``edit``; ``clamp``: a ``lowest`` over the text's tokens rewrites them all
-    (``_lowest_plan``)."""
+    (``_lowest_plan``); ``whole``: the limit ``max_calls`` is a round's share of, for
+    messages (``revise``)."""
     config = config or SampleConfig()
     if confidence_mode not in CONFIDENCE_MODES:  # a typo with spans/regex was ignored
         raise UserError(f"unknown confidence_mode {confidence_mode!r}; choose one of "
@@ -338,8 +405,10 @@ def _edit(
         raise UserError("choose spans/regex or lowest, not both")
     if lowest is None and not spans and regex is None:
         raise UserError("nothing to edit: give spans, a regex or lowest")
+    _check_max_calls(max_calls)
     if lowest is not None:
-        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode, clamp)
+        plan, olds, nfe = _lowest_plan(model, tokenizer, text, lowest, confidence_mode, clamp,
+                                       max_calls)
         check_context(plan, _max_seq_len(model))
         char_spans: list[tuple[int, int]] = []
         cursor = 0
@@ -374,14 +443,52 @@ def _edit(
         segments.append(text[pos:])
         plan = plan_template(segments, tokenizer, max_seq_len=_max_seq_len(model))
         nfe = 0
+    config, repair = _within(config, plan, max_calls, nfe, whole)
     res = fill_plan(model, tokenizer, plan, config, options=InfillOptions(), generator=generator,
-                    step_callback=step_callback)
+                    step_callback=step_callback, max_repair_calls=repair)
     changes = [
         Change(round=1, start=g.start, end=g.end, old=old, new=g.text)
         for g, old in zip(res.gaps, olds, strict=True)
         if g.text != old
     ]
     return EditResult(text=res.text, changes=changes, rounds=1, nfe=nfe + res.nfe, spans=char_spans)
+
+
+def _check_max_calls(max_calls: int | None) -> None:
+    if max_calls is not None and (isinstance(max_calls, bool) or not isinstance(max_calls, int)
+                                  or max_calls < 1):
+        raise UserError(f"max_calls must be a positive int or None, got {max_calls!r}")
+
+
+def _within(config: SampleConfig, plan: Plan, max_calls: int | None, spent: int,
+            whole: int | None = None) -> tuple[SampleConfig, int | None]:
+    """``config`` with its steps capped at the model calls ``max_calls`` leaves after the
+    ``spent`` scoring (None: no limit), and the calls a refill of broken spans may make
+    (``max_repair_calls``): what the steps leave. Without blocks, a fill runs at most one
+    step per masked token (``infill_config``), so fewer masks than steps leave the rest to
+    the refill. Where the cap leaves fewer steps than the blocks over the holes' region (a
+    step each), a ``CallLimitError`` naming ``whole`` (the limit of the edit ``max_calls`` is
+    a round's share of; the fill's own line would have blamed steps the caller did not
+    give)."""
+    if max_calls is None:
+        return config, None
+    calls = max_calls - spent
+    steps = min(config.steps, calls) if config.steps > 0 else calls
+    masks = sum(max(h.candidates) for h in plan.holes)
+    bl = config.block_length
+    if bl is not None and bl > 0:
+        pos, first, last = 0, None, 0
+        for kind, v in plan.items:
+            n = max(plan.holes[v].candidates) if kind == "hole" else len(v[0])
+            if kind == "hole":
+                first = pos if first is None else first
+                last = pos + n
+            pos += n
+        length = last - (first or 0)
+        if steps < -(-length // bl) and steps < config.steps:  # the cap's doing
+            raise CallLimitError.blocks_over(bl, length, steps, whole or max_calls)
+    runs = min(steps, max(1, masks)) if bl is None else steps
+    return dataclasses.replace(config, steps=steps), calls - runs
 
 
 def _trim_end(text: str, s: int, e: int) -> tuple[int, int]:
@@ -405,6 +512,7 @@ def revise(
     confidence_mode: str = "masked",
     generator: torch.Generator | None = None,
     step_callback: StepCallback | None = None,
+    max_calls: int | None = None,
 ) -> EditResult:
     """Repeat ``rounds`` times: re-mask the ``lowest`` least confident tokens and refill.
 
@@ -412,11 +520,31 @@ def revise(
     that changes nothing ends the revision early (the next would be the same). A ``lowest``
     over the tokens of ``text`` is a ``UserError``; a later round whose text has become
     fewer tokens rewrites them all.
+
+    ``max_calls``: the most model calls of all rounds together (None: no limit). Each round
+    gets an even share of what the rounds before it left (``edit``'s ``max_calls``: its
+    scoring, then its steps, then refills); rounds whose scoring and one step each cannot
+    fit it are a ``CallLimitError`` before any model work. A later round whose text now
+    takes more scoring calls than its share allows ends the revision there (``rounds``
+    says how many ran).
     """
     if rounds < 1:
         raise UserError(f"rounds must be at least 1, got {rounds}")
+    _check_max_calls(max_calls)
+    if (max_calls is not None and isinstance(lowest, int) and lowest > 0
+            and confidence_mode in CONFIDENCE_MODES):
+        n = len(tokenizer.encode(text))
+        scoring = scoring_calls(n, confidence_mode)
+        if n and rounds * (scoring + 1) > max_calls:
+            raise CallLimitError.rounds_over(lowest, rounds, n, scoring, max_calls)
     out = EditResult(text=text, rounds=0)
     for r in range(1, rounds + 1):
+        share = None
+        if max_calls is not None:
+            share = (max_calls - out.nfe) // (rounds - r + 1)
+            n = len(tokenizer.encode(out.text))
+            if r > 1 and scoring_calls(n, confidence_mode) + 1 > share:
+                break
         res = _edit(
             model,
             tokenizer,
@@ -427,6 +555,8 @@ def revise(
             generator=generator,
             step_callback=step_callback,
             clamp=r > 1,
+            max_calls=share,
+            whole=max_calls,
         )
         for c in res.changes:
             c.round = r

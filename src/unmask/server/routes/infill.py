@@ -335,6 +335,7 @@ def router(state: ServerState) -> APIRouter:
     @r.post("/v1/edit")
     async def edit_(req: EditRequest, request: Request) -> Response:
         from unmask import api
+        from unmask.infill.edit import CallLimitError
 
         check(req, "edit")
         user_call(lambda: api.edit_checks(state.loaded), "model")
@@ -353,9 +354,16 @@ def router(state: ServerState) -> APIRouter:
         spans = [tuple(s) for s in req.spans or ()]
 
         def run(on_step: StepCallback) -> Any:  # the API entry, as `unmask edit`
-            return api.edit(state.loaded, req.text, spans=spans, regex=req.regex,
-                            lowest=req.lowest, rounds=req.rounds, config=config,
-                            confidence_mode=req.confidence_mode, step_callback=on_step).detail
+            # every forward of the edit (scoring, steps, refills, all rounds) within
+            # --max-steps: it ran steps and refills per round on top of the scoring (lowest 10,
+            # rounds 4 at --max-steps 8: 36 forwards)
+            try:
+                return api.edit(state.loaded, req.text, spans=spans, regex=req.regex,
+                                lowest=req.lowest, rounds=req.rounds, config=config,
+                                confidence_mode=req.confidence_mode, step_callback=on_step,
+                                max_calls=state.limits.max_steps).detail
+            except CallLimitError as e:  # the operator sets the limit, not the client
+                raise UserError(e.message(limit="the server's --max-steps")) from None
 
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
         blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
