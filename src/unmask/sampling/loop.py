@@ -50,6 +50,8 @@ from unmask.sampling.policies import (
     StepState,
     _rand,
     make_policy,
+    most_confident,
+    num_transfer_tokens,
     random_confidence,
     scorer,
 )
@@ -319,7 +321,9 @@ class Denoiser(DecoderRun):
         self.score = scorer(config)
         self.policy = make_policy(config)
         # the counts follow the schedule the checkpoint was trained with (linear: LLaDA's)
-        self.policy.use_schedule(schedule_of(getattr(model, "config", None)))
+        self.schedule = schedule_of(getattr(model, "config", None))
+        self.policy.use_schedule(self.schedule)
+        self._floor: Tensor | None = None  # (B, steps_per_block): a dynamic policy's minimum
         self.cache = make_cache(config, model)
 
         check_ids(canvas, getattr(getattr(model, "config", None), "vocab_size", None))
@@ -424,12 +428,17 @@ class Denoiser(DecoderRun):
         block_start, block_end = self.block_bounds
         masked = self.canvas.masked  # (B, L)
         self.steps_per_block = self._block_steps[self.block]
-        if self.policy.dynamic:  # no more than one step per mask: each commits >= 1 per row
-            most = max(1, int(masked[:, :block_end].sum(dim=1).max()))
-            self.steps_per_block = min(self.steps_per_block, most)
-        # a dynamic policy's floor counts every candidate (a prompt mask under 'reference'
-        # too), so the block is filled within its bound; llada counts LLaDA's masks
-        counted = masked[:, :block_end] if self.policy.dynamic else self._counted(masked)
+        counted = self._counted(masked)  # llada: LLaDA's masks
+        if self.policy.dynamic:
+            # The share is for the block's own masks; the masks before it (a [MASK] of the
+            # prompt) are candidates it commits too, so they come on top: one step per token
+            # never binds. No more than one step per mask: each commits >= 1 per row.
+            counted = masked[:, :block_end]  # every candidate, prompt masks too (reference)
+            before = int(masked[:, :block_start].sum(dim=1).max())
+            most = max(1, int(counted.sum(dim=1).max()))
+            self.steps_per_block = min(self.steps_per_block + before, most)
+            # the minimum commits of each step (LLaDA 2.x): the block is filled within its bound
+            self._floor = num_transfer_tokens(counted, self.steps_per_block, self.schedule)
         self.policy.start_block(counted, self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
@@ -438,7 +447,8 @@ class Denoiser(DecoderRun):
         """Move on past finished blocks (starting the next one) until one has work or none is
         left."""
         while not self.done:
-            if not self.policy.block_done(
+            bound = self.policy.dynamic and self.block_step >= self.steps_per_block
+            if not bound and not self.policy.block_done(
                 self.block_step, self.steps_per_block, self._counted(self.canvas.masked)
             ):
                 return
@@ -522,7 +532,10 @@ class Denoiser(DecoderRun):
             candidates=candidates,
             logits=logits,
         )
-        transfer = self.policy.select(state) & candidates  # (B, L)
+        transfer = self.policy.select(state)  # (B, L)
+        if self._floor is not None:  # dynamic: at least the scheduled count, best first
+            transfer = transfer | most_confident(confidence, self._floor[:, self.block_step])
+        transfer = transfer & candidates
         for proc in canvas.constraints:  # the n-gram ban among this step's own commits too
             if isinstance(proc, PenaltyConstraint):
                 x0 = proc.settle(x, transfer, x0, confidence, noisy, w0)
