@@ -77,3 +77,19 @@ def test_a_registered_dynamic_policy_gets_the_scheduled_minimum():
         assert loose.nfe == 8 and MASK not in loose.tokens.tolist()[0]
     finally:
         POLICIES.pop("sampmend_top1")
+
+
+@pytest.mark.parametrize("absolute,blocks", [(False, 4), (True, 5)])
+def test_too_few_steps_for_block_diffusion_names_the_blocks_asked_for(absolute, blocks):
+    """A block-diffusion model's block length is its own: the refusal of fewer steps than
+    blocks offered "longer blocks", and named the padded span (gen_length 10) for LLaDA 2.x's
+    absolute blocks; it names the gen_length asked for and a step count."""
+    from unmask.errors import UserError
+    from unmask.sampling.blocks import plan_blocks
+
+    config = SampleConfig(gen_length=8, steps=3, policy="threshold")
+    with pytest.raises(UserError) as e:
+        plan_blocks(config, 2, [3], absolute=absolute)
+    message = str(e.value)
+    assert "longer blocks" not in message and "gen_length 10" not in message
+    assert f"the 8 new tokens span ({blocks}" in message and f"try steps {blocks}" in message

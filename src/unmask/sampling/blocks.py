@@ -135,6 +135,16 @@ class BlockPlan:
     empty: ``steps_per_block`` each."""
 
 
+def _too_few_steps(steps: int, blocks: int, span: str) -> UserError:
+    """The refusal of fewer ``steps`` than blocks (a dynamic policy's bound) in the words of a
+    block-diffusion model, whose block length is fixed: the blocks ``span`` names (from the
+    gen_length asked for), a step count or a shorter generation the way out."""
+    return UserError(
+        f"steps ({steps}) must be at least the number of blocks {span}: each block takes a "
+        f"step; try steps {blocks} or a shorter gen_length"
+    )
+
+
 def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[int], *,
                 absolute: bool) -> BlockPlan:
     """The blocks of a run of ``config`` over prompts of ``prompt_lengths`` with blocks of
@@ -164,9 +174,13 @@ def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[
             )
         first_new = bs - tails.pop()
         blocks = 1 + -(-max(config.gen_length - first_new, 0) // bs)
+        span = (f"the {config.gen_length} new tokens span ({blocks}: the rest of the prompt's "
+                f"last block of {bs}, then {blocks - 1} more)")
         try:
             validate(dataclasses.replace(config, gen_length=blocks * bs))
         except UserError as e:  # its gen_length is the blocks' span, not the one asked for
+            if "at least the number of blocks" in str(e):
+                raise _too_few_steps(config.steps, blocks, span) from None
             if "multiple of the number of blocks" not in str(e):
                 raise
             raise UserError(
@@ -182,7 +196,14 @@ def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[
             f"gen_length ({config.gen_length}) must be a multiple of the model's "
             f"block_size ({bs}); try gen_length {nearest_multiples(config.gen_length, bs)}"
         )
-    blocks, steps_per_block = validate(config)
+    try:
+        blocks, steps_per_block = validate(config)
+    except UserError as e:  # the block length is the model's: no "longer blocks" to try
+        if "at least the number of blocks" not in str(e):
+            raise
+        blocks = config.gen_length // bs
+        raise _too_few_steps(config.steps, blocks, f"the {config.gen_length} new tokens span "
+                             f"({blocks}, of the model's block_size {bs})") from None
     # a dynamic policy's steps bound it: spread over the blocks (not a multiple of them)
     return BlockPlan(bs, blocks, steps_per_block, tuple(split_steps(config.steps, blocks)))
 
