@@ -143,6 +143,13 @@ def start_empty_prompts(
     return [r or [int(start)] for r in rows], [not r for r in rows]
 
 
+START_TOKEN_NOTE = (
+    "an empty prompt counts 1 token here: this model (logit_shift) starts it with a start "
+    "token, the document separator its first prediction reads"
+)
+"""What a length refusal adds where an empty prompt was given ``start_empty_prompts``' token."""
+
+
 def unguided_starts(prompt_index: Tensor, started: Sequence[bool], column: int) -> Tensor:
     """``prompt_index`` (B, L) with ``column`` cleared in the ``started`` rows: a start token
     (``start_empty_prompts``) that guidance does not blank out."""
@@ -620,6 +627,12 @@ class Denoiser(DecoderRun):
         the filler belongs to the unused slots of infilled gaps, not to free text."""
         validate(config)  # clear messages before any tensor is built
         rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
+        if all(started) and max_seq_len is not None and 1 + config.gen_length > max_seq_len:
+            raise UserError(  # the one token of the canvas no prompt asked for: say why
+                f"gen_length ({config.gen_length}) + 1 exceeds the model's max_seq_len "
+                f"({max_seq_len}): {START_TOKEN_NOTE}; use gen_length <= {max_seq_len - 1}"
+            )
         canvas = Canvas.from_prompts(rows, config.gen_length, mask_id=mask_id, pad_id=pad_id)
         canvas = dataclasses.replace(canvas, prompt_index=unguided_starts(
             canvas.prompt_index, started, canvas.region[0] - 1))
@@ -777,6 +790,7 @@ class LLaDADecoder(Decoder):
 
 
 __all__ = [
+    "START_TOKEN_NOTE",
     "Denoiser",
     "GenerateResult",
     "LLaDADecoder",
