@@ -549,8 +549,10 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     segment of ``segment_length``, and ``steps`` into whole blocks for the scheduled policy)
     becomes the largest block length below it that does, or one block; a ``block_length``
     the user gave is never changed. The recommended penalties are left out for a decoder
-    that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones).
-    ``given`` None is ``{}``: the recommendation alone.
+    that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones), and
+    the recommended ``confidence`` measure where the user's ``remasking`` is not
+    ``low_confidence`` (another remasking replaces the measure; the pair is refused only
+    when the user gave both). ``given`` None is ``{}``: the recommendation alone.
     """
     from unmask.sampling.registry import applies_penalties
 
@@ -568,6 +570,8 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
 
         for name in PENALTY_FIELDS:  # recommended for the checkpoint's own decoder
             recommended.pop(name, None)
+    if given.get("remasking", "low_confidence") != "low_confidence":
+        recommended.pop("confidence", None)  # the measure ranks under low_confidence only
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
     if window is not None and "gen_length" not in given:
         recommended["gen_length"] = window
