@@ -668,7 +668,8 @@ def sample(
     denoised left to right with ``steps / num_blocks`` steps each (``split``: steps that are
     not a multiple of the blocks spread over them, ``split_steps``, so the run takes
     exactly ``steps``; dynamic policies: until the block has no masks left, within their
-    share of ``steps``). Every step:
+    share of ``steps`` plus a step per mask before the block, which it fills too). Every
+    step:
 
     1. logits = model(x) (B, L, V), through the ``cache`` policy (which may recompute only
        part of the canvas); with ``cfg_scale`` > 0 also the unconditional pass
@@ -681,7 +682,8 @@ def sample(
        candidates);
     4. the commit policy picks which candidates to write (LLaDA: the top-k per row with
        k from the count schedule fixed at block start; threshold/factor/entropy: as many
-       as the confidences allow, at least one per row).
+       as the confidences allow, at least one per row, and at least the scheduled count
+       over the block's bound, which the loop adds for any dynamic policy).
 
     With ``skip_empty_steps`` a step the policy knows will commit nothing (a zero count of
     the LLaDA schedule) does not call the model; it still counts as a step, not as an NFE.
