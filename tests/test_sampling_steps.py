@@ -80,8 +80,16 @@ def test_dynamic_policies_keep_their_bound_in_every_block(policy):
     model = Peaked()
     config = SampleConfig(gen_length=32, block_length=8, steps=10, policy=policy,
                           threshold=1.0, factor=1e-9, entropy_bound=0.0)
-    r = sample(model, holes(32), config)
+    r = sample(model, holes(32), config, return_history=True)
     assert r.nfe == model.calls == 10 and MASK not in r.tokens.tolist()[0]
+    # the split per block, not only the total: the blocks whose masks each step committed
+    blocks, before = [], holes(32).tokens
+    for after in r.history:
+        cols = ((before == MASK) & (after != MASK))[0].nonzero().flatten().tolist()
+        blocks.append({(c - 2) // 8 for c in cols})
+        before = after
+    assert all(len(b) == 1 for b in blocks)
+    assert [sum(b == {k} for b in blocks) for k in range(4)] == [3, 3, 2, 2]
     loose = sample(Peaked(), holes(32), dataclasses.replace(config, steps=32))
     assert loose.nfe == 32  # one step per mask: the bound does not bind
 
@@ -90,10 +98,12 @@ def test_dynamic_policies_keep_their_bound_in_every_block(policy):
 def test_a_dynamic_bound_fills_the_block_with_prompt_masks_under_reference(policy):
     """Under ``prompt_masks='reference'`` the floor counted the block's own masks only, while
     the prompt's masks compete for the commits: at a binding bound the block ended with masks
-    of its own left. The floor counts every candidate: the generated region is filled."""
+    of its own left. The floor counts every candidate: the generated region is filled. The
+    first block commits the prompt's 2 masks too, so they come on top of its share of 2
+    steps: 4 steps (6 masks: 2, 2, 1, 1), then 2 for the second block."""
     tokens = torch.tensor([[5, MASK, 5, MASK] + [MASK] * 8])
     canvas = Canvas.from_tokens(tokens, mask_id=MASK, region=(4, 12))
     config = SampleConfig(gen_length=8, block_length=4, steps=4, policy=policy, threshold=1.0,
                           entropy_bound=0.0, prompt_masks="reference")
     r = sample(Peaked(), canvas, config)
-    assert r.nfe == 4 and MASK not in r.tokens[0, 4:].tolist()
+    assert r.nfe == 6 and MASK not in r.tokens[0].tolist()

@@ -228,7 +228,9 @@ def start(
     if config.segment_length is None:
         _check_fits(prompt_ids, config, limit, who,
                     block_model=loaded.model if decoder.name == "bd3lm" else None,
-                    segments=decoder.name not in CONTINUOUS_DECODERS)
+                    segments=decoder.name not in CONTINUOUS_DECODERS,
+                    starts=decoder.name in ("llada", "bd3lm")
+                    and bool(getattr(loaded.config, "logit_shift", False)))
         if seeds is None:
             run = decoder.start(target, prompt_ids, config, on_view=step_callback)
         else:  # a generator per row (``Decoder.row_seeds``)
@@ -393,20 +395,26 @@ def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:
 
 def _check_fits(
     prompt_ids: Any, config: SampleConfig, limit: int | None, who: str = "model",
-    block_model: Any = None, segments: bool = True,
+    block_model: Any = None, segments: bool = True, starts: bool = False,
 ) -> None:
     """Refuse, in one line that names ``segment_length``, a prompt + ``gen_length`` longer
     than the context of ``who`` (the model, or its drafter; the decoders refuse it too,
     without the way out). With ``block_model`` (a block-diffusion model run by its block
     decoder), the room is counted in whole blocks as that decoder lays out its canvas
     (``unmask.sampling.blocks.room_after_prompt``), so the length offered is one it takes;
-    ``segments`` False (a continuous decoder: one fixed canvas) offers no segments."""
+    ``segments`` False (a continuous decoder: one fixed canvas) offers no segments.
+    ``starts``: the decoder gives an empty prompt a start token (the commit loop and bd3lm
+    on a ``logit_shift`` model: ``unmask.sampling.loop.start_empty_prompts``), which takes a
+    column of the context: an empty prompt counts 1, and the refusal says why."""
     from unmask.canvas import as_rows
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
+    from unmask.sampling.loop import START_TOKEN_NOTE
 
     longest = max(len(r) for r in as_rows(prompt_ids))
     if limit is None:
         return
+    started = starts and longest == 0  # every prompt empty: the start token is the longest
+    longest = max(longest, int(started))
     block = getattr(getattr(block_model, "config", None), "block_size", None)
     room = room_after_prompt(longest, limit, block_size=block,
                              absolute=block_model is not None and absolute_blocks(block_model))
@@ -414,8 +422,9 @@ def _check_fits(
     if config.gen_length <= room:
         return
     blocks = f" in whole blocks of {block}" if block else ""
+    blocks += f" ({START_TOKEN_NOTE})" if started else ""
     ways = [f"gen_length <= {room}"] if room > 0 else []
-    if longest:
+    if longest and not started:
         ways.append("a shorter prompt")
     if segments:
         ways.append(f"segment_length (e.g. {limit // 2}) to write it in segments that each see "
@@ -560,8 +569,10 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     segment of ``segment_length``, and ``steps`` into whole blocks for the scheduled policy)
     becomes the largest block length below it that does, or one block; a ``block_length``
     the user gave is never changed. The recommended penalties are left out for a decoder
-    that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones).
-    ``given`` None is ``{}``: the recommendation alone.
+    that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones), and
+    the recommended ``confidence`` measure where the user's ``remasking`` is not
+    ``low_confidence`` (another remasking replaces the measure; the pair is refused only
+    when the user gave both). ``given`` None is ``{}``: the recommendation alone.
     """
     from unmask.sampling.registry import applies_penalties
 
@@ -579,6 +590,8 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
 
         for name in PENALTY_FIELDS:  # recommended for the checkpoint's own decoder
             recommended.pop(name, None)
+    if given.get("remasking", "low_confidence") != "low_confidence":
+        recommended.pop("confidence", None)  # the measure ranks under low_confidence only
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
     if window is not None and "gen_length" not in given:
         recommended["gen_length"] = window

@@ -44,6 +44,7 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.facts import ModelFacts
 from unmask.sampling.loop import (
+    START_TOKEN_NOTE,
     Denoiser,
     nearest_multiples,
     split_steps,
@@ -135,14 +136,26 @@ class BlockPlan:
     empty: ``steps_per_block`` each."""
 
 
+def _too_few_steps(steps: int, blocks: int, span: str) -> UserError:
+    """The refusal of fewer ``steps`` than blocks (a dynamic policy's bound) in the words of a
+    block-diffusion model, whose block length is fixed: the blocks ``span`` names (from the
+    gen_length asked for), a step count or a shorter generation the way out."""
+    return UserError(
+        f"steps ({steps}) must be at least the number of blocks {span}: each block takes a "
+        f"step; try steps {blocks} or a shorter gen_length"
+    )
+
+
 def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[int], *,
-                absolute: bool) -> BlockPlan:
+                absolute: bool, started: Sequence[bool] = ()) -> BlockPlan:
     """The blocks of a run of ``config`` over prompts of ``prompt_lengths`` with blocks of
     ``block_size``, or the ``UserError`` ``BlockRun`` would start with: a ``block_length``
     other than the model's, no prompts, a canvas that is not whole blocks (``absolute``:
     blocks counted from the first prompt token, LLaDA 2.x, where a batch instead needs equal
     lengths modulo the block size), steps that do not split over the blocks. The server asks
-    it before a stream starts (a refusal there was a 200 and an error event)."""
+    it before a stream starts (a refusal there was a 200 and an error event). ``started``:
+    per prompt, whether it is an empty prompt given a start token (``start_empty_prompts``;
+    its length here is 1), which a refusal then names."""
     bs = block_size
     if bs <= 0:
         raise UserError(f"block_size must be positive, got {bs}")
@@ -157,16 +170,21 @@ def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[
     if absolute:  # LLaDA 2.x: blocks counted from the first prompt token
         tails = {n % bs for n in prompt_lengths}
         if len(tails) > 1:
+            note = f" ({START_TOKEN_NOTE})" if any(started) else ""
             raise UserError(
-                f"prompts of lengths {sorted(set(prompt_lengths))}: this model's blocks "
+                f"prompts of lengths {sorted(set(prompt_lengths))}{note}: this model's blocks "
                 f"start at the first prompt token, so a batch needs equal lengths modulo "
                 f"{bs}; generate them one at a time"
             )
         first_new = bs - tails.pop()
         blocks = 1 + -(-max(config.gen_length - first_new, 0) // bs)
+        span = (f"the {config.gen_length} new tokens span ({blocks}: the rest of the prompt's "
+                f"last block of {bs}, then {blocks - 1} more)")
         try:
             validate(dataclasses.replace(config, gen_length=blocks * bs))
         except UserError as e:  # its gen_length is the blocks' span, not the one asked for
+            if "at least the number of blocks" in str(e):
+                raise _too_few_steps(config.steps, blocks, span) from None
             if "multiple of the number of blocks" not in str(e):
                 raise
             raise UserError(
@@ -182,7 +200,14 @@ def plan_blocks(config: SampleConfig, block_size: int, prompt_lengths: Sequence[
             f"gen_length ({config.gen_length}) must be a multiple of the model's "
             f"block_size ({bs}); try gen_length {nearest_multiples(config.gen_length, bs)}"
         )
-    blocks, steps_per_block = validate(config)
+    try:
+        blocks, steps_per_block = validate(config)
+    except UserError as e:  # the block length is the model's: no "longer blocks" to try
+        if "at least the number of blocks" not in str(e):
+            raise
+        blocks = config.gen_length // bs
+        raise _too_few_steps(config.steps, blocks, f"the {config.gen_length} new tokens span "
+                             f"({blocks}, of the model's block_size {bs})") from None
     # a dynamic policy's steps bound it: spread over the blocks (not a multiple of them)
     return BlockPlan(bs, blocks, steps_per_block, tuple(split_steps(config.steps, blocks)))
 
@@ -219,7 +244,8 @@ class BlockRun(DecoderRun):
             )
         rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
         self.absolute = absolute_blocks(model)
-        plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute)
+        plan = plan_blocks(config, bs, [len(r) for r in rows], absolute=self.absolute,
+                           started=started)
         config = dataclasses.replace(config, block_length=bs)
         self.first_new, self.num_blocks = plan.first_new, plan.num_blocks
         steps_per_block = plan.steps_per_block
@@ -234,9 +260,10 @@ class BlockRun(DecoderRun):
             raise UserError("top_k and top_p apply to autoregressive (causal) models only")
         max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
         if max_seq_len is not None and need > max_seq_len:
+            note = f" ({START_TOKEN_NOTE})" if all(started) else ""
             raise UserError(
                 f"prompt ({P} tokens after padding to blocks of {bs}) + gen_length "
-                f"({config.gen_length}) exceeds the model's max_seq_len ({max_seq_len})"
+                f"({config.gen_length}) exceeds the model's max_seq_len ({max_seq_len}){note}"
             )
         B = len(rows)
         device = model_device(model) or torch.device("cpu")

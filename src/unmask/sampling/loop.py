@@ -50,6 +50,8 @@ from unmask.sampling.policies import (
     StepState,
     _rand,
     make_policy,
+    most_confident,
+    num_transfer_tokens,
     random_confidence,
     scorer,
 )
@@ -139,6 +141,13 @@ def start_empty_prompts(
         return rows, [False] * len(rows)
     start = eos_id if eos_id is not None else pad_id
     return [r or [int(start)] for r in rows], [not r for r in rows]
+
+
+START_TOKEN_NOTE = (
+    "an empty prompt counts 1 token here: this model (logit_shift) starts it with a start "
+    "token, the document separator its first prediction reads"
+)
+"""What a length refusal adds where an empty prompt was given ``start_empty_prompts``' token."""
 
 
 def unguided_starts(prompt_index: Tensor, started: Sequence[bool], column: int) -> Tensor:
@@ -319,7 +328,9 @@ class Denoiser(DecoderRun):
         self.score = scorer(config)
         self.policy = make_policy(config)
         # the counts follow the schedule the checkpoint was trained with (linear: LLaDA's)
-        self.policy.use_schedule(schedule_of(getattr(model, "config", None)))
+        self.schedule = schedule_of(getattr(model, "config", None))
+        self.policy.use_schedule(self.schedule)
+        self._floor: Tensor | None = None  # (B, steps_per_block): a dynamic policy's minimum
         self.cache = make_cache(config, model)
 
         check_ids(canvas, getattr(getattr(model, "config", None), "vocab_size", None))
@@ -424,12 +435,17 @@ class Denoiser(DecoderRun):
         block_start, block_end = self.block_bounds
         masked = self.canvas.masked  # (B, L)
         self.steps_per_block = self._block_steps[self.block]
-        if self.policy.dynamic:  # no more than one step per mask: each commits >= 1 per row
-            most = max(1, int(masked[:, :block_end].sum(dim=1).max()))
-            self.steps_per_block = min(self.steps_per_block, most)
-        # a dynamic policy's floor counts every candidate (a prompt mask under 'reference'
-        # too), so the block is filled within its bound; llada counts LLaDA's masks
-        counted = masked[:, :block_end] if self.policy.dynamic else self._counted(masked)
+        counted = self._counted(masked)  # llada: LLaDA's masks
+        if self.policy.dynamic:
+            # The share is for the block's own masks; the masks before it (a [MASK] of the
+            # prompt) are candidates it commits too, so they come on top: one step per token
+            # never binds. No more than one step per mask: each commits >= 1 per row.
+            counted = masked[:, :block_end]  # every candidate, prompt masks too (reference)
+            before = int(masked[:, :block_start].sum(dim=1).max())
+            most = max(1, int(counted.sum(dim=1).max()))
+            self.steps_per_block = min(self.steps_per_block + before, most)
+            # the minimum commits of each step (LLaDA 2.x): the block is filled within its bound
+            self._floor = num_transfer_tokens(counted, self.steps_per_block, self.schedule)
         self.policy.start_block(counted, self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
@@ -438,7 +454,8 @@ class Denoiser(DecoderRun):
         """Move on past finished blocks (starting the next one) until one has work or none is
         left."""
         while not self.done:
-            if not self.policy.block_done(
+            bound = self.policy.dynamic and self.block_step >= self.steps_per_block
+            if not bound and not self.policy.block_done(
                 self.block_step, self.steps_per_block, self._counted(self.canvas.masked)
             ):
                 return
@@ -522,7 +539,10 @@ class Denoiser(DecoderRun):
             candidates=candidates,
             logits=logits,
         )
-        transfer = self.policy.select(state) & candidates  # (B, L)
+        transfer = self.policy.select(state)  # (B, L)
+        if self._floor is not None:  # dynamic: at least the scheduled count, best first
+            transfer = transfer | most_confident(confidence, self._floor[:, self.block_step])
+        transfer = transfer & candidates
         for proc in canvas.constraints:  # the n-gram ban among this step's own commits too
             if isinstance(proc, PenaltyConstraint):
                 x0 = proc.settle(x, transfer, x0, confidence, noisy, w0)
@@ -607,6 +627,12 @@ class Denoiser(DecoderRun):
         the filler belongs to the unused slots of infilled gaps, not to free text."""
         validate(config)  # clear messages before any tensor is built
         rows, started = start_empty_prompts(model, prompt_ids, eos_id=eos_id, pad_id=pad_id)
+        max_seq_len = getattr(getattr(model, "config", None), "max_seq_len", None)
+        if all(started) and max_seq_len is not None and 1 + config.gen_length > max_seq_len:
+            raise UserError(  # the one token of the canvas no prompt asked for: say why
+                f"gen_length ({config.gen_length}) + 1 exceeds the model's max_seq_len "
+                f"({max_seq_len}): {START_TOKEN_NOTE}; use gen_length <= {max_seq_len - 1}"
+            )
         canvas = Canvas.from_prompts(rows, config.gen_length, mask_id=mask_id, pad_id=pad_id)
         canvas = dataclasses.replace(canvas, prompt_index=unguided_starts(
             canvas.prompt_index, started, canvas.region[0] - 1))
@@ -642,7 +668,8 @@ def sample(
     denoised left to right with ``steps / num_blocks`` steps each (``split``: steps that are
     not a multiple of the blocks spread over them, ``split_steps``, so the run takes
     exactly ``steps``; dynamic policies: until the block has no masks left, within their
-    share of ``steps``). Every step:
+    share of ``steps`` plus a step per mask before the block, which it fills too). Every
+    step:
 
     1. logits = model(x) (B, L, V), through the ``cache`` policy (which may recompute only
        part of the canvas); with ``cfg_scale`` > 0 also the unconditional pass
@@ -655,7 +682,8 @@ def sample(
        candidates);
     4. the commit policy picks which candidates to write (LLaDA: the top-k per row with
        k from the count schedule fixed at block start; threshold/factor/entropy: as many
-       as the confidences allow, at least one per row).
+       as the confidences allow, at least one per row, and at least the scheduled count
+       over the block's bound, which the loop adds for any dynamic policy).
 
     With ``skip_empty_steps`` a step the policy knows will commit nothing (a zero count of
     the LLaDA schedule) does not call the model; it still counts as a step, not as an NFE.
@@ -764,6 +792,7 @@ class LLaDADecoder(Decoder):
 
 
 __all__ = [
+    "START_TOKEN_NOTE",
     "Denoiser",
     "GenerateResult",
     "LLaDADecoder",

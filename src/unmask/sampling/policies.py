@@ -78,8 +78,13 @@ class CommitPolicy:
 
     dynamic: bool = False
     """True = the number of steps is not scheduled: the loop passes as ``steps`` a bound (the
-    block's share of ``SampleConfig.steps``, at most one step per masked position), asks
-    ``block_done`` after every step, and lets ``steps`` be no multiple of the blocks."""
+    block's share of ``SampleConfig.steps``, plus one step per mask before the block, which
+    the block commits too; at most one step per mask it holds), asks ``block_done`` after
+    every step, ends the block at the bound whatever ``block_done`` says, and lets ``steps``
+    be no multiple of the blocks. After ``select`` it commits, in every row, at least the
+    scheduled count of LLaDA's schedule over the bound (``num_transfer_tokens`` under the
+    model's schedule; the most confident candidates first), so the block is filled within
+    its bound: with one step per mask the count is one (a row's top-1)."""
 
     def block_done(self, block_steps_done: int, steps_per_block: int, block_masked: Tensor) -> bool:
         """Whether the block is finished; by default after exactly ``steps_per_block`` steps."""
@@ -166,52 +171,41 @@ def _ranked(confidence: Tensor) -> tuple[Tensor, Tensor]:
     return torch.sort(confidence, dim=1, descending=True, stable=True)
 
 
-def _commit_sorted_prefix(
-    state: StepState, keep_sorted: Tensor, order: Tensor, floor: Tensor | None = None
-) -> Tensor:
-    """(B, L) bool from ``keep_sorted`` (B, L) given in confidence order: the top-1 candidate of
-    every row is always kept, the ``floor[b]`` (B,) most confident of row b too, and nothing
-    outside ``state.candidates`` is."""
+def _commit_sorted_prefix(state: StepState, keep_sorted: Tensor, order: Tensor) -> Tensor:
+    """(B, L) bool from ``keep_sorted`` (B, L) given in confidence order (``_ranked``): the
+    top-1 candidate of every row is always kept, and nothing outside ``state.candidates`` is."""
     keep_sorted = keep_sorted.clone()
     keep_sorted[:, 0] = True
-    if floor is not None:
-        rank = torch.arange(keep_sorted.shape[1], device=keep_sorted.device)
-        keep_sorted |= rank < floor.to(keep_sorted.device).unsqueeze(1)  # (B, L)
     transfer = torch.zeros_like(state.candidates)
     transfer.scatter_(1, order, keep_sorted)
     return transfer & state.candidates
+
+
+def most_confident(confidence: Tensor, k: Tensor) -> Tensor:
+    """(B, L) bool selecting, in each row b, the ``k[b]`` (B,) highest confidences, ties in
+    column order (the stable ranking of ``_ranked``, which the dynamic policies' prefixes
+    follow, so a count and a prefix agree on which candidates come first)."""
+    _, order = _ranked(confidence)  # (B, L)
+    rank = torch.arange(confidence.shape[1], device=confidence.device)
+    keep = rank < k.to(confidence.device).unsqueeze(1)  # (B, L) in confidence order
+    return torch.zeros_like(keep).scatter_(1, order, keep)
 
 
 class DynamicPolicy(CommitPolicy):
     """Base of the parallel policies: the number of commits per step comes from the confidences.
 
     A block is done when it has no masks left, or after ``steps_per_block`` steps, the bound
-    the loop passes: the block's share of ``SampleConfig.steps``, at most one step per masked
-    position. Each step commits at least the scheduled count of LLaDA's schedule over that
-    bound (``num_transfer_tokens``), the most confident first, so the block is filled within
-    it; with at least as many steps as masks the count is one, the top-1 candidate of every
-    row that has one. This is the dynamic rule of LLaDA 2.x's ``generate`` (SDAR's
-    ``low_confidence_dynamic``): the threshold's commits, or the scheduled top-k where fewer
-    pass. A subclass's ``select`` hands its own prefix to ``_commit``.
+    the loop passes (``CommitPolicy.dynamic``). The loop, not the policy, then commits at
+    least the scheduled count of LLaDA's schedule over that bound, the most confident first
+    (``most_confident``), so the block is filled within it: the dynamic rule of LLaDA 2.x's
+    ``generate`` (SDAR's ``low_confidence_dynamic``), the policy's commits or the scheduled
+    top-k where fewer pass. A subclass's ``select`` hands its own prefix to ``_commit``.
     """
 
     dynamic = True
 
-    def __init__(self) -> None:
-        self.schedule: Schedule = LinearSchedule()
-        self._counts: Tensor | None = None
-
-    def use_schedule(self, schedule: Schedule) -> None:
-        self.schedule = schedule
-
-    def start_block(self, block_masked: Tensor, steps: int) -> None:
-        self._counts = num_transfer_tokens(block_masked, steps, self.schedule)  # (B, steps)
-
     def _commit(self, state: StepState, keep_sorted: Tensor, order: Tensor) -> Tensor:
-        floor = None
-        if self._counts is not None and state.block_step < self._counts.shape[1]:
-            floor = self._counts[:, state.block_step]  # (B,)
-        return _commit_sorted_prefix(state, keep_sorted, order, floor)
+        return _commit_sorted_prefix(state, keep_sorted, order)
 
     def block_done(self, block_steps_done: int, steps_per_block: int, block_masked: Tensor) -> bool:
         return not bool(block_masked.any()) or block_steps_done >= steps_per_block

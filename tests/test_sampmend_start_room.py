@@ -1,0 +1,65 @@
+"""An empty prompt on a ``logit_shift`` model takes a start token: the room helpers count it,
+and a refusal it causes says so."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from unmask.config import SampleConfig
+from unmask.errors import UserError
+from unmask.sampling import generate
+from unmask.sampling.blocks import sample_blocks
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_sampling_empty_prompt import IDS, NextToken  # noqa: E402
+
+
+def test_the_commit_loop_names_the_start_token_it_adds():
+    """gen_length 4 in a context of 4 with no prompt: the canvas is 5 (the start token); the
+    refusal said "prompt (1 tokens)" of a prompt that was empty."""
+    model = NextToken(max_seq_len=4)
+    assert len(generate(model, [], SampleConfig(gen_length=3, steps=3), **IDS).gen_ids[0]) == 3
+    with pytest.raises(UserError, match=r"start token.*gen_length <= 3$"):
+        generate(model, [], SampleConfig(gen_length=4, steps=4), **IDS)
+
+
+def test_absolute_blocks_say_why_an_empty_prompt_breaks_the_batch():
+    """LLaDA 2.x's blocks start at the first prompt token: [[], [5, 6, 7, 8]] in blocks of 4
+    is lengths 1 and 4 once the empty prompt has its start token; the refusal says so."""
+    model = NextToken(attention="block-causal", block_size=4, block_align="absolute")
+    config = SampleConfig(gen_length=4, steps=4)
+    with pytest.raises(UserError, match=r"lengths \[1, 4\] \(an empty prompt counts 1 token "
+                                        r"here: this model \(logit_shift\) starts it with a "
+                                        r"start token"):
+        sample_blocks(model, [[], [5, 6, 7, 8]], config, **IDS)
+
+
+def test_check_fits_counts_the_start_token():
+    """``api._check_fits`` offered the whole context to an empty prompt the decoder then
+    refused (max_seq_len 4: gen_length 4 passed it)."""
+    from unmask.api import _check_fits
+
+    _check_fits([[]], SampleConfig(gen_length=4, steps=4), 4)  # no start token: it fits
+    _check_fits([[]], SampleConfig(gen_length=3, steps=3), 4, starts=True)
+    with pytest.raises(UserError, match=r"start token.*use gen_length <= 3 or segment_length"):
+        _check_fits([[]], SampleConfig(gen_length=4, steps=4), 4, starts=True)
+    _check_fits([[], [5]], SampleConfig(gen_length=3, steps=3), 4, starts=True)
+
+
+def test_max_tokens_room_counts_the_start_token(monkeypatch):
+    """The server's ``max_tokens`` room after an empty prompt on a ``logit_shift``
+    checkpoint is the context less the start token."""
+    from unmask import api
+    from unmask.server.plumbing import max_tokens_room
+
+    monkeypatch.setattr(api, "facts_of", lambda loaded: SimpleNamespace(block_size=None))
+    state = SimpleNamespace(cfg=SimpleNamespace(logit_shift=True), causal=False,
+                            context=(8,), loaded=None)
+    assert max_tokens_room(state, 0) == 7 and max_tokens_room(state, 3) == 5
+    plain = SimpleNamespace(cfg=SimpleNamespace(logit_shift=False), causal=False,
+                            context=(8,), loaded=None)
+    assert max_tokens_room(plain, 0) == 8
