@@ -440,12 +440,21 @@ class Denoiser(DecoderRun):
             # The share is for the block's own masks; the masks before it (a [MASK] of the
             # prompt) are candidates it commits too, so they come on top: one step per token
             # never binds. No more than one step per mask: each commits >= 1 per row.
+            # Each row's own bound and floor, so a row writes what it writes alone: another
+            # row's prompt masks must not shorten or stretch its schedule.
             counted = masked[:, :block_end]  # every candidate, prompt masks too (reference)
-            before = int(masked[:, :block_start].sum(dim=1).max())
-            most = max(1, int(counted.sum(dim=1).max()))
-            self.steps_per_block = min(self.steps_per_block + before, most)
-            # the minimum commits of each step (LLaDA 2.x): the block is filled within its bound
-            self._floor = num_transfer_tokens(counted, self.steps_per_block, self.schedule)
+            before = masked[:, :block_start].sum(dim=1).tolist()  # (B,)
+            own = counted.sum(dim=1).tolist()  # (B,)
+            bounds = [min(self.steps_per_block + int(b), max(1, int(n)))
+                      for b, n in zip(before, own, strict=True)]
+            self.steps_per_block = max(bounds)
+            # the minimum commits of each step (LLaDA 2.x): each row's masks are committed
+            # within its own bound (zeros after it: the row has none left)
+            floor = torch.zeros(len(bounds), self.steps_per_block, dtype=torch.long,
+                                device=masked.device)  # (B, steps_per_block)
+            for i, steps in enumerate(bounds):
+                floor[i, :steps] = num_transfer_tokens(counted[i : i + 1], steps, self.schedule)[0]
+            self._floor = floor
         self.policy.start_block(counted, self.steps_per_block)
         self.cache.start_block(masked, block_start, block_end)
         self.block_step = 0
