@@ -29,7 +29,7 @@ def _echo() -> Recording:
     (10, 10),  # 30 masks in 4 blocks of 8: was rounded up to 12
     (8, 8),  # a multiple of the blocks: as before
     (13, 13),  # was 16
-    (64, 30),  # capped at the masks (one token per step at most): was 32
+    (64, 32),  # an even share of 8 a block fits in 64: one token a step, as before the cap
 ])
 def test_infill_in_blocks_takes_at_most_the_steps_asked(steps, forwards):
     model = _echo()

@@ -144,6 +144,10 @@ def infill_config(config: SampleConfig, canvas: Canvas) -> tuple[SampleConfig, C
     steps = min(config.steps, max(1, most, n_blocks))
     if n_blocks > 1 and make_policy(config).dynamic:
         steps = _dynamic_steps(config.steps, steps, canvas.masked[:, start:end], n_blocks)
+    elif n_blocks > 1 and -(-steps // n_blocks) * n_blocks <= config.steps:
+        # an even share per block (LLaDA's rule) where it fits in the steps asked for: a
+        # block of as many masks as its share commits one a step, as before the cap
+        steps = -(-steps // n_blocks) * n_blocks
     return dataclasses.replace(config, steps=steps, gen_length=end - start), canvas
 
 
@@ -649,17 +653,32 @@ def _run_calls(plan: Plan, config: SampleConfig, options: InfillOptions,
                                [h.label for h in plan.holes], mask_id=mask_id, pad_id=pad_id,
                                fill=fill)  # fmt: skip
     per_row = PER_TOKEN_ROUNDS if options.length_score == "per_token" else 1
-    steps = infill_config(config, canvas)[0].steps if exact else _steps_bound(config, canvas)
+    if exact:
+        run, region = infill_config(config, canvas)
+        steps = _dynamic_forwards(run, region, run.steps)
+    else:
+        steps = _steps_bound(config, canvas)
     return steps + per_row * len(combos)
 
 
+def _dynamic_forwards(config: SampleConfig, canvas: Canvas, steps: int) -> int:
+    """The most forwards a run of ``steps`` takes: ``steps``, or under a dynamic policy (one
+    commit a row and step at least; ``_dynamic_steps`` may give more steps than masks) at most
+    one a column masked in some row of the region."""
+    if not make_policy(config).dynamic:
+        return steps
+    start, end = canvas.region
+    return min(steps, max(1, int(canvas.masked[:, start:end].any(dim=0).sum())))
+
+
 def _steps_bound(config: SampleConfig, canvas: Canvas) -> int:
-    """The most sampling steps ``infill_config`` gives a run whose holes are at most as long as
-    ``canvas``'s and whose masks are ``canvas``'s: the masks of a row, or the blocks where
-    they are more, at most ``config.steps``. A shorter region can have more blocks where the
-    canvas is too short for whole blocks of ``block_length`` (``_fit_blocks``), so every
-    region length up to ``canvas``'s is tried, each with the room ``canvas`` leaves after
-    its region."""
+    """The most forwards of the run ``infill_config`` gives a canvas whose holes are at most as
+    long as ``canvas``'s and whose masks are ``canvas``'s: the masks of a row, or the blocks
+    where they are more (plus the round-up of an even share per block), at most
+    ``config.steps``; under a dynamic policy at most one a masked column. A shorter region can
+    have more blocks where the canvas is too short for whole blocks of ``block_length``
+    (``_fit_blocks``), so every region length up to ``canvas``'s is tried, each with the
+    room ``canvas`` leaves after its region."""
     start, end = canvas.region
     masked = canvas.masked[:, start:end].sum(dim=1)
     most = int(masked.max()) if masked.numel() else 0
@@ -669,7 +688,10 @@ def _steps_bound(config: SampleConfig, canvas: Canvas) -> int:
         shorter = range(1, end - start + 1) if bl > slack + 1 else [end - start]  # else fits
         blocks = max((_fit_blocks(n, n + slack, bl, config.steps)[1] for n in shorter),
                      default=1)
-    return min(config.steps, max(1, most, blocks))
+    if make_policy(config).dynamic:  # at most one forward a masked column (_dynamic_steps)
+        return _dynamic_forwards(config, canvas, config.steps)
+    # the even share per block rounds up by less than a block's step each (infill_config)
+    return min(config.steps, max(1, most, blocks) + blocks - 1)
 
 
 def search_calls(plan: Plan, config: SampleConfig, options: InfillOptions, *, mask_id: int,
