@@ -152,6 +152,20 @@ def test_generate_runs_seeded_causal_rows_as_one_batch(ar_ckpt):
     assert len(set(out.texts)) > 1
 
 
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_seeded_rows_in_half_precision_stay_runs_of_their_own(ar_ckpt, dtype):
+    """In bfloat16 / float16 a prompt left-padded beside longer ones rounds otherwise than
+    alone, so near ties would sample other tokens: seeded rows are then a run each (as
+    before rows had generators of their own), and each row is its prompt's text alone."""
+    loaded = api.load_for_decoding(ar_ckpt, device="cpu", dtype=dtype)
+    config = {"gen_length": 12, "temperature": 1.0, "seed": 4}
+    assert not api.seeds_in_one_run(loaded, config)
+    assert api.seeds_in_one_run(_loaded(ar_ckpt), config)
+    out = api.generate(loaded, PROMPTS, config=config)
+    for k, prompt in enumerate(PROMPTS):
+        assert api.generate(loaded, prompt, config=config).ids == [out.ids[k]], prompt
+
+
 def test_generate_runs_seeded_hybrid_rows_as_one_batch(tmp_path):
     """A checkpoint of objective ``hybrid`` (decoder ``hybrid``): seeded sampled rows of
     ``api.generate`` are one run too, each row the text of its prompt alone."""

@@ -833,7 +833,10 @@ def seeds_in_one_run(
     """Whether rows seeded one seed each run as one batched run (``start(..., seeds=)``): the
     decoder ``config`` chooses gives each row a generator of its own (``Decoder.row_seeds``:
     ``ar``, ``hybrid``) and the run is not in segments (each segment's seeds are the segment
-    runner's). Otherwise each seeded row is a run of its own (``generate``, the server). False for a
+    runner's), and the weights decode in float32 or float64: in bfloat16 or float16 (or
+    quantised) a prompt left-padded beside longer ones rounds otherwise than alone, and near
+    ties then sample other tokens, so each seeded row stays a run of its own there.
+    Otherwise each seeded row is a run of its own (``generate``, the server). False for a
     combination ``start`` refuses (it says why when run)."""
     from unmask.sampling import choose_decoder
 
@@ -842,7 +845,8 @@ def seeds_in_one_run(
         decoder = choose_decoder(facts_of(loaded), config)
     except UserError:
         return False
-    return decoder.row_seeds and config.segment_length is None
+    exact = weights_dtype(loaded) in (None, "fp32", "float64")  # None: a stand-in model
+    return decoder.row_seeds and config.segment_length is None and exact
 
 
 def _run_rows(
