@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from test_sampling_steps import Peaked  # position i proposes 4 + i % 8, no ties
 
 from unmask.config import SampleConfig
 from unmask.sampling.loop import generate
@@ -14,21 +15,6 @@ from unmask.sampling.policies import POLICIES, CommitPolicy, StepState, register
 
 MASK, PAD, EOS = 0, 1, 2
 IDS = dict(mask_id=MASK, pad_id=PAD, eos_id=EOS)
-
-
-class Peaked:
-    """Position i proposes token 4 + i % 8 with a confidence that falls with i (no ties)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def __call__(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        self.calls += 1
-        B, L = tokens.shape
-        logits = torch.zeros(B, L, 16, dtype=torch.float64)
-        for i in range(L):
-            logits[:, i, 4 + i % 8] = 8.0 - i * 0.1
-        return logits
 
 
 @pytest.mark.parametrize("prompt_masks", ["fill", "reference"])
