@@ -116,6 +116,24 @@ def test_max_steps_caps_a_dynamic_completion_that_sends_no_steps():
         assert r.status_code == 200 and len(model.sizes) == 12, r.text
 
 
+def test_prompt_masks_count_against_max_steps_under_a_dynamic_policy():
+    """A dynamic policy's first block takes up to a forward per [MASK] of the prompt on top of
+    its steps: the server cuts the steps by them (12 forwards at --max-steps 8 before), and
+    where nothing is left the 400 names the prompt."""
+    model = Recording(random_transformer())
+    with _client(8, model) as c:
+        for extra in ({}, {"steps": 8}, {"stream": True}):
+            model.sizes.clear()
+            r = c.post("/v1/completions", json={"prompt": "Hi [MASK][MASK][MASK][MASK] x",
+                                                "max_tokens": 8, **NO_BAR, **extra})
+            assert r.status_code == 200, (extra, r.text)
+            assert len(model.sizes) <= 8, extra
+        r = c.post("/v1/completions", json={"prompt": "Hi" + "[MASK]" * 8, "max_tokens": 8,
+                                            **NO_BAR})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt", r.text
+        assert "[MASK] tokens" in r.json()["error"]["message"]
+
+
 def test_more_blocks_than_max_steps_is_a_400_naming_block_length():
     model = Recording(random_transformer())
     with _client(16, model) as c:

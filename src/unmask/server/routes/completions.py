@@ -87,6 +87,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         decoder = choose_decoder(facts, config)  # its refusals: a causal model's loop options
         check_penalties_apply(decoder, config)
         config = cap_default_steps(state, req, decoder, config, [len(i) for i in ids])
+        config = cap_prompt_masks(state, req, decoder, config, ids)
         parts = [config]
         if segmented:  # every segment is a run of its own, on a window of the latest text
             # (a drafter's decoder uses no steps either)
@@ -210,6 +211,32 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
                    f"this request runs {config.steps} (one per token of max_tokens): send "
                    f"steps <= {most}, or max_tokens <= {most}", param="steps",
                    code="invalid_value")
+
+
+def cap_prompt_masks(state: ServerState, req: _Generation, decoder: Decoder,
+                     config: SampleConfig, ids: list[list[int]]) -> SampleConfig:
+    """``config`` within ``--max-steps`` when the prompt holds ``[MASK]`` tokens under a
+    dynamic policy: its first block may take a forward per prompt mask on top of its share
+    of the steps (so that one step per token never binds: ``Denoiser._enter_block``), so the
+    steps are cut by them where the sum would pass the limit; a 400 naming the prompt where
+    what is left is fewer than the run's blocks (a step each)."""
+    most, mask_id = state.limits.max_steps, state.cfg.mask_id
+    masks = max((i.count(mask_id) for i in ids), default=0) if mask_id is not None else 0
+    if not masks or not bounded_by_steps(decoder, config) or config.steps + masks <= most:
+        return config
+    capped = dataclasses.replace(config, steps=max(1, most - masks))
+    try:
+        if most - masks < 1:
+            raise UserError("no step left")
+        validate(capped)  # a step a block at least
+        check_whole_blocks(state, decoder, capped, [len(i) for i in ids])
+    except UserError:
+        raise APIError(400, f"the prompt's {masks} [MASK] tokens take up to {masks} forwards "
+                       f"of the {config.policy} policy on top of its steps, and the server's "
+                       f"--max-steps is {most}: send fewer [MASK]s, fewer or longer blocks, "
+                       "or the llada policy", param="messages" if hasattr(req, "messages")
+                       else "prompt", code="invalid_value") from None
+    return capped
 
 
 def bounded_by_steps(decoder: Decoder, config: SampleConfig) -> bool:
