@@ -14,18 +14,16 @@ import json
 
 import pytest
 import torch
+from test_cli_seed import _checkpoint  # a tiny checkpoint of the byte tokenizer
 
 from unmask import api
-from unmask.checkpoint import save_checkpoint
 from unmask.config import model_preset
 from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.sampling.ar import ARRun
 from unmask.sampling.penalties import Penalties
 from unmask.sampling.protocol import make_generator
-from unmask.tokenizer import byte_tokenizer
 
-TOK = byte_tokenizer()
 PROMPTS = ["ab", "The cat", "", "In the beginning"]
 
 
@@ -33,13 +31,6 @@ def _model() -> Transformer:
     cfg = model_preset("tiny", vocab_size=48, max_seq_len=64, attention="causal", init_std=0.3)
     torch.manual_seed(0)
     return Transformer(cfg).eval()  # float32
-
-
-def _checkpoint(folder, **extra) -> str:
-    cfg = model_preset("tiny", vocab_size=TOK.vocab_size, max_seq_len=64, init_std=0.3,
-                       **TOK.special_ids(), **extra)  # fmt: skip
-    torch.manual_seed(0)
-    return str(save_checkpoint(folder, model=Transformer(cfg).eval(), tokenizer=TOK))
 
 
 @pytest.fixture(scope="module")
