@@ -6,10 +6,11 @@ native checkpoint (``unmask.checkpoint.load``: names map to themselves) and a pu
 Every name, shape and dtype (plain floating point: not integers, nor FP8 without its scales) is
 checked before anything is read (one-line ``UserError`` naming the file); then each block,
 then the embedding, final norm and head, is materialised on the device in the load dtype,
-copied from the memory-mapped files (``copy_`` casts), checked for values that are not finite,
-and quantised (``--quantize``) before the next, so memory holds the model so far plus one
-block. Also ``module_groups`` (the walk's order) and
-``quantizes`` (which groups a quantised load quantises).
+copied from the memory-mapped files that hold it, opened for that block only (``copy_``
+casts), checked for values that are not finite, and quantised (``--quantize``) before the
+next, so memory holds the model so far plus one block (and the mapped pages of its files).
+Also ``module_groups`` (the walk's order) and ``quantizes`` (which groups a quantised load
+quantises).
 """
 
 from __future__ import annotations
@@ -84,9 +85,9 @@ def stream_weights(
     if unmapped:  # an importer bug, not a user error: the map must cover the model
         raise RuntimeError(f"the weight map has no source for {unmapped[:3]}")
     buffers = buffers or {}
-    with contextlib.ExitStack() as stack:
-        where: dict[str, tuple[Any, Path]] = {}  # source key -> (open handle, its file)
-        for file in files:
+    where: dict[str, Path] = {}  # source key -> its file
+    for file in files:  # each file opened for its checks and closed: nothing stays mapped
+        with contextlib.ExitStack() as stack:
             f = _open(file, stack)
             for key in f.keys():  # noqa: SIM118 (safe_open handles are not mappings)
                 if key in ignore:
@@ -100,7 +101,7 @@ def stream_weights(
                     reason = (why or {}).get(key, unexpected)
                     raise UserError(f"{file}: unexpected tensor {key} ({reason})")
                 if key in where:
-                    raise UserError(f"{file}: tensor {key} also in {where[key][1].name}")
+                    raise UserError(f"{file}: tensor {key} also in {where[key].name}")
                 parts = [params[t] for t in targets(names[key])]
                 want = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
                 shape = tuple(f.get_slice(key).get_shape())
@@ -110,23 +111,23 @@ def stream_weights(
                     )
                 kind = f.get_slice(key).get_dtype()  # safetensors' name: F32, BF16, I64, ...
                 _check_dtype(kind, key, file)
-                where[key] = (f, file)
-        missing = sorted(set(names) - set(where))
-        if missing:
-            raise UserError(
-                f"{folder}: missing tensor(s) "
-                f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
-            )
-        source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
-        tied = bool(getattr(model.config, "tie_embeddings", False))
-        for prefix, module in module_groups(model):
-            if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
-                module.weight = model.embed.weight
-            _fill_module(module, prefix, names, source, where, device)
-            if quantize is not None and quantizes(prefix, tied):
-                from unmask.quantize import quantize_module
+                where[key] = file
+    missing = sorted(set(names) - set(where))
+    if missing:
+        raise UserError(
+            f"{folder}: missing tensor(s) "
+            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+        )
+    source = {t: (k, j) for k, d in names.items() for j, t in enumerate(targets(d))}
+    tied = bool(getattr(model.config, "tie_embeddings", False))
+    for prefix, module in module_groups(model):
+        if tied and prefix == "lm_head":  # the embedding (filled above); a bias is its own
+            module.weight = model.embed.weight
+        _fill_module(module, prefix, names, source, where, device)
+        if quantize is not None and quantizes(prefix, tied):
+            from unmask.quantize import quantize_module
 
-                quantize_module(module, quantize, device)
+            quantize_module(module, quantize, device)
     left = [n for n, p in model.named_parameters() if p.is_meta]
     if left:  # a parameter outside every group: a bug of module_groups, not of the files
         raise RuntimeError(f"parameters left unloaded: {left[:3]}")
@@ -224,11 +225,14 @@ def _fill_module(
     prefix: str,
     names: Mapping[str, Target],
     source: dict[str, tuple[str, int]],
-    where: dict[str, tuple[Any, Path]],
+    where: dict[str, Path],
     device: str | torch.device,
 ) -> None:
-    """Materialise ``module`` on ``device`` and copy its parameters from the open files (a
-    fused source tensor is read once and split), each checked by ``_check_finite``."""
+    """Materialise ``module`` on ``device`` and copy its parameters from the files that hold
+    them, opened for this module only (a file's pages stay mapped, and count in the process's
+    memory, only while it is open: holding every shard open for the whole load kept the whole
+    checkpoint resident beside the model); a fused source tensor is read once and split, and
+    each parameter is checked by ``_check_finite``."""
     import torch
 
     from unmask.model import materialise
@@ -236,16 +240,18 @@ def _fill_module(
     materialise(module, device)
     read: dict[str, list[torch.Tensor]] = {}
     own = dict(module.named_parameters())
-    with torch.no_grad():
+    keys = {source[f"{prefix}.{n}"][0] for n in own if f"{prefix}.{n}" in source}
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        handles = {file: _open(file, stack) for file in sorted({where[k] for k in keys})}
         for name, param in own.items():
             if f"{prefix}.{name}" not in source:  # a tied head's weight: the embedding's
                 continue
             key, part = source[f"{prefix}.{name}"]
             if key not in read:
                 sizes = [own[t[len(prefix) + 1 :]].shape[0] for t in targets(names[key])]
-                read[key] = list(where[key][0].get_tensor(key).split(sizes))
+                read[key] = list(handles[where[key]].get_tensor(key).split(sizes))
             param.copy_(read[key][part])
-            _check_finite(param, read[key][part], key, where[key][1])
+            _check_finite(param, read[key][part], key, where[key])
 
 
 CHUNK = 1 << 20
