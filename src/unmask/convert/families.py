@@ -21,6 +21,7 @@ from unmask.convert.importer import (
 )
 from unmask.convert.llada2 import LLADA2
 from unmask.convert.moe import LLADA_MOE
+from unmask.convert.qwen2_tokenizer import qwen2_tokenizer
 from unmask.errors import UserError
 
 
@@ -167,6 +168,8 @@ DREAM = Importer(
     },
     derive=_dream_derive,
     reference="Dream-org/Dream-v0-Base-7B modeling_dream.py and config.json (Qwen2 layout)",
+    # the published folders ship Qwen2's slow tokenizer files, no tokenizer.json
+    slow_tokenizer=qwen2_tokenizer,
     header={
         "model_type": "Dream",
         "architectures": ["DreamModel"],

@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
+    from tokenizers import Tokenizer as HFTokenizer
 
     from unmask.config import ModelConfig
     from unmask.tokenizer import Tokenizer
@@ -72,6 +75,10 @@ class Importer:
     (a value of ``None``: any value is accepted, as BD3-LM's ``sampling_eps_*``)."""
     tokenizer_note: str = ""
     """Added to the error when the folder has no ``tokenizer.json`` (where to get it)."""
+    slow_tokenizer: Callable[[Path], HFTokenizer | None] | None = None
+    """Builds the tokenizer of a folder without ``tokenizer.json`` from the files the publisher
+    ships instead (Dream: ``vocab.json`` + ``merges.txt``, ``unmask.convert.qwen2_tokenizer``);
+    None when those are missing too."""
 
 
 IMPORTERS: dict[str, Importer] = {}

@@ -145,24 +145,42 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
     return out
 
 
-def _tokenizer(folder: Path, hf: dict[str, Any], note: str = "") -> Tokenizer:
+def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer) -> Tokenizer:
     """The folder's tokenizer with its special tokens taken from ``config.json`` ids (falling
-    back to ``tokenizer_config.json`` strings, then to the loader's search by name); ``note``
-    is added to the error when the folder has none."""
-    from tokenizers import Tokenizer as HFTokenizer
+    back to ``tokenizer_config.json`` strings, then to the loader's search by name); without
+    ``tokenizer.json``, the family's ``slow_tokenizer`` builds it from the files the publisher
+    ships (Dream), else the error says where to get one (``tokenizer_note``)."""
+    import tempfile
 
-    from unmask.tokenizer import load_tokenizer
+    from tokenizers import Tokenizer as HFTokenizer
 
     path = folder / "tokenizer.json"
     if not path.is_file():
-        note = note or "the publisher's tokenizer.json is needed next to config.json"
-        raise UserError(f"{path}: missing ({note})")
+        raw = imp.slow_tokenizer(folder) if imp.slow_tokenizer is not None else None
+        if raw is None:
+            note = imp.tokenizer_note or "the publisher's tokenizer.json is needed next to " \
+                "config.json"
+            raise UserError(f"{path}: missing ({note})")
+        with tempfile.TemporaryDirectory() as tmp:  # load_tokenizer reads a file
+            raw.save(str(Path(tmp) / "tokenizer.json"))
+            return _with_specials(Path(tmp) / "tokenizer.json", raw, folder, hf,
+                                  shown=folder / "vocab.json")
     try:
         raw = HFTokenizer.from_file(str(path))
     except Exception as e:  # HF raises plain Exception for bad files
         raise UserError(
             f"{path}: not a valid tokenizer.json ({str(e).splitlines()[0] if str(e) else e})"
         ) from None
+    return _with_specials(path, raw, folder, hf)
+
+
+def _with_specials(path: Path, raw: Any, folder: Path, hf: dict[str, Any], *,
+                   shown: Path | None = None) -> Tokenizer:
+    """``load_tokenizer(path)`` with the special tokens ``config.json`` (``hf``) names by id, or
+    ``tokenizer_config.json`` by string; ``raw`` is the file's ``tokenizers.Tokenizer``, and
+    errors name ``shown`` (the file it was built from) if given, else ``path``."""
+    from unmask.tokenizer import load_tokenizer
+
     tok_cfg_path = folder / "tokenizer_config.json"
     tok_cfg = read_json(tok_cfg_path) if tok_cfg_path.is_file() else {}
     names: dict[str, str | None] = {}
@@ -171,7 +189,7 @@ def _tokenizer(folder: Path, hf: dict[str, Any], note: str = "") -> Tokenizer:
         if tid is not None:
             token = raw.id_to_token(tid)
             if token is None:
-                raise UserError(f"{path}: no token with id {tid} (config.json {key})")
+                raise UserError(f"{shown or path}: no token with id {tid} (config.json {key})")
             names[fld] = token
             continue
         token = tok_cfg.get(key.replace("_id", ""))  # e.g. "pad_token": "<|endoftext|>"
@@ -228,7 +246,7 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
     shape = _shape_fields(imp, hf, source)
-    tok = _tokenizer(p, hf, imp.tokenizer_note)
+    tok = _tokenizer(p, hf, imp)
     if tok.vocab_size > int(shape["vocab_size"]):
         raise UserError(
             f"{p / 'tokenizer.json'}: tokenizer has {tok.vocab_size} tokens, "
