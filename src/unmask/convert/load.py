@@ -165,6 +165,10 @@ def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer) -> Tokenizer:
             raw.save(str(Path(tmp) / "tokenizer.json"))
             return _with_specials(Path(tmp) / "tokenizer.json", raw, folder, hf,
                                   shown=folder / "vocab.json")
+    from unmask.convert.stream import is_lfs_pointer, lfs_error
+
+    if is_lfs_pointer(path):  # tokenizer.json is big enough to be stored in LFS too
+        raise lfs_error(path)
     try:
         raw = HFTokenizer.from_file(str(path))
     except Exception as e:  # HF raises plain Exception for bad files

@@ -176,11 +176,36 @@ def unreadable(file: Path, error: Exception) -> UserError:
     file cut short (an interrupted download or copy) is named so, with its size and the size
     its header promises, rather than as safetensors' "incomplete metadata, file not fully
     covered"."""
+    if is_lfs_pointer(file):
+        return lfs_error(file)
     short = _cut_short(file)
     if short is not None:
         return UserError(f"{file}: cut short ({short}: an interrupted download or copy?); "
                          "copy or download it again")
     return UserError(f"{file}: cannot read ({error})")
+
+
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+"""How a Git LFS pointer file starts: what ``git clone`` of a Hugging Face repository leaves
+in place of each large file when ``git lfs`` is not installed."""
+
+
+def is_lfs_pointer(file: Path) -> bool:
+    """Whether ``file`` is a Git LFS pointer (a few lines of text) rather than its content."""
+    try:
+        with open(file, "rb") as fh:
+            return fh.read(len(LFS_POINTER)) == LFS_POINTER
+    except OSError:
+        return False
+
+
+def lfs_error(file: Path) -> UserError:
+    """The one-line error for a Git LFS pointer where a file's content belongs."""
+    return UserError(
+        f"{file}: a Git LFS pointer ({file.stat().st_size} bytes), not the file itself (a "
+        "`git clone` without git-lfs?); run `git lfs install && git lfs pull` in the folder, "
+        "or download it with `huggingface-cli download`"
+    )
 
 
 def _cut_short(file: Path) -> str | None:
@@ -290,4 +315,7 @@ def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-__all__ = ["Target", "module_groups", "quantizes", "stream_weights", "targets", "unreadable"]
+__all__ = [
+    "Target", "is_lfs_pointer", "lfs_error", "module_groups", "quantizes", "stream_weights",
+    "targets", "unreadable",
+]

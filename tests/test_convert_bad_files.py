@@ -1,0 +1,52 @@
+"""Files a user's folder holds in place of the real ones: Git LFS pointers, what ``git clone``
+of a Hugging Face repository leaves without git-lfs. Each was safetensors' "header too large"
+(or a JSON parse error for ``tokenizer.json``); now one line saying what the file is and how to
+fetch it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_convert import make_llada
+
+from unmask.cli import main
+
+POINTER = (
+    "version https://git-lfs.github.com/spec/v1\n"
+    "oid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\n"
+    "size 29528\n"
+)
+
+
+def _native(path: Path) -> Path:
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, **tok.special_ids())
+    return save_checkpoint(path, model=Transformer(cfg), tokenizer=tok)
+
+
+@pytest.mark.parametrize("which", ["shard", "tokenizer", "native"])
+def test_a_git_lfs_pointer_is_named_with_its_fix(tmp_path, capsys, which: str) -> None:
+    torch.manual_seed(0)
+    if which == "native":
+        src = tmp_path / "run"
+        _native(src)
+        file = next(src.rglob("model.safetensors"))
+    else:
+        src = tmp_path / "llada"
+        make_llada(src, n_shards=2)
+        file = src / "tokenizer.json" if which == "tokenizer" else \
+            sorted(src.glob("model-*.safetensors"))[1]
+    file.write_text(POINTER)
+    assert main(["convert", str(src), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{file}: a Git LFS pointer (130 bytes), not the file itself" in err, err
+    assert "git lfs pull" in err
+    assert not (tmp_path / "out").exists()
