@@ -9,7 +9,13 @@ import json
 import pytest
 import torch
 from convert_helpers import load_error
-from llada2_helpers import TINY, reference_logits, reference_route, write_llada2_folder
+from llada2_helpers import (
+    TINY,
+    random_tensors,
+    reference_logits,
+    reference_route,
+    write_llada2_folder,
+)
 
 import unmask
 from unmask.convert import model_config
@@ -140,3 +146,22 @@ def test_a_release_quantised_by_its_publisher_is_refused_with_what_to_do(tmp_pat
     assert "quantised by its publisher (fp8)" in msg and "--quantize int8 or int4" in msg, msg
     assert "unknown key" not in msg and "\n" not in msg
 
+
+
+def test_facts_read_with_a_default_are_read_from_config_json(tmp_path) -> None:
+    """``TINY`` gives routed_scaling_factor and partial_rotary_factor their defaults (2.5, 0.5,
+    as the published configs), so reading either under a misspelt key passed every test; here
+    both differ from the defaults. num_key_value_heads 0, LLaDA2MoeConfig's default, means one
+    per query head (the importer meant to read it so; a check before it refused the 0)."""
+    cfg = {**TINY, "routed_scaling_factor": 1.7, "partial_rotary_factor": 0.25,
+           "num_key_value_heads": TINY["num_attention_heads"]}
+    tensors = random_tensors(cfg)
+    write_llada2_folder(tmp_path, {**cfg, "num_key_value_heads": 0}, tensors)
+    loaded = unmask.load(tmp_path)  # was: num_key_value_heads=0 should be at least 1
+    assert (loaded.config.routed_scaling, loaded.config.rotary_dim) == (1.7, 4)
+    assert loaded.config.n_kv_heads == cfg["num_attention_heads"]
+    tokens = torch.randint(0, 44, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = loaded.model(tokens)
+    ref, _ = reference_logits(tokens, tensors, cfg, block_length=32)
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=0), (ours - ref).abs().max()

@@ -132,7 +132,9 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
         if value is REQUIRED:
             raise UserError(f"{source}: missing {' or '.join(keys)} (needed for {imp.name})")
         out[name] = value
-    _check_types(imp, hf, out, source)  # before derive computes with them
+    # before derive computes with them; a 0 of n_kv_heads is left to derive (LLaDA 2's config
+    # means one per query head by it) and refused by the check after it where it stays 0
+    _check_types(imp, hf, out, source, zero_ok=frozenset({"n_kv_heads"}))
     out.update(imp.constants)
     if imp.derive is not None:
         try:
@@ -274,7 +276,8 @@ def model_config(folder: str | os.PathLike[str]) -> tuple[Importer, ModelConfig,
     return imp, config, tok
 
 
-def _check_types(imp: Importer, hf: dict[str, Any], shape: dict[str, Any], source: Path) -> None:
+def _check_types(imp: Importer, hf: dict[str, Any], shape: dict[str, Any], source: Path, *,
+                 zero_ok: frozenset[str] = frozenset()) -> None:
     """A one-line ``UserError`` naming the ``config.json`` key whose value has the wrong JSON
     type for its ``ModelConfig`` field: a string where a flag goes (``"weight_tying": "yes"``
     was taken as true and reported as an unexpected output-head tensor), a list for a width."""
@@ -285,7 +288,8 @@ def _check_types(imp: Importer, hf: dict[str, Any], shape: dict[str, Any], sourc
     kinds = {f.name: str(f.type) for f in fields(ModelConfig)}
     for name, value in shape.items():
         wrong = model_override_error(name, value) is not None
-        if not wrong and not (name in POSITIVE and isinstance(value, int) and value < 1):
+        small = name in POSITIVE and isinstance(value, int) and value < (name not in zero_ok)
+        if not wrong and not small:
             continue
         keys = imp.facts.get(name, ((), None))[0]
         key = next((k for k in keys if hf.get(k) is not None), name)
