@@ -50,3 +50,22 @@ def test_a_git_lfs_pointer_is_named_with_its_fix(tmp_path, capsys, which: str) -
     assert f"{file}: a Git LFS pointer (130 bytes), not the file itself" in err, err
     assert "git lfs pull" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra", [[], ["--to", "llada"]])
+def test_the_empty_working_folder_as_destination_is_one_line(
+        tmp_path, capsys, monkeypatch, extra: list[str]) -> None:
+    """``unmask convert SRC .`` in an empty folder did the whole conversion and then failed
+    with "Invalid argument: ." (the folder written beside DST cannot replace ``.``)."""
+    src = _native(tmp_path / "run")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for dst in (".", str(here)):
+        assert main(["convert", str(src.parent), dst, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "is the working folder; give the path of a new folder in it" in err, err
+        assert err.count("\n") == 1
+    assert list(here.iterdir()) == []
+    assert main(["convert", str(src.parent), "converted", *extra]) == 0  # the suggestion works
+    assert (here / "converted" / "model.safetensors").is_file()

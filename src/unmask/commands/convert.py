@@ -43,7 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "dst", metavar="DST",
-        help="output folder (must not exist or be empty, nor lie inside SRC's model folder)",
+        help="output folder (must not exist or be empty, nor be the working folder, nor lie "
+             "inside SRC's model folder)",
     )
     p.add_argument(
         "--dtype",

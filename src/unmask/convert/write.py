@@ -60,9 +60,10 @@ def convert(
 
 def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> None:
     """A one-line ``UserError`` before any work when ``out`` cannot become the new folder: it
-    exists and is not an empty folder, it is a link, its parent cannot be written, or it lies
-    inside the model folder of ``src`` (a run's ``checkpoint/`` is replaced whole at the next
-    save, which deleted a conversion written into it; a publisher folder is the download's)."""
+    exists and is not an empty folder, it is the working folder (``.``), it is a link, its
+    parent cannot be written, or it lies inside the model folder of ``src`` (a run's
+    ``checkpoint/`` is replaced whole at the next save, which deleted a conversion written
+    into it; a publisher folder is the download's)."""
     from unmask.checkpoint import checkpoint_dir
 
     if src is not None:
@@ -78,6 +79,11 @@ def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> N
         raise UserError(f"{out}: is a file; give the path of a new folder")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty")
+    if out.is_dir() and (out.name in ("", "..") or out.resolve() == Path.cwd().resolve()):
+        # the result is a folder renamed into place: the working folder cannot be replaced
+        # ("Invalid argument: ." after all the work)
+        raise UserError(f"{out}: is the working folder; give the path of a new folder in it "
+                        f"(e.g. {out / 'converted'})")
     check_creatable(out)
 
 
