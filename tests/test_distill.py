@@ -929,6 +929,89 @@ def test_trajectories_of_another_tokenizer_of_the_same_size_are_one_line(
     assert main(same) == 0  # the teacher's own tokenizer (a copy of it) trains as before
 
 
+def _swapped_copy(teacher: Path, to: Path) -> Path:
+    """A copy of ``teacher``'s checkpoint whose tokenizer swaps 'a' and 'b' (same size)."""
+    import shutil
+
+    from unmask.checkpoint import checkpoint_dir
+
+    shutil.copytree(checkpoint_dir(teacher), to)
+    spec = json.loads((to / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (to / "tokenizer.json").write_text(json.dumps(spec))
+    return to
+
+
+def test_a_file_whose_teacher_is_gone_still_checks_the_students_tokenizer(
+        teacher, cache, tmp_path, capsys):
+    """The file records a stamp of the teacher's tokenizer (hashes of its ids in blocks), so
+    `unmask train --objective distill --init X` on a file whose teacher folder is gone still
+    refuses an X whose tokenizer gives its ids another meaning: one line, exit 2. Before, the
+    check was skipped when the teacher was not there and X trained on ids of other text."""
+    from unmask.objectives.distill import TOKENIZER_KEY
+
+    old = Trajectories.load(cache)
+    assert old.meta[TOKENIZER_KEY]["size"] == load(teacher).tokenizer.vocab_size
+    gone = tmp_path / "gone.safetensors"
+    Trajectories(old.tokens, old.commit_step, old.seed,
+                 {**old.meta, "teacher": str(tmp_path / "deleted-teacher")}).save(gone)
+    other = _swapped_copy(teacher, tmp_path / "other")
+    capsys.readouterr()
+    base = ["train", "--objective", "distill", "--data", str(gone), "--seq-len", "16",
+            "--steps", "1", "--batch-size", "2", "--no-progress", "--save-every", "0"]
+    assert main([*base, "--init", str(other), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "its tokenizer differs from that of the teacher of" in err and err.count("\n") == 1
+    assert "as the file records it" in err and "deleted-teacher" in err
+    assert not (tmp_path / "o").exists()
+    assert main([*base, "--init", str(teacher), "--out", str(tmp_path / "p")]) == 0
+
+
+def test_an_older_file_without_a_tokenizer_stamp_is_reused_and_trains(
+        teacher, corpus, cache, tmp_path, capsys):
+    """A trajectory file written before the tokenizer stamp: `unmask distill` reuses it (not
+    decoded again for the missing key), and training on it with its teacher gone is not
+    checked (nothing to compare with) and trains as before."""
+    from unmask.objectives.distill import TOKENIZER_KEY
+
+    old = Trajectories.load(cache)
+    meta = {k: v for k, v in old.meta.items() if k != TOKENIZER_KEY}
+    path = tmp_path / "older.safetensors"
+    Trajectories(old.tokens, old.commit_step, old.seed, meta).save(path)
+    capsys.readouterr()
+    assert refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False) == path
+    assert "reusing its 6 trajectories" in capsys.readouterr().err
+    assert TOKENIZER_KEY not in Trajectories.load(path).meta  # left as it was
+    gone = tmp_path / "gone.safetensors"
+    Trajectories(old.tokens, old.commit_step, old.seed,
+                 {**meta, "teacher": str(tmp_path / "deleted")}).save(gone)
+    other = _swapped_copy(teacher, tmp_path / "other")
+    args = ["train", "--objective", "distill", "--data", str(gone), "--seq-len", "16",
+            "--steps", "1", "--batch-size", "2", "--no-progress", "--save-every", "0",
+            "--init", str(other), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+
+
+def test_a_tokenizer_stamp_tells_appended_and_fewer_tokens_from_other_ids(teacher, tmp_path):
+    """``stamp_difference``: the tokenizer itself, or one with tokens appended, agrees; one
+    with two ids swapped differs in the block holding them."""
+    from unmask.objectives.distill import stamp_difference, tokenizer_stamp
+    from unmask.tokenizer import with_fim_tokens
+
+    tok = load(teacher).tokenizer
+    stamp = tokenizer_stamp(tok)
+    assert stamp_difference(stamp, tok) is None
+    assert stamp_difference(stamp, with_fim_tokens(tok)) is None  # three tokens appended
+    longer = tokenizer_stamp(with_fim_tokens(tok))
+    assert stamp_difference(longer, tok) is None  # the student lacks the appended ones
+    assert stamp_difference({"size": "x"}, tok) is None  # not a stamp: nothing to compare
+    swapped = load(_swapped_copy(teacher, tmp_path / "other")).tokenizer
+    a = min(tok.token_to_id("a"), tok.token_to_id("b"))
+    start = a - a % 256
+    assert stamp_difference(stamp, swapped) == (start, min(start + 256, tok.vocab_size))
+
+
 def test_a_trajectory_file_of_other_rows_than_seq_len_says_which(teacher, cache, tmp_path,
                                                                   capsys):
     """`unmask train --objective distill` on a trajectory file without `--seq-len` (default
