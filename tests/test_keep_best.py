@@ -69,3 +69,63 @@ def test_without_the_flag_there_is_no_best_folder(data: Path, tmp_path: Path):
     run = train(_cfg(data, tmp_path / "run", keep_best=False, steps=2), progress=False)
     assert not (run / BEST).exists()
     assert not any(r.get("event") == "best" for r in _records(run))
+
+
+@pytest.mark.parametrize("older", [False, True])
+def test_a_resume_that_validates_otherwise_scores_the_kept_best_again(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], older: bool):
+    """`--resume --eval-batches 3` on a `--keep-best` run that validated on 1 batch: the kept
+    best's score was measured on 1 batch, so comparing later validations with it was wrong
+    (a worse checkpoint could replace it, or a better one be kept out). The resume scores
+    OUT/best again as the run now validates, says so in one line and logs it; later best
+    events improve on that number. ``older``: a checkpoint written before it recorded how
+    its best was measured (its saved plan says)."""
+    import shutil
+
+    run = train(_cfg(data, tmp_path / "run", steps=4, eval_batches=1), progress=False)
+    meta_path = run / "checkpoint" / "trainer.json"
+    meta = json.loads(meta_path.read_text())
+    if older:
+        meta.pop("best_measured", None)
+        meta_path.write_text(json.dumps(meta))
+    else:
+        assert meta["best_measured"]["eval_batches"] == 1
+    kept = tmp_path / "kept"
+    shutil.copytree(run / BEST, kept)
+    again = evaluate_loss(
+        load(kept).model, _val(data), objective="ar", seq_len=16, batch_size=4, max_batches=3,
+        eps=1e-3, device="cpu", autocast_dtype=None,
+    ).as_dict()["val_bpb"]  # fmt: skip
+    assert again != pytest.approx(meta["best"]["value"], rel=1e-6)  # the two measures differ
+    capsys.readouterr()
+    train({"out": str(run), "steps": 6, "eval_batches": 3}, resume=True, progress=False)
+    err = capsys.readouterr().err
+    note = [line for line in err.splitlines() if line.startswith("--keep-best:")]
+    assert len(note) == 1 and "eval_batches=3 (was 1)" in note[0]
+    assert f"val_bpb {again:.4f}" in note[0]
+    recs = _records(run)
+    rescored = [r for r in recs if r.get("rescored")]
+    assert len(rescored) == 1 and rescored[0]["value"] == pytest.approx(again, rel=1e-5)
+    later = [r["value"] for r in recs[recs.index(rescored[0]) + 1:] if r.get("event") == "best"]
+    assert all(v < again for v in later)
+    after = json.loads(meta_path.read_text())
+    assert after["best_measured"]["eval_batches"] == 3
+    low = min([again, *later])
+    assert after["best"]["value"] == pytest.approx(low, rel=1e-5)
+
+
+def test_a_resume_that_only_validates_more_often_keeps_the_best_score(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`--eval-every` changes how often a run validates, not what a validation measures: the
+    kept score stands, no note."""
+    run = train(_cfg(data, tmp_path / "run", steps=4, eval_every=2), progress=False)
+    before = json.loads((run / "checkpoint" / "trainer.json").read_text())["best"]
+    n = len(_records(run))
+    capsys.readouterr()
+    train({"out": str(run), "steps": 6, "eval_every": 1}, resume=True, progress=False)
+    assert "--keep-best:" not in capsys.readouterr().err
+    recs = _records(run)[n:]
+    assert not any(r.get("rescored") for r in recs)
+    vals = [r["val_bpb"] for r in recs if "val_bpb" in r]
+    events = [r["value"] for r in recs if r.get("event") == "best"]
+    assert events == [v for i, v in enumerate(vals) if v < min([before["value"], *vals[:i]])]

@@ -44,7 +44,7 @@ import shutil
 import sys
 import time
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ from unmask.checkpoint import (
     gathered_weights,
     is_sharded,
     load_full_train_state,
+    load_inference_weights,
     load_train_state,
     save_checkpoint,
     save_sharded_checkpoint,
@@ -111,6 +112,8 @@ from unmask.train_guards import (
     estimate_memory,
     resume_plan,
     saved_progress,
+    validation_changes,
+    validation_settings,
 )
 
 
@@ -165,6 +168,49 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def _score_best_again(
+    run: Path,
+    best: dict[str, Any],
+    changed: str,
+    measure: Callable[[nn.Module], dict[str, float]],
+    model: nn.Module,
+    *,
+    log: Callable[[dict[str, Any]], None],
+    is_main: bool,
+    sharded: bool,
+) -> None:
+    """A resumed ``--keep-best`` run whose validation now measures otherwise (``changed``, in
+    words): score ``OUT/best`` again as the run now validates, so later validations compare
+    with a number measured their way (logged as a ``best`` event with ``"rescored": true``).
+    Under FSDP (the model is sharded, no full copy to score with) or where ``OUT/best`` is
+    gone, the best is forgotten instead: the next validation starts a new one. Says so in one
+    line on stderr."""
+    folder = run / BEST / CKPT
+    old = f"{best['metric']} {best['value']:.4f} at step {best['step']}"
+    if sharded or not (folder / "model.safetensors").is_file():
+        best.clear()
+        if is_main:
+            print(f"--keep-best: validation settings changed ({changed}); the best so far "
+                  f"({old}) was measured otherwise, so the next validation starts a new best",
+                  file=sys.stderr, flush=True)
+        return
+    if not is_main:  # (DDP: rank 0 alone keeps the best)
+        return
+    scratch = copy.deepcopy(model)
+    load_inference_weights(folder, scratch)
+    value = measure(scratch).get(best["metric"])
+    del scratch
+    if value is None or not math.isfinite(value):
+        best.clear()
+        note = "it scores no finite number now, so the next validation starts a new best"
+    else:
+        best["value"] = float(value)
+        note = f"scored again as the run now validates: {best['metric']} {value:.4f}"
+        log({"event": "best", **best, "rescored": True})
+    print(f"--keep-best: validation settings changed ({changed}); the best so far ({old}) "
+          f"was measured otherwise; {note}", file=sys.stderr, flush=True)
 
 
 def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
@@ -298,6 +344,7 @@ def _train(
     changes: dict[str, Any] = {}
     resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
     resume_line = ""
+    saved: TrainConfig | None = None  # a resumed run's plan before this call's changes
     if resume:
         saved = load_saved_plan(run / "train_config.json")
         changes = resume_plan(saved, config)
@@ -441,6 +488,7 @@ def _train(
     scaler = precision.scaler(device.type)
     start_step = 0
     prior_best: dict[str, Any] = {}
+    prior_measured: dict[str, Any] | None = None  # how prior_best's score was measured
     if ckpt is not None:
         if full_optim is not None:
             meta = finish_full_train_state(ckpt, model=model, optimizer=optimizer,
@@ -450,6 +498,8 @@ def _train(
         _plan_hyperparameters(optimizer, config)  # the saved state holds the saved plan's
         start_step = int(meta["step"])
         prior_best = dict(meta.get("best") or {})
+        if isinstance(meta.get("best_measured"), dict):
+            prior_measured = dict(meta["best_measured"])
         if scaler is not None and "grad_scaler" in meta:
             scaler.load_state_dict(meta["grad_scaler"])
         if is_main:
@@ -497,15 +547,18 @@ def _train(
         finally:
             paused[0] += time.perf_counter() - began
 
-    def _evaluate(step: int) -> dict[str, float]:
-        target = ema_model if ema_model is not None else model
+    def measure(target: nn.Module) -> dict[str, float]:
         res = evaluate_loss(
             target, val_ds, objective=config.objective, seq_len=config.seq_len,
             batch_size=max(1, min(config.batch_size, 32)),
             max_batches=config.eval_batches or None,  # 0: the whole split, as unmask eval reads
             eps=config.eps, device=device, autocast_dtype=autocast_dtype,
         )
-        rec = {"step": step, **res.as_dict()}
+        return res.as_dict()
+
+    def _evaluate(step: int) -> dict[str, float]:
+        target = ema_model if ema_model is not None else model
+        rec = {"step": step, **measure(target)}
         log(rec)
         keep_if_best(rec)
         return rec
@@ -536,6 +589,15 @@ def _train(
         best.update(step=rec["step"], metric=metric, value=float(value))
         log({"event": "best", **best})
 
+    measured = validation_settings(config, precision.name)  # what the best's score means
+    if best and config.keep_best and val_ds is not None and saved is not None:
+        then = prior_measured or validation_settings(
+            saved, precision.name if saved.precision == config.precision else saved.precision)
+        changed = validation_changes(then, measured, name_setting)
+        if changed:  # a score measured another way compares with nothing measured now
+            _score_best_again(run, best, changed, measure, model, log=log, is_main=is_main,
+                              sharded=kind == "fsdp")
+
     saved_at = [start_step if ckpt is not None else -1]  # the step the checkpoint holds
     skipped = prior_skipped  # steps in a row skipped for a non-finite loss or gradient
 
@@ -557,6 +619,7 @@ def _train(
             state["skipped_in_a_row"] = skipped
         if best:
             state["best"] = dict(best)
+            state["best_measured"] = measured
         if batch == "trajectory":  # what a resume checks it trains on (TrajectoryData)
             state["trajectories"] = train_ds.stamp
         if scaler is not None:

@@ -12,7 +12,8 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``saved_progress``, ``describe_resume``, ``check_data_sizes``,
+Inside: ``resume_plan``, ``validation_settings``, ``validation_changes``,
+``saved_progress``, ``describe_resume``, ``check_data_sizes``,
 ``estimate_memory``, ``available_memory``, ``check_memory``, ``StopFlag``, ``TrainingStopped``.
 """
 
@@ -80,6 +81,32 @@ def _not_its_option(objective: str, name: str) -> bool:
     spec = OBJECTIVES.get(objective)
     return spec is not None and name not in spec.options and any(
         name in s.options for s in OBJECTIVES.values())
+
+
+def validation_settings(config: TrainConfig, precision: str) -> dict[str, Any]:
+    """How a run's validation measures (``precision``: the resolved one, e.g. ``bf16``): two
+    scores compare only when measured the same way, so a ``--keep-best`` checkpoint records
+    these with its score, and a resume that changes any of them scores the kept best again.
+    ``eval_every`` is not among them: how often a run validates changes no score."""
+    return {
+        "data": str(Path(config.data).resolve()) if config.data else config.data,
+        "seq_len": config.seq_len,
+        "eval_batches": config.eval_batches,
+        "batch_size": max(1, min(config.batch_size, 32)),  # the validation's batch size
+        "eps": config.eps,
+        "precision": precision,
+    }
+
+
+def validation_changes(
+    then: dict[str, Any], now: dict[str, Any], name: SettingNamer | None = None
+) -> str:
+    """The settings of ``validation_settings`` that differ between ``then`` and ``now``, in
+    words (``name`` names a setting as the CLI's flag), or "" where none does."""
+    name = name or _as_field
+    return ", ".join(
+        f"{name(k, now[k])} (was {then.get(k)})" for k in now if then.get(k) != now[k]
+    )
 
 
 @dataclass(frozen=True)
