@@ -101,6 +101,7 @@ from unmask.run_checks import check_batch_split, check_context, check_out
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     RUNTIME_FIELDS,
+    STOPPED_BY_TIME_LIMIT,
     SettingNamer,
     StopFlag,
     TrainingStopped,
@@ -110,6 +111,7 @@ from unmask.train_guards import (
     check_model_size,
     describe_resume,
     estimate_memory,
+    renew_time_limit,
     resume_plan,
     saved_progress,
     validation_changes,
@@ -351,6 +353,9 @@ def _train(
         if "data" not in changes:
             _check_saved_data(run, config.data)
         done = saved_progress(checkpoint_dir(run))
+        renewed = renew_time_limit(done, saved, config, changes)
+        if renewed is not None:  # a plain resume of a run its time limit stopped: another go
+            config = replace(config, time_limit=renewed)
         if objective_spec(config.objective).batch_for(config.data) == "trajectory":
             from unmask.objectives.distill import TrajectoryData
 
@@ -359,7 +364,10 @@ def _train(
         prior_seconds = done.train_seconds
         prior_skipped = done.skipped
         # said once the resume is accepted: a refusal below is then the one line printed
-        resume_line = describe_resume(done, saved, config, changes, name=name_setting)
+        resume_line = describe_resume(done, saved, config, changes, name=name_setting,
+                                      renewed=renewed is not None)
+        if renewed is not None:
+            changes["time_limit"] = renewed  # saved with the plan once the resume is accepted
     check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
@@ -617,6 +625,8 @@ def _train(
         }
         if skipped:  # a stop inside a run of non-finite steps: the resume goes on counting
             state["skipped_in_a_row"] = skipped
+        if timed_out and step < config.steps:  # the CLI's exit code; a plain resume renews it
+            state["stopped"] = STOPPED_BY_TIME_LIMIT
         if best:
             state["best"] = dict(best)
             state["best_measured"] = measured

@@ -12,8 +12,8 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``validation_settings``, ``validation_changes``,
-``saved_progress``, ``describe_resume``, ``check_data_sizes``,
+Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``validation_settings``,
+``validation_changes``, ``saved_progress``, ``describe_resume``, ``check_data_sizes``,
 ``estimate_memory``, ``available_memory``, ``check_memory``, ``StopFlag``, ``TrainingStopped``.
 """
 
@@ -121,6 +121,10 @@ class SavedProgress:
     skipped: int = 0
     """Steps in a row skipped for a non-finite loss just before the checkpoint (a resume goes
     on counting them toward the stop, as the uninterrupted run would)."""
+    timed_out: bool = False
+    """The run stopped at its ``time_limit`` (``trainer.json``'s ``"stopped": "time_limit"``)
+    short of its steps: ``unmask train`` exits ``TIME_LIMIT_EXIT``, and a plain ``--resume``
+    trains on for another ``time_limit`` (``renew_time_limit``)."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -137,9 +141,57 @@ def saved_progress(ckpt: Path) -> SavedProgress:
     try:
         return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)),
                              stamp if isinstance(stamp, dict) else None,
-                             int(meta.get("skipped_in_a_row", 0)))
+                             int(meta.get("skipped_in_a_row", 0)),
+                             meta.get("stopped") == STOPPED_BY_TIME_LIMIT)
     except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
+
+
+STOPPED_BY_TIME_LIMIT = "time_limit"
+"""``trainer.json``'s ``stopped`` where the run's ``time_limit`` stopped it short of its steps."""
+
+TIME_LIMIT_EXIT = 75
+"""Exit code of ``unmask train`` / ``unmask distill`` when ``--time-limit`` stopped the run
+short of its steps, its checkpoint saved (``EX_TEMPFAIL`` of sysexits.h: try again later);
+``unmask train --resume --out RUN`` continues it. Under ``torchrun`` (``WORLD_SIZE`` > 1)
+every process exits 0 instead: torchrun reports any other code as a failed worker."""
+
+
+def renew_time_limit(progress: SavedProgress, saved: TrainConfig, plan: TrainConfig,
+                     changes: dict[str, Any]) -> float | None:
+    """The total ``time_limit`` (minutes) a plain resume of a run its time limit stopped
+    trains to: the minutes used plus the saved limit, so each session of a scheduler's
+    requeued ``--resume`` gets the limit again; None where the resume gives a time limit of
+    its own, the run has none, or it did not stop at it."""
+    if not progress.timed_out or "time_limit" in changes or not plan.time_limit:
+        return None
+    used = progress.train_seconds / 60
+    if used < plan.time_limit:
+        return None
+    return round(used + saved.time_limit, 4)
+
+
+def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
+    """The exit code of ``unmask COMMAND`` whose ``train`` returned ``run``: 0 for a finished
+    run; ``TIME_LIMIT_EXIT`` (0 under torchrun) where its time limit stopped it, after one
+    line on stderr (``say``) naming the step and how to continue."""
+    import sys
+
+    from unmask.checkpoint import CKPT
+
+    try:
+        done = saved_progress(run / CKPT)
+        planned = json.loads((run / "train_config.json").read_text())
+        steps, limit = int(planned["steps"]), float(planned["time_limit"])
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return 0
+    if not done.timed_out or done.step >= steps:
+        return 0
+    if say:
+        print(f"unmask {command}: stopped by its time limit of {limit:g} min at step "
+              f"{done.step} of {steps}, checkpoint saved in {run / CKPT}; continue it (another "
+              f"{limit:g} min) with: unmask {command} --resume --out {run}", file=sys.stderr)
+    return 0 if int(os.environ.get("WORLD_SIZE", "1")) > 1 else TIME_LIMIT_EXIT
 
 
 def describe_resume(
@@ -149,10 +201,12 @@ def describe_resume(
     changes: dict[str, Any],
     *,
     name: SettingNamer | None = None,
+    renewed: bool = False,
 ) -> str:
     """The one line a resumed run prints, or a ``UserError`` if the plan leaves nothing to do.
 
     E.g. ``resuming at step 150 of 200; steps=400 given: the run now ends at 400``.
+    ``renewed``: ``plan.time_limit`` was renewed (``renew_time_limit``; not in ``changes``).
     """
     name = name or _as_field
     step = progress.step
@@ -173,6 +227,9 @@ def describe_resume(
     line = f"resuming at step {step} of {saved.steps}"
     if saved.time_limit:
         line += f" ({used} of {saved.time_limit:g} min used)"
+    if renewed:
+        line += (f"; its time limit stopped it: this session trains up to {saved.time_limit:g} "
+                 f"min more (a limit of {plan.time_limit:g} min in all)")
     if changes:
         given = ", ".join(name(k, v) for k, v in changes.items())
         end = f"the run now ends at {plan.steps}"

@@ -216,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from unmask.distill import distill
     from unmask.run_checks import check_out, check_train_numbers, no_empty_run
-    from unmask.train_guards import TrainingStopped, resume_hint
+    from unmask.train_guards import TrainingStopped, resume_hint, time_limit_exit
 
     first = os.environ.get("RANK", "0") == "0"  # says it once under torchrun, not per process
     try:
@@ -250,4 +250,4 @@ def _run(args: argparse.Namespace) -> int:
         return e.exit_code
     if first:
         print(f"checkpoint: {run_dir}/checkpoint")
-    return 0
+    return time_limit_exit(Path(run_dir), "distill", say=first)

@@ -113,7 +113,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from unmask.run_checks import check_init_family, check_out, check_train_numbers
     from unmask.train import load_train_config, train
-    from unmask.train_guards import TrainingStopped, resume_hint
+    from unmask.train_guards import TrainingStopped, resume_hint, time_limit_exit
 
     if args.resume:
         cfg = _resume_config(args)
@@ -147,4 +147,4 @@ def run(args: argparse.Namespace) -> int:
         return e.exit_code
     if first:
         print(f"checkpoint: {run_dir}/checkpoint")
-    return 0
+    return time_limit_exit(Path(run_dir), "train", say=first)
