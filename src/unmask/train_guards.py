@@ -125,6 +125,8 @@ class SavedProgress:
     """The run stopped at its ``time_limit`` (``trainer.json``'s ``"stopped": "time_limit"``)
     short of its steps: ``unmask train`` exits ``TIME_LIMIT_EXIT``, and a plain ``--resume``
     trains on for another ``time_limit`` (``renew_time_limit``)."""
+    has_ema: bool = False
+    """The checkpoint holds EMA weights (its inference weights) besides the raw ones."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -142,7 +144,8 @@ def saved_progress(ckpt: Path) -> SavedProgress:
         return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)),
                              stamp if isinstance(stamp, dict) else None,
                              int(meta.get("skipped_in_a_row", 0)),
-                             meta.get("stopped") == STOPPED_BY_TIME_LIMIT)
+                             meta.get("stopped") == STOPPED_BY_TIME_LIMIT,
+                             bool(meta.get("has_raw_model")))
     except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
@@ -236,7 +239,23 @@ def describe_resume(
         if plan.time_limit:
             end += f" or after {plan.time_limit:g} min of training"
         line += f"; {given} given: {end}"
+    if "ema" in changes:
+        line += _ema_note(progress, plan, name)
     return line
+
+
+def _ema_note(progress: SavedProgress, plan: TrainConfig, name: SettingNamer) -> str:
+    """What an ``ema`` changed on resume does to the run's weights, said with the resume line:
+    ``--ema 0`` on a run with EMA weights drops them for good (the next checkpoint saves the
+    raw weights for inference), which a run did without a word."""
+    if plan.ema == 0 and progress.has_ema:
+        return (f" ({name('ema', 0.0)} drops the run's EMA weights: it trains on from its raw "
+                "weights, which are validated and saved for inference from now on)")
+    if plan.ema == 0:
+        return ""
+    if not progress.has_ema:
+        return f" (the EMA of {name('ema', plan.ema)} starts from the weights at this step)"
+    return f" (the EMA weights go on with decay {plan.ema:g})"
 
 
 # ----------------------------------------------------------------------------- sizes
