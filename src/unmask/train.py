@@ -627,6 +627,7 @@ def _train(
             state["skipped_in_a_row"] = skipped
         if timed_out and step < config.steps:  # the CLI's exit code; a plain resume renews it
             state["stopped"] = STOPPED_BY_TIME_LIMIT
+            state["session_limit"] = round(config.time_limit - prior_seconds / 60, 4)
         if best:
             state["best"] = dict(best)
             state["best_measured"] = measured

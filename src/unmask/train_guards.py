@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -127,6 +128,9 @@ class SavedProgress:
     trains on for another ``time_limit`` (``renew_time_limit``)."""
     has_ema: bool = False
     """The checkpoint holds EMA weights (its inference weights) besides the raw ones."""
+    session_limit: float | None = None
+    """Minutes the session its time limit stopped was allowed (its limit less the time trained
+    before it): what a plain resume allows again (``renew_time_limit``)."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -145,7 +149,8 @@ def saved_progress(ckpt: Path) -> SavedProgress:
                              stamp if isinstance(stamp, dict) else None,
                              int(meta.get("skipped_in_a_row", 0)),
                              meta.get("stopped") == STOPPED_BY_TIME_LIMIT,
-                             bool(meta.get("has_raw_model")))
+                             bool(meta.get("has_raw_model")),
+                             _minutes(meta.get("session_limit")))
     except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
@@ -163,15 +168,16 @@ every process exits 0 instead: torchrun reports any other code as a failed worke
 def renew_time_limit(progress: SavedProgress, saved: TrainConfig, plan: TrainConfig,
                      changes: dict[str, Any]) -> float | None:
     """The total ``time_limit`` (minutes) a plain resume of a run its time limit stopped
-    trains to: the minutes used plus the saved limit, so each session of a scheduler's
-    requeued ``--resume`` gets the limit again; None where the resume gives a time limit of
-    its own, the run has none, or it did not stop at it."""
+    trains to: the minutes used plus what the stopped session was allowed
+    (``SavedProgress.session_limit``; the saved limit for a checkpoint without it), so each
+    session of a scheduler's requeued ``--resume`` gets as long as the first; None where the
+    resume gives a time limit of its own, the run has none, or it did not stop at it."""
     if not progress.timed_out or "time_limit" in changes or not plan.time_limit:
         return None
     used = progress.train_seconds / 60
     if used < plan.time_limit:
         return None
-    return round(used + saved.time_limit, 4)
+    return round(used + (progress.session_limit or saved.time_limit), 4)
 
 
 def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
@@ -191,10 +197,19 @@ def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
     if not done.timed_out or done.step >= steps:
         return 0
     if say:
+        more = done.session_limit or limit
         print(f"unmask {command}: stopped by its time limit of {limit:g} min at step "
               f"{done.step} of {steps}, checkpoint saved in {run / CKPT}; continue it (another "
-              f"{limit:g} min) with: unmask {command} --resume --out {run}", file=sys.stderr)
+              f"{more:g} min) with: unmask {command} --resume --out {run}", file=sys.stderr)
     return 0 if int(os.environ.get("WORLD_SIZE", "1")) > 1 else TIME_LIMIT_EXIT
+
+
+def _minutes(value: Any) -> float | None:
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError):
+        return None
+    return minutes if math.isfinite(minutes) and minutes > 0 else None
 
 
 def describe_resume(
@@ -231,7 +246,8 @@ def describe_resume(
     if saved.time_limit:
         line += f" ({used} of {saved.time_limit:g} min used)"
     if renewed:
-        line += (f"; its time limit stopped it: this session trains up to {saved.time_limit:g} "
+        more = progress.session_limit or saved.time_limit
+        line += (f"; its time limit stopped it: this session trains up to {more:g} "
                  f"min more (a limit of {plan.time_limit:g} min in all)")
     if changes:
         given = ", ".join(name(k, v) for k, v in changes.items())
