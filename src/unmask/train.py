@@ -194,8 +194,8 @@ def _score_best_again(
     if sharded or not (folder / "model.safetensors").is_file():
         best.clear()
         if is_main:
-            print(f"--keep-best: validation settings changed ({changed}); the best so far "
-                  f"({old}) was measured otherwise, so the next validation starts a new best",
+            print(f"--keep-best: validation now measures otherwise ({changed}); the best so "
+                  f"far ({old}) compares with nothing, so the next validation starts a new best",
                   file=sys.stderr, flush=True)
         return
     if not is_main:  # (DDP: rank 0 alone keeps the best)
@@ -206,13 +206,13 @@ def _score_best_again(
     del scratch
     if value is None or not math.isfinite(value):
         best.clear()
-        note = "it scores no finite number now, so the next validation starts a new best"
+        note = "scores no finite number now, so the next validation starts a new best"
     else:
         best["value"] = float(value)
-        note = f"scored again as the run now validates: {best['metric']} {value:.4f}"
+        note = f"scored again: {best['metric']} {value:.4f}"
         log({"event": "best", **best, "rescored": True})
-    print(f"--keep-best: validation settings changed ({changed}); the best so far ({old}) "
-          f"was measured otherwise; {note}", file=sys.stderr, flush=True)
+    print(f"--keep-best: validation now measures otherwise ({changed}); the best so far "
+          f"({old}) {note}", file=sys.stderr, flush=True)
 
 
 def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:

@@ -106,7 +106,7 @@ def validation_changes(
     words (``name`` names a setting as the CLI's flag), or "" where none does."""
     name = name or _as_field
     return ", ".join(
-        f"{name(k, now[k])} (was {then.get(k)})" for k in now if then.get(k) != now[k]
+        f"{name(k, now[k])}, was {then.get(k)}" for k in now if then.get(k) != now[k]
     )
 
 
