@@ -95,3 +95,11 @@ def test_under_torchrun_a_time_limit_stop_exits_0(dataset: Path, tmp_path: Path,
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert time_limit_exit(run, "train", say=True) == 0
     assert "stopped by its time limit of 1 min" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "distill"])
+def test_the_help_lists_the_exit_codes(command: str, capsys: pytest.CaptureFixture[str]):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 the run finished its steps; 75 its --time-limit stopped it" in text

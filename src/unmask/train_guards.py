@@ -165,6 +165,14 @@ short of its steps, its checkpoint saved (``EX_TEMPFAIL`` of sysexits.h: try aga
 every process exits 0 instead: torchrun reports any other code as a failed worker."""
 
 
+EXIT_CODES = (
+    "exit status: 0 the run finished its steps; 75 its --time-limit stopped it short, "
+    "checkpoint saved (continue with --resume); 130 / 143 Ctrl-C / SIGTERM stopped it, "
+    "checkpoint saved; 2 refused (one line saying why)"
+)
+"""The ``epilog`` of ``unmask train --help`` and ``unmask distill --help``."""
+
+
 def renew_time_limit(progress: SavedProgress, saved: TrainConfig, plan: TrainConfig,
                      changes: dict[str, Any]) -> float | None:
     """The total ``time_limit`` (minutes) a plain resume of a run its time limit stopped

@@ -26,6 +26,7 @@ from unmask.commands import (
 from unmask.config import PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.distill import DISTILL_DEFAULTS, TrajectoryConfig
 from unmask.errors import UserError
+from unmask.train_guards import EXIT_CODES
 
 _TRAIN_SKIP = (
     "data", "init", "objective", "preset", "seq_len", "block_size", "fim_rate", "empty_rate",
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "that drafts the teacher's own continuations (unmask generate --model OUT). "
             "See docs/training.md."
         ),
+        epilog=EXIT_CODES,
     )
     p.add_argument(
         "--teacher",

@@ -18,6 +18,7 @@ from unmask.commands import (
 )
 from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.errors import UserError
+from unmask.train_guards import EXIT_CODES
 
 _SKIP = {"model_overrides", "heldout_data", "heldout_seq_len"}  # the last two: unmask distill
 
@@ -69,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a model on a prepared dataset",
         description="Train a masked-diffusion (or autoregressive baseline) model on data from "
                     "'unmask prepare'.",
+        epilog=EXIT_CODES,
     )
     p.add_argument("--config", metavar="FILE",
                    help="train_config.json to start from (flags override it)")
