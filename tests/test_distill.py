@@ -1006,6 +1006,7 @@ def test_a_tokenizer_stamp_tells_appended_and_fewer_tokens_from_other_ids(teache
     longer = tokenizer_stamp(with_fim_tokens(tok))
     assert stamp_difference(longer, tok) is None  # the student lacks the appended ones
     assert stamp_difference({"size": "x"}, tok) is None  # not a stamp: nothing to compare
+    assert stamp_difference({**stamp, "blocks": "0123"}, tok) is None  # nor is this
     swapped = load(_swapped_copy(teacher, tmp_path / "other")).tokenizer
     a = min(tok.token_to_id("a"), tok.token_to_id("b"))
     start = a - a % 256

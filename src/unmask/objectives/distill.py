@@ -254,10 +254,10 @@ def stamp_difference(stamp: dict[str, Any], tokenizer: Any) -> tuple[int, int] |
     A ``tokenizer`` with fewer tokens is compared on the blocks it holds whole (up to
     ``block - 1`` ids at its end are not compared); more tokens, appended, are fine."""
     try:
-        size, block, blocks = int(stamp["size"]), int(stamp["block"]), list(stamp["blocks"])
+        size, block, blocks = int(stamp["size"]), int(stamp["block"]), stamp["blocks"]
     except (KeyError, TypeError, ValueError):
         return None  # not a stamp of this version: nothing to compare with
-    if block < 1:
+    if block < 1 or not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
         return None
     shared = min(size, int(tokenizer.vocab_size))
     for k, want in enumerate(blocks):
