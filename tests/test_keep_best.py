@@ -129,3 +129,21 @@ def test_a_resume_that_only_validates_more_often_keeps_the_best_score(
     vals = [r["val_bpb"] for r in recs if "val_bpb" in r]
     events = [r["value"] for r in recs if r.get("event") == "best"]
     assert events == [v for i, v in enumerate(vals) if v < min([before["value"], *vals[:i]])]
+
+
+def test_a_best_record_that_is_not_one_is_a_one_line_refusal(data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]):
+    """A hand-edited trainer.json whose best value is text: the resume failed with a
+    TypeError traceback at its first validation; now one line naming the file, exit 2."""
+    from unmask.cli import main
+
+    run = train(_cfg(data, tmp_path / "run", steps=2), progress=False)
+    path = run / "checkpoint" / "trainer.json"
+    meta = json.loads(path.read_text())
+    meta["best"]["value"] = "x"
+    path.write_text(json.dumps(meta))
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(run), "--steps", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: its best record" in err
+    assert "remove it to start a new best" in err

@@ -172,6 +172,25 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
+def _saved_best(record: Any, ckpt: Path) -> dict[str, Any]:
+    """The ``--keep-best`` record of a checkpoint's trainer.json (``{"step", "metric",
+    "value"}``, empty where none); a one-line ``UserError`` for one that is not (a hand-edited
+    file: a text value failed with a traceback at the first validation)."""
+    if not record:
+        return {}
+    ok = (isinstance(record, dict) and isinstance(record.get("step"), int)
+          and record.get("metric") in ("val_bpb", "val_loss")
+          and isinstance(record.get("value"), (int, float))
+          and not isinstance(record.get("value"), bool))
+    if not ok:
+        raise UserError(
+            f"{ckpt / 'trainer.json'}: its best record {json.dumps(record)[:120]} is not "
+            '{"step": N, "metric": "val_bpb" or "val_loss", "value": X}; fix it, or remove '
+            "it to start a new best"
+        )
+    return dict(record)
+
+
 def _score_best_again(
     run: Path,
     best: dict[str, Any],
@@ -505,7 +524,7 @@ def _train(
             meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
         _plan_hyperparameters(optimizer, config)  # the saved state holds the saved plan's
         start_step = int(meta["step"])
-        prior_best = dict(meta.get("best") or {})
+        prior_best = _saved_best(meta.get("best"), ckpt)
         if isinstance(meta.get("best_measured"), dict):
             prior_measured = dict(meta["best_measured"])
         if scaler is not None and "grad_scaler" in meta:
