@@ -147,3 +147,32 @@ def test_a_best_record_that_is_not_one_is_a_one_line_refusal(data: Path, tmp_pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{path}: its best record" in err
     assert "remove it to start a new best" in err
+
+
+@pytest.mark.parametrize("sharded", [True, False])
+def test_a_best_that_cannot_be_scored_again_is_dropped_with_a_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], sharded: bool):
+    """Under FSDP (no full copy of the model to score OUT/best with) or with OUT/best gone,
+    a resume that validates otherwise drops the old score, and says so: the next validation
+    starts a new best."""
+    import torch
+
+    from unmask.train import _score_best_again
+
+    run = tmp_path / "run"
+    if sharded:  # OUT/best is there, but a sharded run does not score it again
+        (run / BEST / "checkpoint").mkdir(parents=True)
+        (run / BEST / "checkpoint" / "model.safetensors").write_bytes(b"")
+    best = {"step": 4, "metric": "val_bpb", "value": 4.25}
+    logged: list[dict] = []
+
+    def measure(model):  # never called: nothing to score
+        raise AssertionError("scored")
+
+    _score_best_again(run, best, "eval_batches=3, was 1", measure, torch.nn.Linear(1, 1),
+                      log=logged.append, is_main=True, sharded=sharded)
+    assert best == {} and logged == []
+    err = capsys.readouterr().err
+    assert err == ("--keep-best: validation now measures otherwise (eval_batches=3, was 1); "
+                   "the best so far (val_bpb 4.2500 at step 4) compares with nothing, so the "
+                   "next validation starts a new best\n")
