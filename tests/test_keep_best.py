@@ -176,3 +176,23 @@ def test_a_best_that_cannot_be_scored_again_is_dropped_with_a_line(
     assert err == ("--keep-best: validation now measures otherwise (eval_batches=3, was 1); "
                    "the best so far (val_bpb 4.2500 at step 4) compares with nothing, so the "
                    "next validation starts a new best\n")
+
+
+def test_keep_best_given_on_a_resume_without_a_validation_split_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """`--resume --keep-best` on a run whose data has no validation split (prepared with
+    --val-fraction 0): refused in one line as on a new run; it was taken and did nothing."""
+    from unmask.cli import main
+    from unmask.data import prepare
+
+    (tmp_path / "a.txt").write_text(" ".join(WORDS * 40) + "\n")
+    data = tmp_path / "prepared"
+    prepare([tmp_path / "a.txt"], data, tokenizer="byte", val_fraction=0.0, progress=False)
+    run = train(_cfg(data, tmp_path / "run", steps=2, keep_best=False, eval_every=0),
+                progress=False)
+    capsys.readouterr()
+    args = ["train", "--resume", "--out", str(run), "--steps", "3", "--no-progress"]
+    assert main([*args, "--keep-best"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no validation split" in err
+    assert main(args) == 0  # without it the run goes on

@@ -393,7 +393,9 @@ def _train(
     objective = spec.loss
     batch = spec.batch_for(config.data)  # a trajectory file, for an objective that takes one
     pairs = batch != "tokens"  # SFT pairs, distillation trajectories: no validation split
-    if pairs and config.keep_best and not resume:  # (older runs saved it: they resume)
+    asks_best = config.keep_best and (not resume or "keep_best" in changes)  # (older runs
+    # saved it where it does nothing: they resume; given now, it is refused as on a new run)
+    if pairs and asks_best:
         raise UserError(
             f"--keep-best keeps the checkpoint of the best validation score; objective "
             f"{spec.name!r} trains on {config.data}, which has no validation split"
@@ -459,7 +461,7 @@ def _train(
     else:
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
-        if config.keep_best and not resume and val_ds.n_tokens == 0:
+        if asks_best and val_ds.n_tokens == 0:
             raise UserError(
                 f"--keep-best keeps the checkpoint of the best validation score; {config.data} "
                 f"has no validation split (prepared with --val-fraction 0)"
