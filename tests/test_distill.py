@@ -304,6 +304,32 @@ def _stopped_at_step_3(config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> 
             train(config, progress=False)
 
 
+def test_distill_stopped_by_its_time_limit_exits_75_and_resumes(teacher, cache, tmp_path,
+                                                                 monkeypatch, capsys):
+    """`unmask distill --resume` of a run its --time-limit stopped: another session as long,
+    and exit 75 while the limit stops it short of its steps (0 once it is done)."""
+    import types
+
+    now = [0.0]
+
+    def perf_counter() -> float:  # each reading of the loop's clock 7 s after the last
+        now[0] += 7.0
+        return now[0]
+
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    run = train(_distill_cfg(cache, teacher, tmp_path / "part", steps=40, time_limit=1.0),
+                progress=False)
+    first = json.loads((run / "checkpoint" / "trainer.json").read_text())
+    assert first["stopped"] == "time_limit" and first["step"] < 40
+    capsys.readouterr()
+    assert main(["distill", "--resume", "--out", str(run), "--no-progress"]) == 75
+    err = capsys.readouterr().err
+    assert "this session trains up to 1 min more" in err
+    assert "unmask distill: stopped by its time limit" in err
+    assert "with: unmask distill --resume --out" in err
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] > first["step"]
+
+
 def test_resume_equals_uninterrupted(teacher, cache, tmp_path, monkeypatch, capsys):
     """A distillation stopped by SIGINT at step 3 and resumed with `unmask distill --resume`
     ends with exactly the weights of the uninterrupted run."""
