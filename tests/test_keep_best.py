@@ -169,7 +169,7 @@ def test_a_best_that_cannot_be_scored_again_is_dropped_with_a_line(
     def measure(model):  # never called: nothing to score
         raise AssertionError("scored")
 
-    _score_best_again(run, best, "eval_batches=3, was 1", measure, torch.nn.Linear(1, 1),
+    _score_best_again(run, best, "eval_batches=3, was 1", measure, lambda: torch.nn.Linear(1, 1),
                       log=logged.append, is_main=True, sharded=sharded)
     assert best == {} and logged == []
     err = capsys.readouterr().err

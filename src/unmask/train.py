@@ -196,7 +196,7 @@ def _score_best_again(
     best: dict[str, Any],
     changed: str,
     measure: Callable[[nn.Module], dict[str, float]],
-    model: nn.Module,
+    build: Callable[[], nn.Module],
     *,
     log: Callable[[dict[str, Any]], None],
     is_main: bool,
@@ -207,7 +207,8 @@ def _score_best_again(
     with a number measured their way (logged as a ``best`` event with ``"rescored": true``).
     Under FSDP (the model is sharded, no full copy to score with) or where ``OUT/best`` is
     gone, the best is forgotten instead: the next validation starts a new one. Says so in one
-    line on stderr."""
+    line on stderr. ``build`` makes a plain (uncompiled) model of the run's config to score
+    OUT/best with."""
     folder = run / BEST / CKPT
     old = f"{best['metric']} {best['value']:.4f} at step {best['step']}"
     if sharded or not (folder / "model.safetensors").is_file():
@@ -219,7 +220,7 @@ def _score_best_again(
         return
     if not is_main:  # (DDP: rank 0 alone keeps the best)
         return
-    scratch = copy.deepcopy(model)
+    scratch = build()
     load_inference_weights(folder, scratch)
     value = measure(scratch).get(best["metric"])
     del scratch
@@ -624,8 +625,9 @@ def _train(
             saved, precision.name if saved.precision == config.precision else saved.precision)
         changed = validation_changes(then, measured, name_setting)
         if changed:  # a score measured another way compares with nothing measured now
-            _score_best_again(run, best, changed, measure, model, log=log, is_main=is_main,
-                              sharded=kind == "fsdp")
+            _score_best_again(run, best, changed, measure,
+                              lambda: Transformer(model_cfg).to(device), log=log,
+                              is_main=is_main, sharded=kind == "fsdp")
 
     saved_at = [start_step if ckpt is not None else -1]  # the step the checkpoint holds
     skipped = prior_skipped  # steps in a row skipped for a non-finite loss or gradient
