@@ -196,3 +196,19 @@ def test_keep_best_given_on_a_resume_without_a_validation_split_is_refused(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has no validation split" in err
     assert main(args) == 0  # without it the run goes on
+
+
+def test_a_resume_without_keep_best_keeps_how_the_best_was_scored(
+        data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A session resumed without --keep-best (and validating otherwise) neither scores the
+    best again nor records it as measured its way: when --keep-best comes back, the best is
+    scored again as validations then measure."""
+    run = train(_cfg(data, tmp_path / "run", steps=2, eval_batches=1), progress=False)
+    train({"out": str(run), "steps": 3, "keep_best": False, "eval_batches": 3}, resume=True,
+          progress=False)
+    meta = json.loads((run / "checkpoint" / "trainer.json").read_text())
+    assert meta["best_measured"]["eval_batches"] == 1
+    capsys.readouterr()
+    train({"out": str(run), "steps": 4, "keep_best": True}, resume=True, progress=False)
+    assert "--keep-best: validation now measures otherwise (eval_batches=3, was 1)" in (
+        capsys.readouterr().err)

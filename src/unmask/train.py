@@ -619,7 +619,10 @@ def _train(
         best.update(step=rec["step"], metric=metric, value=float(value))
         log({"event": "best", **best})
 
-    measured = validation_settings(config, precision.name)  # what the best's score means
+    measured = validation_settings(config, precision.name)  # how validations measure now
+    # how the kept best was scored: as now with --keep-best (scored again below where that
+    # differs); a run resumed without it keeps the best's record as it was
+    best_measured = measured if config.keep_best else prior_measured
     if best and config.keep_best and val_ds is not None and saved is not None:
         then = prior_measured or validation_settings(
             saved, precision.name if saved.precision == config.precision else saved.precision)
@@ -653,7 +656,8 @@ def _train(
             state["session_limit"] = round(config.time_limit - prior_seconds / 60, 4)
         if best:
             state["best"] = dict(best)
-            state["best_measured"] = measured
+            if best_measured is not None:
+                state["best_measured"] = best_measured
         if batch == "trajectory":  # what a resume checks it trains on (TrajectoryData)
             state["trajectories"] = train_ds.stamp
         if scaler is not None:
