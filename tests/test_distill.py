@@ -304,6 +304,32 @@ def _stopped_at_step_3(config: TrainConfig, monkeypatch: pytest.MonkeyPatch) -> 
             train(config, progress=False)
 
 
+def test_distill_stopped_by_its_time_limit_exits_75_and_resumes(teacher, cache, tmp_path,
+                                                                 monkeypatch, capsys):
+    """`unmask distill --resume` of a run its --time-limit stopped: another session as long,
+    and exit 75 while the limit stops it short of its steps (0 once it is done)."""
+    import types
+
+    now = [0.0]
+
+    def perf_counter() -> float:  # each reading of the loop's clock 7 s after the last
+        now[0] += 7.0
+        return now[0]
+
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(perf_counter=perf_counter))
+    run = train(_distill_cfg(cache, teacher, tmp_path / "part", steps=40, time_limit=1.0),
+                progress=False)
+    first = json.loads((run / "checkpoint" / "trainer.json").read_text())
+    assert first["stopped"] == "time_limit" and first["step"] < 40
+    capsys.readouterr()
+    assert main(["distill", "--resume", "--out", str(run), "--no-progress"]) == 75
+    err = capsys.readouterr().err
+    assert "this session trains up to 1 min more" in err
+    assert "unmask distill: stopped by its time limit" in err
+    assert "with: unmask distill --resume --out" in err
+    assert json.loads((run / "checkpoint" / "trainer.json").read_text())["step"] > first["step"]
+
+
 def test_resume_equals_uninterrupted(teacher, cache, tmp_path, monkeypatch, capsys):
     """A distillation stopped by SIGINT at step 3 and resumed with `unmask distill --resume`
     ends with exactly the weights of the uninterrupted run."""
@@ -927,6 +953,90 @@ def test_trajectories_of_another_tokenizer_of_the_same_size_are_one_line(
             "--seq-len", "16", "--steps", "1", "--batch-size", "2", "--out",
             str(tmp_path / "p"), "--no-progress", "--save-every", "0"]  # fmt: skip
     assert main(same) == 0  # the teacher's own tokenizer (a copy of it) trains as before
+
+
+def _swapped_copy(teacher: Path, to: Path) -> Path:
+    """A copy of ``teacher``'s checkpoint whose tokenizer swaps 'a' and 'b' (same size)."""
+    import shutil
+
+    from unmask.checkpoint import checkpoint_dir
+
+    shutil.copytree(checkpoint_dir(teacher), to)
+    spec = json.loads((to / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+    (to / "tokenizer.json").write_text(json.dumps(spec))
+    return to
+
+
+def test_a_file_whose_teacher_is_gone_still_checks_the_students_tokenizer(
+        teacher, cache, tmp_path, capsys):
+    """The file records a stamp of the teacher's tokenizer (hashes of its ids in blocks), so
+    `unmask train --objective distill --init X` on a file whose teacher folder is gone still
+    refuses an X whose tokenizer gives its ids another meaning: one line, exit 2. Before, the
+    check was skipped when the teacher was not there and X trained on ids of other text."""
+    from unmask.objectives.distill import TOKENIZER_KEY
+
+    old = Trajectories.load(cache)
+    assert old.meta[TOKENIZER_KEY]["size"] == load(teacher).tokenizer.vocab_size
+    gone = tmp_path / "gone.safetensors"
+    Trajectories(old.tokens, old.commit_step, old.seed,
+                 {**old.meta, "teacher": str(tmp_path / "deleted-teacher")}).save(gone)
+    other = _swapped_copy(teacher, tmp_path / "other")
+    capsys.readouterr()
+    base = ["train", "--objective", "distill", "--data", str(gone), "--seq-len", "16",
+            "--steps", "1", "--batch-size", "2", "--no-progress", "--save-every", "0"]
+    assert main([*base, "--init", str(other), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "its tokenizer differs from that of the teacher of" in err and err.count("\n") == 1
+    assert "as the file records it" in err and "deleted-teacher" in err
+    assert not (tmp_path / "o").exists()
+    assert main([*base, "--init", str(teacher), "--out", str(tmp_path / "p")]) == 0
+
+
+def test_an_older_file_without_a_tokenizer_stamp_is_reused_and_trains(
+        teacher, corpus, cache, tmp_path, capsys):
+    """A trajectory file written before the tokenizer stamp: `unmask distill` reuses it (not
+    decoded again for the missing key), and training on it with its teacher gone is not
+    checked (nothing to compare with) and trains as before."""
+    from unmask.objectives.distill import TOKENIZER_KEY
+
+    old = Trajectories.load(cache)
+    meta = {k: v for k, v in old.meta.items() if k != TOKENIZER_KEY}
+    path = tmp_path / "older.safetensors"
+    Trajectories(old.tokens, old.commit_step, old.seed, meta).save(path)
+    capsys.readouterr()
+    assert refresh_trajectories(str(teacher), str(corpus), path, TRAJ, progress=False) == path
+    assert "reusing its 6 trajectories" in capsys.readouterr().err
+    assert TOKENIZER_KEY not in Trajectories.load(path).meta  # left as it was
+    gone = tmp_path / "gone.safetensors"
+    Trajectories(old.tokens, old.commit_step, old.seed,
+                 {**meta, "teacher": str(tmp_path / "deleted")}).save(gone)
+    other = _swapped_copy(teacher, tmp_path / "other")
+    args = ["train", "--objective", "distill", "--data", str(gone), "--seq-len", "16",
+            "--steps", "1", "--batch-size", "2", "--no-progress", "--save-every", "0",
+            "--init", str(other), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+
+
+def test_a_tokenizer_stamp_tells_appended_and_fewer_tokens_from_other_ids(teacher, tmp_path):
+    """``stamp_difference``: the tokenizer itself, or one with tokens appended, agrees; one
+    with two ids swapped differs in the block holding them."""
+    from unmask.objectives.distill import stamp_difference, tokenizer_stamp
+    from unmask.tokenizer import with_fim_tokens
+
+    tok = load(teacher).tokenizer
+    stamp = tokenizer_stamp(tok)
+    assert stamp_difference(stamp, tok) is None
+    assert stamp_difference(stamp, with_fim_tokens(tok)) is None  # three tokens appended
+    longer = tokenizer_stamp(with_fim_tokens(tok))
+    assert stamp_difference(longer, tok) is None  # the student lacks the appended ones
+    assert stamp_difference({"size": "x"}, tok) is None  # not a stamp: nothing to compare
+    assert stamp_difference({**stamp, "blocks": "0123"}, tok) is None  # nor is this
+    swapped = load(_swapped_copy(teacher, tmp_path / "other")).tokenizer
+    a = min(tok.token_to_id("a"), tok.token_to_id("b"))
+    start = a - a % 256
+    assert stamp_difference(stamp, swapped) == (start, min(start + 256, tok.vocab_size))
 
 
 def test_a_trajectory_file_of_other_rows_than_seq_len_says_which(teacher, cache, tmp_path,

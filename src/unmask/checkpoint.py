@@ -524,6 +524,13 @@ def load(
                   name=os.fsdecode(path))
 
 
+def load_inference_weights(ckpt: Path, model: nn.Module) -> None:
+    """Copy the inference weights of the native checkpoint folder ``ckpt``
+    (``model.safetensors``) into ``model``, built with its config; one-line errors for a file
+    that is missing, unreadable or of other shapes."""
+    _load_weights(model, _read_tensors(ckpt / "model.safetensors"), ckpt / "model.safetensors")
+
+
 def load_train_state(
     ckpt: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, ema_model: nn.Module | None
 ) -> dict[str, Any]:

@@ -204,6 +204,7 @@ def _settings(
 ) -> dict[str, Any]:
     """What makes trajectories: a cache with other settings is not reused."""
     from unmask.checkpoint import weights_stamp
+    from unmask.objectives.distill import TOKENIZER_KEY, tokenizer_stamp
 
     sample = dataclasses.asdict(trajectory_sample_config(teacher, cfg, seed=0))
     del sample["seed"]  # per batch, stored with every row
@@ -211,6 +212,7 @@ def _settings(
     return extra | {
         "teacher": _teacher_named(teacher, teacher_path) if teacher_path else None,
         "teacher_weights": weights_stamp(teacher_path) if teacher_path else None,
+        TOKENIZER_KEY: tokenizer_stamp(teacher.tokenizer),
         "data": str(Path(data).resolve()),
         "data_files": corpus_stamp(data),
         "prompt_length": cfg.prompt_length,
@@ -280,6 +282,7 @@ def corpus_stamp(
 _SETTING_NAMES = {
     "teacher": "teacher", "teacher_weights": "teacher's weights", "data": "corpus",
     "data_files": "corpus contents", "vocab": "student's vocabulary",
+    "tokenizer": "teacher's tokenizer",
 }  # fmt: skip
 """How the settings of ``_settings`` are named when a cache is made again for them."""
 
@@ -289,6 +292,8 @@ def _what_differs(stored: dict[str, Any], settings: dict[str, Any]) -> str:
     keys = sorted(set(stored) | set(settings), key=lambda k: (k not in _SETTING_NAMES, k))
     names = []
     for key in keys:
+        if key == "tokenizer" and key not in stored:
+            continue  # an older file: not recorded, not a difference (``_same_settings``)
         if stored.get(key) != settings.get(key):
             if key == "data_files" and stored.get(key) is None:
                 names.append("corpus contents (not recorded by this older file)")
@@ -301,8 +306,13 @@ def _same_settings(stored: dict[str, Any], settings: dict[str, Any]) -> bool:
     """Whether trajectories made with ``stored`` settings are those ``settings`` asks for; a
     sampling option the file predates (added to ``SampleConfig`` since) had its default, and
     a file made before ``WHOLE_BATCHES`` holds the same rows but for a batch cut short
-    (``make_trajectories`` decodes that one again)."""
+    (``make_trajectories`` decodes that one again), and one made before ``TOKENIZER_KEY``
+    records no tokenizer (the teacher's weights stamp stands for it)."""
+    from unmask.objectives.distill import TOKENIZER_KEY
+
     stored = {**stored, WHOLE_BATCHES: settings.get(WHOLE_BATCHES)}
+    if TOKENIZER_KEY not in stored:
+        stored[TOKENIZER_KEY] = settings.get(TOKENIZER_KEY)
     files = stored.get("data_files")
     if files and all(isinstance(f, list) and isinstance(f[-1], int) for f in files) \
             and files == corpus_stamp(str(settings.get("data")), content=False):

@@ -44,7 +44,7 @@ import shutil
 import sys
 import time
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ from unmask.checkpoint import (
     gathered_weights,
     is_sharded,
     load_full_train_state,
+    load_inference_weights,
     load_train_state,
     save_checkpoint,
     save_sharded_checkpoint,
@@ -100,6 +101,7 @@ from unmask.run_checks import check_batch_split, check_context, check_out
 from unmask.schedules import schedule_of
 from unmask.train_guards import (
     RUNTIME_FIELDS,
+    STOPPED_BY_TIME_LIMIT,
     SettingNamer,
     StopFlag,
     TrainingStopped,
@@ -109,8 +111,11 @@ from unmask.train_guards import (
     check_model_size,
     describe_resume,
     estimate_memory,
+    renew_time_limit,
     resume_plan,
     saved_progress,
+    validation_changes,
+    validation_settings,
 )
 
 
@@ -165,6 +170,69 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def _saved_best(record: Any, ckpt: Path) -> dict[str, Any]:
+    """The ``--keep-best`` record of a checkpoint's trainer.json (``{"step", "metric",
+    "value"}``, empty where none); a one-line ``UserError`` for one that is not (a hand-edited
+    file: a text value failed with a traceback at the first validation)."""
+    if not record:
+        return {}
+    ok = (isinstance(record, dict) and isinstance(record.get("step"), int)
+          and record.get("metric") in ("val_bpb", "val_loss")
+          and isinstance(record.get("value"), (int, float))
+          and not isinstance(record.get("value"), bool))
+    if not ok:
+        raise UserError(
+            f"{ckpt / 'trainer.json'}: its best record {json.dumps(record)[:120]} is not "
+            '{"step": N, "metric": "val_bpb" or "val_loss", "value": X}; fix it, or remove '
+            "it to start a new best"
+        )
+    return dict(record)
+
+
+def _score_best_again(
+    run: Path,
+    best: dict[str, Any],
+    changed: str,
+    measure: Callable[[nn.Module], dict[str, float]],
+    build: Callable[[], nn.Module],
+    *,
+    log: Callable[[dict[str, Any]], None],
+    is_main: bool,
+    sharded: bool,
+) -> None:
+    """A resumed ``--keep-best`` run whose validation now measures otherwise (``changed``, in
+    words): score ``OUT/best`` again as the run now validates, so later validations compare
+    with a number measured their way (logged as a ``best`` event with ``"rescored": true``).
+    Under FSDP (the model is sharded, no full copy to score with) or where ``OUT/best`` is
+    gone, the best is forgotten instead: the next validation starts a new one. Says so in one
+    line on stderr. ``build`` makes a plain (uncompiled) model of the run's config to score
+    OUT/best with."""
+    folder = run / BEST / CKPT
+    old = f"{best['metric']} {best['value']:.4f} at step {best['step']}"
+    if sharded or not (folder / "model.safetensors").is_file():
+        best.clear()
+        if is_main:
+            print(f"--keep-best: validation now measures otherwise ({changed}); the best so "
+                  f"far ({old}) compares with nothing, so the next validation starts a new best",
+                  file=sys.stderr, flush=True)
+        return
+    if not is_main:  # (DDP: rank 0 alone keeps the best)
+        return
+    scratch = build()
+    load_inference_weights(folder, scratch)
+    value = measure(scratch).get(best["metric"])
+    del scratch
+    if value is None or not math.isfinite(value):
+        best.clear()
+        note = "scores no finite number now, so the next validation starts a new best"
+    else:
+        best["value"] = float(value)
+        note = f"scored again: {best['metric']} {value:.4f}"
+        log({"event": "best", **best, "rescored": True})
+    print(f"--keep-best: validation now measures otherwise ({changed}); the best so far "
+          f"({old}) {note}", file=sys.stderr, flush=True)
 
 
 def _prepare_run_dir(cfg: TrainConfig, resume: bool, is_main: bool) -> Path:
@@ -298,12 +366,16 @@ def _train(
     changes: dict[str, Any] = {}
     resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
     resume_line = ""
+    saved: TrainConfig | None = None  # a resumed run's plan before this call's changes
     if resume:
         saved = load_saved_plan(run / "train_config.json")
         changes = resume_plan(saved, config)
         if "data" not in changes:
             _check_saved_data(run, config.data)
         done = saved_progress(checkpoint_dir(run))
+        renewed = renew_time_limit(done, saved, config, changes)
+        if renewed is not None:  # a plain resume of a run its time limit stopped: another go
+            config = replace(config, time_limit=renewed)
         if objective_spec(config.objective).batch_for(config.data) == "trajectory":
             from unmask.objectives.distill import TrajectoryData
 
@@ -312,14 +384,19 @@ def _train(
         prior_seconds = done.train_seconds
         prior_skipped = done.skipped
         # said once the resume is accepted: a refusal below is then the one line printed
-        resume_line = describe_resume(done, saved, config, changes, name=name_setting)
+        resume_line = describe_resume(done, saved, config, changes, name=name_setting,
+                                      renewed=renewed is not None)
+        if renewed is not None:
+            changes["time_limit"] = renewed  # saved with the plan once the resume is accepted
     check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
     objective = spec.loss
     batch = spec.batch_for(config.data)  # a trajectory file, for an objective that takes one
     pairs = batch != "tokens"  # SFT pairs, distillation trajectories: no validation split
-    if pairs and config.keep_best and not resume:  # (older runs saved it: they resume)
+    asks_best = config.keep_best and (not resume or "keep_best" in changes)  # (older runs
+    # saved it where it does nothing: they resume; given now, it is refused as on a new run)
+    if pairs and asks_best:
         raise UserError(
             f"--keep-best keeps the checkpoint of the best validation score; objective "
             f"{spec.name!r} trains on {config.data}, which has no validation split"
@@ -385,7 +462,7 @@ def _train(
     else:
         train_ds = TokenDataset(config.data, "train")
         val_ds = TokenDataset(config.data, "val")
-        if config.keep_best and not resume and val_ds.n_tokens == 0:
+        if asks_best and val_ds.n_tokens == 0:
             raise UserError(
                 f"--keep-best keeps the checkpoint of the best validation score; {config.data} "
                 f"has no validation split (prepared with --val-fraction 0)"
@@ -441,6 +518,7 @@ def _train(
     scaler = precision.scaler(device.type)
     start_step = 0
     prior_best: dict[str, Any] = {}
+    prior_measured: dict[str, Any] | None = None  # how prior_best's score was measured
     if ckpt is not None:
         if full_optim is not None:
             meta = finish_full_train_state(ckpt, model=model, optimizer=optimizer,
@@ -449,7 +527,9 @@ def _train(
             meta = load_train_state(ckpt, model=model, optimizer=optimizer, ema_model=ema_model)
         _plan_hyperparameters(optimizer, config)  # the saved state holds the saved plan's
         start_step = int(meta["step"])
-        prior_best = dict(meta.get("best") or {})
+        prior_best = _saved_best(meta.get("best"), ckpt)
+        if isinstance(meta.get("best_measured"), dict):
+            prior_measured = dict(meta["best_measured"])
         if scaler is not None and "grad_scaler" in meta:
             scaler.load_state_dict(meta["grad_scaler"])
         if is_main:
@@ -497,15 +577,18 @@ def _train(
         finally:
             paused[0] += time.perf_counter() - began
 
-    def _evaluate(step: int) -> dict[str, float]:
-        target = ema_model if ema_model is not None else model
+    def measure(target: nn.Module) -> dict[str, float]:
         res = evaluate_loss(
             target, val_ds, objective=config.objective, seq_len=config.seq_len,
             batch_size=max(1, min(config.batch_size, 32)),
             max_batches=config.eval_batches or None,  # 0: the whole split, as unmask eval reads
             eps=config.eps, device=device, autocast_dtype=autocast_dtype,
         )
-        rec = {"step": step, **res.as_dict()}
+        return res.as_dict()
+
+    def _evaluate(step: int) -> dict[str, float]:
+        target = ema_model if ema_model is not None else model
+        rec = {"step": step, **measure(target)}
         log(rec)
         keep_if_best(rec)
         return rec
@@ -536,6 +619,19 @@ def _train(
         best.update(step=rec["step"], metric=metric, value=float(value))
         log({"event": "best", **best})
 
+    measured = validation_settings(config, precision.name)  # how validations measure now
+    # how the kept best was scored: as now with --keep-best (scored again below where that
+    # differs); a run resumed without it keeps the best's record as it was
+    best_measured = measured if config.keep_best else prior_measured
+    if best and config.keep_best and val_ds is not None and saved is not None:
+        then = prior_measured or validation_settings(
+            saved, precision.name if saved.precision == config.precision else saved.precision)
+        changed = validation_changes(then, measured, name_setting)
+        if changed:  # a score measured another way compares with nothing measured now
+            _score_best_again(run, best, changed, measure,
+                              lambda: Transformer(model_cfg).to(device), log=log,
+                              is_main=is_main, sharded=kind == "fsdp")
+
     saved_at = [start_step if ckpt is not None else -1]  # the step the checkpoint holds
     skipped = prior_skipped  # steps in a row skipped for a non-finite loss or gradient
 
@@ -555,8 +651,13 @@ def _train(
         }
         if skipped:  # a stop inside a run of non-finite steps: the resume goes on counting
             state["skipped_in_a_row"] = skipped
+        if timed_out and step < config.steps:  # the CLI's exit code; a plain resume renews it
+            state["stopped"] = STOPPED_BY_TIME_LIMIT
+            state["session_limit"] = round(config.time_limit - prior_seconds / 60, 4)
         if best:
             state["best"] = dict(best)
+            if best_measured is not None:
+                state["best_measured"] = best_measured
         if batch == "trajectory":  # what a resume checks it trains on (TrajectoryData)
             state["trajectories"] = train_ds.stamp
         if scaler is not None:

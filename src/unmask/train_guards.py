@@ -12,7 +12,8 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``saved_progress``, ``describe_resume``, ``check_data_sizes``,
+Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``validation_settings``,
+``validation_changes``, ``saved_progress``, ``describe_resume``, ``check_data_sizes``,
 ``estimate_memory``, ``available_memory``, ``check_memory``, ``StopFlag``, ``TrainingStopped``.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -82,6 +84,32 @@ def _not_its_option(objective: str, name: str) -> bool:
         name in s.options for s in OBJECTIVES.values())
 
 
+def validation_settings(config: TrainConfig, precision: str) -> dict[str, Any]:
+    """How a run's validation measures (``precision``: the resolved one, e.g. ``bf16``): two
+    scores compare only when measured the same way, so a ``--keep-best`` checkpoint records
+    these with its score, and a resume that changes any of them scores the kept best again.
+    ``eval_every`` is not among them: how often a run validates changes no score."""
+    return {
+        "data": str(Path(config.data).resolve()) if config.data else config.data,
+        "seq_len": config.seq_len,
+        "eval_batches": config.eval_batches,
+        "batch_size": max(1, min(config.batch_size, 32)),  # the validation's batch size
+        "eps": config.eps,
+        "precision": precision,
+    }
+
+
+def validation_changes(
+    then: dict[str, Any], now: dict[str, Any], name: SettingNamer | None = None
+) -> str:
+    """The settings of ``validation_settings`` that differ between ``then`` and ``now``, in
+    words (``name`` names a setting as the CLI's flag), or "" where none does."""
+    name = name or _as_field
+    return ", ".join(
+        f"{name(k, now[k])}, was {then.get(k)}" for k in now if then.get(k) != now[k]
+    )
+
+
 @dataclass(frozen=True)
 class SavedProgress:
     """How far a run got: optimizer steps done and seconds spent training."""
@@ -94,6 +122,15 @@ class SavedProgress:
     skipped: int = 0
     """Steps in a row skipped for a non-finite loss just before the checkpoint (a resume goes
     on counting them toward the stop, as the uninterrupted run would)."""
+    timed_out: bool = False
+    """The run stopped at its ``time_limit`` (``trainer.json``'s ``"stopped": "time_limit"``)
+    short of its steps: ``unmask train`` exits ``TIME_LIMIT_EXIT``, and a plain ``--resume``
+    trains on for another ``time_limit`` (``renew_time_limit``)."""
+    has_ema: bool = False
+    """The checkpoint holds EMA weights (its inference weights) besides the raw ones."""
+    session_limit: float | None = None
+    """Minutes the session its time limit stopped was allowed (its limit less the time trained
+    before it): what a plain resume allows again (``renew_time_limit``)."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -110,9 +147,77 @@ def saved_progress(ckpt: Path) -> SavedProgress:
     try:
         return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)),
                              stamp if isinstance(stamp, dict) else None,
-                             int(meta.get("skipped_in_a_row", 0)))
+                             int(meta.get("skipped_in_a_row", 0)),
+                             meta.get("stopped") == STOPPED_BY_TIME_LIMIT,
+                             bool(meta.get("has_raw_model")),
+                             _minutes(meta.get("session_limit")))
     except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
+
+
+STOPPED_BY_TIME_LIMIT = "time_limit"
+"""``trainer.json``'s ``stopped`` where the run's ``time_limit`` stopped it short of its steps."""
+
+TIME_LIMIT_EXIT = 75
+"""Exit code of ``unmask train`` / ``unmask distill`` when ``--time-limit`` stopped the run
+short of its steps, its checkpoint saved (``EX_TEMPFAIL`` of sysexits.h: try again later);
+``unmask train --resume --out RUN`` continues it. Under ``torchrun`` (``WORLD_SIZE`` > 1)
+every process exits 0 instead: torchrun reports any other code as a failed worker."""
+
+
+EXIT_CODES = (
+    "exit status: 0 the run finished its steps; 75 its --time-limit stopped it short, "
+    "checkpoint saved (continue with --resume); 130 / 143 Ctrl-C / SIGTERM stopped it, "
+    "checkpoint saved; 2 refused (one line saying why)"
+)
+"""The ``epilog`` of ``unmask train --help`` and ``unmask distill --help``."""
+
+
+def renew_time_limit(progress: SavedProgress, saved: TrainConfig, plan: TrainConfig,
+                     changes: dict[str, Any]) -> float | None:
+    """The total ``time_limit`` (minutes) a plain resume of a run its time limit stopped
+    trains to: the minutes used plus what the stopped session was allowed
+    (``SavedProgress.session_limit``; the saved limit for a checkpoint without it), so each
+    session of a scheduler's requeued ``--resume`` gets as long as the first; None where the
+    resume gives a time limit of its own, the run has none, or it did not stop at it."""
+    if not progress.timed_out or "time_limit" in changes or not plan.time_limit:
+        return None
+    used = progress.train_seconds / 60
+    if used < plan.time_limit:
+        return None
+    return round(used + (progress.session_limit or saved.time_limit), 4)
+
+
+def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
+    """The exit code of ``unmask COMMAND`` whose ``train`` returned ``run``: 0 for a finished
+    run; ``TIME_LIMIT_EXIT`` (0 under torchrun) where its time limit stopped it, after one
+    line on stderr (``say``) naming the step and how to continue."""
+    import sys
+
+    from unmask.checkpoint import CKPT
+
+    try:
+        done = saved_progress(run / CKPT)
+        planned = json.loads((run / "train_config.json").read_text())
+        steps, limit = int(planned["steps"]), float(planned["time_limit"])
+    except (UserError, OSError, ValueError, KeyError, TypeError):
+        return 0
+    if not done.timed_out or done.step >= steps:
+        return 0
+    if say:
+        more = done.session_limit or limit
+        print(f"unmask {command}: stopped by its time limit of {limit:g} min at step "
+              f"{done.step} of {steps}, checkpoint saved in {run / CKPT}; continue it (another "
+              f"{more:g} min) with: unmask {command} --resume --out {run}", file=sys.stderr)
+    return 0 if int(os.environ.get("WORLD_SIZE", "1")) > 1 else TIME_LIMIT_EXIT
+
+
+def _minutes(value: Any) -> float | None:
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError):
+        return None
+    return minutes if math.isfinite(minutes) and minutes > 0 else None
 
 
 def describe_resume(
@@ -122,10 +227,12 @@ def describe_resume(
     changes: dict[str, Any],
     *,
     name: SettingNamer | None = None,
+    renewed: bool = False,
 ) -> str:
     """The one line a resumed run prints, or a ``UserError`` if the plan leaves nothing to do.
 
     E.g. ``resuming at step 150 of 200; steps=400 given: the run now ends at 400``.
+    ``renewed``: ``plan.time_limit`` was renewed (``renew_time_limit``; not in ``changes``).
     """
     name = name or _as_field
     step = progress.step
@@ -146,13 +253,33 @@ def describe_resume(
     line = f"resuming at step {step} of {saved.steps}"
     if saved.time_limit:
         line += f" ({used} of {saved.time_limit:g} min used)"
+    if renewed:
+        more = progress.session_limit or saved.time_limit
+        line += (f"; its time limit stopped it: this session trains up to {more:g} "
+                 f"min more (a limit of {plan.time_limit:g} min in all)")
     if changes:
         given = ", ".join(name(k, v) for k, v in changes.items())
         end = f"the run now ends at {plan.steps}"
         if plan.time_limit:
             end += f" or after {plan.time_limit:g} min of training"
         line += f"; {given} given: {end}"
+    if "ema" in changes:
+        line += _ema_note(progress, plan, name)
     return line
+
+
+def _ema_note(progress: SavedProgress, plan: TrainConfig, name: SettingNamer) -> str:
+    """What an ``ema`` changed on resume does to the run's weights, said with the resume line:
+    ``--ema 0`` on a run with EMA weights drops them for good (the next checkpoint saves the
+    raw weights for inference), which a run did without a word."""
+    if plan.ema == 0 and progress.has_ema:
+        return (f" ({name('ema', 0.0)} drops the run's EMA weights: it trains on from its raw "
+                "weights, which are validated and saved for inference from now on)")
+    if plan.ema == 0:
+        return ""
+    if not progress.has_ema:
+        return f" (the EMA of {name('ema', plan.ema)} starts from the weights at this step)"
+    return f" (the EMA weights go on with decay {plan.ema:g})"
 
 
 # ----------------------------------------------------------------------------- sizes

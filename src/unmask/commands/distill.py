@@ -26,6 +26,7 @@ from unmask.commands import (
 from unmask.config import PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.distill import DISTILL_DEFAULTS, TrajectoryConfig
 from unmask.errors import UserError
+from unmask.train_guards import EXIT_CODES
 
 _TRAIN_SKIP = (
     "data", "init", "objective", "preset", "seq_len", "block_size", "fim_rate", "empty_rate",
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "that drafts the teacher's own continuations (unmask generate --model OUT). "
             "See docs/training.md."
         ),
+        epilog=EXIT_CODES,
     )
     p.add_argument(
         "--teacher",
@@ -216,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from unmask.distill import distill
     from unmask.run_checks import check_out, check_train_numbers, no_empty_run
-    from unmask.train_guards import TrainingStopped, resume_hint
+    from unmask.train_guards import TrainingStopped, resume_hint, time_limit_exit
 
     first = os.environ.get("RANK", "0") == "0"  # says it once under torchrun, not per process
     try:
@@ -250,4 +252,4 @@ def _run(args: argparse.Namespace) -> int:
         return e.exit_code
     if first:
         print(f"checkpoint: {run_dir}/checkpoint")
-    return 0
+    return time_limit_exit(Path(run_dir), "distill", say=first)

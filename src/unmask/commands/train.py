@@ -18,6 +18,7 @@ from unmask.commands import (
 )
 from unmask.config import MODEL_PRESETS, PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.errors import UserError
+from unmask.train_guards import EXIT_CODES
 
 _SKIP = {"model_overrides", "heldout_data", "heldout_seq_len"}  # the last two: unmask distill
 
@@ -69,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a model on a prepared dataset",
         description="Train a masked-diffusion (or autoregressive baseline) model on data from "
                     "'unmask prepare'.",
+        epilog=EXIT_CODES,
     )
     p.add_argument("--config", metavar="FILE",
                    help="train_config.json to start from (flags override it)")
@@ -113,7 +115,7 @@ def _resume_config(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     from unmask.run_checks import check_init_family, check_out, check_train_numbers
     from unmask.train import load_train_config, train
-    from unmask.train_guards import TrainingStopped, resume_hint
+    from unmask.train_guards import TrainingStopped, resume_hint, time_limit_exit
 
     if args.resume:
         cfg = _resume_config(args)
@@ -147,4 +149,4 @@ def run(args: argparse.Namespace) -> int:
         return e.exit_code
     if first:
         print(f"checkpoint: {run_dir}/checkpoint")
-    return 0
+    return time_limit_exit(Path(run_dir), "train", say=first)

@@ -11,7 +11,7 @@ together.
 
 Inside: ``Trajectories`` (the file: safetensors, written atomically), ``TrajectoryData`` (the
 ``trajectory`` batch kind of ``unmask.train``), ``teacher_tokenizer``,
-``check_student_tokenizer``, ``teacher_problem``, ``trajectory_states``,
+``tokenizer_stamp``, ``check_student_tokenizer``, ``teacher_problem``, ``trajectory_states``,
 ``distill`` (the loss).
 """
 
@@ -220,22 +220,85 @@ def teacher_tokenizer(meta: dict[str, Any]) -> Any:
         return None
 
 
+TOKENIZER_KEY = "tokenizer"
+"""Key of a trajectory file's settings: ``tokenizer_stamp`` of the teacher's tokenizer. Files
+written before it lack the key; they are still reused and trained on, checked against the
+teacher's own tokenizer where the teacher is still there."""
+
+TOKENIZER_BLOCK = 256
+"""Ids per hash of ``tokenizer_stamp``."""
+
+
+def _block_hash(tokenizer: Any, start: int, stop: int) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for i in range(start, stop):
+        digest.update(json.dumps(tokenizer.id_to_token(i)).encode() + b"\n")
+    return digest.hexdigest()[:12]
+
+
+def tokenizer_stamp(tokenizer: Any) -> dict[str, Any]:
+    """What a trajectory file records of the teacher's tokenizer, so a student can be checked
+    against it after the teacher is gone: its size and a hash (sha256, 12 hex digits) of the
+    tokens of each ``TOKENIZER_BLOCK`` ids in order (the last block may be shorter)."""
+    n = int(tokenizer.vocab_size)
+    starts = range(0, n, TOKENIZER_BLOCK)
+    blocks = [_block_hash(tokenizer, a, min(a + TOKENIZER_BLOCK, n)) for a in starts]
+    return {"size": n, "block": TOKENIZER_BLOCK, "blocks": blocks}
+
+
+def stamp_difference(stamp: dict[str, Any], tokenizer: Any) -> tuple[int, int] | None:
+    """The first range of ids [a, b) below both vocabularies in which ``tokenizer`` holds other
+    tokens than the one ``stamp`` (``tokenizer_stamp``) records, or None where they agree.
+    A ``tokenizer`` with fewer tokens is compared on the blocks it holds whole (up to
+    ``block - 1`` ids at its end are not compared); more tokens, appended, are fine."""
+    try:
+        size, block, blocks = int(stamp["size"]), int(stamp["block"]), stamp["blocks"]
+    except (KeyError, TypeError, ValueError):
+        return None  # not a stamp of this version: nothing to compare with
+    if block < 1 or not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
+        return None
+    shared = min(size, int(tokenizer.vocab_size))
+    for k, want in enumerate(blocks):
+        a, b = k * block, min((k + 1) * block, size)
+        if b > shared:
+            break  # a block the student does not hold whole
+        if _block_hash(tokenizer, a, b) != want:
+            return a, b
+    return None
+
+
 def check_student_tokenizer(data: TrajectoryData, tokenizer: Any, who: str) -> None:
     """Refuse, in one line opening with ``who``, a student whose ``tokenizer`` gives an id of
     ``data``'s trajectories another meaning than the teacher's that made them: with as many
     tokens, the ids fit its embedding and it would learn other text without a word (more or
-    fewer tokens appended are fine: ids past the student's are refused by the loss). Skipped
-    where the file's teacher is no longer there (``teacher_tokenizer``)."""
+    fewer tokens appended are fine: ids past the student's are refused by the loss). Compared
+    with the tokenizer of the teacher the file names (``teacher_tokenizer``), or where that
+    is no longer there, with the file's ``tokenizer_stamp`` (files written before it record
+    none: then the check is skipped)."""
     from unmask.tokenizer import first_difference
 
-    theirs = teacher_tokenizer(data.trajectories.meta)
-    if theirs is None or tokenizer is None:
+    meta = data.trajectories.meta
+    if tokenizer is None:
+        return
+    theirs = teacher_tokenizer(meta)
+    if theirs is None:
+        stamp = meta.get(TOKENIZER_KEY)
+        span = stamp_difference(stamp, tokenizer) if isinstance(stamp, dict) else None
+        if span is not None:
+            raise UserError(
+                f"{who}: its tokenizer differs from that of the teacher of {data.path} (as "
+                f"the file records it; the teacher {meta.get('teacher')} is not there): ids "
+                f"{span[0]}..{span[1] - 1} hold other tokens; train on trajectories of this "
+                "model's own tokenizer"
+            )
         return
     i = first_difference(tokenizer, theirs)
     if i is not None:
         raise UserError(
             f"{who}: its tokenizer differs from that of the teacher of {data.path} "
-            f"({data.trajectories.meta['teacher']}): id {i} is {tokenizer.id_to_token(i)!r} "
+            f"({meta['teacher']}): id {i} is {tokenizer.id_to_token(i)!r} "
             f"there, {theirs.id_to_token(i)!r} in the teacher; train on trajectories of "
             "this model's own tokenizer"
         )
@@ -468,10 +531,13 @@ __all__ = [
     "TRAJECTORY_FORMAT",
     "TrajectoryData",
     "Trajectories",
+    "TOKENIZER_KEY",
     "check_student_tokenizer",
     "distill",
+    "stamp_difference",
     "teacher_problem",
     "teacher_tokenizer",
+    "tokenizer_stamp",
     "trajectory_states",
     "window_states",
 ]
