@@ -120,3 +120,17 @@ def test_a_dream_folder_without_tokenizer_json_loads_and_converts(tmp_path, monk
 
     (folder / "merges.txt").unlink()  # neither tokenizer.json nor the files to build one
     assert load_error(folder).startswith(f"{folder / 'tokenizer.json'}: missing")
+
+
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt"])
+def test_a_git_lfs_pointer_in_place_of_the_bpe_files_is_named(tmp_path: Path, name: str) -> None:
+    """A pointer where vocab.json or merges.txt belongs was "do not make a BPE tokenizer
+    (expected value at line 1 column 1)", not the `git lfs pull` the shards' pointers get."""
+    from unmask.errors import UserError
+
+    write_qwen2_files(tmp_path)
+    (tmp_path / name).write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 9\n")
+    with pytest.raises(UserError, match=f"{name}: a Git LFS pointer") as e:
+        qwen2_tokenizer(tmp_path)
+    assert "git lfs pull" in str(e.value) and "\n" not in str(e.value)
