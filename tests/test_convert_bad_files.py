@@ -69,3 +69,18 @@ def test_the_empty_working_folder_as_destination_is_one_line(
     assert list(here.iterdir()) == []
     assert main(["convert", str(src.parent), "converted", *extra]) == 0  # the suggestion works
     assert (here / "converted" / "model.safetensors").is_file()
+
+
+def test_a_destination_through_dot_dot_is_one_line_before_any_work(
+        tmp_path, capsys, monkeypatch) -> None:
+    """``unmask convert SRC nosuch/..`` converted, then failed ("Directory not empty") and
+    left ``nosuch/`` behind: the ``..`` check ran only where DST already was a folder."""
+    src = _native(tmp_path / "run")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["convert", str(src.parent), "nosuch/.."]) == 2
+    err = capsys.readouterr().err
+    assert "names a folder through '.' or '..'; give the path of a new folder" in err, err
+    assert err.count("\n") == 1
+    assert list(here.iterdir()) == []

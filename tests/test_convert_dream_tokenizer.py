@@ -120,3 +120,45 @@ def test_a_dream_folder_without_tokenizer_json_loads_and_converts(tmp_path, monk
 
     (folder / "merges.txt").unlink()  # neither tokenizer.json nor the files to build one
     assert load_error(folder).startswith(f"{folder / 'tokenizer.json'}: missing")
+
+
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt"])
+def test_a_git_lfs_pointer_in_place_of_the_bpe_files_is_named(tmp_path: Path, name: str) -> None:
+    """A pointer where vocab.json or merges.txt belongs was "do not make a BPE tokenizer
+    (expected value at line 1 column 1)", not the `git lfs pull` the shards' pointers get."""
+    from unmask.errors import UserError
+
+    write_qwen2_files(tmp_path)
+    (tmp_path / name).write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 9\n")
+    with pytest.raises(UserError, match=f"{name}: a Git LFS pointer") as e:
+        qwen2_tokenizer(tmp_path)
+    assert "git lfs pull" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_prepare_tokenizes_with_a_dream_folder_as_the_model_reads_it(tmp_path, monkeypatch) -> None:
+    """``unmask prepare --tokenizer DREAM_FOLDER`` stopped with advice to build tokenizer.json
+    with ByteLevelBPETokenizer, which splits numbers otherwise and loses the mask token (the
+    model's load then refused the folder): it now tokenizes as ``unmask.load`` does."""
+    from unmask.data import TokenDataset
+
+    monkeypatch.setattr(test_convert, "VOCAB", 300)
+    folder = tmp_path / "dream"
+    make_dream(folder, n_shards=1)
+    (folder / "tokenizer.json").unlink()
+    ids = write_qwen2_files(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    eos = ids["<|endoftext|>"]
+    cfg |= {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos,
+            "mask_token_id": ids["<|mask|>"]}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"the {i} cats's 12 the\n\n" for i in range(200)))
+    out = tmp_path / "ds"
+    assert main(["prepare", str(corpus), "-o", str(out), "--tokenizer", str(folder),
+                 "--val-fraction", "0"]) == 0
+    want = unmask.load(folder).tokenizer
+    train = TokenDataset(out, "train")
+    head = train.read(0, 12).tolist()
+    assert head[:6] == want.encode("the 0 cats's 12 the")[:6]
+    assert ids["<|mask|>"] not in train.read(0, train.n_tokens).tolist()

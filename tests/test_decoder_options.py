@@ -198,12 +198,12 @@ def test_a_missing_local_model_is_not_sent_to_the_hub(tmp_path, monkeypatch, cap
     monkeypatch.chdir(tmp_path)
     assert main(["generate", "--model", "runs/demo", "hi"]) == 2
     err = capsys.readouterr().err
-    assert "the shipped model is --model demo" in err and "huggingface-cli" not in err
+    assert "the shipped model is --model demo" in err and "hf download" not in err
     (tmp_path / "runs").mkdir()
     assert main(["generate", "--model", "runs/mine", "hi"]) == 2
     assert "runs/mine: no such folder\n" in capsys.readouterr().err
     assert main(["generate", "--model", "org/model", "hi"]) == 2
-    assert "huggingface-cli download org/model" in capsys.readouterr().err
+    assert "hf download org/model" in capsys.readouterr().err
 
 
 def test_the_task_entries_take_options_by_name_too():

@@ -327,7 +327,7 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
         if hub and not local:  # org/name, not a folder of this machine's (runs/mine)
             raise UserError(
                 f"{path}: no such folder; unmask never downloads: fetch it first "
-                f"(e.g. `huggingface-cli download {path} --local-dir DIR`) and pass DIR"
+                f"(e.g. `hf download {path} --local-dir DIR`) and pass DIR"
             )
         shipped = p.name in SHIPPED_MODELS
         hint = f" (the shipped model is --model {p.name}, no folder)" if shipped else ""

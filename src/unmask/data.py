@@ -1018,6 +1018,10 @@ def _make_tokenizer(
         raise UserError(f"--tokenizer {spec}: no such file or folder; give bpe, byte, or the "
                         "path of a tokenizer.json or of a folder holding one (names of models "
                         "on the Hugging Face Hub are not downloaded)")
+    from unmask.convert.load import is_publisher_folder, publisher_tokenizer
+
+    if is_publisher_folder(p):  # its config.json names the special tokens; Dream has no
+        return publisher_tokenizer(p)  # tokenizer.json (vocab.json + merges.txt, as Qwen2's)
     if p.is_dir() and not (p / "tokenizer.json").is_file():  # a run directory, as elsewhere
         from unmask.checkpoint import checkpoint_dir
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 TOKENIZER_NOTE = (
     "MDLM and SEDD checkpoints ship without one; both use GPT-2's tokenizer: put GPT-2's "
-    "tokenizer.json next to config.json, e.g. `huggingface-cli download gpt2 tokenizer.json "
+    "tokenizer.json next to config.json, e.g. `hf download gpt2 tokenizer.json "
     "--local-dir FOLDER`"
 )
 

@@ -147,6 +147,17 @@ def _shape_fields(imp: Importer, hf: dict[str, Any], source: Path) -> dict[str, 
     return out
 
 
+def publisher_tokenizer(folder: str | os.PathLike[str]) -> Tokenizer:
+    """The tokenizer of a publisher's folder (``is_publisher_folder``) as ``model_config``
+    reads it (its special tokens from ``config.json``; Dream's ``vocab.json`` +
+    ``merges.txt`` built as Qwen2's), without the weights' or quantisation's checks: what
+    ``unmask prepare --tokenizer FOLDER`` tokenizes a corpus with for that model."""
+    p = Path(folder)
+    source = p / "config.json"
+    hf = read_json(source)
+    return _tokenizer(p, hf, detect(hf, source))
+
+
 def _tokenizer(folder: Path, hf: dict[str, Any], imp: Importer) -> Tokenizer:
     """The folder's tokenizer with its special tokens taken from ``config.json`` ids (falling
     back to ``tokenizer_config.json`` strings, then to the loader's search by name); without

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from unmask.convert.stream import is_lfs_pointer, lfs_error
 from unmask.errors import UserError
 from unmask.files import read_json
 
@@ -65,6 +66,9 @@ def qwen2_tokenizer(folder: Path) -> HFTokenizer | None:
     vocab, merges = folder / "vocab.json", folder / "merges.txt"
     if not (vocab.is_file() and merges.is_file()):
         return None
+    for file in (vocab, merges):  # a `git clone` without git-lfs: say so, not a parse error
+        if is_lfs_pointer(file):
+            raise lfs_error(file)
     try:
         model = BPE.from_file(
             str(vocab), str(merges), dropout=None, unk_token=None, continuing_subword_prefix="",

@@ -204,7 +204,7 @@ def lfs_error(file: Path) -> UserError:
     return UserError(
         f"{file}: a Git LFS pointer ({file.stat().st_size} bytes), not the file itself (a "
         "`git clone` without git-lfs?); run `git lfs install && git lfs pull` in the folder, "
-        "or download it with `huggingface-cli download`"
+        "or download it with `hf download`"
     )
 
 

@@ -79,11 +79,14 @@ def check_destination(out: Path, src: str | os.PathLike[str] | None = None) -> N
         raise UserError(f"{out}: is a file; give the path of a new folder")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out}: already exists and is not empty")
-    if out.is_dir() and (out.name in ("", "..") or out.resolve() == Path.cwd().resolve()):
+    if out.is_dir() and out.resolve() == Path.cwd().resolve():
         # the result is a folder renamed into place: the working folder cannot be replaced
         # ("Invalid argument: ." after all the work)
         raise UserError(f"{out}: is the working folder; give the path of a new folder in it "
                         f"(e.g. {out / 'converted'})")
+    if out.name in ("", ".."):  # "nosuch/.." converted, then failed (the rename's target)
+        raise UserError(f"{out}: names a folder through '.' or '..'; give the path of a new "
+                        "folder")
     check_creatable(out)
 
 
