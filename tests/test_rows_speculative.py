@@ -148,3 +148,60 @@ def test_generate_runs_seeded_speculative_rows_as_one_batch():
         assert stats[name] == sum(a.result.acceptance_stats()[name] for a in alone), name
     assert stats["verifier_forwards"] == max(a.result.verifier_nfe for a in alone)
     assert out.nfe < sum(a.nfe for a in alone)
+
+
+class ChainDrafter(nn.Module):
+    """Proposes after token t from a table of its own (another chain than the verifier's), so
+    its confidence differs by context and an adaptive length cuts some drafts, not all."""
+
+    TABLE = torch.tensor([[0.5, 1.0, 0.0, 0.2, 0.0], [2.0, 0.0, 0.0, 0.0, 0.0],
+                          [0.0, 1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.5, 0.0],
+                          [1.0, 0.5, 0.0, 0.0, 0.0]], dtype=torch.float64)  # fmt: skip
+
+    def __init__(self) -> None:
+        from test_speculative import Cfg
+
+        super().__init__()
+        self.config = Cfg("bidirectional")
+
+    def forward(self, tokens, attention_mask=None):
+        before = torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1)
+        return self.TABLE[before]  # (B, L, V)
+
+
+def _markov_rows(runs: int, gen: int, **kw) -> list[list[int]]:
+    """``runs`` rows of prompt [1, 2] in one batch, row i seeded i (a generator each), under
+    the Markov-chain verifier of tests/test_speculative.py and ``ChainDrafter``."""
+    from test_speculative import Markov
+
+    return SpeculativeRun(Markov(), ChainDrafter(), [[1, 2]] * runs, max_new_tokens=gen,
+                          temperature=1.0, eos_id=None,
+                          generator=row_generators(range(runs)), **kw).run().gen_ids
+
+
+@pytest.mark.parametrize("kw", [{"draft_length": 2},
+                                {"draft_length": 3, "draft_steps": 2, "draft_threshold": 0.5}])
+def test_rows_with_their_own_generators_are_distributed_as_the_verifier(kw):
+    """Each row's own chunks, adaptive length and acceptance call keep speculative sampling
+    exact: 1000 rows seeded 0..999 follow the verifier's marginals (fixed seeds: the same
+    numbers every run); a rule that accepts every draft fails the same check (below)."""
+    from test_speculative import empirical, exact_marginals, tv
+
+    exact = exact_marginals(2, 3)
+    got = empirical(lambda n: _markov_rows(n, 3, **kw), 3, 1000)
+    assert max(tv(e, g) for e, g in zip(exact, got, strict=True)) < 0.06
+
+
+def test_a_wrong_acceptance_rule_fails_the_check_on_rows_with_their_own_generators(monkeypatch):
+    from test_speculative import empirical, exact_marginals, tv
+
+    from unmask.sampling import speculative as spec_mod
+
+    def always_accept(draft, q, p, generator=None, lengths=None):
+        B, k = draft.shape
+        bonus = spec_mod._draw(p[:, k], generator)
+        return torch.full((B,), k), torch.cat([draft, bonus[:, None]], dim=1)
+
+    monkeypatch.setattr(spec_mod, "accept_sampled", always_accept)
+    got = empirical(lambda n: _markov_rows(n, 2, draft_length=2), 2, 1000)
+    assert max(tv(e, g) for e, g in zip(exact_marginals(2, 2), got, strict=True)) > 0.1
