@@ -118,6 +118,31 @@ def test_a_batch_of_seeded_rows_writes_what_each_row_writes_alone(drafter_kind, 
     assert batch.verifier_nfe < sum(a.verifier_nfe for a in alone)  # one batch
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("drafter_kind", ["bidirectional, prefix cache", "bidirectional, no cache",
+                                          "block-causal, prefix cache"])
+def test_a_drafter_in_16_bits_drafts_each_row_as_alone(drafter_kind, dtype):
+    """A drafter in 16 bits beside an fp32 verifier: in one batched forward a row's drafts
+    rounded otherwise than alone (4 of 5 rows differed in bf16), so each row then runs its
+    drafter forward by itself, against its own prefix cache: every row as alone again."""
+    make, cache = DRAFTERS[drafter_kind]
+    verifier, drafter = transformer("causal", 5), make().to(dtype)
+    kw = {"temperature": 1.5, "draft_steps": 2, "draft_cache": cache}
+    gens = row_generators(SEEDS)
+    batch = run(verifier, drafter, PROMPTS, gens, eos_id=TOK.eos_id, **kw).run()
+    alone = []
+    for i, (prompt, seed) in enumerate(zip(PROMPTS, SEEDS, strict=True)):
+        g = make_generator(seed)
+        one = run(verifier, drafter, [prompt], g, eos_id=TOK.eos_id, **kw).run()
+        assert batch.gen_ids[i][: len(one.gen_ids[0])] == one.gen_ids[0], i
+        assert torch.equal(gens[i].get_state(), g.get_state()), i
+        alone.append(one)
+    for f in ("drafted", "accepted", "row_rounds"):
+        assert getattr(batch, f) == sum(getattr(a, f) for a in alone), f
+    assert batch.drafter_cache == alone[0].drafter_cache
+    assert batch.verifier_nfe < sum(a.verifier_nfe for a in alone)
+
+
 def test_a_row_generator_count_that_does_not_match_is_refused():
     verifier, drafter = transformer("causal", 5), transformer("bidirectional", 3)
     with pytest.raises(ValueError, match="2 generators for 5 rows"):

@@ -46,8 +46,10 @@ With a generator per row (``generator=[...]``, ``SpeculativeDecoder.start(seeds=
 rows in one batch) each row also draws as alone: its own draft length ``min(k, room_i)``, its
 own ``draft_steps`` chunks of it (stopping where its ``draft_threshold`` ends, as alone),
 its draws and ``accept_sampled`` call on its own slice with its own generator, and, for a
-drafter without explicit layouts, a drafter forward of its own (``_draft_rows``): the batch
-writes, token for token, what each row writes alone under its seed.
+drafter without explicit layouts or with weights in 16 bits, a drafter forward (and prefix
+cache) of its own (``_draft_rows``): the batch writes, token for token, what each row
+writes alone under its seed (the verifier in float32 or float64, as
+``unmask.api.seeds_in_one_run`` requires).
 
 A row that commits EOS is finished (later positions hold the pad id); the run stops when
 every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
@@ -270,6 +272,14 @@ def _chunks(k: int, steps: int) -> list[int]:
     return [k // steps + (1 if i < k % steps else 0) for i in range(steps)]
 
 
+def _exact_weights(model: Any) -> bool:
+    """Whether ``model`` computes in float32 or float64 (its first parameter; a module
+    without parameters: True), so a row of a batch rounds as it does alone."""
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first is None or first.dtype in (torch.float32, torch.float64)
+
+
 def _cacheable(drafter: Any) -> bool:
     """Whether the drafter can run against a KV cache: the cache interface, and no noise
     level read off the whole canvas (``sigma_input`` other than ``zero``)."""
@@ -388,12 +398,21 @@ class SpeculativeRun(DecoderRun):
         self.dkv: RaggedCache | None = (
             RaggedCache(B, device, slack=draft_length + 1) if cached else None
         )
+        # with a generator per row, a drafter whose rows of a batch do not compute what they
+        # compute alone (no explicit layouts: the batch's padding and mask columns; weights
+        # in 16 bits or quantised: another rounding) drafts each row by itself (``_row_logits``)
+        self._alone_drafts = per_row and not (self._explicit and _exact_weights(drafter))
+        self._row_dkv: list[RaggedCache] | None = None
+        if self._alone_drafts and cached:  # each row's own prefix cache, as alone
+            self._row_dkv = [RaggedCache(1, device, slack=draft_length + 1) for _ in rows]
         block = dfacts.block_size if dfacts.attention == "block-causal" else None
         self._dblock = block
         self._pad = (~self.real).sum(dim=1)  # (B,) each row's left padding
         self.drafter_cache = "none"
         if self.dkv is not None:
             self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
+        if self._row_dkv is not None:
+            self.dkv = None  # the rows' own caches instead
         self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
         self._head, self._dhead = separate_head(model), separate_head(drafter)
         self.shared_vocab = shared_vocab
@@ -578,8 +597,9 @@ class SpeculativeRun(DecoderRun):
         last chunk keeps, in the round's later forwards, the canvas of its last one (its last
         chunk still masked), so the keys its prefix cache keeps are those it keeps alone. A
         drafter without explicit layouts would see the batch's padding and mask columns in a
-        left-padded row: each row then runs its drafter forward by itself (``_row_logits``).
-        A finished row draws nothing."""
+        left-padded row, and one in 16 bits (or quantised) would round otherwise than alone:
+        each row then runs its drafter forward by itself (``_row_logits``). A finished row
+        draws nothing."""
         B, device = tokens.shape[0], tokens.device
         assert self._rows is not None
         want = torch.where(active, torch.clamp(room, max=k), 0).tolist()  # each row's k_i
@@ -595,7 +615,7 @@ class SpeculativeRun(DecoderRun):
             lo = min(at[i] for i in rows)
             hi = max(at[i] + plans[i][s] for i in rows)
             out = None
-            if self._explicit:  # holes and positions make each row's columns its own
+            if not self._alone_drafts:  # holes and positions make each row's columns its own
                 out = self._draft_logits(self._drafter_logits(tokens, positions, real,
                                                               h + lo, h + hi))  # fmt: skip
             else:
@@ -622,6 +642,10 @@ class SpeculativeRun(DecoderRun):
                 if not ended:  # its next chunk sees these; a row done keeps its last canvas
                     tokens[i, h + a : h + a + size] = tok
             s += 1
+        if self._row_dkv is not None:
+            for i in range(B):
+                if want[i]:
+                    self._commit_row_cache(i, want[i])
         lengths = torch.tensor(at, dtype=torch.long, device=device)
         if self.threshold > 0:  # conf is 0 past a row's drafts
             lengths = (conf >= self.threshold).long().cumprod(dim=1).sum(dim=1)
@@ -631,21 +655,62 @@ class SpeculativeRun(DecoderRun):
 
     def _row_logits(self, i: int, tokens: Tensor, h: int, k: int, lo: int, hi: int) -> Tensor:
         """Row i's drafter logits (1, hi - lo, Vd) of its draft columns [lo, hi), from a
-        forward of that row by itself: its tokens without the batch's left padding, then its
-        own k draft columns (``tokens`` (B, h + K): the round's, right-aligned heads), at
-        positions from 0: the forward it runs alone, for a drafter without explicit layouts."""
-        n = int(self.committed[i]) + self.prompt.shape[1] - int(self._pad[i])  # its real tokens
-        row = tokens[i : i + 1, h - n : h + k]  # (1, n + k)
-        if self._dblock is not None and supports_kv_cache(self.drafter):
-            blk = torch.arange(row.shape[1], device=row.device) // self._dblock
-            bias = (blk[None, :] <= blk[:, None])[None, None]  # its own blocks, as alone
-            out = self.drafter(row, attention_mask=None, attn_bias=bias)
-            out = getattr(out, "logits", out)
+        forward of that row by itself, the forward it runs alone: its tokens without the
+        batch's left padding at positions from 0, then its own k draft columns (``tokens``
+        (B, h + K): the round's, heads right-aligned, drafts so far); against its own prefix
+        cache (``_row_dkv``) or a fresh one where the drafter has explicit layouts, else on its
+        whole canvas."""
+        pad = int(self._pad[i])
+        n = int(self.committed[i]) + self.prompt.shape[1] - pad  # its tokens (alone: N)
+        block = tokens[i : i + 1, h : h + k]  # (1, k) its drafts so far, masks after
+        device = tokens.device
+        if not self._explicit:
+            row = torch.cat([tokens[i : i + 1, h - n : h], block], dim=1)  # (1, n + k)
+            if self._dblock is not None and supports_kv_cache(self.drafter):
+                blk = torch.arange(row.shape[1], device=device) // self._dblock
+                bias = (blk[None, :] <= blk[:, None])[None, None]  # its own blocks, as alone
+                out = self.drafter(row, attention_mask=None, attn_bias=bias)
+                out = getattr(out, "logits", out)
+            else:
+                out = call_model(self.drafter, row, None)
+            head = None
+            cut = n
         else:
-            out = call_model(self.drafter, row, None)
+            cache = None if self._row_dkv is None else self._row_dkv[i]
+            fed = 0 if cache is None else int(cache.fed[0])
+            seq = self.seq[i : i + 1, pad + fed : pad + n]  # (1, n - fed) what it lacks
+            if self._dvocab is not None:
+                seq = seq.masked_fill(seq >= self._dvocab, self.dfacts.mask_id)
+            row = torch.cat([seq, block], dim=1)  # (1, n - fed + k)
+            positions = torch.arange(fed, n + k, device=device)[None, :]
+            real = torch.ones_like(row, dtype=torch.bool)
+            bias = torch.ones(1, 1, row.shape[1], row.shape[1], dtype=torch.bool, device=device)
+            if self._dblock is not None:
+                blk = positions // self._dblock
+                bias = (blk[:, None, :] <= blk[:, :, None])[:, None]
+            head = self._dhead
+            runner = cache if cache is not None else RaggedCache(1, device, slack=1)
+            out = runner.forward(self.drafter, row, positions, bias, real,
+                                 return_hidden=head is not None)  # fmt: skip
+            cut = n - fed
         if self.dfacts.logit_shift:
-            return shift_logits(out[:, : n + hi])[:, n + lo :]
-        return out[:, n + lo : n + hi]
+            out = shift_logits(out[:, : cut + hi])[:, cut + lo :]
+        else:
+            out = out[:, cut + lo : cut + hi]
+        return out if head is None else head(out)
+
+    def _commit_row_cache(self, i: int, k: int) -> None:
+        """Keep, in row i's own prefix cache, the committed columns of its last forward of
+        the round (its tokens the cache lacked, then ``k`` draft columns): exact whole blocks,
+        or every one, as the row's cache keeps them alone."""
+        assert self._row_dkv is not None
+        cache = self._row_dkv[i]
+        n = int(self.committed[i]) + self.prompt.shape[1] - int(self._pad[i])
+        fed = int(cache.fed[0])
+        safe = n if self._dblock is None else n // self._dblock * self._dblock
+        positions = torch.arange(fed, n + k, device=cache.fed.device)[None, :]
+        keep = (positions < safe) & (positions < n)  # never the drafts (their keys saw masks)
+        cache.commit(keep, torch.tensor([safe], device=cache.fed.device))
 
     def _verify(self, draft: Tensor, lengths: Tensor) -> tuple[Tensor, int]:
         """(B, K + 1, V) the verifier's logits of each row's next K + 1 positions given its
