@@ -143,6 +143,26 @@ def test_a_drafter_in_16_bits_drafts_each_row_as_alone(drafter_kind, dtype):
     assert batch.verifier_nfe < sum(a.verifier_nfe for a in alone)
 
 
+def test_greedy_rows_with_their_own_generators_draw_nothing_and_equal_ar():
+    """At temperature 0 nothing is drawn: generators per row change nothing (the batch's
+    drafter prefix cache, which once was dropped for a drafter in 16 bits: every forward
+    then ran the whole canvas; no generator touched), and the text is the verifier's."""
+    from test_speculative_draft import Widths
+
+    from unmask.sampling.ar import generate_ar
+
+    verifier = transformer("causal", 5)
+    drafter = Widths(transformer("bidirectional", 3).half())
+    gens = row_generators(SEEDS)
+    r = run(verifier, drafter, PROMPTS, gens, eos_id=TOK.eos_id, draft_steps=2).run()
+    assert r.gen_ids == generate_ar(verifier, PROMPTS, max_new_tokens=20,
+                                    eos_id=TOK.eos_id).gen_ids  # fmt: skip
+    assert r.drafter_cache == "prefix-approximate"
+    assert max(drafter.widths[2:]) <= 2 * (5 + 1)  # new tokens and drafts, not the canvas
+    assert all(torch.equal(g.get_state(), make_generator(s).get_state())
+               for g, s in zip(gens, SEEDS, strict=True))  # fmt: skip
+
+
 def test_a_row_generator_count_that_does_not_match_is_refused():
     verifier, drafter = transformer("causal", 5), transformer("bidirectional", 3)
     with pytest.raises(ValueError, match="2 generators for 5 rows"):

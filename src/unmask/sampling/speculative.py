@@ -401,7 +401,8 @@ class SpeculativeRun(DecoderRun):
         # with a generator per row, a drafter whose rows of a batch do not compute what they
         # compute alone (no explicit layouts: the batch's padding and mask columns; weights
         # in 16 bits or quantised: another rounding) drafts each row by itself (``_row_logits``)
-        self._alone_drafts = per_row and not (self._explicit and _exact_weights(drafter))
+        self._alone_drafts = (per_row and temperature > 0  # greedy: nothing drawn, one path
+                              and not (self._explicit and _exact_weights(drafter)))
         self._row_dkv: list[RaggedCache] | None = None
         if self._alone_drafts and cached:  # each row's own prefix cache, as alone
             self._row_dkv = [RaggedCache(1, device, slack=draft_length + 1) for _ in rows]
