@@ -250,3 +250,25 @@ def test_a_wrong_acceptance_rule_fails_the_check_on_rows_with_their_own_generato
     monkeypatch.setattr(spec_mod, "accept_sampled", always_accept)
     got = empirical(lambda n: _markov_rows(n, 2, draft_length=2), 2, 1000)
     assert max(tv(e, g) for e, g in zip(exact_marginals(2, 2), got, strict=True)) > 0.1
+
+
+def test_the_server_runs_seeded_speculative_choices_as_one_batch_with_the_api_texts():
+    """A seeded sampled request with ``n`` choices to a server with a drafter: one batched run
+    (``batch_rows`` = every row), the texts ``api.generate`` writes for the same request."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+
+    verifier, drafter = _loaded(transformer("causal", 5)), _loaded(transformer("bidirectional", 3))
+    prompts = ["ab", "The cat"]
+    body = {"prompt": prompts, "max_tokens": 12, "temperature": 1.2, "seed": 4, "n": 2}
+    with TestClient(create_app(verifier, draft=drafter,
+                               limits=ServerLimits(max_batch=16))) as c:  # fmt: skip
+        r = c.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    texts = [ch["text"] for ch in sorted(out["choices"], key=lambda ch: ch["index"])]
+    want = api.generate(verifier, prompts, n=2, draft=drafter,
+                        config={"gen_length": 12, "temperature": 1.2, "seed": 4}).texts
+    assert texts == want and out["batch_rows"] == 4
