@@ -214,7 +214,7 @@ def test_start_takes_seeds_only_where_the_decoder_has_a_generator_per_row(
     assert api.seeds_in_one_run(ar, config)
     assert not api.seeds_in_one_run(ar, {**config, "segment_length": 4})
     assert not api.seeds_in_one_run(mdlm, config)
-    assert not api.seeds_in_one_run(ar, config, draft=mdlm)  # speculative: a run per row
+    assert api.seeds_in_one_run(ar, config, draft=mdlm)  # speculative: one batch too
     hybrid = _loaded(_checkpoint(tmp_path / "hybrid", objective="hybrid", attention="causal",
                                  draft_block=3))
     assert api.seeds_in_one_run(hybrid, config)

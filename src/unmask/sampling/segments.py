@@ -14,7 +14,10 @@ window that moves), and positions restart at 0, as in training.
 
 - A run whose prompt and ``gen_length`` fit in one segment is the plain run, token for token.
 - Segment k's output equals a plain run on that window (tested), with ``seed`` for k = 0
-  and a seed derived from it for later segments (``segment_seed``).
+  and a seed derived from it for later segments (``segment_seed``). With ``seeds`` (one per
+  row, a decoder with a generator per row) row i's segment k is seeded ``segment_seed(
+  seeds[i], k)``: the batch writes, row for row, what each row writes alone in segments
+  under ``seed = seeds[i]``, in one run per segment for all rows.
 - Steps are split over the segments as over blocks: ``steps × length_k / gen_length`` each,
   which must be whole where the decoder's work is set by them (``Decoder.uses_steps``;
   refused in one line up front, as every length and block rule is).
@@ -43,9 +46,12 @@ from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.sampling.protocol import DecoderRun, GenerateResult, ViewCallback, rows_finished
 
-SegmentStarter = Callable[[list[list[int]], SampleConfig, ViewCallback | None], DecoderRun]
+SegmentStarter = Callable[..., DecoderRun]
 """``start(prompt_rows, config, on_view)``: the decoder's run for one segment, reporting to
-``on_view`` (``unmask.api.start`` passes the checkpoint's chosen decoder)."""
+``on_view`` (``unmask.api.start`` passes the checkpoint's chosen decoder); for a
+``SegmentedRun`` given ``seeds``, ``start(prompt_rows, config, on_view, seeds)``: the run in
+which row i draws from a generator of its own seeded ``seeds[i]`` (``Decoder.start(...,
+seeds=)``, a decoder with ``row_seeds``)."""
 
 def segment_seed(seed: int | None, k: int) -> int | None:
     """The seed of segment ``k``: ``seed`` itself for the first (so one segment is the plain
@@ -173,6 +179,9 @@ class _SegmentDrafts:
 class SegmentedRun(DecoderRun):
     """One run of ``gen_length`` tokens as consecutive segment runs (module docstring).
 
+    ``seeds``: one per row (a decoder with ``row_seeds``; ``start_segment`` then takes them):
+    row i's segments are seeded as the row's alone under ``seed = seeds[i]``.
+
     Follows the protocol of its segments: ``advance`` steps the current one, and where the
     segments share forward passes (``llada`` without a cache, say) ``step_together`` batches
     this run with others; when a segment ends the next one starts from the new window.
@@ -192,8 +201,11 @@ class SegmentedRun(DecoderRun):
         align: int = 1,
         uses_steps: bool = True,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> None:
         rows = as_rows(prompt_ids)
+        if seeds is not None and len(seeds) != len(rows):
+            raise UserError(f"{len(seeds)} seeds for {len(rows)} rows")
         if any(mask_id in r for r in rows):
             raise UserError(
                 "a [MASK] in the prompt cannot be filled when generating in segments "
@@ -208,6 +220,7 @@ class SegmentedRun(DecoderRun):
             config.gen_length, mask_id, eos_id, pad_id,
         )
         self.on_view = on_view
+        self.seeds = None if seeds is None else list(seeds)
         self._start_segment = start_segment
         self._k = self._offset = 0
         self._done_nfe = self._done_steps = 0
@@ -234,7 +247,11 @@ class SegmentedRun(DecoderRun):
             history.append(row[cut:])
         # a view that draws drafts gets the segment's (a segment's step views are not passed on)
         seg_view = _SegmentDrafts(self) if hasattr(self.on_view, "draft") else None
-        run = self._start_segment(history, self.configs[self._k], seg_view)
+        if self.seeds is None:
+            run = self._start_segment(history, self.configs[self._k], seg_view)
+        else:  # each row's own segment seed: what it draws alone in segments
+            seeds = [segment_seed(self.seeds[i], self._k) for i in self._active]
+            run = self._start_segment(history, self.configs[self._k], seg_view, seeds)
         if self.gen is None:
             self.model = run.model
             device = run.view().device

@@ -42,6 +42,15 @@ Each round (one ``advance()``):
    holes for a drafter with explicit layouts, so (with one draft step: the chunks of
    ``draft_steps`` are cut from the batch's k) its drafts and counts are those it has alone.
 
+With a generator per row (``generator=[...]``, ``SpeculativeDecoder.start(seeds=)``: seeded
+rows in one batch) each row also draws as alone: its own draft length ``min(k, room_i)``, its
+own ``draft_steps`` chunks of it (stopping where its ``draft_threshold`` ends, as alone),
+its draws and ``accept_sampled`` call on its own slice with its own generator, and, for a
+drafter without explicit layouts or with weights in 16 bits, a drafter forward (and prefix
+cache) of its own (``_draft_rows``): the batch writes, token for token, what each row
+writes alone under its seed (the verifier in float32 or float64, as
+``unmask.api.seeds_in_one_run`` requires).
+
 A row that commits EOS is finished (later positions hold the pad id); the run stops when
 every row is finished or ``gen_length`` tokens are committed, as ``ARRun`` does.
 ``nfe`` = verifier forwards + drafter forwards; the result (``SpeculativeResult``) reports
@@ -53,6 +62,7 @@ Inside: ``SpeculativeRun``, ``SpeculativeResult``, ``SpeculativeDecoder`` (``spe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +77,14 @@ from unmask.facts import ModelFacts
 from unmask.sampling.ar import (
     CAUSAL_UNUSED,
     CAUSAL_WHY,
+    RowGenerators,
     check_causal,
     check_sampling,
     filter_logits,
     forbid_id,
     never_proposed,
     prompt_and_generation,
+    row_generators,
     sample_token,
     separate_head,
 )
@@ -260,6 +272,14 @@ def _chunks(k: int, steps: int) -> list[int]:
     return [k // steps + (1 if i < k % steps else 0) for i in range(steps)]
 
 
+def _exact_weights(model: Any) -> bool:
+    """Whether ``model`` computes in float32 or float64 (its first parameter; a module
+    without parameters: True), so a row of a batch rounds as it does alone."""
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first is None or first.dtype in (torch.float32, torch.float64)
+
+
 def _cacheable(drafter: Any) -> bool:
     """Whether the drafter can run against a KV cache: the cache interface, and no noise
     level read off the whole canvas (``sigma_input`` other than ``zero``)."""
@@ -298,7 +318,7 @@ class SpeculativeRun(DecoderRun):
         draft_steps: int = 1,
         draft_cache: str = "prefix",
         shared_vocab: int | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | RowGenerators | None = None,
         on_view: ViewCallback | None = None,
         penalties: Penalties | None = None,
         forbid_eos: bool = False,
@@ -338,6 +358,9 @@ class SpeculativeRun(DecoderRun):
         if pad_id is None and len({len(r) for r in rows}) > 1:
             raise UserError("prompts of different lengths need a pad id")
         B, P = len(rows), max(len(r) for r in rows)
+        per_row = generator is not None and not isinstance(generator, torch.Generator)
+        if per_row and len(generator) != B:  # type: ignore[arg-type]
+            raise ValueError(f"{len(generator)} generators for {B} rows")  # type: ignore[arg-type]
         for who, m in (("model", mcfg), ("drafter", getattr(drafter, "config", None))):
             longest = getattr(m, "max_seq_len", None)
             if longest is not None and P + max_new_tokens > longest:
@@ -359,6 +382,8 @@ class SpeculativeRun(DecoderRun):
         self._forbid = never_proposed(getattr(model, "config", None), mask_id, forbid)
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.generator, self.on_view = generator, on_view
+        # one generator per row: each row drafts and accepts as alone (``_draft_rows``, ``_accept``)
+        self._rows = list(generator) if per_row else None  # type: ignore[arg-type]
         self.fill = pad_id if pad_id is not None else (eos_id if eos_id is not None else 0)
         gen = torch.full((B, max_new_tokens), self.fill, dtype=torch.long, device=device)
         self.seq = torch.cat([self.prompt, gen], dim=1)  # (B, P + G): logical positions
@@ -373,12 +398,22 @@ class SpeculativeRun(DecoderRun):
         self.dkv: RaggedCache | None = (
             RaggedCache(B, device, slack=draft_length + 1) if cached else None
         )
+        # with a generator per row, a drafter whose rows of a batch do not compute what they
+        # compute alone (no explicit layouts: the batch's padding and mask columns; weights
+        # in 16 bits or quantised: another rounding) drafts each row by itself (``_row_logits``)
+        self._alone_drafts = (per_row and temperature > 0  # greedy: nothing drawn, one path
+                              and not (self._explicit and _exact_weights(drafter)))
+        self._row_dkv: list[RaggedCache] | None = None
+        if self._alone_drafts and cached:  # each row's own prefix cache, as alone
+            self._row_dkv = [RaggedCache(1, device, slack=draft_length + 1) for _ in rows]
         block = dfacts.block_size if dfacts.attention == "block-causal" else None
         self._dblock = block
         self._pad = (~self.real).sum(dim=1)  # (B,) each row's left padding
         self.drafter_cache = "none"
         if self.dkv is not None:
             self.drafter_cache = "prefix-exact" if block else "prefix-approximate"
+        if self._row_dkv is not None:
+            self.dkv = None  # the rows' own caches instead
         self.vocab, self._dvocab = _vocab_size(model), _vocab_size(drafter)
         self._head, self._dhead = separate_head(model), separate_head(drafter)
         self.shared_vocab = shared_vocab
@@ -488,16 +523,17 @@ class SpeculativeRun(DecoderRun):
         if not self._explicit:  # left-padded rows only: every mask is a column
             own = torch.ones_like(own)
         real = torch.cat([head_real, own], dim=1)
-        dmask, greedy = self.dfacts.mask_id, self.temperature == 0
+        if self._rows is not None and self.temperature > 0:  # each row's own chunks and draws
+            draft, q, lengths = self._draft_rows(k, tokens, positions, real, h, active, room)
+            self._commit_drafter_cache(positions, h, N, lo, active)
+            return draft, q, lengths
+        greedy = self.temperature == 0
         conf = torch.ones(B, k, dtype=torch.float64, device=device)
         parts: list[Tensor] = []
         a = 0
         for size in _chunks(k, self.draft_steps):
             out = self._drafter_logits(tokens, positions, real, h + a, h + a + size)
-            logits = out.to(torch.float64)  # (B, size, Vd)
-            logits = self._forbid_mask(self._to_model_vocab(logits))  # (B, size, V)
-            if dmask not in self._forbid and dmask < logits.shape[-1]:
-                logits[..., dmask] = float("-inf")
+            logits = self._draft_logits(out)  # (B, size, V)
             if greedy:
                 tok = logits.argmax(dim=-1)  # (B, size)
                 if self.threshold > 0:  # the drafter's probability of its argmax
@@ -516,14 +552,7 @@ class SpeculativeRun(DecoderRun):
                 ended = (conf[:, :a] < self.threshold).any(dim=1) | ~active | (room <= a)
                 if bool(ended.all()):
                     break  # no row drafts further: skip the remaining chunks
-        if self.dkv is not None:  # reuse next round: exact whole blocks, or every committed
-            safe = N  # whole blocks of each row's own text (left padding off), if any:
-            if self._dblock is not None:
-                safe = self._pad + (N - self._pad) // self._dblock * self._dblock
-            safe = torch.where(active, safe, lo)
-            keep = positions < safe[:, None]
-            keep[:, h:] = False  # never the drafts (their keys saw masks)
-            self.dkv.commit(keep & active[:, None], safe)
+        self._commit_drafter_cache(positions, h, N, lo, active)
         lengths = torch.full((B,), a, dtype=torch.long, device=device)
         if self.threshold > 0:
             lengths = (conf[:, :a] >= self.threshold).long().cumprod(dim=1).sum(dim=1)
@@ -531,6 +560,158 @@ class SpeculativeRun(DecoderRun):
         draft = tokens[:, h : h + a]  # (B, a)
         q = torch.cat(parts, dim=1) if parts else None  # (B, a, V)
         return draft, q, lengths
+
+    def _draft_logits(self, out: Tensor) -> Tensor:
+        """The drafter's logits ``out`` (B, n, Vd) as the drafts are drawn from them: float64,
+        over the verifier's ids (B, n, V), the ids never proposed and ``[MASK]`` at ``-inf``."""
+        logits = self._forbid_mask(self._to_model_vocab(out.to(torch.float64)))  # (B, n, V)
+        dmask = self.dfacts.mask_id
+        if dmask not in self._forbid and dmask < logits.shape[-1]:
+            logits[..., dmask] = float("-inf")
+        return logits
+
+    def _commit_drafter_cache(
+        self, positions: Tensor, h: int, N: Tensor, lo: Tensor, active: Tensor
+    ) -> None:
+        """Keep, in the drafter's prefix cache, the committed columns of the round's last
+        forward to reuse next round: exact whole blocks, or every committed one."""
+        if self.dkv is None:
+            return
+        safe = N  # whole blocks of each row's own text (left padding off), if any:
+        if self._dblock is not None:
+            safe = self._pad + (N - self._pad) // self._dblock * self._dblock
+        safe = torch.where(active, safe, lo)
+        keep = positions < safe[:, None]
+        keep[:, h:] = False  # never the drafts (their keys saw masks)
+        self.dkv.commit(keep & active[:, None], safe)
+
+    def _draft_rows(
+        self, k: int, tokens: Tensor, positions: Tensor, real: Tensor, h: int,
+        active: Tensor, room: Tensor,
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """``_draft`` at temperature > 0 with a generator per row: (draft (B, a), q (B, a, V),
+        lengths (B,)), each row's exactly as alone. Row i drafts ``k_i = min(k, room_i)``
+        masks (its k alone; the masks past them are holes) in its own ``draft_steps`` chunks
+        of k_i, drawing each chunk's tokens in the one call of shape (size, 1) it makes alone
+        with its own generator; with ``draft_threshold`` it stops after the chunk where its
+        confidence ended, as it does alone, while other rows go on. A row that has drawn its
+        last chunk keeps, in the round's later forwards, the canvas of its last one (its last
+        chunk still masked), so the keys its prefix cache keeps are those it keeps alone. A
+        drafter without explicit layouts would see the batch's padding and mask columns in a
+        left-padded row, and one in 16 bits (or quantised) would round otherwise than alone:
+        each row then runs its drafter forward by itself (``_row_logits``). A finished row
+        draws nothing."""
+        B, device = tokens.shape[0], tokens.device
+        assert self._rows is not None
+        want = torch.where(active, torch.clamp(room, max=k), 0).tolist()  # each row's k_i
+        plans = [_chunks(m, self.draft_steps) if m else [] for m in want]
+        at = [0] * B  # each row's drafts so far
+        going = [bool(plan) for plan in plans]
+        drafts = tokens[:, h : h + k].clone()  # (B, k)
+        conf = torch.zeros(B, k, dtype=torch.float64, device=device)  # 0: never drafted
+        q: Tensor | None = None
+        s = 0
+        while any(going):
+            rows = [i for i in range(B) if going[i]]
+            lo = min(at[i] for i in rows)
+            hi = max(at[i] + plans[i][s] for i in rows)
+            out = None
+            if not self._alone_drafts:  # holes and positions make each row's columns its own
+                out = self._draft_logits(self._drafter_logits(tokens, positions, real,
+                                                              h + lo, h + hi))  # fmt: skip
+            else:
+                self.drafter_nfe += 1  # one forward of the batch, row by row
+            for i in rows:
+                a, size = at[i], plans[i][s]
+                if out is not None:
+                    logits = out[i, a - lo : a - lo + size]  # (size, V)
+                else:
+                    logits = self._draft_logits(self._row_logits(i, tokens, h, want[i],
+                                                                 a, a + size))[0]  # fmt: skip
+                qs = F.softmax(logits / self.temperature, dim=-1)  # (size, V)
+                if q is None:
+                    q = qs.new_zeros(B, k, qs.shape[-1])
+                q[i, a : a + size] = qs
+                conf[i, a : a + size] = qs.amax(dim=-1)  # decided before the draw
+                tok = _draw(qs, self._rows[i])  # (size,)
+                drafts[i, a : a + size] = tok
+                at[i] = a + size
+                ended = (s + 1 == len(plans[i]) or at[i] >= int(room[i])
+                         or (self.threshold > 0 and bool((conf[i, : at[i]] < self.threshold)
+                                                         .any())))  # fmt: skip
+                going[i] = not ended
+                if not ended:  # its next chunk sees these; a row done keeps its last canvas
+                    tokens[i, h + a : h + a + size] = tok
+            s += 1
+        if self._row_dkv is not None:
+            for i in range(B):
+                if want[i]:
+                    self._commit_row_cache(i, want[i])
+        lengths = torch.tensor(at, dtype=torch.long, device=device)
+        if self.threshold > 0:  # conf is 0 past a row's drafts
+            lengths = (conf >= self.threshold).long().cumprod(dim=1).sum(dim=1)
+        lengths = torch.minimum(lengths, room)
+        a = max(at)
+        return drafts[:, :a], (None if q is None else q[:, :a]), lengths
+
+    def _row_logits(self, i: int, tokens: Tensor, h: int, k: int, lo: int, hi: int) -> Tensor:
+        """Row i's drafter logits (1, hi - lo, Vd) of its draft columns [lo, hi), from a
+        forward of that row by itself, the forward it runs alone: its tokens without the
+        batch's left padding at positions from 0, then its own k draft columns (``tokens``
+        (B, h + K): the round's, heads right-aligned, drafts so far); against its own prefix
+        cache (``_row_dkv``) or a fresh one where the drafter has explicit layouts, else on its
+        whole canvas."""
+        pad = int(self._pad[i])
+        n = int(self.committed[i]) + self.prompt.shape[1] - pad  # its tokens (alone: N)
+        block = tokens[i : i + 1, h : h + k]  # (1, k) its drafts so far, masks after
+        device = tokens.device
+        if not self._explicit:
+            row = torch.cat([tokens[i : i + 1, h - n : h], block], dim=1)  # (1, n + k)
+            if self._dblock is not None and supports_kv_cache(self.drafter):
+                blk = torch.arange(row.shape[1], device=device) // self._dblock
+                bias = (blk[None, :] <= blk[:, None])[None, None]  # its own blocks, as alone
+                out = self.drafter(row, attention_mask=None, attn_bias=bias)
+                out = getattr(out, "logits", out)
+            else:
+                out = call_model(self.drafter, row, None)
+            head = None
+            cut = n
+        else:
+            cache = None if self._row_dkv is None else self._row_dkv[i]
+            fed = 0 if cache is None else int(cache.fed[0])
+            seq = self.seq[i : i + 1, pad + fed : pad + n]  # (1, n - fed) what it lacks
+            if self._dvocab is not None:
+                seq = seq.masked_fill(seq >= self._dvocab, self.dfacts.mask_id)
+            row = torch.cat([seq, block], dim=1)  # (1, n - fed + k)
+            positions = torch.arange(fed, n + k, device=device)[None, :]
+            real = torch.ones_like(row, dtype=torch.bool)
+            bias = torch.ones(1, 1, row.shape[1], row.shape[1], dtype=torch.bool, device=device)
+            if self._dblock is not None:
+                blk = positions // self._dblock
+                bias = (blk[:, None, :] <= blk[:, :, None])[:, None]
+            head = self._dhead
+            runner = cache if cache is not None else RaggedCache(1, device, slack=1)
+            out = runner.forward(self.drafter, row, positions, bias, real,
+                                 return_hidden=head is not None)  # fmt: skip
+            cut = n - fed
+        if self.dfacts.logit_shift:
+            out = shift_logits(out[:, : cut + hi])[:, cut + lo :]
+        else:
+            out = out[:, cut + lo : cut + hi]
+        return out if head is None else head(out)
+
+    def _commit_row_cache(self, i: int, k: int) -> None:
+        """Keep, in row i's own prefix cache, the committed columns of its last forward of
+        the round (its tokens the cache lacked, then ``k`` draft columns): exact whole blocks,
+        or every one, as the row's cache keeps them alone."""
+        assert self._row_dkv is not None
+        cache = self._row_dkv[i]
+        n = int(self.committed[i]) + self.prompt.shape[1] - int(self._pad[i])
+        fed = int(cache.fed[0])
+        safe = n if self._dblock is None else n // self._dblock * self._dblock
+        positions = torch.arange(fed, n + k, device=cache.fed.device)[None, :]
+        keep = (positions < safe) & (positions < n)  # never the drafts (their keys saw masks)
+        cache.commit(keep, torch.tensor([safe], device=cache.fed.device))
 
     def _verify(self, draft: Tensor, lengths: Tensor) -> tuple[Tensor, int]:
         """(B, K + 1, V) the verifier's logits of each row's next K + 1 positions given its
@@ -562,6 +743,27 @@ class SpeculativeRun(DecoderRun):
         lengths = torch.where(self.finished, 0, lengths)
         show(self.steps, self.view(), place_drafts(self.gen, self.committed, draft, lengths,
                                                    self.mask_id))  # fmt: skip
+
+    def _accept(
+        self, draft: Tensor, q: Tensor | None, p: Tensor, lengths: Tensor, active: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """``accept_sampled`` of the round's drafts (B, K) under the verifier's ``p`` (B, K +
+        1, V): on one generator, or with one per row each active row on its own slice (its
+        ``lengths[i]`` drafts, their q, its positions up to the one after them) with its own
+        generator: the call it makes alone. A finished row draws nothing (n 0, out unused)."""
+        if self._rows is None:
+            return accept_sampled(draft, q, p, self.generator, lengths)
+        B, K = draft.shape
+        n = torch.zeros(B, dtype=torch.long, device=p.device)
+        out = torch.full((B, K + 1), self.fill, dtype=torch.long, device=p.device)
+        for i, (g, m, on) in enumerate(zip(self._rows, lengths.tolist(), active.tolist(),
+                                           strict=True)):  # fmt: skip
+            if not on:
+                continue
+            qi = None if q is None else q[i : i + 1, :m]
+            n[i : i + 1], out[i : i + 1, : m + 1] = accept_sampled(
+                draft[i : i + 1, :m], qi, p[i : i + 1, : m + 1], g, lengths[i : i + 1])
+        return n, out
 
     def advance(self) -> None:
         assert not self._stopped, "the run is finished"
@@ -595,7 +797,7 @@ class SpeculativeRun(DecoderRun):
                 flat = logits.reshape(B * (K + 1), -1) / self.temperature
                 p = F.softmax(filter_logits(flat, self.top_k, self.top_p), dim=-1)
                 p = p.reshape(B, K + 1, -1)
-                n, out = accept_sampled(draft, q, p, self.generator, lengths)
+                n, out = self._accept(draft, q, p, lengths, active)
             # a row commits n + 1 tokens: none past gen_length (drafts past it were free)
             n = torch.where(active, torch.minimum(n, self.gen_length - 1 - self.committed), 0)
             N = P + self.committed
@@ -647,6 +849,7 @@ class SpeculativeDecoder(Decoder):
     lossless: ``SpeculativeRun``."""
 
     penalties = True
+    row_seeds = True
     summary = (
         "speculative: a diffusion drafter (draft=) proposes draft_length tokens, the causal "
         "model verifies them in one forward; output distributed exactly as 'ar'"
@@ -667,9 +870,13 @@ class SpeculativeDecoder(Decoder):
         config: SampleConfig,
         *,
         on_view: ViewCallback | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> DecoderRun:
         f = target.facts
         device = model_device(target.model) or torch.device("cpu")
+        generator: torch.Generator | RowGenerators | None = make_generator(config.seed, device)
+        if seeds is not None:  # row i seeded seeds[i]: what it draws alone under that seed
+            generator = row_generators(seeds, device)
         return SpeculativeRun(
             target.model,
             target.aux.get("drafter"),
@@ -687,7 +894,7 @@ class SpeculativeDecoder(Decoder):
             draft_steps=config.draft_steps,
             draft_cache=config.draft_cache,
             shared_vocab=target.aux.get("shared_vocab"),
-            generator=make_generator(config.seed, device),
+            generator=generator,
             on_view=on_view,
             penalties=Penalties.of(config),
             forbid_eos=config.forbid_eos,
