@@ -205,14 +205,14 @@ def test_the_server_runs_seeded_causal_rows_as_one_batch(ar_ckpt):
 
 def test_start_takes_seeds_only_where_the_decoder_has_a_generator_per_row(
         ar_ckpt, tmp_path):
-    """``api.start(..., seeds=)``: a seed per row of an ``ar`` run; refused in one line for a
-    decoder that draws from one generator per run, in segments, and for a count that does
-    not match the rows (``seeds_in_one_run`` says which runs take them)."""
+    """``api.start(..., seeds=)``: a seed per row of an ``ar`` run, in segments too; refused
+    in one line for a decoder that draws from one generator per run and for a count that
+    does not match the rows (``seeds_in_one_run`` says which runs take them)."""
     ar = _loaded(ar_ckpt)
     mdlm = _loaded(_checkpoint(tmp_path / "mdlm"))
     config = {"gen_length": 8, "temperature": 1.0}
     assert api.seeds_in_one_run(ar, config)
-    assert not api.seeds_in_one_run(ar, {**config, "segment_length": 4})
+    assert api.seeds_in_one_run(ar, {**config, "segment_length": 4})  # a batch per segment
     assert not api.seeds_in_one_run(mdlm, config)
     assert api.seeds_in_one_run(ar, config, draft=mdlm)  # speculative: one batch too
     hybrid = _loaded(_checkpoint(tmp_path / "hybrid", objective="hybrid", attention="causal",
@@ -222,8 +222,8 @@ def test_start_takes_seeds_only_where_the_decoder_has_a_generator_per_row(
     assert run.run().tokens.shape[0] == 2
     with pytest.raises(UserError, match="one generator per run"):
         api.start(mdlm, [[65], [66]], config, seeds=[1, 2])
-    with pytest.raises(UserError, match="in segments"):
-        api.start(ar, [[65], [66]], {**config, "segment_length": 4}, seeds=[1, 2])
+    run = api.start(ar, [[65, 66], [67]], {**config, "segment_length": 4}, seeds=[1, 2])
+    assert run.run().tokens.shape[0] == 2
     with pytest.raises(UserError, match="3 seeds for 2 rows"):
         api.start(ar, [[65], [66]], config, seeds=[1, 2, 3])
     for bad, words in [(-1, "from 0 to 2"), (2**63, "from 0 to 2"), (1.5, "whole numbers"),

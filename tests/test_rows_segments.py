@@ -107,3 +107,19 @@ def test_a_seed_count_that_does_not_match_the_rows_is_refused():
     with pytest.raises(UserError, match="2 seeds for 5 rows"):
         batched(ld, PROMPTS, {"gen_length": 40, "segment_length": 16, "temperature": 1.0},
                 [1, 2])
+
+
+def test_generate_runs_seeded_rows_in_segments_as_one_batch():
+    """``api.generate`` in segments with a seed and several rows: one run (each segment one
+    batched run; nfe that of the slowest row, not the sum), each row what its prompt writes
+    alone under its seed (choice j: seed + j)."""
+    ld = loaded(model())
+    config = {"gen_length": 40, "segment_length": 16, "temperature": 0.9, "seed": 21}
+    prompts = ["ab", "The cat", "In the beginning God created"]
+    assert api.seeds_in_one_run(ld, config)
+    out = api.generate(ld, prompts, config=config, n=2)
+    alone = [api.generate(ld, p, config={**config, "seed": 21 + j})
+             for p in prompts for j in range(2)]  # fmt: skip
+    assert out.ids == [a.ids[0] for a in alone]
+    assert len(out.result.segments) == 3
+    assert out.nfe == max(a.nfe for a in alone) < sum(a.nfe for a in alone)

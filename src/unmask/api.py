@@ -194,8 +194,9 @@ def start(
 
     ``seeds``: one seed per row, in place of ``config.seed``: row i draws from a generator of
     its own seeded ``seeds[i]``, so it writes what it writes alone under ``seed=seeds[i]``, in
-    one batched run. Only where ``seeds_in_one_run`` (``ar``, ``hybrid``, not in segments);
-    elsewhere a ``UserError`` (run a run per row).
+    one batched run (in segments: one run per segment, row i's segments seeded as alone). Only
+    where ``seeds_in_one_run`` (``ar``, ``hybrid``, ``speculative``); elsewhere a
+    ``UserError`` (run a run per row).
     """
     from unmask.canvas import as_rows
     from unmask.sampling import Target, choose_decoder
@@ -215,10 +216,9 @@ def start(
         aux["tokenizer"] = loaded.tokenizer
     config = dataclasses.replace(config, decoder=decoder.name)
     if seeds is not None:
-        if not (decoder.row_seeds and config.segment_length is None):
-            raise UserError(f"decoder {decoder.name!r} draws from one generator per run"
-                            f"{' in segments' if decoder.row_seeds else ''}: seeds of its "
-                            f"rows need a run per row")
+        if not decoder.row_seeds:
+            raise UserError(f"decoder {decoder.name!r} draws from one generator per run: "
+                            "seeds of its rows need a run per row")
         if len(seeds) != len(as_rows(prompt_ids)):
             raise UserError(f"{len(seeds)} seeds for {len(as_rows(prompt_ids))} rows")
         for seed in seeds:  # as SampleConfig.seed
@@ -239,12 +239,19 @@ def start(
     else:
         if limit is None:
             raise UserError("segment_length needs a model with a known context (max_seq_len)")
+
+        def segment(rows: list[list[int]], cfg: SampleConfig, view: ViewCallback | None,
+                    row_seeds: list[int] | None = None) -> DecoderRun:
+            if row_seeds is None:
+                return decoder.start(target, rows, cfg, on_view=view)
+            return decoder.start(target, rows, cfg, on_view=view, seeds=row_seeds)
+
         run = SegmentedRun(
-            lambda rows, cfg, view: decoder.start(target, rows, cfg, on_view=view),
-            prompt_ids, config,
+            segment, prompt_ids, config,
             limit=limit, align=facts.block_size or 1, uses_steps=decoder.uses_steps(config),
             mask_id=facts.mask_id,
             eos_id=facts.eos_id, pad_id=facts.pad_id, on_view=step_callback,
+            seeds=None if seeds is None else list(seeds),
         )
     run.decoder = decoder.name
     return run
@@ -752,9 +759,9 @@ def generate(
     ``seed + j``), so a prompt writes the same text alone or beside others, and the same as
     the server for the same request; the runs share each forward pass where the decoder
     can (``step_together``), else run one after another; a decoder with a generator per row
-    (``ar``, ``hybrid``: ``seeds_in_one_run``) runs them as one batch, each row drawing from
-    its own. Otherwise the rows are one batch of one run (a greedy run's text depends on no
-    generator).
+    (``ar``, ``hybrid``, ``speculative``, in segments too: ``seeds_in_one_run``) runs them as
+    one batch, each row drawing from its own. Otherwise the rows are one batch of one run
+    (a greedy run's text depends on no generator).
 
     With ``template`` each prompt is one user message (after ``system``, if given) rendered
     through the chat template, and ``texts`` are the replies (cut at EOS or end of turn).
@@ -832,10 +839,11 @@ def seeds_in_one_run(
 ) -> bool:
     """Whether rows seeded one seed each run as one batched run (``start(..., seeds=)``): the
     decoder ``config`` chooses gives each row a generator of its own (``Decoder.row_seeds``:
-    ``ar``, ``hybrid``) and the run is not in segments (each segment's seeds are the segment
-    runner's), and the weights decode in float32 or float64: in bfloat16 or float16 (or
-    quantised) a prompt left-padded beside longer ones rounds otherwise than alone, and near
-    ties then sample other tokens, so each seeded row stays a run of its own there.
+    ``ar``, ``hybrid``, ``speculative``; in segments too: each segment one batched run, row
+    i's segments seeded as alone), and the weights decode in float32 or float64: in bfloat16
+    or float16 (or quantised) a prompt left-padded beside longer ones rounds otherwise than
+    alone, and near ties then sample other tokens, so each seeded row stays a run of its own
+    there.
     Otherwise each seeded row is a run of its own (``generate``, the server). False for a
     combination ``start`` refuses (it says why when run)."""
     from unmask.sampling import choose_decoder
@@ -846,7 +854,7 @@ def seeds_in_one_run(
     except UserError:
         return False
     exact = weights_dtype(loaded) in (None, "fp32", "float64")  # None: a stand-in model
-    return decoder.row_seeds and config.segment_length is None and exact
+    return decoder.row_seeds and exact
 
 
 def _run_rows(
