@@ -481,3 +481,16 @@ def test_the_scripts_count_flags_are_the_clis_at_least(benchmark, monkeypatch):
     monkeypatch.setattr(commands, "at_least", lambda n: floors.append(n) or real(n))
     common.non_negative_int("4"), common.positive_int("4")
     assert floors == [0, 1]  # the scripts' types check with the CLI's, not their own copy
+
+
+def test_defaults_takes_the_one_block_row_its_help_offers_and_refuses_no_seeds():
+    """``--blocks 0`` ("0 = one block", the first row of the default grid) was refused by
+    argparse ("must be at least 1"), so a grid with the library default could not be asked
+    for; ``--seeds 0`` went on to a ZeroDivisionError after decoding every greedy row, and
+    ``--no-repeat-ngram-sizes -1`` failed only after the model loaded."""
+    got = _parse_only([("defaults.py", "--blocks", "0"), ("defaults.py", "--seeds", "0"),
+                       ("defaults.py", "--no-repeat-ngram-sizes", "-1")])  # fmt: skip
+    assert got[0][3:] == ("RuntimeError('parsed')", [])  # parsed: 0 is a block length here
+    assert got[1][3:] == (2, ["defaults.py: error: argument --seeds: must be at least 1, got 0"])
+    assert got[2][3:] == (2, ["defaults.py: error: argument --no-repeat-ngram-sizes: must be "
+                              "at least 0, got -1"])  # fmt: skip
