@@ -105,6 +105,10 @@ def test_every_script_answers_help():
         (["--limit", "-1"], "argument --limit: must be at least 1, got -1"),  # dropped one
         (["--run", "nolabel"], "--run nolabel: expected LABEL=PATH"),  # was ": not a ..."
         (["--json", "README.md/x.json"], "error: File exists: README.md"),  # was a traceback
+        # the next three were said only after a model had loaded or decoded its whole task
+        (["--run", "b=/nonexistent/run"], "/nonexistent/run: no such folder"),
+        (["--sample-set", "block_length"], "--sample-set block_length: expected KEY=VALUE"),
+        (["--sample-set", "bogus=1"], "--sample-set bogus: not a sampling option"),
     ],
 )
 def test_planning_mistakes_are_one_line(tmp_path, extra, message):
@@ -119,6 +123,7 @@ def test_planning_mistakes_are_one_line(tmp_path, extra, message):
     last = r.stderr.strip().splitlines()[-1]  # argparse's usage line may come before it
     assert last.startswith("planning.py: error: ") and message in last, r.stderr
     assert "Traceback" not in r.stderr
+    assert r.stdout == ""  # refused before the first model decoded (or printed its header)
 
 
 def test_run_reports_an_os_error_in_one_line(benchmark, capsys, tmp_path):
