@@ -199,3 +199,21 @@ def test_precision_times_no_first_call(benchmark, monkeypatch, capsys) -> None:
     for line in table:
         cells = [c.strip() for c in line.split("|")]
         assert cells[5:7] == ["16.0", "1.000"], line  # tok_s = 2 x 8 tokens / 1 s, speed-up 1
+
+
+def test_gpu_check_sh_without_torch_is_one_line(tmp_path) -> None:
+    """With a python that lacks torch (a fresh checkout has no .venv, and the system python3
+    none), gpu_check.sh ran gpu_check.py into a ModuleNotFoundError traceback (exit 1)."""
+    import subprocess
+
+    shim = tmp_path / "python3"
+    shim.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n"
+                    "echo \"ModuleNotFoundError: No module named 'torch'\" >&2\n"
+                    "exit 1\n")  # fmt: skip
+    shim.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(shim)}
+    r = subprocess.run(["/bin/bash", str(BENCH / "gpu_check.sh"), "--dry-run"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"gpu_check.sh: error: {shim} cannot import torch (set PYTHON "
+                                "to the environment's python)")  # fmt: skip
