@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import json_text, non_negative_int, positive_int
+from _common import json_text, non_negative_int, output_file, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="no_repeat_ngram_size values of the grid (0 = off)")
     ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
-    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--json", type=output_file, default=None, help="write the rows here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

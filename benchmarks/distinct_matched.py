@@ -15,9 +15,8 @@ against --other's one greedy run).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from _common import default_output, json_text, positive_int, run
+from _common import default_output, json_text, output_path, positive_int, run
 from defaults import per_text_distinct2, validation
 
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
@@ -35,7 +34,7 @@ def main() -> None:
     ap.add_argument("--greedy-blocks", type=positive_int, nargs="+", default=[2], metavar="N",
                     help="--model's block lengths when greedy (default: 2, the demo's earlier "
                          "greedy rows)")
-    ap.add_argument("--json", type=Path, default=default_output("distinct_matched.json"))
+    ap.add_argument("--json", type=output_path, default=default_output("distinct_matched.json"))
     args = ap.parse_args()
 
     from unmask import api

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import positive_int
+from _common import output_file, positive_int
 
 from unmask.checkpoint import load
 from unmask.config import SampleConfig
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a SampleConfig field for every run (e.g. block_length=1: left to right)",
     )
     p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--json", type=output_file, metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = []

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, json_text, positive_int
+from _common import default_output, json_text, output_file, positive_int
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
 from objectives import (  # the prompts, the broken count and the tempered-unigram floor
     floor_at,
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=positive_int, default=64, help="denoising steps (default: 64)")
     ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
-    ap.add_argument("--json", default=str(default_output("rounding.json")),
+    ap.add_argument("--json", type=output_file, default=str(default_output("rounding.json")),
                     help="write the results here (default: runs/bench/rounding.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
