@@ -255,7 +255,8 @@ COUNTS = [  # (script, flag, value): a count of nothing, which ended in a traceb
     ("gqa_attention.py", "--gen", "0"), ("segments.py", "--prompt-words", "0"),
     ("constraints.py", "--forms", "0"), ("constraints.py", "--quality-n", "-1"),
     ("data_constrained.py", "--tokens", "0"), ("data_constrained.py", "--warmup", "-1"),
-    ("defaults.py", "--prompts", "0"), ("defaults.py", "--blocks", "0"),
+    ("defaults.py", "--prompts", "0"), ("defaults.py", "--seeds", "0"),  # --blocks 0 is a
+    # block length (one block: test_defaults_takes_the_one_block_row_its_help_offers...)
     ("elbo_stderr.py", "--repeats", "0"), ("elbo_stderr.py", "--items", "0"),
     ("guidance.py", "--n", "0"), ("infill.py", "--n", "0"), ("infill.py", "--spans", "0"),
     ("latent_denoise.py", "--windows", "0"), ("objectives.py", "--steps", "0"),
