@@ -6,6 +6,8 @@ does for a bad flag, instead of a traceback. ``positive_int`` and ``non_negative
 CLI's own check, ``unmask.commands.at_least(1)`` and ``at_least(0)``) and ``positive_float``
 are argparse types for counts and durations; ``int_list`` parses a comma list such as
 ``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
+``output_file`` / ``output_path`` are the type of a ``--json`` path (its folder made at
+once: an unwritable path is refused before the run, not after it).
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from their own folder
 (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 __all__ = ["OUTPUT", "default_output", "fill_defaults", "int_list", "json_text",
-           "non_negative_int", "positive_float", "positive_int", "run"]  # fmt: skip
+           "non_negative_int", "output_file", "output_path", "positive_float", "positive_int",
+           "run"]  # fmt: skip
 
 OUTPUT = Path(__file__).resolve().parents[1] / "runs" / "bench"
 """Where a script writes its results when no path is given (``runs/`` is ignored by git)."""
@@ -75,6 +78,26 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{value:g} must be positive")
     return value
+
+
+def output_file(text: str) -> str:
+    """argparse type of a results path (``--json``): its folder is made now, so a path that
+    cannot be written (under a file, no permission, an empty name, a folder) is refused in
+    one line before anything is measured, where it was an error after the whole run."""
+    path = Path(text)
+    if not text.strip() or path.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a file to write, got {text!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        raise argparse.ArgumentTypeError(f"cannot write {text}: {e.strerror or e}{where}") from None
+    return text
+
+
+def output_path(text: str) -> Path:
+    """``output_file`` as a ``Path``."""
+    return Path(output_file(text))
 
 
 def int_list(text: str, flag: str) -> list[int]:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import fill_defaults, json_text, positive_int
+from _common import fill_defaults, json_text, output_file, positive_int
 
 from unmask.config import DECODE_COMPILES
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="defaults for a smoke run: gen 8, blocks of 4, 1 repeat, mode aot_eager, "
                     "a tiny random AR model (flags given still win)")  # fmt: skip
-    ap.add_argument("--json", help="write the rows here")
+    ap.add_argument("--json", type=output_file, help="write the rows here")
     args = ap.parse_args(argv)
     fill_defaults(args, normal={"modes": ["inductor"], "gen_length": 32, "block_length": 8,
                                 "repeats": 3},

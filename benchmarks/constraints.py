@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import positive_int
+from _common import output_path, positive_int
 
 from unmask.config import SampleConfig, model_preset
 from unmask.infill import automaton as new_automaton
@@ -526,7 +526,7 @@ def _accuracy(preds: dict[str, list[Any]], items: list[dict[str, Any]]) -> dict[
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--json", type=output_path, default=None)
     ap.add_argument("--forms", type=positive_int, default=1000)
     ap.add_argument("--quality-n", type=positive_int, default=100)
     ap.add_argument("--ar-model", type=Path, default=ROOT / "runs" / "ar-fim" / "checkpoint",

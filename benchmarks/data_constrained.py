@@ -43,6 +43,7 @@ from _common import (
     fill_defaults,
     json_text,
     non_negative_int,
+    output_file,
     positive_float,
     positive_int,
 )
@@ -92,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder of the slice and the runs (resumed when present; default: "
         "runs/bench/data_constrained; --quick: a temporary folder, removed at the end)",
     )
-    p.add_argument("--json", default=None,
+    p.add_argument("--json", type=output_file, default=None,
                    help="default: runs/bench/data_constrained.json (--quick: none)")
     p.add_argument("--plot", default=None,
                    help="default: docs/data_constrained.png (--quick: none)")

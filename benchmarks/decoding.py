@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fill_defaults, json_text, non_negative_int, positive_int
+from _common import fill_defaults, json_text, non_negative_int, output_file, positive_int
 
 from unmask import api
 from unmask.checkpoint import Loaded, load
@@ -568,7 +568,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         help="n-gram ban of every row (0 = off; docs/sampling.md)",
     )
-    ap.add_argument("--json", help="write all rows (and the generated texts) here")
+    ap.add_argument("--json", type=output_file,
+                    help="write all rows (and the generated texts) here")
     ap.add_argument(
         "--quick",
         action="store_true",

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import json_text, positive_int
+from _common import json_text, non_negative_int, output_file, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -176,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt-words", type=positive_int, default=12)
     add_prompt_args(ap)
     ap.add_argument("--gen-length", type=positive_int, default=SampleConfig().gen_length)
-    ap.add_argument("--seeds", type=int, default=2, help="seeds per sampled setting")
+    ap.add_argument("--seeds", type=positive_int, default=2, help="seeds per sampled setting")
     ap.add_argument("--temperatures", type=float, nargs="+", default=list(TEMPERATURES),
                     help="temperatures of the grid")
-    ap.add_argument("--blocks", type=positive_int, nargs="+", default=list(BLOCKS),
+    ap.add_argument("--blocks", type=non_negative_int, nargs="+", default=list(BLOCKS),
                     help="block lengths of the grid (0 = one block)")
     ap.add_argument("--repetition-penalties", type=float, nargs="+", default=[1.0],
                     help="repetition_penalty values of the grid (1 = off)")
@@ -187,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="frequency_penalty values of the grid (0 = off)")
     ap.add_argument("--presence-penalties", type=float, nargs="+", default=[0.0],
                     help="presence_penalty values of the grid (0 = off)")
-    ap.add_argument("--no-repeat-ngram-sizes", type=int, nargs="+", default=[0],
+    ap.add_argument("--no-repeat-ngram-sizes", type=non_negative_int, nargs="+", default=[0],
                     help="no_repeat_ngram_size values of the grid (0 = off)")
     ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
-    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--json", type=output_file, default=None, help="write the rows here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -42,6 +42,12 @@ export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 T0=$(date +%s); left() { echo $(( ${TOTAL:-540} - ($(date +%s) - T0) )); }
 STAGES=" ${STAGES:-demo distill drafter hybrid spec} "; want() { [[ "$STAGES" == *" $1 "* ]]; }
 DEMO_S=${DEMO_S:-240}; DB=${DEMO_BATCH:-64}; HSTEPS=${HSTEPS:-3000}; Q=${Q:-}
+if [[ $DEV == cuda* ]] && ! $PY -c "import torch,sys; sys.exit(not torch.cuda.is_available())" \
+    2>/dev/null; then  # every stage failed on its own, and the session "done" with nothing
+  echo "device_session.sh: error: DEVICE=$DEV but $PY sees no CUDA device (DEVICE=cpu and the" \
+    "small sizes of the header's dry run check the plumbing here)" >&2
+  exit 2
+fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   $PY -c "import torch,sys;print(sys.version.split()[0],torch.__version__,torch.cuda.is_available())"; } 2>&1 | tee "$L/env.txt"
 DEMO=(--data data/bible --preset demo --init src/unmask/assets/demo --seq-len 256

@@ -15,16 +15,15 @@ against --other's one greedy run).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from _common import default_output, json_text, positive_int, run
+from _common import default_output, json_text, output_path, positive_int, run
 from defaults import per_text_distinct2, validation
 
 GREEDY = {"temperature": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
 """Plain greedy decoding: no sampling, no penalties."""
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default="demo", help="diffusion checkpoint (default: the demo)")
     ap.add_argument("--other", required=True, help="the checkpoint to match lengths with")
@@ -35,8 +34,8 @@ def main() -> None:
     ap.add_argument("--greedy-blocks", type=positive_int, nargs="+", default=[2], metavar="N",
                     help="--model's block lengths when greedy (default: 2, the demo's earlier "
                          "greedy rows)")
-    ap.add_argument("--json", type=Path, default=default_output("distinct_matched.json"))
-    args = ap.parse_args()
+    ap.add_argument("--json", type=output_path, default=default_output("distinct_matched.json"))
+    args = ap.parse_args(argv)
 
     from unmask import api
     from unmask.commands.demo import asset_path
@@ -46,8 +45,10 @@ def main() -> None:
     prompts = [p for p, _ in pairs]
     texts: dict[tuple[str, str], list[str]] = {}
     settings: list[tuple[str, str]] = []  # (row name, --other's mode it is compared with)
-    for name, path in (("model", model), ("other", args.other)):
-        loaded = api.load_for_decoding(path)
+    # both loaded before either decodes: a wrong --other was found after --model's decoding
+    models = {name: api.load_for_decoding(path)
+              for name, path in (("model", model), ("other", args.other))}  # fmt: skip
+    for name, loaded in models.items():
         diffusion = name == "model" and api.facts_of(loaded).attention != "causal"
         runs: list[tuple[str, dict[str, object]]] = [("default", {}), ("greedy", dict(GREEDY))]
         if diffusion and len(args.greedy_blocks) > 1:

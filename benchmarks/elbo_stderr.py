@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import json_text, positive_int
+from _common import json_text, output_file, positive_int
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", default="1,2,4,8,16,32,64,128,256")
     p.add_argument("--repeats", type=positive_int, default=6)
     p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--json", type=output_file, metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = load(args.model)

@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, json_text, non_negative_int, positive_float, positive_int
+from _common import (
+    default_output,
+    json_text,
+    non_negative_int,
+    output_file,
+    positive_float,
+    positive_int,
+)
 from torch import nn
 
 from unmask.config import model_preset
@@ -257,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=non_negative_int, default=3)
     ap.add_argument("--repeats", type=positive_int, default=10)
     ap.add_argument("--port", type=int, default=29791, help="the one-process group's port")
-    ap.add_argument("--json", help="write the table here (default on CUDA: runs/bench/"
-                    "gpu_check_cuda.json)")  # fmt: skip
+    ap.add_argument("--json", type=output_file, help="write the table here (default on CUDA: "
+                    "runs/bench/gpu_check_cuda.json)")  # fmt: skip
     ap.add_argument("--skip", action="append", default=[], choices=("train", "fsdp", "decode"))
     args = ap.parse_args(argv)
     if args.dry_run:

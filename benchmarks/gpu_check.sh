@@ -13,5 +13,9 @@ if [ -z "$py" ]; then
   if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if ! "$py" -c "import torch" 2>/dev/null; then  # was gpu_check.py's ModuleNotFoundError traceback
+  echo "gpu_check.sh: error: $py cannot import torch (set PYTHON to the environment's python)" >&2
+  exit 2
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 exec timeout 570 "$py" benchmarks/gpu_check.py "$@"

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import json_text, positive_int
+from _common import json_text, output_file, positive_int
 
 
 def _median_time(fn: Any, repeats: int) -> float:
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--gen", type=positive_int, default=64)
     ap.add_argument("--repeats", type=positive_int, default=3)
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", type=output_file, default=None)
     args = ap.parse_args(argv)
     import torch
 

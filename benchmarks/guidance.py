@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _common import default_output, json_text, positive_int
+from _common import default_output, json_text, output_file, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -56,7 +56,7 @@ def main() -> None:
         help="guided rows get half the steps (the same model calls as unguided)",
     )
     ap.add_argument("--threads", type=positive_int, default=1)
-    ap.add_argument("--json", default=str(default_output("guidance.json")),
+    ap.add_argument("--json", type=output_file, default=str(default_output("guidance.json")),
                     help="write the results here (default: runs/bench/guidance.json)")
     args = ap.parse_args()
     if args.model and args.steps is not None:

@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, non_negative_int, positive_int
+from _common import default_output, non_negative_int, output_file, positive_int
 
 from unmask.checkpoint import load
 from unmask.commands.demo import asset_path
@@ -362,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=non_negative_int, default=0,
                     help="torch CPU threads (0 = default)")  # fmt: skip
     ap.add_argument(
-        "--json",
+        "--json", type=output_file,
         help=f"write results here (default: {RESULTS.relative_to(RESULTS.parents[2])} "
         "for a full run, nowhere for --quick)",
     )

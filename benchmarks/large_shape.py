@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, json_text, non_negative_int, positive_int
+from _common import default_output, json_text, non_negative_int, output_file, positive_int
 
 from unmask.config import DTYPE_NAMES, ModelConfig, SampleConfig, resolve_device, torch_dtype
 from unmask.errors import UserError
@@ -343,7 +343,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "shape is reused (default: a temporary folder, removed after the run)",
     )
     ap.add_argument(
-        "--json", help="results file (default: runs/bench/large_shape_<device>.json)"
+        "--json",
+        type=output_file,
+        help="results file (default: runs/bench/large_shape_<device>.json)",
     )
     ap.add_argument("--write-only", help=argparse.SUPPRESS)  # the child process of step 1
     args = ap.parse_args(argv)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import json_text, positive_int
+from _common import json_text, output_file, positive_int
 
 from unmask.checkpoint import load
 from unmask.data import TokenDataset
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="window in tokens (default: the one the model compresses, its "
                     "latent_window; else its context less its latent vectors)")
     ap.add_argument("--threads", type=positive_int, default=1)
-    ap.add_argument("--json", default=None, help="write the numbers here")
+    ap.add_argument("--json", type=output_file, default=None, help="write the numbers here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = load(args.model, device="cpu")

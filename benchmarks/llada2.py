@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import default_output, json_text, positive_int
+from _common import default_output, json_text, output_file, positive_int
 
 MINI: dict[str, Any] = {
     "model_type": "llada2_moe",
@@ -288,7 +288,7 @@ def main() -> None:
     ap.add_argument("--child", choices=["speed", "agreement"])
     ap.add_argument("--memory-only", action="store_true", help="child: build and measure only")
     ap.add_argument("--quantize", default="bf16", choices=["bf16", "int8", "int4"])
-    ap.add_argument("--out", default=str(default_output("llada2.json")),
+    ap.add_argument("--out", type=output_file, default=str(default_output("llada2.json")),
                     help="write the results here (default: runs/bench/llada2.json)")
     args = ap.parse_args()
     blocks = (SMALL if args.shape == "small" else MINI)["num_hidden_layers"]

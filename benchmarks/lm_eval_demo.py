@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import json_text, positive_int
+from _common import json_text, output_file, positive_int
 
 MC = """task: verse_mc
 dataset_path: json
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         help="skip is_greedy (one forward per continuation token; multiple choice never uses it)",
     )
     p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--json", type=output_file, metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 

@@ -93,7 +93,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import default_output, non_negative_int, positive_int
+from _common import default_output, non_negative_int, output_file, positive_int
 
 from unmask import api
 from unmask.checkpoint import checkpoint_dir, load
@@ -668,7 +668,7 @@ def main() -> None:
         "--quick", action="store_true", help="smoke test: tiny preset, 20 steps, a corpus slice"
     )
     ap.add_argument(
-        "--json",
+        "--json", type=output_file,
         default=str(default_output("objectives.json")),
         help="where to write the results (default: runs/bench/objectives.json)",
     )

@@ -34,7 +34,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-from _common import json_text, positive_int, run  # noqa: E402
+from _common import json_text, output_path, positive_int, run  # noqa: E402
 
 from unmask.config import SampleConfig, model_preset  # noqa: E402
 from unmask.model import Transformer  # noqa: E402
@@ -293,7 +293,7 @@ def main() -> list[dict[str, Any]]:
     ap.add_argument("--steps", type=positive_int, default=32, help="timed steps per run")
     ap.add_argument("--repeats", type=positive_int, default=5)
     ap.add_argument("--threads", type=positive_int, default=1)
-    ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--json", type=output_path, help="also write the rows here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     model = demo_shaped(max(args.lengths) + args.steps + 8)

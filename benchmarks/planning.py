@@ -15,14 +15,16 @@ and item group (reversal: forward and reverse) and writes them as JSON for
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
 
 import torch
-from _common import positive_int
+from _common import output_file, positive_int
 
 from unmask.checkpoint import load
+from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.files import atomic_write_text
 from unmask.report import find_run
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a SampleConfig field for every run (e.g. block_length=1: left to right)",
     )
     p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--json", type=output_file, metavar="FILE")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     runs = []
@@ -56,10 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:  # a path that cannot be written fails now, not after the decoding
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     given = dict(_value(kv) for kv in args.sample_set)
+    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
+    if unknown:  # was said after the header, once the first model had loaded
+        raise UserError(f"--sample-set {unknown[0]}: not a sampling option (the fields of "
+                        "SampleConfig, e.g. block_length, steps, temperature)")
+    # every run found before the first decodes: a missing second one was an error after the
+    # first model's whole task had been decoded
+    infos = [(label, find_run(path)) for label, path in runs]
     rows = []
     print(f"{'group':<20} {'model':<10} {'solved':>11} {'rate':>7} {'steps':>6} {'sec':>7}")
-    for label, path in runs:
-        info = find_run(path)
+    for label, info in infos:
         loaded = load(info.checkpoint)
         t0 = time.perf_counter()
         score = score_items(loaded, items, given=given)
@@ -99,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _value(kv: str) -> tuple[str, object]:
-    key, _, raw = kv.partition("=")
+    """``KEY=VALUE`` as (key, an int, float, None, bool or the string); a ``UserError`` when
+    there is no ``=`` or no key (``block_length`` alone was the value ``''``, refused as
+    "block_length must be int or None, not ''")."""
+    key, eq, raw = kv.partition("=")
+    if not (eq and key):
+        raise UserError(f"--sample-set {kv}: expected KEY=VALUE (e.g. block_length=1)")
     for cast in (int, float):
         try:
             return key, cast(raw)

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import json_text, positive_int
+from _common import json_text, output_file, positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/defaults.py
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                     "the validation split of this prepared corpus, with the same noise seeds")
     ap.add_argument("--bound-seeds", type=int, nargs="+", default=[1234, 1, 2])
     ap.add_argument("--bound-seq-len", type=positive_int, default=256)
-    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--json", type=output_file, default=None, help="write the rows here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     scorer = None

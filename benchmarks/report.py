@@ -4,10 +4,12 @@
 
 Reads every ``*.json`` under ``--results`` and writes ``--out`` (default docs/report.md) and
 its PNGs (``docs/report/*.png``; matplotlib, skipped with a note when it is missing). Each
-section below has its own known files; a section with none says which command makes them;
-a JSON file no section knows still gets a generic table, so nothing measured is lost. The
-numbers are what the files say (machine, date and settings are in them): these machines
-are shared, so compare the ratios within one file rather than seconds across files.
+section below has its own known files and names the script that measures them (a section with
+none says which command makes them); a JSON file no section knows still gets a generic table,
+named with the script that wrote it (``SOURCES``), so nothing measured is lost or unsourced; a
+file not in the shape its section reads is shown whole, with a note, rather than stopping the
+page. The numbers are what the files say (machine, date and settings are in them): these
+machines are shared, so compare the ratios within one file rather than seconds across files.
 """
 
 from __future__ import annotations
@@ -413,6 +415,65 @@ SECTIONS = [
 ]
 """The report's sections, in order."""
 
+SOURCES: list[tuple[tuple[str, ...], str]] = [
+    (("blocks_*", "ngram_*", "ng3_21_*", "pen21_*", "penalties*", "twin_fimfix_*", "val22_*",
+      "val23_demo_*", "val23_twin_w*"), "python benchmarks/defaults.py (or bash "
+     "benchmarks/demo_defaults.sh SET: val22, pen21, ng3_21)"),
+    (("val2*_distinct_matched*",), "python benchmarks/distinct_matched.py"),
+    (("val23_twin_eval*",), "unmask eval RUN --json FILE"),
+    (("compile_decode*",), "python benchmarks/compile_decode.py"),
+    (("constraints*",), "python benchmarks/constraints.py"),
+    (("data_constrained*",), "python benchmarks/data_constrained.py"),
+    (("gqa_attention*",), "python benchmarks/gqa_attention.py"),
+    (("guidance*",), "python benchmarks/guidance.py"),
+    (("hybrid*",), "python benchmarks/hybrid.py"),
+    (("large_shape*",), "python benchmarks/large_shape.py"),
+    (("llada2*",), "python benchmarks/llada2.py"),
+    (("precision*",), "python benchmarks/precision.py"),
+    (("rounding*",), "python benchmarks/rounding.py"),
+    (("sampling_baseline*",), "python benchmarks/sampling_baseline.py"),
+    (("segments*",), "python benchmarks/segments.py"),
+    (("speculative_batch*",), "python benchmarks/speculative_batch.py"),
+    (("speculative*",), "python benchmarks/speculative.py"),
+    (("threads*",), "python benchmarks/threads.py"),
+    (("train_*",), "python benchmarks/train_throughput.py --compare ..."),
+    (("gpu_check*",), "bash benchmarks/gpu_check.sh"),
+    (("defaults_*",), "python benchmarks/defaults.py"),
+]
+"""The command that writes each kind of result file the sections do not read (first match;
+its settings are in the file): a number in the report names what measured it."""
+
+
+def source_of(name: str) -> str | None:
+    """The command that writes result file ``name`` (None: unknown)."""
+    for patterns, command in SOURCES:
+        if any(Path(name).match(p) for p in patterns):
+            return command
+    return None
+
+
+def _section_source(sec: Section) -> str:
+    """The section's command without the output path its ``Not measured yet`` line names."""
+    return sec.command.split(" --json ")[0].split(" (")[0]
+
+
+def _safe_rows(sec: Section, name: str, d: Any, notes: list[str]) -> tuple[Rows, list[str]]:
+    """The section's table of file ``name`` and the tables of its other numbers; a file not
+    in the shape the section reads (hand-edited, torn, another script's) is shown whole as
+    generic tables, with a note, instead of stopping the report."""
+    try:
+        if not isinstance(d, dict):
+            raise TypeError(f"a JSON {type(d).__name__}, not an object")
+        return sec.rows(d), _extra_tables(name, d, sec.shown)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        notes.append(f"{name}: not the shape {sec.title} reads ({e}); shown whole")
+        tables = generic_tables(d)
+        lines: list[str] = []
+        for where, rows in tables:
+            label = f" `{where}`" if where else ""
+            lines += [f"`{name}`{label}:", "", *markdown_table(rows), ""]
+        return [], lines or [f"`{name}`:", "", "(no rows)", ""]
+
 
 def build(results: Path, out: Path) -> list[str]:
     """Write the report (``out`` and its PNGs beside it); returns the notes printed."""
@@ -442,8 +503,9 @@ def build(results: Path, out: Path) -> list[str]:
             except json.JSONDecodeError as e:
                 lines += [f"`{name}`: not valid JSON ({e.msg}), skipped.", ""]
                 notes.append(f"{name}: not valid JSON, skipped")
+        lines += [f"Measured with `{_section_source(sec)}`; each file records its settings.", ""]
         for name, d in loaded:
-            rows, extra = sec.rows(d), _extra_tables(name, d, sec.shown)
+            rows, extra = _safe_rows(sec, name, d, notes)
             if rows or not extra:
                 lines += [f"`{name}`:", "", *markdown_table(rows, sec.columns), ""]
             lines += extra
@@ -454,6 +516,8 @@ def build(results: Path, out: Path) -> list[str]:
                 why = sec.plot(loaded, png)
             except ImportError:
                 why = "matplotlib is not installed"
+            except (AttributeError, KeyError, TypeError, ValueError) as e:
+                why = f"a file's rows are not the ones it draws ({type(e).__name__}: {e})"
             if why is None:
                 lines += [f"![{sec.title}]({_rel(png, out.parent)})", ""]
             else:
@@ -469,10 +533,12 @@ def build(results: Path, out: Path) -> list[str]:
                 notes.append(f"{name}: not valid JSON, skipped")
                 continue
             tables = generic_tables(d)
+            source = source_of(name)
+            made = f" (from `{source}`)" if source else " (no known script wrote it)"
             if not tables:
-                lines += [f"`{name}`:", "", "(no rows)", ""]
-            for where, rows in tables:
-                label = f" `{where}`" if where else ""
+                lines += [f"`{name}`{made}:", "", "(no rows)", ""]
+            for i, (where, rows) in enumerate(tables):
+                label = (f" `{where}`" if where else "") + ("" if i else made)
                 lines += [f"`{name}`{label}:", "", *markdown_table(rows), ""]
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("\n".join(lines).rstrip() + "\n")

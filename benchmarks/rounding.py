@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import default_output, json_text, positive_int
+from _common import default_output, json_text, output_file, positive_int
 from defaults import quality  # benchmarks/defaults.py: the same columns, the same rule
 from objectives import (  # the prompts, the broken count and the tempered-unigram floor
     floor_at,
@@ -49,6 +49,7 @@ from unmask import api
 from unmask.checkpoint import load
 from unmask.config import SampleConfig
 from unmask.data import TokenDataset
+from unmask.errors import UserError
 from unmask.evaluate import distinct_n
 from unmask.sampling import decode_generations
 from unmask.sampling.protocol import cut_at_eos
@@ -83,11 +84,30 @@ def data_floor(data: str, n: int, length: int, scorer: Any) -> list[dict]:
     return floor_curve(Path(data), unigram_nll(Path(data), train.vocab_size), shape, measure)
 
 
+CONTINUOUS = ("embed-diffusion", "latent-diffusion")
+"""The objectives whose decoders round a continuous state to tokens at a temperature."""
+
+
+def temperatures(text: str) -> list[float]:
+    """``--temperatures``: a comma list of temperatures >= 0 (an argparse type)."""
+    try:
+        temps = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    bad = [t for t in temps if not t >= 0]  # NaN too
+    if bad:
+        raise argparse.ArgumentTypeError(f"a temperature is 0 or more, got {bad[0]:g}")
+    return temps
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", action="append", required=True, help="checkpoint (repeatable)")
     ap.add_argument("--data", required=True, help="the prepared corpus the models trained on")
-    ap.add_argument("--temperatures", default="0,0.3,0.5,0.7,0.85,1", help="comma-separated")
+    ap.add_argument("--temperatures", type=temperatures, default="0,0.3,0.5,0.7,0.85,1",
+                    help="comma-separated, each 0 or more")
     ap.add_argument("--n", type=positive_int, default=16, help="samples per setting (default: 16)")
     ap.add_argument("--gen-length", type=positive_int, default=56,
                     help="tokens scored (default: 56)")  # fmt: skip
@@ -98,20 +118,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=positive_int, default=64, help="denoising steps (default: 64)")
     ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--no-score", action="store_true", help="skip the SmolLM2 scorer")
-    ap.add_argument("--json", default=str(default_output("rounding.json")),
+    ap.add_argument("--json", type=output_file, default=str(default_output("rounding.json")),
                     help="write the results here (default: runs/bench/rounding.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    models = {}
+    for path in args.model:  # all found and of a continuous family before anything is measured
+        loaded = load(path, device="cpu")
+        if loaded.config.objective not in CONTINUOUS:  # an mdlm model was swept as if it were
+            raise UserError(f"--model {path}: objective {loaded.config.objective!r} rounds "
+                            f"nothing; give an {' or '.join(CONTINUOUS)} checkpoint")
+        models[path] = loaded
     scorer = None
     if not args.no_score:
         from unmask.scoring import ReferenceScorer
 
         scorer = ReferenceScorer.from_smollm2()
-    temps = [float(t) for t in args.temperatures.split(",")]
+    temps = args.temperatures
     report: dict[str, Any] = {"args": vars(args), "models": {}}
     curve = None if scorer is None else data_floor(args.data, args.n, args.gen_length, scorer)
-    for path in args.model:
-        loaded = load(path, device="cpu")
+    for path, loaded in models.items():
         loaded.model.eval()
         tok, cfg = loaded.tokenizer, loaded.config
         prompts, truth = held_out(args.data, args.n, args.prompt_len, args.gen_length)

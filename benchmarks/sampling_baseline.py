@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import json_text, non_negative_int, positive_int
+from _common import json_text, non_negative_int, output_file, positive_int
 
 from unmask import api
 from unmask.checkpoint import load
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: gen_length 16 only, 1 repeat, 2 validation batches, one "
                     "sample of 16 tokens (flags given still win)")  # fmt: skip
-    ap.add_argument("--json", help="write results here")
+    ap.add_argument("--json", type=output_file, help="write results here")
     args = ap.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3

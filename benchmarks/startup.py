@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import positive_int
+from _common import output_file, positive_int
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 sys.path.insert(0, str(SRC))
@@ -74,7 +74,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=positive_int, default=5, metavar="N",
                     help="runs per case (default: 5)")
-    ap.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    ap.add_argument("--json", type=output_file, metavar="FILE", help="also write the rows as JSON")
     ap.add_argument("--baseline-src", metavar="DIR",
                     help="another checkout's src/ to time side by side (before/after)")
     args = ap.parse_args()

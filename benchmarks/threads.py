@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import json_text, positive_int
+from _common import json_text, output_file, positive_int
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as `unmask` does
 
@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2])
     ap.add_argument("--tokens", type=positive_int, default=64)
     ap.add_argument("--repeats", type=positive_int, default=3)
-    ap.add_argument("--json", default=None, help="write the rows here")
+    ap.add_argument("--json", type=output_file, default=None, help="write the rows here")
     args = ap.parse_args(argv)
     args.threads = sorted(set(args.threads))  # the first, the ratios' base, is the fewest
     return args

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import json_text, non_negative_int, positive_int
+from _common import json_text, non_negative_int, output_file, positive_int
 from torch import nn
 
 from unmask.config import model_preset
@@ -361,7 +361,7 @@ def main() -> None:
     ap.add_argument("--layers", type=non_negative_int, default=0,
                     help="memory: override the preset's depth (0: the preset's)")  # fmt: skip
     ap.add_argument("--worker", choices=("ddp", "fsdp"), help=argparse.SUPPRESS)
-    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--json", type=output_file, help="write the results here")
     args = ap.parse_args()
     args.row_len = {}  # side -> tokens per row where not --seq-len (objectives' long ar)
     if args.threads:

@@ -104,7 +104,12 @@ def test_every_script_answers_help():
         (["--limit", "0"], "argument --limit: must be at least 1, got 0"),  # was max() of []
         (["--limit", "-1"], "argument --limit: must be at least 1, got -1"),  # dropped one
         (["--run", "nolabel"], "--run nolabel: expected LABEL=PATH"),  # was ": not a ..."
-        (["--json", "README.md/x.json"], "error: File exists: README.md"),  # was a traceback
+        (["--json", "README.md/x.json"],
+         "argument --json: cannot write README.md/x.json: File exists: README.md"),  # traceback
+        # the next three were said only after a model had loaded or decoded its whole task
+        (["--run", "b=/nonexistent/run"], "/nonexistent/run: no such folder"),
+        (["--sample-set", "block_length"], "--sample-set block_length: expected KEY=VALUE"),
+        (["--sample-set", "bogus=1"], "--sample-set bogus: not a sampling option"),
     ],
 )
 def test_planning_mistakes_are_one_line(tmp_path, extra, message):
@@ -119,6 +124,7 @@ def test_planning_mistakes_are_one_line(tmp_path, extra, message):
     last = r.stderr.strip().splitlines()[-1]  # argparse's usage line may come before it
     assert last.startswith("planning.py: error: ") and message in last, r.stderr
     assert "Traceback" not in r.stderr
+    assert r.stdout == ""  # refused before the first model decoded (or printed its header)
 
 
 def test_run_reports_an_os_error_in_one_line(benchmark, capsys, tmp_path):
@@ -249,7 +255,8 @@ COUNTS = [  # (script, flag, value): a count of nothing, which ended in a traceb
     ("gqa_attention.py", "--gen", "0"), ("segments.py", "--prompt-words", "0"),
     ("constraints.py", "--forms", "0"), ("constraints.py", "--quality-n", "-1"),
     ("data_constrained.py", "--tokens", "0"), ("data_constrained.py", "--warmup", "-1"),
-    ("defaults.py", "--prompts", "0"), ("defaults.py", "--blocks", "0"),
+    ("defaults.py", "--prompts", "0"), ("defaults.py", "--seeds", "0"),  # --blocks 0 is a
+    # block length (one block: test_defaults_takes_the_one_block_row_its_help_offers...)
     ("elbo_stderr.py", "--repeats", "0"), ("elbo_stderr.py", "--items", "0"),
     ("guidance.py", "--n", "0"), ("infill.py", "--n", "0"), ("infill.py", "--spans", "0"),
     ("latent_denoise.py", "--windows", "0"), ("objectives.py", "--steps", "0"),
@@ -481,3 +488,50 @@ def test_the_scripts_count_flags_are_the_clis_at_least(benchmark, monkeypatch):
     monkeypatch.setattr(commands, "at_least", lambda n: floors.append(n) or real(n))
     common.non_negative_int("4"), common.positive_int("4")
     assert floors == [0, 1]  # the scripts' types check with the CLI's, not their own copy
+
+
+def test_defaults_takes_the_one_block_row_its_help_offers_and_refuses_no_seeds():
+    """``--blocks 0`` ("0 = one block", the first row of the default grid) was refused by
+    argparse ("must be at least 1"), so a grid with the library default could not be asked
+    for; ``--seeds 0`` went on to a ZeroDivisionError after decoding every greedy row, and
+    ``--no-repeat-ngram-sizes -1`` failed only after the model loaded."""
+    got = _parse_only([("defaults.py", "--blocks", "0"), ("defaults.py", "--seeds", "0"),
+                       ("defaults.py", "--no-repeat-ngram-sizes", "-1")])  # fmt: skip
+    assert got[0][3:] == ("RuntimeError('parsed')", [])  # parsed: 0 is a block length here
+    assert got[1][3:] == (2, ["defaults.py: error: argument --seeds: must be at least 1, got 0"])
+    assert got[2][3:] == (2, ["defaults.py: error: argument --no-repeat-ngram-sizes: must be "
+                              "at least 0, got -1"])  # fmt: skip
+
+
+JSON_FLAGS = [  # (script, its results flag): every script this checkout's bench area owns
+    (name, "--out" if name == "llada2.py" else "--json")
+    for name in ("compile_decode.py", "constraints.py", "data_constrained.py", "decoding.py",
+                 "defaults.py", "distinct_matched.py", "elbo_stderr.py", "gpu_check.py",
+                 "gqa_attention.py", "guidance.py", "infill.py", "large_shape.py",
+                 "latent_denoise.py", "llada2.py", "lm_eval_demo.py", "objectives.py",
+                 "penalty_cost.py", "planning.py", "precision.py", "rounding.py",
+                 "sampling_baseline.py", "startup.py", "threads.py", "train_throughput.py")
+]  # fmt: skip
+
+
+def test_a_results_path_that_cannot_be_written_is_refused_before_the_run():
+    """``--json README.md/x.json`` (under a file) was found out when the results were written:
+    after the whole measurement (compile_decode.py's minutes of compiling, objectives.py's
+    training), the numbers lost. argparse now refuses it at once, as it refuses a bad count."""
+    got = _parse_only([(name, flag, "README.md/x.json") for name, flag in JSON_FLAGS])
+    for name, flag, _, status, last in got:
+        assert status == 2 and last, (name, status, last)
+        assert last[0].startswith(f"{name}: error: argument {flag}: cannot write "
+                                  "README.md/x.json: "), last  # fmt: skip
+
+
+def test_output_file_makes_the_folder_and_refuses_a_folder(benchmark, tmp_path):
+    import argparse
+
+    common = benchmark("_common")
+    target = tmp_path / "a" / "b" / "r.json"
+    assert common.output_file(str(target)) == str(target) and target.parent.is_dir()
+    assert common.output_path(str(target)) == target
+    for bad in (str(tmp_path), ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected a file to write"):
+            common.output_file(bad)

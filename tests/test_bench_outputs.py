@@ -8,6 +8,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 READS_RESULTS = {"report.py"}  # reads benchmarks/results (its --results) and writes docs/
 
@@ -199,3 +201,39 @@ def test_precision_times_no_first_call(benchmark, monkeypatch, capsys) -> None:
     for line in table:
         cells = [c.strip() for c in line.split("|")]
         assert cells[5:7] == ["16.0", "1.000"], line  # tok_s = 2 x 8 tokens / 1 s, speed-up 1
+
+
+def test_gpu_check_sh_without_torch_is_one_line(tmp_path) -> None:
+    """With a python that lacks torch (a fresh checkout has no .venv, and the system python3
+    none), gpu_check.sh ran gpu_check.py into a ModuleNotFoundError traceback (exit 1)."""
+    import subprocess
+
+    shim = tmp_path / "python3"
+    shim.write_text("#!/bin/sh\necho 'Traceback (most recent call last):' >&2\n"
+                    "echo \"ModuleNotFoundError: No module named 'torch'\" >&2\n"
+                    "exit 1\n")  # fmt: skip
+    shim.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(shim)}
+    r = subprocess.run(["/bin/bash", str(BENCH / "gpu_check.sh"), "--dry-run"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"gpu_check.sh: error: {shim} cannot import torch (set PYTHON "
+                                "to the environment's python)")  # fmt: skip
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a CPU-only check")
+def test_device_session_without_a_gpu_stops_at_once(tmp_path) -> None:
+    """On a machine without CUDA (DEVICE defaults to cuda) every stage failed with its own
+    error, the script went on, packed empty logs and said "done", exit 0."""
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "PY": sys.executable, "OUT": str(tmp_path / "out"),
+           "STAGES": "spec", "TOTAL": "30"}  # fmt: skip
+    r = subprocess.run(["/bin/bash", "benchmarks/device_session.sh"], cwd=BENCH.parent, env=env,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert r.stderr.strip().splitlines() == [
+        f"device_session.sh: error: DEVICE=cuda but {sys.executable} sees no CUDA device "
+        "(DEVICE=cpu and the small sizes of the header's dry run check the plumbing here)"]
+    assert "== done" not in r.stdout

@@ -162,3 +162,51 @@ def test_a_missing_results_folder_is_an_error_on_stderr(tmp_path):
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip() == f"report.py: error: --results {tmp_path / 'none'}: no such folder"
+
+
+def test_files_not_in_their_sections_shape_are_shown_whole_not_a_traceback(tmp_path, report):
+    """A section's file of another shape (a list, ``rows`` not a list, a section that is not
+    an object) stopped the whole page with an AttributeError or TypeError."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "startup.json").write_text(json.dumps([{"case": "help", "median_s": 0.5}]))
+    (results / "elbo_stderr.json").write_text(json.dumps({"rows": 5}))
+    (results / "decoding_x.json").write_text(json.dumps({"sections": [1]}))
+    out = tmp_path / "report.md"
+    notes = report.build(results, out)
+    page = out.read_text()
+    assert "| help | 0.5 |" in page  # its numbers are still on the page
+    assert any(n.startswith("startup.json: not the shape Startup reads") for n in notes)
+    assert any(n.startswith("decoding_x.json: not the shape") for n in notes)
+    assert any(n.startswith("ELBO standard error: no plot") for n in notes)
+
+
+def test_every_committed_result_names_the_script_that_wrote_it(report):
+    """The page showed the numbers of ~100 files under "Other results" with only their file
+    names: which command measured a number was left to guess. Every committed file is now
+    read by a section or attributed by ``SOURCES`` to a script that exists."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "benchmarks/results").glob("*.json")):
+        sections = [s for s in report.SECTIONS if any(path.match(p) for p in s.patterns)]
+        command = sections[0].command if sections else report.source_of(path.name)
+        assert command, f"{path.name}: no section or source names its script"
+        script = next((w for w in command.split() if w.startswith("benchmarks/")), None)
+        if script is not None:
+            assert (root / script).is_file(), (path.name, script)
+
+
+def test_other_results_and_sections_name_their_command(tmp_path, report):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "gqa_attention_cpu.json").write_text(json.dumps({"ops": [{"shape": "a"}]}))
+    (results / "mystery.json").write_text(json.dumps({"x": 1}))
+    rows = [{"case": "help", "median_s": 0.5}]
+    (results / "startup.json").write_text(json.dumps({"rows": rows}))
+    out = tmp_path / "report.md"
+    report.build(results, out)
+    page = out.read_text()
+    assert "`gqa_attention_cpu.json` `ops` (from `python benchmarks/gqa_attention.py`):" in page
+    assert "`mystery.json` (no known script wrote it):" in page
+    assert "Measured with `python benchmarks/startup.py`; each file records" in page

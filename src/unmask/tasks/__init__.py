@@ -12,7 +12,9 @@ Each task writes what ``unmask prepare`` / ``unmask train`` read and what ``unma
   task's ``check``: no sudoku puzzle or countdown instance (its numbers in any order, its
   target) occurs in ``train.txt``; of reversal's, the forward ones are facts it states
   (memory), the reverse ones never (the reversal);
-- ``task.json``: the task, its options and the counts.
+- ``task.json``: the task, its options (``seed``, ``n_train``, ``n_eval``: ``python -m
+  unmask.tasks TASK --seed S --train N --eval M`` writes the same files again) and the
+  counts of lines and items written.
 
 Tasks (``TASKS``): ``sudoku4`` and ``sudoku9`` (unique solutions, proved by the solver in
 ``unmask.tasks.sudoku``), ``countdown3`` / ``countdown4`` (``unmask.tasks.countdown``),
@@ -260,6 +262,8 @@ def write_task(
         "task": name,
         "summary": spec.summary,
         "seed": seed,
+        "n_train": n_train,
+        "n_eval": n_eval,
         "train_lines": len(train),
         "sft_template": SFT_TEMPLATE,
         "eval_items": len(evals),

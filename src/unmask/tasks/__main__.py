@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from unmask.commands import at_least
 from unmask.errors import UserError
 from unmask.tasks import TASKS, write_task
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", "-o", required=True, metavar="DIR", help="folder to write into")
     p.add_argument(
         "--train",
-        type=int,
+        type=at_least(0),
         default=10000,
         metavar="N",
         help="training examples (reversal: pairs seen both ways; past 1225 pairs in all, "
@@ -37,13 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--eval",
-        type=int,
+        type=at_least(1),
         default=200,
         metavar="N",
         help="held-out examples (reversal: pairs seen forward only) (default: 200)",
     )
     p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
     args = p.parse_args(argv)
+    if not args.out.strip():  # Path("") is ".": the files landed in the working folder
+        p.error("argument --out: expected a folder, got an empty name")
     try:
         record = write_task(
             args.task, args.out, n_train=args.train, n_eval=args.eval, seed=args.seed
