@@ -52,14 +52,14 @@ fi
 if [ "$STEPS" -gt 0 ]; then
     if [ -f "$OUT/train_config.json" ] && [ -d "$OUT/checkpoint" ]; then
         "$PY" -m unmask.cli train --resume --out "$OUT" --steps "$STEPS" --device "$DEVICE" \
-            --time-limit "$TIME_LIMIT" "${TFLAG[@]}" --no-progress
+            --time-limit "$TIME_LIMIT" "${TFLAG[@]}" --no-progress || [ $? -eq 75 ]
     else
         "$PY" -m unmask.cli train --data "$DATA" --out "$OUT" --objective hybrid \
             --init "$INIT" --draft-block "$DRAFT" --draft-weight 1 --seq-len "$SEQ" \
             --batch-size "$BATCH" --steps "$STEPS" --lr "$LR" --warmup "$WARMUP" --ema 0.999 \
             --eval-every 250 --save-every 250 --device "$DEVICE" "${TFLAG[@]}" \
-            --time-limit "$TIME_LIMIT" --no-progress
-    fi
+            --time-limit "$TIME_LIMIT" --no-progress || [ $? -eq 75 ]
+    fi                                # 75: --time-limit stopped it; ship what it has
     "$PY" -m unmask.cli convert "$OUT/checkpoint" "$SHIP" --dtype fp16
 fi
 
