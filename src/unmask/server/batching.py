@@ -566,8 +566,10 @@ class Engine:
         try:
             forward = step_together([r.run for r in active], on_error=failed.__setitem__)
         except BaseException as e:  # noqa: BLE001 -- every job of the forward gets the error
-            for r in active:
-                _resolve(r.job.future, exc=Cancelled() if r.job.cancelled else e)
+            for r in active:  # and ends: its slices not yet started leave the queue (they ran
+                job = r.job  # to their end for an answer already sent, ahead of the others)
+                self._fail(job, Cancelled() if job.cancelled else e)
+                self._unqueue(job)
             active.clear()
             self._count(active)
             return
