@@ -79,7 +79,8 @@ class _Strict(BaseModel):
     """Unknown fields are refused, types are not coerced (``"max_tokens": "4"`` or ``true``
     is a 400, as at OpenAI), and a field sent as null takes its default."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, str_max_length=1_000_000)
+    model_config = ConfigDict(extra="forbid", strict=True, str_max_length=1_000_000,
+                              allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
