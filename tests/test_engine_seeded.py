@@ -126,3 +126,24 @@ def test_seeded_requests_in_half_precision_still_run_alone(dtype):
         model.allow(1000)
         engine.close()
     assert [o.batch_rows for o in outs] == [1, 1, 1]
+
+
+def test_an_unseeded_sampled_request_of_a_causal_checkpoint_reports_a_seed_that_repeats_it():
+    """Where seeded rows share runs (a generator each), a seed costs nothing, so a sampled
+    request that sends none gets one drawn and reported, as in the continuous batch; its
+    ``seed`` was null (the text could not be repeated)."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import create_app
+
+    body = {"prompt": ["In the", "x"], "max_tokens": 6, "temperature": 0.9, "n": 2}
+    with TestClient(create_app(loaded(_causal()), access_log=False)) as c:
+        first = c.post("/v1/completions", json=body).json()
+        seed = first["seed"]
+        assert isinstance(seed, int) and 0 <= seed < 2**31, first
+        again = c.post("/v1/completions", json={**body, "seed": seed}).json()
+        assert again["seed"] == seed
+        assert [x["text"] for x in again["choices"]] == [x["text"] for x in first["choices"]]
+        greedy = c.post("/v1/completions", json={**body, "temperature": 0}).json()
+        assert greedy["seed"] is None  # a run that draws nothing needs none
