@@ -554,10 +554,12 @@ class Engine:
 
     def _step(self, active: list[_Running]) -> None:
         """One step boundary of the continuous batch: drop the cancelled, step, release the done."""
-        for r in [r for r in active if r.job.cancelled]:
+        gone = [r for r in active if r.job.cancelled]
+        for r in gone:
             active.remove(r)
-            _resolve(r.job.future, exc=Cancelled())
         self._count(active)
+        for r in gone:
+            _resolve(r.job.future, exc=Cancelled())
         if not active:
             return
         rows = self._rows
@@ -566,12 +568,13 @@ class Engine:
         try:
             forward = step_together([r.run for r in active], on_error=failed.__setitem__)
         except BaseException as e:  # noqa: BLE001 -- every job of the forward gets the error
-            for r in active:  # and ends: its slices not yet started leave the queue (they ran
-                job = r.job  # to their end for an answer already sent, ahead of the others)
-                self._fail(job, Cancelled() if job.cancelled else e)
-                self._unqueue(job)
+            ended = [r.job for r in active]
             active.clear()
             self._count(active)
+            for job in ended:  # and ends: its slices not yet started leave the queue (they
+                # ran to their end for an answer already sent, ahead of the others)
+                self._fail(job, Cancelled() if job.cancelled else e)
+                self._unqueue(job)
             return
         if forward:
             self.metrics.inc("nfe")
@@ -585,12 +588,13 @@ class Engine:
             job._batch_rows = max(job._batch_rows, rows)
         for r in list(active):
             run = r.run
+            if run in failed or run.done:  # the gauges leave it before its future resolves
+                active.remove(r)  # (a client that has its answer reads it gone)
+                self._count(active)
             if run in failed:
-                active.remove(r)
                 self._fail(r.job, failed[run])
                 self._unqueue(r.job)
             elif run.done:
-                active.remove(r)
                 try:  # its own failure fails its job only: raised here, it ended the worker
                     # thread, and every request after it waited for its timeout
                     result = run.result()
@@ -625,16 +629,25 @@ class Engine:
         try:
             self._run(live)
         finally:
-            self._running = self._rows = 0
-            self._whole = []
+            self._idle()
+
+    def _idle(self) -> None:
+        """The whole-batch run is over: the gauges read idle before its futures resolve, so a
+        client that has its answer reads ``in_flight`` 0 (it read 1 for a moment)."""
+        self._running = self._rows = 0
+        self._whole = []
 
     def _run(self, batch: list[Job]) -> None:
         if batch[0].fn is not None:
             job = batch[0]
             try:
-                _resolve(job.future, job.fn())
+                out = job.fn()
             except BaseException as e:  # noqa: BLE001 -- reported to the request, the worker lives on
+                self._idle()
                 _resolve(job.future, exc=e)
+                return
+            self._idle()
+            _resolve(job.future, out)
             return
         if len(batch) == 1:  # its parts one after another (one run: its rows together)
             job = batch[0]
@@ -643,8 +656,12 @@ class Engine:
                     run = self._begin(part)
                     self._advance(run, [job], len(part.rows))
                     job._nfe += run.nfe
-                    self._finish(part, run.result(), run.steps, len(part.rows))
+                    result = run.result()
+                    if part is job._parts[-1]:
+                        self._idle()
+                    self._finish(part, result, run.steps, len(part.rows))
             except BaseException as e:  # noqa: BLE001 -- reported to the request
+                self._idle()
                 _resolve(job.future, exc=Cancelled() if job.cancelled else e)
             return
         rows = [r for j in batch for r in j.rows]
@@ -675,9 +692,11 @@ class Engine:
             result = run.result()
             gen, prompts = result.gen_ids, result.prompt_ids
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
+            self._idle()
             for j in batch:
                 _resolve(j.future, exc=Cancelled() if j.cancelled else e)
             return
+        self._idle()
         for j, o in zip(batch, offsets, strict=False):
             _resolve(
                 j.future,
