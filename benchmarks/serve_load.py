@@ -20,6 +20,8 @@ request failed.
     python benchmarks/serve_load.py --max-tokens 16,32   # mixed lengths: short requests leave early
     python benchmarks/serve_load.py --quick    # smoke run: 1 and 4 clients, 1 s each
                                                # (no JSON unless --json)
+    python benchmarks/serve_load.py --model runs/ar --temperature 0.8 --seeded
+        # seeded sampled requests, each its own seed (a causal checkpoint: they share runs)
 """
 
 from __future__ import annotations
@@ -102,11 +104,23 @@ def server_counters(base: str) -> dict[str, float]:
     return out
 
 
-def warm_up(base: str, lengths: list[int], steps: int | None) -> None:
+def request_body(k: int, n: int, steps: int | None, sampling: dict[str, Any]) -> dict[str, Any]:
+    """Request ``k`` of ``n`` tokens: a prompt of ``PROMPTS``, ``steps`` (default one per
+    token), and ``sampling`` (``temperature``; ``seeded``: seed ``k``, each request its own)."""
+    body = {"prompt": PROMPTS[k % len(PROMPTS)], "max_tokens": n, "steps": steps or n}
+    if sampling.get("temperature") is not None:
+        body["temperature"] = sampling["temperature"]
+    if sampling.get("seeded"):
+        body["seed"] = k
+    return body
+
+
+def warm_up(base: str, lengths: list[int], steps: int | None,
+            sampling: dict[str, Any] | None = None) -> None:
     """One untimed request per length: the server's first-request costs (allocations, lazy
     initialisation) land here, not in the first timed level."""
     for n in dict.fromkeys(lengths):
-        body = {"prompt": PROMPTS[0], "max_tokens": n, "steps": steps or n}
+        body = request_body(0, n, steps, sampling or {})
         r = httpx.post(f"{base}/v1/completions", json=body, timeout=600)
         if r.status_code != 200:  # the options themselves (a length past the context): one
             # line, not an HTTPStatusError traceback
@@ -123,7 +137,8 @@ def error_message(r: httpx.Response) -> str:
 
 
 async def load(
-    base: str, clients: int, seconds: float, lengths: list[int], steps: int | None
+    base: str, clients: int, seconds: float, lengths: list[int], steps: int | None,
+    sampling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``clients`` loops sending requests until ``seconds`` pass; latency per request."""
     latencies: list[float] = []
@@ -136,7 +151,7 @@ async def load(
         k = i
         while time.perf_counter() < deadline:
             n = lengths[k % len(lengths)]
-            body = {"prompt": PROMPTS[k % len(PROMPTS)], "max_tokens": n, "steps": steps or n}
+            body = request_body(k, n, steps, sampling or {})
             t0 = time.perf_counter()
             try:
                 r = await http.post(f"{base}/v1/completions", json=body)
@@ -211,6 +226,11 @@ def main() -> int:
         "--threads", type=positive_int, default=1, help="torch threads of the server (default: 1)"
     )
     ap.add_argument("--device", default="cpu", help="server --device (default: cpu)")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="temperature of every request (default: the checkpoint's, else 0)")
+    ap.add_argument("--seeded", action="store_true",
+                    help="every request sends a seed of its own (with --temperature: seeded "
+                    "sampling)")
     ap.add_argument(
         "--quick",
         action="store_true",
@@ -239,6 +259,9 @@ def main() -> int:
         from unmask.commands.demo import asset_path
 
         model = str(asset_path("demo"))
+    if args.temperature is not None and not (0 <= args.temperature <= 2):
+        raise UserError(f"--temperature must be in 0..2, got {args.temperature:g}")
+    sampling = {"temperature": args.temperature, "seeded": args.seeded}
     modes = {"batched": args.max_batch, "sequential": 1}
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     rss: dict[str, tuple[float, float]] = {}
@@ -251,12 +274,13 @@ def main() -> int:
             bases[mode] = f"http://127.0.0.1:{port}"
         before = {m: rss_mb(p.pid) for m, p in procs.items()}
         for mode in modes:
-            warm_up(bases[mode], lengths, args.steps)
+            warm_up(bases[mode], lengths, args.steps, sampling)
         for i, c in enumerate(levels):
             order = list(modes) if i % 2 == 0 else list(modes)[::-1]
             for mode in order:
                 runs[mode].append(
-                    asyncio.run(load(bases[mode], c, args.seconds, lengths, args.steps))
+                    asyncio.run(load(bases[mode], c, args.seconds, lengths, args.steps,
+                                     sampling))
                 )
         rss = {m: (before[m], rss_mb(p.pid)) for m, p in procs.items()}
     finally:
@@ -265,7 +289,9 @@ def main() -> int:
 
     print(
         f"model {model}, max_tokens {args.max_tokens}, "
-        f"steps {args.steps or 'one per token'}, {args.seconds:g} s per level, batched run "
+        f"steps {args.steps or 'one per token'}, temperature "
+        f"{'default' if args.temperature is None else f'{args.temperature:g}'}"
+        f"{', seeded' if args.seeded else ''}, {args.seconds:g} s per level, batched run "
         "--max-batch "
         f"{args.max_batch}, server threads {args.threads}, {args.device}"
     )
@@ -306,6 +332,8 @@ def main() -> int:
                         "model": model,
                         "max_tokens": lengths,
                         "steps": args.steps,
+                        "temperature": args.temperature,
+                        "seeded": args.seeded,
                         "seconds": args.seconds,
                         "max_batch": args.max_batch,
                         "threads": args.threads,

@@ -30,3 +30,25 @@ def test_a_warm_up_the_server_refuses_is_one_line(benchmark, monkeypatch):
     with pytest.raises(UserError, match=r"max_tokens 999, steps 999: prompt \(3 tokens\)"):
         serve_load.warm_up("http://server", [8, 999], None)
     assert serve_load.error_message(httpx.Response(502, text="Bad Gateway")) == "HTTP 502"
+
+
+def test_seeded_sampled_load_sends_a_seed_of_its_own_per_request(benchmark, monkeypatch):
+    """``--temperature T --seeded``: every request (warm-up included) samples at T with a seed
+    of its own (request k: seed k), so seeded requests can be measured; without them the
+    body is as before (the checkpoint's temperature, no seed)."""
+    serve_load = benchmark("serve_load")
+    assert serve_load.request_body(5, 8, None, {}) == {
+        "prompt": serve_load.PROMPTS[1], "max_tokens": 8, "steps": 8}
+    sampled = serve_load.request_body(5, 8, 4, {"temperature": 0.8, "seeded": True})
+    assert sampled == {"prompt": serve_load.PROMPTS[1], "max_tokens": 8, "steps": 4,
+                       "temperature": 0.8, "seed": 5}
+    sent = []
+
+    def post(url: str, json: dict, timeout: float) -> httpx.Response:
+        sent.append(json)
+        return httpx.Response(200, json={}, request=httpx.Request("POST", url))
+
+    monkeypatch.setattr(serve_load.httpx, "post", post)
+    serve_load.warm_up("http://server", [8], None, {"temperature": 0.5, "seeded": True})
+    assert sent == [{"prompt": serve_load.PROMPTS[0], "max_tokens": 8, "steps": 8,
+                     "temperature": 0.5, "seed": 0}]

@@ -31,11 +31,13 @@ Runs alone: runs that cannot share a forward (KV caches ``prefix``/``dual``, ``b
 blocks, ``sedd``, ``ar``) and infill/edit (``fn``): the worker waits for the running batch
 to drain, takes the request with every queued request of the same ``batch_key`` (up to
 ``max_batch`` rows, one run over all their rows) and advances it step by step to the end,
-stopping early when all of them are cancelled. A seeded job of several rows runs alone, a
-run per row one after another, except where its decoder gives each row a generator of its
-own in one run (``ar``, ``hybrid``: ``Engine(seeds_in_one_run=...)``): then its rows run as one run
-(slices of ``max_batch`` rows), each drawing what it draws alone. A queued request that runs
-alone stops later requests from joining until it has run, so nothing waits forever.
+stopping early when all of them are cancelled. A seeded job runs alone, a run per row one
+after another, except where its decoder gives each row a generator of its own in one run
+(``ar``, ``hybrid``: ``Engine(seeds_in_one_run=...)``): then its rows run as one run (slices
+of ``max_batch`` rows), each drawing what it draws alone, and queued seeded jobs of the same
+settings but their seeds share that run (``Job._row_seeds``: batch key ``seeded``). A queued
+request that runs alone stops later requests from joining until it has run, so nothing waits
+forever.
 """
 
 from __future__ import annotations
@@ -118,7 +120,9 @@ class Job:
     """Run alone on the worker instead of generating (infill, edit)."""
     sink: StepSink | None = None
     batchable: bool = True
-    """Whether a whole-batch run may include other jobs (False for seeded sampling there)."""
+    """Whether a whole-batch run may include other jobs (False for seeded sampling there: it
+    shares a run with other seeded jobs only where each row has a generator of its own,
+    ``Job._row_seeds``)."""
     seeds: list[int | None] | None = None
     """Per-row seeds (``unmask.api.row_seeds``): each row then draws from its own generator
     (seeded ``seeds[i]``), so its text depends on its seed only, not on the rows beside it: a
@@ -127,6 +131,11 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
     id: int = field(default_factory=lambda: next(_ids))
     _cancelled: threading.Event = field(default_factory=threading.Event)
+    _row_seeds: list[int] | None = field(default=None, repr=False)
+    """Every row's seed (``seeds``, or ``config.seed`` for a seeded job of one row) where the
+    engine runs seeded rows as one run of a generator per row (``Engine._split``,
+    ``seeds_in_one_run``): such jobs share a whole-batch run, each row drawing what it draws
+    alone; None elsewhere."""
     _parts: list[_Part] = field(default_factory=list, repr=False)
     """The runs the rows are split into (``Engine._split``, at ``submit``)."""
     _next: int = 0
@@ -149,11 +158,17 @@ class Job:
         return self._cancelled.is_set()
 
     def batch_key(self) -> Hashable:
-        """Jobs with equal keys may share one whole-batch run."""
-        if (self.fn is not None or not self.batchable or self.config is None
-                or len(self._parts) > 1 or self.seeds is not None):
+        """Jobs with equal keys may share one whole-batch run: unseeded ones (or seeded ones
+        that draw nothing) of the same settings, and seeded ones of the same settings but their
+        seeds whose rows each draw from a generator of their own in one run (``_row_seeds``)."""
+        if self.fn is not None or self.config is None or len(self._parts) > 1:
             return ("alone", self.id)
-        return ("generate", dataclasses.astuple(dataclasses.replace(self.config, seed=None)))
+        shape = dataclasses.astuple(dataclasses.replace(self.config, seed=None))
+        if self._row_seeds is not None:
+            return ("seeded", shape)
+        if not self.batchable or self.seeds is not None:
+            return ("alone", self.id)
+        return ("generate", shape)
 
     def cancel(self) -> None:
         """Stop this job: skipped if queued, dropped from a continuous batch at the next step."""
@@ -318,9 +333,13 @@ class Engine:
         if job.config is None or job.fn is not None:
             return []
         size = self.max_batch
-        if job.seeds is not None and (
-            self.seeds_in_one_run is None or not self.seeds_in_one_run(job.config)
-        ):
+        seeded = job.seeds is not None or (not job.batchable and job.config.seed is not None)
+        together = seeded and self.seeds_in_one_run is not None and self.seeds_in_one_run(
+            job.config)
+        if together:  # a generator per row: any seeded jobs of these settings may share a run
+            job._row_seeds = cast("list[int]", list(job.seeds) if job.seeds is not None
+                                  else [job.config.seed] * len(job.rows))
+        if job.seeds is not None and not together:
             return [_Part(job, k, [row], dataclasses.replace(job.config, seed=seed))
                     for k, (row, seed) in enumerate(zip(job.rows, job.seeds, strict=True))]
         seeds = cast("list[int] | None", job.seeds)
@@ -535,10 +554,12 @@ class Engine:
 
     def _step(self, active: list[_Running]) -> None:
         """One step boundary of the continuous batch: drop the cancelled, step, release the done."""
-        for r in [r for r in active if r.job.cancelled]:
+        gone = [r for r in active if r.job.cancelled]
+        for r in gone:
             active.remove(r)
-            _resolve(r.job.future, exc=Cancelled())
         self._count(active)
+        for r in gone:
+            _resolve(r.job.future, exc=Cancelled())
         if not active:
             return
         rows = self._rows
@@ -547,10 +568,13 @@ class Engine:
         try:
             forward = step_together([r.run for r in active], on_error=failed.__setitem__)
         except BaseException as e:  # noqa: BLE001 -- every job of the forward gets the error
-            for r in active:
-                _resolve(r.job.future, exc=Cancelled() if r.job.cancelled else e)
+            ended = [r.job for r in active]
             active.clear()
             self._count(active)
+            for job in ended:  # and ends: its slices not yet started leave the queue (they
+                # ran to their end for an answer already sent, ahead of the others)
+                self._fail(job, Cancelled() if job.cancelled else e)
+                self._unqueue(job)
             return
         if forward:
             self.metrics.inc("nfe")
@@ -564,12 +588,13 @@ class Engine:
             job._batch_rows = max(job._batch_rows, rows)
         for r in list(active):
             run = r.run
+            if run in failed or run.done:  # the gauges leave it before its future resolves
+                active.remove(r)  # (a client that has its answer reads it gone)
+                self._count(active)
             if run in failed:
-                active.remove(r)
                 self._fail(r.job, failed[run])
                 self._unqueue(r.job)
             elif run.done:
-                active.remove(r)
                 try:  # its own failure fails its job only: raised here, it ended the worker
                     # thread, and every request after it waited for its timeout
                     result = run.result()
@@ -604,16 +629,25 @@ class Engine:
         try:
             self._run(live)
         finally:
-            self._running = self._rows = 0
-            self._whole = []
+            self._idle()
+
+    def _idle(self) -> None:
+        """The whole-batch run is over: the gauges read idle before its futures resolve, so a
+        client that has its answer reads ``in_flight`` 0 (it read 1 for a moment)."""
+        self._running = self._rows = 0
+        self._whole = []
 
     def _run(self, batch: list[Job]) -> None:
         if batch[0].fn is not None:
             job = batch[0]
             try:
-                _resolve(job.future, job.fn())
+                out = job.fn()
             except BaseException as e:  # noqa: BLE001 -- reported to the request, the worker lives on
+                self._idle()
                 _resolve(job.future, exc=e)
+                return
+            self._idle()
+            _resolve(job.future, out)
             return
         if len(batch) == 1:  # its parts one after another (one run: its rows together)
             job = batch[0]
@@ -622,8 +656,12 @@ class Engine:
                     run = self._begin(part)
                     self._advance(run, [job], len(part.rows))
                     job._nfe += run.nfe
-                    self._finish(part, run.result(), run.steps, len(part.rows))
+                    result = run.result()
+                    if part is job._parts[-1]:
+                        self._idle()
+                    self._finish(part, result, run.steps, len(part.rows))
             except BaseException as e:  # noqa: BLE001 -- reported to the request
+                self._idle()
                 _resolve(job.future, exc=Cancelled() if job.cancelled else e)
             return
         rows = [r for j in batch for r in j.rows]
@@ -644,16 +682,21 @@ class Engine:
                 except Exception:  # noqa: BLE001 -- a broken stream must not stop the others
                     j.cancel()
 
+        seeds: dict[str, list[int]] = {}  # seeded jobs: a generator per row, seeded as alone
+        if batch[0]._row_seeds is not None:
+            seeds["seeds"] = [s for j in batch for s in cast("list[int]", j._row_seeds)]
         try:  # one run over the rows of every job of the batch
             run = self.start_run(rows, batch[0].config,  # type: ignore[arg-type]
-                                 step_callback=on_view)
+                                 step_callback=on_view, **seeds)
             self._advance(run, batch, len(rows))
             result = run.result()
             gen, prompts = result.gen_ids, result.prompt_ids
         except BaseException as e:  # noqa: BLE001 -- every job of the batch gets the error
+            self._idle()
             for j in batch:
                 _resolve(j.future, exc=Cancelled() if j.cancelled else e)
             return
+        self._idle()
         for j, o in zip(batch, offsets, strict=False):
             _resolve(
                 j.future,

@@ -79,7 +79,8 @@ class _Strict(BaseModel):
     """Unknown fields are refused, types are not coerced (``"max_tokens": "4"`` or ``true``
     is a 400, as at OpenAI), and a field sent as null takes its default."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, str_max_length=1_000_000)
+    model_config = ConfigDict(extra="forbid", strict=True, str_max_length=1_000_000,
+                              allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -111,12 +112,13 @@ class DiffusionOptions(_Strict):
     """Seed for temperature / random remasking: same seed, same output. Each request has its
     own generator (each row, seeded ``seed + k`` for choice k, when it has several:
     ``unmask.api.row_seeds``, as ``unmask generate`` and ``api.generate`` seed them), so
-    sharing forward passes does not change its noise (in whole-batch runs, KV-cache modes and
-    causal checkpoints, a seeded sampled request runs alone). A request that samples in the
-    continuous batch without a seed gets one drawn; the response's ``seed`` reports it. The
-    logits of a differently shaped batch round differently, which can flip a near-tie: rarely
-    in float32, more often in bf16 (``--dtype auto`` on a CPU with AMX). docs/serving.md;
-    ``--dtype fp32 --max-batch 1`` for bitwise reproducibility."""
+    sharing forward passes does not change its noise (in whole-batch runs, KV-cache modes, a
+    seeded sampled request runs alone; on a causal checkpoint in float32 it shares a run with
+    queued seeded requests of the same settings, each row its own generator). A request that
+    samples in the continuous batch without a seed gets one drawn; the response's ``seed``
+    reports it. The logits of a differently shaped batch round differently, which can flip a
+    near-tie: rarely in float32, more often in bf16 (``--dtype auto`` on a CPU with AMX).
+    docs/serving.md; ``--dtype fp32 --max-batch 1`` for bitwise reproducibility."""
     steps: int | None = Field(None, ge=1)
     """Denoising steps; None = one per generated token."""
     block_length: int | None = Field(None, ge=1)

@@ -111,9 +111,10 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         raise request_error(req, e) from None
     rows = [i for i in ids for _ in range(req.n)]
     noisy = api.draws_noise(decoder.name, config)
-    if noisy and shares_forward(decoder, config):
+    if noisy and (shares_forward(decoder, config) or seeds_share_runs(state, config)):
         # no seed sent: one drawn (as the CLI draws one), which the response reports so that
         # sending it repeats the text; free here, as the rows share each forward pass anyway
+        # (the continuous batch, or seeded rows of a generator each in one whole-batch run)
         config = api.with_seed(config, decoder.name)
     seeded_sampling = config.seed is not None and noisy
     # with a seed and a run that draws random numbers, every row its own generator: choice
@@ -131,11 +132,21 @@ def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
     """Whether the request's rows run in the continuous batch, sharing each forward pass
     with other requests whatever their seeds (the commit loop ``llada`` without a KV cache:
     ``LLaDARun.shares_forward``): there a request that samples without a seed gets one drawn
-    at no cost. Elsewhere (whole-batch runs: KV caches, causal, bd3lm, SEDD, continuous) a
-    seeded request runs alone, row by row, while unseeded ones of the same settings share
-    one run, so none is drawn: the rows keep sharing a run, and the response's ``seed`` is
-    null."""
+    at no cost (so it does in whole-batch runs whose seeded rows share a run, a generator
+    each: ``seeds_share_runs``). Elsewhere (whole-batch runs: KV caches, bd3lm, SEDD,
+    continuous, causal in half precision or with ``--draft``) a seeded request runs alone,
+    row by row, while unseeded ones of the same settings share one run, so none is drawn:
+    the rows keep sharing a run, and the response's ``seed`` is null."""
     return decoder.name == "llada" and config.cache == "none"
+
+
+def seeds_share_runs(state: ServerState, config: SampleConfig) -> bool:
+    """Whether seeded requests of ``config`` share whole-batch runs, each row drawing from a
+    generator of its own (``Engine.seeds_in_one_run``: ``ar``, ``hybrid`` in float32), so that
+    a seed costs a request nothing: one is drawn for a sampled request that sends none, as in
+    the continuous batch (``shares_forward``)."""
+    together = state.engine.seeds_in_one_run
+    return together is not None and together(config)
 
 
 def steps_follow_length(state: ServerState, req: _Generation, length: int) -> bool:
