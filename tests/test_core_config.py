@@ -40,3 +40,18 @@ def test_a_negative_latent_len_no_longer_widens_the_context() -> None:
     assert ModelFacts.of(cfg).max_seq_len == 59
     with pytest.raises(UserError, match="latent_len=-3"):
         ModelConfig(max_seq_len=64, latent_len=-3, objective="latent-diffusion")
+
+
+@pytest.mark.parametrize("fields", [
+    {"routed_scaling": 2.5}, {"router_groups": 2, "router_topk_groups": 1},
+    {"router_expert_bias": True},
+])  # fmt: skip
+def test_sigmoid_router_options_are_refused_on_the_softmax_router(fields) -> None:
+    """The softmax router (``MoE.route``) reads none of the sigmoid router's options: a
+    config with ``routed_scaling`` 2.5 built a model whose outputs equal the unscaled one's."""
+    moe = {"n_experts": 4, "experts_top_k": 2}
+    with pytest.raises(UserError, match=r"set only with router='sigmoid'; the softmax router "
+                                        r"does not read it$"):
+        from_dict(ModelConfig, {**moe, **fields})
+    ModelConfig(**moe, **fields, router="sigmoid")  # where they apply
+    ModelConfig(**fields)  # no experts: no router, nothing read (as a dense config holds them)

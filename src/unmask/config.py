@@ -340,6 +340,13 @@ class ModelConfig:
     def _check_moe_options(self) -> None:
         """The router / partial-rotary / block-alignment options (one-line ``UserError``s)."""
         check_mode("router", self.router, ROUTERS)
+        if self.n_experts and self.router == "softmax":  # MoE.route reads them for sigmoid only
+            sigmoid_only = [f"{name}={getattr(self, name)!r}" for name, plain in (
+                ("routed_scaling", 1.0), ("router_groups", 1), ("router_topk_groups", 1),
+                ("router_expert_bias", False)) if getattr(self, name) != plain]
+            if sigmoid_only:
+                raise UserError(f"{', '.join(sigmoid_only)}: set only with router='sigmoid'; "
+                                "the softmax router does not read it")
         check_mode("block_align", self.block_align, BLOCK_ALIGNS)
         groups, topk = self.router_groups, self.router_topk_groups
         if groups < 1 or not 1 <= topk <= groups or (self.n_experts and self.n_experts % groups):
