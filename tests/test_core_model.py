@@ -1,5 +1,6 @@
-"""``unmask.model.Transformer`` at the edges of its explicit layouts: a negative RoPE
-position is refused (it read another position's rotation from the end of the table)."""
+"""``unmask.model.Transformer`` at the edges of its layouts: a negative RoPE position is
+refused (it read another position's rotation from the end of the table); padding keeps a row's
+logits as the module docstring says."""
 
 from __future__ import annotations
 
@@ -33,3 +34,23 @@ def test_given_positions_equal_the_default_ones() -> None:
         got = m(x, positions=torch.arange(6))
         cached = m(x, cache=KVCache(), start=0, positions=torch.arange(6))
     assert torch.allclose(got, want) and torch.allclose(cached, want)
+
+
+@pytest.mark.parametrize("attention", ["bidirectional", "causal", "block-causal"])
+def test_a_padded_row_is_the_row_alone(attention) -> None:
+    """The module docstring's promise: left padding (whole blocks of a block-causal model)
+    and right padding leave a row's logits at its real positions as they are alone."""
+    torch.manual_seed(0)
+    extra = {"block_size": 4} if attention == "block-causal" else {}
+    m = Transformer(model_preset("tiny", vocab_size=50, attention=attention, **extra))
+    m = m.double().eval()
+    x = torch.randint(0, 50, (1, 12))
+    with torch.no_grad():
+        alone = m(x)[0]
+        for pad in (4, 8):
+            fill = torch.full((1, pad), 7)
+            left, right = torch.cat([fill, x], 1), torch.cat([x, fill], 1)
+            assert torch.allclose(m(left, attention_mask=torch.arange(12 + pad)[None] >= pad)
+                                  [0, pad:], alone)
+            assert torch.allclose(m(right, attention_mask=torch.arange(12 + pad)[None] < 12)
+                                  [0, :12], alone)

@@ -6,7 +6,9 @@ embeddings. Attention is ``bidirectional`` (masked diffusion, LLaDA/MDLM),
 ``causal`` (the autoregressive baseline) or ``block-causal`` (bidirectional inside
 a block of ``block_size`` tokens, causal across blocks; BD3-LM). A key-padding mask
 (``attention_mask``, True = real token) keeps padded positions out of attention, so a
-padded row gives the same logits at its real positions as the row alone.
+padded row gives the same logits at its real positions as the row alone (block-causal: a
+left padding of whole blocks, as bd3lm pads; blocks count from the canvas start, so other
+left paddings move the block boundaries).
 
 Optional KV cache (``KVCache``): ``forward(tokens, cache=kv, start=s)`` runs only the
 positions ``[s, s + l)``, writes their keys/values into ``kv`` and attends to every
