@@ -115,7 +115,8 @@ class ModelFacts:
     @classmethod
     def of(cls, config_or_model: Any) -> ModelFacts:
         """The facts of a model config, or of a model (its ``.config``; whether it supports a
-        KV cache is then read from its ``forward`` signature)."""
+        KV cache is then its ``supports_kv_cache`` attribute, which
+        ``unmask.model.Transformer`` sets; a bare config is taken to be such a model's)."""
         config = getattr(config_or_model, "config", config_or_model)
         # unmask.model.Transformer declares the cache=/start= interface with this attribute
         # (unmask.sampling.cache.supports_kv_cache); a bare config is taken to be ours.
