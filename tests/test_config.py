@@ -235,7 +235,7 @@ def test_num_params_is_the_built_models_count_for_every_objective_and_option(obj
         {"embed_self_condition": True}, {"embed_self_condition": True, "tie_embeddings": False},
         {"time_conditioning": True, "sigma_input": "masked_fraction"},
         {"n_experts": 4, "experts_top_k": 2, "expert_hidden": 16, "shared_expert_hidden": 8,
-         "dense_layers": 1, "router_expert_bias": True},
+         "dense_layers": 1, "router": "sigmoid", "router_expert_bias": True},
     ]
     for extra in variants:
         model = dataclasses.replace(base, **extra)

@@ -265,8 +265,13 @@ class ModelConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise UserError(f"{name}={v!r} must be a whole number of at least 1")
+        for name in ("latent_len", "latent_window"):  # a negative count of slots claimed
+            v = getattr(self, name)  # positions the model has not (ModelFacts.max_seq_len)
+            if v is not None and v < 1:
+                raise UserError(f"{name}={v!r} must be a whole number of at least 1 "
+                                "(or absent: not a latent model)")
         for name, low, strict in (("norm_eps", 0.0, True), ("init_std", 0.0, False),
-                                  ("rope_theta", 0.0, True)):
+                                  ("rope_theta", 0.0, True), ("routed_scaling", 0.0, True)):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or (
                     v <= low if strict else v < low):
@@ -286,6 +291,9 @@ class ModelConfig:
             raise UserError("attention='block-causal' needs block_size")
         if self.block_size is not None and self.block_size < 1:
             raise UserError(f"block_size={self.block_size} must be positive")
+        if self.attention == "block-causal" and self.block_size > self.max_seq_len:
+            raise UserError(f"block_size={self.block_size} exceeds max_seq_len="
+                            f"{self.max_seq_len}: not one block fits the context")
         if self.draft_block is not None and self.draft_block < 1:
             raise UserError(f"draft_block={self.draft_block} must be positive")
         if not 0.0 <= self.schedule_eps < 1.0:
@@ -332,6 +340,13 @@ class ModelConfig:
     def _check_moe_options(self) -> None:
         """The router / partial-rotary / block-alignment options (one-line ``UserError``s)."""
         check_mode("router", self.router, ROUTERS)
+        if self.n_experts and self.router == "softmax":  # MoE.route reads them for sigmoid only
+            sigmoid_only = [f"{name}={getattr(self, name)!r}" for name, plain in (
+                ("routed_scaling", 1.0), ("router_groups", 1), ("router_topk_groups", 1),
+                ("router_expert_bias", False)) if getattr(self, name) != plain]
+            if sigmoid_only:
+                raise UserError(f"{', '.join(sigmoid_only)}: set only with router='sigmoid'; "
+                                "the softmax router does not read it")
         check_mode("block_align", self.block_align, BLOCK_ALIGNS)
         groups, topk = self.router_groups, self.router_topk_groups
         if groups < 1 or not 1 <= topk <= groups or (self.n_experts and self.n_experts % groups):

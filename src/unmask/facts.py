@@ -23,6 +23,11 @@ blocks and bidirectional inside a block (BD3-LM), or causal (autoregressive)."""
 
 _ATTENTIONS: tuple[str, ...] = ("bidirectional", "block-causal", "causal")
 
+_CAUSAL_DECODERS = ("ar", "hybrid", "speculative")
+"""Decoders that write left to right from the prompt's last token: an empty prompt is given
+a start token (``unmask.sampling.ar``, ``hybrid``, ``speculative``)."""
+
+
 def infer_objective(attention: str, sedd_graph: str | None) -> str:
     """The objective of a checkpoint that does not record one (older checkpoints, imported
     models): causal attention is ``ar``, block-causal ``bd3lm``, a SEDD graph ``sedd``,
@@ -89,10 +94,29 @@ class ModelFacts:
         """The decoder of ``decoder='auto'`` for this checkpoint (``default_decoder``)."""
         return default_decoder(self.objective)
 
+    def starts_empty_prompts(self, decoder: str) -> bool:
+        """Whether decoder ``decoder`` gives an empty prompt a start token, which takes a
+        column of the canvas: the causal decoders (``ar``, ``hybrid``, ``speculative``) always,
+        the commit loop (``llada``) and ``bd3lm`` on a Dream-style ``logit_shift`` model
+        (``unmask.sampling.loop.start_empty_prompts``: its first prediction reads the column
+        before it)."""
+        if decoder in _CAUSAL_DECODERS:
+            return True
+        return self.logit_shift and decoder in ("llada", "bd3lm")
+
+    def prompt_columns(self, prompt_len: int, decoder: str) -> int:
+        """The canvas columns a prompt of ``prompt_len`` tokens takes under ``decoder``: an
+        empty one counts 1 where the decoder gives it a start token
+        (``starts_empty_prompts``). What every room check passes as the prompt's length
+        (``unmask.sampling.blocks.room_after_prompt`` in ``unmask demo``, ``unmask chat`` and
+        ``unmask eval``; ``plan_blocks`` in the server's block check)."""
+        return max(1, prompt_len) if self.starts_empty_prompts(decoder) else prompt_len
+
     @classmethod
     def of(cls, config_or_model: Any) -> ModelFacts:
         """The facts of a model config, or of a model (its ``.config``; whether it supports a
-        KV cache is then read from its ``forward`` signature)."""
+        KV cache is then its ``supports_kv_cache`` attribute, which
+        ``unmask.model.Transformer`` sets; a bare config is taken to be such a model's)."""
         config = getattr(config_or_model, "config", config_or_model)
         # unmask.model.Transformer declares the cache=/start= interface with this attribute
         # (unmask.sampling.cache.supports_kv_cache); a bare config is taken to be ours.

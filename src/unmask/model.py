@@ -6,7 +6,9 @@ embeddings. Attention is ``bidirectional`` (masked diffusion, LLaDA/MDLM),
 ``causal`` (the autoregressive baseline) or ``block-causal`` (bidirectional inside
 a block of ``block_size`` tokens, causal across blocks; BD3-LM). A key-padding mask
 (``attention_mask``, True = real token) keeps padded positions out of attention, so a
-padded row gives the same logits at its real positions as the row alone.
+padded row gives the same logits at its real positions as the row alone (block-causal: a
+left padding of whole blocks, as bd3lm pads; blocks count from the canvas start, so other
+left paddings move the block boundaries).
 
 Optional KV cache (``KVCache``): ``forward(tokens, cache=kv, start=s)`` runs only the
 positions ``[s, s + l)``, writes their keys/values into ``kv`` and attends to every
@@ -477,13 +479,17 @@ class Transformer(nn.Module):
 
     def _positions_end(self, positions: Tensor | None, end: int) -> int:
         """One past the largest of ``positions`` (``end`` for the default ones, which need no
-        device read), checked against ``max_seq_len``. Traced by torch.compile, given
-        positions count as ``max_seq_len`` unread: ``.item()`` would break the graph, and the
-        RoPE tables cover every position anyway (``_rope_tables``)."""
+        device read), checked against ``max_seq_len``; a negative position is refused (it
+        indexed the RoPE table from its end: another position's rotation, silently). Traced
+        by torch.compile, given positions count as ``max_seq_len`` unread: ``.item()`` would
+        break the graph, and the RoPE tables cover every position anyway (``_rope_tables``)."""
         if positions is not None and positions.numel():
             if torch.compiler.is_compiling():
                 return self.config.max_seq_len
-            end = int(positions.max()) + 1
+            low, high = torch.stack(torch.aminmax(positions)).tolist()  # one device read
+            if low < 0:
+                raise ValueError(f"position {low} is negative")
+            end = high + 1
         if end > self.config.max_seq_len:
             raise ValueError(f"position {end - 1} exceeds max_seq_len={self.config.max_seq_len}")
         return end

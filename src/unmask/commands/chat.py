@@ -171,13 +171,15 @@ class ChatSession:
 
     def _fits(self, prompt_len: int, new: int, limit: int | None) -> bool:
         """Whether ``new`` tokens fit after a prompt of ``prompt_len`` in a context of
-        ``limit`` (``room_after_prompt``: a bd3lm model's canvas is the prompt padded to
-        whole blocks, then whole blocks, as the server's and the demo's)."""
+        ``limit`` (``room_after_prompt`` after ``ModelFacts.prompt_columns``: an empty
+        prompt's start token counted, a bd3lm model's canvas the prompt padded to whole
+        blocks, then whole blocks, as the server's and the demo's)."""
         from unmask import api
         from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
-        room = room_after_prompt(prompt_len, limit,
-                                 block_size=api.facts_of(self.loaded).block_size,
+        facts = api.facts_of(self.loaded)
+        room = room_after_prompt(facts.prompt_columns(prompt_len, self.decoder), limit,
+                                 block_size=facts.block_size,
                                  absolute=absolute_blocks(self.loaded))
         return room is None or new <= room
 

@@ -347,12 +347,14 @@ def _prepare(m: Any, args: argparse.Namespace, name: str) -> tuple[Showcase, lis
 def _room(m: Any, prompt_len: int, name: str) -> int | None:
     """The most tokens the model's canvas holds after the longest prompt (a model trained with
     a short --seq-len), whole blocks of a block-diffusion model as its decoder writes them
-    (``room_after_prompt``; None: no limit known); none fitting is one line."""
+    (``room_after_prompt`` after ``ModelFacts.prompt_columns``: an empty prompt's start token
+    counted; None: no limit known); none fitting is one line."""
     from unmask.api import facts_of
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
     facts = facts_of(m)
-    room = room_after_prompt(prompt_len, facts.max_seq_len, block_size=facts.block_size,
+    columns = facts.prompt_columns(prompt_len, facts.default_decoder)  # the demo's decoder
+    room = room_after_prompt(columns, facts.max_seq_len, block_size=facts.block_size,
                              absolute=absolute_blocks(m))
     if room is not None and room <= 0:
         raise UserError(f"this model's rows hold {facts.max_seq_len} tokens, and the demo's "

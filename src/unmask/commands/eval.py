@@ -289,19 +289,19 @@ def _fit_gen_length(
     loaded: Any, facts: Any, config: Any, given: dict[str, Any], prompt_tokens: int
 ) -> Any:
     """The generative-perplexity ``config`` with room beside its prompts of ``prompt_tokens``
-    (``room_after_prompt``: whole blocks of a block-diffusion model as its decoder writes
-    them, bd3lm's padded prompt or LLaDA 2.x's absolute layout): a gen_length
-    not given (the checkpoint's or the default 64) shrinks to the room the context leaves; a
-    given one that does not fit is a ``UserError`` naming the room. ``facts``: the
-    checkpoint's (``api.facts_of``)."""
-    from unmask.api import sample_config
+    (``room_after_prompt`` after ``ModelFacts.prompt_columns``: an empty prompt's start token
+    counted, whole blocks of a block-diffusion model as its decoder writes them, bd3lm's
+    padded prompt or LLaDA 2.x's absolute layout): a gen_length not given (the checkpoint's
+    or the default 64) shrinks to the room the context leaves; a given one that does not fit
+    is a ``UserError`` naming the room. ``facts``: the checkpoint's (``api.facts_of``)."""
+    from unmask.api import choose, sample_config
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
 
     limit = facts.max_seq_len
     if not limit or config.segment_length is not None:  # segments: any length fits
         return config
-    room = room_after_prompt(prompt_tokens, limit, block_size=facts.block_size,
-                             absolute=absolute_blocks(loaded))
+    room = room_after_prompt(facts.prompt_columns(prompt_tokens, choose(loaded, config)), limit,
+                             block_size=facts.block_size, absolute=absolute_blocks(loaded))
     assert room is not None  # the limit is known
     if config.gen_length <= room:
         return config

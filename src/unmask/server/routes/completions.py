@@ -312,15 +312,18 @@ def check_whole_blocks(state: ServerState, decoder: Decoder, config: SampleConfi
     """A ``UserError`` for what decoder bd3lm refuses when it starts (``blocks.plan_blocks``,
     the same check): a canvas that is not whole blocks of the checkpoint's ``block_size``, or
     for LLaDA 2.x (blocks counted from the first prompt token) a batch of prompts of unequal
-    lengths modulo it; steps that do not split evenly over its blocks. Found here so that a
-    streamed request is a 400 too, not an error event after a 200."""
-    from unmask.sampling.blocks import plan_blocks
+    lengths modulo it; steps that do not split evenly over its blocks; an empty prompt counted
+    as its start token (``ModelFacts.prompt_columns``, as the decoder lays it out). Found here
+    so that a streamed request is a 400 too, not an error event after a 200."""
+    from unmask.sampling.blocks import absolute_blocks, plan_blocks
 
-    bs = api.facts_of(state.loaded).block_size
-    if decoder.name != "bd3lm" or not bs:
+    facts = api.facts_of(state.loaded)
+    if decoder.name != "bd3lm" or not facts.block_size:
         return
-    plan_blocks(config, bs, prompt_lengths,
-                absolute=getattr(state.cfg, "block_align", "pad") == "absolute")
+    plan_blocks(config, facts.block_size,
+                [facts.prompt_columns(n, decoder.name) for n in prompt_lengths],
+                absolute=absolute_blocks(state.cfg),
+                started=[facts.prompt_columns(n, decoder.name) > n for n in prompt_lengths])
 
 
 def check_token_prompts(state: ServerState, prompts: list[list[int]]) -> None:
