@@ -222,10 +222,25 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_USER_ERROR
     with contextlib.suppress(AttributeError, ValueError):  # stdin as text read: UTF-8, strict
         sys.stdin.reconfigure(encoding="utf-8", errors="strict")  # type: ignore[union-attr]
+    if argv and not argv[0].startswith("-") and (name is None or "_" in argv[0]):
+        _said_by_rank_0()
+        print(f"unmask: error: {unknown_command(argv[0])} (see: unmask --help)",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
     parser: argparse.ArgumentParser | None = None  # named in a refusal: the flags typed
     try:
         with _sigterm_raises():
             parser = build_parser([name] if name else [])
+            command = _command_parser(parser, argv[0]) if name else None
+            unknown = unknown_flags(command, argv[1:]) if command is not None else []
+            if unknown:  # before argparse, whose "--model is required" hid "--modle"
+                _said_by_rank_0()
+                meant = [m for _, m in unknown if m]
+                hint = f"; did you mean {' and '.join(meant)}?" if meant else ""
+                print(f"{label}: error: unrecognized arguments: "
+                      f"{' '.join(w for w, _ in unknown)}{hint} (see: {label} --help)",
+                      file=sys.stderr)
+                return EXIT_USER_ERROR
             args, extra = parser.parse_known_args(argv)
             if extra:  # named by the command whose flags they are not (argparse: "unmask")
                 _said_by_rank_0()
@@ -283,6 +298,47 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED  # all got it: rank 0 says it
         print(f"{label}: {'hung up (SIGHUP)' if hung_up else 'terminated'}", file=sys.stderr)
         return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
+
+
+def _closest(word: str, known: Sequence[str]) -> str | None:
+    """The entry of ``known`` closest to ``word``: the same in another letter case, else a
+    near spelling (a typo); None when none is close."""
+    import difflib
+
+    same = [k for k in known if k.casefold() == word.casefold()]
+    close = same or difflib.get_close_matches(word.casefold(), known, n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def unknown_command(word: str) -> str:
+    """The refusal of ``word``, which names no command: the closest command (``Generate``,
+    ``genrate``: generate; ``fill_form``: fill-form), else the list. argparse listed the
+    twelve choices, quoted, and no nearest one."""
+    names = [n.replace("_", "-") for n in COMMANDS]
+    near = _closest(word.replace("_", "-"), names)
+    hint = f"; did you mean {near}?" if near else f" (the commands: {', '.join(names)})"
+    return f"unknown command {word!r}{hint}"
+
+
+def unknown_flags(
+    command: argparse.ArgumentParser, words: Sequence[str]
+) -> list[tuple[str, str | None]]:
+    """The long flags in ``words`` (up to a bare ``--``) that ``command`` has not, not even
+    as a prefix argparse would take, each with the closest flag it has, or None
+    (``--gen-lenght``: ``--gen-length``). A word with a space is a value, as argparse takes
+    it (``--system "--be brief"``)."""
+    longs = [s for s in command._option_string_actions if s.startswith("--")]
+    found = []
+    for word in words:
+        if word == "--":
+            break
+        if not word.startswith("--") or len(word) <= 2 or " " in word:
+            continue
+        flag = word.split("=", 1)[0]
+        if any(s.startswith(flag) for s in longs):  # itself, or a prefix argparse judges
+            continue
+        found.append((flag, _closest(flag, longs)))
+    return found
 
 
 _FIELD_RULE = re.compile(

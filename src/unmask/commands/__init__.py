@@ -463,19 +463,23 @@ def any_case(value: str, known: Iterable[str], what: str) -> str | None:
 
 def registry_choice(what: str, names: Choices) -> Callable[[str], str]:
     """An argparse ``type`` accepting a name of a registry, in any letter case (``--to LLaDA``
-    is ``llada``, as the papers and model cards spell it; ``any_case``): the registry's own
-    spelling is returned; a name that matches none is refused with the choices, one that
-    matches several entries that differ only in case is ambiguous (refused naming them). The
+    is ``llada``, as the papers and model cards spell it; ``any_case``): the registry's
+    own spelling is returned; a name that matches none is refused with the choices (a
+    fixed list in argparse's words, ``invalid choice: 'x'``), one that matches several
+    entries that differ only in case is ambiguous (refused naming them). The
     case-folding is the command line's convenience: the library (``SampleConfig``,
-    ``unmask.api``) and the server take a registry's exact names. ``names`` is a list of the
-    choices or a function returning them, called only when the flag is given (registries
-    live in torch modules; ``--help`` must not import them), and the help names the entries
-    itself (a test checks every entry is named)."""
+    ``unmask.api``) and the server take a registry's exact names. ``names`` is a list of
+    the choices or a function returning them, called only when the flag is given
+    (registries live in torch modules; ``--help`` must not import them), and the help
+    names the entries itself (a test checks every entry is named)."""
     listed = names if callable(names) else (lambda: names)
 
     def check(value: str) -> str:
         known = sorted(listed()) if callable(names) else list(names)
         name = any_case(value, known, what)
+        if name is None and not callable(names):  # a fixed list: as argparse's choices say it
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {value!r} (choose from {', '.join(map(repr, known))})")
         if name is None:
             raise argparse.ArgumentTypeError(
                 f"unknown {what} {value!r} (choose from {', '.join(known)})"
