@@ -125,12 +125,33 @@ def add_model_flag(
                               help=help_))
 
 
+def _is_dataset(path: str) -> bool:
+    """Whether ``path`` is a folder ``unmask prepare`` wrote (its ``index.json`` and token
+    shards) and no checkpoint (no ``config.json`` there or in ``checkpoint/``)."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        return ((p / "index.json").is_file() and any(p.glob("train-*.bin"))
+                and not (p / "config.json").exists()
+                and not (p / "checkpoint" / "config.json").exists())
+    except OSError:
+        return False
+
+
 def model_choice(text: str) -> str:
     """``--model``'s value: a path as typed, or a name of a shipped model in any letter case
-    (``Demo`` is ``demo``) where no file or folder of the typed name exists. Where a folder
+    (``Demo`` is ``demo``) where no file or folder of the typed name exists. A dataset folder
+    (``unmask prepare``'s) is refused naming the command that trains on it (it read "not a
+    checkpoint"). Where a folder
     spelled as the shipped name exists too (``./demo``), ``Demo`` could mean either: one line
     naming both. Only a name that case-folding changes is looked up (``unmask.checkpoint``
     imports torch; ``--model demo --help`` must not)."""
+    if _is_dataset(text):
+        raise argparse.ArgumentTypeError(
+            f"{text} is a dataset (unmask prepare wrote it), not a checkpoint: train a model "
+            f"on it with `unmask train --data {text} --out runs/NAME`, then pass --model "
+            "runs/NAME")
     folded = text.casefold()
     if folded == text or os.path.lexists(text):
         return text
