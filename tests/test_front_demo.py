@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from test_demo import tiny_bible_checkpoint  # noqa: F401 (a fixture)
 
 from unmask.cli import main
@@ -53,3 +54,39 @@ def test_the_demo_says_how_to_run_the_program_again(tiny_bible_checkpoint,  # no
     assert f"\nTry it: {program} generate --model {run} " in out
     assert f"Train on your own text: {program} prepare my.txt --out data/mine && {program} " \
            "train" in out
+
+
+def _demo_stderr(on_terminal: bool) -> str:
+    """``unmask demo --model nowhere``'s stderr, a terminal (a pty) or a pipe."""
+    import pty
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TERM": "xterm", "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "unmask", "demo", "--model", "nowhere"]
+    if not on_terminal:
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120).stderr
+    leader, follower = pty.openpty()
+    try:
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=follower, env=env, timeout=120)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the pty's other end is closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="no pty")
+def test_a_first_run_says_it_is_starting_on_a_terminal_only():
+    """The seconds torch takes to import showed nothing on a first ``unmask demo``."""
+    assert _demo_stderr(True) == ("unmask demo: starting (loading torch and the model)\n"
+                                  "unmask demo: error: nowhere: no such folder\n")
+    assert _demo_stderr(False) == "unmask demo: error: nowhere: no such folder\n"

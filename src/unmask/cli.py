@@ -182,6 +182,20 @@ def command_of(argv: Sequence[str]) -> str | None:
     return name if name in COMMANDS else None
 
 
+def _say_starting(label: str, note: str | None) -> None:
+    """``label: note`` on stderr before torch is imported, where a command asks for it
+    (``starting_note``: ``unmask demo``, whose first run showed nothing for the seconds the
+    import takes) and stderr is a terminal (a pipe or a log gets no such line)."""
+    if note is None or "torch" in sys.modules or _follower():
+        return
+    try:  # as unmask.sampling.live.is_terminal, which imports torch
+        terminal = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        terminal = False
+    if terminal:
+        print(f"{label}: {note}", file=sys.stderr, flush=True)
+
+
 def _limit_threads_before_torch(n: int) -> None:
     """Before torch is first imported, its OpenMP pool can still be sized by the
     environment; this reaches threads torch starts later too (the server's worker)."""
@@ -256,6 +270,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
                 n = command_threads(args)
                 _limit_threads_before_torch(n)
                 threads = using_threads(n)
+            _say_starting(label, getattr(args, "starting_note", None))
             _import_torch_whole()  # every command imports it; a signal meanwhile is one line
             with threads:
                 status = int(args.func(args) or 0)

@@ -125,7 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model's recommendation)")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
-    p.set_defaults(func=run)
+    # a first run waits seconds for torch to import (more on a cold disk) before any output
+    p.set_defaults(func=run, starting_note="starting (loading torch and the model)")
 
 
 def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = True) -> Path:
