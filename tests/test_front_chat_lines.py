@@ -18,6 +18,7 @@ from unmask.checkpoint import save_checkpoint
 from unmask.cli import main
 from unmask.commands import chat as chat_cmd
 from unmask.config import SampleConfig, model_preset
+from unmask.errors import UserError
 from unmask.model import Transformer
 from unmask.tokenizer import byte_tokenizer
 
@@ -140,3 +141,16 @@ def test_ctrl_c_inside_a_message_drops_it_and_prompts_again(chat_model, monkeypa
 def test_gather(first, more, want):
     rest = iter(more)
     assert chat_cmd.gather(first, lambda: next(rest)) == want
+
+
+@pytest.mark.parametrize("typed, meant", [("/rest", "/reset"), ("/EXIT", "/exit"),
+                                          ("/hlep", "/help"), ("/quti", "/quit")])
+def test_a_misspelt_chat_command_names_the_nearest(typed, meant):
+    with pytest.raises(UserError, match=rf"^unknown command {typed} \(did you mean {meant}\?\): "
+                                        "the commands are"):
+        chat_cmd._message(typed, typed)
+
+
+def test_a_slash_word_far_from_any_command_is_refused_without_a_guess():
+    with pytest.raises(UserError, match=r"^unknown command /etc/hosts: the commands are"):
+        chat_cmd._message("/etc/hosts", "/etc/hosts")

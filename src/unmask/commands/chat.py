@@ -396,7 +396,12 @@ def _message(line: str, command: str) -> str:
         raise UserError(f"{word} takes no argument (a message that starts with / is sent with "
                         f"//: //{command[1:]})")
     if command.startswith("/"):
-        raise UserError(f"unknown command {word}: the commands are /reset, "
+        import difflib
+
+        known = ["/reset", "/exit", "/quit", "/help"]
+        near = difflib.get_close_matches(word.casefold(), known, n=1, cutoff=0.6)
+        meant = f" (did you mean {near[0]}?)" if near else ""
+        raise UserError(f"unknown command {word}{meant}: the commands are /reset, "
                         "/exit, /quit, /help; start a message with // to send one that begins "
                         "with /")
     return line
