@@ -27,14 +27,22 @@ def test_device_in_any_case(typed, device):
     assert _parse("generate", "--model", "m", "--device", typed).device == device
 
 
-@pytest.mark.parametrize("typed", ["gpu", "cuda:x", "auto:0", "cuda:", "cpux", "mps"])
-def test_a_device_that_is_no_name_is_one_line_with_the_spellings(typed, capsys):
+@pytest.mark.parametrize("typed, said", [
+    ("gpu", "device 'gpu' is not supported; use auto, cpu or cuda[:i] (e.g. cuda:0)"),
+    ("cpux", "device 'cpux' is not supported; use auto, cpu or cuda[:i]"),
+    ("mps", "device 'mps' is not supported; use auto, cpu or cuda[:i]"),
+    ("meta", "device 'meta' is not supported; use auto, cpu or cuda[:i]"),
+    ("cuda:x", "unknown device 'cuda:x': auto takes no index, cpu and cuda a whole number"),
+    ("auto:0", "unknown device 'auto:0': auto takes no index"),
+    ("cuda:", "unknown device 'cuda:': "),
+])
+def test_a_device_that_is_no_name_is_one_line_with_the_spellings(typed, said, capsys):
     with pytest.raises(SystemExit) as stop:
         main(["generate", "--model", "m", "--prompt", "x", "--device", typed])
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert f"argument --device: unknown device '{typed}' (choose auto, cpu or cuda[:i]" in err
+    assert f"argument --device: {said}" in err
 
 
 @pytest.mark.parametrize("typed, dtype", [("BF16", "bf16"), ("Auto", "auto"), ("FP32", "fp32"),

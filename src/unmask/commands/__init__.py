@@ -187,9 +187,13 @@ def device_choice(text: str) -> str:
     placed (``resolve_device``)."""
     kind, colon, index = text.partition(":")
     known = any_case(kind.strip(), DEVICE_KINDS, "device")
-    if known is None or (colon and (known == "auto" or not index.isdigit())):
+    if known is None:  # as resolve_device says it of a device torch has and unmask does not run
         raise argparse.ArgumentTypeError(
-            f"unknown device {text!r} (choose auto, cpu or cuda[:i], e.g. cuda:0)")
+            f"device {text!r} is not supported; use auto, cpu or cuda[:i] (e.g. cuda:0)")
+    if colon and (known == "auto" or not index.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}: auto takes no index, cpu and cuda a whole number "
+            "(e.g. cuda:0)")
     return f"{known}{colon}{int(index) if colon else ''}"
 
 
