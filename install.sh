@@ -5,8 +5,8 @@
 #   works after this one command.
 # - Uses the active virtualenv/conda environment if there is one, else creates ./.venv.
 # - Keeps a PyTorch that is already installed (a CUDA build, say); otherwise installs
-#   torch==2.13.0, the CPU build that pip finds on this kind of machine, instead of
-#   letting a plain `torch` requirement pull a multi-GB CUDA build.
+#   torch==2.13.0 as pip finds it (plain PyPI on Linux: the CUDA build; for the CPU one,
+#   first: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu).
 # - --test also installs the test tools (pytest, ruff, playwright) and, as root with apt-get,
 #   the Debian `chromium` package that the browser test drives (never `playwright install`,
 #   which downloads a browser from outside PyPI and Debian).

@@ -8,6 +8,9 @@ Everything every command shares happens here, once:
   ``commands.command_threads``; ``OMP_WAIT_POLICY=PASSIVE`` is set before torch loads
   unless the user set it, so idle OpenMP threads sleep instead of spinning (about 2x faster
   on a shared machine).
+- A misspelt command or flag is one line naming the nearest (``unknown_command``,
+  ``unknown_flags``: ``--gen-lenght; did you mean --gen-length?``), found before argparse
+  checks anything else.
 - Exit codes: 0 done, 2 a user mistake (``UserError``: one line on stderr, no traceback;
   also argparse's errors), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as
   a shell reports a process killed by it), 129 hung up (SIGHUP). Each signal prints one
