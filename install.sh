@@ -5,8 +5,8 @@
 #   works after this one command.
 # - Uses the active virtualenv/conda environment if there is one, else creates ./.venv.
 # - Keeps a PyTorch that is already installed (a CUDA build, say); otherwise installs
-#   torch==2.13.0, the CPU build that pip finds on this kind of machine, instead of
-#   letting a plain `torch` requirement pull a multi-GB CUDA build.
+#   torch==2.13.0 as pip finds it (plain PyPI on Linux: the CUDA build; for the CPU one,
+#   first: pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu).
 # - --test also installs the test tools (pytest, ruff, playwright) and, as root with apt-get,
 #   the Debian `chromium` package that the browser test drives (never `playwright install`,
 #   which downloads a browser from outside PyPI and Debian).
@@ -19,13 +19,28 @@ case "$#:${1:-}" in  # anything else was taken for a plain install (--tests, --h
   *) echo "install.sh: unexpected arguments: $* ($usage)" >&2; exit 2 ;;
 esac
 cd "$(dirname "$0")"
+fail() { echo "install.sh: $*" >&2; exit 1; }
+new_enough() {  # unmask needs Python >= 3.10 (pyproject.toml); pip's refusal named no fix
+  command -v "$1" >/dev/null || fail "no $1 on PATH: install Python 3.10 or newer first"
+  "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+    fail "unmask needs Python 3.10 or newer; $1 is $("$1" -V 2>&1)"
+}
 if [[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
   py=python
   run=unmask
+  new_enough "$py"
 else
-  [[ -x .venv/bin/python ]] || python3 -m venv .venv
+  if [[ ! -x .venv/bin/python ]]; then
+    new_enough python3
+    # a failed venv (Debian/Ubuntu without python3-venv: no ensurepip) left .venv/bin/python
+    # without pip, so every later run skipped this step and failed at "No module named pip"
+    python3 -m venv .venv || { rm -rf .venv; fail "python3 -m venv failed (on Debian or" \
+      "Ubuntu: apt install python3-venv, or activate a virtualenv), then run install.sh again"; }
+  fi
   py=.venv/bin/python
   run=.venv/bin/unmask
+  "$py" -m pip --version >/dev/null 2>&1 ||
+    fail ".venv has no pip (made by a python3 -m venv that failed): remove .venv and run again"
 fi
 pipq() { "$py" -m pip install -q "$@" 2> >(grep -v "is ignored" >&2); }
 pipq --upgrade pip

@@ -33,8 +33,8 @@ def test_a_misspelt_flag_is_named_by_its_command(monkeypatch, capsys):
     monkeypatch.setattr(generate_cmd, "run", lambda args: pytest.fail("ran"))
     assert main(["generate", "--model", "m", "--gen-lenght", "10", "x"]) == 2
     assert capsys.readouterr().err == (
-        "unmask generate: error: unrecognized arguments: --gen-lenght "
-        "(see: unmask generate --help)\n")
+        "unmask generate: error: unrecognized arguments: --gen-lenght; did you mean "
+        "--gen-length? (see: unmask generate --help)\n")
     assert main(["--bogus"]) == 2
     assert capsys.readouterr().err.startswith("unmask: error: unrecognized arguments: --bogus")
 

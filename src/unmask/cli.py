@@ -8,6 +8,9 @@ Everything every command shares happens here, once:
   ``commands.command_threads``; ``OMP_WAIT_POLICY=PASSIVE`` is set before torch loads
   unless the user set it, so idle OpenMP threads sleep instead of spinning (about 2x faster
   on a shared machine).
+- A misspelt command or flag is one line naming the nearest (``unknown_command``,
+  ``unknown_flags``: ``--gen-lenght; did you mean --gen-length?``), found before argparse
+  checks anything else.
 - Exit codes: 0 done, 2 a user mistake (``UserError``: one line on stderr, no traceback;
   also argparse's errors), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM, as
   a shell reports a process killed by it), 129 hung up (SIGHUP). Each signal prints one
@@ -182,6 +185,20 @@ def command_of(argv: Sequence[str]) -> str | None:
     return name if name in COMMANDS else None
 
 
+def _say_starting(label: str, note: str | None) -> None:
+    """``label: note`` on stderr before torch is imported, where a command asks for it
+    (``starting_note``: ``unmask demo``, whose first run showed nothing for the seconds the
+    import takes) and stderr is a terminal (a pipe or a log gets no such line)."""
+    if note is None or "torch" in sys.modules or _follower():
+        return
+    try:  # as unmask.sampling.live.is_terminal, which imports torch
+        terminal = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        terminal = False
+    if terminal:
+        print(f"{label}: {note}", file=sys.stderr, flush=True)
+
+
 def _limit_threads_before_torch(n: int) -> None:
     """Before torch is first imported, its OpenMP pool can still be sized by the
     environment; this reaches threads torch starts later too (the server's worker)."""
@@ -222,10 +239,25 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_USER_ERROR
     with contextlib.suppress(AttributeError, ValueError):  # stdin as text read: UTF-8, strict
         sys.stdin.reconfigure(encoding="utf-8", errors="strict")  # type: ignore[union-attr]
+    if argv and not argv[0].startswith("-") and (name is None or "_" in argv[0]):
+        _said_by_rank_0()
+        print(f"unmask: error: {unknown_command(argv[0])} (see: unmask --help)",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
     parser: argparse.ArgumentParser | None = None  # named in a refusal: the flags typed
     try:
         with _sigterm_raises():
             parser = build_parser([name] if name else [])
+            command = _command_parser(parser, argv[0]) if name else None
+            unknown = unknown_flags(command, argv[1:]) if command is not None else []
+            if unknown:  # before argparse, whose "--model is required" hid "--modle"
+                _said_by_rank_0()
+                meant = [m for _, m in unknown if m]
+                hint = f"; did you mean {' and '.join(meant)}?" if meant else ""
+                print(f"{label}: error: unrecognized arguments: "
+                      f"{' '.join(w for w, _ in unknown)}{hint} (see: {label} --help)",
+                      file=sys.stderr)
+                return EXIT_USER_ERROR
             args, extra = parser.parse_known_args(argv)
             if extra:  # named by the command whose flags they are not (argparse: "unmask")
                 _said_by_rank_0()
@@ -241,6 +273,7 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
                 n = command_threads(args)
                 _limit_threads_before_torch(n)
                 threads = using_threads(n)
+            _say_starting(label, getattr(args, "starting_note", None))
             _import_torch_whole()  # every command imports it; a signal meanwhile is one line
             with threads:
                 status = int(args.func(args) or 0)
@@ -283,6 +316,47 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
             return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED  # all got it: rank 0 says it
         print(f"{label}: {'hung up (SIGHUP)' if hung_up else 'terminated'}", file=sys.stderr)
         return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
+
+
+def _closest(word: str, known: Sequence[str]) -> str | None:
+    """The entry of ``known`` closest to ``word``: the same in another letter case, else a
+    near spelling (a typo); None when none is close."""
+    import difflib
+
+    same = [k for k in known if k.casefold() == word.casefold()]
+    close = same or difflib.get_close_matches(word.casefold(), known, n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def unknown_command(word: str) -> str:
+    """The refusal of ``word``, which names no command: the closest command (``Generate``,
+    ``genrate``: generate; ``fill_form``: fill-form), else the list. argparse listed the
+    twelve choices, quoted, and no nearest one."""
+    names = [n.replace("_", "-") for n in COMMANDS]
+    near = _closest(word.replace("_", "-"), names)
+    hint = f"; did you mean {near}?" if near else f" (the commands: {', '.join(names)})"
+    return f"unknown command {word!r}{hint}"
+
+
+def unknown_flags(
+    command: argparse.ArgumentParser, words: Sequence[str]
+) -> list[tuple[str, str | None]]:
+    """The long flags in ``words`` (up to a bare ``--``) that ``command`` has not, not even
+    as a prefix argparse would take, each with the closest flag it has, or None
+    (``--gen-lenght``: ``--gen-length``). A word with a space is a value, as argparse takes
+    it (``--system "--be brief"``)."""
+    longs = [s for s in command._option_string_actions if s.startswith("--")]
+    found = []
+    for word in words:
+        if word == "--":
+            break
+        if not word.startswith("--") or len(word) <= 2 or " " in word:
+            continue
+        flag = word.split("=", 1)[0]
+        if any(s.startswith(flag) for s in longs):  # itself, or a prefix argparse judges
+            continue
+        found.append((flag, _closest(flag, longs)))
+    return found
 
 
 _FIELD_RULE = re.compile(

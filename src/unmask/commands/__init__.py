@@ -121,25 +121,90 @@ def add_model_flag(
     """``--model PATH``: the checkpoint a command runs. ``default_help`` says what an
     optional ``--model`` falls back to (e.g. the shipped demo model)."""
     help_ = MODEL_HELP + (f" (default: {default_help})" if default_help else "")
-    _mark(parser.add_argument("--model", required=required, metavar="PATH", help=help_))
+    _mark(parser.add_argument("--model", required=required, metavar="PATH", type=model_choice,
+                              help=help_))
+
+
+def _is_dataset(path: str) -> bool:
+    """Whether ``path`` is a folder ``unmask prepare`` wrote (its ``index.json`` and token
+    shards) and no checkpoint (no ``config.json`` there or in ``checkpoint/``)."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        return ((p / "index.json").is_file() and any(p.glob("train-*.bin"))
+                and not (p / "config.json").exists()
+                and not (p / "checkpoint" / "config.json").exists())
+    except OSError:
+        return False
+
+
+def model_choice(text: str) -> str:
+    """``--model``'s value: a path as typed, or a name of a shipped model in any letter case
+    (``Demo`` is ``demo``) where no file or folder of the typed name exists. A dataset folder
+    (``unmask prepare``'s) is refused naming the command that trains on it (it read "not a
+    checkpoint"). Where a folder
+    spelled as the shipped name exists too (``./demo``), ``Demo`` could mean either: one line
+    naming both. Only a name that case-folding changes is looked up (``unmask.checkpoint``
+    imports torch; ``--model demo --help`` must not)."""
+    if _is_dataset(text):
+        raise argparse.ArgumentTypeError(
+            f"{text} is a dataset (unmask prepare wrote it), not a checkpoint: train a model "
+            f"on it with `unmask train --data {text} --out runs/NAME`, then pass --model "
+            "runs/NAME")
+    folded = text.casefold()
+    if folded == text or os.path.lexists(text):
+        return text
+    from unmask.checkpoint import SHIPPED_MODELS
+
+    name = any_case(text, SHIPPED_MODELS, "model")
+    if name is None:
+        return text  # a path that does not exist: the command says so with its own hints
+    if os.path.lexists(name):
+        raise argparse.ArgumentTypeError(
+            f"{text}: no such folder; ./{name} is a folder here and {name} the shipped model: "
+            f"type the name exactly (./{name} for the folder)")
+    return name
 
 
 def add_device_flag(parser: argparse.ArgumentParser | Any, *, default: str | None = "auto") -> None:
     """``--device``: ``auto`` (cuda if available), ``cpu`` or ``cuda[:i]`` on every command.
     ``default=None`` keeps an unset flag None (a dataclass field then keeps its value)."""
     _mark(parser.add_argument(
-        "--device", default=default, metavar="DEVICE",
+        "--device", default=default, metavar="DEVICE", type=device_choice,
         help="auto (cuda if available), cpu or cuda[:i] (default: auto)",
     ))
 
 
+DEVICE_KINDS = ("auto", "cpu", "cuda")
+"""What ``--device`` names before an optional ``:i`` (``unmask.config.resolve_device``)."""
+
+
+def device_choice(text: str) -> str:
+    """``--device``'s value in torch's spelling, in any letter case (``CPU``, ``CUDA:0``):
+    ``auto``, ``cpu`` or ``cuda`` with an optional ``:i`` (``auto`` without). Anything else
+    is one line naming the spellings; whether the device exists is checked when the model is
+    placed (``resolve_device``)."""
+    kind, colon, index = text.partition(":")
+    known = any_case(kind.strip(), DEVICE_KINDS, "device")
+    if known is None:  # as resolve_device says it of a device torch has and unmask does not run
+        raise argparse.ArgumentTypeError(
+            f"device {text!r} is not supported; use auto, cpu or cuda[:i] (e.g. cuda:0)")
+    if colon and (known == "auto" or not index.isdigit()):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}: auto takes no index, cpu and cuda a whole number "
+            "(e.g. cuda:0)")
+    return f"{known}{colon}{int(index) if colon else ''}"
+
+
 def add_dtype_flag(parser: argparse.ArgumentParser | Any) -> None:
     """``--dtype``: the weights' dtype while decoding (``unmask.api.decode_dtype``)."""
-    from unmask.config import DECODE_DTYPES, dtype_choice
+    from unmask.config import DECODE_DTYPES, DTYPE_ALIASES, dtype_choice
 
-    def choice(text: str) -> str:
+    def choice(text: str) -> str:  # any case (BF16, Float16), aliases as dtype_choice
+        spelled = any_case(text, [*DECODE_DTYPES, *DTYPE_ALIASES], "dtype") or text
         try:
-            return dtype_choice(text)
+            return dtype_choice(spelled)
         except ValueError as e:  # UserError: argparse prints the one line and exits 2
             raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -325,7 +390,8 @@ def add_quantize_flag(parser: argparse.ArgumentParser | Any) -> None:
     from unmask.quantize import QUANTIZATIONS
 
     _mark(parser.add_argument(
-        "--quantize", choices=list(QUANTIZATIONS), default=None,
+        "--quantize", type=registry_choice("quantization", list(QUANTIZATIONS)), default=None,
+        metavar="|".join(QUANTIZATIONS),
         help="quantise the linear layers weight-only at load with torchao: int8 (half of bf16) "
              "or int4 (a quarter on CUDA; on CPU int4 values in int8 storage); "
              "docs/large-models.md",
@@ -399,38 +465,55 @@ def weights_bytes(model: str | None) -> int | None:
 # -- registry-valued flags ---------------------------------------------------------------
 
 
-def registry_choice(what: str, names: Callable[[], Iterable[str]]) -> Callable[[str], str]:
+Choices = Sequence[str] | Callable[[], Iterable[str]]
+"""Static choices, or a function returning a registry's names (called only when needed)."""
+
+
+def any_case(value: str, known: Iterable[str], what: str) -> str | None:
+    """The entry of ``known`` that ``value`` names in any letter case: ``value`` itself when
+    it is one, else the one entry equal to it case-folded, else None. Entries that differ
+    only in case and both match are ambiguous: ``argparse.ArgumentTypeError`` naming them
+    (``what``: the kind of name). The one case rule of every flag whose values are names:
+    registries, ``--device``, ``--dtype``, ``--model demo``."""
+    known = list(known)
+    if value in known:
+        return value
+    same = [n for n in known if n.casefold() == value.casefold()]
+    if len(same) > 1:  # entries that differ only in case: the exact spelling picks one
+        raise argparse.ArgumentTypeError(
+            f"ambiguous {what} {value!r}: matches {', '.join(same)} (give one exactly)"
+        )
+    return same[0] if same else None
+
+
+def registry_choice(what: str, names: Choices) -> Callable[[str], str]:
     """An argparse ``type`` accepting a name of a registry, in any letter case (``--to LLaDA``
-    is ``llada``, as the papers and model cards spell it): the registry's own spelling is
-    returned; a name that matches none is refused with the choices, one that matches several
-    entries that differ only in case is ambiguous (refused naming them). The case-folding is
-    the command line's convenience: the library (``SampleConfig``, ``unmask.api``) and the
-    server take a registry's exact names. ``names`` is called only when the flag is given
-    (registries live in torch modules; ``--help`` must not import them), and the help names
-    the entries itself (a test checks every entry is named)."""
+    is ``llada``, as the papers and model cards spell it; ``any_case``): the registry's
+    own spelling is returned; a name that matches none is refused with the choices (a
+    fixed list in argparse's words, ``invalid choice: 'x'``), one that matches several
+    entries that differ only in case is ambiguous (refused naming them). The
+    case-folding is the command line's convenience: the library (``SampleConfig``,
+    ``unmask.api``) and the server take a registry's exact names. ``names`` is a list of
+    the choices or a function returning them, called only when the flag is given
+    (registries live in torch modules; ``--help`` must not import them), and the help
+    names the entries itself (a test checks every entry is named)."""
+    listed = names if callable(names) else (lambda: names)
 
     def check(value: str) -> str:
-        known = sorted(names())
-        if value in known:
-            return value
-        same = [n for n in known if n.casefold() == value.casefold()]
-        if len(same) > 1:  # entries that differ only in case: the exact spelling picks one
+        known = sorted(listed()) if callable(names) else list(names)
+        name = any_case(value, known, what)
+        if name is None and not callable(names):  # a fixed list: as argparse's choices say it
             raise argparse.ArgumentTypeError(
-                f"ambiguous {what} {value!r}: matches {', '.join(same)} (give one exactly)"
-            )
-        if not same:
+                f"invalid choice: {value!r} (choose from {', '.join(map(repr, known))})")
+        if name is None:
             raise argparse.ArgumentTypeError(
                 f"unknown {what} {value!r} (choose from {', '.join(known)})"
             )
-        return same[0]
+        return name
 
     check.__name__ = what  # argparse names the type in some messages
-    check.registry_names = names  # type: ignore[attr-defined]
+    check.registry_names = listed  # type: ignore[attr-defined]
     return check
-
-
-Choices = Sequence[str] | Callable[[], Iterable[str]]
-"""Static choices, or a function returning a registry's names (called only when needed)."""
 
 
 # -- dataclass flags ---------------------------------------------------------------------
@@ -515,7 +598,8 @@ def add_dataclass_flags(
             parser.add_argument(flag, type=registry_choice(f.name.replace("_", " "), allowed),
                                 default=None, metavar="NAME", help=help_)
         elif allowed is not None:
-            parser.add_argument(flag, default=None, choices=list(allowed), metavar="NAME",
+            parser.add_argument(flag, default=None, metavar="NAME",
+                                type=registry_choice(f.name.replace("_", " "), list(allowed)),
                                 help=f"{help_} (one of: {', '.join(allowed)})"
                                 if not all(a in help_ for a in allowed) else help_)
         elif kind.startswith("dict"):

@@ -10,14 +10,17 @@ template is refused with a one-line error naming ``--template`` and SFT: a base 
 continues text, and silently chatting with it through an invented format misleads.
 
 In a terminal: ``/reset`` starts over, ``/exit`` (or Ctrl-D) quits, Ctrl-C stops a reply and
-returns to the prompt. With standard input not a terminal each line is one user message
-(``/reset`` and ``/exit`` work there too), decoded as UTF-8 on its own, and each reply is
-printed as it comes (one JSON object per turn with ``--json``, the options that ran
-included); any error (a line that is not UTF-8 text included, naming it) ends the run with
-exit code 2. Another line that starts with ``/`` is an unknown command, refused with the
-list of commands (a typo is not sent to the model); ``//`` sends a message that starts with
-``/`` (``//etc/hosts`` sends ``/etc/hosts``). A ``--system`` message that leaves no room for
-a reply is refused at startup.
+returns to the prompt. A message spans lines where a line ends with a backslash (the next
+line continues it, at a ``... `` prompt) or inside a block opened and closed by three double
+quotes (sent as typed, never a command; ``gather``). With standard input not a terminal each
+line is one user message, by the same rules for many lines (``/reset`` and ``/exit`` work
+there too; input that ends inside a message is an error), decoded as UTF-8 on its own, and
+each reply is printed as it comes (one JSON object per turn with ``--json``, the options
+that ran included); any error (a line that is not UTF-8 text included, naming it) ends the
+run with exit code 2. Another line that starts with ``/`` is an unknown command, refused
+with the list of commands (a typo is not sent to the model); ``//`` sends a message that
+starts with ``/`` (``//etc/hosts`` sends ``/etc/hosts``). A ``--system`` message that leaves
+no room for a reply is refused at startup.
 
 Inside: ``model_template``, ``ChatSession``, ``converse``, ``register``, ``run``.
 """
@@ -60,7 +63,16 @@ COMMANDS = {
     "/exit": "quit (also /quit, Ctrl-D)",
     "/help": "this list",
     "//text": "send a message that starts with / (here /text)",
+    "text\\": "a line ending in \\ continues on the next line (the message keeps the newline)",
+    '"""': 'a line opening with """ starts a message of many lines, sent as typed (no '
+           'commands), up to a line ending with """',
 }
+
+BLOCK = '"""'
+"""Opens a message of many lines and closes it (``gather``)."""
+
+CONTINUE = "\\"
+"""Ends a line that the next one continues (``gather``)."""
 
 
 def model_template(loaded: Any, template: str | None) -> ChatTemplate:
@@ -224,6 +236,55 @@ class ChatSession:
         return Turn(reply=out.text, prompt=prepared, nfe=out.nfe, seconds=out.seconds, stats=stats)
 
 
+@dataclass
+class Gathered:
+    """One message read from one or more input lines (``gather``)."""
+
+    text: str
+    """The message, lines joined by newlines (continuation marks and quotes removed)."""
+    literal: bool
+    """Whether it was a ``BLOCK`` (three double quotes): sent as typed, never a command."""
+
+
+class Unfinished(Exception):
+    """The input ended inside a message of many lines (``gather``); the message says how."""
+
+
+def gather(first: str, more: Callable[[], str]) -> Gathered:
+    """The message that the input line ``first`` opens, reading further lines with
+    ``more()`` where it goes on: a line that ends with ``\\`` continues on the next (the
+    backslash is dropped, the newline kept), and a line opening with ``BLOCK`` (three double
+    quotes) starts a block that ends with the first line ending with them (the same line
+    too: three quotes, ``one``, three quotes), its lines sent as typed (an empty first or
+    last line dropped: the quotes on lines of their own). ``Unfinished`` when ``more``
+    raises ``EOFError`` (the input ended inside)."""
+
+    def next_line(inside: str) -> str:
+        try:
+            return more().rstrip("\r\n")
+        except EOFError:
+            raise Unfinished(inside) from None
+
+    line = first.rstrip("\r\n")
+    if line.lstrip().startswith(BLOCK):
+        rest = line.lstrip()[len(BLOCK):]
+        lines: list[str] = []
+        while not rest.rstrip().endswith(BLOCK):
+            lines.append(rest)
+            rest = next_line(f"a {BLOCK} block not closed")
+        lines.append(rest.rstrip()[: -len(BLOCK)])
+        if len(lines) > 1 and not lines[0].strip():
+            lines = lines[1:]
+        if len(lines) > 1 and not lines[-1].strip():
+            lines = lines[:-1]
+        return Gathered("\n".join(lines), literal=True)
+    lines = [line]
+    while lines[-1].endswith(CONTINUE):
+        lines[-1] = lines[-1][: -len(CONTINUE)]
+        lines.append(next_line(f"a line ending with {CONTINUE} continues it"))
+    return Gathered("\n".join(lines), literal=False)
+
+
 def converse(
     session: ChatSession,
     read: Callable[[], str],
@@ -232,17 +293,22 @@ def converse(
     json_lines: bool = False,
     show_prompt: bool = False,
     live: bool = False,
+    more: Callable[[], str] | None = None,
 ) -> int:
-    """The chat loop: ``read()`` gives the next line and raises ``EOFError`` at the end.
+    """The chat loop: ``read()`` gives the next line and raises ``EOFError`` at the end;
+    ``more()`` (default ``read``) the next line of a message of many lines (``gather``: in a
+    terminal it prompts ``... ``).
 
     ``interactive``: errors and Ctrl-C during a reply are reported and the loop goes on;
-    otherwise they end it (``UserError`` -> exit code 2). Replies go to stdout (one JSON
-    object per turn with ``json_lines``), notes to stderr; returns the exit code.
+    otherwise they end it (``UserError`` -> exit code 2; so does input that ends inside a
+    message of many lines). Replies go to stdout (one JSON object per turn with
+    ``json_lines``), notes to stderr; returns the exit code.
     """
     tok = session.loaded.tokenizer
+    more = read if more is None else more
     while True:
         try:
-            line = read()
+            gathered = gather(read(), more)
         except EOFError:
             if interactive:
                 print()
@@ -257,9 +323,16 @@ def converse(
                 raise
             print(f"error: {e}", file=sys.stderr)
             continue
-        message = line.rstrip("\r\n")
-        command = message.strip()
-        if not command:
+        except Unfinished as e:  # the input ended inside a message of many lines
+            if not interactive:
+                raise UserError(f"the input ended inside a message of many lines ({e}); "
+                                "it was not sent") from None
+            print(f"\n(the input ended inside a message of many lines ({e}); it was not "
+                  "sent)", file=sys.stderr)
+            return 0
+        message = gathered.text
+        command = "" if gathered.literal else message.strip()
+        if not message.strip():
             continue
         if command in ("/exit", "/quit"):
             return 0
@@ -272,7 +345,8 @@ def converse(
             continue
         view = None
         try:
-            message = _message(message, command)
+            if not gathered.literal:
+                message = _message(message, command)
             prepared = session.prepare(message)
             if prepared.dropped:
                 print(f"(dropped the {prepared.dropped} oldest exchange(s) to fit the "
@@ -324,7 +398,12 @@ def _message(line: str, command: str) -> str:
         raise UserError(f"{word} takes no argument (a message that starts with / is sent with "
                         f"//: //{command[1:]})")
     if command.startswith("/"):
-        raise UserError(f"unknown command {word}: the commands are /reset, "
+        import difflib
+
+        known = ["/reset", "/exit", "/quit", "/help"]
+        near = difflib.get_close_matches(word.casefold(), known, n=1, cutoff=0.6)
+        meant = f" (did you mean {near[0]}?)" if near else ""
+        raise UserError(f"unknown command {word}{meant}: the commands are /reset, "
                         "/exit, /quit, /help; start a message with // to send one that begins "
                         "with /")
     return line
@@ -339,8 +418,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "model): each turn renders the whole conversation through the model's chat "
             "template and samples the reply with the options of `unmask generate`. In a "
             "terminal: /reset, /exit (or Ctrl-D), /help; Ctrl-C stops a reply; another /word "
-            "is refused, //text sends /text. With standard input not a terminal, each line is "
-            "one user message and each reply is printed."
+            "is refused, //text sends /text. A line ending in \\ continues on the next; a line "
+            "opening with \"\"\" starts a message of many lines, sent as typed up to a line "
+            "ending with \"\"\". With standard input not a terminal, each line is one user "
+            "message (by the same rules for many lines) and each reply is printed."
             " Sampling flags not given take the checkpoint's recommended options "
             "(sample_defaults in its config.json, measured: argmax in blocks of 4 with "
             "repetition penalty 1.3 and no repeated 4-gram for mdlm models (3-gram for the "
@@ -400,11 +481,12 @@ class _StdinLines:
                             f"at byte {e.start + 1})") from None
 
 
-def _input_line() -> str:
-    """A line typed at the ``> `` prompt; one the terminal sends as bytes that are not UTF-8
-    is a ``UserError`` (the chat goes on), not the end of the session."""
+def _input_line(prompt: str = "> ") -> str:
+    """A line typed at the ``> `` prompt (``... `` where a message goes on: ``gather``); one
+    the terminal sends as bytes that are not UTF-8 is a ``UserError`` (the chat goes on), not
+    the end of the session."""
     try:
-        return input("> ")
+        return input(prompt)
     except UnicodeDecodeError as e:
         raise UserError(f"that line is not UTF-8 text ({e.reason}); check the terminal's "
                         "encoding") from None
@@ -438,7 +520,8 @@ def run(args: argparse.Namespace) -> int:
         import readline  # noqa: F401 (line editing and history for input())
     except ImportError:  # pragma: no cover - not on every platform
         pass
-    print(f"unmask chat: {banner(loaded, template)}; /help lists commands, "
-          "Ctrl-D quits", file=sys.stderr)
+    print(f"unmask chat: {banner(loaded, template)}; /help lists commands and multi-line "
+          "input, Ctrl-D quits", file=sys.stderr)
     return converse(session, _input_line, interactive=True, json_lines=args.json,
-                    show_prompt=args.show_prompt, live=not args.no_live and not args.json)
+                    show_prompt=args.show_prompt, live=not args.no_live and not args.json,
+                    more=functools.partial(_input_line, "... "))

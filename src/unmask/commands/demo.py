@@ -47,10 +47,31 @@ CHAT_PROMPTS = ("Who created the heavens and the earth?", "What did Jesus teach 
                 "Who is my shepherd?")
 DEFAULT_GEN_LENGTH = 48
 OWN_TEXT = (
-    "Train on your own text: unmask prepare my.txt --out data/mine && "
-    "unmask train --data data/mine --out runs/mine --preset demo && "
-    'unmask generate --model runs/mine "Once upon a time"'
+    "Train on your own text: {unmask} prepare my.txt --out data/mine && "
+    "{unmask} train --data data/mine --out runs/mine --preset demo && "
+    '{unmask} generate --model runs/mine "Once upon a time"'
 )
+"""The demo's last line (``{unmask}``: ``invoked_as``)."""
+
+
+def invoked_as(argv0: str | None = None) -> str:
+    """How to type the program again in this shell: ``unmask`` where that finds this program
+    on ``PATH``, else the path it was run by (``.venv/bin/unmask demo``, as install.sh says
+    to run it, with the environment not activated: ``unmask prepare`` there is "command not
+    found"). ``argv0``: default ``sys.argv[0]``; ``python -m unmask`` is ``unmask``."""
+    import os
+    import shutil
+
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    if os.path.basename(argv0) != "unmask" or os.sep not in argv0:
+        return "unmask"
+    found = shutil.which("unmask")
+    try:
+        if found is not None and os.path.samefile(found, argv0):
+            return "unmask"
+    except OSError:
+        pass
+    return quote(argv0)
 
 
 @dataclass(kw_only=True)
@@ -104,7 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model's recommendation)")
     add_no_live_flag(p)
     add_runtime_flags(p, decodes=True)
-    p.set_defaults(func=run)
+    # a first run waits seconds for torch to import (more on a cold disk) before any output
+    p.set_defaults(func=run, starting_note="starting (loading torch and the model)")
 
 
 def train_demo(out: str, *, plan: DemoTrainPlan | None = None, progress: bool = True) -> Path:
@@ -297,11 +319,12 @@ def run(args: argparse.Namespace) -> int:
         _fill(m, blank, show.how, args.seed, live_ok)
     if show.skip:
         print(f"fill in the blank: skipped; {show.skip}\n")
+    unmask = invoked_as()
     if args.model and not bible:  # the user's own model: the command that runs it
         own = "" if show.chat else ' ""' if not show.prompts[0] else ' "Once upon a time"'
         command = "chat" if show.chat else "generate"
-        print(f"Try it: unmask {command} --model {quote(args.model)}{own}")
-    print(OWN_TEXT)
+        print(f"Try it: {unmask} {command} --model {quote(args.model)}{own}")
+    print(OWN_TEXT.format(unmask=unmask))
     return 0
 
 

@@ -114,11 +114,21 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
                             "blank lines are skipped)")
         prompts += from_file
     if not prompts:
+        piped = "" if _stdin_is_terminal() else "; the piped standard input is read by "
         raise UserError(
             "no prompt: give one or more prompts (or --prompt TEXT), or --prompt-file FILE ('' for "
-            "unconditional)"
+            "unconditional)" + (f"{piped}--prompt-file -" if piped else "")
         )
     return prompts
+
+
+def _stdin_is_terminal() -> bool:
+    """Whether standard input is a terminal (or absent): where it is not, a run given no prompt
+    was likely meant to read it (``echo hi | unmask generate ...``)."""
+    try:
+        return sys.stdin is None or sys.stdin.isatty()
+    except (AttributeError, ValueError, OSError):  # closed, or a stand-in without isatty
+        return True
 
 
 def _note_empty_steps(config: SampleConfig, prompts: list[str], tokenizer: Any) -> None:

@@ -28,6 +28,7 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     finite_float,
+    registry_choice,
 )
 from unmask.commands.sample_options import (
     DRAFT_FIELDS,
@@ -99,14 +100,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "probability below X (adaptive length; default: 0, off)")
     p.add_argument("--draft-steps", type=int, default=None, metavar="N",
                    help="with --draft: denoising steps per draft (default: 1)")
-    p.add_argument("--compile", default=None, choices=DECODE_COMPILES, metavar="NAME",
+    p.add_argument("--compile", default=None, metavar="NAME",
+                   type=registry_choice("compile", DECODE_COMPILES),
                    help="torch.compile the model for decoding, once, for every request: "
                         f"{', '.join(DECODE_COMPILES)} (default: off; on a CPU the compile "
                         "takes minutes, docs/sampling.md)")
-    p.add_argument("--draft-cache", default=None, choices=DRAFT_CACHES, metavar="NAME",
+    p.add_argument("--draft-cache", default=None, metavar="NAME",
+                   type=registry_choice("draft cache", DRAFT_CACHES),
                    help="with --draft: the drafter's prefix cache, prefix or none "
                         "(default: prefix)")
-    p.add_argument("--predraft", default=None, choices=PREDRAFTS, metavar="NAME",
+    p.add_argument("--predraft", default=None, metavar="NAME",
+                   type=registry_choice("predraft", PREDRAFTS),
                    help="a hybrid checkpoint: pre-draft a block for every acceptance length "
                         "(all, TiDAR) or for none and all accepted only (ends: fewer positions "
                         "per forward); default: all")
