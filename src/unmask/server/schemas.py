@@ -114,9 +114,10 @@ class DiffusionOptions(_Strict):
     ``unmask.api.row_seeds``, as ``unmask generate`` and ``api.generate`` seed them), so
     sharing forward passes does not change its noise (in whole-batch runs, KV-cache modes, a
     seeded sampled request runs alone; on a causal checkpoint in float32 it shares a run with
-    queued seeded requests of the same settings, each row its own generator). A request that
-    samples in the continuous batch without a seed gets one drawn; the response's ``seed``
-    reports it. The logits of a differently shaped batch round differently, which can flip a
+    queued seeded requests of the same settings, each row its own generator: ``ar``,
+    ``hybrid``, ``speculative``). A request that samples without a seed in the continuous
+    batch, or on such a causal checkpoint, gets one drawn; the response's ``seed`` reports
+    it. The logits of a differently shaped batch round differently, which can flip a
     near-tie: rarely in float32, more often in bf16 (``--dtype auto`` on a CPU with AMX).
     docs/serving.md; ``--dtype fp32 --max-batch 1`` for bitwise reproducibility."""
     steps: int | None = Field(None, ge=1)
