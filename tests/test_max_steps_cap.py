@@ -134,6 +134,43 @@ def test_prompt_masks_count_against_max_steps_under_a_dynamic_policy():
         assert "[MASK] tokens" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("guided", [{"guided_regex": "[a-z]{8}", "max_tokens": 8},
+                                    {"guided_json": {"type": "object", "required": ["a"],
+                                                     "properties": {"a": {"type": "integer"}}},
+                                     "max_tokens": 20},
+                                    {"guided_choice": ["abc", "de"], "max_tokens": 8}])
+def test_structured_output_with_prompt_masks_stays_within_max_steps(guided):
+    """Structured output's prompt is locked context (``fill_form``'s ``prefix_ids``): its
+    [MASK] tokens were filled too, a dynamic policy's first block taking a forward per mask on
+    top of the steps (12 forwards of a regex, 16 of a schema at --max-steps 8), the fill thrown
+    away. They stay masks now, and the run takes at most --max-steps forwards."""
+    model = Recording(random_transformer())
+    with _client(8, model) as c:
+        for extra in ({}, {"steps": 8}, {"stream": True}):
+            model.sizes.clear()
+            r = c.post("/v1/completions", json={"prompt": "Hi [MASK][MASK][MASK][MASK] x",
+                                                **guided, **NO_BAR, **extra})
+            assert r.status_code == 200, (extra, r.text)
+            assert 1 <= len(model.sizes) <= 8, (extra, len(model.sizes))
+            if not extra.get("stream"):
+                assert r.json()["nfe"] == len(model.sizes)
+
+
+def test_a_forms_locked_text_keeps_its_masks():
+    """``fill_form``'s text around and between the holes is never filled: a [MASK] in the
+    prompt stays one, and only the holes' masks take steps."""
+    from unmask.infill import fill_form
+    from unmask.tokenizer import byte_tokenizer
+
+    tok, model = byte_tokenizer(), Recording(random_transformer())
+    prompt = [*tok.encode("Hi "), *[tok.mask_id] * 3, *tok.encode(" x")]
+    seen: list[list[int]] = []
+    res = fill_form(model, tok, {"a": "<int:1..9>"}, SampleConfig(steps=4, **NO_BAR),
+                    prefix_ids=prompt, step_callback=lambda i, t: seen.append(t[0].tolist()))
+    assert res.nfe == len(model.sizes) <= 4 and isinstance(res.value["a"], int)
+    assert all(row[: len(prompt)] == prompt for row in seen)  # the prompt as it was sent
+
+
 def test_more_blocks_than_max_steps_is_a_400_naming_block_length():
     model = Recording(random_transformer())
     with _client(16, model) as c:
