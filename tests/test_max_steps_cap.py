@@ -4,6 +4,7 @@ a dynamic-policy completion that sends no ``steps`` (it ran one forward per toke
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -188,6 +189,39 @@ def test_more_blocks_than_max_steps_is_a_400_naming_block_length():
             assert r.status_code == 200, (fix, r.text)
 
 
+ADVICE_CASES = [
+    ("/v1/infill", {"template": TEMPLATE}),
+    ("/v1/infill", {"template": TEMPLATE, "guided_regex": "[a-z]{20}"}),
+    ("/v1/forms", {"form": {"a": "<text:20>", "b": "<int>"}}),
+    ("/v1/forms", {"schema": {"type": "object", "properties": {"a": {"type": "string"}}}}),
+    ("/v1/edit", {"text": "hello world, this is a longer text", "spans": [[0, 30]]}),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 40, "guided_regex": "[a-z]{30}"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), ADVICE_CASES)
+def test_fewer_steps_than_blocks_advises_nothing_past_max_steps(path, body):
+    """A client that sends ``steps`` equal to ``--max-steps`` with blocks too short for them
+    was told "try 15 steps or block_length 4": 15 steps is a 400 of its own. The advice is the
+    longer blocks only, and following it runs; ``steps`` the server allows are still advised."""
+    with _client(8, _echo()) as c:
+        r = c.post(path, json={**body, "steps": 8, "block_length": 2})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert "try" not in err["message"] and "--max-steps is 8" in err["message"], err
+        assert err["param"] == "block_length"
+        fix = re.search(r"send block_length (\d+)$", err["message"])
+        assert fix, err["message"]
+        r = c.post(path, json={**body, "steps": 8, "block_length": int(fix[1])})
+        assert r.status_code == 200, r.text
+        assert r.json()["nfe"] <= 8
+    with _client(64, _echo()) as c:  # within --max-steps: the library's advice, as it was
+        r = c.post(path, json={**body, "steps": 8, "block_length": 2})
+        assert r.status_code == 400, r.text
+        assert re.search(r"; try \d+ steps or block_length", r.json()["error"]["message"])
+        assert r.json()["error"]["param"] == "steps"
+
+
 def test_playground_options_report_the_capped_steps():
     with _client(16, Echo(tiny_config())) as c:
         r = c.get("/playground/options", params={"max_tokens": 48, "policy": "threshold"})
@@ -258,7 +292,9 @@ def test_infill_with_more_blocks_than_max_steps_names_block_length():
         r = c.post("/v1/infill", json={"template": TEMPLATE, "block_length": 10})
         assert r.status_code == 200 and len(model.sizes) == r.json()["nfe"] == 3, r.text
         r = c.post("/v1/infill", json={"template": TEMPLATE, "block_length": 8, "steps": 3})
-        assert r.status_code == 400 and "try 4 steps" in r.json()["error"]["message"]  # sent
+        assert r.status_code == 400, r.text  # sent: 4 steps would pass --max-steps 3 too
+        assert r.json()["error"]["message"].endswith(
+            "and the server's --max-steps is 3: send block_length 10"), r.text
 
 
 def test_a_continuous_completion_that_sends_no_steps_is_capped():

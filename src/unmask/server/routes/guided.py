@@ -396,7 +396,8 @@ async def run_guided(
             max_repair_calls=repair_calls(state, config),
         )
 
-    work = blaming(run, req, kwargs["source"])  # "the form needs 625 tokens": response_format
+    # "the form needs 625 tokens": response_format
+    work = blaming(run, req, kwargs["source"], most=state.limits.max_steps)
     if req.stream:
         try:  # its refusal before the stream starts names the field, as the plain one
             so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
