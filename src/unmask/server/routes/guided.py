@@ -174,6 +174,21 @@ def fitting_choices(state: ServerState, choices: list[Any], max_tokens: int) -> 
     return fits
 
 
+def check_room(state: ServerState, form: Any, source: str, max_tokens: int) -> None:
+    """A 400 naming ``max_tokens`` where a value of ``form`` cannot be written in it (its
+    shortest answer is longer), as ``guided_choice`` (``fitting_choices``) and ``/v1/infill``'s
+    ``[MASK:n]`` refuse it: a ``"minLength": 100`` string under a sent ``max_tokens`` of 16
+    was answered in 102 tokens although ``max_tokens`` bounds each value."""
+    from unmask.infill.forms import parse_form
+
+    _, _, automata = parse_form(form, state.tok, source=source)
+    fewest = max((a.min_tokens() or 0 for a in automata), default=0)
+    if fewest > max_tokens:
+        raise APIError(400, f"{source}: a value's shortest answer takes {fewest} tokens; "
+                       f"max_tokens ({max_tokens}) bounds each value", param="max_tokens",
+                       code="invalid_value")
+
+
 class AnswerSoFar:
     """The answer's text as far as a partly filled canvas has made it final: the skeleton
     and every hole from the form's start up to the first hole still masked (or not yet in
@@ -383,7 +398,11 @@ async def run_guided(
     config = api.with_seed(config)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
+    bound = req.max_tokens if "max_tokens" in req.model_fields_set else None
+
     def run(on_step: StepCallback) -> Any:
+        if bound is not None:  # the automata compile here, on the worker (and are kept)
+            check_room(state, form, kwargs["source"], bound)
         return fill_form(
             state.model,
             state.tok,
@@ -433,6 +452,6 @@ async def run_guided(
 
 
 __all__ = [
-    "AnswerSoFar", "GuidedEvents", "build_form", "fitting_choices", "guidance", "response_format",
-    "run_guided",
+    "AnswerSoFar", "GuidedEvents", "build_form", "check_room", "fitting_choices", "guidance",
+    "response_format", "run_guided",
 ]
