@@ -50,3 +50,37 @@ def test_values_that_fit_run_as_before():
         r = c.post("/v1/completions", json={"prompt": "Hi", "guided_json": schema,
                                             "max_tokens": 10})
         assert r.status_code == 200, r.text
+
+
+def test_a_schema_is_held_to_the_size_of_a_form():
+    """A schema (``guided_json``, ``response_format``, ``/v1/forms``' ``schema``) is held to
+    the characters a form's text may have: it had no bound, and its compile work grows with
+    it (an enum of 5000 entries took seconds of the worker)."""
+    import json
+
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from unmask.server import ServerLimits, create_app
+
+    big = {"enum": [f"entry{i}" for i in range(200)]}
+    assert len(json.dumps(big)) > 2000
+    model = Recording(Echo(tiny_config(512)))
+    app = create_app(loaded(model), limits=ServerLimits(max_prompt_chars=2000),
+                     chat_template="plain")
+    with TestClient(app) as c:
+        for path, body, param in (
+                ("/v1/completions", {"prompt": "Hi", "guided_json": big}, "guided_json"),
+                ("/v1/completions", {"prompt": "Hi", "guided_json": json.dumps(big)},
+                 "guided_json"),
+                ("/v1/completions", {"prompt": "Hi", "response_format": {
+                    "type": "json_schema", "json_schema": {"name": "x", "schema": big}}},
+                 "response_format"),
+                ("/v1/forms", {"schema": big}, "schema")):
+            r = c.post(path, json=body)
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert err["param"] == param and err["code"] == "too_long", err
+        assert model.sizes == []
+        r = c.post("/v1/forms", json={"schema": {"enum": ["a", "b"]}})
+        assert r.status_code == 200, r.text

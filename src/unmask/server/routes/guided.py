@@ -38,6 +38,7 @@ from unmask.server.plumbing import (
     blaming,
     check_generation,
     check_names,
+    check_text,
     note,
     overflow_param,
     repair_calls,
@@ -142,9 +143,15 @@ def response_format(rf: dict[str, Any]) -> dict[str, Any] | None:
 
 def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> tuple[Any, bool]:
     """``constraint_form`` for the served tokenizer; a ``UserError`` becomes a 400 naming
-    the field (an unenforceable keyword, a regex the engine rejects, a too large automaton)."""
+    the field (an unenforceable keyword, a regex the engine rejects, a too large automaton).
+    A schema is held to the size of a form's text (``--max-prompt-chars``, ``check_text``):
+    it had no bound (an ``enum`` of 5000 entries compiles for seconds)."""
     from unmask.infill.schema import constraint_form
 
+    schema = kwargs.get("json_schema")
+    if schema is not None:  # as a form's text: its size bounds the compile work
+        check_text(state, schema if isinstance(schema, str) else json.dumps(schema),
+                   kwargs["source"])
     if "regex" in kwargs and not state.limits.allow_regex:
         raise APIError(
             400,

@@ -320,6 +320,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask.infill.schema import check_schema, load_schema
 
         schema = req.schema_
+        check_text(state, schema if isinstance(schema, str) else json.dumps(schema), "schema")
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
         config = configure(req)
