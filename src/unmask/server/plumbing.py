@@ -52,10 +52,16 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
 
 def _field(error: Any) -> list[str]:
     """Where a pydantic error is, as the request spells it: without "body" and pydantic's
-    union-member tags (``str``, ``list[constrained-str]``, ...)."""
+    union-member tags (``str``, ``list[constrained-str]``, ``function-after[...]``). A key
+    of a mapping the request sent is kept whatever its spelling (an infill gap ``"1"``: its
+    choice was named ``choices.0``, the gap dropped)."""
     return [str(p) for p in error.get("loc", ())
-            if p != "body" and (isinstance(p, int)
-                                or (str(p).isidentifier() and p not in _TYPE_TAGS))]
+            if p != "body" and (isinstance(p, int) or not _tag(str(p)))]
+
+
+def _tag(part: str) -> bool:
+    """Whether ``part`` of a pydantic error's location is a union member's tag."""
+    return part in _TYPE_TAGS or "[" in part or part.startswith(("constrained-", "function-"))
 
 
 def _telling(errors: list[Any]) -> Any:
