@@ -144,7 +144,7 @@ def response_format(rf: dict[str, Any]) -> dict[str, Any] | None:
 def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> tuple[Any, bool]:
     """``constraint_form`` for the served tokenizer; a ``UserError`` becomes a 400 naming
     the field (an unenforceable keyword, a regex the engine rejects, a too large automaton).
-    A schema is held to the size of a form's text (``--max-prompt-chars``, ``check_text``):
+    A schema is held to the size of a form's text (``limits.max_prompt_chars``, ``check_text``):
     it had no bound (an ``enum`` of 5000 entries compiles for seconds)."""
     from unmask.infill.schema import constraint_form
 
