@@ -4,6 +4,7 @@ a dynamic-policy completion that sends no ``steps`` (it ran one forward per toke
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -134,6 +135,43 @@ def test_prompt_masks_count_against_max_steps_under_a_dynamic_policy():
         assert "[MASK] tokens" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("guided", [{"guided_regex": "[a-z]{8}", "max_tokens": 8},
+                                    {"guided_json": {"type": "object", "required": ["a"],
+                                                     "properties": {"a": {"type": "integer"}}},
+                                     "max_tokens": 20},
+                                    {"guided_choice": ["abc", "de"], "max_tokens": 8}])
+def test_structured_output_with_prompt_masks_stays_within_max_steps(guided):
+    """Structured output's prompt is locked context (``fill_form``'s ``prefix_ids``): its
+    [MASK] tokens were filled too, a dynamic policy's first block taking a forward per mask on
+    top of the steps (12 forwards of a regex, 16 of a schema at --max-steps 8), the fill thrown
+    away. They stay masks now, and the run takes at most --max-steps forwards."""
+    model = Recording(random_transformer())
+    with _client(8, model) as c:
+        for extra in ({}, {"steps": 8}, {"stream": True}):
+            model.sizes.clear()
+            r = c.post("/v1/completions", json={"prompt": "Hi [MASK][MASK][MASK][MASK] x",
+                                                **guided, **NO_BAR, **extra})
+            assert r.status_code == 200, (extra, r.text)
+            assert 1 <= len(model.sizes) <= 8, (extra, len(model.sizes))
+            if not extra.get("stream"):
+                assert r.json()["nfe"] == len(model.sizes)
+
+
+def test_a_forms_locked_text_keeps_its_masks():
+    """``fill_form``'s text around and between the holes is never filled: a [MASK] in the
+    prompt stays one, and only the holes' masks take steps."""
+    from unmask.infill import fill_form
+    from unmask.tokenizer import byte_tokenizer
+
+    tok, model = byte_tokenizer(), Recording(random_transformer())
+    prompt = [*tok.encode("Hi "), *[tok.mask_id] * 3, *tok.encode(" x")]
+    seen: list[list[int]] = []
+    res = fill_form(model, tok, {"a": "<int:1..9>"}, SampleConfig(steps=4, **NO_BAR),
+                    prefix_ids=prompt, step_callback=lambda i, t: seen.append(t[0].tolist()))
+    assert res.nfe == len(model.sizes) <= 4 and isinstance(res.value["a"], int)
+    assert all(row[: len(prompt)] == prompt for row in seen)  # the prompt as it was sent
+
+
 def test_more_blocks_than_max_steps_is_a_400_naming_block_length():
     model = Recording(random_transformer())
     with _client(16, model) as c:
@@ -149,6 +187,39 @@ def test_more_blocks_than_max_steps_is_a_400_naming_block_length():
             r = c.post("/v1/completions", json={"prompt": "Hi", **NO_BAR, "max_tokens": 48,
                                                 "block_length": 2, **fix})
             assert r.status_code == 200, (fix, r.text)
+
+
+ADVICE_CASES = [
+    ("/v1/infill", {"template": TEMPLATE}),
+    ("/v1/infill", {"template": TEMPLATE, "guided_regex": "[a-z]{20}"}),
+    ("/v1/forms", {"form": {"a": "<text:20>", "b": "<int>"}}),
+    ("/v1/forms", {"schema": {"type": "object", "properties": {"a": {"type": "string"}}}}),
+    ("/v1/edit", {"text": "hello world, this is a longer text", "spans": [[0, 30]]}),
+    ("/v1/completions", {"prompt": "Hi", "max_tokens": 40, "guided_regex": "[a-z]{30}"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), ADVICE_CASES)
+def test_fewer_steps_than_blocks_advises_nothing_past_max_steps(path, body):
+    """A client that sends ``steps`` equal to ``--max-steps`` with blocks too short for them
+    was told "try 15 steps or block_length 4": 15 steps is a 400 of its own. The advice is the
+    longer blocks only, and following it runs; ``steps`` the server allows are still advised."""
+    with _client(8, _echo()) as c:
+        r = c.post(path, json={**body, "steps": 8, "block_length": 2})
+        assert r.status_code == 400, r.text
+        err = r.json()["error"]
+        assert "try" not in err["message"] and "--max-steps is 8" in err["message"], err
+        assert err["param"] == "block_length"
+        fix = re.search(r"send block_length (\d+)$", err["message"])
+        assert fix, err["message"]
+        r = c.post(path, json={**body, "steps": 8, "block_length": int(fix[1])})
+        assert r.status_code == 200, r.text
+        assert r.json()["nfe"] <= 8
+    with _client(64, _echo()) as c:  # within --max-steps: the library's advice, as it was
+        r = c.post(path, json={**body, "steps": 8, "block_length": 2})
+        assert r.status_code == 400, r.text
+        assert re.search(r"; try \d+ steps or block_length", r.json()["error"]["message"])
+        assert r.json()["error"]["param"] == "steps"
 
 
 def test_playground_options_report_the_capped_steps():
@@ -221,7 +292,9 @@ def test_infill_with_more_blocks_than_max_steps_names_block_length():
         r = c.post("/v1/infill", json={"template": TEMPLATE, "block_length": 10})
         assert r.status_code == 200 and len(model.sizes) == r.json()["nfe"] == 3, r.text
         r = c.post("/v1/infill", json={"template": TEMPLATE, "block_length": 8, "steps": 3})
-        assert r.status_code == 400 and "try 4 steps" in r.json()["error"]["message"]  # sent
+        assert r.status_code == 400, r.text  # sent: 4 steps would pass --max-steps 3 too
+        assert r.json()["error"]["message"].endswith(
+            "and the server's --max-steps is 3: send block_length 10"), r.text
 
 
 def test_a_continuous_completion_that_sends_no_steps_is_capped():

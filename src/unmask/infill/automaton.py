@@ -42,9 +42,13 @@ from torch import Tensor
 from unmask.canvas import CanvasConstraint
 from unmask.errors import UserError
 from unmask.files import atomic_write_bytes
+from unmask.infill.dfa import dfa_states
 
 MAX_STATES = 20000
 """Largest token automaton a constraint may compile to (states)."""
+MAX_DFA_STATES = 2 * MAX_STATES
+"""Most states a pattern's DFA may have (``dfa.dfa_states``, counted before the engine builds
+it; twice ``MAX_STATES``, as the count can pass the engine's own by a fifth)."""
 NEVER = 2**40
 """``distance_to_accept`` of a state from which no accepting state is reachable."""
 MAX_REPEAT = 1000
@@ -854,9 +858,11 @@ def pattern_size(pattern: str) -> int:
 
 
 def check_size(pattern: str, what: str = "regex") -> None:
-    """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``) or a pattern
-    that expands to over ``MAX_PATTERN_SIZE`` positions (``pattern_size``): its automaton
-    would take minutes to build and be too large to use."""
+    """``UserError`` for a bounded quantifier over ``MAX_REPEAT`` (``a{100000}``), a pattern
+    that expands to over ``MAX_PATTERN_SIZE`` positions (``pattern_size``), or one whose DFA
+    has over ``MAX_DFA_STATES`` states (``dfa.dfa_states``, counted before the engine builds it:
+    ``.*a.{30}`` has 2^31 and held the worker for good, no timeout can stop the engine): its
+    automaton would take minutes to build and be too large to use."""
     for m in _QUANTIFIER.finditer(_BRACED_ESCAPE.sub("e", pattern)):  # not ``\x{10000}``
         bound = max(int(m.group(1)), int(m.group(2) or 0))
         if bound > MAX_REPEAT:
@@ -867,6 +873,13 @@ def check_size(pattern: str, what: str = "regex") -> None:
         raise UserError(
             f"{what}: too large (it expands to {n} characters and classes, the limit is "
             f"{MAX_PATTERN_SIZE}); shorten it or lower its repetition counts"
+        )
+    states = dfa_states(_ENGINE_ESCAPES.sub("x", pattern), MAX_DFA_STATES)
+    if states is not None and states > MAX_DFA_STATES:
+        raise UserError(
+            f"{what}: too large (its automaton has over {MAX_DFA_STATES} states, the limit: a "
+            "repetition that overlaps what follows it, as in '.*a.{30}', multiplies them); "
+            "make its counted runs shorter or distinct"
         )
 
 

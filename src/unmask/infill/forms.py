@@ -38,6 +38,7 @@ automaton is applied to the logits at every step and spans it rejects are refill
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -724,6 +725,7 @@ def fill_form(
         )
     canvas, spans = layouts_canvas([layout], automata, [f"hole {h.path}" for h in holes],
                                    mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id)
+    canvas = _text_locked(canvas, spans)
     if causal:
         hole_ids, nfe, repaired = _fill_causal(
             model, tokenizer, layout, holes, automata, config, canvas, spans,
@@ -776,6 +778,19 @@ def fill_form(
     text = "".join(parts)
     return FormResult(text=text, value=json.loads(text), holes=holes, nfe=nfe,
                       repaired=repaired, tokens=tokens)
+
+
+def _text_locked(canvas: Any, spans: Any) -> Any:
+    """``canvas`` with every text item of its layout locked, ``[MASK]`` tokens included: the
+    prompt, skeleton and suffix are context, not part of the answer. A mask there was a
+    position the sampler filled too, a dynamic policy's first block taking a forward per such
+    mask on top of its steps (the server's ``--max-steps`` passed: 12 forwards at 8), and its
+    fill thrown away (the answer writes the skeleton as given)."""
+    locked = canvas.locked.clone()
+    for r, texts in enumerate(spans.texts):
+        for s, e in texts:
+            locked[r, s:e] = True
+    return dataclasses.replace(canvas, locked=locked)
 
 
 def _unpadded(ids: list[int], text: str, vocab: Vocab, tokenizer: Any) -> list[int]:

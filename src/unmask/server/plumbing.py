@@ -52,10 +52,16 @@ async def _api_error(request: Request, exc: APIError) -> JSONResponse:
 
 def _field(error: Any) -> list[str]:
     """Where a pydantic error is, as the request spells it: without "body" and pydantic's
-    union-member tags (``str``, ``list[constrained-str]``, ...)."""
+    union-member tags (``str``, ``list[constrained-str]``, ``function-after[...]``). A key
+    of a mapping the request sent is kept whatever its spelling (an infill gap ``"1"``: its
+    choice was named ``choices.0``, the gap dropped)."""
     return [str(p) for p in error.get("loc", ())
-            if p != "body" and (isinstance(p, int)
-                                or (str(p).isidentifier() and p not in _TYPE_TAGS))]
+            if p != "body" and (isinstance(p, int) or not _tag(str(p)))]
+
+
+def _tag(part: str) -> bool:
+    """Whether ``part`` of a pydantic error's location is a union member's tag."""
+    return part in _TYPE_TAGS or "[" in part or part.startswith(("constrained-", "function-"))
 
 
 def _telling(errors: list[Any]) -> Any:
@@ -168,11 +174,14 @@ def sent_option(opts: DiffusionOptions, e: UserError) -> str | None:
 
 
 def blaming(fn: Callable[[StepCallback], Any], opts: DiffusionOptions,
-            default: str | None = None) -> Callable[[StepCallback], Any]:
+            default: str | None = None, *, most: int | None = None
+            ) -> Callable[[StepCallback], Any]:
     """``fn`` (work for the worker), its ``UserError`` a 400 whose ``param`` names the field
     the message starts with when the request sent it (``sent_option``), else ``default``; a
     gap constraint's error names its own field (``user_error``). Without this, a refusal found
-    on the worker (a template too long for the context, a form's bad JSON) had no ``param``."""
+    on the worker (a template too long for the context, a form's bad JSON) had no ``param``.
+    ``most``: the server's ``--max-steps``, which a refusal's advice must not pass
+    (``max_steps_blocks``)."""
 
     def run(on_step: StepCallback) -> Any:
         try:
@@ -180,24 +189,37 @@ def blaming(fn: Callable[[StepCallback], Any], opts: DiffusionOptions,
         except ConstraintError as e:
             raise user_error(e) from None
         except UserError as e:
-            raise (max_steps_blocks(opts, e)
+            raise (max_steps_blocks(opts, e, most)
                    or user_error(e, sent_option(opts, e) or default)) from None
 
     return run
 
 
-def max_steps_blocks(opts: DiffusionOptions, e: UserError) -> APIError | None:
+_FEWER_STEPS = re.compile(r"steps \((\d+)\) (must be at least the number of blocks .*); try "
+                          r"(\d+) steps or (block_length \d+)")
+"""A fill's refusal of fewer steps than blocks (``unmask.infill.fill.infill_config``)."""
+
+
+def max_steps_blocks(opts: DiffusionOptions, e: UserError,
+                     most: int | None = None) -> APIError | None:
     """The 400 for a fill's refusal of fewer steps than blocks (``infill_config``) where the
-    request sent no ``steps``: they were the server's ``--max-steps``, which the client
-    cannot raise, so the answer says so and offers the longer blocks only (it said
-    "steps (3) ... try 4 steps" to a client that sent none). None for any other refusal."""
-    m = re.fullmatch(r"steps \((\d+)\) (must be at least the number of blocks .*); try \d+ "
-                     r"steps or (block_length \d+)", str(e))
-    if m is None or "steps" in opts.model_fields_set:
+    steps it advises are more than the client may send: where the request sent no ``steps``
+    they were the server's ``--max-steps``, which the client cannot raise, so the answer says
+    so and offers the longer blocks only (it said "steps (3) ... try 4 steps" to a client that
+    sent none); where it sent them and the advice passes ``most`` (``--max-steps``), the same
+    (``steps`` 8 at ``--max-steps`` 8 was told "try 15 steps", a 400 of its own). None for any
+    other refusal, or advice the server would run."""
+    m = _FEWER_STEPS.fullmatch(str(e))
+    if m is None:
         return None
     param = "block_length" if "block_length" in opts.model_fields_set else None
-    return APIError(400, f"steps ({m[1]}: the server's --max-steps, none sent) {m[2]}; send "
-                    f"{m[3]}", param=param, code="invalid_value")
+    if "steps" not in opts.model_fields_set:
+        return APIError(400, f"steps ({m[1]}: the server's --max-steps, none sent) {m[2]}; "
+                        f"send {m[4]}", param=param, code="invalid_value")
+    if most is None or int(m[3]) <= most:
+        return None
+    return APIError(400, f"steps ({m[1]}) {m[2]}, and the server's --max-steps is {most}: "
+                    f"send {m[4]}", param=param, code="invalid_value")
 
 
 # -- auth and checks -------------------------------------------------------------------------

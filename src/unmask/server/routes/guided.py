@@ -38,6 +38,7 @@ from unmask.server.plumbing import (
     blaming,
     check_generation,
     check_names,
+    check_text,
     note,
     overflow_param,
     repair_calls,
@@ -142,9 +143,15 @@ def response_format(rf: dict[str, Any]) -> dict[str, Any] | None:
 
 def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> tuple[Any, bool]:
     """``constraint_form`` for the served tokenizer; a ``UserError`` becomes a 400 naming
-    the field (an unenforceable keyword, a regex the engine rejects, a too large automaton)."""
+    the field (an unenforceable keyword, a regex the engine rejects, a too large automaton).
+    A schema is held to the size of a form's text (``limits.max_prompt_chars``, ``check_text``):
+    it had no bound (an ``enum`` of 5000 entries compiles for seconds)."""
     from unmask.infill.schema import constraint_form
 
+    schema = kwargs.get("json_schema")
+    if schema is not None:  # as a form's text: its size bounds the compile work
+        check_text(state, schema if isinstance(schema, str) else json.dumps(schema),
+                   kwargs["source"])
     if "regex" in kwargs and not state.limits.allow_regex:
         raise APIError(
             400,
@@ -172,6 +179,21 @@ def fitting_choices(state: ServerState, choices: list[Any], max_tokens: int) -> 
                        f"shortest is {min(sizes)} tokens", param="max_tokens",
                        code="invalid_value")
     return fits
+
+
+def check_room(state: ServerState, form: Any, source: str, max_tokens: int) -> None:
+    """A 400 naming ``max_tokens`` where a value of ``form`` cannot be written in it (its
+    shortest answer is longer), as ``guided_choice`` (``fitting_choices``) and ``/v1/infill``'s
+    ``[MASK:n]`` refuse it: a ``"minLength": 100`` string under a sent ``max_tokens`` of 16
+    was answered in 102 tokens although ``max_tokens`` bounds each value."""
+    from unmask.infill.forms import parse_form
+
+    _, _, automata = parse_form(form, state.tok, source=source)
+    fewest = max((a.min_tokens() or 0 for a in automata), default=0)
+    if fewest > max_tokens:
+        raise APIError(400, f"{source}: a value's shortest answer takes {fewest} tokens; "
+                       f"max_tokens ({max_tokens}) bounds each value", param="max_tokens",
+                       code="invalid_value")
 
 
 class AnswerSoFar:
@@ -383,7 +405,11 @@ async def run_guided(
     config = api.with_seed(config)
     rid = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
 
+    bound = req.max_tokens if "max_tokens" in req.model_fields_set else None
+
     def run(on_step: StepCallback) -> Any:
+        if bound is not None:  # the automata compile here, on the worker (and are kept)
+            check_room(state, form, kwargs["source"], bound)
         return fill_form(
             state.model,
             state.tok,
@@ -396,7 +422,8 @@ async def run_guided(
             max_repair_calls=repair_calls(state, config),
         )
 
-    work = blaming(run, req, kwargs["source"])  # "the form needs 625 tokens": response_format
+    # "the form needs 625 tokens": response_format
+    work = blaming(run, req, kwargs["source"], most=state.limits.max_steps)
     if req.stream:
         try:  # its refusal before the stream starts names the field, as the plain one
             so_far = AnswerSoFar(state, form, parse, len(ids), kwargs["source"])
@@ -432,6 +459,6 @@ async def run_guided(
 
 
 __all__ = [
-    "AnswerSoFar", "GuidedEvents", "build_form", "fitting_choices", "guidance", "response_format",
-    "run_guided",
+    "AnswerSoFar", "GuidedEvents", "build_form", "check_room", "fitting_choices", "guidance",
+    "response_format", "run_guided",
 ]

@@ -83,7 +83,7 @@ async def _run(state: ServerState, request: Request, opts: DiffusionOptions, str
     """Run ``fn`` alone on the worker; answer ``body(result)``, or stream its steps first. A
     refusal found there names the field its message starts with, else ``blame``
     (``plumbing.blaming``)."""
-    work = context_code(blaming(fn, opts, blame))
+    work = context_code(blaming(fn, opts, blame, most=state.limits.max_steps))
 
     def answer(res: Any) -> dict[str, Any]:
         state.metrics.inc("nfe", res.nfe)
@@ -320,6 +320,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask.infill.schema import check_schema, load_schema
 
         schema = req.schema_
+        check_text(state, schema if isinstance(schema, str) else json.dumps(schema), "schema")
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
         config = configure(req)
@@ -367,7 +368,8 @@ def router(state: ServerState) -> APIRouter:
 
         given = [k for k in ("spans", "regex", "lowest") if getattr(req, k) is not None]
         blame = given[0] if len(given) == 1 else None  # "span 5:3 is empty ...": spans
-        res = await run_alone(state, request, blaming(run, req, blame))
+        res = await run_alone(state, request,
+                              blaming(run, req, blame, most=state.limits.max_steps))
         state.metrics.inc("nfe", res.nfe)
         note(request, nfe=res.nfe)
         changes = [{"round": c.round, "start": c.start, "end": c.end, "old": c.old,
