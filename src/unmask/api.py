@@ -580,9 +580,11 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     the recommended ``confidence`` measure where the user's ``remasking`` is not
     ``low_confidence`` (another remasking replaces the measure; the pair is refused only
     when the user gave both). ``given`` None is ``{}``: the recommendation alone.
-    """
-    from unmask.sampling.registry import applies_penalties
 
+    A recommended option the run's decoder has no use for (``_inapplicable``: ``block_length``
+    or ``steps`` on a causal model, ``top_k`` on a diffusion one) is left out, as the user
+    never sent it: the decoder refused every run that did not override it ("leave it out").
+    """
     check_loaded(loaded)
     given = {} if given is None else given
     if not isinstance(given, Mapping):
@@ -591,12 +593,10 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     _check_option_names(given)
     facts = facts_of(loaded)
     recommended = {k: v for k, v in facts.sample_defaults.items() if k not in given}
-    decoder = given.get("decoder", "auto")  # the checkpoint's own for auto
-    if not applies_penalties(facts.default_decoder if decoder == "auto" else decoder):
-        from unmask.sampling.penalties import PENALTY_FIELDS
-
-        for name in PENALTY_FIELDS:  # recommended for the checkpoint's own decoder
-            recommended.pop(name, None)
+    decoder = given.get("decoder", recommended.get("decoder", "auto"))
+    decoder = facts.default_decoder if decoder == "auto" else decoder
+    for name in _inapplicable(decoder, recommended):  # recommended for another decoder
+        recommended.pop(name)
     if given.get("remasking", "low_confidence") != "low_confidence":
         recommended.pop("confidence", None)  # the measure ranks under low_confidence only
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
@@ -621,6 +621,27 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     if runs in ("llada", "bd3lm"):  # the others refuse them all (Decoder.unused)
         check_policy_options(config.policy, given, runs)
     return config
+
+
+def _inapplicable(decoder: str, recommended: Mapping[str, Any]) -> list[str]:
+    """The options of ``recommended`` (a checkpoint's ``sample_defaults``) that decoder
+    ``decoder`` refuses as options it has no use for, which ``sample_config`` leaves out: its
+    ``Decoder.unused`` (a causal model's ``steps``, ``block_length`` and commit-loop options;
+    SEDD's ``temperature``), the penalties for a decoder that applies none
+    (``Decoder.penalties``), ``top_k`` and ``top_p`` for one that samples no single token's
+    distribution (``refuse_top_k``: not a causal decoder) and ``cfg_scale`` for a causal one
+    (``check_causal``). An unknown decoder: none (``choose_decoder`` reports it)."""
+    from unmask.facts import CAUSAL_DECODERS
+    from unmask.sampling.penalties import PENALTY_FIELDS
+    from unmask.sampling.registry import DECODERS
+
+    known = DECODERS.get(decoder)
+    if known is None:
+        return []
+    causal = decoder in CAUSAL_DECODERS
+    out = {*known.unused, *(() if known.penalties else PENALTY_FIELDS),
+           *(("cfg_scale",) if causal else ("top_k", "top_p"))}
+    return [name for name in recommended if name in out]
 
 
 def check_policy_options(policy: str, given: Iterable[str], decoder: str | None = None) -> None:

@@ -23,7 +23,7 @@ blocks and bidirectional inside a block (BD3-LM), or causal (autoregressive)."""
 
 _ATTENTIONS: tuple[str, ...] = ("bidirectional", "block-causal", "causal")
 
-_CAUSAL_DECODERS = ("ar", "hybrid", "speculative")
+CAUSAL_DECODERS = ("ar", "hybrid", "speculative")
 """Decoders that write left to right from the prompt's last token: an empty prompt is given
 a start token (``unmask.sampling.ar``, ``hybrid``, ``speculative``)."""
 
@@ -100,7 +100,7 @@ class ModelFacts:
         the commit loop (``llada``) and ``bd3lm`` on a Dream-style ``logit_shift`` model
         (``unmask.sampling.loop.start_empty_prompts``: its first prediction reads the column
         before it)."""
-        if decoder in _CAUSAL_DECODERS:
+        if decoder in CAUSAL_DECODERS:
             return True
         return self.logit_shift and decoder in ("llada", "bd3lm")
 
@@ -151,7 +151,7 @@ class ModelFacts:
         )
 
 
-__all__ = ["Attention", "ModelFacts", "default_decoder", "infer_objective"]
+__all__ = ["CAUSAL_DECODERS", "Attention", "ModelFacts", "default_decoder", "infer_objective"]
 
 
 def _canvas_limit(config: Any, objective: str) -> int | None:
