@@ -78,3 +78,12 @@ def test_a_diffusion_decoder_drops_a_recommended_top_k():
     assert api._inapplicable("sedd", {"temperature": 0.0, "repetition_penalty": 1.3}) == [
         "temperature", "repetition_penalty"]
     assert api._inapplicable("nosuch", {"top_k": 5}) == []  # choose_decoder names it
+
+
+def test_recommended_options_lists_what_the_decoder_takes(causal_demo):
+    lm = api.load_for_decoding(causal_demo, dtype="fp32")
+    out = api.recommended_options(lm)
+    assert "block_length" not in out and "steps" not in out
+    assert out["repetition_penalty"] == 1.3 and out["no_repeat_ngram_size"] == 3
+    demo = api.load_for_decoding(asset_path("demo"), dtype="fp32")
+    assert api.recommended_options(demo)["block_length"] == 4  # its own decoder uses it

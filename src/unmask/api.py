@@ -636,6 +636,17 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     return config
 
 
+def recommended_options(loaded: Loaded, decoder: str = "auto") -> dict[str, Any]:
+    """The checkpoint's recommended sampling options (``ModelConfig.sample_defaults``) that
+    decoder ``decoder`` (``auto``: the checkpoint's own) takes, as ``sample_config`` applies
+    them: those it has no use for left out (``_inapplicable``). What a listing of the
+    recommendation (the server's ``GET /v1/models``) can show."""
+    facts = facts_of(loaded)
+    name = facts.default_decoder if decoder == "auto" else decoder
+    dropped = set(_inapplicable(name, facts.sample_defaults))
+    return {k: v for k, v in facts.sample_defaults.items() if k not in dropped}
+
+
 def _inapplicable(decoder: str, recommended: Mapping[str, Any]) -> list[str]:
     """The options of ``recommended`` (a checkpoint's ``sample_defaults``) that decoder
     ``decoder`` refuses as options it has no use for, which ``sample_config`` leaves out: its
@@ -1437,6 +1448,7 @@ __all__ = [
     "infill_sample_config",
     "load_drafter",
     "load_for_decoding",
+    "recommended_options",
     "refuse_continuous",
     "refuse_generation_only",
     "row_seeds",
