@@ -42,12 +42,14 @@ def test_check_fits_counts_the_start_token():
     """``api._check_fits`` offered the whole context to an empty prompt the decoder then
     refused (max_seq_len 4: gen_length 4 passed it)."""
     from unmask.api import _check_fits
+    from unmask.facts import ModelFacts
 
+    shift = {"facts": ModelFacts.of(SimpleNamespace(logit_shift=True)), "decoder": "llada"}
     _check_fits([[]], SampleConfig(gen_length=4, steps=4), 4)  # no start token: it fits
-    _check_fits([[]], SampleConfig(gen_length=3, steps=3), 4, starts=True)
+    _check_fits([[]], SampleConfig(gen_length=3, steps=3), 4, **shift)
     with pytest.raises(UserError, match=r"start token.*use gen_length <= 3 or segment_length"):
-        _check_fits([[]], SampleConfig(gen_length=4, steps=4), 4, starts=True)
-    _check_fits([[], [5]], SampleConfig(gen_length=3, steps=3), 4, starts=True)
+        _check_fits([[]], SampleConfig(gen_length=4, steps=4), 4, **shift)
+    _check_fits([[], [5]], SampleConfig(gen_length=3, steps=3), 4, **shift)
 
 
 def test_max_tokens_room_counts_the_start_token(monkeypatch):

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from unmask.config import SampleConfig, dtype_choice, dtype_name, torch_dtype
 from unmask.errors import UserError
-from unmask.facts import ModelFacts
+from unmask.facts import CAUSAL_DECODERS, ModelFacts
 
 if TYPE_CHECKING:
     import torch
@@ -229,8 +229,7 @@ def start(
         _check_fits(prompt_ids, config, limit, who,
                     block_model=loaded.model if decoder.name == "bd3lm" else None,
                     segments=decoder.name not in CONTINUOUS_DECODERS,
-                    starts=decoder.name in ("llada", "bd3lm")
-                    and bool(getattr(loaded.config, "logit_shift", False)))
+                    facts=facts, decoder=decoder.name)
         if seeds is None:
             run = decoder.start(target, prompt_ids, config, on_view=step_callback)
         else:  # a generator per row (``Decoder.row_seeds``)
@@ -402,7 +401,8 @@ def _check_ids(prompt_ids: Any, loaded: Loaded) -> None:
 
 def _check_fits(
     prompt_ids: Any, config: SampleConfig, limit: int | None, who: str = "model",
-    block_model: Any = None, segments: bool = True, starts: bool = False,
+    block_model: Any = None, segments: bool = True, facts: ModelFacts | None = None,
+    decoder: str | None = None,
 ) -> None:
     """Refuse, in one line that names ``segment_length``, a prompt + ``gen_length`` longer
     than the context of ``who`` (the model, or its drafter; the decoders refuse it too,
@@ -410,18 +410,22 @@ def _check_fits(
     decoder), the room is counted in whole blocks as that decoder lays out its canvas
     (``unmask.sampling.blocks.room_after_prompt``), so the length offered is one it takes;
     ``segments`` False (a continuous decoder: one fixed canvas) offers no segments.
-    ``starts``: the decoder gives an empty prompt a start token (the commit loop and bd3lm
-    on a ``logit_shift`` model: ``unmask.sampling.loop.start_empty_prompts``), which takes a
-    column of the context: an empty prompt counts 1, and the refusal says why."""
+    ``facts`` and ``decoder`` (the checkpoint's and the run's decoder): a prompt takes
+    ``facts.prompt_columns`` columns, so an empty one counts 1 where the decoder gives it a
+    start token (the causal decoders; the commit loop and bd3lm on a ``logit_shift`` model:
+    ``unmask.sampling.loop.start_empty_prompts``), and the refusal says why."""
     from unmask.canvas import as_rows
     from unmask.sampling.blocks import absolute_blocks, room_after_prompt
     from unmask.sampling.loop import START_TOKEN_NOTE
 
-    longest = max(len(r) for r in as_rows(prompt_ids))
+    rows = as_rows(prompt_ids)
+    text = max(len(r) for r in rows)
     if limit is None:
         return
-    started = starts and longest == 0  # every prompt empty: the start token is the longest
-    longest = max(longest, int(started))
+    longest = text
+    if facts is not None and decoder is not None:
+        longest = max(facts.prompt_columns(len(r), decoder) for r in rows)
+    started = longest > text  # every prompt empty: the start token is the longest
     block = getattr(getattr(block_model, "config", None), "block_size", None)
     room = room_after_prompt(longest, limit, block_size=block,
                              absolute=block_model is not None and absolute_blocks(block_model))
@@ -429,7 +433,9 @@ def _check_fits(
     if config.gen_length <= room:
         return
     blocks = f" in whole blocks of {block}" if block else ""
-    blocks += f" ({START_TOKEN_NOTE})" if started else ""
+    if started:
+        blocks += f" ({CAUSAL_START_NOTE})" if decoder in CAUSAL_DECODERS else (
+            f" ({START_TOKEN_NOTE})")
     ways = [f"gen_length <= {room}"] if room > 0 else []
     if longest and not started:
         ways.append("a shorter prompt")
@@ -442,6 +448,13 @@ def _check_fits(
         f"prompt ({longest} tokens) + gen_length ({config.gen_length}) exceeds the {who}'s "
         f"max_seq_len ({limit}){blocks}; use {way_out}"
     )
+
+
+CAUSAL_START_NOTE = (
+    "an empty prompt counts 1 token here: a causal decoder starts it with a start token, the "
+    "document separator it writes the first token after"
+)
+"""What ``_check_fits`` adds where a causal decoder gave an empty prompt its start token."""
 
 
 def decoding_model(loaded: Loaded, config: SampleConfig | None) -> Any:
@@ -580,9 +593,11 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     the recommended ``confidence`` measure where the user's ``remasking`` is not
     ``low_confidence`` (another remasking replaces the measure; the pair is refused only
     when the user gave both). ``given`` None is ``{}``: the recommendation alone.
-    """
-    from unmask.sampling.registry import applies_penalties
 
+    A recommended option the run's decoder has no use for (``_inapplicable``: ``block_length``
+    or ``steps`` on a causal model, ``top_k`` on a diffusion one) is left out, as the user
+    never sent it: the decoder refused every run that did not override it ("leave it out").
+    """
     check_loaded(loaded)
     given = {} if given is None else given
     if not isinstance(given, Mapping):
@@ -591,12 +606,10 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     _check_option_names(given)
     facts = facts_of(loaded)
     recommended = {k: v for k, v in facts.sample_defaults.items() if k not in given}
-    decoder = given.get("decoder", "auto")  # the checkpoint's own for auto
-    if not applies_penalties(facts.default_decoder if decoder == "auto" else decoder):
-        from unmask.sampling.penalties import PENALTY_FIELDS
-
-        for name in PENALTY_FIELDS:  # recommended for the checkpoint's own decoder
-            recommended.pop(name, None)
+    decoder = given.get("decoder", recommended.get("decoder", "auto"))
+    decoder = facts.default_decoder if decoder == "auto" else decoder
+    for name in _inapplicable(decoder, recommended):  # recommended for another decoder
+        recommended.pop(name)
     if given.get("remasking", "low_confidence") != "low_confidence":
         recommended.pop("confidence", None)  # the measure ranks under low_confidence only
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
@@ -621,6 +634,37 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     if runs in ("llada", "bd3lm"):  # the others refuse them all (Decoder.unused)
         check_policy_options(config.policy, given, runs)
     return config
+
+
+def recommended_options(loaded: Loaded, decoder: str = "auto") -> dict[str, Any]:
+    """The checkpoint's recommended sampling options (``ModelConfig.sample_defaults``) that
+    decoder ``decoder`` (``auto``: the checkpoint's own) takes, as ``sample_config`` applies
+    them: those it has no use for left out (``_inapplicable``). What a listing of the
+    recommendation (the server's ``GET /v1/models``) can show."""
+    facts = facts_of(loaded)
+    name = facts.default_decoder if decoder == "auto" else decoder
+    dropped = set(_inapplicable(name, facts.sample_defaults))
+    return {k: v for k, v in facts.sample_defaults.items() if k not in dropped}
+
+
+def _inapplicable(decoder: str, recommended: Mapping[str, Any]) -> list[str]:
+    """The options of ``recommended`` (a checkpoint's ``sample_defaults``) that decoder
+    ``decoder`` refuses as options it has no use for, which ``sample_config`` leaves out: its
+    ``Decoder.unused`` (a causal model's ``steps``, ``block_length`` and commit-loop options;
+    SEDD's ``temperature``), the penalties for a decoder that applies none
+    (``Decoder.penalties``), ``top_k`` and ``top_p`` for one that samples no single token's
+    distribution (``refuse_top_k``: not a causal decoder) and ``cfg_scale`` for a causal one
+    (``check_causal``). An unknown decoder: none (``choose_decoder`` reports it)."""
+    from unmask.sampling.penalties import PENALTY_FIELDS
+    from unmask.sampling.registry import DECODERS
+
+    known = DECODERS.get(decoder)
+    if known is None:
+        return []
+    causal = decoder in CAUSAL_DECODERS
+    out = {*known.unused, *(() if known.penalties else PENALTY_FIELDS),
+           *(("cfg_scale",) if causal else ("top_k", "top_p"))}
+    return [name for name in recommended if name in out]
 
 
 def check_policy_options(policy: str, given: Iterable[str], decoder: str | None = None) -> None:
@@ -1404,6 +1448,7 @@ __all__ = [
     "infill_sample_config",
     "load_drafter",
     "load_for_decoding",
+    "recommended_options",
     "refuse_continuous",
     "refuse_generation_only",
     "row_seeds",

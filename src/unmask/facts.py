@@ -23,7 +23,10 @@ blocks and bidirectional inside a block (BD3-LM), or causal (autoregressive)."""
 
 _ATTENTIONS: tuple[str, ...] = ("bidirectional", "block-causal", "causal")
 
-_CAUSAL_DECODERS = ("ar", "hybrid", "speculative")
+_ATTENTION_DECODERS = {"bidirectional": "llada", "block-causal": "bd3lm", "causal": "ar"}
+"""The decoder that runs a model of each attention whatever objective its config records."""
+
+CAUSAL_DECODERS = ("ar", "hybrid", "speculative")
 """Decoders that write left to right from the prompt's last token: an empty prompt is given
 a start token (``unmask.sampling.ar``, ``hybrid``, ``speculative``)."""
 
@@ -100,9 +103,23 @@ class ModelFacts:
         the commit loop (``llada``) and ``bd3lm`` on a Dream-style ``logit_shift`` model
         (``unmask.sampling.loop.start_empty_prompts``: its first prediction reads the column
         before it)."""
-        if decoder in _CAUSAL_DECODERS:
+        if decoder in CAUSAL_DECODERS:
             return True
         return self.logit_shift and decoder in ("llada", "bd3lm")
+
+    def attention_way_out(self, refused: str) -> str:
+        """The end of decoder ``refused``'s refusal of this checkpoint's attention (after
+        "this checkpoint is {attention} (objective {objective})"): ": use decoder" its own
+        (``default_decoder``, from the recorded objective), or, where that is the refused
+        decoder itself, that the config contradicts itself (objective ``mdlm`` with attention
+        ``causal``) and the decoder that runs the recorded attention."""
+        own = self.default_decoder
+        if own != refused:
+            return f": use decoder {own!r}"
+        runs = _ATTENTION_DECODERS[self.attention]
+        return (f", which contradicts itself (objective {self.objective!r} is sampled by "
+                f"decoder {own!r}); use decoder {runs!r}, which runs a {self.attention} model, "
+                "or correct 'objective' or 'attention' in its config.json")
 
     def prompt_columns(self, prompt_len: int, decoder: str) -> int:
         """The canvas columns a prompt of ``prompt_len`` tokens takes under ``decoder``: an
@@ -151,7 +168,7 @@ class ModelFacts:
         )
 
 
-__all__ = ["Attention", "ModelFacts", "default_decoder", "infer_objective"]
+__all__ = ["CAUSAL_DECODERS", "Attention", "ModelFacts", "default_decoder", "infer_objective"]
 
 
 def _canvas_limit(config: Any, objective: str) -> int | None:

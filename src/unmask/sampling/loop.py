@@ -758,10 +758,10 @@ class LLaDADecoder(Decoder):
 
     def check(self, facts: ModelFacts, config: SampleConfig) -> None:
         if facts.attention != "bidirectional":
-            own = facts.default_decoder
             raise UserError(
                 f"decoder 'llada' needs a bidirectional model; this checkpoint is "
-                f"{facts.attention} (objective {facts.objective}): use decoder {own!r}"
+                f"{facts.attention} (objective {facts.objective})"
+                f"{facts.attention_way_out(self.name)}"
             )
         if facts.sedd_graph == "uniform":
             raise UserError(

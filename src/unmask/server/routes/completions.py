@@ -22,6 +22,7 @@ from unmask import api
 from unmask.chat import ChatTemplate
 from unmask.config import SampleConfig
 from unmask.errors import UserError
+from unmask.facts import ModelFacts
 from unmask.sampling import Decoder, choose_decoder, make_policy, validate
 from unmask.sampling.penalties import given_penalties
 from unmask.sampling.registry import check_penalty_decoder
@@ -59,7 +60,9 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         raise APIError(400, "an autoregressive model cannot fill a [MASK] in the prompt; use a "
                        "masked diffusion model", param="messages" if hasattr(req, "messages")
                        else "prompt", code="invalid_value")
-    longest = max((len(i) or (1 if state.causal else 0)) for i in ids)
+    facts = api.facts_of(state.loaded)
+    # an empty prompt takes its start token's column where the run's decoder gives it one
+    longest = max(facts.prompt_columns(len(i), served_decoder(facts)) for i in ids)
     ctx, who = state.context  # with a drafter, the smaller context of the two
     segmented = req.segment_length is not None
     if segmented and req.max_tokens > limits.max_steps:  # past the context: bounded by steps
@@ -72,8 +75,9 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
         if not state.fixed_canvas:  # a continuous model writes one canvas: no segments
             ways.append(f"{'' if fits >= 1 else 'use '}segment_length (e.g. {ctx // 2}) to "
                         "write it in segments")
+        start = "" if any(ids) else " (an empty prompt counts 1 token: its start token)"
         raise APIError(400, f"prompt ({longest} tokens) + max_tokens ({req.max_tokens}) exceeds "
-                       f"the {who}'s context of {ctx} tokens; {', or '.join(ways)}",
+                       f"the {who}'s context of {ctx} tokens{start}; {', or '.join(ways)}",
                        param=overflow_param(req, fits), code="context_length_exceeded")
     try:  # what the request did not send: the checkpoint's recommendation, as the CLI
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
@@ -81,7 +85,6 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     except UserError as e:
         raise request_error(req, e) from None
     config = dataclasses.replace(config, top_p=top_p)
-    facts = api.facts_of(state.loaded)
     try:
         check_names(config)  # an unknown name first, whatever the decoder
         decoder = choose_decoder(facts, config)  # its refusals: a causal model's loop options
@@ -126,6 +129,16 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
     if seeded_sampling and len(rows) > 1:
         seeds = cast(list[int | None], api.row_seeds(config.seed, len(ids), req.n))
     return Job(rows=rows, config=config, batchable=not seeded_sampling, seeds=seeds), ids
+
+
+def served_decoder(facts: ModelFacts) -> str:
+    """The name of the decoder a completions or chat request runs (the request names none):
+    the one the checkpoint recommends (``sample_defaults``), else its own
+    (``ModelFacts.default_decoder``); with ``--draft`` the engine runs ``speculative``, which
+    lays out a prompt as ``ar`` does. What ``prepare``'s context check counts a prompt's
+    columns under (``ModelFacts.prompt_columns``), before the decoder is chosen."""
+    name = str(facts.sample_defaults.get("decoder", "auto"))
+    return facts.default_decoder if name == "auto" else name
 
 
 def shares_forward(decoder: Decoder, config: SampleConfig) -> bool:
@@ -273,8 +286,10 @@ def cap_dynamic_steps(state: ServerState, decoder: Decoder, config: SampleConfig
     if decoder.name == "bd3lm" and bs:
         from unmask.sampling.blocks import plan_blocks
 
+        facts = api.facts_of(state.loaded)  # an empty prompt: its start token's column too
+        columns = [facts.prompt_columns(n, decoder.name) for n in prompt_lengths]
         try:
-            plan = plan_blocks(config, bs, prompt_lengths, absolute=getattr(
+            plan = plan_blocks(config, bs, columns, absolute=getattr(
                 state.cfg, "block_align", "pad") == "absolute")
         except UserError:  # another refusal: prepare's own 400 (check_whole_blocks)
             return capped
