@@ -24,6 +24,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,8 +107,18 @@ def validation_changes(
     words (``name`` names a setting as the CLI's flag), or "" where none does."""
     name = name or _as_field
     return ", ".join(
-        f"{name(k, now[k])}, was {then.get(k)}" for k in now if then.get(k) != now[k]
+        f"{_validation_setting(k, now[k], name)}, was {then.get(k)}"
+        for k in now if then.get(k) != now[k]
     )
+
+
+def _validation_setting(key: str, value: Any, name: SettingNamer) -> str:
+    """A setting of ``validation_settings`` in words: the validation's batch size is not the
+    ``batch_size`` given (at most 32 of it), so it is not named as if it were."""
+    if key != "batch_size":
+        return name(key, value)
+    given = re.sub(r"[ =]?1$", "", name(key, 1))  # the flag (field) alone: --batch-size
+    return f"the validation batch size {value} (min of {given} and 32)"
 
 
 @dataclass(frozen=True)
