@@ -12,9 +12,10 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``validation_settings``,
-``validation_changes``, ``saved_progress``, ``describe_resume``, ``check_data_sizes``,
-``estimate_memory``, ``available_memory``, ``check_memory``, ``StopFlag``, ``TrainingStopped``.
+Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
+``validation_settings``, ``validation_changes``, ``saved_progress``, ``describe_resume``,
+``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
+``StopFlag``, ``TrainingStopped``.
 """
 
 from __future__ import annotations
