@@ -2,7 +2,8 @@
 # The one-model hybrid of the demo (issue 13), end to end, as one prepared run:
 #   1. train it from the AR twin (`--objective hybrid --init $INIT`; resumable: a second call
 #      continues the run in $OUT with `unmask train --resume`),
-#   2. store a float16 copy in $SHIP (what a device machine can send back: 16 MiB a file),
+#   2. store a float16 copy in $SHIP (what a device machine can send back: 16 MiB a file;
+#      a resumed call replaces it with the new weights),
 #   3. measure it against AR, the plain diffusion model and two-model speculative decoding
 #      with benchmarks/speculative.py (MEASURE=1; gen ppl when the offline scorer is there).
 # On this 2-core CPU step 1 takes 6-16 h (docs/training.md, "The long run from the AR twin");
@@ -60,7 +61,23 @@ if [ "$STEPS" -gt 0 ]; then
             --eval-every 250 --save-every 250 --device "$DEVICE" "${TFLAG[@]}" \
             --time-limit "$TIME_LIMIT" --no-progress || [ $? -eq 75 ]
     fi                                # 75: --time-limit stopped it; ship what it has
-    "$PY" -m unmask.cli convert "$OUT/checkpoint" "$SHIP" --dtype fp16
+    # convert refuses a folder that is not empty: a fresh one next to $SHIP, swapped in once
+    # whole, so a resumed call ships again (and a failed convert leaves the old ship); the
+    # full paths of mv and rm: PATH may hold python3 alone (tests/test_bench_outputs.py)
+    SHIP=${SHIP%/}
+    NEW="$SHIP.converting" OLD="$SHIP.replaced"
+    if [ ! -e "$SHIP" ] && [ -d "$OLD" ]; then  # a call stopped between the two renames
+        /bin/mv "$OLD" "$SHIP"
+    fi
+    /bin/rm -rf "$NEW" "$OLD"
+    "$PY" -m unmask.cli convert "$OUT/checkpoint" "$NEW" --dtype fp16
+    if [ -d "$NEW" ]; then
+        if [ -e "$SHIP" ]; then
+            /bin/mv "$SHIP" "$OLD"
+        fi
+        /bin/mv "$NEW" "$SHIP"
+        /bin/rm -rf "$OLD"
+    fi
 fi
 
 if [ "$MEASURE" = 1 ]; then

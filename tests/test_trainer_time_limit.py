@@ -63,14 +63,16 @@ def test_a_run_its_time_limit_stopped_exits_75_and_a_plain_resume_continues_it(
     assert "its time limit stopped it: this session trains up to 1 min more" in err
     second = _meta(run)
     assert second["stopped"] == "time_limit" and first["step"] < second["step"] < 40
+    total = second["train_config"]["time_limit"]  # the renewed limit: in trainer.json only
+    assert total == pytest.approx(first["train_seconds"] / 60 + 1, abs=1e-3)
+    assert f"stopped by its time limit of {total:g} min" in err
     plan = json.loads((run / "train_config.json").read_text())
-    assert plan["time_limit"] == pytest.approx(first["train_seconds"] / 60 + 1, abs=1e-3)
-    assert f"stopped by its time limit of {plan['time_limit']:g} min" in err
+    assert plan["time_limit"] == 1  # the plan keeps the limit as given
     assert "continue it (another 1 min)" in err  # each session as long as the first
     assert main(["train", "--resume", "--out", str(run), "--no-progress"]) == TIME_LIMIT_EXIT
     assert "this session trains up to 1 min more" in capsys.readouterr().err
-    plan = json.loads((run / "train_config.json").read_text())
-    assert plan["time_limit"] == pytest.approx(second["train_seconds"] / 60 + 1, abs=1e-3)
+    assert _meta(run)["train_config"]["time_limit"] == pytest.approx(
+        second["train_seconds"] / 60 + 1, abs=1e-3)
     second = _meta(run)
     # a resume that reaches the steps ends as a finished run: exit 0, no marker
     end = second["step"] + 1

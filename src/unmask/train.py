@@ -367,6 +367,7 @@ def _train(
     resumed_rows = None  # a resumed run's trajectory file, checked before the resume line
     resume_line = ""
     saved: TrainConfig | None = None  # a resumed run's plan before this call's changes
+    plan_limit = config.time_limit  # what train_config.json keeps: the user's time limit
     if resume:
         saved = load_saved_plan(run / "train_config.json")
         changes = resume_plan(saved, config)
@@ -374,8 +375,8 @@ def _train(
             _check_saved_data(run, config.data)
         done = saved_progress(checkpoint_dir(run))
         renewed = renew_time_limit(done, saved, config, changes)
-        if renewed is not None:  # a plain resume of a run its time limit stopped: another go
-            config = replace(config, time_limit=renewed)
+        if renewed is not None:  # its time limit stopped it: another go (or a renewed limit
+            config = replace(config, time_limit=renewed)  # a signal interrupted goes on)
         if objective_spec(config.objective).batch_for(config.data) == "trajectory":
             from unmask.objectives.distill import TrajectoryData
 
@@ -384,10 +385,9 @@ def _train(
         prior_seconds = done.train_seconds
         prior_skipped = done.skipped
         # said once the resume is accepted: a refusal below is then the one line printed
+        another_go = done.timed_out and renewed not in (None, done.time_limit)
         resume_line = describe_resume(done, saved, config, changes, name=name_setting,
-                                      renewed=renewed is not None)
-        if renewed is not None:
-            changes["time_limit"] = renewed  # saved with the plan once the resume is accepted
+                                      renewed=another_go)
     check_batch_split(config, world)
     spec = objective_spec(config.objective)
     spec.validate(config)  # options that do not apply to it, block size, rates
@@ -535,7 +535,9 @@ def _train(
         if is_main:
             print(resume_line, file=sys.stderr, flush=True)
         if is_main and changes:  # the next resume continues the changed plan, saved only
-            save_json(config, run / "train_config.json")  # now that all of it was accepted
+            # now that all of it was accepted; a renewed time limit only in trainer.json (a
+            # requeued command repeating its --time-limit is then no change: renew_time_limit)
+            save_json(replace(config, time_limit=plan_limit), run / "train_config.json")
         if is_main:
             _tidy_resumed_run(run, start_step)
     elif is_main:

@@ -12,9 +12,10 @@
   immediate ``KeyboardInterrupt``; ``train`` then raises ``TrainingStopped``, which the CLI
   turns into exit code 128 + signal (130 for Ctrl-C, 143 for SIGTERM).
 
-Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``validation_settings``,
-``validation_changes``, ``saved_progress``, ``describe_resume``, ``check_data_sizes``,
-``estimate_memory``, ``available_memory``, ``check_memory``, ``StopFlag``, ``TrainingStopped``.
+Inside: ``resume_plan``, ``renew_time_limit``, ``time_limit_exit``, ``under_torchrun``,
+``validation_settings``, ``validation_changes``, ``saved_progress``, ``describe_resume``,
+``check_data_sizes``, ``estimate_memory``, ``available_memory``, ``check_memory``,
+``StopFlag``, ``TrainingStopped``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -106,8 +108,18 @@ def validation_changes(
     words (``name`` names a setting as the CLI's flag), or "" where none does."""
     name = name or _as_field
     return ", ".join(
-        f"{name(k, now[k])}, was {then.get(k)}" for k in now if then.get(k) != now[k]
+        f"{_validation_setting(k, now[k], name)}, was {then.get(k)}"
+        for k in now if then.get(k) != now[k]
     )
+
+
+def _validation_setting(key: str, value: Any, name: SettingNamer) -> str:
+    """A setting of ``validation_settings`` in words: the validation's batch size is not the
+    ``batch_size`` given (at most 32 of it), so it is not named as if it were."""
+    if key != "batch_size":
+        return name(key, value)
+    given = re.sub(r"[ =]?1$", "", name(key, 1))  # the flag (field) alone: --batch-size
+    return f"the validation batch size {value} (min of {given} and 32)"
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,10 @@ class SavedProgress:
     session_limit: float | None = None
     """Minutes the session its time limit stopped was allowed (its limit less the time trained
     before it): what a plain resume allows again (``renew_time_limit``)."""
+    time_limit: float | None = None
+    """The time limit (minutes, in all) the session that saved it trained to: ``trainer.json``'s
+    ``train_config``. More than the plan's (``train_config.json``, the limit as the user gave
+    it) once a plain resume renewed it; None: no limit, or no record of it."""
 
 
 def saved_progress(ckpt: Path) -> SavedProgress:
@@ -144,13 +160,15 @@ def saved_progress(ckpt: Path) -> SavedProgress:
         raise UserError(f"{ckpt}: no trainer state to resume from (trainer.json missing)")
     meta = read_json(path)
     stamp = meta.get("trajectories")
+    plan = meta.get("train_config")
+    limit = _minutes(plan.get("time_limit")) if isinstance(plan, dict) else None
     try:
         return SavedProgress(int(meta["step"]), float(meta.get("train_seconds", 0.0)),
                              stamp if isinstance(stamp, dict) else None,
                              int(meta.get("skipped_in_a_row", 0)),
                              meta.get("stopped") == STOPPED_BY_TIME_LIMIT,
                              bool(meta.get("has_raw_model")),
-                             _minutes(meta.get("session_limit")))
+                             _minutes(meta.get("session_limit")), limit)
     except (KeyError, TypeError, ValueError, OverflowError):
         raise UserError(f"{path}: not a valid trainer state") from None
 
@@ -161,8 +179,9 @@ STOPPED_BY_TIME_LIMIT = "time_limit"
 TIME_LIMIT_EXIT = 75
 """Exit code of ``unmask train`` / ``unmask distill`` when ``--time-limit`` stopped the run
 short of its steps, its checkpoint saved (``EX_TEMPFAIL`` of sysexits.h: try again later);
-``unmask train --resume --out RUN`` continues it. Under ``torchrun`` (``WORLD_SIZE`` > 1)
-every process exits 0 instead: torchrun reports any other code as a failed worker."""
+``unmask train --resume --out RUN`` continues it. Under ``torchrun`` (``under_torchrun``:
+one process or more) every process exits 0 instead: torchrun reports any other code as a
+failed worker."""
 
 
 EXIT_CODES = (
@@ -175,17 +194,25 @@ EXIT_CODES = (
 
 def renew_time_limit(progress: SavedProgress, saved: TrainConfig, plan: TrainConfig,
                      changes: dict[str, Any]) -> float | None:
-    """The total ``time_limit`` (minutes) a plain resume of a run its time limit stopped
-    trains to: the minutes used plus what the stopped session was allowed
-    (``SavedProgress.session_limit``; the saved limit for a checkpoint without it), so each
-    session of a scheduler's requeued ``--resume`` gets as long as the first; None where the
-    resume gives a time limit of its own, the run has none, or it did not stop at it."""
-    if not progress.timed_out or "time_limit" in changes or not plan.time_limit:
+    """The total ``time_limit`` (minutes) a resume that gives no other limit trains to, or
+    None where it is the plan's (``plan.time_limit``, as the user gave it).
+
+    A run its time limit stopped trains on for the minutes used plus what the stopped
+    session was allowed (``SavedProgress.session_limit``; the saved limit for a checkpoint
+    without it), so each session of a scheduler's requeued ``--resume`` gets as long as the
+    first; any other resume goes on to the limit its last session trained to
+    (``SavedProgress.time_limit``: a renewed one, which a signal interrupted). The renewed
+    total is recorded in ``trainer.json`` only, never in the plan: a requeued command that
+    repeats the first one's ``--time-limit`` is then no change of plan and renews as a plain
+    ``--resume`` does. None also where the resume gives a time limit of its own (the total)
+    or the run has none."""
+    if "time_limit" in changes or not plan.time_limit:
         return None
+    total = max(plan.time_limit, progress.time_limit or 0.0)
     used = progress.train_seconds / 60
-    if used < plan.time_limit:
-        return None
-    return round(used + (progress.session_limit or saved.time_limit), 4)
+    if progress.timed_out and used >= total:
+        return round(used + (progress.session_limit or saved.time_limit), 4)
+    return total if total > plan.time_limit else None
 
 
 def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
@@ -199,7 +226,8 @@ def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
     try:
         done = saved_progress(run / CKPT)
         planned = json.loads((run / "train_config.json").read_text())
-        steps, limit = int(planned["steps"]), float(planned["time_limit"])
+        steps = int(planned["steps"])
+        limit = done.time_limit or float(planned["time_limit"])  # a renewed one, if renewed
     except (UserError, OSError, ValueError, KeyError, TypeError):
         return 0
     if not done.timed_out or done.step >= steps:
@@ -209,7 +237,18 @@ def time_limit_exit(run: Path, command: str, *, say: bool) -> int:
         print(f"unmask {command}: stopped by its time limit of {limit:g} min at step "
               f"{done.step} of {steps}, checkpoint saved in {run / CKPT}; continue it (another "
               f"{more:g} min) with: unmask {command} --resume --out {run}", file=sys.stderr)
-    return 0 if int(os.environ.get("WORLD_SIZE", "1")) > 1 else TIME_LIMIT_EXIT
+    return 0 if under_torchrun() else TIME_LIMIT_EXIT
+
+
+def under_torchrun() -> bool:
+    """Whether this process is one of torchrun's workers: ``TORCHELASTIC_RUN_ID`` is set (also
+    by ``torchrun --nproc-per-node 1``, whose ``WORLD_SIZE`` is 1) or ``WORLD_SIZE`` > 1."""
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        return True
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
 
 
 def _minutes(value: Any) -> float | None:
@@ -251,8 +290,9 @@ def describe_resume(
             f"({used} min trained); give a longer one ({name('time_limit', 0.0)} = none)"
         )
     line = f"resuming at step {step} of {saved.steps}"
-    if saved.time_limit:
-        line += f" ({used} of {saved.time_limit:g} min used)"
+    limit_then = progress.time_limit or saved.time_limit  # a renewed one, if renewed
+    if limit_then:
+        line += f" ({used} of {limit_then:g} min used)"
     if renewed:
         more = progress.session_limit or saved.time_limit
         line += (f"; its time limit stopped it: this session trains up to {more:g} "

@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
@@ -273,35 +273,66 @@ def check_student_tokenizer(data: TrajectoryData, tokenizer: Any, who: str) -> N
     """Refuse, in one line opening with ``who``, a student whose ``tokenizer`` gives an id of
     ``data``'s trajectories another meaning than the teacher's that made them: with as many
     tokens, the ids fit its embedding and it would learn other text without a word (more or
-    fewer tokens appended are fine: ids past the student's are refused by the loss). Compared
-    with the tokenizer of the teacher the file names (``teacher_tokenizer``), or where that
-    is no longer there, with the file's ``tokenizer_stamp`` (files written before it record
-    none: then the check is skipped)."""
+    fewer tokens appended are fine: ids past the student's are refused by the loss).
+
+    Compared with the file's ``tokenizer_stamp``, the record of the tokenizer that made its
+    ids: the teacher's folder it names may be gone or hold another model by now. That folder
+    only names the first id that differs, where its tokenizer still matches the stamp. Files
+    written before the stamp: compared with the folder's tokenizer (``teacher_tokenizer``),
+    and not at all where that is no longer there."""
     from unmask.tokenizer import first_difference
 
     meta = data.trajectories.meta
     if tokenizer is None:
         return
-    theirs = teacher_tokenizer(meta)
-    if theirs is None:
-        stamp = meta.get(TOKENIZER_KEY)
-        span = stamp_difference(stamp, tokenizer) if isinstance(stamp, dict) else None
-        if span is not None:
-            raise UserError(
-                f"{who}: its tokenizer differs from that of the teacher of {data.path} (as "
-                f"the file records it; the teacher {meta.get('teacher')} is not there): ids "
-                f"{span[0]}..{span[1] - 1} hold other tokens; train on trajectories of this "
-                "model's own tokenizer"
-            )
+    stamp = meta.get(TOKENIZER_KEY)
+    if not _is_stamp(stamp):  # an older file: its teacher's folder, where it is still there
+        theirs = teacher_tokenizer(meta)
+        i = None if theirs is None else first_difference(tokenizer, theirs)
+        if i is not None:
+            _refuse_at(data, tokenizer, theirs, i, who)
         return
-    i = first_difference(tokenizer, theirs)
-    if i is not None:
-        raise UserError(
-            f"{who}: its tokenizer differs from that of the teacher of {data.path} "
-            f"({meta['teacher']}): id {i} is {tokenizer.id_to_token(i)!r} "
-            f"there, {theirs.id_to_token(i)!r} in the teacher; train on trajectories of "
-            "this model's own tokenizer"
-        )
+    span = stamp_difference(stamp, tokenizer)
+    if span is None:
+        return
+    theirs = teacher_tokenizer(meta)
+    if (theirs is not None and int(theirs.vocab_size) == int(stamp["size"])
+            and stamp_difference(stamp, theirs) is None):  # the folder still holds it
+        i = first_difference(tokenizer, theirs)
+        if i is not None:
+            _refuse_at(data, tokenizer, theirs, i, who)
+    teacher = meta.get("teacher")
+    if not isinstance(teacher, str) or not teacher:
+        where = "the file names no teacher"
+    elif theirs is None:
+        where = f"the teacher {teacher} is not there"
+    else:
+        where = f"{teacher} now holds another tokenizer"
+    raise UserError(
+        f"{who}: its tokenizer differs from that of the teacher of {data.path} (as the file "
+        f"records it; {where}): ids {span[0]}..{span[1] - 1} hold other tokens; train on "
+        "trajectories of this model's own tokenizer"
+    )
+
+
+def _is_stamp(stamp: Any) -> bool:
+    """Whether ``stamp`` is a ``tokenizer_stamp`` this version reads."""
+    try:
+        size, block, blocks = int(stamp["size"]), int(stamp["block"]), stamp["blocks"]
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (size > 0 and block > 0 and isinstance(blocks, list)
+            and all(isinstance(b, str) for b in blocks))
+
+
+def _refuse_at(data: TrajectoryData, tokenizer: Any, theirs: Any, i: int,
+               who: str) -> NoReturn:
+    raise UserError(
+        f"{who}: its tokenizer differs from that of the teacher of {data.path} "
+        f"({data.trajectories.meta['teacher']}): id {i} is {tokenizer.id_to_token(i)!r} "
+        f"there, {theirs.id_to_token(i)!r} in the teacher; train on trajectories of "
+        "this model's own tokenizer"
+    )
 
 
 def check_same_rows(path: Path, then: dict[str, Any], now: dict[str, Any]) -> None:
