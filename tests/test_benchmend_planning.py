@@ -23,7 +23,7 @@ def test_planning_makes_the_results_folder_only_when_it_writes(tmp_path):
     base = ["--task-file", str(tmp_path / "task"), "--run", "a=src/unmask/assets/demo",
             "--limit", "1"]  # fmt: skip
     r = _run(*base, "--json", str(tmp_path / "refused" / "p.json"), "--sample-set", "bogus=1")
-    assert r.returncode == 2 and "--sample-set bogus: not a sampling option" in r.stderr
+    assert r.returncode == 2 and "--sample-set" in r.stderr and "bogus" in r.stderr, r.stderr
     assert not (tmp_path / "refused").exists()  # was made before the option check
     out = tmp_path / "a" / "b" / "p.json"
     r = _run(*base, "--json", str(out))
