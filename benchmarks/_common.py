@@ -6,8 +6,8 @@ does for a bad flag, instead of a traceback. ``positive_int`` and ``non_negative
 CLI's own check, ``unmask.commands.at_least(1)`` and ``at_least(0)``) and ``positive_float``
 are argparse types for counts and durations; ``int_list`` parses a comma list such as
 ``--clients 1,4,16``; ``json_text`` writes strict JSON (NaN as null).
-``output_file`` / ``output_path`` are the type of a ``--json`` path (its folder made at
-once: an unwritable path is refused before the run, not after it).
+``output_file`` / ``output_path`` are the type of a ``--json`` path (checked at once, nothing
+made: an unwritable path is refused before the run, not after it).
 ``default_output(name)`` is where results go when no path is given (``runs/bench``, not the
 committed ``benchmarks/results``). Scripts import this module from their own folder
 (``python benchmarks/NAME.py`` puts it first on ``sys.path``). It imports ``unmask`` only
@@ -81,16 +81,31 @@ def positive_float(text: str) -> float:
 
 
 def output_file(text: str) -> str:
-    """argparse type of a results path (``--json``): its folder is made now, so a path that
-    cannot be written (under a file, no permission, an empty name, a folder) is refused in
-    one line before anything is measured, where it was an error after the whole run."""
-    path = Path(text)
-    if not text.strip() or path.is_dir():
+    """argparse type of a results path (``--json``): a path that cannot be written (under a
+    file, in a folder where no file can be made, an empty name, a folder) is refused in one
+    line before anything is measured, where it was an error after the whole run. Nothing is
+    made: the check creates (and removes) a temporary file in the nearest folder of the path
+    that exists, so a refused command leaves no folder behind; the script makes the missing
+    folders when it writes its results."""
+    import os.path
+
+    path = Path(text)  # os.path's tests: False, not an error, for a path that cannot be seen
+    if not text.strip() or os.path.isdir(path):
         raise argparse.ArgumentTypeError(f"expected a file to write, got {text!r}")
+    parents = (path.parent, *path.parent.parents)
+    folder = next(p for p in parents if os.path.exists(p) or p == p.parent)
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"cannot write {text}: Not a directory: {folder}")
+    import tempfile
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}."):
+            pass
+        if os.path.exists(path):  # opened to append, left as it is: a read-only file too
+            with path.open("a"):
+                pass
     except OSError as e:
-        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        where = "" if os.path.exists(path) else f" (no file can be made in {folder})"
         raise argparse.ArgumentTypeError(f"cannot write {text}: {e.strerror or e}{where}") from None
     return text
 

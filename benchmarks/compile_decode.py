@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         from unmask.files import atomic_write_text
 
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.json), json_text(rows, indent=1))
     return 0
 

@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                "model": str(args.model or "demo"),
                "machine": platform.processor() or platform.machine(),
                "torch": torch.__version__}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json_text(out, indent=1, default=lambda x: None))
     return 0
 

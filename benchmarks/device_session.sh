@@ -42,6 +42,10 @@ export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
 T0=$(date +%s); left() { echo $(( ${TOTAL:-540} - ($(date +%s) - T0) )); }
 STAGES=" ${STAGES:-demo distill drafter hybrid spec} "; want() { [[ "$STAGES" == *" $1 "* ]]; }
 DEMO_S=${DEMO_S:-240}; DB=${DEMO_BATCH:-64}; HSTEPS=${HSTEPS:-3000}; Q=${Q:-}
+if ! $PY -c "import torch" 2>/dev/null; then  # was blamed on CUDA below, torch being absent
+  echo "device_session.sh: error: $PY cannot import torch (set PY to the environment's python)" >&2
+  exit 2
+fi
 if [[ $DEV == cuda* ]] && ! $PY -c "import torch,sys; sys.exit(not torch.cuda.is_available())" \
     2>/dev/null; then  # every stage failed on its own, and the session "done" with nothing
   echo "device_session.sh: error: DEVICE=$DEV but $PY sees no CUDA device (DEVICE=cpu and the" \

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{dec['decode']}: repeat {dec['repeat_s']} s, enable_gqa {dec['gqa_s']} s, "
           f"{dec['speedup']}x, same tokens: {dec['same_tokens']}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(
             json_text({"ops": rows, "decode": dec, "threads": args.threads}, indent=1)
         )

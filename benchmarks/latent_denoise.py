@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['t']} | {r['mse']:.3f} | {r['mse_mean']:.3f} | {r['decode_ce']:.3f} "
               f"| {r['decode_ce_rms']:.3f} |")  # fmt: skip
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json_text(out, indent=1))
     return 0
 

@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "torch": torch.__version__,
         }
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json_text({"meta": meta, "rows": rows}))
     return 0
 

@@ -55,8 +55,6 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--run {spec}: expected LABEL=PATH (e.g. mdlm=runs/mdlm)")
         runs.append((label, path))
     items = read_items(args.task_file)[: args.limit]
-    if args.json:  # a path that cannot be written fails now, not after the decoding
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     given = dict(_value(kv) for kv in args.sample_set)
     unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
     if unknown:  # was said after the header, once the first model had loaded
@@ -102,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             "sample_set": given,
         }
         text = json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
-        atomic_write_text(Path(args.json), text)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)  # --json was checked by
+        atomic_write_text(Path(args.json), text)  # output_file before anything ran
     return 0
 
 

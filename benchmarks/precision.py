@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                "machine": platform.processor() or platform.machine(),
                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                "cpu_bf16_matmul": cpu_has_bf16_matmul(), "torch": torch.__version__}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json_text(out, indent=1))
     return 0
 

@@ -420,7 +420,7 @@ SOURCES: list[tuple[tuple[str, ...], str]] = [
       "val23_demo_*", "val23_twin_w*"), "python benchmarks/defaults.py (or bash "
      "benchmarks/demo_defaults.sh SET: val22, pen21, ng3_21)"),
     (("val2*_distinct_matched*",), "python benchmarks/distinct_matched.py"),
-    (("val23_twin_eval*",), "unmask eval RUN --json FILE"),
+    (("val23_twin_eval*",), "unmask eval RUN --json > FILE"),
     (("compile_decode*",), "python benchmarks/compile_decode.py"),
     (("constraints*",), "python benchmarks/constraints.py"),
     (("data_constrained*",), "python benchmarks/data_constrained.py"),
@@ -438,7 +438,6 @@ SOURCES: list[tuple[tuple[str, ...], str]] = [
     (("threads*",), "python benchmarks/threads.py"),
     (("train_*",), "python benchmarks/train_throughput.py --compare ..."),
     (("gpu_check*",), "bash benchmarks/gpu_check.sh"),
-    (("defaults_*",), "python benchmarks/defaults.py"),
 ]
 """The command that writes each kind of result file the sections do not read (first match;
 its settings are in the file): a number in the report names what measured it."""

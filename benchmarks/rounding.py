@@ -46,7 +46,7 @@ from objectives import (  # the prompts, the broken count and the tempered-unigr
 )
 
 from unmask import api
-from unmask.checkpoint import load
+from unmask.checkpoint import load, native_config
 from unmask.config import SampleConfig
 from unmask.data import TokenDataset
 from unmask.errors import UserError
@@ -122,13 +122,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="write the results here (default: runs/bench/rounding.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    models = {}
     for path in args.model:  # all found and of a continuous family before anything is measured
-        loaded = load(path, device="cpu")
-        if loaded.config.objective not in CONTINUOUS:  # an mdlm model was swept as if it were
-            raise UserError(f"--model {path}: objective {loaded.config.objective!r} rounds "
+        # its config.json read, not the model loaded (a publisher's folder: loaded, refused)
+        cfg = native_config(path) or load(path, device="cpu").config
+        if cfg.objective not in CONTINUOUS:  # an mdlm model was swept as if it were
+            raise UserError(f"--model {path}: objective {cfg.objective!r} rounds "
                             f"nothing; give an {' or '.join(CONTINUOUS)} checkpoint")
-        models[path] = loaded
     scorer = None
     if not args.no_score:
         from unmask.scoring import ReferenceScorer
@@ -137,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     temps = args.temperatures
     report: dict[str, Any] = {"args": vars(args), "models": {}}
     curve = None if scorer is None else data_floor(args.data, args.n, args.gen_length, scorer)
-    for path, loaded in models.items():
+    for path in dict.fromkeys(args.model):  # a path given twice is measured once
+        loaded = load(path, device="cpu")  # one model in memory at a time
         loaded.model.eval()
         tok, cfg = loaded.tokenizer, loaded.config
         prompts, truth = held_out(args.data, args.n, args.prompt_len, args.gen_length)

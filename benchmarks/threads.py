@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, float | int | str]
                          "vs_first": tok_s / base})  # fmt: skip
             print(f"{name:>8} {params / 1e6:>7.1f}M {n:>7} {tok_s:>8.1f} {tok_s / base:>10.2f}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json_text({"argv": sys.argv[1:], "rows": rows}, indent=1))
     return rows
 

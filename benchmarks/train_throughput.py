@@ -394,6 +394,7 @@ def main() -> None:
             rows.append({"side": name, "tokens_per_s": tps, "s_per_step": sec, "ratio": tps / base})
             print(f"{name:<28} {tps:>18,.0f} {sec:>8.3f} {tps / base:>30.3f}")
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json_text({"args": vars(args), "rows": rows}))
 
 

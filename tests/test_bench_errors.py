@@ -105,7 +105,7 @@ def test_every_script_answers_help():
         (["--limit", "-1"], "argument --limit: must be at least 1, got -1"),  # dropped one
         (["--run", "nolabel"], "--run nolabel: expected LABEL=PATH"),  # was ": not a ..."
         (["--json", "README.md/x.json"],
-         "argument --json: cannot write README.md/x.json: File exists: README.md"),  # traceback
+         "argument --json: cannot write README.md/x.json: Not a directory: README.md"),
         # the next three were said only after a model had loaded or decoded its whole task
         (["--run", "b=/nonexistent/run"], "/nonexistent/run: no such folder"),
         (["--sample-set", "block_length"], "--sample-set block_length: expected KEY=VALUE"),
@@ -525,12 +525,13 @@ def test_a_results_path_that_cannot_be_written_is_refused_before_the_run():
                                   "README.md/x.json: "), last  # fmt: skip
 
 
-def test_output_file_makes_the_folder_and_refuses_a_folder(benchmark, tmp_path):
+def test_output_file_refuses_a_folder_and_makes_none(benchmark, tmp_path):
     import argparse
 
     common = benchmark("_common")
     target = tmp_path / "a" / "b" / "r.json"
-    assert common.output_file(str(target)) == str(target) and target.parent.is_dir()
+    assert common.output_file(str(target)) == str(target)
+    assert list(tmp_path.iterdir()) == []  # checked, nothing made (the script makes it)
     assert common.output_path(str(target)) == target
     for bad in (str(tmp_path), ""):
         with pytest.raises(argparse.ArgumentTypeError, match="expected a file to write"):
