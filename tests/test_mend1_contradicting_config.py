@@ -50,3 +50,19 @@ def test_a_consistent_checkpoint_keeps_its_own_way_out():
     with pytest.raises(UserError, match=r"this checkpoint is causal \(objective ar\): use "
                                         "decoder 'ar'$"):
         choose_decoder(facts, SampleConfig(decoder="llada"))
+
+
+@pytest.mark.parametrize(("objective", "attention", "decoder", "runs"), [
+    ("ar", "bidirectional", "ar", "llada"),  # ar's refusal offered "use decoder 'ar'"
+    ("bd3lm", "bidirectional", "bd3lm", "llada"),
+])
+def test_every_attention_refusal_names_a_decoder_that_runs(objective, attention, decoder, runs):
+    """The causal decoders' and bd3lm's refusals of a checkpoint's attention end the way
+    llada's does (``ModelFacts.attention_way_out``): never a decoder that refuses it too."""
+    facts = ModelFacts.of(dataclasses.replace(tiny_config(32), attention=attention,
+                                              objective=objective))
+    with pytest.raises(UserError) as e:
+        choose_decoder(facts, SampleConfig(decoder=decoder))
+    message = str(e.value)
+    assert "contradicts itself" in message and f"use decoder {runs!r}" in message, message
+    assert "\n" not in message

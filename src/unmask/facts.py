@@ -26,6 +26,11 @@ _ATTENTIONS: tuple[str, ...] = ("bidirectional", "block-causal", "causal")
 _ATTENTION_DECODERS = {"bidirectional": "llada", "block-causal": "bd3lm", "causal": "ar"}
 """The decoder that runs a model of each attention whatever objective its config records."""
 
+_DECODER_ATTENTION = {"llada": "bidirectional", "sedd": "bidirectional", "bd3lm": "block-causal",
+                      "ar": "causal", "hybrid": "causal", "speculative": "causal"}
+"""The attention each token decoder runs: an objective's own decoder is no way out for a
+checkpoint whose recorded attention it cannot run (``attention_way_out``)."""
+
 CAUSAL_DECODERS = ("ar", "hybrid", "speculative")
 """Decoders that write left to right from the prompt's last token: an empty prompt is given
 a start token (``unmask.sampling.ar``, ``hybrid``, ``speculative``)."""
@@ -111,10 +116,11 @@ class ModelFacts:
         """The end of decoder ``refused``'s refusal of this checkpoint's attention (after
         "this checkpoint is {attention} (objective {objective})"): ": use decoder" its own
         (``default_decoder``, from the recorded objective), or, where that is the refused
-        decoder itself, that the config contradicts itself (objective ``mdlm`` with attention
-        ``causal``) and the decoder that runs the recorded attention."""
+        decoder itself or one that cannot run this attention either, that the config
+        contradicts itself (objective ``mdlm`` with attention ``causal``; ``ar`` with
+        ``bidirectional``) and the decoder that runs the recorded attention."""
         own = self.default_decoder
-        if own != refused:
+        if own != refused and _DECODER_ATTENTION.get(own, self.attention) == self.attention:
             return f": use decoder {own!r}"
         runs = _ATTENTION_DECODERS[self.attention]
         return (f", which contradicts itself (objective {self.objective!r} is sampled by "

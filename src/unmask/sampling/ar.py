@@ -469,7 +469,7 @@ def check_causal(
     if facts.attention != "causal":
         raise UserError(
             f"decoder {decoder!r} needs {needs}; this checkpoint is "
-            f"{facts.attention}: use decoder {facts.default_decoder!r}"
+            f"{facts.attention}{facts.attention_way_out(decoder)}"
         )
     if not facts.has_kv_cache:
         raise UserError(

@@ -492,7 +492,7 @@ class BD3LMDecoder(Decoder):
         if facts.attention != "block-causal" or facts.block_size is None:
             raise UserError(
                 f"decoder 'bd3lm' needs a block-causal model (objective bd3lm); this "
-                f"checkpoint is {facts.attention}: use decoder {facts.default_decoder!r}"
+                f"checkpoint is {facts.attention}{facts.attention_way_out('bd3lm')}"
             )
         if config.block_length is not None and config.block_length != facts.block_size:
             raise UserError(
