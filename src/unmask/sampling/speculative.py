@@ -272,6 +272,15 @@ def _chunks(k: int, steps: int) -> list[int]:
     return [k // steps + (1 if i < k % steps else 0) for i in range(steps)]
 
 
+def _confidence(q: Tensor, drawn: Tensor) -> Tensor:
+    """(...) the drafter's confidence in the drafts ``drawn`` (...) from ``q`` (..., V), which
+    ``draft_threshold`` compares: q's top probability, not the drawn token's, so the length
+    is decided before the draw (``drawn`` is not read). A length cut by the drawn token itself
+    would bias the accepted drafts (tests/test_rows_speculative.py reads it and sees so)."""
+    del drawn  # the one rule both draft paths share; a test swaps in the biased one
+    return q.amax(dim=-1)
+
+
 def _exact_weights(model: Any) -> bool:
     """Whether ``model`` computes in float32 or float64 (its first parameter; a module
     without parameters: True), so a row of a batch rounds as it does alone."""
@@ -541,10 +550,8 @@ class SpeculativeRun(DecoderRun):
             else:
                 qs = F.softmax(logits / self.temperature, dim=-1)  # (B, size, V)
                 V = qs.shape[-1]
-                # the confidence is q's top probability, decided before the draw: a length
-                # cut by the drawn token itself would bias the accepted drafts
-                conf[:, a : a + size] = qs.amax(dim=-1)
                 tok = _draw(qs.reshape(B * size, V), self.generator).reshape(B, size)
+                conf[:, a : a + size] = _confidence(qs, tok)
                 parts.append(qs)
             tokens[:, h + a : h + a + size] = tok
             a += size
@@ -632,8 +639,8 @@ class SpeculativeRun(DecoderRun):
                 if q is None:
                     q = qs.new_zeros(B, k, qs.shape[-1])
                 q[i, a : a + size] = qs
-                conf[i, a : a + size] = qs.amax(dim=-1)  # decided before the draw
                 tok = _draw(qs, self._rows[i])  # (size,)
+                conf[i, a : a + size] = _confidence(qs, tok)
                 drafts[i, a : a + size] = tok
                 at[i] = a + size
                 ended = (s + 1 == len(plans[i]) or at[i] >= int(room[i])
