@@ -143,6 +143,30 @@ def test_a_drafter_in_16_bits_drafts_each_row_as_alone(drafter_kind, dtype):
     assert batch.verifier_nfe < sum(a.verifier_nfe for a in alone)
 
 
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_a_quantised_drafter_drafts_each_row_by_itself(scheme):
+    """A drafter torchao quantised keeps fp32 parameters beside its quantised weights, whose
+    kernels round as they do: it was taken for an exact one (its first parameter's dtype)
+    and drafted the rows in one batched forward. Now each row runs its drafter forward by
+    itself (every one of batch 1), as for a drafter in 16 bits: each row as alone."""
+    pytest.importorskip("torchao")
+    from unmask.quantize import quantize_model
+
+    verifier = transformer("causal", 5)
+    drafter = quantize_model(transformer("bidirectional", 3), scheme, "cpu")
+    rows: list[int] = []
+    drafter.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    kw = {"temperature": 1.5, "draft_steps": 2}
+    gens = row_generators(SEEDS)
+    batch = run(verifier, drafter, PROMPTS, gens, eos_id=TOK.eos_id, **kw).run()
+    assert rows and set(rows) == {1}
+    for i, (prompt, seed) in enumerate(zip(PROMPTS, SEEDS, strict=True)):
+        g = make_generator(seed)
+        one = run(verifier, drafter, [prompt], g, eos_id=TOK.eos_id, **kw).run()
+        assert batch.gen_ids[i][: len(one.gen_ids[0])] == one.gen_ids[0], i
+        assert torch.equal(gens[i].get_state(), g.get_state()), i
+
+
 def test_greedy_rows_with_their_own_generators_draw_nothing_and_equal_ar():
     """At temperature 0 nothing is drawn: generators per row change nothing (the batch's
     drafter prefix cache, which once was dropped for a drafter in 16 bits: every forward

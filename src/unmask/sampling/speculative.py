@@ -283,10 +283,17 @@ def _confidence(q: Tensor, drawn: Tensor) -> Tensor:
 
 def _exact_weights(model: Any) -> bool:
     """Whether ``model`` computes in float32 or float64 (its first parameter; a module
-    without parameters: True), so a row of a batch rounds as it does alone."""
+    without parameters: True), so a row of a batch rounds as it does alone: not where
+    torchao quantised a layer (``quantized_layer``, as ``api.weights_dtype`` says), whose
+    kernels compute in their own precision beside fp32 parameters."""
+    from unmask.quantize import quantized_layer
+
     params = getattr(model, "parameters", None)
     first = next(iter(params()), None) if callable(params) else None
-    return first is None or first.dtype in (torch.float32, torch.float64)
+    if first is not None and first.dtype not in (torch.float32, torch.float64):
+        return False
+    modules = callable(getattr(model, "named_modules", None))  # a module, not a stand-in
+    return not (modules and quantized_layer(model) is not None)
 
 
 def _cacheable(drafter: Any) -> bool:
