@@ -272,12 +272,28 @@ def _chunks(k: int, steps: int) -> list[int]:
     return [k // steps + (1 if i < k % steps else 0) for i in range(steps)]
 
 
+def _confidence(q: Tensor, drawn: Tensor) -> Tensor:
+    """(...) the drafter's confidence in the drafts ``drawn`` (...) from ``q`` (..., V), which
+    ``draft_threshold`` compares: q's top probability, not the drawn token's, so the length
+    is decided before the draw (``drawn`` is not read). A length cut by the drawn token itself
+    would bias the accepted drafts (tests/test_rows_speculative.py reads it and sees so)."""
+    del drawn  # the one rule both draft paths share; a test swaps in the biased one
+    return q.amax(dim=-1)
+
+
 def _exact_weights(model: Any) -> bool:
     """Whether ``model`` computes in float32 or float64 (its first parameter; a module
-    without parameters: True), so a row of a batch rounds as it does alone."""
+    without parameters: True), so a row of a batch rounds as it does alone: not where
+    torchao quantised a layer (``quantized_layer``, as ``api.weights_dtype`` says), whose
+    kernels compute in their own precision beside fp32 parameters."""
+    from unmask.quantize import quantized_layer
+
     params = getattr(model, "parameters", None)
     first = next(iter(params()), None) if callable(params) else None
-    return first is None or first.dtype in (torch.float32, torch.float64)
+    if first is not None and first.dtype not in (torch.float32, torch.float64):
+        return False
+    modules = callable(getattr(model, "named_modules", None))  # a module, not a stand-in
+    return not (modules and quantized_layer(model) is not None)
 
 
 def _cacheable(drafter: Any) -> bool:
@@ -450,20 +466,27 @@ class SpeculativeRun(DecoderRun):
             return logits[..., :v]
         return F.pad(logits, (0, v - vd), value=float("-inf"))
 
-    def _drafter_bias(self, positions: Tensor) -> Tensor:
+    def _drafter_bias(self, positions: Tensor, pad: Tensor | None = None) -> Tensor:
         """Which of the drafter's new columns each one sees: all (bidirectional), or the
         blocks up to its own (block-causal): (B|1, 1, L, L). A row's blocks count from its
-        first real token (``_text_pos``), so a left-padded row has the blocks it has alone."""
+        first real token (``_text_pos``), so a left-padded row has the blocks it has alone.
+        ``pad`` (B,): the rows' left padding (default the batch's; a row by itself: 0)."""
         L = positions.shape[1]
         if self._dblock is None:
             return torch.ones(1, 1, L, L, dtype=torch.bool, device=positions.device)
-        blk = self._text_pos(positions) // self._dblock  # (B, L)
+        blk = self._text_pos(positions, pad) // self._dblock  # (B, L)
         return (blk[:, None, :] <= blk[:, :, None])[:, None]  # (B, 1, L, L)
 
-    def _text_pos(self, positions: Tensor) -> Tensor:
+    def _text_pos(self, positions: Tensor, pad: Tensor | None = None) -> Tensor:
         """(B, L) each row's logical ``positions`` (B, L) counted from its first real token
-        (left padding off; a padding column's is 0): where the row's drafter blocks start."""
-        return (positions - self._pad[:, None]).clamp(min=0)
+        (left padding ``pad`` (B,) off, default the batch's; a padding column's is 0): where
+        the row's drafter blocks start."""
+        pad = self._pad if pad is None else pad
+        return (positions - pad[:, None]).clamp(min=0)
+
+    def _text_len(self, i: int) -> int:
+        """Row i's tokens so far, its left padding off (alone: its next position)."""
+        return int(self.committed[i]) + self.prompt.shape[1] - int(self._pad[i])
 
     def _drafter_logits(
         self, tokens: Tensor, positions: Tensor, real: Tensor, lo: int, hi: int
@@ -541,10 +564,8 @@ class SpeculativeRun(DecoderRun):
             else:
                 qs = F.softmax(logits / self.temperature, dim=-1)  # (B, size, V)
                 V = qs.shape[-1]
-                # the confidence is q's top probability, decided before the draw: a length
-                # cut by the drawn token itself would bias the accepted drafts
-                conf[:, a : a + size] = qs.amax(dim=-1)
                 tok = _draw(qs.reshape(B * size, V), self.generator).reshape(B, size)
+                conf[:, a : a + size] = _confidence(qs, tok)
                 parts.append(qs)
             tokens[:, h + a : h + a + size] = tok
             a += size
@@ -571,19 +592,25 @@ class SpeculativeRun(DecoderRun):
         return logits
 
     def _commit_drafter_cache(
-        self, positions: Tensor, h: int, N: Tensor, lo: Tensor, active: Tensor
+        self, positions: Tensor, h: int, N: Tensor, lo: Tensor, active: Tensor,
+        cache: RaggedCache | None = None, pad: Tensor | None = None,
     ) -> None:
         """Keep, in the drafter's prefix cache, the committed columns of the round's last
-        forward to reuse next round: exact whole blocks, or every committed one."""
-        if self.dkv is None:
+        forward (``positions`` (B, h + k): h columns of committed tokens, then the drafts) to
+        reuse next round: exact whole blocks, or every committed one. ``cache`` and ``pad``
+        (B,): the batch's (``dkv``, its left padding) by default; a row's own cache, 0 for
+        a row by itself (``_commit_row_cache``)."""
+        cache = self.dkv if cache is None else cache
+        if cache is None:
             return
+        pad = self._pad if pad is None else pad
         safe = N  # whole blocks of each row's own text (left padding off), if any:
         if self._dblock is not None:
-            safe = self._pad + (N - self._pad) // self._dblock * self._dblock
+            safe = pad + (N - pad) // self._dblock * self._dblock
         safe = torch.where(active, safe, lo)
         keep = positions < safe[:, None]
         keep[:, h:] = False  # never the drafts (their keys saw masks)
-        self.dkv.commit(keep & active[:, None], safe)
+        cache.commit(keep & active[:, None], safe)
 
     def _draft_rows(
         self, k: int, tokens: Tensor, positions: Tensor, real: Tensor, h: int,
@@ -632,8 +659,8 @@ class SpeculativeRun(DecoderRun):
                 if q is None:
                     q = qs.new_zeros(B, k, qs.shape[-1])
                 q[i, a : a + size] = qs
-                conf[i, a : a + size] = qs.amax(dim=-1)  # decided before the draw
                 tok = _draw(qs, self._rows[i])  # (size,)
+                conf[i, a : a + size] = _confidence(qs, tok)
                 drafts[i, a : a + size] = tok
                 at[i] = a + size
                 ended = (s + 1 == len(plans[i]) or at[i] >= int(room[i])
@@ -661,15 +688,15 @@ class SpeculativeRun(DecoderRun):
         (B, h + K): the round's, heads right-aligned, drafts so far); against its own prefix
         cache (``_row_dkv``) or a fresh one where the drafter has explicit layouts, else on its
         whole canvas."""
-        pad = int(self._pad[i])
-        n = int(self.committed[i]) + self.prompt.shape[1] - pad  # its tokens (alone: N)
+        pad, n = int(self._pad[i]), self._text_len(i)  # its tokens (alone: N)
         block = tokens[i : i + 1, h : h + k]  # (1, k) its drafts so far, masks after
         device = tokens.device
+        alone = torch.zeros(1, dtype=torch.long, device=device)  # no left padding
         if not self._explicit:
             row = torch.cat([tokens[i : i + 1, h - n : h], block], dim=1)  # (1, n + k)
             if self._dblock is not None and supports_kv_cache(self.drafter):
-                blk = torch.arange(row.shape[1], device=device) // self._dblock
-                bias = (blk[None, :] <= blk[:, None])[None, None]  # its own blocks, as alone
+                positions = torch.arange(row.shape[1], device=device)[None, :]
+                bias = self._drafter_bias(positions, alone)  # its own blocks, as alone
                 out = self.drafter(row, attention_mask=None, attn_bias=bias)
                 out = getattr(out, "logits", out)
             else:
@@ -685,10 +712,7 @@ class SpeculativeRun(DecoderRun):
             row = torch.cat([seq, block], dim=1)  # (1, n - fed + k)
             positions = torch.arange(fed, n + k, device=device)[None, :]
             real = torch.ones_like(row, dtype=torch.bool)
-            bias = torch.ones(1, 1, row.shape[1], row.shape[1], dtype=torch.bool, device=device)
-            if self._dblock is not None:
-                blk = positions // self._dblock
-                bias = (blk[:, None, :] <= blk[:, :, None])[:, None]
+            bias = self._drafter_bias(positions, alone)
             head = self._dhead
             runner = cache if cache is not None else RaggedCache(1, device, slack=1)
             out = runner.forward(self.drafter, row, positions, bias, real,
@@ -701,17 +725,16 @@ class SpeculativeRun(DecoderRun):
         return out if head is None else head(out)
 
     def _commit_row_cache(self, i: int, k: int) -> None:
-        """Keep, in row i's own prefix cache, the committed columns of its last forward of
-        the round (its tokens the cache lacked, then ``k`` draft columns): exact whole blocks,
-        or every one, as the row's cache keeps them alone."""
+        """``_commit_drafter_cache`` of row i by itself, in its own prefix cache: the columns
+        of its last forward of the round (its tokens the cache lacked, then ``k`` draft
+        columns), kept as the row's cache keeps them alone."""
         assert self._row_dkv is not None
         cache = self._row_dkv[i]
-        n = int(self.committed[i]) + self.prompt.shape[1] - int(self._pad[i])
-        fed = int(cache.fed[0])
-        safe = n if self._dblock is None else n // self._dblock * self._dblock
-        positions = torch.arange(fed, n + k, device=cache.fed.device)[None, :]
-        keep = (positions < safe) & (positions < n)  # never the drafts (their keys saw masks)
-        cache.commit(keep, torch.tensor([safe], device=cache.fed.device))
+        n, fed, device = self._text_len(i), int(cache.fed[0]), cache.fed.device
+        positions = torch.arange(fed, n + k, device=device)[None, :]
+        N, on = torch.tensor([n], device=device), torch.ones(1, dtype=torch.bool, device=device)
+        self._commit_drafter_cache(positions, n - fed, N, cache.fed, on, cache=cache,
+                                   pad=torch.zeros_like(N))  # fmt: skip
 
     def _verify(self, draft: Tensor, lengths: Tensor) -> tuple[Tensor, int]:
         """(B, K + 1, V) the verifier's logits of each row's next K + 1 positions given its
