@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import test_convert
@@ -89,11 +90,13 @@ def test_added_tokens_out_of_sequence_are_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(e.value)
 
 
-def test_a_dream_folder_without_tokenizer_json_loads_and_converts(tmp_path, monkeypatch) -> None:
+def dream_as_published(folder: Path, monkeypatch: pytest.MonkeyPatch,
+                       n_shards: int) -> tuple[Any, dict[str, int]]:
+    """A Dream folder as its publisher ships it (``make_dream``'s weights, Qwen2's slow
+    tokenizer files, no tokenizer.json; config.json naming the special tokens by id): the
+    reference model and the token ids ``write_qwen2_files`` gave."""
     monkeypatch.setattr(test_convert, "VOCAB", 300)  # the byte alphabet + merges + specials
-    torch.manual_seed(0)
-    folder = tmp_path / "dream"
-    ref = make_dream(folder, n_shards=2)
+    ref = make_dream(folder, n_shards=n_shards)
     (folder / "tokenizer.json").unlink()
     ids = write_qwen2_files(folder)
     cfg = json.loads((folder / "config.json").read_text())
@@ -101,6 +104,14 @@ def test_a_dream_folder_without_tokenizer_json_loads_and_converts(tmp_path, monk
     cfg |= {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos,
             "mask_token_id": ids["<|mask|>"]}
     (folder / "config.json").write_text(json.dumps(cfg))
+    return ref, ids
+
+
+def test_a_dream_folder_without_tokenizer_json_loads_and_converts(tmp_path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    folder = tmp_path / "dream"
+    ref, ids = dream_as_published(folder, monkeypatch, n_shards=2)
+    eos = ids["<|endoftext|>"]
 
     loaded = unmask.load(folder)  # was: tokenizer.json: missing
     assert loaded.config.mask_id == ids["<|mask|>"] and loaded.config.eos_id == eos
@@ -142,16 +153,8 @@ def test_prepare_tokenizes_with_a_dream_folder_as_the_model_reads_it(tmp_path, m
     model's load then refused the folder): it now tokenizes as ``unmask.load`` does."""
     from unmask.data import TokenDataset
 
-    monkeypatch.setattr(test_convert, "VOCAB", 300)
     folder = tmp_path / "dream"
-    make_dream(folder, n_shards=1)
-    (folder / "tokenizer.json").unlink()
-    ids = write_qwen2_files(folder)
-    cfg = json.loads((folder / "config.json").read_text())
-    eos = ids["<|endoftext|>"]
-    cfg |= {"bos_token_id": eos, "eos_token_id": eos, "pad_token_id": eos,
-            "mask_token_id": ids["<|mask|>"]}
-    (folder / "config.json").write_text(json.dumps(cfg))
+    _, ids = dream_as_published(folder, monkeypatch, n_shards=1)
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"the {i} cats's 12 the\n\n" for i in range(200)))
     out = tmp_path / "ds"
