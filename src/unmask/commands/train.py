@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--data {cfg.data} is a folder; objective {cfg.objective} reads {what}"
             )
+        _check_data_folder(cfg.data)
         _refuse_validation_flags(cfg, given_fields(TrainConfig, args))
     check_train_numbers(cfg)
     check_out(cfg.out)
@@ -150,3 +151,16 @@ def run(args: argparse.Namespace) -> int:
     if first:
         print(f"checkpoint: {run_dir}/checkpoint")
     return time_limit_exit(Path(run_dir), "train", say=first)
+
+
+def _check_data_folder(data: str) -> None:
+    """Refuse a ``--data`` that names no dataset, in words that say what it is: a path that
+    does not exist ("no such file or folder"), a checkpoint (a model: --resume and --init
+    take it). Both read "is not a prepared dataset; run `unmask prepare` first", which sent
+    a user with a trained run to prepare data again."""
+    from unmask.folders import checkpoint_given_for_data, is_checkpoint
+
+    if not os.path.lexists(data):
+        raise UserError(f"--data {data}: no such file or folder")
+    if is_checkpoint(data):
+        raise UserError(checkpoint_given_for_data(data))
