@@ -59,8 +59,8 @@ def test_train_data_that_is_a_checkpoint_says_so(run_dir, tmp_path, capsys):
 def test_train_data_that_does_not_exist_says_no_such_folder(tmp_path, capsys):
     err = _one_line(["train", "--data", str(tmp_path / "nowhere"), "--out",
                      str(tmp_path / "o")], capsys)
-    assert err == (f"unmask train: error: --data {tmp_path / 'nowhere'}: no such file or "
-                   "folder\n")
+    assert err == (f"unmask train: error: {tmp_path / 'nowhere'}: no such folder; run "
+                   "`unmask prepare` first\n")
 
 
 def test_prepare_given_a_checkpoint_says_so(run_dir, tmp_path, capsys):

@@ -154,13 +154,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check_data_folder(data: str) -> None:
-    """Refuse a ``--data`` that names no dataset, in words that say what it is: a path that
-    does not exist ("no such file or folder"), a checkpoint (a model: --resume and --init
-    take it). Both read "is not a prepared dataset; run `unmask prepare` first", which sent
-    a user with a trained run to prepare data again."""
+    """Refuse a checkpoint given as ``--data`` (a model: --resume and --init take it), which
+    read "is not a prepared dataset; run `unmask prepare` first" and sent a user with a
+    trained run to prepare data again. (A path that does not exist is said by the dataset's
+    own check, ``unmask.data.read_index``: "no such folder".)"""
     from unmask.folders import checkpoint_given_for_data, is_checkpoint
 
-    if not os.path.lexists(data):
-        raise UserError(f"--data {data}: no such file or folder")
     if is_checkpoint(data):
         raise UserError(checkpoint_given_for_data(data))
