@@ -23,7 +23,7 @@ fail() { echo "install.sh: $*" >&2; exit 1; }
 new_enough() {  # unmask needs Python >= 3.10 (pyproject.toml); pip's refusal named no fix
   command -v "$1" >/dev/null || fail "no $1 on PATH: install Python 3.10 or newer first"
   "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
-    fail "unmask needs Python 3.10 or newer; $1 is $("$1" -V 2>&1)"
+    fail "unmask needs Python 3.10 or newer; $1 is $("$1" -V 2>&1)${2:-}"
 }
 if [[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
   py=python
@@ -41,6 +41,8 @@ else
   run=.venv/bin/unmask
   "$py" -m pip --version >/dev/null 2>&1 ||
     fail ".venv has no pip (made by a python3 -m venv that failed): remove .venv and run again"
+  # a .venv an older python3 made is kept by every run: pip refused unmask deep in its output
+  new_enough "$py" " (.venv was made by an older Python: remove .venv and run again)"
 fi
 pipq() { "$py" -m pip install -q "$@" 2> >(grep -v "is ignored" >&2); }
 pipq --upgrade pip

@@ -128,7 +128,7 @@ def test_ctrl_c_inside_a_message_drops_it_and_prompts_again(chat_model, monkeypa
 
     assert chat_cmd.converse(session, read, interactive=True) == 0
     assert [t["content"] for t in session.turns[::2]] == ["sent"]
-    assert "(/exit or Ctrl-D quits)" in capsys.readouterr().err
+    assert "(the unfinished message was dropped; /exit or Ctrl-D quits)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("first, more, want", [

@@ -40,7 +40,7 @@ def test_a_refused_run_says_why_once_not_once_per_process(dataset, tmp_path, fre
     assert done.returncode != 0
     ours = [line for line in done.stderr.splitlines() if line.startswith("unmask train:")]
     assert len(ours) == 1, done.stderr
-    assert "is not a prepared dataset" in ours[0] and ours[0].startswith("unmask train: error: ")
+    assert ours[0] == f"unmask train: error: {data}: no such folder; run `unmask prepare` first"
     assert "exitcode  : 2" in done.stderr  # rank 0's status, the root cause torchrun names
     assert not out.exists()
 

@@ -50,7 +50,9 @@ from unmask.files import (  # noqa: F401  (moved there; kept importable)
     file_mode,
     staging_dir,
 )
+from unmask.folders import dataset_given_for_model, is_dataset
 from unmask.loaded import Loaded
+from unmask.names import SHIPPED_MODELS, closest
 
 if TYPE_CHECKING:
     from unmask.config import ModelConfig
@@ -296,11 +298,6 @@ def finish_full_train_state(
     return meta
 
 
-SHIPPED_MODELS = ("demo",)
-"""Names ``--model`` (and ``load``) accept for a model that ships inside the package, used
-when no file or folder of that name exists (a local ``./demo`` folder wins)."""
-
-
 def shipped_model(name: str) -> Path:
     """The folder of the model shipped as ``name`` (one of ``SHIPPED_MODELS``)."""
     if name not in SHIPPED_MODELS:
@@ -330,7 +327,9 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
                 f"(e.g. `hf download {path} --local-dir DIR`) and pass DIR"
             )
         shipped = p.name in SHIPPED_MODELS
-        hint = f" (the shipped model is --model {p.name}, no folder)" if shipped else ""
+        near = closest(name, SHIPPED_MODELS) if os.sep not in name else None
+        hint = (f" (the shipped model is --model {p.name}, no folder)" if shipped
+                else f" (did you mean {near}, the shipped model?)" if near else "")
         if p.is_symlink():  # a link whose target is gone (a moved or unmounted model store)
             hint = f" (a link to {os.readlink(p)}, which does not exist)"
         elif name.startswith("~") and Path(os.path.expanduser(name)).exists():  # --model=~/x
@@ -345,6 +344,8 @@ def checkpoint_dir(path: str | os.PathLike[str]) -> Path:
     for cand in (p, p / CKPT, p / OLD):
         if (cand / "config.json").is_file() and (cand / "model.safetensors").is_file():
             return cand
+    if is_dataset(p):
+        raise UserError(dataset_given_for_model(path))
     best = p / BEST / CKPT
     if (best / "config.json").is_file() and (best / "model.safetensors").is_file():
         raise UserError(

@@ -38,6 +38,7 @@ from typing import Any, NoReturn
 from unmask import __version__
 from unmask.commands import COMMANDS, command_threads, using_threads
 from unmask.errors import UserError
+from unmask.names import closest
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -191,11 +192,9 @@ def _say_starting(label: str, note: str | None) -> None:
     import takes) and stderr is a terminal (a pipe or a log gets no such line)."""
     if note is None or "torch" in sys.modules or _follower():
         return
-    try:  # as unmask.sampling.live.is_terminal, which imports torch
-        terminal = sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
-    except (AttributeError, ValueError):
-        terminal = False
-    if terminal:
+    from unmask.terminal import is_terminal
+
+    if is_terminal(sys.stderr):
         print(f"{label}: {note}", file=sys.stderr, flush=True)
 
 
@@ -318,22 +317,12 @@ def _main(argv: Sequence[str] | None, *, program: bool = False) -> int:
         return EXIT_HUNG_UP if hung_up else EXIT_TERMINATED
 
 
-def _closest(word: str, known: Sequence[str]) -> str | None:
-    """The entry of ``known`` closest to ``word``: the same in another letter case, else a
-    near spelling (a typo); None when none is close."""
-    import difflib
-
-    same = [k for k in known if k.casefold() == word.casefold()]
-    close = same or difflib.get_close_matches(word.casefold(), known, n=1, cutoff=0.7)
-    return close[0] if close else None
-
-
 def unknown_command(word: str) -> str:
     """The refusal of ``word``, which names no command: the closest command (``Generate``,
     ``genrate``: generate; ``fill_form``: fill-form), else the list. argparse listed the
     twelve choices, quoted, and no nearest one."""
     names = [n.replace("_", "-") for n in COMMANDS]
-    near = _closest(word.replace("_", "-"), names)
+    near = closest(word.replace("_", "-"), names)
     hint = f"; did you mean {near}?" if near else f" (the commands: {', '.join(names)})"
     return f"unknown command {word!r}{hint}"
 
@@ -344,18 +333,20 @@ def unknown_flags(
     """The long flags in ``words`` (up to a bare ``--``) that ``command`` has not, not even
     as a prefix argparse would take, each with the closest flag it has, or None
     (``--gen-lenght``: ``--gen-length``). A word with a space is a value, as argparse takes
-    it (``--system "--be brief"``)."""
+    it (``--system "--be brief"``), unless an ``=`` precedes the space (``--sytem=be
+    brief`` is a misspelt flag with its value). Nearness leaves the ``--`` out
+    (``unmask.names.closest``): ``--port`` is no typo of ``--prompt``."""
     longs = [s for s in command._option_string_actions if s.startswith("--")]
     found = []
     for word in words:
         if word == "--":
             break
-        if not word.startswith("--") or len(word) <= 2 or " " in word:
+        flag = word.split("=", 1)[0]  # --flg=some value: the flag is what precedes the =
+        if not flag.startswith("--") or len(flag) <= 2 or " " in flag:
             continue
-        flag = word.split("=", 1)[0]
         if any(s.startswith(flag) for s in longs):  # itself, or a prefix argparse judges
             continue
-        found.append((flag, _closest(flag, longs)))
+        found.append((flag, closest(flag, longs, prefix="--")))
     return found
 
 

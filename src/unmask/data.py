@@ -1367,8 +1367,14 @@ def prepare_slice(
 
 def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The parsed ``index.json`` of a prepared dataset directory."""
+    from unmask.folders import checkpoint_given_for_data, is_checkpoint
+
     d = Path(directory)
     path = d / "index.json"
+    if not d.exists():
+        raise UserError(f"{d}: no such folder; run `unmask prepare` first")
+    if is_checkpoint(d) and not path.is_file():
+        raise UserError(checkpoint_given_for_data(d, flag=""))
     if not d.is_dir() or not path.is_file():
         raise UserError(f"{d} {_NOT_DATASET}")
     try:

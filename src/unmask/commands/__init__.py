@@ -14,7 +14,9 @@ Inside:
 - ``add_dataclass_flags`` / ``dataclass_from_args``: one ``--flag`` per field of a
   configuration dataclass, its docstring as help, so the CLI and the Python API never drift.
 - ``registry_choice``: a flag whose values come from a registry, checked only when given,
-  so ``--help`` and argument errors never import torch.
+  so ``--help`` and argument errors never import torch; ``name_or_path``: a built-in name
+  or a path (``--template``, ``--tokenizer``); ``model_choice``: every flag that takes a
+  model (the shipped one in any case). All take names in any case by one rule, ``any_case``.
 - ``help_text``: field docstrings as plain text (no reST markup).
 - ``default_threads``, ``using_threads``: the CPU thread count every model-running command
   uses (``cli.main`` applies it).
@@ -125,38 +127,22 @@ def add_model_flag(
                               help=help_))
 
 
-def _is_dataset(path: str) -> bool:
-    """Whether ``path`` is a folder ``unmask prepare`` wrote (its ``index.json`` and token
-    shards) and no checkpoint (no ``config.json`` there or in ``checkpoint/``)."""
-    from pathlib import Path
-
-    p = Path(path)
-    try:
-        return ((p / "index.json").is_file() and any(p.glob("train-*.bin"))
-                and not (p / "config.json").exists()
-                and not (p / "checkpoint" / "config.json").exists())
-    except OSError:
-        return False
-
-
 def model_choice(text: str) -> str:
     """``--model``'s value: a path as typed, or a name of a shipped model in any letter case
     (``Demo`` is ``demo``) where no file or folder of the typed name exists. A dataset folder
     (``unmask prepare``'s) is refused naming the command that trains on it (it read "not a
     checkpoint"). Where a folder
     spelled as the shipped name exists too (``./demo``), ``Demo`` could mean either: one line
-    naming both. Only a name that case-folding changes is looked up (``unmask.checkpoint``
-    imports torch; ``--model demo --help`` must not)."""
-    if _is_dataset(text):
-        raise argparse.ArgumentTypeError(
-            f"{text} is a dataset (unmask prepare wrote it), not a checkpoint: train a model "
-            f"on it with `unmask train --data {text} --out runs/NAME`, then pass --model "
-            "runs/NAME")
-    folded = text.casefold()
-    if folded == text or os.path.lexists(text):
-        return text
-    from unmask.checkpoint import SHIPPED_MODELS
+    naming both. Only a name that case-folds to a shipped one is looked up
+    (``unmask.names``, which imports no torch: ``--model Demo --help`` answers at once)."""
+    from unmask.folders import dataset_given_for_model, is_dataset
 
+    if is_dataset(text):
+        raise argparse.ArgumentTypeError(dataset_given_for_model(text))
+    from unmask.names import SHIPPED_MODELS
+
+    if text.casefold() not in SHIPPED_MODELS or os.path.lexists(text):
+        return text
     name = any_case(text, SHIPPED_MODELS, "model")
     if name is None:
         return text  # a path that does not exist: the command says so with its own hints
@@ -190,7 +176,7 @@ def device_choice(text: str) -> str:
     if known is None:  # as resolve_device says it of a device torch has and unmask does not run
         raise argparse.ArgumentTypeError(
             f"device {text!r} is not supported; use auto, cpu or cuda[:i] (e.g. cuda:0)")
-    if colon and (known == "auto" or not index.isdigit()):
+    if colon and (known == "auto" or not (index.isascii() and index.isdigit())):
         raise argparse.ArgumentTypeError(
             f"unknown device {text!r}: auto takes no index, cpu and cuda a whole number "
             "(e.g. cuda:0)")
@@ -516,6 +502,30 @@ def registry_choice(what: str, names: Choices) -> Callable[[str], str]:
     return check
 
 
+def name_or_path(what: str, names: Choices) -> Callable[[str], str]:
+    """An argparse ``type`` for a flag that takes a built-in name or a path (``--template
+    plain|FILE``, ``--tokenizer byte|PATH``): a file or folder of the typed name is the path
+    as typed; else a built-in name in any letter case (``PLAIN`` is ``plain``; ``any_case``),
+    else the text as typed (the command reads it as a path, or as it documents). ``names``:
+    the names, or a function returning them (called only when the flag is given)."""
+
+    def check(text: str) -> str:
+        if os.path.lexists(text):
+            return text
+        return any_case(text, names() if callable(names) else names, what) or text
+
+    check.__name__ = what  # argparse names the type in some messages
+    return check
+
+
+def template_names() -> list[str]:
+    """The built-in chat templates' names (``unmask.chat.BUILTIN_TEMPLATES``; no torch), for
+    ``--template``'s ``name_or_path``."""
+    from unmask.chat import BUILTIN_TEMPLATES
+
+    return list(BUILTIN_TEMPLATES)
+
+
 # -- dataclass flags ---------------------------------------------------------------------
 
 _SEED_WHAT = {
@@ -606,7 +616,8 @@ def add_dataclass_flags(
             continue  # no flag for a mapping; commands give their own (e.g. --model-set)
         else:
             metavar = _PATH_METAVARS.get(f.name, "TEXT")
-            parser.add_argument(flag, default=None, metavar=metavar, help=help_)
+            kind_of = model_choice if f.name == "init" else None  # --init Demo: the demo
+            parser.add_argument(flag, default=None, metavar=metavar, type=kind_of, help=help_)
 
 
 def given_fields(cls: type, args: argparse.Namespace) -> dict[str, Any]:

@@ -44,6 +44,8 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     given_fields,
+    name_or_path,
+    template_names,
 )
 from unmask.commands.sample_options import (
     add_draft_flag,
@@ -57,6 +59,7 @@ from unmask.commands.sample_options import (
 from unmask.config import SampleConfig, resolve_device
 from unmask.errors import UserError
 from unmask.loaded import Loaded
+from unmask.names import closest
 
 COMMANDS = {
     "/reset": "start a new conversation",
@@ -65,8 +68,12 @@ COMMANDS = {
     "//text": "send a message that starts with / (here /text)",
     "text\\": "a line ending in \\ continues on the next line (the message keeps the newline)",
     '"""': 'a line opening with """ starts a message of many lines, sent as typed (no '
-           'commands), up to a line ending with """',
+           'commands), up to a line ending with """ (so """C:\\dir\\""" sends C:\\dir\\, '
+           'a line ending in \\)',
 }
+
+NAMES = ("/reset", "/exit", "/quit", "/help")
+"""The commands a line can be (``/quit`` is ``/exit``; ``COMMANDS`` lists them for /help)."""
 
 BLOCK = '"""'
 """Opens a message of many lines and closes it (``gather``)."""
@@ -250,6 +257,11 @@ class Unfinished(Exception):
     """The input ended inside a message of many lines (``gather``); the message says how."""
 
 
+class Dropped(KeyboardInterrupt):
+    """Ctrl-C inside a message of many lines (at the ``... `` prompt, ``gather``): the lines
+    typed so far are dropped, and the chat says so (it said only "/exit or Ctrl-D quits")."""
+
+
 def gather(first: str, more: Callable[[], str]) -> Gathered:
     """The message that the input line ``first`` opens, reading further lines with
     ``more()`` where it goes on: a line that ends with ``\\`` continues on the next (the
@@ -257,13 +269,16 @@ def gather(first: str, more: Callable[[], str]) -> Gathered:
     quotes) starts a block that ends with the first line ending with them (the same line
     too: three quotes, ``one``, three quotes), its lines sent as typed (an empty first or
     last line dropped: the quotes on lines of their own). ``Unfinished`` when ``more``
-    raises ``EOFError`` (the input ended inside)."""
+    raises ``EOFError`` (the input ended inside), ``Dropped`` when it raises
+    ``KeyboardInterrupt`` (Ctrl-C there)."""
 
     def next_line(inside: str) -> str:
         try:
             return more().rstrip("\r\n")
         except EOFError:
             raise Unfinished(inside) from None
+        except KeyboardInterrupt:
+            raise Dropped from None
 
     line = first.rstrip("\r\n")
     if line.lstrip().startswith(BLOCK):
@@ -313,10 +328,11 @@ def converse(
             if interactive:
                 print()
             return 0
-        except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, as in Python's REPL
+        except KeyboardInterrupt as e:  # Ctrl-C at the prompt: a fresh one, as Python's REPL
             if not interactive:  # piped input: nobody at a prompt, so Ctrl-C ends the run
                 raise
-            print("\n(/exit or Ctrl-D quits)", file=sys.stderr)
+            dropped = "the unfinished message was dropped; " if isinstance(e, Dropped) else ""
+            print(f"\n({dropped}/exit or Ctrl-D quits)", file=sys.stderr)
             continue
         except UserError as e:  # a line that is not text
             if not interactive:
@@ -394,18 +410,14 @@ def _message(line: str, command: str) -> str:
     if command.startswith("//"):
         return line.replace("/", "", 1)
     word = command.split()[0]
-    if word in ("/reset", "/exit", "/quit", "/help"):  # "/reset now" read "unknown command"
+    if word in NAMES:  # "/reset now" read "unknown command"
         raise UserError(f"{word} takes no argument (a message that starts with / is sent with "
                         f"//: //{command[1:]})")
     if command.startswith("/"):
-        import difflib
-
-        known = ["/reset", "/exit", "/quit", "/help"]
-        near = difflib.get_close_matches(word.casefold(), known, n=1, cutoff=0.6)
-        meant = f" (did you mean {near[0]}?)" if near else ""
-        raise UserError(f"unknown command {word}{meant}: the commands are /reset, "
-                        "/exit, /quit, /help; start a message with // to send one that begins "
-                        "with /")
+        near = closest(word, NAMES, prefix="/", cutoff=0.6)
+        meant = f" (did you mean {near}?)" if near else ""
+        raise UserError(f"unknown command {word}{meant}: the commands are {', '.join(NAMES)}; "
+                        "start a message with // to send one that begins with /")
     return line
 
 
@@ -434,6 +446,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", metavar="TEXT",
                    help="system message at the start of the conversation")
     p.add_argument("--template", "--chat-template", dest="template", metavar="FILE|NAME",
+                   type=name_or_path("chat template", template_names),
                    help="chat template instead of the model's: a Jinja file, a JSON file with "
                         "chat_template (tokenizer_config.json), a Jinja string, or a built-in: "
                         "default (unmask's SFT format), plain (User:/Assistant: transcript)")

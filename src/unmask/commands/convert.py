@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from unmask.commands import COMMANDS, registry_choice
+from unmask.commands import COMMANDS, model_choice, registry_choice
 
 
 def _families() -> list[str]:
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "src", metavar="SRC",
+        "src", metavar="SRC", type=model_choice,
         help="publisher folder (download it first; unmask never downloads) or native checkpoint",
     )
     p.add_argument(
@@ -48,10 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dtype",
-        choices=("bf16", "fp16", "fp32"),
+        type=registry_choice("dtype", ("bf16", "fp16", "fp32")),
+        metavar="bf16|fp16|fp32",
         default=None,
-        help="dtype of the written weights (default: as stored: a publisher folder's "
-             "torch_dtype, a native checkpoint's weights)",
+        help="dtype of the written weights, bf16, fp16 or fp32 (default: as stored: a "
+             "publisher folder's torch_dtype, a native checkpoint's weights)",
     )
     p.add_argument(
         "--to",

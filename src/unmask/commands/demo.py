@@ -454,7 +454,7 @@ def _fill(m: Any, template: str, how: str, seed: int, live_ok: bool) -> None:
 
 def _terminal() -> bool:
     """Whether stdout is a terminal that takes escape codes, as ``LiveView`` decides."""
-    from unmask.sampling.live import is_terminal
+    from unmask.terminal import is_terminal
 
     return is_terminal(sys.stdout)
 

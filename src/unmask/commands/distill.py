@@ -22,6 +22,7 @@ from unmask.commands import (
     add_no_progress_flag,
     dataclass_from_args,
     given_fields,
+    model_choice,
 )
 from unmask.config import PARALLEL_MODES, PRECISIONS, TrainConfig
 from unmask.distill import DISTILL_DEFAULTS, TrajectoryConfig
@@ -61,12 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--teacher",
         metavar="PATH",
+        type=model_choice,
         help="checkpoint to distill (run directory or "
         "checkpoint folder of an mdlm, sft or bd3lm model; or of an ar model with --student)",
     )
     p.add_argument(
         "--student",
         metavar="PATH",
+        type=model_choice,
         help="the checkpoint the student starts from (default: the teacher); needed for an "
         "autoregressive teacher: a diffusion one (mdlm, sft, bd3lm; the teacher's tokenizer) "
         "becomes its drafter, a causal one (the teacher itself, or a hybrid of it) a "

@@ -9,6 +9,7 @@ import re
 import sys
 import time
 
+from unmask.commands import registry_choice
 from unmask.commands.infill import add_common_flags, live_view, load_model
 from unmask.commands.sample_options import with_seed
 from unmask.errors import UserError
@@ -39,7 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="rewrite the K least confident tokens")
     p.add_argument("--rounds", type=int, default=1, metavar="N",
                    help="with --lowest: repeat re-mask → refill N times (default: 1)")
-    p.add_argument("--confidence-mode", choices=("masked", "visible"), default="masked",
+    p.add_argument("--confidence-mode", default="masked", metavar="masked|visible",
+                   type=registry_choice("confidence mode", ("masked", "visible")),
                    help="token confidence for --lowest: p(token) with its position masked "
                         "(default) or visible")
     add_common_flags(p)

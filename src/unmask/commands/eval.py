@@ -21,7 +21,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from unmask.commands import add_json_flag, add_runtime_flags, add_seed_flag, given_fields
+from unmask.commands import (
+    add_json_flag,
+    add_runtime_flags,
+    add_seed_flag,
+    given_fields,
+    model_choice,
+)
 from unmask.commands.generate import add_sample_flags, sample_config_from_args
 from unmask.errors import UserError
 
@@ -38,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(docs/evaluation.md), and a loss-curve PNG written into the run directory."
         ),
     )
-    p.add_argument("run", metavar="RUN", help="run directory or checkpoint folder")
+    p.add_argument("run", metavar="RUN", type=model_choice,
+                   help="run directory or checkpoint folder")
     p.add_argument(
         "--data",
         metavar="DIR",

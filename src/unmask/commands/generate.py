@@ -25,7 +25,9 @@ from unmask.commands import (
     add_quantize_flag,
     add_runtime_flags,
     given_fields,
+    name_or_path,
     positive_int,
+    template_names,
 )
 from unmask.commands.sample_options import (
     add_draft_flag,
@@ -78,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--system", metavar="TEXT",
                    help="with --chat: a system message before each prompt")
     p.add_argument("--template", "--chat-template", dest="template", metavar="FILE|NAME",
+                   type=name_or_path("chat template", template_names),
                    help="with --chat: the chat template to use instead of the model's (as in "
                         "unmask chat)")
     p.add_argument("--n", type=positive_int, default=1, metavar="N",
@@ -114,7 +117,7 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
                             "blank lines are skipped)")
         prompts += from_file
     if not prompts:
-        piped = "" if _stdin_is_terminal() else "; the piped standard input is read by "
+        piped = "" if _stdin_is_terminal() else "; standard input is read by "
         raise UserError(
             "no prompt: give one or more prompts (or --prompt TEXT), or --prompt-file FILE ('' for "
             "unconditional)" + (f"{piped}--prompt-file -" if piped else "")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from unmask.commands import add_no_progress_flag, add_seed_flag
+from unmask.commands import add_no_progress_flag, add_seed_flag, name_or_path, registry_choice
 
 MIN_VAL_TOKENS = 32768  # unmask.data.MIN_VAL_TOKENS, not imported: data.py imports torch
 
@@ -28,6 +28,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--tokenizer",
         default="bpe",
+        type=name_or_path("tokenizer", ("bpe", "byte")),
         metavar="bpe|byte|PATH",
         help="train byte-level BPE on the corpus (bpe), use bytes (byte), or load a "
         "tokenizer.json / directory (default: bpe)",
@@ -62,7 +63,8 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument(
         "--errors",
-        choices=("strict", "replace"),
+        type=registry_choice("errors", ("strict", "replace")),
+        metavar="strict|replace",
         default="strict",
         help="undecodable bytes: fail (strict) or replace with U+FFFD (default: strict)",
     )
@@ -76,7 +78,12 @@ def run(args: argparse.Namespace) -> int:
     """Run ``prepare`` and print a short summary."""
     from unmask.data import prepare
     from unmask.errors import UserError
+    from unmask.folders import is_checkpoint
 
+    for given in args.inputs:  # its config.json and weights would be read as text
+        if is_checkpoint(given):
+            raise UserError(f"{given}: a checkpoint folder (a model), not text; give the text "
+                            "files to prepare")
     if args.vocab_size is not None and args.tokenizer != "bpe":
         raise UserError(f"--vocab-size trains a BPE tokenizer (--tokenizer bpe); "
                         f"--tokenizer {args.tokenizer} brings its own vocabulary")

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from unmask.commands import add_dataclass_flags, dataclass_from_args
+from unmask.commands import add_dataclass_flags, dataclass_from_args, model_choice
 from unmask.config import (
     DECODE_COMPILES,
     DRAFT_CACHES,
@@ -117,7 +117,7 @@ decoder is known (``unmask.api``)."""
 def add_draft_flag(parser: argparse.ArgumentParser) -> None:
     """``--draft PATH``: a diffusion checkpoint that drafts for a causal ``--model``."""
     parser.add_argument(
-        "--draft", metavar="PATH",
+        "--draft", metavar="PATH", type=model_choice,
         help="a diffusion checkpoint of the same tokenizer that drafts tokens for a causal "
              "--model, which verifies them (decoder speculative: greedy output equals the "
              "causal model's own; see --draft-length, --draft-threshold, --draft-steps, "

@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(
                 f"--data {cfg.data} is a folder; objective {cfg.objective} reads {what}"
             )
+        _check_data_folder(cfg.data)
         _refuse_validation_flags(cfg, given_fields(TrainConfig, args))
     check_train_numbers(cfg)
     check_out(cfg.out)
@@ -150,3 +151,14 @@ def run(args: argparse.Namespace) -> int:
     if first:
         print(f"checkpoint: {run_dir}/checkpoint")
     return time_limit_exit(Path(run_dir), "train", say=first)
+
+
+def _check_data_folder(data: str) -> None:
+    """Refuse a checkpoint given as ``--data`` (a model: --resume and --init take it), which
+    read "is not a prepared dataset; run `unmask prepare` first" and sent a user with a
+    trained run to prepare data again. (A path that does not exist is said by the dataset's
+    own check, ``unmask.data.read_index``: "no such folder".)"""
+    from unmask.folders import checkpoint_given_for_data, is_checkpoint
+
+    if is_checkpoint(data):
+        raise UserError(checkpoint_given_for_data(data))

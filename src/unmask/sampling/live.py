@@ -20,6 +20,8 @@ from typing import Any, TextIO
 
 from torch import Tensor
 
+from unmask.terminal import is_terminal
+
 # SGR styles; "old" (text committed in an earlier step) is drawn plain.
 _STYLES = {
     "mask": "\x1b[2m",
@@ -86,12 +88,6 @@ def _merge(line: list[Segment]) -> list[Segment]:
         else:
             out.append((text, style))
     return out
-
-
-def is_terminal(stream: Any) -> bool:
-    """Whether ``stream`` is a terminal that takes escape codes (a tty, not ``TERM=dumb``)."""
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and os.environ.get("TERM") != "dumb"
 
 
 class LiveView:
