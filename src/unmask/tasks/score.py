@@ -6,7 +6,7 @@ first, greedily (``task_config``): the order a planning task needs (Ye et al. 20
 Sudoku with the same adaptive order); a causal model decodes left to right. Every sampling
 option given by the user overrides these defaults.
 
-Inside: ``TaskScore``, ``task_config``, ``score_items``.
+Inside: ``TaskScore``, ``task_config``, ``answer_tokens``, ``score_items``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unmask.tasks import Item, check_item
+from unmask.tasks import Item, answers, check_item
 
 
 @dataclass
@@ -38,15 +38,17 @@ class TaskScore:
 
 
 def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) -> Any:
-    """The ``SampleConfig`` of a task run: room for the longest reference answer plus its
-    EOS (whole blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one
-    block, one token per step, greedy, then ``given`` on top. A given ``gen_length`` shorter
-    than that room would cut answers, and a prompt and room past the model's context would
-    not fit: each a ``UserError``."""
+    """The ``SampleConfig`` of a task run: room for the longest answer plus its EOS (whole
+    blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one block, one
+    token per step, greedy, then ``given`` on top. The longest answer is the one of most
+    tokens among those the checkers accept (``unmask.tasks.answers``: every countdown
+    solution, not only the reference). A given ``gen_length`` shorter than that room would
+    cut answers, and a prompt and room past the model's context would not fit: each a
+    ``UserError``."""
     from unmask.api import facts_of, sample_config
     from unmask.errors import UserError
 
-    longest = max(len(loaded.tokenizer.encode(i.answer)) for i in items) + 1
+    longest = 1 + answer_tokens(loaded.tokenizer, items)
     block = facts_of(loaded).block_size  # None but for block-causal models
     room = -(-longest // block) * block if block else longest
     length = int(given.get("gen_length", room))
@@ -72,6 +74,14 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
         "seed": 0,
     }
     return sample_config(loaded, {**base, **given})
+
+
+def answer_tokens(tokenizer: Any, items: Sequence[Item]) -> int:
+    """The most tokens (``tokenizer.encode``) an answer of ``items`` that its checker accepts
+    takes (``unmask.tasks.answers``): the reference answers' length until 2026-12-06, which
+    cut a countdown solution longer than its item's reference (3 of 200 ``countdown3`` items
+    under the byte tokenizer)."""
+    return max(len(ids) for i in items for ids in tokenizer.encode_batch(answers(i)))
 
 
 def score_items(
@@ -120,4 +130,4 @@ def _groups(item: Item) -> list[str]:
     return [item.task] + ([f"{item.task}/{direction}"] if direction else [])
 
 
-__all__ = ["TaskScore", "score_items", "task_config"]
+__all__ = ["TaskScore", "answer_tokens", "score_items", "task_config"]
