@@ -130,3 +130,15 @@ def test_a_task_run_has_room_for_a_solution_longer_than_the_reference(tiny_run, 
     assert main([*argv, "--gen-length", "18"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the longest takes 20 tokens with its EOS" in err[0]
+
+
+def test_one_number_has_no_solution_and_no_items_are_one_error(tiny_run):
+    """solutions lists only what check_steps accepts: with one number, nothing (it listed
+    the empty answer); score_items of no items is a UserError, not max()'s ValueError."""
+    from unmask.checkpoint import load
+    from unmask.errors import UserError
+    from unmask.tasks.score import score_items
+
+    assert countdown.solutions([5], 5) == [] and not countdown.check_steps("", [5], 5)
+    with pytest.raises(UserError, match="no task items to score"):
+        score_items(load(tiny_run), [])

@@ -43,11 +43,13 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
     token per step, greedy, then ``given`` on top. The longest answer is the one of most
     tokens among those the checkers accept (``unmask.tasks.answers``: every countdown
     solution, not only the reference). A given ``gen_length`` shorter than that room would
-    cut answers, and a prompt and room past the model's context would not fit: each a
-    ``UserError``."""
+    cut answers, a prompt and room past the model's context would not fit, and no items
+    leave nothing to size: each a ``UserError``."""
     from unmask.api import facts_of, sample_config
     from unmask.errors import UserError
 
+    if not items:  # was max()'s "arg is an empty sequence"
+        raise UserError("no task items to score")
     longest = 1 + answer_tokens(loaded.tokenizer, items)
     block = facts_of(loaded).block_size  # None but for block-causal models
     room = -(-longest // block) * block if block else longest
