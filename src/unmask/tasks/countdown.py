@@ -10,7 +10,7 @@ Inside: ``make_instance``, ``parse_steps``, ``check_steps``, ``solutions`` (ever
 ``check_steps`` accepts, written as the generator writes steps: what the scorer sizes the
 room decoded by).
 
-Text format: prompt ``"12,7,3>33:"``, answer ``"12+7=19,19+3=22"``-like steps ``a op b=c``
+Text format: prompt ``"12,7,3>22:"``, answer ``"12+7=19,19+3=22"``-like steps ``a op b=c``
 joined by ``,``; a step may use the given numbers and earlier results, each once.
 """
 

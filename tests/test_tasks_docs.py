@@ -1,0 +1,30 @@
+"""The text formats shown in the tasks' docs are lines their checkers accept."""
+
+import re
+from pathlib import Path
+
+from unmask.tasks import Item, check_item, countdown
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "evaluation.md"
+
+
+def test_the_countdown_docstring_example_solves_its_prompt():
+    """The module's example read ``12,7,3>33:`` for steps that end at 22."""
+    doc = countdown.__doc__
+    prompt, answer = re.search(r'prompt ``"([^"]+)"``, answer ``"([^"]+)"``', doc).groups()
+    numbers, target = prompt.rstrip(":").split(">")
+    assert countdown.check_steps(answer, [int(x) for x in numbers.split(",")], int(target))
+
+
+def test_the_evaluation_docs_training_lines_are_solved_lines():
+    """The table of docs/evaluation.md shows a sudoku and a countdown line: each its prompt
+    and an answer the task's checker accepts."""
+    text = DOCS.read_text()
+    sudoku = re.search(r"\| `sudoku4`, `sudoku9` \| `(\d+)=(\d+)`", text).groups()
+    item = Item("sudoku4", sudoku[0] + "=", sudoku[1], {"puzzle": sudoku[0]})
+    assert check_item(item, item.answer)
+    line = re.search(r"\| `countdown3`, `countdown4` \| `([\d,]+)>(\d+):([^`]+)`", text).groups()
+    numbers = [int(x) for x in line[0].split(",")]
+    item = Item("countdown3", f"{line[0]}>{line[1]}:", line[2],
+                {"numbers": numbers, "target": int(line[1])})  # fmt: skip
+    assert check_item(item, item.answer)
