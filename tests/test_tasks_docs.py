@@ -28,3 +28,17 @@ def test_the_evaluation_docs_training_lines_are_solved_lines():
     item = Item("countdown3", f"{line[0]}>{line[1]}:", line[2],
                 {"numbers": numbers, "target": int(line[1])})  # fmt: skip
     assert check_item(item, item.answer)
+
+
+def test_held_out_4x4_puzzles_have_solutions_seen_in_training(tmp_path):
+    """What the docs say: held-out puzzles are new, their solutions are not (288 grids)."""
+    from unmask.tasks import read_items, write_task
+
+    write_task("sudoku4", tmp_path, n_train=2000, n_eval=20, seed=0)
+    lines = (tmp_path / "train.txt").read_text().splitlines()
+    seen = {line.split("=")[1] for line in lines}
+    puzzles = {line.split("=")[0] for line in lines}
+    items = read_items(tmp_path)
+    assert len(seen) > 280
+    assert all(i.answer in seen and i.prompt[:-1] not in puzzles for i in items)
+    assert "Held out are puzzles, not solutions" in DOCS.read_text()
