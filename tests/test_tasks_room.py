@@ -142,3 +142,16 @@ def test_one_number_has_no_solution_and_no_items_are_one_error(tiny_run):
     assert countdown.solutions([5], 5) == [] and not countdown.check_steps("", [5], 5)
     with pytest.raises(UserError, match="no task items to score"):
         score_items(load(tiny_run), [])
+
+
+def test_the_room_is_the_files_longest_item(tiny_run):
+    """As the docs say: the room is one for all items, so an item decodes with the room of
+    the longest item beside it (a subset of the file may get a shorter one)."""
+    from unmask.checkpoint import load
+    from unmask.tasks.score import task_config
+
+    loaded = load(tiny_run)
+    short = Item("countdown3", "2,3,4>24:", "2*3=6,6*4=24", {"numbers": [2, 3, 4], "target": 24})
+    alone = task_config(loaded, [short], {}).gen_length
+    assert alone == 1 + max(map(len, answers(short))) == 15
+    assert task_config(loaded, [short, Item(**LONG)], {}).gen_length == 20
