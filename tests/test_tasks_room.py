@@ -155,3 +155,12 @@ def test_the_room_is_the_files_longest_item(tiny_run):
     alone = task_config(loaded, [short], {}).gen_length
     assert alone == 1 + max(map(len, answers(short))) == 15
     assert task_config(loaded, [short, Item(**LONG)], {}).gen_length == 20
+
+
+def test_a_task_made_without_the_hook_sizes_by_its_reference():
+    """``Task(name, summary, make, check)`` still makes a task: its answers are the
+    reference."""
+    from unmask.tasks import Task
+
+    plain = Task("t", "one answer", lambda rng, a, b: ([], []), lambda item, out: True)
+    assert plain.answers(Item("t", "p", "abc")) == ["abc"]

@@ -67,10 +67,11 @@ class Task:
     """``(rng, n_train, n_eval) -> (train items, eval items)``, eval prompts disjoint."""
     check: Callable[[Item, str], bool]
     """Whether an output (the text generated after the prompt) solves the item."""
-    answers: Callable[[Item], Sequence[str]]
+    answers: Callable[[Item], Sequence[str]] = field(default=lambda item: [item.answer])
     """The answers ``check`` accepts, written in the task's format (the training lines'):
     the scorer decodes room for the longest of them in the model's tokens, so that no
-    answer the checker would count is cut (``unmask.tasks.answers``)."""
+    answer the checker would count is cut (``unmask.tasks.answers``). By default the
+    reference alone (a task with one answer, or answers of one length)."""
 
 
 def _first_line(output: str) -> str:
