@@ -118,8 +118,8 @@ def test_the_room_is_counted_in_the_models_tokens():
 def test_a_task_run_has_room_for_a_solution_longer_than_the_reference(tiny_run, tmp_path,
                                                                       capsys):
     """The item's reference takes 17 bytes, another solution 19: the run decodes 20 tokens
-    (19 and the EOS), where it decoded 18 and cut that solution, which the checker accepts;
-    a --gen-length of 18 is refused as cutting answers."""
+    (19 and the EOS), where it decoded 18 and cut that solution, which the checker accepts.
+    A --gen-length that cuts the reference is refused; one that holds it is taken."""
     (tmp_path / "eval.jsonl").write_text(json.dumps(LONG) + "\n")
     assert check_item(Item(**LONG), "96+83=179,179-4=175")
     argv = ["eval", str(tiny_run), "--task-file", str(tmp_path), "--no-score", "--no-plot",
@@ -127,9 +127,34 @@ def test_a_task_run_has_room_for_a_solution_longer_than_the_reference(tiny_run, 
     assert main(argv) == 0
     sampling = json.loads(capsys.readouterr().out)["tasks"]["sampling"]
     assert sampling["gen_length"] == sampling["steps"] == 20
-    assert main([*argv, "--gen-length", "18"]) == 2
+    assert main([*argv, "--gen-length", "17"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the longest takes 20 tokens with its EOS" in err[0]
+    assert len(err) == 1 and "the longest takes 18 tokens with its EOS" in err[0]
+    assert main([*argv, "--gen-length", "18"]) == 0
+    assert json.loads(capsys.readouterr().out)["tasks"]["sampling"]["gen_length"] == 18
+
+
+def test_past_the_context_the_error_names_the_length_that_fits(tmp_path, capsys):
+    """A model of 32 positions: the 13-token prompt (with its EOS) and the 20 of room do not
+    fit, the reference's 18 do: the one-line error says so, and that length runs."""
+    from unmask.checkpoint import save_checkpoint
+    from unmask.config import model_preset
+    from unmask.model import Transformer
+    from unmask.tokenizer import byte_tokenizer
+
+    tok = byte_tokenizer()
+    torch.manual_seed(0)
+    cfg = model_preset("tiny", vocab_size=tok.vocab_size, max_seq_len=32)
+    save_checkpoint(tmp_path / "run", model=Transformer(cfg), tokenizer=tok)
+    (tmp_path / "eval.jsonl").write_text(json.dumps(LONG) + "\n")
+    argv = ["eval", str(tmp_path / "run"), "--task-file", str(tmp_path), "--no-score",
+            "--no-plot", "--json", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "(13 tokens with the EOS before it) and 20 tokens" in err[0]
+    assert err[0].endswith("; --gen-length 18 fits, and cuts only the solutions longer than "
+                           "every reference answer")
+    assert main([*argv, "--gen-length", "18"]) == 0
 
 
 def test_one_number_has_no_solution_and_no_items_are_one_error(tiny_run):

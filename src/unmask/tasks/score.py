@@ -42,31 +42,46 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
     blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one block, one
     token per step, greedy, then ``given`` on top. The longest answer is the one of most
     tokens among those the checkers accept (``unmask.tasks.answers``: every countdown
-    solution, not only the reference). A given ``gen_length`` shorter than that room would
-    cut answers, a prompt and room past the model's context would not fit, and no items
-    leave nothing to size: each a ``UserError``."""
+    solution, not only the reference). A given ``gen_length`` shorter than the longest
+    reference answer would cut the answers the task is trained on (one from there up to
+    the room cuts only solutions longer than every reference: the user's choice), a prompt
+    and room past the model's context would not fit, and no items leave nothing to size:
+    each a ``UserError``."""
     from unmask.api import facts_of, sample_config
     from unmask.errors import UserError
 
     if not items:  # was max()'s "arg is an empty sequence"
         raise UserError("no task items to score")
-    longest = 1 + answer_tokens(loaded.tokenizer, items)
+    tok = loaded.tokenizer
+    longest = 1 + answer_tokens(tok, items)
+    reference = 1 + max(len(ids) for ids in tok.encode_batch([i.answer for i in items]))
     block = facts_of(loaded).block_size  # None but for block-causal models
-    room = -(-longest // block) * block if block else longest
-    length = int(given.get("gen_length", room))
-    if length < longest:
+
+    def whole_blocks(n: int) -> int:
+        return -(-n // block) * block if block else n
+
+    length = int(given.get("gen_length", whole_blocks(longest)))
+    if length < reference:
         raise UserError(
-            f"--gen-length {length} would cut the task's answers (the longest takes {longest} "
-            f"tokens with its EOS); give {longest} or more, or leave it out for the task file"
+            f"--gen-length {length} would cut the task's answers (the longest takes "
+            f"{reference} tokens with its EOS); give {reference} or more, or leave it out for "
+            "the task file"
         )
     context = facts_of(loaded).max_seq_len
-    prompt = 1 + max(len(loaded.tokenizer.encode(i.prompt)) for i in items)  # EOS, prompt
+    prompt = 1 + max(len(tok.encode(i.prompt)) for i in items)  # EOS, prompt
     segments = given.get("segment_length") is not None  # asked for: a sliding window
     if context is not None and prompt + length > context and not segments:
+        fits = whole_blocks(reference)
+        hint = (
+            f"; --gen-length {fits} fits, and cuts only the solutions longer than every "
+            "reference answer"
+            if "gen_length" not in given and prompt + fits <= context and fits < length
+            else ""
+        )
         raise UserError(  # was a line suggesting segment_length, after the rest of the eval
             f"the task's longest prompt ({prompt} tokens with the EOS before it) and "
             f"{length} tokens of answer exceed the model's context (max_seq_len {context}): "
-            "train a model with a longer max_seq_len for this task"
+            f"train a model with a longer max_seq_len for this task{hint}"
         )
     base: dict[str, Any] = {
         "gen_length": length,
