@@ -42,3 +42,11 @@ def test_held_out_4x4_puzzles_have_solutions_seen_in_training(tmp_path):
     assert len(seen) > 280
     assert all(i.answer in seen and i.prompt[:-1] not in puzzles for i in items)
     assert "Held out are puzzles, not solutions" in DOCS.read_text()
+
+
+def test_countdown_reads_the_first_line_as_the_docs_say():
+    item = Item("countdown3", "6,39,2>35:", "39+2=41,41-6=35", {"numbers": [6, 39, 2],
+                                                                "target": 35})
+    assert "`countdown.check_steps` on the first line" in DOCS.read_text()
+    assert check_item(item, " 39+2=41,41-6=35\nanything")
+    assert not check_item(item, "39+2=41,41-6=35 anything")
