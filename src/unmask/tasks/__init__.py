@@ -280,6 +280,8 @@ def write_task(
 
     if n_train < 0 or n_eval < 1:
         raise UserError(f"need n_train >= 0 and n_eval >= 1, got {n_train} and {n_eval}")
+    if seed < 0:  # random.Random(-s) is random.Random(s): the files of the opposite seed
+        raise UserError(f"need seed >= 0, got {seed}")
     spec = task(name)
     train, evals = spec.make(random.Random(seed), n_train, n_eval)
     overlap = {i.prompt for i in evals if i.meta.get("direction") != "forward"} & {
