@@ -52,3 +52,23 @@ def test_task_json_holds_the_options_that_write_the_same_files(tmp_path, capsys)
     capsys.readouterr()
     for name in ("train.txt", "eval.jsonl", "sft.jsonl", "task.json"):
         assert (first / name).read_bytes() == (again / name).read_bytes(), name
+
+
+def test_a_negative_seed_is_refused_not_its_opposite(tmp_path, capsys):
+    """``random.Random(-3)`` is ``random.Random(3)``: ``--seed -3`` wrote the files of seed 3."""
+    from unmask.errors import UserError
+    from unmask.tasks import write_task
+
+    last = _refused(["countdown3", "--out", str(tmp_path / "a"), "--seed=-3"], capsys)
+    assert last.endswith("argument --seed: must be at least 0, got -3")
+    with pytest.raises(UserError, match="need seed >= 0, got -3"):
+        write_task("countdown3", tmp_path / "b", n_train=1, n_eval=1, seed=-3)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_help_names_every_file_written(capsys):
+    with pytest.raises(SystemExit):
+        tasks_main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name in ("train.txt", "sft.jsonl", "eval.jsonl", "task.json"):
+        assert f"DIR/{name}" in out

@@ -22,14 +22,14 @@ Tasks (``TASKS``): ``sudoku4`` and ``sudoku9`` (unique solutions, proved by the 
 ``unmask.api`` is ``unmask.tasks.score``. No torch here: generating data needs none.
 
 Inside: ``Item``, ``Task``, ``TASKS``, ``SFT_TEMPLATE``, ``task``, ``check_item``,
-``write_task``, ``read_items``.
+``answers``, ``write_task``, ``read_items``.
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,11 @@ class Task:
     """``(rng, n_train, n_eval) -> (train items, eval items)``, eval prompts disjoint."""
     check: Callable[[Item, str], bool]
     """Whether an output (the text generated after the prompt) solves the item."""
+    answers: Callable[[Item], Sequence[str]] = field(default=lambda item: [item.answer])
+    """The answers ``check`` accepts, written in the task's format (the training lines'):
+    the scorer decodes room for the longest of them in the model's tokens, so that no
+    answer the checker would count is cut (``unmask.tasks.answers``). By default the
+    reference alone (a task with one answer, or answers of one length)."""
 
 
 def _first_line(output: str) -> str:
@@ -109,6 +114,13 @@ def _make_sudoku(n: int, name: str) -> Callable[..., tuple[list[Item], list[Item
     return make
 
 
+def _sudoku_answers(item: Item) -> list[str]:
+    """The reference: every solution of a puzzle is its ``n * n`` digits, the reference's
+    length (generated puzzles have one solution; a hand-written one may have more, all of
+    that length in characters)."""
+    return [item.answer]
+
+
 def _check_sudoku(item: Item, output: str) -> bool:
     """The first line, spaces aside, is exactly the grid's digits: a solution followed by
     more digits (the model did not stop) or with other characters in it is not one."""
@@ -139,6 +151,18 @@ def _make_countdown(k: int, name: str) -> Callable[..., tuple[list[Item], list[I
         return items[:n_train], items[n_train:]
 
     return make
+
+
+def _countdown_answers(item: Item) -> list[str]:
+    """Every solution (``countdown.solutions``) and the reference: an instance has many, some
+    longer than the reference (``4,96,83>175:``: ``83-4=79,96+79=175`` and
+    ``96+83=179,179-4=175``).
+    Past ``countdown.MAX_SEARCH`` numbers (only a hand-written item has more), the reference
+    alone."""
+    numbers, target = item.meta["numbers"], item.meta["target"]
+    if len(numbers) > countdown.MAX_SEARCH:
+        return [item.answer]
+    return [item.answer, *countdown.solutions(numbers, target)]
 
 
 def _check_countdown(item: Item, output: str) -> bool:
@@ -172,6 +196,12 @@ def _make_reversal(rng: random.Random, n_train: int, n_eval: int) -> tuple[list[
     return train, evals
 
 
+def _reversal_answers(item: Item) -> list[str]:
+    """The reference: the name (with its space) is the answer; what follows it in an output
+    is not read, so a cut after the name is no wrong answer."""
+    return [item.answer]
+
+
 def _check_reversal(item: Item, output: str) -> bool:
     """The first word of the output is the name (the answer holds its leading space)."""
     return _first_line(output).split(".")[0].split()[:1] == [item.answer.strip()]
@@ -188,30 +218,35 @@ TASKS: dict[str, Task] = {
         "4x4 sudoku, minimal puzzles with a unique solution",
         _make_sudoku(4, "sudoku4"),
         _check_sudoku,
+        _sudoku_answers,
     ),
     "sudoku9": Task(
         "sudoku9",
         "9x9 sudoku, minimal puzzles with a unique solution",
         _make_sudoku(9, "sudoku9"),
         _check_sudoku,
+        _sudoku_answers,
     ),
     "countdown3": Task(
         "countdown3",
         "reach the target from 3 numbers with + - * /",
         _make_countdown(3, "countdown3"),
         _check_countdown,
+        _countdown_answers,
     ),
     "countdown4": Task(
         "countdown4",
         "reach the target from 4 numbers with + - * /",
         _make_countdown(4, "countdown4"),
         _check_countdown,
+        _countdown_answers,
     ),
     "reversal": Task(
         "reversal",
         "made-up parent/child facts, trained forward, asked both ways",
         _make_reversal,
         _check_reversal,
+        _reversal_answers,
     ),
 }
 """The registered tasks by name."""
@@ -229,6 +264,13 @@ def check_item(item: Item, output: str) -> bool:
     return task(item.task).check(item, output)
 
 
+def answers(item: Item) -> list[str]:
+    """The answers ``item``'s checker accepts in its task's format (``Task.answers``), the
+    reference among them, each once: the room ``unmask.tasks.score`` decodes is the longest
+    of them in tokens."""
+    return list(dict.fromkeys(task(item.task).answers(item)))
+
+
 def write_task(
     name: str, out: str | Path, *, n_train: int, n_eval: int, seed: int = 0
 ) -> dict[str, Any]:
@@ -238,6 +280,8 @@ def write_task(
 
     if n_train < 0 or n_eval < 1:
         raise UserError(f"need n_train >= 0 and n_eval >= 1, got {n_train} and {n_eval}")
+    if seed < 0:  # random.Random(-s) is random.Random(s): the files of the opposite seed
+        raise UserError(f"need seed >= 0, got {seed}")
     spec = task(name)
     train, evals = spec.make(random.Random(seed), n_train, n_eval)
     overlap = {i.prompt for i in evals if i.meta.get("direction") != "forward"} & {
@@ -348,6 +392,7 @@ __all__ = [
     "TASKS",
     "Item",
     "Task",
+    "answers",
     "check_item",
     "read_items",
     "task",

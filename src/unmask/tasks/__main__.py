@@ -21,8 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m unmask.tasks",
         description="Write a planning or reversal task: DIR/train.txt (one example per line, "
-        "for `unmask prepare --line-docs`), DIR/eval.jsonl (held-out items for `unmask eval "
-        "--task-file`) and DIR/task.json.",
+        "for `unmask prepare --line-docs`), DIR/sft.jsonl (the same examples as prompt/response "
+        "pairs, for `unmask train --objective sft`), DIR/eval.jsonl (held-out items for "
+        "`unmask eval --task-file`) and DIR/task.json.",
     )
     p.add_argument(
         "task", metavar="TASK", help="; ".join(f"{k}: {t.summary}" for k, t in TASKS.items())
@@ -43,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="held-out examples (reversal: pairs seen forward only) (default: 200)",
     )
-    p.add_argument("--seed", type=int, default=0, help="generator seed (default: 0)")
+    p.add_argument(  # Random(-s) is Random(s): a negative seed wrote the files of its opposite
+        "--seed", type=at_least(0), default=0, help="generator seed, 0 or more (default: 0)"
+    )
     args = p.parse_args(argv)
     if not args.out.strip():  # Path("") is ".": the files landed in the working folder
         p.error("argument --out: expected a folder, got an empty name")

@@ -6,20 +6,28 @@ the target; many sequences may work, so answers are checked by ``check_steps``, 
 string match. Generated instances always have a solution (the one written in the answer),
 made by combining the numbers in a random order with random valid operations.
 
-Inside: ``make_instance``, ``parse_steps``, ``check_steps``.
+Inside: ``make_instance``, ``parse_steps``, ``check_steps``, ``solutions`` (every answer
+``check_steps`` accepts, written as the generator writes steps: what the scorer sizes the
+room decoded by).
 
-Text format: prompt ``"12,7,3>33:"``, answer ``"12+7=19,19+3=22"``-like steps ``a op b=c``
+Text format: prompt ``"12,7,3>22:"``, answer ``"12+7=19,19+3=22"``-like steps ``a op b=c``
 joined by ``,``; a step may use the given numbers and earlier results, each once.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections import Counter
 from collections.abc import Sequence
 
 OPS = "+-*/"
+
+MAX_SEARCH = 5
+"""The most numbers ``solutions`` searches (Ye et al. use 3 to 5): at most 192 step
+sequences at 3 numbers, 9,216 at 4, 737,280 at 5 (``k! (k-1)! 4**(k-1)``: an ordered pair
+and an operation a step; fewer once pools reached twice are shared), 88 million at 6."""
 
 _STEP = re.compile(r"^\s*(\d+)\s*([-+*/])\s*(\d+)\s*=\s*(\d+)\s*$", re.ASCII)
 """One step, ASCII digits only: ``\\d`` alone reads Arabic-Indic digits as numbers (the
@@ -98,4 +106,42 @@ def check_steps(text: str, numbers: Sequence[int], target: int) -> bool:
     return sum(left.values()) == 1 and left[target] == 1 and steps[-1][3] == target
 
 
-__all__ = ["OPS", "check_steps", "make_instance", "parse_steps"]
+def solutions(numbers: Sequence[int], target: int) -> list[str]:
+    """Every answer ``check_steps`` accepts for the instance, written as ``make_instance``
+    writes steps (``a op b=c`` joined by ``,``, no spaces, no leading zeros), sorted: each
+    order of the steps and of a ``+`` or ``*``'s operands is one. A brute force over every
+    sequence of steps, the pools reached twice (the same steps in another order) searched
+    once; more than ``MAX_SEARCH`` numbers is a ``ValueError`` (each number more multiplies
+    the search by 50 to 120)."""
+    if len(numbers) > MAX_SEARCH:
+        raise ValueError(f"solutions searches up to {MAX_SEARCH} numbers, got {len(numbers)}")
+
+    @functools.cache
+    def finish(pool: tuple[int, ...]) -> tuple[str, ...]:
+        """The step lists (joined) that take the sorted ``pool`` to ``target``."""
+        if len(pool) == 1:
+            return ("",) if pool[0] == target else ()
+        out: list[str] = []
+        pairs = {(pool[i], pool[j], i, j) for i in range(len(pool)) for j in range(len(pool))
+                 if i != j}
+        seen: set[tuple[int, int]] = set()
+        for a, b, i, j in sorted(pairs):
+            if (a, b) in seen:  # the same values at other places: the same steps
+                continue
+            seen.add((a, b))
+            rest = [v for k, v in enumerate(pool) if k not in (i, j)]
+            for op in OPS:
+                r = _apply(a, op, b)
+                if r is None:
+                    continue
+                step = f"{a}{op}{b}={r}"
+                out += [step + ("," + tail if tail else "") for tail in finish(
+                    tuple(sorted([*rest, r])))]
+        return tuple(out)
+
+    if len(numbers) < 2:  # no step to write: check_steps accepts nothing
+        return []
+    return sorted(finish(tuple(sorted(numbers))))
+
+
+__all__ = ["MAX_SEARCH", "OPS", "check_steps", "make_instance", "parse_steps", "solutions"]

@@ -6,7 +6,7 @@ first, greedily (``task_config``): the order a planning task needs (Ye et al. 20
 Sudoku with the same adaptive order); a causal model decodes left to right. Every sampling
 option given by the user overrides these defaults.
 
-Inside: ``TaskScore``, ``task_config``, ``score_items``.
+Inside: ``TaskScore``, ``task_config``, ``answer_tokens``, ``score_items``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unmask.tasks import Item, check_item
+from unmask.tasks import Item, answers, check_item
 
 
 @dataclass
@@ -38,31 +38,50 @@ class TaskScore:
 
 
 def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) -> Any:
-    """The ``SampleConfig`` of a task run: room for the longest reference answer plus its
-    EOS (whole blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one
-    block, one token per step, greedy, then ``given`` on top. A given ``gen_length`` shorter
-    than that room would cut answers, and a prompt and room past the model's context would
-    not fit: each a ``UserError``."""
+    """The ``SampleConfig`` of a task run: room for the longest answer plus its EOS (whole
+    blocks of a block-causal ``bd3lm`` model, which decodes nothing shorter), one block, one
+    token per step, greedy, then ``given`` on top. The longest answer is the one of most
+    tokens among those the checkers accept (``unmask.tasks.answers``: every countdown
+    solution, not only the reference). A given ``gen_length`` shorter than the longest
+    reference answer would cut the answers the task is trained on (one from there up to
+    the room cuts only solutions longer than every reference: the user's choice), a prompt
+    and room past the model's context would not fit, and no items leave nothing to size:
+    each a ``UserError``."""
     from unmask.api import facts_of, sample_config
     from unmask.errors import UserError
 
-    longest = max(len(loaded.tokenizer.encode(i.answer)) for i in items) + 1
+    if not items:  # was max()'s "arg is an empty sequence"
+        raise UserError("no task items to score")
+    tok = loaded.tokenizer
+    longest = 1 + answer_tokens(tok, items)
+    reference = 1 + max(len(ids) for ids in tok.encode_batch([i.answer for i in items]))
     block = facts_of(loaded).block_size  # None but for block-causal models
-    room = -(-longest // block) * block if block else longest
-    length = int(given.get("gen_length", room))
-    if length < longest:
+
+    def whole_blocks(n: int) -> int:
+        return -(-n // block) * block if block else n
+
+    length = int(given.get("gen_length", whole_blocks(longest)))
+    if length < reference:
         raise UserError(
-            f"--gen-length {length} would cut the task's answers (the longest takes {longest} "
-            f"tokens with its EOS); give {longest} or more, or leave it out for the task file"
+            f"--gen-length {length} would cut the task's answers (the longest takes "
+            f"{reference} tokens with its EOS); give {reference} or more, or leave it out for "
+            "the task file"
         )
     context = facts_of(loaded).max_seq_len
-    prompt = 1 + max(len(loaded.tokenizer.encode(i.prompt)) for i in items)  # EOS, prompt
+    prompt = 1 + max(len(tok.encode(i.prompt)) for i in items)  # EOS, prompt
     segments = given.get("segment_length") is not None  # asked for: a sliding window
     if context is not None and prompt + length > context and not segments:
+        fits = whole_blocks(reference)
+        hint = (
+            f"; --gen-length {fits} fits, and cuts only the solutions longer than every "
+            "reference answer"
+            if "gen_length" not in given and prompt + fits <= context and fits < length
+            else ""
+        )
         raise UserError(  # was a line suggesting segment_length, after the rest of the eval
             f"the task's longest prompt ({prompt} tokens with the EOS before it) and "
             f"{length} tokens of answer exceed the model's context (max_seq_len {context}): "
-            "train a model with a longer max_seq_len for this task"
+            f"train a model with a longer max_seq_len for this task{hint}"
         )
     base: dict[str, Any] = {
         "gen_length": length,
@@ -72,6 +91,14 @@ def task_config(loaded: Any, items: Sequence[Item], given: Mapping[str, Any]) ->
         "seed": 0,
     }
     return sample_config(loaded, {**base, **given})
+
+
+def answer_tokens(tokenizer: Any, items: Sequence[Item]) -> int:
+    """The most tokens (``tokenizer.encode``) an answer of ``items`` that its checker accepts
+    takes (``unmask.tasks.answers``): the reference answers' length until 2026-12-06, which
+    cut a countdown solution longer than its item's reference (3 of 200 ``countdown3`` items
+    under the byte tokenizer)."""
+    return max(len(ids) for i in items for ids in tokenizer.encode_batch(answers(i)))
 
 
 def score_items(
@@ -120,4 +147,4 @@ def _groups(item: Item) -> list[str]:
     return [item.task] + ([f"{item.task}/{direction}"] if direction else [])
 
 
-__all__ = ["TaskScore", "score_items", "task_config"]
+__all__ = ["TaskScore", "answer_tokens", "score_items", "task_config"]
