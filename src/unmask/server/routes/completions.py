@@ -77,6 +77,7 @@ def advised(state: ServerState, req: _Generation, prompts: list[str],
     m = ADVICE.search(e.message)
     if e.status != 400 or e.code != "invalid_value" or m is None:
         return e
+    encode = _encoded_once(encode)  # each try encodes the same prompts
     named = advice_values(m.group())
     if not named or all(accepts(state, req, prompts, encode, {k: v}) for k, v in named):
         return e
@@ -88,6 +89,17 @@ def advised(state: ServerState, req: _Generation, prompts: list[str],
     if param in LENGTHS and param not in req.model_fields_set:  # a value it never sent
         param = None
     return APIError(400, text, param=param, code=e.code)
+
+
+def _encoded_once(encode: Callable[[str], list[int]]) -> Callable[[str], list[int]]:
+    """``encode``, each prompt encoded once (a long prompt, checked with many options)."""
+    done: dict[str, list[int]] = {}
+
+    def once(prompt: str) -> list[int]:
+        if prompt not in done:
+            done[prompt] = encode(prompt)
+        return list(done[prompt])
+    return once
 
 
 def advice_values(advice: str) -> list[tuple[str, int]]:
@@ -123,11 +135,12 @@ def fitting(state: ServerState, req: _Generation, prompts: list[str],
     nearest its own (the sent ones, else ``--max-steps``) up to ``--max-steps``, the
     ``block_length`` nearest its own that divides ``max_tokens`` (not for a checkpoint whose
     block size is fixed), and the longest ``max_tokens`` below its own (else the shortest
-    above, up to the context), each the first ``prepare`` accepts among a bounded few."""
+    above, up to the context), each the first ``prepare`` accepts among a bounded few (the
+    nearest lengths, whole blocks of the request's or the checkpoint's block length below)."""
     most, G = state.limits.max_steps, req.max_tokens
     out: list[tuple[str, int]] = []
 
-    def first(name: str, values: Iterable[int], tries: int = 64) -> None:
+    def first(name: str, values: Iterable[int], tries: int = 32) -> None:
         for k, v in enumerate(values):
             if k == tries:
                 return
@@ -142,8 +155,11 @@ def fitting(state: ServerState, req: _Generation, prompts: list[str],
             own = req.block_length or G
             first("block_length", sorted((b for b in range(1, G + 1) if G % b == 0),
                                          key=lambda b: (abs(b - own), -b)))
-    ctx = state.context[0]
-    first("max_tokens", [*range(G - 1, 0, -1)[:256], *range(G + 1, ctx + 1)[:64]], 320)
+    ctx, bs = state.context[0], api.facts_of(state.loaded).block_size or 1
+    unit = req.block_length or bs
+    below = {*range(max(1, G - 32), G), *range(unit, G, unit), most - most % bs}
+    first("max_tokens", [*sorted((n for n in below if 0 < n < G), reverse=True),
+                         *range(G + 1, ctx + 1)[:32]], 128)
     return out
 
 
