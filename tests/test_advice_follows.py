@@ -200,3 +200,28 @@ def test_absolute_blocks_round_default_steps_the_same_in_cli_api_and_server(
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == server
     assert server <= length
+
+
+@pytest.mark.parametrize("advice,values", [
+    ("; try 12 or 16", [("steps", 12), ("steps", 16)]),
+    ("; try max_tokens 4 or 8", [("max_tokens", 4), ("max_tokens", 8)]),
+    (": send steps <= 6, or max_tokens <= 6", [("steps", 6), ("max_tokens", 6)]),
+    ("; try 8 or 9 steps", [("steps", 8), ("steps", 9)]),
+    ("; try block_length 3 or gen_length 8", [("block_length", 3), ("max_tokens", 8)]),
+    (": use /v1/completions, or serve it", []),  # a path's digits are no advice
+    (", or use segment_length (e.g. 32) to write it", []),  # another option
+])
+def test_advice_values_reads_each_alternative(advice, values):
+    from unmask.server.routes.completions import advice_values
+
+    assert advice_values(advice) == values
+
+
+def test_one_step_per_token_over_max_steps_names_what_was_sent():
+    """Steps not sent, one per token over --max-steps: ``param`` is the max_tokens the
+    client sent (it was ``steps``), and the rounded steps of absolute blocks say so."""
+    with _client(_model("bd3lm-absolute"), 6) as c:
+        r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 32})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "max_tokens"
+    assert "runs 27 (one per token of max_tokens, rounded to its blocks)" in error["message"]

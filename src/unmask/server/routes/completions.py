@@ -75,8 +75,9 @@ def advised(state: ServerState, req: _Generation, prompts: list[str],
     accepts, at most one of each option (none: no advice). Other refusals, and advice that
     holds, are left as they are."""
     m = ADVICE.search(e.message)
-    if e.status != 400 or e.code != "invalid_value" or m is None:
-        return e
+    if e.status != 400 or e.code != "invalid_value" or m is None \
+            or not re.search(r"\bsteps\b|\bblocks?\b|block_", e.message[:m.start()]):
+        return e  # not a refusal about steps and blocks
     encode = _encoded_once(encode)  # each try encodes the same prompts
     named = advice_values(m.group())
     if not named or all(accepts(state, req, prompts, encode, {k: v}) for k, v in named):
@@ -113,7 +114,7 @@ def advice_values(advice: str) -> list[tuple[str, int]]:
     for part in re.split(r",|\bor\b", advice):
         name = re.search(r"\b(steps|block_length|max_tokens|gen_length|[a-z_]+_[a-z_]+)\b", part)
         field = name.group(1) if name else field
-        number = re.search(r"\b(\d+)\b", part)
+        number = re.search(r"(?<![\w/.-])(\d+)(?![\w/.])", part)  # not in a path or name
         if number is not None and field in (*LENGTHS, "gen_length"):
             out.append(("max_tokens" if field == "gen_length" else field, int(number.group(1))))
     return out
@@ -347,8 +348,9 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
         raise APIError(400, f"the checkpoint recommends {config.steps} steps, over the "
                        f"server's --max-steps {most}, and no fewer split over its blocks: "
                        f"send steps <= {most}", param="steps", code="invalid_value")
+    rounded = "" if config.steps == config.gen_length else ", rounded to its blocks"
     raise APIError(400, f"steps must be <= {most} (the server's --max-steps); without steps "
-                   f"this request runs {config.steps} (one per token of max_tokens): send "
+                   f"this request runs {config.steps} (one per token of max_tokens{rounded}): send "
                    f"steps <= {most}, or max_tokens <= {most}", param="max_tokens",
                    code="invalid_value")  # the value it sent: its steps were not
 
