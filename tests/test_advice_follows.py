@@ -225,3 +225,23 @@ def test_one_step_per_token_over_max_steps_names_what_was_sent():
     error = r.json()["error"]
     assert r.status_code == 400 and error["param"] == "max_tokens"
     assert "runs 27 (one per token of max_tokens, rounded to its blocks)" in error["message"]
+
+
+@pytest.mark.parametrize("length", [7, 11])
+def test_absolute_blocks_round_default_steps_in_api_chat_as_the_server(length):
+    """``api.chat`` with options as a mapping fits its steps to the blocks its rendered
+    messages leave, as ``/v1/chat/completions`` (it refused the steps nobody sent)."""
+    from fastapi.testclient import TestClient
+
+    from unmask import api
+    from unmask.server import ServerLimits, create_app
+
+    model = _model("bd3lm-absolute", ctx=64)
+    messages = [{"role": "user", "content": "a"}]
+    app = create_app(loaded(model), limits=ServerLimits(max_steps=1024),
+                     chat_template="plain", access_log=False)
+    with TestClient(app) as c:
+        r = c.post("/v1/chat/completions", json={"messages": messages, "max_tokens": length})
+    assert r.status_code == 200, r.text
+    reply = api.chat(loaded(model), messages, config={"gen_length": length}, template="plain")
+    assert reply.steps == r.json()["steps"] <= length

@@ -1193,9 +1193,11 @@ def chat(
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise UserError(f"messages must be a list of {{role, content}} dicts, not "
                         f"{type(messages).__name__} (a single message goes in a list)")
-    config = _as_config(loaded, config)
+    options, config = config, _as_config(loaded, config)
     template = _as_template(loaded, template) or _own_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
+    if options is None or isinstance(options, Mapping):  # steps one per token: whole blocks
+        config = _as_config(loaded, options, prompt_lengths=[len(ids)])
     run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
