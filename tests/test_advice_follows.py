@@ -24,6 +24,7 @@ BLOCKS = {"attention": "block-causal", "block_size": 4, "objective": "bd3lm"}
 MODELS = {
     "llada": {},
     "llada-recommends-blocks": {"sample_defaults": {"block_length": 2}},
+    "llada-recommends-steps": {"sample_defaults": {"steps": 40, "block_length": 4}},
     "bd3lm": BLOCKS,
     "bd3lm-absolute": {**BLOCKS, "block_align": "absolute", "logit_shift": True},
 }
@@ -71,7 +72,7 @@ def _blames_unsent(body: dict[str, Any], error: dict[str, Any]) -> bool:
 def _grid(name: str) -> list[dict[str, Any]]:
     blocks = [None, 4] if name.startswith("bd3lm") else [None, 2, 4]
     out = []
-    for G, steps, bl, policy in itertools.product([6, 8, 12, 32], [None, 3, 6], blocks,
+    for G, steps, bl, policy in itertools.product([6, 8, 12, 32, 40], [None, 3, 6], blocks,
                                                   ["llada", "threshold"]):
         body: dict[str, Any] = {"prompt": "ab", "max_tokens": G, "policy": policy}
         body.update({k: v for k, v in (("steps", steps), ("block_length", bl)) if v is not None})

@@ -316,7 +316,8 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
     """``config`` within the server's ``--max-steps`` when the request does not send
     ``steps`` (the limit bounds the work of every request, not only of those that send
     ``steps``: ``check_steps``). Steps the checkpoint recommends are capped: the most within
-    the limit that split over the run's blocks (the client chose no number to change). Steps
+    the limit that split over the run's blocks (the client chose no number to change; a
+    recommended ``block_length`` it did not send is lengthened where none do). Steps
     of one per token of a ``max_tokens`` the client sent over the limit are a 400 that says
     what to send (a ``max_tokens`` not sent was cut already: ``default_length``). A dynamic
     policy's steps (``threshold``, ``factor``, ``entropy``: the most it may run, it stops
@@ -337,8 +338,15 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
     if not decoder.uses_steps(config):  # continuous diffusion: its steps set its work, not
         return dataclasses.replace(config, steps=most)  # per token (it ran them all)
     if "steps" in api.facts_of(state.loaded).sample_defaults:
-        for steps in range(most, 0, -1):
-            capped = dataclasses.replace(config, steps=steps)
+        G, bl = config.gen_length, config.block_length
+        # a recommended block length (not sent) may grow so the capped steps split over it
+        grow = req.block_length is None and bl is not None and config.segment_length is None \
+            and not api.facts_of(state.loaded).block_size  # fmt: skip
+        tries = [dataclasses.replace(config, steps=s) for s in range(most, 0, -1)]
+        if grow:  # then longer blocks, each with the most steps that split over them
+            tries += [dataclasses.replace(config, steps=most - most % (G // b), block_length=b)
+                      for b in range((bl or G) + 1, G + 1) if G % b == 0 and G // b <= most]
+        for capped in tries:  # the recommended block length first, with any steps
             try:
                 validate(capped)
                 check_whole_blocks(state, decoder, capped, prompt_lengths)
