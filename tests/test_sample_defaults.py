@@ -66,7 +66,8 @@ def test_the_checkpoint_recommends_and_the_user_overrides(recommended):
         (12, 4, "llada", 3),  # 3 blocks of 4 cannot share 4 steps evenly; 4 blocks of 3 can
         (7, 7, "llada", 1),
         (6, 5, "llada", None),  # no block length gives whole steps per block: one block
-        (50, 7, "threshold", 2),  # a dynamic policy ignores steps
+        (50, 25, "threshold", 2),  # a dynamic policy: any steps, a step a block at least
+        (50, 7, "threshold", None),  # 25 blocks of 2 need 25 steps: one block (was 2)
     ],
 )
 def test_a_recommended_block_length_is_fitted_to_the_run(

@@ -1209,10 +1209,14 @@ def test_llada2_block_layout_refusals_come_before_a_stream(stream):
                                             "stream": stream})
         assert r.status_code == 400, r.text
         assert "prompts of lengths [2, 3]" in r.json()["error"]["message"]
-        r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 7, "stream": stream})
+        r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 7, "steps": 7,
+                                            "stream": stream})
         assert r.status_code == 400, r.text
         assert r.json()["error"]["message"].startswith(
             "steps (7) must be a multiple of the number of blocks the 7 new tokens span (3:")
+        # steps not sent (one per token) are rounded to the blocks, not refused (unsent)
+        r = c.post("/v1/completions", json={"prompt": "ab", "max_tokens": 7, "stream": stream})
+        assert r.status_code == 200, r.text
         ok = c.post("/v1/completions", json={"prompt": ["ab", "abcdef"], "max_tokens": 6,
                                              "steps": 6, "stream": stream})
         assert ok.status_code == 200, ok.text

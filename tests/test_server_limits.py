@@ -149,7 +149,8 @@ def test_max_steps_bounds_requests_that_do_not_send_steps():
         over = c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 16})
         assert over.status_code == 400, over.text
         err = over.json()["error"]
-        assert err["param"] == "steps" and "steps must be <= 8" in err["message"]
+        # param: what the client sent (max_tokens), not the steps it did not send
+        assert err["param"] == "max_tokens" and "steps must be <= 8" in err["message"]
         assert "runs 16" in err["message"]
         for body in ({"max_tokens": 16, "steps": 8}, {"max_tokens": 8},
                      {"max_tokens": 8, "segment_length": 4},

@@ -313,12 +313,13 @@ def _prompt_texts(prompts: Any) -> list[str]:
     return texts
 
 
-def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None) -> SampleConfig:
+def _as_config(loaded: Loaded, config: SampleConfig | Mapping[str, Any] | None, *,
+               prompt_lengths: Sequence[int] | None = None) -> SampleConfig:
     """``config`` of ``start``, ``generate`` and ``chat`` as a ``SampleConfig``: a mapping is
     the options it sets over the checkpoint's recommendation (``sample_config``), None the
     recommendation alone (as ``{}``, and as the CLI and the server with no option given)."""
     if config is None or isinstance(config, Mapping):
-        return sample_config(loaded, config or {})
+        return sample_config(loaded, config or {}, prompt_lengths=prompt_lengths)
     return cast(SampleConfig, _task_config(config))  # not None here: a config, or refused
 
 
@@ -574,7 +575,8 @@ def draft_aux(loaded: Loaded, draft: Loaded | None) -> dict[str, Any]:
     return {"drafter": draft.model, "drafter_facts": facts, "shared_vocab": shared}
 
 
-def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> SampleConfig:
+def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
+                  prompt_lengths: Sequence[int] | None = None) -> SampleConfig:
     """The sampling options of a command-line run: what the user ``given`` explicitly, and
     for every other option the checkpoint's recommendation (``ModelConfig.sample_defaults``,
     measured per objective: ``benchmarks/defaults.py``), else the ``SampleConfig`` default.
@@ -586,8 +588,9 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     itself. A latent model's ``gen_length`` not given is its window (``latent_window``).
 
     A recommended ``block_length`` that does not divide the run (``gen_length`` and each
-    segment of ``segment_length``, and ``steps`` into whole blocks for the scheduled policy)
-    becomes the largest block length below it that does, or one block; a ``block_length``
+    segment of ``segment_length``; ``steps`` into whole blocks for the scheduled policy, and
+    for a dynamic one at least a step a block, as it takes) becomes the largest block length
+    below it that does, or one block; a ``block_length``
     the user gave is never changed. The recommended penalties are left out for a decoder
     that applies none (``Decoder.penalties``: a new decoder, SEDD, the continuous ones), and
     the recommended ``confidence`` measure where the user's ``remasking`` is not
@@ -597,6 +600,13 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     A recommended option the run's decoder has no use for (``_inapplicable``: ``block_length``
     or ``steps`` on a causal model, ``top_k`` on a diffusion one) is left out, as the user
     never sent it: the decoder refused every run that did not override it ("leave it out").
+
+    ``prompt_lengths`` (the prompts' token counts, as encoded) matters to a checkpoint whose
+    blocks start at the first prompt token (LLaDA 2.x, ``block_align='absolute'``): there the
+    blocks a run spans depend on the prompt, and ``steps`` not given nor recommended (one per
+    token) become the most at or below that which split over them (at least a step a block),
+    as the scheduled ``llada`` policy needs, rather than a refusal of steps the user never
+    chose (``fit_block_steps``).
     """
     check_loaded(loaded)
     given = {} if given is None else given
@@ -615,10 +625,13 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
     window = getattr(loaded.config, "latent_window", None)  # a latent model writes whole windows
     if window is not None and "gen_length" not in given:
         recommended["gen_length"] = window
-    if "steps" not in given and "steps" not in recommended:
+    per_token = "steps" not in given and "steps" not in recommended
+    if per_token:
         length = given.get("gen_length", recommended.get("gen_length", SampleConfig.gen_length))
         recommended["steps"] = length
     config = SampleConfig(**{**recommended, **given})
+    if per_token and prompt_lengths is not None:
+        config = fit_block_steps(loaded, config, prompt_lengths)
     block = recommended.get("block_length")
     if block is not None:
         dynamic = config.policy != "llada"
@@ -628,12 +641,60 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None) -> Sam
         lengths = {G} if n is None else set(segment_lengths(G, n))
         fits = [b for b in range(min(block, *lengths), 0, -1)
                 if all(length % b == 0 for length in lengths)
-                and (dynamic or config.steps % (config.gen_length // b) == 0)]
+                and (config.steps >= max(length // b for length in lengths) if dynamic
+                     else config.steps % (config.gen_length // b) == 0)]
         config = dataclasses.replace(config, block_length=fits[0] if fits else None)
     runs = facts.default_decoder if config.decoder == "auto" else config.decoder
     if runs in ("llada", "bd3lm"):  # the others refuse them all (Decoder.unused)
         check_policy_options(config.policy, given, runs)
     return config
+
+
+def fit_block_steps(loaded: Loaded, config: SampleConfig,
+                    prompt_lengths: Sequence[int]) -> SampleConfig:
+    """``config`` with its ``steps`` rounded down to a multiple of the blocks its run spans
+    (at least one a block) where the checkpoint's blocks start at the first prompt token
+    (``absolute_blocks``), its decoder is ``bd3lm`` and its policy the scheduled ``llada``
+    (a dynamic one spreads any steps); else as it is. Prompts that the decoder refuses
+    together (unequal lengths modulo the block size), or none: as it is, for its refusal."""
+    from unmask.sampling.blocks import absolute_blocks
+
+    facts = facts_of(loaded)
+    runs = facts.default_decoder if config.decoder == "auto" else config.decoder
+    bs = facts.block_size
+    if (runs != "bd3lm" or not bs or not absolute_blocks(loaded.config)
+            or config.policy != "llada" or not prompt_lengths):
+        return config
+    tails = {facts.prompt_columns(n, runs) % bs for n in prompt_lengths}
+    if len(tails) > 1 or config.gen_length <= 0:
+        return config
+    first_new = bs - tails.pop()  # as ``blocks.plan_blocks`` counts them
+    blocks = 1 + -(-max(config.gen_length - first_new, 0) // bs)
+    steps = max(blocks, config.steps - config.steps % blocks)
+    return dataclasses.replace(config, steps=steps)
+
+
+def prompt_lengths(loaded: Loaded, prompts: str | Sequence[str], *,
+                   template: ChatTemplate | str | None = None,
+                   system: str | None = None) -> list[int]:
+    """The token counts of ``prompts`` as ``generate`` encodes them (through ``template``,
+    after ``system``): what ``sample_config``'s ``prompt_lengths`` takes, so that a command
+    line run fits its steps to the blocks as ``generate`` given a mapping does."""
+    return [len(i) for i in _encode_prompts(loaded, _prompt_texts(prompts),
+                                            _as_template(loaded, template), system)]
+
+
+def _encode_prompts(loaded: Loaded, texts: Sequence[str], template: ChatTemplate | None,
+                    system: str | None) -> list[list[int]]:
+    """The ids of ``texts``, each one user message after ``system`` through ``template``
+    where given, else the text encoded (``encode_prompt``)."""
+    tok = loaded.tokenizer
+    if template is not None:
+        head = [{"role": "system", "content": system}] if system is not None else []
+        return [template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts]
+    if system is not None:
+        raise UserError("a system message needs a chat template")
+    return [encode_prompt(tok, p) for p in texts]
 
 
 def recommended_options(loaded: Loaded, decoder: str = "auto") -> dict[str, Any]:
@@ -817,20 +878,15 @@ def generate(
     check_loaded(loaded)
     texts_in = _prompt_texts(prompts)
     n = _check_n(n)
+    options = config  # a mapping (or None) is fitted to the prompts below
     config, template = _as_config(loaded, config), _as_template(loaded, template)
     if not texts_in:
         raise UserError("no prompts given")
     draft = _as_draft(loaded, draft)  # a path loads once, not once per row
     tok = loaded.tokenizer
-    if template is not None:
-        head = [{"role": "system", "content": system}] if system is not None else []
-        prompt_ids = [
-            template.prompt(tok, [*head, {"role": "user", "content": p}])[1] for p in texts_in
-        ]
-    elif system is not None:
-        raise UserError("a system message needs a chat template")
-    else:
-        prompt_ids = [encode_prompt(tok, p) for p in texts_in]
+    prompt_ids = _encode_prompts(loaded, texts_in, template, system)
+    if options is None or isinstance(options, Mapping):  # steps one per token: whole blocks
+        config = _as_config(loaded, options, prompt_lengths=[len(i) for i in prompt_ids])
     rows = [ids for ids in prompt_ids for _ in range(n)]
     texts_in = [p for p in texts_in for _ in range(n)]
     from unmask.sampling import choose_decoder
@@ -1137,9 +1193,11 @@ def chat(
     if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable):
         raise UserError(f"messages must be a list of {{role, content}} dicts, not "
                         f"{type(messages).__name__} (a single message goes in a list)")
-    config = _as_config(loaded, config)
+    options, config = config, _as_config(loaded, config)
     template = _as_template(loaded, template) or _own_template(loaded)
     text, ids = template.prompt(loaded.tokenizer, list(messages))
+    if options is None or isinstance(options, Mapping):  # steps one per token: whole blocks
+        config = _as_config(loaded, options, prompt_lengths=[len(ids)])
     run = start(loaded, [ids], config, step_callback=step_callback, draft=draft)
     result, seconds = run_to_end(run, device=str(_device(loaded)))
     reply = template.reply(loaded.tokenizer, result.gen_ids[0], facts_of(loaded).eos_id)
@@ -1443,11 +1501,13 @@ __all__ = [
     "encode_prompt",
     "facts_of",
     "fill_form",
+    "fit_block_steps",
     "generate",
     "infill",
     "infill_sample_config",
     "load_drafter",
     "load_for_decoding",
+    "prompt_lengths",
     "recommended_options",
     "refuse_continuous",
     "refuse_generation_only",

@@ -165,8 +165,12 @@ def run(args: argparse.Namespace) -> int:
                                     quantize=args.quantize)
     loaded.model.eval()
     draft = load_draft(args.draft, device, args.dtype)
-    # flags not given take the checkpoint's recommended sampling options (sample_defaults)
-    config = api.sample_config(loaded, given_fields(SampleConfig, args))
+    template = api.chat_template(loaded, args.template) if args.chat else None
+    # flags not given take the checkpoint's recommended sampling options (sample_defaults);
+    # steps not given fit the blocks the prompts leave (api.generate's, the server's)
+    config = api.sample_config(loaded, given_fields(SampleConfig, args),
+                               prompt_lengths=api.prompt_lengths(
+                                   loaded, prompts, template=template, system=args.system))
     # refuse what the checkpoint cannot do, before sampling
     decoder = api.choose(loaded, config, draft=draft)
     config = with_seed(config, decoder)  # a sampled run reports the seed that repeats it
@@ -174,7 +178,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"unmask generate: note: --n {args.n} of a run that draws nothing (decoder "
               f"{decoder}, temperature {config.temperature:g}): every choice is the same; "
               "sample (--temperature above 0) for different ones", file=sys.stderr)
-    template = api.chat_template(loaded, args.template) if args.chat else None
     if decoder == "llada" and config.policy == "llada" and not config.skip_empty_steps:
         _note_empty_steps(config, prompts, loaded.tokenizer)
 

@@ -374,7 +374,8 @@ SAMPLE_OPTIONS: tuple[str, ...] = (
 
 
 def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *,
-                  segments: bool = False, loaded: Loaded | None = None) -> SampleConfig:
+                  segments: bool = False, loaded: Loaded | None = None,
+                  prompt_lengths: list[int] | None = None) -> SampleConfig:
     """The request's diffusion options as a ``SampleConfig``; ``segment_length`` is refused
     (400) unless ``segments`` (plain text generation: the template tasks fill canvases); an
     option of another commit policy than the request's (``threshold``) is refused too: it
@@ -383,7 +384,9 @@ def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *
     With ``loaded`` (text generation: completions and chat), every option the request did not
     send (or sent as null) is the checkpoint's recommendation, else the default, exactly as
     ``unmask generate`` without that flag (``api.sample_config``; ``steps`` one per token):
-    the server and the command line write the same text for the same options."""
+    the server and the command line write the same text for the same options;
+    ``prompt_lengths`` fits steps not sent to the blocks of a checkpoint that counts them from
+    the first prompt token (``api.fit_block_steps``)."""
     if opts.segment_length is not None and not segments:
         raise APIError(400, "segment_length applies to text generation (completions and chat "
                        "completions without structured output)", param="segment_length",
@@ -391,7 +394,8 @@ def sample_config(opts: DiffusionOptions, gen_length: int, default_steps: int, *
     sent = {k: getattr(opts, k) for k in SAMPLE_OPTIONS if k in opts.model_fields_set}
     given = {k: v for k, v in sent.items() if v is not None}
     if loaded is not None:  # (which checks the policy's options too)
-        return api.sample_config(loaded, {"gen_length": gen_length, **given})
+        return api.sample_config(loaded, {"gen_length": gen_length, **given},
+                                 prompt_lengths=prompt_lengths)
     try:
         api.check_policy_options(opts.policy, given)
     except UserError as e:

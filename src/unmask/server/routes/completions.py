@@ -50,7 +50,123 @@ from unmask.server.streaming import denoising_event, stream_job
 def prepare(state: ServerState, req: _Generation, prompts: list[str],
             encode: Callable[[str], list[int]]) -> tuple[Job, list[list[int]]]:
     """The job for a generation request of ``prompts`` and their ids (``encode``), or a 400
-    naming the option that cannot be served."""
+    naming the option that cannot be served; its advice names only values this server then
+    accepts (``advised``)."""
+    try:
+        return _prepare(state, req, prompts, encode)
+    except APIError as e:
+        raise advised(state, req, prompts, encode, e) from None
+
+
+ADVICE = re.compile(r"[;:,]\s+(?:try|send|use)\b.*$")
+"""Where a refusal's advice starts: the rest of the message."""
+
+LENGTHS = ("steps", "block_length", "max_tokens")
+"""The options a refusal about blocks and steps advises (``advised``)."""
+
+
+def advised(state: ServerState, req: _Generation, prompts: list[str],
+            encode: Callable[[str], list[int]], e: APIError) -> APIError:
+    """``e`` (a 400 of ``prepare``) with advice this server follows: where its advice names
+    a ``steps``, ``block_length`` or ``max_tokens`` (a library refusal's "try 20", a cap's
+    "send max_tokens <= 6") that the same request with that value would be refused too (steps
+    past ``--max-steps``, a length that is not whole blocks, steps that do not split over
+    them), the advice is replaced by the values nearest the request's that ``prepare``
+    accepts, at most one of each option (none: no advice). Other refusals, and advice that
+    holds, are left as they are."""
+    m = ADVICE.search(e.message)
+    if e.status != 400 or e.code != "invalid_value" or m is None \
+            or not re.search(r"\bsteps\b|\bblocks?\b|block_", e.message[:m.start()]):
+        return e  # not a refusal about steps and blocks
+    encode = _encoded_once(encode)  # each try encodes the same prompts
+    named = advice_values(m.group())
+    if not named or all(accepts(state, req, prompts, encode, {k: v}) for k, v in named):
+        return e
+    ways = [f"{k} {v}" for k, v in fitting(state, req, prompts, encode)]
+    text = e.message[:m.start()]
+    if ways:
+        text += "; try " + (", ".join(ways[:-1]) + " or " if len(ways) > 1 else "") + ways[-1]
+    param = e.param
+    if param in LENGTHS and param not in req.model_fields_set:  # a value it never sent
+        param = None
+    return APIError(400, text, param=param, code=e.code)
+
+
+def _encoded_once(encode: Callable[[str], list[int]]) -> Callable[[str], list[int]]:
+    """``encode``, each prompt encoded once (a long prompt, checked with many options)."""
+    done: dict[str, list[int]] = {}
+
+    def once(prompt: str) -> list[int]:
+        if prompt not in done:
+            done[prompt] = encode(prompt)
+        return list(done[prompt])
+    return once
+
+
+def advice_values(advice: str) -> list[tuple[str, int]]:
+    """The (option, value) pairs ``advice`` names ("try 12 or 16": steps; "try max_tokens 4
+    or 8"; "send steps <= 6, or max_tokens <= 6": the bound itself; "try 8 or 9 steps"): each
+    alternative's number with the option named beside it, else the one named before it,
+    else ``steps`` (the library's bare "try N"). Alternatives naming no number ("longer
+    blocks") or another option are left out."""
+    out: list[tuple[str, int]] = []
+    field = "steps"
+    for part in re.split(r",|\bor\b", advice):
+        name = re.search(r"\b(steps|block_length|max_tokens|gen_length|[a-z_]+_[a-z_]+)\b", part)
+        field = name.group(1) if name else field
+        number = re.search(r"(?<![\w/.-])(\d+)(?![\w/.])", part)  # not in a path or name
+        if number is not None and field in (*LENGTHS, "gen_length"):
+            out.append(("max_tokens" if field == "gen_length" else field, int(number.group(1))))
+    return out
+
+
+def accepts(state: ServerState, req: _Generation, prompts: list[str],
+            encode: Callable[[str], list[int]], change: dict[str, int]) -> bool:
+    """Whether ``prepare`` takes ``req`` with ``change`` sent."""
+    try:
+        _prepare(state, req.model_copy(update=change), prompts, encode)
+    except (APIError, UserError):
+        return False
+    return True
+
+
+def fitting(state: ServerState, req: _Generation, prompts: list[str],
+            encode: Callable[[str], list[int]]) -> list[tuple[str, int]]:
+    """What ``req`` may send instead, the rest as it is, for ``advised``: the ``steps``
+    nearest its own (the sent ones, else ``--max-steps``) up to ``--max-steps``, the
+    ``block_length`` nearest its own that divides ``max_tokens`` (not for a checkpoint whose
+    block size is fixed), and the longest ``max_tokens`` below its own (else the shortest
+    above, up to the context), each the first ``prepare`` accepts among a bounded few (the
+    nearest lengths, whole blocks of the request's or the checkpoint's block length below)."""
+    most, G = state.limits.max_steps, req.max_tokens
+    out: list[tuple[str, int]] = []
+
+    def first(name: str, values: Iterable[int], tries: int = 32) -> None:
+        for k, v in enumerate(values):
+            if k == tries:
+                return
+            if accepts(state, req, prompts, encode, {name: v}):
+                out.append((name, v))
+                return
+
+    if not state.causal:
+        own = req.steps if req.steps is not None else most
+        first("steps", sorted(range(1, most + 1), key=lambda s: (abs(s - own), s)))
+        if not api.facts_of(state.loaded).block_size:
+            own = req.block_length or G
+            first("block_length", sorted((b for b in range(1, G + 1) if G % b == 0),
+                                         key=lambda b: (abs(b - own), -b)))
+    ctx, bs = state.context[0], api.facts_of(state.loaded).block_size or 1
+    unit = req.block_length or bs
+    below = {*range(max(1, G - 32), G), *range(unit, G, unit), most - most % bs}
+    first("max_tokens", [*sorted((n for n in below if 0 < n < G), reverse=True),
+                         *range(G + 1, ctx + 1)[:32]], 128)
+    return out
+
+
+def _prepare(state: ServerState, req: _Generation, prompts: list[str],
+             encode: Callable[[str], list[int]]) -> tuple[Job, list[list[int]]]:
+    """``prepare``, its advice as the checks give it."""
     limits = state.limits
     top_p = check_generation(state, req, prompts)
     ids = [encode(p) for p in prompts]
@@ -81,7 +197,7 @@ def prepare(state: ServerState, req: _Generation, prompts: list[str],
                        param=overflow_param(req, fits), code="context_length_exceeded")
     try:  # what the request did not send: the checkpoint's recommendation, as the CLI
         config = sample_config(req, req.max_tokens, req.max_tokens, segments=True,
-                               loaded=state.loaded)
+                               loaded=state.loaded, prompt_lengths=[len(i) for i in ids])
     except UserError as e:
         raise request_error(req, e) from None
     config = dataclasses.replace(config, top_p=top_p)
@@ -200,7 +316,8 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
     """``config`` within the server's ``--max-steps`` when the request does not send
     ``steps`` (the limit bounds the work of every request, not only of those that send
     ``steps``: ``check_steps``). Steps the checkpoint recommends are capped: the most within
-    the limit that split over the run's blocks (the client chose no number to change). Steps
+    the limit that split over the run's blocks (the client chose no number to change; a
+    recommended ``block_length`` it did not send is lengthened where none do). Steps
     of one per token of a ``max_tokens`` the client sent over the limit are a 400 that says
     what to send (a ``max_tokens`` not sent was cut already: ``default_length``). A dynamic
     policy's steps (``threshold``, ``factor``, ``entropy``: the most it may run, it stops
@@ -214,14 +331,22 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
     if req.steps is not None or config.steps <= most:
         return config
     if bounded_by_steps(decoder, config):
-        return cap_dynamic_steps(state, decoder, config, prompt_lengths)
+        return cap_dynamic_steps(state, decoder, fit_blocks(state, req, config),
+                                 prompt_lengths)
     if "steps" in decoder.unused:  # a causal decoder: a token a forward, max_tokens bounds it
         return config
     if not decoder.uses_steps(config):  # continuous diffusion: its steps set its work, not
         return dataclasses.replace(config, steps=most)  # per token (it ran them all)
     if "steps" in api.facts_of(state.loaded).sample_defaults:
-        for steps in range(most, 0, -1):
-            capped = dataclasses.replace(config, steps=steps)
+        G, bl = config.gen_length, config.block_length
+        # a recommended block length (not sent) may grow so the capped steps split over it
+        grow = req.block_length is None and bl is not None and config.segment_length is None \
+            and not api.facts_of(state.loaded).block_size  # fmt: skip
+        tries = [dataclasses.replace(config, steps=s) for s in range(most, 0, -1)]
+        if grow:  # then longer blocks, each with the most steps that split over them
+            tries += [dataclasses.replace(config, steps=most - most % (G // b), block_length=b)
+                      for b in range((bl or G) + 1, G + 1) if G % b == 0 and G // b <= most]
+        for capped in tries:  # the recommended block length first, with any steps
             try:
                 validate(capped)
                 check_whole_blocks(state, decoder, capped, prompt_lengths)
@@ -231,10 +356,11 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
         raise APIError(400, f"the checkpoint recommends {config.steps} steps, over the "
                        f"server's --max-steps {most}, and no fewer split over its blocks: "
                        f"send steps <= {most}", param="steps", code="invalid_value")
+    rounded = "" if config.steps == config.gen_length else ", rounded to its blocks"
     raise APIError(400, f"steps must be <= {most} (the server's --max-steps); without steps "
-                   f"this request runs {config.steps} (one per token of max_tokens): send "
-                   f"steps <= {most}, or max_tokens <= {most}", param="steps",
-                   code="invalid_value")
+                   f"this request runs {config.steps} (one per token of max_tokens{rounded}): send "
+                   f"steps <= {most}, or max_tokens <= {most}", param="max_tokens",
+                   code="invalid_value")  # the value it sent: its steps were not
 
 
 def cap_prompt_masks(state: ServerState, req: _Generation, decoder: Decoder,
@@ -273,6 +399,20 @@ def bounded_by_steps(decoder: Decoder, config: SampleConfig) -> bool:
         return make_policy(config).dynamic
     except UserError:  # an unknown policy or a bar out of range: prepare's own 400
         return False
+
+
+def fit_blocks(state: ServerState, req: _Generation, config: SampleConfig) -> SampleConfig:
+    """``config`` whose ``block_length`` the checkpoint recommends (not sent), made the
+    shortest at or above it that divides ``max_tokens`` into at most ``--max-steps`` blocks,
+    as a dynamic policy under the limit needs (a step a block): the client chose no block
+    length, so none is refused (``api.sample_config`` fits it to sent steps the same way)."""
+    G, bl, most = config.gen_length, config.block_length, state.limits.max_steps
+    if req.block_length is not None or bl is None or config.segment_length is not None \
+            or api.facts_of(state.loaded).block_size \
+            or G % bl or G // bl <= most:  # fmt: skip
+        return config
+    fits = next(b for b in range(bl, G + 1) if G % b == 0 and G // b <= most)
+    return dataclasses.replace(config, block_length=fits)
 
 
 def cap_dynamic_steps(state: ServerState, decoder: Decoder, config: SampleConfig,

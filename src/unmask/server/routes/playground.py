@@ -6,6 +6,7 @@ it, so the page keeps no copy of either."""
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from typing import Any
 
@@ -97,10 +98,19 @@ def within_limits(state: ServerState, req: CompletionRequest, runs: SampleConfig
         if getattr(state.cfg, "block_align", "pad") != "absolute":
             check_whole_blocks(state, decoder, runs, [0])
     except APIError as e:  # steps one per token over --max-steps: the server's words
-        refused = refused or e.message
+        refused = refused or follows(state, req, e)
     except UserError as e:  # the library's refusal, in the API's words
-        refused = refused or request_error(req, e).message
+        refused = refused or follows(state, req, request_error(req, e))
     return runs, refused
+
+
+def follows(state: ServerState, req: CompletionRequest, e: APIError) -> str:
+    """The message of ``e`` with the advice ``/v1/completions`` gives (``advised``: only
+    values it then accepts), for the playground's empty prompt."""
+    from unmask.api import encode_prompt
+    from unmask.server.routes.completions import advised
+
+    return advised(state, req, [""], functools.partial(encode_prompt, state.tok), e).message
 
 
 def router(state: ServerState) -> APIRouter:
