@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import json_text, positive_int
+from _common import json_text, output_file, positive_int
 
 from unmask import api
 from unmask.config import SampleConfig, model_preset
@@ -177,7 +177,7 @@ def main() -> None:
                    help="one or more; one past the context is skipped, saying why")  # fmt: skip
     p.add_argument("--batch", type=positive_int, default=8)
     p.add_argument("--threads", type=positive_int, default=1)
-    p.add_argument("--json")
+    p.add_argument("--json", type=output_file)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     ld = None
@@ -232,6 +232,7 @@ def main() -> None:
                   f"{r['vs_ar']:5.2f}x ar  {r['tokens_per_forward']:5.2f} tok/forward  "
                   f"accept {acc:5s}  identical {r['identical']:.2f}")  # fmt: skip
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json_text(out, indent=1))
 
 

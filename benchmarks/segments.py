@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import fill_defaults, json_text, positive_int
+from _common import fill_defaults, json_text, output_file, positive_int
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decoding import prompt_texts  # noqa: E402
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--score", action="store_true", default=None,
                     help="gen ppl under SmolLM2 (the default, but for --quick)")
     ap.add_argument("--no-score", action="store_true", help="skip gen ppl")
-    ap.add_argument("--json", default=None)
+    ap.add_argument("--json", type=output_file, default=None)
     ap.add_argument("--quick", action="store_true",
                     help="defaults for a smoke run: gen 48, segments 16 and 32, 2 prompts, no "
                     "scoring (flags given still win)")
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.json:
         out = {"argv": sys.argv[1:], "prompts": prompts, "torch": torch.__version__,
                "threads": torch.get_num_threads(), "rows": rows}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json_text(out, indent=1))
         print(f"wrote {args.json}")
     return rows

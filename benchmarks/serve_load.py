@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import default_output, int_list, json_text, positive_float, positive_int, run
+from _common import (
+    default_output,
+    int_list,
+    json_text,
+    output_file,
+    positive_float,
+    positive_int,
+    run,
+)
 
 from unmask.errors import UserError
 
@@ -239,6 +247,7 @@ def main() -> int:
     )
     ap.add_argument(
         "--json",
+        type=output_file,
         help="write results here (default: runs/bench/serve_load.json; "
         "with --quick only when given)",
     )

@@ -64,6 +64,7 @@ from _common import (  # noqa: E402
     default_output,
     json_text,
     non_negative_int,
+    output_file,
     positive_int,
 )
 from decoding import fit_lengths, prompt_texts, timed  # noqa: E402
@@ -343,7 +344,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=non_negative_int, default=0,
                     help="torch threads (0 = torch's)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=str(default_output("speculative.json")),
+    ap.add_argument("--json", type=output_file,
+                    default=str(default_output("speculative.json")),
                     help="write the results here (default: runs/bench/speculative.json; "
                     "--json benchmarks/results/NAME.json updates a committed file)")
     ap.add_argument(

@@ -503,14 +503,15 @@ def test_defaults_takes_the_one_block_row_its_help_offers_and_refuses_no_seeds()
                               "at least 0, got -1"])  # fmt: skip
 
 
-JSON_FLAGS = [  # (script, its results flag): every script this checkout's bench area owns
+JSON_FLAGS = [  # (script, its results flag): every script that writes a results file
     (name, "--out" if name == "llada2.py" else "--json")
     for name in ("compile_decode.py", "constraints.py", "data_constrained.py", "decoding.py",
                  "defaults.py", "distinct_matched.py", "elbo_stderr.py", "gpu_check.py",
-                 "gqa_attention.py", "guidance.py", "infill.py", "large_shape.py",
+                 "gqa_attention.py", "guidance.py", "hybrid.py", "infill.py", "large_shape.py",
                  "latent_denoise.py", "llada2.py", "lm_eval_demo.py", "objectives.py",
                  "penalty_cost.py", "planning.py", "precision.py", "rounding.py",
-                 "sampling_baseline.py", "startup.py", "threads.py", "train_throughput.py")
+                 "sampling_baseline.py", "segments.py", "serve_load.py", "speculative.py",
+                 "startup.py", "threads.py", "train_throughput.py")
 ]  # fmt: skip
 
 
