@@ -15,7 +15,6 @@ and item group (reversal: forward and reverse) and writes them as JSON for
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -23,8 +22,8 @@ from pathlib import Path
 import torch
 from _common import output_file, positive_int
 
+from unmask.api import check_option_names
 from unmask.checkpoint import load
-from unmask.config import SampleConfig
 from unmask.errors import UserError
 from unmask.files import atomic_write_text
 from unmask.report import find_run
@@ -56,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         runs.append((label, path))
     items = read_items(args.task_file)[: args.limit]
     given = dict(_value(kv) for kv in args.sample_set)
-    unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
-    if unknown:  # was said after the header, once the first model had loaded
-        raise UserError(f"--sample-set {unknown[0]}: not a sampling option (the fields of "
-                        "SampleConfig, e.g. block_length, steps, temperature)")
+    try:  # was said after the header, once the first model had loaded
+        check_option_names(given)
+    except UserError as e:
+        raise UserError(f"--sample-set: {e}") from None
     # every run found before the first decodes: a missing second one was an error after the
     # first model's whole task had been decoded
     infos = [(label, find_run(path)) for label, path in runs]

@@ -109,7 +109,7 @@ def test_every_script_answers_help():
         # the next three were said only after a model had loaded or decoded its whole task
         (["--run", "b=/nonexistent/run"], "/nonexistent/run: no such folder"),
         (["--sample-set", "block_length"], "--sample-set block_length: expected KEY=VALUE"),
-        (["--sample-set", "bogus=1"], "--sample-set bogus: not a sampling option"),
+        (["--sample-set", "bogus=1"], "--sample-set: unknown sampling option 'bogus'"),
     ],
 )
 def test_planning_mistakes_are_one_line(tmp_path, extra, message):

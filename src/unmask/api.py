@@ -334,11 +334,13 @@ def _task_config(config: SampleConfig | Mapping[str, Any] | None) -> SampleConfi
             f"config must be a SampleConfig or a mapping of its options, not "
             f"{type(config).__name__}"
         )
-    _check_option_names(config)
+    check_option_names(config)
     return SampleConfig(**config)
 
 
-def _check_option_names(given: Iterable[str]) -> None:
+def check_option_names(given: Iterable[str]) -> None:
+    """A ``UserError`` naming the first of ``given`` that is not a ``SampleConfig`` field (a
+    sampling option's name misspelt), before anything loads or runs."""
     unknown = sorted(set(given) - {f.name for f in dataclasses.fields(SampleConfig)})
     if unknown:
         raise UserError(f"unknown sampling option {unknown[0]!r} (the fields of SampleConfig)")
@@ -613,7 +615,7 @@ def sample_config(loaded: Loaded, given: Mapping[str, Any] | None = None, *,
     if not isinstance(given, Mapping):
         raise UserError(f"given must be a mapping of SampleConfig options (a dict), not "
                         f"{type(given).__name__}")
-    _check_option_names(given)
+    check_option_names(given)
     facts = facts_of(loaded)
     recommended = {k: v for k, v in facts.sample_defaults.items() if k not in given}
     decoder = given.get("decoder", recommended.get("decoder", "auto"))
@@ -1316,7 +1318,7 @@ def infill_sample_config(
     if facts_of(loaded).default_decoder == "embed-diffusion" and (
             config is None or isinstance(config, Mapping)):
         given = dict(config or {})
-        _check_option_names(given)
+        check_option_names(given)
         out = sample_config(loaded, given)
         if "steps" not in given and "steps" not in facts_of(loaded).sample_defaults:
             out = dataclasses.replace(out, steps=SampleConfig.steps)
@@ -1488,6 +1490,7 @@ __all__ = [
     "chat",
     "chat_template",
     "check_loaded",
+    "check_option_names",
     "check_policy_options",
     "choose",
     "context_limit",
