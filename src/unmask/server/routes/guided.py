@@ -210,7 +210,7 @@ def room_check(holes: list[Any], automata: list[Any], source: str, width: int, b
     for hole, automaton in zip(holes, automata, strict=True):
         fewest = automaton.min_tokens() or 0
         if fewest > width and not hole.composite:
-            raise APIError(400, f"{source}: the value at {hole.path}'s shortest answer takes "
+            raise APIError(400, f"{source}: at {hole.path}, a value's shortest answer takes "
                            f"{fewest} tokens; {bound} bounds each value", param=param,
                            code="invalid_value")
 
