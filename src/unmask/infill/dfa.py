@@ -45,10 +45,13 @@ _CATEGORY = {
 }
 _LENGTHS = ((2, 0x80, 0x7FF), (3, 0x800, 0xFFFF), (4, 0x10000, 0x10FFFF))
 """UTF-8's multi-byte lengths and the code points each writes."""
-WORK_BUDGET = 4_000_000
-"""Units of work (a set of positions intersected or followed, per 64 positions; a UTF-8
-prefix tried, per class) ``dfa_states`` may spend before it calls a pattern too large: about
-a second; ``(?:[a-z]{0,100}){100}`` took 100 s of the count (and 19 s of the engine)."""
+WORK_BUDGET = 100_000_000
+"""Units of work ``dfa_states`` may spend before it calls a pattern too large, about a second
+of it: a set of positions intersected, followed or linked costs ``_OP`` plus one per 64
+positions it holds, a UTF-8 prefix tried ``_PREFIX`` per class. ``(?:[a-z]{0,100}){100}``
+took 100 s of an unbounded count (and 19 s of the engine)."""
+_OP = 20
+_PREFIX = 500
 
 
 class _Unknown(Exception):
@@ -106,11 +109,24 @@ def _fold_ranges(ranges: Ranges) -> Ranges:
     return _merge([*ranges, *extra])
 
 
+class _Work:
+    """The units of work spent, and ``_TooLarge`` past the budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise _TooLarge
+
+
 class _Positions:
     """The Glushkov automaton of a parsed pattern: a class (``Ranges``) per position and the
     positions that may follow each (bit masks), counted repetitions written out."""
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, work: _Work) -> None:
+        self.work = work
         self.kinds: list[int] = []  # per position: its class's index in ``classes``
         self.classes: dict[Ranges, int] = {}
         self.follow: list[int] = []
@@ -127,6 +143,7 @@ class _Positions:
         return False, bit, bit
 
     def link(self, last: int, first: int) -> None:
+        self.work.spend(last.bit_count() * (_OP + first.bit_length() // 64))
         while last:
             low = last & -last
             self.follow[low.bit_length() - 1] |= first
@@ -233,18 +250,6 @@ def _part(ranges: Ranges, lo: int, hi: int) -> Ranges:
     return tuple(out)
 
 
-class _Work:
-    """The units of work spent, and ``_TooLarge`` past the budget."""
-
-    def __init__(self, budget: int) -> None:
-        self.left = budget
-
-    def spend(self, units: int) -> None:
-        self.left -= units
-        if self.left < 0:
-            raise _TooLarge
-
-
 def _inside(classes: tuple[Ranges, ...], work: _Work) -> int:
     """The states the engine's byte DFA may have inside a multi-byte character after a state
     whose next positions have ``classes``: the distinct ways a proper UTF-8 prefix splits them
@@ -255,7 +260,7 @@ def _inside(classes: tuple[Ranges, ...], work: _Work) -> int:
     def walk(base: int, lo: int, hi: int, rest: int) -> None:
         """The prefix whose characters are ``lo..hi`` (``base``: the first it could write),
         ``rest`` continuation bytes to go."""
-        work.spend(len(classes))
+        work.spend(_PREFIX * len(classes))
         parts = tuple(_part(r, lo, hi) for r in classes)
         if not any(parts):
             return  # no class takes it: the engine's dead state
@@ -295,7 +300,7 @@ def dfa_states(pattern: str, limit: int, *, most_positions: int = 50_000,
         with warnings.catch_warnings():  # Python's notes on the engine's syntax (``[a&&b]``)
             warnings.simplefilter("ignore")
             parsed = parser.parse(_ENGINE.sub(_ANYTHING, pattern))
-        auto = _Positions(most_positions)
+        auto = _Positions(most_positions, work)
         _, first, _ = auto.sequence(parsed, parsed.state.flags)
         return _count(auto, first, limit, work)
     except _TooLarge:
@@ -311,7 +316,7 @@ def _count(auto: _Positions, first: int, limit: int, work: _Work) -> int:
     for i, k in enumerate(auto.kinds):
         of_class[k] |= 1 << i
     ends = sorted({x for r in classes for lo, hi in r for x in (lo, hi + 1)} | {0})
-    work.spend(len(ends) * len(classes) // 64)
+    work.spend(len(ends) * len(classes) * _OP)
     matching = set()  # per interval between class ends: the positions its characters take
     for at in ends:
         mask = 0
@@ -337,13 +342,13 @@ def _count(auto: _Positions, first: int, limit: int, work: _Work) -> int:
     seen: set[int] = set()
     while todo:
         nexts = todo.pop()  # the positions the next character may take
-        work.spend(len(matching) * words)
+        work.spend(len(matching) * (_OP + words))
         for mask in matching:
             state = nexts & mask
             if not state or state in seen:
                 continue
             seen.add(state)
-            work.spend(state.bit_count() * words)
+            work.spend(state.bit_count() * (_OP + words))
             out, rest = 0, state
             while rest:
                 low = rest & -rest
