@@ -48,8 +48,8 @@ MAX_STATES = 20000
 """Largest token automaton a constraint may compile to (states)."""
 MAX_DFA_STATES = 2 * MAX_STATES
 """Most states a pattern's byte DFA may have (``dfa.dfa_states``, an estimate counted before the
-engine builds it, within about a quarter of the engine's own count either way on the patterns
-tried: ``.{0,300}`` 2,403 vs 3,009, ``\\w+( \\w+){0,30}`` 28,739 vs 9,853). At the limit the
+engine builds it: on the patterns tried from a fifth under the engine's own count, ``.{0,300}``
+2,403 vs 3,009, to three times over, ``\\w+( \\w+){0,30}`` 28,739 vs 9,853). At the limit the
 engine builds in a few seconds (``\\w{1,30}\\s\\w{1,30}``: 18,999 states, about a second)."""
 NEVER = 2**40
 """``distance_to_accept`` of a state from which no accepting state is reachable."""

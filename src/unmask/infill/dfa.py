@@ -19,8 +19,10 @@ or a space character). That sum is an over-approximation of the byte DFA a subse
 construction builds from this automaton; the engine's automaton is another (Thompson's), so
 it is an estimate of the engine's count, not a proof, which the margin of
 ``automaton.MAX_DFA_STATES`` covers. A pattern over ``most_positions`` positions, or whose
-count spends the work budget, is counted as over the limit (refused); one Python cannot
-parse at all is not counted (None): the engine judges it alone.
+count spends the work budget, is counted as over the limit (refused). The engine's own syntax
+is read as far as the count needs (``_for_python``: POSIX classes as any character, ``\\z`` as
+``$``, its ``u``, ``U``, ``R`` flags dropped); a pattern Python still cannot parse is not
+counted (None): the engine judges it alone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,21 @@ _UNIVERSE: Ranges = ((0, 0xD7FF), (0xE000, 0x10FFFF))  # no surrogates: UTF-8 ha
 _ANYTHING = "\U0010fffe"
 """What an escape of the engine's own syntax becomes for Python's parser: any character."""
 _ENGINE = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])|\\[ux]\{[0-9A-Fa-f]+\}")
+_POSIX = re.compile(r"\[:\^?[a-z]+:\]")
+"""A POSIX class inside brackets (``[[:alpha:]]``), which Python reads as characters."""
+_ANCHORS = re.compile(r"\\z|\\b\{[a-z-]+\}|\\[<>]")
+"""The engine's anchors Python does not know (``\\z``, ``\\b{start}``, ``\\<``): ``$``, ``\\b``."""
+_FLAGS = re.compile(r"\(\?[a-zA-Z-]*[uUR][a-zA-Z-]*[:)]")
+"""An inline flag group with the engine's own flags (``(?-u:``, ``(?U)``, ``(?R)``)."""
+
+
+def _for_python(pattern: str) -> str:
+    """``pattern`` in Python's syntax, as far as the count goes: the engine's escapes and
+    POSIX classes as any character, its anchors as Python's, its own flags dropped."""
+    out = _POSIX.sub(_ANYTHING, _ENGINE.sub(_ANYTHING, pattern))
+    out = _ANCHORS.sub(lambda m: "$" if m.group(0) == "\\z" else "\\b", out)
+    return _FLAGS.sub(lambda m: re.sub("[uUR]", "", m.group(0)).replace("(?-:", "(?:")
+                      .replace("(?-)", "(?:)").replace("(?)", "(?:)"), out)
 _CATEGORY = {
     "CATEGORY_DIGIT": (r"\d", False), "CATEGORY_NOT_DIGIT": (r"\d", True),
     "CATEGORY_SPACE": (r"\s", False), "CATEGORY_NOT_SPACE": (r"\s", True),
@@ -299,7 +316,7 @@ def dfa_states(pattern: str, limit: int, *, most_positions: int = 50_000,
     try:
         with warnings.catch_warnings():  # Python's notes on the engine's syntax (``[a&&b]``)
             warnings.simplefilter("ignore")
-            parsed = parser.parse(_ENGINE.sub(_ANYTHING, pattern))
+            parsed = parser.parse(_for_python(pattern))
         auto = _Positions(most_positions, work)
         _, first, _ = auto.sequence(parsed, parsed.state.flags)
         return _count(auto, first, limit, work)
