@@ -4,65 +4,163 @@ outlines-core determinizes a pattern in full before unmask can count its states,
 short patterns have exponentially many (``.*a.{30}``: the DFA tracks which of the last 31
 characters were ``a``, 2^31 sets). The engine is native code that no timeout interrupts, so
 one such request held the server's worker for good (``[a-z]{1,60}x[a-z]{1,60}`` did not
-finish in 10 minutes). ``dfa_states`` runs the same subset construction over the pattern's
-position automaton (Glushkov's: one state per character or class of the expanded pattern)
-and stops as soon as it passes a limit, so the cost of an answer is bounded by the limit.
+finish in 10 minutes). ``dfa_states`` runs a subset construction over the pattern's position
+automaton (Glushkov's: one position per character or class of the expanded pattern) and
+stops as soon as it passes a limit or a budget of work, so its own cost is bounded too.
 
-The construction reads Python's parse of the pattern (``re._parser``, as
-``automaton.pattern_size``), which agrees with the engine on the syntax it accepts; the
-characters it tries are those the pattern names (literals, range ends and their
-neighbours, case variants) and a few of each class (digits, letters, spaces, others of
-several scripts), so it counts the states those characters reach. The engine's byte DFA
-usually has more (a state inside each multi-byte character, ``START`` and ``SENTINEL``:
-``.{1,50}`` 51 here, 509 there); where it merges sets of positions that lead alike the count
-may pass it by a fifth (``[a-z]{1,8}x[a-z]{1,8}``: 639 here, 520 there), hence the margin of
-``automaton.MAX_DFA_STATES``. A pattern Python cannot parse
-(the engine's own syntax, ``\\p{L}``) is not counted (None): the engine judges it alone.
+What it counts is the engine's unit, bytes: each class is a set of code points (Python's
+reading of ``\\w``, ``\\d``, ``\\s``; ``\\p{..}``, ``\\P{..}``, ``\\u{..}`` and ``\\x{..}``
+as any character), the characters the pattern's classes tell apart are all tried (one per
+interval between class ends), and to each set of positions it adds the states inside a
+multi-byte character the engine may reach from it: one per distinct way the UTF-8 prefixes
+read so far split the classes still possible (``\\w{1,30}\\s\\w{1,30}`` is 62 sets of
+positions but 18,999 engine states, the ways a partial character may still end as a word
+or a space character). That sum is an over-approximation of the byte DFA a subset
+construction builds from this automaton; the engine's automaton is another (Thompson's), so
+it is an estimate of the engine's count, not a proof, which the margin of
+``automaton.MAX_DFA_STATES`` covers. A pattern over ``most_positions`` positions, or whose
+count spends the work budget, is counted as over the limit (refused). The engine's own syntax
+is read as far as the count needs (``_for_python``: POSIX classes as any character, ``\\z`` as
+``$``, its ``u``, ``U``, ``R`` flags dropped); a pattern Python still cannot parse is not
+counted (None): the engine judges it alone.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import re
 import warnings
-from collections.abc import Callable
 from typing import Any
 
-_SAMPLES = "0a_Z \t\n!.\"\\\x00\x7f\u00a0\u00e9\u0663\u2028\u4e00\U0001f600\U0010fffd"
-"""Characters tried besides those the pattern names: digits, word characters, spaces and
-others (ASCII, Latin-1, Arabic-Indic, CJK, emoji, private use), so each class is tried on
-members and non-members."""
+Ranges = tuple[tuple[int, int], ...]
+"""A set of code points: sorted, disjoint, inclusive ``(lo, hi)`` ranges."""
 
+_UNIVERSE: Ranges = ((0, 0xD7FF), (0xE000, 0x10FFFF))  # no surrogates: UTF-8 has none
+_ANYTHING = "\U0010fffe"
+"""What an escape of the engine's own syntax becomes for Python's parser: any character."""
+_ENGINE = re.compile(r"\\[pP](?:\{[^}]*\}|[A-Za-z])|\\[ux]\{[0-9A-Fa-f]+\}")
+_POSIX = re.compile(r"\[:\^?[a-z]+:\]")
+"""A POSIX class inside brackets (``[[:alpha:]]``), which Python reads as characters."""
+_ANCHORS = re.compile(r"\\z|\\b\{[a-z-]+\}|\\[<>]")
+"""The engine's anchors Python does not know (``\\z``, ``\\b{start}``, ``\\<``): ``$``, ``\\b``."""
+_FLAGS = re.compile(r"\(\?[a-zA-Z-]*[uUR][a-zA-Z-]*[:)]")
+"""An inline flag group with the engine's own flags (``(?-u:``, ``(?U)``, ``(?R)``)."""
+
+
+def _for_python(pattern: str) -> str:
+    """``pattern`` in Python's syntax, as far as the count goes: the engine's escapes and
+    POSIX classes as any character, its anchors as Python's, its own flags dropped."""
+    out = _POSIX.sub(_ANYTHING, _ENGINE.sub(_ANYTHING, pattern))
+    out = _ANCHORS.sub(lambda m: "$" if m.group(0) == "\\z" else "\\b", out)
+    return _FLAGS.sub(lambda m: re.sub("[uUR]", "", m.group(0)).replace("(?-:", "(?:")
+                      .replace("(?-)", "(?:)").replace("(?)", "(?:)"), out)
 _CATEGORY = {
-    "CATEGORY_DIGIT": r"\d", "CATEGORY_NOT_DIGIT": r"\D", "CATEGORY_SPACE": r"\s",
-    "CATEGORY_NOT_SPACE": r"\S", "CATEGORY_WORD": r"\w", "CATEGORY_NOT_WORD": r"\W",
+    "CATEGORY_DIGIT": (r"\d", False), "CATEGORY_NOT_DIGIT": (r"\d", True),
+    "CATEGORY_SPACE": (r"\s", False), "CATEGORY_NOT_SPACE": (r"\s", True),
+    "CATEGORY_WORD": (r"\w", False), "CATEGORY_NOT_WORD": (r"\w", True),
 }
+_LENGTHS = ((2, 0x80, 0x7FF), (3, 0x800, 0xFFFF), (4, 0x10000, 0x10FFFF))
+"""UTF-8's multi-byte lengths and the code points each writes."""
+WORK_BUDGET = 100_000_000
+"""Units of work ``dfa_states`` may spend before it calls a pattern too large, about a second
+of it: a set of positions intersected, followed or linked costs ``_OP`` plus one per 64
+positions it holds, a UTF-8 prefix tried ``_PREFIX`` per class. ``(?:[a-z]{0,100}){100}``
+took 100 s of an unbounded count (and 19 s of the engine)."""
+_OP = 20
+_PREFIX = 500
 
 
 class _Unknown(Exception):
     """A construct the count does not model (the engine judges the pattern alone)."""
 
 
+class _TooLarge(Exception):
+    """Over the positions or the work the count may spend: counted as over the limit."""
+
+
+def _merge(ranges: list[tuple[int, int]]) -> Ranges:
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            if hi > out[-1][1]:
+                out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def _complement(ranges: Ranges) -> Ranges:
+    out, at = [], 0
+    for lo, hi in ranges:
+        if lo > at:
+            out.append((at, lo - 1))
+        at = hi + 1
+    if at <= 0x10FFFF:
+        out.append((at, 0x10FFFF))
+    return _within(tuple(out), _UNIVERSE)
+
+
+def _within(ranges: Ranges, outer: Ranges) -> Ranges:
+    return tuple((max(lo, a), min(hi, b)) for lo, hi in ranges for a, b in outer
+                 if max(lo, a) <= min(hi, b))
+
+
+@functools.cache
+def _category(name: str) -> Ranges:
+    """The code points Python's ``name`` (``\\w``, ``\\d``, ``\\s``) matches."""
+    text = "".join(chr(c) for lo, hi in _UNIVERSE for c in range(lo, hi + 1))
+    return _merge([(ord(text[m.start()]), ord(text[m.end() - 1]))
+                   for m in re.finditer(f"{name}+", text)])
+
+
+def _folded(char: str) -> set[str]:
+    """``char`` and its one-character case variants."""
+    return {f for f in (char, char.lower(), char.upper(), char.swapcase()) if len(f) == 1}
+
+
+def _fold_ranges(ranges: Ranges) -> Ranges:
+    """``ranges`` with the case variants of their characters (where few enough to list)."""
+    extra = [(ord(f), ord(f)) for lo, hi in ranges if hi - lo < 0x3000
+             for c in range(lo, hi + 1) for f in _folded(chr(c))]
+    return _merge([*ranges, *extra])
+
+
+class _Work:
+    """The units of work spent, and ``_TooLarge`` past the budget."""
+
+    def __init__(self, budget: int) -> None:
+        self.left = budget
+
+    def spend(self, units: int) -> None:
+        self.left -= units
+        if self.left < 0:
+            raise _TooLarge
+
+
 class _Positions:
-    """The Glushkov automaton of a parsed pattern: a predicate per position and the
+    """The Glushkov automaton of a parsed pattern: a class (``Ranges``) per position and the
     positions that may follow each (bit masks), counted repetitions written out."""
 
-    def __init__(self, most: int) -> None:
-        self.tests: list[Callable[[str], bool]] = []
+    def __init__(self, most: int, work: _Work) -> None:
+        self.work = work
+        self.kinds: list[int] = []  # per position: its class's index in ``classes``
+        self.classes: dict[Ranges, int] = {}
         self.follow: list[int] = []
-        self.chars: set[str] = set()
         self.most = most
-        self.made: dict[Any, Callable[[str], bool]] = {}
+        self.made: dict[Any, int] = {}
 
-    def atom(self, test: Callable[[str], bool]) -> tuple[bool, int, int]:
-        """A new position that takes the characters ``test`` accepts."""
-        if len(self.tests) >= self.most:
-            raise _Unknown("too many positions")
-        self.tests.append(test)
+    def atom(self, kind: int) -> tuple[bool, int, int]:
+        """A new position of class ``kind``."""
+        if len(self.kinds) >= self.most:
+            raise _TooLarge
+        self.kinds.append(kind)
         self.follow.append(0)
-        bit = 1 << (len(self.tests) - 1)
+        bit = 1 << (len(self.kinds) - 1)
         return False, bit, bit
 
     def link(self, last: int, first: int) -> None:
+        self.work.spend(last.bit_count() * (_OP + first.bit_length() // 64))
         while last:
             low = last & -last
             self.follow[low.bit_length() - 1] |= first
@@ -79,10 +177,11 @@ class _Positions:
         return out
 
     def node(self, op: str, av: Any, flags: int) -> tuple[bool, int, int]:
-        if op in ("LITERAL", "NOT_LITERAL", "ANY", "IN"):  # one test for every copy
+        if op in ("LITERAL", "NOT_LITERAL", "ANY", "IN"):  # one class for every copy
             key = (op, av if op != "IN" else id(av), flags)
             if key not in self.made:
-                self.made[key] = self._test(op, av, flags)
+                self.made[key] = self.classes.setdefault(self._class(op, av, flags),
+                                                         len(self.classes))
             return self.atom(self.made[key])
         if op == "BRANCH":
             parts = [self.sequence(b, flags) for b in av[1]]
@@ -99,17 +198,37 @@ class _Positions:
             return True, 0, 0
         raise _Unknown(op)
 
-    def _test(self, op: str, av: Any, flags: int) -> Callable[[str], bool]:
+    def _class(self, op: str, av: Any, flags: int) -> Ranges:
         ignore = bool(flags & re.IGNORECASE)
         if op in ("LITERAL", "NOT_LITERAL"):
-            char, keep = chr(av), op == "LITERAL"
-            self._name(char)
-            same = _folded(char) if ignore else {char}
-            return lambda c: (c in same or (ignore and c.lower() in same)) == keep
+            if chr(av) == _ANYTHING:
+                return _UNIVERSE
+            one = _merge([(ord(f), ord(f)) for f in (_folded(chr(av)) if ignore
+                                                     else {chr(av)})])
+            return _within(one, _UNIVERSE) if op == "LITERAL" else _complement(one)
         if op == "ANY":
-            dotall = bool(flags & re.DOTALL)
-            return lambda c: dotall or c != "\n"
-        return self._class(av, ignore)
+            return _UNIVERSE if flags & re.DOTALL else _complement(((10, 10),))
+        negate, parts = False, []
+        for item, arg in av:
+            item = str(item)
+            if item == "NEGATE":
+                negate = True
+            elif item == "LITERAL" and chr(arg) == _ANYTHING:
+                return _UNIVERSE  # ``[^\p{L}]`` too: any character, as the engine's escape
+            elif item == "LITERAL":
+                parts.append((arg, arg))
+            elif item == "RANGE":
+                parts.append(tuple(arg))
+            elif item == "CATEGORY" and str(arg) in _CATEGORY:
+                name, out = _CATEGORY[str(arg)]
+                cat = _category(name)
+                parts.extend(_complement(cat) if out else cat)
+            else:
+                raise _Unknown(item)
+        ranges = _merge(parts)
+        if ignore:
+            ranges = _fold_ranges(ranges)
+        return _complement(ranges) if negate else _within(ranges, _UNIVERSE)
 
     def _repeat(self, av: Any, flags: int) -> tuple[bool, int, int]:
         import re._constants as c
@@ -128,42 +247,6 @@ class _Positions:
             tail = (True, tail[1], tail[2])
         return self.concat(out, tail)
 
-    def _class(self, items: Any, ignore: bool) -> Callable[[str], bool]:
-        negate, singles, ranges, classes = False, set(), [], []
-        for op, av in items:
-            op = str(op)
-            if op == "NEGATE":
-                negate = True
-            elif op == "LITERAL":
-                singles |= _folded(chr(av)) if ignore else {chr(av)}
-                self._name(chr(av))
-            elif op == "RANGE":
-                lo, hi = av
-                ranges.append((lo, hi))
-                for n in (lo - 1, lo, hi, hi + 1):
-                    if 0 <= n <= 0x10FFFF:
-                        self._name(chr(n))
-            elif op == "CATEGORY" and str(av) in _CATEGORY:
-                classes.append(re.compile(_CATEGORY[str(av)]))
-            else:
-                raise _Unknown(op)
-
-        def test(c: str) -> bool:
-            forms = _folded(c) if ignore else {c}
-            hit = any(f in singles or any(lo <= ord(f) <= hi for lo, hi in ranges)
-                      or any(k.match(f) for k in classes) for f in forms)
-            return hit != negate
-
-        return test
-
-    def _name(self, char: str) -> None:
-        self.chars |= _folded(char)
-
-
-def _folded(char: str) -> set[str]:
-    """``char`` and its one-character case variants."""
-    return {f for f in (char, char.lower(), char.upper(), char.swapcase()) if len(f) == 1}
-
 
 def _union(masks: Any) -> int:
     out = 0
@@ -172,50 +255,127 @@ def _union(masks: Any) -> int:
     return out
 
 
-def dfa_states(pattern: str, limit: int, *, most_positions: int = 50_000) -> int | None:
-    """The states of ``pattern``'s DFA (anchored at both ends, the characters that tell its
-    classes apart tried), counted up to ``limit + 1`` at most: a result over ``limit``
-    means "more than ``limit``". None for a pattern this count does not model (Python
-    cannot parse it, a construct the engine refuses anyway, or over ``most_positions``
-    positions once its counted repetitions are written out)."""
+def _part(ranges: Ranges, lo: int, hi: int) -> Ranges:
+    """``ranges`` within ``lo..hi``, from ``lo`` (as offsets)."""
+    i = max(0, bisect.bisect_right(ranges, (lo, 0x110000)) - 1)
+    out = []
+    for a, b in ranges[i:]:
+        if a > hi:
+            break
+        if b >= lo:
+            out.append((max(a, lo) - lo, min(b, hi) - lo))
+    return tuple(out)
+
+
+def _inside(classes: tuple[Ranges, ...], work: _Work) -> int:
+    """The states the engine's byte DFA may have inside a multi-byte character after a state
+    whose next positions have ``classes``: the distinct ways a proper UTF-8 prefix splits them
+    (per class, the code points it may still end as). A prefix under which each class holds
+    all or none of its characters splits its longer prefixes alike, so those are not read."""
+    seen: set[Any] = set()
+
+    def walk(base: int, lo: int, hi: int, rest: int) -> None:
+        """The prefix whose characters are ``lo..hi`` (``base``: the first it could write),
+        ``rest`` continuation bytes to go."""
+        work.spend(_PREFIX * len(classes))
+        parts = tuple(_part(r, lo, hi) for r in classes)
+        if not any(parts):
+            return  # no class takes it: the engine's dead state
+        seen.add((rest, base - lo, parts))
+        if rest == 1:
+            return
+        size = 64 ** (rest - 1)
+        whole = ((0, hi - lo),)
+        if all(p in ((), whole) for p in parts) and lo == base and hi - lo + 1 == 64 * size:
+            for r in range(rest - 1, 0, -1):  # each longer prefix: all or none, as here
+                seen.add((r, 0, tuple(((0, 64 ** r - 1),) if p else () for p in parts)))
+            return
+        for c in range(64):
+            a = base + c * size
+            if a + size - 1 >= lo and a <= hi:
+                walk(a, max(a, lo), min(a + size - 1, hi), rest - 1)
+
+    for n, first, last in _LENGTHS:
+        size = 64 ** (n - 1)
+        for base in range(first - first % size, last + 1, size):
+            walk(base, max(base, first), min(base + size - 1, last), n - 1)
+    return len(seen)
+
+
+def dfa_states(pattern: str, limit: int, *, most_positions: int = 50_000,
+               budget: int = WORK_BUDGET) -> int | None:
+    """The states of ``pattern``'s byte DFA (anchored at both ends; the module's doc says
+    what is counted), counted up to ``limit + 1`` at most: a result over ``limit`` means
+    "more than ``limit``", as it does for a pattern over ``most_positions`` positions once
+    its counted repetitions are written out, or whose count spends ``budget`` units of work.
+    None for a pattern this count does not model (Python cannot parse it, or a construct the
+    engine refuses anyway: lookaround, backreferences)."""
     import re._parser as parser
 
+    work = _Work(budget)
     try:
         with warnings.catch_warnings():  # Python's notes on the engine's syntax (``[a&&b]``)
             warnings.simplefilter("ignore")
-            parsed = parser.parse(pattern)
-        auto = _Positions(most_positions)
+            parsed = parser.parse(_for_python(pattern))
+        auto = _Positions(most_positions, work)
         _, first, _ = auto.sequence(parsed, parsed.state.flags)
+        return _count(auto, first, limit, work)
+    except _TooLarge:
+        return limit + 1
     except (_Unknown, re.error, RecursionError, OverflowError, ValueError, TypeError):
         return None
-    alphabet = sorted(auto.chars | set(_SAMPLES))
-    kinds: dict[Callable[[str], bool], int] = {}  # a copy of a repetition shares its test
-    kind = [kinds.setdefault(t, len(kinds)) for t in auto.tests][::-1]  # highest bit first
-    matching = set()  # per character tried: the positions it may take
-    for ch in alphabet:
-        hits = ["1" if t(ch) else "0" for t in kinds]
-        matching.add(int("".join([hits[k] for k in kind]) or "0", 2))
+
+
+def _count(auto: _Positions, first: int, limit: int, work: _Work) -> int:
+    classes = list(auto.classes)  # by index
+    words = len(auto.kinds) // 64 + 1
+    of_class = [0] * len(classes)  # per class: its positions
+    for i, k in enumerate(auto.kinds):
+        of_class[k] |= 1 << i
+    ends = sorted({x for r in classes for lo, hi in r for x in (lo, hi + 1)} | {0})
+    work.spend(len(ends) * len(classes) * _OP)
+    matching = set()  # per interval between class ends: the positions its characters take
+    for at in ends:
+        mask = 0
+        for k, r in enumerate(classes):
+            i = bisect.bisect_right(r, (at, 0x110000)) - 1
+            if i >= 0 and r[i][0] <= at <= r[i][1]:
+                mask |= of_class[k]
+        matching.add(mask)
     matching.discard(0)
+    wide = [k for k, r in enumerate(classes) if r and r[-1][1] >= 0x80]
+    inside: dict[tuple[int, ...], int] = {}
+
+    def after(nexts: int) -> int:
+        """The states inside a character after one whose next positions are ``nexts``."""
+        key = tuple(k for k in wide if nexts & of_class[k])
+        if key not in inside:
+            inside[key] = _inside(tuple(classes[k] for k in key), work) if key else 0
+        return inside[key]
+
     follow = auto.follow
-    seen = {-1}  # the start: a mark of its own (before any position)
+    total = 3 + after(first)  # the start, ``START`` and ``SENTINEL`` (automaton._index)
     todo = [first]
-    seen_sets: set[int] = set()
+    seen: set[int] = set()
     while todo:
         nexts = todo.pop()  # the positions the next character may take
+        work.spend(len(matching) * (_OP + words))
         for mask in matching:
             state = nexts & mask
-            if not state or state in seen_sets:
+            if not state or state in seen:
                 continue
-            seen_sets.add(state)
-            if len(seen_sets) + len(seen) > limit:
-                return limit + 1
+            seen.add(state)
+            work.spend(state.bit_count() * (_OP + words))
             out, rest = 0, state
             while rest:
                 low = rest & -rest
                 out |= follow[low.bit_length() - 1]
                 rest ^= low
+            total += 1 + after(out)
+            if total > limit:
+                return limit + 1
             todo.append(out)
-    return len(seen_sets) + len(seen)
+    return total
 
 
-__all__ = ["dfa_states"]
+__all__ = ["WORK_BUDGET", "dfa_states"]

@@ -139,6 +139,10 @@ class FormHole:
     """The filled JSON text of the value (after filling)."""
     value: Any = None
     """The parsed value (after filling)."""
+    composite: bool = False
+    """An array or object (or a value that may be one) as one hole (a schema's list of any
+    length): its punctuation is part of its tokens, so a bound on each value
+    (``max_tokens``) is not held to its shortest answer."""
     regex: str = ""
     """The language of the value's JSON text (outlines-core syntax; for a quoted value the
     text after the opening quote, closing quote included)."""
@@ -506,6 +510,8 @@ class ValueHole:
     inner_space: bool = False
     """``regex`` (and ``bound``) are of a JSON string (starting with ``"``) whose text may
     start with a space that the output drops (``FormHole.inner_space``)."""
+    composite: bool = False
+    """An array or object (or a value that may be one): ``FormHole.composite``."""
 
 
 def _hole(
@@ -555,7 +561,8 @@ def _hole(
     if bound is not None:
         value = value.intersect(_automaton(bound, tokenizer, where))
     hole = FormHole(path=path, spec=name, kind=kind, width=width, quoted=quoted, space=space,
-                    inner_space=inner, regex=regex, value_automaton=value, tokenizer=tokenizer)
+                    inner_space=inner, regex=regex, value_automaton=value, tokenizer=tokenizer,
+                    composite=isinstance(spec, ValueHole) and spec.composite)
     return hole, automaton
 
 

@@ -808,6 +808,16 @@ def _plain_string(node: Mapping[str, Any]) -> bool:
     return _types(node) == ["string"] and not set(node) - _PLAIN
 
 
+def _composite(node: Mapping[str, Any], types: list[str]) -> bool:
+    """Whether a hole of ``node`` may hold an array or object (``ValueHole.composite``)."""
+    if "enum" in node or "const" in node:
+        values = node.get("enum", []) if "enum" in node else [node["const"]]
+        return any(isinstance(v, (list, dict)) for v in values)
+    if any(k in node for k in ("anyOf", "oneOf", "allOf", "$ref", "not")):
+        return True
+    return not types or bool({"array", "object"} & set(types))
+
+
 def _types(node: Mapping[str, Any]) -> list[str]:
     t = node.get("type")
     return [t] if isinstance(t, str) else list(t or [])
@@ -1132,6 +1142,7 @@ def schema_form(
             width=_width(regex, tokenizer, path, max_value_tokens, bound),
             spec=f"<schema {path}>",
             bound=bound,
+            composite=_composite(node, types),
         )
 
     form = walk(root, "$")
@@ -1272,7 +1283,8 @@ def constraint_form(
     if json_schema is not None:
         return schema_form(json_schema, tokenizer, max_value_tokens=max_tokens, source=source), True
     if json_object:
-        return ValueHole(regex=JSON_OBJECT, width=max_tokens, spec="<json_object>"), True
+        return ValueHole(regex=JSON_OBJECT, width=max_tokens, spec="<json_object>",
+                         composite=True), True
     if choice is not None:
         if not choice or any(not isinstance(c, str) or not c for c in choice):
             raise UserError(f"{source}: guided_choice needs non-empty strings")

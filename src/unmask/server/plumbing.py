@@ -54,9 +54,16 @@ def _field(error: Any) -> list[str]:
     """Where a pydantic error is, as the request spells it: without "body" and pydantic's
     union-member tags (``str``, ``list[constrained-str]``, ``function-after[...]``). A key
     of a mapping the request sent is kept whatever its spelling (an infill gap ``"1"``: its
-    choice was named ``choices.0``, the gap dropped)."""
-    return [str(p) for p in error.get("loc", ())
-            if p != "body" and (isinstance(p, int) or not _tag(str(p)))]
+    choice was named ``choices.0``, the gap dropped), and so is the part after a dict-valued
+    field (``choices``, ``regex``, ``charset``): a gap named ``float`` is a key as sent, not
+    a tag (``choices.float.1`` was ``choices.1``)."""
+    loc = [p for p in error.get("loc", ()) if p != "body"]
+    return [str(p) for i, p in enumerate(loc)
+            if isinstance(p, int) or not _tag(str(p)) or (i and loc[i - 1] in _KEYED)]
+
+
+_KEYED = ("choices", "regex", "charset")
+"""Request fields whose value may be a dict keyed by gap names (``/v1/infill``)."""
 
 
 def _tag(part: str) -> bool:

@@ -141,6 +141,15 @@ def response_format(rf: dict[str, Any]) -> dict[str, Any] | None:
     return {"json_schema": schema}
 
 
+def schema_text(schema: Any) -> str:
+    """A sent schema as the text ``max_prompt_chars`` holds to: as sent when a string, else
+    compact JSON that keeps non-ASCII characters (``json.dumps``'s defaults counted a
+    19,354-character schema as 80,560: ``\\uXXXX`` escapes and spaces after separators)."""
+    if isinstance(schema, str):
+        return schema
+    return json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+
+
 def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> tuple[Any, bool]:
     """``constraint_form`` for the served tokenizer; a ``UserError`` becomes a 400 naming
     the field (an unenforceable keyword, a regex the engine rejects, a too large automaton).
@@ -150,8 +159,7 @@ def build_form(state: ServerState, kwargs: dict[str, Any], max_tokens: int) -> t
 
     schema = kwargs.get("json_schema")
     if schema is not None:  # as a form's text: its size bounds the compile work
-        check_text(state, schema if isinstance(schema, str) else json.dumps(schema),
-                   kwargs["source"])
+        check_text(state, schema_text(schema), kwargs["source"])
     if "regex" in kwargs and not state.limits.allow_regex:
         raise APIError(
             400,
@@ -188,12 +196,23 @@ def check_room(state: ServerState, form: Any, source: str, max_tokens: int) -> N
     was answered in 102 tokens although ``max_tokens`` bounds each value."""
     from unmask.infill.forms import parse_form
 
-    _, _, automata = parse_form(form, state.tok, source=source)
-    fewest = max((a.min_tokens() or 0 for a in automata), default=0)
-    if fewest > max_tokens:
-        raise APIError(400, f"{source}: a value's shortest answer takes {fewest} tokens; "
-                       f"max_tokens ({max_tokens}) bounds each value", param="max_tokens",
-                       code="invalid_value")
+    _, holes, automata = parse_form(form, state.tok, source=source)
+    room_check(holes, automata, source, max_tokens, f"max_tokens ({max_tokens})", "max_tokens")
+
+
+def room_check(holes: list[Any], automata: list[Any], source: str, width: int, bound: str,
+               param: str) -> None:
+    """A 400 naming ``param`` where a scalar hole's shortest answer takes over ``width``
+    tokens (``bound`` names the limit in the message, with the hole's path). An array or
+    object of any length is one hole whose punctuation is part of its tokens (``FormHole.
+    composite``): each of its values may fit where the whole does not, so it is not held to
+    ``width`` (an array of 3 integers under ``max_tokens`` 4 was refused)."""
+    for hole, automaton in zip(holes, automata, strict=True):
+        fewest = automaton.min_tokens() or 0
+        if fewest > width and not hole.composite:
+            raise APIError(400, f"{source}: at {hole.path}, a value's shortest answer takes "
+                           f"{fewest} tokens; {bound} bounds each value", param=param,
+                           code="invalid_value")
 
 
 class AnswerSoFar:
@@ -460,5 +479,5 @@ async def run_guided(
 
 __all__ = [
     "AnswerSoFar", "GuidedEvents", "build_form", "check_room", "fitting_choices", "guidance",
-    "response_format", "run_guided",
+    "response_format", "room_check", "run_guided",
 ]

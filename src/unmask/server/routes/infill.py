@@ -214,7 +214,7 @@ def router(state: ServerState) -> APIRouter:
         from unmask import api
         from unmask.infill import Gap, fill_form, parse_form, parse_template
         from unmask.infill.ordered import form_span
-        from unmask.server.routes.guided import build_form
+        from unmask.server.routes.guided import build_form, room_check
 
         user_call(lambda: api.refuse_continuous(state.loaded, "guided infill"), "model")
         segments = user_call(lambda: parse_template(req.template), "template")
@@ -254,11 +254,9 @@ def router(state: ServerState) -> APIRouter:
                            f"{extra}, more than {CONTEXT_WORDS} {state.max_seq_len}): give a "
                            f"smaller n in [MASK:n] or a smaller {source}",
                            param=source, code="context_length_exceeded")
-        fewest = max((a.min_tokens() or 0 for a in automata), default=0)
-        if fewest > width:  # n bounds each value as max_tokens does (the skeleton on top)
-            raise APIError(400, f"{guided['source']}: a value's shortest answer takes {fewest} "
-                           f"tokens; the gap [MASK:{width}] bounds each value to {width}",
-                           param=guided["source"], code="invalid_value")
+        # n bounds each value as max_tokens does (the skeleton on top)
+        room_check(holes, automata, guided["source"], width,
+                   f"the gap [MASK:{width}]", guided["source"])
         config = configure(req)
 
         def run(on_step: StepCallback) -> Any:
@@ -318,9 +316,10 @@ def router(state: ServerState) -> APIRouter:
     async def _schema_form(req: FormRequest, request: Request) -> Response:
         from unmask import api
         from unmask.infill.schema import check_schema, load_schema
+        from unmask.server.routes.guided import schema_text
 
         schema = req.schema_
-        check_text(state, schema if isinstance(schema, str) else json.dumps(schema), "schema")
+        check_text(state, schema_text(schema), "schema")
         # Unenforceable keywords here; the automata compile on the worker.
         user_call(lambda: check_schema(load_schema(schema, "schema")), "schema")
         config = configure(req)
