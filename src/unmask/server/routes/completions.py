@@ -387,17 +387,15 @@ def cap_default_steps(state: ServerState, req: _Generation, decoder: Decoder,
         return dataclasses.replace(config, steps=most)  # per token (it ran them all)
     if "steps" in api.facts_of(state.loaded).sample_defaults:
         G, bl = config.gen_length, config.block_length
-        # a recommended block length (not sent) may grow so the capped steps split over it
-        grow = req.block_length is None and bl is not None and config.segment_length is None \
-            and not api.facts_of(state.loaded).block_size  # fmt: skip
         # the scheduled policy's steps are a multiple of its blocks (``validate``): only
         # those are tried, the most first (each try is a whole check; the rest fail anyway)
         n = G // bl if bl else 1  # not whole blocks (G % bl): validate refuses every steps
         tries = [] if bl and G % bl else [dataclasses.replace(config, steps=s)
                                           for s in range(most - most % n, 0, -n)]
-        if grow:  # then longer blocks, each with the most steps that split over them
-            tries += [dataclasses.replace(config, steps=most - most % (G // b), block_length=b)
-                      for b in range((bl or G) + 1, G + 1) if G % b == 0 and G // b <= most]
+        # then longer blocks (a recommended block length, not sent), each with the most
+        # steps that split over them
+        tries += [dataclasses.replace(config, steps=most - most % (G // b), block_length=b)
+                  for b in longer_blocks(state, req, config) if bl is not None and b > bl]
         for capped in tries:  # the recommended block length first, with any steps
             try:
                 validate(capped)
@@ -453,18 +451,29 @@ def bounded_by_steps(decoder: Decoder, config: SampleConfig) -> bool:
         return False
 
 
+def longer_blocks(state: ServerState, req: _Generation, config: SampleConfig) -> list[int]:
+    """The block lengths at or above the one the checkpoint recommends (``config``'s, not
+    sent) that divide ``max_tokens`` into at most ``--max-steps`` blocks, shortest first:
+    what a recommendation may grow to under the limit (``fit_blocks``, ``cap_default_steps``).
+    None where the client sent ``block_length`` (its choice), nothing is recommended, the run
+    is segmented or the checkpoint's block size is fixed."""
+    G, bl, most = config.gen_length, config.block_length, state.limits.max_steps
+    if req.block_length is not None or bl is None or config.segment_length is not None \
+            or api.facts_of(state.loaded).block_size:  # fmt: skip
+        return []
+    return [b for b in range(bl, G + 1) if G % b == 0 and G // b <= most]
+
+
 def fit_blocks(state: ServerState, req: _Generation, config: SampleConfig) -> SampleConfig:
     """``config`` whose ``block_length`` the checkpoint recommends (not sent), made the
     shortest at or above it that divides ``max_tokens`` into at most ``--max-steps`` blocks,
     as a dynamic policy under the limit needs (a step a block): the client chose no block
     length, so none is refused (``api.sample_config`` fits it to sent steps the same way)."""
-    G, bl, most = config.gen_length, config.block_length, state.limits.max_steps
-    if req.block_length is not None or bl is None or config.segment_length is not None \
-            or api.facts_of(state.loaded).block_size \
-            or G % bl or G // bl <= most:  # fmt: skip
+    G, bl = config.gen_length, config.block_length
+    if bl is None or G % bl or G // bl <= state.limits.max_steps:
         return config
-    fits = next(b for b in range(bl, G + 1) if G % b == 0 and G // b <= most)
-    return dataclasses.replace(config, block_length=fits)
+    fits = longer_blocks(state, req, config)
+    return dataclasses.replace(config, block_length=fits[0]) if fits else config
 
 
 def cap_dynamic_steps(state: ServerState, decoder: Decoder, config: SampleConfig,
